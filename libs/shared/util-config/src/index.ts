@@ -1,0 +1,3 @@
+export { ConfigError, loadConfigOrExit, parseConfig } from './lib/load-config';
+export type { DeepReadonly, Environment } from './lib/load-config';
+export * as configFields from './lib/fragments';

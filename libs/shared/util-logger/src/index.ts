@@ -1,0 +1,2 @@
+export { createLogger, REDACTED_PATHS } from './lib/logger';
+export type { CreateLoggerOptions, Logger } from './lib/logger';
