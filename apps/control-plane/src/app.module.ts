@@ -1,0 +1,23 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import { pingRedis, type Redis } from '@portcullis/data/redis';
+import { HealthModule, REDIS, RedisModule } from '@portcullis/shared/nest-runtime';
+import type { Logger } from '@portcullis/shared/util-logger';
+import type { ControlPlaneConfig } from './config';
+
+/** Composition only: features are imported from libs/control-plane/* as they arrive. */
+@Module({})
+export class AppModule {
+  static forRoot(config: ControlPlaneConfig, logger: Logger): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        RedisModule.forRoot({ url: config.redis.url, connectionName: 'control-plane', logger }),
+        HealthModule.forRoot({
+          logger,
+          inject: [REDIS],
+          useFactory: (redis: Redis) => [{ name: 'redis', check: () => pingRedis(redis) }],
+        }),
+      ],
+    };
+  }
+}

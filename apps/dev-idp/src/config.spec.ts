@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '@portcullis/shared/util-config';
+import { devIdpEnvSchema } from './config';
+
+describe('dev IdP config', () => {
+  it('applies defaults around the one required secret', () => {
+    const config = parseConfig(devIdpEnvSchema, { DEV_IDP_PORTAL_CLIENT_SECRET: 'x'.repeat(16) });
+    expect(config.http.port).toBe(3400);
+    expect(config.issuer).toBe('http://localhost:3400');
+    expect(config.clients).toEqual([
+      {
+        clientId: 'portcullis-portal',
+        clientSecret: 'x'.repeat(16),
+        redirectUris: ['http://localhost:3000/api/auth/callback/oidc'],
+        postLogoutRedirectUris: ['http://localhost:3000/sign-in'],
+        firstParty: true,
+      },
+    ]);
+  });
+
+  it('adds extra clients from JSON', () => {
+    const config = parseConfig(devIdpEnvSchema, {
+      DEV_IDP_PORTAL_CLIENT_SECRET: 'x'.repeat(16),
+      DEV_IDP_EXTRA_CLIENTS: JSON.stringify([{ clientId: 'tests', clientSecret: 'y'.repeat(16), redirectUris: ['http://localhost:9/cb'] }]),
+    });
+    expect(config.clients[1]).toMatchObject({ clientId: 'tests', firstParty: false, postLogoutRedirectUris: [] });
+  });
+
+  it('names every bad variable and never echoes values', () => {
+    let error: unknown;
+    try {
+      parseConfig(devIdpEnvSchema, {
+        DEV_IDP_PORT: 'abc',
+        DEV_IDP_ISSUER: 'ftp://nope',
+        DEV_IDP_PORTAL_REDIRECT_URIS: 'not-a-url',
+        DEV_IDP_EXTRA_CLIENTS: '{oops',
+      });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    for (const key of ['DEV_IDP_PORT', 'DEV_IDP_ISSUER', 'DEV_IDP_PORTAL_CLIENT_SECRET', 'DEV_IDP_PORTAL_REDIRECT_URIS', 'DEV_IDP_EXTRA_CLIENTS']) {
+      expect(problems).toContain(key);
+    }
+    expect(problems).not.toContain('{oops');
+  });
+});

@@ -1,0 +1,51 @@
+import { z } from 'zod';
+import { configFields, type DeepReadonly } from '@portcullis/shared/util-config';
+import { devIdpClientListSchema } from '@portcullis/dev-idp/provider';
+
+/** A comma-separated list of absolute http(s) URLs. */
+const urlList = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value) =>
+      value
+        .split(',')
+        .map((item) => item.trim())
+        .filter((item) => item.length > 0),
+    )
+    .pipe(z.array(z.url({ protocol: /^https?$/, error: 'must list absolute http(s) URLs' })).min(1));
+
+/** Every variable the dev IdP reads, validated once at boot. */
+export const devIdpEnvSchema = z
+  .object({
+    NODE_ENV: configFields.nodeEnv,
+    LOG_LEVEL: configFields.logLevel,
+    DEV_IDP_HOST: z.string().min(1).default('0.0.0.0'),
+    DEV_IDP_PORT: configFields.port(3400),
+    DEV_IDP_ISSUER: configFields.httpUrl.default('http://localhost:3400'),
+    DEV_IDP_PORTAL_CLIENT_ID: z.string().min(1).default('portcullis-portal'),
+    DEV_IDP_PORTAL_CLIENT_SECRET: configFields.secret(16),
+    DEV_IDP_PORTAL_REDIRECT_URIS: urlList('http://localhost:3000/api/auth/callback/oidc'),
+    DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: urlList('http://localhost:3000/sign-in'),
+    DEV_IDP_EXTRA_CLIENTS: devIdpClientListSchema,
+    DEV_IDP_COOKIE_KEYS: configFields.csv,
+  })
+  .transform((env) => ({
+    nodeEnv: env.NODE_ENV,
+    logLevel: env.LOG_LEVEL,
+    http: { host: env.DEV_IDP_HOST, port: env.DEV_IDP_PORT },
+    issuer: env.DEV_IDP_ISSUER.replace(/\/+$/, ''),
+    clients: [
+      {
+        clientId: env.DEV_IDP_PORTAL_CLIENT_ID,
+        clientSecret: env.DEV_IDP_PORTAL_CLIENT_SECRET,
+        redirectUris: env.DEV_IDP_PORTAL_REDIRECT_URIS,
+        postLogoutRedirectUris: env.DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS,
+        firstParty: true,
+      },
+      ...env.DEV_IDP_EXTRA_CLIENTS,
+    ],
+    cookieKeys: env.DEV_IDP_COOKIE_KEYS,
+  }));
+
+export type DevIdpConfig = DeepReadonly<z.output<typeof devIdpEnvSchema>>;

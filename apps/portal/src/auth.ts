@@ -1,0 +1,24 @@
+import 'server-only';
+import type { NextAuthOptions } from 'next-auth';
+import { getServerSession } from 'next-auth';
+import { redirect } from 'next/navigation';
+import { createAuthOptions, type PortalUser, SIGN_IN_PATH, toPortalUser } from '@portcullis/portal/auth';
+import { portalConfig } from './config';
+
+let options: NextAuthOptions | undefined;
+
+export function authOptions(): NextAuthOptions {
+  options ??= createAuthOptions(portalConfig().auth);
+  return options;
+}
+
+export async function currentUser(): Promise<PortalUser | undefined> {
+  return toPortalUser(await getServerSession(authOptions()));
+}
+
+/** The signed-in user, or a redirect to the sign-in page that returns to `returnTo` afterwards. */
+export async function requireUser(returnTo: string): Promise<PortalUser> {
+  const user = await currentUser();
+  if (!user) redirect(`${SIGN_IN_PATH}?callbackUrl=${encodeURIComponent(returnTo)}`);
+  return user;
+}

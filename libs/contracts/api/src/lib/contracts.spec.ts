@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { pageQuery, tenantSlug } from './common';
+import { createTenantRequest } from './tenants';
+
+describe('api contracts', () => {
+  it('accepts slugs that are safe in a URL path and rejects the rest', () => {
+    for (const ok of ['acme', 'acme-labs', 'a1']) expect(tenantSlug.safeParse(ok).success).toBe(true);
+    for (const bad of ['A', 'acme_labs', '-acme', 'acme-', '../etc', 'a', 'x'.repeat(64), 'acme labs']) {
+      expect(tenantSlug.safeParse(bad).success).toBe(false);
+    }
+  });
+
+  it('bounds page sizes and coerces query strings', () => {
+    expect(pageQuery.parse({ limit: '20' })).toEqual({ limit: 20 });
+    expect(pageQuery.parse({})).toEqual({ limit: 50 });
+    expect(pageQuery.safeParse({ limit: '1000' }).success).toBe(false);
+  });
+
+  it('trims tenant names and refuses empty ones', () => {
+    expect(createTenantRequest.parse({ slug: 'acme', name: '  Acme  ' }).name).toBe('Acme');
+    expect(createTenantRequest.safeParse({ slug: 'acme', name: '   ' }).success).toBe(false);
+  });
+});

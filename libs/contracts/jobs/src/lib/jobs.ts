@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { auditEventV1 } from './audit-event';
+
+/** Queue names. One queue per kind of work, so a backlog in one cannot starve another. */
+export const QUEUES = {
+  audit: 'portcullis-audit',
+} as const;
+export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
+
+/**
+ * Every job the system knows: its queue, payload schema and version. A worker refuses to start unless it
+ * has a handler for each job of the queues it consumes (`assertHandlersCover`).
+ */
+export const JOBS = {
+  'audit.event.ingest': { queue: QUEUES.audit, version: 1, payload: auditEventV1 },
+} as const satisfies Record<string, { queue: QueueName; version: number; payload: z.ZodType }>;
+
+export type JobName = keyof typeof JOBS;
+export type JobPayload<N extends JobName> = z.infer<(typeof JOBS)[N]['payload']>;
+
+export const jobNamesForQueue = (queue: QueueName): JobName[] =>
+  (Object.keys(JOBS) as JobName[]).filter((name) => JOBS[name].queue === queue);
+
+/** Parses a payload for `name`, or throws with the zod issues. */
+export function parseJobPayload<N extends JobName>(name: N, payload: unknown): JobPayload<N> {
+  return JOBS[name].payload.parse(payload) as JobPayload<N>;
+}
+
+export function isJobName(value: string): value is JobName {
+  return Object.prototype.hasOwnProperty.call(JOBS, value);
+}
+
+/**
+ * Deterministic job id: the event's own id. Enqueueing the same event twice yields one job, which is what
+ * makes retries and spool replays idempotent.
+ */
+export function jobIdFor<N extends JobName>(name: N, payload: JobPayload<N>): string {
+  switch (name) {
+    case 'audit.event.ingest':
+      return `audit-${payload.eventId}`;
+  }
+  throw new Error(`no job id rule for ${String(name)}`);
+}
+
+export type JobHandlers<Q extends QueueName> = {
+  [N in JobName as (typeof JOBS)[N]['queue'] extends Q ? N : never]: (payload: JobPayload<N>) => Promise<void>;
+};
+
+/** Throws unless `handlers` has one function for each job of `queue`. */
+export function assertHandlersCover(queue: QueueName, handlers: Record<string, unknown>): void {
+  const missing = jobNamesForQueue(queue).filter((name) => typeof handlers[name] !== 'function');
+  if (missing.length > 0) throw new Error(`no handler for job(s) ${missing.join(', ')} on queue ${queue}`);
+}

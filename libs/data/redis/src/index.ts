@@ -1,0 +1,2 @@
+export { createRedisClient, onRedisError, pingRedis, reconnectDelay } from './lib/redis';
+export type { Redis, RedisClientOptions } from './lib/redis';

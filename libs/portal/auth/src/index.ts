@@ -1,0 +1,4 @@
+export { createAuthOptions, OIDC_PROVIDER_ID, SIGN_IN_PATH } from './lib/auth-options';
+export type { PortalAuthSettings } from './lib/auth-options';
+export { toPortalUser } from './lib/session';
+export type { PortalSession, PortalToken, PortalUser } from './lib/session';

@@ -1,0 +1,3 @@
+export { AppShell } from './lib/app-shell';
+export type { AppShellProps, NavItem } from './lib/app-shell';
+export { Card, PageHeader, Placeholder } from './lib/page-header';

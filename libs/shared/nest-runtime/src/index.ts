@@ -1,0 +1,12 @@
+export { HealthModule, READINESS_CHECKS } from './lib/health.module';
+export type { HealthModuleOptions } from './lib/health.module';
+export { createHttpApp, installShutdownDeadline, runOrExit } from './lib/http-app';
+export type { HttpAppOptions } from './lib/http-app';
+export { PinoNestLogger } from './lib/pino-nest-logger';
+export { installProblemHandlers, sendProblem, toAppError } from './lib/problem-details';
+export { ProblemDetailsFilter } from './lib/problem-details.filter';
+export { startProbeServer } from './lib/probe-server';
+export { runReadinessChecks } from './lib/readiness';
+export type { ReadinessCheck, ReadinessReport } from './lib/readiness';
+export { traceIdFrom } from './lib/trace';
+export { REDIS, RedisModule } from './lib/redis.module';

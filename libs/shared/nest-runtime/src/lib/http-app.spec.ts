@@ -1,0 +1,134 @@
+import { Body, Controller, Get, Module, Post } from '@nestjs/common';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { AppError } from '@portcullis/shared/util-errors';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { HealthModule } from './health.module';
+import { createHttpApp } from './http-app';
+
+const lines: string[] = [];
+const sink = new Writable({
+  write(chunk: Buffer, _encoding, done) {
+    lines.push(chunk.toString('utf8'));
+    done();
+  },
+});
+const logger = createLogger({ service: 'spec', level: 'info', destination: sink });
+
+@Controller('things')
+class ThingsController {
+  @Post()
+  create(@Body() body: unknown) {
+    return z.object({ name: z.string().min(1) }).parse(body);
+  }
+  @Get('conflict')
+  conflict() {
+    throw new AppError('CONFLICT', 'That thing already exists.');
+  }
+  @Get('boom')
+  boom() {
+    throw new Error('connect ECONNREFUSED 10.0.0.7:5432 password=hunter2');
+  }
+}
+
+let dependencyUp = true;
+
+@Module({
+  imports: [
+    HealthModule.forRoot({
+      logger,
+      useFactory: () => [
+        {
+          name: 'postgres',
+          check: async () => {
+            if (!dependencyUp) throw new Error('connection refused at 10.0.0.7');
+          },
+        },
+      ],
+    }),
+  ],
+  controllers: [ThingsController],
+})
+class SpecModule {}
+
+describe('createHttpApp', () => {
+  let app: NestFastifyApplication;
+
+  beforeAll(async () => {
+    app = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024 });
+    await app.init();
+    await app.getHttpAdapter().getInstance().ready();
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const inject = (options: object) => app.getHttpAdapter().getInstance().inject(options as never);
+
+  it('answers liveness and readiness, and 503 with the failing dependency named (not its address)', async () => {
+    expect((await inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
+    dependencyUp = false;
+    const down = await inject({ method: 'GET', url: '/readyz' });
+    expect(down.statusCode).toBe(503);
+    expect(down.json()).toEqual({ status: 'unavailable', checks: { postgres: 'unavailable' } });
+    expect(down.body).not.toContain('10.0.0.7');
+    dependencyUp = true;
+    expect((await inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+  });
+
+  it('turns validation errors into 400 problem+json listing the fields', async () => {
+    const res = await inject({ method: 'POST', url: '/things', payload: { name: 42 } });
+    expect(res.statusCode).toBe(400);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(res.json()).toMatchObject({ status: 400, code: 'VALIDATION_FAILED', errors: [{ path: 'name' }] });
+    expect(res.json().traceId).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('answers malformed JSON, oversized bodies and wrong media types with 4xx, never 500', async () => {
+    const badJson = await inject({
+      method: 'POST',
+      url: '/things',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"name":',
+    });
+    expect(badJson.statusCode).toBe(400);
+    expect(badJson.json()).toMatchObject({ code: 'BAD_REQUEST' });
+    expect(badJson.json().detail).toMatch(/not valid JSON/);
+
+    const huge = await inject({ method: 'POST', url: '/things', payload: { name: 'x'.repeat(5_000) } });
+    expect(huge.statusCode).toBe(413);
+    expect(huge.json()).toMatchObject({ code: 'PAYLOAD_TOO_LARGE' });
+
+    const wrongType = await inject({
+      method: 'POST',
+      url: '/things',
+      headers: { 'content-type': 'application/x-thing' },
+      payload: 'x',
+    });
+    expect(wrongType.statusCode).toBe(415);
+    expect(wrongType.json()).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE' });
+  });
+
+  it('maps AppErrors by code, unknown routes to 404, and keeps a traceparent trace id', async () => {
+    const res = await inject({
+      method: 'GET',
+      url: '/things/conflict',
+      headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
+    });
+    expect(res.statusCode).toBe(409);
+    expect(res.json()).toMatchObject({ detail: 'That thing already exists.', traceId: '4bf92f3577b34da6a3ce929d0e0e4736' });
+    expect((await inject({ method: 'GET', url: '/nowhere' })).json()).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+  });
+
+  it('hides unexpected errors behind a 500 with an error id, and logs the original', async () => {
+    const res = await inject({ method: 'GET', url: '/things/boom' });
+    expect(res.statusCode).toBe(500);
+    const body = res.json();
+    expect(body.code).toBe('INTERNAL');
+    expect(res.body).not.toContain('hunter2');
+    expect(res.body).not.toContain('10.0.0.7');
+    expect(lines.join('')).toContain(body.errorId);
+  });
+});

@@ -1,0 +1,42 @@
+import { createServer, type Server } from 'node:http';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { runReadinessChecks, type ReadinessCheck } from './readiness';
+
+/**
+ * A tiny HTTP server with only `/healthz` and `/readyz`, for processes that serve no other HTTP (the
+ * audit worker). Anything else is 404.
+ */
+export function startProbeServer(options: {
+  host: string;
+  port: number;
+  checks: readonly ReadinessCheck[];
+  logger: Logger;
+  isShuttingDown?: () => boolean;
+}): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { status: 'method not allowed' });
+    if (path === '/healthz') return send(200, { status: 'ok' });
+    if (path === '/readyz') {
+      if (options.isShuttingDown?.()) return send(503, { status: 'unavailable', checks: {} });
+      void runReadinessChecks(options.checks, {
+        timeoutMs: 2_000,
+        onFailure: (name, error) => options.logger.warn({ check: name, err: error }, 'readiness check failed'),
+      }).then((report) => send(report.status === 'ok' ? 200 : 503, report));
+      return;
+    }
+    return send(404, { status: 'not found' });
+  });
+  server.keepAliveTimeout = 5_000;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+// `npm start`: the whole local stack in one command. Checks Postgres and Redis, migrates and seeds the
+// database, builds every app, starts them, waits until each /readyz is green, and prints where to go.
+// Ctrl-C (or SIGTERM) stops every app gracefully.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { checkServices } from './lib/services.mjs';
+import { baseEnv, bin, repoRoot, run } from './lib/run.mjs';
+
+if (existsSync(path.join(repoRoot, '.env'))) process.loadEnvFile(path.join(repoRoot, '.env'));
+
+const env = {
+  NODE_ENV: 'development',
+  LOG_LEVEL: 'info',
+  DATABASE_ADMIN_URL: 'postgresql://postgres@127.0.0.1:5432/portcullis',
+  DATABASE_URL: 'postgresql://portcullis_app@127.0.0.1:5432/portcullis',
+  DATABASE_SYSTEM_URL: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  // Development-only secrets, fresh for each run unless .env pins them.
+  NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+  PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+  DEV_IDP_COOKIE_SECRET: randomBytes(32).toString('base64url'),
+  ...process.env,
+};
+
+const urls = {
+  portal: 'http://localhost:3000',
+  controlPlane: 'http://127.0.0.1:3100',
+  gateway: 'http://127.0.0.1:3200',
+  auditWorker: 'http://127.0.0.1:3300',
+  devIdp: 'http://localhost:3400',
+  demoUpstream: 'http://127.0.0.1:3500',
+};
+
+const apps = [
+  { name: 'dev-idp', cmd: [process.execPath, 'dist/apps/dev-idp/main.js'], ready: `${urls.devIdp}/readyz` },
+  { name: 'demo-upstreams', cmd: [process.execPath, 'dist/apps/demo-upstreams/main.js'], ready: `${urls.demoUpstream}/readyz` },
+  { name: 'control-plane', cmd: [process.execPath, 'dist/apps/control-plane/main.js'], ready: `${urls.controlPlane}/readyz` },
+  { name: 'gateway', cmd: [process.execPath, 'dist/apps/gateway/main.js'], ready: `${urls.gateway}/readyz` },
+  { name: 'audit-worker', cmd: [process.execPath, 'dist/apps/audit-worker/main.js'], ready: `${urls.auditWorker}/readyz` },
+  {
+    name: 'portal',
+    cmd: [bin('next'), 'start', '--port', '3000', '--hostname', 'localhost'],
+    cwd: 'apps/portal',
+    ready: `${urls.portal}/readyz`,
+  },
+];
+
+const children = new Map();
+let stopping = false;
+
+function stopAll(exitCode) {
+  if (stopping) return;
+  stopping = true;
+  console.log('\nstopping every app…');
+  for (const child of children.values()) child.kill('SIGTERM');
+  const deadline = setTimeout(() => {
+    for (const child of children.values()) child.kill('SIGKILL');
+    process.exit(exitCode || 1);
+  }, 15_000);
+  const check = setInterval(() => {
+    if ([...children.values()].every((child) => child.exitCode !== null || child.signalCode !== null)) {
+      clearInterval(check);
+      clearTimeout(deadline);
+      console.log('all apps stopped.');
+      process.exit(exitCode);
+    }
+  }, 100);
+}
+process.on('SIGINT', () => stopAll(0));
+process.on('SIGTERM', () => stopAll(0));
+
+function prefixLines(name, stream, target) {
+  let buffered = '';
+  stream.on('data', (chunk) => {
+    buffered += chunk.toString('utf8');
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) target.write(`[${name}] ${line}\n`);
+  });
+}
+
+async function waitReady(url, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !stopping) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      if (res.ok) return true;
+    } catch {
+      // not up yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  return false;
+}
+
+async function step(title, fn) {
+  console.log(`\n▶ ${title}`);
+  const code = await fn();
+  if (code !== 0) {
+    console.error(`✘ ${title} failed (exit ${code})`);
+    process.exit(1);
+  }
+}
+
+if (!(await checkServices({ databaseUrl: env.DATABASE_ADMIN_URL, redisUrl: env.REDIS_URL }))) process.exit(1);
+
+await step('migrating the database', () => run(process.execPath, ['tools/scripts/db.mjs', 'migrate'], { env }));
+await step('seeding demo data', () => run(process.execPath, ['tools/scripts/db.mjs', 'seed'], { env }));
+if (!process.argv.includes('--no-build')) {
+  await step('building every app', () => run(bin('nx'), ['run-many', '-t', 'build', '--outputStyle=static'], { env }));
+}
+
+console.log('\n▶ starting apps');
+const started = Date.now();
+for (const app of apps) {
+  const [command, ...args] = app.cmd;
+  const child = spawn(command, args, {
+    cwd: path.join(repoRoot, app.cwd ?? '.'),
+    env: baseEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.set(app.name, child);
+  prefixLines(app.name, child.stdout, process.stdout);
+  prefixLines(app.name, child.stderr, process.stderr);
+  child.once('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`\n✘ ${app.name} exited unexpectedly (${signal ?? `exit ${code}`}); stopping the stack`);
+      stopAll(1);
+    }
+  });
+}
+
+const readiness = await Promise.all(apps.map(async (app) => [app.name, await waitReady(app.ready, 90_000)]));
+const notReady = readiness.filter(([, ok]) => !ok).map(([name]) => name);
+if (notReady.length > 0) {
+  console.error(`\n✘ not ready within 90 s: ${notReady.join(', ')}`);
+  stopAll(1);
+} else {
+  const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/identities.json'), 'utf8'));
+  const took = ((Date.now() - started) / 1000).toFixed(1);
+  console.log(`
+✔ Portcullis is up (apps ready in ${took} s)
+
+  Portal (sign in via SSO)    ${urls.portal}
+  Control-plane API docs      ${urls.controlPlane}/api/docs
+  Gateway (MCP endpoints)     ${urls.gateway}/t/<tenant>/mcp   e.g. ${urls.gateway}/t/acme/mcp
+  Dev OpenID provider         ${urls.devIdp}/.well-known/openid-configuration
+  Demo upstream MCP server    ${urls.demoUpstream}/mcp
+  Audit worker health         ${urls.auditWorker}/readyz
+
+  Demo logins (password: ${identities.password})
+${identities.users
+  .map((u) => `    ${u.email.padEnd(32)} ${u.memberships.map((m) => `${m.role}@${m.tenant}`).join(', ')}`)
+  .join('\n')}
+
+  Tenant API keys were printed by the seed step above (only when first created).
+  Press Ctrl-C to stop everything.
+`);
+}
