@@ -1,0 +1,46 @@
+import type { Metadata } from 'next';
+import { redirect } from 'next/navigation';
+import { OIDC_PROVIDER_ID } from '@portcullis/portal/auth';
+import { currentUser } from '../../auth';
+import { SignInButton } from './sign-in-button';
+import './sign-in.css';
+
+export const metadata: Metadata = { title: 'Sign in' };
+
+const ERRORS: Record<string, string> = {
+  AccessDenied: 'Access was denied.',
+  OAuthCallback: 'The identity provider answered with an error. Try again.',
+  OAuthSignin: 'Could not reach the identity provider. Try again.',
+  SessionRequired: 'Please sign in to continue.',
+};
+
+/** Only same-site paths; anything else (including //host) falls back to the dashboard. */
+function safeCallbackUrl(value: string | string[] | undefined): string {
+  const candidate = Array.isArray(value) ? value[0] : value;
+  return candidate && candidate.startsWith('/') && !candidate.startsWith('//') ? candidate : '/';
+}
+
+export default async function SignInPage({
+  searchParams,
+}: {
+  readonly searchParams: Promise<Record<string, string | string[] | undefined>>;
+}) {
+  const params = await searchParams;
+  const callbackUrl = safeCallbackUrl(params['callbackUrl']);
+  if (await currentUser()) redirect(callbackUrl);
+  const errorCode = typeof params['error'] === 'string' ? params['error'] : undefined;
+  const error = errorCode ? (ERRORS[errorCode] ?? 'Sign-in failed. Try again.') : undefined;
+
+  return (
+    <main className="sign-in">
+      <h1>Portcullis</h1>
+      <p>Sign in with your organisation&apos;s single sign-on.</p>
+      {error ? (
+        <p className="sign-in-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+      <SignInButton providerId={OIDC_PROVIDER_ID} callbackUrl={callbackUrl} />
+    </main>
+  );
+}
