@@ -4,15 +4,14 @@
  * target database when it does not exist yet.
  */
 import pg from 'pg';
+import { START_HINTS } from '../scripts/lib/services.mjs';
 
 export const DEFAULT_ADMIN_URL = 'postgresql://postgres@127.0.0.1:5432/portcullis';
 export const DEFAULT_APP_URL = 'postgresql://portcullis_app@127.0.0.1:5432/portcullis';
 
-export const POSTGRES_START_HINT = [
-  'Start PostgreSQL with one of:',
-  '  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
-  '  docker compose -f infra/docker-compose.yml up -d',
-].join('\n');
+export const DEFAULT_SYSTEM_URL = 'postgresql://portcullis_system@127.0.0.1:5432/portcullis';
+
+export const POSTGRES_START_HINT = ['Start it with:', ...START_HINTS.postgres.map((line) => `  ${line}`)].join('\n');
 
 /** A failure the CLI reports as a message (no stack trace). */
 export class DbToolError extends Error {

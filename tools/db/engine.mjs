@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { bindMigrationAwareSqlAdapterFactory } from '@prisma/driver-adapter-utils';
+import { bindMigrationAwareSqlAdapterFactory, ColumnTypeEnum } from '@prisma/driver-adapter-utils';
 import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
 import { parseDatabaseUrl, quoteIdent, withMaintenanceClient } from './connection.mjs';
 
@@ -23,6 +23,23 @@ const require = createRequire(import.meta.url);
 
 /** @type {Promise<void> | undefined} */
 let loading;
+
+/** The message of the last Rust panic inside the engine (the glue reports it through this global). */
+let lastPanic = '';
+/** @type {{ PRISMA_WASM_PANIC_REGISTRY?: { set_message: (message: string) => void } }} */ (
+  /** @type {unknown} */ (globalThis)
+).PRISMA_WASM_PANIC_REGISTRY ??= {
+  set_message: (message) => {
+    lastPanic = message;
+  },
+};
+
+/** Returns and clears the last engine panic message. */
+export function takeEnginePanic() {
+  const message = lastPanic;
+  lastPanic = '';
+  return message;
+}
 
 function loadWasm() {
   loading ??= (async () => {
@@ -46,41 +63,91 @@ export async function engineVersion() {
 const PG_CHAR_OID = 18; // the one-byte internal `"char"` type of pg_catalog (relkind, contype, ...)
 const PG_TEXT_OID = 25;
 
-/** @param {unknown} result */
-function charColumnsAsText(result) {
-  for (const one of Array.isArray(result) ? result : [result]) {
-    for (const field of /** @type {{ fields?: { dataTypeID: number }[] }} */ (one)?.fields ?? []) {
-      if (field.dataTypeID === PG_CHAR_OID) field.dataTypeID = PG_TEXT_OID;
-    }
-  }
-  return result;
-}
-
 /**
- * A pg client that reports pg_catalog's `"char"` columns as text. The schema engine's introspection queries select
- * such columns, and the pg driver adapter has no mapping for that type ("Column type 'char' could not be
- * deserialized"). The values already arrive as one-character strings, so relabelling the column is enough.
+ * @typedef {import('@prisma/driver-adapter-utils').SqlQueryable} SqlQueryable
+ * @typedef {SqlQueryable & {
+ *   client: pg.Pool | pg.PoolClient,
+ *   onError: (error: unknown) => never,
+ *   performIO: (query: import('@prisma/driver-adapter-utils').SqlQuery) => Promise<pg.QueryArrayResult>,
+ * }} PgQueryableInternals
  */
-class CatalogFriendlyClient extends pg.Client {
-  /** @param {...any} args */
-  // @ts-expect-error -- pg's overloads cannot be re-declared one by one in JSDoc; this forwards all of them.
-  query(...args) {
-    // @ts-expect-error -- see above.
-    const result = super.query(...args);
-    return result && typeof result.then === 'function' ? result.then(charColumnsAsText) : result;
-  }
+
+/**
+ * Makes pg_catalog's `"char"` columns readable. The schema engine's introspection selects them (constraint types,
+ * relkind...) and reads them as Rust `char`s, but the pg adapter has no mapping for the type ("Column type 'char'
+ * could not be deserialized"). We relabel such columns as text before the adapter maps types, then report them to
+ * the engine as `Character`. The values are already one-character strings.
+ * @param {SqlQueryable} queryable
+ */
+function readCatalogChars(queryable) {
+  const internals = /** @type {PgQueryableInternals} */ (queryable);
+  /** @type {WeakMap<unknown[], number[]>} */
+  const charColumnsByRows = new WeakMap();
+  const performIO = internals.performIO.bind(internals);
+  internals.performIO = async (query) => {
+    const result = await performIO(query);
+    /** @type {number[]} */
+    const charColumns = [];
+    result.fields.forEach((field, index) => {
+      if (field.dataTypeID === PG_CHAR_OID) {
+        field.dataTypeID = PG_TEXT_OID;
+        charColumns.push(index);
+      }
+    });
+    if (charColumns.length) charColumnsByRows.set(result.rows, charColumns);
+    return result;
+  };
+  const queryRaw = internals.queryRaw.bind(internals);
+  internals.queryRaw = async (query) => {
+    const resultSet = await queryRaw(query);
+    for (const index of charColumnsByRows.get(resultSet.rows) ?? []) {
+      resultSet.columnTypes[index] = ColumnTypeEnum.Character;
+    }
+    return resultSet;
+  };
+  return queryable;
 }
 
 /**
- * The pg adapter factory, with a shadow database that is actually dropped: PrismaPg's own `connectToShadowDb` drops
- * the database while its pool still holds a connection ("is being accessed by other users"). Ours closes the pool
- * first and drops WITH (FORCE).
+ * Prepares a pg driver adapter for the schema engine:
+ * - `"char"` columns readable (see `readCatalogChars`), also inside transactions;
+ * - migration scripts run the way Prisma's native engine runs them: as one simple-protocol query, so Postgres
+ *   executes all statements in one implicit transaction. The adapter's own `executeScript` splits the text on every
+ *   `;`, which breaks `DO $$ ... $$` blocks and function bodies.
+ * @param {import('@prisma/driver-adapter-utils').SqlDriverAdapter} adapter
+ */
+function forSchemaEngine(adapter) {
+  const internals = /** @type {PgQueryableInternals} */ (/** @type {unknown} */ (readCatalogChars(adapter)));
+  adapter.executeScript = async (script) => {
+    try {
+      await internals.client.query(script);
+    } catch (error) {
+      internals.onError(error);
+    }
+  };
+  const startTransaction = adapter.startTransaction.bind(adapter);
+  adapter.startTransaction = async (isolationLevel) => {
+    const transaction = await startTransaction(isolationLevel);
+    readCatalogChars(transaction);
+    return transaction;
+  };
+  return adapter;
+}
+
+/**
+ * The pg adapter factory with connections prepared by `forSchemaEngine`, and a shadow database that is actually dropped: PrismaPg's own `connectToShadowDb` drops it while its pool still
+ *   holds a connection ("is being accessed by other users"). Ours closes the pool first and drops WITH (FORCE).
  */
 class PgWithShadowDatabase extends PrismaPg {
   /** @param {ReturnType<typeof parseDatabaseUrl>} fields */
   constructor(fields) {
-    super({ ...fields, max: 2, Client: CatalogFriendlyClient });
+    super({ ...fields, max: 2 });
     this.fields = fields;
+  }
+
+  /** @override */
+  async connect() {
+    return forSchemaEngine(await super.connect());
   }
 
   /** @override */
@@ -89,7 +156,7 @@ class PgWithShadowDatabase extends PrismaPg {
     const database = `prisma_migrate_shadow_db_${randomUUID()}`;
     const url = `postgresql://${encodeURIComponent(fields.user)}${fields.password ? `:${encodeURIComponent(fields.password)}` : ''}@${fields.host}:${fields.port}/${database}`;
     await withMaintenanceClient(url, (client) => client.query(`CREATE DATABASE ${quoteIdent(database)}`));
-    const adapter = await new PrismaPg({ ...fields, database, max: 2, Client: CatalogFriendlyClient }).connect();
+    const adapter = forSchemaEngine(await new PrismaPg({ ...fields, database, max: 2 }).connect());
     const dispose = adapter.dispose.bind(adapter);
     adapter.dispose = async () => {
       try {

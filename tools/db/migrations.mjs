@@ -11,7 +11,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DbToolError, ensureDatabase, parseDatabaseUrl, unreachable } from './connection.mjs';
-import { openSchemaEngine } from './engine.mjs';
+import { openSchemaEngine, takeEnginePanic } from './engine.mjs';
 
 /** @typedef {import('@prisma/schema-engine-wasm').MigrationList} MigrationList */
 /** @typedef {import('@prisma/schema-engine-wasm').SchemaEngine} SchemaEngine */
@@ -65,7 +65,8 @@ function engineError(error, url) {
   if (error instanceof DbToolError) return error;
   const code = /** @type {{ code?: string }} */ (error)?.code;
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND') return unreachable(url, error);
-  const message = error instanceof Error ? error.message : JSON.stringify(error);
+  const panic = takeEnginePanic();
+  const message = `${error instanceof Error ? error.message : JSON.stringify(error)}${panic ? `\n(engine panic: ${panic})` : ''}`;
   if (/P1001|Can't reach database server|ECONNREFUSED/.test(message)) return unreachable(url, error);
   return new DbToolError(`Schema engine: ${message}`);
 }
@@ -180,34 +181,34 @@ export async function applyMigrations({ adminUrl, dir = MIGRATIONS_DIR }) {
 
 /**
  * Creates `prisma/migrations/<timestamp>_<name>/migration.sql` with the SQL that takes the migrations directory to
- * the current schema.prisma (what `prisma migrate dev --create-only` writes). The engine replays the existing
- * migrations into a throwaway shadow database on the server of `adminUrl`.
- * @param {{ adminUrl: string, name: string, dir?: string, draft?: boolean }} options
+ * the current schema.prisma: what `prisma migrate dev --create-only` writes. The engine replays the existing
+ * migrations into a throwaway shadow database on the server of `adminUrl` (`prisma_migrate_shadow_db_<uuid>`,
+ * dropped afterwards) and diffs that against the schema. (The wasm engine's own `createMigration` command has no
+ * Postgres shadow-database hook, so we call `diff` and write the folder the way the CLI does.)
+ * @param {{ adminUrl: string, name: string, dir?: string, now?: Date }} options
  * @returns {Promise<{ created: string | null, script: string | null }>}
  */
-export async function createMigration({ adminUrl, name, dir = MIGRATIONS_DIR, draft = false }) {
+export async function createMigration({ adminUrl, name, dir = MIGRATIONS_DIR, now = new Date() }) {
   if (!/^[a-z0-9_]+$/i.test(name)) {
     throw new DbToolError(`Migration name must be letters, digits and underscores, got "${name}".`);
   }
-  await ensureDatabase(adminUrl);
-  const schema = await readSchema();
-  const migrationsList = await readMigrations(dir);
-  const output = await withEngine(adminUrl, { schema }, (engine) =>
-    engine.createMigration({
-      draft,
-      migrationName: name,
-      migrationsList,
-      schema: { files: [schema] },
-      filters: NO_FILTER,
-    }),
-  );
-  if (output.migrationScript === null) return { created: null, script: null };
-  const folder = path.join(dir, output.generatedMigrationName);
+  const drift = await checkDrift({ adminUrl, dir });
+  if (drift.inSync) return { created: null, script: null };
+  const folder = path.join(dir, `${migrationTimestamp(now)}_${name}`);
   if (existsSync(folder)) throw new DbToolError(`The migration directory already exists: ${folder}`);
   await mkdir(folder, { recursive: true });
-  await writeFile(path.join(folder, `migration.${output.extension}`), output.migrationScript, 'utf8');
-  if (migrationsList.lockfile.content === null) await writeFile(path.join(dir, LOCKFILE), LOCKFILE_CONTENT, 'utf8');
-  return { created: path.relative(REPO_ROOT, folder), script: output.migrationScript };
+  const script = `${drift.script}\n`;
+  await writeFile(path.join(folder, 'migration.sql'), script, 'utf8');
+  if (!existsSync(path.join(dir, LOCKFILE))) await writeFile(path.join(dir, LOCKFILE), LOCKFILE_CONTENT, 'utf8');
+  return { created: path.relative(REPO_ROOT, folder), script };
+}
+
+/**
+ * The CLI's migration folder prefix: UTC `YYYYMMDDHHMMSS`.
+ * @param {Date} date
+ */
+export function migrationTimestamp(date) {
+  return date.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
 /**
@@ -219,6 +220,8 @@ export async function checkDrift({ adminUrl, dir = MIGRATIONS_DIR }) {
   await ensureDatabase(adminUrl);
   const schema = await readSchema();
   const migrationsList = await readMigrations(dir);
+  // The engine reads the connector from the lockfile; an empty directory has none yet.
+  if (migrationsList.lockfile.content === null) migrationsList.lockfile.content = LOCKFILE_CONTENT;
   return withEngine(adminUrl, { schema }, async (engine) => {
     /** @param {boolean} script */
     const diff = (script) =>

@@ -18,12 +18,18 @@ const env = {
   DATABASE_URL: 'postgresql://portcullis_app@127.0.0.1:5432/portcullis',
   DATABASE_SYSTEM_URL: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis',
   REDIS_URL: 'redis://127.0.0.1:6379',
+  NEXTAUTH_URL: 'http://localhost:3000',
+  PORTAL_OIDC_ISSUER: 'http://localhost:3400',
+  DEV_IDP_HOST: '127.0.0.1',
+  DEV_IDP_ISSUER: 'http://localhost:3400',
   // Development-only secrets, fresh for each run unless .env pins them.
   NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
   PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
   DEV_IDP_COOKIE_SECRET: randomBytes(32).toString('base64url'),
   ...process.env,
 };
+// The dev IdP and the portal must agree on the portal's client secret.
+env.DEV_IDP_PORTAL_CLIENT_SECRET ??= env.PORTAL_OIDC_CLIENT_SECRET;
 
 const urls = {
   portal: 'http://localhost:3000',

@@ -21,9 +21,15 @@ describe('dev IdP config', () => {
   it('adds extra clients from JSON', () => {
     const config = parseConfig(devIdpEnvSchema, {
       DEV_IDP_PORTAL_CLIENT_SECRET: 'x'.repeat(16),
-      DEV_IDP_EXTRA_CLIENTS: JSON.stringify([{ clientId: 'tests', clientSecret: 'y'.repeat(16), redirectUris: ['http://localhost:9/cb'] }]),
+      DEV_IDP_EXTRA_CLIENTS: JSON.stringify([
+        { clientId: 'tests', clientSecret: 'y'.repeat(16), redirectUris: ['http://localhost:9/cb'] },
+      ]),
     });
-    expect(config.clients[1]).toMatchObject({ clientId: 'tests', firstParty: false, postLogoutRedirectUris: [] });
+    expect(config.clients[1]).toMatchObject({
+      clientId: 'tests',
+      firstParty: false,
+      postLogoutRedirectUris: [],
+    });
   });
 
   it('names every bad variable and never echoes values', () => {
@@ -40,7 +46,13 @@ describe('dev IdP config', () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     const problems = (error as ConfigError).problems.join('\n');
-    for (const key of ['DEV_IDP_PORT', 'DEV_IDP_ISSUER', 'DEV_IDP_PORTAL_CLIENT_SECRET', 'DEV_IDP_PORTAL_REDIRECT_URIS', 'DEV_IDP_EXTRA_CLIENTS']) {
+    for (const key of [
+      'DEV_IDP_PORT',
+      'DEV_IDP_ISSUER',
+      'DEV_IDP_PORTAL_CLIENT_SECRET',
+      'DEV_IDP_PORTAL_REDIRECT_URIS',
+      'DEV_IDP_EXTRA_CLIENTS',
+    ]) {
       expect(problems).toContain(key);
     }
     expect(problems).not.toContain('{oops');

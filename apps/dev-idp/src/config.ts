@@ -22,19 +22,20 @@ export const devIdpEnvSchema = z
     LOG_LEVEL: configFields.logLevel,
     DEV_IDP_HOST: z.string().min(1).default('0.0.0.0'),
     DEV_IDP_PORT: configFields.port(3400),
-    DEV_IDP_ISSUER: configFields.httpUrl.default('http://localhost:3400'),
+    DEV_IDP_ISSUER: configFields.httpUrl.optional(),
     DEV_IDP_PORTAL_CLIENT_ID: z.string().min(1).default('portcullis-portal'),
     DEV_IDP_PORTAL_CLIENT_SECRET: configFields.secret(16),
     DEV_IDP_PORTAL_REDIRECT_URIS: urlList('http://localhost:3000/api/auth/callback/oidc'),
     DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: urlList('http://localhost:3000/sign-in'),
     DEV_IDP_EXTRA_CLIENTS: devIdpClientListSchema,
-    DEV_IDP_COOKIE_KEYS: configFields.csv,
+    DEV_IDP_IDENTITIES_FILE: z.string().min(1).default('tools/demo/identities.json'),
+    DEV_IDP_COOKIE_SECRET: configFields.secret(32).optional(),
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     http: { host: env.DEV_IDP_HOST, port: env.DEV_IDP_PORT },
-    issuer: env.DEV_IDP_ISSUER.replace(/\/+$/, ''),
+    issuer: (env.DEV_IDP_ISSUER ?? `http://localhost:${env.DEV_IDP_PORT}`).replace(/\/+$/, ''),
     clients: [
       {
         clientId: env.DEV_IDP_PORTAL_CLIENT_ID,
@@ -45,7 +46,8 @@ export const devIdpEnvSchema = z
       },
       ...env.DEV_IDP_EXTRA_CLIENTS,
     ],
-    cookieKeys: env.DEV_IDP_COOKIE_KEYS,
+    identitiesFile: env.DEV_IDP_IDENTITIES_FILE,
+    cookieKeys: env.DEV_IDP_COOKIE_SECRET ? [env.DEV_IDP_COOKIE_SECRET] : [],
   }));
 
 export type DevIdpConfig = DeepReadonly<z.output<typeof devIdpEnvSchema>>;

@@ -1,6 +1,7 @@
+import path from 'node:path';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { demoIdentities, startDevIdp } from '@portcullis/dev-idp/provider';
+import { readIdentitiesFile, startDevIdp } from '@portcullis/dev-idp/provider';
 import { devIdpEnvSchema } from './config';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -18,7 +19,7 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit('dev-idp', devIdpEnvSchema);
   const logger = createLogger({ service: 'dev-idp', level: config.logLevel });
   if (config.cookieKeys.length === 0) {
-    logger.info('DEV_IDP_COOKIE_KEYS is empty: using a random cookie key (IdP sessions end on restart)');
+    logger.info('DEV_IDP_COOKIE_SECRET is not set: using a random cookie key (IdP sessions end on restart)');
   }
 
   const idp = await startDevIdp({
@@ -26,7 +27,7 @@ async function main(): Promise<void> {
     port: config.http.port,
     issuer: config.issuer,
     clients: config.clients,
-    identities: demoIdentities(),
+    identities: readIdentitiesFile(path.resolve(config.identitiesFile)),
     cookieKeys: config.cookieKeys,
     logger,
   });
@@ -57,6 +58,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`dev-idp: failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(
+    `dev-idp: failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
   process.exit(1);
 });

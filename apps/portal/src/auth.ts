@@ -2,6 +2,7 @@ import 'server-only';
 import type { NextAuthOptions } from 'next-auth';
 import { getServerSession } from 'next-auth';
 import { redirect } from 'next/navigation';
+import { connection } from 'next/server';
 import { createAuthOptions, type PortalUser, SIGN_IN_PATH, toPortalUser } from '@portcullis/portal/auth';
 import { portalConfig } from './config';
 
@@ -13,6 +14,8 @@ export function authOptions(): NextAuthOptions {
 }
 
 export async function currentUser(): Promise<PortalUser | undefined> {
+  // Per-request: never prerender a page that depends on the session (nor read config at build time).
+  await connection();
   return toPortalUser(await getServerSession(authOptions()));
 }
 

@@ -11,7 +11,11 @@ export const portalEnvSchema = z
     NODE_ENV: configFields.nodeEnv,
     NEXTAUTH_URL: configFields.httpUrl,
     NEXTAUTH_SECRET: configFields.secret(32),
-    PORTAL_SESSION_MAX_AGE_SECONDS: z.coerce.number().int().positive().default(8 * 60 * 60),
+    PORTAL_SESSION_MAX_AGE_SECONDS: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(8 * 60 * 60),
     PORTAL_OIDC_ISSUER: configFields.httpUrl.default('http://localhost:3400'),
     PORTAL_OIDC_CLIENT_ID: z.string().min(1).default('portcullis-portal'),
     PORTAL_OIDC_CLIENT_SECRET: configFields.secret(16),

@@ -10,7 +10,13 @@ export {
 } from './lib/tickets/tickets.server';
 export type { TicketsServerOptions } from './lib/tickets/tickets.server';
 export { DEFAULT_TICKETS, TICKET_PRIORITIES, TICKET_STATUSES, TicketStore } from './lib/tickets/ticket-store';
-export type { NewTicket, Ticket, TicketPriority, TicketStatus, TicketStoreOptions } from './lib/tickets/ticket-store';
+export type {
+  NewTicket,
+  Ticket,
+  TicketPriority,
+  TicketStatus,
+  TicketStoreOptions,
+} from './lib/tickets/ticket-store';
 
 export { createFilesServer, virtualFileUri } from './lib/files/files.server';
 export type { FilesServerOptions } from './lib/files/files.server';
@@ -18,7 +24,11 @@ export { DEFAULT_VIRTUAL_FILES, VirtualFileTree, normaliseVirtualPath } from './
 export type { DirectoryEntry, VirtualFile } from './lib/files/virtual-file-tree';
 
 export { createMathServer } from './lib/math/math.server';
-export { COUNTER_URI, GREETING_LANGUAGES, createKitchenSinkServer } from './lib/kitchen-sink/kitchen-sink.server';
+export {
+  COUNTER_URI,
+  GREETING_LANGUAGES,
+  createKitchenSinkServer,
+} from './lib/kitchen-sink/kitchen-sink.server';
 
 export { startDemoHttpHost } from './lib/hosting/demo-http-host';
 export type { DemoHttpHost, DemoHttpHostOptions } from './lib/hosting/demo-http-host';
@@ -27,4 +37,4 @@ export type { StdioServerHandle } from './lib/hosting/run-stdio-server';
 
 export { connectInMemory } from './lib/testing/connect-in-memory';
 export type { ConnectInMemoryOptions, InMemoryConnection } from './lib/testing/connect-in-memory';
-export { toolResultText } from './lib/testing/tool-result-text';
+export { resourceText, toolResultText } from './lib/testing/result-text';

@@ -8,7 +8,10 @@ export default async function DashboardPage() {
   const user = await requireUser('/');
   return (
     <>
-      <PageHeader title={`Welcome, ${user.name}`} description="Manage tenants, upstream MCP servers, policies and agent clients." />
+      <PageHeader
+        title={`Welcome, ${user.name}`}
+        description="Manage tenants, upstream MCP servers, policies and agent clients."
+      />
       <Card title="Your account">
         <dl>
           <dt>Email</dt>

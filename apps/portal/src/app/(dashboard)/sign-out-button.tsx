@@ -4,7 +4,11 @@ import { signOut } from 'next-auth/react';
 
 export function SignOutButton() {
   return (
-    <button type="button" className="sign-out-button" onClick={() => void signOut({ callbackUrl: '/sign-in' })}>
+    <button
+      type="button"
+      className="sign-out-button"
+      onClick={() => void signOut({ callbackUrl: '/sign-in' })}
+    >
       Sign out
     </button>
   );

@@ -3,7 +3,13 @@
 import { signIn } from 'next-auth/react';
 import { useState } from 'react';
 
-export function SignInButton({ providerId, callbackUrl }: { readonly providerId: string; readonly callbackUrl: string }) {
+export function SignInButton({
+  providerId,
+  callbackUrl,
+}: {
+  readonly providerId: string;
+  readonly callbackUrl: string;
+}) {
   const [pending, setPending] = useState(false);
   return (
     <button

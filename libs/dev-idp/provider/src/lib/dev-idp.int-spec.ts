@@ -1,16 +1,27 @@
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { demoIdentities } from './identities';
+import { readIdentitiesFile } from './identities';
 import { type RunningDevIdp, startDevIdp } from './server';
 
-const identities = demoIdentities();
+const DEMO_IDENTITIES = path.resolve(__dirname, '../../../../../tools/demo/identities.json');
+
+const identities = readIdentitiesFile(DEMO_IDENTITIES);
 const olivia = identities.users.find((user) => user.sub === 'u-olivia');
 if (!olivia) throw new Error('demo identities changed: u-olivia is missing');
 
-const PORTAL = { clientId: 'portal-test', clientSecret: 'portal-test-secret-0123', redirectUri: 'http://localhost:1/portal/cb' };
-const THIRD_PARTY = { clientId: 'third-party-test', clientSecret: 'third-party-secret-0123', redirectUri: 'http://localhost:1/tp/cb' };
+const PORTAL = {
+  clientId: 'portal-test',
+  clientSecret: 'portal-test-secret-0123',
+  redirectUri: 'http://localhost:1/portal/cb',
+};
+const THIRD_PARTY = {
+  clientId: 'third-party-test',
+  clientSecret: 'third-party-secret-0123',
+  redirectUri: 'http://localhost:1/tp/cb',
+};
 
 /** A minimal cookie jar: enough for the IdP's own cookies on one host. */
 class CookieJar {
@@ -22,7 +33,9 @@ class CookieJar {
       const index = pair.indexOf('=');
       const name = pair.slice(0, index).trim();
       const value = pair.slice(index + 1).trim();
-      const expired = attributes.some((attr) => /^\s*expires=thu, 01 jan 1970/i.test(attr) || /^\s*max-age=0\b/i.test(attr));
+      const expired = attributes.some(
+        (attr) => /^\s*expires=thu, 01 jan 1970/i.test(attr) || /^\s*max-age=0\b/i.test(attr),
+      );
       if (expired || value === '') this.cookies.delete(name);
       else this.cookies.set(name, value);
     }
@@ -44,7 +57,12 @@ describe('dev IdP', () => {
       logger: createLogger({ service: 'dev-idp-test', level: 'silent' }),
       clients: [
         { ...PORTAL, redirectUris: [PORTAL.redirectUri], postLogoutRedirectUris: [], firstParty: true },
-        { ...THIRD_PARTY, redirectUris: [THIRD_PARTY.redirectUri], postLogoutRedirectUris: [], firstParty: false },
+        {
+          ...THIRD_PARTY,
+          redirectUris: [THIRD_PARTY.redirectUri],
+          postLogoutRedirectUris: [],
+          firstParty: false,
+        },
       ],
     });
   });
@@ -61,7 +79,11 @@ describe('dev IdP', () => {
 
   /** Follows the IdP's own redirects (with cookies) until it redirects somewhere else or renders a page. */
   async function follow(jar: CookieJar, url: string, init: RequestInit = {}): Promise<Response> {
-    let response = await fetch(url, { ...init, redirect: 'manual', headers: { ...init.headers, cookie: jar.header() } });
+    let response = await fetch(url, {
+      ...init,
+      redirect: 'manual',
+      headers: { ...init.headers, cookie: jar.header() },
+    });
     jar.store(response);
     for (let hops = 0; hops < 10; hops += 1) {
       const location = response.headers.get('location');
@@ -109,9 +131,15 @@ describe('dev IdP', () => {
   it('publishes discovery and a JWKS', async () => {
     const meta = await discovery();
     expect(meta['issuer']).toBe(idp.issuer);
-    expect(meta['scopes_supported']).toEqual(expect.arrayContaining(['openid', 'email', 'profile', 'groups']));
-    expect(meta['claims_supported']).toEqual(expect.arrayContaining(['sub', 'email', 'email_verified', 'name', 'groups']));
-    const jwks = (await (await fetch(String(meta['jwks_uri']))).json()) as { keys: Array<Record<string, unknown>> };
+    expect(meta['scopes_supported']).toEqual(
+      expect.arrayContaining(['openid', 'email', 'profile', 'groups']),
+    );
+    expect(meta['claims_supported']).toEqual(
+      expect.arrayContaining(['sub', 'email', 'email_verified', 'name', 'groups']),
+    );
+    const jwks = (await (await fetch(String(meta['jwks_uri']))).json()) as {
+      keys: Array<Record<string, unknown>>;
+    };
     expect(jwks.keys.length).toBeGreaterThan(0);
     expect(jwks.keys[0]).not.toHaveProperty('d');
   });
@@ -119,10 +147,17 @@ describe('dev IdP', () => {
   it('rejects a wrong password and does not release a code', async () => {
     const jar = new CookieJar();
     const meta = await discovery();
-    const loginPage = await follow(jar, authorizationUrl(meta, PORTAL, randomBytes(32).toString('base64url')));
+    const loginPage = await follow(
+      jar,
+      authorizationUrl(meta, PORTAL, randomBytes(32).toString('base64url')),
+    );
     expect(loginPage.status).toBe(200);
     const html = await loginPage.text();
-    const rejected = await follow(jar, interactionAction(html, 'login'), form({ email: olivia.email, password: 'wrong-password' }));
+    const rejected = await follow(
+      jar,
+      interactionAction(html, 'login'),
+      form({ email: olivia.email, password: 'wrong-password' }),
+    );
     expect(rejected.status).toBe(401);
     expect(await rejected.text()).toContain('Wrong email or password.');
   });
@@ -159,10 +194,14 @@ describe('dev IdP', () => {
     });
     expect(tokenResponse.status).toBe(200);
     const tokens = (await tokenResponse.json()) as { id_token: string; access_token: string };
-    const { payload } = await jwtVerify(tokens.id_token, createRemoteJWKSet(new URL(String(meta['jwks_uri']))), {
-      issuer: idp.issuer,
-      audience: PORTAL.clientId,
-    });
+    const { payload } = await jwtVerify(
+      tokens.id_token,
+      createRemoteJWKSet(new URL(String(meta['jwks_uri']))),
+      {
+        issuer: idp.issuer,
+        audience: PORTAL.clientId,
+      },
+    );
     expect(payload).toMatchObject({
       sub: 'u-olivia',
       email: olivia.email,
@@ -181,7 +220,10 @@ describe('dev IdP', () => {
   it('asks for consent for a client that is not first-party', async () => {
     const jar = new CookieJar();
     const meta = await discovery();
-    const loginPage = await follow(jar, authorizationUrl(meta, THIRD_PARTY, randomBytes(32).toString('base64url')));
+    const loginPage = await follow(
+      jar,
+      authorizationUrl(meta, THIRD_PARTY, randomBytes(32).toString('base64url')),
+    );
     const consentPage = await follow(
       jar,
       interactionAction(await loginPage.text(), 'login'),

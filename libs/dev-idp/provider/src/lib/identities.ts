@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import demoIdentitiesJson from '../../../../../tools/demo/identities.json';
 
 /** Claims the dev IdP releases for one person; `sub` is stable across restarts. */
 export interface DevIdpUser {
@@ -45,9 +45,18 @@ export function parseIdentities(value: unknown): DevIdpIdentities {
   return parsed;
 }
 
-/** The demo people from tools/demo/identities.json, bundled at build time. */
-export function demoIdentities(): DevIdpIdentities {
-  return parseIdentities(demoIdentitiesJson);
+/** Reads and validates an identities file such as tools/demo/identities.json. */
+export function readIdentitiesFile(filePath: string): DevIdpIdentities {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(filePath, 'utf8'));
+  } catch (error) {
+    throw new Error(
+      `Cannot read identities from ${filePath}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+  }
+  return parseIdentities(raw);
 }
 
 function sameSecret(given: string, expected: string): boolean {

@@ -99,7 +99,11 @@ export function createInteractionRouter(deps: InteractionDeps) {
         return;
       }
       const scope = stringParam(interaction.params, 'scope');
-      sendHtml(res, 200, consentView({ uid: interaction.uid, clientId, scopes: scope.split(' ').filter(Boolean) }));
+      sendHtml(
+        res,
+        200,
+        consentView({ uid: interaction.uid, clientId, scopes: scope.split(' ').filter(Boolean) }),
+      );
       return;
     }
     sendHtml(res, 400, `Unsupported prompt: ${interaction.prompt.name.replace(/[^a-z_]/gi, '')}`);
@@ -125,7 +129,12 @@ export function createInteractionRouter(deps: InteractionDeps) {
       return;
     }
     logger.info({ event: 'login.succeeded', sub: user.sub, clientId }, 'user signed in');
-    await provider.interactionFinished(req, res, { login: { accountId: user.sub } }, { mergeWithLastSubmission: false });
+    await provider.interactionFinished(
+      req,
+      res,
+      { login: { accountId: user.sub } },
+      { mergeWithLastSubmission: false },
+    );
   }
 
   async function abort(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -163,7 +172,9 @@ export function createInteractionRouter(deps: InteractionDeps) {
         sendHtml(
           res,
           expected ? 400 : 500,
-          expected ? 'This sign-in attempt expired or is invalid. Start again from the application.' : 'Internal error.',
+          expected
+            ? 'This sign-in attempt expired or is invalid. Start again from the application.'
+            : 'Internal error.',
         );
       }
     }

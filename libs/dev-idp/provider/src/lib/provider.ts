@@ -26,7 +26,8 @@ async function signingKey(): Promise<JWK> {
  */
 export async function createProvider(options: CreateProviderOptions): Promise<Provider> {
   const { directory } = options;
-  const cookieKeys = options.cookieKeys.length > 0 ? [...options.cookieKeys] : [randomBytes(32).toString('base64url')];
+  const cookieKeys =
+    options.cookieKeys.length > 0 ? [...options.cookieKeys] : [randomBytes(32).toString('base64url')];
 
   const configuration: Configuration = {
     clients: options.clients.map((client) => ({

@@ -37,8 +37,11 @@ export async function startDevIdp(options: DevIdpOptions): Promise<RunningDevIdp
   const { logger } = options;
   const directory = new UserDirectory(options.identities);
   let provider: Provider | undefined;
-  let handleOidc: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  let routeInteraction: ReturnType<typeof createInteractionRouter> | undefined;
+  // Filled in once the provider exists (it needs the bound port for its default issuer).
+  const routes: {
+    oidc?: (req: IncomingMessage, res: ServerResponse) => void;
+    interactions?: ReturnType<typeof createInteractionRouter>;
+  } = {};
   let shuttingDown = false;
 
   const server = createServer((req, res) => {
@@ -48,9 +51,9 @@ export async function startDevIdp(options: DevIdpOptions): Promise<RunningDevIdp
       const ready = provider !== undefined && !shuttingDown;
       return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
     }
-    if (!handleOidc || !routeInteraction) return sendJson(res, 503, { error: 'starting' });
-    const oidc = handleOidc;
-    routeInteraction(req, res, pathname)
+    const { oidc, interactions } = routes;
+    if (!oidc || !interactions) return sendJson(res, 503, { error: 'starting' });
+    interactions(req, res, pathname)
       .then((handled) => {
         if (!handled) oidc(req, res);
       })
@@ -89,9 +92,11 @@ export async function startDevIdp(options: DevIdpOptions): Promise<RunningDevIdp
   provider.on('grant.error', logOidcError('grant.error'));
   provider.on('end_session.error', logOidcError('end_session.error'));
   provider.on('userinfo.error', logOidcError('userinfo.error'));
-  provider.on('grant.success', (ctx) => logger.info({ event: 'grant.success', clientId: ctx.oidc.client?.clientId }, 'tokens issued'));
-  routeInteraction = createInteractionRouter({ provider, directory, clients: options.clients, logger });
-  handleOidc = provider.callback();
+  provider.on('grant.success', (ctx) =>
+    logger.info({ event: 'grant.success', clientId: ctx.oidc.client?.clientId }, 'tokens issued'),
+  );
+  routes.interactions = createInteractionRouter({ provider, directory, clients: options.clients, logger });
+  routes.oidc = provider.callback();
 
   logger.info({ issuer, port, clients: options.clients.map((c) => c.clientId) }, 'dev IdP listening');
 

@@ -9,7 +9,7 @@ const styles = `
   label { display: block; font-weight: 600; margin: 1rem 0 .25rem; }
   input { width: 100%; box-sizing: border-box; padding: .55rem; border: 1px solid #cbd2d9; border-radius: 4px; font-size: 1rem; }
   button { margin-top: 1.5rem; padding: .6rem 1.2rem; border: 0; border-radius: 4px; background: #1f4e8c; color: #fff; font-size: 1rem; cursor: pointer; }
-  button.secondary { background: #e4e7eb; color: #1f2933; margin-left: .5rem; }
+  button.secondary { background: #e4e7eb; color: #1f2933; margin-top: .75rem; }
   .error { background: #fde8e8; color: #9b1c1c; padding: .6rem .8rem; border-radius: 4px; margin-bottom: 1rem; }
   details { margin-top: 1.5rem; color: #52606d; font-size: .9rem; }
   code { font-size: .85rem; }

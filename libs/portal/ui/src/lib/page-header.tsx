@@ -1,7 +1,13 @@
 import type { ReactNode } from 'react';
 import styles from './ui.module.css';
 
-export function PageHeader({ title, description }: { readonly title: string; readonly description?: ReactNode }) {
+export function PageHeader({
+  title,
+  description,
+}: {
+  readonly title: string;
+  readonly description?: ReactNode;
+}) {
   return (
     <div className={styles['pageHeader']}>
       <h1>{title}</h1>

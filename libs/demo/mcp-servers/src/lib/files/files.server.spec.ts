@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectInMemory, type InMemoryConnection } from '../testing/connect-in-memory';
-import { toolResultText } from '../testing/tool-result-text';
+import { resourceText, toolResultText } from '../testing/result-text';
 import { createFilesServer, virtualFileUri } from './files.server';
 import { DEFAULT_VIRTUAL_FILES } from './virtual-file-tree';
 
@@ -26,7 +26,10 @@ describe('files server', () => {
       const result = await call('read_file', { path: '/docs/architecture.md' });
       expect(result.isError).toBeFalsy();
       expect(toolResultText(result)).toMatch(/^# Architecture/);
-      expect(result.structuredContent).toMatchObject({ path: '/docs/architecture.md', mimeType: 'text/markdown' });
+      expect(result.structuredContent).toMatchObject({
+        path: '/docs/architecture.md',
+        mimeType: 'text/markdown',
+      });
     });
 
     it('normalises the path', async () => {
@@ -89,18 +92,24 @@ describe('files server', () => {
       expect(resources.map((resource) => resource.uri).sort()).toEqual(
         DEFAULT_VIRTUAL_FILES.map((file) => virtualFileUri(file.path)).sort(),
       );
-      expect(resources.find((resource) => resource.uri === 'file:///data/customers.csv')?.mimeType).toBe('text/csv');
+      expect(resources.find((resource) => resource.uri === 'file:///data/customers.csv')?.mimeType).toBe(
+        'text/csv',
+      );
     });
 
     it('reads a file resource', async () => {
-      const { contents } = await connection.client.readResource({ uri: 'file:///config/service.json' });
-      expect(JSON.parse(String(contents[0]?.text))).toMatchObject({ name: 'billing' });
+      const read = await connection.client.readResource({ uri: 'file:///config/service.json' });
+      expect(JSON.parse(resourceText(read))).toMatchObject({ name: 'billing' });
     });
 
     it('does not resolve anything outside the tree', async () => {
-      await expect(connection.client.readResource({ uri: 'file:///etc/passwd' })).rejects.toThrow(/not found/i);
+      await expect(connection.client.readResource({ uri: 'file:///etc/passwd' })).rejects.toThrow(
+        /not found/i,
+      );
       // URIs are parsed as URLs, so dot segments collapse, and never above the root of the tree.
-      await expect(connection.client.readResource({ uri: 'file:///../../etc/passwd' })).rejects.toThrow(/not found/i);
+      await expect(connection.client.readResource({ uri: 'file:///../../etc/passwd' })).rejects.toThrow(
+        /not found/i,
+      );
       const { contents } = await connection.client.readResource({ uri: 'file:///docs/../README.md' });
       expect(contents[0]?.uri).toBe('file:///README.md');
     });
@@ -111,9 +120,9 @@ describe('files server', () => {
       createFilesServer({ files: [{ path: '/only.txt', content: 'just me', mimeType: 'text/plain' }] }),
     );
     try {
-      expect(toolResultText(await custom.client.callTool({ name: 'read_file', arguments: { path: '/only.txt' } }))).toBe(
-        'just me',
-      );
+      expect(
+        toolResultText(await custom.client.callTool({ name: 'read_file', arguments: { path: '/only.txt' } })),
+      ).toBe('just me');
       expect((await custom.client.listResources()).resources).toHaveLength(1);
     } finally {
       await custom.close();

@@ -41,7 +41,13 @@ describe('VirtualFileTree', () => {
       ],
     });
     const all = tree.list('/', true);
-    expect(all.ok && all.value.map((entry) => entry.path)).toEqual(['/a.txt', '/b', '/b/c', '/b/c/three.txt', '/b/two.txt']);
+    expect(all.ok && all.value.map((entry) => entry.path)).toEqual([
+      '/a.txt',
+      '/b',
+      '/b/c',
+      '/b/c/three.txt',
+      '/b/two.txt',
+    ]);
   });
 
   it('measures file size in UTF-8 bytes', () => {

@@ -30,7 +30,8 @@ export function normaliseVirtualPath(raw: string): TreeResult<string> {
   const invalid = (message: string): TreeResult<string> => ({ ok: false, problem: 'invalid_path', message });
   if (raw.length === 0 || raw.length > MAX_PATH_LENGTH) return invalid('Path must be 1 to 1024 characters.');
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\\]/.test(raw)) return invalid('Path must not contain backslashes or control characters.');
+  if (/[\u0000-\u001f\\]/.test(raw))
+    return invalid('Path must not contain backslashes or control characters.');
   if (!raw.startsWith('/')) return invalid(`Path must be absolute (start with "/"): ${raw}`);
   const segments = raw.split('/').filter((segment) => segment !== '' && segment !== '.');
   if (segments.includes('..')) return invalid(`Path must not contain "..": ${raw}`);
@@ -48,7 +49,8 @@ export class VirtualFileTree {
   constructor(files: readonly VirtualFile[]) {
     for (const file of files) {
       const normalised = normaliseVirtualPath(file.path);
-      if (!normalised.ok || normalised.value === '/') throw new Error(`Invalid virtual file path: ${file.path}`);
+      if (!normalised.ok || normalised.value === '/')
+        throw new Error(`Invalid virtual file path: ${file.path}`);
       const path = normalised.value;
       if (this.fileByPath.has(path) || this.childrenByDirectory.has(path)) {
         throw new Error(`Duplicate virtual path: ${path}`);
@@ -99,7 +101,12 @@ export class VirtualFileTree {
         const file = this.fileByPath.get(child);
         entries.push(
           file
-            ? { name: nameOf(child), path: child, type: 'file', size: Buffer.byteLength(file.content, 'utf8') }
+            ? {
+                name: nameOf(child),
+                path: child,
+                type: 'file',
+                size: Buffer.byteLength(file.content, 'utf8'),
+              }
             : {
                 name: nameOf(child),
                 path: child,
@@ -130,7 +137,8 @@ export const DEFAULT_VIRTUAL_FILES: readonly VirtualFile[] = [
   {
     path: '/docs/runbooks/on-call.md',
     mimeType: 'text/markdown',
-    content: '# On-call runbook\n\n1. Check the dashboard.\n2. Page the database owner if replication lag > 60 s.\n',
+    content:
+      '# On-call runbook\n\n1. Check the dashboard.\n2. Page the database owner if replication lag > 60 s.\n',
   },
   {
     path: '/config/service.json',

@@ -1,5 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
@@ -67,9 +72,18 @@ class HttpError extends Error {
   }
 }
 
-function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function writeJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -96,7 +110,9 @@ async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unk
 }
 
 function isInitialize(body: unknown): boolean {
-  return Array.isArray(body) ? body.some((message) => isInitializeRequest(message)) : isInitializeRequest(body);
+  return Array.isArray(body)
+    ? body.some((message) => isInitializeRequest(message))
+    : isInitializeRequest(body);
 }
 
 /**
@@ -118,7 +134,11 @@ export async function startDemoHttpHost(options: DemoHttpHostOptions): Promise<D
     return [...mounted].find((name) => name === prefix);
   }
 
-  async function handleStreamable(name: DemoServerName, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handleStreamable(
+    name: DemoServerName,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     const header = req.headers['mcp-session-id'];
     const sessionId = Array.isArray(header) ? header[0] : header;
     const body = req.method === 'POST' ? await readJsonBody(req, maxBodyBytes) : undefined;
@@ -161,7 +181,8 @@ export async function startDemoHttpHost(options: DemoHttpHostOptions): Promise<D
     const transport = new SSEServerTransport(`${prefix}/messages`, res);
     const id = transport.sessionId;
     transport.onclose = () => {
-      if (sseSessions.delete(id)) logger.info({ sessionId: id, server: name, transport: 'sse' }, 'session closed');
+      if (sseSessions.delete(id))
+        logger.info({ sessionId: id, server: name, transport: 'sse' }, 'session closed');
     };
     sseSessions.set(id, { name, server, transport, lastSeen: Date.now() });
     logger.info({ sessionId: id, server: name, transport: 'sse' }, 'session opened');
@@ -264,12 +285,16 @@ export async function startDemoHttpHost(options: DemoHttpHostOptions): Promise<D
         accepting = false;
         clearInterval(sweep);
         const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-        httpServer.closeIdleConnections();
-        const sessions = [...streamableSessions.values(), ...sseSessions.values()];
-        await Promise.allSettled(sessions.map((session) => session.server.close()));
         const force = setTimeout(() => httpServer.closeAllConnections(), graceMs);
         force.unref();
+        // Closing a session ends its open SSE responses; sockets go idle a little later (once the response
+        // stream has flushed), so keep closing idle keep-alive sockets until the server is down.
+        const sessions = [...streamableSessions.values(), ...sseSessions.values()];
+        await Promise.allSettled(sessions.map((session) => session.server.close()));
+        httpServer.closeIdleConnections();
+        const reap = setInterval(() => httpServer.closeIdleConnections(), 25);
         await closed;
+        clearInterval(reap);
         clearTimeout(force);
       })();
       return closing;

@@ -49,7 +49,8 @@ export function createKitchenSinkServer(): McpServer {
         tools: { listChanged: true },
         prompts: { listChanged: true },
       },
-      instructions: 'Protocol test server. Tools exercise progress, cancellation, sampling, elicitation and roots.',
+      instructions:
+        'Protocol test server. Tools exercise progress, cancellation, sampling, elicitation and roots.',
     },
   );
   const log = new ClientLog(server, 'kitchen-sink');
@@ -115,7 +116,9 @@ export function createKitchenSinkServer(): McpServer {
         {
           method: 'sampling/createMessage',
           params: {
-            messages: [{ role: 'user', content: { type: 'text', text: `Summarise in one paragraph:\n\n${text}` } }],
+            messages: [
+              { role: 'user', content: { type: 'text', text: `Summarise in one paragraph:\n\n${text}` } },
+            ],
             systemPrompt: 'You write short, factual summaries.',
             maxTokens: max_tokens,
             modelPreferences: { hints: [{ name: 'claude' }], speedPriority: 0.8, intelligencePriority: 0.3 },
@@ -164,11 +167,14 @@ export function createKitchenSinkServer(): McpServer {
       const content = confirmationSchema.safeParse(answer.content);
       if (!content.success) return toolError('The elicitation answer did not match the requested schema.');
       const outcome = content.data.confirm ? 'confirmed' : 'rejected';
-      return textResult(`The user ${outcome}: ${action}${content.data.note ? ` (${content.data.note})` : ''}`, {
-        action,
-        outcome,
-        ...(content.data.note === undefined ? {} : { note: content.data.note }),
-      });
+      return textResult(
+        `The user ${outcome}: ${action}${content.data.note ? ` (${content.data.note})` : ''}`,
+        {
+          action,
+          outcome,
+          ...(content.data.note === undefined ? {} : { note: content.data.note }),
+        },
+      );
     },
   );
 
@@ -184,7 +190,10 @@ export function createKitchenSinkServer(): McpServer {
       const { roots } = await extra.sendRequest({ method: 'roots/list' }, ListRootsResultSchema);
       const lines = roots.map((root) => (root.name ? `${root.name}: ${root.uri}` : root.uri));
       return textResult(lines.length > 0 ? lines.join('\n') : 'The client has no roots.', {
-        roots: roots.map((root) => ({ uri: root.uri, ...(root.name === undefined ? {} : { name: root.name }) })),
+        roots: roots.map((root) => ({
+          uri: root.uri,
+          ...(root.name === undefined ? {} : { name: root.name }),
+        })),
       });
     },
   );
@@ -193,7 +202,8 @@ export function createKitchenSinkServer(): McpServer {
     'log_message',
     {
       title: 'Log a message',
-      description: 'Send a notifications/message to the client at the given level (subject to logging/setLevel).',
+      description:
+        'Send a notifications/message to the client at the given level (subject to logging/setLevel).',
       inputSchema: { level: LoggingLevelSchema.default('info'), message: z.string().max(10_000) },
       annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
     },
@@ -210,7 +220,12 @@ export function createKitchenSinkServer(): McpServer {
       description: `Add to the counter resource (${COUNTER_URI}); subscribers get notifications/resources/updated.`,
       inputSchema: { by: z.number().int().min(-1_000).max(1_000).default(1) },
       outputSchema: { value: z.number().int() },
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+      annotations: {
+        readOnlyHint: false,
+        destructiveHint: false,
+        idempotentHint: false,
+        openWorldHint: false,
+      },
     },
     async ({ by }, extra) => {
       counter += by;
@@ -222,8 +237,14 @@ export function createKitchenSinkServer(): McpServer {
   server.registerResource(
     'counter',
     COUNTER_URI,
-    { title: 'Counter', description: 'A number that increment_counter changes', mimeType: 'application/json' },
-    (uri) => ({ contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ value: counter }) }] }),
+    {
+      title: 'Counter',
+      description: 'A number that increment_counter changes',
+      mimeType: 'application/json',
+    },
+    (uri) => ({
+      contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ value: counter }) }],
+    }),
   );
 
   server.registerPrompt(
@@ -239,7 +260,8 @@ export function createKitchenSinkServer(): McpServer {
       },
     },
     ({ name, language }) => {
-      const key = GREETING_LANGUAGES.find((candidate) => candidate === language.trim().toLowerCase()) ?? 'english';
+      const key =
+        GREETING_LANGUAGES.find((candidate) => candidate === language.trim().toLowerCase()) ?? 'english';
       return {
         messages: [
           {

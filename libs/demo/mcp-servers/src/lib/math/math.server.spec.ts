@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectInMemory, type InMemoryConnection } from '../testing/connect-in-memory';
-import { toolResultText } from '../testing/tool-result-text';
+import { toolResultText } from '../testing/result-text';
 import { createMathServer } from './math.server';
 
 describe('math server', () => {
@@ -79,11 +79,19 @@ describe('math server', () => {
       name: 'explain_calculation',
       arguments: { expression: '(1 + 2) * 3', audience: 'child' },
     });
-    expect(forChild.messages[0]?.content).toMatchObject({ text: expect.stringContaining('(1 + 2) * 3 step by step for a child') });
-    const byDefault = await connection.client.getPrompt({ name: 'explain_calculation', arguments: { expression: '1/3' } });
+    expect(forChild.messages[0]?.content).toMatchObject({
+      text: expect.stringContaining('(1 + 2) * 3 step by step for a child'),
+    });
+    const byDefault = await connection.client.getPrompt({
+      name: 'explain_calculation',
+      arguments: { expression: '1/3' },
+    });
     expect(byDefault.messages[0]?.content).toMatchObject({ text: expect.stringContaining('for an adult') });
     await expect(
-      connection.client.getPrompt({ name: 'explain_calculation', arguments: { expression: '1', audience: 'cat' } }),
+      connection.client.getPrompt({
+        name: 'explain_calculation',
+        arguments: { expression: '1', audience: 'cat' },
+      }),
     ).rejects.toThrow(/Invalid arguments/);
   });
 });

@@ -17,7 +17,11 @@ function numberResult(expression: string, result: number) {
 
 /** A calculator upstream: `add`, `multiply`, `divide` (÷0 is a tool error), and an explanation prompt. */
 export function createMathServer(): McpServer {
-  const server = new McpServer({ name: 'portcullis-demo-math', title: 'Demo math', version: DEMO_SERVERS_VERSION });
+  const server = new McpServer({
+    name: 'portcullis-demo-math',
+    title: 'Demo math',
+    version: DEMO_SERVERS_VERSION,
+  });
 
   server.registerTool(
     'add',

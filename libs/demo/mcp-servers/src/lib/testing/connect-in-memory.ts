@@ -22,7 +22,10 @@ export async function connectInMemory(
   options: ConnectInMemoryOptions = {},
 ): Promise<InMemoryConnection> {
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
-  const client = new Client(options.clientInfo ?? { name: 'in-memory-test-client', version: '0.0.0' }, options.clientOptions);
+  const client = new Client(
+    options.clientInfo ?? { name: 'in-memory-test-client', version: '0.0.0' },
+    options.clientOptions,
+  );
   options.configureClient?.(client);
   await server.connect(serverTransport);
   await client.connect(clientTransport);

@@ -1,7 +1,7 @@
 import { ErrorCode, McpError, ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectInMemory, type InMemoryConnection } from '../testing/connect-in-memory';
-import { toolResultText } from '../testing/tool-result-text';
+import { resourceText, toolResultText } from '../testing/result-text';
 import { RESOURCE_NOT_FOUND } from '../protocol/resource-subscriptions';
 import { TicketStore } from './ticket-store';
 import { TICKETS_SUMMARY_URI, createTicketsServer, ticketUri } from './tickets.server';
@@ -23,7 +23,11 @@ describe('tickets server', () => {
 
   it('lists its three tools with schemas and annotations', async () => {
     const { tools } = await connection.client.listTools();
-    expect(tools.map((tool) => tool.name).sort()).toEqual(['close_ticket', 'create_ticket', 'search_tickets']);
+    expect(tools.map((tool) => tool.name).sort()).toEqual([
+      'close_ticket',
+      'create_ticket',
+      'search_tickets',
+    ]);
     const search = tools.find((tool) => tool.name === 'search_tickets');
     expect(search?.annotations?.readOnlyHint).toBe(true);
     expect(search?.inputSchema.properties).toHaveProperty('status');
@@ -38,7 +42,11 @@ describe('tickets server', () => {
 
   describe('create_ticket', () => {
     it('creates a ticket with the next id and returns it as structured content', async () => {
-      const result = await call('create_ticket', { title: 'Printer on fire', body: 'Third floor', priority: 'urgent' });
+      const result = await call('create_ticket', {
+        title: 'Printer on fire',
+        body: 'Third floor',
+        priority: 'urgent',
+      });
       expect(result.isError).toBeFalsy();
       expect(result.structuredContent).toEqual({
         ticket: {
@@ -85,10 +93,12 @@ describe('tickets server', () => {
     it('filters by status (open by default) and applies the limit', async () => {
       store.close('TCK-1001', 'rolled back');
       expect((await call('search_tickets', { query: '' })).structuredContent).toMatchObject({ total: 2 });
-      expect((await call('search_tickets', { query: '', status: 'closed' })).structuredContent).toMatchObject({
-        total: 1,
-        tickets: [{ id: 'TCK-1001', status: 'closed' }],
-      });
+      expect((await call('search_tickets', { query: '', status: 'closed' })).structuredContent).toMatchObject(
+        {
+          total: 1,
+          tickets: [{ id: 'TCK-1001', status: 'closed' }],
+        },
+      );
       const limited = await call('search_tickets', { query: '', status: 'any', limit: 2 });
       expect(limited.structuredContent).toMatchObject({ total: 3 });
       expect((limited.structuredContent as { tickets: unknown[] }).tickets).toHaveLength(2);
@@ -112,7 +122,12 @@ describe('tickets server', () => {
       const result = await call('close_ticket', { id: 'TCK-1003', resolution: 'Fixed the template' });
       expect(result.isError).toBeFalsy();
       expect(result.structuredContent).toMatchObject({
-        ticket: { id: 'TCK-1003', status: 'closed', resolution: 'Fixed the template', closedAt: fixedClock().toISOString() },
+        ticket: {
+          id: 'TCK-1003',
+          status: 'closed',
+          resolution: 'Fixed the template',
+          closedAt: fixedClock().toISOString(),
+        },
       });
     });
 
@@ -149,9 +164,9 @@ describe('tickets server', () => {
 
     it('reads the summary as JSON', async () => {
       store.close('TCK-1003', 'fixed');
-      const { contents } = await connection.client.readResource({ uri: TICKETS_SUMMARY_URI });
-      expect(contents[0]?.mimeType).toBe('application/json');
-      expect(JSON.parse(String(contents[0]?.text))).toEqual({
+      const read = await connection.client.readResource({ uri: TICKETS_SUMMARY_URI });
+      expect(read.contents[0]?.mimeType).toBe('application/json');
+      expect(JSON.parse(resourceText(read))).toEqual({
         total: 3,
         open: 2,
         closed: 1,
@@ -160,8 +175,8 @@ describe('tickets server', () => {
     });
 
     it('reads one ticket through the template, and 404s an unknown one', async () => {
-      const { contents } = await connection.client.readResource({ uri: ticketUri('TCK-1002') });
-      expect(JSON.parse(String(contents[0]?.text))).toMatchObject({ id: 'TCK-1002', priority: 'high' });
+      const read = await connection.client.readResource({ uri: ticketUri('TCK-1002') });
+      expect(JSON.parse(resourceText(read))).toMatchObject({ id: 'TCK-1002', priority: 'high' });
       await expect(connection.client.readResource({ uri: ticketUri('TCK-4242') })).rejects.toMatchObject({
         code: RESOURCE_NOT_FOUND,
       });
@@ -187,17 +202,25 @@ describe('tickets server', () => {
       await expect(connection.client.subscribeResource({ uri: 'tickets://nope' })).rejects.toMatchObject({
         code: RESOURCE_NOT_FOUND,
       });
-      await expect(connection.client.unsubscribeResource({ uri: TICKETS_SUMMARY_URI })).rejects.toMatchObject({
-        code: ErrorCode.InvalidParams,
-      });
+      await expect(connection.client.unsubscribeResource({ uri: TICKETS_SUMMARY_URI })).rejects.toMatchObject(
+        {
+          code: ErrorCode.InvalidParams,
+        },
+      );
     });
   });
 
   describe('triage_ticket prompt', () => {
     it('embeds the ticket as a resource', async () => {
-      const prompt = await connection.client.getPrompt({ name: 'triage_ticket', arguments: { ticket_id: 'TCK-1001' } });
+      const prompt = await connection.client.getPrompt({
+        name: 'triage_ticket',
+        arguments: { ticket_id: 'TCK-1001' },
+      });
       expect(prompt.messages).toHaveLength(2);
-      expect(prompt.messages[0]?.content).toMatchObject({ type: 'text', text: expect.stringContaining('(urgent)') });
+      expect(prompt.messages[0]?.content).toMatchObject({
+        type: 'text',
+        text: expect.stringContaining('(urgent)'),
+      });
       expect(prompt.messages[1]?.content).toMatchObject({
         type: 'resource',
         resource: { uri: ticketUri('TCK-1001'), mimeType: 'application/json' },

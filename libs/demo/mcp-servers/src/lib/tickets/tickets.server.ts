@@ -71,7 +71,12 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
         priority: z.enum(TICKET_PRIORITIES).default('medium'),
       },
       outputSchema: { ticket: ticketSchema },
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+      annotations: {
+        readOnlyHint: false,
+        destructiveHint: false,
+        idempotentHint: false,
+        openWorldHint: false,
+      },
     },
     async (input, extra) => {
       const ticket = store.create(input);
@@ -84,7 +89,8 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
     'search_tickets',
     {
       title: 'Search tickets',
-      description: 'Find tickets whose title or body contains the query (case-insensitive), most urgent first.',
+      description:
+        'Find tickets whose title or body contains the query (case-insensitive), most urgent first.',
       inputSchema: {
         query: z.string().max(200).describe('Text to look for; empty matches every ticket'),
         status: z.enum([...TICKET_STATUSES, 'any']).default('open'),
@@ -97,7 +103,9 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
       const { tickets, total } = store.search(input);
       const lines = tickets.map(oneLine);
       const text =
-        total === 0 ? 'No tickets match.' : [`${total} ticket(s) match; showing ${tickets.length}:`, ...lines].join('\n');
+        total === 0
+          ? 'No tickets match.'
+          : [`${total} ticket(s) match; showing ${tickets.length}:`, ...lines].join('\n');
       return textResult(text, { tickets, total });
     },
   );
@@ -112,7 +120,12 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
         resolution: z.string().trim().min(1).max(2_000).describe('What fixed it, or why it is closed'),
       },
       outputSchema: { ticket: ticketSchema },
-      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+      annotations: {
+        readOnlyHint: false,
+        destructiveHint: true,
+        idempotentHint: false,
+        openWorldHint: false,
+      },
     },
     async ({ id, resolution }, extra) => {
       const outcome = store.close(id, resolution);
@@ -130,7 +143,11 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
   server.registerResource(
     'tickets-summary',
     TICKETS_SUMMARY_URI,
-    { title: 'Tickets summary', description: 'Counts of open and closed tickets', mimeType: 'application/json' },
+    {
+      title: 'Tickets summary',
+      description: 'Counts of open and closed tickets',
+      mimeType: 'application/json',
+    },
     (uri) => ({
       contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(store.summary()) }],
     }),
@@ -163,7 +180,9 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
     {
       title: 'Triage a ticket',
       description: 'Ask the model to assess severity and propose next steps for one ticket.',
-      argsSchema: { ticket_id: completable(z.string().describe('Ticket id, e.g. TCK-1001'), completeTicketId) },
+      argsSchema: {
+        ticket_id: completable(z.string().describe('Ticket id, e.g. TCK-1001'), completeTicketId),
+      },
     },
     ({ ticket_id }) => {
       const ticket = store.get(ticket_id.trim());
@@ -184,7 +203,11 @@ export function createTicketsServer(options: TicketsServerOptions = {}): McpServ
             role: 'user',
             content: {
               type: 'resource',
-              resource: { uri: ticketUri(ticket.id), mimeType: 'application/json', text: JSON.stringify(ticket) },
+              resource: {
+                uri: ticketUri(ticket.id),
+                mimeType: 'application/json',
+                text: JSON.stringify(ticket),
+              },
             },
           },
         ],

@@ -1,0 +1,64 @@
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { freePort, startBuiltApp, waitForExit, waitForReady, type AppProcess } from '../support/app-process';
+
+// The three Nest processes, started from their built bundles as `npm start` and production would.
+const apps = [
+  { name: 'control-plane', portVar: 'CONTROL_PLANE_PORT' },
+  { name: 'gateway', portVar: 'GATEWAY_PORT' },
+  { name: 'audit-worker', portVar: 'AUDIT_WORKER_HEALTH_PORT' },
+] as const;
+
+const running: AppProcess[] = [];
+afterAll(async () => {
+  await Promise.all(running.map((app) => app.stop(2_000)));
+});
+
+describe.each(apps)('$name process', ({ name, portVar }) => {
+  it('refuses to start on bad config, naming every bad variable and no value', async () => {
+    const app = startBuiltApp(name, {
+      DATABASE_URL: 'mysql://root:s3cr3t-pw@db/portcullis',
+      [portVar]: 'not-a-port',
+      LOG_LEVEL: 'loud',
+    });
+    running.push(app);
+    const code = await waitForExit(app, 15_000);
+    expect(code).toBe(78);
+    const output = app.output();
+    for (const key of ['DATABASE_URL', 'REDIS_URL', portVar, 'LOG_LEVEL']) expect(output).toContain(key);
+    expect(output).not.toContain('s3cr3t-pw');
+  });
+
+  it('becomes ready against real Postgres and Redis, and stops cleanly on SIGTERM', async () => {
+    const port = await freePort();
+    const app = startBuiltApp(name, {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: inject('redisUrl'),
+      [portVar]: String(port),
+      LOG_LEVEL: 'warn',
+    });
+    running.push(app);
+    await waitForReady(`http://127.0.0.1:${port}/readyz`, app);
+    const ready = await (await fetch(`http://127.0.0.1:${port}/readyz`)).json();
+    expect(ready).toMatchObject({ status: 'ok', checks: { postgres: 'ok', redis: 'ok' } });
+    expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toEqual({ status: 'ok' });
+    const started = Date.now();
+    expect(await app.stop(10_000)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('reports not ready (503), without crashing, when Redis is unreachable', async () => {
+    const port = await freePort();
+    const app = startBuiltApp(name, {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: 'redis://127.0.0.1:1',
+      [portVar]: String(port),
+      LOG_LEVEL: 'warn',
+    });
+    running.push(app);
+    await waitForReady(`http://127.0.0.1:${port}/healthz`, app);
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ status: 'unavailable', checks: { redis: expect.not.stringMatching(/^ok$/) } });
+    expect(app.child.exitCode).toBeNull();
+  });
+});

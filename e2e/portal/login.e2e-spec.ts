@@ -1,0 +1,128 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type AppProcess,
+  freePort,
+  repoRoot,
+  startBuiltApp,
+  startProcess,
+  waitForReady,
+} from '../support/app-process';
+import { type Browser, e2eTmpDir, launchBrowser } from '../support/browser';
+
+// Needs `nx run-many -t build` first: dist/apps/dev-idp/main.js and apps/portal/.next.
+const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/identities.json'), 'utf8')) as {
+  password: string;
+  users: Array<{ email: string; name: string }>;
+};
+const olivia = identities.users.find((user) => user.email === 'olivia.owner@acme.example');
+if (!olivia) throw new Error('demo identities changed: olivia.owner@acme.example is missing');
+
+const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
+
+describe('portal sign-in through the dev IdP', () => {
+  const started: AppProcess[] = [];
+  let browser: Browser | undefined;
+  let portalUrl = '';
+
+  beforeAll(async () => {
+    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
+      if (!existsSync(path.join(repoRoot, artefact)))
+        throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
+    }
+    const [idpPort, portalPort] = [await freePort(), await freePort()];
+    const idpUrl = `http://localhost:${idpPort}`;
+    portalUrl = `http://localhost:${portalPort}`;
+    const clientSecret = randomBytes(24).toString('base64url');
+
+    const idp = startBuiltApp('dev-idp', {
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'warn',
+      DEV_IDP_HOST: '127.0.0.1',
+      DEV_IDP_PORT: String(idpPort),
+      DEV_IDP_ISSUER: idpUrl,
+      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
+      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
+      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
+    });
+    started.push(idp);
+    await waitForReady(`${idpUrl}/readyz`, idp);
+
+    const portal = startProcess(
+      process.execPath,
+      [nextBin, 'start', '--port', String(portalPort), '--hostname', 'localhost'],
+      {
+        NODE_ENV: 'production',
+        NEXT_TELEMETRY_DISABLED: '1',
+        NEXTAUTH_URL: portalUrl,
+        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+        PORTAL_OIDC_ISSUER: idpUrl,
+        PORTAL_OIDC_CLIENT_SECRET: clientSecret,
+      },
+      path.join(repoRoot, 'apps/portal'),
+    );
+    started.push(portal);
+    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+
+    browser = await launchBrowser('portal-login');
+  });
+
+  function newPage(): Promise<Page> {
+    if (!browser) throw new Error('browser did not start');
+    return browser.context.newPage();
+  }
+
+  afterAll(async () => {
+    await browser?.close();
+    // Reverse order: the portal first, then the IdP it depends on. Each stop escalates to SIGKILL.
+    for (const app of started.reverse()) await app.stop(5_000);
+  });
+
+  async function openDashboardAnonymously(page: Page): Promise<void> {
+    await page.goto(`${portalUrl}/`);
+    await page.waitForURL((url) => url.pathname === '/sign-in');
+    expect(new URL(page.url()).searchParams.get('callbackUrl')).toBe('/');
+    await page.getByRole('button', { name: 'Sign in with SSO' }).click();
+    await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+  }
+
+  it('rejects a wrong password at the IdP', async () => {
+    const page = await newPage();
+    await openDashboardAnonymously(page);
+    await page.getByLabel('Email').fill(olivia.email);
+    await page.getByLabel('Password').fill('not-the-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain('Wrong email or password.');
+    await page.screenshot({ path: path.join(e2eTmpDir, 'portal-login-wrong-password.png') });
+    await page.close();
+  });
+
+  it('redirects an anonymous visitor to sign-in and back to the dashboard after SSO', async () => {
+    const page = await newPage();
+    await openDashboardAnonymously(page);
+    await page.getByLabel('Email').fill(olivia.email);
+    await page.getByLabel('Password').fill(identities.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${portalUrl}/`);
+
+    const user = page.getByTestId('signed-in-user');
+    await expect.poll(() => user.textContent()).toContain(olivia.name);
+    expect(await user.textContent()).toContain(olivia.email);
+    for (const item of ['Tenants', 'Upstreams', 'Policies', 'Agent clients', 'Approvals', 'Audit']) {
+      expect(
+        await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: item }).count(),
+      ).toBe(1);
+    }
+    mkdirSync(e2eTmpDir, { recursive: true });
+    await page.screenshot({ path: path.join(e2eTmpDir, 'portal-dashboard.png'), fullPage: true });
+
+    const session = (await (await page.request.get(`${portalUrl}/api/auth/session`)).json()) as {
+      user?: { email?: string; groups?: string[] };
+    };
+    expect(session.user).toMatchObject({ email: olivia.email, groups: ['engineering'] });
+    await page.close();
+  });
+});

@@ -1,0 +1,27 @@
+export { classify, errorResponse, JSON_RPC, resultResponse } from './lib/protocol/json-rpc';
+export type {
+  Classified,
+  JsonRpcError,
+  JsonRpcErrorBody,
+  JsonRpcId,
+  JsonRpcMessage,
+  JsonRpcNotification,
+  JsonRpcRequest,
+  JsonRpcResponse,
+  JsonRpcResult,
+} from './lib/protocol/json-rpc';
+export { SseParser, sseFrame } from './lib/protocol/sse';
+export type { SseEvent } from './lib/protocol/sse';
+export {
+  allowsBatches,
+  DEFAULT_HEADERLESS_VERSION,
+  isSupportedVersion,
+  LATEST_PROTOCOL_VERSION,
+  negotiateVersion,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from './lib/protocol/versions';
+export type { ProtocolVersion } from './lib/protocol/versions';
+export { isWellFormedSessionId, newSessionId, sessionBelongsTo } from './lib/session/session';
+export type { Principal, SessionRecord } from './lib/session/session';
+export { RedisSessionStore } from './lib/session/session-store';
+export type { SessionStore } from './lib/session/session-store';

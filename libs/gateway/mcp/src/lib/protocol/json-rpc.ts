@@ -1,0 +1,98 @@
+/** JSON-RPC 2.0 as MCP uses it: ids are strings or numbers (never null in requests). */
+export type JsonRpcId = string | number;
+
+export interface JsonRpcRequest {
+  readonly jsonrpc: '2.0';
+  readonly id: JsonRpcId;
+  readonly method: string;
+  readonly params?: Record<string, unknown>;
+}
+export interface JsonRpcNotification {
+  readonly jsonrpc: '2.0';
+  readonly method: string;
+  readonly params?: Record<string, unknown>;
+}
+export interface JsonRpcResult {
+  readonly jsonrpc: '2.0';
+  readonly id: JsonRpcId;
+  readonly result: Record<string, unknown>;
+}
+export interface JsonRpcErrorBody {
+  readonly code: number;
+  readonly message: string;
+  readonly data?: unknown;
+}
+export interface JsonRpcError {
+  readonly jsonrpc: '2.0';
+  readonly id: JsonRpcId | null;
+  readonly error: JsonRpcErrorBody;
+}
+export type JsonRpcResponse = JsonRpcResult | JsonRpcError;
+export type JsonRpcMessage = JsonRpcRequest | JsonRpcNotification | JsonRpcResponse;
+
+export const JSON_RPC = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+} as const;
+
+export type Classified =
+  | { readonly kind: 'request'; readonly message: JsonRpcRequest }
+  | { readonly kind: 'notification'; readonly message: JsonRpcNotification }
+  | { readonly kind: 'response'; readonly message: JsonRpcResponse }
+  | { readonly kind: 'invalid'; readonly id: JsonRpcId | null; readonly reason: string };
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+const isId = (value: unknown): value is JsonRpcId =>
+  (typeof value === 'string' && value.length <= 512) || (typeof value === 'number' && Number.isFinite(value));
+
+/**
+ * Sorts one parsed JSON value into request / notification / response, or says why it is not a valid
+ * JSON-RPC 2.0 message. Cheap: shape checks only; method-specific params are the handler's business.
+ */
+export function classify(value: unknown): Classified {
+  if (!isObject(value)) return { kind: 'invalid', id: null, reason: 'a JSON-RPC message must be an object' };
+  const id = isId(value['id']) ? value['id'] : null;
+  if (value['jsonrpc'] !== '2.0') return { kind: 'invalid', id, reason: 'jsonrpc must be "2.0"' };
+  const method = value['method'];
+  if (method !== undefined) {
+    if (typeof method !== 'string' || method.length === 0 || method.length > 256) {
+      return { kind: 'invalid', id, reason: 'method must be a non-empty string' };
+    }
+    const params = value['params'];
+    if (params !== undefined && !isObject(params)) {
+      return { kind: 'invalid', id, reason: 'params must be an object' };
+    }
+    if (!('id' in value)) return { kind: 'notification', message: value as unknown as JsonRpcNotification };
+    if (!isId(value['id'])) return { kind: 'invalid', id: null, reason: 'id must be a string or a number' };
+    return { kind: 'request', message: value as unknown as JsonRpcRequest };
+  }
+  if ('result' in value || 'error' in value) {
+    if ('result' in value && 'error' in value) return { kind: 'invalid', id, reason: 'a response has result or error, not both' };
+    if (!isId(value['id']) && !('error' in value && value['id'] === null)) {
+      return { kind: 'invalid', id: null, reason: 'a response needs the id of its request' };
+    }
+    if ('error' in value) {
+      const error = value['error'];
+      if (!isObject(error) || typeof error['code'] !== 'number' || typeof error['message'] !== 'string') {
+        return { kind: 'invalid', id, reason: 'error must have a numeric code and a message' };
+      }
+    } else if (!isObject(value['result'])) {
+      return { kind: 'invalid', id, reason: 'result must be an object' };
+    }
+    return { kind: 'response', message: value as unknown as JsonRpcResponse };
+  }
+  return { kind: 'invalid', id, reason: 'not a request, notification or response' };
+}
+
+export function errorResponse(id: JsonRpcId | null, code: number, message: string, data?: unknown): JsonRpcError {
+  return { jsonrpc: '2.0', id, error: data === undefined ? { code, message } : { code, message, data } };
+}
+
+export function resultResponse(id: JsonRpcId, result: Record<string, unknown>): JsonRpcResult {
+  return { jsonrpc: '2.0', id, result };
+}

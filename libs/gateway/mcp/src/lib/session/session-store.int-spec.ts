@@ -1,0 +1,61 @@
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { isWellFormedSessionId, newSessionId, sessionBelongsTo, type SessionRecord } from './session';
+import { RedisSessionStore } from './session-store';
+
+const redis = new Redis(inject('redisUrl'));
+afterAll(() => redis.quit());
+
+function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
+  return {
+    id: newSessionId(),
+    tenantId: 'tenant-a',
+    principalKind: 'agent_client',
+    principalId: 'agent-1',
+    protocolVersion: '2025-11-25',
+    clientInfo: { name: 'spec', version: '1' },
+    clientCapabilities: {},
+    upstreams: {},
+    createdAt: Date.now(),
+    ...overrides,
+  };
+}
+
+describe('RedisSessionStore (real Redis)', () => {
+  it('issues unguessable, well-formed ids', () => {
+    const ids = new Set(Array.from({ length: 1000 }, newSessionId));
+    expect(ids.size).toBe(1000);
+    expect([...ids].every(isWellFormedSessionId)).toBe(true);
+  });
+
+  it('shares a session between two replicas and ends it for both', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 50, touchEveryMs: 10, maxCached: 100 };
+    const replicaA = new RedisSessionStore(redis, options);
+    const replicaB = new RedisSessionStore(redis, options);
+    const session = record();
+    await replicaA.create(session);
+    expect(await replicaB.get(session.id)).toEqual(session);
+    await replicaB.update({ ...session, upstreams: { up1: { sessionId: 'u-1', protocolVersion: '2025-06-18' } } });
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect((await replicaA.get(session.id))?.upstreams).toEqual({ up1: { sessionId: 'u-1', protocolVersion: '2025-06-18' } });
+    expect(await replicaA.delete(session.id)).toBe(true);
+    replicaB.forget(session.id);
+    expect(await replicaB.get(session.id)).toBeUndefined();
+  });
+
+  it('expires idle sessions', async () => {
+    const store = new RedisSessionStore(redis, { idleTtlMs: 100, cacheMs: 0, touchEveryMs: 0, maxCached: 10 });
+    const session = record();
+    await store.create(session);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(await store.get(session.id)).toBeUndefined();
+  });
+
+  it('binds a session to its tenant and principal', () => {
+    const session = record();
+    expect(sessionBelongsTo(session, { tenantId: 'tenant-a', kind: 'agent_client', id: 'agent-1' })).toBe(true);
+    expect(sessionBelongsTo(session, { tenantId: 'tenant-b', kind: 'agent_client', id: 'agent-1' })).toBe(false);
+    expect(sessionBelongsTo(session, { tenantId: 'tenant-a', kind: 'agent_client', id: 'agent-2' })).toBe(false);
+    expect(sessionBelongsTo(session, { tenantId: 'tenant-a', kind: 'user', id: 'agent-1' })).toBe(false);
+  });
+});
