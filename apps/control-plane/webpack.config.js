@@ -1,21 +1,3 @@
-const { NxAppWebpackPlugin } = require('@nx/webpack/app-plugin');
-const { join } = require('node:path');
+const { nodeAppWebpackConfig } = require('../../tools/build/node-app-webpack');
 
-module.exports = {
-  output: { path: join(__dirname, '../../dist/apps/control-plane'), clean: true },
-  devtool: 'source-map',
-  plugins: [
-    new NxAppWebpackPlugin({
-      target: 'node',
-      compiler: 'swc',
-      main: './src/main.ts',
-      tsConfig: './tsconfig.app.json',
-      externalDependencies: 'all',
-      outputHashing: 'none',
-      generatePackageJson: false,
-      optimization: false,
-      sourceMap: true,
-      skipTypeChecking: true,
-    }),
-  ],
-};
+module.exports = nodeAppWebpackConfig(__dirname, 'control-plane');

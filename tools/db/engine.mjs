@@ -145,9 +145,19 @@ class PgWithShadowDatabase extends PrismaPg {
     this.fields = fields;
   }
 
+  /** @type {import('@prisma/driver-adapter-utils').SqlDriverAdapter[]} */
+  opened = [];
+
   /** @override */
   async connect() {
-    return forSchemaEngine(await super.connect());
+    const adapter = forSchemaEngine(await super.connect());
+    this.opened.push(adapter);
+    return adapter;
+  }
+
+  /** Closes the pools of every connection handed to the engine (freeing the engine does not). */
+  async disposeAll() {
+    await Promise.allSettled(this.opened.splice(0).map((adapter) => adapter.dispose()));
   }
 
   /** @override */
@@ -173,11 +183,12 @@ class PgWithShadowDatabase extends PrismaPg {
  * Opens a schema engine against `url`. Shadow databases (used to replay the migrations directory) are created next
  * to it on the same server as `prisma_migrate_shadow_db_<uuid>` and dropped afterwards, so the role needs CREATEDB.
  * @param {{ url: string, schema?: { path: string, content: string }, onLog?: (line: string) => void }} options
- * @returns {Promise<{ engine: SchemaEngine, close: () => void }>}
+ * @returns {Promise<{ engine: SchemaEngine, close: () => Promise<void> }>}
  */
 export async function openSchemaEngine({ url, schema, onLog }) {
   await loadWasm();
-  const adapter = bindMigrationAwareSqlAdapterFactory(new PgWithShadowDatabase(parseDatabaseUrl(url)));
+  const factory = new PgWithShadowDatabase(parseDatabaseUrl(url));
+  const adapter = bindMigrationAwareSqlAdapterFactory(factory);
   const log = (/** @type {string} */ line) => onLog?.(line);
   const engine = await glue.SchemaEngine.new(
     { datamodels: schema ? [[schema.path, schema.content]] : undefined },
@@ -186,6 +197,9 @@ export async function openSchemaEngine({ url, schema, onLog }) {
   );
   return {
     engine,
-    close: () => engine.free(),
+    close: async () => {
+      engine.free();
+      await factory.disposeAll();
+    },
   };
 }

@@ -48,3 +48,7 @@ export declare function checkDrift(options: {
   dir?: string;
 }): Promise<{ inSync: boolean; summary: string; script: string }>;
 export declare function readMigrations(dir?: string): Promise<unknown>;
+
+export declare const START_HINTS: { readonly postgres: readonly string[]; readonly redis: readonly string[] };
+export declare function canConnect(host: string, port: number, timeoutMs?: number): Promise<boolean>;
+export declare function hostPort(url: string, defaultPort: number): { host: string; port: number };

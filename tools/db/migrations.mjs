@@ -87,7 +87,7 @@ async function withEngine(url, options, fn) {
   } catch (error) {
     throw engineError(error, url);
   } finally {
-    opened?.close();
+    await opened?.close();
   }
 }
 

@@ -11,13 +11,14 @@ import type { TestProject } from 'vitest/node';
 import {
   DEFAULT_ADMIN_URL,
   DbToolError,
+  START_HINTS,
   applyMigrations,
+  canConnect,
   dropDatabase,
+  hostPort,
   parseDatabaseUrl,
   withDatabaseUrl,
 } from '../db/index.mjs';
-import { START_HINTS, canConnect, hostPort } from '../scripts/lib/services.mjs';
-import '@portcullis/shared/util-testing';
 
 const STALE_AFTER_MS = 6 * 60 * 60 * 1000;
 

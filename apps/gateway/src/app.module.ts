@@ -1,4 +1,5 @@
 import { Module, type DynamicModule } from '@nestjs/common';
+import { databaseReadinessCheck, DbModule, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { pingRedis, type Redis } from '@portcullis/data/redis';
 import { HealthModule, REDIS, RedisModule } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
@@ -14,11 +15,15 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
+        DbModule.forRoot({ url: config.database.url, applicationName: 'gateway' }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'gateway', logger }),
         HealthModule.forRoot({
           logger,
-          inject: [REDIS],
-          useFactory: (redis: Redis) => [{ name: 'redis', check: () => pingRedis(redis) }],
+          inject: [PRISMA_CLIENT, REDIS],
+          useFactory: (db: PortcullisPrismaClient, redis: Redis) => [
+            databaseReadinessCheck(db),
+            { name: 'redis', check: () => pingRedis(redis) },
+          ],
         }),
       ],
     };

@@ -1,0 +1,46 @@
+import 'reflect-metadata';
+import { NestFactory } from '@nestjs/core';
+import { databaseReadinessCheck, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
+import { pingRedis, type Redis } from '@portcullis/data/redis';
+import { installShutdownDeadline, PinoNestLogger, REDIS, runOrExit, startProbeServer } from '@portcullis/shared/nest-runtime';
+import { loadConfigOrExit } from '@portcullis/shared/util-config';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { AppModule } from './app.module';
+import { auditWorkerConfigSchema } from './config';
+
+const config = loadConfigOrExit('audit-worker', auditWorkerConfigSchema);
+const logger = createLogger({ service: 'audit-worker', level: config.log.level });
+
+// No HTTP API: a Nest application context for the queue consumer, plus a probe server for /healthz and
+// /readyz only.
+void runOrExit(logger, async () => {
+  const app = await NestFactory.createApplicationContext(AppModule.forRoot(config, logger), {
+    logger: new PinoNestLogger(logger),
+  });
+  let shuttingDown = false;
+  const probes = await startProbeServer({
+    host: config.health.host,
+    port: config.health.port,
+    logger,
+    isShuttingDown: () => shuttingDown,
+    checks: [
+      databaseReadinessCheck(app.get<PortcullisPrismaClient>(PRISMA_CLIENT)),
+      { name: 'redis', check: () => pingRedis(app.get<Redis>(REDIS)) },
+    ],
+  });
+  installShutdownDeadline(logger, config.shutdownGraceMs);
+  const stop = async () => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    // Stop taking jobs and let the ones in progress finish (BullMQ's worker.close waits), then close
+    // the database and Redis through Nest's shutdown hooks.
+    await app.close();
+    probes.close();
+    logger.info('audit worker stopped');
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+  await app.init();
+  logger.info({ health: `http://${config.health.host}:${config.health.port}/readyz` }, 'audit worker consuming');
+  return app;
+});

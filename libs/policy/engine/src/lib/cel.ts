@@ -1,0 +1,227 @@
+import { Environment, type ASTNode } from '@marcbachmann/cel-js';
+import { cidrContains, parseCidr, parseIp, type Cidr } from './cidr';
+
+/**
+ * CEL conditions. Two environments over the same variables and functions:
+ * - the checking environment declares the exact shape of `principal`, `target` and `request`, so a typo such
+ *   as `principal.grups` fails when the policy is saved;
+ * - the runtime environment declares them as maps, which evaluates several times faster (no per-call
+ *   conversion into typed objects).
+ *
+ * Restrictions enforced at compile time, because conditions run on the gateway hot path against
+ * agent-controlled arguments:
+ * - no `matches` (JavaScript regular expressions can backtrack catastrophically);
+ * - no nested comprehensions (`all`/`exists`/`map`/`filter` inside another one: quadratic in argument size);
+ * - no time-zone overloads of timestamp accessors (`getHours("Europe/Berlin")` costs ~150 µs per call in the
+ *   library); use `hourIn`, `minuteIn`, `dayOfWeekIn`, which cache their formatter;
+ * - structural limits on size and depth.
+ */
+
+const LIMITS = { maxAstNodes: 500, maxDepth: 32, maxListElements: 256, maxMapEntries: 256, maxCallArguments: 8 };
+
+const COMPREHENSIONS = new Set(['all', 'exists', 'exists_one', 'existsOne', 'map', 'filter']);
+const TIMESTAMP_ACCESSORS = new Set([
+  'getDate',
+  'getDayOfMonth',
+  'getDayOfWeek',
+  'getDayOfYear',
+  'getFullYear',
+  'getHours',
+  'getMilliseconds',
+  'getMinutes',
+  'getMonth',
+  'getSeconds',
+]);
+const TIME_ZONE_FUNCTIONS = new Set(['hourIn', 'minuteIn', 'dayOfWeekIn']);
+
+// ----- custom functions -------------------------------------------------------------------------------------
+
+const cidrCache = new Map<string, Cidr | null>();
+function cachedCidr(text: string): Cidr | null {
+  let cidr = cidrCache.get(text);
+  if (cidr === undefined) {
+    cidr = parseCidr(text);
+    // CIDR strings come from policies (bounded), but stay defensive about dynamic ones.
+    if (cidrCache.size > 10_000) cidrCache.clear();
+    cidrCache.set(text, cidr);
+  }
+  return cidr;
+}
+
+function inCidr(ip: string, cidrText: string): boolean {
+  const cidr = cachedCidr(cidrText);
+  if (cidr === null) throw new Error(`inCidr: invalid CIDR ${JSON.stringify(cidrText)}`);
+  const address = parseIp(ip);
+  if (address === null) throw new Error('inCidr: the request IP is not a valid address');
+  return cidrContains(cidr, address);
+}
+
+interface ZonedParts {
+  readonly hour: bigint;
+  readonly minute: bigint;
+  readonly dayOfWeek: bigint;
+}
+const WEEKDAYS: Record<string, bigint> = { Sun: 0n, Mon: 1n, Tue: 2n, Wed: 3n, Thu: 4n, Fri: 5n, Sat: 6n };
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatterFor(timeZone: string): Intl.DateTimeFormat {
+  let formatter = formatters.get(timeZone);
+  if (formatter === undefined) {
+    // Throws RangeError for an unknown zone: at compile time for literals, as an evaluation error otherwise.
+    formatter = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      hour: '2-digit',
+      minute: '2-digit',
+      weekday: 'short',
+    });
+    if (formatters.size > 1_000) formatters.clear();
+    formatters.set(timeZone, formatter);
+  }
+  return formatter;
+}
+
+export function isValidTimeZone(timeZone: string): boolean {
+  try {
+    formatterFor(timeZone);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function zoned(time: Date, timeZone: string): ZonedParts {
+  let hour = 0n;
+  let minute = 0n;
+  let dayOfWeek = 0n;
+  for (const part of formatterFor(timeZone).formatToParts(time)) {
+    if (part.type === 'hour') hour = BigInt(part.value);
+    else if (part.type === 'minute') minute = BigInt(part.value);
+    else if (part.type === 'weekday') dayOfWeek = WEEKDAYS[part.value] ?? 0n;
+  }
+  return { hour, minute, dayOfWeek };
+}
+
+function withFunctions(env: Environment): Environment {
+  return env
+    .registerFunction('inCidr(string, string): bool', inCidr)
+    .registerFunction('google.protobuf.Timestamp.hourIn(string): int', (t: Date, tz: string) => zoned(t, tz).hour)
+    .registerFunction('google.protobuf.Timestamp.minuteIn(string): int', (t: Date, tz: string) => zoned(t, tz).minute)
+    .registerFunction(
+      'google.protobuf.Timestamp.dayOfWeekIn(string): int',
+      (t: Date, tz: string) => zoned(t, tz).dayOfWeek,
+    );
+}
+
+const checkingEnvironment = withFunctions(
+  new Environment({ limits: LIMITS })
+    .registerVariable('args', 'map<string, dyn>')
+    .registerVariable({
+      name: 'principal',
+      schema: { userId: 'string', agentClientId: 'string', role: 'string', groups: 'list<string>' },
+    })
+    .registerVariable({ name: 'target', schema: { kind: 'string', upstream: 'string', name: 'string' } })
+    .registerVariable({ name: 'request', schema: { time: 'google.protobuf.Timestamp', ip: 'string' } }),
+);
+
+const runtimeEnvironment = withFunctions(
+  new Environment({ limits: LIMITS })
+    .registerVariable('args', 'map<string, dyn>')
+    .registerVariable('principal', 'map<string, dyn>')
+    .registerVariable('target', 'map<string, dyn>')
+    .registerVariable('request', 'map<string, dyn>'),
+);
+
+// ----- compile ----------------------------------------------------------------------------------------------
+
+/** What a condition sees. Absent identities are empty strings; `groups` is empty for non-members. */
+export interface ConditionContext {
+  readonly args: Readonly<Record<string, unknown>>;
+  readonly principal: {
+    readonly userId: string;
+    readonly agentClientId: string;
+    readonly role: string;
+    readonly groups: readonly string[];
+  };
+  readonly target: { readonly kind: string; readonly upstream: string; readonly name: string };
+  readonly request: { readonly time: Date; readonly ip: string };
+}
+
+export type ConditionProgram = (context: ConditionContext) => unknown;
+
+export type ConditionCompileResult =
+  | { readonly ok: true; readonly program: ConditionProgram }
+  | { readonly ok: false; readonly message: string };
+
+const firstLine = (message: string): string => message.split('\n', 1)[0] ?? message;
+
+interface AstLike {
+  readonly op: string;
+  readonly args: unknown;
+}
+const isNode = (value: unknown): value is AstLike =>
+  typeof value === 'object' && value !== null && typeof (value as { op?: unknown }).op === 'string';
+
+/** Returns the first restriction the expression breaks, or null. */
+function lint(root: ASTNode): string | null {
+  const visit = (node: AstLike, comprehensionDepth: number): string | null => {
+    let depth = comprehensionDepth;
+    if (node.op === 'call' || node.op === 'rcall') {
+      const args = node.args as unknown[];
+      const name = args[0] as string;
+      const callArgs = (node.op === 'call' ? args[1] : args[2]) as unknown[];
+      if (name === 'matches') return 'regular expressions (`matches`) are not allowed in conditions';
+      if (node.op === 'rcall' && TIMESTAMP_ACCESSORS.has(name) && callArgs.length > 0) {
+        return `${name}(timeZone) is too slow for the gateway; use hourIn, minuteIn or dayOfWeekIn`;
+      }
+      if (node.op === 'rcall' && TIME_ZONE_FUNCTIONS.has(name)) {
+        const zone = callArgs[0];
+        if (isNode(zone) && zone.op === 'value' && typeof zone.args === 'string' && !isValidTimeZone(zone.args)) {
+          return `unknown time zone ${JSON.stringify(zone.args)}`;
+        }
+      }
+      if (node.op === 'call' && name === 'inCidr') {
+        const cidr = callArgs[1];
+        if (isNode(cidr) && cidr.op === 'value' && typeof cidr.args === 'string' && parseCidr(cidr.args) === null) {
+          return `invalid CIDR ${JSON.stringify(cidr.args)}`;
+        }
+      }
+      if (node.op === 'rcall' && COMPREHENSIONS.has(name) && callArgs.length >= 2) {
+        if (comprehensionDepth >= 1) return 'nested comprehensions (all/exists/map/filter) are not allowed';
+        depth = comprehensionDepth + 1;
+      }
+    }
+    const children: unknown[] = Array.isArray(node.args) ? node.args : [node.args];
+    const stack = [...children];
+    while (stack.length > 0) {
+      const child = stack.pop();
+      if (isNode(child)) {
+        const found = visit(child, depth);
+        if (found !== null) return found;
+      } else if (Array.isArray(child)) {
+        stack.push(...(child as unknown[]));
+      }
+    }
+    return null;
+  };
+  return visit(root as unknown as AstLike, 0);
+}
+
+/** Parses, lints and type-checks a condition; returns a runtime program or a one-line error. */
+export function compileCondition(source: string): ConditionCompileResult {
+  if (source.trim().length === 0) return { ok: false, message: 'condition is empty' };
+  try {
+    const checked = checkingEnvironment.parse(source);
+    const problem = lint(checked.ast);
+    if (problem !== null) return { ok: false, message: problem };
+    const result = checked.check();
+    if (!result.valid) return { ok: false, message: firstLine(result.error?.message ?? 'type error') };
+    if (result.type !== 'bool' && result.type !== 'dyn') {
+      return { ok: false, message: `condition must be a bool expression, not ${result.type ?? 'unknown'}` };
+    }
+    const program = runtimeEnvironment.parse(source);
+    return { ok: true, program: (context) => program(context as unknown as Record<string, unknown>) };
+  } catch (error) {
+    return { ok: false, message: firstLine(error instanceof Error ? error.message : String(error)) };
+  }
+}
