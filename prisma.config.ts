@@ -11,7 +11,9 @@ import { defineConfig } from 'prisma/config';
 // The CLI's migrate/introspect commands need the owner role, not the application role. Read the variables directly:
 // `env()` throws when a variable is unset, even for `generate`. Prisma 7 does not load .env files.
 const url =
-  process.env.DATABASE_ADMIN_URL ?? process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/portcullis';
+  process.env.DATABASE_ADMIN_URL ??
+  process.env.DATABASE_URL ??
+  'postgresql://postgres@127.0.0.1:5432/portcullis';
 
 export default defineConfig({
   schema: 'prisma/schema.prisma',

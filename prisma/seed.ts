@@ -7,11 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import {
-  createSystemPrismaClient,
-  type Prisma,
-  type SystemPrismaClient,
-} from '@portcullis/data/db';
+import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
 
 const DEV_IDP_ISSUER = 'http://localhost:3400';
 const PORTAL_CLIENT_ID = 'portcullis-portal';
@@ -64,7 +60,11 @@ const DEFAULT_POLICY_RULES: Omit<Prisma.PolicyRuleUncheckedCreateInput, 'tenantI
   {
     position: 1,
     name: 'members use tickets',
-    subjects: [{ type: 'role', role: 'member' }, { type: 'role', role: 'admin' }, { type: 'role', role: 'owner' }],
+    subjects: [
+      { type: 'role', role: 'member' },
+      { type: 'role', role: 'admin' },
+      { type: 'role', role: 'owner' },
+    ],
     targets: [{ upstream: 'tickets', kind: 'tool', name: '*' }],
     effect: 'allow',
   },
@@ -158,7 +158,12 @@ async function seedTenant(
   if (!policy) {
     await db.$transaction(async (tx) => {
       const created = await tx.policy.create({
-        data: { tenantId, name: 'default', description: 'Demo policy created by the seed', defaultEffect: 'deny' },
+        data: {
+          tenantId,
+          name: 'default',
+          description: 'Demo policy created by the seed',
+          defaultEffect: 'deny',
+        },
       });
       await tx.policyRule.createMany({
         data: DEFAULT_POLICY_RULES.map((rule) => ({ ...rule, tenantId, policyId: created.id })),
@@ -168,7 +173,12 @@ async function seedTenant(
 
   const agent = await db.agentClient.upsert({
     where: { tenantId_name: { tenantId, name: DEMO_AGENT_CLIENT } },
-    create: { tenantId, name: DEMO_AGENT_CLIENT, description: 'Demo agent for local development', kind: 'service' },
+    create: {
+      tenantId,
+      name: DEMO_AGENT_CLIENT,
+      description: 'Demo agent for local development',
+      kind: 'service',
+    },
     update: {},
   });
   const existingKey = await db.apiKey.findFirst({
@@ -192,7 +202,13 @@ async function seedTenant(
   return tenantId;
 }
 
-export async function seed({ adminUrl, log }: { adminUrl: string; log: (line: string) => void }): Promise<void> {
+export async function seed({
+  adminUrl,
+  log,
+}: {
+  adminUrl: string;
+  log: (line: string) => void;
+}): Promise<void> {
   const identities = loadIdentities();
   const db = createSystemPrismaClient({ url: adminUrl, poolMax: 2, applicationName: 'portcullis-seed' });
   try {
@@ -212,7 +228,10 @@ export async function seed({ adminUrl, log }: { adminUrl: string; log: (line: st
       });
       for (const membership of person.memberships) {
         const tenantId = tenantIds.get(membership.tenant);
-        if (!tenantId) throw new Error(`identities.json: ${person.email} is a member of unknown tenant ${membership.tenant}`);
+        if (!tenantId)
+          throw new Error(
+            `identities.json: ${person.email} is a member of unknown tenant ${membership.tenant}`,
+          );
         await db.membership.upsert({
           where: { tenantId_userId: { tenantId, userId: user.id } },
           create: { tenantId, userId: user.id, role: membership.role },

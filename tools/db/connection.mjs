@@ -11,7 +11,10 @@ export const DEFAULT_APP_URL = 'postgresql://portcullis_app@127.0.0.1:5432/portc
 
 export const DEFAULT_SYSTEM_URL = 'postgresql://portcullis_system@127.0.0.1:5432/portcullis';
 
-export const POSTGRES_START_HINT = ['Start it with:', ...START_HINTS.postgres.map((line) => `  ${line}`)].join('\n');
+export const POSTGRES_START_HINT = [
+  'Start it with:',
+  ...START_HINTS.postgres.map((line) => `  ${line}`),
+].join('\n');
 
 /** A failure the CLI reports as a message (no stack trace). */
 export class DbToolError extends Error {
@@ -59,7 +62,8 @@ export function withDatabaseUrl(url, change) {
   const parsed = new URL(url);
   if (change.database !== undefined) parsed.pathname = `/${encodeURIComponent(change.database)}`;
   if (change.user !== undefined) parsed.username = encodeURIComponent(change.user);
-  if (change.password !== undefined) parsed.password = change.password === null ? '' : encodeURIComponent(change.password);
+  if (change.password !== undefined)
+    parsed.password = change.password === null ? '' : encodeURIComponent(change.password);
   return parsed.toString();
 }
 
@@ -71,7 +75,13 @@ export function redactUrl(url) {
 /** @param {unknown} error */
 function isConnectionRefused(error) {
   const code = /** @type {{ code?: string }} */ (error)?.code;
-  return code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT' || code === '57P03';
+  return (
+    code === 'ECONNREFUSED' ||
+    code === 'ENOTFOUND' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ETIMEDOUT' ||
+    code === '57P03'
+  );
 }
 
 /**
@@ -82,7 +92,11 @@ function isConnectionRefused(error) {
  * @returns {Promise<T>}
  */
 export async function withMaintenanceClient(url, fn) {
-  const client = new pg.Client({ ...parseDatabaseUrl(url), database: 'postgres', connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({
+    ...parseDatabaseUrl(url),
+    database: 'postgres',
+    connectionTimeoutMillis: 5000,
+  });
   try {
     await client.connect();
   } catch (error) {
@@ -103,9 +117,13 @@ export function unreachable(url, error) {
   const { host, port } = parseDatabaseUrl(url);
   const reason = error instanceof Error ? error.message : String(error);
   if (isConnectionRefused(error)) {
-    return new DbToolError(`PostgreSQL is not reachable at ${host}:${port} (${reason}).\n${POSTGRES_START_HINT}`);
+    return new DbToolError(
+      `PostgreSQL is not reachable at ${host}:${port} (${reason}).\n${POSTGRES_START_HINT}`,
+    );
   }
-  return new DbToolError(`Could not connect to PostgreSQL at ${host}:${port} as ${redactUrl(url)}: ${reason}`);
+  return new DbToolError(
+    `Could not connect to PostgreSQL at ${host}:${port} as ${redactUrl(url)}: ${reason}`,
+  );
 }
 
 /** @param {string} name */

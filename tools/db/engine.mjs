@@ -12,7 +12,6 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PrismaPg } from '@prisma/adapter-pg';
-import pg from 'pg';
 import { bindMigrationAwareSqlAdapterFactory, ColumnTypeEnum } from '@prisma/driver-adapter-utils';
 import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
 import { parseDatabaseUrl, quoteIdent, withMaintenanceClient } from './connection.mjs';
@@ -49,7 +48,9 @@ function loadWasm() {
       './schema_engine_bg.js': /** @type {WebAssembly.ModuleImports} */ (/** @type {unknown} */ (glue)),
     });
     glue.__wbg_set_wasm(instance.exports);
-    /** @type {{ __wbindgen_start: () => void }} */ (/** @type {unknown} */ (instance.exports)).__wbindgen_start();
+    /** @type {{ __wbindgen_start: () => void }} */ (
+      /** @type {unknown} */ (instance.exports)
+    ).__wbindgen_start();
   })();
   return loading;
 }
@@ -66,9 +67,9 @@ const PG_TEXT_OID = 25;
 /**
  * @typedef {import('@prisma/driver-adapter-utils').SqlQueryable} SqlQueryable
  * @typedef {SqlQueryable & {
- *   client: pg.Pool | pg.PoolClient,
+ *   client: import('pg').Pool | import('pg').PoolClient,
  *   onError: (error: unknown) => never,
- *   performIO: (query: import('@prisma/driver-adapter-utils').SqlQuery) => Promise<pg.QueryArrayResult>,
+ *   performIO: (query: import('@prisma/driver-adapter-utils').SqlQuery) => Promise<import('pg').QueryArrayResult>,
  * }} PgQueryableInternals
  */
 
@@ -114,7 +115,9 @@ function readCatalogChars(queryable) {
  * - migration scripts run the way Prisma's native engine runs them: as one simple-protocol query, so Postgres
  *   executes all statements in one implicit transaction. The adapter's own `executeScript` splits the text on every
  *   `;`, which breaks `DO $$ ... $$` blocks and function bodies.
- * @param {import('@prisma/driver-adapter-utils').SqlDriverAdapter} adapter
+ * @template {import('@prisma/driver-adapter-utils').SqlDriverAdapter} A
+ * @param {A} adapter
+ * @returns {A}
  */
 function forSchemaEngine(adapter) {
   const internals = /** @type {PgQueryableInternals} */ (/** @type {unknown} */ (readCatalogChars(adapter)));
@@ -172,7 +175,9 @@ class PgWithShadowDatabase extends PrismaPg {
       try {
         await dispose();
       } finally {
-        await withMaintenanceClient(url, (client) => client.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`));
+        await withMaintenanceClient(url, (client) =>
+          client.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`),
+        );
       }
     };
     return adapter;

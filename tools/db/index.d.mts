@@ -32,7 +32,10 @@ export interface MigrationStatus {
   upToDate: boolean;
 }
 
-export declare function migrationStatus(options: { adminUrl: string; dir?: string }): Promise<MigrationStatus>;
+export declare function migrationStatus(options: {
+  adminUrl: string;
+  dir?: string;
+}): Promise<MigrationStatus>;
 export declare function applyMigrations(options: {
   adminUrl: string;
   dir?: string;

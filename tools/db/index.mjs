@@ -11,6 +11,12 @@ export {
   redactUrl,
   withDatabaseUrl,
 } from './connection.mjs';
-export { applyMigrations, checkDrift, createMigration, migrationStatus, readMigrations } from './migrations.mjs';
+export {
+  applyMigrations,
+  checkDrift,
+  createMigration,
+  migrationStatus,
+  readMigrations,
+} from './migrations.mjs';
 // Service checks shared with npm start / npm test (re-exported here with types, see index.d.mts).
 export { START_HINTS, canConnect, hostPort } from '../scripts/lib/services.mjs';

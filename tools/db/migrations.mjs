@@ -124,7 +124,9 @@ export async function migrationStatus({ adminUrl, dir = MIGRATIONS_DIR }) {
       ? history.unpersistedMigrationNames
       : [];
   const local = migrationsList.migrationDirectories.map((m) => m.path);
-  const applied = local.filter((name) => !pending.includes(name) && !diagnosis.failedMigrationNames.includes(name));
+  const applied = local.filter(
+    (name) => !pending.includes(name) && !diagnosis.failedMigrationNames.includes(name),
+  );
   return {
     hasMigrationsTable: diagnosis.hasMigrationsTable,
     applied,
@@ -199,7 +201,8 @@ export async function createMigration({ adminUrl, name, dir = MIGRATIONS_DIR, no
   await mkdir(folder, { recursive: true });
   const script = `${drift.script}\n`;
   await writeFile(path.join(folder, 'migration.sql'), script, 'utf8');
-  if (!existsSync(path.join(dir, LOCKFILE))) await writeFile(path.join(dir, LOCKFILE), LOCKFILE_CONTENT, 'utf8');
+  if (!existsSync(path.join(dir, LOCKFILE)))
+    await writeFile(path.join(dir, LOCKFILE), LOCKFILE_CONTENT, 'utf8');
   return { created: path.relative(REPO_ROOT, folder), script };
 }
 

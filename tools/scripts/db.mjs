@@ -39,7 +39,10 @@ const commands = {
     const { applied, createdDatabase } = await applyMigrations({ adminUrl });
     if (createdDatabase) console.log(`Created database ${where()}.`);
     if (applied.length === 0) console.log(`${where()}: no pending migrations.`);
-    else console.log(`${where()}: applied ${applied.length} migration(s):\n${applied.map((n) => `  ${n}`).join('\n')}`);
+    else
+      console.log(
+        `${where()}: applied ${applied.length} migration(s):\n${applied.map((n) => `  ${n}`).join('\n')}`,
+      );
     return 0;
   },
 
@@ -95,7 +98,8 @@ const commands = {
   async seed() {
     await ensureDatabase(adminUrl);
     const status = await migrationStatus({ adminUrl });
-    if (!status.upToDate) throw new DbToolError(`${where()} is not fully migrated: run npm run db:migrate first.`);
+    if (!status.upToDate)
+      throw new DbToolError(`${where()} is not fully migrated: run npm run db:migrate first.`);
     // prisma/seed.ts is TypeScript and uses the workspace's libraries: load it with jiti (a devDependency), giving
     // it the tsconfig path aliases.
     const { createJiti } = await import('jiti');

@@ -30,7 +30,9 @@ async function requireService(name: 'postgres' | 'redis', url: string, defaultPo
   const { host, port } = hostPort(url, defaultPort);
   if (await canConnect(host, port)) return;
   const label = name === 'postgres' ? 'PostgreSQL' : 'Redis';
-  fail(`${label} is not reachable at ${host}:${port}. Start it with:\n${START_HINTS[name].map((l) => `  ${l}`).join('\n')}`);
+  fail(
+    `${label} is not reachable at ${host}:${port}. Start it with:\n${START_HINTS[name].map((l) => `  ${l}`).join('\n')}`,
+  );
 }
 
 /** Drops test databases left behind by runs that were killed (older than a few hours). */

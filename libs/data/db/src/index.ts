@@ -2,7 +2,12 @@ export { createPrismaClient, createSystemPrismaClient } from './lib/client';
 export type { PortcullisPrismaClient, PrismaClientOptions, SystemPrismaClient } from './lib/client';
 export { withTenant, withUser } from './lib/with-tenant';
 export type { TenantTransaction, TransactionOptions } from './lib/with-tenant';
-export { TenantScopeError, assertScoped, modelMetadataFromClient, tenantScopeExtension } from './lib/tenant-scope';
+export {
+  TenantScopeError,
+  assertScoped,
+  modelMetadataFromClient,
+  tenantScopeExtension,
+} from './lib/tenant-scope';
 export type { ModelMetadata, TenantScopeOptions } from './lib/tenant-scope';
 
 // Generated types and enums. The PrismaClient constructor itself is not exported: use the factories above.

@@ -73,11 +73,20 @@ describe('withUser', () => {
     });
     await system.agentClient.create({ data: { tenantId: a.id, name: 'hidden' } });
 
-    const mine = await withUser(app, toUserId(user.id), (tx) =>
-      tx.$queryRaw<{ tenant_id: string; role: string }[]>`SELECT tenant_id::text, role::text FROM memberships`,
+    const mine = await withUser(
+      app,
+      toUserId(user.id),
+      (tx) =>
+        tx.$queryRaw<
+          { tenant_id: string; role: string }[]
+        >`SELECT tenant_id::text, role::text FROM memberships`,
     );
     expect(mine.map((m) => m.tenant_id).sort()).toEqual([a.id, b.id].sort());
-    const agents = await withUser(app, toUserId(user.id), (tx) => tx.$queryRaw<unknown[]>`SELECT * FROM agent_clients`);
+    const agents = await withUser(
+      app,
+      toUserId(user.id),
+      (tx) => tx.$queryRaw<unknown[]>`SELECT * FROM agent_clients`,
+    );
     expect(agents).toEqual([]);
   });
 });
@@ -87,12 +96,20 @@ describe('database invariants', () => {
     const tenant = await createTestTenant(system);
     const base = { tenantId: tenant.id, irVersion: 1, checksum: 'c', ir: {} };
     await system.policySnapshot.create({ data: { ...base, version: 1, active: true } });
-    await expect(system.policySnapshot.create({ data: { ...base, version: 2, active: true } })).rejects.toThrow();
+    await expect(
+      system.policySnapshot.create({ data: { ...base, version: 2, active: true } }),
+    ).rejects.toThrow();
     const second = await system.policySnapshot.create({ data: { ...base, version: 2, active: false } });
     // Activating is allowed; rewriting the IR is not.
     await withTenant(app, toTenantId(tenant.id), async (tx) => {
-      await tx.policySnapshot.updateMany({ where: { tenantId: tenant.id, active: true }, data: { active: false } });
-      await tx.policySnapshot.update({ where: { id: second.id, tenantId: tenant.id }, data: { active: true } });
+      await tx.policySnapshot.updateMany({
+        where: { tenantId: tenant.id, active: true },
+        data: { active: false },
+      });
+      await tx.policySnapshot.update({
+        where: { id: second.id, tenantId: tenant.id },
+        data: { active: true },
+      });
     });
     await expect(
       system.policySnapshot.update({ where: { id: second.id }, data: { checksum: 'tampered' } }),
@@ -133,7 +150,14 @@ describe('database invariants', () => {
     const policy = await system.policy.create({ data: { tenantId: a.id, name: 'p' } });
     await expect(
       system.policyRule.create({
-        data: { tenantId: b.id, policyId: policy.id, position: 1, subjects: [], targets: [], effect: 'allow' },
+        data: {
+          tenantId: b.id,
+          policyId: policy.id,
+          position: 1,
+          subjects: [],
+          targets: [],
+          effect: 'allow',
+        },
       }),
     ).rejects.toThrow();
   });

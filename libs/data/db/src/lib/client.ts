@@ -41,5 +41,7 @@ export type SystemPrismaClient = PortcullisPrismaClient & { readonly [systemClie
  * `undefined` in where clauses and creates without a tenant, but does not require a tenantId filter.
  */
 export function createSystemPrismaClient(options: PrismaClientOptions): SystemPrismaClient {
-  return baseClient(options).$extends(tenantScopeExtension({ requireTenantFilter: false })) as SystemPrismaClient;
+  return baseClient(options).$extends(
+    tenantScopeExtension({ requireTenantFilter: false }),
+  ) as SystemPrismaClient;
 }

@@ -20,7 +20,13 @@ afterAll(async () => {
 
 async function addUpstream(tenant: TestTenant, name: string) {
   return system.upstream.create({
-    data: { tenantId: tenant.id, name, toolPrefix: name, transport: 'streamable_http', url: `http://127.0.0.1:1/${name}` },
+    data: {
+      tenantId: tenant.id,
+      name,
+      toolPrefix: name,
+      transport: 'streamable_http',
+      url: `http://127.0.0.1:1/${name}`,
+    },
   });
 }
 
@@ -42,8 +48,11 @@ describe('row-level security (portcullis_app)', () => {
   });
 
   it('an unfiltered read inside withTenant(A) returns only A rows', async () => {
-    const rows = await withTenant(app, a.id, (tx) =>
-      tx.$queryRaw<{ tenant_id: string; name: string }[]>`SELECT tenant_id::text, name FROM upstreams`,
+    const rows = await withTenant(
+      app,
+      a.id,
+      (tx) =>
+        tx.$queryRaw<{ tenant_id: string; name: string }[]>`SELECT tenant_id::text, name FROM upstreams`,
     );
     expect(rows.map((r) => r.name)).toEqual(['alpha']);
     expect(new Set(rows.map((r) => r.tenant_id))).toEqual(new Set([a.id]));
@@ -63,8 +72,11 @@ describe('row-level security (portcullis_app)', () => {
   });
 
   it('an INSERT with B tenant_id inside withTenant(A) is rejected', async () => {
-    const insert = withTenant(app, a.id, (tx) =>
-      tx.$executeRaw`INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at)
+    const insert = withTenant(
+      app,
+      a.id,
+      (tx) =>
+        tx.$executeRaw`INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at)
         VALUES (${newId()}::uuid, ${b.id}::uuid, 'planted', 'planted', 'streamable_http', 'http://x', now())`,
     );
     await expect(insert).rejects.toThrow(/row-level security/);
@@ -72,7 +84,11 @@ describe('row-level security (portcullis_app)', () => {
   });
 
   it('moving an A row to tenant B is rejected (WITH CHECK)', async () => {
-    const move = withTenant(app, a.id, (tx) => tx.$executeRaw`UPDATE upstreams SET tenant_id = ${b.id}::uuid`);
+    const move = withTenant(
+      app,
+      a.id,
+      (tx) => tx.$executeRaw`UPDATE upstreams SET tenant_id = ${b.id}::uuid`,
+    );
     await expect(move).rejects.toThrow(/row-level security/);
   });
 
@@ -92,11 +108,19 @@ describe('row-level security (portcullis_app)', () => {
       tx.upstream.updateMany({ where: { tenantId: b.id }, data: { enabled: false } }),
     );
     expect(updated.count).toBe(0);
-    const deleted = await withTenant(app, a.id, (tx) => tx.upstream.deleteMany({ where: { tenantId: b.id } }));
+    const deleted = await withTenant(app, a.id, (tx) =>
+      tx.upstream.deleteMany({ where: { tenantId: b.id } }),
+    );
     expect(deleted.count).toBe(0);
     const created = withTenant(app, a.id, (tx) =>
       tx.upstream.create({
-        data: { tenantId: b.id, name: 'planted', toolPrefix: 'planted', transport: 'streamable_http', url: 'http://x' },
+        data: {
+          tenantId: b.id,
+          name: 'planted',
+          toolPrefix: 'planted',
+          transport: 'streamable_http',
+          url: 'http://x',
+        },
       }),
     );
     await expect(created).rejects.toThrow();
@@ -126,6 +150,8 @@ describe('row-level security coverage', () => {
   it('every table with a tenant_id column has RLS enabled, forced and a policy', () => {
     expect(tables.length).toBeGreaterThan(10);
     const unprotected = tables.filter((t) => !t.rls || !t.forced || t.policies === 0).map((t) => t.table);
-    expect(unprotected, 'enable + force RLS and add the tenant_isolation policy in the migration').toEqual([]);
+    expect(unprotected, 'enable + force RLS and add the tenant_isolation policy in the migration').toEqual(
+      [],
+    );
   });
 });

@@ -18,9 +18,16 @@ describe('model metadata', () => {
 
 describe('assertScoped', () => {
   it('accepts a tenant-filtered query', () => {
-    expect(() => assertScoped('Upstream', 'findMany', { where: { tenantId, enabled: true } }, app)).not.toThrow();
     expect(() =>
-      assertScoped('Upstream', 'findUnique', { where: { tenantId_name: { tenantId, name: 'tickets' } } }, app),
+      assertScoped('Upstream', 'findMany', { where: { tenantId, enabled: true } }, app),
+    ).not.toThrow();
+    expect(() =>
+      assertScoped(
+        'Upstream',
+        'findUnique',
+        { where: { tenantId_name: { tenantId, name: 'tickets' } } },
+        app,
+      ),
     ).not.toThrow();
   });
 
@@ -29,15 +36,24 @@ describe('assertScoped', () => {
       /where\.tenantId is undefined/,
     );
     expect(() =>
-      assertScoped('Upstream', 'deleteMany', { where: { tenantId, OR: [{ name: 'a' }, { name: undefined }] } }, app),
+      assertScoped(
+        'Upstream',
+        'deleteMany',
+        { where: { tenantId, OR: [{ name: 'a' }, { name: undefined }] } },
+        app,
+      ),
     ).toThrow(/where\.OR\[1\]\.name is undefined/);
     // Even for global models and the system client: a vanished filter is never what the caller meant.
-    expect(() => assertScoped('User', 'findFirst', { where: { email: undefined } }, system)).toThrow(TenantScopeError);
+    expect(() => assertScoped('User', 'findFirst', { where: { email: undefined } }, system)).toThrow(
+      TenantScopeError,
+    );
   });
 
   it('requires a tenantId filter on tenant-owned models for the application client', () => {
     expect(() => assertScoped('Upstream', 'findMany', {}, app)).toThrow(/must be filtered by tenantId/);
-    expect(() => assertScoped('Upstream', 'findMany', undefined, app)).toThrow(/must be filtered by tenantId/);
+    expect(() => assertScoped('Upstream', 'findMany', undefined, app)).toThrow(
+      /must be filtered by tenantId/,
+    );
     expect(() => assertScoped('ApiKey', 'updateMany', { where: { revokedAt: null }, data: {} }, app)).toThrow(
       /must be filtered by tenantId/,
     );
@@ -53,14 +69,19 @@ describe('assertScoped', () => {
   });
 
   it('rejects creating tenant-owned rows without a tenant id', () => {
-    expect(() => assertScoped('Upstream', 'create', { data: { name: 'x', tenantId: undefined } }, app)).toThrow(
-      /data\.tenantId must be a tenant id/,
-    );
+    expect(() =>
+      assertScoped('Upstream', 'create', { data: { name: 'x', tenantId: undefined } }, app),
+    ).toThrow(/data\.tenantId must be a tenant id/);
     expect(() =>
       assertScoped('Group', 'createMany', { data: [{ tenantId, name: 'a' }, { name: 'b' }] }, system),
     ).toThrow(/data\[1\]\.tenantId/);
     expect(() =>
-      assertScoped('Group', 'upsert', { where: { tenantId_externalId: { tenantId, externalId: 'e' } }, create: {}, update: {} }, app),
+      assertScoped(
+        'Group',
+        'upsert',
+        { where: { tenantId_externalId: { tenantId, externalId: 'e' } }, create: {}, update: {} },
+        app,
+      ),
     ).toThrow(/create\.tenantId/);
     expect(() => assertScoped('Upstream', 'create', { data: { tenantId, name: 'x' } }, app)).not.toThrow();
     expect(() =>
@@ -79,9 +100,16 @@ describe('withGeneratedIds', () => {
   const uuidV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
   it('adds a UUIDv7 id to created rows that lack one', () => {
-    const args = withGeneratedIds('Upstream', 'create', { data: { tenantId } }, metadata) as { data: { id: string } };
+    const args = withGeneratedIds('Upstream', 'create', { data: { tenantId } }, metadata) as {
+      data: { id: string };
+    };
     expect(args.data.id).toMatch(uuidV7);
-    const many = withGeneratedIds('Group', 'createMany', { data: [{ tenantId }, { tenantId, id: 'kept' }] }, metadata) as {
+    const many = withGeneratedIds(
+      'Group',
+      'createMany',
+      { data: [{ tenantId }, { tenantId, id: 'kept' }] },
+      metadata,
+    ) as {
       data: { id: string }[];
     };
     expect(many.data[0]?.id).toMatch(uuidV7);

@@ -102,7 +102,8 @@ export function findUndefined(value: unknown, path: string): string | null {
 function filtersByTenant(where: Args): boolean {
   if (typeof where['tenantId'] === 'string') return true;
   return Object.entries(where).some(
-    ([key, value]) => key.startsWith('tenantId_') && isPlainObject(value) && typeof value['tenantId'] === 'string',
+    ([key, value]) =>
+      key.startsWith('tenantId_') && isPlainObject(value) && typeof value['tenantId'] === 'string',
   );
 }
 
@@ -124,7 +125,12 @@ function createPayloads(operation: string, args: Args): unknown[] {
  * Checks one model operation's arguments; throws a TenantScopeError when scoping could be lost.
  * Pure (no I/O): the extension calls it before every model query.
  */
-export function assertScoped(model: string, operation: string, args: unknown, options: TenantScopeOptions): void {
+export function assertScoped(
+  model: string,
+  operation: string,
+  args: unknown,
+  options: TenantScopeOptions,
+): void {
   const metadata = options.metadata ?? defaultMetadata();
   const tenantOwned = metadata.tenantOwned.has(model);
   const input: Args = isPlainObject(args) ? args : {};
@@ -153,7 +159,8 @@ export function assertScoped(model: string, operation: string, args: unknown, op
   if (tenantOwned && CREATE_OPERATIONS.has(operation)) {
     createPayloads(operation, input).forEach((data, index) => {
       if (!hasTenant(data)) {
-        const where = operation === 'upsert' ? 'create' : Array.isArray(input['data']) ? `data[${index}]` : 'data';
+        const where =
+          operation === 'upsert' ? 'create' : Array.isArray(input['data']) ? `data[${index}]` : 'data';
         throw new TenantScopeError(model, operation, `${where}.tenantId must be a tenant id string.`);
       }
     });
@@ -162,13 +169,22 @@ export function assertScoped(model: string, operation: string, args: unknown, op
   if (tenantOwned && UPDATE_OPERATIONS.has(operation)) {
     const data = operation === 'upsert' ? input['update'] : input['data'];
     if (isPlainObject(data) && ('tenantId' in data || 'tenant' in data)) {
-      throw new TenantScopeError(model, operation, 'rows never move between tenants: do not set tenantId in an update.');
+      throw new TenantScopeError(
+        model,
+        operation,
+        'rows never move between tenants: do not set tenantId in an update.',
+      );
     }
   }
 }
 
 /** Returns args with a UUIDv7 `id` added to created rows that lack one (models with an `id` column). */
-export function withGeneratedIds(model: string, operation: string, args: unknown, metadata: ModelMetadata): unknown {
+export function withGeneratedIds(
+  model: string,
+  operation: string,
+  args: unknown,
+  metadata: ModelMetadata,
+): unknown {
   if (!metadata.withId.has(model) || !CREATE_OPERATIONS.has(operation) || !isPlainObject(args)) return args;
   const fill = (data: unknown): unknown =>
     isPlainObject(data) && data['id'] === undefined ? { ...data, id: newId() } : data;

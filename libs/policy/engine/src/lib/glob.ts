@@ -149,7 +149,7 @@ function nfaMatcher(tokens: readonly Token[]): (subject: string) => boolean {
   }
   const size = kinds.length;
   const close = (states: Uint8Array): void => {
-    for (let i = 0; i < size; i++) if (states[i] === 1 && kinds[i]! >= 2) states[i + 1] = 1;
+    for (let i = 0; i < size; i++) if (states[i] === 1 && (kinds[i] ?? 0) >= 2) states[i + 1] = 1;
   };
   return (subject) => {
     let current = new Uint8Array(size + 1);
@@ -162,7 +162,7 @@ function nfaMatcher(tokens: readonly Token[]): (subject: string) => boolean {
       for (let i = 0; i < size; i++) {
         if (current[i] !== 1) continue;
         const kind = kinds[i];
-        let target = -1;
+        let target: number;
         if (kind === 0) target = chars[i] === ch ? i + 1 : -1;
         else if (kind === 1) target = ch !== '/' ? i + 1 : -1;
         else if (kind === 2) target = ch !== '/' ? i : -1;

@@ -1,0 +1,25 @@
+import { Test } from '@nestjs/testing';
+import type { PortcullisPrismaClient } from '@portcullis/data/db';
+import { testContext } from '@portcullis/shared/util-testing';
+import { describe, expect, it } from 'vitest';
+import { DbModule, PRISMA_CLIENT } from './db.module';
+import { databaseReadinessCheck } from './readiness';
+
+describe('DbModule', () => {
+  it('provides a connected client, reports ready, and disconnects on shutdown', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DbModule.forRoot({ url: testContext().databaseUrl, poolMax: 1 })],
+    }).compile();
+    const client = moduleRef.get<PortcullisPrismaClient>(PRISMA_CLIENT);
+    await expect(databaseReadinessCheck(client).check()).resolves.toBeUndefined();
+    await moduleRef.close();
+  });
+
+  it('fails the readiness check when the database is unreachable', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DbModule.forRoot({ url: 'postgresql://portcullis_app@127.0.0.1:1/none', poolMax: 1 })],
+    }).compile();
+    await expect(databaseReadinessCheck(moduleRef.get(PRISMA_CLIENT)).check()).rejects.toThrow();
+    await moduleRef.close();
+  });
+});

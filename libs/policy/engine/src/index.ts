@@ -1,0 +1,17 @@
+export { compile } from './lib/compile';
+export { evaluate, visibleTools } from './lib/evaluate';
+export type { ListedTarget } from './lib/evaluate';
+export { loadSnapshot, serializeSnapshot, snapshotChecksum } from './lib/snapshot';
+export { SnapshotLoadError } from './lib/runtime';
+export { compileGlob, GlobSyntaxError } from './lib/glob';
+export type { Glob } from './lib/glob';
+export type {
+  CompileError,
+  CompileResult,
+  ConditionError,
+  Decision,
+  PolicyInput,
+  PolicyPrincipal,
+  PolicySnapshot,
+  PolicyTargetRef,
+} from './lib/types';

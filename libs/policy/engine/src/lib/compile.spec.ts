@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { compile } from './compile';
+import { tenantSource } from './testing.fixtures';
+
+const rule = (overrides: Record<string, unknown>) => ({
+  id: 'r-1',
+  subjects: [{ type: 'authenticated' }],
+  targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }],
+  effect: 'allow',
+  ...overrides,
+});
+
+const errorsOf = (source: unknown) => {
+  const result = compile(source);
+  if (result.ok) throw new Error('expected compile errors');
+  return result.errors;
+};
+
+describe('compile errors', () => {
+  it('reports a bad glob against its rule and path', () => {
+    expect(errorsOf(tenantSource([rule({ targets: [{ kind: 'tool', upstream: 'tickets', name: 'a***' }] })] as never))).toEqual([
+      { ruleId: 'r-1', path: 'rules.0.targets.0.name', message: expect.stringContaining('more than two consecutive') },
+    ]);
+    expect(errorsOf(tenantSource([rule({ targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///x\\' }] })] as never))[0]).toMatchObject({
+      ruleId: 'r-1',
+      path: 'rules.0.targets.0.uri',
+    });
+  });
+
+  it('reports CEL syntax, type and restriction errors', () => {
+    const cases: [string, string][] = [
+      ['args.amount >', 'invalid condition'],
+      ['principal.grups == []', 'grups'],
+      ['principal.role == 3', 'no such overload'],
+      ['1 + 2', 'must be a bool'],
+      ['args.name.matches("(a+)+$")', 'regular expressions'],
+      ['args.xs.all(x, args.ys.exists(y, y == x))', 'nested comprehensions'],
+      ['request.time.getHours("Europe/Berlin") > 8', 'too slow'],
+      ['request.time.hourIn("Mars/Olympus") > 8', 'unknown time zone'],
+      ['inCidr(request.ip, "10.0.0.0/33")', 'invalid CIDR'],
+      ['   ', 'empty'],
+    ];
+    for (const [condition, message] of cases) {
+      const errors = errorsOf(tenantSource([rule({ id: 'r-cel', condition })] as never));
+      expect(errors, condition).toHaveLength(1);
+      expect(errors[0]?.ruleId).toBe('r-cel');
+      expect(errors[0]?.path).toBe('rules.0.condition');
+      expect(errors[0]?.message, condition).toContain(message);
+    }
+  });
+
+  it('reports unknown groups, users and agent clients, and duplicate rule ids', () => {
+    const errors = errorsOf(
+      tenantSource([
+        rule({ id: 'r-a', subjects: [{ type: 'group', group: 'sales' }] }),
+        rule({ id: 'r-b', subjects: [{ type: 'agent_client', agentClientId: 'ac-ghost' }, { type: 'user', userId: 'u-zed' }] }),
+        rule({ id: 'r-a' }),
+      ] as never),
+    );
+    expect(errors).toEqual([
+      { ruleId: 'r-a', path: 'rules.0.subjects.0.group', message: 'unknown group sales' },
+      { ruleId: 'r-b', path: 'rules.1.subjects.0.agentClientId', message: 'unknown agent client ac-ghost' },
+      { ruleId: 'r-b', path: 'rules.1.subjects.1.userId', message: 'unknown user u-zed' },
+      { ruleId: 'r-a', path: 'rules.2.id', message: 'duplicate rule id r-a' },
+    ]);
+  });
+
+  it('reports schema errors with the rule id when there is one', () => {
+    const errors = errorsOf(tenantSource([rule({ id: 'r-typo', efect: 'allow' })] as never));
+    expect(errors[0]).toMatchObject({ ruleId: 'r-typo', path: 'rules.0' });
+    expect(errorsOf({ ...tenantSource([]), defaultEffect: 'require_approval' })[0]).toMatchObject({
+      ruleId: null,
+      path: 'defaultEffect',
+    });
+    expect(
+      errorsOf(tenantSource([rule({ rateLimit: { scope: ['user'], requests: 10 } })] as never))[0],
+    ).toMatchObject({ ruleId: 'r-1', path: 'rules.0.rateLimit.requests' });
+  });
+
+  it('reports directory errors without a rule', () => {
+    const source = tenantSource([]);
+    const errors = errorsOf({
+      ...source,
+      directory: { ...source.directory, groups: [{ name: 'ops', members: ['u-nobody'] }] },
+    });
+    expect(errors).toEqual([
+      { ruleId: null, path: 'directory.groups.0.members.0', message: 'group ops lists u-nobody, who is not a member of the tenant' },
+    ]);
+  });
+
+  it('skips reference checks for disabled rules (so a rule naming a deleted group can be disabled)', () => {
+    const result = compile(tenantSource([rule({ enabled: false, subjects: [{ type: 'group', group: 'deleted' }] })] as never));
+    expect(result.ok).toBe(true);
+    if (result.ok) expect(result.snapshot.rules).toEqual([]);
+  });
+});

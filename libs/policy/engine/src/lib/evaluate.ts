@@ -1,0 +1,248 @@
+import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
+import type { ConditionContext } from './cel';
+import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
+import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
+
+const AGENT_MESSAGES: Readonly<Record<PolicyEffect, string>> = {
+  allow: 'Allowed by policy.',
+  deny: "This request is not permitted by the tenant's policy.",
+  require_approval: 'This request needs approval by a person before it runs.',
+};
+
+const PRECEDENCE_NOTES: Readonly<Record<PolicyEffect, string>> = {
+  allow: '',
+  deny: ' (deny takes precedence over allow and require_approval)',
+  require_approval: ' (require_approval takes precedence over allow)',
+};
+
+const NO_GROUPS: readonly string[] = Object.freeze([]);
+const MAX_REASON_LENGTH = 1_000;
+
+interface PrincipalView {
+  readonly userId: string | null;
+  readonly agentClientId: string | null;
+  readonly role: string | null;
+  readonly groups: readonly string[];
+}
+
+function viewOf(runtime: Runtime, principal: PolicyPrincipal): PrincipalView {
+  const userId = principal.userId || null;
+  const member = userId === null ? undefined : runtime.members.get(userId);
+  return {
+    userId,
+    agentClientId: principal.agentClientId || null,
+    role: member?.role ?? null,
+    groups: member?.groups ?? NO_GROUPS,
+  };
+}
+
+/**
+ * Appends to `out` the rules of `entry` that apply to the principal, in priority order without duplicates.
+ * Each subject list is already in priority order, so a single contributing list needs no sorting.
+ */
+function collect(entry: TargetEntry, who: PrincipalView, out: RuleRuntime[]): void {
+  if (entry.empty) return;
+  let lists = 0;
+  const add = (list: readonly RuleRuntime[] | undefined): void => {
+    if (list === undefined || list.length === 0) return;
+    lists++;
+    for (const rule of list) out.push(rule);
+  };
+  add(entry.authenticated);
+  if (who.userId !== null) add(entry.byUser.get(who.userId));
+  if (who.agentClientId !== null) add(entry.byClient.get(who.agentClientId));
+  if (who.role !== null) add(entry.byRole.get(who.role));
+  for (const group of who.groups) add(entry.byGroup.get(group));
+  if (lists > 1) {
+    out.sort((a, b) => a.index - b.index);
+    let write = 0;
+    for (let read = 0; read < out.length; read++) {
+      if (write === 0 || out[write - 1] !== out[read]) out[write++] = out[read] as RuleRuntime;
+    }
+    out.length = write;
+  }
+}
+
+const describeTarget = (target: PolicyTargetRef): string =>
+  `${target.kind} ${JSON.stringify(target.name)} on upstream ${JSON.stringify(target.upstream)}`;
+
+const describePrincipal = (who: PrincipalView): string =>
+  [who.userId === null ? null : `user ${who.userId}`, who.agentClientId === null ? null : `agent client ${who.agentClientId}`]
+    .filter((part) => part !== null)
+    .join(' via ');
+
+const clip = (text: string): string => (text.length <= MAX_REASON_LENGTH ? text : `${text.slice(0, MAX_REASON_LENGTH - 1)}…`);
+
+function toDate(time: string | Date): Date {
+  return time instanceof Date ? time : new Date(time);
+}
+
+/**
+ * Decides one request. Deny overrides require_approval, which overrides allow; when no rule applies, the
+ * tenant default decides. A condition that fails to evaluate (or yields a non-boolean) does not match for
+ * allow rules and does match for deny and require_approval rules (fail safe).
+ *
+ * Rules are visited in priority order; once an effect has matched, rules of lower priority are not evaluated
+ * (they cannot change the outcome), so `ruleIds` lists every matching rule of the winning effect.
+ */
+export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision {
+  const runtime = runtimeOf(snapshot);
+  const version = snapshot.version;
+  const who = viewOf(runtime, input.principal);
+  const target = input.target;
+  if (who.userId === null && who.agentClientId === null) {
+    return {
+      effect: 'deny',
+      ruleIds: [],
+      reason: `deny: the request has no principal (neither user nor agent client) for ${describeTarget(target)}`,
+      agentMessage: AGENT_MESSAGES.deny,
+      snapshotVersion: version,
+      defaulted: false,
+      conditionErrors: [],
+      rateLimits: [],
+    };
+  }
+
+  const candidates: RuleRuntime[] = [];
+  collect(runtime.entryFor(target.kind, target.upstream, target.name), who, candidates);
+
+  let context: ConditionContext | null = null;
+  const contextFor = (): ConditionContext =>
+    (context ??= {
+      args: input.arguments ?? {},
+      principal: {
+        userId: who.userId ?? '',
+        agentClientId: who.agentClientId ?? '',
+        role: who.role ?? '',
+        groups: who.groups,
+      },
+      target: { kind: target.kind, upstream: target.upstream, name: target.name },
+      request: { time: toDate(input.context.time), ip: input.context.ip ?? '' },
+    });
+
+  let winningRank = -1;
+  const matched: RuleRuntime[] = [];
+  let conditionErrors: ConditionError[] | null = null;
+  for (const rule of candidates) {
+    if (winningRank !== -1 && rule.rank > winningRank) break;
+    let applies = true;
+    if (rule.condition !== null) {
+      let failure: string | null = null;
+      try {
+        const result = rule.condition(contextFor());
+        if (typeof result === 'boolean') applies = result;
+        else failure = `condition returned ${typeof result}, not a bool`;
+      } catch (error) {
+        failure = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? 'error';
+      }
+      if (failure !== null) {
+        // Fail safe: an unevaluable condition cannot grant access, but it still restricts.
+        applies = rule.rule.effect !== 'allow';
+        (conditionErrors ??= []).push({
+          ruleId: rule.rule.id,
+          effect: rule.rule.effect,
+          countedAsMatched: applies,
+          message: failure,
+        });
+      }
+    }
+    if (applies) {
+      winningRank = rule.rank;
+      matched.push(rule);
+    }
+  }
+
+  const errors = conditionErrors ?? [];
+  const errorNote =
+    errors.length === 0
+      ? ''
+      : `; condition errors: ${errors
+          .map((e) => `${e.ruleId} (${e.countedAsMatched ? 'counted as matched' : 'not matched'}: ${e.message})`)
+          .join(', ')}`;
+  const principalText = describePrincipal(who);
+
+  if (matched.length === 0) {
+    const effect = snapshot.defaultEffect;
+    return {
+      effect,
+      ruleIds: [],
+      reason: clip(
+        `${effect}: no rule matched ${describeTarget(target)} for ${principalText}; tenant default is ${effect}${errorNote}`,
+      ),
+      agentMessage: AGENT_MESSAGES[effect],
+      snapshotVersion: version,
+      defaulted: true,
+      conditionErrors: errors,
+      rateLimits: [],
+    };
+  }
+
+  const effect = (matched[0] as RuleRuntime).rule.effect;
+  const ruleIds = matched.map((rule) => rule.rule.id).sort();
+  const rateLimits =
+    effect === 'deny'
+      ? []
+      : matched.flatMap((rule) => (rule.rule.rateLimit === null ? [] : [{ ruleId: rule.rule.id, rateLimit: rule.rule.rateLimit }]));
+  return {
+    effect,
+    ruleIds,
+    reason: clip(
+      `${effect}: ${ruleIds.length === 1 ? 'rule' : 'rules'} ${ruleIds.join(', ')} matched ${describeTarget(target)} ` +
+        `for ${principalText}${PRECEDENCE_NOTES[effect]}${errorNote}`,
+    ),
+    agentMessage: AGENT_MESSAGES[effect],
+    snapshotVersion: version,
+    defaulted: false,
+    conditionErrors: errors,
+    rateLimits,
+  };
+}
+
+/** A list item `visibleTools` can filter: anything with an upstream and a name (kind defaults to `tool`). */
+export interface ListedTarget {
+  readonly kind?: TargetKind;
+  readonly upstream: string;
+  readonly name: string;
+}
+
+/**
+ * Filters a tools/prompts/resources list down to what the principal could call under SOME arguments and
+ * context: hidden when an unconditional deny rule applies, shown when any allow or require_approval rule
+ * applies (even with a condition), otherwise the tenant default decides. Conditional deny rules do not hide
+ * (other arguments may pass). Order of the input is kept.
+ */
+export function visibleTools<T extends ListedTarget>(
+  snapshot: PolicySnapshot,
+  principal: PolicyPrincipal,
+  tools: readonly T[],
+): T[] {
+  const runtime = runtimeOf(snapshot);
+  const who = viewOf(runtime, principal);
+  if (who.userId === null && who.agentClientId === null) return [];
+  const defaultVisible = snapshot.defaultEffect === 'allow';
+  const scratch: RuleRuntime[] = [];
+  const visible: T[] = [];
+  for (const tool of tools) {
+    const entry = runtime.entryFor(tool.kind ?? 'tool', tool.upstream, tool.name);
+    if (entry.empty) {
+      if (defaultVisible) visible.push(tool);
+      continue;
+    }
+    scratch.length = 0;
+    collect(entry, who, scratch);
+    let show = defaultVisible;
+    for (const rule of scratch) {
+      if (rule.rank === 0) {
+        if (rule.condition === null) {
+          show = false;
+          break;
+        }
+      } else {
+        show = true;
+        break;
+      }
+    }
+    if (show) visible.push(tool);
+  }
+  return visible;
+}

@@ -1,0 +1,69 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { compileGlob, GlobSyntaxError } from './glob';
+
+describe('compileGlob', () => {
+  it.each([
+    ['create_ticket', 'create_ticket', true],
+    ['create_ticket', 'create_tickets', false],
+    ['*', 'anything', true],
+    ['*', 'a/b', false],
+    ['**', 'a/b/c', true],
+    ['delete_*', 'delete_ticket', true],
+    ['delete_*', 'xdelete_ticket', false],
+    ['*_ticket', 'create_ticket', true],
+    ['file:///docs/*.md', 'file:///docs/a.md', true],
+    ['file:///docs/*.md', 'file:///docs/x/a.md', false],
+    ['file:///docs/**', 'file:///docs/x/a.md', true],
+    ['?uery', 'query', true],
+    ['?uery', 'qquery', false],
+    ['a*b*c', 'aXbYc', true],
+    ['a*b*c', 'aXbY/c', false],
+    ['a**b*c', 'a/x/bYc', true],
+    ['\\*literal', '*literal', true],
+    ['\\*literal', 'xliteral', false],
+    ['t?-*-??', 'ta-x-yz', true],
+    ['ü*', 'über', true],
+  ])('%s vs %s -> %s', (pattern, subject, expected) => {
+    expect(compileGlob(pattern).test(subject)).toBe(expected);
+  });
+
+  it.each(['', '***', 'a\\', 'a**/*', 'tab\there', 'x'.repeat(513)])('rejects %j', (pattern) => {
+    expect(() => compileGlob(pattern)).toThrow(GlobSyntaxError);
+  });
+
+  it('exposes literals for indexing', () => {
+    expect(compileGlob('tickets').literal).toBe('tickets');
+    expect(compileGlob('tick\\*ets').literal).toBe('tick*ets');
+    expect(compileGlob('tick*').literal).toBeNull();
+  });
+
+  it('agrees with a reference regular expression on random inputs', () => {
+    const pieces = fc.constantFrom('a', 'b', '/', '*', '**', '?');
+    fc.assert(
+      fc.property(fc.array(pieces, { minLength: 1, maxLength: 8 }), fc.stringMatching(/^[ab/]{0,12}$/), (parts, subject) => {
+        const pattern = parts.join('');
+        let glob;
+        try {
+          glob = compileGlob(pattern);
+        } catch {
+          return; // adjacent wildcards and the like are rejected by design
+        }
+        const source = pattern
+          .replace(/\*\*/g, '\u0001')
+          .replace(/\*/g, '[^/]*')
+          .replace(/\?/g, '[^/]')
+          .replace(/\u0001/g, '.*');
+        expect(glob.test(subject)).toBe(new RegExp(`^${source}$`).test(subject));
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('stays linear on hostile inputs (no catastrophic backtracking)', () => {
+    const glob = compileGlob('*a*a*a*a*a*a*a*a*a*a*b');
+    const started = performance.now();
+    expect(glob.test('a'.repeat(20_000))).toBe(false);
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+});

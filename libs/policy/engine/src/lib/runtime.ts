@@ -1,0 +1,256 @@
+import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
+import { compileCondition, type ConditionProgram } from './cel';
+import { compileGlob, type Glob } from './glob';
+import type { DeepReadonly, PolicySnapshot } from './types';
+
+/**
+ * The in-memory form of a snapshot: rules in priority order with precompiled globs and CEL programs, and
+ * indexes so a decision touches only the rules that can apply.
+ *
+ * Index layers:
+ * 1. target: kind -> exact upstream name (or the list of upstream globs) -> exact tool name (or name globs);
+ * 2. per concrete target (kind, upstream, name), a cached `TargetEntry` that partitions the applicable rules by
+ *    subject (user id, agent client id, role, group, any authenticated). Entries for every tool in the
+ *    snapshot's registry are built when the snapshot loads; others are built on first use (bounded cache).
+ */
+
+export const EFFECT_RANK: Readonly<Record<PolicyEffect, number>> = { deny: 0, require_approval: 1, allow: 2 };
+
+export interface RuleRuntime {
+  /** Position in priority order (effect rank, then rule id). */
+  readonly index: number;
+  readonly rank: number;
+  readonly rule: DeepReadonly<IrRule>;
+  readonly condition: ConditionProgram | null;
+}
+
+interface TargetMatcher {
+  readonly rule: RuleRuntime;
+  readonly upstream: Glob;
+  readonly name: Glob;
+}
+
+interface Bucket {
+  readonly byName: Map<string, TargetMatcher[]>;
+  readonly patterns: TargetMatcher[];
+}
+
+interface KindIndex {
+  readonly byUpstream: Map<string, Bucket>;
+  /** Targets whose upstream is a glob; their upstream must be tested. */
+  readonly anyUpstream: Bucket;
+}
+
+export interface TargetEntry {
+  readonly authenticated: readonly RuleRuntime[];
+  readonly byUser: ReadonlyMap<string, readonly RuleRuntime[]>;
+  readonly byClient: ReadonlyMap<string, readonly RuleRuntime[]>;
+  readonly byRole: ReadonlyMap<string, readonly RuleRuntime[]>;
+  readonly byGroup: ReadonlyMap<string, readonly RuleRuntime[]>;
+  /** True when no rule applies to this target at all. */
+  readonly empty: boolean;
+}
+
+export interface MemberRuntime {
+  readonly role: MemberRole;
+  readonly groups: readonly string[];
+}
+
+export interface Runtime {
+  readonly snapshot: PolicySnapshot;
+  readonly rules: readonly RuleRuntime[];
+  readonly members: ReadonlyMap<string, MemberRuntime>;
+  entryFor(kind: TargetKind, upstream: string, name: string): TargetEntry;
+}
+
+/** Compiled pieces reused across rules (and between compile and load). */
+export interface CompileCaches {
+  readonly globs: Map<string, Glob>;
+  readonly conditions: Map<string, ConditionProgram>;
+}
+
+export const newCaches = (): CompileCaches => ({ globs: new Map(), conditions: new Map() });
+
+export class SnapshotLoadError extends Error {
+  constructor(
+    readonly code: 'IR_VERSION_UNSUPPORTED' | 'CHECKSUM_MISMATCH' | 'MALFORMED',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SnapshotLoadError';
+  }
+}
+
+const MAX_LAZY_ENTRIES = 20_000;
+const EMPTY_ENTRY: TargetEntry = Object.freeze({
+  authenticated: [],
+  byUser: new Map(),
+  byClient: new Map(),
+  byRole: new Map(),
+  byGroup: new Map(),
+  empty: true,
+});
+
+function glob(caches: CompileCaches, pattern: string): Glob {
+  let compiled = caches.globs.get(pattern);
+  if (compiled === undefined) {
+    compiled = compileGlob(pattern);
+    caches.globs.set(pattern, compiled);
+  }
+  return compiled;
+}
+
+function condition(caches: CompileCaches, source: string): ConditionProgram {
+  let program = caches.conditions.get(source);
+  if (program === undefined) {
+    const result = compileCondition(source);
+    if (!result.ok) throw new SnapshotLoadError('MALFORMED', `snapshot has an invalid condition: ${result.message}`);
+    program = result.program;
+    caches.conditions.set(source, program);
+  }
+  return program;
+}
+
+const newBucket = (): Bucket => ({ byName: new Map(), patterns: [] });
+
+function addToBucket(bucket: Bucket, matcher: TargetMatcher): void {
+  if (matcher.name.literal !== null) {
+    const list = bucket.byName.get(matcher.name.literal);
+    if (list === undefined) bucket.byName.set(matcher.name.literal, [matcher]);
+    else list.push(matcher);
+  } else {
+    bucket.patterns.push(matcher);
+  }
+}
+
+function pushTo<K>(map: Map<K, RuleRuntime[]>, key: K, rule: RuleRuntime): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [rule]);
+  else list.push(rule);
+}
+
+export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = newCaches()): Runtime {
+  const ordered = snapshot.rules
+    .map((rule) => ({ rule, rank: EFFECT_RANK[rule.effect] }))
+    .sort((a, b) => a.rank - b.rank || (a.rule.id < b.rule.id ? -1 : a.rule.id > b.rule.id ? 1 : 0));
+  const rules: RuleRuntime[] = ordered.map(({ rule, rank }, index) => ({
+    index,
+    rank,
+    rule,
+    condition: rule.condition === null ? null : condition(caches, rule.condition),
+  }));
+
+  const kinds: Record<TargetKind, KindIndex> = {
+    tool: { byUpstream: new Map(), anyUpstream: newBucket() },
+    prompt: { byUpstream: new Map(), anyUpstream: newBucket() },
+    resource: { byUpstream: new Map(), anyUpstream: newBucket() },
+  };
+  for (const runtimeRule of rules) {
+    for (const target of runtimeRule.rule.targets) {
+      const matcher: TargetMatcher = {
+        rule: runtimeRule,
+        upstream: glob(caches, target.upstream),
+        name: glob(caches, target.name),
+      };
+      const index = kinds[target.kind];
+      if (matcher.upstream.literal === null) {
+        addToBucket(index.anyUpstream, matcher);
+      } else {
+        let bucket = index.byUpstream.get(matcher.upstream.literal);
+        if (bucket === undefined) {
+          bucket = newBucket();
+          index.byUpstream.set(matcher.upstream.literal, bucket);
+        }
+        addToBucket(bucket, matcher);
+      }
+    }
+  }
+
+  const members = new Map<string, MemberRuntime>();
+  for (const member of snapshot.directory.members) {
+    members.set(member.userId, { role: member.role, groups: member.groups });
+  }
+
+  const buildEntry = (kind: TargetKind, upstream: string, name: string): TargetEntry => {
+    const index = kinds[kind];
+    const applicable = new Set<RuleRuntime>();
+    const scan = (bucket: Bucket | undefined, testUpstream: boolean): void => {
+      if (bucket === undefined) return;
+      const exact = bucket.byName.get(name);
+      if (exact !== undefined) {
+        for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) applicable.add(m.rule);
+      }
+      for (const m of bucket.patterns) {
+        if (applicable.has(m.rule)) continue;
+        if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(name)) applicable.add(m.rule);
+      }
+    };
+    scan(index.byUpstream.get(upstream), false);
+    scan(index.anyUpstream, true);
+    if (applicable.size === 0) return EMPTY_ENTRY;
+
+    const sorted = [...applicable].sort((a, b) => a.index - b.index);
+    const authenticated: RuleRuntime[] = [];
+    const byUser = new Map<string, RuleRuntime[]>();
+    const byClient = new Map<string, RuleRuntime[]>();
+    const byRole = new Map<string, RuleRuntime[]>();
+    const byGroup = new Map<string, RuleRuntime[]>();
+    for (const r of sorted) {
+      const subjects = r.rule.subjects;
+      // A rule for "any authenticated principal" needs no other subject key.
+      if (subjects.authenticated) {
+        authenticated.push(r);
+        continue;
+      }
+      for (const id of subjects.userIds) pushTo(byUser, id, r);
+      for (const id of subjects.agentClientIds) pushTo(byClient, id, r);
+      for (const role of subjects.roles) pushTo(byRole, role, r);
+      for (const group of subjects.groups) pushTo(byGroup, group, r);
+    }
+    return { authenticated, byUser, byClient, byRole, byGroup, empty: false };
+  };
+
+  // kind -> upstream -> name -> entry
+  const entries = new Map<TargetKind, Map<string, Map<string, TargetEntry>>>();
+  let lazyEntries = 0;
+  const store = (kind: TargetKind, upstream: string, name: string, entry: TargetEntry): void => {
+    let byUpstream = entries.get(kind);
+    if (byUpstream === undefined) entries.set(kind, (byUpstream = new Map()));
+    let byName = byUpstream.get(upstream);
+    if (byName === undefined) byUpstream.set(upstream, (byName = new Map()));
+    byName.set(name, entry);
+  };
+  for (const tool of snapshot.registry) store(tool.kind, tool.upstream, tool.name, buildEntry(tool.kind, tool.upstream, tool.name));
+
+  return {
+    snapshot,
+    rules,
+    members,
+    entryFor(kind, upstream, name) {
+      const cached = entries.get(kind)?.get(upstream)?.get(name);
+      if (cached !== undefined) return cached;
+      const entry = buildEntry(kind, upstream, name);
+      // Unknown targets (an agent can invent resource URIs) are cached up to a bound, then computed each time.
+      if (lazyEntries < MAX_LAZY_ENTRIES) {
+        lazyEntries++;
+        store(kind, upstream, name, entry);
+      }
+      return entry;
+    },
+  };
+}
+
+// Snapshots are frozen plain data; their runtimes are attached here, so nothing internal leaks into JSON.
+const runtimes = new WeakMap<object, Runtime>();
+
+export function attachRuntime(snapshot: PolicySnapshot, runtime: Runtime): void {
+  runtimes.set(snapshot, runtime);
+}
+
+export function runtimeOf(snapshot: PolicySnapshot): Runtime {
+  const runtime = runtimes.get(snapshot);
+  if (runtime === undefined) {
+    throw new TypeError('not a loaded policy snapshot: obtain it from compile() or loadSnapshot()');
+  }
+  return runtime;
+}

@@ -1,0 +1,132 @@
+import { POLICY_IR_VERSION } from '@portcullis/contracts/policy-ir';
+import { describe, expect, it } from 'vitest';
+import { compile } from './compile';
+import { evaluate } from './evaluate';
+import { SnapshotLoadError } from './runtime';
+import { loadSnapshot, serializeSnapshot, snapshotChecksum } from './snapshot';
+import { tenantSource } from './testing.fixtures';
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+
+const rules: PolicyRuleSource[] = [
+  {
+    id: 'r-eng',
+    subjects: [{ type: 'group', group: 'engineering' }, { type: 'role', role: 'admin' }],
+    targets: [
+      { kind: 'tool', upstream: 'tickets', name: '*' },
+      { kind: 'tool', upstream: 'db', name: 'query' },
+    ],
+    effect: 'allow',
+    condition: 'size(args) < 10',
+    rateLimit: { scope: ['tool', 'user'], requests: 10, windowSeconds: 60 },
+  },
+  {
+    id: 'r-ci',
+    subjects: [{ type: 'agent_client', agentClientId: 'ac-ci' }],
+    targets: [{ kind: 'tool', upstream: '**', name: 'delete_*' }],
+    effect: 'deny',
+  },
+];
+
+function compiled() {
+  const result = compile(tenantSource(rules));
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.snapshot;
+}
+
+function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  let state = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+/** Rebuilds an object with its keys in reverse order, recursively. */
+function reverseKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reverseKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).reverse().map(([key, child]) => [key, reverseKeys(child)]));
+}
+
+describe('snapshot', () => {
+  it('is deep-frozen, versioned and checksummed', () => {
+    const snapshot = compiled();
+    expect(snapshot.irVersion).toBe(POLICY_IR_VERSION);
+    expect(snapshot.checksum).toBe(snapshotChecksum(snapshot));
+    expect(Object.isFrozen(snapshot)).toBe(true);
+    expect(Object.isFrozen(snapshot.rules[0]?.targets[0])).toBe(true);
+    expect(() => (snapshot.rules as unknown as unknown[]).push({})).toThrow();
+  });
+
+  it('is deterministic: shuffled rules, subjects, targets, directory and key order give the same bytes', () => {
+    const reference = serializeSnapshot(compiled());
+    for (let seed = 1; seed <= 20; seed++) {
+      const base = tenantSource(rules);
+      const source = {
+        ...base,
+        rules: shuffled(base.rules, seed).map((r) => ({
+          ...r,
+          subjects: shuffled(r.subjects, seed + 1),
+          targets: shuffled(r.targets, seed + 2),
+          ...(r.rateLimit === undefined ? {} : { rateLimit: { ...r.rateLimit, scope: shuffled(r.rateLimit.scope, seed) } }),
+        })),
+        directory: {
+          members: shuffled(base.directory?.members ?? [], seed),
+          groups: shuffled(base.directory?.groups ?? [], seed).map((g) => ({ ...g, members: shuffled(g.members, seed) })),
+          agentClients: shuffled(base.directory?.agentClients ?? [], seed),
+        },
+        upstreams: shuffled(base.upstreams ?? [], seed).map((u) => ({ ...u, tools: shuffled(u.tools ?? [], seed) })),
+      };
+      const result = compile(reverseKeys(source));
+      if (!result.ok) throw new Error(JSON.stringify(result.errors));
+      expect(serializeSnapshot(result.snapshot)).toBe(reference);
+    }
+  });
+
+  it('round-trips through JSON and decides the same way', () => {
+    const snapshot = compiled();
+    const loaded = loadSnapshot(JSON.stringify(snapshot));
+    expect(loaded).toEqual(snapshot);
+    const input = {
+      principal: { userId: 'u-carol' },
+      target: { kind: 'tool' as const, upstream: 'tickets', name: 'create_ticket' },
+      arguments: { title: 'x' },
+      context: { time: '2026-11-23T10:00:00Z' },
+    };
+    expect(evaluate(loaded, input)).toEqual(evaluate(snapshot, input));
+    expect(evaluate(loaded, input).effect).toBe('allow');
+  });
+
+  it('refuses unknown IR versions loudly', () => {
+    const json = JSON.parse(serializeSnapshot(compiled())) as Record<string, unknown>;
+    for (const irVersion of [2, 0, '1', undefined]) {
+      const attempt = () => loadSnapshot({ ...json, irVersion });
+      expect(attempt).toThrow(SnapshotLoadError);
+      expect(attempt).toThrow(/IR version .* is not supported/);
+    }
+  });
+
+  it('refuses tampered, malformed and invalid snapshots', () => {
+    const json = JSON.parse(serializeSnapshot(compiled())) as { defaultEffect: string; rules: { condition: string | null }[] };
+    expect(() => loadSnapshot({ ...json, defaultEffect: 'allow' })).toThrow(/checksum mismatch/);
+    expect(() => loadSnapshot('{not json')).toThrow(/not valid JSON/);
+    expect(() => loadSnapshot({ ...json, rules: 'nope' })).toThrow(/does not match IR v1/);
+    const badCondition = { ...json, rules: json.rules.map((r) => ({ ...r, condition: 'args.x >' })) };
+    const forged = { ...badCondition, checksum: snapshotChecksum(badCondition as never) };
+    expect(() => loadSnapshot(forged)).toThrow(/invalid condition/);
+  });
+
+  it('evaluate refuses plain objects that were not loaded', () => {
+    const plain = JSON.parse(serializeSnapshot(compiled()));
+    expect(() =>
+      evaluate(plain, {
+        principal: { userId: 'u-carol' },
+        target: { kind: 'tool', upstream: 'db', name: 'query' },
+        context: { time: new Date(0) },
+      }),
+    ).toThrow(/loadSnapshot/);
+  });
+});
