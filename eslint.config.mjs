@@ -80,5 +80,10 @@ export default [
       'no-console': 'off',
     },
   },
+  {
+    // Build tool configuration is not project source: it may load repo tooling by path.
+    files: ['**/webpack.config.js', '**/*.config.{js,cjs,mjs,ts,mts}'],
+    rules: { '@nx/enforce-module-boundaries': 'off' },
+  },
   prettier,
 ];

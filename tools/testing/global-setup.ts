@@ -55,7 +55,43 @@ async function dropStaleTestDatabases(adminUrl: string): Promise<void> {
   }
 }
 
+interface PreparedDatabase {
+  readonly database: string;
+  readonly adminDatabaseUrl: string;
+  readonly databaseUrl: string;
+  readonly systemDatabaseUrl: string;
+  readonly redisUrl: string;
+}
+
+// Vitest runs this setup once per project (int, e2e) in the same process. They share one database,
+// prepared once: the schema engine must not apply migrations twice concurrently in one process.
+const shared = globalThis as typeof globalThis & {
+  __portcullisTestDatabase?: Promise<PreparedDatabase>;
+  __portcullisTestDatabaseUsers?: number;
+};
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  shared.__portcullisTestDatabase ??= prepareDatabase();
+  shared.__portcullisTestDatabaseUsers = (shared.__portcullisTestDatabaseUsers ?? 0) + 1;
+  const prepared = await shared.__portcullisTestDatabase;
+
+  project.provide('adminDatabaseUrl', prepared.adminDatabaseUrl);
+  project.provide('databaseUrl', prepared.databaseUrl);
+  project.provide('systemDatabaseUrl', prepared.systemDatabaseUrl);
+  project.provide('redisUrl', prepared.redisUrl);
+
+  return async () => {
+    shared.__portcullisTestDatabaseUsers = (shared.__portcullisTestDatabaseUsers ?? 1) - 1;
+    if (shared.__portcullisTestDatabaseUsers > 0) return;
+    if (process.env['KEEP_TEST_DATABASE']) {
+      console.log(`Keeping test database ${prepared.database} (KEEP_TEST_DATABASE is set).`);
+      return;
+    }
+    await dropDatabase(prepared.adminDatabaseUrl);
+  };
+}
+
+async function prepareDatabase(): Promise<PreparedDatabase> {
   const baseAdminUrl = process.env['DATABASE_ADMIN_URL'] ?? DEFAULT_ADMIN_URL;
   const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
   await requireService('postgres', baseAdminUrl, 5432);
@@ -81,16 +117,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw error;
   }
 
-  project.provide('adminDatabaseUrl', adminDatabaseUrl);
-  project.provide('databaseUrl', roleUrl('DATABASE_URL', 'portcullis_app'));
-  project.provide('systemDatabaseUrl', roleUrl('DATABASE_SYSTEM_URL', 'portcullis_system'));
-  project.provide('redisUrl', redisUrl);
-
-  return async () => {
-    if (process.env['KEEP_TEST_DATABASE']) {
-      console.log(`Keeping test database ${database} (KEEP_TEST_DATABASE is set).`);
-      return;
-    }
-    await dropDatabase(adminDatabaseUrl);
+  return {
+    database,
+    adminDatabaseUrl,
+    databaseUrl: roleUrl('DATABASE_URL', 'portcullis_app'),
+    systemDatabaseUrl: roleUrl('DATABASE_SYSTEM_URL', 'portcullis_system'),
+    redisUrl,
   };
 }

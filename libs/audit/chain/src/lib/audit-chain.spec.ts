@@ -63,9 +63,14 @@ describe('audit hash chain', () => {
   });
 
   it('finds an edited row', () => {
-    const links = chain(5);
-    links[2] = { ...links[2]!, arguments: { title: 'nothing to see' } };
-    expect(verifyChain(links)).toEqual({ ok: false, checked: 2, brokenAt: { id: links[2]!.id, seq: '3', problem: 'hash_mismatch' } });
+    const [first, second, third, ...rest] = chain(5);
+    if (!first || !second || !third) throw new Error('chain too short');
+    const edited = { ...third, arguments: { title: 'nothing to see' } };
+    expect(verifyChain([first, second, edited, ...rest])).toEqual({
+      ok: false,
+      checked: 2,
+      brokenAt: { id: third.id, seq: '3', problem: 'hash_mismatch' },
+    });
   });
 
   it('finds a removed row and a re-hashed forgery that does not link', () => {

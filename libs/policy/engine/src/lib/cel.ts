@@ -90,7 +90,18 @@ export function isValidTimeZone(timeZone: string): boolean {
   }
 }
 
+// Conditions usually ask several questions about the same instant (`hourIn(...) >= 8 && hourIn(...) < 18`).
+let lastZoned: { time: number; timeZone: string; parts: ZonedParts } | null = null;
+
 function zoned(time: Date, timeZone: string): ZonedParts {
+  const ms = time.getTime();
+  if (lastZoned !== null && lastZoned.time === ms && lastZoned.timeZone === timeZone) return lastZoned.parts;
+  const parts = computeZoned(time, timeZone);
+  lastZoned = { time: ms, timeZone, parts };
+  return parts;
+}
+
+function computeZoned(time: Date, timeZone: string): ZonedParts {
   let hour = 0n;
   let minute = 0n;
   let dayOfWeek = 0n;
