@@ -16,6 +16,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'audit-worker-probe', logger }),
         AuditPipelineModule.forRoot({
           redisUrl: config.redis.url,
+          queuePrefix: config.queuePrefix,
           concurrency: config.concurrency,
           store: {
             inject: [PRISMA_CLIENT],

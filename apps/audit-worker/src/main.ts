@@ -2,7 +2,13 @@ import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { databaseReadinessCheck, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { pingRedis, type Redis } from '@portcullis/data/redis';
-import { installShutdownDeadline, PinoNestLogger, REDIS, runOrExit, startProbeServer } from '@portcullis/shared/nest-runtime';
+import {
+  installGracefulShutdown,
+  PinoNestLogger,
+  REDIS,
+  runOrExit,
+  startProbeServer,
+} from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
@@ -28,18 +34,18 @@ void runOrExit(logger, async () => {
       { name: 'redis', check: () => pingRedis(app.get<Redis>(REDIS)) },
     ],
   });
-  installShutdownDeadline(logger, config.shutdownGraceMs);
-  const stop = async () => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    // Stop taking jobs and let the ones in progress finish (BullMQ's worker.close waits), then close
-    // the database and Redis through Nest's shutdown hooks.
-    await app.close();
-    probes.close();
-    logger.info('audit worker stopped');
-  };
-  process.once('SIGTERM', () => void stop());
-  process.once('SIGINT', () => void stop());
+  installGracefulShutdown({
+    logger,
+    graceMs: config.shutdownGraceMs,
+    close: async () => {
+      shuttingDown = true;
+      // Stop taking jobs and let the ones in progress finish (BullMQ's worker.close waits), then close
+      // the database and Redis through Nest's shutdown hooks.
+      await app.close();
+      probes.closeAllConnections();
+      await new Promise<void>((resolve) => probes.close(() => resolve()));
+    },
+  });
   await app.init();
   logger.info({ health: `http://${config.health.host}:${config.health.port}/readyz` }, 'audit worker consuming');
   return app;

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { createHttpApp, installShutdownDeadline, runOrExit } from '@portcullis/shared/nest-runtime';
+import { createHttpApp, installGracefulShutdown, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
@@ -25,7 +25,7 @@ void runOrExit(logger, async () => {
       .build(),
   );
   SwaggerModule.setup('api/docs', app, document, { jsonDocumentUrl: 'api/docs/openapi.json' });
-  installShutdownDeadline(logger, config.shutdownGraceMs);
+  installGracefulShutdown({ logger, graceMs: config.shutdownGraceMs, close: () => app.close() });
   await app.listen({ host: config.http.host, port: config.http.port });
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'control plane listening');
   return app;

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { createHttpApp, installShutdownDeadline, runOrExit } from '@portcullis/shared/nest-runtime';
+import { createHttpApp, installGracefulShutdown, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
@@ -14,7 +14,7 @@ void runOrExit(logger, async () => {
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
   });
-  installShutdownDeadline(logger, config.shutdownGraceMs);
+  installGracefulShutdown({ logger, graceMs: config.shutdownGraceMs, close: () => app.close() });
   await app.listen({ host: config.http.host, port: config.http.port });
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'gateway listening');
   return app;

@@ -7,6 +7,8 @@ import { AUDIT_WORKER_CONCURRENCY, AuditIngestProcessor } from './audit-ingest.p
 
 export interface AuditPipelineOptions {
   readonly redisUrl: string;
+  /** BullMQ key prefix: producers and this worker must agree. Separate stacks on one Redis use their own. */
+  readonly queuePrefix: string;
   readonly concurrency: number;
   /** Provides AUDIT_EVENT_STORE (the Postgres store in production, anything else in tests). */
   readonly store: Omit<Provider, 'provide'> & Record<string, unknown>;
@@ -22,6 +24,7 @@ export class AuditPipelineModule {
       imports: [
         ...(options.imports ?? []),
         BullModule.forRoot({
+          prefix: options.queuePrefix,
           // Workers block on Redis: they must never give up on a command after N retries.
           connection: createRedisClient({
             url: options.redisUrl,

@@ -22,7 +22,7 @@ export interface DbModuleOptions extends PrismaClientOptions {
 
 const DB_CLIENTS = Symbol('DB_CLIENTS');
 
-/** Disconnects the clients when the app shuts down (after in-flight requests, via enableShutdownHooks). */
+/** Disconnects the clients when the app closes (after in-flight requests; see installGracefulShutdown). */
 class DbLifecycle implements OnApplicationShutdown {
   constructor(@Inject(DB_CLIENTS) private readonly clients: readonly { $disconnect(): Promise<void> }[]) {}
 

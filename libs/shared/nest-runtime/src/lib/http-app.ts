@@ -17,7 +17,8 @@ export interface HttpAppOptions {
 
 /**
  * A Nest application on Fastify with the house rules: pino request logs, request ids, problem+json for
- * every error (including Fastify's own parse errors and unknown routes), and shutdown hooks.
+ * every error (including Fastify's own parse errors and unknown routes). Pair it with
+ * `installGracefulShutdown`.
  */
 export async function createHttpApp(
   module: Type<unknown> | DynamicModule,
@@ -37,24 +38,41 @@ export async function createHttpApp(
   });
   installProblemHandlers(app.getHttpAdapter().getInstance(), options.logger);
   app.useGlobalFilters(new ProblemDetailsFilter(options.logger));
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
 }
 
 /**
- * Ends the process if graceful shutdown takes longer than `graceMs` after SIGTERM/SIGINT, so a stuck
- * connection cannot keep a replica alive forever.
+ * On SIGTERM or SIGINT: stop taking work, run `close` (Nest's `app.close()` runs every shutdown hook:
+ * HTTP server, queues, Redis, Postgres), then exit 0. If that takes longer than `graceMs`, exit 1 so a
+ * stuck connection cannot keep a replica alive. A second signal while closing is ignored.
  */
-export function installShutdownDeadline(logger: Logger, graceMs: number): void {
-  const arm = (signal: NodeJS.Signals) => {
-    logger.info({ signal }, 'shutting down');
+export function installGracefulShutdown(options: {
+  logger: Logger;
+  graceMs: number;
+  close: () => Promise<void>;
+}): void {
+  let closing = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) return;
+    closing = true;
+    options.logger.info({ signal }, 'shutting down');
     setTimeout(() => {
-      logger.error({ graceMs }, 'graceful shutdown took too long; exiting');
+      options.logger.error({ graceMs: options.graceMs }, 'graceful shutdown took too long; exiting');
       process.exit(1);
-    }, graceMs).unref();
+    }, options.graceMs).unref();
+    options
+      .close()
+      .then(() => {
+        options.logger.info('stopped');
+        process.exit(0);
+      })
+      .catch((error: unknown) => {
+        options.logger.error({ err: error }, 'error during shutdown');
+        process.exit(1);
+      });
   };
-  process.once('SIGTERM', arm);
-  process.once('SIGINT', arm);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 }
 
 /** Logs and exits when boot fails (a dependency refused, a port was taken...): no half-started app. */
