@@ -50,6 +50,8 @@ const apps = [
     name: 'portal',
     cmd: [bin('next'), 'start', '--port', '3000', '--hostname', 'localhost'],
     cwd: 'apps/portal',
+    // `next start` serves the production build; Next refuses to mix it with NODE_ENV=development.
+    env: { NODE_ENV: 'production' },
     ready: `${urls.portal}/readyz`,
   },
 ];
@@ -125,7 +127,7 @@ for (const app of apps) {
   const [command, ...args] = app.cmd;
   const child = spawn(command, args, {
     cwd: path.join(repoRoot, app.cwd ?? '.'),
-    env: baseEnv(env),
+    env: baseEnv({ ...env, ...app.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.set(app.name, child);

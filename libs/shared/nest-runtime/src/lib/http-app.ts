@@ -4,7 +4,6 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import type { Logger } from '@portcullis/shared/util-logger';
 import { randomUUID } from 'node:crypto';
 import { PinoNestLogger } from './pino-nest-logger';
-import { installProblemHandlers } from './problem-details';
 import { ProblemDetailsFilter } from './problem-details.filter';
 
 export interface HttpAppOptions {
@@ -17,7 +16,7 @@ export interface HttpAppOptions {
 
 /**
  * A Nest application on Fastify with the house rules: pino request logs, request ids, problem+json for
- * every error (including Fastify's own parse errors and unknown routes). Pair it with
+ * every error (Fastify's own parse errors and unknown routes reach the same filter). Pair it with
  * `installGracefulShutdown`.
  */
 export async function createHttpApp(
@@ -27,7 +26,6 @@ export async function createHttpApp(
     loggerInstance: options.logger,
     bodyLimit: options.bodyLimitBytes,
     trustProxy: options.trustProxy ?? false,
-    disableRequestLogging: false,
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
@@ -36,7 +34,6 @@ export async function createHttpApp(
     logger: new PinoNestLogger(options.logger),
     bufferLogs: false,
   });
-  installProblemHandlers(app.getHttpAdapter().getInstance(), options.logger);
   app.useGlobalFilters(new ProblemDetailsFilter(options.logger));
   return app;
 }

@@ -1,7 +1,7 @@
 import { HttpException } from '@nestjs/common';
 import { AppError, fieldIssues, normalizeError, toProblemDetails, type ErrorCode } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { traceIdFrom } from './trace';
 
@@ -77,12 +77,4 @@ export function sendProblem(
   }
   if (appError.retryAfterSeconds !== undefined) reply.header('retry-after', String(appError.retryAfterSeconds));
   return reply.status(problem.status).header('content-type', 'application/problem+json').send(problem);
-}
-
-/**
- * Installs problem+json answers for what Fastify rejects before a route runs (bad JSON, too-large bodies,
- * wrong media types). Unknown routes reach Nest's not-found handler and so the global filter.
- */
-export function installProblemHandlers(fastify: FastifyInstance, logger: Logger): void {
-  fastify.setErrorHandler((error, request, reply) => sendProblem(request, reply, error, logger));
 }
