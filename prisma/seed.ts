@@ -4,7 +4,7 @@
  *
  * Runs as the admin/owner role (DATABASE_ADMIN_URL), i.e. with row-level security bypassed: it is an ops script.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { displayPrefix, generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
@@ -91,24 +91,6 @@ const DEFAULT_POLICY_RULES: Omit<Prisma.PolicyRuleUncheckedCreateInput, 'tenantI
   },
 ];
 
-const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-
-/** `pcs_` + 40 base62 characters (~238 bits), unbiased (rejection sampling). */
-export function generateApiKey(): string {
-  let out = '';
-  while (out.length < 40) {
-    for (const byte of randomBytes(64)) {
-      if (byte < 248 && out.length < 40) out += BASE62[byte % 62];
-    }
-  }
-  return `pcs_${out}`;
-}
-
-/** How API keys are stored: sha256 of the whole key, hex. The gateway hashes a presented key the same way. */
-export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
-}
-
 function loadIdentities(): Identities {
   const file = path.resolve(__dirname, '../tools/demo/identities.json');
   return JSON.parse(readFileSync(file, 'utf8')) as Identities;
@@ -193,7 +175,7 @@ async function seedTenant(
         agentClientId: agent.id,
         name: DEMO_API_KEY_NAME,
         keyHash: hashApiKey(key),
-        displayPrefix: key.slice(0, 10),
+        displayPrefix: displayPrefix(key),
         scopes: ['mcp'],
       },
     });

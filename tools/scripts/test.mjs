@@ -20,7 +20,9 @@ const adminUrl = process.env.DATABASE_ADMIN_URL ?? 'postgresql://postgres@127.0.
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 const steps = {
-  lint: () => run(bin('eslint'), ['.', '--max-warnings=0']),
+  // The module-boundaries rule reads Nx's project graph; on a fresh clone it must be computed first,
+  // or the rule is silently skipped.
+  lint: async () => (await run(bin('nx'), ['show', 'projects'], { spawn: { stdio: 'ignore' } })) || run(bin('eslint'), ['.', '--max-warnings=0']),
   typecheck: async () =>
     (await run(bin('tsc'), ['-p', 'tsconfig.json'])) || run(bin('tsc'), ['-p', 'apps/portal/tsconfig.json', '--noEmit']),
   drift: () => run(process.execPath, ['tools/scripts/db.mjs', 'drift']),

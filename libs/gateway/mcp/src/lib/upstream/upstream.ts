@@ -1,0 +1,115 @@
+import type { JsonRpcNotification, JsonRpcRequest } from '../protocol/json-rpc';
+
+/**
+ * The contract between the gateway's request path (libs/gateway/core) and its upstream connections
+ * (libs/gateway/upstream). Types only: implementations live in those libs.
+ */
+
+export type UpstreamTransport = 'streamable_http' | 'sse' | 'stdio';
+
+/** An upstream as the registry hands it to the connector: secrets already decrypted, never logged. */
+export interface UpstreamConfig {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly name: string;
+  readonly toolPrefix: string;
+  readonly transport: UpstreamTransport;
+  /** streamable_http and sse: the endpoint (for sse, the GET stream URL). */
+  readonly url: string | null;
+  /** Injected on every request to the upstream (credentials live here); never shown to agents. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** stdio: executable and arguments, spawned without a shell. */
+  readonly command: string | null;
+  readonly args: readonly string[];
+  /** stdio: the complete environment of the child (the gateway's own is never inherited). */
+  readonly env: Readonly<Record<string, string>>;
+  readonly connectTimeoutMs: number;
+  readonly callTimeoutMs: number;
+  /** Bumped on every change; a connection made from an older version is replaced. */
+  readonly version: number;
+}
+
+export interface ClientIdentity {
+  readonly clientInfo: { readonly name: string; readonly version: string };
+  /** What the gateway may do for the upstream: only what the downstream agent also supports. */
+  readonly capabilities: Readonly<Record<string, unknown>>;
+  readonly protocolVersion: string;
+}
+
+/** What an upstream said in its initialize result. */
+export interface UpstreamServerInfo {
+  readonly protocolVersion: string;
+  readonly serverInfo: { readonly name: string; readonly version: string; readonly [key: string]: unknown };
+  readonly capabilities: Readonly<Record<string, unknown>>;
+  readonly instructions?: string;
+}
+
+/** An upstream's JSON-RPC error, passed through to the agent with its code and message. */
+export class UpstreamRpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = 'UpstreamRpcError';
+  }
+}
+
+/** The upstream could not be reached, timed out, or broke the protocol. Never carries its address. */
+export class UpstreamUnavailableError extends Error {
+  constructor(
+    readonly reason: 'connect_failed' | 'timeout' | 'protocol_error' | 'closed' | 'circuit_open' | 'session_expired',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamUnavailableError';
+  }
+}
+
+export interface UpstreamRequestOptions {
+  /** Aborting sends `notifications/cancelled` upstream and rejects the call. */
+  readonly signal?: AbortSignal;
+  /** Overrides the upstream's callTimeoutMs for this call. */
+  readonly timeoutMs?: number;
+  /** Notifications the upstream sends about this request (progress, log messages on its stream). */
+  readonly onNotification?: (notification: JsonRpcNotification) => void;
+  /**
+   * Requests the upstream sends while handling this request (sampling/createMessage,
+   * elicitation/create, roots/list). The returned value is the JSON-RPC result sent back; a thrown
+   * UpstreamRpcError becomes a JSON-RPC error.
+   */
+  readonly onServerRequest?: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
+}
+
+/** State that lets any replica continue an upstream session (stored in the agent's session record). */
+export interface UpstreamSessionState {
+  readonly sessionId: string | null;
+  readonly protocolVersion: string;
+}
+
+/** One initialised MCP session with an upstream. */
+export interface UpstreamSession {
+  readonly upstreamId: string;
+  readonly info: UpstreamServerInfo;
+  state(): UpstreamSessionState;
+  /** Sends a request and resolves with its result, or rejects with UpstreamRpcError / UpstreamUnavailableError. */
+  request(method: string, params: Record<string, unknown> | undefined, options?: UpstreamRequestOptions): Promise<Record<string, unknown>>;
+  notify(method: string, params?: Record<string, unknown>): Promise<void>;
+  /** Messages not tied to a request: list_changed, resources/updated, log messages. */
+  onNotification(handler: (notification: JsonRpcNotification) => void): void;
+  /** Server requests not tied to a request (e.g. roots/list on the standalone stream). */
+  onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void;
+  /** Ends the session (DELETE for Streamable HTTP, stdin close for stdio). */
+  close(): Promise<void>;
+}
+
+export interface UpstreamConnector {
+  /** Connects and runs the initialize handshake (initialize + notifications/initialized). */
+  connect(config: UpstreamConfig, identity: ClientIdentity): Promise<UpstreamSession>;
+  /** Continues a session another replica started (Streamable HTTP); others reconnect. */
+  resume(config: UpstreamConfig, identity: ClientIdentity, state: UpstreamSessionState): Promise<UpstreamSession>;
+  /** Closes every connection, pool and child process. */
+  shutdown(): Promise<void>;
+}
