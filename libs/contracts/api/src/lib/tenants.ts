@@ -5,9 +5,11 @@ export const tenantStatus = z.enum(['active', 'suspended']);
 export const membershipRole = z.enum(['owner', 'admin', 'auditor', 'member']);
 export type MembershipRole = z.infer<typeof membershipRole>;
 
-export const createTenantRequest = z.object({
+export const createTenantRequest = z.strictObject({
   slug: tenantSlug,
   name: z.string().trim().min(1).max(200),
+  /** Optional first owner; created as a user if nobody has that email yet. */
+  ownerEmail: z.email().max(320).toLowerCase().optional(),
 });
 export type CreateTenantRequest = z.infer<typeof createTenantRequest>;
 
@@ -19,3 +21,7 @@ export const tenantResponse = z.object({
   createdAt: z.iso.datetime({ offset: true }),
 });
 export type TenantResponse = z.infer<typeof tenantResponse>;
+
+/** A tenant as listed to a caller: `role` is the caller's own role there (null for a platform admin who is not a member). */
+export const tenantListItem = tenantResponse.extend({ role: membershipRole.nullable() });
+export type TenantListItem = z.infer<typeof tenantListItem>;

@@ -16,8 +16,20 @@ export interface SessionRecord {
   readonly protocolVersion: ProtocolVersion;
   readonly clientInfo: { readonly name: string; readonly version: string } | null;
   readonly clientCapabilities: Readonly<Record<string, unknown>>;
-  /** Per upstream: the upstream's own session id (Streamable HTTP) and negotiated version. */
-  readonly upstreams: Readonly<Record<string, { readonly sessionId: string | null; readonly protocolVersion: string }>>;
+  /**
+   * Per upstream: the upstream's own session id (Streamable HTTP) and negotiated version, and the
+   * capabilities from its initialize result (so a replica that resumes the session knows what it supports).
+   */
+  readonly upstreams: Readonly<
+    Record<
+      string,
+      {
+        readonly sessionId: string | null;
+        readonly protocolVersion: string;
+        readonly capabilities?: Readonly<Record<string, unknown>>;
+      }
+    >
+  >;
   readonly createdAt: number;
 }
 

@@ -1,0 +1,29 @@
+import { z } from 'zod';
+
+export const createApiKeyRequest = z.strictObject({
+  name: z.string().trim().min(1).max(100),
+  /** The agent client the key authenticates as. */
+  agentClientId: z.uuid(),
+  expiresAt: z.iso
+    .datetime({ offset: true })
+    .refine((value) => Date.parse(value) > Date.now(), 'must be in the future')
+    .optional(),
+});
+export type CreateApiKeyRequest = z.infer<typeof createApiKeyRequest>;
+
+/** An API key as listed: the display prefix identifies it; the secret is never stored or returned. */
+export const apiKeyResponse = z.object({
+  id: z.uuid(),
+  name: z.string(),
+  displayPrefix: z.string(),
+  agentClientId: z.uuid().nullable(),
+  expiresAt: z.iso.datetime({ offset: true }).nullable(),
+  lastUsedAt: z.iso.datetime({ offset: true }).nullable(),
+  revokedAt: z.iso.datetime({ offset: true }).nullable(),
+  createdAt: z.iso.datetime({ offset: true }),
+});
+export type ApiKeyResponse = z.infer<typeof apiKeyResponse>;
+
+/** The answer to a create: the only time the secret is shown. */
+export const createdApiKeyResponse = apiKeyResponse.extend({ secret: z.string() });
+export type CreatedApiKeyResponse = z.infer<typeof createdApiKeyResponse>;

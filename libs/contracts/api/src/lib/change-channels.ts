@@ -1,0 +1,10 @@
+/**
+ * Redis pub/sub channels on which the control plane announces changes the gateway caches. The message is the id of
+ * the tenant whose data changed; subscribers reload that tenant's entries (and reconcile periodically anyway, so a
+ * lost message only delays a change).
+ */
+export const CHANGE_CHANNELS = {
+  upstreams: 'pcs:upstreams:changed',
+  apiKeys: 'pcs:apikeys:changed',
+} as const;
+export type ChangeChannel = (typeof CHANGE_CHANNELS)[keyof typeof CHANGE_CHANNELS];

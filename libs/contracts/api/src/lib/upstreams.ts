@@ -1,0 +1,103 @@
+import { z } from 'zod';
+
+export const upstreamTransport = z.enum(['streamable_http', 'sse', 'stdio']);
+export type UpstreamTransport = z.infer<typeof upstreamTransport>;
+
+/**
+ * Prepended to the upstream's tool names as `<prefix>__<tool>`. No double underscore and no trailing underscore, so
+ * the gateway can always split an exposed name at its first `__`.
+ */
+export const toolPrefix = z
+  .string()
+  .min(1)
+  .max(32)
+  .regex(/^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$/, 'lowercase letters and digits, single inner underscores, starting with a letter');
+
+const upstreamName = z.string().trim().min(1).max(100);
+
+const httpEndpoint = z
+  .url({ protocol: /^https?$/, error: 'must be an http or https URL' })
+  .max(2_000)
+  .refine((value) => {
+    const url = new URL(value);
+    return url.username === '' && url.password === '';
+  }, 'must not contain credentials; put them in headers (stored encrypted)');
+
+/** Header and environment maps: values are secrets, written only, never returned. */
+const secretMap = (keyPattern: RegExp, what: string) =>
+  z
+    .record(z.string().regex(keyPattern, `each ${what} name must match ${keyPattern.source}`).max(200), z.string().max(8_000))
+    .refine((map) => Object.keys(map).length <= 50, `at most 50 ${what}s`);
+export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header');
+export const secretEnv = secretMap(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable');
+
+const timeouts = {
+  connectTimeoutMs: z.number().int().min(100).max(120_000).optional(),
+  callTimeoutMs: z.number().int().min(100).max(3_600_000).optional(),
+};
+
+const common = {
+  name: upstreamName,
+  description: z.string().trim().max(1_000).nullable().optional(),
+  toolPrefix,
+  enabled: z.boolean().optional(),
+  ...timeouts,
+};
+
+export const createUpstreamRequest = z.discriminatedUnion('transport', [
+  z.strictObject({
+    ...common,
+    transport: z.enum(['streamable_http', 'sse']),
+    url: httpEndpoint,
+    headers: secretHeaders.optional(),
+  }),
+  z.strictObject({
+    ...common,
+    transport: z.literal('stdio'),
+    command: z.string().min(1).max(500),
+    args: z.array(z.string().max(2_000)).max(100).optional(),
+    env: secretEnv.optional(),
+  }),
+]);
+export type CreateUpstreamRequest = z.infer<typeof createUpstreamRequest>;
+
+/**
+ * A partial update. The transport cannot change (delete and create instead). `headers` / `env` replace the whole
+ * stored map; `null` removes it; leaving them out keeps what is stored.
+ */
+export const updateUpstreamRequest = z
+  .strictObject({
+    name: upstreamName.optional(),
+    description: z.string().trim().max(1_000).nullable().optional(),
+    toolPrefix: toolPrefix.optional(),
+    enabled: z.boolean().optional(),
+    ...timeouts,
+    url: httpEndpoint.optional(),
+    headers: secretHeaders.nullable().optional(),
+    command: z.string().min(1).max(500).optional(),
+    args: z.array(z.string().max(2_000)).max(100).optional(),
+    env: secretEnv.nullable().optional(),
+  })
+  .refine((body) => Object.keys(body).length > 0, 'nothing to update');
+export type UpdateUpstreamRequest = z.infer<typeof updateUpstreamRequest>;
+
+/** An upstream as the API shows it: secrets are never returned, only whether some are stored. */
+export const upstreamResponse = z.object({
+  id: z.uuid(),
+  name: z.string(),
+  description: z.string().nullable(),
+  toolPrefix: z.string(),
+  transport: upstreamTransport,
+  url: z.string().nullable(),
+  command: z.string().nullable(),
+  args: z.array(z.string()),
+  hasHeaders: z.boolean(),
+  hasEnv: z.boolean(),
+  connectTimeoutMs: z.number().int(),
+  callTimeoutMs: z.number().int(),
+  enabled: z.boolean(),
+  version: z.number().int(),
+  createdAt: z.iso.datetime({ offset: true }),
+  updatedAt: z.iso.datetime({ offset: true }),
+});
+export type UpstreamResponse = z.infer<typeof upstreamResponse>;

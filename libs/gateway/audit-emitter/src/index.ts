@@ -1,0 +1,14 @@
+export { createAuditEmitter } from './lib/audit-emitter';
+export type {
+  AuditEmitter,
+  AuditEmitterLogger,
+  AuditEmitterOptions,
+  AuditEmitterStats,
+  AuditJob,
+  AuditJobProducer,
+  EmitResult,
+} from './lib/audit-emitter';
+export { FileAuditSpool, MemoryAuditSpool } from './lib/audit-spool';
+export type { AuditSpool } from './lib/audit-spool';
+export { createAuditQueueProducer } from './lib/bullmq-producer';
+export type { AuditQueueProducer, AuditQueueProducerOptions } from './lib/bullmq-producer';

@@ -1,0 +1,266 @@
+import { jobIdFor, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool';
+
+const JOB_NAME = 'audit.event.ingest' as const;
+
+/** One job as BullMQ's `Queue.addBulk` takes it. */
+export interface AuditJob {
+  readonly name: typeof JOB_NAME;
+  readonly data: AuditEventV1;
+  readonly opts: { readonly jobId: string };
+}
+
+/** The part of a BullMQ `Queue` the emitter uses (a real Queue satisfies it). */
+export interface AuditJobProducer {
+  addBulk(jobs: AuditJob[]): Promise<unknown>;
+}
+
+/** pino-compatible. */
+export interface AuditEmitterLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface AuditEmitterOptions {
+  readonly producer: AuditJobProducer;
+  /** Events held in memory waiting for a flush. Beyond it, `emit` writes to the spool. */
+  readonly maxBuffer: number;
+  readonly flushEveryMs: number;
+  /** Events per `addBulk` call (and per spool replay batch). */
+  readonly batchSize: number;
+  /** Directory of the local spool; `null` keeps a (non-durable) in-memory spool of the same size. */
+  readonly spoolDir: string | null;
+  readonly spoolMaxBytes: number;
+  readonly logger: AuditEmitterLogger;
+  /** An `addBulk` that has not answered by then counts as failed (Redis unreachable). Default 2,000 ms. */
+  readonly sendTimeoutMs?: number;
+  /** While Redis is unreachable, how often one flush tries it again. Default 1,000 ms. */
+  readonly probeEveryMs?: number;
+  /** Test seam: a spool instead of the one built from `spoolDir`. */
+  readonly spool?: AuditSpool;
+  readonly now?: () => number;
+}
+
+export type EmitResult = 'buffered' | 'spooled' | 'dropped';
+
+export interface AuditEmitterStats {
+  readonly redis: 'up' | 'down';
+  readonly buffered: number;
+  readonly spoolBytes: number;
+  readonly sent: number;
+  readonly spooled: number;
+  readonly replayed: number;
+  readonly dropped: number;
+}
+
+export interface AuditEmitter {
+  /** Never waits: buffers the event (or, if the buffer is full, spools it synchronously, or counts a drop). */
+  emit(event: AuditEventV1): EmitResult;
+  /**
+   * Whether an event emitted now is certain to be kept (sent, buffered or spooled). A tenant configured to fail
+   * closed refuses the call when this is false.
+   */
+  canAcceptFailClosed(): boolean;
+  /** Flushes the buffer now (to Redis, or to the spool) and replays the spool if Redis is up. */
+  flush(): Promise<void>;
+  stats(): AuditEmitterStats;
+  /** Stops the timer, flushes everything it can and closes the spool. Does not close the producer. */
+  close(): Promise<void>;
+}
+
+class SendTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`audit queue did not answer within ${ms} ms`);
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SendTimeoutError(ms)), ms);
+  });
+  // A send that answers after its timeout is harmless: the same job ids are sent again later.
+  promise.catch(() => undefined);
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const DROP_LOG_EVERY_MS = 10_000;
+
+export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
+  const sendTimeoutMs = options.sendTimeoutMs ?? 2_000;
+  const probeEveryMs = options.probeEveryMs ?? 1_000;
+  const now = options.now ?? Date.now;
+  const log = options.logger;
+  const spool: AuditSpool =
+    options.spool ??
+    (options.spoolDir === null
+      ? new MemoryAuditSpool(options.spoolMaxBytes)
+      : new FileAuditSpool(options.spoolDir, options.spoolMaxBytes));
+
+  let buffer: AuditEventV1[] = [];
+  let redis: 'up' | 'down' = 'up';
+  let nextProbeAt = 0;
+  let flushing: Promise<void> | null = null;
+  let flushRequested = false;
+  let closed = false;
+  let sent = 0;
+  let spooled = 0;
+  let replayed = 0;
+  let dropped = 0;
+  let droppedSinceLog = 0;
+  let lastDropLogAt = 0;
+  // Running estimate of a spooled line's size, for canAcceptFailClosed.
+  let avgEventBytes = 1_024;
+
+  const logDrops = (): void => {
+    if (droppedSinceLog === 0) return;
+    const t = now();
+    if (t - lastDropLogAt < DROP_LOG_EVERY_MS) return;
+    log.error(
+      { dropped: droppedSinceLog, droppedTotal: dropped, spoolBytes: spool.bytes, spoolMaxBytes: spool.maxBytes },
+      'audit events dropped: buffer and spool are full',
+    );
+    lastDropLogAt = t;
+    droppedSinceLog = 0;
+  };
+
+  const countDrops = (n: number): void => {
+    if (n === 0) return;
+    dropped += n;
+    droppedSinceLog += n;
+    logDrops();
+  };
+
+  const toSpool = (events: readonly AuditEventV1[]): number => {
+    if (events.length === 0) return 0;
+    const before = spool.bytes;
+    const { written, refused } = spool.append(events);
+    if (written > 0) avgEventBytes = Math.ceil((spool.bytes - before) / written);
+    spooled += written;
+    countDrops(refused);
+    return written;
+  };
+
+  const send = async (events: AuditEventV1[]): Promise<void> => {
+    const jobs = events.map((data) => ({ name: JOB_NAME, data, opts: { jobId: jobIdFor(JOB_NAME, data) } }));
+    await withTimeout(options.producer.addBulk(jobs), sendTimeoutMs);
+  };
+
+  const markDown = (error: unknown): void => {
+    if (redis === 'up') {
+      log.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        'audit queue unreachable: spooling events locally',
+      );
+    }
+    redis = 'down';
+    nextProbeAt = now() + probeEveryMs;
+  };
+
+  const markUp = (): void => {
+    if (redis === 'down') log.info({ spoolBytes: spool.bytes }, 'audit queue reachable again');
+    redis = 'up';
+  };
+
+  const replaySpool = async (): Promise<void> => {
+    if (redis !== 'up' || !spool.hasPending()) return;
+    try {
+      const result = await spool.replay(async (events) => {
+        await send(events);
+        replayed += events.length;
+      }, options.batchSize);
+      log.info({ replayed: result.replayed, corrupt: result.corrupt }, 'audit spool replayed');
+    } catch (error) {
+      markDown(error);
+    }
+  };
+
+  const flushOnce = async (): Promise<void> => {
+    while (buffer.length > 0) {
+      const batch = buffer.slice(0, options.batchSize);
+      buffer = buffer.slice(batch.length);
+      if (redis === 'down' && now() < nextProbeAt) {
+        toSpool(batch);
+        continue;
+      }
+      try {
+        await send(batch);
+        sent += batch.length;
+        markUp();
+      } catch (error) {
+        markDown(error);
+        toSpool(batch);
+      }
+    }
+    if (redis === 'down' && spool.hasPending() && now() >= nextProbeAt) {
+      // Nothing new to probe with: the replay itself is the probe.
+      markUp();
+    }
+    await replaySpool();
+    logDrops();
+  };
+
+  const flush = (): Promise<void> => {
+    if (flushing) {
+      flushRequested = true;
+      return flushing;
+    }
+    flushing = (async () => {
+      try {
+        do {
+          flushRequested = false;
+          await flushOnce();
+        } while (flushRequested || (buffer.length >= options.batchSize && !closed));
+      } finally {
+        flushing = null;
+      }
+    })();
+    return flushing;
+  };
+
+  const timer = setInterval(() => {
+    if (buffer.length > 0 || spool.hasPending()) void flush();
+  }, options.flushEveryMs);
+  timer.unref();
+
+  return {
+    emit(event) {
+      if (closed) {
+        countDrops(1);
+        return 'dropped';
+      }
+      if (buffer.length < options.maxBuffer) {
+        buffer.push(event);
+        if (buffer.length >= options.batchSize && !flushing) void flush();
+        return 'buffered';
+      }
+      return toSpool([event]) === 1 ? 'spooled' : 'dropped';
+    },
+
+    canAcceptFailClosed() {
+      if (closed) return false;
+      const spoolRoomFor = (events: number) => spool.bytes + events * avgEventBytes <= spool.maxBytes;
+      if (buffer.length >= options.maxBuffer) return spoolRoomFor(1);
+      // While Redis is down everything buffered will be spooled too.
+      return redis === 'up' || spoolRoomFor(buffer.length + 1);
+    },
+
+    flush,
+
+    stats() {
+      return { redis, buffered: buffer.length, spoolBytes: spool.bytes, sent, spooled, replayed, dropped };
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(timer);
+      if (flushing) await flushing;
+      await flush();
+      lastDropLogAt = 0;
+      logDrops();
+      await spool.close();
+    },
+  };
+}

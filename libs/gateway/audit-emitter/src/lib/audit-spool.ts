@@ -1,0 +1,234 @@
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import {
+  closeSync,
+  createReadStream,
+  fdatasync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+/**
+ * Where the emitter puts events it cannot hand to Redis. Appends are synchronous (they land in the page cache
+ * and must be accounted for before `emit` returns); durability to disk is the implementation's policy.
+ */
+export interface AuditSpool {
+  /** Bytes currently held (all files, including ones being replayed). */
+  readonly bytes: number;
+  readonly maxBytes: number;
+  /** Appends as many events as fit under `maxBytes`, in order; the rest are refused. */
+  append(events: readonly AuditEventV1[]): { readonly written: number; readonly refused: number };
+  hasPending(): boolean;
+  /**
+   * Sends every spooled event through `send` in batches of at most `batchSize`, oldest first. A file is removed only
+   * after all of its events were sent; if `send` throws, the rest stays for the next replay (which resends — sending
+   * must be idempotent).
+   */
+  replay(
+    send: (events: AuditEventV1[]) => Promise<void>,
+    batchSize: number,
+  ): Promise<{ readonly replayed: number; readonly corrupt: number }>;
+  close(): Promise<void>;
+}
+
+const ACTIVE = 'audit-spool.jsonl';
+const REPLAY_PATTERN = /^audit-spool\.(\d{13})-(\d{6})\.replay\.jsonl$/;
+
+/**
+ * A bounded, append-only JSON-lines spool in `dir`.
+ *
+ * Files: `audit-spool.jsonl` takes appends; a replay first renames it to `audit-spool.<ms>-<n>.replay.jsonl`
+ * (atomic, same directory) and opens a fresh active file, then sends the renamed file and deletes it only when
+ * every line was sent. A crash at any point leaves each event in exactly one file that the next replay reads
+ * (possibly resending some already sent: idempotent downstream), never in none.
+ *
+ * Durability (fsync policy): lines are written with `write(2)` on an O_APPEND descriptor before `append` returns,
+ * so they survive a crash of this process. An `fdatasync` is issued asynchronously after each append (coalesced:
+ * at most one in flight), so a power loss or kernel crash can lose at most the appends of the last few
+ * milliseconds. The request path never waits for the disk flush.
+ */
+export class FileAuditSpool implements AuditSpool {
+  private fd: number;
+  private totalBytes = 0;
+  private activeBytes = 0;
+  private syncInFlight = false;
+  private syncAgain = false;
+  private replaySeq = 0;
+  private closed = false;
+
+  constructor(
+    private readonly dir: string,
+    readonly maxBytes: number,
+  ) {
+    mkdirSync(dir, { recursive: true });
+    this.fd = openSync(this.activePath, 'a');
+    this.activeBytes = fstatSync(this.fd).size;
+    this.totalBytes = this.activeBytes + this.replayFiles().reduce((sum, f) => sum + statSync(f).size, 0);
+  }
+
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  private get activePath(): string {
+    return path.join(this.dir, ACTIVE);
+  }
+
+  private replayFiles(): string[] {
+    return readdirSync(this.dir)
+      .filter((name) => REPLAY_PATTERN.test(name))
+      .sort()
+      .map((name) => path.join(this.dir, name));
+  }
+
+  append(events: readonly AuditEventV1[]): { written: number; refused: number } {
+    if (this.closed) return { written: 0, refused: events.length };
+    const lines: string[] = [];
+    let size = 0;
+    for (const event of events) {
+      const line = `${JSON.stringify(event)}\n`;
+      const length = Buffer.byteLength(line);
+      if (this.totalBytes + size + length > this.maxBytes) break;
+      lines.push(line);
+      size += length;
+    }
+    if (lines.length > 0) {
+      writeSync(this.fd, lines.join(''));
+      this.totalBytes += size;
+      this.activeBytes += size;
+      this.scheduleSync();
+    }
+    return { written: lines.length, refused: events.length - lines.length };
+  }
+
+  hasPending(): boolean {
+    return this.totalBytes > 0;
+  }
+
+  private scheduleSync(): void {
+    if (this.syncInFlight) {
+      this.syncAgain = true;
+      return;
+    }
+    this.syncInFlight = true;
+    const fd = this.fd;
+    fdatasync(fd, () => {
+      this.syncInFlight = false;
+      if (this.syncAgain && !this.closed) {
+        this.syncAgain = false;
+        this.scheduleSync();
+      }
+    });
+  }
+
+  /** Moves the active file aside (if it holds anything) and starts a fresh one. */
+  private rotate(): void {
+    if (this.activeBytes === 0) return;
+    closeSync(this.fd);
+    const name = `audit-spool.${String(Date.now()).padStart(13, '0')}-${String(this.replaySeq++ % 1_000_000).padStart(6, '0')}.replay.jsonl`;
+    renameSync(this.activePath, path.join(this.dir, name));
+    this.fd = openSync(this.activePath, 'a');
+    this.activeBytes = 0;
+  }
+
+  async replay(
+    send: (events: AuditEventV1[]) => Promise<void>,
+    batchSize: number,
+  ): Promise<{ replayed: number; corrupt: number }> {
+    this.rotate();
+    let replayed = 0;
+    let corrupt = 0;
+    for (const file of this.replayFiles()) {
+      const size = statSync(file).size;
+      const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+      let batch: AuditEventV1[] = [];
+      try {
+        for await (const line of lines) {
+          if (line.length === 0) continue;
+          try {
+            batch.push(JSON.parse(line) as AuditEventV1);
+          } catch {
+            // A torn last line from a crash mid-write: nothing else can be recovered from it.
+            corrupt += 1;
+            continue;
+          }
+          if (batch.length >= batchSize) {
+            await send(batch);
+            replayed += batch.length;
+            batch = [];
+          }
+        }
+        if (batch.length > 0) {
+          await send(batch);
+          replayed += batch.length;
+        }
+      } finally {
+        lines.close();
+      }
+      unlinkSync(file);
+      this.totalBytes = Math.max(0, this.totalBytes - size);
+    }
+    return { replayed, corrupt };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => fdatasync(this.fd, () => resolve()));
+    closeSync(this.fd);
+  }
+}
+
+/** An in-memory spool with the same contract, for unit tests and for running without a spool directory. */
+export class MemoryAuditSpool implements AuditSpool {
+  private events: { event: AuditEventV1; size: number }[] = [];
+  private held = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  get bytes(): number {
+    return this.held;
+  }
+
+  append(events: readonly AuditEventV1[]): { written: number; refused: number } {
+    let written = 0;
+    for (const event of events) {
+      const size = Buffer.byteLength(JSON.stringify(event)) + 1;
+      if (this.held + size > this.maxBytes) break;
+      this.events.push({ event, size });
+      this.held += size;
+      written += 1;
+    }
+    return { written, refused: events.length - written };
+  }
+
+  hasPending(): boolean {
+    return this.events.length > 0;
+  }
+
+  async replay(
+    send: (events: AuditEventV1[]) => Promise<void>,
+    batchSize: number,
+  ): Promise<{ replayed: number; corrupt: number }> {
+    let replayed = 0;
+    while (this.events.length > 0) {
+      const batch = this.events.slice(0, batchSize);
+      await send(batch.map((entry) => entry.event));
+      this.events.splice(0, batch.length);
+      this.held -= batch.reduce((sum, entry) => sum + entry.size, 0);
+      replayed += batch.length;
+    }
+    return { replayed, corrupt: 0 };
+  }
+
+  async close(): Promise<void> {
+    // nothing to release
+  }
+}

@@ -1,0 +1,34 @@
+import { errorResponse, type JsonRpcError, type JsonRpcId } from '@portcullis/gateway/mcp';
+
+/**
+ * An error answered on the HTTP layer: status, JSON-RPC code and a caller-facing message (never
+ * internals). Rendered with `data.traceId` so an operator can find the request's log lines.
+ */
+export class GatewayHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly rpcCode: number,
+    message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+    this.name = 'GatewayHttpError';
+  }
+}
+
+/** JSON-RPC codes the gateway uses beyond the reserved ones (implementation-defined range). */
+export const GATEWAY_RPC = {
+  UNAUTHENTICATED: -32001,
+  FORBIDDEN: -32003,
+  NOT_FOUND: -32004,
+  NOT_ACCEPTABLE: -32006,
+  PAYLOAD_TOO_LARGE: -32013,
+  UNSUPPORTED_MEDIA_TYPE: -32015,
+  UPSTREAM_UNAVAILABLE: -32050,
+  UPSTREAM_TIMEOUT: -32054,
+  UNAVAILABLE: -32053,
+} as const;
+
+export function rpcError(id: JsonRpcId | null, code: number, message: string, traceId: string, extra?: Record<string, unknown>): JsonRpcError {
+  return errorResponse(id, code, message, { traceId, ...extra });
+}

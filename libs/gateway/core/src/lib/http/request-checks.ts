@@ -1,0 +1,78 @@
+import { DEFAULT_HEADERLESS_VERSION, isSupportedVersion, type ProtocolVersion } from '@portcullis/gateway/mcp';
+
+/** Header checks of the Streamable HTTP transport. Pure functions over header values: no I/O, no allocation-heavy parsing. */
+
+export interface OriginPolicy {
+  /** `host` or `host:port` values the Host header may take; empty allows any host. */
+  readonly allowedHosts: ReadonlySet<string>;
+  /** Exact origins (`https://app.example.com`) that may call from a browser; `*` allows any. */
+  readonly allowedOrigins: ReadonlySet<string>;
+}
+
+export type HeaderValue = string | string[] | undefined;
+
+const first = (value: HeaderValue): string | undefined => (Array.isArray(value) ? value[0] : value);
+
+/**
+ * DNS-rebinding protection. Requests without an Origin (non-browser agents) pass the Origin check; a
+ * browser request must come from an allowed origin. Host is checked when hosts are configured.
+ */
+export function originProblem(host: HeaderValue, origin: HeaderValue, policy: OriginPolicy): string | undefined {
+  if (policy.allowedHosts.size > 0) {
+    const value = first(host)?.toLowerCase();
+    if (value === undefined) return 'Host header required';
+    const bare = value.startsWith('[') ? value.slice(0, value.indexOf(']') + 1) : value.split(':')[0] ?? value;
+    if (!policy.allowedHosts.has(value) && !policy.allowedHosts.has(bare)) return 'Host not allowed';
+  }
+  const originValue = first(origin);
+  if (originValue !== undefined && !policy.allowedOrigins.has('*') && !policy.allowedOrigins.has(originValue.toLowerCase())) {
+    return 'Origin not allowed';
+  }
+  return undefined;
+}
+
+function mediaTypes(accept: HeaderValue): string[] {
+  const value = Array.isArray(accept) ? accept.join(',') : accept;
+  if (!value) return [];
+  return value.split(',').map((part) => (part.split(';')[0] ?? '').trim().toLowerCase());
+}
+
+const covers = (types: readonly string[], wanted: string): boolean => {
+  const major = wanted.slice(0, wanted.indexOf('/'));
+  return types.some((type) => type === wanted || type === '*/*' || type === `${major}/*`);
+};
+
+/** POST: the client must accept both JSON and SSE responses. */
+export const acceptsPostResponses = (accept: HeaderValue): boolean => {
+  const types = mediaTypes(accept);
+  return covers(types, 'application/json') && covers(types, 'text/event-stream');
+};
+
+/** GET (standalone stream, legacy SSE): the client must accept SSE. */
+export const acceptsEventStream = (accept: HeaderValue): boolean => covers(mediaTypes(accept), 'text/event-stream');
+
+export const isJsonContentType = (contentType: HeaderValue): boolean => {
+  const value = first(contentType);
+  if (!value) return false;
+  return (value.split(';')[0] ?? '').trim().toLowerCase() === 'application/json';
+};
+
+/**
+ * The protocol version of a request after initialisation: the header's value when supported, the
+ * specification's default when absent, an error when present but unsupported.
+ */
+export function requestProtocolVersion(header: HeaderValue): { ok: true; version: ProtocolVersion } | { ok: false } {
+  const value = first(header);
+  if (value === undefined || value === '') return { ok: true, version: DEFAULT_HEADERLESS_VERSION };
+  return isSupportedVersion(value) ? { ok: true, version: value } : { ok: false };
+}
+
+/** `Bearer <token>` → token; anything else → undefined. */
+export function bearerToken(authorization: HeaderValue): string | undefined {
+  const value = first(authorization);
+  if (!value || value.length > 4096) return undefined;
+  const space = value.indexOf(' ');
+  if (space < 0 || value.slice(0, space).toLowerCase() !== 'bearer') return undefined;
+  const token = value.slice(space + 1).trim();
+  return token.length > 0 ? token : undefined;
+}

@@ -1,0 +1,84 @@
+/**
+ * Names the gateway exposes for upstream tools and prompts: `<prefix><separator><name>`.
+ *
+ * The specification's tool-name rules (2025-11-25): 1–128 characters of [A-Za-z0-9_.-]. A prefix may not
+ * contain the separator, so the first separator in an exposed name always ends the prefix: parsing is
+ * unambiguous whatever the upstream's own names contain.
+ */
+export const MAX_NAME_LENGTH = 128;
+const NAME_CHARS = /^[A-Za-z0-9_.-]+$/;
+
+export const isValidExposedName = (name: string): boolean =>
+  name.length >= 1 && name.length <= MAX_NAME_LENGTH && NAME_CHARS.test(name);
+
+export class NamingConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NamingConfigError';
+  }
+}
+
+/** Checks the separator itself (config time). */
+export function assertValidSeparator(separator: string): void {
+  if (separator.length < 1 || separator.length > 8 || !NAME_CHARS.test(separator)) {
+    throw new NamingConfigError('the tool name separator must be 1–8 characters of A-Z a-z 0-9 _ . -');
+  }
+}
+
+/** Why a prefix cannot be used with this separator, or undefined when it can. */
+export function prefixProblem(prefix: string, separator: string): string | undefined {
+  if (prefix.length === 0) return 'the tool prefix is empty';
+  if (!NAME_CHARS.test(prefix)) return `the tool prefix "${prefix}" may only contain A-Z a-z 0-9 _ . -`;
+  if (prefix.length + separator.length >= MAX_NAME_LENGTH) return `the tool prefix "${prefix}" is too long`;
+  if ((prefix + separator).indexOf(separator) !== prefix.length) {
+    // Also catches prefix "a_" with separator "__": "a___x" would read as prefix "a" + name "_x".
+    return `the tool prefix "${prefix}" contains (or ends with part of) the separator "${separator}"`;
+  }
+  return undefined;
+}
+
+export interface PrefixedItem {
+  readonly id: string;
+  readonly name: string;
+  readonly toolPrefix: string;
+}
+
+/**
+ * Configuration-time check of a tenant's upstream prefixes: each valid, and no two equal when compared
+ * case-insensitively (agents and humans should not have to tell `Files` from `files`). Returns one clear
+ * message per problem; an empty list means the set is usable.
+ */
+export function checkPrefixes(upstreams: readonly PrefixedItem[], separator: string): string[] {
+  const problems: string[] = [];
+  const seen = new Map<string, string>();
+  for (const upstream of upstreams) {
+    const problem = prefixProblem(upstream.toolPrefix, separator);
+    if (problem) {
+      problems.push(`upstream "${upstream.name}": ${problem}`);
+      continue;
+    }
+    const key = upstream.toolPrefix.toLowerCase();
+    const other = seen.get(key);
+    if (other !== undefined) {
+      problems.push(`upstream "${upstream.name}": the tool prefix "${upstream.toolPrefix}" collides with upstream "${other}"`);
+      continue;
+    }
+    seen.set(key, upstream.name);
+  }
+  return problems;
+}
+
+/** The exposed name, or undefined when the result would break the specification's rules. */
+export function exposeName(prefix: string, separator: string, name: string): string | undefined {
+  const exposed = `${prefix}${separator}${name}`;
+  return isValidExposedName(exposed) && name.length > 0 ? exposed : undefined;
+}
+
+/** Splits an exposed name at its first separator. */
+export function splitExposedName(exposed: string, separator: string): { prefix: string; name: string } | undefined {
+  const at = exposed.indexOf(separator);
+  if (at <= 0) return undefined;
+  const name = exposed.slice(at + separator.length);
+  if (name.length === 0) return undefined;
+  return { prefix: exposed.slice(0, at), name };
+}

@@ -1,0 +1,52 @@
+import type { UpstreamConfig } from '@portcullis/gateway/mcp';
+import { checkPrefixes } from '../naming/tool-names';
+
+export interface TenantUpstreams {
+  /** Sorted by tool prefix: the deterministic order of every merged listing. */
+  readonly list: readonly UpstreamConfig[];
+  readonly byId: ReadonlyMap<string, UpstreamConfig>;
+  readonly byPrefix: ReadonlyMap<string, UpstreamConfig>;
+}
+
+const EMPTY: TenantUpstreams = { list: [], byId: new Map(), byPrefix: new Map() };
+
+/**
+ * The enabled upstreams of every tenant, swapped as a whole on refresh. An upstream whose prefix is
+ * invalid or collides with another's is left out, with a reason the caller logs (the control plane
+ * rejects such configurations on save; this is the gateway's own guard).
+ */
+export class UpstreamRegistry {
+  private byTenant: ReadonlyMap<string, TenantUpstreams> = new Map();
+
+  constructor(readonly separator: string) {}
+
+  replace(configs: Iterable<UpstreamConfig>, reject: (config: UpstreamConfig, reason: string) => void): void {
+    const grouped = new Map<string, UpstreamConfig[]>();
+    for (const config of configs) {
+      const list = grouped.get(config.tenantId) ?? [];
+      list.push(config);
+      grouped.set(config.tenantId, list);
+    }
+    const next = new Map<string, TenantUpstreams>();
+    for (const [tenantId, list] of grouped) {
+      list.sort((a, b) => (a.toolPrefix < b.toolPrefix ? -1 : a.toolPrefix > b.toolPrefix ? 1 : a.id < b.id ? -1 : 1));
+      const accepted: UpstreamConfig[] = [];
+      for (const config of list) {
+        const problems = checkPrefixes([...accepted, config], this.separator);
+        const problem = problems.find((line) => line.startsWith(`upstream "${config.name}"`));
+        if (problem) reject(config, problem);
+        else accepted.push(config);
+      }
+      next.set(tenantId, {
+        list: accepted,
+        byId: new Map(accepted.map((config) => [config.id, config])),
+        byPrefix: new Map(accepted.map((config) => [config.toolPrefix, config])),
+      });
+    }
+    this.byTenant = next;
+  }
+
+  forTenant(tenantId: string): TenantUpstreams {
+    return this.byTenant.get(tenantId) ?? EMPTY;
+  }
+}

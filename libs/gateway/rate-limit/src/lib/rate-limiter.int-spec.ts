@@ -1,0 +1,111 @@
+import { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { RateLimitService, type AppliedLimit } from './rate-limiter';
+
+const redis = new Redis(inject('redisUrl'), { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+const deadRedis = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: 0, retryStrategy: () => 1_000, lazyConnect: false });
+deadRedis.on('error', () => undefined);
+// The gateway waits for Redis at boot (readiness); a limiter asked while Redis is still connecting
+// treats it as unavailable, by design.
+beforeAll(async () => {
+  await redis.ping();
+});
+afterAll(() => {
+  redis.disconnect();
+  deadRedis.disconnect();
+});
+
+const prefix = () => `test-rl-${randomBytes(4).toString('hex')}`;
+const service = (client: Redis = redis, leaseMs = 30_000) =>
+  new RateLimitService({ redis: client, keyPrefix: prefix(), redisTimeoutMs: 500, concurrencyLeaseMs: leaseMs });
+const subject = (userId: string) => ({ tenantId: 't1', userId, agentClientId: 'a1', tool: 'tickets__create_ticket' });
+const perUser = (requests: number, windowSeconds = 60): AppliedLimit => ({
+  ruleId: 'r-user',
+  rateLimit: { scope: ['user'], requests, windowSeconds },
+});
+
+describe('RateLimitService (real Redis)', () => {
+  it('allows up to the limit per window, then rejects with the rule, scope and retry-after', async () => {
+    const limits = service();
+    const outcomes = [];
+    for (let i = 0; i < 5; i++) outcomes.push(await limits.check(subject('u1'), [perUser(3)], 'closed'));
+    expect(outcomes.map((o) => o.allowed)).toEqual([true, true, true, false, false]);
+    expect(outcomes[3]).toMatchObject({ reason: 'rate', ruleId: 'r-user', scope: ['user'], limit: 3, windowSeconds: 60 });
+    const rejected = outcomes[3];
+    expect(rejected && !rejected.allowed && rejected.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it('counts each user separately, and a shared replica sees the same counters', async () => {
+    const replicaA = service();
+    const sharedPrefix = prefix();
+    const a = new RateLimitService({ redis, keyPrefix: sharedPrefix, redisTimeoutMs: 500, concurrencyLeaseMs: 30_000 });
+    const b = new RateLimitService({ redis, keyPrefix: sharedPrefix, redisTimeoutMs: 500, concurrencyLeaseMs: 30_000 });
+    expect((await a.check(subject('u1'), [perUser(2)], 'closed')).allowed).toBe(true);
+    expect((await b.check(subject('u1'), [perUser(2)], 'closed')).allowed).toBe(true);
+    expect((await a.check(subject('u1'), [perUser(2)], 'closed')).allowed).toBe(false);
+    expect((await b.check(subject('u2'), [perUser(2)], 'closed')).allowed).toBe(true);
+    expect((await replicaA.check(subject('u1'), [perUser(2)], 'closed')).allowed).toBe(true);
+  });
+
+  it('opens a new window after the old one ends', async () => {
+    const limits = service();
+    expect((await limits.check(subject('u1'), [perUser(1, 1)], 'closed')).allowed).toBe(true);
+    expect((await limits.check(subject('u1'), [perUser(1, 1)], 'closed')).allowed).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect((await limits.check(subject('u1'), [perUser(1, 1)], 'closed')).allowed).toBe(true);
+  });
+
+  it('bounds calls in flight and frees a slot on release', async () => {
+    const limits = service();
+    const twoAtOnce: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 2 } };
+    const first = await limits.check(subject('u1'), [twoAtOnce], 'closed');
+    const second = await limits.check(subject('u2'), [twoAtOnce], 'closed');
+    const third = await limits.check(subject('u3'), [twoAtOnce], 'closed');
+    expect([first.allowed, second.allowed, third.allowed]).toEqual([true, true, false]);
+    expect(third).toMatchObject({ reason: 'concurrency', limit: 2 });
+    if (first.allowed) {
+      first.release();
+      first.release(); // idempotent
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await limits.check(subject('u3'), [twoAtOnce], 'closed')).allowed).toBe(true);
+  });
+
+  it('lets a slot go when its lease runs out (a replica died mid-call)', async () => {
+    const limits = service(redis, 200);
+    const one: AppliedLimit = { ruleId: 'r-one', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };
+    expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(true);
+    expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(true);
+  });
+
+  it('gives back concurrency slots when another limit of the same call rejects', async () => {
+    const limits = service();
+    const cc: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };
+    const rate = perUser(1);
+    const first = await limits.check(subject('u1'), [rate, cc], 'closed');
+    expect(first.allowed).toBe(true);
+    if (first.allowed) first.release();
+    // u1 is over its rate now: the slot this attempt took must be handed back at once.
+    expect(await limits.check(subject('u1'), [rate, cc], 'closed')).toMatchObject({ allowed: false, reason: 'rate' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await limits.check(subject('u2'), [cc], 'closed')).allowed).toBe(true);
+  });
+
+  it('with Redis unreachable: fails closed or open as the tenant chose, quickly', async () => {
+    const limits = service(deadRedis);
+    const started = Date.now();
+    const closed = await limits.check(subject('u1'), [perUser(5)], 'closed');
+    const open = await limits.check(subject('u1'), [perUser(5)], 'open');
+    expect(closed).toMatchObject({ allowed: false, reason: 'unavailable' });
+    expect(open).toMatchObject({ allowed: true, degraded: true });
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('costs nothing when no limit applies', async () => {
+    const outcome = await service(deadRedis).check(subject('u1'), [], 'closed');
+    expect(outcome).toMatchObject({ allowed: true, degraded: false });
+  });
+});

@@ -1,0 +1,192 @@
+import type { RateLimitSpec } from '@portcullis/contracts/policy-ir';
+import type { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { counterKey, type RateLimitSubject } from './keys';
+import { redisSemaphore, type SemaphoreClient } from './semaphore';
+
+/** What a tenant wants when Redis cannot be asked: let calls through (logged, audited) or refuse them. */
+export type FailMode = 'open' | 'closed';
+
+export interface AppliedLimit {
+  readonly ruleId: string;
+  readonly rateLimit: RateLimitSpec;
+}
+
+export type RateLimitOutcome =
+  | {
+      readonly allowed: true;
+      /** True when Redis could not be asked and the tenant fails open. */
+      readonly degraded: boolean;
+      /** Ends the call's concurrency slots. Idempotent; call it when the call finishes, however it ends. */
+      release(): void;
+    }
+  | {
+      readonly allowed: false;
+      readonly reason: 'rate' | 'concurrency' | 'unavailable';
+      readonly ruleId: string | null;
+      readonly scope: readonly string[];
+      /** Requests per window, or calls in flight. */
+      readonly limit: number | null;
+      readonly windowSeconds: number | null;
+      readonly retryAfterSeconds: number;
+    };
+
+export interface RateLimitServiceOptions {
+  readonly redis: Redis;
+  readonly keyPrefix: string;
+  /** A Redis answer slower than this counts as Redis being down for this call. */
+  readonly redisTimeoutMs: number;
+  /** Longest a call may hold a concurrency slot if its replica dies without releasing it. */
+  readonly concurrencyLeaseMs: number;
+  readonly onRedisError?: (error: unknown) => void;
+}
+
+class RedisTimeout extends Error {}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new RedisTimeout('redis timeout')), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const NOOP_RELEASE = { allowed: true as const, degraded: false, release: () => undefined };
+
+/**
+ * Enforces the rate limits a policy decision carries, shared by every gateway replica through Redis.
+ * Request rates use rate-limiter-flexible (fixed windows, atomic INCR+PEXPIRE); once a key is over its
+ * limit the library blocks it in process memory until the window ends, so a flood costs no Redis
+ * round trips. All of one call's limits are sent in the same tick, which ioredis (auto-pipelining on)
+ * turns into one round trip.
+ */
+export class RateLimitService {
+  private readonly limiters = new Map<string, RateLimiterRedis>();
+  private readonly semaphore: SemaphoreClient;
+
+  constructor(private readonly options: RateLimitServiceOptions) {
+    this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
+  }
+
+  async check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): Promise<RateLimitOutcome> {
+    if (limits.length === 0) return NOOP_RELEASE;
+    const token = randomUUID();
+    const rateChecks: Promise<RateLimitOutcome | null>[] = [];
+    const concurrencyChecks: { key: string; limit: AppliedLimit; attempt: Promise<boolean> }[] = [];
+
+    for (const limit of limits) {
+      const key = counterKey(subject, limit.ruleId, limit.rateLimit.scope);
+      const { requests, windowSeconds, maxConcurrent } = limit.rateLimit;
+      if (requests !== undefined && windowSeconds !== undefined) {
+        rateChecks.push(this.consume(key, limit, requests, windowSeconds));
+      }
+      if (maxConcurrent !== undefined) {
+        concurrencyChecks.push({
+          key,
+          limit,
+          attempt: withTimeout(
+            this.semaphore.acquire(key, token, maxConcurrent, this.options.concurrencyLeaseMs),
+            this.options.redisTimeoutMs,
+          ),
+        });
+      }
+    }
+
+    let unavailable = false;
+    let rejection: RateLimitOutcome | null = null;
+    for (const result of await Promise.allSettled(rateChecks)) {
+      if (result.status === 'rejected') {
+        unavailable = true;
+        this.options.onRedisError?.(result.reason);
+      } else if (result.value && !rejection) rejection = result.value;
+    }
+    const held: string[] = [];
+    const settled = await Promise.allSettled(concurrencyChecks.map((check) => check.attempt));
+    settled.forEach((result, index) => {
+      const check = concurrencyChecks[index];
+      if (!check) return;
+      if (result.status === 'rejected') {
+        unavailable = true;
+        this.options.onRedisError?.(result.reason);
+      } else if (result.value) {
+        held.push(check.key);
+      } else if (!rejection) {
+        rejection = {
+          allowed: false,
+          reason: 'concurrency',
+          ruleId: check.limit.ruleId,
+          scope: check.limit.rateLimit.scope,
+          limit: check.limit.rateLimit.maxConcurrent ?? null,
+          windowSeconds: null,
+          retryAfterSeconds: 1,
+        };
+      }
+    });
+
+    const releaseHeld = () => {
+      for (const key of held.splice(0)) void this.semaphore.release(key, token).catch(this.options.onRedisError);
+    };
+    if (rejection) {
+      releaseHeld();
+      return rejection;
+    }
+    if (unavailable) {
+      if (failMode === 'closed') {
+        releaseHeld();
+        return {
+          allowed: false,
+          reason: 'unavailable',
+          ruleId: null,
+          scope: [],
+          limit: null,
+          windowSeconds: null,
+          retryAfterSeconds: 1,
+        };
+      }
+      return { allowed: true, degraded: true, release: releaseHeld };
+    }
+    return { allowed: true, degraded: false, release: releaseHeld };
+  }
+
+  /** null when within the limit, a rejection when over it; rejects (throws) when Redis is unavailable. */
+  private async consume(key: string, limit: AppliedLimit, points: number, windowSeconds: number): Promise<RateLimitOutcome | null> {
+    try {
+      await withTimeout(this.limiterFor(points, windowSeconds).consume(key), this.options.redisTimeoutMs);
+      return null;
+    } catch (error) {
+      if (error instanceof RateLimiterRes) {
+        return {
+          allowed: false,
+          reason: 'rate',
+          ruleId: limit.ruleId,
+          scope: limit.rateLimit.scope,
+          limit: points,
+          windowSeconds,
+          retryAfterSeconds: Math.max(1, Math.ceil(error.msBeforeNext / 1000)),
+        };
+      }
+      throw error;
+    }
+  }
+
+  private limiterFor(points: number, windowSeconds: number): RateLimiterRedis {
+    const id = `${points}/${windowSeconds}`;
+    let limiter = this.limiters.get(id);
+    if (!limiter) {
+      limiter = new RateLimiterRedis({
+        storeClient: this.options.redis,
+        keyPrefix: `${this.options.keyPrefix}:rl:${id}`,
+        points,
+        duration: windowSeconds,
+        // Over the limit: answer from memory until the window ends, no Redis round trip.
+        inMemoryBlockOnConsumed: points + 1,
+        rejectIfRedisNotReady: true,
+      });
+      this.limiters.set(id, limiter);
+    }
+    return limiter;
+  }
+}

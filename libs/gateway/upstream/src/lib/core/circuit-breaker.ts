@@ -1,0 +1,67 @@
+export type CircuitState = 'closed' | 'open' | 'half_open';
+
+export interface CircuitBreakerOptions {
+  /** Consecutive connect/timeout failures that open the circuit. */
+  readonly failureThreshold: number;
+  /** How long the circuit stays open before one probe is let through. */
+  readonly cooldownMs: number;
+}
+
+/**
+ * Per-upstream circuit breaker. Closed: everything passes; `failureThreshold` consecutive failures open
+ * it. Open: everything fails fast until `cooldownMs` passed. Half-open: one probe passes at a time;
+ * its success closes the circuit, its failure opens it again. A probe that never reports back (the
+ * caller gave up) stops blocking after another cool-down.
+ */
+export class CircuitBreaker {
+  private current: CircuitState = 'closed';
+  private failures = 0;
+  private openedAt = 0;
+  private probeStartedAt = -1;
+
+  constructor(
+    private readonly options: CircuitBreakerOptions,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get state(): CircuitState {
+    if (this.current === 'open' && this.now() - this.openedAt >= this.options.cooldownMs) return 'half_open';
+    return this.current;
+  }
+
+  /** Whether a call may go ahead now. In half-open state this admits the single probe. */
+  tryPass(): boolean {
+    if (this.current === 'closed') return true;
+    const now = this.now();
+    if (this.current === 'open') {
+      if (now - this.openedAt < this.options.cooldownMs) return false;
+      this.current = 'half_open';
+      this.probeStartedAt = -1;
+    }
+    if (this.probeStartedAt >= 0 && now - this.probeStartedAt < this.options.cooldownMs) return false;
+    this.probeStartedAt = now;
+    return true;
+  }
+
+  success(): void {
+    if (this.current === 'closed' && this.failures === 0) return;
+    this.current = 'closed';
+    this.failures = 0;
+    this.probeStartedAt = -1;
+  }
+
+  failure(): void {
+    if (this.current === 'closed') {
+      this.failures += 1;
+      if (this.failures < this.options.failureThreshold) return;
+    }
+    this.open();
+  }
+
+  /** Opens the circuit regardless of the failure count (e.g. a stdio server that keeps crashing). */
+  open(): void {
+    this.current = 'open';
+    this.openedAt = this.now();
+    this.probeStartedAt = -1;
+  }
+}

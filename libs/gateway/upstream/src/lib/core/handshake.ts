@@ -1,0 +1,31 @@
+import { isSupportedVersion, type ClientIdentity, type UpstreamServerInfo } from '@portcullis/gateway/mcp';
+import { errors } from './wire';
+
+export const initializeParams = (identity: ClientIdentity): Record<string, unknown> => ({
+  protocolVersion: identity.protocolVersion,
+  capabilities: identity.capabilities,
+  clientInfo: identity.clientInfo,
+});
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Checks an initialize result; throws a protocol error for anything the gateway cannot work with. */
+export function toServerInfo(result: Record<string, unknown>): UpstreamServerInfo {
+  const { protocolVersion, serverInfo, capabilities, instructions } = result;
+  if (!isSupportedVersion(protocolVersion)) throw errors.protocol('unsupported protocol version in the initialize result');
+  if (!isObject(serverInfo) || typeof serverInfo['name'] !== 'string') throw errors.protocol('initialize result without serverInfo');
+  const version = typeof serverInfo['version'] === 'string' ? serverInfo['version'] : '';
+  return {
+    protocolVersion,
+    serverInfo: { ...serverInfo, name: serverInfo['name'], version },
+    capabilities: isObject(capabilities) ? capabilities : {},
+    ...(typeof instructions === 'string' ? { instructions } : {}),
+  };
+}
+
+/** Info of a session resumed from its stored state: the initialize result is not known on this replica. */
+export const resumedInfo = (protocolVersion: string, name: string): UpstreamServerInfo => ({
+  protocolVersion,
+  serverInfo: { name, version: '' },
+  capabilities: {},
+});

@@ -1,0 +1,167 @@
+import {
+  UpstreamRpcError,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+  type UpstreamRequestOptions,
+} from '@portcullis/gateway/mcp';
+import { abortReason, encodeCancelled, encodeRequest, errors, type ServerRequestHandler } from './wire';
+
+interface Call<Owner> {
+  readonly id: number;
+  readonly owner: Owner;
+  readonly options: UpstreamRequestOptions | undefined;
+  /** The caller's own progress token, when we replaced it with `id` on the way out. */
+  readonly progressToken: unknown;
+  readonly resolve: (result: Record<string, unknown>) => void;
+  readonly reject: (error: unknown) => void;
+  timer: NodeJS.Timeout | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export interface MultiplexerHooks {
+  /** Sends one serialised message. A rejected promise fails the call it carried (when there is one). */
+  write(text: string): void | Promise<void>;
+  /** A call timed out (the breaker counts it). */
+  onTimeout?(): void;
+  /** A call got its response (the breaker resets). */
+  onAnswer?(): void;
+}
+
+export type ServerRequestRoute<Owner> =
+  | { readonly kind: 'call'; readonly owner: Owner; readonly handler: ServerRequestHandler }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'ambiguous' };
+
+/**
+ * Many callers (gateway-side sessions) over one upstream connection that carries JSON-RPC both ways
+ * (a stdio process, a legacy SSE stream). Every outgoing request gets this connection's next id, so
+ * ids never collide whoever sent them; a response finds its caller by that id. A caller's
+ * `_meta.progressToken` is replaced by the same id on the way out and restored on the progress
+ * notifications coming back, so progress reaches the right caller even when two callers picked the
+ * same token. Timeouts and aborts send `notifications/cancelled` with our id.
+ */
+export class RequestMultiplexer<Owner> {
+  private nextId = 1;
+  private readonly calls = new Map<number, Call<Owner>>();
+
+  constructor(private readonly hooks: MultiplexerHooks) {}
+
+  get pending(): number {
+    return this.calls.size;
+  }
+
+  request(
+    owner: Owner,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options: UpstreamRequestOptions | undefined,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const id = this.nextId++;
+    let progressToken: unknown;
+    let outgoing = params;
+    const meta = params?.['_meta'] as Record<string, unknown> | undefined;
+    if (meta !== undefined && meta !== null && meta['progressToken'] !== undefined) {
+      progressToken = meta['progressToken'];
+      outgoing = { ...params, _meta: { ...meta, progressToken: id } };
+    }
+    return new Promise((resolve, reject) => {
+      const call: Call<Owner> = { id, owner, options, progressToken, resolve, reject, timer: undefined, onAbort: undefined };
+      this.calls.set(id, call);
+      call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
+      if (signal !== undefined) {
+        call.onAbort = () => this.giveUp(call, 'cancelled by the client', abortReason(signal));
+        signal.addEventListener('abort', call.onAbort, { once: true });
+      }
+      const written = this.hooks.write(encodeRequest(id, method, outgoing));
+      if (written !== undefined) written.catch((error: unknown) => this.fail(id, error));
+    });
+  }
+
+  /** Settles the call a response answers. False when no call has that id (late, or not ours). */
+  handleResponse(message: JsonRpcResponse): boolean {
+    const id = message.id;
+    if (typeof id !== 'number') return false;
+    const call = this.calls.get(id);
+    if (call === undefined) return false;
+    this.finish(call);
+    this.hooks.onAnswer?.();
+    if ('error' in message) call.reject(new UpstreamRpcError(message.error.code, message.error.message, message.error.data));
+    else call.resolve(message.result);
+    return true;
+  }
+
+  /**
+   * Delivers a progress notification to the call it is about (with the caller's own token restored).
+   * Returns false for anything it cannot attribute; the transport decides where those go.
+   */
+  routeNotification(notification: JsonRpcNotification): boolean {
+    if (notification.method !== 'notifications/progress') return false;
+    const token = notification.params?.['progressToken'];
+    const call = typeof token === 'number' ? this.calls.get(token) : undefined;
+    if (call === undefined || call.progressToken === undefined) return false;
+    const deliver = call.options?.onNotification;
+    if (deliver !== undefined) {
+      deliver({ ...notification, params: { ...notification.params, progressToken: call.progressToken } });
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * JSON-RPC gives a server request no link to the call that caused it. If every in-flight call with a
+   * server-request handler belongs to one owner, the oldest of them gets it; if there is none, the
+   * transport falls back to its session-level handler; if several owners could have caused it, it is
+   * ambiguous and must be refused rather than shown to the wrong agent.
+   */
+  routeServerRequest(_request: JsonRpcRequest): ServerRequestRoute<Owner> {
+    let chosen: Call<Owner> | undefined;
+    for (const call of this.calls.values()) {
+      if (call.options?.onServerRequest === undefined) continue;
+      if (chosen === undefined) chosen = call;
+      else if (chosen.owner !== call.owner) return { kind: 'ambiguous' };
+    }
+    const handler = chosen?.options?.onServerRequest;
+    return chosen === undefined || handler === undefined ? { kind: 'none' } : { kind: 'call', owner: chosen.owner, handler };
+  }
+
+  /** Owners with a call in flight (for routing decisions of the transport). */
+  hasCallsOf(owner: Owner): boolean {
+    for (const call of this.calls.values()) if (call.owner === owner) return true;
+    return false;
+  }
+
+  fail(id: number, error: unknown): void {
+    const call = this.calls.get(id);
+    if (call === undefined) return;
+    this.finish(call);
+    call.reject(error);
+  }
+
+  failOwner(owner: Owner, error: unknown): void {
+    for (const call of [...this.calls.values()]) if (call.owner === owner) this.fail(call.id, error);
+  }
+
+  failAll(error: unknown): void {
+    for (const call of [...this.calls.values()]) this.fail(call.id, error);
+  }
+
+  private giveUp(call: Call<Owner>, reason: string, error: unknown): void {
+    if (!this.calls.has(call.id)) return;
+    this.finish(call);
+    if (reason === 'timeout') this.hooks.onTimeout?.();
+    const written = this.hooks.write(encodeCancelled(call.id, reason));
+    if (written !== undefined) written.catch(() => undefined);
+    call.reject(error);
+  }
+
+  private finish(call: Call<Owner>): void {
+    this.calls.delete(call.id);
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    if (call.onAbort !== undefined) call.options?.signal?.removeEventListener('abort', call.onAbort);
+  }
+}
+

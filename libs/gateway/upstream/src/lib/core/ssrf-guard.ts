@@ -1,0 +1,160 @@
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { isIP, type LookupFunction } from 'node:net';
+
+/** Which network destinations URL-based upstreams may have. */
+export interface NetworkPolicy {
+  /** Permit loopback, private (RFC 1918 / ULA), link-local, CGNAT and other non-public addresses. */
+  readonly allowPrivateNetworks: boolean;
+  /** Host names or IP literals permitted even when they are (or resolve to) non-public addresses. */
+  readonly allowedHosts: readonly string[];
+}
+
+export type UrlDecision = { readonly ok: true; readonly url: URL } | { readonly ok: false; readonly reason: string };
+
+/** Error code of the error our DNS lookup raises when every resolved address is refused. */
+export const ADDRESS_REFUSED = 'EPORTCULLIS_ADDRESS_REFUSED';
+
+const stripBrackets = (host: string): string => (host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);
+
+function ipv4Bytes(address: string): number[] | undefined {
+  const parts = address.split('.');
+  if (parts.length !== 4) return undefined;
+  const bytes = parts.map(Number);
+  return bytes.every((b) => Number.isInteger(b) && b >= 0 && b <= 255) ? bytes : undefined;
+}
+
+function isPrivateIpv4(b: readonly number[]): boolean {
+  const [a = 0, c = 0, d = 0] = b;
+  return (
+    a === 0 || // "this" network
+    a === 10 ||
+    a === 127 ||
+    (a === 100 && c >= 64 && c <= 127) || // CGNAT 100.64/10
+    (a === 169 && c === 254) || // link-local (cloud metadata lives here)
+    (a === 172 && c >= 16 && c <= 31) ||
+    (a === 192 && c === 168) ||
+    (a === 192 && c === 0 && d === 0) || // 192.0.0/24 IETF protocol assignments
+    (a === 198 && (c === 18 || c === 19)) || // benchmarking 198.18/15
+    a >= 224 // multicast, reserved, broadcast
+  );
+}
+
+/** Eight 16-bit groups of an IPv6 address (zone id dropped), or undefined when malformed. */
+function ipv6Groups(address: string): number[] | undefined {
+  let text = address;
+  const zone = text.indexOf('%');
+  if (zone !== -1) text = text.slice(0, zone);
+  const lastColon = text.lastIndexOf(':');
+  if (text.includes('.', lastColon)) {
+    // A dotted IPv4 tail (::ffff:10.0.0.1) becomes two hex groups.
+    const v4 = ipv4Bytes(text.slice(lastColon + 1));
+    if (!v4) return undefined;
+    const [a = 0, b = 0, c = 0, d = 0] = v4;
+    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const parse = (part: string | undefined): number[] =>
+    part === undefined || part === '' ? [] : part.split(':').map((group) => (/^[0-9a-f]{1,4}$/i.test(group) ? parseInt(group, 16) : NaN));
+  const head = parse(halves[0]);
+  const rest = halves.length === 2 ? parse(halves[1]) : [];
+  const total = head.length + rest.length;
+  let groups: number[];
+  if (halves.length === 2) {
+    if (total > 7) return undefined;
+    groups = [...head, ...new Array<number>(8 - total).fill(0), ...rest];
+  } else {
+    if (total !== 8) return undefined;
+    groups = head;
+  }
+  return groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
+}
+
+const embeddedIpv4 = (hi: number, lo: number): number[] => [hi >> 8, hi & 0xff, lo >> 8, lo & 0xff];
+
+function isPrivateIpv6(g: readonly number[]): boolean {
+  const at = (i: number): number => g[i] ?? 0;
+  const zeroUpTo = (n: number): boolean => g.slice(0, n).every((x) => x === 0);
+  if (zeroUpTo(7) && (at(7) === 0 || at(7) === 1)) return true; // :: and ::1
+  if (zeroUpTo(5) && at(5) === 0xffff) return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // IPv4-mapped
+  if (zeroUpTo(6)) return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // IPv4-compatible (deprecated)
+  if (at(0) === 0x64 && at(1) === 0xff9b && at(2) === 0 && at(3) === 0 && at(4) === 0 && at(5) === 0) {
+    return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // NAT64
+  }
+  if (at(0) === 0x2002) return isPrivateIpv4(embeddedIpv4(at(1), at(2))); // 6to4
+  if ((at(0) & 0xfe00) === 0xfc00) return true; // unique local fc00::/7
+  if ((at(0) & 0xffc0) === 0xfe80 || (at(0) & 0xffc0) === 0xfec0) return true; // link-local, site-local
+  if ((at(0) & 0xff00) === 0xff00) return true; // multicast
+  if (at(0) === 0x100 && at(1) === 0 && at(2) === 0 && at(3) === 0) return true; // discard-only 100::/64
+  return false;
+}
+
+/** True for any address that is not a public unicast address; malformed input counts as private. */
+export function isPrivateAddress(address: string): boolean {
+  const family = isIP(address);
+  if (family === 4) return isPrivateIpv4(ipv4Bytes(address) ?? [0]);
+  const groups = family === 6 || address.includes(':') ? ipv6Groups(address) : undefined;
+  return groups === undefined ? true : isPrivateIpv6(groups);
+}
+
+function isAllowedHost(host: string, policy: NetworkPolicy): boolean {
+  const lower = host.toLowerCase();
+  return policy.allowedHosts.some((allowed) => stripBrackets(allowed.toLowerCase()) === lower);
+}
+
+/** Whether a connection to `address` (resolved from `hostname`) is permitted. */
+export function isAddressPermitted(hostname: string, address: string, policy: NetworkPolicy): boolean {
+  return policy.allowPrivateNetworks || !isPrivateAddress(address) || isAllowedHost(hostname, policy) || isAllowedHost(address, policy);
+}
+
+/**
+ * First check of an upstream URL: http or https only, no credentials in the URL (they belong in the
+ * configured headers), and an IP-literal host must be permitted. Host names are checked again when
+ * they are resolved, by {@link createGuardedLookup}.
+ */
+export function checkUpstreamUrl(raw: string | null, policy: NetworkPolicy): UrlDecision {
+  if (raw === null || raw === '') return { ok: false, reason: 'no URL configured' };
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return { ok: false, reason: 'the URL does not parse' };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, reason: 'only http and https are allowed' };
+  if (url.username !== '' || url.password !== '') return { ok: false, reason: 'credentials in the URL are not allowed' };
+  const host = stripBrackets(url.hostname);
+  if (host === '') return { ok: false, reason: 'the URL has no host' };
+  if (isIP(host) !== 0 && !isAddressPermitted(host, host, policy)) {
+    return { ok: false, reason: 'the address is not permitted by the network policy' };
+  }
+  return { ok: true, url };
+}
+
+type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
+/**
+ * A `lookup` for net/http that resolves the name once, drops every address the policy refuses, and
+ * hands the permitted ones to the socket, which then connects to exactly those. Check and use see the
+ * same answer, so a DNS record that changes between them (rebinding) cannot slip a private address in.
+ */
+export function createGuardedLookup(policy: NetworkPolicy): LookupFunction {
+  const guarded = (hostname: string, options: { all?: boolean; family?: number | string; hints?: number }, callback: LookupCallback): void => {
+    dnsLookup(hostname, { family: options.family as number | undefined, hints: options.hints, all: true }, (error, addresses) => {
+      if (error) {
+        callback(error, options.all ? [] : '');
+        return;
+      }
+      const permitted = addresses.filter((entry) => isAddressPermitted(hostname, entry.address, policy));
+      const first = permitted[0];
+      if (first === undefined) {
+        const refused: NodeJS.ErrnoException = new Error('every address of the host is refused by the network policy');
+        refused.code = ADDRESS_REFUSED;
+        callback(refused, options.all ? [] : '');
+        return;
+      }
+      if (options.all) callback(null, permitted);
+      else callback(null, first.address, first.family);
+    });
+  };
+  return guarded as unknown as LookupFunction;
+}

@@ -1,0 +1,118 @@
+import {
+  JSON_RPC,
+  UpstreamRpcError,
+  UpstreamUnavailableError,
+  type JsonRpcId,
+  type JsonRpcRequest,
+} from '@portcullis/gateway/mcp';
+
+/*
+ * Serialisation of the few messages the connector writes. Hand-assembled strings: no wrapper object
+ * per message, and the caller's params are stringified exactly once.
+ */
+
+const idJson = (id: JsonRpcId): string => (typeof id === 'number' ? String(id) : JSON.stringify(id));
+
+export function encodeRequest(id: JsonRpcId, method: string, params: Record<string, unknown> | undefined): string {
+  return params === undefined
+    ? `{"jsonrpc":"2.0","id":${idJson(id)},"method":${JSON.stringify(method)}}`
+    : `{"jsonrpc":"2.0","id":${idJson(id)},"method":${JSON.stringify(method)},"params":${JSON.stringify(params)}}`;
+}
+
+export function encodeNotification(method: string, params: Record<string, unknown> | undefined): string {
+  return params === undefined
+    ? `{"jsonrpc":"2.0","method":${JSON.stringify(method)}}`
+    : `{"jsonrpc":"2.0","method":${JSON.stringify(method)},"params":${JSON.stringify(params)}}`;
+}
+
+export function encodeCancelled(requestId: JsonRpcId, reason: string): string {
+  return `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":${idJson(requestId)},"reason":${JSON.stringify(reason)}}}`;
+}
+
+export function encodeResult(id: JsonRpcId, result: Record<string, unknown>): string {
+  return `{"jsonrpc":"2.0","id":${idJson(id)},"result":${JSON.stringify(result)}}`;
+}
+
+export function encodeError(id: JsonRpcId, code: number, message: string, data?: unknown): string {
+  const error = data === undefined ? { code, message } : { code, message, data };
+  return `{"jsonrpc":"2.0","id":${idJson(id)},"error":${JSON.stringify(error)}}`;
+}
+
+export type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
+
+/**
+ * Runs a handler for a request the upstream sent (sampling, elicitation, roots) and writes the answer.
+ * No handler answers "method not found"; a thrown UpstreamRpcError becomes that JSON-RPC error; any
+ * other failure a generic internal error (its message may carry gateway internals, so it is not sent).
+ */
+export function answerServerRequest(
+  request: JsonRpcRequest,
+  handler: ServerRequestHandler | undefined,
+  write: (text: string) => void,
+  inFlight: Map<JsonRpcId, AbortController>,
+): void {
+  if (handler === undefined) {
+    write(encodeError(request.id, JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${request.method}`));
+    return;
+  }
+  const controller = new AbortController();
+  inFlight.set(request.id, controller);
+  let promise: Promise<Record<string, unknown>>;
+  try {
+    promise = handler(request, controller.signal);
+  } catch (error) {
+    promise = Promise.reject(error);
+  }
+  promise.then(
+    (result) => {
+      inFlight.delete(request.id);
+      if (!controller.signal.aborted) write(encodeResult(request.id, result));
+    },
+    (error: unknown) => {
+      inFlight.delete(request.id);
+      if (controller.signal.aborted) return;
+      if (error instanceof UpstreamRpcError) write(encodeError(request.id, error.code, error.message, error.data));
+      else write(encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'Internal error'));
+    },
+  );
+}
+
+/** Handles `notifications/cancelled` the upstream sends about one of its own requests. */
+export function cancelServerRequest(params: Record<string, unknown> | undefined, inFlight: Map<JsonRpcId, AbortController>): void {
+  const id = params?.['requestId'];
+  if (typeof id !== 'string' && typeof id !== 'number') return;
+  const controller = inFlight.get(id);
+  if (controller === undefined) return;
+  inFlight.delete(id);
+  controller.abort(new Error('cancelled by the upstream'));
+}
+
+export function abortAll(inFlight: Map<JsonRpcId, AbortController>): void {
+  for (const controller of inFlight.values()) controller.abort(new Error('upstream session closed'));
+  inFlight.clear();
+}
+
+/** What a rejected call carries when the caller's signal aborted it. */
+export function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('The operation was aborted', 'AbortError');
+}
+
+export const errors = {
+  closed: () => new UpstreamUnavailableError('closed', 'The upstream session is closed'),
+  circuitOpen: () => new UpstreamUnavailableError('circuit_open', 'The upstream is failing; not trying it for a while'),
+  timeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'),
+  connectTimeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
+  sessionExpired: () => new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session'),
+  protocol: (what: string) => new UpstreamUnavailableError('protocol_error', `The upstream broke the protocol: ${what}`),
+  connectFailed: (cause?: unknown) =>
+    new UpstreamUnavailableError('connect_failed', 'Could not reach the upstream', cause === undefined ? undefined : { cause: sanitiseCause(cause) }),
+};
+
+/**
+ * Network errors carry the address (`connect ECONNREFUSED 10.0.0.5:443`). The cause kept on our error
+ * holds only the error code, so nothing that may reach an agent names the upstream's address.
+ */
+function sanitiseCause(cause: unknown): unknown {
+  const code = (cause as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? { code } : undefined;
+}

@@ -1,0 +1,124 @@
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { LookupFunction } from 'node:net';
+import type { Readable } from 'node:stream';
+
+export interface HttpPoolOptions {
+  readonly maxSocketsPerOrigin: number;
+  readonly lookup: LookupFunction;
+}
+
+/** Where and how to send requests to one upstream URL. Built once per session, reused per request. */
+export interface HttpTarget {
+  readonly url: URL;
+  readonly agent: HttpAgent;
+  readonly secure: boolean;
+  readonly hostname: string;
+  readonly port: number;
+  readonly path: string;
+}
+
+/**
+ * Keep-alive connection pools, one per origin (scheme, host, port), shared by every session to that
+ * origin. Sockets are resolved through the guarded lookup, so a pooled socket always points at an
+ * address the network policy permitted.
+ */
+export class HttpPool {
+  private readonly agents = new Map<string, HttpAgent>();
+
+  constructor(private readonly options: HttpPoolOptions) {}
+
+  target(url: URL): HttpTarget {
+    const secure = url.protocol === 'https:';
+    const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
+    const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const key = `${url.protocol}//${hostname}:${port}`;
+    let agent = this.agents.get(key);
+    if (agent === undefined) {
+      const agentOptions = {
+        keepAlive: true,
+        keepAliveMsecs: 15_000,
+        maxSockets: this.options.maxSocketsPerOrigin,
+        maxFreeSockets: Math.min(64, this.options.maxSocketsPerOrigin),
+        scheduling: 'lifo' as const,
+        lookup: this.options.lookup,
+      };
+      agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+      this.agents.set(key, agent);
+    }
+    return { url, agent, secure, hostname, port, path: `${url.pathname}${url.search}` };
+  }
+
+  destroy(): void {
+    for (const agent of this.agents.values()) agent.destroy();
+    this.agents.clear();
+  }
+}
+
+/** One HTTP request through the target's pool. `body` is written in one piece (Content-Length set). */
+export function send(
+  target: HttpTarget,
+  method: 'GET' | 'POST' | 'DELETE',
+  headers: OutgoingHttpHeaders,
+  body: string | undefined,
+  onResponse: (res: IncomingMessage) => void,
+  onError: (error: NodeJS.ErrnoException, req: ClientRequest) => void,
+  path: string = target.path,
+): ClientRequest {
+  const options = { method, hostname: target.hostname, port: target.port, path, agent: target.agent, headers };
+  const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
+  req.on('error', (error: NodeJS.ErrnoException) => onError(error, req));
+  if (body === undefined) req.end();
+  else req.end(body);
+  return req;
+}
+
+/** Reads a whole (bounded) body as text. */
+export function readBody(res: Readable, maxBytes: number, done: (error: Error | null, text: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let finished = false;
+  res.on('data', (chunk: Buffer) => {
+    if (finished) return;
+    size += chunk.length;
+    if (size > maxBytes) {
+      finished = true;
+      res.destroy();
+      done(new Error('response body too large'), '');
+      return;
+    }
+    chunks.push(chunk);
+  });
+  res.on('end', () => {
+    if (finished) return;
+    finished = true;
+    done(null, chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+  });
+  res.on('error', (error) => {
+    if (finished) return;
+    finished = true;
+    done(error, '');
+  });
+  res.on('aborted', () => {
+    if (finished) return;
+    finished = true;
+    done(new Error('response aborted'), '');
+  });
+}
+
+/** Whether an error happened before the upstream answered anything (the breaker counts these). */
+export function isConnectError(error: NodeJS.ErrnoException): boolean {
+  switch (error.code) {
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ETIMEDOUT':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return true;
+    default:
+      return false;
+  }
+}

@@ -1,0 +1,239 @@
+import type { ClientRequest, OutgoingHttpHeaders } from 'node:http';
+import type {
+  ClientIdentity,
+  JsonRpcId,
+  JsonRpcNotification,
+  JsonRpcRequest,
+  UpstreamRequestOptions,
+  UpstreamServerInfo,
+  UpstreamSession,
+  UpstreamSessionState,
+} from '@portcullis/gateway/mcp';
+import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
+import { RequestMultiplexer } from '../core/request-multiplexer';
+import { logFields, type DisposableSession, type NotificationHandler, type SessionContext } from '../core/session-base';
+import { abortAll, answerServerRequest, cancelServerRequest, encodeNotification, errors, type ServerRequestHandler } from '../core/wire';
+import { configuredHeaders } from './streamable-http-session';
+import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
+import { isConnectError, send, type HttpPool, type HttpTarget } from './http-pool';
+
+export interface LegacySseContext extends SessionContext {
+  readonly pool: HttpPool;
+  readonly target: HttpTarget;
+}
+
+/**
+ * Decides whether the message endpoint an SSE upstream announced may be used: it must resolve (against
+ * the stream URL) to the stream's own origin. Anything else would let an upstream make the gateway
+ * POST (with the upstream's credentials) to a host of its choosing.
+ */
+export function resolveEndpoint(announced: string, streamUrl: URL): URL | undefined {
+  let endpoint: URL;
+  try {
+    endpoint = new URL(announced.trim(), streamUrl);
+  } catch {
+    return undefined;
+  }
+  return endpoint.origin === streamUrl.origin ? endpoint : undefined;
+}
+
+/**
+ * One session over the 2024-11-05 HTTP+SSE transport: a long-lived GET stream carries everything the
+ * upstream says; our messages are POSTed to the endpoint it announced. Responses are matched to calls
+ * by id (RequestMultiplexer). Per-replica: it cannot be resumed elsewhere, so `resume` reconnects.
+ */
+export class LegacySseSession implements UpstreamSession, DisposableSession {
+  readonly upstreamId: string;
+  info: UpstreamServerInfo;
+  private readonly mux: RequestMultiplexer<LegacySseSession>;
+  private readonly headers: OutgoingHttpHeaders;
+  private endpointPath = '';
+  private stream: ClientRequest | undefined;
+  private closed = false;
+  private notificationHandler: NotificationHandler | undefined;
+  private serverRequestHandler: ServerRequestHandler | undefined;
+  private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+
+  constructor(private readonly ctx: LegacySseContext) {
+    this.upstreamId = ctx.config.id;
+    this.info = resumedInfo('2024-11-05', ctx.config.name);
+    this.headers = { ...configuredHeaders(ctx.config.headers), 'content-type': 'application/json' };
+    this.mux = new RequestMultiplexer<LegacySseSession>({
+      write: (text) => this.post(text),
+      onTimeout: () => ctx.breaker.failure(),
+      onAnswer: () => ctx.breaker.success(),
+    });
+    ctx.registry.add(this);
+  }
+
+  /** Opens the stream, waits for the endpoint, then initialize + initialized, within connectTimeoutMs. */
+  async handshake(identity: ClientIdentity): Promise<void> {
+    const timeoutMs = this.ctx.config.connectTimeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    try {
+      await this.openStream(timeoutMs);
+      const result = await this.mux.request(this, 'initialize', initializeParams(identity), undefined, Math.max(1, deadline - Date.now()));
+      this.info = toServerInfo(result);
+      await this.post(encodeNotification('notifications/initialized', undefined));
+    } catch (error) {
+      this.dispose();
+      throw (error as { reason?: unknown }).reason === 'timeout' ? errors.connectTimeout() : error;
+    }
+  }
+
+  state(): UpstreamSessionState {
+    return { sessionId: null, protocolVersion: this.info.protocolVersion };
+  }
+
+  request(method: string, params: Record<string, unknown> | undefined, options?: UpstreamRequestOptions): Promise<Record<string, unknown>> {
+    if (this.closed) return Promise.reject(errors.closed());
+    if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    return this.mux.request(this, method, params, options, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
+  }
+
+  async notify(method: string, params?: Record<string, unknown>): Promise<void> {
+    if (this.closed) throw errors.closed();
+    await this.post(encodeNotification(method, params));
+  }
+
+  onNotification(handler: (notification: JsonRpcNotification) => void): void {
+    this.notificationHandler = handler;
+  }
+
+  onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void {
+    this.serverRequestHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    this.dispose();
+  }
+
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.registry.delete(this);
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.mux.failAll(errors.closed());
+    abortAll(this.serverRequests);
+  }
+
+  private openStream(timeoutMs: number): Promise<void> {
+    const { target, config, logger } = this.ctx;
+    return new Promise<void>((resolve, reject) => {
+      let waiting = true;
+      const fail = (error: unknown): void => {
+        if (!waiting) return;
+        waiting = false;
+        clearTimeout(timer);
+        reject(error);
+      };
+      const timer = setTimeout(() => {
+        this.ctx.breaker.failure();
+        fail(errors.timeout());
+      }, timeoutMs);
+      const headers: OutgoingHttpHeaders = { ...configuredHeaders(config.headers), accept: 'text/event-stream' };
+      this.stream = send(
+        target,
+        'GET',
+        headers,
+        undefined,
+        (res) => {
+          const status = res.statusCode ?? 0;
+          if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
+            res.resume();
+            if (status >= 500) this.ctx.breaker.failure();
+            fail(errors.protocol(`HTTP ${status} on the event stream`));
+            return;
+          }
+          consumeEventStream(
+            res,
+            this.ctx.maxMessageBytes,
+            (event) => {
+              if (event.event === 'endpoint') {
+                if (!waiting) return;
+                const endpoint = resolveEndpoint(event.data, target.url);
+                if (endpoint === undefined) {
+                  logger.warn(logFields(config), 'upstream announced a message endpoint on another origin; refused');
+                  fail(errors.protocol('message endpoint on another origin'));
+                  return;
+                }
+                this.endpointPath = `${endpoint.pathname}${endpoint.search}`;
+                waiting = false;
+                clearTimeout(timer);
+                resolve();
+                return;
+              }
+              if (event.event === 'message' && event.data !== '') this.receive(event.data);
+            },
+            (error) => {
+              fail(errors.protocol('the event stream ended before announcing an endpoint'));
+              if (!this.closed) {
+                logger.info({ ...logFields(config), broken: error !== null }, 'upstream event stream ended');
+                this.dispose();
+              }
+            },
+          );
+        },
+        (error) => {
+          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') this.ctx.breaker.failure();
+          logger.debug({ ...logFields(config), code: error.code }, 'upstream event stream failed');
+          fail(errors.connectFailed(error));
+          this.dispose();
+        },
+      );
+    });
+  }
+
+  private receive(data: string): void {
+    for (const classified of parseMessages(data) ?? []) {
+      switch (classified.kind) {
+        case 'response':
+          this.mux.handleResponse(classified.message);
+          break;
+        case 'notification': {
+          const notification = classified.message;
+          if (notification.method === 'notifications/cancelled') cancelServerRequest(notification.params, this.serverRequests);
+          else if (!this.mux.routeNotification(notification)) this.notificationHandler?.(notification);
+          break;
+        }
+        case 'request': {
+          const route = this.mux.routeServerRequest(classified.message);
+          const handler = route.kind === 'call' ? route.handler : this.serverRequestHandler;
+          answerServerRequest(classified.message, handler, (text) => void this.post(text).catch(() => undefined), this.serverRequests);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  /** POSTs one message to the announced endpoint; resolves once it was accepted (202). */
+  private post(body: string): Promise<void> {
+    if (this.closed) return Promise.reject(errors.closed());
+    return new Promise((resolve, reject) => {
+      const req = send(
+        this.ctx.target,
+        'POST',
+        this.headers,
+        body,
+        (res) => {
+          res.resume();
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) resolve();
+          else if (status === 404) {
+            reject(errors.sessionExpired());
+            this.dispose();
+          } else reject(errors.protocol(`HTTP ${status}`));
+        },
+        (error) => {
+          if (isConnectError(error)) this.ctx.breaker.failure();
+          reject(errors.connectFailed(error));
+        },
+        this.endpointPath,
+      );
+      req.setTimeout(this.ctx.config.callTimeoutMs, () => req.destroy());
+    });
+  }
+}

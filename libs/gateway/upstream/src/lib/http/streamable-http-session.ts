@@ -1,0 +1,430 @@
+import type { ClientRequest, OutgoingHttpHeaders } from 'node:http';
+import type {
+  ClientIdentity,
+  JsonRpcId,
+  JsonRpcNotification,
+  JsonRpcRequest,
+  UpstreamRequestOptions,
+  UpstreamServerInfo,
+  UpstreamSession,
+  UpstreamSessionState,
+} from '@portcullis/gateway/mcp';
+import { initializeParams, toServerInfo } from '../core/handshake';
+import { logFields, type DisposableSession, type NotificationHandler, type SessionContext } from '../core/session-base';
+import {
+  abortAll,
+  abortReason,
+  answerServerRequest,
+  cancelServerRequest,
+  encodeCancelled,
+  encodeNotification,
+  encodeRequest,
+  errors,
+  type ServerRequestHandler,
+} from '../core/wire';
+import { handleCallResponse, type CallResponseHandlers } from './call-response';
+import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
+import { isConnectError, send, type HttpTarget } from './http-pool';
+
+/** Headers the connector owns; a configured header with one of these names is ignored. */
+const RESERVED_HEADERS = new Set([
+  'accept',
+  'content-type',
+  'content-length',
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'mcp-session-id',
+  'mcp-protocol-version',
+  'last-event-id',
+]);
+
+export function configuredHeaders(headers: Readonly<Record<string, string>>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name of Object.keys(headers)) {
+    const lower = name.toLowerCase();
+    if (!RESERVED_HEADERS.has(lower) && !lower.startsWith('proxy-')) out[lower] = headers[name];
+  }
+  return out;
+}
+
+const MAX_STANDALONE_RETRIES = 5;
+
+export interface StreamableHttpContext extends SessionContext {
+  readonly target: HttpTarget;
+  /** Request ids toward the upstream: unique across this connector (and, by a random base, replicas). */
+  readonly nextId: () => number;
+}
+
+/**
+ * One MCP session over Streamable HTTP. Stateless on this side apart from the upstream's session id
+ * and protocol version, so any replica can continue it (`resume`). Every message is one POST through
+ * the origin's keep-alive pool; the answer is JSON or an SSE stream scoped to that request.
+ */
+export class StreamableHttpSession implements UpstreamSession, DisposableSession {
+  readonly upstreamId: string;
+  info: UpstreamServerInfo;
+  private sessionId: string | null;
+  private protocolVersion: string;
+  private postHeaders: OutgoingHttpHeaders;
+  private readonly baseHeaders: OutgoingHttpHeaders;
+  private initialized: boolean;
+  private closed = false;
+  private expired = false;
+  private notificationHandler: NotificationHandler | undefined;
+  private serverRequestHandler: ServerRequestHandler | undefined;
+  private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  private readonly inFlight = new Set<ClientRequest>();
+  private standalone: ClientRequest | undefined;
+  private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
+  private standaloneRetries = 0;
+  private standaloneTimer: NodeJS.Timeout | undefined;
+  private lastEventId: string | undefined;
+
+  constructor(
+    private readonly ctx: StreamableHttpContext,
+    state: UpstreamSessionState,
+    info: UpstreamServerInfo,
+    initialized: boolean,
+  ) {
+    this.upstreamId = ctx.config.id;
+    this.info = info;
+    this.sessionId = state.sessionId;
+    this.protocolVersion = state.protocolVersion;
+    this.initialized = initialized;
+    this.baseHeaders = configuredHeaders(ctx.config.headers);
+    this.postHeaders = this.buildHeaders();
+    ctx.registry.add(this);
+  }
+
+  /** initialize + notifications/initialized, within the upstream's connectTimeoutMs. */
+  async handshake(identity: ClientIdentity): Promise<void> {
+    const deadline = Date.now() + this.ctx.config.connectTimeoutMs;
+    let result: Record<string, unknown>;
+    try {
+      result = await this.request('initialize', initializeParams(identity), { timeoutMs: this.ctx.config.connectTimeoutMs });
+    } catch (error) {
+      throw isTimeout(error) ? errors.connectTimeout() : error;
+    }
+    this.info = toServerInfo(result);
+    this.protocolVersion = this.info.protocolVersion;
+    this.initialized = true;
+    this.postHeaders = this.buildHeaders();
+    await this.post(encodeNotification('notifications/initialized', undefined), Math.max(1, deadline - Date.now()));
+  }
+
+  state(): UpstreamSessionState {
+    return { sessionId: this.sessionId, protocolVersion: this.protocolVersion };
+  }
+
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options?: UpstreamRequestOptions,
+  ): Promise<Record<string, unknown>> {
+    if (this.closed) return Promise.reject(errors.closed());
+    if (this.expired) return Promise.reject(errors.sessionExpired());
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const { breaker } = this.ctx;
+    if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    const id = this.ctx.nextId();
+    const body = encodeRequest(id, method, params);
+    const adoptSessionId = this.sessionId === null && method === 'initialize';
+
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let req: ClientRequest | undefined;
+      let retried = false;
+      const settle = (error: unknown, result: Record<string, unknown> | undefined): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+        if (error === null && result !== undefined) resolve(result);
+        else reject(error);
+      };
+      const giveUp = (reason: string, error: unknown): void => {
+        if (settled) return;
+        settle(error, undefined);
+        if (req !== undefined) {
+          this.inFlight.delete(req);
+          req.destroy();
+        }
+        if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, reason));
+      };
+      const timer = setTimeout(() => {
+        breaker.failure();
+        giveUp('timeout', errors.timeout());
+      }, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
+      const onAbort = signal === undefined ? undefined : () => giveUp('cancelled by the client', abortReason(signal));
+      if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
+
+      const handlers: CallResponseHandlers = {
+        maxBytes: this.ctx.maxMessageBytes,
+        hasSession: this.sessionId !== null,
+        notification: (notification) => this.deliver(notification, options?.onNotification),
+        serverRequest: (request) => this.answer(request, options?.onServerRequest ?? this.serverRequestHandler),
+        expired: () => this.markExpired(),
+        reachable: (healthy) => (healthy ? breaker.success() : breaker.failure()),
+        settle: (error, result) => {
+          if (req !== undefined) this.inFlight.delete(req);
+          settle(error, result);
+        },
+      };
+      const start = (): void => {
+        req = send(
+          this.ctx.target,
+          'POST',
+          this.postHeaders,
+          body,
+          (res) => {
+            if (settled) {
+              res.destroy();
+              return;
+            }
+            if (adoptSessionId) {
+              const header = res.headers['mcp-session-id'];
+              if (typeof header === 'string' && header !== '') this.adoptSessionId(header);
+            }
+            handleCallResponse(res, id, handlers);
+          },
+          (error, failed) => {
+            if (settled) return;
+            this.inFlight.delete(failed);
+            // A pooled socket the server closed just as we reused it: the request never arrived.
+            if (!retried && failed.reusedSocket && error.code === 'ECONNRESET') {
+              retried = true;
+              start();
+              return;
+            }
+            this.ctx.logger.debug({ ...logFields(this.ctx.config), code: error.code }, 'upstream request failed');
+            if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure();
+            settle(errors.connectFailed(error), undefined);
+          },
+        );
+        this.inFlight.add(req);
+      };
+      start();
+    });
+  }
+
+  async notify(method: string, params?: Record<string, unknown>): Promise<void> {
+    if (this.closed) throw errors.closed();
+    if (this.expired) throw errors.sessionExpired();
+    if (!this.ctx.breaker.tryPass()) throw errors.circuitOpen();
+    await this.post(encodeNotification(method, params), this.ctx.config.callTimeoutMs);
+  }
+
+  onNotification(handler: (notification: JsonRpcNotification) => void): void {
+    this.notificationHandler = handler;
+    this.openStandaloneStream();
+  }
+
+  onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void {
+    this.serverRequestHandler = handler;
+    this.openStandaloneStream();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const sessionId = this.sessionId;
+    this.dispose();
+    if (sessionId === null || this.expired) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, this.ctx.config.connectTimeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const req = send(
+        this.ctx.target,
+        'DELETE',
+        this.postHeaders,
+        undefined,
+        (res) => {
+          res.resume();
+          res.on('end', done);
+          res.on('error', done);
+        },
+        done,
+      );
+    });
+  }
+
+  /** Drops everything local without telling the upstream, so another replica can still resume it. */
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.registry.delete(this);
+    if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
+    this.standalone?.destroy();
+    this.standalone = undefined;
+    for (const req of this.inFlight) req.destroy();
+    this.inFlight.clear();
+    abortAll(this.serverRequests);
+  }
+
+  private buildHeaders(): OutgoingHttpHeaders {
+    const headers: OutgoingHttpHeaders = { ...this.baseHeaders, accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    if (this.sessionId !== null) headers['mcp-session-id'] = this.sessionId;
+    if (this.initialized) headers['mcp-protocol-version'] = this.protocolVersion;
+    return headers;
+  }
+
+  private adoptSessionId(sessionId: string): void {
+    this.sessionId = sessionId;
+    this.postHeaders = this.buildHeaders();
+  }
+
+  private markExpired(): void {
+    if (this.expired) return;
+    this.expired = true;
+    this.ctx.logger.info(logFields(this.ctx.config), 'upstream session expired');
+    this.standalone?.destroy();
+  }
+
+  private deliver(notification: JsonRpcNotification, perCall: NotificationHandler | undefined): void {
+    if (notification.method === 'notifications/cancelled') {
+      cancelServerRequest(notification.params, this.serverRequests);
+      return;
+    }
+    const handler = perCall ?? this.notificationHandler;
+    if (handler === undefined) return;
+    try {
+      handler(notification);
+    } catch (error) {
+      this.ctx.logger.warn({ ...logFields(this.ctx.config), err: error }, 'notification handler threw');
+    }
+  }
+
+  private answer(request: JsonRpcRequest, handler: ServerRequestHandler | undefined): void {
+    answerServerRequest(request, handler, (text) => this.sendQuietly(text), this.serverRequests);
+  }
+
+  /** POSTs a notification or a response; resolves on 2xx (202 Accepted, normally). */
+  private post(body: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (error: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (error === null) resolve();
+        else reject(error);
+      };
+      const req = send(
+        this.ctx.target,
+        'POST',
+        this.postHeaders,
+        body,
+        (res) => {
+          res.resume();
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) {
+            this.ctx.breaker.success();
+            finish(null);
+          } else if (status === 404 && this.sessionId !== null) {
+            this.markExpired();
+            finish(errors.sessionExpired());
+          } else {
+            if (status >= 500) this.ctx.breaker.failure();
+            finish(errors.protocol(`HTTP ${status}`));
+          }
+        },
+        (error) => {
+          if (isConnectError(error)) this.ctx.breaker.failure();
+          finish(errors.connectFailed(error));
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy();
+        this.ctx.breaker.failure();
+        finish(errors.timeout());
+      }, timeoutMs);
+    });
+  }
+
+  private sendQuietly(body: string): void {
+    if (this.closed || this.expired) return;
+    this.post(body, this.ctx.config.callTimeoutMs).catch((error: unknown) => {
+      this.ctx.logger.debug({ ...logFields(this.ctx.config), reason: (error as { reason?: string }).reason }, 'could not deliver a message upstream');
+    });
+  }
+
+  /**
+   * The optional GET stream for messages that belong to no request. Opened once someone listens for
+   * them; 405 means the upstream has none, which is fine. Reconnects with backoff and Last-Event-ID.
+   */
+  private openStandaloneStream(): void {
+    if (this.closed || this.expired || this.sessionId === null) return;
+    if (this.standaloneState !== 'none') return;
+    this.standaloneState = 'connecting';
+    const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream' };
+    delete headers['content-type'];
+    if (this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
+    this.standalone = send(
+      this.ctx.target,
+      'GET',
+      headers,
+      undefined,
+      (res) => {
+        const status = res.statusCode ?? 0;
+        if (status === 405) {
+          res.resume();
+          this.standaloneState = 'unsupported';
+          return;
+        }
+        if (status === 404) {
+          res.resume();
+          this.markExpired();
+          return;
+        }
+        if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
+          res.resume();
+          this.retryStandalone();
+          return;
+        }
+        this.standaloneState = 'open';
+        this.standaloneRetries = 0;
+        consumeEventStream(
+          res,
+          this.ctx.maxMessageBytes,
+          (event) => {
+            if (event.id !== undefined) this.lastEventId = event.id;
+            if (event.event !== 'message' || event.data === '') return;
+            for (const classified of parseMessages(event.data) ?? []) {
+              if (classified.kind === 'notification') this.deliver(classified.message, undefined);
+              else if (classified.kind === 'request') this.answer(classified.message, this.serverRequestHandler);
+            }
+          },
+          () => this.retryStandalone(),
+        );
+      },
+      () => this.retryStandalone(),
+    );
+  }
+
+  private retryStandalone(): void {
+    this.standalone = undefined;
+    if (this.closed || this.expired) return;
+    this.standaloneRetries += 1;
+    if (this.standaloneRetries > MAX_STANDALONE_RETRIES) {
+      this.standaloneState = 'failed';
+      this.ctx.logger.warn(logFields(this.ctx.config), 'gave up on the upstream standalone stream');
+      return;
+    }
+    this.standaloneState = 'none';
+    this.standaloneTimer = setTimeout(() => this.openStandaloneStream(), Math.min(30_000, 500 * 2 ** this.standaloneRetries));
+    this.standaloneTimer.unref();
+  }
+}
+
+const isTimeout = (error: unknown): boolean => (error as { reason?: unknown } | null)?.reason === 'timeout';
