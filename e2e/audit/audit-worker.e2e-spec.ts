@@ -1,4 +1,5 @@
 import { verifyChain, type StoredChainLink } from '@portcullis/audit/chain';
+import { AUDIT_DLQ, runAuditCli } from '@portcullis/audit/core';
 import { jobIdFor, QUEUES, type JobPayload } from '@portcullis/contracts/jobs';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
@@ -56,6 +57,8 @@ beforeAll(async () => {
     AUDIT_WORKER_HEALTH_PORT: String(port),
     QUEUE_PREFIX: prefix,
     LOG_LEVEL: 'warn',
+    AUDIT_MAX_ATTEMPTS: '3',
+    AUDIT_RETRY_BASE_MS: '50',
   });
   await waitForReady(`http://127.0.0.1:${port}/readyz`, worker);
   queue = new Queue(QUEUES.audit, { connection: { url: inject('redisUrl') }, prefix });
@@ -65,6 +68,9 @@ afterAll(async () => {
   await worker?.stop();
   await queue?.obliterate({ force: true }).catch(() => undefined);
   await queue?.close();
+  const dlq = new Queue(AUDIT_DLQ, { connection: { url: inject('redisUrl') }, prefix });
+  await dlq.obliterate({ force: true }).catch(() => undefined);
+  await dlq.close();
   await db?.$disconnect();
 });
 
@@ -125,5 +131,41 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     const failed = await queue.getJob(job.id ?? '');
     expect(failed?.attemptsMade).toBe(1);
     expect(worker.child.exitCode).toBeNull();
+  });
+
+  it('retries an event that keeps failing with backoff, dead-letters it, and replays it from the CLI once fixable', async () => {
+    // An event for a tenant that does not exist (yet): every insert fails on the foreign key.
+    const missingTenant = newId();
+    const dead = event({ tenantId: missingTenant });
+    await queue.add('audit.event.ingest', dead, { jobId: jobIdFor('audit.event.ingest', dead) });
+
+    const lines: string[] = [];
+    const io = { out: (line: string) => lines.push(line), err: (line: string) => lines.push(line) };
+    const env = { REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: prefix };
+    await waitFor(
+      async () => {
+        lines.length = 0;
+        await runAuditCli(['dlq', 'list', '--json'], env, io);
+        return lines.some((line) => line.includes(dead.eventId));
+      },
+      { timeoutMs: 15_000, description: 'event dead-lettered' },
+    );
+    const entry = JSON.parse(lines.find((line) => line.includes(dead.eventId)) ?? '{}');
+    expect(entry).toMatchObject({ jobId: `audit-${dead.eventId}`, attempts: 3, dlqJobId: `dead-audit-${dead.eventId}` });
+    expect(entry.error).toMatch(/foreign key|violates|Foreign/i);
+
+    // The operator fixes the cause (here: the tenant now exists) and replays.
+    await db.tenant.create({ data: { id: missingTenant, slug: `late-${missingTenant.slice(-8)}`, name: 'late tenant' } });
+    lines.length = 0;
+    expect(await runAuditCli(['dlq', 'replay', '--id', entry.dlqJobId], env, io)).toBe(0);
+    expect(lines.join('\n')).toContain('replayed 1 job(s)');
+    const row = await waitFor(() => db.auditEvent.findFirst({ where: { tenantId: missingTenant, id: dead.eventId } }), {
+      timeoutMs: 15_000,
+      description: 'replayed event stored',
+    });
+    expect(row.seq).toBe(1n);
+    lines.length = 0;
+    await runAuditCli(['dlq', 'list'], env, io);
+    expect(lines.join('\n')).not.toContain(dead.eventId);
   });
 });

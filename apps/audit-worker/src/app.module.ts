@@ -1,5 +1,6 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import { AuditPipelineModule, PrismaAuditEventStore } from '@portcullis/audit/pipeline';
+import { PostgresAuditEventStore } from '@portcullis/audit/core';
+import { AuditPipelineModule } from '@portcullis/audit/pipeline';
 import { DbModule, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { RedisModule } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
@@ -18,9 +19,12 @@ export class AppModule {
           redisUrl: config.redis.url,
           queuePrefix: config.queuePrefix,
           concurrency: config.concurrency,
+          batch: config.batch,
+          retry: config.retry,
+          lock: config.lock,
           store: {
             inject: [PRISMA_CLIENT],
-            useFactory: (db: PortcullisPrismaClient) => new PrismaAuditEventStore(db),
+            useFactory: (db: PortcullisPrismaClient) => new PostgresAuditEventStore(db),
           },
         }),
       ],

@@ -7,7 +7,18 @@ export const auditWorkerConfigSchema = z
     LOG_LEVEL: f.logLevel,
     AUDIT_WORKER_HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
     AUDIT_WORKER_HEALTH_PORT: f.port(3300),
-    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+    /** Jobs in progress at once; also the largest batch one Postgres transaction can get. */
+    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(5_000).default(500),
+    /** A batch is written when it holds this many events or its first has waited AUDIT_BATCH_LINGER_MS. */
+    AUDIT_BATCH_MAX: z.coerce.number().int().min(1).max(5_000).default(500),
+    AUDIT_BATCH_LINGER_MS: z.coerce.number().int().min(0).max(1_000).default(10),
+    AUDIT_BATCH_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(2),
+    /** Attempts before an event goes to the dead-letter queue; backoff base doubles each attempt (max 60 s). */
+    AUDIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    AUDIT_RETRY_BASE_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
+    /** How long after a worker dies its in-progress jobs are given to another (BullMQ lock and stalled check). */
+    AUDIT_LOCK_DURATION_MS: z.coerce.number().int().min(1_000).max(300_000).default(30_000),
+    AUDIT_STALLED_INTERVAL_MS: z.coerce.number().int().min(1_000).max(300_000).default(30_000),
     QUEUE_PREFIX: z
       .string()
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
@@ -21,6 +32,9 @@ export const auditWorkerConfigSchema = z
     log: { level: env.LOG_LEVEL },
     health: { host: env.AUDIT_WORKER_HEALTH_HOST, port: env.AUDIT_WORKER_HEALTH_PORT },
     concurrency: env.AUDIT_WORKER_CONCURRENCY,
+    batch: { maxBatch: env.AUDIT_BATCH_MAX, lingerMs: env.AUDIT_BATCH_LINGER_MS, maxInFlight: env.AUDIT_BATCH_IN_FLIGHT },
+    retry: { maxAttempts: env.AUDIT_MAX_ATTEMPTS, baseMs: env.AUDIT_RETRY_BASE_MS },
+    lock: { durationMs: env.AUDIT_LOCK_DURATION_MS, stalledIntervalMs: env.AUDIT_STALLED_INTERVAL_MS },
     queuePrefix: env.QUEUE_PREFIX,
     database: { url: env.DATABASE_URL },
     redis: { url: env.REDIS_URL },

@@ -1,14 +1,26 @@
 import { Module, type DynamicModule } from '@nestjs/common';
+import { parseKeyring } from '@portcullis/auth/secrets';
+import { ControlPlaneAuthModule } from '@portcullis/control-plane/auth';
+import { ChangeEventsModule } from '@portcullis/control-plane/change-events';
+import { AgentClientsModule } from '@portcullis/control-plane/feature-agent-clients';
+import { ApiKeysModule } from '@portcullis/control-plane/feature-api-keys';
+import { MembersModule } from '@portcullis/control-plane/feature-members';
+import { TenantsModule } from '@portcullis/control-plane/feature-tenants';
+import { UpstreamsModule } from '@portcullis/control-plane/feature-upstreams';
 import { databaseReadinessCheck, DbModule, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { pingRedis, type Redis } from '@portcullis/data/redis';
 import { HealthModule, REDIS, RedisModule } from '@portcullis/shared/nest-runtime';
+import type { DeepReadonly } from '@portcullis/shared/util-config';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { ControlPlaneConfig } from './config';
 
-/** Composition only: features are imported from libs/control-plane/* as they arrive. */
+/** Probes defined in libs/shared/nest-runtime (which cannot carry @Public): open by name, listed in the route snapshot. */
+export const INFRASTRUCTURE_ROUTES = ['GET /healthz', 'GET /readyz'] as const;
+
+/** Composition only: features are imported from libs/control-plane/*. */
 @Module({})
 export class AppModule {
-  static forRoot(config: ControlPlaneConfig, logger: Logger): DynamicModule {
+  static forRoot(config: DeepReadonly<ControlPlaneConfig>, logger: Logger): DynamicModule {
     return {
       module: AppModule,
       imports: [
@@ -22,6 +34,21 @@ export class AppModule {
             { name: 'redis', check: () => pingRedis(redis) },
           ],
         }),
+        ControlPlaneAuthModule.forRoot({ token: config.auth.token, infrastructureRoutes: INFRASTRUCTURE_ROUTES, logger }),
+        ChangeEventsModule.forRoot({
+          redisUrl: config.redis.url,
+          queuePrefix: config.queue.prefix,
+          timeoutMs: config.redisWriteTimeoutMs,
+          logger,
+        }),
+        TenantsModule,
+        MembersModule,
+        UpstreamsModule.forRoot({
+          keyring: parseKeyring(config.secrets.keyringSpec),
+          stdioCommandAllowlist: config.upstreams.stdioCommandAllowlist,
+        }),
+        AgentClientsModule,
+        ApiKeysModule,
       ],
     };
   }

@@ -1,17 +1,75 @@
+import { parseKeyring } from '@portcullis/auth/secrets';
 import { configFields as f } from '@portcullis/shared/util-config';
 import { z } from 'zod';
 
+/**
+ * Development-only defaults for the two secrets, so `npm start` and the e2e tests run without set-up. Refused when
+ * NODE_ENV=production: there both variables must be set.
+ */
+const DEV_JWT_SECRET = 'development-only-control-plane-jwt-secret-not-for-production';
+const DEV_KEYRING = `dev:${Buffer.alloc(32, 7).toString('base64')}`;
+
+/** The token fields, shared by the server and the bootstrap command. */
+const tokenFields = {
+  NODE_ENV: f.nodeEnv,
+  CONTROL_PLANE_JWT_SECRET: f.secret(32).optional(),
+  CONTROL_PLANE_JWT_ISSUER: z.string().min(1).default('portcullis'),
+  CONTROL_PLANE_JWT_AUDIENCE: z.string().min(1).default('portcullis-control-plane'),
+  CONTROL_PLANE_JWT_TTL_SECONDS: z.coerce.number().int().min(30).max(900).default(900),
+  CONTROL_PLANE_JWT_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(60).default(5),
+};
+
+type TokenEnv = z.output<z.ZodObject<typeof tokenFields>>;
+
+const requireInProduction = (env: { NODE_ENV: string }, value: unknown, key: string, ctx: z.RefinementCtx) => {
+  if (env.NODE_ENV === 'production' && value === undefined) {
+    ctx.addIssue({ code: 'custom', path: [key], message: 'is required when NODE_ENV=production' });
+  }
+};
+
+const tokenSettings = (env: TokenEnv) => ({
+  secret: env.CONTROL_PLANE_JWT_SECRET ?? DEV_JWT_SECRET,
+  issuer: env.CONTROL_PLANE_JWT_ISSUER,
+  audience: env.CONTROL_PLANE_JWT_AUDIENCE,
+  ttlSeconds: env.CONTROL_PLANE_JWT_TTL_SECONDS,
+  clockToleranceSeconds: env.CONTROL_PLANE_JWT_CLOCK_TOLERANCE_SECONDS,
+});
+
 export const controlPlaneConfigSchema = z
   .object({
-    NODE_ENV: f.nodeEnv,
+    ...tokenFields,
     LOG_LEVEL: f.logLevel,
     CONTROL_PLANE_HOST: z.string().min(1).default('127.0.0.1'),
     CONTROL_PLANE_PORT: f.port(3100),
     CONTROL_PLANE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(1024 * 1024),
     CONTROL_PLANE_TRUST_PROXY: f.booleanFlag(false),
+    /** `<key-id>:<base64 32 bytes>[,...]`; the first key seals new secrets, the others still open old ones. */
+    CONTROL_PLANE_SECRETS_KEYRING: z
+      .string()
+      .optional()
+      .superRefine((value, ctx) => {
+        if (value === undefined) return;
+        try {
+          parseKeyring(value);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : 'invalid keyring' });
+        }
+      }),
+    /** Exact commands stdio upstreams may run, comma-separated. Empty (default): no stdio upstreams. */
+    CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: f.csv,
+    /** How long a request waits for Redis to take an audit job or change notice before logging and moving on. */
+    CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: f.durationMs(1_000),
+    QUEUE_PREFIX: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
+      .default('portcullis'),
     DATABASE_URL: f.postgresUrl,
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
+  })
+  .superRefine((env, ctx) => {
+    requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx);
+    requireInProduction(env, env.CONTROL_PLANE_SECRETS_KEYRING, 'CONTROL_PLANE_SECRETS_KEYRING', ctx);
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
@@ -22,9 +80,32 @@ export const controlPlaneConfigSchema = z
       bodyLimitBytes: env.CONTROL_PLANE_BODY_LIMIT_BYTES,
       trustProxy: env.CONTROL_PLANE_TRUST_PROXY,
     },
+    auth: {
+      token: tokenSettings(env),
+      usingDevelopmentSecret: env.CONTROL_PLANE_JWT_SECRET === undefined,
+    },
+    secrets: {
+      keyringSpec: env.CONTROL_PLANE_SECRETS_KEYRING ?? DEV_KEYRING,
+      usingDevelopmentKeyring: env.CONTROL_PLANE_SECRETS_KEYRING === undefined,
+    },
+    upstreams: { stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST },
+    queue: { prefix: env.QUEUE_PREFIX },
+    redisWriteTimeoutMs: env.CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS,
     database: { url: env.DATABASE_URL },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
   }));
 
 export type ControlPlaneConfig = z.output<typeof controlPlaneConfigSchema>;
+
+/** What the bootstrap command needs: the database and the token settings. */
+export const bootstrapConfigSchema = z
+  .object({ ...tokenFields, DATABASE_URL: f.postgresUrl })
+  .superRefine((env, ctx) => requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx))
+  .transform((env) => ({
+    token: tokenSettings(env),
+    usingDevelopmentSecret: env.CONTROL_PLANE_JWT_SECRET === undefined,
+    database: { url: env.DATABASE_URL },
+  }));
+
+export type BootstrapConfig = z.output<typeof bootstrapConfigSchema>;

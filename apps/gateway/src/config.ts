@@ -1,5 +1,8 @@
-import { configFields as f } from '@portcullis/shared/util-config';
+import { configFields as f, type DeepReadonly } from '@portcullis/shared/util-config';
 import { z } from 'zod';
+
+const TOOL_NAME_CHARS = /^[A-Za-z0-9_.-]{1,8}$/;
+const KEYRING = /^[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+(,[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+)*$/;
 
 export const gatewayConfigSchema = z
   .object({
@@ -9,9 +12,41 @@ export const gatewayConfigSchema = z
     GATEWAY_PORT: f.port(3200),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
     GATEWAY_TRUST_PROXY: f.booleanFlag(false),
+    /** Host header values accepted on the MCP endpoints (`host` or `host:port`); empty accepts any. */
+    GATEWAY_ALLOWED_HOSTS: f.csv,
+    /** Browser origins allowed to call the MCP endpoints (`*` for any); requests without Origin always pass. */
+    GATEWAY_ALLOWED_ORIGINS: f.csv,
+    /** Between an upstream's tool prefix and the tool's own name. */
+    GATEWAY_TOOL_SEPARATOR: z.string().regex(TOOL_NAME_CHARS, 'must be 1–8 characters of A-Z a-z 0-9 _ . -').default('__'),
+    /** Idle timeout of an MCP session (Redis TTL). */
+    GATEWAY_SESSION_IDLE_MS: f.durationMs(30 * 60_000),
+    /** Bound on each upstream's part of a merged listing. */
+    GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
+    /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
+    GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
+    /** Let URL upstreams reach loopback/private addresses (development and tests). */
+    GATEWAY_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
+    GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
+    GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
+    /** `kid:base64key[,kid2:...]` opening upstream headers/env sealed by the control plane. Required in production. */
+    GATEWAY_SECRETS_KEYRING: z.string().trim().regex(KEYRING, 'must look like kid:base64key[,kid2:base64key]').optional(),
     DATABASE_URL: f.postgresUrl,
+    /**
+     * `portcullis_system` (BYPASSRLS): the snapshot loaders read every tenant's keys and upstreams. Required in
+     * production; without it (development, tests of the app shell) the MCP endpoints know no tenants.
+     */
+    DATABASE_SYSTEM_URL: f.postgresUrl.optional(),
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
+  })
+  .superRefine((env, ctx) => {
+    if (env.NODE_ENV !== 'production') return;
+    if (env.GATEWAY_SECRETS_KEYRING === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['GATEWAY_SECRETS_KEYRING'], message: 'is required in production' });
+    }
+    if (env.DATABASE_SYSTEM_URL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_SYSTEM_URL'], message: 'is required in production' });
+    }
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
@@ -21,10 +56,24 @@ export const gatewayConfigSchema = z
       port: env.GATEWAY_PORT,
       bodyLimitBytes: env.GATEWAY_BODY_LIMIT_BYTES,
       trustProxy: env.GATEWAY_TRUST_PROXY,
+      allowedHosts: env.GATEWAY_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
+      allowedOrigins: env.GATEWAY_ALLOWED_ORIGINS.map((origin) => origin.toLowerCase()),
     },
-    database: { url: env.DATABASE_URL },
+    mcp: {
+      toolSeparator: env.GATEWAY_TOOL_SEPARATOR,
+      sessionIdleMs: env.GATEWAY_SESSION_IDLE_MS,
+      listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
+      snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
+    },
+    upstreams: {
+      allowPrivateNetworks: env.GATEWAY_UPSTREAM_ALLOW_PRIVATE,
+      stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
+      stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
+    },
+    secrets: { keyring: env.GATEWAY_SECRETS_KEYRING ?? null },
+    database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
   }));
 
-export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+export type GatewayConfig = DeepReadonly<z.output<typeof gatewayConfigSchema>>;

@@ -1,9 +1,13 @@
 import 'reflect-metadata';
-import { createHttpApp, installGracefulShutdown, runOrExit } from '@portcullis/shared/nest-runtime';
+import { createSystemPrismaClient } from '@portcullis/data/db';
+import type { Redis } from '@portcullis/data/redis';
+import { createUpstreamConnector } from '@portcullis/gateway/upstream';
+import { createHttpApp, installGracefulShutdown, REDIS, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
+import { startDataPlane } from './data-plane';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
@@ -14,7 +18,34 @@ void runOrExit(logger, async () => {
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
   });
-  installGracefulShutdown({ logger, graceMs: config.shutdownGraceMs, close: () => app.close() });
+  // Boot-time wiring only: the request path below gets plain objects, never the container.
+  const redis = app.get<Redis>(REDIS);
+  const subscriber = redis.duplicate({ connectionName: 'gateway-subscriber' });
+  subscriber.on('error', () => undefined);
+  const systemDb = config.database.systemUrl === null ? null : createSystemPrismaClient({ url: config.database.systemUrl, applicationName: 'gateway-snapshots', poolMax: 2 });
+  const dataPlane = await startDataPlane(app.getHttpAdapter().getInstance(), {
+    config,
+    logger,
+    systemDb,
+    redis,
+    subscriber,
+    connector: createUpstreamConnector({
+      logger,
+      maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
+      stdioIdleMs: config.upstreams.stdioIdleMs,
+      allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
+    }),
+  });
+  installGracefulShutdown({
+    logger,
+    graceMs: config.shutdownGraceMs,
+    close: async () => {
+      await dataPlane.close();
+      await app.close();
+      subscriber.disconnect();
+      await systemDb?.$disconnect();
+    },
+  });
   await app.listen({ host: config.http.host, port: config.http.port });
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'gateway listening');
   return app;

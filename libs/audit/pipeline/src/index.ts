@@ -1,6 +1,4 @@
-export { AUDIT_EVENT_STORE } from './lib/audit-event.store';
-export type { AuditEventStore } from './lib/audit-event.store';
-export { AuditIngestProcessor } from './lib/audit-ingest.processor';
-export { AuditPipelineModule } from './lib/audit-pipeline.module';
+export { AuditIngestWorker, AUDIT_BATCHER, AUDIT_WORKER_SETTINGS, retryDelayMs } from './lib/audit-ingest.worker';
+export type { AuditWorkerSettings } from './lib/audit-ingest.worker';
+export { AUDIT_EVENT_STORE, AuditPipelineModule } from './lib/audit-pipeline.module';
 export type { AuditPipelineOptions } from './lib/audit-pipeline.module';
-export { PrismaAuditEventStore } from './lib/prisma-audit-event.store';

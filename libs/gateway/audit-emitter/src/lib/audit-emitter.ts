@@ -109,7 +109,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   let replayed = 0;
   let dropped = 0;
   let droppedSinceLog = 0;
-  let lastDropLogAt = 0;
+  let lastDropLogAt = Number.NEGATIVE_INFINITY;
   // Running estimate of a spooled line's size, for canAcceptFailClosed.
   let avgEventBytes = 1_024;
 
@@ -258,7 +258,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       clearInterval(timer);
       if (flushing) await flushing;
       await flush();
-      lastDropLogAt = 0;
+      lastDropLogAt = Number.NEGATIVE_INFINITY;
       logDrops();
       await spool.close();
     },

@@ -7,13 +7,16 @@ export const initializeParams = (identity: ClientIdentity): Record<string, unkno
   clientInfo: identity.clientInfo,
 });
 
-const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Checks an initialize result; throws a protocol error for anything the gateway cannot work with. */
 export function toServerInfo(result: Record<string, unknown>): UpstreamServerInfo {
   const { protocolVersion, serverInfo, capabilities, instructions } = result;
-  if (!isSupportedVersion(protocolVersion)) throw errors.protocol('unsupported protocol version in the initialize result');
-  if (!isObject(serverInfo) || typeof serverInfo['name'] !== 'string') throw errors.protocol('initialize result without serverInfo');
+  if (!isSupportedVersion(protocolVersion))
+    throw errors.protocol('unsupported protocol version in the initialize result');
+  if (!isObject(serverInfo) || typeof serverInfo['name'] !== 'string')
+    throw errors.protocol('initialize result without serverInfo');
   const version = typeof serverInfo['version'] === 'string' ? serverInfo['version'] : '';
   return {
     protocolVersion,

@@ -69,14 +69,29 @@ export class RequestMultiplexer<Owner> {
       outgoing = { ...params, _meta: { ...meta, progressToken: id } };
     }
     return new Promise((resolve, reject) => {
-      const call: Call<Owner> = { id, owner, options, progressToken, resolve, reject, timer: undefined, onAbort: undefined };
+      const call: Call<Owner> = {
+        id,
+        owner,
+        options,
+        progressToken,
+        resolve,
+        reject,
+        timer: undefined,
+        onAbort: undefined,
+      };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
       if (signal !== undefined) {
         call.onAbort = () => this.giveUp(call, 'cancelled by the client', abortReason(signal));
         signal.addEventListener('abort', call.onAbort, { once: true });
       }
-      const written = this.hooks.write(encodeRequest(id, method, outgoing));
+      let written: void | Promise<void>;
+      try {
+        written = this.hooks.write(encodeRequest(id, method, outgoing));
+      } catch (error) {
+        this.fail(id, error);
+        return;
+      }
       if (written !== undefined) written.catch((error: unknown) => this.fail(id, error));
     });
   }
@@ -89,26 +104,30 @@ export class RequestMultiplexer<Owner> {
     if (call === undefined) return false;
     this.finish(call);
     this.hooks.onAnswer?.();
-    if ('error' in message) call.reject(new UpstreamRpcError(message.error.code, message.error.message, message.error.data));
+    if ('error' in message)
+      call.reject(new UpstreamRpcError(message.error.code, message.error.message, message.error.data));
     else call.resolve(message.result);
     return true;
   }
 
   /**
-   * Delivers a progress notification to the call it is about (with the caller's own token restored).
-   * Returns false for anything it cannot attribute; the transport decides where those go.
+   * Delivers a progress notification to the call it is about, with the caller's own token restored.
+   * Returns undefined when it was delivered, otherwise the notification for the transport's
+   * session-level handler (restored too, when it was about one of our calls).
    */
-  routeNotification(notification: JsonRpcNotification): boolean {
-    if (notification.method !== 'notifications/progress') return false;
+  routeNotification(notification: JsonRpcNotification): JsonRpcNotification | undefined {
+    if (notification.method !== 'notifications/progress') return notification;
     const token = notification.params?.['progressToken'];
     const call = typeof token === 'number' ? this.calls.get(token) : undefined;
-    if (call === undefined || call.progressToken === undefined) return false;
+    if (call === undefined || call.progressToken === undefined) return notification;
+    const restored: JsonRpcNotification = {
+      ...notification,
+      params: { ...notification.params, progressToken: call.progressToken },
+    };
     const deliver = call.options?.onNotification;
-    if (deliver !== undefined) {
-      deliver({ ...notification, params: { ...notification.params, progressToken: call.progressToken } });
-      return true;
-    }
-    return false;
+    if (deliver === undefined) return restored;
+    deliver(restored);
+    return undefined;
   }
 
   /**
@@ -125,13 +144,9 @@ export class RequestMultiplexer<Owner> {
       else if (chosen.owner !== call.owner) return { kind: 'ambiguous' };
     }
     const handler = chosen?.options?.onServerRequest;
-    return chosen === undefined || handler === undefined ? { kind: 'none' } : { kind: 'call', owner: chosen.owner, handler };
-  }
-
-  /** Owners with a call in flight (for routing decisions of the transport). */
-  hasCallsOf(owner: Owner): boolean {
-    for (const call of this.calls.values()) if (call.owner === owner) return true;
-    return false;
+    return chosen === undefined || handler === undefined
+      ? { kind: 'none' }
+      : { kind: 'call', owner: chosen.owner, handler };
   }
 
   fail(id: number, error: unknown): void {
@@ -153,8 +168,12 @@ export class RequestMultiplexer<Owner> {
     if (!this.calls.has(call.id)) return;
     this.finish(call);
     if (reason === 'timeout') this.hooks.onTimeout?.();
-    const written = this.hooks.write(encodeCancelled(call.id, reason));
-    if (written !== undefined) written.catch(() => undefined);
+    try {
+      const written = this.hooks.write(encodeCancelled(call.id, reason));
+      if (written !== undefined) written.catch(() => undefined);
+    } catch {
+      // the connection is gone; nothing to cancel
+    }
     call.reject(error);
   }
 
@@ -164,4 +183,3 @@ export class RequestMultiplexer<Owner> {
     if (call.onAbort !== undefined) call.options?.signal?.removeEventListener('abort', call.onAbort);
   }
 }
-

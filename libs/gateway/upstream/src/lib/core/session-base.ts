@@ -21,7 +21,10 @@ export interface DisposableSession {
 export type NotificationHandler = (notification: JsonRpcNotification) => void;
 export type { ServerRequestHandler };
 
-export const placeholderState = (protocolVersion: string): UpstreamSessionState => ({ sessionId: null, protocolVersion });
+export const placeholderState = (protocolVersion: string): UpstreamSessionState => ({
+  sessionId: null,
+  protocolVersion,
+});
 
 /** Log fields naming an upstream without anything secret (no URL, headers, command or env). */
 export const logFields = (config: UpstreamConfig): Record<string, unknown> => ({

@@ -9,12 +9,14 @@ export interface NetworkPolicy {
   readonly allowedHosts: readonly string[];
 }
 
-export type UrlDecision = { readonly ok: true; readonly url: URL } | { readonly ok: false; readonly reason: string };
+export type UrlDecision =
+  { readonly ok: true; readonly url: URL } | { readonly ok: false; readonly reason: string };
 
 /** Error code of the error our DNS lookup raises when every resolved address is refused. */
 export const ADDRESS_REFUSED = 'EPORTCULLIS_ADDRESS_REFUSED';
 
-const stripBrackets = (host: string): string => (host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);
+const stripBrackets = (host: string): string =>
+  host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
 
 function ipv4Bytes(address: string): number[] | undefined {
   const parts = address.split('.');
@@ -55,7 +57,9 @@ function ipv6Groups(address: string): number[] | undefined {
   const halves = text.split('::');
   if (halves.length > 2) return undefined;
   const parse = (part: string | undefined): number[] =>
-    part === undefined || part === '' ? [] : part.split(':').map((group) => (/^[0-9a-f]{1,4}$/i.test(group) ? parseInt(group, 16) : NaN));
+    part === undefined || part === ''
+      ? []
+      : part.split(':').map((group) => (/^[0-9a-f]{1,4}$/i.test(group) ? parseInt(group, 16) : NaN));
   const head = parse(halves[0]);
   const rest = halves.length === 2 ? parse(halves[1]) : [];
   const total = head.length + rest.length;
@@ -104,7 +108,12 @@ function isAllowedHost(host: string, policy: NetworkPolicy): boolean {
 
 /** Whether a connection to `address` (resolved from `hostname`) is permitted. */
 export function isAddressPermitted(hostname: string, address: string, policy: NetworkPolicy): boolean {
-  return policy.allowPrivateNetworks || !isPrivateAddress(address) || isAllowedHost(hostname, policy) || isAllowedHost(address, policy);
+  return (
+    policy.allowPrivateNetworks ||
+    !isPrivateAddress(address) ||
+    isAllowedHost(hostname, policy) ||
+    isAllowedHost(address, policy)
+  );
 }
 
 /**
@@ -120,8 +129,10 @@ export function checkUpstreamUrl(raw: string | null, policy: NetworkPolicy): Url
   } catch {
     return { ok: false, reason: 'the URL does not parse' };
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, reason: 'only http and https are allowed' };
-  if (url.username !== '' || url.password !== '') return { ok: false, reason: 'credentials in the URL are not allowed' };
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return { ok: false, reason: 'only http and https are allowed' };
+  if (url.username !== '' || url.password !== '')
+    return { ok: false, reason: 'credentials in the URL are not allowed' };
   const host = stripBrackets(url.hostname);
   if (host === '') return { ok: false, reason: 'the URL has no host' };
   if (isIP(host) !== 0 && !isAddressPermitted(host, host, policy)) {
@@ -130,7 +141,11 @@ export function checkUpstreamUrl(raw: string | null, policy: NetworkPolicy): Url
   return { ok: true, url };
 }
 
-type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+type LookupCallback = (
+  error: NodeJS.ErrnoException | null,
+  address: string | LookupAddress[],
+  family?: number,
+) => void;
 
 /**
  * A `lookup` for net/http that resolves the name once, drops every address the policy refuses, and
@@ -138,23 +153,33 @@ type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | Lo
  * same answer, so a DNS record that changes between them (rebinding) cannot slip a private address in.
  */
 export function createGuardedLookup(policy: NetworkPolicy): LookupFunction {
-  const guarded = (hostname: string, options: { all?: boolean; family?: number | string; hints?: number }, callback: LookupCallback): void => {
-    dnsLookup(hostname, { family: options.family as number | undefined, hints: options.hints, all: true }, (error, addresses) => {
-      if (error) {
-        callback(error, options.all ? [] : '');
-        return;
-      }
-      const permitted = addresses.filter((entry) => isAddressPermitted(hostname, entry.address, policy));
-      const first = permitted[0];
-      if (first === undefined) {
-        const refused: NodeJS.ErrnoException = new Error('every address of the host is refused by the network policy');
-        refused.code = ADDRESS_REFUSED;
-        callback(refused, options.all ? [] : '');
-        return;
-      }
-      if (options.all) callback(null, permitted);
-      else callback(null, first.address, first.family);
-    });
+  const guarded = (
+    hostname: string,
+    options: { all?: boolean; family?: number | string; hints?: number },
+    callback: LookupCallback,
+  ): void => {
+    dnsLookup(
+      hostname,
+      { family: options.family as number | undefined, hints: options.hints, all: true },
+      (error, addresses) => {
+        if (error) {
+          callback(error, options.all ? [] : '');
+          return;
+        }
+        const permitted = addresses.filter((entry) => isAddressPermitted(hostname, entry.address, policy));
+        const first = permitted[0];
+        if (first === undefined) {
+          const refused: NodeJS.ErrnoException = new Error(
+            'every address of the host is refused by the network policy',
+          );
+          refused.code = ADDRESS_REFUSED;
+          callback(refused, options.all ? [] : '');
+          return;
+        }
+        if (options.all) callback(null, permitted);
+        else callback(null, first.address, first.family);
+      },
+    );
   };
   return guarded as unknown as LookupFunction;
 }

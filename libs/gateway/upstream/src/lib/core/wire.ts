@@ -13,7 +13,11 @@ import {
 
 const idJson = (id: JsonRpcId): string => (typeof id === 'number' ? String(id) : JSON.stringify(id));
 
-export function encodeRequest(id: JsonRpcId, method: string, params: Record<string, unknown> | undefined): string {
+export function encodeRequest(
+  id: JsonRpcId,
+  method: string,
+  params: Record<string, unknown> | undefined,
+): string {
   return params === undefined
     ? `{"jsonrpc":"2.0","id":${idJson(id)},"method":${JSON.stringify(method)}}`
     : `{"jsonrpc":"2.0","id":${idJson(id)},"method":${JSON.stringify(method)},"params":${JSON.stringify(params)}}`;
@@ -38,7 +42,10 @@ export function encodeError(id: JsonRpcId, code: number, message: string, data?:
   return `{"jsonrpc":"2.0","id":${idJson(id)},"error":${JSON.stringify(error)}}`;
 }
 
-export type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
+export type ServerRequestHandler = (
+  request: JsonRpcRequest,
+  signal: AbortSignal,
+) => Promise<Record<string, unknown>>;
 
 /**
  * Runs a handler for a request the upstream sent (sampling, elicitation, roots) and writes the answer.
@@ -71,14 +78,18 @@ export function answerServerRequest(
     (error: unknown) => {
       inFlight.delete(request.id);
       if (controller.signal.aborted) return;
-      if (error instanceof UpstreamRpcError) write(encodeError(request.id, error.code, error.message, error.data));
+      if (error instanceof UpstreamRpcError)
+        write(encodeError(request.id, error.code, error.message, error.data));
       else write(encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'Internal error'));
     },
   );
 }
 
 /** Handles `notifications/cancelled` the upstream sends about one of its own requests. */
-export function cancelServerRequest(params: Record<string, unknown> | undefined, inFlight: Map<JsonRpcId, AbortController>): void {
+export function cancelServerRequest(
+  params: Record<string, unknown> | undefined,
+  inFlight: Map<JsonRpcId, AbortController>,
+): void {
   const id = params?.['requestId'];
   if (typeof id !== 'string' && typeof id !== 'number') return;
   const controller = inFlight.get(id);
@@ -99,13 +110,21 @@ export function abortReason(signal: AbortSignal): unknown {
 
 export const errors = {
   closed: () => new UpstreamUnavailableError('closed', 'The upstream session is closed'),
-  circuitOpen: () => new UpstreamUnavailableError('circuit_open', 'The upstream is failing; not trying it for a while'),
+  circuitOpen: () =>
+    new UpstreamUnavailableError('circuit_open', 'The upstream is failing; not trying it for a while'),
   timeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'),
-  connectTimeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
-  sessionExpired: () => new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session'),
-  protocol: (what: string) => new UpstreamUnavailableError('protocol_error', `The upstream broke the protocol: ${what}`),
+  connectTimeout: () =>
+    new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
+  sessionExpired: () =>
+    new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session'),
+  protocol: (what: string) =>
+    new UpstreamUnavailableError('protocol_error', `The upstream broke the protocol: ${what}`),
   connectFailed: (cause?: unknown) =>
-    new UpstreamUnavailableError('connect_failed', 'Could not reach the upstream', cause === undefined ? undefined : { cause: sanitiseCause(cause) }),
+    new UpstreamUnavailableError(
+      'connect_failed',
+      'Could not reach the upstream',
+      cause === undefined ? undefined : { cause: sanitiseCause(cause) },
+    ),
 };
 
 /**

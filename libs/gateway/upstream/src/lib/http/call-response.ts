@@ -24,7 +24,11 @@ export interface CallResponseHandlers {
 }
 
 function settleWith(message: JsonRpcResponse, handlers: CallResponseHandlers): void {
-  if ('error' in message) handlers.settle(new UpstreamRpcError(message.error.code, message.error.message, message.error.data), undefined);
+  if ('error' in message)
+    handlers.settle(
+      new UpstreamRpcError(message.error.code, message.error.message, message.error.data),
+      undefined,
+    );
   else handlers.settle(null, message.result);
 }
 
@@ -83,7 +87,12 @@ export function handleCallResponse(res: ResponseLike, id: JsonRpcId, handlers: C
       (error) => {
         if (!answered) {
           answered = true;
-          handlers.settle(errors.protocol(error ? 'the response stream broke' : 'the response stream ended without an answer'), undefined);
+          handlers.settle(
+            errors.protocol(
+              error ? 'the response stream broke' : 'the response stream ended without an answer',
+            ),
+            undefined,
+          );
         }
       },
     );
@@ -94,7 +103,10 @@ export function handleCallResponse(res: ResponseLike, id: JsonRpcId, handlers: C
       if (error === null) dispatch(text);
       if (!answered) {
         answered = true;
-        handlers.settle(errors.protocol(error ? 'the response body broke' : 'the response did not answer the request'), undefined);
+        handlers.settle(
+          errors.protocol(error ? 'the response body broke' : 'the response did not answer the request'),
+          undefined,
+        );
       }
     });
     return;

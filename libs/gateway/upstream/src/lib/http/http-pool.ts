@@ -1,4 +1,10 @@
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -65,7 +71,14 @@ export function send(
   onError: (error: NodeJS.ErrnoException, req: ClientRequest) => void,
   path: string = target.path,
 ): ClientRequest {
-  const options = { method, hostname: target.hostname, port: target.port, path, agent: target.agent, headers };
+  const options = {
+    method,
+    hostname: target.hostname,
+    port: target.port,
+    path,
+    agent: target.agent,
+    headers,
+  };
   const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
   req.on('error', (error: NodeJS.ErrnoException) => onError(error, req));
   if (body === undefined) req.end();
@@ -74,7 +87,11 @@ export function send(
 }
 
 /** Reads a whole (bounded) body as text. */
-export function readBody(res: Readable, maxBytes: number, done: (error: Error | null, text: string) => void): void {
+export function readBody(
+  res: Readable,
+  maxBytes: number,
+  done: (error: Error | null, text: string) => void,
+): void {
   const chunks: Buffer[] = [];
   let size = 0;
   let finished = false;
@@ -92,7 +109,10 @@ export function readBody(res: Readable, maxBytes: number, done: (error: Error | 
   res.on('end', () => {
     if (finished) return;
     finished = true;
-    done(null, chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+    done(
+      null,
+      chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'),
+    );
   });
   res.on('error', (error) => {
     if (finished) return;

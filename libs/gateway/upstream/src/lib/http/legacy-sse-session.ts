@@ -11,14 +11,25 @@ import type {
 } from '@portcullis/gateway/mcp';
 import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
-import { logFields, type DisposableSession, type NotificationHandler, type SessionContext } from '../core/session-base';
-import { abortAll, answerServerRequest, cancelServerRequest, encodeNotification, errors, type ServerRequestHandler } from '../core/wire';
+import {
+  logFields,
+  type DisposableSession,
+  type NotificationHandler,
+  type SessionContext,
+} from '../core/session-base';
+import {
+  abortAll,
+  answerServerRequest,
+  cancelServerRequest,
+  encodeNotification,
+  errors,
+  type ServerRequestHandler,
+} from '../core/wire';
 import { configuredHeaders } from './streamable-http-session';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
-import { isConnectError, send, type HttpPool, type HttpTarget } from './http-pool';
+import { isConnectError, send, type HttpTarget } from './http-pool';
 
 export interface LegacySseContext extends SessionContext {
-  readonly pool: HttpPool;
   readonly target: HttpTarget;
 }
 
@@ -72,7 +83,13 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     const deadline = Date.now() + timeoutMs;
     try {
       await this.openStream(timeoutMs);
-      const result = await this.mux.request(this, 'initialize', initializeParams(identity), undefined, Math.max(1, deadline - Date.now()));
+      const result = await this.mux.request(
+        this,
+        'initialize',
+        initializeParams(identity),
+        undefined,
+        Math.max(1, deadline - Date.now()),
+      );
       this.info = toServerInfo(result);
       await this.post(encodeNotification('notifications/initialized', undefined));
     } catch (error) {
@@ -85,10 +102,20 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     return { sessionId: null, protocolVersion: this.info.protocolVersion };
   }
 
-  request(method: string, params: Record<string, unknown> | undefined, options?: UpstreamRequestOptions): Promise<Record<string, unknown>> {
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options?: UpstreamRequestOptions,
+  ): Promise<Record<string, unknown>> {
     if (this.closed) return Promise.reject(errors.closed());
     if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
-    return this.mux.request(this, method, params, options, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
+    return this.mux.request(
+      this,
+      method,
+      params,
+      options,
+      options?.timeoutMs ?? this.ctx.config.callTimeoutMs,
+    );
   }
 
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
@@ -100,7 +127,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.notificationHandler = handler;
   }
 
-  onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void {
+  onServerRequest(
+    handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>,
+  ): void {
     this.serverRequestHandler = handler;
   }
 
@@ -132,7 +161,10 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         this.ctx.breaker.failure();
         fail(errors.timeout());
       }, timeoutMs);
-      const headers: OutgoingHttpHeaders = { ...configuredHeaders(config.headers), accept: 'text/event-stream' };
+      const headers: OutgoingHttpHeaders = {
+        ...configuredHeaders(config.headers),
+        accept: 'text/event-stream',
+      };
       this.stream = send(
         target,
         'GET',
@@ -154,7 +186,10 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
                 if (!waiting) return;
                 const endpoint = resolveEndpoint(event.data, target.url);
                 if (endpoint === undefined) {
-                  logger.warn(logFields(config), 'upstream announced a message endpoint on another origin; refused');
+                  logger.warn(
+                    logFields(config),
+                    'upstream announced a message endpoint on another origin; refused',
+                  );
                   fail(errors.protocol('message endpoint on another origin'));
                   return;
                 }
@@ -176,7 +211,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           );
         },
         (error) => {
-          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') this.ctx.breaker.failure();
+          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED')
+            this.ctx.breaker.failure();
           logger.debug({ ...logFields(config), code: error.code }, 'upstream event stream failed');
           fail(errors.connectFailed(error));
           this.dispose();
@@ -193,14 +229,23 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           break;
         case 'notification': {
           const notification = classified.message;
-          if (notification.method === 'notifications/cancelled') cancelServerRequest(notification.params, this.serverRequests);
-          else if (!this.mux.routeNotification(notification)) this.notificationHandler?.(notification);
+          if (notification.method === 'notifications/cancelled')
+            cancelServerRequest(notification.params, this.serverRequests);
+          else {
+            const unrouted = this.mux.routeNotification(notification);
+            if (unrouted !== undefined) this.notificationHandler?.(unrouted);
+          }
           break;
         }
         case 'request': {
           const route = this.mux.routeServerRequest(classified.message);
           const handler = route.kind === 'call' ? route.handler : this.serverRequestHandler;
-          answerServerRequest(classified.message, handler, (text) => void this.post(text).catch(() => undefined), this.serverRequests);
+          answerServerRequest(
+            classified.message,
+            handler,
+            (text) => void this.post(text).catch(() => undefined),
+            this.serverRequests,
+          );
           break;
         }
         default:

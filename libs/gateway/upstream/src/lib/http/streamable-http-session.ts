@@ -10,7 +10,12 @@ import type {
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
 import { initializeParams, toServerInfo } from '../core/handshake';
-import { logFields, type DisposableSession, type NotificationHandler, type SessionContext } from '../core/session-base';
+import {
+  logFields,
+  type DisposableSession,
+  type NotificationHandler,
+  type SessionContext,
+} from '../core/session-base';
 import {
   abortAll,
   abortReason,
@@ -106,7 +111,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const deadline = Date.now() + this.ctx.config.connectTimeoutMs;
     let result: Record<string, unknown>;
     try {
-      result = await this.request('initialize', initializeParams(identity), { timeoutMs: this.ctx.config.connectTimeoutMs });
+      result = await this.request('initialize', initializeParams(identity), {
+        timeoutMs: this.ctx.config.connectTimeoutMs,
+      });
     } catch (error) {
       throw isTimeout(error) ? errors.connectTimeout() : error;
     }
@@ -114,7 +121,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.protocolVersion = this.info.protocolVersion;
     this.initialized = true;
     this.postHeaders = this.buildHeaders();
-    await this.post(encodeNotification('notifications/initialized', undefined), Math.max(1, deadline - Date.now()));
+    await this.post(
+      encodeNotification('notifications/initialized', undefined),
+      Math.max(1, deadline - Date.now()),
+    );
   }
 
   state(): UpstreamSessionState {
@@ -161,14 +171,16 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         breaker.failure();
         giveUp('timeout', errors.timeout());
       }, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
-      const onAbort = signal === undefined ? undefined : () => giveUp('cancelled by the client', abortReason(signal));
+      const onAbort =
+        signal === undefined ? undefined : () => giveUp('cancelled by the client', abortReason(signal));
       if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
 
       const handlers: CallResponseHandlers = {
         maxBytes: this.ctx.maxMessageBytes,
         hasSession: this.sessionId !== null,
         notification: (notification) => this.deliver(notification, options?.onNotification),
-        serverRequest: (request) => this.answer(request, options?.onServerRequest ?? this.serverRequestHandler),
+        serverRequest: (request) =>
+          this.answer(request, options?.onServerRequest ?? this.serverRequestHandler),
         expired: () => this.markExpired(),
         reachable: (healthy) => (healthy ? breaker.success() : breaker.failure()),
         settle: (error, result) => {
@@ -202,7 +214,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
               start();
               return;
             }
-            this.ctx.logger.debug({ ...logFields(this.ctx.config), code: error.code }, 'upstream request failed');
+            this.ctx.logger.debug(
+              { ...logFields(this.ctx.config), code: error.code },
+              'upstream request failed',
+            );
             if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure();
             settle(errors.connectFailed(error), undefined);
           },
@@ -225,7 +240,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.openStandaloneStream();
   }
 
-  onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void {
+  onServerRequest(
+    handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>,
+  ): void {
     this.serverRequestHandler = handler;
     this.openStandaloneStream();
   }
@@ -273,7 +290,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   }
 
   private buildHeaders(): OutgoingHttpHeaders {
-    const headers: OutgoingHttpHeaders = { ...this.baseHeaders, accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const headers: OutgoingHttpHeaders = {
+      ...this.baseHeaders,
+      accept: 'application/json, text/event-stream',
+      'content-type': 'application/json',
+    };
     if (this.sessionId !== null) headers['mcp-session-id'] = this.sessionId;
     if (this.initialized) headers['mcp-protocol-version'] = this.protocolVersion;
     return headers;
@@ -355,7 +376,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private sendQuietly(body: string): void {
     if (this.closed || this.expired) return;
     this.post(body, this.ctx.config.callTimeoutMs).catch((error: unknown) => {
-      this.ctx.logger.debug({ ...logFields(this.ctx.config), reason: (error as { reason?: string }).reason }, 'could not deliver a message upstream');
+      this.ctx.logger.debug(
+        { ...logFields(this.ctx.config), reason: (error as { reason?: string }).reason },
+        'could not deliver a message upstream',
+      );
     });
   }
 
@@ -402,7 +426,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             if (event.event !== 'message' || event.data === '') return;
             for (const classified of parseMessages(event.data) ?? []) {
               if (classified.kind === 'notification') this.deliver(classified.message, undefined);
-              else if (classified.kind === 'request') this.answer(classified.message, this.serverRequestHandler);
+              else if (classified.kind === 'request')
+                this.answer(classified.message, this.serverRequestHandler);
             }
           },
           () => this.retryStandalone(),
@@ -422,7 +447,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       return;
     }
     this.standaloneState = 'none';
-    this.standaloneTimer = setTimeout(() => this.openStandaloneStream(), Math.min(30_000, 500 * 2 ** this.standaloneRetries));
+    this.standaloneTimer = setTimeout(
+      () => this.openStandaloneStream(),
+      Math.min(30_000, 500 * 2 ** this.standaloneRetries),
+    );
     this.standaloneTimer.unref();
   }
 }

@@ -1,0 +1,114 @@
+import { describePermissionTable, MAX_ACCESS_TOKEN_TTL_SECONDS } from '@portcullis/control-plane/auth';
+import { newId } from '@portcullis/shared/util-ids';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
+
+let cp: ControlPlaneHarness;
+beforeAll(async () => {
+  cp = await startControlPlane();
+});
+afterAll(async () => {
+  await cp?.close();
+});
+
+const sign = (claims: { sub: string; iat: number; exp: number }, options: { secret?: string; aud?: string; typ?: string } = {}) =>
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: options.typ ?? 'at+jwt' })
+    .setSubject(claims.sub)
+    .setIssuer(cp.config.auth.token.issuer)
+    .setAudience(options.aud ?? cp.config.auth.token.audience)
+    .setIssuedAt(claims.iat)
+    .setExpirationTime(claims.exp)
+    .setJti(newId())
+    .sign(new TextEncoder().encode(options.secret ?? cp.config.auth.token.secret));
+
+describe('route → permission declarations', () => {
+  it('match the reviewed snapshot (every change to who may call what is a diff)', async () => {
+    const lines = cp.registry.list().map((route) => `${route.method.padEnd(6)} ${route.path.padEnd(58)} ${route.access ?? 'UNDECLARED'}`);
+    const text = ['# route → permission', ...lines, '', '# permission → who', ...describePermissionTable(), ''].join('\n');
+    await expect(text).toMatchFileSnapshot('./__snapshots__/route-permissions.txt');
+    expect(lines.some((line) => line.includes('UNDECLARED'))).toBe(false);
+  });
+
+  it('documents every API route in OpenAPI with its permission and problem+json errors', () => {
+    const paths = cp.openapi.paths;
+    for (const route of cp.registry.list().filter((r) => r.path.startsWith('/api/'))) {
+      const path = route.path.replace(/:(\w+)/g, '{$1}');
+      const operation = (paths[path] as Record<string, Record<string, unknown>> | undefined)?.[route.method.toLowerCase()];
+      expect(operation, `${route.method} ${route.path}`).toBeDefined();
+      expect(operation?.['x-portcullis-permission']).toBe(route.access);
+      expect(JSON.stringify(operation?.['responses'])).toContain('application/problem+json');
+    }
+  });
+
+  it('keeps health probes open without a token', async () => {
+    expect((await cp.request('GET', '/healthz')).status).toBe(200);
+  });
+});
+
+describe('authentication', () => {
+  it('answers 401 problem+json without a token, with a challenge', async () => {
+    const res = await cp.request('GET', '/api/v1/tenants');
+    expect(res.status).toBe(401);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(res.headers['www-authenticate']).toContain('Bearer');
+    expect(res.json).toMatchObject({ code: 'UNAUTHENTICATED', traceId: expect.any(String) });
+  });
+
+  it('refuses expired, wrongly signed, wrong-audience, wrong-type and over-long tokens', async () => {
+    const user = await cp.user();
+    const now = Math.floor(Date.now() / 1000);
+    const cases: [string, string][] = [
+      ['expired', await sign({ sub: user.id, iat: now - 1_000, exp: now - 600 })],
+      ['wrong key', await sign({ sub: user.id, iat: now, exp: now + 60 }, { secret: 'another-secret-another-secret-another' })],
+      ['wrong audience', await sign({ sub: user.id, iat: now, exp: now + 60 }, { aud: 'the-gateway' })],
+      ['wrong type', await sign({ sub: user.id, iat: now, exp: now + 60 }, { typ: 'JWT' })],
+      ['too long-lived', await sign({ sub: user.id, iat: now, exp: now + MAX_ACCESS_TOKEN_TTL_SECONDS + 60 })],
+      ['unknown user', await sign({ sub: newId(), iat: now, exp: now + 60 })],
+      ['garbage', 'not.a.jwt'],
+    ];
+    for (const [name, token] of cases) {
+      const res = await cp.request('GET', '/api/v1/tenants', { token });
+      expect(res.status, name).toBe(401);
+    }
+    const expired = await cp.request('GET', '/api/v1/tenants', { token: cases[0]?.[1] ?? '' });
+    expect(expired.json['detail']).toMatch(/expired/);
+    expect((await cp.request('GET', '/api/v1/tenants', { token: user.token })).status).toBe(200);
+  });
+});
+
+describe('tenant isolation at the route', () => {
+  it('answers 404 to a member of tenant A for every tenant-scoped route of tenant B, and for unknown tenants', async () => {
+    const a = await cp.tenant();
+    const b = await cp.tenant();
+    const ownerOfA = await cp.member(a.id, 'owner');
+    const routes = cp.registry.list().filter((route) => route.path.includes('/:tenantId'));
+    expect(routes.length).toBeGreaterThanOrEqual(15);
+    for (const target of [b.id, newId(), 'not-a-uuid']) {
+      for (const route of routes) {
+        const url = route.path.replace(':tenantId', target).replace(/:\w+/g, newId());
+        const res = await cp.request(route.method, url, { token: ownerOfA.token, body: route.method === 'GET' ? undefined : {} });
+        expect(res.status, `${route.method} ${url}`).toBe(404);
+        expect(res.json['detail']).toBe('No such tenant.');
+      }
+    }
+  });
+
+  it('does not open other tenants to platform admins who are not members', async () => {
+    const b = await cp.tenant();
+    const admin = await cp.user({ platformAdmin: true });
+    expect((await cp.request('GET', `/api/v1/tenants/${b.id}/upstreams`, { token: admin.token })).status).toBe(404);
+  });
+
+  it('answers 403 when the role lacks the permission', async () => {
+    const t = await cp.tenant();
+    const member = await cp.member(t.id, 'member');
+    const auditor = await cp.member(t.id, 'auditor');
+    expect((await cp.request('GET', `/api/v1/tenants/${t.id}/members`, { token: member.token })).status).toBe(403);
+    expect((await cp.request('GET', `/api/v1/tenants/${t.id}/members`, { token: auditor.token })).status).toBe(200);
+    const write = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: auditor.token, body: { name: 'x' } });
+    expect(write.status).toBe(403);
+    expect(write.json['code']).toBe('FORBIDDEN');
+  });
+});

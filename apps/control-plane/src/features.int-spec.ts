@@ -1,0 +1,239 @@
+import { hashApiKey } from '@portcullis/auth/api-keys';
+import { openJson, parseKeyring, upstreamSecretContext } from '@portcullis/auth/secrets';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import { waitFor } from '@portcullis/shared/util-testing';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, STDIO_ALLOWED, type ControlPlaneHarness } from './testing/control-plane-harness';
+import { testContext } from '@portcullis/shared/util-testing';
+
+let cp: ControlPlaneHarness;
+let subscriber: Redis;
+const notices: { channel: string; message: string }[] = [];
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  subscriber = createRedisClient({ url: testContext().redisUrl, connectionName: 'control-plane-test-sub' });
+  await subscriber.subscribe(CHANGE_CHANNELS.upstreams, CHANGE_CHANNELS.apiKeys);
+  subscriber.on('message', (channel: string, message: string) => notices.push({ channel, message }));
+});
+afterAll(async () => {
+  await subscriber?.quit();
+  await cp?.close();
+});
+
+describe('tenants', () => {
+  it('lets platform admins create tenants with a first owner, audited; others get 403', async () => {
+    const admin = await cp.user({ platformAdmin: true });
+    const slug = `acme-${randomBytes(4).toString('hex')}`;
+    const res = await cp.request('POST', '/api/v1/tenants', { token: admin.token, body: { slug, name: ' Acme ', ownerEmail: `Owner-${slug}@Example.test` } });
+    expect(res.status).toBe(201);
+    expect(res.json).toMatchObject({ slug, name: 'Acme', status: 'active' });
+    const tenantId = String(res.json['id']);
+    const owner = await cp.system.user.findUniqueOrThrow({ where: { email: `owner-${slug}@example.test` }, select: { id: true } });
+    expect(await cp.system.membership.findFirst({ where: { tenantId, userId: owner.id }, select: { role: true } })).toEqual({ role: 'owner' });
+    const events = await waitFor(async () => (await cp.auditEvents(tenantId)).filter((e) => e.method === 'tenant.create').length > 0 && cp.auditEvents(tenantId));
+    expect(events[0]).toMatchObject({ kind: 'control_plane', actorUserId: admin.id, targetType: 'tenant', targetId: tenantId, outcome: 'ok' });
+
+    expect((await cp.request('POST', '/api/v1/tenants', { token: admin.token, body: { slug, name: 'Again' } })).status).toBe(409);
+    const plain = await cp.user();
+    expect((await cp.request('POST', '/api/v1/tenants', { token: plain.token, body: { slug: `x-${slug}`, name: 'X' } })).status).toBe(403);
+  });
+
+  it('answers 400 listing every invalid field', async () => {
+    const admin = await cp.user({ platformAdmin: true });
+    const res = await cp.request('POST', '/api/v1/tenants', { token: admin.token, body: { slug: 'Not A Slug', name: '', extra: 1 } });
+    expect(res.status).toBe(400);
+    expect(res.json['code']).toBe('VALIDATION_FAILED');
+    const paths = (res.json['errors'] as { path: string }[]).map((e) => e.path);
+    expect(paths).toEqual(expect.arrayContaining(['slug', 'name']));
+  });
+
+  it('lists only the caller’s tenants (all for platform admins), paginated by cursor', async () => {
+    const a = await cp.tenant();
+    const b = await cp.tenant();
+    const user = await cp.member(a.id, 'auditor');
+    await cp.system.membership.create({ data: { tenantId: b.id, userId: user.id, role: 'member' } });
+    const other = await cp.tenant();
+    const first = await cp.request('GET', '/api/v1/tenants?limit=1', { token: user.token });
+    expect(first.status).toBe(200);
+    expect(first.json.items).toHaveLength(1);
+    const second = await cp.request('GET', `/api/v1/tenants?limit=1&cursor=${String(first.json['nextCursor'])}`, { token: user.token });
+    expect(second.json['nextCursor']).toBeNull();
+    const seen = [...(first.json.items ?? []), ...(second.json.items ?? [])].map((t) => [t['id'], t['role']]);
+    expect(seen).toEqual(expect.arrayContaining([[a.id, 'auditor'], [b.id, 'member']]));
+    expect(seen.map(([id]) => id)).not.toContain(other.id);
+    expect((await cp.request('GET', '/api/v1/tenants?cursor=bogus', { token: user.token })).json['errors']).toEqual([
+      { path: 'cursor', message: expect.any(String) },
+    ]);
+    expect((await cp.request('GET', `/api/v1/tenants/${a.id}`, { token: user.token })).json).toMatchObject({ id: a.id, role: 'auditor' });
+  });
+});
+
+describe('members', () => {
+  it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const admin = await cp.member(t.id, 'admin');
+    const base = `/api/v1/tenants/${t.id}/members`;
+
+    const added = await cp.request('POST', base, { token: admin.token, body: { email: `new-${randomBytes(3).toString('hex')}@example.test`, role: 'member' } });
+    expect(added.status).toBe(201);
+    const memberId = String(added.json['id']);
+    expect((await cp.request('POST', base, { token: admin.token, body: { email: added.json['email'], role: 'member' } })).status).toBe(409);
+    expect((await cp.request('POST', base, { token: admin.token, body: { email: 'x@example.test', role: 'owner' } })).status).toBe(403);
+    expect((await cp.request('POST', base, { token: admin.token, body: { email: 'nope', role: 'boss' } })).json['errors']).toHaveLength(2);
+
+    const promoted = await cp.request('PATCH', `${base}/${memberId}`, { token: admin.token, body: { role: 'auditor' } });
+    expect(promoted.json).toMatchObject({ role: 'auditor' });
+
+    const ownerRow = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: owner.id }, select: { id: true } });
+    expect((await cp.request('PATCH', `${base}/${ownerRow.id}`, { token: admin.token, body: { role: 'member' } })).status).toBe(403);
+    const demoteLast = await cp.request('PATCH', `${base}/${ownerRow.id}`, { token: owner.token, body: { role: 'admin' } });
+    expect(demoteLast.status).toBe(409);
+    expect(demoteLast.json['detail']).toMatch(/at least one owner/);
+    expect((await cp.request('DELETE', `${base}/${ownerRow.id}`, { token: owner.token })).status).toBe(409);
+
+    expect((await cp.request('DELETE', `${base}/${memberId}`, { token: admin.token })).status).toBe(204);
+    expect((await cp.request('DELETE', `${base}/${memberId}`, { token: admin.token })).status).toBe(404);
+    const list = await cp.request('GET', base, { token: admin.token });
+    expect(list.json.items?.map((m) => m['id'])).not.toContain(memberId);
+
+    const actions = await waitFor(async () => {
+      const methods = (await cp.auditEvents(t.id)).map((e) => e.method);
+      return methods.length >= 3 && methods;
+    });
+    expect(actions).toEqual(['member.add', 'member.role_change', 'member.remove']);
+  });
+});
+
+describe('upstreams', () => {
+  const secretValue = () => `Bearer super-secret-${randomBytes(8).toString('hex')}`;
+
+  it('creates an HTTP upstream with write-only, sealed headers: never in responses, logs or audit', async () => {
+    const t = await cp.tenant();
+    const admin = await cp.member(t.id, 'admin');
+    const member = await cp.member(t.id, 'member');
+    const secret = secretValue();
+    const base = `/api/v1/tenants/${t.id}/upstreams`;
+    const created = await cp.request('POST', base, {
+      token: admin.token,
+      body: { name: 'Tickets', toolPrefix: 'tickets', transport: 'streamable_http', url: 'https://tickets.example.test/mcp', headers: { Authorization: secret } },
+    });
+    expect(created.status).toBe(201);
+    expect(created.json).toMatchObject({ name: 'Tickets', toolPrefix: 'tickets', hasHeaders: true, hasEnv: false, version: 1 });
+    const id = String(created.json['id']);
+
+    const read = await cp.request('GET', `${base}/${id}`, { token: member.token });
+    const listed = await cp.request('GET', base, { token: member.token });
+    const updated = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { description: 'Ticket system', headers: { Authorization: `${secret}-2` } } });
+    expect(updated.json).toMatchObject({ version: 2, description: 'Ticket system', hasHeaders: true });
+
+    const events = await waitFor(async () => {
+      const found = await cp.auditEvents(t.id);
+      return found.length >= 2 && found;
+    });
+    expect(events.map((e) => e.method)).toEqual(['upstream.create', 'upstream.update']);
+    expect(events[1]?.arguments).toMatchObject({ before: { version: 1 }, after: { version: 2, description: 'Ticket system' } });
+
+    for (const text of [created.text, read.text, listed.text, updated.text, JSON.stringify(events), cp.logs.join('\n')]) {
+      expect(text).not.toContain('super-secret');
+    }
+
+    const row = await cp.system.upstream.findFirstOrThrow({ where: { tenantId: t.id, id }, select: { headersCiphertext: true, encryptionKeyId: true } });
+    expect(Buffer.from(row.headersCiphertext ?? []).toString('latin1')).not.toContain('super-secret');
+    const keyring = parseKeyring(cp.config.secrets.keyringSpec);
+    const opened = openJson(keyring, { keyId: row.encryptionKeyId ?? '', ciphertext: Buffer.from(row.headersCiphertext ?? []) }, upstreamSecretContext(t.id, id, 'headers'));
+    expect(opened).toEqual({ Authorization: `${secret}-2` });
+
+    expect((await cp.request('PATCH', `${base}/${id}`, { token: member.token, body: { enabled: false } })).status).toBe(403);
+    await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.upstreams && n.message === t.id).length >= 2);
+  });
+
+  it('rejects a tool-prefix collision with a 409 naming the holder, and bad input with field errors', async () => {
+    const t = await cp.tenant();
+    const admin = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}/upstreams`;
+    const body = { name: 'Files', toolPrefix: 'files', transport: 'sse', url: 'http://files.example.test/sse' };
+    expect((await cp.request('POST', base, { token: admin.token, body })).status).toBe(201);
+    const clash = await cp.request('POST', base, { token: admin.token, body: { ...body, name: 'Files 2' } });
+    expect(clash.status).toBe(409);
+    expect(clash.json['detail']).toMatch(/Tool prefix "files" is already used by upstream "Files"/);
+    const bad = await cp.request('POST', base, {
+      token: admin.token,
+      body: { name: '', toolPrefix: 'Bad__Prefix', transport: 'streamable_http', url: 'https://user:pw@example.test' },
+    });
+    expect(bad.status).toBe(400);
+    expect((bad.json['errors'] as { path: string }[]).map((e) => e.path)).toEqual(expect.arrayContaining(['name', 'toolPrefix', 'url']));
+  });
+
+  it('allows stdio upstreams only to platform admins and only allow-listed commands', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const operator = await cp.user({ platformAdmin: true });
+    await cp.system.membership.create({ data: { tenantId: t.id, userId: operator.id, role: 'admin' } });
+    const base = `/api/v1/tenants/${t.id}/upstreams`;
+    const stdio = { name: 'Local', toolPrefix: 'local', transport: 'stdio', command: STDIO_ALLOWED, args: ['--stdio'], env: { API_TOKEN: 'super-secret-env' } };
+    expect((await cp.request('POST', base, { token: owner.token, body: stdio })).status).toBe(403);
+    const notListed = await cp.request('POST', base, { token: operator.token, body: { ...stdio, command: '/bin/sh' } });
+    expect(notListed.status).toBe(400);
+    expect(notListed.json['errors']).toEqual([{ path: 'command', message: expect.stringMatching(/allowlist/) }]);
+    const ok = await cp.request('POST', base, { token: operator.token, body: stdio });
+    expect(ok.status).toBe(201);
+    expect(ok.json).toMatchObject({ transport: 'stdio', command: STDIO_ALLOWED, hasEnv: true, url: null });
+    expect(ok.text).not.toContain('super-secret');
+    const id = String(ok.json['id']);
+    expect((await cp.request('PATCH', `${base}/${id}`, { token: owner.token, body: { args: ['--evil'] } })).status).toBe(403);
+    expect((await cp.request('PATCH', `${base}/${id}`, { token: owner.token, body: { url: 'https://x.test' } })).status).toBe(400);
+    expect((await cp.request('PATCH', `${base}/${id}`, { token: owner.token, body: { enabled: false } })).json).toMatchObject({ enabled: false, version: 2 });
+    expect((await cp.request('DELETE', `${base}/${id}`, { token: owner.token })).status).toBe(204);
+    expect((await cp.request('GET', `${base}/${id}`, { token: owner.token })).status).toBe(404);
+  });
+});
+
+describe('agent clients and API keys', () => {
+  it('shows a key’s secret once, stores only its hash, lists the display prefix, revokes, and announces changes', async () => {
+    const t = await cp.tenant();
+    const admin = await cp.member(t.id, 'admin');
+    const auditor = await cp.member(t.id, 'auditor');
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: admin.token, body: { name: 'CI bot' } });
+    expect(client.status).toBe(201);
+    const agentClientId = String(client.json['id']);
+    expect((await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: admin.token, body: { name: 'CI bot' } })).status).toBe(409);
+
+    const base = `/api/v1/tenants/${t.id}/api-keys`;
+    const created = await cp.request('POST', base, { token: admin.token, body: { name: 'deploy', agentClientId } });
+    expect(created.status).toBe(201);
+    const secret = String(created.json['secret']);
+    expect(secret).toMatch(/^pcs_[0-9A-Za-z]{40}$/);
+    expect(created.json['displayPrefix']).toBe(secret.slice(0, 10));
+    const row = await cp.system.apiKey.findFirstOrThrow({ where: { tenantId: t.id, id: String(created.json['id']) }, select: { keyHash: true } });
+    expect(row.keyHash).toBe(hashApiKey(secret));
+
+    const listed = await cp.request('GET', base, { token: auditor.token });
+    expect(listed.json.items).toHaveLength(1);
+    expect(listed.text).not.toContain(secret);
+    expect(listed.text).not.toContain(row.keyHash);
+    expect(cp.logs.join('\n')).not.toContain(secret);
+
+    const unknownClient = await cp.request('POST', base, { token: admin.token, body: { name: 'x', agentClientId: '0190a0a0-0000-7000-8000-000000000000' } });
+    expect(unknownClient.json['errors']).toEqual([{ path: 'agentClientId', message: expect.any(String) }]);
+
+    const revoked = await cp.request('POST', `${base}/${String(created.json['id'])}/revoke`, { token: admin.token });
+    expect(revoked.status).toBe(200);
+    expect(revoked.json['revokedAt']).toEqual(expect.any(String));
+    expect((await cp.request('POST', `${base}/${String(created.json['id'])}/revoke`, { token: auditor.token })).status).toBe(403);
+
+    await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length >= 2);
+    const events = await waitFor(async () => {
+      const found = await cp.auditEvents(t.id);
+      return found.length >= 3 && found;
+    });
+    expect(events.map((e) => e.method)).toEqual(['agent_client.create', 'api_key.create', 'api_key.revoke']);
+    expect(JSON.stringify(events)).not.toContain(secret);
+
+    expect((await cp.request('DELETE', `/api/v1/tenants/${t.id}/agent-clients/${agentClientId}`, { token: admin.token })).status).toBe(204);
+    expect((await cp.request('GET', base, { token: admin.token })).json.items).toHaveLength(0);
+  });
+});

@@ -1,0 +1,290 @@
+/**
+ * The data plane end to end: the official MCP SDK client → gateway (in-process Fastify, real Postgres
+ * snapshots, real Redis sessions, the real upstream connector) → the built demo upstreams (Streamable
+ * HTTP, legacy SSE and stdio). Needs `npx nx build demo-upstreams`.
+ */
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let demo: DemoUpstreams;
+let gatewayA: TestGateway;
+let gatewayB: TestGateway;
+let tenant: TestTenant;
+let otherTenant: TestTenant;
+let key: string;
+let sameTenantOtherAgentKey: string;
+let otherTenantKey: string;
+
+async function makeKey(t: TestTenant, agentName: string): Promise<string> {
+  const agent = await db.agentClient.create({ data: { tenantId: t.id, name: agentName } });
+  const apiKey = generateApiKey();
+  await db.apiKey.create({
+    data: { tenantId: t.id, name: agentName, keyHash: hashApiKey(apiKey), displayPrefix: apiKey.slice(0, 10), agentClientId: agent.id },
+  });
+  return apiKey;
+}
+
+function text(result: unknown): string {
+  const content = (result as { content?: { text?: string }[] }).content ?? [];
+  return content.map((item) => item.text ?? '').join('');
+}
+
+async function connect(base: string, apiKey = key, options: { capabilities?: Record<string, unknown>; fetch?: typeof fetch } = {}) {
+  const client = new Client({ name: 'int-spec', version: '1.0.0' }, { capabilities: options.capabilities ?? {} });
+  const transport = new StreamableHTTPClientTransport(new URL(`${base}/t/${tenant.slug}/mcp`), {
+    requestInit: { headers: { authorization: `Bearer ${apiKey}` } },
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+  await client.connect(transport);
+  return { client, transport };
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  demo = await startDemoUpstreams();
+  tenant = await createTestTenant(db);
+  otherTenant = await createTestTenant(db);
+  const upstream = (name: string, data: Record<string, unknown>) =>
+    db.upstream.create({ data: { tenantId: tenant.id, name, toolPrefix: name, connectTimeoutMs: 3_000, callTimeoutMs: 10_000, ...data } as never });
+  await upstream('tickets', { transport: 'streamable_http', url: `${demo.url}/tickets/mcp` });
+  await upstream('ks', { transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp` });
+  await upstream('files', { transport: 'sse', url: `${demo.url}/files/sse` });
+  await upstream('math', { transport: 'stdio', command: process.execPath, args: [path.join(demoDist, 'stdio.js'), 'math'] });
+  await upstream('dead', { transport: 'streamable_http', url: 'http://127.0.0.1:1/mcp', connectTimeoutMs: 500 });
+  key = await makeKey(tenant, 'agent-one');
+  sameTenantOtherAgentKey = await makeKey(tenant, 'agent-two');
+  otherTenantKey = await makeKey(otherTenant, 'agent-other');
+  gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_ALLOWED_ORIGINS: 'https://allowed.example' } });
+  gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+}, 60_000);
+
+afterAll(async () => {
+  await gatewayA?.close();
+  await gatewayB?.close();
+  await demo?.stop();
+  await db?.$disconnect();
+});
+
+describe('Streamable HTTP → upstreams over every transport', () => {
+  it('initialize advertises what the upstreams support; tools/list merges and prefixes the healthy ones', async () => {
+    const { client } = await connect(gatewayA.url);
+    expect(client.getServerCapabilities()).toMatchObject({ tools: {}, prompts: {}, resources: { subscribe: true }, logging: {} });
+    expect(client.getServerVersion()).toMatchObject({ name: 'portcullis' });
+    const { tools, nextCursor } = await client.listTools();
+    expect(nextCursor).toBeUndefined();
+    const names = tools.map((tool) => tool.name);
+    expect(names).toEqual(expect.arrayContaining(['tickets__create_ticket', 'ks__echo', 'files__read_file', 'math__add']));
+    expect(names.every((name) => /^[A-Za-z0-9_.-]{1,128}$/.test(name))).toBe(true);
+    // Deterministic order: by prefix (dead dropped out), then the upstream's own order.
+    const prefixes = [...new Set(names.map((name) => name.split('__')[0]))];
+    expect(prefixes).toEqual(['files', 'ks', 'math', 'tickets']);
+    expect((await client.listTools()).tools.map((tool) => tool.name)).toEqual(names);
+    expect(gatewayA.logs()).toContain('upstream dropped out');
+    await client.close();
+  });
+
+  it('routes tools/call with the original names to Streamable HTTP, legacy SSE and stdio upstreams', async () => {
+    const { client } = await connect(gatewayA.url);
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'hello' } }))).toBe('hello');
+    expect(text(await client.callTool({ name: 'math__add', arguments: { a: 2, b: 3 } }))).toContain('5');
+    const files = await client.callTool({ name: 'files__list_files', arguments: {} });
+    expect(files.isError).not.toBe(true);
+    const created = await client.callTool({ name: 'tickets__create_ticket', arguments: { title: 'Printer on fire', body: 'Third floor', priority: 'high' } });
+    expect(created.isError).not.toBe(true);
+    await expect(client.callTool({ name: 'nope__echo', arguments: {} })).rejects.toThrow(/Unknown tool/);
+    await client.close();
+  });
+
+  it('serves prompts, resources (routed by URI), templates, completion and ping', async () => {
+    const { client } = await connect(gatewayA.url);
+    const { prompts } = await client.listPrompts();
+    expect(prompts.map((p) => p.name)).toEqual(expect.arrayContaining(['tickets__triage_ticket', 'ks__greeting']));
+    const prompt = await client.getPrompt({ name: 'ks__greeting', arguments: { name: 'Ada', language: 'french' } });
+    expect(JSON.stringify(prompt.messages)).toContain('Ada');
+    const completion = await client.complete({ ref: { type: 'ref/prompt', name: 'ks__greeting' }, argument: { name: 'language', value: 'fr' } });
+    expect(completion.completion.values).toEqual(['french']);
+    const { resources } = await client.listResources();
+    expect(resources.length).toBeGreaterThan(1);
+    const counter = resources.find((r) => r.uri.includes('counter'));
+    expect(counter).toBeDefined();
+    const read = await client.readResource({ uri: counter?.uri ?? '' });
+    expect(JSON.stringify(read.contents)).toContain('value');
+    const { resourceTemplates } = await client.listResourceTemplates();
+    expect(resourceTemplates.length).toBeGreaterThan(0);
+    expect(await client.ping()).toEqual({});
+    await client.setLoggingLevel('debug');
+    await expect(client.readResource({ uri: 'nowhere://x' })).rejects.toThrow(/Resource not found/);
+    await client.close();
+  });
+
+  it('relays progress, and sampling and elicitation round trips on the POST stream', async () => {
+    const { client } = await connect(gatewayA.url, key, { capabilities: { sampling: {}, elicitation: {} } });
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+      role: 'assistant',
+      content: { type: 'text', text: 'A short summary.' },
+      model: 'spec-model',
+    }));
+    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { confirm: true } }));
+    const progress: number[] = [];
+    const counted = await client.callTool({ name: 'ks__slow_count', arguments: { steps: 3, interval_ms: 20 } }, undefined, {
+      onprogress: (p) => progress.push(p.progress),
+    });
+    expect(counted.isError).not.toBe(true);
+    expect(progress).toEqual([1, 2, 3]);
+    expect(text(await client.callTool({ name: 'ks__summarize_with_llm', arguments: { text: 'long text' } }))).toContain('A short summary.');
+    expect(text(await client.callTool({ name: 'ks__confirm_action', arguments: { action: 'deploy' } }))).toContain('confirmed');
+    await client.close();
+  });
+
+  it('cancels the upstream call when the agent cancels', async () => {
+    const { client } = await connect(gatewayA.url);
+    const controller = new AbortController();
+    const call = client.callTool({ name: 'ks__slow_count', arguments: { steps: 50, interval_ms: 100 } }, undefined, { signal: controller.signal });
+    setTimeout(() => controller.abort('enough'), 300);
+    await expect(call).rejects.toThrow();
+    expect(await client.ping()).toEqual({});
+    await client.close();
+  });
+
+  it('two replicas sharing Redis serve one SDK session round-robin', async () => {
+    let turn = 0;
+    const servedBy: string[] = [];
+    const roundRobin: typeof fetch = (input, init) => {
+      const target = turn++ % 2 === 0 ? gatewayA.url : gatewayB.url;
+      servedBy.push(target);
+      const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+      return fetch(`${target}${url.pathname}${url.search}`, init);
+    };
+    const { client } = await connect(gatewayA.url, key, { fetch: roundRobin });
+    for (let i = 0; i < 3; i++) {
+      expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: `m${i}` } }))).toBe(`m${i}`);
+      expect((await client.listTools()).tools.length).toBeGreaterThan(5);
+    }
+    expect(text(await client.callTool({ name: 'math__multiply', arguments: { a: 6, b: 7 } }))).toContain('42');
+    expect(new Set(servedBy).size).toBe(2);
+    await client.close();
+  });
+
+  it('DELETE ends the session on every replica', async () => {
+    const { client, transport } = await connect(gatewayA.url);
+    const sessionId = transport.sessionId ?? '';
+    await transport.terminateSession();
+    for (const gateway of [gatewayA, gatewayB]) {
+      const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sessionId },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      });
+      expect(res.status).toBe(404);
+    }
+    await client.close();
+  });
+});
+
+describe('legacy HTTP+SSE endpoint', () => {
+  it('serves an SDK SSEClientTransport session', async () => {
+    const client = new Client({ name: 'legacy', version: '1.0.0' });
+    const headers = { authorization: `Bearer ${key}` };
+    const transport = new SSEClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/sse`), {
+      requestInit: { headers },
+      eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }) },
+    });
+    await client.connect(transport);
+    const { tools } = await client.listTools();
+    expect(tools.map((t) => t.name)).toContain('ks__echo');
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'legacy' } }))).toBe('legacy');
+    await client.close();
+  });
+});
+
+describe('bad input', () => {
+  const post = (body: string, headers: Record<string, string> = {}, slug = tenant.slug, base = gatewayA.url) =>
+    fetch(`${base}/t/${slug}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+      body,
+    });
+  const init = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+  let sessionId = '';
+
+  beforeAll(async () => {
+    const res = await post(init);
+    expect(res.status).toBe(200);
+    sessionId = res.headers.get('mcp-session-id') ?? '';
+    const body = await res.json();
+    expect(body.result.protocolVersion).toBe('2025-06-18');
+  });
+
+  async function expectError(res: Response, status: number, code: number) {
+    expect(res.status).toBe(status);
+    const raw = await res.text();
+    expect(raw).not.toContain(demo.url);
+    expect(raw).not.toContain('127.0.0.1:1');
+    expect(raw).not.toMatch(/at .*\.(js|ts):\d+/);
+    const body = JSON.parse(raw);
+    expect(body.error.code).toBe(code);
+    expect(body.error.data.traceId).toMatch(/^[0-9a-f]{32}$/);
+    return body;
+  }
+
+  it('authentication: 401 with WWW-Authenticate; another tenant key or unknown tenant 404 alike', async () => {
+    const none = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { method: 'POST', body: init, headers: { 'content-type': 'application/json' } });
+    expect(none.headers.get('www-authenticate')).toBe('Bearer');
+    await expectError(none, 401, -32001);
+    await expectError(await post(init, { authorization: 'Bearer pcs_' + 'x'.repeat(40) }), 401, -32001);
+    const wrongTenant = await expectError(await post(init, { authorization: `Bearer ${otherTenantKey}` }), 404, -32004);
+    const noTenant = await expectError(await post(init, {}, 'no-such-tenant'), 404, -32004);
+    expect(wrongTenant.error.message).toBe(noTenant.error.message);
+  });
+
+  it('Origin, Accept, Content-Type, body size, JSON and JSON-RPC shape', async () => {
+    await expectError(await post(init, { origin: 'https://evil.example' }), 403, -32003);
+    expect((await post(init, { origin: 'https://allowed.example' })).status).toBe(200);
+    await expectError(await post(init, { accept: 'application/json' }), 406, -32006);
+    await expectError(await post(init, { 'content-type': 'text/plain' }), 415, -32015);
+    await expectError(await post(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping', params: { x: 'y'.repeat(70_000) } })), 413, -32013);
+    await expectError(await post('{"jsonrpc":'), 400, -32700);
+    await expectError(await post(JSON.stringify({ jsonrpc: '1.0', id: 1, method: 'ping' }), { 'mcp-session-id': sessionId }), 400, -32600);
+    await expectError(await post(JSON.stringify({ id: 1 }), { 'mcp-session-id': sessionId }), 400, -32600);
+  });
+
+  it('sessions: initialize with a session id, requests without one, unknown, foreign, bad protocol version', async () => {
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'ping' });
+    await expectError(await post(init, { 'mcp-session-id': sessionId }), 400, -32600);
+    await expectError(await post(ping), 400, -32600);
+    await expectError(await post(ping, { 'mcp-session-id': 'x'.repeat(43) }), 404, -32004);
+    await expectError(await post(ping, { 'mcp-session-id': 'not-even-well-formed' }), 404, -32004);
+    await expectError(await post(ping, { 'mcp-session-id': sessionId, authorization: `Bearer ${sameTenantOtherAgentKey}` }), 404, -32004);
+    await expectError(await post(ping, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '1999-01-01' }), 400, -32600);
+    // A missing version header means 2025-03-26: accepted.
+    const ok = await post(ping, { 'mcp-session-id': sessionId });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ jsonrpc: '2.0', id: 2, result: {} });
+    const unknown = await post(JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/explode' }), { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
+    expect(unknown.status).toBe(200);
+    const body = await unknown.json();
+    expect(body.error.code).toBe(-32601);
+    expect(body.error.data.traceId).toMatch(/^[0-9a-f]{32}$/);
+    const notification = await post(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), { 'mcp-session-id': sessionId });
+    expect(notification.status).toBe(202);
+  });
+
+  it('upstream errors never reveal upstream addresses', async () => {
+    const res = await post(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'dead__anything', arguments: {} } }), {
+      'mcp-session-id': sessionId,
+    });
+    const raw = await res.text();
+    expect(raw).not.toContain('127.0.0.1');
+    expect(JSON.parse(raw).error.code).toBe(-32602);
+  });
+});

@@ -1,0 +1,109 @@
+import { openJson, SecretBoxError, upstreamSecretContext, type Keyring } from '@portcullis/auth/secrets';
+import type { SystemPrismaClient } from '@portcullis/data/db';
+import type { ApiKeyEntry, TenantEntry } from '@portcullis/gateway/core';
+import type { UpstreamConfig } from '@portcullis/gateway/mcp';
+import type { Logger } from '@portcullis/shared/util-logger';
+
+/**
+ * The gateway's snapshot loaders: cross-tenant reads with the explicitly named system client (ADR 0003),
+ * run at boot and on refresh, never per request.
+ */
+
+export async function loadTenants(db: SystemPrismaClient): Promise<TenantEntry[]> {
+  const rows = await db.tenant.findMany({ select: { id: true, slug: true, status: true } });
+  return rows.map((row) => ({ id: row.id, slug: row.slug, active: row.status === 'active' }));
+}
+
+export async function loadApiKeys(db: SystemPrismaClient): Promise<[string, ApiKeyEntry][]> {
+  const rows = await db.apiKey.findMany({
+    select: {
+      id: true,
+      tenantId: true,
+      keyHash: true,
+      agentClientId: true,
+      userId: true,
+      expiresAt: true,
+      revokedAt: true,
+      agentClient: { select: { disabled: true } },
+    },
+  });
+  return rows.map((row) => [
+    row.keyHash,
+    {
+      apiKeyId: row.id,
+      tenantId: row.tenantId,
+      agentClientId: row.agentClientId,
+      userId: row.userId,
+      expiresAt: row.expiresAt?.getTime() ?? null,
+      revoked: row.revokedAt !== null || row.agentClient?.disabled === true,
+    },
+  ]);
+}
+
+/**
+ * Enabled upstreams with their sealed headers/env opened. An upstream whose secrets cannot be opened
+ * (no keyring configured, unknown key id, tampered ciphertext) is skipped with a logged reason; the
+ * reason never includes the secret or the upstream's address.
+ */
+export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | null, logger: Logger): Promise<UpstreamConfig[]> {
+  const rows = await db.upstream.findMany({
+    where: { enabled: true, tenant: { status: 'active' } },
+    select: {
+      id: true,
+      tenantId: true,
+      name: true,
+      toolPrefix: true,
+      transport: true,
+      url: true,
+      command: true,
+      args: true,
+      headersCiphertext: true,
+      envCiphertext: true,
+      encryptionKeyId: true,
+      connectTimeoutMs: true,
+      callTimeoutMs: true,
+      version: true,
+    },
+  });
+  const configs: UpstreamConfig[] = [];
+  for (const row of rows) {
+    const sealed = (field: 'headers' | 'env', ciphertext: Uint8Array | null): Record<string, string> => {
+      if (ciphertext === null) return {};
+      if (keyring === null) throw new Error('it has sealed secrets and no GATEWAY_SECRETS_KEYRING is configured');
+      if (row.encryptionKeyId === null) throw new Error('its sealed secrets name no key id');
+      const value = openJson<unknown>(
+        keyring,
+        { keyId: row.encryptionKeyId, ciphertext: Buffer.from(ciphertext) },
+        upstreamSecretContext(row.tenantId, row.id, field),
+      );
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`its sealed ${field} are not an object`);
+      const out: Record<string, string> = {};
+      for (const [key, item] of Object.entries(value)) if (typeof item === 'string') out[key] = item;
+      return out;
+    };
+    try {
+      configs.push({
+        id: row.id,
+        tenantId: row.tenantId,
+        name: row.name,
+        toolPrefix: row.toolPrefix,
+        transport: row.transport,
+        url: row.url,
+        headers: sealed('headers', row.headersCiphertext),
+        command: row.command,
+        args: row.args,
+        env: sealed('env', row.envCiphertext),
+        connectTimeoutMs: row.connectTimeoutMs,
+        callTimeoutMs: row.callTimeoutMs,
+        version: row.version,
+      });
+    } catch (error) {
+      // Our own messages and SecretBoxError's name no secret; anything else (a JSON parse error could quote
+      // decrypted text) is reduced to its name.
+      const reason =
+        error instanceof SecretBoxError || (error instanceof Error && error.name === 'Error') ? error.message : error instanceof Error ? error.name : 'unknown';
+      logger.warn({ upstream: row.name, upstreamId: row.id, tenantId: row.tenantId, reason }, 'upstream skipped');
+    }
+  }
+  return configs;
+}

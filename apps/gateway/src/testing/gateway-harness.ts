@@ -1,0 +1,130 @@
+/**
+ * Integration-test harness: the real data plane (snapshot loaders on the system client, Redis sessions,
+ * the real upstream connector) on a bare Fastify instance on 127.0.0.1:0, and the built demo upstreams as
+ * a child process. Test-only (excluded from the app build).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import type { SystemPrismaClient } from '@portcullis/data/db';
+import { createUpstreamConnector } from '@portcullis/gateway/upstream';
+import { createLogger, type Logger } from '@portcullis/shared/util-logger';
+import { gatewayConfigSchema } from '../config';
+import { startDataPlane, type DataPlane } from '../data-plane';
+
+export const demoDist = path.resolve(__dirname, '../../../../dist/apps/demo-upstreams');
+
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const address = probe.address();
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+export interface DemoUpstreams {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** `node dist/apps/demo-upstreams/main.js` on a free port (build it with `npx nx build demo-upstreams`). */
+export async function startDemoUpstreams(): Promise<DemoUpstreams> {
+  const main = path.join(demoDist, 'main.js');
+  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npx nx build demo-upstreams\` first`);
+  const port = await freePort();
+  const child: ChildProcess = spawn(process.execPath, [main], {
+    env: { PATH: process.env['PATH'] ?? '', NODE_ENV: 'test', LOG_LEVEL: 'warn', DEMO_UPSTREAMS_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.status < 500) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('demo upstreams did not start');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+    },
+  };
+}
+
+export interface TestGateway {
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly dataPlane: DataPlane;
+  readonly logs: () => string;
+  close(): Promise<void>;
+}
+
+export async function startTestGateway(options: {
+  readonly systemDb: SystemPrismaClient;
+  readonly redisUrl: string;
+  readonly env?: Record<string, string>;
+}): Promise<TestGateway> {
+  const config = gatewayConfigSchema.parse({
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    DATABASE_URL: 'postgresql://unused@127.0.0.1/unused',
+    REDIS_URL: options.redisUrl,
+    GATEWAY_BODY_LIMIT_BYTES: String(64 * 1024),
+    GATEWAY_LIST_TIMEOUT_MS: '2000',
+    GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+    ...options.env,
+  });
+  let text = '';
+  const logger: Logger = createLogger({
+    service: 'gateway-int',
+    level: 'info',
+    destination: {
+      write: (chunk: string) => {
+        text += chunk;
+      },
+    },
+  });
+  const redis: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int' });
+  const subscriber: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int-sub' });
+  const app = Fastify({ bodyLimit: config.http.bodyLimitBytes });
+  const dataPlane = await startDataPlane(app, {
+    config,
+    logger,
+    systemDb: options.systemDb,
+    redis,
+    subscriber,
+    connector: createUpstreamConnector({
+      logger,
+      maxStdioProcessesPerUpstream: 2,
+      stdioIdleMs: 60_000,
+      allowPrivateNetworks: true,
+      breaker: { failureThreshold: 1_000, cooldownMs: 1_000 },
+    }),
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    app,
+    dataPlane,
+    logs: () => text,
+    close: async () => {
+      await dataPlane.close();
+      await app.close();
+      redis.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}

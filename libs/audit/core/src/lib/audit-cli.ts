@@ -1,0 +1,138 @@
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { parseArgs } from 'node:util';
+import { AuditDlq } from './audit-dlq';
+import { verifyTenantChain } from './verify-tenant-chain';
+
+export interface AuditCliIo {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
+
+export interface AuditCliEnv {
+  readonly REDIS_URL?: string;
+  readonly QUEUE_PREFIX?: string;
+  readonly DATABASE_SYSTEM_URL?: string;
+}
+
+const DEFAULTS = {
+  redisUrl: 'redis://127.0.0.1:6379',
+  queuePrefix: 'portcullis',
+  systemUrl: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis',
+};
+
+export const AUDIT_CLI_USAGE = `Usage:
+  audit dlq list [--limit N] [--json]             dead-lettered audit events
+  audit dlq replay [--id ID ...]                  put them (all, or the given DLQ/job ids) back on the audit queue
+  audit verify --tenant SLUG                      verify a tenant's hash chain in Postgres
+  audit verify --export FILE --manifest FILE      verify an export file offline against its manifest
+
+Environment: REDIS_URL, QUEUE_PREFIX (BullMQ prefix, as the worker's), DATABASE_SYSTEM_URL (portcullis_system).
+Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error.`;
+
+class UsageError extends Error {}
+
+async function withSystemDb<T>(env: AuditCliEnv, fn: (db: SystemPrismaClient) => Promise<T>): Promise<T> {
+  const db = createSystemPrismaClient({ url: env.DATABASE_SYSTEM_URL ?? DEFAULTS.systemUrl, applicationName: 'audit-cli' });
+  try {
+    return await fn(db);
+  } finally {
+    await db.$disconnect();
+  }
+}
+
+async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { id: { type: 'string', multiple: true }, limit: { type: 'string' }, json: { type: 'boolean' } },
+  });
+  const dlq = new AuditDlq({
+    connection: { url: env.REDIS_URL ?? DEFAULTS.redisUrl, maxRetriesPerRequest: 2 },
+    prefix: env.QUEUE_PREFIX ?? DEFAULTS.queuePrefix,
+  });
+  try {
+    switch (positionals[0]) {
+      case 'list': {
+        const limit = values.limit ? Number(values.limit) : 1_000;
+        if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
+        const entries = await dlq.list(limit);
+        if (values.json) {
+          for (const entry of entries) io.out(JSON.stringify(entry));
+        } else {
+          io.out(`${entries.length} dead-lettered audit job(s)`);
+          for (const entry of entries) {
+            io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}\t${entry.error}`);
+          }
+        }
+        return 0;
+      }
+      case 'replay': {
+        const { replayed, skipped } = await dlq.replay(values.id);
+        io.out(`replayed ${replayed.length} job(s)${replayed.length ? `: ${replayed.join(', ')}` : ''}`);
+        for (const s of skipped) io.err(`skipped ${s.id}: ${s.reason}`);
+        return skipped.length > 0 || (values.id !== undefined && replayed.length === 0) ? 1 : 0;
+      }
+      default:
+        throw new UsageError('dlq needs list or replay');
+    }
+  } finally {
+    await dlq.close();
+  }
+}
+
+async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { tenant: { type: 'string' }, export: { type: 'string' }, manifest: { type: 'string' } },
+  });
+  if (values.export !== undefined || values.manifest !== undefined) {
+    if (!values.export || !values.manifest) throw new UsageError('--export and --manifest go together');
+    const { verifyExportFile } = await import('./audit-export');
+    const report = await verifyExportFile(values.export, values.manifest);
+    if (report.ok) {
+      io.out(`OK export ${values.export}: ${report.rows} row(s), sha256 ${report.sha256}, chain ${report.chain}`);
+      return 0;
+    }
+    io.out(`BROKEN export ${values.export}: ${report.problem}`);
+    return 1;
+  }
+  if (!values.tenant) throw new UsageError('verify needs --tenant SLUG (or --export FILE --manifest FILE)');
+  const slug = values.tenant;
+  return withSystemDb(env, async (db) => {
+    const tenant = await db.tenant.findUnique({ where: { slug }, select: { id: true } });
+    if (!tenant) {
+      io.err(`no tenant with slug ${slug}`);
+      return 1;
+    }
+    const report = await verifyTenantChain(db, tenant.id);
+    if (report.ok) {
+      const from = report.fromSeq === '0' ? '' : ` (from retention checkpoint seq ${report.fromSeq})`;
+      io.out(`OK ${slug}: ${report.checked} event(s)${from}, last seq ${report.lastSeq}, last hash ${report.lastHash ?? '-'}`);
+      return 0;
+    }
+    const { id, seq, problem } = report.brokenAt;
+    io.out(`BROKEN ${slug}: first broken link at seq ${seq} (id ${id ?? '-'}): ${problem}; ${report.checked} event(s) verified before it`);
+    return 1;
+  });
+}
+
+/** `npm run audit:<command> -- ...`. Returns the process exit code. */
+export async function runAuditCli(argv: readonly string[], env: AuditCliEnv, io: AuditCliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'dlq':
+        return await dlqCommand(rest, env, io);
+      case 'verify':
+        return await verifyCommand(rest, env, io);
+      default:
+        throw new UsageError(command ? `unknown command ${command}` : 'no command');
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`${(error as Error).message}\n\n${AUDIT_CLI_USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+}

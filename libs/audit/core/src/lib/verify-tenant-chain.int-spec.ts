@@ -1,0 +1,108 @@
+import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runAuditCli } from './audit-cli';
+import { PostgresAuditEventStore } from './postgres-audit-event.store';
+import { sampleAuditEvent } from './testing';
+import { verifyTenantChain } from './verify-tenant-chain';
+
+const ctx = testContext();
+const app = createPrismaClient({ url: ctx.databaseUrl });
+const system = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+const store = new PostgresAuditEventStore(app);
+
+afterAll(async () => {
+  await Promise.all([app.$disconnect(), system.$disconnect()]);
+});
+
+/** Runs SQL as the database owner with triggers off for this transaction only: what an attacker with the keys does. */
+async function tamper(sql: string, params: unknown[]): Promise<void> {
+  const client = new pg.Client({ connectionString: ctx.adminDatabaseUrl });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SET LOCAL session_replication_role = replica');
+    await client.query(sql, params);
+    await client.query('COMMIT');
+  } finally {
+    await client.end();
+  }
+}
+
+async function tenantWithEvents(count: number): Promise<{ tenant: TestTenant; ids: string[] }> {
+  const tenant = await createTestTenant(system);
+  const events = Array.from({ length: count }, (_, i) => sampleAuditEvent(tenant.id, { arguments: { i } }));
+  await store.insert(events);
+  return { tenant, ids: events.map((e) => e.eventId) };
+}
+
+async function cli(...argv: string[]): Promise<{ code: number; text: string }> {
+  const lines: string[] = [];
+  const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
+  const code = await runAuditCli(argv, { DATABASE_SYSTEM_URL: ctx.systemDatabaseUrl }, io);
+  return { code, text: lines.join('\n') };
+}
+
+describe('audit:verify (real Postgres)', () => {
+  it('reports OK with the count and last hash, streaming in pages', async () => {
+    const { tenant } = await tenantWithEvents(25);
+    const report = await verifyTenantChain(system, tenant.id, { batchSize: 7 });
+    const head = await system.auditChainHead.findUniqueOrThrow({ where: { tenantId: tenant.id } });
+    expect(report).toEqual({
+      ok: true,
+      tenantId: tenant.id,
+      checked: 25,
+      fromSeq: '0',
+      fromHash: null,
+      lastSeq: '25',
+      lastHash: head.lastHash,
+    });
+    const { code, text } = await cli('verify', '--tenant', tenant.slug);
+    expect(code).toBe(0);
+    expect(text).toBe(`OK ${tenant.slug}: 25 event(s), last seq 25, last hash ${head.lastHash}`);
+  });
+
+  it('detects a row edited directly in SQL and names the first broken link', async () => {
+    const { tenant, ids } = await tenantWithEvents(12);
+    await tamper(`UPDATE audit_events SET outcome = 'error' WHERE id = $1`, [ids[8]]);
+    const { code, text } = await cli('verify', '--tenant', tenant.slug);
+    expect(code).toBe(1);
+    expect(text).toContain(`BROKEN ${tenant.slug}: first broken link at seq 9 (id ${ids[8]}): hash_mismatch`);
+    // And the append-only trigger does refuse the same edit when it is not bypassed.
+    await expect(
+      system.$executeRawUnsafe(`UPDATE audit_events SET outcome = 'error' WHERE id = $1::uuid`, ids[1]),
+    ).rejects.toThrow();
+  });
+
+  it('detects a row deleted from the middle, and rows deleted from the end', async () => {
+    const middle = await tenantWithEvents(10);
+    await tamper(`DELETE FROM audit_events WHERE id = $1`, [middle.ids[4]]);
+    expect(await verifyTenantChain(system, middle.tenant.id, { batchSize: 3 })).toMatchObject({
+      ok: false,
+      checked: 4,
+      brokenAt: { seq: '6', id: middle.ids[5], problem: 'seq_gap' },
+    });
+
+    const tail = await tenantWithEvents(10);
+    await tamper(`DELETE FROM audit_events WHERE tenant_id = $1 AND seq > 8`, [tail.tenant.id]);
+    expect(await verifyTenantChain(system, tail.tenant.id)).toMatchObject({
+      ok: false,
+      checked: 8,
+      brokenAt: { seq: '9', id: null, problem: 'head_mismatch' },
+    });
+  });
+
+  it('refuses deleting audit events the retention checkpoint does not cover, even as the system role', async () => {
+    const { tenant } = await tenantWithEvents(3);
+    await expect(
+      system.$executeRawUnsafe(`DELETE FROM audit_events WHERE tenant_id = $1::uuid`, tenant.id),
+    ).rejects.toThrow(/not covered by the retention checkpoint/);
+    await expect(
+      app.$transaction(async (tx) => {
+        await tx.$executeRawUnsafe(`SELECT set_config('app.tenant_id', $1, true)`, tenant.id);
+        await tx.$executeRawUnsafe(`UPDATE audit_chain_heads SET pruned_through_seq = 2 WHERE tenant_id = $1::uuid`, tenant.id);
+      }),
+    ).rejects.toThrow(/only retention may move the audit checkpoint/);
+  });
+});

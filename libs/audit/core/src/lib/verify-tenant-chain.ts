@@ -1,0 +1,90 @@
+import { verifyChain } from '@portcullis/audit/chain';
+import type { SystemPrismaClient } from '@portcullis/data/db';
+import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
+
+export type ChainProblem =
+  | 'hash_mismatch'
+  | 'prev_hash_mismatch'
+  | 'seq_gap'
+  /** Rows are missing after the last stored one: the head says the chain is longer (tail deleted). */
+  | 'head_mismatch';
+
+export type TenantChainReport =
+  | {
+      readonly ok: true;
+      readonly tenantId: string;
+      readonly checked: number;
+      /** Where verification started: the retention checkpoint (0 / null if nothing was ever pruned). */
+      readonly fromSeq: string;
+      readonly fromHash: string | null;
+      readonly lastSeq: string;
+      readonly lastHash: string | null;
+    }
+  | {
+      readonly ok: false;
+      readonly tenantId: string;
+      readonly checked: number;
+      readonly brokenAt: { readonly id: string | null; readonly seq: string; readonly problem: ChainProblem };
+    };
+
+export interface VerifyTenantChainOptions {
+  /** Rows per keyset page (constant memory whatever the chain length). */
+  readonly batchSize?: number;
+}
+
+/**
+ * Streams a tenant's chain from Postgres in `seq` order, a page at a time (keyset pagination on the
+ * `(tenant_id, seq)` unique index), and reports OK or the first broken link. Starts at the retention checkpoint
+ * and ends by comparing with the chain head, so deleted leading, middle or trailing rows are all detected.
+ * Uses the system client: an operator's cross-tenant tool.
+ */
+export async function verifyTenantChain(
+  db: SystemPrismaClient,
+  tenantId: string,
+  options: VerifyTenantChainOptions = {},
+): Promise<TenantChainReport> {
+  const batchSize = options.batchSize ?? 2_000;
+  const heads = await db.$queryRawUnsafe<
+    { last_seq: bigint; last_hash: string | null; pruned_through_seq: bigint; pruned_through_hash: string | null }[]
+  >(
+    'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
+    tenantId,
+  );
+  const head = heads[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null };
+  const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
+
+  let state = from;
+  let checked = 0;
+  for (;;) {
+    const rows = await db.$queryRawUnsafe<AuditEventRow[]>(
+      `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3`,
+      tenantId,
+      state.seq,
+      batchSize,
+    );
+    if (rows.length === 0) break;
+    const verdict = verifyChain(rows.map(linkFromRow), state);
+    if (!verdict.ok) return { ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt };
+    checked += verdict.checked;
+    const last = rows[rows.length - 1] as AuditEventRow;
+    state = { seq: BigInt(last.seq), prevHash: verdict.lastHash };
+    if (rows.length < batchSize) break;
+  }
+  if (state.seq !== BigInt(head.last_seq) || state.prevHash !== head.last_hash) {
+    return {
+      ok: false,
+      tenantId,
+      checked,
+      brokenAt: { id: null, seq: (state.seq + 1n).toString(), problem: 'head_mismatch' },
+    };
+  }
+  return {
+    ok: true,
+    tenantId,
+    checked,
+    fromSeq: from.seq.toString(),
+    fromHash: from.prevHash,
+    lastSeq: state.seq.toString(),
+    lastHash: state.prevHash,
+  };
+}

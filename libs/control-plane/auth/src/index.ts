@@ -1,0 +1,16 @@
+export { Allow, CurrentPrincipal, CurrentTenant, Public } from './lib/access.decorators';
+export type { RouteAccess } from './lib/access.decorators';
+export {
+  AccessTokenError,
+  issueAccessToken,
+  MAX_ACCESS_TOKEN_TTL_SECONDS,
+  verifyAccessToken,
+} from './lib/access-token';
+export type { AccessTokenSettings, VerifiedAccessToken } from './lib/access-token';
+export { ControlPlaneAuthModule } from './lib/auth.module';
+export type { ControlPlaneAuthOptions } from './lib/auth.options';
+export { describePermissionTable, PERMISSIONS, roleGrants, TENANT_ROLES } from './lib/permissions';
+export type { Permission, TenantRole } from './lib/permissions';
+export type { Principal, TenantScope } from './lib/principal';
+export { RouteAccessRegistry } from './lib/route-access.registry';
+export type { RouteDeclaration } from './lib/route-access.registry';

@@ -1,0 +1,1 @@
+export { AgentClientsModule } from './lib/agent-clients.module';

@@ -1,0 +1,68 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { CHANGE_CHANNELS, type AgentClientResponse, type CreateAgentClientRequest, type PageQuery } from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { agentClientErrors } from './agent-clients.errors';
+import { toAgentClientResponse } from './agent-clients.mapper';
+import { AgentClientsRepository } from './agent-clients.repository';
+
+@Injectable()
+export class AgentClientsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: AgentClientsRepository,
+    private readonly audit: AuditEmitter,
+    private readonly changes: ChangePublisher,
+  ) {}
+
+  async list(scope: TenantScope, query: PageQuery): Promise<Page<AgentClientResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page));
+    return toPage(rows, page.limit, toAgentClientResponse);
+  }
+
+  async get(scope: TenantScope, id: string): Promise<AgentClientResponse> {
+    const row = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
+    if (!row) throw agentClientErrors.notFound();
+    return toAgentClientResponse(row);
+  }
+
+  async create(scope: TenantScope, body: CreateAgentClientRequest): Promise<AgentClientResponse> {
+    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+      if (await this.repository.findByName(scope.tenantId, tx, body.name)) throw agentClientErrors.nameTaken(body.name);
+      return this.repository.create(scope.tenantId, tx, {
+        name: body.name,
+        description: body.description ?? null,
+        kind: body.kind ?? 'service',
+        createdById: scope.actor.userId,
+      });
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? agentClientErrors.nameTaken(body.name) : error;
+    });
+    const response = toAgentClientResponse(row);
+    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'agent_client.create', target: { type: 'agent_client', id: row.id }, before: null, after: response });
+    return response;
+  }
+
+  /** Deleting a client deletes its API keys: gateways are told to drop them. */
+  async delete(scope: TenantScope, id: string): Promise<void> {
+    const { before, removed } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const existing = await this.repository.find(scope.tenantId, tx, id);
+      const removed = existing ? await this.repository.delete(scope.tenantId, tx, id) : null;
+      if (!existing || !removed) throw agentClientErrors.notFound();
+      return { before: existing, removed };
+    });
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action: 'agent_client.delete',
+      target: { type: 'agent_client', id },
+      before: { ...toAgentClientResponse(before), apiKeysDeleted: removed.apiKeys },
+      after: null,
+    });
+    if (removed.apiKeys > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+  }
+}

@@ -1,0 +1,1 @@
+export { ApiKeysModule } from './lib/api-keys.module';

@@ -1,0 +1,39 @@
+import { Injectable } from '@nestjs/common';
+import type { PageRequest } from '@portcullis/control-plane/http';
+import type { TenantTransaction } from '@portcullis/data/db';
+import type { TenantId } from '@portcullis/shared/util-ids';
+import { apiKeySelect, type ApiKeyRow } from './api-keys.mapper';
+
+@Injectable()
+export class ApiKeysRepository {
+  async list(tenantId: TenantId, tx: TenantTransaction, page: PageRequest): Promise<ApiKeyRow[]> {
+    return tx.apiKey.findMany({
+      where: { tenantId, ...(page.after === undefined ? {} : { id: { gt: page.after } }) },
+      orderBy: { id: 'asc' },
+      take: page.limit + 1,
+      select: apiKeySelect,
+    });
+  }
+
+  async find(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<ApiKeyRow | null> {
+    return tx.apiKey.findFirst({ where: { tenantId, id }, select: apiKeySelect });
+  }
+
+  async agentClient(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<{ disabled: boolean } | null> {
+    return tx.agentClient.findUnique({ where: { tenantId_id: { tenantId, id } }, select: { disabled: true } });
+  }
+
+  async create(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    key: { name: string; keyHash: string; displayPrefix: string; agentClientId: string; createdById: string; expiresAt: Date | null },
+  ): Promise<ApiKeyRow> {
+    return tx.apiKey.create({ data: { tenantId, ...key }, select: apiKeySelect });
+  }
+
+  /** Sets revokedAt once (revoking again keeps the first time). Null when no such key. */
+  async revoke(tenantId: TenantId, tx: TenantTransaction, id: string, at: Date): Promise<ApiKeyRow | null> {
+    await tx.apiKey.updateMany({ where: { tenantId, id, revokedAt: null }, data: { revokedAt: at } });
+    return this.find(tenantId, tx, id);
+  }
+}

@@ -1,0 +1,71 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { displayPrefix, generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import {
+  CHANGE_CHANNELS,
+  type ApiKeyResponse,
+  type CreateApiKeyRequest,
+  type CreatedApiKeyResponse,
+  type PageQuery,
+} from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { apiKeyErrors } from './api-keys.errors';
+import { toApiKeyResponse } from './api-keys.mapper';
+import { ApiKeysRepository } from './api-keys.repository';
+
+/** API keys for agent clients: only the hash is stored; the secret exists in this process once, for the response. */
+@Injectable()
+export class ApiKeysService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: ApiKeysRepository,
+    private readonly audit: AuditEmitter,
+    private readonly changes: ChangePublisher,
+  ) {}
+
+  async list(scope: TenantScope, query: PageQuery): Promise<Page<ApiKeyResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page));
+    return toPage(rows, page.limit, toApiKeyResponse);
+  }
+
+  async create(scope: TenantScope, body: CreateApiKeyRequest): Promise<CreatedApiKeyResponse> {
+    const secret = generateApiKey();
+    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const client = await this.repository.agentClient(scope.tenantId, tx, body.agentClientId);
+      if (!client) throw apiKeyErrors.agentClientNotFound();
+      if (client.disabled) throw apiKeyErrors.agentClientDisabled();
+      return this.repository.create(scope.tenantId, tx, {
+        name: body.name,
+        keyHash: hashApiKey(secret),
+        displayPrefix: displayPrefix(secret),
+        agentClientId: body.agentClientId,
+        createdById: scope.actor.userId,
+        expiresAt: body.expiresAt ? new Date(body.expiresAt) : null,
+      });
+    });
+    const response = toApiKeyResponse(row);
+    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.create', target: { type: 'api_key', id: row.id }, before: null, after: response });
+    await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    return { ...response, secret };
+  }
+
+  async revoke(scope: TenantScope, id: string): Promise<ApiKeyResponse> {
+    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const existing = await this.repository.find(scope.tenantId, tx, id);
+      if (!existing) throw apiKeyErrors.notFound();
+      const revoked = await this.repository.revoke(scope.tenantId, tx, id, new Date());
+      if (!revoked) throw apiKeyErrors.notFound();
+      return { before: existing, after: revoked };
+    });
+    const response = toApiKeyResponse(after);
+    if (before.revokedAt === null) {
+      await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.revoke', target: { type: 'api_key', id }, before: toApiKeyResponse(before), after: response });
+      await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    }
+    return response;
+  }
+}

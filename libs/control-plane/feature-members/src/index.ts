@@ -1,0 +1,1 @@
+export { MembersModule } from './lib/members.module';

@@ -1,0 +1,55 @@
+import { Injectable } from '@nestjs/common';
+import type { PageRequest } from '@portcullis/control-plane/http';
+import type { MembershipRole, TenantTransaction } from '@portcullis/data/db';
+import type { TenantId } from '@portcullis/shared/util-ids';
+import { memberSelect, type MemberRow } from './members.mapper';
+
+@Injectable()
+export class MembersRepository {
+  async list(tenantId: TenantId, tx: TenantTransaction, page: PageRequest): Promise<MemberRow[]> {
+    return tx.membership.findMany({
+      where: { tenantId, ...(page.after === undefined ? {} : { id: { gt: page.after } }) },
+      orderBy: { id: 'asc' },
+      take: page.limit + 1,
+      select: memberSelect,
+    });
+  }
+
+  async find(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<MemberRow | null> {
+    return tx.membership.findFirst({ where: { tenantId, id }, select: memberSelect });
+  }
+
+  async findByUser(tenantId: TenantId, tx: TenantTransaction, userId: string): Promise<MemberRow | null> {
+    return tx.membership.findUnique({ where: { tenantId_userId: { tenantId, userId } }, select: memberSelect });
+  }
+
+  /**
+   * Locks the tenant's owner memberships (FOR UPDATE) and counts them, so two concurrent demotions cannot both see
+   * "there is another owner" and leave none.
+   */
+  async lockOwners(tenantId: TenantId, tx: TenantTransaction): Promise<number> {
+    const rows = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM memberships WHERE tenant_id = ${tenantId}::uuid AND role = 'owner' FOR UPDATE`;
+    return rows.length;
+  }
+
+  async create(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole): Promise<MemberRow> {
+    return tx.membership.create({ data: { tenantId, userId, role }, select: memberSelect });
+  }
+
+  async updateRole(tenantId: TenantId, tx: TenantTransaction, id: string, role: MembershipRole): Promise<MemberRow | null> {
+    const { count } = await tx.membership.updateMany({ where: { tenantId, id }, data: { role } });
+    return count === 0 ? null : this.find(tenantId, tx, id);
+  }
+
+  async delete(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<boolean> {
+    const { count } = await tx.membership.deleteMany({ where: { tenantId, id } });
+    return count > 0;
+  }
+
+  /** Users are global (one per email); adding a member may create one. */
+  async findOrCreateUser(tx: TenantTransaction, email: string, name: string): Promise<{ id: string }> {
+    const existing = await tx.user.findUnique({ where: { email }, select: { id: true } });
+    return existing ?? tx.user.create({ data: { email, name }, select: { id: true } });
+  }
+}

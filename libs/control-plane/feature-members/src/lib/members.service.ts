@@ -1,0 +1,73 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { AddMemberRequest, MemberResponse, PageQuery, UpdateMemberRequest } from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { memberErrors } from './members.errors';
+import { toMemberResponse } from './members.mapper';
+import { MembersRepository } from './members.repository';
+import { assertKeepsAnOwner, assertMayManage } from './members.rules';
+
+@Injectable()
+export class MembersService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: MembersRepository,
+    private readonly audit: AuditEmitter,
+  ) {}
+
+  async list(scope: TenantScope, query: PageQuery): Promise<Page<MemberResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page));
+    return toPage(rows, page.limit, toMemberResponse);
+  }
+
+  async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
+    assertMayManage(scope.role, null, body.role);
+    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const user = await this.repository.findOrCreateUser(tx, body.email, body.name ?? body.email);
+      if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
+      return this.repository.create(scope.tenantId, tx, user.id, body.role);
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? memberErrors.alreadyMember(body.email) : error;
+    });
+    const response = toMemberResponse(row);
+    await this.emit(scope, 'member.add', row.id, null, response);
+    return response;
+  }
+
+  async changeRole(scope: TenantScope, id: string, body: UpdateMemberRequest): Promise<MemberResponse> {
+    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
+      const existing = await this.repository.find(scope.tenantId, tx, id);
+      if (!existing) throw memberErrors.notFound();
+      assertMayManage(scope.role, existing.role, body.role);
+      assertKeepsAnOwner(ownerCount, existing.role, body.role);
+      const updated = await this.repository.updateRole(scope.tenantId, tx, id, body.role);
+      if (!updated) throw memberErrors.notFound();
+      return { before: existing, after: updated };
+    });
+    const response = toMemberResponse(after);
+    await this.emit(scope, 'member.role_change', id, toMemberResponse(before), response);
+    return response;
+  }
+
+  async remove(scope: TenantScope, id: string): Promise<void> {
+    const before = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
+      const existing = await this.repository.find(scope.tenantId, tx, id);
+      if (!existing) throw memberErrors.notFound();
+      assertMayManage(scope.role, existing.role, null);
+      assertKeepsAnOwner(ownerCount, existing.role, null);
+      if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
+      return existing;
+    });
+    await this.emit(scope, 'member.remove', id, toMemberResponse(before), null);
+  }
+
+  private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null) {
+    return this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'member', id }, before, after });
+  }
+}

@@ -1,0 +1,2 @@
+export { TenantsModule } from './lib/tenants.module';
+export { TenantsRepository } from './lib/tenants.repository';

@@ -1,0 +1,68 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { CreateTenantRequest, PageQuery, TenantListItem, TenantResponse } from '@portcullis/contracts/api';
+import type { Principal, TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, withUser, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { newId, tenantId as toTenantId } from '@portcullis/shared/util-ids';
+import { tenantErrors } from './tenants.errors';
+import { toTenantListItem, toTenantResponse } from './tenants.mapper';
+import { TenantsRepository } from './tenants.repository';
+
+@Injectable()
+export class TenantsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: TenantsRepository,
+    private readonly audit: AuditEmitter,
+  ) {}
+
+  /**
+   * Platform admins create tenants, optionally naming a first owner by email (their user is created if needed).
+   * Tenant and owner are written in one transaction, in the new tenant's row-level-security context.
+   */
+  async create(actor: Principal, body: CreateTenantRequest): Promise<TenantResponse> {
+    // Minted here, for a tenant this request is creating: the id is ours, not the caller's.
+    const id = toTenantId(newId());
+    const row = await withTenant(this.db, id, async (tx) => {
+      if (await this.repository.findBySlug(tx, body.slug)) throw tenantErrors.slugTaken(body.slug);
+      const tenant = await this.repository.create(tx, { id, slug: body.slug, name: body.name });
+      if (body.ownerEmail) {
+        const user =
+          (await this.repository.findUserByEmail(tx, body.ownerEmail)) ??
+          (await this.repository.createUser(tx, { email: body.ownerEmail, name: body.ownerEmail }));
+        await this.repository.addMembership(id, tx, user.id, 'owner');
+      }
+      return tenant;
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? tenantErrors.slugTaken(body.slug) : error;
+    });
+    const response = toTenantResponse(row);
+    await this.audit.emit({
+      tenantId: id,
+      actor,
+      action: 'tenant.create',
+      target: { type: 'tenant', id },
+      before: null,
+      after: { ...response, ownerEmail: body.ownerEmail ?? null },
+    });
+    return response;
+  }
+
+  /** Platform admins see every tenant; everyone else sees the tenants they are a member of, with their role. */
+  async list(actor: Principal, query: PageQuery): Promise<Page<TenantListItem>> {
+    const page = pageRequest(query);
+    const roles = await withUser(this.db, actor.userId, (tx) => this.repository.membershipsOf(tx, actor.userId));
+    const rows = actor.isPlatformAdmin
+      ? await this.repository.listAll(this.db, page)
+      : await this.repository.listByIds(this.db, [...roles.keys()], page);
+    return toPage(rows, page.limit, (row) => toTenantListItem({ ...row, role: roles.get(row.id) ?? null }));
+  }
+
+  async get(scope: TenantScope): Promise<TenantListItem> {
+    const row = await this.repository.find(scope.tenantId, this.db);
+    if (!row) throw tenantErrors.notFound();
+    return toTenantListItem({ ...row, role: scope.role });
+  }
+}

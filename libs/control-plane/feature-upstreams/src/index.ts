@@ -1,0 +1,2 @@
+export { UpstreamsModule } from './lib/upstreams.module';
+export type { UpstreamsOptions } from './lib/upstreams.options';

@@ -1,0 +1,72 @@
+import { Body, Controller, Delete, Get, Param, Patch, Post, Query } from '@nestjs/common';
+import {
+  createUpstreamRequest,
+  pageQuery,
+  updateUpstreamRequest,
+  upstreamResponse,
+  type CreateUpstreamRequest,
+  type PageQuery,
+  type UpdateUpstreamRequest,
+} from '@portcullis/contracts/api';
+import { Allow, CurrentTenant, type TenantScope } from '@portcullis/control-plane/auth';
+import { ApiRoute, IdParamPipe, ZodPipe } from '@portcullis/control-plane/http';
+import { UpstreamsService } from './upstreams.service';
+
+const TAG = 'upstreams';
+
+@Controller('api/v1/tenants/:tenantId/upstreams')
+export class UpstreamsController {
+  constructor(private readonly upstreams: UpstreamsService) {}
+
+  @Get()
+  @Allow('tenant:upstreams:read')
+  @ApiRoute({ tag: TAG, summary: 'List upstreams', response: upstreamResponse, paged: true })
+  list(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(pageQuery)) query: PageQuery) {
+    return this.upstreams.list(tenant, query);
+  }
+
+  @Post()
+  @Allow('tenant:upstreams:write')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Create an upstream (headers/env are write-only; stdio: platform admins, allow-listed commands)',
+    status: 201,
+    body: createUpstreamRequest,
+    response: upstreamResponse,
+    conflicts: true,
+  })
+  create(@CurrentTenant() tenant: TenantScope, @Body(new ZodPipe(createUpstreamRequest)) body: CreateUpstreamRequest) {
+    return this.upstreams.create(tenant, body);
+  }
+
+  @Get(':upstreamId')
+  @Allow('tenant:upstreams:read')
+  @ApiRoute({ tag: TAG, summary: 'Get an upstream', response: upstreamResponse })
+  get(@CurrentTenant() tenant: TenantScope, @Param('upstreamId', IdParamPipe) id: string) {
+    return this.upstreams.get(tenant, id);
+  }
+
+  @Patch(':upstreamId')
+  @Allow('tenant:upstreams:write')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Change an upstream (headers/env replace the stored map; null removes it)',
+    body: updateUpstreamRequest,
+    response: upstreamResponse,
+    conflicts: true,
+  })
+  update(
+    @CurrentTenant() tenant: TenantScope,
+    @Param('upstreamId', IdParamPipe) id: string,
+    @Body(new ZodPipe(updateUpstreamRequest)) body: UpdateUpstreamRequest,
+  ) {
+    return this.upstreams.update(tenant, id, body);
+  }
+
+  @Delete(':upstreamId')
+  @Allow('tenant:upstreams:write')
+  @ApiRoute({ tag: TAG, summary: 'Delete an upstream', status: 204 })
+  async delete(@CurrentTenant() tenant: TenantScope, @Param('upstreamId', IdParamPipe) id: string): Promise<void> {
+    await this.upstreams.delete(tenant, id);
+  }
+}

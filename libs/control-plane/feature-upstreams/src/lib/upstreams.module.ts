@@ -1,0 +1,16 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import { UpstreamsController } from './upstreams.controller';
+import { UPSTREAMS_OPTIONS, type UpstreamsOptions } from './upstreams.options';
+import { UpstreamsRepository } from './upstreams.repository';
+import { UpstreamsService } from './upstreams.service';
+
+@Module({})
+export class UpstreamsModule {
+  static forRoot(options: UpstreamsOptions): DynamicModule {
+    return {
+      module: UpstreamsModule,
+      controllers: [UpstreamsController],
+      providers: [{ provide: UPSTREAMS_OPTIONS, useValue: options }, UpstreamsRepository, UpstreamsService],
+    };
+  }
+}

@@ -1,0 +1,213 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { openJson, sealJson, upstreamSecretContext } from '@portcullis/auth/secrets';
+import {
+  CHANGE_CHANNELS,
+  type CreateUpstreamRequest,
+  type PageQuery,
+  type UpdateUpstreamRequest,
+  type UpstreamResponse,
+} from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { newId, type TenantId } from '@portcullis/shared/util-ids';
+import { upstreamErrors } from './upstreams.errors';
+import { toUpstreamResponse, type UpstreamRecord } from './upstreams.mapper';
+import { UPSTREAMS_OPTIONS, type UpstreamsOptions } from './upstreams.options';
+import { UpstreamsRepository, type SealedColumn, type UpstreamChanges } from './upstreams.repository';
+
+type SecretField = 'headers' | 'env';
+
+/**
+ * Upstream rules: secrets are sealed before they reach the repository and never come back out; stdio upstreams are
+ * for platform admins and allow-listed commands only; names and tool prefixes are unique per tenant (409 naming the
+ * holder); every change bumps `version`, is audited, and is announced on `pcs:upstreams:changed`.
+ */
+@Injectable()
+export class UpstreamsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: UpstreamsRepository,
+    private readonly audit: AuditEmitter,
+    private readonly changes: ChangePublisher,
+    @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
+  ) {}
+
+  async list(scope: TenantScope, query: PageQuery): Promise<Page<UpstreamResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page));
+    return toPage(rows, page.limit, toUpstreamResponse);
+  }
+
+  async get(scope: TenantScope, id: string): Promise<UpstreamResponse> {
+    const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
+    if (!record) throw upstreamErrors.notFound();
+    return toUpstreamResponse(record);
+  }
+
+  async create(scope: TenantScope, body: CreateUpstreamRequest): Promise<UpstreamResponse> {
+    const { tenantId } = scope;
+    if (body.transport === 'stdio') this.assertStdioAllowed(scope, body.command);
+    const id = newId();
+    const headers = body.transport === 'stdio' ? undefined : this.seal(tenantId, id, 'headers', body.headers);
+    const env = body.transport === 'stdio' ? this.seal(tenantId, id, 'env', body.env) : undefined;
+    const record = await this.inTransaction(tenantId, async (tx) => {
+      await this.assertAvailable(tenantId, tx, { name: body.name, toolPrefix: body.toolPrefix });
+      return this.repository.create(tenantId, tx, {
+        id,
+        name: body.name,
+        description: body.description ?? null,
+        toolPrefix: body.toolPrefix,
+        transport: body.transport,
+        url: body.transport === 'stdio' ? null : body.url,
+        command: body.transport === 'stdio' ? body.command : null,
+        args: body.transport === 'stdio' ? (body.args ?? []) : [],
+        headersCiphertext: headers,
+        envCiphertext: env,
+        encryptionKeyId: headers || env ? this.options.keyring.activeKeyId : null,
+        connectTimeoutMs: body.connectTimeoutMs,
+        callTimeoutMs: body.callTimeoutMs,
+        enabled: body.enabled,
+      });
+    });
+    const response = toUpstreamResponse(record);
+    await this.announce(scope, 'upstream.create', id, null, response);
+    return response;
+  }
+
+  async update(scope: TenantScope, id: string, body: UpdateUpstreamRequest): Promise<UpstreamResponse> {
+    const { tenantId } = scope;
+    const { before, after } = await this.inTransaction(tenantId, async (tx) => {
+      const existing = await this.repository.find(tenantId, tx, id);
+      if (!existing) throw upstreamErrors.notFound();
+      this.assertFieldsFitTransport(existing, body);
+      if (existing.transport === 'stdio' && (body.command !== undefined || body.args !== undefined || body.env !== undefined)) {
+        this.assertStdioAllowed(scope, body.command ?? existing.command ?? '');
+      }
+      await this.assertAvailable(tenantId, tx, {
+        ...(body.name !== undefined && body.name !== existing.name ? { name: body.name } : {}),
+        ...(body.toolPrefix !== undefined && body.toolPrefix !== existing.toolPrefix ? { toolPrefix: body.toolPrefix } : {}),
+      });
+      const changes: UpstreamChanges = {
+        name: body.name,
+        description: body.description,
+        toolPrefix: body.toolPrefix,
+        enabled: body.enabled,
+        connectTimeoutMs: body.connectTimeoutMs,
+        callTimeoutMs: body.callTimeoutMs,
+        url: body.url,
+        command: body.command,
+        args: body.args,
+        ...(await this.sealedChanges(tenantId, tx, existing, body)),
+      };
+      const updated = await this.repository.update(tenantId, tx, id, changes);
+      if (!updated) throw upstreamErrors.notFound();
+      return { before: existing, after: updated };
+    });
+    const response = toUpstreamResponse(after);
+    await this.announce(scope, 'upstream.update', id, toUpstreamResponse(before), response);
+    return response;
+  }
+
+  async delete(scope: TenantScope, id: string): Promise<void> {
+    const { tenantId } = scope;
+    const before = await withTenant(this.db, tenantId, async (tx) => {
+      const existing = await this.repository.find(tenantId, tx, id);
+      if (!existing || !(await this.repository.delete(tenantId, tx, id))) throw upstreamErrors.notFound();
+      return existing;
+    });
+    await this.announce(scope, 'upstream.delete', id, toUpstreamResponse(before), null);
+  }
+
+  private assertStdioAllowed(scope: TenantScope, command: string): void {
+    if (!scope.actor.isPlatformAdmin) throw upstreamErrors.stdioNeedsPlatformAdmin();
+    if (!this.options.stdioCommandAllowlist.includes(command)) throw upstreamErrors.commandNotAllowed();
+  }
+
+  private assertFieldsFitTransport(existing: UpstreamRecord, body: UpdateUpstreamRequest): void {
+    const wrong =
+      existing.transport === 'stdio'
+        ? (['url', 'headers'] as const).find((field) => body[field] !== undefined)
+        : (['command', 'args', 'env'] as const).find((field) => body[field] !== undefined);
+    if (wrong) throw upstreamErrors.fieldNotForTransport(wrong, existing.transport);
+  }
+
+  /** 409 naming the upstream that already holds the name or tool prefix. */
+  private async assertAvailable(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    wanted: { name?: string; toolPrefix?: string },
+  ): Promise<void> {
+    if (wanted.toolPrefix !== undefined) {
+      const holder = await this.repository.findHolder(tenantId, tx, { toolPrefix: wanted.toolPrefix });
+      if (holder) throw upstreamErrors.toolPrefixTaken(wanted.toolPrefix, holder.name);
+    }
+    if (wanted.name !== undefined && (await this.repository.findHolder(tenantId, tx, { name: wanted.name }))) {
+      throw upstreamErrors.nameTaken(wanted.name);
+    }
+  }
+
+  private seal(tenantId: TenantId, id: string, field: SecretField, value: Record<string, string> | null | undefined): SealedColumn {
+    if (value === undefined) return undefined;
+    if (value === null || Object.keys(value).length === 0) return null;
+    return new Uint8Array(sealJson(this.options.keyring, value, upstreamSecretContext(tenantId, id, field)).ciphertext);
+  }
+
+  /**
+   * The secret columns of an update. Both columns share one key id, so when one is replaced under the active key
+   * and the other was sealed under an older key, the other is re-sealed too (opened and sealed again, in memory).
+   */
+  private async sealedChanges(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    existing: UpstreamRecord,
+    body: UpdateUpstreamRequest,
+  ): Promise<Pick<UpstreamChanges, 'headersCiphertext' | 'envCiphertext' | 'encryptionKeyId'>> {
+    if (body.headers === undefined && body.env === undefined) return {};
+    const keyring = this.options.keyring;
+    const headersCiphertext = this.seal(tenantId, existing.id, 'headers', body.headers);
+    const envCiphertext = this.seal(tenantId, existing.id, 'env', body.env);
+    const result: { headersCiphertext: SealedColumn; envCiphertext: SealedColumn; encryptionKeyId: string | null } = {
+      headersCiphertext,
+      envCiphertext,
+      encryptionKeyId: keyring.activeKeyId,
+    };
+    if (existing.encryptionKeyId !== null && existing.encryptionKeyId !== keyring.activeKeyId) {
+      for (const field of ['headers', 'env'] as const) {
+        const column = field === 'headers' ? 'headersCiphertext' : 'envCiphertext';
+        if (result[column] !== undefined) continue;
+        const stored = await this.repository.sealedSecret(tenantId, tx, existing.id, field);
+        if (!stored) continue;
+        const context = upstreamSecretContext(tenantId, existing.id, field);
+        const value = openJson<Record<string, string>>(keyring, { keyId: existing.encryptionKeyId, ciphertext: Buffer.from(stored) }, context);
+        result[column] = this.seal(tenantId, existing.id, field, value);
+      }
+    }
+    const headersStored = result.headersCiphertext === undefined ? existing.hasHeaders : result.headersCiphertext !== null;
+    const envStored = result.envCiphertext === undefined ? existing.hasEnv : result.envCiphertext !== null;
+    if (!headersStored && !envStored) result.encryptionKeyId = null;
+    return result;
+  }
+
+  private async inTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+    try {
+      return await withTenant(this.db, tenantId, fn);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw upstreamErrors.conflict();
+      throw error;
+    }
+  }
+
+  private async announce(
+    scope: TenantScope,
+    action: string,
+    id: string,
+    before: UpstreamResponse | null,
+    after: UpstreamResponse | null,
+  ): Promise<void> {
+    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'upstream', id }, before, after });
+    await this.changes.publish(CHANGE_CHANNELS.upstreams, scope.tenantId);
+  }
+}

@@ -1,0 +1,194 @@
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createAuditEmitter, type AuditEmitter, type AuditEmitterOptions, type AuditJob } from './audit-emitter';
+import { MemoryAuditSpool } from './audit-spool';
+
+let counter = 0;
+function event(): AuditEventV1 {
+  counter += 1;
+  const suffix = counter.toString(16).padStart(12, '0');
+  return {
+    v: 1,
+    eventId: `019a0000-0000-7000-8000-${suffix}`,
+    tenantId: '019a0000-0000-7000-8000-0000000000aa',
+    occurredAt: '2026-11-22T08:00:00.000Z',
+    kind: 'mcp',
+    method: 'tools/call',
+    actorUserId: null,
+    agentClientId: null,
+    apiKeyId: null,
+    mcpSessionId: null,
+    upstreamId: null,
+    tool: 'tickets__create_ticket',
+    targetType: null,
+    targetId: null,
+    decision: 'allow',
+    reason: null,
+    snapshotVersion: 1,
+    approvalId: null,
+    latencyMs: 3,
+    outcome: 'ok',
+    errorCode: null,
+    arguments: { n: suffix },
+    traceId: null,
+    traceparent: null,
+  };
+}
+
+/** A producer whose reachability the test switches, recording what it accepted. */
+class FakeProducer {
+  up = true;
+  hang = false;
+  readonly accepted: AuditJob[] = [];
+  calls = 0;
+  async addBulk(jobs: AuditJob[]): Promise<void> {
+    this.calls += 1;
+    if (this.hang) return new Promise(() => undefined);
+    if (!this.up) throw new Error('ECONNREFUSED');
+    this.accepted.push(...jobs);
+  }
+  ids(): string[] {
+    return this.accepted.map((job) => job.data.eventId);
+  }
+}
+
+const logger = { info: vi.fn(), warn: vi.fn(), error: vi.fn() };
+const emitters: AuditEmitter[] = [];
+
+function make(overrides: Partial<AuditEmitterOptions> = {}) {
+  const producer = new FakeProducer();
+  const spool = new MemoryAuditSpool(overrides.spoolMaxBytes ?? 1_000_000);
+  let clock = 0;
+  const emitter = createAuditEmitter({
+    producer,
+    maxBuffer: 100,
+    flushEveryMs: 60_000, // flushed explicitly by the tests
+    batchSize: 10,
+    spoolDir: null,
+    spoolMaxBytes: 1_000_000,
+    logger,
+    spool,
+    sendTimeoutMs: 50,
+    probeEveryMs: 1_000,
+    now: () => clock,
+    ...overrides,
+  });
+  emitters.push(emitter);
+  return { emitter, producer, spool, advance: (ms: number) => (clock += ms) };
+}
+
+afterEach(async () => {
+  await Promise.all(emitters.splice(0).map((e) => e.close()));
+  vi.clearAllMocks();
+});
+
+describe('audit emitter', () => {
+  it('buffers without waiting and flushes in batches with the event id as job id', async () => {
+    const { emitter, producer } = make();
+    const events = Array.from({ length: 25 }, event);
+    for (const e of events) expect(emitter.emit(e)).toBe('buffered');
+    await emitter.flush();
+    expect(producer.ids()).toEqual(events.map((e) => e.eventId));
+    expect(producer.accepted[0]).toMatchObject({ name: 'audit.event.ingest', opts: { jobId: `audit-${events[0]?.eventId}` } });
+    // 25 events in batches of 10 (the first batch may start as soon as 10 are buffered).
+    expect(producer.calls).toBeGreaterThanOrEqual(3);
+    expect(emitter.stats()).toMatchObject({ sent: 25, buffered: 0, spooled: 0, dropped: 0, redis: 'up' });
+  });
+
+  it('spools while Redis is unreachable and replays the spool when it returns', async () => {
+    const { emitter, producer, spool, advance } = make();
+    producer.up = false;
+    const events = Array.from({ length: 30 }, event);
+    for (const e of events) emitter.emit(e);
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ redis: 'down', spooled: 30, sent: 0 });
+    expect(producer.calls).toBe(1); // one failed attempt, then straight to the spool until the next probe
+    expect(spool.hasPending()).toBe(true);
+    expect(logger.warn).toHaveBeenCalledWith(expect.anything(), 'audit queue unreachable: spooling events locally');
+
+    producer.up = true;
+    advance(1_000);
+    const later = Array.from({ length: 5 }, event);
+    for (const e of later) emitter.emit(e);
+    await emitter.flush();
+    expect(spool.hasPending()).toBe(false);
+    expect(new Set(producer.ids())).toEqual(new Set([...events, ...later].map((e) => e.eventId)));
+    expect(emitter.stats()).toMatchObject({ redis: 'up', replayed: 30, sent: 5, dropped: 0 });
+  });
+
+  it('treats a send that does not answer as a failure (spools) instead of waiting', async () => {
+    const { emitter, producer } = make();
+    producer.hang = true;
+    emitter.emit(event());
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ redis: 'down', spooled: 1 });
+  });
+
+  it('spools synchronously when the buffer is full, and counts drops when the spool is full too', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer } = make({ maxBuffer: 5, batchSize: 100, spoolMaxBytes: one * 3 });
+    producer.up = false;
+    const results = Array.from({ length: 10 }, () => emitter.emit(event()));
+    expect(results.slice(0, 5)).toEqual(Array(5).fill('buffered'));
+    expect(results.slice(5, 8)).toEqual(Array(3).fill('spooled'));
+    expect(results.slice(8)).toEqual(['dropped', 'dropped']);
+    expect(emitter.stats().dropped).toBe(2);
+    expect(logger.error).toHaveBeenCalledWith(
+      expect.objectContaining({ dropped: 1, droppedTotal: 1 }), // the first drop at once, later ones every 10 s
+      'audit events dropped: buffer and spool are full',
+    );
+  });
+
+  it('can accept fail-closed calls only while an event can certainly be kept', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer, advance } = make({ maxBuffer: 2, batchSize: 100, spoolMaxBytes: one * 2 });
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+    producer.up = false;
+    emitter.emit(event());
+    await emitter.flush(); // Redis found down; the event is spooled (1 of 2 slots)
+    expect(emitter.stats().redis).toBe('down');
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+    emitter.emit(event()); // buffered, and will need the last spool slot
+    expect(emitter.canAcceptFailClosed()).toBe(false);
+    await emitter.flush();
+    expect(emitter.canAcceptFailClosed()).toBe(false); // spool full
+    producer.up = true;
+    advance(1_000);
+    await emitter.flush(); // replay empties the spool
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+  });
+
+  it('close() flushes what is buffered and refuses later events', async () => {
+    const { emitter, producer } = make();
+    const events = Array.from({ length: 7 }, event);
+    for (const e of events) emitter.emit(e);
+    await emitter.close();
+    expect(producer.ids()).toEqual(events.map((e) => e.eventId));
+    expect(emitter.emit(event())).toBe('dropped');
+    expect(emitter.canAcceptFailClosed()).toBe(false);
+  });
+
+  it('keeps the unsent rest in the spool when a replay fails half-way', async () => {
+    const { emitter, producer, spool, advance } = make({ batchSize: 5 });
+    producer.up = false;
+    for (let i = 0; i < 20; i += 1) emitter.emit(event());
+    await emitter.flush();
+    expect(emitter.stats().spooled).toBe(20);
+    producer.up = true;
+    advance(1_000);
+    const addBulk = producer.addBulk.bind(producer);
+    let calls = 0;
+    producer.addBulk = async (jobs) => {
+      calls += 1;
+      if (calls === 3) throw new Error('ECONNRESET');
+      return addBulk(jobs);
+    };
+    await emitter.flush();
+    expect(emitter.stats().redis).toBe('down');
+    expect(spool.hasPending()).toBe(true);
+    advance(1_000);
+    await emitter.flush();
+    expect(spool.hasPending()).toBe(false);
+    expect(new Set(producer.ids()).size).toBe(20);
+  });
+});

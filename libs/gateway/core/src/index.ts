@@ -1,0 +1,37 @@
+export { ApiKeyAuthenticator } from './lib/auth/authenticator';
+export type { Authenticator, AuthOutcome } from './lib/auth/authenticator';
+export { ApiKeyIndex } from './lib/auth/api-key-index';
+export type { ApiKeyEntry } from './lib/auth/api-key-index';
+export { TenantIndex } from './lib/auth/tenant-index';
+export type { TenantEntry } from './lib/auth/tenant-index';
+export { mergeServerCapabilities, relayableClientCapabilities } from './lib/dispatch/capabilities';
+export { BROADCAST_CHANNEL, createRedisReplicaBus, replicaChannel } from './lib/dispatch/redis-bus';
+export { GatewayRequestError, SessionEngine } from './lib/dispatch/session-engine';
+export type { BusMessage, EngineDeps, EngineOptions, ReplicaBus } from './lib/dispatch/session-engine';
+export { registerMcpRoutes } from './lib/http/mcp-routes';
+export type { McpRoutes, McpRoutesOptions } from './lib/http/mcp-routes';
+export {
+  acceptsEventStream,
+  acceptsPostResponses,
+  bearerToken,
+  isJsonContentType,
+  originProblem,
+  requestProtocolVersion,
+} from './lib/http/request-checks';
+export type { OriginPolicy } from './lib/http/request-checks';
+export { decodeCursor, encodeCursor } from './lib/listing/cursor';
+export type { ListKind, PendingPage } from './lib/listing/cursor';
+export {
+  assertValidSeparator,
+  checkPrefixes,
+  exposeName,
+  isValidExposedName,
+  MAX_NAME_LENGTH,
+  NamingConfigError,
+  prefixProblem,
+  splitExposedName,
+} from './lib/naming/tool-names';
+export { createRefresher } from './lib/registry/refresher';
+export type { Refresher } from './lib/registry/refresher';
+export { UpstreamRegistry } from './lib/registry/upstream-registry';
+export type { TenantUpstreams } from './lib/registry/upstream-registry';

@@ -1,0 +1,54 @@
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { describe, expect, it } from 'vitest';
+import { ApiKeyIndex } from './api-key-index';
+import { ApiKeyAuthenticator } from './authenticator';
+import { TenantIndex } from './tenant-index';
+
+const key = generateApiKey();
+const userKey = generateApiKey();
+const revokedKey = generateApiKey();
+const expiredKey = generateApiKey();
+const now = 1_000_000;
+
+function setup() {
+  const keys = new ApiKeyIndex();
+  const entry = { apiKeyId: 'k1', tenantId: 't1', agentClientId: 'a1', userId: null, expiresAt: null, revoked: false };
+  keys.replace([
+    [hashApiKey(key), entry],
+    [hashApiKey(userKey), { ...entry, apiKeyId: 'k2', agentClientId: null, userId: 'u1' }],
+    [hashApiKey(revokedKey), { ...entry, apiKeyId: 'k3', revoked: true }],
+    [hashApiKey(expiredKey), { ...entry, apiKeyId: 'k4', expiresAt: now }],
+  ]);
+  const tenants = new TenantIndex();
+  tenants.replace([
+    { id: 't1', slug: 'acme', active: true },
+    { id: 't2', slug: 'other', active: true },
+    { id: 't3', slug: 'frozen', active: false },
+  ]);
+  return new ApiKeyAuthenticator(keys, tenants, () => now);
+}
+
+describe('ApiKeyAuthenticator (in-memory index)', () => {
+  const auth = setup();
+
+  it('resolves the principal of a valid key for its own tenant', () => {
+    expect(auth.authenticate(`Bearer ${key}`, 'acme')).toEqual({
+      ok: true,
+      principal: { tenantId: 't1', kind: 'agent_client', id: 'a1' },
+      credentialId: 'k1',
+    });
+    expect(auth.authenticate(`Bearer ${userKey}`, 'acme')).toMatchObject({ ok: true, principal: { kind: 'user', id: 'u1' } });
+  });
+
+  it('answers unauthenticated for missing, malformed, unknown, revoked and expired keys', () => {
+    for (const header of [undefined, 'Bearer nope', `Basic ${key}`, `Bearer ${generateApiKey()}`, `Bearer ${revokedKey}`, `Bearer ${expiredKey}`]) {
+      expect(auth.authenticate(header, 'acme')).toEqual({ ok: false, reason: 'unauthenticated' });
+    }
+  });
+
+  it('answers another tenant, a suspended tenant and an unknown tenant alike', () => {
+    for (const slug of ['other', 'frozen', 'missing']) {
+      expect(auth.authenticate(`Bearer ${key}`, slug)).toEqual({ ok: false, reason: 'unknown_tenant' });
+    }
+  });
+});

@@ -1,0 +1,113 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcRequest, Principal, UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { SessionEngine } from './session-engine';
+import { NO_STREAM } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+let logs = '';
+const logger = createLogger({ service: 'spec', level: 'info', destination: { write: (line: string) => void (logs += line) } });
+const engines: SessionEngine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+});
+
+const tools = (...names: string[]) => names.map((name) => ({ name, inputSchema: { type: 'object' } }));
+
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace(
+    Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix)),
+    () => undefined,
+  );
+  const connector = new FakeConnector(upstreams);
+  const engine = new SessionEngine({
+    registry,
+    connector,
+    sessions: new MemorySessionStore(),
+    logger,
+    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+  });
+  engines.push(engine);
+  return { engine, connector };
+}
+
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+
+describe('SessionEngine with in-memory upstreams', () => {
+  it('merges listings in prefix order, paginates across upstreams with one opaque cursor, and routes calls with original names', async () => {
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'zeta',
+        capabilities: { tools: {} },
+        handle: async (method, params) =>
+          method === 'tools/list'
+            ? params?.['cursor'] === 'p2'
+              ? { tools: tools('third') }
+              : { tools: tools('first', 'second'), nextCursor: 'p2' }
+            : { content: [{ type: 'text', text: `called ${String(params?.['name'])}` }] },
+      },
+      u2: { prefix: 'alpha', capabilities: { tools: { listChanged: true }, logging: {} }, handle: async () => ({ tools: tools('only') }) },
+    });
+    const { sessionId, response } = await engine.initialize(principal, init, 'trace');
+    expect(response).toMatchObject({ result: { protocolVersion: '2025-06-18', capabilities: { tools: { listChanged: true }, logging: {} } } });
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    expect(await engine.session(record.id, { ...principal, id: 'someone-else' })).toBeUndefined();
+
+    const page1 = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    if (!('result' in page1)) throw new Error('error');
+    expect((page1.result['tools'] as { name: string }[]).map((t) => t.name)).toEqual(['alpha__only', 'zeta__first', 'zeta__second']);
+    const cursor = page1.result['nextCursor'];
+    expect(typeof cursor).toBe('string');
+    const page2 = await engine.request(record, req('tools/list', { cursor }), NO_STREAM, 'trace');
+    expect(page2).toMatchObject({ result: { tools: [{ name: 'zeta__third' }] } });
+    expect('nextCursor' in (page2 as { result: object }).result).toBe(false);
+
+    const bad = await engine.request(record, req('tools/list', { cursor: 'junk' }), NO_STREAM, 'trace');
+    expect(bad).toMatchObject({ error: { code: -32602, data: { traceId: 'trace' } } });
+
+    const call = await engine.request(record, req('tools/call', { name: 'zeta__second', arguments: {} }), NO_STREAM, 'trace');
+    expect(call).toMatchObject({ result: { content: [{ text: 'called second' }] } });
+    expect(connector.calls.at(-1)).toMatchObject({ upstreamId: 'u1', method: 'tools/call', params: { name: 'second' } });
+    expect(await engine.request(record, req('ping'), NO_STREAM, 't')).toMatchObject({ result: {} });
+    expect(await engine.request(record, req('bogus/method'), NO_STREAM, 't')).toMatchObject({ error: { code: -32601 } });
+  });
+
+  it('drops a slow or failing upstream from listings (logged) without blocking the others', async () => {
+    const { engine } = build({
+      fast: { prefix: 'fast', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
+      slow: {
+        prefix: 'slow',
+        capabilities: { tools: {} },
+        handle: (_m, _p, options?: UpstreamRequestOptions) =>
+          new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(options.signal?.reason))),
+      },
+      broken: { prefix: 'broken', capabilities: { tools: {} }, handle: async () => Promise.reject(new Error('boom at http://internal')) },
+    });
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const started = Date.now();
+    const page = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(page).toMatchObject({ result: { tools: [{ name: 'fast__a' }] } });
+    expect(logs).toContain('upstream dropped out');
+  });
+
+  it('answers upstream failures on calls without internals', async () => {
+    const { engine } = build({
+      u: { prefix: 'u', capabilities: { tools: {} }, handle: async () => Promise.reject(new Error('ECONNREFUSED http://internal-u.example/mcp')) },
+    });
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const response = await engine.request(record, req('tools/call', { name: 'u__x' }), NO_STREAM, 'trace');
+    expect(response).toMatchObject({ error: { code: -32603, message: 'Internal error', data: { traceId: 'trace' } } });
+    expect(JSON.stringify(response)).not.toContain('internal-u');
+  });
+});

@@ -1,0 +1,662 @@
+import { randomBytes } from 'node:crypto';
+import {
+  negotiateVersion,
+  newSessionId,
+  resultResponse,
+  sessionBelongsTo,
+  UpstreamRpcError,
+  UpstreamUnavailableError,
+  JSON_RPC,
+  type ClientIdentity,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+  type Principal,
+  type SessionRecord,
+  type SessionStore,
+  type UpstreamConfig,
+  type UpstreamConnector,
+  type UpstreamSession,
+} from '@portcullis/gateway/mcp';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
+import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
+import { exposeName, splitExposedName } from '../naming/tool-names';
+import type { UpstreamRegistry } from '../registry/upstream-registry';
+import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
+import { NO_STREAM, type MessageSink } from './sinks';
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+export interface EngineOptions {
+  readonly separator: string;
+  /** Bound on each upstream's part of a merged listing; a slower upstream drops out of that page. */
+  readonly listTimeoutMs: number;
+  readonly serverInfo: { readonly name: string; readonly version: string };
+  /** Sessions not used on this replica for this long lose their in-memory state here (Redis keeps the record). */
+  readonly localIdleMs: number;
+  /** Identifies this replica in gateway-minted request ids (cross-replica answer routing). */
+  readonly replicaId: string;
+}
+
+/** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
+export interface ReplicaBus {
+  /** Every replica: a session ended, or a request of a session was cancelled. */
+  broadcast(message: BusMessage): void;
+  /** One replica: the answer to a server→client request it relayed. */
+  sendTo(replicaId: string, message: BusMessage): void;
+}
+
+export type BusMessage =
+  | { readonly type: 'session-ended'; readonly sessionId: string }
+  | { readonly type: 'cancel'; readonly sessionId: string; readonly requestId: JsonRpcId; readonly reason?: string }
+  | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse };
+
+export interface EngineDeps {
+  readonly registry: UpstreamRegistry;
+  readonly connector: UpstreamConnector;
+  readonly sessions: SessionStore & { forget?(id: string): void };
+  readonly logger: Logger;
+  readonly bus?: ReplicaBus;
+  readonly options: EngineOptions;
+}
+
+interface LiveUpstream {
+  readonly config: UpstreamConfig;
+  readonly session: Promise<UpstreamSession>;
+}
+
+/** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
+interface LiveSession {
+  record: SessionRecord;
+  readonly upstreams: Map<string, LiveUpstream>;
+  /** uri → upstream id, from resources/list pages this replica served. */
+  readonly resourceRoutes: Map<string, string>;
+  /** uriTemplate → upstream id, from resources/templates/list pages. */
+  readonly templateRoutes: Map<string, { upstreamId: string; pattern: RegExp }>;
+  standalone: MessageSink | undefined;
+  readonly inflight: Map<string, AbortController>;
+  lastUsed: number;
+}
+
+interface PendingServerRequest {
+  readonly sessionId: string;
+  readonly resolve: (result: Record<string, unknown>) => void;
+  readonly reject: (error: Error) => void;
+}
+
+const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; capability: string }>> = {
+  tools: { method: 'tools/list', field: 'tools', capability: 'tools' },
+  prompts: { method: 'prompts/list', field: 'prompts', capability: 'prompts' },
+  resources: { method: 'resources/list', field: 'resources', capability: 'resources' },
+  resourceTemplates: { method: 'resources/templates/list', field: 'resourceTemplates', capability: 'resources' },
+};
+
+/** RFC 6570 template → a regular expression that matches any expansion (level-1 precision is enough for routing). */
+function templatePattern(template: string): RegExp {
+  const escaped = template.replace(/[.*+?^${}()|[\]\\]/g, (c) => (c === '{' || c === '}' ? c : `\\${c}`));
+  return new RegExp(`^${escaped.replace(/\{[^}]*\}/g, '.*')}$`);
+}
+
+/** MCP's code for an unknown resource URI. */
+const RESOURCE_NOT_FOUND = -32002;
+
+const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\u0000${typeof id}:${String(id)}`;
+
+export class GatewayRequestError extends Error {
+  constructor(
+    readonly rpcCode: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'GatewayRequestError';
+  }
+}
+
+/**
+ * The MCP side of the gateway: sessions, aggregation, routing and relays. Transport-agnostic: the HTTP
+ * routes (Streamable HTTP and legacy SSE) hand it classified messages and a sink for extra messages.
+ */
+export class SessionEngine {
+  private readonly live = new Map<string, LiveSession>();
+  private readonly pending = new Map<string, PendingServerRequest>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.floor(deps.options.localIdleMs / 2)));
+    this.sweeper.unref();
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  /** Creates a session: connects every enabled upstream of the tenant in parallel (failures drop out, logged). */
+  async initialize(
+    principal: Principal,
+    request: JsonRpcRequest,
+    traceId: string,
+    sessionId: string = newSessionId(),
+  ): Promise<{ sessionId: string | undefined; response: JsonRpcResponse }> {
+    const params = request.params ?? {};
+    const clientInfo = params['clientInfo'];
+    const capabilities = params['capabilities'];
+    if (
+      typeof params['protocolVersion'] !== 'string' ||
+      !isObject(capabilities) ||
+      !isObject(clientInfo) ||
+      typeof clientInfo['name'] !== 'string' ||
+      typeof clientInfo['version'] !== 'string'
+    ) {
+      return {
+        sessionId: undefined,
+        response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, 'initialize needs protocolVersion, capabilities and clientInfo', traceId),
+      };
+    }
+    const version = negotiateVersion(params['protocolVersion']);
+    const identity: ClientIdentity = {
+      clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
+      capabilities: relayableClientCapabilities(capabilities),
+      protocolVersion: version,
+    };
+    const configs = this.deps.registry.forTenant(principal.tenantId).list;
+    const settled = await Promise.allSettled(configs.map((config) => this.deps.connector.connect(config, identity)));
+    const upstreams: Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }> = {};
+    const live: LiveSession = this.newLive({
+      id: sessionId,
+      tenantId: principal.tenantId,
+      principalKind: principal.kind,
+      principalId: principal.id,
+      protocolVersion: version,
+      clientInfo: identity.clientInfo,
+      clientCapabilities: capabilities,
+      upstreams,
+      createdAt: Date.now(),
+    });
+    const instructions: string[] = [];
+    settled.forEach((outcome, index) => {
+      const config = configs[index] as UpstreamConfig;
+      if (outcome.status === 'rejected') {
+        this.logUpstreamFailure(config, 'initialize', outcome.reason, traceId);
+        return;
+      }
+      const session = outcome.value;
+      const state = session.state();
+      upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)) });
+      if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
+    });
+    await this.deps.sessions.create(live.record);
+    this.live.set(sessionId, live);
+    const result: Record<string, unknown> = {
+      protocolVersion: version,
+      capabilities: mergeServerCapabilities(Object.values(upstreams).map((u) => u.capabilities)),
+      serverInfo: { ...this.deps.options.serverInfo },
+      ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
+    };
+    return { sessionId, response: resultResponse(request.id, result) };
+  }
+
+  /** The session if it exists and belongs to this principal; otherwise undefined (answered as 404). */
+  async session(sessionId: string, principal: Principal): Promise<SessionRecord | undefined> {
+    // The store answers from its short in-process cache most of the time and keeps the Redis TTL moving.
+    const record = await this.deps.sessions.get(sessionId);
+    if (!record || !sessionBelongsTo(record, principal)) return undefined;
+    const live = this.live.get(sessionId);
+    if (live) live.lastUsed = Date.now();
+    return record;
+  }
+
+  /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
+  async end(record: SessionRecord, traceId: string): Promise<void> {
+    await this.deps.sessions.delete(record.id);
+    const live = this.liveFor(record);
+    this.live.delete(record.id);
+    const closes = Object.keys(record.upstreams).map(async (upstreamId) => {
+      const session = await this.upstream(live, upstreamId, traceId);
+      await session.close();
+    });
+    await Promise.allSettled(closes);
+    live.standalone = undefined;
+    for (const controller of live.inflight.values()) controller.abort(new Error('session ended'));
+    this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
+  }
+
+  /** Another replica ended a session: drop what this replica holds (per-replica upstream resources are closed). */
+  forget(sessionId: string): void {
+    this.deps.sessions.forget?.(sessionId);
+    const live = this.live.get(sessionId);
+    if (!live) return;
+    this.live.delete(sessionId);
+    this.release(live);
+  }
+
+  /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
+  attachStandalone(record: SessionRecord, sink: MessageSink): () => void {
+    const live = this.liveFor(record);
+    live.standalone = sink;
+    // Upstream sessions attached on this replica forward their notifications to it.
+    for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
+    return () => {
+      if (live.standalone === sink) live.standalone = undefined;
+    };
+  }
+
+  onBusMessage(message: BusMessage): void {
+    switch (message.type) {
+      case 'session-ended':
+        this.forget(message.sessionId);
+        return;
+      case 'cancel':
+        this.live.get(message.sessionId)?.inflight.get(inflightKey(message.sessionId, message.requestId))?.abort(new Error(message.reason ?? 'cancelled'));
+        return;
+      case 'answer':
+        this.settleAnswer(message.sessionId, message.response);
+        return;
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const live of this.live.values()) this.release(live);
+    this.live.clear();
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  /** A notification from the agent. */
+  notification(record: SessionRecord, message: JsonRpcNotification): void {
+    const params = message.params ?? {};
+    switch (message.method) {
+      case 'notifications/cancelled': {
+        const requestId = params['requestId'];
+        if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
+        const controller = this.live.get(record.id)?.inflight.get(inflightKey(record.id, requestId));
+        const reason = typeof params['reason'] === 'string' ? params['reason'] : 'cancelled by the client';
+        if (controller) controller.abort(new Error(reason));
+        else this.deps.bus?.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
+        return;
+      }
+      case 'notifications/roots/list_changed': {
+        const live = this.liveFor(record);
+        for (const upstreamId of Object.keys(record.upstreams)) {
+          void this.upstream(live, upstreamId, 'notify')
+            .then((session) => session.notify(message.method))
+            .catch(() => undefined);
+        }
+        return;
+      }
+      default:
+        return; // notifications/initialized and anything else: nothing to relay.
+    }
+  }
+
+  /** A response from the agent: the answer to a server→client request the gateway relayed. */
+  answer(record: SessionRecord, response: JsonRpcResponse): void {
+    const id = response.id;
+    if (typeof id !== 'string') return;
+    const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(id)?.[1];
+    if (owner === undefined) return;
+    if (owner === this.deps.options.replicaId || !this.deps.bus) this.settleAnswer(record.id, response);
+    else this.deps.bus.sendTo(owner, { type: 'answer', sessionId: record.id, response });
+  }
+
+  /** A request from the agent on an established session. Never throws: errors become JSON-RPC errors. */
+  async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string): Promise<JsonRpcResponse> {
+    const live = this.liveFor(record);
+    const key = inflightKey(record.id, message.id);
+    const controller = new AbortController();
+    live.inflight.set(key, controller);
+    try {
+      const result = await this.route(live, message, sink, controller.signal, traceId);
+      return resultResponse(message.id, result);
+    } catch (error) {
+      return this.errorFor(message.id, error, traceId);
+    } finally {
+      live.inflight.delete(key);
+    }
+  }
+
+  private async route(
+    live: LiveSession,
+    message: JsonRpcRequest,
+    sink: MessageSink,
+    signal: AbortSignal,
+    traceId: string,
+  ): Promise<Record<string, unknown>> {
+    const params = message.params ?? {};
+    switch (message.method) {
+      case 'ping':
+        return {};
+      case 'tools/list':
+        return this.list(live, 'tools', params['cursor'], traceId);
+      case 'prompts/list':
+        return this.list(live, 'prompts', params['cursor'], traceId);
+      case 'resources/list':
+        return this.list(live, 'resources', params['cursor'], traceId);
+      case 'resources/templates/list':
+        return this.list(live, 'resourceTemplates', params['cursor'], traceId);
+      case 'tools/call':
+      case 'prompts/get': {
+        const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
+        const target = this.byExposedName(live, params['name'], kind);
+        return this.forward(live, target.upstreamId, message, { ...params, name: target.name }, sink, signal, traceId);
+      }
+      case 'resources/read':
+      case 'resources/subscribe':
+      case 'resources/unsubscribe': {
+        const upstreamId = await this.byUri(live, params['uri'], traceId);
+        return this.forward(live, upstreamId, message, params, sink, signal, traceId);
+      }
+      case 'completion/complete': {
+        const ref = params['ref'];
+        if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
+        if (ref['type'] === 'ref/prompt') {
+          const target = this.byExposedName(live, ref['name'], 'prompt');
+          return this.forward(live, target.upstreamId, message, { ...params, ref: { ...ref, name: target.name } }, sink, signal, traceId);
+        }
+        if (ref['type'] === 'ref/resource') {
+          const upstreamId = await this.byUri(live, ref['uri'], traceId);
+          return this.forward(live, upstreamId, message, params, sink, signal, traceId);
+        }
+        throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'unknown completion ref type');
+      }
+      case 'logging/setLevel': {
+        const targets = this.upstreamIdsWith(live, 'logging');
+        await Promise.allSettled(
+          targets.map(async (upstreamId) => (await this.upstream(live, upstreamId, traceId)).request('logging/setLevel', params, { signal })),
+        );
+        return {};
+      }
+      case 'initialize':
+        throw new GatewayRequestError(JSON_RPC.INVALID_REQUEST, 'the session is already initialised');
+      default:
+        throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- aggregation
+
+  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string): Promise<Record<string, unknown>> {
+    const spec = LIST_METHODS[kind];
+    let targets: PendingPage[];
+    if (cursor !== undefined) {
+      const pages = decodeCursor(kind, cursor);
+      if (!pages || pages.some((page) => !(page.upstreamId in live.record.upstreams))) {
+        throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
+      }
+      targets = pages;
+    } else {
+      targets = this.upstreamIdsWith(live, spec.capability).map((upstreamId) => ({ upstreamId, cursor: '' }));
+    }
+    const timeoutMs = this.deps.options.listTimeoutMs;
+    const settled = await Promise.allSettled(
+      targets.map(async (target) => {
+        const session = await this.upstream(live, target.upstreamId, traceId);
+        const signal = AbortSignal.timeout(timeoutMs);
+        return session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs });
+      }),
+    );
+    const items: unknown[] = [];
+    const more: PendingPage[] = [];
+    const separator = this.deps.options.separator;
+    settled.forEach((outcome, index) => {
+      const target = targets[index] as PendingPage;
+      const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
+      if (outcome.status === 'rejected') {
+        if (config) this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
+        return;
+      }
+      if (!config) return;
+      const page = outcome.value;
+      const list = page[spec.field];
+      if (Array.isArray(list)) {
+        for (const item of list) {
+          if (!isObject(item)) continue;
+          if (kind === 'tools' || kind === 'prompts') {
+            const name = typeof item['name'] === 'string' ? exposeName(config.toolPrefix, separator, item['name']) : undefined;
+            if (name === undefined) {
+              this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
+              continue;
+            }
+            items.push({ ...item, name });
+          } else if (kind === 'resources') {
+            if (typeof item['uri'] === 'string') live.resourceRoutes.set(item['uri'], config.id);
+            items.push(item);
+          } else {
+            if (typeof item['uriTemplate'] === 'string') {
+              live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, pattern: templatePattern(item['uriTemplate']) });
+            }
+            items.push(item);
+          }
+        }
+      }
+      const next = page['nextCursor'];
+      if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
+    });
+    return { [spec.field]: items, ...(more.length > 0 ? { nextCursor: encodeCursor(kind, more) } : {}) };
+  }
+
+  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string } {
+    const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
+    if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
+    const parts = splitExposedName(exposed, this.deps.options.separator);
+    const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
+    if (!parts || !config || !(config.id in live.record.upstreams)) {
+      throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${label}: ${exposed.slice(0, 128)}`);
+    }
+    return { upstreamId: config.id, name: parts.name };
+  }
+
+  private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
+    if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
+    const find = (): string | undefined => {
+      const direct = live.resourceRoutes.get(uri);
+      if (direct !== undefined) return direct;
+      for (const route of live.templateRoutes.values()) if (route.pattern.test(uri)) return route.upstreamId;
+      return undefined;
+    };
+    let upstreamId = find();
+    if (upstreamId === undefined) {
+      // This replica has not listed this session's resources yet (or the URI is new): learn the routes once.
+      await this.learnAll(live, 'resources', traceId);
+      await this.learnAll(live, 'resourceTemplates', traceId);
+      upstreamId = find();
+    }
+    if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
+    return upstreamId;
+  }
+
+  private async learnAll(live: LiveSession, kind: ListKind, traceId: string): Promise<void> {
+    let cursor: unknown;
+    for (let pages = 0; pages < 50; pages++) {
+      const page = await this.list(live, kind, cursor, traceId);
+      cursor = page['nextCursor'];
+      if (typeof cursor !== 'string') return;
+    }
+  }
+
+  private upstreamIdsWith(live: LiveSession, capability: string): string[] {
+    // Registry order (sorted by prefix) keeps merged listings deterministic.
+    return this.deps.registry
+      .forTenant(live.record.tenantId)
+      .list.filter((config) => {
+        const state = live.record.upstreams[config.id];
+        return state !== undefined && (state.capabilities === undefined || isObject(state.capabilities[capability]));
+      })
+      .map((config) => config.id);
+  }
+
+  // ---------------------------------------------------------------- forwarding and relays
+
+  private async forward(
+    live: LiveSession,
+    upstreamId: string,
+    message: JsonRpcRequest,
+    params: Record<string, unknown>,
+    sink: MessageSink,
+    signal: AbortSignal,
+    traceId: string,
+  ): Promise<Record<string, unknown>> {
+    const session = await this.upstream(live, upstreamId, traceId);
+    const meta = params['_meta'];
+    const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
+    return session.request(message.method, params, {
+      signal,
+      onNotification: (notification) => {
+        if (notification.method === 'notifications/progress') {
+          if (progressToken === undefined) return;
+          sink.send({ ...notification, params: { ...notification.params, progressToken } });
+        } else {
+          sink.send(notification);
+        }
+      },
+      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record.id, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal),
+    });
+  }
+
+  /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
+  private relayServerRequest(sessionId: string, request: JsonRpcRequest, sink: MessageSink, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const id = `pcs.${this.deps.options.replicaId}.${randomBytes(12).toString('base64url')}`;
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const onAbort = () => {
+        this.pending.delete(id);
+        sink.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'cancelled upstream' } });
+        reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
+      };
+      this.pending.set(id, {
+        sessionId,
+        resolve: (result) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(result);
+        },
+        reject: (error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+      const relayed: JsonRpcMessage = { jsonrpc: '2.0', id, method: request.method, ...(request.params ? { params: request.params } : {}) };
+      if (!sink.send(relayed)) {
+        this.pending.delete(id);
+        signal.removeEventListener('abort', onAbort);
+        reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, 'The client cannot receive this request now'));
+      }
+    });
+  }
+
+  private settleAnswer(sessionId: string, response: JsonRpcResponse): void {
+    const id = response.id;
+    if (typeof id !== 'string') return;
+    const waiting = this.pending.get(id);
+    if (!waiting || waiting.sessionId !== sessionId) return;
+    this.pending.delete(id);
+    if ('result' in response) waiting.resolve(response.result);
+    else waiting.reject(new UpstreamRpcError(response.error.code, response.error.message, response.error.data));
+  }
+
+  /** The upstream session on this replica: connected at initialize, or resumed from the record's state. */
+  private upstream(live: LiveSession, upstreamId: string, traceId: string): Promise<UpstreamSession> {
+    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    const state = live.record.upstreams[upstreamId];
+    if (!config || !state) {
+      return Promise.reject(new UpstreamUnavailableError('closed', 'the upstream is no longer configured'));
+    }
+    const existing = live.upstreams.get(upstreamId);
+    if (existing && existing.config.version === config.version) return existing.session;
+    const identity: ClientIdentity = {
+      clientInfo: live.record.clientInfo ?? { name: 'unknown', version: '0' },
+      capabilities: relayableClientCapabilities(live.record.clientCapabilities),
+      protocolVersion: live.record.protocolVersion,
+    };
+    const session = this.deps.connector
+      .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
+      .then((resumed) => this.attach(live, config, resumed));
+    session.catch((error: unknown) => {
+      if (live.upstreams.get(upstreamId)?.session === session) live.upstreams.delete(upstreamId);
+      this.logUpstreamFailure(config, 'resume', error, traceId);
+    });
+    live.upstreams.set(upstreamId, { config, session });
+    return session;
+  }
+
+  /** Forwards an upstream's session-level messages to the agent's standalone stream. */
+  private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
+    session.onNotification((notification) => {
+      live.standalone?.send(notification);
+    });
+    session.onServerRequest((request, signal) => this.relayServerRequest(live.record.id, request, live.standalone ?? NO_STREAM, signal));
+    void config;
+    return session;
+  }
+
+  // ---------------------------------------------------------------- bookkeeping
+
+  private newLive(record: SessionRecord): LiveSession {
+    return {
+      record,
+      upstreams: new Map(),
+      resourceRoutes: new Map(),
+      templateRoutes: new Map(),
+      standalone: undefined,
+      inflight: new Map(),
+      lastUsed: Date.now(),
+    };
+  }
+
+  private liveFor(record: SessionRecord): LiveSession {
+    let live = this.live.get(record.id);
+    if (!live) {
+      live = this.newLive(record);
+      this.live.set(record.id, live);
+    }
+    live.lastUsed = Date.now();
+    return live;
+  }
+
+  /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
+  private release(live: LiveSession): void {
+    for (const controller of live.inflight.values()) controller.abort(new Error('session released'));
+    for (const { config, session } of live.upstreams.values()) {
+      if (config.transport !== 'streamable_http') void session.then((s) => s.close()).catch(() => undefined);
+    }
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - this.deps.options.localIdleMs;
+    for (const [id, live] of this.live) {
+      if (live.lastUsed < cutoff && live.inflight.size === 0 && live.standalone === undefined) {
+        this.live.delete(id);
+        this.release(live);
+      }
+    }
+  }
+
+  private logUpstreamFailure(config: UpstreamConfig, operation: string, error: unknown, traceId: string): void {
+    const reason = error instanceof UpstreamUnavailableError ? error.reason : error instanceof UpstreamRpcError ? `rpc_${error.code}` : 'error';
+    this.deps.logger.warn(
+      { upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, operation, reason, traceId, detail: error instanceof Error ? error.message : undefined },
+      'upstream dropped out of the request',
+    );
+  }
+
+  private errorFor(id: JsonRpcId, error: unknown, traceId: string): JsonRpcResponse {
+    if (error instanceof GatewayRequestError) return rpcError(id, error.rpcCode, error.message, traceId);
+    if (error instanceof UpstreamRpcError) {
+      const data = isObject(error.data) ? { ...error.data, traceId } : error.data === undefined ? { traceId } : error.data;
+      return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, data } };
+    }
+    if (error instanceof UpstreamUnavailableError) {
+      return error.reason === 'timeout'
+        ? rpcError(id, GATEWAY_RPC.UPSTREAM_TIMEOUT, 'The upstream timed out', traceId)
+        : rpcError(id, GATEWAY_RPC.UPSTREAM_UNAVAILABLE, 'The upstream is unavailable', traceId);
+    }
+    if (error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError')) {
+      return rpcError(id, GATEWAY_RPC.UPSTREAM_TIMEOUT, 'The request was cancelled or timed out', traceId);
+    }
+    const errorId = randomBytes(8).toString('hex');
+    this.deps.logger.error({ err: error, traceId, errorId }, 'unexpected error while handling a request');
+    return rpcError(id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId });
+  }
+}

@@ -1,0 +1,356 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  allowsBatches,
+  classify,
+  isWellFormedSessionId,
+  JSON_RPC,
+  newSessionId,
+  type Classified,
+  type JsonRpcId,
+  type JsonRpcResponse,
+  type Principal,
+  type SessionRecord,
+} from '@portcullis/gateway/mcp';
+import type { Logger } from '@portcullis/shared/util-logger';
+import type { Authenticator } from '../auth/authenticator';
+import { EventStream, NO_STREAM, PostResponder } from '../dispatch/sinks';
+import type { SessionEngine } from '../dispatch/session-engine';
+import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
+import {
+  acceptsEventStream,
+  acceptsPostResponses,
+  isJsonContentType,
+  originProblem,
+  requestProtocolVersion,
+  type OriginPolicy,
+} from './request-checks';
+
+export interface McpRoutesOptions {
+  readonly authenticator: Authenticator;
+  readonly engine: SessionEngine;
+  readonly logger: Logger;
+  readonly origin: OriginPolicy;
+  readonly bodyLimitBytes: number;
+  /** SSE comment interval on long-lived streams (keeps proxies from closing them). */
+  readonly keepAliveMs: number;
+}
+
+const SESSION_HEADER = 'mcp-session-id';
+const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+
+function traceIdOf(request: FastifyRequest): string {
+  const header = request.headers['traceparent'];
+  const match = typeof header === 'string' ? TRACEPARENT.exec(header.trim().toLowerCase()) : null;
+  return match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomBytes(16).toString('hex');
+}
+
+const headerOf = (request: FastifyRequest, name: string): string | undefined => {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+};
+
+function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId | null, traceId: string): void {
+  void reply
+    .code(error.status)
+    .headers(error.headers)
+    .header('content-type', 'application/json')
+    .send(JSON.stringify(rpcError(id, error.rpcCode, error.message, traceId)));
+}
+
+const unauthenticated = () =>
+  new GatewayHttpError(401, GATEWAY_RPC.UNAUTHENTICATED, 'Authentication required', { 'www-authenticate': 'Bearer' });
+const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Unknown tenant');
+const unknownSession = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Session not found');
+
+interface LegacyStream {
+  readonly principal: Principal;
+  readonly stream: EventStream;
+  record: SessionRecord | undefined;
+}
+
+/**
+ * The downstream side of the gateway as plain Fastify routes (no Nest controllers on the request path):
+ * Streamable HTTP on `/t/:tenant/mcp` and the legacy HTTP+SSE transport on `/t/:tenant/sse` +
+ * `/t/:tenant/messages`. Registered in its own encapsulated context, so its body parsing and error
+ * rendering (JSON-RPC with `data.traceId`) do not touch the rest of the app.
+ */
+export interface McpRoutes {
+  /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
+  closeStreams(): void;
+}
+
+export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
+  const { authenticator, engine, logger } = options;
+  const legacy = new Map<string, LegacyStream>();
+  const streams = new Set<EventStream>();
+  const track = (stream: EventStream): EventStream => {
+    streams.add(stream);
+    stream.onClose(() => streams.delete(stream));
+    return stream;
+  };
+
+  await app.register(async (scope) => {
+    // Keep the body as text: parsing it ourselves lets bad JSON answer -32700, not a framework error.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'string', bodyLimit: options.bodyLimitBytes }, (_request, body, done) => done(null, body));
+    scope.setErrorHandler((error: { statusCode?: number; code?: string }, request, reply) => {
+      const traceId = traceIdOf(request);
+      if (error.statusCode === 413 || error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+        sendError(reply, new GatewayHttpError(413, GATEWAY_RPC.PAYLOAD_TOO_LARGE, 'Request body too large'), null, traceId);
+        return;
+      }
+      if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
+        sendError(reply, new GatewayHttpError(error.statusCode, JSON_RPC.INVALID_REQUEST, 'Bad request'), null, traceId);
+        return;
+      }
+      const errorId = randomBytes(8).toString('hex');
+      logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
+      void reply.code(500).header('content-type', 'application/json').send(JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
+    });
+
+    /** Origin/Host, then authentication; throws GatewayHttpError. */
+    const admit = async (request: FastifyRequest<{ Params: { tenant: string } }>) => {
+      const problem = originProblem(request.headers.host, request.headers.origin, options.origin);
+      if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
+      const outcome = await authenticator.authenticate(request.headers.authorization, request.params.tenant);
+      if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+      return outcome.principal;
+    };
+
+    const sessionFrom = async (request: FastifyRequest, principal: Principal, required: true): Promise<SessionRecord> => {
+      const id = headerOf(request, SESSION_HEADER);
+      if (id === undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: Mcp-Session-Id header is required');
+      void required;
+      if (!isWellFormedSessionId(id)) throw unknownSession();
+      const record = await engine.session(id, principal);
+      if (!record) throw unknownSession();
+      return record;
+    };
+
+    type TenantRequest = FastifyRequest<{ Params: { tenant: string } }>;
+
+    scope.post('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
+      const traceId = traceIdOf(request);
+      let firstId: JsonRpcId | null = null;
+      try {
+        const principal = await admit(request);
+        if (!acceptsPostResponses(request.headers.accept)) {
+          throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
+        }
+        if (!isJsonContentType(request.headers['content-type'])) {
+          throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
+        }
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(typeof request.body === 'string' ? request.body : '');
+        } catch {
+          throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
+        }
+        const batch = Array.isArray(parsed);
+        const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
+        if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
+        const invalid = items.find((item) => item.kind === 'invalid');
+        if (invalid && invalid.kind === 'invalid') {
+          firstId = invalid.id;
+          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
+        }
+        const init = items.find((item) => item.kind === 'request' && item.message.method === 'initialize');
+        if (init && init.kind === 'request') {
+          firstId = init.message.id;
+          if (batch) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
+          if (headerOf(request, SESSION_HEADER) !== undefined) {
+            throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: initialize must not carry a session id');
+          }
+          const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
+          const headers: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
+          void reply
+            .code('error' in response ? 400 : 200)
+            .headers(headers)
+            .header('content-type', 'application/json')
+            .send(JSON.stringify(response));
+          return reply;
+        }
+        const record = await sessionFrom(request, principal, true);
+        const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
+        if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
+        if (batch && !allowsBatches(version.version)) {
+          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
+        }
+
+        const requests = [];
+        for (const item of items) {
+          if (item.kind === 'notification') engine.notification(record, item.message);
+          else if (item.kind === 'response') engine.answer(record, item.message);
+          else if (item.kind === 'request') requests.push(item.message);
+        }
+        if (requests.length === 0) {
+          void reply.code(202).send();
+          return reply;
+        }
+        reply.hijack();
+        const res = reply.raw;
+        const responder = new PostResponder(res, { 'mcp-session-id': record.id });
+        if (!batch) {
+          const only = requests[0];
+          if (!only) return reply;
+          // The agent hanging up cancels its request upstream.
+          const onClose = () => {
+            if (responder.canStream) engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
+          };
+          res.once('close', onClose);
+          const response = await engine.request(record, only, responder, traceId);
+          res.off('close', onClose);
+          responder.finish(response);
+        } else {
+          const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId)));
+          responder.finish(responses);
+        }
+        return reply;
+      } catch (error) {
+        if (error instanceof GatewayHttpError) {
+          sendError(reply, error, firstId, traceId);
+          return reply;
+        }
+        throw error;
+      }
+    });
+
+    scope.get('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
+      const traceId = traceIdOf(request);
+      try {
+        const principal = await admit(request);
+        if (!acceptsEventStream(request.headers.accept)) {
+          throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
+        }
+        const record = await sessionFrom(request, principal, true);
+        const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
+        if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
+        reply.hijack();
+        const stream = track(new EventStream(reply.raw, { 'mcp-session-id': record.id }, options.keepAliveMs));
+        const detach = engine.attachStandalone(record, stream);
+        stream.onClose(detach);
+        return reply;
+      } catch (error) {
+        if (error instanceof GatewayHttpError) {
+          sendError(reply, error, null, traceId);
+          return reply;
+        }
+        throw error;
+      }
+    });
+
+    scope.delete('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
+      const traceId = traceIdOf(request);
+      try {
+        const principal = await admit(request);
+        const record = await sessionFrom(request, principal, true);
+        await engine.end(record, traceId);
+        void reply.code(200).send();
+        return reply;
+      } catch (error) {
+        if (error instanceof GatewayHttpError) {
+          sendError(reply, error, null, traceId);
+          return reply;
+        }
+        throw error;
+      }
+    });
+
+    // ------------------------------------------------------------ legacy HTTP+SSE (2024-11-05 clients)
+
+    scope.get('/t/:tenant/sse', async (request: TenantRequest, reply) => {
+      const traceId = traceIdOf(request);
+      try {
+        const principal = await admit(request);
+        if (!acceptsEventStream(request.headers.accept)) {
+          throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
+        }
+        const sessionId = newSessionId();
+        reply.hijack();
+        const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs));
+        const entry: LegacyStream = { principal, stream, record: undefined };
+        legacy.set(sessionId, entry);
+        stream.onClose(() => {
+          legacy.delete(sessionId);
+          if (entry.record) void engine.end(entry.record, traceId).catch(() => undefined);
+        });
+        stream.event('endpoint', `/t/${encodeURIComponent(request.params.tenant)}/messages?sessionId=${sessionId}`);
+        return reply;
+      } catch (error) {
+        if (error instanceof GatewayHttpError) {
+          sendError(reply, error, null, traceId);
+          return reply;
+        }
+        throw error;
+      }
+    });
+
+    scope.post('/t/:tenant/messages', async (request: FastifyRequest<{ Params: { tenant: string }; Querystring: { sessionId?: string } }>, reply) => {
+      const traceId = traceIdOf(request);
+      try {
+        const principal = await admit(request);
+        if (!isJsonContentType(request.headers['content-type'])) {
+          throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
+        }
+        const sessionId = request.query.sessionId;
+        if (typeof sessionId !== 'string') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: sessionId is required');
+        const entry = legacy.get(sessionId);
+        const owner = entry?.principal;
+        // Legacy SSE sessions live on the replica holding the stream (see ADR 0007).
+        if (!entry || !owner || owner.tenantId !== principal.tenantId || owner.kind !== principal.kind || owner.id !== principal.id) {
+          throw unknownSession();
+        }
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(typeof request.body === 'string' ? request.body : '');
+        } catch {
+          throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
+        }
+        const item = classify(parsed);
+        if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
+        void reply.code(202).header('content-type', 'text/plain').send('Accepted');
+        void handleLegacy(entry, sessionId, item, principal, traceId);
+        return reply;
+      } catch (error) {
+        if (error instanceof GatewayHttpError) {
+          sendError(reply, error, null, traceId);
+          return reply;
+        }
+        throw error;
+      }
+    });
+
+    async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string): Promise<void> {
+      try {
+        if (item.kind === 'request' && item.message.method === 'initialize') {
+          if (entry.record) {
+            entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is already initialised', traceId));
+            return;
+          }
+          const { response } = await engine.initialize(principal, item.message, traceId, sessionId);
+          if ('result' in response) entry.record = await engine.session(sessionId, principal);
+          entry.stream.send(response);
+          return;
+        }
+        const record = entry.record;
+        if (!record) {
+          if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is not initialised', traceId));
+          return;
+        }
+        if (item.kind === 'notification') engine.notification(record, item.message);
+        else if (item.kind === 'response') engine.answer(record, item.message);
+        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId));
+      } catch (error) {
+        logger.error({ err: error, traceId }, 'legacy SSE message failed');
+      }
+    }
+  });
+
+  return {
+    closeStreams: () => {
+      for (const stream of streams) stream.close();
+      streams.clear();
+    },
+  };
+}

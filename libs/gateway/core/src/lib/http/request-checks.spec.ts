@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import {
+  acceptsEventStream,
+  acceptsPostResponses,
+  bearerToken,
+  isJsonContentType,
+  originProblem,
+  requestProtocolVersion,
+} from './request-checks';
+
+const policy = (hosts: string[], origins: string[]) => ({ allowedHosts: new Set(hosts), allowedOrigins: new Set(origins) });
+
+describe('Streamable HTTP header checks', () => {
+  it('lets non-browser requests through and checks browser origins exactly', () => {
+    expect(originProblem('gw:3200', undefined, policy([], []))).toBeUndefined();
+    expect(originProblem('gw:3200', 'https://evil.example', policy([], []))).toBe('Origin not allowed');
+    expect(originProblem('gw:3200', 'https://app.example', policy([], ['https://app.example']))).toBeUndefined();
+    expect(originProblem('gw:3200', 'https://evil.example', policy([], ['*']))).toBeUndefined();
+  });
+
+  it('checks Host when hosts are configured (with or without port)', () => {
+    expect(originProblem('gw.example:443', undefined, policy(['gw.example'], []))).toBeUndefined();
+    expect(originProblem('127.0.0.1:3200', undefined, policy(['127.0.0.1:3200'], []))).toBeUndefined();
+    expect(originProblem('rebound.evil:3200', undefined, policy(['gw.example'], []))).toBe('Host not allowed');
+    expect(originProblem(undefined, undefined, policy(['gw.example'], []))).toBe('Host header required');
+  });
+
+  it('requires both JSON and SSE in Accept for POST, SSE for GET', () => {
+    expect(acceptsPostResponses('application/json, text/event-stream')).toBe(true);
+    expect(acceptsPostResponses('application/json;q=0.9, text/event-stream')).toBe(true);
+    expect(acceptsPostResponses('*/*')).toBe(true);
+    expect(acceptsPostResponses('application/json')).toBe(false);
+    expect(acceptsPostResponses(undefined)).toBe(false);
+    expect(acceptsEventStream('text/event-stream')).toBe(true);
+    expect(acceptsEventStream('application/json')).toBe(false);
+  });
+
+  it('accepts only application/json bodies', () => {
+    expect(isJsonContentType('application/json; charset=utf-8')).toBe(true);
+    expect(isJsonContentType('text/plain')).toBe(false);
+    expect(isJsonContentType(undefined)).toBe(false);
+  });
+
+  it('defaults a missing protocol version to 2025-03-26 and refuses unsupported ones', () => {
+    expect(requestProtocolVersion(undefined)).toEqual({ ok: true, version: '2025-03-26' });
+    expect(requestProtocolVersion('2025-11-25')).toEqual({ ok: true, version: '2025-11-25' });
+    expect(requestProtocolVersion('2099-01-01')).toEqual({ ok: false });
+  });
+
+  it('extracts bearer tokens case-insensitively and nothing else', () => {
+    expect(bearerToken('Bearer abc')).toBe('abc');
+    expect(bearerToken('bearer abc')).toBe('abc');
+    expect(bearerToken('Basic abc')).toBeUndefined();
+    expect(bearerToken('Bearer ')).toBeUndefined();
+  });
+});

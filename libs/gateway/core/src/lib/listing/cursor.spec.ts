@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { decodeCursor, encodeCursor } from './cursor';
+
+describe('merged-listing cursors', () => {
+  it('round-trips the pending upstream pages, in order', () => {
+    const pages = [
+      { upstreamId: 'a', cursor: 'opaque-1' },
+      { upstreamId: 'b', cursor: '{"weird":"json"}' },
+    ];
+    const cursor = encodeCursor('tools', pages);
+    expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(decodeCursor('tools', cursor)).toEqual(pages);
+  });
+
+  it('refuses a cursor of another listing, garbage, and empty or oversized input', () => {
+    const cursor = encodeCursor('tools', [{ upstreamId: 'a', cursor: 'x' }]);
+    expect(decodeCursor('prompts', cursor)).toBeUndefined();
+    expect(decodeCursor('tools', 'not base64 json')).toBeUndefined();
+    expect(decodeCursor('tools', Buffer.from('{"v":1,"k":"tools","p":[[1,2]]}').toString('base64url'))).toBeUndefined();
+    expect(decodeCursor('tools', encodeCursor('tools', []))).toBeUndefined();
+    expect(decodeCursor('tools', 42)).toBeUndefined();
+    expect(decodeCursor('tools', 'a'.repeat(20_000))).toBeUndefined();
+  });
+});

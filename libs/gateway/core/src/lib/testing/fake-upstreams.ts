@@ -1,0 +1,82 @@
+import type {
+  JsonRpcNotification,
+  SessionRecord,
+  SessionStore,
+  UpstreamConfig,
+  UpstreamConnector,
+  UpstreamRequestOptions,
+  UpstreamSession,
+} from '@portcullis/gateway/mcp';
+
+/** Spec helper: an upstream answering from a table of handlers, in memory. */
+export interface FakeUpstream {
+  readonly capabilities: Record<string, unknown>;
+  readonly handle: (method: string, params: Record<string, unknown> | undefined, options?: UpstreamRequestOptions) => Promise<Record<string, unknown>>;
+}
+
+export function fakeConfig(id: string, toolPrefix: string, tenantId = 't1'): UpstreamConfig {
+  return {
+    id,
+    tenantId,
+    name: toolPrefix,
+    toolPrefix,
+    transport: 'streamable_http',
+    url: `http://internal-${id}.example/mcp`,
+    headers: {},
+    command: null,
+    args: [],
+    env: {},
+    connectTimeoutMs: 1_000,
+    callTimeoutMs: 1_000,
+    version: 1,
+  };
+}
+
+export class FakeConnector implements UpstreamConnector {
+  readonly calls: { upstreamId: string; method: string; params: unknown }[] = [];
+  constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
+
+  private session(config: UpstreamConfig): UpstreamSession {
+    const upstream = this.upstreams[config.id];
+    if (!upstream) throw new Error('unknown fake upstream');
+    return {
+      upstreamId: config.id,
+      info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities },
+      state: () => ({ sessionId: `upstream-session-${config.id}`, protocolVersion: '2025-11-25' }),
+      request: (method, params, options) => {
+        this.calls.push({ upstreamId: config.id, method, params });
+        return upstream.handle(method, params, options);
+      },
+      notify: async () => undefined,
+      onNotification: (_handler: (notification: JsonRpcNotification) => void) => undefined,
+      onServerRequest: () => undefined,
+      close: async () => undefined,
+    };
+  }
+
+  async connect(config: UpstreamConfig): Promise<UpstreamSession> {
+    return this.session(config);
+  }
+  async resume(config: UpstreamConfig): Promise<UpstreamSession> {
+    return this.session(config);
+  }
+  async shutdown(): Promise<void> {
+    return undefined;
+  }
+}
+
+export class MemorySessionStore implements SessionStore {
+  readonly records = new Map<string, SessionRecord>();
+  async create(record: SessionRecord) {
+    this.records.set(record.id, record);
+  }
+  async get(id: string) {
+    return this.records.get(id);
+  }
+  async update(record: SessionRecord) {
+    this.records.set(record.id, record);
+  }
+  async delete(id: string) {
+    return this.records.delete(id);
+  }
+}

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { CircuitBreaker } from './circuit-breaker';
+
+function breaker(threshold = 3, cooldownMs = 1_000) {
+  const clock = { now: 0 };
+  return { clock, breaker: new CircuitBreaker({ failureThreshold: threshold, cooldownMs }, () => clock.now) };
+}
+
+describe('CircuitBreaker', () => {
+  it('opens after the threshold of consecutive failures and fails fast while open', () => {
+    const { breaker: b } = breaker(3);
+    b.failure();
+    b.failure();
+    expect(b.state).toBe('closed');
+    expect(b.tryPass()).toBe(true);
+    b.failure();
+    expect(b.state).toBe('open');
+    expect(b.tryPass()).toBe(false);
+  });
+
+  it('a success resets the count of failures', () => {
+    const { breaker: b } = breaker(2);
+    b.failure();
+    b.success();
+    b.failure();
+    expect(b.state).toBe('closed');
+  });
+
+  it('lets one probe through after the cool-down; its success closes the circuit', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure();
+    clock.now = 999;
+    expect(b.tryPass()).toBe(false);
+    clock.now = 1_000;
+    expect(b.state).toBe('half_open');
+    expect(b.tryPass()).toBe(true);
+    expect(b.tryPass()).toBe(false); // only one probe at a time
+    b.success();
+    expect(b.state).toBe('closed');
+    expect(b.tryPass()).toBe(true);
+  });
+
+  it('a failed probe opens the circuit again for a full cool-down', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure();
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    b.failure();
+    expect(b.state).toBe('open');
+    clock.now = 1_999;
+    expect(b.tryPass()).toBe(false);
+    clock.now = 2_000;
+    expect(b.tryPass()).toBe(true);
+  });
+
+  it('a probe that never reports back stops blocking after another cool-down', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure();
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    clock.now = 1_500;
+    expect(b.tryPass()).toBe(false);
+    clock.now = 2_000;
+    expect(b.tryPass()).toBe(true);
+  });
+
+  it('open() opens regardless of the count', () => {
+    const { breaker: b } = breaker(10);
+    b.open();
+    expect(b.tryPass()).toBe(false);
+  });
+});

@@ -1,0 +1,138 @@
+import { UpstreamRpcError, type JsonRpcNotification } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { RequestMultiplexer } from './request-multiplexer';
+
+interface Sent {
+  id?: number;
+  method?: string;
+  params?: Record<string, unknown> & { _meta?: { progressToken?: unknown } };
+}
+
+function harness() {
+  const sent: Sent[] = [];
+  const hooks = {
+    write: (text: string) => void sent.push(JSON.parse(text) as Sent),
+    onTimeout: vi.fn(),
+    onAnswer: vi.fn(),
+  };
+  return { sent, hooks, mux: new RequestMultiplexer<string>(hooks) };
+}
+
+describe('RequestMultiplexer', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('gives every request its own id and maps each response back to its caller', async () => {
+    const { sent, mux, hooks } = harness();
+    const a = mux.request('session-a', 'tools/call', { name: 'x' }, undefined, 1_000);
+    const b = mux.request('session-b', 'tools/call', { name: 'y' }, undefined, 1_000);
+    expect(sent.map((m) => m.id)).toEqual([1, 2]);
+    // answered out of order
+    expect(mux.handleResponse({ jsonrpc: '2.0', id: 2, result: { who: 'b' } })).toBe(true);
+    expect(mux.handleResponse({ jsonrpc: '2.0', id: 1, result: { who: 'a' } })).toBe(true);
+    await expect(a).resolves.toEqual({ who: 'a' });
+    await expect(b).resolves.toEqual({ who: 'b' });
+    expect(hooks.onAnswer).toHaveBeenCalledTimes(2);
+    expect(mux.handleResponse({ jsonrpc: '2.0', id: 1, result: {} })).toBe(false); // late duplicate
+    expect(mux.pending).toBe(0);
+  });
+
+  it('turns a JSON-RPC error into UpstreamRpcError with code, message and data', async () => {
+    const { mux } = harness();
+    const call = mux.request('s', 'foo', undefined, undefined, 1_000);
+    mux.handleResponse({
+      jsonrpc: '2.0',
+      id: 1,
+      error: { code: -32601, message: 'Method not found', data: { x: 1 } },
+    });
+    await expect(call).rejects.toEqual(new UpstreamRpcError(-32601, 'Method not found', { x: 1 }));
+  });
+
+  it('rewrites clashing progress tokens and restores each caller token on the way back', async () => {
+    const { sent, mux } = harness();
+    const seenA: JsonRpcNotification[] = [];
+    const seenB: JsonRpcNotification[] = [];
+    const params = { name: 'slow', _meta: { progressToken: 'same' } };
+    void mux
+      .request('a', 'tools/call', params, { onNotification: (n) => seenA.push(n) }, 1_000)
+      .catch(() => undefined);
+    void mux
+      .request('b', 'tools/call', params, { onNotification: (n) => seenB.push(n) }, 1_000)
+      .catch(() => undefined);
+    expect(sent[0]?.params?._meta?.progressToken).toBe(1);
+    expect(sent[1]?.params?._meta?.progressToken).toBe(2);
+    expect(params._meta.progressToken).toBe('same'); // the caller's object is untouched
+    expect(
+      mux.routeNotification({
+        jsonrpc: '2.0',
+        method: 'notifications/progress',
+        params: { progressToken: 2, progress: 1 },
+      }),
+    ).toBeUndefined();
+    expect(seenB).toEqual([
+      { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'same', progress: 1 } },
+    ]);
+    expect(seenA).toEqual([]);
+    const other = { jsonrpc: '2.0' as const, method: 'notifications/message', params: { level: 'info' } };
+    expect(mux.routeNotification(other)).toBe(other);
+    mux.failAll(new Error('done'));
+  });
+
+  it('routes a server request to the only owner with a handler, and refuses when owners are ambiguous', () => {
+    const { mux } = harness();
+    const handler = async () => ({});
+    const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'sampling/createMessage' };
+    expect(mux.routeServerRequest(request)).toEqual({ kind: 'none' });
+    void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    void mux.request('b', 'tools/call', {}, undefined, 1_000).catch(() => undefined);
+    expect(mux.routeServerRequest(request)).toMatchObject({ kind: 'call', owner: 'a' });
+    void mux.request('c', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    expect(mux.routeServerRequest(request)).toEqual({ kind: 'ambiguous' });
+    mux.failAll(new Error('done'));
+  });
+
+  it('on abort sends notifications/cancelled with its own id and rejects with the abort reason', async () => {
+    const { sent, mux } = harness();
+    const controller = new AbortController();
+    const call = mux.request('a', 'tools/call', {}, { signal: controller.signal }, 1_000);
+    controller.abort(new Error('agent cancelled'));
+    await expect(call).rejects.toThrow('agent cancelled');
+    expect(sent[1]).toEqual({
+      jsonrpc: '2.0',
+      method: 'notifications/cancelled',
+      params: { requestId: 1, reason: 'cancelled by the client' },
+    });
+    expect(mux.pending).toBe(0);
+  });
+
+  it('times out with UpstreamUnavailableError(timeout), cancels upstream and reports the timeout', async () => {
+    vi.useFakeTimers();
+    const { sent, mux, hooks } = harness();
+    const call = mux.request('a', 'tools/call', {}, undefined, 50);
+    const outcome = expect(call).rejects.toMatchObject({ reason: 'timeout' });
+    vi.advanceTimersByTime(50);
+    await outcome;
+    expect(hooks.onTimeout).toHaveBeenCalledOnce();
+    expect(sent[1]?.method).toBe('notifications/cancelled');
+  });
+
+  it('fails only the calls of a closing owner', async () => {
+    const { mux } = harness();
+    const a = mux.request('a', 'x', undefined, undefined, 1_000);
+    const b = mux.request('b', 'x', undefined, undefined, 1_000);
+    mux.failOwner('a', new Error('closed'));
+    await expect(a).rejects.toThrow('closed');
+    mux.handleResponse({ jsonrpc: '2.0', id: 2, result: { ok: true } });
+    await expect(b).resolves.toEqual({ ok: true });
+  });
+
+  it('a write that throws fails the call instead of leaving it pending', async () => {
+    const mux = new RequestMultiplexer<string>({
+      write: () => {
+        throw new Error('gone');
+      },
+    });
+    await expect(mux.request('a', 'x', undefined, undefined, 1_000)).rejects.toThrow('gone');
+    expect(mux.pending).toBe(0);
+  });
+});

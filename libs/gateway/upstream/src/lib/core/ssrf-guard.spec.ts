@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import { resolveEndpoint } from '../http/legacy-sse-session';
+import {
+  checkUpstreamUrl,
+  createGuardedLookup,
+  isAddressPermitted,
+  isPrivateAddress,
+  type NetworkPolicy,
+} from './ssrf-guard';
+
+const strict: NetworkPolicy = { allowPrivateNetworks: false, allowedHosts: [] };
+
+describe('isPrivateAddress', () => {
+  it.each([
+    '127.0.0.1',
+    '127.255.0.1',
+    '10.1.2.3',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '0.0.0.0',
+    '224.0.0.1',
+    '255.255.255.255',
+    '::1',
+    '::',
+    'fe80::1',
+    'fe80::1%eth0',
+    'fc00::1',
+    'fd12:3456::1',
+    'ff02::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:169.254.169.254',
+    '64:ff9b::10.0.0.1',
+    '2002:c0a8:0101::1',
+    'not-an-address',
+  ])('%s is not public', (address) => {
+    expect(isPrivateAddress(address)).toBe(true);
+  });
+
+  it.each([
+    '8.8.8.8',
+    '1.1.1.1',
+    '172.32.0.1',
+    '100.128.0.1',
+    '2606:4700:4700::1111',
+    '::ffff:8.8.8.8',
+    '2002:0808:0808::1',
+  ])('%s is public', (address) => {
+    expect(isPrivateAddress(address)).toBe(false);
+  });
+});
+
+describe('checkUpstreamUrl', () => {
+  it('accepts http and https URLs with public or named hosts', () => {
+    expect(checkUpstreamUrl('https://mcp.example.com/mcp', strict).ok).toBe(true);
+    expect(checkUpstreamUrl('http://8.8.8.8:8080/mcp', strict).ok).toBe(true);
+  });
+
+  it.each([
+    ['ftp://example.com/x', 'only http and https are allowed'],
+    ['file:///etc/passwd', 'only http and https are allowed'],
+    ['https://user:secret@example.com/', 'credentials in the URL are not allowed'],
+    ['http://127.0.0.1:3500/mcp', 'the address is not permitted by the network policy'],
+    ['http://[::1]/mcp', 'the address is not permitted by the network policy'],
+    ['http://0x7f.1/mcp', 'the address is not permitted by the network policy'],
+    ['http://169.254.169.254/latest/meta-data', 'the address is not permitted by the network policy'],
+    ['not a url', 'the URL does not parse'],
+  ])('refuses %s', (url, reason) => {
+    expect(checkUpstreamUrl(url, strict)).toEqual({ ok: false, reason });
+  });
+
+  it('refuses a missing URL', () => {
+    expect(checkUpstreamUrl(null, strict).ok).toBe(false);
+  });
+
+  it('permits private addresses when the policy allows them, or when the host is allow-listed', () => {
+    expect(
+      checkUpstreamUrl('http://127.0.0.1:3500/mcp', { allowPrivateNetworks: true, allowedHosts: [] }).ok,
+    ).toBe(true);
+    expect(
+      checkUpstreamUrl('http://127.0.0.1:3500/mcp', {
+        allowPrivateNetworks: false,
+        allowedHosts: ['127.0.0.1'],
+      }).ok,
+    ).toBe(true);
+    expect(
+      checkUpstreamUrl('http://[::1]:3500/mcp', { allowPrivateNetworks: false, allowedHosts: ['[::1]'] }).ok,
+    ).toBe(true);
+    expect(
+      checkUpstreamUrl('http://10.0.0.1/mcp', { allowPrivateNetworks: false, allowedHosts: ['127.0.0.1'] })
+        .ok,
+    ).toBe(false);
+  });
+});
+
+describe('isAddressPermitted', () => {
+  it('matches the allow list by host name or by address', () => {
+    const policy = { allowPrivateNetworks: false, allowedHosts: ['internal.example', '10.0.0.7'] };
+    expect(isAddressPermitted('internal.example', '10.0.0.9', policy)).toBe(true);
+    expect(isAddressPermitted('other.example', '10.0.0.7', policy)).toBe(true);
+    expect(isAddressPermitted('other.example', '10.0.0.9', policy)).toBe(false);
+    expect(isAddressPermitted('other.example', '8.8.8.8', policy)).toBe(true);
+  });
+});
+
+describe('createGuardedLookup', () => {
+  const lookup = (policy: NetworkPolicy, host: string, all: boolean) =>
+    new Promise<{ error: NodeJS.ErrnoException | null; address: unknown }>((resolve) => {
+      createGuardedLookup(policy)(host, { all }, (error, address) => resolve({ error, address }));
+    });
+
+  it('refuses a name that resolves only to loopback (localhost needs no network)', async () => {
+    const { error } = await lookup(strict, 'localhost', true);
+    expect(error?.code).toBe('EPORTCULLIS_ADDRESS_REFUSED');
+  });
+
+  it('passes the resolved addresses through when permitted, in both callback shapes', async () => {
+    const open = { allowPrivateNetworks: true, allowedHosts: [] };
+    const all = await lookup(open, 'localhost', true);
+    expect(all.error).toBeNull();
+    expect(Array.isArray(all.address) && all.address.length > 0).toBe(true);
+    const one = await lookup(open, 'localhost', false);
+    expect(one.error).toBeNull();
+    expect(typeof one.address).toBe('string');
+  });
+});
+
+describe('legacy SSE endpoint origin check', () => {
+  const stream = new URL('http://127.0.0.1:3500/files/sse');
+  it('resolves a relative endpoint against the stream URL', () => {
+    expect(resolveEndpoint('/files/messages?sessionId=abc', stream)?.href).toBe(
+      'http://127.0.0.1:3500/files/messages?sessionId=abc',
+    );
+    expect(resolveEndpoint('messages?sessionId=abc', stream)?.href).toBe(
+      'http://127.0.0.1:3500/files/messages?sessionId=abc',
+    );
+  });
+  it.each([
+    'http://127.0.0.1:3501/messages',
+    'https://127.0.0.1:3500/messages',
+    'http://evil.example/messages',
+    '//evil.example/messages',
+  ])('refuses %s (another origin)', (endpoint) => {
+    expect(resolveEndpoint(endpoint, stream)).toBeUndefined();
+  });
+});

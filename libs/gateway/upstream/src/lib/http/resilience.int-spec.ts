@@ -1,0 +1,172 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { UpstreamUnavailableError, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  deadPort,
+  identity,
+  rawServer,
+  recordingLogger,
+  upstreamConfig,
+  type RawServer,
+} from '../../test-fixtures/upstream-test-kit';
+import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
+
+const initializeResult = {
+  protocolVersion: '2025-11-25',
+  capabilities: { tools: {} },
+  serverInfo: { name: 'raw-upstream', version: '1.0.0' },
+};
+
+function readJson(req: import('node:http').IncomingMessage): Promise<{ id?: number; method?: string }> {
+  return new Promise((resolve) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => resolve(text === '' ? {} : (JSON.parse(text) as { id?: number; method?: string })));
+  });
+}
+
+describe('connector resilience and network policy', () => {
+  const servers: RawServer[] = [];
+  const connectors: UpstreamConnector[] = [];
+  const connector = (options: Partial<UpstreamConnectorOptions> = {}) => {
+    const created = createUpstreamConnector({
+      maxStdioProcessesPerUpstream: 1,
+      stdioIdleMs: 60_000,
+      allowPrivateNetworks: true,
+      ...options,
+    });
+    connectors.push(created);
+    return created;
+  };
+  afterEach(async () => {
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  });
+
+  it('injects configured headers on every request, adds session and protocol headers after initialize, and accepts 405 for GET', async () => {
+    const seen: { method: string; headers: IncomingHttpHeaders }[] = [];
+    const server = await rawServer((req, res) => {
+      seen.push({ method: req.method ?? '', headers: req.headers });
+      if (req.method === 'GET') {
+        res.writeHead(405).end();
+        return;
+      }
+      if (req.method === 'DELETE') {
+        res.writeHead(200).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        const result = message.method === 'initialize' ? initializeResult : { tools: [] };
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+      });
+    });
+    servers.push(server);
+    const config = upstreamConfig('streamable_http', {
+      url: `${server.url}/mcp`,
+      headers: { Authorization: 'Bearer upstream-secret', 'X-Tenant-Key': 'k1', 'Mcp-Session-Id': 'forged' },
+    });
+    const session = await connector().connect(config, identity);
+    session.onNotification(() => undefined); // asks for the standalone stream: 405 is fine
+    await expect(session.request('tools/list', {})).resolves.toEqual({ tools: [] });
+    await session.close();
+    expect(seen.map((s) => s.method)).toEqual(['POST', 'POST', 'GET', 'POST', 'DELETE']);
+    for (const { headers } of seen) {
+      expect(headers['authorization']).toBe('Bearer upstream-secret');
+      expect(headers['x-tenant-key']).toBe('k1');
+    }
+    const [init, initialized, , list] = seen.map((s) => s.headers);
+    expect(init?.['accept']).toBe('application/json, text/event-stream');
+    expect(init?.['content-type']).toBe('application/json');
+    expect(init?.['mcp-session-id']).toBeUndefined();
+    expect(initialized?.['mcp-session-id']).toBe('upstream-session-1');
+    expect(list?.['mcp-session-id']).toBe('upstream-session-1');
+    expect(list?.['mcp-protocol-version']).toBe('2025-11-25');
+  });
+
+  it('times out a handshake the upstream never answers', async () => {
+    const server = await rawServer(() => undefined); // accepts, never responds
+    servers.push(server);
+    const config = upstreamConfig('streamable_http', { url: `${server.url}/mcp`, connectTimeoutMs: 200 });
+    const started = Date.now();
+    await expect(connector().connect(config, identity)).rejects.toMatchObject({ reason: 'timeout' });
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('opens the circuit after repeated connect failures against a dead port, then fails fast', async () => {
+    const port = await deadPort();
+    const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
+    const config = upstreamConfig('streamable_http', { url: `http://127.0.0.1:${port}/mcp` });
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const error = await c.connect(config, identity).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(UpstreamUnavailableError);
+      expect(error).toMatchObject({ reason: 'connect_failed' });
+      expect(
+        JSON.stringify({ message: (error as Error).message, cause: (error as Error).cause }),
+      ).not.toContain(String(port));
+    }
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
+    // a new configuration version starts with a closed circuit
+    await expect(c.connect({ ...config, version: 2 }, identity)).rejects.toMatchObject({
+      reason: 'connect_failed',
+    });
+  });
+
+  it('opens the circuit for an SSE upstream too', async () => {
+    const port = await deadPort();
+    const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 60_000 } });
+    const config = upstreamConfig('sse', { url: `http://127.0.0.1:${port}/sse` });
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'connect_failed' });
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
+  });
+
+  it('refuses private addresses unless the policy allows them, without naming the address', async () => {
+    const server = await rawServer((_req, res) => res.writeHead(500).end());
+    servers.push(server);
+    const logger = recordingLogger();
+    const strict = connector({ allowPrivateNetworks: false, logger });
+    for (const url of [`${server.url}/mcp`, `http://localhost:${server.port}/mcp`, 'file:///etc/passwd']) {
+      const error = await strict
+        .connect(
+          upstreamConfig('streamable_http', { url, headers: { authorization: 'Bearer s3cret' } }),
+          identity,
+        )
+        .catch((e: unknown) => e);
+      expect(error).toMatchObject({ reason: 'connect_failed' });
+      expect((error as Error).message).not.toContain(String(server.port));
+    }
+    // header values are never logged, at any level
+    expect(JSON.stringify(logger.entries)).not.toContain('s3cret');
+    // an allow-listed host passes the guard (and then meets the 500)
+    const allowed = connector({ allowPrivateNetworks: false, allowedHosts: ['localhost'] });
+    await expect(
+      allowed.connect(
+        upstreamConfig('streamable_http', { url: `http://localhost:${server.port}/mcp` }),
+        identity,
+      ),
+    ).rejects.toMatchObject({
+      reason: 'protocol_error',
+    });
+  });
+
+  it('refuses an SSE message endpoint on another origin', async () => {
+    const elsewhere = await rawServer((_req, res) => res.writeHead(202).end());
+    const server = await rawServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: endpoint\ndata: http://127.0.0.1:${elsewhere.port}/messages?sessionId=x\n\n`);
+    });
+    servers.push(server, elsewhere);
+    const error = await connector()
+      .connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity)
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      reason: 'protocol_error',
+      message: expect.stringContaining('another origin'),
+    });
+  });
+});

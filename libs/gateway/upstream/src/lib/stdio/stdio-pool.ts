@@ -1,0 +1,138 @@
+import type {
+  ClientIdentity,
+  JsonRpcNotification,
+  JsonRpcRequest,
+  UpstreamRequestOptions,
+  UpstreamServerInfo,
+  UpstreamSession,
+  UpstreamSessionState,
+} from '@portcullis/gateway/mcp';
+import type { DisposableSession, NotificationHandler, SessionContext } from '../core/session-base';
+import { errors, type ServerRequestHandler } from '../core/wire';
+import { StdioProcess, type StdioOptions, type StdioOwner } from './stdio-process';
+
+/**
+ * The processes of one stdio upstream on this replica (at most `maxProcesses`). New sessions go to a
+ * process nobody uses yet while the bound allows, else share the least-used one.
+ */
+export class StdioPool {
+  readonly processes: StdioProcess[] = [];
+
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly options: StdioOptions,
+    private readonly maxProcesses: number,
+  ) {}
+
+  get version(): number {
+    return this.ctx.config.version;
+  }
+
+  async connect(identity: ClientIdentity): Promise<StdioSession> {
+    const process = this.pick(identity);
+    const session = new StdioSession(process, this.ctx);
+    process.owners.add(session);
+    try {
+      await process.ensureReady();
+    } catch (error) {
+      session.dispose();
+      throw error;
+    }
+    return session;
+  }
+
+  /** The configuration changed: processes stop once their sessions are gone; new sessions go elsewhere. */
+  retire(): void {
+    for (const process of [...this.processes]) {
+      process.retired = true;
+      if (process.owners.size === 0) void process.stop('configuration changed');
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    await Promise.all(this.processes.map((process) => process.stop('shutdown')));
+    this.processes.length = 0;
+  }
+
+  private pick(identity: ClientIdentity): StdioProcess {
+    let least: StdioProcess | undefined;
+    for (const process of this.processes) {
+      if (process.retired) continue;
+      if (least === undefined || process.owners.size < least.owners.size) least = process;
+    }
+    if (least !== undefined && (least.owners.size === 0 || this.processes.length >= this.maxProcesses))
+      return least;
+    const created = new StdioProcess(this.ctx, this.options, identity, (gone) => {
+      const index = this.processes.indexOf(gone);
+      if (index !== -1) this.processes.splice(index, 1);
+    });
+    this.processes.push(created);
+    return created;
+  }
+}
+
+/** A gateway-side session on a (possibly shared) stdio process. */
+export class StdioSession implements UpstreamSession, StdioOwner, DisposableSession {
+  readonly upstreamId: string;
+  notificationHandler: NotificationHandler | undefined;
+  serverRequestHandler: ServerRequestHandler | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly process: StdioProcess,
+    private readonly ctx: SessionContext,
+  ) {
+    this.upstreamId = ctx.config.id;
+    ctx.registry.add(this);
+  }
+
+  get info(): UpstreamServerInfo {
+    const info = this.process.info;
+    if (info === undefined) throw errors.closed();
+    return info;
+  }
+
+  /** The process serving this session (tests and diagnostics). */
+  get pid(): number | undefined {
+    return this.process.pid;
+  }
+
+  state(): UpstreamSessionState {
+    return { sessionId: null, protocolVersion: this.process.info?.protocolVersion ?? '' };
+  }
+
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options?: UpstreamRequestOptions,
+  ): Promise<Record<string, unknown>> {
+    if (this.closed) return Promise.reject(errors.closed());
+    return this.process.request(this, method, params, options);
+  }
+
+  async notify(method: string, params?: Record<string, unknown>): Promise<void> {
+    if (this.closed) throw errors.closed();
+    await this.process.notify(method, params);
+  }
+
+  onNotification(handler: (notification: JsonRpcNotification) => void): void {
+    this.notificationHandler = handler;
+  }
+
+  onServerRequest(
+    handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>,
+  ): void {
+    this.serverRequestHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    this.dispose();
+  }
+
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.registry.delete(this);
+    this.process.detach(this);
+  }
+}

@@ -1,0 +1,347 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import {
+  JSON_RPC,
+  type ClientIdentity,
+  type JsonRpcId,
+  type UpstreamRequestOptions,
+  type UpstreamServerInfo,
+} from '@portcullis/gateway/mcp';
+import { initializeParams, toServerInfo } from '../core/handshake';
+import { RequestMultiplexer } from '../core/request-multiplexer';
+import { logFields, type NotificationHandler, type SessionContext } from '../core/session-base';
+import {
+  abortAll,
+  answerServerRequest,
+  cancelServerRequest,
+  encodeError,
+  encodeNotification,
+  errors,
+  type ServerRequestHandler,
+} from '../core/wire';
+import { parseMessages } from '../http/event-stream';
+import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
+
+export interface StdioOptions {
+  /** A process without traffic for this long is stopped (and started again on the next call). */
+  readonly idleMs: number;
+  /** Crashes in a row (each within `stableMs` of its start) before the circuit is opened. */
+  readonly maxRestarts: number;
+  readonly restartBackoffMs: { readonly initial: number; readonly max: number };
+  /** A process that ran this long before dying starts a fresh crash count. */
+  readonly stableMs: number;
+  /** Between SIGTERM and SIGKILL. */
+  readonly killGraceMs: number;
+  readonly stderr: StderrLogOptions;
+}
+
+/** What a process needs from the sessions that use it. */
+export interface StdioOwner {
+  readonly notificationHandler: NotificationHandler | undefined;
+  readonly serverRequestHandler: ServerRequestHandler | undefined;
+}
+
+type Owner = StdioOwner | StdioProcess;
+
+/**
+ * One stdio upstream process, shared by several gateway-side sessions (multiplexed by
+ * RequestMultiplexer). It is started lazily and initialised once; when it dies it is restarted with
+ * exponential backoff while sessions use it, up to `maxRestarts` crashes in a row, after which the
+ * upstream's circuit is opened. Idle processes are stopped: stdin closed, SIGTERM, then SIGKILL.
+ */
+export class StdioProcess {
+  readonly owners = new Set<StdioOwner>();
+  info: UpstreamServerInfo | undefined;
+  /** The upstream's configuration changed: stop as soon as no session uses this process. */
+  retired = false;
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private ready = false;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  private startedAt = 0;
+  private crashes = 0;
+  private notBefore = 0;
+  private lastActivity = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly mux: RequestMultiplexer<Owner>;
+  private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  private readonly fields: Record<string, unknown>;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly options: StdioOptions,
+    private readonly identity: ClientIdentity,
+    /** Called when this process is stopped for good (no sessions left). */
+    private readonly onGone: (process: StdioProcess) => void,
+  ) {
+    this.fields = logFields(ctx.config);
+    this.mux = new RequestMultiplexer<Owner>({
+      write: (text) => this.write(text),
+      onTimeout: () => ctx.breaker.failure(),
+      onAnswer: () => ctx.breaker.success(),
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  request(
+    owner: StdioOwner,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options: UpstreamRequestOptions | undefined,
+  ): Promise<Record<string, unknown>> {
+    const timeoutMs = options?.timeoutMs ?? this.ctx.config.callTimeoutMs;
+    if (this.ready) {
+      if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+      this.lastActivity = Date.now();
+      return this.mux.request(owner, method, params, options, timeoutMs);
+    }
+    return this.ensureReady().then(() => {
+      this.lastActivity = Date.now();
+      return this.mux.request(owner, method, params, options, timeoutMs);
+    });
+  }
+
+  async notify(method: string, params: Record<string, unknown> | undefined): Promise<void> {
+    if (!this.ready) await this.ensureReady();
+    this.lastActivity = Date.now();
+    this.write(encodeNotification(method, params));
+  }
+
+  /** Starts and initialises the process unless it is running; fails fast while the circuit is open. */
+  ensureReady(): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    if (this.starting !== undefined) return this.starting;
+    if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    this.starting = this.start().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  detach(owner: StdioOwner): void {
+    if (!this.owners.delete(owner)) return;
+    this.mux.failOwner(owner, errors.closed());
+    this.lastActivity = Date.now();
+    if (this.owners.size === 0 && (this.retired || this.child === undefined)) void this.stop('released');
+  }
+
+  /** Stops the child: stdin closed and SIGTERM, SIGKILL after the grace period. */
+  stop(why: string): Promise<void> {
+    const child = this.child;
+    if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+    if (child === undefined) {
+      if (this.owners.size === 0) this.onGone(this);
+      return Promise.resolve();
+    }
+    if (this.stopping !== undefined) return this.stopping;
+    this.ctx.logger.debug({ ...this.fields, why }, 'stopping upstream process');
+    this.ready = false;
+    this.stopping = new Promise<void>((resolve) => {
+      const kill = setTimeout(() => child.kill('SIGKILL'), this.options.killGraceMs);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      child.stdin.end();
+      child.kill('SIGTERM');
+    }).finally(() => {
+      this.stopping = undefined;
+      if (this.owners.size === 0) this.onGone(this);
+    });
+    return this.stopping;
+  }
+
+  private async start(): Promise<void> {
+    const wait = this.notBefore - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const { config, logger } = this.ctx;
+    if (config.command === null || config.command === '') throw errors.connectFailed();
+    const deadline = Date.now() + config.connectTimeoutMs;
+    let child: ChildProcessWithoutNullStreams;
+    try {
+      // The configured environment exactly: the gateway's own (with its secrets) is never inherited.
+      child = spawn(config.command, [...config.args], {
+        shell: false,
+        env: { ...config.env },
+        stdio: ['pipe', 'pipe', 'pipe'],
+        windowsHide: true,
+      });
+    } catch (error) {
+      this.ctx.breaker.failure();
+      logger.debug(
+        { ...this.fields, code: (error as NodeJS.ErrnoException).code },
+        'could not spawn upstream process',
+      );
+      throw errors.connectFailed(error);
+    }
+    this.child = child;
+    this.startedAt = Date.now();
+    logger.debug(
+      { ...this.fields, pid: child.pid, command: config.command, args: config.args },
+      'upstream process started',
+    );
+    const spawnFailed = new Promise<never>((_, reject) => {
+      child.once('error', (error: NodeJS.ErrnoException) => {
+        logger.debug({ ...this.fields, code: error.code }, 'upstream process error');
+        // Never started (ENOENT, EACCES): there will be no 'exit' to wait for.
+        if (this.child === child && child.pid === undefined) this.child = undefined;
+        reject(errors.connectFailed(error));
+      });
+    });
+    spawnFailed.catch(() => undefined);
+    this.attach(child);
+    try {
+      const result = await Promise.race([
+        this.mux.request(
+          this,
+          'initialize',
+          initializeParams(this.identity),
+          undefined,
+          Math.max(1, deadline - Date.now()),
+        ),
+        spawnFailed,
+      ]);
+      this.info = toServerInfo(result);
+      this.write(encodeNotification('notifications/initialized', undefined));
+    } catch (error) {
+      this.ctx.breaker.failure();
+      void this.stop('initialize failed');
+      throw (error as { reason?: unknown }).reason === 'timeout' ? errors.connectTimeout() : error;
+    }
+    this.ready = true;
+    this.lastActivity = Date.now();
+    this.idleTimer = setInterval(
+      () => this.checkIdle(),
+      Math.max(25, Math.min(60_000, Math.floor(this.options.idleMs / 4))),
+    );
+    this.idleTimer.unref();
+  }
+
+  private attach(child: ChildProcessWithoutNullStreams): void {
+    const lines = new LineSplitter(this.ctx.maxMessageBytes);
+    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr);
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      try {
+        lines.push(chunk, (line) => this.receive(line));
+      } catch {
+        this.ctx.logger.warn(this.fields, 'upstream process wrote an oversized message; stopping it');
+        void this.stop('oversized message');
+      }
+    });
+    child.stderr.on('data', (chunk: string) => stderr.push(chunk));
+    child.stdin.on('error', () => undefined); // EPIPE after the child died; 'exit' handles it
+    child.once('exit', (code, signal) => {
+      stderr.flush();
+      this.exited(child, code, signal);
+    });
+  }
+
+  private exited(
+    child: ChildProcessWithoutNullStreams,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): void {
+    if (this.child !== child) return;
+    this.child = undefined;
+    this.ready = false;
+    if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+    this.mux.failAll(errors.closed());
+    abortAll(this.serverRequests);
+    if (this.stopping !== undefined) return;
+    const uptime = Date.now() - this.startedAt;
+    this.crashes = uptime >= this.options.stableMs ? 1 : this.crashes + 1;
+    this.ctx.logger.warn({ ...this.fields, code, signal, crashes: this.crashes }, 'upstream process exited');
+    if (this.crashes > this.options.maxRestarts) {
+      this.ctx.breaker.open();
+      this.crashes = 0;
+      this.notBefore = 0;
+      this.ctx.logger.warn(this.fields, 'upstream process keeps crashing; circuit opened');
+      return;
+    }
+    const { initial, max } = this.options.restartBackoffMs;
+    this.notBefore = Date.now() + Math.min(max, initial * 2 ** (this.crashes - 1));
+    if (this.owners.size === 0) {
+      this.onGone(this);
+      return;
+    }
+    this.ensureReady().catch((error: unknown) => {
+      this.ctx.logger.warn(
+        { ...this.fields, reason: (error as { reason?: unknown }).reason },
+        'upstream process restart failed',
+      );
+    });
+  }
+
+  private checkIdle(): void {
+    if (this.ready && this.mux.pending === 0 && Date.now() - this.lastActivity >= this.options.idleMs)
+      void this.stop('idle');
+  }
+
+  private write(text: string): void {
+    const child = this.child;
+    if (child === undefined || !child.stdin.writable) throw errors.closed();
+    child.stdin.write(`${text}\n`);
+  }
+
+  private receive(line: string): void {
+    const messages = parseMessages(line);
+    if (messages === undefined) {
+      this.ctx.logger.debug(this.fields, 'upstream process wrote a line that is not JSON');
+      return;
+    }
+    for (const classified of messages) {
+      switch (classified.kind) {
+        case 'response':
+          this.mux.handleResponse(classified.message);
+          break;
+        case 'notification': {
+          const notification = classified.message;
+          if (notification.method === 'notifications/cancelled') {
+            cancelServerRequest(notification.params, this.serverRequests);
+            break;
+          }
+          const unrouted = this.mux.routeNotification(notification);
+          // Not attributable to a call (list_changed, log messages): every session of this process sees it.
+          if (unrouted !== undefined) for (const owner of this.owners) owner.notificationHandler?.(unrouted);
+          break;
+        }
+        case 'request': {
+          const request = classified.message;
+          const route = this.mux.routeServerRequest(request);
+          let handler: ServerRequestHandler | undefined;
+          if (route.kind === 'call') handler = route.handler;
+          else if (route.kind === 'none' && this.owners.size === 1)
+            handler = [...this.owners][0]?.serverRequestHandler;
+          if (route.kind === 'ambiguous') {
+            this.ctx.logger.warn(
+              { ...this.fields, method: request.method },
+              'server request from a shared process is ambiguous; refused',
+            );
+            this.safeWrite(
+              encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'Request could not be attributed to a client'),
+            );
+            break;
+          }
+          answerServerRequest(request, handler, (text) => this.safeWrite(text), this.serverRequests);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  private safeWrite(text: string): void {
+    try {
+      this.write(text);
+    } catch {
+      // the process is gone; its exit already failed what depended on it
+    }
+  }
+}

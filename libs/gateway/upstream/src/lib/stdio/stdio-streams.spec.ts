@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { LineSplitter, StderrLog } from './stdio-streams';
+
+describe('LineSplitter', () => {
+  it('yields complete lines across chunks, handling CRLF and skipping empty lines', () => {
+    const lines: string[] = [];
+    const splitter = new LineSplitter(1_000);
+    for (const chunk of ['{"a":', '1}\n{"b":2}\r\n', '\n{"c"', ':3}\n'])
+      splitter.push(chunk, (line) => lines.push(line));
+    expect(lines).toEqual(['{"a":1}', '{"b":2}', '{"c":3}']);
+  });
+
+  it('refuses a line longer than the limit', () => {
+    const splitter = new LineSplitter(10);
+    expect(() => splitter.push('x'.repeat(11), () => undefined)).toThrow('size limit');
+  });
+});
+
+describe('StderrLog', () => {
+  it('truncates long lines and rate-limits per window, reporting what it dropped', () => {
+    const logged: Record<string, unknown>[] = [];
+    const clock = { now: 0 };
+    const logger = {
+      info: (fields: Record<string, unknown>) => logged.push(fields),
+      warn: (fields: Record<string, unknown>) => logged.push(fields),
+      debug: () => undefined,
+    };
+    const log = new StderrLog(
+      logger,
+      { upstreamId: 'u' },
+      { linesPerWindow: 2, windowMs: 1_000, maxLineLength: 5 },
+      () => clock.now,
+    );
+    log.push('first line\nsecond\nthird\nfour');
+    expect(logged).toEqual([
+      { upstreamId: 'u', stderr: 'first…' },
+      { upstreamId: 'u', stderr: 'secon…' },
+    ]);
+    clock.now = 1_000;
+    log.push('th\n');
+    expect(logged.slice(2)).toEqual([
+      { upstreamId: 'u', suppressedLines: 1 },
+      { upstreamId: 'u', stderr: 'fourt…' },
+    ]);
+  });
+});

@@ -1,0 +1,286 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import {
+  UpstreamRpcError,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type UpstreamConnector,
+  type UpstreamSession,
+} from '@portcullis/gateway/mcp';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  identity,
+  recordingLogger,
+  textOf,
+  upstreamConfig,
+  waitFor,
+} from '../../test-fixtures/upstream-test-kit';
+import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
+
+const demoStdio = fileURLToPath(
+  new URL('../../../../../../dist/apps/demo-upstreams/stdio.js', import.meta.url),
+);
+const fixture = fileURLToPath(new URL('../../test-fixtures/stdio-fixture-server.mjs', import.meta.url));
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('stdio upstreams', () => {
+  const connectors: UpstreamConnector[] = [];
+  const sessions: UpstreamSession[] = [];
+  const connector = (options: Partial<UpstreamConnectorOptions> = {}) => {
+    const created = createUpstreamConnector({
+      maxStdioProcessesPerUpstream: 1,
+      stdioIdleMs: 60_000,
+      stdioRestartBackoffMs: { initial: 20, max: 200 },
+      stdioKillGraceMs: 500,
+      ...options,
+    });
+    connectors.push(created);
+    return created;
+  };
+  async function open(
+    c: UpstreamConnector,
+    config = fixtureConfig(),
+  ): Promise<UpstreamSession & { pid?: number }> {
+    const session = await c.connect(config, identity);
+    sessions.push(session);
+    return session as UpstreamSession & { pid?: number };
+  }
+  const call = async (session: UpstreamSession, name: string, args: Record<string, unknown> = {}) =>
+    session.request('tools/call', { name, arguments: args });
+  const pidOf = async (session: UpstreamSession): Promise<number> =>
+    ((await call(session, 'pid'))['structuredContent'] as { pid: number }).pid;
+
+  function fixtureConfig(env: Record<string, string> = {}, overrides = {}) {
+    return upstreamConfig('stdio', { command: process.execPath, args: [fixture], env, ...overrides });
+  }
+
+  afterEach(async () => {
+    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  });
+
+  describe('the demo kitchen-sink server (built stdio.js)', () => {
+    let shared: UpstreamConnector;
+    let session: UpstreamSession;
+    beforeAll(async () => {
+      if (!existsSync(demoStdio))
+        throw new Error('dist/apps/demo-upstreams/stdio.js is missing: run `npx nx build demo-upstreams`');
+      shared = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000 });
+      session = await shared.connect(
+        upstreamConfig('stdio', { command: process.execPath, args: [demoStdio, 'kitchen-sink'] }),
+        identity,
+      );
+    });
+    afterAll(() => shared.shutdown());
+
+    it('initialises, lists and calls tools', async () => {
+      expect(session.info.serverInfo.name).toBe('portcullis-demo-kitchen-sink');
+      expect(session.info.capabilities).toHaveProperty('tools');
+      const { tools } = (await session.request('tools/list', {})) as { tools: { name: string }[] };
+      expect(tools.map((t) => t.name)).toContain('slow_count');
+      expect(textOf(await call(session, 'echo', { message: 'over stdio' }))).toBe('over stdio');
+    });
+
+    it('passes JSON-RPC errors through', async () => {
+      await expect(session.request('no/such-method', {})).rejects.toBeInstanceOf(UpstreamRpcError);
+    });
+
+    it('delivers progress, and cancels mid-call', async () => {
+      const progress: JsonRpcNotification[] = [];
+      await session.request(
+        'tools/call',
+        { name: 'slow_count', arguments: { steps: 2, interval_ms: 5 }, _meta: { progressToken: 42 } },
+        {
+          onNotification: (n) => (n.method === 'notifications/progress' ? void progress.push(n) : undefined),
+        },
+      );
+      expect(progress.map((n) => n.params?.['progressToken'])).toEqual([42, 42]);
+      const controller = new AbortController();
+      const slow = session.request(
+        'tools/call',
+        { name: 'slow_count', arguments: { steps: 100, interval_ms: 20 }, _meta: { progressToken: 'p' } },
+        { signal: controller.signal, onNotification: () => controller.abort(new Error('stop')) },
+      );
+      await expect(slow).rejects.toThrow('stop');
+      expect(textOf(await call(session, 'echo', { message: 'still fine' }))).toBe('still fine');
+    });
+
+    it('round-trips sampling and elicitation', async () => {
+      const onServerRequest = async (request: JsonRpcRequest): Promise<Record<string, unknown>> =>
+        request.method === 'sampling/createMessage'
+          ? { role: 'assistant', content: { type: 'text', text: 'stdio summary' }, model: 'm' }
+          : { action: 'decline' };
+      const summary = await session.request(
+        'tools/call',
+        { name: 'summarize_with_llm', arguments: { text: 't' } },
+        { onServerRequest },
+      );
+      expect(summary['structuredContent']).toEqual({ summary: 'stdio summary', model: 'm' });
+      const declined = await session.request(
+        'tools/call',
+        { name: 'confirm_action', arguments: { action: 'x' } },
+        { onServerRequest },
+      );
+      expect(declined['structuredContent']).toEqual({ action: 'x', outcome: 'declined' });
+    });
+  });
+
+  it('gives the child exactly the configured environment, never the gateway’s', async () => {
+    process.env['PORTCULLIS_TEST_CANARY'] = 'gateway-secret';
+    try {
+      const session = await open(connector(), fixtureConfig({ FIXTURE_MARKER: 'configured' }));
+      const { env } = (await call(session, 'env'))['structuredContent'] as { env: Record<string, string> };
+      expect(env['FIXTURE_MARKER']).toBe('configured');
+      expect(env['PORTCULLIS_TEST_CANARY']).toBeUndefined();
+      expect(env['PATH']).toBeUndefined();
+    } finally {
+      delete process.env['PORTCULLIS_TEST_CANARY'];
+    }
+  });
+
+  it('multiplexes sessions over one process, keeping ids and progress tokens apart', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    expect(await pidOf(a)).toBe(await pidOf(b));
+    const progressA: unknown[] = [];
+    const progressB: unknown[] = [];
+    const params = { name: 'progress', arguments: { steps: 3 }, _meta: { progressToken: 'same-token' } };
+    await Promise.all([
+      a.request('tools/call', params, {
+        onNotification: (n) => void progressA.push(n.params?.['progressToken']),
+      }),
+      b.request('tools/call', params, {
+        onNotification: (n) => void progressB.push(n.params?.['progressToken']),
+      }),
+    ]);
+    expect(progressA).toEqual(['same-token', 'same-token', 'same-token']);
+    expect(progressB).toEqual(['same-token', 'same-token', 'same-token']);
+    // closing one session leaves the other working
+    await a.close();
+    expect(textOf(await call(b, 'pid'))).toMatch(/^\d+$/);
+  });
+
+  it('bounds the processes per upstream', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 2 });
+    const config = fixtureConfig();
+    const pids = new Set<number>();
+    for (let i = 0; i < 3; i += 1) pids.add(await pidOf(await open(c, config)));
+    expect(pids.size).toBe(2);
+  });
+
+  it('sends notifications/cancelled with its own id when a call is aborted', async () => {
+    const session = await open(connector());
+    const controller = new AbortController();
+    const sleeping = session.request(
+      'tools/call',
+      { name: 'sleep', arguments: { ms: 5_000 } },
+      { signal: controller.signal },
+    );
+    setTimeout(() => controller.abort(), 50);
+    await expect(sleeping).rejects.toMatchObject({ name: 'AbortError' });
+    const { notifications } = (await call(session, 'seen'))['structuredContent'] as {
+      notifications: { method: string; params?: { requestId?: unknown } }[];
+    };
+    const cancelled = notifications.filter((n) => n.method === 'notifications/cancelled');
+    expect(cancelled).toHaveLength(1);
+    expect(typeof cancelled[0]?.params?.requestId).toBe('number');
+  });
+
+  it('times out a call and keeps the process usable', async () => {
+    const session = await open(connector());
+    await expect(
+      session.request('tools/call', { name: 'sleep', arguments: { ms: 2_000 } }, { timeoutMs: 100 }),
+    ).rejects.toMatchObject({ reason: 'timeout' });
+    expect(textOf(await call(session, 'pid'))).toMatch(/^\d+$/);
+  });
+
+  it('restarts the process after it is killed', async () => {
+    const session = await open(connector());
+    const pid = await pidOf(session);
+    const inFlight = session.request('tools/call', { name: 'sleep', arguments: { ms: 5_000 } });
+    process.kill(pid, 'SIGKILL');
+    await expect(inFlight).rejects.toMatchObject({ reason: 'closed' });
+    const restarted = await waitFor(async () => {
+      const next = await pidOf(session).catch(() => undefined);
+      return next !== undefined && next !== pid ? next : undefined;
+    });
+    expect(isAlive(restarted)).toBe(true);
+  });
+
+  it('opens the circuit when the process keeps crashing', async () => {
+    const session = await open(connector({ stdioMaxRestarts: 1 }));
+    await expect(call(session, 'crash')).rejects.toMatchObject({ reason: 'closed' });
+    await waitFor(async () => (await pidOf(session).catch(() => undefined)) !== undefined);
+    await expect(call(session, 'crash')).rejects.toMatchObject({ reason: 'closed' });
+    await expect(call(session, 'pid')).rejects.toMatchObject({ reason: 'circuit_open' });
+  });
+
+  it('stops an idle process and starts it again on the next call', async () => {
+    const session = await open(connector({ stdioIdleMs: 150 }));
+    const pid = await pidOf(session);
+    await waitFor(() => !isAlive(pid));
+    const next = await pidOf(session);
+    expect(next).not.toBe(pid);
+  });
+
+  it('escalates to SIGKILL at shutdown when SIGTERM is ignored', async () => {
+    const c = connector({ stdioKillGraceMs: 200 });
+    const session = await open(c, fixtureConfig({ FIXTURE_IGNORE_SIGTERM: '1' }));
+    const pid = await pidOf(session);
+    // the fixture ignores SIGTERM and the end of its stdin
+    process.kill(pid, 'SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(isAlive(pid)).toBe(true);
+    const started = Date.now();
+    await c.shutdown();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+    expect(isAlive(pid)).toBe(false);
+  });
+
+  it('captures stderr to the logger, truncated and rate-limited', async () => {
+    const logger = recordingLogger();
+    const session = await open(connector({ logger }));
+    await call(session, 'noisy');
+    await waitFor(() => logger.entries.filter((e) => e.message === 'upstream stderr').length >= 20);
+    const lines = logger.entries.filter((e) => e.message === 'upstream stderr');
+    expect(lines[0]?.fields['stderr']).toBe('fixture started');
+    expect(lines.length).toBe(20);
+    expect(lines.every((e) => String(e.fields['stderr']).length <= 501)).toBe(true);
+  });
+
+  it('answers server requests through the call’s handler', async () => {
+    const session = await open(connector());
+    const result = await session.request(
+      'tools/call',
+      { name: 'ask', arguments: { question: 'why?' } },
+      {
+        onServerRequest: async (request) => ({
+          role: 'assistant',
+          content: { type: 'text', text: `because (${request.method})` },
+          model: 'm',
+        }),
+      },
+    );
+    expect(textOf(result)).toBe('because (sampling/createMessage)');
+  });
+
+  it('fails to connect to a command that does not exist, without naming it', async () => {
+    const error = await connector()
+      .connect(fixtureConfig({}, { command: '/nonexistent/secret-tool', args: ['--token=abc'] }), identity)
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ reason: 'connect_failed' });
+    expect(JSON.stringify({ m: (error as Error).message, c: (error as Error).cause })).not.toMatch(
+      /secret-tool|abc/,
+    );
+  });
+});

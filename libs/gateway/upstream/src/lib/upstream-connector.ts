@@ -1,0 +1,186 @@
+import { randomInt } from 'node:crypto';
+import type {
+  ClientIdentity,
+  UpstreamConfig,
+  UpstreamConnector,
+  UpstreamSession,
+  UpstreamSessionState,
+} from '@portcullis/gateway/mcp';
+import { CircuitBreaker, type CircuitBreakerOptions } from './core/circuit-breaker';
+import { resumedInfo } from './core/handshake';
+import { SILENT_LOGGER, type UpstreamLogger } from './core/logger';
+import { logFields, type DisposableSession, type SessionContext } from './core/session-base';
+import { checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from './core/ssrf-guard';
+import { errors } from './core/wire';
+import { HttpPool } from './http/http-pool';
+import { LegacySseSession } from './http/legacy-sse-session';
+import { StreamableHttpSession } from './http/streamable-http-session';
+import type { StdioOptions } from './stdio/stdio-process';
+import { StdioPool } from './stdio/stdio-pool';
+
+export interface UpstreamConnectorOptions {
+  readonly logger?: UpstreamLogger;
+  /** Bound on the processes one stdio upstream may have on this replica. */
+  readonly maxStdioProcessesPerUpstream: number;
+  /** A stdio process without traffic for this long is stopped. */
+  readonly stdioIdleMs: number;
+  /** Crashes in a row before a stdio upstream's circuit opens. Default 5. */
+  readonly stdioMaxRestarts?: number;
+  /** Restart delay after the n-th crash in a row: min(max, initial × 2^(n-1)). Default 250 ms … 30 s. */
+  readonly stdioRestartBackoffMs?: { readonly initial: number; readonly max: number };
+  /** Between SIGTERM and SIGKILL when stopping a stdio process. Default 2 s. */
+  readonly stdioKillGraceMs?: number;
+  /** Let URL-based upstreams reach loopback, private and link-local addresses. Default false. */
+  readonly allowPrivateNetworks?: boolean;
+  /** Host names or IP literals permitted even when private. */
+  readonly allowedHosts?: readonly string[];
+  /** Per-upstream circuit breaker. Default 5 failures, 30 s cool-down. */
+  readonly breaker?: CircuitBreakerOptions;
+  /** Keep-alive sockets per upstream origin. Default 128. */
+  readonly maxSocketsPerOrigin?: number;
+  /** Largest message (JSON body, SSE event, stdio line) accepted from an upstream. Default 16 MiB. */
+  readonly maxMessageBytes?: number;
+}
+
+interface UpstreamState {
+  version: number;
+  readonly breaker: CircuitBreaker;
+}
+
+/**
+ * The gateway's connections to upstream MCP servers: Streamable HTTP (keep-alive pool per origin),
+ * legacy HTTP+SSE, and stdio (bounded, multiplexed, restarted child processes), each behind a
+ * per-upstream circuit breaker and, for URLs, the SSRF guard.
+ */
+export function createUpstreamConnector(options: UpstreamConnectorOptions): UpstreamConnector {
+  const logger = options.logger ?? SILENT_LOGGER;
+  const policy: NetworkPolicy = {
+    allowPrivateNetworks: options.allowPrivateNetworks ?? false,
+    allowedHosts: options.allowedHosts ?? [],
+  };
+  const breakerOptions = options.breaker ?? { failureThreshold: 5, cooldownMs: 30_000 };
+  const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+  const stdioOptions: StdioOptions = {
+    idleMs: options.stdioIdleMs,
+    maxRestarts: options.stdioMaxRestarts ?? 5,
+    restartBackoffMs: options.stdioRestartBackoffMs ?? { initial: 250, max: 30_000 },
+    stableMs: 30_000,
+    killGraceMs: options.stdioKillGraceMs ?? 2_000,
+    stderr: { linesPerWindow: 20, windowMs: 10_000, maxLineLength: 500 },
+  };
+  const pool = new HttpPool({
+    maxSocketsPerOrigin: options.maxSocketsPerOrigin ?? 128,
+    lookup: createGuardedLookup(policy),
+  });
+  const upstreams = new Map<string, UpstreamState>();
+  const stdioPools = new Map<string, StdioPool>();
+  const registry = new Set<DisposableSession>();
+  // Ids toward Streamable HTTP upstreams: a random base makes two replicas continuing one upstream
+  // session very unlikely to use the same id at once.
+  let nextHttpId = randomInt(1, 2 ** 31) * 2 ** 20;
+  const nextId = (): number => nextHttpId++;
+  let shutDown = false;
+
+  function stateOf(config: UpstreamConfig): UpstreamState {
+    let state = upstreams.get(config.id);
+    if (state === undefined || state.version < config.version) {
+      // A new configuration starts with a closed circuit: the old one may have been the problem.
+      state = { version: config.version, breaker: new CircuitBreaker(breakerOptions) };
+      upstreams.set(config.id, state);
+    }
+    return state;
+  }
+
+  function contextFor(config: UpstreamConfig): SessionContext {
+    return { config, breaker: stateOf(config).breaker, logger, maxMessageBytes, registry };
+  }
+
+  function targetFor(config: UpstreamConfig) {
+    const decision = checkUpstreamUrl(config.url, policy);
+    if (!decision.ok) {
+      logger.warn({ ...logFields(config), why: decision.reason }, 'upstream URL refused');
+      logger.debug({ ...logFields(config), url: config.url }, 'refused upstream URL');
+      throw errors.connectFailed();
+    }
+    return pool.target(decision.url);
+  }
+
+  function stdioPoolFor(config: UpstreamConfig): StdioPool {
+    let stdio = stdioPools.get(config.id);
+    if (stdio !== undefined && stdio.version < config.version) {
+      stdio.retire();
+      stdio = undefined;
+    }
+    if (stdio === undefined) {
+      stdio = new StdioPool(
+        contextFor(config),
+        stdioOptions,
+        Math.max(1, options.maxStdioProcessesPerUpstream),
+      );
+      stdioPools.set(config.id, stdio);
+    }
+    return stdio;
+  }
+
+  async function connect(config: UpstreamConfig, identity: ClientIdentity): Promise<UpstreamSession> {
+    if (shutDown) throw errors.closed();
+    switch (config.transport) {
+      case 'streamable_http': {
+        // The initialize request itself goes through the breaker (and is the half-open probe).
+        const ctx = contextFor(config);
+        const session = new StreamableHttpSession(
+          { ...ctx, target: targetFor(config), nextId },
+          { sessionId: null, protocolVersion: identity.protocolVersion },
+          resumedInfo(identity.protocolVersion, config.name),
+          false,
+        );
+        try {
+          await session.handshake(identity);
+        } catch (error) {
+          session.dispose();
+          throw error;
+        }
+        logger.debug({ ...logFields(config), url: config.url }, 'upstream session opened');
+        return session;
+      }
+      case 'sse': {
+        const ctx = contextFor(config);
+        if (!ctx.breaker.tryPass()) throw errors.circuitOpen();
+        const session = new LegacySseSession({ ...ctx, target: targetFor(config) });
+        await session.handshake(identity);
+        logger.debug({ ...logFields(config), url: config.url }, 'upstream session opened');
+        return session;
+      }
+      case 'stdio':
+        return stdioPoolFor(config).connect(identity);
+      default:
+        throw errors.protocol('unknown transport');
+    }
+  }
+
+  async function resume(
+    config: UpstreamConfig,
+    identity: ClientIdentity,
+    state: UpstreamSessionState,
+  ): Promise<UpstreamSession> {
+    if (shutDown) throw errors.closed();
+    if (config.transport !== 'streamable_http' || state.sessionId === null) return connect(config, identity);
+    const ctx = contextFor(config);
+    return new StreamableHttpSession(
+      { ...ctx, target: targetFor(config), nextId },
+      state,
+      resumedInfo(state.protocolVersion, config.name),
+      true,
+    );
+  }
+
+  async function shutdown(): Promise<void> {
+    shutDown = true;
+    for (const session of [...registry]) session.dispose();
+    await Promise.all([...stdioPools.values()].map((stdio) => stdio.shutdown()));
+    stdioPools.clear();
+    pool.destroy();
+  }
+
+  return { connect, resume, shutdown };
+}

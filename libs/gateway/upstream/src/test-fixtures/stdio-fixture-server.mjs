@@ -1,0 +1,111 @@
+// A minimal MCP server over stdio (newline-delimited JSON-RPC) for the connector's integration tests.
+// It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
+// crashing on request, and sampling from a tool. Plain Node, no dependencies.
+import { createInterface } from 'node:readline';
+
+const seen = [];
+const waiting = new Map(); // our requests to the client, by id
+const cancelled = new Set();
+let nextId = 1;
+
+const send = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
+const result = (id, value) => send({ jsonrpc: '2.0', id, result: value });
+const text = (value, structured) => ({
+  content: [{ type: 'text', text: String(value) }],
+  ...(structured ? { structuredContent: structured } : {}),
+});
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A stubborn server: ignores SIGTERM and the end of stdin, so only SIGKILL stops it.
+const stubborn = process.env.FIXTURE_IGNORE_SIGTERM === '1';
+if (stubborn) {
+  process.on('SIGTERM', () => undefined);
+  setInterval(() => undefined, 60_000);
+}
+process.stderr.write(`fixture started\n`);
+
+const tools = {
+  pid: () => text(process.pid, { pid: process.pid }),
+  env: () => text('env', { env: { ...process.env } }),
+  seen: () => text('seen', { notifications: seen }),
+  crash: () => process.exit(3),
+  noisy: () => {
+    for (let i = 0; i < 100; i += 1) process.stderr.write(`noise ${i} ${'x'.repeat(2_000)}\n`);
+    return text('noisy');
+  },
+  sleep: async (args, id) => {
+    await sleep(args.ms ?? 1_000);
+    return cancelled.has(id) ? undefined : text('slept');
+  },
+  progress: async (args, id, meta) => {
+    for (let step = 1; step <= (args.steps ?? 3); step += 1) {
+      await sleep(5);
+      if (meta?.progressToken !== undefined) {
+        send({
+          jsonrpc: '2.0',
+          method: 'notifications/progress',
+          params: { progressToken: meta.progressToken, progress: step, total: args.steps },
+        });
+      }
+    }
+    return text('done');
+  },
+  ask: async (args) => {
+    const id = `fixture-${nextId++}`;
+    const answer = new Promise((resolve) => waiting.set(id, resolve));
+    send({
+      jsonrpc: '2.0',
+      id,
+      method: 'sampling/createMessage',
+      params: {
+        messages: [{ role: 'user', content: { type: 'text', text: args.question ?? '?' } }],
+        maxTokens: 10,
+      },
+    });
+    const response = await answer;
+    return response.error ? text(`error ${response.error.code}`) : text(response.result.content.text);
+  },
+};
+
+async function handle(message) {
+  const { id, method, params = {} } = message;
+  if (method === 'initialize') {
+    return result(id, {
+      protocolVersion: params.protocolVersion,
+      capabilities: { tools: {} },
+      serverInfo: { name: 'stdio-fixture', version: '1.0.0' },
+    });
+  }
+  if (method === 'tools/list')
+    return result(id, {
+      tools: Object.keys(tools).map((name) => ({ name, inputSchema: { type: 'object' } })),
+    });
+  if (method === 'tools/call') {
+    const tool = tools[params.name];
+    if (!tool)
+      return send({ jsonrpc: '2.0', id, error: { code: -32602, message: `Unknown tool: ${params.name}` } });
+    const value = await tool(params.arguments ?? {}, id, params._meta);
+    if (value !== undefined) result(id, value);
+    return;
+  }
+  send({ jsonrpc: '2.0', id, error: { code: -32601, message: `Method not found: ${method}` } });
+}
+
+createInterface({ input: process.stdin })
+  .on('line', (line) => {
+    const message = JSON.parse(line);
+    if (message.method === undefined) {
+      waiting.get(message.id)?.(message);
+      waiting.delete(message.id);
+      return;
+    }
+    if (message.id === undefined) {
+      seen.push(message);
+      if (message.method === 'notifications/cancelled') cancelled.add(message.params.requestId);
+      return;
+    }
+    void handle(message);
+  })
+  .on('close', () => {
+    if (!stubborn) process.exit(0);
+  });

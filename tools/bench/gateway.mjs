@@ -1,0 +1,244 @@
+#!/usr/bin/env node
+// `npm run bench:gateway`: the same MCP load directly against an upstream and through the gateway.
+//
+// Starts the built demo upstream (SDK-based; its kitchen-sink server has an `echo` tool) and the built
+// gateway against a fresh database, then for each concurrency (1, 16, 64) and repetition alternates
+// targets: open MCP sessions (initialize once per session), then `tools/call echo` with a small payload
+// for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
+// /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
+//
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64]
+// Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
+import { repoRoot } from '../scripts/lib/run.mjs';
+
+const arg = (name, fallback) => {
+  const index = process.argv.indexOf(`--${name}`);
+  return index === -1 ? fallback : process.argv[index + 1];
+};
+const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
+const REPS = Math.min(Number(arg('reps', '3')), 10);
+const CONCURRENCY = arg('concurrency', '1,16,64').split(',').map(Number).filter((n) => n > 0 && n <= 256);
+const MAX_CALLS_PER_RUN = 500_000;
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+
+async function waitReady(url, child, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${url}: process exited (${child.exitCode})`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      if (res.ok) return;
+    } catch {
+      // not yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not ready after ${timeoutMs} ms`);
+}
+
+function start(name, entry, env) {
+  const child = spawn(process.execPath, [path.join(repoRoot, 'dist/apps', name, entry)], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return child;
+}
+
+/** utime + stime of a process, in microseconds (clock ticks are 100 Hz on Linux). */
+function cpuMicros(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+// A lean MCP client over keep-alive HTTP: the load generator must cost as little CPU as possible.
+const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+
+function post(url, headers, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The JSON-RPC message with `id` from a JSON or SSE response body. */
+function messageFor(response, id) {
+  if ((response.headers['content-type'] ?? '').includes('text/event-stream')) {
+    for (const line of response.text.split('\n')) {
+      if (!line.startsWith('data:')) continue;
+      const message = JSON.parse(line.slice(5));
+      if (message.id === id) return message;
+    }
+    throw new Error('no response on the SSE stream');
+  }
+  return JSON.parse(response.text);
+}
+
+async function openSession(url, auth) {
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...auth };
+  const init = await post(
+    url,
+    headers,
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } },
+    }),
+  );
+  if (init.status !== 200) throw new Error(`initialize failed at ${url}: ${init.status} ${init.text.slice(0, 200)}`);
+  const session = init.headers['mcp-session-id'];
+  const version = messageFor(init, 0).result.protocolVersion;
+  const sessionHeaders = { ...headers, 'mcp-protocol-version': version, ...(session ? { 'mcp-session-id': session } : {}) };
+  await post(url, sessionHeaders, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+  return sessionHeaders;
+}
+
+async function run(target, concurrency) {
+  const sessions = await Promise.all(Array.from({ length: concurrency }, () => openSession(target.url, target.auth)));
+  const latencies = [];
+  let errors = 0;
+  const cpuBefore = target.pid ? cpuMicros(target.pid) : 0;
+  const started = process.hrtime.bigint();
+  const deadline = Date.now() + SECONDS * 1_000;
+  let nextId = 1;
+  await Promise.all(
+    sessions.map(async (headers) => {
+      while (Date.now() < deadline && latencies.length + errors < MAX_CALLS_PER_RUN) {
+        const id = nextId++;
+        const body = JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: target.tool, arguments: { message: 'hello portcullis' } } });
+        const t0 = process.hrtime.bigint();
+        try {
+          const res = await post(target.url, headers, body);
+          const message = messageFor(res, id);
+          if (res.status !== 200 || message.error || message.result?.isError) errors++;
+          else latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = target.pid ? cpuMicros(target.pid) - cpuBefore : null;
+  latencies.sort((a, b) => a - b);
+  const pick = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return {
+    calls: latencies.length,
+    errors,
+    rps: latencies.length / seconds,
+    p50: pick(0.5),
+    p99: pick(0.99),
+    cpuPerCallMicros: cpu === null ? null : cpu / Math.max(1, latencies.length + errors),
+  };
+}
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function main() {
+  const baseAdmin = process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+  const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
+  const adminUrl = withDatabaseUrl(baseAdmin, { database });
+  const children = [];
+  try {
+    await applyMigrations({ adminUrl });
+    const upstreamPort = await freePort();
+    const gatewayPort = await freePort();
+    const upstreamUrl = `http://127.0.0.1:${upstreamPort}/kitchen-sink/mcp`;
+
+    const apiKey = `pcs_${randomBytes(30).toString('base64url').replace(/[-_]/g, 'x').slice(0, 40)}`;
+    const db = new pg.Client({ connectionString: adminUrl });
+    await db.connect();
+    const tenantId = randomUUID();
+    const agentId = randomUUID();
+    await db.query(`INSERT INTO tenants (id, slug, name, updated_at) VALUES ($1, 'bench', 'Bench', now())`, [tenantId]);
+    await db.query(`INSERT INTO agent_clients (id, tenant_id, name, updated_at) VALUES ($1, $2, 'bench-agent', now())`, [agentId, tenantId]);
+    await db.query(
+      `INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, agent_client_id) VALUES ($1, $2, 'bench', $3, $4, $5)`,
+      [randomUUID(), tenantId, createHash('sha256').update(apiKey).digest('hex'), apiKey.slice(0, 10), agentId],
+    );
+    await db.query(
+      `INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at) VALUES ($1, $2, 'sink', 'sink', 'streamable_http', $3, now())`,
+      [randomUUID(), tenantId, upstreamUrl],
+    );
+    await db.end();
+
+    const upstream = start('demo-upstreams', 'main.js', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
+    children.push(upstream);
+    await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream);
+    const appUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null });
+    const systemUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_system', password: null });
+    const gateway = start('gateway', 'main.js', {
+      GATEWAY_PORT: String(gatewayPort),
+      DATABASE_URL: appUrl,
+      DATABASE_SYSTEM_URL: systemUrl,
+      REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+    });
+    children.push(gateway);
+    await waitReady(`http://127.0.0.1:${gatewayPort}/readyz`, gateway);
+
+    const targets = {
+      direct: { url: upstreamUrl, auth: {}, tool: 'echo', pid: null },
+      gateway: { url: `http://127.0.0.1:${gatewayPort}/t/bench/mcp`, auth: { authorization: `Bearer ${apiKey}` }, tool: 'sink__echo', pid: gateway.pid },
+    };
+    console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
+    const rows = [];
+    for (const c of CONCURRENCY) {
+      const results = { direct: [], gateway: [] };
+      for (let rep = 0; rep < REPS; rep++) {
+        for (const name of rep % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct']) {
+          results[name].push(await run(targets[name], c));
+        }
+      }
+      const summary = (list) => ({
+        rps: median(list.map((r) => r.rps)),
+        p50: median(list.map((r) => r.p50)),
+        p99: median(list.map((r) => r.p99)),
+        errors: list.reduce((sum, r) => sum + r.errors, 0),
+        cpu: list[0]?.cpuPerCallMicros === null ? null : median(list.map((r) => r.cpuPerCallMicros)),
+      });
+      const d = summary(results.direct);
+      const g = summary(results.gateway);
+      rows.push({ c, d, g });
+      console.log(
+        `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}\n` +
+          `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call\n` +
+          `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`,
+      );
+    }
+    return rows;
+  } finally {
+    for (const child of children) child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    await dropDatabase(adminUrl).catch(() => undefined);
+    agent.destroy();
+  }
+}
+
+main().catch((error) => {
+  console.error(`bench:gateway failed: ${error.message}`);
+  process.exitCode = 1;
+});
