@@ -196,6 +196,7 @@ async function main() {
       DATABASE_SYSTEM_URL: systemUrl,
       REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
       GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+      GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
     });
     children.push(gateway);
     await waitReady(`http://127.0.0.1:${gatewayPort}/readyz`, gateway);

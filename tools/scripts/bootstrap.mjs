@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// `npm run bootstrap -- --email <email> --tenant <slug> [--name <name>]`: the first platform admin, the first tenant
+// and a short-lived access token (on stdout). Refuses to run a second time. `--token-for <email>` mints a new token
+// for an existing platform admin. Builds the control plane first when its bundle is missing.
+//
+// Environment: DATABASE_URL (default: the local application role), CONTROL_PLANE_JWT_* as for the control plane.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { bin, repoRoot, run } from './lib/run.mjs';
+
+const entry = path.join(repoRoot, 'dist/apps/control-plane/bootstrap.js');
+if (!existsSync(entry)) {
+  console.error('building the control plane…');
+  const built = await run(bin('nx'), ['run', 'control-plane:build', '--outputStyle=static'], { spawn: { stdio: ['ignore', 2, 2] } });
+  if (built !== 0) process.exit(built);
+}
+const code = await run(process.execPath, [entry, ...process.argv.slice(2)], {
+  env: { DATABASE_URL: process.env.DATABASE_URL ?? 'postgresql://portcullis_app@127.0.0.1:5432/portcullis' },
+});
+process.exit(code);
