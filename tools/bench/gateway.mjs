@@ -7,7 +7,8 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof]
+// --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -51,8 +52,11 @@ async function waitReady(url, child, timeoutMs = 30_000) {
   throw new Error(`${url} not ready after ${timeoutMs} ms`);
 }
 
+const PROFILE = process.argv.includes('--cpu-prof');
+
 function start(name, entry, env) {
-  const child = spawn(process.execPath, [path.join(repoRoot, 'dist/apps', name, entry)], {
+  const profile = PROFILE && name === 'gateway' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(repoRoot, 'tmp/prof')}`] : [];
+  const child = spawn(process.execPath, [...profile, path.join(repoRoot, 'dist/apps', name, entry)], {
     cwd: repoRoot,
     env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -233,7 +237,7 @@ async function main() {
     return rows;
   } finally {
     for (const child of children) child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, PROFILE ? 3_000 : 500));
     await dropDatabase(adminUrl).catch(() => undefined);
     agent.destroy();
   }

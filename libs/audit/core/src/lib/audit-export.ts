@@ -1,7 +1,351 @@
+import { AUDIT_HASH_VERSION, computeAuditHash, type StoredChainLink } from '@portcullis/audit/chain';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import type { TenantId } from '@portcullis/shared/util-ids';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { CsvRowParser, encodeRow } from './audit-csv';
+import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
+
+export const auditExportFilters = z
+  .object({
+    from: z.iso.datetime({ offset: true }).optional(),
+    to: z.iso.datetime({ offset: true }).optional(),
+    actorUserId: z.uuid().optional(),
+    agentClientId: z.uuid().optional(),
+    upstreamId: z.uuid().optional(),
+    tool: z.string().max(300).optional(),
+    decision: z.enum(['allow', 'deny', 'require_approval']).optional(),
+    outcome: z.string().max(50).optional(),
+  })
+  .strict();
+export type AuditExportFilters = z.infer<typeof auditExportFilters>;
+export type AuditExportFormat = 'csv' | 'jsonl';
+
+export const EXPORT_MANIFEST_VERSION = 1;
+
+export interface AuditExportManifest {
+  readonly manifestVersion: typeof EXPORT_MANIFEST_VERSION;
+  readonly hashVersion: number;
+  readonly tenantId: string;
+  readonly format: AuditExportFormat;
+  readonly file: string;
+  readonly sha256: string;
+  readonly filters: AuditExportFilters;
+  readonly generatedAt: string;
+  readonly rowCount: number;
+  readonly firstSeq: string | null;
+  readonly lastSeq: string | null;
+  readonly firstHash: string | null;
+  readonly lastHash: string | null;
+  /** The chain the export was cut from: its retention checkpoint and head when the export started. */
+  readonly chainRange: {
+    readonly fromSeq: string;
+    readonly fromHash: string | null;
+    readonly headSeq: string;
+    readonly headHash: string | null;
+  };
+  /** True when no filter applied: rows are consecutive links and the whole range can be re-verified offline. */
+  readonly contiguous: boolean;
+}
+
+/** CSV header: one column per chained field, plus the stored time and the links. */
+export const CSV_COLUMNS = [
+  'id', 'tenant_id', 'seq', 'occurred_at', 'kind', 'method', 'actor_user_id', 'agent_client_id', 'api_key_id',
+  'mcp_session_id', 'upstream_id', 'tool', 'target_type', 'target_id', 'decision', 'reason', 'snapshot_version',
+  'approval_id', 'latency_ms', 'arguments', 'outcome', 'error_code', 'trace_id', 'prev_hash', 'hash',
+] as const;
+
+const str = (n: number | null) => (n === null ? null : String(n));
+
+function csvCells(link: StoredChainLink): (string | null)[] {
+  return [
+    link.id, link.tenantId, link.seq, link.occurredAt, link.kind, link.method, link.actorUserId, link.agentClientId,
+    link.apiKeyId, link.mcpSessionId, link.upstreamId, link.tool, link.targetType, link.targetId, link.decision,
+    link.reason, str(link.snapshotVersion), link.approvalId, str(link.latencyMs),
+    link.arguments === null || link.arguments === undefined ? null : JSON.stringify(link.arguments),
+    link.outcome, link.errorCode, link.traceId, link.prevHash, link.hash,
+  ];
+}
+
+function linkFromCells(cells: readonly (string | null)[]): StoredChainLink {
+  const get = (name: (typeof CSV_COLUMNS)[number]) => cells[CSV_COLUMNS.indexOf(name)] ?? null;
+  const num = (name: (typeof CSV_COLUMNS)[number]) => {
+    const v = get(name);
+    return v === null ? null : Number(v);
+  };
+  const args = get('arguments');
+  return {
+    id: get('id') ?? '',
+    tenantId: get('tenant_id') ?? '',
+    seq: get('seq') ?? '',
+    occurredAt: get('occurred_at') ?? '',
+    kind: get('kind') ?? '',
+    method: get('method') ?? '',
+    actorUserId: get('actor_user_id'),
+    agentClientId: get('agent_client_id'),
+    apiKeyId: get('api_key_id'),
+    mcpSessionId: get('mcp_session_id'),
+    upstreamId: get('upstream_id'),
+    tool: get('tool'),
+    targetType: get('target_type'),
+    targetId: get('target_id'),
+    decision: get('decision'),
+    reason: get('reason'),
+    snapshotVersion: num('snapshot_version'),
+    approvalId: get('approval_id'),
+    latencyMs: num('latency_ms'),
+    arguments: args === null ? null : (JSON.parse(args) as unknown),
+    outcome: get('outcome') ?? '',
+    errorCode: get('error_code'),
+    traceId: get('trace_id'),
+    prevHash: get('prev_hash'),
+    hash: get('hash') ?? '',
+  };
+}
+
+function whereClause(filters: AuditExportFilters, params: unknown[]): string {
+  const parts: string[] = [];
+  const add = (sql: string, value: unknown) => {
+    params.push(value);
+    parts.push(sql.replace('?', `$${params.length}`));
+  };
+  if (filters.from) add('occurred_at >= ?::timestamptz', filters.from);
+  if (filters.to) add('occurred_at < ?::timestamptz', filters.to);
+  if (filters.actorUserId) add('actor_user_id = ?::uuid', filters.actorUserId);
+  if (filters.agentClientId) add('agent_client_id = ?::uuid', filters.agentClientId);
+  if (filters.upstreamId) add('upstream_id = ?::uuid', filters.upstreamId);
+  if (filters.tool) add('tool = ?', filters.tool);
+  if (filters.decision) add('decision = ?::audit_decision', filters.decision);
+  if (filters.outcome) add('outcome = ?', filters.outcome);
+  return parts.map((p) => ` AND ${p}`).join('');
+}
+
+export interface ExportAuditEventsOptions {
+  readonly format: AuditExportFormat;
+  readonly filters: AuditExportFilters;
+  /** The data file to write; the manifest goes to `<outPath>.manifest.json`, the digest to `<outPath>.sha256`. */
+  readonly outPath: string;
+  /** Rows per page (keyset on seq; constant memory). */
+  readonly pageSize?: number;
+}
+
+export interface ExportResult {
+  readonly manifest: AuditExportManifest;
+  readonly manifestPath: string;
+  readonly sha256Path: string;
+}
+
+/**
+ * Streams a tenant's audit events matching `filters`, in chain order, to a CSV or JSONL file with constant memory:
+ * pages of `pageSize` rows by keyset on `seq`, each page read in its own short `withTenant` transaction (row-level
+ * security applies), written with backpressure while a SHA-256 is computed over the bytes. The export is cut at
+ * the chain head read when it starts, so events arriving meanwhile are not half-included. Writes to a temporary
+ * name and renames when complete, then writes `<file>.sha256` and `<file>.manifest.json`.
+ */
+export async function exportAuditEvents(
+  db: PortcullisPrismaClient,
+  tenantId: TenantId,
+  options: ExportAuditEventsOptions,
+): Promise<ExportResult> {
+  const filters = auditExportFilters.parse(options.filters);
+  const pageSize = options.pageSize ?? 1_000;
+  const head = await withTenant(db, tenantId, async (tx) => {
+    const rows = await tx.$queryRawUnsafe<
+      { last_seq: bigint; last_hash: string | null; pruned_through_seq: bigint; pruned_through_hash: string | null }[]
+    >(
+      'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
+      tenantId,
+    );
+    return rows[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null };
+  });
+
+  const tmpPath = `${options.outPath}.partial`;
+  const out = createWriteStream(tmpPath, { encoding: 'utf8' });
+  const digest = createHash('sha256');
+  const write = async (text: string) => {
+    digest.update(text, 'utf8');
+    if (!out.write(text)) await once(out, 'drain');
+  };
+
+  let rowCount = 0;
+  let first: StoredChainLink | undefined;
+  let last: StoredChainLink | undefined;
+  try {
+    if (options.format === 'csv') await write(encodeRow([...CSV_COLUMNS]));
+    let afterSeq = BigInt(head.pruned_through_seq);
+    const headSeq = BigInt(head.last_seq);
+    while (afterSeq < headSeq) {
+      const params: unknown[] = [tenantId, afterSeq, headSeq];
+      const where = whereClause(filters, params);
+      params.push(pageSize);
+      const rows = await withTenant(db, tenantId, (tx) =>
+        tx.$queryRawUnsafe<AuditEventRow[]>(
+          `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events
+           WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3${where}
+           ORDER BY seq LIMIT $${params.length}`,
+          ...params,
+        ),
+      );
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        const link = linkFromRow(row);
+        first ??= link;
+        last = link;
+        rowCount += 1;
+        await write(options.format === 'csv' ? encodeRow(csvCells(link)) : `${JSON.stringify(link)}\n`);
+      }
+      afterSeq = BigInt((rows[rows.length - 1] as AuditEventRow).seq);
+      if (rows.length < pageSize) break;
+    }
+    out.end();
+    await once(out, 'finish');
+  } catch (error) {
+    out.destroy();
+    throw error;
+  }
+  await rename(tmpPath, options.outPath);
+
+  const sha256 = digest.digest('hex');
+  const file = path.basename(options.outPath);
+  const manifest: AuditExportManifest = {
+    manifestVersion: EXPORT_MANIFEST_VERSION,
+    hashVersion: AUDIT_HASH_VERSION,
+    tenantId,
+    format: options.format,
+    file,
+    sha256,
+    filters,
+    generatedAt: new Date().toISOString(),
+    rowCount,
+    firstSeq: first?.seq ?? null,
+    lastSeq: last?.seq ?? null,
+    firstHash: first?.hash ?? null,
+    lastHash: last?.hash ?? null,
+    chainRange: {
+      fromSeq: head.pruned_through_seq.toString(),
+      fromHash: head.pruned_through_hash,
+      headSeq: head.last_seq.toString(),
+      headHash: head.last_hash,
+    },
+    contiguous: Object.keys(filters).length === 0,
+  };
+  const sha256Path = `${options.outPath}.sha256`;
+  const manifestPath = `${options.outPath}.manifest.json`;
+  await writeFile(sha256Path, `${sha256}  ${file}\n`);
+  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+  return { manifest, manifestPath, sha256Path };
+}
+
 export type ExportVerdict =
   | { readonly ok: true; readonly rows: number; readonly sha256: string; readonly chain: string }
   | { readonly ok: false; readonly problem: string };
 
-export async function verifyExportFile(_file: string, _manifest: string): Promise<ExportVerdict> {
-  return { ok: false, problem: 'export verification is not implemented yet' };
+/**
+ * Offline check of an export against its manifest: the file's SHA-256, its row count, every row's own hash (its
+ * fields and previous hash), the links between consecutive rows, the first/last hash, and for an unfiltered export
+ * that the rows are exactly the chain range from the checkpoint to the head. Streams the file.
+ */
+export async function verifyExportFile(filePath: string, manifestPath: string): Promise<ExportVerdict> {
+  let manifest: AuditExportManifest;
+  try {
+    manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as AuditExportManifest;
+  } catch (error) {
+    return { ok: false, problem: `manifest unreadable: ${(error as Error).message}` };
+  }
+  if (manifest.manifestVersion !== EXPORT_MANIFEST_VERSION || manifest.hashVersion !== AUDIT_HASH_VERSION) {
+    return { ok: false, problem: `unsupported manifest (version ${manifest.manifestVersion}, hash ${manifest.hashVersion})` };
+  }
+
+  const digest = createHash('sha256');
+  let rows = 0;
+  let header = manifest.format === 'csv';
+  let prev: StoredChainLink | undefined;
+  let first: StoredChainLink | undefined;
+  let problem: string | undefined;
+  const csv = new CsvRowParser();
+  let pendingLine = '';
+
+  const check = (link: StoredChainLink): void => {
+    if (problem) return;
+    rows += 1;
+    first ??= link;
+    if (link.tenantId !== manifest.tenantId) problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
+    else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
+      problem = `row ${rows} (seq ${link.seq}, id ${link.id}): hash_mismatch`;
+    } else if (prev && BigInt(link.seq) <= BigInt(prev.seq)) problem = `row ${rows} (seq ${link.seq}): out of order`;
+    else if (prev && BigInt(link.seq) === BigInt(prev.seq) + 1n && link.prevHash !== prev.hash) {
+      problem = `row ${rows} (seq ${link.seq}, id ${link.id}): prev_hash_mismatch`;
+    } else if (manifest.contiguous) {
+      const expectedSeq = prev ? BigInt(prev.seq) + 1n : BigInt(manifest.chainRange.fromSeq) + 1n;
+      const expectedPrev = prev ? prev.hash : manifest.chainRange.fromHash;
+      if (BigInt(link.seq) !== expectedSeq) problem = `row ${rows} (seq ${link.seq}): seq_gap`;
+      else if (link.prevHash !== expectedPrev) problem = `row ${rows} (seq ${link.seq}): prev_hash_mismatch`;
+    }
+    prev = link;
+  };
+
+  const handleCsvRows = (parsed: (string | null)[][]) => {
+    for (const cells of parsed) {
+      if (header) {
+        header = false;
+        if (cells.join(',') !== CSV_COLUMNS.join(',')) problem ??= 'unexpected CSV header';
+        continue;
+      }
+      try {
+        check(linkFromCells(cells));
+      } catch {
+        problem ??= `row ${rows + 1}: unparseable`;
+      }
+    }
+  };
+  const handleJsonLines = (text: string) => {
+    const lines = (pendingLine + text).split('\n');
+    pendingLine = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line === '') continue;
+      try {
+        check(JSON.parse(line) as StoredChainLink);
+      } catch {
+        problem ??= `row ${rows + 1}: unparseable`;
+      }
+    }
+  };
+
+  try {
+    for await (const chunk of createReadStream(filePath)) {
+      const buf = chunk as Buffer;
+      digest.update(buf);
+      const text = buf.toString('utf8');
+      if (manifest.format === 'csv') handleCsvRows(csv.push(text));
+      else handleJsonLines(text);
+    }
+  } catch (error) {
+    return { ok: false, problem: `export unreadable: ${(error as Error).message}` };
+  }
+  if (manifest.format === 'csv') handleCsvRows(csv.end());
+  else handleJsonLines('\n');
+
+  const sha256 = digest.digest('hex');
+  if (sha256 !== manifest.sha256) return { ok: false, problem: `sha256 ${sha256} does not match the manifest's ${manifest.sha256}` };
+  if (problem) return { ok: false, problem };
+  if (rows !== manifest.rowCount) return { ok: false, problem: `${rows} row(s), manifest says ${manifest.rowCount}` };
+  if ((first?.hash ?? null) !== manifest.firstHash || (prev?.hash ?? null) !== manifest.lastHash) {
+    return { ok: false, problem: 'first/last hash differ from the manifest' };
+  }
+  if (manifest.contiguous && (prev?.seq ?? manifest.chainRange.fromSeq) !== manifest.chainRange.headSeq) {
+    return { ok: false, problem: `rows end at seq ${prev?.seq ?? '-'}, the chain head was ${manifest.chainRange.headSeq}` };
+  }
+  const chain = manifest.contiguous
+    ? `seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq} complete`
+    : `filtered subset of seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq}, every row's hash verified`;
+  return { ok: true, rows, sha256, chain };
+}
+
+function stripLinks(link: StoredChainLink) {
+  const { prevHash: _prev, hash: _hash, ...fields } = link;
+  return fields;
 }
