@@ -1,7 +1,13 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import { PostgresAuditEventStore } from '@portcullis/audit/core';
 import { AuditPipelineModule } from '@portcullis/audit/pipeline';
-import { DbModule, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
+import {
+  DbModule,
+  PRISMA_CLIENT,
+  SYSTEM_PRISMA_CLIENT,
+  type PortcullisPrismaClient,
+  type SystemPrismaClient,
+} from '@portcullis/data/db-nest';
 import { RedisModule } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { AuditWorkerConfig } from './config';
@@ -13,7 +19,12 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
-        DbModule.forRoot({ url: config.database.url, applicationName: 'audit-worker' }),
+        // The system client is for retention (cross-tenant deletes), nothing else.
+        DbModule.forRoot({
+          url: config.database.url,
+          applicationName: 'audit-worker',
+          ...(config.database.systemUrl ? { systemUrl: config.database.systemUrl } : {}),
+        }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'audit-worker-probe', logger }),
         AuditPipelineModule.forRoot({
           redisUrl: config.redis.url,
@@ -25,6 +36,15 @@ export class AppModule {
           store: {
             inject: [PRISMA_CLIENT],
             useFactory: (db: PortcullisPrismaClient) => new PostgresAuditEventStore(db),
+          },
+          tasks: {
+            inject: [PRISMA_CLIENT, { token: SYSTEM_PRISMA_CLIENT, optional: true }],
+            useFactory: (db: PortcullisPrismaClient, systemDb: SystemPrismaClient | undefined) => ({
+              db,
+              systemDb: systemDb ?? null,
+              exportDir: config.exports.dir,
+              retentionEveryMs: config.retention.everyMs,
+            }),
           },
         }),
       ],

@@ -24,6 +24,11 @@ export const auditWorkerConfigSchema = z
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
       .default('portcullis'),
     DATABASE_URL: f.postgresUrl,
+    /** portcullis_system (BYPASSRLS), for retention only; without it retention is not scheduled. */
+    DATABASE_SYSTEM_URL: f.postgresUrl.optional(),
+    /** Where export files are written (a volume shared with whatever serves downloads). */
+    AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
+    AUDIT_RETENTION_EVERY_MS: z.coerce.number().int().min(60_000).max(7 * 86_400_000).default(3_600_000),
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(15_000),
   })
@@ -36,7 +41,9 @@ export const auditWorkerConfigSchema = z
     retry: { maxAttempts: env.AUDIT_MAX_ATTEMPTS, baseMs: env.AUDIT_RETRY_BASE_MS },
     lock: { durationMs: env.AUDIT_LOCK_DURATION_MS, stalledIntervalMs: env.AUDIT_STALLED_INTERVAL_MS },
     queuePrefix: env.QUEUE_PREFIX,
-    database: { url: env.DATABASE_URL },
+    database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },
+    exports: { dir: env.AUDIT_EXPORT_DIR },
+    retention: { everyMs: env.AUDIT_RETENTION_EVERY_MS },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
   }));

@@ -33,7 +33,7 @@ describe('tenants', () => {
     const tenantId = String(res.json['id']);
     const owner = await cp.system.user.findUniqueOrThrow({ where: { email: `owner-${slug}@example.test` }, select: { id: true } });
     expect(await cp.system.membership.findFirst({ where: { tenantId, userId: owner.id }, select: { role: true } })).toEqual({ role: 'owner' });
-    const events = await waitFor(async () => (await cp.auditEvents(tenantId)).filter((e) => e.method === 'tenant.create').length > 0 && cp.auditEvents(tenantId));
+    const events = await cp.eventsAtLeast(tenantId, 1);
     expect(events[0]).toMatchObject({ kind: 'control_plane', actorUserId: admin.id, targetType: 'tenant', targetId: tenantId, outcome: 'ok' });
 
     expect((await cp.request('POST', '/api/v1/tenants', { token: admin.token, body: { slug, name: 'Again' } })).status).toBe(409);
@@ -100,10 +100,7 @@ describe('members', () => {
     const list = await cp.request('GET', base, { token: admin.token });
     expect(list.json.items?.map((m) => m['id'])).not.toContain(memberId);
 
-    const actions = await waitFor(async () => {
-      const methods = (await cp.auditEvents(t.id)).map((e) => e.method);
-      return methods.length >= 3 && methods;
-    });
+    const actions = (await cp.eventsAtLeast(t.id, 3)).map((e) => e.method);
     expect(actions).toEqual(['member.add', 'member.role_change', 'member.remove']);
   });
 });
@@ -130,10 +127,7 @@ describe('upstreams', () => {
     const updated = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { description: 'Ticket system', headers: { Authorization: `${secret}-2` } } });
     expect(updated.json).toMatchObject({ version: 2, description: 'Ticket system', hasHeaders: true });
 
-    const events = await waitFor(async () => {
-      const found = await cp.auditEvents(t.id);
-      return found.length >= 2 && found;
-    });
+    const events = await cp.eventsAtLeast(t.id, 2);
     expect(events.map((e) => e.method)).toEqual(['upstream.create', 'upstream.update']);
     expect(events[1]?.arguments).toMatchObject({ before: { version: 1 }, after: { version: 2, description: 'Ticket system' } });
 
@@ -226,10 +220,7 @@ describe('agent clients and API keys', () => {
     expect((await cp.request('POST', `${base}/${String(created.json['id'])}/revoke`, { token: auditor.token })).status).toBe(403);
 
     await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length >= 2);
-    const events = await waitFor(async () => {
-      const found = await cp.auditEvents(t.id);
-      return found.length >= 3 && found;
-    });
+    const events = await cp.eventsAtLeast(t.id, 3);
     expect(events.map((e) => e.method)).toEqual(['agent_client.create', 'api_key.create', 'api_key.revoke']);
     expect(JSON.stringify(events)).not.toContain(secret);
 

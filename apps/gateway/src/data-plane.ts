@@ -17,16 +17,10 @@ import {
   type ReplicaBus,
 } from '@portcullis/gateway/core';
 import { RedisSessionStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { GatewayConfig } from './config';
 import { loadApiKeys, loadTenants, loadUpstreams } from './snapshot-loaders';
-
-/** Pub/sub notices the control plane publishes after a change; each reloads one snapshot at once. */
-export const CHANGE_CHANNELS = {
-  apiKeys: 'pcs:apikeys:changed',
-  tenants: 'pcs:tenants:changed',
-  upstreams: 'pcs:upstreams:changed',
-} as const;
 
 export interface DataPlaneDeps {
   readonly config: GatewayConfig;

@@ -8,7 +8,7 @@ import { createHttpApp } from '@portcullis/shared/nest-runtime';
 import { parseConfig } from '@portcullis/shared/util-config';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { Queue } from 'bullmq';
 import { randomBytes } from 'node:crypto';
 import { AppModule } from '../app.module';
@@ -64,7 +64,7 @@ export async function startControlPlane() {
         ...(options.body === undefined ? {} : { payload: JSON.stringify(options.body) }),
       });
       const text = response.body;
-      let json: unknown = undefined;
+      let json: unknown;
       try {
         json = text ? JSON.parse(text) : undefined;
       } catch {
@@ -103,6 +103,17 @@ export async function startControlPlane() {
         .map((job) => job.data as AuditEventV1)
         .filter((event) => event.tenantId === tenantId)
         .sort((a, b) => a.eventId.localeCompare(b.eventId));
+    },
+
+    /** Waits until at least `count` audit events of the tenant are in the queue. */
+    eventsAtLeast(tenantId: string, count: number): Promise<AuditEventV1[]> {
+      return waitFor(
+        async () => {
+          const events = await harness.auditEvents(tenantId);
+          return events.length >= count ? events : null;
+        },
+        { description: `${count} audit events for tenant ${tenantId}` },
+      );
     },
 
     async close() {

@@ -11,3 +11,23 @@ export { AUDIT_CLI_USAGE, runAuditCli } from './lib/audit-cli';
 export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';
 export { verifyTenantChain } from './lib/verify-tenant-chain';
 export type { ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
+export { CsvRowParser, encodeCell, encodeRow } from './lib/audit-csv';
+export { auditExportFilters, CSV_COLUMNS, exportAuditEvents, verifyExportFile } from './lib/audit-export';
+export type {
+  AuditExportFilters,
+  AuditExportFormat,
+  AuditExportManifest,
+  ExportAuditEventsOptions,
+  ExportResult,
+  ExportVerdict,
+} from './lib/audit-export';
+export {
+  AUDIT_TASK_JOBS,
+  AUDIT_TASKS_QUEUE,
+  auditExportJob,
+  derivedUuid,
+  requestAuditExport,
+  runAuditExport,
+  runRetention,
+} from './lib/audit-tasks';
+export type { AuditExportJob, RequestAuditExportInput, RetentionOptions, RetentionResult } from './lib/audit-tasks';

@@ -6,6 +6,7 @@ import {
   AuditIngestWorker,
   type AuditWorkerSettings,
 } from './audit-ingest.worker';
+import { AUDIT_TASKS_DEPS, AuditTasksWorker, type AuditTasksDeps } from './audit-tasks.worker';
 
 export const AUDIT_EVENT_STORE = Symbol('AUDIT_EVENT_STORE');
 
@@ -19,6 +20,8 @@ export interface AuditPipelineOptions {
   readonly lock: { readonly durationMs: number; readonly stalledIntervalMs: number };
   /** Provides AUDIT_EVENT_STORE (the Postgres store in production, anything else in tests). */
   readonly store: Omit<Provider, 'provide'> & Record<string, unknown>;
+  /** Exports and retention (`portcullis-audit-tasks`); provides AuditTasksDeps minus the store. Omit to run none. */
+  readonly tasks?: { readonly inject: unknown[]; readonly useFactory: (...args: never[]) => Omit<AuditTasksDeps, 'store'> };
   readonly imports?: DynamicModule['imports'];
 }
 
@@ -48,6 +51,19 @@ export class AuditPipelineModule {
           useFactory: (store: AuditEventStore) => new AuditBatcher({ store, ...options.batch }),
         },
         AuditIngestWorker,
+        ...(options.tasks
+          ? [
+              {
+                provide: AUDIT_TASKS_DEPS,
+                inject: [...options.tasks.inject, AUDIT_EVENT_STORE],
+                useFactory: (...args: unknown[]) => {
+                  const store = args.pop() as AuditEventStore;
+                  return { ...(options.tasks?.useFactory as (...a: unknown[]) => object)(...args), store };
+                },
+              } as Provider,
+              AuditTasksWorker,
+            ]
+          : []),
       ],
     };
   }

@@ -4,6 +4,7 @@
  * lost message only delays a change).
  */
 export const CHANGE_CHANNELS = {
+  tenants: 'pcs:tenants:changed',
   upstreams: 'pcs:upstreams:changed',
   apiKeys: 'pcs:apikeys:changed',
 } as const;

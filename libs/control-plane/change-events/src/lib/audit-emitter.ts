@@ -30,6 +30,12 @@ export interface ControlPlaneChange {
 @Injectable()
 export class AuditEmitter implements OnApplicationShutdown {
   private readonly connection: Redis;
+
+  /** The connection this emitter owns; ChangePublisher publishes through it too. */
+  get redis(): Redis {
+    return this.connection;
+  }
+
   private readonly queue: Queue;
   private readonly logger: Logger;
 

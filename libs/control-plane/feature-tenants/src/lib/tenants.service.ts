@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { CreateTenantRequest, PageQuery, TenantListItem, TenantResponse } from '@portcullis/contracts/api';
+import { CHANGE_CHANNELS, type CreateTenantRequest, type PageQuery, type TenantListItem, type TenantResponse } from '@portcullis/contracts/api';
 import type { Principal, TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, withUser, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -16,6 +16,7 @@ export class TenantsService {
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
     private readonly repository: TenantsRepository,
     private readonly audit: AuditEmitter,
+    private readonly changes: ChangePublisher,
   ) {}
 
   /**
@@ -47,6 +48,8 @@ export class TenantsService {
       before: null,
       after: { ...response, ownerEmail: body.ownerEmail ?? null },
     });
+    // Gateways serve `/t/<slug>/mcp` from a tenant index: tell them now rather than at their next reconcile.
+    await this.changes.publish(CHANGE_CHANNELS.tenants, id);
     return response;
   }
 

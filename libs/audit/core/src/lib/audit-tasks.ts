@@ -1,0 +1,245 @@
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { Prisma, withTenant, type PortcullisPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { tenantId as asTenantId, type TenantId } from '@portcullis/shared/util-ids';
+import { createHash } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import type { AuditEventStore } from './audit-event.store';
+import { auditExportFilters, exportAuditEvents, type AuditExportFilters, type AuditExportFormat } from './audit-export';
+
+/**
+ * The audit worker's own background work, on a queue separate from ingestion so a long export never delays events:
+ * `audit.export.run` (one export, on request) and `audit.retention.run` (repeatable, every tenant).
+ */
+export const AUDIT_TASKS_QUEUE = 'portcullis-audit-tasks';
+export const AUDIT_TASK_JOBS = {
+  export: 'audit.export.run',
+  retention: 'audit.retention.run',
+} as const;
+
+export const auditExportJob = z.object({ v: z.literal(1), exportId: z.uuid(), tenantId: z.uuid() });
+export type AuditExportJob = z.infer<typeof auditExportJob>;
+
+/** A stable UUID (version 8, RFC 9562) derived from a name: the same export is audited once however often it runs. */
+export function derivedUuid(name: string): string {
+  const h = createHash('sha256').update(name).digest('hex');
+  const variant = ((parseInt(h[16] ?? '0', 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export interface RequestAuditExportInput {
+  readonly format: AuditExportFormat;
+  readonly filters: AuditExportFilters;
+  readonly requestedById: string | null;
+}
+
+/**
+ * Records an export request (status `queued`) and enqueues its job; the API route (auditor role) will call this.
+ * `enqueue` is the audit-tasks queue's `add`.
+ */
+export async function requestAuditExport(
+  db: PortcullisPrismaClient,
+  tenantId: TenantId,
+  input: RequestAuditExportInput,
+  enqueue: (name: string, data: AuditExportJob, opts: { jobId: string }) => Promise<unknown>,
+): Promise<{ exportId: string }> {
+  const filters = auditExportFilters.parse(input.filters);
+  const row = await withTenant(db, tenantId, (tx) =>
+    tx.auditExport.create({
+      data: { tenantId, format: input.format, filters, status: 'queued', requestedById: input.requestedById },
+      select: { id: true },
+    }),
+  );
+  await enqueue(AUDIT_TASK_JOBS.export, { v: 1, exportId: row.id, tenantId }, { jobId: `export-${row.id}` });
+  return { exportId: row.id };
+}
+
+function exportAuditEvent(
+  tenantId: string,
+  exportId: string,
+  actor: string | null,
+  outcome: 'ok' | 'error',
+  details: Record<string, unknown>,
+): AuditEventV1 {
+  return {
+    v: 1,
+    eventId: derivedUuid(`audit-export:${exportId}:${outcome}`),
+    tenantId,
+    occurredAt: new Date().toISOString(),
+    kind: 'control_plane',
+    method: 'audit.export',
+    actorUserId: actor,
+    agentClientId: null,
+    apiKeyId: null,
+    mcpSessionId: null,
+    upstreamId: null,
+    tool: null,
+    targetType: 'audit_export',
+    targetId: exportId,
+    decision: null,
+    reason: null,
+    snapshotVersion: null,
+    approvalId: null,
+    latencyMs: null,
+    outcome,
+    errorCode: outcome === 'error' ? 'AUDIT_EXPORT_FAILED' : null,
+    arguments: details as AuditEventV1['arguments'],
+    traceId: null,
+    traceparent: null,
+  };
+}
+
+/**
+ * Runs one export job: marks the AuditExport row running, streams the file (exportAuditEvents), records its
+ * digest, manifest and chain range, and appends an `audit.export` event to the tenant's own chain (so every
+ * export is itself audited, once: its event id derives from the export id). A completed export is not redone.
+ */
+export async function runAuditExport(
+  db: PortcullisPrismaClient,
+  store: AuditEventStore,
+  job: AuditExportJob,
+  exportDir: string,
+): Promise<{ status: 'completed' | 'skipped' }> {
+  const tenant = asTenantId(job.tenantId);
+  const row = await withTenant(db, tenant, (tx) =>
+    tx.auditExport.findFirst({ where: { tenantId: tenant, id: job.exportId } }),
+  );
+  if (!row) throw new Error(`audit export ${job.exportId} not found`);
+  if (row.status === 'completed') return { status: 'skipped' };
+  await withTenant(db, tenant, (tx) =>
+    tx.auditExport.updateMany({
+      where: { tenantId: tenant, id: row.id },
+      data: { status: 'running', startedAt: new Date(), error: null },
+    }),
+  );
+  const filters = auditExportFilters.parse(row.filters);
+  const dir = path.join(exportDir, tenant);
+  await mkdir(dir, { recursive: true });
+  const outPath = path.join(dir, `${row.id}.${row.format}`);
+  try {
+    const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath });
+    await store.insert([
+      exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
+        format: row.format,
+        filters,
+        rowCount: manifest.rowCount,
+        sha256: manifest.sha256,
+        firstSeq: manifest.firstSeq,
+        lastSeq: manifest.lastSeq,
+      }),
+    ]);
+    await withTenant(db, tenant, (tx) =>
+      tx.auditExport.updateMany({
+        where: { tenantId: tenant, id: row.id },
+        data: {
+          status: 'completed',
+          completedAt: new Date(),
+          rowCount: manifest.rowCount,
+          sha256: manifest.sha256,
+          filePath: outPath,
+          manifest: manifest as unknown as Prisma.InputJsonValue,
+          firstSeq: manifest.firstSeq === null ? null : BigInt(manifest.firstSeq),
+          lastSeq: manifest.lastSeq === null ? null : BigInt(manifest.lastSeq),
+          firstHash: manifest.firstHash,
+          lastHash: manifest.lastHash,
+        },
+      }),
+    );
+    return { status: 'completed' };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    await store
+      .insert([exportAuditEvent(tenant, row.id, row.requestedById, 'error', { format: row.format, filters, error: message })])
+      .catch(() => undefined);
+    await withTenant(db, tenant, (tx) =>
+      tx.auditExport.updateMany({ where: { tenantId: tenant, id: row.id }, data: { status: 'failed', error: message } }),
+    );
+    throw error;
+  }
+}
+
+/** Tenant setting read by retention: `settings.audit.retentionDays` (absent = keep forever). */
+const retentionSetting = z.object({
+  audit: z.object({ retentionDays: z.number().int().min(1).max(36_500) }).partial().optional(),
+});
+
+export interface RetentionResult {
+  readonly tenants: number;
+  readonly deleted: number;
+  readonly perTenant: { readonly tenantId: string; readonly deleted: number; readonly prunedThroughSeq: string }[];
+}
+
+export interface RetentionOptions {
+  readonly now?: Date;
+  /** Rows deleted per transaction. */
+  readonly batchSize?: number;
+  /** Stop after this many batches per tenant per run (the next run continues). */
+  readonly maxBatchesPerTenant?: number;
+}
+
+/**
+ * Deletes each tenant's audit events older than its retention, oldest first, in batches, as `portcullis_system`.
+ *
+ * Only a prefix of the chain is ever deleted: per batch, take the next `batchSize` events after the checkpoint in
+ * `seq` order and keep the leading run whose `occurred_at` is before the cutoff (one newer event stops the prefix
+ * until it ages too: events can arrive a little out of time order). In one transaction: lock the chain head, move
+ * its checkpoint (`pruned_through_seq/hash` = the last deleted event) and delete the rows. The database refuses a
+ * delete the checkpoint does not cover (trigger), and verification starts from the checkpoint.
+ */
+export async function runRetention(db: SystemPrismaClient, options: RetentionOptions = {}): Promise<RetentionResult> {
+  const now = options.now ?? new Date();
+  const batchSize = options.batchSize ?? 5_000;
+  const maxBatches = options.maxBatchesPerTenant ?? 100;
+  const tenants = await db.tenant.findMany({ select: { id: true, settings: true } });
+  const perTenant: { tenantId: string; deleted: number; prunedThroughSeq: string }[] = [];
+  for (const tenant of tenants) {
+    const parsed = retentionSetting.safeParse(tenant.settings);
+    const days = parsed.success ? parsed.data.audit?.retentionDays : undefined;
+    if (days === undefined) continue;
+    const cutoff = new Date(now.getTime() - days * 86_400_000);
+    let deleted = 0;
+    let through = '0';
+    for (let batch = 0; batch < maxBatches; batch += 1) {
+      const result = await db.$transaction(async (tx) => {
+        const heads = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>(
+          'SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid FOR UPDATE',
+          tenant.id,
+        );
+        const head = heads[0];
+        if (!head) return { deleted: 0, through: '0' };
+        const candidates = await tx.$queryRawUnsafe<{ seq: bigint; hash: string; old: boolean }[]>(
+          `SELECT seq, hash, occurred_at < $3::timestamptz AS old FROM audit_events
+           WHERE tenant_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $4`,
+          tenant.id,
+          head.pruned_through_seq,
+          cutoff,
+          batchSize,
+        );
+        const firstNew = candidates.findIndex((c) => !c.old);
+        const prefix = firstNew === -1 ? candidates : candidates.slice(0, firstNew);
+        const last = prefix[prefix.length - 1];
+        if (!last) return { deleted: 0, through: head.pruned_through_seq.toString() };
+        await tx.$executeRawUnsafe(
+          `UPDATE audit_chain_heads SET pruned_through_seq = $2, pruned_through_hash = $3, pruned_at = now()
+           WHERE tenant_id = $1::uuid`,
+          tenant.id,
+          last.seq,
+          last.hash,
+        );
+        const count = await tx.$executeRawUnsafe(
+          'DELETE FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3',
+          tenant.id,
+          head.pruned_through_seq,
+          last.seq,
+        );
+        return { deleted: count, through: last.seq.toString(), full: prefix.length === batchSize };
+      }, { timeout: 60_000 });
+      deleted += result.deleted;
+      through = result.through;
+      if (!('full' in result) || !result.full) break;
+    }
+    perTenant.push({ tenantId: tenant.id, deleted, prunedThroughSeq: through });
+  }
+  return { tenants: perTenant.length, deleted: perTenant.reduce((sum, t) => sum + t.deleted, 0), perTenant };
+}

@@ -1,0 +1,85 @@
+import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import {
+  AUDIT_TASK_JOBS,
+  AUDIT_TASKS_QUEUE,
+  auditExportJob,
+  runAuditExport,
+  runRetention,
+  type AuditEventStore,
+} from '@portcullis/audit/core';
+import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { AUDIT_WORKER_SETTINGS, type AuditWorkerSettings } from './audit-ingest.worker';
+
+export const AUDIT_TASKS_DEPS = Symbol('AUDIT_TASKS_DEPS');
+
+export interface AuditTasksDeps {
+  readonly db: PortcullisPrismaClient;
+  /** Retention runs cross-tenant as portcullis_system; without it retention is off (logged at start). */
+  readonly systemDb: SystemPrismaClient | null;
+  readonly store: AuditEventStore;
+  readonly exportDir: string;
+  readonly retentionEveryMs: number;
+}
+
+/**
+ * The audit worker's background tasks on their own queue (`portcullis-audit-tasks`, one at a time): exports
+ * requested through the API, and retention as a BullMQ job scheduler (repeatable; one schedule however many worker
+ * replicas upsert it, and a run is one job, so two replicas never prune the same tenant at once).
+ */
+@Injectable()
+export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown {
+  private readonly logger = new Logger('AuditTasksWorker');
+  private worker: Worker | undefined;
+  private queue: Queue | undefined;
+
+  constructor(
+    @Inject(AUDIT_WORKER_SETTINGS) private readonly settings: AuditWorkerSettings,
+    @Inject(AUDIT_TASKS_DEPS) private readonly deps: AuditTasksDeps,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    const { connection, prefix } = this.settings;
+    this.queue = new Queue(AUDIT_TASKS_QUEUE, { connection, prefix });
+    this.queue.on('error', (error) => this.logger.warn(`tasks queue: ${error.message}`));
+    if (this.deps.systemDb) {
+      await this.queue.upsertJobScheduler(
+        'audit-retention',
+        { every: this.deps.retentionEveryMs },
+        { name: AUDIT_TASK_JOBS.retention, data: { v: 1 }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+      );
+    } else {
+      this.logger.warn('DATABASE_SYSTEM_URL not set: audit retention is not scheduled');
+    }
+    this.worker = new Worker(AUDIT_TASKS_QUEUE, (job) => this.process(job), {
+      connection,
+      prefix,
+      concurrency: 1,
+      lockDuration: 120_000,
+    });
+    this.worker.on('error', (error) => this.logger.warn(`tasks worker: ${error.message}`));
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.worker?.close();
+    await this.queue?.close();
+  }
+
+  async process(job: Job): Promise<unknown> {
+    switch (job.name) {
+      case AUDIT_TASK_JOBS.export: {
+        const parsed = auditExportJob.safeParse(job.data);
+        if (!parsed.success) throw new UnrecoverableError('invalid audit.export.run payload');
+        return runAuditExport(this.deps.db, this.deps.store, parsed.data, this.deps.exportDir);
+      }
+      case AUDIT_TASK_JOBS.retention: {
+        if (!this.deps.systemDb) throw new UnrecoverableError('retention needs DATABASE_SYSTEM_URL');
+        const result = await runRetention(this.deps.systemDb);
+        if (result.deleted > 0) this.logger.log(`retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`);
+        return { tenants: result.tenants, deleted: result.deleted };
+      }
+      default:
+        throw new UnrecoverableError(`unknown job ${job.name}`);
+    }
+  }
+}
