@@ -1,5 +1,17 @@
 import { verifyChain, type StoredChainLink } from '@portcullis/audit/chain';
-import { AUDIT_DLQ, runAuditCli } from '@portcullis/audit/core';
+import {
+  AUDIT_DLQ,
+  AUDIT_TASKS_QUEUE,
+  PostgresAuditEventStore,
+  requestAuditExport,
+  runAuditCli,
+  sampleAuditEvent,
+  verifyExportFile,
+} from '@portcullis/audit/core';
+import { createPrismaClient } from '@portcullis/data/db';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { jobIdFor, QUEUES, type JobPayload } from '@portcullis/contracts/jobs';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
@@ -16,6 +28,8 @@ let worker: AppProcess;
 let queue: Queue;
 let db: SystemPrismaClient;
 let tenant: TestTenant;
+let retained: TestTenant;
+const exportDir = mkdtempSync(path.join(os.tmpdir(), 'audit-exports-e2e-'));
 
 function event(overrides: Partial<JobPayload<'audit.event.ingest'>> = {}): JobPayload<'audit.event.ingest'> {
   return {
@@ -50,6 +64,17 @@ function event(overrides: Partial<JobPayload<'audit.event.ingest'>> = {}): JobPa
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: inject('systemDatabaseUrl') });
   tenant = await createTestTenant(db);
+  // A tenant keeping 30 days, with 5 events older than that and 3 recent ones, before the worker starts: its
+  // retention schedule runs once at start.
+  retained = await createTestTenant(db);
+  await db.tenant.update({ where: { id: retained.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+  const app = createPrismaClient({ url: inject('databaseUrl') });
+  const old = new Date(Date.now() - 40 * 86_400_000).toISOString();
+  await new PostgresAuditEventStore(app).insert([
+    ...Array.from({ length: 5 }, () => sampleAuditEvent(retained.id, { occurredAt: old })),
+    ...Array.from({ length: 3 }, () => sampleAuditEvent(retained.id)),
+  ]);
+  await app.$disconnect();
   const port = await freePort();
   worker = startBuiltApp('audit-worker', {
     DATABASE_URL: inject('databaseUrl'),
@@ -57,6 +82,8 @@ beforeAll(async () => {
     AUDIT_WORKER_HEALTH_PORT: String(port),
     QUEUE_PREFIX: prefix,
     LOG_LEVEL: 'warn',
+    DATABASE_SYSTEM_URL: inject('systemDatabaseUrl'),
+    AUDIT_EXPORT_DIR: exportDir,
     AUDIT_MAX_ATTEMPTS: '3',
     AUDIT_RETRY_BASE_MS: '50',
   });
@@ -71,6 +98,10 @@ afterAll(async () => {
   const dlq = new Queue(AUDIT_DLQ, { connection: { url: inject('redisUrl') }, prefix });
   await dlq.obliterate({ force: true }).catch(() => undefined);
   await dlq.close();
+  const tasks = new Queue(AUDIT_TASKS_QUEUE, { connection: { url: inject('redisUrl') }, prefix });
+  await tasks.obliterate({ force: true }).catch(() => undefined);
+  await tasks.close();
+  rmSync(exportDir, { recursive: true, force: true });
   await db?.$disconnect();
 });
 
@@ -167,5 +198,47 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     lines.length = 0;
     await runAuditCli(['dlq', 'list'], env, io);
     expect(lines.join('\n')).not.toContain(dead.eventId);
+  });
+
+  it('runs retention on its schedule: old events pruned, the rest verifies from the checkpoint', async () => {
+    const head = await waitFor(
+      async () => {
+        const h = await db.auditChainHead.findUnique({ where: { tenantId: retained.id } });
+        return h && h.prunedThroughSeq === 5n ? h : undefined;
+      },
+      { timeoutMs: 15_000, description: 'retention checkpoint' },
+    );
+    expect(head.prunedAt).not.toBeNull();
+    expect(await db.auditEvent.count({ where: { tenantId: retained.id } })).toBe(3);
+    const lines: string[] = [];
+    const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
+    expect(await runAuditCli(['verify', '--tenant', retained.slug], { DATABASE_SYSTEM_URL: inject('systemDatabaseUrl') }, io)).toBe(0);
+    expect(lines.join('\n')).toContain(`OK ${retained.slug}: 3 event(s) (from retention checkpoint seq 5), last seq 8`);
+  });
+
+  it('runs a requested export as a worker job: file, digest and manifest recorded, the export audited', async () => {
+    const app = createPrismaClient({ url: inject('databaseUrl') });
+    const tasks = new Queue(AUDIT_TASKS_QUEUE, { connection: { url: inject('redisUrl') }, prefix });
+    try {
+      const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, (name, data, opts) =>
+        tasks.add(name, data, opts),
+      );
+      const row = await waitFor(
+        async () => {
+          const r = await db.auditExport.findUnique({ where: { id: exportId } });
+          return r && (r.status === 'completed' || r.status === 'failed') ? r : undefined;
+        },
+        { timeoutMs: 20_000, description: 'export completed' },
+      );
+      expect(row).toMatchObject({ status: 'completed', error: null });
+      const manifestPath = path.join(exportDir, 'manifest.json');
+      writeFileSync(manifestPath, JSON.stringify(row.manifest));
+      expect(await verifyExportFile(row.filePath ?? '', manifestPath)).toMatchObject({ ok: true, rows: row.rowCount });
+      const audited = await db.auditEvent.findFirst({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId } });
+      expect(audited).toMatchObject({ kind: 'control_plane', outcome: 'ok' });
+    } finally {
+      await tasks.close();
+      await app.$disconnect();
+    }
   });
 });

@@ -4,15 +4,34 @@
 // Ctrl-C (or SIGTERM) stops every app gracefully.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkServices } from './lib/services.mjs';
 import { baseEnv, bin, repoRoot, run } from './lib/run.mjs';
 
 if (existsSync(path.join(repoRoot, '.env'))) process.loadEnvFile(path.join(repoRoot, '.env'));
 
+/**
+ * Development-only secrets, made once per checkout and kept in tmp/ (ignored by git), so sealed upstream
+ * secrets and portal sessions survive restarts. `.env` or the environment override them.
+ */
+function localSecrets() {
+  const file = path.join(repoRoot, 'tmp/dev-secrets.json');
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
+  const secrets = {
+    NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+    PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+    DEV_IDP_COOKIE_SECRET: randomBytes(32).toString('base64url'),
+    SECRETS_KEYRING: `local:${randomBytes(32).toString('base64')}`,
+    CONTROL_PLANE_JWT_SECRET: randomBytes(32).toString('base64url'),
+  };
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  return secrets;
+}
+const secrets = localSecrets();
+
 const env = {
-  NODE_ENV: 'development',
   LOG_LEVEL: 'info',
   DATABASE_ADMIN_URL: 'postgresql://postgres@127.0.0.1:5432/portcullis',
   DATABASE_URL: 'postgresql://portcullis_app@127.0.0.1:5432/portcullis',
@@ -22,10 +41,15 @@ const env = {
   PORTAL_OIDC_ISSUER: 'http://localhost:3400',
   DEV_IDP_HOST: '127.0.0.1',
   DEV_IDP_ISSUER: 'http://localhost:3400',
-  // Development-only secrets, fresh for each run unless .env pins them.
-  NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
-  PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
-  DEV_IDP_COOKIE_SECRET: randomBytes(32).toString('base64url'),
+  // The demo upstreams listen on 127.0.0.1: let the gateway reach private addresses locally.
+  GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+  NEXTAUTH_SECRET: secrets.NEXTAUTH_SECRET,
+  PORTAL_OIDC_CLIENT_SECRET: secrets.PORTAL_OIDC_CLIENT_SECRET,
+  DEV_IDP_COOKIE_SECRET: secrets.DEV_IDP_COOKIE_SECRET,
+  CONTROL_PLANE_JWT_SECRET: secrets.CONTROL_PLANE_JWT_SECRET,
+  // The control plane seals upstream secrets with this keyring and the gateway opens them with it.
+  CONTROL_PLANE_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
+  GATEWAY_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
   ...process.env,
 };
 // The dev IdP and the portal must agree on the portal's client secret.
@@ -127,7 +151,8 @@ for (const app of apps) {
   const [command, ...args] = app.cmd;
   const child = spawn(command, args, {
     cwd: path.join(repoRoot, app.cwd ?? '.'),
-    env: baseEnv({ ...env, ...app.env }),
+    // NODE_ENV only for the running apps: `next build` must not see development.
+    env: baseEnv({ NODE_ENV: 'development', ...env, ...app.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.set(app.name, child);

@@ -41,7 +41,7 @@ async function seededTenant(): Promise<TestTenant> {
       reason: nasty[i % nasty.length] ?? null,
       tool: i % 2 === 0 ? 'tickets__create_ticket' : 'files__read',
       agentClientId: i % 4 === 0 ? agent : null,
-      arguments: i % 5 === 0 ? null : { i, text: nasty[i % nasty.length], list: [1, -2.5, true, null] },
+      arguments: i % 5 === 0 ? null : { i, text: nasty[i % nasty.length] ?? '', list: [1, -2.5, true, null] },
       decision: i % 3 === 0 ? 'deny' : 'allow',
     }),
   );

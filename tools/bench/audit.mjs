@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// Audit pipeline benchmark: `npm run bench:audit` (builds the audit worker first).
+//
+// End to end as in production: the gateway's emitter (libs/gateway/audit-emitter, loaded with jiti) -> BullMQ on the
+// local Redis (a private key prefix) -> the BUILT audit-worker process -> Postgres (a fresh database created for the
+// run and dropped afterwards). Measures sustained events/s stored in Postgres (the chain heads' sequence numbers
+// summed once a second), after a warm-up, while the producer keeps the queue backlog between bounds.
+//
+// Bounded: WARMUP_S + MEASURE_S seconds of load (default 5 + 20) and at most MAX_EVENTS events; 127.0.0.1 only.
+// Options (environment): BENCH_TENANTS (default 20), BENCH_MEASURE_S, BENCH_WARMUP_S, plus the worker's
+// AUDIT_WORKER_CONCURRENCY / AUDIT_BATCH_MAX / AUDIT_BATCH_LINGER_MS / AUDIT_BATCH_IN_FLIGHT passed through.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createJiti } from 'jiti';
+import pg from 'pg';
+import { DEFAULT_ADMIN_URL, applyMigrations, dropDatabase, withDatabaseUrl } from '../db/index.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+process.env.CHECKPOINT_DISABLE ??= '1';
+const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
+const alias = Object.fromEntries(Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]));
+const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
+const { createAuditEmitter, createAuditQueueProducer } = await jiti.import(resolve(root, 'libs/gateway/audit-emitter/src/index.ts'));
+const { sampleAuditEvent } = await jiti.import(resolve(root, 'libs/audit/core/src/index.ts'));
+const { QUEUES } = await jiti.import(resolve(root, 'libs/contracts/jobs/src/index.ts'));
+const { Queue } = await import('bullmq');
+
+const TENANTS = Number(process.env.BENCH_TENANTS ?? 20);
+const WARMUP_S = Number(process.env.BENCH_WARMUP_S ?? 5);
+const MEASURE_S = Number(process.env.BENCH_MEASURE_S ?? 20);
+const MAX_EVENTS = 1_000_000;
+const BACKLOG_HIGH = 40_000; // pause producing above this many waiting jobs
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const worker = resolve(root, 'dist/apps/audit-worker/main.js');
+if (!existsSync(worker)) {
+  console.error('dist/apps/audit-worker/main.js missing: run `npx nx build audit-worker` (npm run bench:audit does).');
+  process.exit(1);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function freePort() {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+const baseAdmin = process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
+const adminUrl = withDatabaseUrl(baseAdmin, { database });
+const appUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null });
+const prefix = `bench-${randomBytes(4).toString('hex')}`;
+const spoolDir = mkdtempSync(join(os.tmpdir(), 'audit-bench-spool-'));
+
+let child;
+let admin;
+let producer;
+let emitter;
+let queue;
+try {
+  console.log(`bench:audit — database ${database}, queue prefix ${prefix}, ${TENANTS} tenant(s)`);
+  await applyMigrations({ adminUrl });
+  admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  const tenantIds = [];
+  for (let i = 0; i < TENANTS; i += 1) {
+    const { rows } = await admin.query(
+      `INSERT INTO tenants (id, slug, name, updated_at) VALUES (gen_random_uuid(), $1, $1, now()) RETURNING id`,
+      [`bench-${i}`],
+    );
+    tenantIds.push(rows[0].id);
+  }
+
+  const port = await freePort();
+  child = spawn(process.execPath, [worker], {
+    cwd: root,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'warn',
+      DATABASE_URL: appUrl,
+      REDIS_URL: redisUrl,
+      QUEUE_PREFIX: prefix,
+      AUDIT_WORKER_HEALTH_PORT: String(port),
+      ...Object.fromEntries(
+        ['AUDIT_WORKER_CONCURRENCY', 'AUDIT_BATCH_MAX', 'AUDIT_BATCH_LINGER_MS', 'AUDIT_BATCH_IN_FLIGHT']
+          .filter((k) => process.env[k])
+          .map((k) => [k, process.env[k]]),
+      ),
+    },
+  });
+  for (let i = 0; ; i += 1) {
+    if (i > 200) throw new Error('audit worker not ready after 30 s');
+    if (child.exitCode !== null) throw new Error(`audit worker exited (${child.exitCode})`);
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok).catch(() => false);
+    if (ok) break;
+    await sleep(150);
+  }
+
+  producer = createAuditQueueProducer({ redisUrl, prefix, connectionName: 'bench-emitter' });
+  const quiet = { info() {}, warn: (o, m) => console.warn(m, o), error: (o, m) => console.error(m, o) };
+  emitter = createAuditEmitter({
+    producer, maxBuffer: 20_000, flushEveryMs: 5, batchSize: 500, spoolDir, spoolMaxBytes: 256 * 1024 * 1024, logger: quiet,
+  });
+  queue = new Queue(QUEUES.audit, { connection: { url: redisUrl }, prefix });
+
+  const stored = async () => {
+    const { rows } = await admin.query('SELECT coalesce(sum(last_seq), 0)::bigint AS n FROM audit_chain_heads');
+    return Number(rows[0].n);
+  };
+
+  let emitted = 0;
+  let producing = true;
+  const produce = (async () => {
+    while (producing && emitted < MAX_EVENTS) {
+      const waiting = await queue.getWaitingCount();
+      if (waiting > BACKLOG_HIGH) {
+        await sleep(20);
+        continue;
+      }
+      for (let i = 0; i < 2_000 && emitted < MAX_EVENTS; i += 1) {
+        emitter.emit(sampleAuditEvent(tenantIds[emitted % TENANTS], { arguments: { n: emitted, path: '/tickets/42' } }));
+        emitted += 1;
+      }
+      await emitter.flush();
+    }
+  })();
+
+  const started = Date.now();
+  await sleep(WARMUP_S * 1000);
+  const t0 = Date.now();
+  const n0 = await stored();
+  const perSecond = [];
+  let last = n0;
+  for (let s = 0; s < MEASURE_S; s += 1) {
+    await sleep(1000);
+    const n = await stored();
+    perSecond.push(n - last);
+    last = n;
+  }
+  const t1 = Date.now();
+  const n1 = last;
+  producing = false;
+  await produce;
+  const backlog = await queue.getWaitingCount();
+
+  const rate = ((n1 - n0) * 1000) / (t1 - t0);
+  const sorted = [...perSecond].sort((a, b) => a - b);
+  const pct = (p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+  const { rows: ver } = await admin.query(
+    `SELECT count(*)::int AS n FROM audit_events e JOIN audit_chain_heads h USING (tenant_id) WHERE e.seq > h.last_seq`,
+  );
+  console.log('');
+  console.log(`events emitted                 ${emitted.toLocaleString('en')}`);
+  console.log(`events stored (measured window) ${(n1 - n0).toLocaleString('en')} in ${((t1 - t0) / 1000).toFixed(1)} s`);
+  console.log(`sustained events/s into Postgres ${Math.round(rate).toLocaleString('en')}`);
+  console.log(`per-second min / median / max    ${pct(0)} / ${pct(50)} / ${pct(100)}`);
+  console.log(`queue backlog at end            ${backlog.toLocaleString('en')} waiting (producer throttled above ${BACKLOG_HIGH.toLocaleString('en')})`);
+  console.log(`emitter                         ${JSON.stringify(emitter.stats())}`);
+  console.log(`rows beyond their chain head    ${ver[0].n} (must be 0)`);
+  console.log(`total wall time                 ${((Date.now() - started) / 1000).toFixed(1)} s`);
+} finally {
+  await emitter?.close().catch(() => undefined);
+  await producer?.close().catch(() => undefined);
+  if (child && child.exitCode === null) {
+    child.kill('SIGTERM');
+    await Promise.race([new Promise((r) => child.once('exit', r)), sleep(10_000)]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+  await queue?.obliterate({ force: true }).catch(() => undefined);
+  await queue?.close().catch(() => undefined);
+  await admin?.end().catch(() => undefined);
+  await dropDatabase(adminUrl).catch((e) => console.error(`could not drop ${database}: ${e.message}`));
+  rmSync(spoolDir, { recursive: true, force: true });
+}
