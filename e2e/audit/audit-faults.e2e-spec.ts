@@ -1,8 +1,13 @@
-import { sampleAuditEvent, verifyTenantChain } from '@portcullis/audit/core';
-import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { AUDIT_DLQ, AUDIT_TASKS_QUEUE, sampleAuditEvent, verifyTenantChain } from '@portcullis/audit/core';
+import { QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
+import {
+  createAuditEmitter,
+  createAuditQueueProducer,
+  type AuditEmitter,
+} from '@portcullis/gateway/audit-emitter';
 import { createTestTenant, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { Queue } from 'bullmq';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -20,7 +25,11 @@ const TICK_MS = 5; // => ~5,000 events/s offered, about 0.4 s of sending plus th
 
 let db: SystemPrismaClient;
 const spoolDirs: string[] = [];
-const logger = { info: () => undefined, warn: () => undefined, error: (o: object, m: string) => console.error(m, o) };
+const logger = {
+  info: () => undefined,
+  warn: () => undefined,
+  error: (o: object, m: string) => console.error(m, o),
+};
 
 beforeAll(() => {
   db = createSystemPrismaClient({ url: inject('systemDatabaseUrl') });
@@ -63,11 +72,24 @@ function emitterFor(redisUrl: string, prefix: string) {
 }
 
 /** Emits `events` at a steady rate; `onProgress(sent)` runs between bursts (the test injects its fault there). */
-async function sendSteadily(emitter: AuditEmitter, events: AuditEventV1[], onProgress: (sent: number) => Promise<void>) {
+async function sendSteadily(
+  emitter: AuditEmitter,
+  events: AuditEventV1[],
+  onProgress: (sent: number) => Promise<void>,
+) {
   for (let i = 0; i < events.length; i += BURST) {
     for (const e of events.slice(i, i + BURST)) expect(emitter.emit(e)).not.toBe('dropped');
     await onProgress(Math.min(i + BURST, events.length));
     await new Promise((resolve) => setTimeout(resolve, TICK_MS));
+  }
+}
+
+/** Removes every key this test created under its prefix on the shared Redis. */
+async function obliterate(redisUrl: string, prefix: string): Promise<void> {
+  for (const name of [QUEUES.audit, AUDIT_DLQ, AUDIT_TASKS_QUEUE]) {
+    const queue = new Queue(name, { connection: { url: redisUrl }, prefix });
+    await queue.obliterate({ force: true }).catch(() => undefined);
+    await queue.close();
   }
 }
 
@@ -81,7 +103,11 @@ async function expectExactlyOnce(tenant: TestTenant, events: AuditEventV1[]): Pr
   });
   // Give a late duplicate the chance to show up before counting.
   await new Promise((resolve) => setTimeout(resolve, 1_000));
-  const rows = await db.auditEvent.findMany({ where: { tenantId: tenant.id }, select: { id: true }, orderBy: { seq: 'asc' } });
+  const rows = await db.auditEvent.findMany({
+    where: { tenantId: tenant.id },
+    select: { id: true },
+    orderBy: { seq: 'asc' },
+  });
   expect(rows).toHaveLength(events.length);
   expect(new Set(rows.map((r) => r.id))).toEqual(new Set(events.map((e) => e.eventId)));
   const report = await verifyTenantChain(db, tenant.id);
@@ -103,7 +129,10 @@ describe('audit pipeline under faults (built worker, real Postgres)', () => {
       await sendSteadily(emitter, events, async (sent) => {
         if (killedAt >= 0 || sent < N / 2) return;
         // Mid-way, and only once the worker is demonstrably writing.
-        await waitFor(async () => (await storedCount(tenant)) > 0, { timeoutMs: 20_000, description: 'first rows' });
+        await waitFor(async () => (await storedCount(tenant)) > 0, {
+          timeoutMs: 20_000,
+          description: 'first rows',
+        });
         killedAt = await storedCount(tenant);
         worker.child.kill('SIGKILL');
         await new Promise((resolve) => worker.child.once('exit', resolve));
@@ -119,6 +148,7 @@ describe('audit pipeline under faults (built worker, real Postgres)', () => {
       await emitter.close();
       await producer.close();
       await worker.stop();
+      await obliterate(redisUrl, prefix);
     }
   });
 

@@ -67,7 +67,10 @@ beforeAll(async () => {
   // A tenant keeping 30 days, with 5 events older than that and 3 recent ones, before the worker starts: its
   // retention schedule runs once at start.
   retained = await createTestTenant(db);
-  await db.tenant.update({ where: { id: retained.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+  await db.tenant.update({
+    where: { id: retained.id },
+    data: { settings: { audit: { retentionDays: 30 } } },
+  });
   const app = createPrismaClient({ url: inject('databaseUrl') });
   const old = new Date(Date.now() - 40 * 86_400_000).toISOString();
   await new PostgresAuditEventStore(app).insert([
@@ -108,13 +111,18 @@ afterAll(async () => {
 describe('audit worker (built process, real Redis and Postgres)', () => {
   it('stores every event once, chained, however often it is enqueued', async () => {
     const events = Array.from({ length: 20 }, (_, i) => event({ arguments: { n: i } }));
-    for (const e of events) await queue.add('audit.event.ingest', e, { jobId: jobIdFor('audit.event.ingest', e) });
+    for (const e of events)
+      await queue.add('audit.event.ingest', e, { jobId: jobIdFor('audit.event.ingest', e) });
     // The same events again (a retry or a spool replay): same job ids, so nothing new.
-    for (const e of events.slice(0, 5)) await queue.add('audit.event.ingest', e, { jobId: jobIdFor('audit.event.ingest', e) });
+    for (const e of events.slice(0, 5))
+      await queue.add('audit.event.ingest', e, { jobId: jobIdFor('audit.event.ingest', e) });
 
     const rows = await waitFor(
       async () => {
-        const stored = await db.auditEvent.findMany({ where: { tenantId: tenant.id }, orderBy: { seq: 'asc' } });
+        const stored = await db.auditEvent.findMany({
+          where: { tenantId: tenant.id },
+          orderBy: { seq: 'asc' },
+        });
         return stored.length >= events.length ? stored : undefined;
       },
       { timeoutMs: 20_000, description: 'all audit events stored' },
@@ -154,10 +162,13 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
 
   it('fails a malformed job for good (no retry loop) and keeps running', async () => {
     const job = await queue.add('audit.event.ingest', { v: 1, tenantId: 'not-a-uuid' }, { attempts: 5 });
-    const state = await waitFor(async () => {
-      const current = await job.getState();
-      return current === 'failed' ? current : undefined;
-    }, { timeoutMs: 10_000, description: 'malformed job failed' });
+    const state = await waitFor(
+      async () => {
+        const current = await job.getState();
+        return current === 'failed' ? current : undefined;
+      },
+      { timeoutMs: 10_000, description: 'malformed job failed' },
+    );
     expect(state).toBe('failed');
     const failed = await queue.getJob(job.id ?? '');
     expect(failed?.attemptsMade).toBe(1);
@@ -182,18 +193,27 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       { timeoutMs: 15_000, description: 'event dead-lettered' },
     );
     const entry = JSON.parse(lines.find((line) => line.includes(dead.eventId)) ?? '{}');
-    expect(entry).toMatchObject({ jobId: `audit-${dead.eventId}`, attempts: 3, dlqJobId: `dead-audit-${dead.eventId}` });
+    expect(entry).toMatchObject({
+      jobId: `audit-${dead.eventId}`,
+      attempts: 3,
+      dlqJobId: `dead-audit-${dead.eventId}`,
+    });
     expect(entry.error).toMatch(/foreign key|violates|Foreign/i);
 
     // The operator fixes the cause (here: the tenant now exists) and replays.
-    await db.tenant.create({ data: { id: missingTenant, slug: `late-${missingTenant.slice(-8)}`, name: 'late tenant' } });
+    await db.tenant.create({
+      data: { id: missingTenant, slug: `late-${missingTenant.slice(-8)}`, name: 'late tenant' },
+    });
     lines.length = 0;
     expect(await runAuditCli(['dlq', 'replay', '--id', entry.dlqJobId], env, io)).toBe(0);
     expect(lines.join('\n')).toContain('replayed 1 job(s)');
-    const row = await waitFor(() => db.auditEvent.findFirst({ where: { tenantId: missingTenant, id: dead.eventId } }), {
-      timeoutMs: 15_000,
-      description: 'replayed event stored',
-    });
+    const row = await waitFor(
+      () => db.auditEvent.findFirst({ where: { tenantId: missingTenant, id: dead.eventId } }),
+      {
+        timeoutMs: 15_000,
+        description: 'replayed event stored',
+      },
+    );
     expect(row.seq).toBe(1n);
     lines.length = 0;
     await runAuditCli(['dlq', 'list'], env, io);
@@ -212,16 +232,27 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     expect(await db.auditEvent.count({ where: { tenantId: retained.id } })).toBe(3);
     const lines: string[] = [];
     const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
-    expect(await runAuditCli(['verify', '--tenant', retained.slug], { DATABASE_SYSTEM_URL: inject('systemDatabaseUrl') }, io)).toBe(0);
-    expect(lines.join('\n')).toContain(`OK ${retained.slug}: 3 event(s) (from retention checkpoint seq 5), last seq 8`);
+    expect(
+      await runAuditCli(
+        ['verify', '--tenant', retained.slug],
+        { DATABASE_SYSTEM_URL: inject('systemDatabaseUrl') },
+        io,
+      ),
+    ).toBe(0);
+    expect(lines.join('\n')).toContain(
+      `OK ${retained.slug}: 3 event(s) (from retention checkpoint seq 5), last seq 8`,
+    );
   });
 
   it('runs a requested export as a worker job: file, digest and manifest recorded, the export audited', async () => {
     const app = createPrismaClient({ url: inject('databaseUrl') });
     const tasks = new Queue(AUDIT_TASKS_QUEUE, { connection: { url: inject('redisUrl') }, prefix });
     try {
-      const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, (name, data, opts) =>
-        tasks.add(name, data, opts),
+      const { exportId } = await requestAuditExport(
+        app,
+        tenant.id,
+        { format: 'jsonl', filters: {}, requestedById: null },
+        (name, data, opts) => tasks.add(name, data, opts),
       );
       const row = await waitFor(
         async () => {
@@ -233,8 +264,13 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       expect(row).toMatchObject({ status: 'completed', error: null });
       const manifestPath = path.join(exportDir, 'manifest.json');
       writeFileSync(manifestPath, JSON.stringify(row.manifest));
-      expect(await verifyExportFile(row.filePath ?? '', manifestPath)).toMatchObject({ ok: true, rows: row.rowCount });
-      const audited = await db.auditEvent.findFirst({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId } });
+      expect(await verifyExportFile(row.filePath ?? '', manifestPath)).toMatchObject({
+        ok: true,
+        rows: row.rowCount,
+      });
+      const audited = await db.auditEvent.findFirst({
+        where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId },
+      });
       expect(audited).toMatchObject({ kind: 'control_plane', outcome: 'ok' });
     } finally {
       await tasks.close();

@@ -7,7 +7,7 @@
 // summed once a second), after a warm-up, while the producer keeps the queue backlog between bounds.
 //
 // Bounded: WARMUP_S + MEASURE_S seconds of load (default 5 + 20) and at most MAX_EVENTS events; 127.0.0.1 only.
-// Options (environment): BENCH_TENANTS (default 20), BENCH_MEASURE_S, BENCH_WARMUP_S, plus the worker's
+// Options (environment): BENCH_TENANTS (default 20), BENCH_WORKERS (default 1), BENCH_MEASURE_S, BENCH_WARMUP_S, plus the worker's
 // AUDIT_WORKER_CONCURRENCY / AUDIT_BATCH_MAX / AUDIT_BATCH_LINGER_MS / AUDIT_BATCH_IN_FLIGHT passed through.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,10 +23,17 @@ import { DEFAULT_ADMIN_URL, applyMigrations, dropDatabase, withDatabaseUrl } fro
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 process.env.CHECKPOINT_DISABLE ??= '1';
 const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]));
+const alias = Object.fromEntries(
+  Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]),
+);
 const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const { createAuditEmitter, createAuditQueueProducer } = await jiti.import(resolve(root, 'libs/gateway/audit-emitter/src/index.ts'));
-const { sampleAuditEvent } = await jiti.import(resolve(root, 'libs/audit/core/src/index.ts'));
+const { createAuditEmitter, createAuditQueueProducer } = await jiti.import(
+  resolve(root, 'libs/gateway/audit-emitter/src/index.ts'),
+);
+const { sampleAuditEvent, PostgresAuditEventStore } = await jiti.import(
+  resolve(root, 'libs/audit/core/src/index.ts'),
+);
+const { createPrismaClient } = await jiti.import(resolve(root, 'libs/data/db/src/index.ts'));
 const { QUEUES } = await jiti.import(resolve(root, 'libs/contracts/jobs/src/index.ts'));
 const { Queue } = await import('bullmq');
 
@@ -38,7 +45,9 @@ const BACKLOG_HIGH = 40_000; // pause producing above this many waiting jobs
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const worker = resolve(root, 'dist/apps/audit-worker/main.js');
 if (!existsSync(worker)) {
-  console.error('dist/apps/audit-worker/main.js missing: run `npx nx build audit-worker` (npm run bench:audit does).');
+  console.error(
+    'dist/apps/audit-worker/main.js missing: run `npx nx build audit-worker` (npm run bench:audit does).',
+  );
   process.exit(1);
 }
 
@@ -58,13 +67,19 @@ const appUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: nul
 const prefix = `bench-${randomBytes(4).toString('hex')}`;
 const spoolDir = mkdtempSync(join(os.tmpdir(), 'audit-bench-spool-'));
 
-let child;
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
+// BENCH_MODE=store: only the Postgres stage (PostgresAuditEventStore, batches of 500 rotating over the tenants,
+// 2 in flight, in this process): the ceiling of the storage side without Redis and BullMQ.
+const STORE_ONLY = process.env.BENCH_MODE === 'store';
+const children = [];
 let admin;
 let producer;
 let emitter;
 let queue;
 try {
-  console.log(`bench:audit — database ${database}, queue prefix ${prefix}, ${TENANTS} tenant(s)`);
+  console.log(
+    `bench:audit — database ${database}, queue prefix ${prefix}, ${TENANTS} tenant(s), ${WORKERS} worker process(es)`,
+  );
   await applyMigrations({ adminUrl });
   admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
@@ -77,61 +92,99 @@ try {
     tenantIds.push(rows[0].id);
   }
 
-  const port = await freePort();
-  child = spawn(process.execPath, [worker], {
-    cwd: root,
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: 'production',
-      LOG_LEVEL: 'warn',
-      DATABASE_URL: appUrl,
-      REDIS_URL: redisUrl,
-      QUEUE_PREFIX: prefix,
-      AUDIT_WORKER_HEALTH_PORT: String(port),
-      ...Object.fromEntries(
-        ['AUDIT_WORKER_CONCURRENCY', 'AUDIT_BATCH_MAX', 'AUDIT_BATCH_LINGER_MS', 'AUDIT_BATCH_IN_FLIGHT']
-          .filter((k) => process.env[k])
-          .map((k) => [k, process.env[k]]),
-      ),
-    },
-  });
-  for (let i = 0; ; i += 1) {
-    if (i > 200) throw new Error('audit worker not ready after 30 s');
-    if (child.exitCode !== null) throw new Error(`audit worker exited (${child.exitCode})`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok).catch(() => false);
-    if (ok) break;
-    await sleep(150);
+  // BENCH_WORKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=tmp/prof", to profile the worker.
+  const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  for (let w = 0; w < (STORE_ONLY ? 0 : WORKERS); w += 1) {
+    const port = await freePort();
+    const child = spawn(process.execPath, [...nodeArgs, worker], {
+      cwd: root,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: {
+        PATH: process.env.PATH,
+        NODE_ENV: 'production',
+        LOG_LEVEL: 'warn',
+        DATABASE_URL: appUrl,
+        REDIS_URL: redisUrl,
+        QUEUE_PREFIX: prefix,
+        AUDIT_WORKER_HEALTH_PORT: String(port),
+        ...Object.fromEntries(
+          ['AUDIT_WORKER_CONCURRENCY', 'AUDIT_BATCH_MAX', 'AUDIT_BATCH_LINGER_MS', 'AUDIT_BATCH_IN_FLIGHT']
+            .filter((k) => process.env[k])
+            .map((k) => [k, process.env[k]]),
+        ),
+      },
+    });
+    children.push(child);
+    for (let i = 0; ; i += 1) {
+      if (i > 200) throw new Error('audit worker not ready after 30 s');
+      if (child.exitCode !== null) throw new Error(`audit worker exited (${child.exitCode})`);
+      const ok = await fetch(`http://127.0.0.1:${port}/readyz`)
+        .then((r) => r.ok)
+        .catch(() => false);
+      if (ok) break;
+      await sleep(150);
+    }
   }
 
   producer = createAuditQueueProducer({ redisUrl, prefix, connectionName: 'bench-emitter' });
-  const quiet = { info() {}, warn: (o, m) => console.warn(m, o), error: (o, m) => console.error(m, o) };
+  const quiet = {
+    info: () => undefined,
+    warn: (o, m) => console.warn(m, o),
+    error: (o, m) => console.error(m, o),
+  };
   emitter = createAuditEmitter({
-    producer, maxBuffer: 20_000, flushEveryMs: 5, batchSize: 500, spoolDir, spoolMaxBytes: 256 * 1024 * 1024, logger: quiet,
+    producer,
+    maxBuffer: 20_000,
+    flushEveryMs: 5,
+    batchSize: 500,
+    spoolDir,
+    spoolMaxBytes: 256 * 1024 * 1024,
+    logger: quiet,
   });
   queue = new Queue(QUEUES.audit, { connection: { url: redisUrl }, prefix });
 
   const stored = async () => {
-    const { rows } = await admin.query('SELECT coalesce(sum(last_seq), 0)::bigint AS n FROM audit_chain_heads');
+    const { rows } = await admin.query(
+      'SELECT coalesce(sum(last_seq), 0)::bigint AS n FROM audit_chain_heads',
+    );
     return Number(rows[0].n);
   };
 
   let emitted = 0;
   let producing = true;
-  const produce = (async () => {
-    while (producing && emitted < MAX_EVENTS) {
-      const waiting = await queue.getWaitingCount();
-      if (waiting > BACKLOG_HIGH) {
-        await sleep(20);
-        continue;
-      }
-      for (let i = 0; i < 2_000 && emitted < MAX_EVENTS; i += 1) {
-        emitter.emit(sampleAuditEvent(tenantIds[emitted % TENANTS], { arguments: { n: emitted, path: '/tickets/42' } }));
-        emitted += 1;
-      }
-      await emitter.flush();
-    }
-  })();
+  const storeDb = STORE_ONLY ? createPrismaClient({ url: appUrl }) : undefined;
+  const produce = STORE_ONLY
+    ? Promise.all(
+        [0, 1].map(async (lane) => {
+          const store = new PostgresAuditEventStore(storeDb);
+          for (let b = lane; producing && emitted < MAX_EVENTS; b += 2) {
+            const tenant = tenantIds[b % TENANTS];
+            const batch = Array.from({ length: 500 }, () =>
+              sampleAuditEvent(tenant, { arguments: { n: emitted, path: '/tickets/42' } }),
+            );
+            emitted += batch.length;
+            await store.insert(batch);
+          }
+        }),
+      ).finally(() => storeDb.$disconnect())
+    : (async () => {
+        while (producing && emitted < MAX_EVENTS) {
+          const waiting = await queue.getWaitingCount();
+          if (waiting > BACKLOG_HIGH) {
+            await sleep(20);
+            continue;
+          }
+          for (let i = 0; i < 2_000 && emitted < MAX_EVENTS; i += 1) {
+            emitter.emit(
+              sampleAuditEvent(tenantIds[emitted % TENANTS], {
+                arguments: { n: emitted, path: '/tickets/42' },
+              }),
+            );
+            emitted += 1;
+          }
+          await emitter.flush();
+        }
+      })();
 
   const started = Date.now();
   await sleep(WARMUP_S * 1000);
@@ -159,23 +212,33 @@ try {
   );
   console.log('');
   console.log(`events emitted                 ${emitted.toLocaleString('en')}`);
-  console.log(`events stored (measured window) ${(n1 - n0).toLocaleString('en')} in ${((t1 - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `events stored (measured window) ${(n1 - n0).toLocaleString('en')} in ${((t1 - t0) / 1000).toFixed(1)} s`,
+  );
   console.log(`sustained events/s into Postgres ${Math.round(rate).toLocaleString('en')}`);
   console.log(`per-second min / median / max    ${pct(0)} / ${pct(50)} / ${pct(100)}`);
-  console.log(`queue backlog at end            ${backlog.toLocaleString('en')} waiting (producer throttled above ${BACKLOG_HIGH.toLocaleString('en')})`);
+  console.log(
+    `queue backlog at end            ${backlog.toLocaleString('en')} waiting (producer throttled above ${BACKLOG_HIGH.toLocaleString('en')})`,
+  );
   console.log(`emitter                         ${JSON.stringify(emitter.stats())}`);
   console.log(`rows beyond their chain head    ${ver[0].n} (must be 0)`);
   console.log(`total wall time                 ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {
   await emitter?.close().catch(() => undefined);
   await producer?.close().catch(() => undefined);
-  if (child && child.exitCode === null) {
+  for (const child of children) {
+    if (child.exitCode !== null) continue;
     child.kill('SIGTERM');
     await Promise.race([new Promise((r) => child.once('exit', r)), sleep(10_000)]);
     if (child.exitCode === null) child.kill('SIGKILL');
   }
   await queue?.obliterate({ force: true }).catch(() => undefined);
   await queue?.close().catch(() => undefined);
+  for (const name of ['portcullis-audit-dlq', 'portcullis-audit-tasks']) {
+    const other = new Queue(name, { connection: { url: redisUrl }, prefix });
+    await other.obliterate({ force: true }).catch(() => undefined);
+    await other.close().catch(() => undefined);
+  }
   await admin?.end().catch(() => undefined);
   await dropDatabase(adminUrl).catch((e) => console.error(`could not drop ${database}: ${e.message}`));
   rmSync(spoolDir, { recursive: true, force: true });

@@ -8,10 +8,10 @@ export const auditWorkerConfigSchema = z
     AUDIT_WORKER_HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
     AUDIT_WORKER_HEALTH_PORT: f.port(3300),
     /** Jobs in progress at once; also the largest batch one Postgres transaction can get. */
-    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(5_000).default(500),
+    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(5_000).default(2_000),
     /** A batch is written when it holds this many events or its first has waited AUDIT_BATCH_LINGER_MS. */
-    AUDIT_BATCH_MAX: z.coerce.number().int().min(1).max(5_000).default(500),
-    AUDIT_BATCH_LINGER_MS: z.coerce.number().int().min(0).max(1_000).default(10),
+    AUDIT_BATCH_MAX: z.coerce.number().int().min(1).max(5_000).default(2_000),
+    AUDIT_BATCH_LINGER_MS: z.coerce.number().int().min(0).max(1_000).default(20),
     AUDIT_BATCH_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(2),
     /** Attempts before an event goes to the dead-letter queue; backoff base doubles each attempt (max 60 s). */
     AUDIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
@@ -28,7 +28,12 @@ export const auditWorkerConfigSchema = z
     DATABASE_SYSTEM_URL: f.postgresUrl.optional(),
     /** Where export files are written (a volume shared with whatever serves downloads). */
     AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
-    AUDIT_RETENTION_EVERY_MS: z.coerce.number().int().min(60_000).max(7 * 86_400_000).default(3_600_000),
+    AUDIT_RETENTION_EVERY_MS: z.coerce
+      .number()
+      .int()
+      .min(60_000)
+      .max(7 * 86_400_000)
+      .default(3_600_000),
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(15_000),
   })
@@ -37,7 +42,11 @@ export const auditWorkerConfigSchema = z
     log: { level: env.LOG_LEVEL },
     health: { host: env.AUDIT_WORKER_HEALTH_HOST, port: env.AUDIT_WORKER_HEALTH_PORT },
     concurrency: env.AUDIT_WORKER_CONCURRENCY,
-    batch: { maxBatch: env.AUDIT_BATCH_MAX, lingerMs: env.AUDIT_BATCH_LINGER_MS, maxInFlight: env.AUDIT_BATCH_IN_FLIGHT },
+    batch: {
+      maxBatch: env.AUDIT_BATCH_MAX,
+      lingerMs: env.AUDIT_BATCH_LINGER_MS,
+      maxInFlight: env.AUDIT_BATCH_IN_FLIGHT,
+    },
     retry: { maxAttempts: env.AUDIT_MAX_ATTEMPTS, baseMs: env.AUDIT_RETRY_BASE_MS },
     lock: { durationMs: env.AUDIT_LOCK_DURATION_MS, stalledIntervalMs: env.AUDIT_STALLED_INTERVAL_MS },
     queuePrefix: env.QUEUE_PREFIX,

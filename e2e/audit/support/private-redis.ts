@@ -33,7 +33,14 @@ export async function privateRedis(port: number, { persistent = false } = {}): P
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-redis-'));
   let child: ChildProcess | undefined;
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir,
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--dir',
+    dir,
     ...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
   ];
   const handle: PrivateRedis = {

@@ -30,4 +30,9 @@ export {
   runAuditExport,
   runRetention,
 } from './lib/audit-tasks';
-export type { AuditExportJob, RequestAuditExportInput, RetentionOptions, RetentionResult } from './lib/audit-tasks';
+export type {
+  AuditExportJob,
+  RequestAuditExportInput,
+  RetentionOptions,
+  RetentionResult,
+} from './lib/audit-tasks';

@@ -32,7 +32,10 @@ Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error.`;
 class UsageError extends Error {}
 
 async function withSystemDb<T>(env: AuditCliEnv, fn: (db: SystemPrismaClient) => Promise<T>): Promise<T> {
-  const db = createSystemPrismaClient({ url: env.DATABASE_SYSTEM_URL ?? DEFAULTS.systemUrl, applicationName: 'audit-cli' });
+  const db = createSystemPrismaClient({
+    url: env.DATABASE_SYSTEM_URL ?? DEFAULTS.systemUrl,
+    applicationName: 'audit-cli',
+  });
   try {
     return await fn(db);
   } finally {
@@ -90,7 +93,9 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
     const { verifyExportFile } = await import('./audit-export');
     const report = await verifyExportFile(values.export, values.manifest);
     if (report.ok) {
-      io.out(`OK export ${values.export}: ${report.rows} row(s), sha256 ${report.sha256}, chain ${report.chain}`);
+      io.out(
+        `OK export ${values.export}: ${report.rows} row(s), sha256 ${report.sha256}, chain ${report.chain}`,
+      );
       return 0;
     }
     io.out(`BROKEN export ${values.export}: ${report.problem}`);
@@ -107,17 +112,25 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
     const report = await verifyTenantChain(db, tenant.id);
     if (report.ok) {
       const from = report.fromSeq === '0' ? '' : ` (from retention checkpoint seq ${report.fromSeq})`;
-      io.out(`OK ${slug}: ${report.checked} event(s)${from}, last seq ${report.lastSeq}, last hash ${report.lastHash ?? '-'}`);
+      io.out(
+        `OK ${slug}: ${report.checked} event(s)${from}, last seq ${report.lastSeq}, last hash ${report.lastHash ?? '-'}`,
+      );
       return 0;
     }
     const { id, seq, problem } = report.brokenAt;
-    io.out(`BROKEN ${slug}: first broken link at seq ${seq} (id ${id ?? '-'}): ${problem}; ${report.checked} event(s) verified before it`);
+    io.out(
+      `BROKEN ${slug}: first broken link at seq ${seq} (id ${id ?? '-'}): ${problem}; ${report.checked} event(s) verified before it`,
+    );
     return 1;
   });
 }
 
 /** `npm run audit:<command> -- ...`. Returns the process exit code. */
-export async function runAuditCli(argv: readonly string[], env: AuditCliEnv, io: AuditCliIo): Promise<number> {
+export async function runAuditCli(
+  argv: readonly string[],
+  env: AuditCliEnv,
+  io: AuditCliIo,
+): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {

@@ -19,17 +19,31 @@ describe('audit CSV', () => {
 
   it('defuses spreadsheet formulas with a leading quote', () => {
     expect(encodeCell('=HYPERLINK("http://x","click")')).toBe(`"'=HYPERLINK(""http://x"",""click"")"`);
-    expect(['+1', '-1', '@SUM(A1)', '\tx', "'quoted"].map(encodeCell)).toEqual(["'+1", "'-1", "'@SUM(A1)", "'\tx", "''quoted"]);
+    expect(['+1', '-1', '@SUM(A1)', '\tx', "'quoted"].map(encodeCell)).toEqual([
+      "'+1",
+      "'-1",
+      "'@SUM(A1)",
+      "'\tx",
+      "''quoted",
+    ]);
     expect(encodeCell('plain=text')).toBe('plain=text');
   });
 
   it('round-trips any cells, including nulls, empty strings and formula-like values, whatever the chunking', () => {
-    const cell = fc.oneof(fc.constant(null), fc.string(), fc.constantFrom('=1+1', "'", '-', '"', '\r\n', ',', ''));
+    const cell = fc.oneof(
+      fc.constant(null),
+      fc.string(),
+      fc.constantFrom('=1+1', "'", '-', '"', '\r\n', ',', ''),
+    );
     fc.assert(
-      fc.property(fc.array(fc.array(cell, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 5 }), fc.integer({ min: 1, max: 13 }), (rows, chunk) => {
-        const text = rows.map(encodeRow).join('');
-        expect(parseAll(text, chunk)).toEqual(rows);
-      }),
+      fc.property(
+        fc.array(fc.array(cell, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 1, max: 13 }),
+        (rows, chunk) => {
+          const text = rows.map(encodeRow).join('');
+          expect(parseAll(text, chunk)).toEqual(rows);
+        },
+      ),
       { numRuns: 300 },
     );
   });

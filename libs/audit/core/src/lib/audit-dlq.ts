@@ -49,7 +49,9 @@ export class AuditDlq {
    * Puts dead letters (all, or those whose DLQ id or original job id is in `ids`) back on the audit queue, under
    * their deterministic job id, and removes them from the DLQ. A payload that does not parse is left where it is.
    */
-  async replay(ids?: readonly string[]): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
+  async replay(
+    ids?: readonly string[],
+  ): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
     const wanted = ids ? new Set(ids) : undefined;
     const replayed: string[] = [];
     const skipped: { id: string; reason: string }[] = [];

@@ -56,25 +56,40 @@ async function cli(...argv: string[]) {
 }
 
 describe('audit export (real Postgres, application role)', () => {
-  it.each(['csv', 'jsonl'] as const)('exports a whole chain to %s with a manifest that verifies offline', async (format) => {
-    const tenant = await seededTenant();
-    const outPath = path.join(dir, `${tenant.slug}.${format}`);
-    const { manifest, manifestPath, sha256Path } = await exportAuditEvents(app, tenant.id, { format, filters: {}, outPath, pageSize: 7 });
-    expect(manifest).toMatchObject({ rowCount: 40, firstSeq: '1', lastSeq: '40', contiguous: true, format });
-    expect(readFileSync(sha256Path, 'utf8')).toBe(`${manifest.sha256}  ${path.basename(outPath)}\n`);
-    const report = await verifyExportFile(outPath, manifestPath);
-    expect(report).toEqual({ ok: true, rows: 40, sha256: manifest.sha256, chain: 'seq 0..40 complete' });
-    const { code, text } = await cli('verify', '--export', outPath, '--manifest', manifestPath);
-    expect(code).toBe(0);
-    expect(text).toContain('OK export');
-    if (format === 'csv') {
-      const csv = readFileSync(outPath, 'utf8');
-      // No cell a spreadsheet would evaluate: every formula-like value starts with a quote.
-      for (const bad of [',=', ',"=', ',+1', ',-3,', ',@', ',"@']) expect(csv).not.toContain(bad);
-      for (const good of [",'+1-2,", ",'-3,", ",'@SUM(A1:A2),", ",''already quoted,"]) expect(csv).toContain(good);
-      expect(csv).toContain(`"'=HYPERLINK(""http://evil.example"",""click"")"`);
-    }
-  });
+  it.each(['csv', 'jsonl'] as const)(
+    'exports a whole chain to %s with a manifest that verifies offline',
+    async (format) => {
+      const tenant = await seededTenant();
+      const outPath = path.join(dir, `${tenant.slug}.${format}`);
+      const { manifest, manifestPath, sha256Path } = await exportAuditEvents(app, tenant.id, {
+        format,
+        filters: {},
+        outPath,
+        pageSize: 7,
+      });
+      expect(manifest).toMatchObject({
+        rowCount: 40,
+        firstSeq: '1',
+        lastSeq: '40',
+        contiguous: true,
+        format,
+      });
+      expect(readFileSync(sha256Path, 'utf8')).toBe(`${manifest.sha256}  ${path.basename(outPath)}\n`);
+      const report = await verifyExportFile(outPath, manifestPath);
+      expect(report).toEqual({ ok: true, rows: 40, sha256: manifest.sha256, chain: 'seq 0..40 complete' });
+      const { code, text } = await cli('verify', '--export', outPath, '--manifest', manifestPath);
+      expect(code).toBe(0);
+      expect(text).toContain('OK export');
+      if (format === 'csv') {
+        const csv = readFileSync(outPath, 'utf8');
+        // No cell a spreadsheet would evaluate: every formula-like value starts with a quote.
+        for (const bad of [',=', ',"=', ',+1', ',-3,', ',@', ',"@']) expect(csv).not.toContain(bad);
+        for (const good of [",'+1-2,", ",'-3,", ",'@SUM(A1:A2),", ",''already quoted,"])
+          expect(csv).toContain(good);
+        expect(csv).toContain(`"'=HYPERLINK(""http://evil.example"",""click"")"`);
+      }
+    },
+  );
 
   it('exports a filtered subset whose rows still verify one by one', async () => {
     const tenant = await seededTenant();
@@ -92,13 +107,23 @@ describe('audit export (real Postgres, application role)', () => {
   it('detects an edited export, with or without a matching digest', async () => {
     const tenant = await seededTenant();
     const outPath = path.join(dir, `${tenant.slug}-tampered.jsonl`);
-    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format: 'jsonl', filters: {}, outPath });
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, {
+      format: 'jsonl',
+      filters: {},
+      outPath,
+    });
     const edited = readFileSync(outPath, 'utf8').replace('"outcome":"ok"', '"outcome":"error"');
     writeFileSync(outPath, edited);
-    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: expect.stringMatching(/^sha256/) });
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({
+      ok: false,
+      problem: expect.stringMatching(/^sha256/),
+    });
     // A forger who also fixes the digest in the manifest is caught by the row hash.
     const { createHash } = await import('node:crypto');
-    writeFileSync(manifestPath, JSON.stringify({ ...manifest, sha256: createHash('sha256').update(edited).digest('hex') }));
+    writeFileSync(
+      manifestPath,
+      JSON.stringify({ ...manifest, sha256: createHash('sha256').update(edited).digest('hex') }),
+    );
     const report = await verifyExportFile(outPath, manifestPath);
     expect(report).toMatchObject({ ok: false, problem: expect.stringContaining('(seq 1') });
     expect(report).toMatchObject({ problem: expect.stringContaining('hash_mismatch') });
@@ -114,19 +139,40 @@ describe('audit export (real Postgres, application role)', () => {
       { format: 'csv', filters: { decision: 'deny' }, requestedById: null },
       async (name, data, opts) => void enqueued.push({ name, data, opts }),
     );
-    expect(enqueued).toEqual([{ name: 'audit.export.run', data: { v: 1, exportId, tenantId: tenant.id }, opts: { jobId: `export-${exportId}` } }]);
-    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'completed' });
-    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'skipped' });
+    expect(enqueued).toEqual([
+      {
+        name: 'audit.export.run',
+        data: { v: 1, exportId, tenantId: tenant.id },
+        opts: { jobId: `export-${exportId}` },
+      },
+    ]);
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({
+      status: 'completed',
+    });
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({
+      status: 'skipped',
+    });
 
     const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
     expect(row).toMatchObject({ status: 'completed', rowCount: 14, firstSeq: 1n, lastSeq: 40n });
     expect(row.filePath).toBe(path.join(dir, tenant.id, `${exportId}.csv`));
     writeFileSync(`${row.filePath}.manifest.check.json`, JSON.stringify(row.manifest));
-    expect(await verifyExportFile(row.filePath ?? '', `${row.filePath}.manifest.check.json`)).toMatchObject({ ok: true, rows: 14 });
+    expect(await verifyExportFile(row.filePath ?? '', `${row.filePath}.manifest.check.json`)).toMatchObject({
+      ok: true,
+      rows: 14,
+    });
 
-    const audited = await system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export' } });
+    const audited = await system.auditEvent.findMany({
+      where: { tenantId: tenant.id, method: 'audit.export' },
+    });
     expect(audited).toHaveLength(1);
-    expect(audited[0]).toMatchObject({ kind: 'control_plane', targetType: 'audit_export', targetId: exportId, outcome: 'ok', seq: 41n });
+    expect(audited[0]).toMatchObject({
+      kind: 'control_plane',
+      targetType: 'audit_export',
+      targetId: exportId,
+      outcome: 'ok',
+      seq: 41n,
+    });
     expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 41 });
   });
 });
@@ -134,7 +180,10 @@ describe('audit export (real Postgres, application role)', () => {
 describe('audit retention (real Postgres, system role)', () => {
   it("deletes a tenant's events older than its retention, oldest first, and the chain verifies from the checkpoint", async () => {
     const tenant = await createTestTenant(system);
-    await system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+    await system.tenant.update({
+      where: { id: tenant.id },
+      data: { settings: { audit: { retentionDays: 30 } } },
+    });
     const other = await createTestTenant(system); // no retention setting: keeps everything
     const day = 86_400_000;
     const now = new Date('2026-11-22T12:00:00Z');
@@ -148,7 +197,11 @@ describe('audit retention (real Postgres, system role)', () => {
     const mine = result.perTenant.find((t) => t.tenantId === tenant.id);
     expect(mine).toEqual({ tenantId: tenant.id, deleted: 6, prunedThroughSeq: '6' });
     expect(result.perTenant.find((t) => t.tenantId === other.id)).toBeUndefined();
-    const left = await system.auditEvent.findMany({ where: { tenantId: tenant.id }, select: { seq: true }, orderBy: { seq: 'asc' } });
+    const left = await system.auditEvent.findMany({
+      where: { tenantId: tenant.id },
+      select: { seq: true },
+      orderBy: { seq: 'asc' },
+    });
     expect(left.map((r) => r.seq)).toEqual([7n, 8n, 9n, 10n]);
     expect(await system.auditEvent.count({ where: { tenantId: other.id } })).toBe(1);
 
@@ -158,6 +211,8 @@ describe('audit retention (real Postgres, system role)', () => {
     await store.insert([sampleAuditEvent(tenant.id)]);
     expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 5, lastSeq: '11' });
     // Running again changes nothing until seq 7 ages out.
-    expect((await runRetention(system, { now })).perTenant.find((t) => t.tenantId === tenant.id)?.deleted).toBe(0);
+    expect(
+      (await runRetention(system, { now })).perTenant.find((t) => t.tenantId === tenant.id)?.deleted,
+    ).toBe(0);
   });
 });

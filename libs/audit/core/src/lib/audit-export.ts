@@ -54,20 +54,62 @@ export interface AuditExportManifest {
 
 /** CSV header: one column per chained field, plus the stored time and the links. */
 export const CSV_COLUMNS = [
-  'id', 'tenant_id', 'seq', 'occurred_at', 'kind', 'method', 'actor_user_id', 'agent_client_id', 'api_key_id',
-  'mcp_session_id', 'upstream_id', 'tool', 'target_type', 'target_id', 'decision', 'reason', 'snapshot_version',
-  'approval_id', 'latency_ms', 'arguments', 'outcome', 'error_code', 'trace_id', 'prev_hash', 'hash',
+  'id',
+  'tenant_id',
+  'seq',
+  'occurred_at',
+  'kind',
+  'method',
+  'actor_user_id',
+  'agent_client_id',
+  'api_key_id',
+  'mcp_session_id',
+  'upstream_id',
+  'tool',
+  'target_type',
+  'target_id',
+  'decision',
+  'reason',
+  'snapshot_version',
+  'approval_id',
+  'latency_ms',
+  'arguments',
+  'outcome',
+  'error_code',
+  'trace_id',
+  'prev_hash',
+  'hash',
 ] as const;
 
 const str = (n: number | null) => (n === null ? null : String(n));
 
 function csvCells(link: StoredChainLink): (string | null)[] {
   return [
-    link.id, link.tenantId, link.seq, link.occurredAt, link.kind, link.method, link.actorUserId, link.agentClientId,
-    link.apiKeyId, link.mcpSessionId, link.upstreamId, link.tool, link.targetType, link.targetId, link.decision,
-    link.reason, str(link.snapshotVersion), link.approvalId, str(link.latencyMs),
+    link.id,
+    link.tenantId,
+    link.seq,
+    link.occurredAt,
+    link.kind,
+    link.method,
+    link.actorUserId,
+    link.agentClientId,
+    link.apiKeyId,
+    link.mcpSessionId,
+    link.upstreamId,
+    link.tool,
+    link.targetType,
+    link.targetId,
+    link.decision,
+    link.reason,
+    str(link.snapshotVersion),
+    link.approvalId,
+    str(link.latencyMs),
     link.arguments === null || link.arguments === undefined ? null : JSON.stringify(link.arguments),
-    link.outcome, link.errorCode, link.traceId, link.prevHash, link.hash,
+    link.outcome,
+    link.errorCode,
+    link.traceId,
+    link.prevHash,
+    link.hash,
   ];
 }
 
@@ -155,7 +197,12 @@ export async function exportAuditEvents(
   const pageSize = options.pageSize ?? 1_000;
   const head = await withTenant(db, tenantId, async (tx) => {
     const rows = await tx.$queryRawUnsafe<
-      { last_seq: bigint; last_hash: string | null; pruned_through_seq: bigint; pruned_through_hash: string | null }[]
+      {
+        last_seq: bigint;
+        last_hash: string | null;
+        pruned_through_seq: bigint;
+        pruned_through_hash: string | null;
+      }[]
     >(
       'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
       tenantId,
@@ -257,7 +304,10 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
     return { ok: false, problem: `manifest unreadable: ${(error as Error).message}` };
   }
   if (manifest.manifestVersion !== EXPORT_MANIFEST_VERSION || manifest.hashVersion !== AUDIT_HASH_VERSION) {
-    return { ok: false, problem: `unsupported manifest (version ${manifest.manifestVersion}, hash ${manifest.hashVersion})` };
+    return {
+      ok: false,
+      problem: `unsupported manifest (version ${manifest.manifestVersion}, hash ${manifest.hashVersion})`,
+    };
   }
 
   const digest = createHash('sha256');
@@ -273,10 +323,12 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
     if (problem) return;
     rows += 1;
     first ??= link;
-    if (link.tenantId !== manifest.tenantId) problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
+    if (link.tenantId !== manifest.tenantId)
+      problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
     else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
       problem = `row ${rows} (seq ${link.seq}, id ${link.id}): hash_mismatch`;
-    } else if (prev && BigInt(link.seq) <= BigInt(prev.seq)) problem = `row ${rows} (seq ${link.seq}): out of order`;
+    } else if (prev && BigInt(link.seq) <= BigInt(prev.seq))
+      problem = `row ${rows} (seq ${link.seq}): out of order`;
     else if (prev && BigInt(link.seq) === BigInt(prev.seq) + 1n && link.prevHash !== prev.hash) {
       problem = `row ${rows} (seq ${link.seq}, id ${link.id}): prev_hash_mismatch`;
     } else if (manifest.contiguous) {
@@ -330,14 +382,19 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
   else handleJsonLines('\n');
 
   const sha256 = digest.digest('hex');
-  if (sha256 !== manifest.sha256) return { ok: false, problem: `sha256 ${sha256} does not match the manifest's ${manifest.sha256}` };
+  if (sha256 !== manifest.sha256)
+    return { ok: false, problem: `sha256 ${sha256} does not match the manifest's ${manifest.sha256}` };
   if (problem) return { ok: false, problem };
-  if (rows !== manifest.rowCount) return { ok: false, problem: `${rows} row(s), manifest says ${manifest.rowCount}` };
+  if (rows !== manifest.rowCount)
+    return { ok: false, problem: `${rows} row(s), manifest says ${manifest.rowCount}` };
   if ((first?.hash ?? null) !== manifest.firstHash || (prev?.hash ?? null) !== manifest.lastHash) {
     return { ok: false, problem: 'first/last hash differ from the manifest' };
   }
   if (manifest.contiguous && (prev?.seq ?? manifest.chainRange.fromSeq) !== manifest.chainRange.headSeq) {
-    return { ok: false, problem: `rows end at seq ${prev?.seq ?? '-'}, the chain head was ${manifest.chainRange.headSeq}` };
+    return {
+      ok: false,
+      problem: `rows end at seq ${prev?.seq ?? '-'}, the chain head was ${manifest.chainRange.headSeq}`,
+    };
   }
   const chain = manifest.contiguous
     ? `seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq} complete`

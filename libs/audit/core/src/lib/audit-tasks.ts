@@ -1,12 +1,22 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
-import { Prisma, withTenant, type PortcullisPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import {
+  Prisma,
+  withTenant,
+  type PortcullisPrismaClient,
+  type SystemPrismaClient,
+} from '@portcullis/data/db';
 import { tenantId as asTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { AuditEventStore } from './audit-event.store';
-import { auditExportFilters, exportAuditEvents, type AuditExportFilters, type AuditExportFormat } from './audit-export';
+import {
+  auditExportFilters,
+  exportAuditEvents,
+  type AuditExportFilters,
+  type AuditExportFormat,
+} from './audit-export';
 
 /**
  * The audit worker's own background work, on a queue separate from ingestion so a long export never delays events:
@@ -150,10 +160,19 @@ export async function runAuditExport(
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     await store
-      .insert([exportAuditEvent(tenant, row.id, row.requestedById, 'error', { format: row.format, filters, error: message })])
+      .insert([
+        exportAuditEvent(tenant, row.id, row.requestedById, 'error', {
+          format: row.format,
+          filters,
+          error: message,
+        }),
+      ])
       .catch(() => undefined);
     await withTenant(db, tenant, (tx) =>
-      tx.auditExport.updateMany({ where: { tenantId: tenant, id: row.id }, data: { status: 'failed', error: message } }),
+      tx.auditExport.updateMany({
+        where: { tenantId: tenant, id: row.id },
+        data: { status: 'failed', error: message },
+      }),
     );
     throw error;
   }
@@ -161,13 +180,20 @@ export async function runAuditExport(
 
 /** Tenant setting read by retention: `settings.audit.retentionDays` (absent = keep forever). */
 const retentionSetting = z.object({
-  audit: z.object({ retentionDays: z.number().int().min(1).max(36_500) }).partial().optional(),
+  audit: z
+    .object({ retentionDays: z.number().int().min(1).max(36_500) })
+    .partial()
+    .optional(),
 });
 
 export interface RetentionResult {
   readonly tenants: number;
   readonly deleted: number;
-  readonly perTenant: { readonly tenantId: string; readonly deleted: number; readonly prunedThroughSeq: string }[];
+  readonly perTenant: {
+    readonly tenantId: string;
+    readonly deleted: number;
+    readonly prunedThroughSeq: string;
+  }[];
 }
 
 export interface RetentionOptions {
@@ -187,7 +213,10 @@ export interface RetentionOptions {
  * its checkpoint (`pruned_through_seq/hash` = the last deleted event) and delete the rows. The database refuses a
  * delete the checkpoint does not cover (trigger), and verification starts from the checkpoint.
  */
-export async function runRetention(db: SystemPrismaClient, options: RetentionOptions = {}): Promise<RetentionResult> {
+export async function runRetention(
+  db: SystemPrismaClient,
+  options: RetentionOptions = {},
+): Promise<RetentionResult> {
   const now = options.now ?? new Date();
   const batchSize = options.batchSize ?? 5_000;
   const maxBatches = options.maxBatchesPerTenant ?? 100;
@@ -201,40 +230,43 @@ export async function runRetention(db: SystemPrismaClient, options: RetentionOpt
     let deleted = 0;
     let through = '0';
     for (let batch = 0; batch < maxBatches; batch += 1) {
-      const result = await db.$transaction(async (tx) => {
-        const heads = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>(
-          'SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid FOR UPDATE',
-          tenant.id,
-        );
-        const head = heads[0];
-        if (!head) return { deleted: 0, through: '0' };
-        const candidates = await tx.$queryRawUnsafe<{ seq: bigint; hash: string; old: boolean }[]>(
-          `SELECT seq, hash, occurred_at < $3::timestamptz AS old FROM audit_events
+      const result = await db.$transaction(
+        async (tx) => {
+          const heads = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>(
+            'SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid FOR UPDATE',
+            tenant.id,
+          );
+          const head = heads[0];
+          if (!head) return { deleted: 0, through: '0' };
+          const candidates = await tx.$queryRawUnsafe<{ seq: bigint; hash: string; old: boolean }[]>(
+            `SELECT seq, hash, occurred_at < $3::timestamptz AS old FROM audit_events
            WHERE tenant_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $4`,
-          tenant.id,
-          head.pruned_through_seq,
-          cutoff,
-          batchSize,
-        );
-        const firstNew = candidates.findIndex((c) => !c.old);
-        const prefix = firstNew === -1 ? candidates : candidates.slice(0, firstNew);
-        const last = prefix[prefix.length - 1];
-        if (!last) return { deleted: 0, through: head.pruned_through_seq.toString() };
-        await tx.$executeRawUnsafe(
-          `UPDATE audit_chain_heads SET pruned_through_seq = $2, pruned_through_hash = $3, pruned_at = now()
+            tenant.id,
+            head.pruned_through_seq,
+            cutoff,
+            batchSize,
+          );
+          const firstNew = candidates.findIndex((c) => !c.old);
+          const prefix = firstNew === -1 ? candidates : candidates.slice(0, firstNew);
+          const last = prefix[prefix.length - 1];
+          if (!last) return { deleted: 0, through: head.pruned_through_seq.toString() };
+          await tx.$executeRawUnsafe(
+            `UPDATE audit_chain_heads SET pruned_through_seq = $2, pruned_through_hash = $3, pruned_at = now()
            WHERE tenant_id = $1::uuid`,
-          tenant.id,
-          last.seq,
-          last.hash,
-        );
-        const count = await tx.$executeRawUnsafe(
-          'DELETE FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3',
-          tenant.id,
-          head.pruned_through_seq,
-          last.seq,
-        );
-        return { deleted: count, through: last.seq.toString(), full: prefix.length === batchSize };
-      }, { timeout: 60_000 });
+            tenant.id,
+            last.seq,
+            last.hash,
+          );
+          const count = await tx.$executeRawUnsafe(
+            'DELETE FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3',
+            tenant.id,
+            head.pruned_through_seq,
+            last.seq,
+          );
+          return { deleted: count, through: last.seq.toString(), full: prefix.length === batchSize };
+        },
+        { timeout: 60_000 },
+      );
       deleted += result.deleted;
       through = result.through;
       if (!('full' in result) || !result.full) break;

@@ -48,7 +48,10 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
     const first = Array.from({ length: 10 }, () => sampleAuditEvent(tenant.id));
     await store.insert(first);
     const second = [...first.slice(5), ...Array.from({ length: 5 }, () => sampleAuditEvent(tenant.id))];
-    expect(await store.insert([...second, first[9] as (typeof first)[number]])).toEqual({ inserted: 5, duplicates: 6 });
+    expect(await store.insert([...second, first[9] as (typeof first)[number]])).toEqual({
+      inserted: 5,
+      duplicates: 6,
+    });
     const chain = await chainOf(tenant.id);
     expect(chain.map((l) => l.seq)).toEqual(Array.from({ length: 15 }, (_, i) => String(i + 1)));
     expect(verifyChain(chain)).toMatchObject({ ok: true, checked: 15 });
@@ -56,7 +59,9 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
 
   it('serialises concurrent batches of one tenant on its chain head', async () => {
     const tenant = await createTestTenant(system);
-    const batches = Array.from({ length: 8 }, () => Array.from({ length: 50 }, () => sampleAuditEvent(tenant.id)));
+    const batches = Array.from({ length: 8 }, () =>
+      Array.from({ length: 50 }, () => sampleAuditEvent(tenant.id)),
+    );
     await Promise.all(batches.map((batch) => store.insert(batch)));
     const chain = await chainOf(tenant.id);
     expect(chain).toHaveLength(400);

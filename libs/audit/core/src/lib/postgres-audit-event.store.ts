@@ -1,12 +1,9 @@
 import { computeAuditHash } from '@portcullis/audit/chain';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
-import { Prisma, withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
+import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { tenantId } from '@portcullis/shared/util-ids';
 import { chainedFields } from './audit-row';
 import type { AuditEventStore, AuditInsertResult } from './audit-event.store';
-
-/** Rows per INSERT statement: 25 parameters each, well under Postgres' 65,535-parameter limit. */
-const ROWS_PER_STATEMENT = 1_000;
 
 /**
  * Stores audit events in Postgres, linked into each tenant's hash chain, a batch at a time.
@@ -14,7 +11,7 @@ const ROWS_PER_STATEMENT = 1_000;
  * Per tenant in the batch, one transaction under that tenant's row-level-security context: lock the tenant's
  * chain head once (`INSERT … ON CONFLICT DO UPDATE … RETURNING` creates or locks it in one round trip), drop the
  * event ids already stored (retries, replays, a worker killed after commit but before acknowledging), number and
- * hash the rest in order, insert them with multi-row INSERTs, move the head. Concurrent batches of one tenant
+ * hash the rest in order, insert them with one `INSERT … SELECT FROM unnest(column arrays)`, move the head. Concurrent batches of one tenant
  * serialise on the head row; different tenants proceed in parallel.
  */
 export class PostgresAuditEventStore implements AuditEventStore {
@@ -62,37 +59,90 @@ export class PostgresAuditEventStore implements AuditEventStore {
     for (const event of events) if (!unique.has(event.eventId)) unique.set(event.eventId, event);
     const ids = [...unique.keys()];
     const existing = await tx.$queryRaw<{ id: string }[]>`
-      SELECT id::text AS id FROM audit_events
-      WHERE tenant_id = ${tenant}::uuid AND id IN (${Prisma.join(ids.map((id) => Prisma.sql`${id}::uuid`))})`;
+      SELECT id::text AS id FROM audit_events WHERE tenant_id = ${tenant}::uuid AND id = ANY(${ids}::uuid[])`;
     for (const { id } of existing) unique.delete(id);
     const fresh = [...unique.values()];
     const duplicates = events.length - fresh.length;
     if (fresh.length === 0) return { inserted: 0, duplicates };
 
+    // Column arrays, one parameter each, expanded by unnest(): a batch of any size is one statement with 24
+    // parameters (cheap to bind, unlike thousands of scalar parameters).
+    const cols = {
+      id: [] as string[],
+      seq: [] as string[],
+      occurredAt: [] as string[],
+      kind: [] as string[],
+      method: [] as string[],
+      actorUserId: [] as (string | null)[],
+      agentClientId: [] as (string | null)[],
+      apiKeyId: [] as (string | null)[],
+      mcpSessionId: [] as (string | null)[],
+      upstreamId: [] as (string | null)[],
+      tool: [] as (string | null)[],
+      targetType: [] as (string | null)[],
+      targetId: [] as (string | null)[],
+      decision: [] as (string | null)[],
+      reason: [] as (string | null)[],
+      snapshotVersion: [] as (number | null)[],
+      approvalId: [] as (string | null)[],
+      latencyMs: [] as (number | null)[],
+      arguments: [] as (string | null)[],
+      outcome: [] as string[],
+      errorCode: [] as (string | null)[],
+      traceId: [] as (string | null)[],
+      prevHash: [] as (string | null)[],
+      hash: [] as string[],
+    };
     let seq = BigInt(head.last_seq);
     let prevHash = head.last_hash;
-    const rows: Prisma.Sql[] = [];
     for (const event of fresh) {
       seq += 1n;
-      const fields = chainedFields(event, seq);
-      const hash = computeAuditHash(fields, prevHash);
-      rows.push(Prisma.sql`(
-        ${fields.id}::uuid, ${tenant}::uuid, ${seq}, ${new Date(fields.occurredAt)}::timestamptz,
-        ${fields.kind}::audit_event_kind, ${fields.method}, ${fields.actorUserId}::uuid, ${fields.agentClientId}::uuid,
-        ${fields.apiKeyId}::uuid, ${fields.mcpSessionId}, ${fields.upstreamId}::uuid, ${fields.tool},
-        ${fields.targetType}, ${fields.targetId}, ${fields.decision}::audit_decision, ${fields.reason},
-        ${fields.snapshotVersion}::int, ${fields.approvalId}::uuid, ${fields.latencyMs}::int,
-        ${fields.arguments === null ? null : JSON.stringify(fields.arguments)}::jsonb, ${fields.outcome},
-        ${fields.errorCode}, ${fields.traceId}, ${prevHash}, ${hash})`);
+      const f = chainedFields(event, seq);
+      const hash = computeAuditHash(f, prevHash);
+      cols.id.push(f.id);
+      cols.seq.push(f.seq);
+      cols.occurredAt.push(f.occurredAt);
+      cols.kind.push(f.kind);
+      cols.method.push(f.method);
+      cols.actorUserId.push(f.actorUserId);
+      cols.agentClientId.push(f.agentClientId);
+      cols.apiKeyId.push(f.apiKeyId);
+      cols.mcpSessionId.push(f.mcpSessionId);
+      cols.upstreamId.push(f.upstreamId);
+      cols.tool.push(f.tool);
+      cols.targetType.push(f.targetType);
+      cols.targetId.push(f.targetId);
+      cols.decision.push(f.decision);
+      cols.reason.push(f.reason);
+      cols.snapshotVersion.push(f.snapshotVersion);
+      cols.approvalId.push(f.approvalId);
+      cols.latencyMs.push(f.latencyMs);
+      cols.arguments.push(f.arguments === null ? null : JSON.stringify(f.arguments));
+      cols.outcome.push(f.outcome);
+      cols.errorCode.push(f.errorCode);
+      cols.traceId.push(f.traceId);
+      cols.prevHash.push(prevHash);
+      cols.hash.push(hash);
       prevHash = hash;
     }
-    for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
-      await tx.$executeRaw`
-        INSERT INTO audit_events (id, tenant_id, seq, occurred_at, kind, method, actor_user_id, agent_client_id,
-          api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version,
-          approval_id, latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash)
-        VALUES ${Prisma.join(rows.slice(i, i + ROWS_PER_STATEMENT))}`;
-    }
+    await tx.$executeRaw`
+      INSERT INTO audit_events (id, tenant_id, seq, occurred_at, kind, method, actor_user_id, agent_client_id,
+        api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version,
+        approval_id, latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash)
+      SELECT id, ${tenant}::uuid, seq, occurred_at, kind, method, actor_user_id, agent_client_id, api_key_id,
+        mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id,
+        latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash
+      FROM unnest(
+        ${cols.id}::uuid[], ${cols.seq}::bigint[], ${cols.occurredAt}::timestamptz[], ${cols.kind}::audit_event_kind[],
+        ${cols.method}::text[], ${cols.actorUserId}::uuid[], ${cols.agentClientId}::uuid[], ${cols.apiKeyId}::uuid[],
+        ${cols.mcpSessionId}::text[], ${cols.upstreamId}::uuid[], ${cols.tool}::text[], ${cols.targetType}::text[],
+        ${cols.targetId}::text[], ${cols.decision}::audit_decision[], ${cols.reason}::text[],
+        ${cols.snapshotVersion}::int[], ${cols.approvalId}::uuid[], ${cols.latencyMs}::int[], ${cols.arguments}::jsonb[],
+        ${cols.outcome}::text[], ${cols.errorCode}::text[], ${cols.traceId}::text[], ${cols.prevHash}::text[],
+        ${cols.hash}::text[]
+      ) AS t(id, seq, occurred_at, kind, method, actor_user_id, agent_client_id, api_key_id, mcp_session_id,
+        upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id, latency_ms,
+        arguments, outcome, error_code, trace_id, prev_hash, hash)`;
     await tx.$executeRaw`
       UPDATE audit_chain_heads SET last_seq = ${seq}, last_hash = ${prevHash}, updated_at = now()
       WHERE tenant_id = ${tenant}::uuid`;

@@ -101,7 +101,10 @@ describe('audit:verify (real Postgres)', () => {
     await expect(
       app.$transaction(async (tx) => {
         await tx.$executeRawUnsafe(`SELECT set_config('app.tenant_id', $1, true)`, tenant.id);
-        await tx.$executeRawUnsafe(`UPDATE audit_chain_heads SET pruned_through_seq = 2 WHERE tenant_id = $1::uuid`, tenant.id);
+        await tx.$executeRawUnsafe(
+          `UPDATE audit_chain_heads SET pruned_through_seq = 2 WHERE tenant_id = $1::uuid`,
+          tenant.id,
+        );
       }),
     ).rejects.toThrow(/only retention may move the audit checkpoint/);
   });

@@ -45,12 +45,22 @@ export async function verifyTenantChain(
 ): Promise<TenantChainReport> {
   const batchSize = options.batchSize ?? 2_000;
   const heads = await db.$queryRawUnsafe<
-    { last_seq: bigint; last_hash: string | null; pruned_through_seq: bigint; pruned_through_hash: string | null }[]
+    {
+      last_seq: bigint;
+      last_hash: string | null;
+      pruned_through_seq: bigint;
+      pruned_through_hash: string | null;
+    }[]
   >(
     'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
     tenantId,
   );
-  const head = heads[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null };
+  const head = heads[0] ?? {
+    last_seq: 0n,
+    last_hash: null,
+    pruned_through_seq: 0n,
+    pruned_through_hash: null,
+  };
   const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
 
   let state = from;
@@ -64,7 +74,8 @@ export async function verifyTenantChain(
     );
     if (rows.length === 0) break;
     const verdict = verifyChain(rows.map(linkFromRow), state);
-    if (!verdict.ok) return { ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt };
+    if (!verdict.ok)
+      return { ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt };
     checked += verdict.checked;
     const last = rows[rows.length - 1] as AuditEventRow;
     state = { seq: BigInt(last.seq), prevHash: verdict.lastHash };

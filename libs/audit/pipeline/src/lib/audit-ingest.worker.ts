@@ -1,5 +1,17 @@
-import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { AUDIT_DEAD_JOB, AUDIT_DLQ, deadLetterJobId, type AuditBatcher, type DeadLetter } from '@portcullis/audit/core';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import {
+  AUDIT_DEAD_JOB,
+  AUDIT_DLQ,
+  deadLetterJobId,
+  type AuditBatcher,
+  type DeadLetter,
+} from '@portcullis/audit/core';
 import {
   assertHandlersCover,
   isJobName,
@@ -71,7 +83,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       lockDuration: this.settings.lockDurationMs,
       stalledInterval: this.settings.stalledIntervalMs,
       maxStalledCount: 10,
-      removeOnComplete: { count: 1_000 },
+      removeOnComplete: { count: 0 },
       removeOnFail: { count: 10_000 },
     });
     this.worker.on('error', (error) => this.logger.warn(`worker: ${error.message}`));
@@ -86,7 +98,8 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
 
   async process(job: Job, token?: string): Promise<void> {
     try {
-      if (!isJobName(job.name) || !(job.name in this.handlers)) throw new PermanentFailure(`unknown job ${job.name}`);
+      if (!isJobName(job.name) || !(job.name in this.handlers))
+        throw new PermanentFailure(`unknown job ${job.name}`);
       let payload;
       try {
         payload = parseJobPayload(job.name, job.data);
@@ -99,7 +112,9 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       const message = error instanceof Error ? error.message : String(error);
       if (!(error instanceof PermanentFailure) && attempt < this.settings.maxAttempts && token) {
         const delay = retryDelayMs(attempt, this.settings.retryBaseMs);
-        this.logger.warn(`audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`);
+        this.logger.warn(
+          `audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`,
+        );
         await job.moveToDelayed(Date.now() + delay, token);
         throw new DelayedError();
       }

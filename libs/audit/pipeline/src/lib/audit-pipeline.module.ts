@@ -21,7 +21,10 @@ export interface AuditPipelineOptions {
   /** Provides AUDIT_EVENT_STORE (the Postgres store in production, anything else in tests). */
   readonly store: Omit<Provider, 'provide'> & Record<string, unknown>;
   /** Exports and retention (`portcullis-audit-tasks`); provides AuditTasksDeps minus the store. Omit to run none. */
-  readonly tasks?: { readonly inject: unknown[]; readonly useFactory: (...args: never[]) => Omit<AuditTasksDeps, 'store'> };
+  readonly tasks?: {
+    readonly inject: unknown[];
+    readonly useFactory: (...args: never[]) => Omit<AuditTasksDeps, 'store'>;
+  };
   readonly imports?: DynamicModule['imports'];
 }
 

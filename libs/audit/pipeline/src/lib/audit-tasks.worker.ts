@@ -1,4 +1,10 @@
-import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
 import {
   AUDIT_TASK_JOBS,
   AUDIT_TASKS_QUEUE,
@@ -38,16 +44,23 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     @Inject(AUDIT_TASKS_DEPS) private readonly deps: AuditTasksDeps,
   ) {}
 
-  async onModuleInit(): Promise<void> {
+  onModuleInit(): void {
     const { connection, prefix } = this.settings;
     this.queue = new Queue(AUDIT_TASKS_QUEUE, { connection, prefix });
     this.queue.on('error', (error) => this.logger.warn(`tasks queue: ${error.message}`));
     if (this.deps.systemDb) {
-      await this.queue.upsertJobScheduler(
-        'audit-retention',
-        { every: this.deps.retentionEveryMs },
-        { name: AUDIT_TASK_JOBS.retention, data: { v: 1 }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-      );
+      // Not awaited: boot must not wait for Redis (readiness reports it); the command goes through on reconnect.
+      this.queue
+        .upsertJobScheduler(
+          'audit-retention',
+          { every: this.deps.retentionEveryMs },
+          {
+            name: AUDIT_TASK_JOBS.retention,
+            data: { v: 1 },
+            opts: { removeOnComplete: 100, removeOnFail: 100 },
+          },
+        )
+        .catch((error: Error) => this.logger.error(`could not schedule audit retention: ${error.message}`));
     } else {
       this.logger.warn('DATABASE_SYSTEM_URL not set: audit retention is not scheduled');
     }
@@ -75,7 +88,10 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       case AUDIT_TASK_JOBS.retention: {
         if (!this.deps.systemDb) throw new UnrecoverableError('retention needs DATABASE_SYSTEM_URL');
         const result = await runRetention(this.deps.systemDb);
-        if (result.deleted > 0) this.logger.log(`retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`);
+        if (result.deleted > 0)
+          this.logger.log(
+            `retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`,
+          );
         return { tenants: result.tenants, deleted: result.deleted };
       }
       default:

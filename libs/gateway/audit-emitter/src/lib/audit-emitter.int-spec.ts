@@ -75,9 +75,13 @@ function privateRedis(port: number) {
   return {
     url: `redis://127.0.0.1:${port}`,
     async start() {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-        stdio: 'ignore',
-      });
+      child = spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+        {
+          stdio: 'ignore',
+        },
+      );
       await waitFor(reachable, { timeoutMs: 10_000, description: `redis-server on ${port}` });
     },
     async kill() {
@@ -145,7 +149,14 @@ describe('audit emitter against real Redis', () => {
   const producers: AuditQueueProducer[] = [];
   const queues: Queue[] = [];
   afterEach(async () => {
-    await Promise.all(queues.splice(0).map(async (q) => q.obliterate({ force: true }).catch(() => undefined).then(() => q.close())));
+    await Promise.all(
+      queues.splice(0).map(async (q) =>
+        q
+          .obliterate({ force: true })
+          .catch(() => undefined)
+          .then(() => q.close()),
+      ),
+    );
     await Promise.all(producers.splice(0).map((p) => p.close()));
   });
 
@@ -212,7 +223,10 @@ describe('audit emitter against real Redis', () => {
       const started = Date.now();
       for (const e of during) expect(emitter.emit(e)).not.toBe('dropped');
       expect(Date.now() - started).toBeLessThan(200); // emit never waits for the dead Redis
-      await waitFor(() => emitter.stats().spooled === 500, { timeoutMs: 10_000, description: 'events spooled' });
+      await waitFor(() => emitter.stats().spooled === 500, {
+        timeoutMs: 10_000,
+        description: 'events spooled',
+      });
       expect(emitter.stats().redis).toBe('down');
       expect(emitter.canAcceptFailClosed()).toBe(true);
 
@@ -225,7 +239,9 @@ describe('audit emitter against real Redis', () => {
       queue = queueAt();
       const jobs = await queue.getJobs(['waiting'], 0, -1);
       await queue.close();
-      expect(new Set(jobs.map((j) => (j.data as AuditEventV1).eventId))).toEqual(new Set(during.map((e) => e.eventId)));
+      expect(new Set(jobs.map((j) => (j.data as AuditEventV1).eventId))).toEqual(
+        new Set(during.map((e) => e.eventId)),
+      );
       expect(emitter.stats()).toMatchObject({ redis: 'up', dropped: 0 });
       expect(readdirSync(spoolDir)).toEqual(['audit-spool.jsonl']);
     } finally {

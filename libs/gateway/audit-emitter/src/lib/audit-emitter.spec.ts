@@ -1,6 +1,11 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createAuditEmitter, type AuditEmitter, type AuditEmitterOptions, type AuditJob } from './audit-emitter';
+import {
+  createAuditEmitter,
+  type AuditEmitter,
+  type AuditEmitterOptions,
+  type AuditJob,
+} from './audit-emitter';
 import { MemoryAuditSpool } from './audit-spool';
 
 let counter = 0;
@@ -89,7 +94,10 @@ describe('audit emitter', () => {
     for (const e of events) expect(emitter.emit(e)).toBe('buffered');
     await emitter.flush();
     expect(producer.ids()).toEqual(events.map((e) => e.eventId));
-    expect(producer.accepted[0]).toMatchObject({ name: 'audit.event.ingest', opts: { jobId: `audit-${events[0]?.eventId}` } });
+    expect(producer.accepted[0]).toMatchObject({
+      name: 'audit.event.ingest',
+      opts: { jobId: `audit-${events[0]?.eventId}` },
+    });
     // 25 events in batches of 10 (the first batch may start as soon as 10 are buffered).
     expect(producer.calls).toBeGreaterThanOrEqual(3);
     expect(emitter.stats()).toMatchObject({ sent: 25, buffered: 0, spooled: 0, dropped: 0, redis: 'up' });
@@ -104,7 +112,10 @@ describe('audit emitter', () => {
     expect(emitter.stats()).toMatchObject({ redis: 'down', spooled: 30, sent: 0 });
     expect(producer.calls).toBe(1); // one failed attempt, then straight to the spool until the next probe
     expect(spool.hasPending()).toBe(true);
-    expect(logger.warn).toHaveBeenCalledWith(expect.anything(), 'audit queue unreachable: spooling events locally');
+    expect(logger.warn).toHaveBeenCalledWith(
+      expect.anything(),
+      'audit queue unreachable: spooling events locally',
+    );
 
     producer.up = true;
     advance(1_000);

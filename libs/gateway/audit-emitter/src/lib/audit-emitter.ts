@@ -118,7 +118,12 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     const t = now();
     if (t - lastDropLogAt < DROP_LOG_EVERY_MS) return;
     log.error(
-      { dropped: droppedSinceLog, droppedTotal: dropped, spoolBytes: spool.bytes, spoolMaxBytes: spool.maxBytes },
+      {
+        dropped: droppedSinceLog,
+        droppedTotal: dropped,
+        spoolBytes: spool.bytes,
+        spoolMaxBytes: spool.maxBytes,
+      },
       'audit events dropped: buffer and spool are full',
     );
     lastDropLogAt = t;

@@ -147,7 +147,10 @@ export class FileAuditSpool implements AuditSpool {
     let corrupt = 0;
     for (const file of this.replayFiles()) {
       const size = statSync(file).size;
-      const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+      const lines = createInterface({
+        input: createReadStream(file, { encoding: 'utf8' }),
+        crlfDelay: Infinity,
+      });
       let batch: AuditEventV1[] = [];
       try {
         for await (const line of lines) {
