@@ -12,7 +12,7 @@
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -53,6 +53,9 @@ async function waitReady(url, child, timeoutMs = 30_000) {
 }
 
 const PROFILE = process.argv.includes('--cpu-prof');
+// The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
+// (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
+const profileWindows = [];
 
 function start(name, entry, env) {
   const profile = PROFILE && name === 'gateway' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(repoRoot, 'tmp/prof')}`] : [];
@@ -66,9 +69,21 @@ function start(name, entry, env) {
 
 /** utime + stime of a process, in microseconds (clock ticks are 100 Hz on Linux). */
 function cpuMicros(pid) {
+  const { user, system } = cpuSplit(pid);
+  return user + system;
+}
+
+/** read and write system calls so far (/proc/<pid>/io): writes per call show whether responses are coalesced. */
+function syscalls(pid) {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const field = (name) => Number(new RegExp(`^${name}: (\\d+)`, 'm').exec(io)?.[1] ?? 0);
+  return { reads: field('syscr'), writes: field('syscw') };
+}
+
+function cpuSplit(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  return { user: Number(fields[11]) * 10_000, system: Number(fields[12]) * 10_000 };
 }
 
 // A lean MCP client over keep-alive HTTP: the load generator must cost as little CPU as possible.
@@ -125,6 +140,10 @@ async function run(target, concurrency) {
   const latencies = [];
   let errors = 0;
   const cpuBefore = target.pid ? cpuMicros(target.pid) : 0;
+  const systemBefore = target.pid ? cpuSplit(target.pid).system : 0;
+  const ioBefore = target.pid ? syscalls(target.pid) : null;
+  const upstreamCpuBefore = cpuMicros(target.upstreamPid);
+  const selfCpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   const deadline = Date.now() + SECONDS * 1_000;
   let nextId = 1;
@@ -145,8 +164,15 @@ async function run(target, concurrency) {
       }
     }),
   );
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const ended = process.hrtime.bigint();
+  const seconds = Number(ended - started) / 1e9;
   const cpu = target.pid ? cpuMicros(target.pid) - cpuBefore : null;
+  const system = target.pid ? cpuSplit(target.pid).system - systemBefore : null;
+  const ioAfter = target.pid ? syscalls(target.pid) : null;
+  const upstreamCpu = cpuMicros(target.upstreamPid) - upstreamCpuBefore;
+  const selfCpu = process.cpuUsage(selfCpuBefore);
+  if (target.pid) profileWindows.push({ concurrency, startUs: Number(started / 1000n), endUs: Number(ended / 1000n) });
+  const perCall = (micros) => micros / Math.max(1, latencies.length + errors);
   latencies.sort((a, b) => a - b);
   const pick = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   return {
@@ -155,7 +181,12 @@ async function run(target, concurrency) {
     rps: latencies.length / seconds,
     p50: pick(0.5),
     p99: pick(0.99),
-    cpuPerCallMicros: cpu === null ? null : cpu / Math.max(1, latencies.length + errors),
+    cpuPerCallMicros: cpu === null ? null : perCall(cpu),
+    systemShare: cpu === null || cpu === 0 ? null : system / cpu,
+    writesPerCall: ioBefore && ioAfter ? perCall(ioAfter.writes - ioBefore.writes) : null,
+    readsPerCall: ioBefore && ioAfter ? perCall(ioAfter.reads - ioBefore.reads) : null,
+    upstreamCpuPerCallMicros: perCall(upstreamCpu),
+    loadCpuPerCallMicros: perCall(selfCpu.user + selfCpu.system),
   };
 }
 
@@ -206,8 +237,8 @@ async function main() {
     await waitReady(`http://127.0.0.1:${gatewayPort}/readyz`, gateway);
 
     const targets = {
-      direct: { url: upstreamUrl, auth: {}, tool: 'echo', pid: null },
-      gateway: { url: `http://127.0.0.1:${gatewayPort}/t/bench/mcp`, auth: { authorization: `Bearer ${apiKey}` }, tool: 'sink__echo', pid: gateway.pid },
+      direct: { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
+      gateway: { url: `http://127.0.0.1:${gatewayPort}/t/bench/mcp`, auth: { authorization: `Bearer ${apiKey}` }, tool: 'sink__echo', pid: gateway.pid, upstreamPid: upstream.pid },
     };
     console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
     const rows = [];
@@ -224,13 +255,18 @@ async function main() {
         p99: median(list.map((r) => r.p99)),
         errors: list.reduce((sum, r) => sum + r.errors, 0),
         cpu: list[0]?.cpuPerCallMicros === null ? null : median(list.map((r) => r.cpuPerCallMicros)),
+        upstreamCpu: median(list.map((r) => r.upstreamCpuPerCallMicros)),
+        systemShare: list[0]?.systemShare === null ? null : median(list.map((r) => r.systemShare)),
+        writesPerCall: list[0]?.writesPerCall === null ? null : median(list.map((r) => r.writesPerCall)),
+        readsPerCall: list[0]?.readsPerCall === null ? null : median(list.map((r) => r.readsPerCall)),
+        loadCpu: median(list.map((r) => r.loadCpuPerCallMicros)),
       });
       const d = summary(results.direct);
       const g = summary(results.gateway);
       rows.push({ c, d, g });
       console.log(
-        `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}\n` +
-          `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call\n` +
+        `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
+          `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call\n` +
           `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`,
       );
     }
@@ -238,6 +274,10 @@ async function main() {
   } finally {
     for (const child of children) child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, PROFILE ? 3_000 : 500));
+    if (PROFILE) {
+      mkdirSync(path.join(repoRoot, 'tmp/prof'), { recursive: true });
+      writeFileSync(path.join(repoRoot, 'tmp/prof/windows.json'), JSON.stringify(profileWindows));
+    }
     await dropDatabase(adminUrl).catch(() => undefined);
     agent.destroy();
   }

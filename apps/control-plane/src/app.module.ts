@@ -5,6 +5,7 @@ import { ChangeEventsModule } from '@portcullis/control-plane/change-events';
 import { AgentClientsModule } from '@portcullis/control-plane/feature-agent-clients';
 import { ApiKeysModule } from '@portcullis/control-plane/feature-api-keys';
 import { MembersModule } from '@portcullis/control-plane/feature-members';
+import { PoliciesModule } from '@portcullis/control-plane/feature-policies';
 import { TenantsModule } from '@portcullis/control-plane/feature-tenants';
 import { UpstreamsModule } from '@portcullis/control-plane/feature-upstreams';
 import { databaseReadinessCheck, DbModule, PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
@@ -49,6 +50,7 @@ export class AppModule {
         }),
         AgentClientsModule,
         ApiKeysModule,
+        PoliciesModule,
       ],
     };
   }

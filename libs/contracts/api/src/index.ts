@@ -20,3 +20,24 @@ export { agentClientKind, agentClientResponse, createAgentClientRequest } from '
 export type { AgentClientResponse, CreateAgentClientRequest } from './lib/agent-clients';
 export { apiKeyResponse, createApiKeyRequest, createdApiKeyResponse } from './lib/api-keys';
 export type { ApiKeyResponse, CreateApiKeyRequest, CreatedApiKeyResponse } from './lib/api-keys';
+export {
+  policyResponse,
+  putPolicyRequest,
+  savedPolicyResponse,
+  simulatedDecision,
+  simulatePolicyRequest,
+  simulatePolicyResponse,
+  simulateSubject,
+  snapshotResponse,
+  visibleTarget,
+} from './lib/policies';
+export type {
+  ParsedPutPolicyRequest,
+  ParsedSimulatePolicyRequest,
+  PolicyResponse,
+  PutPolicyRequest,
+  SavedPolicyResponse,
+  SimulatePolicyRequest,
+  SimulatePolicyResponse,
+  SnapshotResponse,
+} from './lib/policies';

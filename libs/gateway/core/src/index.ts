@@ -35,3 +35,7 @@ export { createRefresher } from './lib/registry/refresher';
 export type { Refresher } from './lib/registry/refresher';
 export { UpstreamRegistry } from './lib/registry/upstream-registry';
 export type { TenantUpstreams } from './lib/registry/upstream-registry';
+export { composeHooks } from './lib/hooks/request-hooks';
+export type { Admission, ApprovalGate, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from './lib/hooks/request-hooks';
+export { NO_STREAM } from './lib/dispatch/sinks';
+export type { MessageSink } from './lib/dispatch/sinks';

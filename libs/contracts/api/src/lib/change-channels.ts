@@ -7,5 +7,7 @@ export const CHANGE_CHANNELS = {
   tenants: 'pcs:tenants:changed',
   upstreams: 'pcs:upstreams:changed',
   apiKeys: 'pcs:apikeys:changed',
+  /** A tenant's active policy snapshot changed (a new version, or a rollback). */
+  snapshots: 'pcs:snapshots:changed',
 } as const;
 export type ChangeChannel = (typeof CHANGE_CHANNELS)[keyof typeof CHANGE_CHANNELS];

@@ -30,6 +30,8 @@ export const PERMISSIONS = {
   'tenant:agent-clients:write': { principal: 'member', roles: MANAGERS },
   'tenant:api-keys:read': { principal: 'member', roles: READERS },
   'tenant:api-keys:write': { principal: 'member', roles: MANAGERS },
+  'tenant:policies:read': { principal: 'member', roles: READERS },
+  'tenant:policies:write': { principal: 'member', roles: MANAGERS },
 } as const satisfies Record<string, PermissionRule>;
 
 export type Permission = keyof typeof PERMISSIONS;

@@ -20,6 +20,8 @@ export interface ControlPlaneChange {
   /** API representations before and after (null for create / delete); redacted again here. */
   readonly before: unknown;
   readonly after: unknown;
+  /** The policy snapshot version this change produced or activated, if it affected enforcement. */
+  readonly snapshotVersion?: number | null;
 }
 
 /**
@@ -65,7 +67,7 @@ export class AuditEmitter implements OnApplicationShutdown {
       targetId: change.target.id,
       decision: null,
       reason: null,
-      snapshotVersion: null,
+      snapshotVersion: change.snapshotVersion ?? null,
       approvalId: null,
       latencyMs: null,
       outcome: 'ok',

@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
+import { PoliciesModule } from '@portcullis/control-plane/feature-policies';
 import { AgentClientsController } from './agent-clients.controller';
 import { AgentClientsRepository } from './agent-clients.repository';
 import { AgentClientsService } from './agent-clients.service';
 
-@Module({ controllers: [AgentClientsController], providers: [AgentClientsRepository, AgentClientsService] })
+@Module({ imports: [PoliciesModule], controllers: [AgentClientsController], providers: [AgentClientsRepository, AgentClientsService] })
 export class AgentClientsModule {}

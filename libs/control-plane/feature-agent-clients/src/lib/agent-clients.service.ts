@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, type AgentClientResponse, type CreateAgentClientRequest, type PageQuery } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -16,6 +17,7 @@ export class AgentClientsService {
     private readonly repository: AgentClientsRepository,
     private readonly audit: AuditEmitter,
     private readonly changes: ChangePublisher,
+    private readonly snapshots: PolicySnapshotWriter,
   ) {}
 
   async list(scope: TenantScope, query: PageQuery): Promise<Page<AgentClientResponse>> {
@@ -31,29 +33,33 @@ export class AgentClientsService {
   }
 
   async create(scope: TenantScope, body: CreateAgentClientRequest): Promise<AgentClientResponse> {
-    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       if (await this.repository.findByName(scope.tenantId, tx, body.name)) throw agentClientErrors.nameTaken(body.name);
-      return this.repository.create(scope.tenantId, tx, {
+      const row = await this.repository.create(scope.tenantId, tx, {
         name: body.name,
         description: body.description ?? null,
         kind: body.kind ?? 'service',
         createdById: scope.actor.userId,
       });
+      // Agent clients are policy subjects (the compiled directory): a new snapshot in the same transaction.
+      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.create') };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? agentClientErrors.nameTaken(body.name) : error;
     });
     const response = toAgentClientResponse(row);
-    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'agent_client.create', target: { type: 'agent_client', id: row.id }, before: null, after: response });
+    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'agent_client.create', target: { type: 'agent_client', id: row.id }, before: null, after: response, snapshotVersion: snapshot.version });
+    await this.snapshots.announce(snapshot);
     return response;
   }
 
   /** Deleting a client deletes its API keys: gateways are told to drop them. */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { before, removed } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, removed, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       const removed = existing ? await this.repository.delete(scope.tenantId, tx, id) : null;
       if (!existing || !removed) throw agentClientErrors.notFound();
-      return { before: existing, removed };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.delete');
+      return { before: existing, removed, snapshot };
     });
     await this.audit.emit({
       tenantId: scope.tenantId,
@@ -62,7 +68,9 @@ export class AgentClientsService {
       target: { type: 'agent_client', id },
       before: { ...toAgentClientResponse(before), apiKeysDeleted: removed.apiKeys },
       after: null,
+      snapshotVersion: snapshot.version,
     });
+    await this.snapshots.announce(snapshot);
     if (removed.apiKeys > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
   }
 }

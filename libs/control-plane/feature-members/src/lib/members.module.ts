@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
+import { PoliciesModule } from '@portcullis/control-plane/feature-policies';
 import { MembersController } from './members.controller';
 import { MembersRepository } from './members.repository';
 import { MembersService } from './members.service';
 
-@Module({ controllers: [MembersController], providers: [MembersRepository, MembersService] })
+@Module({ imports: [PoliciesModule], controllers: [MembersController], providers: [MembersRepository, MembersService] })
 export class MembersModule {}

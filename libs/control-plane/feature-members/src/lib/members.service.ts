@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { AddMemberRequest, MemberResponse, PageQuery, UpdateMemberRequest } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -16,6 +17,7 @@ export class MembersService {
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
     private readonly repository: MembersRepository,
     private readonly audit: AuditEmitter,
+    private readonly snapshots: PolicySnapshotWriter,
   ) {}
 
   async list(scope: TenantScope, query: PageQuery): Promise<Page<MemberResponse>> {
@@ -26,20 +28,23 @@ export class MembersService {
 
   async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
     assertMayManage(scope.role, null, body.role);
-    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const user = await this.repository.findOrCreateUser(tx, body.email, body.name ?? body.email);
       if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
-      return this.repository.create(scope.tenantId, tx, user.id, body.role);
+      const row = await this.repository.create(scope.tenantId, tx, user.id, body.role);
+      // Roles are part of the compiled policy's directory: a new snapshot in the same transaction.
+      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.add') };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? memberErrors.alreadyMember(body.email) : error;
     });
     const response = toMemberResponse(row);
-    await this.emit(scope, 'member.add', row.id, null, response);
+    await this.emit(scope, 'member.add', row.id, null, response, snapshot.version);
+    await this.snapshots.announce(snapshot);
     return response;
   }
 
   async changeRole(scope: TenantScope, id: string, body: UpdateMemberRequest): Promise<MemberResponse> {
-    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, after, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -47,27 +52,30 @@ export class MembersService {
       assertKeepsAnOwner(ownerCount, existing.role, body.role);
       const updated = await this.repository.updateRole(scope.tenantId, tx, id, body.role);
       if (!updated) throw memberErrors.notFound();
-      return { before: existing, after: updated };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.role_change');
+      return { before: existing, after: updated, snapshot };
     });
     const response = toMemberResponse(after);
-    await this.emit(scope, 'member.role_change', id, toMemberResponse(before), response);
+    await this.emit(scope, 'member.role_change', id, toMemberResponse(before), response, snapshot.version);
+    await this.snapshots.announce(snapshot);
     return response;
   }
 
   async remove(scope: TenantScope, id: string): Promise<void> {
-    const before = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
       assertMayManage(scope.role, existing.role, null);
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
-      return existing;
+      return { before: existing, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
     });
-    await this.emit(scope, 'member.remove', id, toMemberResponse(before), null);
+    await this.emit(scope, 'member.remove', id, toMemberResponse(before), null, snapshot.version);
+    await this.snapshots.announce(snapshot);
   }
 
-  private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null) {
-    return this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'member', id }, before, after });
+  private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null, snapshotVersion: number) {
+    return this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'member', id }, before, after, snapshotVersion });
   }
 }

@@ -9,6 +9,7 @@ import {
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -33,6 +34,7 @@ export class UpstreamsService {
     private readonly audit: AuditEmitter,
     private readonly changes: ChangePublisher,
     @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
+    private readonly snapshots: PolicySnapshotWriter,
   ) {}
 
   async list(scope: TenantScope, query: PageQuery): Promise<Page<UpstreamResponse>> {
@@ -53,9 +55,9 @@ export class UpstreamsService {
     const id = newId();
     const headers = body.transport === 'stdio' ? undefined : this.seal(tenantId, id, 'headers', body.headers);
     const env = body.transport === 'stdio' ? this.seal(tenantId, id, 'env', body.env) : undefined;
-    const record = await this.inTransaction(tenantId, async (tx) => {
+    const { record, snapshot } = await this.inTransaction(tenantId, async (tx) => {
       await this.assertAvailable(tenantId, tx, { name: body.name, toolPrefix: body.toolPrefix });
-      return this.repository.create(tenantId, tx, {
+      const record = await this.repository.create(tenantId, tx, {
         id,
         name: body.name,
         description: body.description ?? null,
@@ -71,15 +73,17 @@ export class UpstreamsService {
         callTimeoutMs: body.callTimeoutMs,
         enabled: body.enabled,
       });
+      // Upstream names are policy targets (the compiled registry): a new snapshot in the same transaction.
+      return { record, snapshot: await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.create') };
     });
     const response = toUpstreamResponse(record);
-    await this.announce(scope, 'upstream.create', id, null, response);
+    await this.announce(scope, 'upstream.create', id, null, response, snapshot);
     return response;
   }
 
   async update(scope: TenantScope, id: string, body: UpdateUpstreamRequest): Promise<UpstreamResponse> {
     const { tenantId } = scope;
-    const { before, after } = await this.inTransaction(tenantId, async (tx) => {
+    const { before, after, snapshot } = await this.inTransaction(tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();
       this.assertFieldsFitTransport(existing, body);
@@ -104,21 +108,22 @@ export class UpstreamsService {
       };
       const updated = await this.repository.update(tenantId, tx, id, changes);
       if (!updated) throw upstreamErrors.notFound();
-      return { before: existing, after: updated };
+      const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.update');
+      return { before: existing, after: updated, snapshot };
     });
     const response = toUpstreamResponse(after);
-    await this.announce(scope, 'upstream.update', id, toUpstreamResponse(before), response);
+    await this.announce(scope, 'upstream.update', id, toUpstreamResponse(before), response, snapshot);
     return response;
   }
 
   async delete(scope: TenantScope, id: string): Promise<void> {
     const { tenantId } = scope;
-    const before = await withTenant(this.db, tenantId, async (tx) => {
+    const { before, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing || !(await this.repository.delete(tenantId, tx, id))) throw upstreamErrors.notFound();
-      return existing;
+      return { before: existing, snapshot: await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.delete') };
     });
-    await this.announce(scope, 'upstream.delete', id, toUpstreamResponse(before), null);
+    await this.announce(scope, 'upstream.delete', id, toUpstreamResponse(before), null, snapshot);
   }
 
   private assertStdioAllowed(scope: TenantScope, command: string): void {
@@ -206,8 +211,10 @@ export class UpstreamsService {
     id: string,
     before: UpstreamResponse | null,
     after: UpstreamResponse | null,
+    snapshot: WrittenSnapshot,
   ): Promise<void> {
-    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'upstream', id }, before, after });
+    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'upstream', id }, before, after, snapshotVersion: snapshot.version });
     await this.changes.publish(CHANGE_CHANNELS.upstreams, scope.tenantId);
+    await this.snapshots.announce(snapshot);
   }
 }

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'METHOD_NOT_ALLOWED'
   | 'CONFLICT'
   | 'PRECONDITION_FAILED'
+  | 'PRECONDITION_REQUIRED'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'NOT_ACCEPTABLE'
@@ -36,6 +37,7 @@ export const errorCatalog: Readonly<Record<ErrorCode, ErrorMapping>> = {
   METHOD_NOT_ALLOWED: { http: 405, jsonRpc: -32601, title: 'Method not allowed' },
   CONFLICT: { http: 409, jsonRpc: -32009, title: 'Conflict' },
   PRECONDITION_FAILED: { http: 412, jsonRpc: -32012, title: 'Precondition failed' },
+  PRECONDITION_REQUIRED: { http: 428, jsonRpc: -32028, title: 'Precondition required' },
   PAYLOAD_TOO_LARGE: { http: 413, jsonRpc: -32013, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { http: 415, jsonRpc: -32015, title: 'Unsupported media type' },
   NOT_ACCEPTABLE: { http: 406, jsonRpc: -32006, title: 'Not acceptable' },

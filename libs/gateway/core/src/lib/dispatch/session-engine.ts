@@ -25,6 +25,7 @@ import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
 import { exposeName, splitExposedName } from '../naming/tool-names';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
+import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
 import { NO_STREAM, type MessageSink } from './sinks';
 
@@ -61,8 +62,13 @@ export interface EngineDeps {
   readonly sessions: SessionStore & { forget?(id: string): void };
   readonly logger: Logger;
   readonly bus?: ReplicaBus;
+  /** Policy, rate limits, approvals, audit (see `RequestHooks`). */
+  readonly hooks?: RequestHooks;
   readonly options: EngineOptions;
 }
+
+/** Decides once, for a routed request, whether it may go on (see `RequestHooks.admit`). */
+type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unknown>>) => Promise<Admission | undefined>;
 
 interface LiveUpstream {
   readonly config: UpstreamConfig;
@@ -95,6 +101,13 @@ const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; c
   resourceTemplates: { method: 'resources/templates/list', field: 'resourceTemplates', capability: 'resources' },
 };
 
+const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> = {
+  tools: 'tool',
+  prompts: 'prompt',
+  resources: 'resource',
+  resourceTemplates: 'resourceTemplate',
+};
+
 /** RFC 6570 template → a regular expression that matches any expansion (level-1 precision is enough for routing). */
 function templatePattern(template: string): RegExp {
   const escaped = template.replace(/[.*+?^${}()|[\]\\]/g, (c) => (c === '{' || c === '}' ? c : `\\${c}`));
@@ -106,10 +119,17 @@ const RESOURCE_NOT_FOUND = -32002;
 
 const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\u0000${typeof id}:${String(id)}`;
 
+/**
+ * A request the gateway refuses itself. `data` goes to the agent with the error (e.g. a rate limit's scope and
+ * retry-after); `httpStatus` is used where the transport answers one request with one HTTP response.
+ */
 export class GatewayRequestError extends Error {
   constructor(
     readonly rpcCode: number,
     message: string,
+    readonly data?: Readonly<Record<string, unknown>>,
+    readonly outcome: 'error' | 'denied' | 'rate_limited' = 'error',
+    readonly httpStatus?: number,
   ) {
     super(message);
     this.name = 'GatewayRequestError';
@@ -139,6 +159,7 @@ export class SessionEngine {
     traceId: string,
     sessionId: string = newSessionId(),
   ): Promise<{ sessionId: string | undefined; response: JsonRpcResponse }> {
+    const startedAt = Date.now();
     const params = request.params ?? {};
     const clientInfo = params['clientInfo'];
     const capabilities = params['capabilities'];
@@ -195,6 +216,10 @@ export class SessionEngine {
       serverInfo: { ...this.deps.options.serverInfo },
       ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
     };
+    this.deps.hooks?.completed?.(
+      { record: live.record, method: 'initialize', requestId: request.id, traceId, startedAt },
+      { outcome: 'ok', latencyMs: Date.now() - startedAt },
+    );
     return { sessionId, response: resultResponse(request.id, result) };
   }
 
@@ -308,14 +333,63 @@ export class SessionEngine {
     const key = inflightKey(record.id, message.id);
     const controller = new AbortController();
     live.inflight.set(key, controller);
+    const hooks = this.deps.hooks;
+    const startedAt = Date.now();
+    let info: RequestInfo | undefined;
+    let admission: Admission | undefined;
+    let admitted = false;
+    const gate: Gate = async (target, args) => {
+      info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt, ...(target ? { target } : {}), ...(args ? { arguments: args } : {}) };
+      admitted = true;
+      if (!hooks?.admit) return undefined;
+      const verdict = hooks.admit(info, sink, controller.signal, undefined);
+      admission = verdict instanceof Promise ? await verdict : verdict;
+      return admission;
+    };
+    let response: JsonRpcResponse;
+    let result: Record<string, unknown> | undefined;
     try {
-      const result = await this.route(live, message, sink, controller.signal, traceId);
-      return resultResponse(message.id, result);
+      result = await this.route(live, message, sink, controller.signal, traceId, gate);
+      response = resultResponse(message.id, result);
     } catch (error) {
-      return this.errorFor(message.id, error, traceId);
+      response = this.errorFor(message.id, error, traceId);
+      result = undefined;
+      if (!admitted) info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt };
+      this.report(info, response, error, admitted ? admission : undefined, undefined, controller.signal);
+      return response;
     } finally {
       live.inflight.delete(key);
+      admission?.release?.();
     }
+    this.report(info, response, undefined, admission, result, controller.signal);
+    return response;
+  }
+
+  /** Tells the `completed` hook how a request ended. */
+  private report(
+    info: RequestInfo | undefined,
+    response: JsonRpcResponse,
+    error: unknown,
+    admission: Admission | undefined,
+    result: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+  ): void {
+    const completed = this.deps.hooks?.completed;
+    if (!completed || !info) return;
+    let outcome: RequestOutcome['outcome'] = 'ok';
+    if ('error' in response) {
+      if (error instanceof GatewayRequestError) outcome = error.outcome;
+      else if (signal.aborted) outcome = 'cancelled';
+      else if (error instanceof UpstreamRpcError || error instanceof UpstreamUnavailableError) outcome = 'upstream_error';
+      else outcome = 'error';
+    }
+    completed(info, {
+      outcome,
+      ...(admission ? { admission } : {}),
+      ...('error' in response ? { error: { code: response.error.code, message: response.error.message, ...(response.error.data === undefined ? {} : { data: response.error.data }) } } : {}),
+      ...(result ? { result } : {}),
+      latencyMs: Date.now() - info.startedAt,
+    });
   }
 
   private async route(
@@ -324,29 +398,39 @@ export class SessionEngine {
     sink: MessageSink,
     signal: AbortSignal,
     traceId: string,
+    gate: Gate,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
     switch (message.method) {
       case 'ping':
+        await gate();
         return {};
       case 'tools/list':
+        await gate();
         return this.list(live, 'tools', params['cursor'], traceId);
       case 'prompts/list':
+        await gate();
         return this.list(live, 'prompts', params['cursor'], traceId);
       case 'resources/list':
+        await gate();
         return this.list(live, 'resources', params['cursor'], traceId);
       case 'resources/templates/list':
+        await gate();
         return this.list(live, 'resourceTemplates', params['cursor'], traceId);
       case 'tools/call':
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
         const target = this.byExposedName(live, params['name'], kind);
-        return this.forward(live, target.upstreamId, message, { ...params, name: target.name }, sink, signal, traceId);
+        const args = isObject(params['arguments']) ? params['arguments'] : undefined;
+        const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
+        const forwarded = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
+        return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId);
       }
       case 'resources/read':
       case 'resources/subscribe':
       case 'resources/unsubscribe': {
         const upstreamId = await this.byUri(live, params['uri'], traceId);
+        await gate(this.resourceTarget(live, upstreamId, params['uri']));
         return this.forward(live, upstreamId, message, params, sink, signal, traceId);
       }
       case 'completion/complete': {
@@ -354,15 +438,18 @@ export class SessionEngine {
         if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
         if (ref['type'] === 'ref/prompt') {
           const target = this.byExposedName(live, ref['name'], 'prompt');
+          await gate({ upstream: target.config, kind: 'prompt', name: target.name });
           return this.forward(live, target.upstreamId, message, { ...params, ref: { ...ref, name: target.name } }, sink, signal, traceId);
         }
         if (ref['type'] === 'ref/resource') {
           const upstreamId = await this.byUri(live, ref['uri'], traceId);
+          await gate(this.resourceTarget(live, upstreamId, ref['uri']));
           return this.forward(live, upstreamId, message, params, sink, signal, traceId);
         }
         throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'unknown completion ref type');
       }
       case 'logging/setLevel': {
+        await gate();
         const targets = this.upstreamIdsWith(live, 'logging');
         await Promise.allSettled(
           targets.map(async (upstreamId) => (await this.upstream(live, upstreamId, traceId)).request('logging/setLevel', params, { signal })),
@@ -374,6 +461,11 @@ export class SessionEngine {
       default:
         throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
     }
+  }
+
+  private resourceTarget(live: LiveSession, upstreamId: string, uri: unknown): RequestInfo['target'] {
+    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    return config && typeof uri === 'string' ? { upstream: config, kind: 'resource', name: uri } : undefined;
   }
 
   // ---------------------------------------------------------------- aggregation
@@ -401,6 +493,7 @@ export class SessionEngine {
     const items: unknown[] = [];
     const more: PendingPage[] = [];
     const separator = this.deps.options.separator;
+    const filter = this.deps.hooks?.filter;
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -410,10 +503,11 @@ export class SessionEngine {
       }
       if (!config) return;
       const page = outcome.value;
-      const list = page[spec.field];
-      if (Array.isArray(list)) {
+      const raw = page[spec.field];
+      let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
+      if (filter) list = filter(live.record, LIST_TARGET[kind], config, list);
+      {
         for (const item of list) {
-          if (!isObject(item)) continue;
           if (kind === 'tools' || kind === 'prompts') {
             const name = typeof item['name'] === 'string' ? exposeName(config.toolPrefix, separator, item['name']) : undefined;
             if (name === undefined) {
@@ -438,7 +532,7 @@ export class SessionEngine {
     return { [spec.field]: items, ...(more.length > 0 ? { nextCursor: encodeCursor(kind, more) } : {}) };
   }
 
-  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string } {
+  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string; config: UpstreamConfig } {
     const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
     if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
     const parts = splitExposedName(exposed, this.deps.options.separator);
@@ -446,7 +540,7 @@ export class SessionEngine {
     if (!parts || !config || !(config.id in live.record.upstreams)) {
       throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${label}: ${exposed.slice(0, 128)}`);
     }
-    return { upstreamId: config.id, name: parts.name };
+    return { upstreamId: config.id, name: parts.name, config };
   }
 
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
@@ -642,7 +736,7 @@ export class SessionEngine {
   }
 
   private errorFor(id: JsonRpcId, error: unknown, traceId: string): JsonRpcResponse {
-    if (error instanceof GatewayRequestError) return rpcError(id, error.rpcCode, error.message, traceId);
+    if (error instanceof GatewayRequestError) return rpcError(id, error.rpcCode, error.message, traceId, error.data);
     if (error instanceof UpstreamRpcError) {
       const data = isObject(error.data) ? { ...error.data, traceId } : error.data === undefined ? { traceId } : error.data;
       return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, data } };

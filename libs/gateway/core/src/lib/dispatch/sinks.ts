@@ -19,12 +19,14 @@ const streamPrefix = (): string => `${Date.now().toString(36)}${(++streamCounter
  */
 export class PostResponder implements MessageSink {
   private state: 'pending' | 'sse' | 'done' = 'pending';
-  private readonly streamId = streamPrefix();
+  /** Event ids are minted only once the response turns into a stream (most responses never do). */
+  private streamId = '';
   private seq = 0;
 
+  /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
     private readonly res: ServerResponse,
-    private readonly headers: Readonly<Record<string, string>>,
+    private readonly sessionId: string,
   ) {}
 
   get canStream(): boolean {
@@ -34,20 +36,25 @@ export class PostResponder implements MessageSink {
   send(message: JsonRpcMessage): boolean {
     if (!this.canStream) return false;
     if (this.state === 'pending') {
-      this.res.writeHead(200, { ...this.headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
+      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
       this.state = 'sse';
+      this.streamId = streamPrefix();
     }
     this.res.write(sseFrame(JSON.stringify(message), `${this.streamId}_${++this.seq}`));
     return true;
   }
 
+  /**
+   * The answer. A plain JSON response goes out as one write: status line, headers and body together
+   * (a flat header list skips Node's per-header bookkeeping).
+   */
   finish(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'done') return;
     const body = JSON.stringify(response);
     if (this.state === 'sse') {
       this.res.end(sseFrame(body, `${this.streamId}_${++this.seq}`));
     } else if (!this.res.destroyed) {
-      this.res.writeHead(200, { ...this.headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))]);
       this.res.end(body);
     }
     this.state = 'done';

@@ -42,10 +42,20 @@ const covers = (types: readonly string[], wanted: string): boolean => {
   return types.some((type) => type === wanted || type === '*/*' || type === `${major}/*`);
 };
 
+// Agents send the same Accept value on every request: remember the last answer instead of splitting it each time.
+let lastPostAccept: string | undefined;
+let lastPostAcceptOk = false;
+
 /** POST: the client must accept both JSON and SSE responses. */
 export const acceptsPostResponses = (accept: HeaderValue): boolean => {
+  if (typeof accept === 'string' && accept === lastPostAccept) return lastPostAcceptOk;
   const types = mediaTypes(accept);
-  return covers(types, 'application/json') && covers(types, 'text/event-stream');
+  const ok = covers(types, 'application/json') && covers(types, 'text/event-stream');
+  if (typeof accept === 'string') {
+    lastPostAccept = accept;
+    lastPostAcceptOk = ok;
+  }
+  return ok;
 };
 
 /** GET (standalone stream, legacy SSE): the client must accept SSE. */
@@ -54,6 +64,7 @@ export const acceptsEventStream = (accept: HeaderValue): boolean => covers(media
 export const isJsonContentType = (contentType: HeaderValue): boolean => {
   const value = first(contentType);
   if (!value) return false;
+  if (value === 'application/json') return true;
   return (value.split(';')[0] ?? '').trim().toLowerCase() === 'application/json';
 };
 

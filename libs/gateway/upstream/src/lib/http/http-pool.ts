@@ -22,6 +22,8 @@ export interface HttpTarget {
   readonly hostname: string;
   readonly port: number;
   readonly path: string;
+  /** The Host header value (`host:port`, IPv6 in brackets). */
+  readonly host: string;
 }
 
 /**
@@ -52,7 +54,8 @@ export class HttpPool {
       agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
       this.agents.set(key, agent);
     }
-    return { url, agent, secure, hostname, port, path: `${url.pathname}${url.search}` };
+    const host = `${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`;
+    return { url, agent, secure, hostname, port, path: `${url.pathname}${url.search}`, host };
   }
 
   destroy(): void {
@@ -84,6 +87,46 @@ export function send(
   if (body === undefined) req.end();
   else req.end(body);
   return req;
+}
+
+/**
+ * A POST with a prepared, flat header list (`[name, value, name, value, ...]`, Host included, see
+ * `headerLines`): Node writes the head from the list as is, skipping its per-header bookkeeping, and
+ * sends head and body in one write. Content-Length is added here.
+ */
+export function sendPost(
+  target: HttpTarget,
+  headerLines: readonly string[],
+  body: string,
+  onResponse: (res: IncomingMessage) => void,
+  onError: (error: NodeJS.ErrnoException, req: ClientRequest) => void,
+): ClientRequest {
+  const headers = headerLines.slice();
+  headers.push('content-length', String(Buffer.byteLength(body)));
+  const options = {
+    method: 'POST',
+    hostname: target.hostname,
+    port: target.port,
+    path: target.path,
+    agent: target.agent,
+    headers,
+  };
+  const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
+  req.on('error', (error: NodeJS.ErrnoException) => onError(error, req));
+  req.end(body);
+  return req;
+}
+
+/** A headers object as the flat list `sendPost` takes, with Host first. */
+export function headerLines(target: HttpTarget, headers: OutgoingHttpHeaders): string[] {
+  const lines = ['host', target.host];
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) for (const item of value) lines.push(name, item);
+    else lines.push(name, String(value));
+  }
+  return lines;
 }
 
 /** Reads a whole (bounded) body as text. */

@@ -29,7 +29,7 @@ import {
 } from '../core/wire';
 import { handleCallResponse, type CallResponseHandlers } from './call-response';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
-import { isConnectError, send, type HttpTarget } from './http-pool';
+import { headerLines, isConnectError, send, sendPost, type HttpTarget } from './http-pool';
 
 /** Headers the connector owns; a configured header with one of these names is ignored. */
 const RESERVED_HEADERS = new Set([
@@ -76,6 +76,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private sessionId: string | null;
   private protocolVersion: string;
   private postHeaders: OutgoingHttpHeaders;
+  /** postHeaders as the flat list (Host included) that calls are sent with. */
+  private postHeaderLines: string[];
   private readonly baseHeaders: OutgoingHttpHeaders;
   private initialized: boolean;
   private closed = false;
@@ -103,6 +105,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.initialized = initialized;
     this.baseHeaders = configuredHeaders(ctx.config.headers);
     this.postHeaders = this.buildHeaders();
+    this.postHeaderLines = headerLines(ctx.target, this.postHeaders);
     ctx.registry.add(this);
   }
 
@@ -120,7 +123,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.info = toServerInfo(result);
     this.protocolVersion = this.info.protocolVersion;
     this.initialized = true;
-    this.postHeaders = this.buildHeaders();
+    this.setHeaders();
     await this.post(
       encodeNotification('notifications/initialized', undefined),
       Math.max(1, deadline - Date.now()),
@@ -189,10 +192,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         },
       };
       const start = (): void => {
-        req = send(
+        req = sendPost(
           this.ctx.target,
-          'POST',
-          this.postHeaders,
+          this.postHeaderLines,
           body,
           (res) => {
             if (settled) {
@@ -300,9 +302,14 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     return headers;
   }
 
+  private setHeaders(): void {
+    this.postHeaders = this.buildHeaders();
+    this.postHeaderLines = headerLines(this.ctx.target, this.postHeaders);
+  }
+
   private adoptSessionId(sessionId: string): void {
     this.sessionId = sessionId;
-    this.postHeaders = this.buildHeaders();
+    this.setHeaders();
   }
 
   private markExpired(): void {

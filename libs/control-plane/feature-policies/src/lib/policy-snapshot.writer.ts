@@ -1,0 +1,86 @@
+import { Injectable } from '@nestjs/common';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { ChangePublisher } from '@portcullis/control-plane/change-events';
+import type { Prisma, TenantTransaction } from '@portcullis/data/db';
+import { compile, serializeSnapshot, type CompileError } from '@portcullis/policy/engine';
+import type { TenantId } from '@portcullis/shared/util-ids';
+import { policyErrors } from './policies.errors';
+import { assemblePolicySource, toRuleSource } from './policies.mapper';
+import { PoliciesRepository } from './policies.repository';
+
+export interface WrittenSnapshot {
+  readonly tenantId: TenantId;
+  readonly version: number;
+  readonly checksum: string;
+  readonly comment: string;
+}
+
+export type RebuildResult = { readonly ok: true; readonly snapshot: WrittenSnapshot } | { readonly ok: false; readonly errors: readonly CompileError[] };
+
+/**
+ * Compiles the tenant's policy against the directory and registry as they are INSIDE the caller's transaction and
+ * writes the result as the new active snapshot (next version, previous one deactivated), so a change and the
+ * snapshot that enforces it commit or roll back together. Call `announce` after the commit.
+ *
+ * Other features (members, agent clients, upstreams) call `rebuildOrConflict` from their own transactions.
+ */
+@Injectable()
+export class PolicySnapshotWriter {
+  constructor(
+    private readonly repository: PoliciesRepository,
+    private readonly changes: ChangePublisher,
+  ) {}
+
+  /**
+   * @param override the policy being saved (else the stored one, or "deny by default, no rules" if none exists)
+   */
+  async rebuild(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    change: {
+      readonly actorUserId: string | null;
+      readonly comment: string;
+      readonly override?: { readonly defaultEffect: 'allow' | 'deny'; readonly rules: readonly PolicyRuleSource[] };
+    },
+  ): Promise<RebuildResult> {
+    await this.repository.lockSnapshots(tenantId, tx);
+    let policy = change.override;
+    if (policy === undefined) {
+      const stored = await this.repository.findPolicy(tenantId, tx);
+      const rows = stored ? await this.repository.rules(tenantId, tx, stored.id) : [];
+      policy = { defaultEffect: stored?.defaultEffect ?? 'deny', rules: rows.map(toRuleSource) };
+    }
+    const [directory, latest] = await Promise.all([this.repository.directory(tenantId, tx), this.repository.latestVersion(tenantId, tx)]);
+    const version = latest + 1;
+    const source = assemblePolicySource({ tenantId, version, defaultEffect: policy.defaultEffect, rules: policy.rules, directory });
+    const compiled = compile(source);
+    if (!compiled.ok) return { ok: false, errors: compiled.errors };
+    await this.repository.deactivateAll(tenantId, tx);
+    const row = await this.repository.insertActiveSnapshot(tenantId, tx, {
+      version,
+      irVersion: compiled.snapshot.irVersion,
+      checksum: compiled.snapshot.checksum,
+      ir: JSON.parse(serializeSnapshot(compiled.snapshot)) as Prisma.InputJsonValue,
+      source: source as unknown as Prisma.InputJsonValue,
+      comment: change.comment,
+      createdById: change.actorUserId,
+    });
+    return { ok: true, snapshot: { tenantId, version: row.version, checksum: row.checksum, comment: change.comment } };
+  }
+
+  /** `rebuild` for changes outside the policy: a change that would break the policy is refused with 409. */
+  async rebuildOrConflict(tenantId: TenantId, tx: TenantTransaction, actorUserId: string | null, comment: string): Promise<WrittenSnapshot> {
+    const result = await this.rebuild(tenantId, tx, { actorUserId, comment });
+    if (!result.ok) throw policyErrors.changeBreaksPolicy(result.errors);
+    return result.snapshot;
+  }
+
+  /**
+   * After the commit: tell the gateways (best effort; they also reconcile). The change's own audit event names the
+   * snapshot (`snapshotVersion`), so a snapshot is audited as part of the change that produced it.
+   */
+  async announce(snapshot: WrittenSnapshot): Promise<void> {
+    await this.changes.publish(CHANGE_CHANNELS.snapshots, snapshot.tenantId);
+  }
+}

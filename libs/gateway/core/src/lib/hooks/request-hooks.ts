@@ -1,0 +1,153 @@
+import type { IrRateLimit } from '@portcullis/contracts/policy-ir';
+import type { JsonRpcId, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import type { MessageSink } from '../dispatch/sinks';
+
+/** The MCP object a routed request is about, named as its upstream knows it. */
+export type TargetKind = 'tool' | 'prompt' | 'resource';
+
+/** What the hooks know about one request of a session. */
+export interface RequestInfo {
+  readonly record: SessionRecord;
+  readonly method: string;
+  readonly requestId: JsonRpcId;
+  readonly traceId: string;
+  /** Set for requests routed to one upstream object (tools/call, prompts/get, resources/read, ...). */
+  readonly target?: { readonly upstream: UpstreamConfig; readonly kind: TargetKind; readonly name: string };
+  /** Tool-call / prompt arguments as the agent sent them. */
+  readonly arguments?: Readonly<Record<string, unknown>>;
+  /** The request's start (ms since the epoch). */
+  readonly startedAt: number;
+}
+
+/** A hook's verdict on a request it let through. Every field is optional; the engine merges them in hook order. */
+export interface Admission {
+  /** The policy decision that let the request through (for the audit trail). */
+  readonly decision?: 'allow' | 'require_approval';
+  readonly reason?: string;
+  readonly ruleIds?: readonly string[];
+  readonly snapshotVersion?: number | null;
+  readonly approvalId?: string;
+  /** Rate limits of the rules that let the request through (enforced by the rate-limit hook). */
+  readonly rateLimits?: readonly { readonly ruleId: string; readonly rateLimit: Readonly<IrRateLimit> }[];
+  /** Arguments that replace the agent's (an approver edited them). */
+  readonly arguments?: Readonly<Record<string, unknown>>;
+  /** Called once when the request has finished, whatever the outcome (releases a concurrency slot, ...). */
+  readonly release?: () => void;
+}
+
+/** How a request ended, for the audit trail. */
+export interface RequestOutcome {
+  readonly outcome: 'ok' | 'error' | 'denied' | 'rate_limited' | 'upstream_error' | 'cancelled';
+  /** The merged admission; absent when a hook refused the request. */
+  readonly admission?: Admission;
+  /** The refusal or error, when there was one. */
+  readonly error?: { readonly code: number; readonly message: string; readonly data?: unknown };
+  /** The upstream's result (tools/call, prompts/get, resources/read): for audit redaction, never changed. */
+  readonly result?: Readonly<Record<string, unknown>>;
+  readonly latencyMs: number;
+}
+
+/**
+ * Extension points on the request path: policy, rate limits, approvals and audit plug in here without the
+ * engine knowing about them. Hooks run in order; a hook refuses a request by throwing a `GatewayRequestError`
+ * (its code, message and data go to the agent as the JSON-RPC error).
+ */
+export interface RequestHooks {
+  /**
+   * Before the request does any work. Synchronous answers keep the hot path free of promise hops; a hook that
+   * must wait (approval, a Redis limit) returns a promise and may send progress through `sink`. `prior` is what
+   * the earlier hooks admitted with (e.g. the policy decision and its rate limits).
+   */
+  admit?(info: RequestInfo, sink: MessageSink, signal: AbortSignal, prior: Admission | undefined): Admission | undefined | Promise<Admission | undefined>;
+  /** Narrows one upstream's part of a listing to what the session's principal may see. Synchronous. */
+  filter?(record: SessionRecord, kind: TargetKind | 'resourceTemplate', upstream: UpstreamConfig, items: readonly Record<string, unknown>[]): readonly Record<string, unknown>[];
+  /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
+  completed?(info: RequestInfo, outcome: RequestOutcome): void;
+}
+
+/**
+ * Holds a call that the policy says needs a human's approval until it is decided or times out. Resolves with
+ * the admission to go on with (possibly edited arguments); throws a `GatewayRequestError` when the approval is
+ * denied, expires or cannot be created. Implemented by the approvals feature; the policy hook calls it.
+ */
+export interface ApprovalGate {
+  hold(
+    info: RequestInfo,
+    decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
+    sink: MessageSink,
+    signal: AbortSignal,
+  ): Promise<Admission>;
+}
+
+const merge = (into: Admission | undefined, next: Admission | undefined): Admission | undefined => {
+  if (!next) return into;
+  if (!into) return next;
+  const releases = [into.release, next.release].filter((r): r is () => void => r !== undefined);
+  return {
+    ...into,
+    ...next,
+    ...(releases.length > 0 ? { release: () => releases.forEach((release) => release()) } : {}),
+  };
+};
+
+/**
+ * One `RequestHooks` out of several, run in order. If a later hook refuses, the releases of the earlier
+ * admissions run before the refusal propagates.
+ */
+export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
+  const admitters = hooks.filter((h) => h.admit);
+  const filters = hooks.filter((h) => h.filter);
+  const observers = hooks.filter((h) => h.completed);
+  const composed: RequestHooks = {};
+  if (admitters.length > 0) {
+    composed.admit = (info, sink, signal) => {
+      let merged: Admission | undefined;
+      for (let index = 0; index < admitters.length; index++) {
+        let verdict: Admission | undefined | Promise<Admission | undefined>;
+        try {
+          verdict = admitters[index]!.admit!(info, sink, signal, merged);
+        } catch (error) {
+          merged?.release?.();
+          throw error;
+        }
+        if (verdict instanceof Promise) return continueAsync(admitters, index, verdict, merged, info, sink, signal);
+        merged = merge(merged, verdict);
+      }
+      return merged;
+    };
+  }
+  if (filters.length > 0) {
+    composed.filter = (record, kind, upstream, items) => filters.reduce((list, hook) => hook.filter!(record, kind, upstream, list), items);
+  }
+  if (observers.length > 0) {
+    composed.completed = (info, outcome) => {
+      for (const hook of observers) {
+        try {
+          hook.completed!(info, outcome);
+        } catch {
+          // An observer's failure must never affect the request or the other observers.
+        }
+      }
+    };
+  }
+  return composed;
+}
+
+async function continueAsync(
+  admitters: readonly RequestHooks[],
+  index: number,
+  pending: Promise<Admission | undefined>,
+  merged: Admission | undefined,
+  info: RequestInfo,
+  sink: MessageSink,
+  signal: AbortSignal,
+): Promise<Admission | undefined> {
+  try {
+    merged = merge(merged, await pending);
+    for (let next = index + 1; next < admitters.length; next++) merged = merge(merged, await admitters[next]!.admit!(info, sink, signal, merged));
+    return merged;
+  } catch (error) {
+    merged?.release?.();
+    throw error;
+  }
+}
