@@ -34,7 +34,8 @@ export default [
             { sourceTag: 'scope:gateway', onlyDependOnLibsWithTags: ['scope:gateway', 'scope:shared'] },
             {
               sourceTag: 'scope:control-plane',
-              onlyDependOnLibsWithTags: ['scope:control-plane', 'scope:shared'],
+              // consumer:control-plane: an audit lib the control plane's audit API reuses (libs/audit/core).
+              onlyDependOnLibsWithTags: ['scope:control-plane', 'scope:shared', 'consumer:control-plane'],
             },
             { sourceTag: 'scope:audit', onlyDependOnLibsWithTags: ['scope:audit', 'scope:shared'] },
             { sourceTag: 'scope:portal', onlyDependOnLibsWithTags: ['scope:portal', 'scope:shared'] },

@@ -4,6 +4,9 @@ import { ControlPlaneAuthModule } from '@portcullis/control-plane/auth';
 import { ChangeEventsModule } from '@portcullis/control-plane/change-events';
 import { AgentClientsModule } from '@portcullis/control-plane/feature-agent-clients';
 import { ApiKeysModule } from '@portcullis/control-plane/feature-api-keys';
+import { ApprovalsModule } from '@portcullis/control-plane/feature-approvals';
+import { AuditModule } from '@portcullis/control-plane/feature-audit';
+import { GroupsModule } from '@portcullis/control-plane/feature-groups';
 import { MembersModule } from '@portcullis/control-plane/feature-members';
 import { PoliciesModule } from '@portcullis/control-plane/feature-policies';
 import { TenantsModule } from '@portcullis/control-plane/feature-tenants';
@@ -47,10 +50,22 @@ export class AppModule {
         UpstreamsModule.forRoot({
           keyring: parseKeyring(config.secrets.keyringSpec),
           stdioCommandAllowlist: config.upstreams.stdioCommandAllowlist,
+          network: config.upstreams.network,
+          testTimeoutMs: config.upstreams.testTimeoutMs,
+          logger,
         }),
         AgentClientsModule,
         ApiKeysModule,
         PoliciesModule,
+        ApprovalsModule,
+        GroupsModule,
+        AuditModule.forRoot({
+          exportDir: config.audit.exportDir,
+          redisUrl: config.redis.url,
+          queuePrefix: config.queue.prefix,
+          enqueueTimeoutMs: config.redisWriteTimeoutMs,
+          syncExportMaxRows: config.audit.syncExportMaxRows,
+        }),
       ],
     };
   }

@@ -57,12 +57,21 @@ export const controlPlaneConfigSchema = z
       }),
     /** Exact commands stdio upstreams may run, comma-separated. Empty (default): no stdio upstreams. */
     CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: f.csv,
+    /** Test connection may reach loopback/private/link-local upstreams (set it like GATEWAY_UPSTREAM_ALLOW_PRIVATE). */
+    CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
+    /** Host names or IP literals test connection may reach even when private, comma-separated. */
+    CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS: f.csv,
+    CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: f.durationMs(10_000),
     /** How long a request waits for Redis to take an audit job or change notice before logging and moving on. */
     CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: f.durationMs(1_000),
     QUEUE_PREFIX: z
       .string()
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
       .default('portcullis'),
+    /** Where the audit worker writes export files (the same directory as the worker's AUDIT_EXPORT_DIR). */
+    AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
+    /** Most rows a synchronous `GET .../audit/events.csv|.jsonl` may return; larger exports run as worker jobs. */
+    AUDIT_SYNC_EXPORT_MAX_ROWS: z.coerce.number().int().min(1).max(1_000_000).default(50_000),
     DATABASE_URL: f.postgresUrl,
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
@@ -88,9 +97,14 @@ export const controlPlaneConfigSchema = z
       keyringSpec: env.CONTROL_PLANE_SECRETS_KEYRING ?? DEV_KEYRING,
       usingDevelopmentKeyring: env.CONTROL_PLANE_SECRETS_KEYRING === undefined,
     },
-    upstreams: { stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST },
+    upstreams: {
+      stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST,
+      network: { allowPrivateNetworks: env.CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE, allowedHosts: env.CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS },
+      testTimeoutMs: env.CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS,
+    },
     queue: { prefix: env.QUEUE_PREFIX },
     redisWriteTimeoutMs: env.CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS,
+    audit: { exportDir: env.AUDIT_EXPORT_DIR, syncExportMaxRows: env.AUDIT_SYNC_EXPORT_MAX_ROWS },
     database: { url: env.DATABASE_URL },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,

@@ -24,10 +24,47 @@ export const gatewayConfigSchema = z
     GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
+    /** Policy snapshots: compare (version, checksum) with the database this often, so a missed notice heals. */
+    GATEWAY_POLICY_RECONCILE_MS: f.durationMs(5_000),
+    /** Policy snapshots: poll this often while Redis notices are unavailable (or the database is failing). */
+    GATEWAY_POLICY_POLL_MS: f.durationMs(1_000),
+    /** A call the policy holds for approval fails after this long without a decision (its approval expires). */
+    GATEWAY_APPROVAL_TIMEOUT_MS: f.durationMs(10 * 60_000),
+    /** Held calls: check their approvals in the database this often (Redis notices are the fast path). */
+    GATEWAY_APPROVAL_POLL_MS: f.durationMs(5_000),
+    /** Held calls: progress notifications this often to an agent that sent a progress token. */
+    GATEWAY_APPROVAL_PROGRESS_MS: f.durationMs(10_000),
     /** Let URL upstreams reach loopback/private addresses (development and tests). */
     GATEWAY_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
+    /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
+    GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
+    /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
+    GATEWAY_RATE_LIMIT_REDIS_URL: f.redisUrl.optional(),
+    /** A counter check slower than this counts as Redis being unavailable (the tenant's fail mode applies). */
+    GATEWAY_RATE_LIMIT_TIMEOUT_MS: f.durationMs(250),
+    /** Longest a call holds a concurrency slot if its replica dies mid-call (at least the longest call timeout). */
+    GATEWAY_RATE_LIMIT_LEASE_MS: f.durationMs(15 * 60_000),
+    /** Audit events for every MCP request: off only for benchmarks and debugging. */
+    GATEWAY_AUDIT_ENABLED: f.booleanFlag(true),
+    /** Redis of the audit queue; defaults to REDIS_URL. */
+    GATEWAY_AUDIT_REDIS_URL: f.redisUrl.optional(),
+    /** Events held in memory before they spill to the spool. */
+    GATEWAY_AUDIT_BUFFER_MAX: z.coerce.number().int().min(100).max(1_000_000).default(20_000),
+    GATEWAY_AUDIT_FLUSH_MS: f.durationMs(100),
+    GATEWAY_AUDIT_BATCH_SIZE: z.coerce.number().int().min(1).max(5_000).default(500),
+    /**
+     * This replica's own directory for the local audit spool (events kept while Redis is away). Unset: an in-memory
+     * spool, lost on a crash, and fail-closed tenants are refused while the queue is down. Required in production.
+     */
+    GATEWAY_AUDIT_SPOOL_DIR: z.string().trim().min(1).optional(),
+    GATEWAY_AUDIT_SPOOL_MAX_BYTES: z.coerce.number().int().min(1_024).default(256 * 1024 * 1024),
+    /** BullMQ key prefix; the audit worker's QUEUE_PREFIX must be the same. */
+    QUEUE_PREFIX: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
+      .default('portcullis'),
     /** `kid:base64key[,kid2:...]` opening upstream headers/env sealed by the control plane. Required in production. */
     GATEWAY_SECRETS_KEYRING: z.string().trim().regex(KEYRING, 'must look like kid:base64key[,kid2:base64key]').optional(),
     DATABASE_URL: f.postgresUrl,
@@ -47,6 +84,9 @@ export const gatewayConfigSchema = z
     if (env.DATABASE_SYSTEM_URL === undefined) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_SYSTEM_URL'], message: 'is required in production' });
     }
+    if (env.GATEWAY_AUDIT_ENABLED && env.GATEWAY_AUDIT_SPOOL_DIR === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['GATEWAY_AUDIT_SPOOL_DIR'], message: 'is required in production (a directory of its own per replica)' });
+    }
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
@@ -65,10 +105,28 @@ export const gatewayConfigSchema = z
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
     },
+    policy: { reconcileMs: env.GATEWAY_POLICY_RECONCILE_MS, pollMs: env.GATEWAY_POLICY_POLL_MS },
+    approvals: { timeoutMs: env.GATEWAY_APPROVAL_TIMEOUT_MS, pollMs: env.GATEWAY_APPROVAL_POLL_MS, progressMs: env.GATEWAY_APPROVAL_PROGRESS_MS },
     upstreams: {
       allowPrivateNetworks: env.GATEWAY_UPSTREAM_ALLOW_PRIVATE,
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
+    },
+    rateLimits: {
+      enabled: env.GATEWAY_RATE_LIMITS_ENABLED,
+      redisUrl: env.GATEWAY_RATE_LIMIT_REDIS_URL ?? env.REDIS_URL,
+      timeoutMs: env.GATEWAY_RATE_LIMIT_TIMEOUT_MS,
+      leaseMs: env.GATEWAY_RATE_LIMIT_LEASE_MS,
+    },
+    audit: {
+      enabled: env.GATEWAY_AUDIT_ENABLED,
+      redisUrl: env.GATEWAY_AUDIT_REDIS_URL ?? env.REDIS_URL,
+      queuePrefix: env.QUEUE_PREFIX,
+      bufferMax: env.GATEWAY_AUDIT_BUFFER_MAX,
+      flushMs: env.GATEWAY_AUDIT_FLUSH_MS,
+      batchSize: env.GATEWAY_AUDIT_BATCH_SIZE,
+      spoolDir: env.GATEWAY_AUDIT_SPOOL_DIR ?? null,
+      spoolMaxBytes: env.GATEWAY_AUDIT_SPOOL_MAX_BYTES,
     },
     secrets: { keyring: env.GATEWAY_SECRETS_KEYRING ?? null },
     database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },

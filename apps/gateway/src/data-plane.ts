@@ -2,31 +2,42 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { parseKeyring, type Keyring } from '@portcullis/auth/secrets';
 import type { Redis } from '@portcullis/data/redis';
-import type { SystemPrismaClient } from '@portcullis/data/db';
+import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import {
   ApiKeyAuthenticator,
   ApiKeyIndex,
   assertValidSeparator,
+  composeHooks,
   createRedisReplicaBus,
   createRefresher,
+  RedisReplayLog,
   registerMcpRoutes,
   SessionEngine,
   TenantIndex,
   UpstreamRegistry,
   type BusMessage,
   type ReplicaBus,
+  type RequestHooks,
 } from '@portcullis/gateway/core';
+import { policyHooks, SnapshotCache } from '@portcullis/gateway/policy-cache';
+import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals';
 import { RedisSessionStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
+import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
+import { createRateLimitRedis, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
+import type { TenantSettings } from '@portcullis/contracts/api';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { GatewayConfig } from './config';
-import { loadApiKeys, loadTenants, loadUpstreams } from './snapshot-loaders';
+import { loadApiKeys, loadTenantSettings, loadTenants, loadToolPins, loadUpstreams, policySnapshotSource } from './snapshot-loaders';
 
 export interface DataPlaneDeps {
   readonly config: GatewayConfig;
   readonly logger: Logger;
   /** Null: no DATABASE_SYSTEM_URL (development only): the endpoints know no tenants. */
   readonly systemDb: SystemPrismaClient | null;
+  /** The application role (RLS applies): held calls write their approvals here. Null: require_approval calls fail. */
+  readonly appDb?: PortcullisPrismaClient | null;
   /** Commands (session records, publishes). */
   readonly redis: Redis;
   /** A dedicated connection for SUBSCRIBE. */
@@ -37,6 +48,10 @@ export interface DataPlaneDeps {
 
 export interface DataPlane {
   readonly replicaId: string;
+  /** Every tenant's compiled policy snapshot in force on this replica. */
+  readonly policies: SnapshotCache;
+  /** The audit emitter (null when GATEWAY_AUDIT_ENABLED is false): tests flush it; close() flushes it. */
+  readonly audit: AuditEmitter | null;
   /** Reloads every snapshot now (tests; the periodic and pub/sub refreshes do this in production). */
   refreshAll(): Promise<void>;
   close(): Promise<void>;
@@ -58,12 +73,19 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const tenants = new TenantIndex();
   const apiKeys = new ApiKeyIndex();
   const registry = new UpstreamRegistry(config.mcp.toolSeparator);
+  const toolPins = new ToolPinIndex();
+  // Tenant settings (rate-limit and audit choices), reloaded with the tenants.
+  let settings: ReadonlyMap<string, TenantSettings> = new Map();
+  const settingsFor = (tenantId: string): TenantSettings | undefined => settings.get(tenantId);
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
-      load: async () => tenants.replace(systemDb ? await loadTenants(systemDb) : []),
+      load: async () => {
+        tenants.replace(systemDb ? await loadTenants(systemDb) : []);
+        settings = systemDb ? await loadTenantSettings(systemDb, logger) : new Map();
+      },
     }),
     apiKeys: createRefresher({
       name: 'api-keys',
@@ -80,11 +102,32 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
         ),
     }),
+    toolPins: createRefresher({
+      name: 'tool-pins',
+      intervalMs: config.mcp.snapshotRefreshMs,
+      logger,
+      load: async () => {
+        const loaded = systemDb ? await loadToolPins(systemDb) : { rows: [], requireApproval: [] };
+        toolPins.replace(loaded.rows, loaded.requireApproval);
+      },
+    }),
   };
+  // Policy snapshots: loaded at boot, swapped on a notice, reconciled by (version, checksum) so none is missed.
+  const policies = new SnapshotCache({
+    source: systemDb ? policySnapshotSource(systemDb) : { listActive: async () => [], loadActive: async () => [] },
+    logger,
+    reconcileMs: config.policy.reconcileMs,
+    pollMs: config.policy.pollMs,
+  });
+  // Held calls (require_approval): approvals in Postgres, decisions announced on CHANGE_CHANNELS.approvals, polled too.
+  const approvals = deps.appDb
+    ? new HeldCallGate({ store: new PrismaApprovalStore(deps.appDb), logger, ...config.approvals })
+    : undefined;
+  if (!approvals) logger.warn('no application database client: calls that need approval fail with APPROVAL_UNAVAILABLE');
   const refreshAll = async () => {
-    await Promise.all(Object.values(refreshers).map((refresher) => refresher.refresh()));
+    await Promise.all([...Object.values(refreshers).map((refresher) => refresher.refresh()), policies.reconcile()]);
   };
-  await refreshAll();
+  await Promise.all([...Object.values(refreshers).map((refresher) => refresher.refresh()), policies.start()]);
 
   const sessions = new RedisSessionStore(deps.redis, {
     idleTtlMs: config.mcp.sessionIdleMs,
@@ -96,18 +139,75 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const engineRef: { current?: SessionEngine } = {};
   const onBus = (message: BusMessage) => engineRef.current?.onBusMessage(message);
   let bus: ReplicaBus | undefined;
+  let subscribed = false;
   try {
     bus = await createRedisReplicaBus({ publisher: deps.redis, subscriber: deps.subscriber, replicaId, onMessage: onBus });
     await deps.subscriber.subscribe(...Object.values(CHANGE_CHANNELS));
+    subscribed = true;
   } catch (error) {
     // Redis down at boot: readiness says so; requests with cached sessions still flow (ADR 0007).
     logger.error({ err: error }, 'could not subscribe to gateway channels; cross-replica messages are off');
   }
-  deps.subscriber.on('message', (channel: string) => {
+  // Without notices the policy cache polls the database; when they come back it reconciles once.
+  policies.setPubSubHealthy(subscribed);
+  deps.subscriber.on('ready', () => policies.setPubSubHealthy(subscribed));
+  deps.subscriber.on('close', () => policies.setPubSubHealthy(false));
+  deps.subscriber.on('message', (channel: string, message: string) => {
     if (channel === CHANGE_CHANNELS.apiKeys) void refreshers.apiKeys.refresh();
     else if (channel === CHANGE_CHANNELS.tenants) void refreshers.tenants.refresh();
-    else if (channel === CHANGE_CHANNELS.upstreams) void refreshers.upstreams.refresh();
+    else if (channel === CHANGE_CHANNELS.upstreams) void Promise.all([refreshers.upstreams.refresh(), refreshers.toolPins.refresh()]);
+    else if (channel === CHANGE_CHANNELS.snapshots) void policies.notice(message);
+    else if (channel === CHANGE_CHANNELS.approvals) approvals?.onDecided(message);
   });
+
+  // Request hooks, in order: policy first (its admission carries the decision and rate limits to later hooks).
+  // Tool pinning goes before it: a tool whose definition is not the approved one is hidden and refused outright.
+  const hooks: RequestHooks[] = [toolPinningHooks({ pins: toolPins, logger }), policyHooks(policies, approvals)];
+
+  // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).
+  const auditProducer = config.audit.enabled
+    ? createAuditQueueProducer({ redisUrl: config.audit.redisUrl, prefix: config.audit.queuePrefix, connectionName: 'gateway-audit' })
+    : null;
+  const emitter = auditProducer
+    ? createAuditEmitter({
+        producer: auditProducer,
+        maxBuffer: config.audit.bufferMax,
+        flushEveryMs: config.audit.flushMs,
+        batchSize: config.audit.batchSize,
+        spoolDir: config.audit.spoolDir,
+        spoolMaxBytes: config.audit.spoolMaxBytes,
+        logger,
+      })
+    : null;
+  const audit = emitter
+    ? auditHooks({ emitter, settings: settingsFor, separator: config.mcp.toolSeparator, spoolDurable: config.audit.spoolDir !== null, logger })
+    : null;
+  if (!audit) logger.warn('GATEWAY_AUDIT_ENABLED is false: MCP requests are not audited');
+  const limiterRedis = config.rateLimits.enabled ? createRateLimitRedis(config.rateLimits.redisUrl) : null;
+  if (limiterRedis) {
+    // Counters asked before the connection is ready count as unavailable: give it a bounded moment at boot.
+    await waitForReady(limiterRedis, 2_000).catch(() => logger.error('rate-limit Redis not reachable at boot: tenants\' fail modes apply until it is'));
+    const limiter = new RateLimitService({
+      redis: limiterRedis,
+      keyPrefix: 'pcs',
+      redisTimeoutMs: config.rateLimits.timeoutMs,
+      concurrencyLeaseMs: config.rateLimits.leaseMs,
+    });
+    hooks.push(
+      rateLimitHooks({
+        limiter,
+        settings: settingsFor,
+        logger,
+        ...(audit
+          ? {
+              onDegraded: (info) => audit.note(info, { degraded: 'rate limits not enforced: counters unavailable (tenant fails open)' }),
+              onRefused: (info, prior) => audit.note(info, prior ? { prior } : {}),
+            }
+          : {}),
+      }),
+    );
+  } else logger.warn('GATEWAY_RATE_LIMITS_ENABLED is false: rate limits are not enforced');
+  if (audit) hooks.push(audit);
 
   const engine = new SessionEngine({
     registry,
@@ -115,6 +215,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     sessions,
     logger,
     ...(bus ? { bus } : {}),
+    hooks: composeHooks(hooks),
     options: {
       separator: config.mcp.toolSeparator,
       listTimeoutMs: config.mcp.listTimeoutMs,
@@ -131,17 +232,42 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     origin: { allowedHosts: new Set(config.http.allowedHosts), allowedOrigins: new Set(config.http.allowedOrigins) },
     bodyLimitBytes: config.http.bodyLimitBytes,
     keepAliveMs: 15_000,
+    // Resumable SSE streams (Last-Event-ID) on any replica: per-stream logs in Redis (ADR 0007).
+    replay: new RedisReplayLog(deps.redis, { ttlMs: 5 * 60_000, maxEntries: 1_000, maxBytes: 1024 * 1024, maxFollowers: 256 }, logger),
   });
-  logger.info({ replicaId, tenants: tenants.size, apiKeys: apiKeys.size }, 'MCP data plane ready');
+  logger.info({ replicaId, tenants: tenants.size, apiKeys: apiKeys.size, policySnapshots: policies.size }, 'MCP data plane ready');
 
   return {
     replicaId,
+    policies,
+    audit: emitter,
     refreshAll,
     async close() {
       for (const refresher of Object.values(refreshers)) refresher.stop();
+      policies.stop();
       routes.closeStreams();
       await engine.shutdown();
+      await approvals?.close();
+      // Every request has completed (or been cancelled) by now: flush its events, then drop the connections.
+      await emitter?.close();
+      await auditProducer?.close();
+      limiterRedis?.disconnect();
       await deps.connector.shutdown();
     },
   };
+}
+
+function waitForReady(redis: { status: string; once(event: 'ready', listener: () => void): unknown; off(event: 'ready', listener: () => void): unknown }, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      reject(new Error('not ready'));
+    }, timeoutMs);
+    redis.once('ready', onReady);
+  });
 }

@@ -13,6 +13,7 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -54,6 +55,9 @@ beforeAll(async () => {
   demo = await startDemoUpstreams();
   tenant = await createTestTenant(db);
   otherTenant = await createTestTenant(db);
+  // These tests are about routing, not policy: both tenants allow everything (policy.int-spec.ts covers enforcement).
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await writeActiveSnapshot(db, otherTenant.id, ALLOW_ALL);
   const upstream = (name: string, data: Record<string, unknown>) =>
     db.upstream.create({ data: { tenantId: tenant.id, name, toolPrefix: name, connectTimeoutMs: 3_000, callTimeoutMs: 10_000, ...data } as never });
   await upstream('tickets', { transport: 'streamable_http', url: `${demo.url}/tickets/mcp` });

@@ -1,7 +1,10 @@
 import { openJson, SecretBoxError, upstreamSecretContext, type Keyring } from '@portcullis/auth/secrets';
+import { tenantSettings, type TenantSettings } from '@portcullis/contracts/api';
 import type { SystemPrismaClient } from '@portcullis/data/db';
 import type { ApiKeyEntry, TenantEntry } from '@portcullis/gateway/core';
+import type { SnapshotSource } from '@portcullis/gateway/policy-cache';
 import type { UpstreamConfig } from '@portcullis/gateway/mcp';
+import type { PinRow } from '@portcullis/gateway/tool-pinning';
 import type { Logger } from '@portcullis/shared/util-logger';
 
 /**
@@ -12,6 +15,24 @@ import type { Logger } from '@portcullis/shared/util-logger';
 export async function loadTenants(db: SystemPrismaClient): Promise<TenantEntry[]> {
   const rows = await db.tenant.findMany({ select: { id: true, slug: true, status: true } });
   return rows.map((row) => ({ id: row.id, slug: row.slug, active: row.status === 'active' }));
+}
+
+/**
+ * Every tenant's settings (rate-limit and audit choices), parsed with the shared contract. A tenant whose stored
+ * settings do not parse keeps the defaults, and the problem is logged (without the settings themselves).
+ */
+export async function loadTenantSettings(db: SystemPrismaClient, logger: Logger): Promise<Map<string, TenantSettings>> {
+  const rows = await db.tenant.findMany({ select: { id: true, settings: true } });
+  const out = new Map<string, TenantSettings>();
+  for (const row of rows) {
+    const parsed = tenantSettings.safeParse(row.settings ?? {});
+    if (parsed.success) out.set(row.id, parsed.data);
+    else {
+      logger.error({ tenantId: row.id, issues: parsed.error.issues.map((issue) => issue.path.join('.')) }, 'tenant settings invalid; defaults apply');
+      out.set(row.id, tenantSettings.parse({}));
+    }
+  }
+  return out;
 }
 
 export async function loadApiKeys(db: SystemPrismaClient): Promise<[string, ApiKeyEntry][]> {
@@ -106,4 +127,44 @@ export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | n
     }
   }
   return configs;
+}
+
+/**
+ * The tenants' active policy snapshots: the cheap (tenantId, version, checksum) listing that reconciliation runs
+ * every few seconds, and the full rows (with the compiled IR) for the tenants that changed.
+ */
+export function policySnapshotSource(db: SystemPrismaClient): SnapshotSource {
+  return {
+    listActive: () => db.policySnapshot.findMany({ where: { active: true }, select: { tenantId: true, version: true, checksum: true } }),
+    loadActive: (tenantIds) =>
+      db.policySnapshot.findMany({
+        where: { active: true, ...(tenantIds === 'all' ? {} : { tenantId: { in: [...tenantIds] } }) },
+        select: { tenantId: true, version: true, checksum: true, ir: true },
+      }),
+  };
+}
+
+/**
+ * Tool pins (docs/adr/0012-tool-pinning.md): the stored and approved definition hash of every tool and prompt the
+ * upstreams advertise, and which upstreams require approval for definitions never seen before.
+ */
+export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[] }> {
+  const [rows, strict] = await Promise.all([
+    db.upstreamTool.findMany({
+      where: { removedAt: null, kind: { in: ['tool', 'prompt'] }, upstream: { enabled: true } },
+      select: { upstreamId: true, kind: true, name: true, contentHash: true, approvedHash: true, status: true },
+    }),
+    db.upstream.findMany({ where: { enabled: true, toolApproval: 'require_approval' }, select: { id: true } }),
+  ]);
+  return {
+    rows: rows.map((row) => ({
+      upstreamId: row.upstreamId,
+      kind: row.kind,
+      name: row.name,
+      contentHash: row.contentHash,
+      approvedHash: row.approvedHash,
+      blocked: row.status === 'blocked',
+    })),
+    requireApproval: strict.map((row) => row.id),
+  };
 }

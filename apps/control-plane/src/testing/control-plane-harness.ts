@@ -21,7 +21,7 @@ export const STDIO_ALLOWED = '/usr/local/bin/allowed-mcp-server';
  * The real AppModule in-process against the run's Postgres (application role, RLS applies) and Redis, with its
  * own BullMQ prefix (so audit jobs can be read back without other runs' jobs) and its logs captured.
  */
-export async function startControlPlane() {
+export async function startControlPlane(env: Record<string, string> = {}) {
   const ctx = testContext();
   const logs: string[] = [];
   const logger = createLogger({ service: 'control-plane-test', level: 'debug', destination: { write: (line: string) => void logs.push(line) } });
@@ -32,6 +32,7 @@ export async function startControlPlane() {
     REDIS_URL: ctx.redisUrl,
     QUEUE_PREFIX: queuePrefix,
     CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: STDIO_ALLOWED,
+    ...env,
   }) as ControlPlaneConfig;
   const app = await createHttpApp(AppModule.forRoot(config, logger), { logger, bodyLimitBytes: 1024 * 1024 });
   const openapi: OpenAPIObject = setupOpenApi(app);

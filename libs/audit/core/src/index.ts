@@ -1,11 +1,12 @@
 export { AuditBatcher } from './lib/audit-batcher';
-export type { AuditBatcherOptions } from './lib/audit-batcher';
+export type { AuditBatcherOptions, AuditEventFailure, AuditSubmitResult } from './lib/audit-batcher';
 export { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId } from './lib/audit-dlq';
 export type { AuditDlqOptions, DeadLetter, DeadLetterEntry } from './lib/audit-dlq';
+export { AuditStoreError } from './lib/audit-event.store';
 export type { AuditEventStore, AuditInsertResult } from './lib/audit-event.store';
 export { AUDIT_EVENT_COLUMNS, chainedFields, linkFromRow } from './lib/audit-row';
 export type { AuditEventRow } from './lib/audit-row';
-export { PostgresAuditEventStore } from './lib/postgres-audit-event.store';
+export { isTransientStoreError, PostgresAuditEventStore } from './lib/postgres-audit-event.store';
 export { sampleAuditEvent } from './lib/testing';
 export { AUDIT_CLI_USAGE, runAuditCli } from './lib/audit-cli';
 export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';

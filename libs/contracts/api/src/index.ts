@@ -4,22 +4,53 @@ export { CHANGE_CHANNELS } from './lib/change-channels';
 export type { ChangeChannel } from './lib/change-channels';
 export { createTenantRequest, membershipRole, tenantListItem, tenantResponse, tenantStatus } from './lib/tenants';
 export type { CreateTenantRequest, MembershipRole, TenantListItem, TenantResponse } from './lib/tenants';
+export { auditResultMode, failMode, tenantRateLimit, tenantSettings } from './lib/tenant-settings';
+export type { AuditResultMode, FailMode, TenantRateLimit, TenantSettings, TenantSettingsInput } from './lib/tenant-settings';
 export { addMemberRequest, memberResponse, updateMemberRequest } from './lib/members';
 export type { AddMemberRequest, MemberResponse, UpdateMemberRequest } from './lib/members';
 export {
   createUpstreamRequest,
   secretEnv,
   secretHeaders,
+  toolApprovalMode,
   toolPrefix,
   updateUpstreamRequest,
   upstreamResponse,
   upstreamTransport,
 } from './lib/upstreams';
-export type { CreateUpstreamRequest, UpdateUpstreamRequest, UpstreamResponse, UpstreamTransport } from './lib/upstreams';
+export type { CreateUpstreamRequest, ToolApprovalMode, UpdateUpstreamRequest, UpstreamResponse, UpstreamTransport } from './lib/upstreams';
+export {
+  approveUpstreamToolRequest,
+  testConnectionResponse,
+  upstreamToolKind,
+  upstreamToolResponse,
+  upstreamToolsQuery,
+  upstreamToolsResponse,
+  upstreamToolState,
+} from './lib/upstream-tools';
+export type {
+  ApproveUpstreamToolRequest,
+  TestConnectionResponse,
+  UpstreamToolKindName,
+  UpstreamToolResponse,
+  UpstreamToolsQuery,
+  UpstreamToolsResponse,
+  UpstreamToolState,
+} from './lib/upstream-tools';
 export { agentClientKind, agentClientResponse, createAgentClientRequest } from './lib/agent-clients';
 export type { AgentClientResponse, CreateAgentClientRequest } from './lib/agent-clients';
 export { apiKeyResponse, createApiKeyRequest, createdApiKeyResponse } from './lib/api-keys';
 export type { ApiKeyResponse, CreateApiKeyRequest, CreatedApiKeyResponse } from './lib/api-keys';
+export {
+  addGroupMemberRequest,
+  createGroupRequest,
+  groupExternalId,
+  groupMemberResponse,
+  groupResponse,
+  groupSource,
+  updateGroupRequest,
+} from './lib/groups';
+export type { AddGroupMemberRequest, CreateGroupRequest, GroupMemberResponse, GroupResponse, UpdateGroupRequest } from './lib/groups';
 export {
   policyResponse,
   putPolicyRequest,
@@ -41,3 +72,25 @@ export type {
   SimulatePolicyResponse,
   SnapshotResponse,
 } from './lib/policies';
+export {
+  auditChainProblem,
+  auditEventFilters,
+  auditEventResponse,
+  auditEventsExportQuery,
+  auditEventsQuery,
+  auditExportFormat,
+  auditExportResponse,
+  auditVerifyResponse,
+  createAuditExportRequest,
+} from './lib/audit';
+export type {
+  AuditEventFilters,
+  AuditEventResponse,
+  AuditEventsQuery,
+  AuditExportResponse,
+  AuditVerifyResponse,
+  CreateAuditExportRequest,
+  ParsedCreateAuditExportRequest,
+} from './lib/audit';
+export { approvalArgumentsHash, approvalResponse, approvalStatus, approveRequest, denyRequest, listApprovalsQuery } from './lib/approvals';
+export type { ApprovalResponse, ApproveRequest, DenyRequest, ListApprovalsQuery } from './lib/approvals';

@@ -1,6 +1,13 @@
 export { auditDecision, auditEventV1, auditKind, auditOutcome } from './lib/audit-event';
 export type { AuditEventV1 } from './lib/audit-event';
 export {
+  AUDIT_BATCH_MAX_EVENTS,
+  auditBatchJobId,
+  auditEventBatchV1,
+  parseAuditEventBatch,
+} from './lib/audit-event-batch';
+export type { AuditEventBatchV1, InvalidAuditEvent, ParsedAuditEventBatch } from './lib/audit-event-batch';
+export {
   assertHandlersCover,
   isJobName,
   jobIdFor,

@@ -1,9 +1,11 @@
 export { createAuditEmitter } from './lib/audit-emitter';
 export type {
+  AuditBatchJob,
   AuditEmitter,
   AuditEmitterLogger,
   AuditEmitterOptions,
   AuditEmitterStats,
+  AuditEventJob,
   AuditJob,
   AuditJobProducer,
   EmitResult,
@@ -12,3 +14,5 @@ export { FileAuditSpool, MemoryAuditSpool } from './lib/audit-spool';
 export type { AuditSpool } from './lib/audit-spool';
 export { createAuditQueueProducer } from './lib/bullmq-producer';
 export type { AuditQueueProducer, AuditQueueProducerOptions } from './lib/bullmq-producer';
+export { auditHooks } from './lib/audit-hooks';
+export type { AuditHooks, AuditHooksOptions, AuditNote } from './lib/audit-hooks';

@@ -9,6 +9,7 @@ export { BROADCAST_CHANNEL, createRedisReplicaBus, replicaChannel } from './lib/
 export { GatewayRequestError, SessionEngine } from './lib/dispatch/session-engine';
 export type { BusMessage, EngineDeps, EngineOptions, ReplicaBus } from './lib/dispatch/session-engine';
 export { registerMcpRoutes } from './lib/http/mcp-routes';
+export { GATEWAY_RPC } from './lib/http/gateway-error';
 export type { McpRoutes, McpRoutesOptions } from './lib/http/mcp-routes';
 export {
   acceptsEventStream,
@@ -38,4 +39,6 @@ export type { TenantUpstreams } from './lib/registry/upstream-registry';
 export { composeHooks } from './lib/hooks/request-hooks';
 export type { Admission, ApprovalGate, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from './lib/hooks/request-hooks';
 export { NO_STREAM } from './lib/dispatch/sinks';
+export { eventId, newStreamId, parseEventId, RedisReplayLog } from './lib/dispatch/replay-log';
+export type { ReplayEntry, ReplayLog, ReplayLogOptions, StreamKind, StreamLog } from './lib/dispatch/replay-log';
 export type { MessageSink } from './lib/dispatch/sinks';

@@ -8,5 +8,5 @@ export {
   createGuardedLookup,
   isAddressPermitted,
   isPrivateAddress,
-} from './lib/core/ssrf-guard';
-export type { NetworkPolicy, UrlDecision } from './lib/core/ssrf-guard';
+} from '@portcullis/shared/util-net-guard';
+export type { NetworkPolicy, UrlDecision } from '@portcullis/shared/util-net-guard';

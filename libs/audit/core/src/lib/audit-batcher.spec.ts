@@ -1,7 +1,7 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { describe, expect, it } from 'vitest';
 import { AuditBatcher } from './audit-batcher';
-import type { AuditEventStore } from './audit-event.store';
+import { AuditStoreError, type AuditEventStore } from './audit-event.store';
 
 const event = (id: string): AuditEventV1 => ({ eventId: id }) as AuditEventV1;
 
@@ -30,7 +30,53 @@ describe('AuditBatcher', () => {
     const batcher = new AuditBatcher({ store, maxBatch: 3, lingerMs: 5 });
     const results = await Promise.allSettled(['a', 'b', 'c'].map((id) => batcher.submit(event(id))));
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
-    expect(store.calls).toEqual([['a', 'b', 'c'], ['a'], ['b'], ['c']]);
+    // Split in halves, in order, until the bad one is alone.
+    expect(store.calls).toEqual([['a', 'b', 'c'], ['a', 'b'], ['a'], ['b'], ['c']]);
+  });
+
+  it('settles a group of events together and reports which of them failed', async () => {
+    const store = new RecordingStore();
+    store.poison.add('e5');
+    store.poison.add('e12');
+    const batcher = new AuditBatcher({ store, maxBatch: 100, lingerMs: 1 });
+    const ids = Array.from({ length: 16 }, (_, i) => `e${i}`);
+    const [first, second] = await Promise.all([
+      batcher.submitMany(ids.slice(0, 8).map(event)),
+      batcher.submitMany(ids.slice(8).map(event)),
+    ]);
+    expect(first?.failed.map((f) => f.event.eventId)).toEqual(['e5']);
+    expect(second?.failed.map((f) => f.event.eventId)).toEqual(['e12']);
+    expect(second?.failed[0]?.error).toEqual(new Error('bad row'));
+    // Bisection: far fewer inserts than one per event, and every good event stored in one of them.
+    expect(store.calls.length).toBeLessThan(16);
+    const stored = new Set(store.calls.filter((c) => !c.some((id) => store.poison.has(id))).flat());
+    expect(stored).toEqual(new Set(ids.filter((id) => !store.poison.has(id))));
+    expect(await batcher.submitMany([])).toEqual({ failed: [] });
+  });
+
+  it('retries only what the store reports as failed, and does not split a transient failure', async () => {
+    const calls: string[][] = [];
+    let transient = true;
+    const store: AuditEventStore = {
+      async insert(events) {
+        calls.push(events.map((e) => e.eventId));
+        const failed = events.filter((e) => e.eventId.startsWith('t1-'));
+        if (failed.length > 0)
+          throw new AuditStoreError('tenant 1 failed', failed, transient, { cause: new Error('x') });
+        return { inserted: events.length, duplicates: 0 };
+      },
+    };
+    const batcher = new AuditBatcher({ store, maxBatch: 10, lingerMs: 1 });
+    const events = ['t1-a', 't2-a', 't1-b', 't2-b'].map(event);
+    const result = await batcher.submitMany(events);
+    expect(result.failed.map((f) => f.event.eventId)).toEqual(['t1-a', 't1-b']);
+    expect(calls).toEqual([['t1-a', 't2-a', 't1-b', 't2-b']]); // database down: no point in splitting
+
+    calls.length = 0;
+    transient = false;
+    await batcher.submitMany(events);
+    // Not transient: only tenant 1's events are split and retried; tenant 2's were stored by the first insert.
+    expect(calls).toEqual([['t1-a', 't2-a', 't1-b', 't2-b'], ['t1-a'], ['t1-b']]);
   });
 
   it('bounds the batches written at once and drains', async () => {

@@ -1,5 +1,5 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
-import type { AuditEventStore } from './audit-event.store';
+import { AuditStoreError, type AuditEventStore } from './audit-event.store';
 
 export interface AuditBatcherOptions {
   readonly store: AuditEventStore;
@@ -11,19 +11,40 @@ export interface AuditBatcherOptions {
   readonly maxInFlight?: number;
 }
 
-interface Pending {
+/** An event that could not be stored, and why. */
+export interface AuditEventFailure {
   readonly event: AuditEventV1;
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
+  readonly error: unknown;
+}
+
+/** What happened to a group of submitted events: those not in `failed` are stored (exactly once). */
+export interface AuditSubmitResult {
+  readonly failed: AuditEventFailure[];
+}
+
+/** The events of one `submitMany` call: settled together when the last of them is. */
+interface Group {
+  remaining: number;
+  readonly failed: AuditEventFailure[];
+  readonly done: (result: AuditSubmitResult) => void;
+}
+
+interface Item {
+  readonly event: AuditEventV1;
+  readonly group: Group;
 }
 
 /**
- * Turns one-job-at-a-time consumption into batched inserts: `submit` resolves when the event's batch committed.
- * If a batch fails as a whole, each of its events is retried alone once, so one poisonous event fails only its own
- * job and the rest of the batch is stored.
+ * Turns job-at-a-time consumption into batched inserts: the events of many jobs (a job may carry one event or a
+ * batch of them) are written together, `maxBatch` at a time, and each job learns when all of its events committed.
+ *
+ * Poison isolation: if a batch fails, the events the store reports as stored are done; the rest are split in halves
+ * and retried, recursively, so k bad events among n cost about 2·k·log2(n) extra inserts and every other event is
+ * stored. A failure the store calls transient (database unreachable...) is not split: those events fail as they are,
+ * for their jobs to retry later.
  */
 export class AuditBatcher {
-  private pending: Pending[] = [];
+  private pending: Item[] = [];
   private timer: NodeJS.Timeout | undefined;
   private inFlight = 0;
   private readonly idle: (() => void)[] = [];
@@ -33,9 +54,18 @@ export class AuditBatcher {
     this.maxInFlight = options.maxInFlight ?? 2;
   }
 
-  submit(event: AuditEventV1): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ event, resolve, reject });
+  /** Resolves when the event is stored; rejects with the store's error if it cannot be. */
+  async submit(event: AuditEventV1): Promise<void> {
+    const { failed } = await this.submitMany([event]);
+    if (failed[0]) throw failed[0].error;
+  }
+
+  /** Resolves (never rejects) when every event is stored or has failed; `failed` lists the latter, in order. */
+  submitMany(events: readonly AuditEventV1[]): Promise<AuditSubmitResult> {
+    if (events.length === 0) return Promise.resolve({ failed: [] });
+    return new Promise<AuditSubmitResult>((resolve) => {
+      const group: Group = { remaining: events.length, failed: [], done: resolve };
+      for (const event of events) this.pending.push({ event, group });
       if (this.pending.length >= this.options.maxBatch) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.options.lingerMs);
     });
@@ -69,25 +99,45 @@ export class AuditBatcher {
     }
   }
 
-  private async write(batch: Pending[]): Promise<void> {
+  private settle(item: Item, error?: unknown): void {
+    const { group } = item;
+    if (error !== undefined) group.failed.push({ event: item.event, error });
+    group.remaining -= 1;
+    if (group.remaining === 0) group.done({ failed: group.failed });
+  }
+
+  /** Writes `items`, settling every one of them (stored, or failed with an error). Never throws. */
+  private async write(items: Item[]): Promise<void> {
+    let failedItems: Item[];
+    let error: unknown;
     try {
-      await this.options.store.insert(batch.map((p) => p.event));
       // Inserted or already there: either way the event is stored exactly once.
-      batch.forEach((p) => p.resolve());
+      await this.options.store.insert(items.map((item) => item.event));
+      items.forEach((item) => this.settle(item));
       return;
-    } catch (error) {
-      if (batch.length === 1) {
-        batch[0]?.reject(error);
-        return;
+    } catch (caught) {
+      error = caught ?? new Error('audit store failed');
+      failedItems = items;
+      if (caught instanceof AuditStoreError) {
+        const failedIds = new Set(caught.failed.map((e) => e.eventId));
+        failedItems = [];
+        for (const item of items) {
+          if (failedIds.has(item.event.eventId)) failedItems.push(item);
+          else this.settle(item);
+        }
+        if (caught.transient) {
+          failedItems.forEach((item) => this.settle(item, error));
+          return;
+        }
       }
     }
-    for (const p of batch) {
-      try {
-        await this.options.store.insert([p.event]);
-        p.resolve();
-      } catch (error) {
-        p.reject(error);
-      }
+    if (failedItems.length <= 1) {
+      failedItems.forEach((item) => this.settle(item, error));
+      return;
     }
+    const half = Math.ceil(failedItems.length / 2);
+    // In order: the first half's events take their chain positions before the second half's.
+    await this.write(failedItems.slice(0, half));
+    await this.write(failedItems.slice(half));
   }
 }

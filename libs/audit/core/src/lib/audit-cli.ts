@@ -21,7 +21,7 @@ const DEFAULTS = {
 };
 
 export const AUDIT_CLI_USAGE = `Usage:
-  audit dlq list [--limit N] [--json]             dead-lettered audit events
+  audit dlq list [--limit N] [--json]             dead-lettered audit jobs (single events, or batches)
   audit dlq replay [--id ID ...]                  put them (all, or the given DLQ/job ids) back on the audit queue
   audit verify --tenant SLUG                      verify a tenant's hash chain in Postgres
   audit verify --export FILE --manifest FILE      verify an export file offline against its manifest
@@ -64,7 +64,9 @@ async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Pro
         } else {
           io.out(`${entries.length} dead-lettered audit job(s)`);
           for (const entry of entries) {
-            io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}\t${entry.error}`);
+            const events = (entry.payload as { events?: unknown } | null)?.events;
+            const count = Array.isArray(events) ? `\tevents=${events.length}` : '';
+            io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}${count}\t${entry.error}`);
           }
         }
         return 0;

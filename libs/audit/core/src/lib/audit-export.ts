@@ -18,6 +18,7 @@ export const auditExportFilters = z
     agentClientId: z.uuid().optional(),
     upstreamId: z.uuid().optional(),
     tool: z.string().max(300).optional(),
+    method: z.string().max(200).optional(),
     decision: z.enum(['allow', 'deny', 'require_approval']).optional(),
     outcome: z.string().max(50).optional(),
   })
@@ -161,6 +162,7 @@ function whereClause(filters: AuditExportFilters, params: unknown[]): string {
   if (filters.agentClientId) add('agent_client_id = ?::uuid', filters.agentClientId);
   if (filters.upstreamId) add('upstream_id = ?::uuid', filters.upstreamId);
   if (filters.tool) add('tool = ?', filters.tool);
+  if (filters.method) add('method = ?', filters.method);
   if (filters.decision) add('decision = ?::audit_decision', filters.decision);
   if (filters.outcome) add('outcome = ?', filters.outcome);
   return parts.map((p) => ` AND ${p}`).join('');

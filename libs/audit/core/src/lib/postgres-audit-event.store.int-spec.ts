@@ -2,6 +2,7 @@ import { verifyChain } from '@portcullis/audit/chain';
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext } from '@portcullis/shared/util-testing';
 import { afterAll, describe, expect, it } from 'vitest';
+import { AuditStoreError } from './audit-event.store';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { sampleAuditEvent } from './testing';
@@ -76,5 +77,30 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
     expect(await chainOf(tenant.id)).toHaveLength(0);
     await store.insert([good]);
     expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it("names the failed tenant's events (not transient) and still stores the other tenants' events", async () => {
+    const [a, b] = [await createTestTenant(system), await createTestTenant(system)];
+    const good = Array.from({ length: 3 }, () => sampleAuditEvent(a.id));
+    const bad = [sampleAuditEvent(b.id), sampleAuditEvent(b.id, { latencyMs: 2 ** 40 })]; // out of int range
+    const error = await store.insert([good[0], bad[0], good[1], bad[1], good[2]] as typeof good).catch((e) => e);
+    expect(error).toBeInstanceOf(AuditStoreError);
+    expect(error).toMatchObject({ transient: false, failed: bad });
+    expect((error as Error).message).toMatch(/^2 of 5 audit event\(s\) not stored: .*out of range/);
+    expect((await chainOf(a.id)).map((l) => l.id)).toEqual(good.map((e) => e.eventId));
+    expect(await chainOf(b.id)).toHaveLength(0);
+  });
+
+  it('calls an unreachable database transient', async () => {
+    const nowhere = createPrismaClient({ url: 'postgresql://portcullis_app@127.0.0.1:1/none', poolMax: 1 });
+    try {
+      const error = await new PostgresAuditEventStore(nowhere)
+        .insert([sampleAuditEvent('019a0000-0000-7000-8000-0000000000aa')])
+        .catch((e) => e);
+      expect(error).toBeInstanceOf(AuditStoreError);
+      expect(error).toMatchObject({ transient: true });
+    } finally {
+      await nowhere.$disconnect();
+    }
   });
 });

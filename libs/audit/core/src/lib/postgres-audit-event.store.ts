@@ -3,7 +3,24 @@ import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { tenantId } from '@portcullis/shared/util-ids';
 import { chainedFields } from './audit-row';
-import type { AuditEventStore, AuditInsertResult } from './audit-event.store';
+import { AuditStoreError, type AuditEventStore, type AuditInsertResult } from './audit-event.store';
+
+/** Prisma error codes that mean "the database, not the data": unreachable, timed out, pool or transaction gone. */
+const TRANSIENT_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2028', 'P2034']);
+/** SQLSTATE classes likewise: connection exception, transaction rollback, insufficient resources, operator
+ * intervention, system error. */
+const TRANSIENT_SQLSTATE_CLASSES = new Set(['08', '40', '53', '57', '58']);
+const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND']);
+
+/** Whether a failed insert is the database's fault rather than an event's (so splitting the batch cannot help). */
+export function isTransientStoreError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const e = error as { code?: unknown; meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } };
+  if (typeof e.code === 'string' && (TRANSIENT_PRISMA_CODES.has(e.code) || TRANSIENT_NODE_CODES.has(e.code)))
+    return true;
+  const sqlState = e.meta?.driverAdapterError?.cause?.originalCode;
+  return typeof sqlState === 'string' && TRANSIENT_SQLSTATE_CLASSES.has(sqlState.slice(0, 2));
+}
 
 /**
  * Stores audit events in Postgres, linked into each tenant's hash chain, a batch at a time.
@@ -11,8 +28,12 @@ import type { AuditEventStore, AuditInsertResult } from './audit-event.store';
  * Per tenant in the batch, one transaction under that tenant's row-level-security context: lock the tenant's
  * chain head once (`INSERT … ON CONFLICT DO UPDATE … RETURNING` creates or locks it in one round trip), drop the
  * event ids already stored (retries, replays, a worker killed after commit but before acknowledging), number and
- * hash the rest in order, insert them with one `INSERT … SELECT FROM unnest(column arrays)`, move the head. Concurrent batches of one tenant
- * serialise on the head row; different tenants proceed in parallel.
+ * hash the rest in order, insert them with one `INSERT … SELECT FROM unnest(column arrays)`, move the head.
+ * Concurrent batches of one tenant serialise on the head row (the upsert waits for the other transaction and then
+ * returns the head it committed); different tenants proceed in parallel.
+ *
+ * All or nothing per tenant, not per call: if a tenant's transaction fails, the others still commit, and the error
+ * (`AuditStoreError`) names the failed events and whether the failure is transient.
  */
 export class PostgresAuditEventStore implements AuditEventStore {
   constructor(private readonly db: PortcullisPrismaClient) {}
@@ -26,17 +47,35 @@ export class PostgresAuditEventStore implements AuditEventStore {
     }
     let inserted = 0;
     let duplicates = 0;
-    const results = await Promise.all(
-      [...byTenant].map(([tenant, tenantEvents]) =>
+    const tenants = [...byTenant];
+    const results = await Promise.allSettled(
+      tenants.map(([tenant, tenantEvents]) =>
         withTenant(this.db, tenantId(tenant), (tx) => this.insertTenantBatch(tx, tenant, tenantEvents), {
           timeout: 30_000,
           maxWait: 10_000,
         }),
       ),
     );
-    for (const result of results) {
-      inserted += result.inserted;
-      duplicates += result.duplicates;
+    const failed: AuditEventV1[] = [];
+    const errors: unknown[] = [];
+    results.forEach((result, i) => {
+      if (result.status === 'fulfilled') {
+        inserted += result.value.inserted;
+        duplicates += result.value.duplicates;
+      } else {
+        failed.push(...(tenants[i]?.[1] ?? []));
+        errors.push(result.reason);
+      }
+    });
+    if (errors.length > 0) {
+      const first = errors[0];
+      const reason = first instanceof Error ? first.message.trim().split('\n').at(-1) : String(first);
+      throw new AuditStoreError(
+        `${failed.length} of ${events.length} audit event(s) not stored: ${reason}`,
+        failed,
+        errors.every(isTransientStoreError),
+        { cause: first },
+      );
     }
     return { inserted, duplicates };
   }

@@ -15,8 +15,10 @@ import {
 import {
   assertHandlersCover,
   isJobName,
+  parseAuditEventBatch,
   parseJobPayload,
   QUEUES,
+  type AuditEventV1,
   type JobHandlers,
 } from '@portcullis/contracts/jobs';
 import { DelayedError, Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
@@ -27,9 +29,9 @@ export const AUDIT_WORKER_SETTINGS = Symbol('AUDIT_WORKER_SETTINGS');
 export interface AuditWorkerSettings {
   readonly connection: ConnectionOptions;
   readonly prefix: string;
-  /** Jobs in progress at once: the upper bound of a batch. */
+  /** Jobs in progress at once (a batch job holds many events). */
   readonly concurrency: number;
-  /** Attempts before an event is dead-lettered. */
+  /** Attempts before a job (or what is left of a batch) is dead-lettered. */
   readonly maxAttempts: number;
   /** Backoff before attempt n+1: base * 2^(n-1), capped at 60 s, with ±20 % jitter. */
   readonly retryBaseMs: number;
@@ -45,14 +47,34 @@ export function retryDelayMs(attempt: number, baseMs: number, random: () => numb
 
 class PermanentFailure extends Error {}
 
+/** Some events of a batch job were not stored; `retryable` unless only invalid events are left. */
+class BatchFailure extends Error {
+  constructor(
+    message: string,
+    /** The events left to store, as received, in batch order. */
+    readonly remaining: unknown[],
+    readonly eventErrors: { eventId: string | null; error: string }[],
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
 /**
- * Consumes the audit queue with BullMQ's Worker (locks, stalled-job recovery and acknowledgement stay BullMQ's),
- * at high concurrency, and hands each event to the batcher, which writes them to Postgres a batch at a time: a
- * job completes when its batch committed.
+ * Consumes the audit queue with BullMQ's Worker (locks, stalled-job recovery and acknowledgement stay BullMQ's)
+ * and hands each job's events to the batcher, which writes the events of many jobs to Postgres together: a job
+ * completes when all of its events committed. Two job shapes: `audit.events.ingest` (a batch of events, what the
+ * gateway emitter sends) and `audit.event.ingest` (one event: the control plane, and jobs enqueued before batches).
  *
- * Retries are the worker's policy, not the producer's: a failed event is moved back to `delayed` with exponential
+ * Retries are the worker's policy, not the producer's: a failed job is moved back to `delayed` with exponential
  * backoff until `maxAttempts` attempts have started, then copied to the dead-letter queue and failed for good. A
  * job that cannot be understood (unknown name, invalid payload) goes to the DLQ at once.
+ *
+ * A batch job is never all-or-nothing: the batcher stores every event it can (isolating a bad one by splitting),
+ * the job's data is narrowed to the events still missing before it is retried, and what is finally dead-lettered
+ * is only those events (invalid ones included). One poison event costs its batch a retry loop for itself alone.
  */
 @Injectable()
 export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdown {
@@ -67,6 +89,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
   ) {
     this.handlers = {
       'audit.event.ingest': (event) => this.batcher.submit(event),
+      'audit.events.ingest': async (batch) => this.storeBatch(batch.events, batch.events, []),
     };
     // Refuse to start rather than receive a job we have no handler for.
     assertHandlersCover(QUEUES.audit, this.handlers);
@@ -100,37 +123,104 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     try {
       if (!isJobName(job.name) || !(job.name in this.handlers))
         throw new PermanentFailure(`unknown job ${job.name}`);
+      if (job.name === 'audit.events.ingest') {
+        // Event by event, so that one malformed event does not void the others.
+        let parsed;
+        try {
+          parsed = parseAuditEventBatch(job.data);
+        } catch {
+          throw new PermanentFailure(`invalid payload for ${job.name}`);
+        }
+        const raw = (job.data as { events: unknown[] }).events;
+        await this.storeBatch(parsed.valid, raw, parsed.invalid);
+        return;
+      }
       let payload;
       try {
         payload = parseJobPayload(job.name, job.data);
       } catch {
         throw new PermanentFailure(`invalid payload for ${job.name}`);
       }
-      await this.handlers[job.name](payload);
+      await this.handlers[job.name](payload as never);
     } catch (error) {
       const attempt = Math.max(1, job.attemptsStarted);
-      const message = error instanceof Error ? error.message : String(error);
-      if (!(error instanceof PermanentFailure) && attempt < this.settings.maxAttempts && token) {
+      const message = messageOf(error);
+      const retryable = error instanceof BatchFailure ? error.retryable : !(error instanceof PermanentFailure);
+      if (retryable && attempt < this.settings.maxAttempts && token) {
         const delay = retryDelayMs(attempt, this.settings.retryBaseMs);
+        if (error instanceof BatchFailure) {
+          const events = (job.data as { events?: unknown[] }).events;
+          // Retry only what is missing: the rest of the batch is stored and stays stored.
+          if (events?.length !== error.remaining.length) await job.updateData({ v: 1, events: error.remaining });
+        }
         this.logger.warn(
           `audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`,
         );
         await job.moveToDelayed(Date.now() + delay, token);
         throw new DelayedError();
       }
-      await this.deadLetter(job, message, attempt);
+      if (error instanceof BatchFailure) {
+        await this.deadLetter(job, message, attempt, { v: 1, events: error.remaining }, error.eventErrors);
+      } else {
+        await this.deadLetter(job, message, attempt, job.data);
+      }
       throw new UnrecoverableError(message);
     }
   }
 
-  private async deadLetter(job: Job, error: string, attempts: number): Promise<void> {
+  /**
+   * Stores a batch's valid events; throws a BatchFailure naming what is left (failed and invalid events, in batch
+   * order) unless everything is stored.
+   */
+  private async storeBatch(
+    valid: readonly AuditEventV1[],
+    raw: readonly unknown[],
+    invalid: readonly { index: number; eventId: string | null; error: string }[],
+  ): Promise<void> {
+    const { failed } = await this.batcher.submitMany(valid);
+    if (failed.length === 0 && invalid.length === 0) return;
+    const failedIds = new Map(failed.map((f) => [f.event.eventId, messageOf(f.error)]));
+    const invalidAt = new Map(invalid.map((i) => [i.index, i]));
+    const remaining: unknown[] = [];
+    const eventErrors: { eventId: string | null; error: string }[] = [];
+    raw.forEach((event, index) => {
+      const bad = invalidAt.get(index);
+      if (bad) {
+        remaining.push(event);
+        eventErrors.push({ eventId: bad.eventId, error: `invalid event: ${bad.error}` });
+        return;
+      }
+      const id = (event as { eventId: string }).eventId;
+      const error = failedIds.get(id);
+      if (error !== undefined) {
+        remaining.push(event);
+        eventErrors.push({ eventId: id, error });
+      }
+    });
+    const first = eventErrors[0]?.error ?? 'unknown';
+    throw new BatchFailure(
+      `${remaining.length} of ${raw.length} event(s) not stored: ${first}`,
+      remaining,
+      eventErrors,
+      failed.length > 0,
+    );
+  }
+
+  private async deadLetter(
+    job: Job,
+    error: string,
+    attempts: number,
+    payload: unknown,
+    eventErrors?: DeadLetter['eventErrors'],
+  ): Promise<void> {
     const letter: DeadLetter = {
       jobName: job.name,
       jobId: job.id ?? null,
-      payload: job.data,
+      payload,
       error,
       attempts,
       failedAt: new Date().toISOString(),
+      ...(eventErrors ? { eventErrors } : {}),
     };
     const jobId = deadLetterJobId(letter);
     await this.dlq?.add(AUDIT_DEAD_JOB, letter, jobId ? { jobId } : {});

@@ -9,5 +9,7 @@ export const CHANGE_CHANNELS = {
   apiKeys: 'pcs:apikeys:changed',
   /** A tenant's active policy snapshot changed (a new version, or a rollback). */
   snapshots: 'pcs:snapshots:changed',
+  /** An approval of the tenant was decided: gateways holding its calls look at them now (and poll anyway). */
+  approvals: 'pcs:approvals:decided',
 } as const;
 export type ChangeChannel = (typeof CHANGE_CHANNELS)[keyof typeof CHANGE_CHANNELS];

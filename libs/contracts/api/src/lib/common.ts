@@ -10,7 +10,8 @@ export const problemDetails = z.object({
   traceId: z.string(),
   instance: z.string().optional(),
   errorId: z.string().optional(),
-  errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  /** One entry per invalid field; policy compile errors also name the rule (`ruleId`, null for non-rule paths). */
+  errors: z.array(z.object({ path: z.string(), message: z.string(), ruleId: z.string().nullable().optional() })).optional(),
   retryAfterSeconds: z.number().optional(),
 });
 export type ProblemDetailsResponse = z.infer<typeof problemDetails>;

@@ -36,8 +36,17 @@ const timeouts = {
   callTimeoutMs: z.number().int().min(100).max(3_600_000).optional(),
 };
 
+/**
+ * How tool, prompt and resource definitions the upstream advertises for the first time are treated: trusted when a
+ * test connection first sees them (`trust_on_first_use`, the default), or held until an admin approves them
+ * (`require_approval`). A CHANGED definition always waits for approval (docs/adr/0012-tool-pinning.md).
+ */
+export const toolApprovalMode = z.enum(['trust_on_first_use', 'require_approval']);
+export type ToolApprovalMode = z.infer<typeof toolApprovalMode>;
+
 const common = {
   name: upstreamName,
+  toolApproval: toolApprovalMode.optional(),
   description: z.string().trim().max(1_000).nullable().optional(),
   toolPrefix,
   enabled: z.boolean().optional(),
@@ -71,6 +80,7 @@ export const updateUpstreamRequest = z
     description: z.string().trim().max(1_000).nullable().optional(),
     toolPrefix: toolPrefix.optional(),
     enabled: z.boolean().optional(),
+    toolApproval: toolApprovalMode.optional(),
     ...timeouts,
     url: httpEndpoint.optional(),
     headers: secretHeaders.nullable().optional(),
@@ -96,6 +106,7 @@ export const upstreamResponse = z.object({
   connectTimeoutMs: z.number().int(),
   callTimeoutMs: z.number().int(),
   enabled: z.boolean(),
+  toolApproval: toolApprovalMode,
   version: z.number().int(),
   createdAt: z.iso.datetime({ offset: true }),
   updatedAt: z.iso.datetime({ offset: true }),

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { AUDIT_BATCH_MAX_EVENTS, parseAuditEventBatch } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
 const event: JobPayload<'audit.event.ingest'> = {
@@ -40,13 +41,49 @@ describe('job contracts', () => {
     expect(() => parseJobPayload('audit.event.ingest', { ...event, decision: 'maybe' })).toThrow();
   });
 
+  it('derives a batch job id from its event ids, in order', () => {
+    const second = { ...event, eventId: '019a0000-0000-7000-8000-000000000002' };
+    const id = jobIdFor('audit.events.ingest', { v: 1, events: [event, second] });
+    expect(id).toMatch(/^audit-batch-[0-9a-f]{32}$/);
+    expect(jobIdFor('audit.events.ingest', { v: 1, events: [{ ...event, tool: 'other' }, second] })).toBe(id);
+    expect(jobIdFor('audit.events.ingest', { v: 1, events: [second, event] })).not.toBe(id);
+    expect(jobIdFor('audit.events.ingest', { v: 1, events: [event] })).not.toBe(id);
+  });
+
+  it('accepts a batch of 1..max valid events and nothing else', () => {
+    expect(parseJobPayload('audit.events.ingest', { v: 1, events: [event] })).toEqual({ v: 1, events: [event] });
+    expect(() => parseJobPayload('audit.events.ingest', { v: 1, events: [] })).toThrow();
+    expect(() => parseJobPayload('audit.events.ingest', { v: 2, events: [event] })).toThrow();
+    const tooMany = Array.from({ length: AUDIT_BATCH_MAX_EVENTS + 1 }, () => event);
+    expect(() => parseJobPayload('audit.events.ingest', { v: 1, events: tooMany })).toThrow();
+  });
+
+  it('parses a batch event by event, keeping invalid events apart with their id and reason', () => {
+    const bad = { ...event, eventId: '019a0000-0000-7000-8000-000000000003', tenantId: 'acme' };
+    const parsed = parseAuditEventBatch({ v: 1, events: [event, bad, 42] });
+    expect(parsed.valid).toEqual([event]);
+    expect(parsed.invalid).toEqual([
+      { index: 1, raw: bad, eventId: bad.eventId, error: expect.stringContaining('tenantId') },
+      { index: 2, raw: 42, eventId: null, error: expect.any(String) },
+    ]);
+    expect(() => parseAuditEventBatch({ v: 1, events: 'nope' })).toThrow();
+    expect(() => parseAuditEventBatch([event])).toThrow();
+  });
+
   it('knows its job names', () => {
     expect(isJobName('audit.event.ingest')).toBe(true);
+    expect(isJobName('audit.events.ingest')).toBe(true);
     expect(isJobName('audit.event.delete')).toBe(false);
   });
 
   it('refuses a handler set that misses a job of the queue', () => {
-    expect(() => assertHandlersCover(QUEUES.audit, {})).toThrow('no handler for job(s) audit.event.ingest');
-    expect(() => assertHandlersCover(QUEUES.audit, { 'audit.event.ingest': async () => undefined })).not.toThrow();
+    expect(() => assertHandlersCover(QUEUES.audit, {})).toThrow(
+      'no handler for job(s) audit.event.ingest, audit.events.ingest',
+    );
+    expect(() => assertHandlersCover(QUEUES.audit, { 'audit.event.ingest': async () => undefined })).toThrow(
+      'no handler for job(s) audit.events.ingest',
+    );
+    const both = { 'audit.event.ingest': async () => undefined, 'audit.events.ingest': async () => undefined };
+    expect(() => assertHandlersCover(QUEUES.audit, both)).not.toThrow();
   });
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { auditEventV1 } from './audit-event';
+import { auditBatchJobId, auditEventBatchV1 } from './audit-event-batch';
 
 /** Queue names. One queue per kind of work, so a backlog in one cannot starve another. */
 export const QUEUES = {
@@ -12,7 +13,10 @@ export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
  * has a handler for each job of the queues it consumes (`assertHandlersCover`).
  */
 export const JOBS = {
+  /** One event per job: the control plane's changes, and jobs enqueued before batch jobs existed. */
   'audit.event.ingest': { queue: QUEUES.audit, version: 1, payload: auditEventV1 },
+  /** Many events per job: the gateway emitter's flushes (ADR 0010). */
+  'audit.events.ingest': { queue: QUEUES.audit, version: 1, payload: auditEventBatchV1 },
 } as const satisfies Record<string, { queue: QueueName; version: number; payload: z.ZodType }>;
 
 export type JobName = keyof typeof JOBS;
@@ -31,14 +35,14 @@ export function isJobName(value: string): value is JobName {
 }
 
 /**
- * Deterministic job id: the event's own id. Enqueueing the same event twice yields one job, which is what
- * makes retries and spool replays idempotent.
+ * Deterministic job id: the event's own id, or for a batch a digest of its event ids. Enqueueing the same event (or
+ * batch) twice yields one job, which is what makes retries and spool replays idempotent in Redis (Postgres is
+ * idempotent per event id anyway).
  */
 export function jobIdFor<N extends JobName>(name: N, payload: JobPayload<N>): string {
-  switch (name) {
-    case 'audit.event.ingest':
-      return `audit-${payload.eventId}`;
-  }
+  if (name === 'audit.event.ingest') return `audit-${(payload as JobPayload<'audit.event.ingest'>).eventId}`;
+  if (name === 'audit.events.ingest')
+    return auditBatchJobId((payload as JobPayload<'audit.events.ingest'>).events.map((e) => e.eventId));
   throw new Error(`no job id rule for ${String(name)}`);
 }
 

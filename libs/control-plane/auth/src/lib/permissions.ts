@@ -26,12 +26,20 @@ export const PERMISSIONS = {
   'tenant:members:write': { principal: 'member', roles: MANAGERS },
   'tenant:upstreams:read': { principal: 'member', roles: ALL },
   'tenant:upstreams:write': { principal: 'member', roles: MANAGERS },
+  'tenant:upstream-tools:approve': { principal: 'member', roles: MANAGERS },
   'tenant:agent-clients:read': { principal: 'member', roles: READERS },
   'tenant:agent-clients:write': { principal: 'member', roles: MANAGERS },
   'tenant:api-keys:read': { principal: 'member', roles: READERS },
   'tenant:api-keys:write': { principal: 'member', roles: MANAGERS },
   'tenant:policies:read': { principal: 'member', roles: READERS },
   'tenant:policies:write': { principal: 'member', roles: MANAGERS },
+  'tenant:groups:read': { principal: 'member', roles: READERS },
+  'tenant:groups:write': { principal: 'member', roles: MANAGERS },
+  'tenant:audit:read': { principal: 'member', roles: READERS },
+  'tenant:audit:export': { principal: 'member', roles: READERS },
+  'tenant:approvals:read': { principal: 'member', roles: READERS },
+  /** Approve, deny or edit a held call; never one's own (the service refuses self-approval). */
+  'tenant:approvals:decide': { principal: 'member', roles: MANAGERS },
 } as const satisfies Record<string, PermissionRule>;
 
 export type Permission = keyof typeof PERMISSIONS;

@@ -3,10 +3,10 @@ import { jobIdFor, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs'
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { newId, type TenantId, type UserId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import { Queue } from 'bullmq';
 import { withTimeout } from './bounded';
 import { CHANGE_EVENTS_OPTIONS, type ChangeEventsOptions } from './change-events.options';
-import { redactSecrets } from './redact';
 
 const JOB = 'audit.event.ingest';
 

@@ -31,4 +31,13 @@ export const policyErrors = {
       { fields: issues(errors) },
     ),
   snapshotNotFound: () => new AppError('NOT_FOUND', 'No such policy snapshot.'),
+  snapshotNotRestorable: (version: number) =>
+    new AppError('CONFLICT', `Snapshot ${version} was written in an older source format and cannot be restored.`),
+  /** The old rules refer to a group, user or agent client that no longer exists. */
+  rollbackBreaksPolicy: (version: number, errors: readonly CompileError[]) =>
+    new AppError(
+      'CONFLICT',
+      `The rules of snapshot ${version} no longer compile against the tenant as it is now; nothing was changed.`,
+      { fields: issues(errors) },
+    ),
 };

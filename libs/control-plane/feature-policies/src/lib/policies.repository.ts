@@ -61,6 +61,20 @@ export class PoliciesRepository {
     return count === 0 ? null : tx.policy.findFirst({ where: { tenantId, id }, select: policySelect });
   }
 
+  /** Unconditional update (rollback, under the snapshot lock): still bumps the version, so held ETags go stale. */
+  async updatePolicy(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    id: string,
+    data: { defaultEffect: 'allow' | 'deny'; actorId: string },
+  ): Promise<PolicyRow | null> {
+    const { count } = await tx.policy.updateMany({
+      where: { tenantId, id },
+      data: { defaultEffect: data.defaultEffect, updatedById: data.actorId, version: { increment: 1 } },
+    });
+    return count === 0 ? null : tx.policy.findFirst({ where: { tenantId, id }, select: policySelect });
+  }
+
   async replaceRules(tenantId: TenantId, tx: TenantTransaction, policyId: string, rules: readonly PolicyRuleSource[]): Promise<void> {
     await tx.policyRule.deleteMany({ where: { tenantId, policyId } });
     if (rules.length === 0) return;
@@ -100,7 +114,8 @@ export class PoliciesRepository {
    * a time and two concurrent changes cannot both activate a snapshot compiled from a stale view.
    */
   async lockSnapshots(tenantId: TenantId, tx: TenantTransaction): Promise<void> {
-    await tx.$queryRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:policy-snapshots:${tenantId}`}, 0))`;
+    // $executeRaw: the function returns `void`, which $queryRaw cannot deserialise.
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:policy-snapshots:${tenantId}`}, 0))`;
   }
 
   async latestVersion(tenantId: TenantId, tx: TenantTransaction): Promise<number> {
@@ -117,14 +132,20 @@ export class PoliciesRepository {
     return row?.version ?? null;
   }
 
-  async findSnapshot(tenantId: TenantId, tx: TenantTransaction, version: number): Promise<SnapshotRow | null> {
-    return tx.policySnapshot.findUnique({ where: { tenantId_version: { tenantId, version } }, select: snapshotSelect });
-  }
-
+  /**
+   * Oldest version first. The cursor names the last row's id (as everywhere); the page continues after that row's
+   * VERSION, which is the order that matters here (ids are only time-ordered per process).
+   */
   async listSnapshots(tenantId: TenantId, tx: TenantTransaction, page: PageRequest): Promise<SnapshotRow[]> {
+    let afterVersion = 0;
+    if (page.after !== undefined) {
+      const last = await tx.policySnapshot.findFirst({ where: { tenantId, id: page.after }, select: { version: true } });
+      if (!last) return [];
+      afterVersion = last.version;
+    }
     return tx.policySnapshot.findMany({
-      where: { tenantId, ...(page.after === undefined ? {} : { id: { gt: page.after } }) },
-      orderBy: { id: 'asc' },
+      where: { tenantId, version: { gt: afterVersion } },
+      orderBy: { version: 'asc' },
       take: page.limit + 1,
       select: snapshotSelect,
     });
@@ -134,9 +155,9 @@ export class PoliciesRepository {
     await tx.policySnapshot.updateMany({ where: { tenantId, active: true }, data: { active: false } });
   }
 
-  async activate(tenantId: TenantId, tx: TenantTransaction, version: number): Promise<SnapshotRow | null> {
-    const { count } = await tx.policySnapshot.updateMany({ where: { tenantId, version }, data: { active: true } });
-    return count === 0 ? null : this.findSnapshot(tenantId, tx, version);
+  /** The policy source a snapshot was compiled from (rollback restores it). */
+  async snapshotSource(tenantId: TenantId, tx: TenantTransaction, version: number): Promise<{ version: number; source: Prisma.JsonValue } | null> {
+    return tx.policySnapshot.findUnique({ where: { tenantId_version: { tenantId, version } }, select: { version: true, source: true } });
   }
 
   async insertActiveSnapshot(

@@ -1,7 +1,8 @@
-import { Controller, Get, Injectable, Param, Post, Query, type PipeTransform } from '@nestjs/common';
-import { pageQuery, snapshotResponse, type PageQuery } from '@portcullis/contracts/api';
+import { Controller, Get, Injectable, Param, Post, Query, Res, type PipeTransform } from '@nestjs/common';
+import { pageQuery, savedPolicyResponse, snapshotResponse, type PageQuery } from '@portcullis/contracts/api';
 import { Allow, CurrentTenant, type TenantScope } from '@portcullis/control-plane/auth';
 import { ApiRoute, ZodPipe } from '@portcullis/control-plane/http';
+import type { FastifyReply } from 'fastify';
 import { policyErrors } from './policies.errors';
 import { SnapshotsService } from './snapshots.service';
 
@@ -27,10 +28,22 @@ export class SnapshotsController {
     return this.snapshots.list(tenant, query);
   }
 
-  @Post(':version/activate')
+  @Post(':version/rollback')
   @Allow('tenant:policies:write')
-  @ApiRoute({ tag: TAG, summary: 'Make an existing snapshot the active one (rollback); creates no new version', response: snapshotResponse })
-  activate(@CurrentTenant() tenant: TenantScope, @Param('version', SnapshotVersionPipe) version: number) {
-    return this.snapshots.activate(tenant, version);
+  @ApiRoute({
+    tag: TAG,
+    summary:
+      'Roll back: restore the default effect and rules snapshot :version was compiled from, compiled against the current directory into a new active snapshot (409 naming each rule that no longer compiles)',
+    response: savedPolicyResponse,
+    conflicts: true,
+  })
+  async rollback(
+    @CurrentTenant() tenant: TenantScope,
+    @Param('version', SnapshotVersionPipe) version: number,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ) {
+    const { policy, etag } = await this.snapshots.rollback(tenant, version);
+    void reply.header('etag', etag);
+    return policy;
   }
 }

@@ -1,4 +1,5 @@
-import { AppError } from '@portcullis/shared/util-errors';
+import { AppError, type ErrorCode } from '@portcullis/shared/util-errors';
+import type { ProbeFailureReason } from './upstream-probe';
 
 const invalid = (path: string, message: string) =>
   new AppError('VALIDATION_FAILED', 'The request is not valid.', { fields: [{ path, message }] });
@@ -20,4 +21,29 @@ export const upstreamErrors = {
     new AppError('FORBIDDEN', 'Only platform admins may create stdio upstreams or change their command, arguments or environment.'),
   commandNotAllowed: () => invalid('command', 'not in the stdio command allowlist of this installation'),
   fieldNotForTransport: (field: string, transport: string) => invalid(field, `does not apply to ${transport} upstreams`),
+  toolNotFound: () => new AppError('NOT_FOUND', 'No such tool, prompt or resource on this upstream.'),
+  toolDefinitionMoved: () =>
+    new AppError(
+      'CONFLICT',
+      'The stored definition is no longer the one you reviewed (a newer test connection found another). Review it again.',
+      { fields: [{ path: 'contentHash', message: 'does not match the stored definition' }] },
+    ),
+  toolRemoved: () => new AppError('CONFLICT', 'The upstream no longer advertises this item; run a test connection first.'),
+  secretsUnreadable: () =>
+    new AppError('CONFLICT', "The upstream's stored headers or environment cannot be opened with this installation's keys; set them again."),
+  /** Test connection failures: one fixed sentence per reason, naming nothing the admin did not configure. */
+  testFailed: (reason: ProbeFailureReason) => {
+    const [code, message] = TEST_FAILURES[reason];
+    return new AppError(code, message, { fields: [{ path: 'reason', message: reason }] });
+  },
+};
+
+const TEST_FAILURES: Readonly<Record<ProbeFailureReason, readonly [ErrorCode, string]>> = {
+  blocked: ['FORBIDDEN', "The upstream's address is not permitted by this installation's network policy (private, loopback, link-local or reserved)."],
+  unreachable: ['UPSTREAM_UNAVAILABLE', 'The upstream could not be reached (connection refused, name not found, or the command could not be started).'],
+  tls: ['UPSTREAM_UNAVAILABLE', "The TLS handshake with the upstream failed (its certificate is not trusted or does not match the host)."],
+  timeout: ['UPSTREAM_TIMEOUT', 'The upstream did not complete the MCP handshake and listings in time.'],
+  not_mcp: ['UPSTREAM_UNAVAILABLE', 'The upstream answered, but not as an MCP server (check the URL, path and transport).'],
+  rejected: ['UPSTREAM_UNAVAILABLE', "The upstream refused the connection (HTTP 401/403): check the upstream's configured headers."],
+  too_large: ['UPSTREAM_UNAVAILABLE', 'The upstream advertises more definitions than this installation accepts.'],
 };

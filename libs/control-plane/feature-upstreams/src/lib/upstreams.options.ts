@@ -1,4 +1,6 @@
 import type { Keyring } from '@portcullis/auth/secrets';
+import type { Logger } from '@portcullis/shared/util-logger';
+import type { NetworkPolicy } from '@portcullis/shared/util-net-guard';
 
 export const UPSTREAMS_OPTIONS = Symbol('UPSTREAMS_OPTIONS');
 
@@ -7,4 +9,9 @@ export interface UpstreamsOptions {
   readonly keyring: Keyring;
   /** Exact commands stdio upstreams may run (CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST). Empty: no stdio upstreams. */
   readonly stdioCommandAllowlist: readonly string[];
+  /** Test connection: the network policy the gateway applies too (CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE/_HOSTS). */
+  readonly network?: NetworkPolicy;
+  /** Bound on one test connection (CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS). Default 10 s. */
+  readonly testTimeoutMs?: number;
+  readonly logger?: Logger;
 }

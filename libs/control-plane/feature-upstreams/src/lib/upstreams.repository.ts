@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { TenantTransaction, UpstreamTransport } from '@portcullis/data/db';
+import type { TenantTransaction, ToolApprovalMode, UpstreamTransport } from '@portcullis/data/db';
 import type { PageRequest } from '@portcullis/control-plane/http';
 import type { TenantId } from '@portcullis/shared/util-ids';
 import { toUpstreamRecord, upstreamSelect, type UpstreamRecord } from './upstreams.mapper';
@@ -22,6 +22,7 @@ export interface NewUpstream {
   readonly connectTimeoutMs?: number | undefined;
   readonly callTimeoutMs?: number | undefined;
   readonly enabled?: boolean | undefined;
+  readonly toolApproval?: ToolApprovalMode | undefined;
 }
 
 export type UpstreamChanges = Partial<Omit<NewUpstream, 'id' | 'transport'>>;
@@ -71,6 +72,7 @@ export class UpstreamsRepository {
         ...(upstream.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: upstream.connectTimeoutMs }),
         ...(upstream.callTimeoutMs === undefined ? {} : { callTimeoutMs: upstream.callTimeoutMs }),
         ...(upstream.enabled === undefined ? {} : { enabled: upstream.enabled }),
+        ...(upstream.toolApproval === undefined ? {} : { toolApproval: upstream.toolApproval }),
       },
       select: upstreamSelect,
     });

@@ -72,6 +72,7 @@ export class UpstreamsService {
         connectTimeoutMs: body.connectTimeoutMs,
         callTimeoutMs: body.callTimeoutMs,
         enabled: body.enabled,
+        toolApproval: body.toolApproval,
       });
       // Upstream names are policy targets (the compiled registry): a new snapshot in the same transaction.
       return { record, snapshot: await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.create') };
@@ -99,6 +100,7 @@ export class UpstreamsService {
         description: body.description,
         toolPrefix: body.toolPrefix,
         enabled: body.enabled,
+        toolApproval: body.toolApproval,
         connectTimeoutMs: body.connectTimeoutMs,
         callTimeoutMs: body.callTimeoutMs,
         url: body.url,

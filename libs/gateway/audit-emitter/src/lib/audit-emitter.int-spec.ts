@@ -1,7 +1,7 @@
-import { QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { auditBatchJobId, QUEUES, type AuditEventBatchV1, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { newId } from '@portcullis/shared/util-ids';
 import { testContext, waitFor } from '@portcullis/shared/util-testing';
-import { Queue } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -41,6 +41,13 @@ function event(): AuditEventV1 {
     traceId: null,
     traceparent: null,
   };
+}
+
+/** The event ids a job carries, whatever its shape (batch or single event). */
+function eventIdsOf(job: Job): string[] {
+  return job.name === 'audit.events.ingest'
+    ? (job.data as AuditEventBatchV1).events.map((e) => e.eventId)
+    : [(job.data as AuditEventV1).eventId];
 }
 
 const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -160,30 +167,39 @@ describe('audit emitter against real Redis', () => {
     await Promise.all(producers.splice(0).map((p) => p.close()));
   });
 
-  it('enqueues every event once under its deterministic job id', async () => {
+  it('enqueues every event once, in batch jobs under deterministic ids; a resent batch adds nothing', async () => {
     const prefix = `int-${newId().slice(-8)}`;
     const { redisUrl } = testContext();
     const producer = createAuditQueueProducer({ redisUrl, prefix });
     producers.push(producer);
     const queue = new Queue(QUEUES.audit, { connection: { url: redisUrl }, prefix });
     queues.push(queue);
-    const emitter = createAuditEmitter({
+    const options = {
       producer,
       maxBuffer: 10_000,
       flushEveryMs: 5,
       batchSize: 100,
-      spoolDir: tmpDir(),
       spoolMaxBytes: 10_000_000,
       logger,
-    });
+    };
+    const emitter = createAuditEmitter({ ...options, spoolDir: tmpDir() });
     const events = Array.from({ length: 1_000 }, event);
     for (const e of events) expect(emitter.emit(e)).toBe('buffered');
-    // The same events again (a retry): no new jobs.
-    for (const e of events.slice(0, 100)) emitter.emit(e);
     await emitter.close();
-    expect(await queue.getJobCountByTypes('waiting', 'prioritized', 'delayed')).toBe(1_000);
-    const job = await queue.getJob(`audit-${events[5]?.eventId}`);
-    expect(job?.data).toEqual(events[5]);
+    const jobs = await queue.getJobs(['waiting'], 0, -1);
+    expect(jobs.every((j) => j.name === 'audit.events.ingest')).toBe(true);
+    expect(jobs.length).toBeGreaterThanOrEqual(10);
+    expect(jobs.flatMap(eventIdsOf).sort()).toEqual(events.map((e) => e.eventId).sort());
+    for (const job of jobs) expect(job.id).toBe(auditBatchJobId(eventIdsOf(job)));
+
+    // One of those batches again, cut the same way (a retried flush, a spool replay): the same job id, no new job.
+    const again = jobs[0] as Job;
+    const resend = createAuditEmitter({ ...options, spoolDir: tmpDir() });
+    const byId = new Map(events.map((e) => [e.eventId, e]));
+    for (const id of eventIdsOf(again)) resend.emit(byId.get(id) as AuditEventV1);
+    await resend.close();
+    expect(resend.stats()).toMatchObject({ sent: eventIdsOf(again).length, jobs: 1 });
+    expect(await queue.getJobCountByTypes('waiting', 'prioritized', 'delayed')).toBe(jobs.length);
   });
 
   it('keeps every event through a Redis outage: spools while it is down, replays when it returns', async () => {
@@ -215,8 +231,10 @@ describe('audit emitter against real Redis', () => {
       await emitter.flush();
       let queue = queueAt();
       const enqueuedBefore = await queue.getJobCountByTypes('waiting');
+      const idsBefore = (await queue.getJobs(['waiting'], 0, -1)).flatMap(eventIdsOf);
       await queue.close();
-      expect(enqueuedBefore).toBe(200);
+      expect(new Set(idsBefore)).toEqual(new Set(before.map((e) => e.eventId)));
+      expect(enqueuedBefore).toBeGreaterThanOrEqual(4); // 200 events in jobs of at most 50
 
       await redis.kill();
       const during = Array.from({ length: 500 }, event);
@@ -239,9 +257,7 @@ describe('audit emitter against real Redis', () => {
       queue = queueAt();
       const jobs = await queue.getJobs(['waiting'], 0, -1);
       await queue.close();
-      expect(new Set(jobs.map((j) => (j.data as AuditEventV1).eventId))).toEqual(
-        new Set(during.map((e) => e.eventId)),
-      );
+      expect(new Set(jobs.flatMap(eventIdsOf))).toEqual(new Set(during.map((e) => e.eventId)));
       expect(emitter.stats()).toMatchObject({ redis: 'up', dropped: 0 });
       expect(readdirSync(spoolDir)).toEqual(['audit-spool.jsonl']);
     } finally {

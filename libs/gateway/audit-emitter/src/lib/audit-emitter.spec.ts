@@ -1,4 +1,4 @@
-import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { auditBatchJobId, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createAuditEmitter,
@@ -53,7 +53,12 @@ class FakeProducer {
     this.accepted.push(...jobs);
   }
   ids(): string[] {
-    return this.accepted.map((job) => job.data.eventId);
+    return this.accepted.flatMap((job) =>
+      job.name === 'audit.events.ingest' ? job.data.events.map((e) => e.eventId) : [job.data.eventId],
+    );
+  }
+  sizes(): number[] {
+    return this.accepted.map((job) => (job.name === 'audit.events.ingest' ? job.data.events.length : 1));
   }
 }
 
@@ -88,19 +93,50 @@ afterEach(async () => {
 });
 
 describe('audit emitter', () => {
-  it('buffers without waiting and flushes in batches with the event id as job id', async () => {
+  it('buffers without waiting and flushes one batch job per batch, its id derived from its event ids', async () => {
     const { emitter, producer } = make();
     const events = Array.from({ length: 25 }, event);
     for (const e of events) expect(emitter.emit(e)).toBe('buffered');
     await emitter.flush();
     expect(producer.ids()).toEqual(events.map((e) => e.eventId));
-    expect(producer.accepted[0]).toMatchObject({
-      name: 'audit.event.ingest',
-      opts: { jobId: `audit-${events[0]?.eventId}` },
+    const first = events.slice(0, 10);
+    expect(producer.accepted[0]).toEqual({
+      name: 'audit.events.ingest',
+      data: { v: 1, events: first },
+      opts: { jobId: auditBatchJobId(first.map((e) => e.eventId)) },
     });
-    // 25 events in batches of 10 (the first batch may start as soon as 10 are buffered).
-    expect(producer.calls).toBeGreaterThanOrEqual(3);
+    // 25 events in jobs of at most 10 (the first may start as soon as 10 are buffered).
+    expect(producer.sizes().every((n) => n <= 10)).toBe(true);
+    expect(producer.accepted.length).toBeGreaterThanOrEqual(3);
     expect(emitter.stats()).toMatchObject({ sent: 25, buffered: 0, spooled: 0, dropped: 0, redis: 'up' });
+    expect(emitter.stats().jobs).toBe(producer.accepted.length);
+  });
+
+  it('bounds a job by bytes: a flush that would exceed maxJobBytes becomes several jobs', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer } = make({ batchSize: 10, maxJobBytes: one * 3 + 1 });
+    const events = Array.from({ length: 10 }, event);
+    for (const e of events) emitter.emit(e);
+    await emitter.flush();
+    expect(producer.sizes()).toEqual([3, 3, 3, 1]);
+    expect(producer.calls).toBe(1); // still one round trip for the flush
+    expect(producer.ids()).toEqual(events.map((e) => e.eventId));
+    // An event bigger than the bound on its own still goes, alone.
+    const big = { ...event(), arguments: { blob: 'x'.repeat(one * 4) } };
+    emitter.emit(big);
+    emitter.emit(event());
+    await emitter.flush();
+    expect(producer.sizes().slice(4)).toEqual([1, 1]);
+  });
+
+  it("sends one job per event with jobFormat 'event' (workers older than batch jobs)", async () => {
+    const { emitter, producer } = make({ jobFormat: 'event' });
+    const events = Array.from({ length: 3 }, event);
+    for (const e of events) emitter.emit(e);
+    await emitter.flush();
+    expect(producer.accepted).toEqual(
+      events.map((e) => ({ name: 'audit.event.ingest', data: e, opts: { jobId: `audit-${e.eventId}` } })),
+    );
   });
 
   it('spools while Redis is unreachable and replays the spool when it returns', async () => {

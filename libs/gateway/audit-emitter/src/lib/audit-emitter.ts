@@ -1,14 +1,31 @@
-import { jobIdFor, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import {
+  AUDIT_BATCH_MAX_EVENTS,
+  auditBatchJobId,
+  jobIdFor,
+  type AuditEventBatchV1,
+  type AuditEventV1,
+} from '@portcullis/contracts/jobs';
 import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool';
 
-const JOB_NAME = 'audit.event.ingest' as const;
+const EVENT_JOB = 'audit.event.ingest' as const;
+const BATCH_JOB = 'audit.events.ingest' as const;
 
-/** One job as BullMQ's `Queue.addBulk` takes it. */
-export interface AuditJob {
-  readonly name: typeof JOB_NAME;
+/** A job of many events (the default): job id derived from its event ids. */
+export interface AuditBatchJob {
+  readonly name: typeof BATCH_JOB;
+  readonly data: AuditEventBatchV1;
+  readonly opts: { readonly jobId: string };
+}
+
+/** A job of one event (`jobFormat: 'event'`, for workers older than batch jobs): job id = `audit-<eventId>`. */
+export interface AuditEventJob {
+  readonly name: typeof EVENT_JOB;
   readonly data: AuditEventV1;
   readonly opts: { readonly jobId: string };
 }
+
+/** One job as BullMQ's `Queue.addBulk` takes it. */
+export type AuditJob = AuditBatchJob | AuditEventJob;
 
 /** The part of a BullMQ `Queue` the emitter uses (a real Queue satisfies it). */
 export interface AuditJobProducer {
@@ -27,7 +44,10 @@ export interface AuditEmitterOptions {
   /** Events held in memory waiting for a flush. Beyond it, `emit` writes to the spool. */
   readonly maxBuffer: number;
   readonly flushEveryMs: number;
-  /** Events per `addBulk` call (and per spool replay batch). */
+  /**
+   * Events per flush and per job (one `addBulk` call; also per spool replay batch): a job holds at most this many
+   * events (and at most 5,000), and at most `maxJobBytes`.
+   */
   readonly batchSize: number;
   /** Directory of the local spool; `null` keeps a (non-durable) in-memory spool of the same size. */
   readonly spoolDir: string | null;
@@ -37,6 +57,13 @@ export interface AuditEmitterOptions {
   readonly sendTimeoutMs?: number;
   /** While Redis is unreachable, how often one flush tries it again. Default 1,000 ms. */
   readonly probeEveryMs?: number;
+  /** Bound on a batch job's events as JSON; a flush that would exceed it becomes several jobs. Default 1 MiB. */
+  readonly maxJobBytes?: number;
+  /**
+   * `'batch'` (default): one `audit.events.ingest` job per flush. `'event'`: one `audit.event.ingest` job per event,
+   * for a rollout where gateways are upgraded before the audit workers (ADR 0010).
+   */
+  readonly jobFormat?: 'batch' | 'event';
   /** Test seam: a spool instead of the one built from `spoolDir`. */
   readonly spool?: AuditSpool;
   readonly now?: () => number;
@@ -48,7 +75,10 @@ export interface AuditEmitterStats {
   readonly redis: 'up' | 'down';
   readonly buffered: number;
   readonly spoolBytes: number;
+  /** Events handed to Redis. */
   readonly sent: number;
+  /** Jobs handed to Redis (sent and replayed). */
+  readonly jobs: number;
   readonly spooled: number;
   readonly replayed: number;
   readonly dropped: number;
@@ -91,6 +121,9 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   const sendTimeoutMs = options.sendTimeoutMs ?? 2_000;
   const probeEveryMs = options.probeEveryMs ?? 1_000;
   const now = options.now ?? Date.now;
+  const jobFormat = options.jobFormat ?? 'batch';
+  const maxJobBytes = options.maxJobBytes ?? 1_048_576;
+  const maxJobEvents = Math.max(1, Math.min(options.batchSize, AUDIT_BATCH_MAX_EVENTS));
   const log = options.logger;
   const spool: AuditSpool =
     options.spool ??
@@ -105,6 +138,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   let flushRequested = false;
   let closed = false;
   let sent = 0;
+  let jobs = 0;
   let spooled = 0;
   let replayed = 0;
   let dropped = 0;
@@ -147,9 +181,37 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     return written;
   };
 
+  const batchJob = (events: AuditEventV1[]): AuditBatchJob => ({
+    name: BATCH_JOB,
+    data: { v: 1, events },
+    opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)) },
+  });
+
+  /** Cuts events into jobs: at most `maxJobEvents` and `maxJobBytes` each (a single larger event goes alone). */
+  const toJobs = (events: AuditEventV1[]): AuditJob[] => {
+    if (jobFormat === 'event')
+      return events.map((data) => ({ name: EVENT_JOB, data, opts: { jobId: jobIdFor(EVENT_JOB, data) } }));
+    const out: AuditJob[] = [];
+    let current: AuditEventV1[] = [];
+    let bytes = 0;
+    for (const event of events) {
+      const size = Buffer.byteLength(JSON.stringify(event)) + 1;
+      if (current.length > 0 && (current.length >= maxJobEvents || bytes + size > maxJobBytes)) {
+        out.push(batchJob(current));
+        current = [];
+        bytes = 0;
+      }
+      current.push(event);
+      bytes += size;
+    }
+    if (current.length > 0) out.push(batchJob(current));
+    return out;
+  };
+
   const send = async (events: AuditEventV1[]): Promise<void> => {
-    const jobs = events.map((data) => ({ name: JOB_NAME, data, opts: { jobId: jobIdFor(JOB_NAME, data) } }));
-    await withTimeout(options.producer.addBulk(jobs), sendTimeoutMs);
+    const batch = toJobs(events);
+    await withTimeout(options.producer.addBulk(batch), sendTimeoutMs);
+    jobs += batch.length;
   };
 
   const markDown = (error: unknown): void => {
@@ -254,7 +316,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     flush,
 
     stats() {
-      return { redis, buffered: buffer.length, spoolBytes: spool.bytes, sent, spooled, replayed, dropped };
+      return { redis, buffered: buffer.length, spoolBytes: spool.bytes, sent, jobs, spooled, replayed, dropped };
     },
 
     async close() {

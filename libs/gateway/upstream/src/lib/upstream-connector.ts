@@ -10,7 +10,7 @@ import { CircuitBreaker, type CircuitBreakerOptions } from './core/circuit-break
 import { resumedInfo } from './core/handshake';
 import { SILENT_LOGGER, type UpstreamLogger } from './core/logger';
 import { logFields, type DisposableSession, type SessionContext } from './core/session-base';
-import { checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from './core/ssrf-guard';
+import { checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { errors } from './core/wire';
 import { HttpPool } from './http/http-pool';
 import { LegacySseSession } from './http/legacy-sse-session';

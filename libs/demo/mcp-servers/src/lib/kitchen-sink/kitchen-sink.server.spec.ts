@@ -57,11 +57,13 @@ describe('kitchen-sink server', () => {
     });
     const { tools } = await client.listTools();
     expect(tools.map((tool) => tool.name).sort()).toEqual([
+      'add_tool',
       'confirm_action',
       'echo',
       'increment_counter',
       'list_roots',
       'log_message',
+      'observed_events',
       'slow_count',
       'summarize_with_llm',
     ]);

@@ -5,6 +5,7 @@ import {
   ElicitResultSchema,
   ListRootsResultSchema,
   LoggingLevelSchema,
+  RootsListChangedNotificationSchema,
   type CreateMessageResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
@@ -58,6 +59,11 @@ export function createKitchenSinkServer(): McpServer {
   const clientSupports = (feature: 'sampling' | 'elicitation' | 'roots'): boolean =>
     server.server.getClientCapabilities()?.[feature] !== undefined;
   let counter = 0;
+  // What this server instance observed from its client, for tests of a proxy in between (`observed_events`).
+  const observed = { cancelled: [] as { label: string; step: number; reason: string }[], rootsListChanged: 0, addedTools: 0 };
+  server.server.setNotificationHandler(RootsListChangedNotificationSchema, () => {
+    observed.rootsListChanged += 1;
+  });
 
   server.registerTool(
     'echo',
@@ -80,13 +86,20 @@ export function createKitchenSinkServer(): McpServer {
       inputSchema: {
         steps: z.number().int().min(1).max(1_000),
         interval_ms: z.number().int().min(0).max(10_000).default(100),
+        label: z.string().max(200).optional().describe('Recorded with a cancellation (see observed_events)'),
       },
       annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
     },
-    async ({ steps, interval_ms }, extra) => {
+    async ({ steps, interval_ms, label }, extra) => {
       const progressToken = extra._meta?.progressToken;
       for (let step = 1; step <= steps; step += 1) {
-        await abortableSleep(interval_ms, extra.signal);
+        try {
+          await abortableSleep(interval_ms, extra.signal);
+        } catch (error) {
+          const reason = error instanceof Error ? error.message : String(error);
+          observed.cancelled.push({ label: label ?? '', step, reason });
+          throw error;
+        }
         await log.send(extra, 'debug', { tool: 'slow_count', step, steps });
         if (progressToken !== undefined) {
           await extra.sendNotification({
@@ -210,6 +223,37 @@ export function createKitchenSinkServer(): McpServer {
     async ({ level, message }, extra) => {
       await log.send(extra, level, message);
       return textResult(`Logged at ${level}.`);
+    },
+  );
+
+  server.registerTool(
+    'observed_events',
+    {
+      title: 'Observed events',
+      description:
+        'What this server instance saw from its client: cancelled slow_count calls (with their label and ' +
+        'step) and how many notifications/roots/list_changed arrived.',
+      annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
+    },
+    () => textResult(JSON.stringify(observed), { ...observed }),
+  );
+
+  server.registerTool(
+    'add_tool',
+    {
+      title: 'Add a tool',
+      description:
+        'Register a new echo-like tool named `extra_<n>`; the server announces notifications/tools/list_changed ' +
+        'on its session-wide channel (not on this request).',
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    },
+    () => {
+      observed.addedTools += 1;
+      const name = `extra_${observed.addedTools}`;
+      server.registerTool(name, { description: 'Added at run time; echoes its message.', inputSchema: { message: z.string().max(1_000) } }, ({ message }) => ({
+        content: [{ type: 'text', text: message }],
+      }));
+      return textResult(`Added ${name}.`, { name });
     },
   );
 

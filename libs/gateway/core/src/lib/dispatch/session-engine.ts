@@ -339,7 +339,18 @@ export class SessionEngine {
     let admission: Admission | undefined;
     let admitted = false;
     const gate: Gate = async (target, args) => {
-      info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt, ...(target ? { target } : {}), ...(args ? { arguments: args } : {}) };
+      const meta = message.params?.['_meta'];
+      const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
+      info = {
+        record: live.record,
+        method: message.method,
+        requestId: message.id,
+        traceId,
+        startedAt,
+        ...(target ? { target } : {}),
+        ...(args ? { arguments: args } : {}),
+        ...(typeof progressToken === 'string' || typeof progressToken === 'number' ? { progressToken } : {}),
+      };
       admitted = true;
       if (!hooks?.admit) return undefined;
       const verdict = hooks.admit(info, sink, controller.signal, undefined);
@@ -353,7 +364,6 @@ export class SessionEngine {
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
-      result = undefined;
       if (!admitted) info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt };
       this.report(info, response, error, admitted ? admission : undefined, undefined, controller.signal);
       return response;

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
+import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
 
 /** Where messages related to one agent request go besides its response (progress, server requests, logs). */
 export interface MessageSink {
@@ -10,27 +11,38 @@ export interface MessageSink {
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
 
-let streamCounter = 0;
-const streamPrefix = (): string => `${Date.now().toString(36)}${(++streamCounter).toString(36)}`;
-
 /**
  * The response to one Streamable HTTP POST: plain JSON when the answer is the only message, switched
- * to an SSE stream (with event ids) the moment anything must be sent before the answer.
+ * to an SSE stream (with event ids) the moment anything must be sent before the answer. With a replay
+ * log the stream is resumable: once the agent has an event id, losing the connection no longer ends the
+ * stream — messages keep going to the log, and a GET with `Last-Event-ID` picks them up (see replay-log).
  */
 export class PostResponder implements MessageSink {
   private state: 'pending' | 'sse' | 'done' = 'pending';
   /** Event ids are minted only once the response turns into a stream (most responses never do). */
   private streamId = '';
   private seq = 0;
+  private log: StreamLog | undefined;
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
     private readonly res: ServerResponse,
     private readonly sessionId: string,
+    private readonly replay?: ReplayLog,
   ) {}
 
   get canStream(): boolean {
-    return this.state !== 'done' && !this.res.destroyed;
+    if (this.state === 'done') return false;
+    return this.resumable || !this.res.destroyed;
+  }
+
+  /** The agent holds an event id of this stream and can resume it after a disconnect. */
+  get resumable(): boolean {
+    return this.state === 'sse' && this.log !== undefined;
+  }
+
+  get done(): boolean {
+    return this.state === 'done';
   }
 
   send(message: JsonRpcMessage): boolean {
@@ -38,9 +50,10 @@ export class PostResponder implements MessageSink {
     if (this.state === 'pending') {
       this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
       this.state = 'sse';
-      this.streamId = streamPrefix();
+      this.streamId = newStreamId('p');
+      this.log = this.replay?.open(this.sessionId, this.streamId);
     }
-    this.res.write(sseFrame(JSON.stringify(message), `${this.streamId}_${++this.seq}`));
+    this.write(JSON.stringify(message), false);
     return true;
   }
 
@@ -52,25 +65,36 @@ export class PostResponder implements MessageSink {
     if (this.state === 'done') return;
     const body = JSON.stringify(response);
     if (this.state === 'sse') {
-      this.res.end(sseFrame(body, `${this.streamId}_${++this.seq}`));
+      this.write(body, true);
     } else if (!this.res.destroyed) {
       this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))]);
       this.res.end(body);
     }
     this.state = 'done';
   }
+
+  private write(data: string, final: boolean): void {
+    const seq = ++this.seq;
+    this.log?.append(seq, data, final);
+    if (this.res.destroyed || this.res.writableEnded) return;
+    const frame = sseFrame(data, eventId(this.streamId, seq));
+    if (final) this.res.end(frame);
+    else this.res.write(frame);
+  }
 }
 
 /** A long-lived SSE stream: the standalone GET stream, or a legacy HTTP+SSE session's stream. */
 export class EventStream implements MessageSink {
-  private readonly streamId = streamPrefix();
   private seq = 0;
   private readonly keepAlive: NodeJS.Timeout;
 
+  /** `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). */
   constructor(
     private readonly res: ServerResponse,
     headers: Readonly<Record<string, string>>,
     keepAliveMs: number,
+    private readonly log?: StreamLog,
+    readonly id: string = newStreamId('s'),
   ) {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     res.flushHeaders();
@@ -87,8 +111,16 @@ export class EventStream implements MessageSink {
 
   send(message: JsonRpcMessage): boolean {
     if (!this.canStream) return false;
-    this.res.write(sseFrame(JSON.stringify(message), `${this.streamId}_${++this.seq}`));
+    const data = JSON.stringify(message);
+    const seq = ++this.seq;
+    this.log?.append(seq, data, false);
+    this.res.write(sseFrame(data, eventId(this.id, seq)));
     return true;
+  }
+
+  /** A message of another stream being replayed or resumed here, under its original event id. */
+  replay(id: string, data: string): void {
+    if (this.canStream) this.res.write(sseFrame(data, id));
   }
 
   /** A raw event (the legacy transport's `endpoint` event). */

@@ -17,6 +17,8 @@ export interface RequestInfo {
   readonly arguments?: Readonly<Record<string, unknown>>;
   /** The request's start (ms since the epoch). */
   readonly startedAt: number;
+  /** The agent's `_meta.progressToken`, when it sent one (a hook that waits may report progress with it). */
+  readonly progressToken?: string | number;
 }
 
 /** A hook's verdict on a request it let through. Every field is optional; the engine merges them in hook order. */
@@ -58,9 +60,19 @@ export interface RequestHooks {
    * must wait (approval, a Redis limit) returns a promise and may send progress through `sink`. `prior` is what
    * the earlier hooks admitted with (e.g. the policy decision and its rate limits).
    */
-  admit?(info: RequestInfo, sink: MessageSink, signal: AbortSignal, prior: Admission | undefined): Admission | undefined | Promise<Admission | undefined>;
+  admit?(
+    info: RequestInfo,
+    sink: MessageSink,
+    signal: AbortSignal,
+    prior: Admission | undefined,
+  ): Admission | undefined | Promise<Admission | undefined>;
   /** Narrows one upstream's part of a listing to what the session's principal may see. Synchronous. */
-  filter?(record: SessionRecord, kind: TargetKind | 'resourceTemplate', upstream: UpstreamConfig, items: readonly Record<string, unknown>[]): readonly Record<string, unknown>[];
+  filter?(
+    record: SessionRecord,
+    kind: TargetKind | 'resourceTemplate',
+    upstream: UpstreamConfig,
+    items: readonly Record<string, unknown>[],
+  ): readonly Record<string, unknown>[];
   /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
   completed?(info: RequestInfo, outcome: RequestOutcome): void;
 }
@@ -73,7 +85,11 @@ export interface RequestHooks {
 export interface ApprovalGate {
   hold(
     info: RequestInfo,
-    decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
+    decision: {
+      readonly reason: string;
+      readonly ruleIds: readonly string[];
+      readonly snapshotVersion: number;
+    },
     sink: MessageSink,
     signal: AbortSignal,
   ): Promise<Admission>;
@@ -95,35 +111,42 @@ const merge = (into: Admission | undefined, next: Admission | undefined): Admiss
  * admissions run before the refusal propagates.
  */
 export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
-  const admitters = hooks.filter((h) => h.admit);
-  const filters = hooks.filter((h) => h.filter);
-  const observers = hooks.filter((h) => h.completed);
+  const admitters: AdmitFn[] = [];
+  const filters: FilterFn[] = [];
+  const observers: CompletedFn[] = [];
+  for (const hook of hooks) {
+    if (hook.admit) admitters.push(hook.admit.bind(hook));
+    if (hook.filter) filters.push(hook.filter.bind(hook));
+    if (hook.completed) observers.push(hook.completed.bind(hook));
+  }
   const composed: RequestHooks = {};
   if (admitters.length > 0) {
     composed.admit = (info, sink, signal) => {
       let merged: Admission | undefined;
-      for (let index = 0; index < admitters.length; index++) {
-        let verdict: Admission | undefined | Promise<Admission | undefined>;
+      for (const [index, admit] of admitters.entries()) {
+        let verdict: ReturnType<AdmitFn>;
         try {
-          verdict = admitters[index]!.admit!(info, sink, signal, merged);
+          verdict = admit(info, sink, signal, merged);
         } catch (error) {
           merged?.release?.();
           throw error;
         }
-        if (verdict instanceof Promise) return continueAsync(admitters, index, verdict, merged, info, sink, signal);
+        if (verdict instanceof Promise)
+          return continueAsync(admitters.slice(index + 1), verdict, merged, info, sink, signal);
         merged = merge(merged, verdict);
       }
       return merged;
     };
   }
   if (filters.length > 0) {
-    composed.filter = (record, kind, upstream, items) => filters.reduce((list, hook) => hook.filter!(record, kind, upstream, list), items);
+    composed.filter = (record, kind, upstream, items) =>
+      filters.reduce((list, filter) => filter(record, kind, upstream, list), items);
   }
   if (observers.length > 0) {
     composed.completed = (info, outcome) => {
-      for (const hook of observers) {
+      for (const observe of observers) {
         try {
-          hook.completed!(info, outcome);
+          observe(info, outcome);
         } catch {
           // An observer's failure must never affect the request or the other observers.
         }
@@ -133,9 +156,12 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   return composed;
 }
 
+type AdmitFn = NonNullable<RequestHooks['admit']>;
+type FilterFn = NonNullable<RequestHooks['filter']>;
+type CompletedFn = NonNullable<RequestHooks['completed']>;
+
 async function continueAsync(
-  admitters: readonly RequestHooks[],
-  index: number,
+  rest: readonly AdmitFn[],
   pending: Promise<Admission | undefined>,
   merged: Admission | undefined,
   info: RequestInfo,
@@ -144,7 +170,7 @@ async function continueAsync(
 ): Promise<Admission | undefined> {
   try {
     merged = merge(merged, await pending);
-    for (let next = index + 1; next < admitters.length; next++) merged = merge(merged, await admitters[next]!.admit!(info, sink, signal, merged));
+    for (const admit of rest) merged = merge(merged, await admit(info, sink, signal, merged));
     return merged;
   } catch (error) {
     merged?.release?.();

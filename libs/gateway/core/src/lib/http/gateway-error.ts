@@ -24,6 +24,12 @@ export const GATEWAY_RPC = {
   NOT_ACCEPTABLE: -32006,
   PAYLOAD_TOO_LARGE: -32013,
   UNSUPPORTED_MEDIA_TYPE: -32015,
+  /** A rate limit is exhausted: `data` names the limit, its scope and `retryAfterSeconds` (HTTP 429 where possible). */
+  RATE_LIMITED: -32029,
+  /** The tenant's policy denies the call (or no policy snapshot is in force: fail safe). */
+  POLICY_DENIED: -32030,
+  /** The policy requires a person's approval and this gateway has no way to obtain one. */
+  APPROVAL_UNAVAILABLE: -32031,
   UPSTREAM_UNAVAILABLE: -32050,
   UPSTREAM_TIMEOUT: -32054,
   UNAVAILABLE: -32053,

@@ -1,5 +1,5 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   allowsBatches,
@@ -15,6 +15,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { Authenticator } from '../auth/authenticator';
+import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder } from '../dispatch/sinks';
 import type { SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
@@ -35,6 +36,8 @@ export interface McpRoutesOptions {
   readonly bodyLimitBytes: number;
   /** SSE comment interval on long-lived streams (keeps proxies from closing them). */
   readonly keepAliveMs: number;
+  /** Makes Streamable HTTP SSE streams resumable with `Last-Event-ID` (absent: they are not). */
+  readonly replay?: ReplayLog;
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -218,13 +221,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         reply.hijack();
         const res = reply.raw;
-        const responder = new PostResponder(res, record.id);
+        const responder = new PostResponder(res, record.id, options.replay);
         if (!batch) {
           const only = requests[0];
           if (!only) return reply;
-          // The agent hanging up cancels its request upstream.
+          // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
+          // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
           const onClose = () => {
-            if (responder.canStream) engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
+            if (!responder.done && !responder.resumable) {
+              engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
+            }
           };
           res.once('close', onClose);
           const response = await engine.request(record, only, responder, traceId);
@@ -254,8 +260,24 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const record = await sessionFrom(request, principal, true);
         const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
         if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
+        const lastEventId = parseEventId(headerOf(request, 'last-event-id'));
+        const replayed = lastEventId && options.replay ? await options.replay.read(record.id, lastEventId.streamId, lastEventId.seq) : undefined;
         reply.hijack();
-        const stream = track(new EventStream(reply.raw, { 'mcp-session-id': record.id }, options.keepAliveMs));
+        const headers = { 'mcp-session-id': record.id };
+        // Resuming the stream of a POST: what the agent missed, then the rest live until the response. One
+        // whose response the agent already has is over: the GET becomes a plain standalone stream instead
+        // (closing it at once would only make the client reconnect again and again).
+        if (lastEventId?.kind === 'p' && replayed && options.replay && (replayed.length > 0 || !(await options.replay.finished(record.id, lastEventId.streamId)))) {
+          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed);
+          return reply;
+        }
+        // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
+        // an id that is unknown, expired or of another session replays nothing.
+        const id = newStreamId('s');
+        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id));
+        if (lastEventId?.kind === 's' && replayed) {
+          for (const entry of replayed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
+        }
         const detach = engine.attachStandalone(record, stream);
         stream.onClose(detach);
         return reply;
@@ -359,6 +381,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           const { response } = await engine.initialize(principal, item.message, traceId, sessionId);
           if ('result' in response) entry.record = await engine.session(sessionId, principal);
           entry.stream.send(response);
+          // The legacy stream is also the session's channel for messages tied to no request (list_changed...).
+          if (entry.record) entry.stream.onClose(engine.attachStandalone(entry.record, entry.stream));
           return;
         }
         const record = entry.record;
@@ -374,6 +398,36 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }
     }
   });
+
+  function resumePostStream(
+    res: ServerResponse,
+    headers: Record<string, string>,
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+    replayed: readonly ReplayEntry[],
+  ): void {
+    const stream = track(new EventStream(res, headers, options.keepAliveMs));
+    let last = afterSeq;
+    for (const entry of replayed) {
+      stream.replay(`${streamId}_${entry.seq}`, entry.data);
+      last = entry.seq;
+      if (entry.final) {
+        stream.close();
+        return;
+      }
+    }
+    const replay = options.replay;
+    if (!replay) return;
+    const stop = new AbortController();
+    stream.onClose(() => stop.abort());
+    void replay
+      .follow(sessionId, streamId, last, (entry) => stream.replay(`${streamId}_${entry.seq}`, entry.data), stop.signal)
+      .then((outcome) => {
+        if (outcome === 'busy') logger.warn({ sessionId: sessionId.slice(0, 8) }, 'too many resumed streams on this replica; closing one');
+        stream.close();
+      });
+  }
 
   return {
     closeStreams: () => {

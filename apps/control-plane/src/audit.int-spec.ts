@@ -1,0 +1,310 @@
+import { CSV_COLUMNS, CsvRowParser, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { newId } from '@portcullis/shared/util-ids';
+import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
+
+const SYNC_MAX = 40;
+const exportDir = mkdtempSync(path.join(os.tmpdir(), 'cp-audit-exports-'));
+let cp: ControlPlaneHarness;
+let app: PortcullisPrismaClient;
+let store: PostgresAuditEventStore;
+
+beforeAll(async () => {
+  cp = await startControlPlane({ AUDIT_EXPORT_DIR: exportDir, AUDIT_SYNC_EXPORT_MAX_ROWS: String(SYNC_MAX) });
+  app = createPrismaClient({ url: testContext().databaseUrl });
+  store = new PostgresAuditEventStore(app);
+});
+afterAll(async () => {
+  await app?.$disconnect();
+  await cp?.close();
+  rmSync(exportDir, { recursive: true, force: true });
+});
+
+const BASE = Date.parse('2026-11-01T00:00:00.000Z');
+const at = (minute: number) => new Date(BASE + minute * 60_000).toISOString();
+const q = (params: Record<string, string | number>) =>
+  new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+
+/** Runs SQL as the database owner with triggers off for this transaction only: what an attacker with the keys does. */
+async function tamper(sql: string, params: unknown[]): Promise<void> {
+  const client = new pg.Client({ connectionString: testContext().adminDatabaseUrl });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SET LOCAL session_replication_role = replica');
+    await client.query(sql, params);
+    await client.query('COMMIT');
+  } finally {
+    await client.end();
+  }
+}
+
+interface Fixture {
+  tenant: TestTenant;
+  events: AuditEventV1[];
+  users: string[];
+  upstream: string;
+  agent: string;
+}
+
+/** 30 events one minute apart with known tools, decisions, outcomes, actors, agents and upstreams. */
+async function tenantWithEvents(): Promise<Fixture> {
+  const tenant = await cp.tenant();
+  const users = [newId(), newId()];
+  const upstream = newId();
+  const agent = newId();
+  const events = Array.from({ length: 30 }, (_, i) =>
+    sampleAuditEvent(tenant.id, {
+      occurredAt: at(i),
+      actorUserId: users[i % 2] ?? null,
+      agentClientId: i % 3 === 0 ? agent : null,
+      upstreamId: i < 10 ? upstream : null,
+      tool: i % 5 === 0 ? 'tickets__close' : 'tickets__create_ticket',
+      method: i === 29 ? 'tools/list' : 'tools/call',
+      decision: i % 4 === 0 ? 'deny' : 'allow',
+      outcome: i % 4 === 0 ? 'denied' : i === 7 ? 'error' : 'ok',
+      arguments: { i },
+    }),
+  );
+  await store.insert(events);
+  return { tenant, events, users, upstream, agent };
+}
+
+type Item = Record<string, unknown>;
+async function allPages(url: string, token: string, limit: number): Promise<{ items: Item[]; pages: number }> {
+  const items: Item[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const res = await cp.request('GET', `${url}${url.includes('?') ? '&' : '?'}limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`, { token });
+    expect(res.status, res.text).toBe(200);
+    items.push(...(res.json.items ?? []));
+    cursor = res.json['nextCursor'] as string | null;
+    pages += 1;
+    expect(pages).toBeLessThan(100);
+  } while (cursor);
+  return { items, pages };
+}
+
+describe('GET /audit/events', () => {
+  it('pages every event newest first with a cursor, and filters by each field', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/events`;
+    const expectIds = (items: Item[], pick: (e: AuditEventV1, i: number) => boolean) =>
+      expect(items.map((e) => e['id'])).toEqual(
+        f.events
+          .filter(pick)
+          .map((e) => e.eventId)
+          .reverse(),
+      );
+
+    const all = await allPages(base, auditor.token, 7);
+    expect(all.pages).toBe(5);
+    expectIds(all.items, () => true);
+    expect(all.items[0]).toMatchObject({ seq: '30', occurredAt: at(29), kind: 'mcp', hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
+
+    expectIds((await allPages(`${base}?${q({ from: at(5), to: at(12) })}`, auditor.token, 3)).items, (_, i) => i >= 5 && i < 12);
+    expectIds((await allPages(`${base}?${q({ tool: 'tickets__close' })}`, auditor.token, 2)).items, (_, i) => i % 5 === 0);
+    expectIds((await allPages(`${base}?${q({ decision: 'deny' })}`, auditor.token, 50)).items, (_, i) => i % 4 === 0);
+    expectIds((await allPages(`${base}?${q({ outcome: 'error' })}`, auditor.token, 50)).items, (_, i) => i === 7);
+    expectIds((await allPages(`${base}?${q({ actorUserId: f.users[1] ?? '' })}`, auditor.token, 4)).items, (_, i) => i % 2 === 1);
+    expectIds((await allPages(`${base}?${q({ agentClientId: f.agent })}`, auditor.token, 4)).items, (_, i) => i % 3 === 0);
+    expectIds((await allPages(`${base}?${q({ upstreamId: f.upstream })}`, auditor.token, 4)).items, (_, i) => i < 10);
+    expectIds((await allPages(`${base}?${q({ method: 'tools/list' })}`, auditor.token, 4)).items, (_, i) => i === 29);
+    expectIds(
+      (await allPages(`${base}?${q({ upstreamId: f.upstream, decision: 'deny', from: at(1) })}`, auditor.token, 1)).items,
+      (_, i) => i < 10 && i % 4 === 0 && i >= 1,
+    );
+  });
+
+  it('answers 400 problem+json naming each bad filter, and for a forged cursor', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/events`;
+    const res = await cp.request('GET', `${base}?${q({ from: 'yesterday', decision: 'maybe', actorUserId: 'bob', limit: 1000, colour: 'red' })}`, {
+      token: auditor.token,
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(res.json['code']).toBe('VALIDATION_FAILED');
+    const paths = (res.json['errors'] as { path: string }[]).map((e) => e.path);
+    expect(paths).toEqual(expect.arrayContaining(['from', 'decision', 'actorUserId', 'limit']));
+    expect(JSON.stringify(res.json['errors'])).toContain('colour');
+
+    const reversed = await cp.request('GET', `${base}?${q({ from: at(10), to: at(5) })}`, { token: auditor.token });
+    expect(reversed.status).toBe(400);
+    expect(reversed.json['errors']).toEqual([{ path: 'to', message: 'must be after `from`' }]);
+
+    for (const cursor of ['bogus', Buffer.from(`a1|2026-11-01T00:00:00.000000Z|${newId()}|x`).toString('base64url'), Buffer.from("a1|'; drop table x|y").toString('base64url')]) {
+      const bad = await cp.request('GET', `${base}?cursor=${cursor}`, { token: auditor.token });
+      expect(bad.status).toBe(400);
+      expect(bad.json['errors']).toEqual([{ path: 'cursor', message: expect.any(String) }]);
+    }
+  });
+
+  it('lets owners, admins and auditors read; members get 403; other tenants are 404', async () => {
+    const f = await tenantWithEvents();
+    const other = await tenantWithEvents();
+    const base = `/api/v1/tenants/${f.tenant.id}/audit`;
+    for (const role of ['owner', 'admin', 'auditor'] as const) {
+      const user = await cp.member(f.tenant.id, role);
+      expect((await cp.request('GET', `${base}/events?limit=1`, { token: user.token })).status, role).toBe(200);
+      expect((await cp.request('GET', `${base}/verify`, { token: user.token })).status, role).toBe(200);
+    }
+    const member = await cp.member(f.tenant.id, 'member');
+    for (const [method, url] of [
+      ['GET', `${base}/events`],
+      ['GET', `${base}/events.csv`],
+      ['GET', `${base}/verify`],
+      ['GET', `${base}/exports`],
+      ['POST', `${base}/exports`],
+    ] as const) {
+      const res = await cp.request(method, url, { token: member.token, ...(method === 'POST' ? { body: { format: 'csv' } } : {}) });
+      expect(res.status, `${method} ${url}`).toBe(403);
+    }
+    // The auditor of the other tenant sees nothing here, and its own events never include ours.
+    const stranger = await cp.member(other.tenant.id, 'auditor');
+    expect((await cp.request('GET', `${base}/events`, { token: stranger.token })).status).toBe(404);
+    expect((await cp.request('GET', `${base}/verify`, { token: stranger.token })).status).toBe(404);
+    const theirs = await allPages(`/api/v1/tenants/${other.tenant.id}/audit/events`, stranger.token, 200);
+    expect(theirs.items.every((e) => e['id'] !== f.events[0]?.eventId)).toBe(true);
+    expect(theirs.items).toHaveLength(30);
+  });
+
+  it('keeps auditors read-only outside the audit API', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const res = await cp.request('POST', `/api/v1/tenants/${f.tenant.id}/upstreams`, {
+      token: auditor.token,
+      body: { name: 'x', toolPrefix: 'x', transport: 'streamable_http', url: 'https://x.example.test/mcp' },
+    });
+    expect(res.status).toBe(403);
+  });
+});
+
+describe('GET /audit/verify', () => {
+  it('reports ok, then the first broken link after a row is edited in SQL', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const url = `/api/v1/tenants/${f.tenant.id}/audit/verify`;
+    const ok = await cp.request('GET', url, { token: auditor.token });
+    expect(ok.json).toMatchObject({ ok: true, checked: 30, fromSeq: '0', lastSeq: '30', lastHash: expect.any(String) });
+
+    await tamper(`UPDATE audit_events SET tool = 'innocent' WHERE tenant_id = $1 AND seq = 12`, [f.tenant.id]);
+    const broken = await cp.request('GET', url, { token: auditor.token });
+    expect(broken.status).toBe(200);
+    expect(broken.json).toEqual({ ok: false, checked: 11, brokenAt: { seq: '12', id: f.events[11]?.eventId, problem: 'hash_mismatch' } });
+
+    const g = await tenantWithEvents();
+    const gAuditor = await cp.member(g.tenant.id, 'auditor');
+    await tamper('DELETE FROM audit_events WHERE tenant_id = $1 AND seq = 30', [g.tenant.id]);
+    const tail = await cp.request('GET', `/api/v1/tenants/${g.tenant.id}/audit/verify`, { token: gAuditor.token });
+    expect(tail.json).toEqual({ ok: false, checked: 29, brokenAt: { seq: '30', id: null, problem: 'head_mismatch' } });
+  });
+});
+
+describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
+  it('streams a spreadsheet-safe CSV whose digest header matches, and audits the export', async () => {
+    const tenant = await cp.tenant();
+    const auditor = await cp.member(tenant.id, 'auditor');
+    const nasty = [
+      sampleAuditEvent(tenant.id, { occurredAt: at(0), tool: '=HYPERLINK("http://evil.example","click")', reason: 'a, "quoted"\r\nline' }),
+      sampleAuditEvent(tenant.id, { occurredAt: at(1), tool: '+SUM(A1:A9)', reason: '@cmd', arguments: { note: '-2+3' } }),
+      sampleAuditEvent(tenant.id, { occurredAt: at(2), tool: "'already quoted", reason: '' }),
+    ];
+    await store.insert(nasty);
+    const res = await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv`, { token: auditor.token });
+    expect(res.status, res.text).toBe(200);
+    expect(res.headers['content-type']).toBe('text/csv; charset=utf-8');
+    expect(res.headers['content-disposition']).toMatch(/^attachment; filename="audit-[0-9a-f-]+\.csv"$/);
+    expect(res.headers['x-audit-row-count']).toBe('3');
+    const digest = createHash('sha256').update(res.text, 'utf8').digest('base64');
+    expect(res.headers['repr-digest']).toBe(`sha-256=:${digest}:`);
+
+    // RFC 4180 with CRLF; every row has every column; formulas are neutralised with a leading quote.
+    expect(res.text.endsWith('\r\n')).toBe(true);
+    expect(res.text).toContain(`"'=HYPERLINK(""http://evil.example"",""click"")"`);
+    expect(res.text).toContain(`'+SUM(A1:A9)`);
+    expect(res.text).toContain(`,'@cmd,`);
+    expect(res.text).not.toMatch(/(^|,)[=+@]/m);
+    const rows = new CsvRowParser().push(res.text);
+    expect(rows[0]).toEqual([...CSV_COLUMNS]);
+    expect(rows.slice(1).every((r) => r.length === CSV_COLUMNS.length)).toBe(true);
+    const col = (name: (typeof CSV_COLUMNS)[number]) => CSV_COLUMNS.indexOf(name);
+    // Decoding reverses the guard exactly (the verifier relies on it).
+    expect(rows.slice(1).map((r) => r[col('tool')])).toEqual(nasty.map((e) => e.tool));
+    expect(rows[1]?.[col('reason')]).toBe('a, "quoted"\r\nline');
+    expect(rows[3]?.[col('reason')]).toBe('');
+
+    const events = await cp.eventsAtLeast(tenant.id, 1);
+    expect(events.find((e) => e.method === 'audit.export')).toMatchObject({
+      actorUserId: auditor.id,
+      targetType: 'audit_export',
+      arguments: { after: { synchronous: true, format: 'csv', rowCount: 3 } },
+    });
+
+    const jsonl = await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.jsonl?${q({ from: at(1) })}`, { token: auditor.token });
+    expect(jsonl.headers['content-type']).toBe('application/x-ndjson; charset=utf-8');
+    const lines = jsonl.text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l['seq'])).toEqual(['2', '3']);
+  });
+
+  it(`refuses more than the configured ${SYNC_MAX} rows with a 400 pointing to export jobs, and bad filters with 400`, async () => {
+    const tenant = await cp.tenant();
+    const auditor = await cp.member(tenant.id, 'auditor');
+    await store.insert(Array.from({ length: SYNC_MAX + 1 }, (_, i) => sampleAuditEvent(tenant.id, { occurredAt: at(i) })));
+    const res = await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv`, { token: auditor.token });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(res.json['detail']).toMatch(/audit\/exports/);
+    const narrowed = await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv?${q({ to: at(10) })}`, { token: auditor.token });
+    expect(narrowed.headers['x-audit-row-count']).toBe('10');
+    expect((await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.jsonl?limit=5`, { token: auditor.token })).status).toBe(400);
+  });
+});
+
+describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api.e2e-spec.ts)', () => {
+  it('records and enqueues an export, lists it, refuses a download before completion, and audits the request', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/exports`;
+    const created = await cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl', filters: { decision: 'deny' } } });
+    expect(created.status, created.text).toBe(202);
+    expect(created.json).toMatchObject({ format: 'jsonl', filters: { decision: 'deny' }, status: 'queued', downloadPath: null, requestedById: auditor.id });
+    const id = String(created.json['id']);
+
+    const second = await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } });
+    const list = await allPages(base, auditor.token, 1);
+    expect(list.items.map((e) => e['id'])).toEqual([second.json['id'], id]);
+    expect((await cp.request('GET', `${base}/${id}`, { token: auditor.token })).json).toMatchObject({ id, status: 'queued' });
+    const early = await cp.request('GET', `${base}/${id}/download`, { token: auditor.token });
+    expect(early.status).toBe(409);
+    expect(early.json['detail']).toMatch(/queued/);
+
+    const events = await cp.eventsAtLeast(f.tenant.id, 2);
+    expect(events.filter((e) => e.method === 'audit.export.request').map((e) => e.targetId).sort()).toEqual([id, String(second.json['id'])].sort());
+
+    expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'xlsx', filters: { tool: '' } } })).json['errors']).toEqual(
+      expect.arrayContaining([expect.objectContaining({ path: 'format' }), expect.objectContaining({ path: 'filters.tool' })]),
+    );
+
+    // Another tenant's auditor cannot see, fetch or download it, even with the id.
+    const other = await cp.tenant();
+    const stranger = await cp.member(other.id, 'auditor');
+    const theirBase = `/api/v1/tenants/${other.id}/audit/exports`;
+    expect((await cp.request('GET', `${theirBase}/${id}`, { token: stranger.token })).status).toBe(404);
+    expect((await cp.request('GET', `${theirBase}/${id}/download`, { token: stranger.token })).status).toBe(404);
+    expect((await cp.request('GET', `${base}/${id}`, { token: stranger.token })).status).toBe(404);
+    expect((await cp.request('GET', theirBase, { token: stranger.token })).json.items).toEqual([]);
+    expect((await cp.request('GET', `${base}/not-a-uuid`, { token: auditor.token })).status).toBe(404);
+  });
+});

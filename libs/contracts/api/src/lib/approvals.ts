@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { pageQuery } from './common';
+
+export const approvalStatus = z.enum(['pending', 'approved', 'denied', 'expired', 'cancelled']);
+
+/** Lowercase hex SHA-256 of the RFC 8785 canonical JSON of the held call's arguments. */
+export const approvalArgumentsHash = z.string().regex(/^[0-9a-f]{64}$/, 'must be the approval’s argumentsHash (64 lowercase hex digits)');
+
+const MAX_ARGUMENT_BYTES = 64 * 1024;
+
+/** Tool arguments as an approver edits them: a JSON object of bounded size. */
+const editedArguments = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined) ctx.addIssue({ code: 'custom', message: 'must be plain JSON' });
+  else if (new TextEncoder().encode(text).length > MAX_ARGUMENT_BYTES) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_ARGUMENT_BYTES} bytes of JSON` });
+});
+
+export const listApprovalsQuery = pageQuery.extend({ status: approvalStatus.optional() });
+export type ListApprovalsQuery = z.infer<typeof listApprovalsQuery>;
+
+const note = z.string().trim().min(1).max(500);
+
+/**
+ * Approve a held call, optionally with edited arguments (they replace the agent's entirely). `argumentsHash` must be
+ * the one the approver reviewed: the decision applies to exactly those arguments.
+ */
+export const approveRequest = z.strictObject({
+  argumentsHash: approvalArgumentsHash,
+  arguments: editedArguments.optional(),
+  note: note.optional(),
+});
+export type ApproveRequest = z.infer<typeof approveRequest>;
+
+/** Deny a held call; the note (if any) is shown to the agent in the error. */
+export const denyRequest = z.strictObject({ note: note.optional() }).default({});
+export type DenyRequest = z.infer<typeof denyRequest>;
+
+export const approvalResponse = z.object({
+  id: z.uuid(),
+  status: approvalStatus,
+  upstreamId: z.uuid(),
+  /** The upstream's own tool name (without the gateway prefix). */
+  tool: z.string(),
+  /** The agent's arguments, secrets redacted. */
+  arguments: z.record(z.string(), z.unknown()),
+  argumentsHash: approvalArgumentsHash,
+  /** Why the policy asked for approval. */
+  reason: z.string().nullable(),
+  snapshotVersion: z.number().int().nullable(),
+  requesterUserId: z.uuid().nullable(),
+  agentClientId: z.uuid().nullable(),
+  decidedById: z.uuid().nullable(),
+  decidedAt: z.iso.datetime({ offset: true }).nullable(),
+  decisionNote: z.string().nullable(),
+  editedArguments: z.record(z.string(), z.unknown()).nullable(),
+  expiresAt: z.iso.datetime({ offset: true }),
+  /** When the approved call was executed (an approval is single use). */
+  consumedAt: z.iso.datetime({ offset: true }).nullable(),
+  traceId: z.string().nullable(),
+  createdAt: z.iso.datetime({ offset: true }),
+});
+export type ApprovalResponse = z.infer<typeof approvalResponse>;

@@ -1,0 +1,120 @@
+import { z } from 'zod';
+
+const isoTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone, e.g. 2026-12-01T00:00:00Z' });
+
+/**
+ * What an auditor can filter audit events by. `from` is inclusive, `to` exclusive (occurred time). The same fields
+ * select the rows of an export.
+ */
+const filterFields = {
+  from: isoTime.optional(),
+  to: isoTime.optional(),
+  actorUserId: z.uuid().optional(),
+  agentClientId: z.uuid().optional(),
+  upstreamId: z.uuid().optional(),
+  tool: z.string().min(1).max(300).optional(),
+  method: z.string().min(1).max(200).optional(),
+  decision: z.enum(['allow', 'deny', 'require_approval']).optional(),
+  outcome: z.string().min(1).max(50).optional(),
+};
+
+const timeRangeInOrder = (value: { from?: string | undefined; to?: string | undefined }) =>
+  value.from === undefined || value.to === undefined || Date.parse(value.from) < Date.parse(value.to);
+const timeRangeIssue = { path: ['to'], message: 'must be after `from`' };
+
+export const auditEventFilters = z.strictObject(filterFields).refine(timeRangeInOrder, timeRangeIssue);
+export type AuditEventFilters = z.infer<typeof auditEventFilters>;
+
+/** `GET /api/v1/tenants/:tenantId/audit/events`: filters plus a cursor page, newest first. */
+export const auditEventsQuery = z
+  .strictObject({
+    ...filterFields,
+    cursor: z.string().max(512).optional(),
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+  })
+  .refine(timeRangeInOrder, timeRangeIssue);
+export type AuditEventsQuery = z.infer<typeof auditEventsQuery>;
+
+/** `GET .../audit/events.csv|.jsonl`: the filters of a small synchronous export (no cursor). */
+export const auditEventsExportQuery = auditEventFilters;
+
+export const auditEventResponse = z.object({
+  id: z.string(),
+  seq: z.string(),
+  occurredAt: z.string(),
+  recordedAt: z.string(),
+  kind: z.string(),
+  method: z.string(),
+  actorUserId: z.string().nullable(),
+  agentClientId: z.string().nullable(),
+  apiKeyId: z.string().nullable(),
+  mcpSessionId: z.string().nullable(),
+  upstreamId: z.string().nullable(),
+  tool: z.string().nullable(),
+  targetType: z.string().nullable(),
+  targetId: z.string().nullable(),
+  decision: z.string().nullable(),
+  reason: z.string().nullable(),
+  snapshotVersion: z.number().nullable(),
+  approvalId: z.string().nullable(),
+  latencyMs: z.number().nullable(),
+  arguments: z.unknown(),
+  outcome: z.string(),
+  errorCode: z.string().nullable(),
+  traceId: z.string().nullable(),
+  prevHash: z.string().nullable(),
+  hash: z.string(),
+});
+export type AuditEventResponse = z.infer<typeof auditEventResponse>;
+
+export const auditChainProblem = z.enum(['hash_mismatch', 'prev_hash_mismatch', 'seq_gap', 'head_mismatch']);
+
+/** `GET .../audit/verify`: the tenant's chain from its retention checkpoint to the head read when verifying began. */
+export const auditVerifyResponse = z.discriminatedUnion('ok', [
+  z.object({
+    ok: z.literal(true),
+    checked: z.number().int(),
+    fromSeq: z.string(),
+    fromHash: z.string().nullable(),
+    lastSeq: z.string(),
+    lastHash: z.string().nullable(),
+  }),
+  z.object({
+    ok: z.literal(false),
+    checked: z.number().int(),
+    brokenAt: z.object({ seq: z.string(), id: z.string().nullable(), problem: auditChainProblem }),
+  }),
+]);
+export type AuditVerifyResponse = z.infer<typeof auditVerifyResponse>;
+
+export const auditExportFormat = z.enum(['csv', 'jsonl']);
+
+export const createAuditExportRequest = z.strictObject({
+  format: auditExportFormat,
+  filters: auditEventFilters.default({}),
+});
+export type CreateAuditExportRequest = z.input<typeof createAuditExportRequest>;
+export type ParsedCreateAuditExportRequest = z.output<typeof createAuditExportRequest>;
+
+export const auditExportResponse = z.object({
+  id: z.string(),
+  format: auditExportFormat,
+  filters: z.record(z.string(), z.unknown()),
+  status: z.enum(['queued', 'running', 'completed', 'failed', 'expired']),
+  rowCount: z.number().int().nullable(),
+  sha256: z.string().nullable(),
+  firstSeq: z.string().nullable(),
+  lastSeq: z.string().nullable(),
+  firstHash: z.string().nullable(),
+  lastHash: z.string().nullable(),
+  /** The manifest the worker wrote next to the file; `npm run audit:verify -- --export <file> --manifest <it>`. */
+  manifest: z.record(z.string(), z.unknown()).nullable(),
+  error: z.string().nullable(),
+  requestedById: z.string().nullable(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  /** Where to fetch the file once completed. */
+  downloadPath: z.string().nullable(),
+});
+export type AuditExportResponse = z.infer<typeof auditExportResponse>;

@@ -1,0 +1,74 @@
+import { z } from 'zod';
+
+export const upstreamToolKind = z.enum(['tool', 'prompt', 'resource', 'resource_template']);
+export type UpstreamToolKindName = z.infer<typeof upstreamToolKind>;
+
+/**
+ * Where a definition stands:
+ * - `approved`: what the upstream advertises is what an admin (or trust on first use) approved; the gateway shows it.
+ * - `changed`: the upstream now advertises something else than the approved definition; hidden and blocked.
+ * - `pending`: never approved (new under `require_approval`); hidden and blocked.
+ * - `removed`: the upstream no longer advertises it.
+ */
+export const upstreamToolState = z.enum(['approved', 'changed', 'pending', 'removed']);
+export type UpstreamToolState = z.infer<typeof upstreamToolState>;
+
+const definitionChange = z.object({
+  path: z.string(),
+  change: z.enum(['added', 'removed', 'changed']),
+  before: z.unknown().optional(),
+  after: z.unknown().optional(),
+});
+
+export const upstreamToolResponse = z.object({
+  id: z.uuid(),
+  kind: upstreamToolKind,
+  /** The upstream's own name (URI or URI template for resources), without the gateway's tool prefix. */
+  name: z.string(),
+  state: upstreamToolState,
+  /** The definition the upstream advertised at the last test connection. */
+  definition: z.record(z.string(), z.unknown()),
+  contentHash: z.string(),
+  approvedDefinition: z.record(z.string(), z.unknown()).nullable(),
+  approvedHash: z.string().nullable(),
+  /** What changed from the approved to the current definition (empty when they agree or nothing is approved). */
+  changes: z.array(definitionChange),
+  approvedAt: z.iso.datetime({ offset: true }).nullable(),
+  approvedById: z.uuid().nullable(),
+  firstSeenAt: z.iso.datetime({ offset: true }),
+  lastSeenAt: z.iso.datetime({ offset: true }),
+});
+export type UpstreamToolResponse = z.infer<typeof upstreamToolResponse>;
+
+export const upstreamToolsQuery = z.strictObject({
+  state: upstreamToolState.optional(),
+  kind: upstreamToolKind.optional(),
+});
+export type UpstreamToolsQuery = z.infer<typeof upstreamToolsQuery>;
+
+export const upstreamToolsResponse = z.object({ items: z.array(upstreamToolResponse) });
+export type UpstreamToolsResponse = z.infer<typeof upstreamToolsResponse>;
+
+/**
+ * Approves the definition currently stored for the tool. `contentHash` must name that definition, so an admin
+ * approves exactly what they reviewed: if a newer test connection stored another definition in between, 409.
+ */
+export const approveUpstreamToolRequest = z.strictObject({ contentHash: z.string().regex(/^[0-9a-f]{64}$/) });
+export type ApproveUpstreamToolRequest = z.infer<typeof approveUpstreamToolRequest>;
+
+export const testConnectionResponse = z.object({
+  ok: z.literal(true),
+  serverInfo: z.object({ name: z.string(), version: z.string() }),
+  protocolVersion: z.string(),
+  durationMs: z.number().int(),
+  /** Counts by what happened to each definition at this test. */
+  discovered: z.object({
+    total: z.number().int(),
+    new: z.number().int(),
+    approvedOnFirstUse: z.number().int(),
+    changed: z.number().int(),
+    removed: z.number().int(),
+  }),
+  items: z.array(upstreamToolResponse),
+});
+export type TestConnectionResponse = z.infer<typeof testConnectionResponse>;

@@ -1,0 +1,1 @@
+export { ApprovalsModule } from './lib/approvals.module';

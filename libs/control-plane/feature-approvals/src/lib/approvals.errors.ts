@@ -1,0 +1,11 @@
+import { AppError } from '@portcullis/shared/util-errors';
+
+export const approvalErrors = {
+  notFound: () => new AppError('NOT_FOUND', 'No such approval.'),
+  alreadyClosed: (status: string) => new AppError('CONFLICT', `This approval is already ${status}; it cannot be decided again.`),
+  argumentsChanged: () =>
+    new AppError('CONFLICT', 'The held call’s arguments are not the ones you reviewed (argumentsHash differs): reload the approval.', {
+      fields: [{ path: 'argumentsHash', message: 'does not match the held call' }],
+    }),
+  ownCall: () => new AppError('FORBIDDEN', 'You cannot decide on a call made by you or by an agent acting with your API key: ask another approver.'),
+};

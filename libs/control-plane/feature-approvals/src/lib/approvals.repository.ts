@@ -1,0 +1,62 @@
+import { Injectable } from '@nestjs/common';
+import type { PageRequest } from '@portcullis/control-plane/http';
+import type { ApprovalStatus, Prisma, TenantTransaction } from '@portcullis/data/db';
+import type { TenantId, UserId } from '@portcullis/shared/util-ids';
+import { approvalSelect, type ApprovalRow } from './approvals.mapper';
+
+export interface ApprovalDecision {
+  readonly status: 'approved' | 'denied';
+  readonly decidedById: UserId;
+  readonly note: string | null;
+  readonly editedArguments?: Readonly<Record<string, unknown>>;
+}
+
+@Injectable()
+export class ApprovalsRepository {
+  /** Oldest first (ids are time-ordered), so an approver works through the queue in order. */
+  async list(tenantId: TenantId, tx: TenantTransaction, page: PageRequest, status: ApprovalStatus | undefined, now: Date): Promise<ApprovalRow[]> {
+    return tx.approval.findMany({
+      where: { tenantId, ...(page.after === undefined ? {} : { id: { gt: page.after } }), ...statusFilter(status, now) },
+      orderBy: { id: 'asc' },
+      take: page.limit + 1,
+      select: approvalSelect,
+    });
+  }
+
+  async find(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<ApprovalRow | null> {
+    return tx.approval.findFirst({ where: { tenantId, id }, select: approvalSelect });
+  }
+
+  /** Decides a pending, unexpired approval; null when it is not (any more). */
+  async decide(tenantId: TenantId, tx: TenantTransaction, id: string, decision: ApprovalDecision, now: Date): Promise<ApprovalRow | null> {
+    const { count } = await tx.approval.updateMany({
+      where: { tenantId, id, status: 'pending', expiresAt: { gt: now } },
+      data: {
+        status: decision.status,
+        decidedById: decision.decidedById,
+        decidedAt: now,
+        decisionNote: decision.note,
+        ...(decision.editedArguments ? { editedArguments: decision.editedArguments as Prisma.InputJsonObject } : {}),
+      },
+    });
+    return count === 0 ? null : this.find(tenantId, tx, id);
+  }
+
+  /** Whether the user holds a live API key of this agent client (they could be the one behind the call). */
+  async userActsAsAgent(tenantId: TenantId, tx: TenantTransaction, agentClientId: string, userId: UserId): Promise<boolean> {
+    return (await tx.apiKey.count({ where: { tenantId, agentClientId, userId, revokedAt: null } })) > 0;
+  }
+}
+
+function statusFilter(status: ApprovalStatus | undefined, now: Date): Prisma.ApprovalWhereInput {
+  switch (status) {
+    case undefined:
+      return {};
+    case 'pending':
+      return { status: 'pending', expiresAt: { gt: now } };
+    case 'expired':
+      return { OR: [{ status: 'expired' }, { status: 'pending', expiresAt: { lte: now } }] };
+    default:
+      return { status };
+  }
+}

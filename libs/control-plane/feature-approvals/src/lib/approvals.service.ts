@@ -1,0 +1,91 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { CHANGE_CHANNELS, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { approvalErrors } from './approvals.errors';
+import { effectiveStatus, toApprovalResponse, type ApprovalRow } from './approvals.mapper';
+import { ApprovalsRepository, type ApprovalDecision } from './approvals.repository';
+
+/**
+ * Decisions on calls the gateway holds for approval (docs/policy.md, "Approvals"). A decision is written only while
+ * the approval is pending and unexpired, by an owner/admin who did not make the call, and only for the exact
+ * arguments the approver reviewed; gateways learn of it on `CHANGE_CHANNELS.approvals` (and by polling).
+ */
+@Injectable()
+export class ApprovalsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: ApprovalsRepository,
+    private readonly audit: AuditEmitter,
+    private readonly publisher: ChangePublisher,
+  ) {}
+
+  async list(scope: TenantScope, query: ListApprovalsQuery): Promise<Page<ApprovalResponse>> {
+    const page = pageRequest(query);
+    const now = new Date();
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page, query.status, now));
+    return toPage(rows, page.limit, (row) => toApprovalResponse(row, now));
+  }
+
+  async get(scope: TenantScope, id: string): Promise<ApprovalResponse> {
+    const row = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
+    if (!row) throw approvalErrors.notFound();
+    return toApprovalResponse(row, new Date());
+  }
+
+  approve(scope: TenantScope, id: string, body: ApproveRequest): Promise<ApprovalResponse> {
+    return this.decide(scope, id, body.argumentsHash, {
+      status: 'approved',
+      decidedById: scope.actor.userId,
+      note: body.note ?? null,
+      ...(body.arguments ? { editedArguments: body.arguments } : {}),
+    });
+  }
+
+  deny(scope: TenantScope, id: string, body: DenyRequest): Promise<ApprovalResponse> {
+    return this.decide(scope, id, undefined, { status: 'denied', decidedById: scope.actor.userId, note: body.note ?? null });
+  }
+
+  private async decide(scope: TenantScope, id: string, reviewedHash: string | undefined, decision: ApprovalDecision): Promise<ApprovalResponse> {
+    const now = new Date();
+    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const existing = await this.repository.find(scope.tenantId, tx, id);
+      if (!existing) throw approvalErrors.notFound();
+      await this.assertNotOwnCall(scope, tx, existing);
+      const status = effectiveStatus(existing, now);
+      if (status !== 'pending') throw approvalErrors.alreadyClosed(status);
+      if (reviewedHash !== undefined && reviewedHash !== existing.argumentsHash) throw approvalErrors.argumentsChanged();
+      const updated = await this.repository.decide(scope.tenantId, tx, id, decision, now);
+      if (!updated) {
+        // Decided, expired or cancelled between the read and the write.
+        const current = await this.repository.find(scope.tenantId, tx, id);
+        throw approvalErrors.alreadyClosed(current ? effectiveStatus(current, new Date()) : 'gone');
+      }
+      return { before: existing, after: updated };
+    });
+    const response = toApprovalResponse(after, now);
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action: decision.status === 'approved' ? (decision.editedArguments ? 'approval.approve_edited' : 'approval.approve') : 'approval.deny',
+      target: { type: 'approval', id },
+      before: toApprovalResponse(before, now),
+      after: response,
+      snapshotVersion: after.snapshotVersion,
+    });
+    await this.publisher.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
+    return response;
+  }
+
+  /** Four eyes: nobody decides on a call they made, directly or through an agent client holding their API key. */
+  private async assertNotOwnCall(scope: TenantScope, tx: TenantTransaction, row: ApprovalRow): Promise<void> {
+    const actor = scope.actor.userId;
+    if (row.requesterUserId === actor) throw approvalErrors.ownCall();
+    if (row.agentClientId !== null && (await this.repository.userActsAsAgent(scope.tenantId, tx, row.agentClientId, actor))) {
+      throw approvalErrors.ownCall();
+    }
+  }
+}

@@ -1,0 +1,10 @@
+export { AuditModule } from './lib/audit.module';
+export type { AuditApiOptions } from './lib/audit.options';
+export {
+  auditFilterSql,
+  countAuditEventsUpTo,
+  decodeAuditCursor,
+  encodeAuditCursor,
+  queryAuditEvents,
+} from './lib/audit-events.query';
+export type { AuditCursor, AuditEventQueryRow, AuditEventsPage } from './lib/audit-events.query';

@@ -1,0 +1,48 @@
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { AUDIT_TASKS_QUEUE, type AuditExportJob } from '@portcullis/audit/core';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import { Queue } from 'bullmq';
+import { AUDIT_API_OPTIONS, type AuditApiOptions } from './audit.options';
+
+/**
+ * The producer side of the audit worker's task queue (`portcullis-audit-tasks`): the control plane only enqueues
+ * `audit.export.run`; the audit worker runs it. Its own connection, failing fast when Redis is away.
+ */
+@Injectable()
+export class AuditTasksQueue implements OnApplicationShutdown {
+  private readonly connection: Redis;
+  private readonly queue: Queue;
+
+  constructor(@Inject(AUDIT_API_OPTIONS) private readonly options: AuditApiOptions) {
+    this.connection = createRedisClient({ url: options.redisUrl, connectionName: 'control-plane-audit-tasks', maxRetriesPerRequest: 1 });
+    this.queue = new Queue(AUDIT_TASKS_QUEUE, { connection: this.connection, prefix: options.queuePrefix });
+    this.queue.on('error', () => undefined);
+  }
+
+  /** Bounded by `enqueueTimeoutMs`; rejects when Redis does not take the job in time. */
+  async add(name: string, data: AuditExportJob, opts: { jobId: string }): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('enqueueing the export job timed out')), this.options.enqueueTimeoutMs);
+      timer.unref();
+    });
+    const added = this.queue.add(name, data, {
+      ...opts,
+      attempts: 3,
+      backoff: { type: 'exponential', delay: 5_000 },
+      removeOnComplete: 1_000,
+      removeOnFail: 1_000,
+    });
+    added.catch(() => undefined);
+    try {
+      await Promise.race([added, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.queue.close().catch(() => undefined);
+    await this.connection.quit().catch(() => this.connection.disconnect());
+  }
+}

@@ -1,0 +1,135 @@
+import { Body, Controller, Get, Param, Post, Query, Res, StreamableFile } from '@nestjs/common';
+import {
+  auditEventResponse,
+  auditEventsExportQuery,
+  auditEventsQuery,
+  auditExportResponse,
+  auditVerifyResponse,
+  createAuditExportRequest,
+  pageQuery,
+  type AuditEventFilters,
+  type AuditEventsQuery,
+  type PageQuery,
+  type ParsedCreateAuditExportRequest,
+} from '@portcullis/contracts/api';
+import { Allow, CurrentTenant, type TenantScope } from '@portcullis/control-plane/auth';
+import { ApiRoute, IdParamPipe, ZodPipe } from '@portcullis/control-plane/http';
+import type { FastifyReply } from 'fastify';
+import { AuditService, type FileDownload } from './audit.service';
+
+const TAG = 'audit';
+
+function sendFile(reply: FastifyReply, file: FileDownload): StreamableFile {
+  reply.header('repr-digest', `sha-256=:${Buffer.from(file.sha256, 'hex').toString('base64')}:`);
+  reply.header('x-audit-row-count', String(file.rowCount));
+  reply.header('cache-control', 'no-store');
+  return new StreamableFile(file.stream, {
+    type: file.contentType,
+    disposition: `attachment; filename="${file.fileName}"`,
+    length: file.length,
+  });
+}
+
+@Controller('api/v1/tenants/:tenantId/audit')
+export class AuditController {
+  constructor(private readonly audit: AuditService) {}
+
+  @Get('events')
+  @Allow('tenant:audit:read')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Audit events, newest first: time range (from inclusive, to exclusive) and equality filters, cursor pages',
+    response: auditEventResponse,
+    paged: true,
+  })
+  events(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditEventsQuery)) query: AuditEventsQuery) {
+    return this.audit.events(tenant, query);
+  }
+
+  @Get('events.csv')
+  @Allow('tenant:audit:export')
+  @ApiRoute({ tag: TAG, summary: 'Small synchronous CSV export in chain order (spreadsheet-safe; bounded row count)' })
+  async eventsCsv(
+    @CurrentTenant() tenant: TenantScope,
+    @Query(new ZodPipe(auditEventsExportQuery)) filters: AuditEventFilters,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ): Promise<StreamableFile> {
+    return sendFile(reply, await this.audit.exportNow(tenant, 'csv', filters));
+  }
+
+  @Get('events.jsonl')
+  @Allow('tenant:audit:export')
+  @ApiRoute({ tag: TAG, summary: 'Small synchronous JSON Lines export in chain order (bounded row count)' })
+  async eventsJsonl(
+    @CurrentTenant() tenant: TenantScope,
+    @Query(new ZodPipe(auditEventsExportQuery)) filters: AuditEventFilters,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ): Promise<StreamableFile> {
+    return sendFile(reply, await this.audit.exportNow(tenant, 'jsonl', filters));
+  }
+
+  @Get('verify')
+  @Allow('tenant:audit:read')
+  @ApiRoute({
+    tag: TAG,
+    summary: "Verify the tenant's hash chain: ok, or the first broken link",
+    response: auditVerifyResponse,
+  })
+  verify(@CurrentTenant() tenant: TenantScope) {
+    return this.audit.verify(tenant);
+  }
+
+  @Post('exports')
+  @Allow('tenant:audit:export')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Request an export job (CSV or JSONL file with SHA-256 and manifest, written by the audit worker)',
+    status: 202,
+    body: createAuditExportRequest,
+    response: auditExportResponse,
+  })
+  requestExport(
+    @CurrentTenant() tenant: TenantScope,
+    @Body(new ZodPipe(createAuditExportRequest)) body: ParsedCreateAuditExportRequest,
+  ) {
+    return this.audit.requestExport(tenant, body);
+  }
+
+  @Get('exports')
+  @Allow('tenant:audit:read')
+  @ApiRoute({ tag: TAG, summary: 'Export jobs, newest first', response: auditExportResponse, paged: true })
+  listExports(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(pageQuery)) query: PageQuery) {
+    return this.audit.listExports(tenant, query);
+  }
+
+  @Get('exports/:exportId')
+  @Allow('tenant:audit:read')
+  @ApiRoute({ tag: TAG, summary: 'One export job: status, row count, SHA-256, manifest', response: auditExportResponse })
+  getExport(@CurrentTenant() tenant: TenantScope, @Param('exportId', IdParamPipe) id: string) {
+    return this.audit.getExport(tenant, id);
+  }
+
+  @Get('exports/:exportId/download')
+  @Allow('tenant:audit:export')
+  @ApiRoute({ tag: TAG, summary: "Download a completed export's file (streamed; Repr-Digest carries its SHA-256)" })
+  async download(
+    @CurrentTenant() tenant: TenantScope,
+    @Param('exportId', IdParamPipe) id: string,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ): Promise<StreamableFile> {
+    return sendFile(reply, await this.audit.download(tenant, id));
+  }
+
+  @Get('exports/:exportId/manifest')
+  @Allow('tenant:audit:export')
+  @ApiRoute({ tag: TAG, summary: "A completed export's manifest, for offline verification with `npm run audit:verify`" })
+  async manifest(
+    @CurrentTenant() tenant: TenantScope,
+    @Param('exportId', IdParamPipe) id: string,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ): Promise<unknown> {
+    const { fileName, manifest } = await this.audit.exportManifest(tenant, id);
+    reply.header('content-disposition', `attachment; filename="${fileName}"`);
+    return manifest;
+  }
+}

@@ -1,0 +1,16 @@
+import { AppError } from '@portcullis/shared/util-errors';
+
+export const auditErrors = {
+  exportNotFound: () => new AppError('NOT_FOUND', 'No such audit export.'),
+  exportNotReady: (status: string) =>
+    new AppError('CONFLICT', `The export is ${status}; its file can be downloaded once it is completed.`),
+  exportFileGone: () =>
+    new AppError('NOT_FOUND', 'The export file is no longer available (expired or removed); request a new export.'),
+  tooManyRowsForSync: (max: number) =>
+    new AppError(
+      'BAD_REQUEST',
+      `More than ${max} events match; narrow the filters or request an export job (POST .../audit/exports).`,
+    ),
+  queueUnavailable: () =>
+    new AppError('DEPENDENCY_UNAVAILABLE', 'The export could not be queued right now; try again shortly.'),
+};

@@ -1,0 +1,79 @@
+import type { AuditEventResponse, AuditExportResponse } from '@portcullis/contracts/api';
+import type { AuditEventQueryRow } from './audit-events.query';
+
+export function toAuditEventResponse(row: AuditEventQueryRow): AuditEventResponse {
+  return {
+    id: row.id,
+    seq: row.seq.toString(),
+    occurredAt: row.occurred_at.toISOString(),
+    recordedAt: row.recorded_at.toISOString(),
+    kind: row.kind,
+    method: row.method,
+    actorUserId: row.actor_user_id,
+    agentClientId: row.agent_client_id,
+    apiKeyId: row.api_key_id,
+    mcpSessionId: row.mcp_session_id,
+    upstreamId: row.upstream_id,
+    tool: row.tool,
+    targetType: row.target_type,
+    targetId: row.target_id,
+    decision: row.decision,
+    reason: row.reason,
+    snapshotVersion: row.snapshot_version,
+    approvalId: row.approval_id,
+    latencyMs: row.latency_ms,
+    arguments: row.arguments ?? null,
+    outcome: row.outcome,
+    errorCode: row.error_code,
+    traceId: row.trace_id,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/** An audit export as the repository reads it: the file path stays server-side. */
+export interface AuditExportRecord {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly format: 'csv' | 'jsonl';
+  readonly filters: unknown;
+  readonly status: AuditExportResponse['status'];
+  readonly rowCount: number | null;
+  readonly sha256: string | null;
+  readonly manifest: unknown;
+  readonly firstSeq: bigint | null;
+  readonly lastSeq: bigint | null;
+  readonly firstHash: string | null;
+  readonly lastHash: string | null;
+  readonly error: string | null;
+  readonly requestedById: string | null;
+  readonly createdAt: Date;
+  readonly startedAt: Date | null;
+  readonly completedAt: Date | null;
+}
+
+const objectOrNull = (value: unknown): Record<string, unknown> | null =>
+  value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+
+export function toAuditExportResponse(record: AuditExportRecord): AuditExportResponse {
+  return {
+    id: record.id,
+    format: record.format,
+    filters: objectOrNull(record.filters) ?? {},
+    status: record.status,
+    rowCount: record.rowCount,
+    sha256: record.sha256,
+    firstSeq: record.firstSeq === null ? null : record.firstSeq.toString(),
+    lastSeq: record.lastSeq === null ? null : record.lastSeq.toString(),
+    firstHash: record.firstHash,
+    lastHash: record.lastHash,
+    manifest: objectOrNull(record.manifest),
+    error: record.error,
+    requestedById: record.requestedById,
+    createdAt: record.createdAt.toISOString(),
+    startedAt: record.startedAt?.toISOString() ?? null,
+    completedAt: record.completedAt?.toISOString() ?? null,
+    downloadPath:
+      record.status === 'completed' ? `/api/v1/tenants/${record.tenantId}/audit/exports/${record.id}/download` : null,
+  };
+}

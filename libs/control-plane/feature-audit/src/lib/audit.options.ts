@@ -1,0 +1,13 @@
+export const AUDIT_API_OPTIONS = Symbol('AUDIT_API_OPTIONS');
+
+export interface AuditApiOptions {
+  /** Where the audit worker writes export files (AUDIT_EXPORT_DIR; the same directory, shared with the worker). */
+  readonly exportDir: string;
+  /** The BullMQ connection and key prefix of the audit-tasks queue (REDIS_URL, QUEUE_PREFIX). */
+  readonly redisUrl: string;
+  readonly queuePrefix: string;
+  /** How long a request waits for Redis to take the export job. */
+  readonly enqueueTimeoutMs: number;
+  /** Most rows a synchronous `events.csv` / `events.jsonl` export may hold; more needs an export job. */
+  readonly syncExportMaxRows: number;
+}

@@ -1,0 +1,220 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { exportAuditEvents, requestAuditExport, type AuditExportFilters } from '@portcullis/audit/core';
+import type {
+  AuditEventFilters,
+  AuditEventResponse,
+  AuditEventsQuery,
+  AuditExportResponse,
+  AuditVerifyResponse,
+  PageQuery,
+  ParsedCreateAuditExportRequest,
+} from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import type { Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { newId } from '@portcullis/shared/util-ids';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { verifyTenantChainScoped } from './audit-chain.reader';
+import { decodeAuditCursor } from './audit-events.query';
+import { auditErrors } from './audit.errors';
+import { toAuditEventResponse, toAuditExportResponse } from './audit.mapper';
+import { AUDIT_API_OPTIONS, type AuditApiOptions } from './audit.options';
+import { AuditRepository } from './audit.repository';
+import { AuditTasksQueue } from './audit-tasks.queue';
+
+export type ExportFormat = 'csv' | 'jsonl';
+
+/** A file on its way to the caller: streamed from disk, never held in memory. */
+export interface FileDownload {
+  readonly stream: ReadStream;
+  readonly fileName: string;
+  readonly contentType: string;
+  readonly length: number;
+  readonly sha256: string;
+  readonly rowCount: number;
+}
+
+const CONTENT_TYPES: Record<ExportFormat, string> = {
+  csv: 'text/csv; charset=utf-8',
+  jsonl: 'application/x-ndjson; charset=utf-8',
+};
+
+/** The filters without undefined keys: the export manifest records exactly what was asked. */
+function definedFilters(filters: AuditEventFilters): AuditExportFilters {
+  return Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)) as AuditExportFilters;
+}
+
+/**
+ * Audit reads for auditors, owners and admins: the event query, chain verification, and exports (a small synchronous
+ * one, or a worker job producing a file with its SHA-256 and manifest). Nothing here changes audit data; every export
+ * and every download of one is itself audited.
+ */
+@Injectable()
+export class AuditService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: AuditRepository,
+    private readonly audit: AuditEmitter,
+    private readonly tasks: AuditTasksQueue,
+    @Inject(AUDIT_API_OPTIONS) private readonly options: AuditApiOptions,
+  ) {}
+
+  async events(scope: TenantScope, query: AuditEventsQuery): Promise<Page<AuditEventResponse>> {
+    const { cursor, limit, ...filters } = query;
+    const after = decodeAuditCursor(cursor);
+    const page = await withTenant(this.db, scope.tenantId, (tx) =>
+      this.repository.events(scope.tenantId, tx, filters, { after, limit }),
+    );
+    return { items: page.rows.map(toAuditEventResponse), nextCursor: page.nextCursor };
+  }
+
+  verify(scope: TenantScope): Promise<AuditVerifyResponse> {
+    return verifyTenantChainScoped(this.db, scope.tenantId);
+  }
+
+  /**
+   * A synchronous export of at most `syncExportMaxRows` events, in chain order: written with the worker's streaming
+   * writer to a private temporary file (constant memory, SHA-256 computed on the way), then streamed to the caller
+   * and deleted when the response ends.
+   */
+  async exportNow(scope: TenantScope, format: ExportFormat, filters: AuditEventFilters): Promise<FileDownload> {
+    const max = this.options.syncExportMaxRows;
+    const matching = await withTenant(this.db, scope.tenantId, (tx) =>
+      this.repository.countEventsUpTo(scope.tenantId, tx, filters, max),
+    );
+    if (matching > max) throw auditErrors.tooManyRowsForSync(max);
+    const exportId = newId();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'portcullis-audit-sync-'));
+    const file = path.join(dir, `${exportId}.${format}`);
+    try {
+      const { manifest } = await exportAuditEvents(this.db, scope.tenantId, {
+        format,
+        filters: definedFilters(filters),
+        outPath: file,
+      });
+      const { size } = await stat(file);
+      await this.audit.emit({
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'audit.export',
+        target: { type: 'audit_export', id: exportId },
+        before: null,
+        after: {
+          synchronous: true,
+          format,
+          filters: manifest.filters,
+          rowCount: manifest.rowCount,
+          sha256: manifest.sha256,
+          firstSeq: manifest.firstSeq,
+          lastSeq: manifest.lastSeq,
+        },
+      });
+      const stream = createReadStream(file);
+      stream.once('close', () => void rm(dir, { recursive: true, force: true }));
+      return {
+        stream,
+        fileName: `audit-${exportId}.${format}`,
+        contentType: CONTENT_TYPES[format],
+        length: size,
+        sha256: manifest.sha256,
+        rowCount: manifest.rowCount,
+      };
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Records the export (`queued`), enqueues `audit.export.run` for the audit worker, and audits the request. */
+  async requestExport(scope: TenantScope, body: ParsedCreateAuditExportRequest): Promise<AuditExportResponse> {
+    const filters = definedFilters(body.filters);
+    let recordedId: string | undefined;
+    try {
+      const { exportId } = await requestAuditExport(
+        this.db,
+        scope.tenantId,
+        { format: body.format, filters, requestedById: scope.actor.userId },
+        async (name, data, opts) => {
+          recordedId = data.exportId;
+          await this.tasks.add(name, data, opts);
+        },
+      );
+      recordedId = exportId;
+    } catch (error) {
+      if (recordedId === undefined) throw error;
+      const id = recordedId;
+      await withTenant(this.db, scope.tenantId, (tx) => this.repository.markNotQueued(scope.tenantId, tx, id));
+      throw auditErrors.queueUnavailable();
+    }
+    const id = recordedId;
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action: 'audit.export.request',
+      target: { type: 'audit_export', id },
+      before: null,
+      after: { format: body.format, filters },
+    });
+    return this.getExport(scope, id);
+  }
+
+  async listExports(scope: TenantScope, query: PageQuery): Promise<Page<AuditExportResponse>> {
+    const after = decodeAuditCursor(query.cursor);
+    const { records, nextCursor } = await withTenant(this.db, scope.tenantId, (tx) =>
+      this.repository.exports(scope.tenantId, tx, { after, limit: query.limit }),
+    );
+    return { items: records.map(toAuditExportResponse), nextCursor };
+  }
+
+  async getExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
+    const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
+    if (!record) throw auditErrors.exportNotFound();
+    return toAuditExportResponse(record);
+  }
+
+  /** The manifest as a file, to verify a download offline: `npm run audit:verify -- --export <file> --manifest <it>`. */
+  async exportManifest(scope: TenantScope, id: string): Promise<{ fileName: string; manifest: unknown }> {
+    const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
+    if (!record) throw auditErrors.exportNotFound();
+    if (record.status !== 'completed' || record.manifest === null) throw auditErrors.exportNotReady(record.status);
+    return { fileName: `${record.id}.${record.format}.manifest.json`, manifest: record.manifest };
+  }
+
+  /**
+   * Streams a completed export's file from the export directory. The path is derived from the tenant and export id
+   * (the same layout the worker writes), never taken from the database row. The download is audited.
+   */
+  async download(scope: TenantScope, id: string): Promise<FileDownload> {
+    const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
+    if (!record) throw auditErrors.exportNotFound();
+    if (record.status !== 'completed' || record.sha256 === null) throw auditErrors.exportNotReady(record.status);
+    const fileName = `${record.id}.${record.format}`;
+    const file = path.resolve(this.options.exportDir, scope.tenantId, fileName);
+    const size = await stat(file).then(
+      (s) => (s.isFile() ? s.size : null),
+      () => null,
+    );
+    if (size === null) throw auditErrors.exportFileGone();
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action: 'audit.export.download',
+      target: { type: 'audit_export', id: record.id },
+      before: null,
+      after: { format: record.format, rowCount: record.rowCount, sha256: record.sha256 },
+    });
+    return {
+      stream: createReadStream(file),
+      fileName,
+      contentType: CONTENT_TYPES[record.format],
+      length: size,
+      sha256: record.sha256,
+      rowCount: record.rowCount ?? 0,
+    };
+  }
+}

@@ -1,0 +1,1 @@
+export { GroupsModule } from './lib/groups.module';

@@ -1,0 +1,135 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type {
+  AddGroupMemberRequest,
+  CreateGroupRequest,
+  GroupMemberResponse,
+  GroupResponse,
+  PageQuery,
+  UpdateGroupRequest,
+} from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
+import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { groupErrors } from './groups.errors';
+import { toGroupMemberResponse, toGroupResponse } from './groups.mapper';
+import { GroupsRepository } from './groups.repository';
+
+/**
+ * Groups and their members. Policies name a group by its `externalId`, and the compiled snapshot resolves each
+ * user's groups, so creating or deleting a group and changing its members write a new snapshot in the same
+ * transaction; renaming (display name only) does not affect enforcement and writes none.
+ */
+@Injectable()
+export class GroupsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly repository: GroupsRepository,
+    private readonly audit: AuditEmitter,
+    private readonly snapshots: PolicySnapshotWriter,
+  ) {}
+
+  async list(scope: TenantScope, query: PageQuery): Promise<Page<GroupResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page));
+    return toPage(rows, page.limit, toGroupResponse);
+  }
+
+  async get(scope: TenantScope, id: string): Promise<GroupResponse> {
+    const row = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
+    if (!row) throw groupErrors.notFound();
+    return toGroupResponse(row);
+  }
+
+  async create(scope: TenantScope, body: CreateGroupRequest): Promise<GroupResponse> {
+    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      if (await this.repository.findByExternalId(scope.tenantId, tx, body.externalId)) throw groupErrors.externalIdTaken(body.externalId);
+      const row = await this.repository.create(scope.tenantId, tx, body);
+      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.create') };
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? groupErrors.externalIdTaken(body.externalId) : error;
+    });
+    const response = toGroupResponse(row);
+    await this.finish(scope, 'group.create', row.id, null, response, snapshot);
+    return response;
+  }
+
+  async rename(scope: TenantScope, id: string, body: UpdateGroupRequest): Promise<GroupResponse> {
+    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const before = await this.repository.find(scope.tenantId, tx, id);
+      const after = before ? await this.repository.rename(scope.tenantId, tx, id, body.name) : null;
+      if (!before || !after) throw groupErrors.notFound();
+      return { before, after };
+    });
+    const response = toGroupResponse(after);
+    await this.finish(scope, 'group.update', id, toGroupResponse(before), response, null);
+    return response;
+  }
+
+  /** Refused with 409 naming each rule while an enabled rule still refers to the group (nothing is deleted then). */
+  async delete(scope: TenantScope, id: string): Promise<void> {
+    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const before = await this.repository.find(scope.tenantId, tx, id);
+      if (!before || !(await this.repository.delete(scope.tenantId, tx, id))) throw groupErrors.notFound();
+      return { before, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.delete') };
+    });
+    await this.finish(scope, 'group.delete', id, toGroupResponse(before), null, snapshot);
+  }
+
+  async listMembers(scope: TenantScope, groupId: string, query: PageQuery): Promise<Page<GroupMemberResponse>> {
+    const page = pageRequest(query);
+    const rows = await withTenant(this.db, scope.tenantId, async (tx) => {
+      if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
+      return this.repository.listMembers(scope.tenantId, tx, groupId, page);
+    });
+    return toPage(rows, page.limit, toGroupMemberResponse);
+  }
+
+  async addMember(scope: TenantScope, groupId: string, body: AddGroupMemberRequest): Promise<GroupMemberResponse> {
+    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
+      if (!(await this.repository.isTenantMember(scope.tenantId, tx, body.userId))) throw groupErrors.notATenantMember();
+      if (await this.repository.findMember(scope.tenantId, tx, groupId, body.userId)) throw groupErrors.alreadyInGroup();
+      const row = await this.repository.addMember(scope.tenantId, tx, groupId, body.userId);
+      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_add') };
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? groupErrors.alreadyInGroup() : error;
+    });
+    const response = toGroupMemberResponse(row);
+    await this.finish(scope, 'group.member_add', groupId, null, response, snapshot);
+    return response;
+  }
+
+  async removeMember(scope: TenantScope, groupId: string, userId: string): Promise<void> {
+    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
+      const before = await this.repository.findMember(scope.tenantId, tx, groupId, userId);
+      if (!before || !(await this.repository.removeMember(scope.tenantId, tx, groupId, userId))) throw groupErrors.memberNotFound();
+      return { before, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_remove') };
+    });
+    await this.finish(scope, 'group.member_remove', groupId, toGroupMemberResponse(before), null, snapshot);
+  }
+
+  /** After the commit: the audit event (naming the snapshot the change produced) and the notice to the gateways. */
+  private async finish(
+    scope: TenantScope,
+    action: string,
+    groupId: string,
+    before: unknown,
+    after: unknown,
+    snapshot: WrittenSnapshot | null,
+  ): Promise<void> {
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action,
+      target: { type: 'group', id: groupId },
+      before,
+      after,
+      snapshotVersion: snapshot?.version ?? null,
+    });
+    if (snapshot) await this.snapshots.announce(snapshot);
+  }
+}

@@ -1,0 +1,183 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { definitionHash, definitionKey, pinnedDefinition, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
+import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { z } from 'zod';
+
+/** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
+export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large';
+
+export class ProbeFailure extends Error {
+  constructor(
+    readonly reason: ProbeFailureReason,
+    /** For the operator's log only: an error code or HTTP status, never a message, address or header. */
+    readonly detail?: string,
+  ) {
+    super(`test connection failed: ${reason}`);
+    this.name = 'ProbeFailure';
+  }
+}
+
+export interface ProbeTarget {
+  readonly transport: 'streamable_http' | 'sse' | 'stdio';
+  readonly url: string | null;
+  /** Opened header values (only for this connection; never stored or logged). */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly command: string | null;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+}
+
+export interface ProbeOptions {
+  /** The same network policy the gateway applies to URL-based upstreams. */
+  readonly network: NetworkPolicy;
+  /** Bound on the whole test: connect, handshake and every listing. */
+  readonly timeoutMs: number;
+  /** Most definitions accepted per kind (an upstream advertising more is refused as `too_large`). */
+  readonly maxItemsPerKind: number;
+}
+
+export interface DiscoveredItem {
+  readonly kind: PinnedKind;
+  readonly name: string;
+  readonly definition: PinnedDefinition;
+  readonly hash: string;
+}
+
+export interface ProbeResult {
+  readonly serverInfo: { readonly name: string; readonly version: string };
+  readonly protocolVersion: string;
+  readonly items: readonly DiscoveredItem[];
+}
+
+const LISTINGS = [
+  { kind: 'tool', capability: 'tools', method: 'tools/list', field: 'tools' },
+  { kind: 'prompt', capability: 'prompts', method: 'prompts/list', field: 'prompts' },
+  { kind: 'resource', capability: 'resources', method: 'resources/list', field: 'resources' },
+  { kind: 'resource_template', capability: 'resources', method: 'resources/templates/list', field: 'resourceTemplates' },
+] as const;
+
+const TLS_CODES = /^(CERT_|ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|EPROTO$)/;
+
+/** The first error code along an error's `cause` chain. */
+function errorCode(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+function classifyNetworkError(error: unknown): ProbeFailure {
+  const code = errorCode(error);
+  if (code === ADDRESS_REFUSED) return new ProbeFailure('blocked', code);
+  if (code !== undefined && TLS_CODES.test(code)) return new ProbeFailure('tls', code);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') return new ProbeFailure('timeout', code);
+  return new ProbeFailure('unreachable', code);
+}
+
+/**
+ * Connects to an upstream with the official MCP SDK client — Streamable HTTP, legacy SSE or stdio, as the gateway
+ * would — and lists its tools, prompts, resources and resource templates (every page). URL-based upstreams go
+ * through the gateway's SSRF guard: the URL is checked, and names are resolved once with private addresses dropped
+ * (so a rebinding DNS answer cannot slip one in). Everything is bounded by `timeoutMs`.
+ */
+export async function probeUpstream(target: ProbeTarget, options: ProbeOptions): Promise<ProbeResult> {
+  const abort = new AbortController();
+  const deadline = setTimeout(() => abort.abort(), options.timeoutMs);
+  // What the network layer saw last: the SDK wraps transport errors in its own, so the cause is recorded here.
+  const seen: { failure?: ProbeFailure } = {};
+  let agent: Agent | undefined;
+  let transport: Transport | undefined;
+  const client = new Client({ name: 'portcullis-test-connection', version: '0.1.0' }, { capabilities: {} });
+  try {
+    if (target.transport === 'stdio') {
+      if (target.command === null) throw new ProbeFailure('unreachable', 'no command');
+      const stdio = new StdioClientTransport({ command: target.command, args: [...target.args], env: { ...target.env }, stderr: 'ignore' });
+      stdio.onerror = (error) => (seen.failure ??= new ProbeFailure('unreachable', errorCode(error)));
+      transport = stdio;
+    } else {
+      const decision = checkUpstreamUrl(target.url, options.network);
+      if (!decision.ok) throw new ProbeFailure('blocked', 'url');
+      const guardedAgent = new Agent({ connect: { lookup: createGuardedLookup(options.network), timeout: options.timeoutMs } });
+      agent = guardedAgent;
+      const guardedFetch: FetchLike = async (url, init) => {
+        try {
+          const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal: abort.signal, redirect: 'manual' });
+          if (response.status === 401 || response.status === 403) seen.failure ??= new ProbeFailure('rejected', String(response.status));
+          else if (response.status >= 300 && response.status !== 405 && !(init?.method === 'DELETE')) {
+            // 405 on GET/DELETE is a normal answer (no standalone stream, no session deletion).
+            seen.failure ??= new ProbeFailure(response.status >= 500 ? 'unreachable' : 'not_mcp', String(response.status));
+          }
+          return response as unknown as Response;
+        } catch (error) {
+          if (!abort.signal.aborted) seen.failure ??= classifyNetworkError(error);
+          throw error;
+        }
+      };
+      const requestInit = { headers: { ...target.headers } };
+      transport =
+        target.transport === 'streamable_http'
+          ? new StreamableHTTPClientTransport(decision.url, { fetch: guardedFetch, requestInit })
+          : new SSEClientTransport(decision.url, { fetch: guardedFetch, requestInit });
+    }
+    const requestOptions = { signal: abort.signal, timeout: options.timeoutMs, maxTotalTimeout: options.timeoutMs };
+    let protocolVersion = 'unknown';
+    const setProtocolVersion = transport.setProtocolVersion?.bind(transport);
+    transport.setProtocolVersion = (version: string) => {
+      protocolVersion = version;
+      setProtocolVersion?.(version);
+    };
+    await client.connect(transport, requestOptions);
+    const serverInfo = client.getServerVersion();
+    const capabilities = client.getServerCapabilities() ?? {};
+    const items: DiscoveredItem[] = [];
+    for (const listing of LISTINGS) {
+      if (!capabilities[listing.capability]) continue;
+      const seenNames = new Set<string>();
+      let cursor: string | undefined;
+      do {
+        const page = (await client.request(
+          { method: listing.method, params: cursor === undefined ? {} : { cursor } },
+          // Any object: the items are checked one by one below, so one odd item does not fail the whole test.
+          anyResult,
+          requestOptions,
+        )) as Record<string, unknown>;
+        const list = page[listing.field];
+        if (!Array.isArray(list)) throw new ProbeFailure('not_mcp', `${listing.method} without ${listing.field}`);
+        for (const raw of list) {
+          if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) continue;
+          const item = raw as Record<string, unknown>;
+          const name = definitionKey(listing.kind, item);
+          if (name === undefined || seenNames.has(name)) continue;
+          seenNames.add(name);
+          if (seenNames.size > options.maxItemsPerKind) throw new ProbeFailure('too_large', listing.kind);
+          items.push({ kind: listing.kind, name, definition: pinnedDefinition(listing.kind, item), hash: definitionHash(listing.kind, item) });
+        }
+        const next = page['nextCursor'];
+        cursor = typeof next === 'string' && next.length > 0 ? next : undefined;
+      } while (cursor !== undefined);
+    }
+    return {
+      serverInfo: { name: serverInfo?.name ?? 'unknown', version: serverInfo?.version ?? 'unknown' },
+      protocolVersion,
+      items,
+    };
+  } catch (error) {
+    if (error instanceof ProbeFailure) throw error;
+    if (seen.failure) throw seen.failure;
+    if (abort.signal.aborted) throw new ProbeFailure('timeout');
+    // The handshake or a listing failed without a network error: whatever answered does not speak MCP.
+    throw new ProbeFailure('not_mcp', errorCode(error) ?? (error instanceof Error ? error.name : undefined));
+  } finally {
+    clearTimeout(deadline);
+    await client.close().catch(() => undefined);
+    await agent?.destroy().catch(() => undefined);
+  }
+}
+
+const anyResult = z.looseObject({});

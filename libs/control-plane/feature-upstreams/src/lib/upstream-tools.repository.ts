@@ -1,0 +1,134 @@
+import { Injectable } from '@nestjs/common';
+import type { Prisma, TenantTransaction, UpstreamToolKind } from '@portcullis/data/db';
+import type { TenantId } from '@portcullis/shared/util-ids';
+
+export const upstreamToolSelect = {
+  id: true,
+  kind: true,
+  name: true,
+  definition: true,
+  contentHash: true,
+  status: true,
+  approvedHash: true,
+  approvedDefinition: true,
+  approvedById: true,
+  approvedAt: true,
+  firstSeenAt: true,
+  lastSeenAt: true,
+  removedAt: true,
+} satisfies Prisma.UpstreamToolSelect;
+
+export type UpstreamToolRow = Prisma.UpstreamToolGetPayload<{ select: typeof upstreamToolSelect }>;
+
+export interface NewUpstreamTool {
+  readonly id: string;
+  readonly kind: UpstreamToolKind;
+  readonly name: string;
+  readonly definition: Prisma.InputJsonValue;
+  readonly contentHash: string;
+  /** Set when the definition is approved as it is created (trust on first use). */
+  readonly approvedById: string | null;
+  readonly approved: boolean;
+}
+
+/** Queries only; `tenantId` first and always in the where (ADR 0003). */
+@Injectable()
+export class UpstreamToolsRepository {
+  async list(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<UpstreamToolRow[]> {
+    return tx.upstreamTool.findMany({
+      where: { tenantId, upstreamId },
+      orderBy: [{ kind: 'asc' }, { name: 'asc' }],
+      select: upstreamToolSelect,
+    });
+  }
+
+  async find(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, id: string): Promise<UpstreamToolRow | null> {
+    return tx.upstreamTool.findFirst({ where: { tenantId, upstreamId, id }, select: upstreamToolSelect });
+  }
+
+  async create(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, tool: NewUpstreamTool, now: Date): Promise<void> {
+    await tx.upstreamTool.create({
+      data: {
+        tenantId,
+        upstreamId,
+        id: tool.id,
+        kind: tool.kind,
+        name: tool.name,
+        definition: tool.definition,
+        contentHash: tool.contentHash,
+        status: tool.approved ? 'approved' : 'pending',
+        ...(tool.approved
+          ? { approvedHash: tool.contentHash, approvedDefinition: tool.definition, approvedById: tool.approvedById, approvedAt: now }
+          : {}),
+        firstSeenAt: now,
+        lastSeenAt: now,
+      },
+    });
+  }
+
+  /** The upstream advertises the item (again): store what it advertises now and whether that is the approved one. */
+  async recordSeen(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    id: string,
+    seen: { readonly definition: Prisma.InputJsonValue; readonly contentHash: string; readonly matchesApproved: boolean },
+    now: Date,
+  ): Promise<void> {
+    await tx.upstreamTool.updateMany({
+      where: { tenantId, id },
+      data: {
+        definition: seen.definition,
+        contentHash: seen.contentHash,
+        status: seen.matchesApproved ? 'approved' : 'pending',
+        lastSeenAt: now,
+        removedAt: null,
+      },
+    });
+  }
+
+  async markRemoved(tenantId: TenantId, tx: TenantTransaction, ids: readonly string[], now: Date): Promise<void> {
+    if (ids.length === 0) return;
+    await tx.upstreamTool.updateMany({ where: { tenantId, id: { in: [...ids] }, removedAt: null }, data: { removedAt: now } });
+  }
+
+  /**
+   * Approves the stored definition if it still is the one with `contentHash` (compare-and-set). False when it is
+   * not (a newer test connection stored another definition in between) or the row is gone.
+   */
+  async approve(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    row: Pick<UpstreamToolRow, 'id' | 'contentHash' | 'definition'>,
+    actorUserId: string,
+    now: Date,
+  ): Promise<boolean> {
+    const { count } = await tx.upstreamTool.updateMany({
+      where: { tenantId, id: row.id, contentHash: row.contentHash },
+      data: {
+        status: 'approved',
+        approvedHash: row.contentHash,
+        approvedDefinition: row.definition ?? {},
+        approvedById: actorUserId,
+        approvedAt: now,
+      },
+    });
+    return count > 0;
+  }
+
+  /** The outcome of the last test connection, on the upstream (no version bump: the gateway needs no reload). */
+  async recordSync(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, error: string | null, now: Date): Promise<void> {
+    await tx.upstream.updateMany({ where: { tenantId, id: upstreamId }, data: { lastSyncedAt: now, lastSyncError: error } });
+  }
+
+  /** The upstream's sealed secrets and how to open them, for a test connection. Never leaves the service. */
+  async connectionSecrets(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    upstreamId: string,
+  ): Promise<{ headersCiphertext: Uint8Array | null; envCiphertext: Uint8Array | null; encryptionKeyId: string | null } | null> {
+    return tx.upstream.findFirst({
+      where: { tenantId, id: upstreamId },
+      select: { headersCiphertext: true, envCiphertext: true, encryptionKeyId: true },
+    });
+  }
+}

@@ -1,0 +1,237 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { openJson, upstreamSecretContext } from '@portcullis/auth/secrets';
+import {
+  CHANGE_CHANNELS,
+  type ApproveUpstreamToolRequest,
+  type TestConnectionResponse,
+  type UpstreamToolResponse,
+  type UpstreamToolsQuery,
+  type UpstreamToolsResponse,
+} from '@portcullis/contracts/api';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
+import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { newId, type TenantId } from '@portcullis/shared/util-ids';
+import { toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
+import { UpstreamToolsRepository, type UpstreamToolRow } from './upstream-tools.repository';
+import { probeUpstream, ProbeFailure, type ProbeResult, type ProbeTarget } from './upstream-probe';
+import { upstreamErrors } from './upstreams.errors';
+import type { UpstreamRecord } from './upstreams.mapper';
+import { UPSTREAMS_OPTIONS, type UpstreamsOptions } from './upstreams.options';
+import { UpstreamsRepository } from './upstreams.repository';
+
+const DEFAULT_TEST_TIMEOUT_MS = 10_000;
+const MAX_ITEMS_PER_KIND = 5_000;
+
+interface SyncCounts {
+  total: number;
+  new: number;
+  approvedOnFirstUse: number;
+  changed: number;
+  removed: number;
+}
+
+/**
+ * Test connection and tool pinning. A test connection discovers what the upstream advertises and stores each
+ * definition with its content hash (`definitionHash` from libs/contracts/tool-pins, the same function the gateway
+ * uses). A definition that differs from the approved one is hidden and blocked by the gateway until an admin
+ * approves it here; definitions never seen before are approved on first use or held, per upstream (`toolApproval`).
+ * Approval changes enforcement: it writes a new policy snapshot in the same transaction and is audited.
+ */
+@Injectable()
+export class UpstreamToolsService {
+  constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+    private readonly upstreams: UpstreamsRepository,
+    private readonly tools: UpstreamToolsRepository,
+    private readonly audit: AuditEmitter,
+    private readonly changes: ChangePublisher,
+    private readonly snapshots: PolicySnapshotWriter,
+    @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
+  ) {}
+
+  async list(scope: TenantScope, upstreamId: string, query: UpstreamToolsQuery): Promise<UpstreamToolsResponse> {
+    const rows = await withTenant(this.db, scope.tenantId, async (tx) => {
+      await this.requireUpstream(scope.tenantId, tx, upstreamId);
+      return this.tools.list(scope.tenantId, tx, upstreamId);
+    });
+    const items = rows
+      .filter((row) => (query.kind === undefined || row.kind === query.kind) && (query.state === undefined || toolState(row) === query.state))
+      .map(toUpstreamToolResponse);
+    return { items };
+  }
+
+  async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
+    const { tenantId } = scope;
+    const { upstream, target } = await withTenant(this.db, tenantId, async (tx) => {
+      const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
+      return { upstream, target: await this.probeTarget(tenantId, tx, upstream) };
+    });
+    const started = Date.now();
+    let result: ProbeResult;
+    try {
+      result = await probeUpstream(target, {
+        network: this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] },
+        timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
+        maxItemsPerKind: MAX_ITEMS_PER_KIND,
+      });
+    } catch (error) {
+      if (!(error instanceof ProbeFailure)) throw error;
+      // The reason word and a code only: never the upstream's address, headers or its own error text.
+      this.options.logger?.warn({ tenantId, upstreamId, reason: error.reason, detail: error.detail }, 'test connection failed');
+      await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, error.reason, new Date()));
+      await this.audit.emit({
+        tenantId,
+        actor: scope.actor,
+        action: 'upstream.test_connection',
+        target: { type: 'upstream', id: upstreamId },
+        before: null,
+        after: { ok: false, reason: error.reason },
+      });
+      throw upstreamErrors.testFailed(error.reason);
+    }
+    const durationMs = Date.now() - started;
+    const { rows, counts, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+      // The upstream may have been deleted while we were connected.
+      const current = await this.requireUpstream(tenantId, tx, upstreamId);
+      const counts = await this.storeDiscovery(tenantId, tx, current, result, scope.actor.userId);
+      await this.tools.recordSync(tenantId, tx, upstreamId, null, new Date());
+      const enforcementChanged = counts.new + counts.changed + counts.removed > 0;
+      const snapshot = enforcementChanged
+        ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.test_connection')
+        : null;
+      return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
+    });
+    const items = rows.filter((row) => row.removedAt === null).map(toUpstreamToolResponse);
+    await this.audit.emit({
+      tenantId,
+      actor: scope.actor,
+      action: 'upstream.test_connection',
+      target: { type: 'upstream', id: upstreamId },
+      before: null,
+      after: {
+        ok: true,
+        discovered: counts,
+        changed: items.filter((item) => item.state === 'changed').map((item) => ({ kind: item.kind, name: item.name })),
+      },
+      snapshotVersion: snapshot?.version ?? null,
+    });
+    if (snapshot) await this.announce(tenantId, snapshot);
+    return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items };
+  }
+
+  async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
+    const { tenantId } = scope;
+    const { before, after, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+      await this.requireUpstream(tenantId, tx, upstreamId);
+      const row = await this.tools.find(tenantId, tx, upstreamId, toolId);
+      if (!row) throw upstreamErrors.toolNotFound();
+      if (row.contentHash !== body.contentHash) throw upstreamErrors.toolDefinitionMoved();
+      if (row.removedAt !== null) throw upstreamErrors.toolRemoved();
+      if (toolState(row) === 'approved') return { before: row, after: row, snapshot: null };
+      if (!(await this.tools.approve(tenantId, tx, row, scope.actor.userId, new Date()))) throw upstreamErrors.toolDefinitionMoved();
+      const after = await this.tools.find(tenantId, tx, upstreamId, toolId);
+      if (!after) throw upstreamErrors.toolNotFound();
+      const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tool.approve');
+      return { before: row, after, snapshot };
+    });
+    const response = toUpstreamToolResponse(after);
+    if (snapshot) {
+      await this.audit.emit({
+        tenantId,
+        actor: scope.actor,
+        action: 'upstream.tool.approve',
+        target: { type: 'upstream_tool', id: toolId },
+        before: { upstreamId, kind: before.kind, name: before.name, approvedHash: before.approvedHash, approvedDefinition: before.approvedDefinition },
+        after: { upstreamId, kind: after.kind, name: after.name, approvedHash: after.approvedHash, approvedDefinition: after.approvedDefinition },
+        snapshotVersion: snapshot.version,
+      });
+      await this.announce(tenantId, snapshot);
+    }
+    return response;
+  }
+
+  /** Compares what was discovered with what is stored and records it (see the class comment for the rules). */
+  private async storeDiscovery(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    upstream: UpstreamRecord,
+    result: ProbeResult,
+    actorUserId: string,
+  ): Promise<SyncCounts> {
+    const now = new Date();
+    const stored = new Map<string, UpstreamToolRow>();
+    for (const row of await this.tools.list(tenantId, tx, upstream.id)) stored.set(`${row.kind}\u0000${row.name}`, row);
+    const counts: SyncCounts = { total: result.items.length, new: 0, approvedOnFirstUse: 0, changed: 0, removed: 0 };
+    const trustFirstUse = upstream.toolApproval === 'trust_on_first_use';
+    for (const item of result.items) {
+      const key = `${item.kind}\u0000${item.name}`;
+      const row = stored.get(key);
+      stored.delete(key);
+      const definition = item.definition as Prisma.InputJsonValue;
+      if (!row) {
+        counts.new++;
+        if (trustFirstUse) counts.approvedOnFirstUse++;
+        await this.tools.create(
+          tenantId,
+          tx,
+          upstream.id,
+          { id: newId(), kind: item.kind, name: item.name, definition, contentHash: item.hash, approved: trustFirstUse, approvedById: trustFirstUse ? actorUserId : null },
+          now,
+        );
+        continue;
+      }
+      const matchesApproved = row.approvedHash === item.hash;
+      // A definition that moved since the last test (or came back): enforcement changes, whichever way it moved.
+      if (row.contentHash !== item.hash || row.removedAt !== null) counts.changed++;
+      await this.tools.recordSeen(tenantId, tx, row.id, { definition, contentHash: item.hash, matchesApproved }, now);
+    }
+    const gone = [...stored.values()].filter((row) => row.removedAt === null).map((row) => row.id);
+    counts.removed = gone.length;
+    await this.tools.markRemoved(tenantId, tx, gone, now);
+    return counts;
+  }
+
+  private async requireUpstream(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<UpstreamRecord> {
+    const upstream = await this.upstreams.find(tenantId, tx, upstreamId);
+    if (!upstream) throw upstreamErrors.notFound();
+    return upstream;
+  }
+
+  /** What the probe connects to, with the sealed headers/env opened in memory for this one connection. */
+  private async probeTarget(tenantId: TenantId, tx: TenantTransaction, upstream: UpstreamRecord): Promise<ProbeTarget> {
+    if (upstream.transport === 'stdio' && !this.options.stdioCommandAllowlist.includes(upstream.command ?? '')) {
+      throw upstreamErrors.commandNotAllowed();
+    }
+    const sealed = await this.tools.connectionSecrets(tenantId, tx, upstream.id);
+    const open = (field: 'headers' | 'env', ciphertext: Uint8Array | null | undefined): Record<string, string> => {
+      if (!ciphertext || !sealed?.encryptionKeyId) return {};
+      try {
+        const value = openJson<Record<string, unknown>>(
+          this.options.keyring,
+          { keyId: sealed.encryptionKeyId, ciphertext: Buffer.from(ciphertext) },
+          upstreamSecretContext(tenantId, upstream.id, field),
+        );
+        return Object.fromEntries(Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+      } catch {
+        throw upstreamErrors.secretsUnreadable();
+      }
+    };
+    return {
+      transport: upstream.transport,
+      url: upstream.url,
+      headers: upstream.transport === 'stdio' ? {} : open('headers', sealed?.headersCiphertext),
+      command: upstream.command,
+      args: upstream.args,
+      env: upstream.transport === 'stdio' ? open('env', sealed?.envCiphertext) : {},
+    };
+  }
+
+  private async announce(tenantId: TenantId, snapshot: WrittenSnapshot): Promise<void> {
+    // The gateway reloads its pins with the upstream registry.
+    await this.changes.publish(CHANGE_CHANNELS.upstreams, tenantId);
+    await this.snapshots.announce(snapshot);
+  }
+}

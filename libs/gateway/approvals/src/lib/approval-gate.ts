@@ -1,0 +1,271 @@
+import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
+import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { redactSecrets } from '@portcullis/shared/util-redact';
+import type { ApprovalState, ApprovalStore } from './approval-store';
+import { argumentsHash } from './arguments-hash';
+
+/**
+ * JSON-RPC codes of a held call that does not go ahead (docs/policy.md, "Approvals"), next to the policy's own
+ * (`POLICY_DENIED` -32030, `APPROVAL_UNAVAILABLE` -32031).
+ */
+export const APPROVAL_RPC = {
+  /** An approver denied the call (or the approval no longer matches it, or was already used). */
+  DENIED: -32032,
+  /** Nobody decided before the approval timed out. */
+  EXPIRED: -32033,
+  /** The approval could not be recorded (database unavailable). */
+  UNAVAILABLE: GATEWAY_RPC.APPROVAL_UNAVAILABLE,
+} as const;
+
+export interface HeldCallGateOptions {
+  readonly store: ApprovalStore;
+  readonly logger: Logger;
+  /** How long a call waits for a decision before it fails (and its approval is marked expired). */
+  readonly timeoutMs: number;
+  /** Fallback check of every held approval in the database (the Redis notice is the fast path). */
+  readonly pollMs: number;
+  /** Interval of progress notifications to an agent that sent a progress token. */
+  readonly progressMs: number;
+  readonly now?: () => number;
+}
+
+interface Held {
+  readonly tenantId: TenantId;
+  readonly id: string;
+  /** Called once with the approval's first non-pending state. */
+  readonly decided: (state: ApprovalState) => void;
+}
+
+const MAX_NOTE = 500;
+
+function cancelled(): Error {
+  const error = new Error('The call was cancelled while it waited for approval');
+  error.name = 'AbortError';
+  return error;
+}
+
+/**
+ * Holds calls that need a human's approval (the policy's `require_approval`). Each held call gets an Approval row;
+ * the call waits in memory on the replica that holds it until the row is decided through the control plane (on any
+ * replica), it expires, or the agent cancels. The control plane announces decisions on `CHANGE_CHANNELS.approvals`
+ * (`onDecided`); a periodic database check covers lost notices and a Redis outage.
+ */
+export class HeldCallGate implements ApprovalGate {
+  private readonly held = new Map<string, Held>();
+  private readonly checks = new Map<TenantId, Promise<void>>();
+  private readonly recheck = new Set<TenantId>();
+  private readonly writes = new Set<Promise<unknown>>();
+  private readonly poller: NodeJS.Timeout;
+  private readonly now: () => number;
+
+  constructor(private readonly options: HeldCallGateOptions) {
+    this.now = options.now ?? Date.now;
+    this.poller = setInterval(() => this.checkAll(), options.pollMs);
+    this.poller.unref();
+  }
+
+  /** Calls waiting on this replica. */
+  get size(): number {
+    return this.held.size;
+  }
+
+  async hold(
+    info: RequestInfo,
+    decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
+    sink: MessageSink,
+    signal: AbortSignal,
+  ): Promise<Admission> {
+    if (signal.aborted) throw cancelled();
+    const target = info.target;
+    if (!target) throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'This request needs approval, which only applies to calls of a tool, prompt or resource', undefined, 'denied');
+    const tenant = toTenantId(info.record.tenantId);
+    const hash = argumentsHash(info.arguments);
+    const expiresAt = this.now() + this.options.timeoutMs;
+    const principal = info.record.principalKind;
+    let id: string;
+    try {
+      id = await this.options.store.create({
+        tenantId: tenant,
+        requesterUserId: principal === 'user' && isUuid(info.record.principalId) ? info.record.principalId : null,
+        agentClientId: principal === 'agent_client' && isUuid(info.record.principalId) ? info.record.principalId : null,
+        mcpSessionId: info.record.id,
+        upstreamId: target.upstream.id,
+        tool: target.name,
+        argumentsHash: hash,
+        arguments: (redactSecrets(info.arguments ?? {}) ?? {}) as Record<string, unknown>,
+        reason: decision.reason,
+        snapshotVersion: decision.snapshotVersion,
+        expiresAt: new Date(expiresAt),
+        traceId: info.traceId,
+      });
+    } catch (error) {
+      this.options.logger.error({ err: error, tenantId: tenant, traceId: info.traceId }, 'approval not recorded; the held call fails');
+      throw new GatewayRequestError(
+        APPROVAL_RPC.UNAVAILABLE,
+        'This call needs a human approval, and the approval could not be recorded right now; try again later',
+        undefined,
+        'error',
+        503,
+      );
+    }
+    this.options.logger.info({ tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, tool: target.name, traceId: info.traceId }, 'call held for approval');
+
+    return new Promise<Admission>((resolve, reject) => {
+      let progress = 0;
+      const sendProgress = () => {
+        if (info.progressToken === undefined) return;
+        sink.send({
+          jsonrpc: '2.0',
+          method: 'notifications/progress',
+          params: { progressToken: info.progressToken, progress: ++progress, message: `Waiting for a human to approve this call (approval ${id})` },
+        });
+      };
+      const ticker = info.progressToken === undefined ? undefined : setInterval(sendProgress, this.options.progressMs);
+      const expiry = setTimeout(() => void this.expire(tenant, id), Math.max(0, expiresAt - this.now()));
+      const stop = () => {
+        this.held.delete(id);
+        clearInterval(ticker);
+        clearTimeout(expiry);
+        signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = () => {
+        if (!this.held.has(id)) return;
+        stop();
+        this.track(this.options.store.close(tenant, id, 'cancelled')).catch((error: unknown) =>
+          this.options.logger.warn({ err: error, tenantId: tenant, approvalId: id }, 'cancelled approval not marked'),
+        );
+        reject(cancelled());
+      };
+      const decided = (state: ApprovalState) => {
+        if (!this.held.has(id)) return;
+        stop();
+        this.conclude(tenant, id, hash, state, decision, target.name).then(resolve, reject);
+      };
+      this.held.set(id, { tenantId: tenant, id, decided });
+      signal.addEventListener('abort', onAbort, { once: true });
+      sendProgress();
+    });
+  }
+
+  /** The control plane decided an approval of this tenant (Redis notice): look at the tenant's held calls now. */
+  onDecided(tenantId: string): void {
+    if (!isUuid(tenantId)) return;
+    const tenant = toTenantId(tenantId);
+    if ([...this.held.values()].some((held) => held.tenantId === tenant)) void this.check(tenant);
+  }
+
+  /** Checks every held approval in the database (the periodic fallback; tests call it directly). */
+  async checkAll(): Promise<void> {
+    const tenants = new Set([...this.held.values()].map((held) => held.tenantId));
+    await Promise.all([...tenants].map((tenant) => this.check(tenant)));
+  }
+
+  /** Stops the poller and waits (bounded) for cancellation writes. Held calls end when their requests are aborted. */
+  async close(graceMs = 2_000): Promise<void> {
+    clearInterval(this.poller);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.writes]),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  private check(tenant: TenantId): Promise<void> {
+    const running = this.checks.get(tenant);
+    if (running) {
+      // A notice during a read: read again afterwards, so a decision committed meanwhile is not missed.
+      this.recheck.add(tenant);
+      return running;
+    }
+    const run = (async () => {
+      do {
+        this.recheck.delete(tenant);
+        const ids = [...this.held.values()].filter((held) => held.tenantId === tenant).map((held) => held.id);
+        if (ids.length === 0) return;
+        for (const state of await this.options.store.states(tenant, ids)) {
+          if (state.status !== 'pending') this.held.get(state.id)?.decided(state);
+        }
+      } while (this.recheck.has(tenant));
+    })()
+      .catch((error: unknown) => this.options.logger.warn({ err: error, tenantId: tenant }, 'held approvals not checked; retrying on the next poll'))
+      .finally(() => this.checks.delete(tenant));
+    this.checks.set(tenant, run);
+    return run;
+  }
+
+  private async expire(tenant: TenantId, id: string): Promise<void> {
+    const held = this.held.get(id);
+    if (!held) return;
+    let state: ApprovalState | undefined;
+    try {
+      if (!(await this.track(this.options.store.close(tenant, id, 'expired')))) {
+        // Decided at the last moment: honour the decision.
+        state = (await this.options.store.states(tenant, [id]))[0];
+      }
+    } catch (error) {
+      this.options.logger.warn({ err: error, tenantId: tenant, approvalId: id }, 'expired approval not marked');
+    }
+    held.decided(state && state.status !== 'pending' ? state : { id, status: 'expired', argumentsHash: '', editedArguments: null, decisionNote: null, consumedAt: null });
+  }
+
+  private async conclude(
+    tenant: TenantId,
+    id: string,
+    hash: string,
+    state: ApprovalState,
+    decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
+    name: string,
+  ): Promise<Admission> {
+    const log = { tenantId: tenant, approvalId: id, status: state.status };
+    switch (state.status) {
+      case 'approved': {
+        if (state.argumentsHash !== hash) {
+          this.options.logger.error(log, 'approval does not match the held call’s arguments; refused');
+          throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval does not match this call’s arguments', { approvalId: id, reason: 'approval_mismatch' }, 'denied');
+        }
+        if (!(await this.track(this.options.store.consume(tenant, id, new Date(this.now()))))) {
+          throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval was already used', { approvalId: id, reason: 'approval_used' }, 'denied');
+        }
+        this.options.logger.info({ ...log, edited: state.editedArguments !== null }, 'held call approved');
+        return {
+          decision: 'require_approval',
+          reason: decision.reason,
+          ruleIds: decision.ruleIds,
+          snapshotVersion: decision.snapshotVersion,
+          approvalId: id,
+          ...(state.editedArguments ? { arguments: state.editedArguments } : {}),
+        };
+      }
+      case 'denied': {
+        this.options.logger.info(log, 'held call denied');
+        const note = state.decisionNote?.slice(0, MAX_NOTE);
+        throw new GatewayRequestError(
+          APPROVAL_RPC.DENIED,
+          `An approver denied this call of ${name}${note ? `: ${note}` : ''}`,
+          { approvalId: id, reason: 'approval_denied', ...(note ? { note } : {}) },
+          'denied',
+        );
+      }
+      case 'expired':
+        this.options.logger.info(log, 'held call expired');
+        throw new GatewayRequestError(
+          APPROVAL_RPC.EXPIRED,
+          `This call of ${name} needed a human approval and none was given within ${Math.round(this.options.timeoutMs / 1000)} s`,
+          { approvalId: id, reason: 'approval_expired', timeoutMs: this.options.timeoutMs },
+          'denied',
+        );
+      default:
+        throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval of this call was cancelled', { approvalId: id, reason: 'approval_cancelled' }, 'denied');
+    }
+  }
+
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.writes.add(promise);
+    void promise.finally(() => this.writes.delete(promise)).catch(() => undefined);
+    return promise;
+  }
+}

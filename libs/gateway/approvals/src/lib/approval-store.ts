@@ -1,0 +1,98 @@
+import { withTenant, type ApprovalStatus, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
+import type { TenantId } from '@portcullis/shared/util-ids';
+
+/** What the gateway records when it holds a call. */
+export interface NewApproval {
+  readonly tenantId: TenantId;
+  readonly requesterUserId: string | null;
+  readonly agentClientId: string | null;
+  readonly mcpSessionId: string;
+  readonly upstreamId: string;
+  readonly tool: string;
+  readonly argumentsHash: string;
+  /** Already redacted: the reviewer's copy. */
+  readonly arguments: Readonly<Record<string, unknown>>;
+  readonly reason: string;
+  readonly snapshotVersion: number | null;
+  readonly expiresAt: Date;
+  readonly traceId: string;
+}
+
+/** An approval as the holding gateway needs to see it. */
+export interface ApprovalState {
+  readonly id: string;
+  readonly status: ApprovalStatus;
+  readonly argumentsHash: string;
+  readonly editedArguments: Readonly<Record<string, unknown>> | null;
+  readonly decisionNote: string | null;
+  readonly consumedAt: Date | null;
+}
+
+/** Where approvals live (Postgres in production). Every operation is scoped to one tenant. */
+export interface ApprovalStore {
+  create(approval: NewApproval): Promise<string>;
+  /** The current state of some of a tenant's approvals (unknown ids are left out). */
+  states(tenantId: TenantId, ids: readonly string[]): Promise<ApprovalState[]>;
+  /** Marks an approved, unused approval as used; false if it is not (an approval is single use). */
+  consume(tenantId: TenantId, id: string, now: Date): Promise<boolean>;
+  /** pending → expired / cancelled; false if it was no longer pending. */
+  close(tenantId: TenantId, id: string, status: 'expired' | 'cancelled'): Promise<boolean>;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * The approvals table through the application role: each operation is one short `withTenant` transaction, so
+ * row-level security applies as for the control plane. Only held calls come here (never the hot path).
+ */
+export class PrismaApprovalStore implements ApprovalStore {
+  constructor(private readonly db: PortcullisPrismaClient) {}
+
+  async create(approval: NewApproval): Promise<string> {
+    const row = await withTenant(this.db, approval.tenantId, (tx) =>
+      tx.approval.create({
+        data: {
+          tenantId: approval.tenantId,
+          requesterUserId: approval.requesterUserId,
+          agentClientId: approval.agentClientId,
+          mcpSessionId: approval.mcpSessionId,
+          upstreamId: approval.upstreamId,
+          tool: approval.tool,
+          argumentsHash: approval.argumentsHash,
+          arguments: approval.arguments as Prisma.InputJsonObject,
+          reason: approval.reason,
+          snapshotVersion: approval.snapshotVersion,
+          expiresAt: approval.expiresAt,
+          traceId: approval.traceId,
+        },
+        select: { id: true },
+      }),
+    );
+    return row.id;
+  }
+
+  async states(tenantId: TenantId, ids: readonly string[]): Promise<ApprovalState[]> {
+    if (ids.length === 0) return [];
+    const rows = await withTenant(this.db, tenantId, (tx) =>
+      tx.approval.findMany({
+        where: { tenantId, id: { in: [...ids] } },
+        select: { id: true, status: true, argumentsHash: true, editedArguments: true, decisionNote: true, consumedAt: true },
+      }),
+    );
+    return rows.map((row) => ({ ...row, editedArguments: isRecord(row.editedArguments) ? row.editedArguments : null }));
+  }
+
+  async consume(tenantId: TenantId, id: string, now: Date): Promise<boolean> {
+    const { count } = await withTenant(this.db, tenantId, (tx) =>
+      tx.approval.updateMany({ where: { tenantId, id, status: 'approved', consumedAt: null }, data: { consumedAt: now } }),
+    );
+    return count === 1;
+  }
+
+  async close(tenantId: TenantId, id: string, status: 'expired' | 'cancelled'): Promise<boolean> {
+    const { count } = await withTenant(this.db, tenantId, (tx) =>
+      tx.approval.updateMany({ where: { tenantId, id, status: 'pending' }, data: { status } }),
+    );
+    return count === 1;
+  }
+}

@@ -1,0 +1,212 @@
+import type { AuditResultMode, TenantSettings } from '@portcullis/contracts/api';
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import {
+  GATEWAY_RPC,
+  GatewayRequestError,
+  type Admission,
+  type RequestHooks,
+  type RequestInfo,
+  type RequestOutcome,
+} from '@portcullis/gateway/core';
+import { newId } from '@portcullis/shared/util-ids';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { compileRedactionPaths, redactSecrets } from '@portcullis/shared/util-redact';
+import type { AuditEmitter } from './audit-emitter';
+
+export interface AuditHooksOptions {
+  readonly emitter: AuditEmitter;
+  /** The tenant's settings (audit fail mode, result mode, redaction paths); undefined = defaults. */
+  readonly settings: (tenantId: string) => TenantSettings | undefined;
+  /** Between an upstream's tool prefix and the tool's name (events name tools as the agent sees them). */
+  readonly separator: string;
+  /**
+   * Whether the emitter's spool survives a crash (a spool directory is configured). Without one, a tenant that
+   * fails closed is refused while the audit queue is down, since a spooled event would live only in memory.
+   */
+  readonly spoolDurable: boolean;
+  readonly logger: Logger;
+  /** Arguments/results larger than this (JSON, after redaction) are stored as a size note instead. Default 16 KiB. */
+  readonly maxPayloadBytes?: number;
+  readonly now?: () => number;
+}
+
+/** What another hook knows about a request that the audit trail should carry. */
+export interface AuditNote {
+  /** The admission of the hooks before a refusal (e.g. the policy decision of a rate-limited call). */
+  readonly prior?: Admission;
+  /** Something that weakened the call's checks (rate limits unchecked because Redis was away). */
+  readonly degraded?: string;
+}
+
+export interface AuditHooks extends RequestHooks {
+  /** Attaches a note to a request before it completes (rate-limit hook: prior admission, degraded checks). */
+  note(info: RequestInfo, note: AuditNote): void;
+}
+
+const DEFAULT_AUDIT: TenantSettings['audit'] = { failMode: 'open', results: 'metadata', redactPaths: [] };
+
+const OUTCOME: Readonly<Record<RequestOutcome['outcome'], AuditEventV1['outcome']>> = {
+  ok: 'ok',
+  error: 'error',
+  denied: 'denied',
+  rate_limited: 'rate_limited',
+  upstream_error: 'error',
+  cancelled: 'cancelled',
+};
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value : null);
+const cut = (value: string, max: number): string => (value.length > max ? value.slice(0, max) : value);
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** A result's shape without its content: top-level flags, and per list its length and item types. */
+function resultMetadata(result: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const meta: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(result)) {
+    if (key === '_meta') continue;
+    if (typeof value === 'boolean') meta[key] = value;
+    else if (Array.isArray(value)) {
+      const types = new Set<string>();
+      for (const item of value) if (isObject(item) && typeof item['type'] === 'string') types.add(item['type']);
+      meta[key] = { count: value.length, ...(types.size > 0 ? { types: [...types].slice(0, 20) } : {}) };
+    } else if (value !== undefined) meta[key] = { present: true };
+  }
+  return meta;
+}
+
+/**
+ * Audit events on the request path, as `RequestHooks`: `completed` emits exactly one event per MCP request that
+ * reached the engine (initialize, pings, lists, calls, reads, prompts, completions; denials, rate-limit refusals,
+ * upstream errors) to the emitter's in-memory buffer, never waiting on Redis or Postgres. Redaction happens here,
+ * before the event leaves the process: credential-like keys and values always (`redactSecrets`), then the tenant's
+ * JSON paths (`audit.redactPaths`, into `{ arguments, result }`), and the result is kept in full, as metadata or not
+ * at all (`audit.results`).
+ *
+ * `admit` enforces `audit.failMode: closed`: a call is refused (`UNAVAILABLE`, a JSON-RPC error) when the
+ * emitter cannot promise to keep its event. Fail-open tenants pay nothing there (synchronous `undefined`).
+ */
+export function auditHooks(options: AuditHooksOptions): AuditHooks {
+  const { emitter, logger, separator } = options;
+  const now = options.now ?? Date.now;
+  const maxPayloadBytes = options.maxPayloadBytes ?? 16 * 1024;
+  const notes = new WeakMap<RequestInfo, AuditNote>();
+  type Redactor = (value: Record<string, unknown>) => Record<string, unknown>;
+  const redactors = new WeakMap<readonly string[], Redactor>();
+  let lastRefusalLog = Number.NEGATIVE_INFINITY;
+
+  const auditOf = (tenantId: string): TenantSettings['audit'] => options.settings(tenantId)?.audit ?? DEFAULT_AUDIT;
+
+  const redactorFor = (paths: readonly string[]): Redactor | undefined => {
+    if (paths.length === 0) return undefined;
+    let redactor = redactors.get(paths);
+    if (redactor === undefined) {
+      try {
+        redactor = compileRedactionPaths(paths);
+      } catch {
+        // The contract validates paths on write; a bad one here is stored data gone wrong. Keep everything safe:
+        // drop arguments and results rather than store them unredacted.
+        redactor = () => ({ redacted: 'invalid redaction path in tenant settings' });
+      }
+      redactors.set(paths, redactor);
+    }
+    return redactor;
+  };
+
+  const payloadOf = (info: RequestInfo, outcome: RequestOutcome, mode: AuditResultMode, paths: readonly string[]): AuditEventV1['arguments'] => {
+    const envelope: Record<string, unknown> = {};
+    const args = outcome.admission?.arguments ?? info.arguments;
+    if (args !== undefined) envelope['arguments'] = args;
+    if (info.method === 'initialize') envelope['arguments'] = { clientInfo: info.record.clientInfo, protocolVersion: info.record.protocolVersion };
+    if (outcome.result !== undefined && mode !== 'none') envelope['result'] = mode === 'full' ? outcome.result : resultMetadata(outcome.result);
+    if (Object.keys(envelope).length === 0) return null;
+    let safe = redactSecrets(envelope) as Record<string, unknown>;
+    const redactor = redactorFor(paths);
+    if (redactor) safe = redactor(safe);
+    const json = JSON.stringify(safe);
+    if (json.length > maxPayloadBytes) return { truncated: true, bytes: Buffer.byteLength(json), keys: Object.keys(safe) };
+    return safe as AuditEventV1['arguments'];
+  };
+
+  const toolOf = (info: RequestInfo): string | null => {
+    const target = info.target;
+    if (!target) return null;
+    return cut(target.kind === 'resource' ? target.name : `${target.upstream.toolPrefix}${separator}${target.name}`, 300);
+  };
+
+  const eventOf = (info: RequestInfo, outcome: RequestOutcome): AuditEventV1 => {
+    const { record } = info;
+    const audit = auditOf(record.tenantId);
+    const note = notes.get(info);
+    const admission = outcome.admission ?? note?.prior;
+    const error = outcome.error;
+    const errorData = isObject(error?.data) ? error.data : undefined;
+    const snapshotFromError = typeof errorData?.['snapshotVersion'] === 'number' ? errorData['snapshotVersion'] : null;
+    let decision: AuditEventV1['decision'] = admission?.decision ?? null;
+    if (outcome.outcome === 'denied') decision = 'deny';
+    const reasons: string[] = [];
+    if (admission?.reason) reasons.push(admission.reason);
+    if (error && outcome.outcome !== 'ok') reasons.push(error.message);
+    if (note?.degraded) reasons.push(note.degraded);
+    let auditOutcome = OUTCOME[outcome.outcome];
+    if (error?.code === GATEWAY_RPC.UPSTREAM_TIMEOUT && outcome.outcome !== 'cancelled') auditOutcome = 'timeout';
+    const approvalId = admission?.approvalId ?? (typeof errorData?.['approvalId'] === 'string' ? errorData['approvalId'] : undefined);
+    return {
+      v: 1,
+      eventId: newId(),
+      tenantId: record.tenantId,
+      occurredAt: new Date(info.startedAt).toISOString(),
+      kind: 'mcp',
+      method: cut(info.method, 200),
+      actorUserId: record.principalKind === 'user' ? uuidOrNull(record.principalId) : null,
+      agentClientId: record.principalKind === 'agent_client' ? uuidOrNull(record.principalId) : null,
+      apiKeyId: null,
+      mcpSessionId: cut(record.id, 200),
+      upstreamId: uuidOrNull(info.target?.upstream.id),
+      tool: toolOf(info),
+      targetType: null,
+      targetId: null,
+      decision,
+      reason: reasons.length > 0 ? cut(reasons.join('; '), 2_000) : null,
+      snapshotVersion: admission?.snapshotVersion ?? snapshotFromError,
+      approvalId: uuidOrNull(approvalId),
+      latencyMs: Math.max(0, Math.round(outcome.latencyMs)),
+      outcome: auditOutcome,
+      errorCode: error ? cut(outcome.outcome === 'upstream_error' ? `upstream:${error.code}` : String(error.code), 100) : null,
+      arguments: payloadOf(info, outcome, audit.results, audit.redactPaths),
+      traceId: cut(info.traceId, 64),
+      traceparent: null,
+    };
+  };
+
+  return {
+    note(info, note) {
+      const existing = notes.get(info);
+      notes.set(info, existing ? { ...existing, ...note } : note);
+    },
+
+    admit(info) {
+      if (auditOf(info.record.tenantId).failMode !== 'closed') return undefined;
+      if (emitter.canAcceptFailClosed() && (options.spoolDurable || emitter.stats().redis === 'up')) return undefined;
+      const t = now();
+      if (t - lastRefusalLog > 10_000) {
+        lastRefusalLog = t;
+        logger.error({ tenantId: info.record.tenantId, ...emitter.stats() }, 'calls refused: the audit trail cannot take events and the tenant fails closed');
+      }
+      throw new GatewayRequestError(
+        GATEWAY_RPC.UNAVAILABLE,
+        'The audit trail cannot record calls right now and this tenant does not allow unaudited calls; try again shortly',
+        { reason: 'audit_unavailable', retryAfterSeconds: 1 },
+        'error',
+      );
+    },
+
+    completed(info, outcome) {
+      try {
+        emitter.emit(eventOf(info, outcome));
+      } catch (error) {
+        // Never the request's problem; the emitter counts and logs its own drops.
+        logger.error({ err: error instanceof Error ? error.message : String(error), method: info.method, traceId: info.traceId }, 'audit event could not be built');
+      }
+    },
+  };
+}

@@ -1,0 +1,190 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '@portcullis/shared/util-logger';
+
+/**
+ * Resumable SSE streams (Streamable HTTP, "Resumability and redelivery"): every message sent on a
+ * Streamable HTTP SSE stream is also appended to a per-stream replay log in Redis, so an agent that
+ * lost the connection can GET the endpoint with `Last-Event-ID` on any replica and receive what came
+ * after that event on that stream — and, for a POST stream still running, the rest of it live.
+ */
+
+/** `p`: the SSE response to a POST; `s`: a standalone GET stream. */
+export type StreamKind = 'p' | 's';
+
+export interface ReplayEntry {
+  readonly seq: number;
+  /** The JSON-RPC message as sent. */
+  readonly data: string;
+  /** The last message of a POST stream (the response). */
+  readonly final: boolean;
+}
+
+/** The writer side for one stream. Appends are fire-and-forget and keep their order. */
+export interface StreamLog {
+  append(seq: number, data: string, final: boolean): void;
+}
+
+export interface ReplayLog {
+  open(sessionId: string, streamId: string): StreamLog;
+  /** Entries after `afterSeq`; undefined when the stream is unknown to this session or has expired. */
+  read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined>;
+  /** True when the stream's last entry is its final one, or the stream is unknown. */
+  finished(sessionId: string, streamId: string): Promise<boolean>;
+  /**
+   * Waits for entries after `afterSeq` and hands them over until the final one, the stream's
+   * expiry, or `signal`. Resolves with why it stopped.
+   */
+  follow(sessionId: string, streamId: string, afterSeq: number, onEntry: (entry: ReplayEntry) => void, signal: AbortSignal): Promise<'final' | 'gone' | 'aborted' | 'busy'>;
+}
+
+export interface ReplayLogOptions {
+  /** A stream's log lives this long after its last append. */
+  readonly ttlMs: number;
+  /** Bounds on what one stream keeps: the oldest entries go first. */
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  /** Resumed POST streams this replica follows at once (each holds a Redis connection). */
+  readonly maxFollowers: number;
+}
+
+// Stream ids: kind + a per-process random part + a counter: unique across replicas without a
+// random draw per stream. They need not be secret: a stream is only found under its own session.
+const PROCESS_PART = randomBytes(8).toString('hex');
+let streamCounter = 0;
+export const newStreamId = (kind: StreamKind): string => `${kind}${PROCESS_PART}${(++streamCounter).toString(36)}`;
+
+export const eventId = (streamId: string, seq: number): string => `${streamId}_${seq}`;
+
+const EVENT_ID = /^([ps][0-9a-f]{16}[0-9a-z]{1,12})_(\d{1,9})$/;
+
+/** A `Last-Event-ID` this gateway could have minted, split; undefined for anything else. */
+export function parseEventId(value: string | undefined): { streamId: string; kind: StreamKind; seq: number } | undefined {
+  if (value === undefined) return undefined;
+  const match = EVENT_ID.exec(value.trim());
+  if (!match?.[1] || !match[2]) return undefined;
+  return { streamId: match[1], kind: match[1][0] as StreamKind, seq: Number(match[2]) };
+}
+
+const keyOf = (sessionId: string, streamId: string): string => `pcs:replay:${sessionId}:${streamId}`;
+
+type RawEntry = [id: string, fields: string[]];
+
+function toEntry([id, fields]: RawEntry): ReplayEntry | undefined {
+  const seq = Number(id.slice(id.indexOf('-') + 1));
+  let data: string | undefined;
+  let final = false;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 'd') data = fields[i + 1];
+    else if (fields[i] === 'f') final = fields[i + 1] === '1';
+  }
+  return data === undefined || !Number.isSafeInteger(seq) ? undefined : { seq, data, final };
+}
+
+/**
+ * The replay log as one Redis stream per SSE stream (`pcs:replay:<session>:<stream>`). Entry ids are
+ * `0-<seq>`, so the SSE event id maps to a stream id without a lookup; every append refreshes the TTL
+ * and trims (MINID) to the entry and byte bounds the writer tracks.
+ */
+export class RedisReplayLog implements ReplayLog {
+  private followers = 0;
+  private lastError = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: ReplayLogOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  open(sessionId: string, streamId: string): StreamLog {
+    const key = keyOf(sessionId, streamId);
+    const sizes: { seq: number; bytes: number }[] = [];
+    let bytes = 0;
+    return {
+      append: (seq, data, final) => {
+        sizes.push({ seq, bytes: data.length });
+        bytes += data.length;
+        while (sizes.length > 1 && (sizes.length > this.options.maxEntries || bytes > this.options.maxBytes)) {
+          bytes -= sizes.shift()?.bytes ?? 0;
+        }
+        const oldest = sizes[0]?.seq ?? seq;
+        const fields = final ? ['d', data, 'f', '1'] : ['d', data];
+        this.redis
+          .pipeline()
+          .xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields)
+          .pexpire(key, this.options.ttlMs)
+          .exec()
+          .then((results) => {
+            const failed = results?.find(([error]) => error !== null);
+            if (failed) this.warn(failed[0]);
+          }, (error: unknown) => this.warn(error));
+      },
+    };
+  }
+
+  async read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined> {
+    const key = keyOf(sessionId, streamId);
+    const results = await this.redis.pipeline().exists(key).xrange(key, `(0-${afterSeq}`, '+').exec();
+    const exists = results?.[0]?.[1];
+    const range = results?.[1]?.[1] as RawEntry[] | undefined;
+    if (exists !== 1 || !range) return undefined;
+    return range.map(toEntry).filter((entry): entry is ReplayEntry => entry !== undefined);
+  }
+
+  async finished(sessionId: string, streamId: string): Promise<boolean> {
+    const last = (await this.redis.xrevrange(keyOf(sessionId, streamId), '+', '-', 'COUNT', 1)) as RawEntry[];
+    const entry = last[0] ? toEntry(last[0]) : undefined;
+    return entry === undefined || entry.final;
+  }
+
+  async follow(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+    onEntry: (entry: ReplayEntry) => void,
+    signal: AbortSignal,
+  ): Promise<'final' | 'gone' | 'aborted' | 'busy'> {
+    if (this.followers >= this.options.maxFollowers) return 'busy';
+    const key = keyOf(sessionId, streamId);
+    // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops.
+    const connection = this.redis.duplicate();
+    connection.on('error', () => undefined);
+    const onAbort = () => connection.disconnect();
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.followers += 1;
+    let last = afterSeq;
+    try {
+      while (!signal.aborted) {
+        const reply = (await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as [string, RawEntry[]][] | null;
+        if (signal.aborted) return 'aborted';
+        if (reply === null) {
+          if ((await this.redis.exists(key)) === 0) return 'gone';
+          continue;
+        }
+        for (const raw of reply[0]?.[1] ?? []) {
+          const entry = toEntry(raw);
+          if (!entry) continue;
+          last = entry.seq;
+          onEntry(entry);
+          if (entry.final) return 'final';
+        }
+      }
+      return 'aborted';
+    } catch (error) {
+      if (signal.aborted) return 'aborted';
+      this.warn(error);
+      return 'gone';
+    } finally {
+      this.followers -= 1;
+      signal.removeEventListener('abort', onAbort);
+      connection.disconnect();
+    }
+  }
+
+  private warn(error: unknown): void {
+    const now = Date.now();
+    if (now - this.lastError < 10_000) return;
+    this.lastError = now;
+    this.logger.warn({ err: error }, 'SSE replay log unavailable: streams are not resumable meanwhile');
+  }
+}

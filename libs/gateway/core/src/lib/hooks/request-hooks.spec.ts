@@ -1,0 +1,221 @@
+import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GatewayRequestError, SessionEngine } from '../dispatch/session-engine';
+import { NO_STREAM } from '../dispatch/sinks';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import {
+  composeHooks,
+  type Admission,
+  type RequestHooks,
+  type RequestInfo,
+  type RequestOutcome,
+} from './request-hooks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+});
+
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({
+  jsonrpc: '2.0',
+  id: nextId++,
+  method,
+  ...(params ? { params } : {}),
+});
+const init = () =>
+  req('initialize', {
+    protocolVersion: '2025-06-18',
+    capabilities: {},
+    clientInfo: { name: 'spec', version: '1' },
+  });
+
+async function engineWith(hooks: RequestHooks) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const connector = new FakeConnector({
+    u1: {
+      capabilities: { tools: {} },
+      handle: async (method, params) =>
+        method === 'tools/list'
+          ? { tools: ['read', 'write', 'delete'].map((name) => ({ name, inputSchema: { type: 'object' } })) }
+          : { content: [{ type: 'text', text: JSON.stringify(params?.['arguments'] ?? null) }] },
+    },
+  });
+  const engine = new SessionEngine({
+    registry,
+    connector,
+    sessions: new MemorySessionStore(),
+    logger,
+    hooks,
+    options: {
+      separator: '__',
+      listTimeoutMs: 100,
+      serverInfo: { name: 'portcullis', version: 'spec' },
+      localIdleMs: 60_000,
+      replicaId: 'r1',
+    },
+  });
+  engines.push(engine);
+  const { sessionId } = await engine.initialize(principal, init(), 'trace');
+  const record = await engine.session(sessionId ?? '', principal);
+  if (!record) throw new Error('no session');
+  return { engine, connector, record };
+}
+
+describe('request hooks in the session engine', () => {
+  it('filters listings, refuses with the hook’s code and data, replaces arguments, and reports every request once', async () => {
+    const completed: { info: RequestInfo; outcome: RequestOutcome }[] = [];
+    const released: string[] = [];
+    const hooks: RequestHooks = {
+      filter: (_record, kind, _upstream, items) =>
+        kind === 'tool' ? items.filter((item) => item['name'] !== 'delete') : items,
+      admit: (info) => {
+        if (info.target?.name === 'write')
+          throw new GatewayRequestError(
+            -32003,
+            'not allowed: files__write',
+            { snapshotVersion: 7 },
+            'denied',
+          );
+        if (info.target?.name === 'read') {
+          return {
+            decision: 'allow',
+            snapshotVersion: 7,
+            arguments: { path: '/edited' },
+            release: () => released.push(info.target?.name ?? ''),
+          };
+        }
+        return undefined;
+      },
+      completed: (info, outcome) => completed.push({ info, outcome }),
+    };
+    const { engine, connector, record } = await engineWith(hooks);
+    expect(completed.map((c) => [c.info.method, c.outcome.outcome])).toEqual([['initialize', 'ok']]);
+
+    const listed = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(listed).toMatchObject({ result: { tools: [{ name: 'files__read' }, { name: 'files__write' }] } });
+    expect(
+      'result' in listed && Array.isArray(listed.result['tools']) ? listed.result['tools'].length : -1,
+    ).toBe(2);
+
+    const denied = await engine.request(
+      record,
+      req('tools/call', { name: 'files__write', arguments: { path: '/x' } }),
+      NO_STREAM,
+      'trace',
+    );
+    expect(denied).toMatchObject({
+      error: {
+        code: -32003,
+        message: 'not allowed: files__write',
+        data: { snapshotVersion: 7, traceId: 'trace' },
+      },
+    });
+    expect(connector.calls.some((call) => call.method === 'tools/call')).toBe(false);
+
+    const edited = await engine.request(
+      record,
+      req('tools/call', { name: 'files__read', arguments: { path: '/original' } }),
+      NO_STREAM,
+      'trace',
+    );
+    expect(edited).toMatchObject({ result: { content: [{ text: '{"path":"/edited"}' }] } });
+    expect(released).toEqual(['read']);
+
+    const methods = completed.map((c) => [
+      c.info.method,
+      c.info.target?.name,
+      c.outcome.outcome,
+      c.outcome.admission?.decision,
+    ]);
+    expect(methods).toEqual([
+      ['initialize', undefined, 'ok', undefined],
+      ['tools/list', undefined, 'ok', undefined],
+      ['tools/call', 'write', 'denied', undefined],
+      ['tools/call', 'read', 'ok', 'allow'],
+    ]);
+    expect(completed[2]?.outcome.error).toMatchObject({ code: -32003 });
+    expect(completed[2]?.info.arguments).toEqual({ path: '/x' });
+    expect(completed[3]?.outcome.result).toMatchObject({ content: [{ type: 'text' }] });
+  });
+
+  it('reports an unknown tool (refused before any hook admits it) and upstream errors with their outcome', async () => {
+    const completed: RequestOutcome[] = [];
+    const { engine, record } = await engineWith({ completed: (_info, outcome) => completed.push(outcome) });
+    const unknown = await engine.request(record, req('tools/call', { name: 'nope__x' }), NO_STREAM, 'trace');
+    expect(unknown).toMatchObject({ error: { code: -32602 } });
+    expect(completed.at(-1)).toMatchObject({ outcome: 'error', error: { code: -32602 } });
+  });
+});
+
+describe('composeHooks', () => {
+  const info = { method: 'tools/call' } as RequestInfo;
+
+  it('merges admissions in order, passes the merged one on, and runs every release', async () => {
+    const released: string[] = [];
+    const seen: (Admission | undefined)[] = [];
+    const composed = composeHooks([
+      { admit: () => ({ decision: 'allow', snapshotVersion: 3, release: () => released.push('first') }) },
+      {
+        admit: async (_info, _sink, _signal, prior) => {
+          seen.push(prior);
+          return { approvalId: 'ap1', release: () => released.push('second') };
+        },
+      },
+    ]);
+    const merged = await composed.admit?.(info, NO_STREAM, new AbortController().signal, undefined);
+    expect(seen[0]).toMatchObject({ decision: 'allow', snapshotVersion: 3 });
+    expect(merged).toMatchObject({ decision: 'allow', snapshotVersion: 3, approvalId: 'ap1' });
+    merged?.release?.();
+    expect(released).toEqual(['first', 'second']);
+  });
+
+  it('stays synchronous when every hook is, and releases earlier admissions when a later hook refuses', async () => {
+    const released: string[] = [];
+    const sync = composeHooks([{ admit: () => ({ decision: 'allow' }) }, { admit: () => undefined }]);
+    expect(sync.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).toEqual({
+      decision: 'allow',
+    });
+
+    const refusing = composeHooks([
+      { admit: () => ({ release: () => released.push('slot') }) },
+      {
+        admit: () => {
+          throw new GatewayRequestError(-32029, 'rate limited');
+        },
+      },
+    ]);
+    expect(() => refusing.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).toThrow(
+      'rate limited',
+    );
+    expect(released).toEqual(['slot']);
+
+    const refusingLater = composeHooks([
+      { admit: async () => ({ release: () => released.push('async-slot') }) },
+      { admit: () => Promise.reject(new GatewayRequestError(-32029, 'later')) },
+    ]);
+    await expect(
+      refusingLater.admit?.(info, NO_STREAM, new AbortController().signal, undefined),
+    ).rejects.toThrow('later');
+    expect(released).toEqual(['slot', 'async-slot']);
+  });
+
+  it('keeps observers independent: one that throws does not stop the next', () => {
+    const seen: string[] = [];
+    const composed = composeHooks([
+      {
+        completed: () => {
+          throw new Error('broken observer');
+        },
+      },
+      { completed: (i) => seen.push(i.method) },
+    ]);
+    composed.completed?.(info, { outcome: 'ok', latencyMs: 1 });
+    expect(seen).toEqual(['tools/call']);
+  });
+});

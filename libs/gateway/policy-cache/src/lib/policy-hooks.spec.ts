@@ -1,0 +1,221 @@
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { GATEWAY_RPC, GatewayRequestError, NO_STREAM, type Admission, type ApprovalGate, type RequestInfo } from '@portcullis/gateway/core';
+import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { compile, type PolicySnapshot } from '@portcullis/policy/engine';
+import { describe, expect, it } from 'vitest';
+import { policyHooks, principalOf, type SnapshotLookup } from './policy-hooks';
+
+const TENANT = 'tenant-a';
+
+function snapshotOf(rules: PolicyRuleSource[], defaultEffect: 'allow' | 'deny' = 'deny', version = 3): PolicySnapshot {
+  const result = compile({
+    tenantId: TENANT,
+    version,
+    defaultEffect,
+    directory: {
+      members: [{ userId: 'u-carol', role: 'member' }],
+      groups: [{ name: 'support', members: ['u-carol'] }],
+      agentClients: [{ id: 'ac-ci' }, { id: 'ac-ide' }],
+    },
+    upstreams: [],
+    rules,
+  });
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.snapshot;
+}
+
+const lookup = (snapshot?: PolicySnapshot): SnapshotLookup => ({ get: (tenantId) => (tenantId === TENANT ? snapshot : undefined) });
+
+const upstream = (name: string): UpstreamConfig => ({
+  id: `id-${name}`,
+  tenantId: TENANT,
+  name,
+  toolPrefix: `${name}p`,
+  transport: 'streamable_http',
+  url: 'http://127.0.0.1:1/mcp',
+  headers: {},
+  command: null,
+  args: [],
+  env: {},
+  connectTimeoutMs: 1_000,
+  callTimeoutMs: 1_000,
+  version: 1,
+});
+
+const record = (principalKind: 'agent_client' | 'user', principalId: string, tenantId = TENANT): SessionRecord => ({
+  id: 'session',
+  tenantId,
+  principalKind,
+  principalId,
+  protocolVersion: '2025-11-25',
+  clientInfo: null,
+  clientCapabilities: {},
+  upstreams: {},
+  createdAt: 0,
+});
+
+const ci = record('agent_client', 'ac-ci');
+const ide = record('agent_client', 'ac-ide');
+const carol = record('user', 'u-carol');
+
+function call(session: SessionRecord, kind: 'tool' | 'prompt' | 'resource', upstreamName: string, name: string, args?: Record<string, unknown>): RequestInfo {
+  return {
+    record: session,
+    method: kind === 'tool' ? 'tools/call' : kind === 'prompt' ? 'prompts/get' : 'resources/read',
+    requestId: 1,
+    traceId: 'trace',
+    startedAt: Date.parse('2026-12-01T10:00:00Z'),
+    target: { upstream: upstream(upstreamName), kind, name },
+    ...(args ? { arguments: args } : {}),
+  };
+}
+
+const admit = (hooks: ReturnType<typeof policyHooks>, info: RequestInfo) => hooks.admit?.(info, NO_STREAM, new AbortController().signal, undefined);
+
+function refusal(fn: () => unknown): GatewayRequestError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof GatewayRequestError) return error;
+    throw error;
+  }
+  throw new Error('expected a refusal');
+}
+
+const RULES: PolicyRuleSource[] = [
+  {
+    id: 'ci-tickets',
+    subjects: [{ type: 'agent_client', agentClientId: 'ac-ci' }],
+    targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }],
+    effect: 'allow',
+    rateLimit: { scope: ['agent_client'], requests: 10, windowSeconds: 60 },
+  },
+  {
+    id: 'nobody-deletes',
+    subjects: [{ type: 'authenticated' }],
+    targets: [{ kind: 'tool', upstream: 'tickets', name: 'delete_*' }],
+    effect: 'deny',
+  },
+  {
+    id: 'big-refunds-need-a-human',
+    subjects: [{ type: 'authenticated' }],
+    targets: [{ kind: 'tool', upstream: 'tickets', name: 'refund' }],
+    effect: 'require_approval',
+    condition: 'args.amount > 100.0',
+  },
+  {
+    id: 'support-reads-kb',
+    subjects: [{ type: 'group', group: 'support' }],
+    targets: [
+      { kind: 'resource', upstream: 'kb', uri: 'kb://public/**' },
+      { kind: 'prompt', upstream: 'kb', name: 'summarise' },
+    ],
+    effect: 'allow',
+  },
+];
+
+describe('policyHooks.filter', () => {
+  const hooks = policyHooks(lookup(snapshotOf(RULES)));
+  const tools = [{ name: 'create_ticket', description: 'x' }, { name: 'delete_ticket' }, { name: 'refund' }, { title: 'nameless' }];
+
+  it('lists per subject: allowed and approvable tools, never a tool an unconditional deny covers', () => {
+    expect(hooks.filter?.(ci, 'tool', upstream('tickets'), tools).map((t) => t['name'])).toEqual(['create_ticket', 'refund']);
+    // ac-ide has no allow rule; the refund rule (require_approval, conditional) still makes refund callable for it.
+    expect(hooks.filter?.(ide, 'tool', upstream('tickets'), tools).map((t) => t['name'])).toEqual(['refund']);
+    // Items are passed through untouched (same objects, same order).
+    expect(hooks.filter?.(ci, 'tool', upstream('tickets'), tools)[0]).toBe(tools[0]);
+  });
+
+  it('filters prompts by name and resources by URI, keeps templates, and lists nothing without a snapshot', () => {
+    const resources = [{ uri: 'kb://public/a', name: 'A' }, { uri: 'kb://private/b', name: 'B' }];
+    expect(hooks.filter?.(carol, 'resource', upstream('kb'), resources).map((r) => r['uri'])).toEqual(['kb://public/a']);
+    expect(hooks.filter?.(ci, 'resource', upstream('kb'), resources)).toEqual([]);
+    expect(hooks.filter?.(carol, 'prompt', upstream('kb'), [{ name: 'summarise' }, { name: 'other' }]).map((p) => p['name'])).toEqual(['summarise']);
+    const templates = [{ uriTemplate: 'kb://public/{id}' }];
+    expect(hooks.filter?.(ci, 'resourceTemplate', upstream('kb'), templates)).toBe(templates);
+    const none = policyHooks(lookup(undefined));
+    expect(none.filter?.(ci, 'tool', upstream('tickets'), tools)).toEqual([]);
+    expect(none.filter?.(ci, 'resourceTemplate', upstream('kb'), templates)).toEqual([]);
+  });
+});
+
+describe('policyHooks.admit', () => {
+  const hooks = policyHooks(lookup(snapshotOf(RULES)));
+
+  it('admits an allowed call synchronously with the decision, rules, snapshot version and rate limits', () => {
+    const admission = admit(hooks, call(ci, 'tool', 'tickets', 'create_ticket')) as Admission;
+    expect(admission).not.toBeInstanceOf(Promise);
+    expect(admission).toMatchObject({ decision: 'allow', ruleIds: ['ci-tickets'], snapshotVersion: 3 });
+    expect(admission.reason).toContain('ci-tickets');
+    expect(admission.rateLimits).toEqual([{ ruleId: 'ci-tickets', rateLimit: { scope: ['agent_client'], requests: 10, windowSeconds: 60, maxConcurrent: null } }]);
+  });
+
+  it('refuses a denied call with POLICY_DENIED, the agent message and the snapshot version, never the rule', () => {
+    const error = refusal(() => admit(hooks, call(ci, 'tool', 'tickets', 'delete_ticket')));
+    expect(error.rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    expect(error.outcome).toBe('denied');
+    expect(error.data).toEqual({ snapshotVersion: 3 });
+    expect(error.message).toBe('Tool "delete_ticket" on "ticketsp" was denied. This request is not permitted by the tenant\'s policy.');
+    expect(error.message).not.toContain('nobody-deletes');
+    // Default deny: no rule for ac-ide on create_ticket.
+    expect(refusal(() => admit(hooks, call(ide, 'tool', 'tickets', 'create_ticket'))).rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    // Resources are decided on the URI, prompts on the name.
+    expect(refusal(() => admit(hooks, call(carol, 'resource', 'kb', 'kb://private/b'))).message).toContain('Resource "kb://private/b"');
+    expect(admit(hooks, call(carol, 'resource', 'kb', 'kb://public/deep/doc'))).toMatchObject({ decision: 'allow' });
+    expect(admit(hooks, call(carol, 'prompt', 'kb', 'summarise'))).toMatchObject({ decision: 'allow' });
+  });
+
+  it('passes requests without a target (lists, ping) synchronously without a decision', () => {
+    const info: RequestInfo = { record: ci, method: 'tools/list', requestId: 2, traceId: 't', startedAt: 0 };
+    expect(admit(hooks, info)).toBeUndefined();
+    expect(admit(policyHooks(lookup(undefined)), info)).toBeUndefined();
+  });
+
+  it('denies everything, with a clear message, for a tenant without a snapshot', () => {
+    const error = refusal(() => admit(policyHooks(lookup(undefined)), call(ci, 'tool', 'tickets', 'create_ticket')));
+    expect(error.rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    expect(error.data).toEqual({ snapshotVersion: null });
+    expect(error.message).toMatch(/No access policy is in force for this tenant/);
+    // Another tenant's session never sees this tenant's snapshot.
+    expect(refusal(() => admit(hooks, call(record('agent_client', 'ac-ci', 'tenant-b'), 'tool', 'tickets', 'create_ticket'))).message).toMatch(/No access policy/);
+  });
+
+  it('evaluates conditions on the arguments: a small refund is allowed by the tickets rule, a big one needs approval', async () => {
+    expect(admit(hooks, call(ci, 'tool', 'tickets', 'refund', { amount: 20 }))).toMatchObject({ decision: 'allow' });
+    const error = refusal(() => admit(hooks, call(ci, 'tool', 'tickets', 'refund', { amount: 500 })));
+    expect(error.rpcCode).toBe(GATEWAY_RPC.APPROVAL_UNAVAILABLE);
+    expect(error.message).toMatch(/needs approval by a person.*approvals are not available/);
+
+    const held: unknown[] = [];
+    const gate: ApprovalGate = {
+      hold: async (info, decision) => {
+        held.push({ method: info.method, ...decision });
+        return { approvalId: 'ap-1', arguments: { amount: 400 } };
+      },
+    };
+    const gated = policyHooks(lookup(snapshotOf(RULES)), gate);
+    const pending = admit(gated, call(ci, 'tool', 'tickets', 'refund', { amount: 500 }));
+    expect(pending).toBeInstanceOf(Promise);
+    await expect(pending).resolves.toMatchObject({
+      decision: 'require_approval',
+      ruleIds: ['big-refunds-need-a-human'],
+      snapshotVersion: 3,
+      approvalId: 'ap-1',
+      arguments: { amount: 400 },
+    });
+    expect(held).toEqual([{ method: 'tools/call', reason: expect.stringContaining('big-refunds-need-a-human'), ruleIds: ['big-refunds-need-a-human'], snapshotVersion: 3 }]);
+  });
+
+  it('follows a tenant default of allow', () => {
+    const open = policyHooks(lookup(snapshotOf([], 'allow', 9)));
+    expect(admit(open, call(ide, 'tool', 'anything', 'at_all'))).toMatchObject({ decision: 'allow', ruleIds: [], snapshotVersion: 9 });
+    expect(open.filter?.(ide, 'tool', upstream('anything'), [{ name: 'x' }])).toEqual([{ name: 'x' }]);
+  });
+});
+
+describe('principalOf', () => {
+  it('maps agent-client sessions to the agent client and user sessions to the user', () => {
+    expect(principalOf(ci)).toEqual({ agentClientId: 'ac-ci' });
+    expect(principalOf(carol)).toEqual({ userId: 'u-carol' });
+  });
+});

@@ -1,0 +1,122 @@
+import {
+  GATEWAY_RPC,
+  GatewayRequestError,
+  type Admission,
+  type ApprovalGate,
+  type RequestHooks,
+  type RequestInfo,
+  type MessageSink,
+  type TargetKind,
+} from '@portcullis/gateway/core';
+import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { evaluate, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot } from '@portcullis/policy/engine';
+
+/** Where the hooks find a tenant's snapshot in force (the `SnapshotCache`, or a fixed map in tests). */
+export interface SnapshotLookup {
+  get(tenantId: string): PolicySnapshot | undefined;
+}
+
+const KIND_LABEL: Readonly<Record<TargetKind, string>> = { tool: 'Tool', prompt: 'Prompt', resource: 'Resource' };
+
+/** Agent-facing: names what was refused (as the agent can see it) and never a rule, condition or tenant fact. */
+const NO_POLICY_MESSAGE =
+  'No access policy is in force for this tenant yet, so the gateway denies every call. Ask a tenant administrator to publish a policy.';
+
+/**
+ * The policy principal of a session. API keys are bound to an agent client (the control plane issues no other kind
+ * today) or, for keys without one, to a user; the session record carries one of the two. When credentials that act
+ * for a user through an agent client arrive (OAuth), the record needs both ids and this maps both.
+ */
+export function principalOf(record: SessionRecord): PolicyPrincipal {
+  return record.principalKind === 'agent_client' ? { agentClientId: record.principalId } : { userId: record.principalId };
+}
+
+const describe = (kind: TargetKind, name: string, upstream: UpstreamConfig): string =>
+  `${KIND_LABEL[kind]} ${JSON.stringify(name.slice(0, 256))} on ${JSON.stringify(upstream.toolPrefix)}`;
+
+/** Wraps a list item for `visibleTools` without copying it. */
+interface Listed {
+  readonly kind: TargetKind;
+  readonly upstream: string;
+  readonly name: string;
+  readonly item: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Policy enforcement on the gateway's request path, as `RequestHooks`:
+ *
+ * - `filter` hides the tools, prompts and resources the session's principal may not use (`visibleTools`: listed when
+ *   some arguments could be allowed). Resource templates stay listed while a snapshot is in force: a template is a
+ *   family of URIs, rules are written against concrete URIs, and every read through a template is decided on its
+ *   expanded URI by `admit`. A tenant without a snapshot lists nothing.
+ * - `admit` decides routed requests (tools/call, prompts/get, resources/read and (un)subscribe, completion refs):
+ *   deny → a `POLICY_DENIED` JSON-RPC error with the engine's agent message and the snapshot version; allow → an
+ *   admission carrying the decision for the audit trail and rate limits; require_approval → `approvalGate.hold`, or
+ *   an `APPROVAL_UNAVAILABLE` error when no gate is configured. Requests without a target pass untouched.
+ *
+ * Everything except an approval hold is synchronous: one map lookup and one `evaluate` per call.
+ */
+export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGate): RequestHooks {
+  return {
+    filter(record, kind, upstream, items) {
+      const snapshot = snapshots.get(record.tenantId);
+      if (snapshot === undefined) return [];
+      if (kind === 'resourceTemplate') return items;
+      const field = kind === 'resource' ? 'uri' : 'name';
+      const listed: Listed[] = [];
+      for (const item of items) {
+        const name = item[field];
+        if (typeof name === 'string') listed.push({ kind, upstream: upstream.name, name, item });
+      }
+      return visibleTools(snapshot, principalOf(record), listed).map((entry) => entry.item);
+    },
+
+    admit(info: RequestInfo, sink: MessageSink, signal: AbortSignal): Admission | undefined | Promise<Admission | undefined> {
+      const target = info.target;
+      if (target === undefined) return undefined;
+      const snapshot = snapshots.get(info.record.tenantId);
+      const what = describe(target.kind, target.name, target.upstream);
+      if (snapshot === undefined) {
+        throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
+      }
+      const decision = evaluate(snapshot, {
+        principal: principalOf(info.record),
+        target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
+        arguments: info.arguments ?? null,
+        context: { time: new Date(info.startedAt) },
+      });
+      if (decision.effect === 'deny') {
+        throw new GatewayRequestError(
+          GATEWAY_RPC.POLICY_DENIED,
+          `${what} was denied. ${decision.agentMessage}`,
+          { snapshotVersion: decision.snapshotVersion },
+          'denied',
+        );
+      }
+      const admission = admissionOf(decision);
+      if (decision.effect === 'allow') return admission;
+      if (approvalGate === undefined) {
+        throw new GatewayRequestError(
+          GATEWAY_RPC.APPROVAL_UNAVAILABLE,
+          `${what} needs approval by a person before it runs, and approvals are not available on this gateway, so it was not run.`,
+          { snapshotVersion: decision.snapshotVersion },
+          'denied',
+        );
+      }
+      return approvalGate
+        .hold(info, { reason: decision.reason, ruleIds: decision.ruleIds, snapshotVersion: decision.snapshotVersion }, sink, signal)
+        .then((held): Admission => ({ ...admission, ...held }));
+    },
+  };
+}
+
+function admissionOf(decision: Decision): Admission {
+  return {
+    decision: decision.effect === 'require_approval' ? 'require_approval' : 'allow',
+    reason: decision.reason,
+    ruleIds: decision.ruleIds,
+    snapshotVersion: decision.snapshotVersion,
+    // The snapshot's arrays are frozen (deeply readonly); the admission type's scope array is only shallowly so.
+    rateLimits: decision.rateLimits as Admission['rateLimits'],
+  };
+}

@@ -1,0 +1,162 @@
+import type { TenantSettings } from '@portcullis/contracts/api';
+import type { IrRateLimit, RateLimitSpec } from '@portcullis/contracts/policy-ir';
+import { GATEWAY_RPC, GatewayRequestError, type Admission, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { Redis } from 'ioredis';
+import type { RateLimitSubject } from './keys';
+import type { AppliedLimit, RateLimitService } from './rate-limiter';
+
+/** The rule id under which a tenant's own limit (tenant settings) is counted; rule ids cannot contain `$`. */
+export const TENANT_LIMIT_RULE = '$tenant';
+
+export interface RateLimitHooksOptions {
+  readonly limiter: RateLimitService;
+  /** The tenant's settings (fail mode, tenant-wide limit); undefined = defaults (fail open, no tenant limit). */
+  readonly settings: (tenantId: string) => TenantSettings | undefined;
+  readonly logger: Logger;
+  /** Redis could not be asked and the tenant fails open: the call goes on unchecked (for the audit trail). */
+  readonly onDegraded?: (info: RequestInfo) => void;
+  /** The call was refused here; `prior` is what the earlier hooks (policy) had admitted it with. */
+  readonly onRefused?: (info: RequestInfo, prior: Admission | undefined) => void;
+  /** At most one "limits unchecked" warning per tenant per this many ms. Default 10 s. */
+  readonly warnEveryMs?: number;
+}
+
+const specs = new WeakMap<object, RateLimitSpec>();
+
+/** The compiled form (`null` = not set) as the limiter takes it (`undefined` = not set); cached per IR object. */
+function specOf(ir: Readonly<IrRateLimit>): RateLimitSpec {
+  let spec = specs.get(ir);
+  if (spec === undefined) {
+    spec = {
+      scope: [...ir.scope],
+      ...(ir.requests !== null ? { requests: ir.requests } : {}),
+      ...(ir.windowSeconds !== null ? { windowSeconds: ir.windowSeconds } : {}),
+      ...(ir.maxConcurrent !== null ? { maxConcurrent: ir.maxConcurrent } : {}),
+    };
+    specs.set(ir, spec);
+  }
+  return spec;
+}
+
+const tenantLimits = new WeakMap<object, AppliedLimit>();
+
+function tenantLimitOf(settings: TenantSettings): AppliedLimit | undefined {
+  const limit = settings.rateLimits.tenant;
+  if (limit === undefined) return undefined;
+  let applied = tenantLimits.get(limit);
+  if (applied === undefined) {
+    applied = { ruleId: TENANT_LIMIT_RULE, rateLimit: { scope: ['tenant'], ...limit } };
+    tenantLimits.set(limit, applied);
+  }
+  return applied;
+}
+
+function subjectOf(info: RequestInfo): RateLimitSubject {
+  const { record, target } = info;
+  return {
+    tenantId: record.tenantId,
+    userId: record.principalKind === 'user' ? record.principalId : null,
+    agentClientId: record.principalKind === 'agent_client' ? record.principalId : null,
+    // The upstream's id keeps two upstreams' same-named tools apart.
+    tool: target ? `${target.upstream.id}/${target.kind}/${target.name}` : null,
+  };
+}
+
+/**
+ * Rate limits on the request path, as `RequestHooks.admit`. Per request it enforces the tenant's own limit
+ * (`settings.rateLimits.tenant`) and the limits of the policy rules that admitted the call (`prior.rateLimits`,
+ * from the policy hook that runs before this one), each counted under its scope (tenant, user, agent client,
+ * tool, or a combination) and shared by every replica through Redis.
+ *
+ * Cost: a request with no limit returns synchronously (no promise). Otherwise all of its checks are issued in one
+ * tick and ioredis auto-pipelining (on for the limiter's connection, see `createRateLimitRedis`) sends them as one
+ * round trip; a key already over its limit is answered from process memory by rate-limiter-flexible until its
+ * window ends, so a flood against a limit costs no Redis traffic. Concurrency slots are released after the call
+ * (fire-and-forget, off the response path).
+ *
+ * Over a limit → `RATE_LIMITED` with `{ limit, scope, retryAfterSeconds, windowSeconds, kind }` (HTTP 429 for a
+ * plain JSON POST). Redis unavailable or slower than the limiter's timeout → the tenant's `rateLimits.failMode`:
+ * `open` lets the call through (logged, and reported through `onDegraded` for the audit trail), `closed`
+ * refuses it at once with `UNAVAILABLE`.
+ */
+export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
+  const { limiter, logger } = options;
+  const warnEveryMs = options.warnEveryMs ?? 10_000;
+  const lastWarned = new Map<string, number>();
+  const warn = (tenantId: string, failMode: string): void => {
+    const now = Date.now();
+    if (now - (lastWarned.get(tenantId) ?? Number.NEGATIVE_INFINITY) < warnEveryMs) return;
+    lastWarned.set(tenantId, now);
+    logger.warn({ tenantId, failMode }, failMode === 'open' ? 'rate limits unchecked: Redis unavailable, tenant fails open' : 'calls refused: rate limits cannot be checked (Redis unavailable), tenant fails closed');
+  };
+
+  return {
+    admit(info, _sink, _signal, prior) {
+      const settings = options.settings(info.record.tenantId);
+      const tenantLimit = settings ? tenantLimitOf(settings) : undefined;
+      const ruleLimits = prior?.rateLimits;
+      if (tenantLimit === undefined && (ruleLimits === undefined || ruleLimits.length === 0)) return undefined;
+      const limits: AppliedLimit[] = tenantLimit ? [tenantLimit] : [];
+      if (ruleLimits) for (const limit of ruleLimits) limits.push({ ruleId: limit.ruleId, rateLimit: specOf(limit.rateLimit) });
+      const failMode = settings?.rateLimits.failMode ?? 'open';
+
+      return limiter.check(subjectOf(info), limits, failMode).then((outcome): Admission | undefined => {
+        if (outcome.allowed) {
+          if (outcome.degraded) {
+            warn(info.record.tenantId, failMode);
+            options.onDegraded?.(info);
+          }
+          return { release: outcome.release };
+        }
+        options.onRefused?.(info, prior);
+        if (outcome.reason === 'unavailable') {
+          warn(info.record.tenantId, failMode);
+          throw new GatewayRequestError(
+            GATEWAY_RPC.UNAVAILABLE,
+            'Rate limits cannot be checked right now and this tenant does not allow unchecked calls; try again shortly',
+            { reason: 'rate_limits_unavailable', retryAfterSeconds: outcome.retryAfterSeconds },
+            'error',
+          );
+        }
+        const tenantWide = outcome.ruleId === TENANT_LIMIT_RULE;
+        throw new GatewayRequestError(
+          GATEWAY_RPC.RATE_LIMITED,
+          outcome.reason === 'rate'
+            ? `Rate limit exceeded: ${outcome.limit} requests per ${outcome.windowSeconds} s ${describeScope(outcome.scope, tenantWide)}; retry after ${outcome.retryAfterSeconds} s`
+            : `Too many calls in flight: at most ${outcome.limit} at once ${describeScope(outcome.scope, tenantWide)}; retry shortly`,
+          {
+            kind: outcome.reason === 'rate' ? 'requests' : 'concurrency',
+            limit: outcome.limit,
+            windowSeconds: outcome.windowSeconds,
+            scope: outcome.scope,
+            retryAfterSeconds: outcome.retryAfterSeconds,
+          },
+          'rate_limited',
+          429,
+        );
+      });
+    },
+  };
+}
+
+function describeScope(scope: readonly string[], tenantWide: boolean): string {
+  if (tenantWide) return 'for this tenant';
+  return `per ${scope.map((part) => part.replace('_', ' ')).join(' and ')}`;
+}
+
+/**
+ * The limiter's own Redis connection: auto-pipelining (all of a call's checks in one round trip), no offline queue
+ * and no retries (while Redis is away a check fails at once and the tenant's fail mode applies instead of a wait).
+ */
+export function createRateLimitRedis(url: string, connectionName = 'gateway-rate-limit'): Redis {
+  const redis = new Redis(url, {
+    connectionName,
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.max(0, attempt - 1), 1_000),
+  });
+  redis.on('error', () => undefined);
+  return redis;
+}

@@ -1,0 +1,69 @@
+/** The pinned kinds the gateway enforces: what an agent's model reads as instructions (tools and prompts). */
+export type EnforcedKind = 'tool' | 'prompt';
+
+/** What the control plane stored for one tool or prompt of an upstream. */
+export interface PinRow {
+  readonly upstreamId: string;
+  readonly kind: string;
+  readonly name: string;
+  /** Hash of the definition the last test connection saw. */
+  readonly contentHash: string;
+  /** Hash of the approved definition; null when none was ever approved. */
+  readonly approvedHash: string | null;
+  /** An admin blocked it outright. */
+  readonly blocked: boolean;
+}
+
+export interface PinEntry {
+  readonly contentHash: string;
+  readonly approvedHash: string | null;
+  readonly blocked: boolean;
+}
+
+export interface UpstreamPins {
+  /** `require_approval`: an item with no stored definition is held too (else it passes until a test connection pins it). */
+  readonly requireApproval: boolean;
+  readonly entries: ReadonlyMap<string, PinEntry>;
+}
+
+export const pinKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name}`;
+
+/**
+ * Every upstream's pins on this replica, replaced whole on refresh (an immutable map swapped atomically). An upstream
+ * absent from the index has nothing pinned and trusts on first use: the filter and admit hooks skip it without
+ * hashing anything.
+ */
+export class ToolPinIndex {
+  private byUpstream: ReadonlyMap<string, UpstreamPins> = new Map();
+
+  replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[]): void {
+    const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry> }>();
+    const of = (upstreamId: string) => {
+      let pins = building.get(upstreamId);
+      if (!pins) building.set(upstreamId, (pins = { requireApproval: false, entries: new Map() }));
+      return pins;
+    };
+    for (const id of requireApprovalUpstreamIds) of(id).requireApproval = true;
+    for (const row of rows) {
+      if (row.kind !== 'tool' && row.kind !== 'prompt') continue;
+      of(row.upstreamId).entries.set(pinKey(row.kind, row.name), {
+        contentHash: row.contentHash,
+        approvedHash: row.approvedHash,
+        blocked: row.blocked,
+      });
+    }
+    this.byUpstream = building;
+  }
+
+  get(upstreamId: string): UpstreamPins | undefined {
+    return this.byUpstream.get(upstreamId);
+  }
+
+  has(upstreamId: string): boolean {
+    return this.byUpstream.has(upstreamId);
+  }
+
+  get size(): number {
+    return this.byUpstream.size;
+  }
+}

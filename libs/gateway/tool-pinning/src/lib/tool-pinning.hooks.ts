@@ -1,0 +1,102 @@
+import { definitionHash } from '@portcullis/contracts/tool-pins';
+import { GATEWAY_RPC, GatewayRequestError, type RequestHooks } from '@portcullis/gateway/core';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
+
+/** Why an item is hidden and refused. */
+export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked';
+
+export interface ToolPinningOptions {
+  readonly pins: ToolPinIndex;
+  readonly logger: Logger;
+  /** Bound on the per-replica memory of listed hashes and of warnings already logged. Default 100,000. */
+  readonly maxRemembered?: number;
+}
+
+const enforced = (kind: string): kind is EnforcedKind => kind === 'tool' || kind === 'prompt';
+
+const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
+  changed: 'its definition changed since an administrator approved it; it is unavailable until the new definition is approved',
+  not_approved: 'it has not been approved by an administrator yet',
+  blocked: 'an administrator blocked it',
+};
+
+/**
+ * Tool pinning against "rug pulls" (docs/adr/0012-tool-pinning.md). `filter` hashes each listed tool and prompt with
+ * the control plane's function (`definitionHash`) and hides every item whose definition is not the approved one,
+ * logging a warning once per (upstream, item, definition). It remembers the hash it saw per (upstream, item), so
+ * `admit` costs two map lookups per call and no hashing. A call to a hidden item is refused with -32003 and a reason.
+ * A replica that has not listed the upstream yet judges by the definition the last test connection stored.
+ */
+export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
+  const { pins, logger } = options;
+  const max = options.maxRemembered ?? 100_000;
+  const listed = new Map<string, string>();
+  const warned = new Set<string>();
+
+  const verdict = (upstream: UpstreamPins, entry: PinEntry | undefined, hash: string | undefined): PinVerdict => {
+    if (!entry) return upstream.requireApproval ? 'not_approved' : 'ok';
+    if (entry.blocked) return 'blocked';
+    if (entry.approvedHash === null) return 'not_approved';
+    return (hash ?? entry.contentHash) === entry.approvedHash ? 'ok' : 'changed';
+  };
+
+  const warnOnce = (key: string, fields: Record<string, unknown>) => {
+    if (warned.has(key)) return;
+    if (warned.size >= max) warned.clear();
+    warned.add(key);
+    logger.warn(fields, 'upstream tool hidden by tool pinning');
+  };
+
+  return {
+    filter(_record, kind, upstream, items) {
+      if (!enforced(kind)) return items;
+      const upstreamPins = pins.get(upstream.id);
+      if (!upstreamPins) return items;
+      const kept: Record<string, unknown>[] = [];
+      for (const item of items) {
+        const name = item['name'];
+        if (typeof name !== 'string') continue;
+        const key = pinKey(kind, name);
+        const entry = upstreamPins.entries.get(key);
+        const hash = entry ? definitionHash(kind, item) : undefined;
+        if (hash !== undefined) {
+          if (listed.size >= max && !listed.has(`${upstream.id}\u0000${key}`)) listed.clear();
+          listed.set(`${upstream.id}\u0000${key}`, hash);
+        }
+        const outcome = verdict(upstreamPins, entry, hash);
+        if (outcome === 'ok') {
+          kept.push(item);
+          continue;
+        }
+        warnOnce(`${upstream.id}\u0000${key}\u0000${hash ?? outcome}`, {
+          tenantId: upstream.tenantId,
+          upstream: upstream.name,
+          upstreamId: upstream.id,
+          kind,
+          name,
+          reason: outcome,
+          ...(hash ? { listedHash: hash, approvedHash: entry?.approvedHash ?? null } : {}),
+        });
+      }
+      return kept;
+    },
+
+    admit(info) {
+      const target = info.target;
+      if (!target || !enforced(target.kind)) return undefined;
+      const upstreamPins = pins.get(target.upstream.id);
+      if (!upstreamPins) return undefined;
+      const key = pinKey(target.kind, target.name);
+      const outcome = verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`));
+      if (outcome === 'ok') return undefined;
+      const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
+      throw new GatewayRequestError(
+        GATEWAY_RPC.FORBIDDEN,
+        `${what} "${target.name}" of upstream "${target.upstream.name}" is unavailable: ${REFUSALS[outcome]}.`,
+        { reason: `tool_pin_${outcome}` },
+        'denied',
+      );
+    },
+  };
+}

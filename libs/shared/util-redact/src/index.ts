@@ -1,0 +1,2 @@
+export { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets } from './lib/redact';
+export type { PathRedactor } from './lib/redact';

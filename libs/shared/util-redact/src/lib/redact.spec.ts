@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets } from './redact';
+
+describe('redactSecrets', () => {
+  it('replaces values under credential-like keys at any depth and keeps the rest', () => {
+    const input = {
+      after: { name: 'tickets', headers: { Authorization: 'Bearer x' }, env: { TOKEN: 'y' }, hasHeaders: true },
+      list: [{ clientSecret: 'z', id: 1 }, { api_key: 'k' }],
+      secret: null,
+    };
+    expect(redactSecrets(input)).toEqual({
+      after: { name: 'tickets', headers: REDACTED, env: REDACTED, hasHeaders: true },
+      list: [{ clientSecret: REDACTED, id: 1 }, { api_key: REDACTED }],
+      secret: null,
+    });
+  });
+
+  it('replaces credential-looking values wherever they appear and keeps the text around them', () => {
+    const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQ';
+    const out = redactSecrets({
+      note: 'call me with Bearer abcdefghijklmnop please',
+      nested: [`token=${jwt}`, 'postgres://app:hunter2@db:5432/x', 'AKIAABCDEFGHIJKLMNOP', 'pcs_0123456789abcdefghijkl'],
+      plain: 'nothing to see',
+      count: 3,
+    });
+    expect(out).toEqual({
+      note: `call me with ${REDACTED} please`,
+      nested: [`token=${REDACTED}`, `postgres://app:${REDACTED}@db:5432/x`, REDACTED, REDACTED],
+      plain: 'nothing to see',
+      count: 3,
+    });
+    expect(JSON.stringify(out)).not.toMatch(/hunter2|abcdefghijklmnop|AKIA|pcs_0123/);
+  });
+
+  it('does not change its input', () => {
+    const input = { password: 'p', list: ['Bearer abcdefghijklmnop'] };
+    redactSecrets(input);
+    expect(input).toEqual({ password: 'p', list: ['Bearer abcdefghijklmnop'] });
+  });
+});
+
+describe('compileRedactionPaths', () => {
+  it('replaces the values at the paths (with or without $.), wildcards included, in a copy', () => {
+    const redact = compileRedactionPaths(['$.arguments.card.number', 'arguments.people[*].ssn', 'result.*.email']);
+    const input = {
+      arguments: { card: { number: '4111', holder: 'A' }, people: [{ ssn: '1', name: 'x' }, { ssn: '2' }] },
+      result: { a: { email: 'a@example.com' }, b: { email: 'b@example.com', id: 2 } },
+    };
+    expect(redact(input)).toEqual({
+      arguments: { card: { number: REDACTED, holder: 'A' }, people: [{ ssn: REDACTED, name: 'x' }, { ssn: REDACTED }] },
+      result: { a: { email: REDACTED }, b: { email: REDACTED, id: 2 } },
+    });
+    expect(input.arguments.card.number).toBe('4111');
+  });
+
+  it('ignores paths that are absent and rejects paths it cannot parse', () => {
+    expect(compileRedactionPaths(['arguments.missing.x'])({ arguments: {} })).toEqual({ arguments: {} });
+    expect(() => compileRedactionPaths(['arguments..x'])).toThrow(InvalidRedactionPathError);
+    expect(() => compileRedactionPaths(['$'])).toThrow(InvalidRedactionPathError);
+  });
+});

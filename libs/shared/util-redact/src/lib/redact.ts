@@ -1,0 +1,102 @@
+import createRedactor from '@pinojs/redact';
+
+/** What a redacted value is replaced with, everywhere (audit events, before/after documents). */
+export const REDACTED = '[redacted]';
+
+/** Keys whose values are credentials whatever they hold. */
+const SECRET_KEY =
+  /(secret|password|passwd|passphrase|token|authorization|cookie|credential|ciphertext|private[_-]?key|api[_-]?key|access[_-]?key|^headers$|^env$|^key$)/i;
+
+/**
+ * Values that look like credentials wherever they appear (a token pasted into a free-text argument). Each
+ * pattern matches the credential itself, so the text around it survives.
+ */
+const SECRET_VALUE = new RegExp(
+  [
+    /\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/.source, // HTTP credentials
+    /\bpcs_[A-Za-z0-9_-]{16,}/.source, // Portcullis API keys
+    /\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/.source, // JWTs
+    /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/.source,
+    /\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/.source, // AWS access key ids
+    /\bgh[pousr]_[A-Za-z0-9]{30,}\b/.source, // GitHub tokens
+    /\bgithub_pat_[A-Za-z0-9_]{30,}\b/.source,
+    /\bsk-[A-Za-z0-9_-]{20,}/.source, // common "secret key" API tokens
+    /\bxox[abprs]-[A-Za-z0-9-]{10,}/.source, // Slack tokens
+    /(?<=:\/\/[^\s/:@]{1,256}:)[^\s/@]{1,256}(?=@)/.source, // the password in scheme://user:password@host
+  ].join('|'),
+  'g',
+);
+
+function redactString(value: string): string {
+  SECRET_VALUE.lastIndex = 0;
+  return SECRET_VALUE.test(value) ? value.replace(SECRET_VALUE, REDACTED) : value;
+}
+
+/**
+ * The last line of defence before anything is written to the audit trail: values under keys that name a
+ * credential are replaced, and credential-looking strings (bearer tokens, API keys, JWTs, private keys, URL
+ * passwords...) are replaced wherever they appear. Returns a copy; dates become ISO strings.
+ */
+export function redactSecrets(value: unknown): unknown {
+  if (typeof value === 'string') return redactString(value);
+  if (Array.isArray(value)) return value.map(redactSecrets);
+  if (value instanceof Date) return value.toISOString();
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
+      if (child === undefined) continue;
+      out[key] = SECRET_KEY.test(key) && child !== null ? REDACTED : redactSecrets(child);
+    }
+    return out;
+  }
+  return value;
+}
+
+export class InvalidRedactionPathError extends Error {
+  constructor(readonly path: string) {
+    super(`invalid redaction path: ${path.slice(0, 200)}`);
+    this.name = 'InvalidRedactionPathError';
+  }
+}
+
+/** Replaces the values at the compiled paths in a copy of the object (the input is not changed). */
+export type PathRedactor = <T extends Record<string, unknown>>(value: T) => T;
+
+const identity: PathRedactor = (value) => value;
+
+/**
+ * Compiles JSON paths (`$.arguments.card.number`, `arguments.items[*].ssn`, `result.*.email`; the leading `$.` is
+ * optional; `*` matches any key or index) into a function that replaces the values found there. Uses pino's
+ * redaction engine (@pinojs/redact), which copies only the branches it changes. Throws
+ * `InvalidRedactionPathError` for a path it cannot parse.
+ */
+export function compileRedactionPaths(paths: readonly string[]): PathRedactor {
+  if (paths.length === 0) return identity;
+  const normalised = paths.map((path) => {
+    const trimmed = path.trim().replace(/^\$\.?/, '');
+    if (trimmed.length === 0) throw new InvalidRedactionPathError(path);
+    return trimmed;
+  });
+  let redact: (value: unknown) => unknown;
+  try {
+    redact = createRedactor({ paths: normalised, censor: REDACTED, serialize: false, strict: false });
+  } catch {
+    // Name the first path that fails on its own.
+    const bad = normalised.find((path) => {
+      try {
+        createRedactor({ paths: [path], serialize: false });
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    throw new InvalidRedactionPathError(bad ?? normalised.join(', '));
+  }
+  return (value) => {
+    const out = redact(value) as Record<string, unknown>;
+    // The engine hangs a `restore()` on the copy it returns; keep the data only.
+    if (Object.prototype.hasOwnProperty.call(value, 'restore')) out['restore'] = value['restore'];
+    else delete out['restore'];
+    return out as typeof value;
+  };
+}

@@ -1,0 +1,2 @@
+-- AlterEnum
+ALTER TYPE "approval_status" ADD VALUE 'cancelled';
