@@ -8,6 +8,7 @@ import { displayPrefix, generateApiKey, hashApiKey } from '@portcullis/auth/api-
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
+import { compile, serializeSnapshot } from '@portcullis/policy/engine';
 
 const DEV_IDP_ISSUER = 'http://localhost:3400';
 const PORTAL_CLIENT_ID = 'portcullis-portal';
@@ -52,44 +53,63 @@ const DEMO_UPSTREAMS: Omit<Prisma.UpstreamUncheckedCreateInput, 'tenantId'>[] = 
   },
 ];
 
+const SEED_POLICY_DESCRIPTION = 'Demo policy created by the seed';
+
 /**
  * The default policy: deny unless a rule allows. Subjects/targets use the policy source format of
- * libs/policy/engine; adjust here if that format changes.
+ * libs/policy/engine (`policyRuleSource` in @portcullis/contracts/policy-ir); the seed compiles it, so a rule that
+ * no longer fits the format fails the seed loudly. The demo agent client (the seeded API key) may use every demo
+ * tool, prompt and resource.
  */
-const DEFAULT_POLICY_RULES: Omit<Prisma.PolicyRuleUncheckedCreateInput, 'tenantId' | 'policyId'>[] = [
-  {
-    position: 1,
-    name: 'members use tickets',
-    subjects: [
-      { type: 'role', role: 'member' },
-      { type: 'role', role: 'admin' },
-      { type: 'role', role: 'owner' },
-    ],
-    targets: [{ upstream: 'tickets', kind: 'tool', name: '*' }],
-    effect: 'allow',
-  },
-  {
-    position: 2,
-    name: 'everyone uses math',
-    subjects: [{ type: 'any' }],
-    targets: [{ upstream: 'math', kind: 'tool', name: '*' }],
-    effect: 'allow',
-  },
-  {
-    position: 3,
-    name: 'file writes need approval',
-    subjects: [{ type: 'any' }],
-    targets: [{ upstream: 'files', kind: 'tool', name: 'write_*' }],
-    effect: 'require_approval',
-  },
-  {
-    position: 4,
-    name: 'file reads',
-    subjects: [{ type: 'any' }],
-    targets: [{ upstream: 'files', kind: 'tool', name: '*' }],
-    effect: 'allow',
-  },
-];
+function defaultPolicyRules(demoAgentId: string): Omit<Prisma.PolicyRuleUncheckedCreateInput, 'tenantId' | 'policyId'>[] {
+  const demoUpstreams = DEMO_UPSTREAMS.map((upstream) => upstream.name);
+  return [
+    {
+      position: 1,
+      name: 'demo-agent-uses-demo-upstreams',
+      description: 'The seeded API key (agent client demo-agent) may use the demo upstreams',
+      subjects: [{ type: 'agent_client', agentClientId: demoAgentId }],
+      targets: demoUpstreams.flatMap((upstream) => [
+        { kind: 'tool', upstream, name: '*' },
+        { kind: 'prompt', upstream, name: '*' },
+        { kind: 'resource', upstream, uri: '**' },
+      ]),
+      effect: 'allow',
+    },
+    {
+      position: 2,
+      name: 'members-use-tickets',
+      subjects: [
+        { type: 'role', role: 'member' },
+        { type: 'role', role: 'admin' },
+        { type: 'role', role: 'owner' },
+      ],
+      targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }],
+      effect: 'allow',
+    },
+    {
+      position: 3,
+      name: 'everyone-uses-math',
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'tool', upstream: 'math', name: '*' }],
+      effect: 'allow',
+    },
+    {
+      position: 4,
+      name: 'file-writes-need-approval',
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'tool', upstream: 'files', name: 'write_*' }],
+      effect: 'require_approval',
+    },
+    {
+      position: 5,
+      name: 'file-reads',
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'tool', upstream: 'files', name: '*' }],
+      effect: 'allow',
+    },
+  ];
+}
 
 function loadIdentities(): Identities {
   const file = path.resolve(__dirname, '../tools/demo/identities.json');
@@ -136,23 +156,6 @@ async function seedTenant(
     });
   }
 
-  const policy = await db.policy.findUnique({ where: { tenantId_name: { tenantId, name: 'default' } } });
-  if (!policy) {
-    await db.$transaction(async (tx) => {
-      const created = await tx.policy.create({
-        data: {
-          tenantId,
-          name: 'default',
-          description: 'Demo policy created by the seed',
-          defaultEffect: 'deny',
-        },
-      });
-      await tx.policyRule.createMany({
-        data: DEFAULT_POLICY_RULES.map((rule) => ({ ...rule, tenantId, policyId: created.id })),
-      });
-    });
-  }
-
   const agent = await db.agentClient.upsert({
     where: { tenantId_name: { tenantId, name: DEMO_AGENT_CLIENT } },
     create: {
@@ -163,6 +166,24 @@ async function seedTenant(
     },
     update: {},
   });
+  // The seed owns its demo policy until it has been compiled: a policy without any snapshot (older seeds wrote rules
+  // in a format the compiler refuses) gets the current default rules; one with snapshots belongs to the admins.
+  const policy = await db.policy.findUnique({ where: { tenantId_name: { tenantId, name: 'default' } } });
+  const snapshots = await db.policySnapshot.count({ where: { tenantId } });
+  if (!policy || (policy.description === SEED_POLICY_DESCRIPTION && snapshots === 0)) {
+    await db.$transaction(async (tx) => {
+      const current =
+        policy ??
+        (await tx.policy.create({
+          data: { tenantId, name: 'default', description: SEED_POLICY_DESCRIPTION, defaultEffect: 'deny' },
+        }));
+      await tx.policyRule.deleteMany({ where: { tenantId, policyId: current.id } });
+      await tx.policyRule.createMany({
+        data: defaultPolicyRules(agent.id).map((rule) => ({ ...rule, tenantId, policyId: current.id })),
+      });
+    });
+  }
+
   const existingKey = await db.apiKey.findFirst({
     where: { tenantId, agentClientId: agent.id, name: DEMO_API_KEY_NAME, revokedAt: null },
     select: { id: true },
@@ -182,6 +203,71 @@ async function seedTenant(
     log(`API key for tenant "${tenant.slug}" (agent client ${DEMO_AGENT_CLIENT}), shown once: ${key}`);
   }
   return tenantId;
+}
+
+/**
+ * Gives a tenant that has no active policy snapshot one compiled from its stored policy, as the control plane's
+ * snapshot writer would (the gateway enforces snapshots only, and denies everything for a tenant without one).
+ * Runs after the memberships exist, so rules naming roles and groups compile against the real directory.
+ */
+async function activateSnapshot(db: SystemPrismaClient, tenantId: string, slug: string, log: (line: string) => void): Promise<void> {
+  await db.$transaction(async (tx) => {
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:policy-snapshots:${tenantId}`}, 0))`;
+    if ((await tx.policySnapshot.count({ where: { tenantId, active: true } })) > 0) return;
+    const policy = await tx.policy.findUnique({ where: { tenantId_name: { tenantId, name: 'default' } } });
+    const [rules, members, groups, agentClients, upstreams, latest] = await Promise.all([
+      policy ? tx.policyRule.findMany({ where: { tenantId, policyId: policy.id }, orderBy: { position: 'asc' } }) : [],
+      tx.membership.findMany({ where: { tenantId }, select: { userId: true, role: true }, orderBy: { userId: 'asc' } }),
+      tx.group.findMany({ where: { tenantId }, select: { externalId: true, members: { select: { userId: true } } }, orderBy: { externalId: 'asc' } }),
+      tx.agentClient.findMany({ where: { tenantId }, select: { id: true }, orderBy: { id: 'asc' } }),
+      tx.upstream.findMany({
+        where: { tenantId },
+        select: { name: true, tools: { where: { removedAt: null }, select: { kind: true, name: true } } },
+        orderBy: { name: 'asc' },
+      }),
+      tx.policySnapshot.findFirst({ where: { tenantId }, orderBy: { version: 'desc' }, select: { version: true } }),
+    ]);
+    const version = (latest?.version ?? 0) + 1;
+    const source = {
+      tenantId,
+      version,
+      defaultEffect: policy?.defaultEffect ?? 'deny',
+      rules: rules.map((rule, index) => ({
+        id: rule.name ?? `rule-${index + 1}`,
+        ...(rule.description === null ? {} : { description: rule.description }),
+        enabled: rule.enabled,
+        subjects: rule.subjects,
+        targets: rule.targets,
+        effect: rule.effect,
+        ...(rule.condition === null ? {} : { condition: rule.condition }),
+        ...(rule.rateLimit === null ? {} : { rateLimit: rule.rateLimit }),
+      })),
+      directory: {
+        members,
+        groups: groups.map((group) => ({ name: group.externalId, members: group.members.map((member) => member.userId) })),
+        agentClients,
+      },
+      upstreams: upstreams.map((upstream) => ({ name: upstream.name, tools: upstream.tools })),
+    };
+    const compiled = compile(source);
+    if (!compiled.ok) {
+      log(`Tenant "${slug}": its policy does not compile, so no snapshot was activated (the gateway denies everything): ${JSON.stringify(compiled.errors)}`);
+      return;
+    }
+    await tx.policySnapshot.create({
+      data: {
+        tenantId,
+        version,
+        irVersion: compiled.snapshot.irVersion,
+        checksum: compiled.snapshot.checksum,
+        ir: JSON.parse(serializeSnapshot(compiled.snapshot)) as Prisma.InputJsonValue,
+        source: source as unknown as Prisma.InputJsonValue,
+        active: true,
+        comment: 'Activated by the seed',
+      },
+    });
+    log(`Tenant "${slug}": policy snapshot v${version} activated.`);
+  });
 }
 
 export async function seed({
@@ -234,6 +320,8 @@ export async function seed({
         }
       }
     }
+    // Gateways already running pick the snapshots up through their periodic reconcile (no Redis client here).
+    for (const [slug, tenantId] of tenantIds) await activateSnapshot(db, tenantId, slug, log);
     log(
       `Seeded ${identities.tenants.length} tenants (${identities.tenants.map((t) => t.slug).join(', ')}) and ` +
         `${identities.users.length} users.`,

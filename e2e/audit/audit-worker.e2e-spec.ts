@@ -12,7 +12,7 @@ import { createPrismaClient } from '@portcullis/data/db';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { jobIdFor, QUEUES, type JobPayload } from '@portcullis/contracts/jobs';
+import { auditBatchJobId, jobIdFor, QUEUES, type JobPayload } from '@portcullis/contracts/jobs';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
@@ -158,6 +158,99 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       hash: r.hash,
     }));
     expect(verifyChain(links)).toMatchObject({ ok: true, checked: events.length });
+  });
+
+  it('stores batch jobs and single-event jobs side by side, each event once, one chain', async () => {
+    const other = await createTestTenant(db);
+    const batch = Array.from({ length: 40 }, (_, i) => event({ tenantId: other.id, arguments: { n: i } }));
+    const single = Array.from({ length: 5 }, () => event({ tenantId: other.id }));
+    const add = (events: typeof batch) =>
+      queue.add('audit.events.ingest', { v: 1, events }, { jobId: jobIdFor('audit.events.ingest', { v: 1, events }) });
+    await add(batch.slice(0, 20));
+    await add(batch.slice(20));
+    // A job enqueued the old way (before the upgrade, or by the control plane).
+    for (const e of single) await queue.add('audit.event.ingest', e, { jobId: jobIdFor('audit.event.ingest', e) });
+    // The same batch again (same id: no new job), and the same events cut differently (a new job: stored nothing).
+    await add(batch.slice(0, 20));
+    await add([...batch.slice(10, 30), ...single.slice(0, 2)]);
+    const ids = await waitFor(
+      async () => {
+        const rows = await db.auditEvent.findMany({
+          where: { tenantId: other.id },
+          select: { id: true },
+          orderBy: { seq: 'asc' },
+        });
+        return rows.length >= 45 ? rows.map((r) => r.id) : undefined;
+      },
+      { timeoutMs: 20_000, description: 'batch and single events stored' },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500)); // a late duplicate would show up by now
+    expect(await db.auditEvent.count({ where: { tenantId: other.id } })).toBe(45);
+    expect(new Set(ids)).toEqual(new Set([...batch, ...single].map((e) => e.eventId)));
+    const lines: string[] = [];
+    const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
+    const env = { DATABASE_SYSTEM_URL: inject('systemDatabaseUrl') };
+    expect(await runAuditCli(['verify', '--tenant', other.slug], env, io)).toBe(0);
+    expect(lines.join('\n')).toContain(`OK ${other.slug}: 45 event(s)`);
+  });
+
+  it('stores the rest of a batch at once, retries and dead-letters only its bad events, and replays them', async () => {
+    const missingTenant = newId();
+    const good = Array.from({ length: 6 }, () => event());
+    const poison = event({ tenantId: missingTenant }); // foreign key: fails until the tenant exists
+    const invalid = { ...event(), decision: 'maybe' }; // never valid
+    const events = [good[0], good[1], poison, good[2], invalid, good[3], good[4], good[5]];
+    const jobId = auditBatchJobId(events.map((e) => e?.eventId ?? ''));
+    await queue.add('audit.events.ingest', { v: 1, events }, { jobId });
+
+    // The good events do not wait for the bad ones' retries.
+    await waitFor(
+      async () =>
+        (await db.auditEvent.count({ where: { id: { in: good.map((e) => e.eventId) } } })) === good.length,
+      { timeoutMs: 10_000, description: 'good events of the batch stored' },
+    );
+
+    const lines: string[] = [];
+    const io = { out: (line: string) => lines.push(line), err: (line: string) => lines.push(line) };
+    const env = { REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: prefix };
+    await waitFor(
+      async () => {
+        lines.length = 0;
+        await runAuditCli(['dlq', 'list', '--json'], env, io);
+        return lines.some((line) => line.includes(jobId));
+      },
+      { timeoutMs: 15_000, description: 'rest of the batch dead-lettered' },
+    );
+    const entry = JSON.parse(lines.find((line) => line.includes(jobId)) ?? '{}');
+    expect(entry).toMatchObject({
+      jobName: 'audit.events.ingest',
+      jobId,
+      dlqJobId: `dead-${jobId}`,
+      attempts: 3,
+      payload: { v: 1, events: [poison, invalid] },
+      eventErrors: [
+        { eventId: poison.eventId, error: expect.stringMatching(/foreign key/i) },
+        { eventId: invalid.eventId, error: expect.stringContaining('invalid event: decision') },
+      ],
+    });
+    expect(entry.error).toMatch(/^2 of 2 event\(s\) not stored/); // the job was narrowed to them after attempt 1
+
+    // Fixed cause, replay: the poison event is stored, the invalid one stays in the DLQ (reported, exit 1).
+    await db.tenant.create({ data: { id: missingTenant, slug: `late-${missingTenant.slice(-8)}`, name: 'late' } });
+    lines.length = 0;
+    expect(await runAuditCli(['dlq', 'replay', '--id', jobId], env, io)).toBe(1);
+    expect(lines.join('\n')).toContain('replayed 1 job(s)');
+    expect(lines.join('\n')).toContain('1 invalid event(s) left in the DLQ');
+    const row = await waitFor(() => db.auditEvent.findFirst({ where: { id: poison.eventId } }), {
+      timeoutMs: 15_000,
+      description: 'replayed event stored',
+    });
+    expect(row.seq).toBe(1n);
+    lines.length = 0;
+    await runAuditCli(['dlq', 'list', '--json'], env, io);
+    const left = JSON.parse(lines.find((line) => line.includes(jobId)) ?? '{}');
+    expect(left.payload).toEqual({ v: 1, events: [invalid] });
+    expect(left.eventErrors).toHaveLength(1);
   });
 
   it('fails a malformed job for good (no retry loop) and keeps running', async () => {

@@ -7,8 +7,9 @@
 // summed once a second), after a warm-up, while the producer keeps the queue backlog between bounds.
 //
 // Bounded: WARMUP_S + MEASURE_S seconds of load (default 5 + 20) and at most MAX_EVENTS events; 127.0.0.1 only.
-// Options (environment): BENCH_TENANTS (default 20), BENCH_WORKERS (default 1), BENCH_MEASURE_S, BENCH_WARMUP_S, plus the worker's
-// AUDIT_WORKER_CONCURRENCY / AUDIT_BATCH_MAX / AUDIT_BATCH_LINGER_MS / AUDIT_BATCH_IN_FLIGHT passed through.
+// Options (environment): BENCH_TENANTS (default 20), BENCH_WORKERS (default 1), BENCH_MEASURE_S, BENCH_WARMUP_S,
+// BENCH_BATCH_SIZE (events per job, default 500), BENCH_FLUSH_MS (default 5), BENCH_JOB_FORMAT (batch | event),
+// plus the worker's AUDIT_WORKER_CONCURRENCY / AUDIT_BATCH_MAX / AUDIT_BATCH_LINGER_MS / AUDIT_BATCH_IN_FLIGHT.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -41,7 +42,7 @@ const TENANTS = Number(process.env.BENCH_TENANTS ?? 20);
 const WARMUP_S = Number(process.env.BENCH_WARMUP_S ?? 5);
 const MEASURE_S = Number(process.env.BENCH_MEASURE_S ?? 20);
 const MAX_EVENTS = 1_000_000;
-const BACKLOG_HIGH = 40_000; // pause producing above this many waiting jobs
+const BACKLOG_HIGH = 40_000; // pause producing above this many waiting events (jobs × events per job)
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const worker = resolve(root, 'dist/apps/audit-worker/main.js');
 if (!existsSync(worker)) {
@@ -52,6 +53,15 @@ if (!existsSync(worker)) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** CPU seconds (user + system) a process has used, from /proc (Linux); null elsewhere. */
+function cpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return null;
+  }
+}
 async function freePort() {
   const server = net.createServer().listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
@@ -68,6 +78,11 @@ const prefix = `bench-${randomBytes(4).toString('hex')}`;
 const spoolDir = mkdtempSync(join(os.tmpdir(), 'audit-bench-spool-'));
 
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
+// The emitter: events per job (and per flush), flush interval, and the job shape ('event' = one job per event, the
+// shape before batch jobs, for comparison).
+const BATCH_SIZE = Number(process.env.BENCH_BATCH_SIZE ?? 500);
+const FLUSH_MS = Number(process.env.BENCH_FLUSH_MS ?? 5);
+const JOB_FORMAT = process.env.BENCH_JOB_FORMAT ?? 'batch';
 // BENCH_MODE=store: only the Postgres stage (PostgresAuditEventStore, batches of 500 rotating over the tenants,
 // 2 in flight, in this process): the ceiling of the storage side without Redis and BullMQ.
 const STORE_ONLY = process.env.BENCH_MODE === 'store';
@@ -78,7 +93,8 @@ let emitter;
 let queue;
 try {
   console.log(
-    `bench:audit — database ${database}, queue prefix ${prefix}, ${TENANTS} tenant(s), ${WORKERS} worker process(es)`,
+    `bench:audit — database ${database}, queue prefix ${prefix}, ${TENANTS} tenant(s), ${WORKERS} worker process(es), ` +
+      `${JOB_FORMAT} jobs of ≤ ${BATCH_SIZE} events, flush every ${FLUSH_MS} ms`,
   );
   await applyMigrations({ adminUrl });
   admin = new pg.Client({ connectionString: adminUrl });
@@ -135,8 +151,9 @@ try {
   emitter = createAuditEmitter({
     producer,
     maxBuffer: 20_000,
-    flushEveryMs: 5,
-    batchSize: 500,
+    flushEveryMs: FLUSH_MS,
+    batchSize: BATCH_SIZE,
+    jobFormat: JOB_FORMAT,
     spoolDir,
     spoolMaxBytes: 256 * 1024 * 1024,
     logger: quiet,
@@ -169,7 +186,8 @@ try {
       ).finally(() => storeDb.$disconnect())
     : (async () => {
         while (producing && emitted < MAX_EVENTS) {
-          const waiting = await queue.getWaitingCount();
+          const { sent, jobs } = emitter.stats();
+          const waiting = (await queue.getWaitingCount()) * (jobs > 0 ? sent / jobs : 1);
           if (waiting > BACKLOG_HIGH) {
             await sleep(20);
             continue;
@@ -190,6 +208,7 @@ try {
   await sleep(WARMUP_S * 1000);
   const t0 = Date.now();
   const n0 = await stored();
+  const cpu0 = { bench: cpuSeconds(process.pid), workers: children.map((c) => cpuSeconds(c.pid)) };
   const perSecond = [];
   let last = n0;
   for (let s = 0; s < MEASURE_S; s += 1) {
@@ -200,9 +219,10 @@ try {
   }
   const t1 = Date.now();
   const n1 = last;
+  const cpu1 = { bench: cpuSeconds(process.pid), workers: children.map((c) => cpuSeconds(c.pid)) };
   producing = false;
   await produce;
-  const backlog = await queue.getWaitingCount();
+  const backlogJobs = await queue.getWaitingCount();
 
   const rate = ((n1 - n0) * 1000) / (t1 - t0);
   const sorted = [...perSecond].sort((a, b) => a - b);
@@ -217,10 +237,19 @@ try {
   );
   console.log(`sustained events/s into Postgres ${Math.round(rate).toLocaleString('en')}`);
   console.log(`per-second min / median / max    ${pct(0)} / ${pct(50)} / ${pct(100)}`);
+  const { sent, jobs } = emitter.stats();
   console.log(
-    `queue backlog at end            ${backlog.toLocaleString('en')} waiting (producer throttled above ${BACKLOG_HIGH.toLocaleString('en')})`,
+    `queue backlog at end            ${backlogJobs.toLocaleString('en')} job(s) waiting, ≈ ${Math.round(backlogJobs * (jobs ? sent / jobs : 1)).toLocaleString('en')} events (producer throttled above ${BACKLOG_HIGH.toLocaleString('en')})`,
   );
+  console.log(`events per job (emitter)        ${jobs ? (sent / jobs).toFixed(1) : '-'}`);
   console.log(`emitter                         ${JSON.stringify(emitter.stats())}`);
+  // CPU per stored event: less sensitive to other load on the machine than the rate is.
+  const perK = (a, b) => (a === null || b === null || n1 === n0 ? '-' : `${(((b - a) * 1e6) / (n1 - n0)).toFixed(0)} µs`);
+  console.log(
+    `CPU per event stored            worker ${children.map((_, i) => perK(cpu0.workers[i], cpu1.workers[i])).join(' + ') || '-'}, ` +
+      `bench process (emitter/producer) ${perK(cpu0.bench, cpu1.bench)}`,
+  );
+  console.log(`load average at end             ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`rows beyond their chain head    ${ver[0].n} (must be 0)`);
   console.log(`total wall time                 ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {

@@ -7,8 +7,12 @@ export const auditWorkerConfigSchema = z
     LOG_LEVEL: f.logLevel,
     AUDIT_WORKER_HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
     AUDIT_WORKER_HEALTH_PORT: f.port(3300),
-    /** Jobs in progress at once; also the largest batch one Postgres transaction can get. */
-    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(5_000).default(2_000),
+    /**
+     * Jobs in progress at once. A gateway job carries a batch of events (up to its emitter's batch size), so this
+     * bounds the events in memory (jobs × events per job); single-event jobs (control plane, jobs from before batch
+     * jobs) are stored at most this many per batch.
+     */
+    AUDIT_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(5_000).default(64),
     /** A batch is written when it holds this many events or its first has waited AUDIT_BATCH_LINGER_MS. */
     AUDIT_BATCH_MAX: z.coerce.number().int().min(1).max(5_000).default(2_000),
     AUDIT_BATCH_LINGER_MS: z.coerce.number().int().min(0).max(1_000).default(20),

@@ -50,6 +50,8 @@ export interface DataPlane {
   readonly replicaId: string;
   /** Every tenant's compiled policy snapshot in force on this replica. */
   readonly policies: SnapshotCache;
+  /** Calls held for approval on this replica (undefined without `appDb`). */
+  readonly approvals: HeldCallGate | undefined;
   /** The audit emitter (null when GATEWAY_AUDIT_ENABLED is false): tests flush it; close() flushes it. */
   readonly audit: AuditEmitter | null;
   /** Reloads every snapshot now (tests; the periodic and pub/sub refreshes do this in production). */
@@ -240,6 +242,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   return {
     replicaId,
     policies,
+    approvals,
     audit: emitter,
     refreshAll,
     async close() {

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { createSystemPrismaClient } from '@portcullis/data/db';
 import type { Redis } from '@portcullis/data/redis';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
+import { PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { createHttpApp, installGracefulShutdown, REDIS, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
@@ -27,6 +28,7 @@ void runOrExit(logger, async () => {
     config,
     logger,
     systemDb,
+    appDb: app.get<PortcullisPrismaClient>(PRISMA_CLIENT),
     redis,
     subscriber,
     connector: createUpstreamConnector({

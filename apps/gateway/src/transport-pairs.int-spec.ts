@@ -25,6 +25,7 @@ import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
@@ -57,6 +58,8 @@ function text(result: unknown): string {
 
 async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestTenant; key: string }> {
   const tenant = await createTestTenant(db);
+  // About transports, not policy: the tenant allows everything.
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   const common = { tenantId: tenant.id, name: 'kitchen-sink', toolPrefix: 'ks', connectTimeoutMs: 5_000, callTimeoutMs: 15_000 };
   const specific =
     transport === 'streamable_http'

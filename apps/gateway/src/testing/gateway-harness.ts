@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
-import type { SystemPrismaClient } from '@portcullis/data/db';
+import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
 import { gatewayConfigSchema } from '../config';
@@ -72,6 +72,8 @@ export interface TestGateway {
 
 export async function startTestGateway(options: {
   readonly systemDb: SystemPrismaClient;
+  /** The application-role client (enables approvals of held calls). */
+  readonly appDb?: PortcullisPrismaClient;
   readonly redisUrl: string;
   readonly env?: Record<string, string>;
 }): Promise<TestGateway> {
@@ -83,6 +85,8 @@ export async function startTestGateway(options: {
     GATEWAY_BODY_LIMIT_BYTES: String(64 * 1024),
     GATEWAY_LIST_TIMEOUT_MS: '2000',
     GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+    // No audit jobs piling up in Redis for nobody: tests of the audit path turn it on with their own QUEUE_PREFIX.
+    GATEWAY_AUDIT_ENABLED: 'false',
     ...options.env,
   });
   let text = '';
@@ -102,6 +106,7 @@ export async function startTestGateway(options: {
     config,
     logger,
     systemDb: options.systemDb,
+    appDb: options.appDb ?? null,
     redis,
     subscriber,
     connector: createUpstreamConnector({

@@ -30,6 +30,8 @@ export {
   createKitchenSinkServer,
 } from './lib/kitchen-sink/kitchen-sink.server';
 
+export { createShapeshifterServer, FORECAST_DESCRIPTION, ShapeshifterState } from './lib/shapeshifter/shapeshifter.server';
+
 export { startDemoHttpHost } from './lib/hosting/demo-http-host';
 export type { DemoHttpHost, DemoHttpHostOptions } from './lib/hosting/demo-http-host';
 export { runStdioServer } from './lib/hosting/run-stdio-server';

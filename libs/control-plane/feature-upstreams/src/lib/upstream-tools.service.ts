@@ -65,10 +65,9 @@ export class UpstreamToolsService {
 
   async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
     const { tenantId } = scope;
-    const { upstream, target } = await withTenant(this.db, tenantId, async (tx) => {
-      const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
-      return { upstream, target: await this.probeTarget(tenantId, tx, upstream) };
-    });
+    const target = await withTenant(this.db, tenantId, async (tx) =>
+      this.probeTarget(tenantId, tx, await this.requireUpstream(tenantId, tx, upstreamId)),
+    );
     const started = Date.now();
     let result: ProbeResult;
     try {

@@ -2,9 +2,10 @@ import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { createFilesServer } from './files/files.server';
 import { createKitchenSinkServer } from './kitchen-sink/kitchen-sink.server';
 import { createMathServer } from './math/math.server';
+import { createShapeshifterServer } from './shapeshifter/shapeshifter.server';
 import { createTicketsServer } from './tickets/tickets.server';
 
-export const DEMO_SERVER_NAMES = ['tickets', 'files', 'math', 'kitchen-sink'] as const;
+export const DEMO_SERVER_NAMES = ['tickets', 'files', 'math', 'kitchen-sink', 'shapeshifter'] as const;
 export type DemoServerName = (typeof DEMO_SERVER_NAMES)[number];
 
 const factories: Readonly<Record<DemoServerName, () => McpServer>> = {
@@ -12,6 +13,7 @@ const factories: Readonly<Record<DemoServerName, () => McpServer>> = {
   files: () => createFilesServer(),
   math: () => createMathServer(),
   'kitchen-sink': () => createKitchenSinkServer(),
+  shapeshifter: () => createShapeshifterServer(),
 };
 
 export function isDemoServerName(value: string): value is DemoServerName {

@@ -59,7 +59,11 @@ export type BusMessage =
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
   readonly connector: UpstreamConnector;
-  readonly sessions: SessionStore & { forget?(id: string): void };
+  readonly sessions: SessionStore & {
+    forget?(id: string): void;
+    /** Which of these sessions still have a record (enables closing upstream sessions on idle expiry). */
+    existing?(ids: readonly string[]): Promise<Set<string>>;
+  };
   readonly logger: Logger;
   readonly bus?: ReplicaBus;
   /** Policy, rate limits, approvals, audit (see `RequestHooks`). */
@@ -144,6 +148,9 @@ export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
   private readonly pending = new Map<string, PendingServerRequest>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
+  private readonly released = new Map<string, SessionRecord>();
+  private sweeping = false;
 
   constructor(private readonly deps: EngineDeps) {
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.floor(deps.options.localIdleMs / 2)));
@@ -236,6 +243,7 @@ export class SessionEngine {
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
     await this.deps.sessions.delete(record.id);
+    this.released.delete(record.id);
     const live = this.liveFor(record);
     this.live.delete(record.id);
     const closes = Object.keys(record.upstreams).map(async (upstreamId) => {
@@ -251,6 +259,7 @@ export class SessionEngine {
   /** Another replica ended a session: drop what this replica holds (per-replica upstream resources are closed). */
   forget(sessionId: string): void {
     this.deps.sessions.forget?.(sessionId);
+    this.released.delete(sessionId);
     const live = this.live.get(sessionId);
     if (!live) return;
     this.live.delete(sessionId);
@@ -728,13 +737,80 @@ export class SessionEngine {
   }
 
   private sweep(): void {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    void this.sweepNow()
+      .catch((error: unknown) => this.deps.logger.warn({ err: error }, 'session sweep failed'))
+      .finally(() => {
+        this.sweeping = false;
+      });
+  }
+
+  /**
+   * Periodic, on every replica: sessions whose Redis record is gone (idle expiry) have their upstream
+   * sessions closed — DELETE to Streamable HTTP upstreams, stdio and SSE sessions released — and their
+   * streams ended; sessions merely idle on this replica drop their local state. Redis unreachable: nothing
+   * is treated as expired.
+   */
+  async sweepNow(): Promise<void> {
+    const checked = [...this.live.keys(), ...this.released.keys()];
+    const existing = this.deps.sessions.existing;
+    const alive = existing && checked.length > 0 ? await existing.call(this.deps.sessions, checked).catch(() => undefined) : undefined;
+    const expired = (id: string): boolean => alive !== undefined && !alive.has(id) && checkedSet.has(id);
+    const checkedSet = new Set(checked);
     const cutoff = Date.now() - this.deps.options.localIdleMs;
     for (const [id, live] of this.live) {
-      if (live.lastUsed < cutoff && live.inflight.size === 0 && live.standalone === undefined) {
+      if (expired(id)) {
+        this.live.delete(id);
+        void this.expire(live.record, live);
+      } else if (live.lastUsed < cutoff && live.inflight.size === 0 && live.standalone === undefined) {
         this.live.delete(id);
         this.release(live);
+        if (existing && Object.values(live.record.upstreams).some((state) => state.sessionId !== null)) this.remember(live.record);
       }
     }
+    for (const [id, record] of this.released) {
+      if (!expired(id)) continue;
+      this.released.delete(id);
+      void this.expire(record, undefined);
+    }
+  }
+
+  private remember(record: SessionRecord): void {
+    if (this.released.size >= 100_000) {
+      const oldest = this.released.keys().next();
+      if (!oldest.done) this.released.delete(oldest.value);
+    }
+    this.released.set(record.id, record);
+  }
+
+  /** Closes what an expired session opened upstream (whatever this replica can still reach). */
+  private async expire(record: SessionRecord, live: LiveSession | undefined): Promise<void> {
+    this.deps.sessions.forget?.(record.id);
+    if (live) {
+      for (const controller of live.inflight.values()) controller.abort(new Error('session expired'));
+      live.standalone?.close?.();
+      live.standalone = undefined;
+    }
+    const identity: ClientIdentity = {
+      clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
+      capabilities: relayableClientCapabilities(record.clientCapabilities),
+      protocolVersion: record.protocolVersion,
+    };
+    const upstreams = this.deps.registry.forTenant(record.tenantId).byId;
+    const closes = Object.entries(record.upstreams).map(async ([upstreamId, state]) => {
+      const held = live?.upstreams.get(upstreamId);
+      if (held) return (await held.session).close();
+      const config = upstreams.get(upstreamId);
+      // Only a Streamable HTTP upstream session outlives this replica's local state.
+      if (config?.transport !== 'streamable_http' || state.sessionId === null) return undefined;
+      return (await this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })).close();
+    });
+    const settled = await Promise.allSettled(closes);
+    this.deps.logger.info(
+      { sessionIdPrefix: record.id.slice(0, 8), tenantId: record.tenantId, upstreams: settled.length, failed: settled.filter((s) => s.status === 'rejected').length },
+      'session expired: its upstream sessions were closed',
+    );
   }
 
   private logUpstreamFailure(config: UpstreamConfig, operation: string, error: unknown, traceId: string): void {

@@ -1,12 +1,15 @@
 import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
+import { GATEWAY_RPC } from '../http/gateway-error';
 
 /** Where messages related to one agent request go besides its response (progress, server requests, logs). */
 export interface MessageSink {
   /** False when the agent cannot receive extra messages for this request (JSON-only, batch, closed stream). */
   readonly canStream: boolean;
   send(message: JsonRpcMessage): boolean;
+  /** Ends a long-lived stream (its session is over). */
+  close?(): void;
 }
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
@@ -67,7 +70,10 @@ export class PostResponder implements MessageSink {
     if (this.state === 'sse') {
       this.write(body, true);
     } else if (!this.res.destroyed) {
-      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))]);
+      const headers = ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
+      const retryAfter = rateLimitedRetryAfter(response);
+      if (retryAfter === undefined) this.res.writeHead(200, headers);
+      else this.res.writeHead(429, [...headers, 'retry-after', retryAfter]);
       this.res.end(body);
     }
     this.state = 'done';
@@ -81,6 +87,17 @@ export class PostResponder implements MessageSink {
     if (final) this.res.end(frame);
     else this.res.write(frame);
   }
+}
+
+/**
+ * A single rate-limit refusal answered as plain JSON goes out as HTTP 429 with `Retry-After` (the JSON-RPC error
+ * is the body). Batches and streams stay 200: their other messages are not refused.
+ */
+function rateLimitedRetryAfter(response: JsonRpcResponse | readonly JsonRpcResponse[]): string | undefined {
+  if (!('jsonrpc' in response) || !('error' in response) || response.error.code !== GATEWAY_RPC.RATE_LIMITED) return undefined;
+  const data = response.error.data;
+  const seconds = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)['retryAfterSeconds'] : undefined;
+  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds >= 0 ? String(Math.ceil(seconds)) : '1';
 }
 
 /** A long-lived SSE stream: the standalone GET stream, or a legacy HTTP+SSE session's stream. */

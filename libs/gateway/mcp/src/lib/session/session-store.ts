@@ -64,6 +64,20 @@ export class RedisSessionStore implements SessionStore {
     return (await this.redis.del(key(id))) === 1;
   }
 
+  /** Which of `ids` still have a record in Redis (one pipelined round trip; the cache is not consulted). */
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.exists(key(id));
+    const results = (await pipeline.exec()) ?? [];
+    const alive = new Set<string>();
+    results.forEach(([error, count], index) => {
+      const id = ids[index];
+      // A failed check counts as alive: nothing is torn down on a Redis hiccup.
+      if (id !== undefined && (error !== null || count === 1)) alive.add(id);
+    });
+    return alive;
+  }
+
   /** Drops a cached record (another replica ended the session). */
   forget(id: string): void {
     this.cache.delete(id);

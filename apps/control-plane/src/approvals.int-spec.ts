@@ -1,0 +1,202 @@
+import { hashApiKey } from '@portcullis/auth/api-keys';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import type { TenantId } from '@portcullis/shared/util-ids';
+import { testContext, waitFor } from '@portcullis/shared/util-testing';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
+
+// The approvals API against the real app, Postgres (application role, RLS) and Redis. Approval rows are written
+// with the system client, as a gateway holding a call would have written them.
+let cp: ControlPlaneHarness;
+let subscriber: Redis;
+const notices: string[] = [];
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  subscriber = createRedisClient({ url: testContext().redisUrl, connectionName: 'approvals-test-sub' });
+  await subscriber.subscribe(CHANGE_CHANNELS.approvals);
+  subscriber.on('message', (_channel: string, message: string) => notices.push(message));
+});
+afterAll(async () => {
+  await subscriber?.quit();
+  await cp?.close();
+});
+
+const hashOf = (text: string) => createHash('sha256').update(text).digest('hex');
+
+async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; args?: Record<string, unknown> } = {}) {
+  const args = options.args ?? { path: '/etc/hosts', mode: 'read' };
+  return cp.system.approval.create({
+    data: {
+      tenantId,
+      requesterUserId: options.requesterUserId ?? null,
+      agentClientId: options.agentClientId ?? null,
+      mcpSessionId: randomBytes(8).toString('hex'),
+      upstreamId: randomUUID(),
+      tool: 'delete_file',
+      argumentsHash: hashOf(JSON.stringify(args)),
+      arguments: args as never,
+      reason: 'rule r1 requires approval',
+      snapshotVersion: 3,
+      expiresAt: new Date(Date.now() + (options.expiresInMs ?? 60_000)),
+      traceId: 'trace-1',
+    },
+    select: { id: true, argumentsHash: true },
+  });
+}
+
+async function setup() {
+  const t = await cp.tenant();
+  const owner = await cp.member(t.id, 'owner');
+  const admin = await cp.member(t.id, 'admin');
+  const base = `/api/v1/tenants/${t.id}/approvals`;
+  return { t, owner, admin, base };
+}
+
+describe('approvals API', () => {
+  it('lists pending approvals and approves one for exactly the reviewed arguments, audited and announced', async () => {
+    const { t, admin, base } = await setup();
+    const approval = await held(t.id);
+    const listed = await cp.request('GET', `${base}?status=pending`, { token: admin.token });
+    expect(listed.status).toBe(200);
+    expect(listed.json.items).toEqual([
+      expect.objectContaining({ id: approval.id, status: 'pending', tool: 'delete_file', argumentsHash: approval.argumentsHash, decidedById: null }),
+    ]);
+
+    const approved = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, note: 'ok once' } });
+    expect(approved.status).toBe(200);
+    expect(approved.json).toMatchObject({ id: approval.id, status: 'approved', decidedById: admin.id, decisionNote: 'ok once', editedArguments: null });
+    expect((await cp.request('GET', `${base}?status=pending`, { token: admin.token })).json.items).toEqual([]);
+    expect((await cp.request('GET', `${base}?status=approved`, { token: admin.token })).json.items?.map((a) => a['id'])).toEqual([approval.id]);
+
+    const events = await cp.eventsAtLeast(t.id, 1);
+    expect(events[0]).toMatchObject({ method: 'approval.approve', actorUserId: admin.id, targetType: 'approval', targetId: approval.id, snapshotVersion: 3 });
+    expect(events[0]?.arguments).toMatchObject({ before: { status: 'pending' }, after: { status: 'approved' } });
+    await waitFor(() => notices.includes(t.id), { description: 'approvals notice' });
+  });
+
+  it('denies with a note, and approves with edited arguments', async () => {
+    const { t, owner, base } = await setup();
+    const first = await held(t.id);
+    const denied = await cp.request('POST', `${base}/${first.id}/deny`, { token: owner.token, body: { note: 'use the staging host' } });
+    expect(denied.status).toBe(200);
+    expect(denied.json).toMatchObject({ status: 'denied', decisionNote: 'use the staging host', decidedById: owner.id });
+    // An empty body is a plain denial.
+    const second = await held(t.id);
+    expect((await cp.request('POST', `${base}/${second.id}/deny`, { token: owner.token })).json).toMatchObject({ status: 'denied', decisionNote: null });
+
+    const third = await held(t.id);
+    const edited = await cp.request('POST', `${base}/${third.id}/approve`, {
+      token: owner.token,
+      body: { argumentsHash: third.argumentsHash, arguments: { path: '/tmp/hosts', mode: 'read' } },
+    });
+    expect(edited.status).toBe(200);
+    expect(edited.json).toMatchObject({ status: 'approved', editedArguments: { path: '/tmp/hosts', mode: 'read' }, arguments: { path: '/etc/hosts' } });
+    const row = await cp.system.approval.findUniqueOrThrow({ where: { id: third.id }, select: { editedArguments: true, status: true } });
+    expect(row).toEqual({ status: 'approved', editedArguments: { path: '/tmp/hosts', mode: 'read' } });
+    const actions = (await cp.eventsAtLeast(t.id, 3)).map((e) => e.method);
+    expect(actions).toEqual(['approval.deny', 'approval.deny', 'approval.approve_edited']);
+  });
+
+  it('answers 409 to a second decision and to an expired approval (listed as expired)', async () => {
+    const { t, owner, admin, base } = await setup();
+    const approval = await held(t.id);
+    expect((await cp.request('POST', `${base}/${approval.id}/deny`, { token: owner.token })).status).toBe(200);
+    const again = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash } });
+    expect(again.status).toBe(409);
+    expect(again.json['detail']).toMatch(/already denied/);
+
+    const stale = await held(t.id, { expiresInMs: -1_000 });
+    const late = await cp.request('POST', `${base}/${stale.id}/approve`, { token: admin.token, body: { argumentsHash: stale.argumentsHash } });
+    expect(late.status).toBe(409);
+    expect(late.json['detail']).toMatch(/already expired/);
+    expect((await cp.request('GET', `${base}/${stale.id}`, { token: admin.token })).json).toMatchObject({ status: 'expired' });
+    expect((await cp.request('GET', `${base}?status=expired`, { token: admin.token })).json.items?.map((a) => a['id'])).toEqual([stale.id]);
+    // Still pending in the table (the holding gateway marks it); nobody decided it.
+    expect(await cp.system.approval.findUniqueOrThrow({ where: { id: stale.id }, select: { status: true, decidedById: true } })).toEqual({ status: 'pending', decidedById: null });
+  });
+
+  it('binds the decision to the reviewed arguments: another argumentsHash is a 409', async () => {
+    const { t, admin, base } = await setup();
+    const approval = await held(t.id);
+    const wrong = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: hashOf('something else') } });
+    expect(wrong.status).toBe(409);
+    expect(wrong.json['errors']).toEqual([{ path: 'argumentsHash', message: expect.any(String) }]);
+    expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
+  });
+
+  it('refuses self-approval: the requester, or a user whose API key the requesting agent client holds', async () => {
+    const { t, owner, admin, base } = await setup();
+    const own = await held(t.id, { requesterUserId: admin.id });
+    const refused = await cp.request('POST', `${base}/${own.id}/approve`, { token: admin.token, body: { argumentsHash: own.argumentsHash } });
+    expect(refused.status).toBe(403);
+    expect(refused.json['detail']).toMatch(/made by you/);
+    expect((await cp.request('POST', `${base}/${own.id}/deny`, { token: admin.token })).status).toBe(403);
+    expect((await cp.request('POST', `${base}/${own.id}/approve`, { token: owner.token, body: { argumentsHash: own.argumentsHash } })).status).toBe(200);
+
+    const agent = await cp.system.agentClient.create({ data: { tenantId: t.id, name: 'admin’s agent' }, select: { id: true } });
+    await cp.system.apiKey.create({
+      data: { tenantId: t.id, name: 'k', keyHash: hashApiKey(`pcs_${randomBytes(24).toString('hex')}`), displayPrefix: 'pcs_test', agentClientId: agent.id, userId: admin.id },
+    });
+    const viaAgent = await held(t.id, { agentClientId: agent.id });
+    expect((await cp.request('POST', `${base}/${viaAgent.id}/approve`, { token: admin.token, body: { argumentsHash: viaAgent.argumentsHash } })).status).toBe(403);
+    expect((await cp.request('POST', `${base}/${viaAgent.id}/approve`, { token: owner.token, body: { argumentsHash: viaAgent.argumentsHash } })).status).toBe(200);
+  });
+
+  it('lets auditors read but not decide, and members do neither', async () => {
+    const { t, base } = await setup();
+    const auditor = await cp.member(t.id, 'auditor');
+    const member = await cp.member(t.id, 'member');
+    const approval = await held(t.id);
+    expect((await cp.request('GET', `${base}/${approval.id}`, { token: auditor.token })).status).toBe(200);
+    expect((await cp.request('POST', `${base}/${approval.id}/approve`, { token: auditor.token, body: { argumentsHash: approval.argumentsHash } })).status).toBe(403);
+    expect((await cp.request('GET', base, { token: member.token })).status).toBe(403);
+    expect((await cp.request('POST', `${base}/${approval.id}/deny`, { token: member.token })).status).toBe(403);
+  });
+
+  it('answers 404 across tenants and for ids that cannot exist', async () => {
+    const a = await setup();
+    const b = await setup();
+    const approval = await held(a.t.id);
+    // B's admin, through B's URL with A's approval id, and through A's URL.
+    expect((await cp.request('GET', `${b.base}/${approval.id}`, { token: b.admin.token })).status).toBe(404);
+    expect((await cp.request('POST', `${b.base}/${approval.id}/approve`, { token: b.admin.token, body: { argumentsHash: approval.argumentsHash } })).status).toBe(404);
+    expect((await cp.request('POST', `${b.base}/${approval.id}/deny`, { token: b.admin.token })).status).toBe(404);
+    expect((await cp.request('GET', `${a.base}/${approval.id}`, { token: b.admin.token })).status).toBe(404);
+    expect((await cp.request('GET', b.base, { token: b.admin.token })).json.items).toEqual([]);
+    expect((await cp.request('GET', `${a.base}/not-a-uuid`, { token: a.admin.token })).status).toBe(404);
+    expect((await cp.request('POST', `${a.base}/${randomUUID()}/deny`, { token: a.admin.token })).status).toBe(404);
+    expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
+  });
+
+  it('answers 400 with field errors for bad input', async () => {
+    const { t, admin, base } = await setup();
+    const approval = await held(t.id);
+    const bad = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: 'abc', arguments: ['not', 'an', 'object'], extra: 1 } });
+    expect(bad.status).toBe(400);
+    expect(bad.json['code']).toBe('VALIDATION_FAILED');
+    expect((bad.json['errors'] as { path: string }[]).map((e) => e.path)).toEqual(expect.arrayContaining(['argumentsHash', 'arguments']));
+    const missing = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: {} });
+    expect(missing.status).toBe(400);
+    const huge = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, arguments: { blob: 'x'.repeat(70_000) } } });
+    expect(huge.status).toBe(400);
+    expect((await cp.request('POST', `${base}/${approval.id}/deny`, { token: admin.token, body: { note: '' } })).status).toBe(400);
+    expect((await cp.request('GET', `${base}?status=maybe`, { token: admin.token })).status).toBe(400);
+    expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
+  });
+
+  it('pages through a status-filtered list by cursor', async () => {
+    const { t, admin, base } = await setup();
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await held(t.id)).id);
+    await cp.request('POST', `${base}/${ids[1]}/deny`, { token: admin.token });
+    const first = await cp.request('GET', `${base}?status=pending&limit=1`, { token: admin.token });
+    expect(first.json.items?.map((a) => a['id'])).toEqual([ids[0]]);
+    const second = await cp.request('GET', `${base}?status=pending&limit=1&cursor=${String(first.json['nextCursor'])}`, { token: admin.token });
+    expect(second.json.items?.map((a) => a['id'])).toEqual([ids[2]]);
+    expect(second.json['nextCursor']).toBeNull();
+    expect((await cp.request('GET', base, { token: admin.token })).json.items).toHaveLength(3);
+  });
+});

@@ -1,0 +1,251 @@
+/**
+ * Resumable Streamable HTTP SSE streams (`Last-Event-ID`): the official SDK client loses its connection
+ * in the middle of a progress-reporting tool call — a real TCP break, through a proxy the test controls —
+ * reconnects with the last event id it saw, and receives the rest of the stream and the result, on the
+ * same replica or on another one. Needs `npx nx build demo-upstreams`.
+ */
+import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let demo: DemoUpstreams;
+let gatewayA: TestGateway;
+let gatewayB: TestGateway;
+let tenant: TestTenant;
+let key: string;
+
+/** A TCP proxy whose target can change and whose connections can all be cut at once. */
+interface BreakableProxy {
+  readonly url: string;
+  target: string;
+  breakAll(): void;
+  close(): Promise<void>;
+}
+
+async function startProxy(target: string): Promise<BreakableProxy> {
+  const sockets = new Set<Socket>();
+  const proxy: { target: string } = { target };
+  const server: Server = createServer((client) => {
+    const { hostname, port } = new URL(proxy.target);
+    const upstream = tcpConnect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    get target() {
+      return proxy.target;
+    },
+    set target(value: string) {
+      proxy.target = value;
+    },
+    breakAll: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function text(result: unknown): string {
+  const content = (result as { content?: { text?: string }[] }).content ?? [];
+  return content.map((item) => item.text ?? '').join('');
+}
+
+/** Records the Last-Event-ID of every GET a gateway receives. */
+function resumptionsOn(gateway: TestGateway): string[] {
+  const seen: string[] = [];
+  gateway.app.server.on('request', (req) => {
+    const id = req.headers['last-event-id'];
+    if (req.method === 'GET' && typeof id === 'string') seen.push(id);
+  });
+  return seen;
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  demo = await startDemoUpstreams();
+  tenant = await createTestTenant(db);
+  // About streams, not policy: the tenant allows everything.
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'kitchen-sink', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 5_000, callTimeoutMs: 20_000 } as never,
+  });
+  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'resume-agent' } });
+  key = generateApiKey();
+  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'resume', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+  gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+}, 60_000);
+
+afterAll(async () => {
+  await gatewayA?.close();
+  await gatewayB?.close();
+  await demo?.stop();
+  await db?.$disconnect();
+});
+
+describe('SDK client resuming a broken POST stream', () => {
+  it.each([
+    { name: 'on the same replica', resumeOn: () => gatewayA },
+    { name: 'on another replica', resumeOn: () => gatewayB },
+  ])('receives the remaining progress and the result $name', async ({ resumeOn }) => {
+    const proxy = await startProxy(gatewayA.url);
+    const resumed = resumptionsOn(resumeOn());
+    const client = new Client({ name: 'resume-spec', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+      reconnectionOptions: { initialReconnectionDelay: 200, maxReconnectionDelay: 1_000, reconnectionDelayGrowFactor: 1.5, maxRetries: 5 },
+    });
+    await client.connect(transport);
+    const progress: number[] = [];
+    let broken = false;
+    const call = client.callTool({ name: 'ks__slow_count', arguments: { steps: 8, interval_ms: 150 } }, undefined, {
+      onprogress: (p) => {
+        progress.push(p.progress);
+        if (p.progress === 3 && !broken) {
+          broken = true;
+          proxy.target = resumeOn().url;
+          proxy.breakAll();
+        }
+      },
+    });
+    const result = await call;
+    expect(broken).toBe(true);
+    expect(text(result)).toBe('Counted to 8.');
+    // Nothing lost, nothing twice: the steps sent while the agent was away were replayed.
+    expect(progress).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(resumed.some((id) => id.startsWith('p'))).toBe(true);
+    // The session goes on after the resumption.
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'after' } }))).toBe('after');
+    await client.close();
+    await proxy.close();
+  });
+});
+
+describe('Last-Event-ID on a raw GET', () => {
+  const headers = (sessionId: string, extra: Record<string, string> = {}) => ({
+    authorization: `Bearer ${key}`,
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'mcp-protocol-version': '2025-11-25',
+    'mcp-session-id': sessionId,
+    ...extra,
+  });
+
+  async function session(base: string): Promise<string> {
+    const res = await fetch(`${base}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+    });
+    expect(res.status).toBe(200);
+    return res.headers.get('mcp-session-id') ?? '';
+  }
+
+  /** Reads an SSE response for up to `ms` (or until it ends); returns the text. */
+  async function readFor(res: Response, ms: number): Promise<{ text: string; ended: boolean }> {
+    const reader = res.body?.getReader();
+    if (!reader) return { text: '', ended: true };
+    const decoder = new TextDecoder();
+    let out = '';
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      const chunk = await Promise.race([reader.read(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), left))]);
+      if (chunk === 'timeout') break;
+      if (chunk.done) return { text: out, ended: true };
+      out += decoder.decode(chunk.value, { stream: true });
+    }
+    await reader.cancel().catch(() => undefined);
+    return { text: out, ended: false };
+  }
+
+  const ids = (sse: string): string[] => [...sse.matchAll(/^id: (.+)$/gm)].map((m) => m[1] ?? '');
+  const data = (sse: string): string[] => [...sse.matchAll(/^data: (.+)$/gm)].map((m) => m[1] ?? '');
+
+  it('replays the rest of the same stream, from any replica, and nothing for another session or an unknown id', async () => {
+    const sessionId = await session(gatewayA.url);
+    const post = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: headers(sessionId),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'ks__slow_count', arguments: { steps: 3, interval_ms: 5 }, _meta: { progressToken: 'tok' } } }),
+    });
+    expect(post.headers.get('content-type')).toContain('text/event-stream');
+    const full = await post.text();
+    const eventIds = ids(full);
+    // Three progress events and the result, and the upstream's step log messages.
+    expect(eventIds.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(eventIds).size).toBe(eventIds.length);
+
+    // After the first progress event: the two others and the result, in order, with their ids; then the end.
+    const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }) });
+    expect(resumed.status).toBe(200);
+    const replay = await readFor(resumed, 3_000);
+    expect(replay.ended).toBe(true);
+    expect(ids(replay.text)).toEqual(eventIds.slice(1));
+    expect(data(replay.text)).toEqual(data(full).slice(1));
+
+    // Another session of the same agent presenting that id: a plain standalone stream, nothing replayed.
+    const other = await session(gatewayA.url);
+    const foreign = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(other, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }) });
+    expect(foreign.status).toBe(200);
+    const foreignRead = await readFor(foreign, 400);
+    expect(foreignRead.ended).toBe(false);
+    expect(data(foreignRead.text)).toEqual([]);
+
+    // Unknown or malformed ids, and the id of the response itself (nothing left): no replay, no error.
+    for (const id of [`p${'0'.repeat(16)}zz_1`, 'garbage', eventIds.at(-1) ?? '']) {
+      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': id }) });
+      expect(res.status).toBe(200);
+      const read = await readFor(res, 300);
+      expect(read.ended).toBe(false);
+      expect(data(read.text)).toEqual([]);
+    }
+  });
+
+  it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first', async () => {
+    const sessionId = await session(gatewayA.url);
+    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream' }) });
+    expect(first.status).toBe(200);
+    // The upstream announces a tools/list_changed on its session-wide channel; it reaches the standalone stream.
+    const reading = readFor(first, 1_500);
+    await waitFor(async () => {
+      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: headers(sessionId),
+        body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
+      });
+      return res.status === 200;
+    });
+    const got = await reading;
+    const standaloneIds = ids(got.text);
+    expect(data(got.text).join('\n')).toContain('notifications/tools/list_changed');
+    expect(standaloneIds.length).toBeGreaterThan(0);
+    expect(standaloneIds[0]).toMatch(/^s/);
+    // Reconnecting with an id before the last one replays the rest first.
+    const all = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0` }) });
+    const replay = await readFor(all, 500);
+    expect(ids(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
+  });
+});

@@ -1,0 +1,213 @@
+/**
+ * Human approval of held calls across apps: the official MCP SDK client → a real gateway data plane (policy hook +
+ * approval gate, Postgres, Redis) → the built demo upstreams, while the approval is decided through the real
+ * control-plane app (in-process, its own Nest container). The only link between the two is Postgres and the
+ * `approvals` Redis channel, as between separate processes. Needs `npx nx build demo-upstreams`.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { argumentsHash } from '@portcullis/gateway/approvals';
+import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlaneHarness } from '../../apps/control-plane/src/testing/control-plane-harness';
+import { startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from '../../apps/gateway/src/testing/gateway-harness';
+
+let cp: ControlPlaneHarness;
+let appDb: PortcullisPrismaClient;
+let demo: DemoUpstreams;
+/** Wakes held calls only on the Redis notice (its database poll is far away). */
+let gateway: TestGateway;
+/** Short approval timeout and a fast database poll (the fallback when a notice is lost). */
+let hasty: TestGateway;
+let tenant: TestTenant;
+let owner: { id: string; token: string };
+let agentKey: string;
+const TIMEOUT_MS = 3_000;
+
+const approvalsUrl = () => `/api/v1/tenants/${tenant.id}/approvals`;
+
+function text(result: unknown): string {
+  const content = (result as { content?: { text?: string }[] }).content ?? [];
+  return content.map((item) => item.text ?? '').join('');
+}
+
+async function connect(base: string) {
+  const client = new Client({ name: 'approvals-e2e', version: '1.0.0' }, { capabilities: {} });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } } }));
+  return client;
+}
+
+/** The tenant's one pending approval, as an approver sees it through the API. */
+async function pendingApproval(): Promise<Record<string, unknown>> {
+  return waitFor(
+    async () => {
+      const res = await cp.request('GET', `${approvalsUrl()}?status=pending`, { token: owner.token });
+      return res.json.items?.length === 1 ? res.json.items[0] : null;
+    },
+    { timeoutMs: 10_000, description: 'a pending approval' },
+  );
+}
+
+async function row(id: unknown) {
+  return cp.system.approval.findUniqueOrThrow({ where: { id: String(id) }, select: { status: true, consumedAt: true, editedArguments: true, decidedById: true } });
+}
+
+beforeAll(async () => {
+  const ctx = testContext();
+  cp = await startControlPlane();
+  appDb = createPrismaClient({ url: ctx.databaseUrl });
+  demo = await startDemoUpstreams();
+  tenant = await cp.tenant();
+  owner = await cp.member(tenant.id, 'owner');
+  await cp.system.upstream.create({
+    data: { tenantId: tenant.id, name: 'ks', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 },
+  });
+  const agent = await cp.system.agentClient.create({ data: { tenantId: tenant.id, name: 'deploy-bot' }, select: { id: true } });
+  agentKey = generateApiKey();
+  await cp.system.apiKey.create({ data: { tenantId: tenant.id, name: 'bot', keyHash: hashApiKey(agentKey), displayPrefix: agentKey.slice(0, 10), agentClientId: agent.id } });
+  // ks/echo needs a person's approval; everything else is allowed.
+  const saved = await cp.request('PUT', `/api/v1/tenants/${tenant.id}/policy`, {
+    token: owner.token,
+    headers: { 'if-match': '"0"' },
+    body: {
+      defaultEffect: 'allow',
+      rules: [{ id: 'echo-needs-approval', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }], effect: 'require_approval' }],
+    },
+  });
+  expect(saved.status).toBe(200);
+  gateway = await startTestGateway({
+    systemDb: cp.system,
+    appDb,
+    redisUrl: ctx.redisUrl,
+    env: { GATEWAY_APPROVAL_TIMEOUT_MS: '30000', GATEWAY_APPROVAL_POLL_MS: '600000', GATEWAY_APPROVAL_PROGRESS_MS: '200' },
+  });
+  hasty = await startTestGateway({
+    systemDb: cp.system,
+    appDb,
+    redisUrl: ctx.redisUrl,
+    env: { GATEWAY_APPROVAL_TIMEOUT_MS: String(TIMEOUT_MS), GATEWAY_APPROVAL_POLL_MS: '200' },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await hasty?.close();
+  await demo?.stop();
+  await appDb?.$disconnect();
+  await cp?.close();
+});
+
+describe('held calls decided through the control plane', () => {
+  it('approve with edited arguments: the upstream receives the edited arguments; progress keeps the request alive', async () => {
+    const client = await connect(gateway.url);
+    const progress: string[] = [];
+    const call = client.callTool({ name: 'ks__echo', arguments: { message: 'rm -rf /' } }, undefined, {
+      onprogress: (p) => progress.push(p.message ?? ''),
+    });
+    const approval = await pendingApproval();
+    expect(approval).toMatchObject({ tool: 'echo', arguments: { message: 'rm -rf /' }, argumentsHash: argumentsHash({ message: 'rm -rf /' }), snapshotVersion: 1 });
+    expect(String(approval['reason'])).not.toBe('');
+    await waitFor(() => progress.length >= 2, { description: 'progress while held' });
+    expect(progress[0]).toContain(String(approval['id']));
+
+    const decided = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, {
+      token: owner.token,
+      body: { argumentsHash: approval['argumentsHash'], arguments: { message: 'ls /tmp' } },
+    });
+    expect(decided.status).toBe(200);
+    expect(text(await call)).toBe('ls /tmp');
+    const stored = await row(approval['id']);
+    expect(stored).toMatchObject({ status: 'approved', editedArguments: { message: 'ls /tmp' }, decidedById: owner.id });
+    expect(stored.consumedAt).not.toBeNull();
+    expect(gateway.dataPlane.approvals?.size).toBe(0);
+    // Unaffected tools are not held.
+    expect(text(await client.callTool({ name: 'ks__add', arguments: { a: 1, b: 2 } }))).toContain('3');
+    await client.close();
+  });
+
+  it('approve as is: the original arguments go through', async () => {
+    const client = await connect(gateway.url);
+    const call = client.callTool({ name: 'ks__echo', arguments: { message: 'hello' } });
+    const approval = await pendingApproval();
+    expect((await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } })).status).toBe(200);
+    expect(text(await call)).toBe('hello');
+    await client.close();
+  });
+
+  it('deny: the agent gets a JSON-RPC error with the approver’s note (no progress token: the call still waits)', async () => {
+    const client = await connect(gateway.url);
+    const call = client.callTool({ name: 'ks__echo', arguments: { message: 'drop table' } });
+    const outcome = call.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    const denied = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/deny`, { token: owner.token, body: { note: 'not on a Friday' } });
+    expect(denied.status).toBe(200);
+    const error = await outcome;
+    expect(error).toBeInstanceOf(McpError);
+    expect((error as McpError).code).toBe(-32032);
+    expect((error as McpError).message).toMatch(/denied this call of echo: not on a Friday/);
+    expect((error as McpError).data).toMatchObject({ approvalId: approval['id'], reason: 'approval_denied' });
+    expect((await row(approval['id'])).status).toBe('denied');
+    await client.close();
+  });
+
+  it('timeout: the call fails with a clear error and the approval is marked expired (a late decision is a 409)', async () => {
+    const client = await connect(hasty.url);
+    const started = Date.now();
+    const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'later' } }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    const error = await outcome;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(TIMEOUT_MS - 100);
+    expect((error as McpError).code).toBe(-32033);
+    expect((error as McpError).message).toMatch(/needed a human approval and none was given within 3 s/);
+    expect((await row(approval['id'])).status).toBe('expired');
+    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+    expect(late.status).toBe(409);
+    await client.close();
+  });
+
+  it('falls back to the database poll when no notice arrives', async () => {
+    const client = await connect(hasty.url);
+    const call = client.callTool({ name: 'ks__echo', arguments: { message: 'polled' } });
+    const approval = await pendingApproval();
+    // Decided behind the notice's back (as if the Redis message were lost).
+    await cp.system.approval.update({ where: { id: String(approval['id']) }, data: { status: 'approved', decidedById: owner.id, decidedAt: new Date() } });
+    expect(text(await call)).toBe('polled');
+    await client.close();
+  });
+
+  it('agent cancellation cancels the approval', async () => {
+    const client = await connect(gateway.url);
+    const abort = new AbortController();
+    const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'never mind' } }, undefined, { signal: abort.signal }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    abort.abort('changed my mind');
+    expect(await outcome).toBeInstanceOf(Error);
+    await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { description: 'approval cancelled' });
+    expect(gateway.dataPlane.approvals?.size).toBe(0);
+    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+    expect(late.status).toBe(409);
+    await client.close();
+  });
+
+  it('session end cancels the approval', async () => {
+    const client = await connect(gateway.url);
+    const transport = client.transport as StreamableHTTPClientTransport;
+    void client.callTool({ name: 'ks__echo', arguments: { message: 'bye' } }).catch(() => undefined);
+    const approval = await pendingApproval();
+    await transport.terminateSession();
+    await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { description: 'approval cancelled by session end' });
+    await client.close();
+  });
+});
