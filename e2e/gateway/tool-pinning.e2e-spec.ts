@@ -13,8 +13,10 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { GATEWAY_RPC } from '@portcullis/gateway/core';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { createServer, type Server } from 'node:net';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startBuiltApp, waitForReady, type AppProcess } from '../support/app-process';
+import { freePort, repoRoot, startBuiltApp, waitForReady, type AppProcess } from '../support/app-process';
 
 const ctx = testContext();
 const JWT = { secret: 'tool-pinning-e2e-secret-0123456789abcdef', issuer: 'portcullis', audience: 'portcullis-control-plane', ttlSeconds: 900, clockToleranceSeconds: 5 };
@@ -38,8 +40,11 @@ async function api(method: string, path: string, token: string, body?: unknown, 
   return { status: res.status, type: res.headers.get('content-type') ?? '', text, json: (text ? JSON.parse(text) : {}) as Json };
 }
 
-async function userWithRole(tenant: TestTenant, role: 'owner' | 'admin' | 'member'): Promise<string> {
-  const user = await db.user.create({ data: { id: newId(), email: `pin-${newId()}@example.test`, name: 'Pin tester' }, select: { id: true } });
+async function userWithRole(tenant: TestTenant, role: 'owner' | 'admin' | 'member', platformAdmin = false): Promise<string> {
+  const user = await db.user.create({
+    data: { id: newId(), email: `pin-${newId()}@example.test`, name: 'Pin tester', platformRole: platformAdmin ? 'platform_admin' : 'none' },
+    select: { id: true },
+  });
   await db.membership.create({ data: { tenantId: tenant.id, userId: user.id, role } });
   return (await issueAccessToken(JWT, { userId: user.id })).token;
 }
@@ -105,7 +110,9 @@ beforeAll(async () => {
     CONTROL_PLANE_JWT_SECRET: JWT.secret,
     // Private addresses stay refused; only the name `localhost` is let through (the demo upstream lives there).
     CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS: 'localhost',
-    CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '5000',
+    // Generous: a stdio child needs seconds to start on a loaded 2-core machine.
+    CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '15000',
+    CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: process.execPath,
     QUEUE_PREFIX: `pin-${newId().slice(-8)}`,
     LOG_LEVEL: 'warn',
   });
@@ -242,6 +249,50 @@ describe('tool pinning', { timeout: 120_000 }, () => {
     expect(res2.json['errors']).toEqual([{ path: 'reason', message: 'not_mcp' }]);
     const recorded = await db.upstream.findFirstOrThrow({ where: { tenantId: tenant.id, name: 'closed' }, select: { lastSyncError: true } });
     expect(recorded.lastSyncError).toBe('unreachable');
+
+    // TLS spoken to a plain HTTP port fails the handshake.
+    const tls = await api('POST', base, admin, { name: 'tls', toolPrefix: 'tls', transport: 'streamable_http', url: `https://localhost:${demoPort}/shapeshifter/mcp` });
+    const res3 = await api('POST', `${base}/${String(tls.json['id'])}/test`, admin);
+    expect(res3.status).toBe(502);
+    expect(res3.json['errors']).toEqual([{ path: 'reason', message: 'tls' }]);
+
+    // A server that accepts the connection and never answers: bounded by the test timeout (15 s here).
+    const silent: Server = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const hung = await api('POST', base, admin, { name: 'silent', toolPrefix: 'silent', transport: 'streamable_http', url: `http://localhost:${port}/mcp` });
+      const started = Date.now();
+      const res4 = await api('POST', `${base}/${String(hung.json['id'])}/test`, admin);
+      expect(res4.status).toBe(504);
+      expect(res4.json).toMatchObject({ code: 'UPSTREAM_TIMEOUT', errors: [{ path: 'reason', message: 'timeout' }] });
+      expect(Date.now() - started).toBeLessThan(30_000);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('discovers over legacy SSE and stdio as well', async () => {
+    const tenant = await createTestTenant(db);
+    const admin = await userWithRole(tenant, 'admin', true);
+    const base = `/api/v1/tenants/${tenant.id}/upstreams`;
+    const sse = await api('POST', base, admin, { name: 'sse', toolPrefix: 'sse', transport: 'sse', url: `http://localhost:${demoPort}/shapeshifter/sse` });
+    const stdio = await api('POST', base, admin, {
+      name: 'stdio',
+      toolPrefix: 'stdio',
+      transport: 'stdio',
+      command: process.execPath,
+      args: [path.join(repoRoot, 'dist/apps/demo-upstreams/stdio.js'), 'math'],
+    });
+    expect([sse.status, stdio.status]).toEqual([201, 201]);
+    const viaSse = await api('POST', `${base}/${String(sse.json['id'])}/test`, admin);
+    expect(viaSse.status, viaSse.text).toBe(200);
+    expect((viaSse.json.items ?? []).map((item) => item['name']).sort()).toEqual(['forecast', 'shapeshift']);
+    const viaStdio = await api('POST', `${base}/${String(stdio.json['id'])}/test`, admin);
+    expect(viaStdio.status, viaStdio.text).toBe(200);
+    expect(viaStdio.json).toMatchObject({ serverInfo: { name: 'portcullis-demo-math' } });
+    const kinds = new Set((viaStdio.json.items ?? []).map((item) => item['kind']));
+    expect(kinds).toEqual(new Set(['tool', 'prompt']));
   });
 
   it('answers 404 across tenants and 403 to members without the permission', async () => {

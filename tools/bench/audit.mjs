@@ -87,6 +87,8 @@ const JOB_FORMAT = process.env.BENCH_JOB_FORMAT ?? 'batch';
 // 2 in flight, in this process): the ceiling of the storage side without Redis and BullMQ.
 const STORE_ONLY = process.env.BENCH_MODE === 'store';
 const children = [];
+// BENCH_WORKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=tmp/prof", to profile the worker.
+const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 let admin;
 let producer;
 let emitter;
@@ -108,8 +110,6 @@ try {
     tenantIds.push(rows[0].id);
   }
 
-  // BENCH_WORKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=tmp/prof", to profile the worker.
-  const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
   for (let w = 0; w < (STORE_ONLY ? 0 : WORKERS); w += 1) {
     const port = await freePort();
     const child = spawn(process.execPath, [...nodeArgs, worker], {
@@ -258,7 +258,8 @@ try {
   for (const child of children) {
     if (child.exitCode !== null) continue;
     child.kill('SIGTERM');
-    await Promise.race([new Promise((r) => child.once('exit', r)), sleep(10_000)]);
+    // A profiled worker writes its profile only if it exits by itself (after draining its jobs).
+    await Promise.race([new Promise((r) => child.once('exit', r)), sleep(nodeArgs.length > 0 ? 120_000 : 10_000)]);
     if (child.exitCode === null) child.kill('SIGKILL');
   }
   await queue?.obliterate({ force: true }).catch(() => undefined);

@@ -7,8 +7,12 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards]
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
+// The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
+// every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
+// --guards instead alternates two gateways, one with audit and rate limits on and one with both off
+// (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -16,9 +20,11 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import { Queue } from 'bullmq';
 import pg from 'pg';
 import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
+import { activatePolicy } from './lib/policy-snapshot.mjs';
 
 const arg = (name, fallback) => {
   const index = process.argv.indexOf(`--${name}`);
@@ -53,6 +59,7 @@ async function waitReady(url, child, timeoutMs = 30_000) {
 }
 
 const PROFILE = process.argv.includes('--cpu-prof');
+const GUARDS = process.argv.includes('--guards');
 // The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
 // (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
 const profileWindows = [];
@@ -197,6 +204,8 @@ async function main() {
   const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
   const adminUrl = withDatabaseUrl(baseAdmin, { database });
   const children = [];
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const queuePrefix = `bench-${randomBytes(4).toString('hex')}`;
   try {
     await applyMigrations({ adminUrl });
     const upstreamPort = await freePort();
@@ -218,6 +227,21 @@ async function main() {
       `INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at) VALUES ($1, $2, 'sink', 'sink', 'streamable_http', $3, now())`,
       [randomUUID(), tenantId, upstreamUrl],
     );
+    // The gateway denies everything for a tenant without a policy snapshot: this bench measures routing, so allow all,
+    // with a rate limit on the tool that every call is counted against (and never reaches).
+    await activatePolicy(db, tenantId, {
+      defaultEffect: 'allow',
+      rules: [
+        {
+          id: 'bench-limit',
+          subjects: [{ type: 'authenticated' }],
+          targets: [{ kind: 'tool', upstream: 'sink', name: 'echo' }],
+          effect: 'allow',
+          rateLimit: { scope: ['agent_client', 'tool'], requests: 1_000_000, windowSeconds: 3_600 },
+        },
+      ],
+    });
+    await db.query(`UPDATE tenants SET settings = $2::jsonb WHERE id = $1`, [tenantId, JSON.stringify({ audit: { results: 'metadata' } })]);
     await db.end();
 
     const upstream = start('demo-upstreams', 'main.js', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
@@ -225,21 +249,37 @@ async function main() {
     await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream);
     const appUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null });
     const systemUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_system', password: null });
-    const gateway = start('gateway', 'main.js', {
-      GATEWAY_PORT: String(gatewayPort),
-      DATABASE_URL: appUrl,
-      DATABASE_SYSTEM_URL: systemUrl,
-      REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-      GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
-      GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
-    });
-    children.push(gateway);
-    await waitReady(`http://127.0.0.1:${gatewayPort}/readyz`, gateway);
-
-    const targets = {
-      direct: { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
-      gateway: { url: `http://127.0.0.1:${gatewayPort}/t/bench/mcp`, auth: { authorization: `Bearer ${apiKey}` }, tool: 'sink__echo', pid: gateway.pid, upstreamPid: upstream.pid },
+    const startGateway = async (port, guards) => {
+      const child = start('gateway', 'main.js', {
+        GATEWAY_PORT: String(port),
+        DATABASE_URL: appUrl,
+        DATABASE_SYSTEM_URL: systemUrl,
+        REDIS_URL: redisUrl,
+        GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+        GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
+        QUEUE_PREFIX: queuePrefix,
+        GATEWAY_AUDIT_ENABLED: String(guards),
+        GATEWAY_RATE_LIMITS_ENABLED: String(guards),
+      });
+      children.push(child);
+      await waitReady(`http://127.0.0.1:${port}/readyz`, child);
+      return child;
     };
+    const gateway = await startGateway(gatewayPort, true);
+    const gatewayTarget = (child, port) => ({
+      url: `http://127.0.0.1:${port}/t/bench/mcp`,
+      auth: { authorization: `Bearer ${apiKey}` },
+      tool: 'sink__echo',
+      pid: child.pid,
+      upstreamPid: upstream.pid,
+    });
+    const bare = GUARDS ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, false), port)) : null;
+    // Without --guards: direct vs the gateway (guards on). With it: the gateway without guards (as `direct`) vs with.
+    const targets = {
+      direct: bare ?? { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
+      gateway: gatewayTarget(gateway, gatewayPort),
+    };
+    if (GUARDS) console.log('--guards: "direct" rows are the gateway with audit and rate limits off, "gateway" rows with both on');
     console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
     const rows = [];
     for (const c of CONCURRENCY) {
@@ -267,7 +307,9 @@ async function main() {
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call\n` +
-          `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`,
+          (GUARDS
+            ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call`
+            : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`),
       );
     }
     return rows;
@@ -279,6 +321,10 @@ async function main() {
       writeFileSync(path.join(repoRoot, 'tmp/prof/windows.json'), JSON.stringify(profileWindows));
     }
     await dropDatabase(adminUrl).catch(() => undefined);
+    // The bench's audit jobs (no worker consumes them here).
+    const queue = new Queue('portcullis-audit', { connection: { url: redisUrl }, prefix: queuePrefix });
+    await queue.obliterate({ force: true }).catch(() => undefined);
+    await queue.close();
     agent.destroy();
   }
 }

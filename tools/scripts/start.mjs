@@ -43,6 +43,8 @@ const env = {
   DEV_IDP_ISSUER: 'http://localhost:3400',
   // The demo upstreams listen on 127.0.0.1: let the gateway reach private addresses locally.
   GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+  // ... and test connection, which goes through the same SSRF guard.
+  CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true',
   NEXTAUTH_SECRET: secrets.NEXTAUTH_SECRET,
   PORTAL_OIDC_CLIENT_SECRET: secrets.PORTAL_OIDC_CLIENT_SECRET,
   DEV_IDP_COOKIE_SECRET: secrets.DEV_IDP_COOKIE_SECRET,

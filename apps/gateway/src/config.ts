@@ -56,7 +56,7 @@ export const gatewayConfigSchema = z
     GATEWAY_AUDIT_BATCH_SIZE: z.coerce.number().int().min(1).max(5_000).default(500),
     /**
      * This replica's own directory for the local audit spool (events kept while Redis is away). Unset: an in-memory
-     * spool, lost on a crash, and fail-closed tenants are refused while the queue is down. Required in production.
+     * spool, lost on a crash, and fail-closed tenants are refused while the queue is down (a warning at boot).
      */
     GATEWAY_AUDIT_SPOOL_DIR: z.string().trim().min(1).optional(),
     GATEWAY_AUDIT_SPOOL_MAX_BYTES: z.coerce.number().int().min(1_024).default(256 * 1024 * 1024),
@@ -83,9 +83,6 @@ export const gatewayConfigSchema = z
     }
     if (env.DATABASE_SYSTEM_URL === undefined) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_SYSTEM_URL'], message: 'is required in production' });
-    }
-    if (env.GATEWAY_AUDIT_ENABLED && env.GATEWAY_AUDIT_SPOOL_DIR === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['GATEWAY_AUDIT_SPOOL_DIR'], message: 'is required in production (a directory of its own per replica)' });
     }
   })
   .transform((env) => ({

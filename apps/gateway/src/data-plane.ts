@@ -133,8 +133,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
 
   const sessions = new RedisSessionStore(deps.redis, {
     idleTtlMs: config.mcp.sessionIdleMs,
-    cacheMs: 5_000,
-    touchEveryMs: 5_000,
+    // Well inside the idle timeout, so a session in use never lapses between two touches.
+    cacheMs: Math.min(5_000, Math.floor(config.mcp.sessionIdleMs / 4)),
+    touchEveryMs: Math.min(5_000, Math.floor(config.mcp.sessionIdleMs / 4)),
     maxCached: 50_000,
   });
   // The bus is created before the engine (the engine needs it); early messages find no engine and are dropped.
@@ -185,6 +186,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     ? auditHooks({ emitter, settings: settingsFor, separator: config.mcp.toolSeparator, spoolDurable: config.audit.spoolDir !== null, logger })
     : null;
   if (!audit) logger.warn('GATEWAY_AUDIT_ENABLED is false: MCP requests are not audited');
+  else if (config.audit.spoolDir === null) logger.warn('GATEWAY_AUDIT_SPOOL_DIR is not set: events waiting for Redis are kept in memory only');
   const limiterRedis = config.rateLimits.enabled ? createRateLimitRedis(config.rateLimits.redisUrl) : null;
   if (limiterRedis) {
     // Counters asked before the connection is ready count as unavailable: give it a bounded moment at boot.

@@ -145,7 +145,7 @@ export function policySnapshotSource(db: SystemPrismaClient): SnapshotSource {
 }
 
 /**
- * Tool pins (docs/adr/0012-tool-pinning.md): the stored and approved definition hash of every tool and prompt the
+ * Tool pins (docs/adr/0013-tool-pinning.md): the stored and approved definition hash of every tool and prompt the
  * upstreams advertise, and which upstreams require approval for definitions never seen before.
  */
 export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[] }> {

@@ -12,10 +12,16 @@ const TRANSIENT_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P20
 const TRANSIENT_SQLSTATE_CLASSES = new Set(['08', '40', '53', '57', '58']);
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND']);
 
+/** Raised inside a tenant's transaction to roll it back when an optimistic insert met already-stored ids. */
+class AlreadyStored extends Error {}
+
 /** Whether a failed insert is the database's fault rather than an event's (so splitting the batch cannot help). */
 export function isTransientStoreError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
-  const e = error as { code?: unknown; meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } };
+  const e = error as {
+    code?: unknown;
+    meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } };
+  };
   if (typeof e.code === 'string' && (TRANSIENT_PRISMA_CODES.has(e.code) || TRANSIENT_NODE_CODES.has(e.code)))
     return true;
   const sqlState = e.meta?.driverAdapterError?.cause?.originalCode;
@@ -49,12 +55,7 @@ export class PostgresAuditEventStore implements AuditEventStore {
     let duplicates = 0;
     const tenants = [...byTenant];
     const results = await Promise.allSettled(
-      tenants.map(([tenant, tenantEvents]) =>
-        withTenant(this.db, tenantId(tenant), (tx) => this.insertTenantBatch(tx, tenant, tenantEvents), {
-          timeout: 30_000,
-          maxWait: 10_000,
-        }),
-      ),
+      tenants.map(([tenant, tenantEvents]) => this.insertTenant(tenant, tenantEvents)),
     );
     const failed: AuditEventV1[] = [];
     const errors: unknown[] = [];
@@ -80,10 +81,36 @@ export class PostgresAuditEventStore implements AuditEventStore {
     return { inserted, duplicates };
   }
 
+  /**
+   * Optimistically first: no lookup of already-stored ids, the insert skips conflicting ids and reports how many it
+   * wrote. Fewer than expected means some were already stored (a redelivery, a replay): that transaction is rolled
+   * back (its numbering would have gaps) and the batch is stored again, this time looking them up first.
+   */
+  private async insertTenant(tenant: string, events: readonly AuditEventV1[]): Promise<AuditInsertResult> {
+    const options = { timeout: 30_000, maxWait: 10_000 };
+    try {
+      return await withTenant(
+        this.db,
+        tenantId(tenant),
+        (tx) => this.insertTenantBatch(tx, tenant, events, false),
+        options,
+      );
+    } catch (error) {
+      if (!(error instanceof AlreadyStored)) throw error;
+      return withTenant(
+        this.db,
+        tenantId(tenant),
+        (tx) => this.insertTenantBatch(tx, tenant, events, true),
+        options,
+      );
+    }
+  }
+
   private async insertTenantBatch(
     tx: TenantTransaction,
     tenant: string,
     events: readonly AuditEventV1[],
+    lookUpStored: boolean,
   ): Promise<AuditInsertResult> {
     const heads = await tx.$queryRaw<{ last_seq: bigint; last_hash: string | null }[]>`
       INSERT INTO audit_chain_heads (tenant_id, last_seq, updated_at)
@@ -96,10 +123,12 @@ export class PostgresAuditEventStore implements AuditEventStore {
     // Unique ids within the batch, first occurrence wins.
     const unique = new Map<string, AuditEventV1>();
     for (const event of events) if (!unique.has(event.eventId)) unique.set(event.eventId, event);
-    const ids = [...unique.keys()];
-    const existing = await tx.$queryRaw<{ id: string }[]>`
-      SELECT id::text AS id FROM audit_events WHERE tenant_id = ${tenant}::uuid AND id = ANY(${ids}::uuid[])`;
-    for (const { id } of existing) unique.delete(id);
+    if (lookUpStored) {
+      const ids = [...unique.keys()];
+      const existing = await tx.$queryRaw<{ id: string }[]>`
+        SELECT id::text AS id FROM audit_events WHERE tenant_id = ${tenant}::uuid AND id = ANY(${ids}::uuid[])`;
+      for (const { id } of existing) unique.delete(id);
+    }
     const fresh = [...unique.values()];
     const duplicates = events.length - fresh.length;
     if (fresh.length === 0) return { inserted: 0, duplicates };
@@ -164,7 +193,9 @@ export class PostgresAuditEventStore implements AuditEventStore {
       cols.hash.push(hash);
       prevHash = hash;
     }
-    await tx.$executeRaw`
+    // One statement: insert the rows (skipping ids stored meanwhile) and move the head, under the head's lock.
+    const written = await tx.$queryRaw<{ inserted: number }[]>`
+      WITH inserted AS (
       INSERT INTO audit_events (id, tenant_id, seq, occurred_at, kind, method, actor_user_id, agent_client_id,
         api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version,
         approval_id, latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash)
@@ -181,10 +212,17 @@ export class PostgresAuditEventStore implements AuditEventStore {
         ${cols.hash}::text[]
       ) AS t(id, seq, occurred_at, kind, method, actor_user_id, agent_client_id, api_key_id, mcp_session_id,
         upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id, latency_ms,
-        arguments, outcome, error_code, trace_id, prev_hash, hash)`;
-    await tx.$executeRaw`
+        arguments, outcome, error_code, trace_id, prev_hash, hash)
+      ON CONFLICT (id) DO NOTHING
+      RETURNING 1)
       UPDATE audit_chain_heads SET last_seq = ${seq}, last_hash = ${prevHash}, updated_at = now()
-      WHERE tenant_id = ${tenant}::uuid`;
+      WHERE tenant_id = ${tenant}::uuid
+      RETURNING (SELECT count(*) FROM inserted)::int AS inserted`;
+    if (written[0]?.inserted !== fresh.length) {
+      // Some ids were already stored: the numbering above has gaps. Roll back; the caller redoes it with a lookup.
+      if (!lookUpStored) throw new AlreadyStored();
+      throw new Error('audit event id(s) already stored for another tenant');
+    }
     return { inserted: fresh.length, duplicates };
   }
 }

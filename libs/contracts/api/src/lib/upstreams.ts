@@ -39,7 +39,7 @@ const timeouts = {
 /**
  * How tool, prompt and resource definitions the upstream advertises for the first time are treated: trusted when a
  * test connection first sees them (`trust_on_first_use`, the default), or held until an admin approves them
- * (`require_approval`). A CHANGED definition always waits for approval (docs/adr/0012-tool-pinning.md).
+ * (`require_approval`). A CHANGED definition always waits for approval (docs/adr/0013-tool-pinning.md).
  */
 export const toolApprovalMode = z.enum(['trust_on_first_use', 'require_approval']);
 export type ToolApprovalMode = z.infer<typeof toolApprovalMode>;

@@ -1,4 +1,5 @@
-import { Body, Controller, Get, Param, Post, Query, Res, StreamableFile } from '@nestjs/common';
+import { applyDecorators, Body, Controller, Get, Param, Post, Query, Res, StreamableFile } from '@nestjs/common';
+import { ApiQuery } from '@nestjs/swagger';
 import {
   auditEventResponse,
   auditEventsExportQuery,
@@ -18,6 +19,21 @@ import type { FastifyReply } from 'fastify';
 import { AuditService, type FileDownload } from './audit.service';
 
 const TAG = 'audit';
+
+/** The filter parameters in OpenAPI (the zod schema in libs/contracts/api is what validates them). */
+const FILTER_DOCS: readonly [string, string][] = [
+  ['from', 'occurred at or after (ISO 8601 with zone)'],
+  ['to', 'occurred before (ISO 8601 with zone)'],
+  ['actorUserId', 'user id'],
+  ['agentClientId', 'agent client id'],
+  ['upstreamId', 'upstream id'],
+  ['tool', 'exposed tool name'],
+  ['method', 'MCP method or control-plane action'],
+  ['decision', 'allow | deny | require_approval'],
+  ['outcome', 'ok | error | denied | timeout | pending_approval ...'],
+];
+const AuditFilterQuery = () =>
+  applyDecorators(...FILTER_DOCS.map(([name, description]) => ApiQuery({ name, required: false, type: String, description })));
 
 function sendFile(reply: FastifyReply, file: FileDownload): StreamableFile {
   reply.header('repr-digest', `sha-256=:${Buffer.from(file.sha256, 'hex').toString('base64')}:`);
@@ -42,6 +58,7 @@ export class AuditController {
     response: auditEventResponse,
     paged: true,
   })
+  @AuditFilterQuery()
   events(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditEventsQuery)) query: AuditEventsQuery) {
     return this.audit.events(tenant, query);
   }
@@ -49,6 +66,7 @@ export class AuditController {
   @Get('events.csv')
   @Allow('tenant:audit:export')
   @ApiRoute({ tag: TAG, summary: 'Small synchronous CSV export in chain order (spreadsheet-safe; bounded row count)' })
+  @AuditFilterQuery()
   async eventsCsv(
     @CurrentTenant() tenant: TenantScope,
     @Query(new ZodPipe(auditEventsExportQuery)) filters: AuditEventFilters,
@@ -60,6 +78,7 @@ export class AuditController {
   @Get('events.jsonl')
   @Allow('tenant:audit:export')
   @ApiRoute({ tag: TAG, summary: 'Small synchronous JSON Lines export in chain order (bounded row count)' })
+  @AuditFilterQuery()
   async eventsJsonl(
     @CurrentTenant() tenant: TenantScope,
     @Query(new ZodPipe(auditEventsExportQuery)) filters: AuditEventFilters,

@@ -11,6 +11,7 @@ export const groupErrors = {
     new AppError('VALIDATION_FAILED', 'Only members of the tenant can be added to its groups.', {
       fields: [{ path: 'userId', message: 'not a member of this tenant' }],
     }),
+  changedMeanwhile: () => new AppError('CONFLICT', 'The group or the membership was removed while adding; reload and try again.'),
   alreadyInGroup: () =>
     new AppError('CONFLICT', 'That user is already in this group.', { fields: [{ path: 'userId', message: 'already in the group' }] }),
 };

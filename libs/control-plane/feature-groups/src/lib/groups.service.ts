@@ -11,11 +11,14 @@ import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
-import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { Prisma, withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { groupErrors } from './groups.errors';
 import { toGroupMemberResponse, toGroupResponse } from './groups.mapper';
 import { GroupsRepository } from './groups.repository';
+
+const isForeignKeyViolation = (error: unknown): boolean =>
+  error instanceof Prisma.PrismaClientKnownRequestError && error.code === 'P2003';
 
 /**
  * Groups and their members. Policies name a group by its `externalId`, and the compiled snapshot resolves each
@@ -95,7 +98,9 @@ export class GroupsService {
       const row = await this.repository.addMember(scope.tenantId, tx, groupId, body.userId);
       return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_add') };
     }).catch((error: unknown) => {
-      throw isUniqueViolation(error) ? groupErrors.alreadyInGroup() : error;
+      if (isUniqueViolation(error)) throw groupErrors.alreadyInGroup();
+      // The group or the membership was deleted between our checks and the insert.
+      throw isForeignKeyViolation(error) ? groupErrors.changedMeanwhile() : error;
     });
     const response = toGroupMemberResponse(row);
     await this.finish(scope, 'group.member_add', groupId, null, response, snapshot);

@@ -8,7 +8,7 @@ import { SnapshotsService } from './snapshots.service';
 
 /**
  * Policy source (rules, default effect), its compiled snapshots, rollback and simulation. Exports the snapshot
- * writer: every feature whose change affects enforcement (members, agent clients, upstreams) rebuilds the snapshot
+ * writer: every feature whose change affects enforcement (members, groups, agent clients, upstreams) rebuilds the snapshot
  * in its own transaction.
  */
 @Module({

@@ -23,7 +23,7 @@ export type RebuildResult = { readonly ok: true; readonly snapshot: WrittenSnaps
  * writes the result as the new active snapshot (next version, previous one deactivated), so a change and the
  * snapshot that enforces it commit or roll back together. Call `announce` after the commit.
  *
- * Other features (members, agent clients, upstreams) call `rebuildOrConflict` from their own transactions.
+ * Other features (members, groups, agent clients, upstreams) call `rebuildOrConflict` from their own transactions.
  */
 @Injectable()
 export class PolicySnapshotWriter {

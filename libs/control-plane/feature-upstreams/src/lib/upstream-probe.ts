@@ -61,6 +61,9 @@ const LISTINGS = [
   { kind: 'resource_template', capability: 'resources', method: 'resources/templates/list', field: 'resourceTemplates' },
 ] as const;
 
+/** Any object: listing items are checked one by one, so one odd item does not fail the whole test. */
+const anyResult = z.looseObject({});
+
 const TLS_CODES = /^(CERT_|ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|EPROTO$)/;
 
 /** The first error code along an error's `cause` chain. */
@@ -107,7 +110,9 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       agent = guardedAgent;
       const guardedFetch: FetchLike = async (url, init) => {
         try {
-          const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal: abort.signal, redirect: 'manual' });
+          // The SDK's own signal (it aborts streams on close) and the test's deadline both end the request.
+          const signal = init?.signal ? AbortSignal.any([init.signal, abort.signal]) : abort.signal;
+          const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal, redirect: 'manual' });
           if (response.status === 401 || response.status === 403) seen.failure ??= new ProbeFailure('rejected', String(response.status));
           else if (response.status >= 300 && response.status !== 405 && !(init?.method === 'DELETE')) {
             // 405 on GET/DELETE is a normal answer (no standalone stream, no session deletion).
@@ -143,7 +148,6 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       do {
         const page = (await client.request(
           { method: listing.method, params: cursor === undefined ? {} : { cursor } },
-          // Any object: the items are checked one by one below, so one odd item does not fail the whole test.
           anyResult,
           requestOptions,
         )) as Record<string, unknown>;
@@ -180,4 +184,3 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
   }
 }
 
-const anyResult = z.looseObject({});

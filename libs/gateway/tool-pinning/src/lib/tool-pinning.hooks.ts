@@ -22,7 +22,7 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
 };
 
 /**
- * Tool pinning against "rug pulls" (docs/adr/0012-tool-pinning.md). `filter` hashes each listed tool and prompt with
+ * Tool pinning against "rug pulls" (docs/adr/0013-tool-pinning.md). `filter` hashes each listed tool and prompt with
  * the control plane's function (`definitionHash`) and hides every item whose definition is not the approved one,
  * logging a warning once per (upstream, item, definition). It remembers the hash it saw per (upstream, item), so
  * `admit` costs two map lookups per call and no hashing. A call to a hidden item is refused with -32003 and a reason.

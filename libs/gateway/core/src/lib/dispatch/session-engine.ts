@@ -153,7 +153,8 @@ export class SessionEngine {
   private sweeping = false;
 
   constructor(private readonly deps: EngineDeps) {
-    this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.floor(deps.options.localIdleMs / 2)));
+    // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
+    this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
   }
 
@@ -756,8 +757,9 @@ export class SessionEngine {
     const checked = [...this.live.keys(), ...this.released.keys()];
     const existing = this.deps.sessions.existing;
     const alive = existing && checked.length > 0 ? await existing.call(this.deps.sessions, checked).catch(() => undefined) : undefined;
-    const expired = (id: string): boolean => alive !== undefined && !alive.has(id) && checkedSet.has(id);
+    // Only ids that were asked about: a session created meanwhile is not in `alive` but is not expired.
     const checkedSet = new Set(checked);
+    const expired = (id: string): boolean => alive !== undefined && !alive.has(id) && checkedSet.has(id);
     const cutoff = Date.now() - this.deps.options.localIdleMs;
     for (const [id, live] of this.live) {
       if (expired(id)) {

@@ -1,0 +1,128 @@
+/**
+ * Session idle expiry: when an agent's session record expires in Redis (idle timeout), the gateway closes
+ * the upstream sessions it opened — a DELETE with the upstream's session id to Streamable HTTP upstreams,
+ * the stdio session released — and the expired session answers 404. The Streamable HTTP upstream is an
+ * SDK server started here, so the test sees the DELETE arrive. Needs `npx nx build demo-upstreams` (stdio).
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { demoDist, startTestGateway, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let gateway: TestGateway;
+let tenant: TestTenant;
+let key: string;
+let upstream: { url: string; opened: string[]; closed: string[]; server: Server };
+
+/** A stateful SDK Streamable HTTP server that records the sessions it opened and the ones DELETE closed. */
+async function startRecordingUpstream(): Promise<typeof upstream> {
+  const opened: string[] = [];
+  const closed: string[] = [];
+  const transports = new Map<string, StreamableHTTPServerTransport>();
+  const server = createServer((req, res) => {
+    const id = req.headers['mcp-session-id'];
+    const existing = typeof id === 'string' ? transports.get(id) : undefined;
+    if (existing) {
+      void existing.handleRequest(req, res);
+      return;
+    }
+    if (typeof id === 'string') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
+      return;
+    }
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (sessionId) => {
+        opened.push(sessionId);
+        transports.set(sessionId, transport);
+      },
+      onsessionclosed: (sessionId) => {
+        closed.push(sessionId);
+        transports.delete(sessionId);
+      },
+    });
+    const mcp = new McpServer({ name: 'recording-upstream', version: '1.0.0' });
+    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+    void mcp.connect(transport).then(() => transport.handleRequest(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  return { url: `http://127.0.0.1:${address.port}/mcp`, opened, closed, server };
+}
+
+function text(result: unknown): string {
+  const content = (result as { content?: { text?: string }[] }).content ?? [];
+  return content.map((item) => item.text ?? '').join('');
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  upstream = await startRecordingUpstream();
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  const common = { tenantId: tenant.id, connectTimeoutMs: 5_000, callTimeoutMs: 10_000 };
+  await db.upstream.create({ data: { ...common, name: 'recorder', toolPrefix: 'rec', transport: 'streamable_http', url: upstream.url } as never });
+  await db.upstream.create({
+    data: { ...common, name: 'math', toolPrefix: 'math', transport: 'stdio', command: process.execPath, args: [path.join(demoDist, 'stdio.js'), 'math'] } as never,
+  });
+  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'expiry-agent' } });
+  key = generateApiKey();
+  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'expiry', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SESSION_IDLE_MS: '1500' } });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await new Promise<void>((resolve) => upstream?.server.close(() => resolve()));
+  upstream?.server.closeAllConnections();
+  await db?.$disconnect();
+});
+
+describe('session idle expiry', () => {
+  it('closes the upstream sessions of a session whose record expired, and the session answers 404', async () => {
+    const client = new Client({ name: 'expiry-spec', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    });
+    await client.connect(transport);
+    const sessionId = transport.sessionId ?? '';
+    // A session in use stays alive past the idle timeout.
+    for (let i = 0; i < 4; i++) {
+      expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: `m${i}` } }))).toBe(`m${i}`);
+      expect(text(await client.callTool({ name: 'math__add', arguments: { a: i, b: 1 } }))).toContain(String(i + 1));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(upstream.opened).toHaveLength(1);
+    expect(upstream.closed).toEqual([]);
+
+    // Then idle (its GET stream still open): the record expires and the gateway DELETEs the upstream session.
+    await waitFor(() => upstream.closed.length === 1, { timeoutMs: 8_000, description: 'the upstream DELETE' });
+    expect(upstream.closed).toEqual(upstream.opened);
+    await waitFor(() => gateway.logs().includes('session expired: its upstream sessions were closed'), { description: 'the expiry log line' });
+    const line = gateway.logs().split('\n').find((entry) => entry.includes('session expired'));
+    expect(JSON.parse(line ?? '{}')).toMatchObject({ upstreams: 2, failed: 0 });
+    expect(line).not.toContain(sessionId);
+
+    const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sessionId },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+    });
+    expect(res.status).toBe(404);
+    expect((await res.json()).error.code).toBe(-32004);
+    await client.close();
+  });
+});

@@ -1,0 +1,147 @@
+import { createPrismaClient, createSystemPrismaClient, type PortcullisPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { GatewayRequestError, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
+import type { JsonRpcMessage, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { newId } from '@portcullis/shared/util-ids';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPROVAL_RPC, HeldCallGate, type HeldCallGateOptions } from './approval-gate';
+import { PrismaApprovalStore } from './approval-store';
+import { argumentsHash } from './arguments-hash';
+
+// The gate against the real Postgres (application role, RLS) without a gateway around it: the timing edges.
+let appDb: PortcullisPrismaClient;
+let system: SystemPrismaClient;
+let tenant: TestTenant;
+const logger = createLogger({ service: 'approval-gate-int', level: 'silent', destination: { write: () => undefined } });
+const decision = { reason: 'rule r1 requires approval', ruleIds: ['r1'], snapshotVersion: 4 };
+
+beforeAll(async () => {
+  const ctx = testContext();
+  appDb = createPrismaClient({ url: ctx.databaseUrl });
+  system = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(system);
+});
+afterAll(async () => {
+  await appDb?.$disconnect();
+  await system?.$disconnect();
+});
+
+function info(args: Record<string, unknown>, progressToken?: string): RequestInfo {
+  const record = {
+    id: `session-${newId()}`,
+    tenantId: tenant.id,
+    principalKind: 'agent_client',
+    principalId: newId(),
+    protocolVersion: '2025-06-18',
+    clientInfo: { name: 'spec', version: '1' },
+    clientCapabilities: {},
+    upstreams: {},
+    createdAt: Date.now(),
+  } as unknown as SessionRecord;
+  const upstream = { id: newId(), tenantId: tenant.id, name: 'files', toolPrefix: 'files' } as unknown as UpstreamConfig;
+  return {
+    record,
+    method: 'tools/call',
+    requestId: 1,
+    traceId: 'trace-gate',
+    startedAt: Date.now(),
+    target: { upstream, kind: 'tool', name: 'delete_file' },
+    arguments: args,
+    ...(progressToken === undefined ? {} : { progressToken }),
+  };
+}
+
+function sink(): MessageSink & { messages: JsonRpcMessage[] } {
+  const messages: JsonRpcMessage[] = [];
+  return { canStream: true, messages, send: (message) => messages.push(message) > 0 };
+}
+
+function gate(options: Partial<HeldCallGateOptions> = {}) {
+  return new HeldCallGate({ store: new PrismaApprovalStore(appDb), logger, timeoutMs: 30_000, pollMs: 600_000, progressMs: 50, ...options });
+}
+
+const pendingId = async (hash: string) =>
+  (await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, argumentsHash: hash, status: 'pending' }, select: { id: true } }), { description: 'approval row' })).id;
+
+describe('HeldCallGate', () => {
+  it('records the approval (redacted copy, exact hash) and sends progress only when the agent sent a token', async () => {
+    const g = gate();
+    const args = { path: '/srv/a', authorization: 'Bearer abcdefghijklmnop', n: Math.random() };
+    const withToken = sink();
+    const held = g.hold(info(args, 'tok-1'), decision, withToken, new AbortController().signal);
+    const id = await pendingId(argumentsHash(args));
+    const row = await system.approval.findUniqueOrThrow({ where: { id }, select: { arguments: true, reason: true, snapshotVersion: true, agentClientId: true, expiresAt: true } });
+    expect(row.arguments).toMatchObject({ path: '/srv/a', authorization: '[redacted]' });
+    expect(row).toMatchObject({ reason: decision.reason, snapshotVersion: 4 });
+    expect(row.agentClientId).not.toBeNull();
+    expect(row.expiresAt.getTime()).toBeGreaterThan(Date.now() + 25_000);
+    await waitFor(() => withToken.messages.length >= 3, { description: 'progress notifications' });
+    const progress = withToken.messages.map((m) => (m as { params: { progress: number; progressToken: string } }).params);
+    expect(progress.map((p) => p.progress).slice(0, 3)).toEqual([1, 2, 3]);
+    expect(progress.every((p) => p.progressToken === 'tok-1')).toBe(true);
+
+    const silent = sink();
+    const args2 = { path: '/srv/b', n: Math.random() };
+    const quiet = g.hold(info(args2), decision, silent, new AbortController().signal);
+    const id2 = await pendingId(argumentsHash(args2));
+    await system.approval.updateMany({ where: { id: { in: [id, id2] } }, data: { status: 'approved' } });
+    g.onDecided(tenant.id);
+    await expect(held).resolves.toMatchObject({ decision: 'require_approval', approvalId: id, ruleIds: ['r1'], snapshotVersion: 4 });
+    await expect(quiet).resolves.toMatchObject({ approvalId: id2 });
+    expect(silent.messages).toEqual([]);
+    await g.close();
+  });
+
+  it('honours a decision made at the last moment instead of expiring it', async () => {
+    const g = gate({ timeoutMs: 800 });
+    const args = { path: '/srv/late', n: Math.random() };
+    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
+    const id = await pendingId(argumentsHash(args));
+    // Approved with edits, and no notice: the expiry timer finds the decision.
+    await system.approval.update({ where: { id }, data: { status: 'approved', editedArguments: { path: '/srv/safe' } } });
+    await expect(held).resolves.toMatchObject({ approvalId: id, arguments: { path: '/srv/safe' } });
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).not.toBeNull();
+    await g.close();
+  });
+
+  it('refuses an approval whose hash is not the held call’s, and uses an approval only once', async () => {
+    const g = gate();
+    const args = { path: '/srv/tampered', n: Math.random() };
+    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
+    const id = await pendingId(argumentsHash(args));
+    await system.approval.update({ where: { id }, data: { status: 'approved', argumentsHash: argumentsHash({ other: true }) } });
+    await g.checkAll();
+    await expect(held).rejects.toMatchObject({ rpcCode: APPROVAL_RPC.DENIED, data: { reason: 'approval_mismatch' } });
+
+    const store = new PrismaApprovalStore(appDb);
+    await system.approval.update({ where: { id }, data: { argumentsHash: argumentsHash(args) } });
+    expect(await store.consume(tenant.id, id, new Date())).toBe(true);
+    expect(await store.consume(tenant.id, id, new Date())).toBe(false);
+    await g.close();
+  });
+
+  it('marks the approval cancelled when the request is aborted', async () => {
+    const g = gate();
+    const args = { path: '/srv/cancel', n: Math.random() };
+    const controller = new AbortController();
+    const held = g.hold(info(args), decision, sink(), controller.signal);
+    const id = await pendingId(argumentsHash(args));
+    controller.abort(new Error('cancelled by the client'));
+    await expect(held).rejects.toMatchObject({ name: 'AbortError' });
+    await g.close();
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { status: true } })).status).toBe('cancelled');
+    expect(g.size).toBe(0);
+  });
+
+  it('fails the call with -32031 when the approval cannot be recorded', async () => {
+    const broken = createPrismaClient({ url: 'postgresql://portcullis_app@127.0.0.1:1/nowhere' });
+    const g = new HeldCallGate({ store: new PrismaApprovalStore(broken), logger, timeoutMs: 1_000, pollMs: 600_000, progressMs: 1_000 });
+    const error = await g.hold(info({ a: 1 }), decision, sink(), new AbortController().signal).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(GatewayRequestError);
+    expect(error).toMatchObject({ rpcCode: APPROVAL_RPC.UNAVAILABLE, outcome: 'error' });
+    expect((error as Error).message).not.toMatch(/127\.0\.0\.1|nowhere|portcullis_app/);
+    await g.close();
+    await broken.$disconnect();
+  });
+});
