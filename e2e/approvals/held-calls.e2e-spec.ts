@@ -34,9 +34,14 @@ function text(result: unknown): string {
   return content.map((item) => item.text ?? '').join('');
 }
 
-async function connect(base: string) {
+async function connect(base: string, fetchImpl?: typeof fetch) {
   const client = new Client({ name: 'approvals-e2e', version: '1.0.0' }, { capabilities: {} });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } } }));
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(`${base}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${agentKey}` } },
+      ...(fetchImpl ? { fetch: fetchImpl } : {}),
+    }),
+  );
   return client;
 }
 
@@ -198,6 +203,38 @@ describe('held calls decided through the control plane', () => {
     expect(gateway.dataPlane.approvals?.size).toBe(0);
     const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
     expect(late.status).toBe(409);
+    await client.close();
+  });
+
+  it('a cancellation sent through another replica cancels the approval held on this one', async () => {
+    // Remember the JSON-RPC id the SDK gives the call, to cancel it ourselves through the other gateway.
+    const ids: (string | number)[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      if (typeof init?.body === 'string' && init.body.includes('"tools/call"')) ids.push((JSON.parse(init.body) as { id: string | number }).id);
+      return fetch(input, init);
+    };
+    const client = await connect(gateway.url, recording);
+    const transport = client.transport as StreamableHTTPClientTransport;
+    const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'elsewhere' } }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    const res = await fetch(`${hasty.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${agentKey}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': transport.sessionId ?? '',
+        'mcp-protocol-version': transport.protocolVersion ?? '2025-06-18',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: ids[0], reason: 'from the other replica' } }),
+    });
+    expect(res.status).toBe(202);
+    await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { description: 'approval cancelled across replicas' });
+    expect(gateway.dataPlane.approvals?.size).toBe(0);
+    expect(await outcome).not.toBeNull();
     await client.close();
   });
 

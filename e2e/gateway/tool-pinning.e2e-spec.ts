@@ -308,7 +308,10 @@ describe('tool pinning', { timeout: 120_000 }, () => {
       url: `http://localhost:${demoPort}/shapeshifter/mcp`,
     });
     const upstreamId = String(created.json['id']);
-    expect((await api('POST', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/test`, adminA)).status).toBe(200);
+    // Two test connections at once on a new upstream both succeed (they are serialised, not colliding on inserts).
+    const both = await Promise.all([1, 2].map(() => api('POST', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/test`, adminA)));
+    expect(both.map((res) => res.status)).toEqual([200, 200]);
+    expect(await db.upstreamTool.count({ where: { tenantId: a.id, upstreamId } })).toBe(2);
     const tool = (await api('GET', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/tools`, adminA)).json.items![0]!;
     const approve = { contentHash: String(tool['contentHash']) };
 

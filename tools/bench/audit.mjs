@@ -208,6 +208,14 @@ try {
   await sleep(WARMUP_S * 1000);
   const t0 = Date.now();
   const n0 = await stored();
+  // Postgres backends serving this database (the worker's pool; the bench's own connection is excluded).
+  const backendCpu = async () => {
+    const { rows } = await admin.query(
+      'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+    );
+    return new Map(rows.map((r) => [r.pid, cpuSeconds(r.pid)]));
+  };
+  const pg0 = await backendCpu();
   const cpu0 = { bench: cpuSeconds(process.pid), workers: children.map((c) => cpuSeconds(c.pid)) };
   const perSecond = [];
   let last = n0;
@@ -220,6 +228,13 @@ try {
   const t1 = Date.now();
   const n1 = last;
   const cpu1 = { bench: cpuSeconds(process.pid), workers: children.map((c) => cpuSeconds(c.pid)) };
+  const pg1 = await backendCpu();
+  // Backends present at both ends (a backend that came or went in between is left out: an underestimate).
+  let pgCpu = 0;
+  for (const [pid, end] of pg1) {
+    const start = pg0.get(pid);
+    if (start !== undefined && start !== null && end !== null) pgCpu += end - start;
+  }
   producing = false;
   await produce;
   const backlogJobs = await queue.getWaitingCount();
@@ -247,7 +262,7 @@ try {
   const perK = (a, b) => (a === null || b === null || n1 === n0 ? '-' : `${(((b - a) * 1e6) / (n1 - n0)).toFixed(0)} µs`);
   console.log(
     `CPU per event stored            worker ${children.map((_, i) => perK(cpu0.workers[i], cpu1.workers[i])).join(' + ') || '-'}, ` +
-      `bench process (emitter/producer) ${perK(cpu0.bench, cpu1.bench)}`,
+      `bench process (emitter/producer) ${perK(cpu0.bench, cpu1.bench)}, Postgres backends ${perK(0, pgCpu)}`,
   );
   console.log(`load average at end             ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`rows beyond their chain head    ${ver[0].n} (must be 0)`);

@@ -43,12 +43,35 @@ const freePort = () =>
     });
   });
 
-function start(name, env) {
-  return spawn(process.execPath, [path.join(repoRoot, 'dist/apps', name, 'main.js')], {
+/** Replica index → snapshot version → epoch ms at which that replica put the version in force (from its log). */
+const swaps = new Map();
+
+function start(name, env, replica) {
+  const child = spawn(process.execPath, [path.join(repoRoot, 'dist/apps', name, 'main.js')], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: replica === undefined ? 'warn' : 'info', ...env },
+    stdio: ['ignore', replica === undefined ? 'ignore' : 'pipe', 'inherit'],
   });
+  if (replica !== undefined) {
+    const seen = new Map();
+    swaps.set(replica, seen);
+    let buffer = '';
+    child.stdout.on('data', (chunk) => {
+      buffer += chunk.toString('utf8');
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.includes('policy snapshot in force')) continue;
+        try {
+          const entry = JSON.parse(line);
+          seen.set(entry.version, Date.parse(entry.time));
+        } catch {
+          // not a JSON log line
+        }
+      }
+    });
+  }
+  return child;
 }
 
 async function waitReady(url, child, timeoutMs = 120_000) {
@@ -174,11 +197,20 @@ async function main() {
     for (const port of ports) {
       const spool = path.join(repoRoot, 'tmp', `bench-policy-propagation-spool-${port}`);
       mkdirSync(spool, { recursive: true });
-      children.push(start('gateway', { ...env, GATEWAY_PORT: String(port), GATEWAY_AUDIT_SPOOL_DIR: spool }));
+      children.push(start('gateway', { ...env, GATEWAY_PORT: String(port), GATEWAY_AUDIT_SPOOL_DIR: spool }, children.length - 1));
     }
     await Promise.all(ports.map((port, index) => waitReady(`http://127.0.0.1:${port}/readyz`, children[index + 1])));
     const probes = await Promise.all(ports.map((port) => openSession(`http://127.0.0.1:${port}/t/bench/mcp`, apiKey)));
     for (const probe of probes) if ((await probe()) !== 'denied') throw new Error('the initial policy is not in force');
+    // One probe's round trip (gateway → upstream → back) bounds how precisely "enforced" can be observed.
+    const rtts = [];
+    for (let i = 0; i < 20; i++) {
+      for (const probe of probes) {
+        const t0 = performance.now();
+        await probe();
+        rtts.push(performance.now() - t0);
+      }
+    }
 
     console.log(
       `bench:policy-propagation — ${REPLICAS} gateway processes, ${REPS} policy changes, ` +
@@ -186,19 +218,32 @@ async function main() {
     );
     const all = [];
     const each = [];
+    const swapped = [];
     for (let rep = 0; rep < REPS; rep++) {
       const allow = rep % 2 === 0;
-      const { committedAt } = await activatePolicy(db, tenantId, allow ? allowEcho : denyAll);
+      const { version, committedAt } = await activatePolicy(db, tenantId, allow ? allowEcho : denyAll);
+      const committedWall = Date.now();
       if (NOTICE) await redis.publish(SNAPSHOTS_CHANNEL, tenantId);
       const latencies = await Promise.all(probes.map((probe) => until(probe, allow ? 'allowed' : 'denied', committedAt)));
       each.push(...latencies);
       all.push(Math.max(...latencies));
+      // Log lines are flushed asynchronously: give them a moment, then read each replica's swap time.
+      await new Promise((r) => setTimeout(r, 50));
+      const at = [...swaps.values()].map((seen) => seen.get(version));
+      if (at.every((t) => t !== undefined)) swapped.push(Math.max(...at) - committedWall);
       // Let the replicas settle (and a reconcile tick move relative to the next write).
       await new Promise((r) => setTimeout(r, NOTICE ? 100 : 137));
     }
     const fmt = (ms) => `${ms.toFixed(1)} ms`;
     console.log(`commit → enforced by all ${REPLICAS}: p50 ${fmt(percentile(all, 0.5))}, p99 ${fmt(percentile(all, 0.99))}, max ${fmt(Math.max(...all))}`);
     console.log(`commit → enforced per replica:  p50 ${fmt(percentile(each, 0.5))}, p99 ${fmt(percentile(each, 0.99))}`);
+    if (swapped.length > 0) {
+      console.log(
+        `commit → snapshot swapped on all ${REPLICAS} (replica logs, ms resolution): p50 ${fmt(percentile(swapped, 0.5))}, ` +
+          `p99 ${fmt(percentile(swapped, 0.99))}, max ${fmt(Math.max(...swapped))}`,
+      );
+    }
+    console.log(`one probe round trip (tools/call through a gateway): p50 ${fmt(percentile(rtts, 0.5))}, p99 ${fmt(percentile(rtts, 0.99))}`);
   } finally {
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await Promise.all(children.map((child) => (child.exitCode === null ? new Promise((r) => child.once('exit', r)) : undefined)));

@@ -4,6 +4,9 @@ import { z } from 'zod';
 const TOOL_NAME_CHARS = /^[A-Za-z0-9_.-]{1,8}$/;
 const KEYRING = /^[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+(,[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+)*$/;
 
+/** An empty variable (`NAME=` in a copied .env.example) means unset. */
+const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
+
 export const gatewayConfigSchema = z
   .object({
     NODE_ENV: f.nodeEnv,
@@ -41,7 +44,7 @@ export const gatewayConfigSchema = z
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
-    GATEWAY_RATE_LIMIT_REDIS_URL: f.redisUrl.optional(),
+    GATEWAY_RATE_LIMIT_REDIS_URL: unsetIfEmpty(f.redisUrl.optional()),
     /** A counter check slower than this counts as Redis being unavailable (the tenant's fail mode applies). */
     GATEWAY_RATE_LIMIT_TIMEOUT_MS: f.durationMs(250),
     /** Longest a call holds a concurrency slot if its replica dies mid-call (at least the longest call timeout). */
@@ -49,7 +52,7 @@ export const gatewayConfigSchema = z
     /** Audit events for every MCP request: off only for benchmarks and debugging. */
     GATEWAY_AUDIT_ENABLED: f.booleanFlag(true),
     /** Redis of the audit queue; defaults to REDIS_URL. */
-    GATEWAY_AUDIT_REDIS_URL: f.redisUrl.optional(),
+    GATEWAY_AUDIT_REDIS_URL: unsetIfEmpty(f.redisUrl.optional()),
     /** Events held in memory before they spill to the spool. */
     GATEWAY_AUDIT_BUFFER_MAX: z.coerce.number().int().min(100).max(1_000_000).default(20_000),
     GATEWAY_AUDIT_FLUSH_MS: f.durationMs(100),
@@ -58,7 +61,7 @@ export const gatewayConfigSchema = z
      * This replica's own directory for the local audit spool (events kept while Redis is away). Unset: an in-memory
      * spool, lost on a crash, and fail-closed tenants are refused while the queue is down (a warning at boot).
      */
-    GATEWAY_AUDIT_SPOOL_DIR: z.string().trim().min(1).optional(),
+    GATEWAY_AUDIT_SPOOL_DIR: unsetIfEmpty(z.string().trim().min(1).optional()),
     GATEWAY_AUDIT_SPOOL_MAX_BYTES: z.coerce.number().int().min(1_024).default(256 * 1024 * 1024),
     /** BullMQ key prefix; the audit worker's QUEUE_PREFIX must be the same. */
     QUEUE_PREFIX: z

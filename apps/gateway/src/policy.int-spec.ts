@@ -193,6 +193,26 @@ describe('calls are decided by the policy', () => {
   });
 });
 
+describe('without Redis', () => {
+  it('polls Postgres for snapshot changes instead of waiting for notices', async () => {
+    const isolated = await startTestGateway({
+      systemDb: db,
+      redisUrl: 'redis://127.0.0.1:1',
+      env: { GATEWAY_POLICY_RECONCILE_MS: '600000', GATEWAY_POLICY_POLL_MS: '200' },
+    });
+    try {
+      const held = isolated.dataPlane.policies.entry(tenant.id);
+      expect(held).toBeDefined();
+      expect(isolated.logs()).toContain('polling the database instead');
+      // Written without a notice (there is no Redis to carry one): the poll must find it.
+      const next = await writeActiveSnapshot(db, tenant.id, policy());
+      await waitFor(() => isolated.dataPlane.policies.entry(tenant.id)?.version === next.version, { timeoutMs: 3_000, description: 'the polled snapshot' });
+    } finally {
+      await isolated.close();
+    }
+  });
+});
+
 describe('a tenant without a policy snapshot', () => {
   it('lists nothing and denies every call with a clear message (fail safe)', async () => {
     const client = await connect(bareTenant.slug, bareKey);

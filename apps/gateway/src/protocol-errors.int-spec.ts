@@ -25,37 +25,59 @@ interface RawResponse {
 }
 
 /** One request; for SSE answers, what arrived in the first `sseMs` milliseconds. */
-function raw(method: string, path: string, headers: Record<string, string>, body?: string, sseMs = 300): Promise<RawResponse> {
+function raw(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+  sseMs = 300,
+): Promise<RawResponse> {
   const url = new URL(`${gateway.url}${path}`);
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, method, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
-      res.on('end', done);
-      if (String(res.headers['content-type']).startsWith('text/event-stream')) {
-        setTimeout(() => {
-          done();
-          req.destroy();
-        }, sseMs);
-      }
-    });
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, method, headers },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
+        res.on('end', done);
+        if (String(res.headers['content-type']).startsWith('text/event-stream')) {
+          setTimeout(() => {
+            done();
+            req.destroy();
+          }, sseMs);
+        }
+      },
+    );
     req.on('error', (error) => (req.destroyed ? undefined : reject(error)));
     req.end(body);
   });
 }
 
 const auth = () => ({ authorization: `Bearer ${key}` });
-const postHeaders = (extra: Record<string, string> = {}) => ({ ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...extra });
+const postHeaders = (extra: Record<string, string> = {}) => ({
+  ...auth(),
+  'content-type': 'application/json',
+  accept: 'application/json, text/event-stream',
+  ...extra,
+});
 const initBody = (version = '2025-11-25') =>
-  JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+  });
 
 function expectRpcError(res: RawResponse, status: number, code: number): Record<string, unknown> {
   expect(res.status).toBe(status);
   expect(res.headers['content-type']).toContain('application/json');
   expect(res.body).not.toMatch(/at .*\.(js|ts):\d+/);
-  const body = JSON.parse(res.body) as { jsonrpc: string; error: { code: number; message: string; data: { traceId: string } } };
+  const body = JSON.parse(res.body) as {
+    jsonrpc: string;
+    error: { code: number; message: string; data: { traceId: string } };
+  };
   expect(body.jsonrpc).toBe('2.0');
   expect(body.error.code).toBe(code);
   expect(body.error.data.traceId).toMatch(/^[0-9a-f]{32}$/);
@@ -74,8 +96,20 @@ beforeAll(async () => {
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'errors-agent' } });
   key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'errors', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
-  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_ALLOWED_HOSTS: '127.0.0.1,gateway.example' } });
+  await db.apiKey.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'errors',
+      keyHash: hashApiKey(key),
+      displayPrefix: key.slice(0, 10),
+      agentClientId: agent.id,
+    },
+  });
+  gateway = await startTestGateway({
+    systemDb: db,
+    redisUrl: ctx.redisUrl,
+    env: { GATEWAY_ALLOWED_HOSTS: '127.0.0.1,gateway.example' },
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -92,14 +126,37 @@ describe('Host validation (DNS rebinding)', () => {
       ['GET', `/t/${tenant.slug}/sse`],
       ['POST', `/t/${tenant.slug}/messages?sessionId=x`],
     ] as const) {
-      const res = await raw(method, path, { ...postHeaders(), host: 'evil.example' }, method === 'POST' ? initBody() : undefined);
+      const res = await raw(
+        method,
+        path,
+        { ...postHeaders(), host: 'evil.example' },
+        method === 'POST' ? initBody() : undefined,
+      );
       const body = expectRpcError(res, 403, -32003) as { error: { message: string } };
       expect(body.error.message).toBe('Host not allowed');
     }
     // Unauthenticated and from a bad host: still 403 first (nothing about the key is revealed).
-    expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, { 'content-type': 'application/json', host: 'evil.example:80' }, initBody()), 403, -32003);
+    expectRpcError(
+      await raw(
+        'POST',
+        `/t/${tenant.slug}/mcp`,
+        { 'content-type': 'application/json', host: 'evil.example:80' },
+        initBody(),
+      ),
+      403,
+      -32003,
+    );
     // Allowed names pass, with or without a port.
-    expect((await raw('POST', `/t/${tenant.slug}/mcp`, { ...postHeaders(), host: 'gateway.example:443' }, initBody())).status).toBe(200);
+    expect(
+      (
+        await raw(
+          'POST',
+          `/t/${tenant.slug}/mcp`,
+          { ...postHeaders(), host: 'gateway.example:443' },
+          initBody(),
+        )
+      ).status,
+    ).toBe(200);
   });
 });
 
@@ -107,12 +164,38 @@ describe('Streamable HTTP GET and DELETE', () => {
   it('GET: 406 without text/event-stream, 400 without a session, 404 for an unknown one, 400 for a bad version', async () => {
     const sessionId = await newSession();
     const path = `/t/${tenant.slug}/mcp`;
-    expectRpcError(await raw('GET', path, { ...auth(), accept: 'application/json', 'mcp-session-id': sessionId }), 406, -32006);
+    expectRpcError(
+      await raw('GET', path, { ...auth(), accept: 'application/json', 'mcp-session-id': sessionId }),
+      406,
+      -32006,
+    );
     expectRpcError(await raw('GET', path, { ...auth(), accept: 'text/event-stream' }), 400, -32600);
-    expectRpcError(await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': 'A'.repeat(43) }), 404, -32004);
-    expectRpcError(await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2099-01-01' }), 400, -32600);
-    expectRpcError(await raw('GET', path, { accept: 'text/event-stream', 'mcp-session-id': sessionId }), 401, -32001);
-    const ok = await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' });
+    expectRpcError(
+      await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': 'A'.repeat(43) }),
+      404,
+      -32004,
+    );
+    expectRpcError(
+      await raw('GET', path, {
+        ...auth(),
+        accept: 'text/event-stream',
+        'mcp-session-id': sessionId,
+        'mcp-protocol-version': '2099-01-01',
+      }),
+      400,
+      -32600,
+    );
+    expectRpcError(
+      await raw('GET', path, { accept: 'text/event-stream', 'mcp-session-id': sessionId }),
+      401,
+      -32001,
+    );
+    const ok = await raw('GET', path, {
+      ...auth(),
+      accept: 'text/event-stream',
+      'mcp-session-id': sessionId,
+      'mcp-protocol-version': '2025-11-25',
+    });
     expect(ok.status).toBe(200);
     expect(ok.headers['content-type']).toBe('text/event-stream');
   });
@@ -124,9 +207,17 @@ describe('Streamable HTTP GET and DELETE', () => {
     expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': 'not-a-session' }), 404, -32004);
     expect((await raw('DELETE', path, { ...auth(), 'mcp-session-id': sessionId })).status).toBe(200);
     expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': sessionId }), 404, -32004);
-    expectRpcError(await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': sessionId }), 404, -32004);
+    expectRpcError(
+      await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': sessionId }),
+      404,
+      -32004,
+    );
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'ping' });
-    const body = expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': sessionId }), ping), 404, -32004) as { id: unknown };
+    const body = expectRpcError(
+      await raw('POST', path, postHeaders({ 'mcp-session-id': sessionId }), ping),
+      404,
+      -32004,
+    ) as { id: unknown };
     expect(body.id).toBe(null);
   });
 });
@@ -141,13 +232,27 @@ describe('POST details', () => {
       { jsonrpc: '2.0', id: 'b', method: 'ping' },
     ]);
     expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': old }), '[]'), 400, -32600);
-    const batch = await raw('POST', path, postHeaders({ 'mcp-session-id': old, 'mcp-protocol-version': '2025-03-26' }), pings);
+    const batch = await raw(
+      'POST',
+      path,
+      postHeaders({ 'mcp-session-id': old, 'mcp-protocol-version': '2025-03-26' }),
+      pings,
+    );
     expect(batch.status).toBe(200);
     expect(JSON.parse(batch.body)).toEqual([
       { jsonrpc: '2.0', id: 'a', result: {} },
       { jsonrpc: '2.0', id: 'b', result: {} },
     ]);
-    expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': current, 'mcp-protocol-version': '2025-06-18' }), pings), 400, -32600);
+    expectRpcError(
+      await raw(
+        'POST',
+        path,
+        postHeaders({ 'mcp-session-id': current, 'mcp-protocol-version': '2025-06-18' }),
+        pings,
+      ),
+      400,
+      -32600,
+    );
     expectRpcError(await raw('POST', path, postHeaders(), `[${initBody()}]`), 400, -32600);
   });
 
@@ -159,7 +264,12 @@ describe('POST details', () => {
     const future = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody('2099-01-01'));
     expect(JSON.parse(future.body).result.protocolVersion).toBe('2025-11-25');
     // Missing required fields: invalid params, and no session is created.
-    const bad = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }));
+    const bad = await raw(
+      'POST',
+      `/t/${tenant.slug}/mcp`,
+      postHeaders(),
+      JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }),
+    );
     expectRpcError(bad, 400, -32602);
     expect(bad.headers['mcp-session-id']).toBeUndefined();
   });
@@ -167,19 +277,37 @@ describe('POST details', () => {
   it('a response or notification alone is accepted with 202 and no body', async () => {
     const sessionId = await newSession();
     const headers = postHeaders({ 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' });
-    const answer = await raw('POST', `/t/${tenant.slug}/mcp`, headers, JSON.stringify({ jsonrpc: '2.0', id: 'pcs.nobody.x', result: {} }));
+    const answer = await raw(
+      'POST',
+      `/t/${tenant.slug}/mcp`,
+      headers,
+      JSON.stringify({ jsonrpc: '2.0', id: 'pcs.nobody.x', result: {} }),
+    );
     expect(answer.status).toBe(202);
     expect(answer.body).toBe('');
-    const cancel = await raw('POST', `/t/${tenant.slug}/mcp`, headers, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 42 } }));
+    const cancel = await raw(
+      'POST',
+      `/t/${tenant.slug}/mcp`,
+      headers,
+      JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 42 } }),
+    );
     expect(cancel.status).toBe(202);
   });
 });
 
 describe('legacy HTTP+SSE endpoints', () => {
   it('GET /sse needs text/event-stream and a key; POST /messages checks its session, content type and JSON', async () => {
-    expectRpcError(await raw('GET', `/t/${tenant.slug}/sse`, { ...auth(), accept: 'application/json' }), 406, -32006);
+    expectRpcError(
+      await raw('GET', `/t/${tenant.slug}/sse`, { ...auth(), accept: 'application/json' }),
+      406,
+      -32006,
+    );
     expectRpcError(await raw('GET', `/t/${tenant.slug}/sse`, { accept: 'text/event-stream' }), 401, -32001);
-    expectRpcError(await raw('GET', `/t/no-such-tenant/sse`, { ...auth(), accept: 'text/event-stream' }), 404, -32004);
+    expectRpcError(
+      await raw('GET', `/t/no-such-tenant/sse`, { ...auth(), accept: 'text/event-stream' }),
+      404,
+      -32004,
+    );
     const stream = await raw('GET', `/t/${tenant.slug}/sse`, { ...auth(), accept: 'text/event-stream' });
     expect(stream.status).toBe(200);
     const endpoint = /event: endpoint\ndata: (.+)\n/.exec(stream.body)?.[1] ?? '';
@@ -187,10 +315,62 @@ describe('legacy HTTP+SSE endpoints', () => {
 
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
     const messages = `/t/${tenant.slug}/messages`;
-    expectRpcError(await raw('POST', messages, { ...auth(), 'content-type': 'application/json' }, ping), 400, -32600);
-    expectRpcError(await raw('POST', `${messages}?sessionId=${'B'.repeat(43)}`, { ...auth(), 'content-type': 'application/json' }, ping), 404, -32004);
+    expectRpcError(
+      await raw('POST', messages, { ...auth(), 'content-type': 'application/json' }, ping),
+      400,
+      -32600,
+    );
+    expectRpcError(
+      await raw(
+        'POST',
+        `${messages}?sessionId=${'B'.repeat(43)}`,
+        { ...auth(), 'content-type': 'application/json' },
+        ping,
+      ),
+      404,
+      -32004,
+    );
     // The stream above has closed, so its session is gone too.
-    expectRpcError(await raw('POST', endpoint, { ...auth(), 'content-type': 'application/json' }, ping), 404, -32004);
-    expectRpcError(await raw('POST', `${messages}?sessionId=x`, { ...auth(), 'content-type': 'text/plain' }, ping), 415, -32015);
+    expectRpcError(
+      await raw('POST', endpoint, { ...auth(), 'content-type': 'application/json' }, ping),
+      404,
+      -32004,
+    );
+    expectRpcError(
+      await raw('POST', `${messages}?sessionId=x`, { ...auth(), 'content-type': 'text/plain' }, ping),
+      415,
+      -32015,
+    );
+
+    // On a live legacy session: bad JSON and a bad JSON-RPC shape.
+    const open = new AbortController();
+    const live = await fetch(`${gateway.url}/t/${tenant.slug}/sse`, {
+      headers: { ...auth(), accept: 'text/event-stream' },
+      signal: open.signal,
+    });
+    const reader = live.body?.getReader();
+    let first = '';
+    while (reader && !first.includes('sessionId='))
+      first += new TextDecoder().decode((await reader.read()).value);
+    const liveEndpoint = /data: (.+)\n/.exec(first)?.[1] ?? '';
+    expectRpcError(
+      await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, '{"jsonrpc":'),
+      400,
+      -32700,
+    );
+    expectRpcError(
+      await raw(
+        'POST',
+        liveEndpoint,
+        { ...auth(), 'content-type': 'application/json' },
+        '{"jsonrpc":"2.0","id":{}}',
+      ),
+      400,
+      -32600,
+    );
+    expect(
+      (await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, ping)).status,
+    ).toBe(202);
+    open.abort();
   });
 });

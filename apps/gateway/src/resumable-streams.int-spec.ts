@@ -12,7 +12,12 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import {
+  startDemoUpstreams,
+  startTestGateway,
+  type DemoUpstreams,
+  type TestGateway,
+} from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -88,11 +93,27 @@ beforeAll(async () => {
   // About streams, not policy: the tenant allows everything.
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   await db.upstream.create({
-    data: { tenantId: tenant.id, name: 'kitchen-sink', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 5_000, callTimeoutMs: 20_000 } as never,
+    data: {
+      tenantId: tenant.id,
+      name: 'kitchen-sink',
+      toolPrefix: 'ks',
+      transport: 'streamable_http',
+      url: `${demo.url}/kitchen-sink/mcp`,
+      connectTimeoutMs: 5_000,
+      callTimeoutMs: 20_000,
+    } as never,
   });
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'resume-agent' } });
   key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'resume', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  await db.apiKey.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'resume',
+      keyHash: hashApiKey(key),
+      displayPrefix: key.slice(0, 10),
+      agentClientId: agent.id,
+    },
+  });
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
   gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
@@ -114,21 +135,30 @@ describe('SDK client resuming a broken POST stream', () => {
     const client = new Client({ name: 'resume-spec', version: '1.0.0' });
     const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/t/${tenant.slug}/mcp`), {
       requestInit: { headers: { authorization: `Bearer ${key}` } },
-      reconnectionOptions: { initialReconnectionDelay: 200, maxReconnectionDelay: 1_000, reconnectionDelayGrowFactor: 1.5, maxRetries: 5 },
+      reconnectionOptions: {
+        initialReconnectionDelay: 200,
+        maxReconnectionDelay: 1_000,
+        reconnectionDelayGrowFactor: 1.5,
+        maxRetries: 5,
+      },
     });
     await client.connect(transport);
     const progress: number[] = [];
     let broken = false;
-    const call = client.callTool({ name: 'ks__slow_count', arguments: { steps: 8, interval_ms: 150 } }, undefined, {
-      onprogress: (p) => {
-        progress.push(p.progress);
-        if (p.progress === 3 && !broken) {
-          broken = true;
-          proxy.target = resumeOn().url;
-          proxy.breakAll();
-        }
+    const call = client.callTool(
+      { name: 'ks__slow_count', arguments: { steps: 8, interval_ms: 150 } },
+      undefined,
+      {
+        onprogress: (p) => {
+          progress.push(p.progress);
+          if (p.progress === 3 && !broken) {
+            broken = true;
+            proxy.target = resumeOn().url;
+            proxy.breakAll();
+          }
+        },
       },
-    });
+    );
     const result = await call;
     expect(broken).toBe(true);
     expect(text(result)).toBe('Counted to 8.');
@@ -155,8 +185,21 @@ describe('Last-Event-ID on a raw GET', () => {
   async function session(base: string): Promise<string> {
     const res = await fetch(`${base}/t/${tenant.slug}/mcp`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+      headers: {
+        authorization: `Bearer ${key}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-11-25',
+          capabilities: {},
+          clientInfo: { name: 'raw', version: '1' },
+        },
+      }),
     });
     expect(res.status).toBe(200);
     return res.headers.get('mcp-session-id') ?? '';
@@ -172,7 +215,10 @@ describe('Last-Event-ID on a raw GET', () => {
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) break;
-      const chunk = await Promise.race([reader.read(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), left))]);
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), left)),
+      ]);
       if (chunk === 'timeout') break;
       if (chunk.done) return { text: out, ended: true };
       out += decoder.decode(chunk.value, { stream: true });
@@ -189,7 +235,16 @@ describe('Last-Event-ID on a raw GET', () => {
     const post = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
       method: 'POST',
       headers: headers(sessionId),
-      body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'ks__slow_count', arguments: { steps: 3, interval_ms: 5 }, _meta: { progressToken: 'tok' } } }),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'tools/call',
+        params: {
+          name: 'ks__slow_count',
+          arguments: { steps: 3, interval_ms: 5 },
+          _meta: { progressToken: 'tok' },
+        },
+      }),
     });
     expect(post.headers.get('content-type')).toContain('text/event-stream');
     const full = await post.text();
@@ -199,7 +254,9 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(new Set(eventIds).size).toBe(eventIds.length);
 
     // After the first progress event: the two others and the result, in order, with their ids; then the end.
-    const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }) });
+    const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }),
+    });
     expect(resumed.status).toBe(200);
     const replay = await readFor(resumed, 3_000);
     expect(replay.ended).toBe(true);
@@ -208,7 +265,9 @@ describe('Last-Event-ID on a raw GET', () => {
 
     // Another session of the same agent presenting that id: a plain standalone stream, nothing replayed.
     const other = await session(gatewayA.url);
-    const foreign = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(other, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }) });
+    const foreign = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(other, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }),
+    });
     expect(foreign.status).toBe(200);
     const foreignRead = await readFor(foreign, 400);
     expect(foreignRead.ended).toBe(false);
@@ -216,7 +275,9 @@ describe('Last-Event-ID on a raw GET', () => {
 
     // Unknown or malformed ids, and the id of the response itself (nothing left): no replay, no error.
     for (const id of [`p${'0'.repeat(16)}zz_1`, 'garbage', eventIds.at(-1) ?? '']) {
-      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': id }) });
+      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+        headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': id }),
+      });
       expect(res.status).toBe(200);
       const read = await readFor(res, 300);
       expect(read.ended).toBe(false);
@@ -226,7 +287,9 @@ describe('Last-Event-ID on a raw GET', () => {
 
   it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first', async () => {
     const sessionId = await session(gatewayA.url);
-    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream' }) });
+    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream' }),
+    });
     expect(first.status).toBe(200);
     // The upstream announces a tools/list_changed on its session-wide channel; it reaches the standalone stream.
     const reading = readFor(first, 1_500);
@@ -234,7 +297,12 @@ describe('Last-Event-ID on a raw GET', () => {
       const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
         method: 'POST',
         headers: headers(sessionId),
-        body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 9,
+          method: 'tools/call',
+          params: { name: 'ks__add_tool', arguments: {} },
+        }),
       });
       return res.status === 200;
     });
@@ -244,7 +312,12 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(standaloneIds.length).toBeGreaterThan(0);
     expect(standaloneIds[0]).toMatch(/^s/);
     // Reconnecting with an id before the last one replays the rest first.
-    const all = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0` }) });
+    const all = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, {
+        accept: 'text/event-stream',
+        'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0`,
+      }),
+    });
     const replay = await readFor(all, 500);
     expect(ids(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
   });

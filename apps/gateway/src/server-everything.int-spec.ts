@@ -26,7 +26,11 @@ let tenant: TestTenant;
 let key: string;
 
 // The package is ESM-only with no `main`: find its directory through its package.json.
-const everythingMain = path.join(path.dirname(createRequire(__filename).resolve('@modelcontextprotocol/server-everything/package.json')), 'dist', 'index.js');
+const everythingMain = path.join(
+  path.dirname(createRequire(__filename).resolve('@modelcontextprotocol/server-everything/package.json')),
+  'dist',
+  'index.js',
+);
 
 function text(result: unknown): string {
   const content = (result as { content?: { text?: string }[] }).content ?? [];
@@ -34,14 +38,22 @@ function text(result: unknown): string {
 }
 
 async function connect(): Promise<Client> {
-  const client = new Client({ name: 'everything-spec', version: '1.0.0' }, { capabilities: { sampling: {} } });
+  const client = new Client(
+    { name: 'everything-spec', version: '1.0.0' },
+    { capabilities: { sampling: {} } },
+  );
   client.setRequestHandler(CreateMessageRequestSchema, async (request) => ({
     role: 'assistant',
-    content: { type: 'text', text: `sampled: ${JSON.stringify(request.params.messages[0]?.content).slice(0, 80)}` },
+    content: {
+      type: 'text',
+      text: `sampled: ${JSON.stringify(request.params.messages[0]?.content).slice(0, 80)}`,
+    },
     model: 'everything-spec-model',
   }));
   await client.connect(
-    new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }),
+    new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    }),
   );
   return client;
 }
@@ -64,7 +76,15 @@ beforeAll(async () => {
   });
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'everything-agent' } });
   key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'everything', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  await db.apiKey.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'everything',
+      keyHash: hashApiKey(key),
+      displayPrefix: key.slice(0, 10),
+      agentClientId: agent.id,
+    },
+  });
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 
@@ -78,7 +98,14 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
     const client = await connect();
     expect(client.getServerCapabilities()).toMatchObject({ tools: {}, prompts: {}, resources: {} });
     const tools = (await client.listTools()).tools.map((tool) => tool.name);
-    expect(tools).toEqual(expect.arrayContaining(['ev__echo', 'ev__get-sum', 'ev__trigger-long-running-operation', 'ev__trigger-sampling-request']));
+    expect(tools).toEqual(
+      expect.arrayContaining([
+        'ev__echo',
+        'ev__get-sum',
+        'ev__trigger-long-running-operation',
+        'ev__trigger-sampling-request',
+      ]),
+    );
     expect(tools.every((name) => name.startsWith('ev__'))).toBe(true);
     const prompts = (await client.listPrompts()).prompts.map((prompt) => prompt.name);
     expect(prompts).toEqual(expect.arrayContaining(['ev__simple-prompt', 'ev__completable-prompt']));
@@ -92,15 +119,26 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
 
   it('calls echo, get-sum, a long-running operation with progress, and a sampling round trip', async () => {
     const client = await connect();
-    expect(text(await client.callTool({ name: 'ev__echo', arguments: { message: 'through the gateway' } }))).toBe('Echo: through the gateway');
-    expect(text(await client.callTool({ name: 'ev__get-sum', arguments: { a: 19, b: 23 } }))).toBe('The sum of 19 and 23 is 42.');
+    expect(
+      text(await client.callTool({ name: 'ev__echo', arguments: { message: 'through the gateway' } })),
+    ).toBe('Echo: through the gateway');
+    expect(text(await client.callTool({ name: 'ev__get-sum', arguments: { a: 19, b: 23 } }))).toBe(
+      'The sum of 19 and 23 is 42.',
+    );
     const progress: number[] = [];
-    const long = await client.callTool({ name: 'ev__trigger-long-running-operation', arguments: { duration: 0.3, steps: 3 } }, undefined, {
-      onprogress: (p) => progress.push(p.progress),
-    });
+    const long = await client.callTool(
+      { name: 'ev__trigger-long-running-operation', arguments: { duration: 0.3, steps: 3 } },
+      undefined,
+      {
+        onprogress: (p) => progress.push(p.progress),
+      },
+    );
     expect(text(long)).toContain('Long running operation completed');
     expect(progress).toEqual([1, 2, 3]);
-    const sampled = await client.callTool({ name: 'ev__trigger-sampling-request', arguments: { prompt: 'Say hi', maxTokens: 20 } });
+    const sampled = await client.callTool({
+      name: 'ev__trigger-sampling-request',
+      arguments: { prompt: 'Say hi', maxTokens: 20 },
+    });
     expect(text(sampled)).toContain('sampled:');
     expect(text(sampled)).toContain('everything-spec-model');
     await client.close();
@@ -110,9 +148,15 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
     const client = await connect();
     const simple = await client.getPrompt({ name: 'ev__simple-prompt' });
     expect(JSON.stringify(simple.messages)).toContain('simple prompt without arguments');
-    const completion = await client.complete({ ref: { type: 'ref/prompt', name: 'ev__completable-prompt' }, argument: { name: 'department', value: 'Eng' } });
+    const completion = await client.complete({
+      ref: { type: 'ref/prompt', name: 'ev__completable-prompt' },
+      argument: { name: 'department', value: 'Eng' },
+    });
     expect(completion.completion.values).toEqual(['Engineering']);
-    const prompt = await client.getPrompt({ name: 'ev__completable-prompt', arguments: { department: 'Sales', name: 'Eve' } });
+    const prompt = await client.getPrompt({
+      name: 'ev__completable-prompt',
+      arguments: { department: 'Sales', name: 'Eve' },
+    });
     expect(JSON.stringify(prompt.messages)).toContain('promote Eve to the head of the Sales team');
     expect(await client.ping()).toEqual({});
     await client.close();

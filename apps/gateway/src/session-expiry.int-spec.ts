@@ -39,7 +39,9 @@ async function startRecordingUpstream(): Promise<typeof upstream> {
       return;
     }
     if (typeof id === 'string') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
       return;
     }
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
@@ -54,7 +56,9 @@ async function startRecordingUpstream(): Promise<typeof upstream> {
       },
     });
     const mcp = new McpServer({ name: 'recording-upstream', version: '1.0.0' });
-    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({
+      content: [{ type: 'text', text: message }],
+    }));
     void mcp.connect(transport).then(() => transport.handleRequest(req, res));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -73,15 +77,42 @@ beforeAll(async () => {
   upstream = await startRecordingUpstream();
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  const common = { tenantId: tenant.id, connectTimeoutMs: 5_000, callTimeoutMs: 10_000 };
-  await db.upstream.create({ data: { ...common, name: 'recorder', toolPrefix: 'rec', transport: 'streamable_http', url: upstream.url } as never });
+  const common = { tenantId: tenant.id, connectTimeoutMs: 10_000, callTimeoutMs: 10_000 };
   await db.upstream.create({
-    data: { ...common, name: 'math', toolPrefix: 'math', transport: 'stdio', command: process.execPath, args: [path.join(demoDist, 'stdio.js'), 'math'] } as never,
+    data: {
+      ...common,
+      name: 'recorder',
+      toolPrefix: 'rec',
+      transport: 'streamable_http',
+      url: upstream.url,
+    } as never,
+  });
+  await db.upstream.create({
+    data: {
+      ...common,
+      name: 'math',
+      toolPrefix: 'math',
+      transport: 'stdio',
+      command: process.execPath,
+      args: [path.join(demoDist, 'stdio.js'), 'math'],
+    } as never,
   });
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'expiry-agent' } });
   key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'expiry', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
-  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SESSION_IDLE_MS: '1500' } });
+  await db.apiKey.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'expiry',
+      keyHash: hashApiKey(key),
+      displayPrefix: key.slice(0, 10),
+      agentClientId: agent.id,
+    },
+  });
+  gateway = await startTestGateway({
+    systemDb: db,
+    redisUrl: ctx.redisUrl,
+    env: { GATEWAY_SESSION_IDLE_MS: '1500' },
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -101,24 +132,41 @@ describe('session idle expiry', () => {
     const sessionId = transport.sessionId ?? '';
     // A session in use stays alive past the idle timeout.
     for (let i = 0; i < 4; i++) {
-      expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: `m${i}` } }))).toBe(`m${i}`);
-      expect(text(await client.callTool({ name: 'math__add', arguments: { a: i, b: 1 } }))).toContain(String(i + 1));
+      expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: `m${i}` } }))).toBe(
+        `m${i}`,
+      );
+      expect(text(await client.callTool({ name: 'math__add', arguments: { a: i, b: 1 } }))).toContain(
+        String(i + 1),
+      );
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
     expect(upstream.opened).toHaveLength(1);
     expect(upstream.closed).toEqual([]);
 
     // Then idle (its GET stream still open): the record expires and the gateway DELETEs the upstream session.
-    await waitFor(() => upstream.closed.length === 1, { timeoutMs: 8_000, description: 'the upstream DELETE' });
+    await waitFor(() => upstream.closed.length === 1, {
+      timeoutMs: 8_000,
+      description: 'the upstream DELETE',
+    });
     expect(upstream.closed).toEqual(upstream.opened);
-    await waitFor(() => gateway.logs().includes('session expired: its upstream sessions were closed'), { description: 'the expiry log line' });
-    const line = gateway.logs().split('\n').find((entry) => entry.includes('session expired'));
+    await waitFor(() => gateway.logs().includes('session expired: its upstream sessions were closed'), {
+      description: 'the expiry log line',
+    });
+    const line = gateway
+      .logs()
+      .split('\n')
+      .find((entry) => entry.includes('session expired'));
     expect(JSON.parse(line ?? '{}')).toMatchObject({ upstreams: 2, failed: 0 });
     expect(line).not.toContain(sessionId);
 
     const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sessionId },
+      headers: {
+        authorization: `Bearer ${key}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': sessionId,
+      },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
     });
     expect(res.status).toBe(404);

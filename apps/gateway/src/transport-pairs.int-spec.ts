@@ -26,7 +26,13 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import {
+  demoDist,
+  startDemoUpstreams,
+  startTestGateway,
+  type DemoUpstreams,
+  type TestGateway,
+} from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -60,7 +66,13 @@ async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestT
   const tenant = await createTestTenant(db);
   // About transports, not policy: the tenant allows everything.
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  const common = { tenantId: tenant.id, name: 'kitchen-sink', toolPrefix: 'ks', connectTimeoutMs: 5_000, callTimeoutMs: 15_000 };
+  const common = {
+    tenantId: tenant.id,
+    name: 'kitchen-sink',
+    toolPrefix: 'ks',
+    connectTimeoutMs: 10_000,
+    callTimeoutMs: 15_000,
+  };
   const specific =
     transport === 'streamable_http'
       ? { transport, url: `${demo.url}/kitchen-sink/mcp` }
@@ -71,7 +83,13 @@ async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestT
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'pairs-agent' } });
   const key = generateApiKey();
   await db.apiKey.create({
-    data: { tenantId: tenant.id, name: 'pairs', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id },
+    data: {
+      tenantId: tenant.id,
+      name: 'pairs',
+      keyHash: hashApiKey(key),
+      displayPrefix: key.slice(0, 10),
+      agentClientId: agent.id,
+    },
   });
   return { tenant, key };
 }
@@ -90,7 +108,10 @@ async function connect(pair: Pair) {
     content: { type: 'text', text: `Summary of ${request.params.messages.length} message(s).` },
     model: 'pairs-model',
   }));
-  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { confirm: true, note: 'ok' } }));
+  client.setRequestHandler(ElicitRequestSchema, async () => ({
+    action: 'accept',
+    content: { confirm: true, note: 'ok' },
+  }));
   client.setRequestHandler(ListRootsRequestSchema, async () => ({ roots: ROOTS }));
   client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => {
     seen.logs.push(notification.params.data);
@@ -108,7 +129,10 @@ async function connect(pair: Pair) {
       ? new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers } })
       : new SSEClientTransport(new URL(`${base}/sse`), {
           requestInit: { headers },
-          eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }) },
+          eventSourceInit: {
+            fetch: (url, init) =>
+              fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }),
+          },
         });
   await client.connect(transport);
   return { client, seen };
@@ -119,15 +143,21 @@ async function counterValue(client: Client): Promise<{ value: number }> {
   return JSON.parse(content && 'text' in content ? content.text : '{}') as { value: number };
 }
 
-async function observed(client: Client): Promise<{ cancelled: { label: string; step: number }[]; rootsListChanged: number }> {
+async function observed(
+  client: Client,
+): Promise<{ cancelled: { label: string; step: number }[]; rootsListChanged: number }> {
   const result = await client.callTool({ name: 'ks__observed_events', arguments: {} });
-  return JSON.parse(text(result)) as { cancelled: { label: string; step: number }[]; rootsListChanged: number };
+  return JSON.parse(text(result)) as {
+    cancelled: { label: string; step: number }[];
+    rootsListChanged: number;
+  };
 }
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   demo = await startDemoUpstreams();
-  for (const transport of ['streamable_http', 'stdio', 'sse'] as const) tenants.set(transport, await tenantWith(transport));
+  for (const transport of ['streamable_http', 'stdio', 'sse'] as const)
+    tenants.set(transport, await tenantWith(transport));
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 
@@ -140,13 +170,29 @@ afterAll(async () => {
 describe.each(PAIRS)('$name', (pair) => {
   it('tools/call, prompts/get, completion/complete and ping reach the upstream with the original names', async () => {
     const { client } = await connect(pair);
-    expect(client.getServerCapabilities()).toMatchObject({ tools: { listChanged: true }, prompts: {}, resources: { subscribe: true }, logging: {}, completions: {} });
+    expect(client.getServerCapabilities()).toMatchObject({
+      tools: { listChanged: true },
+      prompts: {},
+      resources: { subscribe: true },
+      logging: {},
+      completions: {},
+    });
     const { tools } = await client.listTools();
-    expect(tools.map((tool) => tool.name)).toEqual(expect.arrayContaining(['ks__echo', 'ks__slow_count', 'ks__observed_events']));
-    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: `hello ${pair.name}` } }))).toBe(`hello ${pair.name}`);
-    const prompt = await client.getPrompt({ name: 'ks__greeting', arguments: { name: 'Ada', language: 'german' } });
+    expect(tools.map((tool) => tool.name)).toEqual(
+      expect.arrayContaining(['ks__echo', 'ks__slow_count', 'ks__observed_events']),
+    );
+    expect(
+      text(await client.callTool({ name: 'ks__echo', arguments: { message: `hello ${pair.name}` } })),
+    ).toBe(`hello ${pair.name}`);
+    const prompt = await client.getPrompt({
+      name: 'ks__greeting',
+      arguments: { name: 'Ada', language: 'german' },
+    });
     expect(JSON.stringify(prompt.messages)).toContain('Guten Tag, Ada!');
-    const completion = await client.complete({ ref: { type: 'ref/prompt', name: 'ks__greeting' }, argument: { name: 'language', value: 'sp' } });
+    const completion = await client.complete({
+      ref: { type: 'ref/prompt', name: 'ks__greeting' },
+      argument: { name: 'language', value: 'sp' },
+    });
     expect(completion.completion.values).toEqual(['spanish']);
     expect(await client.ping()).toEqual({});
     await client.close();
@@ -176,39 +222,60 @@ describe.each(PAIRS)('$name', (pair) => {
     const { client, seen } = await connect(pair);
     await client.setLoggingLevel('warning');
     await client.callTool({ name: 'ks__log_message', arguments: { level: 'info', message: 'too quiet' } });
-    await client.callTool({ name: 'ks__log_message', arguments: { level: 'error', message: `loud ${pair.name}` } });
+    await client.callTool({
+      name: 'ks__log_message',
+      arguments: { level: 'error', message: `loud ${pair.name}` },
+    });
     await waitFor(() => seen.logs.length > 0, { description: 'a log message' });
     expect(JSON.stringify(seen.logs)).toContain(`loud ${pair.name}`);
     expect(JSON.stringify(seen.logs)).not.toContain('too quiet');
     await client.setLoggingLevel('debug');
     await client.callTool({ name: 'ks__log_message', arguments: { level: 'info', message: 'now audible' } });
-    await waitFor(() => JSON.stringify(seen.logs).includes('now audible'), { description: 'the info message' });
+    await waitFor(() => JSON.stringify(seen.logs).includes('now audible'), {
+      description: 'the info message',
+    });
     await client.close();
   });
 
   it('relays progress, and sampling and elicitation round trips', async () => {
     const { client } = await connect(pair);
     const progress: number[] = [];
-    const counted = await client.callTool({ name: 'ks__slow_count', arguments: { steps: 3, interval_ms: 10 } }, undefined, {
-      onprogress: (p) => progress.push(p.progress),
-    });
+    const counted = await client.callTool(
+      { name: 'ks__slow_count', arguments: { steps: 3, interval_ms: 10 } },
+      undefined,
+      {
+        onprogress: (p) => progress.push(p.progress),
+      },
+    );
     expect(text(counted)).toBe('Counted to 3.');
     if (pair.downstream === 'streamable_http') expect(progress).toEqual([1, 2, 3]);
     // The SDK's SSEClientTransport dispatches one network chunk's events synchronously and its Protocol
     // handles notifications a microtask later than responses, so the last progress event, arriving in
     // the same chunk as the result, can be dropped by the client. What arrived is in order.
-    else expect([[1, 2], [1, 2, 3]]).toContainEqual(progress);
-    expect(text(await client.callTool({ name: 'ks__summarize_with_llm', arguments: { text: 'long text' } }))).toBe('Summary of 1 message(s).');
-    expect(text(await client.callTool({ name: 'ks__confirm_action', arguments: { action: 'deploy' } }))).toBe('The user confirmed: deploy (ok)');
+    else
+      expect([
+        [1, 2],
+        [1, 2, 3],
+      ]).toContainEqual(progress);
+    expect(
+      text(await client.callTool({ name: 'ks__summarize_with_llm', arguments: { text: 'long text' } })),
+    ).toBe('Summary of 1 message(s).');
+    expect(text(await client.callTool({ name: 'ks__confirm_action', arguments: { action: 'deploy' } }))).toBe(
+      'The user confirmed: deploy (ok)',
+    );
     await client.close();
   });
 
   it('relays roots/list to the agent and notifications/roots/list_changed to the upstream', async () => {
     const { client } = await connect(pair);
-    expect(text(await client.callTool({ name: 'ks__list_roots', arguments: {} }))).toBe('project: file:///work/project');
+    expect(text(await client.callTool({ name: 'ks__list_roots', arguments: {} }))).toBe(
+      'project: file:///work/project',
+    );
     const before = (await observed(client)).rootsListChanged;
     await client.sendRootsListChanged();
-    await waitFor(async () => (await observed(client)).rootsListChanged > before, { description: 'roots/list_changed upstream' });
+    await waitFor(async () => (await observed(client)).rootsListChanged > before, {
+      description: 'roots/list_changed upstream',
+    });
     await client.close();
   });
 
@@ -217,16 +284,23 @@ describe.each(PAIRS)('$name', (pair) => {
     const label = `cancel-${pair.downstream}-${pair.upstream}-${Date.now()}`;
     const controller = new AbortController();
     const progress: number[] = [];
-    const call = client.callTool({ name: 'ks__slow_count', arguments: { steps: 100, interval_ms: 50, label } }, undefined, {
-      signal: controller.signal,
-      onprogress: (p) => progress.push(p.progress),
-    });
+    const call = client.callTool(
+      { name: 'ks__slow_count', arguments: { steps: 100, interval_ms: 50, label } },
+      undefined,
+      {
+        signal: controller.signal,
+        onprogress: (p) => progress.push(p.progress),
+      },
+    );
     await waitFor(() => progress.length >= 2, { description: 'two progress steps' });
     controller.abort('enough');
     await expect(call).rejects.toThrow();
-    const seen = await waitFor(async () => (await observed(client)).cancelled.find((entry) => entry.label === label), {
-      description: 'the upstream to record the cancellation',
-    });
+    const seen = await waitFor(
+      async () => (await observed(client)).cancelled.find((entry) => entry.label === label),
+      {
+        description: 'the upstream to record the cancellation',
+      },
+    );
     expect(seen.step).toBeGreaterThanOrEqual(2);
     expect(seen.step).toBeLessThan(100);
     expect(await client.ping()).toEqual({});

@@ -1,3 +1,5 @@
+import canonicalize from 'canonicalize';
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { computeAuditHash, verifyChain, type ChainedAuditFields, type StoredChainLink } from './audit-chain';
 
@@ -43,6 +45,33 @@ function chain(n: number): StoredChainLink[] {
 }
 
 describe('audit hash chain', () => {
+  it('hashes exactly the RFC 8785 canonical JSON, whatever the values (fast path and fallback agree)', () => {
+    const reference = (f: ChainedAuditFields, prev: string | null) =>
+      createHash('sha256')
+        .update(canonicalize({ v: 1, prevHash: prev, ...f, arguments: f.arguments ?? null }) as string, 'utf8')
+        .digest('hex');
+    const variants: Partial<ChainedAuditFields>[] = [
+      {},
+      { arguments: null, reason: null, snapshotVersion: null, latencyMs: 0 },
+      { arguments: { z: 1, a: [true, null, 'x', { b: 2, a: 1e21 }], é: 'ü', '\u0000': -0.5 } },
+      { arguments: 'just a string', reason: 'quote " backslash \\ newline \n tab \t emoji 🦀 \u2028' },
+      { arguments: 42, snapshotVersion: 2 ** 31, latencyMs: 123456 },
+      { arguments: true },
+      { arguments: [], tool: '', method: 'ünïcödé/😀' },
+      { decision: 'deny', actorUserId: '019a0000-0000-7000-8000-0000000000bb', traceId: 'abc' },
+    ];
+    for (const [i, overrides] of variants.entries()) {
+      const f = fields(i + 1, overrides);
+      for (const prev of [null, 'ab'.repeat(32)]) expect(computeAuditHash(f, prev)).toBe(reference(f, prev));
+    }
+    // An extra key (not a stored field) is hashed too, as canonicalize would.
+    const extra = { ...fields(1), extra: 'x' } as ChainedAuditFields;
+    expect(computeAuditHash(extra, null)).toBe(reference(extra, null));
+    expect(computeAuditHash(extra, null)).not.toBe(computeAuditHash(fields(1), null));
+    // A lone surrogate is refused, as canonicalize refuses it.
+    expect(() => computeAuditHash(fields(1, { reason: '\ud800' }), null)).toThrow();
+  });
+
   it('hashes independently of key order', () => {
     const a = fields(1, { arguments: { a: 1, b: { c: 2, d: 3 } } });
     const b = fields(1, { arguments: { b: { d: 3, c: 2 }, a: 1 } });

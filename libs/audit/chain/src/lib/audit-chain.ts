@@ -36,9 +36,61 @@ export interface ChainedAuditFields {
  * makes the hash independent of key order and number formatting, so anyone can recompute it offline.
  */
 export function computeAuditHash(fields: ChainedAuditFields, prevHash: string | null): string {
-  const canonical = canonicalize({ v: AUDIT_HASH_VERSION, prevHash, ...fields, arguments: fields.arguments ?? null });
+  const hashed = { v: AUDIT_HASH_VERSION, prevHash, ...fields, arguments: fields.arguments ?? null };
+  const canonical = canonicalHashed(hashed) ?? canonicalize(hashed);
   if (canonical === undefined) throw new TypeError('audit event is not serialisable');
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+/** The keys of a hashed event, in RFC 8785 order (UTF-16 code units, which is what `sort()` compares). */
+const HASHED_KEYS = [
+  'v',
+  'prevHash',
+  'id',
+  'tenantId',
+  'seq',
+  'occurredAt',
+  'kind',
+  'method',
+  'actorUserId',
+  'agentClientId',
+  'apiKeyId',
+  'mcpSessionId',
+  'upstreamId',
+  'tool',
+  'targetType',
+  'targetId',
+  'decision',
+  'reason',
+  'snapshotVersion',
+  'approvalId',
+  'latencyMs',
+  'arguments',
+  'outcome',
+  'errorCode',
+  'traceId',
+].sort();
+const HASHED_KEY_JSON = HASHED_KEYS.map((key) => `${JSON.stringify(key)}:`);
+
+/**
+ * The same text as `canonicalize(hashed)` for the usual shape (exactly the known keys, strings, finite numbers and
+ * null at the top level) without sorting keys per event; `arguments` still goes through `canonicalize`. Anything
+ * else returns undefined and the caller uses `canonicalize` for all of it, so the output never differs.
+ */
+function canonicalHashed(hashed: Record<string, unknown>): string | undefined {
+  if (Object.keys(hashed).length !== HASHED_KEYS.length) return undefined;
+  let out = '{';
+  for (let i = 0; i < HASHED_KEYS.length; i += 1) {
+    const value = hashed[HASHED_KEYS[i] as string];
+    let text: string | undefined;
+    if (value === null) text = 'null';
+    else if (typeof value === 'string') text = value.isWellFormed() ? JSON.stringify(value) : undefined;
+    else if (typeof value === 'number') text = Number.isFinite(value) ? JSON.stringify(value) : undefined;
+    else if (typeof value === 'object' && HASHED_KEYS[i] === 'arguments') text = canonicalize(value);
+    if (text === undefined) return undefined;
+    out += `${i === 0 ? '' : ','}${HASHED_KEY_JSON[i]}${text}`;
+  }
+  return `${out}}`;
 }
 
 export interface StoredChainLink extends ChainedAuditFields {
@@ -51,7 +103,11 @@ export type ChainVerdict =
   | {
       readonly ok: false;
       readonly checked: number;
-      readonly brokenAt: { readonly id: string; readonly seq: string; readonly problem: 'hash_mismatch' | 'prev_hash_mismatch' | 'seq_gap' };
+      readonly brokenAt: {
+        readonly id: string;
+        readonly seq: string;
+        readonly problem: 'hash_mismatch' | 'prev_hash_mismatch' | 'seq_gap';
+      };
     };
 
 /**
@@ -66,7 +122,8 @@ export function verifyChain(
   let expectedSeq = start.seq + 1n;
   let checked = 0;
   for (const link of links) {
-    if (BigInt(link.seq) !== expectedSeq) return { ok: false, checked, brokenAt: { id: link.id, seq: link.seq, problem: 'seq_gap' } };
+    if (BigInt(link.seq) !== expectedSeq)
+      return { ok: false, checked, brokenAt: { id: link.id, seq: link.seq, problem: 'seq_gap' } };
     if (link.prevHash !== prevHash) {
       return { ok: false, checked, brokenAt: { id: link.id, seq: link.seq, problem: 'prev_hash_mismatch' } };
     }

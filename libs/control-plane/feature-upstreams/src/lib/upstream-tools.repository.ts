@@ -34,6 +34,12 @@ export interface NewUpstreamTool {
 /** Queries only; `tenantId` first and always in the where (ADR 0003). */
 @Injectable()
 export class UpstreamToolsRepository {
+  /** Serialises test connections of one upstream (two storing the same new tool at once would collide). */
+  async lockUpstream(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<void> {
+    // $executeRaw: the function returns `void`, which $queryRaw cannot deserialise.
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:upstream-tools:${tenantId}:${upstreamId}`}, 0))`;
+  }
+
   async list(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<UpstreamToolRow[]> {
     return tx.upstreamTool.findMany({
       where: { tenantId, upstreamId },

@@ -95,6 +95,7 @@ export class UpstreamToolsService {
     const { rows, counts, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
       // The upstream may have been deleted while we were connected.
       const current = await this.requireUpstream(tenantId, tx, upstreamId);
+      await this.tools.lockUpstream(tenantId, tx, upstreamId);
       const counts = await this.storeDiscovery(tenantId, tx, current, result, scope.actor.userId);
       await this.tools.recordSync(tenantId, tx, upstreamId, null, new Date());
       const enforcementChanged = counts.new + counts.changed + counts.removed > 0;

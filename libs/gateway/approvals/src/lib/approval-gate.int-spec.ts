@@ -129,8 +129,16 @@ describe('HeldCallGate', () => {
     const id = await pendingId(argumentsHash(args));
     controller.abort(new Error('cancelled by the client'));
     await expect(held).rejects.toMatchObject({ name: 'AbortError' });
+
+    // Cancelled while the approval was still being written: the call must not wait for the timeout.
+    const early = new AbortController();
+    const args2 = { path: '/srv/cancel-early', n: Math.random() };
+    const heldEarly = g.hold(info(args2), decision, sink(), early.signal);
+    early.abort(new Error('cancelled by the client'));
+    await expect(heldEarly).rejects.toMatchObject({ name: 'AbortError' });
     await g.close();
-    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { status: true } })).status).toBe('cancelled');
+    const rows = await system.approval.findMany({ where: { tenantId: tenant.id, argumentsHash: { in: [argumentsHash(args), argumentsHash(args2)] } }, select: { status: true } });
+    expect(rows.map((row) => row.status)).toEqual(['cancelled', 'cancelled']);
     expect(g.size).toBe(0);
   });
 

@@ -144,7 +144,9 @@ export class HeldCallGate implements ApprovalGate {
       };
       this.held.set(id, { tenantId: tenant, id, decided });
       signal.addEventListener('abort', onAbort, { once: true });
-      sendProgress();
+      // Cancelled while the row was being written: the listener above will never fire.
+      if (signal.aborted) onAbort();
+      else sendProgress();
     });
   }
 
@@ -227,7 +229,14 @@ export class HeldCallGate implements ApprovalGate {
           this.options.logger.error(log, 'approval does not match the held call’s arguments; refused');
           throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval does not match this call’s arguments', { approvalId: id, reason: 'approval_mismatch' }, 'denied');
         }
-        if (!(await this.track(this.options.store.consume(tenant, id, new Date(this.now()))))) {
+        let consumed: boolean;
+        try {
+          consumed = await this.track(this.options.store.consume(tenant, id, new Date(this.now())));
+        } catch (error) {
+          this.options.logger.error({ ...log, err: error }, 'approved call not confirmed; it fails');
+          throw new GatewayRequestError(APPROVAL_RPC.UNAVAILABLE, 'The call was approved but the approval could not be confirmed right now; try again later', { approvalId: id }, 'error', 503);
+        }
+        if (!consumed) {
           throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval was already used', { approvalId: id, reason: 'approval_used' }, 'denied');
         }
         this.options.logger.info({ ...log, edited: state.editedArguments !== null }, 'held call approved');

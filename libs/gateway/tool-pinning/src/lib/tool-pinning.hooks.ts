@@ -24,14 +24,16 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
 /**
  * Tool pinning against "rug pulls" (docs/adr/0013-tool-pinning.md). `filter` hashes each listed tool and prompt with
  * the control plane's function (`definitionHash`) and hides every item whose definition is not the approved one,
- * logging a warning once per (upstream, item, definition). It remembers the hash it saw per (upstream, item), so
- * `admit` costs two map lookups per call and no hashing. A call to a hidden item is refused with -32003 and a reason.
+ * logging a warning once per (upstream, item, definition). It remembers what it listed per (upstream, item) — the
+ * raw JSON and its hash — so an unchanged listing is not hashed again and `admit` costs two map lookups per call. A call to a hidden item is refused with -32003 and a reason.
  * A replica that has not listed the upstream yet judges by the definition the last test connection stored.
  */
 export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   const { pins, logger } = options;
   const max = options.maxRemembered ?? 100_000;
-  const listed = new Map<string, string>();
+  // Per (upstream, item): the raw JSON last listed and its hash. An unchanged listing costs a JSON.stringify and a
+  // string comparison per item instead of canonical JSON and SHA-256.
+  const listed = new Map<string, { readonly json: string; readonly hash: string }>();
   const warned = new Set<string>();
 
   const verdict = (upstream: UpstreamPins, entry: PinEntry | undefined, hash: string | undefined): PinVerdict => {
@@ -59,10 +61,17 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
         if (typeof name !== 'string') continue;
         const key = pinKey(kind, name);
         const entry = upstreamPins.entries.get(key);
-        const hash = entry ? definitionHash(kind, item) : undefined;
-        if (hash !== undefined) {
-          if (listed.size >= max && !listed.has(`${upstream.id}\u0000${key}`)) listed.clear();
-          listed.set(`${upstream.id}\u0000${key}`, hash);
+        let hash: string | undefined;
+        if (entry) {
+          const listedKey = `${upstream.id}\u0000${key}`;
+          const json = JSON.stringify(item);
+          const seen = listed.get(listedKey);
+          if (seen?.json === json) hash = seen.hash;
+          else {
+            hash = definitionHash(kind, item);
+            if (listed.size >= max && !seen) listed.clear();
+            listed.set(listedKey, { json, hash });
+          }
         }
         const outcome = verdict(upstreamPins, entry, hash);
         if (outcome === 'ok') {
@@ -88,7 +97,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
       const upstreamPins = pins.get(target.upstream.id);
       if (!upstreamPins) return undefined;
       const key = pinKey(target.kind, target.name);
-      const outcome = verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`));
+      const outcome = verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash);
       if (outcome === 'ok') return undefined;
       const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
       throw new GatewayRequestError(

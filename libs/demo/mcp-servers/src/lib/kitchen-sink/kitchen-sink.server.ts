@@ -60,7 +60,11 @@ export function createKitchenSinkServer(): McpServer {
     server.server.getClientCapabilities()?.[feature] !== undefined;
   let counter = 0;
   // What this server instance observed from its client, for tests of a proxy in between (`observed_events`).
-  const observed = { cancelled: [] as { label: string; step: number; reason: string }[], rootsListChanged: 0, addedTools: 0 };
+  const observed = {
+    cancelled: [] as { label: string; step: number; reason: string }[],
+    rootsListChanged: 0,
+    addedTools: 0,
+  };
   server.server.setNotificationHandler(RootsListChangedNotificationSchema, () => {
     observed.rootsListChanged += 1;
   });
@@ -245,14 +249,26 @@ export function createKitchenSinkServer(): McpServer {
       description:
         'Register a new echo-like tool named `extra_<n>`; the server announces notifications/tools/list_changed ' +
         'on its session-wide channel (not on this request).',
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+      annotations: {
+        readOnlyHint: false,
+        destructiveHint: false,
+        idempotentHint: false,
+        openWorldHint: false,
+      },
     },
     () => {
       observed.addedTools += 1;
       const name = `extra_${observed.addedTools}`;
-      server.registerTool(name, { description: 'Added at run time; echoes its message.', inputSchema: { message: z.string().max(1_000) } }, ({ message }) => ({
-        content: [{ type: 'text', text: message }],
-      }));
+      server.registerTool(
+        name,
+        {
+          description: 'Added at run time; echoes its message.',
+          inputSchema: { message: z.string().max(1_000) },
+        },
+        ({ message }) => ({
+          content: [{ type: 'text', text: message }],
+        }),
+      );
       return textResult(`Added ${name}.`, { name });
     },
   );

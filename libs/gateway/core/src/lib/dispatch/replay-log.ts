@@ -35,7 +35,13 @@ export interface ReplayLog {
    * Waits for entries after `afterSeq` and hands them over until the final one, the stream's
    * expiry, or `signal`. Resolves with why it stopped.
    */
-  follow(sessionId: string, streamId: string, afterSeq: number, onEntry: (entry: ReplayEntry) => void, signal: AbortSignal): Promise<'final' | 'gone' | 'aborted' | 'busy'>;
+  follow(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+    onEntry: (entry: ReplayEntry) => void,
+    signal: AbortSignal,
+  ): Promise<'final' | 'gone' | 'aborted' | 'busy'>;
 }
 
 export interface ReplayLogOptions {
@@ -52,14 +58,17 @@ export interface ReplayLogOptions {
 // random draw per stream. They need not be secret: a stream is only found under its own session.
 const PROCESS_PART = randomBytes(8).toString('hex');
 let streamCounter = 0;
-export const newStreamId = (kind: StreamKind): string => `${kind}${PROCESS_PART}${(++streamCounter).toString(36)}`;
+export const newStreamId = (kind: StreamKind): string =>
+  `${kind}${PROCESS_PART}${(++streamCounter).toString(36)}`;
 
 export const eventId = (streamId: string, seq: number): string => `${streamId}_${seq}`;
 
 const EVENT_ID = /^([ps][0-9a-f]{16}[0-9a-z]{1,12})_(\d{1,9})$/;
 
 /** A `Last-Event-ID` this gateway could have minted, split; undefined for anything else. */
-export function parseEventId(value: string | undefined): { streamId: string; kind: StreamKind; seq: number } | undefined {
+export function parseEventId(
+  value: string | undefined,
+): { streamId: string; kind: StreamKind; seq: number } | undefined {
   if (value === undefined) return undefined;
   const match = EVENT_ID.exec(value.trim());
   if (!match?.[1] || !match[2]) return undefined;
@@ -104,7 +113,10 @@ export class RedisReplayLog implements ReplayLog {
       append: (seq, data, final) => {
         sizes.push({ seq, bytes: data.length });
         bytes += data.length;
-        while (sizes.length > 1 && (sizes.length > this.options.maxEntries || bytes > this.options.maxBytes)) {
+        while (
+          sizes.length > 1 &&
+          (sizes.length > this.options.maxEntries || bytes > this.options.maxBytes)
+        ) {
           bytes -= sizes.shift()?.bytes ?? 0;
         }
         const oldest = sizes[0]?.seq ?? seq;
@@ -114,10 +126,13 @@ export class RedisReplayLog implements ReplayLog {
           .xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields)
           .pexpire(key, this.options.ttlMs)
           .exec()
-          .then((results) => {
-            const failed = results?.find(([error]) => error !== null);
-            if (failed) this.warn(failed[0]);
-          }, (error: unknown) => this.warn(error));
+          .then(
+            (results) => {
+              const failed = results?.find(([error]) => error !== null);
+              if (failed) this.warn(failed[0]);
+            },
+            (error: unknown) => this.warn(error),
+          );
       },
     };
   }
@@ -155,7 +170,8 @@ export class RedisReplayLog implements ReplayLog {
     let last = afterSeq;
     try {
       while (!signal.aborted) {
-        const reply = (await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as [string, RawEntry[]][] | null;
+        const reply = (await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as
+          [string, RawEntry[]][] | null;
         if (signal.aborted) return 'aborted';
         if (reply === null) {
           if ((await this.redis.exists(key)) === 0) return 'gone';

@@ -1,0 +1,141 @@
+import { tenantSettings, type TenantSettingsInput } from '@portcullis/contracts/api';
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { GatewayRequestError, type RequestInfo, type RequestOutcome } from '@portcullis/gateway/core';
+import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { describe, expect, it } from 'vitest';
+import type { AuditEmitter, AuditEmitterStats, EmitResult } from './audit-emitter';
+import { auditHooks } from './audit-hooks';
+
+const TENANT = '019a0000-0000-7000-8000-0000000000aa';
+const AGENT = '019a0000-0000-7000-8000-0000000000bb';
+const UPSTREAM = '019a0000-0000-7000-8000-0000000000cc';
+
+/** Records what it is given; `accepting` is what canAcceptFailClosed answers (the emitter has its own tests). */
+class RecordingEmitter implements AuditEmitter {
+  readonly events: AuditEventV1[] = [];
+  accepting = true;
+  redis: 'up' | 'down' = 'up';
+  emit(event: AuditEventV1): EmitResult {
+    this.events.push(event);
+    return 'buffered';
+  }
+  canAcceptFailClosed(): boolean {
+    return this.accepting;
+  }
+  async flush(): Promise<void> {}
+  stats(): AuditEmitterStats {
+    return { redis: this.redis, buffered: 0, spoolBytes: 0, sent: 0, jobs: 0, spooled: 0, replayed: 0, dropped: 0 };
+  }
+  async close(): Promise<void> {}
+}
+
+const record: SessionRecord = {
+  id: 'session-1',
+  tenantId: TENANT,
+  principalKind: 'agent_client',
+  principalId: AGENT,
+  protocolVersion: '2025-11-25',
+  clientInfo: { name: 'agent', version: '1' },
+  clientCapabilities: {},
+  upstreams: {},
+  createdAt: 0,
+};
+const upstream = { id: UPSTREAM, name: 'ks', toolPrefix: 'ks' } as UpstreamConfig;
+
+function setup(settings: TenantSettingsInput = {}, spoolDurable = true) {
+  const emitter = new RecordingEmitter();
+  const parsed = tenantSettings.parse(settings);
+  const hooks = auditHooks({ emitter, settings: () => parsed, separator: '__', spoolDurable, logger: createLogger({ service: 'spec', level: 'silent' }) });
+  return { emitter, hooks };
+}
+
+const call = (args: Record<string, unknown>): RequestInfo => ({
+  record,
+  method: 'tools/call',
+  requestId: 1,
+  traceId: 'trace-1',
+  startedAt: Date.parse('2026-12-01T10:00:00Z'),
+  target: { upstream, kind: 'tool', name: 'echo' },
+  arguments: args,
+});
+
+const ok = (result: Record<string, unknown>): RequestOutcome => ({
+  outcome: 'ok',
+  admission: { decision: 'allow', reason: 'rule r1 allows', ruleIds: ['r1'], snapshotVersion: 7 },
+  result,
+  latencyMs: 12.4,
+});
+
+describe('auditHooks', () => {
+  it('emits one event with actor, session, target, decision and redacted arguments and result', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.result.structuredContent.ssn'] } });
+    hooks.completed?.(
+      call({ q: 'find', token: 'abc', note: 'Bearer abcdefghijklmnopqrstuvwxyz' }),
+      ok({ content: [{ type: 'text', text: 'done' }], structuredContent: { ssn: '123-45-6789', name: 'Ada' } }),
+    );
+    expect(emitter.events).toHaveLength(1);
+    expect(emitter.events[0]).toMatchObject({
+      v: 1,
+      tenantId: TENANT,
+      occurredAt: '2026-12-01T10:00:00.000Z',
+      kind: 'mcp',
+      method: 'tools/call',
+      agentClientId: AGENT,
+      actorUserId: null,
+      mcpSessionId: 'session-1',
+      upstreamId: UPSTREAM,
+      tool: 'ks__echo',
+      decision: 'allow',
+      reason: 'rule r1 allows',
+      snapshotVersion: 7,
+      latencyMs: 12,
+      outcome: 'ok',
+      errorCode: null,
+      traceId: 'trace-1',
+      arguments: {
+        arguments: { q: 'find', token: '[redacted]', note: '[redacted]' },
+        result: { content: [{ type: 'text', text: 'done' }], structuredContent: { ssn: '[redacted]', name: 'Ada' } },
+      },
+    });
+    expect(emitter.events[0]?.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+  });
+
+  it('stores the result as metadata or not at all, per tenant', () => {
+    const result = { content: [{ type: 'text', text: 'secretless but private' }, { type: 'image', data: 'xx' }], isError: false };
+    const metadata = setup({ audit: { results: 'metadata' } });
+    metadata.hooks.completed?.(call({}), ok(result));
+    expect(metadata.emitter.events[0]?.arguments).toEqual({ arguments: {}, result: { content: { count: 2, types: ['text', 'image'] }, isError: false } });
+    const none = setup({ audit: { results: 'none' } });
+    none.hooks.completed?.(call({ a: 1 }), ok(result));
+    expect(none.emitter.events[0]?.arguments).toEqual({ arguments: { a: 1 } });
+  });
+
+  it('records a refusal: denied by policy, or rate-limited with the policy decision noted before it', () => {
+    const { emitter, hooks } = setup();
+    hooks.completed?.(call({}), { outcome: 'denied', error: { code: -32030, message: 'Tool was denied.', data: { snapshotVersion: 3 } }, latencyMs: 1 });
+    const limited = call({});
+    hooks.note(limited, { prior: { decision: 'allow', reason: 'rule r2 allows', snapshotVersion: 3 } });
+    hooks.completed?.(limited, { outcome: 'rate_limited', error: { code: -32029, message: 'Rate limit exceeded' }, latencyMs: 1 });
+    expect(emitter.events.map((e) => [e.outcome, e.decision, e.snapshotVersion, e.errorCode, e.reason])).toEqual([
+      ['denied', 'deny', 3, '-32030', 'Tool was denied.'],
+      ['rate_limited', 'allow', 3, '-32029', 'rule r2 allows; Rate limit exceeded'],
+    ]);
+  });
+
+  it('replaces oversized arguments with a size note', () => {
+    const { emitter, hooks } = setup();
+    hooks.completed?.(call({ blob: 'x'.repeat(40_000) }), ok({}));
+    expect(emitter.events[0]?.arguments).toMatchObject({ truncated: true, keys: ['arguments', 'result'] });
+  });
+
+  it('fail-closed tenants are refused when the emitter cannot keep the event; fail-open ones never', () => {
+    const closed = setup({ audit: { failMode: 'closed' } }, false);
+    expect(closed.hooks.admit?.(call({}), { canStream: false, send: () => false }, new AbortController().signal, undefined)).toBeUndefined();
+    closed.emitter.redis = 'down'; // a memory-only spool does not count as kept
+    expect(() => closed.hooks.admit?.(call({}), { canStream: false, send: () => false }, new AbortController().signal, undefined)).toThrow(GatewayRequestError);
+    const open = setup({ audit: { failMode: 'open' } });
+    open.emitter.accepting = false;
+    expect(open.hooks.admit?.(call({}), { canStream: false, send: () => false }, new AbortController().signal, undefined)).toBeUndefined();
+  });
+});
