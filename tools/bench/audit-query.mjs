@@ -231,7 +231,7 @@ try {
 
   // Why the filter indexes exist: the same filtered queries without the audit_query_indexes migration's indexes.
   if (process.env.BENCH_COMPARE !== '0') {
-    const filterIndexes = indexes.map((i) => i.indexname).filter((name) => /_(upstream_id|tool|method|decision|outcome)_occurred_at_idx$/.test(name));
+    const filterIndexes = indexes.map((i) => i.indexname).filter((name) => /_(upstream_id|tool|method|denied|approval|outcome)_occurred_at_idx$/.test(name));
     for (const name of filterIndexes) await admin.query(`DROP INDEX "${name}"`);
     const compareKinds = filterKinds.filter(([name]) => /upstreamId|tool|method|decision|outcome/.test(name));
     const without = [];

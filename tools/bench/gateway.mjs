@@ -146,6 +146,7 @@ async function run(target, concurrency) {
   const sessions = await Promise.all(Array.from({ length: concurrency }, () => openSession(target.url, target.auth)));
   const latencies = [];
   let errors = 0;
+  let firstError = null;
   const cpuBefore = target.pid ? cpuMicros(target.pid) : 0;
   const systemBefore = target.pid ? cpuSplit(target.pid).system : 0;
   const ioBefore = target.pid ? syscalls(target.pid) : null;
@@ -163,15 +164,19 @@ async function run(target, concurrency) {
         try {
           const res = await post(target.url, headers, body);
           const message = messageFor(res, id);
-          if (res.status !== 200 || message.error || message.result?.isError) errors++;
-          else latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        } catch {
+          if (res.status !== 200 || message.error || message.result?.isError) {
+            errors++;
+            firstError ??= `HTTP ${res.status} ${res.text.slice(0, 300)}`;
+          } else latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        } catch (error) {
           errors++;
+          firstError ??= String(error?.message ?? error);
         }
       }
     }),
   );
   const ended = process.hrtime.bigint();
+  if (firstError) console.log(`  (${target.url}, c=${concurrency}: ${errors} errors; first: ${firstError})`);
   const seconds = Number(ended - started) / 1e9;
   const cpu = target.pid ? cpuMicros(target.pid) - cpuBefore : null;
   const system = target.pid ? cpuSplit(target.pid).system - systemBefore : null;

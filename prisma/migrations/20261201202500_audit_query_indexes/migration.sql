@@ -11,8 +11,13 @@ CREATE INDEX "audit_events_tenant_id_tool_occurred_at_idx" ON "audit_events"("te
 -- CreateIndex
 CREATE INDEX "audit_events_tenant_id_method_occurred_at_idx" ON "audit_events"("tenant_id", "method", "occurred_at");
 
+-- Decision: enum equality is not leakproof, so under row-level security `decision = x` cannot be an index condition;
+-- partial indexes whose predicate the query's literal proves can be used instead. `allow` needs none (common).
 -- CreateIndex
-CREATE INDEX "audit_events_tenant_id_decision_occurred_at_idx" ON "audit_events"("tenant_id", "decision", "occurred_at");
+CREATE INDEX "audit_events_tenant_id_denied_occurred_at_idx" ON "audit_events"("tenant_id", "occurred_at") WHERE (decision = 'deny'::audit_decision);
+
+-- CreateIndex
+CREATE INDEX "audit_events_tenant_id_approval_occurred_at_idx" ON "audit_events"("tenant_id", "occurred_at") WHERE (decision = 'require_approval'::audit_decision);
 
 -- CreateIndex
 CREATE INDEX "audit_events_tenant_id_outcome_occurred_at_idx" ON "audit_events"("tenant_id", "outcome", "occurred_at");

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { AuditBatcher } from './audit-batcher';
 import { AuditStoreError, type AuditEventStore } from './audit-event.store';
 
-const event = (id: string): AuditEventV1 => ({ eventId: id }) as AuditEventV1;
+const event = (id: string, tenantId = 't'): AuditEventV1 => ({ eventId: id, tenantId }) as AuditEventV1;
 
 class RecordingStore implements AuditEventStore {
   readonly calls: string[][] = [];
@@ -22,6 +22,21 @@ describe('AuditBatcher', () => {
     const done = ['a', 'b', 'c', 'd'].map((id) => batcher.submit(event(id)));
     await Promise.all(done);
     expect(store.calls).toEqual([['a', 'b', 'c'], ['d']]);
+  });
+
+  it('under a backlog, cuts batches by tenant: the tenant of the oldest event first, then the busiest', async () => {
+    const store = new RecordingStore();
+    const batcher = new AuditBatcher({ store, maxBatch: 4, lingerMs: 1, maxInFlight: 1 });
+    // a1 b1 b2 c1 b3 c2 b4 a2 b5 (tenant = first letter)
+    const ids = ['a1', 'b1', 'b2', 'c1', 'b3', 'c2', 'b4', 'a2', 'b5'];
+    const result = batcher.submitMany(ids.map((id) => event(id, id.slice(0, 1))));
+    await result;
+    expect(store.calls).toEqual([
+      ['a1', 'b1', 'b2', 'a2'], // a (oldest) whole, then b (busiest), in arrival order
+      ['c1', 'b3', 'c2', 'b4'], // c1 is now the oldest: c whole, then b; arrival order within the batch
+      ['b5'], // what is left fits: all of it
+    ]);
+    expect((await result).failed).toEqual([]);
   });
 
   it('isolates a poisonous event: the rest of its batch is stored, only its own submit fails', async () => {

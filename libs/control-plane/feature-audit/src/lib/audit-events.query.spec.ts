@@ -34,16 +34,17 @@ describe('audit cursor', () => {
 });
 
 describe('auditFilterSql', () => {
-  it('binds every filter value as a parameter, never into the SQL text', () => {
+  it('binds every caller-supplied value as a parameter; only the closed decision list is written as a literal', () => {
     const params: unknown[] = ['tenant'];
     const sql = auditFilterSql(
       { from: '2026-11-01T00:00:00Z', tool: "x'; DROP TABLE audit_events; --", decision: 'deny', method: 'tools/call' },
       params,
     );
     expect(sql).toBe(
-      ' AND occurred_at >= $2::timestamptz AND tool = $3 AND method = $4 AND decision = $5::audit_decision',
+      " AND occurred_at >= $2::timestamptz AND tool = $3 AND method = $4 AND decision = 'deny'::audit_decision",
     );
-    expect(params).toEqual(['tenant', '2026-11-01T00:00:00Z', "x'; DROP TABLE audit_events; --", 'tools/call', 'deny']);
+    expect(params).toEqual(['tenant', '2026-11-01T00:00:00Z', "x'; DROP TABLE audit_events; --", 'tools/call']);
+    expect(() => auditFilterSql({ decision: "deny' OR true --" as 'deny' }, [])).toThrow(TypeError);
     expect(auditFilterSql({}, [])).toBe('');
   });
 });

@@ -71,6 +71,12 @@ export interface AuditEventQueryRow {
   cursor_at: string;
 }
 
+const DECISION_LITERALS: Record<NonNullable<AuditEventFilters['decision']>, string> = {
+  allow: `'allow'::audit_decision`,
+  deny: `'deny'::audit_decision`,
+  require_approval: `'require_approval'::audit_decision`,
+};
+
 /** `AND ...` conditions for the filters, appending their values to `params` ($n placeholders). */
 export function auditFilterSql(filters: AuditEventFilters, params: unknown[]): string {
   const parts: string[] = [];
@@ -85,7 +91,15 @@ export function auditFilterSql(filters: AuditEventFilters, params: unknown[]): s
   if (filters.upstreamId !== undefined) add('upstream_id = ?::uuid', filters.upstreamId);
   if (filters.tool !== undefined) add('tool = ?', filters.tool);
   if (filters.method !== undefined) add('method = ?', filters.method);
-  if (filters.decision !== undefined) add('decision = ?::audit_decision', filters.decision);
+  // Enum equality is not leakproof, so under row-level security Postgres will not use `decision = x` as an index
+  // condition; the partial indexes `... WHERE decision = 'deny'` (and 'require_approval') are chosen by proving their
+  // predicate from the value. Written as a literal so the proof holds even under a generic (prepared) plan; the
+  // value comes from a closed list, never from the caller's text.
+  if (filters.decision !== undefined) {
+    const literal = DECISION_LITERALS[filters.decision];
+    if (literal === undefined) throw new TypeError(`unknown decision ${String(filters.decision)}`);
+    parts.push(`decision = ${literal}`);
+  }
   if (filters.outcome !== undefined) add('outcome = ?', filters.outcome);
   return parts.map((p) => ` AND ${p}`).join('');
 }

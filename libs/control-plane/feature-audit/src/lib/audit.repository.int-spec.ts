@@ -1,5 +1,8 @@
 import { PostgresAuditEventStore, requestAuditExport, sampleAuditEvent } from '@portcullis/audit/core';
-import { createPrismaClient, createSystemPrismaClient, withTenant } from '@portcullis/data/db';
+import { createPrismaClient, createSystemPrismaClient, withTenant, type TenantTransaction } from '@portcullis/data/db';
+import type { AuditEventFilters } from '@portcullis/contracts/api';
+import { newId } from '@portcullis/shared/util-ids';
+import { queryAuditEvents } from './audit-events.query';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRepository } from './audit.repository';
@@ -43,5 +46,34 @@ describe('AuditRepository', () => {
     const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportOfB }, select: { status: true } });
     expect(row.status).toBe('queued');
     expect(await withTenant(db, b.id, (tx) => repository.findExport(b.id, tx, exportOfB))).toMatchObject({ id: exportOfB, status: 'queued' });
+  });
+
+  it('serves each filter from its index as the application role, under row-level security', async () => {
+    // The API's own SQL, explained: enum equality is not leakproof, so a plain (tenant, decision, time) index would be
+    // skipped under RLS; the partial decision indexes must be chosen. Sequential and bitmap scans are disabled so the
+    // planner has to say which index it can use (the test tables are too small for honest costs otherwise).
+    const plan = (filters: AuditEventFilters) =>
+      withTenant(db, a.id, async (tx) => {
+        await tx.$executeRawUnsafe('SET LOCAL enable_seqscan = off');
+        await tx.$executeRawUnsafe('SET LOCAL enable_bitmapscan = off');
+        const explaining = {
+          $queryRawUnsafe: (sql: string, ...params: unknown[]) => tx.$queryRawUnsafe(`EXPLAIN (FORMAT JSON) ${sql}`, ...params),
+        } as unknown as TenantTransaction;
+        const page = await queryAuditEvents(explaining, a.id, filters, { after: undefined, limit: 50 });
+        return JSON.stringify(page.rows);
+      });
+    const range = { from: '2026-01-01T00:00:00Z', to: '2026-12-31T00:00:00Z' };
+    const cases: [AuditEventFilters, string][] = [
+      [range, 'audit_events_tenant_id_occurred_at_idx'],
+      [{ ...range, decision: 'deny' }, 'audit_events_tenant_id_denied_occurred_at_idx'],
+      [{ ...range, decision: 'require_approval' }, 'audit_events_tenant_id_approval_occurred_at_idx'],
+      [{ ...range, tool: 'shared_tool' }, 'audit_events_tenant_id_tool_occurred_at_idx'],
+      [{ ...range, method: 'tools/list' }, 'audit_events_tenant_id_method_occurred_at_idx'],
+      [{ ...range, outcome: 'error' }, 'audit_events_tenant_id_outcome_occurred_at_idx'],
+      [{ ...range, upstreamId: newId() }, 'audit_events_tenant_id_upstream_id_occurred_at_idx'],
+      [{ ...range, actorUserId: newId() }, 'audit_events_tenant_id_actor_user_id_occurred_at_idx'],
+      [{ ...range, agentClientId: newId() }, 'audit_events_tenant_id_agent_client_id_occurred_at_idx'],
+    ];
+    for (const [filters, index] of cases) expect(await plan(filters), JSON.stringify(filters)).toContain(`"Index Name":"${index}"`);
   });
 });

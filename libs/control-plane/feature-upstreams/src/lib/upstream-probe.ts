@@ -114,7 +114,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           const signal = init?.signal ? AbortSignal.any([init.signal, abort.signal]) : abort.signal;
           const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal, redirect: 'manual' });
           if (response.status === 401 || response.status === 403) seen.failure ??= new ProbeFailure('rejected', String(response.status));
-          else if (response.status >= 300 && response.status !== 405 && !(init?.method === 'DELETE')) {
+          else if (response.status >= 300 && response.status !== 405 && init?.method !== 'DELETE') {
             // 405 on GET/DELETE is a normal answer (no standalone stream, no session deletion).
             seen.failure ??= new ProbeFailure(response.status >= 500 ? 'unreachable' : 'not_mcp', String(response.status));
           }

@@ -126,7 +126,7 @@ describe('HeldCallGate', () => {
     const args = { path: '/srv/cancel', n: Math.random() };
     const controller = new AbortController();
     const held = g.hold(info(args), decision, sink(), controller.signal);
-    const id = await pendingId(argumentsHash(args));
+    await pendingId(argumentsHash(args));
     controller.abort(new Error('cancelled by the client'));
     await expect(held).rejects.toMatchObject({ name: 'AbortError' });
 

@@ -152,7 +152,9 @@ export class SnapshotCache {
 
   /** Runs the pending work one step at a time; concurrent callers share the run. */
   private kick(): Promise<void> {
-    if (this.running) return this.running;
+    // A run in progress may already be past its last check: then its `finally` starts the next run, which does our
+    // work, so wait for that one too.
+    if (this.running) return this.running.then(() => this.running);
     const run = this.drain().finally(() => {
       this.running = undefined;
       // Work queued between the last check and this callback gets its own run.

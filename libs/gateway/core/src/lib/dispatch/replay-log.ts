@@ -41,7 +41,7 @@ export interface ReplayLog {
     afterSeq: number,
     onEntry: (entry: ReplayEntry) => void,
     signal: AbortSignal,
-  ): Promise<'final' | 'gone' | 'aborted' | 'busy'>;
+  ): Promise<'final' | 'gone' | 'aborted'>;
 }
 
 export interface ReplayLogOptions {
@@ -50,7 +50,7 @@ export interface ReplayLogOptions {
   /** Bounds on what one stream keeps: the oldest entries go first. */
   readonly maxEntries: number;
   readonly maxBytes: number;
-  /** Resumed POST streams this replica follows at once (each holds a Redis connection). */
+  /** Resumed POST streams this replica follows with a blocking read (each holds a Redis connection); more poll. */
   readonly maxFollowers: number;
 }
 
@@ -158,26 +158,35 @@ export class RedisReplayLog implements ReplayLog {
     afterSeq: number,
     onEntry: (entry: ReplayEntry) => void,
     signal: AbortSignal,
-  ): Promise<'final' | 'gone' | 'aborted' | 'busy'> {
-    if (this.followers >= this.options.maxFollowers) return 'busy';
+  ): Promise<'final' | 'gone' | 'aborted'> {
     const key = keyOf(sessionId, streamId);
-    // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops.
-    const connection = this.redis.duplicate();
-    connection.on('error', () => undefined);
-    const onAbort = () => connection.disconnect();
+    // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops. Beyond
+    // `maxFollowers`, a follower polls on the shared connection instead (slower, but never refused).
+    const blocking = this.followers < this.options.maxFollowers;
+    const connection = blocking ? this.redis.duplicate() : undefined;
+    connection?.on('error', () => undefined);
+    const onAbort = () => connection?.disconnect();
     signal.addEventListener('abort', onAbort, { once: true });
-    this.followers += 1;
+    if (blocking) this.followers += 1;
     let last = afterSeq;
+    let idleSince = Date.now();
     try {
       while (!signal.aborted) {
-        const reply = (await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as
-          [string, RawEntry[]][] | null;
+        const reply = connection
+          ? ((await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as
+              [string, RawEntry[]][] | null)
+          : await this.poll(key, last);
         if (signal.aborted) return 'aborted';
-        if (reply === null) {
-          if ((await this.redis.exists(key)) === 0) return 'gone';
+        const entries = reply?.[0]?.[1] ?? [];
+        if (entries.length === 0) {
+          if (Date.now() - idleSince >= 5_000) {
+            if ((await this.redis.exists(key)) === 0) return 'gone';
+            idleSince = Date.now();
+          }
           continue;
         }
-        for (const raw of reply[0]?.[1] ?? []) {
+        idleSince = Date.now();
+        for (const raw of entries) {
           const entry = toEntry(raw);
           if (!entry) continue;
           last = entry.seq;
@@ -191,10 +200,15 @@ export class RedisReplayLog implements ReplayLog {
       this.warn(error);
       return 'gone';
     } finally {
-      this.followers -= 1;
+      if (blocking) this.followers -= 1;
       signal.removeEventListener('abort', onAbort);
-      connection.disconnect();
+      connection?.disconnect();
     }
+  }
+
+  private async poll(key: string, afterSeq: number): Promise<[string, RawEntry[]][]> {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    return [[key, (await this.redis.xrange(key, `(0-${afterSeq}`, '+')) as RawEntry[]]];
   }
 
   private warn(error: unknown): void {

@@ -260,14 +260,20 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const record = await sessionFrom(request, principal, true);
         const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
         if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
-        const lastEventId = parseEventId(headerOf(request, 'last-event-id'));
-        const replayed = lastEventId && options.replay ? await options.replay.read(record.id, lastEventId.streamId, lastEventId.seq) : undefined;
-        reply.hijack();
-        const headers = { 'mcp-session-id': record.id };
         // Resuming the stream of a POST: what the agent missed, then the rest live until the response. One
         // whose response the agent already has is over: the GET becomes a plain standalone stream instead
-        // (closing it at once would only make the client reconnect again and again).
-        if (lastEventId?.kind === 'p' && replayed && options.replay && (replayed.length > 0 || !(await options.replay.finished(record.id, lastEventId.streamId)))) {
+        // (closing it at once would only make the client reconnect again and again). The replay log being
+        // unreachable counts as an unknown id.
+        const lastEventId = parseEventId(headerOf(request, 'last-event-id'));
+        const replay = options.replay;
+        const replayed = lastEventId && replay ? await replay.read(record.id, lastEventId.streamId, lastEventId.seq).catch(() => undefined) : undefined;
+        const resumePost =
+          lastEventId?.kind === 'p' &&
+          replayed !== undefined &&
+          (replayed.length > 0 || !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => true)));
+        reply.hijack();
+        const headers = { 'mcp-session-id': record.id };
+        if (resumePost && lastEventId && replayed) {
           resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed);
           return reply;
         }
@@ -423,10 +429,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     stream.onClose(() => stop.abort());
     void replay
       .follow(sessionId, streamId, last, (entry) => stream.replay(`${streamId}_${entry.seq}`, entry.data), stop.signal)
-      .then((outcome) => {
-        if (outcome === 'busy') logger.warn({ sessionId: sessionId.slice(0, 8) }, 'too many resumed streams on this replica; closing one');
-        stream.close();
-      });
+      .catch(() => 'gone' as const)
+      .then(() => stream.close());
   }
 
   return {
