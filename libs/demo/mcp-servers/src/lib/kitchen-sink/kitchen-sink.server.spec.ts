@@ -7,6 +7,7 @@ import {
   LoggingMessageNotificationSchema,
   McpError,
   ResourceUpdatedNotificationSchema,
+  ToolListChangedNotificationSchema,
   type ElicitResult,
   type LoggingMessageNotification,
   type Progress,
@@ -344,6 +345,47 @@ describe('kitchen-sink server', () => {
         arguments: { name: 'Ada', language: 'klingon' },
       });
       expect(unknown.messages[0]?.content).toMatchObject({ text: 'Say "Hello, Ada!" and nothing else.' });
+    });
+  });
+  describe('observed_events and add_tool', () => {
+    it('records cancelled calls with their label and roots/list_changed notifications', async () => {
+      const client = await connect();
+      const controller = new AbortController();
+      const call = client.callTool(
+        { name: 'slow_count', arguments: { steps: 50, interval_ms: 20, label: 'spec-label' } },
+        undefined,
+        {
+          signal: controller.signal,
+          onprogress: (update) => {
+            if (update.progress === 2) controller.abort('enough');
+          },
+        },
+      );
+      await expect(call).rejects.toThrow();
+      await client.sendRootsListChanged();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const observed = JSON.parse(
+        toolResultText(await client.callTool({ name: 'observed_events', arguments: {} })),
+      ) as { cancelled: { label: string; step: number }[]; rootsListChanged: number };
+      expect(observed.cancelled).toHaveLength(1);
+      expect(observed.cancelled[0]).toMatchObject({ label: 'spec-label' });
+      expect(observed.cancelled[0]?.step).toBeGreaterThanOrEqual(2);
+      expect(observed.rootsListChanged).toBe(1);
+    });
+
+    it('add_tool registers a new tool and announces tools/list_changed', async () => {
+      let changed = 0;
+      const client = await connect((c) =>
+        c.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+          changed += 1;
+        }),
+      );
+      const added = await client.callTool({ name: 'add_tool', arguments: {} });
+      expect(added.structuredContent).toEqual({ name: 'extra_1' });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(changed).toBe(1);
+      const extra = await client.callTool({ name: 'extra_1', arguments: { message: 'hi' } });
+      expect(toolResultText(extra)).toBe('hi');
     });
   });
 });

@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { newStreamId, RedisReplayLog, type ReplayEntry, type ReplayLogOptions } from './replay-log';
+
+const redis = new Redis(inject('redisUrl'));
+afterAll(() => redis.quit());
+
+const logger = createLogger({
+  service: 'replay-log-int',
+  level: 'silent',
+  destination: { write: () => undefined },
+});
+const OPTIONS: ReplayLogOptions = { ttlMs: 60_000, maxEntries: 100, maxBytes: 1024 * 1024, maxFollowers: 8 };
+const session = () => randomBytes(32).toString('base64url');
+const settle = () => redis.ping();
+
+describe('RedisReplayLog (real Redis)', () => {
+  it('keeps a stream per session: entries after an id, final flag, TTL; unknown streams and other sessions read nothing', async () => {
+    const log = new RedisReplayLog(redis, OPTIONS, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const writer = log.open(sessionId, streamId);
+    writer.append(1, '{"n":1}', false);
+    writer.append(2, '{"n":2}', false);
+    expect(await log.finished(sessionId, streamId)).toBe(false);
+    writer.append(3, '{"n":3}', true);
+    await settle();
+    expect(await log.read(sessionId, streamId, 1)).toEqual([
+      { seq: 2, data: '{"n":2}', final: false },
+      { seq: 3, data: '{"n":3}', final: true },
+    ]);
+    expect(await log.read(sessionId, streamId, 3)).toEqual([]);
+    expect(await log.finished(sessionId, streamId)).toBe(true);
+    expect(await log.read(session(), streamId, 0)).toBeUndefined();
+    expect(await log.read(sessionId, newStreamId('p'), 0)).toBeUndefined();
+    const ttl = await redis.pttl(`pcs:replay:${sessionId}:${streamId}`);
+    expect(ttl).toBeGreaterThan(50_000);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+
+  it('trims the oldest entries beyond the entry and byte bounds', async () => {
+    const log = new RedisReplayLog(redis, { ...OPTIONS, maxEntries: 3, maxBytes: 25 }, logger);
+    const sessionId = session();
+    const streamId = newStreamId('s');
+    const writer = log.open(sessionId, streamId);
+    for (let seq = 1; seq <= 5; seq++) writer.append(seq, `{"n":${seq}}`, false);
+    await settle();
+    expect((await log.read(sessionId, streamId, 0))?.map((entry) => entry.seq)).toEqual([3, 4, 5]);
+    writer.append(6, `{"big":"${'x'.repeat(30)}"}`, false);
+    await settle();
+    // One entry over the byte bound is still kept (the newest always is).
+    expect((await log.read(sessionId, streamId, 0))?.map((entry) => entry.seq)).toEqual([6]);
+  });
+
+  it.each([
+    { name: 'with a blocking read', maxFollowers: 8 },
+    { name: 'by polling when the blocking readers are used up', maxFollowers: 0 },
+  ])('follows a live stream until its final entry $name', async ({ maxFollowers }) => {
+    const log = new RedisReplayLog(redis, { ...OPTIONS, maxFollowers }, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const writer = log.open(sessionId, streamId);
+    writer.append(1, 'a', false);
+    await settle();
+    const seen: ReplayEntry[] = [];
+    const following = log.follow(
+      sessionId,
+      streamId,
+      1,
+      (entry) => seen.push(entry),
+      new AbortController().signal,
+    );
+    setTimeout(() => writer.append(2, 'b', false), 50);
+    setTimeout(() => writer.append(3, 'c', true), 400);
+    expect(await following).toBe('final');
+    expect(seen.map((entry) => [entry.seq, entry.data, entry.final])).toEqual([
+      [2, 'b', false],
+      [3, 'c', true],
+    ]);
+  });
+
+  it('stops following when aborted', async () => {
+    const log = new RedisReplayLog(redis, OPTIONS, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    log.open(sessionId, streamId).append(1, 'a', false);
+    await settle();
+    const controller = new AbortController();
+    const following = log.follow(sessionId, streamId, 1, () => undefined, controller.signal);
+    setTimeout(() => controller.abort(), 100);
+    expect(await following).toBe('aborted');
+  });
+});
