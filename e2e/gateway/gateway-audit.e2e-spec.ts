@@ -224,6 +224,34 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
     expect(row.arguments).toEqual({ arguments: { message: 'visible argument, hidden result' }, result: { content: { count: 1, types: ['text'] } } });
   });
 
+  it('audits a call whose rate limits could not be checked (counters unreachable, tenant fails open)', async () => {
+    const degraded = await startTestGateway({
+      systemDb: db,
+      redisUrl: ctx.redisUrl,
+      env: { GATEWAY_AUDIT_ENABLED: 'true', QUEUE_PREFIX: prefix, GATEWAY_AUDIT_FLUSH_MS: '20', GATEWAY_RATE_LIMIT_REDIS_URL: 'redis://127.0.0.1:1', GATEWAY_RATE_LIMIT_TIMEOUT_MS: '200' },
+    });
+    try {
+      const { tenant, key } = await tenantWith(
+        [{ id: 'limited', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }], effect: 'allow', rateLimit: { scope: ['tool'], requests: 1, windowSeconds: 60 } }],
+        { rateLimits: { failMode: 'open' } },
+      );
+      await degraded.dataPlane.refreshAll();
+      const { client } = await connect(degraded.url, tenant.slug, key);
+      expect((await client.callTool({ name: 'ks__echo', arguments: { message: 'unchecked' } })).isError).not.toBe(true);
+      await client.close();
+      await degraded.dataPlane.audit?.flush();
+      const row = await waitFor(
+        async () => (await db.auditEvent.findFirst({ where: { tenantId: tenant.id, method: 'tools/call' } })) ?? undefined,
+        { timeoutMs: 20_000, description: 'the call event' },
+      );
+      expect(row).toMatchObject({ outcome: 'ok', decision: 'allow' });
+      expect(row.reason).toMatch(/rate limits not enforced: counters unavailable \(tenant fails open\)/);
+      expect(degraded.logs()).toContain('rate limits unchecked');
+    } finally {
+      await degraded.close();
+    }
+  });
+
   it('refuses calls of a fail-closed tenant while its events cannot be kept; a fail-open tenant goes on', async () => {
     const closed = await tenantWith([], { audit: { failMode: 'closed' } });
     const open = await tenantWith([], { audit: { failMode: 'open' } });

@@ -98,6 +98,18 @@ describe('approvals API', () => {
     expect(row).toEqual({ status: 'approved', editedArguments: { path: '/tmp/hosts', mode: 'read' } });
     const actions = (await cp.eventsAtLeast(t.id, 3)).map((e) => e.method);
     expect(actions).toEqual(['approval.deny', 'approval.deny', 'approval.approve_edited']);
+
+    // A credential typed into the edited arguments goes to the call, but is not shown back (auditors read this too).
+    const fourth = await held(t.id);
+    const withToken = await cp.request('POST', `${base}/${fourth.id}/approve`, {
+      token: owner.token,
+      body: { argumentsHash: fourth.argumentsHash, arguments: { path: '/tmp/hosts', apiKey: 'sk-live-0123456789' } },
+    });
+    expect(withToken.status).toBe(200);
+    expect(JSON.stringify(withToken.json)).not.toContain('sk-live-0123456789');
+    expect(JSON.stringify((await cp.request('GET', `${base}/${fourth.id}`, { token: owner.token })).json)).not.toContain('sk-live-0123456789');
+    const stored = await cp.system.approval.findUniqueOrThrow({ where: { id: fourth.id }, select: { editedArguments: true } });
+    expect(stored.editedArguments).toEqual({ path: '/tmp/hosts', apiKey: 'sk-live-0123456789' });
   });
 
   it('answers 409 to a second decision and to an expired approval (listed as expired)', async () => {
@@ -143,6 +155,22 @@ describe('approvals API', () => {
     const viaAgent = await held(t.id, { agentClientId: agent.id });
     expect((await cp.request('POST', `${base}/${viaAgent.id}/approve`, { token: admin.token, body: { argumentsHash: viaAgent.argumentsHash } })).status).toBe(403);
     expect((await cp.request('POST', `${base}/${viaAgent.id}/approve`, { token: owner.token, body: { argumentsHash: viaAgent.argumentsHash } })).status).toBe(200);
+
+    // Revoking one's key after the call was held does not make the call someone else's.
+    const revokedAgent = await cp.system.agentClient.create({ data: { tenantId: t.id, name: 'admin’s old agent' }, select: { id: true } });
+    await cp.system.apiKey.create({
+      data: {
+        tenantId: t.id,
+        name: 'k2',
+        keyHash: hashApiKey(`pcs_${randomBytes(24).toString('hex')}`),
+        displayPrefix: 'pcs_test',
+        agentClientId: revokedAgent.id,
+        userId: admin.id,
+        revokedAt: new Date(),
+      },
+    });
+    const viaRevoked = await held(t.id, { agentClientId: revokedAgent.id });
+    expect((await cp.request('POST', `${base}/${viaRevoked.id}/approve`, { token: admin.token, body: { argumentsHash: viaRevoked.argumentsHash } })).status).toBe(403);
   });
 
   it('lets auditors read but not decide, and members do neither', async () => {
@@ -183,6 +211,13 @@ describe('approvals API', () => {
     const huge = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, arguments: { blob: 'x'.repeat(70_000) } } });
     expect(huge.status).toBe(400);
     expect((await cp.request('POST', `${base}/${approval.id}/deny`, { token: admin.token, body: { note: '' } })).status).toBe(400);
+    // Edited arguments that still carry the review copy's redaction placeholder would send it to the upstream.
+    const placeholder = await cp.request('POST', `${base}/${approval.id}/approve`, {
+      token: admin.token,
+      body: { argumentsHash: approval.argumentsHash, arguments: { path: '/etc/hosts', auth: { token: '[redacted]' } } },
+    });
+    expect(placeholder.status).toBe(400);
+    expect(placeholder.json['errors']).toEqual([{ path: 'arguments', message: expect.any(String) }]);
     expect((await cp.request('GET', `${base}?status=maybe`, { token: admin.token })).status).toBe(400);
     expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
   });

@@ -23,6 +23,9 @@ export const gatewayConfigSchema = z
     GATEWAY_TOOL_SEPARATOR: z.string().regex(TOOL_NAME_CHARS, 'must be 1–8 characters of A-Z a-z 0-9 _ . -').default('__'),
     /** Idle timeout of an MCP session (Redis TTL). */
     GATEWAY_SESSION_IDLE_MS: f.durationMs(30 * 60_000),
+    /** Resumable SSE streams: a stream's replay log lives this long after its last message, within this many bytes. */
+    GATEWAY_SSE_REPLAY_TTL_MS: f.durationMs(5 * 60_000),
+    GATEWAY_SSE_REPLAY_MAX_BYTES: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
     /** Bound on each upstream's part of a merged listing. */
     GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
@@ -102,6 +105,7 @@ export const gatewayConfigSchema = z
     mcp: {
       toolSeparator: env.GATEWAY_TOOL_SEPARATOR,
       sessionIdleMs: env.GATEWAY_SESSION_IDLE_MS,
+      sseReplay: { ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS, maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES },
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
     },

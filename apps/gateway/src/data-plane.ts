@@ -236,8 +236,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     origin: { allowedHosts: new Set(config.http.allowedHosts), allowedOrigins: new Set(config.http.allowedOrigins) },
     bodyLimitBytes: config.http.bodyLimitBytes,
     keepAliveMs: 15_000,
-    // Resumable SSE streams (Last-Event-ID) on any replica: per-stream logs in Redis (ADR 0007).
-    replay: new RedisReplayLog(deps.redis, { ttlMs: 5 * 60_000, maxEntries: 1_000, maxBytes: 1024 * 1024, maxFollowers: 256 }, logger),
+    // Resumable SSE streams (Last-Event-ID) on any replica: per-stream logs in Redis (ADR 0007). 0 bytes: off.
+    ...(config.mcp.sseReplay.maxBytes > 0
+      ? { replay: new RedisReplayLog(deps.redis, { ...config.mcp.sseReplay, maxEntries: 1_000, maxFollowers: 256 }, logger) }
+      : {}),
   });
   logger.info({ replicaId, tenants: tenants.size, apiKeys: apiKeys.size, policySnapshots: policies.size }, 'MCP data plane ready');
 

@@ -151,7 +151,8 @@ export function policySnapshotSource(db: SystemPrismaClient): SnapshotSource {
 export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[] }> {
   const [rows, strict] = await Promise.all([
     db.upstreamTool.findMany({
-      where: { removedAt: null, kind: { in: ['tool', 'prompt'] }, upstream: { enabled: true } },
+      // Removed rows too: a tool missing at the last test connection that comes back changed must stay hidden.
+      where: { kind: { in: ['tool', 'prompt'] }, upstream: { enabled: true } },
       select: { upstreamId: true, kind: true, name: true, contentHash: true, approvedHash: true, status: true },
     }),
     db.upstream.findMany({ where: { enabled: true, toolApproval: 'require_approval' }, select: { id: true } }),

@@ -42,6 +42,10 @@ export function computeAuditHash(fields: ChainedAuditFields, prevHash: string | 
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
 }
 
+/** `String.prototype.isWellFormed` (Node ≥ 20; not in this TypeScript lib target): no lone surrogates. */
+const isWellFormed = (value: string): boolean =>
+  (value as string & { isWellFormed(): boolean }).isWellFormed();
+
 /** The keys of a hashed event, in RFC 8785 order (UTF-16 code units, which is what `sort()` compares). */
 const HASHED_KEYS = [
   'v',
@@ -84,7 +88,7 @@ function canonicalHashed(hashed: Record<string, unknown>): string | undefined {
     const value = hashed[HASHED_KEYS[i] as string];
     let text: string | undefined;
     if (value === null) text = 'null';
-    else if (typeof value === 'string') text = value.isWellFormed() ? JSON.stringify(value) : undefined;
+    else if (typeof value === 'string') text = isWellFormed(value) ? JSON.stringify(value) : undefined;
     else if (typeof value === 'number') text = Number.isFinite(value) ? JSON.stringify(value) : undefined;
     else if (typeof value === 'object' && HASHED_KEYS[i] === 'arguments') text = canonicalize(value);
     if (text === undefined) return undefined;

@@ -56,8 +56,8 @@ describe('AuditBatcher', () => {
     const batcher = new AuditBatcher({ store, maxBatch: 100, lingerMs: 1 });
     const ids = Array.from({ length: 16 }, (_, i) => `e${i}`);
     const [first, second] = await Promise.all([
-      batcher.submitMany(ids.slice(0, 8).map(event)),
-      batcher.submitMany(ids.slice(8).map(event)),
+      batcher.submitMany(ids.slice(0, 8).map((id) => event(id))),
+      batcher.submitMany(ids.slice(8).map((id) => event(id))),
     ]);
     expect(first?.failed.map((f) => f.event.eventId)).toEqual(['e5']);
     expect(second?.failed.map((f) => f.event.eventId)).toEqual(['e12']);
@@ -82,7 +82,7 @@ describe('AuditBatcher', () => {
       },
     };
     const batcher = new AuditBatcher({ store, maxBatch: 10, lingerMs: 1 });
-    const events = ['t1-a', 't2-a', 't1-b', 't2-b'].map(event);
+    const events = ['t1-a', 't2-a', 't1-b', 't2-b'].map((id) => event(id));
     const result = await batcher.submitMany(events);
     expect(result.failed.map((f) => f.event.eventId)).toEqual(['t1-a', 't1-b']);
     expect(calls).toEqual([['t1-a', 't2-a', 't1-b', 't2-b']]); // database down: no point in splitting

@@ -1,4 +1,5 @@
 import { AppError } from '@portcullis/shared/util-errors';
+import { REDACTED } from '@portcullis/shared/util-redact';
 
 export const approvalErrors = {
   notFound: () => new AppError('NOT_FOUND', 'No such approval.'),
@@ -6,6 +7,10 @@ export const approvalErrors = {
   argumentsChanged: () =>
     new AppError('CONFLICT', 'The held call’s arguments are not the ones you reviewed (argumentsHash differs): reload the approval.', {
       fields: [{ path: 'argumentsHash', message: 'does not match the held call' }],
+    }),
+  redactedArguments: () =>
+    new AppError('VALIDATION_FAILED', 'The edited arguments still hold redacted values: enter every value the call needs.', {
+      fields: [{ path: 'arguments', message: `contains ${JSON.stringify(REDACTED)}` }],
     }),
   ownCall: () => new AppError('FORBIDDEN', 'You cannot decide on a call made by you or by an agent acting with your API key: ask another approver.'),
 };

@@ -1,5 +1,6 @@
 import type { ApprovalResponse } from '@portcullis/contracts/api';
 import type { ApprovalStatus, Prisma } from '@portcullis/data/db';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 
 export const approvalSelect = {
   id: true,
@@ -46,7 +47,8 @@ export function toApprovalResponse(row: ApprovalRow, now: Date): ApprovalRespons
     decidedById: row.decidedById,
     decidedAt: row.decidedAt?.toISOString() ?? null,
     decisionNote: row.decisionNote,
-    editedArguments: asObject(row.editedArguments),
+    // Stored in full for the call; shown (to auditors too) with credentials redacted, as the original arguments are.
+    editedArguments: asObject(redactSecrets(row.editedArguments)),
     expiresAt: row.expiresAt.toISOString(),
     consumedAt: row.consumedAt?.toISOString() ?? null,
     traceId: row.traceId,

@@ -42,9 +42,12 @@ export class ApprovalsRepository {
     return count === 0 ? null : this.find(tenantId, tx, id);
   }
 
-  /** Whether the user holds a live API key of this agent client (they could be the one behind the call). */
+  /**
+   * Whether the user holds or held an API key of this agent client (they could be the one behind the call). Revoked
+   * and expired keys count too: revoking one's key after the call was held must not open the way to approving it.
+   */
   async userActsAsAgent(tenantId: TenantId, tx: TenantTransaction, agentClientId: string, userId: UserId): Promise<boolean> {
-    return (await tx.apiKey.count({ where: { tenantId, agentClientId, userId, revokedAt: null } })) > 0;
+    return (await tx.apiKey.count({ where: { tenantId, agentClientId, userId } })) > 0;
   }
 }
 

@@ -5,6 +5,7 @@ import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { REDACTED } from '@portcullis/shared/util-redact';
 import { approvalErrors } from './approvals.errors';
 import { effectiveStatus, toApprovalResponse, type ApprovalRow } from './approvals.mapper';
 import { ApprovalsRepository, type ApprovalDecision } from './approvals.repository';
@@ -37,6 +38,8 @@ export class ApprovalsService {
   }
 
   approve(scope: TenantScope, id: string, body: ApproveRequest): Promise<ApprovalResponse> {
+    // The approver edits the reviewer's copy, whose secrets are redacted: a placeholder sent back would reach the upstream.
+    if (body.arguments && holdsRedacted(body.arguments)) return Promise.reject(approvalErrors.redactedArguments());
     return this.decide(scope, id, body.argumentsHash, {
       status: 'approved',
       decidedById: scope.actor.userId,
@@ -88,4 +91,11 @@ export class ApprovalsService {
       throw approvalErrors.ownCall();
     }
   }
+}
+
+function holdsRedacted(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes(REDACTED);
+  if (Array.isArray(value)) return value.some(holdsRedacted);
+  if (typeof value === 'object' && value !== null) return Object.values(value).some(holdsRedacted);
+  return false;
 }

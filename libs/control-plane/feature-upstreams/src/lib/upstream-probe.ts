@@ -9,7 +9,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 
 /** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
-export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large';
+export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large' | 'unstorable';
 
 export class ProbeFailure extends Error {
   constructor(
@@ -63,6 +63,21 @@ const LISTINGS = [
 
 /** Any object: listing items are checked one by one, so one odd item does not fail the whole test. */
 const anyResult = z.looseObject({});
+
+/** Bounds on what one test connection stores: a name fits the unique index, a definition and the sum stay modest. */
+const MAX_NAME_BYTES = 1_024;
+const MAX_DEFINITION_BYTES = 256 * 1024;
+const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
+
+/** The UTF-8 size of a definition's JSON, and whether a key or string holds a NUL (Postgres text and jsonb refuse it). */
+function measure(definition: PinnedDefinition): { bytes: number; nul: boolean } {
+  let nul = false;
+  const json = JSON.stringify(definition, (key, value: unknown) => {
+    if (key.includes('\u0000') || (typeof value === 'string' && value.includes('\u0000'))) nul = true;
+    return value;
+  });
+  return { bytes: Buffer.byteLength(json ?? '', 'utf8'), nul };
+}
 
 const TLS_CODES = /^(CERT_|ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|EPROTO$)/;
 
@@ -141,6 +156,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     const serverInfo = client.getServerVersion();
     const capabilities = client.getServerCapabilities() ?? {};
     const items: DiscoveredItem[] = [];
+    let totalBytes = 0;
     for (const listing of LISTINGS) {
       if (!capabilities[listing.capability]) continue;
       const seenNames = new Set<string>();
@@ -160,7 +176,14 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           if (name === undefined || seenNames.has(name)) continue;
           seenNames.add(name);
           if (seenNames.size > options.maxItemsPerKind) throw new ProbeFailure('too_large', listing.kind);
-          items.push({ kind: listing.kind, name, definition: pinnedDefinition(listing.kind, item), hash: definitionHash(listing.kind, item) });
+          const definition = pinnedDefinition(listing.kind, item);
+          const size = measure(definition);
+          if (size.nul) throw new ProbeFailure('unstorable', `${listing.kind} with NUL`);
+          totalBytes += size.bytes;
+          if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES || size.bytes > MAX_DEFINITION_BYTES || totalBytes > MAX_TOTAL_BYTES) {
+            throw new ProbeFailure('too_large', `${listing.kind} size`);
+          }
+          items.push({ kind: listing.kind, name, definition, hash: definitionHash(listing.kind, item) });
         }
         const next = page['nextCursor'];
         cursor = typeof next === 'string' && next.length > 0 ? next : undefined;

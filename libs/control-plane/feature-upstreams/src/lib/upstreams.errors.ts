@@ -45,5 +45,6 @@ const TEST_FAILURES: Readonly<Record<ProbeFailureReason, readonly [ErrorCode, st
   timeout: ['UPSTREAM_TIMEOUT', 'The upstream did not complete the MCP handshake and listings in time.'],
   not_mcp: ['UPSTREAM_UNAVAILABLE', 'The upstream answered, but not as an MCP server (check the URL, path and transport).'],
   rejected: ['UPSTREAM_UNAVAILABLE', "The upstream refused the connection (HTTP 401/403): check the upstream's configured headers."],
-  too_large: ['UPSTREAM_UNAVAILABLE', 'The upstream advertises more definitions than this installation accepts.'],
+  too_large: ['UPSTREAM_UNAVAILABLE', 'The upstream advertises more definitions, or larger ones, than this installation accepts.'],
+  unstorable: ['UPSTREAM_UNAVAILABLE', 'The upstream advertises a definition that cannot be stored (it contains a NUL character).'],
 };

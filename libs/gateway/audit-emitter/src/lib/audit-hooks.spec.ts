@@ -23,11 +23,15 @@ class RecordingEmitter implements AuditEmitter {
   canAcceptFailClosed(): boolean {
     return this.accepting;
   }
-  async flush(): Promise<void> {}
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
   stats(): AuditEmitterStats {
     return { redis: this.redis, buffered: 0, spoolBytes: 0, sent: 0, jobs: 0, spooled: 0, replayed: 0, dropped: 0 };
   }
-  async close(): Promise<void> {}
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 const record: SessionRecord = {

@@ -35,6 +35,12 @@ export const pinKey = (kind: EnforcedKind, name: string): string => `${kind}\u00
  */
 export class ToolPinIndex {
   private byUpstream: ReadonlyMap<string, UpstreamPins> = new Map();
+  private loaded = false;
+
+  /** False until the first `replace`: the pins are unknown, and the hooks refuse tools and prompts (fail safe). */
+  get ready(): boolean {
+    return this.loaded;
+  }
 
   replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[]): void {
     const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry> }>();
@@ -53,6 +59,7 @@ export class ToolPinIndex {
       });
     }
     this.byUpstream = building;
+    this.loaded = true;
   }
 
   get(upstreamId: string): UpstreamPins | undefined {

@@ -85,6 +85,20 @@ describe('tool pinning hooks', () => {
     expect(strict.call('other')).toThrow(/not been approved/);
   });
 
+  it('fails safe until the pins have loaded once: tools and prompts hidden and refused, resources untouched', () => {
+    const pins = new ToolPinIndex();
+    const logger = createLogger({ service: 'pin-test', level: 'error', destination: { write: () => undefined } });
+    const { filter, admit } = toolPinningHooks({ pins, logger });
+    if (!filter || !admit) throw new Error('the pinning hooks filter and admit');
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'forecast' } };
+    expect(filter(record, 'tool', upstream, [approved])).toEqual([]);
+    expect(filter(record, 'resource', upstream, [{ uri: 'x' }])).toHaveLength(1);
+    expect(() => admit(info, NO_STREAM, new AbortController().signal, undefined)).toThrow(/not loaded the approved definitions/);
+    pins.replace([], []);
+    expect(filter(record, 'tool', upstream, [approved])).toEqual([approved]);
+    expect(admit(info, NO_STREAM, new AbortController().signal, undefined)).toBeUndefined();
+  });
+
   it('leaves upstreams without pins and unenforced kinds alone', () => {
     const { hooks } = setup();
     const elsewhere = { ...upstream, id: 'u2' };

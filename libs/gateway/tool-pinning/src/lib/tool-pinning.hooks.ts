@@ -4,7 +4,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
 
 /** Why an item is hidden and refused. */
-export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked';
+export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked' | 'unavailable';
 
 export interface ToolPinningOptions {
   readonly pins: ToolPinIndex;
@@ -19,6 +19,7 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
   changed: 'its definition changed since an administrator approved it; it is unavailable until the new definition is approved',
   not_approved: 'it has not been approved by an administrator yet',
   blocked: 'an administrator blocked it',
+  unavailable: 'the gateway has not loaded the approved definitions yet; try again shortly',
 };
 
 /**
@@ -27,6 +28,7 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
  * logging a warning once per (upstream, item, definition). It remembers what it listed per (upstream, item) — the
  * raw JSON and its hash — so an unchanged listing is not hashed again and `admit` costs two map lookups per call. A call to a hidden item is refused with -32003 and a reason.
  * A replica that has not listed the upstream yet judges by the definition the last test connection stored.
+ * Until the pins have loaded once (the database was unreachable at boot), every tool and prompt is hidden and refused.
  */
 export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   const { pins, logger } = options;
@@ -53,6 +55,11 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   return {
     filter(_record, kind, upstream, items) {
       if (!enforced(kind)) return items;
+      if (!pins.ready) {
+        // Which upstreams have pins is unknown until the index loads: hide rather than show an unapproved definition.
+        warnOnce(`${upstream.id}\u0000${kind}\u0000unavailable`, { tenantId: upstream.tenantId, upstream: upstream.name, upstreamId: upstream.id, kind, reason: 'unavailable' });
+        return [];
+      }
       const upstreamPins = pins.get(upstream.id);
       if (!upstreamPins) return items;
       const kept: Record<string, unknown>[] = [];
@@ -95,9 +102,11 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
       const target = info.target;
       if (!target || !enforced(target.kind)) return undefined;
       const upstreamPins = pins.get(target.upstream.id);
-      if (!upstreamPins) return undefined;
+      if (!upstreamPins && pins.ready) return undefined;
       const key = pinKey(target.kind, target.name);
-      const outcome = verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash);
+      const outcome = upstreamPins
+        ? verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash)
+        : 'unavailable';
       if (outcome === 'ok') return undefined;
       const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
       throw new GatewayRequestError(

@@ -34,6 +34,8 @@ describe('isPrivateAddress', () => {
     '::ffff:169.254.169.254',
     '64:ff9b::10.0.0.1',
     '2002:c0a8:0101::1',
+    '::ffff:0:7f00:1',
+    '64:ff9b:1::a00:1',
     'not-an-address',
   ])('%s is not public', (address) => {
     expect(isPrivateAddress(address)).toBe(true);
@@ -47,6 +49,7 @@ describe('isPrivateAddress', () => {
     '2606:4700:4700::1111',
     '::ffff:8.8.8.8',
     '2002:0808:0808::1',
+    '::ffff:0:808:808',
   ])('%s is public', (address) => {
     expect(isPrivateAddress(address)).toBe(false);
   });

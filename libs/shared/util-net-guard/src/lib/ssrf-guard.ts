@@ -82,6 +82,8 @@ function isPrivateIpv6(g: readonly number[]): boolean {
   if (zeroUpTo(7) && (at(7) === 0 || at(7) === 1)) return true; // :: and ::1
   if (zeroUpTo(5) && at(5) === 0xffff) return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // IPv4-mapped
   if (zeroUpTo(6)) return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // IPv4-compatible (deprecated)
+  if (zeroUpTo(4) && at(4) === 0xffff && at(5) === 0) return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // IPv4-translated ::ffff:0:0/96
+  if (at(0) === 0x64 && at(1) === 0xff9b && at(2) === 1) return true; // local-use NAT64 64:ff9b:1::/48 (RFC 8215)
   if (at(0) === 0x64 && at(1) === 0xff9b && at(2) === 0 && at(3) === 0 && at(4) === 0 && at(5) === 0) {
     return isPrivateIpv4(embeddedIpv4(at(6), at(7))); // NAT64
   }

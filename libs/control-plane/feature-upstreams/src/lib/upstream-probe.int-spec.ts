@@ -1,0 +1,59 @@
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { probeUpstream, ProbeFailure } from './upstream-probe';
+
+// The probe against a real MCP server on 127.0.0.1 (stateless Streamable HTTP) that advertises what each test sets.
+let advertised: Tool[] = [];
+let http: HttpServer;
+let url: string;
+
+beforeAll(async () => {
+  http = createServer((req, res) => {
+    const server = new Server({ name: 'probe-target', version: '1.0.0' }, { capabilities: { tools: {} } });
+    server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: advertised }));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => void transport.close().then(() => server.close()));
+    void server.connect(transport).then(() => transport.handleRequest(req, res));
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+});
+afterAll(async () => {
+  http?.closeAllConnections();
+  await new Promise((resolve) => http?.close(resolve));
+});
+
+const probe = () =>
+  probeUpstream(
+    { transport: 'streamable_http', url, headers: {}, command: null, args: [], env: {} },
+    { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 5_000, maxItemsPerKind: 100 },
+  );
+const reasonOf = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'ok',
+    (error: unknown) => (error instanceof ProbeFailure ? error.reason : String(error)),
+  );
+const tool = (name: string, description = 'a tool'): Tool => ({ name, description, inputSchema: { type: 'object' } });
+
+describe('probeUpstream bounds', () => {
+  it('stores ordinary definitions', async () => {
+    advertised = [tool('echo')];
+    expect((await probe()).items.map((item) => item.name)).toEqual(['echo']);
+  });
+
+  it('refuses names and definitions too large to store, instead of failing in the database', async () => {
+    advertised = [tool('n'.repeat(5_000))];
+    expect(await reasonOf(probe())).toBe('too_large');
+    advertised = [tool('big', 'd'.repeat(300 * 1024))];
+    expect(await reasonOf(probe())).toBe('too_large');
+  });
+
+  it('refuses a definition with a NUL character (Postgres cannot store it)', async () => {
+    advertised = [tool('nul', 'before\u0000after')];
+    expect(await reasonOf(probe())).toBe('unstorable');
+  });
+});
