@@ -4,7 +4,7 @@
 // The Postgres stage only (PostgresAuditEventStore, batches of 500, 2 in flight, 20 tenants) in a fresh database
 // (dropped at the end): a 20,000-event warm-up, then 3 alternating rounds of 60,000 events with and without the
 // indexes of the audit_query_indexes migration (dropped and recreated from their own definitions). Prints events/s
-// and WAL bytes per event (independent of other load on the machine). Bounded: 380,000 events; 127.0.0.1 only.
+// and WAL bytes per event (noisy: checkpoints add full-page images). Bounded: 380,000 events; 127.0.0.1 only.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';

@@ -75,6 +75,8 @@ describe('HeldCallGate', () => {
     expect(row.arguments).toMatchObject({ path: '/srv/a', authorization: '[redacted]' });
     expect(row).toMatchObject({ reason: decision.reason, snapshotVersion: 4 });
     expect(row.agentClientId).not.toBeNull();
+    // A time-ordered UUIDv7, so the API's id-ordered pages list approvals oldest first.
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/);
     expect(row.expiresAt.getTime()).toBeGreaterThan(Date.now() + 25_000);
     await waitFor(() => withToken.messages.length >= 3, { description: 'progress notifications' });
     const progress = withToken.messages.map((m) => (m as unknown as { params: { progress: number; progressToken: string } }).params);
@@ -90,6 +92,19 @@ describe('HeldCallGate', () => {
     await expect(held).resolves.toMatchObject({ decision: 'require_approval', approvalId: id, ruleIds: ['r1'], snapshotVersion: 4 });
     await expect(quiet).resolves.toMatchObject({ approvalId: id2 });
     expect(silent.messages).toEqual([]);
+    await g.close();
+  });
+
+  it('records arguments with NUL characters (Postgres refuses NUL) and binds the decision to the originals', async () => {
+    const g = gate();
+    const args = { path: '/srv/a\u0000b', 'k\u0000': 1, n: Math.random() };
+    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
+    const id = await pendingId(argumentsHash(args));
+    const row = await system.approval.findUniqueOrThrow({ where: { id }, select: { arguments: true } });
+    expect(row.arguments).toMatchObject({ path: '/srv/a\uFFFDb', 'k\uFFFD': 1 });
+    await system.approval.update({ where: { id }, data: { status: 'approved' } });
+    g.onDecided(tenant.id);
+    await expect(held).resolves.toMatchObject({ approvalId: id });
     await g.close();
   });
 

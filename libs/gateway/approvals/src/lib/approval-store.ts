@@ -1,5 +1,5 @@
 import { withTenant, type ApprovalStatus, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
-import type { TenantId } from '@portcullis/shared/util-ids';
+import { newId, type TenantId } from '@portcullis/shared/util-ids';
 
 /** What the gateway records when it holds a call. */
 export interface NewApproval {
@@ -42,6 +42,17 @@ export interface ApprovalStore {
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
+ * The reviewer's copy with NUL characters shown as U+FFFD: Postgres text and jsonb cannot hold NUL, and an agent's
+ * odd arguments must not make the approval unrecordable. The decision stays bound to the original (its hash).
+ */
+function storable(value: unknown): unknown {
+  if (typeof value === 'string') return value.replaceAll('\u0000', '\uFFFD');
+  if (Array.isArray(value)) return value.map(storable);
+  if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([key, inner]) => [storable(key) as string, storable(inner)]));
+  return value;
+}
+
+/**
  * The approvals table through the application role: each operation is one short `withTenant` transaction, so
  * row-level security applies as for the control plane. Only held calls come here (never the hot path).
  */
@@ -52,14 +63,16 @@ export class PrismaApprovalStore implements ApprovalStore {
     const row = await withTenant(this.db, approval.tenantId, (tx) =>
       tx.approval.create({
         data: {
+          // UUIDv7: the API pages approvals by id, oldest first (the column default is a random v4).
+          id: newId(),
           tenantId: approval.tenantId,
           requesterUserId: approval.requesterUserId,
           agentClientId: approval.agentClientId,
           mcpSessionId: approval.mcpSessionId,
           upstreamId: approval.upstreamId,
-          tool: approval.tool,
+          tool: storable(approval.tool) as string,
           argumentsHash: approval.argumentsHash,
-          arguments: approval.arguments as Prisma.InputJsonObject,
+          arguments: storable(approval.arguments) as Prisma.InputJsonObject,
           reason: approval.reason,
           snapshotVersion: approval.snapshotVersion,
           expiresAt: approval.expiresAt,

@@ -75,9 +75,10 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       const target = info.target;
       if (target === undefined) return undefined;
       const snapshot = snapshots.get(info.record.tenantId);
-      const what = describe(target.kind, target.name, target.upstream);
+      // Built only for a refusal: an allowed call needs no agent-facing wording.
+      const what = () => describe(target.kind, target.name, target.upstream);
       if (snapshot === undefined) {
-        throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
+        throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what()} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
       }
       const decision = evaluate(snapshot, {
         principal: principalOf(info.record),
@@ -88,7 +89,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       if (decision.effect === 'deny') {
         throw new GatewayRequestError(
           GATEWAY_RPC.POLICY_DENIED,
-          `${what} was denied. ${decision.agentMessage}`,
+          `${what()} was denied. ${decision.agentMessage}`,
           { snapshotVersion: decision.snapshotVersion },
           'denied',
         );
@@ -98,7 +99,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       if (approvalGate === undefined) {
         throw new GatewayRequestError(
           GATEWAY_RPC.APPROVAL_UNAVAILABLE,
-          `${what} needs approval by a person before it runs, and approvals are not available on this gateway, so it was not run.`,
+          `${what()} needs approval by a person before it runs, and approvals are not available on this gateway, so it was not run.`,
           { snapshotVersion: decision.snapshotVersion },
           'denied',
         );

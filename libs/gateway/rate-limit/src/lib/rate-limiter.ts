@@ -44,17 +44,34 @@ export interface RateLimitServiceOptions {
 
 class RedisTimeout extends Error {}
 
+/** One promise and one timer per Redis call (no race/finally chain: this runs for every limited request). */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new RedisTimeout('redis timeout')), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RedisTimeout('redis timeout')), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 const NOOP_RELEASE = { allowed: true as const, degraded: false, release: () => undefined };
+const DEGRADED = { allowed: true as const, degraded: true, release: () => undefined };
+const UNAVAILABLE: RateLimitOutcome = {
+  allowed: false,
+  reason: 'unavailable',
+  ruleId: null,
+  scope: [],
+  limit: null,
+  windowSeconds: null,
+  retryAfterSeconds: 1,
+};
 
 /**
  * Enforces the rate limits a policy decision carries, shared by every gateway replica through Redis.
@@ -73,7 +90,10 @@ export class RateLimitService {
 
   async check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): Promise<RateLimitOutcome> {
     if (limits.length === 0) return NOOP_RELEASE;
-    const token = randomUUID();
+    const only = limits.length === 1 ? limits[0] : undefined;
+    if (only && only.rateLimit.maxConcurrent === undefined) return this.checkRateOnly(subject, only, failMode);
+    // Identifies this call's concurrency slots; minted only when a limit has a concurrency bound.
+    let token = '';
     const rateChecks: Promise<RateLimitOutcome | null>[] = [];
     const concurrencyChecks: { key: string; limit: AppliedLimit; attempt: Promise<boolean> }[] = [];
 
@@ -84,6 +104,7 @@ export class RateLimitService {
         rateChecks.push(this.consume(key, limit, requests, windowSeconds));
       }
       if (maxConcurrent !== undefined) {
+        if (token === '') token = randomUUID();
         concurrencyChecks.push({
           key,
           limit,
@@ -149,6 +170,21 @@ export class RateLimitService {
       return { allowed: true, degraded: true, release: releaseHeld };
     }
     return { allowed: true, degraded: false, release: releaseHeld };
+  }
+
+  /**
+   * The common case, one limit without a concurrency bound: the same answers as `check` without its bookkeeping
+   * (no slot token, no settled-array passes).
+   */
+  private async checkRateOnly(subject: RateLimitSubject, limit: AppliedLimit, failMode: FailMode): Promise<RateLimitOutcome> {
+    const { requests, windowSeconds } = limit.rateLimit;
+    if (requests === undefined || windowSeconds === undefined) return NOOP_RELEASE;
+    try {
+      return (await this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, requests, windowSeconds)) ?? NOOP_RELEASE;
+    } catch (error) {
+      this.options.onRedisError?.(error);
+      return failMode === 'closed' ? UNAVAILABLE : DEGRADED;
+    }
   }
 
   /** null when within the limit, a rejection when over it; rejects (throws) when Redis is unavailable. */

@@ -15,9 +15,36 @@ export type SnapshotId = Brand<string, 'SnapshotId'>;
 export type AuditEventId = Brand<string, 'AuditEventId'>;
 export type ApprovalId = Brand<string, 'ApprovalId'>;
 
+// Random bytes for ids come from a pool refilled 4 KiB at a time (one getRandomValues per 256 ids: the
+// gateway mints one per audit event), with the same monotonic (time, counter) state as the library keeps.
+const POOL_BYTES = 4096;
+const pool = new Uint8Array(POOL_BYTES);
+let poolOffset = POOL_BYTES;
+const v7State = { msecs: Number.NEGATIVE_INFINITY, seq: 0 };
+
+function randomBlock(): Uint8Array {
+  if (poolOffset === POOL_BYTES) {
+    globalThis.crypto.getRandomValues(pool);
+    poolOffset = 0;
+  }
+  const block = pool.subarray(poolOffset, poolOffset + 16);
+  poolOffset += 16;
+  return block;
+}
+
 /** A new time-ordered identifier (UUIDv7): sorts by creation time, so indexes stay append-mostly. */
 export function newId<T extends string = string>(): T {
-  return uuidv7() as T;
+  const random = randomBlock();
+  const now = Date.now();
+  if (now > v7State.msecs) {
+    // A fresh 31-bit counter each millisecond, as the library seeds it.
+    v7State.seq = (((random[6] ?? 0) & 0x7f) << 24) | ((random[7] ?? 0) << 16) | ((random[8] ?? 0) << 8) | (random[9] ?? 0);
+    v7State.msecs = now;
+  } else {
+    v7State.seq = (v7State.seq + 1) | 0;
+    if (v7State.seq === 0) v7State.msecs++;
+  }
+  return uuidv7({ random, msecs: v7State.msecs, seq: v7State.seq }) as T;
 }
 
 export function isUuid(value: unknown): value is string {

@@ -98,12 +98,17 @@ export interface ApprovalGate {
 const merge = (into: Admission | undefined, next: Admission | undefined): Admission | undefined => {
   if (!next) return into;
   if (!into) return next;
-  const releases = [into.release, next.release].filter((r): r is () => void => r !== undefined);
-  return {
-    ...into,
-    ...next,
-    ...(releases.length > 0 ? { release: () => releases.forEach((release) => release()) } : {}),
-  };
+  const first = into.release;
+  const second = next.release;
+  const merged: { -readonly [K in keyof Admission]: Admission[K] } = { ...into, ...next };
+  if (first && second) {
+    merged.release = () => {
+      first();
+      second();
+    };
+  } else if (first) merged.release = first;
+  else if (second) merged.release = second;
+  return merged;
 };
 
 /**
@@ -123,7 +128,8 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   if (admitters.length > 0) {
     composed.admit = (info, sink, signal) => {
       let merged: Admission | undefined;
-      for (const [index, admit] of admitters.entries()) {
+      for (let index = 0; index < admitters.length; index++) {
+        const admit = admitters[index] as AdmitFn;
         let verdict: ReturnType<AdmitFn>;
         try {
           verdict = admit(info, sink, signal, merged);
@@ -170,7 +176,11 @@ async function continueAsync(
 ): Promise<Admission | undefined> {
   try {
     merged = merge(merged, await pending);
-    for (const admit of rest) merged = merge(merged, await admit(info, sink, signal, merged));
+    for (const admit of rest) {
+      // Synchronous admitters (audit's fail-closed check) answer without an extra promise hop.
+      const verdict = admit(info, sink, signal, merged);
+      merged = merge(merged, verdict instanceof Promise ? await verdict : verdict);
+    }
     return merged;
   } catch (error) {
     merged?.release?.();
