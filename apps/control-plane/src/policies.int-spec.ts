@@ -127,6 +127,16 @@ describe('policy GET/PUT with ETag and If-Match', () => {
     expect(errors[2]?.message).toContain('unknown group ghosts');
     for (const error of errors) expect(error.message).toContain(`rule "${String(error.ruleId)}"`);
 
+    // Text Postgres cannot store (a NUL character) is a caller's mistake: 400, not a 500 from the database.
+    const nul = await putPolicy(t.id, admin.token, '"0"', [{ ...allowTickets('r-\u0000'), condition: 'true || "\u0000" == ""' }]);
+    expect(nul.status).toBe(400);
+    const nulDescription = await cp.request('PUT', policyUrl(t.id), {
+      token: admin.token,
+      headers: { 'if-match': '"0"' },
+      body: { defaultEffect: 'deny', description: 'a\u0000b', rules: [] },
+    });
+    expect(nulDescription.status).toBe(400);
+
     const schema = await putPolicy(t.id, admin.token, '"0"', [{ ...allowTickets('r-x'), effect: 'maybe' }]);
     expect(schema.status).toBe(400);
     expect((schema.json['errors'] as { path: string }[]).map((e) => e.path)).toContain('rules.0.effect');

@@ -24,6 +24,8 @@ import { UpstreamsRepository } from './upstreams.repository';
 
 const DEFAULT_TEST_TIMEOUT_MS = 10_000;
 const MAX_ITEMS_PER_KIND = 5_000;
+/** Test connections one tenant may run at once on this process (each holds a connection or a child process). */
+const MAX_TESTS_PER_TENANT = 4;
 
 interface SyncCounts {
   total: number;
@@ -42,6 +44,8 @@ interface SyncCounts {
  */
 @Injectable()
 export class UpstreamToolsService {
+  private readonly testsRunning = new Map<TenantId, number>();
+
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
     private readonly upstreams: UpstreamsRepository,
@@ -64,6 +68,20 @@ export class UpstreamToolsService {
   }
 
   async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
+    const { tenantId } = scope;
+    const running = this.testsRunning.get(tenantId) ?? 0;
+    if (running >= MAX_TESTS_PER_TENANT) throw upstreamErrors.tooManyTests();
+    this.testsRunning.set(tenantId, running + 1);
+    try {
+      return await this.runTest(scope, upstreamId);
+    } finally {
+      const left = (this.testsRunning.get(tenantId) ?? 1) - 1;
+      if (left > 0) this.testsRunning.set(tenantId, left);
+      else this.testsRunning.delete(tenantId);
+    }
+  }
+
+  private async runTest(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
     const { tenantId } = scope;
     const target = await withTenant(this.db, tenantId, async (tx) =>
       this.probeTarget(tenantId, tx, await this.requireUpstream(tenantId, tx, upstreamId)),

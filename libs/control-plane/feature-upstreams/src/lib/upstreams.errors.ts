@@ -32,6 +32,7 @@ export const upstreamErrors = {
   secretsUnreadable: () =>
     new AppError('CONFLICT', "The upstream's stored headers or environment cannot be opened with this installation's keys; set them again."),
   /** Test connection failures: one fixed sentence per reason, naming nothing the admin did not configure. */
+  tooManyTests: () => new AppError('RATE_LIMITED', 'Too many test connections of this tenant are running; try again when one has finished.'),
   testFailed: (reason: ProbeFailureReason) => {
     const [code, message] = TEST_FAILURES[reason];
     return new AppError(code, message, { fields: [{ path: 'reason', message: reason }] });

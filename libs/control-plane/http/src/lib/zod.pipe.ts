@@ -12,8 +12,33 @@ export class ZodPipe<S extends z.ZodType> implements PipeTransform<unknown, z.ou
   constructor(private readonly schema: S) {}
 
   transform(value: unknown): z.output<S> {
+    // Postgres text and jsonb cannot hold NUL: refuse it here as the caller's mistake rather than fail in the database.
+    const nulAt = nulPath(value);
+    if (nulAt !== undefined) {
+      throw new AppError('VALIDATION_FAILED', 'The request is not valid.', {
+        fields: [{ path: nulAt, message: 'must not contain a NUL character (U+0000)' }],
+      });
+    }
     return this.schema.parse(value);
   }
+}
+
+/** The dotted path of a string or key holding U+0000, if any (iterative: bodies may nest deeply). */
+function nulPath(body: unknown): string | undefined {
+  const pending: [unknown, string][] = [[body, '']];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [value, path] = next;
+    if (typeof value === 'string') {
+      if (value.includes('\u0000')) return path;
+    } else if (typeof value === 'object' && value !== null) {
+      for (const [key, inner] of Object.entries(value)) {
+        const at = path === '' ? key : `${path}.${key}`;
+        if (key.includes('\u0000')) return at;
+        pending.push([inner, at]);
+      }
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { withTenant, type ApprovalStatus, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
-import { newId, type TenantId } from '@portcullis/shared/util-ids';
+import type { TenantId } from '@portcullis/shared/util-ids';
 
 /** What the gateway records when it holds a call. */
 export interface NewApproval {
@@ -63,8 +63,6 @@ export class PrismaApprovalStore implements ApprovalStore {
     const row = await withTenant(this.db, approval.tenantId, (tx) =>
       tx.approval.create({
         data: {
-          // UUIDv7: the API pages approvals by id, oldest first (the column default is a random v4).
-          id: newId(),
           tenantId: approval.tenantId,
           requesterUserId: approval.requesterUserId,
           agentClientId: approval.agentClientId,

@@ -62,16 +62,27 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
 /** A result's shape without its content: top-level flags, and per list its length and item types. */
 function resultMetadata(result: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const meta: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(result)) {
+  for (const key of Object.keys(result)) {
     if (key === '_meta') continue;
+    const value = result[key];
     if (typeof value === 'boolean') meta[key] = value;
     else if (Array.isArray(value)) {
-      const types = new Set<string>();
-      for (const item of value) if (isObject(item) && typeof item['type'] === 'string') types.add(item['type']);
-      meta[key] = { count: value.length, ...(types.size > 0 ? { types: [...types].slice(0, 20) } : {}) };
+      // Distinct item types in first-seen order (a result list is short; an array beats a Set here).
+      const types: string[] = [];
+      for (const item of value) {
+        if (isObject(item) && typeof item['type'] === 'string' && !types.includes(item['type'])) types.push(item['type']);
+      }
+      meta[key] = types.length > 0 ? { count: value.length, types: types.slice(0, 20) } : { count: value.length };
     } else if (value !== undefined) meta[key] = { present: true };
   }
   return meta;
+}
+
+/** A session's actor and id columns, the same for each of its events: worked out once per session record. */
+interface SessionColumns {
+  readonly actorUserId: string | null;
+  readonly agentClientId: string | null;
+  readonly mcpSessionId: string;
 }
 
 /**
@@ -94,6 +105,30 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const redactors = new WeakMap<readonly string[], Redactor>();
   let lastRefusalLog = Number.NEGATIVE_INFINITY;
 
+  const sessionColumns = new WeakMap<RequestInfo['record'], SessionColumns>();
+  const columnsOf = (record: RequestInfo['record']): SessionColumns => {
+    let columns = sessionColumns.get(record);
+    if (columns === undefined) {
+      columns = {
+        actorUserId: record.principalKind === 'user' ? uuidOrNull(record.principalId) : null,
+        agentClientId: record.principalKind === 'agent_client' ? uuidOrNull(record.principalId) : null,
+        mcpSessionId: cut(record.id, 200),
+      };
+      sessionColumns.set(record, columns);
+    }
+    return columns;
+  };
+  const upstreamIds = new WeakMap<object, string | null>();
+  const upstreamIdOf = (upstream: { readonly id: string } | undefined): string | null => {
+    if (upstream === undefined) return null;
+    let id = upstreamIds.get(upstream);
+    if (id === undefined) {
+      id = uuidOrNull(upstream.id);
+      upstreamIds.set(upstream, id);
+    }
+    return id;
+  };
+
   const auditOf = (tenantId: string): TenantSettings['audit'] => options.settings(tenantId)?.audit ?? DEFAULT_AUDIT;
 
   const redactorFor = (paths: readonly string[]): Redactor | undefined => {
@@ -114,11 +149,21 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
 
   const payloadOf = (info: RequestInfo, outcome: RequestOutcome, mode: AuditResultMode, paths: readonly string[]): AuditEventV1['arguments'] => {
     const envelope: Record<string, unknown> = {};
+    let empty = true;
     const args = outcome.admission?.arguments ?? info.arguments;
-    if (args !== undefined) envelope['arguments'] = args;
-    if (info.method === 'initialize') envelope['arguments'] = { clientInfo: info.record.clientInfo, protocolVersion: info.record.protocolVersion };
-    if (outcome.result !== undefined && mode !== 'none') envelope['result'] = mode === 'full' ? outcome.result : resultMetadata(outcome.result);
-    if (Object.keys(envelope).length === 0) return null;
+    if (args !== undefined) {
+      envelope['arguments'] = args;
+      empty = false;
+    }
+    if (info.method === 'initialize') {
+      envelope['arguments'] = { clientInfo: info.record.clientInfo, protocolVersion: info.record.protocolVersion };
+      empty = false;
+    }
+    if (outcome.result !== undefined && mode !== 'none') {
+      envelope['result'] = mode === 'full' ? outcome.result : resultMetadata(outcome.result);
+      empty = false;
+    }
+    if (empty) return null;
     let safe = redactSecrets(envelope) as Record<string, unknown>;
     const redactor = redactorFor(paths);
     if (redactor) safe = redactor(safe);
@@ -135,6 +180,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
 
   const eventOf = (info: RequestInfo, outcome: RequestOutcome): AuditEventV1 => {
     const { record } = info;
+    const columns = columnsOf(record);
     const audit = auditOf(record.tenantId);
     const note = notes.get(info);
     const admission = outcome.admission ?? note?.prior;
@@ -157,11 +203,11 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       occurredAt: new Date(info.startedAt).toISOString(),
       kind: 'mcp',
       method: cut(info.method, 200),
-      actorUserId: record.principalKind === 'user' ? uuidOrNull(record.principalId) : null,
-      agentClientId: record.principalKind === 'agent_client' ? uuidOrNull(record.principalId) : null,
+      actorUserId: columns.actorUserId,
+      agentClientId: columns.agentClientId,
       apiKeyId: null,
-      mcpSessionId: cut(record.id, 200),
-      upstreamId: uuidOrNull(info.target?.upstream.id),
+      mcpSessionId: columns.mcpSessionId,
+      upstreamId: upstreamIdOf(info.target?.upstream),
       tool: toolOf(info),
       targetType: null,
       targetId: null,

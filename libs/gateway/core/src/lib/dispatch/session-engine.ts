@@ -351,16 +351,18 @@ export class SessionEngine {
     const gate: Gate = async (target, args) => {
       const meta = message.params?.['_meta'];
       const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
-      info = {
+      // Built field by field: no throwaway objects for the optional parts (this runs for every request).
+      const built: { -readonly [K in keyof RequestInfo]: RequestInfo[K] } = {
         record: live.record,
         method: message.method,
         requestId: message.id,
         traceId,
         startedAt,
-        ...(target ? { target } : {}),
-        ...(args ? { arguments: args } : {}),
-        ...(typeof progressToken === 'string' || typeof progressToken === 'number' ? { progressToken } : {}),
       };
+      if (target) built.target = target;
+      if (args) built.arguments = args;
+      if (typeof progressToken === 'string' || typeof progressToken === 'number') built.progressToken = progressToken;
+      info = built;
       admitted = true;
       if (!hooks?.admit) return undefined;
       const verdict = hooks.admit(info, sink, controller.signal, undefined);
@@ -403,13 +405,15 @@ export class SessionEngine {
       else if (error instanceof UpstreamRpcError || error instanceof UpstreamUnavailableError) outcome = 'upstream_error';
       else outcome = 'error';
     }
-    completed(info, {
-      outcome,
-      ...(admission ? { admission } : {}),
-      ...('error' in response ? { error: { code: response.error.code, message: response.error.message, ...(response.error.data === undefined ? {} : { data: response.error.data }) } } : {}),
-      ...(result ? { result } : {}),
-      latencyMs: Date.now() - info.startedAt,
-    });
+    const report: { -readonly [K in keyof RequestOutcome]: RequestOutcome[K] } = { outcome, latencyMs: 0 };
+    if (admission) report.admission = admission;
+    if ('error' in response) {
+      const { code, message, data } = response.error;
+      report.error = data === undefined ? { code, message } : { code, message, data };
+    }
+    if (result) report.result = result;
+    report.latencyMs = Date.now() - info.startedAt;
+    completed(info, report);
   }
 
   private async route(
