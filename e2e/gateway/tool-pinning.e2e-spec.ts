@@ -12,7 +12,7 @@ import { issueAccessToken } from '@portcullis/control-plane/auth';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { GATEWAY_RPC } from '@portcullis/gateway/core';
 import { newId } from '@portcullis/shared/util-ids';
-import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, present, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -188,7 +188,7 @@ describe('tool pinning', { timeout: 120_000 }, () => {
       const changed = await api('GET', `${base}/upstreams/${upstreamId}/tools?state=changed`, admin);
       expect(changed.status).toBe(200);
       expect(changed.json.items).toHaveLength(1);
-      const forecast = changed.json.items![0]!;
+      const forecast = present(changed.json.items?.[0], 'the changed tool');
       expect(forecast).toMatchObject({ name: 'forecast', kind: 'tool', state: 'changed' });
       expect(forecast['changes']).toEqual([{ path: '/description', change: 'changed', before: 'Weather forecast for a city.', after: RUG_PULL }]);
       expect(forecast['approvedHash']).not.toBe(forecast['contentHash']);
@@ -312,7 +312,7 @@ describe('tool pinning', { timeout: 120_000 }, () => {
     const both = await Promise.all([1, 2].map(() => api('POST', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/test`, adminA)));
     expect(both.map((res) => res.status)).toEqual([200, 200]);
     expect(await db.upstreamTool.count({ where: { tenantId: a.id, upstreamId } })).toBe(2);
-    const tool = (await api('GET', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/tools`, adminA)).json.items![0]!;
+    const tool = present((await api('GET', `/api/v1/tenants/${a.id}/upstreams/${upstreamId}/tools`, adminA)).json.items?.[0], 'a stored tool');
     const approve = { contentHash: String(tool['contentHash']) };
 
     // B's admin, through B's tenant path with A's ids, and through A's path: 404 every time.
@@ -350,7 +350,7 @@ describe('tool pinning', { timeout: 120_000 }, () => {
     await waitFor(async () => ((await toolNames(agent)).length === 0 ? true : null), { description: 'pending tools hidden', timeoutMs: 10_000 });
     expect((await callError(agent, 'strict__forecast'))?.message).toMatch(/has not been approved/);
 
-    const forecast = (tested.json.items ?? []).find((item) => item['name'] === 'forecast')!;
+    const forecast = present((tested.json.items ?? []).find((item) => item['name'] === 'forecast'), 'forecast');
     const approved = await api('POST', `${base}/upstreams/${upstreamId}/tools/${String(forecast['id'])}/approve`, admin, { contentHash: String(forecast['contentHash']) });
     expect(approved.json['state']).toBe('approved');
     await waitFor(async () => ((await toolNames(agent)).join() === 'strict__forecast' ? true : null), { description: 'approved tool listed', timeoutMs: 10_000 });

@@ -4,3 +4,4 @@ export { createTestTenant } from './lib/tenants';
 export type { TenantWriter, TestTenant } from './lib/tenants';
 export { waitFor } from './lib/wait-for';
 export type { WaitForOptions } from './lib/wait-for';
+export { present } from './lib/present';

@@ -1,6 +1,6 @@
 import { createPrismaClient, createSystemPrismaClient, withTenant } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, present, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamToolsRepository } from './upstream-tools.repository';
 
@@ -44,7 +44,7 @@ describe('UpstreamToolsRepository', () => {
     await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { ...definition, description: 'Weather v2' }, contentHash: 'h2', matchesApproved: false }, now));
     expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, { id, contentHash: 'h1', definition }, newId(), now))).toBe(false);
     const current = await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id));
-    expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, current!, newId(), now))).toBe(true);
+    expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, present(current, 'the stored tool'), newId(), now))).toBe(true);
     expect(await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id))).toMatchObject({
       status: 'approved',
       approvedHash: 'h2',
