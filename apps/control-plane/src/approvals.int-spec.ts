@@ -217,6 +217,12 @@ describe('approvals API', () => {
       body: { argumentsHash: approval.argumentsHash, arguments: { path: '/etc/hosts', auth: { token: '[redacted]' } } },
     });
     expect(placeholder.status).toBe(400);
+    // Deeply nested edits are refused up front (the decision used to commit, then the response failed with a 500).
+    let deep: unknown = 1;
+    for (let i = 0; i < 3_000; i++) deep = [deep];
+    const nested = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, arguments: { deep } } });
+    expect(nested.status).toBe(400);
+    expect(nested.json['errors']).toEqual([{ path: 'arguments', message: expect.stringContaining('levels deep') }]);
     expect(placeholder.json['errors']).toEqual([{ path: 'arguments', message: expect.any(String) }]);
     expect((await cp.request('GET', `${base}?status=maybe`, { token: admin.token })).status).toBe(400);
     expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');

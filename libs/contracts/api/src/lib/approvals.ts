@@ -7,9 +7,27 @@ export const approvalStatus = z.enum(['pending', 'approved', 'denied', 'expired'
 export const approvalArgumentsHash = z.string().regex(/^[0-9a-f]{64}$/, 'must be the approval’s argumentsHash (64 lowercase hex digits)');
 
 const MAX_ARGUMENT_BYTES = 64 * 1024;
+/** Nesting bound: deeper JSON would overflow the recursive redaction and canonicalisation downstream. */
+const MAX_ARGUMENT_DEPTH = 64;
+
+/** Whether `value` nests arrays/objects deeper than `max` (iterative, so any depth is safe to check). */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const pending: [unknown, number][] = [[value, 0]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [current, depth] = next;
+    if (typeof current !== 'object' || current === null) continue;
+    if (depth > max) return true;
+    for (const inner of Object.values(current)) pending.push([inner, depth + 1]);
+  }
+  return false;
+}
 
 /** Tool arguments as an approver edits them: a JSON object of bounded size. */
 const editedArguments = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
+  if (nestsDeeperThan(value, MAX_ARGUMENT_DEPTH)) {
+    ctx.addIssue({ code: 'custom', message: `must nest at most ${MAX_ARGUMENT_DEPTH} levels deep` });
+    return;
+  }
   let text: string | undefined;
   try {
     text = JSON.stringify(value);

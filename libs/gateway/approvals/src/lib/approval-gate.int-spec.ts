@@ -106,6 +106,17 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  it('refuses arguments nested too deeply to hash or redact with a clear error, recording nothing', async () => {
+    const g = gate();
+    let deep: unknown = 1;
+    for (let i = 0; i < 50_000; i++) deep = [deep];
+    const error = await g.hold(info({ deep }), decision, sink(), new AbortController().signal).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(GatewayRequestError);
+    expect(error).toMatchObject({ rpcCode: -32602 });
+    expect(g.size).toBe(0);
+    await g.close();
+  });
+
   it('honours a decision made at the last moment instead of expiring it', async () => {
     const g = gate({ timeoutMs: 800 });
     const args = { path: '/srv/late', n: Math.random() };

@@ -80,7 +80,15 @@ export class HeldCallGate implements ApprovalGate {
     const target = info.target;
     if (!target) throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'This request needs approval, which only applies to calls of a tool, prompt or resource', undefined, 'denied');
     const tenant = toTenantId(info.record.tenantId);
-    const hash = argumentsHash(info.arguments);
+    let hash: string;
+    let reviewCopy: Record<string, unknown>;
+    try {
+      hash = argumentsHash(info.arguments);
+      reviewCopy = (redactSecrets(info.arguments ?? {}) ?? {}) as Record<string, unknown>;
+    } catch {
+      // Hashing and redaction recurse: arguments nested thousands deep overflow the stack. The caller's mistake.
+      throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (nested too deeply)', undefined, 'denied');
+    }
     const expiresAt = this.now() + this.options.timeoutMs;
     const principal = info.record.principalKind;
     let id: string;
@@ -93,7 +101,7 @@ export class HeldCallGate implements ApprovalGate {
         upstreamId: target.upstream.id,
         tool: target.name,
         argumentsHash: hash,
-        arguments: (redactSecrets(info.arguments ?? {}) ?? {}) as Record<string, unknown>,
+        arguments: reviewCopy,
         reason: decision.reason,
         snapshotVersion: decision.snapshotVersion,
         expiresAt: new Date(expiresAt),

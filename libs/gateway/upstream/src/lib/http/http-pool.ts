@@ -18,6 +18,11 @@ export interface HttpPoolOptions {
 export interface HttpTarget {
   readonly url: URL;
   readonly agent: HttpAgent;
+  /**
+   * For long-lived GET streams (an upstream session's standalone SSE stream, the legacy SSE stream): one socket
+   * each, outside `agent`'s cap, so open streams never take the sockets that calls wait for.
+   */
+  readonly streamAgent: HttpAgent;
   readonly secure: boolean;
   readonly hostname: string;
   readonly port: number;
@@ -33,6 +38,7 @@ export interface HttpTarget {
  */
 export class HttpPool {
   private readonly agents = new Map<string, HttpAgent>();
+  private readonly streamAgents = new Map<string, HttpAgent>();
 
   constructor(private readonly options: HttpPoolOptions) {}
 
@@ -54,17 +60,29 @@ export class HttpPool {
       agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
       this.agents.set(key, agent);
     }
+    let streamAgent = this.streamAgents.get(key);
+    if (streamAgent === undefined) {
+      // No socket cap (there is one stream per live upstream session) and no reuse: a stream ends with its socket.
+      const streamOptions = { keepAlive: false, lookup: this.options.lookup };
+      streamAgent = secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions);
+      this.streamAgents.set(key, streamAgent);
+    }
     const host = `${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`;
-    return { url, agent, secure, hostname, port, path: `${url.pathname}${url.search}`, host };
+    return { url, agent, streamAgent, secure, hostname, port, path: `${url.pathname}${url.search}`, host };
   }
 
   destroy(): void {
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
+    for (const agent of this.streamAgents.values()) agent.destroy();
+    this.streamAgents.clear();
   }
 }
 
-/** One HTTP request through the target's pool. `body` is written in one piece (Content-Length set). */
+/**
+ * One HTTP request through the target's pool (GET: a long-lived stream, through `streamAgent`). `body` is
+ * written in one piece (Content-Length set).
+ */
 export function send(
   target: HttpTarget,
   method: 'GET' | 'POST' | 'DELETE',
@@ -79,7 +97,7 @@ export function send(
     hostname: target.hostname,
     port: target.port,
     path,
-    agent: target.agent,
+    agent: method === 'GET' ? target.streamAgent : target.agent,
     headers,
   };
   const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);

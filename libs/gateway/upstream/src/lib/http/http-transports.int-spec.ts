@@ -88,6 +88,24 @@ describe('HTTP upstreams against the demo servers', () => {
     return session;
   }
 
+  it('keeps calls flowing when more sessions hold standalone streams than the pool has sockets', async () => {
+    const connector = createUpstreamConnector({
+      maxStdioProcessesPerUpstream: 1,
+      stdioIdleMs: 60_000,
+      allowPrivateNetworks: true,
+      maxSocketsPerOrigin: 2,
+    });
+    connectors.push(connector);
+    const opened = await Promise.all([1, 2, 3].map(() => open(streamable('/math'), connector)));
+    // Listening for session-level messages opens each session's standalone GET stream.
+    for (const session of opened) session.onNotification(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const results = await Promise.all(
+      opened.map((session) => session.request('tools/call', { name: 'add', arguments: { a: 1, b: 2 } }, { timeoutMs: 5_000 })),
+    );
+    expect(results.map((result) => result['structuredContent'])).toEqual([{ result: 3 }, { result: 3 }, { result: 3 }]);
+  });
+
   describe.each([
     ['Streamable HTTP', streamable],
     ['legacy HTTP+SSE', legacy],

@@ -7,6 +7,7 @@ import {
   rawServer,
   recordingLogger,
   upstreamConfig,
+  waitFor,
   type RawServer,
 } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
@@ -73,6 +74,8 @@ describe('connector resilience and network policy', () => {
     });
     const session = await connector().connect(config, identity);
     session.onNotification(() => undefined); // asks for the standalone stream: 405 is fine
+    // The stream has its own socket (outside the call pool), so it may land after the next call: wait for it.
+    await waitFor(() => (seen.some((s) => s.method === 'GET') ? true : undefined));
     await expect(session.request('tools/list', {})).resolves.toEqual({ tools: [] });
     await session.close();
     expect(seen.map((s) => s.method)).toEqual(['POST', 'POST', 'GET', 'POST', 'DELETE']);
