@@ -1,3 +1,4 @@
+import { AUDIT_EVENT_COLUMNS, type AuditEventRow } from '@portcullis/audit/core';
 import type { AuditEventFilters } from '@portcullis/contracts/api';
 import type { TenantTransaction } from '@portcullis/data/db';
 import { AppError } from '@portcullis/shared/util-errors';
@@ -36,40 +37,11 @@ export function decodeAuditCursor(cursor: string | undefined): AuditCursor | und
 }
 
 /** Columns of `audit_events` in the order `AuditEventRow` names them, plus the cursor's microsecond time. */
-const SELECT_COLUMNS = `id, tenant_id, seq, occurred_at, recorded_at, kind, method, actor_user_id, agent_client_id,
-  api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id,
-  latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash,
+const SELECT_COLUMNS = `${AUDIT_EVENT_COLUMNS},
   to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at`;
 
-export interface AuditEventQueryRow {
-  id: string;
-  tenant_id: string;
-  seq: bigint | string;
-  occurred_at: Date;
-  recorded_at: Date;
-  kind: string;
-  method: string;
-  actor_user_id: string | null;
-  agent_client_id: string | null;
-  api_key_id: string | null;
-  mcp_session_id: string | null;
-  upstream_id: string | null;
-  tool: string | null;
-  target_type: string | null;
-  target_id: string | null;
-  decision: string | null;
-  reason: string | null;
-  snapshot_version: number | null;
-  approval_id: string | null;
-  latency_ms: number | null;
-  arguments: unknown;
-  outcome: string;
-  error_code: string | null;
-  trace_id: string | null;
-  prev_hash: string | null;
-  hash: string;
-  cursor_at: string;
-}
+/** A stored event as the API query reads it: the row plus the cursor's timestamp at microsecond precision. */
+export type AuditEventQueryRow = AuditEventRow & { recorded_at: Date; cursor_at: string };
 
 const DECISION_LITERALS: Record<NonNullable<AuditEventFilters['decision']>, string> = {
   allow: `'allow'::audit_decision`,

@@ -1,34 +1,10 @@
+import { linkFromRow } from '@portcullis/audit/core';
 import type { AuditEventResponse, AuditExportResponse } from '@portcullis/contracts/api';
 import type { AuditEventQueryRow } from './audit-events.query';
 
 export function toAuditEventResponse(row: AuditEventQueryRow): AuditEventResponse {
-  return {
-    id: row.id,
-    seq: row.seq.toString(),
-    occurredAt: row.occurred_at.toISOString(),
-    recordedAt: row.recorded_at.toISOString(),
-    kind: row.kind,
-    method: row.method,
-    actorUserId: row.actor_user_id,
-    agentClientId: row.agent_client_id,
-    apiKeyId: row.api_key_id,
-    mcpSessionId: row.mcp_session_id,
-    upstreamId: row.upstream_id,
-    tool: row.tool,
-    targetType: row.target_type,
-    targetId: row.target_id,
-    decision: row.decision,
-    reason: row.reason,
-    snapshotVersion: row.snapshot_version,
-    approvalId: row.approval_id,
-    latencyMs: row.latency_ms,
-    arguments: row.arguments ?? null,
-    outcome: row.outcome,
-    errorCode: row.error_code,
-    traceId: row.trace_id,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
+  // The chain link carries every stored field; the API adds when the worker recorded it.
+  return { ...linkFromRow(row), recordedAt: row.recorded_at.toISOString() };
 }
 
 /** An audit export as the repository reads it: the file path stays server-side. */
