@@ -3,7 +3,7 @@ import type { JsonRpcRequest, Principal, UpstreamRequestOptions } from '@portcul
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
+import { SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -109,5 +109,46 @@ describe('SessionEngine with in-memory upstreams', () => {
     const response = await engine.request(record, req('tools/call', { name: 'u__x' }), NO_STREAM, 'trace');
     expect(response).toMatchObject({ error: { code: -32603, message: 'Internal error', data: { traceId: 'trace' } } });
     expect(JSON.stringify(response)).not.toContain('internal-u');
+  });
+});
+
+describe('SessionEngine across replicas', () => {
+  it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    const replicas: SessionEngine[] = [];
+    const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
+    const make = (replicaId: string) =>
+      new SessionEngine({
+        registry,
+        connector,
+        sessions,
+        logger,
+        bus,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId },
+      });
+    const [a, b] = [make('ra'), make('rb')];
+    replicas.push(a, b);
+    engines.push(a, b);
+
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const received: unknown[] = [];
+    const detach = b.attachStandalone(record, { canStream: true, send: (message) => received.push(message) > 0 });
+
+    // Replica A holds the upstream session that receives the notification; B holds the agent's GET stream.
+    const fromUpstreamOnA = connector.notificationHandlers.get('u1')?.[0];
+    if (!fromUpstreamOnA) throw new Error('replica A did not attach to the upstream');
+    const changed = { jsonrpc: '2.0' as const, method: 'notifications/tools/list_changed' };
+    fromUpstreamOnA(changed);
+    expect(received).toEqual([changed]);
+
+    // Once the stream is gone nobody delivers it (and nothing throws).
+    detach();
+    fromUpstreamOnA(changed);
+    expect(received).toHaveLength(1);
   });
 });

@@ -54,7 +54,9 @@ export interface ReplicaBus {
 export type BusMessage =
   | { readonly type: 'session-ended'; readonly sessionId: string }
   | { readonly type: 'cancel'; readonly sessionId: string; readonly requestId: JsonRpcId; readonly reason?: string }
-  | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse };
+  | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse }
+  /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
+  | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -288,6 +290,10 @@ export class SessionEngine {
         return;
       case 'answer':
         this.settleAnswer(message.sessionId, message.response);
+        return;
+      case 'standalone':
+        // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
+        this.live.get(message.sessionId)?.standalone?.send(message.message);
         return;
     }
   }
@@ -702,7 +708,9 @@ export class SessionEngine {
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((notification) => {
-      live.standalone?.send(notification);
+      // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
+      if (live.standalone) live.standalone.send(notification);
+      else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
     });
     session.onServerRequest((request, signal) => this.relayServerRequest(live.record.id, request, live.standalone ?? NO_STREAM, signal));
     void config;

@@ -34,6 +34,8 @@ export function fakeConfig(id: string, toolPrefix: string, tenantId = 't1'): Ups
 
 export class FakeConnector implements UpstreamConnector {
   readonly calls: { upstreamId: string; method: string; params: unknown }[] = [];
+  /** Session-level notification handlers the engine registered, per upstream id (newest last). */
+  readonly notificationHandlers = new Map<string, ((notification: JsonRpcNotification) => void)[]>();
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
 
   private session(config: UpstreamConfig): UpstreamSession {
@@ -48,10 +50,19 @@ export class FakeConnector implements UpstreamConnector {
         return upstream.handle(method, params, options);
       },
       notify: async () => undefined,
-      onNotification: (_handler: (notification: JsonRpcNotification) => void) => undefined,
+      onNotification: (handler: (notification: JsonRpcNotification) => void) => {
+        const handlers = this.notificationHandlers.get(config.id) ?? [];
+        handlers.push(handler);
+        this.notificationHandlers.set(config.id, handlers);
+      },
       onServerRequest: () => undefined,
       close: async () => undefined,
     };
+  }
+
+  /** Plays a session-level notification from an upstream to every engine session attached to it. */
+  emit(upstreamId: string, notification: JsonRpcNotification): void {
+    for (const handler of this.notificationHandlers.get(upstreamId) ?? []) handler(notification);
   }
 
   async connect(config: UpstreamConfig): Promise<UpstreamSession> {
