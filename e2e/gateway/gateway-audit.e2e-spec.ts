@@ -252,17 +252,18 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
     }
   });
 
-  it('refuses calls of a fail-closed tenant while its events cannot be kept; a fail-open tenant goes on', async () => {
+  it('refuses calls and new sessions of a fail-closed tenant while its events cannot be kept; a fail-open tenant goes on', async () => {
     const closed = await tenantWith([], { audit: { failMode: 'closed' } });
     const open = await tenantWith([], { audit: { failMode: 'open' } });
     await gatewayAuditDown.dataPlane.refreshAll();
     const openSession = await connect(gatewayAuditDown.url, open.tenant.slug, open.key);
+    // Opened before the gateway has found out that the queue is unreachable.
+    const closedSession = await connect(gatewayAuditDown.url, closed.tenant.slug, closed.key);
     // The first flush finds the queue unreachable.
     await gatewayAuditDown.dataPlane.audit?.flush();
     expect(gatewayAuditDown.dataPlane.audit?.stats().redis).toBe('down');
     expect((await openSession.client.callTool({ name: 'ks__echo', arguments: { message: 'fine' } })).isError).not.toBe(true);
 
-    const closedSession = await connect(gatewayAuditDown.url, closed.tenant.slug, closed.key);
     const started = Date.now();
     const refused = await closedSession.client.callTool({ name: 'ks__echo', arguments: { message: 'not without a record' } }).then(
       () => undefined,
@@ -273,6 +274,14 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
     expect(refused?.message).toMatch(/audit trail cannot record calls right now/);
     expect(refused?.data).toMatchObject({ reason: 'audit_unavailable' });
     expect(gatewayAuditDown.logs()).toContain('the audit trail cannot take events and the tenant fails closed');
+
+    // A new session is refused the same way (HTTP 503 around the JSON-RPC error), before any upstream is contacted.
+    const noSession = await connect(gatewayAuditDown.url, closed.tenant.slug, closed.key).then(
+      () => undefined,
+      (error: unknown) => error as { code?: number; message: string },
+    );
+    expect(noSession?.code).toBe(503);
+    expect(noSession?.message).toMatch(/audit trail cannot record calls right now/);
     await Promise.all([openSession.client.close(), closedSession.client.close()]);
   });
 });

@@ -191,10 +191,8 @@ export class SessionEngine {
       capabilities: relayableClientCapabilities(capabilities),
       protocolVersion: version,
     };
-    const configs = this.deps.registry.forTenant(principal.tenantId).list;
-    const settled = await Promise.allSettled(configs.map((config) => this.deps.connector.connect(config, identity)));
     const upstreams: Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }> = {};
-    const live: LiveSession = this.newLive({
+    const record: SessionRecord = {
       id: sessionId,
       tenantId: principal.tenantId,
       principalKind: principal.kind,
@@ -204,7 +202,38 @@ export class SessionEngine {
       clientCapabilities: capabilities,
       upstreams,
       createdAt: Date.now(),
-    });
+    };
+    // The hooks see initialize too (a fail-closed tenant that cannot be audited or rate-checked gets no session),
+    // before any upstream is contacted.
+    const info: RequestInfo = { record, method: 'initialize', requestId: request.id, traceId, startedAt };
+    let admission: Admission | undefined;
+    try {
+      const verdict = this.deps.hooks?.admit?.(info, NO_STREAM, AbortSignal.timeout(this.deps.options.listTimeoutMs * 10), undefined);
+      admission = verdict instanceof Promise ? await verdict : verdict;
+    } catch (error) {
+      const response = this.errorFor(request.id, error, traceId);
+      this.report(info, response, error, undefined, undefined, new AbortController().signal);
+      return { sessionId: undefined, response };
+    }
+    try {
+      return await this.connectSession(record, identity, info, admission);
+    } finally {
+      admission?.release?.();
+    }
+  }
+
+  private async connectSession(
+    record: SessionRecord,
+    identity: ClientIdentity,
+    info: RequestInfo,
+    admission: Admission | undefined,
+  ): Promise<{ sessionId: string; response: JsonRpcResponse }> {
+    const { traceId, startedAt } = info;
+    const sessionId = record.id;
+    const upstreams = record.upstreams as Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }>;
+    const configs = this.deps.registry.forTenant(record.tenantId).list;
+    const settled = await Promise.allSettled(configs.map((config) => this.deps.connector.connect(config, identity)));
+    const live: LiveSession = this.newLive(record);
     const instructions: string[] = [];
     settled.forEach((outcome, index) => {
       const config = configs[index] as UpstreamConfig;
@@ -221,16 +250,13 @@ export class SessionEngine {
     await this.deps.sessions.create(live.record);
     this.live.set(sessionId, live);
     const result: Record<string, unknown> = {
-      protocolVersion: version,
+      protocolVersion: record.protocolVersion,
       capabilities: mergeServerCapabilities(Object.values(upstreams).map((u) => u.capabilities)),
       serverInfo: { ...this.deps.options.serverInfo },
       ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
     };
-    this.deps.hooks?.completed?.(
-      { record: live.record, method: 'initialize', requestId: request.id, traceId, startedAt },
-      { outcome: 'ok', latencyMs: Date.now() - startedAt },
-    );
-    return { sessionId, response: resultResponse(request.id, result) };
+    this.deps.hooks?.completed?.(info, { outcome: 'ok', ...(admission ? { admission } : {}), latencyMs: Date.now() - startedAt });
+    return { sessionId, response: resultResponse(info.requestId, result) };
   }
 
   /** The session if it exists and belongs to this principal; otherwise undefined (answered as 404). */

@@ -93,7 +93,7 @@ export class PostResponder implements MessageSink {
  * A single rate-limit refusal answered as plain JSON goes out as HTTP 429 with `Retry-After` (the JSON-RPC error
  * is the body). Batches and streams stay 200: their other messages are not refused.
  */
-function rateLimitedRetryAfter(response: JsonRpcResponse | readonly JsonRpcResponse[]): string | undefined {
+export function rateLimitedRetryAfter(response: JsonRpcResponse | readonly JsonRpcResponse[]): string | undefined {
   if (!('jsonrpc' in response) || !('error' in response) || response.error.code !== GATEWAY_RPC.RATE_LIMITED) return undefined;
   const data = response.error.data;
   const seconds = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)['retryAfterSeconds'] : undefined;

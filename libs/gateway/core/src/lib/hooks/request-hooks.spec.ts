@@ -153,6 +153,43 @@ describe('request hooks in the session engine', () => {
   });
 });
 
+describe('request hooks on initialize', () => {
+  it('lets a hook refuse a session before any upstream is contacted, and reports the refusal', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let connects = 0;
+    const connector = new FakeConnector({ u1: { capabilities: {}, handle: async () => ({}) } });
+    const connect = connector.connect.bind(connector);
+    connector.connect = (...args) => {
+      connects++;
+      return connect(...args);
+    };
+    const sessions = new MemorySessionStore();
+    const completed: [string, RequestOutcome['outcome']][] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions,
+      logger,
+      hooks: {
+        admit: (info) => {
+          if (info.method === 'initialize') throw new GatewayRequestError(-32053, 'audit unavailable for this tenant', undefined, 'error', 503);
+          return undefined;
+        },
+        completed: (info, outcome) => completed.push([info.method, outcome.outcome]),
+      },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const { sessionId, response } = await engine.initialize(principal, init(), 'trace');
+    expect(sessionId).toBeUndefined();
+    expect(response).toMatchObject({ error: { code: -32053, message: 'audit unavailable for this tenant' } });
+    expect(connects).toBe(0);
+    expect(sessions.records.size).toBe(0);
+    expect(completed).toEqual([['initialize', 'error']]);
+  });
+});
+
 describe('composeHooks', () => {
   const info = { method: 'tools/call' } as RequestInfo;
 

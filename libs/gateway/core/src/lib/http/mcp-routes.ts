@@ -16,7 +16,7 @@ import {
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { Authenticator } from '../auth/authenticator';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder } from '../dispatch/sinks';
+import { EventStream, NO_STREAM, PostResponder, rateLimitedRetryAfter } from '../dispatch/sinks';
 import type { SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -195,8 +195,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           }
           const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
           const headers: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
+          // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
+          // audited or rate-checked right now → 503; a malformed initialize → 400.
+          let status = 200;
+          if ('error' in response) {
+            const retryAfter = rateLimitedRetryAfter(response);
+            if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+            status = retryAfter !== undefined ? 429 : response.error.code === GATEWAY_RPC.UNAVAILABLE ? 503 : 400;
+          }
           void reply
-            .code('error' in response ? 400 : 200)
+            .code(status)
             .headers(headers)
             .header('content-type', 'application/json')
             .send(JSON.stringify(response));
