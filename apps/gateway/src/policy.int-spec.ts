@@ -168,6 +168,40 @@ describe('calls are decided by the policy', () => {
     await reader.close();
   });
 
+  it('evaluates conditions on the agent\'s IP address as the gateway sees it', async () => {
+    const reader = await connect(tenant.slug, agents.reader.key);
+    const written = await writeActiveSnapshot(
+      db,
+      tenant.id,
+      policy([
+        {
+          id: 'reader-creates-from-loopback',
+          subjects: [{ type: 'agent_client', agentClientId: agents.reader.id }],
+          targets: [{ kind: 'tool', upstream: 'tickets', name: 'create_ticket' }],
+          effect: 'allow',
+          condition: 'inCidr(request.ip, "127.0.0.0/8")',
+        },
+        {
+          id: 'reader-triages-from-the-office',
+          subjects: [{ type: 'agent_client', agentClientId: agents.reader.id }],
+          targets: [{ kind: 'prompt', upstream: 'tickets', name: 'triage_ticket' }],
+          effect: 'allow',
+          condition: 'inCidr(request.ip, "10.0.0.0/8")',
+        },
+      ]),
+      { publish: redis },
+    );
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 2_000 });
+    // The test agent connects from 127.0.0.1.
+    const created = await reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'ip', body: 'from loopback', priority: 'low' } });
+    expect(created.isError).not.toBe(true);
+    const triage = await rpcError(reader.getPrompt({ name: 'tickets__triage_ticket', arguments: { id: '1' } }));
+    expect(triage.code).toBe(GATEWAY_RPC.POLICY_DENIED);
+    await reader.close();
+    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 2_000 });
+  });
+
   it('refuses a tampered snapshot and keeps enforcing the previous one', async () => {
     const before = gateway.dataPlane.policies.entry(tenant.id);
     expect(before).toBeDefined();

@@ -84,7 +84,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
         principal: principalOf(info.record),
         target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
         arguments: info.arguments ?? null,
-        context: { time: new Date(info.startedAt) },
+        context: { time: new Date(info.startedAt), ip: info.clientIp ?? null },
       });
       if (decision.effect === 'deny') {
         throw new GatewayRequestError(

@@ -369,8 +369,11 @@ export class SessionEngine {
     else this.deps.bus.sendTo(owner, { type: 'answer', sessionId: record.id, response });
   }
 
-  /** A request from the agent on an established session. Never throws: errors become JSON-RPC errors. */
-  async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string): Promise<JsonRpcResponse> {
+  /**
+   * A request from the agent on an established session. Never throws: errors become JSON-RPC errors.
+   * `clientIp`: the agent's address as the HTTP layer sees it (policy conditions may use it).
+   */
+  async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string): Promise<JsonRpcResponse> {
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
     const controller = new AbortController();
@@ -393,6 +396,7 @@ export class SessionEngine {
       };
       if (target) built.target = target;
       if (args) built.arguments = args;
+      if (clientIp !== undefined) built.clientIp = clientIp;
       if (typeof progressToken === 'string' || typeof progressToken === 'number') built.progressToken = progressToken;
       info = built;
       admitted = true;

@@ -15,6 +15,8 @@ export interface RequestInfo {
   readonly target?: { readonly upstream: UpstreamConfig; readonly kind: TargetKind; readonly name: string };
   /** Tool-call / prompt arguments as the agent sent them. */
   readonly arguments?: Readonly<Record<string, unknown>>;
+  /** The agent's IP address as the HTTP layer sees it (behind a trusted proxy: the forwarded one). */
+  readonly clientIp?: string;
   /** The request's start (ms since the epoch). */
   readonly startedAt: number;
   /** The agent's `_meta.progressToken`, when it sent one (a hook that waits may report progress with it). */

@@ -241,11 +241,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
             }
           };
           res.once('close', onClose);
-          const response = await engine.request(record, only, responder, traceId);
+          const response = await engine.request(record, only, responder, traceId, request.ip);
           res.off('close', onClose);
           responder.finish(response);
         } else {
-          const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId)));
+          const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, request.ip)));
           responder.finish(responses);
         }
         return reply;
@@ -374,7 +374,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const item = classify(parsed);
         if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
         void reply.code(202).header('content-type', 'text/plain').send('Accepted');
-        void handleLegacy(entry, sessionId, item, principal, traceId);
+        void handleLegacy(entry, sessionId, item, principal, traceId, request.ip);
         return reply;
       } catch (error) {
         if (error instanceof GatewayHttpError) {
@@ -385,7 +385,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }
     });
 
-    async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string): Promise<void> {
+    async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string, clientIp: string): Promise<void> {
       try {
         if (item.kind === 'request' && item.message.method === 'initialize') {
           if (entry.record) {
@@ -406,7 +406,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         if (item.kind === 'notification') engine.notification(record, item.message);
         else if (item.kind === 'response') engine.answer(record, item.message);
-        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId));
+        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId, clientIp));
       } catch (error) {
         logger.error({ err: error, traceId }, 'legacy SSE message failed');
       }
