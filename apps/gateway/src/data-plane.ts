@@ -256,6 +256,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       await engine.shutdown();
       await approvals?.close();
       // Every request has completed (or been cancelled) by now: flush its events, then drop the connections.
+      audit?.drain();
       await emitter?.close();
       await auditProducer?.close();
       limiterRedis?.disconnect();

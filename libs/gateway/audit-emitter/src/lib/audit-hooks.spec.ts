@@ -5,7 +5,7 @@ import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { describe, expect, it } from 'vitest';
 import type { AuditEmitter, AuditEmitterStats, EmitResult } from './audit-emitter';
-import { auditHooks } from './audit-hooks';
+import { auditHooks, type AuditHooks } from './audit-hooks';
 
 const TENANT = '019a0000-0000-7000-8000-0000000000aa';
 const AGENT = '019a0000-0000-7000-8000-0000000000bb';
@@ -50,8 +50,16 @@ const upstream = { id: UPSTREAM, name: 'ks', toolPrefix: 'ks' } as UpstreamConfi
 function setup(settings: TenantSettingsInput = {}, spoolDurable = true) {
   const emitter = new RecordingEmitter();
   const parsed = tenantSettings.parse(settings);
-  const hooks = auditHooks({ emitter, settings: () => parsed, separator: '__', spoolDurable, logger: createLogger({ service: 'spec', level: 'silent' }) });
-  return { emitter, hooks };
+  const deferred = auditHooks({ emitter, settings: () => parsed, separator: '__', spoolDurable, logger: createLogger({ service: 'spec', level: 'silent' }) });
+  // Events are built after the response (setImmediate); these specs read them at once.
+  const hooks: AuditHooks = {
+    ...deferred,
+    completed: (info, outcome) => {
+      deferred.completed?.(info, outcome);
+      deferred.drain();
+    },
+  };
+  return { emitter, hooks, deferred };
 }
 
 const call = (args: Record<string, unknown>): RequestInfo => ({
@@ -103,6 +111,15 @@ describe('auditHooks', () => {
       },
     });
     expect(emitter.events[0]?.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+  });
+
+  it('builds events after the response: completed only queues, the next turn of the event loop emits', async () => {
+    const { emitter, deferred } = setup();
+    deferred.completed?.(call({ a: 1 }), ok({}));
+    deferred.completed?.(call({ a: 2 }), ok({}));
+    expect(emitter.events).toHaveLength(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(emitter.events.map((event) => event.arguments)).toEqual([{ arguments: { a: 1 }, result: expect.anything() }, { arguments: { a: 2 }, result: expect.anything() }]);
   });
 
   it('stores the result as metadata or not at all, per tenant', () => {

@@ -41,6 +41,11 @@ export interface AuditNote {
 export interface AuditHooks extends RequestHooks {
   /** Attaches a note to a request before it completes (rate-limit hook: prior admission, degraded checks). */
   note(info: RequestInfo, note: AuditNote): void;
+  /**
+   * Builds and emits the events of requests completed so far. `completed` only queues: events are built (redaction,
+   * serialisation) in a `setImmediate` after the response has gone out; call this before closing the emitter.
+   */
+  drain(): void;
 }
 
 const DEFAULT_AUDIT: TenantSettings['audit'] = { failMode: 'open', results: 'metadata', redactPaths: [] };
@@ -224,6 +229,23 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     };
   };
 
+  // Completed requests waiting to become events: info, outcome, info, outcome, ... (one flat array, no pairs).
+  const pending: (RequestInfo | RequestOutcome)[] = [];
+  let scheduled = false;
+  function drain(): void {
+    scheduled = false;
+    const batch = pending.splice(0);
+    for (let index = 0; index < batch.length; index += 2) {
+      const info = batch[index] as RequestInfo;
+      try {
+        emitter.emit(eventOf(info, batch[index + 1] as RequestOutcome));
+      } catch (error) {
+        // Never the request's problem; the emitter counts and logs its own drops.
+        logger.error({ err: error instanceof Error ? error.message : String(error), method: info.method, traceId: info.traceId }, 'audit event could not be built');
+      }
+    }
+  }
+
   return {
     note(info, note) {
       const existing = notes.get(info);
@@ -247,12 +269,14 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     },
 
     completed(info, outcome) {
-      try {
-        emitter.emit(eventOf(info, outcome));
-      } catch (error) {
-        // Never the request's problem; the emitter counts and logs its own drops.
-        logger.error({ err: error instanceof Error ? error.message : String(error), method: info.method, traceId: info.traceId }, 'audit event could not be built');
+      // Off the response path: the engine reports before the answer is written.
+      pending.push(info, outcome);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(drain);
       }
     },
+
+    drain,
   };
 }
