@@ -52,6 +52,11 @@ export const gatewayConfigSchema = z
     GATEWAY_RATE_LIMIT_TIMEOUT_MS: f.durationMs(250),
     /** Longest a call holds a concurrency slot if its replica dies mid-call (at least the longest call timeout). */
     GATEWAY_RATE_LIMIT_LEASE_MS: f.durationMs(15 * 60_000),
+    /**
+     * Largest block of calls one replica counts in Redis at once and then admits from memory (request-rate limits;
+     * never more than the limit in total). 1 = every call asks Redis.
+     */
+    GATEWAY_RATE_LIMIT_MAX_QUOTA_LEASE: z.coerce.number().int().min(1).max(100_000).default(1_000),
     /** Audit events for every MCP request: off only for benchmarks and debugging. */
     GATEWAY_AUDIT_ENABLED: f.booleanFlag(true),
     /** Redis of the audit queue; defaults to REDIS_URL. */
@@ -121,6 +126,7 @@ export const gatewayConfigSchema = z
       redisUrl: env.GATEWAY_RATE_LIMIT_REDIS_URL ?? env.REDIS_URL,
       timeoutMs: env.GATEWAY_RATE_LIMIT_TIMEOUT_MS,
       leaseMs: env.GATEWAY_RATE_LIMIT_LEASE_MS,
+      maxQuotaLease: env.GATEWAY_RATE_LIMIT_MAX_QUOTA_LEASE,
     },
     audit: {
       enabled: env.GATEWAY_AUDIT_ENABLED,

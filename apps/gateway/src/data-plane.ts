@@ -24,7 +24,7 @@ import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals
 import { RedisSessionStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
 import { ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
 import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
-import { createRateLimitRedis, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
+import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
 import type { TenantSettings } from '@portcullis/contracts/api';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { Logger } from '@portcullis/shared/util-logger';
@@ -188,6 +188,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   if (!audit) logger.warn('GATEWAY_AUDIT_ENABLED is false: MCP requests are not audited');
   else if (config.audit.spoolDir === null) logger.warn('GATEWAY_AUDIT_SPOOL_DIR is not set: events waiting for Redis are kept in memory only');
   const limiterRedis = config.rateLimits.enabled ? createRateLimitRedis(config.rateLimits.redisUrl) : null;
+  let closeLimiter = (): void => undefined;
   if (limiterRedis) {
     // Counters asked before the connection is ready count as unavailable: give it a bounded moment at boot.
     await waitForReady(limiterRedis, 2_000).catch(() => logger.error('rate-limit Redis not reachable at boot: tenants\' fail modes apply until it is'));
@@ -196,7 +197,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       keyPrefix: 'pcs',
       redisTimeoutMs: config.rateLimits.timeoutMs,
       concurrencyLeaseMs: config.rateLimits.leaseMs,
+      leases: { ...DEFAULT_LEASE_OPTIONS, maxLease: config.rateLimits.maxQuotaLease },
     });
+    closeLimiter = () => limiter.close();
     hooks.push(
       rateLimitHooks({
         limiter,
@@ -259,6 +262,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       audit?.drain();
       await emitter?.close();
       await auditProducer?.close();
+      closeLimiter();
       limiterRedis?.disconnect();
       await deps.connector.shutdown();
     },

@@ -4,7 +4,7 @@ import { GATEWAY_RPC, GatewayRequestError, type Admission, type RequestHooks, ty
 import type { Logger } from '@portcullis/shared/util-logger';
 import { Redis } from 'ioredis';
 import type { RateLimitSubject } from './keys';
-import type { AppliedLimit, RateLimitService } from './rate-limiter';
+import type { AppliedLimit, RateLimitOutcome, RateLimitService } from './rate-limiter';
 
 /** The rule id under which a tenant's own limit (tenant settings) is counted; rule ids cannot contain `$`. */
 export const TENANT_LIMIT_RULE = '$tenant';
@@ -69,11 +69,12 @@ function subjectOf(info: RequestInfo): RateLimitSubject {
  * from the policy hook that runs before this one), each counted under its scope (tenant, user, agent client,
  * tool, or a combination) and shared by every replica through Redis.
  *
- * Cost: a request with no limit returns synchronously (no promise). Otherwise all of its checks are issued in one
- * tick and ioredis auto-pipelining (on for the limiter's connection, see `createRateLimitRedis`) sends them as one
- * round trip; a key already over its limit is answered from process memory by rate-limiter-flexible until its
- * window ends, so a flood against a limit costs no Redis traffic. Concurrency slots are released after the call
- * (fire-and-forget, off the response path).
+ * Cost: a request with no limit, or whose request-rate limits are all answered from this replica's quota leases
+ * (see `QuotaLeases`), returns synchronously (no promise, no Redis). Otherwise all of its Redis commands are issued
+ * in one tick and ioredis auto-pipelining (on for the limiter's connection, see `createRateLimitRedis`) sends them
+ * as one round trip; a key whose window is spent is refused from memory until the window ends, so a flood against
+ * a limit costs no Redis traffic. Concurrency slots are released after the call (fire-and-forget, off the
+ * response path).
  *
  * Over a limit → `RATE_LIMITED` with `{ limit, scope, retryAfterSeconds, windowSeconds, kind }` (HTTP 429 for a
  * plain JSON POST). Redis unavailable or slower than the limiter's timeout → the tenant's `rateLimits.failMode`:
@@ -91,6 +92,44 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
     logger.warn({ tenantId, failMode }, failMode === 'open' ? 'rate limits unchecked: Redis unavailable, tenant fails open' : 'calls refused: rate limits cannot be checked (Redis unavailable), tenant fails closed');
   };
 
+  /** The admission for an allowed call; throws the agent's error for a refused one. */
+  const admitOrRefuse = (info: RequestInfo, prior: Admission | undefined, outcome: RateLimitOutcome, failMode: string): Admission | undefined => {
+    if (outcome.allowed) {
+      if (outcome.degraded) {
+        warn(info.record.tenantId, failMode);
+        options.onDegraded?.(info);
+      }
+      // Nothing to hand back after the call: no admission object (the common case costs no allocation).
+      return outcome.holdsSlots ? { release: outcome.release } : undefined;
+    }
+    options.onRefused?.(info, prior);
+    if (outcome.reason === 'unavailable') {
+      warn(info.record.tenantId, failMode);
+      throw new GatewayRequestError(
+        GATEWAY_RPC.UNAVAILABLE,
+        'Rate limits cannot be checked right now and this tenant does not allow unchecked calls; try again shortly',
+        { reason: 'rate_limits_unavailable', retryAfterSeconds: outcome.retryAfterSeconds },
+        'error',
+      );
+    }
+    const tenantWide = outcome.ruleId === TENANT_LIMIT_RULE;
+    throw new GatewayRequestError(
+      GATEWAY_RPC.RATE_LIMITED,
+      outcome.reason === 'rate'
+        ? `Rate limit exceeded: ${outcome.limit} requests per ${outcome.windowSeconds} s ${describeScope(outcome.scope, tenantWide)}; retry after ${outcome.retryAfterSeconds} s`
+        : `Too many calls in flight: at most ${outcome.limit} at once ${describeScope(outcome.scope, tenantWide)}; retry shortly`,
+      {
+        kind: outcome.reason === 'rate' ? 'requests' : 'concurrency',
+        limit: outcome.limit,
+        windowSeconds: outcome.windowSeconds,
+        scope: outcome.scope,
+        retryAfterSeconds: outcome.retryAfterSeconds,
+      },
+      'rate_limited',
+      429,
+    );
+  };
+
   return {
     admit(info, _sink, _signal, prior) {
       const settings = options.settings(info.record.tenantId);
@@ -101,41 +140,8 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
       if (ruleLimits) for (const limit of ruleLimits) limits.push({ ruleId: limit.ruleId, rateLimit: specOf(limit.rateLimit) });
       const failMode = settings?.rateLimits.failMode ?? 'open';
 
-      return limiter.check(subjectOf(info), limits, failMode).then((outcome): Admission | undefined => {
-        if (outcome.allowed) {
-          if (outcome.degraded) {
-            warn(info.record.tenantId, failMode);
-            options.onDegraded?.(info);
-          }
-          return { release: outcome.release };
-        }
-        options.onRefused?.(info, prior);
-        if (outcome.reason === 'unavailable') {
-          warn(info.record.tenantId, failMode);
-          throw new GatewayRequestError(
-            GATEWAY_RPC.UNAVAILABLE,
-            'Rate limits cannot be checked right now and this tenant does not allow unchecked calls; try again shortly',
-            { reason: 'rate_limits_unavailable', retryAfterSeconds: outcome.retryAfterSeconds },
-            'error',
-          );
-        }
-        const tenantWide = outcome.ruleId === TENANT_LIMIT_RULE;
-        throw new GatewayRequestError(
-          GATEWAY_RPC.RATE_LIMITED,
-          outcome.reason === 'rate'
-            ? `Rate limit exceeded: ${outcome.limit} requests per ${outcome.windowSeconds} s ${describeScope(outcome.scope, tenantWide)}; retry after ${outcome.retryAfterSeconds} s`
-            : `Too many calls in flight: at most ${outcome.limit} at once ${describeScope(outcome.scope, tenantWide)}; retry shortly`,
-          {
-            kind: outcome.reason === 'rate' ? 'requests' : 'concurrency',
-            limit: outcome.limit,
-            windowSeconds: outcome.windowSeconds,
-            scope: outcome.scope,
-            retryAfterSeconds: outcome.retryAfterSeconds,
-          },
-          'rate_limited',
-          429,
-        );
-      });
+      const outcome = limiter.check(subjectOf(info), limits, failMode);
+      return outcome instanceof Promise ? outcome.then((settled) => admitOrRefuse(info, prior, settled, failMode)) : admitOrRefuse(info, prior, outcome, failMode);
     },
   };
 }

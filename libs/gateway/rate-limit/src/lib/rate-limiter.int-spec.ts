@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { RateLimitService, type AppliedLimit } from './rate-limiter';
+import { RateLimitService, type AppliedLimit, type RateLimitOutcome } from './rate-limiter';
 
 const redis = new Redis(inject('redisUrl'), { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
 const deadRedis = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: 0, retryStrategy: () => 1_000, lazyConnect: false });
@@ -102,6 +102,35 @@ describe('RateLimitService (real Redis)', () => {
     expect(closed).toMatchObject({ allowed: false, reason: 'unavailable' });
     expect(open).toMatchObject({ allowed: true, degraded: true });
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('two replicas sharing Redis never admit more than the limit together, and most calls skip Redis', async () => {
+    const sharedPrefix = prefix();
+    const replicas = [0, 1].map(
+      () => new RateLimitService({ redis, keyPrefix: sharedPrefix, redisTimeoutMs: 2_000, concurrencyLeaseMs: 30_000 }),
+    );
+    const limit = perUser(1_500);
+    let answeredFromMemory = 0;
+    const outcomes: RateLimitOutcome[] = [];
+    // 25 closed-loop callers per replica, 40 rounds each.
+    for (let round = 0; round < 40; round++) {
+      const attempts: Promise<RateLimitOutcome>[] = [];
+      for (const replica of replicas) {
+        for (let i = 0; i < 25; i++) {
+          const outcome = replica.check(subject('u-shared'), [limit], 'closed');
+          if (!(outcome instanceof Promise)) answeredFromMemory++;
+          attempts.push(Promise.resolve(outcome));
+        }
+      }
+      outcomes.push(...(await Promise.all(attempts)));
+    }
+    const allowed = outcomes.filter((outcome) => outcome.allowed).length;
+    expect(outcomes).toHaveLength(2_000);
+    expect(allowed).toBeLessThanOrEqual(1_500);
+    expect(allowed).toBeGreaterThan(1_500 - 2 * 75);
+    expect(outcomes.find((outcome) => !outcome.allowed)).toMatchObject({ reason: 'rate', limit: 1_500 });
+    expect(answeredFromMemory).toBeGreaterThan(1_000);
+    for (const replica of replicas) replica.close();
   });
 
   it('costs nothing when no limit applies', async () => {

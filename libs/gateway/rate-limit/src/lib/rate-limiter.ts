@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { counterKey, type RateLimitSubject } from './keys';
+import { QuotaLeases, type QuotaLeaseOptions, type TakeResult, type WindowCount } from './quota-leases';
 import { redisSemaphore, type SemaphoreClient } from './semaphore';
 
 /** What a tenant wants when Redis cannot be asked: let calls through (logged, audited) or refuse them. */
@@ -18,6 +19,8 @@ export type RateLimitOutcome =
       readonly allowed: true;
       /** True when Redis could not be asked and the tenant fails open. */
       readonly degraded: boolean;
+      /** True when the call holds concurrency slots, which `release` ends. */
+      readonly holdsSlots: boolean;
       /** Ends the call's concurrency slots. Idempotent; call it when the call finishes, however it ends. */
       release(): void;
     }
@@ -40,6 +43,8 @@ export interface RateLimitServiceOptions {
   /** Longest a call may hold a concurrency slot if its replica dies without releasing it. */
   readonly concurrencyLeaseMs: number;
   readonly onRedisError?: (error: unknown) => void;
+  /** Lease sizing (see `QuotaLeases`); defaults suit production. */
+  readonly leases?: QuotaLeaseOptions;
 }
 
 class RedisTimeout extends Error {}
@@ -61,8 +66,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-const NOOP_RELEASE = { allowed: true as const, degraded: false, release: () => undefined };
-const DEGRADED = { allowed: true as const, degraded: true, release: () => undefined };
+const NOOP_RELEASE = { allowed: true as const, degraded: false, holdsSlots: false, release: () => undefined };
+const DEGRADED = { allowed: true as const, degraded: true, holdsSlots: false, release: () => undefined };
 const UNAVAILABLE: RateLimitOutcome = {
   allowed: false,
   reason: 'unavailable',
@@ -73,28 +78,54 @@ const UNAVAILABLE: RateLimitOutcome = {
   retryAfterSeconds: 1,
 };
 
+function rejectionOf(result: TakeResult, limit: AppliedLimit, points: number, windowSeconds: number): RateLimitOutcome | null {
+  if (result.ok) return null;
+  return {
+    allowed: false,
+    reason: 'rate',
+    ruleId: limit.ruleId,
+    scope: limit.rateLimit.scope,
+    limit: points,
+    windowSeconds,
+    retryAfterSeconds: Math.max(1, Math.ceil(result.retryAfterMs / 1000)),
+  };
+}
+
 /**
  * Enforces the rate limits a policy decision carries, shared by every gateway replica through Redis.
- * Request rates use rate-limiter-flexible (fixed windows, atomic INCR+PEXPIRE); once a key is over its
- * limit the library blocks it in process memory until the window ends, so a flood costs no Redis
- * round trips. All of one call's limits are sent in the same tick, which ioredis (auto-pipelining on)
- * turns into one round trip.
+ * Request rates are fixed windows counted by rate-limiter-flexible (atomic INCRBY+PEXPIRE), taken in leases
+ * (`QuotaLeases`): a replica counts a block of calls in Redis at once and admits them from memory, so most calls
+ * cost no Redis round trip at all, none costs more than one, and all replicas together never admit more than the
+ * limit. Concurrency bounds (calls in flight) are a Redis semaphore per call. All of one call's Redis commands
+ * are sent in the same tick, which ioredis (auto-pipelining on) turns into one round trip.
  */
 export class RateLimitService {
   private readonly limiters = new Map<string, RateLimiterRedis>();
   private readonly semaphore: SemaphoreClient;
+  private readonly leases: QuotaLeases;
 
   constructor(private readonly options: RateLimitServiceOptions) {
     this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
+    this.leases = new QuotaLeases((key, points, limit, windowSeconds) => this.count(key, points, limit, windowSeconds), options.leases);
   }
 
-  async check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): Promise<RateLimitOutcome> {
+  /** Stops the lease sweeper (shutdown). */
+  close(): void {
+    this.leases.close();
+  }
+
+  /** Synchronous when every limit is a request rate answered from a lease (the common case). */
+  check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): RateLimitOutcome | Promise<RateLimitOutcome> {
     if (limits.length === 0) return NOOP_RELEASE;
     const only = limits.length === 1 ? limits[0] : undefined;
     if (only && only.rateLimit.maxConcurrent === undefined) return this.checkRateOnly(subject, only, failMode);
+    return this.checkAll(subject, limits, failMode);
+  }
+
+  private async checkAll(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): Promise<RateLimitOutcome> {
     // Identifies this call's concurrency slots; minted only when a limit has a concurrency bound.
     let token = '';
-    const rateChecks: Promise<RateLimitOutcome | null>[] = [];
+    const rateChecks: (RateLimitOutcome | null | Promise<RateLimitOutcome | null>)[] = [];
     const concurrencyChecks: { key: string; limit: AppliedLimit; attempt: Promise<boolean> }[] = [];
 
     for (const limit of limits) {
@@ -167,43 +198,43 @@ export class RateLimitService {
           retryAfterSeconds: 1,
         };
       }
-      return { allowed: true, degraded: true, release: releaseHeld };
+      return { allowed: true, degraded: true, holdsSlots: held.length > 0, release: releaseHeld };
     }
-    return { allowed: true, degraded: false, release: releaseHeld };
+    return { allowed: true, degraded: false, holdsSlots: held.length > 0, release: releaseHeld };
   }
 
   /**
    * The common case, one limit without a concurrency bound: the same answers as `check` without its bookkeeping
    * (no slot token, no settled-array passes).
    */
-  private async checkRateOnly(subject: RateLimitSubject, limit: AppliedLimit, failMode: FailMode): Promise<RateLimitOutcome> {
+  private checkRateOnly(subject: RateLimitSubject, limit: AppliedLimit, failMode: FailMode): RateLimitOutcome | Promise<RateLimitOutcome> {
     const { requests, windowSeconds } = limit.rateLimit;
     if (requests === undefined || windowSeconds === undefined) return NOOP_RELEASE;
-    try {
-      return (await this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, requests, windowSeconds)) ?? NOOP_RELEASE;
-    } catch (error) {
-      this.options.onRedisError?.(error);
-      return failMode === 'closed' ? UNAVAILABLE : DEGRADED;
-    }
+    const decided = this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, requests, windowSeconds);
+    if (!(decided instanceof Promise)) return decided ?? NOOP_RELEASE;
+    return decided.then(
+      (outcome) => outcome ?? NOOP_RELEASE,
+      (error: unknown) => {
+        this.options.onRedisError?.(error);
+        return failMode === 'closed' ? UNAVAILABLE : DEGRADED;
+      },
+    );
   }
 
-  /** null when within the limit, a rejection when over it; rejects (throws) when Redis is unavailable. */
-  private async consume(key: string, limit: AppliedLimit, points: number, windowSeconds: number): Promise<RateLimitOutcome | null> {
+  /** null when within the limit, a rejection when over it; a rejected promise when Redis is unavailable. */
+  private consume(key: string, limit: AppliedLimit, points: number, windowSeconds: number): RateLimitOutcome | null | Promise<RateLimitOutcome | null> {
+    const taken = this.leases.take(key, points, windowSeconds);
+    if (taken instanceof Promise) return taken.then((result) => rejectionOf(result, limit, points, windowSeconds));
+    return rejectionOf(taken, limit, points, windowSeconds);
+  }
+
+  /** Adds `points` to the key's window in Redis; a full window is an answer (the count), not an error. */
+  private async count(key: string, points: number, limit: number, windowSeconds: number): Promise<WindowCount> {
     try {
-      await withTimeout(this.limiterFor(points, windowSeconds).consume(key), this.options.redisTimeoutMs);
-      return null;
+      const res = await withTimeout(this.limiterFor(limit, windowSeconds).consume(key, points), this.options.redisTimeoutMs);
+      return { consumed: res.consumedPoints, msBeforeNext: Math.max(1, res.msBeforeNext) };
     } catch (error) {
-      if (error instanceof RateLimiterRes) {
-        return {
-          allowed: false,
-          reason: 'rate',
-          ruleId: limit.ruleId,
-          scope: limit.rateLimit.scope,
-          limit: points,
-          windowSeconds,
-          retryAfterSeconds: Math.max(1, Math.ceil(error.msBeforeNext / 1000)),
-        };
-      }
+      if (error instanceof RateLimiterRes) return { consumed: error.consumedPoints, msBeforeNext: Math.max(1, error.msBeforeNext) };
       throw error;
     }
   }
@@ -217,8 +248,7 @@ export class RateLimitService {
         keyPrefix: `${this.options.keyPrefix}:rl:${id}`,
         points,
         duration: windowSeconds,
-        // Over the limit: answer from memory until the window ends, no Redis round trip.
-        inMemoryBlockOnConsumed: points + 1,
+        // No in-memory blocking here: the leases already refuse from memory once Redis says a window is spent.
         rejectIfRedisNotReady: true,
       });
       this.limiters.set(id, limiter);

@@ -1,0 +1,152 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { QuotaLeases, type ConsumeFn, type TakeResult } from './quota-leases';
+
+/** A fixed-window counter with Redis's semantics (INCRBY, expiry set by the first add), on a controllable clock. */
+function sharedCounter(clock: { now: number }) {
+  const windows = new Map<string, { count: number; endsAt: number }>();
+  const calls: { key: string; points: number }[] = [];
+  let failing = false;
+  const consume: ConsumeFn = async (key, points, _limit, windowSeconds) => {
+    calls.push({ key, points });
+    await new Promise((resolve) => setImmediate(resolve)); // a round trip's worth of waiting
+    if (failing) throw new Error('store unreachable');
+    let window = windows.get(key);
+    if (!window || clock.now >= window.endsAt) {
+      window = { count: 0, endsAt: clock.now + windowSeconds * 1_000 };
+      windows.set(key, window);
+    }
+    window.count += points;
+    return { consumed: window.count, msBeforeNext: window.endsAt - clock.now };
+  };
+  return {
+    consume,
+    calls,
+    countOf: (key: string) => windows.get(key)?.count ?? 0,
+    fail: (value: boolean) => {
+      failing = value;
+    },
+  };
+}
+
+const admitted = (results: TakeResult[]) => results.filter((result) => result.ok).length;
+
+async function takeMany(leases: QuotaLeases, key: string, n: number, limit: number, windowSeconds = 60): Promise<TakeResult[]> {
+  const results: TakeResult[] = [];
+  for (let i = 0; i < n; i++) results.push(await leases.take(key, limit, windowSeconds));
+  return results;
+}
+
+describe('QuotaLeases', () => {
+  const opened: QuotaLeases[] = [];
+  const leasesOn = (consume: ConsumeFn, clock: { now: number }, maxLease = 1_000) => {
+    const leases = new QuotaLeases(consume, { maxLease, maxShare: 0.05, targetLeaseMs: 100 }, () => clock.now);
+    opened.push(leases);
+    return leases;
+  };
+  afterEach(() => {
+    for (const leases of opened.splice(0)) leases.close();
+    vi.useRealTimers();
+  });
+
+  it('admits exactly the limit on one replica and refuses the rest with the time left in the window', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    const results = await takeMany(leases, 'k', 120, 100);
+    expect(admitted(results)).toBe(100);
+    expect(results.slice(100).every((result) => !result.ok)).toBe(true);
+    expect(results[119]).toEqual({ ok: false, retryAfterMs: 60_000 });
+    // Once the window is spent, refusals are answered from memory (synchronously, no store call).
+    const before = store.calls.length;
+    expect(leases.take('k', 100, 60)).toEqual({ ok: false, retryAfterMs: 60_000 });
+    expect(store.calls.length).toBe(before);
+  });
+
+  it('never admits more than the limit across replicas taking concurrently, and wastes little of it', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const replicas = [leasesOn(store.consume, clock), leasesOn(store.consume, clock), leasesOn(store.consume, clock)];
+    const attempts = replicas.flatMap((leases) => Array.from({ length: 1_500 }, () => leases.take('tenant', 2_000, 60)));
+    const results = await Promise.all(attempts);
+    const ok = admitted(results);
+    expect(ok).toBeLessThanOrEqual(2_000);
+    // Refused early only by what other replicas leased and had not used: a few leases' worth at most.
+    expect(ok).toBeGreaterThan(2_000 - 3 * 100);
+    expect(store.countOf('tenant')).toBeGreaterThanOrEqual(ok);
+  });
+
+  it('far from the limit, asks the store once per growing block of calls instead of once per call', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    const results = await takeMany(leases, 'k', 10_000, 1_000_000);
+    expect(admitted(results)).toBe(10_000);
+    expect(store.calls.length).toBeLessThan(30);
+    expect(Math.max(...store.calls.map((call) => call.points))).toBe(1_000);
+    // Every admitted call was counted before it was admitted.
+    expect(store.countOf('k')).toBeGreaterThanOrEqual(10_000);
+  });
+
+  it('near the limit, leases shrink to one call, so the last calls are decided by the store one by one', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    await takeMany(leases, 'k', 100, 100);
+    const lastLeases = store.calls.slice(-4).map((call) => call.points);
+    expect(lastLeases).toEqual([1, 1, 1, 1]);
+    // Small limits are exact from the first call (no lease is bigger than 5% of the limit).
+    const small = sharedCounter(clock);
+    await takeMany(leasesOn(small.consume, clock), 'k', 10, 10);
+    expect(small.calls.every((call) => call.points === 1)).toBe(true);
+  });
+
+  it('shares one store request between callers that arrive while it is in flight', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    await takeMany(leases, 'k', 40, 1_000_000); // grow the lease past one call
+    const callsBefore = store.calls.length;
+    const crowd = await Promise.all(Array.from({ length: 50 }, () => leases.take('k', 1_000_000, 60)));
+    expect(admitted(crowd)).toBe(50);
+    expect(store.calls.length - callsBefore).toBeLessThanOrEqual(3);
+  });
+
+  it('starts afresh when the window ends: unused tokens of the old window are not carried over', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    const first = await takeMany(leases, 'k', 20, 20, 1);
+    expect(admitted(first)).toBe(20);
+    expect((await leases.take('k', 20, 1)).ok).toBe(false);
+    clock.now += 1_001;
+    const second = await takeMany(leases, 'k', 25, 20, 1);
+    expect(admitted(second)).toBe(20);
+    expect(store.countOf('k')).toBeLessThanOrEqual(25);
+  });
+
+  it('rejects when the store cannot be asked (the caller applies the tenant fail mode), then recovers', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    store.fail(true);
+    const crowd = Array.from({ length: 5 }, () => Promise.resolve(leases.take('k', 100, 60)));
+    const settled = await Promise.allSettled(crowd);
+    expect(settled.every((outcome) => outcome.status === 'rejected')).toBe(true);
+    store.fail(false);
+    expect(await leases.take('k', 100, 60)).toEqual({ ok: true });
+  });
+
+  it('forgets keys whose window ended', async () => {
+    vi.useFakeTimers();
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    const pending = leases.take('a', 10, 1);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(await pending).toEqual({ ok: true });
+    expect(leases.size).toBe(1);
+    clock.now += 2_000;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(leases.size).toBe(0);
+  });
+});

@@ -1,0 +1,179 @@
+/**
+ * What the shared counter (Redis, through rate-limiter-flexible) answered when `points` were added to a key's
+ * current window: the window's total after the addition and how long the window has left.
+ */
+export interface WindowCount {
+  readonly consumed: number;
+  readonly msBeforeNext: number;
+}
+
+/** Adds `points` to a key's fixed window in the shared store; rejects when the store cannot be asked. */
+export type ConsumeFn = (key: string, points: number, limit: number, windowSeconds: number) => Promise<WindowCount>;
+
+/** Admitted; or refused until `retryAfterMs` from now because the window is spent. */
+export type TakeResult = { readonly ok: true } | { readonly ok: false; readonly retryAfterMs: number };
+
+export interface QuotaLeaseOptions {
+  /** Largest lease, in calls, whatever the limit (bounds how many calls one replica may hold unused). */
+  readonly maxLease: number;
+  /** Largest lease as a share of the limit (a replica never holds more than this share of a window). */
+  readonly maxShare: number;
+  /** A lease used up faster than this grows (doubles); one that lasts longer than eight times this shrinks. */
+  readonly targetLeaseMs: number;
+}
+
+export const DEFAULT_LEASE_OPTIONS: QuotaLeaseOptions = { maxLease: 1_000, maxShare: 0.05, targetLeaseMs: 100 };
+
+/** One key's state on this replica. */
+interface Lease {
+  /** Calls this replica may still admit in the current window without asking the store. */
+  tokens: number;
+  /** When the current window ends (the store's TTL, on this process's clock). */
+  windowEndsAt: number;
+  /** The store said the window is full: once `tokens` are gone, refuse until `windowEndsAt`. */
+  spent: boolean;
+  /** Size of the next lease request. */
+  size: number;
+  /** What the store said was left in the window after the last lease (caps the next lease). */
+  remaining: number;
+  grantedAt: number;
+  /** A lease request in flight: other callers wait for it instead of sending their own. */
+  pending: Promise<void> | undefined;
+}
+
+const OK: TakeResult = { ok: true };
+
+/**
+ * Per-key quota leases over a shared fixed-window counter: instead of one store round trip per call, a replica
+ * adds a block of calls to the window at once (`consume(key, n)`) and admits that many calls from memory.
+ *
+ * - Never more than the limit: every admitted call was counted in the store before it was admitted, so all
+ *   replicas together admit at most `limit` calls per window.
+ * - Cheap when far from the limit: leases start at one call and double while they are used up within
+ *   `targetLeaseMs`, up to `min(maxLease, maxShare × limit)`; at a steady rate a replica asks the store about
+ *   ten times a second per key instead of once per call.
+ * - Exact near the limit: a lease is never more than a quarter of what the store said was left, so as a window
+ *   fills leases shrink to one call and every call is decided by the store, as without leases.
+ * - The price: calls a replica leased but did not use before the window ended are lost to that window, so calls
+ *   can be refused up to (replicas × current lease size) calls before the limit — bounded by the caps above.
+ */
+export class QuotaLeases {
+  private readonly leases = new Map<string, Lease>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly consume: ConsumeFn,
+    private readonly options: QuotaLeaseOptions = DEFAULT_LEASE_OPTIONS,
+    private readonly now: () => number = Date.now,
+  ) {
+    // Keys whose window ended and that nobody is asking about are dropped, so memory follows the live keys.
+    this.sweeper = setInterval(() => this.sweep(), 10_000);
+    this.sweeper.unref();
+  }
+
+  /**
+   * Admits one call against `limit` per `windowSeconds` for `key`. Answers synchronously from the lease when it
+   * can; otherwise returns a promise that settles after one store round trip (shared with concurrent callers).
+   * Rejects only when the store cannot be asked.
+   */
+  take(key: string, limit: number, windowSeconds: number): TakeResult | Promise<TakeResult> {
+    const lease = this.leases.get(key);
+    if (lease !== undefined) {
+      const now = this.now();
+      if (now < lease.windowEndsAt) {
+        if (lease.tokens > 0) {
+          lease.tokens -= 1;
+          return OK;
+        }
+        if (lease.spent) return { ok: false, retryAfterMs: lease.windowEndsAt - now };
+      }
+    }
+    return this.renew(key, limit, windowSeconds);
+  }
+
+  /** How many keys are held (tests and metrics). */
+  get size(): number {
+    return this.leases.size;
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.leases.clear();
+  }
+
+  private async renew(key: string, limit: number, windowSeconds: number): Promise<TakeResult> {
+    let lease = this.leases.get(key);
+    if (lease === undefined) {
+      lease = { tokens: 0, windowEndsAt: 0, spent: false, size: 1, remaining: limit, grantedAt: 0, pending: undefined };
+      this.leases.set(key, lease);
+    }
+    // Callers that find a request in flight wait for it, then try the fresh lease; one of them may have to renew
+    // again when the lease was smaller than the crowd.
+    for (;;) {
+      if (lease.pending === undefined) break;
+      await lease.pending;
+      const now = this.now();
+      if (now < lease.windowEndsAt) {
+        if (lease.tokens > 0) {
+          lease.tokens -= 1;
+          return OK;
+        }
+        if (lease.spent) return { ok: false, retryAfterMs: lease.windowEndsAt - now };
+      }
+    }
+    const request = this.request(lease, key, limit, windowSeconds);
+    lease.pending = request.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      await request;
+    } finally {
+      lease.pending = undefined;
+    }
+    const now = this.now();
+    if (lease.tokens > 0 && now < lease.windowEndsAt) {
+      lease.tokens -= 1;
+      return OK;
+    }
+    return { ok: false, retryAfterMs: Math.max(1, lease.windowEndsAt - now) };
+  }
+
+  /** Asks the store for the next lease and records what it granted. */
+  private async request(lease: Lease, key: string, limit: number, windowSeconds: number): Promise<void> {
+    const now = this.now();
+    const windowOver = now >= lease.windowEndsAt;
+    const size = this.nextSize(lease, limit, now, windowOver);
+    const count = await this.consume(key, size, limit, windowSeconds);
+    const at = this.now();
+    const before = count.consumed - size;
+    const granted = Math.max(0, Math.min(size, limit - before));
+    // A new window: whatever was left of the old one's lease is gone with it.
+    lease.tokens = (at < lease.windowEndsAt && !windowOver ? lease.tokens : 0) + granted;
+    lease.windowEndsAt = at + count.msBeforeNext;
+    lease.spent = count.consumed >= limit;
+    lease.remaining = Math.max(0, limit - count.consumed);
+    lease.size = size;
+    lease.grantedAt = at;
+  }
+
+  private nextSize(lease: Lease, limit: number, now: number, windowOver: boolean): number {
+    const cap = Math.max(1, Math.min(this.options.maxLease, Math.floor(limit * this.options.maxShare)));
+    let size = lease.size;
+    if (lease.grantedAt > 0) {
+      const lasted = now - lease.grantedAt;
+      if (lasted < this.options.targetLeaseMs) size *= 2;
+      else if (lasted > this.options.targetLeaseMs * 8) size = Math.ceil(size / 2);
+    }
+    // Near the end of what is left, lease less: a quarter of the remainder at most (one call at the very end).
+    const remaining = windowOver ? limit : lease.remaining;
+    return Math.max(1, Math.min(size, cap, Math.floor(remaining / 4)));
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [key, lease] of this.leases) {
+      if (lease.pending === undefined && now >= lease.windowEndsAt) this.leases.delete(key);
+    }
+  }
+}
