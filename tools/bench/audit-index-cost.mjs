@@ -6,23 +6,14 @@
 // indexes of the audit_query_indexes migration (dropped and recreated from their own definitions). Prints events/s
 // and WAL bytes per event (noisy: checkpoints add full-page images). Bounded: 380,000 events; 127.0.0.1 only.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { createJiti } from 'jiti';
 import pg from 'pg';
 import { DEFAULT_ADMIN_URL, applyMigrations, dropDatabase, withDatabaseUrl } from '../db/index.mjs';
+import { importSource } from '../scripts/lib/harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 process.env.CHECKPOINT_DISABLE ??= '1';
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(
-  Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]),
-);
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const { sampleAuditEvent, PostgresAuditEventStore } = await jiti.import(resolve(root, 'libs/audit/core/src/index.ts'));
-const { createPrismaClient } = await jiti.import(resolve(root, 'libs/data/db/src/index.ts'));
+const { sampleAuditEvent, PostgresAuditEventStore } = await importSource('libs/audit/core/src/index.ts');
+const { createPrismaClient } = await importSource('libs/data/db/src/index.ts');
 
 const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
 const adminUrl = withDatabaseUrl(process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL, { database });

@@ -12,26 +12,17 @@
 // Bounded: the load is one statement per tenant with a 15 min statement timeout; the query phase is BENCH_QUERIES
 // queries. 127.0.0.1 only. The rows are realistic in shape but their hashes are placeholders (no chain is verified).
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { createJiti } from 'jiti';
 import pg from 'pg';
 import { DEFAULT_ADMIN_URL, applyMigrations, dropDatabase, withDatabaseUrl } from '../db/index.mjs';
+import { importSource } from '../scripts/lib/harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 process.env.CHECKPOINT_DISABLE ??= '1';
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(
-  Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]),
-);
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
 // The query module only (not the lib's index, which pulls in Nest): the same function the API's repository calls.
-const { queryAuditEvents, decodeAuditCursor } = await jiti.import(
-  resolve(root, 'libs/control-plane/feature-audit/src/lib/audit-events.query.ts'),
+const { queryAuditEvents, decodeAuditCursor } = await importSource(
+  'libs/control-plane/feature-audit/src/lib/audit-events.query.ts',
 );
-const { createPrismaClient, withTenant } = await jiti.import(resolve(root, 'libs/data/db/src/index.ts'));
+const { createPrismaClient, withTenant } = await importSource('libs/data/db/src/index.ts');
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000);
 const TENANTS = Number(process.env.BENCH_TENANTS ?? 5);

@@ -10,32 +10,22 @@
 // Options (environment): BENCH_TENANTS (default 20), BENCH_WORKERS (default 1), BENCH_MEASURE_S, BENCH_WARMUP_S,
 // BENCH_BATCH_SIZE (events per job, default 500), BENCH_FLUSH_MS (default 5), BENCH_JOB_FORMAT (batch | event),
 // plus the worker's AUDIT_WORKER_CONCURRENCY / AUDIT_BATCH_MAX / AUDIT_BATCH_LINGER_MS / AUDIT_BATCH_IN_FLIGHT.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createJiti } from 'jiti';
+import { join } from 'node:path';
 import pg from 'pg';
 import { DEFAULT_ADMIN_URL, applyMigrations, dropDatabase, withDatabaseUrl } from '../db/index.mjs';
+import { freePort, importSource, pollReady, startBuiltApp } from '../scripts/lib/harness.mjs';
+import { repoRoot } from '../scripts/lib/run.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 process.env.CHECKPOINT_DISABLE ??= '1';
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(
-  Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]),
+const { createAuditEmitter, createAuditQueueProducer } = await importSource(
+  'libs/gateway/audit-emitter/src/index.ts',
 );
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const { createAuditEmitter, createAuditQueueProducer } = await jiti.import(
-  resolve(root, 'libs/gateway/audit-emitter/src/index.ts'),
-);
-const { sampleAuditEvent, PostgresAuditEventStore } = await jiti.import(
-  resolve(root, 'libs/audit/core/src/index.ts'),
-);
-const { createPrismaClient } = await jiti.import(resolve(root, 'libs/data/db/src/index.ts'));
-const { QUEUES } = await jiti.import(resolve(root, 'libs/contracts/jobs/src/index.ts'));
+const { sampleAuditEvent, PostgresAuditEventStore } = await importSource('libs/audit/core/src/index.ts');
+const { createPrismaClient } = await importSource('libs/data/db/src/index.ts');
+const { QUEUES } = await importSource('libs/contracts/jobs/src/index.ts');
 const { Queue } = await import('bullmq');
 
 const TENANTS = Number(process.env.BENCH_TENANTS ?? 20);
@@ -44,8 +34,7 @@ const MEASURE_S = Number(process.env.BENCH_MEASURE_S ?? 20);
 const MAX_EVENTS = 1_000_000;
 const BACKLOG_HIGH = 40_000; // pause producing above this many waiting events (jobs × events per job)
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const worker = resolve(root, 'dist/apps/audit-worker/main.js');
-if (!existsSync(worker)) {
+if (!existsSync(join(repoRoot, 'dist/apps/audit-worker/main.js'))) {
   console.error(
     'dist/apps/audit-worker/main.js missing: run `npx nx build audit-worker` (npm run bench:audit does).',
   );
@@ -61,13 +50,6 @@ function cpuSeconds(pid) {
   } catch {
     return null;
   }
-}
-async function freePort() {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const { port } = server.address();
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 const baseAdmin = process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
@@ -112,13 +94,10 @@ try {
 
   for (let w = 0; w < (STORE_ONLY ? 0 : WORKERS); w += 1) {
     const port = await freePort();
-    const child = spawn(process.execPath, [...nodeArgs, worker], {
-      cwd: root,
+    const child = startBuiltApp('audit-worker', {
+      nodeArgs,
       stdio: ['ignore', 'inherit', 'inherit'],
       env: {
-        PATH: process.env.PATH,
-        NODE_ENV: 'production',
-        LOG_LEVEL: 'warn',
         DATABASE_URL: appUrl,
         REDIS_URL: redisUrl,
         QUEUE_PREFIX: prefix,
@@ -131,15 +110,14 @@ try {
       },
     });
     children.push(child);
-    for (let i = 0; ; i += 1) {
-      if (i > 200) throw new Error('audit worker not ready after 30 s');
-      if (child.exitCode !== null) throw new Error(`audit worker exited (${child.exitCode})`);
-      const ok = await fetch(`http://127.0.0.1:${port}/readyz`)
-        .then((r) => r.ok)
-        .catch(() => false);
-      if (ok) break;
-      await sleep(150);
-    }
+    const state = await pollReady(`http://127.0.0.1:${port}/readyz`, {
+      child,
+      timeoutMs: 30_000,
+      intervalMs: 150,
+      requestTimeoutMs: null,
+    });
+    if (state === 'exited') throw new Error(`audit worker exited (${child.exitCode})`);
+    if (state !== 'ready') throw new Error('audit worker not ready after 30 s');
   }
 
   producer = createAuditQueueProducer({ redisUrl, prefix, connectionName: 'bench-emitter' });

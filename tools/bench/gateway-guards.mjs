@@ -10,26 +10,13 @@
 //
 //   npm run bench:gateway-guards -- [--seconds 5] [--concurrency 64] [--results metadata|full|none]
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createJiti } from 'jiti';
+import { argValue as arg, importSource as load } from '../scripts/lib/harness.mjs';
 
-const arg = (name, fallback) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : process.argv[index + 1];
-};
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
 const CONCURRENCY = Math.min(Math.max(Number(arg('concurrency', '64')), 1), 512);
 const RESULTS = arg('results', 'metadata');
 const MAX_REQUESTS = 2_000_000;
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]));
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const load = (lib) => jiti.import(resolve(root, lib));
 
 const { composeHooks, NO_STREAM } = await load('libs/gateway/core/src/index.ts');
 const { createRateLimitRedis, rateLimitHooks, RateLimitService } = await load('libs/gateway/rate-limit/src/index.ts');

@@ -14,49 +14,21 @@
 // --guards instead alternates two gateways, one with audit and rate limits on and one with both off
 // (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import pg from 'pg';
 import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
+import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
-const arg = (name, fallback) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : process.argv[index + 1];
-};
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
 const REPS = Math.min(Number(arg('reps', '3')), 10);
 const CONCURRENCY = arg('concurrency', '1,16,64').split(',').map(Number).filter((n) => n > 0 && n <= 256);
 const MAX_CALLS_PER_RUN = 500_000;
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-
-async function waitReady(url, child, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`${url}: process exited (${child.exitCode})`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-      if (res.ok) return;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms`);
-}
 
 const PROFILE = process.argv.includes('--cpu-prof');
 const GUARDS = process.argv.includes('--guards');
@@ -66,12 +38,7 @@ const profileWindows = [];
 
 function start(name, entry, env) {
   const profile = PROFILE && name === 'gateway' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(repoRoot, 'tmp/prof')}`] : [];
-  const child = spawn(process.execPath, [...profile, path.join(repoRoot, 'dist/apps', name, entry)], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return child;
+  return startBuiltApp(name, { entry, env, nodeArgs: profile });
 }
 
 /** utime + stime of a process, in microseconds (clock ticks are 100 Hz on Linux). */

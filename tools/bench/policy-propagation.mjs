@@ -11,21 +11,16 @@
 //
 //   npm run bench:policy-propagation -- [--reps 20] [--no-notice] [--reconcile-ms 5000]
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
+import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
-const arg = (name, fallback) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : process.argv[index + 1];
-};
 const REPS = Math.max(1, Math.min(Number(arg('reps', '20')), 200));
 const NOTICE = !process.argv.includes('--no-notice');
 const RECONCILE_MS = Math.max(100, Math.min(Number(arg('reconcile-ms', NOTICE ? '60000' : '5000')), 60_000));
@@ -35,21 +30,12 @@ const REPLICAS = 3;
 const SNAPSHOTS_CHANNEL = 'pcs:snapshots:changed'; // CHANGE_CHANNELS.snapshots in @portcullis/contracts/api
 const POLICY_DENIED = -32030; // GATEWAY_RPC.POLICY_DENIED
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-
 /** Replica index → snapshot version → epoch ms at which that replica put the version in force (from its log). */
 const swaps = new Map();
 
 function start(name, env, replica) {
-  const child = spawn(process.execPath, [path.join(repoRoot, 'dist/apps', name, 'main.js')], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: replica === undefined ? 'warn' : 'info', ...env },
+  const child = startBuiltApp(name, {
+    env: { LOG_LEVEL: replica === undefined ? 'warn' : 'info', ...env },
     stdio: ['ignore', replica === undefined ? 'ignore' : 'pipe', 'inherit'],
   });
   if (replica !== undefined) {
@@ -74,19 +60,8 @@ function start(name, env, replica) {
   return child;
 }
 
-async function waitReady(url, child, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`${url}: process exited (${child.exitCode})`);
-    try {
-      if ((await fetch(url, { signal: AbortSignal.timeout(1_000) })).ok) return;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms`);
-}
+// How long each app may take to answer /readyz (longer than waitReady's default of 30 s).
+const READY_TIMEOUT_MS = 120_000;
 
 /** One JSON-RPC request over Streamable HTTP; the answer may come as JSON or as an SSE stream. */
 async function rpc(url, headers, body) {
@@ -184,7 +159,7 @@ async function main() {
 
     const upstream = start('demo-upstreams', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
     children.push(upstream);
-    await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream);
+    await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream, READY_TIMEOUT_MS);
     const ports = await Promise.all(Array.from({ length: REPLICAS }, freePort));
     const env = {
       DATABASE_URL: withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null }),
@@ -199,7 +174,7 @@ async function main() {
       mkdirSync(spool, { recursive: true });
       children.push(start('gateway', { ...env, GATEWAY_PORT: String(port), GATEWAY_AUDIT_SPOOL_DIR: spool }, children.length - 1));
     }
-    await Promise.all(ports.map((port, index) => waitReady(`http://127.0.0.1:${port}/readyz`, children[index + 1])));
+    await Promise.all(ports.map((port, index) => waitReady(`http://127.0.0.1:${port}/readyz`, children[index + 1], READY_TIMEOUT_MS)));
     const probes = await Promise.all(ports.map((port) => openSession(`http://127.0.0.1:${port}/t/bench/mcp`, apiKey)));
     for (const probe of probes) if ((await probe()) !== 'denied') throw new Error('the initial policy is not in force');
     // One probe's round trip (gateway → upstream → back) bounds how precisely "enforced" can be observed.

@@ -2,19 +2,10 @@
 // Loads the TypeScript sources through jiti (already a devDependency: ESLint uses it for TS configs), with the
 // workspace path aliases from tsconfig.base.json, so it measures the engine as the gateway will run it, with
 // no build step and no test-runner overhead. Every loop is bounded in both iterations and wall time.
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createJiti } from 'jiti';
+import { importSource } from '../scripts/lib/harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(
-  Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]),
-);
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const { compile, evaluate, visibleTools, serializeSnapshot, loadSnapshot } = await jiti.import(
-  resolve(root, 'libs/policy/engine/src/index.ts'),
+const { compile, evaluate, visibleTools, serializeSnapshot, loadSnapshot } = await importSource(
+  'libs/policy/engine/src/index.ts',
 );
 
 const RULES = 1_000;

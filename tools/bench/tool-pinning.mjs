@@ -1,17 +1,10 @@
 // Tool pinning benchmark: `npm run bench:tool-pinning`. What pinning adds to the gateway: the `filter` hook over a
 // 2,000-tool listing of pinned upstreams (hashing each definition), and the `admit` hook per call (map lookups only).
 // TypeScript sources through jiti with the workspace aliases (like bench:policy). Loops bounded in count and time.
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createJiti } from 'jiti';
+import { importSource } from '../scripts/lib/harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-const alias = Object.fromEntries(Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]));
-const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-const { ToolPinIndex, toolPinningHooks } = await jiti.import(resolve(root, 'libs/gateway/tool-pinning/src/index.ts'));
-const { definitionHash } = await jiti.import(resolve(root, 'libs/contracts/tool-pins/src/index.ts'));
+const { ToolPinIndex, toolPinningHooks } = await importSource('libs/gateway/tool-pinning/src/index.ts');
+const { definitionHash } = await importSource('libs/contracts/tool-pins/src/index.ts');
 
 const UPSTREAMS = 40;
 const TOOLS_PER_UPSTREAM = 50; // 2,000 tools

@@ -11,9 +11,6 @@
 //
 // Environment: DATABASE_ADMIN_URL (owner/superuser; migrations and seed), default
 // postgresql://postgres@127.0.0.1:5432/portcullis. DATABASE_URL (application role) is not used here.
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_ADMIN_URL,
   DbToolError,
@@ -24,8 +21,8 @@ import {
   migrationStatus,
   parseDatabaseUrl,
 } from '../db/index.mjs';
+import { importSource } from './lib/harness.mjs';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 process.env.CHECKPOINT_DISABLE ??= '1';
 const adminUrl = process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
 
@@ -102,16 +99,8 @@ const commands = {
       throw new DbToolError(`${where()} is not fully migrated: run npm run db:migrate first.`);
     // prisma/seed.ts is TypeScript and uses the workspace's libraries: load it with jiti (a devDependency), giving
     // it the tsconfig path aliases.
-    const { createJiti } = await import('jiti');
-    const tsconfig = JSON.parse(readFileSync(path.join(repoRoot, 'tsconfig.base.json'), 'utf8'));
-    /** @type {Record<string, string>} */
-    const alias = {};
-    for (const [name, [target]] of Object.entries(tsconfig.compilerOptions.paths ?? {})) {
-      alias[name] = path.join(repoRoot, target);
-    }
-    const jiti = createJiti(import.meta.url, { alias });
     /** @type {{ seed: (options: { adminUrl: string, log: (line: string) => void }) => Promise<void> }} */
-    const mod = await jiti.import(path.join(repoRoot, 'prisma/seed.ts'));
+    const mod = await importSource('prisma/seed.ts');
     await mod.seed({ adminUrl, log: (line) => console.log(line) });
     return 0;
   },

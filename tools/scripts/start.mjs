@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pollReady } from './lib/harness.mjs';
 import { checkServices } from './lib/services.mjs';
 import { baseEnv, bin, repoRoot, run } from './lib/run.mjs';
 
@@ -116,18 +117,10 @@ function prefixLines(name, stream, target) {
   });
 }
 
+/** True once `url` answers 2xx; false after `timeoutMs` or once the stack is stopping. */
 async function waitReady(url, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && !stopping) {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      if (res.ok) return true;
-    } catch {
-      // not up yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 300));
-  }
-  return false;
+  const state = await pollReady(url, { timeoutMs, intervalMs: 300, requestTimeoutMs: 2_000, stop: () => stopping });
+  return state === 'ready';
 }
 
 async function step(title, fn) {

@@ -1,22 +1,7 @@
 // Benchmarks' policy fixture: compile a policy with the real engine (TypeScript sources through jiti, as
 // tools/bench/policy.mjs does) and make it a tenant's active snapshot the way the control plane's snapshot writer
 // does: one transaction, per-tenant advisory lock, next version active, the previous one deactivated.
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createJiti } from 'jiti';
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-let engine;
-
-async function loadEngine() {
-  if (engine) return engine;
-  const { compilerOptions } = JSON.parse(readFileSync(resolve(root, 'tsconfig.base.json'), 'utf8'));
-  const alias = Object.fromEntries(Object.entries(compilerOptions.paths).map(([name, [target]]) => [name, resolve(root, target)]));
-  const jiti = createJiti(import.meta.url, { alias, interopDefault: true });
-  engine = await jiti.import(resolve(root, 'libs/policy/engine/src/index.ts'));
-  return engine;
-}
+import { importSource } from '../../scripts/lib/harness.mjs';
 
 /**
  * @param {import('pg').Client} db a connection allowed to write policy_snapshots (the bench uses the database owner)
@@ -25,7 +10,7 @@ async function loadEngine() {
  * @returns {Promise<{ version: number, committedAt: number }>} committedAt: performance.now() right after COMMIT
  */
 export async function activatePolicy(db, tenantId, policy) {
-  const { compile, serializeSnapshot } = await loadEngine();
+  const { compile, serializeSnapshot } = await importSource('libs/policy/engine/src/index.ts');
   await db.query('BEGIN');
   try {
     await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pcs:policy-snapshots:${tenantId}`]);
