@@ -1,41 +1,83 @@
-import { PassThrough } from 'node:stream';
 import { UpstreamRpcError, type JsonRpcNotification, type JsonRpcRequest } from '@portcullis/gateway/mcp';
+import type { Dispatcher } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { handleCallResponse } from './call-response';
-import type { ResponseLike } from './event-stream';
+import { CallResponse } from './call-response';
 
-function fakeResponse(statusCode: number, contentType: string): PassThrough & ResponseLike {
-  return Object.assign(new PassThrough(), { statusCode, headers: { 'content-type': contentType } });
+/** Stands in for undici's controller: records whether the handler dropped the request. */
+function fakeController(): Dispatcher.DispatchController & { aborts: Error[] } {
+  const aborts: Error[] = [];
+  return {
+    aborts,
+    get aborted() {
+      return aborts.length > 0;
+    },
+    paused: false,
+    reason: null,
+    abort: (reason: Error) => aborts.push(reason),
+    pause: () => undefined,
+    resume: () => undefined,
+  };
 }
 
-function run(res: ResponseLike, hasSession = true) {
+function run(hasSession = true, maxBytes = 1024 * 1024) {
   const notifications: JsonRpcNotification[] = [];
   const requests: JsonRpcRequest[] = [];
   const health: boolean[] = [];
+  const failures: unknown[] = [];
+  const sessionIds: string[] = [];
   let expired = false;
+  let call!: CallResponse;
   const outcome = new Promise<Record<string, unknown>>((resolve, reject) => {
-    handleCallResponse(res, 7, {
-      maxBytes: 1024 * 1024,
+    call = new CallResponse(7, {
+      maxBytes,
       hasSession,
+      sessionId: (sessionId) => sessionIds.push(sessionId),
       notification: (n) => notifications.push(n),
       serverRequest: (r) => requests.push(r),
       expired: () => {
         expired = true;
       },
       reachable: (healthy) => health.push(healthy),
+      failed: (error) => {
+        failures.push(error);
+        reject(error);
+      },
       settle: (error, result) => (error === null && result ? resolve(result) : reject(error)),
     });
   });
-  return { outcome, notifications, requests, health, expired: () => expired };
+  const controller = fakeController();
+  call.onRequestStart(controller);
+  /** Delivers a response the way undici does: head, body chunks, end. */
+  const respond = (
+    status: number,
+    headers: Record<string, string>,
+    chunks: string[] = [],
+    end = true,
+  ): void => {
+    call.onResponseStart(controller, status, headers);
+    for (const chunk of chunks) call.onResponseData(controller, Buffer.from(chunk));
+    if (end) call.onResponseEnd();
+  };
+  return {
+    call,
+    controller,
+    respond,
+    outcome,
+    notifications,
+    requests,
+    health,
+    failures,
+    sessionIds,
+    expired: () => expired,
+  };
 }
 
 const frame = (message: unknown, id?: string) =>
   `${id ? `id: ${id}\n` : ''}data: ${JSON.stringify(message)}\n\n`;
 
-describe('handleCallResponse', () => {
+describe('CallResponse', () => {
   it('delivers notifications and server requests from an SSE stream and resolves on the final response', async () => {
-    const res = fakeResponse(200, 'text/event-stream; charset=utf-8');
-    const { outcome, notifications, requests } = run(res);
+    const { respond, outcome, notifications, requests } = run();
     const progress = {
       jsonrpc: '2.0',
       method: 'notifications/progress',
@@ -50,69 +92,127 @@ describe('handleCallResponse', () => {
       frame({ jsonrpc: '2.0', id: 99, result: { other: true } }) + // not ours
       frame({ jsonrpc: '2.0', id: 7, result: { content: [] } });
     // split at awkward places, including inside a CRLF-free frame
-    for (let i = 0; i < stream.length; i += 13) res.write(stream.slice(i, i + 13));
+    const chunks: string[] = [];
+    for (let i = 0; i < stream.length; i += 13) chunks.push(stream.slice(i, i + 13));
+    respond(200, { 'content-type': 'text/event-stream; charset=utf-8' }, chunks);
     await expect(outcome).resolves.toEqual({ content: [] });
     expect(notifications).toEqual([progress]);
     expect(requests).toEqual([sampling]);
-    res.end();
+  });
+
+  it('decodes a multi-byte character split across chunks', async () => {
+    const { call, controller, outcome } = run();
+    const bytes = Buffer.from(frame({ jsonrpc: '2.0', id: 7, result: { text: 'héllo ✓' } }));
+    const cut = bytes.indexOf(Buffer.from('✓')) + 1;
+    call.onResponseStart(controller, 200, { 'content-type': 'text/event-stream' });
+    call.onResponseData(controller, bytes.subarray(0, cut));
+    call.onResponseData(controller, bytes.subarray(cut));
+    call.onResponseEnd();
+    await expect(outcome).resolves.toEqual({ text: 'héllo ✓' });
+  });
+
+  it('resolves from a JSON body in several chunks and adopts the session id', async () => {
+    const { respond, outcome, sessionIds } = run(false);
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 7, result: { ok: true } });
+    respond(200, { 'content-type': 'application/json', 'mcp-session-id': 'abc' }, [
+      body.slice(0, 10),
+      body.slice(10),
+    ]);
+    await expect(outcome).resolves.toEqual({ ok: true });
+    expect(sessionIds).toEqual(['abc']);
   });
 
   it('rejects with the upstream JSON-RPC error from a JSON body', async () => {
-    const res = fakeResponse(200, 'application/json');
-    const { outcome } = run(res);
-    res.end(JSON.stringify({ jsonrpc: '2.0', id: 7, error: { code: -32601, message: 'Method not found' } }));
+    const { respond, outcome } = run();
+    respond(200, { 'content-type': 'application/json' }, [
+      JSON.stringify({ jsonrpc: '2.0', id: 7, error: { code: -32601, message: 'Method not found' } }),
+    ]);
     await expect(outcome).rejects.toEqual(new UpstreamRpcError(-32601, 'Method not found'));
   });
 
   it('a stream that ends without the answer is a protocol error', async () => {
-    const res = fakeResponse(200, 'text/event-stream');
-    const { outcome } = run(res);
-    res.end(frame({ jsonrpc: '2.0', method: 'notifications/message', params: {} }));
+    const { respond, outcome } = run();
+    respond(200, { 'content-type': 'text/event-stream' }, [
+      frame({ jsonrpc: '2.0', method: 'notifications/message', params: {} }),
+    ]);
     await expect(outcome).rejects.toMatchObject({ reason: 'protocol_error' });
   });
 
+  it('a stream that breaks mid-way is a protocol error, not a connect failure', async () => {
+    const { call, controller, respond, outcome, failures } = run();
+    respond(200, { 'content-type': 'text/event-stream' }, [], false);
+    call.onResponseError(
+      controller,
+      Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }),
+    );
+    await expect(outcome).rejects.toMatchObject({ reason: 'protocol_error' });
+    expect(failures).toEqual([]);
+  });
+
+  it('an error before any response is reported as a failed request', async () => {
+    const { call, controller, outcome, failures } = run();
+    const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    call.onResponseError(controller, refused);
+    await expect(outcome).rejects.toBe(refused);
+    expect(failures).toEqual([refused]);
+  });
+
   it('404 on a known session is session_expired', async () => {
-    const res = fakeResponse(404, 'application/json');
-    const run404 = run(res, true);
-    res.end('{}');
-    await expect(run404.outcome).rejects.toMatchObject({ reason: 'session_expired' });
-    expect(run404.expired()).toBe(true);
+    const r = run(true);
+    r.respond(404, { 'content-type': 'application/json' }, ['{}']);
+    await expect(r.outcome).rejects.toMatchObject({ reason: 'session_expired' });
+    expect(r.expired()).toBe(true);
   });
 
   it('5xx counts against the upstream, 4xx does not', async () => {
-    const bad = fakeResponse(503, 'text/plain');
-    const r1 = run(bad);
-    bad.end('down');
+    const r1 = run();
+    r1.respond(503, { 'content-type': 'text/plain' }, ['down']);
     await expect(r1.outcome).rejects.toMatchObject({
       reason: 'protocol_error',
       message: expect.stringContaining('HTTP 503'),
     });
     expect(r1.health).toEqual([false]);
-    const teapot = fakeResponse(400, 'application/json');
-    const r2 = run(teapot, false);
-    teapot.end('{}');
+    const r2 = run(false);
+    r2.respond(400, { 'content-type': 'application/json' }, ['{}']);
     await expect(r2.outcome).rejects.toMatchObject({ reason: 'protocol_error' });
     expect(r2.health).toEqual([true]);
   });
 
-  it('an oversized SSE event breaks the stream', async () => {
-    const res = Object.assign(new PassThrough(), {
-      statusCode: 200,
-      headers: { 'content-type': 'text/event-stream' },
-    });
-    const errors: unknown[] = [];
-    handleCallResponse(res, 1, {
-      maxBytes: 64,
+  it('an oversized SSE event breaks the stream and drops the request', async () => {
+    const { respond, outcome, controller } = run(true, 64);
+    respond(200, { 'content-type': 'text/event-stream' }, [`data: ${'x'.repeat(100)}`], false);
+    await expect(outcome).rejects.toMatchObject({ reason: 'protocol_error' });
+    expect(controller.aborted).toBe(true);
+  });
+
+  it('an oversized JSON body breaks the call and drops the request', async () => {
+    const { respond, outcome, controller } = run(true, 64);
+    respond(200, { 'content-type': 'application/json' }, ['{"a":"', 'x'.repeat(100)], false);
+    await expect(outcome).rejects.toMatchObject({ reason: 'protocol_error' });
+    expect(controller.aborted).toBe(true);
+  });
+
+  it('abort before the request reached a socket drops it once it does, and settles with the given error', async () => {
+    const notifications: unknown[] = [];
+    let outcome: unknown;
+    const call = new CallResponse(7, {
+      maxBytes: 1024,
       hasSession: true,
-      notification: () => undefined,
+      notification: (n) => notifications.push(n),
       serverRequest: () => undefined,
       expired: () => undefined,
       reachable: () => undefined,
-      settle: (error) => errors.push(error),
+      failed: (error) => (outcome = error),
+      settle: (error) => (outcome = error),
     });
-    res.write(`data: ${'x'.repeat(100)}`);
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatchObject({ reason: 'protocol_error' });
+    const closed = new Error('closed');
+    call.abort(closed);
+    expect(outcome).toBe(closed);
+    const controller = fakeController();
+    call.onRequestStart(controller);
+    expect(controller.aborted).toBe(true);
+    // undici reports the abort back; it must not be counted as a failure.
+    call.onResponseError(controller, new Error('request aborted'));
+    expect(outcome).toBe(closed);
   });
 });

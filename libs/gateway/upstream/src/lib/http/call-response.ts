@@ -1,116 +1,199 @@
+import { StringDecoder } from 'node:string_decoder';
 import {
+  SseParser,
   UpstreamRpcError,
   type JsonRpcId,
   type JsonRpcNotification,
   type JsonRpcRequest,
   type JsonRpcResponse,
+  type SseEvent,
 } from '@portcullis/gateway/mcp';
+import type { Dispatcher } from 'undici';
 import { errors } from '../core/wire';
-import { consumeEventStream, contentTypeOf, parseMessages, type ResponseLike } from './event-stream';
-import { readBody } from './http-pool';
+import { contentTypeOf, parseMessages, type ResponseHeaders } from './event-stream';
+import { Exchange } from './http-pool';
 
 export interface CallResponseHandlers {
   readonly maxBytes: number;
   /** The request carried an Mcp-Session-Id, so a 404 means the upstream forgot the session. */
   readonly hasSession: boolean;
+  /** The response named the upstream's session (asked for on initialize only). */
+  readonly sessionId?: (sessionId: string) => void;
   notification(notification: JsonRpcNotification): void;
   serverRequest(request: JsonRpcRequest): void;
   /** The upstream answered 404 to a known session. */
   expired(): void;
   /** The upstream answered at the HTTP level (the breaker resets) or failed with 5xx (it counts). */
   reachable(healthy: boolean): void;
-  /** Called once with the outcome of the call. */
+  /** The request failed before any response (connect error, refused address, reset socket). */
+  failed(error: NodeJS.ErrnoException): void;
+  /** Called once with the outcome of the call, unless `failed` was. */
   settle(error: unknown, result: Record<string, unknown> | undefined): void;
 }
 
-function settleWith(message: JsonRpcResponse, handlers: CallResponseHandlers): void {
-  if ('error' in message)
-    handlers.settle(
-      new UpstreamRpcError(message.error.code, message.error.message, message.error.data),
-      undefined,
-    );
-  else handlers.settle(null, message.result);
-}
+/** How the body of the response is read: dropped (the call is already answered), as JSON, or as SSE. */
+type BodyKind = 'skip' | 'json' | 'sse';
 
 /**
- * Handles the HTTP response to one POSTed JSON-RPC request (Streamable HTTP): a JSON body with the
- * response, or an SSE stream carrying notifications and server requests about this request and, last,
- * its response. Messages that arrive after the response are still delivered.
+ * Reads the HTTP response to one POSTed JSON-RPC request (Streamable HTTP) as undici delivers it: a
+ * JSON body with the response, or an SSE stream carrying notifications and server requests about this
+ * request and, last, its response. Messages that arrive after the response are still delivered.
  */
-export function handleCallResponse(res: ResponseLike, id: JsonRpcId, handlers: CallResponseHandlers): void {
-  const status = res.statusCode ?? 0;
-  if (status !== 200) {
-    res.resume();
-    if (status === 404 && handlers.hasSession) {
-      handlers.reachable(true);
-      handlers.expired();
-      handlers.settle(errors.sessionExpired(), undefined);
+export class CallResponse extends Exchange {
+  private started = false;
+  private answered = false;
+  /** Nothing more is read or reported: the body ended or broke, or the call was aborted. */
+  private finished = false;
+  private body: BodyKind = 'skip';
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private decoder: StringDecoder | undefined;
+  private parser: SseParser | undefined;
+
+  constructor(
+    private readonly id: JsonRpcId,
+    private readonly handlers: CallResponseHandlers,
+  ) {
+    super();
+  }
+
+  /** Ends the exchange early (timeout, cancellation, session closed); the call settles with `error` if it has not yet. */
+  abort(error: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.answer(error, undefined);
+    this.abortRequest();
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    status: number,
+    headers: ResponseHeaders,
+  ): void {
+    if (this.finished || status < 200) return;
+    this.started = true;
+    const sessionId = headers['mcp-session-id'];
+    if (this.handlers.sessionId !== undefined && typeof sessionId === 'string' && sessionId !== '')
+      this.handlers.sessionId(sessionId);
+    if (status !== 200) {
+      this.rejectStatus(status);
       return;
     }
-    handlers.reachable(status < 500);
-    handlers.settle(errors.protocol(`HTTP ${status}`), undefined);
-    return;
+    this.handlers.reachable(true);
+    const type = contentTypeOf(headers);
+    if (type === 'text/event-stream') {
+      this.body = 'sse';
+      this.decoder = new StringDecoder('utf8');
+      this.parser = new SseParser(this.handlers.maxBytes);
+    } else if (type === 'application/json') this.body = 'json';
+    else this.answer(errors.protocol('unexpected content type'), undefined);
   }
-  handlers.reachable(true);
-  let answered = false;
-  const dispatch = (text: string): void => {
+
+  override onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.finished) return;
+    if (this.body === 'json') {
+      this.size += chunk.length;
+      if (this.size > this.handlers.maxBytes) this.break('the response body broke');
+      else this.chunks.push(chunk);
+    } else if (this.body === 'sse') this.pushEvents((this.decoder as StringDecoder).write(chunk));
+  }
+
+  override onResponseEnd(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.body === 'json') {
+      const { chunks } = this;
+      this.chunks = [];
+      this.deliver(
+        chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'),
+      );
+      this.answer(errors.protocol('the response did not answer the request'), undefined);
+    } else if (this.body === 'sse') {
+      this.answer(errors.protocol('the response stream ended without an answer'), undefined);
+    }
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (!this.started) {
+      this.answered = true;
+      this.handlers.failed(error);
+      return;
+    }
+    this.answer(
+      errors.protocol(this.body === 'sse' ? 'the response stream broke' : 'the response body broke'),
+      undefined,
+    );
+  }
+
+  private rejectStatus(status: number): void {
+    if (status === 404 && this.handlers.hasSession) {
+      this.handlers.reachable(true);
+      this.handlers.expired();
+      this.answer(errors.sessionExpired(), undefined);
+      return;
+    }
+    this.handlers.reachable(status < 500);
+    this.answer(errors.protocol(`HTTP ${status}`), undefined);
+  }
+
+  private pushEvents(text: string): void {
+    let events: SseEvent[];
+    try {
+      events = (this.parser as SseParser).push(text);
+    } catch {
+      // An event over maxBytes: stop reading (and drop the socket) rather than buffer without bound.
+      this.break('the response stream broke');
+      return;
+    }
+    for (const event of events) {
+      // 2025-11-25 servers open with an event that has an id and empty data (a resumption point).
+      if (event.event === 'message' && event.data !== '') this.deliver(event.data);
+      if (this.finished) return;
+    }
+  }
+
+  /** The body cannot be read on: answer with a protocol error (if not answered yet) and drop the request. */
+  private break(what: string): void {
+    this.finished = true;
+    this.answer(errors.protocol(what), undefined);
+    this.abortRequest();
+  }
+
+  private deliver(text: string): void {
     const messages = parseMessages(text);
     if (messages === undefined) return;
     for (const classified of messages) {
       switch (classified.kind) {
         case 'response':
-          if (!answered && classified.message.id === id) {
-            answered = true;
-            settleWith(classified.message, handlers);
-          }
+          if (!this.answered && classified.message.id === this.id) this.settleWith(classified.message);
           break;
         case 'notification':
-          handlers.notification(classified.message);
+          this.handlers.notification(classified.message);
           break;
         case 'request':
-          handlers.serverRequest(classified.message);
+          this.handlers.serverRequest(classified.message);
           break;
         default:
           break;
       }
     }
-  };
-  const type = contentTypeOf(res.headers);
-  if (type === 'text/event-stream') {
-    consumeEventStream(
-      res,
-      handlers.maxBytes,
-      (event) => {
-        // 2025-11-25 servers open with an event that has an id and empty data (a resumption point).
-        if (event.event === 'message' && event.data !== '') dispatch(event.data);
-      },
-      (error) => {
-        if (!answered) {
-          answered = true;
-          handlers.settle(
-            errors.protocol(
-              error ? 'the response stream broke' : 'the response stream ended without an answer',
-            ),
-            undefined,
-          );
-        }
-      },
-    );
-    return;
   }
-  if (type === 'application/json') {
-    readBody(res, handlers.maxBytes, (error, text) => {
-      if (error === null) dispatch(text);
-      if (!answered) {
-        answered = true;
-        handlers.settle(
-          errors.protocol(error ? 'the response body broke' : 'the response did not answer the request'),
-          undefined,
-        );
-      }
-    });
-    return;
+
+  private settleWith(message: JsonRpcResponse): void {
+    if ('error' in message)
+      this.answer(
+        new UpstreamRpcError(message.error.code, message.error.message, message.error.data),
+        undefined,
+      );
+    else this.answer(null, message.result);
   }
-  res.resume();
-  handlers.settle(errors.protocol('unexpected content type'), undefined);
+
+  /** Settles the call once; later outcomes (a stream ending after the answer) are dropped. */
+  private answer(error: unknown, result: Record<string, unknown> | undefined): void {
+    if (this.answered) return;
+    this.answered = true;
+    this.handlers.settle(error, result);
+  }
 }

@@ -1,12 +1,8 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { classify, SseParser, type Classified, type SseEvent } from '@portcullis/gateway/mcp';
 
-/** The parts of an HTTP response the readers use (an IncomingMessage, or a stream in unit tests). */
-export interface ResponseLike extends Readable {
-  readonly statusCode?: number | undefined;
-  readonly headers: IncomingHttpHeaders;
-}
+/** Response headers as node:http and undici both give them (names in lower case). */
+export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
 /**
  * Feeds a `text/event-stream` body through SseParser. `end` is called exactly once: with null when the
@@ -54,8 +50,9 @@ export function parseMessages(text: string): Classified[] | undefined {
   return Array.isArray(value) ? value.map(classify) : [classify(value)];
 }
 
-export const contentTypeOf = (headers: IncomingHttpHeaders): string => {
-  const value = headers['content-type'] ?? '';
+export const contentTypeOf = (headers: ResponseHeaders): string => {
+  const raw = headers['content-type'];
+  const value = typeof raw === 'string' ? raw : '';
   const semi = value.indexOf(';');
   return (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
 };

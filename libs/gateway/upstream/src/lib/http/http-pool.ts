@@ -7,7 +7,8 @@ import {
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Pool, type Dispatcher } from 'undici';
+import type { ResponseHeaders } from './event-stream';
 
 export interface HttpPoolOptions {
   readonly maxSocketsPerOrigin: number;
@@ -17,27 +18,30 @@ export interface HttpPoolOptions {
 /** Where and how to send requests to one upstream URL. Built once per session, reused per request. */
 export interface HttpTarget {
   readonly url: URL;
-  readonly agent: HttpAgent;
+  /** Every POST and DELETE goes through this per-origin keep-alive pool (undici). */
+  readonly pool: Pool;
   /**
    * For long-lived GET streams (an upstream session's standalone SSE stream, the legacy SSE stream): one socket
-   * each, outside `agent`'s cap, so open streams never take the sockets that calls wait for.
+   * each, outside `pool`'s cap, so open streams never take the sockets that calls wait for.
    */
   readonly streamAgent: HttpAgent;
   readonly secure: boolean;
   readonly hostname: string;
   readonly port: number;
   readonly path: string;
-  /** The Host header value (`host:port`, IPv6 in brackets). */
-  readonly host: string;
 }
 
 /**
  * Keep-alive connection pools, one per origin (scheme, host, port), shared by every session to that
  * origin. Sockets are resolved through the guarded lookup, so a pooled socket always points at an
  * address the network policy permitted.
+ *
+ * Messages (the hot path) go through undici's low-level `dispatch`: the response arrives as callbacks
+ * on one handler object, with no ClientRequest, IncomingMessage or per-request listeners. GET streams
+ * stay on node:http; there are few of them and they live long.
  */
 export class HttpPool {
-  private readonly agents = new Map<string, HttpAgent>();
+  private readonly pools = new Map<string, Pool>();
   private readonly streamAgents = new Map<string, HttpAgent>();
 
   constructor(private readonly options: HttpPoolOptions) {}
@@ -47,18 +51,18 @@ export class HttpPool {
     const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
     const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const key = `${url.protocol}//${hostname}:${port}`;
-    let agent = this.agents.get(key);
-    if (agent === undefined) {
-      const agentOptions = {
-        keepAlive: true,
-        keepAliveMsecs: 15_000,
-        maxSockets: this.options.maxSocketsPerOrigin,
-        maxFreeSockets: Math.min(64, this.options.maxSocketsPerOrigin),
-        scheduling: 'lifo' as const,
-        lookup: this.options.lookup,
-      };
-      agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
-      this.agents.set(key, agent);
+    let pool = this.pools.get(key);
+    if (pool === undefined) {
+      pool = new Pool(`${url.protocol}//${url.host}`, {
+        connections: this.options.maxSocketsPerOrigin,
+        // Each call has its own deadline (callTimeoutMs, the caller's signal); an SSE answer may
+        // legitimately stay quiet for longer than undici's default timeouts.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
+        connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
+      });
+      this.pools.set(key, pool);
     }
     let streamAgent = this.streamAgents.get(key);
     if (streamAgent === undefined) {
@@ -67,77 +71,42 @@ export class HttpPool {
       streamAgent = secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions);
       this.streamAgents.set(key, streamAgent);
     }
-    const host = `${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`;
-    return { url, agent, streamAgent, secure, hostname, port, path: `${url.pathname}${url.search}`, host };
+    return { url, pool, streamAgent, secure, hostname, port, path: `${url.pathname}${url.search}` };
   }
 
   destroy(): void {
-    for (const agent of this.agents.values()) agent.destroy();
-    this.agents.clear();
+    // Requests still queued or running fail with ClientDestroyedError through their handlers.
+    for (const pool of this.pools.values()) pool.destroy().catch(() => undefined);
+    this.pools.clear();
     for (const agent of this.streamAgents.values()) agent.destroy();
     this.streamAgents.clear();
   }
 }
 
-/**
- * One HTTP request through the target's pool (GET: a long-lived stream, through `streamAgent`). `body` is
- * written in one piece (Content-Length set).
- */
-export function send(
+/** A long-lived GET stream through the target's `streamAgent`. */
+export function openStream(
   target: HttpTarget,
-  method: 'GET' | 'POST' | 'DELETE',
   headers: OutgoingHttpHeaders,
-  body: string | undefined,
   onResponse: (res: IncomingMessage) => void,
-  onError: (error: NodeJS.ErrnoException, req: ClientRequest) => void,
-  path: string = target.path,
+  onError: (error: NodeJS.ErrnoException) => void,
 ): ClientRequest {
   const options = {
-    method,
-    hostname: target.hostname,
-    port: target.port,
-    path,
-    agent: method === 'GET' ? target.streamAgent : target.agent,
-    headers,
-  };
-  const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
-  req.on('error', (error: NodeJS.ErrnoException) => onError(error, req));
-  if (body === undefined) req.end();
-  else req.end(body);
-  return req;
-}
-
-/**
- * A POST with a prepared, flat header list (`[name, value, name, value, ...]`, Host included, see
- * `headerLines`): Node writes the head from the list as is, skipping its per-header bookkeeping, and
- * sends head and body in one write. Content-Length is added here.
- */
-export function sendPost(
-  target: HttpTarget,
-  headerLines: readonly string[],
-  body: string,
-  onResponse: (res: IncomingMessage) => void,
-  onError: (error: NodeJS.ErrnoException, req: ClientRequest) => void,
-): ClientRequest {
-  const headers = headerLines.slice();
-  headers.push('content-length', String(Buffer.byteLength(body)));
-  const options = {
-    method: 'POST',
+    method: 'GET',
     hostname: target.hostname,
     port: target.port,
     path: target.path,
-    agent: target.agent,
+    agent: target.streamAgent,
     headers,
   };
   const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
-  req.on('error', (error: NodeJS.ErrnoException) => onError(error, req));
-  req.end(body);
+  req.on('error', onError);
+  req.end();
   return req;
 }
 
-/** A headers object as the flat list `sendPost` takes, with Host first. */
-export function headerLines(target: HttpTarget, headers: OutgoingHttpHeaders): string[] {
-  const lines = ['host', target.host];
+/** A headers object as the flat list (`[name, value, name, value, ...]`) requests are sent with. */
+export function headerLines(headers: OutgoingHttpHeaders): string[] {
+  const lines: string[] = [];
   for (const name of Object.keys(headers)) {
     const value = headers[name];
     if (value === undefined) continue;
@@ -147,47 +116,92 @@ export function headerLines(target: HttpTarget, headers: OutgoingHttpHeaders): s
   return lines;
 }
 
-/** Reads a whole (bounded) body as text. */
-export function readBody(
-  res: Readable,
-  maxBytes: number,
-  done: (error: Error | null, text: string) => void,
+/**
+ * One request through the target's pool. undici computes Host (from the origin) and Content-Length
+ * (from the body), so `headerLines` carries neither.
+ */
+export function dispatch(
+  target: HttpTarget,
+  method: 'POST' | 'DELETE',
+  headerLines: readonly string[],
+  body: string | undefined,
+  exchange: Exchange,
+  path: string = target.path,
 ): void {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let finished = false;
-  res.on('data', (chunk: Buffer) => {
-    if (finished) return;
-    size += chunk.length;
-    if (size > maxBytes) {
-      finished = true;
-      res.destroy();
-      done(new Error('response body too large'), '');
-      return;
-    }
-    chunks.push(chunk);
-  });
-  res.on('end', () => {
-    if (finished) return;
-    finished = true;
-    done(
-      null,
-      chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'),
-    );
-  });
-  res.on('error', (error) => {
-    if (finished) return;
-    finished = true;
-    done(error, '');
-  });
-  res.on('aborted', () => {
-    if (finished) return;
-    finished = true;
-    done(new Error('response aborted'), '');
-  });
+  target.pool.dispatch({ method, path, headers: headerLines as string[], body: body ?? null }, exchange);
 }
 
-/** Whether an error happened before the upstream answered anything (the breaker counts these). */
+/**
+ * The handler of one undici request, abortable before it reached a socket too (a request waits in
+ * the pool's queue while every socket is busy). Subclasses read the response.
+ */
+export abstract class Exchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private pendingAbort: Error | undefined;
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.pendingAbort !== undefined) controller.abort(this.pendingAbort);
+  }
+
+  abstract onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: ResponseHeaders,
+  ): void;
+
+  abstract onResponseError(controller: Dispatcher.DispatchController, error: Error): void;
+
+  onResponseData(_controller: Dispatcher.DispatchController, _chunk: Buffer): void {
+    // The body is discarded unless a subclass reads it.
+  }
+
+  onResponseEnd(): void {
+    // Nothing to do unless a subclass reads the body.
+  }
+
+  /** Drops the request (and its socket); undici then reports it through onResponseError. */
+  protected abortRequest(): void {
+    const reason = new Error('request aborted');
+    if (this.controller === undefined) this.pendingAbort = reason;
+    else this.controller.abort(reason);
+  }
+}
+
+/**
+ * A message whose answer is only a status (a notification, a response to a server request, a DELETE):
+ * `done` is called once, with the status or with the error that came before any response.
+ */
+export class StatusExchange extends Exchange {
+  private reported = false;
+
+  constructor(private readonly done: (error: NodeJS.ErrnoException | null, status: number) => void) {
+    super();
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (this.reported || statusCode < 200) return;
+    this.reported = true;
+    this.done(null, statusCode);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.done(error, 0);
+  }
+
+  /** Gives up (the caller timed out): `done` is not called any more. */
+  abort(): void {
+    this.reported = true;
+    this.abortRequest();
+  }
+}
+
+/**
+ * Whether an error happened before the upstream answered anything (the breaker counts these). The
+ * UND_ERR_ codes are undici's names for a connect that timed out and a socket closed before the answer.
+ */
 export function isConnectError(error: NodeJS.ErrnoException): boolean {
   switch (error.code) {
     case 'ECONNREFUSED':
@@ -198,6 +212,8 @@ export function isConnectError(error: NodeJS.ErrnoException): boolean {
     case 'ETIMEDOUT':
     case 'ECONNRESET':
     case 'EPIPE':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_SOCKET':
       return true;
     default:
       return false;

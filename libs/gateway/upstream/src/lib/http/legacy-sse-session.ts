@@ -27,7 +27,14 @@ import {
 } from '../core/wire';
 import { configuredHeaders } from './streamable-http-session';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
-import { isConnectError, send, type HttpTarget } from './http-pool';
+import {
+  dispatch,
+  headerLines,
+  isConnectError,
+  openStream,
+  StatusExchange,
+  type HttpTarget,
+} from './http-pool';
 
 export interface LegacySseContext extends SessionContext {
   readonly target: HttpTarget;
@@ -57,7 +64,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   readonly upstreamId: string;
   info: UpstreamServerInfo;
   private readonly mux: RequestMultiplexer<LegacySseSession>;
-  private readonly headers: OutgoingHttpHeaders;
+  /** Headers of every POSTed message, as the flat list undici takes. */
+  private readonly headerLines: string[];
   private endpointPath = '';
   private stream: ClientRequest | undefined;
   private closed = false;
@@ -68,7 +76,10 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   constructor(private readonly ctx: LegacySseContext) {
     this.upstreamId = ctx.config.id;
     this.info = resumedInfo('2024-11-05', ctx.config.name);
-    this.headers = { ...configuredHeaders(ctx.config.headers), 'content-type': 'application/json' };
+    this.headerLines = headerLines({
+      ...configuredHeaders(ctx.config.headers),
+      'content-type': 'application/json',
+    });
     this.mux = new RequestMultiplexer<LegacySseSession>({
       write: (text) => this.post(text),
       onTimeout: () => ctx.breaker.failure(),
@@ -165,11 +176,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         ...configuredHeaders(config.headers),
         accept: 'text/event-stream',
       };
-      this.stream = send(
+      this.stream = openStream(
         target,
-        'GET',
         headers,
-        undefined,
         (res) => {
           const status = res.statusCode ?? 0;
           if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
@@ -258,27 +267,24 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   private post(body: string): Promise<void> {
     if (this.closed) return Promise.reject(errors.closed());
     return new Promise((resolve, reject) => {
-      const req = send(
-        this.ctx.target,
-        'POST',
-        this.headers,
-        body,
-        (res) => {
-          res.resume();
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) resolve();
-          else if (status === 404) {
-            reject(errors.sessionExpired());
-            this.dispose();
-          } else reject(errors.protocol(`HTTP ${status}`));
-        },
-        (error) => {
+      const exchange = new StatusExchange((error, status) => {
+        clearTimeout(timer);
+        if (error !== null) {
           if (isConnectError(error)) this.ctx.breaker.failure();
           reject(errors.connectFailed(error));
-        },
-        this.endpointPath,
-      );
-      req.setTimeout(this.ctx.config.callTimeoutMs, () => req.destroy());
+        } else if (status >= 200 && status < 300) resolve();
+        else if (status === 404) {
+          reject(errors.sessionExpired());
+          this.dispose();
+        } else reject(errors.protocol(`HTTP ${status}`));
+      });
+      // The upstream must take the message in time (its answer comes on the stream, later).
+      const timer = setTimeout(() => {
+        exchange.abort();
+        this.ctx.breaker.failure();
+        reject(errors.timeout());
+      }, this.ctx.config.callTimeoutMs);
+      dispatch(this.ctx.target, 'POST', this.headerLines, body, exchange, this.endpointPath);
     });
   }
 }

@@ -92,6 +92,38 @@ describe('connector resilience and network policy', () => {
     expect(list?.['mcp-protocol-version']).toBe('2025-11-25');
   });
 
+  it('sends calls over at most maxSocketsPerOrigin keep-alive sockets, queueing the rest', async () => {
+    const sockets = new Set<unknown>();
+    let running = 0;
+    let mostRunning = 0;
+    const server = await rawServer((req, res) => {
+      sockets.add(req.socket);
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        running += 1;
+        mostRunning = Math.max(mostRunning, running);
+        const result = message.method === 'initialize' ? initializeResult : { tools: [] };
+        setTimeout(() => {
+          running -= 1;
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+        }, 20);
+      });
+    });
+    servers.push(server);
+    const session = await connector({ maxSocketsPerOrigin: 2 }).connect(
+      upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
+      identity,
+    );
+    const calls = Array.from({ length: 8 }, () => session.request('tools/list', {}));
+    await expect(Promise.all(calls)).resolves.toHaveLength(8);
+    expect(mostRunning).toBe(2);
+    expect(sockets.size).toBeLessThanOrEqual(2);
+  });
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);
@@ -145,6 +177,8 @@ describe('connector resilience and network policy', () => {
     }
     // header values are never logged, at any level
     expect(JSON.stringify(logger.entries)).not.toContain('s3cret');
+    // the host name passed the URL check; the pooled socket's DNS lookup is what refused it
+    expect(logger.entries.map((entry) => entry.fields['code'])).toContain('EPORTCULLIS_ADDRESS_REFUSED');
     // an allow-listed host passes the guard (and then meets the 500)
     const allowed = connector({ allowPrivateNetworks: false, allowedHosts: ['localhost'] });
     await expect(

@@ -27,9 +27,16 @@ import {
   errors,
   type ServerRequestHandler,
 } from '../core/wire';
-import { handleCallResponse, type CallResponseHandlers } from './call-response';
+import { CallResponse, type CallResponseHandlers } from './call-response';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
-import { headerLines, isConnectError, send, sendPost, type HttpTarget } from './http-pool';
+import {
+  dispatch,
+  headerLines,
+  isConnectError,
+  openStream,
+  StatusExchange,
+  type HttpTarget,
+} from './http-pool';
 
 /** Headers the connector owns; a configured header with one of these names is ignored. */
 const RESERVED_HEADERS = new Set([
@@ -43,6 +50,8 @@ const RESERVED_HEADERS = new Set([
   'te',
   'trailer',
   'upgrade',
+  // undici refuses to send Expect (it does not do 100-continue over HTTP/1.1).
+  'expect',
   'mcp-session-id',
   'mcp-protocol-version',
   'last-event-id',
@@ -76,7 +85,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private sessionId: string | null;
   private protocolVersion: string;
   private postHeaders: OutgoingHttpHeaders;
-  /** postHeaders as the flat list (Host included) that calls are sent with. */
+  /** postHeaders as the flat list that messages are sent with. */
   private postHeaderLines: string[];
   private readonly baseHeaders: OutgoingHttpHeaders;
   private initialized: boolean;
@@ -85,7 +94,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private notificationHandler: NotificationHandler | undefined;
   private serverRequestHandler: ServerRequestHandler | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
-  private readonly inFlight = new Set<ClientRequest>();
+  private readonly inFlight = new Set<CallResponse>();
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
   private standaloneRetries = 0;
@@ -105,7 +114,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.initialized = initialized;
     this.baseHeaders = configuredHeaders(ctx.config.headers);
     this.postHeaders = this.buildHeaders();
-    this.postHeaderLines = headerLines(ctx.target, this.postHeaders);
+    this.postHeaderLines = headerLines(this.postHeaders);
     ctx.registry.add(this);
   }
 
@@ -151,23 +160,19 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
     return new Promise((resolve, reject) => {
       let settled = false;
-      let req: ClientRequest | undefined;
-      let retried = false;
       const settle = (error: unknown, result: Record<string, unknown> | undefined): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+        this.inFlight.delete(call);
         if (error === null && result !== undefined) resolve(result);
         else reject(error);
       };
       const giveUp = (reason: string, error: unknown): void => {
         if (settled) return;
         settle(error, undefined);
-        if (req !== undefined) {
-          this.inFlight.delete(req);
-          req.destroy();
-        }
+        call.abort(error);
         if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, reason));
       };
       const timer = setTimeout(() => {
@@ -181,52 +186,27 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       const handlers: CallResponseHandlers = {
         maxBytes: this.ctx.maxMessageBytes,
         hasSession: this.sessionId !== null,
+        sessionId: adoptSessionId ? (sessionId) => this.adoptSessionId(sessionId) : undefined,
         notification: (notification) => this.deliver(notification, options?.onNotification),
         serverRequest: (request) =>
           this.answer(request, options?.onServerRequest ?? this.serverRequestHandler),
         expired: () => this.markExpired(),
         reachable: (healthy) => (healthy ? breaker.success() : breaker.failure()),
-        settle: (error, result) => {
-          if (req !== undefined) this.inFlight.delete(req);
-          settle(error, result);
+        failed: (error) => {
+          // No retry on a reset: undici checks an idle pooled socket before reusing it, and a POST
+          // that may have arrived is not safe to send twice.
+          this.ctx.logger.debug(
+            { ...logFields(this.ctx.config), code: error.code },
+            'upstream request failed',
+          );
+          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure();
+          settle(errors.connectFailed(error), undefined);
         },
+        settle,
       };
-      const start = (): void => {
-        req = sendPost(
-          this.ctx.target,
-          this.postHeaderLines,
-          body,
-          (res) => {
-            if (settled) {
-              res.destroy();
-              return;
-            }
-            if (adoptSessionId) {
-              const header = res.headers['mcp-session-id'];
-              if (typeof header === 'string' && header !== '') this.adoptSessionId(header);
-            }
-            handleCallResponse(res, id, handlers);
-          },
-          (error, failed) => {
-            if (settled) return;
-            this.inFlight.delete(failed);
-            // A pooled socket the server closed just as we reused it: the request never arrived.
-            if (!retried && failed.reusedSocket && error.code === 'ECONNRESET') {
-              retried = true;
-              start();
-              return;
-            }
-            this.ctx.logger.debug(
-              { ...logFields(this.ctx.config), code: error.code },
-              'upstream request failed',
-            );
-            if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure();
-            settle(errors.connectFailed(error), undefined);
-          },
-        );
-        this.inFlight.add(req);
-      };
-      start();
+      const call = new CallResponse(id, handlers);
+      this.inFlight.add(call);
+      dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, call);
     });
   }
 
@@ -255,26 +235,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.dispose();
     if (sessionId === null || this.expired) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        req.destroy();
-        resolve();
-      }, this.ctx.config.connectTimeoutMs);
-      const done = (): void => {
+      const exchange = new StatusExchange(() => {
         clearTimeout(timer);
         resolve();
-      };
-      const req = send(
-        this.ctx.target,
-        'DELETE',
-        this.postHeaders,
-        undefined,
-        (res) => {
-          res.resume();
-          res.on('end', done);
-          res.on('error', done);
-        },
-        done,
-      );
+      });
+      const timer = setTimeout(() => {
+        exchange.abort();
+        resolve();
+      }, this.ctx.config.connectTimeoutMs);
+      dispatch(this.ctx.target, 'DELETE', this.postHeaderLines, undefined, exchange);
     });
   }
 
@@ -286,7 +255,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
     this.standalone?.destroy();
     this.standalone = undefined;
-    for (const req of this.inFlight) req.destroy();
+    for (const call of [...this.inFlight]) call.abort(errors.closed());
     this.inFlight.clear();
     abortAll(this.serverRequests);
   }
@@ -304,7 +273,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   private setHeaders(): void {
     this.postHeaders = this.buildHeaders();
-    this.postHeaderLines = headerLines(this.ctx.target, this.postHeaders);
+    this.postHeaderLines = headerLines(this.postHeaders);
   }
 
   private adoptSessionId(sessionId: string): void {
@@ -348,35 +317,27 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (error === null) resolve();
         else reject(error);
       };
-      const req = send(
-        this.ctx.target,
-        'POST',
-        this.postHeaders,
-        body,
-        (res) => {
-          res.resume();
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) {
-            this.ctx.breaker.success();
-            finish(null);
-          } else if (status === 404 && this.sessionId !== null) {
-            this.markExpired();
-            finish(errors.sessionExpired());
-          } else {
-            if (status >= 500) this.ctx.breaker.failure();
-            finish(errors.protocol(`HTTP ${status}`));
-          }
-        },
-        (error) => {
+      const exchange = new StatusExchange((error, status) => {
+        if (error !== null) {
           if (isConnectError(error)) this.ctx.breaker.failure();
           finish(errors.connectFailed(error));
-        },
-      );
+        } else if (status >= 200 && status < 300) {
+          this.ctx.breaker.success();
+          finish(null);
+        } else if (status === 404 && this.sessionId !== null) {
+          this.markExpired();
+          finish(errors.sessionExpired());
+        } else {
+          if (status >= 500) this.ctx.breaker.failure();
+          finish(errors.protocol(`HTTP ${status}`));
+        }
+      });
       const timer = setTimeout(() => {
-        req.destroy();
+        exchange.abort();
         this.ctx.breaker.failure();
         finish(errors.timeout());
       }, timeoutMs);
+      dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, exchange);
     });
   }
 
@@ -401,11 +362,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream' };
     delete headers['content-type'];
     if (this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
-    this.standalone = send(
+    this.standalone = openStream(
       this.ctx.target,
-      'GET',
       headers,
-      undefined,
       (res) => {
         const status = res.statusCode ?? 0;
         if (status === 405) {
