@@ -7,13 +7,16 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards] [--bare-proxy]
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
 // The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
 // --guards instead alternates two gateways, one with audit and rate limits on and one with both off
 // (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost.
+// --bare-proxy adds a third target in the rotation: a bare Node reverse proxy with no MCP logic
+// (tools/bench/lib/bare-proxy.mjs), the floor any proxy pays on this machine.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -32,6 +35,7 @@ const MAX_CALLS_PER_RUN = 500_000;
 
 const PROFILE = process.argv.includes('--cpu-prof');
 const GUARDS = process.argv.includes('--guards');
+const BARE_PROXY = process.argv.includes('--bare-proxy');
 // The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
 // (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
 const profileWindows = [];
@@ -251,13 +255,27 @@ async function main() {
       direct: bare ?? { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
       gateway: gatewayTarget(gateway, gatewayPort),
     };
+    if (BARE_PROXY) {
+      const port = await freePort();
+      const child = spawn(process.execPath, [path.join(repoRoot, 'tools/bench/lib/bare-proxy.mjs'), String(port), `http://127.0.0.1:${upstreamPort}`], {
+        cwd: repoRoot,
+        env: { PATH: process.env.PATH, NODE_ENV: 'production' },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      children.push(child);
+      await waitReady(`http://127.0.0.1:${port}/readyz`, child);
+      targets.proxy = { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
+    }
     if (GUARDS) console.log('--guards: "direct" rows are the gateway with audit and rate limits off, "gateway" rows with both on');
     console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
     const rows = [];
     for (const c of CONCURRENCY) {
-      const results = { direct: [], gateway: [] };
+      const names = Object.keys(targets);
+      const results = Object.fromEntries(names.map((name) => [name, []]));
       for (let rep = 0; rep < REPS; rep++) {
-        for (const name of rep % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct']) {
+        // Each repetition starts with a different target, so no target always runs first (or right after another).
+        for (let i = 0; i < names.length; i++) {
+          const name = names[(rep + i) % names.length];
           results[name].push(await run(targets[name], c));
         }
       }
@@ -275,7 +293,8 @@ async function main() {
       });
       const d = summary(results.direct);
       const g = summary(results.gateway);
-      rows.push({ c, d, g });
+      const b = results.proxy ? summary(results.proxy) : null;
+      rows.push({ c, d, g, ...(b ? { b } : {}) });
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call\n` +
@@ -283,6 +302,12 @@ async function main() {
             ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call`
             : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`),
       );
+      if (b) {
+        console.log(
+          `      bare proxy ${b.rps.toFixed(0).padStart(6)} calls/s  p50 ${b.p50.toFixed(2)} ms  p99 ${b.p99.toFixed(2)} ms  errors ${b.errors}  proxy CPU ${b.cpu?.toFixed(0)} µs/call (${(100 * (b.systemShare ?? 0)).toFixed(0)}% kernel)  upstream CPU ${b.upstreamCpu.toFixed(0)} µs/call\n` +
+            `      ratio   bare proxy ${(100 * b.rps / d.rps).toFixed(1)}% of direct, added p50 ${(b.p50 - d.p50).toFixed(3)} ms; gateway ${(100 * g.rps / b.rps).toFixed(1)}% of the bare proxy`,
+        );
+      }
     }
     return rows;
   } finally {
