@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 export const API_KEY_PREFIX = 'pcs_';
@@ -20,9 +20,10 @@ export function generateApiKey(): string {
 /**
  * How keys are stored and looked up: SHA-256 of the whole key, hex. The keys are long random secrets,
  * so a fast hash is enough (no password stretching) and lets the gateway verify without a database call.
+ * One-shot `crypto.hash` (no Hash object): this runs on every gateway request.
  */
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 /** What the portal shows to recognise a key: `pcs_` and the first characters, never enough to use it. */
