@@ -238,6 +238,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     logger,
     origin: { allowedHosts: new Set(config.http.allowedHosts), allowedOrigins: new Set(config.http.allowedOrigins) },
     bodyLimitBytes: config.http.bodyLimitBytes,
+    trustProxy: config.http.trustProxy,
     keepAliveMs: 15_000,
     // Resumable SSE streams (Last-Event-ID) on any replica: per-stream logs in Redis (ADR 0007). 0 bytes: off.
     ...(config.mcp.sseReplay.maxBytes > 0

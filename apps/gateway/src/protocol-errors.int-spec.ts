@@ -117,6 +117,29 @@ afterAll(async () => {
   await db?.$disconnect();
 });
 
+describe('POST on the raw fast path', () => {
+  it('refuses a body over the limit with 413, whether announced by Content-Length or streamed in chunks, and keeps serving', async () => {
+    const big = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping', params: { pad: 'y'.repeat(70_000) } });
+    expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), big), 413, -32013);
+    expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ 'transfer-encoding': 'chunked' }), big), 413, -32013);
+    expect((await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody())).status).toBe(200);
+  });
+
+  it('decodes the tenant segment as the router did, and carries the caller\'s trace id', async () => {
+    const escaped = `%${tenant.slug.charCodeAt(0).toString(16)}${tenant.slug.slice(1)}`;
+    expect((await raw('POST', `/t/${escaped}/mcp`, postHeaders(), initBody())).status).toBe(200);
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const refused = expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ traceparent }), '{"jsonrpc":'), 400, -32700) as {
+      error: { data: { traceId: string } };
+    };
+    expect(refused.error.data.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    // A malformed escape is not the fast path's to judge: the framework answers it, with a client error.
+    const malformed = await raw('POST', '/t/%E0%A4%A/mcp', postHeaders(), initBody());
+    expect(malformed.status).toBeGreaterThanOrEqual(400);
+    expect(malformed.status).toBeLessThan(500);
+  });
+});
+
 describe('Host validation (DNS rebinding)', () => {
   it('refuses a Host that is not allowed, on every endpoint, before authentication', async () => {
     for (const [method, path] of [

@@ -1,5 +1,5 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   allowsBatches,
@@ -38,6 +38,10 @@ export interface McpRoutesOptions {
   readonly keepAliveMs: number;
   /** Makes Streamable HTTP SSE streams resumable with `Last-Event-ID` (absent: they are not). */
   readonly replay?: ReplayLog;
+  /** Serve `POST /t/:tenant/mcp` straight off Node's server, in front of Fastify (default true). */
+  readonly rawFastPath?: boolean;
+  /** As Fastify's `trustProxy`: the client address is the first X-Forwarded-For entry (default false). */
+  readonly trustProxy?: boolean;
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -88,6 +92,41 @@ const unauthenticated = () =>
 const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Unknown tenant');
 const unknownSession = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Session not found');
 
+/** What the POST handler needs of a request, whichever way it arrived (raw fast path or Fastify route). */
+interface PostInput {
+  readonly tenant: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+  /** The agent's address (policy conditions may use it). */
+  readonly ip: string | undefined;
+  readonly traceId: string;
+}
+
+/** `/t/<tenant>/mcp`, optionally with a query string; the tenant segment still URL-encoded. */
+const MCP_POST_PATH = /^\/t\/([^/?#]+)\/mcp(?:\?|$)/;
+
+const firstHeader = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
+
+/** The client's address as Fastify reports it: the socket's peer, or with a trusted proxy the first X-Forwarded-For entry. */
+function clientAddress(req: IncomingMessage, trustProxy: boolean): string | undefined {
+  if (trustProxy) {
+    const forwarded = firstHeader(req.headers['x-forwarded-for']);
+    const first = forwarded?.split(',')[0]?.trim();
+    if (first) return first;
+  }
+  return req.socket.remoteAddress;
+}
+
+function writeJson(res: ServerResponse, status: number, headers: Readonly<Record<string, string>>, body: string): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+  res.end(body);
+}
+
+function writeError(res: ServerResponse, error: GatewayHttpError, id: JsonRpcId | null, traceId: string): void {
+  writeJson(res, error.status, error.headers, JSON.stringify(rpcError(id, error.rpcCode, error.message, traceId)));
+}
+
 interface LegacyStream {
   readonly principal: Principal;
   readonly stream: EventStream;
@@ -115,6 +154,192 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     return stream;
   };
 
+  /** Origin/Host, then authentication; throws GatewayHttpError. */
+  const admitHeaders = async (headers: IncomingHttpHeaders, tenant: string): Promise<Principal> => {
+    const problem = originProblem(headers.host, headers.origin, options.origin);
+    if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
+    const pending = authenticator.authenticate(headers.authorization, tenant);
+    // API keys answer synchronously: no extra promise hop on the hot path.
+    const outcome = pending instanceof Promise ? await pending : pending;
+    if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+    return outcome.principal;
+  };
+
+  /** The session the request names, if it exists and belongs to `principal`; throws GatewayHttpError. */
+  const sessionOf = async (headers: IncomingHttpHeaders, principal: Principal): Promise<SessionRecord> => {
+    const id = firstHeader(headers[SESSION_HEADER]);
+    if (id === undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: Mcp-Session-Id header is required');
+    if (!isWellFormedSessionId(id)) throw unknownSession();
+    const record = await engine.session(id, principal);
+    if (!record) throw unknownSession();
+    return record;
+  };
+
+  /**
+   * POST /t/:tenant/mcp: one JSON-RPC message or a batch. Answers on the raw response (JSON, an SSE stream, or 202)
+   * and never throws: a caller's mistake is its HTTP status and JSON-RPC error, anything else a logged 500.
+   */
+  async function handlePost(input: PostInput, res: ServerResponse): Promise<void> {
+    const { headers, traceId } = input;
+    let firstId: JsonRpcId | null = null;
+    try {
+      const principal = await admitHeaders(headers, input.tenant);
+      if (!acceptsPostResponses(headers.accept)) {
+        throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
+      }
+      if (!isJsonContentType(headers['content-type'])) {
+        throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(input.body);
+      } catch {
+        throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
+      }
+      const batch = Array.isArray(parsed);
+      const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
+      if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
+      const invalid = items.find((item) => item.kind === 'invalid');
+      if (invalid && invalid.kind === 'invalid') {
+        firstId = invalid.id;
+        throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
+      }
+      const init = items.find((item) => item.kind === 'request' && item.message.method === 'initialize');
+      if (init && init.kind === 'request') {
+        firstId = init.message.id;
+        if (batch) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
+        if (headers[SESSION_HEADER] !== undefined) {
+          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: initialize must not carry a session id');
+        }
+        const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
+        const extra: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
+        // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
+        // audited or rate-checked right now → 503; a malformed initialize → 400.
+        let status = 200;
+        if ('error' in response) {
+          const retryAfter = rateLimitedRetryAfter(response);
+          if (retryAfter !== undefined) extra['retry-after'] = retryAfter;
+          status = retryAfter !== undefined ? 429 : response.error.code === GATEWAY_RPC.UNAVAILABLE ? 503 : 400;
+        }
+        writeJson(res, status, extra, JSON.stringify(response));
+        return;
+      }
+      const record = await sessionOf(headers, principal);
+      const version = requestProtocolVersion(headers['mcp-protocol-version']);
+      if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
+      if (batch && !allowsBatches(version.version)) {
+        throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
+      }
+
+      const requests = [];
+      for (const item of items) {
+        if (item.kind === 'notification') engine.notification(record, item.message);
+        else if (item.kind === 'response') engine.answer(record, item.message);
+        else if (item.kind === 'request') requests.push(item.message);
+      }
+      if (requests.length === 0) {
+        res.writeHead(202, { 'content-length': '0' });
+        res.end();
+        return;
+      }
+      const responder = new PostResponder(res, record.id, options.replay);
+      if (!batch) {
+        const only = requests[0];
+        if (!only) return;
+        // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
+        // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
+        const onClose = () => {
+          if (!responder.done && !responder.resumable) {
+            engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
+          }
+        };
+        res.once('close', onClose);
+        const response = await engine.request(record, only, responder, traceId, input.ip);
+        res.off('close', onClose);
+        responder.finish(response);
+      } else {
+        const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip)));
+        responder.finish(responses);
+      }
+    } catch (error) {
+      if (error instanceof GatewayHttpError) {
+        writeError(res, error, firstId, traceId);
+        return;
+      }
+      const errorId = randomBytes(8).toString('hex');
+      logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
+      if (res.headersSent) res.destroy();
+      else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
+    }
+  }
+
+  let closing = false;
+  const trustProxy = options.trustProxy ?? false;
+  /**
+   * The hot path without the framework: `POST /t/<tenant>/mcp` is read and answered straight off Node's
+   * server (body limit, trace id, client address as Fastify would give them), skipping routing, hooks and reply
+   * objects. Anything else — other methods and paths, odd URL shapes — returns false and goes to Fastify.
+   */
+  const fastPost = (req: IncomingMessage, res: ServerResponse): boolean => {
+    if (req.method !== 'POST') return false;
+    const match = MCP_POST_PATH.exec(req.url ?? '');
+    const encoded = match?.[1];
+    if (encoded === undefined) return false;
+    let tenant: string;
+    try {
+      tenant = decodeURIComponent(encoded);
+    } catch {
+      return false; // Fastify answers a malformed escape as it always has.
+    }
+    const traceId = traceIdOfHeaders(req.headers);
+    if (closing) {
+      writeError(res, new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down'), null, traceId);
+      return true;
+    }
+    const tooLarge = () => {
+      res.setHeader('connection', 'close');
+      writeError(res, new GatewayHttpError(413, GATEWAY_RPC.PAYLOAD_TOO_LARGE, 'Request body too large'), null, traceId);
+      req.resume();
+    };
+    const limit = options.bodyLimitBytes;
+    if (Number(req.headers['content-length']) > limit) {
+      tooLarge();
+      return true;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        tooLarge();
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
+      void handlePost({ tenant, headers: req.headers, body, ip: clientAddress(req, trustProxy), traceId }, res);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', () => res.destroy());
+    return true;
+  };
+
+  // Put the fast path in front of Fastify's handler: the server's only 'request' listener becomes a dispatcher
+  // that tries it first (Fastify registers its handler when the instance is created, before any route).
+  const server = app.server;
+  const frameworkHandlers = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+  if (options.rawFastPath !== false && frameworkHandlers.length === 1) {
+    const framework = frameworkHandlers[0] as (req: IncomingMessage, res: ServerResponse) => void;
+    server.removeAllListeners('request');
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (!fastPost(req, res)) framework(req, res);
+    });
+  }
+
   await app.register(async (scope) => {
     // Hot path: the request id is the trace id (one id per request, not a UUID and a trace id), and
     // requests get the scope's logger rather than a pino child each; the handlers log with traceId.
@@ -139,123 +364,18 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     });
 
     /** Origin/Host, then authentication; throws GatewayHttpError. */
-    const admit = async (request: FastifyRequest<{ Params: { tenant: string } }>) => {
-      const problem = originProblem(request.headers.host, request.headers.origin, options.origin);
-      if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
-      const pending = authenticator.authenticate(request.headers.authorization, request.params.tenant);
-      // API keys answer synchronously: no extra promise hop on the hot path.
-      const outcome = pending instanceof Promise ? await pending : pending;
-      if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
-      return outcome.principal;
-    };
+    const admit = (request: FastifyRequest<{ Params: { tenant: string } }>) => admitHeaders(request.headers, request.params.tenant);
 
-    const sessionFrom = async (request: FastifyRequest, principal: Principal, required: true): Promise<SessionRecord> => {
-      const id = headerOf(request, SESSION_HEADER);
-      if (id === undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: Mcp-Session-Id header is required');
-      void required;
-      if (!isWellFormedSessionId(id)) throw unknownSession();
-      const record = await engine.session(id, principal);
-      if (!record) throw unknownSession();
-      return record;
-    };
+    const sessionFrom = (request: FastifyRequest, principal: Principal): Promise<SessionRecord> => sessionOf(request.headers, principal);
 
     type TenantRequest = FastifyRequest<{ Params: { tenant: string } }>;
 
     scope.post('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
-      const traceId = traceIdOf(request);
-      let firstId: JsonRpcId | null = null;
-      try {
-        const principal = await admit(request);
-        if (!acceptsPostResponses(request.headers.accept)) {
-          throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
-        }
-        if (!isJsonContentType(request.headers['content-type'])) {
-          throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
-        }
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(typeof request.body === 'string' ? request.body : '');
-        } catch {
-          throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
-        }
-        const batch = Array.isArray(parsed);
-        const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
-        if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
-        const invalid = items.find((item) => item.kind === 'invalid');
-        if (invalid && invalid.kind === 'invalid') {
-          firstId = invalid.id;
-          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
-        }
-        const init = items.find((item) => item.kind === 'request' && item.message.method === 'initialize');
-        if (init && init.kind === 'request') {
-          firstId = init.message.id;
-          if (batch) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
-          if (headerOf(request, SESSION_HEADER) !== undefined) {
-            throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: initialize must not carry a session id');
-          }
-          const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
-          const headers: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
-          // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
-          // audited or rate-checked right now → 503; a malformed initialize → 400.
-          let status = 200;
-          if ('error' in response) {
-            const retryAfter = rateLimitedRetryAfter(response);
-            if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
-            status = retryAfter !== undefined ? 429 : response.error.code === GATEWAY_RPC.UNAVAILABLE ? 503 : 400;
-          }
-          void reply
-            .code(status)
-            .headers(headers)
-            .header('content-type', 'application/json')
-            .send(JSON.stringify(response));
-          return reply;
-        }
-        const record = await sessionFrom(request, principal, true);
-        const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
-        if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
-        if (batch && !allowsBatches(version.version)) {
-          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
-        }
-
-        const requests = [];
-        for (const item of items) {
-          if (item.kind === 'notification') engine.notification(record, item.message);
-          else if (item.kind === 'response') engine.answer(record, item.message);
-          else if (item.kind === 'request') requests.push(item.message);
-        }
-        if (requests.length === 0) {
-          void reply.code(202).send();
-          return reply;
-        }
-        reply.hijack();
-        const res = reply.raw;
-        const responder = new PostResponder(res, record.id, options.replay);
-        if (!batch) {
-          const only = requests[0];
-          if (!only) return reply;
-          // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
-          // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
-          const onClose = () => {
-            if (!responder.done && !responder.resumable) {
-              engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
-            }
-          };
-          res.once('close', onClose);
-          const response = await engine.request(record, only, responder, traceId, request.ip);
-          res.off('close', onClose);
-          responder.finish(response);
-        } else {
-          const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, request.ip)));
-          responder.finish(responses);
-        }
-        return reply;
-      } catch (error) {
-        if (error instanceof GatewayHttpError) {
-          sendError(reply, error, firstId, traceId);
-          return reply;
-        }
-        throw error;
-      }
+      // Requests normally arrive through the raw fast path below; this route serves what it leaves to Fastify
+      // (and `inject`). Both run the same handler on the raw response.
+      reply.hijack();
+      await handlePost({ tenant: request.params.tenant, headers: request.headers, body: typeof request.body === 'string' ? request.body : '', ip: request.ip, traceId: traceIdOf(request) }, reply.raw);
+      return reply;
     });
 
     scope.get('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
@@ -265,7 +385,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
         }
-        const record = await sessionFrom(request, principal, true);
+        const record = await sessionFrom(request, principal);
         const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
         if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
         // Resuming the stream of a POST: what the agent missed, then the rest live until the response. One
@@ -308,7 +428,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const traceId = traceIdOf(request);
       try {
         const principal = await admit(request);
-        const record = await sessionFrom(request, principal, true);
+        const record = await sessionFrom(request, principal);
         await engine.end(record, traceId);
         void reply.code(200).send();
         return reply;
@@ -443,6 +563,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
 
   return {
     closeStreams: () => {
+      closing = true;
       for (const stream of streams) stream.close();
       streams.clear();
     },
