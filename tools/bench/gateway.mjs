@@ -17,15 +17,15 @@
 // (tools/bench/lib/bare-proxy.mjs), the floor any proxy pays on this machine.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import pg from 'pg';
 import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
+import { agent, benchGatewayEnv, openSession, messageFor, post, seedBenchTenant } from './lib/mcp-bench.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
@@ -62,55 +62,6 @@ function cpuSplit(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { user: Number(fields[11]) * 10_000, system: Number(fields[12]) * 10_000 };
-}
-
-// A lean MCP client over keep-alive HTTP: the load generator must cost as little CPU as possible.
-const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
-
-function post(url, headers, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/** The JSON-RPC message with `id` from a JSON or SSE response body. */
-function messageFor(response, id) {
-  if ((response.headers['content-type'] ?? '').includes('text/event-stream')) {
-    for (const line of response.text.split('\n')) {
-      if (!line.startsWith('data:')) continue;
-      const message = JSON.parse(line.slice(5));
-      if (message.id === id) return message;
-    }
-    throw new Error('no response on the SSE stream');
-  }
-  return JSON.parse(response.text);
-}
-
-async function openSession(url, auth) {
-  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...auth };
-  const init = await post(
-    url,
-    headers,
-    JSON.stringify({
-      jsonrpc: '2.0',
-      id: 0,
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } },
-    }),
-  );
-  if (init.status !== 200) throw new Error(`initialize failed at ${url}: ${init.status} ${init.text.slice(0, 200)}`);
-  const session = init.headers['mcp-session-id'];
-  const version = messageFor(init, 0).result.protocolVersion;
-  const sessionHeaders = { ...headers, 'mcp-protocol-version': version, ...(session ? { 'mcp-session-id': session } : {}) };
-  await post(url, sessionHeaders, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
-  return sessionHeaders;
 }
 
 async function run(target, concurrency) {
@@ -188,21 +139,9 @@ async function main() {
     const gatewayPort = await freePort();
     const upstreamUrl = `http://127.0.0.1:${upstreamPort}/kitchen-sink/mcp`;
 
-    const apiKey = `pcs_${randomBytes(30).toString('base64url').replace(/[-_]/g, 'x').slice(0, 40)}`;
     const db = new pg.Client({ connectionString: adminUrl });
     await db.connect();
-    const tenantId = randomUUID();
-    const agentId = randomUUID();
-    await db.query(`INSERT INTO tenants (id, slug, name, updated_at) VALUES ($1, 'bench', 'Bench', now())`, [tenantId]);
-    await db.query(`INSERT INTO agent_clients (id, tenant_id, name, updated_at) VALUES ($1, $2, 'bench-agent', now())`, [agentId, tenantId]);
-    await db.query(
-      `INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, agent_client_id) VALUES ($1, $2, 'bench', $3, $4, $5)`,
-      [randomUUID(), tenantId, createHash('sha256').update(apiKey).digest('hex'), apiKey.slice(0, 10), agentId],
-    );
-    await db.query(
-      `INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at) VALUES ($1, $2, 'sink', 'sink', 'streamable_http', $3, now())`,
-      [randomUUID(), tenantId, upstreamUrl],
-    );
+    const { tenantId, apiKey } = await seedBenchTenant(db, [{ name: 'sink', prefix: 'sink', url: upstreamUrl }]);
     // The gateway denies everything for a tenant without a policy snapshot: this bench measures routing, so allow all,
     // with a rate limit on the tool that every call is counted against (and never reaches).
     await activatePolicy(db, tenantId, {
@@ -223,20 +162,8 @@ async function main() {
     const upstream = start('demo-upstreams', 'main.js', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
     children.push(upstream);
     await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream);
-    const appUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null });
-    const systemUrl = withDatabaseUrl(adminUrl, { user: 'portcullis_system', password: null });
     const startGateway = async (port, guards) => {
-      const child = start('gateway', 'main.js', {
-        GATEWAY_PORT: String(port),
-        DATABASE_URL: appUrl,
-        DATABASE_SYSTEM_URL: systemUrl,
-        REDIS_URL: redisUrl,
-        GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
-        GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
-        QUEUE_PREFIX: queuePrefix,
-        GATEWAY_AUDIT_ENABLED: String(guards),
-        GATEWAY_RATE_LIMITS_ENABLED: String(guards),
-      });
+      const child = start('gateway', 'main.js', benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards }));
       children.push(child);
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
       return child;

@@ -1,0 +1,99 @@
+// Shared by the gateway benchmarks: a lean MCP client over keep-alive HTTP (the load generator must cost as little
+// CPU as possible) and the bench tenant's rows (tenant, agent client, API key, upstreams). 127.0.0.1 only.
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
+import { withDatabaseUrl } from '../../db/index.mjs';
+
+export const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+
+/** One POST; resolves with status, headers and the whole body as text. */
+export function post(url, headers, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The JSON-RPC message with `id` from a JSON or SSE response body. */
+export function messageFor(response, id) {
+  if ((response.headers['content-type'] ?? '').includes('text/event-stream')) {
+    for (const line of response.text.split('\n')) {
+      if (!line.startsWith('data:')) continue;
+      const message = JSON.parse(line.slice(5));
+      if (message.id === id) return message;
+    }
+    throw new Error('no response on the SSE stream');
+  }
+  return JSON.parse(response.text);
+}
+
+/** initialize + notifications/initialized; resolves with the headers every later request of the session carries. */
+export async function openSession(url, auth) {
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...auth };
+  const init = await post(
+    url,
+    headers,
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } },
+    }),
+  );
+  if (init.status !== 200) throw new Error(`initialize failed at ${url}: ${init.status} ${init.text.slice(0, 200)}`);
+  const session = init.headers['mcp-session-id'];
+  const version = messageFor(init, 0).result.protocolVersion;
+  const sessionHeaders = { ...headers, 'mcp-protocol-version': version, ...(session ? { 'mcp-session-id': session } : {}) };
+  await post(url, sessionHeaders, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+  return sessionHeaders;
+}
+
+/**
+ * The bench tenant (slug `bench`): an agent client with an API key and Streamable HTTP upstreams. Resolves with the
+ * tenant id and the key to send as `Authorization: Bearer`.
+ * @param {import('pg').Client} db the database owner's connection
+ * @param {{ name: string, prefix: string, url: string }[]} upstreams
+ */
+export async function seedBenchTenant(db, upstreams) {
+  const apiKey = `pcs_${randomBytes(30).toString('base64url').replace(/[-_]/g, 'x').slice(0, 40)}`;
+  const tenantId = randomUUID();
+  const agentId = randomUUID();
+  await db.query(`INSERT INTO tenants (id, slug, name, updated_at) VALUES ($1, 'bench', 'Bench', now())`, [tenantId]);
+  await db.query(`INSERT INTO agent_clients (id, tenant_id, name, updated_at) VALUES ($1, $2, 'bench-agent', now())`, [agentId, tenantId]);
+  await db.query(
+    `INSERT INTO api_keys (id, tenant_id, name, key_hash, display_prefix, agent_client_id) VALUES ($1, $2, 'bench', $3, $4, $5)`,
+    [randomUUID(), tenantId, createHash('sha256').update(apiKey).digest('hex'), apiKey.slice(0, 10), agentId],
+  );
+  for (const upstream of upstreams) {
+    await db.query(
+      `INSERT INTO upstreams (id, tenant_id, name, tool_prefix, transport, url, updated_at) VALUES ($1, $2, $3, $4, 'streamable_http', $5, now())`,
+      [randomUUID(), tenantId, upstream.name, upstream.prefix, upstream.url],
+    );
+  }
+  return { tenantId, apiKey };
+}
+
+/**
+ * The built gateway's environment for a bench: its own port, the bench database (application and system roles),
+ * local Redis, private upstream addresses allowed (they are on 127.0.0.1) and a throwaway secrets keyring.
+ * @param {{ port: number, adminUrl: string, redisUrl: string, queuePrefix: string, guards?: boolean }} options
+ */
+export function benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards = true }) {
+  return {
+    GATEWAY_PORT: String(port),
+    DATABASE_URL: withDatabaseUrl(adminUrl, { user: 'portcullis_app', password: null }),
+    DATABASE_SYSTEM_URL: withDatabaseUrl(adminUrl, { user: 'portcullis_system', password: null }),
+    REDIS_URL: redisUrl,
+    GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+    GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
+    QUEUE_PREFIX: queuePrefix,
+    GATEWAY_AUDIT_ENABLED: String(guards),
+    GATEWAY_RATE_LIMITS_ENABLED: String(guards),
+  };
+}
