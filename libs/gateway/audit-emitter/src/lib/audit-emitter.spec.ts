@@ -129,6 +129,15 @@ describe('audit emitter', () => {
     expect(producer.sizes().slice(4)).toEqual([1, 1]);
   });
 
+  it('cuts jobs by the size hints given with the events, when there are some', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer } = make({ batchSize: 10, maxJobBytes: one * 3 + 1 });
+    // Hinted at 1.4 × their measured size: two fit in a job where three would by measure.
+    for (let i = 0; i < 6; i++) emitter.emit(event(), Math.floor(one * 1.4));
+    await emitter.flush();
+    expect(producer.sizes()).toEqual([2, 2, 2]);
+  });
+
   it("sends one job per event with jobFormat 'event' (workers older than batch jobs)", async () => {
     const { emitter, producer } = make({ jobFormat: 'event' });
     const events = Array.from({ length: 3 }, event);

@@ -86,7 +86,11 @@ export interface AuditEmitterStats {
 
 export interface AuditEmitter {
   /** Never waits: buffers the event (or, if the buffer is full, spools it synchronously, or counts a drop). */
-  emit(event: AuditEventV1): EmitResult;
+  /**
+   * `sizeHint`: an upper bound on the event's JSON size in bytes, when the caller knows one cheaply (the audit hooks
+   * do); jobs are then cut by it instead of serialising every event once more just to measure it.
+   */
+  emit(event: AuditEventV1, sizeHint?: number): EmitResult;
   /**
    * Whether an event emitted now is certain to be kept (sent, buffered or spooled). A tenant configured to fail
    * closed refuses the call when this is false.
@@ -132,6 +136,8 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       : new FileAuditSpool(options.spoolDir, options.spoolMaxBytes));
 
   let buffer: AuditEventV1[] = [];
+  /** Upper bounds on events' JSON sizes from `emit` (cutting jobs by them costs no serialisation). */
+  const sizeHints = new WeakMap<AuditEventV1, number>();
   let redis: 'up' | 'down' = 'up';
   let nextProbeAt = 0;
   let flushing: Promise<void> | null = null;
@@ -195,7 +201,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     let current: AuditEventV1[] = [];
     let bytes = 0;
     for (const event of events) {
-      const size = Buffer.byteLength(JSON.stringify(event)) + 1;
+      const size = (sizeHints.get(event) ?? Buffer.byteLength(JSON.stringify(event))) + 1;
       if (current.length > 0 && (current.length >= maxJobEvents || bytes + size > maxJobBytes)) {
         out.push(batchJob(current));
         current = [];
@@ -292,7 +298,8 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   timer.unref();
 
   return {
-    emit(event) {
+    emit(event, sizeHint) {
+      if (sizeHint !== undefined) sizeHints.set(event, sizeHint);
       if (closed) {
         countDrops(1);
         return 'dropped';

@@ -14,10 +14,12 @@ const UPSTREAM = '019a0000-0000-7000-8000-0000000000cc';
 /** Records what it is given; `accepting` is what canAcceptFailClosed answers (the emitter has its own tests). */
 class RecordingEmitter implements AuditEmitter {
   readonly events: AuditEventV1[] = [];
+  readonly sizeHints: (number | undefined)[] = [];
   accepting = true;
   redis: 'up' | 'down' = 'up';
-  emit(event: AuditEventV1): EmitResult {
+  emit(event: AuditEventV1, sizeHint?: number): EmitResult {
     this.events.push(event);
+    this.sizeHints.push(sizeHint);
     return 'buffered';
   }
   canAcceptFailClosed(): boolean {
@@ -158,5 +160,29 @@ describe('auditHooks', () => {
     const open = setup({ audit: { failMode: 'open' } });
     open.emitter.accepting = false;
     expect(open.hooks.admit?.(call({}), { canStream: false, send: () => false }, new AbortController().signal, undefined)).toBeUndefined();
+  });
+
+  it('hands the emitter a size hint that is never below the event\'s real JSON size', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full' } });
+    const awkward = 'ü"\\\u0001😀'.repeat(200);
+    hooks.completed?.(call({ q: 'find' }), ok({ content: [{ type: 'text', text: 'done' }] }));
+    hooks.completed?.(call({ text: awkward, nested: { list: [awkward, 1, null] } }), ok({ structuredContent: { echo: awkward } }));
+    hooks.completed?.(call({ blob: 'x'.repeat(40_000) }), ok({}));
+    hooks.completed?.({ ...call({}), target: { upstream, kind: 'tool', name: awkward.slice(0, 100) } }, {
+      outcome: 'denied',
+      error: { code: -32030, message: awkward, data: { snapshotVersion: 3 } },
+      latencyMs: 1,
+    });
+    hooks.completed?.({ record, method: 'initialize', requestId: 0, traceId: 'trace-0', startedAt: 0 }, { outcome: 'ok', latencyMs: 3 });
+    // Almost nothing but the fixed part: a ping.
+    hooks.completed?.({ record, method: 'ping', requestId: 2, traceId: 't', startedAt: 0 }, { outcome: 'ok', latencyMs: 0 });
+    expect(emitter.events).toHaveLength(6);
+    emitter.events.forEach((event, index) => {
+      const real = Buffer.byteLength(JSON.stringify(event));
+      const hint = emitter.sizeHints[index] ?? 0;
+      expect(hint).toBeGreaterThanOrEqual(real);
+      // An upper bound, not a wild one: jobs stay well filled.
+      expect(hint).toBeLessThan(real * 8 + 2_048);
+    });
   });
 });

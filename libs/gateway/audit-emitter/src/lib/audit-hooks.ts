@@ -59,6 +59,15 @@ const OUTCOME: Readonly<Record<RequestOutcome['outcome'], AuditEventV1['outcome'
   cancelled: 'cancelled',
 };
 
+/** No arguments or result to record. */
+const NO_PAYLOAD = { payload: null, bytes: 4 } as const;
+
+/**
+ * Upper bound on an event's JSON apart from its free-text strings and payload: the keys and punctuation, six UUIDs,
+ * the timestamp, numbers, enums and nulls (about 520 bytes in practice).
+ */
+const EVENT_FIXED_BYTES = 768;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value : null);
 const cut = (value: string, max: number): string => (value.length > max ? value.slice(0, max) : value);
@@ -152,7 +161,13 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return redactor;
   };
 
-  const payloadOf = (info: RequestInfo, outcome: RequestOutcome, mode: AuditResultMode, paths: readonly string[]): AuditEventV1['arguments'] => {
+  /** The event's `arguments` column and an upper bound on its JSON size in bytes. */
+  const payloadOf = (
+    info: RequestInfo,
+    outcome: RequestOutcome,
+    mode: AuditResultMode,
+    paths: readonly string[],
+  ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
     const envelope: Record<string, unknown> = {};
     let empty = true;
     const args = outcome.admission?.arguments ?? info.arguments;
@@ -168,13 +183,17 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       envelope['result'] = mode === 'full' ? outcome.result : resultMetadata(outcome.result);
       empty = false;
     }
-    if (empty) return null;
+    if (empty) return NO_PAYLOAD;
     let safe = redactSecrets(envelope) as Record<string, unknown>;
     const redactor = redactorFor(paths);
     if (redactor) safe = redactor(safe);
     const json = JSON.stringify(safe);
-    if (json.length > maxPayloadBytes) return { truncated: true, bytes: Buffer.byteLength(json), keys: Object.keys(safe) };
-    return safe as AuditEventV1['arguments'];
+    // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
+    if (json.length > maxPayloadBytes) {
+      const truncated = { truncated: true, bytes: Buffer.byteLength(json), keys: Object.keys(safe) };
+      return { payload: truncated, bytes: 3 * JSON.stringify(truncated).length };
+    }
+    return { payload: safe as AuditEventV1['arguments'], bytes: 3 * json.length };
   };
 
   const toolOf = (info: RequestInfo): string | null => {
@@ -183,7 +202,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return cut(target.kind === 'resource' ? target.name : `${target.upstream.toolPrefix}${separator}${target.name}`, 300);
   };
 
-  const eventOf = (info: RequestInfo, outcome: RequestOutcome): AuditEventV1 => {
+  /** The event and an upper bound on its JSON size (the emitter cuts jobs by it without serialising the event). */
+  const eventOf = (info: RequestInfo, outcome: RequestOutcome): { readonly event: AuditEventV1; readonly sizeHint: number } => {
     const { record } = info;
     const columns = columnsOf(record);
     const audit = auditOf(record.tenantId);
@@ -201,7 +221,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     let auditOutcome = OUTCOME[outcome.outcome];
     if (error?.code === GATEWAY_RPC.UPSTREAM_TIMEOUT && outcome.outcome !== 'cancelled') auditOutcome = 'timeout';
     const approvalId = admission?.approvalId ?? (typeof errorData?.['approvalId'] === 'string' ? errorData['approvalId'] : undefined);
-    return {
+    const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths);
+    const event: AuditEventV1 = {
       v: 1,
       eventId: newId(),
       tenantId: record.tenantId,
@@ -223,10 +244,15 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       latencyMs: Math.max(0, Math.round(outcome.latencyMs)),
       outcome: auditOutcome,
       errorCode: error ? cut(outcome.outcome === 'upstream_error' ? `upstream:${error.code}` : String(error.code), 100) : null,
-      arguments: payloadOf(info, outcome, audit.results, audit.redactPaths),
+      arguments: payload,
       traceId: cut(info.traceId, 64),
       traceparent: null,
     };
+    // Fixed-size parts (keys, ids, timestamps, numbers) fit in EVENT_FIXED_BYTES; a free-text string's UTF-16 unit is at
+    // most 6 bytes of JSON (a control character escaped as \u00XX).
+    let text = event.tenantId.length + event.method.length + (event.mcpSessionId?.length ?? 0) + (event.traceId?.length ?? 0);
+    text += (event.tool?.length ?? 0) + (event.reason?.length ?? 0) + (event.errorCode?.length ?? 0);
+    return { event, sizeHint: EVENT_FIXED_BYTES + 6 * text + bytes };
   };
 
   // Completed requests waiting to become events: info, outcome, info, outcome, ... (one flat array, no pairs).
@@ -238,7 +264,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     for (let index = 0; index < batch.length; index += 2) {
       const info = batch[index] as RequestInfo;
       try {
-        emitter.emit(eventOf(info, batch[index + 1] as RequestOutcome));
+        const { event, sizeHint } = eventOf(info, batch[index + 1] as RequestOutcome);
+        emitter.emit(event, sizeHint);
       } catch (error) {
         // Never the request's problem; the emitter counts and logs its own drops.
         logger.error({ err: error instanceof Error ? error.message : String(error), method: info.method, traceId: info.traceId }, 'audit event could not be built');
