@@ -28,6 +28,11 @@ export const gatewayConfigSchema = z
     GATEWAY_SSE_REPLAY_MAX_BYTES: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
     /** Bound on each upstream's part of a merged listing. */
     GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
+    /**
+     * A session reuses an upstream's listing page this long before asking again; the upstream's list_changed
+     * notification drops it at once. 0: every listing asks the upstreams.
+     */
+    GATEWAY_LIST_CACHE_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
     /** Policy snapshots: compare (version, checksum) with the database this often, so a missed notice heals. */
@@ -112,6 +117,7 @@ export const gatewayConfigSchema = z
       sessionIdleMs: env.GATEWAY_SESSION_IDLE_MS,
       sseReplay: { ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS, maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES },
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
+      listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
     },
     policy: { reconcileMs: env.GATEWAY_POLICY_RECONCILE_MS, pollMs: env.GATEWAY_POLICY_POLL_MS },

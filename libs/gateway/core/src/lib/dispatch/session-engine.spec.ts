@@ -16,7 +16,7 @@ afterEach(async () => {
 
 const tools = (...names: string[]) => names.map((name) => ({ name, inputSchema: { type: 'object' } }));
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>) {
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, listCacheMs = 0) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
     Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix)),
@@ -28,7 +28,7 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>) {
     connector,
     sessions: new MemorySessionStore(),
     logger,
-    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs },
   });
   engines.push(engine);
   return { engine, connector };
@@ -150,5 +150,51 @@ describe('SessionEngine across replicas', () => {
     detach();
     fromUpstreamOnA(changed);
     expect(received).toHaveLength(1);
+  });
+
+  it('reuses an upstream session\'s listing pages until they age out or the upstream says its list changed', async () => {
+    let version = 1;
+    const { engine, connector } = build(
+      { u1: { prefix: 'inv', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`) }) } },
+      60_000,
+    );
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const list = async () => {
+      const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+      return 'result' in response ? (response.result['tools'] as { name: string }[]).map((tool) => tool.name) : response;
+    };
+    const asked = () => connector.calls.filter((call) => call.method === 'tools/list').length;
+    expect(await list()).toEqual(['inv__tool_v1']);
+    version = 2;
+    expect(await list()).toEqual(['inv__tool_v1']);
+    expect(asked()).toBe(1);
+    // The upstream announces the change (session-level): the next listing asks again.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    expect(await list()).toEqual(['inv__tool_v2']);
+    expect(asked()).toBe(2);
+  });
+
+  it('asks again once a cached page is older than listCacheMs', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } }, 30);
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(2);
+  });
+
+  it('asks the upstreams on every listing when the cache is off', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } }, 0);
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    for (let i = 0; i < 3; i++) await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(3);
   });
 });

@@ -41,6 +41,12 @@ export interface EngineOptions {
   readonly localIdleMs: number;
   /** Identifies this replica in gateway-minted request ids (cross-replica answer routing). */
   readonly replicaId: string;
+  /**
+   * How long a listing page (tools, prompts, resources, templates) an upstream session answered is reused for the
+   * same session before the upstream is asked again; an upstream's `list_changed` notification drops it at once.
+   * 0 or absent: every listing asks the upstreams.
+   */
+  readonly listCacheMs?: number;
 }
 
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
@@ -79,7 +85,12 @@ type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unkn
 interface LiveUpstream {
   readonly config: UpstreamConfig;
   readonly session: Promise<UpstreamSession>;
+  /** Listing pages this upstream session answered recently: `method + cursor` → page (see `listCacheMs`). */
+  readonly pages: Map<string, { readonly page: Record<string, unknown>; readonly at: number }>;
 }
+
+/** Bound on the cached listing pages per upstream session (cursors are few; this only stops a runaway). */
+const MAX_CACHED_PAGES = 32;
 
 /** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
 interface LiveSession {
@@ -244,7 +255,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new Map() });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
     await this.deps.sessions.create(live.record);
@@ -543,11 +554,21 @@ export class SessionEngine {
       targets = this.upstreamIdsWith(live, spec.capability).map((upstreamId) => ({ upstreamId, cursor: '' }));
     }
     const timeoutMs = this.deps.options.listTimeoutMs;
+    const cacheMs = this.deps.options.listCacheMs ?? 0;
     const settled = await Promise.allSettled(
       targets.map(async (target) => {
         const session = await this.upstream(live, target.upstreamId, traceId);
+        const pages = live.upstreams.get(target.upstreamId)?.pages;
+        const key = `${spec.method}\u0000${target.cursor}`;
+        const cached = cacheMs > 0 ? pages?.get(key) : undefined;
+        if (cached && Date.now() - cached.at < cacheMs) return cached.page;
         const signal = AbortSignal.timeout(timeoutMs);
-        return session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs });
+        const page = await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs });
+        if (cacheMs > 0 && pages) {
+          if (pages.size >= MAX_CACHED_PAGES) pages.clear();
+          pages.set(key, { page, at: Date.now() });
+        }
+        return page;
       }),
     );
     const items: unknown[] = [];
@@ -659,6 +680,7 @@ export class SessionEngine {
     return session.request(message.method, params, {
       signal,
       onNotification: (notification) => {
+        if (notification.method.endsWith('/list_changed')) live.upstreams.get(upstreamId)?.pages.clear();
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
           sink.send({ ...notification, params: { ...notification.params, progressToken } });
@@ -731,13 +753,15 @@ export class SessionEngine {
       if (live.upstreams.get(upstreamId)?.session === session) live.upstreams.delete(upstreamId);
       this.logUpstreamFailure(config, 'resume', error, traceId);
     });
-    live.upstreams.set(upstreamId, { config, session });
+    live.upstreams.set(upstreamId, { config, session, pages: new Map() });
     return session;
   }
 
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((notification) => {
+      // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
+      if (notification.method.endsWith('/list_changed')) live.upstreams.get(config.id)?.pages.clear();
       // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
