@@ -8,7 +8,9 @@
 // p50/p99 of each, the merged tool count and the answer size. Target: ≤ 2 ms through the gateway.
 // Bounded: --requests (default 300, at most 5,000) sequential requests each way after 50 warm-ups; 127.0.0.1 only.
 //
-//   npm run bench:tools-list -- [--upstreams 5] [--tools 100] [--requests 300] [--cpu-prof]
+//   npm run bench:tools-list -- [--upstreams 5] [--tools 100] [--requests 300] [--minimal] [--cpu-prof]
+// --minimal: tools with a name, a one-line description and an empty schema (~90 bytes each) instead of realistic
+// definitions (~490 bytes), to separate the gateway's per-tool work from moving the answer's bytes.
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ (summarise with tools/bench/gateway-profile.mjs --all).
 // Needs: `npx nx run-many -t build -p gateway`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
@@ -26,6 +28,7 @@ const UPSTREAMS = Math.min(Math.max(1, Number(argValue('upstreams', '5'))), 20);
 const TOOLS = Math.min(Math.max(1, Number(argValue('tools', '100'))), 1_000);
 const REQUESTS = Math.min(Math.max(10, Number(argValue('requests', '300'))), 5_000);
 const WARMUP = 50;
+const SHAPE = process.argv.includes('--minimal') ? 'minimal' : 'full';
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
@@ -55,7 +58,7 @@ async function main() {
     await activatePolicy(db, tenantId, { defaultEffect: 'allow' });
     await db.end();
 
-    const upstream = spawn(process.execPath, [path.join(repoRoot, 'tools/bench/lib/many-tools-server.mjs'), String(upstreamPort), String(TOOLS)], {
+    const upstream = spawn(process.execPath, [path.join(repoRoot, 'tools/bench/lib/many-tools-server.mjs'), String(upstreamPort), String(TOOLS), SHAPE], {
       cwd: repoRoot,
       stdio: ['ignore', 'ignore', 'inherit'],
     });
@@ -101,7 +104,7 @@ async function main() {
     }
     viaGateway.sort((a, b) => a - b);
     viaDirect.sort((a, b) => a - b);
-    console.log(`bench:tools-list — ${UPSTREAMS} upstreams × ${TOOLS} tools, ${REQUESTS} requests each way, node ${process.version}`);
+    console.log(`bench:tools-list — ${UPSTREAMS} upstreams × ${TOOLS} ${SHAPE} tools, ${REQUESTS} requests each way, node ${process.version}`);
     console.log(
       `  gateway  tools/list  p50 ${quantile(viaGateway, 0.5).toFixed(2)} ms  p99 ${quantile(viaGateway, 0.99).toFixed(2)} ms  ` +
         `(${shape.tools} tools, ${(shape.bytes / 1024).toFixed(0)} KiB)  target p50 ≤ 2 ms: ${quantile(viaGateway, 0.5) <= 2 ? 'met' : 'NOT met'}`,

@@ -2,15 +2,17 @@
 // An upstream for `npm run bench:tools-list`: an MCP server on the official SDK (Streamable HTTP, stateless, JSON
 // answers) that lists TOOLS tools with realistic descriptions and input schemas, at /<any name>/mcp. 127.0.0.1 only.
 //
-//   node tools/bench/lib/many-tools-server.mjs <port> <tools per server>
+//   node tools/bench/lib/many-tools-server.mjs <port> <tools per server> [full|minimal]
+// minimal: a name, a one-line description and an empty object schema per tool (about 90 bytes instead of 490).
 import http from 'node:http';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
-const [portArg, countArg] = process.argv.slice(2);
+const [portArg, countArg, shape = 'full'] = process.argv.slice(2);
 const count = Number(countArg ?? '100');
-const tools = Array.from({ length: count }, (_, i) => ({
+const minimal = (i) => ({ name: `tool_${String(i).padStart(3, '0')}`, description: `Looks up record ${i}.`, inputSchema: { type: 'object' } });
+const full = (i) => ({
   name: `tool_${String(i).padStart(3, '0')}`,
   description: `Looks up record ${i} in the inventory system and returns its current state, owner and history. Use it before changing the record.`,
   inputSchema: {
@@ -22,7 +24,8 @@ const tools = Array.from({ length: count }, (_, i) => ({
     },
     required: ['id'],
   },
-}));
+});
+const tools = Array.from({ length: count }, (_, i) => (shape === 'minimal' ? minimal(i) : full(i)));
 
 function newServer() {
   const server = new Server({ name: 'many-tools', version: '1.0.0' }, { capabilities: { tools: {} } });
