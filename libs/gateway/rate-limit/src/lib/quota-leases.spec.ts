@@ -1,19 +1,23 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { QuotaLeases, type ConsumeFn, type TakeResult } from './quota-leases';
 
-/** A fixed-window counter with Redis's semantics (INCRBY, expiry set by the first add), on a controllable clock. */
+/**
+ * A fixed-window counter with Redis's semantics (INCRBY, expiry set by the first add), on a controllable clock; one
+ * counter per key and limit, as RateLimitService's limiters are (their Redis prefix names the limit).
+ */
 function sharedCounter(clock: { now: number }) {
   const windows = new Map<string, { count: number; endsAt: number }>();
   const calls: { key: string; points: number }[] = [];
   let failing = false;
-  const consume: ConsumeFn = async (key, points, _limit, windowSeconds) => {
+  const consume: ConsumeFn = async (key, points, limit, windowSeconds) => {
     calls.push({ key, points });
     await new Promise((resolve) => setImmediate(resolve)); // a round trip's worth of waiting
     if (failing) throw new Error('store unreachable');
-    let window = windows.get(key);
+    const id = `${key}|${limit}/${windowSeconds}`;
+    let window = windows.get(id);
     if (!window || clock.now >= window.endsAt) {
       window = { count: 0, endsAt: clock.now + windowSeconds * 1_000 };
-      windows.set(key, window);
+      windows.set(id, window);
     }
     window.count += points;
     return { consumed: window.count, msBeforeNext: window.endsAt - clock.now };
@@ -21,7 +25,7 @@ function sharedCounter(clock: { now: number }) {
   return {
     consume,
     calls,
-    countOf: (key: string) => windows.get(key)?.count ?? 0,
+    countOf: (key: string) => [...windows].filter(([id]) => id.startsWith(`${key}|`)).reduce((sum, [, window]) => sum + window.count, 0),
     fail: (value: boolean) => {
       failing = value;
     },
@@ -148,5 +152,71 @@ describe('QuotaLeases', () => {
     clock.now += 2_000;
     await vi.advanceTimersByTimeAsync(10_000);
     expect(leases.size).toBe(0);
+  });
+
+  it('a changed limit applies at once: raised, a spent window no longer refuses; lowered, old leftovers do not count', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = leasesOn(store.consume, clock);
+    expect(admitted(await takeMany(leases, 'k', 12, 10, 3_600))).toBe(10);
+    expect(await leases.take('k', 1_000, 3_600)).toEqual({ ok: true });
+    // Lowered: a replica holding a big lease of the old limit admits only what the new limit allows.
+    const lowered = leasesOn(store.consume, clock);
+    await takeMany(lowered, 'big', 200, 20_000, 3_600); // leases grow to hundreds of calls
+    expect(admitted(await takeMany(lowered, 'big', 50, 5, 3_600))).toBe(5);
+  });
+
+  it('a caller whose own request was granted a call is admitted, even if another caller emptied the lease meanwhile', async () => {
+    // The other caller arrives a few microtask hops after the store's answer, wherever that lands.
+    for (let hops = 0; hops <= 4; hops++) {
+      let answer: ((count: { consumed: number; msBeforeNext: number }) => void) | undefined;
+      const leases = leasesOn(() => new Promise((resolve) => (answer = resolve)), { now: 1_000_000 });
+      const renewer = leases.take('k', 8, 3_600);
+      await new Promise((resolve) => setImmediate(resolve));
+      answer?.({ consumed: 1, msBeforeNext: 3_600_000 });
+      let hop = Promise.resolve();
+      for (let i = 0; i < hops; i++) hop = hop.then(() => undefined);
+      const thief = hop.then(() => leases.take('k', 8, 3_600));
+      expect(await renewer).toEqual({ ok: true });
+      // The thief is not refused either (the window has room): it needs a request of its own.
+      expect(await Promise.race([thief, new Promise((resolve) => setTimeout(() => resolve('waiting'), 20))])).not.toMatchObject({ ok: false });
+    }
+  });
+
+  it('when the store cannot be asked, a crowd fails together after one round trip, not one after another', async () => {
+    const clock = { now: 1_000_000 };
+    let asked = 0;
+    const failing: ConsumeFn = async () => {
+      asked++;
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      throw new Error('store unreachable');
+    };
+    const leases = leasesOn(failing, clock);
+    const started = Date.now();
+    const crowd = await Promise.allSettled(Array.from({ length: 20 }, () => Promise.resolve(leases.take('k', 100, 60))));
+    expect(crowd.every((outcome) => outcome.status === 'rejected')).toBe(true);
+    expect(Date.now() - started).toBeLessThan(400); // 20 × 40 ms one after another would be 800 ms
+    expect(asked).toBeLessThanOrEqual(20);
+  });
+
+  it('near the limit, one-call requests of concurrent callers go to the store in parallel', async () => {
+    const clock = { now: 1_000_000 };
+    let inFlight = 0;
+    let most = 0;
+    const store = sharedCounter(clock);
+    const tracked: ConsumeFn = async (...args) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        return await store.consume(...args);
+      } finally {
+        inFlight--;
+      }
+    };
+    const leases = leasesOn(tracked, clock);
+    const results = await Promise.all(Array.from({ length: 10 }, () => Promise.resolve(leases.take('k', 10, 60))));
+    expect(admitted(results)).toBe(10);
+    expect(most).toBeGreaterThan(1);
   });
 });

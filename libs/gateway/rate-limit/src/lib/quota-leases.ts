@@ -37,7 +37,10 @@ interface Lease {
   /** What the store said was left in the window after the last lease (caps the next lease). */
   remaining: number;
   grantedAt: number;
-  /** A lease request in flight: other callers wait for it instead of sending their own. */
+  /**
+   * A lease request for more than one call in flight: callers that find no tokens wait for it (its spare calls are
+   * theirs) instead of sending their own; when it fails, they fail with it. Requests for one call are not shared.
+   */
   pending: Promise<void> | undefined;
 }
 
@@ -53,9 +56,16 @@ const OK: TakeResult = { ok: true };
  *   `targetLeaseMs`, up to `min(maxLease, maxShare × limit)`; at a steady rate a replica asks the store about
  *   ten times a second per key instead of once per call.
  * - Exact near the limit: a lease is never more than a quarter of what the store said was left, so as a window
- *   fills leases shrink to one call and every call is decided by the store, as without leases.
+ *   fills leases shrink to one call and every call is decided by the store, as without leases (in parallel: a
+ *   one-call request is never waited for by other callers).
+ * - A call waits for at most two store round trips: it is admitted from the lease, or from the spare calls of a
+ *   request already in flight, or — when those ran out before its turn — by its own request, whose first granted
+ *   call is its own. When the store cannot be asked, everyone waiting on a request fails with it at once.
  * - The price: calls a replica leased but did not use before the window ended are lost to that window, so calls
  *   can be refused up to (replicas × current lease size) calls before the limit — bounded by the caps above.
+ *
+ * Keys are per limit (`limit` and `windowSeconds` are part of the lease's identity), so a changed limit starts
+ * from its own counter at once, as the store's counters do.
  */
 export class QuotaLeases {
   private readonly leases = new Map<string, Lease>();
@@ -73,22 +83,17 @@ export class QuotaLeases {
 
   /**
    * Admits one call against `limit` per `windowSeconds` for `key`. Answers synchronously from the lease when it
-   * can; otherwise returns a promise that settles after one store round trip (shared with concurrent callers).
+   * can; otherwise returns a promise that settles after one store round trip (two at most, see the class comment).
    * Rejects only when the store cannot be asked.
    */
   take(key: string, limit: number, windowSeconds: number): TakeResult | Promise<TakeResult> {
-    const lease = this.leases.get(key);
+    const id = `${key}\u0000${limit}/${windowSeconds}`;
+    const lease = this.leases.get(id);
     if (lease !== undefined) {
-      const now = this.now();
-      if (now < lease.windowEndsAt) {
-        if (lease.tokens > 0) {
-          lease.tokens -= 1;
-          return OK;
-        }
-        if (lease.spent) return { ok: false, retryAfterMs: lease.windowEndsAt - now };
-      }
+      const answer = this.fromLease(lease);
+      if (answer !== undefined) return answer;
     }
-    return this.renew(key, limit, windowSeconds);
+    return this.renew(id, key, limit, windowSeconds);
   }
 
   /** How many keys are held (tests and metrics). */
@@ -101,60 +106,77 @@ export class QuotaLeases {
     this.leases.clear();
   }
 
-  private async renew(key: string, limit: number, windowSeconds: number): Promise<TakeResult> {
-    let lease = this.leases.get(key);
-    if (lease === undefined) {
-      lease = { tokens: 0, windowEndsAt: 0, spent: false, size: 1, remaining: limit, grantedAt: 0, pending: undefined };
-      this.leases.set(key, lease);
-    }
-    // Callers that find a request in flight wait for it, then try the fresh lease; one of them may have to renew
-    // again when the lease was smaller than the crowd.
-    for (;;) {
-      if (lease.pending === undefined) break;
-      await lease.pending;
-      const now = this.now();
-      if (now < lease.windowEndsAt) {
-        if (lease.tokens > 0) {
-          lease.tokens -= 1;
-          return OK;
-        }
-        if (lease.spent) return { ok: false, retryAfterMs: lease.windowEndsAt - now };
-      }
-    }
-    const request = this.request(lease, key, limit, windowSeconds);
-    lease.pending = request.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      await request;
-    } finally {
-      lease.pending = undefined;
-    }
+  /** Admits or refuses from what the lease holds; undefined when only the store can say. */
+  private fromLease(lease: Lease): TakeResult | undefined {
     const now = this.now();
-    if (lease.tokens > 0 && now < lease.windowEndsAt) {
+    if (now >= lease.windowEndsAt) return undefined;
+    if (lease.tokens > 0) {
       lease.tokens -= 1;
       return OK;
     }
-    return { ok: false, retryAfterMs: Math.max(1, lease.windowEndsAt - now) };
+    return lease.spent ? { ok: false, retryAfterMs: lease.windowEndsAt - now } : undefined;
   }
 
-  /** Asks the store for the next lease and records what it granted. */
-  private async request(lease: Lease, key: string, limit: number, windowSeconds: number): Promise<void> {
+  private async renew(id: string, key: string, limit: number, windowSeconds: number): Promise<TakeResult> {
+    let lease = this.leases.get(id);
+    if (lease === undefined) {
+      lease = { tokens: 0, windowEndsAt: 0, spent: false, size: 1, remaining: limit, grantedAt: 0, pending: undefined };
+      this.leases.set(id, lease);
+    }
+    // A request for several calls is in flight: its spare calls may cover this one. Its failure is this call's too
+    // (the store cannot be asked), so a crowd fails together instead of retrying one after another.
+    let waited = false;
+    if (lease.pending !== undefined) {
+      await lease.pending;
+      waited = true;
+      const answer = this.fromLease(lease);
+      if (answer !== undefined) return answer;
+    }
+    // A caller that already waited asks for its own call only (a second round trip at most, and no lease grows by a
+    // crowd of callers each asking for a block). Otherwise the lease grows or shrinks as `nextSize` decides; only a
+    // block request is shared with callers that arrive meanwhile, so there is at most one per key in flight.
     const now = this.now();
-    const windowOver = now >= lease.windowEndsAt;
-    const size = this.nextSize(lease, limit, now, windowOver);
+    const size = waited ? 1 : this.nextSize(lease, limit, now, now >= lease.windowEndsAt);
+    if (!waited) lease.size = size;
+    const request = this.request(lease, size, key, limit, windowSeconds);
+    const shared = size > 1 ? request.then(() => undefined) : undefined;
+    if (shared !== undefined) {
+      lease.pending = shared;
+      shared.catch(() => undefined); // the owner awaits `request` itself; waiters await `shared`
+    }
+    try {
+      const reserved = await request;
+      if (reserved) return OK;
+    } finally {
+      if (shared !== undefined && lease.pending === shared) lease.pending = undefined;
+    }
+    // Nothing granted: the window is spent (the store said so) — or it ended in between; either way not now.
+    return { ok: false, retryAfterMs: Math.max(1, lease.windowEndsAt - this.now()) };
+  }
+
+  /**
+   * Asks the store for the next lease and records what it granted. Resolves true when a call was granted: the first
+   * one is the caller's, the rest go to the lease (other callers). Several requests for one key may be in flight at
+   * once (one-call requests near the limit); each adds what it was granted.
+   */
+  private async request(lease: Lease, size: number, key: string, limit: number, windowSeconds: number): Promise<boolean> {
     const count = await this.consume(key, size, limit, windowSeconds);
     const at = this.now();
     const before = count.consumed - size;
     const granted = Math.max(0, Math.min(size, limit - before));
-    // A new window: whatever was left of the old one's lease is gone with it.
-    lease.tokens = (at < lease.windowEndsAt && !windowOver ? lease.tokens : 0) + granted;
-    lease.windowEndsAt = at + count.msBeforeNext;
-    lease.spent = count.consumed >= limit;
-    lease.remaining = Math.max(0, limit - count.consumed);
-    lease.size = size;
+    const endsAt = at + count.msBeforeNext;
+    if (at >= lease.windowEndsAt || endsAt > lease.windowEndsAt + 1_000) {
+      // A new window: whatever was left of the old one's lease is gone with it.
+      lease.tokens = 0;
+      lease.spent = false;
+      lease.remaining = limit;
+      lease.windowEndsAt = endsAt;
+    }
+    lease.tokens += Math.max(0, granted - 1);
+    lease.spent ||= count.consumed >= limit;
+    lease.remaining = Math.min(lease.remaining, Math.max(0, limit - count.consumed));
     lease.grantedAt = at;
+    return granted > 0;
   }
 
   private nextSize(lease: Lease, limit: number, now: number, windowOver: boolean): number {
