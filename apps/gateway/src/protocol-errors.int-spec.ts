@@ -133,6 +133,8 @@ describe('POST on the raw fast path', () => {
       error: { data: { traceId: string } };
     };
     expect(refused.error.data.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    // Over the router's parameter limit: refused as before (414), never handed to authentication.
+    expect((await raw('POST', `/t/${'x'.repeat(150)}/mcp`, postHeaders(), initBody())).status).toBe(414);
     // A malformed escape is not the fast path's to judge: the framework answers it, with a client error.
     const malformed = await raw('POST', '/t/%E0%A4%A/mcp', postHeaders(), initBody());
     expect(malformed.status).toBeGreaterThanOrEqual(400);

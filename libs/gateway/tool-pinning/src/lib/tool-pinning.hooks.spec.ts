@@ -45,6 +45,20 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
 }
 
 describe('tool pinning hooks', () => {
+  it('a session listing from its cached page does not make a changed tool callable again', () => {
+    const { hooks, call } = setup();
+    hooks.filter(record, 'tool', upstream, [approved]);
+    // Another session's fresh listing sees the rug pull: calls are refused.
+    expect(hooks.filter(record, 'tool', upstream, [pulled])).toEqual([]);
+    expect(call('forecast')).toThrow(GatewayRequestError);
+    // A session re-listing its cached (old, approved) page still sees the tool, but calls stay refused.
+    expect(hooks.filter(record, 'tool', upstream, [approved], true).map((t) => t['name'])).toEqual(['forecast']);
+    expect(call('forecast')).toThrow(GatewayRequestError);
+    // A fresh listing of the approved definition (the upstream reverted) lets calls through again.
+    hooks.filter(record, 'tool', upstream, [approved], false);
+    expect(call('forecast')()).toBeUndefined();
+  });
+
   it('passes the approved definition, hides a changed one and refuses calls to it, warning once', () => {
     const { hooks, call, logs } = setup();
     expect(hooks.filter(record, 'tool', upstream, [approved, other]).map((t) => t['name'])).toEqual(['forecast', 'other']);

@@ -53,7 +53,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   };
 
   return {
-    filter(_record, kind, upstream, items) {
+    filter(_record, kind, upstream, items, fromCache) {
       if (!enforced(kind)) return items;
       if (!pins.ready) {
         // Which upstreams have pins is unknown until the index loads: hide rather than show an unapproved definition.
@@ -76,8 +76,12 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
           if (seen?.json === json) hash = seen.hash;
           else {
             hash = definitionHash(kind, item);
-            if (listed.size >= max && !seen) listed.clear();
-            listed.set(listedKey, { json, hash });
+            // What calls are judged by comes from fresh listings only: a session's cached page may hold a definition
+            // the upstream has since changed, and must not make a changed tool callable again.
+            if (!fromCache) {
+              if (listed.size >= max && !seen) listed.clear();
+              listed.set(listedKey, { json, hash });
+            }
           }
         }
         const outcome = verdict(upstreamPins, entry, hash);

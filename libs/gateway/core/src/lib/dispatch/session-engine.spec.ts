@@ -197,4 +197,73 @@ describe('SessionEngine across replicas', () => {
     for (let i = 0; i < 3; i++) await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(3);
   });
+
+  it('drops the cached pages of an upstream on every replica when it says its list changed', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'inv')], () => undefined);
+    let version = 1;
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`) }) } });
+    const sessions = new MemorySessionStore();
+    const replicas: SessionEngine[] = [];
+    const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
+    const make = (replicaId: string) =>
+      new SessionEngine({
+        registry,
+        connector,
+        sessions,
+        logger,
+        bus,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId, listCacheMs: 60_000 },
+      });
+    const [a, b] = [make('ra'), make('rb')];
+    replicas.push(a, b);
+    engines.push(a, b);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const names = async (engine: SessionEngine) => {
+      const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+      return 'result' in response ? (response.result['tools'] as { name: string }[]).map((tool) => tool.name) : [];
+    };
+    expect(await names(a)).toEqual(['inv__tool_v1']);
+    expect(await names(b)).toEqual(['inv__tool_v1']);
+    version = 2;
+    // Only replica A's upstream session hears it (the first handler registered is A's).
+    connector.notificationHandlers.get('u1')?.[0]?.({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    expect(await names(b)).toEqual(['inv__tool_v2']);
+    expect(await names(a)).toEqual(['inv__tool_v2']);
+  });
+
+  it('does not keep a page whose list changed while it was being fetched', async () => {
+    let version = 1;
+    let release: (() => void) | undefined;
+    const { engine, connector } = build(
+      {
+        u1: {
+          prefix: 'inv',
+          capabilities: { tools: { listChanged: true } },
+          handle: async () => {
+            const answer = { tools: tools(`tool_v${version}`) };
+            await new Promise<void>((resolve) => (release = resolve));
+            return answer;
+          },
+        },
+      },
+      60_000,
+    );
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const first = engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await new Promise((resolve) => setImmediate(resolve));
+    version = 2;
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    release?.();
+    expect(await first).toMatchObject({ result: { tools: [{ name: 'inv__tool_v1' }] } });
+    const second = engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await new Promise((resolve) => setImmediate(resolve));
+    release?.();
+    expect(await second).toMatchObject({ result: { tools: [{ name: 'inv__tool_v2' }] } });
+    expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(2);
+  });
 });

@@ -62,7 +62,9 @@ export type BusMessage =
   | { readonly type: 'cancel'; readonly sessionId: string; readonly requestId: JsonRpcId; readonly reason?: string }
   | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse }
   /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
-  | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification };
+  | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification }
+  /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
+  | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -86,11 +88,39 @@ interface LiveUpstream {
   readonly config: UpstreamConfig;
   readonly session: Promise<UpstreamSession>;
   /** Listing pages this upstream session answered recently: `method + cursor` → page (see `listCacheMs`). */
-  readonly pages: Map<string, { readonly page: Record<string, unknown>; readonly at: number }>;
+  readonly pages: PageCache;
 }
 
 /** Bound on the cached listing pages per upstream session (cursors are few; this only stops a runaway). */
 const MAX_CACHED_PAGES = 32;
+
+/** A session's cached listing pages of one upstream; `generation` moves on every list_changed. */
+class PageCache {
+  private readonly entries = new Map<string, { readonly page: Record<string, unknown>; readonly at: number }>();
+  generation = 0;
+
+  /** The page if cached less than `maxAgeMs` ago (an older one is dropped). */
+  get(key: string, maxAgeMs: number, now: number): Record<string, unknown> | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (now - entry.at < maxAgeMs) return entry.page;
+    this.entries.delete(key);
+    return undefined;
+  }
+
+  /** Keeps a page fetched while `generation` was `fetchedIn`; a list_changed since then makes it stale, so no. */
+  set(key: string, page: Record<string, unknown>, fetchedIn: number, now: number): void {
+    if (fetchedIn !== this.generation) return;
+    if (this.entries.size >= MAX_CACHED_PAGES) this.entries.clear();
+    this.entries.set(key, { page, at: now });
+  }
+
+  clear(): void {
+    this.generation++;
+    this.entries.clear();
+  }
+}
+
 
 /** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
 interface LiveSession {
@@ -255,7 +285,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new Map() });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new PageCache() });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
     await this.deps.sessions.create(live.record);
@@ -327,6 +357,9 @@ export class SessionEngine {
         return;
       case 'answer':
         this.settleAnswer(message.sessionId, message.response);
+        return;
+      case 'lists-changed':
+        this.live.get(message.sessionId)?.upstreams.get(message.upstreamId)?.pages.clear();
         return;
       case 'standalone':
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
@@ -560,15 +593,13 @@ export class SessionEngine {
         const session = await this.upstream(live, target.upstreamId, traceId);
         const pages = live.upstreams.get(target.upstreamId)?.pages;
         const key = `${spec.method}\u0000${target.cursor}`;
-        const cached = cacheMs > 0 ? pages?.get(key) : undefined;
-        if (cached && Date.now() - cached.at < cacheMs) return cached.page;
+        const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
+        if (cached) return { page: cached, fromCache: true };
+        const generation = pages?.generation ?? 0;
         const signal = AbortSignal.timeout(timeoutMs);
         const page = await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs });
-        if (cacheMs > 0 && pages) {
-          if (pages.size >= MAX_CACHED_PAGES) pages.clear();
-          pages.set(key, { page, at: Date.now() });
-        }
-        return page;
+        if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
+        return { page, fromCache: false };
       }),
     );
     const items: unknown[] = [];
@@ -583,10 +614,10 @@ export class SessionEngine {
         return;
       }
       if (!config) return;
-      const page = outcome.value;
+      const { page, fromCache } = outcome.value;
       const raw = page[spec.field];
       let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
-      if (filter) list = filter(live.record, LIST_TARGET[kind], config, list);
+      if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
       {
         for (const item of list) {
           if (kind === 'tools' || kind === 'prompts') {
@@ -680,7 +711,7 @@ export class SessionEngine {
     return session.request(message.method, params, {
       signal,
       onNotification: (notification) => {
-        if (notification.method.endsWith('/list_changed')) live.upstreams.get(upstreamId)?.pages.clear();
+        if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId);
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
           sink.send({ ...notification, params: { ...notification.params, progressToken } });
@@ -753,15 +784,21 @@ export class SessionEngine {
       if (live.upstreams.get(upstreamId)?.session === session) live.upstreams.delete(upstreamId);
       this.logUpstreamFailure(config, 'resume', error, traceId);
     });
-    live.upstreams.set(upstreamId, { config, session, pages: new Map() });
+    live.upstreams.set(upstreamId, { config, session, pages: new PageCache() });
     return session;
+  }
+
+  /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
+  private listsChanged(live: LiveSession, upstreamId: string): void {
+    live.upstreams.get(upstreamId)?.pages.clear();
+    this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId });
   }
 
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
-      if (notification.method.endsWith('/list_changed')) live.upstreams.get(config.id)?.pages.clear();
+      if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id);
       // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });

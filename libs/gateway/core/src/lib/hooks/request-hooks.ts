@@ -68,12 +68,16 @@ export interface RequestHooks {
     signal: AbortSignal,
     prior: Admission | undefined,
   ): Admission | undefined | Promise<Admission | undefined>;
-  /** Narrows one upstream's part of a listing to what the session's principal may see. Synchronous. */
+  /**
+   * Narrows one upstream's part of a listing to what the session's principal may see. Synchronous. `fromCache`: the
+   * items are a page this session's upstream session answered earlier (see `listCacheMs`), not a fresh answer.
+   */
   filter?(
     record: SessionRecord,
     kind: TargetKind | 'resourceTemplate',
     upstream: UpstreamConfig,
     items: readonly Record<string, unknown>[],
+    fromCache?: boolean,
   ): readonly Record<string, unknown>[];
   /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
   completed?(info: RequestInfo, outcome: RequestOutcome): void;
@@ -147,8 +151,8 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     };
   }
   if (filters.length > 0) {
-    composed.filter = (record, kind, upstream, items) =>
-      filters.reduce((list, filter) => filter(record, kind, upstream, list), items);
+    composed.filter = (record, kind, upstream, items, fromCache) =>
+      filters.reduce((list, filter) => filter(record, kind, upstream, list, fromCache), items);
   }
   if (observers.length > 0) {
     composed.completed = (info, outcome) => {

@@ -102,6 +102,9 @@ interface PostInput {
   readonly traceId: string;
 }
 
+/** Fastify's default `maxParamLength`: a longer tenant segment is the router's to refuse. */
+const MAX_TENANT_SEGMENT = 100;
+
 /** `/t/<tenant>/mcp`, optionally with a query string; the tenant segment still URL-encoded. */
 const MCP_POST_PATH = /^\/t\/([^/?#]+)\/mcp(?:\?|$)/;
 
@@ -110,9 +113,12 @@ const firstHeader = (value: string | string[] | undefined): string | undefined =
 /** The client's address as Fastify reports it: the socket's peer, or with a trusted proxy the first X-Forwarded-For entry. */
 function clientAddress(req: IncomingMessage, trustProxy: boolean): string | undefined {
   if (trustProxy) {
+    // proxy-addr (Fastify's) skips empty entries: `, 5.6.7.8` is 5.6.7.8.
     const forwarded = firstHeader(req.headers['x-forwarded-for']);
-    const first = forwarded?.split(',')[0]?.trim();
-    if (first) return first;
+    for (const entry of forwarded?.split(',') ?? []) {
+      const address = entry.trim();
+      if (address !== '') return address;
+    }
   }
   return req.socket.remoteAddress;
 }
@@ -266,6 +272,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         writeError(res, error, firstId, traceId);
         return;
       }
+      const status = (error as { statusCode?: unknown } | null)?.statusCode;
+      if (typeof status === 'number' && status >= 400 && status < 500) {
+        // A client error raised below (as the route's error handler answered it before this path existed).
+        writeError(res, new GatewayHttpError(status, JSON_RPC.INVALID_REQUEST, 'Bad request'), firstId, traceId);
+        return;
+      }
       const errorId = randomBytes(8).toString('hex');
       logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
       if (res.headersSent) res.destroy();
@@ -284,7 +296,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     if (req.method !== 'POST') return false;
     const match = MCP_POST_PATH.exec(req.url ?? '');
     const encoded = match?.[1];
-    if (encoded === undefined) return false;
+    // Longer than the router's parameter limit: Fastify answers it (414), as it always has.
+    if (encoded === undefined || encoded.length > MAX_TENANT_SEGMENT) return false;
     let tenant: string;
     try {
       tenant = decodeURIComponent(encoded);
@@ -293,6 +306,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     }
     const traceId = traceIdOfHeaders(req.headers);
     if (closing) {
+      // As Fastify's return503OnClosing: the agent reconnects (to another replica) instead of reusing this connection.
+      res.setHeader('connection', 'close');
       writeError(res, new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down'), null, traceId);
       return true;
     }
