@@ -59,6 +59,9 @@ export class HttpPool {
         // legitimately stay quiet for longer than undici's default timeouts.
         headersTimeout: 0,
         bodyTimeout: 0,
+        // Nothing is retried (a POST may have been acted on), so an idle socket must not outlive the upstream's own
+        // idle timeout: without a Keep-Alive hint from the server, keep it below common 2 s defaults (gunicorn).
+        keepAliveTimeout: 1_500,
         // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
         connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
       });
