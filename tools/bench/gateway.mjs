@@ -20,12 +20,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Queue } from 'bullmq';
 import pg from 'pg';
-import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
+import { applyMigrations, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
-import { agent, benchGatewayEnv, openSession, messageFor, post, seedBenchTenant } from './lib/mcp-bench.mjs';
+import { benchGatewayEnv, discardBenchData, openSession, messageFor, post, seedBenchTenant } from './lib/mcp-bench.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
@@ -244,12 +243,7 @@ async function main() {
       mkdirSync(path.join(repoRoot, 'tmp/prof'), { recursive: true });
       writeFileSync(path.join(repoRoot, 'tmp/prof/windows.json'), JSON.stringify(profileWindows));
     }
-    await dropDatabase(adminUrl).catch(() => undefined);
-    // The bench's audit jobs (no worker consumes them here).
-    const queue = new Queue('portcullis-audit', { connection: { url: redisUrl }, prefix: queuePrefix });
-    await queue.obliterate({ force: true }).catch(() => undefined);
-    await queue.close();
-    agent.destroy();
+    await discardBenchData({ adminUrl, redisUrl, queuePrefix });
   }
 }
 

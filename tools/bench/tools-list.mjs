@@ -16,12 +16,11 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { Queue } from 'bullmq';
 import pg from 'pg';
-import { applyMigrations, dropDatabase, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
+import { applyMigrations, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
-import { agent, benchGatewayEnv, messageFor, openSession, post, seedBenchTenant } from './lib/mcp-bench.mjs';
+import { benchGatewayEnv, discardBenchData, messageFor, openSession, post, seedBenchTenant } from './lib/mcp-bench.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
 const UPSTREAMS = Math.min(Math.max(1, Number(argValue('upstreams', '5'))), 20);
@@ -117,11 +116,7 @@ async function main() {
   } finally {
     for (const child of children) child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, process.argv.includes('--cpu-prof') ? 3_000 : 500));
-    await dropDatabase(adminUrl).catch(() => undefined);
-    const queue = new Queue('portcullis-audit', { connection: { url: redisUrl }, prefix: queuePrefix });
-    await queue.obliterate({ force: true }).catch(() => undefined);
-    await queue.close();
-    agent.destroy();
+    await discardBenchData({ adminUrl, redisUrl, queuePrefix });
   }
 }
 

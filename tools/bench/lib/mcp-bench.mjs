@@ -2,7 +2,8 @@
 // CPU as possible) and the bench tenant's rows (tenant, agent client, API key, upstreams). 127.0.0.1 only.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import { withDatabaseUrl } from '../../db/index.mjs';
+import { Queue } from 'bullmq';
+import { dropDatabase, withDatabaseUrl } from '../../db/index.mjs';
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
@@ -96,4 +97,17 @@ export function benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards 
     GATEWAY_AUDIT_ENABLED: String(guards),
     GATEWAY_RATE_LIMITS_ENABLED: String(guards),
   };
+}
+
+/**
+ * After a bench: drops its database, empties its audit queue (no worker consumes the bench's jobs) and closes the
+ * client's keep-alive sockets. Never throws.
+ * @param {{ adminUrl: string, redisUrl: string, queuePrefix: string }} options
+ */
+export async function discardBenchData({ adminUrl, redisUrl, queuePrefix }) {
+  await dropDatabase(adminUrl).catch(() => undefined);
+  const queue = new Queue('portcullis-audit', { connection: { url: redisUrl }, prefix: queuePrefix });
+  await queue.obliterate({ force: true }).catch(() => undefined);
+  await queue.close().catch(() => undefined);
+  agent.destroy();
 }

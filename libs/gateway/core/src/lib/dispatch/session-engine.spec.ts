@@ -112,26 +112,32 @@ describe('SessionEngine with in-memory upstreams', () => {
   });
 });
 
+/** Two engines (replicas ra and rb) over one registry, connector and session store, joined by an in-memory bus. */
+function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0): [SessionEngine, SessionEngine] {
+  const sessions = new MemorySessionStore();
+  const replicas: SessionEngine[] = [];
+  const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
+  const make = (replicaId: string) =>
+    new SessionEngine({
+      registry,
+      connector,
+      sessions,
+      logger,
+      bus,
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId, listCacheMs },
+    });
+  const [a, b] = [make('ra'), make('rb')];
+  replicas.push(a, b);
+  engines.push(a, b);
+  return [a, b];
+}
+
 describe('SessionEngine across replicas', () => {
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
-    const sessions = new MemorySessionStore();
-    const replicas: SessionEngine[] = [];
-    const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
-    const make = (replicaId: string) =>
-      new SessionEngine({
-        registry,
-        connector,
-        sessions,
-        logger,
-        bus,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId },
-      });
-    const [a, b] = [make('ra'), make('rb')];
-    replicas.push(a, b);
-    engines.push(a, b);
+    const [a, b] = twoReplicas(connector, registry);
 
     const { sessionId } = await a.initialize(principal, init, 'trace');
     const record = await b.session(sessionId ?? '', principal);
@@ -203,21 +209,7 @@ describe('SessionEngine across replicas', () => {
     registry.replace([fakeConfig('u1', 'inv')], () => undefined);
     let version = 1;
     const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`) }) } });
-    const sessions = new MemorySessionStore();
-    const replicas: SessionEngine[] = [];
-    const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
-    const make = (replicaId: string) =>
-      new SessionEngine({
-        registry,
-        connector,
-        sessions,
-        logger,
-        bus,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId, listCacheMs: 60_000 },
-      });
-    const [a, b] = [make('ra'), make('rb')];
-    replicas.push(a, b);
-    engines.push(a, b);
+    const [a, b] = twoReplicas(connector, registry, 60_000);
     const { sessionId } = await a.initialize(principal, init, 'trace');
     const record = await b.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');
