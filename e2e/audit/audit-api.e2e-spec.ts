@@ -1,4 +1,4 @@
-import { AUDIT_TASKS_QUEUE, PostgresAuditEventStore, runAuditCli, sampleAuditEvent, verifyExportFile } from '@portcullis/audit/core';
+import { AUDIT_TASKS_QUEUE, expireAuditExports, PostgresAuditEventStore, runAuditCli, sampleAuditEvent, verifyExportFile } from '@portcullis/audit/core';
 import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { testContext, waitFor } from '@portcullis/shared/util-testing';
 import { Queue } from 'bullmq';
@@ -123,6 +123,14 @@ describe('audit export jobs through the API and the built worker', () => {
       { timeoutMs: 20_000, description: 'the worker audited the export' },
     );
     expect(run).toMatchObject({ actorUserId: auditor.id, outcome: 'ok' });
+
+    // Past its expiry the retention job removes the file: the download is refused, the manifest stays available.
+    expect((await expireAuditExports(cp.system, exportDir, { now: new Date(Date.now() + 8 * 86_400_000) })).expired).toBeGreaterThanOrEqual(1);
+    const gone = await cp.request('GET', `${base}/${id}/download`, { token: auditor.token });
+    expect(gone.status).toBe(404);
+    expect(gone.text).toContain('no longer available');
+    expect((await cp.request('GET', `${base}/${id}`, { token: auditor.token })).json).toMatchObject({ status: 'expired' });
+    expect((await cp.request('GET', `${base}/${id}/manifest`, { token: auditor.token })).json).toMatchObject({ sha256 });
   });
 
   it('applies the filters to the job, records them in the manifest, and keeps each row verifiable', async () => {

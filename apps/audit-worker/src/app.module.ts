@@ -43,6 +43,7 @@ export class AppModule {
               db,
               systemDb: systemDb ?? null,
               exportDir: config.exports.dir,
+              exportTtlMs: config.exports.ttlMs,
               retentionEveryMs: config.retention.everyMs,
             }),
           },

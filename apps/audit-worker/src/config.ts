@@ -32,6 +32,8 @@ export const auditWorkerConfigSchema = z
     DATABASE_SYSTEM_URL: f.postgresUrl.optional(),
     /** Where export files are written (a volume shared with whatever serves downloads). */
     AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
+    /** Days an export's file stays downloadable; the retention job then removes it (the row stays, `expired`). */
+    AUDIT_EXPORT_TTL_DAYS: z.coerce.number().int().min(1).max(3_650).default(7),
     AUDIT_RETENTION_EVERY_MS: z.coerce
       .number()
       .int()
@@ -55,7 +57,7 @@ export const auditWorkerConfigSchema = z
     lock: { durationMs: env.AUDIT_LOCK_DURATION_MS, stalledIntervalMs: env.AUDIT_STALLED_INTERVAL_MS },
     queuePrefix: env.QUEUE_PREFIX,
     database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },
-    exports: { dir: env.AUDIT_EXPORT_DIR },
+    exports: { dir: env.AUDIT_EXPORT_DIR, ttlMs: env.AUDIT_EXPORT_TTL_DAYS * 86_400_000 },
     retention: { everyMs: env.AUDIT_RETENTION_EVERY_MS },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,

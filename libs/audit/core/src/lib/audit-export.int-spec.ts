@@ -1,13 +1,13 @@
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
 import { exportAuditEvents, verifyExportFile } from './audit-export';
-import { requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
+import { expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
@@ -174,6 +174,35 @@ describe('audit export (real Postgres, application role)', () => {
       seq: 41n,
     });
     expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 41 });
+  });
+});
+
+describe('audit export expiry (real Postgres, system role)', () => {
+  it('removes the file of an export past its expiry and marks it expired, keeping its manifest; others untouched', async () => {
+    const tenant = await seededTenant();
+    const run = async (ttlMs: number) => {
+      const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+      await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, ttlMs);
+      return system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    };
+    const shortLived = await run(60_000);
+    const longLived = await run(30 * 86_400_000);
+    expect(shortLived.expiresAt?.getTime()).toBeGreaterThan(Date.now());
+    const file = path.join(dir, tenant.id, `${shortLived.id}.jsonl`);
+    expect(existsSync(file)).toBe(true);
+
+    expect(await expireAuditExports(system, dir, { now: new Date() })).toEqual({ expired: 0 });
+    const later = new Date(Date.now() + 120_000);
+    expect((await expireAuditExports(system, dir, { now: later })).expired).toBeGreaterThanOrEqual(1);
+    expect(existsSync(file)).toBe(false);
+    const expired = await system.auditExport.findUniqueOrThrow({ where: { id: shortLived.id } });
+    expect(expired).toMatchObject({ status: 'expired', filePath: null, sha256: shortLived.sha256 });
+    expect(expired.manifest).toEqual(shortLived.manifest);
+    const kept = await system.auditExport.findUniqueOrThrow({ where: { id: longLived.id } });
+    expect(kept.status).toBe('completed');
+    expect(existsSync(path.join(dir, tenant.id, `${longLived.id}.jsonl`))).toBe(true);
+    // Nothing left to do on a second pass (and a file already gone is no error).
+    expect(await expireAuditExports(system, dir, { now: later })).toEqual({ expired: 0 });
   });
 });
 

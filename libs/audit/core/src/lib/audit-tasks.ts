@@ -7,7 +7,7 @@ import {
 } from '@portcullis/data/db';
 import { tenantId as asTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import { createHash } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { AuditEventStore } from './audit-event.store';
@@ -100,6 +100,39 @@ function exportAuditEvent(
   };
 }
 
+/** Export files stay downloadable this long by default (AUDIT_EXPORT_TTL_DAYS). */
+export const DEFAULT_EXPORT_TTL_MS = 7 * 86_400_000;
+
+/**
+ * Removes the files of completed exports whose `expires_at` has passed and marks them `expired` (cross-tenant, as
+ * portcullis_system; run with retention). The row stays, with its digest, manifest and chain range, so what was
+ * exported remains on record; only the file goes. A file already gone is not an error. Bounded per run.
+ */
+export async function expireAuditExports(
+  db: SystemPrismaClient,
+  exportDir: string,
+  options: { readonly now?: Date; readonly limit?: number } = {},
+): Promise<{ expired: number }> {
+  const due = await db.auditExport.findMany({
+    where: { status: 'completed', expiresAt: { lte: options.now ?? new Date() } },
+    select: { id: true, tenantId: true, format: true },
+    orderBy: { expiresAt: 'asc' },
+    take: options.limit ?? 1_000,
+  });
+  let expired = 0;
+  for (const row of due) {
+    // The path is derived from the tenant and export ids (as the worker wrote it), never read from the row.
+    const file = path.join(exportDir, row.tenantId, `${row.id}.${row.format}`);
+    await rm(file, { force: true });
+    const updated = await db.auditExport.updateMany({
+      where: { id: row.id, status: 'completed' },
+      data: { status: 'expired', filePath: null },
+    });
+    expired += updated.count;
+  }
+  return { expired };
+}
+
 /**
  * Runs one export job: marks the AuditExport row running, streams the file (exportAuditEvents), records its
  * digest, manifest and chain range, and appends an `audit.export` event to the tenant's own chain (so every
@@ -110,6 +143,8 @@ export async function runAuditExport(
   store: AuditEventStore,
   job: AuditExportJob,
   exportDir: string,
+  /** How long the file stays downloadable; `expireAuditExports` removes it after that. */
+  ttlMs: number = DEFAULT_EXPORT_TTL_MS,
 ): Promise<{ status: 'completed' | 'skipped' }> {
   const tenant = asTenantId(job.tenantId);
   const row = await withTenant(db, tenant, (tx) =>
@@ -145,6 +180,7 @@ export async function runAuditExport(
         data: {
           status: 'completed',
           completedAt: new Date(),
+          expiresAt: new Date(Date.now() + ttlMs),
           rowCount: manifest.rowCount,
           sha256: manifest.sha256,
           filePath: outPath,

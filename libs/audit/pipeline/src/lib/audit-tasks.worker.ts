@@ -10,6 +10,7 @@ import {
   AUDIT_TASKS_QUEUE,
   auditExportJob,
   runAuditExport,
+  expireAuditExports,
   runRetention,
   type AuditEventStore,
 } from '@portcullis/audit/core';
@@ -25,6 +26,8 @@ export interface AuditTasksDeps {
   readonly systemDb: SystemPrismaClient | null;
   readonly store: AuditEventStore;
   readonly exportDir: string;
+  /** How long an export's file stays downloadable (removed by the retention job after that). */
+  readonly exportTtlMs: number;
   readonly retentionEveryMs: number;
 }
 
@@ -83,7 +86,7 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       case AUDIT_TASK_JOBS.export: {
         const parsed = auditExportJob.safeParse(job.data);
         if (!parsed.success) throw new UnrecoverableError('invalid audit.export.run payload');
-        return runAuditExport(this.deps.db, this.deps.store, parsed.data, this.deps.exportDir);
+        return runAuditExport(this.deps.db, this.deps.store, parsed.data, this.deps.exportDir, this.deps.exportTtlMs);
       }
       case AUDIT_TASK_JOBS.retention: {
         if (!this.deps.systemDb) throw new UnrecoverableError('retention needs DATABASE_SYSTEM_URL');
@@ -92,7 +95,9 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
           this.logger.log(
             `retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`,
           );
-        return { tenants: result.tenants, deleted: result.deleted };
+        const exports = await expireAuditExports(this.deps.systemDb, this.deps.exportDir);
+        if (exports.expired > 0) this.logger.log(`retention removed the files of ${exports.expired} expired export(s)`);
+        return { tenants: result.tenants, deleted: result.deleted, exportsExpired: exports.expired };
       }
       default:
         throw new UnrecoverableError(`unknown job ${job.name}`);

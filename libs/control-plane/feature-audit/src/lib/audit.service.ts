@@ -181,7 +181,8 @@ export class AuditService {
   async exportManifest(scope: TenantScope, id: string): Promise<{ fileName: string; manifest: unknown }> {
     const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
     if (!record) throw auditErrors.exportNotFound();
-    if (record.status !== 'completed' || record.manifest === null) throw auditErrors.exportNotReady(record.status);
+    // An expired export keeps its manifest (its file is gone): whoever downloaded it can still verify their copy.
+    if ((record.status !== 'completed' && record.status !== 'expired') || record.manifest === null) throw auditErrors.exportNotReady(record.status);
     return { fileName: `${record.id}.${record.format}.manifest.json`, manifest: record.manifest };
   }
 
@@ -192,6 +193,7 @@ export class AuditService {
   async download(scope: TenantScope, id: string): Promise<FileDownload> {
     const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
     if (!record) throw auditErrors.exportNotFound();
+    if (record.status === 'expired') throw auditErrors.exportFileGone();
     if (record.status !== 'completed' || record.sha256 === null) throw auditErrors.exportNotReady(record.status);
     const fileName = `${record.id}.${record.format}`;
     const file = path.resolve(this.options.exportDir, scope.tenantId, fileName);
