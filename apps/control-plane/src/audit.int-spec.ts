@@ -212,6 +212,32 @@ describe('GET /audit/verify', () => {
   });
 });
 
+describe('GET /audit/verify, bounded and resumed', () => {
+  it('walks the chain in bounded steps with afterSeq, finds a broken link in a later step, and refuses bad cursors', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const url = `/api/v1/tenants/${f.tenant.id}/audit/verify`;
+    const first = await cp.request('GET', `${url}?maxEvents=10`, { token: auditor.token });
+    expect(first.json).toMatchObject({ ok: true, complete: false, checked: 10, fromSeq: '0', lastSeq: '10', headSeq: '30' });
+    const second = await cp.request('GET', `${url}?maxEvents=10&afterSeq=10`, { token: auditor.token });
+    expect(second.json).toMatchObject({ ok: true, complete: false, checked: 10, fromSeq: '10', fromHash: first.json['lastHash'], lastSeq: '20' });
+    const last = await cp.request('GET', `${url}?afterSeq=20`, { token: auditor.token });
+    expect(last.json).toMatchObject({ ok: true, complete: true, checked: 10, lastSeq: '30' });
+
+    await tamper(`UPDATE audit_events SET tool = 'innocent' WHERE tenant_id = $1 AND seq = 25`, [f.tenant.id]);
+    expect((await cp.request('GET', `${url}?maxEvents=10`, { token: auditor.token })).json).toMatchObject({ ok: true, complete: false });
+    expect((await cp.request('GET', `${url}?afterSeq=20`, { token: auditor.token })).json).toMatchObject({
+      ok: false,
+      checked: 4,
+      brokenAt: { seq: '25', problem: 'hash_mismatch' },
+    });
+
+    expect((await cp.request('GET', `${url}?afterSeq=31`, { token: auditor.token })).status).toBe(400);
+    expect((await cp.request('GET', `${url}?afterSeq=-1`, { token: auditor.token })).status).toBe(400);
+    expect((await cp.request('GET', `${url}?maxEvents=0`, { token: auditor.token })).status).toBe(400);
+  });
+});
+
 describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
   it('streams a spreadsheet-safe CSV whose digest header matches, and audits the export', async () => {
     const tenant = await cp.tenant();

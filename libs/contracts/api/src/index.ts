@@ -80,6 +80,7 @@ export {
   auditEventsQuery,
   auditExportFormat,
   auditExportResponse,
+  auditVerifyQuery,
   auditVerifyResponse,
   createAuditExportRequest,
 } from './lib/audit';
@@ -88,6 +89,7 @@ export type {
   AuditEventResponse,
   AuditEventsQuery,
   AuditExportResponse,
+  AuditVerifyQuery,
   AuditVerifyResponse,
   CreateAuditExportRequest,
   ParsedCreateAuditExportRequest,

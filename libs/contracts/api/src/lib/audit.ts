@@ -69,15 +69,35 @@ export type AuditEventResponse = z.infer<typeof auditEventResponse>;
 
 export const auditChainProblem = z.enum(['hash_mismatch', 'prev_hash_mismatch', 'seq_gap', 'head_mismatch']);
 
-/** `GET .../audit/verify`: the tenant's chain from its retention checkpoint to the head read when verifying began. */
+/**
+ * `GET .../audit/verify` query: where to continue (`afterSeq`: the `lastSeq` of an incomplete answer; absent: from the
+ * retention checkpoint) and how many events at most this request checks.
+ */
+export const auditVerifyQuery = z.object({
+  afterSeq: z
+    .string()
+    .regex(/^\d{1,19}$/, 'a sequence number')
+    .optional(),
+  maxEvents: z.coerce.number().int().min(1).max(5_000_000).default(1_000_000),
+});
+export type AuditVerifyQuery = z.infer<typeof auditVerifyQuery>;
+
+/**
+ * `GET .../audit/verify`: the tenant's chain from its retention checkpoint (or `afterSeq`) to the head read when
+ * verifying began. One request checks at most `maxEvents` events and runs for at most about ten seconds; `complete:
+ * false` then says to continue with `afterSeq=lastSeq`.
+ */
 export const auditVerifyResponse = z.discriminatedUnion('ok', [
   z.object({
     ok: z.literal(true),
+    /** True when the chain was checked up to the head; false: continue with `afterSeq=lastSeq`. */
+    complete: z.boolean(),
     checked: z.number().int(),
     fromSeq: z.string(),
     fromHash: z.string().nullable(),
     lastSeq: z.string(),
     lastHash: z.string().nullable(),
+    headSeq: z.string(),
   }),
   z.object({
     ok: z.literal(false),

@@ -3,6 +3,7 @@ import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from '@portculli
 import type { AuditVerifyResponse } from '@portcullis/contracts/api';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
+import { auditErrors } from './audit.errors';
 
 interface ChainHead {
   last_seq: bigint;
@@ -11,17 +12,32 @@ interface ChainHead {
   pruned_through_hash: string | null;
 }
 
+export interface VerifyBounds {
+  /** Continue after this sequence number (an earlier answer's `lastSeq`); absent: from the retention checkpoint. */
+  readonly afterSeq?: bigint;
+  /** At most this many events in this call. */
+  readonly maxEvents?: number;
+  /** Stop after the page that passes this many milliseconds (the answer says where to continue). */
+  readonly budgetMs?: number;
+  readonly pageSize?: number;
+}
+
 /**
  * Verifies a tenant's chain through the application role (row-level security, one short `withTenant` transaction
  * per keyset page on `(tenant_id, seq)`: constant memory). Same rules as `npm run audit:verify -- --tenant`: starts at
  * the retention checkpoint, checks every link with libs/audit/chain, and ends at the chain head read when it began,
- * so events appended meanwhile are neither half-read nor mistaken for a broken tail.
+ * so events appended meanwhile are neither half-read nor mistaken for a broken tail. Bounded per call (`maxEvents`,
+ * `budgetMs`): an unfinished walk answers `complete: false` with the last verified link, and the next call continues
+ * from that link's stored hash (the calls together check what one long walk would).
  */
 export async function verifyTenantChainScoped(
   db: PortcullisPrismaClient,
   tenantId: TenantId,
-  pageSize = 2_000,
+  bounds: VerifyBounds = {},
 ): Promise<AuditVerifyResponse> {
+  const pageSize = bounds.pageSize ?? 2_000;
+  const maxEvents = bounds.maxEvents ?? 1_000_000;
+  const deadline = Date.now() + (bounds.budgetMs ?? 10_000);
   const head = await withTenant(db, tenantId, async (tx) => {
     const rows = await tx.$queryRawUnsafe<ChainHead[]>(
       'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
@@ -30,10 +46,23 @@ export async function verifyTenantChainScoped(
     return rows[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null };
   });
   const headSeq = BigInt(head.last_seq);
-  const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
+  let from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
+  if (bounds.afterSeq !== undefined && bounds.afterSeq > from.seq) {
+    if (bounds.afterSeq > headSeq) throw auditErrors.verifyBeyondHead(headSeq.toString());
+    const after = bounds.afterSeq;
+    const stored = await withTenant(db, tenantId, (tx) =>
+      tx.$queryRawUnsafe<{ hash: string }[]>('SELECT hash FROM audit_events WHERE tenant_id = $1::uuid AND seq = $2', tenantId, after),
+    );
+    const link = stored[0];
+    if (!link) return { ok: false, checked: 0, brokenAt: { id: null, seq: after.toString(), problem: 'seq_gap' } };
+    from = { seq: after, prevHash: link.hash };
+  }
   let state = from;
   let checked = 0;
   while (state.seq < headSeq) {
+    if (checked >= maxEvents || Date.now() > deadline) {
+      return { ok: true, complete: false, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash, headSeq: headSeq.toString() };
+    }
     const rows = await withTenant(db, tenantId, (tx) =>
       tx.$queryRawUnsafe<AuditEventRow[]>(
         `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events
@@ -41,7 +70,7 @@ export async function verifyTenantChainScoped(
         tenantId,
         state.seq,
         headSeq,
-        pageSize,
+        Math.min(pageSize, maxEvents - checked),
       ),
     );
     if (rows.length === 0) break;
@@ -55,10 +84,12 @@ export async function verifyTenantChainScoped(
   }
   return {
     ok: true,
+    complete: true,
     checked,
     fromSeq: from.seq.toString(),
     fromHash: from.prevHash,
     lastSeq: state.seq.toString(),
     lastHash: state.prevHash,
+    headSeq: headSeq.toString(),
   };
 }

@@ -5,10 +5,12 @@ import {
   auditEventsExportQuery,
   auditEventsQuery,
   auditExportResponse,
+  auditVerifyQuery,
   auditVerifyResponse,
   createAuditExportRequest,
   pageQuery,
   type AuditEventFilters,
+  type AuditVerifyQuery,
   type AuditEventsQuery,
   type PageQuery,
   type ParsedCreateAuditExportRequest,
@@ -91,11 +93,11 @@ export class AuditController {
   @Allow('tenant:audit:read')
   @ApiRoute({
     tag: TAG,
-    summary: "Verify the tenant's hash chain: ok, or the first broken link",
+    summary: "Verify the tenant's hash chain: ok, or the first broken link (bounded per request; continue with afterSeq)",
     response: auditVerifyResponse,
   })
-  verify(@CurrentTenant() tenant: TenantScope) {
-    return this.audit.verify(tenant);
+  verify(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditVerifyQuery)) query: AuditVerifyQuery) {
+    return this.audit.verify(tenant, query);
   }
 
   @Post('exports')

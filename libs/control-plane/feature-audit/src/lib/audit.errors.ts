@@ -2,6 +2,8 @@ import { AppError } from '@portcullis/shared/util-errors';
 
 export const auditErrors = {
   exportNotFound: () => new AppError('NOT_FOUND', 'No such audit export.'),
+  verifyBeyondHead: (headSeq: string) =>
+    new AppError('BAD_REQUEST', `afterSeq is beyond the chain head (${headSeq}); continue from an earlier answer's lastSeq.`),
   exportNotReady: (status: string) =>
     new AppError('CONFLICT', `The export is ${status}; its file can be downloaded once it is completed.`),
   exportFileGone: () =>

@@ -5,6 +5,7 @@ import type {
   AuditEventResponse,
   AuditEventsQuery,
   AuditExportResponse,
+  AuditVerifyQuery,
   AuditVerifyResponse,
   PageQuery,
   ParsedCreateAuditExportRequest,
@@ -73,8 +74,11 @@ export class AuditService {
     return { items: page.rows.map(toAuditEventResponse), nextCursor: page.nextCursor };
   }
 
-  verify(scope: TenantScope): Promise<AuditVerifyResponse> {
-    return verifyTenantChainScoped(this.db, scope.tenantId);
+  verify(scope: TenantScope, query: AuditVerifyQuery): Promise<AuditVerifyResponse> {
+    return verifyTenantChainScoped(this.db, scope.tenantId, {
+      ...(query.afterSeq !== undefined ? { afterSeq: BigInt(query.afterSeq) } : {}),
+      maxEvents: query.maxEvents,
+    });
   }
 
   /**
