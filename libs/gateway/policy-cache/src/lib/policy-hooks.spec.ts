@@ -206,6 +206,32 @@ describe('policyHooks.admit', () => {
     expect(held).toEqual([{ method: 'tools/call', reason: expect.stringContaining('big-refunds-need-a-human'), ruleIds: ['big-refunds-need-a-human'], snapshotVersion: 3 }]);
   });
 
+  it('checks arguments an approver edited against the policy: edits the policy denies are refused', async () => {
+    const rules: PolicyRuleSource[] = [
+      ...RULES,
+      {
+        id: 'no-huge-refunds',
+        subjects: [{ type: 'authenticated' }],
+        targets: [{ kind: 'tool', upstream: 'tickets', name: 'refund' }],
+        effect: 'deny',
+        condition: 'args.amount > 1000.0',
+      },
+    ];
+    const approveWith = (edited: Record<string, unknown> | undefined): ApprovalGate => ({
+      hold: async () => ({ approvalId: 'ap-2', ...(edited ? { arguments: edited } : {}) }),
+    });
+    const hooksWith = (gate: ApprovalGate) => policyHooks(lookup(snapshotOf(rules)), gate);
+    // Approved as asked, or with edits the policy still allows: the call goes on with them.
+    await expect(admit(hooksWith(approveWith(undefined)), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }))).resolves.toMatchObject({ approvalId: 'ap-2' });
+    await expect(admit(hooksWith(approveWith({ amount: 300 })), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }))).resolves.toMatchObject({
+      arguments: { amount: 300 },
+    });
+    // Edited into something the policy denies: refused, saying why.
+    const refused = admit(hooksWith(approveWith({ amount: 5_000 })), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }));
+    await expect(refused).rejects.toMatchObject({ rpcCode: GATEWAY_RPC.POLICY_DENIED, outcome: 'denied', data: { approvalId: 'ap-2' } });
+    await expect(refused).rejects.toThrow(/edited arguments, which the policy denies/);
+  });
+
   it('follows a tenant default of allow', () => {
     const open = policyHooks(lookup(snapshotOf([], 'allow', 9)));
     expect(admit(open, call(ide, 'tool', 'anything', 'at_all'))).toMatchObject({ decision: 'allow', ruleIds: [], snapshotVersion: 9 });

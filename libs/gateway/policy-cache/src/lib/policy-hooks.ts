@@ -106,7 +106,30 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       }
       return approvalGate
         .hold(info, { reason: decision.reason, ruleIds: decision.ruleIds, snapshotVersion: decision.snapshotVersion }, sink, signal)
-        .then((held): Admission => ({ ...admission, ...held }));
+        .then((held): Admission => {
+          // Arguments an approver edited were not what the policy decided on: they must pass it too (the policy in
+          // force now). A human's approval covers "needs approval", never a deny.
+          if (held.arguments !== undefined) {
+            const current = snapshots.get(info.record.tenantId);
+            const recheck = current
+              ? evaluate(current, {
+                  principal: principalOf(info.record),
+                  target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
+                  arguments: held.arguments,
+                  context: { time: new Date(), ip: info.clientIp ?? null },
+                })
+              : undefined;
+            if (recheck === undefined || recheck.effect === 'deny') {
+              throw new GatewayRequestError(
+                GATEWAY_RPC.POLICY_DENIED,
+                `${what()} was approved with edited arguments, which the policy denies. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
+                { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
+                'denied',
+              );
+            }
+          }
+          return { ...admission, ...held };
+        });
     },
   };
 }
