@@ -347,12 +347,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   // that tries it first (Fastify registers its handler when the instance is created, before any route).
   const server = app.server;
   const frameworkHandlers = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
-  if (options.rawFastPath !== false && frameworkHandlers.length === 1) {
-    const framework = frameworkHandlers[0] as (req: IncomingMessage, res: ServerResponse) => void;
-    server.removeAllListeners('request');
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      if (!fastPost(req, res)) framework(req, res);
-    });
+  if (options.rawFastPath !== false) {
+    const framework = frameworkHandlers.length === 1 ? frameworkHandlers[0] : undefined;
+    if (framework) {
+      server.removeAllListeners('request');
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+        if (!fastPost(req, res)) framework(req, res);
+      });
+    } else {
+      // Still correct (the Fastify route serves MCP POSTs), only slower: say so rather than guess at the listeners.
+      logger.warn({ listeners: frameworkHandlers.length }, 'MCP POST fast path not installed: the HTTP server does not have exactly one request listener');
+    }
   }
 
   await app.register(async (scope) => {
