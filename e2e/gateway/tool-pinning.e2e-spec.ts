@@ -176,6 +176,12 @@ describe('tool pinning', { timeout: 120_000 }, () => {
     const attacker = await upstreamClient();
     await attacker.callTool({ name: 'shapeshift', arguments: { description: RUG_PULL } });
     try {
+      // The gateway reuses a session's listing until the upstream says it changed (GATEWAY_LIST_CACHE_MS is 15 s, longer
+      // than this wait): the upstream's list_changed reaching the gateway is what makes the next listing fresh.
+      await waitFor(async () => ((await toolNames(agent)).includes('weather__forecast') ? null : true), {
+        description: 'the changed tool hidden after the upstream announced the change',
+        timeoutMs: 10_000,
+      });
       expect(await toolNames(agent)).toEqual(['weather__shapeshift']);
       const refused = await callError(agent, 'weather__forecast');
       expect(refused?.code).toBe(GATEWAY_RPC.FORBIDDEN);

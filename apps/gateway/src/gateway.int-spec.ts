@@ -8,11 +8,10 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 
 const ctx = testContext();
@@ -27,12 +26,7 @@ let sameTenantOtherAgentKey: string;
 let otherTenantKey: string;
 
 async function makeKey(t: TestTenant, agentName: string): Promise<string> {
-  const agent = await db.agentClient.create({ data: { tenantId: t.id, name: agentName } });
-  const apiKey = generateApiKey();
-  await db.apiKey.create({
-    data: { tenantId: t.id, name: agentName, keyHash: hashApiKey(apiKey), displayPrefix: apiKey.slice(0, 10), agentClientId: agent.id },
-  });
-  return apiKey;
+  return (await createAgentWithKey(db, t.id, agentName)).key;
 }
 
 function text(result: unknown): string {

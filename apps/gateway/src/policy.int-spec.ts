@@ -7,7 +7,6 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
@@ -15,7 +14,7 @@ import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { GATEWAY_RPC } from '@portcullis/gateway/core';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 import { writeActiveSnapshot, type FixturePolicy } from './testing/policy-fixtures';
 
 const ctx = testContext();
@@ -29,10 +28,8 @@ const agents: Record<'reader' | 'bot', { id: string; key: string }> = { reader: 
 let bareKey: string;
 
 async function makeAgent(t: TestTenant, name: string): Promise<{ id: string; key: string }> {
-  const agent = await db.agentClient.create({ data: { tenantId: t.id, name } });
-  const key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: t.id, name, keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
-  return { id: agent.id, key };
+  const { agentId, key } = await createAgentWithKey(db, t.id, name);
+  return { id: agentId, key };
 }
 
 function policy(extra: PolicyRuleSource[] = []): FixturePolicy {

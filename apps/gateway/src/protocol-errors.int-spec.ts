@@ -5,12 +5,11 @@
  * internal leaks. Raw `node:http` requests, so the Host header can be set.
  */
 import { request as httpRequest } from 'node:http';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -94,17 +93,7 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'errors-agent' } });
-  key = generateApiKey();
-  await db.apiKey.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'errors',
-      keyHash: hashApiKey(key),
-      displayPrefix: key.slice(0, 10),
-      agentClientId: agent.id,
-    },
-  });
+  ({ key } = await createAgentWithKey(db, tenant.id, 'errors-agent'));
   gateway = await startTestGateway({
     systemDb: db,
     redisUrl: ctx.redisUrl,

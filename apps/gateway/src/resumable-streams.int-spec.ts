@@ -7,12 +7,12 @@
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
+  createAgentWithKey,
   startDemoUpstreams,
   startTestGateway,
   type DemoUpstreams,
@@ -103,17 +103,7 @@ beforeAll(async () => {
       callTimeoutMs: 20_000,
     } as never,
   });
-  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'resume-agent' } });
-  key = generateApiKey();
-  await db.apiKey.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'resume',
-      keyHash: hashApiKey(key),
-      displayPrefix: key.slice(0, 10),
-      agentClientId: agent.id,
-    },
-  });
+  ({ key } = await createAgentWithKey(db, tenant.id, 'resume-agent'));
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
   gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);

@@ -12,12 +12,11 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -74,17 +73,7 @@ beforeAll(async () => {
       callTimeoutMs: 15_000,
     } as never,
   });
-  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'everything-agent' } });
-  key = generateApiKey();
-  await db.apiKey.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'everything',
-      keyHash: hashApiKey(key),
-      displayPrefix: key.slice(0, 10),
-      agentClientId: agent.id,
-    },
-  });
+  ({ key } = await createAgentWithKey(db, tenant.id, 'everything-agent'));
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 

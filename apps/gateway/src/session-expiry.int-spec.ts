@@ -11,13 +11,12 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { demoDist, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, demoDist, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -97,17 +96,7 @@ beforeAll(async () => {
       args: [path.join(demoDist, 'stdio.js'), 'math'],
     } as never,
   });
-  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'expiry-agent' } });
-  key = generateApiKey();
-  await db.apiKey.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'expiry',
-      keyHash: hashApiKey(key),
-      displayPrefix: key.slice(0, 10),
-      agentClientId: agent.id,
-    },
-  });
+  ({ key } = await createAgentWithKey(db, tenant.id, 'expiry-agent'));
   gateway = await startTestGateway({
     systemDb: db,
     redisUrl: ctx.redisUrl,

@@ -21,12 +21,12 @@ import {
   ResourceUpdatedNotificationSchema,
   ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
-import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
+  createAgentWithKey,
   demoDist,
   startDemoUpstreams,
   startTestGateway,
@@ -80,17 +80,7 @@ async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestT
         ? { transport, url: `${demo.url}/kitchen-sink/sse` }
         : { transport, command: process.execPath, args: [path.join(demoDist, 'stdio.js'), 'kitchen-sink'] };
   await db.upstream.create({ data: { ...common, ...specific } as never });
-  const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'pairs-agent' } });
-  const key = generateApiKey();
-  await db.apiKey.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'pairs',
-      keyHash: hashApiKey(key),
-      displayPrefix: key.slice(0, 10),
-      agentClientId: agent.id,
-    },
-  });
+  const { key } = await createAgentWithKey(db, tenant.id, 'pairs-agent');
   return { tenant, key };
 }
 

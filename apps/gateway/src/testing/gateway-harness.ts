@@ -8,12 +8,21 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
 import { gatewayConfigSchema } from '../config';
 import { startDataPlane, type DataPlane } from '../data-plane';
+
+/** A new agent client of the tenant with an API key (stored hashed, as the control plane stores it). */
+export async function createAgentWithKey(db: SystemPrismaClient, tenantId: string, name: string): Promise<{ agentId: string; key: string }> {
+  const agent = await db.agentClient.create({ data: { tenantId, name } });
+  const key = generateApiKey();
+  await db.apiKey.create({ data: { tenantId, name, keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  return { agentId: agent.id, key };
+}
 
 export const demoDist = path.resolve(__dirname, '../../../../dist/apps/demo-upstreams');
 

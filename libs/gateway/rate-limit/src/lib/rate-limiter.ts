@@ -188,15 +188,7 @@ export class RateLimitService {
     if (unavailable) {
       if (failMode === 'closed') {
         releaseHeld();
-        return {
-          allowed: false,
-          reason: 'unavailable',
-          ruleId: null,
-          scope: [],
-          limit: null,
-          windowSeconds: null,
-          retryAfterSeconds: 1,
-        };
+        return UNAVAILABLE;
       }
       return { allowed: true, degraded: true, holdsSlots: held.length > 0, release: releaseHeld };
     }
