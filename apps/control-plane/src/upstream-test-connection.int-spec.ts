@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
 
@@ -8,12 +9,13 @@ import { startControlPlane, type ControlPlaneHarness } from './testing/control-p
 let cp: ControlPlaneHarness;
 let silent: Server;
 let url: string;
+let arrived = 0;
 
 beforeAll(async () => {
-  silent = createServer(() => undefined); // accepts, never answers
+  silent = createServer(() => void (arrived += 1)); // accepts, counts, never answers
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/mcp`;
-  cp = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '2000' });
+  cp = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '4000' });
 });
 afterAll(async () => {
   await cp?.close();
@@ -37,8 +39,9 @@ describe('test connection', () => {
     const b = await tenantWithUpstream();
     const running = [1, 2, 3, 4].map(() => cp.request('POST', a.path, { token: a.admin.token }));
     const other = cp.request('POST', b.path, { token: b.admin.token });
-    // Give the four time to start (they wait for the silent server until the 2 s timeout).
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // All five requests (four of tenant a, one of b) hold a slot once the silent server has seen them; a fixed sleep
+    // was not enough on a loaded machine. They wait there until the 4 s timeout.
+    await waitFor(() => arrived >= 5, { timeoutMs: 3_000, description: 'five test connections at the silent server' });
     const fifth = await cp.request('POST', a.path, { token: a.admin.token });
     expect(fifth.status).toBe(429);
     expect(fifth.json['code']).toBe('RATE_LIMITED');
