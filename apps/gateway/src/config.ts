@@ -71,6 +71,11 @@ export const gatewayConfigSchema = z
     GATEWAY_AUDIT_FLUSH_MS: f.durationMs(100),
     GATEWAY_AUDIT_BATCH_SIZE: z.coerce.number().int().min(1).max(5_000).default(500),
     /**
+     * Shape of the jobs sent to the audit queue: `batch` (rows, the default), or for gateways upgraded before their
+     * audit workers `batch-v1` (event objects) or `event` (one job per event). ADR 0010.
+     */
+    GATEWAY_AUDIT_JOB_FORMAT: z.enum(['batch', 'batch-v1', 'event']).default('batch'),
+    /**
      * This replica's own directory for the local audit spool (events kept while Redis is away). Unset: an in-memory
      * spool, lost on a crash, and fail-closed tenants are refused while the queue is down (a warning at boot).
      */
@@ -141,6 +146,7 @@ export const gatewayConfigSchema = z
       bufferMax: env.GATEWAY_AUDIT_BUFFER_MAX,
       flushMs: env.GATEWAY_AUDIT_FLUSH_MS,
       batchSize: env.GATEWAY_AUDIT_BATCH_SIZE,
+      jobFormat: env.GATEWAY_AUDIT_JOB_FORMAT,
       spoolDir: env.GATEWAY_AUDIT_SPOOL_DIR ?? null,
       spoolMaxBytes: env.GATEWAY_AUDIT_SPOOL_MAX_BYTES,
     },

@@ -177,6 +177,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         maxBuffer: config.audit.bufferMax,
         flushEveryMs: config.audit.flushMs,
         batchSize: config.audit.batchSize,
+        jobFormat: config.audit.jobFormat,
         spoolDir: config.audit.spoolDir,
         spoolMaxBytes: config.audit.spoolMaxBytes,
         logger,

@@ -2,11 +2,20 @@ export { auditDecision, auditEventV1, auditKind, auditOutcome } from './lib/audi
 export type { AuditEventV1 } from './lib/audit-event';
 export {
   AUDIT_BATCH_MAX_EVENTS,
+  AUDIT_EVENT_FIELDS,
   auditBatchJobId,
+  auditEventBatch,
   auditEventBatchV1,
+  auditEventBatchV2,
+  encodeAuditEventBatchV2,
   parseAuditEventBatch,
 } from './lib/audit-event-batch';
-export type { AuditEventBatchV1, InvalidAuditEvent, ParsedAuditEventBatch } from './lib/audit-event-batch';
+export type {
+  AuditEventBatchV1,
+  AuditEventBatchV2,
+  InvalidAuditEvent,
+  ParsedAuditEventBatch,
+} from './lib/audit-event-batch';
 export {
   assertHandlersCover,
   isJobName,

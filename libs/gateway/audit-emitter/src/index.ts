@@ -7,6 +7,7 @@ export type {
   AuditEmitterStats,
   AuditEventJob,
   AuditJob,
+  AuditJobFormat,
   AuditJobProducer,
   EmitResult,
 } from './lib/audit-emitter';

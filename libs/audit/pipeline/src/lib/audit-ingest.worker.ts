@@ -51,8 +51,10 @@ class PermanentFailure extends Error {}
 class BatchFailure extends Error {
   constructor(
     message: string,
-    /** The events left to store, as received, in batch order. */
+    /** The events left to store, as received (a v2 row decoded), in batch order. */
     readonly remaining: unknown[],
+    /** Events in the batch. */
+    readonly total: number,
     readonly eventErrors: { eventId: string | null; error: string }[],
     readonly retryable: boolean,
   ) {
@@ -66,7 +68,7 @@ const messageOf = (error: unknown): string => (error instanceof Error ? error.me
  * Consumes the audit queue with BullMQ's Worker (locks, stalled-job recovery and acknowledgement stay BullMQ's)
  * and hands each job's events to the batcher, which writes the events of many jobs to Postgres together: a job
  * completes when all of its events committed. Two job shapes: `audit.events.ingest` (a batch of events, what the
- * gateway emitter sends) and `audit.event.ingest` (one event: the control plane, and jobs enqueued before batches).
+ * gateway emitter sends, payload v1 or v2) and `audit.event.ingest` (one event: the control plane, and jobs enqueued before batches).
  *
  * Retries are the worker's policy, not the producer's: a failed job is moved back to `delayed` with exponential
  * backoff until `maxAttempts` attempts have started, then copied to the dead-letter queue and failed for good. A
@@ -131,8 +133,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
         } catch {
           throw new PermanentFailure(`invalid payload for ${job.name}`);
         }
-        const raw = (job.data as { events: unknown[] }).events;
-        await this.storeBatch(parsed.valid, raw, parsed.invalid);
+        await this.storeBatch(parsed.valid, parsed.events, parsed.invalid);
         return;
       }
       let payload;
@@ -149,9 +150,9 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       if (retryable && attempt < this.settings.maxAttempts && token) {
         const delay = retryDelayMs(attempt, this.settings.retryBaseMs);
         if (error instanceof BatchFailure) {
-          const events = (job.data as { events?: unknown[] }).events;
-          // Retry only what is missing: the rest of the batch is stored and stays stored.
-          if (events?.length !== error.remaining.length) await job.updateData({ v: 1, events: error.remaining });
+          // Retry only what is missing: the rest of the batch is stored and stays stored. (A v2 batch's rest is kept
+          // as v1 events: the rows were decoded already.)
+          if (error.remaining.length !== error.total) await job.updateData({ v: 1, events: error.remaining });
         }
         this.logger.warn(
           `audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`,
@@ -201,6 +202,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     throw new BatchFailure(
       `${remaining.length} of ${raw.length} event(s) not stored: ${first}`,
       remaining,
+      raw.length,
       eventErrors,
       failed.length > 0,
     );

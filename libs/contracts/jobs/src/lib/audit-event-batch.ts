@@ -25,7 +25,7 @@ const auditEventBatchEnvelopeV1 = z.object({
 export interface InvalidAuditEvent {
   /** Position in the batch. */
   readonly index: number;
-  /** As received. */
+  /** As received (for a v2 batch: the row decoded into an event object). */
   readonly raw: unknown;
   /** The event id if the payload has a usable one, for logs and dead letters. */
   readonly eventId: string | null;
@@ -35,17 +35,89 @@ export interface InvalidAuditEvent {
 export interface ParsedAuditEventBatch {
   readonly valid: AuditEventV1[];
   readonly invalid: InvalidAuditEvent[];
+  /** Every event of the batch in order, as event objects (a v2 batch's rows decoded), valid or not. */
+  readonly events: unknown[];
 }
 
 /**
- * Parses a batch job's payload event by event. Throws only if the envelope itself is wrong (not a v1 batch, no
- * events, too many); invalid events are returned apart from the valid ones.
+ * The fields of an event after `v`, in the schema's order: the columns of a v2 batch's rows. A v2 batch carries its
+ * own `fields`, so a reader never depends on this order matching the writer's.
+ */
+export const AUDIT_EVENT_FIELDS: readonly (keyof AuditEventV1)[] = Object.freeze(
+  (Object.keys(auditEventV1.shape) as (keyof AuditEventV1)[]).filter((key) => key !== 'v'),
+);
+const KNOWN_FIELDS: ReadonlySet<string> = new Set(AUDIT_EVENT_FIELDS);
+
+/**
+ * A batch of audit events in one job, version 2: the same events as v1 without repeating every key in every event
+ * (`fields` names the columns once, each row holds one event's values in that order). About 40 % fewer bytes for
+ * typical events: less to serialise on the gateway, to copy into Redis and to parse in the worker (ADR 0010).
+ */
+export const auditEventBatchV2 = z.object({
+  v: z.literal(2),
+  fields: z.array(z.string().max(100)).min(1).max(200),
+  // Rows are checked one by one after decoding, so one bad row cannot void the others.
+  rows: z.array(z.unknown()).min(1).max(AUDIT_BATCH_MAX_EVENTS),
+});
+export type AuditEventBatchV2 = z.infer<typeof auditEventBatchV2>;
+
+/** Events as a v2 batch (1..AUDIT_BATCH_MAX_EVENTS of them, like v1). */
+export function encodeAuditEventBatchV2(events: readonly AuditEventV1[]): AuditEventBatchV2 {
+  const fields = AUDIT_EVENT_FIELDS;
+  const rows = new Array<unknown[]>(events.length);
+  for (let index = 0; index < events.length; index += 1) {
+    const event = events[index] as AuditEventV1;
+    const row = new Array<unknown>(fields.length);
+    for (let column = 0; column < fields.length; column += 1) row[column] = event[fields[column] as keyof AuditEventV1];
+    rows[index] = row;
+  }
+  return { v: 2, fields: fields as string[], rows };
+}
+
+/**
+ * A row back into an event object (`v: 1`). Columns this version does not know are skipped (a newer writer's extra
+ * fields), so a name such as `__proto__` never reaches the object; a row that is not an array decodes to itself and
+ * fails validation as an event.
+ */
+function decodeRow(fields: readonly string[], row: unknown): unknown {
+  if (!Array.isArray(row)) return row;
+  const event: Record<string, unknown> = { v: 1 };
+  for (let column = 0; column < fields.length; column += 1) {
+    const field = fields[column] as string;
+    if (KNOWN_FIELDS.has(field)) event[field] = row[column];
+  }
+  return event;
+}
+
+/** The events of a batch job's payload (v1 as they are, v2 rows decoded); throws if the envelope is wrong. */
+function batchEvents(payload: unknown): unknown[] {
+  if ((payload as { v?: unknown } | null)?.v === 2) {
+    const { fields, rows } = auditEventBatchV2.parse(payload);
+    return rows.map((row) => decodeRow(fields, row));
+  }
+  return auditEventBatchEnvelopeV1.parse(payload).events;
+}
+
+/**
+ * A batch job's payload, v1 or v2, as a v1 batch (what handlers receive). For the job contract; workers use
+ * `parseAuditEventBatch`, which keeps the valid events of a batch that has invalid ones.
+ */
+export const auditEventBatch = z.preprocess((payload) => {
+  if ((payload as { v?: unknown } | null)?.v !== 2) return payload;
+  const parsed = auditEventBatchV2.safeParse(payload);
+  // A bad v2 envelope is passed on as it is, to fail as a whole.
+  return parsed.success ? { v: 1, events: parsed.data.rows.map((row) => decodeRow(parsed.data.fields, row)) } : payload;
+}, auditEventBatchV1);
+
+/**
+ * Parses a batch job's payload (v1 or v2) event by event. Throws only if the envelope itself is wrong (unknown
+ * version, no events, too many); invalid events are returned apart from the valid ones.
  */
 export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
-  const envelope = auditEventBatchEnvelopeV1.parse(payload);
+  const events = batchEvents(payload);
   const valid: AuditEventV1[] = [];
   const invalid: InvalidAuditEvent[] = [];
-  envelope.events.forEach((raw, index) => {
+  events.forEach((raw, index) => {
     const result = auditEventV1.safeParse(raw);
     if (result.success) {
       valid.push(result.data);
@@ -62,7 +134,7 @@ export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
         .join('; '),
     });
   });
-  return { valid, invalid };
+  return { valid, invalid, events };
 }
 
 /**

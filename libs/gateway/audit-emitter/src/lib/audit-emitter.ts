@@ -1,8 +1,10 @@
 import {
   AUDIT_BATCH_MAX_EVENTS,
   auditBatchJobId,
+  encodeAuditEventBatchV2,
   jobIdFor,
   type AuditEventBatchV1,
+  type AuditEventBatchV2,
   type AuditEventV1,
 } from '@portcullis/contracts/jobs';
 import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool';
@@ -10,10 +12,10 @@ import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool
 const EVENT_JOB = 'audit.event.ingest' as const;
 const BATCH_JOB = 'audit.events.ingest' as const;
 
-/** A job of many events (the default): job id derived from its event ids. */
+/** A job of many events (the default): job id derived from its event ids. Payload v2 (rows), or v1 (`'batch-v1'`). */
 export interface AuditBatchJob {
   readonly name: typeof BATCH_JOB;
-  readonly data: AuditEventBatchV1;
+  readonly data: AuditEventBatchV2 | AuditEventBatchV1;
   readonly opts: { readonly jobId: string };
 }
 
@@ -23,6 +25,8 @@ export interface AuditEventJob {
   readonly data: AuditEventV1;
   readonly opts: { readonly jobId: string };
 }
+
+export type AuditJobFormat = 'batch' | 'batch-v1' | 'event';
 
 /** One job as BullMQ's `Queue.addBulk` takes it. */
 export type AuditJob = AuditBatchJob | AuditEventJob;
@@ -57,13 +61,17 @@ export interface AuditEmitterOptions {
   readonly sendTimeoutMs?: number;
   /** While Redis is unreachable, how often one flush tries it again. Default 1,000 ms. */
   readonly probeEveryMs?: number;
-  /** Bound on a batch job's events as JSON; a flush that would exceed it becomes several jobs. Default 1 MiB. */
+  /**
+   * Bound on a batch job's events as JSON (as v1 event objects: a v2 job is smaller); a flush that would exceed it
+   * becomes several jobs. Default 1 MiB.
+   */
   readonly maxJobBytes?: number;
   /**
-   * `'batch'` (default): one `audit.events.ingest` job per flush. `'event'`: one `audit.event.ingest` job per event,
-   * for a rollout where gateways are upgraded before the audit workers (ADR 0010).
+   * `'batch'` (default): one `audit.events.ingest` job per flush, payload v2 (rows). For a rollout where gateways are
+   * upgraded before the audit workers (ADR 0010): `'batch-v1'`, the same jobs with payload v1 (event objects);
+   * `'event'`, one `audit.event.ingest` job per event.
    */
-  readonly jobFormat?: 'batch' | 'event';
+  readonly jobFormat?: AuditJobFormat;
   /** Test seam: a spool instead of the one built from `spoolDir`. */
   readonly spool?: AuditSpool;
   readonly now?: () => number;
@@ -189,7 +197,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
 
   const batchJob = (events: AuditEventV1[]): AuditBatchJob => ({
     name: BATCH_JOB,
-    data: { v: 1, events },
+    data: jobFormat === 'batch-v1' ? { v: 1, events } : encodeAuditEventBatchV2(events),
     opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)) },
   });
 
