@@ -1,3 +1,5 @@
+export { Cancellation } from './lib/cancellation/cancellation';
+export type { CancelSignal } from './lib/cancellation/cancellation';
 export { classify, errorResponse, JSON_RPC, resultResponse } from './lib/protocol/json-rpc';
 export type {
   Classified,

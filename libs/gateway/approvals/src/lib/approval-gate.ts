@@ -1,5 +1,6 @@
 import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
+import type { CancelSignal } from '@portcullis/gateway/mcp';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ApprovalState, ApprovalStore } from './approval-store';
@@ -74,7 +75,7 @@ export class HeldCallGate implements ApprovalGate {
     info: RequestInfo,
     decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
     sink: MessageSink,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ): Promise<Admission> {
     if (signal.aborted) throw cancelled();
     const target = info.target;

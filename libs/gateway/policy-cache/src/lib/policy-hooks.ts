@@ -8,7 +8,7 @@ import {
   type MessageSink,
   type TargetKind,
 } from '@portcullis/gateway/core';
-import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import type { CancelSignal, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { evaluate, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot } from '@portcullis/policy/engine';
 
 /** Where the hooks find a tenant's snapshot in force (the `SnapshotCache`, or a fixed map in tests). */
@@ -71,7 +71,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       return visibleTools(snapshot, principalOf(record), listed).map((entry) => entry.item);
     },
 
-    admit(info: RequestInfo, sink: MessageSink, signal: AbortSignal): Admission | undefined | Promise<Admission | undefined> {
+    admit(info: RequestInfo, sink: MessageSink, signal: CancelSignal): Admission | undefined | Promise<Admission | undefined> {
       const target = info.target;
       if (target === undefined) return undefined;
       const snapshot = snapshots.get(info.record.tenantId);

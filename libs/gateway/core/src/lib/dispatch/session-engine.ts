@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
+  Cancellation,
   negotiateVersion,
   newSessionId,
   resultResponse,
@@ -7,6 +8,7 @@ import {
   UpstreamRpcError,
   UpstreamUnavailableError,
   JSON_RPC,
+  type CancelSignal,
   type ClientIdentity,
   type JsonRpcId,
   type JsonRpcMessage,
@@ -131,7 +133,7 @@ interface LiveSession {
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: Map<string, { upstreamId: string; pattern: RegExp }>;
   standalone: MessageSink | undefined;
-  readonly inflight: Map<string, AbortController>;
+  readonly inflight: Map<string, Cancellation>;
   lastUsed: number;
 }
 
@@ -163,6 +165,9 @@ function templatePattern(template: string): RegExp {
 
 /** MCP's code for an unknown resource URI. */
 const RESOURCE_NOT_FOUND = -32002;
+
+/** The signal of a request that ended before it could be cancelled (initialize). */
+const NOT_CANCELLED: CancelSignal = new Cancellation();
 
 const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\u0000${typeof id}:${String(id)}`;
 
@@ -253,7 +258,7 @@ export class SessionEngine {
       admission = verdict instanceof Promise ? await verdict : verdict;
     } catch (error) {
       const response = this.errorFor(request.id, error, traceId);
-      this.report(info, response, error, undefined, undefined, new AbortController().signal);
+      this.report(info, response, error, undefined, undefined, NOT_CANCELLED);
       return { sessionId: undefined, response };
     }
     try {
@@ -420,7 +425,7 @@ export class SessionEngine {
   async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string): Promise<JsonRpcResponse> {
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
-    const controller = new AbortController();
+    const controller = new Cancellation();
     live.inflight.set(key, controller);
     const hooks = this.deps.hooks;
     const startedAt = Date.now();
@@ -474,7 +479,7 @@ export class SessionEngine {
     error: unknown,
     admission: Admission | undefined,
     result: Record<string, unknown> | undefined,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ): void {
     const completed = this.deps.hooks?.completed;
     if (!completed || !info) return;
@@ -500,7 +505,7 @@ export class SessionEngine {
     live: LiveSession,
     message: JsonRpcRequest,
     sink: MessageSink,
-    signal: AbortSignal,
+    signal: CancelSignal,
     traceId: string,
     gate: Gate,
   ): Promise<Record<string, unknown>> {
@@ -702,7 +707,7 @@ export class SessionEngine {
     message: JsonRpcRequest,
     params: Record<string, unknown>,
     sink: MessageSink,
-    signal: AbortSignal,
+    signal: CancelSignal,
     traceId: string,
   ): Promise<Record<string, unknown>> {
     const session = await this.upstream(live, upstreamId, traceId);
@@ -724,7 +729,7 @@ export class SessionEngine {
   }
 
   /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
-  private relayServerRequest(sessionId: string, request: JsonRpcRequest, sink: MessageSink, signal: AbortSignal): Promise<Record<string, unknown>> {
+  private relayServerRequest(sessionId: string, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal): Promise<Record<string, unknown>> {
     const id = `pcs.${this.deps.options.replicaId}.${randomBytes(12).toString('base64url')}`;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const onAbort = () => {

@@ -1,5 +1,5 @@
 import type { IrRateLimit } from '@portcullis/contracts/policy-ir';
-import type { JsonRpcId, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import type { CancelSignal, JsonRpcId, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import type { MessageSink } from '../dispatch/sinks';
 
 /** The MCP object a routed request is about, named as its upstream knows it. */
@@ -65,7 +65,7 @@ export interface RequestHooks {
   admit?(
     info: RequestInfo,
     sink: MessageSink,
-    signal: AbortSignal,
+    signal: CancelSignal,
     prior: Admission | undefined,
   ): Admission | undefined | Promise<Admission | undefined>;
   /**
@@ -97,7 +97,7 @@ export interface ApprovalGate {
       readonly snapshotVersion: number;
     },
     sink: MessageSink,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ): Promise<Admission>;
 }
 
@@ -178,7 +178,7 @@ async function continueAsync(
   merged: Admission | undefined,
   info: RequestInfo,
   sink: MessageSink,
-  signal: AbortSignal,
+  signal: CancelSignal,
 ): Promise<Admission | undefined> {
   try {
     merged = merge(merged, await pending);

@@ -1,4 +1,5 @@
 import type { JsonRpcNotification, JsonRpcRequest } from '../protocol/json-rpc';
+import type { CancelSignal } from '../cancellation/cancellation';
 
 /**
  * The contract between the gateway's request path (libs/gateway/core) and its upstream connections
@@ -70,7 +71,7 @@ export class UpstreamUnavailableError extends Error {
 
 export interface UpstreamRequestOptions {
   /** Aborting sends `notifications/cancelled` upstream and rejects the call. */
-  readonly signal?: AbortSignal;
+  readonly signal?: CancelSignal;
   /** Overrides the upstream's callTimeoutMs for this call. */
   readonly timeoutMs?: number;
   /** Notifications the upstream sends about this request (progress, log messages on its stream). */

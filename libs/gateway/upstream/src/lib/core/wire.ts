@@ -2,6 +2,7 @@ import {
   JSON_RPC,
   UpstreamRpcError,
   UpstreamUnavailableError,
+  type CancelSignal,
   type JsonRpcId,
   type JsonRpcRequest,
 } from '@portcullis/gateway/mcp';
@@ -104,7 +105,7 @@ export function abortAll(inFlight: Map<JsonRpcId, AbortController>): void {
 }
 
 /** What a rejected call carries when the caller's signal aborted it. */
-export function abortReason(signal: AbortSignal): unknown {
+export function abortReason(signal: CancelSignal): unknown {
   return signal.reason ?? new DOMException('The operation was aborted', 'AbortError');
 }
 
