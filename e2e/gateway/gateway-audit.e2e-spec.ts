@@ -269,7 +269,9 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
       () => undefined,
       (error: unknown) => error as { code?: number; message: string; data?: Record<string, unknown> },
     );
-    expect(Date.now() - started).toBeLessThan(1_000);
+    // Refused at once: under the emitter's 2 s send timeout, so a refusal that waited on a send attempt still fails
+    // this, with more room than before for the round trip on a loaded machine.
+    expect(Date.now() - started).toBeLessThan(2_000);
     expect(refused?.code).toBe(-32053);
     expect(refused?.message).toMatch(/audit trail cannot record calls right now/);
     expect(refused?.data).toMatchObject({ reason: 'audit_unavailable' });

@@ -70,7 +70,7 @@ describe('stdio.js', () => {
     const { client, stderr } = await spawnStdio(server);
     expect(text(await client.callTool({ name: tool, arguments: args }))).toMatch(expected);
     // Logs are JSON lines on stderr; stdout carried only protocol messages (or the client would have failed).
-    await expect.poll(() => stderr.join('')).toMatch(/"msg":"serving over stdio"/);
+    await expect.poll(() => stderr.join(''), { timeout: 5_000 }).toMatch(/"msg":"serving over stdio"/);
     for (const line of stderr.join('').trim().split('\n'))
       expect(() => JSON.parse(line) as unknown).not.toThrow();
   });

@@ -158,7 +158,7 @@ describe('calls are decided by the policy', () => {
       ]),
       { publish: redis },
     );
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 2_000 });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 5_000 });
     const created = await reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'a', body: 'b', priority: 'low' } });
     expect(created.isError).not.toBe(true);
     expect(names((await reader.listTools()).tools)).toContain('tickets__create_ticket');
@@ -188,7 +188,7 @@ describe('calls are decided by the policy', () => {
       ]),
       { publish: redis },
     );
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 2_000 });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 5_000 });
     // The test agent connects from 127.0.0.1.
     const created = await reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'ip', body: 'from loopback', priority: 'low' } });
     expect(created.isError).not.toBe(true);
@@ -196,7 +196,7 @@ describe('calls are decided by the policy', () => {
     expect(triage.code).toBe(GATEWAY_RPC.POLICY_DENIED);
     await reader.close();
     const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 2_000 });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
   });
 
   it('refuses a tampered snapshot and keeps enforcing the previous one', async () => {
@@ -211,7 +211,7 @@ describe('calls are decided by the policy', () => {
       }),
     ]);
     await redis.publish(CHANGE_CHANNELS.snapshots, tenant.id);
-    await waitFor(() => gateway.logs().includes('policy snapshot refused; keeping the previous one'), { timeoutMs: 2_000 });
+    await waitFor(() => gateway.logs().includes('policy snapshot refused; keeping the previous one'), { timeoutMs: 5_000 });
     expect(gateway.dataPlane.policies.entry(tenant.id)?.version).toBe(before?.version);
     const reader = await connect(tenant.slug, agents.reader.key);
     // Under the tampered snapshot (default allow) the prompt would be served.
@@ -220,7 +220,7 @@ describe('calls are decided by the policy', () => {
     await reader.close();
     // A good snapshot afterwards is taken again.
     const next = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === next.version, { timeoutMs: 2_000 });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === next.version, { timeoutMs: 5_000 });
   });
 });
 

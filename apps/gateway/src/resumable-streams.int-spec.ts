@@ -217,6 +217,41 @@ describe('Last-Event-ID on a raw GET', () => {
     return { text: out, ended: false };
   }
 
+  /**
+   * Reads an SSE response until `done(text so far)` holds, it ends, or `capMs` passes (a cap, not a window to
+   * wait out); returns the text.
+   */
+  async function readUntil(
+    res: Response,
+    done: (text: string) => boolean,
+    capMs = 10_000,
+  ): Promise<{ text: string; ended: boolean }> {
+    const reader = res.body?.getReader();
+    if (!reader) return { text: '', ended: true };
+    const decoder = new TextDecoder();
+    let out = '';
+    const deadline = Date.now() + capMs;
+    while (!done(out)) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      let timer: NodeJS.Timeout | undefined;
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), left);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (chunk === 'timeout') break;
+      if (chunk.done) return { text: out, ended: true };
+      out += decoder.decode(chunk.value, { stream: true });
+    }
+    await reader.cancel().catch(() => undefined);
+    return { text: out, ended: false };
+  }
+
+  /** The complete events (up to their blank line) in an SSE text. */
+  const completeEvents = (sse: string): string[] => sse.split('\n\n').slice(0, -1);
+
   const ids = (sse: string): string[] => [...sse.matchAll(/^id: (.+)$/gm)].map((m) => m[1] ?? '');
   const data = (sse: string): string[] => [...sse.matchAll(/^data: (.+)$/gm)].map((m) => m[1] ?? '');
 
@@ -248,7 +283,8 @@ describe('Last-Event-ID on a raw GET', () => {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }),
     });
     expect(resumed.status).toBe(200);
-    const replay = await readFor(resumed, 3_000);
+    // Read until the stream ends (capped): the replay must end by itself.
+    const replay = await readUntil(resumed, () => false);
     expect(replay.ended).toBe(true);
     expect(ids(replay.text)).toEqual(eventIds.slice(1));
     expect(data(replay.text)).toEqual(data(full).slice(1));
@@ -282,7 +318,9 @@ describe('Last-Event-ID on a raw GET', () => {
     });
     expect(first.status).toBe(200);
     // The upstream announces a tools/list_changed on its session-wide channel; it reaches the standalone stream.
-    const reading = readFor(first, 1_500);
+    const reading = readUntil(first, (sse) =>
+      completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')),
+    );
     await waitFor(async () => {
       const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
         method: 'POST',
@@ -297,7 +335,7 @@ describe('Last-Event-ID on a raw GET', () => {
       return res.status === 200;
     });
     const got = await reading;
-    const standaloneIds = ids(got.text);
+    const standaloneIds = ids(completeEvents(got.text).join('\n\n'));
     expect(data(got.text).join('\n')).toContain('notifications/tools/list_changed');
     expect(standaloneIds.length).toBeGreaterThan(0);
     expect(standaloneIds[0]).toMatch(/^s/);
@@ -308,7 +346,7 @@ describe('Last-Event-ID on a raw GET', () => {
         'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0`,
       }),
     });
-    const replay = await readFor(all, 500);
+    const replay = await readUntil(all, (sse) => ids(completeEvents(sse).join('\n\n')).length >= standaloneIds.length);
     expect(ids(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
   });
 });

@@ -100,7 +100,7 @@ beforeAll(async () => {
   gateway = await startTestGateway({
     systemDb: db,
     redisUrl: ctx.redisUrl,
-    env: { GATEWAY_SESSION_IDLE_MS: '1500' },
+    env: { GATEWAY_SESSION_IDLE_MS: '3000' },
   });
 }, 60_000);
 
@@ -119,8 +119,9 @@ describe('session idle expiry', () => {
     });
     await client.connect(transport);
     const sessionId = transport.sessionId ?? '';
-    // A session in use stays alive past the idle timeout.
-    for (let i = 0; i < 4; i++) {
+    // A session in use stays alive past the idle timeout: 8 rounds 500 ms apart outlast the 3 s, while each gap
+    // leaves the record ample time before it would expire.
+    for (let i = 0; i < 8; i++) {
       expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: `m${i}` } }))).toBe(
         `m${i}`,
       );
@@ -134,7 +135,7 @@ describe('session idle expiry', () => {
 
     // Then idle (its GET stream still open): the record expires and the gateway DELETEs the upstream session.
     await waitFor(() => upstream.closed.length === 1, {
-      timeoutMs: 8_000,
+      timeoutMs: 12_000,
       description: 'the upstream DELETE',
     });
     expect(upstream.closed).toEqual(upstream.opened);

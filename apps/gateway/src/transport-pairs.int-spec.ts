@@ -299,12 +299,27 @@ describe.each(PAIRS)('$name', (pair) => {
 
   it('tools/list_changed announced by the upstream reaches the agent, and the new tool is listed', async () => {
     const { client, seen } = await connect(pair);
-    // The gateway opens its session-wide channel to the upstream at initialize; give the agent's GET
-    // stream (Streamable HTTP) a moment to attach before the upstream announces anything.
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const added = await client.callTool({ name: 'ks__add_tool', arguments: {} });
-    const name = `ks__${(added.structuredContent as { name: string }).name}`;
-    await waitFor(() => seen.toolsChanged > 0, { description: 'notifications/tools/list_changed' });
+    // The gateway opens its session-wide channel to the upstream at initialize, but the agent's GET stream
+    // (Streamable HTTP) may attach a little later, and a notice sent before that is not delivered to it. So
+    // while none has arrived, the upstream is made to announce again (each add_tool adds one more tool).
+    const add = async () => {
+      const added = await client.callTool({ name: 'ks__add_tool', arguments: {} });
+      return `ks__${(added.structuredContent as { name: string }).name}`;
+    };
+    const name = await add();
+    let lastAdded = Date.now();
+    await waitFor(
+      async () => {
+        if (seen.toolsChanged > 0) return true;
+        if (Date.now() - lastAdded >= 500) {
+          await add();
+          lastAdded = Date.now();
+        }
+        return false;
+      },
+      { timeoutMs: 15_000, description: 'notifications/tools/list_changed' },
+    );
+    // The first tool added is listed (and callable) like any other.
     expect((await client.listTools()).tools.map((tool) => tool.name)).toContain(name);
     expect(text(await client.callTool({ name, arguments: { message: 'fresh' } }))).toBe('fresh');
     await client.close();

@@ -118,7 +118,9 @@ describe('HeldCallGate', () => {
   });
 
   it('honours a decision made at the last moment instead of expiring it', async () => {
-    const g = gate({ timeoutMs: 800 });
+    // Long enough that the approval is written before the expiry timer fires even on a loaded machine; with no
+    // notice and polling off (pollMs), only that timer can find the decision.
+    const g = gate({ timeoutMs: 5_000 });
     const args = { path: '/srv/late', n: Math.random() };
     const held = g.hold(info(args), decision, sink(), new AbortController().signal);
     const id = await pendingId(argumentsHash(args));

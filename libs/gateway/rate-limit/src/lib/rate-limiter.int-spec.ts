@@ -73,11 +73,12 @@ describe('RateLimitService (real Redis)', () => {
   });
 
   it('lets a slot go when its lease runs out (a replica died mid-call)', async () => {
-    const limits = service(redis, 200);
+    // Long enough to be certainly still held at the second check, even on a loaded machine.
+    const limits = service(redis, 1_000);
     const one: AppliedLimit = { ruleId: 'r-one', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };
     expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(true);
     expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(false);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
     expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(true);
   });
 

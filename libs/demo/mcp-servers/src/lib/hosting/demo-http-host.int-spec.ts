@@ -166,8 +166,9 @@ describe('demo HTTP host', () => {
 
       steps.length = 0;
       const controller = new AbortController();
+      // Steps far enough apart that the cancellation's round trip fits before step 4 (two intervals after step 2).
       const cancelled = client.callTool(
-        { name: 'slow_count', arguments: { steps: 100, interval_ms: 25 } },
+        { name: 'slow_count', arguments: { steps: 100, interval_ms: 250 } },
         undefined,
         {
           signal: controller.signal,
@@ -177,7 +178,8 @@ describe('demo HTTP host', () => {
         },
       );
       await expect(cancelled).rejects.toThrow();
-      await new Promise((resolve) => setTimeout(resolve, 250));
+      // Several intervals: an uncancelled count would have logged steps 4 to 6 or so by then.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
       expect(Math.max(...steps)).toBeLessThanOrEqual(3);
       // The session still works after a cancellation.
       expect(
