@@ -38,6 +38,23 @@ const BARE_PROXY = process.argv.includes('--bare-proxy');
 // The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
 // (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
 const profileWindows = [];
+/** The local Redis server's pid (audit queue and rate-limit counters), to count its CPU per call; null if unknown. */
+let redisPid = null;
+
+async function localRedisPid(url) {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
+    cpuMicros(pid); // throws unless it is a process of this machine
+    return pid;
+  } catch {
+    return null;
+  } finally {
+    client.disconnect();
+  }
+}
 
 function start(name, entry, env) {
   const profile = PROFILE && name === 'gateway' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(repoRoot, 'tmp/prof')}`] : [];
@@ -72,6 +89,7 @@ async function run(target, concurrency) {
   const systemBefore = target.pid ? cpuSplit(target.pid).system : 0;
   const ioBefore = target.pid ? syscalls(target.pid) : null;
   const upstreamCpuBefore = cpuMicros(target.upstreamPid);
+  const redisCpuBefore = redisPid ? cpuMicros(redisPid) : 0;
   const selfCpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   const deadline = Date.now() + SECONDS * 1_000;
@@ -103,6 +121,7 @@ async function run(target, concurrency) {
   const system = target.pid ? cpuSplit(target.pid).system - systemBefore : null;
   const ioAfter = target.pid ? syscalls(target.pid) : null;
   const upstreamCpu = cpuMicros(target.upstreamPid) - upstreamCpuBefore;
+  const redisCpu = redisPid ? cpuMicros(redisPid) - redisCpuBefore : null;
   const selfCpu = process.cpuUsage(selfCpuBefore);
   if (target.pid) profileWindows.push({ concurrency, startUs: Number(started / 1000n), endUs: Number(ended / 1000n) });
   const perCall = (micros) => micros / Math.max(1, latencies.length + errors);
@@ -120,6 +139,7 @@ async function run(target, concurrency) {
     readsPerCall: ioBefore && ioAfter ? perCall(ioAfter.reads - ioBefore.reads) : null,
     upstreamCpuPerCallMicros: perCall(upstreamCpu),
     loadCpuPerCallMicros: perCall(selfCpu.user + selfCpu.system),
+    redisCpuPerCallMicros: redisCpu === null ? null : perCall(redisCpu),
   };
 }
 
@@ -132,6 +152,7 @@ async function main() {
   const children = [];
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const queuePrefix = `bench-${randomBytes(4).toString('hex')}`;
+  redisPid = await localRedisPid(redisUrl);
   try {
     await applyMigrations({ adminUrl });
     const upstreamPort = await freePort();
@@ -216,17 +237,28 @@ async function main() {
         writesPerCall: list[0]?.writesPerCall === null ? null : median(list.map((r) => r.writesPerCall)),
         readsPerCall: list[0]?.readsPerCall === null ? null : median(list.map((r) => r.readsPerCall)),
         loadCpu: median(list.map((r) => r.loadCpuPerCallMicros)),
+        redisCpu: redisPid === null ? null : median(list.map((r) => r.redisCpuPerCallMicros)),
       });
       const d = summary(results.direct);
       const g = summary(results.gateway);
+      // Each repetition's gateway/direct throughput ratio, paired within the repetition: steadier than the ratio of
+      // medians on a machine whose speed drifts from one minute to the next.
+      const paired = results.gateway.map((r, i) => r.rps / results.direct[i].rps);
+      // On a saturated machine every process's CPU per call is what bounds throughput: the share the on-target adds to
+      // the whole (gateway, upstream, load generator, Redis) is the throughput it costs, without the run-to-run drift.
+      const total = (x) => (x.cpu ?? 0) + x.upstreamCpu + x.loadCpu + (x.redisCpu ?? 0);
+      const cpuModelCost = 1 - total(d) / total(g);
+      const pairedText = `paired by repetition: median ${(100 * median(paired)).toFixed(1)}%, range ${(100 * Math.min(...paired)).toFixed(1)}–${(100 * Math.max(...paired)).toFixed(1)}%`;
       const b = results.proxy ? summary(results.proxy) : null;
-      rows.push({ c, d, g, ...(b ? { b } : {}) });
+      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}) });
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
-          `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call\n` +
+          `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call${g.redisCpu === null ? '' : `  Redis ${g.redisCpu.toFixed(0)} µs/call`}\n` +
           (GUARDS
-            ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call`
-            : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms`),
+            ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call\n` +
+              `              on/off ${pairedText}; CPU of all processes per call ${total(d).toFixed(0)} → ${total(g).toFixed(0)} µs (Redis ${d.redisCpu?.toFixed(0)} → ${g.redisCpu?.toFixed(0)}): cost ${(100 * cpuModelCost).toFixed(1)}%`
+            : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
+              `              gateway/direct ${pairedText}`),
       );
       if (b) {
         console.log(

@@ -122,6 +122,34 @@ describe('audit emitter', () => {
     expect(emitter.stats().jobs).toBe(producer.accepted.length);
   });
 
+  it('sends what was buffered when a flush began; events emitted during its send wait for the next flush', async () => {
+    const producer = new FakeProducer();
+    let release: () => void = () => undefined;
+    const firstSend = new Promise<void>((resolve) => (release = resolve));
+    const sent: number[] = [];
+    const slow = {
+      // The first send waits for the test; later ones answer at once.
+      addBulk: async (jobs: AuditJob[]) => {
+        if (sent.length === 0) await firstSend;
+        await producer.addBulk(jobs);
+        sent.push(producer.ids().length);
+      },
+    };
+    const gated = createAuditEmitter({ producer: slow, maxBuffer: 100, flushEveryMs: 60_000, batchSize: 10, spoolDir: null, spoolMaxBytes: 1_000_000, logger });
+    emitters.push(gated);
+    for (let i = 0; i < 3; i++) gated.emit(event());
+    const first = gated.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 2; i++) gated.emit(event()); // while the first send is in flight
+    release();
+    await first;
+    expect(sent).toEqual([3]);
+    expect(gated.stats()).toMatchObject({ sent: 3, buffered: 2, jobs: 1 });
+    await gated.flush();
+    expect(sent).toEqual([3, 5]);
+    expect(gated.stats()).toMatchObject({ sent: 5, buffered: 0, jobs: 2 });
+  });
+
   it('bounds a job by bytes: a flush that would exceed maxJobBytes becomes several jobs', async () => {
     const one = Buffer.byteLength(JSON.stringify(event())) + 1;
     const { emitter, producer } = make({ batchSize: 10, maxJobBytes: one * 3 + 1 });
