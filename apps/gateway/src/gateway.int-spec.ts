@@ -9,7 +9,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgentWithKey, demoDist, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
@@ -88,6 +88,27 @@ describe('Streamable HTTP → upstreams over every transport', () => {
     expect(prefixes).toEqual(['files', 'ks', 'math', 'tickets']);
     expect((await client.listTools()).tools.map((tool) => tool.name)).toEqual(names);
     expect(gatewayA.logs()).toContain('upstream dropped out');
+    await client.close();
+  });
+
+  it('a long listing (written item by item into a reused buffer) reaches the SDK client whole, twice alike', async () => {
+    const { client } = await connect(gatewayA.url);
+    const before = (await client.listTools()).tools.length;
+    // 70 more tools on this session's kitchen sink: past the 64 items from which listings skip the one big string.
+    for (let i = 0; i < 70; i += 1) await client.callTool({ name: 'ks__add_tool', arguments: {} });
+    const tools = await waitFor(
+      async () => {
+        const listed = (await client.listTools()).tools;
+        return listed.length >= before + 70 ? listed : undefined;
+      },
+      { timeoutMs: 15_000, description: 'the added tools listed' },
+    );
+    const added = tools.filter((tool) => /^ks__extra_\d+$/.test(tool.name));
+    expect(added).toHaveLength(70);
+    expect(added.every((tool) => tool.inputSchema.type === 'object' && typeof tool.description === 'string')).toBe(true);
+    expect(tools.map((tool) => tool.name)).toEqual(expect.arrayContaining(['tickets__create_ticket', 'files__read_file', 'math__add']));
+    // The next answer reuses the pooled buffer: the same listing again, not a mix of two.
+    expect((await client.listTools()).tools).toEqual(tools);
     await client.close();
   });
 

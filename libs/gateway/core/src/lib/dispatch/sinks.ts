@@ -2,6 +2,10 @@ import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
 import { GATEWAY_RPC } from '../http/gateway-error';
+import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
+
+/** Buffers for large listing answers, reused across responses once their writes have finished. */
+const listingBuffers = new ByteBufferPool();
 
 /** Where messages related to one agent request go besides its response (progress, server requests, logs). */
 export interface MessageSink {
@@ -66,15 +70,22 @@ export class PostResponder implements MessageSink {
    */
   finish(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'done') return;
-    const body = JSON.stringify(response);
     if (this.state === 'sse') {
-      this.write(body, true);
+      this.write(JSON.stringify(response), true);
     } else if (!this.res.destroyed) {
-      const headers = ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
-      const retryAfter = rateLimitedRetryAfter(response);
-      if (retryAfter === undefined) this.res.writeHead(200, headers);
-      else this.res.writeHead(429, [...headers, 'retry-after', retryAfter]);
-      this.res.end(body);
+      if (isLargeListing(response)) {
+        // Item by item into a reused buffer (see json-bytes.ts); it goes back to the pool once written.
+        const { buffer, length } = encodeJson(response, listingBuffers);
+        this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(length)]);
+        this.res.end(buffer.subarray(0, length), () => listingBuffers.give(buffer));
+      } else {
+        const body = JSON.stringify(response);
+        const headers = ['mcp-session-id', this.sessionId, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
+        const retryAfter = rateLimitedRetryAfter(response);
+        if (retryAfter === undefined) this.res.writeHead(200, headers);
+        else this.res.writeHead(429, [...headers, 'retry-after', retryAfter]);
+        this.res.end(body);
+      }
     }
     this.state = 'done';
   }

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { ByteBufferPool, encodeJson, isLargeListing, LARGE_LISTING_ITEMS } from './json-bytes';
+
+const tool = (i: number) => ({
+  name: `docs__tool_${i}`,
+  description: i % 7 === 0 ? `Déjà vu — ${'é'.repeat(i % 5)} 🚀 "quoted" \\ back\nline` : `Looks up record ${i}.`,
+  inputSchema: { type: 'object', properties: { id: { type: 'string' }, tags: { type: 'array', items: { type: 'string' } } }, required: ['id'] },
+  annotations: i % 3 === 0 ? { readOnlyHint: true, missing: undefined } : undefined,
+});
+
+function bytesOf(value: object, pool = new ByteBufferPool()): Buffer {
+  const { buffer, length } = encodeJson(value, pool);
+  return Buffer.from(buffer.subarray(0, length));
+}
+
+describe('encodeJson', () => {
+  it('gives exactly the bytes of JSON.stringify for listings and odd values alike', () => {
+    const values: object[] = [
+      { jsonrpc: '2.0', id: 7, result: { tools: Array.from({ length: 300 }, (_, i) => tool(i)), nextCursor: 'abc' } },
+      { jsonrpc: '2.0', id: 'x', result: { prompts: [], _meta: { a: [1, { b: undefined }, null], when: new Date(0) } } },
+      { a: [undefined, () => 1, Symbol('s'), NaN, -0, 1e21, 'z'], b: undefined, c: () => 1, d: Object.create(null) },
+      { nested: { deeper: { deepest: { list: [{ x: 1 }, [2, [3]]] } } }, empty: {}, arr: [[]] },
+      { withToJson: { toJSON: () => ({ replaced: true }) }, list: [new Date(0)] },
+    ];
+    for (const value of values) {
+      const text = bytesOf(value).toString('utf8');
+      const expected = JSON.stringify(value);
+      // Booleans, not toBe on the strings: a failing diff of 100 KB strings takes the runner minutes.
+      expect(text.length).toBe(expected.length);
+      expect(text === expected).toBe(true);
+    }
+  });
+
+  it('grows past the first buffer and reuses what is given back, keeping at most maxBuffers', () => {
+    const pool = new ByteBufferPool(4);
+    const huge = { result: { resources: Array.from({ length: 4_000 }, (_, i) => ({ uri: `file:///${i}`, name: 'ü'.repeat(60) })) } };
+    const { buffer, length } = encodeJson(huge, pool);
+    expect(length).toBeGreaterThan(256 * 1024);
+    expect(buffer.subarray(0, length).toString('utf8') === JSON.stringify(huge)).toBe(true);
+    // The smaller buffers it outgrew went back to the pool; the one holding the answer is given back after its write.
+    const outgrown = pool.size;
+    expect(outgrown).toBeGreaterThan(0);
+    pool.give(buffer);
+    expect(pool.take(length) === buffer).toBe(true);
+    pool.give(buffer);
+    for (let i = 0; i < 5; i += 1) pool.give(Buffer.alloc(10));
+    expect(pool.size).toBe(4);
+  });
+
+  it('takes only listings of at least LARGE_LISTING_ITEMS items', () => {
+    const items = (n: number) => Array.from({ length: n }, (_, i) => tool(i));
+    expect(isLargeListing({ jsonrpc: '2.0', id: 1, result: { tools: items(LARGE_LISTING_ITEMS) } })).toBe(true);
+    expect(isLargeListing({ jsonrpc: '2.0', id: 1, result: { resourceTemplates: items(LARGE_LISTING_ITEMS) } })).toBe(true);
+    expect(isLargeListing({ jsonrpc: '2.0', id: 1, result: { tools: items(LARGE_LISTING_ITEMS - 1) } })).toBe(false);
+    expect(isLargeListing({ jsonrpc: '2.0', id: 1, result: { content: items(500) } })).toBe(false);
+    expect(isLargeListing({ jsonrpc: '2.0', id: 1, error: { code: 1, message: 'x' } })).toBe(false);
+    expect(isLargeListing([{ jsonrpc: '2.0', id: 1, result: { tools: items(100) } }])).toBe(false);
+  });
+});
