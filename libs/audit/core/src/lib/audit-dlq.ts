@@ -99,7 +99,7 @@ export class AuditDlq {
         }
         jobId = jobIdFor(name as ReplayableJob, payload as never);
       } catch {
-        skipped.push({ id: entry.dlqJobId, reason: `payload does not match ${name} v1` });
+        skipped.push({ id: entry.dlqJobId, reason: `payload does not match ${name}` });
         continue;
       }
       // The failed original still holds its id in the audit queue (a new job under that id would be a no-op). A
