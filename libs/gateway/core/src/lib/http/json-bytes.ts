@@ -16,14 +16,14 @@ const MAX_DEPTH = 3;
 /** Array items serialised per `JSON.stringify` call (tool definitions: ~16 KB a chunk). */
 const ITEMS_PER_CHUNK = 32;
 
-/** Buffers kept for reuse once a write has finished with them. */
+/** Buffers kept for reuse once a write has finished with them: at most `maxBuffers` of at most `maxBytes` each (32 MiB in all by default). */
 export class ByteBufferPool {
   private readonly free: Buffer[] = [];
 
   constructor(
     private readonly maxBuffers = 8,
     /** A buffer larger than this is dropped after use rather than kept. */
-    private readonly maxBytes = 16 * 1024 * 1024,
+    private readonly maxBytes = 4 * 1024 * 1024,
   ) {}
 
   take(minBytes: number): Buffer {
