@@ -47,7 +47,9 @@ async function localRedisPid(url) {
   try {
     await client.connect();
     const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
-    cpuMicros(pid); // throws unless it is a process of this machine
+    // A Redis in a container reports its own namespace's pid: count it only if that pid here is a Redis.
+    if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('redis')) return null;
+    cpuMicros(pid);
     return pid;
   } catch {
     return null;

@@ -64,7 +64,9 @@ async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Pro
         } else {
           io.out(`${entries.length} dead-lettered audit job(s)`);
           for (const entry of entries) {
-            const events = (entry.payload as { events?: unknown } | null)?.events;
+            // A batch's events (v1) or rows (v2, dead-lettered as received when the batch itself was refused).
+            const payload = entry.payload as { events?: unknown; rows?: unknown } | null;
+            const events = payload?.events ?? payload?.rows;
             const count = Array.isArray(events) ? `\tevents=${events.length}` : '';
             io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}${count}\t${entry.error}`);
           }

@@ -55,7 +55,11 @@ const KNOWN_FIELDS: ReadonlySet<string> = new Set(AUDIT_EVENT_FIELDS);
  */
 export const auditEventBatchV2 = z.object({
   v: z.literal(2),
-  fields: z.array(z.string().max(100)).min(1).max(200),
+  fields: z
+    .array(z.string().max(100))
+    .min(1)
+    .max(200)
+    .refine((fields) => new Set(fields).size === fields.length, 'field names must be distinct'),
   // Rows are checked one by one after decoding, so one bad row cannot void the others.
   rows: z.array(z.unknown()).min(1).max(AUDIT_BATCH_MAX_EVENTS),
 });
@@ -74,28 +78,48 @@ export function encodeAuditEventBatchV2(events: readonly AuditEventV1[]): AuditE
   return { v: 2, fields: fields as string[], rows };
 }
 
+/** What is wrong with a row's shape (not an array, or not one value per field), if anything. */
+function rowProblem(fields: readonly string[], row: unknown): string | undefined {
+  if (!Array.isArray(row)) return 'row: not an array';
+  if (row.length !== fields.length) return `row: ${row.length} values for ${fields.length} fields`;
+  return undefined;
+}
+
 /**
- * A row back into an event object (`v: 1`). Columns this version does not know are skipped (a newer writer's extra
- * fields), so a name such as `__proto__` never reaches the object; a row that is not an array decodes to itself and
- * fails validation as an event.
+ * A row back into an event object (`v: 1`), or null when the row's shape is wrong (which then fails validation as an
+ * event). Columns this version does not know are skipped (a newer writer's extra fields), so a name such as
+ * `__proto__` never reaches the object.
  */
-function decodeRow(fields: readonly string[], row: unknown): unknown {
-  if (!Array.isArray(row)) return row;
+function decodeRow(fields: readonly string[], row: unknown): Record<string, unknown> | null {
+  if (rowProblem(fields, row) !== undefined) return null;
+  const values = row as unknown[];
   const event: Record<string, unknown> = { v: 1 };
   for (let column = 0; column < fields.length; column += 1) {
     const field = fields[column] as string;
-    if (KNOWN_FIELDS.has(field)) event[field] = row[column];
+    if (KNOWN_FIELDS.has(field)) event[field] = values[column];
   }
   return event;
 }
 
+interface BatchEvents {
+  /** As event objects, in order (a v2 row decoded; a row of the wrong shape as received). */
+  readonly events: unknown[];
+  /** Why a v2 row could not be decoded, by position. */
+  readonly rowProblems: ReadonlyMap<number, string>;
+}
+
 /** The events of a batch job's payload (v1 as they are, v2 rows decoded); throws if the envelope is wrong. */
-function batchEvents(payload: unknown): unknown[] {
-  if ((payload as { v?: unknown } | null)?.v === 2) {
-    const { fields, rows } = auditEventBatchV2.parse(payload);
-    return rows.map((row) => decodeRow(fields, row));
-  }
-  return auditEventBatchEnvelopeV1.parse(payload).events;
+function batchEvents(payload: unknown): BatchEvents {
+  if ((payload as { v?: unknown } | null)?.v !== 2) return { events: auditEventBatchEnvelopeV1.parse(payload).events, rowProblems: new Map() };
+  const { fields, rows } = auditEventBatchV2.parse(payload);
+  const rowProblems = new Map<number, string>();
+  const events = rows.map((row, index) => {
+    const problem = rowProblem(fields, row);
+    if (problem === undefined) return decodeRow(fields, row);
+    rowProblems.set(index, problem);
+    return row;
+  });
+  return { events, rowProblems };
 }
 
 /**
@@ -114,10 +138,15 @@ export const auditEventBatch = z.preprocess((payload) => {
  * version, no events, too many); invalid events are returned apart from the valid ones.
  */
 export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
-  const events = batchEvents(payload);
+  const { events, rowProblems } = batchEvents(payload);
   const valid: AuditEventV1[] = [];
   const invalid: InvalidAuditEvent[] = [];
   events.forEach((raw, index) => {
+    const problem = rowProblems.get(index);
+    if (problem !== undefined) {
+      invalid.push({ index, raw, eventId: null, error: problem });
+      return;
+    }
     const result = auditEventV1.safeParse(raw);
     if (result.success) {
       valid.push(result.data);

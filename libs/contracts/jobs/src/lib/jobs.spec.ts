@@ -91,7 +91,13 @@ describe('job contracts', () => {
     const parsed = parseAuditEventBatch({ v: 2, fields, rows: [rowOf(event), short, 'not a row'] });
     expect(parsed.valid).toEqual([event]);
     expect(Object.getPrototypeOf(parsed.events[0])).toBe(Object.prototype);
-    expect(parsed.invalid.map((i) => [i.index, i.eventId])).toEqual([[1, event.eventId], [2, null]]);
+    expect(parsed.invalid.map((i) => [i.index, i.error])).toEqual([
+      [1, `row: 5 values for ${fields.length} fields`],
+      [2, 'row: not an array'],
+    ]);
+    // A whole event object where a row belongs is a bad row, not an event.
+    expect(parseAuditEventBatch({ v: 2, fields, rows: [event] }).invalid).toMatchObject([{ index: 0, error: 'row: not an array' }]);
+    expect(() => parseAuditEventBatch({ v: 2, fields: ['eventId', 'eventId'], rows: [[event.eventId, event.eventId]] })).toThrow(/distinct/);
     expect(() => parseAuditEventBatch({ v: 2, fields, rows: [] })).toThrow();
     expect(() => parseAuditEventBatch({ v: 2, rows: [rowOf(event)] })).toThrow();
     expect(() => parseJobPayload('audit.events.ingest', { v: 2, fields, rows: [rowOf(event), short] })).toThrow();

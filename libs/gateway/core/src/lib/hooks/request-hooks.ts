@@ -62,12 +62,14 @@ export interface RequestHooks {
    * must wait (approval, a Redis limit) returns a promise and may send progress through `sink`. `prior` is what
    * the earlier hooks admitted with (e.g. the policy decision and its rate limits).
    */
-  admit?(
+  // A property, not a method: parameters are then checked strictly, so a hook cannot narrow `signal` back to an
+  // AbortSignal (it gets a Cancellation).
+  admit?: (
     info: RequestInfo,
     sink: MessageSink,
     signal: CancelSignal,
     prior: Admission | undefined,
-  ): Admission | undefined | Promise<Admission | undefined>;
+  ) => Admission | undefined | Promise<Admission | undefined>;
   /**
    * Narrows one upstream's part of a listing to what the session's principal may see. Synchronous. `fromCache`: the
    * items are a page this session's upstream session answered earlier (see `listCacheMs`), not a fresh answer.
@@ -89,7 +91,7 @@ export interface RequestHooks {
  * denied, expires or cannot be created. Implemented by the approvals feature; the policy hook calls it.
  */
 export interface ApprovalGate {
-  hold(
+  hold: (
     info: RequestInfo,
     decision: {
       readonly reason: string;
@@ -98,7 +100,7 @@ export interface ApprovalGate {
     },
     sink: MessageSink,
     signal: CancelSignal,
-  ): Promise<Admission>;
+  ) => Promise<Admission>;
 }
 
 const merge = (into: Admission | undefined, next: Admission | undefined): Admission | undefined => {
