@@ -7,8 +7,6 @@
  * small and the pages mapped.
  */
 
-/** The result keys of the listings the gateway assembles itself. */
-const LIST_KEYS = ['tools', 'prompts', 'resources', 'resourceTemplates'] as const;
 /** Listings shorter than this are stringified whole (nothing large to avoid). */
 export const LARGE_LISTING_ITEMS = 64;
 /** Levels of objects and arrays written piece by piece; anything deeper is one `JSON.stringify`. */
@@ -99,14 +97,14 @@ function writeValue(out: ByteWriter, value: unknown, depth: number): void {
   out.text(JSON.stringify(value));
 }
 
-/** Whether `response` is a listing result long enough to be worth `encodeLargeJson`. */
+const isLong = (items: unknown): boolean => Array.isArray(items) && items.length >= LARGE_LISTING_ITEMS;
+
+/** Whether `response` is a listing result long enough to be worth `encodeJson` (runs for every answer: no allocation). */
 export function isLargeListing(response: unknown): boolean {
   const result = (response as { result?: unknown } | null)?.result;
-  if (!isPlainObject(result)) return false;
-  return LIST_KEYS.some((key) => {
-    const items = result[key];
-    return Array.isArray(items) && items.length >= LARGE_LISTING_ITEMS;
-  });
+  if (typeof result !== 'object' || result === null) return false;
+  const r = result as Record<string, unknown>;
+  return isLong(r['tools']) || isLong(r['prompts']) || isLong(r['resources']) || isLong(r['resourceTemplates']);
 }
 
 /**
