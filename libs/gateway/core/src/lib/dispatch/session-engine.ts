@@ -25,7 +25,8 @@ import {
 import type { Logger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
-import { exposeName, splitExposedName } from '../naming/tool-names';
+import { splitExposedName } from '../naming/tool-names';
+import { ExposedItems } from '../listing/exposed-items';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
@@ -196,11 +197,14 @@ export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
   private readonly pending = new Map<string, PendingServerRequest>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
+  private readonly exposed: ExposedItems;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
   private readonly released = new Map<string, SessionRecord>();
   private sweeping = false;
 
   constructor(private readonly deps: EngineDeps) {
+    this.exposed = new ExposedItems(deps.options.separator);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
@@ -609,7 +613,6 @@ export class SessionEngine {
     );
     const items: unknown[] = [];
     const more: PendingPage[] = [];
-    const separator = this.deps.options.separator;
     const filter = this.deps.hooks?.filter;
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
@@ -623,24 +626,22 @@ export class SessionEngine {
       const raw = page[spec.field];
       let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
       if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
-      {
-        for (const item of list) {
-          if (kind === 'tools' || kind === 'prompts') {
-            const name = typeof item['name'] === 'string' ? exposeName(config.toolPrefix, separator, item['name']) : undefined;
-            if (name === undefined) {
-              this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
-              continue;
-            }
-            items.push({ ...item, name });
-          } else if (kind === 'resources') {
-            if (typeof item['uri'] === 'string') live.resourceRoutes.set(item['uri'], config.id);
-            items.push(item);
-          } else {
-            if (typeof item['uriTemplate'] === 'string') {
-              live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, pattern: templatePattern(item['uriTemplate']) });
-            }
-            items.push(item);
+      for (const item of list) {
+        if (kind === 'tools' || kind === 'prompts') {
+          const exposed = this.exposed.named(config.toolPrefix, item);
+          if (exposed === null) {
+            this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
+            continue;
           }
+          items.push(exposed);
+        } else if (kind === 'resources') {
+          if (typeof item['uri'] === 'string') live.resourceRoutes.set(item['uri'], config.id);
+          items.push(this.exposed.asIs(item));
+        } else {
+          if (typeof item['uriTemplate'] === 'string') {
+            live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, pattern: templatePattern(item['uriTemplate']) });
+          }
+          items.push(this.exposed.asIs(item));
         }
       }
       const next = page['nextCursor'];

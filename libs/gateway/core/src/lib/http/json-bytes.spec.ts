@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { deepFreeze } from '../listing/exposed-items';
 import { ByteBufferPool, encodeJson, isLargeListing, LARGE_LISTING_ITEMS } from './json-bytes';
 
 const tool = (i: number) => ({
@@ -29,6 +30,32 @@ describe('encodeJson', () => {
       expect(text.length).toBe(expected.length);
       expect(text === expected).toBe(true);
     }
+  });
+
+  it('writes frozen items from their remembered text, equal to JSON.stringify, in runs mixed with unfrozen ones', () => {
+    const frozen = Array.from({ length: 100 }, (_, i) => deepFreeze(tool(i)));
+    const mixed = [...frozen.slice(0, 40), tool(1000), ...frozen.slice(40), 'text', null, 5];
+    for (const list of [frozen, mixed]) {
+      const value = { jsonrpc: '2.0', id: 1, result: { tools: list } };
+      for (let pass = 0; pass < 2; pass++) {
+        const text = bytesOf(value).toString('utf8');
+        expect(text === JSON.stringify(value)).toBe(true);
+      }
+    }
+  });
+
+  it('serialises each frozen item once however many answers hold it', () => {
+    let reads = 0;
+    const counted = Object.freeze({
+      get name() {
+        reads += 1;
+        return 'docs__counted';
+      },
+    });
+    const list = [...Array.from({ length: LARGE_LISTING_ITEMS }, (_, i) => deepFreeze(tool(i))), counted];
+    const texts = [0, 1, 2].map(() => bytesOf({ result: { tools: list } }).toString('utf8'));
+    expect(reads).toBe(1);
+    expect(texts.every((text) => text.endsWith('{"name":"docs__counted"}]}}'))).toBe(true);
   });
 
   it('grows past the first buffer and reuses what is given back, keeping at most maxBuffers', () => {

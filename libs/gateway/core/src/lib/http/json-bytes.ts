@@ -67,6 +67,30 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> => {
   return (proto === Object.prototype || proto === null) && typeof (value as { toJSON?: unknown }).toJSON !== 'function';
 };
 
+/**
+ * The JSON text of frozen plain objects, kept while the object lives. A listing page the gateway caches is answered
+ * many times with the same item objects (see `ExposedItems`): their text is built once, not on every answer. Only
+ * deep-frozen values belong here — freezing is the promise that the text cannot go stale.
+ */
+const frozenText = new WeakMap<object, string>();
+
+function frozenJson(item: object): string {
+  let text = frozenText.get(item);
+  if (text === undefined) {
+    text = JSON.stringify(item);
+    frozenText.set(item, text);
+  }
+  return text;
+}
+
+function allFrozen(items: readonly unknown[], start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const item = items[i];
+    if (!Object.isFrozen(item) || !isPlainObject(item)) return false;
+  }
+  return true;
+}
+
 /** Writes `value` exactly as `JSON.stringify` would (the caller has ruled out undefined, functions and symbols). */
 function writeValue(out: ByteWriter, value: unknown, depth: number): void {
   if (depth < MAX_DEPTH && Array.isArray(value)) {
@@ -75,7 +99,15 @@ function writeValue(out: ByteWriter, value: unknown, depth: number): void {
     out.text('[');
     for (let start = 0; start < value.length; start += ITEMS_PER_CHUNK) {
       if (start > 0) out.text(',');
-      const chunk = JSON.stringify(value.slice(start, start + ITEMS_PER_CHUNK));
+      const end = Math.min(start + ITEMS_PER_CHUNK, value.length);
+      if (allFrozen(value, start, end)) {
+        for (let i = start; i < end; i++) {
+          if (i > start) out.text(',');
+          out.text(frozenJson(value[i] as object));
+        }
+        continue;
+      }
+      const chunk = JSON.stringify(value.slice(start, end));
       out.text(chunk.slice(1, -1));
     }
     out.text(']');

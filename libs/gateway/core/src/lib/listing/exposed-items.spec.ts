@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { deepFreeze, ExposedItems } from './exposed-items';
+
+const upstreamTool = () => ({ name: 'search', description: 'Finds things.', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } });
+
+describe('ExposedItems', () => {
+  it('renames a tool under its prefix once, then answers the same frozen object for the same upstream item', () => {
+    const items = new ExposedItems('__');
+    const tool = upstreamTool();
+    const first = items.named('docs', tool);
+    expect(first).toEqual({ ...upstreamTool(), name: 'docs__search' });
+    expect(items.named('docs', tool)).toBe(first);
+    // The upstream's own item keeps its name; the exposed one cannot be changed, nor can what it holds.
+    expect(tool.name).toBe('search');
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(Object.isFrozen((first as { inputSchema: { properties: object } }).inputSchema.properties)).toBe(true);
+    expect(() => {
+      (first as { name: string }).name = 'other';
+    }).toThrow(TypeError);
+  });
+
+  it('builds again when the prefix changed, and for a new page holding an equal item', () => {
+    const items = new ExposedItems('__');
+    const tool = upstreamTool();
+    const before = items.named('docs', tool);
+    const renamed = items.named('wiki', tool);
+    expect(renamed).not.toBe(before);
+    expect(renamed?.['name']).toBe('wiki__search');
+    const fromNewPage = items.named('wiki', upstreamTool());
+    expect(fromNewPage).not.toBe(renamed);
+    expect(fromNewPage).toEqual(renamed);
+  });
+
+  it('answers null for a name that breaks the naming rules once prefixed, and remembers that too', () => {
+    const items = new ExposedItems('__');
+    const bad = { name: 'has space' };
+    expect(items.named('docs', bad)).toBeNull();
+    expect(items.named('docs', bad)).toBeNull();
+    expect(items.named('docs', { description: 'no name' })).toBeNull();
+    expect(items.named('docs', { name: 'x'.repeat(200) })).toBeNull();
+  });
+
+  it('lists resources as given, frozen in place', () => {
+    const items = new ExposedItems('__');
+    const resource = { uri: 'file:///a', name: 'a', annotations: { audience: ['user'] } };
+    expect(items.asIs(resource)).toBe(resource);
+    expect(Object.isFrozen(resource.annotations.audience)).toBe(true);
+  });
+});
+
+describe('deepFreeze', () => {
+  it('freezes nested objects and arrays and leaves primitives alone', () => {
+    const value = deepFreeze({ a: [{ b: 1 }], c: null, d: 'x' });
+    expect(Object.isFrozen(value.a)).toBe(true);
+    expect(Object.isFrozen(value.a[0])).toBe(true);
+    expect(deepFreeze(3)).toBe(3);
+  });
+});
