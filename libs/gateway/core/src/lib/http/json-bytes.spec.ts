@@ -44,6 +44,15 @@ describe('encodeJson', () => {
     }
   });
 
+  it('reuses a run of frozen items only while the same items follow in the same order', () => {
+    const frozen = Array.from({ length: 100 }, (_, i) => deepFreeze(tool(i)));
+    const variants = [frozen, frozen.filter((_, i) => i !== 5), [...frozen].reverse(), frozen.slice(0, 40), frozen, [frozen[0], ...frozen]];
+    for (const list of variants) {
+      const value = { result: { tools: list } };
+      expect(bytesOf(value).toString('utf8') === JSON.stringify(value)).toBe(true);
+    }
+  });
+
   it('serialises each frozen item once however many answers hold it', () => {
     let reads = 0;
     const counted = Object.freeze({

@@ -83,6 +83,27 @@ function frozenJson(item: object): string {
   return text;
 }
 
+/**
+ * The last run of frozen items written starting with a given item, and its text (items joined by commas). Answers
+ * built from the same cached pages hold the same items in the same order, so a run is usually written from one string.
+ */
+const frozenRuns = new WeakMap<object, { readonly items: readonly unknown[]; readonly text: string }>();
+
+function frozenRunJson(items: readonly unknown[], start: number, end: number): string {
+  const first = items[start] as object;
+  const known = frozenRuns.get(first);
+  if (known !== undefined && known.items.length === end - start && sameItems(known.items, items, start)) return known.text;
+  const run = items.slice(start, end);
+  const text = run.map((item) => frozenJson(item as object)).join(',');
+  frozenRuns.set(first, { items: run, text });
+  return text;
+}
+
+function sameItems(run: readonly unknown[], items: readonly unknown[], start: number): boolean {
+  for (let i = 0; i < run.length; i++) if (run[i] !== items[start + i]) return false;
+  return true;
+}
+
 function allFrozen(items: readonly unknown[], start: number, end: number): boolean {
   for (let i = start; i < end; i++) {
     const item = items[i];
@@ -101,10 +122,7 @@ function writeValue(out: ByteWriter, value: unknown, depth: number): void {
       if (start > 0) out.text(',');
       const end = Math.min(start + ITEMS_PER_CHUNK, value.length);
       if (allFrozen(value, start, end)) {
-        for (let i = start; i < end; i++) {
-          if (i > start) out.text(',');
-          out.text(frozenJson(value[i] as object));
-        }
+        out.text(frozenRunJson(value, start, end));
         continue;
       }
       const chunk = JSON.stringify(value.slice(start, end));
