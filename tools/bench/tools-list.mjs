@@ -31,12 +31,6 @@ const SHAPE = process.argv.includes('--minimal') ? 'minimal' : 'full';
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
-async function timed(fn) {
-  const t0 = process.hrtime.bigint();
-  const value = await fn();
-  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, value };
-}
-
 async function main() {
   const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
   const adminUrl = withDatabaseUrl(process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL, { database });
@@ -73,46 +67,57 @@ async function main() {
     const directSessions = await Promise.all(upstreamUrls.map((url) => openSession(url, {})));
     let id = 1;
     const listBody = () => JSON.stringify({ jsonrpc: '2.0', id: id++, method: 'tools/list' });
-    // Timed: the request until its whole answer has arrived. Checked (parsed) afterwards, outside the timing.
+    // Timed: the request until the last byte of its answer has arrived (`ms`), and until the client has also decoded
+    // it into a string (`decodedMs`: ~0.2-0.3 ms of client work for 246 KiB). Parsed and checked afterwards, untimed.
+    const elapsed = (t0, t1) => Number(t1 - t0) / 1e6;
     const throughGateway = async () => {
       const body = listBody();
       const t0 = process.hrtime.bigint();
       const res = await post(gatewayUrl, session, body);
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const decodedMs = elapsed(t0, process.hrtime.bigint());
       const message = messageFor(res, JSON.parse(body).id);
       if (res.status !== 200 || !message.result) throw new Error(`tools/list failed: ${res.status} ${res.text.slice(0, 200)}`);
-      return { ms, tools: message.result.tools.length, bytes: Buffer.byteLength(res.text) };
+      return { ms: elapsed(t0, res.receivedAt), decodedMs, tools: message.result.tools.length, bytes: Buffer.byteLength(res.text) };
     };
-    const direct = () =>
-      Promise.all(
+    // All upstreams asked at once; done when the last answer has arrived.
+    const direct = async () => {
+      const t0 = process.hrtime.bigint();
+      const answers = await Promise.all(
         upstreamUrls.map(async (url, i) => {
           const res = await post(url, directSessions[i], listBody());
           if (res.status !== 200) throw new Error(`direct tools/list failed: ${res.status}`);
+          return res.receivedAt;
         }),
       );
+      const done = process.hrtime.bigint();
+      return { ms: elapsed(t0, answers.reduce((a, b) => (a > b ? a : b))), decodedMs: elapsed(t0, done) };
+    };
 
     for (let i = 0; i < WARMUP; i++) {
       await throughGateway();
       await direct();
     }
-    const viaGateway = [];
-    const viaDirect = [];
+    const viaGateway = { ms: [], decodedMs: [] };
+    const viaDirect = { ms: [], decodedMs: [] };
+    const record = (into, sample) => {
+      into.ms.push(sample.ms);
+      into.decodedMs.push(sample.decodedMs);
+    };
     let shape = { tools: 0, bytes: 0 };
     for (let i = 0; i < REQUESTS; i++) {
       shape = await throughGateway();
-      viaGateway.push(shape.ms);
-      viaDirect.push((await timed(direct)).ms);
+      record(viaGateway, shape);
+      record(viaDirect, await direct());
     }
-    viaGateway.sort((a, b) => a - b);
-    viaDirect.sort((a, b) => a - b);
+    for (const samples of [viaGateway, viaDirect]) for (const list of Object.values(samples)) list.sort((a, b) => a - b);
+    const figures = ({ ms, decodedMs }) =>
+      `p50 ${quantile(ms, 0.5).toFixed(2)} ms  p99 ${quantile(ms, 0.99).toFixed(2)} ms  ` +
+      `(decoded by the client: p50 ${quantile(decodedMs, 0.5).toFixed(2)} ms)`;
+    const p50 = quantile(viaGateway.ms, 0.5);
     console.log(`bench:tools-list — ${UPSTREAMS} upstreams × ${TOOLS} ${SHAPE} tools, ${REQUESTS} requests each way, node ${process.version}`);
-    console.log(
-      `  gateway  tools/list  p50 ${quantile(viaGateway, 0.5).toFixed(2)} ms  p99 ${quantile(viaGateway, 0.99).toFixed(2)} ms  ` +
-        `(${shape.tools} tools, ${(shape.bytes / 1024).toFixed(0)} KiB)  target p50 ≤ 2 ms: ${quantile(viaGateway, 0.5) <= 2 ? 'met' : 'NOT met'}`,
-    );
-    console.log(
-      `  direct   ${UPSTREAMS} × tools/list in parallel  p50 ${quantile(viaDirect, 0.5).toFixed(2)} ms  p99 ${quantile(viaDirect, 0.99).toFixed(2)} ms`,
-    );
+    console.log(`  timed to the answer's last byte; ${shape.tools} tools, ${(shape.bytes / 1024).toFixed(0)} KiB through the gateway`);
+    console.log(`  gateway  tools/list  ${figures(viaGateway)}  target p50 ≤ 2 ms: ${p50 <= 2 ? 'met' : 'NOT met'}`);
+    console.log(`  direct   ${UPSTREAMS} × tools/list in parallel  ${figures(viaDirect)}`);
   } finally {
     for (const child of children) child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, process.argv.includes('--cpu-prof') ? 3_000 : 500));

@@ -13,7 +13,11 @@ export function post(url, headers, body) {
     const req = http.request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => {
+        // When the last byte arrived, before the client decodes the body (benches that time answers use it).
+        const receivedAt = process.hrtime.bigint();
+        resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), receivedAt });
+      });
       res.on('error', reject);
     });
     req.on('error', reject);

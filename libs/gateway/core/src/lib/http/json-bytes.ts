@@ -89,13 +89,16 @@ function frozenJson(item: object): string {
  */
 const frozenRuns = new WeakMap<object, { readonly items: readonly unknown[]; readonly text: string }>();
 
-function frozenRunJson(items: readonly unknown[], start: number, end: number): string {
-  const first = items[start] as object;
-  const known = frozenRuns.get(first);
+/** The text of `items[start, end)` if they are all frozen plain objects; undefined otherwise. */
+function frozenRunJson(items: readonly unknown[], start: number, end: number): string | undefined {
+  const first = items[start];
+  // A remembered run holds only frozen plain objects: the same items in the same order need no other check.
+  const known = typeof first === 'object' && first !== null ? frozenRuns.get(first) : undefined;
   if (known !== undefined && known.items.length === end - start && sameItems(known.items, items, start)) return known.text;
+  if (!allFrozen(items, start, end)) return undefined;
   const run = items.slice(start, end);
   const text = run.map((item) => frozenJson(item as object)).join(',');
-  frozenRuns.set(first, { items: run, text });
+  frozenRuns.set(first as object, { items: run, text });
   return text;
 }
 
@@ -121,8 +124,9 @@ function writeValue(out: ByteWriter, value: unknown, depth: number): void {
     for (let start = 0; start < value.length; start += ITEMS_PER_CHUNK) {
       if (start > 0) out.text(',');
       const end = Math.min(start + ITEMS_PER_CHUNK, value.length);
-      if (allFrozen(value, start, end)) {
-        out.text(frozenRunJson(value, start, end));
+      const run = frozenRunJson(value, start, end);
+      if (run !== undefined) {
+        out.text(run);
         continue;
       }
       const chunk = JSON.stringify(value.slice(start, end));
