@@ -390,6 +390,20 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
 
     type TenantRequest = FastifyRequest<{ Params: { tenant: string } }>;
 
+    /** A route whose caller mistakes (GatewayHttpError) are answered as JSON-RPC errors; anything else goes to Fastify's handler. */
+    const answering =
+      <R extends FastifyRequest>(handler: (request: R, reply: FastifyReply, traceId: string) => Promise<FastifyReply>) =>
+      async (request: R, reply: FastifyReply): Promise<FastifyReply> => {
+        const traceId = traceIdOf(request);
+        try {
+          return await handler(request, reply, traceId);
+        } catch (error) {
+          if (!(error instanceof GatewayHttpError)) throw error;
+          sendError(reply, error, null, traceId);
+          return reply;
+        }
+      };
+
     scope.post('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
       // Requests normally arrive through the raw fast path below; this route serves what it leaves to Fastify
       // (and `inject`). Both run the same handler on the raw response.
@@ -398,9 +412,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       return reply;
     });
 
-    scope.get('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
-      const traceId = traceIdOf(request);
-      try {
+    scope.get(
+      '/t/:tenant/mcp',
+      answering(async (request: TenantRequest, reply) => {
         const principal = await admit(request);
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
@@ -435,37 +449,25 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const detach = engine.attachStandalone(record, stream);
         stream.onClose(detach);
         return reply;
-      } catch (error) {
-        if (error instanceof GatewayHttpError) {
-          sendError(reply, error, null, traceId);
-          return reply;
-        }
-        throw error;
-      }
-    });
+      }),
+    );
 
-    scope.delete('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
-      const traceId = traceIdOf(request);
-      try {
+    scope.delete(
+      '/t/:tenant/mcp',
+      answering(async (request: TenantRequest, reply, traceId) => {
         const principal = await admit(request);
         const record = await sessionFrom(request, principal);
         await engine.end(record, traceId);
         void reply.code(200).send();
         return reply;
-      } catch (error) {
-        if (error instanceof GatewayHttpError) {
-          sendError(reply, error, null, traceId);
-          return reply;
-        }
-        throw error;
-      }
-    });
+      }),
+    );
 
     // ------------------------------------------------------------ legacy HTTP+SSE (2024-11-05 clients)
 
-    scope.get('/t/:tenant/sse', async (request: TenantRequest, reply) => {
-      const traceId = traceIdOf(request);
-      try {
+    scope.get(
+      '/t/:tenant/sse',
+      answering(async (request: TenantRequest, reply, traceId) => {
         const principal = await admit(request);
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
@@ -481,18 +483,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         });
         stream.event('endpoint', `/t/${encodeURIComponent(request.params.tenant)}/messages?sessionId=${sessionId}`);
         return reply;
-      } catch (error) {
-        if (error instanceof GatewayHttpError) {
-          sendError(reply, error, null, traceId);
-          return reply;
-        }
-        throw error;
-      }
-    });
+      }),
+    );
 
-    scope.post('/t/:tenant/messages', async (request: FastifyRequest<{ Params: { tenant: string }; Querystring: { sessionId?: string } }>, reply) => {
-      const traceId = traceIdOf(request);
-      try {
+    scope.post(
+      '/t/:tenant/messages',
+      answering(async (request: FastifyRequest<{ Params: { tenant: string }; Querystring: { sessionId?: string } }>, reply, traceId) => {
         const principal = await admit(request);
         if (!isJsonContentType(request.headers['content-type'])) {
           throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
@@ -516,14 +512,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         void reply.code(202).header('content-type', 'text/plain').send('Accepted');
         void handleLegacy(entry, sessionId, item, principal, traceId, request.ip);
         return reply;
-      } catch (error) {
-        if (error instanceof GatewayHttpError) {
-          sendError(reply, error, null, traceId);
-          return reply;
-        }
-        throw error;
-      }
-    });
+      }),
+    );
 
     async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string, clientIp: string): Promise<void> {
       try {
