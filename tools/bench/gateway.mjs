@@ -13,6 +13,10 @@
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
 // --guards instead alternates two gateways, one with audit and rate limits on and one with both off
 // (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost.
+// --against <dir> instead alternates this tree's gateway with a baseline gateway built elsewhere (<dir>/apps/gateway/main.js,
+// e.g. a copy of dist/ taken before a change, kept inside the repository so its packages resolve), both with guards on,
+// and prints the change in throughput and CPU per call paired by repetition. --node-args "<flags>" and
+// --against-node-args "<flags>" add Node flags to either (with --against-node-args alone the baseline is this build).
 // --bare-proxy adds a third target in the rotation: a bare Node reverse proxy with no MCP logic
 // (tools/bench/lib/bare-proxy.mjs), the floor any proxy pays on this machine.
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
@@ -35,6 +39,10 @@ const MAX_CALLS_PER_RUN = 500_000;
 const PROFILE = process.argv.includes('--cpu-prof');
 const GUARDS = process.argv.includes('--guards');
 const BARE_PROXY = process.argv.includes('--bare-proxy');
+const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
+const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);
+const AGAINST = arg('against', '') || (AGAINST_NODE_ARGS.length > 0 ? path.join(repoRoot, 'dist') : '');
+if (AGAINST && GUARDS) throw new Error('--against and --guards each replace the direct target: use one');
 // The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
 // (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
 const profileWindows = [];
@@ -58,9 +66,9 @@ async function localRedisPid(url) {
   }
 }
 
-function start(name, entry, env) {
+function start(name, entry, env, extraNodeArgs = []) {
   const profile = PROFILE && name === 'gateway' ? ['--cpu-prof', `--cpu-prof-dir=${path.join(repoRoot, 'tmp/prof')}`] : [];
-  return startBuiltApp(name, { entry, env, nodeArgs: profile });
+  return startBuiltApp(name, { entry, env, nodeArgs: [...profile, ...extraNodeArgs] });
 }
 
 /** utime + stime of a process, in microseconds (clock ticks are 100 Hz on Linux). */
@@ -184,13 +192,15 @@ async function main() {
     const upstream = start('demo-upstreams', 'main.js', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
     children.push(upstream);
     await waitReady(`http://127.0.0.1:${upstreamPort}/readyz`, upstream);
-    const startGateway = async (port, guards) => {
-      const child = start('gateway', 'main.js', benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards }));
+    const startGateway = async (port, guards, { entry = 'main.js', nodeArgs = NODE_ARGS } = {}) => {
+      const child = start('gateway', entry, benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards }), nodeArgs);
       children.push(child);
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
       return child;
     };
     const gateway = await startGateway(gatewayPort, true);
+    // The baseline's entry, relative to this tree's dist/apps/gateway (where startBuiltApp looks).
+    const againstEntry = AGAINST ? path.relative(path.join(repoRoot, 'dist/apps/gateway'), path.resolve(AGAINST, 'apps/gateway/main.js')) : null;
     const gatewayTarget = (child, port) => ({
       url: `http://127.0.0.1:${port}/t/bench/mcp`,
       auth: { authorization: `Bearer ${apiKey}` },
@@ -198,7 +208,11 @@ async function main() {
       pid: child.pid,
       upstreamPid: upstream.pid,
     });
-    const bare = GUARDS ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, false), port)) : null;
+    const bare = GUARDS
+      ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, false), port))
+      : againstEntry
+        ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, true, { entry: againstEntry, nodeArgs: AGAINST_NODE_ARGS }), port))
+        : null;
     // Without --guards: direct vs the gateway (guards on). With it: the gateway without guards (as `direct`) vs with.
     const targets = {
       direct: bare ?? { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
@@ -216,6 +230,9 @@ async function main() {
       targets.proxy = { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
     }
     if (GUARDS) console.log('--guards: "direct" rows are the gateway with audit and rate limits off, "gateway" rows with both on');
+    if (againstEntry) {
+      console.log(`--against: "direct" rows are the baseline gateway (${path.resolve(AGAINST, 'apps/gateway/main.js')}${AGAINST_NODE_ARGS.length ? ` ${AGAINST_NODE_ARGS.join(' ')}` : ''}), "gateway" rows this build${NODE_ARGS.length ? ` (${NODE_ARGS.join(' ')})` : ''}`);
+    }
     console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
     const rows = [];
     for (const c of CONCURRENCY) {
@@ -246,6 +263,7 @@ async function main() {
       // Each repetition's gateway/direct throughput ratio, paired within the repetition: steadier than the ratio of
       // medians on a machine whose speed drifts from one minute to the next.
       const paired = results.gateway.map((r, i) => r.rps / results.direct[i].rps);
+      const pairedCpu = againstEntry ? results.gateway.map((r, i) => r.cpuPerCallMicros / results.direct[i].cpuPerCallMicros) : [];
       // On a saturated machine every process's CPU per call is what bounds throughput: the share the on-target adds to
       // the whole (gateway, upstream, load generator, Redis) is the throughput it costs, without the run-to-run drift.
       const total = (x) => (x.cpu ?? 0) + x.upstreamCpu + x.loadCpu + (x.redisCpu ?? 0);
@@ -256,7 +274,10 @@ async function main() {
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call${g.redisCpu === null ? '' : `  Redis ${g.redisCpu.toFixed(0)} µs/call`}\n` +
-          (GUARDS
+          (againstEntry
+            ? `      change  throughput ${(100 * (g.rps / d.rps - 1)).toFixed(1)}% vs the baseline, gateway CPU ${d.cpu?.toFixed(0)} → ${g.cpu?.toFixed(0)} µs/call, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
+              `              this/baseline throughput ${pairedText}; CPU per call paired: median ${(100 * median(pairedCpu)).toFixed(1)}%, range ${(100 * Math.min(...pairedCpu)).toFixed(1)}–${(100 * Math.max(...pairedCpu)).toFixed(1)}%`
+            : GUARDS
             ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call\n` +
               `              on/off ${pairedText}; CPU of all processes per call ${total(d).toFixed(0)} → ${total(g).toFixed(0)} µs (Redis ${d.redisCpu?.toFixed(0)} → ${g.redisCpu?.toFixed(0)}): cost ${(100 * cpuModelCost).toFixed(1)}%`
             : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
