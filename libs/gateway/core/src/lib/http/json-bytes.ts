@@ -68,24 +68,11 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> => {
 };
 
 /**
- * The JSON text of frozen plain objects, kept while the object lives. A listing page the gateway caches is answered
- * many times with the same item objects (see `ExposedItems`): their text is built once, not on every answer. Only
- * deep-frozen values belong here — freezing is the promise that the text cannot go stale.
- */
-const frozenText = new WeakMap<object, string>();
-
-function frozenJson(item: object): string {
-  let text = frozenText.get(item);
-  if (text === undefined) {
-    text = JSON.stringify(item);
-    frozenText.set(item, text);
-  }
-  return text;
-}
-
-/**
- * The last run of frozen items written starting with a given item, and its text (items joined by commas). Answers
- * built from the same cached pages hold the same items in the same order, so a run is usually written from one string.
+ * The last run of frozen items written starting with a given item, and its JSON text (the items joined by commas),
+ * kept while that first item lives. A listing page the gateway caches is answered many times with the same item
+ * objects in the same order (see `ExposedItems`), so each run of up to 32 items is serialised once, not on every
+ * answer. Only deep-frozen values qualify: freezing is the promise that the text cannot go stale. One text per run,
+ * not per item as well: a session's cached listing of 500 realistic tools keeps ~250 KB of text, not twice that.
  */
 const frozenRuns = new WeakMap<object, { readonly items: readonly unknown[]; readonly text: string }>();
 
@@ -97,7 +84,7 @@ function frozenRunJson(items: readonly unknown[], start: number, end: number): s
   if (known !== undefined && known.items.length === end - start && sameItems(known.items, items, start)) return known.text;
   if (!allFrozen(items, start, end)) return undefined;
   const run = items.slice(start, end);
-  const text = run.map((item) => frozenJson(item as object)).join(',');
+  const text = JSON.stringify(run).slice(1, -1);
   frozenRuns.set(first as object, { items: run, text });
   return text;
 }
