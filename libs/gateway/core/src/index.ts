@@ -21,6 +21,7 @@ export {
 } from './lib/http/request-checks';
 export type { OriginPolicy } from './lib/http/request-checks';
 export { decodeCursor, encodeCursor } from './lib/listing/cursor';
+export { deepFreeze, isDeepFrozen } from './lib/listing/immutable';
 export type { ListKind, PendingPage } from './lib/listing/cursor';
 export {
   assertValidSeparator,

@@ -1,8 +1,8 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { GatewayRequestError, NO_STREAM, type RequestInfo } from '@portcullis/gateway/core';
+import { deepFreeze, GatewayRequestError, NO_STREAM, type RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ToolPinIndex } from './tool-pin-index';
 import { toolPinningHooks } from './tool-pinning.hooks';
 
@@ -57,6 +57,26 @@ describe('tool pinning hooks', () => {
     // A fresh listing of the approved definition (the upstream reverted) lets calls through again.
     hooks.filter(record, 'tool', upstream, [approved], false);
     expect(call('forecast')()).toBeUndefined();
+  });
+
+  it('hashes a deep-frozen (cached page) item once, however often it is listed, with the same verdicts', () => {
+    const { hooks, call } = setup();
+    const page = deepFreeze([{ ...approved }, { ...pulled, name: 'forecast' }]);
+    const first = hooks.filter(record, 'tool', upstream, [page[0] as Record<string, unknown>]);
+    expect(first.map((t) => t['name'])).toEqual(['forecast']);
+    const stringify = vi.spyOn(JSON, 'stringify');
+    try {
+      for (let i = 0; i < 3; i++) {
+        expect(hooks.filter(record, 'tool', upstream, [page[0] as Record<string, unknown>], true)).toEqual(first);
+      }
+      expect(stringify).not.toHaveBeenCalled();
+    } finally {
+      stringify.mockRestore();
+    }
+    // A frozen item with a changed definition is judged by its own hash: hidden, every time.
+    expect(hooks.filter(record, 'tool', upstream, [page[1] as Record<string, unknown>])).toEqual([]);
+    expect(hooks.filter(record, 'tool', upstream, [page[1] as Record<string, unknown>], true)).toEqual([]);
+    expect(call('forecast')).toThrow(GatewayRequestError);
   });
 
   it('passes the approved definition, hides a changed one and refuses calls to it, warning once', () => {

@@ -1,5 +1,5 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { GATEWAY_RPC, GatewayRequestError, type RequestHooks } from '@portcullis/gateway/core';
+import { GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
 
@@ -36,6 +36,9 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   // Per (upstream, item): the raw JSON last listed and its hash. An unchanged listing costs a JSON.stringify and a
   // string comparison per item instead of canonical JSON and SHA-256.
   const listed = new Map<string, { readonly json: string; readonly hash: string }>();
+  // The hash of each deep-frozen item (a listing page the engine froze and caches): a listing answered from that page
+  // again costs a lookup per item, not a JSON.stringify. Gone with the page.
+  const frozenHashes = new WeakMap<object, string>();
   const warned = new Set<string>();
 
   const verdict = (upstream: UpstreamPins, entry: PinEntry | undefined, hash: string | undefined): PinVerdict => {
@@ -69,7 +72,9 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
         const key = pinKey(kind, name);
         const entry = upstreamPins.entries.get(key);
         let hash: string | undefined;
-        if (entry) {
+        const frozen = entry !== undefined && isDeepFrozen(item);
+        if (frozen) hash = frozenHashes.get(item);
+        if (entry && hash === undefined) {
           const listedKey = `${upstream.id}\u0000${key}`;
           const json = JSON.stringify(item);
           const seen = listed.get(listedKey);
@@ -83,6 +88,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
               listed.set(listedKey, { json, hash });
             }
           }
+          if (frozen) frozenHashes.set(item, hash);
         }
         const outcome = verdict(upstreamPins, entry, hash);
         if (outcome === 'ok') {

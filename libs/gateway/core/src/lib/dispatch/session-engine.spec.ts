@@ -3,7 +3,8 @@ import type { JsonRpcRequest, Principal, UpstreamRequestOptions } from '@portcul
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
-import { SessionEngine, type BusMessage } from './session-engine';
+import { isDeepFrozen } from '../listing/immutable';
+import { PageCache, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -183,6 +184,31 @@ describe('SessionEngine across replicas', () => {
     expect(asked()).toBe(2);
   });
 
+  it('answers a cached listing with the same frozen exposed items, and new ones once the upstream listed again', async () => {
+    let version = 1;
+    const { engine, connector } = build(
+      { u1: { prefix: 'inv', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`, 'other') }) } },
+      60_000,
+    );
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const list = async () => {
+      const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+      if (!('result' in response)) throw new Error('listing failed');
+      return response.result['tools'] as Record<string, unknown>[];
+    };
+    const first = await list();
+    const second = await list();
+    expect(second.map((tool) => tool['name'])).toEqual(['inv__tool_v1', 'inv__other']);
+    expect(second.every((tool, i) => tool === first[i] && isDeepFrozen(tool))).toBe(true);
+    version = 2;
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    const third = await list();
+    expect(third.map((tool) => tool['name'])).toEqual(['inv__tool_v2', 'inv__other']);
+    expect(third[1]).not.toBe(first[1]);
+  });
+
   it('asks again once a cached page is older than listCacheMs', async () => {
     // A fake clock (Date only, timers stay real): a page's age is what Date.now() says, not how fast this machine runs.
     vi.useFakeTimers({ toFake: ['Date'] });
@@ -268,5 +294,22 @@ describe('SessionEngine across replicas', () => {
     release?.();
     expect(await second).toMatchObject({ result: { tools: [{ name: 'inv__tool_v2' }] } });
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(2);
+  });
+});
+
+describe('PageCache', () => {
+  it('keeps pages for maxAgeMs, and prune drops the older ones without a read', () => {
+    const cache = new PageCache();
+    cache.set('tools/list\u0000', { tools: [] }, 0, 1_000);
+    cache.set('tools/list\u0000c2', { tools: [] }, 0, 1_010);
+    cache.prune(15, 1_014);
+    expect(cache.size).toBe(2);
+    cache.prune(15, 1_015);
+    expect(cache.size).toBe(1);
+    expect(cache.get('tools/list\u0000c2', 15, 1_020)).toEqual({ tools: [] });
+    // A page fetched before a list_changed is not kept.
+    cache.clear();
+    cache.set('tools/list\u0000', { tools: [] }, 0, 1_030);
+    expect(cache.size).toBe(0);
   });
 });

@@ -27,6 +27,7 @@ import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
 import { splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
+import { deepFreeze } from '../listing/immutable';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
@@ -97,8 +98,8 @@ interface LiveUpstream {
 /** Bound on the cached listing pages per upstream session (cursors are few; this only stops a runaway). */
 const MAX_CACHED_PAGES = 32;
 
-/** A session's cached listing pages of one upstream; `generation` moves on every list_changed. */
-class PageCache {
+/** A session's cached listing pages of one upstream; `generation` moves on every list_changed. Exported for tests. */
+export class PageCache {
   private readonly entries = new Map<string, { readonly page: Record<string, unknown>; readonly at: number }>();
   generation = 0;
 
@@ -121,6 +122,15 @@ class PageCache {
   clear(): void {
     this.generation++;
     this.entries.clear();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Drops the pages cached `maxAgeMs` ago or earlier (the sweep's job: a session that stops listing lets them go). */
+  prune(maxAgeMs: number, now: number): void {
+    for (const [key, entry] of this.entries) if (now - entry.at >= maxAgeMs) this.entries.delete(key);
   }
 }
 
@@ -606,7 +616,9 @@ export class SessionEngine {
         if (cached) return { page: cached, fromCache: true };
         const generation = pages?.generation ?? 0;
         const signal = AbortSignal.timeout(timeoutMs);
-        const page = await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs });
+        // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
+        // trust frozen items (the listing's JSON text, tool-pinning hashes).
+        const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs }));
         if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
         return { page, fromCache: false };
       }),
@@ -869,7 +881,9 @@ export class SessionEngine {
     // Only ids that were asked about: a session created meanwhile is not in `alive` but is not expired.
     const checkedSet = new Set(checked);
     const expired = (id: string): boolean => alive !== undefined && !alive.has(id) && checkedSet.has(id);
-    const cutoff = Date.now() - this.deps.options.localIdleMs;
+    const now = Date.now();
+    const cutoff = now - this.deps.options.localIdleMs;
+    const cacheMs = this.deps.options.listCacheMs ?? 0;
     for (const [id, live] of this.live) {
       if (expired(id)) {
         this.live.delete(id);
@@ -878,6 +892,8 @@ export class SessionEngine {
         this.live.delete(id);
         this.release(live);
         if (existing && Object.values(live.record.upstreams).some((state) => state.sessionId !== null)) this.remember(live.record);
+      } else if (cacheMs > 0) {
+        for (const upstream of live.upstreams.values()) upstream.pages.prune(cacheMs, now);
       }
     }
     for (const [id, record] of this.released) {

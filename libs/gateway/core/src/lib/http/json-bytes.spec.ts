@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deepFreeze } from '../listing/exposed-items';
+import { deepFreeze } from '../listing/immutable';
 import { ByteBufferPool, encodeJson, isLargeListing, LARGE_LISTING_ITEMS } from './json-bytes';
 
 const tool = (i: number) => ({
@@ -53,15 +53,37 @@ describe('encodeJson', () => {
     }
   });
 
+  it('serialises again what is not deep-frozen: an unfrozen or shallowly frozen item that changed is written as it is now', () => {
+    const frozen = Array.from({ length: LARGE_LISTING_ITEMS }, (_, i) => deepFreeze(tool(i)));
+    const loose = { name: 'loose', description: 'before' };
+    const nested = { description: 'before' };
+    const shallow = Object.freeze({ name: 'shallow', annotations: nested });
+    const value = { result: { tools: [...frozen.slice(0, 31), loose, shallow, ...frozen.slice(31)] } };
+    const first = bytesOf(value).toString('utf8');
+    expect(first.includes('"before"')).toBe(true);
+    loose.description = 'after';
+    nested.description = 'after';
+    const second = bytesOf(value).toString('utf8');
+    expect(second === JSON.stringify(value)).toBe(true);
+    expect(second.includes('"before"')).toBe(false);
+    // A whole run of shallowly frozen items is not remembered either.
+    const runOfShallow = Array.from({ length: LARGE_LISTING_ITEMS }, (_, i) => Object.freeze({ name: `s${i}`, schema: { v: 1 } }));
+    const listing = { result: { tools: runOfShallow } };
+    bytesOf(listing);
+    (runOfShallow[0] as { schema: { v: number } }).schema.v = 2;
+    expect(bytesOf(listing).toString('utf8') === JSON.stringify(listing)).toBe(true);
+  });
+
   it('serialises each frozen item once however many answers hold it', () => {
     let reads = 0;
-    const counted = Object.freeze({
+    const counted = deepFreeze({
       get name() {
         reads += 1;
         return 'docs__counted';
       },
     });
     const list = [...Array.from({ length: LARGE_LISTING_ITEMS }, (_, i) => deepFreeze(tool(i))), counted];
+    reads = 0; // deepFreeze read it once on its way through
     const texts = [0, 1, 2].map(() => bytesOf({ result: { tools: list } }).toString('utf8'));
     expect(reads).toBe(1);
     expect(texts.every((text) => text.endsWith('{"name":"docs__counted"}]}}'))).toBe(true);

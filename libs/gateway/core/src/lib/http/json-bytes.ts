@@ -1,3 +1,5 @@
+import { isDeepFrozen } from '../listing/immutable';
+
 /**
  * Large answers as UTF-8 bytes without one large string. `JSON.stringify` of a 270 KB listing builds the string in
  * parts; its first full read (the content length, then the write's own encoding) makes V8 flatten it into one new
@@ -71,8 +73,9 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> => {
  * The last run of frozen items written starting with a given item, and its JSON text (the items joined by commas),
  * kept while that first item lives. A listing page the gateway caches is answered many times with the same item
  * objects in the same order (see `ExposedItems`), so each run of up to 32 items is serialised once, not on every
- * answer. Only deep-frozen values qualify: freezing is the promise that the text cannot go stale. One text per run,
- * not per item as well: a session's cached listing of 500 realistic tools keeps ~250 KB of text, not twice that.
+ * answer. Only values that `deepFreeze` froze qualify (`isDeepFrozen`): that is the promise that the text cannot go
+ * stale. One text per run, not per item as well: a session's cached listing of 500 realistic tools keeps ~250 KB of
+ * text, not twice that.
  */
 const frozenRuns = new WeakMap<object, { readonly items: readonly unknown[]; readonly text: string }>();
 
@@ -97,7 +100,7 @@ function sameItems(run: readonly unknown[], items: readonly unknown[], start: nu
 function allFrozen(items: readonly unknown[], start: number, end: number): boolean {
   for (let i = start; i < end; i++) {
     const item = items[i];
-    if (!Object.isFrozen(item) || !isPlainObject(item)) return false;
+    if (!isDeepFrozen(item) || !isPlainObject(item)) return false;
   }
   return true;
 }

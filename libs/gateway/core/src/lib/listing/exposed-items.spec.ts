@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { deepFreeze, ExposedItems } from './exposed-items';
+import { ExposedItems } from './exposed-items';
+import { isDeepFrozen } from './immutable';
 
 const upstreamTool = () => ({ name: 'search', description: 'Finds things.', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } });
 
@@ -12,7 +13,7 @@ describe('ExposedItems', () => {
     expect(items.named('docs', tool)).toBe(first);
     // The upstream's own item keeps its name; the exposed one cannot be changed, nor can what it holds.
     expect(tool.name).toBe('search');
-    expect(Object.isFrozen(first)).toBe(true);
+    expect(isDeepFrozen(first)).toBe(true);
     expect(Object.isFrozen((first as { inputSchema: { properties: object } }).inputSchema.properties)).toBe(true);
     expect(() => {
       (first as { name: string }).name = 'other';
@@ -33,9 +34,17 @@ describe('ExposedItems', () => {
 
   it('answers null for a name that breaks the naming rules once prefixed, and remembers that too', () => {
     const items = new ExposedItems('__');
-    const bad = { name: 'has space' };
+    let reads = 0;
+    const bad = {
+      get name() {
+        reads += 1;
+        return 'has space';
+      },
+    };
     expect(items.named('docs', bad)).toBeNull();
+    const readsToJudge = reads;
     expect(items.named('docs', bad)).toBeNull();
+    expect(reads).toBe(readsToJudge);
     expect(items.named('docs', { description: 'no name' })).toBeNull();
     expect(items.named('docs', { name: 'x'.repeat(200) })).toBeNull();
   });
@@ -45,14 +54,5 @@ describe('ExposedItems', () => {
     const resource = { uri: 'file:///a', name: 'a', annotations: { audience: ['user'] } };
     expect(items.asIs(resource)).toBe(resource);
     expect(Object.isFrozen(resource.annotations.audience)).toBe(true);
-  });
-});
-
-describe('deepFreeze', () => {
-  it('freezes nested objects and arrays and leaves primitives alone', () => {
-    const value = deepFreeze({ a: [{ b: 1 }], c: null, d: 'x' });
-    expect(Object.isFrozen(value.a)).toBe(true);
-    expect(Object.isFrozen(value.a[0])).toBe(true);
-    expect(deepFreeze(3)).toBe(3);
   });
 });

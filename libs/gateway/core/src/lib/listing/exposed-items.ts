@@ -1,14 +1,7 @@
 import { exposeName } from '../naming/tool-names';
+import { deepFreeze } from './immutable';
 
 type Item = Record<string, unknown>;
-
-/** Freezes `value` and everything it holds (objects and arrays); returns it. */
-export function deepFreeze<T>(value: T): T {
-  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return value;
-  Object.freeze(value);
-  for (const child of Object.values(value)) deepFreeze(child);
-  return value;
-}
 
 /**
  * Listed items as the agent sees them, built once per upstream item and reused for as long as the page holding that
