@@ -33,6 +33,8 @@ export const gatewayConfigSchema = z
      * notification drops it at once. 0: every listing asks the upstreams.
      */
     GATEWAY_LIST_CACHE_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
+    /** Bound on the listing pages cached for all sessions of a replica (memory): past it the oldest page goes. */
+    GATEWAY_LIST_CACHE_MAX_PAGES: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
     /** Policy snapshots: compare (version, checksum) with the database this often, so a missed notice heals. */
@@ -123,6 +125,7 @@ export const gatewayConfigSchema = z
       sseReplay: { ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS, maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES },
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
+      listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
     },
     policy: { reconcileMs: env.GATEWAY_POLICY_RECONCILE_MS, pollMs: env.GATEWAY_POLICY_POLL_MS },

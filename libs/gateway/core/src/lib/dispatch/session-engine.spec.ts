@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
-import { PageCache, SessionEngine, type BusMessage } from './session-engine';
+import { SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -17,7 +17,7 @@ afterEach(async () => {
 
 const tools = (...names: string[]) => names.map((name) => ({ name, inputSchema: { type: 'object' } }));
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, listCacheMs = 0) {
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, listCacheMs = 0, listCacheMaxPages?: number) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
     Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix)),
@@ -29,7 +29,7 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, lis
     connector,
     sessions: new MemorySessionStore(),
     logger,
-    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs },
+    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages },
   });
   engines.push(engine);
   return { engine, connector };
@@ -209,6 +209,26 @@ describe('SessionEngine across replicas', () => {
     expect(third[1]).not.toBe(first[1]);
   });
 
+  it('caches no more pages than listCacheMaxPages for the whole replica: past it the oldest is asked for again', async () => {
+    const { engine, connector } = build(
+      {
+        u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) },
+        u2: { prefix: 'crm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('two') }) },
+      },
+      60_000,
+      1,
+    );
+    const { sessionId } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const asked = (upstreamId: string) => connector.calls.filter((call) => call.method === 'tools/list' && call.upstreamId === upstreamId).length;
+    for (let i = 0; i < 3; i++) await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    // One page fits: the first listing asks both, every later one finds only the page it stored last (2 + 1 + 1;
+    // with no bound it would be 2).
+    expect(asked('u1') + asked('u2')).toBe(4);
+    expect([asked('u1'), asked('u2')]).toEqual([2, 2]);
+  });
+
   it('asks again once a cached page is older than listCacheMs', async () => {
     // A fake clock (Date only, timers stay real): a page's age is what Date.now() says, not how fast this machine runs.
     vi.useFakeTimers({ toFake: ['Date'] });
@@ -294,22 +314,5 @@ describe('SessionEngine across replicas', () => {
     release?.();
     expect(await second).toMatchObject({ result: { tools: [{ name: 'inv__tool_v2' }] } });
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(2);
-  });
-});
-
-describe('PageCache', () => {
-  it('keeps pages for maxAgeMs, and prune drops the older ones without a read', () => {
-    const cache = new PageCache();
-    cache.set('tools/list\u0000', { tools: [] }, 0, 1_000);
-    cache.set('tools/list\u0000c2', { tools: [] }, 0, 1_010);
-    cache.prune(15, 1_014);
-    expect(cache.size).toBe(2);
-    cache.prune(15, 1_015);
-    expect(cache.size).toBe(1);
-    expect(cache.get('tools/list\u0000c2', 15, 1_020)).toEqual({ tools: [] });
-    // A page fetched before a list_changed is not kept.
-    cache.clear();
-    cache.set('tools/list\u0000', { tools: [] }, 0, 1_030);
-    expect(cache.size).toBe(0);
   });
 });

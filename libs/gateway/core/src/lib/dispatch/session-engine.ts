@@ -28,6 +28,7 @@ import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../
 import { splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
+import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
@@ -51,6 +52,8 @@ export interface EngineOptions {
    * 0 or absent: every listing asks the upstreams.
    */
   readonly listCacheMs?: number;
+  /** Bound on the listing pages cached for all sessions of this replica; past it the oldest goes. Default 2,000. */
+  readonly listCacheMaxPages?: number;
 }
 
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
@@ -94,46 +97,6 @@ interface LiveUpstream {
   /** Listing pages this upstream session answered recently: `method + cursor` → page (see `listCacheMs`). */
   readonly pages: PageCache;
 }
-
-/** Bound on the cached listing pages per upstream session (cursors are few; this only stops a runaway). */
-const MAX_CACHED_PAGES = 32;
-
-/** A session's cached listing pages of one upstream; `generation` moves on every list_changed. Exported for tests. */
-export class PageCache {
-  private readonly entries = new Map<string, { readonly page: Record<string, unknown>; readonly at: number }>();
-  generation = 0;
-
-  /** The page if cached less than `maxAgeMs` ago (an older one is dropped). */
-  get(key: string, maxAgeMs: number, now: number): Record<string, unknown> | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    if (now - entry.at < maxAgeMs) return entry.page;
-    this.entries.delete(key);
-    return undefined;
-  }
-
-  /** Keeps a page fetched while `generation` was `fetchedIn`; a list_changed since then makes it stale, so no. */
-  set(key: string, page: Record<string, unknown>, fetchedIn: number, now: number): void {
-    if (fetchedIn !== this.generation) return;
-    if (this.entries.size >= MAX_CACHED_PAGES) this.entries.clear();
-    this.entries.set(key, { page, at: now });
-  }
-
-  clear(): void {
-    this.generation++;
-    this.entries.clear();
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  /** Drops the pages cached `maxAgeMs` ago or earlier (the sweep's job: a session that stops listing lets them go). */
-  prune(maxAgeMs: number, now: number): void {
-    for (const [key, entry] of this.entries) if (now - entry.at >= maxAgeMs) this.entries.delete(key);
-  }
-}
-
 
 /** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
 interface LiveSession {
@@ -209,12 +172,15 @@ export class SessionEngine {
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
+  /** Every session's cached listing pages on this replica (see `listCacheMs`, `listCacheMaxPages`). */
+  private readonly pageStore: ListingPageStore;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
   private readonly released = new Map<string, SessionRecord>();
   private sweeping = false;
 
   constructor(private readonly deps: EngineDeps) {
     this.exposed = new ExposedItems(deps.options.separator);
+    this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
@@ -304,7 +270,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new PageCache() });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new PageCache(this.pageStore) });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
     await this.deps.sessions.create(live.record);
@@ -341,6 +307,7 @@ export class SessionEngine {
     });
     await Promise.allSettled(closes);
     live.standalone = undefined;
+    this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(new Error('session ended'));
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
   }
@@ -799,10 +766,14 @@ export class SessionEngine {
       .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
       .then((resumed) => this.attach(live, config, resumed));
     session.catch((error: unknown) => {
-      if (live.upstreams.get(upstreamId)?.session === session) live.upstreams.delete(upstreamId);
+      const held = live.upstreams.get(upstreamId);
+      if (held?.session === session) {
+        held.pages.clear();
+        live.upstreams.delete(upstreamId);
+      }
       this.logUpstreamFailure(config, 'resume', error, traceId);
     });
-    live.upstreams.set(upstreamId, { config, session, pages: new PageCache() });
+    live.upstreams.set(upstreamId, { config, session, pages: new PageCache(this.pageStore) });
     return session;
   }
 
@@ -852,10 +823,16 @@ export class SessionEngine {
 
   /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
   private release(live: LiveSession): void {
+    this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(new Error('session released'));
     for (const { config, session } of live.upstreams.values()) {
       if (config.transport !== 'streamable_http') void session.then((s) => s.close()).catch(() => undefined);
     }
+  }
+
+  /** The session's state leaves this replica: so do its cached listing pages. */
+  private dropPages(live: LiveSession): void {
+    for (const upstream of live.upstreams.values()) upstream.pages.clear();
   }
 
   private sweep(): void {
@@ -892,10 +869,9 @@ export class SessionEngine {
         this.live.delete(id);
         this.release(live);
         if (existing && Object.values(live.record.upstreams).some((state) => state.sessionId !== null)) this.remember(live.record);
-      } else if (cacheMs > 0) {
-        for (const upstream of live.upstreams.values()) upstream.pages.prune(cacheMs, now);
       }
     }
+    if (cacheMs > 0) this.pageStore.prune(cacheMs, now);
     for (const [id, record] of this.released) {
       if (!expired(id)) continue;
       this.released.delete(id);
@@ -915,6 +891,7 @@ export class SessionEngine {
   private async expire(record: SessionRecord, live: LiveSession | undefined): Promise<void> {
     this.deps.sessions.forget?.(record.id);
     if (live) {
+      this.dropPages(live);
       for (const controller of live.inflight.values()) controller.abort(new Error('session expired'));
       live.standalone?.close?.();
       live.standalone = undefined;
