@@ -321,19 +321,27 @@ describe('Last-Event-ID on a raw GET', () => {
     const reading = readUntil(first, (sse) =>
       completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')),
     );
-    await waitFor(async () => {
-      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-        method: 'POST',
-        headers: headers(sessionId),
-        body: JSON.stringify({
-          jsonrpc: '2.0',
-          id: 9,
-          method: 'tools/call',
-          params: { name: 'ks__add_tool', arguments: {} },
-        }),
-      });
-      return res.status === 200;
+    // The gateway opens its own standalone stream to the upstream once the agent's stream attaches; a notification the
+    // upstream sends before that stream is up has nowhere to go. So: add a tool (each one announces a list_changed)
+    // until one arrives, rather than once.
+    let received = false;
+    void reading.then(() => {
+      received = true;
     });
+    let nextId = 9;
+    await waitFor(
+      async () => {
+        const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+          method: 'POST',
+          headers: headers(sessionId),
+          body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
+        });
+        expect(res.status).toBe(200);
+        await waitFor(() => received, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
+        return received;
+      },
+      { timeoutMs: 9_000, description: 'a tools/list_changed on the standalone stream' },
+    );
     const got = await reading;
     const standaloneIds = ids(completeEvents(got.text).join('\n\n'));
     expect(data(got.text).join('\n')).toContain('notifications/tools/list_changed');
