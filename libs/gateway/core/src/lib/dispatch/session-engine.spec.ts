@@ -35,6 +35,21 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, lis
   return { engine, connector };
 }
 
+/** A new session on `engine` and its record. */
+async function openSession(engine: SessionEngine) {
+  const { sessionId } = await engine.initialize(principal, init, 'trace');
+  const record = await engine.session(sessionId ?? '', principal);
+  if (!record) throw new Error('no session');
+  return record;
+}
+
+/** The tools a listing of the session answers. */
+async function listedTools(engine: SessionEngine, record: Awaited<ReturnType<typeof openSession>>) {
+  const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+  if (!('result' in response)) throw new Error(`tools/list failed: ${JSON.stringify(response)}`);
+  return response.result['tools'] as Record<string, unknown>[];
+}
+
 let nextId = 1;
 const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
@@ -166,13 +181,8 @@ describe('SessionEngine across replicas', () => {
       { u1: { prefix: 'inv', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`) }) } },
       60_000,
     );
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
-    const list = async () => {
-      const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
-      return 'result' in response ? (response.result['tools'] as { name: string }[]).map((tool) => tool.name) : response;
-    };
+    const record = await openSession(engine);
+    const list = async () => (await listedTools(engine, record)).map((tool) => tool['name']);
     const asked = () => connector.calls.filter((call) => call.method === 'tools/list').length;
     expect(await list()).toEqual(['inv__tool_v1']);
     version = 2;
@@ -190,14 +200,8 @@ describe('SessionEngine across replicas', () => {
       { u1: { prefix: 'inv', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`, 'other') }) } },
       60_000,
     );
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
-    const list = async () => {
-      const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
-      if (!('result' in response)) throw new Error('listing failed');
-      return response.result['tools'] as Record<string, unknown>[];
-    };
+    const record = await openSession(engine);
+    const list = () => listedTools(engine, record);
     const first = await list();
     const second = await list();
     expect(second.map((tool) => tool['name'])).toEqual(['inv__tool_v1', 'inv__other']);
@@ -218,9 +222,7 @@ describe('SessionEngine across replicas', () => {
       60_000,
       1,
     );
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine);
     const asked = (upstreamId: string) => connector.calls.filter((call) => call.method === 'tools/list' && call.upstreamId === upstreamId).length;
     for (let i = 0; i < 3; i++) await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     // One page fits: the first listing asks both, every later one finds only the page it stored last (2 + 1 + 1;
