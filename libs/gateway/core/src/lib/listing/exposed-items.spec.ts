@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ExposedItems } from './exposed-items';
-import { isDeepFrozen } from './immutable';
+import { deepFreeze, isDeepFrozen } from './immutable';
 
-const upstreamTool = () => ({ name: 'search', description: 'Finds things.', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } });
+const upstreamTool = () =>
+  deepFreeze({ name: 'search', description: 'Finds things.', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } });
 
 describe('ExposedItems', () => {
   it('renames a tool under its prefix once, then answers the same frozen object for the same upstream item', () => {
@@ -35,18 +36,28 @@ describe('ExposedItems', () => {
   it('answers null for a name that breaks the naming rules once prefixed, and remembers that too', () => {
     const items = new ExposedItems('__');
     let reads = 0;
-    const bad = {
+    const bad = deepFreeze({
       get name() {
         reads += 1;
         return 'has space';
       },
-    };
+    });
     expect(items.named('docs', bad)).toBeNull();
     const readsToJudge = reads;
     expect(items.named('docs', bad)).toBeNull();
     expect(reads).toBe(readsToJudge);
     expect(items.named('docs', { description: 'no name' })).toBeNull();
     expect(items.named('docs', { name: 'x'.repeat(200) })).toBeNull();
+  });
+
+  it('builds anew, each time, for an upstream item that can still change', () => {
+    const items = new ExposedItems('__');
+    const loose: Record<string, unknown> = { name: 'search', description: 'before' };
+    const before = items.named('docs', loose);
+    loose['description'] = 'after';
+    const after = items.named('docs', loose);
+    expect(after).not.toBe(before);
+    expect(after?.['description']).toBe('after');
   });
 
   it('lists resources as given, frozen in place', () => {

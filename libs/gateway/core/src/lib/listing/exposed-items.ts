@@ -1,5 +1,5 @@
 import { exposeName } from '../naming/tool-names';
-import { deepFreeze } from './immutable';
+import { deepFreeze, isDeepFrozen } from './immutable';
 
 type Item = Record<string, unknown>;
 
@@ -15,13 +15,17 @@ export class ExposedItems {
 
   constructor(private readonly separator: string) {}
 
-  /** A tool or prompt under its prefixed name; null when that name would break the naming rules. */
+  /**
+   * A tool or prompt under its prefixed name; null when that name would break the naming rules. Remembered only for
+   * a deep-frozen upstream item (the engine freezes pages as they arrive): one that can still change is built anew.
+   */
   named(prefix: string, item: Item): Item | null {
-    const known = this.renamed.get(item);
+    const frozen = isDeepFrozen(item);
+    const known = frozen ? this.renamed.get(item) : undefined;
     if (known !== undefined && known.prefix === prefix) return known.exposed;
     const name = typeof item['name'] === 'string' ? exposeName(prefix, this.separator, item['name']) : undefined;
     const exposed = name === undefined ? null : deepFreeze({ ...item, name });
-    this.renamed.set(item, { prefix, exposed });
+    if (frozen) this.renamed.set(item, { prefix, exposed });
     return exposed;
   }
 

@@ -1,0 +1,40 @@
+import { ConfigError, parseConfig } from '@portcullis/shared/util-config';
+import { describe, expect, it } from 'vitest';
+import { gatewayConfigSchema } from './config';
+
+const REQUIRED = { DATABASE_URL: 'postgresql://gateway@127.0.0.1:5432/portcullis', REDIS_URL: 'redis://127.0.0.1:6379' };
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    parseConfig(gatewayConfigSchema, { ...REQUIRED, ...env });
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    // Named, not echoed (a value may be a secret in other variables).
+    expect((error as ConfigError).message).not.toContain('lots');
+    return (error as ConfigError).problems.map((problem) => problem.split(':')[0] ?? problem).sort();
+  }
+  throw new Error('the configuration was accepted');
+}
+
+describe('gateway config: the listing cache', () => {
+  it('defaults to 15 s per page and 2,000 pages per replica', () => {
+    const { mcp } = parseConfig(gatewayConfigSchema, REQUIRED);
+    expect(mcp.listCacheMs).toBe(15_000);
+    expect(mcp.listCacheMaxPages).toBe(2_000);
+  });
+
+  it('reads both variables', () => {
+    const { mcp } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_LIST_CACHE_MS: '0', GATEWAY_LIST_CACHE_MAX_PAGES: '50' });
+    expect(mcp.listCacheMs).toBe(0);
+    expect(mcp.listCacheMaxPages).toBe(50);
+  });
+
+  it('refuses a bound that could not hold a page, or is not a whole number, naming the variable and no value', () => {
+    expect(problemsOf({ GATEWAY_LIST_CACHE_MAX_PAGES: '0' })).toEqual(['GATEWAY_LIST_CACHE_MAX_PAGES']);
+    expect(problemsOf({ GATEWAY_LIST_CACHE_MAX_PAGES: 'lots', GATEWAY_LIST_CACHE_MS: '-1' })).toEqual([
+      'GATEWAY_LIST_CACHE_MAX_PAGES',
+      'GATEWAY_LIST_CACHE_MS',
+    ]);
+    expect(problemsOf({ GATEWAY_LIST_CACHE_MAX_PAGES: '2.5' })).toEqual(['GATEWAY_LIST_CACHE_MAX_PAGES']);
+  });
+});
