@@ -12,7 +12,8 @@
 // The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
 // --guards instead alternates two gateways, one with audit and rate limits on and one with both off
-// (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost.
+// (GATEWAY_AUDIT_ENABLED / GATEWAY_RATE_LIMITS_ENABLED), and prints their throughput cost; `--guards-off audit` or
+// `--guards-off rate-limits` turns only that one off in the "direct" gateway, to price each guard alone.
 // --against <dir> instead alternates this tree's gateway with a baseline gateway built elsewhere (<dir>/apps/gateway/main.js,
 // e.g. a copy of dist/ taken before a change, kept inside the repository so its packages resolve), both with guards on,
 // and prints the change in throughput and CPU per call paired by repetition. --node-args "<flags>" and
@@ -24,12 +25,10 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { applyMigrations, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
-import { benchGatewayEnv, discardBenchData, openSession, messageFor, post, seedBenchTenant } from './lib/mcp-bench.mjs';
-import { activatePolicy } from './lib/policy-snapshot.mjs';
+import { benchGatewayEnv, discardBenchData, openSession, messageFor, post, seedCallBenchTenant } from './lib/mcp-bench.mjs';
 
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
 const REPS = Math.min(Number(arg('reps', '3')), 10);
@@ -38,6 +37,8 @@ const MAX_CALLS_PER_RUN = 500_000;
 
 const PROFILE = process.argv.includes('--cpu-prof');
 const GUARDS = process.argv.includes('--guards');
+const GUARDS_OFF = arg('guards-off', 'both');
+if (!['both', 'audit', 'rate-limits'].includes(GUARDS_OFF)) throw new Error('--guards-off takes audit, rate-limits or both');
 const BARE_PROXY = process.argv.includes('--bare-proxy');
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);
@@ -169,25 +170,7 @@ async function main() {
     const gatewayPort = await freePort();
     const upstreamUrl = `http://127.0.0.1:${upstreamPort}/kitchen-sink/mcp`;
 
-    const db = new pg.Client({ connectionString: adminUrl });
-    await db.connect();
-    const { tenantId, apiKey } = await seedBenchTenant(db, [{ name: 'sink', prefix: 'sink', url: upstreamUrl }]);
-    // The gateway denies everything for a tenant without a policy snapshot: this bench measures routing, so allow all,
-    // with a rate limit on the tool that every call is counted against (and never reaches).
-    await activatePolicy(db, tenantId, {
-      defaultEffect: 'allow',
-      rules: [
-        {
-          id: 'bench-limit',
-          subjects: [{ type: 'authenticated' }],
-          targets: [{ kind: 'tool', upstream: 'sink', name: 'echo' }],
-          effect: 'allow',
-          rateLimit: { scope: ['agent_client', 'tool'], requests: 1_000_000, windowSeconds: 3_600 },
-        },
-      ],
-    });
-    await db.query(`UPDATE tenants SET settings = $2::jsonb WHERE id = $1`, [tenantId, JSON.stringify({ audit: { results: 'metadata' } })]);
-    await db.end();
+    const { apiKey } = await seedCallBenchTenant(adminUrl, upstreamUrl);
 
     const upstream = start('demo-upstreams', 'main.js', { DEMO_UPSTREAMS_PORT: String(upstreamPort), DEMO_UPSTREAMS_SERVERS: 'kitchen-sink' });
     children.push(upstream);
@@ -209,7 +192,9 @@ async function main() {
       upstreamPid: upstream.pid,
     });
     const bare = GUARDS
-      ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, false), port))
+      ? await freePort().then(async (port) =>
+          gatewayTarget(await startGateway(port, GUARDS_OFF === 'both' ? false : { audit: GUARDS_OFF !== 'audit', rateLimits: GUARDS_OFF !== 'rate-limits' }), port),
+        )
       : againstEntry
         ? await freePort().then(async (port) => gatewayTarget(await startGateway(port, true, { entry: againstEntry, nodeArgs: AGAINST_NODE_ARGS }), port))
         : null;
@@ -229,7 +214,10 @@ async function main() {
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
       targets.proxy = { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
     }
-    if (GUARDS) console.log('--guards: "direct" rows are the gateway with audit and rate limits off, "gateway" rows with both on');
+    if (GUARDS) {
+      const off = GUARDS_OFF === 'both' ? 'audit and rate limits' : GUARDS_OFF === 'audit' ? 'audit' : 'rate limits';
+      console.log(`--guards: "direct" rows are the gateway with ${off} off, "gateway" rows with both on`);
+    }
     if (againstEntry) {
       console.log(`--against: "direct" rows are the baseline gateway (${path.resolve(AGAINST, 'apps/gateway/main.js')}${AGAINST_NODE_ARGS.length ? ` ${AGAINST_NODE_ARGS.join(' ')}` : ''}), "gateway" rows this build${NODE_ARGS.length ? ` (${NODE_ARGS.join(' ')})` : ''}`);
     }
@@ -278,7 +266,7 @@ async function main() {
             ? `      change  throughput ${(100 * (g.rps / d.rps - 1)).toFixed(1)}% vs the baseline, gateway CPU ${d.cpu?.toFixed(0)} → ${g.cpu?.toFixed(0)} µs/call, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
               `              this/baseline throughput ${pairedText}; CPU per call paired: median ${(100 * median(pairedCpu)).toFixed(1)}%, range ${(100 * Math.min(...pairedCpu)).toFixed(1)}–${(100 * Math.max(...pairedCpu)).toFixed(1)}%`
             : GUARDS
-            ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (audit + rate limits on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call\n` +
+            ? `      guards  throughput cost ${(100 * (1 - g.rps / d.rps)).toFixed(1)}% (${GUARDS_OFF === 'both' ? 'audit + rate limits' : GUARDS_OFF} on vs off), added p50 ${(g.p50 - d.p50).toFixed(3)} ms, added CPU ${(g.cpu - d.cpu).toFixed(0)} µs/call\n` +
               `              on/off ${pairedText}; CPU of all processes per call ${total(d).toFixed(0)} → ${total(g).toFixed(0)} µs (Redis ${d.redisCpu?.toFixed(0)} → ${g.redisCpu?.toFixed(0)}): cost ${(100 * cpuModelCost).toFixed(1)}%`
             : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
               `              gateway/direct ${pairedText}`),

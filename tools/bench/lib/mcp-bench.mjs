@@ -3,7 +3,9 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { Queue } from 'bullmq';
+import pg from 'pg';
 import { dropDatabase, withDatabaseUrl } from '../../db/index.mjs';
+import { activatePolicy } from './policy-snapshot.mjs';
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
@@ -85,6 +87,39 @@ export async function seedBenchTenant(db, upstreams) {
 }
 
 /**
+ * The call benchmarks' tenant (bench:gateway, bench:gateway-instructions): one Streamable HTTP upstream `sink` at
+ * `upstreamUrl`, a policy that allows everything with a rate limit on `sink/echo` that every call is counted against
+ * (and never reaches), and audit results kept as metadata — the guards a production call passes through.
+ * @param {string} adminUrl the bench database, as its owner
+ * @param {string} upstreamUrl
+ * @returns {Promise<{ tenantId: string, apiKey: string }>}
+ */
+export async function seedCallBenchTenant(adminUrl, upstreamUrl) {
+  const db = new pg.Client({ connectionString: adminUrl });
+  await db.connect();
+  try {
+    const { tenantId, apiKey } = await seedBenchTenant(db, [{ name: 'sink', prefix: 'sink', url: upstreamUrl }]);
+    // Without a policy snapshot the gateway denies everything.
+    await activatePolicy(db, tenantId, {
+      defaultEffect: 'allow',
+      rules: [
+        {
+          id: 'bench-limit',
+          subjects: [{ type: 'authenticated' }],
+          targets: [{ kind: 'tool', upstream: 'sink', name: 'echo' }],
+          effect: 'allow',
+          rateLimit: { scope: ['agent_client', 'tool'], requests: 1_000_000, windowSeconds: 3_600 },
+        },
+      ],
+    });
+    await db.query(`UPDATE tenants SET settings = $2::jsonb WHERE id = $1`, [tenantId, JSON.stringify({ audit: { results: 'metadata' } })]);
+    return { tenantId, apiKey };
+  } finally {
+    await db.end();
+  }
+}
+
+/**
  * The built gateway's environment for a bench: its own port, the bench database (application and system roles),
  * local Redis, private upstream addresses allowed (they are on 127.0.0.1) and a throwaway secrets keyring.
  * @param {{ port: number, adminUrl: string, redisUrl: string, queuePrefix: string, guards?: boolean }} options
@@ -98,8 +133,9 @@ export function benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards 
     GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
     GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
     QUEUE_PREFIX: queuePrefix,
-    GATEWAY_AUDIT_ENABLED: String(guards),
-    GATEWAY_RATE_LIMITS_ENABLED: String(guards),
+    // `guards`: both on (true), both off (false), or each as given ({ audit, rateLimits }).
+    GATEWAY_AUDIT_ENABLED: String(typeof guards === 'object' ? guards.audit : guards),
+    GATEWAY_RATE_LIMITS_ENABLED: String(typeof guards === 'object' ? guards.rateLimits : guards),
   };
 }
 

@@ -129,6 +129,10 @@ describe('auditHooks', () => {
     const metadata = setup({ audit: { results: 'metadata' } });
     metadata.hooks.completed?.(call({}), ok(result));
     expect(metadata.emitter.events[0]?.arguments).toEqual({ arguments: {}, result: { content: { count: 2, types: ['text', 'image'] }, isError: false } });
+    // An upstream's `__proto__` key is recorded like any other (assigned, it would vanish from the metadata).
+    const odd = setup({ audit: { results: 'metadata' } });
+    odd.hooks.completed?.(call({}), ok(JSON.parse('{"__proto__": [{"type": "text"}], "isError": true}') as Record<string, unknown>));
+    expect(JSON.parse(JSON.stringify(odd.emitter.events[0]?.arguments))).toEqual(JSON.parse('{"arguments": {}, "result": {"__proto__": {"count": 1, "types": ["text"]}, "isError": true}}'));
     const none = setup({ audit: { results: 'none' } });
     none.hooks.completed?.(call({ a: 1 }), ok(result));
     expect(none.emitter.events[0]?.arguments).toEqual({ arguments: { a: 1 } });

@@ -79,15 +79,20 @@ function resultMetadata(result: Readonly<Record<string, unknown>>): Record<strin
   for (const key of Object.keys(result)) {
     if (key === '_meta') continue;
     const value = result[key];
-    if (typeof value === 'boolean') meta[key] = value;
+    let shape: unknown;
+    if (typeof value === 'boolean') shape = value;
     else if (Array.isArray(value)) {
       // Distinct item types in first-seen order (a result list is short; an array beats a Set here).
       const types: string[] = [];
       for (const item of value) {
         if (isObject(item) && typeof item['type'] === 'string' && !types.includes(item['type'])) types.push(item['type']);
       }
-      meta[key] = types.length > 0 ? { count: value.length, types: types.slice(0, 20) } : { count: value.length };
-    } else if (value !== undefined) meta[key] = { present: true };
+      shape = types.length > 0 ? { count: value.length, types: types.slice(0, 20) } : { count: value.length };
+    } else if (value !== undefined) shape = { present: true };
+    else continue;
+    // An upstream's `__proto__` key stays an own key of the metadata (assigned, it would set the prototype and vanish).
+    if (key === '__proto__') Object.defineProperty(meta, key, { value: shape, enumerable: true, writable: true, configurable: true });
+    else meta[key] = shape;
   }
   return meta;
 }

@@ -32,6 +32,23 @@ describe('redactSecrets', () => {
     expect(JSON.stringify(out)).not.toMatch(/hunter2|abcdefghijklmnop|AKIA|pcs_0123/);
   });
 
+  it('keeps a __proto__ key (as JSON.parse makes it) an own, redacted key of the copy: nothing hides under it', () => {
+    const input = JSON.parse('{"__proto__": {"password": "p", "note": "Bearer abcdefghijklmnop", "kept": 1}, "x": 2}') as Record<string, unknown>;
+    const out = redactSecrets(input) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
+    expect(Object.keys(out)).toEqual(['__proto__', 'x']);
+    expect(JSON.parse(JSON.stringify(out))).toEqual(JSON.parse(`{"__proto__": {"password": "${REDACTED}", "note": "${REDACTED}", "kept": 1}, "x": 2}`));
+  });
+
+  it('answers the same for a key however often it comes and however many other keys came before', () => {
+    // Past the remembered keys' bound, keys are still tested one by one.
+    const many = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`field${i}`, i]));
+    expect(redactSecrets(many)).toEqual(many);
+    for (let round = 0; round < 3; round++) {
+      expect(redactSecrets({ apiKey: 'k', plain: 'v', [`late_token_${round}`]: 't' })).toEqual({ apiKey: REDACTED, plain: 'v', [`late_token_${round}`]: REDACTED });
+    }
+  });
+
   it('does not change its input', () => {
     const input = { password: 'p', list: ['Bearer abcdefghijklmnop'] };
     redactSecrets(input);

@@ -33,23 +33,46 @@ function redactString(value: string): string {
 }
 
 /**
+ * Whether a key names a credential, remembered per key: the audit trail redacts every request's arguments, and the
+ * same few keys come back call after call. Bounded (keys are the caller's), so past the bound keys are just tested.
+ */
+const keyVerdicts = new Map<string, boolean>();
+const KEY_VERDICTS_MAX = 4_096;
+
+function isSecretKey(key: string): boolean {
+  let verdict = keyVerdicts.get(key);
+  if (verdict === undefined) {
+    verdict = SECRET_KEY.test(key);
+    if (keyVerdicts.size < KEY_VERDICTS_MAX) keyVerdicts.set(key, verdict);
+  }
+  return verdict;
+}
+
+/**
  * The last line of defence before anything is written to the audit trail: values under keys that name a
  * credential are replaced, and credential-looking strings (bearer tokens, API keys, JWTs, private keys, URL
- * passwords...) are replaced wherever they appear. Returns a copy; dates become ISO strings.
+ * passwords...) are replaced wherever they appear. Returns a copy; dates become ISO strings. A `__proto__` key
+ * (JSON.parse makes it an ordinary own key) stays an own key of the copy, so nothing can hide under it.
  */
 export function redactSecrets(value: unknown): unknown {
   if (typeof value === 'string') return redactString(value);
-  if (Array.isArray(value)) return value.map(redactSecrets);
-  if (value instanceof Date) return value.toISOString();
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
-      if (child === undefined) continue;
-      out[key] = SECRET_KEY.test(key) && child !== null ? REDACTED : redactSecrets(child);
-    }
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    const out: unknown[] = [];
+    for (const item of value as unknown[]) out.push(redactSecrets(item));
     return out;
   }
-  return value;
+  if (value instanceof Date) return value.toISOString();
+  const source = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(source)) {
+    const child = source[key];
+    if (child === undefined) continue;
+    const redacted = child !== null && isSecretKey(key) ? REDACTED : redactSecrets(child);
+    if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
+    else out[key] = redacted;
+  }
+  return out;
 }
 
 export class InvalidRedactionPathError extends Error {
