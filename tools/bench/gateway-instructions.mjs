@@ -8,10 +8,11 @@
 // (rate-limited rule) and audit settings as bench:gateway. Kernel work (socket writes and reads) is not counted;
 // V8's JIT, GC and Node's C++ are. Under valgrind the process is ~20–50× slower, so timings mean nothing here.
 //
-//   npm run bench:gateway-instructions -- [--calls 3000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--guards-off]
-//     [--audit-flush-ms 3000] [--js-names]
+//   npm run bench:gateway-instructions -- [--calls 6000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--guards-off]
+//     [--audit-flush-ms 3000] [--js-names] [--out tmp/callgrind]
 // --bare-proxy also counts tools/bench/lib/bare-proxy.mjs (no MCP logic) under the same load, the floor.
 // --guards-off counts the gateway with audit and rate limits off instead of on.
+// --gateway <main.js> counts another build (e.g. one made in a worktree of an earlier commit, whose packages resolve).
 // --js-names runs Node with --perf-basic-prof and writes <profile>.named beside each main-thread profile, its JIT code
 // addresses replaced by the JavaScript functions' names: `callgrind_annotate --inclusive=yes <profile>.named`.
 // Needs valgrind (Debian's package) and the builds bench:gateway needs. Traffic goes to 127.0.0.1 only.
@@ -25,7 +26,7 @@ import { argValue as arg, freePort, pollReady, startBuiltApp, waitReady } from '
 import { repoRoot } from '../scripts/lib/run.mjs';
 import { benchGatewayEnv, discardBenchData, messageFor, openSession, post, seedCallBenchTenant } from './lib/mcp-bench.mjs';
 
-const CALLS = Math.min(Number(arg('calls', '3000')), 20_000);
+const CALLS = Math.min(Number(arg('calls', '6000')), 20_000);
 const WARMUP = Math.min(Number(arg('warmup', '10000')), 50_000);
 const CONCURRENCY = Math.min(Math.max(1, Number(arg('concurrency', '16'))), 64);
 const BARE_PROXY = process.argv.includes('--bare-proxy');
@@ -35,7 +36,8 @@ const JS_NAMES = process.argv.includes('--js-names');
 // audit job would carry ~30× fewer events and its fixed cost would weigh ~30× more per call. A longer interval keeps
 // the events per job near bench:gateway's (printed at the end).
 const AUDIT_FLUSH_MS = Math.max(1, Number(arg('audit-flush-ms', '3000')));
-const OUT_DIR = path.join(repoRoot, 'tmp/callgrind');
+// Emptied at the start of each run: give concurrent runs their own (--out tmp/callgrind-b).
+const OUT_DIR = path.resolve(repoRoot, arg('out', 'tmp/callgrind'));
 
 /**
  * Rewrites a callgrind profile's bare code addresses (JIT code has no symbols) to the names in Node's
@@ -174,7 +176,7 @@ async function main() {
     const gatewayPort = await freePort();
     const gateway = await underCallgrind(
       'gateway',
-      [path.join(repoRoot, 'dist/apps/gateway/main.js')],
+      [path.resolve(repoRoot, arg('gateway', 'dist/apps/gateway/main.js'))],
       { ...benchGatewayEnv({ port: gatewayPort, adminUrl, redisUrl, queuePrefix, guards: GUARDS }), GATEWAY_AUDIT_FLUSH_MS: String(AUDIT_FLUSH_MS) },
       `http://127.0.0.1:${gatewayPort}/readyz`,
     );
