@@ -148,6 +148,10 @@ describe('policyHooks.admit', () => {
     expect(admission).toMatchObject({ decision: 'allow', ruleIds: ['ci-tickets'], snapshotVersion: 3 });
     expect(admission.reason).toContain('ci-tickets');
     expect(admission.rateLimits).toEqual([{ ruleId: 'ci-tickets', rateLimit: { scope: ['agent_client'], requests: 10, windowSeconds: 60, maxConcurrent: null } }]);
+    // The same question again: the engine's remembered decision, and one shared, frozen admission for it.
+    const again = admit(hooks, call(ci, 'tool', 'tickets', 'create_ticket')) as Admission;
+    expect(again).toBe(admission);
+    expect(Object.isFrozen(admission)).toBe(true);
   });
 
   it('refuses a denied call with POLICY_DENIED, the agent message and the snapshot version, never the rule', () => {

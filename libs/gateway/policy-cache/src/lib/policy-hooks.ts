@@ -134,7 +134,19 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
   };
 }
 
+/** One admission per decision: the engine answers repeated questions with the same (frozen) decision. */
+const admissions = new WeakMap<Decision, Admission>();
+
 function admissionOf(decision: Decision): Admission {
+  let admission = admissions.get(decision);
+  if (admission === undefined) {
+    admission = Object.freeze(newAdmission(decision));
+    admissions.set(decision, admission);
+  }
+  return admission;
+}
+
+function newAdmission(decision: Decision): Admission {
   return {
     decision: decision.effect === 'require_approval' ? 'require_approval' : 'allow',
     reason: decision.reason,

@@ -78,12 +78,73 @@ function toDate(time: string | Date): Date {
 }
 
 /**
+ * Decisions that depend only on who asks and for what: those where no rule that applies has a condition (arguments,
+ * time and address then cannot change the outcome). Kept per snapshot (gone with it), keyed by target kind, upstream,
+ * name, user and agent client (the reason names the target and the principal, so nothing coarser will do); a
+ * gateway asks the same question call after call, and building the reason text is most of the work of deciding.
+ * Bounded per snapshot: past the bound, decisions are computed each time.
+ */
+type Nested = Map<string | null, Nested | Decision>;
+
+interface DecisionMemo {
+  count: number;
+  readonly root: Nested;
+}
+
+const memos = new WeakMap<PolicySnapshot, DecisionMemo>();
+const MEMO_MAX_DECISIONS = 10_000;
+
+function memoOf(snapshot: PolicySnapshot): DecisionMemo {
+  let memo = memos.get(snapshot);
+  if (memo === undefined) {
+    memo = { count: 0, root: new Map() };
+    memos.set(snapshot, memo);
+  }
+  return memo;
+}
+
+function recalled(memo: DecisionMemo, keys: readonly (string | null)[]): Decision | undefined {
+  let level: Nested | Decision | undefined = memo.root;
+  for (const key of keys) {
+    if (!(level instanceof Map)) return undefined;
+    level = level.get(key);
+  }
+  return level instanceof Map ? undefined : level;
+}
+
+function remember(memo: DecisionMemo, keys: readonly (string | null)[], decision: Decision): void {
+  if (memo.count >= MEMO_MAX_DECISIONS) return;
+  memo.count++;
+  let level = memo.root;
+  for (let index = 0; index < keys.length - 1; index++) {
+    const key = keys[index] as string | null;
+    let next = level.get(key);
+    if (!(next instanceof Map)) level.set(key, (next = new Map()));
+    level = next;
+  }
+  level.set(keys[keys.length - 1] as string | null, decision);
+}
+
+/** Shared decisions are frozen through their arrays: no caller can change what another is told. */
+function frozen(decision: Decision): Decision {
+  Object.freeze(decision.ruleIds);
+  for (const limit of decision.rateLimits) Object.freeze(limit);
+  Object.freeze(decision.rateLimits);
+  for (const error of decision.conditionErrors) Object.freeze(error);
+  Object.freeze(decision.conditionErrors);
+  return Object.freeze(decision);
+}
+
+/**
  * Decides one request. Deny overrides require_approval, which overrides allow; when no rule applies, the
  * tenant default decides. A condition that fails to evaluate (or yields a non-boolean) does not match for
  * allow rules and does match for deny and require_approval rules (fail safe).
  *
  * Rules are visited in priority order; once an effect has matched, rules of lower priority are not evaluated
  * (they cannot change the outcome), so `ruleIds` lists every matching rule of the winning effect.
+ *
+ * The decision is frozen (its arrays too). When no applicable rule has a condition it is remembered and the same
+ * object answers the same principal and target again, until the snapshot is replaced.
  */
 export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision {
   const runtime = runtimeOf(snapshot);
@@ -91,7 +152,7 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
   const who = viewOf(runtime, input.principal);
   const target = input.target;
   if (who.userId === null && who.agentClientId === null) {
-    return {
+    return frozen({
       effect: 'deny',
       ruleIds: [],
       reason: `deny: the request has no principal (neither user nor agent client) for ${describeTarget(target)}`,
@@ -100,11 +161,29 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
       defaulted: false,
       conditionErrors: [],
       rateLimits: [],
-    };
+    });
   }
 
+  const entry = runtime.entryFor(target.kind, target.upstream, target.name);
   const candidates: RuleRuntime[] = [];
-  collect(runtime.entryFor(target.kind, target.upstream, target.name), who, candidates);
+  collect(entry, who, candidates);
+  let unconditional = true;
+  for (const rule of candidates) if (rule.condition !== null) unconditional = false;
+  if (!unconditional) return frozen(decide(snapshot, input, who, candidates));
+
+  const memo = memoOf(snapshot);
+  const keys = [target.kind, target.upstream, target.name, who.userId, who.agentClientId];
+  const known = recalled(memo, keys);
+  if (known !== undefined) return known;
+  const decision = frozen(decide(snapshot, input, who, candidates));
+  remember(memo, keys, decision);
+  return decision;
+}
+
+/** The decision among `candidates` (the rules that apply to the principal and target, in priority order). */
+function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView, candidates: readonly RuleRuntime[]): Decision {
+  const version = snapshot.version;
+  const target = input.target;
 
   let context: ConditionContext | null = null;
   const contextFor = (): ConditionContext =>

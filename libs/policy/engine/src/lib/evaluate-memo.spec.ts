@@ -1,0 +1,81 @@
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { describe, expect, it } from 'vitest';
+import { compile } from './compile';
+import { evaluate } from './evaluate';
+import { tenantSource } from './testing.fixtures';
+import type { PolicyInput, PolicySnapshot } from './types';
+
+function build(rules: PolicyRuleSource[]): PolicySnapshot {
+  const result = compile(tenantSource(rules, 'deny'));
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.snapshot;
+}
+
+const rules: PolicyRuleSource[] = [
+  {
+    id: 'ci-creates',
+    subjects: [{ type: 'agent_client', agentClientId: 'ac-ci' }],
+    targets: [{ kind: 'tool', upstream: 'tickets', name: 'create_ticket' }],
+    effect: 'allow',
+    rateLimit: { scope: ['agent_client'], requests: 10, windowSeconds: 60 },
+  },
+  {
+    id: 'small-queries',
+    subjects: [{ type: 'authenticated' }],
+    targets: [{ kind: 'tool', upstream: 'db', name: 'query' }],
+    effect: 'allow',
+    condition: 'args.limit <= 100.0',
+  },
+];
+
+const call = (principal: PolicyInput['principal'], upstream: string, name: string, args: Record<string, unknown> = {}): PolicyInput => ({
+  principal,
+  target: { kind: 'tool', upstream, name },
+  arguments: args,
+  context: { time: new Date(), ip: '10.0.0.1' },
+});
+
+describe('evaluate: remembered decisions', () => {
+  it('answers the same principal and target with the same frozen decision when no applicable rule has a condition', () => {
+    const snapshot = build(rules);
+    const first = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'tickets', 'create_ticket', { title: 'a' }));
+    // Other arguments, time and address cannot change an unconditional decision: the same object answers.
+    const again = evaluate(snapshot, { ...call({ agentClientId: 'ac-ci' }, 'tickets', 'create_ticket', { title: 'b' }), context: { time: '2030-01-01T00:00:00Z', ip: null } });
+    expect(again).toBe(first);
+    expect(first).toMatchObject({ effect: 'allow', ruleIds: ['ci-creates'] });
+    expect(Object.isFrozen(first) && Object.isFrozen(first.ruleIds) && Object.isFrozen(first.rateLimits) && Object.isFrozen(first.rateLimits[0])).toBe(true);
+    expect(() => (first.ruleIds as string[]).push('x')).toThrow(TypeError);
+  });
+
+  it('keeps principals, targets and snapshots apart', () => {
+    const snapshot = build(rules);
+    const ci = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'tickets', 'create_ticket'));
+    const ide = evaluate(snapshot, call({ agentClientId: 'ac-ide' }, 'tickets', 'create_ticket'));
+    const user = evaluate(snapshot, call({ userId: 'u-carol' }, 'tickets', 'create_ticket'));
+    const userViaCi = evaluate(snapshot, call({ userId: 'u-carol', agentClientId: 'ac-ci' }, 'tickets', 'create_ticket'));
+    const otherTool = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'tickets', 'delete_ticket'));
+    expect([ci.effect, ide.effect, user.effect, userViaCi.effect, otherTool.effect]).toEqual(['allow', 'deny', 'deny', 'allow', 'deny']);
+    expect(new Set([ci, ide, user, userViaCi, otherTool]).size).toBe(5);
+    // Targets no rule applies to share the engine's empty entry, but not a decision: the reason names the target.
+    const unruled = [call({ agentClientId: 'ac-ci' }, 'db', 'create_ticket'), call({ agentClientId: 'ac-ci' }, 'tickets', 'misc')].map((input) => evaluate(snapshot, input));
+    expect(unruled.map((decision) => decision.reason)).toEqual([
+      expect.stringContaining('"create_ticket" on upstream "db"'),
+      expect.stringContaining('"misc" on upstream "tickets"'),
+    ]);
+    // A new snapshot (a policy change) decides afresh, with its own version.
+    const next = build(rules);
+    const fresh = evaluate(next, call({ agentClientId: 'ac-ci' }, 'tickets', 'create_ticket'));
+    expect(fresh).not.toBe(ci);
+    expect(fresh).toEqual(ci);
+  });
+
+  it('decides again every time a rule with a condition applies', () => {
+    const snapshot = build(rules);
+    const small = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'db', 'query', { limit: 10 }));
+    const large = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'db', 'query', { limit: 1_000 }));
+    const smallAgain = evaluate(snapshot, call({ agentClientId: 'ac-ci' }, 'db', 'query', { limit: 10 }));
+    expect([small.effect, large.effect, smallAgain.effect]).toEqual(['allow', 'deny', 'allow']);
+    expect(smallAgain).not.toBe(small);
+    expect(Object.isFrozen(large) && Object.isFrozen(large.ruleIds)).toBe(true);
+  });
+});
