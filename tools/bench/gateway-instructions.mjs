@@ -8,10 +8,10 @@
 // (rate-limited rule) and audit settings as bench:gateway. Kernel work (socket writes and reads) is not counted;
 // V8's JIT, GC and Node's C++ are. Under valgrind the process is ~20–50× slower, so timings mean nothing here.
 //
-//   npm run bench:gateway-instructions -- [--calls 6000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--guards-off]
+//   npm run bench:gateway-instructions -- [--calls 6000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--no-guards]
 //     [--audit-flush-ms 3000] [--js-names] [--out tmp/callgrind]
 // --bare-proxy also counts tools/bench/lib/bare-proxy.mjs (no MCP logic) under the same load, the floor.
-// --guards-off counts the gateway with audit and rate limits off instead of on.
+// --no-guards counts the gateway with audit and rate limits off instead of on.
 // --gateway <main.js> counts another build (e.g. one made in a worktree of an earlier commit, whose packages resolve).
 // --js-names runs Node with --perf-basic-prof and writes <profile>.named beside each main-thread profile, its JIT code
 // addresses replaced by the JavaScript functions' names: `callgrind_annotate --inclusive=yes <profile>.named`.
@@ -30,7 +30,7 @@ const CALLS = Math.min(Number(arg('calls', '6000')), 20_000);
 const WARMUP = Math.min(Number(arg('warmup', '10000')), 50_000);
 const CONCURRENCY = Math.min(Math.max(1, Number(arg('concurrency', '16'))), 64);
 const BARE_PROXY = process.argv.includes('--bare-proxy');
-const GUARDS = !process.argv.includes('--guards-off');
+const GUARDS = !process.argv.includes('--no-guards');
 const JS_NAMES = process.argv.includes('--js-names');
 // The emitter flushes on a timer; under valgrind ~30× fewer calls fit between two flushes than in real time, so each
 // audit job would carry ~30× fewer events and its fixed cost would weigh ~30× more per call. A longer interval keeps
@@ -155,6 +155,11 @@ async function instructionsPerCall(target) {
 }
 
 async function main() {
+  try {
+    execFileSync('valgrind', ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('valgrind is not installed (Debian: apt-get install valgrind)');
+  }
   const baseAdmin = process.env.DATABASE_ADMIN_URL ?? DEFAULT_ADMIN_URL;
   const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
   const adminUrl = withDatabaseUrl(baseAdmin, { database });
