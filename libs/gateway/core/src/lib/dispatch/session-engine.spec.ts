@@ -231,6 +231,44 @@ describe('SessionEngine across replicas', () => {
     expect([asked('u1'), asked('u2')]).toEqual([2, 2]);
   });
 
+  it('lets a session\'s cached pages go when it ends, expires or goes idle on this replica', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const sessions = new MemorySessionStore();
+      const registry = new UpstreamRegistry('__');
+      const upstreams = { u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } };
+      registry.replace([fakeConfig('u1', 'inv')], () => undefined);
+      const engine = new SessionEngine({
+        registry,
+        connector: new FakeConnector(upstreams),
+        sessions,
+        logger,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1_000, replicaId: 'r1', listCacheMs: 60_000 },
+      });
+      engines.push(engine);
+      const [ended, expired, idle, kept] = [await openSession(engine), await openSession(engine), await openSession(engine), await openSession(engine)];
+      for (const record of [ended, expired, idle, kept]) await listedTools(engine, record);
+      expect(engine.cachedListingPages).toBe(4);
+      // DELETE.
+      await engine.end(ended, 'trace');
+      expect(engine.cachedListingPages).toBe(3);
+      // Idle expiry: the record is gone from the store; the sweep closes the session here.
+      await sessions.delete(expired.id);
+      await engine.sweepNow();
+      expect(engine.cachedListingPages).toBe(2);
+      // Idle on this replica only (another replica may serve it next): local state, pages included, is released.
+      vi.setSystemTime(Date.now() + 2_000);
+      await engine.session(kept.id, principal);
+      await engine.sweepNow();
+      expect(engine.cachedListingPages).toBe(1);
+      expect(await listedTools(engine, kept)).toHaveLength(1);
+      expect(await listedTools(engine, idle)).toHaveLength(1);
+      expect(engine.cachedListingPages).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('asks again once a cached page is older than listCacheMs', async () => {
     // A fake clock (Date only, timers stay real): a page's age is what Date.now() says, not how fast this machine runs.
     vi.useFakeTimers({ toFake: ['Date'] });

@@ -295,6 +295,11 @@ export class SessionEngine {
     return record;
   }
 
+  /** Listing pages this replica holds for all its sessions (at most `listCacheMaxPages`): for metrics and tests. */
+  get cachedListingPages(): number {
+    return this.pageStore.size;
+  }
+
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
     await this.deps.sessions.delete(record.id);

@@ -90,4 +90,8 @@ export class MemorySessionStore implements SessionStore {
   async delete(id: string) {
     return this.records.delete(id);
   }
+  /** As the Redis store's: which of `ids` still have a record (the engine's sweep expires the others). */
+  async existing(ids: readonly string[]) {
+    return new Set(ids.filter((id) => this.records.has(id)));
+  }
 }
