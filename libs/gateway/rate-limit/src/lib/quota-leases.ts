@@ -46,6 +46,11 @@ interface Lease {
 
 const OK: TakeResult = { ok: true };
 
+/** A lease's identity: its counter key and its limit (a changed limit starts its own lease). Callers may pass it to `take` precomputed. */
+export function leaseIdOf(key: string, limit: number, windowSeconds: number): string {
+  return `${key}\u0000${limit}/${windowSeconds}`;
+}
+
 /**
  * Per-key quota leases over a shared fixed-window counter: instead of one store round trip per call, a replica
  * adds a block of calls to the window at once (`consume(key, n)`) and admits that many calls from memory.
@@ -86,8 +91,7 @@ export class QuotaLeases {
    * can; otherwise returns a promise that settles after one store round trip (two at most, see the class comment).
    * Rejects only when the store cannot be asked.
    */
-  take(key: string, limit: number, windowSeconds: number): TakeResult | Promise<TakeResult> {
-    const id = `${key}\u0000${limit}/${windowSeconds}`;
+  take(key: string, limit: number, windowSeconds: number, id = leaseIdOf(key, limit, windowSeconds)): TakeResult | Promise<TakeResult> {
     const lease = this.leases.get(id);
     if (lease !== undefined) {
       const answer = this.fromLease(lease);

@@ -52,15 +52,76 @@ function tenantLimitOf(settings: TenantSettings): AppliedLimit | undefined {
   return applied;
 }
 
-function subjectOf(info: RequestInfo): RateLimitSubject {
-  const { record, target } = info;
-  return {
+function newSubject(record: RequestInfo['record'], target: RequestInfo['target']): RateLimitSubject {
+  return Object.freeze({
     tenantId: record.tenantId,
     userId: record.principalKind === 'user' ? record.principalId : null,
     agentClientId: record.principalKind === 'agent_client' ? record.principalId : null,
     // The upstream's id keeps two upstreams' same-named tools apart.
     tool: target ? `${target.upstream.id}/${target.kind}/${target.name}` : null,
-  };
+  });
+}
+
+/** A session's subjects: the one without a target, and one per upstream, kind and name it called. */
+interface SessionSubjects {
+  readonly untargeted: RateLimitSubject;
+  readonly targeted: Map<object, Map<string, Map<string, RateLimitSubject>>>;
+  count: number;
+}
+
+const sessionSubjects = new WeakMap<RequestInfo['record'], SessionSubjects>();
+/** Targets remembered per session (resource URIs are the agent's to invent): past it, subjects are built each time. */
+const MAX_SUBJECTS_PER_SESSION = 256;
+
+/**
+ * Who and what a call is counted as. The same object for the same session and target, so the limiter can remember
+ * its counter keys instead of building and hashing them on every call.
+ */
+function subjectOf(info: RequestInfo): RateLimitSubject {
+  const { record, target } = info;
+  let subjects = sessionSubjects.get(record);
+  if (subjects === undefined) {
+    subjects = { untargeted: newSubject(record, undefined), targeted: new Map(), count: 0 };
+    sessionSubjects.set(record, subjects);
+  }
+  if (target === undefined) return subjects.untargeted;
+  let byKind = subjects.targeted.get(target.upstream);
+  let byName = byKind?.get(target.kind);
+  const known = byName?.get(target.name);
+  if (known !== undefined) return known;
+  const subject = newSubject(record, target);
+  if (subjects.count < MAX_SUBJECTS_PER_SESSION) {
+    subjects.count++;
+    if (byKind === undefined) subjects.targeted.set(target.upstream, (byKind = new Map()));
+    if (byName === undefined) byKind.set(target.kind, (byName = new Map()));
+    byName.set(target.name, subject);
+  }
+  return subject;
+}
+
+type RuleLimits = NonNullable<Admission['rateLimits']>;
+const NO_TENANT_LIMIT = {};
+const NO_RULE_LIMITS: RuleLimits = Object.freeze([]);
+const appliedLists = new WeakMap<object, WeakMap<object, readonly AppliedLimit[]>>();
+
+/**
+ * The limits a call is counted against: the tenant's own, then the admitting rules'. One frozen list per pair (both
+ * come from shared objects: the tenant settings and the policy's remembered decision), so each limit is the same
+ * object from call to call.
+ */
+function appliedOf(tenantLimit: AppliedLimit | undefined, ruleLimits: RuleLimits | undefined): readonly AppliedLimit[] {
+  const first = tenantLimit ?? NO_TENANT_LIMIT;
+  const second = ruleLimits ?? NO_RULE_LIMITS;
+  let byRules = appliedLists.get(first);
+  if (byRules === undefined) appliedLists.set(first, (byRules = new WeakMap()));
+  let applied = byRules.get(second);
+  if (applied === undefined) {
+    const list: AppliedLimit[] = tenantLimit ? [tenantLimit] : [];
+    for (const limit of second) list.push(Object.freeze({ ruleId: limit.ruleId, rateLimit: specOf(limit.rateLimit) }));
+    applied = Object.freeze(list);
+    byRules.set(second, applied);
+  }
+  return applied;
 }
 
 /**
@@ -136,8 +197,7 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
       const tenantLimit = settings ? tenantLimitOf(settings) : undefined;
       const ruleLimits = prior?.rateLimits;
       if (tenantLimit === undefined && (ruleLimits === undefined || ruleLimits.length === 0)) return undefined;
-      const limits: AppliedLimit[] = tenantLimit ? [tenantLimit] : [];
-      if (ruleLimits) for (const limit of ruleLimits) limits.push({ ruleId: limit.ruleId, rateLimit: specOf(limit.rateLimit) });
+      const limits = appliedOf(tenantLimit, ruleLimits);
       const failMode = settings?.rateLimits.failMode ?? 'open';
 
       const outcome = limiter.check(subjectOf(info), limits, failMode);

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { counterKey, type RateLimitSubject } from './keys';
-import { QuotaLeases, type QuotaLeaseOptions, type TakeResult, type WindowCount } from './quota-leases';
+import { leaseIdOf, QuotaLeases, type QuotaLeaseOptions, type TakeResult, type WindowCount } from './quota-leases';
 import { redisSemaphore, type SemaphoreClient } from './semaphore';
 
 /** What a tenant wants when Redis cannot be asked: let calls through (logged, audited) or refuse them. */
@@ -48,6 +48,11 @@ export interface RateLimitServiceOptions {
 }
 
 class RedisTimeout extends Error {}
+
+interface CounterKeys {
+  readonly key: string;
+  readonly leaseId: string;
+}
 
 /** One promise and one timer per Redis call (no race/finally chain: this runs for every limited request). */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -103,6 +108,7 @@ export class RateLimitService {
   private readonly limiters = new Map<string, RateLimiterRedis>();
   private readonly semaphore: SemaphoreClient;
   private readonly leases: QuotaLeases;
+  private readonly keys = new WeakMap<RateLimitSubject, WeakMap<AppliedLimit, CounterKeys>>();
 
   constructor(private readonly options: RateLimitServiceOptions) {
     this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
@@ -202,7 +208,8 @@ export class RateLimitService {
   private checkRateOnly(subject: RateLimitSubject, limit: AppliedLimit, failMode: FailMode): RateLimitOutcome | Promise<RateLimitOutcome> {
     const { requests, windowSeconds } = limit.rateLimit;
     if (requests === undefined || windowSeconds === undefined) return NOOP_RELEASE;
-    const decided = this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, requests, windowSeconds);
+    const { key, leaseId } = this.keysOf(subject, limit, requests, windowSeconds);
+    const decided = this.consume(key, limit, requests, windowSeconds, leaseId);
     if (!(decided instanceof Promise)) return decided ?? NOOP_RELEASE;
     return decided.then(
       (outcome) => outcome ?? NOOP_RELEASE,
@@ -214,10 +221,27 @@ export class RateLimitService {
   }
 
   /** null when within the limit, a rejection when over it; a rejected promise when Redis is unavailable. */
-  private consume(key: string, limit: AppliedLimit, points: number, windowSeconds: number): RateLimitOutcome | null | Promise<RateLimitOutcome | null> {
-    const taken = this.leases.take(key, points, windowSeconds);
+  private consume(key: string, limit: AppliedLimit, points: number, windowSeconds: number, leaseId?: string): RateLimitOutcome | null | Promise<RateLimitOutcome | null> {
+    const taken = this.leases.take(key, points, windowSeconds, leaseId);
     if (taken instanceof Promise) return taken.then((result) => rejectionOf(result, limit, points, windowSeconds));
     return rejectionOf(taken, limit, points, windowSeconds);
+  }
+
+  /**
+   * The counter key and lease id of a subject under a limit, remembered per (subject, limit) object pair: the rate-limit
+   * hooks hand the same objects for the same session, target and policy decision, so a call builds and hashes no
+   * key strings. Fresh objects (other callers) are keyed once and forgotten with them.
+   */
+  private keysOf(subject: RateLimitSubject, limit: AppliedLimit, requests: number, windowSeconds: number): CounterKeys {
+    let byLimit = this.keys.get(subject);
+    if (byLimit === undefined) this.keys.set(subject, (byLimit = new WeakMap()));
+    let keys = byLimit.get(limit);
+    if (keys === undefined) {
+      const key = counterKey(subject, limit.ruleId, limit.rateLimit.scope);
+      keys = { key, leaseId: leaseIdOf(key, requests, windowSeconds) };
+      byLimit.set(limit, keys);
+    }
+    return keys;
   }
 
   /** Adds `points` to the key's window in Redis; a full window is an answer (the count), not an error. */
