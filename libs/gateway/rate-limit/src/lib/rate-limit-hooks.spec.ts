@@ -85,6 +85,12 @@ describe('rateLimitHooks: what a call is counted as', () => {
     expect(asked[6]?.subject).toBe(asked[5]?.subject);
     // The tenant's own limit comes first, then the rule's.
     expect(asked[0]?.limits.map((limit) => limit.ruleId)).toEqual([TENANT_LIMIT_RULE, 'r1']);
+    // A very long name is counted under its own key but not remembered: a fresh subject each time.
+    const longName = `file:///${'z'.repeat(600)}`;
+    admit(ci, { upstream: tickets, kind: 'resource', name: longName });
+    admit(ci, { upstream: tickets, kind: 'resource', name: longName });
+    expect(asked.at(-1)?.subject).not.toBe(asked.at(-2)?.subject);
+    expect(asked.at(-1)?.subject.tool).toBe(`up-tickets/resource/${longName}`);
     // Past the bound on remembered targets a session's subjects are still right (built each time).
     for (let i = 0; i < 300; i++) admit(ci, { upstream: tickets, kind: 'resource', name: `file:///${i}` });
     expect(asked.at(-1)?.subject.tool).toBe('up-tickets/resource/file:///299');

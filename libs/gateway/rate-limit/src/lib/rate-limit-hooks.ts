@@ -70,8 +70,12 @@ interface SessionSubjects {
 }
 
 const sessionSubjects = new WeakMap<RequestInfo['record'], SessionSubjects>();
-/** Targets remembered per session (resource URIs are the agent's to invent): past it, subjects are built each time. */
+/**
+ * Targets remembered per session, and the longest name remembered (resource URIs are the agent's to invent): past
+ * either, subjects are built each time.
+ */
 const MAX_SUBJECTS_PER_SESSION = 256;
+const MAX_REMEMBERED_NAME_LENGTH = 512;
 
 /**
  * Who and what a call is counted as. The same object for the same session and target, so the limiter can remember
@@ -90,7 +94,7 @@ function subjectOf(info: RequestInfo): RateLimitSubject {
   const known = byName?.get(target.name);
   if (known !== undefined) return known;
   const subject = newSubject(record, target);
-  if (subjects.count < MAX_SUBJECTS_PER_SESSION) {
+  if (subjects.count < MAX_SUBJECTS_PER_SESSION && target.name.length <= MAX_REMEMBERED_NAME_LENGTH) {
     subjects.count++;
     if (byKind === undefined) subjects.targeted.set(target.upstream, (byKind = new Map()));
     if (byName === undefined) byKind.set(target.kind, (byName = new Map()));

@@ -1,7 +1,7 @@
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { describe, expect, it } from 'vitest';
 import { compile } from './compile';
-import { evaluate } from './evaluate';
+import { evaluate, rememberedDecisions } from './evaluate';
 import { tenantSource } from './testing.fixtures';
 import type { PolicyInput, PolicySnapshot } from './types';
 
@@ -67,6 +67,20 @@ describe('evaluate: remembered decisions', () => {
     const fresh = evaluate(next, call({ agentClientId: 'ac-ci' }, 'tickets', 'create_ticket'));
     expect(fresh).not.toBe(ci);
     expect(fresh).toEqual(ci);
+  });
+
+  it('remembers at most 10,000 decisions a snapshot, and none for very long target names', () => {
+    const snapshot = build(rules);
+    const uri = (i: number, length = 20) => ({ ...call({ agentClientId: 'ac-ci' }, 'tickets', 'x'), target: { kind: 'resource' as const, upstream: 'docs', name: `file:///${String(i).padStart(length, '0')}` } });
+    const long = evaluate(snapshot, uri(0, 600));
+    expect(evaluate(snapshot, uri(0, 600))).not.toBe(long);
+    expect(rememberedDecisions(snapshot)).toBe(0);
+    for (let i = 0; i < 10_050; i++) evaluate(snapshot, uri(i));
+    expect(rememberedDecisions(snapshot)).toBe(10_000);
+    // Past the bound, decisions are still right, only computed each time.
+    const late = evaluate(snapshot, uri(10_049));
+    expect(late).toMatchObject({ effect: 'deny', defaulted: true });
+    expect(late.reason).toContain('file:///00000000000000010049');
   });
 
   it('decides again every time a rule with a condition applies', () => {

@@ -93,6 +93,11 @@ interface DecisionMemo {
 
 const memos = new WeakMap<PolicySnapshot, DecisionMemo>();
 const MEMO_MAX_DECISIONS = 10_000;
+/** A longer target name (an agent can send any resource URI) is decided each time rather than kept. */
+const MEMO_MAX_NAME_LENGTH = 512;
+
+/** @internal How many decisions are remembered for a snapshot (specs check the bounds). */
+export const rememberedDecisions = (snapshot: PolicySnapshot): number => memos.get(snapshot)?.count ?? 0;
 
 function memoOf(snapshot: PolicySnapshot): DecisionMemo {
   let memo = memos.get(snapshot);
@@ -169,7 +174,7 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
   collect(entry, who, candidates);
   let unconditional = true;
   for (const rule of candidates) if (rule.condition !== null) unconditional = false;
-  if (!unconditional) return frozen(decide(snapshot, input, who, candidates));
+  if (!unconditional || target.name.length > MEMO_MAX_NAME_LENGTH) return frozen(decide(snapshot, input, who, candidates));
 
   const memo = memoOf(snapshot);
   const keys = [target.kind, target.upstream, target.name, who.userId, who.agentClientId];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets } from './redact';
+import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets, rememberedKeyVerdicts } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -41,9 +41,15 @@ describe('redactSecrets', () => {
   });
 
   it('answers the same for a key however often it comes and however many other keys came before', () => {
+    // A long key is tested, not remembered (keys are the caller's to choose).
+    const before = rememberedKeyVerdicts();
+    const long = `${'x'.repeat(10_000)}_token`;
+    expect(redactSecrets({ [long]: 'secret', ['y'.repeat(10_000)]: 'kept' })).toEqual({ [long]: REDACTED, ['y'.repeat(10_000)]: 'kept' });
+    expect(rememberedKeyVerdicts()).toBe(before);
     // Past the remembered keys' bound, keys are still tested one by one.
     const many = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`field${i}`, i]));
     expect(redactSecrets(many)).toEqual(many);
+    expect(rememberedKeyVerdicts()).toBe(4_096);
     for (let round = 0; round < 3; round++) {
       expect(redactSecrets({ apiKey: 'k', plain: 'v', [`late_token_${round}`]: 't' })).toEqual({ apiKey: REDACTED, plain: 'v', [`late_token_${round}`]: REDACTED });
     }

@@ -34,19 +34,24 @@ function redactString(value: string): string {
 
 /**
  * Whether a key names a credential, remembered per key: the audit trail redacts every request's arguments, and the
- * same few keys come back call after call. Bounded (keys are the caller's), so past the bound keys are just tested.
+ * same few keys come back call after call. Bounded in count and in key length (keys are the caller's: a long one is
+ * tested each time rather than kept), so the memory it holds stays small whatever arrives.
  */
 const keyVerdicts = new Map<string, boolean>();
 const KEY_VERDICTS_MAX = 4_096;
+const KEY_VERDICT_MAX_LENGTH = 128;
 
 function isSecretKey(key: string): boolean {
   let verdict = keyVerdicts.get(key);
   if (verdict === undefined) {
     verdict = SECRET_KEY.test(key);
-    if (keyVerdicts.size < KEY_VERDICTS_MAX) keyVerdicts.set(key, verdict);
+    if (keyVerdicts.size < KEY_VERDICTS_MAX && key.length <= KEY_VERDICT_MAX_LENGTH) keyVerdicts.set(key, verdict);
   }
   return verdict;
 }
+
+/** @internal How many key verdicts are remembered (specs check the bounds). */
+export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
 
 /**
  * The last line of defence before anything is written to the audit trail: values under keys that name a
