@@ -33,6 +33,7 @@ import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
 import { NO_STREAM, type MessageSink } from './sinks';
+import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -105,7 +106,7 @@ interface LiveSession {
   /** uri → upstream id, from resources/list pages this replica served. */
   readonly resourceRoutes: Map<string, string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
-  readonly templateRoutes: Map<string, { upstreamId: string; pattern: RegExp }>;
+  readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
   standalone: MessageSink | undefined;
   readonly inflight: Map<string, Cancellation>;
   lastUsed: number;
@@ -130,12 +131,6 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   resources: 'resource',
   resourceTemplates: 'resourceTemplate',
 };
-
-/** RFC 6570 template → a regular expression that matches any expansion (level-1 precision is enough for routing). */
-function templatePattern(template: string): RegExp {
-  const escaped = template.replace(/[.*+?^${}()|[\]\\]/g, (c) => (c === '{' || c === '}' ? c : `\\${c}`));
-  return new RegExp(`^${escaped.replace(/\{[^}]*\}/g, '.*')}$`);
-}
 
 /** MCP's code for an unknown resource URI. */
 const RESOURCE_NOT_FOUND = -32002;
@@ -623,7 +618,7 @@ export class SessionEngine {
           items.push(this.exposed.asIs(item));
         } else {
           if (typeof item['uriTemplate'] === 'string') {
-            live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, pattern: templatePattern(item['uriTemplate']) });
+            live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, matches: uriTemplateMatcher(item['uriTemplate']) });
           }
           items.push(this.exposed.asIs(item));
         }
@@ -650,7 +645,7 @@ export class SessionEngine {
     const find = (): string | undefined => {
       const direct = live.resourceRoutes.get(uri);
       if (direct !== undefined) return direct;
-      for (const route of live.templateRoutes.values()) if (route.pattern.test(uri)) return route.upstreamId;
+      for (const route of live.templateRoutes.values()) if (route.matches(uri)) return route.upstreamId;
       return undefined;
     };
     let upstreamId = find();
