@@ -130,6 +130,22 @@ describe('approvals API', () => {
     expect(await cp.system.approval.findUniqueOrThrow({ where: { id: stale.id }, select: { status: true, decidedById: true } })).toEqual({ status: 'pending', decidedById: null });
   });
 
+  it('refuses self-approval by the admin who created the requesting agent client’s key, all through the API', async () => {
+    const { t, owner, admin, base } = await setup();
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: admin.token, body: { name: 'my bot' } });
+    expect(client.status).toBe(201);
+    const agentClientId = String(client.json['id']);
+    // A key made through the API belongs to the agent client only (no userId): its creator still saw the secret.
+    const key = await cp.request('POST', `/api/v1/tenants/${t.id}/api-keys`, { token: admin.token, body: { name: 'bot key', agentClientId } });
+    expect(key.status).toBe(201);
+    const viaOwnKey = await held(t.id, { agentClientId });
+    const refused = await cp.request('POST', `${base}/${viaOwnKey.id}/approve`, { token: admin.token, body: { argumentsHash: viaOwnKey.argumentsHash } });
+    expect(refused.status).toBe(403);
+    expect(refused.json['detail']).toMatch(/made by you/);
+    // Someone who never held a key of that agent client decides it.
+    expect((await cp.request('POST', `${base}/${viaOwnKey.id}/approve`, { token: owner.token, body: { argumentsHash: viaOwnKey.argumentsHash } })).status).toBe(200);
+  });
+
   it('binds the decision to the reviewed arguments: another argumentsHash is a 409', async () => {
     const { t, admin, base } = await setup();
     const approval = await held(t.id);

@@ -43,11 +43,12 @@ export class ApprovalsRepository {
   }
 
   /**
-   * Whether the user holds or held an API key of this agent client (they could be the one behind the call). Revoked
-   * and expired keys count too: revoking one's key after the call was held must not open the way to approving it.
+   * Whether the user holds or held an API key of this agent client (they could be the one behind the call): a key
+   * issued to them, or one they created (its secret was shown to its creator). Revoked and expired keys count too:
+   * revoking one's key after the call was held must not open the way to approving it.
    */
   async userActsAsAgent(tenantId: TenantId, tx: TenantTransaction, agentClientId: string, userId: UserId): Promise<boolean> {
-    return (await tx.apiKey.count({ where: { tenantId, agentClientId, userId } })) > 0;
+    return (await tx.apiKey.count({ where: { tenantId, agentClientId, OR: [{ userId }, { createdById: userId }] } })) > 0;
   }
 }
 

@@ -84,7 +84,10 @@ export class ApprovalsService {
     return response;
   }
 
-  /** Four eyes: nobody decides on a call they made, directly or through an agent client holding their API key. */
+  /**
+   * Four eyes: nobody decides on a call they made, directly or through an agent client holding an API key issued to
+   * them or created by them.
+   */
   private async assertNotOwnCall(scope: TenantScope, tx: TenantTransaction, row: ApprovalRow): Promise<void> {
     const actor = scope.actor.userId;
     if (row.requesterUserId === actor) throw approvalErrors.ownCall();
