@@ -387,4 +387,39 @@ describe('legacy HTTP+SSE endpoints', () => {
     ).toBe(202);
     open.abort();
   });
+
+  it('answers concurrent initialize messages on one legacy session with one session: the others are refused', async () => {
+    const open = new AbortController();
+    const live = await fetch(`${gateway.url}/t/${tenant.slug}/sse`, { headers: { ...auth(), accept: 'text/event-stream' }, signal: open.signal });
+    const reader = live.body?.getReader();
+    if (!reader) throw new Error('no stream');
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.includes('sessionId=')) text += decoder.decode((await reader.read()).value);
+    const endpoint = /data: (.+)\n/.exec(text)?.[1] ?? '';
+    const initialize = (id: number) =>
+      JSON.stringify({ jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'racer', version: '1' } } });
+    // Each POST is answered 202 at once and handled concurrently; only the first may connect the upstreams.
+    const posted = await Promise.all([1, 2, 3, 4, 5].map((id) => raw('POST', endpoint, { ...auth(), 'content-type': 'application/json' }, initialize(id))));
+    expect(posted.map((r) => r.status)).toEqual([202, 202, 202, 202, 202]);
+    const messages: { id: number; result?: unknown; error?: { message: string } }[] = [];
+    const deadline = Date.now() + 10_000;
+    while (messages.length < 5 && Date.now() < deadline) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      text += decoder.decode(chunk.value);
+      const events = text.split('\n\n');
+      text = events.pop() ?? '';
+      for (const event of events) {
+        const data = /^data: (.*)$/m.exec(event)?.[1];
+        if (data?.startsWith('{')) messages.push(JSON.parse(data));
+      }
+    }
+    open.abort();
+    expect(messages).toHaveLength(5);
+    expect(messages.filter((m) => m.result !== undefined)).toHaveLength(1);
+    const refused = messages.filter((m) => m.error !== undefined);
+    expect(refused).toHaveLength(4);
+    for (const m of refused) expect(m.error?.message).toMatch(/already initialised/);
+  });
 });

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -58,6 +59,10 @@ async function startRecordingUpstream(): Promise<typeof upstream> {
     mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({
       content: [{ type: 'text', text: message }],
     }));
+    mcp.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return { content: [{ type: 'text', text: `slept ${ms}` }] };
+    });
     void mcp.connect(transport).then(() => transport.handleRequest(req, res));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -163,4 +168,48 @@ describe('session idle expiry', () => {
     expect((await res.json()).error.code).toBe(-32004);
     await client.close();
   });
+
+  it('keeps a session alive while a call runs longer than the idle timeout', async () => {
+    const client = new Client({ name: 'expiry-spec-long-call', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    });
+    const openedBefore = upstream.opened.length;
+    await client.connect(transport);
+    const mine = upstream.opened.slice(openedBefore);
+    expect(mine).toHaveLength(1);
+    // Twice the 3 s idle timeout with no other request of the session: only the call in flight keeps it in use.
+    const result = await client.callTool({ name: 'rec__slow', arguments: { ms: 6_000 } }, undefined, { timeout: 20_000 });
+    expect(result.isError ?? false).toBe(false);
+    expect(text(result)).toBe('slept 6000');
+    expect(upstream.closed).not.toContain(mine[0]);
+    await client.close();
+  }, 30_000);
+
+  it('keeps a legacy HTTP+SSE session alive while its agent keeps sending messages', async () => {
+    const headers = { authorization: `Bearer ${key}` };
+    const client = new Client({ name: 'expiry-spec-legacy', version: '1.0.0' });
+    const transport = new SSEClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/sse`), {
+      requestInit: { headers },
+      eventSourceInit: {
+        fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }),
+      },
+    });
+    let closed = false;
+    transport.onclose = () => {
+      closed = true;
+    };
+    const openedBefore = upstream.opened.length;
+    await client.connect(transport);
+    const mine = upstream.opened.slice(openedBefore);
+    expect(mine).toHaveLength(1);
+    // 16 calls 500 ms apart: 8 s of use, well past the 3 s idle timeout counted from initialize (and the sweep after it).
+    for (let i = 0; i < 16; i++) {
+      expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: `legacy ${i}` } }))).toBe(`legacy ${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(closed).toBe(false);
+    expect(upstream.closed).not.toContain(mine[0]);
+    await client.close();
+  }, 30_000);
 });

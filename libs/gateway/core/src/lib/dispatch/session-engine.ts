@@ -852,6 +852,10 @@ export class SessionEngine {
    * is treated as expired.
    */
   async sweepNow(): Promise<void> {
+    // A session with requests in flight is in use however long they run: its record is kept from expiring (the store
+    // refreshes the TTL on a lookup), so a long call is not aborted as idle.
+    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0);
+    await Promise.all(busy.map((live) => this.deps.sessions.get(live.record.id).catch(() => undefined)));
     const checked = [...this.live.keys(), ...this.released.keys()];
     const existing = this.deps.sessions.existing;
     const alive = existing && checked.length > 0 ? await existing.call(this.deps.sessions, checked).catch(() => undefined) : undefined;

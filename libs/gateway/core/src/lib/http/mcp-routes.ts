@@ -137,6 +137,8 @@ interface LegacyStream {
   readonly principal: Principal;
   readonly stream: EventStream;
   record: SessionRecord | undefined;
+  /** An initialize is under way: another one is refused (it would connect every upstream a second time). */
+  initializing: boolean;
 }
 
 /**
@@ -475,7 +477,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const sessionId = newSessionId();
         reply.hijack();
         const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs));
-        const entry: LegacyStream = { principal, stream, record: undefined };
+        const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
         legacy.set(sessionId, entry);
         stream.onClose(() => {
           legacy.delete(sessionId);
@@ -518,20 +520,33 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string, clientIp: string): Promise<void> {
       try {
         if (item.kind === 'request' && item.message.method === 'initialize') {
-          if (entry.record) {
+          if (entry.record || entry.initializing) {
             entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is already initialised', traceId));
             return;
           }
-          const { response } = await engine.initialize(principal, item.message, traceId, sessionId);
-          if ('result' in response) entry.record = await engine.session(sessionId, principal);
-          entry.stream.send(response);
+          // Set before the first await: messages are handled concurrently (each POST is answered 202 at once).
+          entry.initializing = true;
+          try {
+            const { response } = await engine.initialize(principal, item.message, traceId, sessionId);
+            if ('result' in response) entry.record = await engine.session(sessionId, principal);
+            entry.stream.send(response);
+          } finally {
+            entry.initializing = false;
+          }
           // The legacy stream is also the session's channel for messages tied to no request (list_changed...).
           if (entry.record) entry.stream.onClose(engine.attachStandalone(entry.record, entry.stream));
           return;
         }
-        const record = entry.record;
-        if (!record) {
+        if (!entry.record) {
           if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is not initialised', traceId));
+          return;
+        }
+        // Looked up on every message, as a Streamable HTTP request is: that keeps the record's idle TTL moving (this
+        // transport has no other per-message session lookup) and notices a session that expired or was ended.
+        const record = await engine.session(sessionId, principal);
+        if (!record) {
+          if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, GATEWAY_RPC.NOT_FOUND, 'Session not found', traceId));
+          entry.stream.close();
           return;
         }
         if (item.kind === 'notification') engine.notification(record, item.message);
