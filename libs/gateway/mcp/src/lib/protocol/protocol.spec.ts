@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classify, errorResponse, JSON_RPC } from './json-rpc';
 import { SseParser, sseFrame } from './sse';
@@ -71,16 +72,65 @@ describe('SSE', () => {
 
   it('accepts CRLF and CR line endings', () => {
     const parser = new SseParser();
-    // A CR at the very end of a chunk may be the first half of CRLF, so that line waits for more input.
-    expect(parser.push('data: a\r\n\r\ndata: b\r\r')).toEqual([{ event: 'message', data: 'a' }]);
-    expect(parser.push('data: c\n\n')).toEqual([
+    // A CR ends its line at once; an LF opening the next chunk is the rest of that CRLF, not another (empty) line.
+    expect(parser.push('data: a\r\n\r\ndata: b\r\r')).toEqual([
+      { event: 'message', data: 'a' },
       { event: 'message', data: 'b' },
-      { event: 'message', data: 'c' },
     ]);
+    expect(parser.push('data: c\r')).toEqual([]);
+    expect(parser.push('\ndata: d\r')).toEqual([]);
+    expect(parser.push('\n\n')).toEqual([{ event: 'message', data: 'c\nd' }]);
+  });
+
+  it('parses any split of a stream into chunks as the whole stream', () => {
+    const line = fc.oneof(
+      fc.string({ maxLength: 8 }).map((text) => `data: ${text.replace(/[\r\n]/g, '')}`),
+      fc.constantFrom('', ': comment', 'event: custom', 'id: 7', 'retry: 10', 'data'),
+    );
+    const ending = fc.constantFrom('\n', '\r', '\r\n');
+    const stream = fc.array(fc.tuple(line, ending), { maxLength: 20 }).map((lines) => lines.map(([l, e]) => l + e).join(''));
+    fc.assert(
+      fc.property(stream, fc.array(fc.nat(), { maxLength: 10 }), (text, cuts) => {
+        const whole = new SseParser().push(text);
+        const points = [...new Set(cuts.map((cut) => cut % (text.length + 1)))].sort((a, b) => a - b);
+        const parser = new SseParser();
+        const events = [];
+        let from = 0;
+        for (const point of [...points, text.length]) {
+          events.push(...parser.push(text.slice(from, point)));
+          from = point;
+        }
+        expect(events).toEqual(whole);
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it('refuses an event larger than its limit instead of buffering without bound', () => {
     const parser = new SseParser(100);
     expect(() => parser.push(`data: ${'x'.repeat(200)}`)).toThrow('size limit');
+  });
+
+  it('counts the data lines of an event whose blank line never comes against the limit', () => {
+    const parser = new SseParser(1_000);
+    // Each line is short and complete; only the event as a whole grows.
+    expect(() => {
+      for (let i = 0; i < 1_000; i++) parser.push(`data: ${'x'.repeat(50)}\n`);
+    }).toThrow('size limit');
+    // The parser is usable again afterwards.
+    expect(parser.push('data: ok\n\n')).toEqual([{ event: 'message', data: 'ok' }]);
+  });
+
+  it('parses a long line trickled in small chunks in linear time', () => {
+    const parser = new SseParser();
+    const started = performance.now();
+    const piece = 'x'.repeat(256);
+    // 2 MiB in 256-character chunks: rescanning the buffer on every chunk took ~30 s here.
+    parser.push('data: ');
+    for (let i = 0; i < 8_192; i++) parser.push(piece);
+    const events = parser.push('\n\n');
+    expect(events).toHaveLength(1);
+    expect(events[0]?.data.length).toBe(2 * 1024 * 1024);
+    expect(performance.now() - started).toBeLessThan(2_000);
   });
 });

@@ -17,10 +17,20 @@ export interface SseEvent {
 /**
  * Incremental parser for an SSE byte stream (text decoded by the caller): feed chunks, get complete
  * events. Follows the WHATWG event-stream rules for `data`, `id`, `event`, `retry`, comments and CR/LF.
+ *
+ * The stream is an upstream's, so it is held to `maxEventBytes` as a whole event (its data lines so far plus the
+ * unfinished line), not per line: an event whose blank line never comes cannot grow without bound. Each chunk is
+ * scanned once (an unfinished line is kept as pieces, joined when it ends), so the work is linear in the stream
+ * however the bytes are split into chunks.
  */
 export class SseParser {
-  private buffer = '';
+  /** The unfinished line, as the chunks brought it. */
+  private pending: string[] = [];
+  private pendingLength = 0;
+  /** The last chunk ended with CR: an LF at the start of the next one is the rest of that CRLF. */
+  private skipLf = false;
   private data: string[] = [];
+  private dataLength = 0;
   private eventName = '';
   private lastId: string | undefined;
   private retry: number | undefined;
@@ -28,29 +38,48 @@ export class SseParser {
   constructor(private readonly maxEventBytes = 16 * 1024 * 1024) {}
 
   push(chunk: string): SseEvent[] {
-    this.buffer += chunk;
-    if (this.buffer.length > this.maxEventBytes) throw new Error('SSE event exceeds the size limit');
     const events: SseEvent[] = [];
     let start = 0;
+    if (this.skipLf) {
+      this.skipLf = false;
+      if (chunk.charCodeAt(0) === 10) start = 1;
+    }
+    // Next CR and LF at or after `start`, each searched again only once passed (no rescans within a chunk).
+    let cr = -2;
+    let lf = -2;
     for (;;) {
-      const lf = this.buffer.indexOf('\n', start);
-      const cr = this.buffer.indexOf('\r', start);
-      let end: number;
-      let next: number;
-      if (cr !== -1 && (lf === -1 || cr < lf)) {
-        if (cr === this.buffer.length - 1) break; // a lone CR at the end may be half of CRLF
-        end = cr;
-        next = this.buffer[cr + 1] === '\n' ? cr + 2 : cr + 1;
-      } else if (lf !== -1) {
-        end = lf;
-        next = lf + 1;
-      } else break;
-      const line = this.buffer.slice(start, end);
-      start = next;
+      if (cr !== -1 && cr < start) cr = chunk.indexOf('\r', start);
+      if (lf !== -1 && lf < start) lf = chunk.indexOf('\n', start);
+      const end = cr === -1 ? lf : lf === -1 ? cr : Math.min(cr, lf);
+      if (end === -1) break;
+      let line = chunk.slice(start, end);
+      if (this.pending.length > 0) {
+        this.pending.push(line);
+        line = this.pending.join('');
+        this.pending = [];
+        this.pendingLength = 0;
+      }
+      if (end === cr) {
+        if (end + 1 === chunk.length) this.skipLf = true;
+        start = chunk.charCodeAt(end + 1) === 10 ? end + 2 : end + 1;
+      } else {
+        start = end + 1;
+      }
       const event = this.line(line);
       if (event) events.push(event);
     }
-    this.buffer = this.buffer.slice(start);
+    if (start < chunk.length) {
+      const rest = start === 0 ? chunk : chunk.slice(start);
+      this.pending.push(rest);
+      this.pendingLength += rest.length;
+    }
+    if (this.pendingLength + this.dataLength > this.maxEventBytes) {
+      this.pending = [];
+      this.pendingLength = 0;
+      this.data = [];
+      this.dataLength = 0;
+      throw new Error('SSE event exceeds the size limit');
+    }
     return events;
   }
 
@@ -67,6 +96,7 @@ export class SseParser {
         ...(this.retry === undefined ? {} : { retry: this.retry }),
       };
       this.data = [];
+      this.dataLength = 0;
       this.eventName = '';
       return event;
     }
@@ -78,6 +108,7 @@ export class SseParser {
     switch (field) {
       case 'data':
         this.data.push(value);
+        this.dataLength += value.length + 1;
         break;
       case 'event':
         this.eventName = value;

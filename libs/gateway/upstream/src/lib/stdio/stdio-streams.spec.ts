@@ -14,6 +14,28 @@ describe('LineSplitter', () => {
     const splitter = new LineSplitter(10);
     expect(() => splitter.push('x'.repeat(11), () => undefined)).toThrow('size limit');
   });
+
+  it('refuses a line that reaches the limit across many chunks, then starts afresh', () => {
+    const splitter = new LineSplitter(1_000);
+    expect(() => {
+      for (let i = 0; i < 100; i++) splitter.push('x'.repeat(50), () => undefined);
+    }).toThrow('size limit');
+    const lines: string[] = [];
+    splitter.push('{"ok":1}\n', (line) => lines.push(line));
+    expect(lines).toEqual(['{"ok":1}']);
+  });
+
+  it('splits a long line trickled in small chunks in linear time', () => {
+    const splitter = new LineSplitter(16 * 1024 * 1024);
+    const lines: string[] = [];
+    const piece = 'x'.repeat(256);
+    const started = performance.now();
+    // 2 MiB in 256-character chunks: joining and rescanning the buffer on every chunk took seconds here.
+    for (let i = 0; i < 8_192; i++) splitter.push(piece, (line) => lines.push(line));
+    splitter.push('\r\n', (line) => lines.push(line));
+    expect(lines.map((line) => line.length)).toEqual([2 * 1024 * 1024]);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
 });
 
 describe('StderrLog', () => {

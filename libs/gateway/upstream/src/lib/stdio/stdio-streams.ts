@@ -1,32 +1,41 @@
 import type { UpstreamLogger } from '../core/logger';
 
-/** Splits newline-delimited text (stdio JSON-RPC framing); refuses a line longer than `maxLineBytes`. */
+/**
+ * Splits newline-delimited text (stdio JSON-RPC framing); refuses a line longer than `maxLineBytes`. Each chunk is
+ * scanned once (an unfinished line is kept as pieces, joined when it ends): linear however a long line is chunked.
+ */
 export class LineSplitter {
-  private buffer = '';
+  private pending: string[] = [];
+  private pendingLength = 0;
 
   constructor(private readonly maxLineBytes: number) {}
 
   /** Calls `onLine` for every complete line; throws when a line grows past the limit. */
   push(chunk: string, onLine: (line: string) => void): void {
     let start = 0;
-    let text = chunk;
-    if (this.buffer !== '') {
-      text = this.buffer + chunk;
-      this.buffer = '';
-    }
     for (;;) {
-      const newline = text.indexOf('\n', start);
+      const newline = chunk.indexOf('\n', start);
       if (newline === -1) break;
-      const end = newline > start && text.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
-      if (end > start) onLine(text.slice(start, end));
+      let line = chunk.slice(start, newline);
+      if (this.pending.length > 0) {
+        this.pending.push(line);
+        line = this.pending.join('');
+        this.pending = [];
+        this.pendingLength = 0;
+      }
+      if (line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
+      if (line !== '') onLine(line);
       start = newline + 1;
     }
-    if (start < text.length) {
-      this.buffer = start === 0 ? text : text.slice(start);
-      if (this.buffer.length > this.maxLineBytes) {
-        this.buffer = '';
+    if (start < chunk.length) {
+      const rest = start === 0 ? chunk : chunk.slice(start);
+      this.pendingLength += rest.length;
+      if (this.pendingLength > this.maxLineBytes) {
+        this.pending = [];
+        this.pendingLength = 0;
         throw new Error('line exceeds the size limit');
       }
+      this.pending.push(rest);
     }
   }
 }
