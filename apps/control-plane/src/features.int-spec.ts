@@ -145,6 +145,37 @@ describe('upstreams', () => {
     await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.upstreams && n.message === t.id).length >= 2);
   });
 
+  it('keeps stored headers to their origin: moving the URL elsewhere needs them given again or removed', async () => {
+    const t = await cp.tenant();
+    const admin = await cp.member(t.id, 'admin');
+    const base = `/api/v1/tenants/${t.id}/upstreams`;
+    const created = await cp.request('POST', base, {
+      token: admin.token,
+      body: { name: 'Vendor', toolPrefix: 'vendor', transport: 'streamable_http', url: 'https://vendor.example.test/mcp', headers: { Authorization: secretValue() } },
+    });
+    expect(created.status).toBe(201);
+    const id = String(created.json['id']);
+    // Another path on the same origin keeps them.
+    const samePlace = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url: 'https://vendor.example.test/v2/mcp' } });
+    expect(samePlace.status).toBe(200);
+    // Another host, scheme or port does not, unless the headers come along (or go).
+    for (const url of ['https://attacker.example.test/mcp', 'http://vendor.example.test/v2/mcp', 'https://vendor.example.test:8443/v2/mcp']) {
+      const moved = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url } });
+      expect(moved.status).toBe(400);
+      expect(moved.json['errors']).toEqual([{ path: 'headers', message: expect.stringContaining('another origin') }]);
+    }
+    const row = () => cp.system.upstream.findFirstOrThrow({ where: { tenantId: t.id, id }, select: { url: true, headersCiphertext: true } });
+    expect((await row()).url).toBe('https://vendor.example.test/v2/mcp');
+    const withNew = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url: 'https://other.example.test/mcp', headers: { Authorization: 'Bearer new-one' } } });
+    expect(withNew.json).toMatchObject({ url: 'https://other.example.test/mcp', hasHeaders: true });
+    const removed = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url: 'https://third.example.test/mcp', headers: null } });
+    expect(removed.json).toMatchObject({ url: 'https://third.example.test/mcp', hasHeaders: false });
+    expect((await row()).headersCiphertext).toBeNull();
+    // Without stored headers there is nothing to keep to an origin.
+    const fourth = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url: 'https://fourth.example.test/mcp' } });
+    expect(fourth.status).toBe(200);
+  });
+
   it('rejects a tool-prefix collision with a 409 naming the holder, and bad input with field errors', async () => {
     const t = await cp.tenant();
     const admin = await cp.member(t.id, 'owner');

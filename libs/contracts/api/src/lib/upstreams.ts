@@ -72,7 +72,9 @@ export type CreateUpstreamRequest = z.infer<typeof createUpstreamRequest>;
 
 /**
  * A partial update. The transport cannot change (delete and create instead). `headers` / `env` replace the whole
- * stored map; `null` removes it; leaving them out keeps what is stored.
+ * stored map; `null` removes it; leaving them out keeps what is stored — except that a `url` on another origin
+ * (scheme, host, port) than the stored one needs `headers` given again or `null` (stored headers are credentials for
+ * the old origin; 400 otherwise).
  */
 export const updateUpstreamRequest = z
   .strictObject({

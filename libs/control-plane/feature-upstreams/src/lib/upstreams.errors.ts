@@ -21,6 +21,8 @@ export const upstreamErrors = {
     new AppError('FORBIDDEN', 'Only platform admins may create stdio upstreams or change their command, arguments or environment.'),
   commandNotAllowed: () => invalid('command', 'not in the stdio command allowlist of this installation'),
   fieldNotForTransport: (field: string, transport: string) => invalid(field, `does not apply to ${transport} upstreams`),
+  headersForOtherOrigin: () =>
+    invalid('headers', 'must be given again (or null) when the URL moves to another origin: the stored headers were set for the old one'),
   toolNotFound: () => new AppError('NOT_FOUND', 'No such tool, prompt or resource on this upstream.'),
   toolDefinitionMoved: () =>
     new AppError(

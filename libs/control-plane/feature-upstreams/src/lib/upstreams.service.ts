@@ -21,6 +21,15 @@ import { UpstreamsRepository, type SealedColumn, type UpstreamChanges } from './
 
 type SecretField = 'headers' | 'env';
 
+/** A URL's origin (scheme, host, port); an unparsable one stands for itself (never equal to a parsed origin). */
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return `unparsable:${url}`;
+  }
+}
+
 /**
  * Upstream rules: secrets are sealed before they reach the repository and never come back out; stdio upstreams are
  * for platform admins and allow-listed commands only; names and tool prefixes are unique per tenant (409 naming the
@@ -88,6 +97,7 @@ export class UpstreamsService {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();
       this.assertFieldsFitTransport(existing, body);
+      this.assertHeadersFollowUrl(existing, body);
       if (existing.transport === 'stdio' && (body.command !== undefined || body.args !== undefined || body.env !== undefined)) {
         this.assertStdioAllowed(scope, body.command ?? existing.command ?? '');
       }
@@ -139,6 +149,16 @@ export class UpstreamsService {
         ? (['url', 'headers'] as const).find((field) => body[field] !== undefined)
         : (['command', 'args', 'env'] as const).find((field) => body[field] !== undefined);
     if (wrong) throw upstreamErrors.fieldNotForTransport(wrong, existing.transport);
+  }
+
+  /**
+   * Stored headers (credentials, write-only) were set for the URL's origin. Moving the URL to another origin keeps
+   * them only if they are given again (or removed with null): otherwise whoever may edit upstreams could have the
+   * gateway and test connections send someone else's credentials to a host of their choosing.
+   */
+  private assertHeadersFollowUrl(existing: UpstreamRecord, body: UpdateUpstreamRequest): void {
+    if (body.url === undefined || body.headers !== undefined || !existing.hasHeaders || existing.url === null) return;
+    if (originOf(body.url) !== originOf(existing.url)) throw upstreamErrors.headersForOtherOrigin();
   }
 
   /** 409 naming the upstream that already holds the name or tool prefix. */
