@@ -14,7 +14,7 @@ export const gatewayConfigSchema = z
     GATEWAY_HOST: z.string().min(1).default('127.0.0.1'),
     GATEWAY_PORT: f.port(3200),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
-    GATEWAY_TRUST_PROXY: f.booleanFlag(false),
+    GATEWAY_TRUST_PROXY: f.trustedProxies,
     /** Host header values accepted on the MCP endpoints (`host` or `host:port`); empty accepts any. */
     GATEWAY_ALLOWED_HOSTS: f.csv,
     /** Browser origins allowed to call the MCP endpoints (`*` for any); requests without Origin always pass. */

@@ -10,8 +10,17 @@ export interface HttpAppOptions {
   readonly logger: Logger;
   /** Largest accepted request body; larger bodies get 413 before any handler runs. */
   readonly bodyLimitBytes: number;
-  /** Trust X-Forwarded-* from a proxy in front (only when one is really there). */
-  readonly trustProxy?: boolean;
+  /**
+   * Trust X-Forwarded-* from proxies in front (only when they are really there): `true` trusts every hop, a number
+   * the nearest N, a list those addresses/CIDRs.
+   */
+  readonly trustProxy?: boolean | number | readonly string[];
+}
+
+/** Fastify's form of the setting: a number of hops as proxy-addr's hop predicate, a list as an array. */
+function fastifyTrustProxy(trust: boolean | number | readonly string[]): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust === 'number') return (_address, hop) => hop < trust;
+  return typeof trust === 'boolean' ? trust : [...trust];
 }
 
 /**
@@ -25,7 +34,7 @@ export async function createHttpApp(
   const adapter = new FastifyAdapter({
     loggerInstance: options.logger,
     bodyLimit: options.bodyLimitBytes,
-    trustProxy: options.trustProxy ?? false,
+    trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,

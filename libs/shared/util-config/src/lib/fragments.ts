@@ -1,3 +1,4 @@
+import proxyaddr from 'proxy-addr';
 import { z } from 'zod';
 
 /** Reusable field schemas for app configs. Each app composes its own schema from these. */
@@ -47,3 +48,44 @@ export const booleanFlag = (fallback: boolean) =>
     .enum(['true', 'false', '1', '0'])
     .default(fallback ? 'true' : 'false')
     .transform((value) => value === 'true' || value === '1');
+
+/** Which proxies in front may speak for the client through X-Forwarded-For (see `trustedProxies`). */
+export type TrustedProxies = false | number | readonly string[];
+
+/**
+ * Which proxies in front may set X-Forwarded-For: `false` (none: the socket's peer is the client), a number of hops
+ * (the nearest N addresses are proxies: `1` behind one load balancer), or a comma-separated list of proxy addresses
+ * or CIDRs (and proxy-addr's names `loopback`, `linklocal`, `uniquelocal`). The client is the nearest address that is
+ * not a trusted proxy. `true` is refused: it would trust every entry, the ones the client wrote itself included.
+ */
+export const trustedProxies = z
+  .string()
+  .trim()
+  .default('false')
+  .transform((value, ctx): TrustedProxies => {
+    if (value === 'false' || value === '0' || value === '') return false;
+    if (value === 'true') {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'true would trust every X-Forwarded-For entry, those the client wrote included: give the number of proxies in front (e.g. 1) or their addresses/CIDRs',
+      });
+      return z.NEVER;
+    }
+    if (/^\d+$/.test(value)) {
+      const hops = Number(value);
+      if (hops <= 20) return hops;
+      ctx.addIssue({ code: 'custom', message: 'at most 20 proxy hops' });
+      return z.NEVER;
+    }
+    const list = value
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item.length > 0);
+    try {
+      proxyaddr.compile(list);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be false, a number of proxy hops, or a comma-separated list of IP addresses or CIDRs' });
+      return z.NEVER;
+    }
+    return list;
+  });

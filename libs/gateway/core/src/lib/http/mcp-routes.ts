@@ -13,8 +13,10 @@ import {
   type Principal,
   type SessionRecord,
 } from '@portcullis/gateway/mcp';
+import type { TrustedProxies } from '@portcullis/shared/util-config';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { Authenticator } from '../auth/authenticator';
+import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, rateLimitedRetryAfter } from '../dispatch/sinks';
 import type { SessionEngine } from '../dispatch/session-engine';
@@ -40,8 +42,11 @@ export interface McpRoutesOptions {
   readonly replay?: ReplayLog;
   /** Serve `POST /t/:tenant/mcp` straight off Node's server, in front of Fastify (default true). */
   readonly rawFastPath?: boolean;
-  /** As Fastify's `trustProxy`: the client address is the first X-Forwarded-For entry (default false). */
-  readonly trustProxy?: boolean;
+  /**
+   * The proxies in front that may speak for the client through X-Forwarded-For (default none), as given to Fastify's
+   * `trustProxy`: the client address is the nearest one that is not a trusted proxy.
+   */
+  readonly trustProxy?: TrustedProxies;
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -110,18 +115,6 @@ const MCP_POST_PATH = /^\/t\/([^/?#]+)\/mcp(?:\?|$)/;
 
 const firstHeader = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
 
-/** The client's address as Fastify reports it: the socket's peer, or with a trusted proxy the first X-Forwarded-For entry. */
-function clientAddress(req: IncomingMessage, trustProxy: boolean): string | undefined {
-  if (trustProxy) {
-    // proxy-addr (Fastify's) skips empty entries: `, 5.6.7.8` is 5.6.7.8.
-    const forwarded = firstHeader(req.headers['x-forwarded-for']);
-    for (const entry of forwarded?.split(',') ?? []) {
-      const address = entry.trim();
-      if (address !== '') return address;
-    }
-  }
-  return req.socket.remoteAddress;
-}
 
 function writeJson(res: ServerResponse, status: number, headers: Readonly<Record<string, string>>, body: string): void {
   if (res.headersSent || res.destroyed) return;
@@ -288,7 +281,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   }
 
   let closing = false;
-  const trustProxy = options.trustProxy ?? false;
+  const clientAddress = clientAddressOf(options.trustProxy ?? false);
   /**
    * The hot path without the framework: `POST /t/<tenant>/mcp` is read and answered straight off Node's
    * server (body limit, trace id, client address as Fastify would give them), skipping routing, hooks and reply
@@ -337,7 +330,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers: req.headers, body, ip: clientAddress(req, trustProxy), traceId }, res);
+      void handlePost({ tenant, headers: req.headers, body, ip: clientAddress(req), traceId }, res);
     };
     req.on('data', onData);
     req.on('end', onEnd);
