@@ -18,6 +18,20 @@ import { StreamableHttpSession } from './http/streamable-http-session';
 import type { StdioOptions } from './stdio/stdio-process';
 import { StdioPool } from './stdio/stdio-pool';
 
+
+/**
+ * A URL's origin for logs: paths and query strings may carry tokens (`?api_key=`), so logs name only where an
+ * upstream is, never the whole URL.
+ */
+function originOf(url: string | null | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return new URL(url).origin;
+  } catch {
+    return 'unparsable';
+  }
+}
+
 export interface UpstreamConnectorOptions {
   readonly logger?: UpstreamLogger;
   /** Bound on the processes one stdio upstream may have on this replica. */
@@ -99,7 +113,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     const decision = checkUpstreamUrl(config.url, policy);
     if (!decision.ok) {
       logger.warn({ ...logFields(config), why: decision.reason }, 'upstream URL refused');
-      logger.debug({ ...logFields(config), url: config.url }, 'refused upstream URL');
+      logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'refused upstream URL');
       throw errors.connectFailed();
     }
     return pool.target(decision.url);
@@ -140,7 +154,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
           session.dispose();
           throw error;
         }
-        logger.debug({ ...logFields(config), url: config.url }, 'upstream session opened');
+        logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
         return session;
       }
       case 'sse': {
@@ -148,7 +162,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
         if (!ctx.breaker.tryPass()) throw errors.circuitOpen();
         const session = new LegacySseSession({ ...ctx, target: targetFor(config) });
         await session.handshake(identity);
-        logger.debug({ ...logFields(config), url: config.url }, 'upstream session opened');
+        logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
         return session;
       }
       case 'stdio':

@@ -17,7 +17,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { identity, textOf, upstreamConfig, waitFor } from '../../test-fixtures/upstream-test-kit';
+import { identity, recordingLogger, textOf, upstreamConfig, waitFor } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector } from '../upstream-connector';
 
 type Received = {
@@ -104,6 +104,19 @@ describe('HTTP upstreams against the demo servers', () => {
       opened.map((session) => session.request('tools/call', { name: 'add', arguments: { a: 1, b: 2 } }, { timeoutMs: 5_000 })),
     );
     expect(results.map((result) => result['structuredContent'])).toEqual([{ result: 3 }, { result: 3 }, { result: 3 }]);
+  });
+
+  it('logs where an upstream is, never its whole URL (paths and query strings may carry tokens)', async () => {
+    const logger = recordingLogger();
+    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, logger });
+    connectors.push(connector);
+    for (const config of [streamable('/math', { url: `${host.url}/math/mcp?api_key=url-token-1234` }), legacy('/math', { url: `${host.url}/math/sse?api_key=url-token-1234` })]) {
+      sessions.push(await connector.connect(config, identity));
+    }
+    const opened = logger.entries.filter((entry) => entry.message === 'upstream session opened');
+    expect(opened).toHaveLength(2);
+    expect(opened[0]?.fields).toMatchObject({ origin: host.url });
+    expect(JSON.stringify(logger.entries)).not.toContain('url-token-1234');
   });
 
   describe.each([

@@ -180,7 +180,8 @@ export class StdioProcess {
     this.child = child;
     this.startedAt = Date.now();
     logger.debug(
-      { ...this.fields, pid: child.pid, command: config.command, args: config.args },
+      // Arguments are not logged: they may carry tokens (`--token=…`); the command names the program.
+      { ...this.fields, pid: child.pid, command: config.command, argCount: config.args.length },
       'upstream process started',
     );
     const spawnFailed = new Promise<never>((_, reject) => {
