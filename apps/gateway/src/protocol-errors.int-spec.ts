@@ -268,6 +268,18 @@ describe('POST details', () => {
       -32600,
     );
     expectRpcError(await raw('POST', path, postHeaders(), `[${initBody()}]`), 400, -32600);
+
+    // A batch is bounded (each of its requests runs at once), and an id still in progress is not served twice.
+    const oldHeaders = postHeaders({ 'mcp-session-id': old, 'mcp-protocol-version': '2025-03-26' });
+    const hundred = (from: number) => Array.from({ length: 100 }, (_, i) => ({ jsonrpc: '2.0', id: from + i, method: 'ping' }));
+    expect((await raw('POST', path, oldHeaders, JSON.stringify(hundred(0)))).status).toBe(200);
+    const tooMany = await raw('POST', path, oldHeaders, JSON.stringify([...hundred(1_000), { jsonrpc: '2.0', id: 'x', method: 'ping' }]));
+    expectRpcError(tooMany, 400, -32600);
+    expect(tooMany.body).toMatch(/at most 100/);
+    const twice = await raw('POST', path, oldHeaders, JSON.stringify([{ jsonrpc: '2.0', id: 'same', method: 'ping' }, { jsonrpc: '2.0', id: 'same', method: 'ping' }]));
+    const answers = JSON.parse(twice.body) as { id: string; result?: unknown; error?: { code: number } }[];
+    expect(answers.filter((a) => a.result !== undefined)).toHaveLength(1);
+    expect(answers.filter((a) => a.error?.code === -32600)).toHaveLength(1);
   });
 
   it('initialize negotiates the version down to what the client speaks, or offers the latest', async () => {

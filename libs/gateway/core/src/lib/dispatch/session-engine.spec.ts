@@ -55,6 +55,31 @@ const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest =
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it('ends a request the agent cancels as cancelled, not as an internal error, and keeps its reason short', async () => {
+    const { engine } = build({
+      u1: {
+        prefix: 'slow',
+        capabilities: { tools: {} },
+        // As the real upstream sessions do: a call rejects with its signal's reason once aborted.
+        handle: (method, _params, options) =>
+          method === 'tools/call'
+            ? new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(options.signal?.reason)))
+            : Promise.resolve({ tools: tools('wait') }),
+      },
+    });
+    const record = await openSession(engine);
+    logs = '';
+    const call = req('tools/call', { name: 'slow__wait', arguments: {} });
+    const pending = engine.request(record, call, NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: call.id, reason: 'r'.repeat(100_000) } });
+    const response = await pending;
+    expect('error' in response && response.error.code).not.toBe(-32603);
+    expect(JSON.stringify(response)).toMatch(/cancelled/);
+    expect(logs).not.toContain('unexpected error');
+    expect(logs).not.toContain('r'.repeat(300));
+  });
+
   it('merges listings in prefix order, paginates across upstreams with one opaque cursor, and routes calls with original names', async () => {
     const { engine, connector } = build({
       u1: {

@@ -132,6 +132,14 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   resourceTemplates: 'resourceTemplate',
 };
 
+const MAX_CANCEL_REASON = 256;
+
+/**
+ * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
+ * JSON-RPC error naming cancellation) rather than as an unexpected internal error logged at error level.
+ */
+const cancelledBecause = (reason: string): DOMException => new DOMException(reason.slice(0, MAX_CANCEL_REASON), 'AbortError');
+
 /** MCP's code for an unknown resource URI. */
 const RESOURCE_NOT_FOUND = -32002;
 
@@ -308,7 +316,7 @@ export class SessionEngine {
     await Promise.allSettled(closes);
     live.standalone = undefined;
     this.dropPages(live);
-    for (const controller of live.inflight.values()) controller.abort(new Error('session ended'));
+    for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
   }
 
@@ -339,7 +347,7 @@ export class SessionEngine {
         this.forget(message.sessionId);
         return;
       case 'cancel':
-        this.live.get(message.sessionId)?.inflight.get(inflightKey(message.sessionId, message.requestId))?.abort(new Error(message.reason ?? 'cancelled'));
+        this.live.get(message.sessionId)?.inflight.get(inflightKey(message.sessionId, message.requestId))?.abort(cancelledBecause(message.reason ?? 'cancelled'));
         return;
       case 'answer':
         this.settleAnswer(message.sessionId, message.response);
@@ -370,8 +378,9 @@ export class SessionEngine {
         const requestId = params['requestId'];
         if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
         const controller = this.live.get(record.id)?.inflight.get(inflightKey(record.id, requestId));
-        const reason = typeof params['reason'] === 'string' ? params['reason'] : 'cancelled by the client';
-        if (controller) controller.abort(new Error(reason));
+        // The agent's reason is free text of any length: cut before it is kept, logged or broadcast to other replicas.
+        const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
+        if (controller) controller.abort(cancelledBecause(reason));
         else this.deps.bus?.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
         return;
       }
@@ -406,6 +415,10 @@ export class SessionEngine {
   async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string): Promise<JsonRpcResponse> {
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
+    if (live.inflight.has(key)) {
+      // MCP: an id is not reused within a session. Serving both would leave the first uncancellable (one entry).
+      return rpcError(message.id, JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress', traceId);
+    }
     const controller = new Cancellation();
     live.inflight.set(key, controller);
     const hooks = this.deps.hooks;
@@ -824,7 +837,7 @@ export class SessionEngine {
   /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
   private release(live: LiveSession): void {
     this.dropPages(live);
-    for (const controller of live.inflight.values()) controller.abort(new Error('session released'));
+    for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
     for (const { config, session } of live.upstreams.values()) {
       if (config.transport !== 'streamable_http') void session.then((s) => s.close()).catch(() => undefined);
     }
@@ -896,7 +909,7 @@ export class SessionEngine {
     this.deps.sessions.forget?.(record.id);
     if (live) {
       this.dropPages(live);
-      for (const controller of live.inflight.values()) controller.abort(new Error('session expired'));
+      for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();
       live.standalone = undefined;
     }

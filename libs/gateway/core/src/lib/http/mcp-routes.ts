@@ -107,6 +107,9 @@ interface PostInput {
   readonly traceId: string;
 }
 
+/** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
+const MAX_BATCH = 100;
+
 /** Fastify's default `maxParamLength`: a longer tenant segment is the router's to refuse. */
 const MAX_TENANT_SEGMENT = 100;
 
@@ -200,6 +203,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const batch = Array.isArray(parsed);
       const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
       if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
+      if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
       const invalid = items.find((item) => item.kind === 'invalid');
       if (invalid && invalid.kind === 'invalid') {
         firstId = invalid.id;
