@@ -578,7 +578,7 @@ export class SessionEngine {
     let targets: PendingPage[];
     if (cursor !== undefined) {
       const pages = decodeCursor(kind, cursor);
-      if (!pages || pages.some((page) => !(page.upstreamId in live.record.upstreams))) {
+      if (!pages || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
         throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
       }
       targets = pages;

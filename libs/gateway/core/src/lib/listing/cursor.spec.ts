@@ -21,4 +21,11 @@ describe('merged-listing cursors', () => {
     expect(decodeCursor('tools', 42)).toBeUndefined();
     expect(decodeCursor('tools', 'a'.repeat(20_000))).toBeUndefined();
   });
+
+  it('refuses a forged cursor naming one upstream more than once (one listing would fan out into many calls)', () => {
+    const forged = encodeCursor('tools', Array.from({ length: 200 }, (_, i) => ({ upstreamId: 'a', cursor: `c${i}` })));
+    expect(forged.length).toBeLessThan(16 * 1024);
+    expect(decodeCursor('tools', forged)).toBeUndefined();
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: '1' }, { upstreamId: 'b', cursor: '1' }]))).toHaveLength(2);
+  });
 });

@@ -38,10 +38,14 @@ export function decodeCursor(kind: ListKind, cursor: unknown): PendingPage[] | u
   const { v, k, p } = body as Partial<CursorBody>;
   if (v !== 1 || k !== kind || !Array.isArray(p) || p.length === 0) return undefined;
   const pages: PendingPage[] = [];
+  // A cursor we issued names each upstream once: a forged one repeating an upstream would fan one listing out into
+  // hundreds of upstream calls.
+  const seen = new Set<string>();
   for (const entry of p as unknown[]) {
     if (!Array.isArray(entry) || entry.length !== 2) return undefined;
     const [upstreamId, upstreamCursor] = entry as unknown[];
-    if (typeof upstreamId !== 'string' || typeof upstreamCursor !== 'string') return undefined;
+    if (typeof upstreamId !== 'string' || typeof upstreamCursor !== 'string' || seen.has(upstreamId)) return undefined;
+    seen.add(upstreamId);
     pages.push({ upstreamId, cursor: upstreamCursor });
   }
   return pages;
