@@ -3,8 +3,9 @@ import { configFields as f } from '@portcullis/shared/util-config';
 import { z } from 'zod';
 
 /**
- * Development-only defaults for the two secrets, so `npm start` and the e2e tests run without set-up. Refused when
- * NODE_ENV=production: there both variables must be set.
+ * Development-only defaults for the two secrets, so `npm start` and the e2e tests run without set-up. They are in
+ * this repository, so anyone could sign tokens with them: refused when NODE_ENV=production and whenever the API
+ * listens beyond loopback (CONTROL_PLANE_HOST) — a deployment that forgot NODE_ENV must not fall back to them.
  */
 const DEV_JWT_SECRET = 'development-only-control-plane-jwt-secret-not-for-production';
 const DEV_KEYRING = `dev:${Buffer.alloc(32, 7).toString('base64')}`;
@@ -26,6 +27,9 @@ const requireInProduction = (env: { NODE_ENV: string }, value: unknown, key: str
     ctx.addIssue({ code: 'custom', path: [key], message: 'is required when NODE_ENV=production' });
   }
 };
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can reach a server listening there. */
+const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
 
 const tokenSettings = (env: TokenEnv) => ({
   secret: env.CONTROL_PLANE_JWT_SECRET ?? DEV_JWT_SECRET,
@@ -79,6 +83,13 @@ export const controlPlaneConfigSchema = z
   .superRefine((env, ctx) => {
     requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx);
     requireInProduction(env, env.CONTROL_PLANE_SECRETS_KEYRING, 'CONTROL_PLANE_SECRETS_KEYRING', ctx);
+    if (env.NODE_ENV !== 'production' && !isLoopbackHost(env.CONTROL_PLANE_HOST)) {
+      for (const key of ['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING'] as const) {
+        if (env[key] === undefined) {
+          ctx.addIssue({ code: 'custom', path: [key], message: 'is required when CONTROL_PLANE_HOST is not a loopback address (the development default is public)' });
+        }
+      }
+    }
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,

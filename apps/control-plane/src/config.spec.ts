@@ -1,0 +1,38 @@
+import { ConfigError, parseConfig } from '@portcullis/shared/util-config';
+import { describe, expect, it } from 'vitest';
+import { controlPlaneConfigSchema } from './config';
+
+const REQUIRED = { DATABASE_URL: 'postgresql://app@127.0.0.1:5432/portcullis', REDIS_URL: 'redis://127.0.0.1:6379' };
+const SECRETS = { CONTROL_PLANE_JWT_SECRET: 'x'.repeat(40), CONTROL_PLANE_SECRETS_KEYRING: `k1:${Buffer.alloc(32, 1).toString('base64')}` };
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...env });
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems.map((problem) => problem.split(':')[0] ?? problem).sort();
+  }
+  throw new Error('the configuration was accepted');
+}
+
+describe('control plane config: the development secrets', () => {
+  it('are used only on loopback outside production, and say so', () => {
+    for (const host of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
+      const config = parseConfig(controlPlaneConfigSchema, { ...REQUIRED, CONTROL_PLANE_HOST: host });
+      expect(config.auth.usingDevelopmentSecret).toBe(true);
+      expect(config.secrets.usingDevelopmentKeyring).toBe(true);
+    }
+  });
+
+  it('are refused when the API listens beyond loopback, even without NODE_ENV=production', () => {
+    for (const host of ['0.0.0.0', '::', '10.0.0.5', 'api.internal']) {
+      expect(problemsOf({ CONTROL_PLANE_HOST: host })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
+    }
+    const configured = parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...SECRETS, CONTROL_PLANE_HOST: '0.0.0.0' });
+    expect(configured.auth.usingDevelopmentSecret).toBe(false);
+  });
+
+  it('are refused in production wherever it listens', () => {
+    expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
+  });
+});
