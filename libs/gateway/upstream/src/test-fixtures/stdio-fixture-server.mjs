@@ -29,6 +29,10 @@ const tools = {
   env: () => text('env', { env: { ...process.env } }),
   seen: () => text('seen', { notifications: seen }),
   crash: () => process.exit(3),
+  // Deadlocked for good: alive, but answering nothing ever again.
+  freeze: () => {
+    for (;;);
+  },
   noisy: () => {
     for (let i = 0; i < 100; i += 1) process.stderr.write(`noise ${i} ${'x'.repeat(2_000)}\n`);
     return text('noisy');

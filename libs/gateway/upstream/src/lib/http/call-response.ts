@@ -37,7 +37,8 @@ type BodyKind = 'skip' | 'json' | 'sse';
 /**
  * Reads the HTTP response to one POSTed JSON-RPC request (Streamable HTTP) as undici delivers it: a
  * JSON body with the response, or an SSE stream carrying notifications and server requests about this
- * request and, last, its response. Messages that arrive after the response are still delivered.
+ * request and, last, its response. Messages that arrive after the response are still delivered, for
+ * `LINGER_MS`; then the request and its socket are dropped.
  */
 export class CallResponse extends Exchange {
   private started = false;
@@ -61,6 +62,7 @@ export class CallResponse extends Exchange {
   abort(error: unknown): void {
     if (this.finished) return;
     this.finished = true;
+    this.bodyDone();
     this.answer(error, undefined);
     this.abortRequest();
   }
@@ -99,6 +101,7 @@ export class CallResponse extends Exchange {
   }
 
   override onResponseEnd(): void {
+    this.bodyDone();
     if (this.finished) return;
     this.finished = true;
     if (this.body === 'json') {
@@ -114,6 +117,7 @@ export class CallResponse extends Exchange {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.bodyDone();
     if (this.finished) return;
     this.finished = true;
     if (!this.started) {
@@ -154,6 +158,7 @@ export class CallResponse extends Exchange {
   /** The body cannot be read on: answer with a protocol error (if not answered yet) and drop the request. */
   private break(what: string): void {
     this.finished = true;
+    this.bodyDone();
     this.answer(errors.protocol(what), undefined);
     this.abortRequest();
   }
@@ -200,5 +205,7 @@ export class CallResponse extends Exchange {
     if (this.answered) return;
     this.answered = true;
     this.handlers.settle(error, result);
+    // Answered with the body still open (an SSE stream, an error body): read on only briefly.
+    if (!this.finished) this.linger();
   }
 }

@@ -138,9 +138,54 @@ export function dispatch(
  * The handler of one undici request, abortable before it reached a socket too (a request waits in
  * the pool's queue while every socket is busy). Subclasses read the response.
  */
+/**
+ * How long a response body may stay open once its exchange's outcome is known (the call answered, the status
+ * reported): messages arriving meanwhile are still read, then the request and its pooled socket are dropped. An
+ * upstream that keeps an answered stream open (pings forever, an endless error body) would otherwise hold the socket
+ * for good, and after `maxSocketsPerOrigin` of them every call to that origin would queue forever.
+ */
+export const LINGER_MS = 2_000;
+
+/** Exchanges whose outcome is known while their body is still open, with the time each may stay open until. */
+const lingering = new Map<Exchange, number>();
+let lingerSweep: NodeJS.Timeout | undefined;
+
+function sweepLingering(): void {
+  const now = Date.now();
+  for (const [exchange, until] of lingering) {
+    if (until > now) continue;
+    lingering.delete(exchange);
+    exchange.dropLingeringBody();
+  }
+  if (lingering.size === 0 && lingerSweep !== undefined) {
+    clearInterval(lingerSweep);
+    lingerSweep = undefined;
+  }
+}
+
 export abstract class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private pendingAbort: Error | undefined;
+
+  /** The outcome is known and the body goes on: read it for at most LINGER_MS more (one shared sweep, no timer each). */
+  protected linger(): void {
+    if (lingering.has(this)) return;
+    lingering.set(this, Date.now() + LINGER_MS);
+    if (lingerSweep === undefined) {
+      lingerSweep = setInterval(sweepLingering, Math.ceil(LINGER_MS / 4));
+      lingerSweep.unref();
+    }
+  }
+
+  /** The body ended or broke: nothing left to bound. */
+  protected bodyDone(): void {
+    lingering.delete(this);
+  }
+
+  /** @internal The sweep's verdict: the body stayed open too long after the outcome. */
+  dropLingeringBody(): void {
+    this.abortRequest();
+  }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
@@ -186,9 +231,15 @@ export class StatusExchange extends Exchange {
     if (this.reported || statusCode < 200) return;
     this.reported = true;
     this.done(null, statusCode);
+    this.linger();
+  }
+
+  override onResponseEnd(): void {
+    this.bodyDone();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.bodyDone();
     if (this.reported) return;
     this.reported = true;
     this.done(error, 0);

@@ -124,6 +124,41 @@ describe('connector resilience and network policy', () => {
     expect(sockets.size).toBeLessThanOrEqual(2);
   });
 
+  it('drops a response stream the upstream keeps open after answering, so the pooled socket serves the next call', async () => {
+    let streamsClosed = 0;
+    const server = await rawServer((req, res) => {
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+          return;
+        }
+        // The answer, then the stream stays open with a comment every 100 ms, for good.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { tools: [] } })}\n\n`);
+        const ping = setInterval(() => res.write(': ping\n\n'), 100);
+        res.on('close', () => {
+          clearInterval(ping);
+          streamsClosed += 1;
+        });
+      });
+    });
+    servers.push(server);
+    const session = await connector({ maxSocketsPerOrigin: 1 }).connect(
+      upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
+      identity,
+    );
+    // One socket: each call after the first needs the stream before it dropped (LINGER_MS after its answer).
+    const started = Date.now();
+    for (let i = 0; i < 3; i++) await expect(session.request('tools/list', {}, { timeoutMs: 8_000 })).resolves.toEqual({ tools: [] });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 1_900);
+    await waitFor(() => streamsClosed >= 2);
+  }, 20_000);
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);

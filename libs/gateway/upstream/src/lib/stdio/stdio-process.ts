@@ -21,6 +21,9 @@ import {
 import { parseMessages } from '../http/event-stream';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 
+/** Consecutive timed-out calls, with nothing answered in between, after which a process is taken for hung. */
+const UNRESPONSIVE_AFTER = 3;
+
 export interface StdioOptions {
   /** A process without traffic for this long is stopped (and started again on the next call). */
   readonly idleMs: number;
@@ -62,6 +65,8 @@ export class StdioProcess {
   private notBefore = 0;
   private lastActivity = Date.now();
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Calls timed out since the process last answered anything. */
+  private timeoutsInARow = 0;
   private readonly mux: RequestMultiplexer<Owner>;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
   private readonly fields: Record<string, unknown>;
@@ -76,8 +81,14 @@ export class StdioProcess {
     this.fields = logFields(ctx.config);
     this.mux = new RequestMultiplexer<Owner>({
       write: (text) => this.write(text),
-      onTimeout: () => ctx.breaker.failure(),
-      onAnswer: () => ctx.breaker.success(),
+      onTimeout: () => {
+        ctx.breaker.failure();
+        this.timedOut();
+      },
+      onAnswer: () => {
+        ctx.breaker.success();
+        this.timeoutsInARow = 0;
+      },
     });
   }
 
@@ -277,6 +288,21 @@ export class StdioProcess {
         'upstream process restart failed',
       );
     });
+  }
+
+  /**
+   * A process that lets UNRESPONSIVE_AFTER calls in a row time out without answering anything in between is taken
+   * for hung (deadlocked, or no longer reading its stdin): it is killed, which counts as a crash (restart with
+   * backoff, circuit opened if it keeps happening). Left alone it would never be restarted: the breaker's half-open
+   * probes keep it from ever being idle.
+   */
+  private timedOut(): void {
+    this.timeoutsInARow += 1;
+    const child = this.child;
+    if (this.timeoutsInARow < UNRESPONSIVE_AFTER || child === undefined || this.stopping !== undefined || !this.ready) return;
+    this.timeoutsInARow = 0;
+    this.ctx.logger.warn({ ...this.fields, timeouts: UNRESPONSIVE_AFTER }, 'upstream process stopped answering; killing it for a restart');
+    child.kill('SIGKILL');
   }
 
   private checkIdle(): void {

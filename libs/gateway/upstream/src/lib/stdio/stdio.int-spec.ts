@@ -204,6 +204,23 @@ describe('stdio upstreams', () => {
     expect(textOf(await call(session, 'pid'))).toMatch(/^\d+$/);
   });
 
+  it('kills and restarts a process that stopped answering (three calls in a row timed out)', async () => {
+    const logger = recordingLogger();
+    const session = await open(connector({ logger }));
+    const pid = await pidOf(session);
+    await expect(session.request('tools/call', { name: 'freeze', arguments: {} }, { timeoutMs: 100 })).rejects.toMatchObject({ reason: 'timeout' });
+    await expect(session.request('tools/call', { name: 'pid', arguments: {} }, { timeoutMs: 100 })).rejects.toMatchObject({ reason: 'timeout' });
+    expect(isAlive(pid)).toBe(true);
+    await expect(session.request('tools/call', { name: 'pid', arguments: {} }, { timeoutMs: 100 })).rejects.toMatchObject({ reason: 'timeout' });
+    await waitFor(() => !isAlive(pid));
+    expect(logger.entries.map((entry) => entry.message)).toContain('upstream process stopped answering; killing it for a restart');
+    const restarted = await waitFor(async () => {
+      const next = await pidOf(session).catch(() => undefined);
+      return next !== undefined && next !== pid ? next : undefined;
+    });
+    expect(isAlive(restarted)).toBe(true);
+  });
+
   it('restarts the process after it is killed', async () => {
     const session = await open(connector());
     const pid = await pidOf(session);
