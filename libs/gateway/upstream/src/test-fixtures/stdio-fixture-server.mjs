@@ -1,6 +1,7 @@
 // A minimal MCP server over stdio (newline-delimited JSON-RPC) for the connector's integration tests.
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
+import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -29,6 +30,11 @@ const tools = {
   env: () => text('env', { env: { ...process.env } }),
   seen: () => text('seen', { notifications: seen }),
   crash: () => process.exit(3),
+  // What a wrapper (npx, a script) does: the real work in a process of its own, here one that ignores SIGTERM.
+  grandchild: () => {
+    const child = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"], { stdio: 'ignore' });
+    return text(child.pid, { pid: child.pid });
+  },
   // Deadlocked for good: alive, but answering nothing ever again.
   freeze: () => {
     for (;;);

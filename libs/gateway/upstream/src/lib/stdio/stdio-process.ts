@@ -21,6 +21,27 @@ import {
 import { parseMessages } from '../http/event-stream';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 
+/**
+ * Signals the child's process group (it leads one: spawned detached), falling back to the child alone where groups
+ * do not apply. A group already gone is fine.
+ */
+function signalGroup(child: ChildProcessWithoutNullStreams, signal: NodeJS.Signals): void {
+  const pid = child.pid;
+  if (pid !== undefined && process.platform !== 'win32') {
+    try {
+      process.kill(-pid, signal);
+      return;
+    } catch {
+      // ESRCH: the group is gone (or was never formed); the child itself is tried below.
+    }
+  }
+  try {
+    child.kill(signal);
+  } catch {
+    // Already gone.
+  }
+}
+
 /** Consecutive timed-out calls, with nothing answered in between, after which a process is taken for hung. */
 const UNRESPONSIVE_AFTER = 3;
 
@@ -151,13 +172,13 @@ export class StdioProcess {
     this.ctx.logger.debug({ ...this.fields, why }, 'stopping upstream process');
     this.ready = false;
     this.stopping = new Promise<void>((resolve) => {
-      const kill = setTimeout(() => child.kill('SIGKILL'), this.options.killGraceMs);
+      const kill = setTimeout(() => signalGroup(child, 'SIGKILL'), this.options.killGraceMs);
       child.once('exit', () => {
         clearTimeout(kill);
         resolve();
       });
       child.stdin.end();
-      child.kill('SIGTERM');
+      signalGroup(child, 'SIGTERM');
     }).finally(() => {
       this.stopping = undefined;
       if (this.owners.size === 0) this.onGone(this);
@@ -179,6 +200,9 @@ export class StdioProcess {
         env: { ...config.env },
         stdio: ['pipe', 'pipe', 'pipe'],
         windowsHide: true,
+        // Its own process group, so stopping it reaches what it started too: a wrapper (`npx`, `uvx`, a script)
+        // runs the real server as a grandchild, which would otherwise outlive every stop and restart.
+        detached: process.platform !== 'win32',
       });
     } catch (error) {
       this.ctx.breaker.failure();
@@ -258,6 +282,8 @@ export class StdioProcess {
     code: number | null,
     signal: NodeJS.Signals | null,
   ): void {
+    // Whatever the process started and left behind (a wrapper's server, a stray helper) goes with it.
+    signalGroup(child, 'SIGKILL');
     if (this.child !== child) return;
     this.child = undefined;
     this.ready = false;
@@ -302,7 +328,7 @@ export class StdioProcess {
     if (this.timeoutsInARow < UNRESPONSIVE_AFTER || child === undefined || this.stopping !== undefined || !this.ready) return;
     this.timeoutsInARow = 0;
     this.ctx.logger.warn({ ...this.fields, timeouts: UNRESPONSIVE_AFTER }, 'upstream process stopped answering; killing it for a restart');
-    child.kill('SIGKILL');
+    signalGroup(child, 'SIGKILL');
   }
 
   private checkIdle(): void {

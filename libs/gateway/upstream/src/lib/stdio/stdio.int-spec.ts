@@ -221,6 +221,22 @@ describe('stdio upstreams', () => {
     expect(isAlive(restarted)).toBe(true);
   });
 
+  it('stops what the process started too (a wrapper’s server), at shutdown and after a crash', async () => {
+    const c = connector();
+    const session = await open(c);
+    const grandchildOf = async () => ((await call(session, 'grandchild'))['structuredContent'] as { pid: number }).pid;
+    const first = await grandchildOf();
+    expect(isAlive(first)).toBe(true);
+    // The process crashes: what it left behind goes with it.
+    await expect(call(session, 'crash')).rejects.toMatchObject({ reason: 'closed' });
+    await waitFor(() => !isAlive(first));
+    const second = await waitFor(async () => grandchildOf().catch(() => undefined));
+    expect(isAlive(second)).toBe(true);
+    // Shutdown: SIGTERM to the group (the grandchild ignores it), then nothing of it survives the process.
+    await c.shutdown();
+    await waitFor(() => !isAlive(second));
+  });
+
   it('restarts the process after it is killed', async () => {
     const session = await open(connector());
     const pid = await pidOf(session);
