@@ -55,6 +55,53 @@ const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest =
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
+    const { engine } = build({
+      u1: {
+        prefix: 'llm',
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('summarize') };
+          const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } };
+          try {
+            return await (options?.onServerRequest?.(ask, new AbortController().signal) ?? Promise.reject(new Error('no relay')));
+          } catch (error) {
+            return { content: [{ type: 'text', text: `refused: ${(error as { code?: number }).code}` }] };
+          }
+        },
+      },
+    });
+    const call = () => req('tools/call', { name: 'llm__summarize', arguments: {} });
+
+    // Declared nothing: the upstream's request is refused as the client would (method not found), never relayed.
+    const plain = await openSession(engine);
+    const relayedToPlain: unknown[] = [];
+    const refused = await engine.request(plain, call(), { canStream: true, send: (m) => relayedToPlain.push(m) > 0 }, 'trace');
+    expect(JSON.stringify(refused)).toContain('refused: -32601');
+    expect(relayedToPlain).toEqual([]);
+
+    // Declared sampling: relayed to the agent's stream, and its answer goes back upstream.
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const sampling = await engine.session(sessionId ?? '', principal);
+    if (!sampling) throw new Error('no session');
+    const answered = engine.request(
+      sampling,
+      call(),
+      {
+        canStream: true,
+        send: (message) => {
+          const relayed = message as { id?: string; method?: string };
+          if (relayed.method === 'sampling/createMessage' && typeof relayed.id === 'string') {
+            queueMicrotask(() => engine.answer(sampling, { jsonrpc: '2.0', id: relayed.id as string, result: { role: 'assistant', content: { type: 'text', text: 'a summary' }, model: 'm' } }));
+          }
+          return true;
+        },
+      },
+      'trace',
+    );
+    expect(JSON.stringify(await answered)).toContain('a summary');
+  });
+
   it('ends a request the agent cancels as cancelled, not as an internal error, and keeps its reason short', async () => {
     const { engine } = build({
       u1: {

@@ -132,6 +132,13 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   resourceTemplates: 'resourceTemplate',
 };
 
+/** The client capability a server→client request needs (requests not listed, such as ping, need none). */
+const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
+  'sampling/createMessage': 'sampling',
+  'elicitation/create': 'elicitation',
+  'roots/list': 'roots',
+};
+
 const MAX_CANCEL_REASON = 256;
 
 /**
@@ -717,12 +724,19 @@ export class SessionEngine {
           sink.send(notification);
         }
       },
-      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record.id, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal),
+      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal),
     });
   }
 
   /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
-  private relayServerRequest(sessionId: string, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal): Promise<Record<string, unknown>> {
+  private relayServerRequest(record: SessionRecord, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal): Promise<Record<string, unknown>> {
+    const sessionId = record.id;
+    // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
+    // by several sessions, or one that ignores the capabilities it was given, may still ask.
+    const capability = CLIENT_CAPABILITY_OF[request.method];
+    if (capability !== undefined && !isObject(record.clientCapabilities?.[capability])) {
+      return Promise.reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, `The client does not support ${request.method}`));
+    }
     const id = `pcs.${this.deps.options.replicaId}.${randomBytes(12).toString('base64url')}`;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const onAbort = () => {
@@ -805,7 +819,7 @@ export class SessionEngine {
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
     });
-    session.onServerRequest((request, signal) => this.relayServerRequest(live.record.id, request, live.standalone ?? NO_STREAM, signal));
+    session.onServerRequest((request, signal) => this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal));
     void config;
     return session;
   }
