@@ -55,6 +55,25 @@ const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest =
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it('closes the agent’s standalone stream when the session ends, here or on another replica', async () => {
+    const { engine } = build({ u1: { prefix: 'p', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const stream = () => {
+      const sink = { closed: 0, canStream: true, send: () => true, close: () => void (sink.closed += 1) };
+      return sink;
+    };
+    const ended = await openSession(engine);
+    const first = stream();
+    engine.attachStandalone(ended, first);
+    await engine.end(ended, 'trace');
+    expect(first.closed).toBe(1);
+
+    const elsewhere = await openSession(engine);
+    const second = stream();
+    engine.attachStandalone(elsewhere, second);
+    engine.forget(elsewhere.id);
+    expect(second.closed).toBe(1);
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

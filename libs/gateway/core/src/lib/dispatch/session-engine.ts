@@ -321,6 +321,8 @@ export class SessionEngine {
       await session.close();
     });
     await Promise.allSettled(closes);
+    // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone).
+    live.standalone?.close?.();
     live.standalone = undefined;
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
@@ -334,6 +336,8 @@ export class SessionEngine {
     const live = this.live.get(sessionId);
     if (!live) return;
     this.live.delete(sessionId);
+    live.standalone?.close?.();
+    live.standalone = undefined;
     this.release(live);
   }
 
