@@ -115,7 +115,6 @@ export class HeldCallGate implements ApprovalGate {
         'This call needs a human approval, and the approval could not be recorded right now; try again later',
         undefined,
         'error',
-        503,
       );
     }
     this.options.logger.info({ tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, tool: target.name, traceId: info.traceId }, 'call held for approval');
@@ -243,7 +242,7 @@ export class HeldCallGate implements ApprovalGate {
           consumed = await this.track(this.options.store.consume(tenant, id, new Date(this.now())));
         } catch (error) {
           this.options.logger.error({ ...log, err: error }, 'approved call not confirmed; it fails');
-          throw new GatewayRequestError(APPROVAL_RPC.UNAVAILABLE, 'The call was approved but the approval could not be confirmed right now; try again later', { approvalId: id }, 'error', 503);
+          throw new GatewayRequestError(APPROVAL_RPC.UNAVAILABLE, 'The call was approved but the approval could not be confirmed right now; try again later', { approvalId: id }, 'error');
         }
         if (!consumed) {
           throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval was already used', { approvalId: id, reason: 'approval_used' }, 'denied');

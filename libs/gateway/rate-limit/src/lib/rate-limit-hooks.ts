@@ -191,7 +191,6 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
         retryAfterSeconds: outcome.retryAfterSeconds,
       },
       'rate_limited',
-      429,
     );
   };
 

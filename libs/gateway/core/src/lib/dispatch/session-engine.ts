@@ -157,7 +157,8 @@ const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\
 
 /**
  * A request the gateway refuses itself. `data` goes to the agent with the error (e.g. a rate limit's scope and
- * retry-after); `httpStatus` is used where the transport answers one request with one HTTP response.
+ * retry-after). The answer is a JSON-RPC error in a 200 response, as any request's error (only a lone rate-limit
+ * refusal becomes HTTP 429, see `rateLimitedRetryAfter`): clients read the error's code and message from it.
  */
 export class GatewayRequestError extends Error {
   constructor(
@@ -165,7 +166,6 @@ export class GatewayRequestError extends Error {
     message: string,
     readonly data?: Readonly<Record<string, unknown>>,
     readonly outcome: 'error' | 'denied' | 'rate_limited' = 'error',
-    readonly httpStatus?: number,
   ) {
     super(message);
     this.name = 'GatewayRequestError';

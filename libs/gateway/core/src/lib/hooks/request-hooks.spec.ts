@@ -173,7 +173,7 @@ describe('request hooks on initialize', () => {
       logger,
       hooks: {
         admit: (info) => {
-          if (info.method === 'initialize') throw new GatewayRequestError(-32053, 'audit unavailable for this tenant', undefined, 'error', 503);
+          if (info.method === 'initialize') throw new GatewayRequestError(-32053, 'audit unavailable for this tenant', undefined, 'error');
           return undefined;
         },
         completed: (info, outcome) => completed.push([info.method, outcome.outcome]),
