@@ -87,8 +87,13 @@ describe('HeldCallGate', () => {
     const id2 = await pendingId(argumentsHash(args2));
     await system.approval.updateMany({ where: { id: { in: [id, id2] } }, data: { status: 'approved' } });
     g.onDecided(tenant.id);
-    await expect(held).resolves.toMatchObject({ decision: 'require_approval', approvalId: id, ruleIds: ['r1'], snapshotVersion: 4 });
-    await expect(quiet).resolves.toMatchObject({ approvalId: id2 });
+    const admitted = await held;
+    expect(admitted).toMatchObject({ decision: 'require_approval', approvalId: id, ruleIds: ['r1'], snapshotVersion: 4 });
+    // How many progress values the wait used, so the upstream's own progress is shifted past them.
+    expect(admitted.progressSent).toBe(withToken.messages.length);
+    const quietAdmission = await quiet;
+    expect(quietAdmission).toMatchObject({ approvalId: id2 });
+    expect(quietAdmission.progressSent).toBeUndefined();
     expect(silent.messages).toEqual([]);
     await g.close();
   });

@@ -148,7 +148,7 @@ export class HeldCallGate implements ApprovalGate {
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;
         stop();
-        this.conclude(tenant, id, hash, state, decision, target.name).then(resolve, reject);
+        this.conclude(tenant, id, hash, state, decision, target.name).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
       };
       this.held.set(id, { tenantId: tenant, id, decided });
       signal.addEventListener('abort', onAbort, { once: true });

@@ -55,6 +55,44 @@ const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest =
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it('shifts the upstream’s progress past what a hook already reported, so progress only increases', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'job')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('run') };
+          for (const progress of [1, 2]) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 99, progress, total: 2 } });
+          return { content: [] };
+        },
+      },
+    });
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: {
+        // As the approval gate does while a call waits: its own progress, then the count in the admission.
+        admit: (info, sink) => {
+          if (info.method !== 'tools/call') return undefined;
+          for (const progress of [1, 2, 3]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
+          return { progressSent: 3 };
+        },
+      },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const seen: unknown[] = [];
+    await engine.request(record, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'agent-token' } }), { canStream: true, send: (m) => seen.push(m) > 0 }, 'trace');
+    const progress = seen.map((m) => (m as { params: { progress: number; total?: number; progressToken: unknown } }).params);
+    expect(progress.map((p) => p.progress)).toEqual([1, 2, 3, 4, 5]);
+    expect(progress.map((p) => p.progressToken)).toEqual(Array(5).fill('agent-token'));
+    expect(progress[4]?.total).toBe(5);
+  });
+
   it('closes the agent’s standalone stream when the session ends, here or on another replica', async () => {
     const { engine } = build({ u1: { prefix: 'p', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
     const stream = () => {

@@ -538,7 +538,7 @@ export class SessionEngine {
         const args = isObject(params['arguments']) ? params['arguments'] : undefined;
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
         const forwarded = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
-        return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId);
+        return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
       }
       case 'resources/read':
       case 'resources/subscribe':
@@ -713,6 +713,7 @@ export class SessionEngine {
     sink: MessageSink,
     signal: CancelSignal,
     traceId: string,
+    progressSent = 0,
   ): Promise<Record<string, unknown>> {
     const session = await this.upstream(live, upstreamId, traceId);
     const meta = params['_meta'];
@@ -723,7 +724,13 @@ export class SessionEngine {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId);
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
-          sink.send({ ...notification, params: { ...notification.params, progressToken } });
+          const progressed: Record<string, unknown> = { ...notification.params, progressToken };
+          // Past what a hook already reported (an approval wait), so the agent sees progress only increase.
+          if (progressSent > 0 && typeof progressed['progress'] === 'number') {
+            progressed['progress'] = progressed['progress'] + progressSent;
+            if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
+          }
+          sink.send({ ...notification, params: progressed });
         } else {
           sink.send(notification);
         }

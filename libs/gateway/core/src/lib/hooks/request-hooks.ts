@@ -35,6 +35,11 @@ export interface Admission {
   readonly rateLimits?: readonly { readonly ruleId: string; readonly rateLimit: Readonly<IrRateLimit> }[];
   /** Arguments that replace the agent's (an approver edited them). */
   readonly arguments?: Readonly<Record<string, unknown>>;
+  /**
+   * Progress notifications a hook already sent the agent for this request (the approval wait's): the upstream's own
+   * progress values are shifted past them, since progress must increase within a request.
+   */
+  readonly progressSent?: number;
   /** Called once when the request has finished, whatever the outcome (releases a concurrency slot, ...). */
   readonly release?: () => void;
 }
