@@ -159,6 +159,33 @@ describe('connector resilience and network policy', () => {
     await waitFor(() => streamsClosed >= 2);
   }, 20_000);
 
+  it('backs off reconnecting a standalone stream the upstream accepts and closes at once', async () => {
+    const gets: number[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        gets.push(Date.now());
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+      });
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    session.onNotification(() => undefined);
+    await waitFor(() => gets.length >= 3, 8_000);
+    // 1 s, then 2 s (doubling): a stream that closed at once does not reset the backoff (it used to: 1 s each time).
+    expect((gets[2] as number) - (gets[1] as number)).toBeGreaterThanOrEqual(1_800);
+    await session.close();
+  }, 15_000);
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);

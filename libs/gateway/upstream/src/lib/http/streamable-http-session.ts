@@ -67,6 +67,8 @@ export function configuredHeaders(headers: Readonly<Record<string, string>>): Ou
 }
 
 const MAX_STANDALONE_RETRIES = 5;
+/** A standalone stream open at least this long counts as working: its end starts the reconnect backoff afresh. */
+const STANDALONE_STABLE_MS = 10_000;
 
 export interface StreamableHttpContext extends SessionContext {
   readonly target: HttpTarget;
@@ -98,6 +100,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
   private standaloneRetries = 0;
+  /** When the standalone stream last opened (200 text/event-stream), until it ends. */
+  private standaloneOpenedAt: number | undefined;
   private standaloneTimer: NodeJS.Timeout | undefined;
   private lastEventId: string | undefined;
 
@@ -383,7 +387,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           return;
         }
         this.standaloneState = 'open';
-        this.standaloneRetries = 0;
+        this.standaloneOpenedAt = Date.now();
         consumeEventStream(
           res,
           this.ctx.maxMessageBytes,
@@ -406,6 +410,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private retryStandalone(): void {
     this.standalone = undefined;
     if (this.closed || this.expired) return;
+    // Only a stream that stayed open a while starts the backoff afresh: one that the upstream accepts and closes at
+    // once would otherwise be asked for again every second for the life of the session.
+    const openedAt = this.standaloneOpenedAt;
+    this.standaloneOpenedAt = undefined;
+    if (openedAt !== undefined && Date.now() - openedAt >= STANDALONE_STABLE_MS) this.standaloneRetries = 0;
     this.standaloneRetries += 1;
     if (this.standaloneRetries > MAX_STANDALONE_RETRIES) {
       this.standaloneState = 'failed';
