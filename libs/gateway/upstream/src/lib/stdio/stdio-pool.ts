@@ -50,7 +50,7 @@ export class StdioPool {
   }
 
   async shutdown(): Promise<void> {
-    await Promise.all(this.processes.map((process) => process.stop('shutdown')));
+    await Promise.all(this.processes.map((process) => process.shutdown()));
     this.processes.length = 0;
   }
 

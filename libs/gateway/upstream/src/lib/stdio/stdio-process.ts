@@ -77,6 +77,8 @@ export class StdioProcess {
   info: UpstreamServerInfo | undefined;
   /** The upstream's configuration changed: stop as soon as no session uses this process. */
   retired = false;
+  /** The gateway is shutting down: nothing starts again (a restart waiting out its backoff included). */
+  private shutDown = false;
   private child: ChildProcessWithoutNullStreams | undefined;
   private ready = false;
   private starting: Promise<void> | undefined;
@@ -144,6 +146,7 @@ export class StdioProcess {
   /** Starts and initialises the process unless it is running; fails fast while the circuit is open. */
   ensureReady(): Promise<void> {
     if (this.ready) return Promise.resolve();
+    if (this.shutDown) return Promise.reject(errors.closed());
     if (this.starting !== undefined) return this.starting;
     if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     this.starting = this.start().finally(() => {
@@ -157,6 +160,12 @@ export class StdioProcess {
     this.mux.failOwner(owner, errors.closed());
     this.lastActivity = Date.now();
     if (this.owners.size === 0 && (this.retired || this.child === undefined)) void this.stop('released');
+  }
+
+  /** Stops the child for good (gateway shutdown): no restart after this, not even one already waiting. */
+  shutdown(): Promise<void> {
+    this.shutDown = true;
+    return this.stop('shutdown');
   }
 
   /** Stops the child: stdin closed and SIGTERM, SIGKILL after the grace period. */
@@ -189,6 +198,8 @@ export class StdioProcess {
   private async start(): Promise<void> {
     const wait = this.notBefore - Date.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    // Shut down, or every session left, while the backoff ran: starting now would leave a child nobody stops.
+    if (this.shutDown || this.owners.size === 0) throw errors.closed();
     const { config, logger } = this.ctx;
     if (config.command === null || config.command === '') throw errors.connectFailed();
     const deadline = Date.now() + config.connectTimeoutMs;
@@ -302,6 +313,7 @@ export class StdioProcess {
       this.ctx.logger.warn(this.fields, 'upstream process keeps crashing; circuit opened');
       return;
     }
+    if (this.shutDown) return;
     const { initial, max } = this.options.restartBackoffMs;
     this.notBefore = Date.now() + Math.min(max, initial * 2 ** (this.crashes - 1));
     if (this.owners.size === 0) {
@@ -309,6 +321,7 @@ export class StdioProcess {
       return;
     }
     this.ensureReady().catch((error: unknown) => {
+      if (this.shutDown || this.owners.size === 0) return; // nobody is waiting for it any more
       this.ctx.logger.warn(
         { ...this.fields, reason: (error as { reason?: unknown }).reason },
         'upstream process restart failed',

@@ -237,6 +237,19 @@ describe('stdio upstreams', () => {
     await waitFor(() => !isAlive(second));
   });
 
+  it('starts nothing after shutdown, not even a restart that was waiting out its backoff', async () => {
+    const logger = recordingLogger();
+    const c = connector({ logger, stdioRestartBackoffMs: { initial: 600, max: 600 } });
+    const session = await open(c);
+    const started = () => logger.entries.filter((entry) => entry.message === 'upstream process started').length;
+    expect(started()).toBe(1);
+    // The crash schedules a restart 600 ms later; shutdown comes first.
+    await expect(call(session, 'crash')).rejects.toMatchObject({ reason: 'closed' });
+    await c.shutdown();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(started()).toBe(1);
+  });
+
   it('restarts the process after it is killed', async () => {
     const session = await open(connector());
     const pid = await pidOf(session);
