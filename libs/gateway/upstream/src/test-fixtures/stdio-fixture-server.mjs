@@ -30,6 +30,11 @@ const tools = {
   env: () => text('env', { env: { ...process.env } }),
   seen: () => text('seen', { notifications: seen }),
   crash: () => process.exit(3),
+  // Answers at once, then reports progress on the finished call (a late or stray notification).
+  late: (_args, _id, meta) => {
+    setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: 1, message: 'secret detail of this call' } }), 50);
+    return text('answered');
+  },
   // What a wrapper (npx, a script) does: the real work in a process of its own, here one that ignores SIGTERM.
   grandchild: () => {
     const child = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"], { stdio: 'ignore' });

@@ -373,8 +373,11 @@ export class StdioProcess {
             break;
           }
           const unrouted = this.mux.routeNotification(notification);
+          // Progress belongs to one call: one that matches no call in flight (late, or a stray token) is dropped, never
+          // shown to the other sessions sharing this process (other principals of the tenant).
+          if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
           // Not attributable to a call (list_changed, log messages): every session of this process sees it.
-          if (unrouted !== undefined) for (const owner of this.owners) owner.notificationHandler?.(unrouted);
+          for (const owner of this.owners) owner.notificationHandler?.(unrouted);
           break;
         }
         case 'request': {

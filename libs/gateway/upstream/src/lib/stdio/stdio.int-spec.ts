@@ -170,6 +170,23 @@ describe('stdio upstreams', () => {
     expect(textOf(await call(b, 'pid'))).toMatch(/^\d+$/);
   });
 
+  it('drops progress that matches no call in flight instead of showing it to every session of the process', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    const seenByB: unknown[] = [];
+    const seenByA: unknown[] = [];
+    b.onNotification((n) => void seenByB.push(n));
+    a.onNotification((n) => void seenByA.push(n));
+    await a.request('tools/call', { name: 'late', arguments: {}, _meta: { progressToken: 'a-token' } });
+    // The process reports progress 50 ms after answering; a later call shows it has been read by then.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(textOf(await call(a, 'pid'))).toMatch(/^\d+$/);
+    expect(JSON.stringify(seenByB)).not.toContain('secret detail');
+    expect(JSON.stringify(seenByA)).not.toContain('secret detail');
+  });
+
   it('bounds the processes per upstream', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 2 });
     const config = fixtureConfig();
