@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import {
   JSON_RPC,
+  type CancelSignal,
   type ClientIdentity,
   type JsonRpcId,
   type UpstreamRequestOptions,
@@ -11,6 +12,7 @@ import { RequestMultiplexer } from '../core/request-multiplexer';
 import { logFields, type NotificationHandler, type SessionContext } from '../core/session-base';
 import {
   abortAll,
+  abortReason,
   answerServerRequest,
   cancelServerRequest,
   encodeError,
@@ -131,9 +133,31 @@ export class StdioProcess {
       this.lastActivity = Date.now();
       return this.mux.request(owner, method, params, options, timeoutMs);
     }
-    return this.ensureReady().then(() => {
+    const deadline = Date.now() + timeoutMs;
+    return this.readyWithin(options?.signal, timeoutMs).then(() => {
       this.lastActivity = Date.now();
-      return this.mux.request(owner, method, params, options, timeoutMs);
+      return this.mux.request(owner, method, params, options, Math.max(1, deadline - Date.now()));
+    });
+  }
+
+  /**
+   * Waits for the process to be ready (a start, perhaps after a restart backoff) within the caller's limits: its
+   * timeout covers the wait and the call together, and its signal cancels the wait. The start itself goes on.
+   */
+  private readyWithin(signal: CancelSignal | undefined, timeoutMs: number): Promise<void> {
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const ready = this.ensureReady();
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: unknown): void => {
+        clearTimeout(timer);
+        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const timer = setTimeout(() => done(errors.timeout()), timeoutMs);
+      const onAbort = signal === undefined ? undefined : () => done(abortReason(signal));
+      if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
+      ready.then(() => done(), (error: unknown) => done(error ?? errors.closed()));
     });
   }
 

@@ -267,6 +267,23 @@ describe('stdio upstreams', () => {
     expect(started()).toBe(1);
   });
 
+  it('holds a call waiting for a restart to its own timeout and cancellation', async () => {
+    const session = await open(connector({ stdioRestartBackoffMs: { initial: 3_000, max: 3_000 } }));
+    await expect(call(session, 'crash')).rejects.toMatchObject({ reason: 'closed' });
+    // The restart waits 3 s; the call gives up after its own 200 ms, or at once when cancelled.
+    let started = Date.now();
+    await expect(session.request('tools/call', { name: 'pid', arguments: {} }, { timeoutMs: 200 })).rejects.toMatchObject({ reason: 'timeout' });
+    expect(Date.now() - started).toBeLessThan(1_500);
+    const controller = new AbortController();
+    started = Date.now();
+    const cancelled = session.request('tools/call', { name: 'pid', arguments: {} }, { signal: controller.signal });
+    setTimeout(() => controller.abort(new DOMException('enough', 'AbortError')), 100);
+    await expect(cancelled).rejects.toMatchObject({ name: 'AbortError' });
+    expect(Date.now() - started).toBeLessThan(1_500);
+    // And the restart still happens for the next call.
+    expect(textOf(await call(session, 'pid'))).toMatch(/^\d+$/);
+  });
+
   it('restarts the process after it is killed', async () => {
     const session = await open(connector());
     const pid = await pidOf(session);
