@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
+import { createUpstreamRequest } from './upstreams';
 
 describe('api contracts', () => {
   it('accepts slugs that are safe in a URL path and rejects the rest', () => {
@@ -19,5 +20,15 @@ describe('api contracts', () => {
   it('trims tenant names and refuses empty ones', () => {
     expect(createTenantRequest.parse({ slug: 'acme', name: '  Acme  ' }).name).toBe('Acme');
     expect(createTenantRequest.safeParse({ slug: 'acme', name: '   ' }).success).toBe(false);
+  });
+
+  it('keeps credentials out of upstream URLs: no user info, no credential-named query parameters', () => {
+    const upstream = (url: string) => createUpstreamRequest.safeParse({ name: 'u', toolPrefix: 'u', transport: 'streamable_http', url });
+    expect(upstream('https://mcp.example.test/mcp?region=eu&page=2').success).toBe(true);
+    for (const bad of ['https://user:pw@mcp.example.test/mcp', 'https://mcp.example.test/mcp?api_key=abc', 'https://mcp.example.test/mcp?x=1&Access_Token=abc', 'https://mcp.example.test/mcp?key=abc']) {
+      const parsed = upstream(bad);
+      expect(parsed.success).toBe(false);
+      expect(parsed.error?.issues[0]?.message).toMatch(/put them in headers/);
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { namesSecret } from '@portcullis/shared/util-redact';
 import { z } from 'zod';
 
 export const upstreamTransport = z.enum(['streamable_http', 'sse', 'stdio']);
@@ -21,7 +22,13 @@ const httpEndpoint = z
   .refine((value) => {
     const url = new URL(value);
     return url.username === '' && url.password === '';
-  }, 'must not contain credentials; put them in headers (stored encrypted)');
+  }, 'must not contain credentials; put them in headers (stored encrypted)')
+  // A URL is shown to every member and in audit records: a query parameter named like a credential (`?api_key=`,
+  // `?access_token=`) would be a secret in plain text. Headers are sealed and never returned.
+  .refine(
+    (value) => ![...new URL(value).searchParams.keys()].some(namesSecret),
+    'must not carry credentials in its query string; put them in headers (stored encrypted)',
+  );
 
 /** Header and environment maps: values are secrets, written only, never returned. */
 const secretMap = (keyPattern: RegExp, what: string) =>
@@ -64,6 +71,7 @@ export const createUpstreamRequest = z.discriminatedUnion('transport', [
     ...common,
     transport: z.literal('stdio'),
     command: z.string().min(1).max(500),
+    // Shown to every member like the URL: credentials go in `env` (sealed, never returned), not in arguments.
     args: z.array(z.string().max(2_000)).max(100).optional(),
     env: secretEnv.optional(),
   }),

@@ -50,6 +50,15 @@ function isSecretKey(key: string): boolean {
   return verdict;
 }
 
+/**
+ * Whether a name (an object key, a URL query parameter) names a credential: the names whose values the audit trail
+ * redacts (`api_key`, `access_token`, `password`, `key`...). Configuration uses it to keep credentials out of places
+ * that are shown in plain text.
+ */
+export function namesSecret(name: string): boolean {
+  return SECRET_KEY.test(name);
+}
+
 /** @internal How many key verdicts are remembered (specs check the bounds). */
 export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
 
