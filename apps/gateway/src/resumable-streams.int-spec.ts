@@ -311,6 +311,35 @@ describe('Last-Event-ID on a raw GET', () => {
     }
   });
 
+  it('bounds the resumed streams one session holds open at once', async () => {
+    const sessionId = await session(gatewayA.url);
+    const post = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: headers(sessionId),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 9,
+        method: 'tools/call',
+        params: { name: 'ks__slow_count', arguments: { steps: 60, interval_ms: 100 }, _meta: { progressToken: 'tok' } },
+      }),
+    });
+    const first = await readUntil(post, (text) => completeEvents(text).length >= 1);
+    const eventId = ids(first.text)[0] ?? '';
+    expect(eventId).not.toBe('');
+    const open = Array.from({ length: 9 }, () => new AbortController());
+    const statuses: number[] = [];
+    for (const controller of open) {
+      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+        headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventId }),
+        signal: controller.signal,
+      });
+      statuses.push(res.status);
+      if (res.status !== 200) expect((await res.json()).error.message).toMatch(/Too many resumed streams/);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 429]);
+    for (const controller of open) controller.abort();
+  });
+
   it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first', async () => {
     const sessionId = await session(gatewayA.url);
     const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {

@@ -107,6 +107,12 @@ interface PostInput {
   readonly traceId: string;
 }
 
+/**
+ * Resumed POST streams one session may hold open on a replica at once: each follows the replay log until its
+ * response (a Redis connection, or a poll every 250 ms beyond the replica's follower cap).
+ */
+const MAX_RESUMED_STREAMS_PER_SESSION = 8;
+
 /** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
 const MAX_BATCH = 100;
 
@@ -151,6 +157,8 @@ export interface McpRoutes {
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
   const { authenticator, engine, logger } = options;
   const legacy = new Map<string, LegacyStream>();
+  /** Resumed POST streams open per session on this replica. */
+  const resumedStreams = new Map<string, number>();
   const streams = new Set<EventStream>();
   const track = (stream: EventStream): EventStream => {
     streams.add(stream);
@@ -432,6 +440,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           lastEventId?.kind === 'p' &&
           replayed !== undefined &&
           (replayed.length > 0 || !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => true)));
+        if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
+          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
+        }
         reply.hijack();
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
@@ -564,6 +575,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     replayed: readonly ReplayEntry[],
   ): void {
     const stream = track(new EventStream(res, headers, options.keepAliveMs));
+    // Each resumed stream follows the replay log (a Redis connection or a poll): counted per session while open.
+    resumedStreams.set(sessionId, (resumedStreams.get(sessionId) ?? 0) + 1);
+    stream.onClose(() => {
+      const open = (resumedStreams.get(sessionId) ?? 1) - 1;
+      if (open > 0) resumedStreams.set(sessionId, open);
+      else resumedStreams.delete(sessionId);
+    });
     let last = afterSeq;
     for (const entry of replayed) {
       stream.replay(`${streamId}_${entry.seq}`, entry.data);
