@@ -30,6 +30,11 @@ const tools = {
   env: () => text('env', { env: { ...process.env } }),
   seen: () => text('seen', { notifications: seen }),
   crash: () => process.exit(3),
+  // One stdout line of 64 KiB, never ended by a newline (over a small message limit).
+  huge: () => {
+    process.stdout.write('x'.repeat(64 * 1024));
+    return new Promise(() => undefined);
+  },
   // Answers at once, then reports progress on the finished call (a late or stray notification).
   late: (_args, _id, meta) => {
     setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: 1, message: 'secret detail of this call' } }), 50);

@@ -300,8 +300,10 @@ export class StdioProcess {
       try {
         lines.push(chunk, (line) => this.receive(line));
       } catch {
-        this.ctx.logger.warn(this.fields, 'upstream process wrote an oversized message; stopping it');
-        void this.stop('oversized message');
+        // Killed as a crash (not stopped): counted for the restart backoff and the circuit, so a process that keeps
+        // doing it is not respawned for every call, each time buffering up to the limit again.
+        this.ctx.logger.warn(this.fields, 'upstream process wrote an oversized message; killing it');
+        signalGroup(child, 'SIGKILL');
       }
     });
     child.stderr.on('data', (chunk: string) => stderr.push(chunk));

@@ -284,6 +284,14 @@ describe('stdio upstreams', () => {
     expect(textOf(await call(session, 'pid'))).toMatch(/^\d+$/);
   });
 
+  it('counts an oversized message as a crash: restarted with backoff, then the circuit opens', async () => {
+    const session = await open(connector({ maxMessageBytes: 16 * 1024, stdioMaxRestarts: 1 }));
+    await expect(call(session, 'huge')).rejects.toMatchObject({ reason: 'closed' });
+    await waitFor(async () => (await pidOf(session).catch(() => undefined)) !== undefined);
+    await expect(call(session, 'huge')).rejects.toMatchObject({ reason: 'closed' });
+    await expect(call(session, 'pid')).rejects.toMatchObject({ reason: 'circuit_open' });
+  });
+
   it('restarts the process after it is killed', async () => {
     const session = await open(connector());
     const pid = await pidOf(session);
