@@ -2,6 +2,7 @@ import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { describe, expect, it } from 'vitest';
 import { compile } from './compile';
 import { evaluate, rememberedDecisions } from './evaluate';
+import { runtimeOf } from './runtime';
 import { tenantSource } from './testing.fixtures';
 import type { PolicyInput, PolicySnapshot } from './types';
 
@@ -91,5 +92,17 @@ describe('evaluate: remembered decisions', () => {
     expect([small.effect, large.effect, smallAgain.effect]).toEqual(['allow', 'deny', 'allow']);
     expect(smallAgain).not.toBe(small);
     expect(Object.isFrozen(large) && Object.isFrozen(large.ruleIds)).toBe(true);
+  });
+
+  it('keeps unknown target names in the entry cache only up to 512 characters (the agent chooses their length)', () => {
+    // A glob rule applies to any name, so each unknown name gets an entry of its own (not the shared empty one).
+    const runtime = runtimeOf(
+      build([{ id: 'any-ticket-tool', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }], effect: 'allow' }]),
+    );
+    const short = 'not_listed';
+    expect(runtime.entryFor('tool', 'tickets', short)).toBe(runtime.entryFor('tool', 'tickets', short));
+    const long = 'x'.repeat(513);
+    expect(runtime.entryFor('tool', 'tickets', long)).not.toBe(runtime.entryFor('tool', 'tickets', long));
+    expect(runtime.entryFor('tool', 'tickets', long)).toEqual(runtime.entryFor('tool', 'tickets', long));
   });
 });

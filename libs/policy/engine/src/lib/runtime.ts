@@ -82,6 +82,8 @@ export class SnapshotLoadError extends Error {
 }
 
 const MAX_LAZY_ENTRIES = 20_000;
+/** Longest unknown target name kept in the entry cache (as the decision memo's bound in evaluate.ts). */
+const MAX_LAZY_NAME_LENGTH = 512;
 const EMPTY_ENTRY: TargetEntry = Object.freeze({
   authenticated: [],
   byUser: new Map(),
@@ -230,8 +232,9 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       const cached = entries.get(kind)?.get(upstream)?.get(name);
       if (cached !== undefined) return cached;
       const entry = buildEntry(kind, upstream, name);
-      // Unknown targets (an agent can invent resource URIs) are cached up to a bound, then computed each time.
-      if (lazyEntries < MAX_LAZY_ENTRIES) {
+      // Unknown targets (an agent can invent resource URIs) are cached up to a bound, then computed each time; a long
+      // name never is (the agent chooses its length: 20,000 of them could be gigabytes).
+      if (lazyEntries < MAX_LAZY_ENTRIES && name.length <= MAX_LAZY_NAME_LENGTH) {
         lazyEntries++;
         store(kind, upstream, name, entry);
       }

@@ -55,6 +55,31 @@ const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest =
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it('refuses names no listing could show and over-long URIs before any hook sees them', async () => {
+    const seen: string[] = [];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({ u1: { capabilities: { tools: {}, resources: {} }, handle: async () => ({ tools: [], resources: [], resourceTemplates: [] }) } }),
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: { admit: (info) => void seen.push(info.target?.name ?? info.method) },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    seen.length = 0;
+    for (const name of [`docs__${'x'.repeat(1_000_000)}`, 'docs__a/b', 'docs__é']) {
+      const response = await engine.request(record, req('tools/call', { name, arguments: {} }), NO_STREAM, 'trace');
+      expect('error' in response && response.error.code).toBe(-32602);
+      expect(JSON.stringify(response).length).toBeLessThan(1_000);
+    }
+    const longUri = await engine.request(record, req('resources/read', { uri: `file:///${'a'.repeat(9_000)}` }), NO_STREAM, 'trace');
+    expect('error' in longUri && longUri.error.message).toMatch(/uri longer than/);
+    expect(seen.filter((name) => name !== 'tools/call' && name !== 'resources/read')).toEqual([]);
+  });
+
   it('shifts the upstream’s progress past what a hook already reported, so progress only increases', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'job')], () => undefined);

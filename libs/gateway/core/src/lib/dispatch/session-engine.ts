@@ -25,7 +25,7 @@ import {
 import type { Logger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
-import { splitExposedName } from '../naming/tool-names';
+import { isValidExposedName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
@@ -140,6 +140,9 @@ const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
 };
 
 const MAX_CANCEL_REASON = 256;
+
+/** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
+const MAX_URI_LENGTH = 8 * 1024;
 
 /**
  * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
@@ -656,7 +659,9 @@ export class SessionEngine {
   private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string; config: UpstreamConfig } {
     const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
     if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
-    const parts = splitExposedName(exposed, this.deps.options.separator);
+    // Only a name the listings could have shown (1–128 characters of [A-Za-z0-9_.-]): anything else names nothing, and
+    // must not travel on into the policy engine and the other hooks at whatever size the agent chose.
+    const parts = isValidExposedName(exposed) ? splitExposedName(exposed, this.deps.options.separator) : undefined;
     const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
     if (!parts || !config || !(config.id in live.record.upstreams)) {
       throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${label}: ${exposed.slice(0, 128)}`);
@@ -666,6 +671,7 @@ export class SessionEngine {
 
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
     if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
+    if (uri.length > MAX_URI_LENGTH) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `uri longer than ${MAX_URI_LENGTH} characters`);
     const find = (): string | undefined => {
       const direct = live.resourceRoutes.get(uri);
       if (direct !== undefined) return direct;
