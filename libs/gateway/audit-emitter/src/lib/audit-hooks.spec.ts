@@ -115,6 +115,38 @@ describe('auditHooks', () => {
     expect(emitter.events[0]?.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
   });
 
+  it('makes every string of the event storable: no lone surrogate, no NUL, no pair cut in half at a length limit', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full' } });
+    const strings: string[] = [];
+    const collect = (value: unknown): void => {
+      if (typeof value === 'string') strings.push(value);
+      else if (Array.isArray(value)) value.forEach(collect);
+      else if (value !== null && typeof value === 'object') {
+        for (const [key, child] of Object.entries(value)) {
+          strings.push(key);
+          collect(child);
+        }
+      }
+    };
+    // An upstream error whose message has an emoji across the 2,000-character cut of the reason column.
+    const message = `${'e'.repeat(1_999)}\u{1F600} and more`;
+    hooks.completed?.(call({ q: 'lone \ud800 half', nul: 'a\u0000b', ['k\udc00\u0000']: 1 }), {
+      outcome: 'upstream_error',
+      error: { code: -32000, message },
+      result: { text: 'x\udbff' },
+      latencyMs: 1,
+    });
+    const event = emitter.events[0];
+    collect(event);
+    expect(strings.length).toBeGreaterThan(10);
+    for (const text of strings) {
+      expect((text as unknown as { isWellFormed(): boolean }).isWellFormed()).toBe(true);
+      expect(text).not.toContain('\u0000');
+    }
+    expect(event?.reason).toBe('e'.repeat(1_999));
+    expect(event?.arguments).toMatchObject({ arguments: { q: 'lone \uFFFD half', nul: 'a\uFFFDb', 'k\uFFFD\uFFFD': 1 } });
+  });
+
   it('builds events after the response: completed only queues, the next turn of the event loop emits', async () => {
     const { emitter, deferred } = setup();
     deferred.completed?.(call({ a: 1 }), ok({}));

@@ -10,7 +10,7 @@ import {
 } from '@portcullis/gateway/core';
 import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { compileRedactionPaths, redactSecrets } from '@portcullis/shared/util-redact';
+import { compileRedactionPaths, redactSecrets, storableText } from '@portcullis/shared/util-redact';
 import type { AuditEmitter } from './audit-emitter';
 
 export interface AuditHooksOptions {
@@ -70,7 +70,18 @@ const EVENT_FIXED_BYTES = 768;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value : null);
-const cut = (value: string, max: number): string => (value.length > max ? value.slice(0, max) : value);
+/**
+ * A free-text column: storable (no lone surrogate, no NUL: see `storableText`) and at most `max` UTF-16 units, never
+ * cut between the two halves of a pair (the pair is left out whole rather than leave half of it behind).
+ */
+const cut = (value: string, max: number): string => {
+  let text = value;
+  if (text.length > max) {
+    const last = text.charCodeAt(max - 1);
+    text = text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+  }
+  return storableText(text);
+};
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** A result's shape without its content: top-level flags, and per list its length and item types. */

@@ -27,9 +27,25 @@ const SECRET_VALUE = new RegExp(
   'g',
 );
 
+interface Es2024String {
+  isWellFormed(): boolean;
+  toWellFormed(): string;
+}
+
+/**
+ * Text the audit trail can store and hash: a lone surrogate (half of a UTF-16 pair, which JSON allows) becomes
+ * U+FFFD, and so does NUL. The chain's canonical JSON refuses lone surrogates and Postgres refuses NUL in text and
+ * jsonb: an event holding either could never be stored, so an agent could keep its own call out of the trail.
+ */
+export function storableText(value: string): string {
+  const text = (value as unknown as Es2024String).isWellFormed() ? value : (value as unknown as Es2024String).toWellFormed();
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
 function redactString(value: string): string {
+  const text = storableText(value);
   SECRET_VALUE.lastIndex = 0;
-  return SECRET_VALUE.test(value) ? value.replace(SECRET_VALUE, REDACTED) : value;
+  return SECRET_VALUE.test(text) ? text.replace(SECRET_VALUE, REDACTED) : text;
 }
 
 /**
@@ -65,7 +81,8 @@ export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
 /**
  * The last line of defence before anything is written to the audit trail: values under keys that name a
  * credential are replaced, and credential-looking strings (bearer tokens, API keys, JWTs, private keys, URL
- * passwords...) are replaced wherever they appear. Returns a copy; dates become ISO strings. A `__proto__` key
+ * passwords...) are replaced wherever they appear. Strings and keys are made storable (`storableText`). Returns a
+ * copy; dates become ISO strings. A `__proto__` key
  * (JSON.parse makes it an ordinary own key) stays an own key of the copy, so nothing can hide under it.
  */
 export function redactSecrets(value: unknown): unknown {
@@ -79,9 +96,10 @@ export function redactSecrets(value: unknown): unknown {
   if (value instanceof Date) return value.toISOString();
   const source = value as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(source)) {
-    const child = source[key];
+  for (const sourceKey of Object.keys(source)) {
+    const child = source[sourceKey];
     if (child === undefined) continue;
+    const key = storableText(sourceKey);
     const redacted = child !== null && isSecretKey(key) ? REDACTED : redactSecrets(child);
     if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
     else out[key] = redacted;
