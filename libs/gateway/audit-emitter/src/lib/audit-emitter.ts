@@ -287,6 +287,11 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     logDrops();
   };
 
+  /** A flush that failed for a reason of its own (not Redis: that spools): logged, never an unhandled rejection. */
+  const flushFailed = (error: unknown): void => {
+    log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit flush failed');
+  };
+
   const flush = (): Promise<void> => {
     if (flushing) {
       flushRequested = true;
@@ -306,7 +311,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   };
 
   const timer = setInterval(() => {
-    if (buffer.length > 0 || spool.hasPending()) void flush();
+    if (buffer.length > 0 || spool.hasPending()) void flush().catch(flushFailed);
   }, options.flushEveryMs);
   timer.unref();
 
@@ -319,7 +324,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       }
       if (buffer.length < options.maxBuffer) {
         buffer.push(event);
-        if (buffer.length >= options.batchSize && !flushing) void flush();
+        if (buffer.length >= options.batchSize && !flushing) void flush().catch(flushFailed);
         return 'buffered';
       }
       return toSpool([event]) === 1 ? 'spooled' : 'dropped';

@@ -7,6 +7,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -68,8 +69,15 @@ export class FileAuditSpool implements AuditSpool {
     readonly maxBytes: number,
   ) {
     mkdirSync(dir, { recursive: true });
-    this.fd = openSync(this.activePath, 'a');
+    this.fd = openSync(this.activePath, 'a+');
     this.activeBytes = fstatSync(this.fd).size;
+    // A crash mid-write can leave a cut-off last line: end it, or the first line appended now would be glued onto it
+    // and lost with it (both would read as one corrupt line).
+    if (this.activeBytes > 0) {
+      const last = Buffer.alloc(1);
+      readSync(this.fd, last, 0, 1, this.activeBytes - 1);
+      if (last[0] !== 0x0a) this.activeBytes += writeSync(this.fd, '\n');
+    }
     this.totalBytes = this.activeBytes + this.replayFiles().reduce((sum, f) => sum + statSync(f).size, 0);
   }
 
@@ -100,7 +108,26 @@ export class FileAuditSpool implements AuditSpool {
       size += length;
     }
     if (lines.length > 0) {
-      writeSync(this.fd, lines.join(''));
+      const data = Buffer.from(lines.join(''));
+      let done = 0;
+      try {
+        // writeSync may write less than asked (a full disk, a signal): go on until all of it is written.
+        while (done < data.length) done += writeSync(this.fd, data, done, data.length - done);
+      } catch {
+        // Disk full or gone: these events are refused (the caller counts them as drops), never a crash. A line cut
+        // off here is ended so the next append starts clean; what did reach the file is replayed (ids dedupe).
+        if (done > 0) {
+          this.totalBytes += done;
+          this.activeBytes += done;
+          try {
+            this.activeBytes += writeSync(this.fd, '\n');
+            this.totalBytes += 1;
+          } catch {
+            // Still failing: the constructor of the next spool ends the line.
+          }
+        }
+        return { written: 0, refused: events.length };
+      }
       this.totalBytes += size;
       this.activeBytes += size;
       this.scheduleSync();
