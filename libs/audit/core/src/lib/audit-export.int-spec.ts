@@ -91,6 +91,15 @@ describe('audit export (real Postgres, application role)', () => {
     },
   );
 
+  it.each(['csv', 'jsonl'] as const)('verifies a %s export whose multi-byte text straddles the reader’s chunks', async (format) => {
+    const tenant = await createTestTenant(system);
+    // 3-byte characters over ~240 KB per event: the 64 KiB read chunks cut through characters.
+    await store.insert(Array.from({ length: 3 }, (_, i) => sampleAuditEvent(tenant.id, { arguments: { i, text: '日本語'.repeat(27_000 + i) } })));
+    const outPath = path.join(dir, `${tenant.slug}-wide.${format}`);
+    const { manifestPath } = await exportAuditEvents(app, tenant.id, { format, filters: {}, outPath, pageSize: 2 });
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 3 });
+  });
+
   it('exports a filtered subset whose rows still verify one by one', async () => {
     const tenant = await seededTenant();
     const outPath = path.join(dir, `${tenant.slug}-filtered.csv`);

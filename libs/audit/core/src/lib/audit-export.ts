@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { z } from 'zod';
 import { CsvRowParser, encodeRow } from './audit-csv';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
@@ -369,19 +370,23 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
     }
   };
 
+  // One decoder across chunks: a character whose bytes straddle two chunks is decoded whole (each chunk decoded on
+  // its own turned it into two U+FFFD, and a valid export failed its hashes).
+  const decoder = new StringDecoder('utf8');
   try {
     for await (const chunk of createReadStream(filePath)) {
       const buf = chunk as Buffer;
       digest.update(buf);
-      const text = buf.toString('utf8');
+      const text = decoder.write(buf);
       if (manifest.format === 'csv') handleCsvRows(csv.push(text));
       else handleJsonLines(text);
     }
   } catch (error) {
     return { ok: false, problem: `export unreadable: ${(error as Error).message}` };
   }
-  if (manifest.format === 'csv') handleCsvRows(csv.end());
-  else handleJsonLines('\n');
+  const rest = decoder.end();
+  if (manifest.format === 'csv') handleCsvRows(csv.push(rest).concat(csv.end()));
+  else handleJsonLines(`${rest}\n`);
 
   const sha256 = digest.digest('hex');
   if (sha256 !== manifest.sha256)
