@@ -236,6 +236,35 @@ describe('policyHooks.admit', () => {
     await expect(refused).rejects.toThrow(/edited arguments, which the policy denies/);
   });
 
+  it('runs an approved call only if the policy in force when it resumes still lets it', async () => {
+    let current: PolicySnapshot | undefined = snapshotOf(RULES);
+    const lookupNow: SnapshotLookup = { get: (tenantId) => (tenantId === TENANT ? current : undefined) };
+    const denyRefunds: PolicyRuleSource = {
+      id: 'refunds-frozen',
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'tool', upstream: 'tickets', name: 'refund' }],
+      effect: 'deny',
+    };
+    // While the call waits for its approver, an admin publishes a deny; then the approval comes.
+    const gate = (change: () => void): ApprovalGate => ({
+      hold: async () => {
+        change();
+        return { approvalId: 'ap-3' };
+      },
+    });
+    const refused = admit(policyHooks(lookupNow, gate(() => (current = snapshotOf([...RULES, denyRefunds], 'deny', 4)))), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }));
+    await expect(refused).rejects.toMatchObject({ rpcCode: GATEWAY_RPC.POLICY_DENIED, outcome: 'denied', data: { snapshotVersion: 4, approvalId: 'ap-3' } });
+    await expect(refused).rejects.toThrow(/approved, but the policy in force now denies it/);
+    // The tenant lost its policy meanwhile: refused too.
+    current = snapshotOf(RULES);
+    await expect(admit(policyHooks(lookupNow, gate(() => (current = undefined))), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }))).rejects.toMatchObject({
+      rpcCode: GATEWAY_RPC.POLICY_DENIED,
+    });
+    // Unchanged policy (still "needs approval"): the approval lets it run.
+    current = snapshotOf(RULES);
+    await expect(admit(policyHooks(lookupNow, gate(() => undefined)), call(ci, 'tool', 'tickets', 'refund', { amount: 500 }))).resolves.toMatchObject({ approvalId: 'ap-3' });
+  });
+
   it('follows a tenant default of allow', () => {
     const open = policyHooks(lookup(snapshotOf([], 'allow', 9)));
     expect(admit(open, call(ide, 'tool', 'anything', 'at_all'))).toMatchObject({ decision: 'allow', ruleIds: [], snapshotVersion: 9 });

@@ -107,26 +107,27 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       return approvalGate
         .hold(info, { reason: decision.reason, ruleIds: decision.ruleIds, snapshotVersion: decision.snapshotVersion }, sink, signal)
         .then((held): Admission => {
-          // Arguments an approver edited were not what the policy decided on: they must pass it too (the policy in
-          // force now). A human's approval covers "needs approval", never a deny.
-          if (held.arguments !== undefined) {
-            const current = snapshots.get(info.record.tenantId);
-            const recheck = current
-              ? evaluate(current, {
-                  principal: principalOf(info.record),
-                  target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
-                  arguments: held.arguments,
-                  context: { time: new Date(), ip: info.clientIp ?? null },
-                })
-              : undefined;
-            if (recheck === undefined || recheck.effect === 'deny') {
-              throw new GatewayRequestError(
-                GATEWAY_RPC.POLICY_DENIED,
-                `${what()} was approved with edited arguments, which the policy denies. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
-                { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
-                'denied',
-              );
-            }
+          // The call waited (minutes, perhaps): it runs only if the policy in force now still lets it, with the
+          // arguments it will run with (an approver's edits were never what the policy decided on). A human's
+          // approval covers "needs approval", never a deny, a rule removed meanwhile or a tenant without policy.
+          const current = snapshots.get(info.record.tenantId);
+          const edited = held.arguments !== undefined;
+          const recheck = current
+            ? evaluate(current, {
+                principal: principalOf(info.record),
+                target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
+                arguments: held.arguments ?? info.arguments ?? null,
+                context: { time: new Date(), ip: info.clientIp ?? null },
+              })
+            : undefined;
+          if (recheck === undefined || recheck.effect === 'deny') {
+            const why = edited ? 'was approved with edited arguments, which the policy denies' : 'was approved, but the policy in force now denies it';
+            throw new GatewayRequestError(
+              GATEWAY_RPC.POLICY_DENIED,
+              `${what()} ${why}. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
+              { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
+              'denied',
+            );
           }
           return { ...admission, ...held };
         });
