@@ -95,6 +95,25 @@ describe('RateLimitService (real Redis)', () => {
     expect((await limits.check(subject('u2'), [cc], 'closed')).allowed).toBe(true);
   });
 
+  it('takes back a slot whose acquire Redis ran only after the call gave up waiting', async () => {
+    // A connection of its own, held busy by a blocking command: the acquire behind it runs 600 ms late.
+    const slow = new Redis(inject('redisUrl'), { maxRetriesPerRequest: 1 });
+    try {
+      const keyPrefix = prefix();
+      const limits = new RateLimitService({ redis: slow, keyPrefix, redisTimeoutMs: 150, concurrencyLeaseMs: 60_000 });
+      const one: AppliedLimit = { ruleId: 'r-one', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };
+      void slow.blpop(`${keyPrefix}:never`, 0.6);
+      const degraded = await limits.check(subject('u1'), [one], 'open');
+      expect(degraded).toMatchObject({ allowed: true, degraded: true });
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      // The late acquire ran, and so did the release sent after it: the only slot is free.
+      const again = new RateLimitService({ redis, keyPrefix, redisTimeoutMs: 500, concurrencyLeaseMs: 60_000 });
+      expect((await again.check(subject('u2'), [one], 'closed')).allowed).toBe(true);
+    } finally {
+      slow.disconnect();
+    }
+  });
+
   it('with Redis unreachable: fails closed or open as the tenant chose, quickly', async () => {
     const limits = service(deadRedis);
     const started = Date.now();

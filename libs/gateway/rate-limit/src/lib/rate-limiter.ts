@@ -169,6 +169,9 @@ export class RateLimitService {
       if (result.status === 'rejected') {
         unavailable = true;
         this.options.onRedisError?.(result.reason);
+        // A slow Redis may still run the acquire after the timeout: take the slot back as soon as it can, or it
+        // would be held (nobody releases it) until its lease ends, locking the scope out for that long.
+        void this.semaphore.release(check.key, token).catch(this.options.onRedisError);
       } else if (result.value) {
         held.push(check.key);
       } else if (!rejection) {
