@@ -3,6 +3,7 @@ import { createTestTenant, testContext, type TestTenant } from '@portcullis/shar
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
+import { runRetention } from './audit-tasks';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
@@ -61,6 +62,47 @@ describe('audit:verify (real Postgres)', () => {
     const { code, text } = await cli('verify', '--tenant', tenant.slug);
     expect(code).toBe(0);
     expect(text).toBe(`OK ${tenant.slug}: 25 event(s), last seq 25, last hash ${head.lastHash}`);
+  });
+
+  it('verifies the chain as it stood when the walk began, while new events keep arriving', async () => {
+    const { tenant } = await tenantWithEvents(10);
+    // A system client whose page queries let more events in first: an active tenant during a long walk.
+    let pages = 0;
+    const busy = new Proxy(system, {
+      get(target, property, receiver) {
+        if (property !== '$queryRawUnsafe') return Reflect.get(target, property, receiver);
+        return async (sql: string, ...params: unknown[]) => {
+          if (sql.includes('FROM audit_events') && pages++ < 3) await store.insert([sampleAuditEvent(tenant.id, { arguments: { late: pages } })]);
+          return target.$queryRawUnsafe(sql, ...params);
+        };
+      },
+    });
+    const report = await verifyTenantChain(busy, tenant.id, { batchSize: 4 });
+    expect(report).toMatchObject({ ok: true, checked: 10, lastSeq: '10' });
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 13 });
+  });
+
+  it('starts again from the new checkpoint when retention deletes the chain’s first rows during the walk', async () => {
+    const tenant = await createTestTenant(system);
+    await system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+    const now = new Date('2026-11-22T12:00:00Z');
+    const daysAgo = (days: number) => new Date(now.getTime() - days * 86_400_000).toISOString();
+    await store.insert([60, 50, 40, 5, 2].map((days) => sampleAuditEvent(tenant.id, { occurredAt: daysAgo(days) })));
+    let retentionRan = false;
+    const pruning = new Proxy(system, {
+      get(target, property, receiver) {
+        if (property !== '$queryRawUnsafe') return Reflect.get(target, property, receiver);
+        return async (sql: string, ...params: unknown[]) => {
+          if (sql.includes('FROM audit_events') && !retentionRan) {
+            retentionRan = true;
+            await runRetention(target, { now });
+          }
+          return target.$queryRawUnsafe(sql, ...params);
+        };
+      },
+    });
+    expect(await verifyTenantChain(pruning, tenant.id)).toMatchObject({ ok: true, checked: 2, fromSeq: '3', lastSeq: '5' });
+    expect(retentionRan).toBe(true);
   });
 
   it('detects a row edited directly in SQL and names the first broken link', async () => {

@@ -43,7 +43,27 @@ export async function verifyTenantChain(
   tenantId: string,
   options: VerifyTenantChainOptions = {},
 ): Promise<TenantChainReport> {
-  const batchSize = options.batchSize ?? 2_000;
+  // Retention may move the checkpoint (deleting the rows before it) while the walk runs: a walk that then finds its
+  // first rows gone starts again from the new checkpoint instead of reporting a gap that is no tampering.
+  for (let attempt = 1; ; attempt++) {
+    const report = await verifyOnce(db, tenantId, options.batchSize ?? 2_000);
+    if (report.ok || attempt === 3 || !(await checkpointMoved(db, tenantId, report.fromSeq))) return report.report;
+  }
+}
+
+async function checkpointMoved(db: SystemPrismaClient, tenantId: string, fromSeq: bigint): Promise<boolean> {
+  const rows = await db.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>(
+    'SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid',
+    tenantId,
+  );
+  return rows[0] !== undefined && BigInt(rows[0].pruned_through_seq) > fromSeq;
+}
+
+async function verifyOnce(
+  db: SystemPrismaClient,
+  tenantId: string,
+  batchSize: number,
+): Promise<{ ok: boolean; fromSeq: bigint; report: TenantChainReport }> {
   const heads = await db.$queryRawUnsafe<
     {
       last_seq: bigint;
@@ -62,40 +82,34 @@ export async function verifyTenantChain(
     pruned_through_hash: null,
   };
   const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
+  const headSeq = BigInt(head.last_seq);
+  const broken = (report: TenantChainReport) => ({ ok: false, fromSeq: from.seq, report });
 
   let state = from;
   let checked = 0;
   for (;;) {
+    // Up to the head read above: events stored during the walk belong to a later verification, not to this one.
     const rows = await db.$queryRawUnsafe<AuditEventRow[]>(
-      `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3`,
+      `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
       tenantId,
       state.seq,
+      headSeq,
       batchSize,
     );
     if (rows.length === 0) break;
     const verdict = verifyChain(rows.map(linkFromRow), state);
-    if (!verdict.ok)
-      return { ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt };
+    if (!verdict.ok) return broken({ ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt });
     checked += verdict.checked;
     const last = rows[rows.length - 1] as AuditEventRow;
     state = { seq: BigInt(last.seq), prevHash: verdict.lastHash };
     if (rows.length < batchSize) break;
   }
-  if (state.seq !== BigInt(head.last_seq) || state.prevHash !== head.last_hash) {
-    return {
-      ok: false,
-      tenantId,
-      checked,
-      brokenAt: { id: null, seq: (state.seq + 1n).toString(), problem: 'head_mismatch' },
-    };
+  if (state.seq !== headSeq || state.prevHash !== head.last_hash) {
+    return broken({ ok: false, tenantId, checked, brokenAt: { id: null, seq: (state.seq + 1n).toString(), problem: 'head_mismatch' } });
   }
   return {
     ok: true,
-    tenantId,
-    checked,
-    fromSeq: from.seq.toString(),
-    fromHash: from.prevHash,
-    lastSeq: state.seq.toString(),
-    lastHash: state.prevHash,
+    fromSeq: from.seq,
+    report: { ok: true, tenantId, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash },
   };
 }
