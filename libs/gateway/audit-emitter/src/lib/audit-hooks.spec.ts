@@ -3,6 +3,7 @@ import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { GatewayRequestError, type RequestInfo, type RequestOutcome } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { REDACTED } from '@portcullis/shared/util-redact';
 import { describe, expect, it } from 'vitest';
 import type { AuditEmitter, AuditEmitterStats, EmitResult } from './audit-emitter';
 import { auditHooks, type AuditHooks } from './audit-hooks';
@@ -145,6 +146,17 @@ describe('auditHooks', () => {
     }
     expect(event?.reason).toBe('e'.repeat(1_999));
     expect(event?.arguments).toMatchObject({ arguments: { q: 'lone \uFFFD half', nul: 'a\uFFFDb', 'k\uFFFD\uFFFD': 1 } });
+  });
+
+  it('redacts credentials in the free-text columns: a resource URI and an error reason', () => {
+    const { emitter, hooks } = setup();
+    hooks.completed?.(
+      { ...call({}), method: 'resources/read', target: { upstream, kind: 'resource', name: 'postgres://app:hunter2@db/x?token=abc123' } },
+      { outcome: 'upstream_error', error: { code: -32000, message: 'refused: bearer abcdefghijklmnop' }, latencyMs: 1 },
+    );
+    const event = emitter.events[0];
+    expect(event?.tool).toBe(`postgres://app:${REDACTED}@db/x?token=${REDACTED}`);
+    expect(event?.reason).toBe(`refused: ${REDACTED}`);
   });
 
   it('builds events after the response: completed only queues, the next turn of the event loop emits', async () => {

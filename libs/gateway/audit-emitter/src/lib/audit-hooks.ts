@@ -215,7 +215,10 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const toolOf = (info: RequestInfo): string | null => {
     const target = info.target;
     if (!target) return null;
-    return cut(target.kind === 'resource' ? target.name : `${target.upstream.toolPrefix}${separator}${target.name}`, 300);
+    // A resource's URI is the agent's to write (`postgres://user:pw@…`, `?token=…`): redacted like free text. Tool and
+    // prompt names are the listings' (1–128 characters of [A-Za-z0-9_.-]).
+    if (target.kind === 'resource') return redactSecrets(cut(target.name, 300)) as string;
+    return cut(`${target.upstream.toolPrefix}${separator}${target.name}`, 300);
   };
 
   /** The event and an upper bound on its JSON size (the emitter cuts jobs by it without serialising the event). */
@@ -254,7 +257,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       targetType: null,
       targetId: null,
       decision,
-      reason: reasons.length > 0 ? cut(reasons.join('; '), 2_000) : null,
+      // Free text that may quote what the agent or upstream sent (an error message, a URI): credential-looking parts
+      // are redacted as in the arguments.
+      reason: reasons.length > 0 ? (redactSecrets(cut(reasons.join('; '), 2_000)) as string) : null,
       snapshotVersion: admission?.snapshotVersion ?? snapshotFromError,
       approvalId: uuidOrNull(approvalId),
       latencyMs: Math.max(0, Math.round(outcome.latencyMs)),

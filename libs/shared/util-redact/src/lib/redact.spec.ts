@@ -32,6 +32,33 @@ describe('redactSecrets', () => {
     expect(JSON.stringify(out)).not.toMatch(/hunter2|abcdefghijklmnop|AKIA|pcs_0123/);
   });
 
+  it('catches credentials in any case, in URL query strings, and under short credential keys', () => {
+    const out = redactSecrets({
+      lower: 'bearer abcdefghijklmnop',
+      upper: 'BASIC dXNlcjpwYXNzd29yZA==',
+      uri: 'file:///data?access_token=s3cr3t-value&page=2#top',
+      signed: 'https://bucket.example/o?X-Amz-Signature=abcdef0123&X-Amz-Expires=60',
+      jwt: 'x',
+      pwd: 'x',
+      pass: 'x',
+      'x-auth': 'x',
+      author: 'Ada',
+      passage: 'kept',
+    });
+    expect(out).toEqual({
+      lower: REDACTED,
+      upper: REDACTED,
+      uri: `file:///data?access_token=${REDACTED}&page=2#top`,
+      signed: `https://bucket.example/o?X-Amz-Signature=${REDACTED}&X-Amz-Expires=60`,
+      jwt: REDACTED,
+      pwd: REDACTED,
+      pass: REDACTED,
+      'x-auth': REDACTED,
+      author: 'Ada',
+      passage: 'kept',
+    });
+  });
+
   it('keeps a __proto__ key (as JSON.parse makes it) an own, redacted key of the copy: nothing hides under it', () => {
     const input = JSON.parse('{"__proto__": {"password": "p", "note": "Bearer abcdefghijklmnop", "kept": 1}, "x": 2}') as Record<string, unknown>;
     const out = redactSecrets(input) as Record<string, unknown>;

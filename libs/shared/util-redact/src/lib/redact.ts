@@ -5,7 +5,7 @@ export const REDACTED = '[redacted]';
 
 /** Keys whose values are credentials whatever they hold. */
 const SECRET_KEY =
-  /(secret|password|passwd|passphrase|token|authorization|cookie|credential|ciphertext|private[_-]?key|api[_-]?key|access[_-]?key|^headers$|^env$|^key$)/i;
+  /(secret|password|passwd|passphrase|token|authorization|cookie|credential|ciphertext|private[_-]?key|api[_-]?key|access[_-]?key|jwt|^headers$|^env$|^key$|^pwd$|^pass$|(?:^|[_-])auth$)/i;
 
 /**
  * Values that look like credentials wherever they appear (a token pasted into a free-text argument). Each
@@ -13,7 +13,7 @@ const SECRET_KEY =
  */
 const SECRET_VALUE = new RegExp(
   [
-    /\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/.source, // HTTP credentials
+    /\b(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc])\s+[A-Za-z0-9._~+/=-]{8,}/.source, // HTTP credentials, any case
     /\bpcs_[A-Za-z0-9_-]{16,}/.source, // Portcullis API keys
     /\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/.source, // JWTs
     /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/.source,
@@ -23,6 +23,8 @@ const SECRET_VALUE = new RegExp(
     /\bsk-[A-Za-z0-9_-]{20,}/.source, // common "secret key" API tokens
     /\bxox[abprs]-[A-Za-z0-9-]{10,}/.source, // Slack tokens
     /(?<=:\/\/[^\s/:@]{1,256}:)[^\s/@]{1,256}(?=@)/.source, // the password in scheme://user:password@host
+    // The value of a URL query parameter named like a credential (?access_token=…, &api_key=…, &sig=…).
+    /(?<=[?&][A-Za-z0-9_.-]{0,64}(?:[Tt][Oo][Kk][Ee][Nn]|[Ss][Ee][Cc][Rr][Ee][Tt]|[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]|[Kk][Ee][Yy]|[Ss][Ii][Gg](?:[Nn][Aa][Tt][Uu][Rr][Ee])?)=)[^&#\s]{1,2048}/.source,
   ].join('|'),
   'g',
 );
