@@ -197,7 +197,14 @@ describe('auditHooks', () => {
   it('replaces oversized arguments with a size note', () => {
     const { emitter, hooks } = setup();
     hooks.completed?.(call({ blob: 'x'.repeat(40_000) }), ok({}));
-    expect(emitter.events[0]?.arguments).toMatchObject({ truncated: true, keys: ['arguments', 'result'] });
+    // The (small) result metadata stays; only the arguments are replaced.
+    expect(emitter.events[0]?.arguments).toEqual({ arguments: { truncated: true, bytes: expect.any(Number), keys: ['blob'] }, result: {} });
+  });
+
+  it('lets a large result give way before the arguments: a big file read keeps the call’s arguments', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full' } });
+    hooks.completed?.(call({ path: '/srv/report.csv' }), ok({ content: [{ type: 'text', text: 'x'.repeat(40_000) }] }));
+    expect(emitter.events[0]?.arguments).toEqual({ arguments: { path: '/srv/report.csv' }, result: { truncated: true, bytes: expect.any(Number), keys: ['content'] } });
   });
 
   it('fail-closed tenants are refused when the emitter cannot keep the event; fail-open ones never', () => {

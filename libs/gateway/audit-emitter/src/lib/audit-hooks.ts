@@ -205,11 +205,24 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     if (redactor) safe = redactor(safe);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
-    if (json.length > maxPayloadBytes) {
-      const truncated = { truncated: true, bytes: Buffer.byteLength(json), keys: Object.keys(safe) };
-      return { payload: truncated, bytes: 3 * JSON.stringify(truncated).length };
+    if (json.length <= maxPayloadBytes) return { payload: safe as AuditEventV1['arguments'], bytes: 3 * json.length };
+    // Over the limit: the result gives way first, so a large result (a file read in `full` mode) never takes the call's
+    // arguments with it; arguments still too large become a size note of their own.
+    const sizeNote = (value: unknown) => {
+      const text = JSON.stringify(value) ?? '';
+      return { truncated: true, bytes: Buffer.byteLength(text), ...(isObject(value) ? { keys: Object.keys(value).slice(0, 50) } : {}) };
+    };
+    const trimmed: Record<string, unknown> = { ...safe };
+    const resultLength = trimmed['result'] === undefined ? 0 : (JSON.stringify(trimmed['result']) ?? '').length;
+    // The arguments alone fit: only the result goes. Otherwise the arguments go, and the result too if still needed.
+    if (json.length - resultLength <= maxPayloadBytes) trimmed['result'] = sizeNote(trimmed['result']);
+    else if (trimmed['arguments'] !== undefined) trimmed['arguments'] = sizeNote(trimmed['arguments']);
+    let text = JSON.stringify(trimmed);
+    if (text.length > maxPayloadBytes && trimmed['result'] !== undefined) {
+      trimmed['result'] = sizeNote(trimmed['result']);
+      text = JSON.stringify(trimmed);
     }
-    return { payload: safe as AuditEventV1['arguments'], bytes: 3 * json.length };
+    return { payload: trimmed as AuditEventV1['arguments'], bytes: 3 * text.length };
   };
 
   const toolOf = (info: RequestInfo): string | null => {
