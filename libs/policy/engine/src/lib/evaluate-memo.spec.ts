@@ -105,4 +105,29 @@ describe('evaluate: remembered decisions', () => {
     expect(runtime.entryFor('tool', 'tickets', long)).not.toBe(runtime.entryFor('tool', 'tickets', long));
     expect(runtime.entryFor('tool', 'tickets', long)).toEqual(runtime.entryFor('tool', 'tickets', long));
   });
+
+  it('does not run conditions on arguments holding more than 2,000 values: they fail safe, quickly', () => {
+    const snapshot = build([
+      ...rules,
+      {
+        id: 'only-allowed-ids',
+        subjects: [{ type: 'authenticated' }],
+        targets: [{ kind: 'tool', upstream: 'db', name: 'bulk' }],
+        effect: 'allow',
+        condition: 'has(args.ids) && args.ids.all(x, x in args.allowed)',
+      },
+    ]);
+    const ci = { agentClientId: 'ac-ci', groups: [] };
+    // Small enough: the condition runs and allows.
+    expect(evaluate(snapshot, call(ci, 'db', 'bulk', { ids: ['a'], allowed: ['a', 'b'] })).effect).toBe('allow');
+    // 64,000 values each side: quadratic in the condition (seconds); refused at once, the allow rule not applied.
+    const many = Array.from({ length: 64_000 }, (_, i) => `id-${i}`);
+    const started = performance.now();
+    const decision = evaluate(snapshot, call(ci, 'db', 'bulk', { ids: many, allowed: many }));
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(decision.effect).toBe('deny');
+    expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'only-allowed-ids', countedAsMatched: false, message: expect.stringMatching(/too large for conditions/) })]);
+    // Unconditional rules are unaffected by the size of the arguments.
+    expect(evaluate(snapshot, call(ci, 'tickets', 'create_ticket', { blob: many })).effect).toBe('allow');
+  });
 });

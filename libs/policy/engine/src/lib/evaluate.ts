@@ -185,6 +185,24 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
   return decision;
 }
 
+/** Most values (array elements and object entries, at any depth) the arguments may hold for conditions to run. */
+export const MAX_CONDITION_VALUES = 2_000;
+
+/** Whether `value` holds more than `budget` values, counted without walking further than that. */
+function exceedsValues(value: unknown, budget: number): boolean {
+  let left = budget;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const next = stack.pop();
+    if (typeof next !== 'object' || next === null) continue;
+    const children = Array.isArray(next) ? next : Object.values(next);
+    left -= children.length;
+    if (left < 0) return true;
+    for (const child of children) if (typeof child === 'object' && child !== null) stack.push(child);
+  }
+  return false;
+}
+
 /** The decision among `candidates` (the rules that apply to the principal and target, in priority order). */
 function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView, candidates: readonly RuleRuntime[]): Decision {
   const version = snapshot.version;
@@ -204,6 +222,7 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
       request: { time: toDate(input.context.time), ip: input.context.ip ?? '' },
     });
 
+  let argsOverBudget: boolean | null = null;
   let winningRank = -1;
   const matched: RuleRuntime[] = [];
   let conditionErrors: ConditionError[] | null = null;
@@ -212,13 +231,19 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
     let applies = true;
     if (rule.condition !== null) {
       let failure: string | null = null;
-      try {
-        const result = rule.condition(contextFor());
-        if (typeof result === 'boolean') applies = result;
-        else failure = `condition returned ${typeof result}, not a bool`;
-      } catch (error) {
-        failure = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? 'error';
-      }
+      // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
+      // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
+      // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
+      argsOverBudget ??= exceedsValues(input.arguments, MAX_CONDITION_VALUES);
+      if (argsOverBudget) failure = `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
+      else
+        try {
+          const result = rule.condition(contextFor());
+          if (typeof result === 'boolean') applies = result;
+          else failure = `condition returned ${typeof result}, not a bool`;
+        } catch (error) {
+          failure = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? 'error';
+        }
       if (failure !== null) {
         // Fail safe: an unevaluable condition cannot grant access, but it still restricts.
         applies = rule.rule.effect !== 'allow';
