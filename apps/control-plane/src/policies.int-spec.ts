@@ -147,6 +147,37 @@ describe('policy GET/PUT with ETag and If-Match', () => {
   });
 });
 
+describe('upstream renames and rules', () => {
+  it('refuses renaming an upstream that enabled rules name, until the rules cover the new name', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const created = await cp.request('POST', `${base}/upstreams`, {
+      token: owner.token,
+      body: { name: 'payments', toolPrefix: 'pay', transport: 'streamable_http', url: 'https://payments.example.test/mcp' },
+    });
+    expect(created.status).toBe(201);
+    const upstreamUrl = `${base}/upstreams/${String(created.json['id'])}`;
+    const noTransfers = { id: 'r-no-transfers', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'payments', name: 'transfer_*' }], effect: 'deny' };
+    let etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const saved = await putPolicy(t.id, owner.token, etag, [noTransfers, { id: 'r-all', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: '*', name: '*' }], effect: 'allow' }]);
+    expect(saved.status).toBe(200);
+
+    // The deny would stop applying to the renamed upstream: refused, naming the rule.
+    const refused = await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'payments-eu' } });
+    expect(refused.status).toBe(409);
+    expect(refused.json['detail']).toMatch(/r-no-transfers/);
+    // Another field of the same upstream changes freely.
+    expect((await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { description: 'EU payments' } })).status).toBe(200);
+
+    // With the rule written for both names, the rename goes through.
+    etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const widened = await putPolicy(t.id, owner.token, etag, [{ ...noTransfers, targets: [{ kind: 'tool', upstream: 'payments*', name: 'transfer_*' }] }]);
+    expect(widened.status).toBe(200);
+    expect((await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'payments-eu' } })).status).toBe(200);
+  });
+});
+
 describe('simulate', () => {
   it('answers "may this subject call this tool with these arguments" and "what can this subject see" as the engine does', async () => {
     const t = await cp.tenant();

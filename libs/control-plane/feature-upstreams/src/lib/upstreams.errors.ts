@@ -12,6 +12,12 @@ export const upstreamErrors = {
       `Tool prefix "${prefix}" is already used by upstream "${holder}" in this tenant; their tool names would collide. Choose another prefix.`,
       { fields: [{ path: 'toolPrefix', message: `already used by upstream "${holder}"` }] },
     ),
+  namedByRules: (name: string, rules: readonly string[]) =>
+    new AppError(
+      'CONFLICT',
+      `Policy rules name upstream "${name}" (${rules.slice(0, 10).join(', ')}${rules.length > 10 ? ', …' : ''}); renaming it would turn them off. Change the rules first (a pattern such as "${name}*" can cover both names), then rename.`,
+      { fields: [{ path: 'name', message: 'named by policy rules' }] },
+    ),
   nameTaken: (name: string) =>
     new AppError('CONFLICT', `An upstream named "${name}" already exists in this tenant.`, {
       fields: [{ path: 'name', message: 'already used' }],

@@ -21,6 +21,9 @@ import { UpstreamsRepository, type SealedColumn, type UpstreamChanges } from './
 
 type SecretField = 'headers' | 'env';
 
+const isObjectWith = (value: unknown, key: string, expected: string): boolean =>
+  typeof value === 'object' && value !== null && (value as Record<string, unknown>)[key] === expected;
+
 /** A URL's origin (scheme, host, port); an unparsable one stands for itself (never equal to a parsed origin). */
 function originOf(url: string): string {
   try {
@@ -98,6 +101,7 @@ export class UpstreamsService {
       if (!existing) throw upstreamErrors.notFound();
       this.assertFieldsFitTransport(existing, body);
       this.assertHeadersFollowUrl(existing, body);
+      if (body.name !== undefined && body.name !== existing.name) await this.assertNotNamedByRules(tenantId, tx, existing.name);
       if (existing.transport === 'stdio' && (body.command !== undefined || body.args !== undefined || body.env !== undefined)) {
         this.assertStdioAllowed(scope, body.command ?? existing.command ?? '');
       }
@@ -159,6 +163,20 @@ export class UpstreamsService {
   private assertHeadersFollowUrl(existing: UpstreamRecord, body: UpdateUpstreamRequest): void {
     if (body.url === undefined || body.headers !== undefined || !existing.hasHeaders || existing.url === null) return;
     if (originOf(body.url) !== originOf(existing.url)) throw upstreamErrors.headersForOtherOrigin();
+  }
+
+  /**
+   * Policy rules name upstreams by name: renaming one that enabled rules name literally would silently turn those
+   * rules off (a deny on `payments/transfer_*` stops applying once `payments` is `payments-eu`). Refused with 409
+   * naming the rules; widen or change them first (e.g. `payments*` covers both names), then rename.
+   */
+  private async assertNotNamedByRules(tenantId: TenantId, tx: TenantTransaction, name: string): Promise<void> {
+    const rules = await tx.policyRule.findMany({
+      where: { tenantId, policy: { enabled: true } },
+      select: { id: true, name: true, targets: true },
+    });
+    const naming = rules.filter((rule) => Array.isArray(rule.targets) && rule.targets.some((target) => isObjectWith(target, 'upstream', name)));
+    if (naming.length > 0) throw upstreamErrors.namedByRules(name, naming.map((rule) => rule.name ?? rule.id));
   }
 
   /** 409 naming the upstream that already holds the name or tool prefix. */
