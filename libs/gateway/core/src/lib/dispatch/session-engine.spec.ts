@@ -77,6 +77,16 @@ describe('SessionEngine with in-memory upstreams', () => {
     }
     const longUri = await engine.request(record, req('resources/read', { uri: `file:///${'a'.repeat(9_000)}` }), NO_STREAM, 'trace');
     expect('error' in longUri && longUri.error.message).toMatch(/uri longer than/);
+    // Paths an upstream would resolve to another resource than the one policy matched.
+    for (const uri of ['file:///srv/public/../secret/k', 'file:///srv/./secret', 'file:///srv//secret/k', 'file:///srv/%73ecret/k', 'file:///srv/x%2Fk', 'file:///srv/%2e%2e/x', 'db://host/a/..']) {
+      const refused = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+      expect('error' in refused && refused.error.message).toMatch(/dot segments/);
+    }
+    // Ordinary URIs (dots inside names, a query with slashes) are routed as before (here: not found).
+    for (const uri of ['file:///srv/report.v2.csv', 'https://host/a?next=/b//c', 'mem://notes/..hidden', 'file:///srv/a%20b%25']) {
+      const routed = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+      expect('error' in routed && routed.error.message).not.toMatch(/dot segments/);
+    }
     expect(seen.filter((name) => name !== 'tools/call' && name !== 'resources/read')).toEqual([]);
   });
 

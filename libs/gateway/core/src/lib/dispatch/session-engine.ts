@@ -141,6 +141,22 @@ const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
 
 const MAX_CANCEL_REASON = 256;
 
+/**
+ * A path with `.` or `..` segments, an empty segment, a percent-encoded `/` or `\`, or a percent-encoded unreserved
+ * character (letters, digits, `-._~`: RFC 3986 says to write those plainly, and resolvers decode them).
+ */
+const UNNORMALISED_PATH = /(?:^|\/)\.{1,2}(?:\/|$)|\/\/|%(?:2[def]|3[0-9]|[46][1-9a-f]|[57][0-9a]|5[cf]|7e)/i;
+
+/** The part of a URI a resolver would normalise: after `scheme://authority` (or `scheme:`), before `?` and `#`. */
+function pathOf(uri: string): string {
+  const end = uri.search(/[?#]/);
+  const withoutQuery = end === -1 ? uri : uri.slice(0, end);
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/]*/.exec(withoutQuery);
+  if (authority) return withoutQuery.slice(authority[0].length);
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:/.exec(withoutQuery);
+  return scheme ? withoutQuery.slice(scheme[0].length) : withoutQuery;
+}
+
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
 const MAX_URI_LENGTH = 8 * 1024;
 
@@ -672,6 +688,11 @@ export class SessionEngine {
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
     if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
     if (uri.length > MAX_URI_LENGTH) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `uri longer than ${MAX_URI_LENGTH} characters`);
+    if (UNNORMALISED_PATH.test(pathOf(uri))) {
+      // Policy matches the URI as written; an upstream that resolves `..`, `//` or an encoded `/` or `.` would read
+      // another resource than the one policy decided on (`file:///srv/public/../secret`).
+      throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri must not contain dot segments, empty segments, an encoded "/" or encoded letters, digits or "-._~"');
+    }
     const find = (): string | undefined => {
       const direct = live.resourceRoutes.get(uri);
       if (direct !== undefined) return direct;
