@@ -219,4 +219,35 @@ describe('QuotaLeases', () => {
     expect(admitted(results)).toBe(10);
     expect(most).toBeGreaterThan(1);
   });
+
+  it('ends a lease no later than the store’s window, however long the store took to answer', async () => {
+    const clock = { now: 0 };
+    let delay = 500;
+    let consumed = 0;
+    let asked = 0;
+    // One window, [0, 1000) on the store's clock; the first answer takes 500 ms to arrive.
+    const consume: ConsumeFn = async (_key, points) => {
+      asked += 1;
+      const ranAt = clock.now;
+      clock.now += delay;
+      consumed += points;
+      return { consumed, msBeforeNext: Math.max(0, 1_000 - ranAt) };
+    };
+    const leases = new QuotaLeases(consume, { maxLease: 50, maxShare: 1, targetLeaseMs: 100 }, () => clock.now);
+    try {
+      expect((await leases.take('k', 1_000, 1)).ok).toBe(true);
+      delay = 0;
+      // A burst: the replica takes a lease of several calls at once.
+      for (let i = 0; i < 20; i++) expect((await leases.take('k', 1_000, 1)).ok).toBe(true);
+      const askedInBurst = asked;
+      expect(askedInBurst).toBeLessThan(21);
+      // At 1,200 the store's window is over: the lease's leftover tokens are not spent, the store is asked (counted
+      // from the slow answer, they would have lasted until 1,500).
+      clock.now = 1_200;
+      await leases.take('k', 1_000, 1);
+      expect(asked).toBe(askedInBurst + 1);
+    } finally {
+      leases.close();
+    }
+  });
 });

@@ -164,11 +164,15 @@ export class QuotaLeases {
    * once (one-call requests near the limit); each adds what it was granted.
    */
   private async request(lease: Lease, size: number, key: string, limit: number, windowSeconds: number): Promise<boolean> {
+    const sentAt = this.now();
     const count = await this.consume(key, size, limit, windowSeconds);
     const at = this.now();
     const before = count.consumed - size;
     const granted = Math.max(0, Math.min(size, limit - before));
-    const endsAt = at + count.msBeforeNext;
+    // The store measured its window's rest when it ran, somewhere between sending and answering: counted from the
+    // send, the lease ends no later than the store's window (counted from the answer, unused tokens outlived it by up
+    // to a round trip, while other replicas could already spend the next window).
+    const endsAt = sentAt + count.msBeforeNext;
     if (at >= lease.windowEndsAt || endsAt > lease.windowEndsAt + 1_000) {
       // A new window: whatever was left of the old one's lease is gone with it.
       lease.tokens = 0;
