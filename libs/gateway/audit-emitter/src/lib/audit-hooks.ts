@@ -248,7 +248,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     if (outcome.outcome === 'denied') decision = 'deny';
     const reasons: string[] = [];
     if (admission?.reason) reasons.push(admission.reason);
-    if (error && outcome.outcome !== 'ok') reasons.push(error.message);
+    // An error's message may quote what the agent or upstream sent: credential-looking parts are redacted as in the
+    // arguments (the other reasons are the gateway's own words).
+    if (error && outcome.outcome !== 'ok') reasons.push(redactSecrets(cut(error.message, 2_000)) as string);
     if (note?.degraded) reasons.push(note.degraded);
     let auditOutcome = OUTCOME[outcome.outcome];
     if (error?.code === GATEWAY_RPC.UPSTREAM_TIMEOUT && outcome.outcome !== 'cancelled') auditOutcome = 'timeout';
@@ -270,9 +272,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       targetType: null,
       targetId: null,
       decision,
-      // Free text that may quote what the agent or upstream sent (an error message, a URI): credential-looking parts
-      // are redacted as in the arguments.
-      reason: reasons.length > 0 ? (redactSecrets(cut(reasons.join('; '), 2_000)) as string) : null,
+      reason: reasons.length > 0 ? cut(reasons.join('; '), 2_000) : null,
       snapshotVersion: admission?.snapshotVersion ?? snapshotFromError,
       approvalId: uuidOrNull(approvalId),
       latencyMs: Math.max(0, Math.round(outcome.latencyMs)),
