@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { AUDIT_EVENT_FIELDS, auditBatchJobId, parseAuditEventBatch, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -6,7 +9,7 @@ import {
   type AuditEmitterOptions,
   type AuditJob,
 } from './audit-emitter';
-import { MemoryAuditSpool } from './audit-spool';
+import { FileAuditSpool, MemoryAuditSpool } from './audit-spool';
 
 let counter = 0;
 function event(): AuditEventV1 {
@@ -294,5 +297,49 @@ describe('audit emitter', () => {
     await emitter.flush();
     expect(spool.hasPending()).toBe(false);
     expect(new Set(producer.ids()).size).toBe(20);
+  });
+});
+
+const ACTIVE = 'audit-spool.jsonl';
+
+async function replayAll(spool: FileAuditSpool): Promise<{ events: AuditEventV1[]; corrupt: number }> {
+  const events: AuditEventV1[] = [];
+  const { corrupt } = await spool.replay(async (batch) => void events.push(...batch), 100);
+  return { events, corrupt };
+}
+
+describe('FileAuditSpool', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  });
+  const tempDir = (): string => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pcs-spool-'));
+    dirs.push(dir);
+    return dir;
+  };
+
+  it('ends a line cut off by a crash before appending, so the next event is not lost with it', async () => {
+    const dir = tempDir();
+    const first = event();
+    const second = event();
+    writeFileSync(path.join(dir, ACTIVE), `${JSON.stringify(first)}\n{"v":1,"eventId":"019a0000-00`);
+    const spool = new FileAuditSpool(dir, 1_000_000);
+    expect(spool.append([second])).toEqual({ written: 1, refused: 0 });
+    const { events, corrupt } = await replayAll(spool);
+    expect(events.map((e) => e.eventId)).toEqual([first.eventId, second.eventId]);
+    expect(corrupt).toBe(1);
+    await spool.close();
+  });
+
+  it('refuses events it cannot write (disk full) instead of throwing', async () => {
+    const dir = tempDir();
+    // Every write to /dev/full fails with ENOSPC.
+    symlinkSync('/dev/full', path.join(dir, ACTIVE));
+    const spool = new FileAuditSpool(dir, 1_000_000);
+    expect(() => spool.append([event(), event()])).not.toThrow();
+    expect(spool.append([event()])).toEqual({ written: 0, refused: 1 });
+    expect(spool.hasPending()).toBe(false);
+    await spool.close();
   });
 });
