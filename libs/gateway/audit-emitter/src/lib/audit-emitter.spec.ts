@@ -115,7 +115,7 @@ describe('audit emitter', () => {
     expect(producer.accepted[0]).toEqual({
       name: 'audit.events.ingest',
       data: { v: 2, fields: AUDIT_EVENT_FIELDS, rows: first.map((e) => AUDIT_EVENT_FIELDS.map((field) => e[field])) },
-      opts: { jobId: auditBatchJobId(first.map((e) => e.eventId)) },
+      opts: { jobId: auditBatchJobId(first.map((e) => e.eventId)), attempts: 5, backoff: { type: 'exponential', delay: 1_000 } },
     });
     expect(producer.events()).toEqual(events);
     // 25 events in jobs of at most 10 (the first may start as soon as 10 are buffered).
@@ -185,7 +185,7 @@ describe('audit emitter', () => {
     for (const e of events) emitter.emit(e);
     await emitter.flush();
     expect(producer.accepted).toEqual([
-      { name: 'audit.events.ingest', data: { v: 1, events }, opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)) } },
+      { name: 'audit.events.ingest', data: { v: 1, events }, opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)), attempts: 5, backoff: { type: 'exponential', delay: 1_000 } } },
     ]);
   });
 
@@ -195,7 +195,7 @@ describe('audit emitter', () => {
     for (const e of events) emitter.emit(e);
     await emitter.flush();
     expect(producer.accepted).toEqual(
-      events.map((e) => ({ name: 'audit.event.ingest', data: e, opts: { jobId: `audit-${e.eventId}` } })),
+      events.map((e) => ({ name: 'audit.event.ingest', data: e, opts: { jobId: `audit-${e.eventId}`, attempts: 5, backoff: { type: 'exponential', delay: 1_000 } } })),
     );
   });
 

@@ -12,18 +12,31 @@ import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool
 const EVENT_JOB = 'audit.event.ingest' as const;
 const BATCH_JOB = 'audit.events.ingest' as const;
 
+/**
+ * BullMQ options of every audit job. The worker retries and dead-letters by itself (ADR 0010); BullMQ's own attempts
+ * are the safety net for a failure of that bookkeeping (Redis failing while the worker delays or dead-letters a job):
+ * the job is tried again instead of failing for good outside the dead-letter queue. As the control plane's jobs.
+ */
+export interface AuditJobOptions {
+  readonly jobId: string;
+  readonly attempts: number;
+  readonly backoff: { readonly type: 'exponential'; readonly delay: number };
+}
+
+const jobOptions = (jobId: string): AuditJobOptions => ({ jobId, attempts: 5, backoff: { type: 'exponential', delay: 1_000 } });
+
 /** A job of many events (the default): job id derived from its event ids. Payload v2 (rows), or v1 (`'batch-v1'`). */
 export interface AuditBatchJob {
   readonly name: typeof BATCH_JOB;
   readonly data: AuditEventBatchV2 | AuditEventBatchV1;
-  readonly opts: { readonly jobId: string };
+  readonly opts: AuditJobOptions;
 }
 
 /** A job of one event (`jobFormat: 'event'`, for workers older than batch jobs): job id = `audit-<eventId>`. */
 export interface AuditEventJob {
   readonly name: typeof EVENT_JOB;
   readonly data: AuditEventV1;
-  readonly opts: { readonly jobId: string };
+  readonly opts: AuditJobOptions;
 }
 
 export type AuditJobFormat = 'batch' | 'batch-v1' | 'event';
@@ -198,13 +211,13 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   const batchJob = (events: AuditEventV1[]): AuditBatchJob => ({
     name: BATCH_JOB,
     data: jobFormat === 'batch-v1' ? { v: 1, events } : encodeAuditEventBatchV2(events),
-    opts: { jobId: auditBatchJobId(events.map((e) => e.eventId)) },
+    opts: jobOptions(auditBatchJobId(events.map((e) => e.eventId))),
   });
 
   /** Cuts events into jobs: at most `maxJobEvents` and `maxJobBytes` each (a single larger event goes alone). */
   const toJobs = (events: AuditEventV1[]): AuditJob[] => {
     if (jobFormat === 'event')
-      return events.map((data) => ({ name: EVENT_JOB, data, opts: { jobId: jobIdFor(EVENT_JOB, data) } }));
+      return events.map((data) => ({ name: EVENT_JOB, data, opts: jobOptions(jobIdFor(EVENT_JOB, data)) }));
     const out: AuditJob[] = [];
     let current: AuditEventV1[] = [];
     let bytes = 0;
