@@ -22,6 +22,7 @@ export interface PortalAuthSettings {
 interface OidcProfile {
   sub: string;
   email?: string;
+  email_verified?: unknown;
   name?: string;
   groups?: unknown;
 }
@@ -55,7 +56,12 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
     session: { strategy: 'jwt', maxAge: settings.sessionMaxAgeSeconds },
     pages: { signIn: SIGN_IN_PATH, error: SIGN_IN_PATH },
     callbacks: {
-      signIn: ({ profile }) => typeof (profile as OidcProfile | undefined)?.email === 'string',
+      // An email the provider says it has not verified is anyone's to claim: refused (absent, the provider vouches
+      // for its emails as many do).
+      signIn: ({ profile }) => {
+        const claims = profile as OidcProfile | undefined;
+        return typeof claims?.email === 'string' && claims.email_verified !== false && claims.email_verified !== 'false';
+      },
       jwt: ({ token, profile }) => {
         const next = token as PortalToken;
         if (profile) {
