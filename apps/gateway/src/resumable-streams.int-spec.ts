@@ -249,6 +249,19 @@ describe('Last-Event-ID on a raw GET', () => {
     return { text: out, ended: false };
   }
 
+  /** POSTs a `ks__slow_count` call with a progress token to replica A: its answer is a resumable SSE stream. */
+  const slowCount = (sessionId: string, id: number, steps: number, intervalMs: number): Promise<Response> =>
+    fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: headers(sessionId),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id,
+        method: 'tools/call',
+        params: { name: 'ks__slow_count', arguments: { steps, interval_ms: intervalMs }, _meta: { progressToken: 'tok' } },
+      }),
+    });
+
   /** The complete events (up to their blank line) in an SSE text. */
   const completeEvents = (sse: string): string[] => sse.split('\n\n').slice(0, -1);
 
@@ -257,20 +270,7 @@ describe('Last-Event-ID on a raw GET', () => {
 
   it('replays the rest of the same stream, from any replica, and nothing for another session or an unknown id', async () => {
     const sessionId = await session(gatewayA.url);
-    const post = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-      method: 'POST',
-      headers: headers(sessionId),
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 7,
-        method: 'tools/call',
-        params: {
-          name: 'ks__slow_count',
-          arguments: { steps: 3, interval_ms: 5 },
-          _meta: { progressToken: 'tok' },
-        },
-      }),
-    });
+    const post = await slowCount(sessionId, 7, 3, 5);
     expect(post.headers.get('content-type')).toContain('text/event-stream');
     const full = await post.text();
     const eventIds = ids(full);
@@ -313,16 +313,7 @@ describe('Last-Event-ID on a raw GET', () => {
 
   it('bounds the resumed streams one session holds open at once', async () => {
     const sessionId = await session(gatewayA.url);
-    const post = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-      method: 'POST',
-      headers: headers(sessionId),
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 9,
-        method: 'tools/call',
-        params: { name: 'ks__slow_count', arguments: { steps: 60, interval_ms: 100 }, _meta: { progressToken: 'tok' } },
-      }),
-    });
+    const post = await slowCount(sessionId, 9, 60, 100);
     const first = await readUntil(post, (text) => completeEvents(text).length >= 1);
     const eventId = ids(first.text)[0] ?? '';
     expect(eventId).not.toBe('');

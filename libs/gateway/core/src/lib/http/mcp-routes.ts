@@ -124,7 +124,6 @@ const MCP_POST_PATH = /^\/t\/([^/?#]+)\/mcp(?:\?|$)/;
 
 const firstHeader = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
 
-
 function writeJson(res: ServerResponse, status: number, headers: Readonly<Record<string, string>>, body: string): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
