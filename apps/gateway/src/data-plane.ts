@@ -22,7 +22,7 @@ import {
 import { policyHooks, SnapshotCache } from '@portcullis/gateway/policy-cache';
 import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals';
 import { RedisSessionStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
-import { ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
+import { pinningAfterApproval, ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
 import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
 import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
 import type { TenantSettings } from '@portcullis/contracts/api';
@@ -164,8 +164,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   });
 
   // Request hooks, in order: policy first (its admission carries the decision and rate limits to later hooks).
-  // Tool pinning goes before it: a tool whose definition is not the approved one is hidden and refused outright.
-  const hooks: RequestHooks[] = [toolPinningHooks({ pins: toolPins, logger }), policyHooks(policies, approvals)];
+  // Tool pinning goes before it: a tool whose definition is not the approved one is hidden and refused outright; and
+  // once more after it for a call held for approval, since the tool may have changed or been blocked during the wait.
+  const pinning = toolPinningHooks({ pins: toolPins, logger });
+  const hooks: RequestHooks[] = [pinning, policyHooks(policies, approvals), pinningAfterApproval(pinning)];
 
   // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).
   const auditProducer = config.audit.enabled

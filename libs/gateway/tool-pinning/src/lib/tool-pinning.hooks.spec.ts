@@ -1,10 +1,10 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { deepFreeze, GatewayRequestError, NO_STREAM, type RequestInfo } from '@portcullis/gateway/core';
+import { composeHooks, deepFreeze, GatewayRequestError, NO_STREAM, type Admission, type RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { describe, expect, it, vi } from 'vitest';
 import { ToolPinIndex } from './tool-pin-index';
-import { toolPinningHooks } from './tool-pinning.hooks';
+import { pinningAfterApproval, toolPinningHooks } from './tool-pinning.hooks';
 
 const upstream: UpstreamConfig = {
   id: 'u1',
@@ -138,5 +138,37 @@ describe('tool pinning hooks', () => {
     const elsewhere = { ...upstream, id: 'u2' };
     expect(hooks.filter(record, 'tool', elsewhere, [pulled])).toEqual([pulled]);
     expect(hooks.filter(record, 'resource', upstream, [{ uri: 'x', name: 'forecast' }])).toHaveLength(1);
+  });
+
+  it('checks an approved call again when it resumes: a tool blocked or changed during the wait is refused', async () => {
+    const pins = new ToolPinIndex();
+    const logger = createLogger({ service: 'pin-test', level: 'error', destination: { write: () => undefined } });
+    const entry = { upstreamId: 'u1', kind: 'tool' as const, name: 'forecast', contentHash: definitionHash('tool', approved), approvedHash: definitionHash('tool', approved), blocked: false };
+    pins.replace([entry], []);
+    const pinning = toolPinningHooks({ pins, logger });
+    // A stand-in for the policy hook holding the call: the wait ends when the test says so.
+    let approve: (admission: Admission) => void = () => undefined;
+    const holding = { admit: () => new Promise<Admission>((resolve) => (approve = resolve)) };
+    const allowing = { admit: (): Admission => ({ decision: 'allow' }) };
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'forecast' } };
+    const signal = new AbortController().signal;
+
+    const held = composeHooks([pinning, holding, pinningAfterApproval(pinning)]).admit?.(info, NO_STREAM, signal, undefined);
+    pins.replace([{ ...entry, blocked: true }], []);
+    approve({ decision: 'require_approval', approvalId: 'a1' });
+    await expect(held).rejects.toMatchObject({ rpcCode: -32003, data: { reason: 'tool_pin_blocked' } });
+
+    // Approved while the definition is still the approved one: the call goes on with the approval's admission.
+    pins.replace([entry], []);
+    const fine = composeHooks([pinning, holding, pinningAfterApproval(pinning)]).admit?.(info, NO_STREAM, signal, undefined);
+    approve({ decision: 'require_approval', approvalId: 'a2' });
+    await expect(fine).resolves.toMatchObject({ approvalId: 'a2' });
+
+    // Calls that were not held are not looked at again (a block after the first check is the next call's business).
+    const after = pinningAfterApproval(pinning).admit;
+    pins.replace([{ ...entry, blocked: true }], []);
+    expect(after?.(info, NO_STREAM, signal, { decision: 'allow' })).toBeUndefined();
+    expect(composeHooks([allowing, pinningAfterApproval(pinning)]).admit?.(info, NO_STREAM, signal, undefined)).toEqual({ decision: 'allow' });
+    expect(() => after?.(info, NO_STREAM, signal, { decision: 'require_approval', approvalId: 'a3' })).toThrow(/an administrator blocked it/);
   });
 });

@@ -128,3 +128,17 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     },
   };
 }
+
+/**
+ * The pinning check once more for a call a person approved. Pinning runs before the policy hook, and a call the
+ * policy holds for approval may wait minutes: meanwhile a fresh listing can show the tool changed, or an
+ * administrator can block it. An approval covers the call, not whatever the tool has become. Placed after the
+ * policy hook; calls that were not held pass without a lookup.
+ */
+export function pinningAfterApproval(pinning: RequestHooks): RequestHooks {
+  const admit = pinning.admit;
+  if (admit === undefined) return {};
+  return {
+    admit: (info, sink, signal, prior) => (prior?.approvalId === undefined ? undefined : admit(info, sink, signal, prior)),
+  };
+}
