@@ -258,4 +258,36 @@ describe('agent clients and API keys', () => {
     expect((await cp.request('DELETE', `/api/v1/tenants/${t.id}/agent-clients/${agentClientId}`, { token: admin.token })).status).toBe(204);
     expect((await cp.request('GET', base, { token: admin.token })).json.items).toHaveLength(0);
   });
+
+  it('revokes the agent-client keys a removed member created, and only those, announcing the change', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const leaving = await cp.member(t.id, 'admin');
+    const staying = await cp.member(t.id, 'admin');
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: owner.token, body: { name: 'CI bot' } });
+    const agentClientId = String(client.json['id']);
+    const base = `/api/v1/tenants/${t.id}/api-keys`;
+    const create = async (token: string, name: string) => String((await cp.request('POST', base, { token, body: { name, agentClientId } })).json['id']);
+    const leavingKeys = [await create(leaving.token, 'one'), await create(leaving.token, 'two')];
+    const alreadyRevoked = await create(leaving.token, 'old');
+    expect((await cp.request('POST', `${base}/${alreadyRevoked}/revoke`, { token: owner.token })).status).toBe(200);
+    const firstRevocation = (await cp.system.apiKey.findFirstOrThrow({ where: { id: alreadyRevoked }, select: { revokedAt: true } })).revokedAt;
+    const stayingKey = await create(staying.token, 'kept');
+    const noticesBefore = notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length;
+
+    const membership = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: leaving.id }, select: { id: true } });
+    expect((await cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${membership.id}`, { token: owner.token })).status).toBe(204);
+
+    const rows = await cp.system.apiKey.findMany({ where: { tenantId: t.id }, select: { id: true, revokedAt: true } });
+    const revokedAt = new Map(rows.map((row) => [row.id, row.revokedAt]));
+    for (const id of leavingKeys) expect(revokedAt.get(id)).toBeInstanceOf(Date);
+    expect(revokedAt.get(alreadyRevoked)).toEqual(firstRevocation);
+    expect(revokedAt.get(stayingKey)).toBeNull();
+    await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length > noticesBefore);
+
+    // agent_client.create, 4 × api_key.create, api_key.revoke, member.remove, 2 × api_key.revoke
+    const events = await cp.eventsAtLeast(t.id, 9);
+    const revokes = events.filter((e) => e.method === 'api_key.revoke' && e.actorUserId === owner.id).map((e) => e.targetId);
+    expect(revokes.sort()).toEqual([alreadyRevoked, ...leavingKeys].sort());
+  });
 });

@@ -45,7 +45,7 @@ export class MembersController {
 
   @Delete(':memberId')
   @Allow('tenant:members:write')
-  @ApiRoute({ tag: TAG, summary: 'Remove a member (the last owner cannot be removed)', status: 204, conflicts: true })
+  @ApiRoute({ tag: TAG, summary: "Remove a member (the last owner cannot be removed); the agent-client API keys they created are revoked", status: 204, conflicts: true })
   async remove(@CurrentTenant() tenant: TenantScope, @Param('memberId', IdParamPipe) id: string): Promise<void> {
     await this.members.remove(tenant, id);
   }

@@ -47,6 +47,18 @@ export class MembersRepository {
     return count > 0;
   }
 
+  /**
+   * Revokes the tenant's live agent-client keys that this user created, and returns them (id and revocation time).
+   * A key's secret is shown once, to whoever created it: when that person leaves the tenant, so does the secret.
+   */
+  async revokeKeysCreatedBy(tenantId: TenantId, tx: TenantTransaction, userId: string, at: Date): Promise<{ id: string; name: string; agentClientId: string | null }[]> {
+    return tx.$queryRaw<{ id: string; name: string; agentClientId: string | null }[]>`
+      UPDATE api_keys SET revoked_at = ${at}
+      WHERE tenant_id = ${tenantId}::uuid AND created_by_id = ${userId}::uuid AND revoked_at IS NULL
+        AND (expires_at IS NULL OR expires_at > ${at})
+      RETURNING id::text AS id, name, agent_client_id::text AS "agentClientId"`;
+  }
+
   /** Users are global (one per email); adding a member may create one. */
   async findOrCreateUser(tx: TenantTransaction, email: string, name: string): Promise<{ id: string }> {
     const existing = await tx.user.findUnique({ where: { email }, select: { id: true } });

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { AddMemberRequest, MemberResponse, PageQuery, UpdateMemberRequest } from '@portcullis/contracts/api';
+import { CHANGE_CHANNELS, type AddMemberRequest, type MemberResponse, type PageQuery, type UpdateMemberRequest } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
@@ -18,6 +18,7 @@ export class MembersService {
     private readonly repository: MembersRepository,
     private readonly audit: AuditEmitter,
     private readonly snapshots: PolicySnapshotWriter,
+    private readonly changes: ChangePublisher,
   ) {}
 
   async list(scope: TenantScope, query: PageQuery): Promise<Page<MemberResponse>> {
@@ -61,18 +62,35 @@ export class MembersService {
     return response;
   }
 
+  /**
+   * Removes a membership. The user's own keys go with it (cascade); agent-client keys the user created are revoked in
+   * the same transaction, since the person leaving is the only one who ever saw their secrets (docs/policy.md).
+   */
   async remove(scope: TenantScope, id: string): Promise<void> {
-    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const revokedAt = new Date();
+    const { before, snapshot, revoked } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
       assertMayManage(scope.role, existing.role, null);
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
-      return { before: existing, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
+      const revoked = await this.repository.revokeKeysCreatedBy(scope.tenantId, tx, existing.userId, revokedAt);
+      return { before: existing, revoked, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
     });
     await this.emit(scope, 'member.remove', id, toMemberResponse(before), null, snapshot.version);
+    for (const key of revoked) {
+      await this.audit.emit({
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'api_key.revoke',
+        target: { type: 'api_key', id: key.id },
+        before: null,
+        after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason: 'its creator was removed from the tenant' },
+      });
+    }
     await this.snapshots.announce(snapshot);
+    if (revoked.length > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
   }
 
   private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null, snapshotVersion: number) {
