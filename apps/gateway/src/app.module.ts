@@ -15,7 +15,7 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
-        DbModule.forRoot({ url: config.database.url, applicationName: 'gateway' }),
+        DbModule.forRoot({ url: config.database.url, applicationName: 'gateway', statementTimeoutMs: 10_000, connectTimeoutMs: 10_000 }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'gateway', logger }),
         HealthModule.forRoot({
           logger,

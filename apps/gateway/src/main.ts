@@ -9,6 +9,7 @@ import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
 import { startDataPlane } from './data-plane';
+import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
@@ -23,7 +24,15 @@ void runOrExit(logger, async () => {
   const redis = app.get<Redis>(REDIS);
   const subscriber = redis.duplicate({ connectionName: 'gateway-subscriber' });
   subscriber.on('error', () => undefined);
-  const systemDb = config.database.systemUrl === null ? null : createSystemPrismaClient({ url: config.database.systemUrl, applicationName: 'gateway-snapshots', poolMax: 2 });
+  const systemDb = config.database.systemUrl === null ? null : createSystemPrismaClient({
+          url: config.database.systemUrl,
+          applicationName: 'gateway-snapshots',
+          poolMax: 2,
+          // A hung load would stall every later refresh behind it (refreshes share one load): fail it, keep the last
+          // snapshot, and let the next notice or poll try again.
+          statementTimeoutMs: SNAPSHOT_QUERY_TIMEOUT_MS,
+          connectTimeoutMs: SNAPSHOT_QUERY_TIMEOUT_MS,
+        });
   const dataPlane = await startDataPlane(app.getHttpAdapter().getInstance(), {
     config,
     logger,

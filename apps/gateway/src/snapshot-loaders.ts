@@ -12,6 +12,12 @@ import type { Logger } from '@portcullis/shared/util-logger';
  * run at boot and on refresh, never per request.
  */
 
+/**
+ * Bound on each query of the snapshot loads (and on getting a connection for one). Refreshes share one load, so a load
+ * stuck on a lock or a silent server would keep every later refresh waiting: it fails instead, the last snapshot stays.
+ */
+export const SNAPSHOT_QUERY_TIMEOUT_MS = 15_000;
+
 export async function loadTenants(db: SystemPrismaClient): Promise<TenantEntry[]> {
   const rows = await db.tenant.findMany({ select: { id: true, slug: true, status: true } });
   return rows.map((row) => ({ id: row.id, slug: row.slug, active: row.status === 'active' }));

@@ -9,13 +9,22 @@ export interface PrismaClientOptions {
   readonly poolMax?: number;
   /** Shown in pg_stat_activity. */
   readonly applicationName?: string;
+  /**
+   * Bound on one statement, in ms: Postgres cancels it (`statement_timeout`), and the client gives up a little later
+   * should the server not answer at all (`query_timeout`). Unset: no bound (pg's default).
+   */
+  readonly statementTimeoutMs?: number;
+  /** Bound on opening a connection or waiting for a free one in the pool, in ms. Unset: wait forever (pg's default). */
+  readonly connectTimeoutMs?: number;
 }
 
-function baseClient({ url, poolMax, applicationName }: PrismaClientOptions) {
+function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connectTimeoutMs }: PrismaClientOptions) {
   const adapter = new PrismaPg({
     connectionString: url,
     ...(poolMax === undefined ? {} : { max: poolMax }),
     ...(applicationName === undefined ? {} : { application_name: applicationName }),
+    ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 }),
+    ...(connectTimeoutMs === undefined ? {} : { connectionTimeoutMillis: connectTimeoutMs }),
   });
   return new PrismaClient({ adapter });
 }
