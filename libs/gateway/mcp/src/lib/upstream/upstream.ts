@@ -60,7 +60,7 @@ export class UpstreamRpcError extends Error {
 /** The upstream could not be reached, timed out, or broke the protocol. Never carries its address. */
 export class UpstreamUnavailableError extends Error {
   constructor(
-    readonly reason: 'connect_failed' | 'timeout' | 'protocol_error' | 'closed' | 'circuit_open' | 'session_expired',
+    readonly reason: 'connect_failed' | 'timeout' | 'protocol_error' | 'closed' | 'circuit_open' | 'session_expired' | 'overloaded',
     message: string,
     options?: { cause?: unknown },
   ) {

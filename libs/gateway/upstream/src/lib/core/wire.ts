@@ -114,6 +114,8 @@ export const errors = {
   circuitOpen: () =>
     new UpstreamUnavailableError('circuit_open', 'The upstream is failing; not trying it for a while'),
   timeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'),
+  overloaded: () =>
+    new UpstreamUnavailableError('overloaded', 'The upstream is not taking requests as fast as they come; try again shortly'),
   connectTimeout: () =>
     new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
   sessionExpired: () =>

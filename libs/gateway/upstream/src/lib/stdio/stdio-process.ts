@@ -46,6 +46,12 @@ function signalGroup(child: ChildProcessWithoutNullStreams, signal: NodeJS.Signa
 
 /** Consecutive timed-out calls, with nothing answered in between, after which a process is taken for hung. */
 const UNRESPONSIVE_AFTER = 3;
+/**
+ * Most bytes written to a process's stdin and not yet taken by it (Node buffers what the pipe cannot hold). A process
+ * that stops reading would otherwise let calls pile their arguments up in the gateway's memory until they time out;
+ * past this, calls fail at once (`overloaded`) until it reads again or is restarted as hung.
+ */
+export const STDIN_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
 
 export interface StdioOptions {
   /** A process without traffic for this long is stopped (and started again on the next call). */
@@ -378,6 +384,7 @@ export class StdioProcess {
   private write(text: string): void {
     const child = this.child;
     if (child === undefined || !child.stdin.writable) throw errors.closed();
+    if (child.stdin.writableLength > STDIN_BUFFER_MAX_BYTES) throw errors.overloaded();
     child.stdin.write(`${text}\n`);
   }
 

@@ -238,6 +238,26 @@ describe('stdio upstreams', () => {
     expect(isAlive(restarted)).toBe(true);
   });
 
+  it('fails calls at once while a process has stopped reading and megabytes wait for its stdin', async () => {
+    const session = await open(connector());
+    const frozen = session.request('tools/call', { name: 'freeze', arguments: {} }, { timeoutMs: 30_000 });
+    frozen.catch(() => undefined);
+    const big = 'x'.repeat(1024 * 1024);
+    const waiting: Promise<unknown>[] = [];
+    let refused: unknown;
+    // The pipe takes ~64 KiB; the rest waits in the gateway, up to STDIN_BUFFER_MAX_BYTES (8 MiB).
+    for (let i = 0; i < 20 && refused === undefined; i += 1) {
+      const pending = session.request('tools/call', { name: 'pid', arguments: { padding: big } }, { timeoutMs: 30_000 });
+      pending.catch((error: unknown) => (refused = error));
+      waiting.push(pending);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(refused).toMatchObject({ name: 'UpstreamUnavailableError', reason: 'overloaded' });
+    expect(waiting.length).toBeGreaterThanOrEqual(8);
+    expect(waiting.length).toBeLessThanOrEqual(10);
+    for (const pending of waiting) pending.catch(() => undefined);
+  });
+
   it('stops what the process started too (a wrapper’s server), at shutdown and after a crash', async () => {
     const c = connector();
     const session = await open(c);
