@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { counterKey } from './keys';
+import { counterKey, targetKey } from './keys';
 
 const subject = { tenantId: 't1', userId: 'u1', agentClientId: 'a1', tool: 'tickets__create_ticket' };
 
@@ -14,5 +14,19 @@ describe('counterKey', () => {
     expect(counterKey({ ...subject, tenantId: 't2' }, 'r1', ['user'])).not.toBe(counterKey(subject, 'r1', ['user']));
     expect(counterKey(subject, 'r2', ['user'])).not.toBe(counterKey(subject, 'r1', ['user']));
     expect(counterKey({ ...subject, userId: null }, 'r1', ['user'])).toBe('t1:r1:u=-');
+  });
+});
+
+describe('targetKey', () => {
+  it('keeps short names as they are and keys long ones (resource URIs) by a hash: short, distinct, stable', () => {
+    expect(targetKey('up1', 'tool', 'create_ticket')).toBe('up1/tool/create_ticket');
+    const long = `file:///data/${'a'.repeat(8_000)}`;
+    const other = `${long.slice(0, -1)}b`;
+    const key = targetKey('up1', 'resource', long);
+    expect(key.length).toBeLessThan(80);
+    expect(key).toBe(targetKey('up1', 'resource', long));
+    expect(key).not.toBe(targetKey('up1', 'resource', other));
+    expect(key).not.toBe(targetKey('up2', 'resource', long));
+    expect(targetKey('up1', 'resource', 'x'.repeat(200))).toBe(`up1/resource/${'x'.repeat(200)}`);
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { RateLimitScope } from '@portcullis/contracts/policy-ir';
 
 /** Who and what a call is, for the purpose of counting it. */
@@ -32,4 +33,17 @@ export function counterKey(subject: RateLimitSubject, ruleId: string, scope: rea
     }
   }
   return key;
+}
+
+/** Longest name kept as it is in a counter key; a longer one (a resource URI, up to 8 KiB) is keyed by its hash. */
+export const MAX_KEYED_NAME_LENGTH = 200;
+
+/**
+ * The `tool` part of a subject: the upstream's id (two upstreams' same-named tools stay apart), the kind and the name.
+ * A resource's name is its URI, the agent's to choose and up to 8 KiB long: beyond `MAX_KEYED_NAME_LENGTH` it is keyed
+ * by SHA-256 instead, so every counter key stays short in Redis however long the URIs an agent reads.
+ */
+export function targetKey(upstreamId: string, kind: string, name: string): string {
+  const part = name.length <= MAX_KEYED_NAME_LENGTH ? name : `#${createHash('sha256').update(name).digest('base64url')}`;
+  return `${upstreamId}/${kind}/${part}`;
 }

@@ -3,7 +3,7 @@ import type { Admission, RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { describe, expect, it } from 'vitest';
-import type { RateLimitSubject } from './keys';
+import { targetKey, type RateLimitSubject } from './keys';
 import { rateLimitHooks, TENANT_LIMIT_RULE } from './rate-limit-hooks';
 import type { AppliedLimit, RateLimitService } from './rate-limiter';
 
@@ -90,7 +90,9 @@ describe('rateLimitHooks: what a call is counted as', () => {
     admit(ci, { upstream: tickets, kind: 'resource', name: longName });
     admit(ci, { upstream: tickets, kind: 'resource', name: longName });
     expect(asked.at(-1)?.subject).not.toBe(asked.at(-2)?.subject);
-    expect(asked.at(-1)?.subject.tool).toBe(`up-tickets/resource/${longName}`);
+    // ... and keyed by its hash, not by 600 characters of URI.
+    expect(asked.at(-1)?.subject.tool).toBe(targetKey('up-tickets', 'resource', longName));
+    expect(asked.at(-1)?.subject.tool).toMatch(/^up-tickets\/resource\/#[\w-]{43}$/);
     // Past the bound on remembered targets a session's subjects are still right (built each time).
     for (let i = 0; i < 300; i++) admit(ci, { upstream: tickets, kind: 'resource', name: `file:///${i}` });
     expect(asked.at(-1)?.subject.tool).toBe('up-tickets/resource/file:///299');

@@ -3,7 +3,7 @@ import type { IrRateLimit, RateLimitSpec } from '@portcullis/contracts/policy-ir
 import { GATEWAY_RPC, GatewayRequestError, type Admission, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { Redis } from 'ioredis';
-import type { RateLimitSubject } from './keys';
+import { targetKey, type RateLimitSubject } from './keys';
 import type { AppliedLimit, RateLimitOutcome, RateLimitService } from './rate-limiter';
 
 /** The rule id under which a tenant's own limit (tenant settings) is counted; rule ids cannot contain `$`. */
@@ -57,8 +57,7 @@ function newSubject(record: RequestInfo['record'], target: RequestInfo['target']
     tenantId: record.tenantId,
     userId: record.principalKind === 'user' ? record.principalId : null,
     agentClientId: record.principalKind === 'agent_client' ? record.principalId : null,
-    // The upstream's id keeps two upstreams' same-named tools apart.
-    tool: target ? `${target.upstream.id}/${target.kind}/${target.name}` : null,
+    tool: target ? targetKey(target.upstream.id, target.kind, target.name) : null,
   });
 }
 
