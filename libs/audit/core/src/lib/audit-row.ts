@@ -1,7 +1,14 @@
 import type { ChainedAuditFields, StoredChainLink } from '@portcullis/audit/chain';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import { storableJson, storableText } from '@portcullis/shared/util-redact';
 
-/** The fields the chain hashes, as they will be stored (timestamps at millisecond precision, UTC). */
+const storable = (text: string | null): string | null => (text === null ? null : storableText(text));
+
+/**
+ * The fields the chain hashes, as they will be stored (timestamps at millisecond precision, UTC). Free text is made
+ * storable here whatever the producer did (lone surrogates and NUL become U+FFFD): Postgres refuses NUL, and a lone
+ * surrogate would be stored as U+FFFD while the hash was taken over the original, failing verification later.
+ */
 export function chainedFields(event: AuditEventV1, seq: bigint): ChainedAuditFields {
   return {
     id: event.eventId,
@@ -9,24 +16,24 @@ export function chainedFields(event: AuditEventV1, seq: bigint): ChainedAuditFie
     seq: seq.toString(),
     occurredAt: new Date(event.occurredAt).toISOString(),
     kind: event.kind,
-    method: event.method,
+    method: storableText(event.method),
     actorUserId: event.actorUserId,
     agentClientId: event.agentClientId,
     apiKeyId: event.apiKeyId,
-    mcpSessionId: event.mcpSessionId,
+    mcpSessionId: storable(event.mcpSessionId),
     upstreamId: event.upstreamId,
-    tool: event.tool,
-    targetType: event.targetType,
-    targetId: event.targetId,
+    tool: storable(event.tool),
+    targetType: storable(event.targetType),
+    targetId: storable(event.targetId),
     decision: event.decision,
-    reason: event.reason,
+    reason: storable(event.reason),
     snapshotVersion: event.snapshotVersion,
     approvalId: event.approvalId,
     latencyMs: event.latencyMs,
-    arguments: event.arguments ?? null,
+    arguments: storableJson(event.arguments ?? null),
     outcome: event.outcome,
-    errorCode: event.errorCode,
-    traceId: event.traceId,
+    errorCode: storable(event.errorCode),
+    traceId: storable(event.traceId),
   };
 }
 

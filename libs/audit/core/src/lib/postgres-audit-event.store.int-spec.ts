@@ -91,6 +91,23 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
     expect(await chainOf(b.id)).toHaveLength(0);
   });
 
+  it('stores events whose producer left NUL or lone surrogates in them, as U+FFFD, on a chain that verifies', async () => {
+    const tenant = await createTestTenant(system);
+    const event = sampleAuditEvent(tenant.id, {
+      reason: 'before\u0000after',
+      tool: 'files__read\ud800',
+      arguments: { 'key\udc00': ['x\u0000y', { deep: 'z\ud83d' }], plain: 'ok' },
+    });
+    expect(await store.insert([event])).toEqual({ inserted: 1, duplicates: 0 });
+    const [row] = await system.$queryRawUnsafe<AuditEventRow[]>(`SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE id = $1::uuid`, event.eventId);
+    expect(row).toMatchObject({
+      reason: 'before\ufffdafter',
+      tool: 'files__read\ufffd',
+      arguments: { 'key\ufffd': ['x\ufffdy', { deep: 'z\ufffd' }], plain: 'ok' },
+    });
+    expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 1 });
+  });
+
   it('calls an unreachable database transient', async () => {
     const nowhere = createPrismaClient({ url: 'postgresql://portcullis_app@127.0.0.1:1/none', poolMax: 1 });
     try {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets, rememberedKeyVerdicts } from './redact';
+import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -107,5 +107,19 @@ describe('compileRedactionPaths', () => {
     expect(compileRedactionPaths(['arguments.missing.x'])({ arguments: {} })).toEqual({ arguments: {} });
     expect(() => compileRedactionPaths(['arguments..x'])).toThrow(InvalidRedactionPathError);
     expect(() => compileRedactionPaths(['$'])).toThrow(InvalidRedactionPathError);
+  });
+});
+
+describe('storableJson', () => {
+  it('makes every string storable, keys included, and returns the same value when nothing needed it', () => {
+    const clean = { a: ['x', 1, null, { b: true }], c: 'é✓😀' };
+    expect(storableJson(clean)).toBe(clean);
+    const dirty = { a: ['x', 'y\u0000'], 'k\ud800': { deep: 'z\udfff' }, keep: { same: 1 } };
+    const fixed = storableJson(dirty);
+    expect(fixed).toEqual({ a: ['x', 'y\ufffd'], 'k\ufffd': { deep: 'z\ufffd' }, keep: { same: 1 } });
+    expect(fixed.keep).toBe(dirty.keep);
+    expect(dirty.a[1]).toBe('y\u0000');
+    const proto = JSON.parse('{"__proto__": "\\u0000"}') as Record<string, unknown>;
+    expect(Object.keys(storableJson(proto))).toEqual(['__proto__']);
   });
 });

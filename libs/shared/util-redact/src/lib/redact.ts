@@ -49,6 +49,36 @@ export function storableText(value: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
+/**
+ * A JSON value with every string in it, object keys included, made storable (`storableText`). Returns the value
+ * itself when nothing needed changing (the common case: no copy), else a copy changed where needed. For the audit
+ * worker, which cannot assume every producer already did this.
+ */
+export function storableJson<T>(value: T): T {
+  if (typeof value === 'string') return storableText(value) as T;
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item: unknown, index) => {
+      const fixed = storableJson(item);
+      if (fixed !== item) (copy ??= [...value])[index] = fixed;
+    });
+    return (copy ?? value) as T;
+  }
+  let changed = false;
+  const entries = Object.entries(value).map(([key, item]): [string, unknown] => {
+    const fixedKey = storableText(key);
+    const fixed = storableJson(item);
+    if (fixedKey !== key || fixed !== item) changed = true;
+    return [fixedKey, fixed];
+  });
+  if (!changed) return value;
+  const copy: Record<string, unknown> = {};
+  // Defined, not assigned: a `__proto__` key stays an own key.
+  for (const [key, item] of entries) Object.defineProperty(copy, key, { value: item, enumerable: true, writable: true, configurable: true });
+  return copy as T;
+}
+
 function redactString(value: string): string {
   let text = storableText(value);
   SECRET_VALUE.lastIndex = 0;
