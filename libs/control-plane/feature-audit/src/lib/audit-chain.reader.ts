@@ -35,6 +35,26 @@ export async function verifyTenantChainScoped(
   tenantId: TenantId,
   bounds: VerifyBounds = {},
 ): Promise<AuditVerifyResponse> {
+  // Retention may move the checkpoint (deleting the rows before it) while the walk runs: a walk that then finds the
+  // rows it expected gone starts again from the new checkpoint instead of reporting a gap that is no tampering.
+  for (let attempt = 1; ; attempt++) {
+    const { response, fromSeq } = await verifyOnce(db, tenantId, bounds);
+    if (response.ok || attempt === 3 || !(await checkpointMoved(db, tenantId, fromSeq))) return response;
+  }
+}
+
+async function checkpointMoved(db: PortcullisPrismaClient, tenantId: TenantId, fromSeq: bigint): Promise<boolean> {
+  const rows = await withTenant(db, tenantId, (tx) =>
+    tx.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>('SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid', tenantId),
+  );
+  return rows[0] !== undefined && BigInt(rows[0].pruned_through_seq) > fromSeq;
+}
+
+async function verifyOnce(
+  db: PortcullisPrismaClient,
+  tenantId: TenantId,
+  bounds: VerifyBounds,
+): Promise<{ readonly response: AuditVerifyResponse; readonly fromSeq: bigint }> {
   const pageSize = bounds.pageSize ?? 2_000;
   const maxEvents = bounds.maxEvents ?? 1_000_000;
   const deadline = Date.now() + (bounds.budgetMs ?? 10_000);
@@ -54,14 +74,17 @@ export async function verifyTenantChainScoped(
       tx.$queryRawUnsafe<{ hash: string }[]>('SELECT hash FROM audit_events WHERE tenant_id = $1::uuid AND seq = $2', tenantId, after),
     );
     const link = stored[0];
-    if (!link) return { ok: false, checked: 0, brokenAt: { id: null, seq: after.toString(), problem: 'seq_gap' } };
+    if (!link) return { fromSeq: after - 1n, response: { ok: false, checked: 0, brokenAt: { id: null, seq: after.toString(), problem: 'seq_gap' } } };
     from = { seq: after, prevHash: link.hash };
   }
   let state = from;
   let checked = 0;
   while (state.seq < headSeq) {
     if (checked >= maxEvents || Date.now() > deadline) {
-      return { ok: true, complete: false, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash, headSeq: headSeq.toString() };
+      return {
+        fromSeq: from.seq,
+        response: { ok: true, complete: false, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash, headSeq: headSeq.toString() },
+      };
     }
     const rows = await withTenant(db, tenantId, (tx) =>
       tx.$queryRawUnsafe<AuditEventRow[]>(
@@ -75,21 +98,24 @@ export async function verifyTenantChainScoped(
     );
     if (rows.length === 0) break;
     const verdict = verifyChain(rows.map(linkFromRow), state);
-    if (!verdict.ok) return { ok: false, checked: checked + verdict.checked, brokenAt: verdict.brokenAt };
+    if (!verdict.ok) return { fromSeq: from.seq, response: { ok: false, checked: checked + verdict.checked, brokenAt: verdict.brokenAt } };
     checked += verdict.checked;
     state = { seq: BigInt((rows[rows.length - 1] as AuditEventRow).seq), prevHash: verdict.lastHash };
   }
   if (state.seq !== headSeq || state.prevHash !== head.last_hash) {
-    return { ok: false, checked, brokenAt: { id: null, seq: (state.seq + 1n).toString(), problem: 'head_mismatch' } };
+    return { fromSeq: from.seq, response: { ok: false, checked, brokenAt: { id: null, seq: (state.seq + 1n).toString(), problem: 'head_mismatch' } } };
   }
   return {
-    ok: true,
-    complete: true,
-    checked,
-    fromSeq: from.seq.toString(),
-    fromHash: from.prevHash,
-    lastSeq: state.seq.toString(),
-    lastHash: state.prevHash,
-    headSeq: headSeq.toString(),
+    fromSeq: from.seq,
+    response: {
+      ok: true,
+      complete: true,
+      checked,
+      fromSeq: from.seq.toString(),
+      fromHash: from.prevHash,
+      lastSeq: state.seq.toString(),
+      lastHash: state.prevHash,
+      headSeq: headSeq.toString(),
+    },
   };
 }
