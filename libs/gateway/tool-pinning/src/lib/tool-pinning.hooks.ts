@@ -1,5 +1,5 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks } from '@portcullis/gateway/core';
+import { deepFreeze, GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
 
@@ -14,6 +14,32 @@ export interface ToolPinningOptions {
 }
 
 const enforced = (kind: string): kind is EnforcedKind => kind === 'tool' || kind === 'prompt';
+
+/**
+ * The fields a pinned item is relayed with: the pinned ones (what an administrator approved) and the specification's
+ * presentation and transport fields, which the pin leaves out by design (ADR 0013). Any other top-level key is an
+ * upstream's own invention that nobody reviewed — text a client might show to its model — and is dropped.
+ */
+const RELAYED_FIELDS: Readonly<Record<EnforcedKind, ReadonlySet<string>>> = {
+  tool: new Set(['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations', 'icons', 'execution', '_meta']),
+  prompt: new Set(['name', 'title', 'description', 'arguments', 'icons', '_meta']),
+};
+
+/** The item itself when it holds only relayed fields (the usual case), else a copy without the others. */
+function relayable(kind: EnforcedKind, item: Record<string, unknown>): Record<string, unknown> {
+  const fields = RELAYED_FIELDS[kind];
+  let extra = false;
+  for (const key in item) {
+    if (!fields.has(key)) {
+      extra = true;
+      break;
+    }
+  }
+  if (!extra) return item;
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(item)) if (fields.has(key)) copy[key] = item[key];
+  return copy;
+}
 
 const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
   changed: 'its definition changed since an administrator approved it; it is unavailable until the new definition is approved',
@@ -39,6 +65,9 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   // The hash of each deep-frozen item (a listing page the engine froze and caches): a listing answered from that page
   // again costs a lookup per item, not a JSON.stringify. Gone with the page.
   const frozenHashes = new WeakMap<object, string>();
+  // The relayed form of each deep-frozen item, frozen too: a cached page keeps answering with the same objects, so the
+  // listing's own caches (exposed names, JSON text per run of items) keep working.
+  const frozenRelayed = new WeakMap<object, Record<string, unknown>>();
   const warned = new Set<string>();
 
   const verdict = (upstream: UpstreamPins, entry: PinEntry | undefined, hash: string | undefined): PinVerdict => {
@@ -92,7 +121,16 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
         }
         const outcome = verdict(upstreamPins, entry, hash);
         if (outcome === 'ok') {
-          kept.push(item);
+          if (entry === undefined) kept.push(item);
+          else if (!frozen) kept.push(relayable(kind, item));
+          else {
+            let relayed = frozenRelayed.get(item);
+            if (relayed === undefined) {
+              relayed = deepFreeze(relayable(kind, item));
+              frozenRelayed.set(item, relayed);
+            }
+            kept.push(relayed);
+          }
           continue;
         }
         warnOnce(`${upstream.id}\u0000${key}\u0000${hash ?? outcome}`, {
