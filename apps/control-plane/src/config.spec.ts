@@ -36,3 +36,14 @@ describe('control plane config: the development secrets', () => {
     expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
   });
 });
+
+describe('control plane config: CONTROL_PLANE_TRUST_PROXY', () => {
+  it('names the proxies in front (none, a hop count or addresses) and refuses true, which trusts what clients write', () => {
+    const trustOf = (value: string) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, CONTROL_PLANE_TRUST_PROXY: value }).http.trustProxy;
+    expect(parseConfig(controlPlaneConfigSchema, REQUIRED).http.trustProxy).toBe(false);
+    expect(trustOf('1')).toBe(1);
+    expect(trustOf('10.0.0.0/8, loopback')).toEqual(['10.0.0.0/8', 'loopback']);
+    expect(problemsOf({ CONTROL_PLANE_TRUST_PROXY: 'true' })).toEqual(['CONTROL_PLANE_TRUST_PROXY']);
+    expect(problemsOf({ CONTROL_PLANE_TRUST_PROXY: 'not-an-address' })).toEqual(['CONTROL_PLANE_TRUST_PROXY']);
+  });
+});

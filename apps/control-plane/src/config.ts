@@ -46,7 +46,7 @@ export const controlPlaneConfigSchema = z
     CONTROL_PLANE_HOST: z.string().min(1).default('127.0.0.1'),
     CONTROL_PLANE_PORT: f.port(3100),
     CONTROL_PLANE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(1024 * 1024),
-    CONTROL_PLANE_TRUST_PROXY: f.booleanFlag(false),
+    CONTROL_PLANE_TRUST_PROXY: f.trustedProxies,
     /** `<key-id>:<base64 32 bytes>[,...]`; the first key seals new secrets, the others still open old ones. */
     CONTROL_PLANE_SECRETS_KEYRING: z
       .string()
