@@ -8,7 +8,9 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { createRedisClient } from '@portcullis/data/redis';
 import { argumentsHash } from '@portcullis/gateway/approvals';
 import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -246,5 +248,38 @@ describe('held calls decided through the control plane', () => {
     await transport.terminateSession();
     await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { description: 'approval cancelled by session end' });
     await client.close();
+  });
+
+  it('a tool blocked while its call waited is refused when the call is approved (pinning checks again)', async () => {
+    const client = await connect(gateway.url);
+    const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'meanwhile' } }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    // An administrator blocks the tool during the wait; the gateways hear of it on the upstreams channel.
+    const upstream = await cp.system.upstream.findFirstOrThrow({ where: { tenantId: tenant.id, name: 'ks' }, select: { id: true } });
+    const pin = await cp.system.upstreamTool.create({
+      data: { tenantId: tenant.id, upstreamId: upstream.id, kind: 'tool', name: 'echo', definition: {}, contentHash: 'blocked-by-test', status: 'blocked' },
+      select: { id: true },
+    });
+    const publisher = createRedisClient({ url: testContext().redisUrl, connectionName: 'held-calls-e2e' });
+    try {
+      await publisher.publish(CHANGE_CHANNELS.upstreams, tenant.id);
+      const observer = await connect(gateway.url);
+      await waitFor(async () => !(await observer.listTools()).tools.some((tool) => tool.name === 'ks__echo'), { description: 'echo hidden by its pin' });
+      await observer.close();
+
+      expect((await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } })).status).toBe(200);
+      const error = await outcome;
+      expect(error).toBeInstanceOf(McpError);
+      expect((error as McpError).code).toBe(-32003);
+      expect((error as McpError).data).toMatchObject({ reason: 'tool_pin_blocked' });
+    } finally {
+      await cp.system.upstreamTool.delete({ where: { id: pin.id } });
+      await publisher.publish(CHANGE_CHANNELS.upstreams, tenant.id);
+      await publisher.quit();
+      await client.close();
+    }
   });
 });
