@@ -4,7 +4,7 @@ import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/dat
 import { newId } from '@portcullis/shared/util-ids';
 import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -332,5 +332,27 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     expect((await cp.request('GET', `${base}/${id}`, { token: stranger.token })).status).toBe(404);
     expect((await cp.request('GET', theirBase, { token: stranger.token })).json.items).toEqual([]);
     expect((await cp.request('GET', `${base}/not-a-uuid`, { token: auditor.token })).status).toBe(404);
+  });
+
+  it('serves a completed export until its expiry, not after, even before the worker has removed the file', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/exports`;
+    const id = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl' } })).json['id']);
+    // What the worker leaves behind: the file, and the row completed with an expiry.
+    mkdirSync(path.join(exportDir, f.tenant.id), { recursive: true });
+    writeFileSync(path.join(exportDir, f.tenant.id, `${id}.jsonl`), '{}\n');
+    const complete = (expiresAt: Date) =>
+      cp.system.auditExport.update({ where: { id }, data: { status: 'completed', sha256: 'a'.repeat(64), rowCount: 1, completedAt: new Date(), expiresAt } });
+
+    await complete(new Date(Date.now() + 60_000));
+    expect((await cp.request('GET', `${base}/${id}`, { token: auditor.token })).json['downloadPath']).toBe(`${base}/${id}/download`);
+    expect((await cp.request('GET', `${base}/${id}/download`, { token: auditor.token })).status).toBe(200);
+
+    await complete(new Date(Date.now() - 1_000));
+    expect((await cp.request('GET', `${base}/${id}`, { token: auditor.token })).json).toMatchObject({ status: 'completed', downloadPath: null });
+    const late = await cp.request('GET', `${base}/${id}/download`, { token: auditor.token });
+    expect(late.status).toBe(404);
+    expect(late.json['detail']).toMatch(/no longer available/);
   });
 });

@@ -1,13 +1,14 @@
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
 import { exportAuditEvents, verifyExportFile } from './audit-export';
-import { expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
+import { EXPORT_FAILED_MESSAGE, expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
+import type { AuditEventStore } from './audit-event.store';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
@@ -165,6 +166,10 @@ describe('audit export (real Postgres, application role)', () => {
     const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
     expect(row).toMatchObject({ status: 'completed', rowCount: 14, firstSeq: 1n, lastSeq: 40n });
     expect(row.filePath).toBe(path.join(dir, tenant.id, `${exportId}.csv`));
+    // Readable by the worker's own user only: the file holds call arguments.
+    for (const name of [row.filePath ?? '', `${row.filePath}.sha256`, `${row.filePath}.manifest.json`, path.join(dir, tenant.id)]) {
+      expect(statSync(name).mode & 0o077).toBe(0);
+    }
     writeFileSync(`${row.filePath}.manifest.check.json`, JSON.stringify(row.manifest));
     expect(await verifyExportFile(row.filePath ?? '', `${row.filePath}.manifest.check.json`)).toMatchObject({
       ok: true,
@@ -186,6 +191,19 @@ describe('audit export (real Postgres, application role)', () => {
   });
 });
 
+describe('a failed audit export', () => {
+  it('leaves no file behind and tells the tenant a fixed sentence, never the server-side reason', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'csv', filters: {}, requestedById: null }, async () => undefined);
+    // The export is written, then recording its audit event fails (the database went away, say).
+    const failing: AuditEventStore = { insert: async () => Promise.reject(new Error(`connection to /var/run/postgresql refused for ${dir}`)) };
+    await expect(runAuditExport(app, failing, { v: 1, exportId, tenantId: tenant.id }, dir)).rejects.toThrow(/refused/);
+    const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    expect(row).toMatchObject({ status: 'failed', error: EXPORT_FAILED_MESSAGE });
+    expect(readdirSync(path.join(dir, tenant.id)).filter((name) => name.startsWith(exportId))).toEqual([]);
+  });
+});
+
 describe('audit export expiry (real Postgres, system role)', () => {
   it('removes the file of an export past its expiry and marks it expired, keeping its manifest; others untouched', async () => {
     const tenant = await seededTenant();
@@ -204,6 +222,7 @@ describe('audit export expiry (real Postgres, system role)', () => {
     const later = new Date(Date.now() + 120_000);
     expect((await expireAuditExports(system, dir, { now: later })).expired).toBeGreaterThanOrEqual(1);
     expect(existsSync(file)).toBe(false);
+    expect(existsSync(`${file}.sha256`) || existsSync(`${file}.manifest.json`)).toBe(false);
     const expired = await system.auditExport.findUniqueOrThrow({ where: { id: shortLived.id } });
     expect(expired).toMatchObject({ status: 'expired', filePath: null, sha256: shortLived.sha256 });
     expect(expired.manifest).toEqual(shortLived.manifest);

@@ -4,7 +4,7 @@ import type { TenantId } from '@portcullis/shared/util-ids';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { z } from 'zod';
@@ -214,7 +214,8 @@ export async function exportAuditEvents(
   });
 
   const tmpPath = `${options.outPath}.partial`;
-  const out = createWriteStream(tmpPath, { encoding: 'utf8' });
+  // Owner-only: the file holds every tenant's call arguments the filters select.
+  const out = createWriteStream(tmpPath, { encoding: 'utf8', mode: 0o600 });
   const digest = createHash('sha256');
   const write = async (text: string) => {
     digest.update(text, 'utf8');
@@ -255,6 +256,7 @@ export async function exportAuditEvents(
     await once(out, 'finish');
   } catch (error) {
     out.destroy();
+    await rm(tmpPath, { force: true }).catch(() => undefined);
     throw error;
   }
   await rename(tmpPath, options.outPath);
@@ -285,8 +287,8 @@ export async function exportAuditEvents(
   };
   const sha256Path = `${options.outPath}.sha256`;
   const manifestPath = `${options.outPath}.manifest.json`;
-  await writeFile(sha256Path, `${sha256}  ${file}\n`);
-  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+  await writeFile(sha256Path, `${sha256}  ${file}\n`, { mode: 0o600 });
+  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
   return { manifest, manifestPath, sha256Path };
 }
 

@@ -123,7 +123,7 @@ export async function expireAuditExports(
   for (const row of due) {
     // The path is derived from the tenant and export ids (as the worker wrote it), never read from the row.
     const file = path.join(exportDir, row.tenantId, `${row.id}.${row.format}`);
-    await rm(file, { force: true });
+    await removeExportFiles(file);
     const updated = await db.auditExport.updateMany({
       where: { id: row.id, status: 'completed' },
       data: { status: 'expired', filePath: null },
@@ -132,6 +132,14 @@ export async function expireAuditExports(
   }
   return { expired };
 }
+
+/** An export's file and the digest and manifest written beside it; files already gone are not an error. */
+async function removeExportFiles(file: string): Promise<void> {
+  await Promise.all([file, `${file}.partial`, `${file}.sha256`, `${file}.manifest.json`].map((name) => rm(name, { force: true })));
+}
+
+/** What a failed export says to the tenant (API `error`, its audit event): never a server path or a database message. */
+export const EXPORT_FAILED_MESSAGE = 'the export could not be written; request it again, or ask the operator to look at the audit worker log';
 
 /**
  * Runs one export job: marks the AuditExport row running, streams the file (exportAuditEvents), records its
@@ -160,7 +168,7 @@ export async function runAuditExport(
   );
   const filters = auditExportFilters.parse(row.filters);
   const dir = path.join(exportDir, tenant);
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const outPath = path.join(dir, `${row.id}.${row.format}`);
   try {
     const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath });
@@ -194,20 +202,22 @@ export async function runAuditExport(
     );
     return { status: 'completed' };
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    // Nothing of a failed export stays on disk; its reason (a path, a database message) goes to the worker's log
+    // through the rethrown error, and the tenant sees a fixed sentence.
+    await removeExportFiles(outPath).catch(() => undefined);
     await store
       .insert([
         exportAuditEvent(tenant, row.id, row.requestedById, 'error', {
           format: row.format,
           filters,
-          error: message,
+          error: EXPORT_FAILED_MESSAGE,
         }),
       ])
       .catch(() => undefined);
     await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
         where: { tenantId: tenant, id: row.id },
-        data: { status: 'failed', error: message },
+        data: { status: 'failed', error: EXPORT_FAILED_MESSAGE },
       }),
     );
     throw error;

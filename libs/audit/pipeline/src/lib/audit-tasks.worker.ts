@@ -90,13 +90,15 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       }
       case AUDIT_TASK_JOBS.retention: {
         if (!this.deps.systemDb) throw new UnrecoverableError('retention needs DATABASE_SYSTEM_URL');
+        // Expired exports first, on their own: a retention run that fails must not keep their files on disk (the API
+        // stops serving them at their expiry either way).
+        const exports = await expireAuditExports(this.deps.systemDb, this.deps.exportDir);
+        if (exports.expired > 0) this.logger.log(`removed the files of ${exports.expired} expired export(s)`);
         const result = await runRetention(this.deps.systemDb);
         if (result.deleted > 0)
           this.logger.log(
             `retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`,
           );
-        const exports = await expireAuditExports(this.deps.systemDb, this.deps.exportDir);
-        if (exports.expired > 0) this.logger.log(`retention removed the files of ${exports.expired} expired export(s)`);
         return { tenants: result.tenants, deleted: result.deleted, exportsExpired: exports.expired };
       }
       default:

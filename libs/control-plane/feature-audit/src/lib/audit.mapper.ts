@@ -26,12 +26,19 @@ export interface AuditExportRecord {
   readonly createdAt: Date;
   readonly startedAt: Date | null;
   readonly completedAt: Date | null;
+  /** After this the file is not served, whether or not the worker's expiry has removed it yet. */
+  readonly expiresAt: Date | null;
+}
+
+/** Whether the export's file may be downloaded now: completed and not past its expiry. */
+export function isDownloadable(record: AuditExportRecord, now: Date): boolean {
+  return record.status === 'completed' && (record.expiresAt === null || record.expiresAt > now);
 }
 
 const objectOrNull = (value: unknown): Record<string, unknown> | null =>
   value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
 
-export function toAuditExportResponse(record: AuditExportRecord): AuditExportResponse {
+export function toAuditExportResponse(record: AuditExportRecord, now = new Date()): AuditExportResponse {
   return {
     id: record.id,
     format: record.format,
@@ -49,7 +56,6 @@ export function toAuditExportResponse(record: AuditExportRecord): AuditExportRes
     createdAt: record.createdAt.toISOString(),
     startedAt: record.startedAt?.toISOString() ?? null,
     completedAt: record.completedAt?.toISOString() ?? null,
-    downloadPath:
-      record.status === 'completed' ? `/api/v1/tenants/${record.tenantId}/audit/exports/${record.id}/download` : null,
+    downloadPath: isDownloadable(record, now) ? `/api/v1/tenants/${record.tenantId}/audit/exports/${record.id}/download` : null,
   };
 }

@@ -29,6 +29,7 @@ const exportSelect = {
   createdAt: true,
   startedAt: true,
   completedAt: true,
+  expiresAt: true,
 } satisfies Prisma.AuditExportSelect;
 
 /** Queries only. Every method takes the tenant first and puts it in the where clause. */

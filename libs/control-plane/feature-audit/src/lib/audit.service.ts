@@ -23,7 +23,7 @@ import path from 'node:path';
 import { verifyTenantChainScoped } from './audit-chain.reader';
 import { decodeAuditCursor } from './audit-events.query';
 import { auditErrors } from './audit.errors';
-import { toAuditEventResponse, toAuditExportResponse } from './audit.mapper';
+import { isDownloadable, toAuditEventResponse, toAuditExportResponse } from './audit.mapper';
 import { AUDIT_API_OPTIONS, type AuditApiOptions } from './audit.options';
 import { AuditRepository } from './audit.repository';
 import { AuditTasksQueue } from './audit-tasks.queue';
@@ -172,7 +172,7 @@ export class AuditService {
     const { records, nextCursor } = await withTenant(this.db, scope.tenantId, (tx) =>
       this.repository.exports(scope.tenantId, tx, { after, limit: query.limit }),
     );
-    return { items: records.map(toAuditExportResponse), nextCursor };
+    return { items: records.map((record) => toAuditExportResponse(record)), nextCursor };
   }
 
   async getExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
@@ -197,7 +197,8 @@ export class AuditService {
   async download(scope: TenantScope, id: string): Promise<FileDownload> {
     const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
     if (!record) throw auditErrors.exportNotFound();
-    if (record.status === 'expired') throw auditErrors.exportFileGone();
+    // Past its expiry the file is gone for the caller, even before the worker's expiry task has removed it.
+    if (record.status === 'expired' || (record.status === 'completed' && !isDownloadable(record, new Date()))) throw auditErrors.exportFileGone();
     if (record.status !== 'completed' || record.sha256 === null) throw auditErrors.exportNotReady(record.status);
     const fileName = `${record.id}.${record.format}`;
     const file = path.resolve(this.options.exportDir, scope.tenantId, fileName);
