@@ -38,3 +38,11 @@ describe('gateway config: the listing cache', () => {
     expect(problemsOf({ GATEWAY_LIST_CACHE_MAX_PAGES: '2.5' })).toEqual(['GATEWAY_LIST_CACHE_MAX_PAGES']);
   });
 });
+
+describe('gateway config: upstream network policy', () => {
+  it('allows named private hosts without opening every private address', () => {
+    const { upstreams } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_UPSTREAM_ALLOWED_HOSTS: ' MCP.internal , 10.0.0.7 ' });
+    expect(upstreams).toMatchObject({ allowPrivateNetworks: false, allowedHosts: ['mcp.internal', '10.0.0.7'] });
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).upstreams.allowedHosts).toEqual([]);
+  });
+});

@@ -49,6 +49,11 @@ export const gatewayConfigSchema = z
     GATEWAY_APPROVAL_PROGRESS_MS: f.durationMs(10_000),
     /** Let URL upstreams reach loopback/private addresses (development and tests). */
     GATEWAY_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
+    /**
+     * Host names (or addresses) of upstreams that may be private without opening every private address to every tenant:
+     * the gateway's counterpart of CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS (give both the same list).
+     */
+    GATEWAY_UPSTREAM_ALLOWED_HOSTS: f.csv,
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
@@ -132,6 +137,7 @@ export const gatewayConfigSchema = z
     approvals: { timeoutMs: env.GATEWAY_APPROVAL_TIMEOUT_MS, pollMs: env.GATEWAY_APPROVAL_POLL_MS, progressMs: env.GATEWAY_APPROVAL_PROGRESS_MS },
     upstreams: {
       allowPrivateNetworks: env.GATEWAY_UPSTREAM_ALLOW_PRIVATE,
+      allowedHosts: env.GATEWAY_UPSTREAM_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
     },

@@ -45,6 +45,7 @@ void runOrExit(logger, async () => {
       maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
       stdioIdleMs: config.upstreams.stdioIdleMs,
       allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
+      allowedHosts: config.upstreams.allowedHosts,
     }),
   });
   installGracefulShutdown({
