@@ -10,6 +10,7 @@ export { addMemberRequest, memberResponse, updateMemberRequest } from './lib/mem
 export type { AddMemberRequest, MemberResponse, UpdateMemberRequest } from './lib/members';
 export {
   createUpstreamRequest,
+  isReservedUpstreamHeader,
   secretEnv,
   secretHeaders,
   toolApprovalMode,

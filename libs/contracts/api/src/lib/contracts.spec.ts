@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
-import { createUpstreamRequest } from './upstreams';
+import { createUpstreamRequest, secretHeaders } from './upstreams';
 
 describe('api contracts', () => {
   it('accepts slugs that are safe in a URL path and rejects the rest', () => {
@@ -29,6 +29,15 @@ describe('api contracts', () => {
       const parsed = upstream(bad);
       expect(parsed.success).toBe(false);
       expect(parsed.error?.issues[0]?.message).toMatch(/put them in headers/);
+    }
+  });
+});
+
+describe('upstream headers', () => {
+  it('refuses names the connection owns, in any case, and Proxy-*', () => {
+    expect(secretHeaders.safeParse({ Authorization: 'Bearer x', 'X-Api-Version': '2' }).success).toBe(true);
+    for (const name of ['Host', 'host', 'Content-Type', 'Mcp-Session-Id', 'Transfer-Encoding', 'Proxy-Authorization']) {
+      expect(secretHeaders.safeParse({ [name]: 'x' }).success).toBe(false);
     }
   });
 });

@@ -35,7 +35,38 @@ const secretMap = (keyPattern: RegExp, what: string) =>
   z
     .record(z.string().regex(keyPattern, `each ${what} name must match ${keyPattern.source}`).max(200), z.string().max(8_000))
     .refine((map) => Object.keys(map).length <= 50, `at most 50 ${what}s`);
-export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header');
+/**
+ * Header names the gateway's upstream clients own: the transport's own (framing, `Host`, the MCP session headers) and
+ * every `Proxy-*`. A configured one would at best be ignored; sent by a client that honours it, `Host` picks the
+ * virtual host (and TLS server name) behind an address that passed the network check.
+ */
+const RESERVED_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
+  'accept',
+  'content-type',
+  'content-length',
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+  'mcp-session-id',
+  'mcp-protocol-version',
+  'last-event-id',
+]);
+
+/** Whether a configured upstream header would override one the transport owns (see `RESERVED_UPSTREAM_HEADERS`). */
+export function isReservedUpstreamHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return RESERVED_UPSTREAM_HEADERS.has(lower) || lower.startsWith('proxy-');
+}
+
+export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header').refine(
+  (map) => !Object.keys(map).some(isReservedUpstreamHeader),
+  'must not set a header the connection owns (Host, Content-Type, Accept, Mcp-Session-Id, Proxy-*, ...)',
+);
 export const secretEnv = secretMap(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable');
 
 const timeouts = {

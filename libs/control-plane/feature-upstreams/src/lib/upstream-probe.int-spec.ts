@@ -8,11 +8,14 @@ import { probeUpstream, ProbeFailure } from './upstream-probe';
 
 // The probe against a real MCP server on 127.0.0.1 (stateless Streamable HTTP) that advertises what each test sets.
 let advertised: Tool[] = [];
+/** Headers of the requests the server received. */
+const received: { host?: string; tenant?: string; proxy?: string }[] = [];
 let http: HttpServer;
 let url: string;
 
 beforeAll(async () => {
   http = createServer((req, res) => {
+    received.push({ host: req.headers.host, tenant: req.headers['x-tenant'] as string | undefined, proxy: req.headers['proxy-authorization'] });
     const server = new Server({ name: 'probe-target', version: '1.0.0' }, { capabilities: { tools: {} } });
     server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: advertised }));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
@@ -27,9 +30,9 @@ afterAll(async () => {
   await new Promise((resolve) => http?.close(resolve));
 });
 
-const probe = () =>
+const probe = (headers: Record<string, string> = {}) =>
   probeUpstream(
-    { transport: 'streamable_http', url, headers: {}, command: null, args: [], env: {} },
+    { transport: 'streamable_http', url, headers, command: null, args: [], env: {} },
     { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 5_000, maxItemsPerKind: 100 },
   );
 const reasonOf = (promise: Promise<unknown>) =>
@@ -55,5 +58,15 @@ describe('probeUpstream bounds', () => {
   it('refuses a definition with a NUL character (Postgres cannot store it)', async () => {
     advertised = [tool('nul', 'before\u0000after')];
     expect(await reasonOf(probe())).toBe('unstorable');
+  });
+});
+
+describe('probeUpstream headers', () => {
+  it('sends configured headers but never one the connection owns, such as Host or Proxy-* (a row stored before they were refused)', async () => {
+    advertised = [tool('echo')];
+    received.length = 0;
+    await probe({ Host: 'admin.internal', 'X-Tenant': 'acme', 'Proxy-Authorization': 'Basic eA==' });
+    expect(received.length).toBeGreaterThan(0);
+    for (const request of received) expect(request).toEqual({ host: new URL(url).host, tenant: 'acme', proxy: undefined });
   });
 });

@@ -1,3 +1,4 @@
+import { isReservedUpstreamHeader } from '@portcullis/contracts/api';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -139,7 +140,9 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           throw error;
         }
       };
-      const requestInit = { headers: { ...target.headers } };
+      // As the gateway sends them: a configured Host (say) would pick another virtual host behind the checked address.
+      const headers = Object.fromEntries(Object.entries(target.headers).filter(([name]) => !isReservedUpstreamHeader(name)));
+      const requestInit = { headers };
       transport =
         target.transport === 'streamable_http'
           ? new StreamableHTTPClientTransport(decision.url, { fetch: guardedFetch, requestInit })

@@ -1,3 +1,4 @@
+import { isReservedUpstreamHeader } from '@portcullis/contracts/api';
 import type { ClientRequest, OutgoingHttpHeaders } from 'node:http';
 import type {
   ClientIdentity,
@@ -38,30 +39,14 @@ import {
   type HttpTarget,
 } from './http-pool';
 
-/** Headers the connector owns; a configured header with one of these names is ignored. */
-const RESERVED_HEADERS = new Set([
-  'accept',
-  'content-type',
-  'content-length',
-  'host',
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  // undici refuses to send Expect (it does not do 100-continue over HTTP/1.1).
-  'expect',
-  'mcp-session-id',
-  'mcp-protocol-version',
-  'last-event-id',
-]);
-
+/**
+ * An upstream's configured headers as sent: names the connector owns (`isReservedUpstreamHeader`, refused when
+ * configured since; rows from before may hold them) are left out.
+ */
 export function configuredHeaders(headers: Readonly<Record<string, string>>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const name of Object.keys(headers)) {
-    const lower = name.toLowerCase();
-    if (!RESERVED_HEADERS.has(lower) && !lower.startsWith('proxy-')) out[lower] = headers[name];
+    if (!isReservedUpstreamHeader(name)) out[name.toLowerCase()] = headers[name];
   }
   return out;
 }
