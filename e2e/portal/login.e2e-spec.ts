@@ -123,6 +123,13 @@ describe('portal sign-in through the dev IdP', () => {
       user?: { email?: string; groups?: string[] };
     };
     expect(session.user).toMatchObject({ email: olivia.email, groups: ['engineering'] });
+
+    // Signed in, a callbackUrl that a browser reads as another site (/\host) lands on the dashboard instead.
+    await page.goto(`${portalUrl}/sign-in?callbackUrl=${encodeURIComponent('/\\example.org/phish')}`);
+    await page.waitForURL(`${portalUrl}/`);
+    const headers = (await page.request.get(`${portalUrl}/sign-in`)).headers();
+    expect(headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(headers['strict-transport-security']).toContain('max-age=');
     await page.close();
   });
 });

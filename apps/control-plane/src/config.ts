@@ -28,8 +28,7 @@ const requireInProduction = (env: { NODE_ENV: string }, value: unknown, key: str
   }
 };
 
-/** 127.0.0.0/8, ::1 and localhost: only this machine can reach a server listening there. */
-const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+const isLoopbackHost = f.isLoopbackHost;
 
 const tokenSettings = (env: TokenEnv) => ({
   secret: env.CONTROL_PLANE_JWT_SECRET ?? DEV_JWT_SECRET,

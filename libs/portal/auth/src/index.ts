@@ -2,3 +2,6 @@ export { createAuthOptions, OIDC_PROVIDER_ID, SIGN_IN_PATH } from './lib/auth-op
 export type { PortalAuthSettings } from './lib/auth-options';
 export { toPortalUser } from './lib/session';
 export type { PortalSession, PortalToken, PortalUser } from './lib/session';
+export { safeCallbackPath } from './lib/callback-url';
+export { portalEnvSchema } from './lib/portal-config';
+export type { PortalConfig } from './lib/portal-config';

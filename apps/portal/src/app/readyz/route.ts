@@ -2,17 +2,34 @@ import { portalConfig } from '../../config';
 
 export const dynamic = 'force-dynamic';
 
-/** Readiness: the identity provider's discovery document is reachable, so sign-in can work. */
-export async function GET(): Promise<Response> {
+/** How long one look at the identity provider answers readiness probes: anyone may call this route. */
+const REMEMBER_MS = 5_000;
+let last: { readonly at: number; readonly reason: string | undefined; readonly pending?: Promise<string | undefined> } | undefined;
+
+async function lookAtProvider(): Promise<string | undefined> {
   const { auth, readinessTimeoutMs } = portalConfig();
   const url = `${auth.issuer}/.well-known/openid-configuration`;
-  let reason: string | undefined;
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(readinessTimeoutMs), cache: 'no-store' });
-    if (!response.ok) reason = `identity provider discovery answered ${response.status}`;
+    return response.ok ? undefined : `identity provider discovery answered ${response.status}`;
   } catch {
-    reason = 'identity provider discovery unreachable';
+    return 'identity provider discovery unreachable';
   }
+}
+
+/**
+ * Readiness: the identity provider's discovery document is reachable, so sign-in can work. One request to the provider
+ * answers every probe for a few seconds (and concurrent probes share it), so this unauthenticated route cannot be used
+ * to flood the provider.
+ */
+export async function GET(): Promise<Response> {
+  const now = Date.now();
+  if (last === undefined || (last.pending === undefined && now - last.at >= REMEMBER_MS)) {
+    const pending = lookAtProvider();
+    last = { at: now, reason: undefined, pending };
+    last = { at: Date.now(), reason: await pending };
+  }
+  const reason = last.pending ? await last.pending : last.reason;
   return Response.json(reason ? { status: 'not ready', reason } : { status: 'ready' }, {
     status: reason ? 503 : 200,
     headers: { 'cache-control': 'no-store' },

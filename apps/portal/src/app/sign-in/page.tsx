@@ -1,6 +1,6 @@
 import type { Metadata } from 'next';
 import { redirect } from 'next/navigation';
-import { OIDC_PROVIDER_ID } from '@portcullis/portal/auth';
+import { OIDC_PROVIDER_ID, safeCallbackPath } from '@portcullis/portal/auth';
 import { currentUser } from '../../auth';
 import { SignInButton } from './sign-in-button';
 import './sign-in.css';
@@ -14,19 +14,14 @@ const ERRORS: Record<string, string> = {
   SessionRequired: 'Please sign in to continue.',
 };
 
-/** Only same-site paths; anything else (including //host) falls back to the dashboard. */
-function safeCallbackUrl(value: string | string[] | undefined): string {
-  const candidate = Array.isArray(value) ? value[0] : value;
-  return candidate && candidate.startsWith('/') && !candidate.startsWith('//') ? candidate : '/';
-}
-
 export default async function SignInPage({
   searchParams,
 }: {
   readonly searchParams: Promise<Record<string, string | string[] | undefined>>;
 }) {
   const params = await searchParams;
-  const callbackUrl = safeCallbackUrl(params['callbackUrl']);
+  // Only the portal's own paths; anything else falls back to the dashboard.
+  const callbackUrl = safeCallbackPath(params['callbackUrl']);
   if (await currentUser()) redirect(callbackUrl);
   const errorCode = typeof params['error'] === 'string' ? params['error'] : undefined;
   const error = errorCode ? (ERRORS[errorCode] ?? 'Sign-in failed. Try again.') : undefined;

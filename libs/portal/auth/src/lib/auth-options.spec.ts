@@ -2,6 +2,7 @@ import type { Account, Profile, User } from 'next-auth';
 import { describe, expect, it } from 'vitest';
 import { createAuthOptions } from './auth-options';
 
+let now = 1_800_000_000;
 const options = createAuthOptions({
   issuer: 'http://127.0.0.1:9/',
   clientId: 'portal',
@@ -9,18 +10,50 @@ const options = createAuthOptions({
   scopes: ['openid', 'email'],
   sessionSecret: 'x'.repeat(32),
   sessionMaxAgeSeconds: 3_600,
+  nowSeconds: () => now,
 });
+const ISS = 'http://127.0.0.1:9';
 
 const signIn = (profile: Record<string, unknown> | undefined) =>
   options.callbacks?.signIn?.({ user: { id: 'u' } as User, account: null as Account | null, profile: profile as Profile | undefined });
 
 describe('portal sign-in', () => {
   it('needs an email the provider has not declared unverified', async () => {
-    expect(await signIn({ sub: 's', email: 'ada@example.test', email_verified: true })).toBe(true);
-    expect(await signIn({ sub: 's', email: 'ada@example.test' })).toBe(true);
-    expect(await signIn({ sub: 's', email: 'ada@example.test', email_verified: false })).toBe(false);
-    expect(await signIn({ sub: 's', email: 'ada@example.test', email_verified: 'false' })).toBe(false);
-    expect(await signIn({ sub: 's' })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 's', email: 'ada@example.test', email_verified: true })).toBe(true);
+    expect(await signIn({ iss: ISS, sub: 's', email: 'ada@example.test' })).toBe(true);
+    expect(await signIn({ iss: ISS, sub: 's', email: 'ada@example.test', email_verified: false })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 's', email: 'ada@example.test', email_verified: 'false' })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 's' })).toBe(false);
     expect(await signIn(undefined)).toBe(false);
+  });
+
+  it('needs an ID token of the configured issuer (a multi-tenant provider signs tokens for other tenants too)', async () => {
+    expect(await signIn({ iss: `${ISS}/`, sub: 's', email: 'ada@example.test' })).toBe(true);
+    expect(await signIn({ iss: 'https://login.example.test/other-tenant/v2.0', sub: 's', email: 'ada@example.test' })).toBe(false);
+    expect(await signIn({ sub: 's', email: 'ada@example.test' })).toBe(false);
+  });
+});
+
+describe('portal session lifetime', () => {
+  // Async, so that a refusal (thrown) is a rejection, as next-auth sees it when it awaits the callback.
+  const jwt = async (token: Record<string, unknown>, profile?: Record<string, unknown>) =>
+    options.callbacks?.jwt?.({ token, profile: profile as Profile | undefined, user: undefined as never, account: null, trigger: undefined } as never);
+
+  it('is counted from sign-in: renewing the cookie does not extend it', async () => {
+    const signedIn = (await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test', groups: ['eng', 7] })) as Record<string, unknown>;
+    expect(signedIn).toMatchObject({ sub: 'ada', groups: ['eng'], authTime: now });
+    const start = now;
+    try {
+      now = start + 3_600;
+      expect(await jwt(signedIn)).toMatchObject({ sub: 'ada', authTime: start });
+      now = start + 3_601;
+      await expect(jwt(signedIn)).rejects.toThrow(/sign in again/);
+    } finally {
+      now = start;
+    }
+  });
+
+  it('ends a session from before the sign-in time was recorded', async () => {
+    await expect(jwt({ sub: 'ada', email: 'ada@example.test' })).rejects.toThrow(/sign in again/);
   });
 });

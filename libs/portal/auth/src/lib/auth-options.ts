@@ -14,12 +14,19 @@ export interface PortalAuthSettings {
   readonly scopes: readonly string[];
   /** Encrypts the session cookie (next-auth `secret`). */
   readonly sessionSecret: string;
-  /** Session lifetime in seconds. */
+  /**
+   * Session lifetime in seconds, counted from sign-in: activity does not extend it (next-auth renews the cookie on
+   * use; the `jwt` callback refuses a token whose sign-in is older), so a copied cookie or a person disabled at the
+   * provider is out within this time.
+   */
   readonly sessionMaxAgeSeconds: number;
+  /** Test seam: seconds since the epoch. */
+  readonly nowSeconds?: () => number;
 }
 
 /** Claims the portal reads from the ID token. */
 interface OidcProfile {
+  iss?: string;
   sub: string;
   email?: string;
   email_verified?: unknown;
@@ -32,11 +39,13 @@ interface OidcProfile {
  * encrypted JWT cookies carrying sub, name, email and groups; nothing is stored server-side.
  */
 export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions {
+  const issuer = settings.issuer.replace(/\/+$/, '');
+  const nowSeconds = settings.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
   const oidc: OAuthConfig<OidcProfile> = {
     id: OIDC_PROVIDER_ID,
     name: 'SSO',
     type: 'oauth',
-    wellKnown: `${settings.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`,
+    wellKnown: `${issuer}/.well-known/openid-configuration`,
     clientId: settings.clientId,
     clientSecret: settings.clientSecret,
     authorization: { params: { scope: settings.scopes.join(' ') } },
@@ -58,9 +67,12 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
     callbacks: {
       // An email the provider says it has not verified is anyone's to claim: refused (absent, the provider vouches
       // for its emails as many do).
+      // The ID token must come from the configured issuer itself: discovery documents of multi-tenant providers name
+      // a template issuer and their clients accept tokens of any of the provider's tenants.
       signIn: ({ profile }) => {
         const claims = profile as OidcProfile | undefined;
-        return typeof claims?.email === 'string' && claims.email_verified !== false && claims.email_verified !== 'false';
+        if (typeof claims?.iss !== 'string' || claims.iss.replace(/\/+$/, '') !== issuer) return false;
+        return typeof claims.email === 'string' && claims.email_verified !== false && claims.email_verified !== 'false';
       },
       jwt: ({ token, profile }) => {
         const next = token as PortalToken;
@@ -70,6 +82,13 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
           next.email = claims.email ?? null;
           next.name = claims.name ?? claims.email ?? null;
           next.groups = stringList(claims.groups);
+          next.authTime = nowSeconds();
+          return next;
+        }
+        // next-auth renews the cookie's expiry on every use; the sign-in time does not move. Thrown, next-auth
+        // clears the cookie and the session is gone (a token without a sign-in time predates this rule).
+        if (typeof next.authTime !== 'number' || nowSeconds() - next.authTime > settings.sessionMaxAgeSeconds) {
+          throw new Error('session ended: signed in longer ago than the session lifetime; sign in again');
         }
         return next;
       },

@@ -20,6 +20,8 @@ export interface PortalToken extends JWT {
   name?: string | null;
   email?: string | null;
   groups?: string[];
+  /** When the person signed in at the provider (seconds since the epoch); the session ends a lifetime after it. */
+  authTime?: number;
 }
 
 /** Keeps only the string items of a claim that should be a list of strings. */

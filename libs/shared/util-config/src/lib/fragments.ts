@@ -89,3 +89,7 @@ export const trustedProxies = z
     }
     return list;
   });
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can reach a server listening there (or a URL naming it). */
+export const isLoopbackHost = (host: string): boolean =>
+  host === 'localhost' || host === '::1' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
