@@ -74,6 +74,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       lockDuration: 120_000,
     });
     this.worker.on('error', (error) => this.logger.warn(`tasks worker: ${error.message}`));
+    // Why a task failed stays here, in the operator's log: a failed export tells its tenant only a fixed sentence.
+    this.worker.on('failed', (job, error) => this.logger.error(`audit task ${job?.name ?? '?'} ${job?.id ?? '?'} failed: ${error.message}`));
   }
 
   async beforeApplicationShutdown(): Promise<void> {
