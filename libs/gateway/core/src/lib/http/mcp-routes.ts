@@ -310,7 +310,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     } catch {
       return false; // Fastify answers a malformed escape as it always has.
     }
-    const traceId = traceIdOfHeaders(req.headers);
+    // Read once: IncomingMessage.headers is a getter, and a megamorphic property load on every use.
+    const headers = req.headers;
+    const traceId = traceIdOfHeaders(headers);
     if (closing) {
       // As Fastify's return503OnClosing: the agent reconnects (to another replica) instead of reusing this connection.
       res.setHeader('connection', 'close');
@@ -323,7 +325,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       req.resume();
     };
     const limit = options.bodyLimitBytes;
-    if (Number(req.headers['content-length']) > limit) {
+    if (Number(headers['content-length']) > limit) {
       tooLarge();
       return true;
     }
@@ -341,7 +343,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers: req.headers, body, ip: clientAddress(req), traceId }, res);
+      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId }, res);
     };
     req.on('data', onData);
     req.on('end', onEnd);
