@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { HealthModule } from './health.module';
-import { createHttpApp } from './http-app';
+import { createHttpApp, DEFAULT_REQUEST_TIMEOUT_MS } from './http-app';
 
 const lines: string[] = [];
 const sink = new Writable({
@@ -130,5 +130,19 @@ describe('createHttpApp', () => {
     expect(res.body).not.toContain('hunter2');
     expect(res.body).not.toContain('10.0.0.7');
     expect(lines.join('')).toContain(body.errorId);
+  });
+});
+
+describe('createHttpApp server limits', () => {
+  it('bounds the time a client may take to send a request (Fastify leaves it unbounded by default)', async () => {
+    const bounded = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024 });
+    const custom = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestTimeoutMs: 5_000 });
+    try {
+      await Promise.all([bounded.init(), custom.init()]);
+      expect((bounded.getHttpServer() as { requestTimeout: number }).requestTimeout).toBe(DEFAULT_REQUEST_TIMEOUT_MS);
+      expect((custom.getHttpServer() as { requestTimeout: number }).requestTimeout).toBe(5_000);
+    } finally {
+      await Promise.all([bounded.close(), custom.close()]);
+    }
   });
 });

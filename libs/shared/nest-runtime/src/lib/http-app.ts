@@ -15,7 +15,16 @@ export interface HttpAppOptions {
    * the nearest N, a list those addresses/CIDRs.
    */
   readonly trustProxy?: boolean | number | readonly string[];
+  /**
+   * Longest a client may take to send a whole request, headers and body (Node's `requestTimeout`; Fastify turns it
+   * off by default). Default 30 s: a client trickling a body cannot hold a socket and its buffered bytes for ever.
+   * Responses are not bounded by it (SSE streams, long calls).
+   */
+  readonly requestTimeoutMs?: number;
 }
+
+/** Default of `HttpAppOptions.requestTimeoutMs`. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 /** Fastify's form of the setting: a number of hops as proxy-addr's hop predicate, a list as an array. */
 function fastifyTrustProxy(trust: boolean | number | readonly string[]): boolean | string[] | ((address: string, hop: number) => boolean) {
@@ -38,6 +47,7 @@ export async function createHttpApp(
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
+    requestTimeout: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
   });
   const app = await NestFactory.create<NestFastifyApplication>(module, adapter, {
     logger: new PinoNestLogger(options.logger),

@@ -105,6 +105,8 @@ interface PostInput {
   /** The agent's address (policy conditions may use it). */
   readonly ip: string | undefined;
   readonly traceId: string;
+  /** Already admitted (Origin/Host and authentication) from the headers, before the body was read. */
+  readonly principal?: Principal;
 }
 
 /**
@@ -194,7 +196,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     const { headers, traceId } = input;
     let firstId: JsonRpcId | null = null;
     try {
-      const principal = await admitHeaders(headers, input.tenant);
+      const principal = input.principal ?? (await admitHeaders(headers, input.tenant));
       if (!acceptsPostResponses(headers.accept)) {
         throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
       }
@@ -329,6 +331,25 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       tooLarge();
       return true;
     }
+    // Origin/Host and the API key before reading a byte of the body: nobody unauthenticated gets megabytes buffered
+    // (the key check answers synchronously; an authenticator that must wait checks after the body, in handlePost).
+    let principal: Principal | undefined;
+    try {
+      const problem = originProblem(headers.host, headers.origin, options.origin);
+      if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
+      const outcome = authenticator.authenticate(headers.authorization, tenant);
+      if (!(outcome instanceof Promise)) {
+        if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+        principal = outcome.principal;
+      }
+    } catch (error) {
+      if (!(error instanceof GatewayHttpError)) throw error;
+      // The body is not wanted: the connection closes once the answer is out rather than read what follows.
+      res.setHeader('connection', 'close');
+      writeError(res, error, null, traceId);
+      req.resume();
+      return true;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
@@ -343,7 +364,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId }, res);
+      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, ...(principal ? { principal } : {}) }, res);
     };
     req.on('data', onData);
     req.on('end', onEnd);
