@@ -7,6 +7,30 @@ import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
 /** Buffers for large listing answers, reused across responses once their writes have finished. */
 const listingBuffers = new ByteBufferPool();
 
+/**
+ * Most bytes an SSE response may hold unsent in the gateway (written, not yet taken by the socket). An agent that
+ * stops reading its stream while the gateway keeps writing to it would otherwise grow the heap without bound; past
+ * this its connection is dropped (a resumable stream's messages stay in the replay log for a resume).
+ */
+export const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
+
+/** Writes `chunk` (or ends with it) unless the response has fallen too far behind; then drops the connection. */
+export function writeBounded(
+  res: Pick<ServerResponse, 'destroyed' | 'writableEnded' | 'writableLength' | 'write' | 'end' | 'destroy'>,
+  chunk: string,
+  final = false,
+  max = MAX_UNSENT_BYTES,
+): boolean {
+  if (res.destroyed || res.writableEnded) return false;
+  if (res.writableLength + chunk.length > max) {
+    res.destroy();
+    return false;
+  }
+  if (final) res.end(chunk);
+  else res.write(chunk);
+  return true;
+}
+
 /** Where messages related to one agent request go besides its response (progress, server requests, logs). */
 export interface MessageSink {
   /** False when the agent cannot receive extra messages for this request (JSON-only, batch, closed stream). */
@@ -94,9 +118,7 @@ export class PostResponder implements MessageSink {
     const seq = ++this.seq;
     this.log?.append(seq, data, final);
     if (this.res.destroyed || this.res.writableEnded) return;
-    const frame = sseFrame(data, eventId(this.streamId, seq));
-    if (final) this.res.end(frame);
-    else this.res.write(frame);
+    writeBounded(this.res, sseFrame(data, eventId(this.streamId, seq)), final);
   }
 }
 
@@ -126,9 +148,7 @@ export class EventStream implements MessageSink {
   ) {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     res.flushHeaders();
-    this.keepAlive = setInterval(() => {
-      if (!res.destroyed) res.write(': keep-alive\n\n');
-    }, keepAliveMs);
+    this.keepAlive = setInterval(() => writeBounded(res, ': keep-alive\n\n'), keepAliveMs);
     this.keepAlive.unref();
     res.on('close', () => clearInterval(this.keepAlive));
   }
@@ -142,18 +162,17 @@ export class EventStream implements MessageSink {
     const data = JSON.stringify(message);
     const seq = ++this.seq;
     this.log?.append(seq, data, false);
-    this.res.write(sseFrame(data, eventId(this.id, seq)));
-    return true;
+    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
   }
 
   /** A message of another stream being replayed or resumed here, under its original event id. */
   replay(id: string, data: string): void {
-    if (this.canStream) this.res.write(sseFrame(data, id));
+    writeBounded(this.res, sseFrame(data, id));
   }
 
   /** A raw event (the legacy transport's `endpoint` event). */
   event(name: string, data: string): void {
-    if (this.canStream) this.res.write(sseFrame(data, undefined, name));
+    writeBounded(this.res, sseFrame(data, undefined, name));
   }
 
   onClose(handler: () => void): void {
