@@ -147,6 +147,36 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(second.closed).toBe(1);
   });
 
+  it('keeps one standalone stream per session: a new one closes the one before', async () => {
+    const { engine } = build({ u1: { prefix: 'p', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const record = await openSession(engine);
+    const streams = Array.from({ length: 3 }, () => {
+      const sink = { closed: 0, canStream: true, send: () => true, close: () => void (sink.closed += 1) };
+      return sink;
+    });
+    for (const sink of streams) engine.attachStandalone(record, sink);
+    expect(streams.map((sink) => sink.closed)).toEqual([1, 1, 0]);
+    // Attaching the same stream again closes nothing.
+    engine.attachStandalone(record, streams[2] as (typeof streams)[number]);
+    expect(streams[2]?.closed).toBe(0);
+  });
+
+  it('refuses an initialize whose clientInfo or capabilities are too large to keep in a session record', async () => {
+    const { engine } = build({ u1: { prefix: 'p', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const initialize = (params: Record<string, unknown>) =>
+      engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' }, ...params }), 'trace');
+    for (const params of [
+      { clientInfo: { name: 'n'.repeat(257), version: '1' } },
+      { clientInfo: { name: 'spec', version: 'v'.repeat(257) } },
+      { capabilities: { experimental: { blob: 'x'.repeat(20_000) } } },
+    ]) {
+      const refused = await initialize(params);
+      expect(refused.sessionId).toBeUndefined();
+      expect(refused.response).toMatchObject({ error: { code: -32602 } });
+    }
+    expect((await initialize({ clientInfo: { name: 'n'.repeat(256), version: '1' }, capabilities: { sampling: {}, roots: { listChanged: true } } })).sessionId).toEqual(expect.any(String));
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

@@ -57,6 +57,21 @@ export interface EngineOptions {
   readonly listCacheMaxPages?: number;
 }
 
+
+/** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
+export const MAX_CLIENT_INFO_LENGTH = 256;
+/** Longest JSON of the `capabilities` an initialize may carry (real clients send well under 1 KiB). */
+export const MAX_CAPABILITIES_JSON = 16 * 1024;
+
+/** Length of a value's JSON text; a value that cannot be serialised (a cycle cannot come from JSON.parse) counts as too long. */
+function jsonLength(value: unknown): number {
+  try {
+    return JSON.stringify(value)?.length ?? 0;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
 export interface ReplicaBus {
   /** Every replica: a session ended, or a request of a session was cancelled. */
@@ -240,6 +255,14 @@ export class SessionEngine {
         response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, 'initialize needs protocolVersion, capabilities and clientInfo', traceId),
       };
     }
+    // The session record keeps both (Redis and every replica's cache) and upstreams receive them: bounded, so that a
+    // key cannot park megabytes per session.
+    if (clientInfo['name'].length > MAX_CLIENT_INFO_LENGTH || clientInfo['version'].length > MAX_CLIENT_INFO_LENGTH || jsonLength(capabilities) > MAX_CAPABILITIES_JSON) {
+      return {
+        sessionId: undefined,
+        response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, `initialize: clientInfo name and version are limited to ${MAX_CLIENT_INFO_LENGTH} characters, capabilities to ${MAX_CAPABILITIES_JSON} characters of JSON`, traceId),
+      };
+    }
     const version = negotiateVersion(params['protocolVersion']);
     const identity: ClientIdentity = {
       clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
@@ -363,6 +386,9 @@ export class SessionEngine {
   /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
   attachStandalone(record: SessionRecord, sink: MessageSink): () => void {
     const live = this.liveFor(record);
+    // Messages go to one standalone stream, the latest: an earlier one would only hold a socket and a keep-alive
+    // timer (an agent opening thousands of them on one session). The specification lets the server close it.
+    if (live.standalone !== undefined && live.standalone !== sink) live.standalone.close?.();
     live.standalone = sink;
     // Upstream sessions attached on this replica forward their notifications to it.
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
