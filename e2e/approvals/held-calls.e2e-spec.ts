@@ -282,4 +282,61 @@ describe('held calls decided through the control plane', () => {
       await client.close();
     }
   });
+
+  it('a held call ends when its key is revoked, and is refused when approved after its agent client was disabled', async () => {
+    // An agent client and keys of its own, so that revoking and disabling leave the other tests alone.
+    const agent = await cp.request('POST', `/api/v1/tenants/${tenant.id}/agent-clients`, { token: owner.token, body: { name: 'leaky-bot' } });
+    expect(agent.status).toBe(201);
+    const newKey = async () => {
+      const created = await cp.request('POST', `/api/v1/tenants/${tenant.id}/api-keys`, { token: owner.token, body: { name: 'leaky', agentClientId: agent.json['id'] } });
+      expect(created.status).toBe(201);
+      return { id: String(created.json['id']), secret: String(created.json['secret']) };
+    };
+    const status = (secret: string) =>
+      fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: '{}',
+      }).then((res) => res.status);
+    const heldCall = async (secret: string) => {
+      // The gateway learns of a new key on the apiKeys channel (a malformed body answers 400 once the key is known).
+      await waitFor(async () => (await status(secret)) === 400, { description: 'the new key accepted' });
+      const client = new Client({ name: 'approvals-e2e', version: '1.0.0' }, { capabilities: {} });
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${secret}` } } }));
+      const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'with a leaked key' } }).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      return { client, outcome, approval: await pendingApproval() };
+    };
+
+    // Revoked while it waits: the approval is cancelled with the key, and the call ends.
+    const first = await newKey();
+    const revokedCall = await heldCall(first.secret);
+    expect((await cp.request('POST', `/api/v1/tenants/${tenant.id}/api-keys/${first.id}/revoke`, { token: owner.token })).status).toBe(200);
+    expect((await row(revokedCall.approval['id'])).status).toBe('cancelled');
+    expect(await revokedCall.outcome).toMatchObject({ code: -32032, data: { reason: 'approval_cancelled' } });
+    await revokedCall.client.close().catch(() => undefined);
+
+    // The agent client disabled while the call waits (its keys stop working): approved anyway, it is still refused.
+    const second = await newKey();
+    const disabledCall = await heldCall(second.secret);
+    await cp.system.agentClient.update({ where: { id: String(agent.json['id']) }, data: { disabled: true } });
+    const publisher = createRedisClient({ url: testContext().redisUrl, connectionName: 'held-calls-e2e-keys' });
+    try {
+      await publisher.publish(CHANGE_CHANNELS.apiKeys, tenant.id);
+    } finally {
+      await publisher.quit();
+    }
+    await waitFor(async () => (await status(second.secret)) === 401, { description: 'the disabled client’s key refused' });
+    // Someone other than the keys' creator approves (four eyes: whoever created a key of the agent may not).
+    const approver = await cp.member(tenant.id, 'admin');
+    const approve = await cp.request('POST', `${approvalsUrl()}/${String(disabledCall.approval['id'])}/approve`, { token: approver.token, body: { argumentsHash: disabledCall.approval['argumentsHash'] } });
+    expect(approve.status).toBe(200);
+    const error = await disabledCall.outcome;
+    expect(error).toBeInstanceOf(McpError);
+    expect((error as McpError).code).toBe(-32003);
+    expect((error as McpError).data).toMatchObject({ reason: 'credential_no_longer_valid', approvalId: disabledCall.approval['id'] });
+    await disabledCall.client.close().catch(() => undefined);
+  });
 });

@@ -5,6 +5,7 @@ import type { Redis } from '@portcullis/data/redis';
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import {
   ApiKeyAuthenticator,
+  credentialsAfterApproval,
   ApiKeyIndex,
   assertValidSeparator,
   composeHooks,
@@ -166,8 +167,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // Request hooks, in order: policy first (its admission carries the decision and rate limits to later hooks).
   // Tool pinning goes before it: a tool whose definition is not the approved one is hidden and refused outright; and
   // once more after it for a call held for approval, since the tool may have changed or been blocked during the wait.
+  // After an approval wait, the caller's credential is checked again as well (revoked, expired, tenant suspended).
   const pinning = toolPinningHooks({ pins: toolPins, logger });
-  const hooks: RequestHooks[] = [pinning, policyHooks(policies, approvals), pinningAfterApproval(pinning)];
+  const authenticator = new ApiKeyAuthenticator(apiKeys, tenants);
+  const hooks: RequestHooks[] = [pinning, policyHooks(policies, approvals), pinningAfterApproval(pinning), credentialsAfterApproval(authenticator)];
 
   // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).
   const auditProducer = config.audit.enabled
@@ -238,7 +241,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   });
   engineRef.current = engine;
   const routes = await registerMcpRoutes(app, {
-    authenticator: new ApiKeyAuthenticator(apiKeys, tenants),
+    authenticator,
     engine,
     logger,
     origin: { allowedHosts: new Set(config.http.allowedHosts), allowedOrigins: new Set(config.http.allowedOrigins) },

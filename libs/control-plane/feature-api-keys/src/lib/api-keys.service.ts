@@ -53,19 +53,29 @@ export class ApiKeysService {
     return { ...response, secret };
   }
 
+  /**
+   * Revokes a key. Calls it made that are still waiting for a human's approval are cancelled with it (an approver
+   * should not be asked about a call from a key that is gone; the gateway would refuse it anyway).
+   */
   async revoke(scope: TenantScope, id: string): Promise<ApiKeyResponse> {
-    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, after, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw apiKeyErrors.notFound();
       const revoked = await this.repository.revoke(scope.tenantId, tx, id, new Date());
       if (!revoked) throw apiKeyErrors.notFound();
-      return { before: existing, after: revoked };
+      const { count } = await tx.approval.updateMany({
+        where: { tenantId: scope.tenantId, apiKeyId: id, status: 'pending' },
+        data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
+      });
+      return { before: existing, after: revoked, cancelled: count };
     });
     const response = toApiKeyResponse(after);
     if (before.revokedAt === null) {
       await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.revoke', target: { type: 'api_key', id }, before: toApiKeyResponse(before), after: response });
       await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     }
+    // The gateways holding those calls end them now rather than at their next poll.
+    if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
     return response;
   }
 }

@@ -98,6 +98,7 @@ export class HeldCallGate implements ApprovalGate {
         tenantId: tenant,
         requesterUserId: principal === 'user' && isUuid(info.record.principalId) ? info.record.principalId : null,
         agentClientId: principal === 'agent_client' && isUuid(info.record.principalId) ? info.record.principalId : null,
+        apiKeyId: info.credentialId !== undefined && isUuid(info.credentialId) ? info.credentialId : null,
         mcpSessionId: info.record.id,
         upstreamId: target.upstream.id,
         tool: target.name,

@@ -6,6 +6,8 @@ export interface NewApproval {
   readonly tenantId: TenantId;
   readonly requesterUserId: string | null;
   readonly agentClientId: string | null;
+  /** The API key the held call presented: revoking it cancels the approval (control plane). */
+  readonly apiKeyId: string | null;
   readonly mcpSessionId: string;
   readonly upstreamId: string;
   readonly tool: string;
@@ -66,6 +68,7 @@ export class PrismaApprovalStore implements ApprovalStore {
           tenantId: approval.tenantId,
           requesterUserId: approval.requesterUserId,
           agentClientId: approval.agentClientId,
+          apiKeyId: approval.apiKeyId,
           mcpSessionId: approval.mcpSessionId,
           upstreamId: approval.upstreamId,
           tool: storable(approval.tool) as string,

@@ -16,13 +16,23 @@ export interface ApiKeyEntry {
  */
 export class ApiKeyIndex {
   private byHash: ReadonlyMap<string, ApiKeyEntry> = new Map();
+  private byIdMap: ReadonlyMap<string, ApiKeyEntry> = new Map();
 
   replace(entries: Iterable<readonly [hash: string, entry: ApiKeyEntry]>): void {
-    this.byHash = new Map(entries);
+    const byHash = new Map(entries);
+    const byId = new Map<string, ApiKeyEntry>();
+    for (const entry of byHash.values()) byId.set(entry.apiKeyId, entry);
+    this.byHash = byHash;
+    this.byIdMap = byId;
   }
 
   lookup(hash: string): ApiKeyEntry | undefined {
     return this.byHash.get(hash);
+  }
+
+  /** The key with this id (a credential id a request carried), if the index still has it. */
+  byId(apiKeyId: string): ApiKeyEntry | undefined {
+    return this.byIdMap.get(apiKeyId);
   }
 
   get size(): number {

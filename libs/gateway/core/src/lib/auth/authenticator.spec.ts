@@ -10,7 +10,7 @@ const revokedKey = generateApiKey();
 const expiredKey = generateApiKey();
 const now = 1_000_000;
 
-function setup() {
+function setup(clock: () => number = () => now) {
   const keys = new ApiKeyIndex();
   const entry = { apiKeyId: 'k1', tenantId: 't1', agentClientId: 'a1', userId: null, expiresAt: null, revoked: false };
   keys.replace([
@@ -25,16 +25,16 @@ function setup() {
     { id: 't2', slug: 'other', active: true },
     { id: 't3', slug: 'frozen', active: false },
   ]);
-  return new ApiKeyAuthenticator(keys, tenants, () => now);
+  return { auth: new ApiKeyAuthenticator(keys, tenants, clock), keys, tenants, entry };
 }
 
 describe('ApiKeyAuthenticator (in-memory index)', () => {
-  const auth = setup();
+  const { auth } = setup();
 
   it('resolves the principal of a valid key for its own tenant', () => {
     expect(auth.authenticate(`Bearer ${key}`, 'acme')).toEqual({
       ok: true,
-      principal: { tenantId: 't1', kind: 'agent_client', id: 'a1' },
+      principal: { tenantId: 't1', kind: 'agent_client', id: 'a1', credentialId: 'k1' },
       credentialId: 'k1',
     });
     expect(auth.authenticate(`Bearer ${userKey}`, 'acme')).toMatchObject({ ok: true, principal: { kind: 'user', id: 'u1' } });
@@ -50,5 +50,36 @@ describe('ApiKeyAuthenticator (in-memory index)', () => {
     for (const slug of ['other', 'frozen', 'missing']) {
       expect(auth.authenticate(`Bearer ${key}`, slug)).toEqual({ ok: false, reason: 'unknown_tenant' });
     }
+  });
+});
+
+describe('ApiKeyAuthenticator.stillValid (a credential checked again after a wait)', () => {
+  const agent = { tenantId: 't1', kind: 'agent_client', id: 'a1' } as const;
+
+  it('holds for a key still in the index, unexpired, of the same principal and an active tenant', () => {
+    const { auth } = setup();
+    expect(auth.stillValid('k1', agent)).toBe(true);
+    expect(auth.stillValid('k2', { tenantId: 't1', kind: 'user', id: 'u1' })).toBe(true);
+    expect(auth.stillValid('k3', agent)).toBe(false); // revoked (or its agent client disabled)
+    expect(auth.stillValid('k4', agent)).toBe(false); // expired
+    expect(auth.stillValid('k1', { ...agent, id: 'a2' })).toBe(false);
+    expect(auth.stillValid('k1', { ...agent, tenantId: 't2' })).toBe(false);
+    expect(auth.stillValid('gone', agent)).toBe(false);
+  });
+
+  it('fails once the key is revoked or deleted, expires, or its tenant is suspended', () => {
+    let clock = now;
+    const { auth, keys, tenants, entry } = setup(() => clock);
+    keys.replace([[hashApiKey(key), { ...entry, revoked: true }]]);
+    expect(auth.stillValid('k1', agent)).toBe(false);
+    keys.replace([]);
+    expect(auth.stillValid('k1', agent)).toBe(false);
+    keys.replace([[hashApiKey(key), { ...entry, expiresAt: now + 10 }]]);
+    expect(auth.stillValid('k1', agent)).toBe(true);
+    clock = now + 10;
+    expect(auth.stillValid('k1', agent)).toBe(false);
+    clock = now;
+    tenants.replace([{ id: 't1', slug: 'acme', active: false }]);
+    expect(auth.stillValid('k1', agent)).toBe(false);
   });
 });

@@ -16,6 +16,11 @@ export type AuthOutcome =
 /** How the request path learns who is calling. API keys now; OAuth access tokens later, behind the same interface. */
 export interface Authenticator {
   authenticate(authorization: HeaderValue, tenantSlug: string): AuthOutcome | Promise<AuthOutcome>;
+  /**
+   * Whether a credential that authenticated a request earlier would still be accepted for `principal` now (not
+   * revoked, expired or disabled; its tenant still active). For calls that waited, such as for a human's approval.
+   */
+  stillValid(credentialId: string, principal: Principal): boolean;
 }
 
 /**
@@ -40,8 +45,16 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (!tenant || !tenant.active || tenant.id !== key.tenantId) return { ok: false, reason: 'unknown_tenant' };
     const principal: Principal =
       key.agentClientId !== null
-        ? { tenantId: key.tenantId, kind: 'agent_client', id: key.agentClientId }
-        : { tenantId: key.tenantId, kind: 'user', id: key.userId ?? key.apiKeyId };
+        ? { tenantId: key.tenantId, kind: 'agent_client', id: key.agentClientId, credentialId: key.apiKeyId }
+        : { tenantId: key.tenantId, kind: 'user', id: key.userId ?? key.apiKeyId, credentialId: key.apiKeyId };
     return { ok: true, principal, credentialId: key.apiKeyId };
+  }
+
+  stillValid(credentialId: string, principal: Principal): boolean {
+    const key = this.keys.byId(credentialId);
+    if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now()) || key.tenantId !== principal.tenantId) return false;
+    const owner = key.agentClientId ?? key.userId ?? key.apiKeyId;
+    if (owner !== principal.id) return false;
+    return this.tenants.byId(key.tenantId)?.active === true;
   }
 }

@@ -466,9 +466,10 @@ export class SessionEngine {
 
   /**
    * A request from the agent on an established session. Never throws: errors become JSON-RPC errors.
-   * `clientIp`: the agent's address as the HTTP layer sees it (policy conditions may use it).
+   * `clientIp`: the agent's address as the HTTP layer sees it (policy conditions may use it). `credentialId`: the
+   * credential this request presented (hooks may check it again after a wait).
    */
-  async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string): Promise<JsonRpcResponse> {
+  async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string, credentialId?: string): Promise<JsonRpcResponse> {
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
     if (live.inflight.has(key)) {
@@ -496,6 +497,7 @@ export class SessionEngine {
       if (target) built.target = target;
       if (args) built.arguments = args;
       if (clientIp !== undefined) built.clientIp = clientIp;
+      if (credentialId !== undefined) built.credentialId = credentialId;
       if (typeof progressToken === 'string' || typeof progressToken === 'number') built.progressToken = progressToken;
       info = built;
       admitted = true;

@@ -17,6 +17,8 @@ export interface RequestInfo {
   readonly arguments?: Readonly<Record<string, unknown>>;
   /** The agent's IP address as the HTTP layer sees it (behind a trusted proxy: the forwarded one). */
   readonly clientIp?: string;
+  /** The credential the request presented (an API key's id), when the transport knows it. */
+  readonly credentialId?: string;
   /** The request's start (ms since the epoch). */
   readonly startedAt: number;
   /** The agent's `_meta.progressToken`, when it sent one (a hook that waits may report progress with it). */

@@ -268,11 +268,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           }
         };
         res.once('close', onClose);
-        const response = await engine.request(record, only, responder, traceId, input.ip);
+        const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
         res.off('close', onClose);
         responder.finish(response);
       } else {
-        const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip)));
+        const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
         responder.finish(responses);
       }
     } catch (error) {
@@ -581,7 +581,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         if (item.kind === 'notification') engine.notification(record, item.message);
         else if (item.kind === 'response') engine.answer(record, item.message);
-        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId, clientIp));
+        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId, clientIp, principal.credentialId));
       } catch (error) {
         logger.error({ err: error, traceId }, 'legacy SSE message failed');
       }

@@ -6,6 +6,11 @@ export interface Principal {
   readonly tenantId: string;
   readonly kind: 'agent_client' | 'user';
   readonly id: string;
+  /**
+   * The credential this request presented (an API key's id). Not part of the session binding (any of a principal's
+   * keys may use its sessions); a call that waited for approval is checked against it again before it goes on.
+   */
+  readonly credentialId?: string;
 }
 
 export interface SessionRecord {
