@@ -71,6 +71,8 @@ export class AgentClientsService {
       snapshotVersion: snapshot.version,
     });
     await this.snapshots.announce(snapshot);
-    if (removed.apiKeys > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    // Always: a key created while the client was being deleted goes with it (cascade) but was not counted, and a gateway
+    // may already have loaded it.
+    await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
   }
 }
