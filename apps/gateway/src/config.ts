@@ -35,6 +35,8 @@ export const gatewayConfigSchema = z
     GATEWAY_LIST_CACHE_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
     /** Bound on the listing pages cached for all sessions of a replica (memory): past it the oldest page goes. */
     GATEWAY_LIST_CACHE_MAX_PAGES: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
+    /** Bound on the cached listing pages' approximate size for the replica, in MiB (a page over 1/16 of it is not cached). */
+    GATEWAY_LIST_CACHE_MAX_MB: z.coerce.number().int().min(1).max(65_536).default(256),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
     /** Policy snapshots: compare (version, checksum) with the database this often, so a missed notice heals. */
@@ -131,6 +133,7 @@ export const gatewayConfigSchema = z
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
+      listCacheMaxBytes: env.GATEWAY_LIST_CACHE_MAX_MB * 1024 * 1024,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
     },
     policy: { reconcileMs: env.GATEWAY_POLICY_RECONCILE_MS, pollMs: env.GATEWAY_POLICY_POLL_MS },

@@ -234,6 +234,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       listTimeoutMs: config.mcp.listTimeoutMs,
       listCacheMs: config.mcp.listCacheMs,
       listCacheMaxPages: config.mcp.listCacheMaxPages,
+      listCacheMaxBytes: config.mcp.listCacheMaxBytes,
       serverInfo: { name: 'portcullis', version: '0.1.0' },
       localIdleMs: Math.min(config.mcp.sessionIdleMs, 10 * 60_000),
       replicaId,

@@ -55,6 +55,11 @@ export interface EngineOptions {
   readonly listCacheMs?: number;
   /** Bound on the listing pages cached for all sessions of this replica; past it the oldest goes. Default 2,000. */
   readonly listCacheMaxPages?: number;
+  /**
+   * Bound on those pages' approximate JSON size together (default 256 MiB); a page over a sixteenth of it is not
+   * cached at all.
+   */
+  readonly listCacheMaxBytes?: number;
 }
 
 
@@ -224,7 +229,7 @@ export class SessionEngine {
 
   constructor(private readonly deps: EngineDeps) {
     this.exposed = new ExposedItems(deps.options.separator);
-    this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000);
+    this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000, deps.options.listCacheMaxBytes);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ListingPageStore, PageCache } from './page-cache';
+import { approximateJsonSize, ListingPageStore, PageCache } from './page-cache';
 
 const page = (tag: string) => ({ tools: [{ name: tag }] });
 
@@ -54,5 +54,38 @@ describe('PageCache in a ListingPageStore', () => {
     expect(store.size).toBe(1);
     expect(a.size).toBe(0);
     expect(b.get('k', 15, 1_020)).toEqual(page('b'));
+  });
+
+  it('bounds the pages\' size together as well: past maxBytes the oldest go, and a page over a sixteenth is not kept', () => {
+    const sized = (tag: string, bytes: number) => ({ tools: [{ name: tag, description: 'd'.repeat(bytes) }] });
+    const store = new ListingPageStore(100, 16_000);
+    const caches = Array.from({ length: 6 }, () => new PageCache(store));
+    caches.forEach((cache, index) => cache.set('k', sized(String(index), 900), 0, index));
+    // Six pages of ~1 KB are well under 16 KB: all kept. A seventh of 1.2 KB is too large for one page (1 KB).
+    expect(store.size).toBe(6);
+    const big = new PageCache(store);
+    big.set('k', sized('big', 1_200), 0, 10);
+    expect(big.get('k', 60_000, 11)).toBeUndefined();
+    expect(big.size).toBe(0);
+    // Many caches of ~1 KB pages: the total stays under the bound, the oldest gone first.
+    const more = Array.from({ length: 30 }, () => new PageCache(store));
+    more.forEach((cache, index) => cache.set('k', sized(`m${index}`, 900), 0, 20 + index));
+    expect(store.bytes).toBeLessThanOrEqual(16_000);
+    expect(caches[0]?.get('k', 60_000, 60)).toBeUndefined();
+    expect(more[29]?.get('k', 60_000, 60)).toEqual(sized('m29', 900));
+    // Writing a page again replaces its size, not adds to it; clearing gives it all back.
+    const before = store.bytes;
+    more[29]?.set('k', sized('m29', 900), 0, 61);
+    expect(store.bytes).toBe(before);
+    for (const cache of [...caches, ...more]) cache.clear();
+    expect(store.bytes).toBe(0);
+    expect(store.size).toBe(0);
+  });
+
+  it('estimates JSON size within a small factor', () => {
+    const value = { tools: [{ name: 'search', description: 'Search the tickets', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } }] };
+    const actual = JSON.stringify(value).length;
+    expect(approximateJsonSize(value)).toBeGreaterThanOrEqual(actual * 0.8);
+    expect(approximateJsonSize(value)).toBeLessThanOrEqual(actual * 2);
   });
 });

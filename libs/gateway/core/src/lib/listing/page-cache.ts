@@ -4,6 +4,24 @@ interface StoredPage {
   readonly page: Page;
   readonly at: number;
   readonly owner: PageCache;
+  /** Approximate size (see `approximateJsonSize`). */
+  readonly bytes: number;
+}
+
+/**
+ * About how many bytes of JSON a value is: string lengths plus a little per value. One walk, no serialisation; what
+ * the page store bounds memory by (a listing held in memory is a few times its JSON size, never less).
+ */
+export function approximateJsonSize(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (typeof value !== 'object' || value === null) return 8;
+  let size = 2;
+  if (Array.isArray(value)) {
+    for (const item of value) size += approximateJsonSize(item) + 1;
+    return size;
+  }
+  for (const key in value) size += key.length + 4 + approximateJsonSize((value as Record<string, unknown>)[key]);
+  return size;
 }
 
 /**
@@ -13,11 +31,28 @@ interface StoredPage {
  */
 export class ListingPageStore {
   private readonly entries = new Map<string, StoredPage>();
+  private totalBytes = 0;
+  /** A page larger than this is not kept at all (a sixteenth of `maxBytes`): it would push out many others. */
+  readonly maxPageBytes: number;
 
-  constructor(readonly maxPages: number) {}
+  /**
+   * `maxBytes`: bound on the pages' approximate JSON size together; past it (or past `maxPages`) the oldest go. An
+   * upstream answering megabyte listings to thousands of sessions would otherwise hold gigabytes for every tenant.
+   */
+  constructor(
+    readonly maxPages: number,
+    readonly maxBytes: number = 256 * 1024 * 1024,
+  ) {
+    this.maxPageBytes = Math.floor(maxBytes / 16);
+  }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Approximate JSON size of the pages held. */
+  get bytes(): number {
+    return this.totalBytes;
   }
 
   /** Drops the pages stored `maxAgeMs` ago or earlier. */
@@ -36,9 +71,16 @@ export class ListingPageStore {
 
   /** @internal */
   write(key: string, entry: StoredPage): void {
-    this.entries.delete(key);
+    const previous = this.entries.get(key);
+    if (previous !== undefined) {
+      // Replaced by its owner's own write: the owner keeps the key unless the new page is not kept either.
+      this.entries.delete(key);
+      this.totalBytes -= previous.bytes;
+    }
+    if (entry.bytes > this.maxPageBytes) return;
     this.entries.set(key, entry);
-    while (this.entries.size > this.maxPages) {
+    this.totalBytes += entry.bytes;
+    while (this.entries.size > this.maxPages || this.totalBytes > this.maxBytes) {
       const oldest = this.entries.entries().next();
       if (oldest.done) break;
       this.drop(oldest.value[0], oldest.value[1]);
@@ -49,6 +91,7 @@ export class ListingPageStore {
   drop(key: string, entry: StoredPage): void {
     if (this.entries.get(key) !== entry) return;
     this.entries.delete(key);
+    this.totalBytes -= entry.bytes;
     entry.owner.forget(key);
   }
 }
@@ -82,7 +125,9 @@ export class PageCache {
     if (fetchedIn !== this.generation) return;
     const storeKey = this.prefix + key;
     this.keys.add(storeKey);
-    this.store.write(storeKey, { page, at: now, owner: this });
+    this.store.write(storeKey, { page, at: now, owner: this, bytes: approximateJsonSize(page) });
+    // Too large to keep: written nowhere, so not this cache's either.
+    if (this.store.read(storeKey) === undefined) this.keys.delete(storeKey);
   }
 
   /** The upstream's lists changed, or the session is gone here: its pages leave the store at once. */
