@@ -463,6 +463,33 @@ describe('SessionEngine across replicas', () => {
     }
   });
 
+  it('drops a Streamable HTTP upstream session locally when its session goes idle here, and ends it on DELETE', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const registry = new UpstreamRegistry('__');
+      registry.replace([fakeConfig('u1', 'inv')], () => undefined);
+      const connector = new FakeConnector({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } });
+      const engine = new SessionEngine({
+        registry,
+        connector,
+        sessions: new MemorySessionStore(),
+        logger,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1_000, replicaId: 'r1' },
+      });
+      engines.push(engine);
+      await openSession(engine);
+      vi.setSystemTime(Date.now() + 2_000);
+      await engine.sweepNow();
+      // Still open upstream (the agent may come back and resume it), but nothing of it is held here any more.
+      expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
+      const ended = await openSession(engine);
+      await engine.end(ended, 'trace');
+      expect(connector.ended.at(-1)).toEqual({ upstreamId: 'u1', how: 'close' });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('asks again once a cached page is older than listCacheMs', async () => {
     // A fake clock (Date only, timers stay real): a page's age is what Date.now() says, not how fast this machine runs.
     vi.useFakeTimers({ toFake: ['Date'] });

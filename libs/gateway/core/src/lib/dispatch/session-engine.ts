@@ -924,7 +924,11 @@ export class SessionEngine {
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
     for (const { config, session } of live.upstreams.values()) {
-      if (config.transport !== 'streamable_http') void session.then((s) => s.close()).catch(() => undefined);
+      // A Streamable HTTP session stays open upstream (the agent's session may come back, here or elsewhere, and
+      // resume it), but its standalone stream and handlers here go: left, they held a socket per idle session and
+      // forwarded notifications to a live session that no longer exists. The others cannot be resumed: closed.
+      if (config.transport === 'streamable_http') void session.then((s) => s.dispose?.()).catch(() => undefined);
+      else void session.then((s) => s.close()).catch(() => undefined);
     }
   }
 

@@ -36,6 +36,8 @@ export class FakeConnector implements UpstreamConnector {
   readonly calls: { upstreamId: string; method: string; params: unknown }[] = [];
   /** Session-level notification handlers the engine registered, per upstream id (newest last). */
   readonly notificationHandlers = new Map<string, ((notification: JsonRpcNotification) => void)[]>();
+  /** Upstream sessions ended (`close`) and dropped locally (`dispose`), by upstream id, in order. */
+  readonly ended: { readonly upstreamId: string; readonly how: 'close' | 'dispose' }[] = [];
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
 
   private session(config: UpstreamConfig): UpstreamSession {
@@ -56,7 +58,8 @@ export class FakeConnector implements UpstreamConnector {
         this.notificationHandlers.set(config.id, handlers);
       },
       onServerRequest: () => undefined,
-      close: async () => undefined,
+      close: async () => void this.ended.push({ upstreamId: config.id, how: 'close' }),
+      dispose: () => void this.ended.push({ upstreamId: config.id, how: 'dispose' }),
     };
   }
 

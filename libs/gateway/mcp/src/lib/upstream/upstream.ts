@@ -104,6 +104,11 @@ export interface UpstreamSession {
   onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void;
   /** Ends the session (DELETE for Streamable HTTP, stdin close for stdio). */
   close(): Promise<void>;
+  /**
+   * Drops what this replica holds for the session (streams, timers, handlers) without ending it upstream, so that it
+   * can be resumed later, here or on another replica. Sessions that cannot be resumed leave this out.
+   */
+  dispose?(): void;
 }
 
 export interface UpstreamConnector {
