@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
-import { SessionEngine, type BusMessage } from './session-engine';
+import { MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -175,6 +175,38 @@ describe('SessionEngine with in-memory upstreams', () => {
       expect(refused.response).toMatchObject({ error: { code: -32602 } });
     }
     expect((await initialize({ clientInfo: { name: 'n'.repeat(256), version: '1' }, capabilities: { sampling: {}, roots: { listChanged: true } } })).sessionId).toEqual(expect.any(String));
+  });
+
+  it('bounds the upstream requests waiting on an agent per session, and fails them when the session ends', async () => {
+    const outcomes: string[] = [];
+    const { engine } = build({
+      u1: {
+        prefix: 'llm',
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('ask') };
+          const asks = Array.from({ length: MAX_RELAYED_PER_SESSION + 3 }, (_, i) =>
+            (options?.onServerRequest?.({ jsonrpc: '2.0', id: i, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'))).then(
+              () => 'answered',
+              (error: Error) => error.message,
+            ),
+          );
+          outcomes.push(...(await Promise.all(asks)));
+          return { content: [] };
+        },
+      },
+    });
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const relayed: unknown[] = [];
+    // The agent takes the requests and never answers; then its session ends.
+    const call = engine.request(record, req('tools/call', { name: 'llm__ask', arguments: {} }), { canStream: true, send: (m) => relayed.push(m) > 0 }, 'trace');
+    await vi.waitFor(() => expect(relayed).toHaveLength(MAX_RELAYED_PER_SESSION));
+    await engine.end(record, 'trace');
+    await call;
+    expect(outcomes.filter((outcome) => /already/.test(outcome))).toHaveLength(3);
+    expect(outcomes.filter((outcome) => outcome === 'The client session ended')).toHaveLength(MAX_RELAYED_PER_SESSION);
   });
 
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
@@ -468,7 +500,7 @@ describe('SessionEngine across replicas', () => {
     try {
       const registry = new UpstreamRegistry('__');
       registry.replace([fakeConfig('u1', 'inv')], () => undefined);
-      const connector = new FakeConnector({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } });
+      const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } });
       const engine = new SessionEngine({
         registry,
         connector,

@@ -129,8 +129,16 @@ interface LiveSession {
   readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
   standalone: MessageSink | undefined;
   readonly inflight: Map<string, Cancellation>;
+  /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
+  readonly relayed: Set<string>;
   lastUsed: number;
 }
+
+/**
+ * Upstream requests (sampling, elicitation, roots) one session may have waiting on its agent at once. An agent that
+ * never answers would otherwise let upstreams pile them up for as long as they wait.
+ */
+export const MAX_RELAYED_PER_SESSION = 32;
 
 interface PendingServerRequest {
   readonly sessionId: string;
@@ -372,6 +380,7 @@ export class SessionEngine {
     live.standalone?.close?.();
     live.standalone = undefined;
     this.dropPages(live);
+    this.dropRelayed(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
   }
@@ -808,29 +817,39 @@ export class SessionEngine {
     if (capability !== undefined && !isObject(record.clientCapabilities?.[capability])) {
       return Promise.reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, `The client does not support ${request.method}`));
     }
+    const live = this.live.get(sessionId);
+    if (live !== undefined && live.relayed.size >= MAX_RELAYED_PER_SESSION) {
+      return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, `The client has ${MAX_RELAYED_PER_SESSION} requests waiting for an answer already`));
+    }
     const id = `pcs.${this.deps.options.replicaId}.${randomBytes(12).toString('base64url')}`;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const settled = () => {
+        signal.removeEventListener('abort', onAbort);
+        live?.relayed.delete(id);
+      };
       const onAbort = () => {
         this.pending.delete(id);
+        live?.relayed.delete(id);
         sink.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'cancelled upstream' } });
         reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
       };
       this.pending.set(id, {
         sessionId,
         resolve: (result) => {
-          signal.removeEventListener('abort', onAbort);
+          settled();
           resolve(result);
         },
         reject: (error) => {
-          signal.removeEventListener('abort', onAbort);
+          settled();
           reject(error);
         },
       });
+      live?.relayed.add(id);
       signal.addEventListener('abort', onAbort, { once: true });
       const relayed: JsonRpcMessage = { jsonrpc: '2.0', id, method: request.method, ...(request.params ? { params: request.params } : {}) };
       if (!sink.send(relayed)) {
         this.pending.delete(id);
-        signal.removeEventListener('abort', onAbort);
+        settled();
         reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, 'The client cannot receive this request now'));
       }
     });
@@ -905,6 +924,7 @@ export class SessionEngine {
       templateRoutes: new Map(),
       standalone: undefined,
       inflight: new Map(),
+      relayed: new Set(),
       lastUsed: Date.now(),
     };
   }
@@ -923,6 +943,7 @@ export class SessionEngine {
   private release(live: LiveSession): void {
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
+    this.dropRelayed(live);
     for (const { config, session } of live.upstreams.values()) {
       // A Streamable HTTP session stays open upstream (the agent's session may come back, here or elsewhere, and
       // resume it), but its standalone stream and handlers here go: left, they held a socket per idle session and
@@ -930,6 +951,16 @@ export class SessionEngine {
       if (config.transport === 'streamable_http') void session.then((s) => s.dispose?.()).catch(() => undefined);
       else void session.then((s) => s.close()).catch(() => undefined);
     }
+  }
+
+  /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
+  private dropRelayed(live: LiveSession): void {
+    for (const id of [...live.relayed]) {
+      const waiting = this.pending.get(id);
+      this.pending.delete(id);
+      waiting?.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'The client session ended'));
+    }
+    live.relayed.clear();
   }
 
   /** The session's state leaves this replica: so do its cached listing pages. */
@@ -998,6 +1029,7 @@ export class SessionEngine {
     this.deps.sessions.forget?.(record.id);
     if (live) {
       this.dropPages(live);
+      this.dropRelayed(live);
       for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();
       live.standalone = undefined;
