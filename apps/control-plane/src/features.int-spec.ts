@@ -15,7 +15,7 @@ const notices: { channel: string; message: string }[] = [];
 beforeAll(async () => {
   cp = await startControlPlane();
   subscriber = createRedisClient({ url: testContext().redisUrl, connectionName: 'control-plane-test-sub' });
-  await subscriber.subscribe(CHANGE_CHANNELS.upstreams, CHANGE_CHANNELS.apiKeys);
+  await subscriber.subscribe(CHANGE_CHANNELS.upstreams, CHANGE_CHANNELS.apiKeys, CHANGE_CHANNELS.tenants, CHANGE_CHANNELS.approvals);
   subscriber.on('message', (channel: string, message: string) => notices.push({ channel, message }));
 });
 afterAll(async () => {
@@ -68,6 +68,43 @@ describe('tenants', () => {
       { path: 'cursor', message: expect.any(String) },
     ]);
     expect((await cp.request('GET', `/api/v1/tenants/${a.id}`, { token: user.token })).json).toMatchObject({ id: a.id, role: 'auditor' });
+  });
+});
+
+describe('tenant suspension', () => {
+  it('lets platform admins suspend a tenant: members may then read but not change, held calls are cancelled, gateways told', async () => {
+    const admin = await cp.user({ platformAdmin: true });
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const held = await cp.system.approval.create({
+      data: { tenantId: t.id, upstreamId: '0190a0a0-0000-7000-8000-000000000001', tool: 'echo', argumentsHash: 'h', arguments: {}, expiresAt: new Date(Date.now() + 600_000) },
+      select: { id: true },
+    });
+
+    expect((await cp.request('PATCH', base, { token: owner.token, body: { status: 'suspended' } })).status).toBe(403);
+    expect((await cp.request('PATCH', base, { token: admin.token, body: {} })).status).toBe(400);
+    expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'frozen' } })).status).toBe(400);
+    expect((await cp.request('PATCH', '/api/v1/tenants/0190a0a0-0000-7000-8000-000000000009', { token: admin.token, body: { status: 'suspended' } })).status).toBe(404);
+
+    const suspended = await cp.request('PATCH', base, { token: admin.token, body: { status: 'suspended' } });
+    expect(suspended.status).toBe(200);
+    expect(suspended.json).toMatchObject({ id: t.id, status: 'suspended' });
+    await waitFor(() => notices.some((n) => n.channel === CHANGE_CHANNELS.tenants && n.message === t.id));
+    await waitFor(() => notices.some((n) => n.channel === CHANGE_CHANNELS.approvals && n.message === t.id));
+    expect(await cp.system.approval.findUniqueOrThrow({ where: { id: held.id }, select: { status: true } })).toEqual({ status: 'cancelled' });
+
+    // Reading goes on; changing is refused with a clear reason.
+    expect((await cp.request('GET', base, { token: owner.token })).json).toMatchObject({ status: 'suspended' });
+    expect((await cp.request('GET', `${base}/agent-clients`, { token: owner.token })).status).toBe(200);
+    const refused = await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'while suspended' } });
+    expect(refused.status).toBe(409);
+    expect(refused.json['detail']).toMatch(/suspended/);
+
+    expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'active', name: 'Back again' } })).json).toMatchObject({ status: 'active', name: 'Back again' });
+    expect((await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'after' } })).status).toBe(201);
+    const events = await cp.eventsAtLeast(t.id, 3);
+    expect(events.filter((e) => e.method === 'tenant.update').map((e) => (e.arguments as { after: { status: string } }).after.status)).toEqual(['suspended', 'active']);
   });
 });
 

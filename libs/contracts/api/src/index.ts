@@ -2,8 +2,8 @@ export { page, pageQuery, problemDetails, readinessReport, tenantSlug } from './
 export type { PageQuery, ProblemDetailsResponse } from './lib/common';
 export { CHANGE_CHANNELS } from './lib/change-channels';
 export type { ChangeChannel } from './lib/change-channels';
-export { createTenantRequest, membershipRole, tenantListItem, tenantResponse, tenantStatus } from './lib/tenants';
-export type { CreateTenantRequest, MembershipRole, TenantListItem, TenantResponse } from './lib/tenants';
+export { createTenantRequest, membershipRole, tenantListItem, tenantResponse, tenantStatus, updateTenantRequest } from './lib/tenants';
+export type { CreateTenantRequest, MembershipRole, TenantListItem, TenantResponse, UpdateTenantRequest } from './lib/tenants';
 export { auditResultMode, failMode, tenantRateLimit, tenantSettings } from './lib/tenant-settings';
 export type { AuditResultMode, FailMode, TenantRateLimit, TenantSettings, TenantSettingsInput } from './lib/tenant-settings';
 export { addMemberRequest, memberResponse, updateMemberRequest } from './lib/members';

@@ -13,6 +13,15 @@ export const createTenantRequest = z.strictObject({
 });
 export type CreateTenantRequest = z.infer<typeof createTenantRequest>;
 
+/** Platform admins rename a tenant or suspend / reactivate it (at least one field). */
+export const updateTenantRequest = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200).optional(),
+    status: tenantStatus.optional(),
+  })
+  .refine((body) => body.name !== undefined || body.status !== undefined, 'give name or status');
+export type UpdateTenantRequest = z.infer<typeof updateTenantRequest>;
+
 export const tenantResponse = z.object({
   id: z.uuid(),
   slug: tenantSlug,

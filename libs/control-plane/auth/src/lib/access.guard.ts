@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ACCESS_METADATA, type RouteAccess } from './access.decorators';
 import { AccessTokenError, verifyAccessToken } from './access-token';
 import { AUTH_OPTIONS, type ControlPlaneAuthOptions } from './auth.options';
-import { permissionRule, roleGrants, type Permission } from './permissions';
+import { allowedWhileSuspended, permissionRule, roleGrants, type Permission } from './permissions';
 import { attachPrincipal, attachTenantScope, type Principal } from './principal';
 import { PrincipalLoader } from './principal.loader';
 
@@ -95,10 +95,14 @@ export class AccessGuard implements CanActivate {
         if (!raw || !isUuid(raw)) throw tenantNotFound();
         // The only place a route's TenantId is minted: after the caller's membership has been checked.
         const tenantId = toTenantId(raw);
-        const role = await this.loader.membership(tenantId, principal.userId);
-        if (!role) throw tenantNotFound();
+        const membership = await this.loader.membership(tenantId, principal.userId);
+        if (!membership) throw tenantNotFound();
+        const { role } = membership;
         if (!roleGrants(role, permission)) {
           throw new AppError('FORBIDDEN', `Your role (${role}) does not allow this in this tenant.`);
+        }
+        if (membership.suspended && !allowedWhileSuspended(permission)) {
+          throw new AppError('CONFLICT', 'This tenant is suspended: its configuration can be read and its audit trail exported, nothing changed.');
         }
         attachTenantScope(request, { tenantId, role, actor: principal });
         return;

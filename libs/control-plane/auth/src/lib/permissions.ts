@@ -67,3 +67,8 @@ export function describePermissionTable(): string[] {
     return `${permission} → ${who}`;
   });
 }
+
+/** What members may still do in a suspended tenant: read, and export the audit trail (compliance outlives a suspension). */
+export function allowedWhileSuspended(permission: Permission): boolean {
+  return permission.endsWith(':read') || permission === 'tenant:audit:export';
+}

@@ -15,11 +15,14 @@ export class PrincipalLoader {
     return row ? { isPlatformAdmin: row.platformRole === 'platform_admin' } : null;
   }
 
-  /** The user's role in the tenant, or null when they are not a member (or the tenant does not exist). */
-  async membership(tenantId: TenantId, userId: UserId): Promise<TenantRole | null> {
+  /**
+   * The user's role in the tenant and whether the tenant is suspended, or null when they are not a member (or the
+   * tenant does not exist).
+   */
+  async membership(tenantId: TenantId, userId: UserId): Promise<{ role: TenantRole; suspended: boolean } | null> {
     const row = await withTenant(this.db, tenantId, (tx) =>
-      tx.membership.findUnique({ where: { tenantId_userId: { tenantId, userId } }, select: { role: true } }),
+      tx.membership.findUnique({ where: { tenantId_userId: { tenantId, userId } }, select: { role: true, tenant: { select: { status: true } } } }),
     );
-    return row?.role ?? null;
+    return row ? { role: row.role, suspended: row.tenant.status === 'suspended' } : null;
   }
 }

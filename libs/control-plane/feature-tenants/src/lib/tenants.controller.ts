@@ -1,11 +1,13 @@
-import { Body, Controller, Get, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, Param, Patch, Post, Query } from '@nestjs/common';
 import {
   createTenantRequest,
   pageQuery,
   tenantListItem,
   tenantResponse,
+  updateTenantRequest,
   type CreateTenantRequest,
   type PageQuery,
+  type UpdateTenantRequest,
 } from '@portcullis/contracts/api';
 import { Allow, CurrentPrincipal, CurrentTenant, type Principal, type TenantScope } from '@portcullis/control-plane/auth';
 import { ApiRoute, ZodPipe } from '@portcullis/control-plane/http';
@@ -29,6 +31,13 @@ export class TenantsController {
   @ApiRoute({ tag: TAG, summary: 'Tenants you belong to (every tenant for platform admins)', response: tenantListItem, paged: true })
   list(@CurrentPrincipal() actor: Principal, @Query(new ZodPipe(pageQuery)) query: PageQuery) {
     return this.tenants.list(actor, query);
+  }
+
+  @Patch(':tenantId')
+  @Allow('platform:tenants:write')
+  @ApiRoute({ tag: TAG, summary: 'Rename, suspend or reactivate a tenant (platform admins)', body: updateTenantRequest, response: tenantResponse })
+  update(@CurrentPrincipal() actor: Principal, @Param('tenantId') tenantId: string, @Body(new ZodPipe(updateTenantRequest)) body: UpdateTenantRequest) {
+    return this.tenants.update(actor, tenantId, body);
   }
 
   @Get(':tenantId')

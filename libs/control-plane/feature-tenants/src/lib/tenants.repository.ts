@@ -20,6 +20,22 @@ export class TenantsRepository {
     return db.tenant.findUnique({ where: { id: tenantId }, select: tenantSelect });
   }
 
+  /** Locks the row for the rest of the transaction and returns it. */
+  async lock(tenantId: TenantId, tx: TenantTransaction): Promise<TenantRow | null> {
+    await tx.$queryRaw`SELECT id FROM tenants WHERE id = ${tenantId}::uuid FOR UPDATE`;
+    return this.find(tenantId, tx);
+  }
+
+  async update(tenantId: TenantId, tx: TenantTransaction, changes: { name?: string; status?: 'active' | 'suspended' }): Promise<TenantRow> {
+    return tx.tenant.update({ where: { id: tenantId }, data: changes, select: tenantSelect });
+  }
+
+  /** Held calls of the tenant still waiting for a decision are cancelled (the tenant was suspended). */
+  async cancelPendingApprovals(tenantId: TenantId, tx: TenantTransaction, note: string): Promise<number> {
+    const { count } = await tx.approval.updateMany({ where: { tenantId, status: 'pending' }, data: { status: 'cancelled', decisionNote: note } });
+    return count;
+  }
+
   async create(db: Db, tenant: { id: string; slug: string; name: string }): Promise<TenantRow> {
     return db.tenant.create({ data: tenant, select: tenantSelect });
   }

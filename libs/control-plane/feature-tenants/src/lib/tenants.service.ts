@@ -1,11 +1,11 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { CHANGE_CHANNELS, type CreateTenantRequest, type PageQuery, type TenantListItem, type TenantResponse } from '@portcullis/contracts/api';
+import { CHANGE_CHANNELS, type CreateTenantRequest, type PageQuery, type TenantListItem, type TenantResponse, type UpdateTenantRequest } from '@portcullis/contracts/api';
 import type { Principal, TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, withUser, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
-import { newId, tenantId as toTenantId } from '@portcullis/shared/util-ids';
+import { isUuid, newId, tenantId as toTenantId } from '@portcullis/shared/util-ids';
 import { tenantErrors } from './tenants.errors';
 import { toTenantListItem, toTenantResponse } from './tenants.mapper';
 import { TenantsRepository } from './tenants.repository';
@@ -50,6 +50,32 @@ export class TenantsService {
     });
     // Gateways serve `/t/<slug>/mcp` from a tenant index: tell them now rather than at their next reconcile.
     await this.changes.publish(CHANGE_CHANNELS.tenants, id);
+    return response;
+  }
+
+  /**
+   * Platform admins rename a tenant, or suspend / reactivate it. Suspended, its MCP endpoint answers like an unknown
+   * tenant on every gateway (told at once), its held calls are cancelled, and its members may read but not change
+   * anything in the control plane (audit exports included in what they may still do).
+   */
+  async update(actor: Principal, id: string, body: UpdateTenantRequest): Promise<TenantResponse> {
+    if (!isUuid(id)) throw tenantErrors.notFound();
+    const tenantId = toTenantId(id);
+    const { before, after, cancelled } = await withTenant(this.db, tenantId, async (tx) => {
+      const existing = await this.repository.lock(tenantId, tx);
+      if (!existing) throw tenantErrors.notFound();
+      const updated = await this.repository.update(tenantId, tx, {
+        ...(body.name !== undefined ? { name: body.name } : {}),
+        ...(body.status !== undefined ? { status: body.status } : {}),
+      });
+      const suspending = body.status === 'suspended' && existing.status !== 'suspended';
+      const cancelled = suspending ? await this.repository.cancelPendingApprovals(tenantId, tx, 'the tenant was suspended') : 0;
+      return { before: existing, after: updated, cancelled };
+    });
+    const response = toTenantResponse(after);
+    await this.audit.emit({ tenantId, actor, action: 'tenant.update', target: { type: 'tenant', id: tenantId }, before: toTenantResponse(before), after: response });
+    if (before.status !== after.status) await this.changes.publish(CHANGE_CHANNELS.tenants, tenantId);
+    if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, tenantId);
     return response;
   }
 
