@@ -81,6 +81,9 @@ describe('tenant suspension', () => {
       data: { tenantId: t.id, upstreamId: '0190a0a0-0000-7000-8000-000000000001', tool: 'echo', argumentsHash: 'h', arguments: {}, expiresAt: new Date(Date.now() + 600_000) },
       select: { id: true },
     });
+    const client = await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'bot' } });
+    const key = await cp.request('POST', `${base}/api-keys`, { token: owner.token, body: { name: 'leaked', agentClientId: client.json['id'] } });
+    const leakedKey = { id: String(key.json['id']), agentClientId: String(client.json['id']) };
 
     expect((await cp.request('PATCH', base, { token: owner.token, body: { status: 'suspended' } })).status).toBe(403);
     expect((await cp.request('PATCH', base, { token: admin.token, body: {} })).status).toBe(400);
@@ -100,10 +103,14 @@ describe('tenant suspension', () => {
     const refused = await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'while suspended' } });
     expect(refused.status).toBe(409);
     expect(refused.json['detail']).toMatch(/suspended/);
+    // Revoking a key stays possible (a leaked key must not come back with the tenant); creating one does not.
+    expect((await cp.request('POST', `${base}/api-keys/${leakedKey.id}/revoke`, { token: owner.token })).status).toBe(200);
+    expect((await cp.request('POST', `${base}/api-keys`, { token: owner.token, body: { name: 'new', agentClientId: leakedKey.agentClientId } })).status).toBe(409);
 
     expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'active', name: 'Back again' } })).json).toMatchObject({ status: 'active', name: 'Back again' });
     expect((await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'after' } })).status).toBe(201);
-    const events = await cp.eventsAtLeast(t.id, 3);
+    // agent_client.create, api_key.create, tenant.update, api_key.revoke, tenant.update, agent_client.create
+    const events = await cp.eventsAtLeast(t.id, 6);
     expect(events.filter((e) => e.method === 'tenant.update').map((e) => (e.arguments as { after: { status: string } }).after.status)).toEqual(['suspended', 'active']);
   });
 });
@@ -310,6 +317,11 @@ describe('agent clients and API keys', () => {
     expect((await cp.request('POST', `${base}/${alreadyRevoked}/revoke`, { token: owner.token })).status).toBe(200);
     const firstRevocation = (await cp.system.apiKey.findFirstOrThrow({ where: { id: alreadyRevoked }, select: { revokedAt: true } })).revokedAt;
     const stayingKey = await create(staying.token, 'kept');
+    // A call one of the leaving admin's keys made, waiting for approval.
+    const held = await cp.system.approval.create({
+      data: { tenantId: t.id, apiKeyId: leavingKeys[0] as string, agentClientId, upstreamId: '0190a0a0-0000-7000-8000-000000000001', tool: 'echo', argumentsHash: 'h', arguments: {}, expiresAt: new Date(Date.now() + 600_000) },
+      select: { id: true },
+    });
     const noticesBefore = notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length;
 
     const membership = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: leaving.id }, select: { id: true } });
@@ -320,6 +332,8 @@ describe('agent clients and API keys', () => {
     for (const id of leavingKeys) expect(revokedAt.get(id)).toBeInstanceOf(Date);
     expect(revokedAt.get(alreadyRevoked)).toEqual(firstRevocation);
     expect(revokedAt.get(stayingKey)).toBeNull();
+    expect(await cp.system.approval.findUniqueOrThrow({ where: { id: held.id }, select: { status: true } })).toEqual({ status: 'cancelled' });
+    await waitFor(() => notices.some((n) => n.channel === CHANGE_CHANNELS.approvals && n.message === t.id));
     await waitFor(() => notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id).length > noticesBefore);
 
     // agent_client.create, 4 × api_key.create, api_key.revoke, member.remove, 2 × api_key.revoke

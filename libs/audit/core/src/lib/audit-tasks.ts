@@ -168,7 +168,7 @@ export async function runAuditExport(
   );
   const filters = auditExportFilters.parse(row.filters);
   const dir = path.join(exportDir, tenant);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await mkdir(dir, { recursive: true, mode: 0o750 });
   const outPath = path.join(dir, `${row.id}.${row.format}`);
   try {
     const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath });

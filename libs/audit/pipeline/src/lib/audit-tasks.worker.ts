@@ -92,16 +92,24 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       }
       case AUDIT_TASK_JOBS.retention: {
         if (!this.deps.systemDb) throw new UnrecoverableError('retention needs DATABASE_SYSTEM_URL');
-        // Expired exports first, on their own: a retention run that fails must not keep their files on disk (the API
-        // stops serving them at their expiry either way).
-        const exports = await expireAuditExports(this.deps.systemDb, this.deps.exportDir);
-        if (exports.expired > 0) this.logger.log(`removed the files of ${exports.expired} expired export(s)`);
+        // Each on its own: a failing retention must not keep expired export files on disk, nor a failing file removal
+        // hold back retention (the compliance deletion). The job fails (and is retried) if either did.
+        let exportsExpired = 0;
+        let expiryError: unknown;
+        try {
+          exportsExpired = (await expireAuditExports(this.deps.systemDb, this.deps.exportDir)).expired;
+          if (exportsExpired > 0) this.logger.log(`removed the files of ${exportsExpired} expired export(s)`);
+        } catch (error) {
+          expiryError = error;
+          this.logger.error(`expired audit exports not removed: ${error instanceof Error ? error.message : String(error)}`);
+        }
         const result = await runRetention(this.deps.systemDb);
         if (result.deleted > 0)
           this.logger.log(
             `retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`,
           );
-        return { tenants: result.tenants, deleted: result.deleted, exportsExpired: exports.expired };
+        if (expiryError !== undefined) throw expiryError;
+        return { tenants: result.tenants, deleted: result.deleted, exportsExpired };
       }
       default:
         throw new UnrecoverableError(`unknown job ${job.name}`);

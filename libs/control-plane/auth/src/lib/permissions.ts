@@ -31,6 +31,8 @@ export const PERMISSIONS = {
   'tenant:agent-clients:write': { principal: 'member', roles: MANAGERS },
   'tenant:api-keys:read': { principal: 'member', roles: READERS },
   'tenant:api-keys:write': { principal: 'member', roles: MANAGERS },
+  /** Revoking is its own permission: it stays allowed while the tenant is suspended (a leaked key must be stoppable). */
+  'tenant:api-keys:revoke': { principal: 'member', roles: MANAGERS },
   'tenant:policies:read': { principal: 'member', roles: READERS },
   'tenant:policies:write': { principal: 'member', roles: MANAGERS },
   'tenant:groups:read': { principal: 'member', roles: READERS },
@@ -68,7 +70,10 @@ export function describePermissionTable(): string[] {
   });
 }
 
-/** What members may still do in a suspended tenant: read, and export the audit trail (compliance outlives a suspension). */
+/**
+ * What members may still do in a suspended tenant: read, export the audit trail (compliance outlives a suspension),
+ * and revoke API keys (a leaked key must not come back to life when the tenant is reactivated).
+ */
 export function allowedWhileSuspended(permission: Permission): boolean {
-  return permission.endsWith(':read') || permission === 'tenant:audit:export';
+  return permission.endsWith(':read') || permission === 'tenant:audit:export' || permission === 'tenant:api-keys:revoke';
 }

@@ -32,7 +32,7 @@ export class ApiKeysController {
   }
 
   @Post(':apiKeyId/revoke')
-  @Allow('tenant:api-keys:write')
+  @Allow('tenant:api-keys:revoke')
   @ApiRoute({ tag: TAG, summary: 'Revoke an API key (idempotent)', response: apiKeyResponse })
   revoke(@CurrentTenant() tenant: TenantScope, @Param('apiKeyId', IdParamPipe) id: string) {
     return this.apiKeys.revoke(tenant, id);

@@ -68,7 +68,7 @@ export class MembersService {
    */
   async remove(scope: TenantScope, id: string): Promise<void> {
     const revokedAt = new Date();
-    const { before, snapshot, revoked } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, snapshot, revoked, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -76,7 +76,15 @@ export class MembersService {
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
       const revoked = await this.repository.revokeKeysCreatedBy(scope.tenantId, tx, existing.userId, revokedAt);
-      return { before: existing, revoked, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
+      // As a revocation through the API keys' own route: calls those keys made that wait for approval are cancelled.
+      const { count: cancelled } =
+        revoked.length === 0
+          ? { count: 0 }
+          : await tx.approval.updateMany({
+              where: { tenantId: scope.tenantId, apiKeyId: { in: revoked.map((key) => key.id) }, status: 'pending' },
+              data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
+            });
+      return { before: existing, revoked, cancelled, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
     });
     await this.emit(scope, 'member.remove', id, toMemberResponse(before), null, snapshot.version);
     for (const key of revoked) {
@@ -85,12 +93,13 @@ export class MembersService {
         actor: scope.actor,
         action: 'api_key.revoke',
         target: { type: 'api_key', id: key.id },
-        before: null,
+        before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
         after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason: 'its creator was removed from the tenant' },
       });
     }
     await this.snapshots.announce(snapshot);
     if (revoked.length > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
   }
 
   private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null, snapshotVersion: number) {

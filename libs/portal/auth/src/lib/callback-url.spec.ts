@@ -8,7 +8,7 @@ describe('safeCallbackPath', () => {
   });
 
   it('sends anything that leaves the portal, or is not a path, to /', () => {
-    for (const value of ['//evil.example', '/\\evil.example', '/\t/evil.example', '/\\/evil.example', 'https://evil.example/', 'javascript:alert(1)', '', undefined]) {
+    for (const value of ['//evil.example', '/\\evil.example', '/\t/evil.example', '/\\/evil.example', '/.//evil.example', '/%2e//evil.example', '/a/..//evil.example', 'https://evil.example/', 'javascript:alert(1)', '', undefined]) {
       expect(safeCallbackPath(value)).toBe('/');
     }
   });

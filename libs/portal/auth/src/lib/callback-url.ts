@@ -13,5 +13,8 @@ export function safeCallbackPath(value: string | readonly string[] | undefined):
   } catch {
     return '/';
   }
-  return url.origin === base ? `${url.pathname}${url.search}${url.hash}` : '/';
+  // Same origin is not enough either: dot segments can leave a path that starts with `//` (`/.//host` → `//host`),
+  // which a browser reads as another site.
+  if (url.origin !== base || url.pathname.startsWith('//')) return '/';
+  return `${url.pathname}${url.search}${url.hash}`;
 }

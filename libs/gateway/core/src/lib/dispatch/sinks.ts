@@ -14,7 +14,11 @@ const listingBuffers = new ByteBufferPool();
  */
 export const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
 
-/** Writes `chunk` (or ends with it) unless the response has fallen too far behind; then drops the connection. */
+/**
+ * Writes `chunk` (or ends with it) unless the response is already too far behind, more than `max` waiting unsent;
+ * then drops the connection. Judged before the write: one large message (a 10 MiB result) to an agent that reads
+ * goes out whole.
+ */
 export function writeBounded(
   res: Pick<ServerResponse, 'destroyed' | 'writableEnded' | 'writableLength' | 'write' | 'end' | 'destroy'>,
   chunk: string,
@@ -22,7 +26,7 @@ export function writeBounded(
   max = MAX_UNSENT_BYTES,
 ): boolean {
   if (res.destroyed || res.writableEnded) return false;
-  if (res.writableLength + chunk.length > max) {
+  if (res.writableLength > max) {
     res.destroy();
     return false;
   }

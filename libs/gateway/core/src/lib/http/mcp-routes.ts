@@ -15,7 +15,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import type { TrustedProxies } from '@portcullis/shared/util-config';
 import type { Logger } from '@portcullis/shared/util-logger';
-import type { Authenticator } from '../auth/authenticator';
+import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, rateLimitedRetryAfter } from '../dispatch/sinks';
@@ -107,6 +107,8 @@ interface PostInput {
   readonly traceId: string;
   /** Already admitted (Origin/Host and authentication) from the headers, before the body was read. */
   readonly principal?: Principal;
+  /** Origin/Host admitted and authentication under way (an authenticator that must wait), before the body was read. */
+  readonly authentication?: Promise<AuthOutcome>;
 }
 
 /**
@@ -167,15 +169,19 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     return stream;
   };
 
+  /** The principal of a successful authentication; throws GatewayHttpError for a failed one. */
+  const principalOf = (outcome: AuthOutcome): Principal => {
+    if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+    return outcome.principal;
+  };
+
   /** Origin/Host, then authentication; throws GatewayHttpError. */
   const admitHeaders = async (headers: IncomingHttpHeaders, tenant: string): Promise<Principal> => {
     const problem = originProblem(headers.host, headers.origin, options.origin);
     if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
     const pending = authenticator.authenticate(headers.authorization, tenant);
     // API keys answer synchronously: no extra promise hop on the hot path.
-    const outcome = pending instanceof Promise ? await pending : pending;
-    if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
-    return outcome.principal;
+    return principalOf(pending instanceof Promise ? await pending : pending);
   };
 
   /** The session the request names, if it exists and belongs to `principal`; throws GatewayHttpError. */
@@ -196,7 +202,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     const { headers, traceId } = input;
     let firstId: JsonRpcId | null = null;
     try {
-      const principal = input.principal ?? (await admitHeaders(headers, input.tenant));
+      const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
       if (!acceptsPostResponses(headers.accept)) {
         throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
       }
@@ -331,24 +337,27 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       tooLarge();
       return true;
     }
-    // Origin/Host and the API key before reading a byte of the body: nobody unauthenticated gets megabytes buffered
-    // (the key check answers synchronously; an authenticator that must wait checks after the body, in handlePost).
+    // Origin/Host and the credential before reading a byte of the body: nobody unauthenticated gets megabytes buffered.
+    // An authenticator that must wait is awaited in handlePost, after the body, as are unexpected failures (its 500).
     let principal: Principal | undefined;
+    let authentication: Promise<AuthOutcome> | undefined;
     try {
       const problem = originProblem(headers.host, headers.origin, options.origin);
       if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
       const outcome = authenticator.authenticate(headers.authorization, tenant);
-      if (!(outcome instanceof Promise)) {
-        if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
-        principal = outcome.principal;
-      }
+      if (outcome instanceof Promise) {
+        authentication = outcome;
+        outcome.catch(() => undefined); // handled where it is awaited
+      } else if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+      else principal = outcome.principal;
     } catch (error) {
-      if (!(error instanceof GatewayHttpError)) throw error;
-      // The body is not wanted: the connection closes once the answer is out rather than read what follows.
-      res.setHeader('connection', 'close');
-      writeError(res, error, null, traceId);
-      req.resume();
-      return true;
+      if (error instanceof GatewayHttpError) {
+        // The body is not wanted: read and dropped (bounded by the request timeout), so the client gets this answer
+        // rather than a reset mid-upload, and the connection stays usable.
+        writeError(res, error, null, traceId);
+        req.resume();
+        return true;
+      }
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -364,7 +373,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, ...(principal ? { principal } : {}) }, res);
+      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, ...(principal ? { principal } : {}), ...(authentication ? { authentication } : {}) }, res);
     };
     req.on('data', onData);
     req.on('end', onEnd);
