@@ -80,6 +80,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // Tenant settings (rate-limit and audit choices), reloaded with the tenants.
   let settings: ReadonlyMap<string, TenantSettings> = new Map();
   const settingsFor = (tenantId: string): TenantSettings | undefined => settings.get(tenantId);
+  // Open SSE streams were authenticated when they opened: once the routes exist, every reload of the keys or tenants
+  // ends those whose credential is no longer accepted.
+  let credentialsChanged = (): void => undefined;
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -88,13 +91,17 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       load: async () => {
         tenants.replace(systemDb ? await loadTenants(systemDb) : []);
         settings = systemDb ? await loadTenantSettings(systemDb, logger) : new Map();
+        credentialsChanged();
       },
     }),
     apiKeys: createRefresher({
       name: 'api-keys',
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
-      load: async () => apiKeys.replace(systemDb ? await loadApiKeys(systemDb) : []),
+      load: async () => {
+        apiKeys.replace(systemDb ? await loadApiKeys(systemDb) : []);
+        credentialsChanged();
+      },
     }),
     upstreams: createRefresher({
       name: 'upstreams',
@@ -254,6 +261,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       ? { replay: new RedisReplayLog(deps.redis, { ...config.mcp.sseReplay, maxEntries: 1_000, maxFollowers: 256 }, logger) }
       : {}),
   });
+  credentialsChanged = () => void routes.revalidateStreams();
   logger.info({ replicaId, tenants: tenants.size, apiKeys: apiKeys.size, policySnapshots: policies.size }, 'MCP data plane ready');
 
   return {

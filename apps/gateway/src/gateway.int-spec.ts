@@ -226,6 +226,43 @@ describe('legacy HTTP+SSE endpoint', () => {
   });
 });
 
+describe('open streams and credentials', () => {
+  it('ends the SSE streams of a key once it is revoked (standalone GET and legacy), and leaves other keys\' streams open', async () => {
+    const doomed = await createAgentWithKey(db, tenant.id, 'agent-doomed');
+    const kept = await makeKey(tenant, 'agent-kept');
+    await gatewayA.dataPlane.refreshAll();
+    /** Opens an SSE response and resolves `ended` when the server ends it. */
+    const openStream = async (url: string, headers: Record<string, string>) => {
+      const res = await fetch(url, { headers: { accept: 'text/event-stream', ...headers } });
+      expect(res.status).toBe(200);
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      const ended = (async () => {
+        for (;;) if ((await reader.read()).done) return 'ended';
+      })().catch(() => 'ended');
+      return { ended, cancel: () => reader.cancel().catch(() => undefined) };
+    };
+    const standaloneOf = async (apiKey: string) => {
+      const { transport, client } = await connect(gatewayA.url, apiKey);
+      const stream = await openStream(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+        authorization: `Bearer ${apiKey}`,
+        'mcp-session-id': transport.sessionId ?? '',
+        'mcp-protocol-version': transport.protocolVersion ?? '2025-06-18',
+      });
+      return { ...stream, client };
+    };
+    const standalone = await standaloneOf(doomed.key);
+    const other = await standaloneOf(kept);
+    const legacy = await openStream(`${gatewayA.url}/t/${tenant.slug}/sse`, { authorization: `Bearer ${doomed.key}` });
+
+    await db.apiKey.updateMany({ where: { tenantId: tenant.id, agentClientId: doomed.agentId }, data: { revokedAt: new Date() } });
+    await gatewayA.dataPlane.refreshAll();
+    expect(await Promise.race([Promise.all([standalone.ended, legacy.ended]), new Promise((resolve) => setTimeout(() => resolve('still open'), 5_000))])).toEqual(['ended', 'ended']);
+    expect(await Promise.race([other.ended, new Promise((resolve) => setTimeout(() => resolve('still open'), 300))])).toBe('still open');
+    await other.cancel();
+    await Promise.all([standalone.client.close(), other.client.close()]).catch(() => undefined);
+  });
+});
+
 describe('bad input', () => {
   const post = (body: string, headers: Record<string, string> = {}, slug = tenant.slug, base = gatewayA.url) =>
     fetch(`${base}/t/${slug}/mcp`, {

@@ -155,6 +155,12 @@ interface LegacyStream {
 export interface McpRoutes {
   /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
   closeStreams(): void;
+  /**
+   * Ends the open SSE streams whose credential would no longer be accepted (key revoked or expired, agent client
+   * disabled, tenant suspended): call it when the key or tenant index changed. A stream is authenticated once, when
+   * it opens; without this it would go on carrying notifications and upstream requests. Returns how many it ended.
+   */
+  revalidateStreams(): number;
 }
 
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
@@ -162,9 +168,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const legacy = new Map<string, LegacyStream>();
   /** Resumed POST streams open per session on this replica. */
   const resumedStreams = new Map<string, number>();
-  const streams = new Set<EventStream>();
-  const track = (stream: EventStream): EventStream => {
-    streams.add(stream);
+  /** Open SSE streams and who opened them. */
+  const streams = new Map<EventStream, Principal>();
+  const track = (stream: EventStream, principal: Principal): EventStream => {
+    streams.set(stream, principal);
     stream.onClose(() => streams.delete(stream));
     return stream;
   };
@@ -477,13 +484,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         reply.hijack();
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
-          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed);
+          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal);
           return reply;
         }
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
         // an id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
-        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id));
+        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id), principal);
         if (lastEventId?.kind === 's' && replayed) {
           for (const entry of replayed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
         }
@@ -515,7 +522,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         const sessionId = newSessionId();
         reply.hijack();
-        const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs));
+        const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs), principal);
         const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
         legacy.set(sessionId, entry);
         stream.onClose(() => {
@@ -604,8 +611,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     streamId: string,
     afterSeq: number,
     replayed: readonly ReplayEntry[],
+    principal: Principal,
   ): void {
-    const stream = track(new EventStream(res, headers, options.keepAliveMs));
+    const stream = track(new EventStream(res, headers, options.keepAliveMs), principal);
     // Each resumed stream follows the replay log (a Redis connection or a poll): counted per session while open.
     resumedStreams.set(sessionId, (resumedStreams.get(sessionId) ?? 0) + 1);
     stream.onClose(() => {
@@ -635,8 +643,19 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   return {
     closeStreams: () => {
       closing = true;
-      for (const stream of streams) stream.close();
+      for (const stream of streams.keys()) stream.close();
       streams.clear();
+    },
+    revalidateStreams: () => {
+      let ended = 0;
+      for (const [stream, principal] of [...streams]) {
+        if (principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal)) continue;
+        stream.close();
+        streams.delete(stream);
+        ended += 1;
+      }
+      if (ended > 0) logger.info({ ended }, 'closed SSE streams whose credential is no longer valid');
+      return ended;
     },
   };
 }
