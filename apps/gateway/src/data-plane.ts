@@ -57,7 +57,11 @@ export interface DataPlane {
   readonly audit: AuditEmitter | null;
   /** Reloads every snapshot now (tests; the periodic and pub/sub refreshes do this in production). */
   refreshAll(): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops serving: new requests get 503 at once, those under way get up to `drainMs` (default 0) to finish, then
+   * streams close and what is left is cancelled.
+   */
+  close(drainMs?: number): Promise<void>;
 }
 
 /**
@@ -270,7 +274,12 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     approvals,
     audit: emitter,
     refreshAll,
-    async close() {
+    async close(drainMs = 0) {
+      // New requests are turned away (503: the agent retries on another replica); those under way get up to
+      // `drainMs` to finish before what is left is cancelled.
+      routes.stopAccepting();
+      const deadline = Date.now() + drainMs;
+      while (engine.inflight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
       for (const refresher of Object.values(refreshers)) refresher.stop();
       policies.stop();
       routes.closeStreams();

@@ -226,6 +226,32 @@ describe('legacy HTTP+SSE endpoint', () => {
   });
 });
 
+describe('graceful shutdown', () => {
+  it('turns new requests away with 503 while a call under way finishes, within the drain time', async () => {
+    const leaving = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+    try {
+      const { client } = await connect(leaving.url);
+      const progress: number[] = [];
+      const slow = client.callTool({ name: 'ks__slow_count', arguments: { steps: 5, interval_ms: 200 } }, undefined, { onprogress: (p) => progress.push(p.progress) });
+      await waitFor(() => progress.length >= 1, { description: 'the slow call under way' });
+      const closed = leaving.dataPlane.close(10_000);
+      const refused = await fetch(`${leaving.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'late', version: '1' } } }),
+      });
+      expect(refused.status).toBe(503);
+      const refusedStream = await fetch(`${leaving.url}/t/${tenant.slug}/sse`, { headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream' } });
+      expect(refusedStream.status).toBe(503);
+      expect(text(await slow)).toMatch(/5/);
+      await closed;
+      await client.close().catch(() => undefined);
+    } finally {
+      await leaving.close();
+    }
+  });
+});
+
 describe('open streams and credentials', () => {
   it('ends the SSE streams of a key once it is revoked (standalone GET and legacy), and leaves other keys\' streams open', async () => {
     const doomed = await createAgentWithKey(db, tenant.id, 'agent-doomed');

@@ -52,7 +52,8 @@ void runOrExit(logger, async () => {
     logger,
     graceMs: config.shutdownGraceMs,
     close: async () => {
-      await dataPlane.close();
+      // Half the grace period for calls under way (a rolling deploy should not cut them off), the rest to close.
+      await dataPlane.close(Math.floor(config.shutdownGraceMs / 2));
       await app.close();
       subscriber.disconnect();
       await systemDb?.$disconnect();

@@ -360,6 +360,13 @@ export class SessionEngine {
     return record;
   }
 
+  /** Agent requests under way on this replica (a graceful shutdown waits for them). */
+  get inflight(): number {
+    let count = 0;
+    for (const live of this.live.values()) count += live.inflight.size;
+    return count;
+  }
+
   /** Listing pages this replica holds for all its sessions (at most `listCacheMaxPages`): for metrics and tests. */
   get cachedListingPages(): number {
     return this.pageStore.size;

@@ -153,6 +153,11 @@ interface LegacyStream {
  * rendering (JSON-RPC with `data.traceId`) do not touch the rest of the app.
  */
 export interface McpRoutes {
+  /**
+   * Shutdown, first step: new requests are answered 503 (and their connection closed, so the agent's next request
+   * goes to another replica); requests under way go on.
+   */
+  stopAccepting(): void;
   /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
   closeStreams(): void;
   /**
@@ -441,6 +446,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       async (request: R, reply: FastifyReply): Promise<FastifyReply> => {
         const traceId = traceIdOf(request);
         try {
+          if (closing) {
+            reply.header('connection', 'close');
+            throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down');
+          }
           return await handler(request, reply, traceId);
         } catch (error) {
           if (!(error instanceof GatewayHttpError)) throw error;
@@ -641,6 +650,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   }
 
   return {
+    stopAccepting: () => {
+      closing = true;
+    },
     closeStreams: () => {
       closing = true;
       for (const stream of streams.keys()) stream.close();
