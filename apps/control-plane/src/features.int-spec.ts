@@ -116,6 +116,35 @@ describe('tenant suspension', () => {
 });
 
 describe('members', () => {
+  it('judges a change by the actor\'s role when it is made, not the role the request arrived with', async () => {
+    const t = await cp.tenant();
+    const [a, , c] = [await cp.member(t.id, 'owner'), await cp.member(t.id, 'owner'), await cp.member(t.id, 'owner')];
+    const target = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: c.id }, select: { id: true } });
+    // A concurrent change holds the tenant's owners (as a role change does) and demotes A before it commits.
+    let release: () => void = () => undefined;
+    let locked: () => void = () => undefined;
+    const lockTaken = new Promise<void>((resolve) => (locked = resolve));
+    const demotion = cp.system.$transaction(
+      async (tx) => {
+        await tx.$queryRaw`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND role = 'owner' FOR UPDATE`;
+        locked();
+        await new Promise<void>((resolve) => (release = resolve));
+        await tx.membership.updateMany({ where: { tenantId: t.id, userId: a.id }, data: { role: 'admin' } });
+      },
+      { timeout: 20_000 },
+    );
+    await lockTaken;
+    // A, still an owner when the request arrives, asks to remove the owner C; the removal waits for the owners' lock.
+    const removal = cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${target.id}`, { token: a.token });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    release();
+    await demotion;
+    const answer = await removal;
+    expect(answer.status).toBe(403);
+    expect(answer.json['detail']).toMatch(/Only owners/);
+    expect(await cp.system.membership.findFirst({ where: { id: target.id }, select: { role: true } })).toEqual({ role: 'owner' });
+  });
+
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');

@@ -7,4 +7,5 @@ export const memberErrors = {
   lastOwner: () =>
     new AppError('CONFLICT', 'A tenant must keep at least one owner: make someone else owner first.'),
   onlyOwnersManageOwners: () => new AppError('FORBIDDEN', 'Only owners may grant the owner role or change or remove an owner.'),
+  noLongerMember: () => new AppError('FORBIDDEN', 'You are no longer a member of this tenant.'),
 };

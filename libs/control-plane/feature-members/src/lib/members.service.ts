@@ -4,7 +4,7 @@ import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
-import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { withTenant, type MembershipRole, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { memberErrors } from './members.errors';
 import { toMemberResponse } from './members.mapper';
@@ -28,8 +28,8 @@ export class MembersService {
   }
 
   async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
-    assertMayManage(scope.role, null, body.role);
     const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      assertMayManage(await this.actorRole(scope, tx), null, body.role);
       const user = await this.repository.findOrCreateUser(tx, body.email, body.name ?? body.email);
       if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
       const row = await this.repository.create(scope.tenantId, tx, user.id, body.role);
@@ -49,7 +49,7 @@ export class MembersService {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
-      assertMayManage(scope.role, existing.role, body.role);
+      assertMayManage(await this.actorRole(scope, tx), existing.role, body.role);
       assertKeepsAnOwner(ownerCount, existing.role, body.role);
       const updated = await this.repository.updateRole(scope.tenantId, tx, id, body.role);
       if (!updated) throw memberErrors.notFound();
@@ -72,7 +72,7 @@ export class MembersService {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
-      assertMayManage(scope.role, existing.role, null);
+      assertMayManage(await this.actorRole(scope, tx), existing.role, null);
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
       const revoked = await this.repository.revokeKeysCreatedBy(scope.tenantId, tx, existing.userId, revokedAt);
@@ -100,6 +100,16 @@ export class MembersService {
     await this.snapshots.announce(snapshot);
     if (revoked.length > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
+  }
+
+  /**
+   * The acting member's role as it is now, read in the transaction (after the owners are locked, where that applies):
+   * the role the access guard read may have changed since (a concurrent demotion), and only owners manage owners.
+   */
+  private async actorRole(scope: TenantScope, tx: TenantTransaction): Promise<MembershipRole> {
+    const actor = await this.repository.findByUser(scope.tenantId, tx, scope.actor.userId);
+    if (!actor) throw memberErrors.noLongerMember();
+    return actor.role;
   }
 
   private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null, snapshotVersion: number) {
