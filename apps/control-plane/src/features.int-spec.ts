@@ -143,6 +143,31 @@ describe('members', () => {
     expect(answer.status).toBe(403);
     expect(answer.json['detail']).toMatch(/Only owners/);
     expect(await cp.system.membership.findFirst({ where: { id: target.id }, select: { role: true } })).toEqual({ role: 'owner' });
+
+    // An admin demoted to member while removing another admin (no owner involved): refused as well.
+    const [demoted, other] = [await cp.member(t.id, 'admin'), await cp.member(t.id, 'admin')];
+    const otherRow = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: other.id }, select: { id: true } });
+    let releaseAdmin: () => void = () => undefined;
+    let lockedAdmin: () => void = () => undefined;
+    const adminLocked = new Promise<void>((resolve) => (lockedAdmin = resolve));
+    const demotingAdmin = cp.system.$transaction(
+      async (tx) => {
+        await tx.$queryRaw`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND user_id = ${demoted.id}::uuid FOR UPDATE`;
+        lockedAdmin();
+        await new Promise<void>((resolve) => (releaseAdmin = resolve));
+        await tx.membership.updateMany({ where: { tenantId: t.id, userId: demoted.id }, data: { role: 'member' } });
+      },
+      { timeout: 20_000 },
+    );
+    await adminLocked;
+    const adminRemoval = cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${otherRow.id}`, { token: demoted.token });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    releaseAdmin();
+    await demotingAdmin;
+    const adminAnswer = await adminRemoval;
+    expect(adminAnswer.status).toBe(403);
+    expect(adminAnswer.json['detail']).toMatch(/Your role \(member\)/);
+    expect(await cp.system.membership.findFirst({ where: { id: otherRow.id }, select: { role: true } })).toEqual({ role: 'admin' });
   });
 
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {

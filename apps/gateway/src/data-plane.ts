@@ -278,14 +278,19 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       // New requests are turned away (503: the agent retries on another replica); those under way get up to
       // `drainMs` to finish before what is left is cancelled.
       routes.stopAccepting();
-      const deadline = Date.now() + drainMs;
-      while (engine.inflight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      const settled = async (withinMs: number) => {
+        const deadline = Date.now() + withinMs;
+        while ((routes.active > 0 || engine.inflight > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      };
+      await settled(drainMs);
       for (const refresher of Object.values(refreshers)) refresher.stop();
       policies.stop();
       routes.closeStreams();
       await engine.shutdown();
+      // Cancelled requests finish (and report to the audit hook) a few ticks after the abort: a moment for them.
+      await settled(1_000);
       await approvals?.close();
-      // Every request has completed (or been cancelled) by now: flush its events, then drop the connections.
+      // Every request has completed or been cancelled by now: flush its events, then drop the connections.
       audit?.drain();
       await emitter?.close();
       await auditProducer?.close();

@@ -230,7 +230,7 @@ describe('graceful shutdown', () => {
   it('turns new requests away with 503 while a call under way finishes, within the drain time', async () => {
     const leaving = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
     try {
-      const { client } = await connect(leaving.url);
+      const { client, transport } = await connect(leaving.url);
       const progress: number[] = [];
       const slow = client.callTool({ name: 'ks__slow_count', arguments: { steps: 5, interval_ms: 200 } }, undefined, { onprogress: (p) => progress.push(p.progress) });
       await waitFor(() => progress.length >= 1, { description: 'the slow call under way' });
@@ -241,6 +241,19 @@ describe('graceful shutdown', () => {
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'late', version: '1' } } }),
       });
       expect(refused.status).toBe(503);
+      // Answers and notifications still go through: calls under way may be waiting for them.
+      const notified = await fetch(`${leaving.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': transport.sessionId ?? '',
+          'mcp-protocol-version': transport.protocolVersion ?? '2025-06-18',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/roots/list_changed' }),
+      });
+      expect(notified.status).toBe(202);
       const refusedStream = await fetch(`${leaving.url}/t/${tenant.slug}/sse`, { headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream' } });
       expect(refusedStream.status).toBe(503);
       expect(text(await slow)).toMatch(/5/);

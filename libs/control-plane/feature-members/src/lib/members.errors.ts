@@ -8,4 +8,5 @@ export const memberErrors = {
     new AppError('CONFLICT', 'A tenant must keep at least one owner: make someone else owner first.'),
   onlyOwnersManageOwners: () => new AppError('FORBIDDEN', 'Only owners may grant the owner role or change or remove an owner.'),
   noLongerMember: () => new AppError('FORBIDDEN', 'You are no longer a member of this tenant.'),
+  roleNoLongerAllows: (role: string) => new AppError('FORBIDDEN', `Your role (${role}) does not allow this in this tenant.`),
 };

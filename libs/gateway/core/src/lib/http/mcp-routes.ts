@@ -158,6 +158,8 @@ export interface McpRoutes {
    * goes to another replica); requests under way go on.
    */
   stopAccepting(): void;
+  /** POST messages being handled right now (initialize and calls included): what a graceful shutdown waits for. */
+  readonly active: number;
   /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
   closeStreams(): void;
   /**
@@ -213,6 +215,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   async function handlePost(input: PostInput, res: ServerResponse): Promise<void> {
     const { headers, traceId } = input;
     let firstId: JsonRpcId | null = null;
+    active += 1;
     try {
       const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
       if (!acceptsPostResponses(headers.accept)) {
@@ -236,6 +239,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         firstId = invalid.id;
         throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
       }
+      // Shutting down: no new work (the agent retries on another replica), but answers and notifications still go
+      // through — calls under way may be waiting for them (an elicitation answer, a cancellation).
+      if (closing && items.some((item) => item.kind === 'request')) throw shuttingDown();
       const init = items.find((item) => item.kind === 'request' && item.message.method === 'initialize');
       if (init && init.kind === 'request') {
         firstId = init.message.id;
@@ -308,10 +314,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
       if (res.headersSent) res.destroy();
       else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
+    } finally {
+      active -= 1;
     }
   }
 
   let closing = false;
+  /** POSTs (Streamable HTTP and legacy) being handled: a graceful shutdown waits for them. */
+  let active = 0;
+  const shuttingDown = () => new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down; try again', { connection: 'close' });
   const clientAddress = clientAddressOf(options.trustProxy ?? false);
   /**
    * The hot path without the framework: `POST /t/<tenant>/mcp` is read and answered straight off Node's
@@ -333,12 +344,6 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     // Read once: IncomingMessage.headers is a getter, and a megamorphic property load on every use.
     const headers = req.headers;
     const traceId = traceIdOfHeaders(headers);
-    if (closing) {
-      // As Fastify's return503OnClosing: the agent reconnects (to another replica) instead of reusing this connection.
-      res.setHeader('connection', 'close');
-      writeError(res, new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down'), null, traceId);
-      return true;
-    }
     const tooLarge = () => {
       res.setHeader('connection', 'close');
       writeError(res, new GatewayHttpError(413, GATEWAY_RPC.PAYLOAD_TOO_LARGE, 'Request body too large'), null, traceId);
@@ -446,10 +451,6 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       async (request: R, reply: FastifyReply): Promise<FastifyReply> => {
         const traceId = traceIdOf(request);
         try {
-          if (closing) {
-            reply.header('connection', 'close');
-            throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The gateway is shutting down');
-          }
           return await handler(request, reply, traceId);
         } catch (error) {
           if (!(error instanceof GatewayHttpError)) throw error;
@@ -469,6 +470,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.get(
       '/t/:tenant/mcp',
       answering(async (request: TenantRequest, reply) => {
+        if (closing) throw shuttingDown();
         const principal = await admit(request);
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
@@ -525,6 +527,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.get(
       '/t/:tenant/sse',
       answering(async (request: TenantRequest, reply, traceId) => {
+        if (closing) throw shuttingDown();
         const principal = await admit(request);
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
@@ -566,8 +569,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         const item = classify(parsed);
         if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
+        // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not.
+        if (closing && item.kind === 'request') throw shuttingDown();
         void reply.code(202).header('content-type', 'text/plain').send('Accepted');
-        void handleLegacy(entry, sessionId, item, principal, traceId, request.ip);
+        active += 1;
+        void handleLegacy(entry, sessionId, item, principal, traceId, request.ip).finally(() => {
+          active -= 1;
+        });
         return reply;
       }),
     );
@@ -652,6 +660,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   return {
     stopAccepting: () => {
       closing = true;
+    },
+    get active() {
+      return active;
     },
     closeStreams: () => {
       closing = true;
