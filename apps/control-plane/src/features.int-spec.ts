@@ -1,6 +1,7 @@
 import { hashApiKey } from '@portcullis/auth/api-keys';
 import { openJson, parseKeyring, upstreamSecretContext } from '@portcullis/auth/secrets';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
+import { Prisma } from '@portcullis/data/db';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { randomBytes } from 'node:crypto';
@@ -118,56 +119,46 @@ describe('tenant suspension', () => {
 describe('members', () => {
   it('judges a change by the actor\'s role when it is made, not the role the request arrived with', async () => {
     const t = await cp.tenant();
+    /**
+     * Removes `targetUserId`'s membership as `actor` while a concurrent transaction holds the rows `lockSql` locks
+     * and changes the actor's role to `demotedTo` before it commits; the removal waits for that lock meanwhile.
+     */
+    const removeDuringDemotion = async (actor: { id: string; token: string }, targetUserId: string, lockSql: Prisma.Sql, demotedTo: 'admin' | 'member') => {
+      const target = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: targetUserId }, select: { id: true } });
+      let release: () => void = () => undefined;
+      let locked: () => void = () => undefined;
+      const lockTaken = new Promise<void>((resolve) => (locked = resolve));
+      const demotion = cp.system.$transaction(
+        async (tx) => {
+          await tx.$queryRaw(lockSql);
+          locked();
+          await new Promise<void>((resolve) => (release = resolve));
+          await tx.membership.updateMany({ where: { tenantId: t.id, userId: actor.id }, data: { role: demotedTo } });
+        },
+        { timeout: 20_000 },
+      );
+      await lockTaken;
+      const removal = cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${target.id}`, { token: actor.token });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      release();
+      await demotion;
+      return { answer: await removal, targetRole: await cp.system.membership.findFirst({ where: { id: target.id }, select: { role: true } }) };
+    };
+
+    // A, still an owner when the request arrives, removes the owner C while a role change holds the owners and
+    // demotes A: refused.
     const [a, , c] = [await cp.member(t.id, 'owner'), await cp.member(t.id, 'owner'), await cp.member(t.id, 'owner')];
-    const target = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: c.id }, select: { id: true } });
-    // A concurrent change holds the tenant's owners (as a role change does) and demotes A before it commits.
-    let release: () => void = () => undefined;
-    let locked: () => void = () => undefined;
-    const lockTaken = new Promise<void>((resolve) => (locked = resolve));
-    const demotion = cp.system.$transaction(
-      async (tx) => {
-        await tx.$queryRaw`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND role = 'owner' FOR UPDATE`;
-        locked();
-        await new Promise<void>((resolve) => (release = resolve));
-        await tx.membership.updateMany({ where: { tenantId: t.id, userId: a.id }, data: { role: 'admin' } });
-      },
-      { timeout: 20_000 },
-    );
-    await lockTaken;
-    // A, still an owner when the request arrives, asks to remove the owner C; the removal waits for the owners' lock.
-    const removal = cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${target.id}`, { token: a.token });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    release();
-    await demotion;
-    const answer = await removal;
-    expect(answer.status).toBe(403);
-    expect(answer.json['detail']).toMatch(/Only owners/);
-    expect(await cp.system.membership.findFirst({ where: { id: target.id }, select: { role: true } })).toEqual({ role: 'owner' });
+    const owners = await removeDuringDemotion(a, c.id, Prisma.sql`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND role = 'owner' FOR UPDATE`, 'admin');
+    expect(owners.answer.status).toBe(403);
+    expect(owners.answer.json['detail']).toMatch(/Only owners/);
+    expect(owners.targetRole).toEqual({ role: 'owner' });
 
     // An admin demoted to member while removing another admin (no owner involved): refused as well.
     const [demoted, other] = [await cp.member(t.id, 'admin'), await cp.member(t.id, 'admin')];
-    const otherRow = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: other.id }, select: { id: true } });
-    let releaseAdmin: () => void = () => undefined;
-    let lockedAdmin: () => void = () => undefined;
-    const adminLocked = new Promise<void>((resolve) => (lockedAdmin = resolve));
-    const demotingAdmin = cp.system.$transaction(
-      async (tx) => {
-        await tx.$queryRaw`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND user_id = ${demoted.id}::uuid FOR UPDATE`;
-        lockedAdmin();
-        await new Promise<void>((resolve) => (releaseAdmin = resolve));
-        await tx.membership.updateMany({ where: { tenantId: t.id, userId: demoted.id }, data: { role: 'member' } });
-      },
-      { timeout: 20_000 },
-    );
-    await adminLocked;
-    const adminRemoval = cp.request('DELETE', `/api/v1/tenants/${t.id}/members/${otherRow.id}`, { token: demoted.token });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    releaseAdmin();
-    await demotingAdmin;
-    const adminAnswer = await adminRemoval;
-    expect(adminAnswer.status).toBe(403);
-    expect(adminAnswer.json['detail']).toMatch(/Your role \(member\)/);
-    expect(await cp.system.membership.findFirst({ where: { id: otherRow.id }, select: { role: true } })).toEqual({ role: 'admin' });
+    const admins = await removeDuringDemotion(demoted, other.id, Prisma.sql`SELECT id FROM memberships WHERE tenant_id = ${t.id}::uuid AND user_id = ${demoted.id}::uuid FOR UPDATE`, 'member');
+    expect(admins.answer.status).toBe(403);
+    expect(admins.answer.json['detail']).toMatch(/Your role \(member\)/);
+    expect(admins.targetRole).toEqual({ role: 'admin' });
   });
 
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {
