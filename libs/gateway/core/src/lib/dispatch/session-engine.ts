@@ -62,7 +62,6 @@ export interface EngineOptions {
   readonly listCacheMaxBytes?: number;
 }
 
-
 /** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
 export const MAX_CLIENT_INFO_LENGTH = 256;
 /** Longest JSON of the `capabilities` an initialize may carry (real clients send well under 1 KiB). */

@@ -106,9 +106,9 @@ interface PostInput {
   readonly ip: string | undefined;
   readonly traceId: string;
   /** Already admitted (Origin/Host and authentication) from the headers, before the body was read. */
-  readonly principal?: Principal;
+  readonly principal?: Principal | undefined;
   /** Origin/Host admitted and authentication under way (an authenticator that must wait), before the body was read. */
-  readonly authentication?: Promise<AuthOutcome>;
+  readonly authentication?: Promise<AuthOutcome> | undefined;
 }
 
 /**
@@ -154,8 +154,9 @@ interface LegacyStream {
  */
 export interface McpRoutes {
   /**
-   * Shutdown, first step: new requests are answered 503 (and their connection closed, so the agent's next request
-   * goes to another replica); requests under way go on.
+   * Shutdown, first step: new requests and new streams are answered 503 (connection closed, so the agent's next
+   * request goes to another replica); requests under way go on, and answers and notifications still pass (calls under
+   * way may wait for them).
    */
   stopAccepting(): void;
   /** POST messages being handled right now (initialize and calls included): what a graceful shutdown waits for. */
@@ -390,7 +391,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, ...(principal ? { principal } : {}), ...(authentication ? { authentication } : {}) }, res);
+      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, principal, authentication }, res);
     };
     req.on('data', onData);
     req.on('end', onEnd);
