@@ -22,10 +22,16 @@ const SECRET_VALUE = new RegExp(
     /\bgithub_pat_[A-Za-z0-9_]{30,}\b/.source,
     /\bsk-[A-Za-z0-9_-]{20,}/.source, // common "secret key" API tokens
     /\bxox[abprs]-[A-Za-z0-9-]{10,}/.source, // Slack tokens
-    /(?<=:\/\/[^\s/:@]{1,256}:)[^\s/@]{1,256}(?=@)/.source, // the password in scheme://user:password@host
   ].join('|'),
   'g',
 );
+
+/**
+ * The password in `scheme://user:password@host`. Kept apart and tried only on text with an `@`: a pattern that starts
+ * with a lookbehind is tried at every position, and inside the alternation above it made every string's test about
+ * four times slower (each audited call tests several).
+ */
+const URL_PASSWORD = /(?<=:\/\/[^\s/:@]{1,256}:)[^\s/@]{1,256}(?=@)/g;
 
 /**
  * The value of a URL query parameter named like a credential (?access_token=…, &api_key=…, &X-Amz-Signature=…). Kept
@@ -83,6 +89,10 @@ function redactString(value: string): string {
   let text = storableText(value);
   SECRET_VALUE.lastIndex = 0;
   if (SECRET_VALUE.test(text)) text = text.replace(SECRET_VALUE, REDACTED);
+  if (text.includes('@')) {
+    URL_PASSWORD.lastIndex = 0;
+    if (URL_PASSWORD.test(text)) text = text.replace(URL_PASSWORD, REDACTED);
+  }
   if (text.includes('=')) {
     SECRET_QUERY_VALUE.lastIndex = 0;
     if (SECRET_QUERY_VALUE.test(text)) text = text.replace(SECRET_QUERY_VALUE, REDACTED);

@@ -420,6 +420,54 @@ describe('SessionEngine across replicas', () => {
     expect(asked()).toBe(2);
   });
 
+  it('walks the resource listings once for many unknown URIs, not again within a second, and again after a list change', async () => {
+    let listed = ['file:///docs/a'];
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'docs',
+        capabilities: { resources: { listChanged: true } },
+        handle: async (method, params) => {
+          if (method === 'resources/list') return { resources: listed.map((uri) => ({ uri, name: uri })) };
+          if (method === 'resources/templates/list') return { resourceTemplates: [] };
+          if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'body' }] };
+          return {};
+        },
+      },
+    });
+    const record = await openSession(engine);
+    const walks = () => connector.calls.filter((call) => call.method === 'resources/list').length;
+    const read = (uri: string) => engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+    const now = vi.spyOn(Date, 'now');
+    let clock = 1_000_000;
+    now.mockImplementation(() => clock);
+    try {
+      // Twenty unknown URIs at once: one walk (resources and templates), every read refused as not found.
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => read(`file:///docs/missing-${i}`)));
+      for (const answer of answers) expect('error' in answer && answer.error.code).toBe(-32002);
+      expect(walks()).toBe(1);
+      expect(connector.calls.filter((call) => call.method === 'resources/templates/list')).toHaveLength(1);
+      // The walk taught the listed URI's route.
+      expect('result' in (await read('file:///docs/a'))).toBe(true);
+      expect(walks()).toBe(1);
+      // Within a second of the last walk: answered without another.
+      clock += 900;
+      listed = ['file:///docs/a', 'file:///docs/b'];
+      expect('error' in (await read('file:///docs/b'))).toBe(true);
+      expect(walks()).toBe(1);
+      // Later, a URI nobody routes walks again, and finds what is listed now.
+      clock += 200;
+      expect('result' in (await read('file:///docs/b'))).toBe(true);
+      expect(walks()).toBe(2);
+      // A resources list change lets the next unknown URI walk at once.
+      listed = ['file:///docs/a', 'file:///docs/b', 'file:///docs/c'];
+      connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+      expect('result' in (await read('file:///docs/c'))).toBe(true);
+      expect(walks()).toBe(3);
+    } finally {
+      now.mockRestore();
+    }
+  });
+
   it('answers a cached listing with the same frozen exposed items, and new ones once the upstream listed again', async () => {
     let version = 1;
     const { engine, connector } = build(

@@ -126,6 +126,10 @@ interface LiveSession {
   readonly resourceRoutes: Map<string, string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
+  /** A walk of the resource listings under way to learn routes (`byUri`): later unknown URIs wait for it. */
+  learningRoutes: Promise<void> | undefined;
+  /** When the last such walk ended; 0 once a resources list changed. */
+  routesLearnedAt: number;
   standalone: MessageSink | undefined;
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
@@ -138,6 +142,9 @@ interface LiveSession {
  * never answers would otherwise let upstreams pile them up for as long as they wait.
  */
 export const MAX_RELAYED_PER_SESSION = 32;
+
+/** Least time between two walks of a session's resource listings for URIs no route knows (`learnRoutes`). */
+const ROUTE_RELEARN_MIN_MS = 1_000;
 
 interface PendingServerRequest {
   readonly sessionId: string;
@@ -230,6 +237,8 @@ export class SessionEngine {
   private readonly exposed: ExposedItems;
   /** Every session's cached listing pages on this replica (see `listCacheMs`, `listCacheMaxPages`). */
   private readonly pageStore: ListingPageStore;
+  /** How long after a walk of the resource listings an unknown URI is answered without another (`learnRoutes`). */
+  private readonly routeRelearnMs: number;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
   private readonly released = new Map<string, SessionRecord>();
   private sweeping = false;
@@ -237,6 +246,8 @@ export class SessionEngine {
   constructor(private readonly deps: EngineDeps) {
     this.exposed = new ExposedItems(deps.options.separator);
     this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000, deps.options.listCacheMaxBytes);
+    // A walk within the listing cache's lifetime would answer from the cache anyway; a second at least between walks.
+    this.routeRelearnMs = Math.max(ROUTE_RELEARN_MIN_MS, deps.options.listCacheMs ?? 0);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
@@ -428,9 +439,12 @@ export class SessionEngine {
       case 'answer':
         this.settleAnswer(message.sessionId, message.response);
         return;
-      case 'lists-changed':
-        this.live.get(message.sessionId)?.upstreams.get(message.upstreamId)?.pages.clear();
+      case 'lists-changed': {
+        const live = this.live.get(message.sessionId);
+        live?.upstreams.get(message.upstreamId)?.pages.clear();
+        if (live) live.routesLearnedAt = 0;
         return;
+      }
       case 'standalone':
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
         this.live.get(message.sessionId)?.standalone?.send(message.message);
@@ -749,13 +763,32 @@ export class SessionEngine {
     };
     let upstreamId = find();
     if (upstreamId === undefined) {
-      // This replica has not listed this session's resources yet (or the URI is new): learn the routes once.
-      await this.learnAll(live, 'resources', traceId);
-      await this.learnAll(live, 'resourceTemplates', traceId);
+      // This replica has not listed this session's resources yet (or the URI is new): learn the routes.
+      await this.learnRoutes(live, traceId);
       upstreamId = find();
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
     return upstreamId;
+  }
+
+  /**
+   * Walks the session's resource and template listings to learn which upstream serves which URI. One walk at a time
+   * per session (requests that arrive meanwhile wait for it), and none again within `routeRelearnMs` of the last
+   * unless a resources list changed: an agent reading URIs nobody lists would otherwise have every upstream list
+   * everything (up to 50 pages of each) for each one, in parallel.
+   */
+  private learnRoutes(live: LiveSession, traceId: string): Promise<void> {
+    if (live.learningRoutes) return live.learningRoutes;
+    if (live.routesLearnedAt !== 0 && Date.now() - live.routesLearnedAt < this.routeRelearnMs) return Promise.resolve();
+    const walk = (async () => {
+      await this.learnAll(live, 'resources', traceId);
+      await this.learnAll(live, 'resourceTemplates', traceId);
+    })().finally(() => {
+      live.learningRoutes = undefined;
+      live.routesLearnedAt = Date.now();
+    });
+    live.learningRoutes = walk;
+    return walk;
   }
 
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string): Promise<void> {
@@ -903,6 +936,8 @@ export class SessionEngine {
   /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
   private listsChanged(live: LiveSession, upstreamId: string): void {
     live.upstreams.get(upstreamId)?.pages.clear();
+    // An unknown URI may now be listed: the next one walks the listings again at once.
+    live.routesLearnedAt = 0;
     this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId });
   }
 
@@ -928,6 +963,8 @@ export class SessionEngine {
       upstreams: new Map(),
       resourceRoutes: new Map(),
       templateRoutes: new Map(),
+      learningRoutes: undefined,
+      routesLearnedAt: 0,
       standalone: undefined,
       inflight: new Map(),
       relayed: new Set(),
