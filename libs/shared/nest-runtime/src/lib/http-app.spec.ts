@@ -2,6 +2,7 @@ import { Body, Controller, Get, Module, Post } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { AppError } from '@portcullis/shared/util-errors';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { connect, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -143,6 +144,31 @@ describe('createHttpApp server limits', () => {
       expect((custom.getHttpServer() as { requestTimeout: number }).requestTimeout).toBe(5_000);
     } finally {
       await Promise.all([bounded.close(), custom.close()]);
+    }
+  });
+
+  it('answers 408 and closes the socket of a client that stops sending its body, about when the timeout says', async () => {
+    const app = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestTimeoutMs: 400 });
+    try {
+      await app.listen(0, '127.0.0.1');
+      const { port } = (app.getHttpServer() as { address(): AddressInfo }).address();
+      const socket = connect(port, '127.0.0.1');
+      const started = Date.now();
+      const answer = await new Promise<{ text: string; afterMs: number }>((resolve, reject) => {
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        socket.on('close', () => resolve({ text, afterMs: Date.now() - started }));
+        socket.on('error', reject);
+        // Headers and a fifth of the promised body, then nothing.
+        socket.write('POST /things HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":"x"');
+        setTimeout(() => reject(new Error('the server kept the socket open')), 10_000).unref();
+      });
+      expect(answer.text).toMatch(/^HTTP\/1\.1 408 /);
+      // Node checks at a quarter of the timeout here, so the socket goes within about 1.25× of it (generous bound).
+      expect(answer.afterMs).toBeGreaterThanOrEqual(350);
+      expect(answer.afterMs).toBeLessThan(5_000);
+    } finally {
+      await app.close();
     }
   });
 });

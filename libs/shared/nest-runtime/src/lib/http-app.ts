@@ -40,6 +40,7 @@ function fastifyTrustProxy(trust: boolean | number | readonly string[]): boolean
 export async function createHttpApp(
   module: Type<unknown> | DynamicModule,
   options: HttpAppOptions): Promise<NestFastifyApplication> {
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const adapter = new FastifyAdapter({
     loggerInstance: options.logger,
     bodyLimit: options.bodyLimitBytes,
@@ -47,7 +48,12 @@ export async function createHttpApp(
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
-    requestTimeout: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+    requestTimeout,
+    // Also given to Node's server at creation: Fastify sets `requestTimeout` only afterwards, when Node has already
+    // derived its headers timeout from the default (60 s), and a trickling client was then cut off only after that.
+    // Node checks its connections every 30 s by default (a socket lived up to that much past its timeout): here at a
+    // quarter of the timeout, at most every 5 s.
+    http: { requestTimeout, connectionsCheckingInterval: requestTimeout > 0 ? Math.min(5_000, Math.max(50, Math.floor(requestTimeout / 4))) : 30_000 },
   });
   const app = await NestFactory.create<NestFastifyApplication>(module, adapter, {
     logger: new PinoNestLogger(options.logger),
