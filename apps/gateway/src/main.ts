@@ -19,6 +19,7 @@ void runOrExit(logger, async () => {
     logger,
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
+    requestLogging: false,
   });
   // Boot-time wiring only: the request path below gets plain objects, never the container.
   const redis = app.get<Redis>(REDIS);

@@ -147,6 +147,22 @@ describe('createHttpApp server limits', () => {
     }
   });
 
+  it('writes Fastify\'s request log lines unless told not to', async () => {
+    const quiet = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestLogging: false });
+    const chatty = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024 });
+    try {
+      await Promise.all([quiet.init(), chatty.init()]);
+      const completed = () => lines.filter((line) => line.includes('request completed')).length;
+      const before = completed();
+      await quiet.getHttpAdapter().getInstance().inject({ method: 'GET', url: '/things/conflict' });
+      expect(completed()).toBe(before);
+      await chatty.getHttpAdapter().getInstance().inject({ method: 'GET', url: '/things/conflict' });
+      expect(completed()).toBe(before + 1);
+    } finally {
+      await Promise.all([quiet.close(), chatty.close()]);
+    }
+  });
+
   it('answers 408 and closes the socket of a client that stops sending its body, about when the timeout says', async () => {
     const app = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestTimeoutMs: 400 });
     try {

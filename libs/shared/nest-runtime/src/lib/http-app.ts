@@ -21,6 +21,12 @@ export interface HttpAppOptions {
    * Responses are not bounded by it (SSE streams, long calls).
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * Fastify's two info lines per request ("incoming request", "request completed"; default true). The gateway turns
+   * them off: its MCP routes log what goes wrong themselves, and a line pair per legacy-transport message, with the
+   * session id in its URL, is noise at best.
+   */
+  readonly requestLogging?: boolean;
 }
 
 /** Default of `HttpAppOptions.requestTimeoutMs`. */
@@ -48,6 +54,7 @@ export async function createHttpApp(
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
+    disableRequestLogging: options.requestLogging === false,
     requestTimeout,
     // Also given to Node's server at creation: Fastify sets `requestTimeout` only afterwards, when Node has already
     // derived its headers timeout from the default (60 s), and a trickling client was then cut off only after that.
