@@ -2,6 +2,7 @@ import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Logger } from '@portcullis/shared/util-logger';
+import { LogController } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { PinoNestLogger } from './pino-nest-logger';
 import { ProblemDetailsFilter } from './problem-details.filter';
@@ -54,7 +55,7 @@ export async function createHttpApp(
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
-    disableRequestLogging: options.requestLogging === false,
+    ...(options.requestLogging === false ? { logController: new LogController({ disableRequestLogging: true }) } : {}),
     requestTimeout,
     // Also given to Node's server at creation: Fastify sets `requestTimeout` only afterwards, when Node has already
     // derived its headers timeout from the default (60 s), and a trickling client was then cut off only after that.
