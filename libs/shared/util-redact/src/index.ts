@@ -1,2 +1,2 @@
-export { compileRedactionPaths, InvalidRedactionPathError, namesSecret, REDACTED, redactSecrets, storableJson, storableText } from './lib/redact';
+export { compileRedactionPaths, InvalidRedactionPathError, namesSecret, needsNoRedaction, REDACTED, redactSecrets, storableJson, storableText } from './lib/redact';
 export type { PathRedactor } from './lib/redact';

@@ -194,6 +194,30 @@ describe('auditHooks', () => {
     ]);
   });
 
+  it('records a call whose arguments are nested too deeply to copy or serialise, with a note in their place', () => {
+    const { emitter, hooks } = setup();
+    // A 120 KB body: JSON.parse takes it, but anything that recurses through it runs out of stack.
+    const deep = JSON.parse(`${'{"a":'.repeat(20_000)}1${'}'.repeat(20_000)}`) as Record<string, unknown>;
+    hooks.completed?.(call(deep), ok({ content: [{ type: 'text', text: 'done' }] }));
+    expect(emitter.events).toHaveLength(1);
+    expect(emitter.events[0]).toMatchObject({ method: 'tools/call', tool: 'ks__echo', outcome: 'ok', arguments: { arguments: { unserialisable: true }, result: { unserialisable: true } } });
+  });
+
+  it('keeps arguments and results with nothing to redact as they are, and copies only those with something to hide', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full' } });
+    const plain = { q: 'find', page: 2, tags: ['a', 'b'] };
+    const result = { content: [{ type: 'text', text: 'done' }] };
+    hooks.completed?.(call(plain), ok(result));
+    const kept = emitter.events[0]?.arguments as Record<string, unknown>;
+    expect(kept['arguments']).toBe(plain);
+    expect(kept['result']).toBe(result);
+    const secret = { q: 'find', note: 'postgres://app:hunter2@db/x' };
+    hooks.completed?.(call(secret), ok(result));
+    const copied = emitter.events[1]?.arguments as Record<string, unknown>;
+    expect(copied['arguments']).toEqual({ q: 'find', note: `postgres://app:${REDACTED}@db/x` });
+    expect(secret.note).toBe('postgres://app:hunter2@db/x');
+  });
+
   it('replaces oversized arguments with a size note', () => {
     const { emitter, hooks } = setup();
     hooks.completed?.(call({ blob: 'x'.repeat(40_000) }), ok({}));

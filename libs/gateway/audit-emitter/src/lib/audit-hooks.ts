@@ -10,7 +10,7 @@ import {
 } from '@portcullis/gateway/core';
 import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { compileRedactionPaths, redactSecrets, storableText } from '@portcullis/shared/util-redact';
+import { compileRedactionPaths, needsNoRedaction, redactSecrets, storableText } from '@portcullis/shared/util-redact';
 import type { AuditEmitter } from './audit-emitter';
 
 export interface AuditHooksOptions {
@@ -200,8 +200,29 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       empty = false;
     }
     if (empty) return NO_PAYLOAD;
-    let safe = redactSecrets(envelope) as Record<string, unknown>;
+    try {
+      return boundedPayload(envelope, paths);
+    } catch {
+      // Nested deeper than the stack allows (JSON.parse takes any depth; copying and serialising recurse): the call is
+      // recorded all the same, with a note in place of what could not be kept. Before, the whole event was lost.
+      const note: Record<string, unknown> = {};
+      for (const part of Object.keys(envelope)) note[part] = { unserialisable: true };
+      return { payload: note as AuditEventV1['arguments'], bytes: 3 * JSON.stringify(note).length };
+    }
+  };
+
+  /** `payloadOf` for an envelope with something in it: redacted, and within `maxPayloadBytes`. Throws if not JSON. */
+  const boundedPayload = (
+    envelope: Record<string, unknown>,
+    paths: readonly string[],
+  ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
     const redactor = redactorFor(paths);
+    if (redactor === undefined) {
+      // Most calls carry nothing to redact: then the envelope is kept as it is, and its text serves as the size.
+      const raw = JSON.stringify(envelope);
+      if (raw.length <= maxPayloadBytes && needsNoRedaction(envelope, raw)) return { payload: envelope as AuditEventV1['arguments'], bytes: 3 * raw.length };
+    }
+    let safe = redactSecrets(envelope) as Record<string, unknown>;
     if (redactor) safe = redactor(safe);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.

@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson } from './redact';
+import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -121,5 +122,63 @@ describe('storableJson', () => {
     expect(dirty.a[1]).toBe('y\u0000');
     const proto = JSON.parse('{"__proto__": "\\u0000"}') as Record<string, unknown>;
     expect(Object.keys(storableJson(proto))).toEqual(['__proto__']);
+  });
+});
+
+describe('needsNoRedaction', () => {
+  const clean = (value: unknown) => needsNoRedaction(value, JSON.stringify(value));
+
+  it('says yes for plain arguments and results, and no for each thing redactSecrets would change', () => {
+    expect(clean({ arguments: { message: 'hello portcullis', n: 3, tags: ['a', 'b'] }, result: { content: { count: 1, types: ['text'] }, isError: false } })).toBe(true);
+    expect(clean({ secret: null, token: undefined })).toBe(true);
+    const dirty: unknown[] = [
+      { token: 'abc' },
+      { nested: [{ headers: { a: 1 } }] },
+      { note: 'Bearer abcdefghijklmnop' },
+      { note: 'Bearer\tabcdefghijklmnop' }, // a tab is escaped in the text: the text is not taken
+      { dsn: 'postgres://app:hunter2@db:5432/x' },
+      { uri: 'file:///data?access_token=s3cr3t' },
+      { key: 'pcs_0123456789abcdefghijkl' },
+      { text: 'nul\u0000inside' },
+      { text: 'half a pair \ud800' },
+      { 'ke\u0000y': 1 },
+      { quoted: 'say "hi"' }, // escaped quotes: the text is not taken (a false no costs only the copy)
+    ];
+    for (const value of dirty) expect(clean(value)).toBe(false);
+  });
+
+  it('never says yes when redactSecrets would change anything (property)', () => {
+    const risky = fc.constantFrom(
+      'token',
+      'Authorization',
+      'env',
+      'key',
+      'x_auth',
+      'Bearer abcdefghijklmnop',
+      'bearer  ABCDEFGHIJ12',
+      'pcs_0123456789abcdefghijkl',
+      'eyJhbGciOi.eyJzdWIiOi.sig',
+      'AKIAABCDEFGHIJKLMNOP',
+      'scheme://user:pw@host',
+      '?api_key=v',
+      '&signature=s',
+      '-----BEGIN RSA PRIVATE KEY-----',
+      'a\u0000b',
+      '\ud800',
+      'plain',
+      '',
+    );
+    const text = fc.oneof(fc.string(), risky, fc.tuple(fc.string(), risky, fc.string()).map(([a, b, c]) => a + b + c));
+    const value = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, text, fc.integer(), fc.boolean(), fc.constant(null), tie('list'), tie('object')),
+      list: fc.array(tie('node'), { maxLength: 4 }),
+      object: fc.dictionary(fc.oneof(fc.string(), risky), tie('node'), { maxKeys: 4 }),
+    })).node;
+    fc.assert(
+      fc.property(value, (input) => {
+        if (needsNoRedaction(input, JSON.stringify(input))) expect(JSON.stringify(redactSecrets(input))).toBe(JSON.stringify(input));
+      }),
+      { numRuns: 3_000 },
+    );
   });
 });

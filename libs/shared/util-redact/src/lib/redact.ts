@@ -159,6 +159,45 @@ export function redactSecrets(value: unknown): unknown {
   return out;
 }
 
+/** Whether some key in `value`, at any depth, names a credential and holds something (`redactSecrets` would replace it). */
+function holdsSecretKey(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) {
+    for (const item of value as unknown[]) if (holdsSecretKey(item)) return true;
+    return false;
+  }
+  const source = value as Record<string, unknown>;
+  for (const key of Object.keys(source)) {
+    const child = source[key];
+    if (child === undefined || child === null) continue;
+    if (isSecretKey(key) || holdsSecretKey(child)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether `redactSecrets(value)` would leave `value` as it is, given `json`, its `JSON.stringify` text: no key names a
+ * credential, no string looks like one, and every string is already storable. Cheaper than the copy when, as on most
+ * calls, there is nothing to redact: keys are checked by a walk, but strings by one scan of the text instead of one
+ * test each. Sound because the text is taken only when it has no backslash at all: then every string stands in it
+ * exactly as it is, between quotes, with no NUL or lone surrogate (JSON.stringify escapes both), so a credential in
+ * a string is a match in the text. False answers cost only the copy; a true answer must never hide a credential.
+ */
+export function needsNoRedaction(value: unknown, json: string): boolean {
+  if (json.includes('\\')) return false;
+  SECRET_VALUE.lastIndex = 0;
+  if (SECRET_VALUE.test(json)) return false;
+  if (json.includes('@')) {
+    URL_PASSWORD.lastIndex = 0;
+    if (URL_PASSWORD.test(json)) return false;
+  }
+  if (json.includes('=')) {
+    SECRET_QUERY_VALUE.lastIndex = 0;
+    if (SECRET_QUERY_VALUE.test(json)) return false;
+  }
+  return !holdsSecretKey(value);
+}
+
 export class InvalidRedactionPathError extends Error {
   constructor(readonly path: string) {
     super(`invalid redaction path: ${path.slice(0, 200)}`);
