@@ -224,6 +224,38 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
     expect(row.arguments).toEqual({ arguments: { message: 'visible argument, hidden result' }, result: { content: { count: 1, types: ['text'] } } });
   });
 
+  it('answers and audits a call whose arguments are nested too deeply to forward or copy', async () => {
+    const { tenant, key } = await tenantWith([], { audit: { results: 'metadata' } });
+    await gateway.dataPlane.refreshAll();
+    const { client, transport } = await connect(gateway.url, tenant.slug, key);
+    // Sent as text: the SDK client could not serialise it either. 40 KB, under the body limit.
+    const body = `{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"ks__echo","arguments":{"a":${'['.repeat(20_000)}1${']'.repeat(20_000)}}}}`;
+    const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${key}`,
+        accept: 'application/json, text/event-stream',
+        'content-type': 'application/json',
+        'mcp-session-id': transport.sessionId ?? '',
+        'mcp-protocol-version': '2025-06-18',
+      },
+      body,
+    });
+    expect(res.status).toBe(200);
+    const answer = (await res.json()) as { id: number; error?: { code: number; message: string } };
+    expect(answer).toMatchObject({ id: 77, error: { code: -32602, message: 'Invalid params: nested too deeply' } });
+    // The gateway goes on serving the session.
+    expect((await client.callTool({ name: 'ks__echo', arguments: { message: 'after' } })).isError).not.toBe(true);
+    await client.close();
+    await gateway.dataPlane.audit?.flush();
+    const row = await waitFor(
+      async () => (await db.auditEvent.findFirst({ where: { tenantId: tenant.id, method: 'tools/call', arguments: { path: ['arguments', 'unserialisable'], equals: true } } })) ?? undefined,
+      { timeoutMs: 20_000, description: 'the deep call event' },
+    );
+    expect(row.outcome).not.toBe('ok');
+    expect(row.tool).toBe('ks__echo');
+  });
+
   it('audits a call whose rate limits could not be checked (counters unreachable, tenant fails open)', async () => {
     const degraded = await startTestGateway({
       systemDb: db,

@@ -1120,6 +1120,11 @@ export class SessionEngine {
     if (error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError')) {
       return rpcError(id, GATEWAY_RPC.UPSTREAM_TIMEOUT, 'The request was cancelled or timed out', traceId);
     }
+    if (error instanceof RangeError && /call stack/i.test(error.message)) {
+      // JSON.parse takes any depth; serialising the params for the upstream (or a hook walking them) recurses and runs
+      // out of stack. The caller's input, not a fault here.
+      return rpcError(id, JSON_RPC.INVALID_PARAMS, 'Invalid params: nested too deeply', traceId);
+    }
     const errorId = randomBytes(8).toString('hex');
     this.deps.logger.error({ err: error, traceId, errorId }, 'unexpected error while handling a request');
     return rpcError(id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId });
