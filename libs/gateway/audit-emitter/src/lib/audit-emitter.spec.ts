@@ -179,6 +179,17 @@ describe('audit emitter', () => {
     expect(producer.sizes()).toEqual([2, 2, 2]);
   });
 
+  it('keeps each size hint with its own event across flushes, and measures the events that came without one', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer } = make({ batchSize: 4, maxJobBytes: one * 3 });
+    // Hinted at twice their size: such an event fills a job with one other unhinted event at most.
+    const hinted = [true, false, false, true, false, true];
+    for (const big of hinted) emitter.emit(event(), big ? one * 2 : undefined);
+    await emitter.flush();
+    // First flush [big, small, small, big] → [big] [small, small] [big]; then [small, big] → [small] [big].
+    expect(producer.sizes()).toEqual([1, 2, 1, 1, 1]);
+  });
+
   it("sends batch payload v1 (event objects) with jobFormat 'batch-v1' (workers older than v2), the same job ids", async () => {
     const { emitter, producer } = make({ jobFormat: 'batch-v1' });
     const events = Array.from({ length: 4 }, event);

@@ -157,8 +157,11 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       : new FileAuditSpool(options.spoolDir, options.spoolMaxBytes));
 
   let buffer: AuditEventV1[] = [];
-  /** Upper bounds on events' JSON sizes from `emit` (cutting jobs by them costs no serialisation). */
-  const sizeHints = new WeakMap<AuditEventV1, number>();
+  /**
+   * Beside `buffer`, index for index: an upper bound on each event's JSON size from `emit`, or -1 (cutting jobs by
+   * them costs no serialisation). An array, not a WeakMap keyed by event: a WeakMap entry per event cost ~10× more.
+   */
+  let hints: number[] = [];
   let redis: 'up' | 'down' = 'up';
   let nextProbeAt = 0;
   let flushing: Promise<void> | null = null;
@@ -214,15 +217,20 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     opts: jobOptions(auditBatchJobId(events.map((e) => e.eventId))),
   });
 
-  /** Cuts events into jobs: at most `maxJobEvents` and `maxJobBytes` each (a single larger event goes alone). */
-  const toJobs = (events: AuditEventV1[]): AuditJob[] => {
+  /**
+   * Cuts events into jobs: at most `maxJobEvents` and `maxJobBytes` each (a single larger event goes alone). `sizes`:
+   * the events' size bounds where known (-1 where not; absent for spooled events), else each is measured.
+   */
+  const toJobs = (events: AuditEventV1[], sizes?: readonly number[]): AuditJob[] => {
     if (jobFormat === 'event')
       return events.map((data) => ({ name: EVENT_JOB, data, opts: jobOptions(jobIdFor(EVENT_JOB, data)) }));
     const out: AuditJob[] = [];
     let current: AuditEventV1[] = [];
     let bytes = 0;
-    for (const event of events) {
-      const size = (sizeHints.get(event) ?? Buffer.byteLength(JSON.stringify(event))) + 1;
+    for (let index = 0; index < events.length; index += 1) {
+      const event = events[index] as AuditEventV1;
+      const hint = sizes?.[index] ?? -1;
+      const size = (hint >= 0 ? hint : Buffer.byteLength(JSON.stringify(event))) + 1;
       if (current.length > 0 && (current.length >= maxJobEvents || bytes + size > maxJobBytes)) {
         out.push(batchJob(current));
         current = [];
@@ -235,8 +243,8 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     return out;
   };
 
-  const send = async (events: AuditEventV1[]): Promise<void> => {
-    const batch = toJobs(events);
+  const send = async (events: AuditEventV1[], sizes?: readonly number[]): Promise<void> => {
+    const batch = toJobs(events, sizes);
     await withTimeout(options.producer.addBulk(batch), sendTimeoutMs);
     jobs += batch.length;
   };
@@ -277,14 +285,16 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     let due = buffer.length;
     while (due > 0) {
       const batch = buffer.slice(0, Math.min(options.batchSize, due));
+      const sizes = hints.slice(0, batch.length);
       buffer = buffer.slice(batch.length);
+      hints = hints.slice(batch.length);
       due -= batch.length;
       if (redis === 'down' && now() < nextProbeAt) {
         toSpool(batch);
         continue;
       }
       try {
-        await send(batch);
+        await send(batch, sizes);
         sent += batch.length;
         markUp();
       } catch (error) {
@@ -330,13 +340,13 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
 
   return {
     emit(event, sizeHint) {
-      if (sizeHint !== undefined) sizeHints.set(event, sizeHint);
       if (closed) {
         countDrops(1);
         return 'dropped';
       }
       if (buffer.length < options.maxBuffer) {
         buffer.push(event);
+        hints.push(sizeHint ?? -1);
         if (buffer.length >= options.batchSize && !flushing) void flush().catch(flushFailed);
         return 'buffered';
       }
