@@ -46,3 +46,12 @@ describe('gateway config: upstream network policy', () => {
     expect(parseConfig(gatewayConfigSchema, REQUIRED).upstreams.allowedHosts).toEqual([]);
   });
 });
+
+describe('gateway config: the request timeout', () => {
+  it('defaults to 30 s, reads GATEWAY_REQUEST_TIMEOUT_MS, and refuses what would turn it off or is not a whole number', () => {
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).http.requestTimeoutMs).toBe(30_000);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_REQUEST_TIMEOUT_MS: '120000' }).http.requestTimeoutMs).toBe(120_000);
+    expect(problemsOf({ GATEWAY_REQUEST_TIMEOUT_MS: '0' })).toEqual(['GATEWAY_REQUEST_TIMEOUT_MS']);
+    expect(problemsOf({ GATEWAY_REQUEST_TIMEOUT_MS: 'lots' })).toEqual(['GATEWAY_REQUEST_TIMEOUT_MS']);
+  });
+});

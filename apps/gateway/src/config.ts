@@ -14,6 +14,8 @@ export const gatewayConfigSchema = z
     GATEWAY_HOST: z.string().min(1).default('127.0.0.1'),
     GATEWAY_PORT: f.port(3200),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
+    /** Longest a client may take to send a whole request, headers and body (408 and the socket closed past it). */
+    GATEWAY_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
     GATEWAY_TRUST_PROXY: f.trustedProxies,
     /** Host header values accepted on the MCP endpoints (`host` or `host:port`); empty accepts any. */
     GATEWAY_ALLOWED_HOSTS: f.csv,
@@ -122,6 +124,7 @@ export const gatewayConfigSchema = z
       host: env.GATEWAY_HOST,
       port: env.GATEWAY_PORT,
       bodyLimitBytes: env.GATEWAY_BODY_LIMIT_BYTES,
+      requestTimeoutMs: env.GATEWAY_REQUEST_TIMEOUT_MS,
       trustProxy: env.GATEWAY_TRUST_PROXY,
       allowedHosts: env.GATEWAY_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
       allowedOrigins: env.GATEWAY_ALLOWED_ORIGINS.map((origin) => origin.toLowerCase()),

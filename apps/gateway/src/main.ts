@@ -18,6 +18,7 @@ void runOrExit(logger, async () => {
   const app = await createHttpApp(AppModule.forRoot(config, logger), {
     logger,
     bodyLimitBytes: config.http.bodyLimitBytes,
+    requestTimeoutMs: config.http.requestTimeoutMs,
     trustProxy: config.http.trustProxy,
     requestLogging: false,
   });

@@ -199,8 +199,17 @@ describe('auditHooks', () => {
     // A 120 KB body: JSON.parse takes it, but anything that recurses through it runs out of stack.
     const deep = JSON.parse(`${'{"a":'.repeat(20_000)}1${'}'.repeat(20_000)}`) as Record<string, unknown>;
     hooks.completed?.(call(deep), ok({ content: [{ type: 'text', text: 'done' }] }));
+    // And the other way round (full results): a result too deep to keep leaves the call's arguments in the trail.
+    const full = setup({ audit: { results: 'full' } });
+    full.hooks.completed?.(call({ path: '/srv/a', token: 'abc' }), ok({ structuredContent: deep }));
     expect(emitter.events).toHaveLength(1);
-    expect(emitter.events[0]).toMatchObject({ method: 'tools/call', tool: 'ks__echo', outcome: 'ok', arguments: { arguments: { unserialisable: true }, result: { unserialisable: true } } });
+    expect(emitter.events[0]).toMatchObject({
+      method: 'tools/call',
+      tool: 'ks__echo',
+      outcome: 'ok',
+      arguments: { arguments: { unserialisable: true }, result: { content: { count: 1, types: ['text'] } } },
+    });
+    expect(full.emitter.events[0]?.arguments).toEqual({ arguments: { path: '/srv/a', token: REDACTED }, result: { unserialisable: true } });
   });
 
   it('keeps arguments and results with nothing to redact as they are, and copies only those with something to hide', () => {

@@ -82,6 +82,8 @@ const cut = (value: string, max: number): string => {
   }
   return storableText(text);
 };
+/** A RangeError for a recursion that ran out of stack (a value nested too deeply), and nothing else. */
+const isStackExhausted = (error: unknown): boolean => error instanceof RangeError && /call stack/i.test(error.message);
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** A result's shape without its content: top-level flags, and per list its length and item types. */
@@ -202,12 +204,21 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     if (empty) return NO_PAYLOAD;
     try {
       return boundedPayload(envelope, paths);
-    } catch {
+    } catch (error) {
       // Nested deeper than the stack allows (JSON.parse takes any depth; copying and serialising recurse): the call is
-      // recorded all the same, with a note in place of what could not be kept. Before, the whole event was lost.
-      const note: Record<string, unknown> = {};
-      for (const part of Object.keys(envelope)) note[part] = { unserialisable: true };
-      return { payload: note as AuditEventV1['arguments'], bytes: 3 * JSON.stringify(note).length };
+      // recorded all the same, with a note in place of the part that could not be kept (the arguments survive a
+      // result too deep to keep, and the reverse). Before, the whole event was lost.
+      if (!isStackExhausted(error)) throw error;
+      const kept: Record<string, unknown> = {};
+      for (const [part, value] of Object.entries(envelope)) {
+        try {
+          kept[part] = (boundedPayload({ [part]: value }, paths).payload as Record<string, unknown>)[part];
+        } catch (inner) {
+          if (!isStackExhausted(inner)) throw inner;
+          kept[part] = { unserialisable: true };
+        }
+      }
+      return { payload: kept as AuditEventV1['arguments'], bytes: 3 * JSON.stringify(kept).length };
     }
   };
 
@@ -351,7 +362,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     },
 
     completed(info, outcome) {
-      // Off the response path: the engine reports before the answer is written.
+      // Off the response path: the engine reports before the answer is written. The arguments and result are kept by
+      // reference (copied only when something in them needs redacting) until the emitter serialises the event: nothing
+      // may change them once the request completed (nothing does: the engine and hooks treat them as read-only).
       pending.push(info, outcome);
       if (!scheduled) {
         scheduled = true;

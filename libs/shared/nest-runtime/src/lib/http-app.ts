@@ -25,9 +25,21 @@ export interface HttpAppOptions {
   /**
    * Fastify's two info lines per request ("incoming request", "request completed"; default true). The gateway turns
    * them off: its MCP routes log what goes wrong themselves, and a line pair per legacy-transport message, with the
-   * session id in its URL, is noise at best.
+   * session id in its URL, is noise at best. Fastify's error lines (a request that errored, a 5xx of its default
+   * error handler, a stream error) stay either way.
    */
   readonly requestLogging?: boolean;
+}
+
+/** Fastify's request log without its two info lines per request; its error lines are kept. */
+class ErrorsOnlyRequestLog extends LogController {
+  override incomingRequest(): void {
+    // Not logged: one line per request.
+  }
+
+  override requestCompleted(...args: Parameters<LogController['requestCompleted']>): void {
+    if (args[0]) super.requestCompleted(...args);
+  }
 }
 
 /** Default of `HttpAppOptions.requestTimeoutMs`. */
@@ -55,13 +67,18 @@ export async function createHttpApp(
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
-    ...(options.requestLogging === false ? { logController: new LogController({ disableRequestLogging: true }) } : {}),
+    ...(options.requestLogging === false ? { logController: new ErrorsOnlyRequestLog() } : {}),
     requestTimeout,
     // Also given to Node's server at creation: Fastify sets `requestTimeout` only afterwards, when Node has already
     // derived its headers timeout from the default (60 s), and a trickling client was then cut off only after that.
     // Node checks its connections every 30 s by default (a socket lived up to that much past its timeout): here at a
-    // quarter of the timeout, at most every 5 s.
-    http: { requestTimeout, connectionsCheckingInterval: requestTimeout > 0 ? Math.min(5_000, Math.max(50, Math.floor(requestTimeout / 4))) : 30_000 },
+    // quarter of the timeout, at most every 5 s. Node derives the headers timeout from this one (the lesser of it and
+    // 60 s), and from 0 would take 0: without a request timeout, headers still have Node's 60 s.
+    http: {
+      requestTimeout,
+      headersTimeout: requestTimeout > 0 ? Math.min(requestTimeout, 60_000) : 60_000,
+      connectionsCheckingInterval: requestTimeout > 0 ? Math.min(5_000, Math.max(50, Math.floor(requestTimeout / 4))) : 30_000,
+    },
   });
   const app = await NestFactory.create<NestFastifyApplication>(module, adapter, {
     logger: new PinoNestLogger(options.logger),

@@ -176,8 +176,10 @@ function holdsSecretKey(value: unknown): boolean {
 }
 
 /**
- * Whether `redactSecrets(value)` would leave `value` as it is, given `json`, its `JSON.stringify` text: no key names a
- * credential, no string looks like one, and every string is already storable. Cheaper than the copy when, as on most
+ * Whether `redactSecrets(value)` would leave `value` as it is, as JSON (`JSON.stringify(redactSecrets(value)) === json`),
+ * given `json`, its `JSON.stringify` text: no key names a credential, no string looks like one, and every string is
+ * already storable. For JSON data as JSON.parse makes it: an object whose `toJSON`, getters or non-enumerable parts
+ * make its text differ from its keys is not covered. Cheaper than the copy when, as on most
  * calls, there is nothing to redact: keys are checked by a walk, but strings by one scan of the text instead of one
  * test each. Sound because the text is taken only when it has no backslash at all: then every string stands in it
  * exactly as it is, between quotes, with no NUL or lone surrogate (JSON.stringify escapes both), so a credential in

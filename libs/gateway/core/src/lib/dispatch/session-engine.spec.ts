@@ -420,12 +420,12 @@ describe('SessionEngine across replicas', () => {
     expect(asked()).toBe(2);
   });
 
-  it('walks the resource listings once for many unknown URIs, not again within a second, and again after a list change', async () => {
+  it('walks the resource listings once for many unknown URIs, not again within a second, and again after a resources change', async () => {
     let listed = ['file:///docs/a'];
     const { engine, connector } = build({
       u1: {
         prefix: 'docs',
-        capabilities: { resources: { listChanged: true } },
+        capabilities: { resources: { listChanged: true }, tools: { listChanged: true } },
         handle: async (method, params) => {
           if (method === 'resources/list') return { resources: listed.map((uri) => ({ uri, name: uri })) };
           if (method === 'resources/templates/list') return { resourceTemplates: [] };
@@ -433,11 +433,11 @@ describe('SessionEngine across replicas', () => {
           return {};
         },
       },
-    });
+    }, 60_000);
     const record = await openSession(engine);
     const walks = () => connector.calls.filter((call) => call.method === 'resources/list').length;
     const read = (uri: string) => engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
-    const now = vi.spyOn(Date, 'now');
+    const now = vi.spyOn(performance, 'now');
     let clock = 1_000_000;
     now.mockImplementation(() => clock);
     try {
@@ -449,13 +449,17 @@ describe('SessionEngine across replicas', () => {
       // The walk taught the listed URI's route.
       expect('result' in (await read('file:///docs/a'))).toBe(true);
       expect(walks()).toBe(1);
-      // Within a second of the last walk: answered without another.
+      // Within a second of the last walk: answered without another, whatever the listing cache's lifetime.
       clock += 900;
-      listed = ['file:///docs/a', 'file:///docs/b'];
       expect('error' in (await read('file:///docs/b'))).toBe(true);
       expect(walks()).toBe(1);
-      // Later, a URI nobody routes walks again, and finds what is listed now.
+      // A tools list change does not count: resources are what routes are learned from.
+      connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+      expect('error' in (await read('file:///docs/b'))).toBe(true);
+      expect(walks()).toBe(1);
+      // A second after it, a URI nobody routes walks again (the tools change dropped the cached pages: asked anew).
       clock += 200;
+      listed = ['file:///docs/a', 'file:///docs/b'];
       expect('result' in (await read('file:///docs/b'))).toBe(true);
       expect(walks()).toBe(2);
       // A resources list change lets the next unknown URI walk at once.
@@ -466,6 +470,53 @@ describe('SessionEngine across replicas', () => {
     } finally {
       now.mockRestore();
     }
+  });
+
+  it('walks again at once after a walk that a resources change overtook, or that an upstream dropped out of', async () => {
+    let listed = ['file:///docs/a'];
+    let release: (() => void) | undefined;
+    let failing = false;
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'docs',
+        capabilities: { resources: { listChanged: true } },
+        handle: async (method) => {
+          if (method === 'resources/list') {
+            if (failing) throw new Error('upstream down');
+            const snapshot = listed;
+            if (release === undefined) await new Promise<void>((resolve) => (release = resolve));
+            return { resources: snapshot.map((uri) => ({ uri, name: uri })) };
+          }
+          if (method === 'resources/templates/list') return { resourceTemplates: [] };
+          return { contents: [] };
+        },
+      },
+    });
+    const record = await openSession(engine);
+    const walks = () => connector.calls.filter((call) => call.method === 'resources/list').length;
+    const read = (uri: string) => engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+    // A walk is under way (its listing held) when the upstream says its resources changed, adding b.
+    const first = read('file:///docs/b');
+    await vi.waitFor(() => expect(release).toBeDefined());
+    listed = ['file:///docs/a', 'file:///docs/b'];
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    // A read after the change does not join the stale walk: it starts its own, which sees b.
+    const second = read('file:///docs/b');
+    release?.();
+    expect('result' in (await second)).toBe(true);
+    await first; // answered either way: by the time its walk ends, the fresh one may have taught b's route
+    expect(walks()).toBe(2);
+    // The stale walk did not count as complete; the fresh one did: within a second, no third walk.
+    expect('error' in (await read('file:///docs/z'))).toBe(true);
+    expect(walks()).toBe(2);
+    // A walk an upstream dropped out of does not count either: the next unknown URI walks again at once.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    failing = true;
+    expect('error' in (await read('file:///docs/y'))).toBe(true);
+    expect(walks()).toBe(3);
+    failing = false;
+    expect('error' in (await read('file:///docs/x'))).toBe(true);
+    expect(walks()).toBe(4);
   });
 
   it('answers a cached listing with the same frozen exposed items, and new ones once the upstream listed again', async () => {

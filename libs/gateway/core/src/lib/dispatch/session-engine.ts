@@ -91,7 +91,7 @@ export type BusMessage =
   /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
   | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
-  | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string };
+  | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -126,10 +126,15 @@ interface LiveSession {
   readonly resourceRoutes: Map<string, string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
-  /** A walk of the resource listings under way to learn routes (`byUri`): later unknown URIs wait for it. */
-  learningRoutes: Promise<void> | undefined;
-  /** When the last such walk ended; 0 once a resources list changed. */
-  routesLearnedAt: number;
+  /**
+   * A walk of the resource listings under way to learn routes (`byUri`), and the `routesGeneration` it started in:
+   * later unknown URIs of the same generation wait for it.
+   */
+  learningRoutes: { readonly generation: number; readonly walk: Promise<void> } | undefined;
+  /** Counts the upstreams' resources list changes this replica heard of for the session. */
+  routesGeneration: number;
+  /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
+  routesLearnedAt: number | undefined;
   standalone: MessageSink | undefined;
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
@@ -144,7 +149,7 @@ interface LiveSession {
 export const MAX_RELAYED_PER_SESSION = 32;
 
 /** Least time between two walks of a session's resource listings for URIs no route knows (`learnRoutes`). */
-const ROUTE_RELEARN_MIN_MS = 1_000;
+const ROUTE_RELEARN_MS = 1_000;
 
 interface PendingServerRequest {
   readonly sessionId: string;
@@ -237,8 +242,6 @@ export class SessionEngine {
   private readonly exposed: ExposedItems;
   /** Every session's cached listing pages on this replica (see `listCacheMs`, `listCacheMaxPages`). */
   private readonly pageStore: ListingPageStore;
-  /** How long after a walk of the resource listings an unknown URI is answered without another (`learnRoutes`). */
-  private readonly routeRelearnMs: number;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
   private readonly released = new Map<string, SessionRecord>();
   private sweeping = false;
@@ -246,8 +249,6 @@ export class SessionEngine {
   constructor(private readonly deps: EngineDeps) {
     this.exposed = new ExposedItems(deps.options.separator);
     this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000, deps.options.listCacheMaxBytes);
-    // A walk within the listing cache's lifetime would answer from the cache anyway; a second at least between walks.
-    this.routeRelearnMs = Math.max(ROUTE_RELEARN_MIN_MS, deps.options.listCacheMs ?? 0);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
@@ -442,7 +443,7 @@ export class SessionEngine {
       case 'lists-changed': {
         const live = this.live.get(message.sessionId);
         live?.upstreams.get(message.upstreamId)?.pages.clear();
-        if (live) live.routesLearnedAt = 0;
+        if (live && message.resources === true) this.resourcesChanged(live);
         return;
       }
       case 'standalone':
@@ -665,7 +666,8 @@ export class SessionEngine {
 
   // ---------------------------------------------------------------- aggregation
 
-  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string): Promise<Record<string, unknown>> {
+  /** `status.dropped` is set when an upstream dropped out of this page (failed or timed out). */
+  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
     const spec = LIST_METHODS[kind];
     let targets: PendingPage[];
     if (cursor !== undefined) {
@@ -702,6 +704,7 @@ export class SessionEngine {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
       if (outcome.status === 'rejected') {
+        if (status) status.dropped = true;
         if (config) this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         return;
       }
@@ -773,28 +776,44 @@ export class SessionEngine {
 
   /**
    * Walks the session's resource and template listings to learn which upstream serves which URI. One walk at a time
-   * per session (requests that arrive meanwhile wait for it), and none again within `routeRelearnMs` of the last
-   * unless a resources list changed: an agent reading URIs nobody lists would otherwise have every upstream list
-   * everything (up to 50 pages of each) for each one, in parallel.
+   * per session (requests that arrive meanwhile wait for it), and none again within ROUTE_RELEARN_MS of the last
+   * complete one: an agent reading URIs nobody lists would otherwise have every upstream list everything (up to 50
+   * pages of each) for each read, in parallel. A walk counts as complete only if it succeeded, every upstream
+   * answered it, and no upstream said its resources changed meanwhile; after a change, the next unknown URI walks
+   * at once (a walk started before the change is not joined).
    */
   private learnRoutes(live: LiveSession, traceId: string): Promise<void> {
-    if (live.learningRoutes) return live.learningRoutes;
-    if (live.routesLearnedAt !== 0 && Date.now() - live.routesLearnedAt < this.routeRelearnMs) return Promise.resolve();
+    const generation = live.routesGeneration;
+    const running = live.learningRoutes;
+    if (running?.generation === generation) return running.walk;
+    if (running === undefined && live.routesLearnedAt !== undefined && performance.now() - live.routesLearnedAt < ROUTE_RELEARN_MS) {
+      return Promise.resolve();
+    }
+    const status = { dropped: false };
     const walk = (async () => {
-      await this.learnAll(live, 'resources', traceId);
-      await this.learnAll(live, 'resourceTemplates', traceId);
-    })().finally(() => {
-      live.learningRoutes = undefined;
-      live.routesLearnedAt = Date.now();
-    });
-    live.learningRoutes = walk;
+      await this.learnAll(live, 'resources', traceId, status);
+      await this.learnAll(live, 'resourceTemplates', traceId, status);
+    })();
+    const entry = { generation, walk };
+    live.learningRoutes = entry;
+    const settle = (complete: boolean) => {
+      if (live.learningRoutes === entry) live.learningRoutes = undefined;
+      if (complete && !status.dropped && live.routesGeneration === generation) live.routesLearnedAt = performance.now();
+    };
+    walk.then(() => settle(true), () => settle(false));
     return walk;
   }
 
-  private async learnAll(live: LiveSession, kind: ListKind, traceId: string): Promise<void> {
+  /** An upstream of the session said its resources changed: an unknown URI may now be listed. */
+  private resourcesChanged(live: LiveSession): void {
+    live.routesGeneration += 1;
+    live.routesLearnedAt = undefined;
+  }
+
+  private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
     let cursor: unknown;
     for (let pages = 0; pages < 50; pages++) {
-      const page = await this.list(live, kind, cursor, traceId);
+      const page = await this.list(live, kind, cursor, traceId, status);
       cursor = page['nextCursor'];
       if (typeof cursor !== 'string') return;
     }
@@ -829,7 +848,7 @@ export class SessionEngine {
     return session.request(message.method, params, {
       signal,
       onNotification: (notification) => {
-        if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId);
+        if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
           const progressed: Record<string, unknown> = { ...notification.params, progressToken };
@@ -934,18 +953,18 @@ export class SessionEngine {
   }
 
   /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
-  private listsChanged(live: LiveSession, upstreamId: string): void {
+  private listsChanged(live: LiveSession, upstreamId: string, method: string): void {
     live.upstreams.get(upstreamId)?.pages.clear();
-    // An unknown URI may now be listed: the next one walks the listings again at once.
-    live.routesLearnedAt = 0;
-    this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId });
+    const resources = method === 'notifications/resources/list_changed';
+    if (resources) this.resourcesChanged(live);
+    this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
   }
 
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
-      if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id);
+      if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
       // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
@@ -964,7 +983,8 @@ export class SessionEngine {
       resourceRoutes: new Map(),
       templateRoutes: new Map(),
       learningRoutes: undefined,
-      routesLearnedAt: 0,
+      routesGeneration: 0,
+      routesLearnedAt: undefined,
       standalone: undefined,
       inflight: new Map(),
       relayed: new Set(),
@@ -1122,7 +1142,8 @@ export class SessionEngine {
     }
     if (error instanceof RangeError && /call stack/i.test(error.message)) {
       // JSON.parse takes any depth; serialising the params for the upstream (or a hook walking them) recurses and runs
-      // out of stack. The caller's input, not a fault here.
+      // out of stack. Answered as the caller's input, but logged: a recursion fault of ours would look the same.
+      this.deps.logger.warn({ traceId }, 'request nested too deeply to handle (stack exhausted); answered -32602');
       return rpcError(id, JSON_RPC.INVALID_PARAMS, 'Invalid params: nested too deeply', traceId);
     }
     const errorId = randomBytes(8).toString('hex');

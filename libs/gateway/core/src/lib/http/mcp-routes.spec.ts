@@ -63,6 +63,11 @@ async function serve(rawFastPath: boolean) {
   const authenticator = new SlowAuthenticator();
   const app = Fastify();
   apps.push(app);
+  // Which way a POST went: the raw fast path answers before Fastify sees the request.
+  const viaFastify = { count: 0 };
+  app.addHook('onRequest', async (request) => {
+    if (request.method === 'POST') viaFastify.count += 1;
+  });
   await registerMcpRoutes(app, {
     authenticator,
     engine,
@@ -81,7 +86,17 @@ async function serve(rawFastPath: boolean) {
       headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json', ...headers },
       body: JSON.stringify(body),
     });
-  return { authenticator, post, connector };
+  /** A session opened while the authenticator admits, and a tools/call on it. */
+  const session = async () => {
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    expect(init.status).toBe(200);
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    expect(sessionId).not.toBe('');
+    return (id: number) =>
+      post({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } }, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
+  };
+  const toolCalls = () => connector.calls.filter((c) => c.method === 'tools/call').length;
+  return { authenticator, post, session, toolCalls, viaFastify };
 }
 
 describe.each([
@@ -89,37 +104,33 @@ describe.each([
   ['the Fastify route', false],
 ])('MCP POST with an authenticator that must wait, through %s', (_label, rawFastPath) => {
   it('serves the request once the authenticator admits it', async () => {
-    const { authenticator, post, connector } = await serve(rawFastPath);
-    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
-    expect(init.status).toBe(200);
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
-    expect(sessionId).not.toBe('');
-    const call = await post(
-      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } },
-      { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
-    );
+    const { authenticator, session, toolCalls, viaFastify } = await serve(rawFastPath);
+    const call = await (await session())(2);
     expect(call.status).toBe(200);
     expect(await call.json()).toMatchObject({ id: 2, result: { content: [{ type: 'text', text: '{"said":"hi"}' }] } });
     // Once per request: the fast path's pending answer is used, not asked for again.
     expect(authenticator.calls).toBe(2);
-    expect(connector.calls.filter((c) => c.method === 'tools/call')).toHaveLength(1);
+    expect(toolCalls()).toBe(1);
+    expect(viaFastify.count).toBe(rawFastPath ? 0 : 2);
   });
 
   it('answers 401 with a Bearer challenge when the authenticator refuses, and nothing reaches an upstream', async () => {
-    const { authenticator, post, connector } = await serve(rawFastPath);
+    const { authenticator, session, toolCalls } = await serve(rawFastPath);
+    const call = await session();
     authenticator.mode = 'refused';
-    const res = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const res = await call(2);
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toBe('Bearer');
     expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { message: 'Authentication required' } });
-    expect(connector.calls).toHaveLength(0);
+    expect(toolCalls()).toBe(0);
   });
 
   it('answers a failing authenticator with a 500 that names an error id and nothing of the failure', async () => {
-    const { authenticator, post, connector } = await serve(rawFastPath);
+    const { authenticator, session, toolCalls } = await serve(rawFastPath);
+    const call = await session();
     authenticator.mode = 'throws';
     logs = '';
-    const res = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const res = await call(2);
     expect(res.status).toBe(500);
     const text = await res.text();
     expect(text).not.toMatch(/10\.1\.2\.3|hunter2|introspect/);
@@ -127,6 +138,6 @@ describe.each([
     expect(body.error.data.errorId).toMatch(/^[0-9a-f]{16}$/);
     // The failure is in the log under that id, for the operator.
     expect(logs).toContain(body.error.data.errorId);
-    expect(connector.calls).toHaveLength(0);
+    expect(toolCalls()).toBe(0);
   });
 });
