@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { writeBounded } from './sinks';
+import { EventStream, PostResponder, writeBounded } from './sinks';
 
 /** A response whose client never reads: everything written after the first chunk stays buffered. */
 function stalled(): Writable {
@@ -35,5 +35,79 @@ describe('writeBounded', () => {
     expect(writeBounded(res as never, 'x'.repeat(50_000), true, 10_000)).toBe(true);
     expect(chunks.join('')).toHaveLength(50_000);
     expect(res.destroyed).toBe(false);
+  });
+});
+
+/** The parts of a ServerResponse PostResponder uses, recording what it was given. */
+function recordingResponse() {
+  const out = { status: 0, headers: [] as string[], body: '', chunks: [] as string[] };
+  const res = {
+    destroyed: false,
+    writableEnded: false,
+    writableLength: 0,
+    writeHead(status: number, headers: string[]) {
+      out.status = status;
+      out.headers = headers;
+      return res;
+    },
+    write(chunk: string) {
+      out.chunks.push(chunk);
+      return true;
+    },
+    end(body?: string | Buffer) {
+      if (body !== undefined) out.body = body.toString();
+      res.writableEnded = true;
+      return res;
+    },
+    destroy() {
+      res.destroyed = true;
+      return res;
+    },
+  };
+  return { res, out };
+}
+
+describe('PostResponder with answers too deeply nested to serialise', () => {
+  const deep = JSON.parse(`${'['.repeat(20_000)}1${']'.repeat(20_000)}`) as unknown;
+
+  it('answers an internal error with the same id instead of failing (JSON answer, batch, SSE answer)', () => {
+    const json = recordingResponse();
+    new PostResponder(json.res as never, 'session-1').finish({ jsonrpc: '2.0', id: 7, result: { structuredContent: { deep } } });
+    expect(json.out.status).toBe(200);
+    expect(JSON.parse(json.out.body)).toMatchObject({ jsonrpc: '2.0', id: 7, error: { code: -32603, message: expect.stringMatching(/nested too deeply/) } });
+
+    const batch = recordingResponse();
+    new PostResponder(batch.res as never, 'session-1').finish([
+      { jsonrpc: '2.0', id: 1, result: {} },
+      { jsonrpc: '2.0', id: 2, result: { deep } },
+    ]);
+    expect((JSON.parse(batch.out.body) as { id: number }[]).map((r) => r.id)).toEqual([1, 2]);
+
+    const sse = recordingResponse();
+    const streaming = new PostResponder(sse.res as never, 'session-1');
+    expect(streaming.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } })).toBe(true);
+    // A relayed message too deep to serialise is not delivered, and the stream goes on.
+    expect(streaming.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: deep } })).toBe(false);
+    streaming.finish({ jsonrpc: '2.0', id: 9, result: { deep } });
+    const last = sse.out.body.split('\n').find((line) => line.startsWith('data: ')) ?? '';
+    expect(JSON.parse(last.slice(6))).toMatchObject({ id: 9, error: { code: -32603 } });
+    expect(sse.res.writableEnded).toBe(true);
+  });
+});
+
+describe('EventStream with messages too deeply nested to serialise', () => {
+  it('sends an internal error for an answer, drops another message, and stays open (the legacy transport)', () => {
+    const deep = JSON.parse(`${'['.repeat(20_000)}1${']'.repeat(20_000)}`) as unknown;
+    const { res, out } = recordingResponse();
+    const stream = new EventStream(Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never, {}, 60_000);
+    try {
+      expect(stream.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: deep } })).toBe(false);
+      expect(stream.send({ jsonrpc: '2.0', id: 3, result: { deep } })).toBe(true);
+      const data = out.chunks.join('').split('\n').find((line) => line.startsWith('data: ')) ?? '';
+      expect(JSON.parse(data.slice(6))).toMatchObject({ id: 3, error: { code: -32603 } });
+      expect(stream.canStream).toBe(true);
+    } finally {
+      stream.close();
+    }
   });
 });

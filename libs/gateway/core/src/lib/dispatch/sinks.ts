@@ -46,6 +46,22 @@ export interface MessageSink {
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
 
+/** A RangeError for a serialisation that ran out of stack (a value nested too deeply), and nothing else. */
+const isStackExhausted = (error: unknown): boolean => error instanceof RangeError && /call stack/i.test(error.message);
+
+/**
+ * In place of answers too deeply nested to serialise (JSON.parse took an upstream's result at any depth;
+ * JSON.stringify recurses): an internal error for each, with its id, so the agent gets an answer and not a 500.
+ */
+function unrelayable(response: JsonRpcResponse | readonly JsonRpcResponse[]): JsonRpcResponse | JsonRpcResponse[] {
+  const one = (r: JsonRpcResponse): JsonRpcResponse => ({
+    jsonrpc: '2.0',
+    id: r.id,
+    error: { code: -32603, message: 'Internal error: the upstream answer is nested too deeply to relay' },
+  });
+  return 'jsonrpc' in response ? one(response) : response.map(one);
+}
+
 /**
  * The response to one Streamable HTTP POST: plain JSON when the answer is the only message, switched
  * to an SSE stream (with event ids) the moment anything must be sent before the answer. With a replay
@@ -88,7 +104,15 @@ export class PostResponder implements MessageSink {
       this.streamId = newStreamId('p');
       this.log = this.replay?.open(this.sessionId, this.streamId);
     }
-    this.write(JSON.stringify(message), false);
+    let data: string;
+    try {
+      data = JSON.stringify(message);
+    } catch (error) {
+      // An upstream's message nested too deeply to serialise is not relayed (the sender learns it was not delivered).
+      if (isStackExhausted(error)) return false;
+      throw error;
+    }
+    this.write(data, false);
     return true;
   }
 
@@ -98,6 +122,16 @@ export class PostResponder implements MessageSink {
    */
   finish(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'done') return;
+    try {
+      this.answer(response);
+    } catch (error) {
+      // Nothing was written: the answer is serialised before any write.
+      if (!isStackExhausted(error)) throw error;
+      this.answer(unrelayable(response));
+    }
+  }
+
+  private answer(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'sse') {
       this.write(JSON.stringify(response), true);
     } else if (!this.res.destroyed) {
@@ -163,7 +197,15 @@ export class EventStream implements MessageSink {
 
   send(message: JsonRpcMessage): boolean {
     if (!this.canStream) return false;
-    const data = JSON.stringify(message);
+    let data: string;
+    try {
+      data = JSON.stringify(message);
+    } catch (error) {
+      if (!isStackExhausted(error)) throw error;
+      // An answer too deeply nested to serialise becomes an internal error for its id; another message is not relayed.
+      if (!('id' in message) || 'method' in message) return false;
+      data = JSON.stringify(unrelayable(message as JsonRpcResponse));
+    }
     const seq = ++this.seq;
     this.log?.append(seq, data, false);
     return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
