@@ -8,6 +8,7 @@ import {
   type RequestInfo,
   type RequestOutcome,
 } from '@portcullis/gateway/core';
+import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { compileRedactionPaths, needsNoRedaction, redactSecrets, storableText } from '@portcullis/shared/util-redact';
@@ -82,8 +83,6 @@ const cut = (value: string, max: number): string => {
   }
   return storableText(text);
 };
-/** A RangeError for a recursion that ran out of stack (a value nested too deeply), and nothing else. */
-const isStackExhausted = (error: unknown): boolean => error instanceof RangeError && /call stack/i.test(error.message);
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** A result's shape without its content: top-level flags, and per list its length and item types. */

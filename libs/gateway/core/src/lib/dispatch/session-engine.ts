@@ -22,6 +22,7 @@ import {
   type UpstreamConnector,
   type UpstreamSession,
 } from '@portcullis/gateway/mcp';
+import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
@@ -1140,7 +1141,7 @@ export class SessionEngine {
     if (error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError')) {
       return rpcError(id, GATEWAY_RPC.UPSTREAM_TIMEOUT, 'The request was cancelled or timed out', traceId);
     }
-    if (error instanceof RangeError && /call stack/i.test(error.message)) {
+    if (isStackExhausted(error)) {
       // JSON.parse takes any depth; serialising the params for the upstream (or a hook walking them) recurses and runs
       // out of stack. Answered as the caller's input, but logged: a recursion fault of ours would look the same.
       this.deps.logger.warn({ traceId }, 'request nested too deeply to handle (stack exhausted); answered -32602');

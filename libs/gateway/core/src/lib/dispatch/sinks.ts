@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
+import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
 import { GATEWAY_RPC } from '../http/gateway-error';
 import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
@@ -45,9 +46,6 @@ export interface MessageSink {
 }
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
-
-/** A RangeError for a serialisation that ran out of stack (a value nested too deeply), and nothing else. */
-const isStackExhausted = (error: unknown): boolean => error instanceof RangeError && /call stack/i.test(error.message);
 
 /**
  * In place of answers too deeply nested to serialise (JSON.parse took an upstream's result at any depth;
