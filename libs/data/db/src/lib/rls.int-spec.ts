@@ -101,6 +101,15 @@ describe('row-level security (portcullis_app)', () => {
     expect(await app.$queryRaw<unknown[]>`SELECT * FROM upstreams`).toEqual([]);
   });
 
+  it('the app role cannot delete tenants or users, in a tenant\'s context or out of it (global tables, no RLS)', async () => {
+    const user = await system.user.create({ data: { email: `keep-${newId()}@example.test`, name: 'kept' }, select: { id: true } });
+    await expect(app.$executeRaw`DELETE FROM tenants WHERE id = ${b.id}::uuid`).rejects.toThrow(/permission denied/);
+    await expect(withTenant(app, a.id, (tx) => tx.$executeRaw`DELETE FROM tenants WHERE id = ${a.id}::uuid`)).rejects.toThrow(/permission denied/);
+    await expect(app.$executeRaw`DELETE FROM users WHERE id = ${user.id}::uuid`).rejects.toThrow(/permission denied/);
+    expect(await system.tenant.count({ where: { id: { in: [a.id, b.id] } } })).toBe(2);
+    expect(await system.user.count({ where: { id: user.id } })).toBe(1);
+  });
+
   it('Prisma queries inside withTenant(A) that name tenant B find nothing', async () => {
     const found = await withTenant(app, a.id, (tx) => tx.upstream.findMany({ where: { tenantId: b.id } }));
     expect(found).toEqual([]);
