@@ -3,7 +3,8 @@
 // and a short-lived access token (on stdout). Refuses to run a second time. `--token-for <email>` mints a new token
 // for an existing platform admin. Builds the control plane first when its bundle is missing.
 //
-// Environment: DATABASE_URL (default: the local application role), CONTROL_PLANE_JWT_* as for the control plane.
+// Environment: DATABASE_SYSTEM_URL (default: the local system role; making a platform admin is not the application
+// role's to do), CONTROL_PLANE_JWT_* as for the control plane.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { bin, repoRoot, run } from './lib/run.mjs';
@@ -15,6 +16,6 @@ if (!existsSync(entry)) {
   if (built !== 0) process.exit(built);
 }
 const code = await run(process.execPath, [entry, ...process.argv.slice(2)], {
-  env: { DATABASE_URL: process.env.DATABASE_URL ?? 'postgresql://portcullis_app@127.0.0.1:5432/portcullis' },
+  env: { DATABASE_SYSTEM_URL: process.env.DATABASE_SYSTEM_URL ?? 'postgresql://portcullis_system@127.0.0.1:5432/portcullis' },
 });
 process.exit(code);

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { issueAccessToken } from '@portcullis/control-plane/auth';
 import { tenantSlug } from '@portcullis/contracts/api';
-import { createPrismaClient, withTenant } from '@portcullis/data/db';
+import { createSystemPrismaClient } from '@portcullis/data/db';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { newId, tenantId as toTenantId } from '@portcullis/shared/util-ids';
 import { z } from 'zod';
@@ -23,7 +23,8 @@ async function main(): Promise<number> {
     strict: true,
   });
   const config = loadConfigOrExit('bootstrap', bootstrapConfigSchema);
-  const db = createPrismaClient({ url: config.database.url, applicationName: 'control-plane-bootstrap' });
+  // The system role: making a platform administrator is not the application role's to do (a trigger refuses it).
+  const db = createSystemPrismaClient({ url: config.database.systemUrl, applicationName: 'control-plane-bootstrap' });
   try {
     if (values['token-for']) {
       const user = await db.user.findUnique({ where: { email: values['token-for'].toLowerCase() }, select: { id: true, platformRole: true } });
@@ -42,7 +43,7 @@ async function main(): Promise<number> {
     }
     const { email, tenant: slug, name } = parsed.data;
     const id = toTenantId(newId());
-    const outcome = await withTenant(db, id, async (tx) => {
+    const outcome = await db.$transaction(async (tx) => {
       // One bootstrap at a time, and only the first: the advisory lock serialises concurrent runs.
       await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('portcullis.bootstrap'))`;
       const existing = await tx.user.findFirst({ where: { platformRole: 'platform_admin' }, select: { email: true } });

@@ -124,12 +124,12 @@ export type ControlPlaneConfig = z.output<typeof controlPlaneConfigSchema>;
 
 /** What the bootstrap command needs: the database and the token settings. */
 export const bootstrapConfigSchema = z
-  .object({ ...tokenFields, DATABASE_URL: f.postgresUrl })
+  .object({ ...tokenFields, DATABASE_SYSTEM_URL: f.postgresUrl })
   .superRefine((env, ctx) => requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx))
   .transform((env) => ({
     token: tokenSettings(env),
     usingDevelopmentSecret: env.CONTROL_PLANE_JWT_SECRET === undefined,
-    database: { url: env.DATABASE_URL },
+    database: { systemUrl: env.DATABASE_SYSTEM_URL },
   }));
 
 export type BootstrapConfig = z.output<typeof bootstrapConfigSchema>;

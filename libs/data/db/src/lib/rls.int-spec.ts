@@ -110,6 +110,21 @@ describe('row-level security (portcullis_app)', () => {
     expect(await system.user.count({ where: { id: user.id } })).toBe(1);
   });
 
+  it('the app role creates users and changes their names, but cannot make anyone a platform admin', async () => {
+    const email = `plain-${newId()}@example.test`;
+    const created = await app.user.create({ data: { email, name: 'Plain' }, select: { id: true } });
+    await app.$executeRaw`UPDATE users SET name = 'Renamed' WHERE id = ${created.id}::uuid`;
+    const refused = /may not change platform roles/;
+    await expect(app.$executeRaw`UPDATE users SET platform_role = 'platform_admin' WHERE id = ${created.id}::uuid`).rejects.toThrow(refused);
+    await expect(app.user.create({ data: { email: `admin-${newId()}@example.test`, name: 'Sneaky', platformRole: 'platform_admin' } })).rejects.toThrow(refused);
+    await expect(withTenant(app, a.id, (tx) => tx.user.update({ where: { id: created.id }, data: { platformRole: 'platform_admin' } }))).rejects.toThrow(refused);
+    // The system role (bootstrap, operators' scripts) still may.
+    await system.user.update({ where: { id: created.id }, data: { platformRole: 'platform_admin' } });
+    await expect(app.$executeRaw`UPDATE users SET platform_role = 'none' WHERE id = ${created.id}::uuid`).rejects.toThrow(refused);
+    await system.user.update({ where: { id: created.id }, data: { platformRole: 'none' } });
+    expect(await system.user.findUnique({ where: { id: created.id }, select: { name: true, platformRole: true } })).toEqual({ name: 'Renamed', platformRole: 'none' });
+  });
+
   it('Prisma queries inside withTenant(A) that name tenant B find nothing', async () => {
     const found = await withTenant(app, a.id, (tx) => tx.upstream.findMany({ where: { tenantId: b.id } }));
     expect(found).toEqual([]);
