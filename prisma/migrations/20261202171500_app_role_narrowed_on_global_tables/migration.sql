@@ -9,10 +9,11 @@ REVOKE DELETE ON TABLE "users" FROM portcullis_app;
 
 -- users.platform_role makes a platform administrator (of every tenant). The application never grants it (bootstrap
 -- does, as portcullis_system). A trigger rather than column grants: Prisma names the column, with its default, in
--- every INSERT.
+-- every INSERT. Judged by what the role is rather than its name (production may log in as another role granted
+-- portcullis_app's rights): only a role that bypasses row-level security (portcullis_system, the owner) may.
 CREATE FUNCTION "users_platform_role_guard"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF current_user = 'portcullis_app' AND (
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls)) AND (
     (TG_OP = 'INSERT' AND NEW.platform_role <> 'none')
     OR (TG_OP = 'UPDATE' AND NEW.platform_role IS DISTINCT FROM OLD.platform_role)
   ) THEN
