@@ -9,6 +9,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { bin, repoRoot, run } from './lib/run.mjs';
 
+// As `npm start`: a local .env is read (the environment wins over it).
+if (existsSync(path.join(repoRoot, '.env'))) process.loadEnvFile(path.join(repoRoot, '.env'));
+
 const entry = path.join(repoRoot, 'dist/apps/control-plane/bootstrap.js');
 if (!existsSync(entry)) {
   console.error('building the control plane…');

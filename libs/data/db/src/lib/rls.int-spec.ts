@@ -118,11 +118,21 @@ describe('row-level security (portcullis_app)', () => {
     await expect(app.$executeRaw`UPDATE users SET platform_role = 'platform_admin' WHERE id = ${created.id}::uuid`).rejects.toThrow(refused);
     await expect(app.user.create({ data: { email: `admin-${newId()}@example.test`, name: 'Sneaky', platformRole: 'platform_admin' } })).rejects.toThrow(refused);
     await expect(withTenant(app, a.id, (tx) => tx.user.update({ where: { id: created.id }, data: { platformRole: 'platform_admin' } }))).rejects.toThrow(refused);
-    // The system role (bootstrap, operators' scripts) still may.
+    // A temporary view cannot stand in for the catalogue the guard asks (its search path is pinned).
+    await expect(
+      app.$transaction(async (tx) => {
+        await tx.$executeRawUnsafe('CREATE TEMP VIEW pg_roles AS SELECT current_user::name AS rolname, true AS rolsuper, true AS rolbypassrls');
+        await tx.$executeRaw`UPDATE users SET platform_role = 'platform_admin' WHERE id = ${created.id}::uuid`;
+      }),
+    ).rejects.toThrow(refused);
+    // The system role (bootstrap, operators' scripts) still may; then the admin's identity is guarded too.
     await system.user.update({ where: { id: created.id }, data: { platformRole: 'platform_admin' } });
     await expect(app.$executeRaw`UPDATE users SET platform_role = 'none' WHERE id = ${created.id}::uuid`).rejects.toThrow(refused);
+    await expect(app.$executeRaw`UPDATE users SET email = ${`taken-${newId()}@example.test`} WHERE id = ${created.id}::uuid`).rejects.toThrow(/identity/);
+    await expect(app.$executeRaw`UPDATE users SET sso_subject = 'someone-else' WHERE id = ${created.id}::uuid`).rejects.toThrow(/identity/);
+    await app.$executeRaw`UPDATE users SET name = 'Still renamable' WHERE id = ${created.id}::uuid`;
     await system.user.update({ where: { id: created.id }, data: { platformRole: 'none' } });
-    expect(await system.user.findUnique({ where: { id: created.id }, select: { name: true, platformRole: true } })).toEqual({ name: 'Renamed', platformRole: 'none' });
+    expect(await system.user.findUnique({ where: { id: created.id }, select: { name: true, platformRole: true } })).toEqual({ name: 'Still renamable', platformRole: 'none' });
   });
 
   it('Prisma queries inside withTenant(A) that name tenant B find nothing', async () => {

@@ -81,7 +81,20 @@ describe('PostResponder with answers too deeply nested to serialise', () => {
       { jsonrpc: '2.0', id: 1, result: {} },
       { jsonrpc: '2.0', id: 2, result: { deep } },
     ]);
-    expect((JSON.parse(batch.out.body) as { id: number }[]).map((r) => r.id)).toEqual([1, 2]);
+    // Only the answer that cannot be serialised is replaced: the other keeps its result.
+    expect(JSON.parse(batch.out.body)).toEqual([
+      { jsonrpc: '2.0', id: 1, result: {} },
+      { jsonrpc: '2.0', id: 2, error: { code: -32603, message: expect.stringMatching(/nested too deeply/) } },
+    ]);
+
+    // A first relayed message that cannot be serialised leaves a plain JSON answer plain (no stream opened for it).
+    const plain = recordingResponse();
+    const pending = new PostResponder(plain.res as never, 'session-1');
+    expect(pending.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: deep } })).toBe(false);
+    expect(pending.resumable).toBe(false);
+    pending.finish({ jsonrpc: '2.0', id: 4, result: {} });
+    expect(plain.out.headers).toContain('application/json');
+    expect(JSON.parse(plain.out.body)).toEqual({ jsonrpc: '2.0', id: 4, result: {} });
 
     const sse = recordingResponse();
     const streaming = new PostResponder(sse.res as never, 'session-1');

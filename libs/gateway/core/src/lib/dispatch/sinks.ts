@@ -49,7 +49,8 @@ export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
 
 /**
  * In place of answers too deeply nested to serialise (JSON.parse took an upstream's result at any depth;
- * JSON.stringify recurses): an internal error for each, with its id, so the agent gets an answer and not a 500.
+ * JSON.stringify recurses): an internal error for each such answer, with its id, so the agent gets an answer and not
+ * a 500. In a batch only the answers that cannot be serialised are replaced; the others go out as they are.
  */
 function unrelayable(response: JsonRpcResponse | readonly JsonRpcResponse[]): JsonRpcResponse | JsonRpcResponse[] {
   const one = (r: JsonRpcResponse): JsonRpcResponse => ({
@@ -57,7 +58,16 @@ function unrelayable(response: JsonRpcResponse | readonly JsonRpcResponse[]): Js
     id: r.id,
     error: { code: -32603, message: 'Internal error: the upstream answer is nested too deeply to relay' },
   });
-  return 'jsonrpc' in response ? one(response) : response.map(one);
+  if ('jsonrpc' in response) return one(response);
+  return response.map((r) => {
+    try {
+      JSON.stringify(r);
+      return r;
+    } catch (error) {
+      if (!isStackExhausted(error)) throw error;
+      return one(r);
+    }
+  });
 }
 
 /**
@@ -96,12 +106,7 @@ export class PostResponder implements MessageSink {
 
   send(message: JsonRpcMessage): boolean {
     if (!this.canStream) return false;
-    if (this.state === 'pending') {
-      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
-      this.state = 'sse';
-      this.streamId = newStreamId('p');
-      this.log = this.replay?.open(this.sessionId, this.streamId);
-    }
+    // Serialised first: a message that cannot be must not turn the response into a stream (and a replay log) for nothing.
     let data: string;
     try {
       data = JSON.stringify(message);
@@ -109,6 +114,12 @@ export class PostResponder implements MessageSink {
       // An upstream's message nested too deeply to serialise is not relayed (the sender learns it was not delivered).
       if (isStackExhausted(error)) return false;
       throw error;
+    }
+    if (this.state === 'pending') {
+      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
+      this.state = 'sse';
+      this.streamId = newStreamId('p');
+      this.log = this.replay?.open(this.sessionId, this.streamId);
     }
     this.write(data, false);
     return true;
