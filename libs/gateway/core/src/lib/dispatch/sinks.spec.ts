@@ -72,7 +72,11 @@ describe('PostResponder with answers too deeply nested to serialise', () => {
 
   it('answers an internal error with the same id instead of failing (JSON answer, batch, SSE answer)', () => {
     const json = recordingResponse();
-    new PostResponder(json.res as never, 'session-1').finish({ jsonrpc: '2.0', id: 7, result: { structuredContent: { deep } } });
+    const warned: unknown[] = [];
+    const logger = { warn: (obj: object, msg: string) => void warned.push({ ...obj, msg }) };
+    new PostResponder(json.res as never, 'session-1', undefined, logger, 'trace-7').finish({ jsonrpc: '2.0', id: 7, result: { structuredContent: { deep } } });
+    // Reported for the operator, under the request's trace id (the audit row says the call went well).
+    expect(warned).toEqual([{ traceId: 'trace-7', msg: expect.stringMatching(/nested too deeply/) }]);
     expect(json.out.status).toBe(200);
     expect(JSON.parse(json.out.body)).toMatchObject({ jsonrpc: '2.0', id: 7, error: { code: -32603, message: expect.stringMatching(/nested too deeply/) } });
 

@@ -47,6 +47,13 @@ export interface MessageSink {
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
 
+/** Where the sinks report an answer they had to replace (pino-compatible). */
+export interface SinkLogger {
+  warn(obj: object, msg: string): void;
+}
+
+const REPLACED = 'an upstream answer nested too deeply to relay was answered as an internal error';
+
 /**
  * In place of answers too deeply nested to serialise (JSON.parse took an upstream's result at any depth;
  * JSON.stringify recurses): an internal error for each such answer, with its id, so the agent gets an answer and not
@@ -84,10 +91,13 @@ export class PostResponder implements MessageSink {
   private log: StreamLog | undefined;
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
+  /** `logger` and `traceId`: where and under which trace an answer replaced as unrelayable is reported. */
   constructor(
     private readonly res: ServerResponse,
     private readonly sessionId: string,
     private readonly replay?: ReplayLog,
+    private readonly logger?: SinkLogger,
+    private readonly traceId?: string,
   ) {}
 
   get canStream(): boolean {
@@ -136,6 +146,7 @@ export class PostResponder implements MessageSink {
     } catch (error) {
       // Nothing was written: the answer is serialised before any write.
       if (!isStackExhausted(error)) throw error;
+      this.logger?.warn({ traceId: this.traceId }, REPLACED);
       this.answer(unrelayable(response));
     }
   }
@@ -192,6 +203,7 @@ export class EventStream implements MessageSink {
     keepAliveMs: number,
     private readonly log?: StreamLog,
     readonly id: string = newStreamId('s'),
+    private readonly logger?: SinkLogger,
   ) {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     res.flushHeaders();
@@ -213,6 +225,7 @@ export class EventStream implements MessageSink {
       if (!isStackExhausted(error)) throw error;
       // An answer too deeply nested to serialise becomes an internal error for its id; another message is not relayed.
       if (!('id' in message) || 'method' in message) return false;
+      this.logger?.warn({ streamId: this.id }, REPLACED);
       data = JSON.stringify(unrelayable(message as JsonRpcResponse));
     }
     const seq = ++this.seq;

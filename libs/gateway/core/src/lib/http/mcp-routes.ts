@@ -281,7 +281,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      const responder = new PostResponder(res, record.id, options.replay);
+      const responder = new PostResponder(res, record.id, options.replay, logger, traceId);
       if (!batch) {
         const only = requests[0];
         if (!only) return;
@@ -502,7 +502,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
         // an id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
-        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id), principal);
+        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger), principal);
         if (lastEventId?.kind === 's' && replayed) {
           for (const entry of replayed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
         }
@@ -535,7 +535,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         const sessionId = newSessionId();
         reply.hijack();
-        const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs), principal);
+        const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs, undefined, undefined, logger), principal);
         const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
         legacy.set(sessionId, entry);
         stream.onClose(() => {
@@ -631,7 +631,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     replayed: readonly ReplayEntry[],
     principal: Principal,
   ): void {
-    const stream = track(new EventStream(res, headers, options.keepAliveMs), principal);
+    const stream = track(new EventStream(res, headers, options.keepAliveMs, undefined, undefined, logger), principal);
     // Each resumed stream follows the replay log (a Redis connection or a poll): counted per session while open.
     resumedStreams.set(sessionId, (resumedStreams.get(sessionId) ?? 0) + 1);
     stream.onClose(() => {
