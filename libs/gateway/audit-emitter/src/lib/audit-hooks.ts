@@ -206,7 +206,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     } catch (error) {
       // Nested deeper than the stack allows (JSON.parse takes any depth; copying and serialising recurse): the call is
       // recorded all the same, with a note in place of the part that could not be kept (the arguments survive a
-      // result too deep to keep, and the reverse). Before, the whole event was lost.
+      // result too deep to keep, and the reverse). Before, the whole event was lost. Each part is then bounded on its
+      // own (at most twice maxPayloadBytes together); `bytes` below is the real size, so jobs are still cut right.
       if (!isStackExhausted(error)) throw error;
       const kept: Record<string, unknown> = {};
       for (const [part, value] of Object.entries(envelope)) {

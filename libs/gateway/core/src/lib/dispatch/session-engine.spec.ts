@@ -467,6 +467,15 @@ describe('SessionEngine across replicas', () => {
       connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
       expect('result' in (await read('file:///docs/c'))).toBe(true);
       expect(walks()).toBe(3);
+      // So does one another replica heard of (over the bus); a bus notice of another list's change does not.
+      expect('error' in (await read('file:///docs/d'))).toBe(true);
+      expect(walks()).toBe(3);
+      engine.onBusMessage({ type: 'lists-changed', sessionId: record.id, upstreamId: 'u1' });
+      expect('error' in (await read('file:///docs/d'))).toBe(true);
+      expect(walks()).toBe(3);
+      engine.onBusMessage({ type: 'lists-changed', sessionId: record.id, upstreamId: 'u1', resources: true });
+      expect('error' in (await read('file:///docs/d'))).toBe(true);
+      expect(walks()).toBe(4);
     } finally {
       now.mockRestore();
     }

@@ -116,12 +116,17 @@ describe('EventStream with messages too deeply nested to serialise', () => {
   it('sends an internal error for an answer, drops another message, and stays open (the legacy transport)', () => {
     const deep = JSON.parse(`${'['.repeat(20_000)}1${']'.repeat(20_000)}`) as unknown;
     const { res, out } = recordingResponse();
-    const stream = new EventStream(Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never, {}, 60_000);
+    const warned: string[] = [];
+    const stream = new EventStream(Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never, {}, 60_000, undefined, 's-spec', {
+      warn: (_obj: object, msg: string) => void warned.push(msg),
+    });
     try {
       expect(stream.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: deep } })).toBe(false);
       expect(stream.send({ jsonrpc: '2.0', id: 3, result: { deep } })).toBe(true);
       const data = out.chunks.join('').split('\n').find((line) => line.startsWith('data: ')) ?? '';
       expect(JSON.parse(data.slice(6))).toMatchObject({ id: 3, error: { code: -32603 } });
+      // The replaced answer is reported; the dropped notification is not an answer and is not.
+      expect(warned).toEqual([expect.stringMatching(/nested too deeply/)]);
       expect(stream.canStream).toBe(true);
     } finally {
       stream.close();

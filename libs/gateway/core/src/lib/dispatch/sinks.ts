@@ -90,8 +90,10 @@ export class PostResponder implements MessageSink {
   private seq = 0;
   private log: StreamLog | undefined;
 
-  /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
-  /** `logger` and `traceId`: where and under which trace an answer replaced as unrelayable is reported. */
+  /**
+   * `sessionId`: echoed as `Mcp-Session-Id` on the response. `logger` and `traceId`: where, and under which trace, an
+   * answer replaced as unrelayable is reported.
+   */
   constructor(
     private readonly res: ServerResponse,
     private readonly sessionId: string,
