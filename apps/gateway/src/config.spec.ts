@@ -55,3 +55,19 @@ describe('gateway config: the request timeout', () => {
     expect(problemsOf({ GATEWAY_REQUEST_TIMEOUT_MS: 'lots' })).toEqual(['GATEWAY_REQUEST_TIMEOUT_MS']);
   });
 });
+
+describe('gateway config: how old API keys and tenants may get', () => {
+  it('defaults to 10 minutes; 0 turns the bound off', () => {
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).mcp.credentialsMaxAgeMs).toBe(600_000);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_CREDENTIALS_MAX_AGE_MS: '0' }).mcp.credentialsMaxAgeMs).toBe(0);
+  });
+
+  it('refuses a bound that one failed reload would cross, or that is not a whole number of milliseconds', () => {
+    // Reloads every 30 s by default: a bound under 60 s would refuse requests after a single failed reload.
+    expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: '59999' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_CREDENTIALS_MAX_AGE_MS: '60000' }).mcp.credentialsMaxAgeMs).toBe(60_000);
+    expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: '2000', GATEWAY_SNAPSHOT_REFRESH_MS: '1500' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
+    expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: '-1' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
+    expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: 'lots' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
+  });
+});

@@ -41,6 +41,12 @@ export const gatewayConfigSchema = z
     GATEWAY_LIST_CACHE_MAX_MB: z.coerce.number().int().min(1).max(65_536).default(256),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
+    /**
+     * API keys and tenants older than this (no reload has succeeded for so long: the database is out of reach) are no
+     * longer trusted: API-key requests get 503 until a reload succeeds, so a key revoked or a tenant suspended meanwhile
+     * is not accepted indefinitely. 0 keeps serving from the last copy however old.
+     */
+    GATEWAY_CREDENTIALS_MAX_AGE_MS: z.coerce.number().int().min(0).max(7 * 24 * 3_600_000).default(10 * 60_000),
     /** Policy snapshots: compare (version, checksum) with the database this often, so a missed notice heals. */
     GATEWAY_POLICY_RECONCILE_MS: f.durationMs(5_000),
     /** Policy snapshots: poll this often while Redis notices are unavailable (or the database is failing). */
@@ -109,6 +115,14 @@ export const gatewayConfigSchema = z
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
   })
   .superRefine((env, ctx) => {
+    const maxAge = env.GATEWAY_CREDENTIALS_MAX_AGE_MS;
+    if (maxAge > 0 && maxAge < 2 * env.GATEWAY_SNAPSHOT_REFRESH_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['GATEWAY_CREDENTIALS_MAX_AGE_MS'],
+        message: 'must be 0 (off) or at least twice GATEWAY_SNAPSHOT_REFRESH_MS (one failed reload must not stop the gateway)',
+      });
+    }
     if (env.NODE_ENV !== 'production') return;
     if (env.GATEWAY_SECRETS_KEYRING === undefined) {
       ctx.addIssue({ code: 'custom', path: ['GATEWAY_SECRETS_KEYRING'], message: 'is required in production' });
@@ -138,6 +152,7 @@ export const gatewayConfigSchema = z
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
       listCacheMaxBytes: env.GATEWAY_LIST_CACHE_MAX_MB * 1024 * 1024,
       snapshotRefreshMs: env.GATEWAY_SNAPSHOT_REFRESH_MS,
+      credentialsMaxAgeMs: env.GATEWAY_CREDENTIALS_MAX_AGE_MS,
     },
     policy: { reconcileMs: env.GATEWAY_POLICY_RECONCILE_MS, pollMs: env.GATEWAY_POLICY_POLL_MS },
     approvals: { timeoutMs: env.GATEWAY_APPROVAL_TIMEOUT_MS, pollMs: env.GATEWAY_APPROVAL_POLL_MS, progressMs: env.GATEWAY_APPROVAL_PROGRESS_MS },

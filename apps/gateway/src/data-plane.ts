@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 import { parseKeyring, type Keyring } from '@portcullis/auth/secrets';
 import type { Redis } from '@portcullis/data/redis';
@@ -92,6 +93,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       name: 'tenants',
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
+      now: monotonicNow,
       load: async () => {
         tenants.replace(systemDb ? await loadTenants(systemDb) : []);
         settings = systemDb ? await loadTenantSettings(systemDb, logger) : new Map();
@@ -102,6 +104,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       name: 'api-keys',
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
+      now: monotonicNow,
       load: async () => {
         apiKeys.replace(systemDb ? await loadApiKeys(systemDb) : []);
         credentialsChanged();
@@ -125,6 +128,22 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         toolPins.replace(loaded.rows, loaded.requireApproval);
       },
     }),
+  };
+  // Keys and tenants are trusted for credentialsMaxAgeMs after the last reload that began then succeeded: past that (the
+  // database out of reach), a key revoked or a tenant suspended meanwhile could still be accepted, so API-key requests
+  // get 503 until a reload succeeds. Logged when it changes.
+  const maxAgeMs = config.mcp.credentialsMaxAgeMs;
+  let credentialsWereCurrent = true;
+  const credentialsCurrent = (): boolean => {
+    if (maxAgeMs === 0) return true;
+    const oldest = Math.min(refreshers.apiKeys.loadedAt() ?? Number.NEGATIVE_INFINITY, refreshers.tenants.loadedAt() ?? Number.NEGATIVE_INFINITY);
+    const current = monotonicNow() - oldest <= maxAgeMs;
+    if (current !== credentialsWereCurrent) {
+      credentialsWereCurrent = current;
+      if (current) logger.info('API keys and tenants reloaded: requests are authenticated again');
+      else logger.error({ maxAgeMs }, 'API keys and tenants could not be reloaded for too long: API-key requests are refused (503) until they are');
+    }
+    return current;
   };
   // Policy snapshots: loaded at boot, swapped on a notice, reconciled by (version, checksum) so none is missed.
   const policies = new SnapshotCache({
@@ -180,7 +199,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // once more after it for a call held for approval, since the tool may have changed or been blocked during the wait.
   // After an approval wait, the caller's credential is checked again as well (revoked, expired, tenant suspended).
   const pinning = toolPinningHooks({ pins: toolPins, logger });
-  const authenticator = new ApiKeyAuthenticator(apiKeys, tenants);
+  const authenticator = new ApiKeyAuthenticator(apiKeys, tenants, Date.now, credentialsCurrent);
   const hooks: RequestHooks[] = [pinning, policyHooks(policies, approvals), pinningAfterApproval(pinning), credentialsAfterApproval(authenticator)];
 
   // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).
@@ -300,6 +319,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     },
   };
 }
+
+/** Milliseconds on a clock that never jumps (snapshot ages). */
+const monotonicNow = (): number => performance.now();
 
 function waitForReady(redis: { status: string; once(event: 'ready', listener: () => void): unknown; off(event: 'ready', listener: () => void): unknown }, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();

@@ -4,7 +4,6 @@
  * reconnects with the last event id it saw, and receives the rest of the stream and the result, on the
  * same replica or on another one. Needs `npx nx build demo-upstreams`.
  */
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
@@ -14,6 +13,7 @@ import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
   createAgentWithKey,
   startDemoUpstreams,
+  startProxy,
   startTestGateway,
   type DemoUpstreams,
   type TestGateway,
@@ -26,50 +26,6 @@ let gatewayA: TestGateway;
 let gatewayB: TestGateway;
 let tenant: TestTenant;
 let key: string;
-
-/** A TCP proxy whose target can change and whose connections can all be cut at once. */
-interface BreakableProxy {
-  readonly url: string;
-  target: string;
-  breakAll(): void;
-  close(): Promise<void>;
-}
-
-async function startProxy(target: string): Promise<BreakableProxy> {
-  const sockets = new Set<Socket>();
-  const proxy: { target: string } = { target };
-  const server: Server = createServer((client) => {
-    const { hostname, port } = new URL(proxy.target);
-    const upstream = tcpConnect(Number(port), hostname);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.pipe(upstream).pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  return {
-    url: `http://127.0.0.1:${address.port}`,
-    get target() {
-      return proxy.target;
-    },
-    set target(value: string) {
-      proxy.target = value;
-    },
-    breakAll: () => {
-      for (const socket of sockets) socket.destroy();
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 function text(result: unknown): string {
   const content = (result as { content?: { text?: string }[] }).content ?? [];

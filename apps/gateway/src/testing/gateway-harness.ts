@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
@@ -139,6 +139,53 @@ export async function startTestGateway(options: {
       await app.close();
       redis.disconnect();
       subscriber.disconnect();
+    },
+  };
+}
+
+/**
+ * A TCP proxy whose target (`http://host:port`) can change and whose connections can all be cut at once: a real
+ * network break between the test's client and a gateway, or between a gateway and its database.
+ */
+export interface BreakableProxy {
+  readonly url: string;
+  target: string;
+  breakAll(): void;
+  close(): Promise<void>;
+}
+
+export async function startProxy(target: string): Promise<BreakableProxy> {
+  const sockets = new Set<Socket>();
+  const proxy: { target: string } = { target };
+  const server: Server = createServer((client) => {
+    const { hostname, port } = new URL(proxy.target);
+    const upstream = tcpConnect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    get target() {
+      return proxy.target;
+    },
+    set target(value: string) {
+      proxy.target = value;
+    },
+    breakAll: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }

@@ -10,7 +10,7 @@ const revokedKey = generateApiKey();
 const expiredKey = generateApiKey();
 const now = 1_000_000;
 
-function setup(clock: () => number = () => now) {
+function setup(clock: () => number = () => now, current: () => boolean = () => true) {
   const keys = new ApiKeyIndex();
   const entry = { apiKeyId: 'k1', tenantId: 't1', agentClientId: 'a1', userId: null, expiresAt: null, revoked: false };
   keys.replace([
@@ -25,7 +25,7 @@ function setup(clock: () => number = () => now) {
     { id: 't2', slug: 'other', active: true },
     { id: 't3', slug: 'frozen', active: false },
   ]);
-  return { auth: new ApiKeyAuthenticator(keys, tenants, clock), keys, tenants, entry };
+  return { auth: new ApiKeyAuthenticator(keys, tenants, clock, current), keys, tenants, entry };
 }
 
 describe('ApiKeyAuthenticator (in-memory index)', () => {
@@ -50,6 +50,24 @@ describe('ApiKeyAuthenticator (in-memory index)', () => {
     for (const slug of ['other', 'frozen', 'missing']) {
       expect(auth.authenticate(`Bearer ${key}`, slug)).toEqual({ ok: false, reason: 'unknown_tenant' });
     }
+  });
+});
+
+describe('ApiKeyAuthenticator with indexes too old to trust (no reload for too long)', () => {
+  it('answers unavailable for well-formed keys, valid or not, and unauthenticated for malformed ones; back once current', () => {
+    let current = false;
+    const { auth } = setup(() => now, () => current);
+    // Whether the key is good cannot be told: not 401 (it may be fine) and not served (it may have been revoked).
+    for (const header of [`Bearer ${key}`, `Bearer ${revokedKey}`, `Bearer ${generateApiKey()}`]) {
+      expect(auth.authenticate(header, 'acme')).toEqual({ ok: false, reason: 'unavailable' });
+    }
+    for (const header of [undefined, 'Bearer nope', `Basic ${key}`]) {
+      expect(auth.authenticate(header, 'acme')).toEqual({ ok: false, reason: 'unauthenticated' });
+    }
+    expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe(false);
+    current = true;
+    expect(auth.authenticate(`Bearer ${key}`, 'acme')).toMatchObject({ ok: true });
+    expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe(true);
   });
 });
 

@@ -10,8 +10,10 @@ export type AuthOutcome =
    * `unauthenticated`: no usable credential (401 with `WWW-Authenticate: Bearer`).
    * `unknown_tenant`: the credential is fine but not for this tenant, or the tenant does not exist or is
    * suspended; answered exactly like an unknown tenant (404).
+   * `unavailable`: the gateway cannot tell whether the credential is still good (its copy of the keys or tenants is
+   * older than allowed: the database has not answered for a while); 503 with Retry-After.
    */
-  | { readonly ok: false; readonly reason: 'unauthenticated' | 'unknown_tenant' };
+  | { readonly ok: false; readonly reason: 'unauthenticated' | 'unknown_tenant' | 'unavailable' };
 
 /** How the request path learns who is calling. API keys now; OAuth access tokens later, behind the same interface. */
 export interface Authenticator {
@@ -26,17 +28,23 @@ export interface Authenticator {
 /**
  * API keys (`Bearer pcs_...`) checked against the in-memory index: one SHA-256 and two map lookups, no
  * I/O. The key itself is never stored or logged; only its hash is compared.
+ *
+ * `current` says whether the indexes are recent enough to be trusted: a key revoked or a tenant suspended while the
+ * gateway cannot reload them would otherwise stay accepted for as long as the database is out of reach. When they are
+ * not, well-formed keys get `unavailable` (and calls that waited are not resumed) until a reload succeeds.
  */
 export class ApiKeyAuthenticator implements Authenticator {
   constructor(
     private readonly keys: ApiKeyIndex,
     private readonly tenants: TenantIndex,
     private readonly now: () => number = Date.now,
+    private readonly current: () => boolean = () => true,
   ) {}
 
   authenticate(authorization: HeaderValue, tenantSlug: string): AuthOutcome {
     const token = bearerToken(authorization);
     if (token === undefined || !looksLikeApiKey(token)) return { ok: false, reason: 'unauthenticated' };
+    if (!this.current()) return { ok: false, reason: 'unavailable' };
     const key = this.keys.lookup(hashApiKey(token));
     if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now())) {
       return { ok: false, reason: 'unauthenticated' };
@@ -51,6 +59,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   stillValid(credentialId: string, principal: Principal): boolean {
+    if (!this.current()) return false;
     const key = this.keys.byId(credentialId);
     if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now()) || key.tenantId !== principal.tenantId) return false;
     const owner = key.agentClientId ?? key.userId ?? key.apiKeyId;

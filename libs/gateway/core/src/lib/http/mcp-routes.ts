@@ -95,6 +95,13 @@ function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId |
 const unauthenticated = () =>
   new GatewayHttpError(401, GATEWAY_RPC.UNAUTHENTICATED, 'Authentication required', { 'www-authenticate': 'Bearer' });
 const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Unknown tenant');
+const credentialsUnverifiable = () =>
+  new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Credentials cannot be verified right now; try again shortly', { 'retry-after': '5' });
+/** The answer to a failed authentication. */
+const authFailure = (reason: 'unauthenticated' | 'unknown_tenant' | 'unavailable'): GatewayHttpError => {
+  if (reason === 'unauthenticated') return unauthenticated();
+  return reason === 'unknown_tenant' ? unknownTenant() : credentialsUnverifiable();
+};
 const unknownSession = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Session not found');
 
 /** What the POST handler needs of a request, whichever way it arrived (raw fast path or Fastify route). */
@@ -186,7 +193,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
 
   /** The principal of a successful authentication; throws GatewayHttpError for a failed one. */
   const principalOf = (outcome: AuthOutcome): Principal => {
-    if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+    if (!outcome.ok) throw authFailure(outcome.reason);
     return outcome.principal;
   };
 
@@ -366,7 +373,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (outcome instanceof Promise) {
         authentication = outcome;
         outcome.catch(() => undefined); // handled where it is awaited
-      } else if (!outcome.ok) throw outcome.reason === 'unauthenticated' ? unauthenticated() : unknownTenant();
+      } else if (!outcome.ok) throw authFailure(outcome.reason);
       else principal = outcome.principal;
     } catch (error) {
       if (error instanceof GatewayHttpError) {

@@ -3,6 +3,8 @@ import type { Logger } from '@portcullis/shared/util-logger';
 export interface Refresher {
   /** Reloads now; concurrent calls share one load. Failures are logged and keep the last snapshot. */
   refresh(): Promise<void>;
+  /** When the last successful load began (the options' clock), or undefined if none has succeeded yet. */
+  loadedAt(): number | undefined;
   stop(): void;
 }
 
@@ -15,14 +17,21 @@ export function createRefresher(options: {
   readonly intervalMs: number;
   readonly logger: Logger;
   readonly load: () => Promise<void>;
+  /** The clock of `loadedAt` (default `Date.now`). */
+  readonly now?: () => number;
 }): Refresher {
+  const now = options.now ?? Date.now;
   let running: Promise<void> | undefined;
   let again = false;
+  let loadedAt: number | undefined;
   const run = async (): Promise<void> => {
     do {
       again = false;
+      // The snapshot is as old as the moment its load began, not when it ended.
+      const started = now();
       try {
         await options.load();
+        loadedAt = started;
       } catch (error) {
         options.logger.error({ err: error, snapshot: options.name }, 'snapshot refresh failed; keeping the last one');
       }
@@ -40,5 +49,5 @@ export function createRefresher(options: {
   };
   const timer = setInterval(() => void refresh(), options.intervalMs);
   timer.unref();
-  return { refresh, stop: () => clearInterval(timer) };
+  return { refresh, loadedAt: () => loadedAt, stop: () => clearInterval(timer) };
 }

@@ -1,0 +1,101 @@
+/**
+ * The gateway's copy of API keys and tenants is only trusted for GATEWAY_CREDENTIALS_MAX_AGE_MS: the gateway reads
+ * Postgres through a TCP proxy the test cuts, a key is revoked meanwhile (the control plane's database still works),
+ * and once the copy is too old the key is refused with 503 rather than served; when the database is reachable again,
+ * the next reload brings the revocation (401) and other keys work again.
+ */
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, startProxy, startTestGateway, type BreakableProxy, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let gatewayDb: SystemPrismaClient;
+let proxy: BreakableProxy;
+let gateway: TestGateway;
+let tenant: TestTenant;
+let doomed: { agentId: string; key: string };
+let survivor: { agentId: string; key: string };
+let postgres: string;
+
+/** An initialize POST with this key: the status, Retry-After and the JSON-RPC error if any. */
+async function initialize(key: string) {
+  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'age-spec', version: '1' } },
+    }),
+  });
+  const text = await response.text();
+  const body = (response.headers.get('content-type') ?? '').startsWith('application/json') ? (JSON.parse(text) as { error?: { code: number; message: string } }) : {};
+  return { status: response.status, retryAfter: response.headers.get('retry-after'), error: body.error, text };
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  doomed = await createAgentWithKey(db, tenant.id, 'doomed');
+  survivor = await createAgentWithKey(db, tenant.id, 'survivor');
+  const url = new URL(ctx.systemDatabaseUrl);
+  postgres = `http://${url.hostname}:${url.port || '5432'}`;
+  proxy = await startProxy(postgres);
+  const proxied = new URL(ctx.systemDatabaseUrl);
+  const { port } = new URL(proxy.url);
+  proxied.hostname = '127.0.0.1';
+  proxied.port = port;
+  gatewayDb = createSystemPrismaClient({ url: proxied.toString() });
+  gateway = await startTestGateway({
+    systemDb: gatewayDb,
+    redisUrl: ctx.redisUrl,
+    env: { GATEWAY_SNAPSHOT_REFRESH_MS: '250', GATEWAY_CREDENTIALS_MAX_AGE_MS: '1500' },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await gatewayDb?.$disconnect().catch(() => undefined);
+  await proxy?.close();
+  await db?.$disconnect();
+});
+
+describe('API keys and tenants older than GATEWAY_CREDENTIALS_MAX_AGE_MS', () => {
+  it('refuses keys with 503 while the database is out of reach for too long, then applies what changed meanwhile', async () => {
+    expect((await initialize(doomed.key)).status).toBe(200);
+
+    // The gateway loses its database; the control plane (another connection) revokes a key.
+    proxy.target = 'http://127.0.0.1:1';
+    proxy.breakAll();
+    await db.apiKey.updateMany({ where: { tenantId: tenant.id, agentClientId: doomed.agentId }, data: { revokedAt: new Date() } });
+
+    const refused = await waitFor(
+      async () => {
+        const answer = await initialize(doomed.key);
+        return answer.status === 503 ? answer : undefined;
+      },
+      { timeoutMs: 15_000, description: 'the revoked key refused once the copy is too old' },
+    );
+    expect(refused.retryAfter).toBe('5');
+    expect(refused.error).toMatchObject({ code: -32053, message: 'Credentials cannot be verified right now; try again shortly' });
+    expect(refused.text).not.toMatch(/postgres|5432|prisma|ECONN/i);
+    // Whether a key is good cannot be told now: every well-formed key gets the same answer; a malformed one is 401.
+    expect((await initialize(survivor.key)).status).toBe(503);
+    expect((await initialize('not-a-key')).status).toBe(401);
+    expect(gateway.logs()).toContain('API-key requests are refused (503)');
+
+    // The database is back: the next reload brings the revocation, and the other key is served again.
+    proxy.target = postgres;
+    await waitFor(async () => ((await initialize(survivor.key)).status === 200 ? true : undefined), {
+      timeoutMs: 15_000,
+      description: 'keys served again after a reload',
+    });
+    expect((await initialize(doomed.key)).status).toBe(401);
+    expect(gateway.logs()).toContain('requests are authenticated again');
+  }, 40_000);
+});

@@ -1,0 +1,64 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createRefresher, type Refresher } from './refresher';
+
+const logger = createLogger({ service: 'refresher-spec', level: 'silent' });
+let refresher: Refresher | undefined;
+
+afterEach(() => refresher?.stop());
+
+describe('createRefresher', () => {
+  it('reports when the last successful load began, and keeps it through failed loads', async () => {
+    let clock = 100;
+    let fail = false;
+    refresher = createRefresher({
+      name: 'spec',
+      intervalMs: 3_600_000,
+      logger,
+      now: () => clock,
+      load: async () => {
+        // The load takes time: the snapshot is as old as its start, not its end.
+        clock += 50;
+        if (fail) throw new Error('database unreachable');
+      },
+    });
+    expect(refresher.loadedAt()).toBeUndefined();
+    await refresher.refresh();
+    expect(refresher.loadedAt()).toBe(100);
+    clock = 1_000;
+    fail = true;
+    await refresher.refresh();
+    expect(refresher.loadedAt()).toBe(100);
+    fail = false;
+    clock = 2_000;
+    await refresher.refresh();
+    expect(refresher.loadedAt()).toBe(2_000);
+  });
+
+  it('shares one load between concurrent calls and runs once more for a call made during it', async () => {
+    let loads = 0;
+    let release: () => void = () => undefined;
+    refresher = createRefresher({
+      name: 'spec',
+      intervalMs: 3_600_000,
+      logger,
+      load: () => {
+        loads += 1;
+        return new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      },
+    });
+    const first = refresher.refresh();
+    const second = refresher.refresh();
+    expect(loads).toBe(1);
+    release();
+    await Promise.resolve();
+    await new Promise((resolve) => setImmediate(resolve));
+    // The second call asked while the first ran: one more load, which the shared promise waits for.
+    expect(loads).toBe(2);
+    release();
+    await Promise.all([first, second]);
+    expect(loads).toBe(2);
+  });
+});
