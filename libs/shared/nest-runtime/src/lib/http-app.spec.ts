@@ -163,6 +163,30 @@ describe('createHttpApp server limits', () => {
     }
   });
 
+  it('keeps Fastify\'s error line for a request that errored when its info lines are off', async () => {
+    const quiet = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestLogging: false });
+    try {
+      // A failing onResponse hook is how Fastify reports an errored request to its log controller.
+      quiet.getHttpAdapter().getInstance().addHook('onResponse', async (request) => {
+        if (request.url === '/things/conflict') throw new Error('response hook failed');
+      });
+      await quiet.init();
+      const errored = () => lines.filter((line) => line.includes('request errored'));
+      const infoLines = () => lines.filter((line) => line.includes('incoming request') || line.includes('request completed')).length;
+      const before = errored().length;
+      const infoBefore = infoLines();
+      await quiet.getHttpAdapter().getInstance().inject({ method: 'GET', url: '/healthz' });
+      expect(errored()).toHaveLength(before);
+      await quiet.getHttpAdapter().getInstance().inject({ method: 'GET', url: '/things/conflict' });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(errored()).toHaveLength(before + 1);
+      expect(errored().at(-1)).toContain('response hook failed');
+      expect(infoLines()).toBe(infoBefore);
+    } finally {
+      await quiet.close();
+    }
+  });
+
   it('answers 408 and closes the socket of a client that stops sending its body, about when the timeout says', async () => {
     const app = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024, requestTimeoutMs: 400 });
     try {
