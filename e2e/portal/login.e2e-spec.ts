@@ -132,4 +132,35 @@ describe('portal sign-in through the dev IdP', () => {
     expect(headers['strict-transport-security']).toContain('max-age=');
     await page.close();
   });
+
+  it('signing out ends the session at the IdP too: the next SSO sign-in asks for the password again', async () => {
+    // Signed in by the test above (same browser context): the dashboard opens straight away.
+    const page = await newPage();
+    await page.goto(`${portalUrl}/`);
+    await page.waitForURL(`${portalUrl}/`);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    // The IdP asks whether to end its session (RP-initiated logout with the portal's ID token as hint).
+    await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await page.waitForURL((url) => url.origin === portalUrl && url.pathname === '/sign-in');
+    const session = (await (await page.request.get(`${portalUrl}/api/auth/session`)).json()) as { user?: unknown };
+    expect(session.user).toBeUndefined();
+
+    // Before, the IdP's own session let "Sign in with SSO" straight back in without a password.
+    await page.getByRole('button', { name: 'Sign in with SSO' }).click();
+    await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+    await expect.poll(() => page.getByLabel('Password').count()).toBe(1);
+    await page.close();
+  });
+
+  it('answers the sign-out step only to the portal\'s own pages', async () => {
+    const page = await newPage();
+    const foreign = await page.request.post(`${portalUrl}/api/sign-out`, { headers: { origin: 'https://evil.example' } });
+    expect(foreign.status()).toBe(403);
+    expect(await foreign.text()).not.toContain('id_token_hint');
+    // Not signed in (the test above signed out): nowhere to go but the sign-in page.
+    const own = await page.request.post(`${portalUrl}/api/sign-out`, { headers: { origin: portalUrl } });
+    expect(own.status()).toBe(200);
+    expect(await own.json()).toEqual({ url: '/sign-in' });
+    await page.close();
+  });
 });

@@ -5,3 +5,5 @@ export type { PortalSession, PortalToken, PortalUser } from './lib/session';
 export { safeCallbackPath } from './lib/callback-url';
 export { portalEnvSchema } from './lib/portal-config';
 export type { PortalConfig } from './lib/portal-config';
+export { endSessionEndpointOf, providerSignOutUrl } from './lib/sign-out';
+export type { EndSessionEndpoint, ProviderSignOut } from './lib/sign-out';

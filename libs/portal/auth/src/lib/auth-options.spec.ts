@@ -36,8 +36,8 @@ describe('portal sign-in', () => {
 
 describe('portal session lifetime', () => {
   // Async, so that a refusal (thrown) is a rejection, as next-auth sees it when it awaits the callback.
-  const jwt = async (token: Record<string, unknown>, profile?: Record<string, unknown>) =>
-    options.callbacks?.jwt?.({ token, profile: profile as Profile | undefined, user: undefined as never, account: null, trigger: undefined } as never);
+  const jwt = async (token: Record<string, unknown>, profile?: Record<string, unknown>, account: Partial<Account> | null = null) =>
+    options.callbacks?.jwt?.({ token, profile: profile as Profile | undefined, user: undefined as never, account, trigger: undefined } as never);
 
   it('is counted from sign-in: renewing the cookie does not extend it', async () => {
     const signedIn = (await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test', groups: ['eng', 7] })) as Record<string, unknown>;
@@ -51,6 +51,14 @@ describe('portal session lifetime', () => {
     } finally {
       now = start;
     }
+  });
+
+  it('keeps the ID token from sign-in (the provider\'s sign-out hint) in the token, not in the session pages see', async () => {
+    const signedIn = (await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test' }, { id_token: 'h.p.s', provider: 'oidc' })) as Record<string, unknown>;
+    expect(signedIn['idToken']).toBe('h.p.s');
+    expect(await jwt(signedIn)).toMatchObject({ idToken: 'h.p.s' });
+    const session = await options.callbacks?.session?.({ session: { expires: 'later' }, token: signedIn } as never);
+    expect(JSON.stringify(session)).not.toContain('h.p.s');
   });
 
   it('ends a session from before the sign-in time was recorded', async () => {

@@ -74,7 +74,7 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
         if (typeof claims?.iss !== 'string' || claims.iss.replace(/\/+$/, '') !== issuer) return false;
         return typeof claims.email === 'string' && claims.email_verified !== false && claims.email_verified !== 'false';
       },
-      jwt: ({ token, profile }) => {
+      jwt: ({ token, profile, account }) => {
         const next = token as PortalToken;
         if (profile) {
           const claims = profile as OidcProfile;
@@ -83,6 +83,8 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
           next.name = claims.name ?? claims.email ?? null;
           next.groups = stringList(claims.groups);
           next.authTime = nowSeconds();
+          // Kept (in the encrypted cookie) for signing out at the provider too; never shown to pages.
+          if (typeof account?.id_token === 'string') next.idToken = account.id_token;
           return next;
         }
         // next-auth renews the cookie's expiry on every use; the sign-in time does not move. Thrown, next-auth

@@ -22,6 +22,8 @@ export interface PortalToken extends JWT {
   groups?: string[];
   /** When the person signed in at the provider (seconds since the epoch); the session ends a lifetime after it. */
   authTime?: number;
+  /** The provider's ID token from sign-in: the hint its end-session endpoint takes when the person signs out. */
+  idToken?: string;
 }
 
 /** Keeps only the string items of a claim that should be a list of strings. */

@@ -1,0 +1,32 @@
+import { type NextRequest } from 'next/server';
+import { getToken } from 'next-auth/jwt';
+import { type PortalToken, providerSignOutUrl, SIGN_IN_PATH } from '@portcullis/portal/auth';
+import { portalConfig } from '../../../config';
+import { endSessionEndpoint } from '../../../provider-sign-out';
+
+export const dynamic = 'force-dynamic';
+
+/**
+ * Step one of signing out (the sign-out button): where the browser goes once next-auth has cleared the portal's
+ * session — the provider's end-session endpoint with this person's ID token as its hint, which comes back to the
+ * sign-in page; or the sign-in page itself when the provider offers no sign-out. Only the portal's own pages may ask
+ * (the answer carries the ID token): a POST from another origin is refused.
+ */
+export async function POST(request: NextRequest): Promise<Response> {
+  const { auth, publicUrl } = portalConfig();
+  const noStore = { 'cache-control': 'no-store' };
+  if (request.headers.get('origin') !== new URL(publicUrl).origin) {
+    return Response.json({ error: 'forbidden' }, { status: 403, headers: noStore });
+  }
+  const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
+  const url =
+    token?.idToken === undefined
+      ? undefined
+      : providerSignOutUrl({
+          endSessionEndpoint: await endSessionEndpoint(),
+          idToken: token.idToken,
+          clientId: auth.clientId,
+          postLogoutRedirectUri: `${publicUrl}${SIGN_IN_PATH}`,
+        });
+  return Response.json({ url: url ?? SIGN_IN_PATH }, { headers: noStore });
+}
