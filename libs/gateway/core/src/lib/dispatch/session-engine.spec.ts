@@ -401,6 +401,71 @@ describe('SessionEngine across replicas', () => {
     expect(received).toHaveLength(1);
   });
 
+  it('turns an agent\'s answer too deep to pass to the asking replica into an internal error for its upstream', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'llm')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('ask') };
+          const ask = { jsonrpc: '2.0' as const, id: 3, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } };
+          try {
+            await (options?.onServerRequest?.(ask, new AbortController().signal) ?? Promise.reject(new Error('no relay')));
+            return { content: [{ type: 'text', text: 'answered' }] };
+          } catch (error) {
+            const { code, message } = error as { code?: number; message: string };
+            return { content: [{ type: 'text', text: `refused: ${code} ${message}` }] };
+          }
+        },
+      },
+    });
+    // A bus that serialises like the Redis one: JSON.stringify throws for a message nested too deeply.
+    const replicas = new Map<string, SessionEngine>();
+    const bus = {
+      broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)),
+      sendTo: (replicaId: string, message: BusMessage) => {
+        const copy = JSON.parse(JSON.stringify(message)) as BusMessage;
+        queueMicrotask(() => replicas.get(replicaId)?.onBusMessage(copy));
+      },
+    };
+    const sessions = new MemorySessionStore();
+    for (const replicaId of ['ra', 'rb']) {
+      const engine = new SessionEngine({
+        registry,
+        connector,
+        sessions,
+        logger,
+        bus,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId },
+      });
+      replicas.set(replicaId, engine);
+      engines.push(engine);
+    }
+    const [a, b] = [replicas.get('ra') as SessionEngine, replicas.get('rb') as SessionEngine];
+    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    const depth = 100_000;
+    const deep = JSON.parse(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`) as Record<string, unknown>;
+    // The call runs on replica A; the agent's answer to the relayed request arrives on replica B.
+    const answered = a.request(
+      onA,
+      req('tools/call', { name: 'llm__ask', arguments: {} }),
+      {
+        canStream: true,
+        send: (message) => {
+          const relayed = message as { id?: string };
+          if (typeof relayed.id === 'string') queueMicrotask(() => b.answer(onB, { jsonrpc: '2.0', id: relayed.id as string, result: deep }));
+          return true;
+        },
+      },
+      'trace',
+    );
+    expect(JSON.stringify(await answered)).toContain('refused: -32603 The answer could not be relayed');
+  });
+
   it('reuses an upstream session\'s listing pages until they age out or the upstream says its list changed', async () => {
     let version = 1;
     const { engine, connector } = build(

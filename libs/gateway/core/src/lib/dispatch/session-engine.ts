@@ -496,8 +496,19 @@ export class SessionEngine {
     if (typeof id !== 'string') return;
     const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(id)?.[1];
     if (owner === undefined) return;
-    if (owner === this.deps.options.replicaId || !this.deps.bus) this.settleAnswer(record.id, response);
-    else this.deps.bus.sendTo(owner, { type: 'answer', sessionId: record.id, response });
+    if (owner === this.deps.options.replicaId || !this.deps.bus) {
+      this.settleAnswer(record.id, response);
+      return;
+    }
+    try {
+      this.deps.bus.sendTo(owner, { type: 'answer', sessionId: record.id, response });
+    } catch (error) {
+      // The agent's answer nested too deeply to serialise for the other replica: that replica's upstream request gets
+      // an internal error instead of waiting for an answer that cannot come.
+      if (!isStackExhausted(error)) throw error;
+      const replacement: JsonRpcResponse = { jsonrpc: '2.0', id, error: { code: JSON_RPC.INTERNAL_ERROR, message: 'The answer could not be relayed' } };
+      this.deps.bus.sendTo(owner, { type: 'answer', sessionId: record.id, response: replacement });
+    }
   }
 
   /**

@@ -71,16 +71,27 @@ export function answerServerRequest(
   } catch (error) {
     promise = Promise.reject(error);
   }
+  // The answer is the agent's own JSON: parsed at any depth, it may be too deep to serialise again. Then the upstream
+  // gets an internal error for its request instead; the throw must not escape (this callback's promise is not awaited,
+  // and an unhandled rejection ends the process).
+  const answer = (encode: () => string): void => {
+    let text: string;
+    try {
+      text = encode();
+    } catch {
+      text = encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'The answer could not be relayed');
+    }
+    write(text);
+  };
   promise.then(
     (result) => {
       inFlight.delete(request.id);
-      if (!controller.signal.aborted) write(encodeResult(request.id, result));
+      if (!controller.signal.aborted) answer(() => encodeResult(request.id, result));
     },
     (error: unknown) => {
       inFlight.delete(request.id);
       if (controller.signal.aborted) return;
-      if (error instanceof UpstreamRpcError)
-        write(encodeError(request.id, error.code, error.message, error.data));
+      if (error instanceof UpstreamRpcError) answer(() => encodeError(request.id, error.code, error.message, error.data));
       else write(encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'Internal error'));
     },
   );
