@@ -78,14 +78,35 @@ describe('SessionEngine with in-memory upstreams', () => {
     const longUri = await engine.request(record, req('resources/read', { uri: `file:///${'a'.repeat(9_000)}` }), NO_STREAM, 'trace');
     expect('error' in longUri && longUri.error.message).toMatch(/uri longer than/);
     // Paths an upstream would resolve to another resource than the one policy matched.
-    for (const uri of ['file:///srv/public/../secret/k', 'file:///srv/./secret', 'file:///srv//secret/k', 'file:///srv/%73ecret/k', 'file:///srv/x%2Fk', 'file:///srv/%2e%2e/x', 'db://host/a/..']) {
+    // Each of these reads another resource through Node's URL parser (`new URL(uri)`, `fileURLToPath`) than the URI
+    // policy matched: file:///srv/secret/... or https://internal.example/x.
+    const rewritten = [
+      'file:///srv/public/..\\secret/k',
+      'file:///srv/sec\tret/k',
+      'file:///srv/sec\nret/k',
+      ' file:///srv/secret/k',
+      'file:///srv/secret/k\u0000',
+      'FILE:///srv/secret/k',
+      'file:/srv/secret/k',
+      'file:srv/secret/k',
+      'file://localhost/srv/secret/k',
+      'https:internal.example/x',
+      'https://INTERNAL.example/x',
+      'https://intern%61l.example/x',
+      'https://\uff49nternal.example/x',
+      'https://internal.example:443/x',
+      'https://evil.example\\@internal.example/x',
+      'file:///srv/\ud800',
+    ];
+    for (const uri of ['file:///srv/public/../secret/k', 'file:///srv/./secret', 'file:///srv//secret/k', 'file:///srv/%73ecret/k', 'file:///srv/x%2Fk', 'file:///srv/%2e%2e/x', 'db://host/a/..', ...rewritten]) {
       const refused = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
-      expect('error' in refused && refused.error.message).toMatch(/dot segments/);
+      expect('error' in refused && refused.error.message, uri).toMatch(/dot segments/);
     }
-    // Ordinary URIs (dots inside names, a query with slashes) are routed as before (here: not found).
-    for (const uri of ['file:///srv/report.v2.csv', 'https://host/a?next=/b//c', 'mem://notes/..hidden', 'file:///srv/a%20b%25']) {
+    // Ordinary URIs (dots inside names, a query with slashes, spaces and non-ASCII the parser only percent-encodes, a
+    // scheme the parser does not know) are routed as before (here: not found).
+    for (const uri of ['file:///srv/report.v2.csv', 'https://host/a?next=/b//c', 'mem://notes/..hidden', 'file:///srv/a%20b%25', 'file:///srv/my report.txt', 'https://host/caf\u00e9/men\u00fc', 'postgres://db.internal/orders', 'urn:isbn:0451450523']) {
       const routed = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
-      expect('error' in routed && routed.error.message).not.toMatch(/dot segments/);
+      expect('error' in routed && routed.error.message, uri).not.toMatch(/dot segments/);
     }
     expect(seen.filter((name) => name !== 'tools/call' && name !== 'resources/read')).toEqual([]);
   });

@@ -197,6 +197,38 @@ function pathOf(uri: string): string {
   return scheme ? withoutQuery.slice(scheme[0].length) : withoutQuery;
 }
 
+/** Characters a URL parser drops wherever they are (C0 controls; DEL is refused with them). */
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+/** Runs of characters a URL parser percent-encodes without changing what the URI names (spaces, non-ASCII). */
+const ESCAPED_BY_PARSERS = /[^\u0021-\u007e]+/g;
+
+/**
+ * Whether an upstream parsing `uri` could read another resource than the one policy matched, which sees the URI as
+ * written: dot or empty segments and encoded separators or unreserved characters (UNNORMALISED_PATH), and everything
+ * else the WHATWG URL parser (what Node's `new URL` and `fileURLToPath` use) rewrites: a backslash read as `/`, tabs
+ * and newlines dropped, surrounding spaces trimmed, the scheme and host lower-cased, full-width or percent-encoded
+ * host letters mapped, `file:/x` or `https:host` given their slashes, `localhost` and default ports dropped. The URI
+ * must be what the parser would write itself; only its percent-encoding of spaces and non-ASCII is allowed to differ.
+ */
+function unnormalisedUri(uri: string): boolean {
+  if (CONTROL_CHARACTERS.test(uri) || uri !== uri.trim()) return true;
+  const path = pathOf(uri);
+  if (path.includes('\\') || UNNORMALISED_PATH.test(path)) return true;
+  let escaped: string;
+  try {
+    escaped = uri.replace(ESCAPED_BY_PARSERS, (run) => encodeURI(run));
+  } catch {
+    return true; // a lone surrogate: no parser can encode it
+  }
+  let written: string;
+  try {
+    written = new URL(escaped).href;
+  } catch {
+    return false; // not a URL the parser takes (an upstream using it would refuse it too): nothing is rewritten
+  }
+  return written !== escaped;
+}
+
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
 const MAX_URI_LENGTH = 8 * 1024;
 
@@ -765,10 +797,13 @@ export class SessionEngine {
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
     if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
     if (uri.length > MAX_URI_LENGTH) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `uri longer than ${MAX_URI_LENGTH} characters`);
-    if (UNNORMALISED_PATH.test(pathOf(uri))) {
-      // Policy matches the URI as written; an upstream that resolves `..`, `//` or an encoded `/` or `.` would read
-      // another resource than the one policy decided on (`file:///srv/public/../secret`).
-      throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri must not contain dot segments, empty segments, an encoded "/" or encoded letters, digits or "-._~"');
+    if (unnormalisedUri(uri)) {
+      // Policy matches the URI as written; an upstream that resolves `..`, `//`, `\` or an encoded `/` or `.` would read
+      // another resource than the one policy decided on (`file:///srv/public/../secret`, `file:///srv/public/..\secret`).
+      throw new GatewayRequestError(
+        JSON_RPC.INVALID_PARAMS,
+        'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", and scheme and host as a URL parser writes them',
+      );
     }
     const find = (): string | undefined => {
       const direct = live.resourceRoutes.get(uri);
