@@ -198,6 +198,7 @@ function pathOf(uri: string): string {
 }
 
 /** Characters a URL parser drops wherever they are (C0 controls; DEL is refused with them). */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what this looks for
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 /** Runs of characters a URL parser percent-encodes without changing what the URI names (spaces, non-ASCII). */
 const ESCAPED_BY_PARSERS = /[^\u0021-\u007e]+/g;
