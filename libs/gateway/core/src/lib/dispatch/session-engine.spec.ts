@@ -230,6 +230,47 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(outcomes.filter((outcome) => outcome === 'The client session ended')).toHaveLength(MAX_RELAYED_PER_SESSION);
   });
 
+  it('refuses tool and prompt arguments that are not an object before any hook or upstream sees them', async () => {
+    const seen: unknown[] = [];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'fs')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {}, prompts: {} },
+        handle: async (method) => (method === 'tools/list' ? { tools: tools('run') } : method === 'prompts/list' ? { prompts: [{ name: 'p' }] } : { content: [], messages: [] }),
+      },
+    });
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: { admit: (info) => void (info.method === 'tools/call' || info.method === 'prompts/get' ? seen.push(info.arguments) : undefined) },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await engine.request(record, req('prompts/list'), NO_STREAM, 'trace');
+    const calls = () => connector.calls.filter((call) => call.method === 'tools/call' || call.method === 'prompts/get');
+    seen.length = 0;
+    for (const [method, name] of [['tools/call', 'fs__run'], ['prompts/get', 'fs__p']] as const) {
+      for (const bad of [['rm -rf /x'], 'rm -rf /x', 42, true]) {
+        const response = await engine.request(record, req(method, { name, arguments: bad }), NO_STREAM, 'trace');
+        expect('error' in response && response.error).toMatchObject({ code: -32602, message: 'arguments must be an object' });
+      }
+    }
+    expect(calls()).toEqual([]);
+    expect(seen).toEqual([]);
+    // An object, none at all or null (taken as none) go through, and the hooks see what the upstream gets.
+    for (const args of [{ path: '/x' }, undefined, null]) {
+      const response = await engine.request(record, req('tools/call', { name: 'fs__run', ...(args === undefined ? {} : { arguments: args }) }), NO_STREAM, 'trace');
+      expect('result' in response).toBe(true);
+    }
+    expect(calls()).toHaveLength(3);
+    expect(seen).toEqual([{ path: '/x' }, undefined, undefined]);
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

@@ -662,7 +662,11 @@ export class SessionEngine {
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
         const target = this.byExposedName(live, params['name'], kind);
-        const args = isObject(params['arguments']) ? params['arguments'] : undefined;
+        const given = params['arguments'];
+        // Arguments are an object (or absent; null taken as absent) in MCP. Anything else would reach the upstream while
+        // policy conditions, the approval's copy and the audit row saw no arguments at all.
+        if (given !== undefined && given !== null && !isObject(given)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'arguments must be an object');
+        const args = isObject(given) ? given : undefined;
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
         const forwarded = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
         return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
