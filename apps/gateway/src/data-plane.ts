@@ -194,13 +194,16 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     else if (channel === CHANGE_CHANNELS.approvals) approvals?.onDecided(message);
   });
 
-  // Request hooks, in order: policy first (its admission carries the decision and rate limits to later hooks).
-  // Tool pinning goes before it: a tool whose definition is not the approved one is hidden and refused outright; and
-  // once more after it for a call held for approval, since the tool may have changed or been blocked during the wait.
-  // After an approval wait, the caller's credential is checked again as well (revoked, expired, tenant suspended).
+  // Request hooks, in order: tool pinning (a tool whose definition is not the approved one is hidden and refused
+  // outright), then policy (its admission carries the decision and rate limits to later hooks), rate limits and the
+  // audit trail's fail-closed check; only then is a call that needs approval held (so calls needing approval are
+  // limited like any other, and none is held that the audit trail could not record), and after the wait pinning and
+  // the caller's credential are checked again (the tool may have changed; the key revoked, the tenant suspended).
   const pinning = toolPinningHooks({ pins: toolPins, logger });
   const authenticator = new ApiKeyAuthenticator(apiKeys, tenants, Date.now, credentialsCurrent);
-  const hooks: RequestHooks[] = [pinning, policyHooks(policies, approvals), pinningAfterApproval(pinning), credentialsAfterApproval(authenticator)];
+  const policy = policyHooks(policies, approvals);
+  const hooks: RequestHooks[] = [pinning, policy];
+  const afterHold: RequestHooks[] = [policy.hold, pinningAfterApproval(pinning), credentialsAfterApproval(authenticator)];
 
   // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).
   const auditProducer = config.audit.enabled
@@ -251,6 +254,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     );
   } else logger.warn('GATEWAY_RATE_LIMITS_ENABLED is false: rate limits are not enforced');
   if (audit) hooks.push(audit);
+  hooks.push(...afterHold);
 
   const engine = new SessionEngine({
     registry,

@@ -8,7 +8,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import { generateApiKey, hashApiKey } from '@portcullis/auth/api-keys';
 import type { TenantSettingsInput } from '@portcullis/contracts/api';
 import { POLICY_IR_VERSION, type PolicyRuleSource } from '@portcullis/contracts/policy-ir';
-import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createPrismaClient, createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { compile, serializeSnapshot } from '@portcullis/policy/engine';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { randomBytes } from 'node:crypto';
@@ -277,5 +277,37 @@ describe('rate limits on the gateway request path', () => {
     expect((await closedClient.listTools()).tools.length).toBeGreaterThan(0);
     expect(gatewayNoRedis.logs()).toContain('calls refused: rate limits cannot be checked');
     await Promise.all([openClient.close(), closedClient.close()]);
+  });
+
+  it('limits calls that need approval before they are held: no approval is recorded for a call past the limit', async () => {
+    const appDb = createPrismaClient({ url: ctx.databaseUrl });
+    const withApprovals = await startTestGateway({ systemDb: db, appDb, redisUrl: ctx.redisUrl });
+    try {
+      const f = await fixture([
+        {
+          id: 'echo-needs-a-human',
+          subjects: [{ type: 'authenticated' }],
+          targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }],
+          effect: 'require_approval',
+          rateLimit: { scope: ['agent_client'], requests: 2, windowSeconds: 60 },
+        },
+      ]);
+      const key = await f.agentKey();
+      await withApprovals.dataPlane.refreshAll();
+      const send = await rawSession(withApprovals.url, f.tenant.slug, key);
+      // Two calls are held (they wait for a person); the third is over the rule's limit and refused at once.
+      const held = [1, 2].map((id) => send(call(id, `held ${id}`)).catch(() => undefined));
+      await waitFor(async () => (await db.approval.count({ where: { tenantId: f.tenant.id, status: 'pending' } })) === 2, { description: 'two held calls' });
+      const third = await send(call(3, 'over the limit'));
+      expect(third.status).toBe(429);
+      expect(((await third.json()) as { error: { code: number } }).error.code).toBe(RATE_LIMITED);
+      expect(await db.approval.count({ where: { tenantId: f.tenant.id } })).toBe(2);
+      // Closing the gateway ends the held calls (answered, not left hanging).
+      await withApprovals.close();
+      await Promise.all(held);
+    } finally {
+      await withApprovals.close();
+      await appDb.$disconnect();
+    }
   });
 });

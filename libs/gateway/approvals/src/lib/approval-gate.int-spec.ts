@@ -1,11 +1,11 @@
 import { createPrismaClient, createSystemPrismaClient, type PortcullisPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { GatewayRequestError, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
+import { GATEWAY_RPC, GatewayRequestError, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
 import type { JsonRpcMessage, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { newId } from '@portcullis/shared/util-ids';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPROVAL_RPC, HeldCallGate, type HeldCallGateOptions } from './approval-gate';
+import { APPROVAL_RPC, HeldCallGate, MAX_HELD_PER_SESSION, type HeldCallGateOptions } from './approval-gate';
 import { PrismaApprovalStore } from './approval-store';
 import { argumentsHash } from './arguments-hash';
 
@@ -171,6 +171,38 @@ describe('HeldCallGate', () => {
     const rows = await system.approval.findMany({ where: { tenantId: tenant.id, argumentsHash: { in: [argumentsHash(args), argumentsHash(args2)] } }, select: { status: true } });
     expect(rows.map((row) => row.status)).toEqual(['cancelled', 'cancelled']);
     expect(g.size).toBe(0);
+  });
+
+  it('holds at most MAX_HELD_PER_SESSION calls of one session at once, recording no approval past it', async () => {
+    const g = gate();
+    const first = info({ n: 0 });
+    const controllers: AbortController[] = [];
+    const held: Promise<unknown>[] = [];
+    const batch = `batch-${newId()}`;
+    for (let n = 0; n < MAX_HELD_PER_SESSION; n += 1) {
+      const controller = new AbortController();
+      controllers.push(controller);
+      held.push(g.hold({ ...first, arguments: { batch, n } }, decision, sink(), controller.signal).catch((error: unknown) => error));
+    }
+    const refused = await g.hold({ ...first, arguments: { batch, n: 'over' } }, decision, sink(), new AbortController().signal).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(GatewayRequestError);
+    expect(refused).toMatchObject({ rpcCode: GATEWAY_RPC.RATE_LIMITED, outcome: 'rate_limited', data: { reason: 'too_many_calls_awaiting_approval' } });
+    // Another session is not affected.
+    const other = new AbortController();
+    const otherHeld = g.hold(info({ batch, n: 'other session' }), decision, sink(), other.signal).catch((error: unknown) => error);
+    await waitFor(async () => (await system.approval.count({ where: { tenantId: tenant.id, arguments: { path: ['batch'], equals: batch } } })) === MAX_HELD_PER_SESSION + 1, {
+      description: 'one approval row per held call',
+    });
+    // One decided (here: cancelled) makes room for one more.
+    controllers[0]?.abort(new Error('cancelled by the client'));
+    await held[0];
+    const controller = new AbortController();
+    const again = g.hold({ ...first, arguments: { batch, n: 'again' } }, decision, sink(), controller.signal).catch((error: unknown) => error);
+    await pendingId(argumentsHash({ batch, n: 'again' }));
+    for (const c of [...controllers, other, controller]) c.abort(new Error('done'));
+    await Promise.all([...held, otherHeld, again]);
+    expect(g.size).toBe(0);
+    await g.close();
   });
 
   it('fails the call with -32031 when the approval cannot be recorded', async () => {

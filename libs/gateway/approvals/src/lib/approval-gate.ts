@@ -40,6 +40,13 @@ interface Held {
 
 const MAX_NOTE = 500;
 
+/**
+ * Calls one MCP session may have waiting for approval on a replica at once. Each is an Approval row in an approver's
+ * queue and a request kept in memory for up to the approval timeout: an agent looping over a tool that needs approval
+ * (or sending batches of such calls) is refused past this rather than filling the queue.
+ */
+export const MAX_HELD_PER_SESSION = 32;
+
 function cancelled(): Error {
   const error = new Error('The call was cancelled while it waited for approval');
   error.name = 'AbortError';
@@ -54,6 +61,8 @@ function cancelled(): Error {
  */
 export class HeldCallGate implements ApprovalGate {
   private readonly held = new Map<string, Held>();
+  /** Held calls (and calls being recorded) per MCP session. */
+  private readonly perSession = new Map<string, number>();
   private readonly checks = new Map<TenantId, Promise<void>>();
   private readonly recheck = new Set<TenantId>();
   private readonly writes = new Set<Promise<unknown>>();
@@ -90,6 +99,22 @@ export class HeldCallGate implements ApprovalGate {
       // Hashing and redaction recurse: arguments nested thousands deep overflow the stack. The caller's mistake.
       throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (nested too deeply)', undefined, 'denied');
     }
+    const session = info.record.id;
+    const waiting = this.perSession.get(session) ?? 0;
+    if (waiting >= MAX_HELD_PER_SESSION) {
+      throw new GatewayRequestError(
+        GATEWAY_RPC.RATE_LIMITED,
+        `This session already has ${MAX_HELD_PER_SESSION} calls waiting for approval; try again once some are decided`,
+        { reason: 'too_many_calls_awaiting_approval', retryAfterSeconds: 30 },
+        'rate_limited',
+      );
+    }
+    this.perSession.set(session, waiting + 1);
+    const leave = () => {
+      const left = (this.perSession.get(session) ?? 1) - 1;
+      if (left > 0) this.perSession.set(session, left);
+      else this.perSession.delete(session);
+    };
     const expiresAt = this.now() + this.options.timeoutMs;
     const principal = info.record.principalKind;
     let id: string;
@@ -110,6 +135,7 @@ export class HeldCallGate implements ApprovalGate {
         traceId: info.traceId,
       });
     } catch (error) {
+      leave();
       this.options.logger.error({ err: error, tenantId: tenant, traceId: info.traceId }, 'approval not recorded; the held call fails');
       throw new GatewayRequestError(
         APPROVAL_RPC.UNAVAILABLE,
@@ -134,6 +160,7 @@ export class HeldCallGate implements ApprovalGate {
       const expiry = setTimeout(() => void this.expire(tenant, id), Math.max(0, expiresAt - this.now()));
       const stop = () => {
         this.held.delete(id);
+        leave();
         clearInterval(ticker);
         clearTimeout(expiry);
         signal.removeEventListener('abort', onAbort);

@@ -1,5 +1,5 @@
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
-import { GATEWAY_RPC, GatewayRequestError, NO_STREAM, type Admission, type ApprovalGate, type RequestInfo } from '@portcullis/gateway/core';
+import { composeHooks, GATEWAY_RPC, GatewayRequestError, NO_STREAM, type Admission, type ApprovalGate, type RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { compile, type PolicySnapshot } from '@portcullis/policy/engine';
 import { describe, expect, it } from 'vitest';
@@ -70,7 +70,9 @@ function call(session: SessionRecord, kind: 'tool' | 'prompt' | 'resource', upst
   };
 }
 
-const admit = (hooks: ReturnType<typeof policyHooks>, info: RequestInfo) => hooks.admit?.(info, NO_STREAM, new AbortController().signal, undefined);
+/** The policy's deciding hook and its hold, composed as the gateway composes them (other hooks between them). */
+const admit = (hooks: ReturnType<typeof policyHooks>, info: RequestInfo) =>
+  composeHooks([hooks, hooks.hold]).admit?.(info, NO_STREAM, new AbortController().signal, undefined);
 
 function refusal(fn: () => unknown): GatewayRequestError {
   try {
@@ -208,6 +210,41 @@ describe('policyHooks.admit', () => {
       arguments: { amount: 400 },
     });
     expect(held).toEqual([{ method: 'tools/call', reason: expect.stringContaining('big-refunds-need-a-human'), ruleIds: ['big-refunds-need-a-human'], snapshotVersion: 3 }]);
+  });
+
+  it('decides without holding; the hold comes from its own hook, and a composition without it refuses the call', async () => {
+    const held: string[] = [];
+    let released = 0;
+    const gate: ApprovalGate = {
+      hold: async () => {
+        held.push('held');
+        return { approvalId: 'ap-9' };
+      },
+    };
+    const hooks = policyHooks(lookup(snapshotOf(RULES)), gate);
+    const info = call(ci, 'tool', 'tickets', 'refund', { amount: 500 });
+    expect(hooks.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).toMatchObject({ decision: 'require_approval', ruleIds: ['big-refunds-need-a-human'] });
+    expect(held).toEqual([]);
+    // A guard between the decision and the hold (a rate limit, say) refuses: nothing is held.
+    const limited = composeHooks([
+      hooks,
+      {
+        admit: () => {
+          throw new GatewayRequestError(GATEWAY_RPC.RATE_LIMITED, 'slow down', undefined, 'rate_limited');
+        },
+      },
+      hooks.hold,
+    ]);
+    expect(refusal(() => limited.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).rpcCode).toBe(GATEWAY_RPC.RATE_LIMITED);
+    expect(held).toEqual([]);
+    // Without the hold the call is refused, not run unapproved, and what was admitted is released.
+    const unheld = composeHooks([hooks, { admit: () => ({ release: () => void (released += 1) }) }]);
+    expect(() => unheld.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).toThrow(/needing approval was admitted without one/);
+    expect(released).toBe(1);
+    // Allowed calls pass the hold untouched.
+    expect(admit(hooks, call(ci, 'tool', 'tickets', 'refund', { amount: 20 }))).toMatchObject({ decision: 'allow' });
+    await expect(admit(hooks, info)).resolves.toMatchObject({ decision: 'require_approval', approvalId: 'ap-9' });
+    expect(held).toEqual(['held']);
   });
 
   it('checks arguments an approver edited against the policy: edits the policy denies are refused', async () => {

@@ -42,6 +42,17 @@ interface Listed {
   readonly item: Readonly<Record<string, unknown>>;
 }
 
+/** `policyHooks`: the deciding hooks, and the hook that holds calls needing approval, to run after the guards. */
+export type PolicyHooks = RequestHooks & {
+  /**
+   * Holds a call the policy said needs approval (`approvalGate.hold`) and decides it again when it resumes. Compose it
+   * after the hooks that must refuse a call before it is held (rate limits, the audit trail's fail-closed check), so
+   * a flood of calls needing approval is limited like any other instead of filling the approvers' queue; a call that
+   * needs approval and never met this hook is refused by `composeHooks`.
+   */
+  readonly hold: RequestHooks;
+};
+
 /**
  * Policy enforcement on the gateway's request path, as `RequestHooks`:
  *
@@ -51,12 +62,15 @@ interface Listed {
  *   expanded URI by `admit`. A tenant without a snapshot lists nothing.
  * - `admit` decides routed requests (tools/call, prompts/get, resources/read and (un)subscribe, completion refs):
  *   deny → a `POLICY_DENIED` JSON-RPC error with the engine's agent message and the snapshot version; allow → an
- *   admission carrying the decision for the audit trail and rate limits; require_approval → `approvalGate.hold`, or
- *   an `APPROVAL_UNAVAILABLE` error when no gate is configured. Requests without a target pass untouched.
+ *   admission carrying the decision for the audit trail and rate limits; require_approval → the same admission with
+ *   that decision (held later by `hold`), or an `APPROVAL_UNAVAILABLE` error when no gate is configured. Requests
+ *   without a target pass untouched.
+ * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
+ *   the call resumes decides again on the arguments it will run with.
  *
  * Everything except an approval hold is synchronous: one map lookup and one `evaluate` per call.
  */
-export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGate): RequestHooks {
+export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGate): PolicyHooks {
   return {
     filter(record, kind, upstream, items) {
       const snapshot = snapshots.get(record.tenantId);
@@ -71,7 +85,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       return visibleTools(snapshot, principalOf(record), listed).map((entry) => entry.item);
     },
 
-    admit(info: RequestInfo, sink: MessageSink, signal: CancelSignal): Admission | undefined | Promise<Admission | undefined> {
+    admit(info: RequestInfo): Admission | undefined {
       const target = info.target;
       if (target === undefined) return undefined;
       const snapshot = snapshots.get(info.record.tenantId);
@@ -94,9 +108,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
           'denied',
         );
       }
-      const admission = admissionOf(decision);
-      if (decision.effect === 'allow') return admission;
-      if (approvalGate === undefined) {
+      if (decision.effect === 'require_approval' && approvalGate === undefined) {
         throw new GatewayRequestError(
           GATEWAY_RPC.APPROVAL_UNAVAILABLE,
           `${what()} needs approval by a person before it runs, and approvals are not available on this gateway, so it was not run.`,
@@ -104,33 +116,43 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
           'denied',
         );
       }
-      return approvalGate
-        .hold(info, { reason: decision.reason, ruleIds: decision.ruleIds, snapshotVersion: decision.snapshotVersion }, sink, signal)
-        .then((held): Admission => {
-          // The call waited (minutes, perhaps): it runs only if the policy in force now still lets it, with the
-          // arguments it will run with (an approver's edits were never what the policy decided on). A human's
-          // approval covers "needs approval", never a deny, a rule removed meanwhile or a tenant without policy.
-          const current = snapshots.get(info.record.tenantId);
-          const edited = held.arguments !== undefined;
-          const recheck = current
-            ? evaluate(current, {
-                principal: principalOf(info.record),
-                target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
-                arguments: held.arguments ?? info.arguments ?? null,
-                context: { time: new Date(), ip: info.clientIp ?? null },
-              })
-            : undefined;
-          if (recheck === undefined || recheck.effect === 'deny') {
-            const why = edited ? 'was approved with edited arguments, which the policy denies' : 'was approved, but the policy in force now denies it';
-            throw new GatewayRequestError(
-              GATEWAY_RPC.POLICY_DENIED,
-              `${what()} ${why}. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
-              { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
-              'denied',
-            );
-          }
-          return { ...admission, ...held };
-        });
+      return admissionOf(decision);
+    },
+
+    hold: {
+      admit(info: RequestInfo, sink: MessageSink, signal: CancelSignal, prior?: Admission): Promise<Admission> | undefined {
+        const target = info.target;
+        if (target === undefined || prior?.decision !== 'require_approval' || prior.approvalId !== undefined) return undefined;
+        if (approvalGate === undefined) throw new Error('a call needing approval reached the hold without an approval gate');
+        const what = () => describe(target.kind, target.name, target.upstream);
+        return approvalGate
+          .hold(info, { reason: prior.reason ?? '', ruleIds: prior.ruleIds ?? [], snapshotVersion: prior.snapshotVersion ?? 0 }, sink, signal)
+          .then((held): Admission => {
+            // The call waited (minutes, perhaps): it runs only if the policy in force now still lets it, with the
+            // arguments it will run with (an approver's edits were never what the policy decided on). A human's
+            // approval covers "needs approval", never a deny, a rule removed meanwhile or a tenant without policy.
+            const current = snapshots.get(info.record.tenantId);
+            const edited = held.arguments !== undefined;
+            const recheck = current
+              ? evaluate(current, {
+                  principal: principalOf(info.record),
+                  target: { kind: target.kind, upstream: target.upstream.name, name: target.name },
+                  arguments: held.arguments ?? info.arguments ?? null,
+                  context: { time: new Date(), ip: info.clientIp ?? null },
+                })
+              : undefined;
+            if (recheck === undefined || recheck.effect === 'deny') {
+              const why = edited ? 'was approved with edited arguments, which the policy denies' : 'was approved, but the policy in force now denies it';
+              throw new GatewayRequestError(
+                GATEWAY_RPC.POLICY_DENIED,
+                `${what()} ${why}. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
+                { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
+                'denied',
+              );
+            }
+            return held;
+          });
+      },
     },
   };
 }

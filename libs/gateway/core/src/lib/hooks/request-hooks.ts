@@ -156,7 +156,12 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
           return continueAsync(admitters.slice(index + 1), verdict, merged, info, sink, signal);
         merged = merge(merged, verdict);
       }
-      return merged;
+      try {
+        return approvedIfNeeded(merged);
+      } catch (error) {
+        merged?.release?.();
+        throw error;
+      }
     };
   }
   if (filters.length > 0) {
@@ -175,6 +180,17 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     };
   }
   return composed;
+}
+
+/**
+ * A call the policy said needs a person's approval runs only once it has one: if no hook held it (a composition that
+ * left out the policy's hold hook), it is refused rather than run unapproved. The caller releases what was admitted.
+ */
+function approvedIfNeeded(merged: Admission | undefined): Admission | undefined {
+  if (merged?.decision === 'require_approval' && merged.approvalId === undefined) {
+    throw new Error('a call needing approval was admitted without one (no hook held it)');
+  }
+  return merged;
 }
 
 type AdmitFn = NonNullable<RequestHooks['admit']>;
@@ -196,7 +212,7 @@ async function continueAsync(
       const verdict = admit(info, sink, signal, merged);
       merged = merge(merged, verdict instanceof Promise ? await verdict : verdict);
     }
-    return merged;
+    return approvedIfNeeded(merged);
   } catch (error) {
     merged?.release?.();
     throw error;
