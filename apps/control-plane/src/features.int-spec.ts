@@ -108,7 +108,11 @@ describe('tenant suspension', () => {
     expect((await cp.request('POST', `${base}/api-keys/${leakedKey.id}/revoke`, { token: owner.token })).status).toBe(200);
     expect((await cp.request('POST', `${base}/api-keys`, { token: owner.token, body: { name: 'new', agentClientId: leakedKey.agentClientId } })).status).toBe(409);
 
+    const upstreamNotices = () => notices.filter((n) => n.channel === CHANGE_CHANNELS.upstreams && n.message === t.id).length;
+    const beforeReactivation = upstreamNotices();
     expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'active', name: 'Back again' } })).json).toMatchObject({ status: 'active', name: 'Back again' });
+    // Gateways load upstreams of active tenants only: reactivation announces the upstreams too.
+    await waitFor(() => upstreamNotices() > beforeReactivation, { description: 'an upstreams notice for the reactivated tenant' });
     expect((await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'after' } })).status).toBe(201);
     // agent_client.create, api_key.create, tenant.update, api_key.revoke, tenant.update, agent_client.create
     const events = await cp.eventsAtLeast(t.id, 6);

@@ -74,7 +74,12 @@ export class TenantsService {
     });
     const response = toTenantResponse(after);
     await this.audit.emit({ tenantId, actor, action: 'tenant.update', target: { type: 'tenant', id: tenantId }, before: toTenantResponse(before), after: response });
-    if (before.status !== after.status) await this.changes.publish(CHANGE_CHANNELS.tenants, tenantId);
+    if (before.status !== after.status) {
+      // Gateways load the upstreams of active tenants only: a tenant reactivated needs them reloaded too, not at the
+      // next periodic refresh (its endpoint would answer with empty listings meanwhile).
+      await this.changes.publish(CHANGE_CHANNELS.tenants, tenantId);
+      await this.changes.publish(CHANGE_CHANNELS.upstreams, tenantId);
+    }
     if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, tenantId);
     return response;
   }
