@@ -144,6 +144,17 @@ describe('GET /audit/events', () => {
     expect(reversed.status).toBe(400);
     expect(reversed.json['errors']).toEqual([{ path: 'to', message: 'must be after `from`' }]);
 
+    // Year 0000 has the ISO layout but no Postgres year, and a cursor with month 13 the cursor's layout: both 400.
+    for (const path of [`${base}?${q({ from: '0000-01-01T00:00:00Z' })}`, `${base}.csv?${q({ from: '0000-01-01T00:00:00Z' })}`]) {
+      const yearZero = await cp.request('GET', path, { token: auditor.token });
+      expect(yearZero.status).toBe(400);
+      expect(yearZero.json['errors']).toEqual([{ path: 'from', message: 'must be in year 0001 or later' }]);
+    }
+    const forged = Buffer.from(`a1|2026-13-45T99:00:00.000000Z|${f.tenant.id}`).toString('base64url');
+    const badCursor = await cp.request('GET', `${base}?${q({ cursor: forged })}`, { token: auditor.token });
+    expect(badCursor.status).toBe(400);
+    expect(badCursor.json['errors']).toEqual([{ path: 'cursor', message: 'not a cursor this API issued' }]);
+
     for (const cursor of ['bogus', Buffer.from(`a1|2026-11-01T00:00:00.000000Z|${newId()}|x`).toString('base64url'), Buffer.from("a1|'; drop table x|y").toString('base64url')]) {
       const bad = await cp.request('GET', `${base}?cursor=${cursor}`, { token: auditor.token });
       expect(bad.status).toBe(400);

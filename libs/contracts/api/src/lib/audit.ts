@@ -1,6 +1,9 @@
 import { z } from 'zod';
 
-const isoTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone, e.g. 2026-12-01T00:00:00Z' });
+// Year 0000 is ISO 8601's 1 BC, which Postgres has no year for (it refuses the value): not a time audit events have.
+const isoTime = z.iso
+  .datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone, e.g. 2026-12-01T00:00:00Z' })
+  .refine((value) => !value.startsWith('0000'), 'must be in year 0001 or later');
 
 /**
  * What an auditor can filter audit events by. `from` is inclusive, `to` exclusive (occurred time). The same fields

@@ -20,6 +20,10 @@ describe('audit cursor', () => {
       Buffer.from(`a1|2026-11-01T10:20:30Z|${newId()}`).toString('base64url'),
       Buffer.from(`a1|2026-11-01T10:20:30.123456Z|nope`).toString('base64url'),
       Buffer.from(`a1|2026-11-01T10:20:30.123456Z|${newId()}|extra`).toString('base64url'),
+      // The layout of a time, but no time Postgres can hold (it answered 22008: a 500).
+      Buffer.from(`a1|2026-13-45T99:00:00.000000Z|${newId()}`).toString('base64url'),
+      Buffer.from(`a1|2026-02-30T10:20:30.123456Z|${newId()}`).toString('base64url'),
+      Buffer.from(`a1|0000-01-01T00:00:00.000000Z|${newId()}`).toString('base64url'),
     ];
     for (const cursor of forged) {
       try {

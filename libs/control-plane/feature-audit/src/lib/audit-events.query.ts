@@ -20,6 +20,13 @@ export interface AuditCursor {
 const CURSOR_VERSION = 'a1';
 const MICRO_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
+/** A time in the cursor's layout that is a real instant Postgres can hold (month 13 or hour 99 has the layout too). */
+function isRealTime(occurredAt: string): boolean {
+  if (!MICRO_ISO.test(occurredAt) || occurredAt.startsWith('0000')) return false;
+  const millis = Date.parse(`${occurredAt.slice(0, 23)}Z`);
+  return !Number.isNaN(millis) && new Date(millis).toISOString().slice(0, 23) === occurredAt.slice(0, 23);
+}
+
 export function encodeAuditCursor(cursor: AuditCursor): string {
   return Buffer.from(`${CURSOR_VERSION}|${cursor.occurredAt}|${cursor.id}`, 'utf8').toString('base64url');
 }
@@ -28,7 +35,7 @@ export function encodeAuditCursor(cursor: AuditCursor): string {
 export function decodeAuditCursor(cursor: string | undefined): AuditCursor | undefined {
   if (cursor === undefined || cursor === '') return undefined;
   const [version, occurredAt, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  if (version !== CURSOR_VERSION || rest.length > 0 || !occurredAt || !MICRO_ISO.test(occurredAt) || !isUuid(id)) {
+  if (version !== CURSOR_VERSION || rest.length > 0 || !occurredAt || !isRealTime(occurredAt) || !isUuid(id)) {
     throw new AppError('VALIDATION_FAILED', 'The request is not valid.', {
       fields: [{ path: 'cursor', message: 'not a cursor this API issued' }],
     });
