@@ -136,6 +136,10 @@ describe('policy GET/PUT with ETag and If-Match', () => {
       body: { defaultEffect: 'deny', description: 'a\u0000b', rules: [] },
     });
     expect(nulDescription.status).toBe(400);
+    // Nor a lone surrogate (sent as the JSON escape "\ud800"): 400 naming the field.
+    const lone = await putPolicy(t.id, admin.token, '"0"', [{ ...allowTickets('r-lone'), targets: [{ kind: 'tool', upstream: '\ud800', name: 'x' }] }]);
+    expect(lone.status).toBe(400);
+    expect(lone.json['errors']).toEqual([{ path: 'rules.0.targets.0.upstream', message: 'must not contain a lone UTF-16 surrogate (invalid Unicode)' }]);
 
     const schema = await putPolicy(t.id, admin.token, '"0"', [{ ...allowTickets('r-x'), effect: 'maybe' }]);
     expect(schema.status).toBe(400);

@@ -55,8 +55,11 @@ describe('probeUpstream bounds', () => {
     expect(await reasonOf(probe())).toBe('too_large');
   });
 
-  it('refuses a definition with a NUL character (Postgres cannot store it)', async () => {
+  it('refuses a definition with a NUL character or a lone surrogate (Postgres cannot store them)', async () => {
     advertised = [tool('nul', 'before\u0000after')];
+    expect(await reasonOf(probe())).toBe('unstorable');
+    // A lone surrogate (JSON "\ud800" from the upstream) neither.
+    advertised = [tool('lone', 'before\ud800after')];
     expect(await reasonOf(probe())).toBe('unstorable');
   });
 });

@@ -71,10 +71,13 @@ const MAX_DEFINITION_BYTES = 256 * 1024;
 const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
 
 /** The UTF-8 size of a definition's JSON, and whether a key or string holds a NUL (Postgres text and jsonb refuse it). */
+/** Postgres jsonb holds neither NUL nor a lone UTF-16 surrogate. */
+const unstorableText = (text: string): boolean => text.includes('\u0000') || !(text as string & { isWellFormed(): boolean }).isWellFormed();
+
 function measure(definition: PinnedDefinition): { bytes: number; nul: boolean } {
   let nul = false;
   const json = JSON.stringify(definition, (key, value: unknown) => {
-    if (key.includes('\u0000') || (typeof value === 'string' && value.includes('\u0000'))) nul = true;
+    if (unstorableText(key) || (typeof value === 'string' && unstorableText(value))) nul = true;
     return value;
   });
   return { bytes: Buffer.byteLength(json ?? '', 'utf8'), nul };
@@ -181,7 +184,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           if (seenNames.size > options.maxItemsPerKind) throw new ProbeFailure('too_large', listing.kind);
           const definition = pinnedDefinition(listing.kind, item);
           const size = measure(definition);
-          if (size.nul) throw new ProbeFailure('unstorable', `${listing.kind} with NUL`);
+          if (size.nul) throw new ProbeFailure('unstorable', `${listing.kind} with NUL or a lone surrogate`);
           totalBytes += size.bytes;
           if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES || size.bytes > MAX_DEFINITION_BYTES || totalBytes > MAX_TOTAL_BYTES) {
             throw new ProbeFailure('too_large', `${listing.kind} size`);

@@ -22,6 +22,22 @@ describe('ZodPipe', () => {
     expect(pipe.transform({ rules: [{ id: 'ok' }] })).toEqual({ rules: [{ id: 'ok' }] });
   });
 
+  it('refuses a lone UTF-16 surrogate (JSON "\\ud800") in any string or key: Postgres cannot store it either', () => {
+    const attempt = (body: unknown) => {
+      try {
+        pipe.transform(body);
+        return undefined;
+      } catch (error) {
+        return error;
+      }
+    };
+    const lone = JSON.parse('{"rules":[{"id":"a\\ud800b"}]}') as unknown;
+    expect(attempt(lone)).toMatchObject({ code: 'VALIDATION_FAILED', fields: [{ path: 'rules.0.id', message: expect.stringContaining('lone UTF-16 surrogate') }] });
+    expect(attempt({ rules: [], args: { ['k\udfff']: 1 } })).toMatchObject({ fields: [{ path: 'args.k\udfff' }] });
+    // A surrogate pair (an emoji) is fine.
+    expect(pipe.transform({ rules: [{ id: 'ok \u{1F600}' }] })).toEqual({ rules: [{ id: 'ok \u{1F600}' }] });
+  });
+
   it('scans deeply nested bodies without overflowing the stack', () => {
     let deep: unknown = 'x\u0000';
     for (let i = 0; i < 100_000; i++) deep = [deep];

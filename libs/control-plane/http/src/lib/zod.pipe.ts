@@ -12,28 +12,39 @@ export class ZodPipe<S extends z.ZodType> implements PipeTransform<unknown, z.ou
   constructor(private readonly schema: S) {}
 
   transform(value: unknown): z.output<S> {
-    // Postgres text and jsonb cannot hold NUL: refuse it here as the caller's mistake rather than fail in the database.
-    const nulAt = nulPath(value);
-    if (nulAt !== undefined) {
-      throw new AppError('VALIDATION_FAILED', 'The request is not valid.', {
-        fields: [{ path: nulAt, message: 'must not contain a NUL character (U+0000)' }],
-      });
+    // Postgres text and jsonb cannot hold NUL, nor a lone UTF-16 surrogate (JSON's "\ud800" parses to one): refuse
+    // them here as the caller's mistake rather than fail in the database (a 500).
+    const unstorable = unstorableText(value);
+    if (unstorable !== undefined) {
+      throw new AppError('VALIDATION_FAILED', 'The request is not valid.', { fields: [unstorable] });
     }
     return this.schema.parse(value);
   }
 }
 
-/** The dotted path of a string or key holding U+0000, if any (iterative: bodies may nest deeply). */
-function nulPath(body: unknown): string | undefined {
+/** `String.prototype.isWellFormed` (Node ≥ 20; not in this TypeScript lib target): no lone surrogates. */
+const isWellFormed = (value: string): boolean => (value as string & { isWellFormed(): boolean }).isWellFormed();
+
+/** Why a string can not be stored, if it cannot. */
+function textProblem(value: string): string | undefined {
+  if (value.includes('\u0000')) return 'must not contain a NUL character (U+0000)';
+  if (!isWellFormed(value)) return 'must not contain a lone UTF-16 surrogate (invalid Unicode)';
+  return undefined;
+}
+
+/** The dotted path of the first string or key Postgres could not store, and why (iterative: bodies may nest deeply). */
+function unstorableText(body: unknown): { path: string; message: string } | undefined {
   const pending: [unknown, string][] = [[body, '']];
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const [value, path] = next;
     if (typeof value === 'string') {
-      if (value.includes('\u0000')) return path;
+      const message = textProblem(value);
+      if (message !== undefined) return { path, message };
     } else if (typeof value === 'object' && value !== null) {
       for (const [key, inner] of Object.entries(value)) {
         const at = path === '' ? key : `${path}.${key}`;
-        if (key.includes('\u0000')) return at;
+        const message = textProblem(key);
+        if (message !== undefined) return { path: at, message };
         pending.push([inner, at]);
       }
     }
