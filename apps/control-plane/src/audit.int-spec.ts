@@ -220,6 +220,14 @@ describe('GET /audit/verify', () => {
     await tamper('DELETE FROM audit_events WHERE tenant_id = $1 AND seq = 30', [g.tenant.id]);
     const tail = await cp.request('GET', `/api/v1/tenants/${g.tenant.id}/audit/verify`, { token: gAuditor.token });
     expect(tail.json).toEqual({ ok: false, checked: 29, brokenAt: { seq: '30', id: null, problem: 'head_mismatch' } });
+
+    // The head removed (or set back) by someone with SQL access: the events it no longer covers break the chain, where
+    // before an empty chain was reported intact.
+    const h = await tenantWithEvents();
+    const hAuditor = await cp.member(h.tenant.id, 'auditor');
+    await tamper('DELETE FROM audit_chain_heads WHERE tenant_id = $1', [h.tenant.id]);
+    const headless = await cp.request('GET', `/api/v1/tenants/${h.tenant.id}/audit/verify`, { token: hAuditor.token });
+    expect(headless.json).toEqual({ ok: false, checked: 0, brokenAt: { seq: '1', id: null, problem: 'head_mismatch' } });
   });
 });
 

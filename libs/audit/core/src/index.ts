@@ -10,8 +10,8 @@ export { isTransientStoreError, PostgresAuditEventStore } from './lib/postgres-a
 export { sampleAuditEvent } from './lib/testing';
 export { AUDIT_CLI_USAGE, runAuditCli } from './lib/audit-cli';
 export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';
-export { verifyTenantChain } from './lib/verify-tenant-chain';
-export type { ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
+export { CHAIN_HEAD_SQL, verifyTenantChain } from './lib/verify-tenant-chain';
+export type { ChainHeadRow, ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
 export { CsvRowParser, encodeCell, encodeRow } from './lib/audit-csv';
 export { auditExportFilters, CSV_COLUMNS, exportAuditEvents, verifyExportFile } from './lib/audit-export';
 export type {

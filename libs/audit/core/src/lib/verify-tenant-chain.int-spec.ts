@@ -72,7 +72,8 @@ describe('audit:verify (real Postgres)', () => {
       get(target, property, receiver) {
         if (property !== '$queryRawUnsafe') return Reflect.get(target, property, receiver);
         return async (sql: string, ...params: unknown[]) => {
-          if (sql.includes('FROM audit_events') && pages++ < 3) await store.insert([sampleAuditEvent(tenant.id, { arguments: { late: pages } })]);
+          // Page queries only (the head query looks at audit_events too).
+          if (sql.includes('FROM audit_events') && !sql.includes('audit_chain_heads') && pages++ < 3) await store.insert([sampleAuditEvent(tenant.id, { arguments: { late: pages } })]);
           return target.$queryRawUnsafe(sql, ...params);
         };
       },
@@ -133,6 +134,16 @@ describe('audit:verify (real Postgres)', () => {
       checked: 8,
       brokenAt: { seq: '9', id: null, problem: 'head_mismatch' },
     });
+  });
+
+  it('detects a chain head removed or set back: events past the head break the chain (not an intact empty one)', async () => {
+    const headless = await tenantWithEvents(5);
+    await tamper('DELETE FROM audit_chain_heads WHERE tenant_id = $1', [headless.tenant.id]);
+    expect(await verifyTenantChain(system, headless.tenant.id)).toMatchObject({ ok: false, checked: 0, brokenAt: { seq: '1', id: null, problem: 'head_mismatch' } });
+
+    const behind = await tenantWithEvents(5);
+    await tamper('UPDATE audit_chain_heads SET last_seq = 3 WHERE tenant_id = $1', [behind.tenant.id]);
+    expect(await verifyTenantChain(system, behind.tenant.id)).toMatchObject({ ok: false, brokenAt: { seq: '4', problem: 'head_mismatch' } });
   });
 
   it('refuses deleting audit events the retention checkpoint does not cover, even as the system role', async () => {

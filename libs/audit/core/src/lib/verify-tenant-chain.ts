@@ -59,28 +59,36 @@ async function checkpointMoved(db: SystemPrismaClient, tenantId: string, fromSeq
   return rows[0] !== undefined && BigInt(rows[0].pruned_through_seq) > fromSeq;
 }
 
+/** A row of CHAIN_HEAD_SQL: the head (zeros and nulls when there is none) and the first event past it, if any. */
+export interface ChainHeadRow {
+  readonly last_seq: bigint;
+  readonly last_hash: string | null;
+  readonly pruned_through_seq: bigint;
+  readonly pruned_through_hash: string | null;
+  readonly beyond: bigint | null;
+}
+
+/**
+ * A tenant's chain head ($1) and the first of its events past the head, in one statement and so one snapshot (events
+ * and the head they advance commit together): there should be none. A head removed or set back (SQL access) would
+ * otherwise make the chain look intact while events lie outside it.
+ */
+export const CHAIN_HEAD_SQL = `SELECT COALESCE(h.last_seq, 0) AS last_seq, h.last_hash, COALESCE(h.pruned_through_seq, 0) AS pruned_through_seq,
+       h.pruned_through_hash,
+       (SELECT e.seq FROM audit_events e WHERE e.tenant_id = $1::uuid AND e.seq > COALESCE(h.last_seq, 0) ORDER BY e.seq LIMIT 1) AS beyond
+  FROM (SELECT 1) AS one LEFT JOIN audit_chain_heads h ON h.tenant_id = $1::uuid`;
+
 async function verifyOnce(
   db: SystemPrismaClient,
   tenantId: string,
   batchSize: number,
 ): Promise<{ ok: boolean; fromSeq: bigint; report: TenantChainReport }> {
-  const heads = await db.$queryRawUnsafe<
-    {
-      last_seq: bigint;
-      last_hash: string | null;
-      pruned_through_seq: bigint;
-      pruned_through_hash: string | null;
-    }[]
-  >(
-    'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
-    tenantId,
-  );
-  const head = heads[0] ?? {
-    last_seq: 0n,
-    last_hash: null,
-    pruned_through_seq: 0n,
-    pruned_through_hash: null,
-  };
+  const heads = await db.$queryRawUnsafe<ChainHeadRow[]>(CHAIN_HEAD_SQL, tenantId);
+  const { beyond, ...head } = heads[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null, beyond: null };
+  if (beyond !== null) {
+    const report: TenantChainReport = { ok: false, tenantId, checked: 0, brokenAt: { id: null, seq: BigInt(beyond).toString(), problem: 'head_mismatch' } };
+    return { ok: false, fromSeq: BigInt(head.pruned_through_seq), report };
+  }
   const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
   const headSeq = BigInt(head.last_seq);
   const broken = (report: TenantChainReport) => ({ ok: false, fromSeq: from.seq, report });

@@ -30,7 +30,7 @@ function interleaved(beforePage: () => Promise<void>): PortcullisPrismaClient {
                 get(inner, name, innerReceiver) {
                   if (name !== '$queryRawUnsafe') return Reflect.get(inner, name, innerReceiver);
                   return async (sql: string, ...params: unknown[]) => {
-                    if (sql.includes('FROM audit_events') && !sql.includes('SELECT hash')) await beforePage();
+                    if (sql.includes('FROM audit_events') && !sql.includes('SELECT hash') && !sql.includes('audit_chain_heads')) await beforePage();
                     return inner.$queryRawUnsafe(sql, ...params);
                   };
                 },

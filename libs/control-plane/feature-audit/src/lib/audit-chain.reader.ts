@@ -1,16 +1,9 @@
 import { verifyChain } from '@portcullis/audit/chain';
-import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from '@portcullis/audit/core';
+import { AUDIT_EVENT_COLUMNS, CHAIN_HEAD_SQL, linkFromRow, type AuditEventRow, type ChainHeadRow } from '@portcullis/audit/core';
 import type { AuditVerifyResponse } from '@portcullis/contracts/api';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
 import { auditErrors } from './audit.errors';
-
-interface ChainHead {
-  last_seq: bigint;
-  last_hash: string | null;
-  pruned_through_seq: bigint;
-  pruned_through_hash: string | null;
-}
 
 export interface VerifyBounds {
   /** Continue after this sequence number (an earlier answer's `lastSeq`); absent: from the retention checkpoint. */
@@ -58,14 +51,15 @@ async function verifyOnce(
   const pageSize = bounds.pageSize ?? 2_000;
   const maxEvents = bounds.maxEvents ?? 1_000_000;
   const deadline = Date.now() + (bounds.budgetMs ?? 10_000);
-  const head = await withTenant(db, tenantId, async (tx) => {
-    const rows = await tx.$queryRawUnsafe<ChainHead[]>(
-      'SELECT last_seq, last_hash, pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
-      tenantId,
-    );
-    return rows[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null };
+  // The head and the first event past it, which would mean a head removed or set back (CHAIN_HEAD_SQL).
+  const { beyond, ...head } = await withTenant(db, tenantId, async (tx) => {
+    const rows = await tx.$queryRawUnsafe<ChainHeadRow[]>(CHAIN_HEAD_SQL, tenantId);
+    return rows[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null, beyond: null };
   });
   const headSeq = BigInt(head.last_seq);
+  if (beyond !== null) {
+    return { fromSeq: BigInt(head.pruned_through_seq), response: { ok: false, checked: 0, brokenAt: { id: null, seq: BigInt(beyond).toString(), problem: 'head_mismatch' } } };
+  }
   let from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
   if (bounds.afterSeq !== undefined && bounds.afterSeq > from.seq) {
     if (bounds.afterSeq > headSeq) throw auditErrors.verifyBeyondHead(headSeq.toString());

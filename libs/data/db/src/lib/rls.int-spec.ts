@@ -110,6 +110,13 @@ describe('row-level security (portcullis_app)', () => {
     expect(await system.user.count({ where: { id: user.id } })).toBe(1);
   });
 
+  it('the app role advances a tenant\'s audit chain head but cannot delete it (a new head would restart the chain at 0)', async () => {
+    await system.$executeRaw`INSERT INTO audit_chain_heads (tenant_id, last_seq, updated_at) VALUES (${a.id}::uuid, 0, now()) ON CONFLICT (tenant_id) DO NOTHING`;
+    await expect(withTenant(app, a.id, (tx) => tx.$executeRaw`DELETE FROM audit_chain_heads WHERE tenant_id = ${a.id}::uuid`)).rejects.toThrow(/permission denied/);
+    expect(await withTenant(app, a.id, (tx) => tx.$executeRaw`UPDATE audit_chain_heads SET updated_at = now() WHERE tenant_id = ${a.id}::uuid`)).toBe(1);
+    expect(await system.$queryRaw<unknown[]>`SELECT 1 FROM audit_chain_heads WHERE tenant_id = ${a.id}::uuid`).toHaveLength(1);
+  });
+
   it('the app role creates users and changes their names, but cannot make anyone a platform admin', async () => {
     const email = `plain-${newId()}@example.test`;
     const created = await app.user.create({ data: { email, name: 'Plain' }, select: { id: true } });
