@@ -24,8 +24,19 @@ describe('api contracts', () => {
 
   it('keeps credentials out of upstream URLs: no user info, no credential-named query parameters', () => {
     const upstream = (url: string) => createUpstreamRequest.safeParse({ name: 'u', toolPrefix: 'u', transport: 'streamable_http', url });
-    expect(upstream('https://mcp.example.test/mcp?region=eu&page=2').success).toBe(true);
-    for (const bad of ['https://user:pw@mcp.example.test/mcp', 'https://mcp.example.test/mcp?api_key=abc', 'https://mcp.example.test/mcp?x=1&Access_Token=abc', 'https://mcp.example.test/mcp?key=abc']) {
+    expect(upstream('https://mcp.example.test/mcp?region=eu&page=2&keyword=x').success).toBe(true);
+    // Also every name the audit redactor hides in recorded URLs (Azure API Management, Functions, SAS and S3 signatures).
+    for (const bad of [
+      'https://user:pw@mcp.example.test/mcp',
+      'https://mcp.example.test/mcp?api_key=abc',
+      'https://mcp.example.test/mcp?x=1&Access_Token=abc',
+      'https://mcp.example.test/mcp?key=abc',
+      'https://apim.example.test/mcp?subscription-key=LIVEKEY',
+      'https://apim.example.test/mcp?Ocp-Apim-Subscription-Key=LIVEKEY',
+      'https://fn.example.test/mcp?x-functions-key=abc',
+      'https://blob.example.test/mcp?sv=2024&sig=abc',
+      'https://s3.example.test/mcp?X-Amz-Signature=abc',
+    ]) {
       const parsed = upstream(bad);
       expect(parsed.success).toBe(false);
       expect(parsed.error?.issues[0]?.message).toMatch(/put them in headers/);

@@ -1,4 +1,4 @@
-import { namesSecret } from '@portcullis/shared/util-redact';
+import { namesQuerySecret } from '@portcullis/shared/util-redact';
 import { z } from 'zod';
 
 export const upstreamTransport = z.enum(['streamable_http', 'sse', 'stdio']);
@@ -24,9 +24,9 @@ const httpEndpoint = z
     return url.username === '' && url.password === '';
   }, 'must not contain credentials; put them in headers (stored encrypted)')
   // A URL is shown to every member and in audit records: a query parameter named like a credential (`?api_key=`,
-  // `?access_token=`) would be a secret in plain text. Headers are sealed and never returned.
+  // `?access_token=`, `?subscription-key=`, `?sig=`) would be a secret in plain text. Headers are sealed and never returned.
   .refine(
-    (value) => ![...new URL(value).searchParams.keys()].some(namesSecret),
+    (value) => ![...new URL(value).searchParams.keys()].some(namesQuerySecret),
     'must not carry credentials in its query string; put them in headers (stored encrypted)',
   );
 

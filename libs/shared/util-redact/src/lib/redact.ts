@@ -127,6 +127,18 @@ export function namesSecret(name: string): boolean {
   return SECRET_KEY.test(name);
 }
 
+/** A query parameter name whose value SECRET_QUERY_VALUE redacts: ending in token, secret, password, key, sig or signature. */
+const SECRET_QUERY_NAME = /(?:token|secret|password|key|sig|signature)$/i;
+
+/**
+ * Whether a URL query parameter's name marks its value as a credential: a key `namesSecret` names, or one the audit
+ * redactor treats as such in URLs (`subscription-key`, `x-functions-key`, `sig`, `X-Amz-Signature`...). What the
+ * redactor hides in a recorded URL must not be accepted in plain text in a stored one.
+ */
+export function namesQuerySecret(name: string): boolean {
+  return SECRET_QUERY_NAME.test(name) || SECRET_KEY.test(name);
+}
+
 /** @internal How many key verdicts are remembered (specs check the bounds). */
 export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
 
