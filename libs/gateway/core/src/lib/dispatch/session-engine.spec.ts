@@ -271,6 +271,31 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(seen).toEqual([{ path: '/x' }, undefined, undefined]);
   });
 
+  it('connects again after an upstream session ended by itself (a legacy SSE stream dropped), not before', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
+    const record = await openSession(engine);
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened).toEqual([{ upstreamId: 'u1', how: 'connect' }]);
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened).toHaveLength(1);
+    // The upstream's stream ends: the next call opens a new upstream session, then keeps using it.
+    connector.breakSession('u1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened).toEqual([
+      { upstreamId: 'u1', how: 'connect' },
+      { upstreamId: 'u1', how: 'resume' },
+    ]);
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened).toHaveLength(2);
+    // A stale notice (the old session's, again) changes nothing.
+    connector.closedHandlers.get('u1')?.[0]?.();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened).toHaveLength(2);
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

@@ -1022,7 +1022,20 @@ export class SessionEngine {
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
     });
     session.onServerRequest((request, signal) => this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal));
-    void config;
+    // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
+    // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
+    // released or replaced meanwhile is left alone.
+    session.onClosed?.(() => {
+      const held = live.upstreams.get(config.id);
+      void held?.session.then(
+        (current) => {
+          if (current !== session || live.upstreams.get(config.id) !== held) return;
+          held.pages.clear();
+          live.upstreams.delete(config.id);
+        },
+        () => undefined,
+      );
+    });
     return session;
   }
 

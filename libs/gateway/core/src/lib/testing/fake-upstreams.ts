@@ -38,6 +38,10 @@ export class FakeConnector implements UpstreamConnector {
   readonly notificationHandlers = new Map<string, ((notification: JsonRpcNotification) => void)[]>();
   /** Upstream sessions ended (`close`) and dropped locally (`dispose`), by upstream id, in order. */
   readonly ended: { readonly upstreamId: string; readonly how: 'close' | 'dispose' }[] = [];
+  /** Sessions opened (`connect`) or resumed, by upstream id, in order. */
+  readonly opened: { readonly upstreamId: string; readonly how: 'connect' | 'resume' }[] = [];
+  /** The `onClosed` handlers of the sessions handed out, per upstream id (newest last). */
+  readonly closedHandlers = new Map<string, (() => void)[]>();
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
 
   private session(config: UpstreamConfig): UpstreamSession {
@@ -60,7 +64,17 @@ export class FakeConnector implements UpstreamConnector {
       onServerRequest: () => undefined,
       close: async () => void this.ended.push({ upstreamId: config.id, how: 'close' }),
       dispose: () => void this.ended.push({ upstreamId: config.id, how: 'dispose' }),
+      onClosed: (handler: () => void) => {
+        const handlers = this.closedHandlers.get(config.id) ?? [];
+        handlers.push(handler);
+        this.closedHandlers.set(config.id, handlers);
+      },
     };
+  }
+
+  /** Plays the newest session of an upstream ending by itself (its transport broke). */
+  breakSession(upstreamId: string): void {
+    this.closedHandlers.get(upstreamId)?.at(-1)?.();
   }
 
   /** Plays a session-level notification from an upstream to every engine session attached to it. */
@@ -69,9 +83,11 @@ export class FakeConnector implements UpstreamConnector {
   }
 
   async connect(config: UpstreamConfig): Promise<UpstreamSession> {
+    this.opened.push({ upstreamId: config.id, how: 'connect' });
     return this.session(config);
   }
   async resume(config: UpstreamConfig): Promise<UpstreamSession> {
+    this.opened.push({ upstreamId: config.id, how: 'resume' });
     return this.session(config);
   }
   async shutdown(): Promise<void> {

@@ -109,6 +109,11 @@ export interface UpstreamSession {
    * can be resumed later, here or on another replica. Sessions that cannot be resumed leave this out.
    */
   dispose?(): void;
+  /**
+   * Called once if the session ends by itself (its transport broke: a legacy SSE stream ended), so the caller stops
+   * using it and connects again. Sessions whose transport cannot end under them leave this out.
+   */
+  onClosed?(handler: () => void): void;
 }
 
 export interface UpstreamConnector {

@@ -69,6 +69,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   private endpointPath = '';
   private stream: ClientRequest | undefined;
   private closed = false;
+  /** Told once when the session ends (the stream broke, or it was closed or disposed). */
+  private closedHandler: (() => void) | undefined;
   private notificationHandler: NotificationHandler | undefined;
   private serverRequestHandler: ServerRequestHandler | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
@@ -144,6 +146,10 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.serverRequestHandler = handler;
   }
 
+  onClosed(handler: () => void): void {
+    this.closedHandler = handler;
+  }
+
   async close(): Promise<void> {
     this.dispose();
   }
@@ -156,6 +162,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.stream = undefined;
     this.mux.failAll(errors.closed());
     abortAll(this.serverRequests);
+    const closedHandler = this.closedHandler;
+    this.closedHandler = undefined;
+    closedHandler?.();
   }
 
   private openStream(timeoutMs: number): Promise<void> {

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import { UpstreamUnavailableError, type UpstreamConnector } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -267,5 +268,39 @@ describe('connector resilience and network policy', () => {
       reason: 'protocol_error',
       message: expect.stringContaining('another origin'),
     });
+  });
+
+  it('tells the session\'s owner once when a legacy SSE upstream\'s stream ends under it, and fails calls after', async () => {
+    // A minimal legacy HTTP+SSE server: the endpoint event, then each POSTed request answered on the stream.
+    const streams: ServerResponse[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        streams.push(res);
+        return;
+      }
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        res.writeHead(202).end();
+        const message = JSON.parse(body) as { id?: number; method: string };
+        if (message.id === undefined) return;
+        const result =
+          message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } } : { content: [] };
+        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+      });
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
+    let closed = 0;
+    session.onClosed?.(() => (closed += 1));
+    expect(await session.request('tools/call', { name: 'x', arguments: {} })).toEqual({ content: [] });
+    expect(closed).toBe(0);
+    streams.at(-1)?.end();
+    await waitFor(() => closed === 1, 5_000);
+    await expect(session.request('tools/call', { name: 'x', arguments: {} })).rejects.toMatchObject({ reason: 'closed' });
+    await session.close();
+    expect(closed).toBe(1);
   });
 });
