@@ -553,6 +553,26 @@ describe('SessionEngine across replicas', () => {
     expect(JSON.stringify(await answered)).toContain('refused: -32603 The answer could not be relayed');
   });
 
+  it('ends a session from a replica that holds none of it without opening stdio or legacy SSE upstreams just to close them', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace(
+      [fakeConfig('u1', 'web'), { ...fakeConfig('u2', 'shell'), transport: 'stdio', url: null, command: '/bin/true' }, { ...fakeConfig('u3', 'files'), transport: 'sse' }],
+      () => undefined,
+    );
+    const handle = async () => ({ tools: [] });
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle }, u2: { capabilities: { tools: {} }, handle }, u3: { capabilities: { tools: {} }, handle } });
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    expect(connector.opened.map((o) => `${o.upstreamId}:${o.how}`).sort()).toEqual(['u1:connect', 'u2:connect', 'u3:connect']);
+    // DELETE arrives on B, which holds nothing: only the Streamable HTTP session is resumed to be ended (it outlives
+    // replicas); A, told over the bus, ends the stdio and SSE sessions it holds.
+    await b.end(record, 'trace');
+    expect(connector.opened.filter((o) => o.how === 'resume')).toEqual([{ upstreamId: 'u1', how: 'resume' }]);
+    expect(connector.ended.filter((e) => e.how === 'close').map((e) => e.upstreamId).sort()).toEqual(['u1', 'u2', 'u3']);
+  });
+
   it('reuses an upstream session\'s listing pages until they age out or the upstream says its list changed', async () => {
     let version = 1;
     const { engine, connector } = build(

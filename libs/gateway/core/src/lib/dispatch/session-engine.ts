@@ -423,11 +423,8 @@ export class SessionEngine {
     this.released.delete(record.id);
     const live = this.liveFor(record);
     this.live.delete(record.id);
-    const closes = Object.keys(record.upstreams).map(async (upstreamId) => {
-      const session = await this.upstream(live, upstreamId, traceId);
-      await session.close();
-    });
-    await Promise.allSettled(closes);
+    const settled = await this.closeUpstreams(record, live);
+    for (const outcome of settled) if (outcome.status === 'rejected') this.deps.logger.debug({ traceId, err: String(outcome.reason) }, 'upstream session not closed');
     // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone).
     live.standalone?.close?.();
     live.standalone = undefined;
@@ -1162,24 +1159,34 @@ export class SessionEngine {
       live.standalone?.close?.();
       live.standalone = undefined;
     }
+    const settled = await this.closeUpstreams(record, live);
+    this.deps.logger.info(
+      { sessionIdPrefix: record.id.slice(0, 8), tenantId: record.tenantId, upstreams: settled.length, failed: settled.filter((s) => s.status === 'rejected').length },
+      'session expired: its upstream sessions were closed',
+    );
+  }
+
+  /**
+   * Ends a session's upstream sessions: those this replica holds, and Streamable HTTP ones (DELETE) it does not hold,
+   * since only those outlive a replica's local state. Stdio and legacy SSE upstream sessions held elsewhere end where
+   * they are held (the `session-ended` notice); here they would be opened (a process spawned, a stream and an
+   * initialize) only to be closed again.
+   */
+  private closeUpstreams(record: SessionRecord, live: LiveSession | undefined): Promise<PromiseSettledResult<unknown>[]> {
     const identity: ClientIdentity = {
       clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
       capabilities: relayableClientCapabilities(record.clientCapabilities),
       protocolVersion: record.protocolVersion,
     };
     const upstreams = this.deps.registry.forTenant(record.tenantId).byId;
-    const closes = Object.entries(record.upstreams).map(async ([upstreamId, state]) => {
-      const held = live?.upstreams.get(upstreamId);
-      if (held) return (await held.session).close();
-      const config = upstreams.get(upstreamId);
-      // Only a Streamable HTTP upstream session outlives this replica's local state.
-      if (config?.transport !== 'streamable_http' || state.sessionId === null) return undefined;
-      return (await this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })).close();
-    });
-    const settled = await Promise.allSettled(closes);
-    this.deps.logger.info(
-      { sessionIdPrefix: record.id.slice(0, 8), tenantId: record.tenantId, upstreams: settled.length, failed: settled.filter((s) => s.status === 'rejected').length },
-      'session expired: its upstream sessions were closed',
+    return Promise.allSettled(
+      Object.entries(record.upstreams).map(async ([upstreamId, state]) => {
+        const held = live?.upstreams.get(upstreamId);
+        if (held) return (await held.session).close();
+        const config = upstreams.get(upstreamId);
+        if (config?.transport !== 'streamable_http' || state.sessionId === null) return undefined;
+        return (await this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })).close();
+      }),
     );
   }
 
