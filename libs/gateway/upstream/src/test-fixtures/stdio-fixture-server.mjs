@@ -5,6 +5,9 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const seen = [];
+const subscribed = new Set(); // resource URIs the client subscribed to
+const calls = []; // subscribe / unsubscribe / setLevel requests received, in order
+let logLevel = null;
 const waiting = new Map(); // our requests to the client, by id
 const cancelled = new Set();
 let nextId = 1;
@@ -29,6 +32,17 @@ const tools = {
   pid: () => text(process.pid, { pid: process.pid }),
   env: () => text('env', { env: { ...process.env } }),
   seen: () => text('seen', { notifications: seen }),
+  // What the shared session state looks like from this side.
+  state: () => text('state', { subscribed: [...subscribed].sort(), logLevel, calls }),
+  // A resource changed: the update goes out whether anyone subscribed (the gateway decides who sees it).
+  touch: (args) => {
+    send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: args.uri } });
+    return text('touched');
+  },
+  log: (args) => {
+    send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: args.level, data: args.data } });
+    return text('logged');
+  },
   crash: () => process.exit(3),
   // One stdout line of 64 KiB, never ended by a newline (over a small message limit).
   huge: () => {
@@ -92,9 +106,20 @@ async function handle(message) {
   if (method === 'initialize') {
     return result(id, {
       protocolVersion: params.protocolVersion,
-      capabilities: { tools: {} },
+      capabilities: { tools: {}, resources: { subscribe: true }, logging: {} },
       serverInfo: { name: 'stdio-fixture', version: '1.0.0' },
     });
+  }
+  if (method === 'resources/subscribe' || method === 'resources/unsubscribe') {
+    calls.push(`${method.slice('resources/'.length)} ${params.uri}`);
+    if (method === 'resources/subscribe') subscribed.add(params.uri);
+    else subscribed.delete(params.uri);
+    return result(id, {});
+  }
+  if (method === 'logging/setLevel') {
+    calls.push(`setLevel ${params.level}`);
+    logLevel = params.level;
+    return result(id, {});
   }
   if (method === 'tools/list')
     return result(id, {

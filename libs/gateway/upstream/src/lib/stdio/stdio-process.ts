@@ -21,6 +21,7 @@ import {
   type ServerRequestHandler,
 } from '../core/wire';
 import { parseMessages } from '../http/event-stream';
+import { SharedUpstreamState } from './shared-state';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 
 /**
@@ -100,6 +101,7 @@ export class StdioProcess {
   private timeoutsInARow = 0;
   private readonly mux: RequestMultiplexer<Owner>;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  private readonly shared = new SharedUpstreamState<StdioOwner>();
   private readonly fields: Record<string, unknown>;
 
   constructor(
@@ -129,6 +131,20 @@ export class StdioProcess {
 
   request(
     owner: StdioOwner,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options: UpstreamRequestOptions | undefined,
+  ): Promise<Record<string, unknown>> {
+    // Subscriptions and the log level are the process's, shared by its sessions: kept apart per session here.
+    const step = this.shared.step(owner, method, params);
+    if (step === undefined) return this.send(owner, method, params, options);
+    if ('answer' in step) return Promise.resolve(step.answer);
+    const sent = this.send(owner, method, step.forward, options);
+    return step.then === undefined ? sent : sent.then((result) => (step.then?.(), result));
+  }
+
+  private send(
+    owner: Owner,
     method: string,
     params: Record<string, unknown> | undefined,
     options: UpstreamRequestOptions | undefined,
@@ -189,6 +205,14 @@ export class StdioProcess {
     if (!this.owners.delete(owner)) return;
     this.mux.failOwner(owner, errors.closed());
     this.lastActivity = Date.now();
+    // What only this session wanted goes: its last subscriptions, and its log level if it was the most verbose.
+    const { unsubscribe, level } = this.shared.leave(owner);
+    if (this.ready && this.owners.size > 0) {
+      for (const uri of unsubscribe) this.send(this, 'resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+      if (level !== undefined) {
+        this.send(this, 'logging/setLevel', { level }, undefined).then(() => this.shared.levelSet(level), () => undefined);
+      }
+    }
     if (this.owners.size === 0 && (this.retired || this.child === undefined)) void this.stop('released');
   }
 
@@ -330,6 +354,7 @@ export class StdioProcess {
     if (this.child !== child) return;
     this.child = undefined;
     this.ready = false;
+    this.shared.reset();
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.idleTimer = undefined;
     this.mux.failAll(errors.closed());
@@ -409,8 +434,9 @@ export class StdioProcess {
           // Progress belongs to one call: one that matches no call in flight (late, or a stray token) is dropped, never
           // shown to the other sessions sharing this process (other principals of the tenant).
           if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
-          // Not attributable to a call (list_changed, log messages): every session of this process sees it.
-          for (const owner of this.owners) owner.notificationHandler?.(unrouted);
+          // Not attributable to a call: list changes go to every session of this process; resource updates to those
+          // subscribed to the URI, log messages to those whose level lets them through.
+          for (const owner of this.shared.recipients(unrouted, this.owners)) owner.notificationHandler?.(unrouted);
           break;
         }
         case 'request': {

@@ -187,6 +187,46 @@ describe('stdio upstreams', () => {
     expect(JSON.stringify(seenByA)).not.toContain('secret detail');
   });
 
+  it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    expect(await pidOf(a)).toBe(await pidOf(b));
+    const seenByA: JsonRpcNotification[] = [];
+    const seenByB: JsonRpcNotification[] = [];
+    a.onNotification((n) => void seenByA.push(n));
+    b.onNotification((n) => void seenByB.push(n));
+    const state = async () => (await call(a, 'state'))['structuredContent'] as { subscribed: string[]; logLevel: string | null; calls: string[] };
+    const updates = (seen: JsonRpcNotification[]) => seen.filter((n) => n.method === 'notifications/resources/updated').map((n) => n.params?.['uri']);
+    const logs = (seen: JsonRpcNotification[]) => seen.filter((n) => n.method === 'notifications/message').map((n) => n.params?.['data']);
+
+    // Only the session that subscribed hears of the resource; the other's unsubscribe does not end the subscription.
+    await a.request('resources/subscribe', { uri: 'mem://hr/salaries' });
+    await call(a, 'touch', { uri: 'mem://hr/salaries' });
+    await b.request('resources/subscribe', { uri: 'mem://hr/salaries' });
+    await b.request('resources/unsubscribe', { uri: 'mem://hr/salaries' });
+    await call(a, 'touch', { uri: 'mem://hr/salaries' });
+    await waitFor(() => updates(seenByA).length === 2);
+    expect(updates(seenByB)).toEqual([]);
+    expect((await state()).subscribed).toEqual(['mem://hr/salaries']);
+
+    // Each session's log level: the process logs at the most verbose asked for, each session gets what it asked for.
+    await a.request('logging/setLevel', { level: 'error' });
+    await b.request('logging/setLevel', { level: 'debug' });
+    await call(a, 'log', { level: 'info', data: 'routine' });
+    await call(a, 'log', { level: 'critical', data: 'alarm' });
+    await waitFor(() => logs(seenByB).length === 2);
+    expect(logs(seenByA)).toEqual(['alarm']);
+    expect((await state()).logLevel).toBe('debug');
+
+    // B leaves: the process goes back to A's level. A leaves its subscription: unsubscribed upstream, once.
+    await b.close();
+    await waitFor(async () => ((await state()).logLevel === 'error' ? true : undefined));
+    await a.request('resources/unsubscribe', { uri: 'mem://hr/salaries' });
+    expect((await state()).calls).toEqual(['subscribe mem://hr/salaries', 'setLevel error', 'setLevel debug', 'setLevel error', 'unsubscribe mem://hr/salaries']);
+  });
+
   it('bounds the processes per upstream', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 2 });
     const config = fixtureConfig();

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { SharedUpstreamState } from './shared-state';
+
+const updated = (uri: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/resources/updated', params: { uri } });
+const log = (level: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/message', params: { level, data: 'x' } });
+
+describe('SharedUpstreamState', () => {
+  it('subscribes upstream for the first owner only and unsubscribes for the last, routing updates to subscribers', () => {
+    const state = new SharedUpstreamState<string>();
+    const first = state.step('a', 'resources/subscribe', { uri: 'mem://x' });
+    expect(first).toMatchObject({ forward: { uri: 'mem://x' } });
+    // Until the upstream answered, nobody counts as subscribed.
+    expect(state.recipients(updated('mem://x'), ['a', 'b'])).toEqual([]);
+    if (first && 'then' in first) first.then?.();
+    expect(state.step('b', 'resources/subscribe', { uri: 'mem://x' })).toEqual({ answer: {} });
+    expect(state.recipients(updated('mem://x'), ['a', 'b', 'c'])).toEqual(['a', 'b']);
+    expect(state.step('a', 'resources/unsubscribe', { uri: 'mem://x' })).toEqual({ answer: {} });
+    expect(state.step('b', 'resources/unsubscribe', { uri: 'mem://x' })).toEqual({ forward: { uri: 'mem://x' } });
+    expect(state.recipients(updated('mem://x'), ['a', 'b'])).toEqual([]);
+    // Malformed or unknown: passed through for the upstream to answer.
+    expect(state.step('a', 'resources/subscribe', { uri: 42 })).toEqual({ forward: { uri: 42 } });
+    expect(state.step('a', 'resources/unsubscribe', { uri: 'mem://never' })).toEqual({ forward: { uri: 'mem://never' } });
+    expect(state.step('a', 'tools/call', { name: 'x' })).toBeUndefined();
+  });
+
+  it('asks the upstream for the most verbose level wanted and filters messages per owner', () => {
+    const state = new SharedUpstreamState<string>();
+    const asked = (owner: string, level: string) => {
+      const step = state.step(owner, 'logging/setLevel', { level });
+      if (step && 'then' in step) step.then?.();
+      return step;
+    };
+    expect(asked('a', 'warning')).toMatchObject({ forward: { level: 'warning' } });
+    expect(asked('b', 'error')).toEqual({ answer: {} });
+    expect(asked('c', 'debug')).toMatchObject({ forward: { level: 'debug' } });
+    expect(state.recipients(log('info'), ['a', 'b', 'c', 'd'])).toEqual(['c', 'd']);
+    expect(state.recipients(log('error'), ['a', 'b', 'c', 'd'])).toEqual(['a', 'b', 'c', 'd']);
+    // A level nobody knows reaches everyone (it is not ours to drop).
+    expect(state.recipients(log('verbose'), ['a', 'b'])).toEqual(['a', 'b']);
+    expect(state.step('a', 'logging/setLevel', { level: 'loud' })).toEqual({ forward: { level: 'loud' } });
+    // The most verbose owner leaves: the level goes back to the next most verbose.
+    expect(state.leave('c')).toEqual({ unsubscribe: [], level: 'warning' });
+    state.levelSet('warning');
+    expect(state.leave('b')).toEqual({ unsubscribe: [], level: undefined });
+  });
+
+  it('tells what a leaving owner was the last to want, and forgets upstream state when the process restarts', () => {
+    const state = new SharedUpstreamState<string>();
+    for (const [owner, uri] of [['a', 'mem://1'], ['a', 'mem://2'], ['b', 'mem://2']] as const) {
+      const step = state.step(owner, 'resources/subscribe', { uri });
+      if (step && 'then' in step) step.then?.();
+    }
+    expect(state.leave('a')).toEqual({ unsubscribe: ['mem://1'], level: undefined });
+    state.reset();
+    expect(state.step('b', 'resources/subscribe', { uri: 'mem://2' })).toMatchObject({ forward: { uri: 'mem://2' } });
+  });
+});

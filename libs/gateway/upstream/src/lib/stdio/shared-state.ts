@@ -1,0 +1,131 @@
+import type { JsonRpcNotification } from '@portcullis/gateway/mcp';
+
+/** MCP's log levels, least severe first (RFC 5424's order). */
+const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+const rankOf = (level: unknown): number => LOG_LEVELS.indexOf(level as LogLevel);
+
+/** What to do with a request of one owner: send it upstream (perhaps with other params), or answer it here. */
+export type SharedStep = { readonly forward: Record<string, unknown> | undefined; readonly then?: () => void } | { readonly answer: Record<string, unknown> };
+
+/**
+ * The state one upstream session holds for everyone using it, kept apart per owner when a stdio process is shared
+ * by several gateway sessions (principals): resource subscriptions and the log level. Without it one session's
+ * `resources/unsubscribe` ended another's subscription, every session received the updates of URIs only another
+ * subscribed to (perhaps one its policy denies), and one session's `logging/setLevel` changed the others' logs.
+ *
+ * Subscriptions are counted per URI: the upstream is asked to subscribe by the first owner and to unsubscribe when
+ * the last one leaves; updates go to the owners subscribed. The upstream's log level is the most verbose any owner
+ * asked for; a log message goes to the owners whose own level lets it through (and to those who never set one).
+ */
+export class SharedUpstreamState<O> {
+  private readonly subscriptions = new Map<string, Set<O>>();
+  private readonly levels = new Map<O, LogLevel>();
+  private upstreamLevel: LogLevel | undefined;
+
+  /** How `owner`'s request goes on: `undefined` for a method this state has nothing to do with. */
+  step(owner: O, method: string, params: Record<string, unknown> | undefined): SharedStep | undefined {
+    switch (method) {
+      case 'resources/subscribe':
+        return this.subscribe(owner, params);
+      case 'resources/unsubscribe':
+        return this.unsubscribe(owner, params);
+      case 'logging/setLevel':
+        return this.setLevel(owner, params);
+      default:
+        return undefined;
+    }
+  }
+
+  /** The owners a session-level notification is for. */
+  recipients(notification: JsonRpcNotification, owners: Iterable<O>): O[] {
+    const params = notification.params;
+    if (notification.method === 'notifications/resources/updated') {
+      const subscribed = typeof params?.['uri'] === 'string' ? this.subscriptions.get(params['uri']) : undefined;
+      return subscribed === undefined ? [] : [...owners].filter((owner) => subscribed.has(owner));
+    }
+    if (notification.method === 'notifications/message') {
+      const rank = rankOf(params?.['level']);
+      return [...owners].filter((owner) => {
+        const own = this.levels.get(owner);
+        return own === undefined || rank === -1 || rank >= rankOf(own);
+      });
+    }
+    return [...owners];
+  }
+
+  /**
+   * `owner` left: what the upstream should now be told (the URIs nobody is subscribed to any more, and the log level
+   * if the most verbose one changed).
+   */
+  leave(owner: O): { readonly unsubscribe: string[]; readonly level: LogLevel | undefined } {
+    const unsubscribe: string[] = [];
+    for (const [uri, owners] of this.subscriptions) {
+      if (owners.delete(owner) && owners.size === 0) {
+        this.subscriptions.delete(uri);
+        unsubscribe.push(uri);
+      }
+    }
+    let level: LogLevel | undefined;
+    if (this.levels.delete(owner)) {
+      const next = this.mostVerbose();
+      if (next !== undefined && next !== this.upstreamLevel) level = next;
+    }
+    return { unsubscribe, level };
+  }
+
+  /** The upstream level was set (the request went through). */
+  levelSet(level: LogLevel): void {
+    this.upstreamLevel = level;
+  }
+
+  /** The process started again: the upstream holds no subscription or level any more. */
+  reset(): void {
+    this.subscriptions.clear();
+    this.upstreamLevel = undefined;
+  }
+
+  private subscribe(owner: O, params: Record<string, unknown> | undefined): SharedStep {
+    const uri = params?.['uri'];
+    if (typeof uri !== 'string') return { forward: params };
+    const owners = this.subscriptions.get(uri);
+    if (owners !== undefined && owners.size > 0) {
+      owners.add(owner);
+      return { answer: {} };
+    }
+    return {
+      forward: params,
+      then: () => {
+        const now = this.subscriptions.get(uri) ?? new Set<O>();
+        now.add(owner);
+        this.subscriptions.set(uri, now);
+      },
+    };
+  }
+
+  private unsubscribe(owner: O, params: Record<string, unknown> | undefined): SharedStep {
+    const uri = params?.['uri'];
+    if (typeof uri !== 'string') return { forward: params };
+    const owners = this.subscriptions.get(uri);
+    if (owners === undefined) return { forward: params }; // nobody here subscribed: nothing to protect
+    owners.delete(owner);
+    if (owners.size > 0) return { answer: {} };
+    this.subscriptions.delete(uri);
+    return { forward: params };
+  }
+
+  private setLevel(owner: O, params: Record<string, unknown> | undefined): SharedStep {
+    const level = params?.['level'];
+    if (rankOf(level) === -1) return { forward: params }; // the upstream answers what is wrong with it
+    this.levels.set(owner, level as LogLevel);
+    const upstream = this.mostVerbose() as LogLevel;
+    if (upstream === this.upstreamLevel) return { answer: {} };
+    return { forward: { ...params, level: upstream }, then: () => this.levelSet(upstream) };
+  }
+
+  private mostVerbose(): LogLevel | undefined {
+    let best: LogLevel | undefined;
+    for (const level of this.levels.values()) if (best === undefined || rankOf(level) < rankOf(best)) best = level;
+    return best;
+  }
+}
