@@ -5,16 +5,17 @@ import { ZodPipe } from './zod.pipe';
 
 describe('ZodPipe', () => {
   const pipe = new ZodPipe(z.object({ rules: z.array(z.object({ id: z.string() })), args: z.unknown().optional() }));
+  /** What the pipe threw for `body`, or undefined. */
+  const attempt = (body: unknown) => {
+    try {
+      pipe.transform(body);
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  };
 
   it('refuses a NUL character in any string or key with a 400 naming its path (Postgres cannot store it)', () => {
-    const attempt = (body: unknown) => {
-      try {
-        pipe.transform(body);
-        return undefined;
-      } catch (error) {
-        return error;
-      }
-    };
     const inValue = attempt({ rules: [{ id: 'ok' }, { id: 'a\u0000b' }] });
     expect(inValue).toBeInstanceOf(AppError);
     expect(inValue).toMatchObject({ code: 'VALIDATION_FAILED', fields: [{ path: 'rules.1.id' }] });
@@ -23,14 +24,6 @@ describe('ZodPipe', () => {
   });
 
   it('refuses a lone UTF-16 surrogate (JSON "\\ud800") in any string or key: Postgres cannot store it either', () => {
-    const attempt = (body: unknown) => {
-      try {
-        pipe.transform(body);
-        return undefined;
-      } catch (error) {
-        return error;
-      }
-    };
     const lone = JSON.parse('{"rules":[{"id":"a\\ud800b"}]}') as unknown;
     expect(attempt(lone)).toMatchObject({ code: 'VALIDATION_FAILED', fields: [{ path: 'rules.0.id', message: expect.stringContaining('lone UTF-16 surrogate') }] });
     expect(attempt({ rules: [], args: { ['k\udfff']: 1 } })).toMatchObject({ fields: [{ path: 'args.k\udfff' }] });
