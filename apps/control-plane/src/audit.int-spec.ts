@@ -150,6 +150,10 @@ describe('GET /audit/events', () => {
       expect(yearZero.status).toBe(400);
       expect(yearZero.json['errors']).toEqual([{ path: 'from', message: 'must be in year 0001 or later' }]);
     }
+    const farZone = await cp.request('GET', `${base}?${q({ from: '2026-01-01T00:00:00+16:00' })}`, { token: auditor.token });
+    expect(farZone.status).toBe(400);
+    expect(farZone.json['errors']).toEqual([{ path: 'from', message: 'must have a zone offset within ±15:59' }]);
+    expect((await cp.request('GET', `${base}?${q({ from: '2026-01-01T00:00:00+14:00' })}`, { token: auditor.token })).status).toBe(200);
     const forged = Buffer.from(`a1|2026-13-45T99:00:00.000000Z|${f.tenant.id}`).toString('base64url');
     const badCursor = await cp.request('GET', `${base}?${q({ cursor: forged })}`, { token: auditor.token });
     expect(badCursor.status).toBe(400);

@@ -71,3 +71,11 @@ describe('gateway config: how old API keys and tenants may get', () => {
     expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: 'lots' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
   });
 });
+
+describe('gateway config: concurrency leases and approval waits', () => {
+  it('refuses a lease that a held call could outlive, naming the lease', () => {
+    expect(problemsOf({ GATEWAY_RATE_LIMIT_LEASE_MS: '600000' })).toEqual(['GATEWAY_RATE_LIMIT_LEASE_MS']);
+    expect(problemsOf({ GATEWAY_RATE_LIMIT_LEASE_MS: '900000', GATEWAY_APPROVAL_TIMEOUT_MS: '3600000' })).toEqual(['GATEWAY_RATE_LIMIT_LEASE_MS']);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_RATE_LIMIT_LEASE_MS: '3700000', GATEWAY_APPROVAL_TIMEOUT_MS: '3600000' }).rateLimits.leaseMs).toBe(3_700_000);
+  });
+});

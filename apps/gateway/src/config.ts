@@ -72,7 +72,10 @@ export const gatewayConfigSchema = z
     GATEWAY_RATE_LIMIT_REDIS_URL: unsetIfEmpty(f.redisUrl.optional()),
     /** A counter check slower than this counts as Redis being unavailable (the tenant's fail mode applies). */
     GATEWAY_RATE_LIMIT_TIMEOUT_MS: f.durationMs(250),
-    /** Longest a call holds a concurrency slot if its replica dies mid-call (at least the longest call timeout). */
+    /**
+     * Longest a call holds a concurrency slot if its replica dies mid-call: longer than the approval timeout plus the
+     * longest call timeout (a call needing approval takes its slot before the wait).
+     */
     GATEWAY_RATE_LIMIT_LEASE_MS: f.durationMs(15 * 60_000),
     /**
      * Largest block of calls one replica counts in Redis at once and then admits from memory (request-rate limits;
@@ -121,6 +124,15 @@ export const gatewayConfigSchema = z
         code: 'custom',
         path: ['GATEWAY_CREDENTIALS_MAX_AGE_MS'],
         message: 'must be 0 (off) or at least twice GATEWAY_SNAPSHOT_REFRESH_MS (one failed reload must not stop the gateway)',
+      });
+    }
+    // A call holds its concurrency slot from before an approval wait until it ends: a lease shorter than the wait
+    // would expire under held calls and let more in than the limit allows.
+    if (env.GATEWAY_RATE_LIMIT_LEASE_MS <= env.GATEWAY_APPROVAL_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['GATEWAY_RATE_LIMIT_LEASE_MS'],
+        message: 'must be longer than GATEWAY_APPROVAL_TIMEOUT_MS plus the longest call (a held call keeps its concurrency slot while it waits)',
       });
     }
     if (env.NODE_ENV !== 'production') return;

@@ -97,8 +97,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       load: async () => {
         tenants.replace(systemDb ? await loadTenants(systemDb) : []);
         settings = systemDb ? await loadTenantSettings(systemDb, logger) : new Map();
-        credentialsChanged();
       },
+      // After loadedAt moved: streams are judged against the fresh copy, not as unverifiable.
+      loaded: () => credentialsChanged(),
     }),
     apiKeys: createRefresher({
       name: 'api-keys',
@@ -107,8 +108,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       now: monotonicNow,
       load: async () => {
         apiKeys.replace(systemDb ? await loadApiKeys(systemDb) : []);
-        credentialsChanged();
       },
+      loaded: () => credentialsChanged(),
     }),
     upstreams: createRefresher({
       name: 'upstreams',

@@ -1,9 +1,11 @@
 import { z } from 'zod';
 
-// Year 0000 is ISO 8601's 1 BC, which Postgres has no year for (it refuses the value): not a time audit events have.
+// Year 0000 is ISO 8601's 1 BC, which Postgres has no year for, and Postgres takes zone offsets up to ±15:59 only:
+// either would fail in the database (a 500) rather than as the caller's mistake.
 const isoTime = z.iso
   .datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone, e.g. 2026-12-01T00:00:00Z' })
-  .refine((value) => !value.startsWith('0000'), 'must be in year 0001 or later');
+  .refine((value) => !value.startsWith('0000'), 'must be in year 0001 or later')
+  .refine((value) => Number(/[+-](\d{2}):?\d{2}$/.exec(value)?.[1] ?? 0) <= 15, 'must have a zone offset within ±15:59');
 
 /**
  * What an auditor can filter audit events by. `from` is inclusive, `to` exclusive (occurred time). The same fields

@@ -64,7 +64,8 @@ describe('ApiKeyAuthenticator with indexes too old to trust (no reload for too l
     for (const header of [undefined, 'Bearer nope', `Basic ${key}`]) {
       expect(auth.authenticate(header, 'acme')).toEqual({ ok: false, reason: 'unauthenticated' });
     }
-    expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe(false);
+    // Neither valid nor revoked: a held call is not run, an open stream is not closed.
+    expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe('unknown');
     current = true;
     expect(auth.authenticate(`Bearer ${key}`, 'acme')).toMatchObject({ ok: true });
     expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe(true);

@@ -21,8 +21,9 @@ export interface Authenticator {
   /**
    * Whether a credential that authenticated a request earlier would still be accepted for `principal` now (not
    * revoked, expired or disabled; its tenant still active). For calls that waited, such as for a human's approval.
+   * `'unknown'` when that cannot be told right now (the `unavailable` of `authenticate`): neither accepted nor revoked.
    */
-  stillValid(credentialId: string, principal: Principal): boolean;
+  stillValid(credentialId: string, principal: Principal): boolean | 'unknown';
 }
 
 /**
@@ -58,8 +59,8 @@ export class ApiKeyAuthenticator implements Authenticator {
     return { ok: true, principal, credentialId: key.apiKeyId };
   }
 
-  stillValid(credentialId: string, principal: Principal): boolean {
-    if (!this.current()) return false;
+  stillValid(credentialId: string, principal: Principal): boolean | 'unknown' {
+    if (!this.current()) return 'unknown';
     const key = this.keys.byId(credentialId);
     if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now()) || key.tenantId !== principal.tenantId) return false;
     const owner = key.agentClientId ?? key.userId ?? key.apiKeyId;

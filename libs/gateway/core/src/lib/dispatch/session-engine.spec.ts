@@ -104,7 +104,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     }
     // Ordinary URIs (dots inside names, a query with slashes, spaces and non-ASCII the parser only percent-encodes, a
     // scheme the parser does not know) are routed as before (here: not found).
-    for (const uri of ['file:///srv/report.v2.csv', 'https://host/a?next=/b//c', 'mem://notes/..hidden', 'file:///srv/a%20b%25', 'file:///srv/my report.txt', 'https://host/caf\u00e9/men\u00fc', 'postgres://db.internal/orders', 'urn:isbn:0451450523']) {
+    for (const uri of ['file:///srv/report.v2.csv', 'https://host/a?next=/b//c', 'mem://notes/..hidden', 'file:///srv/a%20b%25', 'file:///srv/my report.txt', 'https://host/caf\u00e9/men\u00fc', 'postgres://db.internal/orders', 'urn:isbn:0451450523', 'https://docs.example.com', 'https://docs.example.com?page=2', 'file:///a/{id}', 'https://x/search?q="a"&r=\'b\'', 'note://Host/Path', 'file:///srv/sec%20ret/k']) {
       const routed = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
       expect('error' in routed && routed.error.message, uri).not.toMatch(/dot segments/);
     }

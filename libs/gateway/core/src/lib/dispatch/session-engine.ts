@@ -200,34 +200,46 @@ function pathOf(uri: string): string {
 /** Characters a URL parser drops wherever they are (C0 controls; DEL is refused with them). */
 // eslint-disable-next-line no-control-regex -- control characters are exactly what this looks for
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
-/** Runs of characters a URL parser percent-encodes without changing what the URI names (spaces, non-ASCII). */
-const ESCAPED_BY_PARSERS = /[^\u0021-\u007e]+/g;
+/** Schemes the WHATWG URL parser treats as "special": hosts are normalised, `\\` is `/`, the path is never empty. */
+const SPECIAL_SCHEMES = new Set(['http:', 'https:', 'ws:', 'wss:', 'ftp:', 'file:']);
+/** `scheme://authority` as written. */
+const WRITTEN_AUTHORITY = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
+
+/** Two paths alike once percent-decoded (a parser encodes spaces, quotes, braces and non-ASCII; it names the same). */
+function samePath(written: string, parsed: string): boolean {
+  try {
+    return decodeURI(written) === decodeURI(parsed);
+  } catch {
+    return false; // a malformed escape (`%zz`)
+  }
+}
 
 /**
  * Whether an upstream parsing `uri` could read another resource than the one policy matched, which sees the URI as
- * written: dot or empty segments and encoded separators or unreserved characters (UNNORMALISED_PATH), and everything
- * else the WHATWG URL parser (what Node's `new URL` and `fileURLToPath` use) rewrites: a backslash read as `/`, tabs
- * and newlines dropped, surrounding spaces trimmed, the scheme and host lower-cased, full-width or percent-encoded
- * host letters mapped, `file:/x` or `https:host` given their slashes, `localhost` and default ports dropped. The URI
- * must be what the parser would write itself; only its percent-encoding of spaces and non-ASCII is allowed to differ.
+ * written: dot or empty segments and encoded separators or unreserved characters (UNNORMALISED_PATH), and what the
+ * WHATWG URL parser (what Node's `new URL` and `fileURLToPath` use) rewrites: a backslash read as `/`, tabs and
+ * newlines dropped, surrounding spaces trimmed, the scheme lower-cased, the host lower-cased, IDNA-mapped (full-width
+ * letters) or percent-decoded, `file:/x` or `https:host` given their slashes, `localhost` and default ports dropped.
+ * Spelling differences that name the same resource pass: percent-encoding of spaces, quotes, braces or non-ASCII, and
+ * the empty path of `https://host`.
  */
 function unnormalisedUri(uri: string): boolean {
   if (CONTROL_CHARACTERS.test(uri) || uri !== uri.trim()) return true;
   const path = pathOf(uri);
   if (path.includes('\\') || UNNORMALISED_PATH.test(path)) return true;
-  let escaped: string;
+  let url: URL;
   try {
-    escaped = uri.replace(ESCAPED_BY_PARSERS, (run) => encodeURI(run));
-  } catch {
-    return true; // a lone surrogate: no parser can encode it
-  }
-  let written: string;
-  try {
-    written = new URL(escaped).href;
+    url = new URL(uri);
   } catch {
     return false; // not a URL the parser takes (an upstream using it would refuse it too): nothing is rewritten
   }
-  return written !== escaped;
+  if (!uri.startsWith(url.protocol)) return true; // the scheme in capitals
+  if (url.host === '' && !SPECIAL_SCHEMES.has(url.protocol)) return false; // `urn:…`, `custom:a/b`: an opaque path
+  const authority = WRITTEN_AUTHORITY.exec(uri)?.[1];
+  if (authority === undefined) return true; // `file:/x`, `https:host`: the parser adds the slashes
+  const userinfo = url.username === '' && url.password === '' ? '' : `${url.username}${url.password === '' ? '' : `:${url.password}`}@`;
+  if (authority !== `${userinfo}${url.host}`) return true;
+  return !samePath(path === '' && SPECIAL_SCHEMES.has(url.protocol) ? '/' : path, url.pathname);
 }
 
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */

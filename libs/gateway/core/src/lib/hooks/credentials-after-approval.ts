@@ -16,7 +16,17 @@ export function credentialsAfterApproval(authenticator: Pick<Authenticator, 'sti
       if (prior?.approvalId === undefined || info.credentialId === undefined) return undefined;
       const { record } = info;
       const principal: Principal = { tenantId: record.tenantId, kind: record.principalKind, id: record.principalId };
-      if (authenticator.stillValid(info.credentialId, principal)) return undefined;
+      const valid = authenticator.stillValid(info.credentialId, principal);
+      if (valid === true) return undefined;
+      if (valid === 'unknown') {
+        // Not revoked as far as anyone knows; it cannot be checked right now (the gateway's copy of keys is too old).
+        throw new GatewayRequestError(
+          GATEWAY_RPC.UNAVAILABLE,
+          'The credential that made this call could not be checked again after the approval (credentials cannot be verified right now), so it was not run; try again shortly.',
+          { reason: 'credentials_unverifiable', approvalId: prior.approvalId, retryAfterSeconds: 5 },
+          'error',
+        );
+      }
       throw new GatewayRequestError(
         GATEWAY_RPC.FORBIDDEN,
         'The credential that made this call was revoked, expired or disabled (or its tenant suspended) while the call waited for approval, so it was not run.',

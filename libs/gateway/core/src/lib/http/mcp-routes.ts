@@ -680,7 +680,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     revalidateStreams: () => {
       let ended = 0;
       for (const [stream, principal] of [...streams]) {
-        if (principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal)) continue;
+        // Closed only for a credential known to be gone: one that cannot be checked right now keeps its stream.
+        if (principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal) !== false) continue;
         stream.close();
         streams.delete(stream);
         ended += 1;

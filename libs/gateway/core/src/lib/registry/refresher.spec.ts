@@ -35,6 +35,30 @@ describe('createRefresher', () => {
     expect(refresher.loadedAt()).toBe(2_000);
   });
 
+  it('runs `loaded` after each successful load only, when loadedAt already names it', async () => {
+    let clock = 10;
+    let fail = false;
+    const seen: (number | undefined)[] = [];
+    refresher = createRefresher({
+      name: 'spec',
+      intervalMs: 3_600_000,
+      logger,
+      now: () => clock,
+      load: async () => {
+        if (fail) throw new Error('database unreachable');
+      },
+      loaded: () => seen.push(refresher?.loadedAt()),
+    });
+    await refresher.refresh();
+    fail = true;
+    clock = 20;
+    await refresher.refresh();
+    fail = false;
+    clock = 30;
+    await refresher.refresh();
+    expect(seen).toEqual([10, 30]);
+  });
+
   it('shares one load between concurrent calls and runs once more for a call made during it', async () => {
     let loads = 0;
     let release: () => void = () => undefined;

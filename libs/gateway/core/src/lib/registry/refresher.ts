@@ -19,6 +19,8 @@ export function createRefresher(options: {
   readonly load: () => Promise<void>;
   /** The clock of `loadedAt` (default `Date.now`). */
   readonly now?: () => number;
+  /** After each successful load, once `loadedAt` says so (whatever it calls sees the snapshot as current). */
+  readonly loaded?: () => void;
 }): Refresher {
   const now = options.now ?? Date.now;
   let running: Promise<void> | undefined;
@@ -34,6 +36,12 @@ export function createRefresher(options: {
         loadedAt = started;
       } catch (error) {
         options.logger.error({ err: error, snapshot: options.name }, 'snapshot refresh failed; keeping the last one');
+        continue;
+      }
+      try {
+        options.loaded?.();
+      } catch (error) {
+        options.logger.error({ err: error, snapshot: options.name }, 'snapshot reloaded, but what follows a reload failed');
       }
     } while (again);
   };

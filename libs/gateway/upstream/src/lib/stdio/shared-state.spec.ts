@@ -14,6 +14,11 @@ describe('SharedUpstreamState', () => {
     if (first && 'then' in first) first.then?.();
     expect(state.step('b', 'resources/subscribe', { uri: 'mem://x' })).toEqual({ answer: {} });
     expect(state.recipients(updated('mem://x'), ['a', 'b', 'c'])).toEqual(['a', 'b']);
+    // A sub-resource of a subscribed URI goes to its subscribers; a sibling that only shares a prefix does not.
+    expect(state.recipients(updated('mem://x/part'), ['a', 'b', 'c'])).toEqual(['a', 'b']);
+    expect(state.recipients(updated('mem://xy'), ['a', 'b', 'c'])).toEqual([]);
+    // One session alone on the process gets every update, as it would without sharing.
+    expect(state.recipients(updated('mem://other'), ['c'])).toEqual(['c']);
     expect(state.step('a', 'resources/unsubscribe', { uri: 'mem://x' })).toEqual({ answer: {} });
     expect(state.step('b', 'resources/unsubscribe', { uri: 'mem://x' })).toEqual({ forward: { uri: 'mem://x' } });
     expect(state.recipients(updated('mem://x'), ['a', 'b'])).toEqual([]);

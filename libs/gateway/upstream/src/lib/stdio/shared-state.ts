@@ -41,8 +41,18 @@ export class SharedUpstreamState<O> {
   recipients(notification: JsonRpcNotification, owners: Iterable<O>): O[] {
     const params = notification.params;
     if (notification.method === 'notifications/resources/updated') {
-      const subscribed = typeof params?.['uri'] === 'string' ? this.subscriptions.get(params['uri']) : undefined;
-      return subscribed === undefined ? [] : [...owners].filter((owner) => subscribed.has(owner));
+      const all = [...owners];
+      // One session alone on the process: nobody else to keep it from (the upstream decides what it reports).
+      if (all.length <= 1) return all;
+      const uri = params?.['uri'];
+      if (typeof uri !== 'string') return [];
+      // The subscribers of the URI, or of a resource it is part of (MCP: an update may name a sub-resource of the
+      // one subscribed to, `file:///project/a.ts` for `file:///project`).
+      const subscribed = new Set<O>();
+      for (const [parent, subscribers] of this.subscriptions) {
+        if (uri === parent || uri.startsWith(parent.endsWith('/') ? parent : `${parent}/`)) for (const owner of subscribers) subscribed.add(owner);
+      }
+      return all.filter((owner) => subscribed.has(owner));
     }
     if (notification.method === 'notifications/message') {
       const rank = rankOf(params?.['level']);
