@@ -165,6 +165,24 @@ describe('members', () => {
     expect(admins.targetRole).toEqual({ role: 'admin' });
   });
 
+  it('names a member as this tenant named them: another tenant learns neither the name given elsewhere nor that the account exists', async () => {
+    const [a, b] = [await cp.tenant(), await cp.tenant()];
+    const [adminA, adminB] = [await cp.member(a.id, 'admin'), await cp.member(b.id, 'admin')];
+    const email = `shared-${randomBytes(3).toString('hex')}@example.test`;
+    const inA = await cp.request('POST', `/api/v1/tenants/${a.id}/members`, { token: adminA.token, body: { email, name: 'Alice (contractor)', role: 'member' } });
+    expect(inA.json).toMatchObject({ email, name: 'Alice (contractor)' });
+    // Tenant B adds the same person: its answer shows its own name, or the email when it gave none, like for a new account.
+    const inB = await cp.request('POST', `/api/v1/tenants/${b.id}/members`, { token: adminB.token, body: { email, role: 'member' } });
+    expect(inB.status).toBe(201);
+    expect(inB.json).toMatchObject({ email, name: email });
+    const listedInB = await cp.request('GET', `/api/v1/tenants/${b.id}/members`, { token: adminB.token });
+    expect(JSON.stringify(listedInB.json)).not.toContain('contractor');
+    const listedInA = await cp.request('GET', `/api/v1/tenants/${a.id}/members`, { token: adminA.token });
+    expect(listedInA.json.items?.find((m) => m['email'] === email)).toMatchObject({ name: 'Alice (contractor)' });
+    // The account itself carries no tenant's choice.
+    expect(await cp.system.user.findUniqueOrThrow({ where: { email }, select: { name: true } })).toEqual({ name: email });
+  });
+
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');

@@ -5,6 +5,7 @@ export const memberSelect = {
   id: true,
   userId: true,
   role: true,
+  displayName: true,
   createdAt: true,
   user: { select: { email: true, name: true } },
 } satisfies Prisma.MembershipSelect;
@@ -15,7 +16,8 @@ export function toMemberResponse(row: MemberRow): MemberResponse {
     id: row.id,
     userId: row.userId,
     email: row.user.email,
-    name: row.user.name,
+    // The tenant's own name for the person; the user's global name only for memberships from before there was one.
+    name: row.displayName ?? row.user.name,
     role: row.role,
     createdAt: row.createdAt.toISOString(),
   };

@@ -33,8 +33,8 @@ export class MembersRepository {
     return rows.length;
   }
 
-  async create(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole): Promise<MemberRow> {
-    return tx.membership.create({ data: { tenantId, userId, role }, select: memberSelect });
+  async create(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole, displayName: string): Promise<MemberRow> {
+    return tx.membership.create({ data: { tenantId, userId, role, displayName }, select: memberSelect });
   }
 
   async updateRole(tenantId: TenantId, tx: TenantTransaction, id: string, role: MembershipRole): Promise<MemberRow | null> {
@@ -59,9 +59,12 @@ export class MembersRepository {
       RETURNING id::text AS id, name, agent_client_id::text AS "agentClientId"`;
   }
 
-  /** Users are global (one per email); adding a member may create one. */
-  async findOrCreateUser(tx: TenantTransaction, email: string, name: string): Promise<{ id: string }> {
+  /**
+   * Users are global (one per email); adding a member may create one. A new user is named by their email: the name a
+   * tenant gives goes on its membership, so no tenant's choice becomes what other tenants see.
+   */
+  async findOrCreateUser(tx: TenantTransaction, email: string): Promise<{ id: string }> {
     const existing = await tx.user.findUnique({ where: { email }, select: { id: true } });
-    return existing ?? tx.user.create({ data: { email, name }, select: { id: true } });
+    return existing ?? tx.user.create({ data: { email, name: email }, select: { id: true } });
   }
 }

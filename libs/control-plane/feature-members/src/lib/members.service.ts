@@ -30,9 +30,10 @@ export class MembersService {
   async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
     const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       assertMayManage(await this.actorRole(scope, tx), null, body.role);
-      const user = await this.repository.findOrCreateUser(tx, body.email, body.name ?? body.email);
+      const user = await this.repository.findOrCreateUser(tx, body.email);
       if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
-      const row = await this.repository.create(scope.tenantId, tx, user.id, body.role);
+      // The answer shows the name given here (or the email), never whether the person had an account or its name.
+      const row = await this.repository.create(scope.tenantId, tx, user.id, body.role, body.name ?? body.email);
       // Roles are part of the compiled policy's directory: a new snapshot in the same transaction.
       return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.add') };
     }).catch((error: unknown) => {

@@ -77,7 +77,7 @@ export class TenantsRepository {
     return db.user.create({ data: user, select: { id: true } });
   }
 
-  async addMembership(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole): Promise<void> {
-    await tx.membership.create({ data: { tenantId, userId, role }, select: { id: true } });
+  async addMembership(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole, displayName: string): Promise<void> {
+    await tx.membership.create({ data: { tenantId, userId, role, displayName }, select: { id: true } });
   }
 }

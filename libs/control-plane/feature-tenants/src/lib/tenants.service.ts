@@ -33,7 +33,8 @@ export class TenantsService {
         const user =
           (await this.repository.findUserByEmail(tx, body.ownerEmail)) ??
           (await this.repository.createUser(tx, { email: body.ownerEmail, name: body.ownerEmail }));
-        await this.repository.addMembership(id, tx, user.id, 'owner');
+        // Named by the email in this tenant, like a member added without a name (the account's own name stays out).
+        await this.repository.addMembership(id, tx, user.id, 'owner', body.ownerEmail);
       }
       return tenant;
     }).catch((error: unknown) => {
