@@ -5,6 +5,8 @@
  * internal leaks. Raw `node:http` requests, so the Host header can be set.
  */
 import { request as httpRequest } from 'node:http';
+import { createServer as createTcpServer, type Socket } from 'node:net';
+import { createRedisClient } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -248,6 +250,8 @@ describe('Streamable HTTP GET and DELETE', () => {
     const path = `/t/${tenant.slug}/mcp`;
     expectRpcError(await raw('DELETE', path, auth()), 400, -32600);
     expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': 'not-a-session' }), 404, -32004);
+    // An unsupported MCP-Protocol-Version is refused on DELETE as on GET and POST (the session stays).
+    expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': sessionId, 'mcp-protocol-version': '1999-01-01' }), 400, -32600);
     expect((await raw('DELETE', path, { ...auth(), 'mcp-session-id': sessionId })).status).toBe(200);
     expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': sessionId }), 404, -32004);
     expectRpcError(
@@ -262,6 +266,18 @@ describe('Streamable HTTP GET and DELETE', () => {
       -32004,
     ) as { id: unknown };
     expect(body.id).toBe(null);
+  });
+});
+
+describe('HEAD', () => {
+  it('is 405 on the MCP and legacy SSE endpoints, naming the methods that are allowed; no stream is opened', async () => {
+    const sessionId = await newSession();
+    const onMcp = await raw('HEAD', `/t/${tenant.slug}/mcp`, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': sessionId });
+    expect(onMcp.status).toBe(405);
+    expect(onMcp.headers['allow']).toBe('GET, POST, DELETE');
+    const onSse = await raw('HEAD', `/t/${tenant.slug}/sse`, { ...auth(), accept: 'text/event-stream' });
+    expect(onSse.status).toBe(405);
+    expect(onSse.headers['allow']).toBe('GET');
   });
 });
 
@@ -297,6 +313,9 @@ describe('POST details', () => {
       -32600,
     );
     expectRpcError(await raw('POST', path, postHeaders(), `[${initBody()}]`), 400, -32600);
+    // Whether a session takes batches is its negotiated version's: not a missing or different header's.
+    expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': current }), pings), 400, -32600);
+    expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': current, 'mcp-protocol-version': '2025-03-26' }), pings), 400, -32600);
 
     // A batch is bounded (each of its requests runs at once), and an id still in progress is not served twice.
     const oldHeaders = postHeaders({ 'mcp-session-id': old, 'mcp-protocol-version': '2025-03-26' });
@@ -462,5 +481,46 @@ describe('legacy HTTP+SSE endpoints', () => {
     const refused = messages.filter((m) => m.error !== undefined);
     expect(refused).toHaveLength(4);
     for (const m of refused) expect(m.error?.message).toMatch(/already initialised/);
+  });
+
+  it('ends a legacy session whose stream closed while it was being set up, instead of keeping it with its upstreams', async () => {
+    // An upstream that accepts connections and never answers: initialize waits for its connect timeout.
+    const sockets = new Set<Socket>();
+    const silent = createTcpServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const redis = createRedisClient({ url: ctx.redisUrl, connectionName: 'errors-spec' });
+    try {
+      const slowTenant = await createTestTenant(db);
+      await writeActiveSnapshot(db, slowTenant.id, ALLOW_ALL);
+      const { key: slowKey } = await createAgentWithKey(db, slowTenant.id, 'slow-agent');
+      const { port } = silent.address() as { port: number };
+      await db.upstream.create({
+        data: { tenantId: slowTenant.id, name: 'slow', toolPrefix: 'slow', transport: 'streamable_http', url: `http://127.0.0.1:${port}/mcp`, connectTimeoutMs: 1_000, callTimeoutMs: 2_000 },
+      });
+      await gateway.dataPlane.refreshAll();
+      const headers = { authorization: `Bearer ${slowKey}` };
+      const open = new AbortController();
+      const live = await fetch(`${gateway.url}/t/${slowTenant.slug}/sse`, { headers: { ...headers, accept: 'text/event-stream' }, signal: open.signal });
+      const reader = live.body?.getReader();
+      if (!reader) throw new Error('no stream');
+      let text = '';
+      while (!text.includes('sessionId=')) text += new TextDecoder().decode((await reader.read()).value);
+      const endpoint = /data: (.+)\n/.exec(text)?.[1] ?? '';
+      const sessionId = new URL(endpoint, gateway.url).searchParams.get('sessionId') ?? '';
+      const init = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'leaver', version: '1' } } });
+      expect((await raw('POST', endpoint, { ...headers, 'content-type': 'application/json' }, init)).status).toBe(202);
+      // The agent goes while the upstream is still being connected.
+      open.abort();
+      // initialize ends after the upstream's connect timeout (1 s): the session is then ended, not kept for its idle TTL.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      expect(await redis.exists(`pcs:session:${sessionId}`)).toBe(0);
+    } finally {
+      redis.disconnect();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });

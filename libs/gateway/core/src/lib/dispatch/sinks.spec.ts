@@ -133,3 +133,32 @@ describe('EventStream with messages too deeply nested to serialise', () => {
     }
   });
 });
+
+describe('EventStream on a response whose client has already gone', () => {
+  it('runs close handlers registered afterwards (the response\'s own close fired while the request waited)', async () => {
+    const { createServer, request } = await import('node:http');
+    const closedSeen: string[] = [];
+    const server = createServer((req, res) => {
+      // The client hangs up while the gateway waits (a session lookup, the replay log); only then is the stream made.
+      req.socket.once('close', () => {
+        const stream = new EventStream(res, {}, 60_000);
+        stream.onClose(() => closedSeen.push('handler'));
+        expect(stream.canStream).toBe(false);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const client = request({ host: '127.0.0.1', port, path: '/', headers: { accept: 'text/event-stream' } });
+      client.on('error', () => undefined);
+      client.end();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      client.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(closedSeen).toEqual(['handler']);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});

@@ -212,6 +212,9 @@ export class EventStream implements MessageSink {
     this.keepAlive = setInterval(() => writeBounded(res, ': keep-alive\n\n'), keepAliveMs);
     this.keepAlive.unref();
     res.on('close', () => clearInterval(this.keepAlive));
+    // The client may have gone while the request waited (a session lookup, the replay log): the response's 'close'
+    // has then fired already and never comes again, so nothing would ever end what is tied to this stream.
+    if (res.closed) clearInterval(this.keepAlive);
   }
 
   get canStream(): boolean {
@@ -245,8 +248,10 @@ export class EventStream implements MessageSink {
     writeBounded(this.res, sseFrame(data, undefined, name));
   }
 
+  /** Runs `handler` when the stream ends; at once (next microtask) if it has ended already. */
   onClose(handler: () => void): void {
-    this.res.on('close', handler);
+    if (this.res.closed) queueMicrotask(handler);
+    else this.res.on('close', handler);
   }
 
   close(): void {

@@ -273,7 +273,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const record = await sessionOf(headers, principal);
       const version = requestProtocolVersion(headers['mcp-protocol-version']);
       if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
-      if (batch && !allowsBatches(version.version)) {
+      // Batches are a property of the protocol the session negotiated, whatever header a request carries (or lacks).
+      if (batch && !allowsBatches(record.protocolVersion)) {
         throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
       }
 
@@ -299,6 +300,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
             engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
           }
         };
+        // Gone already (while the session was looked up): its 'close' has fired and will not again; nothing to run for it.
+        if (res.closed) return;
         res.once('close', onClose);
         const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
         res.off('close', onClose);
@@ -475,8 +478,21 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       return reply;
     });
 
+    // HEAD is not part of either transport: Fastify would run the GET handlers for it (opening a stream whose events
+    // the client never receives, and which displaces its real one). 405 with the methods that are.
+    const noHead = (allow: string) => (request: FastifyRequest, reply: FastifyReply) => {
+      void reply
+        .code(405)
+        .header('allow', allow)
+        .header('content-type', 'application/json')
+        .send(JSON.stringify(rpcError(null, JSON_RPC.INVALID_REQUEST, 'Method Not Allowed', traceIdOf(request))));
+    };
+    scope.head('/t/:tenant/mcp', noHead('GET, POST, DELETE'));
+    scope.head('/t/:tenant/sse', noHead('GET'));
+
     scope.get(
       '/t/:tenant/mcp',
+      { exposeHeadRoute: false },
       answering(async (request: TenantRequest, reply) => {
         if (closing) throw shuttingDown();
         const principal = await admit(request);
@@ -524,6 +540,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       answering(async (request: TenantRequest, reply, traceId) => {
         const principal = await admit(request);
         const record = await sessionFrom(request, principal);
+        if (!requestProtocolVersion(request.headers['mcp-protocol-version']).ok) {
+          throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
+        }
         await engine.end(record, traceId);
         void reply.code(200).send();
         return reply;
@@ -534,6 +553,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
 
     scope.get(
       '/t/:tenant/sse',
+      { exposeHeadRoute: false },
       answering(async (request: TenantRequest, reply, traceId) => {
         if (closing) throw shuttingDown();
         const principal = await admit(request);
@@ -603,6 +623,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
             entry.stream.send(response);
           } finally {
             entry.initializing = false;
+          }
+          // The stream went while the session was being set up: its close saw no session to end, so end it here.
+          if (entry.record && !entry.stream.canStream) {
+            await engine.end(entry.record, traceId);
+            return;
           }
           // The legacy stream is also the session's channel for messages tied to no request (list_changed...).
           if (entry.record) entry.stream.onClose(engine.attachStandalone(entry.record, entry.stream));
