@@ -8,6 +8,7 @@ export {
   auditEventBatchV1,
   auditEventBatchV2,
   encodeAuditEventBatchV2,
+  ARGUMENTS_TOO_DEEP,
   parseAuditEventBatch,
 } from './lib/audit-event-batch';
 export type {

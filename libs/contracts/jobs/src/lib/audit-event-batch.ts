@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { z } from 'zod';
 import { auditEventV1, type AuditEventV1 } from './audit-event';
 
@@ -148,7 +149,7 @@ export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
       invalid.push({ index, raw, eventId: null, error: problem });
       return;
     }
-    const result = auditEventV1.safeParse(raw);
+    const result = validated(raw);
     if (result.success) {
       valid.push(result.data);
       return;
@@ -165,6 +166,23 @@ export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
     });
   });
   return { valid, invalid, events };
+}
+
+/** Stands in for an event's `arguments` nested too deeply to validate (or store); the event itself is kept. */
+export const ARGUMENTS_TOO_DEEP = Object.freeze({ unstorable: true, reason: 'nested too deeply to validate' });
+
+/**
+ * One event validated. Its `arguments` (JSON of any shape) are validated recursively: nested a few thousand levels
+ * deep they exhaust the stack. Such an event is kept with a note in place of its arguments: a call recorded, not a
+ * batch (all tenants' events of a flush) thrown out, nor an event an agent could keep out of the trail that way.
+ */
+function validated(raw: unknown): ReturnType<typeof auditEventV1.safeParse> {
+  try {
+    return auditEventV1.safeParse(raw);
+  } catch (error) {
+    if (!isStackExhausted(error) || typeof raw !== 'object' || raw === null) throw error;
+    return auditEventV1.safeParse({ ...raw, arguments: ARGUMENTS_TOO_DEEP });
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEventBatch } from './audit-event-batch';
+import { ARGUMENTS_TOO_DEEP, AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEventBatch } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
 const event: JobPayload<'audit.event.ingest'> = {
@@ -69,6 +69,20 @@ describe('job contracts', () => {
     ]);
     expect(() => parseAuditEventBatch({ v: 1, events: 'nope' })).toThrow();
     expect(() => parseAuditEventBatch([event])).toThrow();
+  });
+
+  it('keeps an event whose arguments are nested too deeply to validate, with a note in their place, and the rest of the batch', () => {
+    // 2,500 levels: serialisable (the gateway sent it), but the recursive arguments schema runs out of stack on it.
+    const depth = 2_500;
+    const deep = { ...event, eventId: '019a0000-0000-7000-8000-000000000004', arguments: JSON.parse(`${'{"x":'.repeat(depth)}1${'}'.repeat(depth)}`) as typeof event.arguments };
+    const second = { ...event, eventId: '019a0000-0000-7000-8000-000000000005' };
+    for (const payload of [{ v: 1, events: [event, deep, second] }, JSON.parse(JSON.stringify(encodeAuditEventBatchV2([event, deep, second])))]) {
+      const parsed = parseAuditEventBatch(payload);
+      expect(parsed.invalid).toEqual([]);
+      expect(parsed.valid.map((e) => e.eventId)).toEqual([event.eventId, deep.eventId, second.eventId]);
+      expect(parsed.valid[1]).toEqual({ ...deep, arguments: ARGUMENTS_TOO_DEEP });
+      expect(parsed.valid[2]).toEqual(second);
+    }
   });
 
   it('encodes a v2 batch as field names once and one row per event, which parses back to the same events', () => {
