@@ -276,6 +276,24 @@ describe('audit emitter', () => {
     expect(emitter.canAcceptFailClosed()).toBe(true);
   });
 
+  it('counts the events of calls admitted earlier and still running against the room left', async () => {
+    // Until something is spooled the emitter reckons 1 KiB an event: the spool holds three.
+    const { emitter, producer } = make({ maxBuffer: 2, batchSize: 100, spoolMaxBytes: 3 * 1_024 });
+    // Redis up: the buffer takes two events, the spool three more.
+    expect(emitter.canAcceptFailClosed(1)).toBe(true);
+    expect(emitter.canAcceptFailClosed(4)).toBe(true);
+    expect(emitter.canAcceptFailClosed(5)).toBe(false);
+    // Redis down: everything goes to the spool, at the size of the events spooled so far.
+    producer.up = false;
+    emitter.emit(event());
+    await emitter.flush();
+    expect(emitter.stats().redis).toBe('down');
+    const one = emitter.stats().spoolBytes;
+    const room = Math.floor((3 * 1_024 - one) / one);
+    expect(emitter.canAcceptFailClosed(room - 1)).toBe(true);
+    expect(emitter.canAcceptFailClosed(room)).toBe(false);
+  });
+
   it('close() flushes what is buffered and refuses later events', async () => {
     const { emitter, producer } = make();
     const events = Array.from({ length: 7 }, event);

@@ -113,10 +113,10 @@ export interface AuditEmitter {
    */
   emit(event: AuditEventV1, sizeHint?: number): EmitResult;
   /**
-   * Whether an event emitted now is certain to be kept (sent, buffered or spooled). A tenant configured to fail
-   * closed refuses the call when this is false.
+   * Whether an event emitted now is certain to be kept (sent, buffered or spooled), counting `inFlight` events that
+   * calls admitted earlier will still emit. A tenant configured to fail closed refuses the call when this is false.
    */
-  canAcceptFailClosed(): boolean;
+  canAcceptFailClosed(inFlight?: number): boolean;
   /** Flushes the buffer now (to Redis, or to the spool) and replays the spool if Redis is up. */
   flush(): Promise<void>;
   stats(): AuditEmitterStats;
@@ -353,12 +353,14 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       return toSpool([event]) === 1 ? 'spooled' : 'dropped';
     },
 
-    canAcceptFailClosed() {
+    canAcceptFailClosed(inFlight = 0) {
       if (closed) return false;
       const spoolRoomFor = (events: number) => spool.bytes + events * avgEventBytes <= spool.maxBytes;
-      if (buffer.length >= options.maxBuffer) return spoolRoomFor(1);
-      // While Redis is down everything buffered will be spooled too.
-      return redis === 'up' || spoolRoomFor(buffer.length + 1);
+      // This call's event and those of the calls admitted before it and still running.
+      const coming = buffer.length + inFlight + 1;
+      // While Redis is down everything buffered will be spooled too; while it is up, what the buffer cannot hold.
+      if (redis !== 'up') return spoolRoomFor(coming);
+      return coming <= options.maxBuffer || spoolRoomFor(coming - options.maxBuffer);
     },
 
     flush,

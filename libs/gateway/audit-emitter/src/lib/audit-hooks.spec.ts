@@ -17,13 +17,16 @@ class RecordingEmitter implements AuditEmitter {
   readonly events: AuditEventV1[] = [];
   readonly sizeHints: (number | undefined)[] = [];
   accepting = true;
+  /** The in-flight counts it was asked about, in order. */
+  readonly asked: number[] = [];
   redis: 'up' | 'down' = 'up';
   emit(event: AuditEventV1, sizeHint?: number): EmitResult {
     this.events.push(event);
     this.sizeHints.push(sizeHint);
     return 'buffered';
   }
-  canAcceptFailClosed(): boolean {
+  canAcceptFailClosed(inFlight = 0): boolean {
+    this.asked.push(inFlight);
     return this.accepting;
   }
   flush(): Promise<void> {
@@ -248,6 +251,19 @@ describe('auditHooks', () => {
     const open = setup({ audit: { failMode: 'open' } });
     open.emitter.accepting = false;
     expect(open.hooks.admit?.(call({}), { canStream: false, send: () => false }, new AbortController().signal, undefined)).toBeUndefined();
+  });
+
+  it('counts fail-closed calls admitted but not yet recorded when judging room for the next one', () => {
+    const { emitter, hooks } = setup({ audit: { failMode: 'closed' } }, false);
+    const sink = { canStream: false, send: () => false };
+    const [first, second, third] = [call({ n: 1 }), call({ n: 2 }), call({ n: 3 })];
+    for (const info of [first, second, third]) hooks.admit?.(info, sink, new AbortController().signal, undefined);
+    // Each saw the calls admitted before it still waiting to be recorded.
+    expect(emitter.asked).toEqual([0, 1, 2]);
+    hooks.completed?.(first, ok({}));
+    hooks.completed?.(second, ok({}));
+    hooks.admit?.(call({ n: 4 }), sink, new AbortController().signal, undefined);
+    expect(emitter.asked.at(-1)).toBe(1);
   });
 
   it('hands the emitter a size hint that is never below the event\'s real JSON size', () => {

@@ -321,6 +321,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return { event, sizeHint: EVENT_FIXED_BYTES + 6 * text + bytes };
   };
 
+  // Fail-closed calls admitted whose events are not emitted yet: counted when judging room for the next one.
+  const awaitingEvents = new Set<RequestInfo>();
   // Completed requests waiting to become events: info, outcome, info, outcome, ... (one flat array, no pairs).
   const pending: (RequestInfo | RequestOutcome)[] = [];
   let scheduled = false;
@@ -347,7 +349,11 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
 
     admit(info) {
       if (auditOf(info.record.tenantId).failMode !== 'closed') return undefined;
-      if (emitter.canAcceptFailClosed() && (options.spoolDurable || emitter.stats().redis === 'up')) return undefined;
+      if (emitter.canAcceptFailClosed(awaitingEvents.size) && (options.spoolDurable || emitter.stats().redis === 'up')) {
+        // Room is kept for this call's event until it is emitted (the call may run, or wait for approval, a while).
+        awaitingEvents.add(info);
+        return undefined;
+      }
       const t = now();
       if (t - lastRefusalLog > 10_000) {
         lastRefusalLog = t;
@@ -362,6 +368,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     },
 
     completed(info, outcome) {
+      awaitingEvents.delete(info);
       // Off the response path: the engine reports before the answer is written. The arguments and result are kept by
       // reference (copied only when something in them needs redacting) until the emitter serialises the event: nothing
       // may change them once the request completed (nothing does: the engine and hooks treat them as read-only).
