@@ -1,3 +1,4 @@
+import { createRedisClient } from '@portcullis/data/redis';
 import { verifyChain, type StoredChainLink } from '@portcullis/audit/chain';
 import {
   AUDIT_DLQ,
@@ -267,6 +268,33 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     const failed = await queue.getJob(job.id ?? '');
     expect(failed?.attemptsMade).toBe(1);
     expect(worker.child.exitCode).toBeNull();
+  });
+
+  it('dead-letters a job BullMQ failed without running it (stalled too often), so its events can be replayed', async () => {
+    const env = { REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: prefix };
+    const io = { out: () => undefined, err: () => undefined };
+    const lost = event();
+    const job = await queue.add('audit.event.ingest', lost, { jobId: `audit-${lost.eventId}`, delay: 1_500 });
+    // What BullMQ's stalled-jobs check writes on a job whose workers died under it more than maxStalledCount times.
+    const redis = createRedisClient({ url: inject('redisUrl'), connectionName: 'e2e-stalled' });
+    await redis.hset(`${prefix}:${QUEUES.audit}:${job.id}`, 'defa', 'job stalled more than allowable limit');
+    redis.disconnect();
+    const entry = await waitFor(
+      async () => {
+        const lines: string[] = [];
+        await runAuditCli(['dlq', 'list', '--json'], env, { out: (l) => lines.push(l), err: (l) => lines.push(l) });
+        // One JSON line per entry.
+        const entries = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { dlqJobId: string; jobId: string | null; error: string });
+        return entries.find((e) => e.jobId === job.id);
+      },
+      { timeoutMs: 15_000, description: 'the stalled-out job in the DLQ' },
+    );
+    expect(entry.error).toBe('job stalled more than allowable limit');
+    expect(await runAuditCli(['dlq', 'replay', '--id', entry.dlqJobId], env, io)).toBe(0);
+    await waitFor(async () => ((await db.auditEvent.count({ where: { id: lost.eventId } })) === 1 ? true : undefined), {
+      timeoutMs: 15_000,
+      description: 'the replayed event stored',
+    });
   });
 
   it('retries an event that keeps failing with backoff, dead-letters it, and replays it from the CLI once fixable', async () => {

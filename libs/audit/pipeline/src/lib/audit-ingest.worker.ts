@@ -112,6 +112,15 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       removeOnFail: { count: 10_000 },
     });
     this.worker.on('error', (error) => this.logger.warn(`worker: ${error.message}`));
+    // BullMQ fails a job that stalled more than maxStalledCount times (its workers kept dying under it) without
+    // running it again, so process() never saw it and never dead-lettered it: its events would be only in the failed
+    // set, which audit:dlq does not list and which is trimmed. Such a job is dead-lettered here.
+    this.worker.on('failed', (job, error) => {
+      if (!job || job.deferredFailure === undefined || error.message !== job.deferredFailure) return;
+      this.deadLetter(job, error.message, Math.max(1, job.attemptsStarted), job.data).catch((cause: unknown) =>
+        this.logger.error(`audit job ${job.id} failed without running and could not be dead-lettered: ${messageOf(cause)}`),
+      );
+    });
   }
 
   async beforeApplicationShutdown(): Promise<void> {
