@@ -262,6 +262,25 @@ describe('GET /audit/verify, bounded and resumed', () => {
 });
 
 describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
+  it('hands nothing out when the export itself cannot be recorded in the audit trail (503)', async () => {
+    const tenant = await cp.tenant();
+    const auditor = await cp.member(tenant.id, 'auditor');
+    const stored = sampleAuditEvent(tenant.id, { occurredAt: at(0) });
+    await store.insert([stored]);
+    // The same database, but the audit queue (Redis) out of reach for this instance.
+    const cut = await startControlPlane({ AUDIT_EXPORT_DIR: exportDir, REDIS_URL: 'redis://127.0.0.1:1', CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: '200' });
+    try {
+      for (const format of ['csv', 'jsonl']) {
+        const res = await cut.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.${format}`, { token: auditor.token });
+        expect(res.status, res.text).toBe(503);
+        expect(res.headers['content-type']).toContain('application/problem+json');
+        expect(res.text).not.toContain(stored.eventId);
+      }
+    } finally {
+      await cut.close();
+    }
+  });
+
   it('streams a spreadsheet-safe CSV whose digest header matches, and audits the export', async () => {
     const tenant = await cp.tenant();
     const auditor = await cp.member(tenant.id, 'auditor');

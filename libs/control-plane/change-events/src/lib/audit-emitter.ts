@@ -1,3 +1,4 @@
+import { AppError } from '@portcullis/shared/util-errors';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { jobIdFor, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
@@ -78,7 +79,11 @@ export class AuditEmitter implements OnApplicationShutdown {
     };
   }
 
-  async emit(change: ControlPlaneChange): Promise<void> {
+  /**
+   * Enqueues the change's audit event. A failure is logged and swallowed: the change is made already. With `required`
+   * (reading audit data out: exports, downloads) it is a 503 instead, and the caller does not hand the data out.
+   */
+  async emit(change: ControlPlaneChange, options: { readonly required?: boolean } = {}): Promise<void> {
     const event = this.toEvent(change);
     const jobId = jobIdFor(JOB, event);
     try {
@@ -99,6 +104,9 @@ export class AuditEmitter implements OnApplicationShutdown {
         },
         'audit event not enqueued',
       );
+      if (options.required) {
+        throw new AppError('DEPENDENCY_UNAVAILABLE', 'This could not be recorded in the audit trail right now, so it was not done; try again shortly.');
+      }
     }
   }
 

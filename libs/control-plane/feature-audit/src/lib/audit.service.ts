@@ -117,7 +117,7 @@ export class AuditService {
           firstSeq: manifest.firstSeq,
           lastSeq: manifest.lastSeq,
         },
-      });
+      }, { required: true });
       const stream = createReadStream(file);
       stream.once('close', () => void rm(dir, { recursive: true, force: true }));
       return {
@@ -214,7 +214,7 @@ export class AuditService {
       target: { type: 'audit_export', id: record.id },
       before: null,
       after: { format: record.format, rowCount: record.rowCount, sha256: record.sha256 },
-    });
+    }, { required: true });
     return {
       stream: createReadStream(file),
       fileName,
