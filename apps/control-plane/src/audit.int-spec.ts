@@ -376,6 +376,22 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     expect((await cp.request('GET', `${base}/not-a-uuid`, { token: auditor.token })).status).toBe(404);
   });
 
+  it('refuses a fourth export while three are queued or running (429), and takes one again once one finished', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/exports`;
+    // Requested at once: the bound holds under concurrency too.
+    const first = await Promise.all([1, 2, 3, 4].map(() => cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl' } })));
+    expect(first.map((r) => r.status).sort()).toEqual([202, 202, 202, 429]);
+    const refused = first.find((r) => r.status === 429);
+    expect(refused?.json['detail']).toMatch(/already has 3 exports queued or running/);
+    expect(await cp.system.auditExport.count({ where: { tenantId: f.tenant.id } })).toBe(3);
+    // One finishes (as the worker would mark it): there is room for one more.
+    const done = first.find((r) => r.status === 202);
+    await cp.system.auditExport.update({ where: { id: String(done?.json['id']) }, data: { status: 'failed' } });
+    expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).status).toBe(202);
+  });
+
   it('serves a completed export until its expiry, not after, even before the worker has removed the file', async () => {
     const f = await tenantWithEvents();
     const auditor = await cp.member(f.tenant.id, 'auditor');

@@ -29,7 +29,9 @@ export {
   DEFAULT_EXPORT_TTL_MS,
   derivedUuid,
   expireAuditExports,
+  MAX_EXPORTS_IN_PROGRESS,
   requestAuditExport,
+  TooManyExportsError,
   runAuditExport,
   runRetention,
 } from './lib/audit-tasks';

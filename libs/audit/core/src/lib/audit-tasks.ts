@@ -48,6 +48,21 @@ export interface RequestAuditExportInput {
  * Records an export request (status `queued`) and enqueues its job; the API route (auditor role) will call this.
  * `enqueue` is the audit-tasks queue's `add`.
  */
+/**
+ * Export jobs a tenant may have queued or running at once. Each writes a full copy of the trail to the export volume
+ * and the task queue runs one job at a time for every tenant (retention included): a loop of requests would fill the
+ * disk and hold everyone else's exports and deletions back.
+ */
+export const MAX_EXPORTS_IN_PROGRESS = 3;
+
+/** The tenant already has MAX_EXPORTS_IN_PROGRESS exports queued or running. */
+export class TooManyExportsError extends Error {
+  constructor() {
+    super(`at most ${MAX_EXPORTS_IN_PROGRESS} exports may be queued or running at once`);
+    this.name = 'TooManyExportsError';
+  }
+}
+
 export async function requestAuditExport(
   db: PortcullisPrismaClient,
   tenantId: TenantId,
@@ -55,12 +70,16 @@ export async function requestAuditExport(
   enqueue: (name: string, data: AuditExportJob, opts: { jobId: string }) => Promise<unknown>,
 ): Promise<{ exportId: string }> {
   const filters = auditExportFilters.parse(input.filters);
-  const row = await withTenant(db, tenantId, (tx) =>
-    tx.auditExport.create({
+  const row = await withTenant(db, tenantId, async (tx) => {
+    // One request at a time per tenant counts and records, so concurrent requests cannot all pass the bound.
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:audit-exports:${tenantId}`}, 0))`;
+    const inProgress = await tx.auditExport.count({ where: { tenantId, status: { in: ['queued', 'running'] } } });
+    if (inProgress >= MAX_EXPORTS_IN_PROGRESS) throw new TooManyExportsError();
+    return tx.auditExport.create({
       data: { tenantId, format: input.format, filters, status: 'queued', requestedById: input.requestedById },
       select: { id: true },
-    }),
-  );
+    });
+  });
   await enqueue(AUDIT_TASK_JOBS.export, { v: 1, exportId: row.id, tenantId }, { jobId: `export-${row.id}` });
   return { exportId: row.id };
 }

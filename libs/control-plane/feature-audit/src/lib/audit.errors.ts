@@ -1,3 +1,4 @@
+import { MAX_EXPORTS_IN_PROGRESS } from '@portcullis/audit/core';
 import { AppError } from '@portcullis/shared/util-errors';
 
 export const auditErrors = {
@@ -13,6 +14,8 @@ export const auditErrors = {
       'BAD_REQUEST',
       `More than ${max} events match; narrow the filters or request an export job (POST .../audit/exports).`,
     ),
+  tooManyExports: () =>
+    new AppError('RATE_LIMITED', `This tenant already has ${MAX_EXPORTS_IN_PROGRESS} exports queued or running; wait for one to finish.`),
   queueUnavailable: () =>
     new AppError('DEPENDENCY_UNAVAILABLE', 'The export could not be queued right now; try again shortly.'),
 };

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { exportAuditEvents, requestAuditExport, type AuditExportFilters } from '@portcullis/audit/core';
+import { exportAuditEvents, requestAuditExport, TooManyExportsError, type AuditExportFilters } from '@portcullis/audit/core';
 import type {
   AuditEventFilters,
   AuditEventResponse,
@@ -150,6 +150,7 @@ export class AuditService {
       );
       recordedId = exportId;
     } catch (error) {
+      if (error instanceof TooManyExportsError) throw auditErrors.tooManyExports();
       if (recordedId === undefined) throw error;
       const id = recordedId;
       await withTenant(this.db, scope.tenantId, (tx) => this.repository.markNotQueued(scope.tenantId, tx, id));
