@@ -191,6 +191,25 @@ describe('audit export (real Postgres, application role)', () => {
   });
 });
 
+describe('an audit export run again', () => {
+  it('records the digest of the file the last run produced when the first run\'s status update was lost', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'completed' });
+    const first = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    // As if the worker died before marking the row completed: the job runs again over a chain that has moved on
+    // (the first run's own audit event is in it now), so the new file differs.
+    await system.auditExport.update({ where: { id: exportId }, data: { status: 'running', sha256: null } });
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'completed' });
+    const second = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    expect(second.sha256).not.toBe(first.sha256);
+    const recorded = await system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId }, orderBy: { seq: 'asc' } });
+    const digests = recorded.map((event) => (event.arguments as { sha256?: string }).sha256);
+    // The file served now has its own event in the chain (before, only the first run's digest was recorded).
+    expect(digests).toEqual([first.sha256, second.sha256]);
+  });
+});
+
 describe('a failed audit export', () => {
   it('leaves no file behind and tells the tenant a fixed sentence, never the server-side reason', async () => {
     const tenant = await seededTenant();

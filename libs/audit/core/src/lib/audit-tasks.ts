@@ -84,6 +84,11 @@ export async function requestAuditExport(
   return { exportId: row.id };
 }
 
+/**
+ * The `audit.export` event of one run. Its id is derived (a retried insert is one event): from the export and the
+ * outcome, and for a finished file from its digest too, so a run done again after a crash (the chain has moved, the
+ * file differs) records the file it produced, not the earlier run's digest under the same id.
+ */
 function exportAuditEvent(
   tenantId: string,
   exportId: string,
@@ -91,9 +96,10 @@ function exportAuditEvent(
   outcome: 'ok' | 'error',
   details: Record<string, unknown>,
 ): AuditEventV1 {
+  const digest = outcome === 'ok' && typeof details['sha256'] === 'string' ? `:${details['sha256']}` : '';
   return {
     v: 1,
-    eventId: derivedUuid(`audit-export:${exportId}:${outcome}`),
+    eventId: derivedUuid(`audit-export:${exportId}:${outcome}${digest}`),
     tenantId,
     occurredAt: new Date().toISOString(),
     kind: 'control_plane',
