@@ -302,7 +302,7 @@ export async function seed({
           );
         await db.membership.upsert({
           where: { tenantId_userId: { tenantId, userId: user.id } },
-          create: { tenantId, userId: user.id, role: membership.role },
+          create: { tenantId, userId: user.id, role: membership.role, displayName: person.name },
           update: { role: membership.role },
         });
         // A person's groups apply in each of their tenants that has a group of that name.

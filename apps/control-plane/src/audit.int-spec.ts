@@ -387,8 +387,12 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     expect(refused?.json['detail']).toMatch(/already has 3 exports queued or running/);
     expect(await cp.system.auditExport.count({ where: { tenantId: f.tenant.id } })).toBe(3);
     // One finishes (as the worker would mark it): there is room for one more.
-    const done = first.find((r) => r.status === 202);
-    await cp.system.auditExport.update({ where: { id: String(done?.json['id']) }, data: { status: 'failed' } });
+    const accepted = first.filter((r) => r.status === 202).map((r) => String(r.json['id']));
+    await cp.system.auditExport.update({ where: { id: accepted[0] }, data: { status: 'failed' } });
+    expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).status).toBe(202);
+    expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).status).toBe(429);
+    // One lost (queued for more than an hour: its job will never run) no longer counts.
+    await cp.system.auditExport.update({ where: { id: accepted[1] }, data: { createdAt: new Date(Date.now() - 2 * 3_600_000) } });
     expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).status).toBe(202);
   });
 

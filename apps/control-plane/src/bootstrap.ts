@@ -56,7 +56,7 @@ async function main(): Promise<number> {
         select: { id: true },
       });
       await tx.tenant.create({ data: { id, slug, name: name ?? slug }, select: { id: true } });
-      await tx.membership.create({ data: { tenantId: id, userId: user.id, role: 'owner' }, select: { id: true } });
+      await tx.membership.create({ data: { tenantId: id, userId: user.id, role: 'owner', displayName: email }, select: { id: true } });
       return { userId: user.id } as const;
     });
     if ('refused' in outcome) {

@@ -181,6 +181,14 @@ describe('members', () => {
     expect(listedInA.json.items?.find((m) => m['email'] === email)).toMatchObject({ name: 'Alice (contractor)' });
     // The account itself carries no tenant's choice.
     expect(await cp.system.user.findUniqueOrThrow({ where: { email }, select: { name: true } })).toEqual({ name: email });
+    // Group listings name members as the member list does.
+    const groupsA = `/api/v1/tenants/${a.id}/groups`;
+    const group = await cp.request('POST', groupsA, { token: adminA.token, body: { externalId: `contractors-${randomBytes(3).toString('hex')}`, name: 'Contractors' } });
+    expect(group.status, group.text).toBe(201);
+    const added = await cp.request('POST', `${groupsA}/${String(group.json['id'])}/members`, { token: adminA.token, body: { userId: inA.json['userId'] } });
+    expect(added.status, added.text).toBeLessThan(300);
+    const groupMembers = await cp.request('GET', `${groupsA}/${String(group.json['id'])}/members`, { token: adminA.token });
+    expect(groupMembers.json.items).toEqual([expect.objectContaining({ email, name: 'Alice (contractor)' })]);
   });
 
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {

@@ -1,6 +1,7 @@
 import {
   isJobName,
   jobIdFor,
+  parseAuditEvent,
   parseAuditEventBatch,
   parseJobPayload,
   QUEUES,
@@ -95,7 +96,7 @@ export class AuditDlq {
           invalid = parsed.invalid.map((i) => i.raw);
           invalidIds = new Set(parsed.invalid.map((i) => i.eventId));
         } else {
-          payload = parseJobPayload(name, entry.payload);
+          payload = name === 'audit.event.ingest' ? parseAuditEvent(entry.payload) : parseJobPayload(name, entry.payload);
         }
         jobId = jobIdFor(name as ReplayableJob, payload as never);
       } catch {

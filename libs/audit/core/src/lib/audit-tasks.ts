@@ -55,6 +55,12 @@ export interface RequestAuditExportInput {
  */
 export const MAX_EXPORTS_IN_PROGRESS = 3;
 
+/**
+ * An export queued or running for longer than this no longer counts against MAX_EXPORTS_IN_PROGRESS: its job was lost
+ * (failed by the queue without running, its worker gone) and nothing will finish it, so it must not block the tenant.
+ */
+export const EXPORT_IN_PROGRESS_FOR_AT_MOST_MS = 60 * 60_000;
+
 /** The tenant already has MAX_EXPORTS_IN_PROGRESS exports queued or running. */
 export class TooManyExportsError extends Error {
   constructor() {
@@ -73,7 +79,8 @@ export async function requestAuditExport(
   const row = await withTenant(db, tenantId, async (tx) => {
     // One request at a time per tenant counts and records, so concurrent requests cannot all pass the bound.
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:audit-exports:${tenantId}`}, 0))`;
-    const inProgress = await tx.auditExport.count({ where: { tenantId, status: { in: ['queued', 'running'] } } });
+    const since = new Date(Date.now() - EXPORT_IN_PROGRESS_FOR_AT_MOST_MS);
+    const inProgress = await tx.auditExport.count({ where: { tenantId, status: { in: ['queued', 'running'] }, createdAt: { gt: since } } });
     if (inProgress >= MAX_EXPORTS_IN_PROGRESS) throw new TooManyExportsError();
     return tx.auditExport.create({
       data: { tenantId, format: input.format, filters, status: 'queued', requestedById: input.requestedById },

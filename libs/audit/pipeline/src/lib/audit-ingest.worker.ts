@@ -15,6 +15,7 @@ import {
 import {
   assertHandlersCover,
   isJobName,
+  parseAuditEvent,
   parseAuditEventBatch,
   parseJobPayload,
   QUEUES,
@@ -147,7 +148,8 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       }
       let payload;
       try {
-        payload = parseJobPayload(job.name, job.data);
+        // A single event is checked as batch events are (arguments too deep to validate are kept as a note).
+        payload = job.name === 'audit.event.ingest' ? parseAuditEvent(job.data) : parseJobPayload(job.name, job.data);
       } catch {
         throw new PermanentFailure(`invalid payload for ${job.name}`);
       }

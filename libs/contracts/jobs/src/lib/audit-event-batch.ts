@@ -186,6 +186,16 @@ function validated(raw: unknown): ReturnType<typeof auditEventV1.safeParse> {
 }
 
 /**
+ * One event (the payload of an `audit.event.ingest` job), validated as the events of a batch are: arguments nested too
+ * deeply to validate are kept as ARGUMENTS_TOO_DEEP. Throws the validation error of an invalid event.
+ */
+export function parseAuditEvent(raw: unknown): AuditEventV1 {
+  const result = validated(raw);
+  if (!result.success) throw result.error;
+  return result.data;
+}
+
+/**
  * The job id of a batch: `audit-batch-` and 128 bits of SHA-256 over its event ids in order. The same events in the
  * same order give the same id (a resent flush is one job); any other batch, another id.
  */

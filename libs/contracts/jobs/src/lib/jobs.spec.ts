@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ARGUMENTS_TOO_DEEP, AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEventBatch } from './audit-event-batch';
+import { ARGUMENTS_TOO_DEEP, AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEvent, parseAuditEventBatch } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
 const event: JobPayload<'audit.event.ingest'> = {
@@ -83,6 +83,10 @@ describe('job contracts', () => {
       expect(parsed.valid[1]).toEqual({ ...deep, arguments: ARGUMENTS_TOO_DEEP });
       expect(parsed.valid[2]).toEqual(second);
     }
+    // A single-event job too (GATEWAY_AUDIT_JOB_FORMAT=event, the control plane).
+    expect(parseAuditEvent(JSON.parse(JSON.stringify(deep)))).toEqual({ ...deep, arguments: ARGUMENTS_TOO_DEEP });
+    expect(parseAuditEvent(event)).toEqual(event);
+    expect(() => parseAuditEvent({ ...event, tenantId: 'acme' })).toThrow();
   });
 
   it('encodes a v2 batch as field names once and one row per event, which parses back to the same events', () => {

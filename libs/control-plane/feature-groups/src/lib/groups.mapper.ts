@@ -16,7 +16,7 @@ export const groupMemberSelect = {
   id: true,
   userId: true,
   createdAt: true,
-  membership: { select: { user: { select: { email: true, name: true } } } },
+  membership: { select: { displayName: true, user: { select: { email: true } } } },
 } satisfies Prisma.GroupMemberSelect;
 export type GroupMemberRow = Prisma.GroupMemberGetPayload<{ select: typeof groupMemberSelect }>;
 
@@ -36,7 +36,8 @@ export function toGroupMemberResponse(row: GroupMemberRow): GroupMemberResponse 
   return {
     userId: row.userId,
     email: row.membership.user.email,
-    name: row.membership.user.name,
+    // The tenant's own name for the person, as in its member list (users are global; their names are not shown).
+    name: row.membership.displayName ?? row.membership.user.email,
     addedAt: row.createdAt.toISOString(),
   };
 }

@@ -7,7 +7,7 @@ export const memberSelect = {
   role: true,
   displayName: true,
   createdAt: true,
-  user: { select: { email: true, name: true } },
+  user: { select: { email: true } },
 } satisfies Prisma.MembershipSelect;
 export type MemberRow = Prisma.MembershipGetPayload<{ select: typeof memberSelect }>;
 
@@ -16,8 +16,8 @@ export function toMemberResponse(row: MemberRow): MemberResponse {
     id: row.id,
     userId: row.userId,
     email: row.user.email,
-    // The tenant's own name for the person; the user's global name only for memberships from before there was one.
-    name: row.displayName ?? row.user.name,
+    // The tenant's own name for the person (memberships from before were given the user's name by a migration).
+    name: row.displayName ?? row.user.email,
     role: row.role,
     createdAt: row.createdAt.toISOString(),
   };

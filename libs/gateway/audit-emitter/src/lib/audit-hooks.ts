@@ -331,6 +331,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const batch = pending.splice(0);
     for (let index = 0; index < batch.length; index += 2) {
       const info = batch[index] as RequestInfo;
+      // Counted as coming until now (completed, then built here): from now on the emitter holds it.
+      awaitingEvents.delete(info);
       try {
         const { event, sizeHint } = eventOf(info, batch[index + 1] as RequestOutcome);
         emitter.emit(event, sizeHint);
@@ -368,7 +370,6 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     },
 
     completed(info, outcome) {
-      awaitingEvents.delete(info);
       // Off the response path: the engine reports before the answer is written. The arguments and result are kept by
       // reference (copied only when something in them needs redacting) until the emitter serialises the event: nothing
       // may change them once the request completed (nothing does: the engine and hooks treat them as read-only).

@@ -296,6 +296,28 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened).toHaveLength(2);
   });
 
+  it('reports an initialize that failed after admission (session store down) and ends the upstream sessions it opened', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    sessions.create = async () => Promise.reject(new Error('redis unreachable'));
+    const reported: string[] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions,
+      logger,
+      hooks: { admit: () => undefined, completed: (info, outcome) => void reported.push(`${info.method}:${outcome.outcome}`) },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    await expect(engine.initialize(principal, init, 'trace')).rejects.toThrow(/redis unreachable/);
+    // The hooks hear of it (audit records it; a fail-closed tenant's count of calls in flight goes down again).
+    expect(reported).toEqual(['initialize:error']);
+    await vi.waitFor(() => expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]));
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

@@ -365,6 +365,10 @@ export class SessionEngine {
     }
     try {
       return await this.connectSession(record, identity, info, admission);
+    } catch (error) {
+      // Recorded like any request that failed (the hooks count an admitted call until it is reported).
+      this.report(info, this.errorFor(request.id, error, traceId), error, admission, undefined, NOT_CANCELLED);
+      throw error;
     } finally {
       admission?.release?.();
     }
@@ -395,7 +399,13 @@ export class SessionEngine {
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new PageCache(this.pageStore) });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
-    await this.deps.sessions.create(live.record);
+    try {
+      await this.deps.sessions.create(live.record);
+    } catch (error) {
+      // No session to hold them: the upstream sessions just opened are ended again (none can be resumed later).
+      for (const { session } of live.upstreams.values()) void session.then((s) => s.close()).catch(() => undefined);
+      throw error;
+    }
     this.live.set(sessionId, live);
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,

@@ -307,6 +307,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.off('close', onClose);
         responder.finish(response);
       } else {
+        if (res.closed) return; // gone already, as above
         const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
         responder.finish(responses);
       }
@@ -517,6 +518,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
         }
         reply.hijack();
+        // The client went while the session and replay log were looked up: no stream for it (attached, it would
+        // displace the session's real standalone stream).
+        if (reply.raw.closed) return reply;
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
           resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal);
