@@ -353,6 +353,44 @@ describe('bad input', () => {
     await expectError(await post(JSON.stringify({ id: 1 }), { 'mcp-session-id': sessionId }), 400, -32600);
   });
 
+  it('CORS: an allowed origin\'s preflight and answers carry what a browser client needs; other origins get none', async () => {
+    const url = `${gatewayA.url}/t/${tenant.slug}/mcp`;
+    const allowed = 'https://allowed.example';
+    const preflight = await fetch(url, { method: 'OPTIONS', headers: { origin: allowed, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, mcp-session-id' } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe(allowed);
+    expect(preflight.headers.get('access-control-allow-methods')).toBe('GET, POST, DELETE');
+    expect(preflight.headers.get('access-control-allow-headers')).toContain('mcp-session-id');
+    const refused = await fetch(url, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get('access-control-allow-origin')).toBeNull();
+    for (const path of ['sse', 'messages']) {
+      const other = await fetch(`${gatewayA.url}/t/${tenant.slug}/${path}`, { method: 'OPTIONS', headers: { origin: allowed, 'access-control-request-method': path === 'sse' ? 'GET' : 'POST' } });
+      expect(other.status).toBe(204);
+      expect(other.headers.get('access-control-allow-origin')).toBe(allowed);
+    }
+
+    // The answers (the raw POST path, errors, an SSE stream) let the page read them, the session id included.
+    const initialized = await post(init, { origin: allowed });
+    expect(initialized.status).toBe(200);
+    expect(initialized.headers.get('access-control-allow-origin')).toBe(allowed);
+    expect(initialized.headers.get('access-control-expose-headers')).toContain('mcp-session-id');
+    expect(initialized.headers.get('vary')).toContain('Origin');
+    const session = initialized.headers.get('mcp-session-id') ?? '';
+    await initialized.text();
+    const unauthenticated = await fetch(url, { method: 'POST', body: init, headers: { origin: allowed, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } });
+    expect(unauthenticated.status).toBe(401);
+    expect(unauthenticated.headers.get('access-control-allow-origin')).toBe(allowed);
+    const controller = new AbortController();
+    const stream = await fetch(url, { headers: { origin: allowed, authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get('access-control-allow-origin')).toBe(allowed);
+    controller.abort();
+    // Without an Origin (agents that are not browsers), no CORS headers at all.
+    const plain = await post(init);
+    expect(plain.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
   it('sessions: initialize with a session id, requests without one, unknown, foreign, bad protocol version', async () => {
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'ping' });
     await expectError(await post(init, { 'mcp-session-id': sessionId }), 400, -32600);

@@ -104,6 +104,22 @@ const authFailure = (reason: 'unauthenticated' | 'unknown_tenant' | 'unavailable
 };
 const unknownSession = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Session not found');
 
+/** Request headers a browser client of these endpoints sends (CORS preflight answers). */
+const CORS_REQUEST_HEADERS = 'authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id';
+/** Response headers a browser client must be able to read (the session id above all). */
+const CORS_EXPOSED_HEADERS = 'mcp-session-id, mcp-protocol-version, www-authenticate, retry-after';
+
+/**
+ * For a browser request from an allowed origin (the caller has checked it): the CORS headers that let the page read
+ * the answer. Set on the raw response before anything is written, so every way of answering carries them.
+ */
+function allowOrigin(res: ServerResponse, origin: string | string[] | undefined): void {
+  if (typeof origin !== 'string') return;
+  res.setHeader('access-control-allow-origin', origin);
+  res.setHeader('access-control-expose-headers', CORS_EXPOSED_HEADERS);
+  res.setHeader('vary', 'Origin');
+}
+
 /** What the POST handler needs of a request, whichever way it arrived (raw fast path or Fastify route). */
 interface PostInput {
   readonly tenant: string;
@@ -373,6 +389,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     try {
       const problem = originProblem(headers.host, headers.origin, options.origin);
       if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
+      allowOrigin(res, headers.origin);
       const outcome = authenticator.authenticate(headers.authorization, tenant);
       if (outcome instanceof Promise) {
         authentication = outcome;
@@ -431,6 +448,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     // Hot path: the request id is the trace id (one id per request, not a UUID and a trace id), and
     // requests get the scope's logger rather than a pino child each; the handlers log with traceId.
     scope.setGenReqId((req) => traceIdOfHeaders(req.headers));
+    // Browser clients from an allowed origin read every answer of these routes (errors included); others get none.
+    scope.addHook('onRequest', (request, reply, done) => {
+      if (request.headers.origin !== undefined && originProblem(request.headers.host, request.headers.origin, options.origin) === undefined) {
+        allowOrigin(reply.raw, request.headers.origin);
+      }
+      done();
+    });
     scope.setChildLoggerFactory((parent) => parent);
     // Keep the body as text: parsing it ourselves lets bad JSON answer -32700, not a framework error.
     scope.removeAllContentTypeParsers();
@@ -490,6 +514,26 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     };
     scope.head('/t/:tenant/mcp', noHead('GET, POST, DELETE'));
     scope.head('/t/:tenant/sse', noHead('GET'));
+
+    // CORS preflight of a browser client: allowed origins (GATEWAY_ALLOWED_ORIGINS) get the methods and headers these
+    // endpoints take; any other origin, or a Host not allowed, a 403. No credential is needed (browsers send none).
+    const preflight = (methods: string) => (request: FastifyRequest, reply: FastifyReply) => {
+      const problem = originProblem(request.headers.host, request.headers.origin, options.origin);
+      if (problem) {
+        sendError(reply, new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem), null, traceIdOf(request));
+        return;
+      }
+      void reply
+        .code(204)
+        .header('allow', methods)
+        .header('access-control-allow-methods', methods)
+        .header('access-control-allow-headers', CORS_REQUEST_HEADERS)
+        .header('access-control-max-age', '600')
+        .send();
+    };
+    scope.options('/t/:tenant/mcp', preflight('GET, POST, DELETE'));
+    scope.options('/t/:tenant/sse', preflight('GET'));
+    scope.options('/t/:tenant/messages', preflight('POST'));
 
     scope.get(
       '/t/:tenant/mcp',
