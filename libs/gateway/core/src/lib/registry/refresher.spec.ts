@@ -7,14 +7,15 @@ let refresher: Refresher | undefined;
 
 afterEach(() => refresher?.stop());
 
+/** A refresher under test: hourly (the specs call refresh themselves), silent, with what the spec gives. */
+const start = (options: Pick<Parameters<typeof createRefresher>[0], 'load'> & Partial<Parameters<typeof createRefresher>[0]>): Refresher =>
+  (refresher = createRefresher({ name: 'spec', intervalMs: 3_600_000, logger, ...options }));
+
 describe('createRefresher', () => {
   it('reports when the last successful load began, and keeps it through failed loads', async () => {
     let clock = 100;
     let fail = false;
-    refresher = createRefresher({
-      name: 'spec',
-      intervalMs: 3_600_000,
-      logger,
+    refresher = start({
       now: () => clock,
       load: async () => {
         // The load takes time: the snapshot is as old as its start, not its end.
@@ -39,10 +40,7 @@ describe('createRefresher', () => {
     let clock = 10;
     let fail = false;
     const seen: (number | undefined)[] = [];
-    refresher = createRefresher({
-      name: 'spec',
-      intervalMs: 3_600_000,
-      logger,
+    refresher = start({
       now: () => clock,
       load: async () => {
         if (fail) throw new Error('database unreachable');
@@ -62,10 +60,7 @@ describe('createRefresher', () => {
   it('shares one load between concurrent calls and runs once more for a call made during it', async () => {
     let loads = 0;
     let release: () => void = () => undefined;
-    refresher = createRefresher({
-      name: 'spec',
-      intervalMs: 3_600_000,
-      logger,
+    refresher = start({
       load: () => {
         loads += 1;
         return new Promise<void>((resolve) => {
