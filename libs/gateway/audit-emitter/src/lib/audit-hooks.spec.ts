@@ -162,6 +162,34 @@ describe('auditHooks', () => {
     expect(event?.reason).toBe(`refused: ${REDACTED}`);
   });
 
+  it('takes a value redaction removed out of the rest of the event too: an error quoting it, a result echoing it', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn', 'arguments.card'] } });
+    const args = { ssn: '123-45-6789', card: { number: 4111111111111111, holder: 'Ada Lovelace' }, password: 'hunter22', pin: '42', q: 'find' };
+    hooks.completed?.(call(args), ok({ content: [{ type: 'text', text: 'Found 123-45-6789 for Ada Lovelace (card 4111111111111111)' }] }));
+    hooks.completed?.(call(args), {
+      outcome: 'upstream_error',
+      error: { code: -32000, message: 'no record for 123-45-6789; password hunter22 rejected; pin 42 locked' },
+      latencyMs: 1,
+    });
+    const [found, failed] = emitter.events;
+    expect(found?.arguments).toEqual({
+      arguments: { ssn: REDACTED, card: REDACTED, password: REDACTED, pin: '42', q: 'find' },
+      result: { content: [{ type: 'text', text: `Found ${REDACTED} for ${REDACTED} (card ${REDACTED})` }] },
+    });
+    // Texts shorter than four characters are not looked for (they would mask unrelated words).
+    expect(failed?.reason).toBe(`no record for ${REDACTED}; password ${REDACTED} rejected; pin 42 locked`);
+    expect(JSON.stringify(emitter.events)).not.toMatch(/6789|hunter22|Lovelace|4111/);
+  });
+
+  it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn'] } });
+    const args = { q: 'find 123-45-6789' };
+    hooks.completed?.(call(args), { outcome: 'upstream_error', error: { code: -32000, message: 'no record for 123-45-6789' }, latencyMs: 1 });
+    expect(emitter.events[0]?.reason).toBe('no record for 123-45-6789');
+    expect(emitter.events[0]?.arguments).toEqual({ arguments: { q: 'find 123-45-6789' } });
+    expect(args).toEqual({ q: 'find 123-45-6789' });
+  });
+
   it('builds events after the response: completed only queues, the next turn of the event loop emits', async () => {
     const { emitter, deferred } = setup();
     deferred.completed?.(call({ a: 1 }), ok({}));

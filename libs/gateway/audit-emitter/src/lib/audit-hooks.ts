@@ -11,7 +11,7 @@ import {
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { compileRedactionPaths, needsNoRedaction, redactSecrets, storableText } from '@portcullis/shared/util-redact';
+import { compileRedactionPaths, needsNoRedaction, redactSecrets, storableText, withoutTexts, withoutTextsIn } from '@portcullis/shared/util-redact';
 import type { AuditEmitter } from './audit-emitter';
 
 export interface AuditHooksOptions {
@@ -132,7 +132,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const now = options.now ?? Date.now;
   const maxPayloadBytes = options.maxPayloadBytes ?? 16 * 1024;
   const notes = new WeakMap<RequestInfo, AuditNote>();
-  type Redactor = (value: Record<string, unknown>) => Record<string, unknown>;
+  type Redactor = (value: Record<string, unknown>, removed?: string[]) => Record<string, unknown>;
   const redactors = new WeakMap<readonly string[], Redactor>();
   let lastRefusalLog = Number.NEGATIVE_INFINITY;
 
@@ -178,12 +178,16 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return redactor;
   };
 
-  /** The event's `arguments` column and an upper bound on its JSON size in bytes. */
+  /**
+   * The event's `arguments` column and an upper bound on its JSON size in bytes. `removed` receives the texts of the
+   * values redaction took out (by key or by the tenant's paths), so the event's free text can lose them too.
+   */
   const payloadOf = (
     info: RequestInfo,
     outcome: RequestOutcome,
     mode: AuditResultMode,
     paths: readonly string[],
+    removed: string[],
   ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
     const envelope: Record<string, unknown> = {};
     let empty = true;
@@ -202,7 +206,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     }
     if (empty) return NO_PAYLOAD;
     try {
-      return boundedPayload(envelope, paths);
+      return boundedPayload(envelope, paths, removed);
     } catch (error) {
       // Nested deeper than the stack allows (JSON.parse takes any depth; copying and serialising recurse): the call is
       // recorded all the same, with a note in place of the part that could not be kept (the arguments survive a
@@ -212,7 +216,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       const kept: Record<string, unknown> = {};
       for (const [part, value] of Object.entries(envelope)) {
         try {
-          kept[part] = (boundedPayload({ [part]: value }, paths).payload as Record<string, unknown>)[part];
+          kept[part] = (boundedPayload({ [part]: value }, paths, removed).payload as Record<string, unknown>)[part];
         } catch (inner) {
           if (!isStackExhausted(inner)) throw inner;
           kept[part] = { unserialisable: true };
@@ -222,10 +226,14 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     }
   };
 
-  /** `payloadOf` for an envelope with something in it: redacted, and within `maxPayloadBytes`. Throws if not JSON. */
+  /**
+   * `payloadOf` for an envelope with something in it: redacted, and within `maxPayloadBytes`. Throws if not JSON. A
+   * value redaction took out is taken out wherever else it appears too (a result that echoes a redacted argument).
+   */
   const boundedPayload = (
     envelope: Record<string, unknown>,
     paths: readonly string[],
+    removed: string[],
   ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
     const redactor = redactorFor(paths);
     if (redactor === undefined) {
@@ -233,8 +241,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       const raw = JSON.stringify(envelope);
       if (raw.length <= maxPayloadBytes && needsNoRedaction(envelope, raw)) return { payload: envelope as AuditEventV1['arguments'], bytes: 3 * raw.length };
     }
-    let safe = redactSecrets(envelope) as Record<string, unknown>;
-    if (redactor) safe = redactor(safe);
+    let safe = redactSecrets(envelope, removed) as Record<string, unknown>;
+    if (redactor) safe = redactor(safe, removed);
+    safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
     if (json.length <= maxPayloadBytes) return { payload: safe as AuditEventV1['arguments'], bytes: 3 * json.length };
@@ -278,16 +287,17 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const snapshotFromError = typeof errorData?.['snapshotVersion'] === 'number' ? errorData['snapshotVersion'] : null;
     let decision: AuditEventV1['decision'] = admission?.decision ?? null;
     if (outcome.outcome === 'denied') decision = 'deny';
+    const removed: string[] = [];
+    const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths, removed);
     const reasons: string[] = [];
     if (admission?.reason) reasons.push(admission.reason);
     // An error's message may quote what the agent or upstream sent: credential-looking parts are redacted as in the
-    // arguments (the other reasons are the gateway's own words).
-    if (error && outcome.outcome !== 'ok') reasons.push(redactSecrets(cut(error.message, 2_000)) as string);
+    // arguments, and so is any value the arguments' redaction took out (the other reasons are the gateway's own words).
+    if (error && outcome.outcome !== 'ok') reasons.push(redactSecrets(cut(withoutTexts(cut(error.message, 4_000), removed), 2_000)) as string);
     if (note?.degraded) reasons.push(note.degraded);
     let auditOutcome = OUTCOME[outcome.outcome];
     if (error?.code === GATEWAY_RPC.UPSTREAM_TIMEOUT && outcome.outcome !== 'cancelled') auditOutcome = 'timeout';
     const approvalId = admission?.approvalId ?? (typeof errorData?.['approvalId'] === 'string' ? errorData['approvalId'] : undefined);
-    const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths);
     const event: AuditEventV1 = {
       v: 1,
       eventId: newId(),

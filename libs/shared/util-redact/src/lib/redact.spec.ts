@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson } from './redact';
+import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson, withoutTexts, withoutTextsIn } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -180,5 +180,30 @@ describe('needsNoRedaction', () => {
       }),
       { numRuns: 3_000 },
     );
+  });
+});
+
+describe('removed texts', () => {
+  it('reports what the paths and the credential keys took out, as text, bounded, and leaves out short ones', () => {
+    const removed: string[] = [];
+    const redact = compileRedactionPaths(['arguments.card', 'arguments.items[*].ssn']);
+    const value = { arguments: { card: { number: 4111111111111111, cvc: '123' }, items: [{ ssn: '123-45-6789' }, { ssn: '987-65-4321' }] } };
+    redact(redactSecrets({ ...value, password: 'hunter22' }, removed) as typeof value, removed);
+    expect(removed.sort()).toEqual(['123-45-6789', '4111111111111111', '987-65-4321', 'hunter22']);
+    const many: string[] = [];
+    redactSecrets({ token: Array.from({ length: 10_000 }, (_, index) => `value-${index}`) }, many);
+    expect(many.length).toBe(64);
+    // A redactor called without a list reports nothing and still redacts.
+    expect(redact(value).arguments.card).toBe(REDACTED);
+  });
+
+  it('takes every occurrence out of free text, the longest first, and out of every string and key of a value', () => {
+    expect(withoutTexts('card 4111111111111111 ends 1111', ['1111', '4111111111111111'])).toBe(`card ${REDACTED} ends ${REDACTED}`);
+    expect(withoutTexts('nothing here', [])).toBe('nothing here');
+    const input = { text: 'Found hunter22', ['hunter22']: ['a hunter22 b', 3], kept: { same: 'x' } };
+    const out = withoutTextsIn(input, ['hunter22']);
+    expect(out).toEqual({ text: `Found ${REDACTED}`, [REDACTED]: [`a ${REDACTED} b`, 3], kept: { same: 'x' } });
+    expect(out.kept).toBe(input.kept);
+    expect(withoutTextsIn(input, ['absent'])).toBe(input);
   });
 });

@@ -61,26 +61,33 @@ export function storableText(value: string): string {
  * worker, which cannot assume every producer already did this.
  */
 export function storableJson<T>(value: T): T {
-  if (typeof value === 'string') return storableText(value) as T;
+  return mapStrings(value, storableText);
+}
+
+/**
+ * A JSON value with `fix` applied to every string in it, object keys included: the value itself when nothing changed,
+ * else a copy changed where needed. Keys are defined, not assigned, so a `__proto__` key stays an own key.
+ */
+function mapStrings<T>(value: T, fix: (text: string) => string): T {
+  if (typeof value === 'string') return fix(value) as T;
   if (typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     value.forEach((item: unknown, index) => {
-      const fixed = storableJson(item);
+      const fixed = mapStrings(item, fix);
       if (fixed !== item) (copy ??= [...value])[index] = fixed;
     });
     return (copy ?? value) as T;
   }
   let changed = false;
   const entries = Object.entries(value).map(([key, item]): [string, unknown] => {
-    const fixedKey = storableText(key);
-    const fixed = storableJson(item);
+    const fixedKey = fix(key);
+    const fixed = mapStrings(item, fix);
     if (fixedKey !== key || fixed !== item) changed = true;
     return [fixedKey, fixed];
   });
   if (!changed) return value;
   const copy: Record<string, unknown> = {};
-  // Defined, not assigned: a `__proto__` key stays an own key.
   for (const [key, item] of entries) Object.defineProperty(copy, key, { value: item, enumerable: true, writable: true, configurable: true });
   return copy as T;
 }
@@ -148,13 +155,15 @@ export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
  * passwords...) are replaced wherever they appear. Strings and keys are made storable (`storableText`). Returns a
  * copy; dates become ISO strings. A `__proto__` key
  * (JSON.parse makes it an ordinary own key) stays an own key of the copy, so nothing can hide under it.
+ * `removed`, when given, receives the texts of the values replaced for their key (see `collectTexts`), so that the
+ * same words can be taken out of free text that quotes them (`withoutTexts`).
  */
-export function redactSecrets(value: unknown): unknown {
+export function redactSecrets(value: unknown, removed?: string[]): unknown {
   if (typeof value === 'string') return redactString(value);
   if (typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
     const out: unknown[] = [];
-    for (const item of value as unknown[]) out.push(redactSecrets(item));
+    for (const item of value as unknown[]) out.push(redactSecrets(item, removed));
     return out;
   }
   if (value instanceof Date) return value.toISOString();
@@ -164,7 +173,11 @@ export function redactSecrets(value: unknown): unknown {
     const child = source[sourceKey];
     if (child === undefined) continue;
     const key = storableText(sourceKey);
-    const redacted = child !== null && isSecretKey(key) ? REDACTED : redactSecrets(child);
+    let redacted: unknown;
+    if (child !== null && isSecretKey(key)) {
+      redacted = REDACTED;
+      if (removed) collectTexts(child, removed);
+    } else redacted = redactSecrets(child, removed);
     if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
     else out[key] = redacted;
   }
@@ -219,10 +232,69 @@ export class InvalidRedactionPathError extends Error {
   }
 }
 
-/** Replaces the values at the compiled paths in a copy of the object (the input is not changed). */
-export type PathRedactor = <T extends Record<string, unknown>>(value: T) => T;
+/**
+ * Replaces the values at the compiled paths in a copy of the object (the input is not changed). `removed`, when
+ * given, receives the texts of the values replaced (see `collectTexts`).
+ */
+export type PathRedactor = <T extends Record<string, unknown>>(value: T, removed?: string[]) => T;
 
 const identity: PathRedactor = (value) => value;
+
+/** Removed texts shorter than this are not looked for in free text: a short one would mask unrelated words. */
+const MIN_REMOVED_TEXT = 4;
+/** At most this many removed texts are kept per call, from at most this many values walked. */
+const MAX_REMOVED_TEXTS = 64;
+const MAX_REMOVED_WALK = 1_024;
+
+/**
+ * Adds the strings and numbers inside a value being redacted (the value itself, or the leaves of an object or array
+ * taken whole) to `into`, as text: what free text quoting the value would show. Bounded in count and walk.
+ */
+function collectTexts(value: unknown, into: string[]): void {
+  const stack: unknown[] = [value];
+  let walked = 0;
+  while (stack.length > 0 && into.length < MAX_REMOVED_TEXTS && walked < MAX_REMOVED_WALK) {
+    const item = stack.pop();
+    walked += 1;
+    if (typeof item === 'string' || typeof item === 'number' || typeof item === 'bigint') {
+      const text = String(item);
+      if (text.length >= MIN_REMOVED_TEXT && !into.includes(text)) into.push(text);
+    } else if (typeof item === 'object' && item !== null) {
+      for (const child of Object.values(item)) {
+        if (stack.length >= MAX_REMOVED_WALK) break;
+        stack.push(child);
+      }
+    }
+  }
+}
+
+/**
+ * `text` with every occurrence of the removed texts replaced by REDACTED, longest first: an upstream's error message
+ * or a reason that quotes a value the redaction took out of the arguments (`password hunter22 rejected`) must not
+ * keep it. Returns `text` itself when there is nothing to take out.
+ */
+export function withoutTexts(text: string, removed: readonly string[]): string {
+  return removed.length === 0 ? text : withoutLongestFirst(text, longestFirst(removed));
+}
+
+const longestFirst = (removed: readonly string[]): string[] => [...removed].sort((a, b) => b.length - a.length);
+
+function withoutLongestFirst(text: string, sorted: readonly string[]): string {
+  let out = text;
+  for (const value of sorted) if (out.includes(value)) out = out.replaceAll(value, REDACTED);
+  return out;
+}
+
+/**
+ * `withoutTexts` applied to every string (object keys included) inside a JSON value: the arguments' own removed value
+ * echoed back in a result (`Found 123-45-6789`) is taken out there too. Returns the value itself when nothing changed,
+ * else a copy changed where needed (`__proto__` stays an own key).
+ */
+export function withoutTextsIn<T>(value: T, removed: readonly string[]): T {
+  if (removed.length === 0) return value;
+  const sorted = longestFirst(removed);
+  return mapStrings(value, (text) => withoutLongestFirst(text, sorted));
+}
 
 /**
  * Compiles JSON paths (`$.arguments.card.number`, `arguments.items[*].ssn`, `result.*.email`; the leading `$.` is
@@ -238,8 +310,14 @@ export function compileRedactionPaths(paths: readonly string[]): PathRedactor {
     return trimmed;
   });
   let redact: (value: unknown) => unknown;
+  // Where the censor reports what it replaces, for the call in progress (redaction is synchronous).
+  let removing: string[] | undefined;
+  const censor = (value: unknown): string => {
+    if (removing) collectTexts(value, removing);
+    return REDACTED;
+  };
   try {
-    redact = createRedactor({ paths: normalised, censor: REDACTED, serialize: false, strict: false });
+    redact = createRedactor({ paths: normalised, censor, serialize: false, strict: false });
   } catch {
     // Name the first path that fails on its own.
     const bad = normalised.find((path) => {
@@ -252,8 +330,14 @@ export function compileRedactionPaths(paths: readonly string[]): PathRedactor {
     });
     throw new InvalidRedactionPathError(bad ?? normalised.join(', '));
   }
-  return (value) => {
-    const out = redact(value) as Record<string, unknown>;
+  return (value, removed) => {
+    removing = removed;
+    let out: Record<string, unknown>;
+    try {
+      out = redact(value) as Record<string, unknown>;
+    } finally {
+      removing = undefined;
+    }
     // The engine hangs a `restore()` on the copy it returns; keep the data only.
     if (Object.prototype.hasOwnProperty.call(value, 'restore')) out['restore'] = value['restore'];
     else delete out['restore'];
