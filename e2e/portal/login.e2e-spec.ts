@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +20,8 @@ const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/ident
 };
 const olivia = identities.users.find((user) => user.email === 'olivia.owner@acme.example');
 if (!olivia) throw new Error('demo identities changed: olivia.owner@acme.example is missing');
+// A person in 200 groups (the most some providers put in a token), added to the demo identities for this run only.
+const grace = { sub: 'u-grace-e2e', email: 'grace.groups@acme.example', name: 'Grace Groups', memberships: [], groups: Array.from({ length: 200 }, (_, index) => `group-${index}-platform-engineering-readers`) };
 
 const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
 
@@ -38,7 +40,11 @@ describe('portal sign-in through the dev IdP', () => {
     portalUrl = `http://localhost:${portalPort}`;
     const clientSecret = randomBytes(24).toString('base64url');
 
+    mkdirSync(e2eTmpDir, { recursive: true });
+    const identitiesFile = path.join(e2eTmpDir, `identities-${process.pid}.json`);
+    writeFileSync(identitiesFile, JSON.stringify({ ...identities, users: [...identities.users, grace] }));
     const idp = startBuiltApp('dev-idp', {
+      DEV_IDP_IDENTITIES_FILE: identitiesFile,
       NODE_ENV: 'development',
       LOG_LEVEL: 'warn',
       DEV_IDP_HOST: '127.0.0.1',
@@ -152,6 +158,32 @@ describe('portal sign-in through the dev IdP', () => {
     await page.close();
   });
 
+  it('serves and signs out a person in 200 groups: a bounded cookie, and the IdP session ended without the ID token', async () => {
+    // Nobody is signed in any more (the tests above signed out at the portal and the IdP).
+    const page = await newPage();
+    await openDashboardAnonymously(page);
+    await page.getByLabel('Email').fill(grace.email);
+    await page.getByLabel('Password').fill(identities.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    // Before, the session cookie (the groups twice: the list and the whole ID token) grew past 16 KiB: every request 431.
+    await page.waitForURL(`${portalUrl}/`);
+    await expect.poll(() => page.getByTestId('signed-in-user').textContent()).toContain(grace.name);
+    const session = (await (await page.request.get(`${portalUrl}/api/auth/session`)).json()) as { user?: { groups?: string[] } };
+    expect(session.user?.groups).toEqual(grace.groups.slice(0, 50));
+    const cookies = await page.context().cookies(portalUrl);
+    const sessionBytes = cookies.filter((cookie) => cookie.name.includes('session-token')).reduce((sum, cookie) => sum + cookie.value.length, 0);
+    expect(sessionBytes).toBeGreaterThan(0);
+    expect(sessionBytes).toBeLessThan(8_000);
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await page.waitForURL((url) => url.origin === portalUrl && url.pathname === '/sign-in');
+    await page.getByRole('button', { name: 'Sign in with SSO' }).click();
+    await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+    await expect.poll(() => page.getByLabel('Password').count()).toBe(1);
+    await page.close();
+  });
+
   it('answers the sign-out step only to the portal\'s own pages', async () => {
     const page = await newPage();
     const foreign = await page.request.post(`${portalUrl}/api/sign-out`, { headers: { origin: 'https://evil.example' } });
@@ -162,5 +194,38 @@ describe('portal sign-in through the dev IdP', () => {
     expect(own.status()).toBe(200);
     expect(await own.json()).toEqual({ url: '/sign-in' });
     await page.close();
+  });
+});
+
+describe('portal with its identity provider down', () => {
+  let portal: AppProcess | undefined;
+  afterAll(async () => {
+    await portal?.stop(5_000);
+  });
+
+  it('stays ready (the provider is reported, not required) and its sign-in page still answers', async () => {
+    const [deadIdpPort, portalPort] = [await freePort(), await freePort()];
+    const portalUrl = `http://localhost:${portalPort}`;
+    portal = startProcess(
+      process.execPath,
+      [nextBin, 'start', '--port', String(portalPort), '--hostname', 'localhost'],
+      {
+        NODE_ENV: 'production',
+        NEXT_TELEMETRY_DISABLED: '1',
+        NEXTAUTH_URL: portalUrl,
+        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+        PORTAL_OIDC_ISSUER: `http://localhost:${deadIdpPort}`,
+        PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+        PORTAL_READINESS_TIMEOUT_MS: '500',
+      },
+      path.join(repoRoot, 'apps/portal'),
+    );
+    // Before, /readyz answered 503 while the provider was down: every replica left the load balancer together.
+    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+    const ready = await fetch(`${portalUrl}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'ready', identityProvider: 'identity provider discovery unreachable' });
+    const signIn = await fetch(`${portalUrl}/sign-in`);
+    expect(signIn.status).toBe(200);
   });
 });

@@ -18,9 +18,11 @@ async function lookAtProvider(): Promise<string | undefined> {
 }
 
 /**
- * Readiness: the identity provider's discovery document is reachable, so sign-in can work. One request to the provider
- * answers every probe for a few seconds (and concurrent probes share it), so this unauthenticated route cannot be used
- * to flood the provider.
+ * Readiness: the portal process is up with its configuration, and serves. The identity provider's state is reported
+ * (`identityProvider`), not required: people already signed in hold a self-contained session and need no provider, so
+ * a provider outage must not take every replica out of the load balancer at once (only new sign-ins fail, and the
+ * sign-in page says so). One request to the provider answers every probe for a few seconds (and concurrent probes
+ * share it), so this unauthenticated route cannot be used to flood the provider.
  */
 export async function GET(): Promise<Response> {
   const now = Date.now();
@@ -30,8 +32,5 @@ export async function GET(): Promise<Response> {
     last = { at: Date.now(), reason: await pending };
   }
   const reason = last.pending ? await last.pending : last.reason;
-  return Response.json(reason ? { status: 'not ready', reason } : { status: 'ready' }, {
-    status: reason ? 503 : 200,
-    headers: { 'cache-control': 'no-store' },
-  });
+  return Response.json({ status: 'ready', identityProvider: reason ?? 'reachable' }, { headers: { 'cache-control': 'no-store' } });
 }

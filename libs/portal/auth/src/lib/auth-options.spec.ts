@@ -61,6 +61,19 @@ describe('portal session lifetime', () => {
     expect(JSON.stringify(session)).not.toContain('h.p.s');
   });
 
+  it('keeps a bounded session for a person in hundreds of groups: at most 50 names, no ID token too large to keep', async () => {
+    const groups = Array.from({ length: 200 }, (_, index) => `sg-${index}-${'engineering-platform-readers'.padEnd(150, 'x')}`);
+    const largeToken = `h.${'p'.repeat(12_000)}.s`;
+    const signedIn = (await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test', groups }, { id_token: largeToken, provider: 'oidc' })) as Record<string, unknown>;
+    const kept = signedIn['groups'] as string[];
+    expect(kept).toHaveLength(50);
+    expect(kept[0]).toMatch(/^sg-0-engineering/);
+    for (const name of kept) expect(name.length).toBeLessThanOrEqual(120);
+    expect(signedIn['idToken']).toBeUndefined();
+    // What goes into the cookie stays far below Node's 16 KiB of headers (encryption adds about a third).
+    expect(JSON.stringify(signedIn).length).toBeLessThan(8_000);
+  });
+
   it('ends a session from before the sign-in time was recorded', async () => {
     await expect(jwt({ sub: 'ada', email: 'ada@example.test' })).rejects.toThrow(/sign in again/);
   });

@@ -1,6 +1,6 @@
 import type { NextAuthOptions } from 'next-auth';
 import type { OAuthConfig } from 'next-auth/providers/oauth';
-import { type PortalSession, type PortalToken, stringList } from './session';
+import { MAX_KEPT_ID_TOKEN, type PortalSession, type PortalToken, sessionGroups } from './session';
 
 /** next-auth's provider id; the callback URL is <NEXTAUTH_URL>/api/auth/callback/oidc. */
 export const OIDC_PROVIDER_ID = 'oidc';
@@ -81,10 +81,10 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
           next.sub = claims.sub;
           next.email = claims.email ?? null;
           next.name = claims.name ?? claims.email ?? null;
-          next.groups = stringList(claims.groups);
+          next.groups = sessionGroups(claims.groups);
           next.authTime = nowSeconds();
-          // Kept (in the encrypted cookie) for signing out at the provider too; never shown to pages.
-          if (typeof account?.id_token === 'string') next.idToken = account.id_token;
+          // Kept (in the encrypted cookie) for signing out at the provider too, if small; never shown to pages.
+          if (typeof account?.id_token === 'string' && account.id_token.length <= MAX_KEPT_ID_TOKEN) next.idToken = account.id_token;
           return next;
         }
         // next-auth renews the cookie's expiry on every use; the sign-in time does not move. Thrown, next-auth

@@ -31,6 +31,28 @@ export function stringList(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }
 
+/**
+ * Group names kept in the session cookie, at most, and their length: they are shown, never used to authorise, and a
+ * person in hundreds of groups (providers send up to 200) would otherwise make a cookie larger than the 16 KiB of
+ * headers Node accepts — every request of theirs, signing out included, would be refused (431).
+ */
+export const MAX_SESSION_GROUPS = 50;
+const MAX_GROUP_NAME = 120;
+
+/** `stringList` of a groups claim, bounded for the session cookie (MAX_SESSION_GROUPS names, each cut short). */
+export function sessionGroups(value: unknown): string[] {
+  return stringList(value)
+    .slice(0, MAX_SESSION_GROUPS)
+    .map((name) => (name.length > MAX_GROUP_NAME ? `${name.slice(0, MAX_GROUP_NAME - 1)}…` : name));
+}
+
+/**
+ * The longest ID token kept for the provider's sign-out. A token carrying a large groups claim would take the cookie
+ * past Node's header limit and the end-session URL past the 4–8 KB request lines proxies accept (414): such a token is
+ * not kept, and sign-out names the client instead (the provider may then ask the person to confirm).
+ */
+export const MAX_KEPT_ID_TOKEN = 2_048;
+
 /** Narrows whatever getServerSession returned to a PortalUser, or undefined when anonymous or malformed. */
 export function toPortalUser(session: Session | null | undefined): PortalUser | undefined {
   const user = session?.user as Partial<Record<keyof PortalUser, unknown>> | undefined;

@@ -20,10 +20,15 @@ describe('providerSignOutUrl (RP-initiated logout)', () => {
     });
   });
 
-  it('is undefined without an endpoint or an ID token (sign-out is then the portal\'s only)', () => {
+  it('is undefined without an endpoint (sign-out is then the portal\'s only)', () => {
     expect(providerSignOutUrl({ ...base, endSessionEndpoint: undefined })).toBeUndefined();
-    expect(providerSignOutUrl({ ...base, idToken: undefined })).toBeUndefined();
-    expect(providerSignOutUrl({ ...base, idToken: '' })).toBeUndefined();
+  });
+
+  it('names the client alone when no ID token was kept (too large for the cookie and the URL)', () => {
+    for (const idToken of [undefined, '']) {
+      const url = new URL(providerSignOutUrl({ ...base, idToken }) as string);
+      expect(Object.fromEntries(url.searchParams)).toEqual({ tenant: 'a', client_id: 'portal', post_logout_redirect_uri: 'https://portal.example.test/sign-in' });
+    }
   });
 });
 

@@ -9,7 +9,10 @@ export type EndSessionEndpoint = string | undefined;
 
 export interface ProviderSignOut {
   readonly endSessionEndpoint: EndSessionEndpoint;
-  /** The ID token the portal was given at sign-in (the provider's hint of whose session and which client). */
+  /**
+   * The ID token the portal was given at sign-in (the provider's hint of whose session and which client); undefined
+   * when it was too large to keep: the client id alone then names the portal.
+   */
   readonly idToken: string | undefined;
   readonly clientId: string;
   /** Registered at the provider; it sends the browser back there afterwards. */
@@ -19,9 +22,9 @@ export interface ProviderSignOut {
 /** The provider's end-session URL for this person, or undefined when the provider has none (sign-out is then local). */
 export function providerSignOutUrl(options: ProviderSignOut): string | undefined {
   const { endSessionEndpoint, idToken } = options;
-  if (endSessionEndpoint === undefined || idToken === undefined || idToken === '') return undefined;
+  if (endSessionEndpoint === undefined) return undefined;
   const url = new URL(endSessionEndpoint);
-  url.searchParams.set('id_token_hint', idToken);
+  if (idToken !== undefined && idToken !== '') url.searchParams.set('id_token_hint', idToken);
   url.searchParams.set('client_id', options.clientId);
   url.searchParams.set('post_logout_redirect_uri', options.postLogoutRedirectUri);
   return url.toString();

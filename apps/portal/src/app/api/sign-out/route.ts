@@ -8,8 +8,9 @@ export const dynamic = 'force-dynamic';
 
 /**
  * Step one of signing out (the sign-out button): where the browser goes once next-auth has cleared the portal's
- * session — the provider's end-session endpoint with this person's ID token as its hint, which comes back to the
- * sign-in page; or the sign-in page itself when the provider offers no sign-out. Only the portal's own pages may ask
+ * session — the provider's end-session endpoint with this person's ID token as its hint (the client id alone when the
+ * token was too large to keep), which comes back to the sign-in page; or the sign-in page itself when the provider
+ * offers no sign-out or the person was not signed in. Only the portal's own pages may ask
  * (the answer carries the ID token): a POST from another origin is refused.
  */
 export async function POST(request: NextRequest): Promise<Response> {
@@ -20,7 +21,7 @@ export async function POST(request: NextRequest): Promise<Response> {
   }
   const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
   const url =
-    token?.idToken === undefined
+    token === null
       ? undefined
       : providerSignOutUrl({
           endSessionEndpoint: await endSessionEndpoint(),
