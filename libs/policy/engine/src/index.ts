@@ -4,6 +4,7 @@ export type { ListedTarget } from './lib/evaluate';
 export { loadSnapshot, serializeSnapshot, snapshotChecksum } from './lib/snapshot';
 export { SnapshotLoadError } from './lib/runtime';
 export { compileGlob, GlobSyntaxError } from './lib/glob';
+export { canonicalResourceUri } from './lib/resource-uri';
 export type { Glob } from './lib/glob';
 export type {
   CompileError,

@@ -29,4 +29,12 @@ describe('targetKey', () => {
     expect(key).not.toBe(targetKey('up2', 'resource', long));
     expect(targetKey('up1', 'resource', 'x'.repeat(200))).toBe(`up1/resource/${'x'.repeat(200)}`);
   });
+
+  it('counts every spelling of one resource URI under one key (a fragment or an encoding cannot open a new counter)', () => {
+    const key = targetKey('up1', 'resource', 'file:///srv/données/a.md');
+    for (const spelling of ['file:///srv/donn%C3%A9es/a.md', 'file:///srv/donn%c3%a9es/a.md#1', 'file:///srv/données/a.md#2']) {
+      expect(targetKey('up1', 'resource', spelling), spelling).toBe(key);
+    }
+    expect(targetKey('up1', 'resource', 'file:///srv/données/b.md')).not.toBe(key);
+  });
 });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { RateLimitScope } from '@portcullis/contracts/policy-ir';
+import { canonicalResourceUri } from '@portcullis/policy/engine';
 
 /** Who and what a call is, for the purpose of counting it. */
 export interface RateLimitSubject {
@@ -44,6 +45,8 @@ export const MAX_KEYED_NAME_LENGTH = 200;
  * by SHA-256 instead, so every counter key stays short in Redis however long the URIs an agent reads.
  */
 export function targetKey(upstreamId: string, kind: string, name: string): string {
-  const part = name.length <= MAX_KEYED_NAME_LENGTH ? name : `#${createHash('sha256').update(name).digest('base64url')}`;
+  // Every spelling of one resource URI counts as one (the policy engine matches them as one too).
+  const keyed = kind === 'resource' ? canonicalResourceUri(name) : name;
+  const part = keyed.length <= MAX_KEYED_NAME_LENGTH ? keyed : `#${createHash('sha256').update(keyed).digest('base64url')}`;
   return `${upstreamId}/${kind}/${part}`;
 }

@@ -1,6 +1,7 @@
 import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { compileCondition, type ConditionProgram } from './cel';
 import { compileGlob, type Glob } from './glob';
+import { canonicalResourceUri } from './resource-uri';
 import type { DeepReadonly, PolicySnapshot } from './types';
 
 /**
@@ -152,7 +153,8 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       const matcher: TargetMatcher = {
         rule: runtimeRule,
         upstream: glob(caches, target.upstream),
-        name: glob(caches, target.name),
+        // A resource rule's URI in the spelling URIs are matched in (resource-uri.ts).
+        name: glob(caches, target.kind === 'resource' ? canonicalResourceUri(target.name) : target.name),
       };
       const index = kinds[target.kind];
       if (matcher.upstream.literal === null) {
@@ -176,15 +178,17 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
   const buildEntry = (kind: TargetKind, upstream: string, name: string): TargetEntry => {
     const index = kinds[kind];
     const applicable = new Set<RuleRuntime>();
+    // Every spelling of one resource URI is matched as one (resource-uri.ts).
+    const subject = kind === 'resource' ? canonicalResourceUri(name) : name;
     const scan = (bucket: Bucket | undefined, testUpstream: boolean): void => {
       if (bucket === undefined) return;
-      const exact = bucket.byName.get(name);
+      const exact = bucket.byName.get(subject);
       if (exact !== undefined) {
         for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) applicable.add(m.rule);
       }
       for (const m of bucket.patterns) {
         if (applicable.has(m.rule)) continue;
-        if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(name)) applicable.add(m.rule);
+        if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(subject)) applicable.add(m.rule);
       }
     };
     scan(index.byUpstream.get(upstream), false);

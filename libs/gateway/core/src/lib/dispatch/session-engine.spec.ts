@@ -97,6 +97,11 @@ describe('SessionEngine with in-memory upstreams', () => {
       'https://internal.example:443/x',
       'https://evil.example\\@internal.example/x',
       'file:///srv/\ud800',
+      // A file has no query or fragment: a file server reads these as key.pem, which `*.pem` would not have matched.
+      'file:///srv/secret/key.pem?',
+      'file:///srv/secret/key.pem?/',
+      'file:///srv/secret/key.pem#/',
+      'FILE:///srv/secret/key.pem#',
     ];
     for (const uri of ['file:///srv/public/../secret/k', 'file:///srv/./secret', 'file:///srv//secret/k', 'file:///srv/%73ecret/k', 'file:///srv/x%2Fk', 'file:///srv/%2e%2e/x', 'db://host/a/..', ...rewritten]) {
       const refused = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');

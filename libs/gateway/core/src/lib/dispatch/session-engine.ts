@@ -202,6 +202,7 @@ function pathOf(uri: string): string {
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 /** Schemes the WHATWG URL parser treats as "special": hosts are normalised, `\\` is `/`, the path is never empty. */
 const SPECIAL_SCHEMES = new Set(['http:', 'https:', 'ws:', 'wss:', 'ftp:', 'file:']);
+const FILE_SCHEME = /^file:/i;
 /** `scheme://authority` as written. */
 const WRITTEN_AUTHORITY = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
 
@@ -225,6 +226,9 @@ function samePath(written: string, parsed: string): boolean {
  */
 function unnormalisedUri(uri: string): boolean {
   if (CONTROL_CHARACTERS.test(uri) || uri !== uri.trim()) return true;
+  // A file has no query or fragment: a file server reads `key.pem?x` or `key.pem?/` as `key.pem`, which policy's
+  // `*.pem` would not have matched.
+  if (FILE_SCHEME.test(uri) && (uri.includes('?') || uri.includes('#'))) return true;
   const path = pathOf(uri);
   if (path.includes('\\') || UNNORMALISED_PATH.test(path)) return true;
   let url: URL;
@@ -826,7 +830,7 @@ export class SessionEngine {
       // another resource than the one policy decided on (`file:///srv/public/../secret`, `file:///srv/public/..\secret`).
       throw new GatewayRequestError(
         JSON_RPC.INVALID_PARAMS,
-        'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", and scheme and host as a URL parser writes them',
+        'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", no query or fragment on a file: URI, and scheme and host as a URL parser writes them',
       );
     }
     const find = (): string | undefined => {

@@ -1,0 +1,59 @@
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { describe, expect, it } from 'vitest';
+import { compile } from './compile';
+import { evaluate } from './evaluate';
+import { canonicalResourceUri } from './resource-uri';
+import { tenantSource } from './testing.fixtures';
+
+describe('canonicalResourceUri', () => {
+  it('writes every spelling of one resource the same way', () => {
+    const same = (...spellings: string[]) => expect(new Set(spellings.map(canonicalResourceUri)).size, spellings.join(' | ')).toBe(1);
+    same('file:///srv/données/x', 'file:///srv/donn%C3%A9es/x', 'file:///srv/donn%c3%a9es/x');
+    same('file:///srv/my file', 'file:///srv/my%20file');
+    same('db://h/a%3aB', 'db://h/a%3AB');
+    same('file:///srv/secret/key.pem', 'file:///srv/secret/key.pem#/', 'file:///srv/secret/key.pem#');
+    expect(canonicalResourceUri('file:///srv/donn%C3%A9es/x')).toBe('file:///srv/données/x');
+  });
+
+  it('keeps structure, glob syntax, control characters and bytes that are not UTF-8 encoded (upper-case hex)', () => {
+    expect(canonicalResourceUri('db://h/a%2fb%3fc%23d%25e')).toBe('db://h/a%2Fb%3Fc%23d%25e');
+    expect(canonicalResourceUri('db://h/%2a%5c%00%7f')).toBe('db://h/%2A%5C%00%7F');
+    // A lone continuation byte, an overlong "/" and a truncated sequence before a valid one.
+    expect(canonicalResourceUri('db://h/%80%c0%af%e2%82%C3%A9')).toBe('db://h/%80%C0%AF%E2%82é');
+    expect(canonicalResourceUri('db://h/plain?q=1')).toBe('db://h/plain?q=1');
+  });
+});
+
+describe('policy on resource URIs spelled another way', () => {
+  const rules: PolicyRuleSource[] = [
+    { id: 'files', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/**' }], effect: 'allow' },
+    { id: 'no-keys', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/secret/*.pem' }], effect: 'deny' },
+    { id: 'no-data', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/données/**' }], effect: 'deny' },
+    { id: 'no-archive', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/old%20archive/*' }], effect: 'deny' },
+  ];
+  const compiled = compile(tenantSource(rules, 'deny'));
+  if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+  const read = (uri: string) =>
+    evaluate(compiled.snapshot, {
+      principal: { agentClientId: 'ac-1' },
+      target: { kind: 'resource', upstream: 'fs', name: uri },
+      arguments: null,
+      context: { time: new Date(), ip: null },
+    });
+
+  it('denies them as the rule\'s own spelling is denied', () => {
+    for (const uri of [
+      'file:///srv/secret/key.pem',
+      'file:///srv/secret/key.pem#/',
+      'file:///srv/données/x',
+      'file:///srv/donn%C3%A9es/x',
+      'file:///srv/donn%c3%a9es/x',
+      'file:///srv/old archive/a',
+      'file:///srv/old%20archive/a',
+    ]) {
+      expect(read(uri).effect, uri).toBe('deny');
+    }
+    expect(read('file:///srv/public/readme.md').effect).toBe('allow');
+    expect(read('file:///srv/donn%C3%A9es-public/x').effect).toBe('allow');
+  });
+});
