@@ -33,3 +33,21 @@ export const logFields = (config: UpstreamConfig): Record<string, unknown> => ({
   upstream: config.name,
   transport: config.transport,
 });
+
+/**
+ * Hands an upstream's notification to the gateway. A handler that throws (a message nested too deeply to serialise for
+ * another replica, say) costs that one notification, logged: called from a socket's or a pipe's data listener, the
+ * throw would otherwise take the replica down (HTTP) or kill a process other sessions share (stdio).
+ */
+export function notifyQuietly(
+  handler: NotificationHandler | undefined,
+  notification: JsonRpcNotification,
+  ctx: Pick<SessionContext, 'config' | 'logger'>,
+): void {
+  if (handler === undefined) return;
+  try {
+    handler(notification);
+  } catch (error) {
+    ctx.logger.warn({ ...logFields(ctx.config), err: error }, 'notification handler threw');
+  }
+}

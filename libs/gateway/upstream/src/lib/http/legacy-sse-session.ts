@@ -13,6 +13,7 @@ import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
 import {
   logFields,
+  notifyQuietly,
   type DisposableSession,
   type NotificationHandler,
   type SessionContext,
@@ -251,7 +252,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
             cancelServerRequest(notification.params, this.serverRequests);
           else {
             const unrouted = this.mux.routeNotification(notification);
-            if (unrouted !== undefined) this.notificationHandler?.(unrouted);
+            if (unrouted !== undefined) notifyQuietly(this.notificationHandler, unrouted, this.ctx);
           }
           break;
         }

@@ -187,6 +187,69 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 15_000);
 
+  it('does not send back an event id no header can carry (it took the replica down), and resumes with one that can', async () => {
+    const lastEventIds: (string | undefined)[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        lastEventIds.push(req.headers['last-event-id'] as string | undefined);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        // First an id with a character above U+00FF, then a control character, then a good one; each stream then ends.
+        const id = ['\u20ac1', 'a\u0001b', 'ok-3'][lastEventIds.length - 1] ?? 'ok-n';
+        res.end(`id: ${id}\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+      });
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const notified: string[] = [];
+    session.onNotification((notification) => notified.push(notification.method));
+    await waitFor(() => lastEventIds.length >= 4, 12_000);
+    expect(lastEventIds).toEqual([undefined, undefined, undefined, 'ok-3']);
+    expect(notified.length).toBeGreaterThanOrEqual(3);
+    await session.close();
+  }, 20_000);
+
+  it('survives a notification handler that throws on a legacy SSE stream, and keeps serving the session', async () => {
+    const streams: ServerResponse[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        streams.push(res);
+        return;
+      }
+      void readJson(req).then((message) => {
+        res.writeHead(202).end();
+        if (message.id === undefined) return;
+        const result =
+          message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } } : { content: [] };
+        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+      });
+    });
+    servers.push(server);
+    const logger = recordingLogger();
+    const session = await connector({ logger }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
+    let seen = 0;
+    session.onNotification(() => {
+      seen += 1;
+      // What the gateway's handler did with a notification nested too deeply to serialise for the other replicas.
+      throw new RangeError('Maximum call stack size exceeded');
+    });
+    streams.at(-1)?.write('event: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
+    await waitFor(() => seen === 1, 5_000);
+    expect(await session.request('tools/call', { name: 'x', arguments: {} })).toEqual({ content: [] });
+    expect(logger.entries.some((entry) => entry.level === 'warn' && entry.message === 'notification handler threw')).toBe(true);
+    await session.close();
+  });
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);

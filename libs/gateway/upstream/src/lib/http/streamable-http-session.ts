@@ -13,6 +13,7 @@ import type {
 import { initializeParams, toServerInfo } from '../core/handshake';
 import {
   logFields,
+  notifyQuietly,
   type DisposableSession,
   type NotificationHandler,
   type SessionContext,
@@ -282,13 +283,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       cancelServerRequest(notification.params, this.serverRequests);
       return;
     }
-    const handler = perCall ?? this.notificationHandler;
-    if (handler === undefined) return;
-    try {
-      handler(notification);
-    } catch (error) {
-      this.ctx.logger.warn({ ...logFields(this.ctx.config), err: error }, 'notification handler threw');
-    }
+    notifyQuietly(perCall ?? this.notificationHandler, notification, this.ctx);
   }
 
   private answer(request: JsonRpcRequest, handler: ServerRequestHandler | undefined): void {
@@ -351,6 +346,16 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream' };
     delete headers['content-type'];
     if (this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
+    try {
+      this.openStandalone(headers);
+    } catch (error) {
+      // Runs from a timer: nothing above would catch it. The stream is retried (or given up) like a failed connect.
+      this.ctx.logger.warn({ ...logFields(this.ctx.config), err: error }, 'could not open the upstream standalone stream');
+      this.retryStandalone();
+    }
+  }
+
+  private openStandalone(headers: OutgoingHttpHeaders): void {
     this.standalone = openStream(
       this.ctx.target,
       headers,
@@ -377,7 +382,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           res,
           this.ctx.maxMessageBytes,
           (event) => {
-            if (event.id !== undefined) this.lastEventId = event.id;
+            // Sent back as a header on reconnect: an id no header can carry (a control character, "€") is not kept
+            // (Node refuses such a header value by throwing, which in the reconnect timer took the replica down).
+            if (event.id !== undefined) this.lastEventId = HEADER_SAFE_EVENT_ID.test(event.id) ? event.id : undefined;
             if (event.event !== 'message' || event.data === '') return;
             for (const classified of parseMessages(event.data) ?? []) {
               if (classified.kind === 'notification') this.deliver(classified.message, undefined);
@@ -414,5 +421,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.standaloneTimer.unref();
   }
 }
+
+/** An SSE event id that can go back as a `Last-Event-ID` header: visible ASCII, bounded. */
+const HEADER_SAFE_EVENT_ID = /^[\x21-\x7e]{1,256}$/;
 
 const isTimeout = (error: unknown): boolean => (error as { reason?: unknown } | null)?.reason === 'timeout';

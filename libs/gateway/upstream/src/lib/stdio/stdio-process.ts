@@ -9,7 +9,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import { initializeParams, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
-import { logFields, type NotificationHandler, type SessionContext } from '../core/session-base';
+import { logFields, notifyQuietly, type NotificationHandler, type SessionContext } from '../core/session-base';
 import {
   abortAll,
   abortReason,
@@ -436,7 +436,7 @@ export class StdioProcess {
           if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
           // Not attributable to a call: list changes go to every session of this process; resource updates to those
           // subscribed to the URI, log messages to those whose level lets them through.
-          for (const owner of this.shared.recipients(unrouted, this.owners)) owner.notificationHandler?.(unrouted);
+          for (const owner of this.shared.recipients(unrouted, this.owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
           break;
         }
         case 'request': {
