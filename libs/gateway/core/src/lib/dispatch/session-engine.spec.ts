@@ -301,6 +301,36 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened).toHaveLength(2);
   });
 
+  it('ends the upstream session made under an old configuration when the upstream is reconfigured (new URL, credentials)', async () => {
+    const upstreams = { u1: { capabilities: { tools: {} }, handle: async (method: string) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } };
+    for (const transport of ['sse', 'streamable_http'] as const) {
+      const registry = new UpstreamRegistry('__');
+      const configured = (version: number) => ({ ...fakeConfig('u1', 'files'), transport, version });
+      registry.replace([configured(1)], () => undefined);
+      const connector = new FakeConnector(upstreams);
+      const engine = new SessionEngine({
+        registry,
+        connector,
+        sessions: new MemorySessionStore(),
+        logger,
+        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      });
+      engines.push(engine);
+      const record = await openSession(engine);
+      const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+      expect('result' in (await call())).toBe(true);
+      expect(connector.ended).toEqual([]);
+      registry.replace([{ ...configured(2), url: 'http://moved.example/mcp' }], () => undefined);
+      expect('result' in (await call())).toBe(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      // Before, the old session stayed open (its streams reconnecting to the old host with the old credentials).
+      expect(connector.ended, transport).toEqual([{ upstreamId: 'u1', how: transport === 'sse' ? 'close' : 'dispose' }]);
+      expect(connector.opened.map((opened) => opened.how)).toEqual(['connect', 'resume']);
+      expect('result' in (await call())).toBe(true);
+      expect(connector.ended).toHaveLength(1);
+    }
+  });
+
   it('reports an initialize that failed after admission (session store down) and ends the upstream sessions it opened', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);

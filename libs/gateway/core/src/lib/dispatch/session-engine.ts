@@ -1007,6 +1007,13 @@ export class SessionEngine {
     }
     const existing = live.upstreams.get(upstreamId);
     if (existing && existing.config.version === config.version) return existing.session;
+    if (existing) {
+      // The upstream's configuration changed (another URL, other credentials): its session under the old one ends
+      // here. Left open, its streams kept reconnecting to the old host with the old credentials for as long as the
+      // gateway ran, and kept relaying notifications beside the new session's.
+      existing.pages.clear();
+      this.retire(existing.config, existing.session);
+    }
     const identity: ClientIdentity = {
       clientInfo: live.record.clientInfo ?? { name: 'unknown', version: '0' },
       capabilities: relayableClientCapabilities(live.record.clientCapabilities),
@@ -1095,13 +1102,18 @@ export class SessionEngine {
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
     this.dropRelayed(live);
-    for (const { config, session } of live.upstreams.values()) {
-      // A Streamable HTTP session stays open upstream (the agent's session may come back, here or elsewhere, and
-      // resume it), but its standalone stream and handlers here go: left, they held a socket per idle session and
-      // forwarded notifications to a live session that no longer exists. The others cannot be resumed: closed.
-      if (config.transport === 'streamable_http') void session.then((s) => s.dispose?.()).catch(() => undefined);
-      else void session.then((s) => s.close()).catch(() => undefined);
-    }
+    for (const { config, session } of live.upstreams.values()) this.retire(config, session);
+  }
+
+  /**
+   * Ends an upstream session on this replica. A Streamable HTTP session stays open upstream (the agent's session may
+   * come back, here or elsewhere, and resume it), but its standalone stream and handlers here go: left, they held a
+   * socket per idle session and forwarded notifications to a live session that no longer exists. The others cannot be
+   * resumed: closed.
+   */
+  private retire(config: UpstreamConfig, session: Promise<UpstreamSession>): void {
+    if (config.transport === 'streamable_http') void session.then((s) => s.dispose?.()).catch(() => undefined);
+    else void session.then((s) => s.close()).catch(() => undefined);
   }
 
   /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
