@@ -105,7 +105,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         Math.max(1, deadline - Date.now()),
       );
       this.info = toServerInfo(result);
-      await this.post(encodeNotification('notifications/initialized', undefined));
+      // Within the handshake's deadline too: an upstream that never takes this POST held up every agent initialize of
+      // the tenant for callTimeoutMs (up to an hour) instead of connectTimeoutMs.
+      await this.post(encodeNotification('notifications/initialized', undefined), Math.max(1, deadline - Date.now()));
     } catch (error) {
       this.dispose();
       throw (error as { reason?: unknown }).reason === 'timeout' ? errors.connectTimeout() : error;
@@ -273,8 +275,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     }
   }
 
-  /** POSTs one message to the announced endpoint; resolves once it was accepted (202). */
-  private post(body: string): Promise<void> {
+  /** POSTs one message to the announced endpoint; resolves once it was accepted (202) within `timeoutMs`. */
+  private post(body: string, timeoutMs = this.ctx.config.callTimeoutMs): Promise<void> {
     if (this.closed) return Promise.reject(errors.closed());
     return new Promise((resolve, reject) => {
       const exchange = new StatusExchange((error, status) => {
@@ -293,7 +295,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         exchange.abort();
         this.ctx.breaker.failure();
         reject(errors.timeout());
-      }, this.ctx.config.callTimeoutMs);
+      }, timeoutMs);
       dispatch(this.ctx.target, 'POST', this.headerLines, body, exchange, this.endpointPath);
     });
   }

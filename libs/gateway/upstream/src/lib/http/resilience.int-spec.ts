@@ -259,6 +259,30 @@ describe('connector resilience and network policy', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it('times out a legacy SSE handshake whose initialized notification is never taken, within connectTimeoutMs', async () => {
+    const streams: ServerResponse[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        streams.push(res);
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.id === undefined) return; // notifications/initialized: never answered
+        res.writeHead(202).end();
+        const result = { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw-sse', version: '1' } };
+        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+      });
+    });
+    servers.push(server);
+    const config = upstreamConfig('sse', { url: `${server.url}/sse`, connectTimeoutMs: 300, callTimeoutMs: 8_000 });
+    const started = Date.now();
+    await expect(connector().connect(config, identity)).rejects.toMatchObject({ reason: 'timeout' });
+    // Before, the callTimeoutMs of the POST (8 s here, up to an hour) applied.
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
   it('opens the circuit after repeated connect failures against a dead port, then fails fast', async () => {
     const port = await deadPort();
     const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
