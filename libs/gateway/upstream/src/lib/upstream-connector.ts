@@ -152,6 +152,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
           await session.handshake(identity);
         } catch (error) {
           session.dispose();
+          ctx.breaker.probeEnded();
           throw error;
         }
         logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
@@ -160,10 +161,17 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
       case 'sse': {
         const ctx = contextFor(config);
         if (!ctx.breaker.tryPass()) throw errors.circuitOpen();
-        const session = new LegacySseSession({ ...ctx, target: targetFor(config) });
-        await session.handshake(identity);
-        logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
-        return session;
+        try {
+          const session = new LegacySseSession({ ...ctx, target: targetFor(config) });
+          await session.handshake(identity);
+          logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
+          return session;
+        } catch (error) {
+          // A probe that failed without telling the breaker (the URL refused, the stream answered 4xx or not as SSE)
+          // must not block the next one for a whole cool-down.
+          ctx.breaker.probeEnded();
+          throw error;
+        }
       }
       case 'stdio':
         return stdioPoolFor(config).connect(identity);

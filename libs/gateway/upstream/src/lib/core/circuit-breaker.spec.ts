@@ -64,6 +64,24 @@ describe('CircuitBreaker', () => {
     expect(b.tryPass()).toBe(true);
   });
 
+  it('a probe that ended without a verdict (URL refused, an HTTP error) lets the next probe through at once', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure();
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    expect(b.tryPass()).toBe(false);
+    b.probeEnded();
+    expect(b.tryPass()).toBe(true);
+    // After a verdict it changes nothing: a failed probe keeps the circuit open for its cool-down.
+    b.failure();
+    b.probeEnded();
+    expect(b.tryPass()).toBe(false);
+    // Nor does it in closed state.
+    b.success();
+    b.probeEnded();
+    expect(b.state).toBe('closed');
+  });
+
   it('open() opens regardless of the count', () => {
     const { breaker: b } = breaker(10);
     b.open();

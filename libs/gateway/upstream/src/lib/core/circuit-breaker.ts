@@ -58,6 +58,15 @@ export class CircuitBreaker {
     this.open();
   }
 
+  /**
+   * A call that may have been the half-open probe ended without a verdict on the upstream's health (a URL refused
+   * here, an HTTP error answer): the next call may probe at once rather than wait out another cool-down. Does nothing
+   * when the call reported success or failure already, or in closed state.
+   */
+  probeEnded(): void {
+    if (this.current === 'half_open') this.probeStartedAt = -1;
+  }
+
   /** Opens the circuit regardless of the failure count (e.g. a stdio server that keeps crashing). */
   open(): void {
     this.current = 'open';

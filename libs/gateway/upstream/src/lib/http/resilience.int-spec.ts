@@ -310,6 +310,24 @@ describe('connector resilience and network policy', () => {
     await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
   });
 
+  it('lets the next SSE probe through at once when a half-open probe ended without a verdict (a 401 on the stream)', async () => {
+    let mode: 'silent' | 'unauthorised' = 'silent';
+    const server = await rawServer((_req, res) => {
+      if (mode === 'unauthorised') res.writeHead(401).end();
+      // silent: never answers, so the handshake times out (a failure the breaker counts)
+    });
+    servers.push(server);
+    const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 300 } });
+    const config = upstreamConfig('sse', { url: `${server.url}/sse`, connectTimeoutMs: 100 });
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'timeout' });
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    mode = 'unauthorised';
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'protocol_error' });
+    // Before, this probe was still counted as under way: refused for another whole cool-down.
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'protocol_error' });
+  });
+
   it('refuses private addresses unless the policy allows them, without naming the address', async () => {
     const server = await rawServer((_req, res) => res.writeHead(500).end());
     servers.push(server);
