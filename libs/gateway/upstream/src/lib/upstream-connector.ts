@@ -116,7 +116,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
       logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'refused upstream URL');
       throw errors.connectFailed();
     }
-    return pool.target(decision.url);
+    return pool.target(decision.url, config.tenantId);
   }
 
   function stdioPoolFor(config: UpstreamConfig): StdioPool {

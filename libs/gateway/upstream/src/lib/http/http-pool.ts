@@ -32,8 +32,9 @@ export interface HttpTarget {
 }
 
 /**
- * Keep-alive connection pools, one per origin (scheme, host, port), shared by every session to that
- * origin. Sockets are resolved through the guarded lookup, so a pooled socket always points at an
+ * Keep-alive connection pools, one per tenant and origin (scheme, host, port), shared by every session of that tenant
+ * to that origin: tenants using one SaaS upstream each have their own socket budget, so one tenant's long calls cannot
+ * queue another's behind them until their timeouts fire (and open their circuits). Sockets are resolved through the guarded lookup, so a pooled socket always points at an
  * address the network policy permitted.
  *
  * Messages (the hot path) go through undici's low-level `dispatch`: the response arrives as callbacks
@@ -46,12 +47,14 @@ export class HttpPool {
 
   constructor(private readonly options: HttpPoolOptions) {}
 
-  target(url: URL): HttpTarget {
+  /** Where to send a tenant's requests for `url`. */
+  target(url: URL, tenantId: string): HttpTarget {
     const secure = url.protocol === 'https:';
     const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
     const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const key = `${url.protocol}//${hostname}:${port}`;
-    let pool = this.pools.get(key);
+    const poolKey = `${tenantId} ${key}`;
+    let pool = this.pools.get(poolKey);
     if (pool === undefined) {
       pool = new Pool(`${url.protocol}//${url.host}`, {
         connections: this.options.maxSocketsPerOrigin,
@@ -65,7 +68,7 @@ export class HttpPool {
         // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
         connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
       });
-      this.pools.set(key, pool);
+      this.pools.set(poolKey, pool);
     }
     let streamAgent = this.streamAgents.get(key);
     if (streamAgent === undefined) {

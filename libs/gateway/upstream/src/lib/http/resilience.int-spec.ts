@@ -125,6 +125,32 @@ describe('connector resilience and network policy', () => {
     expect(sockets.size).toBeLessThanOrEqual(2);
   });
 
+  it('gives each tenant its own sockets to one origin: a tenant\'s long calls do not queue another tenant\'s', async () => {
+    const server = await rawServer((req, res) => {
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        if (message.method === 'tools/call') return; // a call that runs for ever: it holds its socket
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: message.method === 'initialize' ? initializeResult : { tools: [] } }));
+      });
+    });
+    servers.push(server);
+    const c = connector({ maxSocketsPerOrigin: 1 });
+    const url = `${server.url}/mcp`;
+    const busy = await c.connect(upstreamConfig('streamable_http', { url, tenantId: 'tenant-a' }), identity);
+    const other = await c.connect(upstreamConfig('streamable_http', { url, tenantId: 'tenant-b' }), identity);
+    const stuck = busy.request('tools/call', { name: 'slow', arguments: {} }).catch((error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Before, both tenants shared one pool of the origin's sockets: this waited behind tenant A's call.
+    await expect(other.request('tools/list', {}, { timeoutMs: 1_000 })).resolves.toEqual({ tools: [] });
+    await busy.close();
+    await other.close();
+    await stuck;
+  });
+
   it('drops a response stream the upstream keeps open after answering, so the pooled socket serves the next call', async () => {
     let streamsClosed = 0;
     const server = await rawServer((req, res) => {
