@@ -132,7 +132,7 @@ export const gatewayConfigSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['GATEWAY_RATE_LIMIT_LEASE_MS'],
-        message: 'must be longer than GATEWAY_APPROVAL_TIMEOUT_MS plus the longest call (a held call keeps its concurrency slot while it waits)',
+        message: 'must be longer than GATEWAY_APPROVAL_TIMEOUT_MS (a held call keeps its concurrency slot while it waits; each call adds its upstream\'s call timeout)',
       });
     }
     if (env.NODE_ENV !== 'production') return;

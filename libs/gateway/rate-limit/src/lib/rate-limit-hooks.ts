@@ -202,7 +202,9 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
       const limits = appliedOf(tenantLimit, ruleLimits);
       const failMode = settings?.rateLimits.failMode ?? 'open';
 
-      const outcome = limiter.check(subjectOf(info), limits, failMode);
+      // A concurrency slot must outlive the call it is held for: the upstream's call timeout (up to an hour) on top of
+      // the configured lease (itself longer than any approval wait).
+      const outcome = limiter.check(subjectOf(info), limits, failMode, info.target?.upstream.callTimeoutMs ?? 0);
       return outcome instanceof Promise ? outcome.then((settled) => admitOrRefuse(info, prior, settled, failMode)) : admitOrRefuse(info, prior, outcome, failMode);
     },
   };

@@ -82,6 +82,18 @@ describe('RateLimitService (real Redis)', () => {
     expect((await limits.check(subject('u1'), [one], 'closed')).allowed).toBe(true);
   });
 
+  it('keeps a slot for as long as its call may run: the lease plus the upstream\'s call timeout', async () => {
+    const limits = service(redis, 300);
+    const one: AppliedLimit = { ruleId: 'r-long', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };
+    // A call to an upstream whose calls may run 1.5 s: its slot outlives the 300 ms lease.
+    expect((await limits.check(subject('u1'), [one], 'closed', 1_500)).allowed).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // Before, the slot had expired under the running call here and a second call was let in.
+    expect((await limits.check(subject('u2'), [one], 'closed', 1_500)).allowed).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 1_400));
+    expect((await limits.check(subject('u2'), [one], 'closed', 1_500)).allowed).toBe(true);
+  });
+
   it('gives back concurrency slots when another limit of the same call rejects', async () => {
     const limits = service();
     const cc: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };

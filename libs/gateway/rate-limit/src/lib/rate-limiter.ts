@@ -40,7 +40,10 @@ export interface RateLimitServiceOptions {
   readonly keyPrefix: string;
   /** A Redis answer slower than this counts as Redis being down for this call. */
   readonly redisTimeoutMs: number;
-  /** Longest a call may hold a concurrency slot if its replica dies without releasing it. */
+  /**
+   * How long a concurrency slot lasts beyond the call's own timeout (see `check`): the approval wait fits in it, and a
+   * dead replica's slots expire after it.
+   */
   readonly concurrencyLeaseMs: number;
   readonly onRedisError?: (error: unknown) => void;
   /** Lease sizing (see `QuotaLeases`); defaults suit production. */
@@ -120,15 +123,19 @@ export class RateLimitService {
     this.leases.close();
   }
 
-  /** Synchronous when every limit is a request rate answered from a lease (the common case). */
-  check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): RateLimitOutcome | Promise<RateLimitOutcome> {
+  /**
+   * Synchronous when every limit is a request rate answered from a lease (the common case). `callMs`: how long the call
+   * may run once admitted (its upstream's call timeout); a concurrency slot lasts `concurrencyLeaseMs` plus that, so it
+   * cannot expire under a call still running and let one more in than the limit allows.
+   */
+  check(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode, callMs = 0): RateLimitOutcome | Promise<RateLimitOutcome> {
     if (limits.length === 0) return NOOP_RELEASE;
     const only = limits.length === 1 ? limits[0] : undefined;
     if (only && only.rateLimit.maxConcurrent === undefined) return this.checkRateOnly(subject, only, failMode);
-    return this.checkAll(subject, limits, failMode);
+    return this.checkAll(subject, limits, failMode, this.options.concurrencyLeaseMs + Math.max(0, callMs));
   }
 
-  private async checkAll(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode): Promise<RateLimitOutcome> {
+  private async checkAll(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode, slotMs: number): Promise<RateLimitOutcome> {
     // Identifies this call's concurrency slots; minted only when a limit has a concurrency bound.
     let token = '';
     const rateChecks: (RateLimitOutcome | null | Promise<RateLimitOutcome | null>)[] = [];
@@ -146,7 +153,7 @@ export class RateLimitService {
           key,
           limit,
           attempt: withTimeout(
-            this.semaphore.acquire(key, token, maxConcurrent, this.options.concurrencyLeaseMs),
+            this.semaphore.acquire(key, token, maxConcurrent, slotMs),
             this.options.redisTimeoutMs,
           ),
         });
