@@ -103,6 +103,28 @@ function glob(caches: CompileCaches, pattern: string): Glob {
   return compiled;
 }
 
+/**
+ * An upstream glob as matched: upstream names are not paths (`acme/github` is one name), so a single `*` matches any
+ * run of characters, `/` included, as `**` does. Otherwise `upstream: "*"` in a deny rule would skip every upstream
+ * whose name has a `/`.
+ */
+function upstreamPattern(pattern: string): string {
+  if (!pattern.includes('*')) return pattern;
+  let out = '';
+  for (let at = 0; at < pattern.length; at++) {
+    const ch = pattern[at] as string;
+    if (ch === '\\') {
+      out += pattern.slice(at, at + 2);
+      at += 1;
+    } else if (ch === '*') {
+      const double = pattern[at + 1] === '*';
+      out += '**';
+      if (double) at += 1;
+    } else out += ch;
+  }
+  return out;
+}
+
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
   if (program === undefined) {
@@ -152,7 +174,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     for (const target of runtimeRule.rule.targets) {
       const matcher: TargetMatcher = {
         rule: runtimeRule,
-        upstream: glob(caches, target.upstream),
+        upstream: glob(caches, upstreamPattern(target.upstream)),
         // A resource rule's URI in the spelling URIs are matched in (resource-uri.ts).
         name: glob(caches, target.kind === 'resource' ? canonicalResourceUri(target.name) : target.name),
       };
