@@ -17,6 +17,22 @@ describe('counterKey', () => {
   });
 });
 
+describe('counterKey and rule ids', () => {
+  it('keeps rule ids the tenant writes from sharing a counter with another rule or the tenant-wide limit', () => {
+    const subject = { tenantId: 'T', userId: null, agentClientId: 'a1', tool: null };
+    const keys = [
+      counterKey(subject, 'a:t', ['user']),
+      counterKey(subject, 'a', ['tenant', 'user']),
+      counterKey(subject, '$tenant', ['tenant']),
+      counterKey(subject, '%24tenant', ['tenant']),
+      counterKey(subject, 'r!x', ['tenant']),
+      counterKey(subject, 'r%21x', ['tenant']),
+    ];
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(counterKey(subject, 'rule-1.v2_x', ['agent_client'])).toBe('T:rule-1.v2_x:a=a1');
+  });
+});
+
 describe('targetKey', () => {
   it('keeps short names as they are and keys long ones (resource URIs) by a hash: short, distinct, stable', () => {
     expect(targetKey('up1', 'tool', 'create_ticket')).toBe('up1/tool/create_ticket');

@@ -11,12 +11,19 @@ export interface RateLimitSubject {
 }
 
 /**
+ * Rule ids kept as they are in a counter key; any other is percent-encoded (so it holds no `:` or `$`, and cannot
+ * equal a kept one). Rule ids are the tenant's to write: written raw, `a:t` scoped by user and `a` scoped by tenant and
+ * user shared one counter, and a rule named `$tenant` shared the tenant-wide limit's.
+ */
+const SAFE_RULE_ID = /^[A-Za-z0-9_.-]+$/;
+
+/**
  * The counter key of one limit for one call: tenant, the rule, then each scope part in the order the
  * rule lists it. A scope part the call does not have (no user on an agent-key call) counts under `-`,
  * so "per user" limits still bound anonymous agent traffic as one bucket.
  */
 export function counterKey(subject: RateLimitSubject, ruleId: string, scope: readonly RateLimitScope[]): string {
-  let key = `${subject.tenantId}:${ruleId}`;
+  let key = `${subject.tenantId}:${SAFE_RULE_ID.test(ruleId) ? ruleId : encodeURIComponent(ruleId)}`;
   for (const part of scope) {
     switch (part) {
       case 'tenant':

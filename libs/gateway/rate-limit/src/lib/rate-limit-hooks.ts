@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { targetKey, type RateLimitSubject } from './keys';
 import type { AppliedLimit, RateLimitOutcome, RateLimitService } from './rate-limiter';
 
-/** The rule id under which a tenant's own limit (tenant settings) is counted; rule ids cannot contain `$`. */
+/** The rule id under which a tenant's own limit (tenant settings) is counted (a rule with this id is keyed apart). */
 export const TENANT_LIMIT_RULE = '$tenant';
 
 export interface RateLimitHooksOptions {
