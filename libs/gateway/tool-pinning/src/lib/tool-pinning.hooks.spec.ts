@@ -59,6 +59,29 @@ describe('tool pinning hooks', () => {
     expect(call('forecast')()).toBeUndefined();
   });
 
+  it('keeps a changed tool refused when its memory of listings is full (approved entries give way first)', () => {
+    const logger = createLogger({ service: 'pin-test', level: 'silent' });
+    const pins = new ToolPinIndex();
+    const tool = (name: string) => ({ name, description: `tool ${name}`, inputSchema: { type: 'object' } });
+    const names = ['forecast', 'a', 'b', 'c', 'd'];
+    pins.replace(
+      names.map((name) => {
+        const hash = definitionHash('tool', name === 'forecast' ? approved : tool(name));
+        return { upstreamId: 'u1', kind: 'tool' as const, name, contentHash: hash, approvedHash: hash, blocked: false };
+      }),
+      [],
+    );
+    const { filter, admit } = toolPinningHooks({ pins, logger, maxRemembered: 2 });
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'forecast' } };
+    const callForecast = () => admit?.(info, NO_STREAM, new AbortController().signal, undefined);
+    filter?.(record, 'tool', upstream, [pulled]);
+    expect(callForecast).toThrow(GatewayRequestError);
+    // Listings of other pinned tools fill the memory many times over.
+    for (const name of ['a', 'b', 'c', 'd', 'a', 'b']) filter?.(record, 'tool', upstream, [tool(name)]);
+    // Before, the memory was cleared when full: the changed verdict was forgotten and the call let through.
+    expect(callForecast).toThrow(GatewayRequestError);
+  });
+
   it('hashes a deep-frozen (cached page) item once, however often it is listed, with the same verdicts', () => {
     const { hooks, call } = setup();
     const page = deepFreeze([{ ...approved }, { ...pulled, name: 'forecast' }]);

@@ -61,7 +61,24 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   const max = options.maxRemembered ?? 100_000;
   // Per (upstream, item): the raw JSON last listed and its hash. An unchanged listing costs a JSON.stringify and a
   // string comparison per item instead of canonical JSON and SHA-256.
-  const listed = new Map<string, { readonly json: string; readonly hash: string }>();
+  const listed = new Map<string, { readonly json: string; readonly hash: string; readonly upstreamId: string; readonly key: string }>();
+  /**
+   * Room for one more listed entry: the oldest whose hash is the approved one goes (forgetting it changes nothing: the
+   * stored definition answers the same), looked for among the oldest few; else the oldest. Clearing everything, as
+   * before, forgot every "this tool changed" verdict, and calls to a changed tool were let through again.
+   */
+  const makeRoom = (): void => {
+    let looked = 0;
+    for (const [listedKey, seen] of listed) {
+      if (looked++ >= 64) break;
+      if (pins.get(seen.upstreamId)?.entries.get(seen.key)?.approvedHash === seen.hash) {
+        listed.delete(listedKey);
+        return;
+      }
+    }
+    const oldest = listed.keys().next();
+    if (!oldest.done) listed.delete(oldest.value);
+  };
   // The hash of each deep-frozen item (a listing page the engine froze and caches): a listing answered from that page
   // again costs a lookup per item, not a JSON.stringify. Gone with the page.
   const frozenHashes = new WeakMap<object, string>();
@@ -113,8 +130,9 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
             // What calls are judged by comes from fresh listings only: a session's cached page may hold a definition
             // the upstream has since changed, and must not make a changed tool callable again.
             if (!fromCache) {
-              if (listed.size >= max && !seen) listed.clear();
-              listed.set(listedKey, { json, hash });
+              if (seen) listed.delete(listedKey);
+              else if (listed.size >= max) makeRoom();
+              listed.set(listedKey, { json, hash, upstreamId: upstream.id, key });
             }
           }
           if (frozen) frozenHashes.set(item, hash);
