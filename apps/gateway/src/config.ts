@@ -5,6 +5,12 @@ const TOOL_NAME_CHARS = /^[A-Za-z0-9_.-]{1,8}$/;
 const KEYRING = /^[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+(,[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+)*$/;
 
 /** An empty variable (`NAME=` in a copied .env.example) means unset. */
+/** `uid:gid` (validated by the schema) as numbers; undefined when unset. */
+const runAsOf = (value: string | undefined): { uid: number; gid: number } | undefined => {
+  if (value === undefined) return undefined;
+  const [uid, gid] = value.split(':').map(Number) as [number, number];
+  return { uid, gid };
+};
 const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
 
 export const gatewayConfigSchema = z
@@ -66,6 +72,11 @@ export const gatewayConfigSchema = z
     GATEWAY_UPSTREAM_ALLOWED_HOSTS: f.csv,
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
+    // uid:gid for stdio servers (numbers): another user than the gateway's, so they cannot read its environment.
+    GATEWAY_STDIO_RUN_AS: z
+      .string()
+      .regex(/^\d{1,10}:\d{1,10}$/, 'must be uid:gid, two numbers (for example 65534:65534)')
+      .optional(),
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
@@ -173,6 +184,7 @@ export const gatewayConfigSchema = z
       allowedHosts: env.GATEWAY_UPSTREAM_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
+      stdioRunAs: runAsOf(env.GATEWAY_STDIO_RUN_AS),
     },
     rateLimits: {
       enabled: env.GATEWAY_RATE_LIMITS_ENABLED,

@@ -13,6 +13,9 @@ import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
+if (config.upstreams.stdioRunAs === undefined && process.getuid?.() === 0) {
+  logger.warn('stdio upstreams will run as root, able to read the gateway\'s environment: set GATEWAY_STDIO_RUN_AS (uid:gid)');
+}
 
 void runOrExit(logger, async () => {
   const app = await createHttpApp(AppModule.forRoot(config, logger), {
@@ -46,6 +49,7 @@ void runOrExit(logger, async () => {
       logger,
       maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
       stdioIdleMs: config.upstreams.stdioIdleMs,
+      ...(config.upstreams.stdioRunAs ? { stdioRunAs: config.upstreams.stdioRunAs } : {}),
       allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
       allowedHosts: config.upstreams.allowedHosts,
     }),

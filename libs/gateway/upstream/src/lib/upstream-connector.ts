@@ -44,6 +44,8 @@ export interface UpstreamConnectorOptions {
   readonly stdioRestartBackoffMs?: { readonly initial: number; readonly max: number };
   /** Between SIGTERM and SIGKILL when stopping a stdio process. Default 2 s. */
   readonly stdioKillGraceMs?: number;
+  /** The user and group stdio servers run as (see `StdioOptions.runAs`); unset: the gateway's own. */
+  readonly stdioRunAs?: { readonly uid: number; readonly gid: number };
   /** Let URL-based upstreams reach loopback, private and link-local addresses. Default false. */
   readonly allowPrivateNetworks?: boolean;
   /** Host names or IP literals permitted even when private. */
@@ -81,6 +83,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     stableMs: 30_000,
     killGraceMs: options.stdioKillGraceMs ?? 2_000,
     stderr: { linesPerWindow: 20, windowMs: 10_000, maxLineLength: 500 },
+    ...(options.stdioRunAs ? { runAs: options.stdioRunAs } : {}),
   };
   const pool = new HttpPool({
     maxSocketsPerOrigin: options.maxSocketsPerOrigin ?? 128,

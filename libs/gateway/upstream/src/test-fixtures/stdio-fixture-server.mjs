@@ -2,6 +2,7 @@
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -31,6 +32,16 @@ process.stderr.write(`fixture started\n`);
 const tools = {
   pid: () => text(process.pid, { pid: process.pid }),
   env: () => text('env', { env: { ...process.env } }),
+  // Whether this process can read the environment of the process that started it (the gateway's, with its secrets).
+  peek: () => {
+    let readable = true;
+    try {
+      readFileSync(`/proc/${process.ppid}/environ`);
+    } catch {
+      readable = false;
+    }
+    return text('peek', { uid: process.getuid(), readable });
+  },
   seen: () => text('seen', { notifications: seen }),
   // What the shared session state looks like from this side.
   state: () => text('state', { subscribed: [...subscribed].sort(), logLevel, calls }),

@@ -65,6 +65,11 @@ export interface StdioOptions {
   /** Between SIGTERM and SIGKILL. */
   readonly killGraceMs: number;
   readonly stderr: StderrLogOptions;
+  /**
+   * The user and group stdio servers run as. Unset, they run as the gateway's own user, and a process of the same user
+   * can read `/proc/<pid>/environ` of the gateway (its keyring and database URL) and of other tenants' servers.
+   */
+  readonly runAs?: { readonly uid: number; readonly gid: number };
 }
 
 /** What a process needs from the sessions that use it. */
@@ -268,6 +273,7 @@ export class StdioProcess {
         // Its own process group, so stopping it reaches what it started too: a wrapper (`npx`, `uvx`, a script)
         // runs the real server as a grandchild, which would otherwise outlive every stop and restart.
         detached: process.platform !== 'win32',
+        ...(this.options.runAs ? { uid: this.options.runAs.uid, gid: this.options.runAs.gid } : {}),
       });
     } catch (error) {
       this.ctx.breaker.failure();

@@ -146,6 +146,19 @@ describe('stdio upstreams', () => {
     }
   });
 
+  it('runs stdio servers as the configured user, who cannot read the gateway\u2019s environment (its secrets)', async () => {
+    const nobody = { uid: 65534, gid: 65534 };
+    if (process.getuid?.() !== 0) {
+      // Only root can start a process as another user: a gateway that cannot is refused the connect, not run as itself.
+      await expect(open(connector({ stdioRunAs: nobody }))).rejects.toMatchObject({ reason: 'connect_failed' });
+      return;
+    }
+    const peek = async (session: UpstreamSession) => (await call(session, 'peek'))['structuredContent'] as { uid: number; readable: boolean };
+    // As the gateway's own user, a server reads /proc/<gateway>/environ: the keyring, the database URL.
+    expect(await peek(await open(connector()))).toEqual({ uid: 0, readable: true });
+    expect(await peek(await open(connector({ stdioRunAs: nobody })))).toEqual({ uid: 65534, readable: false });
+  });
+
   it('multiplexes sessions over one process, keeping ids and progress tokens apart', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
