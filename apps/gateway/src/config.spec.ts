@@ -79,3 +79,17 @@ describe('gateway config: concurrency leases and approval waits', () => {
     expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_RATE_LIMIT_LEASE_MS: '3700000', GATEWAY_APPROVAL_TIMEOUT_MS: '3600000' }).rateLimits.leaseMs).toBe(3_700_000);
   });
 });
+
+describe('gateway config: the user stdio servers run as', () => {
+  it('reads uid:gid, and leaves it unset when empty or absent', () => {
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_RUN_AS: '65534:65533' }).upstreams.stdioRunAs).toEqual({ uid: 65534, gid: 65533 });
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_RUN_AS: '' }).upstreams.stdioRunAs).toBeUndefined();
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).upstreams.stdioRunAs).toBeUndefined();
+  });
+
+  it('refuses anything but two numbers', () => {
+    for (const value of ['nobody', '65534', '65534:', 'lots:1', '-1:0', '1:2:3']) {
+      expect(problemsOf({ GATEWAY_STDIO_RUN_AS: value }), value).toEqual(['GATEWAY_STDIO_RUN_AS']);
+    }
+  });
+});

@@ -73,10 +73,12 @@ export const gatewayConfigSchema = z
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
     // uid:gid for stdio servers (numbers): another user than the gateway's, so they cannot read its environment.
-    GATEWAY_STDIO_RUN_AS: z
-      .string()
-      .regex(/^\d{1,10}:\d{1,10}$/, 'must be uid:gid, two numbers (for example 65534:65534)')
-      .optional(),
+    GATEWAY_STDIO_RUN_AS: unsetIfEmpty(
+      z
+        .string()
+        .regex(/^\d{1,10}:\d{1,10}$/, 'must be uid:gid, two numbers (for example 65534:65534)')
+        .optional(),
+    ),
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
