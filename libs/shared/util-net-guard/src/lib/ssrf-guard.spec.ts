@@ -1,5 +1,7 @@
+import type { LookupAddress } from 'node:dns';
 import { describe, expect, it } from 'vitest';
 import {
+  type AddressResolver,
   checkUpstreamUrl,
   createGuardedLookup,
   isAddressPermitted,
@@ -127,5 +129,42 @@ describe('createGuardedLookup', () => {
     const one = await lookup(open, 'localhost', false);
     expect(one.error).toBeNull();
     expect(typeof one.address).toBe('string');
+  });
+
+  it('resolves a name once for lookups under way together, reuses the answer briefly, and never keeps a failure', async () => {
+    const open = { allowPrivateNetworks: false, allowedHosts: [] };
+    const clock = { now: 0 };
+    const pending: ((error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void)[] = [];
+    let asked = 0;
+    const resolver: AddressResolver = (_hostname, _options, callback) => {
+      asked += 1;
+      pending.push(callback);
+    };
+    const guarded = createGuardedLookup(open, resolver, () => clock.now);
+    const lookupOnce = () =>
+      new Promise<{ error: NodeJS.ErrnoException | null; address: unknown }>((resolve) => {
+        guarded('slow.example', { all: false }, (error, address) => resolve({ error, address }));
+      });
+    const together = Array.from({ length: 10 }, lookupOnce);
+    // A host whose DNS answers slowly takes one lookup (one of libuv's four threads), not one per new socket.
+    expect(asked).toBe(1);
+    pending.shift()?.(null, [{ address: '93.184.215.14', family: 4 }]);
+    for (const result of await Promise.all(together)) expect(result).toEqual({ error: null, address: '93.184.215.14' });
+    clock.now = 1_999;
+    expect(await lookupOnce()).toEqual({ error: null, address: '93.184.215.14' });
+    expect(asked).toBe(1);
+    clock.now = 2_000;
+    const later = lookupOnce();
+    expect(asked).toBe(2);
+    const failed: NodeJS.ErrnoException = Object.assign(new Error('timed out'), { code: 'ETIMEOUT' });
+    pending.shift()?.(failed, []);
+    expect((await later).error?.code).toBe('ETIMEOUT');
+    const again = lookupOnce();
+    expect(asked).toBe(3);
+    // A cached answer is still judged by the policy: a private address stays refused.
+    pending.shift()?.(null, [{ address: '10.0.0.5', family: 4 }]);
+    expect((await again).error?.code).toBe('EPORTCULLIS_ADDRESS_REFUSED');
+    expect((await lookupOnce()).error?.code).toBe('EPORTCULLIS_ADDRESS_REFUSED');
+    expect(asked).toBe(3);
   });
 });

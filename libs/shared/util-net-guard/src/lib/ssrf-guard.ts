@@ -149,39 +149,79 @@ type LookupCallback = (
   family?: number,
 ) => void;
 
+/** Resolves a host name to every address it has (the shape of `dns.lookup` with `all: true`). */
+export type AddressResolver = (
+  hostname: string,
+  options: { family?: number; hints?: number },
+  callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+const systemResolver: AddressResolver = (hostname, options, callback) =>
+  dnsLookup(hostname, { family: options.family, hints: options.hints, all: true }, callback);
+
+/** How long a host's addresses are reused for new sockets (pooled sockets to upstreams come and go every few seconds). */
+const ADDRESSES_KEPT_MS = 2_000;
+
 /**
  * A `lookup` for net/http that resolves the name once, drops every address the policy refuses, and
  * hands the permitted ones to the socket, which then connects to exactly those. Check and use see the
  * same answer, so a DNS record that changes between them (rebinding) cannot slip a private address in.
+ *
+ * Lookups of one name under way at once are made once, and an answer serves new sockets for ADDRESSES_KEPT_MS
+ * (failures are not kept). `dns.lookup` runs on libuv's four-thread pool, shared with file and crypto work: without
+ * this, every new socket to a host whose DNS answers slowly took a thread, and a few of them stalled every tenant's
+ * connections. The policy is applied to each use, cached or not.
  */
-export function createGuardedLookup(policy: NetworkPolicy): LookupFunction {
+export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): LookupFunction {
+  const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
+  const waiting = new Map<string, ((error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void)[]>();
+
+  const resolve = (hostname: string, family: number | undefined, hints: number | undefined, done: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void): void => {
+    const key = `${hostname}\u0000${family ?? 0}\u0000${hints ?? 0}`;
+    const hit = kept.get(key);
+    if (hit !== undefined && now() - hit.at < ADDRESSES_KEPT_MS) {
+      done(null, hit.addresses);
+      return;
+    }
+    const queue = waiting.get(key);
+    if (queue !== undefined) {
+      queue.push(done);
+      return;
+    }
+    waiting.set(key, [done]);
+    resolver(hostname, { family, hints }, (error, addresses) => {
+      const callbacks = waiting.get(key) ?? [];
+      waiting.delete(key);
+      if (error === null) {
+        // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
+        if (kept.size >= 1_000) kept.clear();
+        kept.set(key, { at: now(), addresses });
+      }
+      for (const callback of callbacks) callback(error, error === null ? addresses : []);
+    });
+  };
+
   const guarded = (
     hostname: string,
     options: { all?: boolean; family?: number | string; hints?: number },
     callback: LookupCallback,
   ): void => {
-    dnsLookup(
-      hostname,
-      { family: options.family as number | undefined, hints: options.hints, all: true },
-      (error, addresses) => {
-        if (error) {
-          callback(error, options.all ? [] : '');
-          return;
-        }
-        const permitted = addresses.filter((entry) => isAddressPermitted(hostname, entry.address, policy));
-        const first = permitted[0];
-        if (first === undefined) {
-          const refused: NodeJS.ErrnoException = new Error(
-            'every address of the host is refused by the network policy',
-          );
-          refused.code = ADDRESS_REFUSED;
-          callback(refused, options.all ? [] : '');
-          return;
-        }
-        if (options.all) callback(null, permitted);
-        else callback(null, first.address, first.family);
-      },
-    );
+    resolve(hostname, options.family as number | undefined, options.hints, (error, addresses) => {
+      if (error) {
+        callback(error, options.all ? [] : '');
+        return;
+      }
+      const permitted = addresses.filter((entry) => isAddressPermitted(hostname, entry.address, policy));
+      const first = permitted[0];
+      if (first === undefined) {
+        const refused: NodeJS.ErrnoException = new Error('every address of the host is refused by the network policy');
+        refused.code = ADDRESS_REFUSED;
+        callback(refused, options.all ? [] : '');
+        return;
+      }
+      if (options.all) callback(null, permitted);
+      else callback(null, first.address, first.family);
+    });
   };
   return guarded as unknown as LookupFunction;
 }
