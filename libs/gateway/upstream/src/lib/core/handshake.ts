@@ -1,4 +1,5 @@
 import { isSupportedVersion, type ClientIdentity, type UpstreamServerInfo } from '@portcullis/gateway/mcp';
+import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { errors } from './wire';
 
 export const initializeParams = (identity: ClientIdentity): Record<string, unknown> => ({
@@ -18,6 +19,14 @@ export function toServerInfo(result: Record<string, unknown>): UpstreamServerInf
   if (!isObject(serverInfo) || typeof serverInfo['name'] !== 'string')
     throw errors.protocol('initialize result without serverInfo');
   const version = typeof serverInfo['version'] === 'string' ? serverInfo['version'] : '';
+  try {
+    // Merged into the agent's initialize answer and kept in the session record, both serialised: a result nested too
+    // deeply for that failed every agent's initialize (all upstreams with it); now only this upstream drops out.
+    JSON.stringify([serverInfo, capabilities, instructions]);
+  } catch (error) {
+    if (!isStackExhausted(error)) throw error;
+    throw errors.protocol('initialize result nested too deeply');
+  }
   return {
     protocolVersion,
     serverInfo: { ...serverInfo, name: serverInfo['name'], version },
