@@ -94,6 +94,19 @@ describe('RateLimitService (real Redis)', () => {
     expect((await limits.check(subject('u2'), [one], 'closed', 1_500)).allowed).toBe(true);
   });
 
+  it('keeps a long call\'s slot when a shorter one is taken after it (the set never expires before its longest slot)', async () => {
+    const limits = service(redis, 300);
+    const two: AppliedLimit = { ruleId: 'r-mixed', rateLimit: { scope: ['tenant'], maxConcurrent: 2 } };
+    const long = await limits.check(subject('u1'), [two], 'closed', 2_000);
+    const short = await limits.check(subject('u2'), [two], 'closed', 0);
+    expect([long.allowed, short.allowed]).toEqual([true, true]);
+    if (short.allowed) short.release();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Before, the short call's 300 ms set the whole set's expiry: the long call's slot went with it, and two more got in.
+    expect((await limits.check(subject('u3'), [two], 'closed', 0)).allowed).toBe(true);
+    expect((await limits.check(subject('u4'), [two], 'closed', 0)).allowed).toBe(false);
+  });
+
   it('gives back concurrency slots when another limit of the same call rejects', async () => {
     const limits = service();
     const cc: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 1 } };

@@ -10,9 +10,13 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 return 1
 `;
+// The set's own expiry only ever grows: slots have leases of their own lengths (the call's timeout is part of each),
+// and a short one set last must not drop the set, and a long call's slot with it, before that slot's lease is over.
 
 export interface SemaphoreClient {
   acquire(key: string, token: string, limit: number, leaseMs: number): Promise<boolean>;
