@@ -2,7 +2,7 @@ import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { describe, expect, it } from 'vitest';
 import { compile } from './compile';
 import { evaluate } from './evaluate';
-import { canonicalResourceUri } from './resource-uri';
+import { canonicalResourcePattern, canonicalResourceUri } from './resource-uri';
 import { tenantSource } from './testing.fixtures';
 
 describe('canonicalResourceUri', () => {
@@ -13,6 +13,13 @@ describe('canonicalResourceUri', () => {
     same('db://h/a%3aB', 'db://h/a%3AB');
     same('file:///srv/secret/key.pem', 'file:///srv/secret/key.pem#/', 'file:///srv/secret/key.pem#');
     expect(canonicalResourceUri('file:///srv/donn%C3%A9es/x')).toBe('file:///srv/données/x');
+  });
+
+  it('decodes the delimiters a file path gives no meaning (fileURLToPath decodes them), and only there', () => {
+    expect(canonicalResourceUri('file:///srv/R%26D/c%2B%2B/a%40b/x%3Ay/%5Bdraft%5D;v=1')).toBe('file:///srv/R&D/c++/a@b/x:y/[draft];v=1');
+    expect(canonicalResourceUri('FILE:///srv/R%26D')).toBe('FILE:///srv/R&D');
+    expect(canonicalResourceUri('https://h/q?a=%26&b=c')).toBe('https://h/q?a=%26&b=c');
+    expect(canonicalResourceUri('file:///srv/a%2Fb%3Fc%25d')).toBe('file:///srv/a%2Fb%3Fc%25d');
   });
 
   it('keeps structure, glob syntax, control characters and bytes that are not UTF-8 encoded (upper-case hex)', () => {
@@ -30,6 +37,8 @@ describe('policy on resource URIs spelled another way', () => {
     { id: 'no-keys', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/secret/*.pem' }], effect: 'deny' },
     { id: 'no-data', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/données/**' }], effect: 'deny' },
     { id: 'no-archive', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/old%20archive/*' }], effect: 'deny' },
+    { id: 'no-rnd', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/R&D/**' }], effect: 'deny' },
+    { id: 'no-plus', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: 'file:///srv/c%2B%2B/**' }], effect: 'deny' },
   ];
   const compiled = compile(tenantSource(rules, 'deny'));
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
@@ -50,10 +59,32 @@ describe('policy on resource URIs spelled another way', () => {
       'file:///srv/donn%c3%a9es/x',
       'file:///srv/old archive/a',
       'file:///srv/old%20archive/a',
+      'file:///srv/R%26D/plan.txt',
+      'file:///srv/R&D/plan.txt',
+      'file:///srv/c++/x',
+      'file:///srv/c%2b%2b/x',
     ]) {
       expect(read(uri).effect, uri).toBe('deny');
     }
     expect(read('file:///srv/public/readme.md').effect).toBe('allow');
     expect(read('file:///srv/donn%C3%A9es-public/x').effect).toBe('allow');
+  });
+});
+
+describe('resource rules naming a fragment', () => {
+  const rule = (uri: string): PolicyRuleSource => ({ id: 'r', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'notes', uri }], effect: 'allow' });
+
+  it('are refused at compile time with an error naming the target (matched without it, they would say more or less than written)', () => {
+    for (const uri of ['notes://book#public', 'notes://book/\\#1', 'notes://**#*']) {
+      const result = compile(tenantSource([rule(uri)], 'deny'));
+      expect(result.ok, uri).toBe(false);
+      if (!result.ok) expect(result.errors[0]?.message, uri).toMatch(/fragment/);
+    }
+  });
+
+  it('compile in their canonical form as a snapshot from before would (no crash on an escaped "#")', () => {
+    expect(canonicalResourcePattern('notes://book/\\#1')).toBe('notes://book/');
+    expect(canonicalResourcePattern('notes://book\\\\#x')).toBe('notes://book\\\\');
+    expect(canonicalResourcePattern('file:///srv/R%26D/**')).toBe('file:///srv/R&D/**');
   });
 });

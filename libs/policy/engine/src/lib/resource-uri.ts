@@ -1,17 +1,21 @@
 /**
  * One spelling per resource URI for matching: the gateway forwards a resource URI as the agent wrote it, and an
  * upstream's URL parser reads several spellings as one resource (`donn%C3%A9es` and `données`, `%20` and a space, `%3a`
- * and `%3A`, `x.pem` and `x.pem#/`). Rules and the URIs they are matched against are both brought to this form, so a
- * deny rule cannot be stepped around by spelling the URI differently, and a rate limit per resource cannot be split
- * into new counters by the same trick.
+ * and `%3A`, `R%26D` and `R&D` in a file path, `x.pem` and `x.pem#/`). Rules and the URIs they are matched against are
+ * both brought to this form, so a deny rule cannot be stepped around by spelling the URI differently, and a rate limit
+ * per resource cannot be split into new counters by the same trick.
  *
  * The form: the fragment dropped (it names a part of the resource, never another one); each percent-encoded UTF-8
- * character decoded, except the characters that delimit a URI's parts (`;/?:@&=+$,#`), `%` itself, glob syntax
- * (`*`, `\`) and control characters, which stay encoded with upper-case hex, as do bytes that are not UTF-8.
+ * character decoded, except `/`, `?`, `#`, `%`, glob syntax (`*`, `\`) and control characters, which stay encoded with
+ * upper-case hex, as do bytes that are not UTF-8. Outside `file:` the other delimiters (`;:@&=+$,[]`) stay encoded too:
+ * there `a%26b` and `a&b` may name different things (a query's value and its separator); a file path gives them no
+ * meaning, and `fileURLToPath` decodes them all.
  */
 
-/** Characters that keep their percent-encoding: decoding them would change the URI's structure or a glob's meaning. */
-const KEPT_ENCODED = new Set([';', '/', '?', ':', '@', '&', '=', '+', '$', ',', '#', '%', '*', '\\', '[', ']']);
+/** Characters that keep their percent-encoding in every URI: decoding them would change its structure or a glob's meaning. */
+const ALWAYS_ENCODED = new Set(['/', '?', '#', '%', '*', '\\']);
+/** Also kept encoded outside `file:` URIs. */
+const DELIMITERS = new Set([';', ':', '@', '&', '=', '+', '$', ',', '[', ']']);
 
 const ESCAPE_RUN = /(?:%[0-9A-Fa-f]{2})+/g;
 
@@ -27,7 +31,7 @@ function sequenceLength(lead: number): number {
 const upperEscape = (byte: number): string => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
 
 /** A run of `%XX` escapes, decoded where that is safe (see the module's comment). */
-function decodeRun(run: string): string {
+function decodeRun(run: string, file: boolean): string {
   const bytes: number[] = [];
   for (let at = 0; at < run.length; at += 3) bytes.push(Number.parseInt(run.slice(at + 1, at + 3), 16));
   let out = '';
@@ -44,7 +48,8 @@ function decodeRun(run: string): string {
       }
     }
     const code = decoded?.codePointAt(0);
-    if (decoded === undefined || code === undefined || code < 0x20 || code === 0x7f || KEPT_ENCODED.has(decoded)) {
+    const kept = decoded === undefined || code === undefined || code < 0x20 || code === 0x7f || ALWAYS_ENCODED.has(decoded) || (!file && DELIMITERS.has(decoded));
+    if (kept || decoded === undefined) {
       out += upperEscape(bytes[at] as number);
       at += 1;
     } else {
@@ -55,9 +60,38 @@ function decodeRun(run: string): string {
   return out;
 }
 
+const FILE_SCHEME = /^file:/i;
+
 /** `uri` in the one spelling rules are matched against (see the module's comment). Cheap for URIs without `%` or `#`. */
 export function canonicalResourceUri(uri: string): string {
   const hash = uri.indexOf('#');
-  const text = hash === -1 ? uri : uri.slice(0, hash);
-  return text.includes('%') ? text.replace(ESCAPE_RUN, decodeRun) : text;
+  return decodedText(hash === -1 ? uri : uri.slice(0, hash));
+}
+
+/**
+ * A rule's URI glob in the same spelling. Its fragment goes as a URI's does (a `#` escaped as `\#` too, with its
+ * backslash); `compile` refuses rules that name one, so only snapshots compiled before that rule carry any.
+ */
+export function canonicalResourcePattern(pattern: string): string {
+  let cut = pattern.length;
+  for (let at = 0; at < pattern.length; at++) {
+    const ch = pattern[at];
+    if (ch === '\\') {
+      if (pattern[at + 1] === '#') {
+        cut = at;
+        break;
+      }
+      at += 1;
+    } else if (ch === '#') {
+      cut = at;
+      break;
+    }
+  }
+  return decodedText(pattern.slice(0, cut));
+}
+
+function decodedText(text: string): string {
+  if (!text.includes('%')) return text;
+  const file = FILE_SCHEME.test(text);
+  return text.replace(ESCAPE_RUN, (run) => decodeRun(run, file));
 }

@@ -1,7 +1,7 @@
 import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { compileCondition, type ConditionProgram } from './cel';
 import { compileGlob, type Glob } from './glob';
-import { canonicalResourceUri } from './resource-uri';
+import { canonicalResourcePattern, canonicalResourceUri } from './resource-uri';
 import type { DeepReadonly, PolicySnapshot } from './types';
 
 /**
@@ -176,7 +176,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
         rule: runtimeRule,
         upstream: glob(caches, upstreamPattern(target.upstream)),
         // A resource rule's URI in the spelling URIs are matched in (resource-uri.ts).
-        name: glob(caches, target.kind === 'resource' ? canonicalResourceUri(target.name) : target.name),
+        name: glob(caches, target.kind === 'resource' ? canonicalResourcePattern(target.name) : target.name),
       };
       const index = kinds[target.kind];
       if (matcher.upstream.literal === null) {
