@@ -108,6 +108,15 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     return state;
   }
 
+  /**
+   * A connect that may have been the half-open probe failed without telling the breaker (the URL refused, the stream
+   * answered 4xx or not as SSE): the next probe must not wait a whole cool-down. Not for a connect the open circuit
+   * refused: that one was never the probe, and would free the slot of the probe still under way.
+   */
+  function endedWithoutVerdict(breaker: CircuitBreaker, error: unknown): void {
+    if ((error as { reason?: unknown } | null)?.reason !== 'circuit_open') breaker.probeEnded();
+  }
+
   function contextFor(config: UpstreamConfig): SessionContext {
     return { config, breaker: stateOf(config).breaker, logger, maxMessageBytes, registry };
   }
@@ -155,7 +164,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
           await session.handshake(identity);
         } catch (error) {
           session.dispose();
-          ctx.breaker.probeEnded();
+          endedWithoutVerdict(ctx.breaker, error);
           throw error;
         }
         logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
@@ -170,9 +179,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
           logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'upstream session opened');
           return session;
         } catch (error) {
-          // A probe that failed without telling the breaker (the URL refused, the stream answered 4xx or not as SSE)
-          // must not block the next one for a whole cool-down.
-          ctx.breaker.probeEnded();
+          endedWithoutVerdict(ctx.breaker, error);
           throw error;
         }
       }

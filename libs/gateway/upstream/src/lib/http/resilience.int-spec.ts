@@ -354,6 +354,26 @@ describe('connector resilience and network policy', () => {
     await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'protocol_error' });
   });
 
+  it('lets one half-open probe at a time reach an upstream: connects the open circuit refuses do not free its slot', async () => {
+    let requests = 0;
+    const server = await rawServer(() => void (requests += 1)); // never answers: every connect times out
+    servers.push(server);
+    const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 300 } });
+    const config = upstreamConfig('streamable_http', { url: `${server.url}/mcp`, connectTimeoutMs: 400 });
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'timeout' });
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    const probe = c.connect(config, identity).catch((error: unknown) => error);
+    const others: unknown[] = [];
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      others.push(await c.connect(config, identity).catch((error: unknown) => error));
+    }
+    expect(await probe).toMatchObject({ reason: 'timeout' });
+    // Before, each refused connect freed the probe's slot: every other connect reached the dead upstream and waited.
+    expect(others).toEqual(Array.from({ length: 4 }, () => expect.objectContaining({ reason: 'circuit_open' })));
+    expect(requests).toBe(2);
+  });
+
   it('refuses private addresses unless the policy allows them, without naming the address', async () => {
     const server = await rawServer((_req, res) => res.writeHead(500).end());
     servers.push(server);
