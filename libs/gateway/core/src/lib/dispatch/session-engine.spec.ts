@@ -320,7 +320,13 @@ describe('SessionEngine with in-memory upstreams', () => {
       const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
       expect('result' in (await call())).toBe(true);
       expect(connector.ended).toEqual([]);
-      registry.replace([{ ...configured(2), url: 'http://moved.example/mcp' }], () => undefined);
+      // Edited where it does not change the connection (a timeout): the session and its calls under way go on.
+      registry.replace([{ ...configured(2), callTimeoutMs: 5_000 }], () => undefined);
+      expect('result' in (await call())).toBe(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(connector.ended).toEqual([]);
+      expect(connector.opened.map((opened) => opened.how)).toEqual(['connect']);
+      registry.replace([{ ...configured(3), url: 'http://moved.example/mcp' }], () => undefined);
       expect('result' in (await call())).toBe(true);
       await new Promise((resolve) => setImmediate(resolve));
       // Before, the old session stayed open (its streams reconnecting to the old host with the old credentials).

@@ -246,6 +246,18 @@ function unnormalisedUri(uri: string): boolean {
   return !samePath(path === '' && SPECIAL_SCHEMES.has(url.protocol) ? '/' : path, url.pathname);
 }
 
+/** Whether two configurations of an upstream connect the same way: same transport, URL, headers, command, environment. */
+function sameConnection(a: UpstreamConfig, b: UpstreamConfig): boolean {
+  return (
+    a.transport === b.transport &&
+    a.url === b.url &&
+    a.command === b.command &&
+    JSON.stringify(a.args) === JSON.stringify(b.args) &&
+    JSON.stringify(a.headers) === JSON.stringify(b.headers) &&
+    JSON.stringify(a.env) === JSON.stringify(b.env)
+  );
+}
+
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
 const MAX_URI_LENGTH = 8 * 1024;
 
@@ -1008,10 +1020,16 @@ export class SessionEngine {
     const existing = live.upstreams.get(upstreamId);
     if (existing && existing.config.version === config.version) return existing.session;
     if (existing) {
-      // The upstream's configuration changed (another URL, other credentials): its session under the old one ends
-      // here. Left open, its streams kept reconnecting to the old host with the old credentials for as long as the
-      // gateway ran, and kept relaying notifications beside the new session's.
       existing.pages.clear();
+      if (sameConnection(existing.config, config)) {
+        // Edited, but not where it connects (a name, a description, a timeout): calls under way must not fail for it.
+        // The session keeps the timeouts it was opened with; new sessions get the new ones.
+        live.upstreams.set(upstreamId, { ...existing, config });
+        return existing.session;
+      }
+      // Another URL, other credentials, another command: the session under the old configuration ends here (its
+      // calls under way with it). Left open, its streams kept reconnecting to the old host with the old credentials
+      // for as long as the gateway ran, and kept relaying notifications beside the new session's.
       this.retire(existing.config, existing.session);
     }
     const identity: ClientIdentity = {
