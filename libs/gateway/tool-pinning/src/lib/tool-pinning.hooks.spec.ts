@@ -64,11 +64,16 @@ describe('tool pinning hooks', () => {
     const pins = new ToolPinIndex();
     const tool = (name: string) => ({ name, description: `tool ${name}`, inputSchema: { type: 'object' } });
     const names = ['forecast', 'a', 'b', 'c', 'd'];
+    // And tools waiting for approval, whose entries no eviction may prefer over the changed one either.
+    const pending = Array.from({ length: 80 }, (_, index) => `p${index}`);
     pins.replace(
-      names.map((name) => {
-        const hash = definitionHash('tool', name === 'forecast' ? approved : tool(name));
-        return { upstreamId: 'u1', kind: 'tool' as const, name, contentHash: hash, approvedHash: hash, blocked: false };
-      }),
+      [
+        ...names.map((name) => {
+          const hash = definitionHash('tool', name === 'forecast' ? approved : tool(name));
+          return { upstreamId: 'u1', kind: 'tool' as const, name, contentHash: hash, approvedHash: hash, blocked: false };
+        }),
+        ...pending.map((name) => ({ upstreamId: 'u1', kind: 'tool' as const, name, contentHash: definitionHash('tool', tool(name)), approvedHash: null, blocked: false })),
+      ],
       [],
     );
     const { filter, admit } = toolPinningHooks({ pins, logger, maxRemembered: 2 });
@@ -79,6 +84,8 @@ describe('tool pinning hooks', () => {
     // Listings of other pinned tools fill the memory many times over.
     for (const name of ['a', 'b', 'c', 'd', 'a', 'b']) filter?.(record, 'tool', upstream, [tool(name)]);
     // Before, the memory was cleared when full: the changed verdict was forgotten and the call let through.
+    expect(callForecast).toThrow(GatewayRequestError);
+    for (const name of pending) filter?.(record, 'tool', upstream, [tool(name)]);
     expect(callForecast).toThrow(GatewayRequestError);
   });
 

@@ -62,23 +62,6 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   // Per (upstream, item): the raw JSON last listed and its hash. An unchanged listing costs a JSON.stringify and a
   // string comparison per item instead of canonical JSON and SHA-256.
   const listed = new Map<string, { readonly json: string; readonly hash: string; readonly upstreamId: string; readonly key: string }>();
-  /**
-   * Room for one more listed entry: the oldest whose hash is the approved one goes (forgetting it changes nothing: the
-   * stored definition answers the same), looked for among the oldest few; else the oldest. Clearing everything, as
-   * before, forgot every "this tool changed" verdict, and calls to a changed tool were let through again.
-   */
-  const makeRoom = (): void => {
-    let looked = 0;
-    for (const [listedKey, seen] of listed) {
-      if (looked++ >= 64) break;
-      if (pins.get(seen.upstreamId)?.entries.get(seen.key)?.approvedHash === seen.hash) {
-        listed.delete(listedKey);
-        return;
-      }
-    }
-    const oldest = listed.keys().next();
-    if (!oldest.done) listed.delete(oldest.value);
-  };
   // The hash of each deep-frozen item (a listing page the engine froze and caches): a listing answered from that page
   // again costs a lookup per item, not a JSON.stringify. Gone with the page.
   const frozenHashes = new WeakMap<object, string>();
@@ -92,6 +75,29 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     if (entry.blocked) return 'blocked';
     if (entry.approvedHash === null) return 'not_approved';
     return (hash ?? entry.contentHash) === entry.approvedHash ? 'ok' : 'changed';
+  };
+
+  /**
+   * Room for one more listed entry: the oldest (among the oldest few) whose loss changes no verdict goes — its listed
+   * hash judges as the stored definition would. Else none does: entries exist only for pinned items, so the pin index
+   * bounds them anyway. Clearing everything, as before, forgot every "this tool changed" verdict, and calls to a
+   * changed tool were let through again; evicting regardless of the verdict could do the same one entry at a time.
+   */
+  const makeRoom = (): void => {
+    let looked = 0;
+    for (const [listedKey, seen] of listed) {
+      if (looked++ >= 64) return;
+      const upstreamPins = pins.get(seen.upstreamId);
+      if (upstreamPins === undefined) {
+        listed.delete(listedKey); // no pins for that upstream any more: nothing is judged by it
+        return;
+      }
+      const entry = upstreamPins.entries.get(seen.key);
+      if (verdict(upstreamPins, entry, seen.hash) === verdict(upstreamPins, entry, undefined)) {
+        listed.delete(listedKey);
+        return;
+      }
+    }
   };
 
   const warnOnce = (key: string, fields: Record<string, unknown>) => {
