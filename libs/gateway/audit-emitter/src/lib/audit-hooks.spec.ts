@@ -181,6 +181,17 @@ describe('auditHooks', () => {
     expect(JSON.stringify(emitter.events)).not.toMatch(/6789|hunter22|Lovelace|4111/);
   });
 
+  it('looks for the values the tenant\'s paths removed first, however many credential values came with them', () => {
+    const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.ssn'] } });
+    const apiKeys = Array.from({ length: 64 }, (_, index) => `key-value-${index}`);
+    hooks.completed?.(call({ ssn: '123-45-6789', api_keys: apiKeys }), {
+      outcome: 'upstream_error',
+      error: { code: -32000, message: 'no record for 123-45-6789' },
+      latencyMs: 1,
+    });
+    expect(emitter.events[0]?.reason).toBe(`no record for ${REDACTED}`);
+  });
+
   it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {
     const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn'] } });
     const args = { q: 'find 123-45-6789' };

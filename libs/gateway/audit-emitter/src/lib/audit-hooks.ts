@@ -241,8 +241,10 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       const raw = JSON.stringify(envelope);
       if (raw.length <= maxPayloadBytes && needsNoRedaction(envelope, raw)) return { payload: envelope as AuditEventV1['arguments'], bytes: 3 * raw.length };
     }
-    let safe = redactSecrets(envelope, removed) as Record<string, unknown>;
-    if (redactor) safe = redactor(safe, removed);
+    // The tenant's paths first: the texts they take out (the PII the tenant named) come first in `removed`, which
+    // is bounded, ahead of whatever credential keys hold.
+    let safe = redactor ? redactor(envelope, removed) : envelope;
+    safe = redactSecrets(safe, removed) as Record<string, unknown>;
     safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
