@@ -13,12 +13,14 @@ import type { ResponseHeaders } from './event-stream';
 export interface HttpPoolOptions {
   readonly maxSocketsPerOrigin: number;
   readonly lookup: LookupFunction;
+  /** A pool unused for between one and two of these is closed. Default 5 min. */
+  readonly idlePoolMs?: number;
 }
 
 /** Where and how to send requests to one upstream URL. Built once per session, reused per request. */
 export interface HttpTarget {
   readonly url: URL;
-  /** Every POST and DELETE goes through this per-origin keep-alive pool (undici). */
+  /** Every POST and DELETE goes through this keep-alive pool of the tenant and origin (undici), looked up each time. */
   readonly pool: Pool;
   /**
    * For long-lived GET streams (an upstream session's standalone SSE stream, the legacy SSE stream): one socket
@@ -42,10 +44,58 @@ export interface HttpTarget {
  * stay on node:http; there are few of them and they live long.
  */
 export class HttpPool {
-  private readonly pools = new Map<string, Pool>();
+  /** Per tenant and origin; `used` says whether a request went through it since the last sweep. */
+  private readonly pools = new Map<string, { readonly pool: Pool; used: boolean }>();
   private readonly streamAgents = new Map<string, HttpAgent>();
+  private readonly sweeper: NodeJS.Timeout;
 
-  constructor(private readonly options: HttpPoolOptions) {}
+  constructor(private readonly options: HttpPoolOptions) {
+    // A pool no request used for a whole sweep interval, with nothing under way, is closed: tenants and upstreams
+    // come and go, and pools per tenant would otherwise pile up for the life of the replica. Targets look their pool
+    // up on each request, so a session that comes back after a while gets a new one.
+    this.sweeper = setInterval(() => this.sweep(), options.idlePoolMs ?? 5 * 60_000);
+    this.sweeper.unref();
+  }
+
+  private poolFor(poolKey: string, origin: string): Pool {
+    let entry = this.pools.get(poolKey);
+    if (entry === undefined) {
+      entry = {
+        pool: new Pool(origin, {
+          connections: this.options.maxSocketsPerOrigin,
+          // Each call has its own deadline (callTimeoutMs, the caller's signal); an SSE answer may
+          // legitimately stay quiet for longer than undici's default timeouts.
+          headersTimeout: 0,
+          bodyTimeout: 0,
+          // Nothing is retried (a POST may have been acted on), so an idle socket must not outlive the upstream's own
+          // idle timeout: without a Keep-Alive hint from the server, keep it below common 2 s defaults (gunicorn).
+          keepAliveTimeout: 1_500,
+          // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
+          connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
+        }),
+        used: true,
+      };
+      this.pools.set(poolKey, entry);
+    } else entry.used = true;
+    return entry.pool;
+  }
+
+  /** Closes the pools no request used since the last sweep and nothing is under way in. */
+  sweep(): void {
+    for (const [poolKey, entry] of this.pools) {
+      if (entry.used || entry.pool.stats.size > 0) {
+        entry.used = false;
+        continue;
+      }
+      this.pools.delete(poolKey);
+      entry.pool.close().catch(() => undefined);
+    }
+  }
+
+  /** How many pools are open (specs). */
+  get poolCount(): number {
+    return this.pools.size;
+  }
 
   /** Where to send a tenant's requests for `url`. */
   target(url: URL, tenantId: string): HttpTarget {
@@ -54,22 +104,7 @@ export class HttpPool {
     const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const key = `${url.protocol}//${hostname}:${port}`;
     const poolKey = `${tenantId} ${key}`;
-    let pool = this.pools.get(poolKey);
-    if (pool === undefined) {
-      pool = new Pool(`${url.protocol}//${url.host}`, {
-        connections: this.options.maxSocketsPerOrigin,
-        // Each call has its own deadline (callTimeoutMs, the caller's signal); an SSE answer may
-        // legitimately stay quiet for longer than undici's default timeouts.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        // Nothing is retried (a POST may have been acted on), so an idle socket must not outlive the upstream's own
-        // idle timeout: without a Keep-Alive hint from the server, keep it below common 2 s defaults (gunicorn).
-        keepAliveTimeout: 1_500,
-        // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
-        connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
-      });
-      this.pools.set(poolKey, pool);
-    }
+    const origin = `${url.protocol}//${url.host}`;
     let streamAgent = this.streamAgents.get(key);
     if (streamAgent === undefined) {
       // No socket cap (there is one stream per live upstream session) and no reuse: a stream ends with its socket.
@@ -77,12 +112,24 @@ export class HttpPool {
       streamAgent = secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions);
       this.streamAgents.set(key, streamAgent);
     }
-    return { url, pool, streamAgent, secure, hostname, port, path: `${url.pathname}${url.search}` };
+    const poolOf = () => this.poolFor(poolKey, origin);
+    return {
+      url,
+      get pool() {
+        return poolOf();
+      },
+      streamAgent,
+      secure,
+      hostname,
+      port,
+      path: `${url.pathname}${url.search}`,
+    };
   }
 
   destroy(): void {
     // Requests still queued or running fail with ClientDestroyedError through their handlers.
-    for (const pool of this.pools.values()) pool.destroy().catch(() => undefined);
+    clearInterval(this.sweeper);
+    for (const { pool } of this.pools.values()) pool.destroy().catch(() => undefined);
     this.pools.clear();
     for (const agent of this.streamAgents.values()) agent.destroy();
     this.streamAgents.clear();
