@@ -25,6 +25,24 @@ const grace = { sub: 'u-grace-e2e', email: 'grace.groups@acme.example', name: 'G
 
 const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
 
+/** The built portal (`next start`) on localhost:`port`, signing in at `issuer`. */
+function startPortal(port: number, issuer: string, clientSecret: string, env: Record<string, string> = {}): AppProcess {
+  return startProcess(
+    process.execPath,
+    [nextBin, 'start', '--port', String(port), '--hostname', 'localhost'],
+    {
+      NODE_ENV: 'production',
+      NEXT_TELEMETRY_DISABLED: '1',
+      NEXTAUTH_URL: `http://localhost:${port}`,
+      NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+      PORTAL_OIDC_ISSUER: issuer,
+      PORTAL_OIDC_CLIENT_SECRET: clientSecret,
+      ...env,
+    },
+    path.join(repoRoot, 'apps/portal'),
+  );
+}
+
 describe('portal sign-in through the dev IdP', () => {
   const started: AppProcess[] = [];
   let browser: Browser | undefined;
@@ -57,19 +75,7 @@ describe('portal sign-in through the dev IdP', () => {
     started.push(idp);
     await waitForReady(`${idpUrl}/readyz`, idp);
 
-    const portal = startProcess(
-      process.execPath,
-      [nextBin, 'start', '--port', String(portalPort), '--hostname', 'localhost'],
-      {
-        NODE_ENV: 'production',
-        NEXT_TELEMETRY_DISABLED: '1',
-        NEXTAUTH_URL: portalUrl,
-        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
-        PORTAL_OIDC_ISSUER: idpUrl,
-        PORTAL_OIDC_CLIENT_SECRET: clientSecret,
-      },
-      path.join(repoRoot, 'apps/portal'),
-    );
+    const portal = startPortal(portalPort, idpUrl, clientSecret);
     started.push(portal);
     await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
 
@@ -86,6 +92,14 @@ describe('portal sign-in through the dev IdP', () => {
     // Reverse order: the portal first, then the IdP it depends on. Each stop escalates to SIGKILL.
     for (const app of started.reverse()) await app.stop(5_000);
   });
+
+  /** From the IdP's login page (after openDashboardAnonymously): signs in and waits for the dashboard. */
+  async function signInAtIdp(page: Page, email: string): Promise<void> {
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(identities.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${portalUrl}/`);
+  }
 
   async function openDashboardAnonymously(page: Page): Promise<void> {
     await page.goto(`${portalUrl}/`);
@@ -109,10 +123,7 @@ describe('portal sign-in through the dev IdP', () => {
   it('redirects an anonymous visitor to sign-in and back to the dashboard after SSO', async () => {
     const page = await newPage();
     await openDashboardAnonymously(page);
-    await page.getByLabel('Email').fill(olivia.email);
-    await page.getByLabel('Password').fill(identities.password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(`${portalUrl}/`);
+    await signInAtIdp(page, olivia.email);
 
     const user = page.getByTestId('signed-in-user');
     await expect.poll(() => user.textContent()).toContain(olivia.name);
@@ -162,11 +173,8 @@ describe('portal sign-in through the dev IdP', () => {
     // Nobody is signed in any more (the tests above signed out at the portal and the IdP).
     const page = await newPage();
     await openDashboardAnonymously(page);
-    await page.getByLabel('Email').fill(grace.email);
-    await page.getByLabel('Password').fill(identities.password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
     // Before, the session cookie (the groups twice: the list and the whole ID token) grew past 16 KiB: every request 431.
-    await page.waitForURL(`${portalUrl}/`);
+    await signInAtIdp(page, grace.email);
     await expect.poll(() => page.getByTestId('signed-in-user').textContent()).toContain(grace.name);
     const session = (await (await page.request.get(`${portalUrl}/api/auth/session`)).json()) as { user?: { groups?: string[] } };
     expect(session.user?.groups).toEqual(grace.groups.slice(0, 50));
@@ -206,20 +214,7 @@ describe('portal with its identity provider down', () => {
   it('stays ready (the provider is reported, not required) and its sign-in page still answers', async () => {
     const [deadIdpPort, portalPort] = [await freePort(), await freePort()];
     const portalUrl = `http://localhost:${portalPort}`;
-    portal = startProcess(
-      process.execPath,
-      [nextBin, 'start', '--port', String(portalPort), '--hostname', 'localhost'],
-      {
-        NODE_ENV: 'production',
-        NEXT_TELEMETRY_DISABLED: '1',
-        NEXTAUTH_URL: portalUrl,
-        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
-        PORTAL_OIDC_ISSUER: `http://localhost:${deadIdpPort}`,
-        PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
-        PORTAL_READINESS_TIMEOUT_MS: '500',
-      },
-      path.join(repoRoot, 'apps/portal'),
-    );
+    portal = startPortal(portalPort, `http://localhost:${deadIdpPort}`, randomBytes(24).toString('base64url'), { PORTAL_READINESS_TIMEOUT_MS: '500' });
     // Before, /readyz answered 503 while the provider was down: every replica left the load balancer together.
     await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
     const ready = await fetch(`${portalUrl}/readyz`);

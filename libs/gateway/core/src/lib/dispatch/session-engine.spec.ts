@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal, UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import type { JsonRpcRequest, Principal, UpstreamConfig, UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -17,10 +17,15 @@ afterEach(async () => {
 
 const tools = (...names: string[]) => names.map((name) => ({ name, inputSchema: { type: 'object' } }));
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, listCacheMs = 0, listCacheMaxPages?: number) {
+function build(
+  upstreams: Record<string, FakeUpstream & { prefix: string }>,
+  listCacheMs = 0,
+  listCacheMaxPages?: number,
+  configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
+) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
-    Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix)),
+    Object.entries(upstreams).map(([id, u]) => configure(fakeConfig(id, u.prefix))),
     () => undefined,
   );
   const connector = new FakeConnector(upstreams);
@@ -32,7 +37,7 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, lis
     options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages },
   });
   engines.push(engine);
-  return { engine, connector };
+  return { engine, connector, registry };
 }
 
 /** A new session on `engine` and its record. */
@@ -302,20 +307,14 @@ describe('SessionEngine with in-memory upstreams', () => {
   });
 
   it('ends the upstream session made under an old configuration when the upstream is reconfigured (new URL, credentials)', async () => {
-    const upstreams = { u1: { capabilities: { tools: {} }, handle: async (method: string) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } };
     for (const transport of ['sse', 'streamable_http'] as const) {
-      const registry = new UpstreamRegistry('__');
       const configured = (version: number) => ({ ...fakeConfig('u1', 'files'), transport, version });
-      registry.replace([configured(1)], () => undefined);
-      const connector = new FakeConnector(upstreams);
-      const engine = new SessionEngine({
-        registry,
-        connector,
-        sessions: new MemorySessionStore(),
-        logger,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
-      });
-      engines.push(engine);
+      const { engine, connector, registry } = build(
+        { u1: { prefix: 'files', capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } },
+        0,
+        undefined,
+        () => configured(1),
+      );
       const record = await openSession(engine);
       const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
       expect('result' in (await call())).toBe(true);

@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import { UpstreamUnavailableError, type UpstreamConnector } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -25,6 +25,50 @@ function readJson(req: import('node:http').IncomingMessage): Promise<{ id?: numb
     req.setEncoding('utf8');
     req.on('data', (chunk: string) => (text += chunk));
     req.on('end', () => resolve(text === '' ? {} : (JSON.parse(text) as { id?: number; method?: string })));
+  });
+}
+
+const legacyInitializeResult = { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } };
+
+/**
+ * A minimal legacy HTTP+SSE server: the endpoint event on each GET, then each POSTed request answered on the newest
+ * stream (initialize, else `{ content: [] }`). `takes(message)` false: that POST is never answered (not even 202).
+ */
+async function legacySseServer(takes: (message: { id?: number; method?: string }) => boolean = () => true) {
+  const streams: ServerResponse[] = [];
+  const server = await rawServer((req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: endpoint\ndata: /messages\n\n');
+      streams.push(res);
+      return;
+    }
+    void readJson(req).then((message) => {
+      if (!takes(message)) return;
+      res.writeHead(202).end();
+      if (message.id === undefined) return;
+      const result = message.method === 'initialize' ? legacyInitializeResult : { content: [] };
+      streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+    });
+  });
+  return { server, streams };
+}
+
+/** A Streamable HTTP server answering initialize (and taking notifications); GETs go to `onGet`. */
+function streamableServer(onGet: (req: IncomingMessage, res: ServerResponse) => void) {
+  return rawServer((req, res) => {
+    if (req.method === 'GET') {
+      onGet(req, res);
+      return;
+    }
+    void readJson(req).then((message) => {
+      if (message.id === undefined) {
+        res.writeHead(202).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+    });
   });
 }
 
@@ -188,21 +232,10 @@ describe('connector resilience and network policy', () => {
 
   it('backs off reconnecting a standalone stream the upstream accepts and closes at once', async () => {
     const gets: number[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        gets.push(Date.now());
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end();
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.id === undefined) {
-          res.writeHead(202).end();
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-      });
+    const server = await streamableServer((_req, res) => {
+      gets.push(Date.now());
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end();
     });
     servers.push(server);
     const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
@@ -215,23 +248,12 @@ describe('connector resilience and network policy', () => {
 
   it('does not send back an event id no header can carry (it took the replica down), and resumes with one that can', async () => {
     const lastEventIds: (string | undefined)[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        lastEventIds.push(req.headers['last-event-id'] as string | undefined);
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        // First an id with a character above U+00FF, then a control character, then a good one; each stream then ends.
-        const id = ['\u20ac1', 'a\u0001b', 'ok-3'][lastEventIds.length - 1] ?? 'ok-n';
-        res.end(`id: ${id}\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.id === undefined) {
-          res.writeHead(202).end();
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-      });
+    const server = await streamableServer((req, res) => {
+      lastEventIds.push(req.headers['last-event-id'] as string | undefined);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // First an id with a character above U+00FF, then a control character, then a good one; each stream then ends.
+      const id = ['\u20ac1', 'a\u0001b', 'ok-3'][lastEventIds.length - 1] ?? 'ok-n';
+      res.end(`id: ${id}\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
     });
     servers.push(server);
     const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
@@ -244,22 +266,7 @@ describe('connector resilience and network policy', () => {
   }, 20_000);
 
   it('survives a notification handler that throws on a legacy SSE stream, and keeps serving the session', async () => {
-    const streams: ServerResponse[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
-        res.writeHead(202).end();
-        if (message.id === undefined) return;
-        const result =
-          message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } } : { content: [] };
-        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
-      });
-    });
+    const { server, streams } = await legacySseServer();
     servers.push(server);
     const logger = recordingLogger();
     const session = await connector({ logger }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
@@ -286,21 +293,8 @@ describe('connector resilience and network policy', () => {
   });
 
   it('times out a legacy SSE handshake whose initialized notification is never taken, within connectTimeoutMs', async () => {
-    const streams: ServerResponse[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.id === undefined) return; // notifications/initialized: never answered
-        res.writeHead(202).end();
-        const result = { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw-sse', version: '1' } };
-        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
-      });
-    });
+    // notifications/initialized is never answered.
+    const { server } = await legacySseServer((message) => message.id !== undefined);
     servers.push(server);
     const config = upstreamConfig('sse', { url: `${server.url}/sse`, connectTimeoutMs: 300, callTimeoutMs: 8_000 });
     const started = Date.now();
@@ -422,26 +416,7 @@ describe('connector resilience and network policy', () => {
   });
 
   it('tells the session\'s owner once when a legacy SSE upstream\'s stream ends under it, and fails calls after', async () => {
-    // A minimal legacy HTTP+SSE server: the endpoint event, then each POSTed request answered on the stream.
-    const streams: ServerResponse[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
-      req.on('end', () => {
-        res.writeHead(202).end();
-        const message = JSON.parse(body) as { id?: number; method: string };
-        if (message.id === undefined) return;
-        const result =
-          message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } } : { content: [] };
-        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
-      });
-    });
+    const { server, streams } = await legacySseServer();
     servers.push(server);
     const session = await connector().connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
     let closed = 0;
