@@ -27,7 +27,7 @@ export { isWellFormedSessionId, newSessionId, sessionBelongsTo } from './lib/ses
 export type { Principal, SessionRecord } from './lib/session/session';
 export { RedisSessionStore } from './lib/session/session-store';
 export type { SessionStore } from './lib/session/session-store';
-export { UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
+export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
 export type {
   ClientIdentity,
   UpstreamConfig,

@@ -1,10 +1,11 @@
 import { randomInt } from 'node:crypto';
-import type {
-  ClientIdentity,
-  UpstreamConfig,
-  UpstreamConnector,
-  UpstreamSession,
-  UpstreamSessionState,
+import {
+  sameConnection,
+  type ClientIdentity,
+  type UpstreamConfig,
+  type UpstreamConnector,
+  type UpstreamSession,
+  type UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
 import { CircuitBreaker, type CircuitBreakerOptions } from './core/circuit-breaker';
 import { resumedInfo } from './core/handshake';
@@ -134,8 +135,13 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   function stdioPoolFor(config: UpstreamConfig): StdioPool {
     let stdio = stdioPools.get(config.id);
     if (stdio !== undefined && stdio.version < config.version) {
-      stdio.retire();
-      stdio = undefined;
+      // An edit that does not change how the process starts (a name, a timeout) keeps the processes: retired, they
+      // would live on for the sessions kept on them beside a new pool's, beyond the bound on processes.
+      if (sameConnection(stdio.config, config)) stdio.keepFor(config.version);
+      else {
+        stdio.retire();
+        stdio = undefined;
+      }
     }
     if (stdio === undefined) {
       stdio = new StdioPool(

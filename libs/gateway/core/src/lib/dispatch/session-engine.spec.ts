@@ -309,8 +309,18 @@ describe('SessionEngine with in-memory upstreams', () => {
   it('ends the upstream session made under an old configuration when the upstream is reconfigured (new URL, credentials)', async () => {
     for (const transport of ['sse', 'streamable_http'] as const) {
       const configured = (version: number) => ({ ...fakeConfig('u1', 'files'), transport, version });
+      const timeouts: (number | undefined)[] = [];
       const { engine, connector, registry } = build(
-        { u1: { prefix: 'files', capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } },
+        {
+          u1: {
+            prefix: 'files',
+            capabilities: { tools: {} },
+            handle: async (method, _params, options) => {
+              if (method === 'tools/call') timeouts.push(options?.timeoutMs);
+              return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
+            },
+          },
+        },
         0,
         undefined,
         () => configured(1),
@@ -325,6 +335,8 @@ describe('SessionEngine with in-memory upstreams', () => {
       await new Promise((resolve) => setImmediate(resolve));
       expect(connector.ended).toEqual([]);
       expect(connector.opened.map((opened) => opened.how)).toEqual(['connect']);
+      // The kept session's calls take the new call timeout (rate-limit slots are sized by it too).
+      expect(timeouts).toEqual([1_000, 5_000]);
       registry.replace([{ ...configured(3), url: 'http://moved.example/mcp' }], () => undefined);
       expect('result' in (await call())).toBe(true);
       await new Promise((resolve) => setImmediate(resolve));

@@ -4,6 +4,7 @@ import {
   negotiateVersion,
   newSessionId,
   resultResponse,
+  sameConnection,
   sessionBelongsTo,
   UpstreamRpcError,
   UpstreamUnavailableError,
@@ -244,18 +245,6 @@ function unnormalisedUri(uri: string): boolean {
   const userinfo = url.username === '' && url.password === '' ? '' : `${url.username}${url.password === '' ? '' : `:${url.password}`}@`;
   if (authority !== `${userinfo}${url.host}`) return true;
   return !samePath(path === '' && SPECIAL_SCHEMES.has(url.protocol) ? '/' : path, url.pathname);
-}
-
-/** Whether two configurations of an upstream connect the same way: same transport, URL, headers, command, environment. */
-function sameConnection(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  return (
-    a.transport === b.transport &&
-    a.url === b.url &&
-    a.command === b.command &&
-    JSON.stringify(a.args) === JSON.stringify(b.args) &&
-    JSON.stringify(a.headers) === JSON.stringify(b.headers) &&
-    JSON.stringify(a.env) === JSON.stringify(b.env)
-  );
 }
 
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
@@ -934,6 +923,8 @@ export class SessionEngine {
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
     return session.request(message.method, params, {
       signal,
+      // The configuration's current call timeout, also for a session opened before an edit changed it.
+      timeoutMs: live.upstreams.get(upstreamId)?.config.callTimeoutMs,
       onNotification: (notification) => {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
         if (notification.method === 'notifications/progress') {
@@ -1023,7 +1014,7 @@ export class SessionEngine {
       existing.pages.clear();
       if (sameConnection(existing.config, config)) {
         // Edited, but not where it connects (a name, a description, a timeout): calls under way must not fail for it.
-        // The session keeps the timeouts it was opened with; new sessions get the new ones.
+        // Calls from now on take the new call timeout (`forward` passes it; rate-limit slots are sized by it too).
         live.upstreams.set(upstreamId, { ...existing, config });
         return existing.session;
       }

@@ -30,6 +30,21 @@ export interface UpstreamConfig {
   readonly version: number;
 }
 
+/**
+ * Whether two configurations of an upstream connect the same way (transport, URL, headers, command, arguments,
+ * environment): an edit elsewhere (a name, a description, a timeout) need not end the sessions and processes open.
+ */
+export function sameConnection(a: UpstreamConfig, b: UpstreamConfig): boolean {
+  return (
+    a.transport === b.transport &&
+    a.url === b.url &&
+    a.command === b.command &&
+    JSON.stringify(a.args) === JSON.stringify(b.args) &&
+    JSON.stringify(a.headers) === JSON.stringify(b.headers) &&
+    JSON.stringify(a.env) === JSON.stringify(b.env)
+  );
+}
+
 export interface ClientIdentity {
   readonly clientInfo: { readonly name: string; readonly version: string };
   /** What the gateway may do for the upstream: only what the downstream agent also supports. */

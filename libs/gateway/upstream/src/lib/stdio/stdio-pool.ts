@@ -2,6 +2,7 @@ import type {
   ClientIdentity,
   JsonRpcNotification,
   JsonRpcRequest,
+  UpstreamConfig,
   UpstreamRequestOptions,
   UpstreamServerInfo,
   UpstreamSession,
@@ -22,10 +23,25 @@ export class StdioPool {
     private readonly ctx: SessionContext,
     private readonly options: StdioOptions,
     private readonly maxProcesses: number,
-  ) {}
+  ) {
+    this.servedVersion = ctx.config.version;
+  }
+
+  /** The newest configuration version this pool serves (`keepFor`). */
+  private servedVersion: number;
 
   get version(): number {
-    return this.ctx.config.version;
+    return this.servedVersion;
+  }
+
+  /** The configuration the processes were started with. */
+  get config(): UpstreamConfig {
+    return this.ctx.config;
+  }
+
+  /** A newer version that starts processes the same way (`sameConnection`): the processes go on serving it. */
+  keepFor(version: number): void {
+    this.servedVersion = Math.max(this.servedVersion, version);
   }
 
   async connect(identity: ClientIdentity): Promise<StdioSession> {

@@ -159,6 +159,17 @@ describe('stdio upstreams', () => {
     expect(await peek(await open(connector({ stdioRunAs: nobody })))).toEqual({ uid: 65534, readable: false });
   });
 
+  it('keeps its processes through an edit that does not change how they start, and replaces them after one that does', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const v1 = fixtureConfig({ FIXTURE_MARKER: 'one' });
+    const first = await pidOf(await open(c, v1));
+    // A new name and timeout (version 2): the next session shares the same process (before, a second process started
+    // beside the one the kept sessions still used, past the bound).
+    expect(await pidOf(await open(c, { ...v1, name: 'renamed', callTimeoutMs: 20_000, version: 2 }))).toBe(first);
+    // Another environment (version 3): a new process.
+    expect(await pidOf(await open(c, { ...v1, env: { FIXTURE_MARKER: 'two' }, version: 3 }))).not.toBe(first);
+  });
+
   it('multiplexes sessions over one process, keeping ids and progress tokens apart', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
