@@ -13,7 +13,6 @@ import {
 } from '@portcullis/contracts/policy-ir';
 import { compileCondition } from './cel';
 import { compileGlob, GlobSyntaxError } from './glob';
-import { canonicalResourcePattern } from './resource-uri';
 import { newCaches, type CompileCaches } from './runtime';
 import { finishSnapshot, snapshotChecksum } from './snapshot';
 import type { CompileError, CompileResult } from './types';
@@ -144,12 +143,6 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
       ] as const) {
         try {
           caches.globs.set(pattern, caches.globs.get(pattern) ?? compileGlob(pattern));
-          // URIs are matched without their fragment (it names a part of a resource, not another one): a rule naming
-          // one would match more than it says (an allow) or be read as the whole resource (a deny). Refused.
-          if (field === 'uri') {
-            if (pattern.includes('#')) throw new GlobSyntaxError(pattern, 'a resource URI rule cannot name a fragment (#...): URIs are matched without it');
-            compileGlob(canonicalResourcePattern(pattern));
-          }
         } catch (error) {
           valid = false;
           fail(at(`targets.${j}.${field}`), error instanceof GlobSyntaxError ? error.message : String(error));

@@ -72,19 +72,50 @@ describe('policy on resource URIs spelled another way', () => {
 });
 
 describe('resource rules naming a fragment', () => {
-  const rule = (uri: string): PolicyRuleSource => ({ id: 'r', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'notes', uri }], effect: 'allow' });
+  const rule = (id: string, uri: string, effect: 'allow' | 'deny'): PolicyRuleSource => ({ id, subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'notes', uri }], effect });
+  const decide = (rules: PolicyRuleSource[], uri: string) => {
+    const compiled = compile(tenantSource(rules, 'deny'));
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    return evaluate(compiled.snapshot, { principal: { agentClientId: 'ac-1' }, target: { kind: 'resource', upstream: 'notes', name: uri }, arguments: null, context: { time: new Date(), ip: null } }).effect;
+  };
 
-  it('are refused at compile time with an error naming the target (matched without it, they would say more or less than written)', () => {
+  it('still compile (stored rules must not block every later change of the tenant)', () => {
     for (const uri of ['notes://book#public', 'notes://book/\\#1', 'notes://**#*']) {
-      const result = compile(tenantSource([rule(uri)], 'deny'));
-      expect(result.ok, uri).toBe(false);
-      if (!result.ok) expect(result.errors[0]?.message, uri).toMatch(/fragment/);
+      expect(compile(tenantSource([rule('r', uri, 'allow')], 'deny')).ok, uri).toBe(true);
     }
   });
 
-  it('compile in their canonical form as a snapshot from before would (no crash on an escaped "#")', () => {
+  it('deny the whole resource, and allow nothing (cut, an allow would cover more than it names)', () => {
+    expect(decide([rule('a', 'notes://book#public', 'allow')], 'notes://book#public')).toBe('deny');
+    expect(decide([rule('a', 'notes://book#public', 'allow')], 'notes://book')).toBe('deny');
+    const denyPrivate = [rule('all', 'notes://**', 'allow'), rule('no', 'notes://book#private', 'deny')];
+    expect(decide(denyPrivate, 'notes://book#private')).toBe('deny');
+    expect(decide(denyPrivate, 'notes://book')).toBe('deny');
+    expect(decide(denyPrivate, 'notes://other')).toBe('allow');
+  });
+
+  it('cut in their canonical form without breaking an escaped "#"', () => {
     expect(canonicalResourcePattern('notes://book/\\#1')).toBe('notes://book/');
     expect(canonicalResourcePattern('notes://book\\\\#x')).toBe('notes://book\\\\');
     expect(canonicalResourcePattern('file:///srv/R%26D/**')).toBe('file:///srv/R&D/**');
+  });
+});
+
+describe('resource rules that do not start with a scheme', () => {
+  it('match file: URIs in their file form and others in theirs', () => {
+    const rules: PolicyRuleSource[] = [
+      { id: 'all', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: '**' }], effect: 'allow' },
+      { id: 'no-rnd', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'fs', uri: '**/R%26D/**' }], effect: 'deny' },
+    ];
+    const compiled = compile(tenantSource(rules, 'deny'));
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const read = (uri: string) =>
+      evaluate(compiled.snapshot, { principal: { agentClientId: 'ac-1' }, target: { kind: 'resource', upstream: 'fs', name: uri }, arguments: null, context: { time: new Date(), ip: null } }).effect;
+    // Before, the pattern kept %26 while file: URIs were decoded to "&": both spellings got past the deny.
+    expect(read('file:///srv/R%26D/plan.txt')).toBe('deny');
+    expect(read('file:///srv/R&D/plan.txt')).toBe('deny');
+    expect(read('https://h/R%26D/x')).toBe('deny');
+    // Outside file: an encoded "&" and a plain one may name different things: only the rule's spelling is denied.
+    expect(read('https://h/R&D/x')).toBe('allow');
   });
 });

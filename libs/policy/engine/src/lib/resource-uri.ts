@@ -68,11 +68,15 @@ export function canonicalResourceUri(uri: string): string {
   return decodedText(hash === -1 ? uri : uri.slice(0, hash));
 }
 
+/** Whether a rule's URI glob names a fragment (a `#`, escaped or not). */
+export const namesFragment = (pattern: string): boolean => pattern.includes('#');
+
 /**
- * A rule's URI glob in the same spelling. Its fragment goes as a URI's does (a `#` escaped as `\#` too, with its
- * backslash); `compile` refuses rules that name one, so only snapshots compiled before that rule carry any.
+ * A rule's URI glob in the same spelling, its fragment cut as a URI's is (a `#` escaped as `\#` too, with its
+ * backslash). `file`: decode as for `file:` URIs (true), as for others (false), or as the pattern's own scheme says
+ * (undefined); a pattern that does not start with a literal scheme may match both kinds, and needs both forms.
  */
-export function canonicalResourcePattern(pattern: string): string {
+export function canonicalResourcePattern(pattern: string, file?: boolean): string {
   let cut = pattern.length;
   for (let at = 0; at < pattern.length; at++) {
     const ch = pattern[at];
@@ -87,11 +91,13 @@ export function canonicalResourcePattern(pattern: string): string {
       break;
     }
   }
-  return decodedText(pattern.slice(0, cut));
+  return decodedText(pattern.slice(0, cut), file);
 }
 
-function decodedText(text: string): string {
+function decodedText(text: string, file = FILE_SCHEME.test(text)): string {
   if (!text.includes('%')) return text;
-  const file = FILE_SCHEME.test(text);
   return text.replace(ESCAPE_RUN, (run) => decodeRun(run, file));
 }
+
+/** Whether a URI is a `file:` one (its canonical form decodes more). */
+export const isFileUri = (uri: string): boolean => FILE_SCHEME.test(uri);

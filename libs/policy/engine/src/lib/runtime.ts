@@ -1,7 +1,7 @@
 import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { compileCondition, type ConditionProgram } from './cel';
 import { compileGlob, type Glob } from './glob';
-import { canonicalResourcePattern, canonicalResourceUri } from './resource-uri';
+import { canonicalResourcePattern, canonicalResourceUri, isFileUri, namesFragment } from './resource-uri';
 import type { DeepReadonly, PolicySnapshot } from './types';
 
 /**
@@ -125,6 +125,31 @@ function upstreamPattern(pattern: string): string {
   return out;
 }
 
+const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () => false });
+
+/**
+ * A resource rule's URI glob, matched against canonical URIs (resource-uri.ts). URIs are matched without their
+ * fragment: a deny naming one applies to the whole resource, an allow or require_approval naming one matches nothing
+ * (cut, it would allow more than it says). A pattern that could match `file:` and other URIs alike gets both
+ * canonical forms, each used for its kind of URI.
+ */
+function resourceGlob(caches: CompileCaches, pattern: string, effect: string): Glob {
+  if (namesFragment(pattern) && effect !== 'deny') return NOTHING(pattern);
+  try {
+    const asFile = canonicalResourcePattern(pattern, true);
+    const asOther = canonicalResourcePattern(pattern, false);
+    if (asFile === asOther) return glob(caches, asFile);
+    if (/^file:/i.test(pattern)) return glob(caches, asFile);
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(pattern)) return glob(caches, asOther);
+    const files = glob(caches, asFile);
+    const others = glob(caches, asOther);
+    return { pattern, literal: null, test: (uri) => (isFileUri(uri) ? files.test(uri) : others.test(uri)) };
+  } catch {
+    // Canonical forms of a valid glob are valid globs; should one not be, the pattern as written still compiles.
+    return glob(caches, pattern);
+  }
+}
+
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
   if (program === undefined) {
@@ -175,8 +200,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       const matcher: TargetMatcher = {
         rule: runtimeRule,
         upstream: glob(caches, upstreamPattern(target.upstream)),
-        // A resource rule's URI in the spelling URIs are matched in (resource-uri.ts).
-        name: glob(caches, target.kind === 'resource' ? canonicalResourcePattern(target.name) : target.name),
+        name: target.kind === 'resource' ? resourceGlob(caches, target.name, runtimeRule.rule.effect) : glob(caches, target.name),
       };
       const index = kinds[target.kind];
       if (matcher.upstream.literal === null) {
