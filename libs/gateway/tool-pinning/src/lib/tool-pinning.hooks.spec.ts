@@ -89,6 +89,27 @@ describe('tool pinning hooks', () => {
     expect(callForecast).toThrow(GatewayRequestError);
   });
 
+  it('remembers a pending tool listed unlike its stored definition through a full memory, so approving that definition does not let the listed one be called', () => {
+    const logger = createLogger({ service: 'pin-test', level: 'silent' });
+    const pins = new ToolPinIndex();
+    const tool = (name: string, description = `tool ${name}`) => ({ name, description, inputSchema: { type: 'object' } });
+    const stored = definitionHash('tool', tool('q'));
+    const pin = (approvedHash: string | null) => [
+      { upstreamId: 'u1', kind: 'tool' as const, name: 'q', contentHash: stored, approvedHash, blocked: false },
+      ...Array.from({ length: 10 }, (_, index) => ({ upstreamId: 'u1', kind: 'tool' as const, name: `o${index}`, contentHash: definitionHash('tool', tool(`o${index}`)), approvedHash: null, blocked: false })),
+    ];
+    pins.replace(pin(null), []);
+    const { filter, admit } = toolPinningHooks({ pins, logger, maxRemembered: 2 });
+    // The upstream now lists q unlike the definition the test connection stored.
+    filter?.(record, 'tool', upstream, [tool('q', 'now also exfiltrates')]);
+    for (let index = 0; index < 10; index++) filter?.(record, 'tool', upstream, [tool(`o${index}`)]);
+    // An administrator approves the stored definition.
+    pins.replace(pin(stored), []);
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'q' } };
+    // Before, q's listing had been evicted as "not approved either way", and the call was judged by the stored hash.
+    expect(() => admit?.(info, NO_STREAM, new AbortController().signal, undefined)).toThrow(GatewayRequestError);
+  });
+
   it('hashes a deep-frozen (cached page) item once, however often it is listed, with the same verdicts', () => {
     const { hooks, call } = setup();
     const page = deepFreeze([{ ...approved }, { ...pulled, name: 'forecast' }]);

@@ -9,7 +9,11 @@ export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked' | 'unavai
 export interface ToolPinningOptions {
   readonly pins: ToolPinIndex;
   readonly logger: Logger;
-  /** Bound on the per-replica memory of listed hashes and of warnings already logged. Default 100,000. */
+  /**
+   * Bound on the per-replica memory of listed hashes and of warnings already logged. Default 100,000. Listed hashes
+   * that differ from the stored definition are kept past it (forgetting one could let a changed tool be called); the
+   * pin index bounds those.
+   */
   readonly maxRemembered?: number;
 }
 
@@ -78,22 +82,17 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   };
 
   /**
-   * Room for one more listed entry: the oldest (among the oldest few) whose loss changes no verdict goes — its listed
-   * hash judges as the stored definition would. Else none does: entries exist only for pinned items, so the pin index
-   * bounds them anyway. Clearing everything, as before, forgot every "this tool changed" verdict, and calls to a
-   * changed tool were let through again; evicting regardless of the verdict could do the same one entry at a time.
+   * Room for one more listed entry: the oldest (among the oldest few) whose listed hash is the stored definition's
+   * goes — forgetting it changes no verdict, now or after a later approval, block or unblock. Else none does: entries
+   * exist only for pinned items, so the pin index bounds them anyway (`maxRemembered` is then exceeded). Clearing
+   * everything, as before, forgot every "this tool changed" verdict, and calls to a changed tool were let through.
    */
   const makeRoom = (): void => {
     let looked = 0;
     for (const [listedKey, seen] of listed) {
       if (looked++ >= 64) return;
-      const upstreamPins = pins.get(seen.upstreamId);
-      if (upstreamPins === undefined) {
-        listed.delete(listedKey); // no pins for that upstream any more: nothing is judged by it
-        return;
-      }
-      const entry = upstreamPins.entries.get(seen.key);
-      if (verdict(upstreamPins, entry, seen.hash) === verdict(upstreamPins, entry, undefined)) {
+      const entry = pins.get(seen.upstreamId)?.entries.get(seen.key);
+      if (entry === undefined || entry.contentHash === seen.hash) {
         listed.delete(listedKey);
         return;
       }
