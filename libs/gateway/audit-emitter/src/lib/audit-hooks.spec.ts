@@ -192,6 +192,17 @@ describe('auditHooks', () => {
     expect(emitter.events[0]?.reason).toBe(`no record for ${REDACTED}`);
   });
 
+  it('looks for a credential quoted in an error however many values the tenant\'s paths removed', () => {
+    const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.patient'] } });
+    const patient = Object.fromEntries(Array.from({ length: 70 }, (_, index) => [`field${index}`, `value-${index}`]));
+    hooks.completed?.(call({ patient, password: 'hunter22' }), {
+      outcome: 'upstream_error',
+      error: { code: -32000, message: 'login failed: password hunter22 rejected for value-69' },
+      latencyMs: 1,
+    });
+    expect(emitter.events[0]?.reason).toBe(`login failed: password ${REDACTED} rejected for ${REDACTED}`);
+  });
+
   it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {
     const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn'] } });
     const args = { q: 'find 123-45-6789' };

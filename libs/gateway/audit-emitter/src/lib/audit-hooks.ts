@@ -241,10 +241,13 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       const raw = JSON.stringify(envelope);
       if (raw.length <= maxPayloadBytes && needsNoRedaction(envelope, raw)) return { payload: envelope as AuditEventV1['arguments'], bytes: 3 * raw.length };
     }
-    // The tenant's paths first: the texts they take out (the PII the tenant named) come first in `removed`, which
-    // is bounded, ahead of whatever credential keys hold.
-    let safe = redactor ? redactor(envelope, removed) : envelope;
-    safe = redactSecrets(safe, removed) as Record<string, unknown>;
+    // Each kind of removal has its own bounded list, so neither can crowd the other out: many credential values do
+    // not keep the PII the tenant named in free text, and a large object under a path does not keep a password there.
+    const byPaths: string[] = [];
+    const byKeys: string[] = [];
+    let safe = redactor ? redactor(envelope, byPaths) : envelope;
+    safe = redactSecrets(safe, byKeys) as Record<string, unknown>;
+    removed.push(...byPaths, ...byKeys);
     safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
