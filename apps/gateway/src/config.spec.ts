@@ -88,7 +88,7 @@ describe('gateway config: the user stdio servers run as', () => {
   });
 
   it('refuses anything but two numbers', () => {
-    for (const value of ['nobody', '65534', '65534:', 'lots:1', '-1:0', '1:2:3']) {
+    for (const value of ['nobody', '65534', '65534:', 'lots:1', '-1:0', '1:2:3', '4294967294:4294967294', '1:2147483648']) {
       expect(problemsOf({ GATEWAY_STDIO_RUN_AS: value }), value).toEqual(['GATEWAY_STDIO_RUN_AS']);
     }
   });

@@ -13,8 +13,11 @@ import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
-if (config.upstreams.stdioRunAs === undefined && process.getuid?.() === 0) {
+const uid = process.getuid?.();
+if (config.upstreams.stdioRunAs === undefined && uid === 0) {
   logger.warn('stdio upstreams will run as root, able to read the gateway\'s environment: set GATEWAY_STDIO_RUN_AS (uid:gid)');
+} else if (config.upstreams.stdioRunAs !== undefined && uid !== undefined && uid !== 0) {
+  logger.warn('GATEWAY_STDIO_RUN_AS is set but the gateway does not run as root: stdio upstreams will fail to start');
 }
 
 void runOrExit(logger, async () => {
