@@ -76,9 +76,11 @@ export const gatewayConfigSchema = z
     GATEWAY_STDIO_RUN_AS: unsetIfEmpty(
       z
         .string()
-        .regex(/^\d{1,10}:\d{1,10}$/, 'must be uid:gid, two numbers (for example 65534:65534)')
-        // spawn takes 32-bit signed ids; a larger one made every stdio start fail at run time.
-        .refine((value) => value.split(':').every((id) => Number(id) <= 2_147_483_647), 'uid and gid must be at most 2147483647')
+        // Two numbers up to 2147483647: spawn takes 32-bit signed ids, and a larger one made every stdio start fail.
+        .refine(
+          (value) => /^\d{1,10}:\d{1,10}$/.test(value) && value.split(':').every((id) => Number(id) <= 2_147_483_647),
+          'must be uid:gid, two numbers up to 2147483647 (for example 65534:65534)',
+        )
         .optional(),
     ),
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
