@@ -85,13 +85,18 @@ describe('resource rules naming a fragment', () => {
     }
   });
 
-  it('deny the whole resource, and allow nothing (cut, an allow would cover more than it names)', () => {
+  it('deny or hold the whole resource, and allow nothing (cut, an allow would cover more than it names)', () => {
     expect(decide([rule('a', 'notes://book#public', 'allow')], 'notes://book#public')).toBe('deny');
     expect(decide([rule('a', 'notes://book#public', 'allow')], 'notes://book')).toBe('deny');
     const denyPrivate = [rule('all', 'notes://**', 'allow'), rule('no', 'notes://book#private', 'deny')];
     expect(decide(denyPrivate, 'notes://book#private')).toBe('deny');
     expect(decide(denyPrivate, 'notes://book')).toBe('deny');
     expect(decide(denyPrivate, 'notes://other')).toBe('allow');
+    // require_approval restricts what an allow grants: like a deny it covers the whole resource.
+    const approvePrivate = [rule('all', 'notes://**', 'allow'), { ...rule('hold', 'notes://book#private', 'allow'), effect: 'require_approval' as const }];
+    expect(decide(approvePrivate, 'notes://book#private')).toBe('require_approval');
+    expect(decide(approvePrivate, 'notes://book')).toBe('require_approval');
+    expect(decide(approvePrivate, 'notes://other')).toBe('allow');
   });
 
   it('cut in their canonical form without breaking an escaped "#"', () => {

@@ -129,12 +129,12 @@ const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () =
 
 /**
  * A resource rule's URI glob, matched against canonical URIs (resource-uri.ts). URIs are matched without their
- * fragment: a deny naming one applies to the whole resource, an allow or require_approval naming one matches nothing
- * (cut, it would allow more than it says). A pattern that could match `file:` and other URIs alike gets both
+ * fragment: a deny or require_approval naming one applies to the whole resource (restrictions err wide), an allow
+ * naming one matches nothing (cut, it would allow more than it says). A pattern that could match `file:` and other URIs alike gets both
  * canonical forms, each used for its kind of URI.
  */
 function resourceGlob(caches: CompileCaches, pattern: string, effect: string): Glob {
-  if (namesFragment(pattern) && effect !== 'deny') return NOTHING(pattern);
+  if (namesFragment(pattern) && effect === 'allow') return NOTHING(pattern);
   try {
     const asFile = canonicalResourcePattern(pattern, true);
     const asOther = canonicalResourcePattern(pattern, false);
