@@ -137,7 +137,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     if (stdio !== undefined && stdio.version < config.version) {
       // An edit that does not change how the process starts (a name, a timeout) keeps the processes: retired, they
       // would live on for the sessions kept on them beside a new pool's, beyond the bound on processes.
-      if (sameConnection(stdio.config, config)) stdio.keepFor(config.version);
+      if (sameConnection(stdio.config, config)) stdio.keepFor(contextFor(config));
       else {
         stdio.retire();
         stdio = undefined;

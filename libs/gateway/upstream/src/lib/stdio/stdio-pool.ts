@@ -20,28 +20,28 @@ export class StdioPool {
   readonly processes: StdioProcess[] = [];
 
   constructor(
-    private readonly ctx: SessionContext,
+    private ctx: SessionContext,
     private readonly options: StdioOptions,
     private readonly maxProcesses: number,
-  ) {
-    this.servedVersion = ctx.config.version;
-  }
-
-  /** The newest configuration version this pool serves (`keepFor`). */
-  private servedVersion: number;
+  ) {}
 
   get version(): number {
-    return this.servedVersion;
+    return this.ctx.config.version;
   }
 
-  /** The configuration the processes were started with. */
+  /** The configuration the pool serves now. */
   get config(): UpstreamConfig {
     return this.ctx.config;
   }
 
-  /** A newer version that starts processes the same way (`sameConnection`): the processes go on serving it. */
-  keepFor(version: number): void {
-    this.servedVersion = Math.max(this.servedVersion, version);
+  /**
+   * A newer configuration that starts processes the same way (`sameConnection`): the running processes go on serving
+   * it, and processes and sessions made from now on take its settings (timeouts) and its circuit breaker.
+   */
+  keepFor(ctx: SessionContext): void {
+    if (ctx.config.version <= this.ctx.config.version) return;
+    this.ctx = ctx;
+    for (const process of this.processes) process.adopt(ctx);
   }
 
   async connect(identity: ClientIdentity): Promise<StdioSession> {

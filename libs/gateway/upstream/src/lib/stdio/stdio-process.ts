@@ -107,10 +107,10 @@ export class StdioProcess {
   private readonly mux: RequestMultiplexer<Owner>;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
   private readonly shared = new SharedUpstreamState<StdioOwner>();
-  private readonly fields: Record<string, unknown>;
+  private fields: Record<string, unknown>;
 
   constructor(
-    private readonly ctx: SessionContext,
+    private ctx: SessionContext,
     private readonly options: StdioOptions,
     private readonly identity: ClientIdentity,
     /** Called when this process is stopped for good (no sessions left). */
@@ -120,14 +120,20 @@ export class StdioProcess {
     this.mux = new RequestMultiplexer<Owner>({
       write: (text) => this.write(text),
       onTimeout: () => {
-        ctx.breaker.failure();
+        this.ctx.breaker.failure();
         this.timedOut();
       },
       onAnswer: () => {
-        ctx.breaker.success();
+        this.ctx.breaker.success();
         this.timeoutsInARow = 0;
       },
     });
+  }
+
+  /** A newer configuration that starts the process the same way: its timeouts and breaker apply from now on. */
+  adopt(ctx: SessionContext): void {
+    this.ctx = ctx;
+    this.fields = logFields(ctx.config);
   }
 
   get pid(): number | undefined {

@@ -162,10 +162,13 @@ describe('stdio upstreams', () => {
   it('keeps its processes through an edit that does not change how they start, and replaces them after one that does', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const v1 = fixtureConfig({ FIXTURE_MARKER: 'one' });
-    const first = await pidOf(await open(c, v1));
-    // A new name and timeout (version 2): the next session shares the same process (before, a second process started
-    // beside the one the kept sessions still used, past the bound).
-    expect(await pidOf(await open(c, { ...v1, name: 'renamed', callTimeoutMs: 20_000, version: 2 }))).toBe(first);
+    const kept = await open(c, v1);
+    const first = await pidOf(kept);
+    // A new name and call timeout (version 2): the next session shares the same process (before, a second process
+    // started beside the one the kept sessions still used, past the bound).
+    expect(await pidOf(await open(c, { ...v1, name: 'renamed', callTimeoutMs: 150, version: 2 }))).toBe(first);
+    // The process serves the new settings from now on, for the session opened before the edit too.
+    await expect(kept.request('tools/call', { name: 'sleep', arguments: { ms: 1_000 } })).rejects.toMatchObject({ reason: 'timeout' });
     // Another environment (version 3): a new process.
     expect(await pidOf(await open(c, { ...v1, env: { FIXTURE_MARKER: 'two' }, version: 3 }))).not.toBe(first);
   });
