@@ -197,10 +197,19 @@ describe('auditHooks', () => {
     const patient = Object.fromEntries(Array.from({ length: 70 }, (_, index) => [`field${index}`, `value-${index}`]));
     hooks.completed?.(call({ patient, password: 'hunter22' }), {
       outcome: 'upstream_error',
-      error: { code: -32000, message: 'login failed: password hunter22 rejected for value-69' },
+      error: { code: -32000, message: 'login failed: password hunter22 rejected for value-3' },
       latencyMs: 1,
     });
     expect(emitter.events[0]?.reason).toBe(`login failed: password ${REDACTED} rejected for ${REDACTED}`);
+  });
+
+  it('looks for a credential however it is placed: inside an object a path removes whole, or after a large credential object', () => {
+    const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.patient'] } });
+    const many = Object.fromEntries(Array.from({ length: 70 }, (_, index) => [`field${index}`, `value-${index}`]));
+    const failed = { outcome: 'upstream_error' as const, error: { code: -32000, message: 'login failed: password hunter22 rejected' }, latencyMs: 1 };
+    hooks.completed?.(call({ patient: { password: 'hunter22', ...many } }), failed);
+    hooks.completed?.(call({ headers: many, password: 'hunter22' }), failed);
+    for (const event of emitter.events) expect(event.reason).toBe(`login failed: password ${REDACTED} rejected`);
   });
 
   it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {

@@ -245,8 +245,10 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     // not keep the PII the tenant named in free text, and a large object under a path does not keep a password there.
     const byPaths: string[] = [];
     const byKeys: string[] = [];
-    let safe = redactor ? redactor(envelope, byPaths) : envelope;
-    safe = redactSecrets(safe, byKeys) as Record<string, unknown>;
+    // Credentials first: a password inside an object the tenant's path removes whole is then collected as a
+    // credential too, not only as one of that object's many values.
+    let safe = redactSecrets(envelope, byKeys) as Record<string, unknown>;
+    if (redactor) safe = redactor(safe, byPaths);
     removed.push(...byPaths, ...byKeys);
     safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);

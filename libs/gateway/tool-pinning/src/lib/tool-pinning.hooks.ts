@@ -83,7 +83,8 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
 
   /**
    * Room for one more listed entry: the oldest (among the oldest few) whose listed hash is the stored definition's
-   * goes — forgetting it changes no verdict, now or after a later approval, block or unblock. Else none does: entries
+   * goes — the replica then judges that item by the stored definition, as a replica that never listed it does. Else
+   * none does: entries
    * exist only for pinned items, so the pin index bounds them anyway (`maxRemembered` is then exceeded). Clearing
    * everything, as before, forgot every "this tool changed" verdict, and calls to a changed tool were let through.
    */

@@ -190,9 +190,14 @@ describe('removed texts', () => {
     const value = { arguments: { card: { number: 4111111111111111, cvc: '123' }, items: [{ ssn: '123-45-6789' }, { ssn: '987-65-4321' }] } };
     redact(redactSecrets({ ...value, password: 'hunter22' }, removed) as typeof value, removed);
     expect(removed.sort()).toEqual(['123-45-6789', '4111111111111111', '987-65-4321', 'hunter22']);
+    // At most 16 texts from one removed value (the first ones), at most 64 in all.
     const many: string[] = [];
-    redactSecrets({ token: Array.from({ length: 10_000 }, (_, index) => `value-${index}`) }, many);
+    const values = (key: string) => Array.from({ length: 10_000 }, (_, index) => `${key}-value-${index}`);
+    redactSecrets({ token: values('a') }, many);
+    expect(many).toEqual(values('a').slice(0, 16));
+    redactSecrets({ token: values('b'), secret: values('c'), password: values('d'), apiKey: values('e') }, many);
     expect(many.length).toBe(64);
+    expect(many.slice(16, 32)).toEqual(values('b').slice(0, 16));
     // A redactor called without a list reports nothing and still redacts.
     expect(redact(value).arguments.card).toBe(REDACTED);
   });

@@ -242,27 +242,31 @@ const identity: PathRedactor = (value) => value;
 
 /** Removed texts shorter than this are not looked for in free text: a short one would mask unrelated words. */
 const MIN_REMOVED_TEXT = 4;
-/** At most this many removed texts are kept per call, from at most this many values walked. */
+/**
+ * At most this many removed texts are kept per list, at most PER_VALUE of them from one removed value (so one large
+ * object cannot crowd out the values removed after it), from at most MAX_REMOVED_WALK values walked.
+ */
 const MAX_REMOVED_TEXTS = 64;
+const PER_VALUE = 16;
 const MAX_REMOVED_WALK = 1_024;
 
 /**
  * Adds the strings and numbers inside a value being redacted (the value itself, or the leaves of an object or array
- * taken whole) to `into`, as text: what free text quoting the value would show. Bounded in count and walk.
+ * taken whole, shallowest first) to `into`, as text: what free text quoting the value would show. Bounded in count
+ * and walk.
  */
 function collectTexts(value: unknown, into: string[]): void {
-  const stack: unknown[] = [value];
-  let walked = 0;
-  while (stack.length > 0 && into.length < MAX_REMOVED_TEXTS && walked < MAX_REMOVED_WALK) {
-    const item = stack.pop();
-    walked += 1;
+  const limit = Math.min(MAX_REMOVED_TEXTS, into.length + PER_VALUE);
+  const queue: unknown[] = [value];
+  for (let next = 0; next < queue.length && into.length < limit && next < MAX_REMOVED_WALK; next++) {
+    const item = queue[next];
     if (typeof item === 'string' || typeof item === 'number' || typeof item === 'bigint') {
       const text = String(item);
       if (text.length >= MIN_REMOVED_TEXT && !into.includes(text)) into.push(text);
     } else if (typeof item === 'object' && item !== null) {
       for (const child of Object.values(item)) {
-        if (stack.length >= MAX_REMOVED_WALK) break;
-        stack.push(child);
+        if (queue.length >= MAX_REMOVED_WALK) break;
+        queue.push(child);
       }
     }
   }
