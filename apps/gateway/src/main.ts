@@ -10,15 +10,12 @@ import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
 import { startDataPlane } from './data-plane';
 import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
+import { ownStatus, stdioUserWarning } from './stdio-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
-const uid = process.getuid?.();
-if (config.upstreams.stdioRunAs === undefined && uid === 0) {
-  logger.warn('stdio upstreams will run as root, able to read the gateway\'s environment: set GATEWAY_STDIO_RUN_AS (uid:gid)');
-} else if (config.upstreams.stdioRunAs !== undefined && uid !== undefined && uid !== 0) {
-  logger.warn('GATEWAY_STDIO_RUN_AS is set but the gateway does not run as root: stdio upstreams will fail to start');
-}
+const stdioWarning = stdioUserWarning(config.upstreams.stdioRunAs, process.getuid?.(), ownStatus());
+if (stdioWarning !== undefined) logger.warn(stdioWarning);
 
 void runOrExit(logger, async () => {
   const app = await createHttpApp(AppModule.forRoot(config, logger), {
