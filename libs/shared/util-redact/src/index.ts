@@ -1,2 +1,2 @@
-export { compileRedactionPaths, InvalidRedactionPathError, namesQuerySecret, namesSecret, needsNoRedaction, REDACTED, redactSecrets, storableJson, storableText, withoutTexts, withoutTextsIn } from './lib/redact';
+export { compileRedactionPaths, InvalidRedactionPathError, namesQuerySecret, namesSecret, needsNoRedaction, REDACTED, redactSecrets, removedTexts, storableJson, storableText, withoutTexts, withoutTextsIn } from './lib/redact';
 export type { PathRedactor } from './lib/redact';

@@ -203,13 +203,26 @@ describe('auditHooks', () => {
     expect(emitter.events[0]?.reason).toBe(`login failed: password ${REDACTED} rejected for ${REDACTED}`);
   });
 
-  it('looks for a credential however it is placed: inside an object a path removes whole, or after a large credential object', () => {
+  it('looks for a credential however it is placed: deep inside an object a path removes whole, or beside a large credential object', () => {
     const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.patient'] } });
     const many = Object.fromEntries(Array.from({ length: 70 }, (_, index) => [`field${index}`, `value-${index}`]));
     const failed = { outcome: 'upstream_error' as const, error: { code: -32000, message: 'login failed: password hunter22 rejected' }, latencyMs: 1 };
-    hooks.completed?.(call({ patient: { password: 'hunter22', ...many } }), failed);
+    hooks.completed?.(call({ patient: { ...many, password: 'hunter22' } }), failed);
     hooks.completed?.(call({ headers: many, password: 'hunter22' }), failed);
     for (const event of emitter.events) expect(event.reason).toBe(`login failed: password ${REDACTED} rejected`);
+  });
+
+  it('looks for what the tenant\'s paths removed as it came: every field of a lone object, strings other rules rewrite, values inside credential keys', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.patient', '$.arguments.dsn', '$.arguments.env.PATIENT_ID'] } });
+    const patient = Object.fromEntries(Array.from({ length: 20 }, (_, index) => [`f${index}`, `Patient-${String.fromCharCode(65 + index)}`]));
+    const env = { ...Object.fromEntries(Array.from({ length: 20 }, (_, index) => [`VAR_${index}`, `setting-${index}`])), PATIENT_ID: 'P-77123' };
+    const dsn = 'postgres://alice:hunter22@db.internal.acme/patients';
+    hooks.completed?.(call({ patient, dsn, env }), {
+      outcome: 'upstream_error',
+      error: { code: -32000, message: `no record for Patient-T; could not connect to ${dsn}; unknown patient P-77123` },
+      latencyMs: 1,
+    });
+    expect(emitter.events[0]?.reason).toBe(`no record for ${REDACTED}; could not connect to ${REDACTED}; unknown patient ${REDACTED}`);
   });
 
   it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {

@@ -11,7 +11,7 @@ import {
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { compileRedactionPaths, needsNoRedaction, redactSecrets, storableText, withoutTexts, withoutTextsIn } from '@portcullis/shared/util-redact';
+import { compileRedactionPaths, needsNoRedaction, redactSecrets, removedTexts, storableText, withoutTexts, withoutTextsIn } from '@portcullis/shared/util-redact';
 import type { AuditEmitter } from './audit-emitter';
 
 export interface AuditHooksOptions {
@@ -132,7 +132,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const now = options.now ?? Date.now;
   const maxPayloadBytes = options.maxPayloadBytes ?? 16 * 1024;
   const notes = new WeakMap<RequestInfo, AuditNote>();
-  type Redactor = (value: Record<string, unknown>, removed?: string[]) => Record<string, unknown>;
+  type Redactor = (value: Record<string, unknown>, removed?: unknown[]) => Record<string, unknown>;
   const redactors = new WeakMap<readonly string[], Redactor>();
   let lastRefusalLog = Number.NEGATIVE_INFINITY;
 
@@ -241,15 +241,15 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       const raw = JSON.stringify(envelope);
       if (raw.length <= maxPayloadBytes && needsNoRedaction(envelope, raw)) return { payload: envelope as AuditEventV1['arguments'], bytes: 3 * raw.length };
     }
-    // Each kind of removal has its own bounded list, so neither can crowd the other out: many credential values do
-    // not keep the PII the tenant named in free text, and a large object under a path does not keep a password there.
-    const byPaths: string[] = [];
-    const byKeys: string[] = [];
-    // Credentials first: a password inside an object the tenant's path removes whole is then collected as a
-    // credential too, not only as one of that object's many values.
-    let safe = redactSecrets(envelope, byKeys) as Record<string, unknown>;
-    if (redactor) safe = redactor(safe, byPaths);
-    removed.push(...byPaths, ...byKeys);
+    // The tenant's paths first, on the arguments and result as they came (what an upstream's error would quote), then
+    // the credential keys. Each kind of removal has its own bounded list, so neither crowds the other out; credentials
+    // inside what a path removed whole count as credentials too.
+    const byPaths: unknown[] = [];
+    const byKeys: unknown[] = [];
+    let safe = redactor ? redactor(envelope, byPaths) : envelope;
+    for (const value of byPaths) redactSecrets(value, byKeys);
+    safe = redactSecrets(safe, byKeys) as Record<string, unknown>;
+    removed.push(...removedTexts(byPaths), ...removedTexts(byKeys));
     safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.

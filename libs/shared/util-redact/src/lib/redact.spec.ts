@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, storableJson, withoutTexts, withoutTextsIn } from './redact';
+import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, removedTexts, storableJson, withoutTexts, withoutTextsIn } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -184,22 +184,26 @@ describe('needsNoRedaction', () => {
 });
 
 describe('removed texts', () => {
-  it('reports what the paths and the credential keys took out, as text, bounded, and leaves out short ones', () => {
-    const removed: string[] = [];
+  it('reports the values the paths and the credential keys took out, and their texts, bounded, without short ones', () => {
+    const byPaths: unknown[] = [];
+    const byKeys: unknown[] = [];
     const redact = compileRedactionPaths(['arguments.card', 'arguments.items[*].ssn']);
     const value = { arguments: { card: { number: 4111111111111111, cvc: '123' }, items: [{ ssn: '123-45-6789' }, { ssn: '987-65-4321' }] } };
-    redact(redactSecrets({ ...value, password: 'hunter22' }, removed) as typeof value, removed);
-    expect(removed.sort()).toEqual(['123-45-6789', '4111111111111111', '987-65-4321', 'hunter22']);
-    // At most 16 texts from one removed value (the first ones), at most 64 in all.
-    const many: string[] = [];
-    const values = (key: string) => Array.from({ length: 10_000 }, (_, index) => `${key}-value-${index}`);
-    redactSecrets({ token: values('a') }, many);
-    expect(many).toEqual(values('a').slice(0, 16));
-    redactSecrets({ token: values('b'), secret: values('c'), password: values('d'), apiKey: values('e') }, many);
-    expect(many.length).toBe(64);
-    expect(many.slice(16, 32)).toEqual(values('b').slice(0, 16));
+    redactSecrets(redact(value, byPaths), byKeys);
+    redactSecrets({ password: 'hunter22' }, byKeys);
+    expect(removedTexts(byPaths).sort()).toEqual(['123-45-6789', '4111111111111111', '987-65-4321']);
+    expect(removedTexts(byKeys)).toEqual(['hunter22']);
     // A redactor called without a list reports nothing and still redacts.
     expect(redact(value).arguments.card).toBe(REDACTED);
+  });
+
+  it('gives a lone value the whole budget, and takes values in turns so a large one cannot crowd out the rest', () => {
+    const large = Object.fromEntries(Array.from({ length: 100 }, (_, index) => [`f${index}`, `field-value-${index}`]));
+    expect(removedTexts([large])).toEqual(Array.from({ length: 64 }, (_, index) => `field-value-${index}`));
+    const mixed = removedTexts([large, 'hunter22', { nested: { deep: 'P-77123' } }]);
+    expect(mixed).toHaveLength(64);
+    expect(mixed.slice(0, 3)).toEqual(['field-value-0', 'hunter22', 'P-77123']);
+    expect(removedTexts([[1, 'abc', 12345, null, { x: 'long enough' }]])).toEqual(['12345', 'long enough']);
   });
 
   it('takes every occurrence out of free text, the longest first, and out of every string and key of a value', () => {

@@ -155,10 +155,11 @@ export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
  * passwords...) are replaced wherever they appear. Strings and keys are made storable (`storableText`). Returns a
  * copy; dates become ISO strings. A `__proto__` key
  * (JSON.parse makes it an ordinary own key) stays an own key of the copy, so nothing can hide under it.
- * `removed`, when given, receives the texts of the values replaced for their key (see `collectTexts`), so that the
+ * `removed`, when given, receives the values replaced for their key (up to MAX_REMOVED_VALUES; `removedTexts` turns
+ * them into text), so that the
  * same words can be taken out of free text that quotes them (`withoutTexts`).
  */
-export function redactSecrets(value: unknown, removed?: string[]): unknown {
+export function redactSecrets(value: unknown, removed?: unknown[]): unknown {
   if (typeof value === 'string') return redactString(value);
   if (typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
@@ -176,7 +177,7 @@ export function redactSecrets(value: unknown, removed?: string[]): unknown {
     let redacted: unknown;
     if (child !== null && isSecretKey(key)) {
       redacted = REDACTED;
-      if (removed) collectTexts(child, removed);
+      if (removed && removed.length < MAX_REMOVED_VALUES) removed.push(child);
     } else redacted = redactSecrets(child, removed);
     if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
     else out[key] = redacted;
@@ -234,42 +235,56 @@ export class InvalidRedactionPathError extends Error {
 
 /**
  * Replaces the values at the compiled paths in a copy of the object (the input is not changed). `removed`, when
- * given, receives the texts of the values replaced (see `collectTexts`).
+ * given, receives the values replaced, as they were (up to MAX_REMOVED_VALUES; `removedTexts` turns them into text).
  */
-export type PathRedactor = <T extends Record<string, unknown>>(value: T, removed?: string[]) => T;
+export type PathRedactor = <T extends Record<string, unknown>>(value: T, removed?: unknown[]) => T;
 
 const identity: PathRedactor = (value) => value;
 
 /** Removed texts shorter than this are not looked for in free text: a short one would mask unrelated words. */
 const MIN_REMOVED_TEXT = 4;
-/**
- * At most this many removed texts are kept per list, at most PER_VALUE of them from one removed value (so one large
- * object cannot crowd out the values removed after it), from at most MAX_REMOVED_WALK values walked.
- */
+/** At most this many removed values are remembered per list, and this many texts taken from them. */
+const MAX_REMOVED_VALUES = 64;
 const MAX_REMOVED_TEXTS = 64;
-const PER_VALUE = 16;
+/** At most this many parts of the removed values are walked to find their texts. */
 const MAX_REMOVED_WALK = 1_024;
 
 /**
- * Adds the strings and numbers inside a value being redacted (the value itself, or the leaves of an object or array
- * taken whole, shallowest first) to `into`, as text: what free text quoting the value would show. Bounded in count
- * and walk.
+ * The texts free text quoting removed values would show: the strings and numbers in them (a value itself, or the
+ * leaves of an object or array removed whole), at most MAX_REMOVED_TEXTS. Taken in turns, one from each value, each
+ * value walked shallowest first: a lone value gets the whole budget, and one large object cannot crowd out the
+ * values removed beside it.
  */
-function collectTexts(value: unknown, into: string[]): void {
-  const limit = Math.min(MAX_REMOVED_TEXTS, into.length + PER_VALUE);
-  const queue: unknown[] = [value];
-  for (let next = 0; next < queue.length && into.length < limit && next < MAX_REMOVED_WALK; next++) {
-    const item = queue[next];
-    if (typeof item === 'string' || typeof item === 'number' || typeof item === 'bigint') {
-      const text = String(item);
-      if (text.length >= MIN_REMOVED_TEXT && !into.includes(text)) into.push(text);
-    } else if (typeof item === 'object' && item !== null) {
-      for (const child of Object.values(item)) {
-        if (queue.length >= MAX_REMOVED_WALK) break;
-        queue.push(child);
+export function removedTexts(values: readonly unknown[]): string[] {
+  const texts: string[] = [];
+  const queues = values.map((value) => ({ items: [value], next: 0 }));
+  let walked = 0;
+  let progressed = true;
+  while (progressed && texts.length < MAX_REMOVED_TEXTS && walked < MAX_REMOVED_WALK) {
+    progressed = false;
+    for (const queue of queues) {
+      // Walk this value until it yields one text (or runs out).
+      while (queue.next < queue.items.length && walked < MAX_REMOVED_WALK) {
+        const item = queue.items[queue.next++];
+        walked += 1;
+        progressed = true;
+        if (typeof item === 'string' || typeof item === 'number' || typeof item === 'bigint') {
+          const text = String(item);
+          if (text.length >= MIN_REMOVED_TEXT && !texts.includes(text)) {
+            texts.push(text);
+            break;
+          }
+        } else if (typeof item === 'object' && item !== null) {
+          for (const child of Object.values(item)) {
+            if (queue.items.length >= MAX_REMOVED_WALK) break;
+            queue.items.push(child);
+          }
+        }
       }
+      if (texts.length >= MAX_REMOVED_TEXTS) break;
     }
   }
+  return texts;
 }
 
 /**
@@ -315,9 +330,9 @@ export function compileRedactionPaths(paths: readonly string[]): PathRedactor {
   });
   let redact: (value: unknown) => unknown;
   // Where the censor reports what it replaces, for the call in progress (redaction is synchronous).
-  let removing: string[] | undefined;
+  let removing: unknown[] | undefined;
   const censor = (value: unknown): string => {
-    if (removing) collectTexts(value, removing);
+    if (removing && removing.length < MAX_REMOVED_VALUES) removing.push(value);
     return REDACTED;
   };
   try {
