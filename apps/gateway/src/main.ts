@@ -14,7 +14,7 @@ import { ownStatus, stdioUserWarning } from './stdio-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
-const stdioWarning = stdioUserWarning(config.upstreams.stdioRunAs, process.getuid?.(), ownStatus());
+const stdioWarning = stdioUserWarning(config.upstreams.stdioRunAs, { uid: process.getuid?.(), gid: process.getgid?.() }, ownStatus());
 if (stdioWarning !== undefined) logger.warn(stdioWarning);
 
 void runOrExit(logger, async () => {

@@ -23,20 +23,27 @@ describe('canSwitchUsers', () => {
 });
 
 describe('stdioUserWarning', () => {
-  const nobody = { uid: 65534 };
-  it('warns a root gateway without GATEWAY_STDIO_RUN_AS, and one that cannot switch users with it', () => {
-    expect(stdioUserWarning(undefined, 0, status(ALL))).toMatch(/run as root/);
-    expect(stdioUserWarning(undefined, 1000, status('0'))).toBeUndefined();
+  const nobody = { uid: 65534, gid: 65534 };
+  const root = { uid: 0, gid: 0 };
+  const user = { uid: 1000, gid: 1000 };
+  it('warns a root gateway without GATEWAY_STDIO_RUN_AS, and one that cannot switch to the configured ids', () => {
+    expect(stdioUserWarning(undefined, root, status(ALL))).toMatch(/run as root/);
+    expect(stdioUserWarning(undefined, user, status('0'))).toBeUndefined();
     // Root with the capabilities dropped (a container): the spawn would fail with EPERM.
-    expect(stdioUserWarning(nobody, 0, status('0'))).toMatch(/cannot start processes as another user/);
-    expect(stdioUserWarning(nobody, 1000, status('0'))).toMatch(/cannot start processes as another user/);
-    expect(stdioUserWarning(nobody, 1000, undefined)).toMatch(/cannot start processes as another user/);
+    expect(stdioUserWarning(nobody, root, status('0'))).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning(nobody, user, status('0'))).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning(nobody, user, undefined)).toMatch(/cannot start processes as that user/);
+    // Its own user but another group: setgid needs CAP_SETGID.
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0'))).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000080'))).toMatch(/cannot start processes as that user/);
   });
 
-  it('stays quiet when the gateway can switch users, or already is the configured user', () => {
-    expect(stdioUserWarning(nobody, 0, status(ALL))).toBeUndefined();
-    expect(stdioUserWarning(nobody, 1000, status('00000000000000c0'))).toBeUndefined();
-    expect(stdioUserWarning(nobody, 65534, status('0'))).toBeUndefined();
-    expect(stdioUserWarning(nobody, 0, undefined)).toBeUndefined();
+  it('stays quiet when the gateway can switch to the configured ids, or already has them', () => {
+    expect(stdioUserWarning(nobody, root, status(ALL))).toBeUndefined();
+    expect(stdioUserWarning(nobody, user, status('00000000000000c0'))).toBeUndefined();
+    expect(stdioUserWarning(nobody, { uid: 65534, gid: 65534 }, status('0'))).toBeUndefined();
+    expect(stdioUserWarning({ uid: 2000, gid: 1000 }, user, status('0000000000000080'))).toBeUndefined();
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000040'))).toBeUndefined();
+    expect(stdioUserWarning(nobody, root, undefined)).toBeUndefined();
   });
 });

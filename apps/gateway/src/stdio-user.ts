@@ -1,30 +1,43 @@
 import { readFileSync } from 'node:fs';
 
-/** CAP_SETGID (6) and CAP_SETUID (7): what starting a process as another user takes. */
-const SET_IDS = (1n << 6n) | (1n << 7n);
+const CAP_SETGID = 1n << 6n;
+const CAP_SETUID = 1n << 7n;
 
-/**
- * Whether a process with this `/proc/<pid>/status` text may start children as another user: both capabilities in its
- * effective set. Being root is not enough (containers often drop them), and not being root does not rule it out.
- * Undefined when the text says nothing of it.
- */
-export function canSwitchUsers(status: string): boolean | undefined {
+/** The effective capability set in a `/proc/<pid>/status` text; undefined when the text has none. */
+function effectiveCapabilities(status: string): bigint | undefined {
   const hex = /^CapEff:\s*([0-9a-f]+)$/im.exec(status)?.[1];
-  if (hex === undefined) return undefined;
-  return (BigInt(`0x${hex}`) & SET_IDS) === SET_IDS;
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
 }
 
-/** The boot warning about the user stdio servers run as, if one is due. */
-export function stdioUserWarning(runAs: { readonly uid: number } | undefined, uid: number | undefined, status: string | undefined): string | undefined {
-  const switches = status === undefined ? undefined : canSwitchUsers(status);
+/**
+ * Whether a process with this status text may start children as another user and group: CAP_SETUID and CAP_SETGID
+ * in its effective set. Being root is not enough (containers often drop them), and not being root does not rule it
+ * out. Undefined when the text says nothing of it.
+ */
+export function canSwitchUsers(status: string): boolean | undefined {
+  const caps = effectiveCapabilities(status);
+  return caps === undefined ? undefined : (caps & (CAP_SETUID | CAP_SETGID)) === (CAP_SETUID | CAP_SETGID);
+}
+
+/**
+ * The boot warning about the user stdio servers run as, if one is due. `spawn` sets both ids: changing the user takes
+ * CAP_SETUID, changing the group CAP_SETGID (without them only the gateway's own ids work).
+ */
+export function stdioUserWarning(
+  runAs: { readonly uid: number; readonly gid: number } | undefined,
+  own: { readonly uid: number | undefined; readonly gid: number | undefined },
+  status: string | undefined,
+): string | undefined {
   if (runAs === undefined) {
-    return uid === 0 ? "stdio upstreams will run as root, able to read the gateway's environment: set GATEWAY_STDIO_RUN_AS (uid:gid)" : undefined;
+    return own.uid === 0 ? "stdio upstreams will run as root, able to read the gateway's environment: set GATEWAY_STDIO_RUN_AS (uid:gid)" : undefined;
   }
-  if (runAs.uid === uid) return undefined;
-  if (switches === false || (switches === undefined && uid !== 0)) {
-    return 'GATEWAY_STDIO_RUN_AS is set but the gateway cannot start processes as another user (no CAP_SETUID/CAP_SETGID): stdio upstreams will fail to start';
-  }
-  return undefined;
+  const caps = status === undefined ? undefined : effectiveCapabilities(status);
+  const needs = (runAs.uid === own.uid ? 0n : CAP_SETUID) | (runAs.gid === own.gid ? 0n : CAP_SETGID);
+  if (needs === 0n) return undefined;
+  // Without a status text (not Linux), root is taken to hold every capability.
+  const held = caps ?? (own.uid === 0 ? needs : 0n);
+  if ((held & needs) === needs) return undefined;
+  return 'GATEWAY_STDIO_RUN_AS is set but the gateway cannot start processes as that user and group (it lacks CAP_SETUID or CAP_SETGID): stdio upstreams will fail to start';
 }
 
 /** This process's status text, where the system has one (Linux). */
