@@ -225,6 +225,37 @@ describe('auditHooks', () => {
     expect(emitter.events[0]?.reason).toBe(`no record for ${REDACTED}; could not connect to ${REDACTED}; unknown patient ${REDACTED}`);
   });
 
+  it('takes removed values out of a kept result as the rest of redaction rewrote them, and removed numbers too', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.dsn', '$.arguments.note', '$.arguments.ssn', '$.arguments.card'] } });
+    const dsn = 'postgres://alice:hunter22@db.internal.acme/patients';
+    const note = 'John Q Patient, key sk-abcdefghijklmnopqrstuvwxyz';
+    hooks.completed?.(
+      call({ dsn, note, ssn: 'SSN\u0000123-45-6789', card: 4111111111111111 }),
+      ok({ content: [{ type: 'text', text: `connected to ${dsn}; note: ${note}; found SSN\u0000123-45-6789` }], structuredContent: { card: 4111111111111111 } }),
+    );
+    expect(emitter.events[0]?.arguments).toMatchObject({
+      result: { content: [{ type: 'text', text: `connected to ${REDACTED}; note: ${REDACTED}; found ${REDACTED}` }], structuredContent: { card: REDACTED } },
+    });
+  });
+
+  it('keeps looking for every removed value however many or how large the others are', () => {
+    const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.ids', '$.arguments.ssn'] } });
+    const failed = (message: string) => ({ outcome: 'upstream_error' as const, error: { code: -32000, message }, latencyMs: 1 });
+    // Thousands of tiny parts in one removed value, and many removed values with no text worth looking for.
+    hooks.completed?.(call({ privateKey: Array.from({ length: 2_000 }, (_, index) => index % 256), password: 'hunter22' }), failed('password hunter22 rejected'));
+    hooks.completed?.(call({ requests: Array.from({ length: 64 }, () => ({ prompt: 'hi', max_tokens: 256 })), password: 'hunter22' }), failed('password hunter22 rejected'));
+    hooks.completed?.(call({ ids: Array.from({ length: 2_000 }, (_, index) => index % 100), ssn: '123-45-6789' }), failed('no record for 123-45-6789'));
+    expect(emitter.events.map((event) => event.reason)).toEqual([`password ${REDACTED} rejected`, `password ${REDACTED} rejected`, `no record for ${REDACTED}`]);
+  });
+
+  it('takes a path-removed value out of the result when the other arguments are too deep to keep', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn'] } });
+    let deep: Record<string, unknown> = {};
+    for (let level = 0; level < 200_000; level++) deep = { a: deep };
+    hooks.completed?.(call({ ssn: '123-45-6789', deep }), ok({ content: [{ type: 'text', text: 'Found 123-45-6789' }] }));
+    expect(emitter.events[0]?.arguments).toEqual({ arguments: { unserialisable: true }, result: { content: [{ type: 'text', text: `Found ${REDACTED}` }] } });
+  });
+
   it('leaves the event as it is when nothing was removed, and the arguments untouched by the scrubbing', () => {
     const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn'] } });
     const args = { q: 'find 123-45-6789' };

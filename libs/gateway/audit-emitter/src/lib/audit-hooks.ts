@@ -213,6 +213,12 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       // result too deep to keep, and the reverse). Before, the whole event was lost. Each part is then bounded on its
       // own (at most twice maxPayloadBytes together); `bytes` below is the real size, so jobs are still cut right.
       if (!isStackExhausted(error)) throw error;
+      // The tenant's paths do not recurse: what they remove from the whole envelope is looked for in every part kept
+      // (a result echoing a redacted argument whose other arguments were too deep to keep).
+      const redactor = redactorFor(paths);
+      const byPaths: unknown[] = [];
+      if (redactor) redactor(envelope, byPaths);
+      removed.push(...removedTexts(byPaths));
       const kept: Record<string, unknown> = {};
       for (const [part, value] of Object.entries(envelope)) {
         try {
@@ -250,10 +256,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     for (const value of byPaths) redactSecrets(value, byKeys);
     safe = redactSecrets(safe, byKeys) as Record<string, unknown>;
     removed.push(...removedTexts(byPaths), ...removedTexts(byKeys));
-    safe = withoutTextsIn(safe, removed);
     const json = JSON.stringify(safe);
     // UTF-16 length × 3 bounds the UTF-8 size without encoding the string.
-    if (json.length <= maxPayloadBytes) return { payload: safe as AuditEventV1['arguments'], bytes: 3 * json.length };
+    if (json.length <= maxPayloadBytes) return scrubbed(safe, json, removed);
     // Over the limit: the result gives way first, so a large result (a file read in `full` mode) never takes the call's
     // arguments with it; arguments still too large become a size note of their own.
     const sizeNote = (value: unknown) => {
@@ -270,7 +275,22 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       trimmed['result'] = sizeNote(trimmed['result']);
       text = JSON.stringify(trimmed);
     }
-    return { payload: trimmed as AuditEventV1['arguments'], bytes: 3 * text.length };
+    return scrubbed(trimmed, text, removed);
+  };
+
+  /**
+   * The payload with the removed texts taken out wherever they appear (a result echoing a redacted argument), and its
+   * size bound. Done on what is kept, after any cut to `maxPayloadBytes`: a large result that becomes a size note is
+   * not searched. `json` is the payload's text; a replacement can lengthen it, so it is measured again when one is made.
+   */
+  const scrubbed = (
+    payload: Record<string, unknown>,
+    json: string,
+    removed: readonly string[],
+  ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
+    const clean = withoutTextsIn(payload, removed);
+    const length = clean === payload ? json.length : JSON.stringify(clean).length;
+    return { payload: clean as AuditEventV1['arguments'], bytes: 3 * length };
   };
 
   const toolOf = (info: RequestInfo): string | null => {

@@ -68,13 +68,14 @@ export function storableJson<T>(value: T): T {
  * A JSON value with `fix` applied to every string in it, object keys included: the value itself when nothing changed,
  * else a copy changed where needed. Keys are defined, not assigned, so a `__proto__` key stays an own key.
  */
-function mapStrings<T>(value: T, fix: (text: string) => string): T {
+function mapStrings<T>(value: T, fix: (text: string) => string, fixNumber?: (number: number) => unknown): T {
   if (typeof value === 'string') return fix(value) as T;
+  if (typeof value === 'number' && fixNumber) return fixNumber(value) as T;
   if (typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     value.forEach((item: unknown, index) => {
-      const fixed = mapStrings(item, fix);
+      const fixed = mapStrings(item, fix, fixNumber);
       if (fixed !== item) (copy ??= [...value])[index] = fixed;
     });
     return (copy ?? value) as T;
@@ -82,7 +83,7 @@ function mapStrings<T>(value: T, fix: (text: string) => string): T {
   let changed = false;
   const entries = Object.entries(value).map(([key, item]): [string, unknown] => {
     const fixedKey = fix(key);
-    const fixed = mapStrings(item, fix);
+    const fixed = mapStrings(item, fix, fixNumber);
     if (fixedKey !== key || fixed !== item) changed = true;
     return [fixedKey, fixed];
   });
@@ -177,7 +178,7 @@ export function redactSecrets(value: unknown, removed?: unknown[]): unknown {
     let redacted: unknown;
     if (child !== null && isSecretKey(key)) {
       redacted = REDACTED;
-      if (removed && removed.length < MAX_REMOVED_VALUES) removed.push(child);
+      if (removed) remember(child, removed);
     } else redacted = redactSecrets(child, removed);
     if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
     else out[key] = redacted;
@@ -246,37 +247,55 @@ const MIN_REMOVED_TEXT = 4;
 /** At most this many removed values are remembered per list, and this many texts taken from them. */
 const MAX_REMOVED_VALUES = 64;
 const MAX_REMOVED_TEXTS = 64;
-/** At most this many parts of the removed values are walked to find their texts. */
-const MAX_REMOVED_WALK = 1_024;
+/** At most this many parts of one removed value, and of all of them, are walked to find their texts. */
+const MAX_WALK_PER_VALUE = 512;
+const MAX_WALK = 8_192;
+
+/** Whether a removed value can hold a text worth looking for (`removedTexts`). */
+function mayHoldText(value: unknown): boolean {
+  if (typeof value === 'string') return value.length >= MIN_REMOVED_TEXT && value !== REDACTED;
+  if (typeof value === 'number' || typeof value === 'bigint') return String(value).length >= MIN_REMOVED_TEXT;
+  return typeof value === 'object' && value !== null && Object.keys(value).length > 0;
+}
+
+/** Remembers a removed value in `into` if it can hold a text and there is room (values without one take no slot). */
+function remember(value: unknown, into: unknown[]): void {
+  if (into.length < MAX_REMOVED_VALUES && mayHoldText(value)) into.push(value);
+}
 
 /**
  * The texts free text quoting removed values would show: the strings and numbers in them (a value itself, or the
- * leaves of an object or array removed whole), at most MAX_REMOVED_TEXTS. Taken in turns, one from each value, each
- * value walked shallowest first: a lone value gets the whole budget, and one large object cannot crowd out the
- * values removed beside it.
+ * leaves of an object or array removed whole), each as it came and, where different, as the rest of redaction
+ * rewrites it (`redactString`: a kept result is compared after that), at most MAX_REMOVED_TEXTS. Taken in turns, one
+ * from each value, each walked shallowest first and within its own bound: a lone value gets the whole budget, and one
+ * large object (or one of many tiny parts) cannot crowd out the values removed beside it.
  */
 export function removedTexts(values: readonly unknown[]): string[] {
   const texts: string[] = [];
+  const add = (text: string): boolean => {
+    if (text.length < MIN_REMOVED_TEXT || text === REDACTED || texts.includes(text)) return false;
+    texts.push(text);
+    return true;
+  };
   const queues = values.map((value) => ({ items: [value], next: 0 }));
   let walked = 0;
   let progressed = true;
-  while (progressed && texts.length < MAX_REMOVED_TEXTS && walked < MAX_REMOVED_WALK) {
+  while (progressed && texts.length < MAX_REMOVED_TEXTS && walked < MAX_WALK) {
     progressed = false;
     for (const queue of queues) {
-      // Walk this value until it yields one text (or runs out).
-      while (queue.next < queue.items.length && walked < MAX_REMOVED_WALK) {
+      // Walk this value until it yields one text (or runs out, or reaches its bound).
+      while (queue.next < queue.items.length && queue.next < MAX_WALK_PER_VALUE && walked < MAX_WALK) {
         const item = queue.items[queue.next++];
         walked += 1;
         progressed = true;
         if (typeof item === 'string' || typeof item === 'number' || typeof item === 'bigint') {
           const text = String(item);
-          if (text.length >= MIN_REMOVED_TEXT && !texts.includes(text)) {
-            texts.push(text);
-            break;
-          }
+          const added = add(text);
+          const rewritten = typeof item === 'string' ? redactString(text) : text;
+          if ((rewritten !== text && add(rewritten)) || added) break;
         } else if (typeof item === 'object' && item !== null) {
           for (const child of Object.values(item)) {
-            if (queue.items.length >= MAX_REMOVED_WALK) break;
+            if (queue.items.length >= MAX_WALK_PER_VALUE) break;
             queue.items.push(child);
           }
         }
@@ -312,7 +331,9 @@ function withoutLongestFirst(text: string, sorted: readonly string[]): string {
 export function withoutTextsIn<T>(value: T, removed: readonly string[]): T {
   if (removed.length === 0) return value;
   const sorted = longestFirst(removed);
-  return mapStrings(value, (text) => withoutLongestFirst(text, sorted));
+  const numbers = new Set(removed);
+  // A removed number echoed as a number (`"card": 4111111111111111`) becomes the redaction mark too.
+  return mapStrings(value, (text) => withoutLongestFirst(text, sorted), (number) => (numbers.has(String(number)) ? REDACTED : number));
 }
 
 /**
@@ -332,7 +353,7 @@ export function compileRedactionPaths(paths: readonly string[]): PathRedactor {
   // Where the censor reports what it replaces, for the call in progress (redaction is synchronous).
   let removing: unknown[] | undefined;
   const censor = (value: unknown): string => {
-    if (removing && removing.length < MAX_REMOVED_VALUES) removing.push(value);
+    if (removing) remember(value, removing);
     return REDACTED;
   };
   try {
