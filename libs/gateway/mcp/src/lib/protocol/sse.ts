@@ -37,6 +37,11 @@ export class SseParser {
 
   constructor(private readonly maxEventBytes = 16 * 1024 * 1024) {}
 
+  /** Whether part of an event (an unfinished line, or data lines without their blank line) is held. */
+  get holdsPartialEvent(): boolean {
+    return this.pendingLength > 0 || this.dataLength > 0;
+  }
+
   push(chunk: string): SseEvent[] {
     const events: SseEvent[] = [];
     let start = 0;

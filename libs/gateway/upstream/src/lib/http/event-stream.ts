@@ -5,20 +5,25 @@ import { classify, SseParser, type Classified, type SseEvent } from '@portcullis
 export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
 /**
- * Feeds a `text/event-stream` body through SseParser. `end` is called exactly once: with null when the
- * body ended normally, with an error when it broke (or an event exceeded `maxEventBytes`).
+ * Feeds a long-lived `text/event-stream` body through SseParser. `end` is called exactly once: with null when the
+ * body ended normally, with an error when it broke, an event exceeded `maxEventBytes`, or part of an event was held
+ * for `maxEventMs` with no event finished meanwhile — an upstream that sends most of a 16 MiB event and goes quiet
+ * would otherwise pin that memory for as long as the stream stays open (once per session).
  */
 export function consumeEventStream(
   res: Readable,
   maxEventBytes: number,
+  maxEventMs: number,
   onEvent: (event: SseEvent) => void,
   onEnd: (error: Error | null) => void,
 ): void {
   const parser = new SseParser(maxEventBytes);
   let ended = false;
+  let stalled: NodeJS.Timeout | undefined;
   const end = (error: Error | null): void => {
     if (ended) return;
     ended = true;
+    clearTimeout(stalled);
     onEnd(error);
   };
   res.setEncoding('utf8');
@@ -31,6 +36,17 @@ export function consumeEventStream(
       end(error as Error);
       res.destroy();
       return;
+    }
+    if (events.length > 0 || !parser.holdsPartialEvent) {
+      clearTimeout(stalled);
+      stalled = undefined;
+    }
+    if (parser.holdsPartialEvent && stalled === undefined) {
+      stalled = setTimeout(() => {
+        end(new Error('SSE event unfinished for too long'));
+        res.destroy();
+      }, maxEventMs);
+      stalled.unref();
     }
     for (const event of events) onEvent(event);
   });

@@ -202,6 +202,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           consumeEventStream(
             res,
             this.ctx.maxMessageBytes,
+            this.ctx.config.callTimeoutMs,
             (event) => {
               if (event.event === 'endpoint') {
                 if (!waiting) return;

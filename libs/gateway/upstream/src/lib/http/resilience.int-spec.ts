@@ -265,6 +265,26 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 20_000);
 
+  it('drops a long-lived stream that holds part of an event for longer than the call timeout, then reconnects', async () => {
+    const opened: number[] = [];
+    const server = await streamableServer((_req, res) => {
+      opened.push(Date.now());
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // A whole event, then most of another one, and then nothing more: its bytes would be held for the stream's life.
+      res.write('event: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
+      res.write(`event: message\ndata: ${'x'.repeat(64 * 1024)}`);
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
+    const notified: string[] = [];
+    session.onNotification((notification) => notified.push(notification.method));
+    await waitFor(() => opened.length >= 2, 5_000);
+    // The first stream was ended 300 ms after the unfinished event began, and opened again after the backoff.
+    expect(notified.length).toBeGreaterThanOrEqual(1);
+    expect((opened[1] as number) - (opened[0] as number)).toBeGreaterThanOrEqual(300);
+    await session.close();
+  }, 10_000);
+
   it('survives a notification handler that throws on a legacy SSE stream, and keeps serving the session', async () => {
     const { server, streams } = await legacySseServer();
     servers.push(server);

@@ -381,6 +381,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         consumeEventStream(
           res,
           this.ctx.maxMessageBytes,
+          this.ctx.config.callTimeoutMs,
           (event) => {
             // Sent back as a header on reconnect: an id no header can carry (a control character, "€") is not kept
             // (Node refuses such a header value by throwing, which in the reconnect timer took the replica down).
