@@ -17,6 +17,12 @@ export interface HttpPoolOptions {
   readonly idlePoolMs?: number;
 }
 
+interface PoolEntry {
+  readonly pool: Pool;
+  used: boolean;
+  closed: boolean;
+}
+
 /** Where and how to send requests to one upstream URL. Built once per session, reused per request. */
 export interface HttpTarget {
   readonly url: URL;
@@ -36,16 +42,19 @@ export interface HttpTarget {
 /**
  * Keep-alive connection pools, one per tenant and origin (scheme, host, port), shared by every session of that tenant
  * to that origin: tenants using one SaaS upstream each have their own socket budget, so one tenant's long calls cannot
- * queue another's behind them until their timeouts fire (and open their circuits). Sockets are resolved through the guarded lookup, so a pooled socket always points at an
- * address the network policy permitted.
+ * queue another's behind them until their timeouts fire (and open their circuits). Sockets are resolved through the
+ * guarded lookup, so a pooled socket always points at an address the network policy permitted.
  *
  * Messages (the hot path) go through undici's low-level `dispatch`: the response arrives as callbacks
  * on one handler object, with no ClientRequest, IncomingMessage or per-request listeners. GET streams
  * stay on node:http; there are few of them and they live long.
  */
 export class HttpPool {
-  /** Per tenant and origin; `used` says whether a request went through it since the last sweep. */
-  private readonly pools = new Map<string, { readonly pool: Pool; used: boolean }>();
+  /**
+   * Per tenant and origin; `used` says whether a request went through it since the last sweep, `closed` that the sweep
+   * closed it (targets holding it then look up a new one).
+   */
+  private readonly pools = new Map<string, PoolEntry>();
   private readonly streamAgents = new Map<string, HttpAgent>();
   private readonly sweeper: NodeJS.Timeout;
 
@@ -57,7 +66,7 @@ export class HttpPool {
     this.sweeper.unref();
   }
 
-  private poolFor(poolKey: string, origin: string): Pool {
+  private entryFor(poolKey: string, origin: string): PoolEntry {
     let entry = this.pools.get(poolKey);
     if (entry === undefined) {
       entry = {
@@ -74,10 +83,11 @@ export class HttpPool {
           connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
         }),
         used: true,
+        closed: false,
       };
       this.pools.set(poolKey, entry);
-    } else entry.used = true;
-    return entry.pool;
+    }
+    return entry;
   }
 
   /** Closes the pools no request used since the last sweep and nothing is under way in. */
@@ -88,6 +98,7 @@ export class HttpPool {
         continue;
       }
       this.pools.delete(poolKey);
+      entry.closed = true;
       entry.pool.close().catch(() => undefined);
     }
   }
@@ -112,11 +123,15 @@ export class HttpPool {
       streamAgent = secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions);
       this.streamAgents.set(key, streamAgent);
     }
-    const poolOf = () => this.poolFor(poolKey, origin);
+    // The entry is held, and looked up again only once the sweep has closed it: one flag test per request.
+    let entry = this.entryFor(poolKey, origin);
+    const entryFor = () => this.entryFor(poolKey, origin);
     return {
       url,
       get pool() {
-        return poolOf();
+        if (entry.closed) entry = entryFor();
+        entry.used = true;
+        return entry.pool;
       },
       streamAgent,
       secure,
