@@ -1,23 +1,21 @@
 import { UpstreamRpcError, type JsonRpcNotification, type JsonRpcRequest } from '@portcullis/gateway/mcp';
-import type { Dispatcher } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { CallResponse } from './call-response';
 
-/** Stands in for undici's controller: records whether the handler dropped the request. */
-function fakeController(): Dispatcher.DispatchController & { aborts: Error[] } {
-  const aborts: Error[] = [];
+/** Stands in for the abort function undici hands a handler: records whether the handler dropped the request. */
+function fakeController(): { abort: (reason?: Error) => void; readonly aborted: boolean } {
+  const aborts: (Error | undefined)[] = [];
   return {
-    aborts,
+    abort: (reason) => aborts.push(reason),
     get aborted() {
       return aborts.length > 0;
     },
-    paused: false,
-    reason: null,
-    abort: (reason: Error) => aborts.push(reason),
-    pause: () => undefined,
-    resume: () => undefined,
   };
 }
+
+/** Header lines as undici hands them over: name, value, name, value... as bytes. */
+const rawHeaders = (headers: Record<string, string> | [string, string][]): Buffer[] =>
+  (Array.isArray(headers) ? headers : Object.entries(headers)).flatMap(([name, value]) => [Buffer.from(name), Buffer.from(value, 'latin1')]);
 
 function run(hasSession = true, maxBytes = 1024 * 1024) {
   const notifications: JsonRpcNotification[] = [];
@@ -46,17 +44,17 @@ function run(hasSession = true, maxBytes = 1024 * 1024) {
     });
   });
   const controller = fakeController();
-  call.onRequestStart(controller);
+  call.onConnect(controller.abort);
   /** Delivers a response the way undici does: head, body chunks, end. */
   const respond = (
     status: number,
-    headers: Record<string, string>,
+    headers: Record<string, string> | [string, string][],
     chunks: string[] = [],
     end = true,
   ): void => {
-    call.onResponseStart(controller, status, headers);
-    for (const chunk of chunks) call.onResponseData(controller, Buffer.from(chunk));
-    if (end) call.onResponseEnd();
+    call.onHeaders(status, rawHeaders(headers));
+    for (const chunk of chunks) call.onData(Buffer.from(chunk));
+    if (end) call.onComplete();
   };
   return {
     call,
@@ -101,13 +99,13 @@ describe('CallResponse', () => {
   });
 
   it('decodes a multi-byte character split across chunks', async () => {
-    const { call, controller, outcome } = run();
+    const { call, outcome } = run();
     const bytes = Buffer.from(frame({ jsonrpc: '2.0', id: 7, result: { text: 'héllo ✓' } }));
     const cut = bytes.indexOf(Buffer.from('✓')) + 1;
-    call.onResponseStart(controller, 200, { 'content-type': 'text/event-stream' });
-    call.onResponseData(controller, bytes.subarray(0, cut));
-    call.onResponseData(controller, bytes.subarray(cut));
-    call.onResponseEnd();
+    call.onHeaders(200, rawHeaders({ 'content-type': 'text/event-stream' }));
+    call.onData(bytes.subarray(0, cut));
+    call.onData(bytes.subarray(cut));
+    call.onComplete();
     await expect(outcome).resolves.toEqual({ text: 'héllo ✓' });
   });
 
@@ -120,6 +118,23 @@ describe('CallResponse', () => {
     ]);
     await expect(outcome).resolves.toEqual({ ok: true });
     expect(sessionIds).toEqual(['abc']);
+  });
+
+  it('reads header names in any case, and takes a repeated session id or content type as none', async () => {
+    const mixed = run(false);
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 7, result: { ok: true } });
+    mixed.respond(200, [['Content-Type', 'Application/JSON; charset=utf-8'], ['MCP-Session-Id', 'xyz']], [body]);
+    await expect(mixed.outcome).resolves.toEqual({ ok: true });
+    expect(mixed.sessionIds).toEqual(['xyz']);
+
+    const twoIds = run(false);
+    twoIds.respond(200, [['content-type', 'application/json'], ['mcp-session-id', 'a'], ['Mcp-Session-Id', 'b']], [body]);
+    await expect(twoIds.outcome).resolves.toEqual({ ok: true });
+    expect(twoIds.sessionIds).toEqual([]);
+
+    const twoTypes = run(false);
+    twoTypes.respond(200, [['content-type', 'application/json'], ['content-type', 'text/event-stream']], [body]);
+    await expect(twoTypes.outcome).rejects.toMatchObject({ reason: 'protocol_error', message: expect.stringContaining('unexpected content type') });
   });
 
   it('rejects with the upstream JSON-RPC error from a JSON body', async () => {
@@ -139,20 +154,17 @@ describe('CallResponse', () => {
   });
 
   it('a stream that breaks mid-way is a protocol error, not a connect failure', async () => {
-    const { call, controller, respond, outcome, failures } = run();
+    const { call, respond, outcome, failures } = run();
     respond(200, { 'content-type': 'text/event-stream' }, [], false);
-    call.onResponseError(
-      controller,
-      Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }),
-    );
+    call.onError(Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }));
     await expect(outcome).rejects.toMatchObject({ reason: 'protocol_error' });
     expect(failures).toEqual([]);
   });
 
   it('an error before any response is reported as a failed request', async () => {
-    const { call, controller, outcome, failures } = run();
+    const { call, outcome, failures } = run();
     const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
-    call.onResponseError(controller, refused);
+    call.onError(refused);
     await expect(outcome).rejects.toBe(refused);
     expect(failures).toEqual([refused]);
   });
@@ -209,10 +221,10 @@ describe('CallResponse', () => {
     call.abort(closed);
     expect(outcome).toBe(closed);
     const controller = fakeController();
-    call.onRequestStart(controller);
+    call.onConnect(controller.abort);
     expect(controller.aborted).toBe(true);
     // undici reports the abort back; it must not be counted as a failure.
-    call.onResponseError(controller, new Error('request aborted'));
+    call.onError(new Error('request aborted'));
     expect(outcome).toBe(closed);
   });
 });

@@ -8,10 +8,9 @@ import {
   type JsonRpcResponse,
   type SseEvent,
 } from '@portcullis/gateway/mcp';
-import type { Dispatcher } from 'undici';
 import { errors } from '../core/wire';
-import { contentTypeOf, parseMessages, type ResponseHeaders } from './event-stream';
-import { Exchange } from './http-pool';
+import { mediaTypeOf, parseMessages } from './event-stream';
+import { Exchange, headerValue, type RawHeaders } from './http-pool';
 
 export interface CallResponseHandlers {
   readonly maxBytes: number;
@@ -67,22 +66,19 @@ export class CallResponse extends Exchange {
     this.abortRequest();
   }
 
-  onResponseStart(
-    _controller: Dispatcher.DispatchController,
-    status: number,
-    headers: ResponseHeaders,
-  ): void {
+  protected responseStarted(status: number, headers: RawHeaders): void {
     if (this.finished || status < 200) return;
     this.started = true;
-    const sessionId = headers['mcp-session-id'];
-    if (this.handlers.sessionId !== undefined && typeof sessionId === 'string' && sessionId !== '')
-      this.handlers.sessionId(sessionId);
+    if (this.handlers.sessionId !== undefined) {
+      const sessionId = headerValue(headers, 'mcp-session-id');
+      if (sessionId !== undefined && sessionId !== '') this.handlers.sessionId(sessionId);
+    }
     if (status !== 200) {
       this.rejectStatus(status);
       return;
     }
     this.handlers.reachable(true);
-    const type = contentTypeOf(headers);
+    const type = mediaTypeOf(headerValue(headers, 'content-type'));
     if (type === 'text/event-stream') {
       this.body = 'sse';
       this.decoder = new StringDecoder('utf8');
@@ -91,7 +87,7 @@ export class CallResponse extends Exchange {
     else this.answer(errors.protocol('unexpected content type'), undefined);
   }
 
-  override onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  protected override responseData(chunk: Buffer): void {
     if (this.finished) return;
     if (this.body === 'json') {
       this.size += chunk.length;
@@ -100,7 +96,7 @@ export class CallResponse extends Exchange {
     } else if (this.body === 'sse') this.pushEvents((this.decoder as StringDecoder).write(chunk));
   }
 
-  override onResponseEnd(): void {
+  protected override responseEnded(): void {
     this.bodyDone();
     if (this.finished) return;
     this.finished = true;
@@ -116,7 +112,7 @@ export class CallResponse extends Exchange {
     }
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+  protected responseFailed(error: Error): void {
     this.bodyDone();
     if (this.finished) return;
     this.finished = true;

@@ -66,9 +66,14 @@ export function parseMessages(text: string): Classified[] | undefined {
   return Array.isArray(value) ? value.map(classify) : [classify(value)];
 }
 
-export const contentTypeOf = (headers: ResponseHeaders): string => {
-  const raw = headers['content-type'];
-  const value = typeof raw === 'string' ? raw : '';
+/** A Content-Type value's media type, lower case, without parameters ('' when absent). */
+export const mediaTypeOf = (value: string | undefined): string => {
+  if (value === undefined) return '';
   const semi = value.indexOf(';');
   return (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
+};
+
+export const contentTypeOf = (headers: ResponseHeaders): string => {
+  const raw = headers['content-type'];
+  return mediaTypeOf(typeof raw === 'string' ? raw : undefined);
 };

@@ -8,7 +8,6 @@ import {
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
-import type { ResponseHeaders } from './event-stream';
 
 export interface HttpPoolOptions {
   readonly maxSocketsPerOrigin: number;
@@ -200,10 +199,6 @@ export function dispatch(
 }
 
 /**
- * The handler of one undici request, abortable before it reached a socket too (a request waits in
- * the pool's queue while every socket is busy). Subclasses read the response.
- */
-/**
  * How long a response body may stay open once its exchange's outcome is known (the call answered, the status
  * reported): messages arriving meanwhile are still read, then the request and its pooled socket are dropped. An
  * upstream that keeps an answered stream open (pings forever, an endless error body) would otherwise hold the socket
@@ -228,8 +223,45 @@ function sweepLingering(): void {
   }
 }
 
+/** Response header lines as undici hands them to a dispatch handler: name, value, name, value... as raw bytes. */
+export type RawHeaders = readonly Buffer[];
+
+/** Whether a raw header name is `lower` (lower case: letters, digits, '-'), ignoring ASCII case, without decoding it. */
+function isHeaderName(raw: Buffer, lower: string): boolean {
+  if (raw.length !== lower.length) return false;
+  for (let index = 0; index < lower.length; index += 1) {
+    const want = lower.charCodeAt(index);
+    const got = raw[index];
+    if (got !== want && !(want >= 0x61 && want <= 0x7a && got === want - 0x20)) return false;
+  }
+  return true;
+}
+
+/**
+ * The value of response header `name` (given in lower case) when the response carried it exactly once; undefined when
+ * absent or repeated (a repeated Mcp-Session-Id or Content-Type is no answer). Decoded as Latin-1, as HTTP defines.
+ */
+export function headerValue(headers: RawHeaders, name: string): string | undefined {
+  let value: string | undefined;
+  for (let index = 0; index + 1 < headers.length; index += 2) {
+    if (!isHeaderName(headers[index] as Buffer, name)) continue;
+    if (value !== undefined) return undefined;
+    value = (headers[index + 1] as Buffer).toString('latin1');
+  }
+  return value;
+}
+
+/**
+ * The handler of one undici request, abortable before it reached a socket too (a request waits in the pool's queue
+ * while every socket is busy). Subclasses read the response.
+ *
+ * It implements undici's callback interface as undici's HTTP/1.1 client calls it (onConnect, onHeaders, onData,
+ * onComplete, onError; ADR 0008): a handler written to the newer controller interface is wrapped in an adapter that
+ * also turns every response's header lines into an object, which cost each call more than the rest of the response's
+ * handling. The response's headers stay raw bytes here, and the two the gateway reads are found by `headerValue`.
+ */
 export abstract class Exchange implements Dispatcher.DispatchHandler {
-  private controller: Dispatcher.DispatchController | undefined;
+  private abortRequestNow: ((reason: Error) => void) | undefined;
   private pendingAbort: Error | undefined;
 
   /** The outcome is known and the body goes on: read it for at most LINGER_MS more (one shared sweep, no timer each). */
@@ -252,32 +284,51 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     this.abortRequest();
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.pendingAbort !== undefined) controller.abort(this.pendingAbort);
+  /** undici: the request is on its way (it holds a socket or waits for one); `abort` drops it. */
+  onConnect(abort: (reason?: Error) => void): void {
+    this.abortRequestNow = abort;
+    if (this.pendingAbort !== undefined) abort(this.pendingAbort);
   }
 
-  abstract onResponseStart(
-    controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: ResponseHeaders,
-  ): void;
+  /** undici: the status line and header lines (also of an informational 1xx response). Never pauses the body. */
+  onHeaders(statusCode: number, headers: Buffer[]): boolean {
+    this.responseStarted(statusCode, headers);
+    return true;
+  }
 
-  abstract onResponseError(controller: Dispatcher.DispatchController, error: Error): void;
+  /** undici: a chunk of the body. */
+  onData(chunk: Buffer): boolean {
+    this.responseData(chunk);
+    return true;
+  }
 
-  onResponseData(_controller: Dispatcher.DispatchController, _chunk: Buffer): void {
+  /** undici: the body ended. */
+  onComplete(): void {
+    this.responseEnded();
+  }
+
+  /** undici: the request failed (before or after a response began), or was aborted. */
+  onError(error: Error): void {
+    this.responseFailed(error);
+  }
+
+  protected abstract responseStarted(statusCode: number, headers: RawHeaders): void;
+
+  protected abstract responseFailed(error: Error): void;
+
+  protected responseData(_chunk: Buffer): void {
     // The body is discarded unless a subclass reads it.
   }
 
-  onResponseEnd(): void {
+  protected responseEnded(): void {
     // Nothing to do unless a subclass reads the body.
   }
 
-  /** Drops the request (and its socket); undici then reports it through onResponseError. */
+  /** Drops the request (and its socket); undici then reports it through onError. */
   protected abortRequest(): void {
     const reason = new Error('request aborted');
-    if (this.controller === undefined) this.pendingAbort = reason;
-    else this.controller.abort(reason);
+    if (this.abortRequestNow === undefined) this.pendingAbort = reason;
+    else this.abortRequestNow(reason);
   }
 }
 
@@ -292,18 +343,18 @@ export class StatusExchange extends Exchange {
     super();
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+  protected responseStarted(statusCode: number): void {
     if (this.reported || statusCode < 200) return;
     this.reported = true;
     this.done(null, statusCode);
     this.linger();
   }
 
-  override onResponseEnd(): void {
+  protected override responseEnded(): void {
     this.bodyDone();
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+  protected responseFailed(error: Error): void {
     this.bodyDone();
     if (this.reported) return;
     this.reported = true;
