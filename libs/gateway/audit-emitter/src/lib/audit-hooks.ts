@@ -13,6 +13,7 @@ import { newId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { compileRedactionPaths, needsNoRedaction, redactSecrets, removedTexts, storableText, withoutTexts, withoutTextsIn } from '@portcullis/shared/util-redact';
 import type { AuditEmitter } from './audit-emitter';
+import { isoTime } from './iso-time';
 
 export interface AuditHooksOptions {
   readonly emitter: AuditEmitter;
@@ -329,7 +330,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       v: 1,
       eventId: newId(),
       tenantId: record.tenantId,
-      occurredAt: new Date(info.startedAt).toISOString(),
+      occurredAt: isoTime(info.startedAt),
       kind: 'mcp',
       method: cut(info.method, 200),
       actorUserId: columns.actorUserId,
