@@ -7,7 +7,7 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards] [--bare-proxy]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards] [--bare-proxy] [--unguarded]
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
 // The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
@@ -20,6 +20,8 @@
 // --against-node-args "<flags>" add Node flags to either (with --against-node-args alone the baseline is this build).
 // --bare-proxy adds a third target in the rotation: a bare Node reverse proxy with no MCP logic
 // (tools/bench/lib/bare-proxy.mjs), the floor any proxy pays on this machine.
+// --unguarded adds another target in the rotation: a second gateway with audit and rate limits off (API-key auth and
+// policy on), the configuration issue #3's targets are stated for; issue #5 prices the guards on top (--guards).
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -40,10 +42,12 @@ const GUARDS = process.argv.includes('--guards');
 const GUARDS_OFF = arg('guards-off', 'both');
 if (!['both', 'audit', 'rate-limits'].includes(GUARDS_OFF)) throw new Error('--guards-off takes audit, rate-limits or both');
 const BARE_PROXY = process.argv.includes('--bare-proxy');
+const UNGUARDED = process.argv.includes('--unguarded');
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);
 const AGAINST = arg('against', '') || (AGAINST_NODE_ARGS.length > 0 ? path.join(repoRoot, 'dist') : '');
 if (AGAINST && GUARDS) throw new Error('--against and --guards each replace the direct target: use one');
+if (UNGUARDED && (AGAINST || GUARDS)) throw new Error('--unguarded adds a target beside direct: not with --against or --guards');
 // The gateway runs' time windows on the monotonic clock, which V8 profiles also use: the summariser
 // (tools/bench/gateway-profile.mjs) keeps only samples taken while load was on.
 const profileWindows = [];
@@ -214,6 +218,10 @@ async function main() {
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
       targets.proxy = { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
     }
+    if (UNGUARDED) {
+      const port = await freePort();
+      targets.unguarded = gatewayTarget(await startGateway(port, false), port);
+    }
     if (GUARDS) {
       const off = GUARDS_OFF === 'both' ? 'audit and rate limits' : GUARDS_OFF === 'audit' ? 'audit' : 'rate limits';
       console.log(`--guards: "direct" rows are the gateway with ${off} off, "gateway" rows with both on`);
@@ -258,7 +266,9 @@ async function main() {
       const cpuModelCost = 1 - total(d) / total(g);
       const pairedText = `paired by repetition: median ${(100 * median(paired)).toFixed(1)}%, range ${(100 * Math.min(...paired)).toFixed(1)}–${(100 * Math.max(...paired)).toFixed(1)}%`;
       const b = results.proxy ? summary(results.proxy) : null;
-      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}) });
+      const u = results.unguarded ? summary(results.unguarded) : null;
+      const pairedUnguarded = results.unguarded ? results.unguarded.map((r, i) => r.rps / results.direct[i].rps) : [];
+      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}), ...(u ? { u, pairedUnguarded: median(pairedUnguarded) } : {}) });
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call${g.redisCpu === null ? '' : `  Redis ${g.redisCpu.toFixed(0)} µs/call`}\n` +
@@ -271,6 +281,13 @@ async function main() {
             : `      ratio   throughput ${(100 * g.rps / d.rps).toFixed(1)}% of direct, added p50 ${(g.p50 - d.p50).toFixed(3)} ms\n` +
               `              gateway/direct ${pairedText}`),
       );
+      if (u) {
+        console.log(
+          `      unguarded ${u.rps.toFixed(0).padStart(6)} calls/s  p50 ${u.p50.toFixed(2)} ms  p99 ${u.p99.toFixed(2)} ms  errors ${u.errors}  gateway CPU ${u.cpu?.toFixed(0)} µs/call (${(100 * (u.systemShare ?? 0)).toFixed(0)}% kernel)  upstream CPU ${u.upstreamCpu.toFixed(0)} µs/call\n` +
+            `      ratio   gateway without audit and rate limits ${(100 * u.rps / d.rps).toFixed(1)}% of direct, added p50 ${(u.p50 - d.p50).toFixed(3)} ms\n` +
+            `              unguarded/direct paired by repetition: median ${(100 * median(pairedUnguarded)).toFixed(1)}%, range ${(100 * Math.min(...pairedUnguarded)).toFixed(1)}–${(100 * Math.max(...pairedUnguarded)).toFixed(1)}%`,
+        );
+      }
       if (b) {
         console.log(
           `      bare proxy ${b.rps.toFixed(0).padStart(6)} calls/s  p50 ${b.p50.toFixed(2)} ms  p99 ${b.p99.toFixed(2)} ms  errors ${b.errors}  proxy CPU ${b.cpu?.toFixed(0)} µs/call (${(100 * (b.systemShare ?? 0)).toFixed(0)}% kernel)  upstream CPU ${b.upstreamCpu.toFixed(0)} µs/call\n` +
