@@ -324,6 +324,16 @@ describe('POST details', () => {
     const tooMany = await raw('POST', path, oldHeaders, JSON.stringify([...hundred(1_000), { jsonrpc: '2.0', id: 'x', method: 'ping' }]));
     expectRpcError(tooMany, 400, -32600);
     expect(tooMany.body).toMatch(/at most 100/);
+    // An invalid element is answered in place (JSON-RPC 2.0 §6); the valid ones are still served.
+    const mixed = await raw('POST', path, oldHeaders, JSON.stringify([{ jsonrpc: '2.0', id: 'ok', method: 'ping' }, { foo: 1 }, { jsonrpc: '1.0', id: 'old', method: 'ping' }]));
+    expect(mixed.status).toBe(200);
+    const mixedAnswers = JSON.parse(mixed.body) as { id: unknown; result?: unknown; error?: { code: number } }[];
+    expect(mixedAnswers).toHaveLength(3);
+    expect(mixedAnswers.find((a) => a.id === 'ok')).toMatchObject({ result: {} });
+    expect(mixedAnswers.filter((a) => a.error?.code === -32600).map((a) => a.id).sort()).toEqual([null, 'old'].sort());
+    const onlyInvalid = await raw('POST', path, oldHeaders, JSON.stringify([{ foo: 1 }]));
+    expect(onlyInvalid.status).toBe(200);
+    expect(JSON.parse(onlyInvalid.body)).toMatchObject([{ id: null, error: { code: -32600 } }]);
     const twice = await raw('POST', path, oldHeaders, JSON.stringify([{ jsonrpc: '2.0', id: 'same', method: 'ping' }, { jsonrpc: '2.0', id: 'same', method: 'ping' }]));
     const answers = JSON.parse(twice.body) as { id: string; result?: unknown; error?: { code: number } }[];
     expect(answers.filter((a) => a.result !== undefined)).toHaveLength(1);

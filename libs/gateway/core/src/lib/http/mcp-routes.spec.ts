@@ -1,7 +1,7 @@
 import type { Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import { SessionEngine } from '../dispatch/session-engine';
@@ -37,12 +37,15 @@ class SlowAuthenticator implements Authenticator {
 
 const apps: FastifyInstance[] = [];
 const engines: SessionEngine[] = [];
+const routeSets: { closeStreams(): void }[] = [];
 afterEach(async () => {
+  // Open SSE streams are hijacked responses: ended first, or closing the server would wait for them.
+  for (const routes of routeSets.splice(0)) routes.closeStreams();
   await Promise.all(apps.splice(0).map((app) => app.close()));
   await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
 });
 
-async function serve(rawFastPath: boolean) {
+async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPrincipal?: number; maxStreams?: number }) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
   const connector = new FakeConnector({
@@ -52,10 +55,11 @@ async function serve(rawFastPath: boolean) {
         method === 'tools/list' ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] } : { content: [{ type: 'text', text: JSON.stringify(params?.['arguments']) }] },
     },
   });
+  const sessions = new MemorySessionStore();
   const engine = new SessionEngine({
     registry,
     connector,
-    sessions: new MemorySessionStore(),
+    sessions,
     logger,
     options: { separator: '__', listTimeoutMs: 1_000, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
   });
@@ -68,7 +72,7 @@ async function serve(rawFastPath: boolean) {
   app.addHook('onRequest', async (request) => {
     if (request.method === 'POST') viaFastify.count += 1;
   });
-  await registerMcpRoutes(app, {
+  const routes = await registerMcpRoutes(app, {
     authenticator,
     engine,
     logger,
@@ -76,7 +80,9 @@ async function serve(rawFastPath: boolean) {
     bodyLimitBytes: 64 * 1024,
     keepAliveMs: 15_000,
     rawFastPath,
+    ...(legacy ? { legacy } : {}),
   });
+  routeSets.push(routes);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.server.address() as AddressInfo;
   const url = `http://127.0.0.1:${port}/t/acme/mcp`;
@@ -96,7 +102,7 @@ async function serve(rawFastPath: boolean) {
       post({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } }, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
   };
   const toolCalls = () => connector.calls.filter((c) => c.method === 'tools/call').length;
-  return { authenticator, post, session, toolCalls, viaFastify };
+  return { authenticator, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
 }
 
 describe.each([
@@ -139,5 +145,144 @@ describe.each([
     // The failure is in the log under that id, for the operator.
     expect(logs).toContain(body.error.data.errorId);
     expect(toolCalls()).toBe(0);
+  });
+});
+
+/** A raw HTTP/1.1 request: headers and as much of the body as given; resolves with the status line (or '' if none came in `waitMs`). */
+function rawRequest(port: number, head: string, bodyPart: string, waitMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(received.split('\r\n')[0] ?? '');
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+      if (received.includes('\r\n')) done();
+    });
+    socket.on('error', done);
+    socket.write(`${head}\r\n\r\n${bodyPart}`);
+  });
+}
+
+/** Reads an SSE response's text as it arrives. */
+function follow(res: Response): { text: () => string; closed: Promise<void> } {
+  let text = '';
+  const reader = res.body?.getReader();
+  const decoder = new TextDecoder();
+  const closed = (async () => {
+    for (;;) {
+      const chunk = await reader?.read().catch(() => ({ done: true, value: undefined }));
+      if (!chunk || chunk.done) return;
+      text += decoder.decode(chunk.value);
+    }
+  })();
+  return { text: () => text, closed };
+}
+
+async function until(condition: () => boolean, ms = 3_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('bodies are not read before the caller is admitted', () => {
+  it('answers an unauthenticated DELETE or legacy POST, and a preflight with a body, before the body arrives', async () => {
+    const { port } = await serve(true);
+    // 1 KB of a declared 60 KB body, no credential: each answer comes at once, not after a body that never ends.
+    const part = 'x'.repeat(1_024);
+    const head = (line: string, extra = '') => `${line}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 60000${extra}`;
+    expect(await rawRequest(port, head('DELETE /t/acme/mcp HTTP/1.1'), part, 1_500)).toBe('HTTP/1.1 401 Unauthorized');
+    expect(await rawRequest(port, head('POST /t/acme/messages?sessionId=abc HTTP/1.1', '\r\nAuthorization: Bearer wrong'), part, 1_500)).toBe('HTTP/1.1 401 Unauthorized');
+    expect(await rawRequest(port, head('OPTIONS /t/acme/mcp HTTP/1.1'), part, 1_500)).toBe('HTTP/1.1 400 Bad Request');
+    // A preflight without a body is still answered as one.
+    expect(await rawRequest(port, 'OPTIONS /t/acme/mcp HTTP/1.1\r\nHost: 127.0.0.1', '', 1_500)).toBe('HTTP/1.1 204 No Content');
+  });
+
+  it('still serves an admitted DELETE', async () => {
+    const { post, base } = await serve(true);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const ended = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
+    expect(ended.status).toBe(200);
+    const after = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
+    expect(after.status).toBe(404);
+  });
+});
+
+describe('legacy SSE streams', () => {
+  const openLegacy = (base: string) => fetch(`${base}/t/acme/sse`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream' } });
+  const endpointOf = async (stream: { text: () => string }) => {
+    await until(() => /event: endpoint\ndata: (.+)\n/.test(stream.text()));
+    return /event: endpoint\ndata: (.+)\n/.exec(stream.text())?.[1] ?? '';
+  };
+
+  it('closes a stream whose session is not initialised in time, and keeps one that is', async () => {
+    const { base } = await serve(true, { initMs: 300 });
+    const idle = follow(await openLegacy(base));
+    const used = follow(await openLegacy(base));
+    const endpoint = await endpointOf(used);
+    const init = await fetch(`${base}${endpoint}`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer good', 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    expect(init.status).toBe(202);
+    await until(() => used.text().includes('"id":1'));
+    await idle.closed;
+    // Well past the window: the initialised stream is still open and still serves.
+    await new Promise((r) => setTimeout(r, 400));
+    const ping = await fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'ping' }) });
+    expect(ping.status).toBe(202);
+    await until(() => used.text().includes('"id":2'));
+  });
+
+  it('refuses streams past the cap per client (429) and per replica (503), and counts closed ones out', async () => {
+    const perClient = await serve(true, { maxPerPrincipal: 2 });
+    const first = await openLegacy(perClient.base);
+    const second = await openLegacy(perClient.base);
+    expect([first.status, second.status]).toEqual([200, 200]);
+    const third = await openLegacy(perClient.base);
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toBe('5');
+    expect(await third.json()).toMatchObject({ error: { message: expect.stringContaining('at most 2') } });
+    // A closed stream no longer counts (the server sees the close a moment later).
+    await first.body?.cancel();
+    let again = await openLegacy(perClient.base);
+    for (let attempt = 0; attempt < 100 && again.status === 429; attempt += 1) {
+      await new Promise((r) => setTimeout(r, 20));
+      again = await openLegacy(perClient.base);
+    }
+    expect(again.status).toBe(200);
+    await Promise.all([second.body?.cancel(), again.body?.cancel()]);
+
+    const perReplica = await serve(true, { maxStreams: 2 });
+    const held = [await openLegacy(perReplica.base), await openLegacy(perReplica.base)];
+    const refused = await openLegacy(perReplica.base);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    await Promise.all(held.map((res) => res.body?.cancel()));
+  });
+
+  it('answers a request whose handling failed after the 202 with an internal error on the stream, naming nothing of the failure', async () => {
+    const { base, sessions } = await serve(true);
+    const stream = follow(await openLegacy(base));
+    const endpoint = await endpointOf(stream);
+    const send = (body: unknown) => fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    await send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    await until(() => stream.text().includes('"id":1'));
+    sessions.get = () => Promise.reject(new Error('connect ECONNREFUSED redis://10.0.0.5:6379'));
+    logs = '';
+    expect((await send({ jsonrpc: '2.0', id: 2, method: 'ping' })).status).toBe(202);
+    await until(() => stream.text().includes('"id":2'));
+    const answer = JSON.parse(/data: (\{[^\n]*"id":2[^\n]*\})\n/.exec(stream.text())?.[1] ?? '{}') as { error?: { code: number; message: string; data: { errorId: string } } };
+    expect(answer.error).toMatchObject({ code: -32603, message: 'Internal error' });
+    expect(stream.text()).not.toMatch(/10\.0\.0\.5|ECONNREFUSED/);
+    expect(logs).toContain(answer.error?.data.errorId);
   });
 });

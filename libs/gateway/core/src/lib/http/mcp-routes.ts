@@ -47,6 +47,12 @@ export interface McpRoutesOptions {
    * `trustProxy`: the client address is the nearest one that is not a trusted proxy.
    */
   readonly trustProxy?: TrustedProxies;
+  /**
+   * Legacy SSE (`GET /t/<tenant>/sse`): a stream whose session is not initialised within this many ms is closed
+   * (default 60 s); open streams per principal (default 32) and per replica (default 4,096). Without them one key could
+   * hold any number of sockets open with keep-alives forever (nothing else times out a stream that never initialises).
+   */
+  readonly legacy?: { readonly initMs?: number; readonly maxPerPrincipal?: number; readonly maxStreams?: number };
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -194,9 +200,21 @@ export interface McpRoutes {
   revalidateStreams(): number;
 }
 
+/** `${tenant} ${kind} ${id}`: whose streams are counted together. */
+const principalKey = (principal: Principal): string => `${principal.tenantId} ${principal.kind} ${principal.id}`;
+
+/** Whether a request says it carries a body (a length above zero, or chunks). */
+const declaresBody = (headers: IncomingHttpHeaders): boolean =>
+  headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
+
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
   const { authenticator, engine, logger } = options;
   const legacy = new Map<string, LegacyStream>();
+  /** Open legacy streams per principal (`principalKey`). */
+  const legacyPerPrincipal = new Map<string, number>();
+  const legacyInitMs = options.legacy?.initMs ?? 60_000;
+  const maxLegacyPerPrincipal = options.legacy?.maxPerPrincipal ?? 32;
+  const maxLegacyStreams = options.legacy?.maxStreams ?? 4_096;
   /** Resumed POST streams open per session on this replica. */
   const resumedStreams = new Map<string, number>();
   /** Open SSE streams and who opened them. */
@@ -258,8 +276,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
       if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
       if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
+      // A single invalid message is the request's error (400). In a batch (JSON-RPC 2.0 §6) each invalid element gets
+      // its own Invalid Request in the answer and the valid ones are still handled.
       const invalid = items.find((item) => item.kind === 'invalid');
-      if (invalid && invalid.kind === 'invalid') {
+      if (!batch && invalid && invalid.kind === 'invalid') {
         firstId = invalid.id;
         throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
       }
@@ -295,12 +315,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }
 
       const requests = [];
+      const refused: JsonRpcResponse[] = [];
       for (const item of items) {
         if (item.kind === 'notification') engine.notification(record, item.message);
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') requests.push(item.message);
+        else refused.push(rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId));
       }
-      if (requests.length === 0) {
+      if (requests.length === 0 && refused.length === 0) {
         res.writeHead(202, { 'content-length': '0' });
         res.end();
         return;
@@ -325,7 +347,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       } else {
         if (res.closed) return; // gone already, as above
         const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
-        responder.finish(responses);
+        responder.finish([...refused, ...responses]);
       }
     } catch (error) {
       if (error instanceof GatewayHttpError) {
@@ -477,6 +499,26 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     /** Origin/Host, then authentication; throws GatewayHttpError. */
     const admit = (request: FastifyRequest<{ Params: { tenant: string } }>) => admitHeaders(request.headers, request.params.tenant);
 
+    /**
+     * Routes that take a body admit the caller in `onRequest`, before Fastify reads a byte of it (as the raw POST path
+     * does): nobody unauthenticated gets megabytes buffered. The handler picks the principal up from here.
+     */
+    const admitted = new WeakMap<FastifyRequest, Principal>();
+    const admitBeforeBody = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      try {
+        admitted.set(request, await admit(request as FastifyRequest<{ Params: { tenant: string } }>));
+      } catch (error) {
+        if (!(error instanceof GatewayHttpError)) throw error;
+        sendError(reply, error, null, traceIdOf(request));
+      }
+    };
+    const admittedPrincipal = (request: FastifyRequest): Principal => {
+      const principal = admitted.get(request);
+      // Only reached when the hook admitted the request (a refused one is answered there).
+      if (principal === undefined) throw unauthenticated();
+      return principal;
+    };
+
     const sessionFrom = (request: FastifyRequest, principal: Principal): Promise<SessionRecord> => sessionOf(request.headers, principal);
 
     type TenantRequest = FastifyRequest<{ Params: { tenant: string } }>;
@@ -531,9 +573,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         .header('access-control-max-age', '600')
         .send();
     };
-    scope.options('/t/:tenant/mcp', preflight('GET, POST, DELETE'));
-    scope.options('/t/:tenant/sse', preflight('GET'));
-    scope.options('/t/:tenant/messages', preflight('POST'));
+    // A preflight has no body and no credential: one that declares a body is refused before it is read (Fastify would
+    // otherwise buffer up to the body limit for anyone).
+    const noBody = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      if (!declaresBody(request.headers)) return;
+      reply.header('connection', 'close');
+      sendError(reply, new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: a preflight request has no body'), null, traceIdOf(request));
+    };
+    scope.options('/t/:tenant/mcp', { onRequest: noBody }, preflight('GET, POST, DELETE'));
+    scope.options('/t/:tenant/sse', { onRequest: noBody }, preflight('GET'));
+    scope.options('/t/:tenant/messages', { onRequest: noBody }, preflight('POST'));
 
     scope.get(
       '/t/:tenant/mcp',
@@ -583,10 +632,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }),
     );
 
-    scope.delete(
+    scope.delete<{ Params: { tenant: string } }>(
       '/t/:tenant/mcp',
+      { onRequest: admitBeforeBody },
       answering(async (request: TenantRequest, reply, traceId) => {
-        const principal = await admit(request);
+        const principal = admittedPrincipal(request);
         const record = await sessionFrom(request, principal);
         if (!requestProtocolVersion(request.headers['mcp-protocol-version']).ok) {
           throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
@@ -608,13 +658,32 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (!acceptsEventStream(request.headers.accept)) {
           throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept text/event-stream');
         }
+        if (legacy.size >= maxLegacyStreams) {
+          throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Too many legacy SSE streams open on this gateway; try again shortly', { 'retry-after': '5' });
+        }
+        const owner = principalKey(principal);
+        const open = legacyPerPrincipal.get(owner) ?? 0;
+        if (open >= maxLegacyPerPrincipal) {
+          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many legacy SSE streams open for this client (at most ${maxLegacyPerPrincipal})`, { 'retry-after': '5' });
+        }
         const sessionId = newSessionId();
         reply.hijack();
         const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs, undefined, undefined, logger), principal);
         const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
         legacy.set(sessionId, entry);
+        legacyPerPrincipal.set(owner, open + 1);
+        // A stream whose session never initialises is closed: nothing else would (the session's idle timeout starts
+        // with initialize, and the keep-alives hold proxies open).
+        const uninitialised = setTimeout(() => {
+          if (!entry.record && !entry.initializing) stream.close();
+        }, legacyInitMs);
+        uninitialised.unref();
         stream.onClose(() => {
+          clearTimeout(uninitialised);
           legacy.delete(sessionId);
+          const left = (legacyPerPrincipal.get(owner) ?? 1) - 1;
+          if (left > 0) legacyPerPrincipal.set(owner, left);
+          else legacyPerPrincipal.delete(owner);
           if (entry.record) void engine.end(entry.record, traceId).catch(() => undefined);
         });
         stream.event('endpoint', `/t/${encodeURIComponent(request.params.tenant)}/messages?sessionId=${sessionId}`);
@@ -622,10 +691,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }),
     );
 
-    scope.post(
+    scope.post<{ Params: { tenant: string }; Querystring: { sessionId?: string } }>(
       '/t/:tenant/messages',
+      { onRequest: admitBeforeBody },
       answering(async (request: FastifyRequest<{ Params: { tenant: string }; Querystring: { sessionId?: string } }>, reply, traceId) => {
-        const principal = await admit(request);
+        const principal = admittedPrincipal(request);
         if (!isJsonContentType(request.headers['content-type'])) {
           throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
         }
@@ -697,7 +767,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId, clientIp, principal.credentialId));
       } catch (error) {
-        logger.error({ err: error, traceId }, 'legacy SSE message failed');
+        // The POST was answered 202 already: a request's answer is due on the stream all the same (JSON-RPC), or the
+        // client waits for it until its own timeout. Same words as the Streamable HTTP transport's 500.
+        const errorId = randomBytes(8).toString('hex');
+        logger.error({ err: error, traceId, errorId }, 'legacy SSE message failed');
+        if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId }));
       }
     }
   });
