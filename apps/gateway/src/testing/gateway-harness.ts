@@ -40,11 +40,14 @@ export interface DemoUpstreams {
   stop(): Promise<void>;
 }
 
-/** `node dist/apps/demo-upstreams/main.js` on a free port (build it with `npx nx build demo-upstreams`). */
-export async function startDemoUpstreams(): Promise<DemoUpstreams> {
+/**
+ * `node dist/apps/demo-upstreams/main.js` on a free port, or on `port` (a restart at the same address: the servers'
+ * sessions are gone). Build it with `npx nx build demo-upstreams`.
+ */
+export async function startDemoUpstreams(options: { readonly port?: number } = {}): Promise<DemoUpstreams> {
   const main = path.join(demoDist, 'main.js');
   if (!existsSync(main)) throw new Error(`${main} is missing: run \`npx nx build demo-upstreams\` first`);
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const child: ChildProcess = spawn(process.execPath, [main], {
     env: { PATH: process.env['PATH'] ?? '', NODE_ENV: 'test', LOG_LEVEL: 'warn', DEMO_UPSTREAMS_PORT: String(port) },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal, UpstreamConfig, UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -289,13 +289,14 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened).toEqual([{ upstreamId: 'u1', how: 'connect' }]);
     expect('result' in (await call())).toBe(true);
     expect(connector.opened).toHaveLength(1);
-    // The upstream's stream ends: the next call opens a new upstream session, then keeps using it.
+    // The upstream's stream ends: the next call opens a new upstream session (a fresh one: the ended session's state
+    // cannot be resumed), then keeps using it.
     connector.breakSession('u1');
     await new Promise((resolve) => setImmediate(resolve));
     expect('result' in (await call())).toBe(true);
     expect(connector.opened).toEqual([
       { upstreamId: 'u1', how: 'connect' },
-      { upstreamId: 'u1', how: 'resume' },
+      { upstreamId: 'u1', how: 'connect' },
     ]);
     expect('result' in (await call())).toBe(true);
     expect(connector.opened).toHaveLength(2);
@@ -501,6 +502,126 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(page).toMatchObject({ result: { tools: [{ name: 'fast__a' }] } });
     expect(logs).toContain('upstream dropped out');
+  });
+
+  it('drops only the upstream whose page the filter cannot take (an item nested past the stack), not the whole listing', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'good'), fakeConfig('u2', 'bad')], () => undefined);
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({
+        u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('ok') }) },
+        u2: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('deep') }) },
+      }),
+      sessions: new MemorySessionStore(),
+      logger,
+      // As tool pinning's hash of a definition nested thousands of levels deep: the recursion runs out of stack.
+      hooks: {
+        filter: (_record, _target, config, list) => {
+          if (config.id === 'u2') throw new RangeError('Maximum call stack size exceeded');
+          return list;
+        },
+      },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    logs = '';
+    expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['good__ok']);
+    expect(logs).toContain('upstream dropped out');
+  });
+
+  it('answers a listing within listTimeoutMs while an upstream reconnects slowly, and that upstream joins once it is back', async () => {
+    const { engine, connector } = build({
+      u1: { prefix: 'fast', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
+      u2: { prefix: 'slow', capabilities: { tools: {} }, handle: async () => ({ tools: tools('b') }) },
+    });
+    const record = await openSession(engine);
+    expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['fast__a', 'slow__b']);
+    // u2's transport ends; connecting it again takes 600 ms (a stdio process starting, a slow handshake).
+    connector.openDelayMs.set('u2', 600);
+    connector.breakSession('u2');
+    const started = Date.now();
+    expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['fast__a']);
+    expect(Date.now() - started).toBeLessThan(450);
+    // The connect went on meanwhile: once it is done the upstream is listed again.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['fast__a', 'slow__b']);
+  });
+
+  it('reads a listed resource from the upstream that lists it, before another upstream\'s matching template; the first lister keeps a URI two list', async () => {
+    const reads: string[] = [];
+    const upstream = (id: string, resources: string[], templates: string[]): FakeUpstream & { prefix: string } => ({
+      prefix: id,
+      capabilities: { resources: {} },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: resources.map((uri) => ({ uri, name: uri })) };
+        if (method === 'resources/templates/list') return { resourceTemplates: templates.map((uriTemplate) => ({ uriTemplate, name: uriTemplate })) };
+        reads.push(id);
+        return { contents: [] };
+      },
+    });
+    const { engine } = build({
+      a: upstream('a', ['mem://shared'], ['file:///{path}']),
+      b: upstream('b', ['file:///project/readme.md', 'mem://shared'], []),
+    });
+    const record = await openSession(engine);
+    // The agent has seen the templates only: the template of `a` matches, but `b` lists this very resource.
+    expect('result' in (await engine.request(record, req('resources/templates/list'), NO_STREAM, 'trace'))).toBe(true);
+    expect('result' in (await engine.request(record, req('resources/read', { uri: 'file:///project/readme.md' }), NO_STREAM, 'trace'))).toBe(true);
+    expect(reads).toEqual(['b']);
+    // A URI no listing names goes by the template.
+    expect('result' in (await engine.request(record, req('resources/read', { uri: 'file:///elsewhere.txt' }), NO_STREAM, 'trace'))).toBe(true);
+    // Both list `mem://shared`: it stays with the first that listed it, however often the listing is fetched.
+    for (let round = 0; round < 3; round += 1) {
+      expect('result' in (await engine.request(record, req('resources/list'), NO_STREAM, 'trace'))).toBe(true);
+      expect('result' in (await engine.request(record, req('resources/read', { uri: 'mem://shared' }), NO_STREAM, 'trace'))).toBe(true);
+    }
+    expect(reads).toEqual(['b', 'a', 'a', 'a', 'a']);
+  });
+
+  it('starts a new upstream session when the upstream forgot the old one (404), runs the refused call again there, and records it', async () => {
+    const sessions = new MemorySessionStore();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    /** How many of the next calls the upstream refuses as for a session it does not know. */
+    let refusals = 0;
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/call' && refusals > 0) {
+            refusals -= 1;
+            throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+          }
+          return method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions,
+      logger,
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    refusals = 1;
+    const response = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect(response).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
+    expect(connector.opened).toEqual([
+      { upstreamId: 'u1', how: 'connect' },
+      { upstreamId: 'u1', how: 'connect' },
+    ]);
+    await vi.waitFor(() => expect(sessions.records.get(record.id)).not.toBe(record));
+    // Once per request: an upstream that refuses the new session too fails the call, it does not loop.
+    refusals = 2;
+    connector.calls.length = 0;
+    const after = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect('error' in after).toBe(true);
+    expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
   });
 
   it('answers upstream failures on calls without internals', async () => {

@@ -78,6 +78,29 @@ function jsonLength(value: unknown): number {
   }
 }
 
+/**
+ * `promise`, or an upstream timeout once `deadline` fires first. The promise itself goes on (a connect under way is
+ * kept for the next request): only this caller stops waiting.
+ */
+function untilAborted<T>(promise: Promise<T>, deadline: AbortSignal | undefined): Promise<T> {
+  if (deadline === undefined) return promise;
+  if (deadline.aborted) return Promise.reject(new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'));
+    deadline.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        deadline.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        deadline.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
 export interface ReplicaBus {
   /** Every replica: a session ended, or a request of a session was cancelled. */
@@ -116,6 +139,8 @@ type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unkn
 interface LiveUpstream {
   readonly config: UpstreamConfig;
   readonly session: Promise<UpstreamSession>;
+  /** `session` once it resolved (compared without waiting: is this entry still that session?). */
+  current: UpstreamSession | undefined;
   /** Listing pages this upstream session answered recently: `method + cursor` → page (see `listCacheMs`). */
   readonly pages: PageCache;
 }
@@ -138,6 +163,11 @@ interface LiveSession {
   /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
   routesLearnedAt: number | undefined;
   standalone: MessageSink | undefined;
+  /**
+   * Upstream id → the upstream session id that upstream forgot (HTTP 404): while the record still names it, the
+   * upstream is connected afresh instead of resumed (MCP: the client starts a new session), and the record updated.
+   */
+  readonly forgottenUpstreams: Map<string, string>;
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
@@ -401,7 +431,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), pages: new PageCache(this.pageStore) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
     try {
@@ -720,8 +750,12 @@ export class SessionEngine {
       case 'logging/setLevel': {
         await gate();
         const targets = this.upstreamIdsWith(live, 'logging');
+        // Bounded like a listing: one slow or reconnecting upstream must not hold the answer for its call timeout.
+        const timeoutMs = this.deps.options.listTimeoutMs;
         await Promise.allSettled(
-          targets.map(async (upstreamId) => (await this.upstream(live, upstreamId, traceId)).request('logging/setLevel', params, { signal })),
+          targets.map((upstreamId) => {
+            return this.onUpstream(live, upstreamId, traceId, (session) => session.request('logging/setLevel', params, { signal, timeoutMs }), AbortSignal.timeout(timeoutMs));
+          }),
         );
         return {};
       }
@@ -755,24 +789,32 @@ export class SessionEngine {
     const timeoutMs = this.deps.options.listTimeoutMs;
     const cacheMs = this.deps.options.listCacheMs ?? 0;
     const settled = await Promise.allSettled(
-      targets.map(async (target) => {
-        const session = await this.upstream(live, target.upstreamId, traceId);
-        const pages = live.upstreams.get(target.upstreamId)?.pages;
-        const key = `${spec.method}\u0000${target.cursor}`;
-        const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
-        if (cached) return { page: cached, fromCache: true };
-        const generation = pages?.generation ?? 0;
+      targets.map((target) => {
+        // One deadline for the whole of it: getting the upstream session (a stdio or legacy SSE upstream reconnecting
+        // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it.
         const signal = AbortSignal.timeout(timeoutMs);
-        // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
-        // trust frozen items (the listing's JSON text, tool-pinning hashes).
-        const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs }));
-        if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
-        return { page, fromCache: false };
+        return this.onUpstream(
+          live,
+          target.upstreamId,
+          traceId,
+          async (session) => {
+            const pages = live.upstreams.get(target.upstreamId)?.pages;
+            const key = `${spec.method}\u0000${target.cursor}`;
+            const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
+            if (cached) return { page: cached, fromCache: true };
+            const generation = pages?.generation ?? 0;
+            // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
+            // trust frozen items (the listing's JSON text, tool-pinning hashes).
+            const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs }));
+            if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
+            return { page, fromCache: false };
+          },
+          signal,
+        );
       }),
     );
     const items: unknown[] = [];
     const more: PendingPage[] = [];
-    const filter = this.deps.hooks?.filter;
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -783,31 +825,53 @@ export class SessionEngine {
       }
       if (!config) return;
       const { page, fromCache } = outcome.value;
-      const raw = page[spec.field];
-      let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
-      if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
-      for (const item of list) {
-        if (kind === 'tools' || kind === 'prompts') {
-          const exposed = this.exposed.named(config.toolPrefix, item);
-          if (exposed === null) {
-            this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
-            continue;
-          }
-          items.push(exposed);
-        } else if (kind === 'resources') {
-          if (typeof item['uri'] === 'string') live.resourceRoutes.set(item['uri'], config.id);
-          items.push(this.exposed.asIs(item));
-        } else {
-          if (typeof item['uriTemplate'] === 'string') {
-            live.templateRoutes.set(item['uriTemplate'], { upstreamId: config.id, matches: uriTemplateMatcher(item['uriTemplate']) });
-          }
-          items.push(this.exposed.asIs(item));
-        }
+      // Anything this upstream's page makes the filter or the naming throw (an item nested deeper than the stack
+      // allows, say) drops this upstream out of the answer, as a failed page does; the others' items stay.
+      let kept: unknown[];
+      try {
+        kept = this.pageItems(live, kind, config, page, fromCache, traceId);
+      } catch (error) {
+        if (status) status.dropped = true;
+        this.logUpstreamFailure(config, spec.method, error, traceId);
+        return;
       }
+      for (const item of kept) items.push(item);
       const next = page['nextCursor'];
       if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
     return { [spec.field]: items, ...(more.length > 0 ? { nextCursor: encodeCursor(kind, more) } : {}) };
+  }
+
+  /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
+  private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string): unknown[] {
+    const raw = page[LIST_METHODS[kind].field];
+    let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
+    const filter = this.deps.hooks?.filter;
+    if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
+    const items: unknown[] = [];
+    for (const item of list) {
+      if (kind === 'tools' || kind === 'prompts') {
+        const exposed = this.exposed.named(config.toolPrefix, item);
+        if (exposed === null) {
+          this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
+          continue;
+        }
+        items.push(exposed);
+      } else if (kind === 'resources') {
+        // A URI two upstreams list goes to the one that claimed it first (until a list change clears the routes):
+        // reads of it do not move from one upstream to the other with the order listings happen to be fetched in.
+        const uri = item['uri'];
+        if (typeof uri === 'string' && !live.resourceRoutes.has(uri)) live.resourceRoutes.set(uri, config.id);
+        items.push(this.exposed.asIs(item));
+      } else {
+        const template = item['uriTemplate'];
+        if (typeof template === 'string' && !live.templateRoutes.has(template)) {
+          live.templateRoutes.set(template, { upstreamId: config.id, matches: uriTemplateMatcher(template) });
+        }
+        items.push(this.exposed.asIs(item));
+      }
+    }
+    return items;
   }
 
   private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string; config: UpstreamConfig } {
@@ -834,17 +898,18 @@ export class SessionEngine {
         'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", no query or fragment on a file: URI, and scheme and host as a URL parser writes them',
       );
     }
-    const find = (): string | undefined => {
-      const direct = live.resourceRoutes.get(uri);
-      if (direct !== undefined) return direct;
+    const listed = (): string | undefined => live.resourceRoutes.get(uri);
+    const templated = (): string | undefined => {
       for (const route of live.templateRoutes.values()) if (route.matches(uri)) return route.upstreamId;
       return undefined;
     };
-    let upstreamId = find();
+    // A resource an upstream lists goes to that upstream, before any template that would also match it (`file:///{path}`
+    // of another upstream): a URI no listing seen here names yet has the routes learned first (at most one walk a second
+    // per session), then the templates decide.
+    let upstreamId = listed();
     if (upstreamId === undefined) {
-      // This replica has not listed this session's resources yet (or the URI is new): learn the routes.
       await this.learnRoutes(live, traceId);
-      upstreamId = find();
+      upstreamId = listed() ?? templated();
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
     return upstreamId;
@@ -918,10 +983,9 @@ export class SessionEngine {
     traceId: string,
     progressSent = 0,
   ): Promise<Record<string, unknown>> {
-    const session = await this.upstream(live, upstreamId, traceId);
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
-    return session.request(message.method, params, {
+    return this.onUpstream(live, upstreamId, traceId, (session) => session.request(message.method, params, {
       signal,
       // The configuration's current call timeout, also for a session opened before an edit changed it.
       timeoutMs: live.upstreams.get(upstreamId)?.config.callTimeoutMs,
@@ -941,7 +1005,7 @@ export class SessionEngine {
         }
       },
       onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal),
-    });
+    }));
   }
 
   /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
@@ -1028,19 +1092,73 @@ export class SessionEngine {
       capabilities: relayableClientCapabilities(live.record.clientCapabilities),
       protocolVersion: live.record.protocolVersion,
     };
-    const session = this.deps.connector
-      .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
-      .then((resumed) => this.attach(live, config, resumed));
-    session.catch((error: unknown) => {
-      const held = live.upstreams.get(upstreamId);
-      if (held?.session === session) {
-        held.pages.clear();
+    const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId;
+    const opened = forgotten
+      ? this.deps.connector.connect(config, identity).then((fresh) => this.renewed(live, config, fresh, traceId))
+      : this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion });
+    const entry: LiveUpstream = {
+      config,
+      session: opened.then((resumed) => {
+        entry.current = resumed;
+        return this.attach(live, config, resumed);
+      }),
+      current: undefined,
+      pages: new PageCache(this.pageStore),
+    };
+    entry.session.catch((error: unknown) => {
+      if (live.upstreams.get(upstreamId) === entry) {
+        entry.pages.clear();
         live.upstreams.delete(upstreamId);
       }
-      this.logUpstreamFailure(config, 'resume', error, traceId);
+      this.logUpstreamFailure(config, forgotten ? 'initialize' : 'resume', error, traceId);
     });
-    live.upstreams.set(upstreamId, { config, session, pages: new PageCache(this.pageStore) });
-    return session;
+    live.upstreams.set(upstreamId, entry);
+    return entry.session;
+  }
+
+  /**
+   * A new upstream session in place of one the upstream forgot: the record names it from now on (stored, so other
+   * replicas and a later resume use it too; the record's other fields do not change after initialize).
+   */
+  private renewed(live: LiveSession, config: UpstreamConfig, fresh: UpstreamSession, traceId: string): UpstreamSession {
+    live.forgottenUpstreams.delete(config.id);
+    live.record = { ...live.record, upstreams: { ...live.record.upstreams, [config.id]: { ...fresh.state(), capabilities: { ...fresh.info.capabilities } } } };
+    this.deps.logger.info({ upstream: config.name, traceId }, 'upstream session started again: the upstream had forgotten the previous one');
+    this.deps.sessions.update(live.record).catch((error: unknown) => {
+      this.deps.logger.warn({ upstream: config.name, traceId, err: error instanceof Error ? error.message : String(error) }, 'session record not updated with the new upstream session');
+    });
+    return fresh;
+  }
+
+  /**
+   * Runs `run` on the session's upstream session. If the upstream answers that it forgot the session (HTTP 404: it
+   * ran nothing), a new upstream session is started and `run` goes once more on it.
+   */
+  private async onUpstream<T>(
+    live: LiveSession,
+    upstreamId: string,
+    traceId: string,
+    run: (session: UpstreamSession) => Promise<T>,
+    deadline?: AbortSignal,
+  ): Promise<T> {
+    const session = await untilAborted(this.upstream(live, upstreamId, traceId), deadline);
+    try {
+      return await run(session);
+    } catch (error) {
+      if (!(error instanceof UpstreamUnavailableError) || error.reason !== 'session_expired') throw error;
+      this.dropUpstream(live, upstreamId, session);
+      return run(await untilAborted(this.upstream(live, upstreamId, traceId), deadline));
+    }
+  }
+
+  /** `session` ended under this replica (its transport closed, or the upstream forgot it): the next use connects again. */
+  private dropUpstream(live: LiveSession, upstreamId: string, session: UpstreamSession): void {
+    const id = session.state().sessionId;
+    if (id !== null) live.forgottenUpstreams.set(upstreamId, id);
+    const held = live.upstreams.get(upstreamId);
+    if (held?.current !== session) return;
+    held.pages.clear();
+    live.upstreams.delete(upstreamId);
   }
 
   /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
@@ -1064,17 +1182,7 @@ export class SessionEngine {
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
     // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
     // released or replaced meanwhile is left alone.
-    session.onClosed?.(() => {
-      const held = live.upstreams.get(config.id);
-      void held?.session.then(
-        (current) => {
-          if (current !== session || live.upstreams.get(config.id) !== held) return;
-          held.pages.clear();
-          live.upstreams.delete(config.id);
-        },
-        () => undefined,
-      );
-    });
+    session.onClosed?.(() => this.dropUpstream(live, config.id, session));
     return session;
   }
 
@@ -1090,6 +1198,7 @@ export class SessionEngine {
       routesGeneration: 0,
       routesLearnedAt: undefined,
       standalone: undefined,
+      forgottenUpstreams: new Map(),
       inflight: new Map(),
       relayed: new Set(),
       lastUsed: Date.now(),

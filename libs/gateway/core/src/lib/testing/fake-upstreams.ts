@@ -42,7 +42,14 @@ export class FakeConnector implements UpstreamConnector {
   readonly opened: { readonly upstreamId: string; readonly how: 'connect' | 'resume' }[] = [];
   /** The `onClosed` handlers of the sessions handed out, per upstream id (newest last). */
   readonly closedHandlers = new Map<string, (() => void)[]>();
+  /** Milliseconds a connect or resume of an upstream takes (a slow handshake, a process starting). */
+  readonly openDelayMs = new Map<string, number>();
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
+
+  private async opening(upstreamId: string): Promise<void> {
+    const delay = this.openDelayMs.get(upstreamId) ?? 0;
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+  }
 
   private session(config: UpstreamConfig): UpstreamSession {
     const upstream = this.upstreams[config.id];
@@ -84,10 +91,12 @@ export class FakeConnector implements UpstreamConnector {
 
   async connect(config: UpstreamConfig): Promise<UpstreamSession> {
     this.opened.push({ upstreamId: config.id, how: 'connect' });
+    await this.opening(config.id);
     return this.session(config);
   }
   async resume(config: UpstreamConfig): Promise<UpstreamSession> {
     this.opened.push({ upstreamId: config.id, how: 'resume' });
+    await this.opening(config.id);
     return this.session(config);
   }
   async shutdown(): Promise<void> {

@@ -81,6 +81,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private expired = false;
   private notificationHandler: NotificationHandler | undefined;
   private serverRequestHandler: ServerRequestHandler | undefined;
+  private closedHandler: (() => void) | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
   private readonly inFlight = new Set<CallResponse>();
   private standalone: ClientRequest | undefined;
@@ -212,6 +213,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.openStandaloneStream();
   }
 
+  /** Called once when the upstream forgets this session (404): it cannot be used or resumed any more. */
+  onClosed(handler: () => void): void {
+    this.closedHandler = handler;
+  }
+
   onServerRequest(
     handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>,
   ): void {
@@ -276,6 +282,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.expired = true;
     this.ctx.logger.info(logFields(this.ctx.config), 'upstream session expired');
     this.standalone?.destroy();
+    const handler = this.closedHandler;
+    this.closedHandler = undefined;
+    try {
+      handler?.();
+    } catch (error) {
+      this.ctx.logger.warn({ ...logFields(this.ctx.config), err: error }, 'upstream session close handler failed');
+    }
   }
 
   private deliver(notification: JsonRpcNotification, perCall: NotificationHandler | undefined): void {

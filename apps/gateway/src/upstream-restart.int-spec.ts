@@ -1,0 +1,81 @@
+/**
+ * An upstream that restarts forgets its MCP sessions and answers 404 to them. The MCP client must then start a new
+ * session; the gateway does that for its agents' sessions without their noticing: the request refused with 404 (which
+ * the upstream did not run) goes again on the new upstream session, on whichever replica serves it.
+ * Needs `npx nx build demo-upstreams`.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentWithKey, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let demo: DemoUpstreams;
+let port: number;
+let gatewayA: TestGateway;
+let gatewayB: TestGateway;
+let tenant: TestTenant;
+let key: string;
+
+const text = (result: unknown): string => ((result as { content?: { text?: string }[] }).content ?? []).map((item) => item.text ?? '').join('');
+
+/** An SDK client on `base` that sends its session's requests wherever `route` says (gateway A or B). */
+async function connect(route: () => string) {
+  const client = new Client({ name: 'restart-spec', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), {
+    requestInit: { headers: { authorization: `Bearer ${key}` } },
+    fetch: (input, init) => fetch(String(input).replace(gatewayA.url, route()), init),
+  });
+  await client.connect(transport);
+  return client;
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  demo = await startDemoUpstreams();
+  port = Number(new URL(demo.url).port);
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'ks', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 } as never,
+  });
+  key = (await createAgentWithKey(db, tenant.id, 'restart-agent')).key;
+  gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+  gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+}, 60_000);
+
+afterAll(async () => {
+  await gatewayA?.close();
+  await gatewayB?.close();
+  await demo?.stop();
+  await db?.$disconnect();
+});
+
+describe('an upstream that restarted (and forgot its sessions)', () => {
+  it('is served again at once on a new upstream session, on the replica that met the 404 and on another one', async () => {
+    let target = gatewayA.url;
+    const client = await connect(() => target);
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'before' } }))).toBe('before');
+    // The same session on the other replica (it resumes the upstream session the record names).
+    target = gatewayB.url;
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'on b' } }))).toBe('on b');
+
+    await demo.stop();
+    demo = await startDemoUpstreams({ port });
+
+    // Replica B meets the 404: the call goes through on a new upstream session, and the record now names it.
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'after on b' } }))).toBe('after on b');
+    expect(gatewayB.logs()).toContain('upstream session started again');
+    // Listings have the upstream's tools again (before, it dropped out of every listing until a new agent session).
+    expect((await client.listTools()).tools.map((tool) => tool.name)).toContain('ks__echo');
+    // Replica A still holds the old upstream session: its first request meets the 404 too, and recovers the same way.
+    target = gatewayA.url;
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'after on a' } }))).toBe('after on a');
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'again on a' } }))).toBe('again on a');
+    await client.close();
+  });
+});
