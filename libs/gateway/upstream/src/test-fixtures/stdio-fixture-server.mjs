@@ -12,6 +12,7 @@ let logLevel = null;
 const waiting = new Map(); // our requests to the client, by id
 const cancelled = new Set();
 let nextId = 1;
+let lastRoots = null;
 
 const send = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
 const result = (id, value) => send({ jsonrpc: '2.0', id, result: value });
@@ -43,6 +44,8 @@ const tools = {
     return text('peek', { uid: process.getuid(), readable });
   },
   seen: () => text('seen', { notifications: seen }),
+  // What the client answered when this server last asked for its roots (after a roots/list_changed).
+  roots: () => text('roots', { roots: lastRoots }),
   // What the shared session state looks like from this side.
   state: () => text('state', { subscribed: [...subscribed].sort(), logLevel, calls }),
   // A resource changed: the update goes out whether anyone subscribed (the gateway decides who sees it).
@@ -158,6 +161,14 @@ createInterface({ input: process.stdin })
     if (message.id === undefined) {
       seen.push(message);
       if (message.method === 'notifications/cancelled') cancelled.add(message.params.requestId);
+      // As servers do: a client whose roots changed is asked for them.
+      if (message.method === 'notifications/roots/list_changed') {
+        const id = `fixture-${nextId++}`;
+        waiting.set(id, (response) => {
+          lastRoots = response.error ? { error: response.error.code } : response.result;
+        });
+        send({ jsonrpc: '2.0', id, method: 'roots/list' });
+      }
       return;
     }
     void handle(message);

@@ -453,7 +453,11 @@ export class StdioProcess {
         }
         case 'request': {
           const request = classified.message;
-          const route = this.mux.routeServerRequest(request);
+          // Roots are a client session's, never a call's: a process several sessions share that asks for "the" roots
+          // (after one of them said its roots changed) cannot be told whose it means, and the session with a call in
+          // flight must not be asked on another's behalf (its roots would reach a process the other one uses).
+          const route: ReturnType<typeof this.mux.routeServerRequest> =
+            request.method === 'roots/list' && this.owners.size > 1 ? { kind: 'ambiguous' } : this.mux.routeServerRequest(request);
           let handler: ServerRequestHandler | undefined;
           if (route.kind === 'call') handler = route.handler;
           else if (route.kind === 'none' && this.owners.size === 1)

@@ -197,6 +197,42 @@ describe('stdio upstreams', () => {
     expect(textOf(await call(b, 'pid'))).toMatch(/^\d+$/);
   });
 
+  it('never answers a shared process\'s roots/list from whichever session has a call in flight (roots are a session\'s own)', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    expect(await pidOf(a)).toBe(await pidOf(b));
+    const askedA: string[] = [];
+    // A has a call in flight that would answer server requests; B's roots change and the server asks for "the" roots.
+    const held = a.request('tools/call', { name: 'sleep', arguments: { ms: 400 } }, {
+      onServerRequest: async (request) => {
+        askedA.push(request.method);
+        return { roots: [{ uri: 'file:///home/alice/secret-project', name: 'alice' }] };
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await b.notify('notifications/roots/list_changed');
+    await held;
+    const answered = (await call(b, 'roots'))['structuredContent'] as { roots: unknown };
+    expect(askedA).toEqual([]);
+    expect(answered.roots).toEqual({ error: -32603 });
+    // A process with one session still gets that session's answer.
+    await a.close();
+    const askedB: string[] = [];
+    const alone = b.request('tools/call', { name: 'sleep', arguments: { ms: 200 } }, {
+      onServerRequest: async (request) => {
+        askedB.push(request.method);
+        return { roots: [{ uri: 'file:///srv/b', name: 'b' }] };
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await b.notify('notifications/roots/list_changed');
+    await alone;
+    expect(askedB).toEqual(['roots/list']);
+    expect(((await call(b, 'roots'))['structuredContent'] as { roots: unknown }).roots).toEqual({ roots: [{ uri: 'file:///srv/b', name: 'b' }] });
+  });
+
   it('drops progress that matches no call in flight instead of showing it to every session of the process', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
