@@ -641,7 +641,11 @@ describe('SessionEngine with in-memory upstreams', () => {
 function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0): [SessionEngine, SessionEngine] {
   const sessions = new MemorySessionStore();
   const replicas: SessionEngine[] = [];
-  const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
+  const byId = new Map<string, SessionEngine>();
+  const bus = {
+    broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)),
+    sendTo: (replicaId: string, message: BusMessage) => byId.get(replicaId)?.onBusMessage(message),
+  };
   const make = (replicaId: string) =>
     new SessionEngine({
       registry,
@@ -653,6 +657,7 @@ function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listC
     });
   const [a, b] = [make('ra'), make('rb')];
   replicas.push(a, b);
+  byId.set('ra', a).set('rb', b);
   engines.push(a, b);
   return [a, b];
 }
@@ -681,6 +686,45 @@ describe('SessionEngine across replicas', () => {
     detach();
     fromUpstreamOnA(changed);
     expect(received).toHaveLength(1);
+  });
+
+  it('keeps one standalone stream per session across replicas: the later one stays, the other replica closes its own', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const stream = (name: string, got: string[], closed: string[]) => ({
+      canStream: true,
+      send: () => got.push(name) > 0,
+      close: () => void closed.push(name),
+    });
+    const got: string[] = [];
+    const closed: string[] = [];
+    a.attachStandalone(record, stream('on a', got, closed));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    b.attachStandalone(record, stream('on b', got, closed));
+    expect(closed).toEqual(['on a']);
+    // A notification from the upstream (on replica A, which holds the upstream session) goes out once, on B's stream.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    expect(got).toEqual(['on b']);
+
+    // Two attached at the same moment: exactly one stays (the higher replica id), whichever notice arrives first.
+    const now = vi.spyOn(Date, 'now').mockReturnValue(1_000_000);
+    try {
+      const tie: string[] = [];
+      b.attachStandalone(record, stream('b again', got, tie));
+      a.attachStandalone(record, stream('a again', got, tie));
+      expect(tie).toEqual(['a again']);
+      expect(closed).toEqual(['on a', 'on b']);
+    } finally {
+      now.mockRestore();
+    }
+    got.length = 0;
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    expect(got).toEqual(['b again']);
   });
 
   it('turns an agent\'s answer too deep to pass to the asking replica into an internal error for its upstream', async () => {

@@ -115,6 +115,11 @@ export type BusMessage =
   | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse }
   /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
   | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification }
+  /**
+   * A replica took the agent's standalone stream of a session (at `at`, its clock): a replica holding an older one
+   * closes it, so each message goes out on one stream only (MCP: never broadcast across the client's streams).
+   */
+  | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly replicaId: string; readonly at: number }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
   | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean };
 
@@ -163,6 +168,8 @@ interface LiveSession {
   /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
   routesLearnedAt: number | undefined;
   standalone: MessageSink | undefined;
+  /** When and where `standalone` was attached: of two streams on two replicas, the later one (then the higher id) stays. */
+  standaloneSince: { readonly at: number; readonly replicaId: string } | undefined;
   /**
    * Upstream id → the upstream session id that upstream forgot (HTTP 404): while the record still names it, the
    * upstream is connected afresh instead of resumed (MCP: the client starts a new session), and the record updated.
@@ -510,11 +517,36 @@ export class SessionEngine {
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
     if (live.standalone !== undefined && live.standalone !== sink) live.standalone.close?.();
     live.standalone = sink;
+    const since = { at: Date.now(), replicaId: this.deps.options.replicaId };
+    live.standaloneSince = since;
+    // The same rule across replicas: one that holds an older stream of this session closes it.
+    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, ...since });
     // Upstream sessions attached on this replica forward their notifications to it.
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
     return () => {
-      if (live.standalone === sink) live.standalone = undefined;
+      if (live.standalone === sink) {
+        live.standalone = undefined;
+        live.standaloneSince = undefined;
+      }
     };
+  }
+
+  /** Another replica took the session's standalone stream: this replica's, if older, is closed (its agent has the new one). */
+  private standaloneTakenElsewhere(sessionId: string, at: number, replicaId: string): void {
+    if (replicaId === this.deps.options.replicaId) return;
+    const live = this.live.get(sessionId);
+    const since = live?.standaloneSince;
+    if (!live?.standalone || since === undefined) return;
+    const newer = at > since.at || (at === since.at && replicaId > since.replicaId);
+    if (!newer) {
+      // Ours is the later one: the sender keeps its older stream only until it hears so.
+      this.deps.bus?.sendTo(replicaId, { type: 'standalone-attached', sessionId, ...since });
+      return;
+    }
+    const stream = live.standalone;
+    live.standalone = undefined;
+    live.standaloneSince = undefined;
+    stream.close?.();
   }
 
   onBusMessage(message: BusMessage): void {
@@ -537,6 +569,9 @@ export class SessionEngine {
       case 'standalone':
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
         this.live.get(message.sessionId)?.standalone?.send(message.message);
+        return;
+      case 'standalone-attached':
+        if (typeof message.at === 'number' && typeof message.replicaId === 'string') this.standaloneTakenElsewhere(message.sessionId, message.at, message.replicaId);
         return;
     }
   }
@@ -1198,6 +1233,7 @@ export class SessionEngine {
       routesGeneration: 0,
       routesLearnedAt: undefined,
       standalone: undefined,
+      standaloneSince: undefined,
       forgottenUpstreams: new Map(),
       inflight: new Map(),
       relayed: new Set(),
