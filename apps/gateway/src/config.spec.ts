@@ -93,3 +93,15 @@ describe('gateway config: the user stdio servers run as', () => {
     }
   });
 });
+
+describe('gateway config: the tool name separator', () => {
+  it('takes separators no tool prefix the control plane accepts can contain', () => {
+    for (const separator of ['__', '___', '.', '-', '--', '_.', 'X', '..']) {
+      expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_TOOL_SEPARATOR: separator }).mcp.toolSeparator).toBe(separator);
+    }
+  });
+
+  it('refuses one that could occur inside an accepted prefix (my_files, v2x), naming the variable', () => {
+    for (const separator of ['_', 'x', '2', '_x', 'a.']) expect(problemsOf({ GATEWAY_TOOL_SEPARATOR: separator })).toEqual(['GATEWAY_TOOL_SEPARATOR']);
+  });
+});

@@ -27,8 +27,16 @@ export const gatewayConfigSchema = z
     GATEWAY_ALLOWED_HOSTS: f.csv,
     /** Browser origins allowed to call the MCP endpoints (`*` for any); requests without Origin always pass. */
     GATEWAY_ALLOWED_ORIGINS: f.csv,
-    /** Between an upstream's tool prefix and the tool's own name. */
-    GATEWAY_TOOL_SEPARATOR: z.string().regex(TOOL_NAME_CHARS, 'must be 1–8 characters of A-Z a-z 0-9 _ . -').default('__'),
+    /**
+     * Between an upstream's tool prefix and the tool's own name. The control plane accepts prefixes of lowercase
+     * letters, digits and single inner underscores: a separator of such characters (or one underscore) could occur in
+     * a prefix it accepted, and that upstream would then be dropped here instead of refused when it was saved.
+     */
+    GATEWAY_TOOL_SEPARATOR: z
+      .string()
+      .regex(TOOL_NAME_CHARS, 'must be 1–8 characters of A-Z a-z 0-9 _ . -')
+      .refine((separator) => !/[a-z0-9]/.test(separator) && separator !== '_', 'must not contain lowercase letters or digits, nor be a single "_" (tool prefixes may contain those)')
+      .default('__'),
     /** Idle timeout of an MCP session (Redis TTL). */
     GATEWAY_SESSION_IDLE_MS: f.durationMs(30 * 60_000),
     /** Resumable SSE streams: a stream's replay log lives this long after its last message, within this many bytes. */
