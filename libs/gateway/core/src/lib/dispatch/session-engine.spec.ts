@@ -624,6 +624,23 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
   });
 
+  it('passes a list change to the agent only for an area whose listChanged initialize advertised', async () => {
+    const { engine, connector } = build({
+      u1: { prefix: 'quiet', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('a'), prompts: [] }) },
+      u2: { prefix: 'loud', capabilities: { prompts: { listChanged: true } }, handle: async () => ({ prompts: [] }) },
+    });
+    const record = await openSession(engine);
+    const received: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    await new Promise((resolve) => setImmediate(resolve));
+    // No upstream declared tools.listChanged, so the agent was not told to expect it: not sent (the cache still drops).
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    // prompts.listChanged was advertised (by u2): a prompts change is passed on, from either upstream.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
+    expect(received).toEqual(['notifications/prompts/list_changed', 'notifications/message']);
+  });
+
   it('answers upstream failures on calls without internals', async () => {
     const { engine } = build({
       u: { prefix: 'u', capabilities: { tools: {} }, handle: async () => Promise.reject(new Error('ECONNREFUSED http://internal-u.example/mcp')) },

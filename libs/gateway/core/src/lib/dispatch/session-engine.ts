@@ -101,6 +101,13 @@ function untilAborted<T>(promise: Promise<T>, deadline: AbortSignal | undefined)
   });
 }
 
+/** The capability area whose `listChanged` flag lets the gateway send each list-change notification. */
+const LIST_CHANGED_AREA: Readonly<Record<string, string>> = {
+  'notifications/tools/list_changed': 'tools',
+  'notifications/prompts/list_changed': 'prompts',
+  'notifications/resources/list_changed': 'resources',
+};
+
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
 export interface ReplicaBus {
   /** Every replica: a session ended, or a request of a session was cancelled. */
@@ -324,6 +331,8 @@ export class GatewayRequestError extends Error {
  */
 export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
+  /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
+  private readonly advertised = new WeakMap<SessionRecord, Record<string, unknown>>();
   private readonly pending = new Map<string, PendingServerRequest>();
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
@@ -1026,6 +1035,7 @@ export class SessionEngine {
       timeoutMs: live.upstreams.get(upstreamId)?.config.callTimeoutMs,
       onNotification: (notification) => {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
+        if (!this.relayable(live.record, notification)) return;
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
           const progressed: Record<string, unknown> = { ...notification.params, progressToken };
@@ -1204,11 +1214,28 @@ export class SessionEngine {
     this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
   }
 
+  /**
+   * Whether the agent may be sent `notification`: a list change only for an area whose `listChanged` the session's
+   * initialize advertised (MCP: the server sends them only then; an upstream that sends one anyway is not passed on).
+   */
+  private relayable(record: SessionRecord, notification: JsonRpcNotification): boolean {
+    const area = LIST_CHANGED_AREA[notification.method];
+    if (area === undefined) return true;
+    let capabilities = this.advertised.get(record);
+    if (capabilities === undefined) {
+      capabilities = mergeServerCapabilities(Object.values(record.upstreams).map((upstream) => upstream.capabilities ?? {}));
+      this.advertised.set(record, capabilities);
+    }
+    const advertised = capabilities[area];
+    return isObject(advertised) && advertised['listChanged'] === true;
+  }
+
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
+      if (!this.relayable(live.record, notification)) return;
       // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });

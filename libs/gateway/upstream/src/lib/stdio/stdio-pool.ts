@@ -128,7 +128,7 @@ export class StdioSession implements UpstreamSession, StdioOwner, DisposableSess
 
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
     if (this.closed) throw errors.closed();
-    await this.process.notify(method, params);
+    await this.process.notify(method, params, this);
   }
 
   onNotification(handler: (notification: JsonRpcNotification) => void): void {

@@ -72,6 +72,9 @@ export interface StdioOptions {
   readonly runAs?: { readonly uid: number; readonly gid: number };
 }
 
+/** How long after a session's roots/list_changed a roots/list from the process counts as asking that session. */
+const ROOTS_ATTRIBUTION_MS = 5_000;
+
 /** What a process needs from the sessions that use it. */
 export interface StdioOwner {
   readonly notificationHandler: NotificationHandler | undefined;
@@ -88,6 +91,8 @@ type Owner = StdioOwner | StdioProcess;
  */
 export class StdioProcess {
   readonly owners = new Set<StdioOwner>();
+  /** The session that last told this process its roots changed, for ROOTS_ATTRIBUTION_MS: whose roots/list comes next. */
+  private rootsChangedBy: { readonly owner: StdioOwner; readonly until: number } | undefined;
   info: UpstreamServerInfo | undefined;
   /** The upstream's configuration changed: stop as soon as no session uses this process. */
   retired = false;
@@ -194,9 +199,11 @@ export class StdioProcess {
     });
   }
 
-  async notify(method: string, params: Record<string, unknown> | undefined): Promise<void> {
+  async notify(method: string, params: Record<string, unknown> | undefined, from?: StdioOwner): Promise<void> {
     if (!this.ready) await this.ensureReady();
     this.lastActivity = Date.now();
+    // The server will likely ask for the roots now: the answer is this session's to give (see `onServerRequest`).
+    if (method === 'notifications/roots/list_changed' && from !== undefined) this.rootsChangedBy = { owner: from, until: Date.now() + ROOTS_ATTRIBUTION_MS };
     this.write(encodeNotification(method, params));
   }
 
@@ -453,14 +460,19 @@ export class StdioProcess {
         }
         case 'request': {
           const request = classified.message;
-          // Roots are a client session's, never a call's: a process several sessions share that asks for "the" roots
-          // (after one of them said its roots changed) cannot be told whose it means, and the session with a call in
-          // flight must not be asked on another's behalf (its roots would reach a process the other one uses).
-          const route: ReturnType<typeof this.mux.routeServerRequest> =
-            request.method === 'roots/list' && this.owners.size > 1 ? { kind: 'ambiguous' } : this.mux.routeServerRequest(request);
+          let route = this.mux.routeServerRequest(request);
           let handler: ServerRequestHandler | undefined;
+          // A roots/list soon after a session said its roots changed is that session's to answer. Another session's
+          // call in flight must not be asked on its behalf (that session's roots would reach a process the first one
+          // uses, and answer for it): then nobody can tell whose roots are meant, and it is refused.
+          const changed = this.rootsChangedBy;
+          if (request.method === 'roots/list' && changed !== undefined && changed.until >= Date.now() && this.owners.has(changed.owner)) {
+            this.rootsChangedBy = undefined;
+            if (route.kind === 'call' && route.owner !== changed.owner) route = { kind: 'ambiguous' };
+            else if (route.kind === 'none') handler = changed.owner.serverRequestHandler;
+          }
           if (route.kind === 'call') handler = route.handler;
-          else if (route.kind === 'none' && this.owners.size === 1)
+          else if (route.kind === 'none' && handler === undefined && this.owners.size === 1)
             handler = [...this.owners][0]?.serverRequestHandler;
           if (route.kind === 'ambiguous') {
             this.ctx.logger.warn(

@@ -197,7 +197,7 @@ describe('stdio upstreams', () => {
     expect(textOf(await call(b, 'pid'))).toMatch(/^\d+$/);
   });
 
-  it('never answers a shared process\'s roots/list from whichever session has a call in flight (roots are a session\'s own)', async () => {
+  it('answers a shared process\'s roots/list after a session\'s roots change from that session, never from another\'s call in flight', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
     const a = await open(c, config);
@@ -217,6 +217,12 @@ describe('stdio upstreams', () => {
     const answered = (await call(b, 'roots'))['structuredContent'] as { roots: unknown };
     expect(askedA).toEqual([]);
     expect(answered.roots).toEqual({ error: -32603 });
+    // With no call in flight, the roots/list after B's change is B's to answer (through its session-level handler), not A's.
+    a.onServerRequest(async () => ({ roots: [{ uri: 'file:///home/alice/secret-project', name: 'alice' }] }));
+    b.onServerRequest(async () => ({ roots: [{ uri: 'file:///srv/bob', name: 'bob' }] }));
+    await b.notify('notifications/roots/list_changed');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(((await call(b, 'roots'))['structuredContent'] as { roots: unknown }).roots).toEqual({ roots: [{ uri: 'file:///srv/bob', name: 'bob' }] });
     // A process with one session still gets that session's answer.
     await a.close();
     const askedB: string[] = [];
