@@ -418,6 +418,52 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(JSON.stringify(await answered)).toContain('a summary');
   });
 
+  it('relays the agent\'s progress on a relayed request back to the upstream that asked, under the upstream\'s own token', async () => {
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'llm',
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('summarize') };
+          const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10, _meta: { progressToken: 1 } } };
+          return (await options?.onServerRequest?.(ask, new AbortController().signal)) ?? {};
+        },
+      },
+    });
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    let seenToken: unknown;
+    const answered = engine.request(
+      record,
+      req('tools/call', { name: 'llm__summarize', arguments: {} }),
+      {
+        canStream: true,
+        send: (message) => {
+          const relayed = message as { id?: string; method?: string; params?: { _meta?: { progressToken?: unknown } } };
+          if (relayed.method !== 'sampling/createMessage' || typeof relayed.id !== 'string') return true;
+          const id = relayed.id;
+          seenToken = relayed.params?._meta?.progressToken;
+          queueMicrotask(() => {
+            // Another session's progress with the same token is not this request's.
+            engine.notification({ ...record, id: 'someone-else' }, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: id, progress: 9 } });
+            engine.notification(record, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: id, progress: 1, total: 2 } });
+            engine.answer(record, { jsonrpc: '2.0', id, result: { role: 'assistant', content: { type: 'text', text: 'ok' }, model: 'm' } });
+            // Too late: the request is answered.
+            engine.notification(record, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: id, progress: 2, total: 2 } });
+          });
+          return true;
+        },
+      },
+      'trace',
+    );
+    expect(JSON.stringify(await answered)).toContain('ok');
+    // The agent saw the relayed request's own id as the token (two upstreams' tokens cannot collide at the agent).
+    expect(typeof seenToken).toBe('string');
+    expect(String(seenToken)).toMatch(/^pcs\.r1\./);
+    expect(connector.notified).toEqual([{ upstreamId: 'u1', method: 'notifications/progress', params: { progressToken: 1, progress: 1, total: 2 } }]);
+  });
+
   it('ends a request the agent cancels as cancelled, not as an internal error, and keeps its reason short', async () => {
     const { engine } = build({
       u1: {

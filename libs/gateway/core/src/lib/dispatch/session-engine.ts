@@ -127,6 +127,8 @@ export type BusMessage =
    * closes it, so each message goes out on one stream only (MCP: never broadcast across the client's streams).
    */
   | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly replicaId: string; readonly at: number }
+  /** The agent's progress on a request another replica relayed to it (its token is that request's id). */
+  | { readonly type: 'relayed-progress'; readonly sessionId: string; readonly params: Record<string, unknown> }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
   | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean };
 
@@ -201,6 +203,11 @@ interface PendingServerRequest {
   readonly sessionId: string;
   readonly resolve: (result: Record<string, unknown>) => void;
   readonly reject: (error: Error) => void;
+  /**
+   * The upstream asked for progress (`_meta.progressToken`): the agent saw the relayed request's own id as the token,
+   * and its progress notifications go back to `upstream` under this original token.
+   */
+  readonly progress?: { readonly token: string | number; readonly upstream: UpstreamSession };
 }
 
 const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; capability: string }>> = {
@@ -579,6 +586,9 @@ export class SessionEngine {
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
         this.live.get(message.sessionId)?.standalone?.send(message.message);
         return;
+      case 'relayed-progress':
+        if (isObject(message.params)) this.relayProgress(message.sessionId, message.params);
+        return;
       case 'standalone-attached':
         if (typeof message.at === 'number' && typeof message.replicaId === 'string') this.standaloneTakenElsewhere(message.sessionId, message.at, message.replicaId);
         return;
@@ -605,6 +615,17 @@ export class SessionEngine {
         const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
         if (controller) controller.abort(cancelledBecause(reason));
         else this.deps.bus?.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
+        return;
+      }
+      case 'notifications/progress': {
+        // Progress on a request the gateway relayed to the agent (sampling, elicitation): its token is that request's
+        // id, which names the replica holding it.
+        const token = params['progressToken'];
+        if (typeof token !== 'string') return;
+        const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(token)?.[1];
+        if (owner === undefined) return;
+        if (owner === this.deps.options.replicaId || !this.deps.bus) this.relayProgress(record.id, params);
+        else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params });
         return;
       }
       case 'notifications/roots/list_changed': {
@@ -1049,12 +1070,21 @@ export class SessionEngine {
           sink.send(notification);
         }
       },
-      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal),
+      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal, session),
     }));
   }
 
   /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
-  private relayServerRequest(record: SessionRecord, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal): Promise<Record<string, unknown>> {
+  /** The agent's progress on a relayed request, to the upstream that asked, under the upstream's own token. */
+  private relayProgress(sessionId: string, params: Record<string, unknown>): void {
+    const token = params['progressToken'];
+    const waiting = typeof token === 'string' ? this.pending.get(token) : undefined;
+    if (waiting?.progress === undefined || waiting.sessionId !== sessionId) return;
+    const { upstream, token: original } = waiting.progress;
+    upstream.notify('notifications/progress', { ...params, progressToken: original }).catch(() => undefined);
+  }
+
+  private relayServerRequest(record: SessionRecord, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream?: UpstreamSession): Promise<Record<string, unknown>> {
     const sessionId = record.id;
     // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
@@ -1067,6 +1097,12 @@ export class SessionEngine {
       return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, `The client has ${MAX_RELAYED_PER_SESSION} requests waiting for an answer already`));
     }
     const id = `pcs.${this.deps.options.replicaId}.${randomBytes(12).toString('base64url')}`;
+    // The upstream's progress token is its own (two upstreams may both use 1): the agent is given this request's id as
+    // the token, and its progress goes back under the original one (`relayProgress`).
+    const meta = request.params?.['_meta'];
+    const token = isObject(meta) ? meta['progressToken'] : undefined;
+    const progress = upstream !== undefined && (typeof token === 'string' || typeof token === 'number') ? { token, upstream } : undefined;
+    const params = progress && request.params ? { ...request.params, _meta: { ...(meta as Record<string, unknown>), progressToken: id } } : request.params;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const settled = () => {
         signal.removeEventListener('abort', onAbort);
@@ -1088,10 +1124,11 @@ export class SessionEngine {
           settled();
           reject(error);
         },
+        ...(progress ? { progress } : {}),
       });
       live?.relayed.add(id);
       signal.addEventListener('abort', onAbort, { once: true });
-      const relayed: JsonRpcMessage = { jsonrpc: '2.0', id, method: request.method, ...(request.params ? { params: request.params } : {}) };
+      const relayed: JsonRpcMessage = { jsonrpc: '2.0', id, method: request.method, ...(params ? { params } : {}) };
       if (!sink.send(relayed)) {
         this.pending.delete(id);
         settled();
@@ -1240,7 +1277,7 @@ export class SessionEngine {
       if (live.standalone) live.standalone.send(notification);
       else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
     });
-    session.onServerRequest((request, signal) => this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal));
+    session.onServerRequest((request, signal) => this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session));
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
     // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
     // released or replaced meanwhile is left alone.

@@ -34,6 +34,8 @@ export function fakeConfig(id: string, toolPrefix: string, tenantId = 't1'): Ups
 
 export class FakeConnector implements UpstreamConnector {
   readonly calls: { upstreamId: string; method: string; params: unknown }[] = [];
+  /** Notifications the engine sent to upstreams. */
+  readonly notified: { upstreamId: string; method: string; params: unknown }[] = [];
   /** Session-level notification handlers the engine registered, per upstream id (newest last). */
   readonly notificationHandlers = new Map<string, ((notification: JsonRpcNotification) => void)[]>();
   /** Upstream sessions ended (`close`) and dropped locally (`dispose`), by upstream id, in order. */
@@ -62,7 +64,7 @@ export class FakeConnector implements UpstreamConnector {
         this.calls.push({ upstreamId: config.id, method, params });
         return upstream.handle(method, params, options);
       },
-      notify: async () => undefined,
+      notify: async (method, params) => void this.notified.push({ upstreamId: config.id, method, params }),
       onNotification: (handler: (notification: JsonRpcNotification) => void) => {
         const handlers = this.notificationHandlers.get(config.id) ?? [];
         handlers.push(handler);
