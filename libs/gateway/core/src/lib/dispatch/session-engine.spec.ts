@@ -751,6 +751,32 @@ describe('SessionEngine across replicas', () => {
     expect(received).toHaveLength(1);
   });
 
+  it('does not bring back a session ended (here or on another replica) for a request that looked it up just before', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    // Both replicas hold the record, as a request that passed the session lookup would.
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    await a.end(onA, 'trace');
+    const opened = connector.opened.length;
+    for (const [engine, record] of [[a, onA], [b, onB]] as const) {
+      const response = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+      expect(response).toMatchObject({ error: { message: 'Session not found' } });
+      const closed: string[] = [];
+      engine.attachStandalone(record, { canStream: true, send: () => true, close: () => void closed.push('closed') });
+      expect(closed).toEqual(['closed']);
+      engine.notification(record, { jsonrpc: '2.0', method: 'notifications/roots/list_changed' });
+      expect(await engine.session(record.id, principal)).toBeUndefined();
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connector.opened).toHaveLength(opened);
+    expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(0);
+  });
+
   it('keeps one standalone stream per session across replicas: the later one stays, the other replica closes its own', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);

@@ -196,6 +196,10 @@ interface LiveSession {
  */
 export const MAX_RELAYED_PER_SESSION = 32;
 
+/** How long, and for how many sessions at most, a replica remembers that a session ended (see `ended`). */
+const ENDED_MEMORY_MS = 5 * 60_000;
+const MAX_ENDED_REMEMBERED = 10_000;
+
 /** Least time between two walks of a session's resource listings for URIs no route knows (`learnRoutes`). */
 const ROUTE_RELEARN_MS = 1_000;
 
@@ -348,6 +352,12 @@ export class SessionEngine {
   private readonly pageStore: ListingPageStore;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
   private readonly released = new Map<string, SessionRecord>();
+  /**
+   * Sessions ended (DELETE, here or on another replica) in the last ENDED_MEMORY_MS, and when: a request that looked
+   * its session up just before the DELETE must not bring the session's local state back (upstream sessions resumed or
+   * processes started for a session that is gone, until the next sweep).
+   */
+  private readonly ended = new Map<string, number>();
   private sweeping = false;
 
   constructor(private readonly deps: EngineDeps) {
@@ -477,6 +487,7 @@ export class SessionEngine {
 
   /** The session if it exists and belongs to this principal; otherwise undefined (answered as 404). */
   async session(sessionId: string, principal: Principal): Promise<SessionRecord | undefined> {
+    if (this.ended.has(sessionId)) return undefined;
     // The store answers from its short in-process cache most of the time and keeps the Redis TTL moving.
     const record = await this.deps.sessions.get(sessionId);
     if (!record || !sessionBelongsTo(record, principal)) return undefined;
@@ -499,6 +510,7 @@ export class SessionEngine {
 
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
+    this.markEnded(record.id);
     await this.deps.sessions.delete(record.id);
     this.released.delete(record.id);
     const live = this.liveFor(record);
@@ -516,6 +528,7 @@ export class SessionEngine {
 
   /** Another replica ended a session: drop what this replica holds (per-replica upstream resources are closed). */
   forget(sessionId: string): void {
+    this.markEnded(sessionId);
     this.deps.sessions.forget?.(sessionId);
     this.released.delete(sessionId);
     const live = this.live.get(sessionId);
@@ -528,6 +541,10 @@ export class SessionEngine {
 
   /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
   attachStandalone(record: SessionRecord, sink: MessageSink): () => void {
+    if (this.ended.has(record.id)) {
+      sink.close?.();
+      return () => undefined;
+    }
     const live = this.liveFor(record);
     // Messages go to one standalone stream, the latest: an earlier one would only hold a socket and a keep-alive
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
@@ -605,6 +622,7 @@ export class SessionEngine {
 
   /** A notification from the agent. */
   notification(record: SessionRecord, message: JsonRpcNotification): void {
+    if (this.ended.has(record.id)) return;
     const params = message.params ?? {};
     switch (message.method) {
       case 'notifications/cancelled': {
@@ -669,6 +687,7 @@ export class SessionEngine {
    * credential this request presented (hooks may check it again after a wait).
    */
   async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string, credentialId?: string): Promise<JsonRpcResponse> {
+    if (this.ended.has(record.id)) return rpcError(message.id, GATEWAY_RPC.NOT_FOUND, 'Session not found', traceId);
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
     if (live.inflight.has(key)) {
@@ -1390,11 +1409,25 @@ export class SessionEngine {
       }
     }
     if (cacheMs > 0) this.pageStore.prune(cacheMs, now);
+    // In insertion order, so oldest first: stop at the first one still remembered.
+    for (const [id, at] of this.ended) {
+      if (now - at < ENDED_MEMORY_MS) break;
+      this.ended.delete(id);
+    }
     for (const [id, record] of this.released) {
       if (!expired(id)) continue;
       this.released.delete(id);
       void this.expire(record, undefined);
     }
+  }
+
+  private markEnded(sessionId: string): void {
+    if (this.ended.size >= MAX_ENDED_REMEMBERED) {
+      const oldest = this.ended.keys().next();
+      if (!oldest.done) this.ended.delete(oldest.value);
+    }
+    this.ended.delete(sessionId);
+    this.ended.set(sessionId, Date.now());
   }
 
   private remember(record: SessionRecord): void {
