@@ -725,16 +725,21 @@ function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listC
   return [a, b];
 }
 
+/** One session opened on replica A of two sharing a bus and one upstream `u1`, and its record as B looks it up. */
+async function sessionOnTwoReplicas(upstream: FakeUpstream) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const connector = new FakeConnector({ u1: upstream });
+  const [a, b] = twoReplicas(connector, registry);
+  const { sessionId } = await a.initialize(principal, init, 'trace');
+  const record = await b.session(sessionId ?? '', principal);
+  if (!record) throw new Error('no session');
+  return { a, b, connector, record };
+}
+
 describe('SessionEngine across replicas', () => {
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
-    const [a, b] = twoReplicas(connector, registry);
-
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) });
     const received: unknown[] = [];
     const detach = b.attachStandalone(record, { canStream: true, send: (message) => received.push(message) > 0 });
 
@@ -752,15 +757,10 @@ describe('SessionEngine across replicas', () => {
   });
 
   it('does not bring back a session ended (here or on another replica) for a request that looked it up just before', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
-    const [a, b] = twoReplicas(connector, registry);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const { a, b, connector, record: onB } = await sessionOnTwoReplicas({ capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) });
     // Both replicas hold the record, as a request that passed the session lookup would.
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await a.session(onB.id, principal);
+    if (!onA) throw new Error('no session');
     await a.end(onA, 'trace');
     const opened = connector.opened.length;
     for (const [engine, record] of [[a, onA], [b, onB]] as const) {
@@ -778,13 +778,7 @@ describe('SessionEngine across replicas', () => {
   });
 
   it('keeps one standalone stream per session across replicas: the later one stays, the other replica closes its own', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
-    const [a, b] = twoReplicas(connector, registry);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { a, b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) });
     const stream = (name: string, got: string[], closed: string[]) => ({
       canStream: true,
       send: () => got.push(name) > 0,
