@@ -76,6 +76,9 @@ describe('an upstream that restarted (and forgot its sessions)', () => {
     target = gatewayA.url;
     expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'after on a' } }))).toBe('after on a');
     expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'again on a' } }))).toBe('again on a');
+    // ...except that B's new upstream session was stored first: A ended the one it started and continues B's, so the
+    // agent's session keeps one upstream session (A never records one of its own).
+    expect(gatewayA.logs()).not.toContain('upstream session started again');
     await client.close();
   });
 });

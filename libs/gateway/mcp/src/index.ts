@@ -26,7 +26,7 @@ export type { ProtocolVersion } from './lib/protocol/versions';
 export { isWellFormedSessionId, newSessionId, sessionBelongsTo } from './lib/session/session';
 export type { Principal, SessionRecord } from './lib/session/session';
 export { RedisSessionStore } from './lib/session/session-store';
-export type { SessionStore } from './lib/session/session-store';
+export type { SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
 export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
 export type {
   ClientIdentity,

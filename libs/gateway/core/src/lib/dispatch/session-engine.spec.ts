@@ -661,13 +661,55 @@ describe('SessionEngine with in-memory upstreams', () => {
       { upstreamId: 'u1', how: 'connect' },
       { upstreamId: 'u1', how: 'connect' },
     ]);
-    await vi.waitFor(() => expect(sessions.records.get(record.id)).not.toBe(record));
-    // Once per request: an upstream that refuses the new session too fails the call, it does not loop.
-    refusals = 2;
+    expect(sessions.records.get(record.id)?.upstreams['u1']?.sessionId).toBe('upstream-session-u1-2');
+    // Forgotten again within 10 s of the renewal (an upstream that answers 404 to every session): the call fails and no
+    // new upstream session is started at the agent's request rate.
+    refusals = 1;
     connector.calls.length = 0;
-    const after = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
-    expect('error' in after).toBe(true);
-    expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
+    const soon = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect('error' in soon).toBe(true);
+    expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(1);
+    expect(connector.opened.filter((open) => open.how === 'connect')).toHaveLength(2);
+    // Later, a renewal again; and once per request: a new session refused too fails the call, it does not loop.
+    const later = vi.spyOn(Date, 'now').mockReturnValue(Date.now() + 11_000);
+    try {
+      refusals = 2;
+      connector.calls.length = 0;
+      const after = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+      expect('error' in after).toBe(true);
+      expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
+      expect(connector.opened.filter((open) => open.how === 'connect')).toHaveLength(3);
+    } finally {
+      later.mockRestore();
+    }
+  });
+
+  it('keeps one new upstream session when two replicas find the old one forgotten: the second ends its own and continues the first\'s', async () => {
+    /** How many of the next calls the upstream refuses as for a session it does not know. */
+    let refusals = 0;
+    const { a, b, connector, record } = await sessionOnTwoReplicas({
+      capabilities: { tools: {} },
+      handle: async (method) => {
+        if (method === 'tools/call' && refusals > 0) {
+          refusals -= 1;
+          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+        }
+        return method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] };
+      },
+    });
+    const call = () => req('tools/call', { name: 'files__read', arguments: {} });
+    // Both replicas hold the upstream session (B resumes it).
+    expect(await b.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    // The upstream restarted: each replica's next call meets the 404, and both renew at once.
+    refusals = 2;
+    const [onA, onB] = await Promise.all([a.request(record, call(), NO_STREAM, 'trace'), b.request(record, call(), NO_STREAM, 'trace')]);
+    expect(onA).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(onB).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    // Initialize once, then one new session per replica; the one stored second was ended, and that replica continued
+    // the stored one (a resume of the session the record names).
+    expect(connector.opened.filter((open) => open.how === 'connect')).toHaveLength(3);
+    expect(connector.ended.filter((end) => end.how === 'close')).toHaveLength(1);
+    expect(connector.opened.at(-1)).toEqual({ upstreamId: 'u1', how: 'resume' });
   });
 
   it('passes a list change to the agent only for an area whose listChanged initialize advertised', async () => {
@@ -787,27 +829,33 @@ describe('SessionEngine across replicas', () => {
     const got: string[] = [];
     const closed: string[] = [];
     a.attachStandalone(record, stream('on a', got, closed));
-    await new Promise((resolve) => setTimeout(resolve, 5));
     b.attachStandalone(record, stream('on b', got, closed));
     expect(closed).toEqual(['on a']);
     // A notification from the upstream (on replica A, which holds the upstream session) goes out once, on B's stream.
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
     expect(got).toEqual(['on b']);
 
-    // Two attached at the same moment: exactly one stays (the higher replica id), whichever notice arrives first.
-    const now = vi.spyOn(Date, 'now').mockReturnValue(1_000_000);
-    try {
-      const tie: string[] = [];
-      b.attachStandalone(record, stream('b again', got, tie));
-      a.attachStandalone(record, stream('a again', got, tie));
-      expect(tie).toEqual(['a again']);
-      expect(closed).toEqual(['on a', 'on b']);
-    } finally {
-      now.mockRestore();
-    }
-    got.length = 0;
-    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
-    expect(got).toEqual(['b again']);
+    // In flight at once (each attached before the other's notice arrived): the bus's one order decides, the same on
+    // every replica, whatever the replicas' clocks say.
+    const queued: BusMessage[] = [];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const quiet = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    const bus = { broadcast: (message: BusMessage) => void queued.push(message), sendTo: () => undefined };
+    const replica = (replicaId: string) =>
+      new SessionEngine({ registry, connector: quiet, sessions, logger, bus, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+    const [x, y] = [replica('rx'), replica('ry')];
+    engines.push(x, y);
+    const opened = await x.initialize(principal, init, 'trace');
+    const shared = await y.session(opened.sessionId ?? '', principal);
+    if (!shared) throw new Error('no session');
+    const racing: string[] = [];
+    y.attachStandalone(shared, stream('on y', got, racing));
+    x.attachStandalone(shared, stream('on x', got, racing));
+    for (const message of queued.splice(0)) for (const engine of [x, y]) engine.onBusMessage(message);
+    // y's notice went out first: x's stream, announced later, is the one that stays.
+    expect(racing).toEqual(['on y']);
   });
 
   it('turns an agent\'s answer too deep to pass to the asking replica into an internal error for its upstream', async () => {

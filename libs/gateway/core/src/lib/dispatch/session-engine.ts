@@ -11,6 +11,7 @@ import {
   JSON_RPC,
   type CancelSignal,
   type ClientIdentity,
+  type UpstreamSwap,
   type JsonRpcId,
   type JsonRpcMessage,
   type JsonRpcNotification,
@@ -123,10 +124,11 @@ export type BusMessage =
   /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
   | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification }
   /**
-   * A replica took the agent's standalone stream of a session (at `at`, its clock): a replica holding an older one
-   * closes it, so each message goes out on one stream only (MCP: never broadcast across the client's streams).
+   * A replica took the agent's standalone stream of a session (`token` names that stream): every replica sees these
+   * in the bus's one order, and a stream stays only until a later one is announced (MCP: a message goes out on one of
+   * the client's streams, never on several).
    */
-  | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly replicaId: string; readonly at: number }
+  | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly token: string }
   /** The agent's progress on a request another replica relayed to it (its token is that request's id). */
   | { readonly type: 'relayed-progress'; readonly sessionId: string; readonly params: Record<string, unknown> }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
@@ -177,13 +179,18 @@ interface LiveSession {
   /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
   routesLearnedAt: number | undefined;
   standalone: MessageSink | undefined;
-  /** When and where `standalone` was attached: of two streams on two replicas, the later one (then the higher id) stays. */
-  standaloneSince: { readonly at: number; readonly replicaId: string } | undefined;
+  /**
+   * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
+   * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
+   */
+  standaloneToken: { readonly token: string; confirmed: boolean } | undefined;
   /**
    * Upstream id → the upstream session id that upstream forgot (HTTP 404): while the record still names it, the
    * upstream is connected afresh instead of resumed (MCP: the client starts a new session), and the record updated.
    */
   readonly forgottenUpstreams: Map<string, string>;
+  /** Upstream id → when this replica last started a new upstream session for it (renewals are spaced out). */
+  readonly renewedAt: Map<string, number>;
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
@@ -195,6 +202,9 @@ interface LiveSession {
  * never answers would otherwise let upstreams pile them up for as long as they wait.
  */
 export const MAX_RELAYED_PER_SESSION = 32;
+
+/** Least time between two new upstream sessions for one upstream of one agent session on a replica (see `renew`). */
+const RENEW_MIN_INTERVAL_MS = 10_000;
 
 /** How long, and for how many sessions at most, a replica remembers that a session ended (see `ended`). */
 const ENDED_MEMORY_MS = 5 * 60_000;
@@ -550,35 +560,34 @@ export class SessionEngine {
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
     if (live.standalone !== undefined && live.standalone !== sink) live.standalone.close?.();
     live.standalone = sink;
-    const since = { at: Date.now(), replicaId: this.deps.options.replicaId };
-    live.standaloneSince = since;
-    // The same rule across replicas: one that holds an older stream of this session closes it.
-    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, ...since });
+    // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
+    const token = randomBytes(12).toString('base64url');
+    live.standaloneToken = { token, confirmed: this.deps.bus === undefined };
+    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token });
     // Upstream sessions attached on this replica forward their notifications to it.
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
     return () => {
       if (live.standalone === sink) {
         live.standalone = undefined;
-        live.standaloneSince = undefined;
+        live.standaloneToken = undefined;
       }
     };
   }
 
-  /** Another replica took the session's standalone stream: this replica's, if older, is closed (its agent has the new one). */
-  private standaloneTakenElsewhere(sessionId: string, at: number, replicaId: string): void {
-    if (replicaId === this.deps.options.replicaId) return;
+  /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
+  private standaloneAnnounced(sessionId: string, token: string): void {
     const live = this.live.get(sessionId);
-    const since = live?.standaloneSince;
-    if (!live?.standalone || since === undefined) return;
-    const newer = at > since.at || (at === since.at && replicaId > since.replicaId);
-    if (!newer) {
-      // Ours is the later one: the sender keeps its older stream only until it hears so.
-      this.deps.bus?.sendTo(replicaId, { type: 'standalone-attached', sessionId, ...since });
+    const ours = live?.standaloneToken;
+    if (!live?.standalone || ours === undefined) return;
+    if (token === ours.token) {
+      ours.confirmed = true;
       return;
     }
+    // Before our own came back: announced earlier than ours, so that replica closes its stream when ours reaches it.
+    if (!ours.confirmed) return;
     const stream = live.standalone;
     live.standalone = undefined;
-    live.standaloneSince = undefined;
+    live.standaloneToken = undefined;
     stream.close?.();
   }
 
@@ -607,7 +616,7 @@ export class SessionEngine {
         if (isObject(message.params)) this.relayProgress(message.sessionId, message.params);
         return;
       case 'standalone-attached':
-        if (typeof message.at === 'number' && typeof message.replicaId === 'string') this.standaloneTakenElsewhere(message.sessionId, message.at, message.replicaId);
+        if (typeof message.token === 'string') this.standaloneAnnounced(message.sessionId, message.token);
         return;
     }
   }
@@ -1193,14 +1202,18 @@ export class SessionEngine {
       capabilities: relayableClientCapabilities(live.record.clientCapabilities),
       protocolVersion: live.record.protocolVersion,
     };
-    const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId;
-    const opened = forgotten
-      ? this.deps.connector.connect(config, identity).then((fresh) => this.renewed(live, config, fresh, traceId))
-      : this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion });
+    const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
+    const opened =
+      forgotten !== undefined
+        ? this.renew(live, config, identity, forgotten, traceId)
+        : this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion });
     const entry: LiveUpstream = {
       config,
       session: opened.then((resumed) => {
         entry.current = resumed;
+        // An edit that kept the connection replaced the entry meanwhile (same session, new config): it learns it too.
+        const held = live.upstreams.get(upstreamId);
+        if (held !== undefined && held !== entry && held.session === entry.session) held.current = resumed;
         return this.attach(live, config, resumed);
       }),
       current: undefined,
@@ -1218,17 +1231,37 @@ export class SessionEngine {
   }
 
   /**
-   * A new upstream session in place of one the upstream forgot: the record names it from now on (stored, so other
-   * replicas and a later resume use it too; the record's other fields do not change after initialize).
+   * A new upstream session in place of one the upstream forgot (`forgotten`). The record names it from then on, stored
+   * by compare-and-set: when another replica replaced the forgotten session first, this replica ends the one it just
+   * started and continues the other's, so the agent's session keeps one upstream session whatever replica serves it.
    */
-  private renewed(live: LiveSession, config: UpstreamConfig, fresh: UpstreamSession, traceId: string): UpstreamSession {
+  private async renew(live: LiveSession, config: UpstreamConfig, identity: ClientIdentity, forgotten: string, traceId: string): Promise<UpstreamSession> {
+    live.renewedAt.set(config.id, Date.now());
+    const fresh = await this.deps.connector.connect(config, identity);
+    const next = { ...fresh.state(), capabilities: { ...fresh.info.capabilities } };
+    let swap: UpstreamSwap;
+    try {
+      swap = await this.deps.sessions.swapUpstream(live.record.id, config.id, forgotten, next);
+    } catch (error) {
+      void fresh.close().catch(() => undefined);
+      throw error;
+    }
     live.forgottenUpstreams.delete(config.id);
-    live.record = { ...live.record, upstreams: { ...live.record.upstreams, [config.id]: { ...fresh.state(), capabilities: { ...fresh.info.capabilities } } } };
-    this.deps.logger.info({ upstream: config.name, traceId }, 'upstream session started again: the upstream had forgotten the previous one');
-    this.deps.sessions.update(live.record).catch((error: unknown) => {
-      this.deps.logger.warn({ upstream: config.name, traceId, err: error instanceof Error ? error.message : String(error) }, 'session record not updated with the new upstream session');
-    });
-    return fresh;
+    const stored = swap.record;
+    if (stored === undefined) {
+      // The session ended meanwhile: nothing to continue.
+      void fresh.close().catch(() => undefined);
+      throw new UpstreamUnavailableError('closed', 'the session has ended');
+    }
+    live.record = stored;
+    if (swap.swapped) {
+      this.deps.logger.info({ upstream: config.name, traceId }, 'upstream session started again: the upstream had forgotten the previous one');
+      return fresh;
+    }
+    void fresh.close().catch(() => undefined);
+    const theirs = stored.upstreams[config.id];
+    if (theirs === undefined) throw new UpstreamUnavailableError('closed', 'the upstream is no longer part of the session');
+    return this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
   }
 
   /**
@@ -1247,19 +1280,31 @@ export class SessionEngine {
       return await run(session);
     } catch (error) {
       if (!(error instanceof UpstreamUnavailableError) || error.reason !== 'session_expired') throw error;
-      this.dropUpstream(live, upstreamId, session);
+      // Renewed a moment ago and forgotten again (an upstream that answers 404 to every session): the call fails
+      // rather than start upstream sessions at the agent's request rate.
+      if (!this.dropUpstream(live, upstreamId, session)) throw error;
       return run(await untilAborted(this.upstream(live, upstreamId, traceId), deadline));
     }
   }
 
-  /** `session` ended under this replica (its transport closed, or the upstream forgot it): the next use connects again. */
-  private dropUpstream(live: LiveSession, upstreamId: string, session: UpstreamSession): void {
-    const id = session.state().sessionId;
-    if (id !== null) live.forgottenUpstreams.set(upstreamId, id);
+  /**
+   * `session` ended under this replica (its transport closed, or the upstream forgot it): the next use connects again,
+   * on a new upstream session unless this replica started one for the upstream in the last RENEW_MIN_INTERVAL_MS
+   * (then the record's session is resumed, and fails again at once). Returns whether a new one will be started.
+   */
+  private dropUpstream(live: LiveSession, upstreamId: string, session: UpstreamSession): boolean {
     const held = live.upstreams.get(upstreamId);
-    if (held?.current !== session) return;
-    held.pages.clear();
-    live.upstreams.delete(upstreamId);
+    // Replaced already (another request's renewal, under way or done): the next use goes to that one.
+    if (held !== undefined && held.current !== session) return true;
+    const id = session.state().sessionId;
+    const renewedAt = live.renewedAt.get(upstreamId);
+    const renew = id !== null && (renewedAt === undefined || Date.now() - renewedAt >= RENEW_MIN_INTERVAL_MS);
+    if (renew) live.forgottenUpstreams.set(upstreamId, id);
+    if (held !== undefined) {
+      held.pages.clear();
+      live.upstreams.delete(upstreamId);
+    }
+    return renew;
   }
 
   /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
@@ -1316,8 +1361,9 @@ export class SessionEngine {
       routesGeneration: 0,
       routesLearnedAt: undefined,
       standalone: undefined,
-      standaloneSince: undefined,
+      standaloneToken: undefined,
       forgottenUpstreams: new Map(),
+      renewedAt: new Map(),
       inflight: new Map(),
       relayed: new Set(),
       lastUsed: Date.now(),

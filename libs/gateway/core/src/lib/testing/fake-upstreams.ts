@@ -53,13 +53,22 @@ export class FakeConnector implements UpstreamConnector {
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
   }
 
-  private session(config: UpstreamConfig): UpstreamSession {
+  /** Upstream sessions started per upstream (each connect starts one; a resume continues the one it names). */
+  private readonly started = new Map<string, number>();
+
+  private session(config: UpstreamConfig, resumed?: string | null): UpstreamSession {
     const upstream = this.upstreams[config.id];
     if (!upstream) throw new Error('unknown fake upstream');
+    let sessionId = resumed ?? null;
+    if (sessionId === null) {
+      const count = (this.started.get(config.id) ?? 0) + 1;
+      this.started.set(config.id, count);
+      sessionId = count === 1 ? `upstream-session-${config.id}` : `upstream-session-${config.id}-${count}`;
+    }
     return {
       upstreamId: config.id,
       info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities },
-      state: () => ({ sessionId: `upstream-session-${config.id}`, protocolVersion: '2025-11-25' }),
+      state: () => ({ sessionId, protocolVersion: '2025-11-25' }),
       request: (method, params, options) => {
         this.calls.push({ upstreamId: config.id, method, params });
         return upstream.handle(method, params, options);
@@ -96,10 +105,10 @@ export class FakeConnector implements UpstreamConnector {
     await this.opening(config.id);
     return this.session(config);
   }
-  async resume(config: UpstreamConfig): Promise<UpstreamSession> {
+  async resume(config: UpstreamConfig, _identity: unknown, state: { readonly sessionId: string | null }): Promise<UpstreamSession> {
     this.opened.push({ upstreamId: config.id, how: 'resume' });
     await this.opening(config.id);
-    return this.session(config);
+    return this.session(config, state.sessionId);
   }
   async shutdown(): Promise<void> {
     return undefined;
@@ -123,5 +132,13 @@ export class MemorySessionStore implements SessionStore {
   /** As the Redis store's: which of `ids` still have a record (the engine's sweep expires the others). */
   async existing(ids: readonly string[]) {
     return new Set(ids.filter((id) => this.records.has(id)));
+  }
+  /** As the Redis store's: compare-and-set of one upstream's state. */
+  async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {
+    const record = this.records.get(id);
+    if (record === undefined || record.upstreams[upstreamId]?.sessionId !== expected) return { swapped: false, record };
+    const updated: SessionRecord = { ...record, upstreams: { ...record.upstreams, [upstreamId]: next } };
+    this.records.set(id, updated);
+    return { swapped: true, record: updated };
   }
 }

@@ -43,6 +43,40 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await replicaB.get(session.id)).toBeUndefined();
   });
 
+  it('replaces an upstream\'s state by compare-and-set: of two replicas replacing the same forgotten session, one does', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const replicaA = new RedisSessionStore(redis, options);
+    const replicaB = new RedisSessionStore(redis, options);
+    const session = record({ upstreams: { up1: { sessionId: 'old', protocolVersion: '2025-06-18' }, up2: { sessionId: 'other', protocolVersion: '2025-06-18' } } });
+    await replicaA.create(session);
+    const [first, second] = await Promise.all([
+      replicaA.swapUpstream(session.id, 'up1', 'old', { sessionId: 'from-a', protocolVersion: '2025-06-18' }),
+      replicaB.swapUpstream(session.id, 'up1', 'old', { sessionId: 'from-b', protocolVersion: '2025-06-18' }),
+    ]);
+    expect([first.swapped, second.swapped].sort()).toEqual([false, true]);
+    const winner = first.swapped ? 'from-a' : 'from-b';
+    // Both learn the stored record (the loser, the winner's session), and the other upstream's state is untouched.
+    for (const outcome of [first, second]) {
+      expect(outcome.record?.upstreams['up1']?.sessionId).toBe(winner);
+      expect(outcome.record?.upstreams['up2']?.sessionId).toBe('other');
+    }
+    expect(JSON.parse((await redis.get(`pcs:session:${session.id}`)) ?? '{}').upstreams.up1.sessionId).toBe(winner);
+    // Gone: nothing stored, nothing brought back.
+    await replicaA.delete(session.id);
+    expect(await replicaB.swapUpstream(session.id, 'up1', winner, { sessionId: 'late', protocolVersion: '2025-06-18' })).toEqual({ swapped: false, record: undefined });
+    expect(await redis.exists(`pcs:session:${session.id}`)).toBe(0);
+  });
+
+  it('does not cache an update of a session that is gone (it would come back on this replica)', async () => {
+    const store = new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 });
+    const session = record();
+    await store.create(session);
+    await redis.del(`pcs:session:${session.id}`);
+    store.forget(session.id);
+    await store.update({ ...session, upstreams: { up1: { sessionId: 'x', protocolVersion: '2025-06-18' } } });
+    expect(await store.get(session.id)).toBeUndefined();
+  });
+
   it('expires idle sessions', async () => {
     const store = new RedisSessionStore(redis, { idleTtlMs: 100, cacheMs: 0, touchEveryMs: 0, maxCached: 10 });
     const session = record();

@@ -1,14 +1,36 @@
 import type { Redis } from 'ioredis';
 import type { SessionRecord } from './session';
 
+/** One upstream's part of a session record. */
+export type UpstreamState = SessionRecord['upstreams'][string];
+
+/** What `swapUpstream` did: whether it stored the new state, and the record as stored afterwards (undefined: gone). */
+export interface UpstreamSwap {
+  readonly swapped: boolean;
+  readonly record: SessionRecord | undefined;
+}
+
 export interface SessionStore {
   create(record: SessionRecord): Promise<void>;
   get(id: string): Promise<SessionRecord | undefined>;
   update(record: SessionRecord): Promise<void>;
   delete(id: string): Promise<boolean>;
+  /**
+   * Compare-and-set of one upstream's state in the stored record: replaced by `next` only while it still names the
+   * upstream session `expected`. Two replicas that both found that session forgotten cannot both replace it: the
+   * second learns the first one's new session instead.
+   */
+  swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap>;
 }
 
 const key = (id: string) => `pcs:session:${id}`;
+
+/** SET the key to ARGV[2] (TTL ARGV[3] ms) only if it still holds exactly ARGV[1]. */
+const COMPARE_AND_SET = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], 'XX')
+  return 1
+end
+return 0`;
 
 interface CacheEntry {
   readonly record: SessionRecord;
@@ -55,8 +77,33 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async update(record: SessionRecord): Promise<void> {
-    await this.redis.set(key(record.id), JSON.stringify(record), 'PX', this.options.idleTtlMs, 'XX');
-    this.remember(record);
+    const stored = await this.redis.set(key(record.id), JSON.stringify(record), 'PX', this.options.idleTtlMs, 'XX');
+    // XX: nothing is written for a session that is gone, and nothing cached either (it would come back here).
+    if (stored === 'OK') this.remember(record);
+    else this.cache.delete(record.id);
+  }
+
+  async swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap> {
+    // The whole record is compared, so a concurrent change of any part of it sends this round again.
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      const raw = await this.redis.get(key(id));
+      if (raw === null) {
+        this.cache.delete(id);
+        return { swapped: false, record: undefined };
+      }
+      const record = JSON.parse(raw) as SessionRecord;
+      if (record.upstreams[upstreamId]?.sessionId !== expected) {
+        this.remember(record);
+        return { swapped: false, record };
+      }
+      const updated: SessionRecord = { ...record, upstreams: { ...record.upstreams, [upstreamId]: next } };
+      const stored = await this.redis.eval(COMPARE_AND_SET, 1, key(id), raw, JSON.stringify(updated), String(this.options.idleTtlMs));
+      if (stored === 1) {
+        this.remember(updated);
+        return { swapped: true, record: updated };
+      }
+    }
+    throw new Error('the session record kept changing while an upstream session was replaced');
   }
 
   async delete(id: string): Promise<boolean> {

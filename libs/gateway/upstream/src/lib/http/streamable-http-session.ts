@@ -281,6 +281,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (this.expired) return;
     this.expired = true;
     this.ctx.logger.info(logFields(this.ctx.config), 'upstream session expired');
+    // Nothing is left to end at shutdown: out of the connector's registry, so a session the gateway drops for a new
+    // one is not held (with its handlers, and the agent session they reach) for the life of the process. Calls still
+    // in flight on it end with their own 404s.
+    this.ctx.registry.delete(this);
+    if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
     this.standalone?.destroy();
     const handler = this.closedHandler;
     this.closedHandler = undefined;
