@@ -307,6 +307,25 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened).toHaveLength(2);
   });
 
+  it('still notices a session that ends after an edit (same connection) made while it was connecting', async () => {
+    const { engine, connector, registry } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
+    const record = await openSession(engine);
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    // The transport ends; connecting again takes a while, and a rename is applied meanwhile.
+    connector.openDelayMs.set('u1', 100);
+    connector.breakSession('u1');
+    const first = call();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    registry.replace([{ ...fakeConfig('u1', 'files'), name: 'renamed', version: 2 }], () => undefined);
+    await Promise.all([first, call()]);
+    connector.openDelayMs.delete('u1');
+    // That new session's transport ends too: the next call connects again instead of using the dead session.
+    const opened = connector.opened.length;
+    connector.breakSession('u1');
+    expect('result' in (await call())).toBe(true);
+    expect(connector.opened.length).toBe(opened + 1);
+  });
+
   it('ends the upstream session made under an old configuration when the upstream is reconfigured (new URL, credentials)', async () => {
     for (const transport of ['sse', 'streamable_http'] as const) {
       const configured = (version: number) => ({ ...fakeConfig('u1', 'files'), transport, version });

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import { UpstreamUnavailableError, type UpstreamConnector } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   deadPort,
   identity,
@@ -301,6 +301,35 @@ describe('connector resilience and network policy', () => {
     expect(await session.request('tools/call', { name: 'x', arguments: {} })).toEqual({ content: [] });
     expect(logger.entries.some((entry) => entry.level === 'warn' && entry.message === 'notification handler threw')).toBe(true);
     await session.close();
+  });
+
+  it('lets go of a session the upstream forgot (404): reported once to its owner, and no longer held for shutdown', async () => {
+    // Initialize answers; everything after it is 404, as from an upstream that restarted.
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(405).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+        } else if (message.id === undefined) res.writeHead(202).end();
+        else res.writeHead(404).end();
+      });
+    });
+    servers.push(server);
+    const c = connector();
+    const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    let closed = 0;
+    session.onClosed?.(() => (closed += 1));
+    await expect(session.request('tools/list', undefined)).rejects.toMatchObject({ reason: 'session_expired' });
+    await expect(session.request('tools/list', undefined)).rejects.toMatchObject({ reason: 'session_expired' });
+    expect(closed).toBe(1);
+    // Out of the connector's registry: shutdown has nothing of it to end (before, every forgotten session stayed there).
+    const dispose = vi.spyOn(session as unknown as { dispose(): void }, 'dispose');
+    await c.shutdown();
+    expect(dispose).not.toHaveBeenCalled();
   });
 
   it('times out a handshake the upstream never answers', async () => {
