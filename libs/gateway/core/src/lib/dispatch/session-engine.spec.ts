@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -643,6 +643,54 @@ describe('SessionEngine with in-memory upstreams', () => {
       expect('result' in (await engine.request(record, req('resources/read', { uri: 'mem://shared' }), NO_STREAM, 'trace'))).toBe(true);
     }
     expect(reads).toEqual(['b', 'a', 'a', 'a', 'a']);
+  });
+
+  it('moves a URI to the upstream that lists it after the one that had it said its resources changed', async () => {
+    const lists: Record<string, string[]> = { a: ['mem://doc'], b: [] };
+    const reads: string[] = [];
+    const upstream = (id: string): FakeUpstream & { prefix: string } => ({
+      prefix: id,
+      capabilities: { resources: { listChanged: true } },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: (lists[id] ?? []).map((uri) => ({ uri, name: uri })) };
+        if (method === 'resources/templates/list') return { resourceTemplates: [] };
+        reads.push(id);
+        return { contents: [] };
+      },
+    });
+    const { engine, connector } = build({ a: upstream('a'), b: upstream('b') });
+    const record = await openSession(engine);
+    const read = () => engine.request(record, req('resources/read', { uri: 'mem://doc' }), NO_STREAM, 'trace');
+    expect('result' in (await read())).toBe(true);
+    lists['a'] = [];
+    lists['b'] = ['mem://doc'];
+    connector.emit('a', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    connector.emit('b', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    expect('result' in (await read())).toBe(true);
+    expect(reads).toEqual(['a', 'b']);
+  });
+
+  it('reads by template without walking every listing each time when an upstream has no resources/templates/list', async () => {
+    const upstream = (id: string, templates: boolean): FakeUpstream & { prefix: string } => ({
+      prefix: id,
+      capabilities: { resources: {} },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: [] };
+        if (method === 'resources/templates/list') {
+          if (!templates) throw new UpstreamRpcError(-32601, 'Method not found');
+          return { resourceTemplates: [{ uriTemplate: 'file:///{path}', name: 'files' }] };
+        }
+        return { contents: [] };
+      },
+    });
+    const { engine, connector } = build({ a: upstream('a', true), b: upstream('b', false) });
+    const record = await openSession(engine);
+    connector.calls.length = 0;
+    for (let index = 0; index < 5; index += 1) {
+      expect('result' in (await engine.request(record, req('resources/read', { uri: `file:///x${index}.txt` }), NO_STREAM, 'trace'))).toBe(true);
+    }
+    // One walk (two upstreams, two listings each), then the template for the other reads within the second.
+    expect(connector.calls.filter((call) => call.method !== 'resources/read')).toHaveLength(4);
   });
 
   it('starts a new upstream session when the upstream forgot the old one (404), runs the refused call again there, and records it', async () => {

@@ -178,6 +178,8 @@ interface LiveSession {
   routesGeneration: number;
   /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
   routesLearnedAt: number | undefined;
+  /** When (performance.now()) the last walk ended, complete or not; undefined: none since the last list change. */
+  routesWalkedAt: number | undefined;
   standalone: MessageSink | undefined;
   /**
    * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
@@ -605,7 +607,7 @@ export class SessionEngine {
       case 'lists-changed': {
         const live = this.live.get(message.sessionId);
         live?.upstreams.get(message.upstreamId)?.pages.clear();
-        if (live && message.resources === true) this.resourcesChanged(live);
+        if (live && message.resources === true) this.resourcesChanged(live, message.upstreamId);
         return;
       }
       case 'standalone':
@@ -1001,8 +1003,15 @@ export class SessionEngine {
     // per session), then the templates decide.
     let upstreamId = listed();
     if (upstreamId === undefined) {
-      await this.learnRoutes(live, traceId);
-      upstreamId = listed() ?? templated();
+      // A template that matches decides without a walk when one ended within the last second, complete or not (an
+      // upstream without resources/templates/list leaves every walk incomplete: each templated read walked again).
+      const walked = live.routesWalkedAt;
+      const template = walked !== undefined && performance.now() - walked < ROUTE_RELEARN_MS ? templated() : undefined;
+      if (template !== undefined) upstreamId = template;
+      else {
+        await this.learnRoutes(live, traceId);
+        upstreamId = listed() ?? templated();
+      }
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
     return upstreamId;
@@ -1032,16 +1041,23 @@ export class SessionEngine {
     live.learningRoutes = entry;
     const settle = (complete: boolean) => {
       if (live.learningRoutes === entry) live.learningRoutes = undefined;
+      if (live.routesGeneration === generation) live.routesWalkedAt = performance.now();
       if (complete && !status.dropped && live.routesGeneration === generation) live.routesLearnedAt = performance.now();
     };
     walk.then(() => settle(true), () => settle(false));
     return walk;
   }
 
-  /** An upstream of the session said its resources changed: an unknown URI may now be listed. */
-  private resourcesChanged(live: LiveSession): void {
+  /**
+   * An upstream of the session said its resources changed: an unknown URI may now be listed, and the URIs and templates
+   * routed to that upstream may have gone (another upstream that lists one of them takes it over at the next walk).
+   */
+  private resourcesChanged(live: LiveSession, upstreamId: string): void {
     live.routesGeneration += 1;
     live.routesLearnedAt = undefined;
+    live.routesWalkedAt = undefined;
+    for (const [uri, owner] of live.resourceRoutes) if (owner === upstreamId) live.resourceRoutes.delete(uri);
+    for (const [template, route] of live.templateRoutes) if (route.upstreamId === upstreamId) live.templateRoutes.delete(template);
   }
 
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
@@ -1311,7 +1327,7 @@ export class SessionEngine {
   private listsChanged(live: LiveSession, upstreamId: string, method: string): void {
     live.upstreams.get(upstreamId)?.pages.clear();
     const resources = method === 'notifications/resources/list_changed';
-    if (resources) this.resourcesChanged(live);
+    if (resources) this.resourcesChanged(live, upstreamId);
     this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
   }
 
@@ -1360,6 +1376,7 @@ export class SessionEngine {
       learningRoutes: undefined,
       routesGeneration: 0,
       routesLearnedAt: undefined,
+      routesWalkedAt: undefined,
       standalone: undefined,
       standaloneToken: undefined,
       forgottenUpstreams: new Map(),
