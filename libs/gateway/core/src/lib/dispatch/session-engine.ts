@@ -208,9 +208,13 @@ export const MAX_RELAYED_PER_SESSION = 32;
 /** Least time between two new upstream sessions for one upstream of one agent session on a replica (see `renew`). */
 const RENEW_MIN_INTERVAL_MS = 10_000;
 
-/** How long, and for how many sessions at most, a replica remembers that a session ended (see `ended`). */
-const ENDED_MEMORY_MS = 5 * 60_000;
-const MAX_ENDED_REMEMBERED = 10_000;
+/**
+ * How long, and for how many sessions at most, a replica remembers that a session ended (see `ended`): the race it
+ * closes lasts as long as a request between its session lookup and its first use of the session (well under a
+ * minute), and 50,000 covers 800 DELETEs a second across all replicas (each replica hears of every one).
+ */
+const ENDED_MEMORY_MS = 60_000;
+const MAX_ENDED_REMEMBERED = 50_000;
 
 /** Least time between two walks of a session's resource listings for URIs no route knows (`learnRoutes`). */
 const ROUTE_RELEARN_MS = 1_000;

@@ -45,7 +45,7 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
 });
 
-async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPrincipal?: number; maxStreams?: number }) {
+async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number }) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
   const connector = new FakeConnector({
@@ -267,6 +267,31 @@ describe('legacy SSE streams', () => {
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('5');
     await Promise.all(held.map((res) => res.body?.cancel()));
+  });
+
+  it('refuses streams past the cap per tenant (429), below the one per client', async () => {
+    const { base } = await serve(true, { maxPerTenant: 2 });
+    const held = [await openLegacy(base), await openLegacy(base)];
+    const refused = await openLegacy(base);
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({ error: { message: expect.stringContaining('for this tenant (at most 2)') } });
+    await Promise.all(held.map((res) => res.body?.cancel()));
+  });
+
+  it('closes a stream whose initialize was under way when its time ran out and then failed', async () => {
+    const { base, sessions } = await serve(true, { initMs: 150 });
+    // The session store answers the initialize only after the window, and with a failure.
+    sessions.create = () => new Promise((_, reject) => setTimeout(() => reject(new Error('store down')), 300));
+    const stream = follow(await openLegacy(base));
+    const endpoint = await endpointOf(stream);
+    const init = await fetch(`${base}${endpoint}`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer good', 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    expect(init.status).toBe(202);
+    await until(() => stream.text().includes('"id":1'));
+    await stream.closed;
   });
 
   it('answers a request whose handling failed after the 202 with an internal error on the stream, naming nothing of the failure', async () => {

@@ -49,10 +49,11 @@ export interface McpRoutesOptions {
   readonly trustProxy?: TrustedProxies;
   /**
    * Legacy SSE (`GET /t/<tenant>/sse`): a stream whose session is not initialised within this many ms is closed
-   * (default 60 s); open streams per principal (default 32) and per replica (default 4,096). Without them one key could
+   * (default 60 s); open streams per principal (default 32), per tenant (default 1,024: one tenant's many keys cannot
+   * take a replica's every stream) and per replica (default 4,096). Without them one key could
    * hold any number of sockets open with keep-alives forever (nothing else times out a stream that never initialises).
    */
-  readonly legacy?: { readonly initMs?: number; readonly maxPerPrincipal?: number; readonly maxStreams?: number };
+  readonly legacy?: { readonly initMs?: number; readonly maxPerPrincipal?: number; readonly maxPerTenant?: number; readonly maxStreams?: number };
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -203,6 +204,13 @@ export interface McpRoutes {
 /** `${tenant} ${kind} ${id}`: whose streams are counted together. */
 const principalKey = (principal: Principal): string => `${principal.tenantId} ${principal.kind} ${principal.id}`;
 
+/** Adds `by` to a count kept in `counts` (a count that reaches zero leaves the map). */
+function count(counts: Map<string, number>, key: string, by: number): void {
+  const next = (counts.get(key) ?? 0) + by;
+  if (next > 0) counts.set(key, next);
+  else counts.delete(key);
+}
+
 /** Whether a request says it carries a body (a length above zero, or chunks). */
 const declaresBody = (headers: IncomingHttpHeaders): boolean =>
   headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
@@ -210,10 +218,12 @@ const declaresBody = (headers: IncomingHttpHeaders): boolean =>
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
   const { authenticator, engine, logger } = options;
   const legacy = new Map<string, LegacyStream>();
-  /** Open legacy streams per principal (`principalKey`). */
+  /** Open legacy streams per principal (`principalKey`) and per tenant id. */
   const legacyPerPrincipal = new Map<string, number>();
+  const legacyPerTenant = new Map<string, number>();
   const legacyInitMs = options.legacy?.initMs ?? 60_000;
   const maxLegacyPerPrincipal = options.legacy?.maxPerPrincipal ?? 32;
+  const maxLegacyPerTenant = options.legacy?.maxPerTenant ?? 1_024;
   const maxLegacyStreams = options.legacy?.maxStreams ?? 4_096;
   /** Resumed POST streams open per session on this replica. */
   const resumedStreams = new Map<string, number>();
@@ -662,28 +672,38 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Too many legacy SSE streams open on this gateway; try again shortly', { 'retry-after': '5' });
         }
         const owner = principalKey(principal);
-        const open = legacyPerPrincipal.get(owner) ?? 0;
-        if (open >= maxLegacyPerPrincipal) {
+        if ((legacyPerPrincipal.get(owner) ?? 0) >= maxLegacyPerPrincipal) {
           throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many legacy SSE streams open for this client (at most ${maxLegacyPerPrincipal})`, { 'retry-after': '5' });
+        }
+        if ((legacyPerTenant.get(principal.tenantId) ?? 0) >= maxLegacyPerTenant) {
+          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many legacy SSE streams open for this tenant (at most ${maxLegacyPerTenant})`, { 'retry-after': '5' });
         }
         const sessionId = newSessionId();
         reply.hijack();
         const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs, undefined, undefined, logger), principal);
         const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
         legacy.set(sessionId, entry);
-        legacyPerPrincipal.set(owner, open + 1);
+        count(legacyPerPrincipal, owner, 1);
+        count(legacyPerTenant, principal.tenantId, 1);
         // A stream whose session never initialises is closed: nothing else would (the session's idle timeout starts
-        // with initialize, and the keep-alives hold proxies open).
-        const uninitialised = setTimeout(() => {
-          if (!entry.record && !entry.initializing) stream.close();
-        }, legacyInitMs);
+        // with initialize, and the keep-alives hold proxies open). An initialize under way is waited for, and looked at
+        // again: one that fails leaves the stream as uninitialised as before.
+        const closeIfUninitialised = () => {
+          if (entry.record) return;
+          if (entry.initializing) {
+            uninitialised = setTimeout(closeIfUninitialised, legacyInitMs);
+            uninitialised.unref();
+            return;
+          }
+          stream.close();
+        };
+        let uninitialised = setTimeout(closeIfUninitialised, legacyInitMs);
         uninitialised.unref();
         stream.onClose(() => {
           clearTimeout(uninitialised);
           legacy.delete(sessionId);
-          const left = (legacyPerPrincipal.get(owner) ?? 1) - 1;
-          if (left > 0) legacyPerPrincipal.set(owner, left);
-          else legacyPerPrincipal.delete(owner);
+          count(legacyPerPrincipal, owner, -1);
+          count(legacyPerTenant, principal.tenantId, -1);
           if (entry.record) void engine.end(entry.record, traceId).catch(() => undefined);
         });
         stream.event('endpoint', `/t/${encodeURIComponent(request.params.tenant)}/messages?sessionId=${sessionId}`);
