@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -670,6 +670,40 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(reads).toEqual(['a', 'b']);
   });
 
+  it('learns no route from a listing page fetched across its upstream\'s resources change', async () => {
+    const lists: Record<string, string[]> = { a: ['mem://doc'], b: [] };
+    const reads: string[] = [];
+    let slow = false;
+    const upstream = (id: string): FakeUpstream & { prefix: string } => ({
+      prefix: id,
+      capabilities: { resources: { listChanged: true } },
+      handle: async (method) => {
+        if (method === 'resources/list') {
+          const page = { resources: (lists[id] ?? []).map((uri) => ({ uri, name: uri })) };
+          if (id === 'a' && slow) await new Promise((resolve) => setTimeout(resolve, 50));
+          return page;
+        }
+        if (method === 'resources/templates/list') return { resourceTemplates: [] };
+        reads.push(id);
+        return { contents: [] };
+      },
+    });
+    const { engine, connector } = build({ a: upstream('a'), b: upstream('b') });
+    const record = await openSession(engine);
+    slow = true;
+    // The agent lists; a's page (still naming mem://doc) is in flight when both upstreams say their resources changed.
+    const listing = engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    lists['a'] = [];
+    lists['b'] = ['mem://doc'];
+    connector.emit('a', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    connector.emit('b', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    await listing;
+    slow = false;
+    expect('result' in (await engine.request(record, req('resources/read', { uri: 'mem://doc' }), NO_STREAM, 'trace'))).toBe(true);
+    expect(reads).toEqual(['b']);
+  });
+
   it('reads by template without walking every listing each time when an upstream has no resources/templates/list', async () => {
     const upstream = (id: string, templates: boolean): FakeUpstream & { prefix: string } => ({
       prefix: id,
@@ -749,6 +783,126 @@ describe('SessionEngine with in-memory upstreams', () => {
     } finally {
       later.mockRestore();
     }
+  });
+
+  it('starts no new upstream session per request when the store cannot record one, and retries none after a failed connect', async () => {
+    class FailingStore extends MemorySessionStore {
+      failing = false;
+      override async swapUpstream(...args: Parameters<MemorySessionStore['swapUpstream']>) {
+        if (this.failing) throw new Error('redis down');
+        return super.swapUpstream(...args);
+      }
+    }
+    const sessions = new FailingStore();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let refusals = 0;
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/call' && refusals > 0) {
+            refusals -= 1;
+            throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+          }
+          return { content: [] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    engines.push(engine);
+    const record = await openSession(engine);
+    sessions.failing = true;
+    refusals = 5;
+    for (let index = 0; index < 5; index += 1) {
+      expect('error' in (await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+    }
+    // One attempt (ended again, as it could not be recorded), not one per request.
+    expect(connector.opened.filter((open) => open.how === 'connect')).toHaveLength(2);
+    expect(connector.ended.filter((end) => end.how === 'close')).toHaveLength(1);
+  });
+
+  it('connects again after a connect that failed while an edit (same connection) replaced the entry', async () => {
+    class FailingConnector extends FakeConnector {
+      failing = false;
+      override async connect(config: UpstreamConfig): Promise<UpstreamSession> {
+        const session = await super.connect(config);
+        if (this.failing) throw new UpstreamUnavailableError('connect_failed', 'refused');
+        return session;
+      }
+    }
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FailingConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ content: [] }) } });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    connector.openDelayMs.set('u1', 100);
+    connector.failing = true;
+    connector.breakSession('u1');
+    const first = call();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    registry.replace([{ ...fakeConfig('u1', 'files'), name: 'renamed', version: 2 }], () => undefined);
+    await Promise.all([first, call()]);
+    connector.failing = false;
+    connector.openDelayMs.delete('u1');
+    expect('result' in (await call())).toBe(true);
+  });
+
+  it('takes the session another replica stored when the one it renewed a moment ago is forgotten too', async () => {
+    const dead = new Set<string>();
+    const { a, b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: {} }, handle: async () => ({ content: [] }) });
+    // Sessions named in `dead` answer as an upstream that forgot them.
+    for (const method of ['connect', 'resume'] as const) {
+      const original = connector[method].bind(connector) as (...args: unknown[]) => Promise<UpstreamSession>;
+      (connector as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        const session = await original(...args);
+        const request = session.request.bind(session);
+        return {
+          ...session,
+          request: (m: string, p?: Record<string, unknown>, o?: UpstreamRequestOptions) =>
+            dead.has(session.state().sessionId ?? '') ? Promise.reject(new UpstreamUnavailableError('session_expired', 'gone')) : request(m, p, o),
+        };
+      };
+    }
+    const onA = await a.session(record.id, principal);
+    if (!onA) throw new Error('no session');
+    const call = (engine: SessionEngine, on: typeof record) => engine.request(on, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    // A's first upstream session ends; its next call starts -2 (and A counts that as a renewal).
+    connector.breakSession('u1');
+    expect('result' in (await call(a, onA))).toBe(true);
+    dead.add('upstream-session-u1-2');
+    const fresh = await b.session(record.id, principal);
+    if (!fresh) throw new Error('no session');
+    expect('result' in (await call(b, fresh))).toBe(true); // B renews: -3
+    // A renewed within 10 s, but the stored record names B's newer session: A takes that one.
+    expect('result' in (await call(a, onA))).toBe(true);
+  });
+
+  it('keeps the capabilities initialize advertised when an upstream session is renewed (the agent was told those)', async () => {
+    let refusals = 0;
+    const upstream = {
+      prefix: 'files',
+      capabilities: { tools: {} } as Record<string, unknown>,
+      handle: async (method: string) => {
+        if (method === 'tools/call' && refusals > 0) {
+          refusals -= 1;
+          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+        }
+        return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
+      },
+    };
+    const { engine, connector } = build({ u1: upstream });
+    const record = await openSession(engine);
+    const received: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    // The restarted upstream declares tools.listChanged now; the agent was never told it may get tools list changes.
+    upstream.capabilities = { tools: { listChanged: true } };
+    refusals = 1;
+    expect('result' in (await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    expect(received).toEqual([]);
   });
 
   it('keeps one new upstream session when two replicas find the old one forgotten: the second ends its own and continues the first\'s', async () => {
@@ -923,6 +1077,37 @@ describe('SessionEngine across replicas', () => {
     for (const message of queued.splice(0)) for (const engine of [x, y]) engine.onBusMessage(message);
     // y's notice went out first: x's stream, announced later, is the one that stays.
     expect(racing).toEqual(['on y']);
+  });
+
+  it('counts a standalone stream\'s announcement as delivered when its echo never comes back, so a later stream still wins', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    const replicas: SessionEngine[] = [];
+    let dropFromX = true;
+    // x's publishes are lost (a Redis hiccup); y's reach everyone.
+    const bus = (from: string) => ({
+      broadcast: (message: BusMessage) => {
+        if (from === 'rx' && dropFromX) return;
+        for (const replica of replicas) replica.onBusMessage(message);
+      },
+      sendTo: () => undefined,
+    });
+    const make = (replicaId: string) =>
+      new SessionEngine({ registry, connector, sessions, logger, bus: bus(replicaId), options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+    const [x, y] = [make('rx'), make('ry')];
+    replicas.push(x, y);
+    engines.push(x, y);
+    const { sessionId } = await x.initialize(principal, init, 'trace');
+    const record = await y.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const closed: string[] = [];
+    x.attachStandalone(record, { canStream: true, send: () => true, close: () => void closed.push('on x') });
+    dropFromX = false;
+    await new Promise((resolve) => setTimeout(resolve, 3_100));
+    y.attachStandalone(record, { canStream: true, send: () => true, close: () => void closed.push('on y') });
+    expect(closed).toEqual(['on x']);
   });
 
   it('turns an agent\'s answer too deep to pass to the asking replica into an internal error for its upstream', async () => {

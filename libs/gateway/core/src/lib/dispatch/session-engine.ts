@@ -205,6 +205,9 @@ interface LiveSession {
  */
 export const MAX_RELAYED_PER_SESSION = 32;
 
+/** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
+const STANDALONE_ECHO_WAIT_MS = 3_000;
+
 /** Least time between two new upstream sessions for one upstream of one agent session on a replica (see `renew`). */
 const RENEW_MIN_INTERVAL_MS = 10_000;
 
@@ -527,6 +530,10 @@ export class SessionEngine {
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
     this.markEnded(record.id);
+    // The stored record may name upstream sessions newer than this replica's copy (another replica renewed one): those
+    // are the ones to end.
+    const stored = await this.deps.sessions.reload?.(record.id).catch(() => undefined);
+    if (stored !== undefined) record = stored;
     await this.deps.sessions.delete(record.id);
     this.released.delete(record.id);
     const live = this.liveFor(record);
@@ -568,8 +575,12 @@ export class SessionEngine {
     live.standalone = sink;
     // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
     const token = randomBytes(12).toString('base64url');
-    live.standaloneToken = { token, confirmed: this.deps.bus === undefined };
+    const announced = { token, confirmed: this.deps.bus === undefined };
+    live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token });
+    // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
+    // to later ones for good: after a while it counts as delivered.
+    if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
     // Upstream sessions attached on this replica forward their notifications to it.
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
     return () => {
@@ -887,6 +898,8 @@ export class SessionEngine {
     }
     const timeoutMs = this.deps.options.listTimeoutMs;
     const cacheMs = this.deps.options.listCacheMs ?? 0;
+    // Pages fetched across a resources change may list what the upstream no longer has: they teach no routes.
+    const routesGeneration = live.routesGeneration;
     const settled = await Promise.allSettled(
       targets.map((target) => {
         // One deadline for the whole of it: getting the upstream session (a stdio or legacy SSE upstream reconnecting
@@ -928,7 +941,7 @@ export class SessionEngine {
       // allows, say) drops this upstream out of the answer, as a failed page does; the others' items stay.
       let kept: unknown[];
       try {
-        kept = this.pageItems(live, kind, config, page, fromCache, traceId);
+        kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration);
       } catch (error) {
         if (status) status.dropped = true;
         this.logUpstreamFailure(config, spec.method, error, traceId);
@@ -942,7 +955,7 @@ export class SessionEngine {
   }
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
-  private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string): unknown[] {
+  private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string, learn: boolean): unknown[] {
     const raw = page[LIST_METHODS[kind].field];
     let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
     const filter = this.deps.hooks?.filter;
@@ -960,11 +973,11 @@ export class SessionEngine {
         // A URI two upstreams list goes to the one that claimed it first (until a list change clears the routes):
         // reads of it do not move from one upstream to the other with the order listings happen to be fetched in.
         const uri = item['uri'];
-        if (typeof uri === 'string' && !live.resourceRoutes.has(uri)) live.resourceRoutes.set(uri, config.id);
+        if (learn && typeof uri === 'string' && !live.resourceRoutes.has(uri)) live.resourceRoutes.set(uri, config.id);
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
-        if (typeof template === 'string' && !live.templateRoutes.has(template)) {
+        if (learn && typeof template === 'string' && !live.templateRoutes.has(template)) {
           live.templateRoutes.set(template, { upstreamId: config.id, matches: uriTemplateMatcher(template) });
         }
         items.push(this.exposed.asIs(item));
@@ -1240,8 +1253,11 @@ export class SessionEngine {
       pages: new PageCache(this.pageStore),
     };
     entry.session.catch((error: unknown) => {
-      if (live.upstreams.get(upstreamId) === entry) {
-        entry.pages.clear();
+      // Also when an edit that kept the connection replaced the entry meanwhile (same session promise): the next
+      // request connects again instead of being handed this failure for as long as the session is used.
+      const held = live.upstreams.get(upstreamId);
+      if (held !== undefined && held.session === entry.session) {
+        held.pages.clear();
         live.upstreams.delete(upstreamId);
       }
       this.logUpstreamFailure(config, forgotten ? 'initialize' : 'resume', error, traceId);
@@ -1258,13 +1274,17 @@ export class SessionEngine {
   private async renew(live: LiveSession, config: UpstreamConfig, identity: ClientIdentity, forgotten: string, traceId: string): Promise<UpstreamSession> {
     live.renewedAt.set(config.id, Date.now());
     const fresh = await this.deps.connector.connect(config, identity);
-    const next = { ...fresh.state(), capabilities: { ...fresh.info.capabilities } };
+    // The capabilities stay those of initialize: they are what the agent was told (`relayable`, the listings' targets).
+    const next = { ...fresh.state(), ...(live.record.upstreams[config.id]?.capabilities ? { capabilities: live.record.upstreams[config.id]?.capabilities } : {}) };
     let swap: UpstreamSwap;
     try {
       swap = await this.deps.sessions.swapUpstream(live.record.id, config.id, forgotten, next);
     } catch (error) {
+      // The store cannot be asked: no new session now (the next renewal waits out RENEW_MIN_INTERVAL_MS).
+      live.forgottenUpstreams.delete(config.id);
       void fresh.close().catch(() => undefined);
-      throw error;
+      this.deps.logger.warn({ upstream: config.name, traceId, err: error instanceof Error ? error.message : String(error) }, 'new upstream session not recorded');
+      throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
     }
     live.forgottenUpstreams.delete(config.id);
     const stored = swap.record;
@@ -1279,6 +1299,8 @@ export class SessionEngine {
       return fresh;
     }
     void fresh.close().catch(() => undefined);
+    // Lost the race: this replica started no session that stays, so its next renewal need not wait.
+    live.renewedAt.delete(config.id);
     const theirs = stored.upstreams[config.id];
     if (theirs === undefined) throw new UpstreamUnavailableError('closed', 'the upstream is no longer part of the session');
     return this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
@@ -1300,11 +1322,26 @@ export class SessionEngine {
       return await run(session);
     } catch (error) {
       if (!(error instanceof UpstreamUnavailableError) || error.reason !== 'session_expired') throw error;
-      // Renewed a moment ago and forgotten again (an upstream that answers 404 to every session): the call fails
-      // rather than start upstream sessions at the agent's request rate.
-      if (!this.dropUpstream(live, upstreamId, session)) throw error;
+      if (!this.dropUpstream(live, upstreamId, session)) {
+        // Renewed a moment ago and forgotten again. Another replica may have started a newer session since: the
+        // stored record says. Otherwise (an upstream that answers 404 to every session) the call fails rather than
+        // start upstream sessions at the agent's request rate.
+        if (!(await this.adoptStoredUpstream(live, upstreamId, session))) throw error;
+      }
       return run(await untilAborted(this.upstream(live, upstreamId, traceId), deadline));
     }
+  }
+
+  /**
+   * Whether the stored record names another upstream session than `failed` (one another replica started): then this
+   * replica's record takes it, and the next use resumes it.
+   */
+  private async adoptStoredUpstream(live: LiveSession, upstreamId: string, failed: UpstreamSession): Promise<boolean> {
+    const stored = await this.deps.sessions.reload?.(live.record.id).catch(() => undefined);
+    const theirs = stored?.upstreams[upstreamId];
+    if (theirs === undefined || theirs.sessionId === null || theirs.sessionId === failed.state().sessionId) return false;
+    live.record = { ...live.record, upstreams: { ...live.record.upstreams, [upstreamId]: { ...theirs, ...(live.record.upstreams[upstreamId]?.capabilities ? { capabilities: live.record.upstreams[upstreamId]?.capabilities } : {}) } } };
+    return true;
   }
 
   /**

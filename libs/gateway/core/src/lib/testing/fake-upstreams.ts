@@ -133,6 +133,9 @@ export class MemorySessionStore implements SessionStore {
   async existing(ids: readonly string[]) {
     return new Set(ids.filter((id) => this.records.has(id)));
   }
+  async reload(id: string) {
+    return this.records.get(id);
+  }
   /** As the Redis store's: compare-and-set of one upstream's state. */
   async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {
     const record = this.records.get(id);

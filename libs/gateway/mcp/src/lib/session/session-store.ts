@@ -21,6 +21,8 @@ export interface SessionStore {
    * second learns the first one's new session instead.
    */
   swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap>;
+  /** The record as stored now, past any cache (undefined: gone). */
+  reload?(id: string): Promise<SessionRecord | undefined>;
 }
 
 const key = (id: string) => `pcs:session:${id}`;
@@ -81,6 +83,17 @@ export class RedisSessionStore implements SessionStore {
     // XX: nothing is written for a session that is gone, and nothing cached either (it would come back here).
     if (stored === 'OK') this.remember(record);
     else this.cache.delete(record.id);
+  }
+
+  async reload(id: string): Promise<SessionRecord | undefined> {
+    const raw = await this.redis.get(key(id));
+    if (raw === null) {
+      this.cache.delete(id);
+      return undefined;
+    }
+    const record = JSON.parse(raw) as SessionRecord;
+    this.remember(record);
+    return record;
   }
 
   async swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap> {
