@@ -905,6 +905,27 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(received).toEqual([]);
   });
 
+  it('ends, on DELETE, the upstream session the stored record names, also when this replica holds an older one or a stale record', async () => {
+    let refusals = 0;
+    const { a, b, connector, record } = await sessionOnTwoReplicas({
+      capabilities: { tools: {} },
+      handle: async (method) => {
+        if (method === 'tools/call' && refusals > 0) {
+          refusals -= 1;
+          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+        }
+        return { content: [] };
+      },
+    });
+    const stale = await a.session(record.id, principal);
+    if (!stale) throw new Error('no session');
+    // B meets the 404 and renews: the record names -2; A still holds -1 (from initialize) and the record copy naming it.
+    refusals = 1;
+    expect('result' in (await b.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+    await a.end(stale, 'trace');
+    expect(connector.closedSessions).toEqual(expect.arrayContaining(['upstream-session-u1', 'upstream-session-u1-2']));
+  });
+
   it('keeps one new upstream session when two replicas find the old one forgotten: the second ends its own and continues the first\'s', async () => {
     /** How many of the next calls the upstream refuses as for a session it does not know. */
     let refusals = 0;

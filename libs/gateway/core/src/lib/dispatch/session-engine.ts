@@ -1575,10 +1575,19 @@ export class SessionEngine {
     return Promise.allSettled(
       Object.entries(record.upstreams).map(async ([upstreamId, state]) => {
         const held = live?.upstreams.get(upstreamId);
-        if (held) return (await held.session).close();
+        const closing: Promise<unknown>[] = [];
+        if (held) closing.push(held.session.then((session) => session.close()));
+        // The record may name a newer Streamable HTTP session than the one held here (another replica renewed it):
+        // that one is ended too, or the upstream keeps it until its own expiry.
         const config = upstreams.get(upstreamId);
-        if (config?.transport !== 'streamable_http' || state.sessionId === null) return undefined;
-        return (await this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })).close();
+        const heldId = held?.current?.state().sessionId;
+        if (config?.transport === 'streamable_http' && state.sessionId !== null && (held === undefined || (heldId !== undefined && heldId !== state.sessionId))) {
+          const sessionId = state.sessionId;
+          closing.push(this.deps.connector.resume(config, identity, { sessionId, protocolVersion: state.protocolVersion }).then((session) => session.close()));
+        }
+        const outcomes = await Promise.allSettled(closing);
+        const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+        if (failed) throw failed.reason;
       }),
     );
   }

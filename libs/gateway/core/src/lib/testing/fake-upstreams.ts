@@ -40,6 +40,8 @@ export class FakeConnector implements UpstreamConnector {
   readonly notificationHandlers = new Map<string, ((notification: JsonRpcNotification) => void)[]>();
   /** Upstream sessions ended (`close`) and dropped locally (`dispose`), by upstream id, in order. */
   readonly ended: { readonly upstreamId: string; readonly how: 'close' | 'dispose' }[] = [];
+  /** The upstream session ids ended with `close`, in order. */
+  readonly closedSessions: string[] = [];
   /** Sessions opened (`connect`) or resumed, by upstream id, in order. */
   readonly opened: { readonly upstreamId: string; readonly how: 'connect' | 'resume' }[] = [];
   /** The `onClosed` handlers of the sessions handed out, per upstream id (newest last). */
@@ -80,7 +82,10 @@ export class FakeConnector implements UpstreamConnector {
         this.notificationHandlers.set(config.id, handlers);
       },
       onServerRequest: () => undefined,
-      close: async () => void this.ended.push({ upstreamId: config.id, how: 'close' }),
+      close: async () => {
+        this.ended.push({ upstreamId: config.id, how: 'close' });
+        this.closedSessions.push(sessionId);
+      },
       dispose: () => void this.ended.push({ upstreamId: config.id, how: 'dispose' }),
       onClosed: (handler: () => void) => {
         const handlers = this.closedHandlers.get(config.id) ?? [];
