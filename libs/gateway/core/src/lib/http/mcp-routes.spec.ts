@@ -215,6 +215,14 @@ describe('bodies are not read before the caller is admitted', () => {
   });
 });
 
+/** POSTs a legacy (2024-11-05) initialize with id 1 to a legacy stream's message endpoint. */
+const legacyInitialize = (base: string, endpoint: string) =>
+  fetch(`${base}${endpoint}`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer good', 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+  });
+
 describe('legacy SSE streams', () => {
   const openLegacy = (base: string) => fetch(`${base}/t/acme/sse`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream' } });
   const endpointOf = async (stream: { text: () => string }) => {
@@ -227,11 +235,7 @@ describe('legacy SSE streams', () => {
     const idle = follow(await openLegacy(base));
     const used = follow(await openLegacy(base));
     const endpoint = await endpointOf(used);
-    const init = await fetch(`${base}${endpoint}`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer good', 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
-    });
+    const init = await legacyInitialize(base, endpoint);
     expect(init.status).toBe(202);
     await until(() => used.text().includes('"id":1'));
     await idle.closed;
@@ -284,11 +288,7 @@ describe('legacy SSE streams', () => {
     sessions.create = () => new Promise((_, reject) => setTimeout(() => reject(new Error('store down')), 300));
     const stream = follow(await openLegacy(base));
     const endpoint = await endpointOf(stream);
-    const init = await fetch(`${base}${endpoint}`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer good', 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
-    });
+    const init = await legacyInitialize(base, endpoint);
     expect(init.status).toBe(202);
     await until(() => stream.text().includes('"id":1'));
     await stream.closed;
