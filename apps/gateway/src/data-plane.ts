@@ -23,7 +23,7 @@ import {
 } from '@portcullis/gateway/core';
 import { policyHooks, SnapshotCache } from '@portcullis/gateway/policy-cache';
 import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals';
-import { RedisSessionStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { RedisSessionStore, RedisTaskRouteStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
 import { pinningAfterApproval, ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
 import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
 import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
@@ -261,6 +261,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     registry,
     connector: deps.connector,
     sessions,
+    tasks: new RedisTaskRouteStore(deps.redis),
     logger,
     ...(bus ? { bus } : {}),
     hooks: composeHooks(hooks),

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ let db: SystemPrismaClient;
 let gateway: TestGateway;
 let tenant: TestTenant;
 let key: string;
+let otherKey: string;
 
 // The package is ESM-only with no `main`: find its directory through its package.json.
 const everythingMain = path.join(
@@ -36,7 +38,7 @@ function text(result: unknown): string {
   return content.map((item) => item.text ?? '').join('');
 }
 
-async function connect(): Promise<Client> {
+async function connect(apiKey = key): Promise<Client> {
   const client = new Client(
     { name: 'everything-spec', version: '1.0.0' },
     { capabilities: { sampling: {} } },
@@ -51,7 +53,7 @@ async function connect(): Promise<Client> {
   }));
   await client.connect(
     new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
-      requestInit: { headers: { authorization: `Bearer ${key}` } },
+      requestInit: { headers: { authorization: `Bearer ${apiKey}` } },
     }),
   );
   return client;
@@ -74,6 +76,7 @@ beforeAll(async () => {
     } as never,
   });
   ({ key } = await createAgentWithKey(db, tenant.id, 'everything-agent'));
+  ({ key: otherKey } = await createAgentWithKey(db, tenant.id, 'everything-other-agent'));
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 
@@ -150,4 +153,83 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
     expect(await client.ping()).toEqual({});
     await client.close();
   });
+
+  it('runs a task-augmented tool call as a task under an id of the gateway, bound to the session that created it', async () => {
+    const client = await connect();
+    // server-everything runs tool calls as tasks and cancels them; the gateway offers both, never tasks/list.
+    expect(client.getServerCapabilities()?.tasks).toEqual({ cancel: {}, requests: { tools: { call: {} } } });
+    const research = (await client.listTools()).tools.find((tool) => tool.name === 'ev__simulate-research-query');
+    expect(research?.execution).toEqual({ taskSupport: 'required' });
+
+    const seen: string[] = [];
+    let taskId = '';
+    let result: unknown;
+    for await (const message of client.experimental.tasks.callToolStream({ name: 'ev__simulate-research-query', arguments: { topic: 'gateways' } })) {
+      seen.push(message.type);
+      if (message.type === 'taskCreated') taskId = message.task.taskId;
+      if (message.type === 'result') result = message.result;
+      if (message.type === 'error') throw message.error;
+    }
+    expect(seen[0]).toBe('taskCreated');
+    expect(seen.at(-1)).toBe('result');
+    // 128 random bits of the gateway's, not the upstream's own id.
+    expect(taskId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(text(result)).toContain('gateways');
+    const status = await client.experimental.tasks.getTask(taskId);
+    expect(status).toMatchObject({ taskId, status: 'completed' });
+    // A completed task cannot be cancelled: the upstream's Invalid params comes through.
+    await expect(client.experimental.tasks.cancelTask(taskId)).rejects.toMatchObject({ code: -32602 });
+    // No listing: the gateway does not advertise tasks/list.
+    await expect(client.request({ method: 'tasks/list', params: {} }, z.object({}).passthrough())).rejects.toMatchObject({ code: -32601 });
+
+    // Another agent, and another session of the same agent, get "not found" for it: both share the one stdio process.
+    for (const other of [await connect(otherKey), await connect()]) {
+      await expect(other.experimental.tasks.getTask(taskId)).rejects.toMatchObject({ code: -32602, message: expect.stringContaining('Task not found') });
+      await expect(other.experimental.tasks.getTaskResult(taskId)).rejects.toMatchObject({ code: -32602 });
+      await other.close();
+    }
+    await client.close();
+  }, 30_000);
+
+  it('cancels a task under way, and answers a session of an older protocol without tasks', async () => {
+    const client = await connect();
+    const created = await client.request(
+      { method: 'tools/call', params: { name: 'ev__simulate-research-query', arguments: { topic: 'cancelling' }, task: { ttl: 60_000 } } },
+      z.object({ task: z.object({ taskId: z.string(), status: z.string() }).passthrough() }).passthrough(),
+    );
+    expect(created.task.status).toBe('working');
+    const cancelled = await client.experimental.tasks.cancelTask(created.task.taskId);
+    expect(cancelled).toMatchObject({ taskId: created.task.taskId, status: 'cancelled' });
+    await client.close();
+
+    // A session of 2025-06-18 (no tasks in that version): nothing advertised, and a task augmentation sent all the
+    // same is dropped (MCP: a receiver that did not offer tasks runs the call as a plain one), so this upstream
+    // refuses the plain call to a tool that needs a task instead of starting one; and the task methods are unknown.
+    const post = (body: unknown, sessionId?: string) =>
+      fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          ...(sessionId ? { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'old', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const initialized = (await init.json()) as { result: { protocolVersion: string; capabilities: Record<string, unknown> } };
+    expect(initialized.result.protocolVersion).toBe('2025-06-18');
+    expect(initialized.result.capabilities['tools']).toBeDefined();
+    expect(initialized.result.capabilities['tasks']).toBeUndefined();
+    expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' }, sessionId)).status).toBe(202);
+    const plain = (await (
+      await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'ev__simulate-research-query', arguments: { topic: 'old' }, task: {} } }, sessionId)
+    ).json()) as { result?: { isError?: boolean; content: { text: string }[] } };
+    // The SDK's server reports it as a tool error: the call ran as a plain one, no task was started.
+    expect(plain.result?.isError).toBe(true);
+    expect(plain.result?.content[0]?.text).toContain('requires task augmentation');
+    const get = (await (await post({ jsonrpc: '2.0', id: 3, method: 'tasks/get', params: { taskId: created.task.taskId } }, sessionId)).json()) as { error?: { code: number } };
+    expect(get.error?.code).toBe(-32601);
+  }, 30_000);
 });

@@ -27,6 +27,8 @@ export { isWellFormedSessionId, newSessionId, sessionBelongsTo } from './lib/ses
 export type { Principal, SessionRecord } from './lib/session/session';
 export { RedisSessionStore } from './lib/session/session-store';
 export type { SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
+export { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, MemoryTaskRouteStore, RedisTaskRouteStore, TaskRouteError } from './lib/session/task-routes';
+export type { TaskRoute, TaskRouteStore } from './lib/session/task-routes';
 export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
 export type {
   ClientIdentity,

@@ -8,12 +8,25 @@ const flag = (caps: Caps, area: string, name: string): boolean => {
   return isObject(value) && value[name] === true;
 };
 
+/** Whether an upstream's capabilities include `tasks.requests.tools.call` (MCP 2025-11-25 tasks, server side). */
+export function runsToolCallsAsTasks(caps: Caps): boolean {
+  const tasks = caps['tasks'];
+  const requests = isObject(tasks) ? tasks['requests'] : undefined;
+  const tools = isObject(requests) ? requests['tools'] : undefined;
+  return isObject(tools) && isObject(tools['call']);
+}
+
 /**
  * The capabilities the gateway advertises: exactly what its upstreams support, merged. A capability is
  * advertised when at least one upstream has it; a sub-flag (listChanged, subscribe) when at least one
  * upstream that has the area sets it.
+ *
+ * Tasks (`options.tasks`: the session speaks 2025-11-25 and the gateway can route task ids): task-augmented
+ * `tools/call` when an upstream runs tool calls as tasks, and `tasks/cancel` when one of those supports it.
+ * `tasks/list` is never advertised: the gateway would have to merge upstream listings that, on a shared stdio
+ * process, hold other sessions' tasks (ADR 0008).
  */
-export function mergeServerCapabilities(upstreams: readonly Caps[]): Record<string, unknown> {
+export function mergeServerCapabilities(upstreams: readonly Caps[], options: { readonly tasks?: boolean } = {}): Record<string, unknown> {
   const merged: Record<string, unknown> = {};
   const has = (area: string) => upstreams.filter((caps) => isObject(caps[area]));
   const tools = has('tools');
@@ -29,6 +42,11 @@ export function mergeServerCapabilities(upstreams: readonly Caps[]): Record<stri
   }
   if (has('logging').length > 0) merged['logging'] = {};
   if (has('completions').length > 0) merged['completions'] = {};
+  const taskRunners = options.tasks ? upstreams.filter(runsToolCallsAsTasks) : [];
+  if (taskRunners.length > 0) {
+    const cancel = taskRunners.some((caps) => isObject((caps['tasks'] as Record<string, unknown>)['cancel']));
+    merged['tasks'] = { ...(cancel ? { cancel: {} } : {}), requests: { tools: { call: {} } } };
+  }
   return merged;
 }
 

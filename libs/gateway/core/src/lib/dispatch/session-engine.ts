@@ -20,6 +20,8 @@ import {
   type Principal,
   type SessionRecord,
   type SessionStore,
+  TaskRouteError,
+  type TaskRouteStore,
   type UpstreamConfig,
   type UpstreamConnector,
   type UpstreamSession,
@@ -35,6 +37,7 @@ import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
+import { offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 
@@ -147,6 +150,11 @@ export interface EngineDeps {
   /** Policy, rate limits, approvals, audit (see `RequestHooks`). */
   readonly hooks?: RequestHooks;
   readonly options: EngineOptions;
+  /**
+   * Routes of the tasks (MCP 2025-11-25) upstreams created for each session. Without it the gateway offers no tasks:
+   * a task-augmented `tools/call` is forwarded as a plain call.
+   */
+  readonly tasks?: TaskRouteStore;
 }
 
 /** Decides once, for a routed request, whether it may go on (see `RequestHooks.admit`). */
@@ -255,6 +263,9 @@ const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
 };
 
 const MAX_CANCEL_REASON = 256;
+
+/** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
+const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
 
 /**
  * A path with `.` or `..` segments, an empty segment, a percent-encoded `/` or `\`, or a percent-encoded unreserved
@@ -496,7 +507,7 @@ export class SessionEngine {
     this.live.set(sessionId, live);
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,
-      capabilities: mergeServerCapabilities(Object.values(upstreams).map((u) => u.capabilities)),
+      capabilities: mergeServerCapabilities(Object.values(upstreams).map((u) => u.capabilities), { tasks: this.tasksOffered(live.record) }),
       serverInfo: { ...this.deps.options.serverInfo },
       ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
     };
@@ -546,6 +557,7 @@ export class SessionEngine {
     this.dropPages(live);
     this.dropRelayed(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
+    await this.deps.tasks?.delete(record.id).catch(() => undefined);
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
   }
 
@@ -832,8 +844,29 @@ export class SessionEngine {
         if (given !== undefined && given !== null && !isObject(given)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'arguments must be an object');
         const args = isObject(given) ? given : undefined;
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
-        const forwarded = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
+        const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
+        if (kind === 'tool' && forwarded['task'] !== undefined) {
+          // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation.
+          if (!this.tasksOffered(live.record)) delete forwarded['task'];
+          else return this.adoptTask(live, target.upstreamId, await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent), traceId);
+        }
         return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
+      }
+      case 'tasks/get':
+      case 'tasks/result':
+      case 'tasks/cancel': {
+        const advertised = this.tasksOffered(live.record) ? this.capabilitiesOf(live.record)['tasks'] : undefined;
+        if (!isObject(advertised) || (message.method === 'tasks/cancel' && !isObject(advertised['cancel']))) {
+          throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
+        }
+        await gate();
+        const agentTaskId = params['taskId'];
+        if (typeof agentTaskId !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'taskId must be a string');
+        const route = await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId);
+        if (route === undefined || !Object.hasOwn(live.record.upstreams, route.upstreamId)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
+        const task = { upstream: route.taskId, agent: agentTaskId };
+        const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
+        return renameTask(result, task.upstream, task.agent);
       }
       case 'resources/read':
       case 'resources/subscribe':
@@ -1108,6 +1141,8 @@ export class SessionEngine {
     signal: CancelSignal,
     traceId: string,
     progressSent = 0,
+    /** The task this request is about (`tasks/*`): the upstream's id for it and the agent's. */
+    task?: { readonly upstream: string; readonly agent: string },
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
@@ -1126,13 +1161,59 @@ export class SessionEngine {
             progressed['progress'] = progressed['progress'] + progressSent;
             if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
           }
-          sink.send({ ...notification, params: progressed });
+          this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task);
         } else {
-          sink.send(notification);
+          this.sendInCall(live, upstreamId, sink, notification, task);
         }
       },
-      onServerRequest: (request, upstreamSignal) => this.relayServerRequest(live.record, request, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal, session),
+      onServerRequest: (request, upstreamSignal) => {
+        const upstreamTask = referencedTask(request.method, request.params);
+        const relay = (named: JsonRpcRequest) => this.relayServerRequest(live.record, named, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal, session);
+        if (upstreamTask === undefined) return relay(request);
+        if (upstreamTask === task?.upstream) return relay({ ...request, params: renameTask(request.params as Record<string, unknown>, task.upstream, task.agent) });
+        return this.agentTaskMessage(live, upstreamId, request, upstreamTask).then((named) => (named ? relay(named) : Promise.reject(unknownTaskOf(request))));
+      },
     }));
+  }
+
+  /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
+  private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: { readonly upstream: string; readonly agent: string } | undefined): void {
+    const upstreamTask = referencedTask(notification.method, notification.params);
+    if (upstreamTask === undefined) sink.send(notification);
+    else if (upstreamTask === task?.upstream) sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
+    else void this.agentTaskMessage(live, upstreamId, notification, upstreamTask).then((named) => named && sink.send(named));
+  }
+
+  /**
+   * An upstream's message about one of its tasks, renamed for the agent (the id the agent was given for that task), or
+   * undefined when the task is not this session's: another session's task on a shared upstream session, or one the
+   * gateway never handed out. Those messages are not passed on.
+   */
+  private async agentTaskMessage<M extends JsonRpcNotification | JsonRpcRequest>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string): Promise<M | undefined> {
+    const agentTask = await this.deps.tasks?.agentTaskId(live.record.id, { upstreamId, taskId: upstreamTask }).catch(() => undefined);
+    if (agentTask === undefined) return undefined;
+    return { ...message, params: renameTask(message.params as Record<string, unknown>, upstreamTask, agentTask) };
+  }
+
+  /**
+   * A task-augmented `tools/call` answered: an upstream that created a task gets its id recorded for the session and the
+   * agent is given the gateway's id for it. (An upstream that ran the call as a plain one answered with its result.)
+   */
+  private async adoptTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string): Promise<Record<string, unknown>> {
+    const task = result['task'];
+    if (!isObject(task) || typeof task['taskId'] !== 'string') return result;
+    const route = { upstreamId, taskId: task['taskId'] };
+    try {
+      const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']));
+      return { ...result, task: { ...task, taskId: agentTaskId } };
+    } catch (error) {
+      // The task runs upstream, but the agent could never reach it: it is cancelled (best effort), and the call fails.
+      const timeoutMs = this.deps.options.listTimeoutMs;
+      void this.onUpstream(live, upstreamId, traceId, (session) => session.request('tasks/cancel', { taskId: route.taskId }, { timeoutMs })).catch(() => undefined);
+      if (error instanceof TaskRouteError) throw new GatewayRequestError(error.reason === 'too_many' ? JSON_RPC.INVALID_REQUEST : JSON_RPC.INTERNAL_ERROR, error.message);
+      this.deps.logger.warn({ traceId, err: error instanceof Error ? error.message : String(error) }, 'task not recorded');
+      throw new GatewayRequestError(JSON_RPC.INTERNAL_ERROR, 'The task could not be recorded; try again');
+    }
   }
 
   /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
@@ -1379,26 +1460,50 @@ export class SessionEngine {
   private relayable(record: SessionRecord, notification: JsonRpcNotification): boolean {
     const area = LIST_CHANGED_AREA[notification.method];
     if (area === undefined) return true;
+    const advertised = this.capabilitiesOf(record)[area];
+    return isObject(advertised) && advertised['listChanged'] === true;
+  }
+
+  /** The capabilities initialize advertised for the session (worked out from the record, remembered per record). */
+  private capabilitiesOf(record: SessionRecord): Record<string, unknown> {
     let capabilities = this.advertised.get(record);
     if (capabilities === undefined) {
-      capabilities = mergeServerCapabilities(Object.values(record.upstreams).map((upstream) => upstream.capabilities ?? {}));
+      capabilities = mergeServerCapabilities(
+        Object.values(record.upstreams).map((upstream) => upstream.capabilities ?? {}),
+        { tasks: this.tasksOffered(record) },
+      );
       this.advertised.set(record, capabilities);
     }
-    const advertised = capabilities[area];
-    return isObject(advertised) && advertised['listChanged'] === true;
+    return capabilities;
+  }
+
+  /** Whether the session may use tasks at all: it speaks a version that has them, and their routes can be kept. */
+  private tasksOffered(record: SessionRecord): boolean {
+    return offersTasks(record.protocolVersion, this.deps.tasks !== undefined);
   }
 
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
+    const deliver = (notification: JsonRpcNotification) => {
+      // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
+      if (live.standalone) live.standalone.send(notification);
+      else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
+    };
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
       if (!this.relayable(live.record, notification)) return;
-      // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
-      if (live.standalone) live.standalone.send(notification);
-      else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
+      const upstreamTask = referencedTask(notification.method, notification.params);
+      if (upstreamTask === undefined) deliver(notification);
+      else void this.agentTaskMessage(live, config.id, notification, upstreamTask).then((named) => named && deliver(named));
     });
-    session.onServerRequest((request, signal) => this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session));
+    session.onServerRequest((request, signal) => {
+      const upstreamTask = referencedTask(request.method, request.params);
+      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session);
+      return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
+        named ? this.relayServerRequest(live.record, named, live.standalone ?? NO_STREAM, signal, session) : Promise.reject(unknownTaskOf(request)),
+      );
+    });
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
     // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
     // released or replaced meanwhile is left alone.

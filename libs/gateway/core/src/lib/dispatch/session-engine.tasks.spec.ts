@@ -1,0 +1,205 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { SessionEngine } from './session-engine';
+import { NO_STREAM, type MessageSink } from './sinks';
+import { RELATED_TASK } from './tasks';
+
+const alice: Principal = { tenantId: 't1', kind: 'agent_client', id: 'alice' };
+const bob: Principal = { tenantId: 't1', kind: 'agent_client', id: 'bob' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+});
+
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const initialize = (protocolVersion = '2025-11-25') => req('initialize', { protocolVersion, capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+
+/**
+ * An upstream that runs `slow` as a task (ids t-1, t-2, ... of its own, as every upstream numbers them) and answers
+ * the task methods from what it holds. One upstream session serves every agent session here, as a shared stdio
+ * process does.
+ */
+function taskUpstream(options: { cancel?: boolean } = {}): FakeUpstream & { readonly tasks: Map<string, string> } {
+  const tasks = new Map<string, string>();
+  return {
+    tasks,
+    capabilities: { tools: {}, tasks: { ...(options.cancel === false ? {} : { cancel: {} }), list: {}, requests: { tools: { call: {} } } } },
+    handle: async (method, params) => {
+      const taskId = params?.['taskId'] as string;
+      switch (method) {
+        case 'tools/list':
+          return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+        case 'tools/call': {
+          if (params?.['task'] === undefined) return { content: [{ type: 'text', text: 'ran as a plain call' }] };
+          const id = `t-${tasks.size + 1}`;
+          tasks.set(id, 'working');
+          return { task: { taskId: id, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+        }
+        case 'tasks/get':
+        case 'tasks/cancel': {
+          const status = tasks.get(taskId);
+          if (status === undefined) throw new UpstreamRpcError(-32602, 'no such task');
+          if (method === 'tasks/cancel') tasks.set(taskId, 'cancelled');
+          return { taskId, status: tasks.get(taskId), createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 };
+        }
+        case 'tasks/result':
+          return { content: [{ type: 'text', text: `result of ${taskId}` }], _meta: { [RELATED_TASK]: { taskId }, other: 1 } };
+        default:
+          throw new UpstreamRpcError(-32601, 'Method not found');
+      }
+    },
+  };
+}
+
+function build(upstreams: Record<string, FakeUpstream>, tasks: TaskRouteStore | undefined = new MemoryTaskRouteStore()) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace(Object.keys(upstreams).map((id, index) => fakeConfig(id, `up${index + 1}`)), () => undefined);
+  const connector = new FakeConnector(upstreams);
+  const engine = new SessionEngine({
+    registry,
+    connector,
+    sessions: new MemorySessionStore(),
+    ...(tasks ? { tasks } : {}),
+    logger,
+    options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+  });
+  engines.push(engine);
+  return { engine, connector };
+}
+
+async function open(engine: SessionEngine, principal = alice, protocolVersion?: string) {
+  const { sessionId, response } = await engine.initialize(principal, initialize(protocolVersion), 'trace');
+  const record = await engine.session(sessionId ?? '', principal);
+  if (!record || !('result' in response)) throw new Error('no session');
+  return { record, capabilities: response.result['capabilities'] as Record<string, unknown> };
+}
+
+async function call(engine: SessionEngine, record: Awaited<ReturnType<typeof open>>['record'], method: string, params: Record<string, unknown>, sink: MessageSink = NO_STREAM) {
+  return engine.request(record, req(method, params), sink, 'trace');
+}
+
+const resultOf = (response: Awaited<ReturnType<typeof call>>): Record<string, unknown> => {
+  if (!('result' in response)) throw new Error(`failed: ${JSON.stringify(response)}`);
+  return response.result;
+};
+
+describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
+  it('advertises task-augmented tool calls and cancel (never list) when an upstream runs them, only to 2025-11-25 sessions with a route store', async () => {
+    const { engine } = build({ u1: taskUpstream(), u2: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    expect((await open(engine)).capabilities['tasks']).toEqual({ cancel: {}, requests: { tools: { call: {} } } });
+    expect((await open(engine, alice, '2025-06-18')).capabilities['tasks']).toBeUndefined();
+    const withoutCancel = build({ u1: taskUpstream({ cancel: false }) }).engine;
+    expect((await open(withoutCancel)).capabilities['tasks']).toEqual({ requests: { tools: { call: {} } } });
+    const withoutStore = build({ u1: taskUpstream() }, null as unknown as undefined).engine;
+    expect((await open(withoutStore)).capabilities['tasks']).toBeUndefined();
+  });
+
+  it('hands out its own task ids, routes get, result and cancel by them, and renames the task in what comes back', async () => {
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    const { record } = await open(engine);
+    const created = resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } }));
+    const task = created['task'] as Record<string, unknown>;
+    const taskId = task['taskId'] as string;
+    expect(taskId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(task).toMatchObject({ status: 'working', ttl: 60_000 });
+
+    expect(resultOf(await call(engine, record, 'tasks/get', { taskId }))).toMatchObject({ taskId, status: 'working' });
+    // The upstream is asked with its own id, and without the agent's related-task _meta (the taskId param decides).
+    const result = resultOf(await call(engine, record, 'tasks/result', { taskId, _meta: { [RELATED_TASK]: { taskId }, keep: true } }));
+    expect(connector.calls.at(-1)).toEqual({ upstreamId: 'u1', method: 'tasks/result', params: { taskId: 't-1', _meta: { keep: true } } });
+    expect(result).toEqual({ content: [{ type: 'text', text: 'result of t-1' }], _meta: { [RELATED_TASK]: { taskId }, other: 1 } });
+    expect(resultOf(await call(engine, record, 'tasks/cancel', { taskId }))).toMatchObject({ taskId, status: 'cancelled' });
+    expect(upstream.tasks.get('t-1')).toBe('cancelled');
+  });
+
+  it('keeps a task to the session that created it: another session or principal, an upstream id, or junk is "not found"', async () => {
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    const mine = (await open(engine)).record;
+    const taskId = (resultOf(await call(engine, mine, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    const theirs = (await open(engine, bob)).record;
+    const sameAgentOtherSession = (await open(engine)).record;
+    const asked = connector.calls.length;
+    for (const [record, id] of [[theirs, taskId], [sameAgentOtherSession, taskId], [mine, 't-1'], [mine, 'x'.repeat(10_000)]] as const) {
+      for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel']) {
+        const response = await call(engine, record, method, { taskId: id });
+        expect('error' in response && response.error).toMatchObject({ code: -32602, message: 'Failed to retrieve task: Task not found' });
+      }
+    }
+    const wrongType = await call(engine, mine, 'tasks/get', { taskId: 42 });
+    expect('error' in wrongType && wrongType.error.code).toBe(-32602);
+    // None of it reached the upstream (which would have answered for t-1 whoever asked: it is one shared session).
+    expect(connector.calls.length).toBe(asked);
+    expect(upstream.tasks.get('t-1')).toBe('working');
+  });
+
+  it('runs a task augmentation as a plain call where tasks were not offered, and knows no task methods there', async () => {
+    const { engine, connector } = build({ u1: taskUpstream() });
+    const { record } = await open(engine, alice, '2025-06-18');
+    const plain = resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: { ttl: 1 } }));
+    expect(plain['content']).toEqual([{ type: 'text', text: 'ran as a plain call' }]);
+    expect(connector.calls.at(-1)?.params).not.toHaveProperty('task');
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel', 'tasks/list']) {
+      const response = await call(engine, record, method, { taskId: 'anything' });
+      expect('error' in response && response.error.code, method).toBe(-32601);
+    }
+    // tasks/list is not offered even where tasks are.
+    const current = (await open(engine)).record;
+    const list = await call(engine, current, 'tasks/list', {});
+    expect('error' in list && list.error.code).toBe(-32601);
+  });
+
+  it('refuses tasks/cancel where no upstream cancels, and a task over the session limit is cancelled upstream', async () => {
+    const noCancel = build({ u1: taskUpstream({ cancel: false }) }).engine;
+    const { record } = await open(noCancel);
+    const created = resultOf(await call(noCancel, record, 'tools/call', { name: 'up1__slow', task: {} }));
+    const refused = await call(noCancel, record, 'tasks/cancel', { taskId: (created['task'] as Record<string, unknown>)['taskId'] });
+    expect('error' in refused && refused.error.code).toBe(-32601);
+
+    const full: TaskRouteStore = {
+      add: async () => {
+        const { TaskRouteError } = await import('@portcullis/gateway/mcp');
+        throw new TaskRouteError('too_many', 'this session already has 1000 tasks');
+      },
+      route: async () => undefined,
+      agentTaskId: async () => undefined,
+      delete: async () => undefined,
+    };
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream }, full);
+    const session = (await open(engine)).record;
+    const response = await call(engine, session, 'tools/call', { name: 'up1__slow', task: {} });
+    expect('error' in response && response.error).toMatchObject({ code: -32600, message: 'this session already has 1000 tasks' });
+    await expect.poll(() => upstream.tasks.get('t-1')).toBe('cancelled');
+    expect(connector.calls.at(-1)).toMatchObject({ method: 'tasks/cancel', params: { taskId: 't-1' } });
+  });
+
+  it("passes on an upstream's task messages to the session whose task it is, renamed, and drops those of tasks it does not know", async () => {
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    const mine = (await open(engine)).record;
+    const other = (await open(engine, bob)).record;
+    const sent: { session: string; message: JsonRpcMessage }[] = [];
+    engine.attachStandalone(mine, { canStream: true, send: (message) => sent.push({ session: 'mine', message }) > 0 });
+    engine.attachStandalone(other, { canStream: true, send: (message) => sent.push({ session: 'other', message }) > 0 });
+    // Both sessions use the upstream (it is attached to each).
+    await call(engine, other, 'tools/list', {});
+    const taskId = (resultOf(await call(engine, mine, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'completed' } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'step', _meta: { [RELATED_TASK]: { taskId: 't-1' } } } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-99', status: 'completed' } });
+    await expect.poll(() => sent.length).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(sent).toEqual([
+      { session: 'mine', message: { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'completed' } } },
+      { session: 'mine', message: { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'step', _meta: { [RELATED_TASK]: { taskId } } } } },
+    ]);
+  });
+});

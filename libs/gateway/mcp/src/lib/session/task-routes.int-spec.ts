@@ -1,0 +1,65 @@
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { newSessionId } from './session';
+import { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, RedisTaskRouteStore, TaskRouteError } from './task-routes';
+
+const redis = new Redis(inject('redisUrl'));
+afterAll(() => redis.quit());
+const store = new RedisTaskRouteStore(redis);
+const upstreamId = '019a0000-0000-7000-8000-000000000001';
+
+describe('RedisTaskRouteStore (real Redis)', () => {
+  it('gives each upstream task an unguessable id of its own, the same one again for the same task, per session', async () => {
+    const session = newSessionId();
+    const first = await store.add(session, { upstreamId, taskId: '1' }, 60_000);
+    const second = await store.add(session, { upstreamId, taskId: '2' }, 60_000);
+    expect(first).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(second).not.toBe(first);
+    expect(await store.add(session, { upstreamId, taskId: '1' }, 60_000)).toBe(first);
+    // A task id with a newline cannot be confused with another route.
+    const odd = await store.add(session, { upstreamId, taskId: 'a\nb' }, 60_000);
+    expect(await store.route(session, odd)).toEqual({ upstreamId, taskId: 'a\nb' });
+    expect(await store.route(session, first)).toEqual({ upstreamId, taskId: '1' });
+    expect(await store.agentTaskId(session, { upstreamId, taskId: '2' })).toBe(second);
+    // Another session knows none of it; nor does anyone an id of the wrong shape.
+    const other = newSessionId();
+    expect(await store.route(other, first)).toBeUndefined();
+    expect(await store.agentTaskId(other, { upstreamId, taskId: '1' })).toBeUndefined();
+    expect(await store.route(session, '1')).toBeUndefined();
+    await store.delete(session);
+    expect(await store.route(session, first)).toBeUndefined();
+  });
+
+  it('keeps routes for the task lifetime asked (at most a day) and refuses unusable upstream ids', async () => {
+    const session = newSessionId();
+    await store.add(session, { upstreamId, taskId: 'short' }, 5_000);
+    const short = await redis.pttl(`pcs:session:${session}:tasks`);
+    expect(short).toBeGreaterThan(0);
+    expect(short).toBeLessThanOrEqual(5_000);
+    await store.add(session, { upstreamId, taskId: 'long' }, 10 * MAX_TASK_ROUTE_TTL_MS);
+    const long = await redis.pttl(`pcs:session:${session}:tasks`);
+    expect(long).toBeGreaterThan(MAX_TASK_ROUTE_TTL_MS - 60_000);
+    expect(long).toBeLessThanOrEqual(MAX_TASK_ROUTE_TTL_MS);
+    // A shorter task later does not shorten what the longer one needs.
+    await store.add(session, { upstreamId, taskId: 'later' }, 5_000);
+    expect(await redis.pttl(`pcs:session:${session}:tasks`)).toBeGreaterThan(MAX_TASK_ROUTE_TTL_MS - 60_000);
+    await expect(store.add(session, { upstreamId, taskId: '' }, 5_000)).rejects.toBeInstanceOf(TaskRouteError);
+    await expect(store.add(session, { upstreamId, taskId: 'x'.repeat(513) }, 5_000)).rejects.toMatchObject({ reason: 'bad_task_id' });
+    await store.delete(session);
+  });
+
+  it(`holds at most ${MAX_TASKS_PER_SESSION} tasks per session, also when they are added at once`, async () => {
+    const session = newSessionId();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: MAX_TASKS_PER_SESSION + 20 }, (_, index) => store.add(session, { upstreamId, taskId: `t${index}` }, 60_000)),
+    );
+    const added = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+    expect(added).toHaveLength(MAX_TASKS_PER_SESSION);
+    expect(refused).toHaveLength(20);
+    expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ reason: 'too_many' });
+    // A task already known is still answered at the limit.
+    expect(await store.add(session, { upstreamId, taskId: 't0' }, 60_000)).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    await store.delete(session);
+  });
+});
