@@ -23,10 +23,19 @@ export {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from './lib/protocol/versions';
 export type { ProtocolVersion } from './lib/protocol/versions';
-export { isWellFormedSessionId, newSessionId, sessionBelongsTo } from './lib/session/session';
+export {
+  isWellFormedSessionId,
+  LOG_LEVELS,
+  MAX_SUBSCRIPTIONS_PER_SESSION,
+  newSessionId,
+  sessionBelongsTo,
+  subscriptionCount,
+  withLogLevel,
+  withSubscription,
+} from './lib/session/session';
 export type { Principal, SessionRecord } from './lib/session/session';
 export { RedisSessionStore } from './lib/session/session-store';
-export type { SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
+export type { RecordChange, RecordEdit, SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
 export { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, MemoryTaskRouteStore, RedisTaskRouteStore, TaskRouteError } from './lib/session/task-routes';
 export type { TaskRoute, TaskRouteStore } from './lib/session/task-routes';
 export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';

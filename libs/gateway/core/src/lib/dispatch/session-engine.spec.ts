@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
+import { MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -1530,5 +1530,134 @@ describe('SessionEngine across replicas', () => {
     release?.();
     expect(await second).toMatchObject({ result: { tools: [{ name: 'inv__tool_v2' }] } });
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(2);
+  });
+});
+
+describe('SessionEngine: the agent\'s subscriptions and log level on a new upstream session', () => {
+  /**
+   * An upstream with a subscribable resource per URI given and logging, whose next `refusals` tool calls answer as for a
+   * session it forgot (HTTP 404). `hang`: subscribes that never answer.
+   */
+  function restartingUpstream(capabilities: Record<string, unknown> = { tools: {}, resources: { subscribe: true }, logging: {} }) {
+    const upstream = {
+      prefix: 'files',
+      refusals: 0,
+      hang: false,
+      capabilities,
+      handle: async (method: string): Promise<Record<string, unknown>> => {
+        if (method === 'tools/call' && upstream.refusals > 0) {
+          upstream.refusals -= 1;
+          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+        }
+        if (method === 'resources/subscribe' && upstream.hang) return new Promise(() => undefined);
+        if (method === 'resources/list') return { resources: ['mem://a', 'mem://b'].map((uri) => ({ uri, name: uri })) };
+        if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'mem://many/{n}', name: 'many' }] };
+        return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
+      },
+    };
+    return upstream;
+  }
+  const call = () => req('tools/call', { name: 'files__read', arguments: {} });
+  /** The requests that reached upstream session `sessionId`, as `method uri-or-level`. */
+  const sentTo = (connector: FakeConnector, sessionId: string) =>
+    connector.calls
+      .filter((sent) => sent.sessionId === sessionId && !sent.method.endsWith('/list'))
+      .map((sent) => `${sent.method} ${String((sent.params as Record<string, unknown> | undefined)?.['uri'] ?? (sent.params as Record<string, unknown> | undefined)?.['level'] ?? '')}`.trim());
+
+  it('subscribes a renewed upstream session again, and sets its log level, before the refused call goes again, also when the agent set them through another replica', async () => {
+    const upstream = restartingUpstream();
+    const { a, b, connector, record } = await sessionOnTwoReplicas(upstream);
+    const onA = await a.session(record.id, principal);
+    if (!onA) throw new Error('no session');
+    // Through replica A: two subscriptions, one withdrawn again, and a log level.
+    for (const [method, params] of [
+      ['resources/subscribe', { uri: 'mem://a' }],
+      ['resources/subscribe', { uri: 'mem://b' }],
+      ['resources/unsubscribe', { uri: 'mem://b' }],
+      ['logging/setLevel', { level: 'debug' }],
+    ] as const) {
+      expect(await a.request(onA, req(method, params), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    }
+    // Replica B meets the upstream's 404 and starts a new upstream session: it learns of A's changes from the record.
+    upstream.refusals = 1;
+    expect(await b.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel debug', 'tools/call']);
+    // Replica A, still on the forgotten session, continues B's: nothing is sent twice.
+    upstream.refusals = 1;
+    expect(await a.request(onA, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel debug', 'tools/call', 'tools/call']);
+  });
+
+  it('replays nothing the new upstream session did not advertise, and only that upstream\'s subscriptions', async () => {
+    const quiet = restartingUpstream({ tools: {}, resources: {} });
+    const other = { prefix: 'other', capabilities: { resources: { subscribe: true }, logging: {} }, handle: async (method: string) => (method === 'resources/list' ? { resources: [{ uri: 'mem://other', name: 'o' }] } : {}) };
+    const { engine, connector } = build({ u1: quiet, u2: other });
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://other' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(await engine.request(record, req('logging/setLevel', { level: 'error' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    quiet.refusals = 1;
+    expect(await engine.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['tools/call']);
+  });
+
+  it('holds the refused call no longer than listTimeoutMs while the new upstream session does not answer the replay, and logs it', async () => {
+    const upstream = restartingUpstream();
+    const { engine } = build({ u1: upstream });
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    upstream.hang = true;
+    upstream.refusals = 1;
+    logs = '';
+    const startedAt = performance.now();
+    expect(await engine.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+    expect(logs).toContain('new upstream session not told');
+    expect(logs).not.toContain('internal-u1.example');
+  });
+
+  it('subscribes a legacy SSE upstream\'s new session again after its stream dropped (it cannot be resumed)', async () => {
+    const upstream = restartingUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    connector.unresumable.add('u1');
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(await engine.request(record, req('logging/setLevel', { level: 'warning' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    connector.breakSession('u1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await engine.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel warning', 'tools/call']);
+  });
+
+  it(`refuses a subscription past ${MAX_SUBSCRIPTIONS_PER_SESSION} per session without forwarding it, and answers a subscribe the store could not record`, async () => {
+    class FailingStore extends MemorySessionStore {
+      failing = false;
+      override async change(...args: Parameters<MemorySessionStore['change']>) {
+        if (this.failing) throw new Error('redis down at redis://:hunter2@cache');
+        return super.change(...args);
+      }
+    }
+    const sessions = new FailingStore();
+    const upstream = restartingUpstream();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: upstream });
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const subscribe = (uri: string) => engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace');
+    for (let n = 0; n < MAX_SUBSCRIPTIONS_PER_SESSION; n += 1) expect(await subscribe(`mem://many/${n}`)).toMatchObject({ result: {} });
+    const forwarded = () => connector.calls.filter((sent) => sent.method === 'resources/subscribe').length;
+    expect(forwarded()).toBe(MAX_SUBSCRIPTIONS_PER_SESSION);
+    expect(await subscribe('mem://many/last')).toMatchObject({ error: { code: -32602, data: { limit: MAX_SUBSCRIPTIONS_PER_SESSION } } });
+    expect(forwarded()).toBe(MAX_SUBSCRIPTIONS_PER_SESSION);
+    // One already held is not a new one.
+    expect(await subscribe('mem://many/0')).toMatchObject({ result: {} });
+    // Room again after an unsubscribe; and a store that cannot record it does not fail the agent's request.
+    expect(await engine.request(record, req('resources/unsubscribe', { uri: 'mem://many/1' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    sessions.failing = true;
+    logs = '';
+    expect(await subscribe('mem://many/last')).toMatchObject({ result: {} });
+    expect(logs).toContain('subscription or log level not recorded');
+    expect(logs).not.toContain('hunter2');
   });
 });

@@ -9,6 +9,11 @@ import {
   UpstreamRpcError,
   UpstreamUnavailableError,
   JSON_RPC,
+  LOG_LEVELS,
+  MAX_SUBSCRIPTIONS_PER_SESSION,
+  subscriptionCount,
+  withLogLevel,
+  withSubscription,
   type CancelSignal,
   type ClientIdentity,
   type UpstreamSwap,
@@ -18,6 +23,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
   type Principal,
+  type RecordEdit,
   type SessionRecord,
   type SessionStore,
   TaskRouteError,
@@ -169,6 +175,15 @@ interface LiveUpstream {
   readonly pages: PageCache;
 }
 
+/**
+ * An upstream session just opened for a session, and whether it is a new one in place of a lost one: then `replay`
+ * is the record to take the agent's subscriptions and log level from ('reload': read it from the store first).
+ */
+interface Opened {
+  readonly session: UpstreamSession;
+  readonly replay: SessionRecord | 'reload' | undefined;
+}
+
 /** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
 interface LiveSession {
   record: SessionRecord;
@@ -201,6 +216,11 @@ interface LiveSession {
   readonly forgottenUpstreams: Map<string, string>;
   /** Upstream id → when this replica last started a new upstream session for it (renewals are spaced out). */
   readonly renewedAt: Map<string, number>;
+  /**
+   * Upstreams whose session on this replica ended by itself and cannot be resumed (a legacy SSE stream dropped): the
+   * next one opened for it is a new upstream session, told the agent's subscriptions and log level again (`replay`).
+   */
+  readonly lostUpstreams: Set<string>;
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
@@ -331,6 +351,9 @@ function unnormalisedUri(uri: string): boolean {
   if (authority !== `${userinfo}${url.host}`) return true;
   return !samePath(path === '' && SPECIAL_SCHEMES.has(url.protocol) ? '/' : path, url.pathname);
 }
+
+/** `text` with the user and password of any URL in it left out (a store's error may name its address). */
+const withoutUserinfo = (text: string): string => text.replace(/\/\/[^/@\s]*@/g, '//');
 
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
 const MAX_URI_LENGTH = 8 * 1024;
@@ -868,12 +891,31 @@ export class SessionEngine {
         const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
         return renameTask(result, task.upstream, task.agent);
       }
-      case 'resources/read':
-      case 'resources/subscribe':
-      case 'resources/unsubscribe': {
+      case 'resources/read': {
         const upstreamId = await this.byUri(live, params['uri'], traceId);
         await gate(this.resourceTarget(live, upstreamId, params['uri']));
         return this.forward(live, upstreamId, message, params, sink, signal, traceId);
+      }
+      case 'resources/subscribe': {
+        const uri = params['uri'];
+        const upstreamId = await this.byUri(live, uri, traceId);
+        await this.refuseSubscriptionPastBound(live, upstreamId, uri as string);
+        await gate(this.resourceTarget(live, upstreamId, uri));
+        const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
+        await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, true), traceId);
+        return result;
+      }
+      case 'resources/unsubscribe': {
+        const uri = params['uri'];
+        const upstreamId = await this.byUri(live, uri, traceId);
+        await gate(this.resourceTarget(live, upstreamId, uri));
+        try {
+          return await this.forward(live, upstreamId, message, params, sink, signal, traceId);
+        } finally {
+          // Whatever the upstream answered: the agent no longer wants it, so no new upstream session is subscribed to it
+          // again (an upstream that says it was not subscribed has usually lost the subscription itself).
+          await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, false), traceId);
+        }
       }
       case 'completion/complete': {
         const ref = params['ref'];
@@ -895,11 +937,16 @@ export class SessionEngine {
         const targets = this.upstreamIdsWith(live, 'logging');
         // Bounded like a listing: one slow or reconnecting upstream must not hold the answer for its call timeout.
         const timeoutMs = this.deps.options.listTimeoutMs;
-        await Promise.allSettled(
+        const settled = await Promise.allSettled(
           targets.map((upstreamId) => {
             return this.onUpstream(live, upstreamId, traceId, (session) => session.request('logging/setLevel', params, { signal, timeoutMs }), AbortSignal.timeout(timeoutMs));
           }),
         );
+        // Kept for new upstream sessions once an upstream took it (only MCP's levels: the record holds nothing else).
+        const level = params['level'];
+        if (typeof level === 'string' && LOG_LEVELS.includes(level) && settled.some((outcome) => outcome.status === 'fulfilled')) {
+          await this.recordAgentState(live, (record) => withLogLevel(record, level), traceId);
+        }
         return {};
       }
       case 'initialize':
@@ -912,6 +959,37 @@ export class SessionEngine {
   private resourceTarget(live: LiveSession, upstreamId: string, uri: unknown): RequestInfo['target'] {
     const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
     return config && typeof uri === 'string' ? { upstream: config, kind: 'resource', name: uri } : undefined;
+  }
+
+  /**
+   * A subscription the session record could not keep (MAX_SUBSCRIPTIONS_PER_SESSION) is refused before it reaches the
+   * upstream: a subscription a renewed upstream session would not get again would end silently with the next restart.
+   * Counted on the record as this replica last saw it; `withSubscription` checks again when it is stored.
+   */
+  private async refuseSubscriptionPastBound(live: LiveSession, upstreamId: string, uri: string): Promise<void> {
+    const record = (await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record;
+    if (record.subscriptions?.[upstreamId]?.includes(uri) === true || subscriptionCount(record) < MAX_SUBSCRIPTIONS_PER_SESSION) return;
+    throw new GatewayRequestError(
+      JSON_RPC.INVALID_PARAMS,
+      `A session may be subscribed to at most ${MAX_SUBSCRIPTIONS_PER_SESSION} resources; unsubscribe from one first`,
+      { limit: MAX_SUBSCRIPTIONS_PER_SESSION },
+    );
+  }
+
+  /**
+   * Stores a change to what the agent set upstream (subscriptions, log level) in the session record, by compare-and-set,
+   * for whichever replica starts a new upstream session later (`replay`). A failure is logged, not answered: the
+   * upstream took the request, and the agent's session works on; only a later renewal would miss it.
+   */
+  private async recordAgentState(live: LiveSession, edit: RecordEdit, traceId: string): Promise<void> {
+    try {
+      await this.deps.sessions.change(live.record.id, edit);
+    } catch (error) {
+      this.deps.logger.warn(
+        { sessionIdPrefix: live.record.id.slice(0, 8), tenantId: live.record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) },
+        'subscription or log level not recorded: a new upstream session would not be told it',
+      );
+    }
   }
 
   // ---------------------------------------------------------------- aggregation
@@ -1317,18 +1395,27 @@ export class SessionEngine {
       protocolVersion: live.record.protocolVersion,
     };
     const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
-    const opened =
+    // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
+    const lost = forgotten === undefined && live.lostUpstreams.delete(upstreamId);
+    const opened: Promise<Opened> =
       forgotten !== undefined
         ? this.renew(live, config, identity, forgotten, traceId)
-        : this.deps.connector.resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion });
+        : this.deps.connector
+            .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
+            .then((session) => ({ session, replay: lost ? 'reload' : undefined }));
     const entry: LiveUpstream = {
       config,
-      session: opened.then((resumed) => {
+      session: opened.then(async ({ session: resumed, replay }) => {
         entry.current = resumed;
         // An edit that kept the connection replaced the entry meanwhile (same session, new config): it learns it too.
         const held = live.upstreams.get(upstreamId);
         if (held !== undefined && held !== entry && held.session === entry.session) held.current = resumed;
-        return this.attach(live, config, resumed);
+        const attached = this.attach(live, config, resumed);
+        // Attached first, so that updates the upstream sends right after a subscribe reach the agent. Requests wait for
+        // it (they would otherwise run against an upstream that does not know the agent's subscriptions and level yet),
+        // at most listTimeoutMs.
+        if (replay !== undefined) await this.replay(live, config, resumed, replay === 'reload' ? undefined : replay, traceId);
+        return attached;
       }),
       current: undefined,
       pages: new PageCache(this.pageStore),
@@ -1352,7 +1439,7 @@ export class SessionEngine {
    * by compare-and-set: when another replica replaced the forgotten session first, this replica ends the one it just
    * started and continues the other's, so the agent's session keeps one upstream session whatever replica serves it.
    */
-  private async renew(live: LiveSession, config: UpstreamConfig, identity: ClientIdentity, forgotten: string, traceId: string): Promise<UpstreamSession> {
+  private async renew(live: LiveSession, config: UpstreamConfig, identity: ClientIdentity, forgotten: string, traceId: string): Promise<Opened> {
     live.renewedAt.set(config.id, Date.now());
     const fresh = await this.deps.connector.connect(config, identity);
     // The capabilities stay those of initialize: they are what the agent was told (`relayable`, the listings' targets).
@@ -1377,14 +1464,51 @@ export class SessionEngine {
     live.record = stored;
     if (swap.swapped) {
       this.deps.logger.info({ upstream: config.name, traceId }, 'upstream session started again: the upstream had forgotten the previous one');
-      return fresh;
+      // The agent's subscriptions and level as the compare-and-set read them, through whichever replica they were set.
+      return { session: fresh, replay: stored };
     }
     void fresh.close().catch(() => undefined);
     // Lost the race: this replica started no session that stays, so its next renewal need not wait.
     live.renewedAt.delete(config.id);
     const theirs = stored.upstreams[config.id];
     if (theirs === undefined) throw new UpstreamUnavailableError('closed', 'the upstream is no longer part of the session');
-    return this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
+    // The replica that stored its session tells it the agent's subscriptions and level: nothing to replay here.
+    const session = await this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
+    return { session, replay: undefined };
+  }
+
+  /**
+   * Tells a new upstream session what the agent had set on the one it replaces: its resource subscriptions on this
+   * upstream and its log level, each only if the new session's initialize advertised the capability
+   * (`resources.subscribe`, `logging`). Best effort, all in parallel within listTimeoutMs (the requests that wait for
+   * the session wait no longer); failures are logged and leave the record as it is. `record`: the record to take them
+   * from (undefined: read it from the store, past any cache).
+   */
+  private async replay(live: LiveSession, config: UpstreamConfig, session: UpstreamSession, record: SessionRecord | undefined, traceId: string): Promise<void> {
+    const timeoutMs = this.deps.options.listTimeoutMs;
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      const source = record ?? (await untilAborted(this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id), signal)) ?? live.record;
+      const capabilities = session.info.capabilities;
+      const resources = capabilities['resources'];
+      const uris = isObject(resources) && resources['subscribe'] === true ? (source.subscriptions?.[config.id] ?? []) : [];
+      const level = isObject(capabilities['logging']) ? source.logLevel : undefined;
+      const sent: Promise<unknown>[] = uris.map((uri) => session.request('resources/subscribe', { uri }, { signal, timeoutMs }));
+      if (level !== undefined) sent.push(session.request('logging/setLevel', { level }, { signal, timeoutMs }));
+      if (sent.length === 0) return;
+      const settled = await untilAborted(Promise.allSettled(sent), signal);
+      const failed = settled.filter((outcome) => outcome.status === 'rejected');
+      if (failed.length === 0) return;
+      this.deps.logger.warn(
+        { upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId, failed: failed.length, of: sent.length, reason: this.reasonOf(failed[0]?.reason) },
+        'new upstream session not told all of the agent\'s subscriptions and log level',
+      );
+    } catch (error) {
+      this.deps.logger.warn(
+        { upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId, reason: this.reasonOf(error) },
+        'new upstream session not told the agent\'s subscriptions and log level in time',
+      );
+    }
   }
 
   /**
@@ -1435,6 +1559,8 @@ export class SessionEngine {
     // Replaced already (another request's renewal, under way or done): the next use goes to that one.
     if (held !== undefined && held.current !== session) return true;
     const id = session.state().sessionId;
+    // Not resumable (legacy SSE): the next one is a new upstream session, without the agent's subscriptions and level.
+    if (id === null) live.lostUpstreams.add(upstreamId);
     const renewedAt = live.renewedAt.get(upstreamId);
     const renew = id !== null && (renewedAt === undefined || Date.now() - renewedAt >= RENEW_MIN_INTERVAL_MS);
     if (renew) live.forgottenUpstreams.set(upstreamId, id);
@@ -1527,6 +1653,7 @@ export class SessionEngine {
       standaloneToken: undefined,
       forgottenUpstreams: new Map(),
       renewedAt: new Map(),
+      lostUpstreams: new Set(),
       inflight: new Map(),
       relayed: new Set(),
       lastUsed: Date.now(),
@@ -1695,6 +1822,13 @@ export class SessionEngine {
         if (failed) throw failed.reason;
       }),
     );
+  }
+
+  /** A failure as a short code for logs (no message: an upstream's text may carry anything). */
+  private reasonOf(error: unknown): string {
+    if (error instanceof UpstreamUnavailableError) return error.reason;
+    if (error instanceof UpstreamRpcError) return `rpc_${error.code}`;
+    return error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError') ? 'timeout' : 'error';
   }
 
   private logUpstreamFailure(config: UpstreamConfig, operation: string, error: unknown, traceId: string): void {

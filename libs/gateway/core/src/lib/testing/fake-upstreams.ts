@@ -1,5 +1,6 @@
 import type {
   JsonRpcNotification,
+  RecordEdit,
   SessionRecord,
   SessionStore,
   UpstreamConfig,
@@ -33,7 +34,8 @@ export function fakeConfig(id: string, toolPrefix: string, tenantId = 't1'): Ups
 }
 
 export class FakeConnector implements UpstreamConnector {
-  readonly calls: { upstreamId: string; method: string; params: unknown }[] = [];
+  /** Requests the engine sent to upstreams, and the upstream session each went on. */
+  readonly calls: { upstreamId: string; method: string; params: unknown; sessionId: string }[] = [];
   /** Notifications the engine sent to upstreams. */
   readonly notified: { upstreamId: string; method: string; params: unknown }[] = [];
   /** Session-level notification handlers the engine registered, per upstream id (newest last). */
@@ -46,6 +48,11 @@ export class FakeConnector implements UpstreamConnector {
   readonly opened: { readonly upstreamId: string; readonly how: 'connect' | 'resume' }[] = [];
   /** The `onClosed` handlers of the sessions handed out, per upstream id (newest last). */
   readonly closedHandlers = new Map<string, (() => void)[]>();
+  /**
+   * Upstreams whose sessions have no id to resume (legacy SSE, stdio): `state()` names none, and a resume opens a new
+   * upstream session, as the real connector does.
+   */
+  readonly unresumable = new Set<string>();
   /** Milliseconds a connect or resume of an upstream takes (a slow handshake, a process starting). */
   readonly openDelayMs = new Map<string, number>();
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
@@ -61,7 +68,7 @@ export class FakeConnector implements UpstreamConnector {
   private session(config: UpstreamConfig, resumed?: string | null): UpstreamSession {
     const upstream = this.upstreams[config.id];
     if (!upstream) throw new Error('unknown fake upstream');
-    let sessionId = resumed ?? null;
+    let sessionId = this.unresumable.has(config.id) ? null : (resumed ?? null);
     if (sessionId === null) {
       const count = (this.started.get(config.id) ?? 0) + 1;
       this.started.set(config.id, count);
@@ -70,9 +77,9 @@ export class FakeConnector implements UpstreamConnector {
     return {
       upstreamId: config.id,
       info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities },
-      state: () => ({ sessionId, protocolVersion: '2025-11-25' }),
+      state: () => ({ sessionId: this.unresumable.has(config.id) ? null : sessionId, protocolVersion: '2025-11-25' }),
       request: (method, params, options) => {
-        this.calls.push({ upstreamId: config.id, method, params });
+        this.calls.push({ upstreamId: config.id, method, params, sessionId });
         return upstream.handle(method, params, options);
       },
       notify: async (method, params) => void this.notified.push({ upstreamId: config.id, method, params }),
@@ -141,12 +148,19 @@ export class MemorySessionStore implements SessionStore {
   async reload(id: string) {
     return this.records.get(id);
   }
-  /** As the Redis store's: compare-and-set of one upstream's state. */
+  /** As the Redis store's: compare-and-set of one upstream's state (through `change`). */
   async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {
+    const { changed, record } = await this.change(id, (stored) =>
+      stored.upstreams[upstreamId]?.sessionId === expected ? { ...stored, upstreams: { ...stored.upstreams, [upstreamId]: next } } : undefined,
+    );
+    return { swapped: changed, record };
+  }
+  /** As the Redis store's: `edit` applied to the record as stored (nothing else can write in between here). */
+  async change(id: string, edit: RecordEdit) {
     const record = this.records.get(id);
-    if (record === undefined || record.upstreams[upstreamId]?.sessionId !== expected) return { swapped: false, record };
-    const updated: SessionRecord = { ...record, upstreams: { ...record.upstreams, [upstreamId]: next } };
+    const updated = record === undefined ? undefined : edit(record);
+    if (updated === undefined) return { changed: false, record };
     this.records.set(id, updated);
-    return { swapped: true, record: updated };
+    return { changed: true, record: updated };
   }
 }

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { isWellFormedSessionId, newSessionId, sessionBelongsTo, type SessionRecord } from './session';
+import { isWellFormedSessionId, newSessionId, sessionBelongsTo, withLogLevel, withSubscription, type SessionRecord } from './session';
 import { RedisSessionStore } from './session-store';
 
 const redis = new Redis(inject('redisUrl'));
@@ -64,6 +64,29 @@ describe('RedisSessionStore (real Redis)', () => {
     // Gone: nothing stored, nothing brought back.
     await replicaA.delete(session.id);
     expect(await replicaB.swapUpstream(session.id, 'up1', winner, { sessionId: 'late', protocolVersion: '2025-06-18' })).toEqual({ swapped: false, record: undefined });
+    expect(await redis.exists(`pcs:session:${session.id}`)).toBe(0);
+  });
+
+  it('loses no change when replicas change different parts of one record at once (subscriptions, log level, an upstream session)', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const replicas = [0, 1, 2].map(() => new RedisSessionStore(redis, options));
+    const session = record({ upstreams: { up1: { sessionId: 'old', protocolVersion: '2025-06-18' } } });
+    await replicas[0]?.create(session);
+    const [a, b, c] = replicas as [RedisSessionStore, RedisSessionStore, RedisSessionStore];
+    const outcomes = await Promise.all([
+      ...Array.from({ length: 4 }, (_, n) => a.change(session.id, (stored) => withSubscription(stored, 'up1', `mem://${n}`, true))),
+      b.change(session.id, (stored) => withLogLevel(stored, 'debug')),
+      c.swapUpstream(session.id, 'up1', 'old', { sessionId: 'new', protocolVersion: '2025-06-18' }),
+    ]);
+    expect(outcomes.map((outcome) => ('changed' in outcome ? outcome.changed : outcome.swapped))).toEqual([true, true, true, true, true, true]);
+    const stored = JSON.parse((await redis.get(`pcs:session:${session.id}`)) ?? '{}') as SessionRecord;
+    expect([...(stored.subscriptions?.['up1'] ?? [])].sort()).toEqual(['mem://0', 'mem://1', 'mem://2', 'mem://3']);
+    expect(stored.logLevel).toBe('debug');
+    expect(stored.upstreams['up1']?.sessionId).toBe('new');
+    // An edit that changes nothing writes nothing; a record that is gone is not brought back.
+    expect((await a.change(session.id, (current) => withSubscription(current, 'up1', 'mem://0', true))).changed).toBe(false);
+    await a.delete(session.id);
+    expect(await b.change(session.id, (current) => withLogLevel(current, 'error'))).toEqual({ changed: false, record: undefined });
     expect(await redis.exists(`pcs:session:${session.id}`)).toBe(0);
   });
 

@@ -10,6 +10,18 @@ export interface UpstreamSwap {
   readonly record: SessionRecord | undefined;
 }
 
+/** What `change` did: whether it stored an edited record, and the record as stored afterwards (undefined: gone). */
+export interface RecordChange {
+  readonly changed: boolean;
+  readonly record: SessionRecord | undefined;
+}
+
+/**
+ * An edit of a stored record: the record to store in place of `record`, or undefined to leave it as it is. Called
+ * again with the newer record when another write came in between, so it must depend on nothing but its argument.
+ */
+export type RecordEdit = (record: SessionRecord) => SessionRecord | undefined;
+
 export interface SessionStore {
   create(record: SessionRecord): Promise<void>;
   get(id: string): Promise<SessionRecord | undefined>;
@@ -21,6 +33,12 @@ export interface SessionStore {
    * second learns the first one's new session instead.
    */
   swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap>;
+  /**
+   * Compare-and-set of the whole record: `edit` is applied to the record as stored, and its result stored only if
+   * nothing else was written meanwhile (else applied again to the newer record). Replicas changing different parts of
+   * one session's record at once (an upstream session renewed, a subscription added) lose neither change.
+   */
+  change(id: string, edit: RecordEdit): Promise<RecordChange>;
   /** The record as stored now, past any cache (undefined: gone). */
   reload?(id: string): Promise<SessionRecord | undefined>;
 }
@@ -33,6 +51,12 @@ const COMPARE_AND_SET = `if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0`;
+
+/**
+ * Rounds of read, edit and compare-and-set before `change` gives up: every round one writer racing on the record wins,
+ * so this many writers at once all get through (one agent session's subscribe and setLevel requests, renewals).
+ */
+const MAX_CHANGE_ROUNDS = 16;
 
 interface CacheEntry {
   readonly record: SessionRecord;
@@ -97,26 +121,35 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async swapUpstream(id: string, upstreamId: string, expected: string, next: UpstreamState): Promise<UpstreamSwap> {
-    // The whole record is compared, so a concurrent change of any part of it sends this round again.
-    for (let attempt = 0; attempt < 5; attempt += 1) {
+    const { changed, record } = await this.change(id, (stored) =>
+      stored.upstreams[upstreamId]?.sessionId === expected ? { ...stored, upstreams: { ...stored.upstreams, [upstreamId]: next } } : undefined,
+    );
+    return { swapped: changed, record };
+  }
+
+  async change(id: string, edit: RecordEdit): Promise<RecordChange> {
+    // The whole record is compared, so a concurrent change of any part of it sends this round again. Each round one of
+    // the writers racing on the record wins; a loser waits a few random milliseconds so that they spread out.
+    for (let attempt = 0; attempt < MAX_CHANGE_ROUNDS; attempt += 1) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * attempt));
       const raw = await this.redis.get(key(id));
       if (raw === null) {
         this.cache.delete(id);
-        return { swapped: false, record: undefined };
+        return { changed: false, record: undefined };
       }
       const record = JSON.parse(raw) as SessionRecord;
-      if (record.upstreams[upstreamId]?.sessionId !== expected) {
+      const updated = edit(record);
+      if (updated === undefined) {
         this.remember(record);
-        return { swapped: false, record };
+        return { changed: false, record };
       }
-      const updated: SessionRecord = { ...record, upstreams: { ...record.upstreams, [upstreamId]: next } };
       const stored = await this.redis.eval(COMPARE_AND_SET, 1, key(id), raw, JSON.stringify(updated), String(this.options.idleTtlMs));
       if (stored === 1) {
         this.remember(updated);
-        return { swapped: true, record: updated };
+        return { changed: true, record: updated };
       }
     }
-    throw new Error('the session record kept changing while an upstream session was replaced');
+    throw new Error('the session record kept changing while it was being updated');
   }
 
   async delete(id: string): Promise<boolean> {

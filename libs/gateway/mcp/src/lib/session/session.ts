@@ -36,6 +36,51 @@ export interface SessionRecord {
     >
   >;
   readonly createdAt: number;
+  /**
+   * The agent's resource subscriptions, per upstream id: the URIs it subscribed to (and did not unsubscribe from)
+   * through any replica. A new upstream session in place of a lost one is subscribed to them again (ADR 0007). At most
+   * MAX_SUBSCRIPTIONS_PER_SESSION URIs in all. Absent: none (and in records written before it existed).
+   */
+  readonly subscriptions?: Readonly<Record<string, readonly string[]>>;
+  /** The level the agent last set with `logging/setLevel` (one of MCP's levels), sent again to a new upstream session. */
+  readonly logLevel?: string;
+}
+
+/**
+ * Most resource URIs one session may be subscribed to, over all its upstreams: the record keeps them (Redis and every
+ * replica's cache) and a renewed upstream session is subscribed to each again. A subscribe beyond it is refused by the
+ * gateway and not forwarded.
+ */
+export const MAX_SUBSCRIPTIONS_PER_SESSION = 256;
+
+/** MCP's log levels, least severe first. */
+export const LOG_LEVELS: readonly string[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
+
+/** How many URIs the session is subscribed to, over all its upstreams. */
+export function subscriptionCount(record: SessionRecord): number {
+  let count = 0;
+  for (const uris of Object.values(record.subscriptions ?? {})) count += uris.length;
+  return count;
+}
+
+/**
+ * `record` with `uri` subscribed to on `upstreamId` (or no longer), or undefined when that changes nothing: already
+ * so, or a subscription past MAX_SUBSCRIPTIONS_PER_SESSION.
+ */
+export function withSubscription(record: SessionRecord, upstreamId: string, uri: string, subscribed: boolean): SessionRecord | undefined {
+  const current = record.subscriptions?.[upstreamId] ?? [];
+  if (current.includes(uri) === subscribed) return undefined;
+  if (subscribed && subscriptionCount(record) >= MAX_SUBSCRIPTIONS_PER_SESSION) return undefined;
+  const next = subscribed ? [...current, uri] : current.filter((held) => held !== uri);
+  const subscriptions: Record<string, readonly string[]> = { ...record.subscriptions };
+  if (next.length > 0) subscriptions[upstreamId] = next;
+  else delete subscriptions[upstreamId];
+  return { ...record, subscriptions };
+}
+
+/** `record` with the agent's log level `level`, or undefined when it has it already. */
+export function withLogLevel(record: SessionRecord, level: string): SessionRecord | undefined {
+  return record.logLevel === level ? undefined : { ...record, logLevel: level };
 }
 
 /** 256 random bits, base64url: visible ASCII only, as the Streamable HTTP transport requires. */

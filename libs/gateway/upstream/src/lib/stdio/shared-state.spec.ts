@@ -49,14 +49,29 @@ describe('SharedUpstreamState', () => {
     expect(state.leave('b')).toEqual({ unsubscribe: [], level: undefined });
   });
 
-  it('tells what a leaving owner was the last to want, and forgets upstream state when the process restarts', () => {
+  it('tells what a leaving owner was the last to want', () => {
     const state = new SharedUpstreamState<string>();
     for (const [owner, uri] of [['a', 'mem://1'], ['a', 'mem://2'], ['b', 'mem://2']] as const) {
       const step = state.step(owner, 'resources/subscribe', { uri });
       if (step && 'then' in step) step.then?.();
     }
     expect(state.leave('a')).toEqual({ unsubscribe: ['mem://1'], level: undefined });
-    state.reset();
-    expect(state.step('b', 'resources/subscribe', { uri: 'mem://2' })).toMatchObject({ forward: { uri: 'mem://2' } });
+  });
+
+  it('keeps its owners\' subscriptions and levels across a restart, for the new process to be told them again', () => {
+    const state = new SharedUpstreamState<string>();
+    const done = (step: ReturnType<typeof state.step>) => (step && 'then' in step ? step.then?.() : undefined);
+    for (const [owner, uri] of [['a', 'mem://1'], ['b', 'mem://2'], ['b', 'mem://3']] as const) done(state.step(owner, 'resources/subscribe', { uri }));
+    done(state.step('a', 'logging/setLevel', { level: 'error' }));
+    done(state.step('b', 'logging/setLevel', { level: 'info' }));
+    state.restarted();
+    expect(state.replay()).toEqual({ subscribe: ['mem://1', 'mem://2', 'mem://3'], level: 'info' });
+    // Updates still go to the subscribers only (two sessions share the process).
+    expect(state.recipients(updated('mem://2'), ['a', 'b'])).toEqual(['b']);
+    // The new process refused one: its subscriber subscribes through it again next time.
+    state.refused('mem://3');
+    expect(state.step('b', 'resources/subscribe', { uri: 'mem://3' })).toMatchObject({ forward: { uri: 'mem://3' } });
+    // The level it holds is unknown until set: the next setLevel goes through.
+    expect(state.step('a', 'logging/setLevel', { level: 'error' })).toMatchObject({ forward: { level: 'info' } });
   });
 });

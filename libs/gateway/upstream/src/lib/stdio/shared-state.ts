@@ -89,10 +89,26 @@ export class SharedUpstreamState<O> {
     this.upstreamLevel = level;
   }
 
-  /** The process started again: the upstream holds no subscription or level any more. */
-  reset(): void {
-    this.subscriptions.clear();
+  /**
+   * The process ended: the next one holds no subscription or level. The owners' subscriptions and levels are kept, for
+   * the next process to be told them again (`replay`) before it serves calls; a session that subscribed keeps hearing
+   * of its resources across a crash.
+   */
+  restarted(): void {
     this.upstreamLevel = undefined;
+  }
+
+  /** What a process that has just started must be told: every URI some owner is subscribed to, and the level to log at. */
+  replay(): { readonly subscribe: string[]; readonly level: LogLevel | undefined } {
+    return { subscribe: [...this.subscriptions.keys()], level: this.mostVerbose() };
+  }
+
+  /**
+   * The process refused a subscription it was told again (the resource is gone): nobody counts as subscribed to it any
+   * more, so the next subscribe goes to the process instead of being answered here.
+   */
+  refused(uri: string): void {
+    this.subscriptions.delete(uri);
   }
 
   private subscribe(owner: O, params: Record<string, unknown> | undefined): SharedStep {

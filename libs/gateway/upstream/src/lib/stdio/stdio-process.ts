@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import {
   JSON_RPC,
+  UpstreamRpcError,
   type CancelSignal,
   type ClientIdentity,
   type JsonRpcId,
@@ -331,6 +332,10 @@ export class StdioProcess {
       void this.stop('initialize failed');
       throw (error as { reason?: unknown }).reason === 'timeout' ? errors.connectTimeout() : error;
     }
+    // Calls wait until the process knows its sessions' subscriptions and log level again (after a crash, or an idle stop).
+    await this.replay(this.info);
+    // It died meanwhile: its exit handled what depended on it; this start failed.
+    if (this.child !== child) throw errors.closed();
     this.ready = true;
     this.lastActivity = Date.now();
     this.idleTimer = setInterval(
@@ -338,6 +343,37 @@ export class StdioProcess {
       Math.max(25, Math.min(60_000, Math.floor(this.options.idleMs / 4))),
     );
     this.idleTimer.unref();
+  }
+
+  /**
+   * Tells a process that has just started the subscriptions and the log level its sessions hold (nothing on its first
+   * start), each only if its initialize advertised the capability (`resources.subscribe`, `logging`). Best effort, in
+   * parallel, within the shorter of the upstream's connect and call timeouts; failures are logged. A subscription it
+   * refuses is dropped (see `SharedUpstreamState.refused`); one that timed out or met the process's end is kept.
+   */
+  private async replay(info: UpstreamServerInfo): Promise<void> {
+    const { subscribe, level } = this.shared.replay();
+    const resources = info.capabilities['resources'];
+    const subscribable = typeof resources === 'object' && resources !== null && (resources as Record<string, unknown>)['subscribe'] === true;
+    const logging = typeof info.capabilities['logging'] === 'object' && info.capabilities['logging'] !== null;
+    const uris = subscribable ? subscribe : [];
+    const levelToSet = logging ? level : undefined;
+    if (uris.length === 0 && levelToSet === undefined) return;
+    const timeoutMs = Math.max(1, Math.min(this.ctx.config.connectTimeoutMs, this.ctx.config.callTimeoutMs));
+    const sent = uris.map((uri) =>
+      this.mux.request(this, 'resources/subscribe', { uri }, undefined, timeoutMs).catch((error: unknown) => {
+        if (error instanceof UpstreamRpcError) this.shared.refused(uri);
+        throw error;
+      }),
+    );
+    if (levelToSet !== undefined) sent.push(this.mux.request(this, 'logging/setLevel', { level: levelToSet }, undefined, timeoutMs).then((result) => (this.shared.levelSet(levelToSet), result)));
+    const failed = (await Promise.allSettled(sent)).filter((outcome) => outcome.status === 'rejected');
+    if (failed.length === 0) return;
+    const first = (failed[0] as PromiseRejectedResult).reason as { reason?: unknown; code?: unknown };
+    this.ctx.logger.warn(
+      { ...this.fields, failed: failed.length, of: sent.length, reason: first instanceof UpstreamRpcError ? `rpc_${String(first.code)}` : first.reason },
+      'restarted upstream process not told all of its sessions\' subscriptions and log level',
+    );
   }
 
   private attach(child: ChildProcessWithoutNullStreams): void {
@@ -373,7 +409,7 @@ export class StdioProcess {
     if (this.child !== child) return;
     this.child = undefined;
     this.ready = false;
-    this.shared.reset();
+    this.shared.restarted();
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.idleTimer = undefined;
     this.mux.failAll(errors.closed());

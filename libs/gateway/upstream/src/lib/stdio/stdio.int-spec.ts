@@ -296,6 +296,41 @@ describe('stdio upstreams', () => {
     expect((await state()).calls).toEqual(['subscribe mem://hr/salaries', 'setLevel error', 'setLevel debug', 'setLevel error', 'unsubscribe mem://hr/salaries']);
   });
 
+  it('tells a process restarted after a crash, before it serves calls, the subscriptions and log level its sessions hold', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    const seenByA: JsonRpcNotification[] = [];
+    const seenByB: JsonRpcNotification[] = [];
+    a.onNotification((n) => void seenByA.push(n));
+    b.onNotification((n) => void seenByB.push(n));
+    const state = async () => (await call(a, 'state'))['structuredContent'] as { subscribed: string[]; logLevel: string | null; calls: string[] };
+    const updates = (seen: JsonRpcNotification[]) => seen.filter((n) => n.method === 'notifications/resources/updated').map((n) => n.params?.['uri']);
+    await a.request('resources/subscribe', { uri: 'mem://a' });
+    await b.request('resources/subscribe', { uri: 'mem://b' });
+    await a.request('logging/setLevel', { level: 'error' });
+    await b.request('logging/setLevel', { level: 'warning' });
+
+    const pid = await pidOf(a);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => {
+      const next = await pidOf(a).catch(() => undefined);
+      return next !== undefined && next !== pid;
+    });
+    // The new process was told them before anything else.
+    const after = await state();
+    expect(after.subscribed).toEqual(['mem://a', 'mem://b']);
+    expect(after.logLevel).toBe('warning');
+    expect(after.calls.slice(0, 3).sort()).toEqual(['setLevel warning', 'subscribe mem://a', 'subscribe mem://b']);
+    // Each session hears of its own resource again, and only of it.
+    await call(a, 'touch', { uri: 'mem://a' });
+    await call(a, 'touch', { uri: 'mem://b' });
+    await waitFor(() => updates(seenByA).length === 1 && updates(seenByB).length === 1);
+    expect(updates(seenByA)).toEqual(['mem://a']);
+    expect(updates(seenByB)).toEqual(['mem://b']);
+  });
+
   it('bounds the processes per upstream', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 2 });
     const config = fixtureConfig();
