@@ -41,29 +41,38 @@ const OUT_DIR = path.resolve(repoRoot, arg('out', 'tmp/callgrind'));
 
 /**
  * Rewrites a callgrind profile's bare code addresses (JIT code has no symbols) to the names in Node's
- * /tmp/perf-<pid>.map (`start size name` per line, hex). An address in no range keeps its hex form.
+ * /tmp/perf-<pid>.map (`start size name` per line, hex, in the order V8 made the code). V8 reuses addresses (code
+ * collected or moved by the GC), so several lines may cover one address: the last of them is taken, the code that
+ * lived there most recently (the counted window comes after the warm-up, when the hot code no longer moves). Names can
+ * still be wrong for code that moved during the window. An address in no range keeps its hex form.
  */
 function nameJitCode(profile, pid) {
   const ranges = readFileSync(`/tmp/perf-${pid}.map`, 'utf8')
     .split('\n')
     .map((line) => /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line))
     .filter(Boolean)
-    .map((m) => ({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[1]}`) + BigInt(`0x${m[2]}`), name: m[3] }))
-    .sort((a, b) => (a.start < b.start ? -1 : 1));
+    .map((m, order) => ({ start: Number.parseInt(m[1], 16), end: Number.parseInt(m[1], 16) + Number.parseInt(m[2], 16), name: m[3], order }))
+    .sort((a, b) => a.start - b.start || a.order - b.order);
+  // No code object is anywhere near this large: ranges starting further below an address cannot contain it.
+  const MAX_CODE_SIZE = 16 * 1024 * 1024;
   const lookup = (address) => {
     let lo = 0;
     let hi = ranges.length - 1;
+    // The last range starting at or below the address.
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      const range = ranges[mid];
-      if (address < range.start) hi = mid - 1;
-      else if (address >= range.end) lo = mid + 1;
-      else return range.name;
+      if (ranges[mid].start <= address) lo = mid + 1;
+      else hi = mid - 1;
     }
-    return undefined;
+    let best;
+    for (let i = hi; i >= 0 && ranges[i].start > address - MAX_CODE_SIZE; i--) {
+      const range = ranges[i];
+      if (address < range.end && (best === undefined || range.order > best.order)) best = range;
+    }
+    return best?.name;
   };
   const text = readFileSync(profile, 'utf8').replace(/^(c?fn=\(\d+\) )0x([0-9a-f]+)('\d+)?$/gm, (line, head, hex, recursion = '') => {
-    const name = lookup(BigInt(`0x${hex}`));
+    const name = lookup(Number.parseInt(hex, 16));
     return name === undefined ? line : `${head}${name.replace(/\s+/g, '_')}${recursion}`;
   });
   writeFileSync(`${profile}.named`, text);
