@@ -59,6 +59,26 @@ let nextId = 1;
 const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
 const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
+/**
+ * An upstream ('files') whose next `refusals` tool calls are answered as for a session it forgot (HTTP 404: nothing
+ * ran); every other request goes to `answer`.
+ */
+function forgetfulUpstream(answer: (method: string) => Promise<Record<string, unknown>> | Record<string, unknown>, capabilities: Record<string, unknown> = { tools: {} }) {
+  const upstream = {
+    prefix: 'files',
+    refusals: 0,
+    capabilities,
+    handle: async (method: string): Promise<Record<string, unknown>> => {
+      if (method === 'tools/call' && upstream.refusals > 0) {
+        upstream.refusals -= 1;
+        throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+      }
+      return answer(method);
+    },
+  };
+  return upstream;
+}
+
 describe('SessionEngine with in-memory upstreams', () => {
   it('refuses names no listing could show and over-long URIs before any hook sees them', async () => {
     const seen: string[] = [];
@@ -731,20 +751,8 @@ describe('SessionEngine with in-memory upstreams', () => {
     const sessions = new MemorySessionStore();
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    /** How many of the next calls the upstream refuses as for a session it does not know. */
-    let refusals = 0;
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method) => {
-          if (method === 'tools/call' && refusals > 0) {
-            refusals -= 1;
-            throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-          }
-          return method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
-    });
+    const upstream = forgetfulUpstream((method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] }));
+    const connector = new FakeConnector({ u1: upstream });
     const engine = new SessionEngine({
       registry,
       connector,
@@ -754,7 +762,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     });
     engines.push(engine);
     const record = await openSession(engine);
-    refusals = 1;
+    upstream.refusals = 1;
     const response = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     expect(response).toMatchObject({ result: { content: [{ text: 'done' }] } });
     expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(2);
@@ -765,7 +773,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(sessions.records.get(record.id)?.upstreams['u1']?.sessionId).toBe('upstream-session-u1-2');
     // Forgotten again within 10 s of the renewal (an upstream that answers 404 to every session): the call fails and no
     // new upstream session is started at the agent's request rate.
-    refusals = 1;
+    upstream.refusals = 1;
     connector.calls.length = 0;
     const soon = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     expect('error' in soon).toBe(true);
@@ -774,7 +782,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     // Later, a renewal again; and once per request: a new session refused too fails the call, it does not loop.
     const later = vi.spyOn(Date, 'now').mockReturnValue(Date.now() + 11_000);
     try {
-      refusals = 2;
+      upstream.refusals = 2;
       connector.calls.length = 0;
       const after = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
       expect('error' in after).toBe(true);
@@ -796,24 +804,13 @@ describe('SessionEngine with in-memory upstreams', () => {
     const sessions = new FailingStore();
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    let refusals = 0;
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method) => {
-          if (method === 'tools/call' && refusals > 0) {
-            refusals -= 1;
-            throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-          }
-          return { content: [] };
-        },
-      },
-    });
+    const upstream = forgetfulUpstream(() => ({ content: [] }));
+    const connector = new FakeConnector({ u1: upstream });
     const engine = new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
     engines.push(engine);
     const record = await openSession(engine);
     sessions.failing = true;
-    refusals = 5;
+    upstream.refusals = 5;
     for (let index = 0; index < 5; index += 1) {
       expect('error' in (await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
     }
@@ -881,69 +878,39 @@ describe('SessionEngine with in-memory upstreams', () => {
   });
 
   it('keeps the capabilities initialize advertised when an upstream session is renewed (the agent was told those)', async () => {
-    let refusals = 0;
-    const upstream = {
-      prefix: 'files',
-      capabilities: { tools: {} } as Record<string, unknown>,
-      handle: async (method: string) => {
-        if (method === 'tools/call' && refusals > 0) {
-          refusals -= 1;
-          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-        }
-        return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
-      },
-    };
+    const upstream = forgetfulUpstream((method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }));
     const { engine, connector } = build({ u1: upstream });
     const record = await openSession(engine);
     const received: string[] = [];
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
     // The restarted upstream declares tools.listChanged now; the agent was never told it may get tools list changes.
     upstream.capabilities = { tools: { listChanged: true } };
-    refusals = 1;
+    upstream.refusals = 1;
     expect('result' in (await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
     expect(received).toEqual([]);
   });
 
   it('ends, on DELETE, the upstream session the stored record names, also when this replica holds an older one or a stale record', async () => {
-    let refusals = 0;
-    const { a, b, connector, record } = await sessionOnTwoReplicas({
-      capabilities: { tools: {} },
-      handle: async (method) => {
-        if (method === 'tools/call' && refusals > 0) {
-          refusals -= 1;
-          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-        }
-        return { content: [] };
-      },
-    });
+    const upstream = forgetfulUpstream(() => ({ content: [] }));
+    const { a, b, connector, record } = await sessionOnTwoReplicas(upstream);
     const stale = await a.session(record.id, principal);
     if (!stale) throw new Error('no session');
     // B meets the 404 and renews: the record names -2; A still holds -1 (from initialize) and the record copy naming it.
-    refusals = 1;
+    upstream.refusals = 1;
     expect('result' in (await b.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
     await a.end(stale, 'trace');
     expect(connector.closedSessions).toEqual(expect.arrayContaining(['upstream-session-u1', 'upstream-session-u1-2']));
   });
 
   it('keeps one new upstream session when two replicas find the old one forgotten: the second ends its own and continues the first\'s', async () => {
-    /** How many of the next calls the upstream refuses as for a session it does not know. */
-    let refusals = 0;
-    const { a, b, connector, record } = await sessionOnTwoReplicas({
-      capabilities: { tools: {} },
-      handle: async (method) => {
-        if (method === 'tools/call' && refusals > 0) {
-          refusals -= 1;
-          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-        }
-        return method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] };
-      },
-    });
+    const upstream = forgetfulUpstream((method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] }));
+    const { a, b, connector, record } = await sessionOnTwoReplicas(upstream);
     const call = () => req('tools/call', { name: 'files__read', arguments: {} });
     // Both replicas hold the upstream session (B resumes it).
     expect(await b.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     // The upstream restarted: each replica's next call meets the 404, and both renew at once.
-    refusals = 2;
+    upstream.refusals = 2;
     const [onA, onB] = await Promise.all([a.request(record, call(), NO_STREAM, 'trace'), b.request(record, call(), NO_STREAM, 'trace')]);
     expect(onA).toMatchObject({ result: { content: [{ text: 'done' }] } });
     expect(onB).toMatchObject({ result: { content: [{ text: 'done' }] } });
@@ -1539,22 +1506,15 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
    * session it forgot (HTTP 404). `hang`: subscribes that never answer.
    */
   function restartingUpstream(capabilities: Record<string, unknown> = { tools: {}, resources: { subscribe: true }, logging: {} }) {
-    const upstream = {
-      prefix: 'files',
-      refusals: 0,
-      hang: false,
-      capabilities,
-      handle: async (method: string): Promise<Record<string, unknown>> => {
-        if (method === 'tools/call' && upstream.refusals > 0) {
-          upstream.refusals -= 1;
-          throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
-        }
+    const upstream = Object.assign(
+      forgetfulUpstream((method) => {
         if (method === 'resources/subscribe' && upstream.hang) return new Promise(() => undefined);
         if (method === 'resources/list') return { resources: ['mem://a', 'mem://b'].map((uri) => ({ uri, name: uri })) };
         if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'mem://many/{n}', name: 'many' }] };
         return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
-      },
-    };
+      }, capabilities),
+      { hang: false },
+    );
     return upstream;
   }
   const call = () => req('tools/call', { name: 'files__read', arguments: {} });

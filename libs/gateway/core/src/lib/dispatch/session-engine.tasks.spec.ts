@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -165,7 +165,6 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
 
     const full: TaskRouteStore = {
       add: async () => {
-        const { TaskRouteError } = await import('@portcullis/gateway/mcp');
         throw new TaskRouteError('too_many', 'this session already has 1000 tasks');
       },
       route: async () => undefined,
