@@ -1,12 +1,15 @@
 /**
  * The public reference server `@modelcontextprotocol/server-everything` (pinned in devDependencies) as a
  * stdio upstream, driven through the gateway by the official SDK client: listings, tools (echo, sum, a
- * long-running operation with progress, sampling), prompts with completion, and resources.
+ * long-running operation with progress, sampling), prompts with completion, and resources. A second one over
+ * Streamable HTTP (on 127.0.0.1) runs its task tool as a task (MCP 2025-11-25), which the gateway offers only for
+ * Streamable HTTP upstreams.
  *
  * The gateway spawns whatever stdio command an upstream row names; which commands may be configured is
  * the control plane's stdio allowlist (CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST), not involved here because
  * the test writes the row itself.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -17,7 +20,7 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -25,6 +28,7 @@ let gateway: TestGateway;
 let tenant: TestTenant;
 let key: string;
 let otherKey: string;
+let everythingHttp: ChildProcess | undefined;
 
 // The package is ESM-only with no `main`: find its directory through its package.json.
 const everythingMain = path.join(
@@ -75,12 +79,40 @@ beforeAll(async () => {
       callTimeoutMs: 15_000,
     } as never,
   });
+  // The same server over Streamable HTTP, in a process of its own (it listens on PORT).
+  const port = await freePort();
+  everythingHttp = spawn(process.execPath, [everythingMain, 'streamableHttp'], {
+    env: { PATH: process.env['PATH'] ?? '', PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const up = await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'GET' }).then(
+      () => true,
+      () => false,
+    );
+    if (up) break;
+    if (Date.now() > deadline || everythingHttp.exitCode !== null) throw new Error('server-everything over Streamable HTTP did not start');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await db.upstream.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'everything-http',
+      toolPrefix: 'evh',
+      transport: 'streamable_http',
+      url: `http://127.0.0.1:${port}/mcp`,
+      connectTimeoutMs: 15_000,
+      callTimeoutMs: 15_000,
+    } as never,
+  });
   ({ key } = await createAgentWithKey(db, tenant.id, 'everything-agent'));
   ({ key: otherKey } = await createAgentWithKey(db, tenant.id, 'everything-other-agent'));
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 
 afterAll(async () => {
+  everythingHttp?.kill('SIGTERM');
   await gateway?.close();
   await db?.$disconnect();
 });
@@ -98,7 +130,7 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
         'ev__trigger-sampling-request',
       ]),
     );
-    expect(tools.every((name) => name.startsWith('ev__'))).toBe(true);
+    expect(tools.every((name) => name.startsWith('ev__') || name.startsWith('evh__'))).toBe(true);
     const prompts = (await client.listPrompts()).prompts.map((prompt) => prompt.name);
     expect(prompts).toEqual(expect.arrayContaining(['ev__simple-prompt', 'ev__completable-prompt']));
     const { resources } = await client.listResources();
@@ -156,15 +188,16 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
 
   it('runs a task-augmented tool call as a task under an id of the gateway, bound to the session that created it', async () => {
     const client = await connect();
-    // server-everything runs tool calls as tasks and cancels them; the gateway offers both, never tasks/list.
+    // server-everything runs tool calls as tasks and cancels them; the gateway offers both (for the Streamable HTTP
+    // one), never tasks/list.
     expect(client.getServerCapabilities()?.tasks).toEqual({ cancel: {}, requests: { tools: { call: {} } } });
-    const research = (await client.listTools()).tools.find((tool) => tool.name === 'ev__simulate-research-query');
+    const research = (await client.listTools()).tools.find((tool) => tool.name === 'evh__simulate-research-query');
     expect(research?.execution).toEqual({ taskSupport: 'required' });
 
     const seen: string[] = [];
     let taskId = '';
     let result: unknown;
-    for await (const message of client.experimental.tasks.callToolStream({ name: 'ev__simulate-research-query', arguments: { topic: 'gateways' } })) {
+    for await (const message of client.experimental.tasks.callToolStream({ name: 'evh__simulate-research-query', arguments: { topic: 'gateways' } })) {
       seen.push(message.type);
       if (message.type === 'taskCreated') taskId = message.task.taskId;
       if (message.type === 'result') result = message.result;
@@ -182,7 +215,7 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
     // No listing: the gateway does not advertise tasks/list.
     await expect(client.request({ method: 'tasks/list', params: {} }, z.object({}).passthrough())).rejects.toMatchObject({ code: -32601 });
 
-    // Another agent, and another session of the same agent, get "not found" for it: both share the one stdio process.
+    // Another agent, and another session of the same agent, get "not found" for it.
     for (const other of [await connect(otherKey), await connect()]) {
       await expect(other.experimental.tasks.getTask(taskId)).rejects.toMatchObject({ code: -32602, message: expect.stringContaining('Task not found') });
       await expect(other.experimental.tasks.getTaskResult(taskId)).rejects.toMatchObject({ code: -32602 });
@@ -194,12 +227,20 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
   it('cancels a task under way, and answers a session of an older protocol without tasks', async () => {
     const client = await connect();
     const created = await client.request(
-      { method: 'tools/call', params: { name: 'ev__simulate-research-query', arguments: { topic: 'cancelling' }, task: { ttl: 60_000 } } },
+      { method: 'tools/call', params: { name: 'evh__simulate-research-query', arguments: { topic: 'cancelling' }, task: { ttl: 60_000 } } },
       z.object({ task: z.object({ taskId: z.string(), status: z.string() }).passthrough() }).passthrough(),
     );
     expect(created.task.status).toBe('working');
     const cancelled = await client.experimental.tasks.cancelTask(created.task.taskId);
     expect(cancelled).toMatchObject({ taskId: created.task.taskId, status: 'cancelled' });
+    // The stdio one is not offered tasks (its tasks could not be routed safely): the augmentation is dropped, and the
+    // server refuses the plain call to a tool that needs a task instead of starting one.
+    const stdio = await client.request(
+      { method: 'tools/call', params: { name: 'ev__simulate-research-query', arguments: { topic: 'stdio' }, task: {} } },
+      z.object({ isError: z.boolean().optional(), content: z.array(z.object({ text: z.string() }).passthrough()) }).passthrough(),
+    );
+    expect(stdio.isError).toBe(true);
+    expect(stdio.content[0]?.text).toContain('requires task augmentation');
     await client.close();
 
     // A session of 2025-06-18 (no tasks in that version): nothing advertised, and a task augmentation sent all the
@@ -224,7 +265,7 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
     expect(initialized.result.capabilities['tasks']).toBeUndefined();
     expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' }, sessionId)).status).toBe(202);
     const plain = (await (
-      await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'ev__simulate-research-query', arguments: { topic: 'old' }, task: {} } }, sessionId)
+      await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'evh__simulate-research-query', arguments: { topic: 'old' }, task: {} } }, sessionId)
     ).json()) as { result?: { isError?: boolean; content: { text: string }[] } };
     // The SDK's server reports it as a tool error: the call ran as a plain one, no task was started.
     expect(plain.result?.isError).toBe(true);

@@ -26,10 +26,13 @@ export type { ProtocolVersion } from './lib/protocol/versions';
 export {
   isWellFormedSessionId,
   LOG_LEVELS,
+  MAX_SUBSCRIBED_URI_CHARS,
   MAX_SUBSCRIPTIONS_PER_SESSION,
   newSessionId,
   sessionBelongsTo,
+  subscribedUpstream,
   subscriptionCount,
+  subscriptionFits,
   withLogLevel,
   withSubscription,
 } from './lib/session/session';

@@ -21,12 +21,12 @@ export function runsToolCallsAsTasks(caps: Caps): boolean {
  * advertised when at least one upstream has it; a sub-flag (listChanged, subscribe) when at least one
  * upstream that has the area sets it.
  *
- * Tasks (`options.tasks`: the session speaks 2025-11-25 and the gateway can route task ids): task-augmented
- * `tools/call` when an upstream runs tool calls as tasks, and `tasks/cancel` when one of those supports it.
+ * Tasks (`options.taskUpstreams`: the capabilities of the upstreams whose tasks the gateway can route for the session):
+ * task-augmented `tools/call` when one of them runs tool calls as tasks, and `tasks/cancel` when one of those supports it.
  * `tasks/list` is never advertised: the gateway would have to merge upstream listings that, on a shared stdio
  * process, hold other sessions' tasks (ADR 0008).
  */
-export function mergeServerCapabilities(upstreams: readonly Caps[], options: { readonly tasks?: boolean } = {}): Record<string, unknown> {
+export function mergeServerCapabilities(upstreams: readonly Caps[], options: { readonly taskUpstreams?: readonly Caps[] } = {}): Record<string, unknown> {
   const merged: Record<string, unknown> = {};
   const has = (area: string) => upstreams.filter((caps) => isObject(caps[area]));
   const tools = has('tools');
@@ -42,7 +42,7 @@ export function mergeServerCapabilities(upstreams: readonly Caps[], options: { r
   }
   if (has('logging').length > 0) merged['logging'] = {};
   if (has('completions').length > 0) merged['completions'] = {};
-  const taskRunners = options.tasks ? upstreams.filter(runsToolCallsAsTasks) : [];
+  const taskRunners = (options.taskUpstreams ?? []).filter(runsToolCallsAsTasks);
   if (taskRunners.length > 0) {
     const cancel = taskRunners.some((caps) => isObject((caps['tasks'] as Record<string, unknown>)['cancel']));
     merged['tasks'] = { ...(cancel ? { cancel: {} } : {}), requests: { tools: { call: {} } } };

@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
+import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -63,17 +63,20 @@ const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}
  * An upstream ('files') whose next `refusals` tool calls are answered as for a session it forgot (HTTP 404: nothing
  * ran); every other request goes to `answer`.
  */
-function forgetfulUpstream(answer: (method: string) => Promise<Record<string, unknown>> | Record<string, unknown>, capabilities: Record<string, unknown> = { tools: {} }) {
+function forgetfulUpstream(
+  answer: (method: string, params?: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>,
+  capabilities: Record<string, unknown> = { tools: {} },
+) {
   const upstream = {
     prefix: 'files',
     refusals: 0,
     capabilities,
-    handle: async (method: string): Promise<Record<string, unknown>> => {
+    handle: async (method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>> => {
       if (method === 'tools/call' && upstream.refusals > 0) {
         upstream.refusals -= 1;
         throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
       }
-      return answer(method);
+      return answer(method, params);
     },
   };
   return upstream;
@@ -1619,5 +1622,44 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     expect(await subscribe('mem://many/last')).toMatchObject({ result: {} });
     expect(logs).toContain('subscription or log level not recorded');
     expect(logs).not.toContain('hunter2');
+  });
+
+  it(`refuses a subscription that would take the session's URIs past ${MAX_SUBSCRIBED_URI_CHARS} characters`, async () => {
+    const { engine, connector } = build({ u1: restartingUpstream() });
+    const record = await openSession(engine);
+    const subscribe = (uri: string) => engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace');
+    // 8 URIs of 8,000 characters fit (64,000); 2,000 more would not (66,000 > 65,536), a short one still does.
+    const long = (n: number, length = 8_000) => `mem://many/${n}${'x'.repeat(length - `mem://many/${n}`.length)}`;
+    for (let n = 0; n < 8; n += 1) expect(await subscribe(long(n))).toMatchObject({ result: {} });
+    const forwarded = () => connector.calls.filter((sent) => sent.method === 'resources/subscribe').length;
+    expect(await subscribe(long(8, 2_000))).toMatchObject({ error: { code: -32602, data: { maxUriChars: MAX_SUBSCRIBED_URI_CHARS } } });
+    expect(forwarded()).toBe(8);
+    expect(await subscribe('mem://many/short')).toMatchObject({ result: {} });
+  });
+
+  it('ends a subscription whose URI no upstream lists any more, on the upstream it was made on, and drops one a renewed session refuses', async () => {
+    let listed = true;
+    const refusedUris = new Set<string>();
+    const upstream = forgetfulUpstream(async (method, params) => {
+      if (method === 'resources/subscribe' && refusedUris.has(String(params?.['uri']))) throw new UpstreamRpcError(-32602, 'Resource not found');
+      if (method === 'resources/list') return { resources: listed ? [{ uri: 'mem://a', name: 'a' }, { uri: 'mem://b', name: 'b' }] : [] };
+      if (method === 'resources/templates/list') return { resourceTemplates: [] };
+      return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
+    }, { tools: {}, resources: { subscribe: true, listChanged: true } });
+    const { engine, connector } = build({ u1: upstream });
+    const record = await openSession(engine);
+    for (const uri of ['mem://a', 'mem://b']) expect(await engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    // mem://a goes away: no listing has it, and the upstream says its resources changed (the routes are dropped).
+    listed = false;
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    const current = async () => (await engine.session(record.id, principal)) ?? record;
+    expect(await engine.request(await current(), req('resources/unsubscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(connector.calls.at(-1)).toMatchObject({ method: 'resources/unsubscribe', params: { uri: 'mem://a' } });
+    expect((await current()).subscriptions).toEqual({ u1: ['mem://b'] });
+    // The upstream restarts and no longer has mem://b: the new session refuses it, and the record lets it go.
+    refusedUris.add('mem://b');
+    upstream.refusals = 1;
+    expect('result' in (await engine.request(await current(), req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+    await expect.poll(async () => (await current()).subscriptions).toEqual({});
   });
 });

@@ -1,6 +1,7 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore, type UpstreamConfig } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { SessionEngine } from './session-engine';
@@ -56,15 +57,21 @@ function taskUpstream(options: { cancel?: boolean } = {}): FakeUpstream & { read
   };
 }
 
-function build(upstreams: Record<string, FakeUpstream>, tasks: TaskRouteStore | undefined = new MemoryTaskRouteStore()) {
+function build(
+  upstreams: Record<string, FakeUpstream>,
+  tasks: TaskRouteStore | undefined = new MemoryTaskRouteStore(),
+  configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
+  hooks?: RequestHooks,
+) {
   const registry = new UpstreamRegistry('__');
-  registry.replace(Object.keys(upstreams).map((id, index) => fakeConfig(id, `up${index + 1}`)), () => undefined);
+  registry.replace(Object.keys(upstreams).map((id, index) => configure(fakeConfig(id, `up${index + 1}`))), () => undefined);
   const connector = new FakeConnector(upstreams);
   const engine = new SessionEngine({
     registry,
     connector,
     sessions: new MemorySessionStore(),
     ...(tasks ? { tasks } : {}),
+    ...(hooks ? { hooks } : {}),
     logger,
     options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
   });
@@ -201,5 +208,140 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
       { session: 'mine', message: { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'completed' } } },
       { session: 'mine', message: { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'step', _meta: { [RELATED_TASK]: { taskId } } } } },
     ]);
+  });
+
+  it('offers no tasks on a stdio upstream (its task ids could later name another session\'s task): the call runs as a plain one', async () => {
+    const { engine, connector } = build({ u1: taskUpstream() }, new MemoryTaskRouteStore(), (config) => ({ ...config, transport: 'stdio', url: null, command: 'node' }));
+    const { record, capabilities } = await open(engine);
+    expect(capabilities['tasks']).toBeUndefined();
+    expect(resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['content']).toEqual([{ type: 'text', text: 'ran as a plain call' }]);
+    expect(connector.calls.at(-1)?.params).not.toHaveProperty('task');
+  });
+
+  it('relays no client-side tasks: an upstream\'s tasks/* request is refused, and a task augmentation of its sampling request dropped', async () => {
+    const outcomes: unknown[] = [];
+    const upstream: FakeUpstream = {
+      capabilities: { tools: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'ask', inputSchema: { type: 'object' } }] };
+        const ask = (request: JsonRpcRequest) =>
+          (options?.onServerRequest?.(request, new AbortController().signal) ?? Promise.reject(new Error('no handler'))).then(
+            (result) => outcomes.push({ result }),
+            (error: { code?: number }) => outcomes.push({ code: error.code }),
+          );
+        await ask({ jsonrpc: '2.0', id: 1, method: 'tasks/get', params: { taskId: 'agent-side' } });
+        await ask({ jsonrpc: '2.0', id: 2, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1, task: { ttl: 1 } } });
+        return { content: [] };
+      },
+    };
+    const { engine } = build({ u1: upstream });
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const relayed: JsonRpcMessage[] = [];
+    const sink: MessageSink = {
+      canStream: true,
+      send: (message) => {
+        relayed.push(message);
+        // The agent answers the sampling request.
+        if ('method' in message && 'id' in message) engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { role: 'assistant', content: { type: 'text', text: 'hi' }, model: 'm' } });
+        return true;
+      },
+    };
+    await call(engine, record, 'tools/call', { name: 'up1__ask' }, sink);
+    expect(outcomes[0]).toEqual({ code: -32601 });
+    expect(outcomes[1]).toMatchObject({ result: { model: 'm' } });
+    expect(relayed).toHaveLength(1);
+    expect(relayed[0]).toMatchObject({ method: 'sampling/createMessage' });
+    expect((relayed[0] as { params: Record<string, unknown> }).params).not.toHaveProperty('task');
+  });
+
+  it('holds messages about a new task that come before its answer until its id is recorded, then passes them on renamed', async () => {
+    const base = taskUpstream();
+    const relayed: JsonRpcMessage[] = [];
+    const upstream: FakeUpstream = {
+      capabilities: base.capabilities,
+      handle: async (method, params, options) => {
+        const answer = await base.handle(method, params, options);
+        if (method === 'tools/call') {
+          const taskId = (answer['task'] as Record<string, unknown>)['taskId'];
+          // On the call's own stream, ahead of the answer: a status change and a question about the task.
+          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'input_required' } });
+          void options?.onServerRequest?.(
+            { jsonrpc: '2.0', id: 'q1', method: 'elicitation/create', params: { message: 'which?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId } } } },
+            new AbortController().signal,
+          ).catch(() => undefined);
+        }
+        return answer;
+      },
+    };
+    const { engine } = build({ u1: upstream });
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const sink: MessageSink = { canStream: true, send: (message) => relayed.push(message) > 0 };
+    const created = resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }, sink));
+    const taskId = (created['task'] as Record<string, unknown>)['taskId'];
+    await expect.poll(() => relayed.length).toBe(2);
+    expect(relayed).toContainEqual({ jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'input_required' } });
+    const question = relayed.find((message) => 'method' in message && message.method === 'elicitation/create') as { params: Record<string, unknown> };
+    expect(question.params['_meta']).toEqual({ [RELATED_TASK]: { taskId } });
+  });
+
+  it("lets tasks/result wait for the task's lifetime (at most an hour), not one call's timeout", async () => {
+    const base = taskUpstream();
+    const waits: Record<string, number | undefined> = {};
+    const upstream: FakeUpstream = {
+      capabilities: base.capabilities,
+      handle: async (method, params, options) => {
+        waits[method] = options?.timeoutMs;
+        return base.handle(method, params, options);
+      },
+    };
+    const { engine } = build({ u1: upstream });
+    const { record } = await open(engine);
+    // The upstream keeps the task 60 s: the route lives a minute longer.
+    const taskId = (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    await call(engine, record, 'tasks/get', { taskId });
+    await call(engine, record, 'tasks/result', { taskId });
+    expect(waits['tasks/get']).toBe(1_000);
+    expect(waits['tasks/result']).toBeGreaterThan(110_000);
+    expect(waits['tasks/result']).toBeLessThanOrEqual(120_000);
+  });
+
+  it("keeps a limited call's concurrency slots while the task it became runs: released when the task is seen to end", async () => {
+    const upstream = taskUpstream();
+    let held = 0;
+    const hooks: RequestHooks = {
+      admit: (info) => {
+        if (info.method !== 'tools/call') return undefined;
+        held += 1;
+        let released = false;
+        return { release: () => void (released ? undefined : ((released = true), (held -= 1))) };
+      },
+    };
+    const { engine } = build({ u1: upstream }, new MemoryTaskRouteStore(), undefined, hooks);
+    const { record } = await open(engine);
+    const start = async () => (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    const first = await start();
+    const second = await start();
+    expect(held).toBe(2);
+    // A plain call gives its slot back when it is answered.
+    await call(engine, record, 'tools/call', { name: 'up1__slow' });
+    expect(held).toBe(2);
+    // Still working: kept. Cancelled (a terminal status): given back. tasks/result ends the other.
+    await call(engine, record, 'tasks/get', { taskId: first });
+    expect(held).toBe(2);
+    await call(engine, record, 'tasks/cancel', { taskId: first });
+    expect(held).toBe(1);
+    await call(engine, record, 'tasks/result', { taskId: second });
+    expect(held).toBe(0);
+    // A slot is never kept past the call timeout (1 s here), whatever becomes of the task; nor past the session.
+    await start();
+    expect(held).toBe(1);
+    await expect.poll(() => held, { timeout: 2_000 }).toBe(0);
+    await start();
+    await engine.end(record, 'trace');
+    expect(held).toBe(0);
   });
 });

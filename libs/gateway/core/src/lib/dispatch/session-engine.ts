@@ -10,9 +10,11 @@ import {
   UpstreamUnavailableError,
   JSON_RPC,
   LOG_LEVELS,
+  MAX_SUBSCRIBED_URI_CHARS,
   MAX_SUBSCRIPTIONS_PER_SESSION,
-  subscriptionCount,
   withLogLevel,
+  subscribedUpstream,
+  subscriptionFits,
   withSubscription,
   type CancelSignal,
   type ClientIdentity,
@@ -43,7 +45,7 @@ import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
-import { offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
+import { isTerminalTaskStatus, offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 
@@ -224,6 +226,11 @@ interface LiveSession {
   readonly inflight: Map<string, Cancellation>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
+  /**
+   * Concurrency slots (rate limits' `maxConcurrent`) of calls that became tasks, by the agent's task id: held while the
+   * task runs, as the call's would be, until it is seen to end here or the call timeout passes (the slot's own lease).
+   */
+  readonly taskSlots: Map<string, () => void>;
   lastUsed: number;
 }
 
@@ -283,6 +290,21 @@ const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
 };
 
 const MAX_CANCEL_REASON = 256;
+
+/**
+ * The task a forwarded request is about, as the upstream and the agent name it: known for `tasks/*`; for a
+ * task-augmented `tools/call`, known once the upstream's answer has been recorded (undefined: no task came of it).
+ * `timeoutMs` replaces the upstream's call timeout (`tasks/result` waits for the task, not for one call).
+ */
+interface TaskContext {
+  readonly upstream: string;
+  readonly agent: string;
+  readonly timeoutMs?: number;
+}
+type TaskScope = TaskContext | Promise<TaskContext | undefined>;
+
+/** Longest a `tasks/result` waits upstream for its task (within the task's lifetime, at least the call timeout). */
+const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
 
 /** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
 const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
@@ -530,7 +552,7 @@ export class SessionEngine {
     this.live.set(sessionId, live);
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,
-      capabilities: mergeServerCapabilities(Object.values(upstreams).map((u) => u.capabilities), { tasks: this.tasksOffered(live.record) }),
+      capabilities: this.advertise(live.record, upstreams),
       serverInfo: { ...this.deps.options.serverInfo },
       ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
     };
@@ -785,10 +807,15 @@ export class SessionEngine {
       admission = verdict instanceof Promise ? await verdict : verdict;
       return admission;
     };
+    let retained = false;
+    const retain = (): (() => void) | undefined => {
+      retained = true;
+      return admission?.release;
+    };
     let response: JsonRpcResponse;
     let result: Record<string, unknown> | undefined;
     try {
-      result = await this.route(live, message, sink, controller.signal, traceId, gate);
+      result = await this.route(live, message, sink, controller.signal, traceId, gate, retain);
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
@@ -797,7 +824,7 @@ export class SessionEngine {
       return response;
     } finally {
       live.inflight.delete(key);
-      admission?.release?.();
+      if (!retained) admission?.release?.();
     }
     this.report(info, response, undefined, admission, result, controller.signal);
     return response;
@@ -839,6 +866,8 @@ export class SessionEngine {
     signal: CancelSignal,
     traceId: string,
     gate: Gate,
+    /** Takes the admission's release (concurrency slots) from the request: the caller ends the slots itself. */
+    retain: () => (() => void) | undefined,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
     switch (message.method) {
@@ -870,8 +899,24 @@ export class SessionEngine {
         const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
         if (kind === 'tool' && forwarded['task'] !== undefined) {
           // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation.
-          if (!this.tasksOffered(live.record)) delete forwarded['task'];
-          else return this.adoptTask(live, target.upstreamId, await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent), traceId);
+          if (!this.runsTasksOf(live.record, target.upstreamId)) delete forwarded['task'];
+          else {
+            // Messages about the new task may come with the answer that creates it: they wait until its id is recorded.
+            let adopted: (task: TaskContext | undefined) => void = () => undefined;
+            const scope = new Promise<TaskContext | undefined>((resolve) => (adopted = resolve));
+            try {
+              const created = await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent, scope);
+              return await this.adoptTask(live, target.upstreamId, created, traceId, (task) => {
+                adopted(task);
+                // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
+                // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
+                const release = retain();
+                if (release !== undefined) this.holdSlotsForTask(live, task.agent, release, target.config.callTimeoutMs);
+              });
+            } finally {
+              adopted(undefined);
+            }
+          }
         }
         return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
       }
@@ -886,9 +931,22 @@ export class SessionEngine {
         const agentTaskId = params['taskId'];
         if (typeof agentTaskId !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'taskId must be a string');
         const route = await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId);
-        if (route === undefined || !Object.hasOwn(live.record.upstreams, route.upstreamId)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
-        const task = { upstream: route.taskId, agent: agentTaskId };
-        const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
+        if (route === undefined || !Object.hasOwn(live.record.upstreams, route.upstreamId) || !this.runsTasksOf(live.record, route.upstreamId)) {
+          throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
+        }
+        // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
+        const callTimeoutMs = live.upstreams.get(route.upstreamId)?.config.callTimeoutMs ?? 0;
+        const timeoutMs = message.method === 'tasks/result' ? Math.max(callTimeoutMs, Math.min(route.expiresAt - Date.now(), TASK_RESULT_MAX_WAIT_MS)) : undefined;
+        const task: TaskContext = { upstream: route.taskId, agent: agentTaskId, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+        let result: Record<string, unknown>;
+        try {
+          result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
+        } catch (error) {
+          // tasks/result answers with the task's outcome, an error included: the task has ended.
+          if (message.method === 'tasks/result' && error instanceof UpstreamRpcError) this.endTaskSlots(live, agentTaskId);
+          throw error;
+        }
+        if (message.method === 'tasks/result' || isTerminalTaskStatus(result['status'])) this.endTaskSlots(live, agentTaskId);
         return renameTask(result, task.upstream, task.agent);
       }
       case 'resources/read': {
@@ -907,7 +965,11 @@ export class SessionEngine {
       }
       case 'resources/unsubscribe': {
         const uri = params['uri'];
-        const upstreamId = await this.byUri(live, uri, traceId);
+        // The upstream the subscription was made on, as the record says: the URI may no longer be listed anywhere (the
+        // resource went away), and the subscription must still be ended and leave the record.
+        const stored = typeof uri === 'string' ? ((await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record) : undefined;
+        const held = stored !== undefined ? subscribedUpstream(stored, uri as string) : undefined;
+        const upstreamId = held !== undefined && Object.hasOwn(live.record.upstreams, held) ? held : await this.byUri(live, uri, traceId);
         await gate(this.resourceTarget(live, upstreamId, uri));
         try {
           return await this.forward(live, upstreamId, message, params, sink, signal, traceId);
@@ -968,11 +1030,11 @@ export class SessionEngine {
    */
   private async refuseSubscriptionPastBound(live: LiveSession, upstreamId: string, uri: string): Promise<void> {
     const record = (await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record;
-    if (record.subscriptions?.[upstreamId]?.includes(uri) === true || subscriptionCount(record) < MAX_SUBSCRIPTIONS_PER_SESSION) return;
+    if (record.subscriptions?.[upstreamId]?.includes(uri) === true || subscriptionFits(record, uri)) return;
     throw new GatewayRequestError(
       JSON_RPC.INVALID_PARAMS,
-      `A session may be subscribed to at most ${MAX_SUBSCRIPTIONS_PER_SESSION} resources; unsubscribe from one first`,
-      { limit: MAX_SUBSCRIPTIONS_PER_SESSION },
+      `A session may be subscribed to at most ${MAX_SUBSCRIPTIONS_PER_SESSION} resources, ${MAX_SUBSCRIBED_URI_CHARS} characters of URIs in all; unsubscribe from one first`,
+      { limit: MAX_SUBSCRIPTIONS_PER_SESSION, maxUriChars: MAX_SUBSCRIBED_URI_CHARS },
     );
   }
 
@@ -1219,15 +1281,16 @@ export class SessionEngine {
     signal: CancelSignal,
     traceId: string,
     progressSent = 0,
-    /** The task this request is about (`tasks/*`): the upstream's id for it and the agent's. */
-    task?: { readonly upstream: string; readonly agent: string },
+    /** The task this request is about (see TaskScope). */
+    task?: TaskScope,
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
     return this.onUpstream(live, upstreamId, traceId, (session) => session.request(message.method, params, {
       signal,
-      // The configuration's current call timeout, also for a session opened before an edit changed it.
-      timeoutMs: live.upstreams.get(upstreamId)?.config.callTimeoutMs,
+      // The configuration's current call timeout (read once the session is got: an edit may have changed it), also for
+      // a session opened before the edit; `tasks/result` waits longer.
+      timeoutMs: (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs,
       onNotification: (notification) => {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
         if (!this.relayable(live.record, notification)) return;
@@ -1248,18 +1311,28 @@ export class SessionEngine {
         const upstreamTask = referencedTask(request.method, request.params);
         const relay = (named: JsonRpcRequest) => this.relayServerRequest(live.record, named, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal, session);
         if (upstreamTask === undefined) return relay(request);
-        if (upstreamTask === task?.upstream) return relay({ ...request, params: renameTask(request.params as Record<string, unknown>, task.upstream, task.agent) });
-        return this.agentTaskMessage(live, upstreamId, request, upstreamTask).then((named) => (named ? relay(named) : Promise.reject(unknownTaskOf(request))));
+        return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) => (named ? relay(named) : Promise.reject(unknownTaskOf(request))));
       },
     }));
   }
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
-  private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: { readonly upstream: string; readonly agent: string } | undefined): void {
+  private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined): void {
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) sink.send(notification);
-    else if (upstreamTask === task?.upstream) sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
-    else void this.agentTaskMessage(live, upstreamId, notification, upstreamTask).then((named) => named && sink.send(named));
+    else if (!(task instanceof Promise) && upstreamTask === task?.upstream) sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
+    else void this.inTaskScope(live, upstreamId, notification, upstreamTask, task).then((named) => named && sink.send(named));
+  }
+
+  /**
+   * A message about `upstreamTask` that came with a forwarded request, named for the agent: the request's own task
+   * (once a task-augmented call's task is recorded: what arrives before its answer waits for it), or another task of
+   * the session's; undefined for a task that is not the session's.
+   */
+  private async inTaskScope<M extends JsonRpcNotification | JsonRpcRequest>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string, task: TaskScope | undefined): Promise<M | undefined> {
+    const known = task instanceof Promise ? await task : task;
+    if (known !== undefined && upstreamTask === known.upstream) return { ...message, params: renameTask(message.params as Record<string, unknown>, known.upstream, known.agent) };
+    return this.agentTaskMessage(live, upstreamId, message, upstreamTask);
   }
 
   /**
@@ -1270,6 +1343,7 @@ export class SessionEngine {
   private async agentTaskMessage<M extends JsonRpcNotification | JsonRpcRequest>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string): Promise<M | undefined> {
     const agentTask = await this.deps.tasks?.agentTaskId(live.record.id, { upstreamId, taskId: upstreamTask }).catch(() => undefined);
     if (agentTask === undefined) return undefined;
+    if (message.method === 'notifications/tasks/status' && isTerminalTaskStatus(message.params?.['status'])) this.endTaskSlots(live, agentTask);
     return { ...message, params: renameTask(message.params as Record<string, unknown>, upstreamTask, agentTask) };
   }
 
@@ -1277,12 +1351,13 @@ export class SessionEngine {
    * A task-augmented `tools/call` answered: an upstream that created a task gets its id recorded for the session and the
    * agent is given the gateway's id for it. (An upstream that ran the call as a plain one answered with its result.)
    */
-  private async adoptTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string): Promise<Record<string, unknown>> {
+  private async adoptTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string, adopted: (task: TaskContext) => void): Promise<Record<string, unknown>> {
     const task = result['task'];
     if (!isObject(task) || typeof task['taskId'] !== 'string') return result;
     const route = { upstreamId, taskId: task['taskId'] };
     try {
       const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']));
+      adopted({ upstream: route.taskId, agent: agentTaskId });
       return { ...result, task: { ...task, taskId: agentTaskId } };
     } catch (error) {
       // The task runs upstream, but the agent could never reach it: it is cancelled (best effort), and the call fails.
@@ -1304,8 +1379,17 @@ export class SessionEngine {
     upstream.notify('notifications/progress', { ...params, progressToken: original }).catch(() => undefined);
   }
 
-  private relayServerRequest(record: SessionRecord, request: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream?: UpstreamSession): Promise<Record<string, unknown>> {
+  private relayServerRequest(record: SessionRecord, received: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream?: UpstreamSession): Promise<Record<string, unknown>> {
     const sessionId = record.id;
+    // Client-side tasks are not offered to upstreams (`relayableClientCapabilities`): their task methods are refused,
+    // and a task augmentation is dropped, so the agent runs the request as a plain one (MCP: as a receiver that did
+    // not offer tasks) rather than create a task the upstream could then drive by its id.
+    if (received.method.startsWith('tasks/')) return Promise.reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${received.method}`));
+    let request = received;
+    if (received.params !== undefined && 'task' in received.params) {
+      const { task: _dropped, ...params } = received.params;
+      request = { ...received, params };
+    }
     // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
     const capability = CLIENT_CAPABILITY_OF[request.method];
@@ -1497,6 +1581,16 @@ export class SessionEngine {
       if (level !== undefined) sent.push(session.request('logging/setLevel', { level }, { signal, timeoutMs }));
       if (sent.length === 0) return;
       const settled = await untilAborted(Promise.allSettled(sent), signal);
+      // A subscription the new session refused (a JSON-RPC error: the resource is gone, or no longer the agent's to
+      // watch) leaves the record: kept, it would count toward the bound and be sent again on every renewal. One that
+      // failed otherwise (a timeout) stays.
+      const refused = uris.filter((_, index) => {
+        const outcome = settled[index];
+        return outcome?.status === 'rejected' && outcome.reason instanceof UpstreamRpcError;
+      });
+      if (refused.length > 0) {
+        await this.recordAgentState(live, (current) => refused.reduce<SessionRecord | undefined>((edited, uri) => withSubscription(edited ?? current, config.id, uri, false) ?? edited, undefined), traceId);
+      }
       const failed = settled.filter((outcome) => outcome.status === 'rejected');
       if (failed.length === 0) return;
       this.deps.logger.warn(
@@ -1594,18 +1688,38 @@ export class SessionEngine {
   private capabilitiesOf(record: SessionRecord): Record<string, unknown> {
     let capabilities = this.advertised.get(record);
     if (capabilities === undefined) {
-      capabilities = mergeServerCapabilities(
-        Object.values(record.upstreams).map((upstream) => upstream.capabilities ?? {}),
-        { tasks: this.tasksOffered(record) },
-      );
+      capabilities = this.advertise(record, record.upstreams);
       this.advertised.set(record, capabilities);
     }
     return capabilities;
   }
 
+  /** The merged capabilities of `upstreams` (the session's, by id), tasks only from those whose tasks can be routed. */
+  private advertise(record: SessionRecord, upstreams: SessionRecord['upstreams']): Record<string, unknown> {
+    const all: Readonly<Record<string, unknown>>[] = [];
+    const taskUpstreams: Readonly<Record<string, unknown>>[] = [];
+    for (const [upstreamId, upstream] of Object.entries(upstreams)) {
+      const capabilities = upstream.capabilities ?? {};
+      all.push(capabilities);
+      if (this.runsTasksOf(record, upstreamId)) taskUpstreams.push(capabilities);
+    }
+    return mergeServerCapabilities(all, { taskUpstreams });
+  }
+
   /** Whether the session may use tasks at all: it speaks a version that has them, and their routes can be kept. */
   private tasksOffered(record: SessionRecord): boolean {
     return offersTasks(record.protocolVersion, this.deps.tasks !== undefined);
+  }
+
+  /**
+   * Whether the session's tasks on this upstream can be routed: a Streamable HTTP upstream, whose upstream session
+   * belongs to the agent's session alone and is reached the same from every replica. A stdio process (or a legacy SSE
+   * connection) is one replica's, may serve several sessions, and starts numbering its tasks again when it restarts:
+   * a task id recorded for it could later name another session's task (ADR 0008). There a task augmentation is
+   * dropped and the call runs as a plain one.
+   */
+  private runsTasksOf(record: SessionRecord, upstreamId: string): boolean {
+    return this.tasksOffered(record) && this.deps.registry.forTenant(record.tenantId).byId.get(upstreamId)?.transport === 'streamable_http';
   }
 
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
@@ -1656,6 +1770,7 @@ export class SessionEngine {
       lostUpstreams: new Set(),
       inflight: new Map(),
       relayed: new Set(),
+      taskSlots: new Map(),
       lastUsed: Date.now(),
     };
   }
@@ -1690,7 +1805,26 @@ export class SessionEngine {
   }
 
   /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
+  /** Holds a call's concurrency slots for the task it became (see `LiveSession.taskSlots`) for at most `ms`. */
+  private holdSlotsForTask(live: LiveSession, agentTaskId: string, release: () => void, ms: number): void {
+    const timer = setTimeout(() => this.endTaskSlots(live, agentTaskId), ms);
+    timer.unref();
+    live.taskSlots.set(agentTaskId, () => {
+      clearTimeout(timer);
+      release();
+    });
+  }
+
+  private endTaskSlots(live: LiveSession, agentTaskId: string): void {
+    const release = live.taskSlots.get(agentTaskId);
+    if (release === undefined) return;
+    live.taskSlots.delete(agentTaskId);
+    release();
+  }
+
   private dropRelayed(live: LiveSession): void {
+    for (const release of live.taskSlots.values()) release();
+    live.taskSlots.clear();
     for (const id of [...live.relayed]) {
       const waiting = this.pending.get(id);
       this.pending.delete(id);

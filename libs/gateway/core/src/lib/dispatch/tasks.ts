@@ -15,6 +15,9 @@ export const TASK_METHODS: ReadonlySet<string> = new Set(['tasks/get', 'tasks/re
 /** MCP: an unknown task id is Invalid params; the same words whether it never existed or is another session's. */
 export const TASK_NOT_FOUND = 'Failed to retrieve task: Task not found';
 
+/** Whether a task status is one a task never leaves (MCP: completed, failed, cancelled). */
+export const isTerminalTaskStatus = (status: unknown): boolean => status === 'completed' || status === 'failed' || status === 'cancelled';
+
 /** Tasks came with this protocol version; a session that negotiated an older one is offered none. */
 const FIRST_TASKS_VERSION = '2025-11-25';
 

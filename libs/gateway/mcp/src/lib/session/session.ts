@@ -52,6 +52,11 @@ export interface SessionRecord {
  * gateway and not forwarded.
  */
 export const MAX_SUBSCRIPTIONS_PER_SESSION = 256;
+/**
+ * Most characters of subscribed URIs one session may hold in all. The record is read on every request that misses a
+ * replica's cache and written whole by each change: 256 URIs of 8 KiB each would make it 2 MiB.
+ */
+export const MAX_SUBSCRIBED_URI_CHARS = 64 * 1024;
 
 /** MCP's log levels, least severe first. */
 export const LOG_LEVELS: readonly string[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
@@ -63,14 +68,31 @@ export function subscriptionCount(record: SessionRecord): number {
   return count;
 }
 
+/** Whether one more subscription, to `uri`, fits in the record (MAX_SUBSCRIPTIONS_PER_SESSION, MAX_SUBSCRIBED_URI_CHARS). */
+export function subscriptionFits(record: SessionRecord, uri: string): boolean {
+  let count = 0;
+  let chars = uri.length;
+  for (const uris of Object.values(record.subscriptions ?? {})) {
+    count += uris.length;
+    for (const held of uris) chars += held.length;
+  }
+  return count < MAX_SUBSCRIPTIONS_PER_SESSION && chars <= MAX_SUBSCRIBED_URI_CHARS;
+}
+
+/** The upstream the session's record says it subscribed to `uri` on, if any. */
+export function subscribedUpstream(record: SessionRecord, uri: string): string | undefined {
+  for (const [upstreamId, uris] of Object.entries(record.subscriptions ?? {})) if (uris.includes(uri)) return upstreamId;
+  return undefined;
+}
+
 /**
  * `record` with `uri` subscribed to on `upstreamId` (or no longer), or undefined when that changes nothing: already
- * so, or a subscription past MAX_SUBSCRIPTIONS_PER_SESSION.
+ * so, or a subscription past the bounds (`subscriptionFits`).
  */
 export function withSubscription(record: SessionRecord, upstreamId: string, uri: string, subscribed: boolean): SessionRecord | undefined {
   const current = record.subscriptions?.[upstreamId] ?? [];
   if (current.includes(uri) === subscribed) return undefined;
-  if (subscribed && subscriptionCount(record) >= MAX_SUBSCRIPTIONS_PER_SESSION) return undefined;
+  if (subscribed && !subscriptionFits(record, uri)) return undefined;
   const next = subscribed ? [...current, uri] : current.filter((held) => held !== uri);
   const subscriptions: Record<string, readonly string[]> = { ...record.subscriptions };
   if (next.length > 0) subscriptions[upstreamId] = next;

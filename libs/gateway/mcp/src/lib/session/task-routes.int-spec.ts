@@ -18,8 +18,8 @@ describe('RedisTaskRouteStore (real Redis)', () => {
     expect(await store.add(session, { upstreamId, taskId: '1' }, 60_000)).toBe(first);
     // A task id with a newline cannot be confused with another route.
     const odd = await store.add(session, { upstreamId, taskId: 'a\nb' }, 60_000);
-    expect(await store.route(session, odd)).toEqual({ upstreamId, taskId: 'a\nb' });
-    expect(await store.route(session, first)).toEqual({ upstreamId, taskId: '1' });
+    expect(await store.route(session, odd)).toMatchObject({ upstreamId, taskId: 'a\nb' });
+    expect(await store.route(session, first)).toEqual({ upstreamId, taskId: '1', expiresAt: expect.any(Number) });
     expect(await store.agentTaskId(session, { upstreamId, taskId: '2' })).toBe(second);
     // Another session knows none of it; nor does anyone an id of the wrong shape.
     const other = newSessionId();
@@ -61,5 +61,24 @@ describe('RedisTaskRouteStore (real Redis)', () => {
     // A task already known is still answered at the limit.
     expect(await store.add(session, { upstreamId, taskId: 't0' }, 60_000)).toMatch(/^[A-Za-z0-9_-]{22}$/);
     await store.delete(session);
+  });
+
+  it('forgets a route at the end of its lifetime: it is no longer found, and no longer counts toward the limit', async () => {
+    const session = newSessionId();
+    const ids = await Promise.all(Array.from({ length: MAX_TASKS_PER_SESSION }, (_, index) => store.add(session, { upstreamId, taskId: `old${index}` }, 200)));
+    await expect(store.add(session, { upstreamId, taskId: 'one too many' }, 60_000)).rejects.toMatchObject({ reason: 'too_many' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await store.route(session, ids[0] as string)).toBeUndefined();
+    expect(await store.agentTaskId(session, { upstreamId, taskId: 'old0' })).toBeUndefined();
+    // Each add removes up to 200 lapsed routes: five adds make room, and the route of a lapsed task may be recorded anew.
+    const fresh = [];
+    for (let index = 0; index < 5; index += 1) fresh.push(await store.add(session, { upstreamId, taskId: `new${index}` }, 60_000));
+    const again = await store.add(session, { upstreamId, taskId: 'old1' }, 60_000);
+    expect(again).not.toBe(ids[1]);
+    expect(await store.route(session, again)).toMatchObject({ upstreamId, taskId: 'old1' });
+    expect(await store.agentTaskId(session, { upstreamId, taskId: 'old1' })).toBe(again);
+    expect(await redis.zcard(`pcs:session:${session}:task-expiry`)).toBe(6);
+    await store.delete(session);
+    expect(await redis.exists(`pcs:session:${session}:tasks`, `pcs:session:${session}:task-expiry`)).toBe(0);
   });
 });

@@ -28,19 +28,20 @@ export class TaskRouteError extends Error {
 export interface TaskRouteStore {
   /**
    * Records a task an upstream created for the session and returns the id the agent is given (the same id again for a
-   * task already recorded). Kept at least `ttlMs` (the task's own lifetime, bounded by the caller). Throws
-   * TaskRouteError when the session holds its maximum of tasks or the upstream's id is unusable.
+   * task still recorded). Kept for `ttlMs` (the task's own lifetime and a margin; at most MAX_TASK_ROUTE_TTL_MS), then
+   * unknown; only routes within their lifetime count toward MAX_TASKS_PER_SESSION. Throws TaskRouteError when the
+   * session holds its maximum of tasks or the upstream's id is unusable.
    */
   add(sessionId: string, route: TaskRoute, ttlMs: number): Promise<string>;
-  /** The route of an id the agent was given in this session; undefined for any other. */
-  route(sessionId: string, agentTaskId: string): Promise<TaskRoute | undefined>;
+  /** The route of an id the agent was given in this session, and when it lapses (ms); undefined for any other. */
+  route(sessionId: string, agentTaskId: string): Promise<(TaskRoute & { readonly expiresAt: number }) | undefined>;
   /** The id the agent was given for an upstream's task, if this session created it. */
   agentTaskId(sessionId: string, route: TaskRoute): Promise<string | undefined>;
   /** Forgets the session's tasks (the session ended). */
   delete(sessionId: string): Promise<void>;
 }
 
-/** At most this many tasks per agent session (MCP: receivers should limit concurrent tasks per requestor). */
+/** At most this many tasks within their lifetime per agent session (MCP: receivers should limit tasks per requestor). */
 export const MAX_TASKS_PER_SESSION = 1_000;
 /** An upstream task id longer than this is refused (it would be stored and compared on every lookup). */
 export const MAX_UPSTREAM_TASK_ID_LENGTH = 512;
@@ -58,25 +59,58 @@ const routeOf = (text: string): TaskRoute | undefined => {
   return cut <= 0 ? undefined : { upstreamId: text.slice(0, cut), taskId: text.slice(cut + 1) };
 };
 
+/** `<expires at, ms>\n<rest>`: the rest if it has not expired by `now`. */
+function unexpired(text: string | null, now: number): string | undefined {
+  if (text === null) return undefined;
+  const cut = text.indexOf('\n');
+  return cut > 0 && Number(text.slice(0, cut)) > now ? text.slice(cut + 1) : undefined;
+}
+
 function checkRoute(route: TaskRoute): void {
   if (route.taskId.length === 0 || route.taskId.length > MAX_UPSTREAM_TASK_ID_LENGTH) {
     throw new TaskRouteError('bad_task_id', `the upstream's task id is empty or longer than ${MAX_UPSTREAM_TASK_ID_LENGTH} characters`);
   }
 }
 
+const lifetime = (ttlMs: number): number => Math.min(Math.max(1, Math.ceil(ttlMs)), MAX_TASK_ROUTE_TTL_MS);
+
 const tooMany = () => new TaskRouteError('too_many', `this session already has ${MAX_TASKS_PER_SESSION} tasks`);
 
-const key = (sessionId: string) => `pcs:session:${sessionId}:tasks`;
+const routesKey = (sessionId: string) => `pcs:session:${sessionId}:tasks`;
+const expiryKey = (sessionId: string) => `pcs:session:${sessionId}:task-expiry`;
 
 /**
- * One hash per session: `g:<agent id>` → route and `u:<route>` → agent id. ARGV: agent id, route, max entries, TTL ms.
- * Returns the agent id (the existing one for a known route), or false at the limit.
+ * KEYS: the routes hash (`g:<agent id>` → `<expires>\n<route>`, `u:<route>` → `<expires>\n<agent id>`) and the expiry
+ * set (agent id by expiry). ARGV: agent id, route, max tasks, lifetime ms. Routes past their lifetime are removed
+ * first (at most 200 a call), so the limit counts the tasks that can still be reached. Returns the agent id (the
+ * existing one for a route still recorded), or false at the limit.
  */
-const ADD = `local known = redis.call('HGET', KEYS[1], 'u:' .. ARGV[2])
-if known then return known end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) * 2 then return false end
-redis.call('HSET', KEYS[1], 'g:' .. ARGV[1], ARGV[2], 'u:' .. ARGV[2], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+const ADD = `local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 200)
+for _, id in ipairs(expired) do
+  local value = redis.call('HGET', KEYS[1], 'g:' .. id)
+  if value then
+    local route = 'u:' .. string.sub(value, string.find(value, '\\n', 1, true) + 1)
+    redis.call('HDEL', KEYS[1], 'g:' .. id)
+    -- The reverse entry only if it still names this id (the route may have been recorded again since).
+    local back = redis.call('HGET', KEYS[1], route)
+    if back and string.sub(back, string.find(back, '\\n', 1, true) + 1) == id then redis.call('HDEL', KEYS[1], route) end
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+local known = redis.call('HGET', KEYS[1], 'u:' .. ARGV[2])
+if known then
+  local cut = string.find(known, '\\n', 1, true)
+  if tonumber(string.sub(known, 1, cut - 1)) > now then return string.sub(known, cut + 1) end
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return false end
+local expires = now + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'g:' .. ARGV[1], expires .. '\\n' .. ARGV[2], 'u:' .. ARGV[2], expires .. '\\n' .. ARGV[1])
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
+for _, key in ipairs(KEYS) do
+  if redis.call('PTTL', key) < tonumber(ARGV[4]) then redis.call('PEXPIRE', key, ARGV[4]) end
+end
 return ARGV[1]`;
 
 /** Task routes in Redis, so that any replica serves a session's tasks (ADR 0007). */
@@ -85,54 +119,63 @@ export class RedisTaskRouteStore implements TaskRouteStore {
 
   async add(sessionId: string, route: TaskRoute, ttlMs: number): Promise<string> {
     checkRoute(route);
-    const ttl = Math.min(Math.max(1, Math.ceil(ttlMs)), MAX_TASK_ROUTE_TTL_MS);
-    const id = (await this.redis.eval(ADD, 1, key(sessionId), newAgentTaskId(), routeText(route), String(MAX_TASKS_PER_SESSION), String(ttl))) as string | null;
+    const keys = [routesKey(sessionId), expiryKey(sessionId)];
+    const id = (await this.redis.eval(ADD, 2, ...keys, newAgentTaskId(), routeText(route), String(MAX_TASKS_PER_SESSION), String(lifetime(ttlMs)))) as string | null;
     if (id === null) throw tooMany();
     return id;
   }
 
-  async route(sessionId: string, agentTaskId: string): Promise<TaskRoute | undefined> {
+  async route(sessionId: string, agentTaskId: string): Promise<(TaskRoute & { readonly expiresAt: number }) | undefined> {
     if (!AGENT_TASK_ID.test(agentTaskId)) return undefined;
-    const text = await this.redis.hget(key(sessionId), `g:${agentTaskId}`);
-    return text === null ? undefined : routeOf(text);
+    const stored = await this.redis.hget(routesKey(sessionId), `g:${agentTaskId}`);
+    const text = unexpired(stored, Date.now());
+    const route = text === undefined ? undefined : routeOf(text);
+    return route === undefined ? undefined : { ...route, expiresAt: Number((stored as string).slice(0, (stored as string).indexOf('\n'))) };
   }
 
   async agentTaskId(sessionId: string, route: TaskRoute): Promise<string | undefined> {
     if (route.taskId.length > MAX_UPSTREAM_TASK_ID_LENGTH) return undefined;
-    return (await this.redis.hget(key(sessionId), `u:${routeText(route)}`)) ?? undefined;
+    return unexpired(await this.redis.hget(routesKey(sessionId), `u:${routeText(route)}`), Date.now());
   }
 
   async delete(sessionId: string): Promise<void> {
-    await this.redis.del(key(sessionId));
+    await this.redis.del(routesKey(sessionId), expiryKey(sessionId));
   }
 }
 
-/** The same in one process (specs, a single replica without Redis). Lifetimes are not enforced. */
+/** The same in one process (specs, a single replica without Redis). */
 export class MemoryTaskRouteStore implements TaskRouteStore {
-  private readonly sessions = new Map<string, { readonly byAgent: Map<string, TaskRoute>; readonly byRoute: Map<string, string> }>();
+  private readonly sessions = new Map<string, Map<string, { readonly route: TaskRoute; readonly expires: number }>>();
 
-  async add(sessionId: string, route: TaskRoute): Promise<string> {
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async add(sessionId: string, route: TaskRoute, ttlMs: number): Promise<string> {
     checkRoute(route);
     let tasks = this.sessions.get(sessionId);
     if (tasks === undefined) {
-      tasks = { byAgent: new Map(), byRoute: new Map() };
+      tasks = new Map();
       this.sessions.set(sessionId, tasks);
     }
-    const known = tasks.byRoute.get(routeText(route));
-    if (known !== undefined) return known;
-    if (tasks.byAgent.size >= MAX_TASKS_PER_SESSION) throw tooMany();
+    const now = this.now();
+    for (const [id, task] of tasks) if (task.expires <= now) tasks.delete(id);
+    for (const [id, task] of tasks) if (task.route.upstreamId === route.upstreamId && task.route.taskId === route.taskId) return id;
+    if (tasks.size >= MAX_TASKS_PER_SESSION) throw tooMany();
     const id = newAgentTaskId();
-    tasks.byAgent.set(id, { upstreamId: route.upstreamId, taskId: route.taskId });
-    tasks.byRoute.set(routeText(route), id);
+    tasks.set(id, { route: { upstreamId: route.upstreamId, taskId: route.taskId }, expires: now + lifetime(ttlMs) });
     return id;
   }
 
-  async route(sessionId: string, agentTaskId: string): Promise<TaskRoute | undefined> {
-    return this.sessions.get(sessionId)?.byAgent.get(agentTaskId);
+  async route(sessionId: string, agentTaskId: string): Promise<(TaskRoute & { readonly expiresAt: number }) | undefined> {
+    const task = this.sessions.get(sessionId)?.get(agentTaskId);
+    return task !== undefined && task.expires > this.now() ? { ...task.route, expiresAt: task.expires } : undefined;
   }
 
   async agentTaskId(sessionId: string, route: TaskRoute): Promise<string | undefined> {
-    return this.sessions.get(sessionId)?.byRoute.get(routeText(route));
+    const now = this.now();
+    for (const [id, task] of this.sessions.get(sessionId) ?? []) {
+      if (task.expires > now && task.route.upstreamId === route.upstreamId && task.route.taskId === route.taskId) return id;
+    }
+    return undefined;
   }
 
   async delete(sessionId: string): Promise<void> {
