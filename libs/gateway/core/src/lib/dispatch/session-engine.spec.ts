@@ -1640,26 +1640,30 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
   it('ends a subscription whose URI no upstream lists any more, on the upstream it was made on, and drops one a renewed session refuses', async () => {
     let listed = true;
     const refusedUris = new Set<string>();
+    const failingUris = new Set<string>();
     const upstream = forgetfulUpstream(async (method, params) => {
       if (method === 'resources/subscribe' && refusedUris.has(String(params?.['uri']))) throw new UpstreamRpcError(-32602, 'Resource not found');
-      if (method === 'resources/list') return { resources: listed ? [{ uri: 'mem://a', name: 'a' }, { uri: 'mem://b', name: 'b' }] : [] };
+      if (method === 'resources/subscribe' && failingUris.has(String(params?.['uri']))) throw new UpstreamRpcError(-32603, 'still starting');
+      if (method === 'resources/list') return { resources: listed ? ['mem://a', 'mem://b', 'mem://c'].map((uri) => ({ uri, name: uri })) : [] };
       if (method === 'resources/templates/list') return { resourceTemplates: [] };
       return method === 'tools/list' ? { tools: tools('read') } : { content: [] };
     }, { tools: {}, resources: { subscribe: true, listChanged: true } });
     const { engine, connector } = build({ u1: upstream });
     const record = await openSession(engine);
-    for (const uri of ['mem://a', 'mem://b']) expect(await engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    for (const uri of ['mem://a', 'mem://b', 'mem://c']) expect(await engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     // mem://a goes away: no listing has it, and the upstream says its resources changed (the routes are dropped).
     listed = false;
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
     const current = async () => (await engine.session(record.id, principal)) ?? record;
     expect(await engine.request(await current(), req('resources/unsubscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     expect(connector.calls.at(-1)).toMatchObject({ method: 'resources/unsubscribe', params: { uri: 'mem://a' } });
-    expect((await current()).subscriptions).toEqual({ u1: ['mem://b'] });
-    // The upstream restarts and no longer has mem://b: the new session refuses it, and the record lets it go.
+    expect((await current()).subscriptions).toEqual({ u1: ['mem://b', 'mem://c'] });
+    // The upstream restarts and no longer has mem://b: the new session refuses it, and the record lets it go. mem://c
+    // fails for a passing reason (an internal error): it stays, for the next new session.
     refusedUris.add('mem://b');
+    failingUris.add('mem://c');
     upstream.refusals = 1;
     expect('result' in (await engine.request(await current(), req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
-    await expect.poll(async () => (await current()).subscriptions).toEqual({});
+    await expect.poll(async () => (await current()).subscriptions).toEqual({ u1: ['mem://c'] });
   });
 });

@@ -309,39 +309,134 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(waits['tasks/result']).toBeLessThanOrEqual(120_000);
   });
 
-  it("keeps a limited call's concurrency slots while the task it became runs: released when the task is seen to end", async () => {
-    const upstream = taskUpstream();
-    let held = 0;
+  /** Admission hooks whose every tools/call takes a slot: how many are held, and any slot given back twice. */
+  function slotCounter() {
+    const state = { held: 0, doubled: 0 };
     const hooks: RequestHooks = {
       admit: (info) => {
         if (info.method !== 'tools/call') return undefined;
-        held += 1;
+        state.held += 1;
         let released = false;
-        return { release: () => void (released ? undefined : ((released = true), (held -= 1))) };
+        return {
+          release: () => {
+            if (released) state.doubled += 1;
+            else state.held -= 1;
+            released = true;
+          },
+        };
       },
     };
-    const { engine } = build({ u1: upstream }, new MemoryTaskRouteStore(), undefined, hooks);
+    return { state, hooks };
+  }
+
+  it("keeps a limited call's concurrency slots while the task it became runs: released when the task is seen to end", async () => {
+    const { state, hooks } = slotCounter();
+    const { engine } = build({ u1: taskUpstream() }, new MemoryTaskRouteStore(), undefined, hooks);
     const { record } = await open(engine);
     const start = async () => (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
     const first = await start();
     const second = await start();
-    expect(held).toBe(2);
+    expect(state.held).toBe(2);
     // A plain call gives its slot back when it is answered.
     await call(engine, record, 'tools/call', { name: 'up1__slow' });
-    expect(held).toBe(2);
+    expect(state.held).toBe(2);
     // Still working: kept. Cancelled (a terminal status): given back. tasks/result ends the other.
     await call(engine, record, 'tasks/get', { taskId: first });
-    expect(held).toBe(2);
+    expect(state.held).toBe(2);
     await call(engine, record, 'tasks/cancel', { taskId: first });
-    expect(held).toBe(1);
+    expect(state.held).toBe(1);
     await call(engine, record, 'tasks/result', { taskId: second });
-    expect(held).toBe(0);
+    await call(engine, record, 'tasks/get', { taskId: first });
+    expect(state.held).toBe(0);
     // A slot is never kept past the call timeout (1 s here), whatever becomes of the task; nor past the session.
     await start();
-    expect(held).toBe(1);
-    await expect.poll(() => held, { timeout: 2_000 }).toBe(0);
+    expect(state.held).toBe(1);
+    await expect.poll(() => state.held, { timeout: 2_000 }).toBe(0);
     await start();
     await engine.end(record, 'trace');
-    expect(held).toBe(0);
+    expect(state).toEqual({ held: 0, doubled: 0 });
   });
+
+  it('holds both slots of two calls an upstream answered with one task, and gives back at once those of a session ended meanwhile', async () => {
+    const { state, hooks } = slotCounter();
+    const same: FakeUpstream = { ...taskUpstream(), handle: async (method) => (method === 'tools/call' ? { task: { taskId: 'same', status: 'working', ttl: 60_000 } } : { taskId: 'same', status: 'completed' }) };
+    const storing: { hold?: Promise<void> } = {};
+    const inner = new MemoryTaskRouteStore();
+    const slow: TaskRouteStore = {
+      add: async (...args) => {
+        await storing.hold;
+        return inner.add(...args);
+      },
+      route: (...args) => inner.route(...args),
+      agentTaskId: (...args) => inner.agentTaskId(...args),
+      delete: (...args) => inner.delete(...args),
+    };
+    const { engine } = build({ u1: same }, slow, undefined, hooks);
+    const { record } = await open(engine);
+    const taskId = (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'];
+    expect((resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId']).toBe(taskId);
+    expect(state.held).toBe(2);
+    await call(engine, record, 'tasks/get', { taskId });
+    expect(state).toEqual({ held: 0, doubled: 0 });
+
+    // The session ends while the new task's route is being stored: its slot is not kept for a session that is gone.
+    let go: () => void = () => undefined;
+    storing.hold = new Promise((resolve) => (go = resolve));
+    const pending = call(engine, record, 'tools/call', { name: 'up1__slow', task: {} });
+    await expect.poll(() => state.held).toBe(1);
+    await engine.end(record, 'trace');
+    go();
+    await pending;
+    expect(state).toEqual({ held: 0, doubled: 0 });
+  });
+
+  it('keeps the slots when the replica only lets an idle session go (its tasks may still run): they go back at their deadline', async () => {
+    const { state, hooks } = slotCounter();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({ u1: taskUpstream() }),
+      sessions: new MemorySessionStore(),
+      tasks: new MemoryTaskRouteStore(),
+      hooks,
+      logger,
+      options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const { record } = await open(engine);
+    await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await engine.sweepNow();
+    expect(state.held).toBe(1);
+    await expect.poll(() => state.held, { timeout: 2_000 }).toBe(0);
+    expect(state.doubled).toBe(0);
+  });
+
+  it('refuses, after a short wait, a server request about a task whose creating answer the upstream holds back for it', async () => {
+    const base = taskUpstream();
+    let refusal: { code?: number } | undefined;
+    const upstream: FakeUpstream = {
+      capabilities: base.capabilities,
+      handle: async (method, params, options) => {
+        if (method !== 'tools/call') return base.handle(method, params, options);
+        // Asks about the task it is about to create, and waits for the answer before answering the call.
+        await options?.onServerRequest?.(
+          { jsonrpc: '2.0', id: 'q', method: 'elicitation/create', params: { message: 'which?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId: 't-1' } } } },
+          new AbortController().signal,
+        ).catch((error: { code?: number }) => (refusal = error));
+        return base.handle(method, params, options);
+      },
+    };
+    const { engine } = build({ u1: upstream });
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const started = Date.now();
+    const created = await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }, { canStream: true, send: () => true });
+    expect('result' in created).toBe(true);
+    expect(refusal?.code).toBe(-32602);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+    expect(Date.now() - started).toBeLessThan(4_000);
+  }, 10_000);
 });

@@ -90,6 +90,18 @@ function jsonLength(value: unknown): number {
   }
 }
 
+/** What `promise` resolves to, or undefined if it has not within `ms`. */
+function withinMs<T>(promise: Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  return new Promise<T | undefined>((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+    void promise.then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
+}
+
 /**
  * `promise`, or an upstream timeout once `deadline` fires first. The promise itself goes on (a connect under way is
  * kept for the next request): only this caller stops waiting.
@@ -302,6 +314,12 @@ interface TaskContext {
   readonly timeoutMs?: number;
 }
 type TaskScope = TaskContext | Promise<TaskContext | undefined>;
+
+/** JSON-RPC errors with which an upstream refuses a subscription for good (MCP: -32002 resource not found; -32602). */
+const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, JSON_RPC.INVALID_PARAMS]);
+
+/** How long a server request about a task waits for the call creating that task to be answered (its id recorded). */
+const TASK_SCOPE_WAIT_MS = 2_000;
 
 /** Longest a `tasks/result` waits upstream for its task (within the task's lifetime, at least the call timeout). */
 const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
@@ -601,6 +619,7 @@ export class SessionEngine {
     live.standalone = undefined;
     this.dropPages(live);
     this.dropRelayed(live);
+    this.endAllTaskSlots(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     await this.deps.tasks?.delete(record.id).catch(() => undefined);
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
@@ -616,6 +635,7 @@ export class SessionEngine {
     this.live.delete(sessionId);
     live.standalone?.close?.();
     live.standalone = undefined;
+    this.endAllTaskSlots(live);
     this.release(live);
   }
 
@@ -935,17 +955,12 @@ export class SessionEngine {
           throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
         }
         // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
-        const callTimeoutMs = live.upstreams.get(route.upstreamId)?.config.callTimeoutMs ?? 0;
+        const callTimeoutMs = this.deps.registry.forTenant(live.record.tenantId).byId.get(route.upstreamId)?.callTimeoutMs ?? 0;
         const timeoutMs = message.method === 'tasks/result' ? Math.max(callTimeoutMs, Math.min(route.expiresAt - Date.now(), TASK_RESULT_MAX_WAIT_MS)) : undefined;
         const task: TaskContext = { upstream: route.taskId, agent: agentTaskId, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
-        let result: Record<string, unknown>;
-        try {
-          result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
-        } catch (error) {
-          // tasks/result answers with the task's outcome, an error included: the task has ended.
-          if (message.method === 'tasks/result' && error instanceof UpstreamRpcError) this.endTaskSlots(live, agentTaskId);
-          throw error;
-        }
+        const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
+        // A result of tasks/result, or a terminal status: the task has ended. (An error of tasks/result may be the task's
+        // own or a passing failure: its slots then go back when its end is seen, or at their deadline.)
         if (message.method === 'tasks/result' || isTerminalTaskStatus(result['status'])) this.endTaskSlots(live, agentTaskId);
         return renameTask(result, task.upstream, task.agent);
       }
@@ -1320,7 +1335,10 @@ export class SessionEngine {
   private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined): void {
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) sink.send(notification);
-    else if (!(task instanceof Promise) && upstreamTask === task?.upstream) sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
+    else if (!(task instanceof Promise) && upstreamTask === task?.upstream) {
+      if (notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status'])) this.endTaskSlots(live, task.agent);
+      sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
+    }
     else void this.inTaskScope(live, upstreamId, notification, upstreamTask, task).then((named) => named && sink.send(named));
   }
 
@@ -1330,9 +1348,12 @@ export class SessionEngine {
    * the session's; undefined for a task that is not the session's.
    */
   private async inTaskScope<M extends JsonRpcNotification | JsonRpcRequest>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string, task: TaskScope | undefined): Promise<M | undefined> {
-    const known = task instanceof Promise ? await task : task;
-    if (known !== undefined && upstreamTask === known.upstream) return { ...message, params: renameTask(message.params as Record<string, unknown>, known.upstream, known.agent) };
-    return this.agentTaskMessage(live, upstreamId, message, upstreamTask);
+    // A request waits a little only: an upstream that holds the creating answer until it is answered would otherwise
+    // stall both until the call timeout. Refused after that, as an unknown task.
+    const known = task instanceof Promise ? await ('id' in message ? withinMs(task, TASK_SCOPE_WAIT_MS) : task) : task;
+    if (known === undefined || upstreamTask !== known.upstream) return this.agentTaskMessage(live, upstreamId, message, upstreamTask);
+    if (message.method === 'notifications/tasks/status' && isTerminalTaskStatus(message.params?.['status'])) this.endTaskSlots(live, known.agent);
+    return { ...message, params: renameTask(message.params as Record<string, unknown>, known.upstream, known.agent) };
   }
 
   /**
@@ -1357,6 +1378,8 @@ export class SessionEngine {
     const route = { upstreamId, taskId: task['taskId'] };
     try {
       const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']));
+      // Ended while the route was stored (after its routes were deleted): none is left behind.
+      if (this.ended.has(live.record.id)) void this.deps.tasks?.delete(live.record.id).catch(() => undefined);
       adopted({ upstream: route.taskId, agent: agentTaskId });
       return { ...result, task: { ...task, taskId: agentTaskId } };
     } catch (error) {
@@ -1581,12 +1604,12 @@ export class SessionEngine {
       if (level !== undefined) sent.push(session.request('logging/setLevel', { level }, { signal, timeoutMs }));
       if (sent.length === 0) return;
       const settled = await untilAborted(Promise.allSettled(sent), signal);
-      // A subscription the new session refused (a JSON-RPC error: the resource is gone, or no longer the agent's to
-      // watch) leaves the record: kept, it would count toward the bound and be sent again on every renewal. One that
-      // failed otherwise (a timeout) stays.
+      // A subscription the new session refused (resource not found, invalid params: the resource is gone) leaves the
+      // record: kept, it would count toward the bound and be sent again on every renewal. One that failed otherwise (a
+      // timeout, an internal error of an upstream still starting) stays.
       const refused = uris.filter((_, index) => {
         const outcome = settled[index];
-        return outcome?.status === 'rejected' && outcome.reason instanceof UpstreamRpcError;
+        return outcome?.status === 'rejected' && outcome.reason instanceof UpstreamRpcError && REFUSED_SUBSCRIPTION_CODES.has(outcome.reason.code);
       });
       if (refused.length > 0) {
         await this.recordAgentState(live, (current) => refused.reduce<SessionRecord | undefined>((edited, uri) => withSubscription(edited ?? current, config.id, uri, false) ?? edited, undefined), traceId);
@@ -1804,14 +1827,23 @@ export class SessionEngine {
     else void session.then((s) => s.close()).catch(() => undefined);
   }
 
-  /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
-  /** Holds a call's concurrency slots for the task it became (see `LiveSession.taskSlots`) for at most `ms`. */
+  /**
+   * Holds a call's concurrency slots for the task it became (see `LiveSession.taskSlots`) for at most `ms`. A session
+   * that ended meanwhile gets them back at once; a task id handed out again (an upstream that answered two calls with
+   * one task) holds both calls' slots until it ends.
+   */
   private holdSlotsForTask(live: LiveSession, agentTaskId: string, release: () => void, ms: number): void {
+    if (this.ended.has(live.record.id) || this.live.get(live.record.id) !== live) {
+      release();
+      return;
+    }
+    const earlier = live.taskSlots.get(agentTaskId);
     const timer = setTimeout(() => this.endTaskSlots(live, agentTaskId), ms);
     timer.unref();
     live.taskSlots.set(agentTaskId, () => {
       clearTimeout(timer);
       release();
+      earlier?.();
     });
   }
 
@@ -1822,9 +1854,18 @@ export class SessionEngine {
     release();
   }
 
-  private dropRelayed(live: LiveSession): void {
-    for (const release of live.taskSlots.values()) release();
+  /**
+   * The session is over (ended, expired): its tasks' slots go back. Not when a replica only lets an idle session go
+   * (`release`): its tasks may still run, and each slot goes back at its own deadline.
+   */
+  private endAllTaskSlots(live: LiveSession): void {
+    const releases = [...live.taskSlots.values()];
     live.taskSlots.clear();
+    for (const release of releases) release();
+  }
+
+  /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
+  private dropRelayed(live: LiveSession): void {
     for (const id of [...live.relayed]) {
       const waiting = this.pending.get(id);
       this.pending.delete(id);
@@ -1914,6 +1955,7 @@ export class SessionEngine {
     if (live) {
       this.dropPages(live);
       this.dropRelayed(live);
+      this.endAllTaskSlots(live);
       for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();
       live.standalone = undefined;

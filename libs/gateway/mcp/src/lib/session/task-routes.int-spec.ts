@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { newSessionId } from './session';
-import { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, RedisTaskRouteStore, TaskRouteError } from './task-routes';
+import { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, RedisTaskRouteStore, TaskRouteError, taskRouteKeys } from './task-routes';
 
 const redis = new Redis(inject('redisUrl'));
 afterAll(() => redis.quit());
@@ -33,16 +33,16 @@ describe('RedisTaskRouteStore (real Redis)', () => {
   it('keeps routes for the task lifetime asked (at most a day) and refuses unusable upstream ids', async () => {
     const session = newSessionId();
     await store.add(session, { upstreamId, taskId: 'short' }, 5_000);
-    const short = await redis.pttl(`pcs:session:${session}:tasks`);
+    const short = await redis.pttl(taskRouteKeys(session).routes);
     expect(short).toBeGreaterThan(0);
     expect(short).toBeLessThanOrEqual(5_000);
     await store.add(session, { upstreamId, taskId: 'long' }, 10 * MAX_TASK_ROUTE_TTL_MS);
-    const long = await redis.pttl(`pcs:session:${session}:tasks`);
+    const long = await redis.pttl(taskRouteKeys(session).routes);
     expect(long).toBeGreaterThan(MAX_TASK_ROUTE_TTL_MS - 60_000);
     expect(long).toBeLessThanOrEqual(MAX_TASK_ROUTE_TTL_MS);
     // A shorter task later does not shorten what the longer one needs.
     await store.add(session, { upstreamId, taskId: 'later' }, 5_000);
-    expect(await redis.pttl(`pcs:session:${session}:tasks`)).toBeGreaterThan(MAX_TASK_ROUTE_TTL_MS - 60_000);
+    expect(await redis.pttl(taskRouteKeys(session).routes)).toBeGreaterThan(MAX_TASK_ROUTE_TTL_MS - 60_000);
     await expect(store.add(session, { upstreamId, taskId: '' }, 5_000)).rejects.toBeInstanceOf(TaskRouteError);
     await expect(store.add(session, { upstreamId, taskId: 'x'.repeat(513) }, 5_000)).rejects.toMatchObject({ reason: 'bad_task_id' });
     await store.delete(session);
@@ -65,20 +65,27 @@ describe('RedisTaskRouteStore (real Redis)', () => {
 
   it('forgets a route at the end of its lifetime: it is no longer found, and no longer counts toward the limit', async () => {
     const session = newSessionId();
-    const ids = await Promise.all(Array.from({ length: MAX_TASKS_PER_SESSION }, (_, index) => store.add(session, { upstreamId, taskId: `old${index}` }, 200)));
+    const keys = taskRouteKeys(session);
+    // One long-lived route keeps the keys; the others lapse after 2 s (when all have lapsed, both keys expire whole).
+    await store.add(session, { upstreamId, taskId: 'long-lived' }, 60_000);
+    const ids = await Promise.all(Array.from({ length: MAX_TASKS_PER_SESSION - 1 }, (_, index) => store.add(session, { upstreamId, taskId: `old${index}` }, 2_000)));
     await expect(store.add(session, { upstreamId, taskId: 'one too many' }, 60_000)).rejects.toMatchObject({ reason: 'too_many' });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await new Promise((resolve) => setTimeout(resolve, 2_200));
     expect(await store.route(session, ids[0] as string)).toBeUndefined();
     expect(await store.agentTaskId(session, { upstreamId, taskId: 'old0' })).toBeUndefined();
-    // Each add removes up to 200 lapsed routes: five adds make room, and the route of a lapsed task may be recorded anew.
-    const fresh = [];
-    for (let index = 0; index < 5; index += 1) fresh.push(await store.add(session, { upstreamId, taskId: `new${index}` }, 60_000));
-    const again = await store.add(session, { upstreamId, taskId: 'old1' }, 60_000);
-    expect(again).not.toBe(ids[1]);
-    expect(await store.route(session, again)).toMatchObject({ upstreamId, taskId: 'old1' });
-    expect(await store.agentTaskId(session, { upstreamId, taskId: 'old1' })).toBe(again);
-    expect(await redis.zcard(`pcs:session:${session}:task-expiry`)).toBe(6);
+    // Lapsed routes no longer count: the first add after them has room. Each add prunes up to 200 of them.
+    expect(await store.add(session, { upstreamId, taskId: 'new0' }, 60_000)).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(await redis.zcard(keys.expiry)).toBe(MAX_TASKS_PER_SESSION - 200 + 1);
+    // The route of a lapsed task not pruned yet may be recorded anew; pruning the old entry later leaves the new one.
+    const again = await store.add(session, { upstreamId, taskId: 'old998' }, 60_000);
+    expect(again).not.toBe(ids[998]);
+    for (let index = 1; index < 5; index += 1) await store.add(session, { upstreamId, taskId: `new${index}` }, 60_000);
+    expect(await redis.hexists(keys.routes, `g:${ids[998] as string}`)).toBe(0);
+    expect(await store.route(session, again)).toMatchObject({ upstreamId, taskId: 'old998' });
+    expect(await store.agentTaskId(session, { upstreamId, taskId: 'old998' })).toBe(again);
+    // The long-lived route, new0..new4 and old998 again.
+    expect(await redis.zcard(keys.expiry)).toBe(7);
     await store.delete(session);
-    expect(await redis.exists(`pcs:session:${session}:tasks`, `pcs:session:${session}:task-expiry`)).toBe(0);
+    expect(await redis.exists(keys.routes, keys.expiry)).toBe(0);
   });
 });

@@ -76,17 +76,19 @@ const lifetime = (ttlMs: number): number => Math.min(Math.max(1, Math.ceil(ttlMs
 
 const tooMany = () => new TaskRouteError('too_many', `this session already has ${MAX_TASKS_PER_SESSION} tasks`);
 
-const routesKey = (sessionId: string) => `pcs:session:${sessionId}:tasks`;
-const expiryKey = (sessionId: string) => `pcs:session:${sessionId}:task-expiry`;
+/** The two keys of a session's routes, in one hash slot (`{session id}`), as a script on both needs in a cluster. */
+export const taskRouteKeys = (sessionId: string) => ({ routes: `pcs:tasks:{${sessionId}}`, expiry: `pcs:task-expiry:{${sessionId}}` });
+const routesKey = (sessionId: string) => taskRouteKeys(sessionId).routes;
+const expiryKey = (sessionId: string) => taskRouteKeys(sessionId).expiry;
 
 /**
  * KEYS: the routes hash (`g:<agent id>` → `<expires>\n<route>`, `u:<route>` → `<expires>\n<agent id>`) and the expiry
- * set (agent id by expiry). ARGV: agent id, route, max tasks, lifetime ms. Routes past their lifetime are removed
+ * set (agent id by expiry). ARGV: agent id, route, max tasks, lifetime ms, now (ms, the gateway's clock: the one
+ * lookups compare with, so a replica whose clock is off from Redis's still agrees with itself). Routes past their lifetime are removed
  * first (at most 200 a call), so the limit counts the tasks that can still be reached. Returns the agent id (the
  * existing one for a route still recorded), or false at the limit.
  */
-const ADD = `local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+const ADD = `local now = tonumber(ARGV[5])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 200)
 for _, id in ipairs(expired) do
   local value = redis.call('HGET', KEYS[1], 'g:' .. id)
@@ -113,14 +115,23 @@ for _, key in ipairs(KEYS) do
 end
 return ARGV[1]`;
 
+type ScriptedRedis = Redis & {
+  portcullisTaskRouteAdd(routes: string, expiry: string, id: string, route: string, max: number, lifetimeMs: number, now: number): Promise<string | null>;
+};
+
 /** Task routes in Redis, so that any replica serves a session's tasks (ADR 0007). */
 export class RedisTaskRouteStore implements TaskRouteStore {
-  constructor(private readonly redis: Redis) {}
+  private readonly scripted: ScriptedRedis;
+
+  constructor(private readonly redis: Redis) {
+    this.scripted = redis as ScriptedRedis;
+    // Sent once, then run by its digest (EVALSHA).
+    if (typeof this.scripted.portcullisTaskRouteAdd !== 'function') redis.defineCommand('portcullisTaskRouteAdd', { numberOfKeys: 2, lua: ADD });
+  }
 
   async add(sessionId: string, route: TaskRoute, ttlMs: number): Promise<string> {
     checkRoute(route);
-    const keys = [routesKey(sessionId), expiryKey(sessionId)];
-    const id = (await this.redis.eval(ADD, 2, ...keys, newAgentTaskId(), routeText(route), String(MAX_TASKS_PER_SESSION), String(lifetime(ttlMs)))) as string | null;
+    const id = await this.scripted.portcullisTaskRouteAdd(routesKey(sessionId), expiryKey(sessionId), newAgentTaskId(), routeText(route), MAX_TASKS_PER_SESSION, lifetime(ttlMs), Date.now());
     if (id === null) throw tooMany();
     return id;
   }
