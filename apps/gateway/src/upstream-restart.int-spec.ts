@@ -37,6 +37,15 @@ async function connect(route: () => string, as: { readonly slug: string; readonl
   return client;
 }
 
+/** The resource updates and log messages `client` receives from now on. */
+function listen(client: Client): { readonly updated: string[]; readonly logged: unknown[] } {
+  const updated: string[] = [];
+  const logged: unknown[] = [];
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => void updated.push(notification.params.uri));
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => void logged.push(notification.params.data));
+  return { updated, logged };
+}
+
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   demo = await startDemoUpstreams();
@@ -95,10 +104,7 @@ describe('an upstream that restarted (and forgot its sessions)', () => {
   it('keeps the agent\'s subscription and log level, set through one replica, on the new upstream session another replica starts', async () => {
     let target = gatewayA.url;
     const client = await connect(() => target);
-    const updated: string[] = [];
-    const logged: unknown[] = [];
-    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => void updated.push(notification.params.uri));
-    client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => void logged.push(notification.params.data));
+    const { updated, logged } = listen(client);
     // Through replica A: subscribed to the kitchen sink's counter, and only errors logged.
     await client.subscribeResource({ uri: 'demo://counter' });
     await client.setLoggingLevel('error');
@@ -125,10 +131,7 @@ describe('an upstream that restarted (and forgot its sessions)', () => {
 
   it('subscribes the new legacy SSE session again after the upstream restart dropped its stream', async () => {
     const client = await connect(() => gatewayA.url, legacy);
-    const updated: string[] = [];
-    const logged: unknown[] = [];
-    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => void updated.push(notification.params.uri));
-    client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => void logged.push(notification.params.data));
+    const { updated, logged } = listen(client);
     await client.subscribeResource({ uri: 'demo://counter' });
     await client.setLoggingLevel('error');
 

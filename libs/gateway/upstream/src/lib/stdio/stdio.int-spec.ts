@@ -53,6 +53,18 @@ describe('stdio upstreams', () => {
     sessions.push(session);
     return session as UpstreamSession & { pid?: number };
   }
+  /** Two sessions sharing one fixture process, and the notifications each receives. */
+  async function twoSessionsOnOneProcess() {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const a = await open(c, config);
+    const b = await open(c, config);
+    const seenByA: JsonRpcNotification[] = [];
+    const seenByB: JsonRpcNotification[] = [];
+    a.onNotification((n) => void seenByA.push(n));
+    b.onNotification((n) => void seenByB.push(n));
+    return { a, b, seenByA, seenByB };
+  }
   const call = async (session: UpstreamSession, name: string, args: Record<string, unknown> = {}) =>
     session.request('tools/call', { name, arguments: args });
   const pidOf = async (session: UpstreamSession): Promise<number> =>
@@ -240,14 +252,7 @@ describe('stdio upstreams', () => {
   });
 
   it('drops progress that matches no call in flight instead of showing it to every session of the process', async () => {
-    const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
-    const a = await open(c, config);
-    const b = await open(c, config);
-    const seenByB: unknown[] = [];
-    const seenByA: unknown[] = [];
-    b.onNotification((n) => void seenByB.push(n));
-    a.onNotification((n) => void seenByA.push(n));
+    const { a, seenByA, seenByB } = await twoSessionsOnOneProcess();
     await a.request('tools/call', { name: 'late', arguments: {}, _meta: { progressToken: 'a-token' } });
     // The process reports progress 50 ms after answering; a later call shows it has been read by then.
     await new Promise((resolve) => setTimeout(resolve, 150));
@@ -297,14 +302,7 @@ describe('stdio upstreams', () => {
   });
 
   it('tells a process restarted after a crash, before it serves calls, the subscriptions and log level its sessions hold', async () => {
-    const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
-    const a = await open(c, config);
-    const b = await open(c, config);
-    const seenByA: JsonRpcNotification[] = [];
-    const seenByB: JsonRpcNotification[] = [];
-    a.onNotification((n) => void seenByA.push(n));
-    b.onNotification((n) => void seenByB.push(n));
+    const { a, b, seenByA, seenByB } = await twoSessionsOnOneProcess();
     const state = async () => (await call(a, 'state'))['structuredContent'] as { subscribed: string[]; logLevel: string | null; calls: string[] };
     const updates = (seen: JsonRpcNotification[]) => seen.filter((n) => n.method === 'notifications/resources/updated').map((n) => n.params?.['uri']);
     await a.request('resources/subscribe', { uri: 'mem://a' });
