@@ -126,6 +126,9 @@ async function handle(message) {
   }
   if (method === 'resources/subscribe' || method === 'resources/unsubscribe') {
     calls.push(`${method.slice('resources/'.length)} ${params.uri}`);
+    // A process slow to take subscriptions (the restart replay then takes this long).
+    const slowMs = Number(process.env.FIXTURE_SLOW_SUBSCRIBE_MS ?? 0);
+    if (method === 'resources/subscribe' && slowMs > 0) await new Promise((resolve) => setTimeout(resolve, slowMs));
     if (method === 'resources/subscribe') subscribed.add(params.uri);
     else subscribed.delete(params.uri);
     return result(id, {});

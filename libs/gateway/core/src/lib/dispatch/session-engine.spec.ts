@@ -1591,6 +1591,26 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel warning', 'tools/call']);
   });
 
+  it('still tells the new legacy SSE session when the first reconnect after the drop failed (the upstream still down)', async () => {
+    const upstream = restartingUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    connector.unresumable.add('u1');
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    connector.breakSession('u1');
+    await new Promise((resolve) => setImmediate(resolve));
+    const resume = connector.resume.bind(connector);
+    let down = true;
+    connector.resume = async (...args: Parameters<FakeConnector['resume']>) => {
+      if (down) throw new UpstreamUnavailableError('connect_failed', 'refused');
+      return resume(...args);
+    };
+    expect(await engine.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ error: {} });
+    down = false;
+    expect(await engine.request(record, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'tools/call']);
+  });
+
   it(`refuses a subscription past ${MAX_SUBSCRIPTIONS_PER_SESSION} per session without forwarding it, and answers a subscribe the store could not record`, async () => {
     class FailingStore extends MemorySessionStore {
       failing = false;

@@ -1535,6 +1535,9 @@ export class SessionEngine {
         held.pages.clear();
         live.upstreams.delete(upstreamId);
       }
+      // The new session never came (the upstream still down): the next one opened is new all the same, and is told
+      // the agent's subscriptions and level then.
+      if (lost) live.lostUpstreams.add(upstreamId);
       this.logUpstreamFailure(config, forgotten ? 'initialize' : 'resume', error, traceId);
     });
     live.upstreams.set(upstreamId, entry);

@@ -90,6 +90,22 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await redis.exists(`pcs:session:${session.id}`)).toBe(0);
   });
 
+  it('loses no change when one replica makes two hundred at once while three others change the record too', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const [a, ...others] = [0, 1, 2, 3].map(() => new RedisSessionStore(redis, options)) as [RedisSessionStore, ...RedisSessionStore[]];
+    const session = record();
+    await a.create(session);
+    const outcomes = await Promise.all([
+      ...Array.from({ length: 200 }, (_, n) => a.change(session.id, (stored) => withSubscription(stored, 'up1', `mem://many/${n}`, true))),
+      ...others.flatMap((replica, r) => Array.from({ length: 5 }, (_, n) => replica.change(session.id, (stored) => withSubscription(stored, 'up2', `mem://other/${r}/${n}`, true)))),
+    ]);
+    expect(outcomes.every((outcome) => outcome.changed)).toBe(true);
+    const stored = JSON.parse((await redis.get(`pcs:session:${session.id}`)) ?? '{}') as SessionRecord;
+    expect(stored.subscriptions?.['up1']).toHaveLength(200);
+    expect(stored.subscriptions?.['up2']).toHaveLength(15);
+    await a.delete(session.id);
+  }, 30_000);
+
   it('does not cache an update of a session that is gone (it would come back on this replica)', async () => {
     const store = new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 });
     const session = record();

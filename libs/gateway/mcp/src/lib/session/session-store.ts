@@ -70,6 +70,8 @@ interface CacheEntry {
  */
 export class RedisSessionStore implements SessionStore {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Per record id, the end of this process's changes under way (`change` runs them one after another). */
+  private readonly changing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly redis: Redis,
@@ -128,10 +130,26 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async change(id: string, edit: RecordEdit): Promise<RecordChange> {
+    // One change of a record at a time from this process: its own requests (an agent subscribing to a hundred
+    // resources at once) then never race each other, only other replicas' changes.
+    const before = this.changing.get(id) ?? Promise.resolve();
+    const mine = before.then(() => this.changeNow(id, edit));
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.changing.set(id, settled);
+    void settled.then(() => {
+      if (this.changing.get(id) === settled) this.changing.delete(id);
+    });
+    return mine;
+  }
+
+  private async changeNow(id: string, edit: RecordEdit): Promise<RecordChange> {
     // The whole record is compared, so a concurrent change of any part of it sends this round again. Each round one of
-    // the writers racing on the record wins; a loser waits a few random milliseconds so that they spread out.
+    // the writers racing on the record wins; a loser waits a random while, doubling each round (at most 128 ms).
     for (let attempt = 0; attempt < MAX_CHANGE_ROUNDS; attempt += 1) {
-      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * attempt));
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** Math.min(attempt, 7)));
       const raw = await this.redis.get(key(id));
       if (raw === null) {
         this.cache.delete(id);

@@ -84,6 +84,11 @@ export class SharedUpstreamState<O> {
     return { unsubscribe, level };
   }
 
+  /** The level the upstream was last set to (undefined: never, since it started). */
+  upstreamLevelNow(): LogLevel | undefined {
+    return this.upstreamLevel;
+  }
+
   /** The upstream level was set (the request went through). */
   levelSet(level: LogLevel): void {
     this.upstreamLevel = level;

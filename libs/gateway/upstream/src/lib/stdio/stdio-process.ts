@@ -90,6 +90,9 @@ type Owner = StdioOwner | StdioProcess;
  * exponential backoff while sessions use it, up to `maxRestarts` crashes in a row, after which the
  * upstream's circuit is opened. Idle processes are stopped: stdin closed, SIGTERM, then SIGKILL.
  */
+/** JSON-RPC errors with which a process refuses a subscription for good (MCP: -32002 resource not found; -32602). */
+const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, -32602]);
+
 export class StdioProcess {
   readonly owners = new Set<StdioOwner>();
   /** The session that last told this process its roots changed, for ROOTS_ATTRIBUTION_MS: whose roots/list comes next. */
@@ -362,18 +365,35 @@ export class StdioProcess {
     const timeoutMs = Math.max(1, Math.min(this.ctx.config.connectTimeoutMs, this.ctx.config.callTimeoutMs));
     const sent = uris.map((uri) =>
       this.mux.request(this, 'resources/subscribe', { uri }, undefined, timeoutMs).catch((error: unknown) => {
-        if (error instanceof UpstreamRpcError) this.shared.refused(uri);
+        // Refused for good (the resource is gone); a passing failure (an internal error while starting) keeps it.
+        if (error instanceof UpstreamRpcError && REFUSED_SUBSCRIPTION_CODES.has(error.code)) this.shared.refused(uri);
         throw error;
       }),
     );
     if (levelToSet !== undefined) sent.push(this.mux.request(this, 'logging/setLevel', { level: levelToSet }, undefined, timeoutMs).then((result) => (this.shared.levelSet(levelToSet), result)));
     const failed = (await Promise.allSettled(sent)).filter((outcome) => outcome.status === 'rejected');
+    await this.reconcile(uris, timeoutMs);
     if (failed.length === 0) return;
     const first = (failed[0] as PromiseRejectedResult).reason as { reason?: unknown; code?: unknown };
     this.ctx.logger.warn(
       { ...this.fields, failed: failed.length, of: sent.length, reason: first instanceof UpstreamRpcError ? `rpc_${String(first.code)}` : first.reason },
       'restarted upstream process not told all of its sessions\' subscriptions and log level',
     );
+  }
+
+  /**
+   * Sessions that left while the replay ran (the process was not ready: `detach` told it nothing) leave no trace on
+   * it: a URI told again that nobody holds now is unsubscribed, and the level follows the sessions that remain. Kept,
+   * the subscription would feed its updates to whichever session uses the process next (one alone gets them all).
+   */
+  private async reconcile(told: readonly string[], timeoutMs: number): Promise<void> {
+    const { subscribe, level } = this.shared.replay();
+    const held = new Set(subscribe);
+    const steps: Promise<unknown>[] = told.filter((uri) => !held.has(uri)).map((uri) => this.mux.request(this, 'resources/unsubscribe', { uri }, undefined, timeoutMs));
+    if (level !== undefined && level !== this.shared.upstreamLevelNow()) {
+      steps.push(this.mux.request(this, 'logging/setLevel', { level }, undefined, timeoutMs).then(() => this.shared.levelSet(level)));
+    }
+    await Promise.allSettled(steps);
   }
 
   private attach(child: ChildProcessWithoutNullStreams): void {

@@ -54,9 +54,9 @@ describe('stdio upstreams', () => {
     return session as UpstreamSession & { pid?: number };
   }
   /** Two sessions sharing one fixture process, and the notifications each receives. */
-  async function twoSessionsOnOneProcess() {
+  async function twoSessionsOnOneProcess(env: Record<string, string> = {}) {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
+    const config = fixtureConfig(env);
     const a = await open(c, config);
     const b = await open(c, config);
     const seenByA: JsonRpcNotification[] = [];
@@ -327,6 +327,29 @@ describe('stdio upstreams', () => {
     await waitFor(() => updates(seenByA).length === 1 && updates(seenByB).length === 1);
     expect(updates(seenByA)).toEqual(['mem://a']);
     expect(updates(seenByB)).toEqual(['mem://b']);
+  });
+
+  it('leaves on a restarted process no subscription or level of a session that left while it was being told them', async () => {
+    // Subscribes take the process 1 s: the replay after the crash lasts that long.
+    const { a, b } = await twoSessionsOnOneProcess({ FIXTURE_SLOW_SUBSCRIBE_MS: '1000' });
+    const state = async () => (await call(b, 'state'))['structuredContent'] as { subscribed: string[]; logLevel: string | null; calls: string[] };
+    await a.request('resources/subscribe', { uri: 'mem://secret-of-a' });
+    await a.request('logging/setLevel', { level: 'debug' });
+    await b.request('logging/setLevel', { level: 'error' });
+
+    const pid = await pidOf(b);
+    process.kill(pid, 'SIGKILL');
+    // A leaves while the new process is being told A's subscription (it is not ready: nothing is sent for A then).
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await a.close();
+    await waitFor(async () => {
+      const next = await pidOf(b).catch(() => undefined);
+      return next !== undefined && next !== pid;
+    });
+    const after = await state();
+    expect(after.subscribed).toEqual([]);
+    expect(after.logLevel).toBe('error');
+    expect(after.calls).toContain('unsubscribe mem://secret-of-a');
   });
 
   it('bounds the processes per upstream', async () => {
