@@ -2,7 +2,7 @@
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -129,6 +129,12 @@ async function handle(message) {
     // A process slow to take subscriptions (the restart replay then takes this long).
     const slowMs = Number(process.env.FIXTURE_SLOW_SUBSCRIBE_MS ?? 0);
     if (method === 'resources/subscribe' && slowMs > 0) await new Promise((resolve) => setTimeout(resolve, slowMs));
+    // Once this file exists, mem://gone is refused as not found and mem://flaky fails with an internal error.
+    const refuseFile = process.env.FIXTURE_REFUSE_FILE;
+    if (method === 'resources/subscribe' && refuseFile && existsSync(refuseFile)) {
+      if (params.uri === 'mem://gone') return send({ jsonrpc: '2.0', id, error: { code: -32002, message: 'Resource not found' } });
+      if (params.uri === 'mem://flaky') return send({ jsonrpc: '2.0', id, error: { code: -32603, message: 'still starting' } });
+    }
     if (method === 'resources/subscribe') subscribed.add(params.uri);
     else subscribed.delete(params.uri);
     return result(id, {});

@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   UpstreamRpcError,
@@ -350,6 +352,27 @@ describe('stdio upstreams', () => {
     expect(after.subscribed).toEqual([]);
     expect(after.logLevel).toBe('error');
     expect(after.calls).toContain('unsubscribe mem://secret-of-a');
+  });
+
+  it('drops on restart only the subscriptions the new process refuses for good, not one that failed for a while', async () => {
+    const refuseFile = path.join(mkdtempSync(path.join(tmpdir(), 'pcs-refuse-')), 'refuse');
+    const { a, b } = await twoSessionsOnOneProcess({ FIXTURE_REFUSE_FILE: refuseFile });
+    await a.request('resources/subscribe', { uri: 'mem://gone' });
+    await a.request('resources/subscribe', { uri: 'mem://flaky' });
+    writeFileSync(refuseFile, '');
+    const pid = await pidOf(b);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => {
+      const next = await pidOf(b).catch(() => undefined);
+      return next !== undefined && next !== pid;
+    });
+    rmSync(refuseFile);
+    // Another session subscribing: mem://flaky is still held (answered here), mem://gone is not (asked of the process).
+    await b.request('resources/subscribe', { uri: 'mem://flaky' });
+    await b.request('resources/subscribe', { uri: 'mem://gone' });
+    const calls = ((await call(b, 'state'))['structuredContent'] as { calls: string[] }).calls;
+    expect(calls.filter((c) => c === 'subscribe mem://flaky')).toHaveLength(1);
+    expect(calls.filter((c) => c === 'subscribe mem://gone')).toHaveLength(2);
   });
 
   it('bounds the processes per upstream', async () => {
