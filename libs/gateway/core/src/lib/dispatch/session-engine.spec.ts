@@ -1591,6 +1591,25 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel warning', 'tools/call']);
   });
 
+  it('opens a new legacy SSE session by itself, told the subscriptions, for an agent that only listens on its stream', async () => {
+    const upstream = restartingUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    connector.unresumable.add('u1');
+    const record = await openSession(engine);
+    engine.attachStandalone(record, { canStream: true, send: () => true });
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const resume = connector.resume.bind(connector);
+    let down = true;
+    connector.resume = async (...args: Parameters<FakeConnector['resume']>) => {
+      if (down) throw new UpstreamUnavailableError('connect_failed', 'refused');
+      return resume(...args);
+    };
+    connector.breakSession('u1');
+    // The first attempt (after 0.5 s) finds the upstream still down; the next (1 s later) opens it. No request needed.
+    setTimeout(() => (down = false), 700);
+    await expect.poll(() => sentTo(connector, 'upstream-session-u1-2'), { timeout: 3_000 }).toEqual(['resources/subscribe mem://a']);
+  });
+
   it('still tells the new legacy SSE session when the first reconnect after the drop failed (the upstream still down)', async () => {
     const upstream = restartingUpstream();
     const { engine, connector } = build({ u1: upstream });

@@ -318,6 +318,10 @@ type TaskScope = TaskContext | Promise<TaskContext | undefined>;
 /** JSON-RPC errors with which an upstream refuses a subscription for good (MCP: -32002 resource not found; -32602). */
 const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, JSON_RPC.INVALID_PARAMS]);
 
+/** Attempts to open a new upstream session for a listening agent (`reopenForListener`), the first after this long. */
+const REOPEN_ATTEMPTS = 5;
+const REOPEN_FIRST_DELAY_MS = 500;
+
 /** How long a server request about a task waits for the call creating that task to be answered (its id recorded). */
 const TASK_SCOPE_WAIT_MS = 2_000;
 
@@ -1773,8 +1777,36 @@ export class SessionEngine {
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
     // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
     // released or replaced meanwhile is left alone.
-    session.onClosed?.(() => this.dropUpstream(live, config.id, session));
+    session.onClosed?.(() => {
+      const current = live.upstreams.get(config.id)?.current === session;
+      this.dropUpstream(live, config.id, session);
+      if (current) this.reopenForListener(live, config.id, 0);
+    });
     return session;
+  }
+
+  /**
+   * An upstream session of an agent that listens here (this replica holds its standalone stream) ended under it — the
+   * upstream restarted — while the agent is subscribed to its resources or set a log level: a new one is opened now,
+   * and told them, rather than at the agent's next request (an agent that only listens would hear nothing until then).
+   * Tried a few times, a little later each time (the upstream may still be starting), while the agent listens.
+   */
+  private reopenForListener(live: LiveSession, upstreamId: string, attempt: number): void {
+    if (attempt >= REOPEN_ATTEMPTS) return;
+    const timer = setTimeout(() => {
+      if (this.live.get(live.record.id) !== live || live.standalone === undefined || live.upstreams.has(upstreamId)) return;
+      void this.deps.sessions
+        .get(live.record.id)
+        .then((record) => {
+          if (record === undefined || ((record.subscriptions?.[upstreamId]?.length ?? 0) === 0 && record.logLevel === undefined)) return;
+          return this.upstream(live, upstreamId, 'upstream-reopen').then(
+            () => undefined,
+            () => this.reopenForListener(live, upstreamId, attempt + 1),
+          );
+        })
+        .catch(() => undefined);
+    }, REOPEN_FIRST_DELAY_MS * 2 ** attempt);
+    timer.unref();
   }
 
   // ---------------------------------------------------------------- bookkeeping
