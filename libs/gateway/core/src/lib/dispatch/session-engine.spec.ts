@@ -1608,7 +1608,15 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     // The first attempt (after 0.5 s) finds the upstream still down; the next (1 s later) opens it. No request needed.
     setTimeout(() => (down = false), 700);
     await expect.poll(() => sentTo(connector, 'upstream-session-u1-2'), { timeout: 3_000 }).toEqual(['resources/subscribe mem://a']);
-  });
+    // An upstream whose every new session ends at once is reopened a few times a minute, not in a loop.
+    const opened = () => connector.opened.filter((open) => open.upstreamId === 'u1').length;
+    const before = opened();
+    for (let round = 0; round < 8; round += 1) {
+      connector.breakSession('u1');
+      await new Promise((resolve) => setTimeout(resolve, 700));
+    }
+    expect(opened() - before).toBeLessThanOrEqual(5);
+  }, 15_000);
 
   it('still tells the new legacy SSE session when the first reconnect after the drop failed (the upstream still down)', async () => {
     const upstream = restartingUpstream();

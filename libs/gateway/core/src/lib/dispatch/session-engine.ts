@@ -243,6 +243,8 @@ interface LiveSession {
    * task runs, as the call's would be, until it is seen to end here or the call timeout passes (the slot's own lease).
    */
   readonly taskSlots: Map<string, () => void>;
+  /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
+  readonly reopened: Map<string, number[]>;
   lastUsed: number;
 }
 
@@ -1780,7 +1782,7 @@ export class SessionEngine {
     session.onClosed?.(() => {
       const current = live.upstreams.get(config.id)?.current === session;
       this.dropUpstream(live, config.id, session);
-      if (current) this.reopenForListener(live, config.id, 0);
+      if (current && this.mayReopen(live, config.id)) this.reopenForListener(live, config.id, 0);
     });
     return session;
   }
@@ -1791,6 +1793,19 @@ export class SessionEngine {
    * and told them, rather than at the agent's next request (an agent that only listens would hear nothing until then).
    * Tried a few times, a little later each time (the upstream may still be starting), while the agent listens.
    */
+  /**
+   * At most REOPEN_ATTEMPTS rounds of reopening an upstream a minute per session: an upstream that refuses every session
+   * (404 at once) is not reopened in a loop; the agent's next request still tries.
+   */
+  private mayReopen(live: LiveSession, upstreamId: string): boolean {
+    const now = Date.now();
+    const recent = (live.reopened.get(upstreamId) ?? []).filter((at) => now - at < 60_000);
+    if (recent.length >= REOPEN_ATTEMPTS) return false;
+    recent.push(now);
+    live.reopened.set(upstreamId, recent);
+    return true;
+  }
+
   private reopenForListener(live: LiveSession, upstreamId: string, attempt: number): void {
     if (attempt >= REOPEN_ATTEMPTS) return;
     const timer = setTimeout(() => {
@@ -1829,6 +1844,7 @@ export class SessionEngine {
       inflight: new Map(),
       relayed: new Set(),
       taskSlots: new Map(),
+      reopened: new Map(),
       lastUsed: Date.now(),
     };
   }
