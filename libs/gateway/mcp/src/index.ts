@@ -31,7 +31,6 @@ export {
   newSessionId,
   sessionBelongsTo,
   subscribedUpstream,
-  subscriptionCount,
   subscriptionFits,
   withLogLevel,
   withSubscription,

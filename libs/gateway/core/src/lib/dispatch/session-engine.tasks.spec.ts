@@ -142,6 +142,9 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     }
     const wrongType = await call(engine, mine, 'tasks/get', { taskId: 42 });
     expect('error' in wrongType && wrongType.error.code).toBe(-32602);
+    // A task augmentation that is not an object is refused before the upstream sees it.
+    const badTask = await call(engine, mine, 'tools/call', { name: 'up1__slow', task: 'soon' });
+    expect('error' in badTask && badTask.error).toMatchObject({ code: -32602, message: 'task must be an object' });
     // None of it reached the upstream (which would have answered for t-1 whoever asked: it is one shared session).
     expect(connector.calls.length).toBe(asked);
     expect(upstream.tasks.get('t-1')).toBe('working');

@@ -926,6 +926,7 @@ export class SessionEngine {
         if (kind === 'tool' && forwarded['task'] !== undefined) {
           // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation.
           if (!this.runsTasksOf(live.record, target.upstreamId)) delete forwarded['task'];
+          else if (!isObject(forwarded['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
           else {
             // Messages about the new task may come with the answer that creates it: they wait until its id is recorded.
             let adopted: (task: TaskContext | undefined) => void = () => undefined;

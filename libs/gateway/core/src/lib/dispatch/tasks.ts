@@ -9,9 +9,6 @@ import { MAX_TASK_ROUTE_TTL_MS } from '@portcullis/gateway/mcp';
 /** The `_meta` key that ties a request, notification or result to a task. */
 export const RELATED_TASK = 'io.modelcontextprotocol/related-task';
 
-/** Methods on an existing task that the gateway routes by its id (`tasks/list` is not offered: see `mergeServerCapabilities`). */
-export const TASK_METHODS: ReadonlySet<string> = new Set(['tasks/get', 'tasks/result', 'tasks/cancel']);
-
 /** MCP: an unknown task id is Invalid params; the same words whether it never existed or is another session's. */
 export const TASK_NOT_FOUND = 'Failed to retrieve task: Task not found';
 
@@ -41,14 +38,14 @@ export function referencedTask(method: string | undefined, params: Readonly<Reco
 }
 
 /** The related-task id in `_meta` of a params or result object. */
-export function relatedTaskId(value: Readonly<Record<string, unknown>>): string | undefined {
+function relatedTaskId(value: Readonly<Record<string, unknown>>): string | undefined {
   const meta = value['_meta'];
   const related = isObject(meta) ? meta[RELATED_TASK] : undefined;
   return isObject(related) && typeof related['taskId'] === 'string' ? related['taskId'] : undefined;
 }
 
 /** `value` with its related-task `_meta` naming `taskId` instead (other `_meta` keys kept). */
-export function withRelatedTask<T extends Record<string, unknown>>(value: T, taskId: string): T {
+function withRelatedTask<T extends Record<string, unknown>>(value: T, taskId: string): T {
   const meta = value['_meta'] as Record<string, unknown>;
   return { ...value, _meta: { ...meta, [RELATED_TASK]: { ...(meta[RELATED_TASK] as Record<string, unknown>), taskId } } };
 }

@@ -61,13 +61,6 @@ export const MAX_SUBSCRIBED_URI_CHARS = 64 * 1024;
 /** MCP's log levels, least severe first. */
 export const LOG_LEVELS: readonly string[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
 
-/** How many URIs the session is subscribed to, over all its upstreams. */
-export function subscriptionCount(record: SessionRecord): number {
-  let count = 0;
-  for (const uris of Object.values(record.subscriptions ?? {})) count += uris.length;
-  return count;
-}
-
 /** Whether one more subscription, to `uri`, fits in the record (MAX_SUBSCRIPTIONS_PER_SESSION, MAX_SUBSCRIBED_URI_CHARS). */
 export function subscriptionFits(record: SessionRecord, uri: string): boolean {
   let count = 0;
