@@ -17,7 +17,9 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import { GATEWAY_RPC } from '@portcullis/gateway/core';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
@@ -222,6 +224,38 @@ describe('@modelcontextprotocol/server-everything over stdio behind the gateway'
       await other.close();
     }
     await client.close();
+  }, 30_000);
+
+  it("decides again, before a task is read, whether its tool is still the agent's to use; cancelling it is never refused", async () => {
+    const redis: Redis = createRedisClient({ url: ctx.redisUrl, connectionName: 'everything-int-spec' });
+    const client = await connect();
+    try {
+      const created = await client.request(
+        { method: 'tools/call', params: { name: 'evh__simulate-research-query', arguments: { topic: 'revoked' }, task: { ttl: 60_000 } } },
+        z.object({ task: z.object({ taskId: z.string(), status: z.string() }).passthrough() }).passthrough(),
+      );
+      const { taskId } = created.task;
+      expect((await client.experimental.tasks.getTask(taskId)).status).toBe('working');
+      const revoked = await writeActiveSnapshot(
+        db,
+        tenant.id,
+        {
+          defaultEffect: 'allow',
+          rules: [{ id: 'no-research', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'everything-http', name: 'simulate-research-query' }], effect: 'deny' }],
+        },
+        { publish: redis },
+      );
+      await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === revoked.version, { timeoutMs: 5_000 });
+      const denied = { code: GATEWAY_RPC.POLICY_DENIED, message: expect.stringContaining('is no longer allowed for you, so the task its call started cannot be read') };
+      await expect(client.experimental.tasks.getTask(taskId)).rejects.toMatchObject(denied);
+      await expect(client.experimental.tasks.getTaskResult(taskId)).rejects.toMatchObject(denied);
+      expect(await client.experimental.tasks.cancelTask(taskId)).toMatchObject({ taskId, status: 'cancelled' });
+    } finally {
+      const restored = await writeActiveSnapshot(db, tenant.id, ALLOW_ALL, { publish: redis });
+      await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+      redis.disconnect();
+      await client.close();
+    }
   }, 30_000);
 
   it('cancels a task under way, and answers a session of an older protocol without tasks', async () => {

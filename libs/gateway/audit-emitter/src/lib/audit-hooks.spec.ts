@@ -119,6 +119,19 @@ describe('auditHooks', () => {
     expect(emitter.events[0]?.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
   });
 
+  it('records a request about a task as about the tool whose call started it', () => {
+    const { emitter, hooks } = setup({ audit: { results: 'full' } });
+    const info: RequestInfo = { record, method: 'tasks/result', requestId: 2, traceId: 'trace-2', startedAt: 0, taskOf: { upstream, kind: 'tool', name: 'echo' } };
+    hooks.completed?.(info, { outcome: 'ok', result: { content: [{ type: 'text', text: 'late' }] }, latencyMs: 3 });
+    // A task id that named no task: about nothing.
+    hooks.completed?.({ ...info, taskOf: undefined }, { outcome: 'error', error: { code: -32602, message: 'Failed to retrieve task: Task not found' }, latencyMs: 1 });
+    expect(emitter.events.map((event) => [event.method, event.upstreamId, event.tool])).toEqual([
+      ['tasks/result', UPSTREAM, 'ks__echo'],
+      ['tasks/result', null, null],
+    ]);
+    expect(emitter.events[0]?.arguments).toEqual({ result: { content: [{ type: 'text', text: 'late' }] } });
+  });
+
   it('makes every string of the event storable: no lone surrogate, no NUL, no pair cut in half at a length limit', () => {
     const { emitter, hooks } = setup({ audit: { results: 'full' } });
     const strings: string[] = [];

@@ -295,7 +295,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   };
 
   const toolOf = (info: RequestInfo): string | null => {
-    const target = info.target;
+    // A request about a task is recorded as about the tool whose call started it.
+    const target = info.target ?? info.taskOf;
     if (!target) return null;
     // A resource's URI is the agent's to write (`postgres://user:pw@…`, `?token=…`): redacted like free text. Tool and
     // prompt names are the listings' (1–128 characters of [A-Za-z0-9_.-]).
@@ -337,7 +338,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       agentClientId: columns.agentClientId,
       apiKeyId: null,
       mcpSessionId: columns.mcpSessionId,
-      upstreamId: upstreamIdOf(info.target?.upstream),
+      upstreamId: upstreamIdOf((info.target ?? info.taskOf)?.upstream),
       tool: toolOf(info),
       targetType: null,
       targetId: null,

@@ -309,6 +309,45 @@ describe('policyHooks.admit', () => {
   });
 });
 
+describe('policyHooks.admit on a task request', () => {
+  /** A tasks/* request of `session` about a task that a call of `name` on `upstreamName` started. */
+  const aboutTask = (session: SessionRecord, method: string, upstreamName: string, name: string): RequestInfo => ({
+    record: session,
+    method,
+    requestId: 1,
+    traceId: 'trace',
+    startedAt: Date.parse('2026-12-01T10:00:00Z'),
+    taskOf: { upstream: upstream(upstreamName), kind: 'tool', name },
+  });
+
+  it('reads a task while its tool is the principal\'s to use under some arguments, and counts or holds nothing for it', () => {
+    const hooks = policyHooks(lookup(snapshotOf(RULES)));
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel']) {
+      expect(admit(hooks, aboutTask(ci, method, 'tickets', 'create_ticket'))).toBeUndefined();
+      // Callable only with some arguments (needs approval above 100): reading its task is not held for approval.
+      expect(admit(hooks, aboutTask(ide, method, 'tickets', 'refund'))).toBeUndefined();
+    }
+  });
+
+  it('refuses to read the task of a tool the principal may no longer use, but never refuses cancelling it', () => {
+    // The policy in force now: the ci client lost its rule (default deny), and deleting is denied to everyone.
+    const hooks = policyHooks(lookup(snapshotOf(RULES.filter((rule) => rule.id !== 'ci-tickets'), 'deny', 4)));
+    for (const method of ['tasks/get', 'tasks/result']) {
+      const revoked = refusal(() => admit(hooks, aboutTask(ci, method, 'tickets', 'create_ticket')));
+      expect(revoked.rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+      expect(revoked.message).toBe('Tool "create_ticket" on "ticketsp" is no longer allowed for you, so the task its call started cannot be read.');
+      expect(revoked.data).toEqual({ snapshotVersion: 4 });
+      expect(revoked.outcome).toBe('denied');
+      expect(refusal(() => admit(hooks, aboutTask(carol, method, 'tickets', 'delete_ticket'))).rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    }
+    expect(admit(hooks, aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
+    // Without a policy in force nothing is read either (as no call would run).
+    const none = policyHooks(lookup(undefined));
+    expect(refusal(() => admit(none, aboutTask(ci, 'tasks/result', 'tickets', 'create_ticket'))).data).toEqual({ snapshotVersion: null });
+    expect(admit(none, aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
+  });
+});
+
 describe('principalOf', () => {
   it('maps agent-client sessions to the agent client and user sessions to the user', () => {
     expect(principalOf(ci)).toEqual({ agentClientId: 'ac-ci' });

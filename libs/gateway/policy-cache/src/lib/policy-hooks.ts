@@ -63,8 +63,10 @@ export type PolicyHooks = RequestHooks & {
  * - `admit` decides routed requests (tools/call, prompts/get, resources/read and (un)subscribe, completion refs):
  *   deny → a `POLICY_DENIED` JSON-RPC error with the engine's agent message and the snapshot version; allow → an
  *   admission carrying the decision for the audit trail and rate limits; require_approval → the same admission with
- *   that decision (held later by `hold`), or an `APPROVAL_UNAVAILABLE` error when no gate is configured. Requests
- *   without a target pass untouched.
+ *   that decision (held later by `hold`), or an `APPROVAL_UNAVAILABLE` error when no gate is configured. Reading a
+ *   task (tasks/get, tasks/result) asks again whether its tool is still the principal's to use, under some arguments
+ *   (`visibleTools`: the call's own arguments are not kept): a tool revoked since denies it. Cancelling a task is
+ *   never refused. Other requests without a target pass untouched.
  * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
  *   the call resumes decides again on the arguments it will run with.
  *
@@ -87,7 +89,10 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
 
     admit(info: RequestInfo): Admission | undefined {
       const target = info.target;
-      if (target === undefined) return undefined;
+      if (target === undefined) {
+        if (info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info, info.taskOf);
+        return undefined;
+      }
       const snapshot = snapshots.get(info.record.tenantId);
       // Built only for a refusal: an allowed call needs no agent-facing wording.
       const what = () => describe(target.kind, target.name, target.upstream);
@@ -155,6 +160,24 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       },
     },
   };
+}
+
+/** Refuses to read a task whose tool the principal may no longer use under any arguments. */
+function admitTaskRead(snapshots: SnapshotLookup, info: RequestInfo, tool: NonNullable<RequestInfo['taskOf']>): void {
+  const snapshot = snapshots.get(info.record.tenantId);
+  const what = () => describe(tool.kind, tool.name, tool.upstream);
+  if (snapshot === undefined) {
+    throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what()} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
+  }
+  const listed = [{ kind: tool.kind, upstream: tool.upstream.name, name: tool.name }];
+  if (visibleTools(snapshot, principalOf(info.record), listed).length === 0) {
+    throw new GatewayRequestError(
+      GATEWAY_RPC.POLICY_DENIED,
+      `${what()} is no longer allowed for you, so the task its call started cannot be read.`,
+      { snapshotVersion: snapshot.version },
+      'denied',
+    );
+  }
 }
 
 /** One admission per decision: the engine answers repeated questions with the same (frozen) decision. */

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
+import { GatewayRequestError, SessionEngine } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
 
@@ -148,6 +148,38 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     // None of it reached the upstream (which would have answered for t-1 whoever asked: it is one shared session).
     expect(connector.calls.length).toBe(asked);
     expect(upstream.tasks.get('t-1')).toBe('working');
+  });
+
+  it("tells the hooks which tool a task request is about (the call's tool), and lets them refuse it", async () => {
+    const seen: [string, string | undefined, string | undefined][] = [];
+    let refuse = false;
+    const hooks: RequestHooks = {
+      admit: (info) => {
+        seen.push([info.method, info.taskOf && `${info.taskOf.upstream.id}/${info.taskOf.name}`, info.target?.name]);
+        if (refuse && info.taskOf !== undefined) throw new GatewayRequestError(-32003, 'no longer yours');
+        return undefined;
+      },
+    };
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream }, new MemoryTaskRouteStore(), undefined, hooks);
+    const { record } = await open(engine);
+    const taskId = (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel']) resultOf(await call(engine, record, method, { taskId }));
+    await call(engine, record, 'tasks/get', { taskId: 'unknown' });
+    expect(seen).toEqual([
+      ['initialize', undefined, undefined],
+      ['tools/call', undefined, 'slow'],
+      ['tasks/get', 'u1/slow', undefined],
+      ['tasks/result', 'u1/slow', undefined],
+      ['tasks/cancel', 'u1/slow', undefined],
+      // An id that names no task of the session is about nothing.
+      ['tasks/get', undefined, undefined],
+    ]);
+    refuse = true;
+    const asked = connector.calls.length;
+    const refused = await call(engine, record, 'tasks/result', { taskId });
+    expect('error' in refused && refused.error).toMatchObject({ code: -32003, message: 'no longer yours' });
+    expect(connector.calls.length).toBe(asked);
   });
 
   it('runs a task augmentation as a plain call where tasks were not offered, and knows no task methods there', async () => {

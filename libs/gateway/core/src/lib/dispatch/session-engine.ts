@@ -178,7 +178,7 @@ export interface EngineDeps {
 }
 
 /** Decides once, for a routed request, whether it may go on (see `RequestHooks.admit`). */
-type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unknown>>) => Promise<Admission | undefined>;
+type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unknown>>, taskOf?: RequestInfo['taskOf']) => Promise<Admission | undefined>;
 
 interface LiveUpstream {
   readonly config: UpstreamConfig;
@@ -810,7 +810,7 @@ export class SessionEngine {
     let info: RequestInfo | undefined;
     let admission: Admission | undefined;
     let admitted = false;
-    const gate: Gate = async (target, args) => {
+    const gate: Gate = async (target, args, taskOf) => {
       const meta = message.params?.['_meta'];
       const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
       // Built field by field: no throwaway objects for the optional parts (this runs for every request).
@@ -822,6 +822,7 @@ export class SessionEngine {
         startedAt,
       };
       if (target) built.target = target;
+      if (taskOf) built.taskOf = taskOf;
       if (args) built.arguments = args;
       if (clientIp !== undefined) built.clientIp = clientIp;
       if (credentialId !== undefined) built.credentialId = credentialId;
@@ -933,7 +934,7 @@ export class SessionEngine {
             const scope = new Promise<TaskContext | undefined>((resolve) => (adopted = resolve));
             try {
               const created = await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent, scope);
-              return await this.adoptTask(live, target.upstreamId, created, traceId, (task) => {
+              return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
                 adopted(task);
                 // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
                 // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
@@ -954,15 +955,18 @@ export class SessionEngine {
         if (!isObject(advertised) || (message.method === 'tasks/cancel' && !isObject(advertised['cancel']))) {
           throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
         }
-        await gate();
         const agentTaskId = params['taskId'];
+        const route = typeof agentTaskId === 'string' ? await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId) : undefined;
+        const config = route === undefined ? undefined : this.deps.registry.forTenant(live.record.tenantId).byId.get(route.upstreamId);
+        // About the tool whose call created the task, when the route knows it: the hooks may decide again whether the
+        // principal may still use it, and the audit trail names it.
+        await gate(undefined, undefined, route?.tool !== undefined && config !== undefined ? { upstream: config, kind: 'tool', name: route.tool } : undefined);
         if (typeof agentTaskId !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'taskId must be a string');
-        const route = await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId);
         if (route === undefined || !Object.hasOwn(live.record.upstreams, route.upstreamId) || !this.runsTasksOf(live.record, route.upstreamId)) {
           throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
         }
         // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
-        const callTimeoutMs = this.deps.registry.forTenant(live.record.tenantId).byId.get(route.upstreamId)?.callTimeoutMs ?? 0;
+        const callTimeoutMs = config?.callTimeoutMs ?? 0;
         const timeoutMs = message.method === 'tasks/result' ? Math.max(callTimeoutMs, Math.min(route.expiresAt - Date.now(), TASK_RESULT_MAX_WAIT_MS)) : undefined;
         const task: TaskContext = { upstream: route.taskId, agent: agentTaskId, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
         const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
@@ -1379,12 +1383,12 @@ export class SessionEngine {
    * A task-augmented `tools/call` answered: an upstream that created a task gets its id recorded for the session and the
    * agent is given the gateway's id for it. (An upstream that ran the call as a plain one answered with its result.)
    */
-  private async adoptTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string, adopted: (task: TaskContext) => void): Promise<Record<string, unknown>> {
+  private async adoptTask(live: LiveSession, upstreamId: string, tool: string, result: Record<string, unknown>, traceId: string, adopted: (task: TaskContext) => void): Promise<Record<string, unknown>> {
     const task = result['task'];
     if (!isObject(task) || typeof task['taskId'] !== 'string') return result;
     const route = { upstreamId, taskId: task['taskId'] };
     try {
-      const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']));
+      const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']), tool);
       // Ended while the route was stored (after its routes were deleted): none is left behind.
       if (this.ended.has(live.record.id)) void this.deps.tasks?.delete(live.record.id).catch(() => undefined);
       adopted({ upstream: route.taskId, agent: agentTaskId });

@@ -13,6 +13,12 @@ export interface RequestInfo {
   readonly traceId: string;
   /** Set for requests routed to one upstream object (tools/call, prompts/get, resources/read, ...). */
   readonly target?: { readonly upstream: UpstreamConfig; readonly kind: TargetKind; readonly name: string };
+  /**
+   * Set for requests about a task (tasks/get, tasks/result, tasks/cancel): the tool whose call created it, as its
+   * upstream names it. Not a call of the tool (no arguments, nothing is counted or held for it): what the policy may
+   * decide again (is the tool still the principal's to use?) and the audit trail records the request as about.
+   */
+  readonly taskOf?: { readonly upstream: UpstreamConfig; readonly kind: 'tool'; readonly name: string };
   /** Tool-call / prompt arguments as the agent sent them. */
   readonly arguments?: Readonly<Record<string, unknown>>;
   /** The agent's IP address as the HTTP layer sees it (behind a trusted proxy: the forwarded one). */

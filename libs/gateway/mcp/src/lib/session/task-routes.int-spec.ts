@@ -30,6 +30,24 @@ describe('RedisTaskRouteStore (real Redis)', () => {
     expect(await store.route(session, first)).toBeUndefined();
   });
 
+  it('keeps the tool whose call started a task with its route, and forgets it with the route', async () => {
+    const session = newSessionId();
+    const keys = taskRouteKeys(session);
+    const named = await store.add(session, { upstreamId, taskId: 'named' }, 2_000, 'slow-tool');
+    const unnamed = await store.add(session, { upstreamId, taskId: 'unnamed' }, 60_000);
+    const tooLong = await store.add(session, { upstreamId, taskId: 'too-long' }, 60_000, 'x'.repeat(513));
+    expect(await store.route(session, named)).toEqual({ upstreamId, taskId: 'named', expiresAt: expect.any(Number), tool: 'slow-tool' });
+    expect(await store.route(session, unnamed)).toEqual({ upstreamId, taskId: 'unnamed', expiresAt: expect.any(Number) });
+    expect(await store.route(session, tooLong)).not.toHaveProperty('tool');
+    await new Promise((resolve) => setTimeout(resolve, 2_200));
+    expect(await store.route(session, named)).toBeUndefined();
+    // Pruned with its route by the next add.
+    await store.add(session, { upstreamId, taskId: 'next' }, 60_000);
+    expect(await redis.hexists(keys.routes, `n:${named}`)).toBe(0);
+    expect(await redis.hexists(keys.routes, `g:${named}`)).toBe(0);
+    await store.delete(session);
+  });
+
   it('keeps routes for the task lifetime asked (at most a day) and refuses unusable upstream ids', async () => {
     const session = newSessionId();
     await store.add(session, { upstreamId, taskId: 'short' }, 5_000);
