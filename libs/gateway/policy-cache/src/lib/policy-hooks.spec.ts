@@ -346,6 +346,18 @@ describe('policyHooks.admit on a task request', () => {
     expect(refusal(() => admit(none, aboutTask(ci, 'tasks/result', 'tickets', 'create_ticket'))).data).toEqual({ snapshotVersion: null });
     expect(admit(none, aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
   });
+
+  it('decides again when a waited-for result is handed over: the policy in force then, not when the wait began', () => {
+    let current = snapshotOf(RULES);
+    const hooks = policyHooks({ get: () => current });
+    const info = aboutTask(ci, 'tasks/result', 'tickets', 'create_ticket');
+    expect(hooks.recheck?.(info)).toBeUndefined();
+    current = snapshotOf(RULES.filter((rule) => rule.id !== 'ci-tickets'), 'deny', 5);
+    expect(refusal(() => hooks.recheck?.(info)).data).toEqual({ snapshotVersion: 5 });
+    // Calls are not asked again here (the approval hold decides again for those), nor is cancelling.
+    expect(hooks.recheck?.(call(ci, 'tool', 'tickets', 'create_ticket'))).toBeUndefined();
+    expect(hooks.recheck?.(aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
+  });
 });
 
 describe('principalOf', () => {

@@ -124,6 +124,11 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
       return admissionOf(decision);
     },
 
+    recheck(info: RequestInfo): void {
+      // A task's result read after a wait: the tool may have been revoked meanwhile.
+      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info, info.taskOf);
+    },
+
     hold: {
       admit(info: RequestInfo, sink: MessageSink, signal: CancelSignal, prior?: Admission): Promise<Admission> | undefined {
         const target = info.target;

@@ -182,6 +182,46 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(connector.calls.length).toBe(asked);
   });
 
+  it('asks the hooks again before handing over the result tasks/result waited for, and meets them when the routes cannot be read', async () => {
+    let revoked = false;
+    const rechecked: string[] = [];
+    const admitted: [string, string | undefined][] = [];
+    const hooks: RequestHooks = {
+      admit: (info) => {
+        admitted.push([info.method, info.taskOf?.name]);
+        return undefined;
+      },
+      recheck: (info) => {
+        rechecked.push(`${info.method} ${info.taskOf?.name ?? ''}`);
+        if (revoked) throw new GatewayRequestError(-32030, 'revoked while it waited');
+      },
+    };
+    const base = taskUpstream();
+    // The result comes only once the tool was revoked (as if the task ran on while the policy changed).
+    const upstream: FakeUpstream = {
+      ...base,
+      handle: async (method, params, options) => {
+        if (method === 'tasks/result') revoked = true;
+        return base.handle(method, params, options);
+      },
+    };
+    const store = new MemoryTaskRouteStore();
+    const { engine } = build({ u1: upstream }, store, undefined, hooks);
+    const { record } = await open(engine);
+    const taskId = (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    resultOf(await call(engine, record, 'tasks/get', { taskId }));
+    const refused = await call(engine, record, 'tasks/result', { taskId });
+    expect('error' in refused && refused.error).toMatchObject({ code: -32030, message: 'revoked while it waited' });
+    // Only the answer that waited is asked about again.
+    expect(rechecked).toEqual(['tasks/result slow']);
+
+    admitted.length = 0;
+    store.route = () => Promise.reject(new Error('Redis is out of reach'));
+    const failed = await call(engine, record, 'tasks/get', { taskId });
+    expect('error' in failed && failed.error.code).toBe(-32603);
+    expect(admitted).toEqual([['tasks/get', undefined]]);
+  });
+
   it('runs a task augmentation as a plain call where tasks were not offered, and knows no task methods there', async () => {
     const { engine, connector } = build({ u1: taskUpstream() });
     const { record } = await open(engine, alice, '2025-06-18');

@@ -29,6 +29,7 @@ import {
   type SessionRecord,
   type SessionStore,
   TaskRouteError,
+  type StoredTaskRoute,
   type TaskRouteStore,
   type UpstreamConfig,
   type UpstreamConnector,
@@ -842,7 +843,9 @@ export class SessionEngine {
     let response: JsonRpcResponse;
     let result: Record<string, unknown> | undefined;
     try {
-      result = await this.route(live, message, sink, controller.signal, traceId, gate, retain);
+      result = await this.route(live, message, sink, controller.signal, traceId, gate, retain, () => {
+        if (info !== undefined) hooks?.recheck?.(info);
+      });
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
@@ -895,6 +898,8 @@ export class SessionEngine {
     gate: Gate,
     /** Takes the admission's release (concurrency slots) from the request: the caller ends the slots itself. */
     retain: () => (() => void) | undefined,
+    /** Asks the hooks again, before an answer that waited upstream is handed over (`RequestHooks.recheck`). */
+    recheck: () => void,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
     switch (message.method) {
@@ -956,7 +961,15 @@ export class SessionEngine {
           throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
         }
         const agentTaskId = params['taskId'];
-        const route = typeof agentTaskId === 'string' ? await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId) : undefined;
+        let route: StoredTaskRoute | undefined;
+        try {
+          route = typeof agentTaskId === 'string' ? await (this.deps.tasks as TaskRouteStore).route(live.record.id, agentTaskId) : undefined;
+        } catch (error) {
+          // The routes cannot be read (Redis is out of reach): the request still meets the hooks (rate limits, the
+          // audit trail's fail-closed check) before it fails, as any other does.
+          await gate();
+          throw error;
+        }
         const config = route === undefined ? undefined : this.deps.registry.forTenant(live.record.tenantId).byId.get(route.upstreamId);
         // About the tool whose call created the task, when the route knows it: the hooks may decide again whether the
         // principal may still use it, and the audit trail names it.
@@ -973,6 +986,8 @@ export class SessionEngine {
         // A result of tasks/result, or a terminal status: the task has ended. (An error of tasks/result may be the task's
         // own or a passing failure: its slots then go back when its end is seen, or at their deadline.)
         if (message.method === 'tasks/result' || isTerminalTaskStatus(result['status'])) this.endTaskSlots(live, agentTaskId);
+        // tasks/result may have waited an hour: the policy in force now decides whether its result is still the agent's.
+        if (message.method === 'tasks/result') recheck();
         return renameTask(result, task.upstream, task.agent);
       }
       case 'resources/read': {

@@ -255,4 +255,22 @@ describe('composeHooks', () => {
     composed.completed?.(info, { outcome: 'ok', latencyMs: 1 });
     expect(seen).toEqual(['tools/call']);
   });
+
+  it('asks every hook that rechecks, in order, and lets the first refusal stand', () => {
+    const asked: string[] = [];
+    const composed = composeHooks([
+      { recheck: () => void asked.push('first') },
+      { admit: () => undefined },
+      {
+        recheck: () => {
+          asked.push('second');
+          throw new GatewayRequestError(-32030, 'no longer');
+        },
+      },
+      { recheck: () => void asked.push('third') },
+    ]);
+    expect(() => composed.recheck?.(info)).toThrow('no longer');
+    expect(asked).toEqual(['first', 'second']);
+    expect(composeHooks([{ admit: () => undefined }]).recheck).toBeUndefined();
+  });
 });

@@ -94,6 +94,12 @@ export interface RequestHooks {
     items: readonly Record<string, unknown>[],
     fromCache?: boolean,
   ): readonly Record<string, unknown>[];
+  /**
+   * Before the answer to a request that waited upstream is handed over (`tasks/result`, which may wait up to an hour):
+   * a hook refuses it now by throwing a `GatewayRequestError`, as its `admit` would have (the policy changed while it
+   * waited). Synchronous; only requests that were admitted meet it.
+   */
+  recheck?(info: RequestInfo): void;
   /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
   completed?(info: RequestInfo, outcome: RequestOutcome): void;
 }
@@ -140,8 +146,10 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   const admitters: AdmitFn[] = [];
   const filters: FilterFn[] = [];
   const observers: CompletedFn[] = [];
+  const recheckers: RecheckFn[] = [];
   for (const hook of hooks) {
     if (hook.admit) admitters.push(hook.admit.bind(hook));
+    if (hook.recheck) recheckers.push(hook.recheck.bind(hook));
     if (hook.filter) filters.push(hook.filter.bind(hook));
     if (hook.completed) observers.push(hook.completed.bind(hook));
   }
@@ -174,6 +182,11 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     composed.filter = (record, kind, upstream, items, fromCache) =>
       filters.reduce((list, filter) => filter(record, kind, upstream, list, fromCache), items);
   }
+  if (recheckers.length > 0) {
+    composed.recheck = (info) => {
+      for (const recheck of recheckers) recheck(info);
+    };
+  }
   if (observers.length > 0) {
     composed.completed = (info, outcome) => {
       for (const observe of observers) {
@@ -202,6 +215,7 @@ function approvedIfNeeded(merged: Admission | undefined): Admission | undefined 
 type AdmitFn = NonNullable<RequestHooks['admit']>;
 type FilterFn = NonNullable<RequestHooks['filter']>;
 type CompletedFn = NonNullable<RequestHooks['completed']>;
+type RecheckFn = NonNullable<RequestHooks['recheck']>;
 
 async function continueAsync(
   rest: readonly AdmitFn[],

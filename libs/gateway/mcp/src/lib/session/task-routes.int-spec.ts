@@ -39,6 +39,11 @@ describe('RedisTaskRouteStore (real Redis)', () => {
     expect(await store.route(session, named)).toEqual({ upstreamId, taskId: 'named', expiresAt: expect.any(Number), tool: 'slow-tool' });
     expect(await store.route(session, unnamed)).toEqual({ upstreamId, taskId: 'unnamed', expiresAt: expect.any(Number) });
     expect(await store.route(session, tooLong)).not.toHaveProperty('tool');
+    // Recorded again: the tool that first started it stays, and a route recorded without one learns it.
+    expect(await store.add(session, { upstreamId, taskId: 'named' }, 2_000, 'other-tool')).toBe(named);
+    expect((await store.route(session, named))?.tool).toBe('slow-tool');
+    expect(await store.add(session, { upstreamId, taskId: 'unnamed' }, 60_000, 'late-tool')).toBe(unnamed);
+    expect((await store.route(session, unnamed))?.tool).toBe('late-tool');
     await new Promise((resolve) => setTimeout(resolve, 2_200));
     expect(await store.route(session, named)).toBeUndefined();
     // Pruned with its route by the next add.

@@ -117,7 +117,12 @@ end
 local known = redis.call('HGET', KEYS[1], 'u:' .. ARGV[2])
 if known then
   local cut = string.find(known, '\\n', 1, true)
-  if tonumber(string.sub(known, 1, cut - 1)) > now then return string.sub(known, cut + 1) end
+  if tonumber(string.sub(known, 1, cut - 1)) > now then
+    local id = string.sub(known, cut + 1)
+    -- The tool that first started it stays; one recorded without (by a replica that kept none) learns it now.
+    if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'n:' .. id, ARGV[6]) end
+    return id
+  end
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return false end
 local expires = now + tonumber(ARGV[4])
@@ -186,7 +191,11 @@ export class MemoryTaskRouteStore implements TaskRouteStore {
     }
     const now = this.now();
     for (const [id, task] of tasks) if (task.expires <= now) tasks.delete(id);
-    for (const [id, task] of tasks) if (task.route.upstreamId === route.upstreamId && task.route.taskId === route.taskId) return id;
+    for (const [id, task] of tasks) {
+      if (task.route.upstreamId !== route.upstreamId || task.route.taskId !== route.taskId) continue;
+      if (task.tool === undefined && keptTool(tool) !== undefined) tasks.set(id, { ...task, tool: keptTool(tool) });
+      return id;
+    }
     if (tasks.size >= MAX_TASKS_PER_SESSION) throw tooMany();
     const id = newAgentTaskId();
     tasks.set(id, { route: { upstreamId: route.upstreamId, taskId: route.taskId }, expires: now + lifetime(ttlMs), tool: keptTool(tool) });
