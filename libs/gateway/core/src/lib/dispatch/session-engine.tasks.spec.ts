@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
-import { GatewayRequestError, SessionEngine } from './session-engine';
+import { GatewayRequestError, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
 
@@ -430,6 +430,40 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     await start();
     await engine.end(record, 'trace');
     expect(state).toEqual({ held: 0, doubled: 0 });
+  });
+
+  it('gives the slots back on the replica holding them when the task is seen to end on another, announcing it once', async () => {
+    const { state, hooks } = slotCounter();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const connector = new FakeConnector({ u1: taskUpstream() });
+    const sessions = new MemorySessionStore();
+    const tasks = new MemoryTaskRouteStore();
+    const replicas: SessionEngine[] = [];
+    const announced: BusMessage[] = [];
+    const bus = {
+      broadcast: (message: BusMessage) => {
+        announced.push(message);
+        for (const replica of replicas) replica.onBusMessage(message);
+      },
+      sendTo: () => undefined,
+    };
+    const make = (replicaId: string) =>
+      new SessionEngine({ registry, connector, sessions, tasks, hooks, logger, bus, options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+    const [a, b] = [make('ra'), make('rb')];
+    replicas.push(a, b);
+    engines.push(a, b);
+    const { record } = await open(a);
+    const taskId = (resultOf(await call(a, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    expect(state.held).toBe(1);
+    // Still working, seen on B: nothing to give back.
+    await call(b, record, 'tasks/get', { taskId });
+    expect(state.held).toBe(1);
+    await call(b, record, 'tasks/cancel', { taskId });
+    expect(state).toEqual({ held: 0, doubled: 0 });
+    // Polled again on B: announced once only.
+    await call(b, record, 'tasks/get', { taskId });
+    expect(announced.filter((message) => message.type === 'task-ended')).toEqual([{ type: 'task-ended', sessionId: record.id, taskId }]);
   });
 
   it('holds both slots of two calls an upstream answered with one task, and gives back at once those of a session ended meanwhile', async () => {

@@ -156,7 +156,9 @@ export type BusMessage =
   /** The agent's progress on a request another replica relayed to it (its token is that request's id). */
   | { readonly type: 'relayed-progress'; readonly sessionId: string; readonly params: Record<string, unknown> }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
-  | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean };
+  | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean }
+  /** A replica saw a session's task end that it holds no slots for: the replica holding them gives them back. */
+  | { readonly type: 'task-ended'; readonly sessionId: string; readonly taskId: string };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -244,6 +246,8 @@ interface LiveSession {
    * task runs, as the call's would be, until it is seen to end here or the call timeout passes (the slot's own lease).
    */
   readonly taskSlots: Map<string, () => void>;
+  /** Tasks seen to end here whose slots another replica holds, told to the others once (at most MAX_ANNOUNCED_TASK_ENDS). */
+  readonly announcedTaskEnds: Set<string>;
   /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
   readonly reopened: Map<string, number[]>;
   lastUsed: number;
@@ -330,6 +334,8 @@ const TASK_SCOPE_WAIT_MS = 2_000;
 
 /** Longest a `tasks/result` waits upstream for its task (within the task's lifetime, at least the call timeout). */
 const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
+/** Task ends a replica remembers having announced per session; past it the memory starts over (an announcement may repeat). */
+const MAX_ANNOUNCED_TASK_ENDS = 1_000;
 
 /** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
 const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
@@ -719,6 +725,11 @@ export class SessionEngine {
       case 'standalone-attached':
         if (typeof message.token === 'string') this.standaloneAnnounced(message.sessionId, message.token);
         return;
+      case 'task-ended': {
+        const live = this.live.get(message.sessionId);
+        if (live !== undefined && typeof message.taskId === 'string') this.endTaskSlots(live, message.taskId, false);
+        return;
+      }
     }
   }
 
@@ -1864,6 +1875,7 @@ export class SessionEngine {
       inflight: new Map(),
       relayed: new Set(),
       taskSlots: new Map(),
+      announcedTaskEnds: new Set(),
       reopened: new Map(),
       lastUsed: Date.now(),
     };
@@ -1918,11 +1930,21 @@ export class SessionEngine {
     });
   }
 
-  private endTaskSlots(live: LiveSession, agentTaskId: string): void {
+  /**
+   * The task was seen to end: its slots go back. Held by another replica (the call ran there), they are announced on
+   * the bus, once per task and replica (an agent polling an ended task would otherwise announce it on every poll).
+   */
+  private endTaskSlots(live: LiveSession, agentTaskId: string, announce = true): void {
     const release = live.taskSlots.get(agentTaskId);
-    if (release === undefined) return;
-    live.taskSlots.delete(agentTaskId);
-    release();
+    if (release !== undefined) {
+      live.taskSlots.delete(agentTaskId);
+      release();
+      return;
+    }
+    if (!announce || this.deps.bus === undefined || live.announcedTaskEnds.has(agentTaskId)) return;
+    if (live.announcedTaskEnds.size >= MAX_ANNOUNCED_TASK_ENDS) live.announcedTaskEnds.clear();
+    live.announcedTaskEnds.add(agentTaskId);
+    this.deps.bus.broadcast({ type: 'task-ended', sessionId: live.record.id, taskId: agentTaskId });
   }
 
   /**
