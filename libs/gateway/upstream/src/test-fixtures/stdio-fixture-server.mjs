@@ -2,7 +2,7 @@
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -29,6 +29,8 @@ if (stubborn) {
   setInterval(() => undefined, 60_000);
 }
 process.stderr.write(`fixture started\n`);
+// Each start appends its pid here: a spec sees restarts without calling the process (a call would start it).
+if (process.env.FIXTURE_STARTS_FILE) appendFileSync(process.env.FIXTURE_STARTS_FILE, `${process.pid}\n`);
 
 const tools = {
   pid: () => text(process.pid, { pid: process.pid }),
@@ -129,6 +131,12 @@ async function handle(message) {
     // A process slow to take subscriptions (the restart replay then takes this long).
     const slowMs = Number(process.env.FIXTURE_SLOW_SUBSCRIBE_MS ?? 0);
     if (method === 'resources/subscribe' && slowMs > 0) await new Promise((resolve) => setTimeout(resolve, slowMs));
+    // While this file exists, the next subscribe crashes the process (once: the file goes with it).
+    const crashFile = process.env.FIXTURE_CRASH_SUBSCRIBE_FILE;
+    if (method === 'resources/subscribe' && crashFile && existsSync(crashFile)) {
+      rmSync(crashFile);
+      process.exit(3);
+    }
     // Once this file exists, mem://gone is refused as not found and mem://flaky fails with an internal error.
     const refuseFile = process.env.FIXTURE_REFUSE_FILE;
     if (method === 'resources/subscribe' && refuseFile && existsSync(refuseFile)) {

@@ -452,6 +452,15 @@ export class StdioProcess {
       this.onGone(this);
       return;
     }
+    // Died while it was being started (during its initialize, or while told its sessions' subscriptions): that start
+    // fails, and the restart follows it, so that a session only listening for updates gets a process again too.
+    if (this.starting !== undefined) void this.starting.catch(() => this.restart());
+    else this.restart();
+  }
+
+  /** Starts the process again after a crash, within the backoff and the circuit; failures are logged. */
+  private restart(): void {
+    if (this.shutDown || this.owners.size === 0 || this.ready) return;
     this.ensureReady().catch((error: unknown) => {
       if (this.shutDown || this.owners.size === 0) return; // nobody is waiting for it any more
       this.ctx.logger.warn(

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -352,6 +352,28 @@ describe('stdio upstreams', () => {
     expect(after.subscribed).toEqual([]);
     expect(after.logLevel).toBe('error');
     expect(after.calls).toContain('unsubscribe mem://secret-of-a');
+  });
+
+  it('starts the process again when it dies while being told its sessions\' subscriptions, with no call to start it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pcs-crash-'));
+    const crashFile = path.join(dir, 'crash');
+    const startsFile = path.join(dir, 'starts');
+    const { a, b, seenByB } = await twoSessionsOnOneProcess({ FIXTURE_CRASH_SUBSCRIBE_FILE: crashFile, FIXTURE_STARTS_FILE: startsFile });
+    await b.request('resources/subscribe', { uri: 'mem://watched' });
+    const starts = () => (existsSync(startsFile) ? readFileSync(startsFile, 'utf8').trim().split('\n') : []);
+    expect(starts()).toHaveLength(1);
+    // The next process dies on the replayed subscribe (a second crash in a row); the one after it takes it.
+    writeFileSync(crashFile, '');
+    process.kill(Number(starts()[0]), 'SIGKILL');
+    await waitFor(() => starts().length === 3 && !existsSync(crashFile), 5_000);
+    // Only listening (no call since): the update of the resource reaches B from the third process.
+    await waitFor(async () => {
+      const state = (await call(a, 'state'))['structuredContent'] as { subscribed: string[] };
+      return state.subscribed.includes('mem://watched');
+    });
+    await call(a, 'touch', { uri: 'mem://watched' });
+    await waitFor(() => seenByB.some((n) => n.method === 'notifications/resources/updated'));
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('drops on restart only the subscriptions the new process refuses for good, not one that failed for a while', async () => {
