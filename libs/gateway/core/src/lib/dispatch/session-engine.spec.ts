@@ -1578,6 +1578,41 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     expect(logs).not.toContain('internal-u1.example');
   });
 
+  it('tells a stdio or legacy SSE upstream session opened on another replica, or here again after an idle release, what the agent set', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: restartingUpstream() });
+    // Nothing to resume: each replica opens its own upstream session.
+    connector.unresumable.add('u1');
+    const sessions = new MemorySessionStore();
+    // B lets a session go once idle for 1 ms (at its sweep); A keeps it.
+    const make = (replicaId: string, localIdleMs: number) =>
+      new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs, replicaId } });
+    const [a, b] = [make('ra', 60_000), make('rb', 1)];
+    engines.push(a, b);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    if (!onA) throw new Error('no session');
+    expect(await a.request(onA, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    // A session with nothing set is told nothing when it opens elsewhere.
+    const onB = await b.session(onA.id, principal);
+    if (!onB) throw new Error('no session');
+    expect(await b.request(onB, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['tools/call']);
+    expect(await a.request(onA, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(await a.request(onA, req('logging/setLevel', { level: 'info' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    // B lets the session go (idle) and opens it again: its new upstream session is told them before the call.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await b.sweepNow();
+    const again = await b.session(onA.id, principal);
+    if (!again) throw new Error('no session');
+    expect(await b.request(again, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1-3')).toEqual(['resources/subscribe mem://a', 'logging/setLevel info', 'tools/call']);
+    // A's own upstream session, still open, is not told them again.
+    expect(await a.request(onA, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sentTo(connector, 'upstream-session-u1')).toEqual(['tools/call', 'resources/subscribe mem://a', 'logging/setLevel info', 'tools/call']);
+  });
+
   it('subscribes a legacy SSE upstream\'s new session again after its stream dropped (it cannot be resumed)', async () => {
     const upstream = restartingUpstream();
     const { engine, connector } = build({ u1: upstream });

@@ -337,6 +337,10 @@ const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
 /** Task ends a replica remembers having announced per session; past it the memory starts over (an announcement may repeat). */
 const MAX_ANNOUNCED_TASK_ENDS = 1_000;
 
+/** Whether the record holds subscriptions on the upstream, or a log level, that a new upstream session must be told. */
+const holdsAgentState = (record: SessionRecord, upstreamId: string): boolean =>
+  (record.subscriptions?.[upstreamId]?.length ?? 0) > 0 || record.logLevel !== undefined;
+
 /** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
 const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
 
@@ -1541,12 +1545,15 @@ export class SessionEngine {
     const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
     // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
     const lost = forgotten === undefined && live.lostUpstreams.delete(upstreamId);
+    // Nothing to resume (stdio, legacy SSE: the record names no upstream session), so what opens now is new upstream
+    // too: on another replica, or here again after the idle session was let go. It is told what the agent set.
+    const fresh = forgotten === undefined && state.sessionId === null && holdsAgentState(live.record, upstreamId);
     const opened: Promise<Opened> =
       forgotten !== undefined
         ? this.renew(live, config, identity, forgotten, traceId)
         : this.deps.connector
             .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
-            .then((session) => ({ session, replay: lost ? 'reload' : undefined }));
+            .then((session) => ({ session, replay: lost || fresh ? 'reload' : undefined }));
     const entry: LiveUpstream = {
       config,
       session: opened.then(async ({ session: resumed, replay }) => {
