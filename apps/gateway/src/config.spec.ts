@@ -94,6 +94,22 @@ describe('gateway config: the user stdio servers run as', () => {
   });
 });
 
+describe('gateway config: a user id of its own for each stdio server', () => {
+  it('reads first-last, and leaves it unset when empty or absent', () => {
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_UID_RANGE: '200000-200999' }).upstreams.stdioUidRange).toEqual({ first: 200000, last: 200999 });
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_UID_RANGE: '7-7' }).upstreams.stdioUidRange).toEqual({ first: 7, last: 7 });
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_UID_RANGE: '' }).upstreams.stdioUidRange).toBeUndefined();
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).upstreams.stdioUidRange).toBeUndefined();
+  });
+
+  it('refuses root, reversed or oversized ranges, and a range beside GATEWAY_STDIO_RUN_AS', () => {
+    for (const value of ['200000', '0-10', '10-9', '1-2147483648', '1-1000001', 'a-b', '-1-5', '5-', '1:2']) {
+      expect(problemsOf({ GATEWAY_STDIO_UID_RANGE: value }), value).toEqual(['GATEWAY_STDIO_UID_RANGE']);
+    }
+    expect(problemsOf({ GATEWAY_STDIO_UID_RANGE: '200000-200009', GATEWAY_STDIO_RUN_AS: '65534:65534' })).toEqual(['GATEWAY_STDIO_UID_RANGE']);
+  });
+});
+
 describe('gateway config: the tool name separator', () => {
   it('takes separators no tool prefix the control plane accepts can contain', () => {
     for (const separator of ['__', '___', '.', '-', '--', '_.', 'X', '..']) {

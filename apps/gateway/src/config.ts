@@ -11,6 +11,14 @@ const runAsOf = (value: string | undefined): { uid: number; gid: number } | unde
   const [uid, gid] = value.split(':').map(Number) as [number, number];
   return { uid, gid };
 };
+/** `first-last` (validated by the schema) as numbers; undefined when unset. */
+const uidRangeOf = (value: string | undefined): { first: number; last: number } | undefined => {
+  if (value === undefined) return undefined;
+  const [first, last] = value.split('-').map(Number) as [number, number];
+  return { first, last };
+};
+/** Ids in a GATEWAY_STDIO_UID_RANGE: plenty for any number of processes, and no accidental whole-system span. */
+const MAX_UID_RANGE = 1_000_000;
 const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
 
 export const gatewayConfigSchema = z
@@ -91,6 +99,22 @@ export const gatewayConfigSchema = z
         )
         .optional(),
     ),
+    /**
+     * Instead of GATEWAY_STDIO_RUN_AS: `first-last` user ids (and groups of the same numbers), one of its own for each
+     * running stdio server, so that servers cannot read each other's environment (another tenant's credentials).
+     * Ids no account uses; they need not exist in /etc/passwd.
+     */
+    GATEWAY_STDIO_UID_RANGE: unsetIfEmpty(
+      z
+        .string()
+        .refine((value) => {
+          const match = /^(\d{1,10})-(\d{1,10})$/.exec(value);
+          if (match === null) return false;
+          const [first, last] = [Number(match[1]), Number(match[2])];
+          return first >= 1 && first <= last && last <= 2_147_483_647 && last - first < MAX_UID_RANGE;
+        }, `must be first-last, user ids from 1 to 2147483647 with first <= last and at most ${MAX_UID_RANGE} ids (for example 200000-200999)`)
+        .optional(),
+    ),
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
@@ -143,6 +167,9 @@ export const gatewayConfigSchema = z
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
   })
   .superRefine((env, ctx) => {
+    if (env.GATEWAY_STDIO_RUN_AS !== undefined && env.GATEWAY_STDIO_UID_RANGE !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['GATEWAY_STDIO_UID_RANGE'], message: 'cannot be set together with GATEWAY_STDIO_RUN_AS (one user for all, or one each)' });
+    }
     const maxAge = env.GATEWAY_CREDENTIALS_MAX_AGE_MS;
     if (maxAge > 0 && maxAge < 2 * env.GATEWAY_SNAPSHOT_REFRESH_MS) {
       ctx.addIssue({
@@ -199,6 +226,7 @@ export const gatewayConfigSchema = z
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
       stdioRunAs: runAsOf(env.GATEWAY_STDIO_RUN_AS),
+      stdioUidRange: uidRangeOf(env.GATEWAY_STDIO_UID_RANGE),
     },
     rateLimits: {
       enabled: env.GATEWAY_RATE_LIMITS_ENABLED,

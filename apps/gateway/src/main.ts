@@ -14,7 +14,13 @@ import { ownStatus, stdioUserWarning } from './stdio-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
-const stdioWarning = stdioUserWarning(config.upstreams.stdioRunAs, { uid: process.getuid?.(), gid: process.getgid?.() }, ownStatus());
+const stdioRange = config.upstreams.stdioUidRange;
+const stdioWarning = stdioUserWarning(
+  // A range is judged by its first id: every id in it is another than the gateway's (which the range must not hold).
+  stdioRange ? { uid: stdioRange.first, gid: stdioRange.first } : config.upstreams.stdioRunAs,
+  { uid: process.getuid?.(), gid: process.getgid?.() },
+  ownStatus(),
+);
 if (stdioWarning !== undefined) logger.warn(stdioWarning);
 
 void runOrExit(logger, async () => {
@@ -50,6 +56,7 @@ void runOrExit(logger, async () => {
       maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
       stdioIdleMs: config.upstreams.stdioIdleMs,
       ...(config.upstreams.stdioRunAs ? { stdioRunAs: config.upstreams.stdioRunAs } : {}),
+      ...(stdioRange ? { stdioUidRange: stdioRange } : {}),
       allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
       allowedHosts: config.upstreams.allowedHosts,
     }),

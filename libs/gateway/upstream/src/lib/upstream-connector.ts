@@ -18,6 +18,7 @@ import { LegacySseSession } from './http/legacy-sse-session';
 import { StreamableHttpSession } from './http/streamable-http-session';
 import type { StdioOptions } from './stdio/stdio-process';
 import { StdioPool } from './stdio/stdio-pool';
+import { StdioUserIds } from './stdio/user-ids';
 
 
 /**
@@ -47,6 +48,8 @@ export interface UpstreamConnectorOptions {
   readonly stdioKillGraceMs?: number;
   /** The user and group stdio servers run as (see `StdioOptions.runAs`); unset: the gateway's own. */
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number };
+  /** Instead of `stdioRunAs`: a user id of its own for each running stdio server, from this range (see `StdioOptions.userIds`). */
+  readonly stdioUidRange?: { readonly first: number; readonly last: number };
   /** Let URL-based upstreams reach loopback, private and link-local addresses. Default false. */
   readonly allowPrivateNetworks?: boolean;
   /** Host names or IP literals permitted even when private. */
@@ -85,6 +88,8 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     killGraceMs: options.stdioKillGraceMs ?? 2_000,
     stderr: { linesPerWindow: 20, windowMs: 10_000, maxLineLength: 500 },
     ...(options.stdioRunAs ? { runAs: options.stdioRunAs } : {}),
+    // One range for every upstream and tenant of this gateway: no two of its processes share an id.
+    ...(options.stdioUidRange ? { userIds: new StdioUserIds(options.stdioUidRange.first, options.stdioUidRange.last) } : {}),
   };
   const pool = new HttpPool({
     maxSocketsPerOrigin: options.maxSocketsPerOrigin ?? 128,

@@ -35,11 +35,11 @@ if (process.env.FIXTURE_STARTS_FILE) appendFileSync(process.env.FIXTURE_STARTS_F
 const tools = {
   pid: () => text(process.pid, { pid: process.pid }),
   env: () => text('env', { env: { ...process.env } }),
-  // Whether this process can read the environment of the process that started it (the gateway's, with its secrets).
-  peek: () => {
+  // Whether this process can read the environment of its parent (the gateway's, with its secrets), or of `pid`.
+  peek: (args) => {
     let readable = true;
     try {
-      readFileSync(`/proc/${process.ppid}/environ`);
+      readFileSync(`/proc/${args?.pid ?? process.ppid}/environ`);
     } catch {
       readable = false;
     }

@@ -24,6 +24,7 @@ import {
 import { parseMessages } from '../http/event-stream';
 import { SharedUpstreamState } from './shared-state';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
+import type { StdioUser, StdioUserIds } from './user-ids';
 
 /**
  * Signals the child's process group (it leads one: spawned detached), falling back to the child alone where groups
@@ -71,6 +72,11 @@ export interface StdioOptions {
    * can read `/proc/<pid>/environ` of the gateway (its keyring and database URL) and of other tenants' servers.
    */
   readonly runAs?: { readonly uid: number; readonly gid: number };
+  /**
+   * Instead of `runAs`: a user id of its own for each running process (its group the same number), taken from this
+   * range when it starts and given back when it has exited, so that no two servers can read each other's environment.
+   */
+  readonly userIds?: StdioUserIds;
 }
 
 /** How long after a session's roots/list_changed a roots/list from the process counts as asking that session. */
@@ -279,6 +285,20 @@ export class StdioProcess {
     const { config, logger } = this.ctx;
     if (config.command === null || config.command === '') throw errors.connectFailed();
     const deadline = Date.now() + config.connectTimeoutMs;
+    const userIds = this.options.userIds;
+    const user = userIds !== undefined ? userIds.take() : this.options.runAs;
+    if (userIds !== undefined && user === undefined) {
+      this.ctx.breaker.failure();
+      logger.warn({ ...this.fields, ids: userIds.size }, 'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use');
+      throw errors.connectFailed();
+    }
+    // The id goes back once, when the process has exited (or never started).
+    let userReleased = userIds === undefined;
+    const releaseUser = (): void => {
+      if (userReleased) return;
+      userReleased = true;
+      userIds?.give(user as StdioUser);
+    };
     let child: ChildProcessWithoutNullStreams;
     try {
       // The configured environment exactly: the gateway's own (with its secrets) is never inherited.
@@ -290,9 +310,10 @@ export class StdioProcess {
         // Its own process group, so stopping it reaches what it started too: a wrapper (`npx`, `uvx`, a script)
         // runs the real server as a grandchild, which would otherwise outlive every stop and restart.
         detached: process.platform !== 'win32',
-        ...(this.options.runAs ? { uid: this.options.runAs.uid, gid: this.options.runAs.gid } : {}),
+        ...(user ? { uid: user.uid, gid: user.gid } : {}),
       });
     } catch (error) {
+      releaseUser();
       this.ctx.breaker.failure();
       logger.debug(
         { ...this.fields, code: (error as NodeJS.ErrnoException).code },
@@ -300,6 +321,7 @@ export class StdioProcess {
       );
       throw errors.connectFailed(error);
     }
+    child.once('exit', releaseUser);
     this.child = child;
     this.startedAt = Date.now();
     logger.debug(
@@ -311,6 +333,7 @@ export class StdioProcess {
       child.once('error', (error: NodeJS.ErrnoException) => {
         logger.debug({ ...this.fields, code: error.code }, 'upstream process error');
         // Never started (ENOENT, EACCES): there will be no 'exit' to wait for.
+        if (child.pid === undefined) releaseUser();
         if (this.child === child && child.pid === undefined) this.child = undefined;
         reject(errors.connectFailed(error));
       });

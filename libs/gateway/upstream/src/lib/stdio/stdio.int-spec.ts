@@ -173,6 +173,33 @@ describe('stdio upstreams', () => {
     expect(await peek(await open(connector({ stdioRunAs: nobody })))).toEqual({ uid: 65534, readable: false });
   });
 
+  it('gives each stdio server a user id of its own from the range: none reads another\'s environment; ids go back on exit', async () => {
+    const range = { first: 200_100, last: 200_101 };
+    const logger = recordingLogger();
+    if (process.getuid?.() !== 0) {
+      await expect(open(connector({ stdioUidRange: range, logger }))).rejects.toMatchObject({ reason: 'connect_failed' });
+      return;
+    }
+    // Stopped after 1.5 s without traffic: the ids then go back.
+    const c = connector({ stdioUidRange: range, logger, stdioIdleMs: 1_500 });
+    const one = await open(c, fixtureConfig({ SECRET: 'one' }));
+    const two = await open(c, fixtureConfig({ SECRET: 'two' }));
+    const [pidOne, pidTwo] = [await pidOf(one), await pidOf(two)];
+    const peek = async (session: UpstreamSession, pid: number) => (await call(session, 'peek', { pid }))['structuredContent'] as { uid: number; readable: boolean };
+    const seenByOne = await peek(one, pidTwo);
+    const seenByTwo = await peek(two, pidOne);
+    expect(seenByOne.readable).toBe(false);
+    expect(seenByTwo.readable).toBe(false);
+    expect(new Set([seenByOne.uid, seenByTwo.uid])).toEqual(new Set([range.first, range.last]));
+    // Every id in use: a third server does not start (rather than share one), and the log says why.
+    await expect(open(c, fixtureConfig())).rejects.toMatchObject({ reason: 'connect_failed' });
+    expect(logger.entries.some((entry) => entry.message.includes('no free user id for a stdio server'))).toBe(true);
+    // Once both were stopped for idleness their ids are free again.
+    await waitFor(() => !isAlive(pidOne) && !isAlive(pidTwo), 10_000);
+    const third = await open(c, fixtureConfig());
+    expect([range.first, range.last]).toContain((await peek(third, process.pid)).uid);
+  }, 20_000);
+
   it('keeps its processes through an edit that does not change how they start, and replaces them after one that does', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const v1 = fixtureConfig({ FIXTURE_MARKER: 'one' });
