@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canSwitchUsers, ownStatus, stdioUserWarning } from './stdio-user';
+import { canSwitchUsers, ownStatus, stdioRangeWarning, stdioUserWarning } from './stdio-user';
 
 const status = (capEff: string) => `Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
 const ALL = '000001ffffffffff';
@@ -45,5 +45,15 @@ describe('stdioUserWarning', () => {
     expect(stdioUserWarning({ uid: 2000, gid: 1000 }, user, status('0000000000000080'))).toBeUndefined();
     expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000040'))).toBeUndefined();
     expect(stdioUserWarning(nobody, root, undefined)).toBeUndefined();
+  });
+});
+
+describe('stdioRangeWarning', () => {
+  it("warns when the range holds the gateway's own user or group id", () => {
+    const range = { first: 200_000, last: 200_999 };
+    expect(stdioRangeWarning(range, { uid: 0, gid: 0 })).toBeUndefined();
+    expect(stdioRangeWarning(range, { uid: 200_999, gid: 10 })).toMatch(/own user or group id/);
+    expect(stdioRangeWarning(range, { uid: 10, gid: 200_000 })).toMatch(/own user or group id/);
+    expect(stdioRangeWarning(range, { uid: undefined, gid: undefined })).toBeUndefined();
   });
 });

@@ -40,6 +40,14 @@ export function stdioUserWarning(
   return 'GATEWAY_STDIO_RUN_AS is set but the gateway cannot start processes as that user and group (it lacks CAP_SETUID or CAP_SETGID): stdio upstreams will fail to start';
 }
 
+/** The boot warning about a GATEWAY_STDIO_UID_RANGE that holds the gateway's own user or group id, if it does. */
+export function stdioRangeWarning(range: { readonly first: number; readonly last: number }, own: { readonly uid: number | undefined; readonly gid: number | undefined }): string | undefined {
+  const inRange = (id: number | undefined) => id !== undefined && id >= range.first && id <= range.last;
+  return inRange(own.uid) || inRange(own.gid)
+    ? "GATEWAY_STDIO_UID_RANGE holds the gateway's own user or group id: the stdio server given it can read the gateway's environment"
+    : undefined;
+}
+
 /** This process's status text, where the system has one (Linux). */
 export function ownStatus(): string | undefined {
   try {
