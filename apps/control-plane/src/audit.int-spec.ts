@@ -1,4 +1,4 @@
-import { CSV_COLUMNS, CsvRowParser, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import { AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Queue } from 'bullmq';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
@@ -394,6 +395,48 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     // One lost (queued for more than an hour: its job will never run) no longer counts.
     await cp.system.auditExport.update({ where: { id: accepted[1] }, data: { createdAt: new Date(Date.now() - 2 * 3_600_000) } });
     expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).status).toBe(202);
+  });
+
+  it('cancels a queued or running export (its job dropped), refuses anything else with 409, and audits the cancel', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/exports`;
+    const tasks = new Queue(AUDIT_TASKS_QUEUE, { connection: { url: testContext().redisUrl }, prefix: cp.config.queue.prefix });
+    try {
+      const id = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+      expect(await tasks.getJob(`export-${id}`)).toBeDefined();
+      const cancelled = await cp.request('POST', `${base}/${id}/cancel`, { token: auditor.token });
+      expect(cancelled.status, cancelled.text).toBe(200);
+      expect(cancelled.json).toMatchObject({ id, status: 'cancelled', downloadPath: null });
+      // No worker will pick it up.
+      expect(await tasks.getJob(`export-${id}`)).toBeUndefined();
+      const again = await cp.request('POST', `${base}/${id}/cancel`, { token: auditor.token });
+      expect(again.status).toBe(409);
+      expect(again.json['detail']).toMatch(/is cancelled; only a queued or running export can be cancelled/);
+      expect((await cp.request('GET', `${base}/${id}/download`, { token: auditor.token })).status).toBe(409);
+      // A running one is cancelled in the database (its worker stops before its next page); a completed one is not.
+      const running = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl' } })).json['id']);
+      await cp.system.auditExport.update({ where: { id: running }, data: { status: 'running', startedAt: new Date() } });
+      expect((await cp.request('POST', `${base}/${running}/cancel`, { token: auditor.token })).json).toMatchObject({ status: 'cancelled' });
+      const done = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl' } })).json['id']);
+      await cp.system.auditExport.update({ where: { id: done }, data: { status: 'completed', completedAt: new Date() } });
+      expect((await cp.request('POST', `${base}/${done}/cancel`, { token: auditor.token })).status).toBe(409);
+      expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: done } })).status).toBe('completed');
+
+      // Another tenant cannot cancel it, even with the id; an unknown id is 404 too.
+      const other = await cp.tenant();
+      const stranger = await cp.member(other.id, 'auditor');
+      const fresh = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+      expect((await cp.request('POST', `/api/v1/tenants/${other.id}/audit/exports/${fresh}/cancel`, { token: stranger.token })).status).toBe(404);
+      expect((await cp.request('POST', `${base}/${fresh}/cancel`, { token: stranger.token })).status).toBe(404);
+      expect((await cp.request('POST', `${base}/${newId()}/cancel`, { token: auditor.token })).status).toBe(404);
+      expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: fresh } })).status).toBe('queued');
+
+      const events = await cp.eventsAtLeast(f.tenant.id, 6);
+      expect(events.filter((e) => e.method === 'audit.export.cancel').map((e) => e.targetId).sort()).toEqual([id, running].sort());
+    } finally {
+      await tasks.close();
+    }
   });
 
   it('serves a completed export until its expiry, not after, even before the worker has removed the file', async () => {

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
-import { exportAuditEvents, verifyExportFile } from './audit-export';
+import { ExportCancelledError, exportAuditEvents, verifyExportFile } from './audit-export';
 import { EXPORT_FAILED_MESSAGE, expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
 import type { AuditEventStore } from './audit-event.store';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
@@ -220,6 +220,45 @@ describe('a failed audit export', () => {
     const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
     expect(row).toMatchObject({ status: 'failed', error: EXPORT_FAILED_MESSAGE });
     expect(readdirSync(path.join(dir, tenant.id)).filter((name) => name.startsWith(exportId))).toEqual([]);
+  });
+});
+
+describe('a cancelled audit export', () => {
+  const filesOf = (tenantId: string, exportId: string) =>
+    existsSync(path.join(dir, tenantId)) ? readdirSync(path.join(dir, tenantId)).filter((name) => name.startsWith(exportId)) : [];
+
+  it('is not run once cancelled, and a cancel while it runs stops it before its next page, leaving no file', async () => {
+    const tenant = await seededTenant();
+    const request = () => requestAuditExport(app, tenant.id, { format: 'csv', filters: {}, requestedById: null }, async () => undefined);
+    const queued = (await request()).exportId;
+    await system.auditExport.update({ where: { id: queued }, data: { status: 'cancelled' } });
+    expect(await runAuditExport(app, store, { v: 1, exportId: queued, tenantId: tenant.id }, dir)).toEqual({ status: 'skipped' });
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: queued } })).toMatchObject({ status: 'cancelled', startedAt: null });
+    expect(filesOf(tenant.id, queued)).toEqual([]);
+
+    // Pages of 10 rows: cancelled once the first page is written, the export stops and its partial file goes.
+    const outPath = path.join(dir, `${newId()}.csv`);
+    let asked = 0;
+    await expect(
+      exportAuditEvents(app, tenant.id, { format: 'csv', filters: {}, outPath, pageSize: 10, cancelled: async () => ++asked > 1 }),
+    ).rejects.toBeInstanceOf(ExportCancelledError);
+    expect(asked).toBe(2);
+    expect(existsSync(outPath) || existsSync(`${outPath}.partial`)).toBe(false);
+  });
+
+  it('removes the file of a run cancelled after its last page, and stays cancelled (not completed or failed)', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+    // Cancelled at the last moment: while the run records its audit event, before it marks the row completed.
+    const cancelling: AuditEventStore = {
+      insert: async (events) => {
+        await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } });
+        return store.insert(events);
+      },
+    };
+    expect(await runAuditExport(app, cancelling, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'cancelled' });
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).toMatchObject({ status: 'cancelled', sha256: null, filePath: null });
+    expect(filesOf(tenant.id, exportId)).toEqual([]);
   });
 });
 

@@ -176,6 +176,16 @@ export interface ExportAuditEventsOptions {
   readonly outPath: string;
   /** Rows per page (keyset on seq; constant memory). */
   readonly pageSize?: number;
+  /** Asked before each page: true stops the export (ExportCancelledError), its partial file removed. */
+  readonly cancelled?: () => Promise<boolean>;
+}
+
+/** The export was cancelled while it ran (see `ExportAuditEventsOptions.cancelled`). */
+export class ExportCancelledError extends Error {
+  constructor() {
+    super('the export was cancelled');
+    this.name = 'ExportCancelledError';
+  }
 }
 
 export interface ExportResult {
@@ -231,6 +241,7 @@ export async function exportAuditEvents(
     let afterSeq = BigInt(head.pruned_through_seq);
     const headSeq = BigInt(head.last_seq);
     while (afterSeq < headSeq) {
+      if (options.cancelled !== undefined && (await options.cancelled())) throw new ExportCancelledError();
       const params: unknown[] = [tenantId, afterSeq, headSeq];
       const where = whereClause(filters, params);
       params.push(pageSize);

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { AuditEventStore } from './audit-event.store';
 import {
   auditExportFilters,
+  ExportCancelledError,
   exportAuditEvents,
   type AuditExportFilters,
   type AuditExportFormat,
@@ -185,25 +186,30 @@ export async function runAuditExport(
   exportDir: string,
   /** How long the file stays downloadable; `expireAuditExports` removes it after that. */
   ttlMs: number = DEFAULT_EXPORT_TTL_MS,
-): Promise<{ status: 'completed' | 'skipped' }> {
+): Promise<{ status: 'completed' | 'skipped' | 'cancelled' }> {
   const tenant = asTenantId(job.tenantId);
   const row = await withTenant(db, tenant, (tx) =>
     tx.auditExport.findFirst({ where: { tenantId: tenant, id: job.exportId } }),
   );
   if (!row) throw new Error(`audit export ${job.exportId} not found`);
-  if (row.status === 'completed') return { status: 'skipped' };
-  await withTenant(db, tenant, (tx) =>
+  if (row.status === 'completed' || row.status === 'cancelled') return { status: 'skipped' };
+  // Not over a cancel that came in meanwhile (from here on the cancel is seen before each page).
+  const started = await withTenant(db, tenant, (tx) =>
     tx.auditExport.updateMany({
-      where: { tenantId: tenant, id: row.id },
+      where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
       data: { status: 'running', startedAt: new Date(), error: null },
     }),
   );
+  if (started.count === 0) return { status: 'skipped' };
+  const cancelled = async (): Promise<boolean> =>
+    (await withTenant(db, tenant, (tx) => tx.auditExport.findFirst({ where: { tenantId: tenant, id: row.id }, select: { status: true } })))?.status === 'cancelled';
   const filters = auditExportFilters.parse(row.filters);
   const dir = path.join(exportDir, tenant);
   await mkdir(dir, { recursive: true, mode: 0o750 });
   const outPath = path.join(dir, `${row.id}.${row.format}`);
   try {
-    const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath });
+    const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath, cancelled });
+    if (await cancelled()) throw new ExportCancelledError();
     await store.insert([
       exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
         format: row.format,
@@ -214,9 +220,9 @@ export async function runAuditExport(
         lastSeq: manifest.lastSeq,
       }),
     ]);
-    await withTenant(db, tenant, (tx) =>
+    const completed = await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
-        where: { tenantId: tenant, id: row.id },
+        where: { tenantId: tenant, id: row.id, status: 'running' },
         data: {
           status: 'completed',
           completedAt: new Date(),
@@ -232,8 +238,14 @@ export async function runAuditExport(
         },
       }),
     );
+    // Cancelled after its last page was written: the file it made goes too.
+    if (completed.count === 0) throw new ExportCancelledError();
     return { status: 'completed' };
   } catch (error) {
+    if (error instanceof ExportCancelledError) {
+      await removeExportFiles(outPath).catch(() => undefined);
+      return { status: 'cancelled' };
+    }
     // Nothing of a failed export stays on disk; its reason (a path, a database message) goes to the worker's log
     // through the rethrown error, and the tenant sees a fixed sentence.
     await removeExportFiles(outPath).catch(() => undefined);
@@ -248,7 +260,7 @@ export async function runAuditExport(
       .catch(() => undefined);
     await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
-        where: { tenantId: tenant, id: row.id },
+        where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
         data: { status: 'failed', error: EXPORT_FAILED_MESSAGE },
       }),
     );

@@ -125,7 +125,7 @@ export const auditExportResponse = z.object({
   id: z.string(),
   format: auditExportFormat,
   filters: z.record(z.string(), z.unknown()),
-  status: z.enum(['queued', 'running', 'completed', 'failed', 'expired']),
+  status: z.enum(['queued', 'running', 'completed', 'failed', 'expired', 'cancelled']),
   rowCount: z.number().int().nullable(),
   sha256: z.string().nullable(),
   firstSeq: z.string().nullable(),

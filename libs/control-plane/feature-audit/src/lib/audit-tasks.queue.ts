@@ -41,6 +41,15 @@ export class AuditTasksQueue implements OnApplicationShutdown {
     }
   }
 
+  /**
+   * Drops a job that has not started (waiting or delayed), best effort: one a worker holds cannot be removed, and sees
+   * its export cancelled before its next page instead.
+   */
+  async remove(jobId: string): Promise<void> {
+    const job = await this.queue.getJob(jobId).catch(() => undefined);
+    await job?.remove().catch(() => undefined);
+  }
+
   async onApplicationShutdown(): Promise<void> {
     await this.queue.close().catch(() => undefined);
     await this.connection.quit().catch(() => this.connection.disconnect());

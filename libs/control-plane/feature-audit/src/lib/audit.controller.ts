@@ -130,6 +130,18 @@ export class AuditController {
     return this.audit.getExport(tenant, id);
   }
 
+  @Post('exports/:exportId/cancel')
+  @Allow('tenant:audit:export')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Cancel a queued or running export (the worker stops before its next page and removes what it wrote); 409 otherwise',
+    status: 200,
+    response: auditExportResponse,
+  })
+  cancelExport(@CurrentTenant() tenant: TenantScope, @Param('exportId', IdParamPipe) id: string) {
+    return this.audit.cancelExport(tenant, id);
+  }
+
   @Get('exports/:exportId/download')
   @Allow('tenant:audit:export')
   @ApiRoute({ tag: TAG, summary: "Download a completed export's file (streamed; Repr-Digest carries its SHA-256)" })

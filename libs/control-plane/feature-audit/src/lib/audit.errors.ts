@@ -7,6 +7,8 @@ export const auditErrors = {
     new AppError('BAD_REQUEST', `afterSeq is beyond the chain head (${headSeq}); continue from an earlier answer's lastSeq.`),
   exportNotReady: (status: string) =>
     new AppError('CONFLICT', `The export is ${status}; its file can be downloaded once it is completed.`),
+  exportNotCancellable: (status: string) =>
+    new AppError('CONFLICT', `The export is ${status}; only a queued or running export can be cancelled.`),
   exportFileGone: () =>
     new AppError('NOT_FOUND', 'The export file is no longer available (expired or removed); request a new export.'),
   tooManyRowsForSync: (max: number) =>

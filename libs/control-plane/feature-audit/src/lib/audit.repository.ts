@@ -89,6 +89,15 @@ export class AuditRepository {
   }
 
   /** Marks an export that never reached the queue as failed (it would otherwise stay `queued`). */
+  /** Cancels the export if it is queued or running; returns whether it was. */
+  async cancelExport(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<boolean> {
+    const { count } = await tx.auditExport.updateMany({
+      where: { tenantId, id, status: { in: ['queued', 'running'] } },
+      data: { status: 'cancelled', error: 'cancelled', completedAt: new Date() },
+    });
+    return count > 0;
+  }
+
   async markNotQueued(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<void> {
     await tx.auditExport.updateMany({
       where: { tenantId, id, status: 'queued' },

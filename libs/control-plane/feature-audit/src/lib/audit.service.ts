@@ -182,6 +182,30 @@ export class AuditService {
     return toAuditExportResponse(record);
   }
 
+  /**
+   * Stops an export that is queued or running: marked `cancelled` at once; its job is dropped from the queue if no
+   * worker holds it, else the worker stops before its next page and removes what it wrote. Audited. Anything else
+   * (completed, failed, expired, cancelled) is a conflict.
+   */
+  async cancelExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
+    const record = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const found = await this.repository.findExport(scope.tenantId, tx, id);
+      if (!found) throw auditErrors.exportNotFound();
+      if (!(await this.repository.cancelExport(scope.tenantId, tx, id))) throw auditErrors.exportNotCancellable(found.status);
+      return found;
+    });
+    await this.tasks.remove(`export-${id}`);
+    await this.audit.emit({
+      tenantId: scope.tenantId,
+      actor: scope.actor,
+      action: 'audit.export.cancel',
+      target: { type: 'audit_export', id },
+      before: { status: record.status },
+      after: { status: 'cancelled' },
+    });
+    return this.getExport(scope, id);
+  }
+
   /** The manifest as a file, to verify a download offline: `npm run audit:verify -- --export <file> --manifest <it>`. */
   async exportManifest(scope: TenantScope, id: string): Promise<{ fileName: string; manifest: unknown }> {
     const record = await withTenant(this.db, scope.tenantId, (tx) => this.repository.findExport(scope.tenantId, tx, id));
