@@ -1580,10 +1580,13 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
 
   it('tells a stdio or legacy SSE upstream session opened on another replica, or here again after an idle release, what the agent set', async () => {
     const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: restartingUpstream() });
-    // Nothing to resume: each replica opens its own upstream session.
+    registry.replace([{ ...fakeConfig('u1', 'files'), transport: 'sse' }, fakeConfig('u2', 'logs')], () => undefined);
+    const logsUpstream: FakeUpstream = { capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) };
+    const connector = new FakeConnector({ u1: restartingUpstream(), u2: logsUpstream });
+    // Legacy SSE, nothing to resume: each replica opens its own upstream session. u2 is a Streamable HTTP upstream
+    // that issues no session id: nothing to tell it (it keeps no state between requests).
     connector.unresumable.add('u1');
+    connector.unresumable.add('u2');
     const sessions = new MemorySessionStore();
     // B lets a session go once idle for 1 ms (at its sweep); A keeps it.
     const make = (replicaId: string, localIdleMs: number) =>
@@ -1611,6 +1614,11 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     // A's own upstream session, still open, is not told them again.
     expect(await a.request(onA, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     expect(sentTo(connector, 'upstream-session-u1')).toEqual(['tools/call', 'resources/subscribe mem://a', 'logging/setLevel info', 'tools/call']);
+    // The Streamable HTTP one opened on B gets only what B sends it, no replay.
+    const u2Before = new Set(connector.calls.filter((sent) => sent.upstreamId === 'u2').map((sent) => sent.sessionId));
+    expect(await b.request(again, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const onBu2 = connector.calls.filter((sent) => sent.upstreamId === 'u2' && sent.method === 'logging/setLevel' && !u2Before.has(sent.sessionId));
+    expect(onBu2.map((sent) => (sent.params as Record<string, unknown>)['level'])).toEqual(['debug']);
   });
 
   it('subscribes a legacy SSE upstream\'s new session again after its stream dropped (it cannot be resumed)', async () => {

@@ -464,6 +464,12 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     // Polled again on B: announced once only.
     await call(b, record, 'tasks/get', { taskId });
     expect(announced.filter((message) => message.type === 'task-ended')).toEqual([{ type: 'task-ended', sessionId: record.id, taskId }]);
+    // Ended on the replica holding its slots: nothing to announce, then or when it is polled again.
+    const own = (resultOf(await call(a, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    await call(a, record, 'tasks/cancel', { taskId: own });
+    await call(a, record, 'tasks/get', { taskId: own });
+    expect(state).toEqual({ held: 0, doubled: 0 });
+    expect(announced.filter((message) => message.type === 'task-ended')).toHaveLength(1);
   });
 
   it('holds both slots of two calls an upstream answered with one task, and gives back at once those of a session ended meanwhile', async () => {

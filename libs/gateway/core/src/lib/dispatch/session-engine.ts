@@ -337,10 +337,6 @@ const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
 /** Task ends a replica remembers having announced per session; past it the memory starts over (an announcement may repeat). */
 const MAX_ANNOUNCED_TASK_ENDS = 1_000;
 
-/** Whether the record holds subscriptions on the upstream, or a log level, that a new upstream session must be told. */
-const holdsAgentState = (record: SessionRecord, upstreamId: string): boolean =>
-  (record.subscriptions?.[upstreamId]?.length ?? 0) > 0 || record.logLevel !== undefined;
-
 /** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
 const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
 
@@ -1546,8 +1542,9 @@ export class SessionEngine {
     // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
     const lost = forgotten === undefined && live.lostUpstreams.delete(upstreamId);
     // Nothing to resume (stdio, legacy SSE: the record names no upstream session), so what opens now is new upstream
-    // too: on another replica, or here again after the idle session was let go. It is told what the agent set.
-    const fresh = forgotten === undefined && state.sessionId === null && holdsAgentState(live.record, upstreamId);
+    // too: on another replica, or here again after the idle session was let go. It is told what the agent set, as the
+    // stored record has it (this replica's copy may predate a subscribe made through another).
+    const fresh = forgotten === undefined && state.sessionId === null && config.transport !== 'streamable_http';
     const opened: Promise<Opened> =
       forgotten !== undefined
         ? this.renew(live, config, identity, forgotten, traceId)
@@ -1946,12 +1943,12 @@ export class SessionEngine {
     if (release !== undefined) {
       live.taskSlots.delete(agentTaskId);
       release();
-      return;
     }
     if (!announce || this.deps.bus === undefined || live.announcedTaskEnds.has(agentTaskId)) return;
     if (live.announcedTaskEnds.size >= MAX_ANNOUNCED_TASK_ENDS) live.announcedTaskEnds.clear();
+    // Seen to end here: nothing more to do for it, whoever polls it again.
     live.announcedTaskEnds.add(agentTaskId);
-    this.deps.bus.broadcast({ type: 'task-ended', sessionId: live.record.id, taskId: agentTaskId });
+    if (release === undefined) this.deps.bus.broadcast({ type: 'task-ended', sessionId: live.record.id, taskId: agentTaskId });
   }
 
   /**
