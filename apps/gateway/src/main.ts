@@ -10,7 +10,7 @@ import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
 import { startDataPlane } from './data-plane';
 import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
-import { ownStatus, stdioRangeWarning, stdioUserWarning } from './stdio-user';
+import { ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from './stdio-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
@@ -22,8 +22,13 @@ const stdioWarning = stdioUserWarning(
   ownStatus(),
 );
 if (stdioWarning !== undefined) logger.warn(stdioWarning);
-const rangeWarning = stdioRange ? stdioRangeWarning(stdioRange, { uid: process.getuid?.(), gid: process.getgid?.() }) : undefined;
-if (rangeWarning !== undefined) logger.warn(rangeWarning);
+const rangeProblem = stdioRange
+  ? stdioRangeProblem(stdioRange, { uid: process.getuid?.(), gid: process.getgid?.() }, { passwd: readOptional('/etc/passwd'), group: readOptional('/etc/group') })
+  : undefined;
+if (rangeProblem !== undefined) {
+  logger.fatal(rangeProblem);
+  process.exit(1);
+}
 
 void runOrExit(logger, async () => {
   const app = await createHttpApp(AppModule.forRoot(config, logger), {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canSwitchUsers, ownStatus, stdioRangeWarning, stdioUserWarning } from './stdio-user';
+import { canSwitchUsers, ownStatus, stdioRangeProblem, stdioUserWarning } from './stdio-user';
 
 const status = (capEff: string) => `Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
 const ALL = '000001ffffffffff';
@@ -48,12 +48,23 @@ describe('stdioUserWarning', () => {
   });
 });
 
-describe('stdioRangeWarning', () => {
-  it("warns when the range holds the gateway's own user or group id", () => {
-    const range = { first: 200_000, last: 200_999 };
-    expect(stdioRangeWarning(range, { uid: 0, gid: 0 })).toBeUndefined();
-    expect(stdioRangeWarning(range, { uid: 200_999, gid: 10 })).toMatch(/own user or group id/);
-    expect(stdioRangeWarning(range, { uid: 10, gid: 200_000 })).toMatch(/own user or group id/);
-    expect(stdioRangeWarning(range, { uid: undefined, gid: undefined })).toBeUndefined();
+describe('stdioRangeProblem', () => {
+  const range = { first: 200_000, last: 200_999 };
+  const root = { uid: 0, gid: 0 };
+  const passwd = 'root:x:0:0:root:/root:/bin/bash\n# a comment\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
+  const group = 'root:x:0:\nshadow:x:42:\ndocker:x:999:alice\n';
+
+  it('takes a range no account, group or the gateway itself uses', () => {
+    expect(stdioRangeProblem(range, root, { passwd, group })).toBeUndefined();
+    expect(stdioRangeProblem(range, root, { passwd: undefined, group: undefined })).toBeUndefined();
+  });
+
+  it("refuses one that holds the gateway's ids, an account's uid or primary group, or a group", () => {
+    expect(stdioRangeProblem(range, { uid: 200_999, gid: 10 }, { passwd, group })).toMatch(/gateway's own user or group id/);
+    expect(stdioRangeProblem(range, { uid: 10, gid: 200_000 }, { passwd, group })).toMatch(/gateway's own user or group id/);
+    expect(stdioRangeProblem({ first: 65_000, last: 66_000 }, root, { passwd, group })).toMatch(/id 65534, which an account in \/etc\/passwd uses/);
+    expect(stdioRangeProblem({ first: 1, last: 1_000 }, root, { passwd, group: '' })).toBeUndefined();
+    expect(stdioRangeProblem({ first: 1, last: 1_000 }, root, { passwd, group })).toMatch(/id 42, a group in \/etc\/group/);
+    expect(stdioRangeProblem({ first: 900, last: 999 }, root, { passwd, group })).toMatch(/id 999/);
   });
 });

@@ -40,12 +40,47 @@ export function stdioUserWarning(
   return 'GATEWAY_STDIO_RUN_AS is set but the gateway cannot start processes as that user and group (it lacks CAP_SETUID or CAP_SETGID): stdio upstreams will fail to start';
 }
 
-/** The boot warning about a GATEWAY_STDIO_UID_RANGE that holds the gateway's own user or group id, if it does. */
-export function stdioRangeWarning(range: { readonly first: number; readonly last: number }, own: { readonly uid: number | undefined; readonly gid: number | undefined }): string | undefined {
+/** Ids named in `/etc/passwd`- or `/etc/group`-style text: the third field (uid, or gid), and for passwd the fourth (gid). */
+function idsIn(text: string, fields: readonly number[]): number[] {
+  const ids: number[] = [];
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const parts = line.split(':');
+    for (const field of fields) {
+      const id = Number(parts[field]);
+      if (parts[field] !== undefined && parts[field] !== '' && Number.isInteger(id)) ids.push(id);
+    }
+  }
+  return ids;
+}
+
+/**
+ * Why GATEWAY_STDIO_UID_RANGE cannot be used on this machine, if it cannot: every id in it is handed to stdio servers
+ * as their user and group, so none may be an account or group that exists (a server given gid `shadow`, `disk` or
+ * `docker` would have its rights), nor the gateway's own (that server could read the gateway's environment). Checked
+ * against the local files; ids from a directory service (LDAP) are not seen. Fatal at boot.
+ */
+export function stdioRangeProblem(
+  range: { readonly first: number; readonly last: number },
+  own: { readonly uid: number | undefined; readonly gid: number | undefined },
+  files: { readonly passwd: string | undefined; readonly group: string | undefined },
+): string | undefined {
   const inRange = (id: number | undefined) => id !== undefined && id >= range.first && id <= range.last;
-  return inRange(own.uid) || inRange(own.gid)
-    ? "GATEWAY_STDIO_UID_RANGE holds the gateway's own user or group id: the stdio server given it can read the gateway's environment"
-    : undefined;
+  if (inRange(own.uid) || inRange(own.gid)) return "GATEWAY_STDIO_UID_RANGE holds the gateway's own user or group id: the stdio server given it could read the gateway's environment";
+  const account = idsIn(files.passwd ?? '', [2, 3]).find(inRange);
+  if (account !== undefined) return `GATEWAY_STDIO_UID_RANGE holds id ${account}, which an account in /etc/passwd uses: choose ids no account or group has`;
+  const group = idsIn(files.group ?? '', [2]).find(inRange);
+  if (group !== undefined) return `GATEWAY_STDIO_UID_RANGE holds id ${group}, a group in /etc/group (its rights would go to a stdio server): choose ids no account or group has`;
+  return undefined;
+}
+
+/** A file's text, or undefined where it cannot be read. */
+export function readOptional(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /** This process's status text, where the system has one (Linux). */

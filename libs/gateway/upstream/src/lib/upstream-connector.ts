@@ -44,6 +44,8 @@ export interface UpstreamConnectorOptions {
   readonly stdioMaxRestarts?: number;
   /** Restart delay after the n-th crash in a row: min(max, initial × 2^(n-1)). Default 250 ms … 30 s. */
   readonly stdioRestartBackoffMs?: { readonly initial: number; readonly max: number };
+  /** A stdio process that served this long before dying starts a fresh crash count. Default 30 s. */
+  readonly stdioStableMs?: number;
   /** Between SIGTERM and SIGKILL when stopping a stdio process. Default 2 s. */
   readonly stdioKillGraceMs?: number;
   /** The user and group stdio servers run as (see `StdioOptions.runAs`); unset: the gateway's own. */
@@ -84,7 +86,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     idleMs: options.stdioIdleMs,
     maxRestarts: options.stdioMaxRestarts ?? 5,
     restartBackoffMs: options.stdioRestartBackoffMs ?? { initial: 250, max: 30_000 },
-    stableMs: 30_000,
+    stableMs: options.stdioStableMs ?? 30_000,
     killGraceMs: options.stdioKillGraceMs ?? 2_000,
     stderr: { linesPerWindow: 20, windowMs: 10_000, maxLineLength: 500 },
     ...(options.stdioRunAs ? { runAs: options.stdioRunAs } : {}),

@@ -131,10 +131,11 @@ async function handle(message) {
     // A process slow to take subscriptions (the restart replay then takes this long).
     const slowMs = Number(process.env.FIXTURE_SLOW_SUBSCRIBE_MS ?? 0);
     if (method === 'resources/subscribe' && slowMs > 0) await new Promise((resolve) => setTimeout(resolve, slowMs));
-    // While this file exists, the next subscribe crashes the process (once: the file goes with it).
+    // While this file exists, the next subscribe crashes the process (once: the file goes with it, unless
+    // FIXTURE_CRASH_SUBSCRIBE_KEEP=1 keeps it, and every subscribe crashes).
     const crashFile = process.env.FIXTURE_CRASH_SUBSCRIBE_FILE;
     if (method === 'resources/subscribe' && crashFile && existsSync(crashFile)) {
-      rmSync(crashFile);
+      if (process.env.FIXTURE_CRASH_SUBSCRIBE_KEEP !== '1') rmSync(crashFile);
       process.exit(3);
     }
     // Once this file exists, mem://gone is refused as not found and mem://flaky fails with an internal error.

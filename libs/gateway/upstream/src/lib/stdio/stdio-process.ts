@@ -1,4 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import {
   JSON_RPC,
   UpstreamRpcError,
@@ -62,7 +65,7 @@ export interface StdioOptions {
   /** Crashes in a row (each within `stableMs` of its start) before the circuit is opened. */
   readonly maxRestarts: number;
   readonly restartBackoffMs: { readonly initial: number; readonly max: number };
-  /** A process that ran this long before dying starts a fresh crash count. */
+  /** A process that served (was ready) this long before dying starts a fresh crash count. */
   readonly stableMs: number;
   /** Between SIGTERM and SIGKILL. */
   readonly killGraceMs: number;
@@ -77,6 +80,19 @@ export interface StdioOptions {
    * range when it starts and given back when it has exited, so that no two servers can read each other's environment.
    */
   readonly userIds?: StdioUserIds;
+}
+
+/** A new directory only `user` may enter, for one process's HOME, TMPDIR and working directory. */
+async function privateHome(user: StdioUser): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pcs-stdio-'));
+  try {
+    await chown(dir, user.uid, user.gid);
+    await chmod(dir, 0o700);
+    return dir;
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    throw error;
+  }
 }
 
 /** How long after a session's roots/list_changed a roots/list from the process counts as asking that session. */
@@ -112,7 +128,8 @@ export class StdioProcess {
   private ready = false;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
-  private startedAt = 0;
+  /** When the running process became ready; undefined while it starts (a death then always counts as a crash). */
+  private readyAt: number | undefined;
   private crashes = 0;
   private notBefore = 0;
   private lastActivity = Date.now();
@@ -288,23 +305,38 @@ export class StdioProcess {
     const userIds = this.options.userIds;
     const user = userIds !== undefined ? userIds.take() : this.options.runAs;
     if (userIds !== undefined && user === undefined) {
-      this.ctx.breaker.failure();
+      // Not the upstream's failure (another tenant's processes may hold the ids): its circuit is left alone.
       logger.warn({ ...this.fields, ids: userIds.size }, 'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use');
       throw errors.connectFailed();
     }
-    // The id goes back once, when the process has exited (or never started).
+    // With an id of its own, a home of its own too (HOME, TMPDIR and working directory; 0700, removed with it): what it
+    // writes there is nobody else's to read, and leaves nothing behind for the next holder of the id.
+    let home: string | undefined;
+    if (userIds !== undefined) {
+      try {
+        home = await privateHome(user as StdioUser);
+      } catch (error) {
+        userIds.give(user as StdioUser);
+        logger.warn({ ...this.fields, code: (error as NodeJS.ErrnoException).code }, 'could not make a private home directory for a stdio server');
+        throw errors.connectFailed(error);
+      }
+    }
+    // The id and the home go once, when the process has exited (or never started).
     let userReleased = userIds === undefined;
     const releaseUser = (): void => {
       if (userReleased) return;
       userReleased = true;
+      if (home !== undefined) void rm(home, { recursive: true, force: true }).catch(() => undefined);
       userIds?.give(user as StdioUser);
     };
     let child: ChildProcessWithoutNullStreams;
     try {
-      // The configured environment exactly: the gateway's own (with its secrets) is never inherited.
+      // The configured environment exactly: the gateway's own (with its secrets) is never inherited. A private home
+      // is offered where the configuration names none.
       child = spawn(config.command, [...config.args], {
         shell: false,
-        env: { ...config.env },
+        env: home === undefined ? { ...config.env } : { HOME: home, TMPDIR: home, ...config.env },
+        ...(home !== undefined ? { cwd: home } : {}),
         stdio: ['pipe', 'pipe', 'pipe'],
         windowsHide: true,
         // Its own process group, so stopping it reaches what it started too: a wrapper (`npx`, `uvx`, a script)
@@ -321,9 +353,8 @@ export class StdioProcess {
       );
       throw errors.connectFailed(error);
     }
-    child.once('exit', releaseUser);
     this.child = child;
-    this.startedAt = Date.now();
+    this.readyAt = undefined;
     logger.debug(
       // Arguments are not logged: they may carry tokens (`--token=…`); the command names the program.
       { ...this.fields, pid: child.pid, command: config.command, argCount: config.args.length },
@@ -340,6 +371,8 @@ export class StdioProcess {
     });
     spawnFailed.catch(() => undefined);
     this.attach(child);
+    // After `attach`'s own exit handler, which kills what the process left in its group: then nothing runs as its id.
+    child.once('exit', releaseUser);
     try {
       const result = await Promise.race([
         this.mux.request(
@@ -363,6 +396,7 @@ export class StdioProcess {
     // It died meanwhile: its exit handled what depended on it; this start failed.
     if (this.child !== child) throw errors.closed();
     this.ready = true;
+    this.readyAt = Date.now();
     this.lastActivity = Date.now();
     this.idleTimer = setInterval(
       () => this.checkIdle(),
@@ -458,8 +492,9 @@ export class StdioProcess {
     this.mux.failAll(errors.closed());
     abortAll(this.serverRequests);
     if (this.stopping !== undefined) return;
-    const uptime = Date.now() - this.startedAt;
-    this.crashes = uptime >= this.options.stableMs ? 1 : this.crashes + 1;
+    // Stable only once it served for stableMs: one that dies while starting, however slowly, counts toward the circuit.
+    const stable = this.readyAt !== undefined && Date.now() - this.readyAt >= this.options.stableMs;
+    this.crashes = stable ? 1 : this.crashes + 1;
     this.ctx.logger.warn({ ...this.fields, code, signal, crashes: this.crashes }, 'upstream process exited');
     if (this.crashes > this.options.maxRestarts) {
       this.ctx.breaker.open();

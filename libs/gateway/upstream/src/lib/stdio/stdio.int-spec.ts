@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -191,11 +191,20 @@ describe('stdio upstreams', () => {
     expect(seenByOne.readable).toBe(false);
     expect(seenByTwo.readable).toBe(false);
     expect(new Set([seenByOne.uid, seenByTwo.uid])).toEqual(new Set([range.first, range.last]));
+    // Each has a home of its own, only its user may enter, that goes when it exits.
+    const envOf = async (session: UpstreamSession) => ((await call(session, 'env'))['structuredContent'] as { env: Record<string, string> }).env;
+    const homeOne = (await envOf(one))['HOME'] as string;
+    expect(homeOne.startsWith(path.join(tmpdir(), 'pcs-stdio-'))).toBe(true);
+    expect((await envOf(one))['TMPDIR']).toBe(homeOne);
+    expect(statSync(homeOne)).toMatchObject({ uid: seenByOne.uid, gid: seenByOne.uid });
+    expect(statSync(homeOne).mode & 0o777).toBe(0o700);
+    expect((await envOf(two))['HOME']).not.toBe(homeOne);
     // Every id in use: a third server does not start (rather than share one), and the log says why.
     await expect(open(c, fixtureConfig())).rejects.toMatchObject({ reason: 'connect_failed' });
     expect(logger.entries.some((entry) => entry.message.includes('no free user id for a stdio server'))).toBe(true);
     // Once both were stopped for idleness their ids are free again.
     await waitFor(() => !isAlive(pidOne) && !isAlive(pidTwo), 10_000);
+    await waitFor(() => !existsSync(homeOne), 2_000);
     const third = await open(c, fixtureConfig());
     expect([range.first, range.last]).toContain((await peek(third, process.pid)).uid);
   }, 20_000);
@@ -402,6 +411,27 @@ describe('stdio upstreams', () => {
     await waitFor(() => seenByB.some((n) => n.method === 'notifications/resources/updated'));
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('counts a process that dies while starting as a crash however long the start took, so the circuit opens', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pcs-crash-'));
+    const crashFile = path.join(dir, 'crash');
+    const startsFile = path.join(dir, 'starts');
+    // Every replayed subscribe takes 300 ms and then crashes the process: each start lasts longer than stableMs.
+    const c = connector({ maxStdioProcessesPerUpstream: 1, stdioStableMs: 100, stdioMaxRestarts: 2 });
+    const session = await open(c, fixtureConfig({ FIXTURE_CRASH_SUBSCRIBE_FILE: crashFile, FIXTURE_CRASH_SUBSCRIBE_KEEP: '1', FIXTURE_SLOW_SUBSCRIBE_MS: '300', FIXTURE_STARTS_FILE: startsFile }));
+    await session.request('resources/subscribe', { uri: 'mem://watched' });
+    const starts = () => (existsSync(startsFile) ? readFileSync(startsFile, 'utf8').trim().split('\n') : []);
+    writeFileSync(crashFile, '');
+    process.kill(Number(starts()[0]), 'SIGKILL');
+    // The first start after the kill, then at most stdioMaxRestarts more: then the circuit opens and nothing restarts.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const made = starts().length;
+    expect(made).toBeGreaterThanOrEqual(2);
+    expect(made).toBeLessThanOrEqual(4);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(starts()).toHaveLength(made);
+    rmSync(dir, { recursive: true, force: true });
+  }, 15_000);
 
   it('drops on restart only the subscriptions the new process refuses for good, not one that failed for a while', async () => {
     const refuseFile = path.join(mkdtempSync(path.join(tmpdir(), 'pcs-refuse-')), 'refuse');
