@@ -422,6 +422,17 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
       await cp.system.auditExport.update({ where: { id: done }, data: { status: 'completed', completedAt: new Date() } });
       expect((await cp.request('POST', `${base}/${done}/cancel`, { token: auditor.token })).status).toBe(409);
       expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: done } })).status).toBe('completed');
+      // Failed with its job still waiting for a retry: cancelled (the retry would run it again); failed for good: 409.
+      const retrying = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+      await cp.system.auditExport.update({ where: { id: retrying }, data: { status: 'failed' } });
+      expect((await cp.request('POST', `${base}/${retrying}/cancel`, { token: auditor.token })).json).toMatchObject({ status: 'cancelled' });
+      expect(await tasks.getJob(`export-${retrying}`)).toBeUndefined();
+      const lost = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+      await (await tasks.getJob(`export-${lost}`))?.remove();
+      await cp.system.auditExport.update({ where: { id: lost }, data: { status: 'failed' } });
+      const refusedFailed = await cp.request('POST', `${base}/${lost}/cancel`, { token: auditor.token });
+      expect(refusedFailed.status).toBe(409);
+      expect(refusedFailed.json['detail']).toMatch(/The export is failed/);
 
       // Another tenant cannot cancel it, even with the id; an unknown id is 404 too.
       const other = await cp.tenant();
@@ -432,8 +443,8 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
       expect((await cp.request('POST', `${base}/${newId()}/cancel`, { token: auditor.token })).status).toBe(404);
       expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: fresh } })).status).toBe('queued');
 
-      const events = await cp.eventsAtLeast(f.tenant.id, 6);
-      expect(events.filter((e) => e.method === 'audit.export.cancel').map((e) => e.targetId).sort()).toEqual([id, running].sort());
+      const events = await cp.eventsAtLeast(f.tenant.id, 9);
+      expect(events.filter((e) => e.method === 'audit.export.cancel').map((e) => e.targetId).sort()).toEqual([id, running, retrying].sort());
     } finally {
       await tasks.close();
     }

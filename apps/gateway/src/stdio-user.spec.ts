@@ -56,7 +56,13 @@ describe('stdioRangeProblem', () => {
 
   it('takes a range no account, group or the gateway itself uses', () => {
     expect(stdioRangeProblem(range, root, { passwd, group })).toBeUndefined();
-    expect(stdioRangeProblem(range, root, { passwd: undefined, group: undefined })).toBeUndefined();
+    // An id field that is not a number names nothing (not 0).
+    expect(stdioRangeProblem({ first: 1, last: 5 }, { uid: 100, gid: 100 }, { passwd: 'odd:x: :1x:\n+::::::\n', group: 'g:x::\n' })).toBeUndefined();
+  });
+
+  it('refuses to take one it cannot check', () => {
+    expect(stdioRangeProblem(range, root, { passwd: undefined, group })).toMatch(/cannot be checked/);
+    expect(stdioRangeProblem(range, root, { passwd, group: undefined })).toMatch(/cannot be checked/);
   });
 
   it("refuses one that holds the gateway's ids, an account's uid or primary group, or a group", () => {

@@ -47,8 +47,8 @@ function idsIn(text: string, fields: readonly number[]): number[] {
     if (line.startsWith('#')) continue;
     const parts = line.split(':');
     for (const field of fields) {
-      const id = Number(parts[field]);
-      if (parts[field] !== undefined && parts[field] !== '' && Number.isInteger(id)) ids.push(id);
+      const text = parts[field];
+      if (text !== undefined && /^\d+$/.test(text)) ids.push(Number(text));
     }
   }
   return ids;
@@ -67,6 +67,7 @@ export function stdioRangeProblem(
 ): string | undefined {
   const inRange = (id: number | undefined) => id !== undefined && id >= range.first && id <= range.last;
   if (inRange(own.uid) || inRange(own.gid)) return "GATEWAY_STDIO_UID_RANGE holds the gateway's own user or group id: the stdio server given it could read the gateway's environment";
+  if (files.passwd === undefined || files.group === undefined) return 'GATEWAY_STDIO_UID_RANGE cannot be checked: /etc/passwd or /etc/group cannot be read';
   const account = idsIn(files.passwd ?? '', [2, 3]).find(inRange);
   if (account !== undefined) return `GATEWAY_STDIO_UID_RANGE holds id ${account}, which an account in /etc/passwd uses: choose ids no account or group has`;
   const group = idsIn(files.group ?? '', [2]).find(inRange);

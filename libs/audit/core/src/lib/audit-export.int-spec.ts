@@ -1,7 +1,7 @@
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -246,18 +246,19 @@ describe('a cancelled audit export', () => {
     expect(existsSync(outPath) || existsSync(`${outPath}.partial`)).toBe(false);
   });
 
-  it('removes the file of a run cancelled after its last page, and stays cancelled (not completed or failed)', async () => {
+  it('removes the file of a run cancelled after its last page, stays cancelled, and records no export of it', async () => {
     const tenant = await seededTenant();
     const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
-    // Cancelled at the last moment: while the run records its audit event, before it marks the row completed.
-    const cancelling: AuditEventStore = {
-      insert: async (events) => {
-        await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } });
-        return store.insert(events);
-      },
-    };
-    expect(await runAuditExport(app, cancelling, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'cancelled' });
+    // Cancelled at the last moment: the file is written, the row not yet marked completed.
+    const cancel = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } }));
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, cancel)).toEqual({ status: 'cancelled' });
     expect(await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).toMatchObject({ status: 'cancelled', sha256: null, filePath: null });
+    expect(filesOf(tenant.id, exportId)).toEqual([]);
+    expect(await system.auditEvent.count({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId } })).toBe(0);
+    // A retry of its job (a worker that had died mid-run, leaving a partial file) runs nothing and removes what is left.
+    mkdirSync(path.join(dir, tenant.id), { recursive: true });
+    writeFileSync(path.join(dir, tenant.id, `${exportId}.jsonl.partial`), 'half');
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'skipped' });
     expect(filesOf(tenant.id, exportId)).toEqual([]);
   });
 });

@@ -186,13 +186,22 @@ export async function runAuditExport(
   exportDir: string,
   /** How long the file stays downloadable; `expireAuditExports` removes it after that. */
   ttlMs: number = DEFAULT_EXPORT_TTL_MS,
+  /** For specs: runs between writing the file and marking the export completed (where a cancel may land). */
+  beforeCompleting?: () => Promise<void>,
 ): Promise<{ status: 'completed' | 'skipped' | 'cancelled' }> {
   const tenant = asTenantId(job.tenantId);
   const row = await withTenant(db, tenant, (tx) =>
     tx.auditExport.findFirst({ where: { tenantId: tenant, id: job.exportId } }),
   );
   if (!row) throw new Error(`audit export ${job.exportId} not found`);
-  if (row.status === 'completed' || row.status === 'cancelled') return { status: 'skipped' };
+  const dir = path.join(exportDir, tenant);
+  const outPath = path.join(dir, `${row.id}.${row.format}`);
+  if (row.status === 'completed') return { status: 'skipped' };
+  // Cancelled: never run. What an earlier attempt may have left (a worker that died mid-run) goes.
+  if (row.status === 'cancelled') {
+    await removeExportFiles(outPath).catch(() => undefined);
+    return { status: 'skipped' };
+  }
   // Not over a cancel that came in meanwhile (from here on the cancel is seen before each page).
   const started = await withTenant(db, tenant, (tx) =>
     tx.auditExport.updateMany({
@@ -204,22 +213,12 @@ export async function runAuditExport(
   const cancelled = async (): Promise<boolean> =>
     (await withTenant(db, tenant, (tx) => tx.auditExport.findFirst({ where: { tenantId: tenant, id: row.id }, select: { status: true } })))?.status === 'cancelled';
   const filters = auditExportFilters.parse(row.filters);
-  const dir = path.join(exportDir, tenant);
   await mkdir(dir, { recursive: true, mode: 0o750 });
-  const outPath = path.join(dir, `${row.id}.${row.format}`);
   try {
     const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath, cancelled });
-    if (await cancelled()) throw new ExportCancelledError();
-    await store.insert([
-      exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
-        format: row.format,
-        filters,
-        rowCount: manifest.rowCount,
-        sha256: manifest.sha256,
-        firstSeq: manifest.firstSeq,
-        lastSeq: manifest.lastSeq,
-      }),
-    ]);
+    await beforeCompleting?.();
+    // The commit point: completed only if still running (a cancel that came first wins, and nothing is recorded as
+    // exported); its audit event follows (a failure to record it fails the export, file removed).
     const completed = await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
         where: { tenantId: tenant, id: row.id, status: 'running' },
@@ -238,17 +237,24 @@ export async function runAuditExport(
         },
       }),
     );
-    // Cancelled after its last page was written: the file it made goes too.
     if (completed.count === 0) throw new ExportCancelledError();
+    await store.insert([
+      exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
+        format: row.format,
+        filters,
+        rowCount: manifest.rowCount,
+        sha256: manifest.sha256,
+        firstSeq: manifest.firstSeq,
+        lastSeq: manifest.lastSeq,
+      }),
+    ]);
     return { status: 'completed' };
   } catch (error) {
-    if (error instanceof ExportCancelledError) {
-      await removeExportFiles(outPath).catch(() => undefined);
-      return { status: 'cancelled' };
-    }
-    // Nothing of a failed export stays on disk; its reason (a path, a database message) goes to the worker's log
-    // through the rethrown error, and the tenant sees a fixed sentence.
+    // Nothing of a cancelled or failed export stays on disk.
     await removeExportFiles(outPath).catch(() => undefined);
+    if (error instanceof ExportCancelledError) return { status: 'cancelled' };
+    // Its reason (a path, a database message) goes to the worker's log through the rethrown error, and the tenant
+    // sees a fixed sentence.
     await store
       .insert([
         exportAuditEvent(tenant, row.id, row.requestedById, 'error', {
@@ -261,7 +267,7 @@ export async function runAuditExport(
     await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
         where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
-        data: { status: 'failed', error: EXPORT_FAILED_MESSAGE },
+        data: { status: 'failed', error: EXPORT_FAILED_MESSAGE, filePath: null },
       }),
     );
     throw error;

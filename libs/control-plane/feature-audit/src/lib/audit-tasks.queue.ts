@@ -41,6 +41,12 @@ export class AuditTasksQueue implements OnApplicationShutdown {
     }
   }
 
+  /** Whether the job is still to run: waiting, or delayed (a retry after a failed attempt). Unknown: false. */
+  async pending(jobId: string): Promise<boolean> {
+    const state = await this.queue.getJobState(jobId).catch(() => 'unknown');
+    return state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children';
+  }
+
   /**
    * Drops a job that has not started (waiting or delayed), best effort: one a worker holds cannot be removed, and sees
    * its export cancelled before its next page instead.

@@ -88,16 +88,19 @@ export class AuditRepository {
     return tx.auditExport.findFirst({ where: { tenantId, id }, select: exportSelect });
   }
 
-  /** Marks an export that never reached the queue as failed (it would otherwise stay `queued`). */
-  /** Cancels the export if it is queued or running; returns whether it was. */
-  async cancelExport(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<boolean> {
+  /**
+   * Cancels the export if it is in one of `from` (queued or running; failed too while its job waits for a retry);
+   * returns whether it was.
+   */
+  async cancelExport(tenantId: TenantId, tx: TenantTransaction, id: string, from: readonly ('queued' | 'running' | 'failed')[]): Promise<boolean> {
     const { count } = await tx.auditExport.updateMany({
-      where: { tenantId, id, status: { in: ['queued', 'running'] } },
+      where: { tenantId, id, status: { in: [...from] } },
       data: { status: 'cancelled', error: 'cancelled', completedAt: new Date() },
     });
     return count > 0;
   }
 
+  /** Marks an export that never reached the queue as failed (it would otherwise stay `queued`). */
   async markNotQueued(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<void> {
     await tx.auditExport.updateMany({
       where: { tenantId, id, status: 'queued' },

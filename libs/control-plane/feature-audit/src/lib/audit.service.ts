@@ -183,18 +183,24 @@ export class AuditService {
   }
 
   /**
-   * Stops an export that is queued or running: marked `cancelled` at once; its job is dropped from the queue if no
-   * worker holds it, else the worker stops before its next page and removes what it wrote. Audited. Anything else
-   * (completed, failed, expired, cancelled) is a conflict.
+   * Stops an export that is queued or running (or failed with a retry still to come): marked `cancelled` at once; its
+   * job is dropped from the queue if no worker holds it, else the worker stops before its next page and removes what
+   * it wrote. Audited. Anything else (completed, failed for good, expired, cancelled) is a conflict.
    */
   async cancelExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
+    const jobId = `export-${id}`;
+    const retrying = await this.tasks.pending(jobId);
     const record = await withTenant(this.db, scope.tenantId, async (tx) => {
       const found = await this.repository.findExport(scope.tenantId, tx, id);
       if (!found) throw auditErrors.exportNotFound();
-      if (!(await this.repository.cancelExport(scope.tenantId, tx, id))) throw auditErrors.exportNotCancellable(found.status);
+      if (!(await this.repository.cancelExport(scope.tenantId, tx, id, retrying ? ['queued', 'running', 'failed'] : ['queued', 'running']))) {
+        // As it is now (it may have completed a moment ago).
+        const now = await this.repository.findExport(scope.tenantId, tx, id);
+        throw auditErrors.exportNotCancellable(now?.status ?? found.status);
+      }
       return found;
     });
-    await this.tasks.remove(`export-${id}`);
+    await this.tasks.remove(jobId);
     await this.audit.emit({
       tenantId: scope.tenantId,
       actor: scope.actor,

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
   JSON_RPC,
@@ -82,12 +81,14 @@ export interface StdioOptions {
   readonly userIds?: StdioUserIds;
 }
 
-/** A new directory only `user` may enter, for one process's HOME, TMPDIR and working directory. */
-async function privateHome(user: StdioUser): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'pcs-stdio-'));
+/**
+ * A new directory only `user` may enter (mkdtemp makes it 0700; then it is given to the user), under `parent`, for one
+ * process's HOME, TMPDIR and working directory.
+ */
+async function privateHome(parent: string, user: StdioUser): Promise<string> {
+  const dir = await mkdtemp(path.join(parent, 'home-'));
   try {
     await chown(dir, user.uid, user.gid);
-    await chmod(dir, 0o700);
     return dir;
   } catch (error) {
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -314,20 +315,31 @@ export class StdioProcess {
     let home: string | undefined;
     if (userIds !== undefined) {
       try {
-        home = await privateHome(user as StdioUser);
+        home = await privateHome(userIds.homes, user as StdioUser);
       } catch (error) {
         userIds.give(user as StdioUser);
         logger.warn({ ...this.fields, code: (error as NodeJS.ErrnoException).code }, 'could not make a private home directory for a stdio server');
         throw errors.connectFailed(error);
       }
     }
-    // The id and the home go once, when the process has exited (or never started).
+    // The id and the home go once, when the process has exited (or never started): the id only once its home is
+    // gone, so the next holder of the id finds nothing of this process's; one whose home cannot be removed is retired.
     let userReleased = userIds === undefined;
     const releaseUser = (): void => {
-      if (userReleased) return;
+      if (userReleased || userIds === undefined) return;
       userReleased = true;
-      if (home !== undefined) void rm(home, { recursive: true, force: true }).catch(() => undefined);
-      userIds?.give(user as StdioUser);
+      const held = user as StdioUser;
+      if (home === undefined) {
+        userIds.give(held);
+        return;
+      }
+      rm(home, { recursive: true, force: true }).then(
+        () => userIds.give(held),
+        (error: NodeJS.ErrnoException) => {
+          userIds.retire(held);
+          logger.warn({ ...this.fields, code: error.code }, 'could not remove a stdio server\'s home; its user id is not used again');
+        },
+      );
     };
     let child: ChildProcessWithoutNullStreams;
     try {

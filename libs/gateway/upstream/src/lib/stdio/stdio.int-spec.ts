@@ -194,7 +194,7 @@ describe('stdio upstreams', () => {
     // Each has a home of its own, only its user may enter, that goes when it exits.
     const envOf = async (session: UpstreamSession) => ((await call(session, 'env'))['structuredContent'] as { env: Record<string, string> }).env;
     const homeOne = (await envOf(one))['HOME'] as string;
-    expect(homeOne.startsWith(path.join(tmpdir(), 'pcs-stdio-'))).toBe(true);
+    expect(homeOne.startsWith(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`, 'home-'))).toBe(true);
     expect((await envOf(one))['TMPDIR']).toBe(homeOne);
     expect(statSync(homeOne)).toMatchObject({ uid: seenByOne.uid, gid: seenByOne.uid });
     expect(statSync(homeOne).mode & 0o777).toBe(0o700);

@@ -1,9 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { StdioUserIds } from './user-ids';
+
+const parent = mkdtempSync(path.join(tmpdir(), 'user-ids-spec-'));
+afterAll(() => rmSync(parent, { recursive: true, force: true }));
 
 describe('StdioUserIds', () => {
   it('hands out each id of the range once, group the same number, round the range so a freed id is taken last', () => {
-    const ids = new StdioUserIds(10, 12);
+    const ids = new StdioUserIds(10, 12, parent);
     const [a, b, c] = [ids.take(), ids.take(), ids.take()];
     expect([a, b, c]).toEqual([{ uid: 10, gid: 10 }, { uid: 11, gid: 11 }, { uid: 12, gid: 12 }]);
     expect(ids.take()).toBeUndefined();
@@ -14,11 +20,26 @@ describe('StdioUserIds', () => {
     expect(ids.take()).toEqual({ uid: 10, gid: 10 });
     expect(ids.take()).toEqual({ uid: 11, gid: 11 });
     expect(ids.take()).toBeUndefined();
+    // A retired id is never handed out again, even once given back.
+    ids.retire({ uid: 12, gid: 12 });
+    ids.give({ uid: 10, gid: 10 });
+    expect(ids.take()).toEqual({ uid: 10, gid: 10 });
+    expect(ids.take()).toBeUndefined();
+  });
+
+  it('empties the homes directory of its range when set up (what a crashed gateway left), passable but not listable by others', () => {
+    const left = path.join(parent, 'pcs-stdio-20-29', 'home-old');
+    mkdirSync(left, { recursive: true });
+    writeFileSync(path.join(left, 'token'), 'secret');
+    const ids = new StdioUserIds(20, 29, parent);
+    expect(ids.homes).toBe(path.join(parent, 'pcs-stdio-20-29'));
+    expect(existsSync(left)).toBe(false);
+    expect(statSync(ids.homes).mode & 0o777).toBe(0o711);
   });
 
   it('refuses a range that includes root or runs backwards', () => {
-    expect(() => new StdioUserIds(0, 5)).toThrow(RangeError);
-    expect(() => new StdioUserIds(5, 4)).toThrow(RangeError);
-    expect(new StdioUserIds(7, 7).size).toBe(1);
+    expect(() => new StdioUserIds(0, 5, parent)).toThrow(RangeError);
+    expect(() => new StdioUserIds(5, 4, parent)).toThrow(RangeError);
+    expect(new StdioUserIds(7, 7, parent).size).toBe(1);
   });
 });
