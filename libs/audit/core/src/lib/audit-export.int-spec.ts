@@ -244,6 +244,11 @@ describe('a cancelled audit export', () => {
     ).rejects.toBeInstanceOf(ExportCancelledError);
     expect(asked).toBe(2);
     expect(existsSync(outPath) || existsSync(`${outPath}.partial`)).toBe(false);
+    // Cancelled before the first page, while the file is still being opened: no error afterwards, no file left.
+    const early = path.join(dir, `${newId()}.csv`);
+    await expect(exportAuditEvents(app, tenant.id, { format: 'csv', filters: {}, outPath: early, cancelled: async () => true })).rejects.toBeInstanceOf(ExportCancelledError);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(existsSync(early) || existsSync(`${early}.partial`)).toBe(false);
   });
 
   it('removes the file of a run cancelled after its last page, stays cancelled, and records no export of it', async () => {

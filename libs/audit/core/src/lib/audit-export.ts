@@ -267,7 +267,11 @@ export async function exportAuditEvents(
     out.end();
     await once(out, 'finish');
   } catch (error) {
+    // A write or the file's open may still be under way: once destroyed it fails (nothing to report), and the file is
+    // removed only after the stream has closed (an open finishing later would create it again).
+    out.on('error', () => undefined);
     out.destroy();
+    if (!out.closed) await once(out, 'close').catch(() => undefined);
     await rm(tmpPath, { force: true }).catch(() => undefined);
     throw error;
   }
