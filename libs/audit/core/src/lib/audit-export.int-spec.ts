@@ -256,7 +256,7 @@ describe('a cancelled audit export', () => {
     const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
     // Cancelled at the last moment: the file is written, the row not yet marked completed.
     const cancel = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } }));
-    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, cancel)).toEqual({ status: 'cancelled' });
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, { written: cancel })).toEqual({ status: 'cancelled' });
     expect(await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).toMatchObject({ status: 'cancelled', sha256: null, filePath: null });
     expect(filesOf(tenant.id, exportId)).toEqual([]);
     expect(await system.auditEvent.count({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId } })).toBe(0);
@@ -265,6 +265,26 @@ describe('a cancelled audit export', () => {
     writeFileSync(path.join(dir, tenant.id, `${exportId}.jsonl.partial`), 'half');
     expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir)).toEqual({ status: 'skipped' });
     expect(filesOf(tenant.id, exportId)).toEqual([]);
+  });
+
+  it('records what became of the file when the cancel wins after the export was recorded', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'csv', filters: {}, requestedById: null }, async () => undefined);
+    const cancel = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } }));
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, { recorded: cancel })).toEqual({ status: 'cancelled' });
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).toMatchObject({ status: 'cancelled', filePath: null });
+    expect(filesOf(tenant.id, exportId)).toEqual([]);
+    const events = await system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId }, orderBy: { seq: 'asc' } });
+    expect(events.map((event) => event.outcome)).toEqual(['ok', 'cancelled']);
+    expect((events[1]?.arguments as { sha256?: string; removed?: boolean })).toEqual({ sha256: (events[0]?.arguments as { sha256: string }).sha256, removed: true });
+  });
+
+  it('leaves the files alone when another run (of a job BullMQ handed on as stalled) completed the export first', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'csv', filters: {}, requestedById: null }, async () => undefined);
+    const completedElsewhere = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'completed' } }));
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, { recorded: completedElsewhere })).toEqual({ status: 'skipped' });
+    expect(filesOf(tenant.id, exportId)).toContain(`${exportId}.csv`);
   });
 });
 

@@ -17,6 +17,7 @@ import {
   exportAuditEvents,
   type AuditExportFilters,
   type AuditExportFormat,
+  type AuditExportManifest,
 } from './audit-export';
 
 /**
@@ -101,7 +102,7 @@ function exportAuditEvent(
   tenantId: string,
   exportId: string,
   actor: string | null,
-  outcome: 'ok' | 'error',
+  outcome: 'ok' | 'error' | 'cancelled',
   details: Record<string, unknown>,
 ): AuditEventV1 {
   const digest = outcome === 'ok' && typeof details['sha256'] === 'string' ? `:${details['sha256']}` : '';
@@ -186,8 +187,11 @@ export async function runAuditExport(
   exportDir: string,
   /** How long the file stays downloadable; `expireAuditExports` removes it after that. */
   ttlMs: number = DEFAULT_EXPORT_TTL_MS,
-  /** For specs: runs between writing the file and marking the export completed (where a cancel may land). */
-  beforeCompleting?: () => Promise<void>,
+  /**
+   * For specs, where a cancel may land: after the file is written (`written`), and after its `audit.export` event is
+   * recorded, before the row is marked completed (`recorded`).
+   */
+  at: { readonly written?: () => Promise<void>; readonly recorded?: () => Promise<void> } = {},
 ): Promise<{ status: 'completed' | 'skipped' | 'cancelled' }> {
   const tenant = asTenantId(job.tenantId);
   const row = await withTenant(db, tenant, (tx) =>
@@ -210,15 +214,30 @@ export async function runAuditExport(
     }),
   );
   if (started.count === 0) return { status: 'skipped' };
-  const cancelled = async (): Promise<boolean> =>
-    (await withTenant(db, tenant, (tx) => tx.auditExport.findFirst({ where: { tenantId: tenant, id: row.id }, select: { status: true } })))?.status === 'cancelled';
+  const statusNow = async () =>
+    (await withTenant(db, tenant, (tx) => tx.auditExport.findFirst({ where: { tenantId: tenant, id: row.id }, select: { status: true } })))?.status;
+  const cancelled = async (): Promise<boolean> => (await statusNow()) === 'cancelled';
   const filters = auditExportFilters.parse(row.filters);
   await mkdir(dir, { recursive: true, mode: 0o750 });
+  // The export's `audit.export` event is recorded before the row says completed: a completed export is always audited.
+  let recorded: AuditExportManifest | undefined;
   try {
     const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath, cancelled });
-    await beforeCompleting?.();
-    // The commit point: completed only if still running (a cancel that came first wins, and nothing is recorded as
-    // exported); its audit event follows (a failure to record it fails the export, file removed).
+    await at.written?.();
+    if (await cancelled()) throw new ExportCancelledError();
+    await store.insert([
+      exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
+        format: row.format,
+        filters,
+        rowCount: manifest.rowCount,
+        sha256: manifest.sha256,
+        firstSeq: manifest.firstSeq,
+        lastSeq: manifest.lastSeq,
+      }),
+    ]);
+    recorded = manifest;
+    await at.recorded?.();
+    // Completed only if still running: a cancel that came first wins.
     const completed = await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
         where: { tenantId: tenant, id: row.id, status: 'running' },
@@ -237,22 +256,24 @@ export async function runAuditExport(
         },
       }),
     );
-    if (completed.count === 0) throw new ExportCancelledError();
-    await store.insert([
-      exportAuditEvent(tenant, row.id, row.requestedById, 'ok', {
-        format: row.format,
-        filters,
-        rowCount: manifest.rowCount,
-        sha256: manifest.sha256,
-        firstSeq: manifest.firstSeq,
-        lastSeq: manifest.lastSeq,
-      }),
-    ]);
+    if (completed.count === 0) {
+      if ((await statusNow()) === 'cancelled') throw new ExportCancelledError();
+      // Another run of a stalled job completed it: the files are that run's now, left alone.
+      return { status: 'skipped' };
+    }
     return { status: 'completed' };
   } catch (error) {
     // Nothing of a cancelled or failed export stays on disk.
     await removeExportFiles(outPath).catch(() => undefined);
-    if (error instanceof ExportCancelledError) return { status: 'cancelled' };
+    if (error instanceof ExportCancelledError) {
+      // Its export was recorded a moment before the cancel won: the chain says what became of the file.
+      if (recorded !== undefined) {
+        await store
+          .insert([exportAuditEvent(tenant, row.id, row.requestedById, 'cancelled', { sha256: recorded.sha256, removed: true })])
+          .catch(() => undefined);
+      }
+      return { status: 'cancelled' };
+    }
     // Its reason (a path, a database message) goes to the worker's log through the rethrown error, and the tenant
     // sees a fixed sentence.
     await store
@@ -267,7 +288,7 @@ export async function runAuditExport(
     await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
         where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
-        data: { status: 'failed', error: EXPORT_FAILED_MESSAGE, filePath: null },
+        data: { status: 'failed', error: EXPORT_FAILED_MESSAGE },
       }),
     );
     throw error;

@@ -315,7 +315,7 @@ export class StdioProcess {
     let home: string | undefined;
     if (userIds !== undefined) {
       try {
-        home = await privateHome(userIds.homes, user as StdioUser);
+        home = await privateHome(await userIds.ensureHomes(), user as StdioUser);
       } catch (error) {
         userIds.give(user as StdioUser);
         logger.warn({ ...this.fields, code: (error as NodeJS.ErrnoException).code }, 'could not make a private home directory for a stdio server');
@@ -333,7 +333,7 @@ export class StdioProcess {
         userIds.give(held);
         return;
       }
-      rm(home, { recursive: true, force: true }).then(
+      userIds.removeHome(home, held).then(
         () => userIds.give(held),
         (error: NodeJS.ErrnoException) => {
           userIds.retire(held);

@@ -1,10 +1,12 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { StdioUserIds } from './user-ids';
 
 const parent = mkdtempSync(path.join(tmpdir(), 'user-ids-spec-'));
+// Passable by the range's users, as /tmp is.
+chmodSync(parent, 0o711);
 afterAll(() => rmSync(parent, { recursive: true, force: true }));
 
 describe('StdioUserIds', () => {
@@ -31,10 +33,34 @@ describe('StdioUserIds', () => {
     const left = path.join(parent, 'pcs-stdio-20-29', 'home-old');
     mkdirSync(left, { recursive: true });
     writeFileSync(path.join(left, 'token'), 'secret');
-    const ids = new StdioUserIds(20, 29, parent);
-    expect(ids.homes).toBe(path.join(parent, 'pcs-stdio-20-29'));
+    // Whatever the umask, the directory is 0711.
+    const umask = process.umask(0o077);
+    try {
+      const ids = new StdioUserIds(20, 29, parent);
+      expect(ids.homes).toBe(path.join(parent, 'pcs-stdio-20-29'));
+      expect(existsSync(left)).toBe(false);
+      expect(statSync(ids.homes).mode & 0o777).toBe(0o711);
+    } finally {
+      process.umask(umask);
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)('removes a left home as its owner, and makes the homes directory again if it was removed', async () => {
+    const homes = path.join(parent, 'pcs-stdio-200300-200301');
+    const left = path.join(homes, 'home-old');
+    mkdirSync(path.join(left, 'cache'), { recursive: true });
+    writeFileSync(path.join(left, 'cache', 'token'), 'secret');
+    for (const p of [left, path.join(left, 'cache'), path.join(left, 'cache', 'token')]) chownSync(p, 200_300, 200_300);
+    // A link the old server made to a file of root's: removing the home as its owner removes the link, not the file.
+    const rootsFile = path.join(parent, 'roots-file');
+    writeFileSync(rootsFile, 'keep');
+    symlinkSync(rootsFile, path.join(left, 'cache', 'link'));
+    const ids = new StdioUserIds(200_300, 200_301, parent);
     expect(existsSync(left)).toBe(false);
-    expect(statSync(ids.homes).mode & 0o777).toBe(0o711);
+    expect(readFileSync(rootsFile, 'utf8')).toBe('keep');
+    rmSync(homes, { recursive: true });
+    expect(await ids.ensureHomes()).toBe(homes);
+    expect(statSync(homes).mode & 0o777).toBe(0o711);
   });
 
   it('refuses a range that includes root or runs backwards', () => {
