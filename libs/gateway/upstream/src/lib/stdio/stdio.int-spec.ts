@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -211,6 +211,9 @@ describe('stdio upstreams', () => {
     await waitFor(() => !existsSync(homeOne), 2_000);
     const third = await open(c, thirdConfig);
     expect([range.first, range.last]).toContain((await peek(third, process.pid)).uid);
+    await c.shutdown();
+    await waitFor(() => readdirSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`)).length === 0, 5_000);
+    rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
   }, 20_000);
 
   it('keeps its processes through an edit that does not change how they start, and replaces them after one that does', async () => {
