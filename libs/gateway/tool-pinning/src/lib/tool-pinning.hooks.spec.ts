@@ -41,7 +41,12 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
     const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name } };
     return () => admit(info, NO_STREAM, new AbortController().signal, undefined);
   };
-  return { hooks: { filter }, pins, call, logs: () => logs };
+  /** A tasks/* request about a task a call of `name` started. */
+  const aboutTask = (name: string, method: string) => {
+    const info: RequestInfo = { record, method, requestId: 1, traceId: 't', startedAt: 0, taskOf: { upstream, kind: 'tool', name } };
+    return () => admit(info, NO_STREAM, new AbortController().signal, undefined);
+  };
+  return { hooks: { filter }, pins, call, aboutTask, logs: () => logs };
 }
 
 describe('tool pinning hooks', () => {
@@ -152,6 +157,17 @@ describe('tool pinning hooks', () => {
     // The upstream reverts: visible and callable again.
     expect(hooks.filter(record, 'tool', upstream, [approved]).map((t) => t['name'])).toEqual(['forecast']);
     expect(call('forecast')()).toBeUndefined();
+  });
+
+  it('does not let a task of a held tool be read (its status or result), and lets it be cancelled', () => {
+    const { hooks, aboutTask } = setup();
+    expect(aboutTask('forecast', 'tasks/result')()).toBeUndefined();
+    hooks.filter(record, 'tool', upstream, [pulled]);
+    expect(aboutTask('forecast', 'tasks/get')).toThrow(/Tool "forecast" of upstream "weather" is unavailable: its definition changed/);
+    expect(aboutTask('forecast', 'tasks/result')).toThrow(GatewayRequestError);
+    expect(aboutTask('forecast', 'tasks/cancel')()).toBeUndefined();
+    hooks.filter(record, 'tool', upstream, [approved]);
+    expect(aboutTask('forecast', 'tasks/result')()).toBeUndefined();
   });
 
   it('judges by the stored definition before this replica has listed the upstream', () => {

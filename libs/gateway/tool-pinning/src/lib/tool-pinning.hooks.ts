@@ -171,7 +171,9 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     },
 
     admit(info) {
-      const target = info.target;
+      // A task's status and result are the tool's too: not read while the tool is held (its server changed under it);
+      // cancelling one always goes through.
+      const target = info.target ?? (info.method === 'tasks/cancel' ? undefined : info.taskOf);
       if (!target || !enforced(target.kind)) return undefined;
       const upstreamPins = pins.get(target.upstream.id);
       if (!upstreamPins && pins.ready) return undefined;
