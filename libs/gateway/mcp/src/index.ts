@@ -29,6 +29,7 @@ export {
   MAX_SUBSCRIBED_URI_CHARS,
   MAX_SUBSCRIPTIONS_PER_SESSION,
   newSessionId,
+  REFUSED_SUBSCRIPTION_CODES,
   sessionBelongsTo,
   subscribedUpstream,
   subscriptionFits,

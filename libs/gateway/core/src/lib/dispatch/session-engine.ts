@@ -12,6 +12,7 @@ import {
   LOG_LEVELS,
   MAX_SUBSCRIBED_URI_CHARS,
   MAX_SUBSCRIPTIONS_PER_SESSION,
+  REFUSED_SUBSCRIPTION_CODES,
   withLogLevel,
   subscribedUpstream,
   subscriptionFits,
@@ -321,9 +322,6 @@ interface TaskContext {
   readonly timeoutMs?: number;
 }
 type TaskScope = TaskContext | Promise<TaskContext | undefined>;
-
-/** JSON-RPC errors with which an upstream refuses a subscription for good (MCP: -32002 resource not found; -32602). */
-const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, JSON_RPC.INVALID_PARAMS]);
 
 /** Attempts to open a new upstream session for a listening agent (`reopenForListener`), the first after this long. */
 const REOPEN_ATTEMPTS = 5;
@@ -854,9 +852,9 @@ export class SessionEngine {
     let response: JsonRpcResponse;
     let result: Record<string, unknown> | undefined;
     try {
-      result = await this.route(live, message, sink, controller.signal, traceId, gate, retain, () => {
-        if (info !== undefined) hooks?.recheck?.(info);
-      });
+      result = await this.route(live, message, sink, controller.signal, traceId, gate, retain);
+      // tasks/result may have waited an hour: the hooks decide again whether its answer is still the agent's.
+      if (message.method === 'tasks/result' && info !== undefined) hooks?.recheck?.(info);
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
@@ -909,8 +907,6 @@ export class SessionEngine {
     gate: Gate,
     /** Takes the admission's release (concurrency slots) from the request: the caller ends the slots itself. */
     retain: () => (() => void) | undefined,
-    /** Asks the hooks again, before an answer that waited upstream is handed over (`RequestHooks.recheck`). */
-    recheck: () => void,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
     switch (message.method) {
@@ -997,8 +993,6 @@ export class SessionEngine {
         // A result of tasks/result, or a terminal status: the task has ended. (An error of tasks/result may be the task's
         // own or a passing failure: its slots then go back when its end is seen, or at their deadline.)
         if (message.method === 'tasks/result' || isTerminalTaskStatus(result['status'])) this.endTaskSlots(live, agentTaskId);
-        // tasks/result may have waited an hour: the policy in force now decides whether its result is still the agent's.
-        if (message.method === 'tasks/result') recheck();
         return renameTask(result, task.upstream, task.agent);
       }
       case 'resources/read': {

@@ -59,6 +59,12 @@ export const MAX_SUBSCRIPTIONS_PER_SESSION = 256;
 export const MAX_SUBSCRIBED_URI_CHARS = 64 * 1024;
 
 /** MCP's log levels, least severe first. */
+/**
+ * JSON-RPC errors with which an upstream refuses a subscription for good (MCP: -32002 resource not found; -32602
+ * invalid params): a replayed subscription refused so leaves the record; one that failed otherwise is kept.
+ */
+export const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, -32602]);
+
 export const LOG_LEVELS: readonly string[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
 
 /** Whether one more subscription, to `uri`, fits in the record (MAX_SUBSCRIPTIONS_PER_SESSION, MAX_SUBSCRIBED_URI_CHARS). */

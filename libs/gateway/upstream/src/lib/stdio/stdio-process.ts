@@ -3,6 +3,7 @@ import { chown, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
   JSON_RPC,
+  REFUSED_SUBSCRIPTION_CODES,
   UpstreamRpcError,
   type CancelSignal,
   type ClientIdentity,
@@ -113,9 +114,6 @@ type Owner = StdioOwner | StdioProcess;
  * exponential backoff while sessions use it, up to `maxRestarts` crashes in a row, after which the
  * upstream's circuit is opened. Idle processes are stopped: stdin closed, SIGTERM, then SIGKILL.
  */
-/** JSON-RPC errors with which a process refuses a subscription for good (MCP: -32002 resource not found; -32602). */
-const REFUSED_SUBSCRIPTION_CODES: ReadonlySet<number> = new Set([-32002, -32602]);
-
 export class StdioProcess {
   readonly owners = new Set<StdioOwner>();
   /** The session that last told this process its roots changed, for ROOTS_ATTRIBUTION_MS: whose roots/list comes next. */
