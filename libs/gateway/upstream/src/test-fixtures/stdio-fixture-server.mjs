@@ -28,6 +28,10 @@ if (stubborn) {
   process.on('SIGTERM', () => undefined);
   setInterval(() => undefined, 60_000);
 }
+// SIGUSR2: every subscribed resource changed, without a call (a call would count as activity).
+process.on('SIGUSR2', () => {
+  for (const uri of subscribed) send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri } });
+});
 process.stderr.write(`fixture started\n`);
 // Each start appends its pid here: a spec sees restarts without calling the process (a call would start it).
 if (process.env.FIXTURE_STARTS_FILE) appendFileSync(process.env.FIXTURE_STARTS_FILE, `${process.pid}\n`);

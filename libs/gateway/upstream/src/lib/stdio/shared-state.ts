@@ -84,6 +84,11 @@ export class SharedUpstreamState<O> {
     return { unsubscribe, level };
   }
 
+  /** Whether some owner is subscribed to a resource: its updates can come at any time, so the process is not idle. */
+  get watched(): boolean {
+    return this.subscriptions.size > 0;
+  }
+
   /** The level the upstream was last set to (undefined: never, since it started). */
   upstreamLevelNow(): LogLevel | undefined {
     return this.upstreamLevel;

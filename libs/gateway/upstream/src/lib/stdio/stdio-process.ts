@@ -553,8 +553,12 @@ export class StdioProcess {
     signalGroup(child, 'SIGKILL');
   }
 
+  /**
+   * Stops a process nobody has used for `idleMs`. Not one a session is subscribed to a resource of: it would send no
+   * updates until a call started it again. The subscriptions end when their sessions unsubscribe or go.
+   */
   private checkIdle(): void {
-    if (this.ready && this.mux.pending === 0 && Date.now() - this.lastActivity >= this.options.idleMs)
+    if (this.ready && this.mux.pending === 0 && !this.shared.watched && Date.now() - this.lastActivity >= this.options.idleMs)
       void this.stop('idle');
   }
 

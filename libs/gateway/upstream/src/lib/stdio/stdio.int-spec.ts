@@ -615,6 +615,22 @@ describe('stdio upstreams', () => {
     expect(next).not.toBe(pid);
   });
 
+  it('keeps an idle process running while a session is subscribed to one of its resources', async () => {
+    const session = await open(connector({ stdioIdleMs: 150 }));
+    const updates: JsonRpcNotification[] = [];
+    session.onNotification((n) => void updates.push(n));
+    await session.request('resources/subscribe', { uri: 'mem://watched' });
+    const pid = await pidOf(session);
+    // Many idle periods later the process is still there, and an update it sends still reaches the session.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(isAlive(pid)).toBe(true);
+    process.kill(pid, 'SIGUSR2');
+    await waitFor(() => updates.some((n) => n.method === 'notifications/resources/updated'));
+    // Unsubscribed, it is idle again and stops.
+    await session.request('resources/unsubscribe', { uri: 'mem://watched' });
+    await waitFor(() => !isAlive(pid));
+  });
+
   it('escalates to SIGKILL at shutdown when SIGTERM is ignored', async () => {
     const c = connector({ stdioKillGraceMs: 200 });
     const session = await open(c, fixtureConfig({ FIXTURE_IGNORE_SIGTERM: '1' }));
