@@ -39,7 +39,7 @@ export { UpstreamRegistry } from './lib/registry/upstream-registry';
 export type { TenantUpstreams } from './lib/registry/upstream-registry';
 export { composeHooks } from './lib/hooks/request-hooks';
 export { credentialsAfterApproval } from './lib/hooks/credentials-after-approval';
-export type { Admission, ApprovalGate, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from './lib/hooks/request-hooks';
+export type { Admission, ApprovalGate, RequestHooks, RequestInfo, RequestOutcome, TargetKind, TaskTool } from './lib/hooks/request-hooks';
 export { NO_STREAM } from './lib/dispatch/sinks';
 export { eventId, newStreamId, parseEventId, RedisReplayLog } from './lib/dispatch/replay-log';
 export type { ReplayEntry, ReplayLog, ReplayLogOptions, StreamKind, StreamLog } from './lib/dispatch/replay-log';

@@ -358,6 +358,19 @@ describe('policyHooks.admit on a task request', () => {
     expect(hooks.recheck?.(call(ci, 'tool', 'tickets', 'create_ticket'))).toBeUndefined();
     expect(hooks.recheck?.(aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
   });
+
+  it("refuses passing on an upstream's messages about the task of a tool the principal may no longer use", () => {
+    let current: PolicySnapshot | undefined = snapshotOf(RULES);
+    const hooks = policyHooks({ get: () => current });
+    const taskOf = { upstream: upstream('tickets'), kind: 'tool', name: 'create_ticket' } as const;
+    expect(hooks.taskMessage?.(ci, taskOf, 'notifications/tasks/status')).toBeUndefined();
+    expect(hooks.taskMessage?.(ci, taskOf, 'elicitation/create')).toBeUndefined();
+    current = snapshotOf(RULES.filter((rule) => rule.id !== 'ci-tickets'), 'deny', 6);
+    const revoked = refusal(() => hooks.taskMessage?.(ci, taskOf, 'elicitation/create'));
+    expect(revoked).toMatchObject({ rpcCode: GATEWAY_RPC.POLICY_DENIED, data: { snapshotVersion: 6 }, outcome: 'denied' });
+    current = undefined;
+    expect(refusal(() => hooks.taskMessage?.(ci, taskOf, 'notifications/tasks/status')).data).toEqual({ snapshotVersion: null });
+  });
 });
 
 describe('principalOf', () => {

@@ -7,6 +7,7 @@ import {
   type RequestInfo,
   type MessageSink,
   type TargetKind,
+  type TaskTool,
 } from '@portcullis/gateway/core';
 import type { CancelSignal, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { evaluate, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot } from '@portcullis/policy/engine';
@@ -90,7 +91,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
     admit(info: RequestInfo): Admission | undefined {
       const target = info.target;
       if (target === undefined) {
-        if (info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info, info.taskOf);
+        if (info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info.record, info.taskOf);
         return undefined;
       }
       const snapshot = snapshots.get(info.record.tenantId);
@@ -126,7 +127,12 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
 
     recheck(info: RequestInfo): void {
       // A task's result read after a wait: the tool may have been revoked meanwhile.
-      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info, info.taskOf);
+      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info.record, info.taskOf);
+    },
+
+    taskMessage(record: SessionRecord, taskOf: TaskTool): void {
+      // A task's status and the requests its upstream makes within it are reading the task.
+      admitTaskRead(snapshots, record, taskOf);
     },
 
     hold: {
@@ -168,14 +174,14 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
 }
 
 /** Refuses to read a task whose tool the principal may no longer use under any arguments. */
-function admitTaskRead(snapshots: SnapshotLookup, info: RequestInfo, tool: NonNullable<RequestInfo['taskOf']>): void {
-  const snapshot = snapshots.get(info.record.tenantId);
+function admitTaskRead(snapshots: SnapshotLookup, record: SessionRecord, tool: TaskTool): void {
+  const snapshot = snapshots.get(record.tenantId);
   const what = () => describe(tool.kind, tool.name, tool.upstream);
   if (snapshot === undefined) {
     throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what()} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
   }
   const listed = [{ kind: tool.kind, upstream: tool.upstream.name, name: tool.name }];
-  if (visibleTools(snapshot, principalOf(info.record), listed).length === 0) {
+  if (visibleTools(snapshot, principalOf(record), listed).length === 0) {
     throw new GatewayRequestError(
       GATEWAY_RPC.POLICY_DENIED,
       `${what()} is no longer allowed for you, so the task its call started cannot be read.`,

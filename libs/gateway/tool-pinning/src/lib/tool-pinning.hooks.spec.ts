@@ -35,8 +35,8 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
     [{ upstreamId: 'u1', kind: 'tool', name: 'forecast', contentHash: options.storedHash ?? approvedHash ?? 'x', approvedHash, blocked: false }],
     options.requireApproval ? ['u1'] : [],
   );
-  const { filter, admit } = toolPinningHooks({ pins, logger });
-  if (!filter || !admit) throw new Error('the pinning hooks filter and admit');
+  const { filter, admit, recheck, taskMessage } = toolPinningHooks({ pins, logger });
+  if (!filter || !admit || !recheck || !taskMessage) throw new Error('the pinning hooks filter, admit, recheck and judge task messages');
   const call = (name: string) => {
     const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name } };
     return () => admit(info, NO_STREAM, new AbortController().signal, undefined);
@@ -46,7 +46,12 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
     const info: RequestInfo = { record, method, requestId: 1, traceId: 't', startedAt: 0, taskOf: { upstream, kind: 'tool', name } };
     return () => admit(info, NO_STREAM, new AbortController().signal, undefined);
   };
-  return { hooks: { filter }, pins, call, aboutTask, logs: () => logs };
+  /** The same request asked again when its waited-for answer comes back. */
+  const recheckTask = (name: string, method: string) => () =>
+    recheck({ record, method, requestId: 1, traceId: 't', startedAt: 0, taskOf: { upstream, kind: 'tool', name } });
+  /** A message the upstream sends about a task a call of `name` started. */
+  const taskMessageOf = (name: string, method: string) => () => taskMessage(record, { upstream, kind: 'tool', name }, method);
+  return { hooks: { filter }, pins, call, aboutTask, recheckTask, taskMessageOf, logs: () => logs };
 }
 
 describe('tool pinning hooks', () => {
@@ -168,6 +173,18 @@ describe('tool pinning hooks', () => {
     expect(aboutTask('forecast', 'tasks/cancel')()).toBeUndefined();
     hooks.filter(record, 'tool', upstream, [approved]);
     expect(aboutTask('forecast', 'tasks/result')()).toBeUndefined();
+  });
+
+  it('refuses a result that waited while its tool became held, and messages about a task of a held tool', () => {
+    const { hooks, recheckTask, taskMessageOf } = setup();
+    expect(recheckTask('forecast', 'tasks/result')()).toBeUndefined();
+    expect(taskMessageOf('forecast', 'notifications/tasks/status')()).toBeUndefined();
+    hooks.filter(record, 'tool', upstream, [pulled]);
+    expect(recheckTask('forecast', 'tasks/result')).toThrow(/Tool "forecast" of upstream "weather" is unavailable: its definition changed/);
+    expect(taskMessageOf('forecast', 'notifications/tasks/status')).toThrow(GatewayRequestError);
+    expect(taskMessageOf('forecast', 'elicitation/create')).toThrow(GatewayRequestError);
+    // Cancelling is never refused, after a wait either.
+    expect(recheckTask('forecast', 'tasks/cancel')()).toBeUndefined();
   });
 
   it('judges by the stored definition before this replica has listed the upstream', () => {

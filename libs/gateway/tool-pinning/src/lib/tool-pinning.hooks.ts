@@ -1,5 +1,5 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { deepFreeze, GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks } from '@portcullis/gateway/core';
+import { deepFreeze, GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
 
@@ -107,6 +107,25 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     logger.warn(fields, 'upstream tool hidden by tool pinning');
   };
 
+  /** Throws the refusal for a tool or prompt that pinning holds (changed since approved, blocked, or not known yet). */
+  const refuseHeld = (target: NonNullable<RequestInfo['target']>): void => {
+    if (!enforced(target.kind)) return;
+    const upstreamPins = pins.get(target.upstream.id);
+    if (!upstreamPins && pins.ready) return;
+    const key = pinKey(target.kind, target.name);
+    const outcome = upstreamPins
+      ? verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash)
+      : 'unavailable';
+    if (outcome === 'ok') return;
+    const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
+    throw new GatewayRequestError(
+      GATEWAY_RPC.FORBIDDEN,
+      `${what} "${target.name}" of upstream "${target.upstream.name}" is unavailable: ${REFUSALS[outcome]}.`,
+      { reason: `tool_pin_${outcome}` },
+      'denied',
+    );
+  };
+
   return {
     filter(_record, kind, upstream, items, fromCache) {
       if (!enforced(kind)) return items;
@@ -174,23 +193,20 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
       // A task's status and result are the tool's too: not read while the tool is held (its server changed under it);
       // cancelling one always goes through.
       const target = info.target ?? (info.method === 'tasks/cancel' ? undefined : info.taskOf);
-      if (!target || !enforced(target.kind)) return undefined;
-      const upstreamPins = pins.get(target.upstream.id);
-      if (!upstreamPins && pins.ready) return undefined;
-      const key = pinKey(target.kind, target.name);
-      const outcome = upstreamPins
-        ? verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash)
-        : 'unavailable';
-      if (outcome === 'ok') return undefined;
-      const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
-      throw new GatewayRequestError(
-        GATEWAY_RPC.FORBIDDEN,
-        `${what} "${target.name}" of upstream "${target.upstream.name}" is unavailable: ${REFUSALS[outcome]}.`,
-        { reason: `tool_pin_${outcome}` },
-        'denied',
-      );
+      if (target) refuseHeld(target);
+      return undefined;
+    },
+
+    recheck(info) {
+      // A task's result that waited: the tool may have been held meanwhile (admit saw it before the wait).
+      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') refuseHeld(info.taskOf);
+    },
+
+    taskMessage(_record, taskOf) {
+      refuseHeld(taskOf);
     },
   };
+
 }
 
 /**

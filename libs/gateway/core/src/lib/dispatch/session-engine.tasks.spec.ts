@@ -285,6 +285,68 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     ]);
   });
 
+  it('passes on no message about a task whose tool the hooks now refuse: dropped, a request refused to the upstream, and a terminal status still ends its slots', async () => {
+    let revoked = false;
+    const judged: [string, string][] = [];
+    const released: string[] = [];
+    const hooks: RequestHooks = {
+      admit: (info) => (info.method === 'tools/call' ? { release: () => void released.push(info.method) } : undefined),
+      taskMessage: (_record, taskOf, method) => {
+        judged.push([method, `${taskOf.upstream.id}/${taskOf.name}`]);
+        if (revoked) throw new GatewayRequestError(-32003, 'no longer yours');
+      },
+    };
+    const base = taskUpstream();
+    const asked: unknown[] = [];
+    const upstream: FakeUpstream = {
+      capabilities: base.capabilities,
+      handle: async (method, params, options) => {
+        if (method === 'tasks/result') {
+          // While the agent waits for the result: a status change and a question, both about the task.
+          const taskId = params?.['taskId'];
+          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'input_required' } });
+          await (options?.onServerRequest?.(
+            { jsonrpc: '2.0', id: 'q1', method: 'elicitation/create', params: { message: 'which?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId } } } },
+            new AbortController().signal,
+          ) ?? Promise.reject(new Error('no handler'))).then(
+            (result) => asked.push({ result }),
+            (error: { code?: number; message?: string }) => asked.push({ code: error.code, message: error.message }),
+          );
+        }
+        return base.handle(method, params, options);
+      },
+    };
+    const { engine, connector } = build({ u1: upstream }, new MemoryTaskRouteStore(), undefined, hooks);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => standalone.push(message) > 0 });
+    const taskId = (resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+
+    // Still the principal's: passed on, after the hooks were asked about the task's tool.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'working' } });
+    await expect.poll(() => standalone.length).toBe(1);
+    expect(judged).toEqual([['notifications/tasks/status', 'u1/slow']]);
+
+    // Revoked: the task's end is not passed on, but its concurrency slots go back all the same.
+    revoked = true;
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'completed' } });
+    await expect.poll(() => released).toEqual(['tools/call']);
+    expect(judged).toHaveLength(2);
+
+    // Messages that come with tasks/result are judged too: the status dropped, the question refused to the upstream.
+    const relayed: JsonRpcMessage[] = [];
+    await call(engine, record, 'tasks/result', { taskId }, { canStream: true, send: (message) => relayed.push(message) > 0 });
+    expect(asked).toEqual([{ code: -32003, message: 'elicitation/create: the client may no longer use the tool this task belongs to' }]);
+    expect(judged.slice(2)).toEqual([
+      ['notifications/tasks/status', 'u1/slow'],
+      ['elicitation/create', 'u1/slow'],
+    ]);
+    expect(relayed).toEqual([]);
+    expect(standalone).toHaveLength(1);
+  });
+
   it('offers no tasks on a stdio upstream (its task ids could later name another session\'s task): the call runs as a plain one', async () => {
     const { engine, connector } = build({ u1: taskUpstream() }, new MemoryTaskRouteStore(), (config) => ({ ...config, transport: 'stdio', url: null, command: 'node' }));
     const { record, capabilities } = await open(engine);

@@ -319,6 +319,8 @@ const MAX_CANCEL_REASON = 256;
 interface TaskContext {
   readonly upstream: string;
   readonly agent: string;
+  /** The tool whose call created the task (as its upstream names it), when known. */
+  readonly tool?: string;
   readonly timeoutMs?: number;
 }
 type TaskScope = TaskContext | Promise<TaskContext | undefined>;
@@ -337,6 +339,9 @@ const MAX_ANNOUNCED_TASK_ENDS = 1_000;
 
 /** An upstream's request about a task that is not the session's: refused, as if the agent did not know the task. */
 const unknownTaskOf = (request: JsonRpcRequest) => new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `${request.method}: unknown task`);
+/** What an upstream is told when the hooks refuse relaying its request about a task (the policy's reasons stay with the gateway). */
+const refusedTaskRequest = (request: JsonRpcRequest, refusal: GatewayRequestError) =>
+  new UpstreamRpcError(refusal.rpcCode, `${request.method}: the client may no longer use the tool this task belongs to`);
 
 /**
  * A path with `.` or `..` segments, an empty segment, a percent-encoded `/` or `\`, or a percent-encoded unreserved
@@ -988,7 +993,12 @@ export class SessionEngine {
         // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
         const callTimeoutMs = config?.callTimeoutMs ?? 0;
         const timeoutMs = message.method === 'tasks/result' ? Math.max(callTimeoutMs, Math.min(route.expiresAt - Date.now(), TASK_RESULT_MAX_WAIT_MS)) : undefined;
-        const task: TaskContext = { upstream: route.taskId, agent: agentTaskId, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+        const task: TaskContext = {
+          upstream: route.taskId,
+          agent: agentTaskId,
+          ...(route.tool !== undefined ? { tool: route.tool } : {}),
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        };
         const result = await this.forward(live, route.upstreamId, message, upstreamTaskParams(params, route.taskId), sink, signal, traceId, 0, task);
         // A result of tasks/result, or a terminal status: the task has ended. (An error of tasks/result may be the task's
         // own or a passing failure: its slots then go back when its end is seen, or at their deadline.)
@@ -1368,6 +1378,7 @@ export class SessionEngine {
     if (upstreamTask === undefined) sink.send(notification);
     else if (!(task instanceof Promise) && upstreamTask === task?.upstream) {
       if (notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status'])) this.endTaskSlots(live, task.agent);
+      if (this.refusesTaskMessage(live, upstreamId, task.tool, notification)) return;
       sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
     }
     else void this.inTaskScope(live, upstreamId, notification, upstreamTask, task).then((named) => named && sink.send(named));
@@ -1384,6 +1395,7 @@ export class SessionEngine {
     const known = task instanceof Promise ? await ('id' in message ? withinMs(task, TASK_SCOPE_WAIT_MS) : task) : task;
     if (known === undefined || upstreamTask !== known.upstream) return this.agentTaskMessage(live, upstreamId, message, upstreamTask);
     if (message.method === 'notifications/tasks/status' && isTerminalTaskStatus(message.params?.['status'])) this.endTaskSlots(live, known.agent);
+    if (this.refusesTaskMessage(live, upstreamId, known.tool, message)) return undefined;
     return { ...message, params: renameTask(message.params as Record<string, unknown>, known.upstream, known.agent) };
   }
 
@@ -1393,10 +1405,56 @@ export class SessionEngine {
    * gateway never handed out. Those messages are not passed on.
    */
   private async agentTaskMessage<M extends JsonRpcNotification | JsonRpcRequest>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string): Promise<M | undefined> {
-    const agentTask = await this.deps.tasks?.agentTaskId(live.record.id, { upstreamId, taskId: upstreamTask }).catch(() => undefined);
-    if (agentTask === undefined) return undefined;
+    const tasks = this.deps.tasks;
+    const agentTask = await tasks?.agentTaskId(live.record.id, { upstreamId, taskId: upstreamTask }).catch(() => undefined);
+    if (tasks === undefined || agentTask === undefined) return undefined;
     if (message.method === 'notifications/tasks/status' && isTerminalTaskStatus(message.params?.['status'])) this.endTaskSlots(live, agentTask);
+    if (this.deps.hooks?.taskMessage !== undefined) {
+      // Which tool the task is of: only asked when a hook would decide on it. Unreadable (Redis away): not passed on.
+      const route = await tasks.route(live.record.id, agentTask).catch(() => null);
+      if (route === null) {
+        if ('id' in message) throw unknownTaskOf(message);
+        return undefined;
+      }
+      if (this.refusesTaskMessage(live, upstreamId, route?.tool, message)) return undefined;
+    }
     return { ...message, params: renameTask(message.params as Record<string, unknown>, upstreamTask, agentTask) };
+  }
+
+  /**
+   * Whether a message about a task of `tool` stays here because the hooks refuse it (see `taskMessageRefusal`): a
+   * request throws the refusal the upstream is answered with; for a notification, true (the caller drops it).
+   */
+  private refusesTaskMessage(live: LiveSession, upstreamId: string, tool: string | undefined, message: JsonRpcNotification | JsonRpcRequest): boolean {
+    const refusal = this.taskMessageRefusal(live, upstreamId, tool, message.method);
+    if (refusal === undefined) return false;
+    if ('id' in message) throw refusedTaskRequest(message, refusal);
+    return true;
+  }
+
+  /**
+   * The hooks' refusal of a message about a task of `tool` from `upstreamId` (the principal may no longer use the tool,
+   * or it is held), undefined when it may go to the agent. A task whose tool is not known (recorded before tools were)
+   * is not judged.
+   */
+  private taskMessageRefusal(live: LiveSession, upstreamId: string, tool: string | undefined, method: string): GatewayRequestError | undefined {
+    const check = this.deps.hooks?.taskMessage;
+    if (check === undefined || tool === undefined) return undefined;
+    const upstream = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    try {
+      // An upstream no longer configured: none of its tools is the principal's any more.
+      if (upstream === undefined) throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'The upstream is no longer configured.', undefined, 'denied');
+      check(live.record, { upstream, kind: 'tool', name: tool }, method);
+      return undefined;
+    } catch (error) {
+      if (error instanceof GatewayRequestError) {
+        this.deps.logger.debug({ sessionIdPrefix: live.record.id.slice(0, 8), upstreamId, method, code: error.rpcCode }, 'message about a task not passed on: its tool is refused');
+        return error;
+      }
+      // A hook that failed (a bug) decides nothing: the message stays here, as for a refusal.
+      this.deps.logger.error({ err: error, sessionIdPrefix: live.record.id.slice(0, 8), upstreamId, method }, 'a hook failed on a message about a task; not passed on');
+      return new GatewayRequestError(JSON_RPC.INTERNAL_ERROR, 'Internal error');
+    }
   }
 
   /**
@@ -1411,7 +1469,7 @@ export class SessionEngine {
       const agentTaskId = await (this.deps.tasks as TaskRouteStore).add(live.record.id, route, taskLifetimeMs(task['ttl']), tool);
       // Ended while the route was stored (after its routes were deleted): none is left behind.
       if (this.ended.has(live.record.id)) void this.deps.tasks?.delete(live.record.id).catch(() => undefined);
-      adopted({ upstream: route.taskId, agent: agentTaskId });
+      adopted({ upstream: route.taskId, agent: agentTaskId, tool });
       return { ...result, task: { ...task, taskId: agentTaskId } };
     } catch (error) {
       // The task runs upstream, but the agent could never reach it: it is cancelled (best effort), and the call fails.

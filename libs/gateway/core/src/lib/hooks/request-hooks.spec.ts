@@ -273,4 +273,23 @@ describe('composeHooks', () => {
     expect(asked).toEqual(['first', 'second']);
     expect(composeHooks([{ admit: () => undefined }]).recheck).toBeUndefined();
   });
+
+  it('asks every hook that judges task messages, in order, and lets the first refusal stand', () => {
+    const asked: string[] = [];
+    const composed = composeHooks([
+      { taskMessage: (_record, taskOf, method) => void asked.push(`first ${taskOf.name} ${method}`) },
+      { recheck: () => undefined },
+      {
+        taskMessage: () => {
+          asked.push('second');
+          throw new GatewayRequestError(-32003, 'held');
+        },
+      },
+      { taskMessage: () => void asked.push('third') },
+    ]);
+    const taskOf = { upstream: fakeConfig('u1', 'up1'), kind: 'tool', name: 'slow' } as const;
+    expect(() => composed.taskMessage?.(info.record, taskOf, 'notifications/tasks/status')).toThrow('held');
+    expect(asked).toEqual(['first slow notifications/tasks/status', 'second']);
+    expect(composeHooks([{ recheck: () => undefined }]).taskMessage).toBeUndefined();
+  });
 });

@@ -5,6 +5,13 @@ import type { MessageSink } from '../dispatch/sinks';
 /** The MCP object a routed request is about, named as its upstream knows it. */
 export type TargetKind = 'tool' | 'prompt' | 'resource';
 
+/** The tool whose call created a task, as its upstream names it. */
+export interface TaskTool {
+  readonly upstream: UpstreamConfig;
+  readonly kind: 'tool';
+  readonly name: string;
+}
+
 /** What the hooks know about one request of a session. */
 export interface RequestInfo {
   readonly record: SessionRecord;
@@ -18,7 +25,7 @@ export interface RequestInfo {
    * upstream names it. Not a call of the tool (no arguments, nothing is counted or held for it): what the policy may
    * decide again (is the tool still the principal's to use?) and the audit trail records the request as about.
    */
-  readonly taskOf?: { readonly upstream: UpstreamConfig; readonly kind: 'tool'; readonly name: string };
+  readonly taskOf?: TaskTool;
   /** Tool-call / prompt arguments as the agent sent them. */
   readonly arguments?: Readonly<Record<string, unknown>>;
   /** The agent's IP address as the HTTP layer sees it (behind a trusted proxy: the forwarded one). */
@@ -100,6 +107,13 @@ export interface RequestHooks {
    * waited). Synchronous; only requests that were admitted meet it.
    */
   recheck?(info: RequestInfo): void;
+  /**
+   * Before a message an upstream sends about a task (`notifications/tasks/status`, or a request it makes within the
+   * task: elicitation, sampling) is passed on to the agent: a hook that would now refuse reading the task (its `admit`
+   * with `taskOf`) throws a `GatewayRequestError`, and the message is dropped (a request is refused to the upstream).
+   * `method` is the message's. Synchronous.
+   */
+  taskMessage?(record: SessionRecord, taskOf: TaskTool, method: string): void;
   /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
   completed?(info: RequestInfo, outcome: RequestOutcome): void;
 }
@@ -147,9 +161,11 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   const filters: FilterFn[] = [];
   const observers: CompletedFn[] = [];
   const recheckers: RecheckFn[] = [];
+  const taskMessageCheckers: TaskMessageFn[] = [];
   for (const hook of hooks) {
     if (hook.admit) admitters.push(hook.admit.bind(hook));
     if (hook.recheck) recheckers.push(hook.recheck.bind(hook));
+    if (hook.taskMessage) taskMessageCheckers.push(hook.taskMessage.bind(hook));
     if (hook.filter) filters.push(hook.filter.bind(hook));
     if (hook.completed) observers.push(hook.completed.bind(hook));
   }
@@ -187,6 +203,11 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
       for (const recheck of recheckers) recheck(info);
     };
   }
+  if (taskMessageCheckers.length > 0) {
+    composed.taskMessage = (record, taskOf, method) => {
+      for (const check of taskMessageCheckers) check(record, taskOf, method);
+    };
+  }
   if (observers.length > 0) {
     composed.completed = (info, outcome) => {
       for (const observe of observers) {
@@ -216,6 +237,7 @@ type AdmitFn = NonNullable<RequestHooks['admit']>;
 type FilterFn = NonNullable<RequestHooks['filter']>;
 type CompletedFn = NonNullable<RequestHooks['completed']>;
 type RecheckFn = NonNullable<RequestHooks['recheck']>;
+type TaskMessageFn = NonNullable<RequestHooks['taskMessage']>;
 
 async function continueAsync(
   rest: readonly AdmitFn[],
