@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
@@ -434,6 +435,29 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
       expect(refusedFailed.status).toBe(409);
       expect(refusedFailed.json['detail']).toMatch(/The export is failed/);
 
+      // Failed while a worker still holds its job: cancelled if that attempt is not the last (BullMQ retries it), else 409.
+      const worker = new Worker(AUDIT_TASKS_QUEUE, null, { connection: { url: testContext().redisUrl }, prefix: cp.config.queue.prefix, autorun: false });
+      let failing = '';
+      try {
+        await tasks.drain(true);
+        failing = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+        expect((await worker.getNextJob('spec-token'))?.id).toBe(`export-${failing}`);
+        await cp.system.auditExport.update({ where: { id: failing }, data: { status: 'failed' } });
+        expect((await cp.request('POST', `${base}/${failing}/cancel`, { token: auditor.token })).json).toMatchObject({ status: 'cancelled' });
+        const lastTry = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'csv' } })).json['id']);
+        const held = await worker.getNextJob('spec-token');
+        expect(held?.id).toBe(`export-${lastTry}`);
+        // As BullMQ records two failed attempts of three.
+        const redis = new Redis(testContext().redisUrl);
+        await redis.hset(tasks.toKey(`export-${lastTry}`), 'atm', '2').finally(() => redis.disconnect());
+        await cp.system.auditExport.update({ where: { id: lastTry }, data: { status: 'failed' } });
+        expect((await cp.request('POST', `${base}/${lastTry}/cancel`, { token: auditor.token })).status).toBe(409);
+        expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: failing } })).status).toBe('cancelled');
+        expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: lastTry } })).status).toBe('failed');
+      } finally {
+        await worker.close(true);
+      }
+
       // Another tenant cannot cancel it, even with the id; an unknown id is 404 too.
       const other = await cp.tenant();
       const stranger = await cp.member(other.id, 'auditor');
@@ -443,8 +467,8 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
       expect((await cp.request('POST', `${base}/${newId()}/cancel`, { token: auditor.token })).status).toBe(404);
       expect((await cp.system.auditExport.findUniqueOrThrow({ where: { id: fresh } })).status).toBe('queued');
 
-      const events = await cp.eventsAtLeast(f.tenant.id, 9);
-      expect(events.filter((e) => e.method === 'audit.export.cancel').map((e) => e.targetId).sort()).toEqual([id, running, retrying].sort());
+      const events = await cp.eventsAtLeast(f.tenant.id, 12);
+      expect(events.filter((e) => e.method === 'audit.export.cancel').map((e) => e.targetId).sort()).toEqual([id, running, retrying, failing].sort());
     } finally {
       await tasks.close();
     }

@@ -41,9 +41,15 @@ export class AuditTasksQueue implements OnApplicationShutdown {
     }
   }
 
-  /** Whether the job is still to run: waiting, or delayed (a retry after a failed attempt). Unknown: false. */
+  /**
+   * Whether the job may still run (again): waiting, delayed (a retry after a failed attempt), or running an attempt
+   * that is not its last (one failing now is retried). Unknown: false.
+   */
   async pending(jobId: string): Promise<boolean> {
-    const state = await this.queue.getJobState(jobId).catch(() => 'unknown');
+    const job = await this.queue.getJob(jobId).catch(() => undefined);
+    if (job === undefined) return false;
+    const state = await job.getState().catch(() => 'unknown');
+    if (state === 'active') return job.attemptsMade + 1 < (job.opts.attempts ?? 1);
     return state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children';
   }
 

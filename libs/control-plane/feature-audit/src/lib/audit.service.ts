@@ -183,9 +183,9 @@ export class AuditService {
   }
 
   /**
-   * Stops an export that is queued or running (or failed with a retry still to come): marked `cancelled` at once; its
-   * job is dropped from the queue if no worker holds it, else the worker stops before its next page and removes what
-   * it wrote. Audited. Anything else (completed, failed for good, expired, cancelled) is a conflict.
+   * Stops an export that is queued or running (or failed with a retry still to come, or failing now on an attempt that
+   * is not its last): marked `cancelled` at once; its job is dropped from the queue if no worker holds it, else the
+   * worker stops before its next page and removes what it wrote (a retry sees it cancelled and does not run). Audited. Anything else (completed, failed for good, expired, cancelled) is a conflict.
    */
   async cancelExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
     const jobId = `export-${id}`;
