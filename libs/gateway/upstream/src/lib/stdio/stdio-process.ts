@@ -305,7 +305,10 @@ export class StdioProcess {
     const user = userIds !== undefined ? userIds.take() : this.options.runAs;
     if (userIds !== undefined && user === undefined) {
       // Not the upstream's failure (another tenant's processes may hold the ids): its circuit is left alone.
-      logger.warn({ ...this.fields, ids: userIds.size }, 'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use');
+      logger.warn(
+        { ...this.fields, ids: userIds.size, running: userIds.inUse, retired: userIds.retired },
+        'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use or retired',
+      );
       throw errors.connectFailed();
     }
     // With an id of its own, a home of its own too (HOME, TMPDIR and working directory; 0700, removed with it): what it

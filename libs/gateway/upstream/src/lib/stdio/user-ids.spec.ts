@@ -22,9 +22,12 @@ describe('StdioUserIds', () => {
     expect(ids.take()).toEqual({ uid: 10, gid: 10 });
     expect(ids.take()).toEqual({ uid: 11, gid: 11 });
     expect(ids.take()).toBeUndefined();
-    // A retired id is never handed out again, even once given back.
+    // A retired id is never handed out again, even once given back, and is not counted as running.
     ids.retire({ uid: 12, gid: 12 });
+    expect([ids.inUse, ids.retired]).toEqual([2, 1]);
+    ids.give({ uid: 12, gid: 12 });
     ids.give({ uid: 10, gid: 10 });
+    expect([ids.inUse, ids.retired]).toEqual([1, 1]);
     expect(ids.take()).toEqual({ uid: 10, gid: 10 });
     expect(ids.take()).toBeUndefined();
   });

@@ -39,6 +39,8 @@ export interface StdioUser {
  */
 export class StdioUserIds {
   private readonly taken = new Set<number>();
+  /** Ids retired for good (also in `taken`). */
+  private readonly retiredIds = new Set<number>();
   private next: number;
   /**
    * Where the processes' private homes go: one directory for this range (0711: others may pass through to their own
@@ -127,8 +129,13 @@ export class StdioUserIds {
     return this.last - this.first + 1;
   }
 
+  /** Ids held by running processes (or their homes still being removed); retired ones are not counted. */
   get inUse(): number {
-    return this.taken.size;
+    return this.taken.size - this.retiredIds.size;
+  }
+
+  get retired(): number {
+    return this.retiredIds.size;
   }
 
   /** A free id, now taken; undefined when every id of the range is taken. */
@@ -145,11 +152,12 @@ export class StdioUserIds {
   }
 
   give(user: StdioUser): void {
-    this.taken.delete(user.uid);
+    if (!this.retiredIds.has(user.uid)) this.taken.delete(user.uid);
   }
 
   /** An id whose process left something behind that could not be removed: never handed out again by this gateway. */
   retire(user: StdioUser): void {
     this.taken.add(user.uid);
+    this.retiredIds.add(user.uid);
   }
 }
