@@ -1,5 +1,5 @@
 export { compile } from './lib/compile';
-export { evaluate, visibleTools } from './lib/evaluate';
+export { evaluate, usableTarget, visibleTools, type UsageContext } from './lib/evaluate';
 export type { ListedTarget } from './lib/evaluate';
 export { loadSnapshot, serializeSnapshot, snapshotChecksum } from './lib/snapshot';
 export { SnapshotLoadError } from './lib/runtime';

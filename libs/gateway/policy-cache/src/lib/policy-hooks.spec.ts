@@ -359,6 +359,26 @@ describe('policyHooks.admit on a task request', () => {
     expect(hooks.recheck?.(aboutTask(ci, 'tasks/cancel', 'tickets', 'create_ticket'))).toBeUndefined();
   });
 
+  it('decides a rule by address or time alone with the reading request (the call\'s arguments are not kept)', () => {
+    const tickets = [{ kind: 'tool' as const, upstream: 'tickets', name: 'create_ticket' }];
+    const hooks = policyHooks(
+      lookup(
+        snapshotOf([
+          { id: 'ci-tickets', subjects: [{ type: 'agent_client', agentClientId: 'ac-ci' }], targets: tickets, effect: 'allow' },
+          { id: 'office-only', subjects: [{ type: 'authenticated' }], targets: tickets, effect: 'deny', condition: '!inCidr(request.ip, "10.1.0.0/16")' },
+          { id: 'small', subjects: [{ type: 'authenticated' }], targets: tickets, effect: 'deny', condition: 'args.count > 10' },
+        ]),
+      ),
+    );
+    const reading = (ip: string): RequestInfo => ({ ...aboutTask(ci, 'tasks/result', 'tickets', 'create_ticket'), clientIp: ip });
+    expect(admit(hooks, reading('10.1.4.4'))).toBeUndefined();
+    expect(refusal(() => admit(hooks, reading('198.51.100.7'))).rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    // The answer waited: decided again from the address it is handed to.
+    expect(refusal(() => hooks.recheck?.(reading('198.51.100.7'))).rpcCode).toBe(GATEWAY_RPC.POLICY_DENIED);
+    // A message from the upstream comes from no known address: the address rule could go either way.
+    expect(hooks.taskMessage?.(ci, { upstream: upstream('tickets'), kind: 'tool', name: 'create_ticket' }, 'notifications/tasks/status')).toBeUndefined();
+  });
+
   it("refuses passing on an upstream's messages about the task of a tool the principal may no longer use", () => {
     let current: PolicySnapshot | undefined = snapshotOf(RULES);
     const hooks = policyHooks({ get: () => current });

@@ -10,7 +10,7 @@ import {
   type TaskTool,
 } from '@portcullis/gateway/core';
 import type { CancelSignal, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
-import { evaluate, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot } from '@portcullis/policy/engine';
+import { evaluate, usableTarget, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot, type UsageContext } from '@portcullis/policy/engine';
 
 /** Where the hooks find a tenant's snapshot in force (the `SnapshotCache`, or a fixed map in tests). */
 export interface SnapshotLookup {
@@ -91,7 +91,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
     admit(info: RequestInfo): Admission | undefined {
       const target = info.target;
       if (target === undefined) {
-        if (info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info.record, info.taskOf);
+        if (info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info.record, info.taskOf, { time: new Date(info.startedAt), ip: info.clientIp ?? null });
         return undefined;
       }
       const snapshot = snapshots.get(info.record.tenantId);
@@ -127,12 +127,14 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
 
     recheck(info: RequestInfo): void {
       // A task's result read after a wait: the tool may have been revoked meanwhile.
-      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') admitTaskRead(snapshots, info.record, info.taskOf);
+      if (info.target === undefined && info.taskOf !== undefined && info.method !== 'tasks/cancel') {
+        admitTaskRead(snapshots, info.record, info.taskOf, { time: new Date(), ip: info.clientIp ?? null });
+      }
     },
 
     taskMessage(record: SessionRecord, taskOf: TaskTool): void {
-      // A task's status and the requests its upstream makes within it are reading the task.
-      admitTaskRead(snapshots, record, taskOf);
+      // A task's status and the requests its upstream makes within it are reading the task (from no known address).
+      admitTaskRead(snapshots, record, taskOf, { time: new Date(), ip: null });
     },
 
     hold: {
@@ -173,15 +175,17 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
   };
 }
 
-/** Refuses to read a task whose tool the principal may no longer use under any arguments. */
-function admitTaskRead(snapshots: SnapshotLookup, record: SessionRecord, tool: TaskTool): void {
+/**
+ * Refuses to read a task whose tool the principal may no longer use under any arguments, at this time and from this
+ * address (the call's own arguments are not kept).
+ */
+function admitTaskRead(snapshots: SnapshotLookup, record: SessionRecord, tool: TaskTool, context: UsageContext): void {
   const snapshot = snapshots.get(record.tenantId);
   const what = () => describe(tool.kind, tool.name, tool.upstream);
   if (snapshot === undefined) {
     throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `${what()} was denied. ${NO_POLICY_MESSAGE}`, { snapshotVersion: null }, 'denied');
   }
-  const listed = [{ kind: tool.kind, upstream: tool.upstream.name, name: tool.name }];
-  if (visibleTools(snapshot, principalOf(record), listed).length === 0) {
+  if (!usableTarget(snapshot, principalOf(record), { kind: tool.kind, upstream: tool.upstream.name, name: tool.name }, context)) {
     throw new GatewayRequestError(
       GATEWAY_RPC.POLICY_DENIED,
       `${what()} is no longer allowed for you, so the task its call started cannot be read.`,

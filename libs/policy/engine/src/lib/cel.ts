@@ -158,7 +158,14 @@ export interface ConditionContext {
   readonly request: { readonly time: Date; readonly ip: string };
 }
 
-export type ConditionProgram = (context: ConditionContext) => unknown;
+/**
+ * A compiled condition, and which parts of the request it reads: a decision made without the call's arguments (or
+ * without its address) treats a condition that reads them as unknown.
+ */
+export type ConditionProgram = ((context: ConditionContext) => unknown) & {
+  readonly readsArguments: boolean;
+  readonly readsAddress: boolean;
+};
 
 export type ConditionCompileResult =
   | { readonly ok: true; readonly program: ConditionProgram }
@@ -218,6 +225,40 @@ function lint(root: ASTNode): string | null {
   return visit(root as unknown as AstLike, 0);
 }
 
+/**
+ * Whether an expression reads `args`, and whether it reads `request` other than as `request.time` (its address, or
+ * the whole map). A comprehension variable named `args` counts as reading it: the answer may be yes when it is no,
+ * never the other way round.
+ */
+function reads(root: ASTNode): { readonly readsArguments: boolean; readonly readsAddress: boolean } {
+  let readsArguments = false;
+  let readsAddress = false;
+  const isId = (node: unknown, name: string): boolean => isNode(node) && node.op === 'id' && node.args === name;
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      stack.push(...(node as unknown[]));
+      continue;
+    }
+    if (!isNode(node)) continue;
+    if (node.op === 'id') {
+      if (node.args === 'args') readsArguments = true;
+      else if (node.args === 'request') readsAddress = true;
+      continue;
+    }
+    // request.time or request["time"]: the time only (the identifier is not visited as a read of all of `request`).
+    if ((node.op === '.' || node.op === '[]') && Array.isArray(node.args) && isId(node.args[0], 'request')) {
+      const field = node.args[1];
+      const name = node.op === '.' ? field : isNode(field) && field.op === 'value' ? field.args : undefined;
+      if (name !== 'time') readsAddress = true;
+      continue;
+    }
+    stack.push(node.args);
+  }
+  return { readsArguments, readsAddress };
+}
+
 /** Parses, lints and type-checks a condition; returns a runtime program or a one-line error. */
 export function compileCondition(source: string): ConditionCompileResult {
   if (source.trim().length === 0) return { ok: false, message: 'condition is empty' };
@@ -231,7 +272,8 @@ export function compileCondition(source: string): ConditionCompileResult {
       return { ok: false, message: `condition must be a bool expression, not ${result.type ?? 'unknown'}` };
     }
     const program = runtimeEnvironment.parse(source);
-    return { ok: true, program: (context) => program(context as unknown as Record<string, unknown>) };
+    const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
+    return { ok: true, program: Object.assign(run, reads(checked.ast)) };
   } catch (error) {
     return { ok: false, message: firstLine(error instanceof Error ? error.message : String(error)) };
   }

@@ -307,6 +307,59 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
   };
 }
 
+/** Where a request is made from, and when: what `usableTarget` decides conditions with. */
+export interface UsageContext {
+  readonly time: string | Date;
+  /** Null when not known: a condition that reads the address is then taken as able to go either way. */
+  readonly ip: string | null;
+}
+
+/**
+ * Whether the principal may use the target under SOME arguments, at this time and from this address: what deciding
+ * on a request about an earlier call (reading the task it started) needs, where that call's arguments are not known.
+ * Sharper than `visibleTools`: a rule whose condition reads neither the arguments nor an unknown address is decided
+ * (a deny by time or address alone applies; an allow by them may not), one that reads them could go either way.
+ * Not usable when a deny rule certainly applies; usable when an allow or require_approval rule may apply; otherwise
+ * the tenant default decides. Conditions that fail count as in `evaluate` (a deny applies, an allow does not).
+ */
+export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipal, target: PolicyTargetRef, context: UsageContext): boolean {
+  const runtime = runtimeOf(snapshot);
+  const who = viewOf(runtime, principal);
+  if (who.userId === null && who.agentClientId === null) return false;
+  const candidates: RuleRuntime[] = [];
+  collect(runtime.entryFor(target.kind, target.upstream, target.name), who, candidates);
+  let conditionContext: ConditionContext | null = null;
+  const contextFor = (): ConditionContext =>
+    (conditionContext ??= {
+      args: {},
+      principal: { userId: who.userId ?? '', agentClientId: who.agentClientId ?? '', role: who.role ?? '', groups: who.groups },
+      target: { kind: target.kind, upstream: target.upstream, name: target.name },
+      request: { time: toDate(context.time), ip: context.ip ?? '' },
+    });
+  for (const rule of candidates) {
+    const deny = rule.rule.effect === 'deny';
+    let applies: boolean | 'maybe' = true;
+    const condition = rule.condition;
+    if (condition !== null) {
+      if (condition.readsArguments || (condition.readsAddress && context.ip === null)) applies = 'maybe';
+      else {
+        try {
+          const result = condition(contextFor());
+          applies = typeof result === 'boolean' ? result : deny;
+        } catch {
+          applies = deny;
+        }
+      }
+    }
+    if (deny) {
+      if (applies === true) return false;
+    } else if (applies !== false) {
+      return true;
+    }
+  }
+  return snapshot.defaultEffect === 'allow';
+}
+
 /** A list item `visibleTools` can filter: anything with an upstream and a name (kind defaults to `tool`). */
 export interface ListedTarget {
   readonly kind?: TargetKind;
