@@ -224,6 +224,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     for (const session of [...registry]) session.dispose();
     await Promise.all([...stdioPools.values()].map((stdio) => stdio.shutdown()));
     stdioPools.clear();
+    stdioOptions.userIds?.release();
     pool.destroy();
   }
 

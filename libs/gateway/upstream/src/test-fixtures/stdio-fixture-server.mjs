@@ -2,7 +2,7 @@
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -73,6 +73,18 @@ const tools = {
   late: (_args, _id, meta) => {
     setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: 1, message: 'secret detail of this call' } }), 50);
     return text('answered');
+  },
+  // A server that leaves things behind: a daemon in a session of its own (out of the server's process group) and files
+  // in the shared temporary directories.
+  daemonize: () => {
+    const daemon = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => {}); process.on('SIGHUP', () => {}); setInterval(() => {}, 1000)"], {
+      stdio: 'ignore',
+      detached: true,
+    });
+    daemon.unref();
+    const files = [`/tmp/pcs-fixture-${process.pid}`, `/dev/shm/pcs-fixture-${process.pid}`];
+    for (const file of files) writeFileSync(file, 'left behind');
+    return text(daemon.pid, { pid: daemon.pid, files });
   },
   // What a wrapper (npx, a script) does: the real work in a process of its own, here one that ignores SIGTERM.
   grandchild: () => {

@@ -216,6 +216,27 @@ describe('stdio upstreams', () => {
     rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
   }, 20_000);
 
+  it('clears what a server left when its id goes back: its daemonised processes and its files in the shared temporary directories', async () => {
+    const range = { first: 200_110, last: 200_110 };
+    if (process.getuid?.() !== 0) return; // only root starts processes as other users (the test above covers the refusal)
+    const c = connector({ stdioUidRange: range, stdioIdleMs: 500 });
+    // One gateway's range is its own: another set of ids over it in this process is refused.
+    expect(() => connector({ stdioUidRange: { first: 200_109, last: 200_110 } })).toThrow(/overlap/);
+    const session = await open(c, fixtureConfig());
+    const pid = await pidOf(session);
+    const left = (await call(session, 'daemonize'))['structuredContent'] as { pid: number; files: string[] };
+    expect(isAlive(left.pid)).toBe(true);
+    for (const file of left.files) expect(statSync(file).uid).toBe(range.first);
+    // Stopped for idleness: the server's process group is signalled, which the daemon has left; clearing the id kills it.
+    await waitFor(() => !isAlive(pid), 5_000);
+    await waitFor(() => !isAlive(left.pid), 5_000);
+    await waitFor(() => left.files.every((file) => !existsSync(file)), 5_000);
+    await c.shutdown();
+    const homes = path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`);
+    await waitFor(() => readdirSync(homes).length === 0, 5_000);
+    rmSync(homes, { recursive: true, force: true });
+  }, 15_000);
+
   it('keeps its processes through an edit that does not change how they start, and replaces them after one that does', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const v1 = fixtureConfig({ FIXTURE_MARKER: 'one' });

@@ -66,6 +66,24 @@ describe('StdioUserIds', () => {
     expect(statSync(homes).mode & 0o777).toBe(0o711);
   });
 
+  it('refuses a range another running gateway process on this host holds, or one overlapping a range in use in this process', () => {
+    const homes = path.join(parent, 'pcs-stdio-200400-200401');
+    mkdirSync(homes, { recursive: true });
+    // Held by a process that still runs (this one's parent, as /proc tells it apart from a later one with its pid).
+    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8');
+    writeFileSync(path.join(homes, '.holder'), `${process.ppid} ${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`);
+    expect(() => new StdioUserIds(200_400, 200_401, parent)).toThrow(/held by another gateway process on this host \(pid \d+\)/);
+    // The same pid with another start time is a process that has gone (its pid given again): the range is taken over.
+    writeFileSync(path.join(homes, '.holder'), `${process.ppid} 1`);
+    const ids = new StdioUserIds(200_400, 200_401, parent);
+    expect(readFileSync(path.join(homes, '.holder'), 'utf8')).toMatch(new RegExp(`^${process.pid} \\d+$`));
+    expect(() => new StdioUserIds(200_401, 200_405, parent)).toThrow(/overlap 200400-200401, already in use in this process/);
+    // Released (shutdown): the file goes, and the range may be set up again.
+    ids.release();
+    expect(existsSync(path.join(homes, '.holder'))).toBe(false);
+    new StdioUserIds(200_401, 200_405, parent).release();
+  });
+
   it('refuses a range that includes root or runs backwards', () => {
     expect(() => new StdioUserIds(0, 5, parent)).toThrow(RangeError);
     expect(() => new StdioUserIds(5, 4, parent)).toThrow(RangeError);
