@@ -10,7 +10,7 @@ import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
 import { startDataPlane } from './data-plane';
 import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
-import { ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from './stdio-user';
+import { inheritedCapabilitiesProblem, ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from './stdio-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
@@ -22,9 +22,11 @@ const stdioWarning = stdioUserWarning(
   ownStatus(),
 );
 if (stdioWarning !== undefined) logger.warn(stdioWarning);
-const rangeProblem = stdioRange
-  ? stdioRangeProblem(stdioRange, { uid: process.getuid?.(), gid: process.getgid?.() }, { passwd: readOptional('/etc/passwd'), group: readOptional('/etc/group') })
-  : undefined;
+const rangeProblem =
+  (stdioRange || config.upstreams.stdioRunAs ? inheritedCapabilitiesProblem(process.getuid?.(), ownStatus()) : undefined) ??
+  (stdioRange
+    ? stdioRangeProblem(stdioRange, { uid: process.getuid?.(), gid: process.getgid?.() }, { passwd: readOptional('/etc/passwd'), group: readOptional('/etc/group') })
+    : undefined);
 if (rangeProblem !== undefined) {
   logger.fatal(rangeProblem);
   process.exit(1);
@@ -51,6 +53,17 @@ void runOrExit(logger, async () => {
           statementTimeoutMs: SNAPSHOT_QUERY_TIMEOUT_MS,
           connectTimeoutMs: SNAPSHOT_QUERY_TIMEOUT_MS,
         });
+  const connector = createUpstreamConnector({
+    logger,
+    maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
+    stdioIdleMs: config.upstreams.stdioIdleMs,
+    ...(config.upstreams.stdioRunAs ? { stdioRunAs: config.upstreams.stdioRunAs } : {}),
+    ...(stdioRange ? { stdioUidRange: stdioRange } : {}),
+    allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
+    allowedHosts: config.upstreams.allowedHosts,
+  });
+  // Another gateway process on this host holding the same user-id range stops this one here, before it serves.
+  await connector.ready?.();
   const dataPlane = await startDataPlane(app.getHttpAdapter().getInstance(), {
     config,
     logger,
@@ -58,15 +71,7 @@ void runOrExit(logger, async () => {
     appDb: app.get<PortcullisPrismaClient>(PRISMA_CLIENT),
     redis,
     subscriber,
-    connector: createUpstreamConnector({
-      logger,
-      maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
-      stdioIdleMs: config.upstreams.stdioIdleMs,
-      ...(config.upstreams.stdioRunAs ? { stdioRunAs: config.upstreams.stdioRunAs } : {}),
-      ...(stdioRange ? { stdioUidRange: stdioRange } : {}),
-      allowPrivateNetworks: config.upstreams.allowPrivateNetworks,
-      allowedHosts: config.upstreams.allowedHosts,
-    }),
+    connector,
   });
   installGracefulShutdown({
     logger,

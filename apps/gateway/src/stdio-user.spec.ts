@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canSwitchUsers, ownStatus, stdioRangeProblem, stdioUserWarning } from './stdio-user';
+import { canSwitchUsers, inheritedCapabilitiesProblem, ownStatus, stdioRangeProblem, stdioUserWarning } from './stdio-user';
 
 const status = (capEff: string) => `Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
 const ALL = '000001ffffffffff';
@@ -45,6 +45,25 @@ describe('stdioUserWarning', () => {
     expect(stdioUserWarning({ uid: 2000, gid: 1000 }, user, status('0000000000000080'))).toBeUndefined();
     expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000040'))).toBeUndefined();
     expect(stdioUserWarning(nobody, root, undefined)).toBeUndefined();
+  });
+});
+
+describe('inheritedCapabilitiesProblem', () => {
+  const withSets = (prm: string, amb: string) => `Name:\tnode\nCapPrm:\t${prm}\nCapEff:\t${prm}\nCapAmb:\t${amb}\n`;
+  it('refuses a gateway that is not root but could pass CAP_SETUID/CAP_SETGID or ambient capabilities to its servers', () => {
+    // Ambient CAP_SETUID + CAP_SETGID + CAP_KILL, as a systemd AmbientCapabilities= line gives them.
+    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000e0', '00000000000000e0'))).toMatch(/could become any user/);
+    // File capabilities on the node binary: permitted, not ambient; a server running node gets them back.
+    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000c0', '0000000000000000'))).toMatch(/could become any user/);
+    // Any ambient capability at all.
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000400'))).toMatch(/could become any user/);
+  });
+
+  it('lets root through (its capabilities are dropped for servers started as another user), and a user without them', () => {
+    expect(inheritedCapabilitiesProblem(0, withSets(ALL, '0000000000000000'))).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000000', '0000000000000000'))).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000000'))).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, undefined)).toBeUndefined();
   });
 });
 

@@ -3,10 +3,31 @@ import { readFileSync } from 'node:fs';
 const CAP_SETGID = 1n << 6n;
 const CAP_SETUID = 1n << 7n;
 
-/** The effective capability set in a `/proc/<pid>/status` text; undefined when the text has none. */
-function effectiveCapabilities(status: string): bigint | undefined {
-  const hex = /^CapEff:\s*([0-9a-f]+)$/im.exec(status)?.[1];
+/** A capability set (`CapEff`, `CapPrm`, `CapAmb`) in a `/proc/<pid>/status` text; undefined when the text has none. */
+function capabilitySet(status: string, set: 'CapEff' | 'CapPrm' | 'CapAmb'): bigint | undefined {
+  const hex = new RegExp(`^${set}:\\s*([0-9a-f]+)$`, 'im').exec(status)?.[1];
   return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
+const effectiveCapabilities = (status: string): bigint | undefined => capabilitySet(status, 'CapEff');
+
+/**
+ * Why this process must not start stdio servers as other users, if it must not: it is not root, yet holds CAP_SETUID
+ * or CAP_SETGID (file capabilities on the node binary) or ambient capabilities. Linux drops capabilities when root
+ * starts a process as another user, not when another user does: a server would keep ambient ones, or get the file's
+ * back by running node, and could then become any user, root included (and clearing its id with `kill(-1)` would
+ * reach every process). Fatal at boot with GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE.
+ */
+export function inheritedCapabilitiesProblem(ownUid: number | undefined, status: string | undefined): string | undefined {
+  if (ownUid === undefined || ownUid === 0 || status === undefined) return undefined;
+  const permitted = capabilitySet(status, 'CapPrm') ?? 0n;
+  const ambient = capabilitySet(status, 'CapAmb') ?? 0n;
+  if (ambient === 0n && (permitted & (CAP_SETUID | CAP_SETGID)) === 0n) return undefined;
+  return (
+    'stdio servers would inherit the capabilities of this gateway, which is not root (ambient capabilities, or CAP_SETUID/CAP_SETGID ' +
+    'from file capabilities) and could become any user: run the gateway as root for GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE ' +
+    '(root drops its capabilities for them), or unset those'
+  );
 }
 
 /**

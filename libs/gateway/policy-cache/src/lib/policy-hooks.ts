@@ -65,9 +65,11 @@ export type PolicyHooks = RequestHooks & {
  *   deny → a `POLICY_DENIED` JSON-RPC error with the engine's agent message and the snapshot version; allow → an
  *   admission carrying the decision for the audit trail and rate limits; require_approval → the same admission with
  *   that decision (held later by `hold`), or an `APPROVAL_UNAVAILABLE` error when no gate is configured. Reading a
- *   task (tasks/get, tasks/result) asks again whether its tool is still the principal's to use, under some arguments
- *   (`visibleTools`: the call's own arguments are not kept): a tool revoked since denies it. Cancelling a task is
- *   never refused. Other requests without a target pass untouched.
+ *   task (tasks/get, tasks/result) asks again whether its tool is still the principal's to use, under some arguments,
+ *   at this time and from this address (`usableTarget`: the call's own arguments are not kept): a tool revoked since
+ *   denies it. Cancelling a task is never refused. Other requests without a target pass untouched.
+ * - `recheck` asks the same of a `tasks/result` that waited, when its answer comes back; `taskMessage` of an
+ *   upstream's messages about a task (at the time they arrive, from no known address).
  * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
  *   the call resumes decides again on the arguments it will run with.
  *

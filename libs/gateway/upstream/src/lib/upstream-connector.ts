@@ -224,9 +224,12 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     for (const session of [...registry]) session.dispose();
     await Promise.all([...stdioPools.values()].map((stdio) => stdio.shutdown()));
     stdioPools.clear();
-    stdioOptions.userIds?.release();
+    await stdioOptions.userIds?.release();
     pool.destroy();
   }
 
-  return { connect, resume, shutdown };
+  // Ready when the stdio user-id range is this process's (and what a crashed gateway left is cleared).
+  const ready = (): Promise<void> => stdioOptions.userIds?.ready ?? Promise.resolve();
+
+  return { connect, resume, shutdown, ready };
 }

@@ -2,7 +2,7 @@
 // It exposes what the demo servers cannot: its pid, its environment, the notifications it received,
 // crashing on request, and sampling from a tool. Plain Node, no dependencies.
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const seen = [];
@@ -84,7 +84,13 @@ const tools = {
     daemon.unref();
     const files = [`/tmp/pcs-fixture-${process.pid}`, `/dev/shm/pcs-fixture-${process.pid}`];
     for (const file of files) writeFileSync(file, 'left behind');
-    return text(daemon.pid, { pid: daemon.pid, files });
+    // A secret in directories it closed (0500): its owner cannot delete into them before opening them again.
+    const closed = `/var/tmp/pcs-fixture-dir-${process.pid}`;
+    mkdirSync(`${closed}/inner`, { recursive: true });
+    writeFileSync(`${closed}/inner/secret`, 'for the next holder of this id');
+    chmodSync(`${closed}/inner`, 0o500);
+    chmodSync(closed, 0o500);
+    return text(daemon.pid, { pid: daemon.pid, files: [...files, closed] });
   },
   // What a wrapper (npx, a script) does: the real work in a process of its own, here one that ignores SIGTERM.
   grandchild: () => {

@@ -343,11 +343,13 @@ export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipa
     if (condition !== null) {
       if (condition.readsArguments || (condition.readsAddress && context.ip === null)) applies = 'maybe';
       else {
+        // A condition that fails restricts and never grants, as in `evaluate`: a deny or require_approval applies.
+        const onFailure = rule.rule.effect !== 'allow';
         try {
           const result = condition(contextFor());
-          applies = typeof result === 'boolean' ? result : deny;
+          applies = typeof result === 'boolean' ? result : onFailure;
         } catch {
-          applies = deny;
+          applies = onFailure;
         }
       }
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileCondition } from './cel';
 import { compile } from './compile';
-import { usableTarget, visibleTools } from './evaluate';
+import { evaluate, usableTarget, visibleTools } from './evaluate';
 import { tenantSource } from './testing.fixtures';
 
 const OFFICE = '10.1.0.0/16';
@@ -91,5 +91,11 @@ describe('usableTarget', () => {
       'allow',
     );
     expect(usableTarget(failingDeny, carol, query, { time: inOffice.time, ip: 'not-an-ip' })).toBe(false);
+    // A require_approval whose condition fails applies (as in evaluate): the tool is usable, held for approval.
+    const failingApproval = snapshot([
+      { id: 'approve-office', subjects: everyone, targets: onQuery, effect: 'require_approval', condition: `inCidr(request.ip, "${OFFICE}")` },
+    ]);
+    expect(usableTarget(failingApproval, carol, query, { time: inOffice.time, ip: 'not-an-ip' })).toBe(true);
+    expect(evaluate(failingApproval, { principal: carol, target: query, arguments: null, context: { time: inOffice.time, ip: 'not-an-ip' } }).effect).toBe('require_approval');
   });
 });

@@ -138,4 +138,6 @@ export interface UpstreamConnector {
   resume(config: UpstreamConfig, identity: ClientIdentity, state: UpstreamSessionState): Promise<UpstreamSession>;
   /** Closes every connection, pool and child process. */
   shutdown(): Promise<void>;
+  /** Settles when stdio servers can be started (a user-id range is taken); rejects when they never can. Optional. */
+  ready?(): Promise<void>;
 }

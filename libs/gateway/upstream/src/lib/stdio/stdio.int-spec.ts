@@ -216,7 +216,7 @@ describe('stdio upstreams', () => {
     rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
   }, 20_000);
 
-  it('clears what a server left when its id goes back: its daemonised processes and its files in the shared temporary directories', async () => {
+  it('clears what a server left when its id goes back: its daemonised processes and its files in the shared temporary directories, closed ones too', async () => {
     const range = { first: 200_110, last: 200_110 };
     if (process.getuid?.() !== 0) return; // only root starts processes as other users (the test above covers the refusal)
     const c = connector({ stdioUidRange: range, stdioIdleMs: 500 });

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -32,7 +33,7 @@ describe('StdioUserIds', () => {
     expect(ids.take()).toBeUndefined();
   });
 
-  it('empties the homes directory of its range when set up (what a crashed gateway left), passable but not listable by others', () => {
+  it('empties the homes directory of its range when set up (what a crashed gateway left), passable but not listable by others', async () => {
     const left = path.join(parent, 'pcs-stdio-20-29', 'home-old');
     mkdirSync(left, { recursive: true });
     writeFileSync(path.join(left, 'token'), 'secret');
@@ -40,6 +41,7 @@ describe('StdioUserIds', () => {
     const umask = process.umask(0o077);
     try {
       const ids = new StdioUserIds(20, 29, parent);
+      await ids.ready;
       expect(ids.homes).toBe(path.join(parent, 'pcs-stdio-20-29'));
       expect(existsSync(left)).toBe(false);
       expect(statSync(ids.homes).mode & 0o777).toBe(0o711);
@@ -59,6 +61,7 @@ describe('StdioUserIds', () => {
     writeFileSync(rootsFile, 'keep');
     symlinkSync(rootsFile, path.join(left, 'cache', 'link'));
     const ids = new StdioUserIds(200_300, 200_301, parent);
+    await ids.ready;
     expect(existsSync(left)).toBe(false);
     expect(readFileSync(rootsFile, 'utf8')).toBe('keep');
     rmSync(homes, { recursive: true });
@@ -66,22 +69,28 @@ describe('StdioUserIds', () => {
     expect(statSync(homes).mode & 0o777).toBe(0o711);
   });
 
-  it('refuses a range another running gateway process on this host holds, or one overlapping a range in use in this process', () => {
-    const homes = path.join(parent, 'pcs-stdio-200400-200401');
-    mkdirSync(homes, { recursive: true });
-    // Held by a process that still runs (this one's parent, as /proc tells it apart from a later one with its pid).
-    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8');
-    writeFileSync(path.join(homes, '.holder'), `${process.ppid} ${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`);
-    expect(() => new StdioUserIds(200_400, 200_401, parent)).toThrow(/held by another gateway process on this host \(pid \d+\)/);
-    // The same pid with another start time is a process that has gone (its pid given again): the range is taken over.
-    writeFileSync(path.join(homes, '.holder'), `${process.ppid} 1`);
+  it('refuses a range another gateway process on this host holds until it ends, and one overlapping a range in use in this process', async () => {
+    // Another process holding the range's lock (as a gateway does while it runs).
+    const holder = spawn(process.execPath, ['-e', "require('net').createServer().listen({ path: '\\0portcullis-stdio-uids-200400-200401' }, () => console.log('held'))"], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const refused = new StdioUserIds(200_400, 200_401, parent);
+    await expect(refused.ready).rejects.toThrow(/200400-200401 is held by another gateway process on this host/);
+    // Nothing was cleared or started for it: no home can be made.
+    await expect(refused.ensureHomes()).rejects.toThrow(/held by another gateway process/);
+    await refused.release();
+    // The holder gone (however it ended), the range is free at once: the kernel drops the lock with the process.
+    holder.kill('SIGKILL');
+    await new Promise((resolve) => holder.once('exit', resolve));
     const ids = new StdioUserIds(200_400, 200_401, parent);
-    expect(readFileSync(path.join(homes, '.holder'), 'utf8')).toMatch(new RegExp(`^${process.pid} \\d+$`));
+    await ids.ready;
     expect(() => new StdioUserIds(200_401, 200_405, parent)).toThrow(/overlap 200400-200401, already in use in this process/);
-    // Released (shutdown): the file goes, and the range may be set up again.
-    ids.release();
-    expect(existsSync(path.join(homes, '.holder'))).toBe(false);
-    new StdioUserIds(200_401, 200_405, parent).release();
+    // Released (shutdown): the range may be set up again, here or in another process.
+    await ids.release();
+    const again = new StdioUserIds(200_401, 200_405, parent);
+    await again.ready;
+    await again.release();
   });
 
   it('refuses a range that includes root or runs backwards', () => {

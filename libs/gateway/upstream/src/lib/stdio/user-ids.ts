@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { lstat, mkdir, chmod, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,24 +8,43 @@ import path from 'node:path';
 /**
  * Clears what a server's id left behind, run as that id (`owner`), so with the server's own rights, never root's (a
  * process still running as that id could swap a directory for a link to elsewhere while root walked it):
+ * - nothing at all while it holds any capability (a gateway given ambient ones, or a node binary given file
+ *   capabilities, passes them on): `kill(-1)` would then reach every process of the host;
  * - every process still running as the id is killed: `kill(-1)` reaches exactly the processes of the caller's user
  *   (the caller excepted), so a server's daemonised grandchildren (out of its process group) go too;
- * - what it owns at the top of the shared temporary directories (/tmp, /var/tmp, /dev/shm) is removed;
- * - everything inside `dir`, its home, is removed. `dir` itself, in a directory of root's, is then removed by the caller.
- * Only an id of its own may be cleared this way: the range holds no account's id (checked at boot).
+ * - what it owns at the top of the shared temporary directories (/tmp, /var/tmp, /dev/shm) is removed, and everything
+ *   inside `dir`, its home; directories of its own are opened (0700) first, so none it closed (0500) keeps anything.
+ * Exits non-zero if anything of the id's is left there (the caller then retires the id). `dir` itself, in a directory
+ * of root's, is then removed by the caller. Only an id of its own may be cleared this way: the range holds no
+ * account's id (checked at boot).
  */
 const CLEAR_ID = `const fs = require('fs'); const path = require('path'); const dir = process.argv[1];
+if (!/^CapEff:\\s*0+$/m.test(fs.readFileSync('/proc/self/status', 'utf8'))) process.exit(3);
 try { process.kill(-1, 'SIGKILL'); } catch {}
 const uid = process.getuid();
+const remove = (entry) => {
+  try {
+    const stat = fs.lstatSync(entry);
+    if (!stat.isDirectory()) return fs.unlinkSync(entry);
+    if (stat.uid === uid) fs.chmodSync(entry, 0o700);
+    for (const name of fs.readdirSync(entry)) remove(path.join(entry, name));
+    fs.rmdirSync(entry);
+  } catch {}
+};
+const owned = (entry) => { try { return fs.lstatSync(entry).uid === uid; } catch { return false; } };
+let left = false;
 for (const shared of ['/tmp', '/var/tmp', '/dev/shm']) {
   let names = [];
   try { names = fs.readdirSync(shared); } catch { continue; }
   for (const name of names) {
     const entry = path.join(shared, name);
-    try { if (fs.lstatSync(entry).uid === uid) fs.rmSync(entry, { recursive: true, force: true }); } catch {}
+    if (!owned(entry)) continue;
+    remove(entry);
+    if (owned(entry)) left = true;
   }
 }
-for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });`;
+for (const name of fs.readdirSync(dir)) remove(path.join(dir, name));
+if (left || fs.readdirSync(dir).length > 0) process.exit(4);`;
 
 function emptyAsOwner(dir: string, owner: StdioUser): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -38,34 +58,15 @@ function emptyAsOwnerSync(dir: string, owner: StdioUser): boolean {
   return spawnSync(process.execPath, ['-e', CLEAR_ID, dir], { uid: owner.uid, gid: owner.gid, env: {}, cwd: '/', stdio: 'ignore' }).status === 0;
 }
 
-/** The file in a range's homes directory naming the gateway process that holds the range. */
-const HOLDER_FILE = '.holder';
+/**
+ * The lock a gateway process holds on its range while it runs: an abstract Unix socket bound under this name (Linux).
+ * The kernel frees it when the process ends, however it ends, and nothing on disk can go stale or be removed by a
+ * `/tmp` cleaner. Binding is atomic: of two processes starting with one range, one gets it.
+ */
+const lockName = (first: number, last: number): string => `\0portcullis-stdio-uids-${first}-${last}`;
 
-/** `<pid> <start time>`: a process, told apart from a later one given the same pid (the start time, from /proc). */
-function processMark(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (in parentheses, which may itself hold spaces): the start time is the 20th.
-    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-    return start === undefined ? undefined : `${pid} ${start}`;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether the process a mark names still runs (without /proc: whether its pid does). */
-function stillRuns(mark: string): boolean {
-  const pid = Number(mark.split(' ', 1)[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  const now = processMark(pid);
-  if (now !== undefined) return now === mark;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+/** How long a shutdown waits for ids still being cleared before it gives the range up. */
+const CLEARING_WAIT_MS = 5_000;
 
 /** The ranges in use in this process (each until released). */
 const inThisProcess = new Set<{ readonly first: number; readonly last: number }>();
@@ -104,17 +105,44 @@ export class StdioUserIds {
     // Two sets of ids over the same range in one process would hand one id to two servers (and clear each other's).
     const overlapping = [...inThisProcess].find((other) => other.first <= last && first <= other.last);
     if (overlapping !== undefined) throw new Error(`stdio user ids ${first}-${last} overlap ${overlapping.first}-${overlapping.last}, already in use in this process`);
+    inThisProcess.add(this);
     this.next = first;
     this.homes = path.join(homesParent, `pcs-stdio-${first}-${last}`);
-    this.clearLeftHomes();
-    inThisProcess.add(this);
+    this.ready = this.lock().then(() => this.clearLeftHomes());
+    // Awaited by every start (ensureHomes) and at boot; unobserved until then.
+    this.ready.catch(() => undefined);
   }
 
   /**
-   * Takes the range for this gateway process, and clears what a crashed one left: each home emptied as its owner (the
-   * owner's processes killed, see CLEAR_ID) and removed; an id whose home cannot be removed is retired. Refuses (throws)
-   * while another gateway process on this host holds the range: each would kill the other's servers and clear their
-   * homes.
+   * Settles once the range is this process's and what a crashed gateway left is cleared; rejects when another gateway
+   * process on this host holds the range (each would kill the other's servers and clear their homes).
+   */
+  readonly ready: Promise<void>;
+  private lockServer: Server | undefined;
+  /** Ids being cleared (their processes have exited): a shutdown waits for them before it gives the range up. */
+  private readonly clearing = new Set<Promise<void>>();
+
+  private lock(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const server = createServer();
+      server.once('error', (error: NodeJS.ErrnoException) => {
+        reject(
+          error.code === 'EADDRINUSE'
+            ? new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host: give each gateway a range of its own`)
+            : error,
+        );
+      });
+      server.listen({ path: lockName(this.first, this.last) }, () => {
+        server.unref();
+        this.lockServer = server;
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Clears what a crashed gateway left: each home emptied as its owner (the owner's processes killed, see CLEAR_ID)
+   * and removed; an id whose home cannot be cleared is retired.
    */
   private clearLeftHomes(): void {
     try {
@@ -123,9 +151,7 @@ export class StdioUserIds {
       // Nothing there.
     }
     this.ensureHomesSync();
-    this.claim();
     for (const name of readdirSync(this.homes)) {
-      if (name === HOLDER_FILE) continue;
       const entry = path.join(this.homes, name);
       const stat = lstatSync(entry);
       if (!stat.isDirectory()) {
@@ -145,38 +171,17 @@ export class StdioUserIds {
     }
   }
 
-  /** Records this process as the range's holder; throws if another running process holds it. */
-  private claim(): void {
-    const file = path.join(this.homes, HOLDER_FILE);
-    const mark = processMark(process.pid) ?? `${process.pid} 0`;
-    for (let attempt = 0; attempt < 2; attempt += 1) {
-      try {
-        writeFileSync(file, mark, { flag: 'wx', mode: 0o600 });
-        return;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      }
-      const holder = readFileSync(file, 'utf8').trim();
-      if (holder !== mark && stillRuns(holder)) {
-        throw new Error(
-          `GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host (pid ${holder.split(' ', 1)[0] ?? '?'}): give each gateway a range of its own`,
-        );
-      }
-      // Left by a gateway that is gone (or by this one).
-      unlinkSync(file);
-    }
-    throw new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last}: another gateway process is taking the range at the same time`);
-  }
-
-  /** Gives the range up (shutdown): another gateway process on this host, or set of ids in this one, may take it. */
-  release(): void {
+  /** Gives the range up (shutdown), once the ids still being cleared are (or after CLEARING_WAIT_MS). */
+  async release(): Promise<void> {
+    await this.ready.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLEARING_WAIT_MS)));
+    await Promise.race([Promise.allSettled([...this.clearing]), waited]);
+    clearTimeout(timer);
     inThisProcess.delete(this);
-    const file = path.join(this.homes, HOLDER_FILE);
-    try {
-      if (readFileSync(file, 'utf8').trim() === (processMark(process.pid) ?? `${process.pid} 0`)) unlinkSync(file);
-    } catch {
-      // Gone already.
-    }
+    const server = this.lockServer;
+    this.lockServer = undefined;
+    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private ensureHomesSync(): void {
@@ -194,11 +199,10 @@ export class StdioUserIds {
 
   /** The homes directory, made again if a /tmp cleaner removed it; refused if it is not the gateway's own directory. */
   async ensureHomes(): Promise<string> {
+    await this.ready;
     try {
       await mkdir(this.homes, { mode: 0o711 });
       await chmod(this.homes, 0o711);
-      // Made again: the holder file went with it.
-      this.claim();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
@@ -207,10 +211,13 @@ export class StdioUserIds {
     return this.homes;
   }
 
-  /** Removes a process's home once it has exited: emptied as its owner, then the directory itself. */
-  async removeHome(home: string, owner: StdioUser): Promise<void> {
-    await emptyAsOwner(home, owner);
-    await rmdir(home);
+  /** Clears a process's id once it has exited (see CLEAR_ID): its home emptied as its owner, then the directory itself. */
+  removeHome(home: string, owner: StdioUser): Promise<void> {
+    const run = emptyAsOwner(home, owner).then(() => rmdir(home));
+    this.clearing.add(run);
+    const done = (): void => void this.clearing.delete(run);
+    run.then(done, done);
+    return run;
   }
 
   get size(): number {
