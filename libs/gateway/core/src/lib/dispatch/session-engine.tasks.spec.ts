@@ -347,6 +347,54 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(standalone).toHaveLength(1);
   });
 
+  it("judges an upstream's task requests outside any call too: refused with the hook's code, or -32603 if a hook fails; nothing passes when the task's tool cannot be read", async () => {
+    let judge: () => void = () => undefined;
+    const hooks: RequestHooks = { taskMessage: () => judge() };
+    const store = new MemoryTaskRouteStore();
+    const { engine, connector } = build({ u1: taskUpstream() }, store, undefined, hooks);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        standalone.push(message);
+        // The agent answers whatever it is asked.
+        if ('method' in message && 'id' in message) engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { action: 'accept', content: {} } });
+        return true;
+      },
+    });
+    resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', task: {} }));
+    const question = (id: string): JsonRpcRequest => ({
+      jsonrpc: '2.0',
+      id,
+      method: 'elicitation/create',
+      params: { message: 'which?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId: 't-1' } } },
+    });
+    const outcome = (asked: Promise<Record<string, unknown>>) => asked.then((result) => ({ result }), (error: { code?: number }) => ({ code: error.code }));
+
+    expect(await outcome(connector.ask('u1', question('q1')))).toEqual({ result: { action: 'accept', content: {} } });
+    judge = () => {
+      throw new GatewayRequestError(-32030, 'revoked');
+    };
+    expect(await outcome(connector.ask('u1', question('q2')))).toEqual({ code: -32030 });
+    // A hook that fails (a bug) lets nothing through either, and breaks nothing.
+    judge = () => {
+      throw new TypeError('hook bug');
+    };
+    expect(await outcome(connector.ask('u1', question('q3')))).toEqual({ code: -32603 });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'working' } });
+    // Routes unreadable (Redis away): the task's tool is unknown, so nothing about it is passed on.
+    judge = () => undefined;
+    store.route = () => Promise.reject(new Error('Redis is out of reach'));
+    expect(await outcome(connector.ask('u1', question('q4')))).toEqual({ code: -32602 });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'working' } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Only the first question reached the agent (under an id of the gateway's), and no status notification.
+    expect(standalone.map((message) => ('method' in message ? message.method : '?'))).toEqual(['elicitation/create']);
+  });
+
   it('offers no tasks on a stdio upstream (its task ids could later name another session\'s task): the call runs as a plain one', async () => {
     const { engine, connector } = build({ u1: taskUpstream() }, new MemoryTaskRouteStore(), (config) => ({ ...config, transport: 'stdio', url: null, command: 'node' }));
     const { record, capabilities } = await open(engine);

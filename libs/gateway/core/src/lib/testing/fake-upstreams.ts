@@ -1,5 +1,6 @@
 import type {
   JsonRpcNotification,
+  JsonRpcRequest,
   RecordEdit,
   SessionRecord,
   SessionStore,
@@ -8,6 +9,9 @@ import type {
   UpstreamRequestOptions,
   UpstreamSession,
 } from '@portcullis/gateway/mcp';
+
+/** What an engine session answers an upstream's request with. */
+type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
 
 /** Spec helper: an upstream answering from a table of handlers, in memory. */
 export interface FakeUpstream {
@@ -88,7 +92,11 @@ export class FakeConnector implements UpstreamConnector {
         handlers.push(handler);
         this.notificationHandlers.set(config.id, handlers);
       },
-      onServerRequest: () => undefined,
+      onServerRequest: (handler: ServerRequestHandler) => {
+        const handlers = this.serverRequestHandlers.get(config.id) ?? [];
+        handlers.push(handler);
+        this.serverRequestHandlers.set(config.id, handlers);
+      },
       close: async () => {
         this.ended.push({ upstreamId: config.id, how: 'close' });
         this.closedSessions.push(sessionId);
@@ -105,6 +113,15 @@ export class FakeConnector implements UpstreamConnector {
   /** Plays the newest session of an upstream ending by itself (its transport broke). */
   breakSession(upstreamId: string): void {
     this.closedHandlers.get(upstreamId)?.at(-1)?.();
+  }
+
+  private readonly serverRequestHandlers = new Map<string, ServerRequestHandler[]>();
+
+  /** Plays a session-level request from an upstream (outside any call) to the engine session attached last. */
+  ask(upstreamId: string, request: JsonRpcRequest): Promise<Record<string, unknown>> {
+    const handler = this.serverRequestHandlers.get(upstreamId)?.at(-1);
+    if (handler === undefined) return Promise.reject(new Error('no engine session is attached to this upstream'));
+    return handler(request, new AbortController().signal);
   }
 
   /** Plays a session-level notification from an upstream to every engine session attached to it. */
