@@ -1710,7 +1710,6 @@ export class SessionEngine {
       if (refused.length > 0) {
         await this.recordAgentState(live, (current) => refused.reduce<SessionRecord | undefined>((edited, uri) => withSubscription(edited ?? current, config.id, uri, false) ?? edited, undefined), traceId);
       }
-      await this.undoOvertakenReplay(live, config, session, uris.filter((uri) => !refused.includes(uri)), level, signal, timeoutMs);
       const failed = settled.filter((outcome) => outcome.status === 'rejected');
       if (failed.length === 0) return;
       this.deps.logger.warn(
@@ -1723,30 +1722,6 @@ export class SessionEngine {
         'new upstream session not told the agent\'s subscriptions and log level in time',
       );
     }
-  }
-
-  /**
-   * The agent may have changed what was being replayed meanwhile, through another replica whose request reached the new
-   * upstream session before the replay did (an unsubscribe then undone by the replayed subscribe): the record is read
-   * again, and what it no longer holds is withdrawn, the level set to what it says now. A change recorded after this
-   * read went to the upstream after the replay, in order.
-   */
-  private async undoOvertakenReplay(
-    live: LiveSession,
-    config: UpstreamConfig,
-    session: UpstreamSession,
-    replayed: readonly string[],
-    level: string | undefined,
-    signal: AbortSignal,
-    timeoutMs: number,
-  ): Promise<void> {
-    if (replayed.length === 0 && level === undefined) return;
-    const now = await untilAborted(this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id), signal);
-    if (now === undefined) return;
-    const held = new Set(now.subscriptions?.[config.id] ?? []);
-    const undone: Promise<unknown>[] = replayed.filter((uri) => !held.has(uri)).map((uri) => session.request('resources/unsubscribe', { uri }, { signal, timeoutMs }));
-    if (level !== undefined && now.logLevel !== undefined && now.logLevel !== level) undone.push(session.request('logging/setLevel', { level: now.logLevel }, { signal, timeoutMs }));
-    await untilAborted(Promise.allSettled(undone), signal);
   }
 
   /**
