@@ -90,7 +90,13 @@ const tools = {
     writeFileSync(`${closed}/inner/secret`, 'for the next holder of this id');
     chmodSync(`${closed}/inner`, 0o500);
     chmodSync(closed, 0o500);
-    return text(daemon.pid, { pid: daemon.pid, files: [...files, closed] });
+    // And its home, closed too, with something in it.
+    const home = process.env.HOME;
+    if (home) {
+      writeFileSync(`${home}/note`, 'mine');
+      chmodSync(home, 0o500);
+    }
+    return text(daemon.pid, { pid: daemon.pid, files: [...files, closed], home });
   },
   // What a wrapper (npx, a script) does: the real work in a process of its own, here one that ignores SIGTERM.
   grandchild: () => {

@@ -224,13 +224,17 @@ describe('stdio upstreams', () => {
     expect(() => connector({ stdioUidRange: { first: 200_109, last: 200_110 } })).toThrow(/overlap/);
     const session = await open(c, fixtureConfig());
     const pid = await pidOf(session);
-    const left = (await call(session, 'daemonize'))['structuredContent'] as { pid: number; files: string[] };
+    const left = (await call(session, 'daemonize'))['structuredContent'] as { pid: number; files: string[]; home: string };
     expect(isAlive(left.pid)).toBe(true);
     for (const file of left.files) expect(statSync(file).uid).toBe(range.first);
     // Stopped for idleness: the server's process group is signalled, which the daemon has left; clearing the id kills it.
     await waitFor(() => !isAlive(pid), 5_000);
     await waitFor(() => !isAlive(left.pid), 5_000);
     await waitFor(() => left.files.every((file) => !existsSync(file)), 5_000);
+    // Its home, closed (0500) with a file in it, is gone too, and its id is not retired: the next server gets it.
+    await waitFor(() => !existsSync(left.home), 5_000);
+    const next = await open(c, fixtureConfig());
+    expect(((await call(next, 'peek', { pid: process.pid }))['structuredContent'] as { uid: number }).uid).toBe(range.first);
     await c.shutdown();
     const homes = path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`);
     await waitFor(() => readdirSync(homes).length === 0, 5_000);

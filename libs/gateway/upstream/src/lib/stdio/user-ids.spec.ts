@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -91,6 +92,33 @@ describe('StdioUserIds', () => {
     const again = new StdioUserIds(200_401, 200_405, parent);
     await again.ready;
     await again.release();
+  });
+
+  it('accepts no connection on its lock (nobody can pile up descriptors in the gateway through it), and still releases', async () => {
+    const ids = new StdioUserIds(200_600, 200_601, parent);
+    await ids.ready;
+    const closed = await new Promise<boolean>((resolve) => {
+      const client = connect({ path: '\0portcullis-stdio-uids-200600-200601' });
+      client.on('error', () => resolve(true));
+      client.on('close', () => resolve(true));
+      setTimeout(() => resolve(false), 2_000).unref();
+    });
+    expect(closed).toBe(true);
+    await ids.release();
+  });
+
+  it.runIf(process.getuid?.() === 0)("takes its lock back from a process of the range's own ids that bound it first (a crashed gateway's leftover)", async () => {
+    const squatter = spawn(process.execPath, ['-e', "require('net').createServer().listen({ path: '\\0portcullis-stdio-uids-200500-200501' }, () => console.log('held'))"], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      uid: 200_500,
+      gid: 200_500,
+    });
+    await new Promise((resolve) => squatter.stdout.once('data', resolve));
+    const ids = new StdioUserIds(200_500, 200_501, parent);
+    await ids.ready;
+    await new Promise((resolve) => (squatter.exitCode !== null || squatter.signalCode !== null ? resolve(undefined) : squatter.once('exit', resolve)));
+    expect(squatter.signalCode).toBe('SIGKILL');
+    await ids.release();
   });
 
   it('refuses a range that includes root or runs backwards', () => {

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { lstat, mkdir, chmod, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -43,19 +43,103 @@ for (const shared of ['/tmp', '/var/tmp', '/dev/shm']) {
     if (owned(entry)) left = true;
   }
 }
+try { fs.chmodSync(dir, 0o700); } catch {}
 for (const name of fs.readdirSync(dir)) remove(path.join(dir, name));
 if (left || fs.readdirSync(dir).length > 0) process.exit(4);`;
 
+/** Longest a clearing may take; past it the clearing process is killed and the id retired. */
+const CLEAR_TIMEOUT_MS = 10_000;
+
+/** The pids of live (not zombie) processes whose real, effective or saved uid is `uid`, from /proc. */
+function processesOf(uid: number): number[] {
+  const pids: number[] = [];
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return pids;
+  }
+  for (const name of names) {
+    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
+    try {
+      const status = readFileSync(`/proc/${name}/status`, 'utf8');
+      if (/^State:\s+Z/m.test(status)) continue;
+      const ids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status);
+      if (ids !== null && (Number(ids[1]) === uid || Number(ids[2]) === uid || Number(ids[3]) === uid)) pids.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
+
+/**
+ * Kills every process running as `uid`, from the gateway's side, before anything runs as that uid to clear it: a
+ * process left of a server (a daemon) could otherwise stop, kill or trace the clearing process before it acts. Each is
+ * stopped first and the list read again until no new one appears (one forking meanwhile is caught stopped), then all
+ * are killed. Returns whether none is left. Only for ids of the range (never an account's, never the gateway's).
+ */
+function killAllOf(uid: number): boolean {
+  if (uid === 0 || uid === process.getuid?.()) return false;
+  const stopped = new Set<number>();
+  for (let round = 0; round < 20; round += 1) {
+    const found = processesOf(uid).filter((pid) => !stopped.has(pid));
+    if (found.length === 0) break;
+    for (const pid of found) {
+      stopped.add(pid);
+      try {
+        process.kill(pid, 'SIGSTOP');
+      } catch {
+        // Gone.
+      }
+    }
+  }
+  for (const pid of stopped) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone.
+    }
+  }
+  if (stopped.size === 0) return true;
+  // A signal is delivered, not obeyed at once: wait (briefly, blocking) until they have died.
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; waited < KILL_WAIT_MS; waited += 2) {
+    if (processesOf(uid).length === 0) return true;
+    Atomics.wait(pause, 0, 0, 2);
+  }
+  return processesOf(uid).length === 0;
+}
+
+/** Longest `killAllOf` waits for the processes it killed to die. */
+const KILL_WAIT_MS = 1_000;
+
+/** Why a clearing failed, as a code for the log: capabilities (the node binary has file capabilities?), timeout, or leftovers. */
+function clearingFailure(status: number | null): Error {
+  const code = status === 3 ? 'ECAPABILITIES' : status === null ? 'ETIMEDOUT' : 'ELEFTOVER';
+  return Object.assign(new Error(`clearing a stdio user id failed (${code})`), { code });
+}
+
+const clearOptions = (owner: StdioUser) =>
+  ({ uid: owner.uid, gid: owner.gid, env: {}, cwd: '/', stdio: 'ignore', timeout: CLEAR_TIMEOUT_MS, killSignal: 'SIGKILL' }) as const;
+
+/** Clears `owner`'s id (see CLEAR_ID) once every process of it is killed; rejects when anything of it is left. */
 function emptyAsOwner(dir: string, owner: StdioUser): Promise<void> {
+  if (!killAllOf(owner.uid)) return Promise.reject(clearingFailure(4));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', CLEAR_ID, dir], { uid: owner.uid, gid: owner.gid, env: {}, cwd: '/', stdio: 'ignore' });
+    const child = spawn(process.execPath, ['-e', CLEAR_ID, dir], clearOptions(owner));
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`emptying a stdio home exited with ${String(code)}`))));
+    child.once('exit', (code) => {
+      // Nothing may run as the id any more when it goes back (a process can start only from one of the id's own).
+      if (code === 0 && processesOf(owner.uid).length === 0) resolve();
+      else reject(clearingFailure(code === 0 ? 4 : code));
+    });
   });
 }
 
 function emptyAsOwnerSync(dir: string, owner: StdioUser): boolean {
-  return spawnSync(process.execPath, ['-e', CLEAR_ID, dir], { uid: owner.uid, gid: owner.gid, env: {}, cwd: '/', stdio: 'ignore' }).status === 0;
+  if (!killAllOf(owner.uid)) return false;
+  return spawnSync(process.execPath, ['-e', CLEAR_ID, dir], clearOptions(owner)).status === 0 && processesOf(owner.uid).length === 0;
 }
 
 /**
@@ -65,8 +149,61 @@ function emptyAsOwnerSync(dir: string, owner: StdioUser): boolean {
  */
 const lockName = (first: number, last: number): string => `\0portcullis-stdio-uids-${first}-${last}`;
 
+/**
+ * A listening abstract socket under `name`, kept for the process's life: it accepts nothing (a connection is closed at
+ * once, so no process can pile them up in the gateway) and never keeps the process alive.
+ */
+function listenOn(name: string): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer((socket) => socket.destroy());
+    server.once('error', reject);
+    server.listen({ path: name }, () => {
+      server.off('error', reject);
+      server.on('error', () => undefined);
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+/** The uids of the processes holding the listening abstract socket `name` (from /proc/net/unix and their descriptors). */
+function holdersOf(name: string): number[] {
+  const shown = `@${name.slice(1)}`;
+  const inodes = new Set<string>();
+  try {
+    for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // Node binds an abstract name padded with NULs to the full address length: shown as trailing `@`s.
+      if (fields[7]?.replace(/@+$/, '') === shown && fields[6] !== undefined) inodes.add(`socket:[${fields[6]}]`);
+    }
+  } catch {
+    return [];
+  }
+  const uids = new Set<number>();
+  if (inodes.size === 0) return [];
+  for (const pid of readdirSync('/proc')) {
+    if (pid.charCodeAt(0) < 48 || pid.charCodeAt(0) > 57) continue;
+    try {
+      if (!readdirSync(`/proc/${pid}/fd`).some((fd) => inodes.has(readlinkSafe(`/proc/${pid}/fd/${fd}`)))) continue;
+      const ids = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (ids !== null) uids.add(Number(ids[1]));
+    } catch {
+      // Gone, or not ours to read.
+    }
+  }
+  return [...uids];
+}
+
+const readlinkSafe = (link: string): string => {
+  try {
+    return readlinkSync(link);
+  } catch {
+    return '';
+  }
+};
+
 /** How long a shutdown waits for ids still being cleared before it gives the range up. */
-const CLEARING_WAIT_MS = 5_000;
+const CLEARING_WAIT_MS = 2_000;
 
 /** The ranges in use in this process (each until released). */
 const inThisProcess = new Set<{ readonly first: number; readonly last: number }>();
@@ -122,22 +259,29 @@ export class StdioUserIds {
   /** Ids being cleared (their processes have exited): a shutdown waits for them before it gives the range up. */
   private readonly clearing = new Set<Promise<void>>();
 
-  private lock(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const server = createServer();
-      server.once('error', (error: NodeJS.ErrnoException) => {
-        reject(
-          error.code === 'EADDRINUSE'
-            ? new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host: give each gateway a range of its own`)
-            : error,
-        );
-      });
-      server.listen({ path: lockName(this.first, this.last) }, () => {
-        server.unref();
-        this.lockServer = server;
-        resolve();
-      });
-    });
+  /**
+   * Binds the range's lock. Taken already by a process running as an id of the range (a server a crashed gateway left,
+   * which bound the name to keep the next gateway from starting): every process of that id is killed, and the lock
+   * taken again. Taken by anyone else: refused.
+   */
+  private async lock(): Promise<void> {
+    const name = lockName(this.first, this.last);
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        this.lockServer = await listenOn(name);
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+        const holders = holdersOf(name);
+        const squatters = holders.length > 0 && holders.every((uid) => uid >= this.first && uid <= this.last);
+        if (attempt > 0 || !squatters) {
+          throw new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host: give each gateway a range of its own`, {
+            cause: error,
+          });
+        }
+        for (const uid of holders) killAllOf(uid);
+      }
+    }
   }
 
   /**
@@ -163,7 +307,8 @@ export class StdioUserIds {
       try {
         // The gateway's own (a home whose handing over failed): nobody else can write in it.
         if (stat.uid === process.getuid?.()) rmSync(entry, { recursive: true, force: true });
-        else if (emptyAsOwnerSync(entry, owner)) rmdirSync(entry);
+        // Cleared as its owner only for an id of the range (whose processes may all be killed).
+        else if (inRange && emptyAsOwnerSync(entry, owner)) rmdirSync(entry);
         else throw new Error('not emptied');
       } catch {
         if (inRange) this.retire(owner);
