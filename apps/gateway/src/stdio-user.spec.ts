@@ -59,6 +59,11 @@ describe('inheritedCapabilitiesProblem', () => {
     expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000400'))).toMatch(/could become any user/);
   });
 
+  it('refuses any gateway, root too, with a non-empty inheritable set (a server could gain capabilities from a file)', () => {
+    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t00000000a80425fb\n`)).toMatch(/inheritable capability set/);
+    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t0000000000000000\n`)).toBeUndefined();
+  });
+
   it('lets root through (its capabilities are dropped for servers started as another user), and a user without them', () => {
     expect(inheritedCapabilitiesProblem(0, withSets(ALL, '0000000000000000'))).toBeUndefined();
     expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000000', '0000000000000000'))).toBeUndefined();

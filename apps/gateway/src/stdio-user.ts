@@ -4,7 +4,7 @@ const CAP_SETGID = 1n << 6n;
 const CAP_SETUID = 1n << 7n;
 
 /** A capability set (`CapEff`, `CapPrm`, `CapAmb`) in a `/proc/<pid>/status` text; undefined when the text has none. */
-function capabilitySet(status: string, set: 'CapEff' | 'CapPrm' | 'CapAmb'): bigint | undefined {
+function capabilitySet(status: string, set: 'CapEff' | 'CapPrm' | 'CapAmb' | 'CapInh'): bigint | undefined {
   const hex = new RegExp(`^${set}:\\s*([0-9a-f]+)$`, 'im').exec(status)?.[1];
   return hex === undefined ? undefined : BigInt(`0x${hex}`);
 }
@@ -16,10 +16,17 @@ const effectiveCapabilities = (status: string): bigint | undefined => capability
  * or CAP_SETGID (file capabilities on the node binary) or ambient capabilities. Linux drops capabilities when root
  * starts a process as another user, not when another user does: a server would keep ambient ones, or get the file's
  * back by running node, and could then become any user, root included (and clearing its id with `kill(-1)` would
- * reach every process). Fatal at boot with GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE.
+ * reach every process). Any process, root too, with a non-empty inheritable set is refused as well. Fatal at boot with
+ * GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE.
  */
 export function inheritedCapabilitiesProblem(ownUid: number | undefined, status: string | undefined): string | undefined {
-  if (ownUid === undefined || ownUid === 0 || status === undefined) return undefined;
+  if (ownUid === undefined || status === undefined) return undefined;
+  // Root included: an inheritable set survives the switch, and a server running a binary with file-inheritable
+  // capabilities gains them (Docker before 20.10.14 started containers so, CVE-2022-24769).
+  if ((capabilitySet(status, 'CapInh') ?? 0n) !== 0n) {
+    return 'stdio servers would inherit capabilities: this gateway has a non-empty inheritable capability set (CapInh); start it with an empty one for GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE, or unset those';
+  }
+  if (ownUid === 0) return undefined;
   const permitted = capabilitySet(status, 'CapPrm') ?? 0n;
   const ambient = capabilitySet(status, 'CapAmb') ?? 0n;
   if (ambient === 0n && (permitted & (CAP_SETUID | CAP_SETGID)) === 0n) return undefined;
