@@ -202,6 +202,9 @@ const readlinkSafe = (link: string): string => {
   }
 };
 
+/** How long taking the lock back from a range id's leftover process may take (a dying process frees the name late). */
+const LOCK_TAKEBACK_MS = 5_000;
+
 /** How long a shutdown waits for ids still being cleared before it gives the range up. */
 const CLEARING_WAIT_MS = 2_000;
 
@@ -266,23 +269,27 @@ export class StdioUserIds {
    */
   private async lock(): Promise<void> {
     const name = lockName(this.first, this.last);
-    for (let attempt = 0; ; attempt += 1) {
+    const giveUpAt = Date.now() + LOCK_TAKEBACK_MS;
+    for (;;) {
       try {
         this.lockServer = await listenOn(name);
         return;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+        // No holder found: it is going away (killed a moment ago), or out of sight (another PID namespace).
         const holders = holdersOf(name);
-        const squatters = holders.length > 0 && holders.every((uid) => uid >= this.first && uid <= this.last);
-        if (attempt > 0 || !squatters) {
+        const squatters = holders.every((uid) => uid >= this.first && uid <= this.last);
+        if (!squatters || Date.now() >= giveUpAt) {
           throw new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host: give each gateway a range of its own`, {
             cause: error,
           });
         }
         for (const uid of holders) killAllOf(uid);
+        await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
   }
+
 
   /**
    * Clears what a crashed gateway left: each home emptied as its owner (the owner's processes killed, see CLEAR_ID)
