@@ -338,7 +338,7 @@ export class StdioProcess {
         () => userIds.give(held),
         (error: NodeJS.ErrnoException) => {
           userIds.retire(held);
-          logger.warn({ ...this.fields, code: error.code }, 'could not remove a stdio server\'s home; its user id is not used again');
+          logger.warn({ ...this.fields, code: error.code }, 'could not clear what a stdio server left (its processes, temporary files or home); its user id is not used again');
         },
       );
     };

@@ -74,13 +74,14 @@ function processesOf(uid: number): number[] {
 }
 
 /**
- * Kills every process running as `uid`, from the gateway's side, before anything runs as that uid to clear it: a
- * process left of a server (a daemon) could otherwise stop, kill or trace the clearing process before it acts. Each is
- * stopped first and the list read again until no new one appears (one forking meanwhile is caught stopped), then all
- * are killed. Returns whether none is left. Only for ids of the range (never an account's, never the gateway's).
+ * Signals every process running as `uid` to die, from the gateway's side, before anything runs as that uid to clear
+ * it: a process left of a server (a daemon) could otherwise stop, kill or trace the clearing process before it acts.
+ * Each is stopped first and the list read again until no new one appears (one forking meanwhile is caught stopped),
+ * then all are killed. Returns how many were signalled (they die a moment later; see `killAllOf`), or -1 for an id
+ * that must never be signalled so (root, the gateway's own). Only for ids of the range.
  */
-function killAllOf(uid: number): boolean {
-  if (uid === 0 || uid === process.getuid?.()) return false;
+function signalAllOf(uid: number): number {
+  if (uid === 0 || uid === process.getuid?.()) return -1;
   const stopped = new Set<number>();
   for (let round = 0; round < 20; round += 1) {
     const found = processesOf(uid).filter((pid) => !stopped.has(pid));
@@ -101,12 +102,28 @@ function killAllOf(uid: number): boolean {
       // Gone.
     }
   }
-  if (stopped.size === 0) return true;
-  // A signal is delivered, not obeyed at once: wait (briefly, blocking) until they have died.
+  return stopped.size;
+}
+
+/** `signalAllOf`, then (blocking: boot only) until they have died, at most KILL_WAIT_MS. Whether none is left. */
+function killAllOf(uid: number): boolean {
+  const signalled = signalAllOf(uid);
+  if (signalled <= 0) return signalled === 0;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let waited = 0; waited < KILL_WAIT_MS; waited += 2) {
     if (processesOf(uid).length === 0) return true;
     Atomics.wait(pause, 0, 0, 2);
+  }
+  return processesOf(uid).length === 0;
+}
+
+/** The same without blocking the event loop (a server exited while the gateway serves). */
+async function killAllOfAsync(uid: number): Promise<boolean> {
+  const signalled = signalAllOf(uid);
+  if (signalled <= 0) return signalled === 0;
+  for (let waited = 0; waited < KILL_WAIT_MS; waited += 10) {
+    if (processesOf(uid).length === 0) return true;
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
   return processesOf(uid).length === 0;
 }
@@ -124,8 +141,8 @@ const clearOptions = (owner: StdioUser) =>
   ({ uid: owner.uid, gid: owner.gid, env: {}, cwd: '/', stdio: 'ignore', timeout: CLEAR_TIMEOUT_MS, killSignal: 'SIGKILL' }) as const;
 
 /** Clears `owner`'s id (see CLEAR_ID) once every process of it is killed; rejects when anything of it is left. */
-function emptyAsOwner(dir: string, owner: StdioUser): Promise<void> {
-  if (!killAllOf(owner.uid)) return Promise.reject(clearingFailure(4));
+async function emptyAsOwner(dir: string, owner: StdioUser): Promise<void> {
+  if (!(await killAllOfAsync(owner.uid))) throw clearingFailure(4);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', CLEAR_ID, dir], clearOptions(owner));
     child.once('error', reject);
