@@ -10,7 +10,7 @@ describe('demo-upstreams config', () => {
       http: {
         host: '127.0.0.1',
         port: 3500,
-        mountedServers: ['tickets', 'files', 'math', 'kitchen-sink', 'shapeshifter'],
+        mountedServers: ['tickets', 'files', 'math', 'kitchen-sink', 'shapeshifter', 'conformance', 'conformance-schema'],
         sessionIdleTimeoutMs: 1_800_000,
         shutdownGraceMs: 5_000,
       },

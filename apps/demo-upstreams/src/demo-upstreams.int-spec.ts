@@ -103,7 +103,7 @@ describe('stdio.js', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code).toBe(64);
     expect(stdout).toBe('');
-    expect(stderr).toMatch(/usage: node stdio\.js <tickets \| files \| math \| kitchen-sink \| shapeshifter>/);
+    expect(stderr).toMatch(/usage: node stdio\.js <tickets \| files \| math \| kitchen-sink \| shapeshifter \| conformance \| conformance-schema>/);
   });
 });
 

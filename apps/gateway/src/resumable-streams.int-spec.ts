@@ -223,16 +223,29 @@ describe('Last-Event-ID on a raw GET', () => {
 
   const ids = (sse: string): string[] => [...sse.matchAll(/^id: (.+)$/gm)].map((m) => m[1] ?? '');
   const data = (sse: string): string[] => [...sse.matchAll(/^data: (.+)$/gm)].map((m) => m[1] ?? '');
+  /** Ids of messages, not of priming events (`<stream>_0`, empty data: where a stream can be resumed from its start). */
+  const messageIds = (sse: string): string[] => ids(sse).filter((id) => !id.endsWith('_0'));
 
   it('replays the rest of the same stream, from any replica, and nothing for another session or an unknown id', async () => {
     const sessionId = await session(gatewayA.url);
     const post = await slowCount(sessionId, 7, 3, 5);
     expect(post.headers.get('content-type')).toContain('text/event-stream');
     const full = await post.text();
-    const eventIds = ids(full);
+    // A 2025-11-25 agent's stream opens with a priming event: an id before the first message, empty data, a retry.
+    expect(full).toMatch(/^id: p\w+_0\nretry: \d+\ndata: \n\n/);
+    const eventIds = messageIds(full);
     // Three progress events and the result, and the upstream's step log messages.
     expect(eventIds.length).toBeGreaterThanOrEqual(4);
     expect(new Set(eventIds).size).toBe(eventIds.length);
+
+    // From the priming event's id: every message of the stream.
+    const fromStart = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': ids(full)[0] ?? '' }),
+    });
+    const all = await readUntil(fromStart, () => false);
+    expect(all.ended).toBe(true);
+    expect(ids(all.text)).toEqual(eventIds);
+    expect(data(all.text)).toEqual(data(full));
 
     // After the first progress event: the two others and the result, in order, with their ids; then the end.
     const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
@@ -319,7 +332,9 @@ describe('Last-Event-ID on a raw GET', () => {
       { timeoutMs: 9_000, description: 'a tools/list_changed on the standalone stream' },
     );
     const got = await reading;
-    const standaloneIds = ids(completeEvents(got.text).join('\n\n'));
+    // The stream opened with a priming event of its own.
+    expect(got.text).toMatch(/^id: s\w+_0\nretry: \d+\ndata: \n\n/);
+    const standaloneIds = messageIds(completeEvents(got.text).join('\n\n'));
     expect(data(got.text).join('\n')).toContain('notifications/tools/list_changed');
     expect(standaloneIds.length).toBeGreaterThan(0);
     expect(standaloneIds[0]).toMatch(/^s/);
@@ -330,7 +345,7 @@ describe('Last-Event-ID on a raw GET', () => {
         'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0`,
       }),
     });
-    const replay = await readUntil(all, (sse) => ids(completeEvents(sse).join('\n\n')).length >= standaloneIds.length);
-    expect(ids(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
+    const replay = await readUntil(all, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= standaloneIds.length);
+    expect(messageIds(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
   });
 });

@@ -88,8 +88,15 @@ export async function startTestGateway(options: {
   readonly appDb?: PortcullisPrismaClient;
   readonly redisUrl: string;
   readonly env?: Record<string, string>;
+  /** Default: a free port picked when listening. */
+  readonly port?: number;
+  /**
+   * A tool-name separator set past the configuration's guard, which refuses `_` for deployments (a prefix saved with
+   * an inner `_` would be dropped). The conformance suite's fixed names need it; the data plane takes any valid one.
+   */
+  readonly toolSeparator?: string;
 }): Promise<TestGateway> {
-  const config = gatewayConfigSchema.parse({
+  const parsed = gatewayConfigSchema.parse({
     NODE_ENV: 'test',
     LOG_LEVEL: 'info',
     DATABASE_URL: 'postgresql://unused@127.0.0.1/unused',
@@ -101,6 +108,8 @@ export async function startTestGateway(options: {
     GATEWAY_AUDIT_ENABLED: 'false',
     ...options.env,
   });
+  const config =
+    options.toolSeparator === undefined ? parsed : { ...parsed, mcp: { ...parsed.mcp, toolSeparator: options.toolSeparator } };
   let text = '';
   const logger: Logger = createLogger({
     service: 'gateway-int',
@@ -129,7 +138,7 @@ export async function startTestGateway(options: {
       breaker: { failureThreshold: 1_000, cooldownMs: 1_000 },
     }),
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
+  await app.listen({ host: '127.0.0.1', port: options.port ?? 0 });
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
   return {

@@ -40,3 +40,11 @@ export type { StdioServerHandle } from './lib/hosting/run-stdio-server';
 export { connectInMemory } from './lib/testing/connect-in-memory';
 export type { ConnectInMemoryOptions, InMemoryConnection } from './lib/testing/connect-in-memory';
 export { resourceText, toolResultText } from './lib/testing/result-text';
+
+export {
+  CONFORMANCE_SCHEMA_TOOL_PREFIX,
+  CONFORMANCE_TOOL_PREFIX,
+  createConformanceSchemaServer,
+  createConformanceServer,
+} from './lib/conformance/conformance.server';
+export { MemoryEventStore } from './lib/hosting/memory-event-store';

@@ -20,6 +20,7 @@ export {
   isSupportedVersion,
   LATEST_PROTOCOL_VERSION,
   negotiateVersion,
+  primesStreams,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from './lib/protocol/versions';
 export type { ProtocolVersion } from './lib/protocol/versions';

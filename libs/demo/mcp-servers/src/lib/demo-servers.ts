@@ -1,11 +1,20 @@
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { createConformanceSchemaServer, createConformanceServer } from './conformance/conformance.server';
 import { createFilesServer } from './files/files.server';
 import { createKitchenSinkServer } from './kitchen-sink/kitchen-sink.server';
 import { createMathServer } from './math/math.server';
 import { createShapeshifterServer } from './shapeshifter/shapeshifter.server';
 import { createTicketsServer } from './tickets/tickets.server';
 
-export const DEMO_SERVER_NAMES = ['tickets', 'files', 'math', 'kitchen-sink', 'shapeshifter'] as const;
+export const DEMO_SERVER_NAMES = [
+  'tickets',
+  'files',
+  'math',
+  'kitchen-sink',
+  'shapeshifter',
+  'conformance',
+  'conformance-schema',
+] as const;
 export type DemoServerName = (typeof DEMO_SERVER_NAMES)[number];
 
 const factories: Readonly<Record<DemoServerName, () => McpServer>> = {
@@ -14,6 +23,8 @@ const factories: Readonly<Record<DemoServerName, () => McpServer>> = {
   math: () => createMathServer(),
   'kitchen-sink': () => createKitchenSinkServer(),
   shapeshifter: () => createShapeshifterServer(),
+  conformance: () => createConformanceServer(),
+  'conformance-schema': () => createConformanceSchemaServer(),
 };
 
 export function isDemoServerName(value: string): value is DemoServerName {

@@ -12,6 +12,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { createDemoServer, type DemoServerName } from '../demo-servers';
+import { MemoryEventStore } from './memory-event-store';
 
 export interface DemoHttpHostOptions {
   readonly host: string;
@@ -60,6 +61,9 @@ const SERVER_ERROR = -32000;
 const SESSION_NOT_FOUND = -32001;
 
 const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** Servers whose Streamable HTTP sessions keep their events (SEP-1699 polling), and the `retry` they announce. */
+const RESUMABLE_SERVERS: ReadonlySet<DemoServerName> = new Set(['conformance']);
+const RESUME_RETRY_MS = 100;
 const ROUTE = /^(?:\/([a-z][a-z0-9-]*))?\/(mcp|sse|messages)$/;
 
 class HttpError extends Error {
@@ -160,6 +164,9 @@ export async function startDemoHttpHost(options: DemoHttpHostOptions): Promise<D
     const server = buildServer(name);
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      // Resumable streams (priming events, Last-Event-ID, closing a stream mid-call) only where a test needs them:
+      // storing every event would slow the servers the benchmarks use.
+      ...(RESUMABLE_SERVERS.has(name) ? { eventStore: new MemoryEventStore(), retryInterval: RESUME_RETRY_MS } : {}),
       onsessioninitialized: (id) => {
         streamableSessions.set(id, { name, server, transport, lastSeen: Date.now() });
         logger.info({ sessionId: id, server: name, transport: 'streamable-http' }, 'session opened');

@@ -162,3 +162,47 @@ describe('EventStream on a response whose client has already gone', () => {
     }
   });
 });
+
+describe('priming events (2025-11-25 agents, SEP-1699)', () => {
+  const replay = { open: () => ({ append: () => undefined }) } as never;
+  const progress = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } } as const;
+
+  it('opens a resumable POST stream with an id before its first message and a retry, and only a resumable one', () => {
+    const primed = recordingResponse();
+    new PostResponder(primed.res as never, 'session-1', replay, undefined, undefined, true).send(progress);
+    const [priming, first] = primed.out.chunks;
+    const stream = /^id: (p\w+)_0\nretry: 1000\ndata: \n\n$/.exec(priming ?? '')?.[1];
+    expect(stream).toBeDefined();
+    expect(first?.startsWith(`id: ${stream}_1\ndata: `)).toBe(true);
+
+    // No replay log: the id could not be resumed from, so none is offered. An older agent: no priming event.
+    const unlogged = recordingResponse();
+    new PostResponder(unlogged.res as never, 'session-1', undefined, undefined, undefined, true).send(progress);
+    const older = recordingResponse();
+    new PostResponder(older.res as never, 'session-1', replay, undefined, undefined, false).send(progress);
+    for (const { out } of [unlogged, older]) {
+      expect(out.chunks).toHaveLength(1);
+      expect(out.chunks[0]).toMatch(/^id: p\w+_1\ndata: /);
+    }
+  });
+
+  it('opens a resumable standalone stream with one', () => {
+    const { res, out } = recordingResponse();
+    const stream = new EventStream(
+      Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never,
+      {},
+      60_000,
+      { append: () => undefined },
+      's-spec',
+      undefined,
+      true,
+    );
+    try {
+      stream.send(progress);
+      expect(out.chunks[0]).toBe('id: s-spec_0\nretry: 1000\ndata: \n\n');
+      expect(out.chunks[1]?.startsWith('id: s-spec_1\n')).toBe(true);
+    } finally {
+      stream.close();
+    }
+  });
+});

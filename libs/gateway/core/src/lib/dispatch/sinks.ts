@@ -36,6 +36,15 @@ export function writeBounded(
   return true;
 }
 
+/** The `retry` a priming event announces: how long an agent waits before resuming a stream that broke off. */
+export const RESUME_RETRY_MS = 1_000;
+
+/**
+ * The priming event of a resumable stream (2025-11-25 agents, see `primesStreams`): the id of the position before its
+ * first message, and the reconnection delay. Resuming from it replays the whole stream.
+ */
+export const primingFrame = (streamId: string): string => `id: ${eventId(streamId, 0)}\nretry: ${RESUME_RETRY_MS}\ndata: \n\n`;
+
 /** Where messages related to one agent request go besides its response (progress, server requests, logs). */
 export interface MessageSink {
   /** False when the agent cannot receive extra messages for this request (JSON-only, batch, closed stream). */
@@ -92,7 +101,7 @@ export class PostResponder implements MessageSink {
 
   /**
    * `sessionId`: echoed as `Mcp-Session-Id` on the response. `logger` and `traceId`: where, and under which trace, an
-   * answer replaced as unrelayable is reported.
+   * answer replaced as unrelayable is reported. `prime`: a resumable stream opens with a priming event.
    */
   constructor(
     private readonly res: ServerResponse,
@@ -100,6 +109,7 @@ export class PostResponder implements MessageSink {
     private readonly replay?: ReplayLog,
     private readonly logger?: SinkLogger,
     private readonly traceId?: string,
+    private readonly prime = false,
   ) {}
 
   get canStream(): boolean {
@@ -132,6 +142,7 @@ export class PostResponder implements MessageSink {
       this.state = 'sse';
       this.streamId = newStreamId('p');
       this.log = this.replay?.open(this.sessionId, this.streamId);
+      if (this.prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.streamId));
     }
     this.write(data, false);
     return true;
@@ -198,7 +209,10 @@ export class EventStream implements MessageSink {
   private seq = 0;
   private readonly keepAlive: NodeJS.Timeout;
 
-  /** `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). */
+  /**
+   * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
+   * resumable stream opens with a priming event.
+   */
   constructor(
     private readonly res: ServerResponse,
     headers: Readonly<Record<string, string>>,
@@ -206,9 +220,11 @@ export class EventStream implements MessageSink {
     private readonly log?: StreamLog,
     readonly id: string = newStreamId('s'),
     private readonly logger?: SinkLogger,
+    prime = false,
   ) {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
-    res.flushHeaders();
+    if (prime && log !== undefined) res.write(primingFrame(id));
+    else res.flushHeaders();
     this.keepAlive = setInterval(() => writeBounded(res, ': keep-alive\n\n'), keepAliveMs);
     this.keepAlive.unref();
     res.on('close', () => clearInterval(this.keepAlive));

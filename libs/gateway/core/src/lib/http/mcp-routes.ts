@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   allowsBatches,
+  primesStreams,
   classify,
   isWellFormedSessionId,
   JSON_RPC,
@@ -337,7 +338,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      const responder = new PostResponder(res, record.id, options.replay, logger, traceId);
+      const responder = new PostResponder(res, record.id, options.replay, logger, traceId, primesStreams(record.protocolVersion));
       if (!batch) {
         const only = requests[0];
         if (!only) return;
@@ -632,7 +633,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
         // an id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
-        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger), principal);
+        const stream = track(
+          new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger, primesStreams(record.protocolVersion)),
+          principal,
+        );
         if (lastEventId?.kind === 's' && replayed) {
           for (const entry of replayed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
         }

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classify, errorResponse, JSON_RPC } from './json-rpc';
 import { SseParser, sseFrame } from './sse';
-import { allowsBatches, isSupportedVersion, LATEST_PROTOCOL_VERSION, negotiateVersion } from './versions';
+import { allowsBatches, isSupportedVersion, LATEST_PROTOCOL_VERSION, negotiateVersion, primesStreams } from './versions';
 
 describe('JSON-RPC classification', () => {
   it('sorts requests, notifications and responses', () => {
@@ -51,6 +51,9 @@ describe('protocol versions', () => {
     expect(isSupportedVersion('not-a-version')).toBe(false);
     expect(allowsBatches('2025-03-26')).toBe(true);
     expect(allowsBatches('2025-11-25')).toBe(false);
+    expect(primesStreams('2025-11-25')).toBe(true);
+    expect(primesStreams('2025-06-18')).toBe(false);
+    expect(primesStreams('2024-11-05')).toBe(false);
   });
 });
 

@@ -23,3 +23,10 @@ export function negotiateVersion(requested: unknown): ProtocolVersion {
 
 /** JSON-RPC batches were allowed only in 2025-03-26. */
 export const allowsBatches = (version: ProtocolVersion): boolean => version === '2025-03-26';
+
+/**
+ * From 2025-11-25 a server opens each SSE stream it can resume with a priming event (an id, empty data): the client
+ * then holds an id to resume from before the first message (SEP-1699). Older clients would read the empty data as a
+ * malformed message.
+ */
+export const primesStreams = (version: ProtocolVersion): boolean => version >= '2025-11-25';

@@ -28,6 +28,13 @@ export interface CallResponseHandlers {
   failed(error: NodeJS.ErrnoException): void;
   /** Called once with the outcome of the call, unless `failed` was. */
   settle(error: unknown, result: Record<string, unknown> | undefined): void;
+  /**
+   * The SSE stream ended or broke before the answer, after an event with an id (SEP-1699: a 2025-11-25 server may
+   * close a stream it primed, and the client resumes it with a GET carrying `Last-Event-ID`). True: the caller
+   * resumes the call on a new exchange (this one reports nothing more). False, or absent: the call fails.
+   * `progressed`: this stream carried an event id other than the one it resumed from.
+   */
+  resume?(lastEventId: string, retryMs: number | undefined, progressed: boolean): boolean;
 }
 
 /** How the body of the response is read: dropped (the call is already answered), as JSON, or as SSE. */
@@ -49,12 +56,18 @@ export class CallResponse extends Exchange {
   private size = 0;
   private decoder: StringDecoder | undefined;
   private parser: SseParser | undefined;
+  /** The last SSE event id and `retry` the stream sent (where it could be resumed from, and after how long). */
+  private lastEventId: string | undefined;
+  private retryMs: number | undefined;
 
+  /** `resumedFrom`: the event id this exchange (a GET) resumes the call's stream from. */
   constructor(
     private readonly id: JsonRpcId,
     private readonly handlers: CallResponseHandlers,
+    private readonly resumedFrom?: string,
   ) {
     super();
+    this.lastEventId = resumedFrom;
   }
 
   /** Ends the exchange early (timeout, cancellation, session closed); the call settles with `error` if it has not yet. */
@@ -107,7 +120,7 @@ export class CallResponse extends Exchange {
         chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'),
       );
       this.protocolErrorIfUnanswered('the response did not answer the request');
-    } else if (this.body === 'sse') {
+    } else if (this.body === 'sse' && !this.resumed()) {
       this.protocolErrorIfUnanswered('the response stream ended without an answer');
     }
   }
@@ -121,7 +134,17 @@ export class CallResponse extends Exchange {
       this.handlers.failed(error);
       return;
     }
+    if (this.body === 'sse' && this.resumed()) return;
     this.protocolErrorIfUnanswered(this.body === 'sse' ? 'the response stream broke' : 'the response body broke');
+  }
+
+  /** Hands an unanswered call whose stream can be resumed to `handlers.resume`; true if it took it. */
+  private resumed(): boolean {
+    const { lastEventId } = this;
+    if (this.answered || lastEventId === undefined || this.handlers.resume === undefined) return false;
+    if (!this.handlers.resume(lastEventId, this.retryMs, lastEventId !== this.resumedFrom)) return false;
+    this.answered = true;
+    return true;
   }
 
   private rejectStatus(status: number): void {
@@ -145,6 +168,8 @@ export class CallResponse extends Exchange {
       return;
     }
     for (const event of events) {
+      if (event.id !== undefined) this.lastEventId = event.id;
+      if (event.retry !== undefined) this.retryMs = event.retry;
       // 2025-11-25 servers open with an event that has an id and empty data (a resumption point).
       if (event.event === 'message' && event.data !== '') this.deliver(event.data);
       if (this.finished) return;

@@ -189,7 +189,7 @@ export function headerLines(headers: OutgoingHttpHeaders): string[] {
  */
 export function dispatch(
   target: HttpTarget,
-  method: 'POST' | 'DELETE',
+  method: 'POST' | 'DELETE' | 'GET',
   headerLines: readonly string[],
   body: string | undefined,
   exchange: Exchange,

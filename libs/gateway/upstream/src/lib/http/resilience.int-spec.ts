@@ -195,6 +195,100 @@ describe('connector resilience and network policy', () => {
     await stuck;
   });
 
+  describe('a call whose SSE stream the upstream closes before answering (SEP-1699)', () => {
+    type Step = (res: ServerResponse, id: number) => void;
+    /**
+     * A Streamable HTTP server that answers initialize, then answers the first other POST and each GET after it with
+     * the next step of `steps` (the last one repeats). Records each GET's headers.
+     */
+    async function resumingServer(post: Step, gets: readonly Step[]) {
+      const seenGets: IncomingHttpHeaders[] = [];
+      let callId = 0;
+      const server = await rawServer((req, res) => {
+        if (req.method === 'GET') {
+          // The session's standalone stream (nobody asked for it here) carries no last-event-id.
+          if (req.headers['last-event-id'] === undefined) {
+            res.writeHead(405).end();
+            return;
+          }
+          seenGets.push(req.headers);
+          (gets[Math.min(seenGets.length, gets.length) - 1] as Step)(res, callId);
+          return;
+        }
+        void readJson(req).then((message) => {
+          if (message.id === undefined) {
+            res.writeHead(202).end();
+            return;
+          }
+          if (message.method === 'initialize') {
+            res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+            res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+            return;
+          }
+          callId = message.id;
+          post(res, message.id);
+        });
+      });
+      servers.push(server);
+      const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      return { session, seenGets };
+    }
+    const sse = (res: ServerResponse, ...events: string[]) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(events.join(''));
+    };
+    const answer = (id: number) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result: { content: [], resumed: true } })}\n\n`;
+
+    it('resumes it with a GET from the last event id, after the announced retry, as often as each stream brings something new', async () => {
+      const progress = (id: string, value: number) =>
+        `id: ${id}\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: value } })}\n\n`;
+      const { session, seenGets } = await resumingServer(
+        (res) => sse(res, 'id: e1\nretry: 30\ndata: \n\n'),
+        [(res) => sse(res, progress('e2', 1)), (res) => sse(res, progress('e3', 2)), (res, id) => sse(res, `id: e4\n${answer(id)}`)],
+      );
+      const notes: unknown[] = [];
+      const started = Date.now();
+      await expect(
+        session.request('tools/call', { name: 'slow' }, { onNotification: (n) => notes.push(n.params?.['progress']) }),
+      ).resolves.toEqual({ content: [], resumed: true });
+      // The first stream's retry (30 ms) holds for the streams after it, which name none (the default is 1 s).
+      const took = Date.now() - started;
+      expect(took).toBeGreaterThanOrEqual(3 * 25);
+      expect(took).toBeLessThan(900);
+      expect(notes).toEqual([1, 2]);
+      expect(seenGets.map((h) => h['last-event-id'])).toEqual(['e1', 'e2', 'e3']);
+      for (const headers of seenGets) {
+        expect(headers['accept']).toBe('text/event-stream');
+        expect(headers['content-type']).toBeUndefined();
+        expect(headers['mcp-session-id']).toBe('upstream-session-1');
+        expect(headers['mcp-protocol-version']).toBe('2025-11-25');
+      }
+    });
+
+    it('gives up on a stream that keeps closing with nothing new, after three resumes without progress', async () => {
+      const { session, seenGets } = await resumingServer((res) => sse(res, 'id: x1\nretry: 5\ndata: \n\n'), [(res) => sse(res, ': nothing\n\n')]);
+      await expect(session.request('tools/call', { name: 'slow' })).rejects.toThrow(/ended without an answer/);
+      expect(seenGets).toHaveLength(4);
+    });
+
+    it('does not resume a stream that closed before any event id, nor one the upstream refuses to resume', async () => {
+      const unprimed = await resumingServer((res) => sse(res, ': no id\n\n'), [(res, id) => sse(res, answer(id))]);
+      await expect(unprimed.session.request('tools/call', { name: 'slow' })).rejects.toThrow(/ended without an answer/);
+      expect(unprimed.seenGets).toHaveLength(0);
+
+      const refused = await resumingServer((res) => sse(res, 'id: r1\nretry: 5\ndata: \n\n'), [(res) => res.writeHead(405).end()]);
+      await expect(refused.session.request('tools/call', { name: 'slow' })).rejects.toThrow(/HTTP 405/);
+      expect(refused.seenGets).toHaveLength(1);
+    });
+
+    it('stops resuming when the call times out', async () => {
+      const { session, seenGets } = await resumingServer((res) => sse(res, 'id: t1\nretry: 5000\ndata: \n\n'), [(res, id) => sse(res, answer(id))]);
+      await expect(session.request('tools/call', { name: 'slow' }, { timeoutMs: 300 })).rejects.toThrow();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(seenGets).toHaveLength(0);
+    });
+  });
+
   it('drops a response stream the upstream keeps open after answering, so the pooled socket serves the next call', async () => {
     let streamsClosed = 0;
     const server = await rawServer((req, res) => {

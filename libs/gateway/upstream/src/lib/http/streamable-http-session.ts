@@ -151,10 +151,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
     return new Promise((resolve, reject) => {
       let settled = false;
+      let resumeTimer: NodeJS.Timeout | undefined;
+      let resumesWithoutProgress = 0;
+      /** The `retry` the call's streams last named: it holds for later streams that name none (as in EventSource). */
+      let retryAfterMs: number | undefined;
       const settle = (error: unknown, result: Record<string, unknown> | undefined): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (resumeTimer !== undefined) clearTimeout(resumeTimer);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.inFlight.delete(call);
         if (error === null && result !== undefined) resolve(result);
@@ -194,11 +199,40 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           settle(errors.connectFailed(error), undefined);
         },
         settle,
+        // SEP-1699: the upstream closed the call's stream before answering, after giving it an event id. Resumed
+        // with a GET from that id after the stream's `retry` delay, within the call's timeout; a stream that closes
+        // again without a new event counts against MAX_RESUMES_WITHOUT_PROGRESS.
+        resume: (lastEventId, retryMs, progressed) => {
+          if (settled || this.closed || this.expired || this.sessionId === null) return false;
+          if (!HEADER_SAFE_EVENT_ID.test(lastEventId)) return false;
+          resumesWithoutProgress = progressed ? 0 : resumesWithoutProgress + 1;
+          if (resumesWithoutProgress > MAX_RESUMES_WITHOUT_PROGRESS) return false;
+          if (retryMs !== undefined) retryAfterMs = retryMs;
+          this.inFlight.delete(call);
+          resumeTimer = setTimeout(
+            () => {
+              resumeTimer = undefined;
+              if (settled || this.closed) return;
+              call = new CallResponse(id, handlers, lastEventId);
+              this.inFlight.add(call);
+              dispatch(this.ctx.target, 'GET', this.resumeHeaderLines(lastEventId), undefined, call);
+            },
+            Math.min(retryAfterMs ?? DEFAULT_RESUME_DELAY_MS, MAX_RESUME_DELAY_MS),
+          );
+          return true;
+        },
       };
-      const call = new CallResponse(id, handlers);
+      let call = new CallResponse(id, handlers);
       this.inFlight.add(call);
       dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, call);
     });
+  }
+
+  /** The headers of a GET that resumes a call's stream from `lastEventId`. */
+  private resumeHeaderLines(lastEventId: string): string[] {
+    const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream', 'last-event-id': lastEventId };
+    delete headers['content-type'];
+    return headerLines(headers);
   }
 
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
@@ -440,6 +474,12 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.standaloneTimer.unref();
   }
 }
+
+/** A call's stream that the upstream keeps closing without sending anything new is given up after this many resumes. */
+const MAX_RESUMES_WITHOUT_PROGRESS = 3;
+/** Wait before resuming a call's stream when the upstream named no `retry`, and the most any `retry` makes it wait. */
+const DEFAULT_RESUME_DELAY_MS = 1_000;
+const MAX_RESUME_DELAY_MS = 10_000;
 
 /** An SSE event id that can go back as a `Last-Event-ID` header: visible ASCII, bounded. */
 const HEADER_SAFE_EVENT_ID = /^[\x21-\x7e]{1,256}$/;
