@@ -1,7 +1,11 @@
 /**
- * The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in devDependencies): every server
- * scenario it has, pending ones included, run by its own CLI against a tenant endpoint of the gateway, once for each
- * upstream transport (Streamable HTTP, stdio, legacy SSE).
+ * The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in devDependencies), through the
+ * gateway both ways:
+ * - as a server: every server scenario it has, pending ones included, run by its own CLI against a tenant endpoint of
+ *   the gateway, once for each upstream transport (Streamable HTTP, stdio, legacy SSE);
+ * - as a client: the client scenarios that concern an MCP client's protocol (not its OAuth, which the gateway does
+ *   not do toward upstreams, nor its user interface): the suite's scenario server is an upstream of a tenant, and an
+ *   SDK agent makes the calls the scenario expects through the gateway.
  *
  * The suite calls tools and prompts by fixed names (`test_simple_text`, `json_schema_2020_12_tool`, …). The tenant's
  * upstreams are the demo conformance servers, which serve those names without their first word, behind the tool
@@ -15,7 +19,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -200,4 +204,96 @@ describe.each(TRANSPORTS)('a call whose upstream (over %s) may close its respons
       await client.close();
     }
   }, 30_000);
+});
+
+/**
+ * A client scenario of the suite in its interactive mode: its server runs until told to stop, then writes its checks.
+ */
+async function startClientScenario(scenario: string) {
+  const out = mkdtempSync(path.join(tmpdir(), 'pcs-conformance-client-'));
+  const child = spawn(process.execPath, [cli, 'client', '--scenario', scenario, '-o', out], {
+    env: { PATH: process.env['PATH'] ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no server URL from the conformance CLI:\n${log}`)), 15_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      log += chunk.toString();
+      const found = /Server URL: (\S+)/.exec(log)?.[1];
+      if (found !== undefined) {
+        clearTimeout(timer);
+        resolve(found);
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    child.once('exit', () => reject(new Error(`the conformance CLI exited:\n${log}`)));
+  });
+  return {
+    url,
+    /** Stops the scenario's server and resolves with the checks it recorded. */
+    async checks(): Promise<Check[]> {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+      try {
+        const dir = readdirSync(out).find((name) => existsSync(path.join(out, name, 'checks.json')));
+        if (dir === undefined) throw new Error(`the conformance CLI wrote no checks:\n${log}`);
+        return JSON.parse(readFileSync(path.join(out, dir, 'checks.json'), 'utf8')) as Check[];
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+describe('the MCP conformance suite\'s client scenarios, the gateway being the client of the scenario\'s server', () => {
+  const CLIENT_SCENARIOS: readonly { scenario: string; act: (client: Client) => Promise<unknown> }[] = [
+    // Listing makes the gateway connect: the scenario checks the initialize it sends (version, client info).
+    { scenario: 'initialize', act: (client) => client.listTools() },
+    { scenario: 'tools_call', act: (client) => client.callTool({ name: 'conf_add_numbers', arguments: { a: 2, b: 3 } }) },
+    // The scenario's server closes the call's stream after priming it with retry 500 ms, and expects a GET with
+    // Last-Event-ID after that delay (SEP-1699), on which it sends the answer.
+    { scenario: 'sse-retry', act: (client) => client.callTool({ name: 'conf_test_reconnection', arguments: {} }) },
+  ];
+
+  it.each(CLIENT_SCENARIOS)('passes $scenario', async ({ scenario, act }) => {
+    const server = await startClientScenario(scenario);
+    let client: Client | undefined;
+    let transport: StreamableHTTPClientTransport | undefined;
+    try {
+      const tenant = await createTestTenant(db);
+      await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+      await db.upstream.create({
+        data: {
+          tenantId: tenant.id,
+          name: 'conformance-client',
+          toolPrefix: 'conf',
+          transport: 'streamable_http',
+          url: server.url,
+          connectTimeoutMs: 10_000,
+          callTimeoutMs: 15_000,
+        } as never,
+      });
+      const { key } = await createAgentWithKey(db, tenant.id, 'conformance-client-agent');
+      await gateway.dataPlane.refreshAll();
+      client = new Client({ name: 'conformance-client-agent', version: '1.0.0' });
+      transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${key}` } },
+      });
+      await client.connect(transport);
+      const result = await act(client);
+      expect((result as { isError?: boolean }).isError).toBeFalsy();
+    } finally {
+      // Ending the agent's session ends the gateway's upstream session, and with it the standalone stream the
+      // scenario's server would otherwise wait for when told to stop.
+      await transport?.terminateSession();
+      await client?.close();
+    }
+    const checks = await server.checks().finally(() => server.kill());
+    const problems = checks.filter((check) => check.status === 'FAILURE' || check.status === 'WARNING');
+    expect(problems.map((check) => `${check.id}: ${check.status} ${check.errorMessage ?? ''}`)).toEqual([]);
+    expect(checks.filter((check) => check.status === 'SUCCESS').length).toBeGreaterThan(0);
+  }, 60_000);
 });
