@@ -340,6 +340,30 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 15_000);
 
+  it('reopens a standalone stream the upstream closes after giving it an id and a retry at that retry, not backing off (SEP-1699 polling)', async () => {
+    const gets: { at: number; lastEventId: string | undefined }[] = [];
+    const server = await streamableServer((req, res) => {
+      gets.push({ at: Date.now(), lastEventId: req.headers['last-event-id'] as string | undefined });
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const n = gets.length;
+      res.end(`id: g${n}\nretry: 300\ndata: \n\nid: g${n}m\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    let notified = 0;
+    session.onNotification(() => (notified += 1));
+    await waitFor(() => gets.length >= 5, 8_000);
+    expect(gets.map((get) => get.lastEventId).slice(0, 5)).toEqual([undefined, 'g1m', 'g2m', 'g3m', 'g4m']);
+    // 300 ms each time (a backoff would double from 1 s: 4 s by the fifth).
+    const gaps = gets.slice(1, 5).map((get, i) => get.at - (gets[i] as { at: number }).at);
+    for (const gap of gaps) {
+      expect(gap).toBeGreaterThanOrEqual(250);
+      expect(gap).toBeLessThan(900);
+    }
+    expect(notified).toBeGreaterThanOrEqual(4);
+    await session.close();
+  }, 15_000);
+
   it('does not send back an event id no header can carry (it took the replica down), and resumes with one that can', async () => {
     const lastEventIds: (string | undefined)[] = [];
     const server = await streamableServer((req, res) => {

@@ -91,6 +91,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private standaloneOpenedAt: number | undefined;
   private standaloneTimer: NodeJS.Timeout | undefined;
   private lastEventId: string | undefined;
+  /** The `retry` the standalone stream last named, and whether the open one brought an event id it did not start from. */
+  private standaloneRetryMs: number | undefined;
+  private standaloneProgressed = false;
 
   constructor(
     private readonly ctx: StreamableHttpContext,
@@ -430,6 +433,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         }
         this.standaloneState = 'open';
         this.standaloneOpenedAt = Date.now();
+        this.standaloneProgressed = false;
+        const resumedFrom = this.lastEventId;
         consumeEventStream(
           res,
           this.ctx.maxMessageBytes,
@@ -438,6 +443,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             // Sent back as a header on reconnect: an id no header can carry (a control character, "€") is not kept
             // (Node refuses such a header value by throwing, which in the reconnect timer took the replica down).
             if (event.id !== undefined) this.lastEventId = HEADER_SAFE_EVENT_ID.test(event.id) ? event.id : undefined;
+            if (this.lastEventId !== undefined && this.lastEventId !== resumedFrom) this.standaloneProgressed = true;
+            if (event.retry !== undefined) this.standaloneRetryMs = event.retry;
             if (event.event !== 'message' || event.data === '') return;
             for (const classified of parseMessages(event.data) ?? []) {
               if (classified.kind === 'notification') this.deliver(classified.message, undefined);
@@ -459,6 +466,18 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     // once would otherwise be asked for again every second for the life of the session.
     const openedAt = this.standaloneOpenedAt;
     this.standaloneOpenedAt = undefined;
+    // SEP-1699: a server that names a `retry` may close a stream it gave an id, and expects the client back after that
+    // delay (polling). A stream that brought a new id is such a close, not a failure: no backoff.
+    const polled = this.standaloneProgressed && this.standaloneRetryMs !== undefined;
+    this.standaloneProgressed = false;
+    if (polled) {
+      this.standaloneRetries = 0;
+      this.standaloneState = 'none';
+      const delay = Math.min(Math.max(this.standaloneRetryMs ?? 0, MIN_STANDALONE_POLL_MS), MAX_RESUME_DELAY_MS);
+      this.standaloneTimer = setTimeout(() => this.openStandaloneStream(), delay);
+      this.standaloneTimer.unref();
+      return;
+    }
     if (openedAt !== undefined && Date.now() - openedAt >= STANDALONE_STABLE_MS) this.standaloneRetries = 0;
     this.standaloneRetries += 1;
     if (this.standaloneRetries > MAX_STANDALONE_RETRIES) {
@@ -480,6 +499,8 @@ const MAX_RESUMES_WITHOUT_PROGRESS = 3;
 /** Wait before resuming a call's stream when the upstream named no `retry`, and the most any `retry` makes it wait. */
 const DEFAULT_RESUME_DELAY_MS = 1_000;
 const MAX_RESUME_DELAY_MS = 10_000;
+/** The shortest wait before reopening a standalone stream the upstream closed while polling, whatever its `retry`. */
+const MIN_STANDALONE_POLL_MS = 250;
 
 /** An SSE event id that can go back as a `Last-Event-ID` header: visible ASCII, bounded. */
 const HEADER_SAFE_EVENT_ID = /^[\x21-\x7e]{1,256}$/;
