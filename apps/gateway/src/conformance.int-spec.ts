@@ -175,7 +175,12 @@ describe.each(TRANSPORTS)('the MCP conformance suite through the gateway, upstre
       }
     }
     expect(problems).toEqual([]);
-    // The scenarios' own checks, not only the absence of failures: each scenario passed something.
+    // The scenarios' own checks, not only the absence of failures: each scenario passed something. Except SSE polling
+    // over stdio and legacy SSE: there nothing streams before the answer (only a Streamable HTTP upstream closes its
+    // stream mid-call), so the gateway answers with JSON and the scenario's checks are informational only.
+    const informational = transport === 'streamable_http' ? [] : ['server-sse-polling'];
+    const silent = [...results].filter(([scenario, checks]) => !informational.includes(scenario) && !checks.some((c) => c.status === 'SUCCESS'));
+    expect(silent.map(([scenario]) => scenario)).toEqual([]);
     expect(passed).toBeGreaterThanOrEqual(results.size);
   }, 180_000);
 });

@@ -347,5 +347,7 @@ describe('Last-Event-ID on a raw GET', () => {
     });
     const replay = await readUntil(all, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= standaloneIds.length);
     expect(messageIds(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
+    // Not primed: its own `_0` would not reach the messages replayed here, which belong to the older stream's log.
+    expect(ids(replay.text).some((id) => id.endsWith('_0'))).toBe(false);
   });
 });

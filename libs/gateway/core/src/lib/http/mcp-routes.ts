@@ -634,7 +634,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // an id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
         const stream = track(
-          new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger, primesStreams(record.protocolVersion)),
+          // A stream that resumes an older one is not primed: the agent's last id is the older stream's until a message
+          // of this one arrives (its replayed messages are not in this stream's log, so `_0` of it would lose them).
+          new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger, primesStreams(record.protocolVersion) && !(lastEventId?.kind === 's' && replayed !== undefined)),
           principal,
         );
         if (lastEventId?.kind === 's' && replayed) {

@@ -58,6 +58,16 @@ describe('protocol versions', () => {
 });
 
 describe('SSE', () => {
+  it('keeps the id a stream resumes from, set by an ended event with or without data, and the last retry', () => {
+    const parser = new SseParser();
+    expect(parser.push('id: prime\nretry: 250\n\n')).toEqual([]);
+    expect(parser.lastEventId).toBe('prime');
+    expect(parser.reconnectionTime).toBe(250);
+    expect(parser.push('id: e1\ndata: {}\n\nid: half')).toHaveLength(1);
+    // An event cut off before its blank line does not move the id a client resumes from.
+    expect(parser.lastEventId).toBe('e1');
+  });
+
   it('round-trips frames through the parser, across arbitrary chunk boundaries', () => {
     const stream =
       sseFrame('{"a":1}', 'e1') + ': keep-alive comment\n\n' + sseFrame('line1\nline2', 'e2', 'custom') + 'retry: 500\ndata: x\n\n';

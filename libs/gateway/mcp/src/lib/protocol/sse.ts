@@ -34,8 +34,22 @@ export class SseParser {
   private eventName = '';
   private lastId: string | undefined;
   private retry: number | undefined;
+  private dispatchedId: string | undefined;
 
   constructor(private readonly maxEventBytes = 16 * 1024 * 1024) {}
+
+  /**
+   * The id a client resumes this stream from: the last `id` of an event that ended (its blank line came), with data or
+   * without (a priming event may carry no data line at all), as EventSource's last event ID string.
+   */
+  get lastEventId(): string | undefined {
+    return this.dispatchedId;
+  }
+
+  /** The last `retry` the stream named (milliseconds), if any. */
+  get reconnectionTime(): number | undefined {
+    return this.retry;
+  }
 
   /** Whether part of an event (an unfinished line, or data lines without their blank line) is held. */
   get holdsPartialEvent(): boolean {
@@ -90,6 +104,7 @@ export class SseParser {
 
   private line(line: string): SseEvent | undefined {
     if (line === '') {
+      this.dispatchedId = this.lastId;
       if (this.data.length === 0) {
         this.eventName = '';
         return undefined;

@@ -56,9 +56,6 @@ export class CallResponse extends Exchange {
   private size = 0;
   private decoder: StringDecoder | undefined;
   private parser: SseParser | undefined;
-  /** The last SSE event id and `retry` the stream sent (where it could be resumed from, and after how long). */
-  private lastEventId: string | undefined;
-  private retryMs: number | undefined;
 
   /** `resumedFrom`: the event id this exchange (a GET) resumes the call's stream from. */
   constructor(
@@ -67,7 +64,6 @@ export class CallResponse extends Exchange {
     private readonly resumedFrom?: string,
   ) {
     super();
-    this.lastEventId = resumedFrom;
   }
 
   /** Ends the exchange early (timeout, cancellation, session closed); the call settles with `error` if it has not yet. */
@@ -140,9 +136,10 @@ export class CallResponse extends Exchange {
 
   /** Hands an unanswered call whose stream can be resumed to `handlers.resume`; true if it took it. */
   private resumed(): boolean {
-    const { lastEventId } = this;
+    // Where the stream could be resumed from, and after how long: read off the parser only now (nothing per event).
+    const lastEventId = this.parser?.lastEventId ?? this.resumedFrom;
     if (this.answered || lastEventId === undefined || this.handlers.resume === undefined) return false;
-    if (!this.handlers.resume(lastEventId, this.retryMs, lastEventId !== this.resumedFrom)) return false;
+    if (!this.handlers.resume(lastEventId, this.parser?.reconnectionTime, lastEventId !== this.resumedFrom)) return false;
     this.answered = true;
     return true;
   }
@@ -168,8 +165,6 @@ export class CallResponse extends Exchange {
       return;
     }
     for (const event of events) {
-      if (event.id !== undefined) this.lastEventId = event.id;
-      if (event.retry !== undefined) this.retryMs = event.retry;
       // 2025-11-25 servers open with an event that has an id and empty data (a resumption point).
       if (event.event === 'message' && event.data !== '') this.deliver(event.data);
       if (this.finished) return;

@@ -243,7 +243,8 @@ describe('connector resilience and network policy', () => {
       const progress = (id: string, value: number) =>
         `id: ${id}\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: value } })}\n\n`;
       const { session, seenGets } = await resumingServer(
-        (res) => sse(res, 'id: e1\nretry: 30\ndata: \n\n'),
+        // A priming event with no data line at all still gives the stream an id (EventSource's rules).
+        (res) => sse(res, 'id: e1\nretry: 30\n\n'),
         [(res) => sse(res, progress('e2', 1)), (res) => sse(res, progress('e3', 2)), (res, id) => sse(res, `id: e4\n${answer(id)}`)],
       );
       const notes: unknown[] = [];
@@ -281,11 +282,33 @@ describe('connector resilience and network policy', () => {
       expect(refused.seenGets).toHaveLength(1);
     });
 
-    it('stops resuming when the call times out', async () => {
-      const { session, seenGets } = await resumingServer((res) => sse(res, 'id: t1\nretry: 5000\ndata: \n\n'), [(res, id) => sse(res, answer(id))]);
-      await expect(session.request('tools/call', { name: 'slow' }, { timeoutMs: 300 })).rejects.toThrow();
+    it('stops resuming when the call times out, or when the session is closed, settling the call at once', async () => {
+      const timedOut = await resumingServer((res) => sse(res, 'id: t1\nretry: 150\ndata: \n\n'), [(res, id) => sse(res, answer(id))]);
+      await expect(timedOut.session.request('tools/call', { name: 'slow' }, { timeoutMs: 100 })).rejects.toThrow(/did not answer in time/);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(timedOut.seenGets).toHaveLength(0);
+
+      const closed = await resumingServer((res) => sse(res, 'id: c1\nretry: 2000\ndata: \n\n'), [(res, id) => sse(res, answer(id))]);
+      const started = Date.now();
+      const outcome = closed.session.request('tools/call', { name: 'slow' }, { timeoutMs: 10_000 }).then(
+        () => 'answered',
+        (error: Error) => error.message,
+      );
       await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(seenGets).toHaveLength(0);
+      await closed.session.close();
+      expect(await outcome).toMatch(/session is closed/);
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(closed.seenGets).toHaveLength(0);
+    });
+
+    it('waits at least 50 ms between resumes, whatever the retry', async () => {
+      let n = 0;
+      const progressing: Step = (res) => sse(res, `id: z${++n}\nretry: 0\ndata: \n\n`);
+      const { session, seenGets } = await resumingServer(progressing, [progressing]);
+      await expect(session.request('tools/call', { name: 'slow' }, { timeoutMs: 500 })).rejects.toThrow(/did not answer in time/);
+      // Each stream brings a new id (progress): only the floor bounds the rate. 500 ms / 50 ms = at most 10.
+      expect(seenGets.length).toBeGreaterThanOrEqual(3);
+      expect(seenGets.length).toBeLessThanOrEqual(10);
     });
   });
 

@@ -84,6 +84,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private closedHandler: (() => void) | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
   private readonly inFlight = new Set<CallResponse>();
+  /** Calls waiting out a `retry` before resuming their stream (SEP-1699): each settles with the error it is given. */
+  private readonly resuming = new Set<(error: unknown) => void>();
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
   private standaloneRetries = 0;
@@ -155,6 +157,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     return new Promise((resolve, reject) => {
       let settled = false;
       let resumeTimer: NodeJS.Timeout | undefined;
+      let cancelResume: ((error: unknown) => void) | undefined;
       let resumesWithoutProgress = 0;
       /** The `retry` the call's streams last named: it holds for later streams that name none (as in EventSource). */
       let retryAfterMs: number | undefined;
@@ -163,6 +166,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         settled = true;
         clearTimeout(timer);
         if (resumeTimer !== undefined) clearTimeout(resumeTimer);
+        if (cancelResume !== undefined) this.resuming.delete(cancelResume);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.inFlight.delete(call);
         if (error === null && result !== undefined) resolve(result);
@@ -212,15 +216,24 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           if (resumesWithoutProgress > MAX_RESUMES_WITHOUT_PROGRESS) return false;
           if (retryMs !== undefined) retryAfterMs = retryMs;
           this.inFlight.delete(call);
+          // While it waits the call has no exchange in flight: dispose() settles it through `resuming`.
+          cancelResume = (error) => settle(error, undefined);
+          this.resuming.add(cancelResume);
           resumeTimer = setTimeout(
             () => {
               resumeTimer = undefined;
-              if (settled || this.closed) return;
+              if (cancelResume !== undefined) this.resuming.delete(cancelResume);
+              cancelResume = undefined;
+              if (settled) return;
+              if (this.closed || this.expired) {
+                settle(this.closed ? errors.closed() : errors.sessionExpired(), undefined);
+                return;
+              }
               call = new CallResponse(id, handlers, lastEventId);
               this.inFlight.add(call);
               dispatch(this.ctx.target, 'GET', this.resumeHeaderLines(lastEventId), undefined, call);
             },
-            Math.min(retryAfterMs ?? DEFAULT_RESUME_DELAY_MS, MAX_RESUME_DELAY_MS),
+            Math.min(Math.max(retryAfterMs ?? DEFAULT_RESUME_DELAY_MS, MIN_RESUME_DELAY_MS), MAX_RESUME_DELAY_MS),
           );
           return true;
         },
@@ -290,6 +303,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.standalone = undefined;
     for (const call of [...this.inFlight]) call.abort(errors.closed());
     this.inFlight.clear();
+    for (const cancel of [...this.resuming]) cancel(errors.closed());
+    this.resuming.clear();
     abortAll(this.serverRequests);
   }
 
@@ -498,6 +513,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 const MAX_RESUMES_WITHOUT_PROGRESS = 3;
 /** Wait before resuming a call's stream when the upstream named no `retry`, and the most any `retry` makes it wait. */
 const DEFAULT_RESUME_DELAY_MS = 1_000;
+/** However short the `retry`, a call's stream is not resumed sooner than this (a `retry: 0` upstream cannot spin us). */
+const MIN_RESUME_DELAY_MS = 50;
 const MAX_RESUME_DELAY_MS = 10_000;
 /** The shortest wait before reopening a standalone stream the upstream closed while polling, whatever its `retry`. */
 const MIN_STANDALONE_POLL_MS = 250;
