@@ -9,7 +9,7 @@
 // V8's JIT, GC and Node's C++ are. Under valgrind the process is ~20–50× slower, so timings mean nothing here.
 //
 //   npm run bench:gateway-instructions -- [--calls 6000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--no-guards]
-//     [--audit-flush-ms 3000] [--js-names] [--out tmp/callgrind]
+//     [--audit-flush-ms 3000] [--js-names] [--node-args "<flags>"] [--out tmp/callgrind]
 // --bare-proxy also counts tools/bench/lib/bare-proxy.mjs (no MCP logic) under the same load, the floor.
 // --no-guards counts the gateway with audit and rate limits off instead of on.
 // --gateway <main.js> counts another build (e.g. one made in a worktree of an earlier commit, whose packages resolve).
@@ -32,6 +32,8 @@ const CONCURRENCY = Math.min(Math.max(1, Number(arg('concurrency', '16'))), 64);
 const BARE_PROXY = process.argv.includes('--bare-proxy');
 const GUARDS = !process.argv.includes('--no-guards');
 const JS_NAMES = process.argv.includes('--js-names');
+// Node/V8 flags for the gateway (e.g. --node-args "--single-threaded-gc"), to count what a runtime setting changes.
+const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 // The emitter flushes on a timer; under valgrind ~30× fewer calls fit between two flushes than in real time, so each
 // audit job would carry ~30× fewer events and its fixed cost would weigh ~30× more per call. A longer interval keeps
 // the events per job near bench:gateway's (printed at the end).
@@ -190,7 +192,7 @@ async function main() {
     const gatewayPort = await freePort();
     const gateway = await underCallgrind(
       'gateway',
-      [path.resolve(repoRoot, arg('gateway', 'dist/apps/gateway/main.js'))],
+      [...NODE_ARGS, path.resolve(repoRoot, arg('gateway', 'dist/apps/gateway/main.js'))],
       { ...benchGatewayEnv({ port: gatewayPort, adminUrl, redisUrl, queuePrefix, guards: GUARDS }), GATEWAY_AUDIT_FLUSH_MS: String(AUDIT_FLUSH_MS) },
       `http://127.0.0.1:${gatewayPort}/readyz`,
     );

@@ -29,10 +29,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
   createAgentWithKey,
-  demoDist,
+  demoUpstreamTarget,
   freePort,
   startDemoUpstreams,
   startTestGateway,
+  type DemoTransport,
   type DemoUpstreams,
   type TestGateway,
 } from './testing/gateway-harness';
@@ -53,7 +54,7 @@ const credentials = path.join(__dirname, 'testing', 'conformance-credentials.mjs
 const TOOL_PREFIX = 'test';
 const SCHEMA_TOOL_PREFIX = 'json';
 
-type UpstreamTransport = 'streamable_http' | 'stdio' | 'sse';
+type UpstreamTransport = DemoTransport;
 const TRANSPORTS: readonly UpstreamTransport[] = ['streamable_http', 'stdio', 'sse'];
 const tenants = new Map<UpstreamTransport, { tenant: TestTenant; key: string }>();
 
@@ -73,11 +74,7 @@ async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestT
     toolPrefix,
     connectTimeoutMs: 10_000,
     callTimeoutMs: 15_000,
-    ...(transport === 'streamable_http'
-      ? { transport, url: `${demo.url}/${server}/mcp` }
-      : transport === 'sse'
-        ? { transport, url: `${demo.url}/${server}/sse` }
-        : { transport, command: process.execPath, args: [path.join(demoDist, 'stdio.js'), server] }),
+    ...demoUpstreamTarget(demo, server, transport),
   });
   await db.upstream.create({ data: upstream('conformance', TOOL_PREFIX) as never });
   await db.upstream.create({ data: upstream('conformance-schema', SCHEMA_TOOL_PREFIX) as never });

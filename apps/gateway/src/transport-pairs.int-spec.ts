@@ -9,7 +9,6 @@
  * ping, progress, sampling, elicitation, roots (both directions), cancellation as the upstream saw it, and
  * a `tools/list_changed` the upstream announces on its session-wide channel. Needs `npx nx build demo-upstreams`.
  */
-import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -27,9 +26,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
   createAgentWithKey,
-  demoDist,
+  demoUpstreamTarget,
   startDemoUpstreams,
   startTestGateway,
+  type DemoTransport,
   type DemoUpstreams,
   type TestGateway,
 } from './testing/gateway-harness';
@@ -39,7 +39,7 @@ let db: SystemPrismaClient;
 let demo: DemoUpstreams;
 let gateway: TestGateway;
 
-type UpstreamTransport = 'streamable_http' | 'stdio' | 'sse';
+type UpstreamTransport = DemoTransport;
 const tenants = new Map<UpstreamTransport, { tenant: TestTenant; key: string }>();
 
 interface Pair {
@@ -73,13 +73,7 @@ async function tenantWith(transport: UpstreamTransport): Promise<{ tenant: TestT
     connectTimeoutMs: 10_000,
     callTimeoutMs: 15_000,
   };
-  const specific =
-    transport === 'streamable_http'
-      ? { transport, url: `${demo.url}/kitchen-sink/mcp` }
-      : transport === 'sse'
-        ? { transport, url: `${demo.url}/kitchen-sink/sse` }
-        : { transport, command: process.execPath, args: [path.join(demoDist, 'stdio.js'), 'kitchen-sink'] };
-  await db.upstream.create({ data: { ...common, ...specific } as never });
+  await db.upstream.create({ data: { ...common, ...demoUpstreamTarget(demo, 'kitchen-sink', transport) } as never });
   const { key } = await createAgentWithKey(db, tenant.id, 'pairs-agent');
   return { tenant, key };
 }

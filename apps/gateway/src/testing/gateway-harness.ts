@@ -40,6 +40,19 @@ export interface DemoUpstreams {
   stop(): Promise<void>;
 }
 
+export type DemoTransport = 'streamable_http' | 'stdio' | 'sse';
+
+/** The transport fields of an upstream row that reaches the built demo server `server` over `transport`. */
+export function demoUpstreamTarget(
+  demo: DemoUpstreams,
+  server: string,
+  transport: DemoTransport,
+): { transport: DemoTransport; url: string } | { transport: DemoTransport; command: string; args: string[] } {
+  if (transport === 'streamable_http') return { transport, url: `${demo.url}/${server}/mcp` };
+  if (transport === 'sse') return { transport, url: `${demo.url}/${server}/sse` };
+  return { transport, command: process.execPath, args: [path.join(demoDist, 'stdio.js'), server] };
+}
+
 /**
  * `node dist/apps/demo-upstreams/main.js` on a free port, or on `port` (a restart at the same address: the servers'
  * sessions are gone). Build it with `npx nx build demo-upstreams`.
