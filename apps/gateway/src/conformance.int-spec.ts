@@ -18,7 +18,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -251,16 +251,30 @@ async function startClientScenario(scenario: string) {
 }
 
 describe('the MCP conformance suite\'s client scenarios, the gateway being the client of the scenario\'s server', () => {
-  const CLIENT_SCENARIOS: readonly { scenario: string; act: (client: Client) => Promise<unknown> }[] = [
+  const CLIENT_SCENARIOS: readonly { scenario: string; agent?: () => Client; act: (client: Client) => Promise<unknown> }[] = [
     // Listing makes the gateway connect: the scenario checks the initialize it sends (version, client info).
     { scenario: 'initialize', act: (client) => client.listTools() },
     { scenario: 'tools_call', act: (client) => client.callTool({ name: 'conf_add_numbers', arguments: { a: 2, b: 3 } }) },
     // The scenario's server closes the call's stream after priming it with retry 500 ms, and expects a GET with
     // Last-Event-ID after that delay (SEP-1699), on which it sends the answer.
     { scenario: 'sse-retry', act: (client) => client.callTool({ name: 'conf_test_reconnection', arguments: {} }) },
+    // The scenario's server elicits with a default for each field; the agent accepts with nothing filled in and applies
+    // the defaults (SEP-1034). The gateway must relay the request's schema and the agent's capability untouched.
+    {
+      scenario: 'elicitation-sep1034-client-defaults',
+      agent: () => {
+        const client = new Client(
+          { name: 'conformance-client-agent', version: '1.0.0' },
+          { capabilities: { elicitation: { form: { applyDefaults: true } } } },
+        );
+        client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: {} }));
+        return client;
+      },
+      act: (client) => client.callTool({ name: 'conf_test_client_elicitation_defaults', arguments: {} }),
+    },
   ];
 
-  it.each(CLIENT_SCENARIOS)('passes $scenario', async ({ scenario, act }) => {
+  it.each(CLIENT_SCENARIOS)('passes $scenario', async ({ scenario, agent, act }) => {
     const server = await startClientScenario(scenario);
     let client: Client | undefined;
     let transport: StreamableHTTPClientTransport | undefined;
@@ -280,7 +294,7 @@ describe('the MCP conformance suite\'s client scenarios, the gateway being the c
       });
       const { key } = await createAgentWithKey(db, tenant.id, 'conformance-client-agent');
       await gateway.dataPlane.refreshAll();
-      client = new Client({ name: 'conformance-client-agent', version: '1.0.0' });
+      client = agent?.() ?? new Client({ name: 'conformance-client-agent', version: '1.0.0' });
       transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
         requestInit: { headers: { authorization: `Bearer ${key}` } },
       });
