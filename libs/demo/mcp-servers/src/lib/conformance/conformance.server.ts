@@ -92,6 +92,15 @@ const TOOLS: readonly Tool[] = [
   },
 ];
 
+const USER_DETAILS_SCHEMA = {
+  type: 'object',
+  properties: {
+    username: { type: 'string', description: "User's response" },
+    email: { type: 'string', description: "User's email address" },
+  },
+  required: ['username', 'email'],
+} as const;
+
 const ELICITATION_DEFAULTS_SCHEMA = {
   type: 'object',
   properties: {
@@ -192,13 +201,14 @@ export function createConformanceServer(): McpServer {
   const clientSupports = (feature: 'sampling' | 'elicitation'): boolean =>
     server.server.getClientCapabilities()?.[feature] !== undefined;
 
-  const elicit = async (extra: ToolExtra, message: string, requestedSchema: object): Promise<CallToolResult> => {
+  /** Asks the client (elicitation/create) and reports its answer after `label`. */
+  const elicit = async (extra: ToolExtra, message: string, requestedSchema: object, label = 'Elicitation completed'): Promise<CallToolResult> => {
     if (!clientSupports('elicitation')) return toolError('The client does not support elicitation.');
     const answer = await extra.sendRequest(
       { method: 'elicitation/create', params: { message, requestedSchema: requestedSchema as never } },
       ElicitResultSchema,
     );
-    return textResult(`Elicitation completed: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}`);
+    return textResult(`${label}: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}`);
   };
 
   const tools: Record<string, (args: Record<string, unknown> | undefined, extra: ToolExtra) => Promise<CallToolResult>> = {
@@ -259,28 +269,7 @@ export function createConformanceServer(): McpServer {
       const text = result.content.type === 'text' ? result.content.text : `[${result.content.type}]`;
       return textResult(`LLM response: ${text}`);
     },
-    elicitation: async (args, extra) => {
-      const message = stringArgument(args, 'message');
-      if (!clientSupports('elicitation')) return toolError('The client does not support elicitation.');
-      const answer = await extra.sendRequest(
-        {
-          method: 'elicitation/create',
-          params: {
-            message,
-            requestedSchema: {
-              type: 'object',
-              properties: {
-                username: { type: 'string', description: "User's response" },
-                email: { type: 'string', description: "User's email address" },
-              },
-              required: ['username', 'email'],
-            },
-          },
-        },
-        ElicitResultSchema,
-      );
-      return textResult(`User response: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}`);
-    },
+    elicitation: async (args, extra) => elicit(extra, stringArgument(args, 'message'), USER_DETAILS_SCHEMA, 'User response'),
     elicitation_sep1034_defaults: (_args, extra) =>
       elicit(extra, 'Test client default value handling - please accept with defaults', ELICITATION_DEFAULTS_SCHEMA),
     elicitation_sep1330_enums: (_args, extra) => elicit(extra, 'Pick from each kind of enum', ELICITATION_ENUMS_SCHEMA),
