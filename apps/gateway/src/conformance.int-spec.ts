@@ -18,7 +18,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ElicitRequestSchema, LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, LoggingMessageNotificationSchema, PingRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -249,6 +249,31 @@ async function startClientScenario(scenario: string) {
     kill: () => child.kill('SIGKILL'),
   };
 }
+
+describe.each(TRANSPORTS)('an upstream (over %s) that pings its client during a call', (transport) => {
+  it('is answered by the gateway, which is that client: the agent is not asked', async () => {
+    const entry = tenants.get(transport);
+    if (!entry) throw new Error('tenant missing');
+    const client = new Client({ name: 'ping-agent', version: '1.0.0' });
+    let pingedAgent = 0;
+    client.setRequestHandler(PingRequestSchema, () => {
+      pingedAgent += 1;
+      return {};
+    });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${entry.tenant.slug}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${entry.key}` } },
+      }),
+    );
+    try {
+      const result = await client.callTool({ name: 'test_ping_client', arguments: {} });
+      expect(result.isError).toBeFalsy();
+      expect(pingedAgent).toBe(0);
+    } finally {
+      await client.close();
+    }
+  }, 30_000);
+});
 
 describe('the MCP conformance suite\'s client scenarios, the gateway being the client of the scenario\'s server', () => {
   const CLIENT_SCENARIOS: readonly { scenario: string; agent?: () => Client; act: (client: Client) => Promise<unknown> }[] = [

@@ -4,6 +4,7 @@ import {
   CompleteRequestSchema,
   CreateMessageResultSchema,
   ElicitResultSchema,
+  EmptyResultSchema,
   ErrorCode,
   GetPromptRequestSchema,
   ListPromptsRequestSchema,
@@ -85,6 +86,7 @@ const TOOLS: readonly Tool[] = [
   },
   { name: 'elicitation_sep1034_defaults', description: 'Elicits with a default for every primitive type.', inputSchema: noArguments },
   { name: 'elicitation_sep1330_enums', description: 'Elicits with every enum form.', inputSchema: noArguments },
+  { name: 'ping_client', description: 'Pings the client while it runs and says whether it answered.', inputSchema: noArguments },
   {
     name: 'reconnection',
     description: 'Closes its response stream mid-call when the transport can resume it (SEP-1699), then answers.',
@@ -273,6 +275,10 @@ export function createConformanceServer(): McpServer {
     elicitation_sep1034_defaults: (_args, extra) =>
       elicit(extra, 'Test client default value handling - please accept with defaults', ELICITATION_DEFAULTS_SCHEMA),
     elicitation_sep1330_enums: (_args, extra) => elicit(extra, 'Pick from each kind of enum', ELICITATION_ENUMS_SCHEMA),
+    ping_client: async (_args, extra) => {
+      await extra.sendRequest({ method: 'ping' }, EmptyResultSchema, { timeout: 5_000 });
+      return textResult('The client answered the ping.');
+    },
     reconnection: async (_args, extra) => {
       await abortableSleep(50, extra.signal);
       // Only a transport with an event store offers this (the demo host gives this server one), and only to a client
