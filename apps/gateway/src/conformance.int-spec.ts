@@ -118,6 +118,15 @@ async function runSuite(url: string, key: string): Promise<Map<string, Check[]>>
   }
 }
 
+/** Connects `client` to a tenant's endpoint with the tenant's API key; resolves with the transport (to end the session). */
+async function connectTo(client: Client, slug: string, key: string): Promise<StreamableHTTPClientTransport> {
+  const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${slug}/mcp`), {
+    requestInit: { headers: { authorization: `Bearer ${key}` } },
+  });
+  await client.connect(transport);
+  return transport;
+}
+
 /** The server scenarios this version of the suite has, as its CLI lists them. */
 function listedScenarios(): string[] {
   const text = execFileSync(process.execPath, [cli, 'list', '--server'], { encoding: 'utf8', timeout: 30_000 });
@@ -191,11 +200,7 @@ describe.each(TRANSPORTS)('a call whose upstream (over %s) may close its respons
     client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) => {
       logs.push(notification.params.data);
     });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${entry.tenant.slug}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${entry.key}` } },
-      }),
-    );
+    await connectTo(client, entry.tenant.slug, entry.key);
     try {
       const result = await client.callTool({ name: 'test_reconnection', arguments: {} });
       expect(result.isError).toBeFalsy();
@@ -260,11 +265,7 @@ describe.each(TRANSPORTS)('an upstream (over %s) that pings its client during a 
       pingedAgent += 1;
       return {};
     });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${entry.tenant.slug}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${entry.key}` } },
-      }),
-    );
+    await connectTo(client, entry.tenant.slug, entry.key);
     try {
       const result = await client.callTool({ name: 'test_ping_client', arguments: {} });
       expect(result.isError).toBeFalsy();
@@ -320,10 +321,7 @@ describe('the MCP conformance suite\'s client scenarios, the gateway being the c
       const { key } = await createAgentWithKey(db, tenant.id, 'conformance-client-agent');
       await gateway.dataPlane.refreshAll();
       client = agent?.() ?? new Client({ name: 'conformance-client-agent', version: '1.0.0' });
-      transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${key}` } },
-      });
-      await client.connect(transport);
+      transport = await connectTo(client, tenant.slug, key);
       const result = await act(client);
       expect((result as { isError?: boolean }).isError).toBeFalsy();
     } finally {
