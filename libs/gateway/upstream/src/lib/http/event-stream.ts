@@ -10,12 +10,21 @@ export type ResponseHeaders = Readonly<Record<string, string | string[] | undefi
  * for `maxEventMs` with no event finished meanwhile — an upstream that sends most of a 16 MiB event and goes quiet
  * would otherwise pin that memory for as long as the stream stays open (once per session).
  */
+/**
+ * Where an ended stream could be resumed from (the id of its last ended event, with or without data, as EventSource
+ * keeps it) and the last `retry` it named.
+ */
+export interface StreamPosition {
+  readonly lastEventId: string | undefined;
+  readonly retryMs: number | undefined;
+}
+
 export function consumeEventStream(
   res: Readable,
   maxEventBytes: number,
   maxEventMs: number,
   onEvent: (event: SseEvent) => void,
-  onEnd: (error: Error | null) => void,
+  onEnd: (error: Error | null, position: StreamPosition) => void,
 ): void {
   const parser = new SseParser(maxEventBytes);
   let ended = false;
@@ -24,7 +33,7 @@ export function consumeEventStream(
     if (ended) return;
     ended = true;
     clearTimeout(stalled);
-    onEnd(error);
+    onEnd(error, { lastEventId: parser.lastEventId, retryMs: parser.reconnectionTime });
   };
   res.setEncoding('utf8');
   res.on('data', (chunk: string) => {

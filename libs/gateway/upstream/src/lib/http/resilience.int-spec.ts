@@ -387,6 +387,21 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 15_000);
 
+  it('takes the id to reopen a standalone stream from a priming event with no data line too', async () => {
+    const gets: (string | undefined)[] = [];
+    const server = await streamableServer((req, res) => {
+      gets.push(req.headers['last-event-id'] as string | undefined);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`id: p${gets.length}\nretry: 300\n\n`);
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    session.onNotification(() => undefined);
+    await waitFor(() => gets.length >= 3, 5_000);
+    expect(gets.slice(0, 3)).toEqual([undefined, 'p1', 'p2']);
+    await session.close();
+  }, 10_000);
+
   it('does not send back an event id no header can carry (it took the replica down), and resumes with one that can', async () => {
     const lastEventIds: (string | undefined)[] = [];
     const server = await streamableServer((req, res) => {

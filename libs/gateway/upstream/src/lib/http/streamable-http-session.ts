@@ -458,8 +458,6 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             // Sent back as a header on reconnect: an id no header can carry (a control character, "€") is not kept
             // (Node refuses such a header value by throwing, which in the reconnect timer took the replica down).
             if (event.id !== undefined) this.lastEventId = HEADER_SAFE_EVENT_ID.test(event.id) ? event.id : undefined;
-            if (this.lastEventId !== undefined && this.lastEventId !== resumedFrom) this.standaloneProgressed = true;
-            if (event.retry !== undefined) this.standaloneRetryMs = event.retry;
             if (event.event !== 'message' || event.data === '') return;
             for (const classified of parseMessages(event.data) ?? []) {
               if (classified.kind === 'notification') this.deliver(classified.message, undefined);
@@ -467,7 +465,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
                 this.answer(classified.message, this.serverRequestHandler);
             }
           },
-          () => this.retryStandalone(),
+          (_error, position) => {
+            // An event with an id but no data (a priming event) is never delivered, yet moves where to resume from.
+            if (position.lastEventId !== undefined) {
+              this.lastEventId = HEADER_SAFE_EVENT_ID.test(position.lastEventId) ? position.lastEventId : undefined;
+            }
+            this.standaloneProgressed = this.lastEventId !== undefined && this.lastEventId !== resumedFrom;
+            if (position.retryMs !== undefined) this.standaloneRetryMs = position.retryMs;
+            this.retryStandalone();
+          },
         );
       },
       () => this.retryStandalone(),
