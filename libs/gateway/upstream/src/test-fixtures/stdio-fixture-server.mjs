@@ -128,6 +128,13 @@ const tools = {
     }
     return text('done');
   },
+  ping_client: async () => {
+    const id = `fixture-${nextId++}`;
+    const answer = new Promise((resolve) => waiting.set(id, resolve));
+    send({ jsonrpc: '2.0', id, method: 'ping' });
+    const response = await answer;
+    return response.error ? text(`error ${response.error.code}`) : text('pong');
+  },
   ask: async (args) => {
     const id = `fixture-${nextId++}`;
     const answer = new Promise((resolve) => waiting.set(id, resolve));

@@ -52,6 +52,8 @@ export type ServerRequestHandler = (
  * Runs a handler for a request the upstream sent (sampling, elicitation, roots) and writes the answer.
  * No handler answers "method not found"; a thrown UpstreamRpcError becomes that JSON-RPC error; any
  * other failure a generic internal error (its message may carry gateway internals, so it is not sent).
+ * A `ping` is answered here at once, handler or not: it checks the connection, which is the gateway's (and MCP allows
+ * it at any time, during the handshake too, when no handler is set yet).
  */
 export function answerServerRequest(
   request: JsonRpcRequest,
@@ -59,6 +61,10 @@ export function answerServerRequest(
   write: (text: string) => void,
   inFlight: Map<JsonRpcId, AbortController>,
 ): void {
+  if (request.method === 'ping') {
+    write(encodeResult(request.id, {}));
+    return;
+  }
   if (handler === undefined) {
     write(encodeError(request.id, JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${request.method}`));
     return;

@@ -312,6 +312,32 @@ describe('connector resilience and network policy', () => {
     });
   });
 
+  it('answers a ping the upstream sends during the handshake, before any handler is set', async () => {
+    const posted: { id?: unknown; method?: string; result?: unknown }[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(405).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        posted.push(message as { id?: unknown; method?: string; result?: unknown });
+        if (message.method !== 'initialize') {
+          res.writeHead(202).end();
+          return;
+        }
+        // The initialize answer streams: first a ping to the client, then the result.
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'mcp-session-id': 'upstream-session-1' });
+        res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 'srv-ping', method: 'ping' })}\n\n`);
+        setTimeout(() => res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult })}\n\n`), 50);
+      });
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    await waitFor(() => posted.some((message) => message.id === 'srv-ping'));
+    expect(posted.find((message) => message.id === 'srv-ping')).toEqual({ jsonrpc: '2.0', id: 'srv-ping', result: {} });
+    await session.close();
+  });
+
   it('drops a response stream the upstream keeps open after answering, so the pooled socket serves the next call', async () => {
     let streamsClosed = 0;
     const server = await rawServer((req, res) => {
@@ -399,6 +425,25 @@ describe('connector resilience and network policy', () => {
     session.onNotification(() => undefined);
     await waitFor(() => gets.length >= 3, 5_000);
     expect(gets.slice(0, 3)).toEqual([undefined, 'p1', 'p2']);
+    await session.close();
+  }, 10_000);
+
+  it('backs off reopening a standalone stream that broke (not a clean close), whatever id and retry it gave', async () => {
+    const gets: number[] = [];
+    const server = await streamableServer((_req, res) => {
+      gets.push(Date.now());
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`id: r${gets.length}\nretry: 10\n\n`);
+      // A reset, not the end of the response: a failure, not SEP-1699 polling.
+      setTimeout(() => res.socket?.destroy(), 20);
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    session.onNotification(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    // Backoff: reopened after 1 s, then 2 s (polling would have reopened every 250 ms: about ten times).
+    expect(gets.length).toBeGreaterThanOrEqual(2);
+    expect(gets.length).toBeLessThanOrEqual(3);
     await session.close();
   }, 10_000);
 

@@ -465,12 +465,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
                 this.answer(classified.message, this.serverRequestHandler);
             }
           },
-          (_error, position) => {
+          (error, position) => {
             // An event with an id but no data (a priming event) is never delivered, yet moves where to resume from.
             if (position.lastEventId !== undefined) {
               this.lastEventId = HEADER_SAFE_EVENT_ID.test(position.lastEventId) ? position.lastEventId : undefined;
             }
-            this.standaloneProgressed = this.lastEventId !== undefined && this.lastEventId !== resumedFrom;
+            // Only a clean end is SEP-1699 polling; a reset, a stalled or oversized event is a failure and backs off.
+            this.standaloneProgressed = error === null && this.lastEventId !== undefined && this.lastEventId !== resumedFrom;
             if (position.retryMs !== undefined) this.standaloneRetryMs = position.retryMs;
             this.retryStandalone();
           },

@@ -600,6 +600,11 @@ export class StdioProcess {
         }
         case 'request': {
           const request = classified.message;
+          // A ping is the process's check of its connection: answered whoever shares the process (see answerServerRequest).
+          if (request.method === 'ping') {
+            answerServerRequest(request, undefined, (text) => this.safeWrite(text), this.serverRequests);
+            break;
+          }
           let route = this.mux.routeServerRequest(request);
           let handler: ServerRequestHandler | undefined;
           // A roots/list soon after a session said its roots changed is that session's to answer. Another session's

@@ -683,6 +683,18 @@ describe('stdio upstreams', () => {
     expect(lines.every((e) => String(e.fields['stderr']).length <= 501)).toBe(true);
   });
 
+  it('answers a ping from a process shared by two sessions itself, even while both have calls in flight', async () => {
+    const { a, b } = await twoSessionsOnOneProcess();
+    // With two calls in flight a server request cannot be attributed to either session (refused), but a ping needs no one.
+    const sleeping = call(a, 'sleep', { ms: 500 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(textOf(await call(b, 'ping_client'))).toBe('pong');
+    await sleeping;
+    // And with none in flight (nobody's handler to ask).
+    const unattributed = await call(a, 'ping_client');
+    expect(textOf(unattributed)).toBe('pong');
+  });
+
   it('answers server requests through the call’s handler', async () => {
     const session = await open(connector());
     const result = await session.request(
