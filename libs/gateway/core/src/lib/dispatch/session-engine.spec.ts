@@ -570,13 +570,6 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(await engine.request(record, req('bogus/method'), NO_STREAM, 't')).toMatchObject({ error: { code: -32601 } });
   });
 
-  it("answers an upstream's ping itself, outside a call too, without asking the agent (which may have no stream)", async () => {
-    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const record = await openSession(engine);
-    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
-    expect(await connector.ask('u1', { jsonrpc: '2.0', id: 'up-1', method: 'ping' })).toEqual({});
-  });
-
   it('drops a slow or failing upstream from listings (logged) without blocking the others', async () => {
     const { engine } = build({
       fast: { prefix: 'fast', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },

@@ -1493,9 +1493,6 @@ export class SessionEngine {
 
   private relayServerRequest(record: SessionRecord, received: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream?: UpstreamSession): Promise<Record<string, unknown>> {
     const sessionId = record.id;
-    // A ping checks the connection it arrives on, which is the gateway's: answered here. Relayed, an upstream's liveness
-    // check would fail whenever the agent has no stream open to receive it, and the upstream might drop the session.
-    if (received.method === 'ping') return Promise.resolve({});
     // Client-side tasks are not offered to upstreams (`relayableClientCapabilities`): their task methods are refused,
     // and a task augmentation is dropped, so the agent runs the request as a plain one (MCP: as a receiver that did
     // not offer tasks) rather than create a task the upstream could then drive by its id.

@@ -85,6 +85,11 @@ describe('connector resilience and network policy', () => {
     connectors.push(created);
     return created;
   };
+  /** A Streamable HTTP session with a fresh connector on `server` (closed with the others after the test). */
+  const sessionOn = (server: RawServer) => {
+    servers.push(server);
+    return connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+  };
   afterEach(async () => {
     await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
     await Promise.allSettled(servers.splice(0).map((s) => s.close()));
@@ -229,8 +234,7 @@ describe('connector resilience and network policy', () => {
           post(res, message.id);
         });
       });
-      servers.push(server);
-      const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      const session = await sessionOn(server);
       return { session, seenGets };
     }
     const sse = (res: ServerResponse, ...events: string[]) => {
@@ -331,8 +335,7 @@ describe('connector resilience and network policy', () => {
         setTimeout(() => res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult })}\n\n`), 50);
       });
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     await waitFor(() => posted.some((message) => message.id === 'srv-ping'));
     expect(posted.find((message) => message.id === 'srv-ping')).toEqual({ jsonrpc: '2.0', id: 'srv-ping', result: {} });
     await session.close();
@@ -380,8 +383,7 @@ describe('connector resilience and network policy', () => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end();
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     session.onNotification(() => undefined);
     await waitFor(() => gets.length >= 3, 8_000);
     // 1 s, then 2 s (doubling): a stream that closed at once does not reset the backoff (it used to: 1 s each time).
@@ -397,8 +399,7 @@ describe('connector resilience and network policy', () => {
       const n = gets.length;
       res.end(`id: g${n}\nretry: 300\ndata: \n\nid: g${n}m\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     let notified = 0;
     session.onNotification(() => (notified += 1));
     await waitFor(() => gets.length >= 5, 8_000);
@@ -420,8 +421,7 @@ describe('connector resilience and network policy', () => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end(`id: p${gets.length}\nretry: 300\n\n`);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     session.onNotification(() => undefined);
     await waitFor(() => gets.length >= 3, 5_000);
     expect(gets.slice(0, 3)).toEqual([undefined, 'p1', 'p2']);
@@ -437,8 +437,7 @@ describe('connector resilience and network policy', () => {
       // A reset, not the end of the response: a failure, not SEP-1699 polling.
       setTimeout(() => res.socket?.destroy(), 20);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     session.onNotification(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     // Backoff: reopened after 1 s, then 2 s (polling would have reopened every 250 ms: about ten times).
@@ -456,8 +455,7 @@ describe('connector resilience and network policy', () => {
       const id = ['\u20ac1', 'a\u0001b', 'ok-3'][lastEventIds.length - 1] ?? 'ok-n';
       res.end(`id: ${id}\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server);
     const notified: string[] = [];
     session.onNotification((notification) => notified.push(notification.method));
     await waitFor(() => lastEventIds.length >= 4, 12_000);

@@ -93,7 +93,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private standaloneOpenedAt: number | undefined;
   private standaloneTimer: NodeJS.Timeout | undefined;
   private lastEventId: string | undefined;
-  /** The `retry` the standalone stream last named, and whether the open one brought an event id it did not start from. */
+  /** The `retry` the standalone stream last named, and whether the one that just ended cleanly brought a new event id. */
   private standaloneRetryMs: number | undefined;
   private standaloneProgressed = false;
 
@@ -448,7 +448,6 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         }
         this.standaloneState = 'open';
         this.standaloneOpenedAt = Date.now();
-        this.standaloneProgressed = false;
         const resumedFrom = this.lastEventId;
         consumeEventStream(
           res,
