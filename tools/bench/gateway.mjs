@@ -7,7 +7,10 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--cpu-prof] [--guards] [--bare-proxy] [--unguarded]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--warmup 5] [--cpu-prof] [--guards] [--bare-proxy] [--tcp-relay] [--unguarded]
+// Before the first measured run every target serves the same load at c=16 for --warmup seconds (0: none), unmeasured:
+// a gateway in service has compiled its call path long ago, and without it the first concurrency's figures (c=1 by
+// default) would time V8 compiling the gateway's code, which a bare proxy, with far less code, barely pays.
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
 // The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
@@ -19,7 +22,9 @@
 // and prints the change in throughput and CPU per call paired by repetition. --node-args "<flags>" and
 // --against-node-args "<flags>" add Node flags to either (with --against-node-args alone the baseline is this build).
 // --bare-proxy adds a third target in the rotation: a bare Node reverse proxy with no MCP logic
-// (tools/bench/lib/bare-proxy.mjs), the floor any proxy pays on this machine.
+// (tools/bench/lib/bare-proxy.mjs), the floor any HTTP proxy built on Node's own HTTP stacks pays on this machine.
+// --tcp-relay adds one more: a relay piping bytes with no HTTP parsing (tools/bench/lib/tcp-relay.mjs), the floor of
+// any Node process in the path.
 // --unguarded adds another target in the rotation: a second gateway with audit and rate limits off (API-key auth and
 // policy on), the configuration issue #3's targets are stated for; issue #5 prices the guards on top (--guards).
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
@@ -43,6 +48,9 @@ const GUARDS_OFF = arg('guards-off', 'both');
 if (!['both', 'audit', 'rate-limits'].includes(GUARDS_OFF)) throw new Error('--guards-off takes audit, rate-limits or both');
 const BARE_PROXY = process.argv.includes('--bare-proxy');
 const UNGUARDED = process.argv.includes('--unguarded');
+const TCP_RELAY = process.argv.includes('--tcp-relay');
+const WARMUP_SECONDS = Math.min(Number(arg('warmup', '5')), 30);
+const WARMUP_CONCURRENCY = 16;
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);
 const AGAINST = arg('against', '') || (AGAINST_NODE_ARGS.length > 0 ? path.join(repoRoot, 'dist') : '');
@@ -95,7 +103,8 @@ function cpuSplit(pid) {
   return { user: Number(fields[11]) * 10_000, system: Number(fields[12]) * 10_000 };
 }
 
-async function run(target, concurrency) {
+/** One run of `seconds` at `concurrency`; `profiled`: a window the CPU-profile summariser keeps (not the warm-up). */
+async function run(target, concurrency, seconds = SECONDS, profiled = true) {
   const sessions = await Promise.all(Array.from({ length: concurrency }, () => openSession(target.url, target.auth)));
   const latencies = [];
   let errors = 0;
@@ -107,7 +116,7 @@ async function run(target, concurrency) {
   const redisCpuBefore = redisPid ? cpuMicros(redisPid) : 0;
   const selfCpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
-  const deadline = Date.now() + SECONDS * 1_000;
+  const deadline = Date.now() + seconds * 1_000;
   let nextId = 1;
   await Promise.all(
     sessions.map(async (headers) => {
@@ -131,21 +140,21 @@ async function run(target, concurrency) {
   );
   const ended = process.hrtime.bigint();
   if (firstError) console.log(`  (${target.url}, c=${concurrency}: ${errors} errors; first: ${firstError})`);
-  const seconds = Number(ended - started) / 1e9;
+  const elapsed = Number(ended - started) / 1e9;
   const cpu = target.pid ? cpuMicros(target.pid) - cpuBefore : null;
   const system = target.pid ? cpuSplit(target.pid).system - systemBefore : null;
   const ioAfter = target.pid ? syscalls(target.pid) : null;
   const upstreamCpu = cpuMicros(target.upstreamPid) - upstreamCpuBefore;
   const redisCpu = redisPid ? cpuMicros(redisPid) - redisCpuBefore : null;
   const selfCpu = process.cpuUsage(selfCpuBefore);
-  if (target.pid) profileWindows.push({ concurrency, startUs: Number(started / 1000n), endUs: Number(ended / 1000n) });
+  if (target.pid && profiled) profileWindows.push({ concurrency, startUs: Number(started / 1000n), endUs: Number(ended / 1000n) });
   const perCall = (micros) => micros / Math.max(1, latencies.length + errors);
   latencies.sort((a, b) => a - b);
   const pick = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   return {
     calls: latencies.length,
     errors,
-    rps: latencies.length / seconds,
+    rps: latencies.length / elapsed,
     p50: pick(0.5),
     p99: pick(0.99),
     cpuPerCallMicros: cpu === null ? null : perCall(cpu),
@@ -207,17 +216,20 @@ async function main() {
       direct: bare ?? { url: upstreamUrl, auth: {}, tool: 'echo', pid: null, upstreamPid: upstream.pid },
       gateway: gatewayTarget(gateway, gatewayPort),
     };
-    if (BARE_PROXY) {
+    /** A proxy of tools/bench/lib in front of the upstream, as a target (its readiness is the upstream's, through it). */
+    const startProxy = async (script) => {
       const port = await freePort();
-      const child = spawn(process.execPath, [path.join(repoRoot, 'tools/bench/lib/bare-proxy.mjs'), String(port), `http://127.0.0.1:${upstreamPort}`], {
+      const child = spawn(process.execPath, [path.join(repoRoot, 'tools/bench/lib', script), String(port), `http://127.0.0.1:${upstreamPort}`], {
         cwd: repoRoot,
         env: { PATH: process.env.PATH, NODE_ENV: 'production' },
         stdio: ['ignore', 'ignore', 'inherit'],
       });
       children.push(child);
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
-      targets.proxy = { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
-    }
+      return { url: `http://127.0.0.1:${port}/kitchen-sink/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: upstream.pid };
+    };
+    if (BARE_PROXY) targets.proxy = await startProxy('bare-proxy.mjs');
+    if (TCP_RELAY) targets.relay = await startProxy('tcp-relay.mjs');
     if (UNGUARDED) {
       const port = await freePort();
       targets.unguarded = gatewayTarget(await startGateway(port, false), port);
@@ -230,6 +242,11 @@ async function main() {
       console.log(`--against: "direct" rows are the baseline gateway (${path.resolve(AGAINST, 'apps/gateway/main.js')}${AGAINST_NODE_ARGS.length ? ` ${AGAINST_NODE_ARGS.join(' ')}` : ''}), "gateway" rows this build${NODE_ARGS.length ? ` (${NODE_ARGS.join(' ')})` : ''}`);
     }
     console.log(`bench:gateway — ${SECONDS}s per run, ${REPS} repetitions, concurrency ${CONCURRENCY.join('/')}, node ${process.version}`);
+    if (WARMUP_SECONDS > 0) {
+      const warm = [];
+      for (const [name, target] of Object.entries(targets)) warm.push(`${name} ${(await run(target, WARMUP_CONCURRENCY, WARMUP_SECONDS, false)).rps.toFixed(0)}`);
+      console.log(`warm-up, unmeasured (${WARMUP_SECONDS}s each at c=${WARMUP_CONCURRENCY}, calls/s): ${warm.join(', ')}`);
+    }
     const rows = [];
     for (const c of CONCURRENCY) {
       const names = Object.keys(targets);
@@ -266,9 +283,10 @@ async function main() {
       const cpuModelCost = 1 - total(d) / total(g);
       const pairedText = `paired by repetition: median ${(100 * median(paired)).toFixed(1)}%, range ${(100 * Math.min(...paired)).toFixed(1)}–${(100 * Math.max(...paired)).toFixed(1)}%`;
       const b = results.proxy ? summary(results.proxy) : null;
+      const relay = results.relay ? summary(results.relay) : null;
       const u = results.unguarded ? summary(results.unguarded) : null;
       const pairedUnguarded = results.unguarded ? results.unguarded.map((r, i) => r.rps / results.direct[i].rps) : [];
-      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}), ...(u ? { u, pairedUnguarded: median(pairedUnguarded) } : {}) });
+      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}), ...(relay ? { relay } : {}), ...(u ? { u, pairedUnguarded: median(pairedUnguarded) } : {}) });
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call${g.redisCpu === null ? '' : `  Redis ${g.redisCpu.toFixed(0)} µs/call`}\n` +
@@ -292,6 +310,12 @@ async function main() {
         console.log(
           `      bare proxy ${b.rps.toFixed(0).padStart(6)} calls/s  p50 ${b.p50.toFixed(2)} ms  p99 ${b.p99.toFixed(2)} ms  errors ${b.errors}  proxy CPU ${b.cpu?.toFixed(0)} µs/call (${(100 * (b.systemShare ?? 0)).toFixed(0)}% kernel)  upstream CPU ${b.upstreamCpu.toFixed(0)} µs/call\n` +
             `      ratio   bare proxy ${(100 * b.rps / d.rps).toFixed(1)}% of direct, added p50 ${(b.p50 - d.p50).toFixed(3)} ms; gateway ${(100 * g.rps / b.rps).toFixed(1)}% of the bare proxy`,
+        );
+      }
+      if (relay) {
+        console.log(
+          `      tcp relay ${relay.rps.toFixed(0).padStart(6)} calls/s  p50 ${relay.p50.toFixed(2)} ms  p99 ${relay.p99.toFixed(2)} ms  errors ${relay.errors}  relay CPU ${relay.cpu?.toFixed(0)} µs/call (${(100 * (relay.systemShare ?? 0)).toFixed(0)}% kernel)  upstream CPU ${relay.upstreamCpu.toFixed(0)} µs/call  load generator ${relay.loadCpu.toFixed(0)} µs/call\n` +
+            `      ratio   tcp relay ${(100 * relay.rps / d.rps).toFixed(1)}% of direct, added p50 ${(relay.p50 - d.p50).toFixed(3)} ms`,
         );
       }
     }

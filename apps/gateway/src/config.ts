@@ -50,6 +50,12 @@ export const gatewayConfigSchema = z
     /** Resumable SSE streams: a stream's replay log lives this long after its last message, within this many bytes. */
     GATEWAY_SSE_REPLAY_TTL_MS: f.durationMs(5 * 60_000),
     GATEWAY_SSE_REPLAY_MAX_BYTES: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+    /**
+     * Longest an agent's open response goes without a byte: SSE streams get a comment this often, and a POST whose
+     * answer is this long in coming (a slow tool, a call held for approval) becomes a stream that gets them, so
+     * proxies and load balancers that close idle connections (60 s is a common default) leave it open.
+     */
+    GATEWAY_SSE_KEEPALIVE_MS: z.coerce.number().int().min(50).max(300_000).default(15_000),
     /** Bound on each upstream's part of a merged listing. */
     GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
     /**
@@ -211,6 +217,7 @@ export const gatewayConfigSchema = z
       toolSeparator: env.GATEWAY_TOOL_SEPARATOR,
       sessionIdleMs: env.GATEWAY_SESSION_IDLE_MS,
       sseReplay: { ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS, maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES },
+      sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,

@@ -284,7 +284,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     origin: { allowedHosts: new Set(config.http.allowedHosts), allowedOrigins: new Set(config.http.allowedOrigins) },
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
-    keepAliveMs: 15_000,
+    keepAliveMs: config.mcp.sseKeepAliveMs,
     // Resumable SSE streams (Last-Event-ID) on any replica: per-stream logs in Redis (ADR 0007). 0 bytes: off.
     ...(config.mcp.sseReplay.maxBytes > 0
       ? { replay: new RedisReplayLog(deps.redis, { ...config.mcp.sseReplay, maxEntries: 1_000, maxFollowers: 256 }, logger) }

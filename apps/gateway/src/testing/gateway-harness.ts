@@ -175,11 +175,18 @@ export async function startTestGateway(options: {
 export interface BreakableProxy {
   readonly url: string;
   target: string;
+  /** Connections the proxy closed for being idle (see `idleTimeoutMs`). */
+  readonly idleCuts: number;
   breakAll(): void;
   close(): Promise<void>;
 }
 
-export async function startProxy(target: string): Promise<BreakableProxy> {
+/**
+ * `idleTimeoutMs`: close a connection once no byte has crossed it either way for this long, as load balancers and
+ * reverse proxies do (default: never).
+ */
+export async function startProxy(target: string, options: { readonly idleTimeoutMs?: number } = {}): Promise<BreakableProxy> {
+  let idleCuts = 0;
   const sockets = new Set<Socket>();
   const proxy: { target: string } = { target };
   const server: Server = createServer((client) => {
@@ -191,6 +198,13 @@ export async function startProxy(target: string): Promise<BreakableProxy> {
       socket.on('error', () => undefined);
     }
     client.pipe(upstream).pipe(client);
+    if (options.idleTimeoutMs !== undefined) {
+      // The client's socket sees every byte of both directions (read from it, or written to it).
+      client.setTimeout(options.idleTimeoutMs, () => {
+        idleCuts += 1;
+        client.destroy();
+      });
+    }
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
@@ -204,6 +218,9 @@ export async function startProxy(target: string): Promise<BreakableProxy> {
     },
     set target(value: string) {
       proxy.target = value;
+    },
+    get idleCuts() {
+      return idleCuts;
     },
     breakAll: () => {
       for (const socket of sockets) socket.destroy();

@@ -40,6 +40,31 @@ describe('RedisReplayLog (real Redis)', () => {
     expect(ttl).toBeLessThanOrEqual(60_000);
   });
 
+  it('knows a stream kept before its first message (a priming event id): empty, running, renewed, then followed', async () => {
+    const log = new RedisReplayLog(redis, { ...OPTIONS, ttlMs: 2_000 }, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const key = `pcs:replay:${sessionId}:${streamId}`;
+    const writer = log.open(sessionId, streamId);
+    writer.keep?.();
+    await settle();
+    expect(await log.read(sessionId, streamId, 0)).toEqual([]);
+    expect(await log.finished(sessionId, streamId)).toBe(false);
+    // Kept again while it waits: its lifetime starts over.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    writer.keep?.();
+    await settle();
+    expect(await redis.pttl(key)).toBeGreaterThan(1_500);
+    const seen: ReplayEntry[] = [];
+    const following = log.follow(sessionId, streamId, 0, (entry) => seen.push(entry), new AbortController().signal);
+    setTimeout(() => writer.append(1, 'answer', true), 100);
+    expect(await following).toBe('final');
+    expect(seen).toEqual([{ seq: 1, data: 'answer', final: true }]);
+    expect(await log.finished(sessionId, streamId)).toBe(true);
+    // A stream never made is still unknown, and counts as finished.
+    expect(await log.finished(sessionId, newStreamId('p'))).toBe(true);
+  });
+
   it('trims the oldest entries beyond the entry and byte bounds', async () => {
     const log = new RedisReplayLog(redis, { ...OPTIONS, maxEntries: 3, maxBytes: 25 }, logger);
     const sessionId = session();

@@ -23,13 +23,18 @@ export interface ReplayEntry {
 /** The writer side for one stream. Appends are fire-and-forget and keep their order. */
 export interface StreamLog {
   append(seq: number, data: string, final: boolean): void;
+  /**
+   * Makes the stream known before its first message, so that the id of its priming event can be resumed from, and
+   * renews its lifetime while it waits for one (a call held for a person's approval). Fire-and-forget, like appends.
+   */
+  keep?(): void;
 }
 
 export interface ReplayLog {
   open(sessionId: string, streamId: string): StreamLog;
   /** Entries after `afterSeq`; undefined when the stream is unknown to this session or has expired. */
   read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined>;
-  /** True when the stream's last entry is its final one, or the stream is unknown. */
+  /** True when the stream's last entry is its final one, or the stream is unknown (not when it has none yet). */
   finished(sessionId: string, streamId: string): Promise<boolean>;
   /**
    * Waits for entries after `afterSeq` and hands them over until the final one, the stream's
@@ -109,8 +114,22 @@ export class RedisReplayLog implements ReplayLog {
     const key = keyOf(sessionId, streamId);
     const sizes: { seq: number; bytes: number }[] = [];
     let bytes = 0;
+    /** The key exists (or its creation is on its way). */
+    let made = false;
+    const report = (results: [Error | null, unknown][] | null) => {
+      const failed = results?.find(([error]) => error !== null);
+      if (failed) this.warn(failed[0]);
+    };
     return {
+      keep: () => {
+        const pipeline = this.redis.pipeline();
+        // An empty Redis stream can only be made along with a consumer group (unused: entries are read by id).
+        if (!made) pipeline.xgroup('CREATE', key, 'opened', '$', 'MKSTREAM');
+        made = true;
+        pipeline.pexpire(key, this.options.ttlMs).exec().then(report, (error: unknown) => this.warn(error));
+      },
       append: (seq, data, final) => {
+        made = true;
         sizes.push({ seq, bytes: data.length });
         bytes += data.length;
         while (
@@ -126,13 +145,7 @@ export class RedisReplayLog implements ReplayLog {
           .xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields)
           .pexpire(key, this.options.ttlMs)
           .exec()
-          .then(
-            (results) => {
-              const failed = results?.find(([error]) => error !== null);
-              if (failed) this.warn(failed[0]);
-            },
-            (error: unknown) => this.warn(error),
-          );
+          .then(report, (error: unknown) => this.warn(error));
       },
     };
   }
@@ -147,9 +160,13 @@ export class RedisReplayLog implements ReplayLog {
   }
 
   async finished(sessionId: string, streamId: string): Promise<boolean> {
-    const last = (await this.redis.xrevrange(keyOf(sessionId, streamId), '+', '-', 'COUNT', 1)) as RawEntry[];
+    const key = keyOf(sessionId, streamId);
+    const results = await this.redis.pipeline().exists(key).xrevrange(key, '+', '-', 'COUNT', 1).exec();
+    if (results?.[0]?.[1] !== 1) return true;
+    const last = (results[1]?.[1] ?? []) as RawEntry[];
     const entry = last[0] ? toEntry(last[0]) : undefined;
-    return entry === undefined || entry.final;
+    // Kept open by a priming event, with no message yet: still running.
+    return last[0] !== undefined && (entry === undefined || entry.final);
   }
 
   async follow(

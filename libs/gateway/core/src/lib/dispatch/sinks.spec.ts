@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { EventStream, PostResponder, writeBounded } from './sinks';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { EventStream, PostResponder, QuietResponses, writeBounded } from './sinks';
 
 /** A response whose client never reads: everything written after the first chunk stays buffered. */
 function stalled(): Writable {
@@ -74,7 +74,7 @@ describe('PostResponder with answers too deeply nested to serialise', () => {
     const json = recordingResponse();
     const warned: unknown[] = [];
     const logger = { warn: (obj: object, msg: string) => void warned.push({ ...obj, msg }) };
-    new PostResponder(json.res as never, 'session-1', undefined, logger, 'trace-7').finish({ jsonrpc: '2.0', id: 7, result: { structuredContent: { deep } } });
+    new PostResponder(json.res as never, 'session-1', { logger, traceId: 'trace-7' }).finish({ jsonrpc: '2.0', id: 7, result: { structuredContent: { deep } } });
     // Reported for the operator, under the request's trace id (the audit row says the call went well).
     expect(warned).toEqual([{ traceId: 'trace-7', msg: expect.stringMatching(/nested too deeply/) }]);
     expect(json.out.status).toBe(200);
@@ -169,7 +169,7 @@ describe('priming events (2025-11-25 agents, SEP-1699)', () => {
 
   it('opens a resumable POST stream with an id before its first message and a retry, and only a resumable one', () => {
     const primed = recordingResponse();
-    new PostResponder(primed.res as never, 'session-1', replay, undefined, undefined, true).send(progress);
+    new PostResponder(primed.res as never, 'session-1', { replay, prime: true }).send(progress);
     const [priming, first] = primed.out.chunks;
     const stream = /^id: (p\w+)_0\nretry: 1000\ndata: \n\n$/.exec(priming ?? '')?.[1];
     expect(stream).toBeDefined();
@@ -177,9 +177,9 @@ describe('priming events (2025-11-25 agents, SEP-1699)', () => {
 
     // No replay log: the id could not be resumed from, so none is offered. An older agent: no priming event.
     const unlogged = recordingResponse();
-    new PostResponder(unlogged.res as never, 'session-1', undefined, undefined, undefined, true).send(progress);
+    new PostResponder(unlogged.res as never, 'session-1', { prime: true }).send(progress);
     const older = recordingResponse();
-    new PostResponder(older.res as never, 'session-1', replay, undefined, undefined, false).send(progress);
+    new PostResponder(older.res as never, 'session-1', { replay, prime: false }).send(progress);
     for (const { out } of [unlogged, older]) {
       expect(out.chunks).toHaveLength(1);
       expect(out.chunks[0]).toMatch(/^id: p\w+_1\ndata: /);
@@ -204,5 +204,87 @@ describe('priming events (2025-11-25 agents, SEP-1699)', () => {
     } finally {
       stream.close();
     }
+  });
+});
+
+describe('QuietResponses (POST answers slow in coming)', () => {
+  const replay = { open: () => ({ append: () => undefined }) } as never;
+  const answer = { jsonrpc: '2.0', id: 5, result: { content: [] } } as const;
+
+  function watched(options: { replay?: never; prime?: boolean } = {}) {
+    const quiet = new QuietResponses(1_000);
+    const recorded = recordingResponse();
+    const responder = new PostResponder(recorded.res as never, 'session-1', { ...options, quiet });
+    return { quiet, responder, ...recorded };
+  }
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('leaves an answer that comes in time as plain JSON, and lets go of it', () => {
+    vi.useFakeTimers();
+    const { quiet, responder, out } = watched({ replay, prime: true });
+    vi.advanceTimersByTime(500);
+    responder.finish(answer);
+    expect(quiet.size).toBe(0);
+    vi.advanceTimersByTime(5_000);
+    expect(out.headers).toContain('application/json');
+    expect(out.chunks).toEqual([]);
+    expect(JSON.parse(out.body)).toEqual(answer);
+    quiet.close();
+  });
+
+  it('turns a quiet response into a stream opened by a priming event, keeps it alive, then answers on it', () => {
+    vi.useFakeTimers();
+    const { quiet, responder, out } = watched({ replay, prime: true });
+    // Never more than the quiet time without a byte: nothing before it, the first keep-alive by the time it is up.
+    vi.advanceTimersByTime(499);
+    expect(out.chunks).toEqual([]);
+    vi.advanceTimersByTime(501);
+    expect(out.headers).toContain('text/event-stream');
+    const [priming, comment] = out.chunks;
+    const stream = /^id: (p\w+)_0\nretry: 1000\ndata: \n\n$/.exec(priming ?? '')?.[1];
+    expect(stream).toBeDefined();
+    expect(comment).toBe(': keep-alive\n\n');
+    // The agent now holds an id: losing the connection no longer has to cancel the call.
+    expect(responder.resumable).toBe(true);
+    vi.advanceTimersByTime(3_000);
+    const comments = out.chunks.filter((chunk) => chunk === ': keep-alive\n\n').length;
+    expect(comments).toBeGreaterThanOrEqual(3);
+    expect(comments).toBeLessThanOrEqual(4);
+    responder.finish(answer);
+    expect(out.body).toBe(`id: ${stream}_1\ndata: ${JSON.stringify(answer)}\n\n`);
+    expect(quiet.size).toBe(0);
+    quiet.close();
+  });
+
+  it('does not interrupt a stream that keeps sending, and keeps an older agent\'s stream alive without an id', () => {
+    vi.useFakeTimers();
+    const busy = watched({ replay, prime: true });
+    const progress = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } } as const;
+    for (let i = 0; i < 8; i++) {
+      busy.responder.send(progress);
+      vi.advanceTimersByTime(400);
+    }
+    expect(busy.out.chunks.filter((chunk) => chunk.startsWith(':'))).toEqual([]);
+    busy.quiet.close();
+
+    // A 2025-06-18 agent (no priming events): kept alive, but it holds no id to resume from.
+    const older = watched({ replay, prime: false });
+    vi.advanceTimersByTime(1_000);
+    expect(older.out.chunks).toEqual([': keep-alive\n\n']);
+    expect(older.responder.resumable).toBe(false);
+    older.quiet.close();
+  });
+
+  it('lets go of a response whose agent has gone without writing to it', () => {
+    vi.useFakeTimers();
+    const { quiet, res, out } = watched({ replay, prime: true });
+    res.destroyed = true;
+    vi.advanceTimersByTime(2_000);
+    expect(quiet.size).toBe(0);
+    expect(out.chunks).toEqual([]);
+    quiet.close();
   });
 });

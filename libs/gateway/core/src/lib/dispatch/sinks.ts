@@ -86,11 +86,77 @@ function unrelayable(response: JsonRpcResponse | readonly JsonRpcResponse[]): Js
   });
 }
 
+/** The SSE comment written to a stream (or a POST's answer) that has been quiet for a while. */
+export const KEEP_ALIVE_FRAME = ': keep-alive\n\n';
+
+/**
+ * Keeps quiet POST responses alive. A call may go minutes without a byte (a slow tool, a call held for a person's
+ * approval), and the load balancers and proxies agents sit behind close connections idle for far less (60 s is a
+ * common default). A response that has written nothing for `quietMs` is turned into an SSE stream (which a POST's
+ * answer may always be: agents must accept both) and gets a comment, then another after each quiet `quietMs`. A
+ * resumable stream opens with its priming event, so an agent whose connection is cut anyway can resume it.
+ *
+ * One timer for all responses (every `quietMs / 2`, unref'd): a response is added and removed as a Set member, not
+ * given a timer of its own, so the calls that answer at once pay next to nothing for it.
+ */
+export class QuietResponses {
+  private readonly watched = new Set<PostResponder>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(readonly quietMs: number) {
+    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(quietMs / 2)));
+    this.timer.unref();
+  }
+
+  watch(responder: PostResponder): void {
+    this.watched.add(responder);
+  }
+
+  unwatch(responder: PostResponder): void {
+    this.watched.delete(responder);
+  }
+
+  /** Responses watched (specs). */
+  get size(): number {
+    return this.watched.size;
+  }
+
+  /**
+   * Every half `quietMs`: a response quiet through two ticks in a row (more than half `quietMs`, at most `quietMs`)
+   * gets a keep-alive. Answered or abandoned responses leave the set.
+   */
+  private tick(): void {
+    for (const responder of this.watched) {
+      if (!responder.waiting) this.watched.delete(responder);
+      else responder.quietTick();
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.watched.clear();
+  }
+}
+
+/** What a PostResponder needs besides its response and session; every part optional. */
+export interface PostResponderOptions {
+  /** Makes the response resumable once it is a stream (see replay-log). */
+  readonly replay?: ReplayLog;
+  /** Where, and under which trace, an answer replaced as unrelayable is reported. */
+  readonly logger?: SinkLogger;
+  readonly traceId?: string;
+  /** A resumable stream opens with a priming event (2025-11-25 agents, see `primesStreams`). */
+  readonly prime?: boolean;
+  /** Keeps the response alive while it waits for its answer (absent: it may stay silent until the answer). */
+  readonly quiet?: QuietResponses;
+}
+
 /**
  * The response to one Streamable HTTP POST: plain JSON when the answer is the only message, switched
- * to an SSE stream (with event ids) the moment anything must be sent before the answer. With a replay
- * log the stream is resumable: once the agent has an event id, losing the connection no longer ends the
- * stream — messages keep going to the log, and a GET with `Last-Event-ID` picks them up (see replay-log).
+ * to an SSE stream (with event ids) the moment anything must be sent before the answer, or once it has been quiet for
+ * a while (see QuietResponses). With a replay log the stream is resumable: once the agent has an event id, losing the
+ * connection no longer ends the stream — messages keep going to the log, and a GET with `Last-Event-ID` picks them up
+ * (see replay-log).
  */
 export class PostResponder implements MessageSink {
   private state: 'pending' | 'sse' | 'done' = 'pending';
@@ -98,19 +164,29 @@ export class PostResponder implements MessageSink {
   private streamId = '';
   private seq = 0;
   private log: StreamLog | undefined;
+  /** An event id of the stream went out (a priming event or a message): the agent can resume from it. */
+  private idSent = false;
+  /** QuietResponses' ticks since this response last wrote anything. */
+  private quietTicks = 0;
+  private readonly replay: ReplayLog | undefined;
+  private readonly logger: SinkLogger | undefined;
+  private readonly traceId: string | undefined;
+  private readonly prime: boolean;
+  private readonly quiet: QuietResponses | undefined;
 
-  /**
-   * `sessionId`: echoed as `Mcp-Session-Id` on the response. `logger` and `traceId`: where, and under which trace, an
-   * answer replaced as unrelayable is reported. `prime`: a resumable stream opens with a priming event.
-   */
+  /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
     private readonly res: ServerResponse,
     private readonly sessionId: string,
-    private readonly replay?: ReplayLog,
-    private readonly logger?: SinkLogger,
-    private readonly traceId?: string,
-    private readonly prime = false,
-  ) {}
+    options: PostResponderOptions = {},
+  ) {
+    this.replay = options.replay;
+    this.logger = options.logger;
+    this.traceId = options.traceId;
+    this.prime = options.prime ?? false;
+    this.quiet = options.quiet;
+    this.quiet?.watch(this);
+  }
 
   get canStream(): boolean {
     if (this.state === 'done') return false;
@@ -119,7 +195,39 @@ export class PostResponder implements MessageSink {
 
   /** The agent holds an event id of this stream and can resume it after a disconnect. */
   get resumable(): boolean {
-    return this.state === 'sse' && this.log !== undefined;
+    return this.state === 'sse' && this.log !== undefined && this.idSent;
+  }
+
+  /** Still to answer, on a connection that is open: what QuietResponses keeps alive. */
+  get waiting(): boolean {
+    return this.state !== 'done' && !this.res.destroyed && !this.res.writableEnded;
+  }
+
+  /** QuietResponses' tick: the second in a row without a write brings a keep-alive. */
+  quietTick(): void {
+    if (this.quietTicks++ >= 1) this.keepAlive();
+  }
+
+  /** A comment on a response that has been quiet, turning it into a stream first if it is not one yet. */
+  keepAlive(): void {
+    if (!this.waiting) return;
+    if (this.state === 'pending') this.openStream();
+    // A stream the agent can resume from its priming event's id stays resumable while it waits.
+    else if (this.idSent) this.log?.keep?.();
+    this.quietTicks = 0;
+    writeBounded(this.res, KEEP_ALIVE_FRAME);
+  }
+
+  private openStream(): void {
+    this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
+    this.state = 'sse';
+    this.streamId = newStreamId('p');
+    this.log = this.replay?.open(this.sessionId, this.streamId);
+    if (this.prime && this.log !== undefined && writeBounded(this.res, primingFrame(this.streamId))) {
+      this.idSent = true;
+      // The priming event's id must be resumable before the first message is logged.
+      this.log.keep?.();
+    }
   }
 
   get done(): boolean {
@@ -137,13 +245,7 @@ export class PostResponder implements MessageSink {
       if (isStackExhausted(error)) return false;
       throw error;
     }
-    if (this.state === 'pending') {
-      this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
-      this.state = 'sse';
-      this.streamId = newStreamId('p');
-      this.log = this.replay?.open(this.sessionId, this.streamId);
-      if (this.prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.streamId));
-    }
+    if (this.state === 'pending') this.openStream();
     this.write(data, false);
     return true;
   }
@@ -154,6 +256,7 @@ export class PostResponder implements MessageSink {
    */
   finish(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'done') return;
+    this.quiet?.unwatch(this);
     try {
       this.answer(response);
     } catch (error) {
@@ -189,7 +292,8 @@ export class PostResponder implements MessageSink {
     const seq = ++this.seq;
     this.log?.append(seq, data, final);
     if (this.res.destroyed || this.res.writableEnded) return;
-    writeBounded(this.res, sseFrame(data, eventId(this.streamId, seq)), final);
+    this.quietTicks = 0;
+    if (writeBounded(this.res, sseFrame(data, eventId(this.streamId, seq)), final)) this.idSent = true;
   }
 }
 
@@ -225,7 +329,7 @@ export class EventStream implements MessageSink {
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     if (prime && log !== undefined) res.write(primingFrame(id));
     else res.flushHeaders();
-    this.keepAlive = setInterval(() => writeBounded(res, ': keep-alive\n\n'), keepAliveMs);
+    this.keepAlive = setInterval(() => writeBounded(res, KEEP_ALIVE_FRAME), keepAliveMs);
     this.keepAlive.unref();
     res.on('close', () => clearInterval(this.keepAlive));
     // The client may have gone while the request waited (a session lookup, the replay log): the response's 'close'

@@ -19,7 +19,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder, rateLimitedRetryAfter } from '../dispatch/sinks';
+import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
 import type { SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -37,7 +37,10 @@ export interface McpRoutesOptions {
   readonly logger: Logger;
   readonly origin: OriginPolicy;
   readonly bodyLimitBytes: number;
-  /** SSE comment interval on long-lived streams (keeps proxies from closing them). */
+  /**
+   * SSE comment interval on long-lived streams, and the longest a POST's response stays quiet before it becomes a
+   * stream that gets them (keeps proxies from closing either; see QuietResponses).
+   */
   readonly keepAliveMs: number;
   /** Makes Streamable HTTP SSE streams resumable with `Last-Event-ID` (absent: they are not). */
   readonly replay?: ReplayLog;
@@ -218,6 +221,8 @@ const declaresBody = (headers: IncomingHttpHeaders): boolean =>
 
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
   const { authenticator, engine, logger } = options;
+  /** POST responses waiting for their answer, kept alive while they do. */
+  const quiet = new QuietResponses(options.keepAliveMs);
   const legacy = new Map<string, LegacyStream>();
   /** Open legacy streams per principal (`principalKey`) and per tenant id. */
   const legacyPerPrincipal = new Map<string, number>();
@@ -338,7 +343,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      const responder = new PostResponder(res, record.id, options.replay, logger, traceId, primesStreams(record.protocolVersion));
+      const responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet });
       if (!batch) {
         const only = requests[0];
         if (!only) return;
@@ -847,6 +852,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     },
     closeStreams: () => {
       closing = true;
+      quiet.close();
       for (const stream of streams.keys()) stream.close();
       streams.clear();
     },
