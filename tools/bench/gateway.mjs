@@ -50,6 +50,7 @@ const BARE_PROXY = process.argv.includes('--bare-proxy');
 const UNGUARDED = process.argv.includes('--unguarded');
 const TCP_RELAY = process.argv.includes('--tcp-relay');
 const WARMUP_SECONDS = Math.min(Number(arg('warmup', '5')), 30);
+if (!(WARMUP_SECONDS >= 0)) throw new Error('--warmup takes a number of seconds (0: no warm-up)');
 const WARMUP_CONCURRENCY = 16;
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);

@@ -80,6 +80,17 @@ describe('gateway config: concurrency leases and approval waits', () => {
   });
 });
 
+describe('gateway config: keep-alives and the replay log', () => {
+  it('defaults to a comment within 15 s; refuses a log lifetime the renewals could not keep up with, or a bad interval', () => {
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).mcp.sseKeepAliveMs).toBe(15_000);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '150', GATEWAY_SSE_REPLAY_TTL_MS: '1000' }).mcp.sseKeepAliveMs).toBe(150);
+    expect(problemsOf({ GATEWAY_SSE_KEEPALIVE_MS: '60000', GATEWAY_SSE_REPLAY_TTL_MS: '120000' })).toEqual(['GATEWAY_SSE_REPLAY_TTL_MS']);
+    // Resumption off: no log to keep.
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '60000', GATEWAY_SSE_REPLAY_TTL_MS: '60000', GATEWAY_SSE_REPLAY_MAX_BYTES: '0' }).mcp.sseKeepAliveMs).toBe(60_000);
+    for (const bad of ['0', '10', '600000', 'often']) expect(problemsOf({ GATEWAY_SSE_KEEPALIVE_MS: bad })).toContain('GATEWAY_SSE_KEEPALIVE_MS');
+  });
+});
+
 describe('gateway config: the user stdio servers run as', () => {
   it('reads uid:gid, and leaves it unset when empty or absent', () => {
     expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_STDIO_RUN_AS: '65534:65533' }).upstreams.stdioRunAs).toEqual({ uid: 65534, gid: 65533 });

@@ -193,6 +193,15 @@ export const gatewayConfigSchema = z
         message: 'must be longer than GATEWAY_APPROVAL_TIMEOUT_MS (a held call keeps its concurrency slot while it waits; each call adds its upstream\'s call timeout)',
       });
     }
+    // A stream waiting for its answer renews its replay log once per keep-alive interval: a shorter lifetime would let
+    // the log lapse between renewals, and an agent resuming then would never get the answer.
+    if (env.GATEWAY_SSE_REPLAY_MAX_BYTES > 0 && env.GATEWAY_SSE_REPLAY_TTL_MS <= 2 * env.GATEWAY_SSE_KEEPALIVE_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['GATEWAY_SSE_REPLAY_TTL_MS'],
+        message: 'must be more than twice GATEWAY_SSE_KEEPALIVE_MS (a stream waiting for its answer renews its replay log once per keep-alive interval)',
+      });
+    }
     if (env.NODE_ENV !== 'production') return;
     if (env.GATEWAY_SECRETS_KEYRING === undefined) {
       ctx.addIssue({ code: 'custom', path: ['GATEWAY_SECRETS_KEYRING'], message: 'is required in production' });

@@ -114,8 +114,8 @@ export class RedisReplayLog implements ReplayLog {
     const key = keyOf(sessionId, streamId);
     const sizes: { seq: number; bytes: number }[] = [];
     let bytes = 0;
-    /** The key exists (or its creation is on its way). */
-    let made = false;
+    /** Whether the key exists: not known to, being made, made (by `keep` or by an append). */
+    let made: 'no' | 'asked' | 'yes' = 'no';
     const report = (results: [Error | null, unknown][] | null) => {
       const failed = results?.find(([error]) => error !== null);
       if (failed) this.warn(failed[0]);
@@ -123,13 +123,29 @@ export class RedisReplayLog implements ReplayLog {
     return {
       keep: () => {
         const pipeline = this.redis.pipeline();
+        const create = made === 'no';
         // An empty Redis stream can only be made along with a consumer group (unused: entries are read by id).
-        if (!made) pipeline.xgroup('CREATE', key, 'opened', '$', 'MKSTREAM');
-        made = true;
-        pipeline.pexpire(key, this.options.ttlMs).exec().then(report, (error: unknown) => this.warn(error));
+        if (create) {
+          pipeline.xgroup('CREATE', key, 'opened', '$', 'MKSTREAM');
+          made = 'asked';
+        }
+        pipeline
+          .pexpire(key, this.options.ttlMs)
+          .exec()
+          .then(
+            (results) => {
+              // Not made (Redis away a moment): the next keep tries again.
+              if (create && made === 'asked') made = results?.[0]?.[0] == null ? 'yes' : 'no';
+              report(results);
+            },
+            (error: unknown) => {
+              if (create && made === 'asked') made = 'no';
+              this.warn(error);
+            },
+          );
       },
       append: (seq, data, final) => {
-        made = true;
+        made = 'yes';
         sizes.push({ seq, bytes: data.length });
         bytes += data.length;
         while (
@@ -162,7 +178,8 @@ export class RedisReplayLog implements ReplayLog {
   async finished(sessionId: string, streamId: string): Promise<boolean> {
     const key = keyOf(sessionId, streamId);
     const results = await this.redis.pipeline().exists(key).xrevrange(key, '+', '-', 'COUNT', 1).exec();
-    if (results?.[0]?.[1] !== 1) return true;
+    // Unknown, or not readable right now: finished (the GET becomes a standalone stream, as for an unknown id).
+    if (results?.[0]?.[1] !== 1 || results[1]?.[0] != null) return true;
     const last = (results[1]?.[1] ?? []) as RawEntry[];
     const entry = last[0] ? toEntry(last[0]) : undefined;
     // Kept open by a priming event, with no message yet: still running.

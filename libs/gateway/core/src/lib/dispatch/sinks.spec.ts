@@ -278,6 +278,53 @@ describe('QuietResponses (POST answers slow in coming)', () => {
     older.quiet.close();
   });
 
+  it('renews a resumable stream\'s log while its agent is away, until the answer', () => {
+    vi.useFakeTimers();
+    const kept: string[] = [];
+    const appended: number[] = [];
+    const log = { open: () => ({ append: (seq: number) => void appended.push(seq), keep: () => void kept.push('keep') }) } as never;
+    const { quiet, responder, res } = watched({ replay: log, prime: true });
+    vi.advanceTimersByTime(1_000);
+    // Made as the priming event goes out, before any message is logged.
+    expect(kept).toEqual(['keep']);
+    res.destroyed = true;
+    vi.advanceTimersByTime(5_000);
+    // Once per quiet second (the log must outlive the wait; the configuration keeps its lifetime above that).
+    expect(kept.length).toBeGreaterThanOrEqual(5);
+    expect(quiet.size).toBe(1);
+    responder.finish(answer);
+    expect(appended).toEqual([1]);
+    const renewals = kept.length;
+    vi.advanceTimersByTime(5_000);
+    expect(kept).toHaveLength(renewals);
+    expect(quiet.size).toBe(0);
+    quiet.close();
+  });
+
+  it('answers a batch on a stream one event per answer', () => {
+    vi.useFakeTimers();
+    const { quiet, responder, out } = watched({ replay, prime: true });
+    vi.advanceTimersByTime(1_000);
+    responder.finish([answer, { jsonrpc: '2.0', id: 6, result: {} }]);
+    const events = [...out.chunks, out.body].filter((chunk) => chunk.startsWith('id: ') && chunk.includes('data: {'));
+    expect(events.map((event) => JSON.parse(event.slice(event.indexOf('data: ') + 6)).id)).toEqual([5, 6]);
+    expect(out.body).toContain('"id":6');
+    quiet.close();
+  });
+
+  it('cuts a stream whose answer will never come, and stops keeping it', () => {
+    vi.useFakeTimers();
+    const { quiet, responder, res, out } = watched({ replay, prime: true });
+    vi.advanceTimersByTime(1_000);
+    const written = out.chunks.length;
+    responder.release();
+    expect(res.destroyed).toBe(true);
+    expect(quiet.size).toBe(0);
+    vi.advanceTimersByTime(5_000);
+    expect(out.chunks).toHaveLength(written);
+    quiet.close();
+  });
+
   it('lets go of a response whose agent has gone without writing to it', () => {
     vi.useFakeTimers();
     const { quiet, res, out } = watched({ replay, prime: true });

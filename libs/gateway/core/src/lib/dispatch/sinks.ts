@@ -92,9 +92,11 @@ export const KEEP_ALIVE_FRAME = ': keep-alive\n\n';
 /**
  * Keeps quiet POST responses alive. A call may go minutes without a byte (a slow tool, a call held for a person's
  * approval), and the load balancers and proxies agents sit behind close connections idle for far less (60 s is a
- * common default). A response that has written nothing for `quietMs` is turned into an SSE stream (which a POST's
- * answer may always be: agents must accept both) and gets a comment, then another after each quiet `quietMs`. A
- * resumable stream opens with its priming event, so an agent whose connection is cut anyway can resume it.
+ * common default). A response is never quiet for more than `quietMs`: one that has written nothing for between half
+ * and all of it is turned into an SSE stream (which a POST's answer may always be: agents must accept both) and gets
+ * a comment, then another whenever it has been quiet that long again. A resumable stream opens with its priming
+ * event, so an agent whose connection is cut anyway can resume it; until the answer its replay log is renewed at the
+ * same pace, whether the agent is connected or away.
  *
  * One timer for all responses (every `quietMs / 2`, unref'd): a response is added and removed as a Set member, not
  * given a timer of its own, so the calls that answer at once pay next to nothing for it.
@@ -121,14 +123,16 @@ export class QuietResponses {
     return this.watched.size;
   }
 
-  /**
-   * Every half `quietMs`: a response quiet through two ticks in a row (more than half `quietMs`, at most `quietMs`)
-   * gets a keep-alive. Answered or abandoned responses leave the set.
-   */
+  /** Every half `quietMs`: each response's tick (see PostResponder.quietTick); those with nothing left to keep go. */
   private tick(): void {
     for (const responder of this.watched) {
-      if (!responder.waiting) this.watched.delete(responder);
-      else responder.quietTick();
+      try {
+        if (!responder.quietTick()) this.watched.delete(responder);
+      } catch {
+        // A response in a state it should never be in: it goes, and the others are still kept alive.
+        this.watched.delete(responder);
+        responder.release();
+      }
     }
   }
 
@@ -198,35 +202,51 @@ export class PostResponder implements MessageSink {
     return this.state === 'sse' && this.log !== undefined && this.idSent;
   }
 
-  /** Still to answer, on a connection that is open: what QuietResponses keeps alive. */
-  get waiting(): boolean {
-    return this.state !== 'done' && !this.res.destroyed && !this.res.writableEnded;
+  /**
+   * QuietResponses' tick; false once there is nothing left to keep. The second tick in a row without a write brings a
+   * keep-alive, or, for an agent that has gone but can resume, renews the stream's replay log: the answer may be
+   * minutes away (a held call), and must still be there when the agent comes back for it.
+   */
+  quietTick(): boolean {
+    if (this.state === 'done') return false;
+    const open = !this.res.destroyed && !this.res.writableEnded;
+    if (!open && !this.resumable) return false;
+    if (this.quietTicks++ >= 1) {
+      this.quietTicks = 0;
+      if (!open) this.log?.keep?.();
+      else if (this.state === 'pending') this.openStream(true);
+      // A stream the agent can resume from its priming event's id stays resumable while it waits.
+      else if (this.idSent) this.log?.keep?.();
+      if (open) writeBounded(this.res, KEEP_ALIVE_FRAME);
+    }
+    return true;
   }
 
-  /** QuietResponses' tick: the second in a row without a write brings a keep-alive. */
-  quietTick(): void {
-    if (this.quietTicks++ >= 1) this.keepAlive();
-  }
-
-  /** A comment on a response that has been quiet, turning it into a stream first if it is not one yet. */
-  keepAlive(): void {
-    if (!this.waiting) return;
-    if (this.state === 'pending') this.openStream();
-    // A stream the agent can resume from its priming event's id stays resumable while it waits.
-    else if (this.idSent) this.log?.keep?.();
-    this.quietTicks = 0;
-    writeBounded(this.res, KEEP_ALIVE_FRAME);
-  }
-
-  private openStream(): void {
+  /**
+   * The response as a stream. `quiet`: opened by a keep-alive, with no message to follow at once: the log is made now,
+   * so that the priming event's id can be resumed from before any message is logged.
+   */
+  private openStream(quiet = false): void {
     this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
     this.state = 'sse';
     this.streamId = newStreamId('p');
     this.log = this.replay?.open(this.sessionId, this.streamId);
     if (this.prime && this.log !== undefined && writeBounded(this.res, primingFrame(this.streamId))) {
       this.idSent = true;
-      // The priming event's id must be resumable before the first message is logged.
-      this.log.keep?.();
+      if (quiet) this.log.keep?.();
+    }
+  }
+
+  /**
+   * The request's handling ended without an answer (an error after the response became a stream, a request with
+   * nothing to answer): no more keep-alives, and a stream left open is cut, as its answer will never come.
+   */
+  release(): void {
+    this.quiet?.unwatch(this);
+    if (this.state === 'done') return;
+    if (this.state === 'sse') {
+      this.state = 'done';
+      if (!this.res.writableEnded) this.res.destroy();
     }
   }
 
@@ -269,7 +289,12 @@ export class PostResponder implements MessageSink {
 
   private answer(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'sse') {
-      this.write(JSON.stringify(response), true);
+      // One event per answer, even for a batch: SSE readers (the SDK's among them) take one message per event. All
+      // are serialised before the first is written, so one that cannot be leaves nothing half sent.
+      const answers = 'jsonrpc' in response ? [response] : response;
+      const frames = answers.map((answer) => JSON.stringify(answer));
+      if (frames.length === 0 && !this.res.writableEnded) this.res.end();
+      frames.forEach((data, i) => this.write(data, i === frames.length - 1));
     } else if (!this.res.destroyed) {
       if (isLargeListing(response)) {
         // Item by item into a reused buffer (see json-bytes.ts); it goes back to the pool once written.

@@ -273,6 +273,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   async function handlePost(input: PostInput, res: ServerResponse): Promise<void> {
     const { headers, traceId } = input;
     let firstId: JsonRpcId | null = null;
+    /** Made once the request is known to need an answer; released however its handling ends (see finally). */
+    let responder: PostResponder | undefined;
     active += 1;
     try {
       const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
@@ -343,14 +345,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      const responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet });
+      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet });
+      const answering = responder;
       if (!batch) {
         const only = requests[0];
         if (!only) return;
         // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
         // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
         const onClose = () => {
-          if (!responder.done && !responder.resumable) {
+          if (!answering.done && !answering.resumable) {
             engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
           }
         };
@@ -381,6 +384,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (res.headersSent) res.destroy();
       else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
     } finally {
+      // Answered: nothing to do. Otherwise no more keep-alives, and a stream it became is cut (no answer will come).
+      responder?.release();
       active -= 1;
     }
   }
