@@ -7,11 +7,11 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import {
-  createAgentWithKey,
+  kitchenSinkTenant,
+  resumptionsOn,
   startDemoUpstreams,
   startProxy,
   startTestGateway,
@@ -32,34 +32,10 @@ function text(result: unknown): string {
   return content.map((item) => item.text ?? '').join('');
 }
 
-/** Records the Last-Event-ID of every GET a gateway receives. */
-function resumptionsOn(gateway: TestGateway): string[] {
-  const seen: string[] = [];
-  gateway.app.server.on('request', (req) => {
-    const id = req.headers['last-event-id'];
-    if (req.method === 'GET' && typeof id === 'string') seen.push(id);
-  });
-  return seen;
-}
-
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   demo = await startDemoUpstreams();
-  tenant = await createTestTenant(db);
-  // About streams, not policy: the tenant allows everything.
-  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  await db.upstream.create({
-    data: {
-      tenantId: tenant.id,
-      name: 'kitchen-sink',
-      toolPrefix: 'ks',
-      transport: 'streamable_http',
-      url: `${demo.url}/kitchen-sink/mcp`,
-      connectTimeoutMs: 5_000,
-      callTimeoutMs: 20_000,
-    } as never,
-  });
-  ({ key } = await createAgentWithKey(db, tenant.id, 'resume-agent'));
+  ({ tenant, key } = await kitchenSinkTenant(db, demo, 'resume-agent'));
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
   gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);

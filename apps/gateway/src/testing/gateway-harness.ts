@@ -13,8 +13,10 @@ import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
+import { createTestTenant, type TestTenant } from '@portcullis/shared/util-testing';
 import { gatewayConfigSchema } from '../config';
 import { startDataPlane, type DataPlane } from '../data-plane';
+import { ALLOW_ALL, writeActiveSnapshot } from './policy-fixtures';
 
 /** A new agent client of the tenant with an API key (stored hashed, as the control plane stores it). */
 export async function createAgentWithKey(db: SystemPrismaClient, tenantId: string, name: string): Promise<{ agentId: string; key: string }> {
@@ -85,6 +87,38 @@ export async function startDemoUpstreams(options: { readonly port?: number } = {
       await new Promise((resolve) => child.once('exit', resolve));
     },
   };
+}
+
+/**
+ * For specs about streams, not policy: a tenant that allows everything, with the demo kitchen-sink server over
+ * Streamable HTTP as its one upstream (prefix `ks`, calls time out after 20 s), and an agent's API key.
+ */
+export async function kitchenSinkTenant(db: SystemPrismaClient, demo: DemoUpstreams, agentName: string): Promise<{ tenant: TestTenant; key: string }> {
+  const tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: {
+      tenantId: tenant.id,
+      name: 'kitchen-sink',
+      toolPrefix: 'ks',
+      transport: 'streamable_http',
+      url: `${demo.url}/kitchen-sink/mcp`,
+      connectTimeoutMs: 5_000,
+      callTimeoutMs: 20_000,
+    } as never,
+  });
+  const { key } = await createAgentWithKey(db, tenant.id, agentName);
+  return { tenant, key };
+}
+
+/** Records the Last-Event-ID of every GET the gateway receives from now on (the streams agents resumed). */
+export function resumptionsOn(gateway: TestGateway): string[] {
+  const seen: string[] = [];
+  gateway.app.server.on('request', (req) => {
+    const id = req.headers['last-event-id'];
+    if (req.method === 'GET' && typeof id === 'string') seen.push(id);
+  });
+  return seen;
 }
 
 export interface TestGateway {

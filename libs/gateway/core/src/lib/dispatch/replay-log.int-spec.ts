@@ -65,6 +65,26 @@ describe('RedisReplayLog (real Redis)', () => {
     expect(await log.finished(sessionId, newStreamId('p'))).toBe(true);
   });
 
+  it('makes a kept stream again once it is gone (a failover lost it): the renewal after finds it missing', async () => {
+    const log = new RedisReplayLog(redis, OPTIONS, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const key = `pcs:replay:${sessionId}:${streamId}`;
+    const writer = log.open(sessionId, streamId);
+    writer.keep?.();
+    await settle();
+    await redis.del(key);
+    // This renewal finds nothing to renew; the next one makes the stream again. (A pipeline's reply is handled a
+    // little after a later command's: a short pause, where keeps are seconds apart in service.)
+    writer.keep?.();
+    await settle();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    writer.keep?.();
+    await settle();
+    expect(await log.read(sessionId, streamId, 0)).toEqual([]);
+    expect(await log.finished(sessionId, streamId)).toBe(false);
+  });
+
   it('trims the oldest entries beyond the entry and byte bounds', async () => {
     const log = new RedisReplayLog(redis, { ...OPTIONS, maxEntries: 3, maxBytes: 25 }, logger);
     const sessionId = session();

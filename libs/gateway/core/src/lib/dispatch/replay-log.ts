@@ -134,9 +134,14 @@ export class RedisReplayLog implements ReplayLog {
           .exec()
           .then(
             (results) => {
-              // Not made (Redis away a moment): the next keep tries again.
-              if (create && made === 'asked') made = results?.[0]?.[0] == null ? 'yes' : 'no';
-              report(results);
+              const [createError] = (create ? results?.[0] : undefined) ?? [null];
+              // Made already (a create whose reply was lost, then sent again): as good as made now.
+              const created = createError === null || /BUSYGROUP/.test(String(createError));
+              // Not made (Redis away a moment), or gone since (a failover): the next keep makes it again.
+              const renewed = results?.at(-1)?.[1] === 1;
+              if (create && made === 'asked') made = created && renewed ? 'yes' : 'no';
+              else if (!create && !renewed && made === 'yes') made = 'no';
+              report(results?.filter(([error]) => !/BUSYGROUP/.test(String(error))) ?? null);
             },
             (error: unknown) => {
               if (create && made === 'asked') made = 'no';

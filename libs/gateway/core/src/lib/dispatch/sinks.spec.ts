@@ -301,14 +301,19 @@ describe('QuietResponses (POST answers slow in coming)', () => {
     quiet.close();
   });
 
-  it('answers a batch on a stream one event per answer', () => {
+  it('answers a batch on a stream one event per answer, in one write, the last one final in the log', () => {
     vi.useFakeTimers();
-    const { quiet, responder, out } = watched({ replay, prime: true });
+    const logged: [number, boolean][] = [];
+    const log = { open: () => ({ append: (seq: number, _data: string, final: boolean) => void logged.push([seq, final]), keep: () => undefined }) } as never;
+    const { quiet, responder, out } = watched({ replay: log, prime: true });
     vi.advanceTimersByTime(1_000);
     responder.finish([answer, { jsonrpc: '2.0', id: 6, result: {} }]);
-    const events = [...out.chunks, out.body].filter((chunk) => chunk.startsWith('id: ') && chunk.includes('data: {'));
+    const events = out.body.split('\n\n').filter(Boolean);
     expect(events.map((event) => JSON.parse(event.slice(event.indexOf('data: ') + 6)).id)).toEqual([5, 6]);
-    expect(out.body).toContain('"id":6');
+    expect(logged).toEqual([
+      [1, false],
+      [2, true],
+    ]);
     quiet.close();
   });
 

@@ -237,9 +237,15 @@ export class PostResponder implements MessageSink {
     }
   }
 
+  /** Already a stream (its status and headers are sent): an answer now goes out as its last event. */
+  get streaming(): boolean {
+    return this.state === 'sse';
+  }
+
   /**
-   * The request's handling ended without an answer (an error after the response became a stream, a request with
-   * nothing to answer): no more keep-alives, and a stream left open is cut, as its answer will never come.
+   * The request's handling ended without an answer (it failed after the response became a stream, or had nothing to
+   * answer): no more keep-alives, and a stream left open is cut, as its answer will never come. (Where the request's
+   * id is known, answering it with an error through `finish` is better: an agent resuming the stream gets that.)
    */
   release(): void {
     this.quiet?.unwatch(this);
@@ -266,7 +272,7 @@ export class PostResponder implements MessageSink {
       throw error;
     }
     if (this.state === 'pending') this.openStream();
-    this.write(data, false);
+    this.write(this.logged(data, false), false);
     return true;
   }
 
@@ -290,11 +296,11 @@ export class PostResponder implements MessageSink {
   private answer(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'sse') {
       // One event per answer, even for a batch: SSE readers (the SDK's among them) take one message per event. All
-      // are serialised before the first is written, so one that cannot be leaves nothing half sent.
+      // are serialised before any is logged or written (one that cannot be leaves nothing half sent), and go out in
+      // one write: the bound on unsent bytes is for agents that stop reading, not for the gateway's own burst.
       const answers = 'jsonrpc' in response ? [response] : response;
-      const frames = answers.map((answer) => JSON.stringify(answer));
-      if (frames.length === 0 && !this.res.writableEnded) this.res.end();
-      frames.forEach((data, i) => this.write(data, i === frames.length - 1));
+      const data = answers.map((answer) => JSON.stringify(answer));
+      this.write(data.map((one, i) => this.logged(one, i === data.length - 1)).join(''), true);
     } else if (!this.res.destroyed) {
       if (isLargeListing(response)) {
         // Item by item into a reused buffer (see json-bytes.ts); it goes back to the pool once written.
@@ -313,12 +319,17 @@ export class PostResponder implements MessageSink {
     this.state = 'done';
   }
 
-  private write(data: string, final: boolean): void {
+  /** The next event of the stream: logged (resumable), returned as its SSE frame. */
+  private logged(data: string, final: boolean): string {
     const seq = ++this.seq;
     this.log?.append(seq, data, final);
+    return sseFrame(data, eventId(this.streamId, seq));
+  }
+
+  private write(frames: string, final: boolean): void {
     if (this.res.destroyed || this.res.writableEnded) return;
     this.quietTicks = 0;
-    if (writeBounded(this.res, sseFrame(data, eventId(this.streamId, seq)), final)) this.idSent = true;
+    if (writeBounded(this.res, frames, final)) this.idSent = true;
   }
 }
 

@@ -7,6 +7,7 @@ import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import { SessionEngine } from '../dispatch/session-engine';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import { GATEWAY_RPC, GatewayHttpError } from './gateway-error';
 import { registerMcpRoutes } from './mcp-routes';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1', credentialId: 'k1' };
@@ -45,7 +46,11 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
 });
 
-async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number }) {
+async function serve(
+  rawFastPath: boolean,
+  legacy?: { initMs?: number; maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number },
+  keepAliveMs = 15_000,
+) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
   const connector = new FakeConnector({
@@ -78,7 +83,7 @@ async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPri
     logger,
     origin: { allowedHosts: new Set(), allowedOrigins: new Set() },
     bodyLimitBytes: 64 * 1024,
-    keepAliveMs: 15_000,
+    keepAliveMs,
     rawFastPath,
     ...(legacy ? { legacy } : {}),
   });
@@ -102,8 +107,32 @@ async function serve(rawFastPath: boolean, legacy?: { initMs?: number; maxPerPri
       post({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } }, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
   };
   const toolCalls = () => connector.calls.filter((c) => c.method === 'tools/call').length;
-  return { authenticator, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
+  return { authenticator, engine, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
 }
+
+describe.each([
+  ['the raw fast path', true],
+  ['the Fastify route', false],
+])('a POST kept alive while it waits, through %s', (_label, rawFastPath) => {
+  it.each([
+    ['an unexpected error', () => new Error('an engine failure')],
+    ['a client error raised late', () => new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'unavailable')],
+  ])('ends with an internal error for the request when its handling fails after it became a stream (%s)', async (_kind, failure) => {
+    const { engine, session } = await serve(rawFastPath, undefined, 40);
+    const call = await session();
+    // Fails once the response has been quiet long enough to be a stream with keep-alives.
+    engine.request = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      throw failure();
+    };
+    const res = await call(2);
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const events = (await res.text()).split('\n\n').filter(Boolean);
+    expect(events).toContain(': keep-alive');
+    const last = events.at(-1) ?? '';
+    expect(JSON.parse(last.slice(last.indexOf('data: ') + 6))).toMatchObject({ jsonrpc: '2.0', id: 2, error: { code: -32603, message: 'Internal error' } });
+  });
+});
 
 describe.each([
   ['the raw fast path', true],

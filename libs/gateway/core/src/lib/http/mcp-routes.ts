@@ -275,6 +275,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     let firstId: JsonRpcId | null = null;
     /** Made once the request is known to need an answer; released however its handling ends (see finally). */
     let responder: PostResponder | undefined;
+    /** The one request being answered (not a batch): what a stream that fails is answered for. */
+    let answeringId: JsonRpcId | undefined;
     active += 1;
     try {
       const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
@@ -350,6 +352,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (!batch) {
         const only = requests[0];
         if (!only) return;
+        answeringId = only.id;
         // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
         // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
         const onClose = () => {
@@ -381,10 +384,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }
       const errorId = randomBytes(8).toString('hex');
       logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
-      if (res.headersSent) res.destroy();
-      else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
+      const internal = (id: JsonRpcId | null) => rpcError(id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId });
+      // A stream answers its request with the error as its last event; other sent headers leave only a cut.
+      if (responder?.streaming && answeringId !== undefined) responder.finish(internal(answeringId));
+      else if (res.headersSent) res.destroy();
+      else writeJson(res, 500, {}, JSON.stringify(internal(null)));
     } finally {
-      // Answered: nothing to do. Otherwise no more keep-alives, and a stream it became is cut (no answer will come).
+      // Answered: nothing to do. A stream that failed before its answer gets an error as its last event (logged, so an
+      // agent resuming it learns the outcome); anything else is released (no more keep-alives; a stream is cut).
+      if (responder?.streaming && answeringId !== undefined) {
+        responder.finish(rpcError(answeringId, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId));
+      }
       responder?.release();
       active -= 1;
     }
