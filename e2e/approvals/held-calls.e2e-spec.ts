@@ -15,7 +15,7 @@ import { argumentsHash } from '@portcullis/gateway/approvals';
 import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlaneHarness } from '../../apps/control-plane/src/testing/control-plane-harness';
-import { startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from '../../apps/gateway/src/testing/gateway-harness';
+import { startDemoUpstreams, startProxy, startTestGateway, type DemoUpstreams, type TestGateway } from '../../apps/gateway/src/testing/gateway-harness';
 
 let cp: ControlPlaneHarness;
 let appDb: PortcullisPrismaClient;
@@ -133,6 +133,30 @@ describe('held calls decided through the control plane', () => {
     // Unaffected tools are not held.
     expect(text(await client.callTool({ name: 'ks__add', arguments: { a: 1, b: 2 } }))).toContain('3');
     await client.close();
+  });
+
+  it('behind a proxy that closes connections idle for 1 s, a call held for 2.5 s still gets its answer', async () => {
+    // The response is kept alive while the call waits (no progress token: nothing else would cross the connection).
+    const kept = await startTestGateway({
+      systemDb: cp.system,
+      appDb,
+      redisUrl: testContext().redisUrl,
+      env: { GATEWAY_APPROVAL_TIMEOUT_MS: '30000', GATEWAY_APPROVAL_POLL_MS: '600000', GATEWAY_SSE_KEEPALIVE_MS: '150', GATEWAY_SSE_REPLAY_TTL_MS: '1000' },
+    });
+    const proxy = await startProxy(kept.url, { idleTimeoutMs: 1_000 });
+    try {
+      const client = await connect(proxy.url);
+      const call = client.callTool({ name: 'ks__echo', arguments: { message: 'worth the wait' } });
+      const approval = await pendingApproval();
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      const decided = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+      expect(decided.status).toBe(200);
+      expect(text(await call)).toBe('worth the wait');
+      await client.close();
+    } finally {
+      await proxy.close();
+      await kept.close();
+    }
   });
 
   it('approve as is: the original arguments go through', async () => {
