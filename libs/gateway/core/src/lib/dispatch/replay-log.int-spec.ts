@@ -40,14 +40,19 @@ describe('RedisReplayLog (real Redis)', () => {
     expect(ttl).toBeLessThanOrEqual(60_000);
   });
 
-  it('knows a stream kept before its first message (a priming event id): empty, running, renewed, then followed', async () => {
-    const log = new RedisReplayLog(redis, { ...OPTIONS, ttlMs: 2_000 }, logger);
+  /** A POST stream's log, kept once before its first message (as a priming event sent by a keep-alive makes it). */
+  async function keptStream(options: ReplayLogOptions) {
+    const log = new RedisReplayLog(redis, options, logger);
     const sessionId = session();
     const streamId = newStreamId('p');
-    const key = `pcs:replay:${sessionId}:${streamId}`;
     const writer = log.open(sessionId, streamId);
     writer.keep?.();
     await settle();
+    return { log, sessionId, streamId, key: `pcs:replay:${sessionId}:${streamId}`, writer };
+  }
+
+  it('knows a stream kept before its first message (a priming event id): empty, running, renewed, then followed', async () => {
+    const { log, sessionId, streamId, key, writer } = await keptStream({ ...OPTIONS, ttlMs: 2_000 });
     expect(await log.read(sessionId, streamId, 0)).toEqual([]);
     expect(await log.finished(sessionId, streamId)).toBe(false);
     // Kept again while it waits: its lifetime starts over.
@@ -66,13 +71,7 @@ describe('RedisReplayLog (real Redis)', () => {
   });
 
   it('makes a kept stream again once it is gone (a failover lost it): the renewal after finds it missing', async () => {
-    const log = new RedisReplayLog(redis, OPTIONS, logger);
-    const sessionId = session();
-    const streamId = newStreamId('p');
-    const key = `pcs:replay:${sessionId}:${streamId}`;
-    const writer = log.open(sessionId, streamId);
-    writer.keep?.();
-    await settle();
+    const { log, sessionId, streamId, key, writer } = await keptStream(OPTIONS);
     await redis.del(key);
     // This renewal finds nothing to renew; the next one makes the stream again. (A pipeline's reply is handled a
     // little after a later command's: a short pause, where keeps are seconds apart in service.)

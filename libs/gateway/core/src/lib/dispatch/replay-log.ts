@@ -114,7 +114,7 @@ export class RedisReplayLog implements ReplayLog {
     const key = keyOf(sessionId, streamId);
     const sizes: { seq: number; bytes: number }[] = [];
     let bytes = 0;
-    /** Whether the key exists: not known to, being made, made (by `keep` or by an append). */
+    /** Whether the key exists: not known to exist, being made, made (by `keep` or by an append). */
     let made: 'no' | 'asked' | 'yes' = 'no';
     const report = (results: [Error | null, unknown][] | null) => {
       const failed = results?.find(([error]) => error !== null);

@@ -115,9 +115,9 @@ describe.each([
   ['the Fastify route', false],
 ])('a POST kept alive while it waits, through %s', (_label, rawFastPath) => {
   it.each([
-    ['an unexpected error', () => new Error('an engine failure')],
-    ['a client error raised late', () => new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'unavailable')],
-  ])('ends with an internal error for the request when its handling fails after it became a stream (%s)', async (_kind, failure) => {
+    ['an unexpected error', () => new Error('an engine failure'), true],
+    ['a client error raised late', () => new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'unavailable'), false],
+  ])('ends with an internal error for the request when its handling fails after it became a stream (%s)', async (_kind, failure, logged) => {
     const { engine, session } = await serve(rawFastPath, undefined, 40);
     const call = await session();
     // Fails once the response has been quiet long enough to be a stream with keep-alives.
@@ -130,7 +130,11 @@ describe.each([
     const events = (await res.text()).split('\n\n').filter(Boolean);
     expect(events).toContain(': keep-alive');
     const last = events.at(-1) ?? '';
-    expect(JSON.parse(last.slice(last.indexOf('data: ') + 6))).toMatchObject({ jsonrpc: '2.0', id: 2, error: { code: -32603, message: 'Internal error' } });
+    const answer = JSON.parse(last.slice(last.indexOf('data: ') + 6));
+    expect(answer).toMatchObject({ jsonrpc: '2.0', id: 2, error: { code: -32603, message: 'Internal error' } });
+    // An unexpected failure is logged under an error id the agent is given, to quote to the operator.
+    if (logged) expect(answer.error.data.errorId).toMatch(/^[0-9a-f]{16}$/);
+    else expect(answer.error.data.errorId).toBeUndefined();
   });
 });
 

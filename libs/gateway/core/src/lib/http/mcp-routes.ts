@@ -277,6 +277,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     let responder: PostResponder | undefined;
     /** The one request being answered (not a batch): what a stream that fails is answered for. */
     let answeringId: JsonRpcId | undefined;
+    /** Set when the handling failed unexpectedly: named in the error answer and in the log line. */
+    let errorId: string | undefined;
     active += 1;
     try {
       const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
@@ -382,18 +384,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         writeError(res, new GatewayHttpError(status, JSON_RPC.INVALID_REQUEST, 'Bad request'), firstId, traceId);
         return;
       }
-      const errorId = randomBytes(8).toString('hex');
+      errorId = randomBytes(8).toString('hex');
       logger.error({ err: error, traceId, errorId }, 'unexpected error in the MCP routes');
-      const internal = (id: JsonRpcId | null) => rpcError(id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId });
-      // A stream answers its request with the error as its last event; other sent headers leave only a cut.
-      if (responder?.streaming && answeringId !== undefined) responder.finish(internal(answeringId));
-      else if (res.headersSent) res.destroy();
-      else writeJson(res, 500, {}, JSON.stringify(internal(null)));
+      // A stream is answered below; other sent headers leave only a cut.
+      if (responder?.streaming && answeringId !== undefined) return;
+      if (res.headersSent) res.destroy();
+      else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
     } finally {
       // Answered: nothing to do. A stream that failed before its answer gets an error as its last event (logged, so an
       // agent resuming it learns the outcome); anything else is released (no more keep-alives; a stream is cut).
       if (responder?.streaming && answeringId !== undefined) {
-        responder.finish(rpcError(answeringId, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId));
+        responder.finish(rpcError(answeringId, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, errorId === undefined ? undefined : { errorId }));
       }
       responder?.release();
       active -= 1;

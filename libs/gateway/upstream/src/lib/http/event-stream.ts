@@ -5,12 +5,6 @@ import { classify, SseParser, type Classified, type SseEvent } from '@portcullis
 export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
 /**
- * Feeds a long-lived `text/event-stream` body through SseParser. `end` is called exactly once: with null when the
- * body ended normally, with an error when it broke, an event exceeded `maxEventBytes`, or part of an event was held
- * for `maxEventMs` with no event finished meanwhile — an upstream that sends most of a 16 MiB event and goes quiet
- * would otherwise pin that memory for as long as the stream stays open (once per session).
- */
-/**
  * Where an ended stream could be resumed from (the id of its last ended event, with or without data, as EventSource
  * keeps it) and the last `retry` it named.
  */
@@ -19,6 +13,12 @@ export interface StreamPosition {
   readonly retryMs: number | undefined;
 }
 
+/**
+ * Feeds a long-lived `text/event-stream` body through SseParser. `onEnd` is called exactly once, with where the stream
+ * stood: with null when the body ended normally, with an error when it broke, an event exceeded `maxEventBytes`, or
+ * part of an event was held for `maxEventMs` with no event finished meanwhile — an upstream that sends most of a
+ * 16 MiB event and goes quiet would otherwise pin that memory for as long as the stream stays open (once per session).
+ */
 export function consumeEventStream(
   res: Readable,
   maxEventBytes: number,
