@@ -7,7 +7,7 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--warmup 5] [--cpu-prof] [--guards] [--bare-proxy] [--tcp-relay] [--unguarded]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--warmup 5] [--cpu-prof] [--guards] [--bare-proxy] [--tcp-relay] [--unguarded] [--bridges]
 // Before the first measured run every target serves the same load at c=16 for --warmup seconds (0: none), unmeasured:
 // a gateway in service has compiled its call path long ago, and without it the first concurrency's figures (c=1 by
 // default) would time V8 compiling the gateway's code, which a bare proxy, with far less code, barely pays.
@@ -25,17 +25,21 @@
 // (tools/bench/lib/bare-proxy.mjs), the floor any HTTP proxy built on Node's own HTTP stacks pays on this machine.
 // --tcp-relay adds one more: a relay piping bytes with no HTTP parsing (tools/bench/lib/tcp-relay.mjs), the floor of
 // any Node process in the path.
+// --bridges adds the two npm bridges issue #3 names, at their pinned devDependency versions: supergateway
+// (stdio → Streamable HTTP, stateful: one child process per session) and mcp-proxy (Streamable HTTP only, one child
+// process shared by all sessions), each in front of the same SDK server (the demo upstream's kitchen-sink) over stdio,
+// as those bridges are built to run. Their "upstream CPU" is that of all their child processes.
 // --unguarded adds another target in the rotation: a second gateway with audit and rate limits off (API-key auth and
 // policy on), the configuration issue #3's targets are stated for; issue #5 prices the guards on top (--guards).
 // Needs: `npx nx run-many -t build -p gateway demo-upstreams`, Postgres and Redis as for npm test.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { applyMigrations, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue as arg, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
-import { benchGatewayEnv, discardBenchData, openSession, messageFor, post, seedCallBenchTenant } from './lib/mcp-bench.mjs';
+import { benchGatewayEnv, closeSession, discardBenchData, openSession, messageFor, post, seedCallBenchTenant } from './lib/mcp-bench.mjs';
 
 const SECONDS = Math.min(Number(arg('seconds', '5')), 30);
 const REPS = Math.min(Number(arg('reps', '3')), 10);
@@ -49,6 +53,7 @@ if (!['both', 'audit', 'rate-limits'].includes(GUARDS_OFF)) throw new Error('--g
 const BARE_PROXY = process.argv.includes('--bare-proxy');
 const UNGUARDED = process.argv.includes('--unguarded');
 const TCP_RELAY = process.argv.includes('--tcp-relay');
+const BRIDGES = process.argv.includes('--bridges');
 const WARMUP_SECONDS = Math.min(Number(arg('warmup', '5')), 30);
 if (!(WARMUP_SECONDS >= 0)) throw new Error('--warmup takes a number of seconds (0: no warm-up)');
 const WARMUP_CONCURRENCY = 16;
@@ -98,6 +103,43 @@ function syscalls(pid) {
   return { reads: field('syscr'), writes: field('syscw') };
 }
 
+/** Every live descendant of `pid` (children's children too), from /proc/<pid>/task/<tid>/children. */
+function descendants(pid) {
+  const found = [];
+  const read = (read) => {
+    try {
+      return read();
+    } catch {
+      return null; // exited meanwhile
+    }
+  };
+  const visit = (parent) => {
+    for (const tid of read(() => readdirSync(`/proc/${parent}/task`)) ?? []) {
+      const children = read(() => readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8')) ?? '';
+      for (const child of children.split(' ').filter(Boolean).map(Number)) {
+        found.push(child);
+        visit(child);
+      }
+    }
+  };
+  visit(pid);
+  return found;
+}
+
+/** The upstream's CPU so far: its one process, or (a bridge's stdio servers) the sum over the bridge's descendants. */
+function upstreamCpuMicros(target) {
+  if (target.upstreamPid !== null) return cpuMicros(target.upstreamPid);
+  let sum = 0;
+  for (const pid of descendants(target.pid)) {
+    try {
+      sum += cpuMicros(pid);
+    } catch {
+      // exited between the listing and the read
+    }
+  }
+  return sum;
+}
+
 function cpuSplit(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -113,7 +155,7 @@ async function run(target, concurrency, seconds = SECONDS, profiled = true) {
   const cpuBefore = target.pid ? cpuMicros(target.pid) : 0;
   const systemBefore = target.pid ? cpuSplit(target.pid).system : 0;
   const ioBefore = target.pid ? syscalls(target.pid) : null;
-  const upstreamCpuBefore = cpuMicros(target.upstreamPid);
+  const upstreamCpuBefore = upstreamCpuMicros(target);
   const redisCpuBefore = redisPid ? cpuMicros(redisPid) : 0;
   const selfCpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
@@ -145,9 +187,12 @@ async function run(target, concurrency, seconds = SECONDS, profiled = true) {
   const cpu = target.pid ? cpuMicros(target.pid) - cpuBefore : null;
   const system = target.pid ? cpuSplit(target.pid).system - systemBefore : null;
   const ioAfter = target.pid ? syscalls(target.pid) : null;
-  const upstreamCpu = cpuMicros(target.upstreamPid) - upstreamCpuBefore;
+  const upstreamCpu = upstreamCpuMicros(target) - upstreamCpuBefore;
   const redisCpu = redisPid ? cpuMicros(redisPid) - redisCpuBefore : null;
   const selfCpu = process.cpuUsage(selfCpuBefore);
+  // Ended sessions free what they hold (a supergateway session's child process, the gateway's upstream sessions)
+  // instead of piling up over the runs; unmeasured.
+  await Promise.all(sessions.map((headers) => closeSession(target.url, headers)));
   if (target.pid && profiled) profileWindows.push({ concurrency, startUs: Number(started / 1000n), endUs: Number(ended / 1000n) });
   const perCall = (micros) => micros / Math.max(1, latencies.length + errors);
   latencies.sort((a, b) => a - b);
@@ -175,6 +220,8 @@ async function main() {
   const database = `portcullis_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
   const adminUrl = withDatabaseUrl(baseAdmin, { database });
   const children = [];
+  /** The bridges' processes (--bridges): their stdio servers are stopped with them. */
+  const bridges = [];
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const queuePrefix = `bench-${randomBytes(4).toString('hex')}`;
   redisPid = await localRedisPid(redisUrl);
@@ -231,6 +278,36 @@ async function main() {
     };
     if (BARE_PROXY) targets.proxy = await startProxy('bare-proxy.mjs');
     if (TCP_RELAY) targets.relay = await startProxy('tcp-relay.mjs');
+    if (BRIDGES) {
+      const stdioServer = [process.execPath, path.join(repoRoot, 'dist/apps/demo-upstreams/stdio.js'), 'kitchen-sink'];
+      /** A bridge from node_modules in front of the stdio server; readiness through `readyPath`. */
+      const startBridge = async (bin, args, readyPath) => {
+        const port = await freePort();
+        const child = spawn(process.execPath, [path.join(repoRoot, 'node_modules', bin), ...args(port)], {
+          cwd: repoRoot,
+          env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn' },
+          stdio: ['ignore', 'ignore', 'inherit'],
+        });
+        children.push(child);
+        bridges.push(child);
+        await waitReady(`http://127.0.0.1:${port}${readyPath}`, child);
+        return { url: `http://127.0.0.1:${port}/mcp`, auth: {}, tool: 'echo', pid: child.pid, upstreamPid: null };
+      };
+      targets.supergateway = await startBridge(
+        'supergateway/dist/index.js',
+        (port) => [
+          '--stdio', stdioServer.map((word) => `'${word}'`).join(' '), // run by a shell
+          '--outputTransport', 'streamableHttp', '--stateful', '--streamableHttpPath', '/mcp',
+          '--port', String(port), '--healthEndpoint', '/readyz', '--logLevel', 'none',
+        ],
+        '/readyz',
+      );
+      targets['mcp-proxy'] = await startBridge(
+        'mcp-proxy/dist/bin/mcp-proxy.mjs',
+        (port) => ['--host', '127.0.0.1', '--port', String(port), '--server', 'stream', '--', ...stdioServer],
+        '/ping',
+      );
+    }
     if (UNGUARDED) {
       const port = await freePort();
       targets.unguarded = gatewayTarget(await startGateway(port, false), port);
@@ -287,7 +364,13 @@ async function main() {
       const relay = results.relay ? summary(results.relay) : null;
       const u = results.unguarded ? summary(results.unguarded) : null;
       const pairedUnguarded = results.unguarded ? results.unguarded.map((r, i) => r.rps / results.direct[i].rps) : [];
-      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}), ...(relay ? { relay } : {}), ...(u ? { u, pairedUnguarded: median(pairedUnguarded) } : {}) });
+      const bridgeSummaries = Object.fromEntries(
+        ['supergateway', 'mcp-proxy'].filter((name) => results[name]).map((name) => [
+          name,
+          { ...summary(results[name]), paired: median(results[name].map((r, i) => r.rps / results.direct[i].rps)) },
+        ]),
+      );
+      rows.push({ c, d, g, pairedRatio: median(paired), cpuModelCost, ...(b ? { b } : {}), ...(relay ? { relay } : {}), ...(u ? { u, pairedUnguarded: median(pairedUnguarded) } : {}), bridges: bridgeSummaries });
       console.log(
         `c=${String(c).padEnd(3)} direct  ${d.rps.toFixed(0).padStart(6)} calls/s  p50 ${d.p50.toFixed(2)} ms  p99 ${d.p99.toFixed(2)} ms  errors ${d.errors}  ${d.cpu === null ? '' : `gateway CPU ${d.cpu.toFixed(0)} µs/call  `}upstream CPU ${d.upstreamCpu.toFixed(0)} µs/call  load generator ${d.loadCpu.toFixed(0)} µs/call\n` +
           `      gateway ${g.rps.toFixed(0).padStart(6)} calls/s  p50 ${g.p50.toFixed(2)} ms  p99 ${g.p99.toFixed(2)} ms  errors ${g.errors}  gateway CPU ${g.cpu?.toFixed(0)} µs/call (${(100 * (g.systemShare ?? 0)).toFixed(0)}% kernel, ${g.writesPerCall?.toFixed(2)} writes + ${g.readsPerCall?.toFixed(2)} reads/call)  upstream CPU ${g.upstreamCpu.toFixed(0)} µs/call  load generator ${g.loadCpu.toFixed(0)} µs/call${g.redisCpu === null ? '' : `  Redis ${g.redisCpu.toFixed(0)} µs/call`}\n` +
@@ -319,9 +402,22 @@ async function main() {
             `      ratio   tcp relay ${(100 * relay.rps / d.rps).toFixed(1)}% of direct, added p50 ${(relay.p50 - d.p50).toFixed(3)} ms`,
         );
       }
+      for (const [name, x] of Object.entries(bridgeSummaries)) {
+        console.log(
+          `      ${name} ${x.rps.toFixed(0).padStart(6)} calls/s  p50 ${x.p50.toFixed(2)} ms  p99 ${x.p99.toFixed(2)} ms  errors ${x.errors}  bridge CPU ${x.cpu?.toFixed(0)} µs/call (${(100 * (x.systemShare ?? 0)).toFixed(0)}% kernel)  stdio server CPU ${x.upstreamCpu.toFixed(0)} µs/call  load generator ${x.loadCpu.toFixed(0)} µs/call\n` +
+            `      ratio   ${name} ${(100 * x.rps / d.rps).toFixed(1)}% of direct (paired median ${(100 * x.paired).toFixed(1)}%), added p50 ${(x.p50 - d.p50).toFixed(3)} ms; gateway ${(100 * g.rps / x.rps).toFixed(1)}% of ${name}`,
+        );
+      }
     }
     return rows;
   } finally {
+    for (const pid of bridges.flatMap((child) => descendants(child.pid))) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // gone already
+      }
+    }
     for (const child of children) child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, PROFILE ? 3_000 : 500));
     if (PROFILE) {

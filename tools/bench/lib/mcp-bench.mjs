@@ -32,7 +32,9 @@ export function messageFor(response, id) {
   if ((response.headers['content-type'] ?? '').includes('text/event-stream')) {
     for (const line of response.text.split('\n')) {
       if (!line.startsWith('data:')) continue;
-      const message = JSON.parse(line.slice(5));
+      const data = line.slice(5).trim();
+      if (data === '') continue; // a priming event (SEP-1699): an id, no message
+      const message = JSON.parse(data);
       if (message.id === id) return message;
     }
     throw new Error('no response on the SSE stream');
@@ -59,6 +61,20 @@ export async function openSession(url, auth) {
   const sessionHeaders = { ...headers, 'mcp-protocol-version': version, ...(session ? { 'mcp-session-id': session } : {}) };
   await post(url, sessionHeaders, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
   return sessionHeaders;
+}
+
+/** DELETE of a session opened by openSession (nothing without a session id); never throws: a bench's tidy-up. */
+export function closeSession(url, headers) {
+  if (!headers['mcp-session-id']) return Promise.resolve();
+  return new Promise((resolve) => {
+    const req = http.request(url, { method: 'DELETE', agent, headers }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+      res.on('error', resolve);
+    });
+    req.on('error', resolve);
+    req.end();
+  });
 }
 
 /**
