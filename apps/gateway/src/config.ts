@@ -225,7 +225,13 @@ export const gatewayConfigSchema = z
     mcp: {
       toolSeparator: env.GATEWAY_TOOL_SEPARATOR,
       sessionIdleMs: env.GATEWAY_SESSION_IDLE_MS,
-      sseReplay: { ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS, maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES },
+      sseReplay: {
+        ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS,
+        maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES,
+        // A running stream's writer renews its lease once a keep-alive interval while quiet: two and a half intervals
+        // leave room for a late timer, and a replica that dies is found out that soon (ADR 0007).
+        leaseMs: Math.min(env.GATEWAY_SSE_REPLAY_TTL_MS, Math.ceil(2.5 * env.GATEWAY_SSE_KEEPALIVE_MS)),
+      },
       sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,

@@ -12,7 +12,7 @@ const logger = createLogger({
   level: 'silent',
   destination: { write: () => undefined },
 });
-const OPTIONS: ReplayLogOptions = { ttlMs: 60_000, maxEntries: 100, maxBytes: 1024 * 1024, maxFollowers: 8 };
+const OPTIONS: ReplayLogOptions = { ttlMs: 60_000, leaseMs: 60_000, maxEntries: 100, maxBytes: 1024 * 1024, maxFollowers: 8 };
 const session = () => randomBytes(32).toString('base64url');
 const settle = () => redis.ping();
 
@@ -82,6 +82,72 @@ describe('RedisReplayLog (real Redis)', () => {
     await settle();
     expect(await log.read(sessionId, streamId, 0)).toEqual([]);
     expect(await log.finished(sessionId, streamId)).toBe(false);
+  });
+
+  describe("a running POST stream's writer lease", () => {
+    const LEASE: ReplayLogOptions = { ...OPTIONS, leaseMs: 300 };
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    it.each([
+      { name: 'with a blocking read', maxFollowers: 8 },
+      { name: 'by polling', maxFollowers: 0 },
+    ])('lapses when the writer stops renewing it: the follower reports the stream lost, and its requests ($name)', async ({ maxFollowers }) => {
+      const log = new RedisReplayLog(redis, { ...LEASE, maxFollowers }, logger);
+      const sessionId = session();
+      const streamId = newStreamId('p');
+      log.open(sessionId, streamId, [7, 'b']).keep?.();
+      await settle();
+      expect(await log.finished(sessionId, streamId)).toBe(false);
+      // The writer dies here: nothing renews the lease any more, while the log itself lives on for a minute.
+      const started = Date.now();
+      expect(await log.follow(sessionId, streamId, 0, () => undefined, new AbortController().signal)).toBe('lost');
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(await redis.pttl(`pcs:replay:${sessionId}:${streamId}`)).toBeGreaterThan(50_000);
+      expect(await log.pendingRequests(sessionId, streamId)).toEqual([7, 'b']);
+    });
+
+    it('holds while the writer renews it, by keeps and by messages, many lease lengths long; the answer ends it', async () => {
+      const log = new RedisReplayLog(redis, LEASE, logger);
+      const sessionId = session();
+      const streamId = newStreamId('p');
+      const writer = log.open(sessionId, streamId, [1]);
+      writer.keep?.();
+      await settle();
+      const seen: number[] = [];
+      const following = log.follow(sessionId, streamId, 0, (entry) => seen.push(entry.seq), new AbortController().signal);
+      // Quiet, kept every 100 ms (a keep-alive interval); then a message every 50 ms; then the answer: 2.4 s in all.
+      for (let i = 0; i < 12; i++) {
+        await sleep(100);
+        writer.keep?.();
+      }
+      for (let seq = 1; seq <= 24; seq++) {
+        await sleep(50);
+        writer.append(seq, `{"n":${seq}}`, false);
+      }
+      // Four lease lengths of messages and no keep: the messages renewed it. (In service the follower looks at the
+      // lease every 5 s without a message, where keeps are up to a keep-alive interval apart: it must hold meanwhile.)
+      const key = `pcs:replay:${sessionId}:${streamId}`;
+      await settle();
+      expect(await redis.pttl(`${key}:live`)).toBeGreaterThan(150);
+      writer.append(25, '{"answer":true}', true);
+      expect(await following).toBe('final');
+      expect(seen).toHaveLength(25);
+      expect(await redis.exists(`${key}:live`, `${key}:ids`)).toBe(0);
+    });
+
+    it('is not held by streams that answer nothing (standalone ones): those are never reported lost', async () => {
+      const log = new RedisReplayLog(redis, LEASE, logger);
+      const sessionId = session();
+      const streamId = newStreamId('s');
+      log.open(sessionId, streamId).append(1, 'a', false);
+      await settle();
+      const controller = new AbortController();
+      const following = log.follow(sessionId, streamId, 1, () => undefined, controller.signal);
+      await sleep(1_200);
+      controller.abort();
+      expect(await following).toBe('aborted');
+      expect(await log.pendingRequests(sessionId, streamId)).toBeUndefined();
+    });
   });
 
   it('trims the oldest entries beyond the entry and byte bounds', async () => {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { JsonRpcId } from '@portcullis/gateway/mcp';
 import type { Logger } from '@portcullis/shared/util-logger';
 
 /**
@@ -31,14 +32,19 @@ export interface StreamLog {
 }
 
 export interface ReplayLog {
-  open(sessionId: string, streamId: string): StreamLog;
+  /**
+   * `requestIds`: the requests a POST stream answers. With them the writer holds a lease on the stream while it runs,
+   * so that a replica following it elsewhere can tell a writer that died (a crash, a killed pod) from a slow answer.
+   */
+  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[]): StreamLog;
   /** Entries after `afterSeq`; undefined when the stream is unknown to this session or has expired. */
   read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined>;
   /** True when the stream's last entry is its final one, or the stream is unknown (not when it has none yet). */
   finished(sessionId: string, streamId: string): Promise<boolean>;
   /**
    * Waits for entries after `afterSeq` and hands them over until the final one, the stream's
-   * expiry, or `signal`. Resolves with why it stopped.
+   * expiry, `signal`, or (`lost`) the lapse of its writer's lease with no final entry: the replica answering it is
+   * gone, and the answer will never come. Resolves with why it stopped.
    */
   follow(
     sessionId: string,
@@ -46,12 +52,20 @@ export interface ReplayLog {
     afterSeq: number,
     onEntry: (entry: ReplayEntry) => void,
     signal: AbortSignal,
-  ): Promise<'final' | 'gone' | 'aborted'>;
+  ): Promise<'final' | 'gone' | 'aborted' | 'lost'>;
+  /** The requests a `lost` stream was to answer; undefined when unknown (or unreadable). */
+  pendingRequests(sessionId: string, streamId: string): Promise<JsonRpcId[] | undefined>;
 }
 
 export interface ReplayLogOptions {
   /** A stream's log lives this long after its last append. */
   readonly ttlMs: number;
+  /**
+   * How long a running POST stream's writer lease lasts. It is renewed by every keep (once a keep-alive interval
+   * while the stream is quiet) and by appends, so it must be longer than the keep-alive interval, with room for a
+   * late timer; a follower finds a dead writer out within about this long.
+   */
+  readonly leaseMs: number;
   /** Bounds on what one stream keeps: the oldest entries go first. */
   readonly maxEntries: number;
   readonly maxBytes: number;
@@ -81,6 +95,9 @@ export function parseEventId(
 }
 
 const keyOf = (sessionId: string, streamId: string): string => `pcs:replay:${sessionId}:${streamId}`;
+/** A running POST stream's writer lease (a key that lapses unless renewed) and the ids of the requests it answers. */
+const leaseOf = (key: string): string => `${key}:live`;
+const requestsOf = (key: string): string => `${key}:ids`;
 
 type RawEntry = [id: string, fields: string[]];
 
@@ -110,10 +127,20 @@ export class RedisReplayLog implements ReplayLog {
     private readonly logger: Logger,
   ) {}
 
-  open(sessionId: string, streamId: string): StreamLog {
+  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[]): StreamLog {
     const key = keyOf(sessionId, streamId);
     const sizes: { seq: number; bytes: number }[] = [];
     let bytes = 0;
+    const { ttlMs, leaseMs } = this.options;
+    const ids = requestIds !== undefined && requestIds.length > 0 ? JSON.stringify(requestIds) : undefined;
+    let leasedAt = -Infinity;
+    // Ahead of the stream's own commands: whoever sees the stream sees its lease, until the writer stops renewing it.
+    // The ids outlive the lease (a follower reads them once it has lapsed) and the stream they go with.
+    const lease = (pipeline: ChainableCommander) => {
+      if (ids === undefined) return pipeline;
+      leasedAt = performance.now();
+      return pipeline.set(leaseOf(key), '1', 'PX', leaseMs).set(requestsOf(key), ids, 'PX', ttlMs + leaseMs);
+    };
     /** Whether the key exists: not known to exist, being made, made (by `keep` or by an append). */
     let made: 'no' | 'asked' | 'yes' = 'no';
     const report = (results: [Error | null, unknown][] | null) => {
@@ -122,7 +149,7 @@ export class RedisReplayLog implements ReplayLog {
     };
     return {
       keep: () => {
-        const pipeline = this.redis.pipeline();
+        const pipeline = lease(this.redis.pipeline());
         const create = made === 'no';
         // An empty Redis stream can only be made along with a consumer group (unused: entries are read by id).
         if (create) {
@@ -130,11 +157,11 @@ export class RedisReplayLog implements ReplayLog {
           made = 'asked';
         }
         pipeline
-          .pexpire(key, this.options.ttlMs)
+          .pexpire(key, ttlMs)
           .exec()
           .then(
             (results) => {
-              const [createError] = (create ? results?.[0] : undefined) ?? [null];
+              const [createError] = (create ? results?.[ids === undefined ? 0 : 2] : undefined) ?? [null];
               // Made already (a create whose reply was lost, then sent again): as good as made now.
               const created = createError === null || /BUSYGROUP/.test(String(createError));
               // Not made (Redis away a moment), or gone since (a failover): the next keep makes it again.
@@ -161,12 +188,12 @@ export class RedisReplayLog implements ReplayLog {
         }
         const oldest = sizes[0]?.seq ?? seq;
         const fields = final ? ['d', data, 'f', '1'] : ['d', data];
-        this.redis
-          .pipeline()
-          .xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields)
-          .pexpire(key, this.options.ttlMs)
-          .exec()
-          .then(report, (error: unknown) => this.warn(error));
+        // A message renews the lease when a quarter of it has gone by; the answer ends it (nothing waits on it then).
+        const pipeline = this.redis.pipeline();
+        if (!final && performance.now() - leasedAt >= leaseMs / 4) lease(pipeline);
+        pipeline.xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields).pexpire(key, ttlMs);
+        if (final && ids !== undefined) pipeline.del(leaseOf(key), requestsOf(key));
+        pipeline.exec().then(report, (error: unknown) => this.warn(error));
       },
     };
   }
@@ -197,8 +224,10 @@ export class RedisReplayLog implements ReplayLog {
     afterSeq: number,
     onEntry: (entry: ReplayEntry) => void,
     signal: AbortSignal,
-  ): Promise<'final' | 'gone' | 'aborted'> {
+  ): Promise<'final' | 'gone' | 'aborted' | 'lost'> {
     const key = keyOf(sessionId, streamId);
+    // Looked at again after this long without an entry: gone (expired), or its writer lost. Never longer than the lease.
+    const checkMs = Math.min(5_000, this.options.leaseMs);
     // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops. Beyond
     // `maxFollowers`, a follower polls on the shared connection instead (slower, but never refused).
     const blocking = this.followers < this.options.maxFollowers;
@@ -212,17 +241,21 @@ export class RedisReplayLog implements ReplayLog {
     try {
       while (!signal.aborted) {
         const reply = connection
-          ? ((await connection.xread('BLOCK', 5_000, 'STREAMS', key, `0-${last}`)) as
+          ? ((await connection.xread('BLOCK', checkMs, 'STREAMS', key, `0-${last}`)) as
               [string, RawEntry[]][] | null)
           : await this.poll(key, last);
         if (signal.aborted) return 'aborted';
-        const entries = reply?.[0]?.[1] ?? [];
+        let entries = reply?.[0]?.[1] ?? [];
         if (entries.length === 0) {
-          if (Date.now() - idleSince >= 5_000) {
-            if ((await this.redis.exists(key)) === 0) return 'gone';
-            idleSince = Date.now();
-          }
-          continue;
+          if (Date.now() - idleSince < checkMs) continue;
+          idleSince = Date.now();
+          const [exists, leased, tracked] = (await this.redis.pipeline().exists(key).exists(leaseOf(key)).exists(requestsOf(key)).exec()) ?? [];
+          if (exists?.[1] === 0) return 'gone';
+          // A writer that records its requests holds a lease while it runs; lapsed with no answer logged, the writer is
+          // gone. (One last read: the answer may have come just before the lease was let go.)
+          if (tracked?.[1] !== 1 || leased?.[1] !== 0) continue;
+          entries = (await this.redis.xrange(key, `(0-${last}`, '+')) as RawEntry[];
+          if (entries.length === 0) return 'lost';
         }
         idleSince = Date.now();
         for (const raw of entries) {
@@ -243,6 +276,13 @@ export class RedisReplayLog implements ReplayLog {
       signal.removeEventListener('abort', onAbort);
       connection?.disconnect();
     }
+  }
+
+  async pendingRequests(sessionId: string, streamId: string): Promise<JsonRpcId[] | undefined> {
+    const stored = await this.redis.get(requestsOf(keyOf(sessionId, streamId)));
+    if (stored === null) return undefined;
+    const ids: unknown = JSON.parse(stored);
+    return Array.isArray(ids) ? ids.filter((id): id is JsonRpcId => typeof id === 'string' || typeof id === 'number') : undefined;
   }
 
   private async poll(key: string, afterSeq: number): Promise<[string, RawEntry[]][]> {

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { sseFrame, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
+import { sseFrame, type JsonRpcId, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
 import { GATEWAY_RPC } from '../http/gateway-error';
@@ -153,6 +153,13 @@ export interface PostResponderOptions {
   readonly prime?: boolean;
   /** Keeps the response alive while it waits for its answer (absent: it may stay silent until the answer). */
   readonly quiet?: QuietResponses;
+  /**
+   * What the response answers: the POST's requests, and the invalid elements of a batch answered in place. Their ids
+   * go with the replay log (read only if the response turns into a stream), for a replica resuming it to answer them
+   * if this one dies first.
+   */
+  readonly requests?: readonly { readonly id: JsonRpcId }[];
+  readonly refused?: readonly { readonly id: JsonRpcId | null }[];
 }
 
 /**
@@ -177,6 +184,8 @@ export class PostResponder implements MessageSink {
   private readonly traceId: string | undefined;
   private readonly prime: boolean;
   private readonly quiet: QuietResponses | undefined;
+  private readonly requests: PostResponderOptions['requests'];
+  private readonly refused: PostResponderOptions['refused'];
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
@@ -189,6 +198,8 @@ export class PostResponder implements MessageSink {
     this.traceId = options.traceId;
     this.prime = options.prime ?? false;
     this.quiet = options.quiet;
+    this.requests = options.requests;
+    this.refused = options.refused;
     this.quiet?.watch(this);
   }
 
@@ -230,11 +241,19 @@ export class PostResponder implements MessageSink {
     this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
     this.state = 'sse';
     this.streamId = newStreamId('p');
-    this.log = this.replay?.open(this.sessionId, this.streamId);
+    this.log = this.replay?.open(this.sessionId, this.streamId, this.answered());
     if (this.prime && this.log !== undefined && writeBounded(this.res, primingFrame(this.streamId))) {
       this.idSent = true;
       if (quiet) this.log.keep?.();
     }
+  }
+
+  /** The ids this response answers (nulls left out: nobody can wait for those). */
+  private answered(): JsonRpcId[] {
+    const ids: JsonRpcId[] = [];
+    for (const { id } of this.refused ?? []) if (id !== null) ids.push(id);
+    for (const { id } of this.requests ?? []) ids.push(id);
+    return ids;
   }
 
   /** Already a stream (its status and headers are sent): an answer now goes out as its last event. */

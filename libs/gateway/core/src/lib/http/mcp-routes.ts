@@ -349,7 +349,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet });
+      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests, refused });
       const answering = responder;
       if (!batch) {
         const only = requests[0];
@@ -619,7 +619,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.get(
       '/t/:tenant/mcp',
       { exposeHeadRoute: false },
-      answering(async (request: TenantRequest, reply) => {
+      answering(async (request: TenantRequest, reply, traceId) => {
         if (closing) throw shuttingDown();
         const principal = await admit(request);
         if (!acceptsEventStream(request.headers.accept)) {
@@ -648,7 +648,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (reply.raw.closed) return reply;
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
-          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal);
+          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
           return reply;
         }
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
@@ -823,6 +823,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     }
   });
 
+  const WRITER_LOST = 'The gateway replica handling this request stopped before answering it; whether the upstream acted on it is unknown';
+
   function resumePostStream(
     res: ServerResponse,
     headers: Record<string, string>,
@@ -831,6 +833,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     afterSeq: number,
     replayed: readonly ReplayEntry[],
     principal: Principal,
+    traceId: string,
   ): void {
     const stream = track(new EventStream(res, headers, options.keepAliveMs, undefined, undefined, logger), principal);
     // Each resumed stream follows the replay log (a Redis connection or a poll): counted per session while open.
@@ -856,7 +859,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     void replay
       .follow(sessionId, streamId, last, (entry) => stream.replay(`${streamId}_${entry.seq}`, entry.data), stop.signal)
       .catch(() => 'gone' as const)
-      .then(() => stream.close());
+      .then(async (outcome) => {
+        // The replica answering the stream died (its lease lapsed with no answer logged): the answers will never come,
+        // so they are given here, as errors (the agent would otherwise wait for its own timeout). Without an event id:
+        // they are not part of the stream's log.
+        if (outcome === 'lost') {
+          const ids = await replay.pendingRequests(sessionId, streamId).catch(() => undefined);
+          logger.warn({ traceId, streamId, requests: ids?.length ?? 0 }, 'resumed stream lost: the replica answering it stopped');
+          for (const id of ids ?? []) stream.event('message', JSON.stringify(rpcError(id, JSON_RPC.INTERNAL_ERROR, WRITER_LOST, traceId)));
+        }
+        stream.close();
+      });
   }
 
   return {
