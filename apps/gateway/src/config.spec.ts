@@ -90,10 +90,10 @@ describe('gateway config: keep-alives and the replay log', () => {
     for (const bad of ['0', '10', '600000', 'often']) expect(problemsOf({ GATEWAY_SSE_KEEPALIVE_MS: bad })).toContain('GATEWAY_SSE_KEEPALIVE_MS');
   });
 
-  it("gives a running stream's writer a lease of two and a half keep-alive intervals, never past the log's lifetime", () => {
+  it("gives a running stream's writer a lease of two and a half keep-alive intervals, and at least one and 10 s", () => {
     expect(parseConfig(gatewayConfigSchema, REQUIRED).mcp.sseReplay.leaseMs).toBe(37_500);
-    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '200' }).mcp.sseReplay.leaseMs).toBe(500);
-    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '1000', GATEWAY_SSE_REPLAY_TTL_MS: '2100' }).mcp.sseReplay.leaseMs).toBe(2_100);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '200' }).mcp.sseReplay.leaseMs).toBe(10_200);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SSE_KEEPALIVE_MS: '60000', GATEWAY_SSE_REPLAY_TTL_MS: '600000' }).mcp.sseReplay.leaseMs).toBe(150_000);
   });
 });
 

@@ -228,9 +228,10 @@ export const gatewayConfigSchema = z
       sseReplay: {
         ttlMs: env.GATEWAY_SSE_REPLAY_TTL_MS,
         maxBytes: env.GATEWAY_SSE_REPLAY_MAX_BYTES,
-        // A running stream's writer renews its lease once a keep-alive interval while quiet: two and a half intervals
-        // leave room for a late timer, and a replica that dies is found out that soon (ADR 0007).
-        leaseMs: Math.min(env.GATEWAY_SSE_REPLAY_TTL_MS, Math.ceil(2.5 * env.GATEWAY_SSE_KEEPALIVE_MS)),
+        // A running stream's writer renews its lease about once a keep-alive interval: two and a half intervals, and
+        // never less than one interval and 10 s, leave room for a late timer, a long GC pause or a Redis reconnect. A
+        // replica that dies is found out about that soon (ADR 0007).
+        leaseMs: Math.max(Math.ceil(2.5 * env.GATEWAY_SSE_KEEPALIVE_MS), env.GATEWAY_SSE_KEEPALIVE_MS + 10_000),
       },
       sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,

@@ -87,6 +87,11 @@ describe('RedisReplayLog (real Redis)', () => {
   describe("a running POST stream's writer lease", () => {
     const LEASE: ReplayLogOptions = { ...OPTIONS, leaseMs: 300 };
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    /** Milliseconds the writer's lease has left, on Redis's clock. */
+    async function leaseLeft(key: string): Promise<number> {
+      const [[seconds, micros], until] = await Promise.all([redis.time(), redis.hget(`${key}:w`, 'until')]);
+      return Number(until) - (Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000));
+    }
 
     it.each([
       { name: 'with a blocking read', maxFollowers: 8 },
@@ -104,6 +109,20 @@ describe('RedisReplayLog (real Redis)', () => {
       expect(Date.now() - started).toBeLessThan(3_000);
       expect(await redis.pttl(`pcs:replay:${sessionId}:${streamId}`)).toBeGreaterThan(50_000);
       expect(await log.pendingRequests(sessionId, streamId)).toEqual([7, 'b']);
+    });
+
+    it('reads a lease that is missing (evicted, lost in a failover) as unknown, never as a dead writer', async () => {
+      const log = new RedisReplayLog(redis, LEASE, logger);
+      const sessionId = session();
+      const streamId = newStreamId('p');
+      log.open(sessionId, streamId, [7]).keep?.();
+      await settle();
+      await redis.del(`pcs:replay:${sessionId}:${streamId}:w`);
+      const controller = new AbortController();
+      const following = log.follow(sessionId, streamId, 0, () => undefined, controller.signal);
+      await sleep(1_000);
+      controller.abort();
+      expect(await following).toBe('aborted');
     });
 
     it('holds while the writer renews it, by keeps and by messages, many lease lengths long; the answer ends it', async () => {
@@ -128,11 +147,11 @@ describe('RedisReplayLog (real Redis)', () => {
       // lease every 5 s without a message, where keeps are up to a keep-alive interval apart: it must hold meanwhile.)
       const key = `pcs:replay:${sessionId}:${streamId}`;
       await settle();
-      expect(await redis.pttl(`${key}:live`)).toBeGreaterThan(150);
+      expect(await leaseLeft(key)).toBeGreaterThan(150);
       writer.append(25, '{"answer":true}', true);
       expect(await following).toBe('final');
       expect(seen).toHaveLength(25);
-      expect(await redis.exists(`${key}:live`, `${key}:ids`)).toBe(0);
+      expect(await redis.exists(`${key}:w`)).toBe(0);
     });
 
     it('is not held by streams that answer nothing (standalone ones): those are never reported lost', async () => {

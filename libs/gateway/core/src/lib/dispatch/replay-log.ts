@@ -95,9 +95,24 @@ export function parseEventId(
 }
 
 const keyOf = (sessionId: string, streamId: string): string => `pcs:replay:${sessionId}:${streamId}`;
-/** A running POST stream's writer lease (a key that lapses unless renewed) and the ids of the requests it answers. */
-const leaseOf = (key: string): string => `${key}:live`;
-const requestsOf = (key: string): string => `${key}:ids`;
+/**
+ * A running POST stream's writer lease: one hash, the ids of the requests the stream answers and the time (Redis's
+ * clock) until which the writer vouches for it. One key, so that whatever removes it (eviction, expiry, a failover)
+ * removes both, and a missing lease reads as "unknown", never as a dead writer.
+ */
+const leaseOf = (key: string): string => `${key}:w`;
+
+/** KEYS[1] lease; ARGV ids (JSON), lease ms, key lifetime ms. Deadline from Redis's own clock. */
+const RENEW_LEASE = `
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('HSET', KEYS[1], 'ids', ARGV[1], 'until', ms + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`;
+
+type LeasingPipeline = ChainableCommander & {
+  portcullisReplayLease(key: string, ids: string, leaseMs: number, lifetimeMs: number): ChainableCommander;
+};
 
 type RawEntry = [id: string, fields: string[]];
 
@@ -125,7 +140,12 @@ export class RedisReplayLog implements ReplayLog {
     private readonly redis: Redis,
     private readonly options: ReplayLogOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // Sent once, then run by its digest (EVALSHA), in pipelines too.
+    if (typeof (redis as unknown as Record<string, unknown>)['portcullisReplayLease'] !== 'function') {
+      redis.defineCommand('portcullisReplayLease', { numberOfKeys: 1, lua: RENEW_LEASE });
+    }
+  }
 
   open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[]): StreamLog {
     const key = keyOf(sessionId, streamId);
@@ -133,13 +153,21 @@ export class RedisReplayLog implements ReplayLog {
     let bytes = 0;
     const { ttlMs, leaseMs } = this.options;
     const ids = requestIds !== undefined && requestIds.length > 0 ? JSON.stringify(requestIds) : undefined;
+    /** When the lease was last renewed (a renewal that failed does not count); -Infinity: never. */
     let leasedAt = -Infinity;
-    // Ahead of the stream's own commands: whoever sees the stream sees its lease, until the writer stops renewing it.
-    // The ids outlive the lease (a follower reads them once it has lapsed) and the stream they go with.
+    /** Whether a renewal was ever sent (the answer then ends the lease). */
+    let leased = false;
+    // Ahead of the stream's own commands: whoever sees the stream sees its lease. The lease key outlives the stream.
     const lease = (pipeline: ChainableCommander) => {
       if (ids === undefined) return pipeline;
-      leasedAt = performance.now();
-      return pipeline.set(leaseOf(key), '1', 'PX', leaseMs).set(requestsOf(key), ids, 'PX', ttlMs + leaseMs);
+      leased = true;
+      return (pipeline as LeasingPipeline).portcullisReplayLease(leaseOf(key), ids, leaseMs, ttlMs + leaseMs);
+    };
+    /** The renewal's reply, first in its pipeline: its time counts only if it went through. */
+    const leaseRenewed = (results: [Error | null, unknown][] | null | undefined, sentAt: number) => {
+      if (ids === undefined) return;
+      if (results?.[0]?.[0] === null) leasedAt = Math.max(leasedAt, sentAt);
+      else leasedAt = -Infinity;
     };
     /** Whether the key exists: not known to exist, being made, made (by `keep` or by an append). */
     let made: 'no' | 'asked' | 'yes' = 'no';
@@ -149,6 +177,7 @@ export class RedisReplayLog implements ReplayLog {
     };
     return {
       keep: () => {
+        const sentAt = performance.now();
         const pipeline = lease(this.redis.pipeline());
         const create = made === 'no';
         // An empty Redis stream can only be made along with a consumer group (unused: entries are read by id).
@@ -161,7 +190,8 @@ export class RedisReplayLog implements ReplayLog {
           .exec()
           .then(
             (results) => {
-              const [createError] = (create ? results?.[ids === undefined ? 0 : 2] : undefined) ?? [null];
+              leaseRenewed(results, sentAt);
+              const [createError] = (create ? results?.[ids === undefined ? 0 : 1] : undefined) ?? [null];
               // Made already (a create whose reply was lost, then sent again): as good as made now.
               const created = createError === null || /BUSYGROUP/.test(String(createError));
               // Not made (Redis away a moment), or gone since (a failover): the next keep makes it again.
@@ -172,6 +202,7 @@ export class RedisReplayLog implements ReplayLog {
             },
             (error: unknown) => {
               if (create && made === 'asked') made = 'no';
+              leaseRenewed(undefined, sentAt);
               this.warn(error);
             },
           );
@@ -188,12 +219,24 @@ export class RedisReplayLog implements ReplayLog {
         }
         const oldest = sizes[0]?.seq ?? seq;
         const fields = final ? ['d', data, 'f', '1'] : ['d', data];
-        // A message renews the lease when a quarter of it has gone by; the answer ends it (nothing waits on it then).
+        // A message renews the lease when a quarter of it has gone by (messages put off the keeps that renew it
+        // otherwise); the answer ends it (nothing waits on it then).
+        const sentAt = performance.now();
         const pipeline = this.redis.pipeline();
-        if (!final && performance.now() - leasedAt >= leaseMs / 4) lease(pipeline);
+        const renewing = !final && sentAt - leasedAt >= leaseMs / 4;
+        if (renewing) lease(pipeline);
         pipeline.xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields).pexpire(key, ttlMs);
-        if (final && ids !== undefined) pipeline.del(leaseOf(key), requestsOf(key));
-        pipeline.exec().then(report, (error: unknown) => this.warn(error));
+        if (final && leased) pipeline.del(leaseOf(key));
+        pipeline.exec().then(
+          (results) => {
+            if (renewing) leaseRenewed(results, sentAt);
+            report(results);
+          },
+          (error: unknown) => {
+            if (renewing) leaseRenewed(undefined, sentAt);
+            this.warn(error);
+          },
+        );
       },
     };
   }
@@ -226,7 +269,7 @@ export class RedisReplayLog implements ReplayLog {
     signal: AbortSignal,
   ): Promise<'final' | 'gone' | 'aborted' | 'lost'> {
     const key = keyOf(sessionId, streamId);
-    // Looked at again after this long without an entry: gone (expired), or its writer lost. Never longer than the lease.
+    // Looked at again after this long without an entry: gone (expired), or its writer lost.
     const checkMs = Math.min(5_000, this.options.leaseMs);
     // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops. Beyond
     // `maxFollowers`, a follower polls on the shared connection instead (slower, but never refused).
@@ -238,24 +281,41 @@ export class RedisReplayLog implements ReplayLog {
     if (blocking) this.followers += 1;
     let last = afterSeq;
     let idleSince = Date.now();
+    /**
+     * After a stretch without entries: 'gone' (expired), 'lost' (the writer's lease ran out with no answer logged; one
+     * last read first, as the answer may have come just before), or the entries that came meanwhile.
+     */
+    const look = async (): Promise<'gone' | 'lost' | RawEntry[]> => {
+      const [exists, now, until] = (await this.redis.pipeline().exists(key).time().hget(leaseOf(key), 'until').exec()) ?? [];
+      if (exists?.[1] === 0) return 'gone';
+      const [seconds, micros] = (now?.[1] ?? []) as [string?, string?];
+      const deadline = Number(until?.[1] ?? NaN);
+      // No lease (a writer that records none, or one evicted or lost in a failover): not known to be dead.
+      if (!Number.isFinite(deadline) || Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000) <= deadline) return [];
+      const entries = (await this.redis.xrange(key, `(0-${last}`, '+')) as RawEntry[];
+      return entries.length === 0 ? 'lost' : entries;
+    };
     try {
+      // The first look is at once: a writer that died before the agent came back is found out without waiting.
+      let looked: 'gone' | 'lost' | RawEntry[] = await look();
       while (!signal.aborted) {
-        const reply = connection
-          ? ((await connection.xread('BLOCK', checkMs, 'STREAMS', key, `0-${last}`)) as
-              [string, RawEntry[]][] | null)
-          : await this.poll(key, last);
-        if (signal.aborted) return 'aborted';
-        let entries = reply?.[0]?.[1] ?? [];
+        if (typeof looked === 'string') return looked;
+        let entries = looked;
+        looked = [];
         if (entries.length === 0) {
-          if (Date.now() - idleSince < checkMs) continue;
-          idleSince = Date.now();
-          const [exists, leased, tracked] = (await this.redis.pipeline().exists(key).exists(leaseOf(key)).exists(requestsOf(key)).exec()) ?? [];
-          if (exists?.[1] === 0) return 'gone';
-          // A writer that records its requests holds a lease while it runs; lapsed with no answer logged, the writer is
-          // gone. (One last read: the answer may have come just before the lease was let go.)
-          if (tracked?.[1] !== 1 || leased?.[1] !== 0) continue;
-          entries = (await this.redis.xrange(key, `(0-${last}`, '+')) as RawEntry[];
-          if (entries.length === 0) return 'lost';
+          const reply = connection
+            ? ((await connection.xread('BLOCK', checkMs, 'STREAMS', key, `0-${last}`)) as
+                [string, RawEntry[]][] | null)
+            : await this.poll(key, last);
+          if (signal.aborted) return 'aborted';
+          entries = reply?.[0]?.[1] ?? [];
+          if (entries.length === 0) {
+            if (Date.now() - idleSince >= checkMs) {
+              idleSince = Date.now();
+              looked = await look();
+            }
+            continue;
+          }
         }
         idleSince = Date.now();
         for (const raw of entries) {
@@ -279,7 +339,7 @@ export class RedisReplayLog implements ReplayLog {
   }
 
   async pendingRequests(sessionId: string, streamId: string): Promise<JsonRpcId[] | undefined> {
-    const stored = await this.redis.get(requestsOf(keyOf(sessionId, streamId)));
+    const stored = await this.redis.hget(leaseOf(keyOf(sessionId, streamId)), 'ids');
     if (stored === null) return undefined;
     const ids: unknown = JSON.parse(stored);
     return Array.isArray(ids) ? ids.filter((id): id is JsonRpcId => typeof id === 'string' || typeof id === 'number') : undefined;

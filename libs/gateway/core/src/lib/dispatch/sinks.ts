@@ -154,12 +154,11 @@ export interface PostResponderOptions {
   /** Keeps the response alive while it waits for its answer (absent: it may stay silent until the answer). */
   readonly quiet?: QuietResponses;
   /**
-   * What the response answers: the POST's requests, and the invalid elements of a batch answered in place. Their ids
-   * go with the replay log (read only if the response turns into a stream), for a replica resuming it to answer them
-   * if this one dies first.
+   * The requests the response answers. Their ids go with the replay log (read only if the response turns into a
+   * stream), for a replica resuming it to answer them if this one dies first. (A batch, 2025-03-26 only, is never
+   * resumable: those agents get no priming event, and a batch's answers come all at once.)
    */
   readonly requests?: readonly { readonly id: JsonRpcId }[];
-  readonly refused?: readonly { readonly id: JsonRpcId | null }[];
 }
 
 /**
@@ -185,7 +184,6 @@ export class PostResponder implements MessageSink {
   private readonly prime: boolean;
   private readonly quiet: QuietResponses | undefined;
   private readonly requests: PostResponderOptions['requests'];
-  private readonly refused: PostResponderOptions['refused'];
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
@@ -199,7 +197,6 @@ export class PostResponder implements MessageSink {
     this.prime = options.prime ?? false;
     this.quiet = options.quiet;
     this.requests = options.requests;
-    this.refused = options.refused;
     this.quiet?.watch(this);
   }
 
@@ -241,19 +238,11 @@ export class PostResponder implements MessageSink {
     this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
     this.state = 'sse';
     this.streamId = newStreamId('p');
-    this.log = this.replay?.open(this.sessionId, this.streamId, this.answered());
+    this.log = this.replay?.open(this.sessionId, this.streamId, this.requests?.map(({ id }) => id));
     if (this.prime && this.log !== undefined && writeBounded(this.res, primingFrame(this.streamId))) {
       this.idSent = true;
       if (quiet) this.log.keep?.();
     }
-  }
-
-  /** The ids this response answers (nulls left out: nobody can wait for those). */
-  private answered(): JsonRpcId[] {
-    const ids: JsonRpcId[] = [];
-    for (const { id } of this.refused ?? []) if (id !== null) ids.push(id);
-    for (const { id } of this.requests ?? []) ids.push(id);
-    return ids;
   }
 
   /** Already a stream (its status and headers are sent): an answer now goes out as its last event. */

@@ -349,7 +349,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests, refused });
+      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests });
       const answering = responder;
       if (!batch) {
         const only = requests[0];
