@@ -32,10 +32,14 @@ if (rangeProblem !== undefined) {
   process.exit(1);
 }
 
+const OTHER_ROUTES_BODY_LIMIT_BYTES = 16 * 1024;
+
 void runOrExit(logger, async () => {
   const app = await createHttpApp(AppModule.forRoot(config, logger), {
     logger,
-    bodyLimitBytes: config.http.bodyLimitBytes,
+    // For everything but the MCP routes, which set GATEWAY_BODY_LIMIT_BYTES on their own parser: no other route takes
+    // a body, and an unknown path's must not be buffered up to the MCP limit for anyone (unauthenticated) to send.
+    bodyLimitBytes: OTHER_ROUTES_BODY_LIMIT_BYTES,
     requestTimeoutMs: config.http.requestTimeoutMs,
     trustProxy: config.http.trustProxy,
     requestLogging: false,

@@ -181,6 +181,21 @@ describe.each([
   });
 });
 
+describe('initialize refused', () => {
+  it.each([
+    ['by the gateway\'s own failure', -32603, 500],
+    ['by the tenant\'s policy', GATEWAY_RPC.POLICY_DENIED, 403],
+    ['while audit or rate checks are unavailable', GATEWAY_RPC.UNAVAILABLE, 503],
+    ['for bad parameters', -32602, 400],
+  ])('%s is answered with the matching status (%i → %i)', async (_label, code, status) => {
+    const { engine, post } = await serve(true);
+    engine.initialize = async (_principal, request) => ({ sessionId: undefined, response: { jsonrpc: '2.0', id: request.id, error: { code, message: 'refused' } } });
+    const res = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    expect(res.status).toBe(status);
+    expect(await res.json()).toMatchObject({ id: 1, error: { code } });
+  });
+});
+
 /** A raw HTTP/1.1 request: headers and as much of the body as given; resolves with the status line (or '' if none came in `waitMs`). */
 function rawRequest(port: number, head: string, bodyPart: string, waitMs: number): Promise<string> {
   return new Promise((resolve) => {
@@ -235,6 +250,16 @@ describe('bodies are not read before the caller is admitted', () => {
     expect(await rawRequest(port, head('OPTIONS /t/acme/mcp HTTP/1.1'), part, 1_500)).toBe('HTTP/1.1 400 Bad Request');
     // A preflight without a body is still answered as one.
     expect(await rawRequest(port, 'OPTIONS /t/acme/mcp HTTP/1.1\r\nHost: 127.0.0.1', '', 1_500)).toBe('HTTP/1.1 204 No Content');
+  });
+
+  it.each([
+    ['the raw fast path', true, 'POST /t/acme/mcp HTTP/1.1'],
+    ['the Fastify route (an escaped path the fast path leaves to it)', false, 'POST /t/acme/m%63p HTTP/1.1'],
+    ['the Fastify route, from the fast path', true, 'POST /t/acme/m%63p HTTP/1.1'],
+  ])('answers an unauthenticated POST before its body arrives, with an authenticator that must wait (%s)', async (_label, rawFastPath, line) => {
+    const { port } = await serve(rawFastPath);
+    const head = `${line}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer wrong\r\nContent-Length: 60000`;
+    expect(await rawRequest(port, head, 'x'.repeat(1_024), 1_500)).toBe('HTTP/1.1 401 Unauthorized');
   });
 
   it('still serves an admitted DELETE', async () => {

@@ -109,6 +109,13 @@ const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Un
 const credentialsUnverifiable = () =>
   new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Credentials cannot be verified right now; try again shortly', { 'retry-after': '5' });
 /** The answer to a failed authentication. */
+/** HTTP status of an initialize refused for other than a rate limit (default 400: the agent's mistake). */
+const INITIALIZE_ERROR_STATUS: ReadonlyMap<number, number> = new Map([
+  [GATEWAY_RPC.UNAVAILABLE, 503],
+  [GATEWAY_RPC.POLICY_DENIED, 403],
+  [JSON_RPC.INTERNAL_ERROR, 500],
+]);
+
 const authFailure = (reason: 'unauthenticated' | 'unknown_tenant' | 'unavailable'): GatewayHttpError => {
   if (reason === 'unauthenticated') return unauthenticated();
   return reason === 'unknown_tenant' ? unknownTenant() : credentialsUnverifiable();
@@ -318,12 +325,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
         const extra: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
         // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
-        // audited or rate-checked right now → 503; a malformed initialize → 400.
+        // audited or rate-checked right now → 503; refused by the tenant's policy → 403; the gateway's own failure →
+        // 500 (never a 4xx that would blame the agent); a malformed initialize → 400.
         let status = 200;
         if ('error' in response) {
           const retryAfter = rateLimitedRetryAfter(response);
           if (retryAfter !== undefined) extra['retry-after'] = retryAfter;
-          status = retryAfter !== undefined ? 429 : response.error.code === GATEWAY_RPC.UNAVAILABLE ? 503 : 400;
+          status = retryAfter !== undefined ? 429 : (INITIALIZE_ERROR_STATUS.get(response.error.code) ?? 400);
         }
         writeJson(res, status, extra, JSON.stringify(response));
         return;
@@ -437,7 +445,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       return true;
     }
     // Origin/Host and the credential before reading a byte of the body: nobody unauthenticated gets megabytes buffered.
-    // An authenticator that must wait is awaited in handlePost, after the body, as are unexpected failures (its 500).
+    // An authenticator that must wait is waited for before the body is read too; one that fails unexpectedly is
+    // answered in handlePost (its 500).
     let principal: Principal | undefined;
     let authentication: Promise<AuthOutcome> | undefined;
     try {
@@ -475,9 +484,29 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
       void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, principal, authentication }, res);
     };
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', () => res.destroy());
+    const read = () => {
+      req.on('data', onData);
+      req.on('end', onEnd);
+      req.on('error', () => res.destroy());
+    };
+    if (authentication === undefined) {
+      read();
+      return true;
+    }
+    // The body waits in the socket (nothing reads it) until the credential is known.
+    authentication.then(
+      (outcome) => {
+        if (outcome.ok) {
+          principal = outcome.principal;
+          authentication = undefined;
+          read();
+          return;
+        }
+        writeError(res, authFailure(outcome.reason), null, traceId);
+        req.resume();
+      },
+      () => read(),
+    );
     return true;
   };
 
@@ -569,11 +598,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
       };
 
-    scope.post('/t/:tenant/mcp', async (request: TenantRequest, reply) => {
+    scope.post('/t/:tenant/mcp', { onRequest: admitBeforeBody }, async (request: TenantRequest, reply) => {
       // Requests normally arrive through the raw fast path below; this route serves what it leaves to Fastify
-      // (and `inject`). Both run the same handler on the raw response.
+      // (odd URL shapes the router still takes, `inject`). Both run the same handler on the raw response, and both
+      // admit the caller before reading the body.
       reply.hijack();
-      await handlePost({ tenant: request.params.tenant, headers: request.headers, body: typeof request.body === 'string' ? request.body : '', ip: request.ip, traceId: traceIdOf(request) }, reply.raw);
+      const principal = admittedPrincipal(request);
+      await handlePost({ tenant: request.params.tenant, headers: request.headers, body: typeof request.body === 'string' ? request.body : '', ip: request.ip, traceId: traceIdOf(request), principal }, reply.raw);
       return reply;
     });
 
