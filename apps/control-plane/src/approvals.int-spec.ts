@@ -200,6 +200,25 @@ describe('approvals API', () => {
     expect((await cp.request('POST', `${base}/${approval.id}/deny`, { token: member.token })).status).toBe(403);
   });
 
+  it('shows the arguments exactly as the call carries them to those who decide, and redacted to auditors and in the audit trail', async () => {
+    const { t, admin, base } = await setup();
+    const auditor = await cp.member(t.id, 'auditor');
+    // What a redacted copy would hide: a value under a credential-like key, and the tail of a free-text argument after
+    // something that looks like a private key.
+    const args = { sql: 'SELECT 1; -- -----BEGIN PRIVATE KEY-----\nDROP TABLE users;', key: 'prod/backups', token: 'tok-123456789' };
+    const approval = await held(t.id, { args });
+    const shown = await cp.request('GET', `${base}/${approval.id}`, { token: admin.token });
+    expect(shown.json['arguments']).toEqual(args);
+    expect((await cp.request('GET', `${base}?status=pending`, { token: admin.token })).json.items?.[0]?.['arguments']).toEqual(args);
+    const audited = await cp.request('GET', `${base}/${approval.id}`, { token: auditor.token });
+    expect(audited.json['arguments']).toEqual({ sql: 'SELECT 1; -- [redacted]', key: '[redacted]', token: '[redacted]' });
+
+    const approved = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash } });
+    expect(approved.json['arguments']).toEqual(args);
+    const events = await cp.eventsAtLeast(t.id, 1);
+    expect(JSON.stringify(events[0]?.arguments)).not.toMatch(/DROP TABLE|prod\/backups|tok-123456789/);
+  });
+
   it('answers 404 across tenants and for ids that cannot exist', async () => {
     const a = await setup();
     const b = await setup();

@@ -32,13 +32,17 @@ export function effectiveStatus(row: Pick<ApprovalRow, 'status' | 'expiresAt'>, 
   return row.status === 'pending' && row.expiresAt.getTime() <= now.getTime() ? 'expired' : row.status;
 }
 
-export function toApprovalResponse(row: ApprovalRow, now: Date): ApprovalResponse {
+/**
+ * `full`: the agent's arguments as the call carries them, for those who may decide (an approver must see exactly what
+ * would run); anyone else (auditors, audit events) gets them with credentials redacted.
+ */
+export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): ApprovalResponse {
   return {
     id: row.id,
     status: effectiveStatus(row, now),
     upstreamId: row.upstreamId,
     tool: row.tool,
-    arguments: asObject(row.arguments) ?? {},
+    arguments: asObject(full ? row.arguments : redactSecrets(row.arguments)) ?? {},
     argumentsHash: row.argumentsHash,
     reason: row.reason,
     snapshotVersion: row.snapshotVersion,
@@ -47,7 +51,8 @@ export function toApprovalResponse(row: ApprovalRow, now: Date): ApprovalRespons
     decidedById: row.decidedById,
     decidedAt: row.decidedAt?.toISOString() ?? null,
     decisionNote: row.decisionNote,
-    // Stored in full for the call; shown (to auditors too) with credentials redacted, as the original arguments are.
+    // Stored in full for the call; shown to everyone with credentials redacted (an approver wrote them, and nobody
+    // decides on them again).
     editedArguments: asObject(redactSecrets(row.editedArguments)),
     expiresAt: row.expiresAt.toISOString(),
     consumedAt: row.consumedAt?.toISOString() ?? null,

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
-import type { TenantScope } from '@portcullis/control-plane/auth';
+import { roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
@@ -15,6 +15,9 @@ import { ApprovalsRepository, type ApprovalDecision } from './approvals.reposito
  * the approval is pending and unexpired, by an owner/admin who did not make the call, and only for the exact
  * arguments the approver reviewed; gateways learn of it on `CHANGE_CHANNELS.approvals` (and by polling).
  */
+/** Whether the caller may decide approvals, and so is shown the arguments in full. */
+const mayDecide = (scope: TenantScope): boolean => roleGrants(scope.role, 'tenant:approvals:decide');
+
 @Injectable()
 export class ApprovalsService {
   constructor(
@@ -28,13 +31,13 @@ export class ApprovalsService {
     const page = pageRequest(query);
     const now = new Date();
     const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page, query.status, now));
-    return toPage(rows, page.limit, (row) => toApprovalResponse(row, now));
+    return toPage(rows, page.limit, (row) => toApprovalResponse(row, now, mayDecide(scope)));
   }
 
   async get(scope: TenantScope, id: string): Promise<ApprovalResponse> {
     const row = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
     if (!row) throw approvalErrors.notFound();
-    return toApprovalResponse(row, new Date());
+    return toApprovalResponse(row, new Date(), mayDecide(scope));
   }
 
   approve(scope: TenantScope, id: string, body: ApproveRequest): Promise<ApprovalResponse> {
@@ -70,6 +73,7 @@ export class ApprovalsService {
       }
       return { before: existing, after: updated };
     });
+    // The audit trail keeps the redacted form; the approver who decided gets the arguments in full.
     const response = toApprovalResponse(after, now);
     await this.audit.emit({
       tenantId: scope.tenantId,
@@ -81,7 +85,7 @@ export class ApprovalsService {
       snapshotVersion: after.snapshotVersion,
     });
     await this.publisher.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
-    return response;
+    return toApprovalResponse(after, now, true);
   }
 
   /**

@@ -65,14 +65,15 @@ const pendingId = async (hash: string) =>
   (await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, argumentsHash: hash, status: 'pending' }, select: { id: true } }), { description: 'approval row' })).id;
 
 describe('HeldCallGate', () => {
-  it('records the approval (redacted copy, exact hash) and sends progress only when the agent sent a token', async () => {
+  it('records the approval (the exact arguments, their hash) and sends progress only when the agent sent a token', async () => {
     const g = gate();
     const args = { path: '/srv/a', authorization: 'Bearer abcdefghijklmnop', n: Math.random() };
     const withToken = sink();
     const held = g.hold(info(args, 'tok-1'), decision, withToken, new AbortController().signal);
     const id = await pendingId(argumentsHash(args));
     const row = await system.approval.findUniqueOrThrow({ where: { id }, select: { arguments: true, reason: true, snapshotVersion: true, agentClientId: true, expiresAt: true } });
-    expect(row.arguments).toMatchObject({ path: '/srv/a', authorization: '[redacted]' });
+    // Exactly what would run: a reviewer must not approve what a redacted copy hid (the API shows it in full to deciders only).
+    expect(row.arguments).toEqual(args);
     expect(row).toMatchObject({ reason: decision.reason, snapshotVersion: 4 });
     expect(row.agentClientId).not.toBeNull();
     expect(row.expiresAt.getTime()).toBeGreaterThan(Date.now() + 25_000);

@@ -2,7 +2,6 @@ import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, ty
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import type { CancelSignal } from '@portcullis/gateway/mcp';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ApprovalState, ApprovalStore } from './approval-store';
 import { argumentsHash } from './arguments-hash';
 
@@ -53,6 +52,21 @@ function cancelled(): Error {
   return error;
 }
 
+/** Arguments nested deeper than this cannot be recorded for review (nobody could read them, and storing them recurses). */
+const MAX_REVIEW_DEPTH = 64;
+
+/** Whether `value` nests objects or arrays more than `max` deep (iterative: any depth is safe to look at). */
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth >= max) return true;
+    for (const child of Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /**
  * Holds calls that need a human's approval (the policy's `require_approval`). Each held call gets an Approval row;
  * the call waits in memory on the replica that holds it until the row is decided through the control plane (on any
@@ -91,12 +105,11 @@ export class HeldCallGate implements ApprovalGate {
     if (!target) throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'This request needs approval, which only applies to calls of a tool, prompt or resource', undefined, 'denied');
     const tenant = toTenantId(info.record.tenantId);
     let hash: string;
-    let reviewCopy: Record<string, unknown>;
     try {
+      if (nestedDeeperThan(info.arguments, MAX_REVIEW_DEPTH)) throw new RangeError('nested too deeply');
       hash = argumentsHash(info.arguments);
-      reviewCopy = (redactSecrets(info.arguments ?? {}) ?? {}) as Record<string, unknown>;
     } catch {
-      // Hashing and redaction recurse: arguments nested thousands deep overflow the stack. The caller's mistake.
+      // Hashing recurses: arguments nested thousands deep overflow the stack. The caller's mistake.
       throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (nested too deeply)', undefined, 'denied');
     }
     const session = info.record.id;
@@ -128,7 +141,10 @@ export class HeldCallGate implements ApprovalGate {
         upstreamId: target.upstream.id,
         tool: target.name,
         argumentsHash: hash,
-        arguments: reviewCopy,
+        // Exactly what will run if approved: a reviewer shown a redacted copy could approve what they could not see
+        // (a free-text argument whose tail a secret pattern swallowed, a value under a key named like a credential).
+        // The control plane shows it in full only to those who may decide (ADR 0014).
+        arguments: info.arguments ?? {},
         reason: decision.reason,
         snapshotVersion: decision.snapshotVersion,
         expiresAt: new Date(expiresAt),
