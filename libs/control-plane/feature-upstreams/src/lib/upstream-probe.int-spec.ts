@@ -1,7 +1,8 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/types.js';
-import { createServer, type Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeUpstream, ProbeFailure } from './upstream-probe';
@@ -61,6 +62,65 @@ describe('probeUpstream bounds', () => {
     // A lone surrogate (JSON "\ud800" from the upstream) neither.
     advertised = [tool('lone', 'before\ud800after')];
     expect(await reasonOf(probe())).toBe('unstorable');
+  });
+});
+
+describe('probeUpstream answers too large to read', () => {
+  /** A server that answers every POST with `answer`, recording the Accept-Encoding it was sent. */
+  async function serving(answer: (res: ServerResponse) => void): Promise<{ url: string; encodings: (string | undefined)[]; close: () => Promise<void> }> {
+    const encodings: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      encodings.push(req.headers['accept-encoding']);
+      req.resume();
+      if (req.method === 'POST') answer(res);
+      else res.writeHead(405).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+      encodings,
+      close: async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  }
+  const probeAt = (target: string) =>
+    probeUpstream(
+      { transport: 'streamable_http', url: target, headers: {}, command: null, args: [], env: {} },
+      { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 8_000, maxItemsPerKind: 100 },
+    );
+
+  it('stops reading a compressed bomb once it unpacks past the bound (and asks for uncompressed answers)', async () => {
+    // 40 KiB on the wire, 40 MiB unpacked, against a 16 MiB bound.
+    const bomb = gzipSync(Buffer.alloc(40 * 1024 * 1024, 0x20));
+    const target = await serving((res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(bomb));
+    try {
+      const started = Date.now();
+      expect(await reasonOf(probeAt(target.url))).toBe('too_large');
+      expect(Date.now() - started).toBeLessThan(8_000);
+      expect(target.encodings[0]).toBe('identity');
+    } finally {
+      await target.close();
+    }
+  });
+
+  it('stops reading an event stream that never ends its event', async () => {
+    const target = await serving((res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: ');
+      const chunk = 'x'.repeat(1024 * 1024);
+      const more = () => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+    });
+    try {
+      expect(await reasonOf(probeAt(target.url))).toBe('too_large');
+    } finally {
+      await target.close();
+    }
   });
 });
 

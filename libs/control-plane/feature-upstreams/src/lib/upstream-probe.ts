@@ -69,6 +69,14 @@ const anyResult = z.looseObject({});
 const MAX_NAME_BYTES = 1_024;
 const MAX_DEFINITION_BYTES = 256 * 1024;
 const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
+/**
+ * The most one answer of the upstream may be, unpacked (fetch unpacks gzip and brotli as it reads), as the gateway
+ * bounds a message: the SDK reads a JSON answer or an SSE event whole, so without it a compressed bomb or an endless
+ * answer would fill the control plane's memory, every tenant's, until the test's deadline.
+ */
+const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+/** Statuses whose response has no body (a Response cannot be made with one). */
+const NULL_BODY_STATUSES = new Set([101, 204, 205, 304]);
 
 /** The UTF-8 size of a definition's JSON, and whether a key or string holds a NUL (Postgres text and jsonb refuse it). */
 /** Postgres jsonb holds neither NUL nor a lone UTF-16 surrogate. */
@@ -137,7 +145,23 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
             // 405 on GET/DELETE is a normal answer (no standalone stream, no session deletion).
             seen.failure ??= new ProbeFailure(response.status >= 500 ? 'unreachable' : 'not_mcp', String(response.status));
           }
-          return response as unknown as Response;
+          if (response.body === null || NULL_BODY_STATUSES.has(response.status)) return response as unknown as Response;
+          let received = 0;
+          const bounded = (response.body as unknown as ReadableStream<Uint8Array>).pipeThrough(
+            new TransformStream<Uint8Array, Uint8Array>({
+              transform(chunk, controller) {
+                received += chunk.byteLength;
+                if (received <= MAX_RESPONSE_BYTES) {
+                  controller.enqueue(chunk);
+                  return;
+                }
+                seen.failure ??= new ProbeFailure('too_large', 'response');
+                controller.error(seen.failure);
+                abort.abort();
+              },
+            }),
+          );
+          return new Response(bounded as unknown as ReadableStream<Uint8Array<ArrayBuffer>>, { status: response.status, statusText: response.statusText, headers: response.headers as unknown as Headers });
         } catch (error) {
           if (!abort.signal.aborted) seen.failure ??= classifyNetworkError(error);
           throw error;
@@ -145,7 +169,8 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       };
       // As the gateway sends them: a configured Host (say) would pick another virtual host behind the checked address.
       const headers = Object.fromEntries(Object.entries(target.headers).filter(([name]) => !isReservedUpstreamHeader(name)));
-      const requestInit = { headers };
+      // Uncompressed answers asked for (a compressed one is still bounded as it is unpacked).
+      const requestInit = { headers: { ...headers, 'accept-encoding': 'identity' } };
       transport =
         target.transport === 'streamable_http'
           ? new StreamableHTTPClientTransport(decision.url, { fetch: guardedFetch, requestInit })
