@@ -594,7 +594,7 @@ export class StdioProcess {
           // shown to the other sessions sharing this process (other principals of the tenant).
           if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
           // Not attributable to a call: list changes go to every session of this process; resource updates to those
-          // subscribed to the URI, log messages to those whose level lets them through.
+          // subscribed to the URI; log messages only to a session alone on the process, if its level lets them through.
           for (const owner of this.shared.recipients(unrouted, this.owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
           break;
         }
