@@ -219,6 +219,50 @@ describe('rate limits on the gateway request path', () => {
     await client.close();
   });
 
+  it('keeps a cancelled call\'s slot until its timeout would have passed (the upstream may still be running it)', async () => {
+    const f = await fixture([
+      {
+        id: 'one-slow-call-at-a-time',
+        subjects: [{ type: 'authenticated' }],
+        targets: [{ kind: 'tool', upstream: 'ks', name: 'slow_count' }],
+        effect: 'allow',
+        rateLimit: { scope: ['agent_client'], maxConcurrent: 1 },
+      },
+    ]);
+    const key = await f.agentKey();
+    await ready();
+    const client = await connect(gatewayA.url, f.tenant.slug, key);
+    let inFlight = false;
+    const cancel = new AbortController();
+    const startedAt = Date.now();
+    const slow = client.callTool({ name: 'ks__slow_count', arguments: { steps: 20, interval_ms: 250 } }, undefined, {
+      signal: cancel.signal,
+      onprogress: () => {
+        inFlight = true;
+      },
+    });
+    await waitFor(() => inFlight, { timeoutMs: 10_000, description: 'the slow call to be in flight' });
+    cancel.abort();
+    await expect(slow).rejects.toThrow();
+    // Cancel and call again: still one at a time (before, the slot came back with the cancellation, so an agent
+    // could run any number at once on an upstream that ignores cancellations).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const error = await rateLimitedError(client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }));
+    expect(error.data).toMatchObject({ kind: 'concurrency', limit: 1 });
+    // Given back once the call's timeout (10 s) would have passed.
+    const next = await waitFor(
+      () =>
+        client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }).catch((e: unknown) => {
+          if (e instanceof StreamableHTTPError && e.code === 429) return undefined;
+          throw e;
+        }),
+      { timeoutMs: 20_000, intervalMs: 250, description: 'the slot given back' },
+    );
+    expect(next.isError).not.toBe(true);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(9_500);
+    await client.close();
+  }, 40_000);
+
   it('two replicas share one count through Redis', async () => {
     const f = await fixture([perUserPerTool]);
     const key = await f.userKey();

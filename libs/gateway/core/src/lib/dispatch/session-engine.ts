@@ -868,10 +868,28 @@ export class SessionEngine {
       return response;
     } finally {
       live.inflight.delete(key);
-      if (!retained) admission?.release?.();
+      if (!retained) this.releaseAfter(admission, controller.signal, info, startedAt);
     }
     this.report(info, response, undefined, admission, result, controller.signal);
     return response;
+  }
+
+  /**
+   * Gives back what the call held (concurrency slots). A call the agent cancelled, or hung up on, may still be running
+   * upstream (a cancellation is only a request, and many servers never look at it): its slots are kept until its
+   * timeout would have passed, or the agent could cancel and call again without end and run any number at once.
+   */
+  private releaseAfter(admission: Admission | undefined, signal: { readonly aborted: boolean }, info: RequestInfo | undefined, startedAt: number): void {
+    const release = admission?.release;
+    if (release === undefined) return;
+    const timeoutMs = info?.target?.upstream.callTimeoutMs;
+    // The call's controller is aborted only by cancellations (the agent's, a hang-up, the session's end).
+    const heldMs = signal.aborted && timeoutMs !== undefined ? startedAt + timeoutMs - Date.now() : 0;
+    if (heldMs <= 0) {
+      release();
+      return;
+    }
+    setTimeout(release, heldMs).unref();
   }
 
   /** Tells the `completed` hook how a request ended. */
