@@ -116,6 +116,14 @@ describe('withGeneratedIds', () => {
     expect(many.data[1]?.id).toBe('kept');
   });
 
+  it('gives users a random (v4) id, which tells nothing of when the account was made', () => {
+    const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    const args = withGeneratedIds('User', 'create', { data: { email: 'a@example.com' } }, metadata) as { data: { id: string } };
+    expect(args.data.id).toMatch(uuidV4);
+    const upserted = withGeneratedIds('User', 'upsert', { where: { email: 'a@example.com' }, create: { email: 'a@example.com' }, update: {} }, metadata) as { create: { id: string } };
+    expect(upserted.create.id).toMatch(uuidV4);
+  });
+
   it('leaves models without an id column and non-create operations alone', () => {
     const head = { data: { tenantId, lastSeq: 0n } };
     expect(withGeneratedIds('AuditChainHead', 'create', head, metadata)).toBe(head);

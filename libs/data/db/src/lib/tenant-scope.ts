@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { newId } from '@portcullis/shared/util-ids';
 import { Prisma } from '../generated/prisma/client';
 
@@ -178,7 +179,14 @@ export function assertScoped(
   }
 }
 
-/** Returns args with a UUIDv7 `id` added to created rows that lack one (models with an `id` column). */
+/**
+ * Models whose ids are shown outside the tenant that made the row, and so must say nothing of it: a user's id is
+ * returned to any tenant admin who adds that person by email, and a UUIDv7 would tell when the account was made
+ * (whether the person already had one, through another tenant). Random (v4) ids for these; UUIDv7 for the rest.
+ */
+const RANDOM_ID_MODELS: ReadonlySet<string> = new Set(['User']);
+
+/** Returns args with an `id` added to created rows that lack one (models with an `id` column): UUIDv7, or v4 (above). */
 export function withGeneratedIds(
   model: string,
   operation: string,
@@ -186,8 +194,9 @@ export function withGeneratedIds(
   metadata: ModelMetadata,
 ): unknown {
   if (!metadata.withId.has(model) || !CREATE_OPERATIONS.has(operation) || !isPlainObject(args)) return args;
+  const id = RANDOM_ID_MODELS.has(model) ? randomUUID : newId;
   const fill = (data: unknown): unknown =>
-    isPlainObject(data) && data['id'] === undefined ? { ...data, id: newId() } : data;
+    isPlainObject(data) && data['id'] === undefined ? { ...data, id: id() } : data;
   if (operation === 'upsert') return { ...args, create: fill(args['create']) };
   const data = args['data'];
   return { ...args, data: Array.isArray(data) ? data.map(fill) : fill(data) };
