@@ -30,9 +30,35 @@ const FASTIFY_MESSAGES: Readonly<Record<string, string>> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'The request body is not valid JSON.',
 };
 
+/**
+ * Database errors a request can meet through no fault of its own code, as the caller should see them: the database
+ * away or saturated (503, try again), or another request that changed the same rows first (409). Prisma's known
+ * request errors, told by name and code (this library does not depend on the database one); the message never
+ * carries Prisma's (it names tables, columns and the query). Services map what they expect themselves; this is what
+ * is left when a race gets past their checks.
+ */
+function databaseError(error: unknown): AppError | undefined {
+  const known = error as { name?: unknown; code?: unknown } | null;
+  if (typeof known !== 'object' || known === null || typeof known.code !== 'string') return undefined;
+  if (known.name !== 'PrismaClientKnownRequestError' && known.name !== 'PrismaClientInitializationError') return undefined;
+  const code = known.code;
+  // P1xxx: the connection (unreachable, timed out, closed); P2024: no pooled connection in time; P2028: a transaction
+  // that could not start or ran past its limit.
+  if (code.startsWith('P1') || code === 'P2024' || code === 'P2028') {
+    return new AppError('DEPENDENCY_UNAVAILABLE', 'The database is not available right now; try again shortly.', { retryAfterSeconds: 2, cause: error });
+  }
+  if (code === 'P2002') return new AppError('CONFLICT', 'This conflicts with something another request created meanwhile; reload and try again.', { cause: error });
+  if (code === 'P2003') return new AppError('CONFLICT', 'Something this refers to was removed meanwhile; reload and try again.', { cause: error });
+  if (code === 'P2025') return new AppError('NOT_FOUND', 'No such resource.', { cause: error });
+  if (code === 'P2034') return new AppError('CONFLICT', 'This conflicted with a change made at the same time; try again.', { cause: error });
+  return undefined;
+}
+
 /** Maps anything thrown while handling a request to an AppError the caller may see. */
 export function toAppError(error: unknown): { appError: AppError; errorId?: string } {
   if (error instanceof AppError) return { appError: error };
+  const database = databaseError(error);
+  if (database) return { appError: database };
   if (error instanceof ZodError) {
     return {
       appError: new AppError('VALIDATION_FAILED', 'The request is not valid.', { fields: fieldIssues(error.issues) }),

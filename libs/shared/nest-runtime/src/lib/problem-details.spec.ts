@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { toAppError } from './problem-details';
+
+/** An error as Prisma throws it (its class lives in the database library; it is told by name and code). */
+const prismaError = (code: string, name = 'PrismaClientKnownRequestError') =>
+  Object.assign(new Error(`Invalid \`db.upstream.create()\` invocation: table "upstreams" column "tenant_id" (${code})`), { name, code });
+
+describe('toAppError with database errors', () => {
+  it.each([
+    ['P1001', 503, 'DEPENDENCY_UNAVAILABLE'],
+    ['P1017', 503, 'DEPENDENCY_UNAVAILABLE'],
+    ['P2024', 503, 'DEPENDENCY_UNAVAILABLE'],
+    ['P2028', 503, 'DEPENDENCY_UNAVAILABLE'],
+    ['P2002', 409, 'CONFLICT'],
+    ['P2003', 409, 'CONFLICT'],
+    ['P2034', 409, 'CONFLICT'],
+    ['P2025', 404, 'NOT_FOUND'],
+  ])('answers %s as %i, saying nothing of the query', (code, status, appCode) => {
+    const { appError, errorId } = toAppError(prismaError(code));
+    expect(appError.code).toBe(appCode);
+    expect(appError.mapping.http).toBe(status);
+    expect(errorId).toBeUndefined();
+    expect(appError.message).not.toMatch(/upstreams|tenant_id|invocation/);
+    if (status === 503) expect(appError.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it('answers a client that cannot start (no database) as 503, and anything else it does not know as an internal error', () => {
+    expect(toAppError(prismaError('P1000', 'PrismaClientInitializationError')).appError.code).toBe('DEPENDENCY_UNAVAILABLE');
+    const unknown = toAppError(prismaError('P2010'));
+    expect(unknown.appError.code).toBe('INTERNAL');
+    expect(unknown.errorId).toBeDefined();
+    expect(toAppError(Object.assign(new Error('x'), { code: 'P1001' })).appError.code).toBe('INTERNAL');
+  });
+});
