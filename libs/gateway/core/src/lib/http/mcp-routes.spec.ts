@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { connect, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuthOutcome, Authenticator } from '../auth/authenticator';
+import type { ReplayEntry, ReplayLog } from '../dispatch/replay-log';
 import { SessionEngine } from '../dispatch/session-engine';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
@@ -50,6 +51,7 @@ async function serve(
   rawFastPath: boolean,
   legacy?: { initMs?: number; maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number },
   keepAliveMs = 15_000,
+  replay?: ReplayLog,
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
@@ -86,6 +88,7 @@ async function serve(
     keepAliveMs,
     rawFastPath,
     ...(legacy ? { legacy } : {}),
+    ...(replay ? { replay } : {}),
   });
   routeSets.push(routes);
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -178,6 +181,31 @@ describe.each([
     // The failure is in the log under that id, for the operator.
     expect(logs).toContain(body.error.data.errorId);
     expect(toolCalls()).toBe(0);
+  });
+});
+
+describe('resuming a POST stream whose answer is logged just then', () => {
+  it('replays the answer that came between reading the log and looking at its end (not a standalone stream)', async () => {
+    const answer: ReplayEntry = { seq: 1, data: JSON.stringify({ jsonrpc: '2.0', id: 7, result: { content: [] } }), final: true };
+    let reads = 0;
+    // The replica answering the call logs its answer right after the first read: the stream is then over.
+    const replay: ReplayLog = {
+      open: () => ({ append: () => undefined }),
+      read: async () => (reads++ === 0 ? [] : [answer]),
+      finished: async () => true,
+      follow: async () => 'final',
+      pendingRequests: async () => undefined,
+    };
+    const { post, base } = await serve(true, undefined, 15_000, replay);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const res = await fetch(`${base}/t/acme/mcp`, {
+      headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25', 'last-event-id': 'p0123456789abcdef1_0' },
+    });
+    expect(res.status).toBe(200);
+    // The answer under its own id, and the stream ends with it.
+    expect(await res.text()).toBe(`id: p0123456789abcdef1_1\ndata: ${answer.data}\n\n`);
+    expect(reads).toBe(2);
   });
 });
 

@@ -665,11 +665,22 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // unreachable counts as an unknown id.
         const lastEventId = parseEventId(headerOf(request, 'last-event-id'));
         const replay = options.replay;
-        const replayed = lastEventId && replay ? await replay.read(record.id, lastEventId.streamId, lastEventId.seq).catch(() => undefined) : undefined;
-        const resumePost =
+        const readLog = () => (lastEventId && replay ? replay.read(record.id, lastEventId.streamId, lastEventId.seq).catch(() => undefined) : Promise.resolve(undefined));
+        let replayed = await readLog();
+        let resumePost =
           lastEventId?.kind === 'p' &&
           replayed !== undefined &&
           (replayed.length > 0 || !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => true)));
+        if (lastEventId?.kind === 'p' && replayed !== undefined && !resumePost) {
+          // Nothing to replay and the stream over: the agent has its answer, unless the answer was logged between the
+          // read and the look at the stream's end (a replica finishing the call just then). Read once more: a logged
+          // answer stays, so what comes now is the agent's.
+          const again = await readLog();
+          if (again !== undefined && again.length > 0) {
+            replayed = again;
+            resumePost = true;
+          }
+        }
         if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
           throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
         }
