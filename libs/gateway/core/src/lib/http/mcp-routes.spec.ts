@@ -52,6 +52,7 @@ async function serve(
   legacy?: { initMs?: number; maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number },
   keepAliveMs = 15_000,
   replay?: ReplayLog,
+  streams?: { maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number },
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
@@ -89,6 +90,7 @@ async function serve(
     rawFastPath,
     ...(legacy ? { legacy } : {}),
     ...(replay ? { replay } : {}),
+    ...(streams ? { streams } : {}),
   });
   routeSets.push(routes);
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -181,6 +183,38 @@ describe.each([
     // The failure is in the log under that id, for the operator.
     expect(logs).toContain(body.error.data.errorId);
     expect(toolCalls()).toBe(0);
+  });
+});
+
+describe('Streamable HTTP GET streams open at once', () => {
+  it('are bounded per principal (429 past the bound), and a closed one makes room', async () => {
+    const { post, base } = await serve(true, undefined, 15_000, undefined, { maxPerPrincipal: 2 });
+    const sessionIds: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+      sessionIds.push(init.headers.get('mcp-session-id') ?? '');
+    }
+    const open = (sessionId: string, signal?: AbortSignal) =>
+      fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }, ...(signal ? { signal } : {}) });
+    const first = new AbortController();
+    expect((await open(sessionIds[0] ?? '', first.signal)).status).toBe(200);
+    const second = new AbortController();
+    expect((await open(sessionIds[1] ?? '', second.signal)).status).toBe(200);
+    const refused = await open(sessionIds[2] ?? '');
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    expect(await refused.json()).toMatchObject({ error: { message: 'Too many SSE streams open for this client (at most 2)' } });
+    // The first one closed by its agent: its place is given back once the gateway sees the close.
+    first.abort();
+    const third = new AbortController();
+    let status = 0;
+    for (let attempt = 0; attempt < 50 && status !== 200; attempt++) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      status = (await open(sessionIds[2] ?? '', third.signal)).status;
+    }
+    expect(status).toBe(200);
+    second.abort();
+    third.abort();
   });
 });
 

@@ -58,6 +58,13 @@ export interface McpRoutesOptions {
    * hold any number of sockets open with keep-alives forever (nothing else times out a stream that never initialises).
    */
   readonly legacy?: { readonly initMs?: number; readonly maxPerPrincipal?: number; readonly maxPerTenant?: number; readonly maxStreams?: number };
+  /**
+   * Streamable HTTP GET streams (standalone and resumed) open on this replica: per principal (default 256: an agent
+   * fleet sharing one key has one standalone stream per instance), per tenant (default 2,048) and per replica (default
+   * 8,192). Each holds a socket and a keep-alive timer for as long as the agent keeps it; without a bound one key could
+   * open sessions and streams until the replica ran out of descriptors or memory, for every tenant.
+   */
+  readonly streams?: { readonly maxPerPrincipal?: number; readonly maxPerTenant?: number; readonly maxStreams?: number };
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -240,6 +247,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const maxLegacyStreams = options.legacy?.maxStreams ?? 4_096;
   /** Resumed POST streams open per session on this replica. */
   const resumedStreams = new Map<string, number>();
+  /** Streamable HTTP GET streams open on this replica, in all, per principal (`principalKey`) and per tenant id. */
+  let getStreams = 0;
+  const getStreamsPerPrincipal = new Map<string, number>();
+  const getStreamsPerTenant = new Map<string, number>();
+  const maxGetStreamsPerPrincipal = options.streams?.maxPerPrincipal ?? 256;
+  const maxGetStreamsPerTenant = options.streams?.maxPerTenant ?? 2_048;
+  const maxGetStreams = options.streams?.maxStreams ?? 8_192;
   /** Open SSE streams and who opened them. */
   const streams = new Map<EventStream, Principal>();
   const track = (stream: EventStream, principal: Principal): EventStream => {
@@ -684,10 +698,28 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
           throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
         }
+        if (getStreams >= maxGetStreams) {
+          throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Too many SSE streams open on this gateway; try again shortly', { 'retry-after': '5' });
+        }
+        const owner = principalKey(principal);
+        if ((getStreamsPerPrincipal.get(owner) ?? 0) >= maxGetStreamsPerPrincipal) {
+          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many SSE streams open for this client (at most ${maxGetStreamsPerPrincipal})`, { 'retry-after': '5' });
+        }
+        if ((getStreamsPerTenant.get(principal.tenantId) ?? 0) >= maxGetStreamsPerTenant) {
+          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many SSE streams open for this tenant (at most ${maxGetStreamsPerTenant})`, { 'retry-after': '5' });
+        }
         reply.hijack();
         // The client went while the session and replay log were looked up: no stream for it (attached, it would
         // displace the session's real standalone stream).
         if (reply.raw.closed) return reply;
+        getStreams += 1;
+        count(getStreamsPerPrincipal, owner, 1);
+        count(getStreamsPerTenant, principal.tenantId, 1);
+        reply.raw.once('close', () => {
+          getStreams -= 1;
+          count(getStreamsPerPrincipal, owner, -1);
+          count(getStreamsPerTenant, principal.tenantId, -1);
+        });
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
           resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
