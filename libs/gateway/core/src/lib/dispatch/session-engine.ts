@@ -418,6 +418,9 @@ const MAX_URI_LENGTH = 8 * 1024;
  * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
  * JSON-RPC error naming cancellation) rather than as an unexpected internal error logged at error level.
  */
+/** A session's principal as upstream connections know it (ClientIdentity.principal). */
+const ownerKey = (tenantId: string, kind: string, id: string): string => `${tenantId}:${kind}:${id}`;
+
 const cancelledBecause = (reason: string): DOMException => new DOMException(reason.slice(0, MAX_CANCEL_REASON), 'AbortError');
 
 /** MCP's code for an unknown resource URI. */
@@ -515,6 +518,7 @@ export class SessionEngine {
       clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
       capabilities: relayableClientCapabilities(capabilities),
       protocolVersion: version,
+      principal: ownerKey(principal.tenantId, principal.kind, principal.id),
     };
     const upstreams: Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }> = {};
     const record: SessionRecord = {
@@ -1607,6 +1611,7 @@ export class SessionEngine {
       clientInfo: live.record.clientInfo ?? { name: 'unknown', version: '0' },
       capabilities: relayableClientCapabilities(live.record.clientCapabilities),
       protocolVersion: live.record.protocolVersion,
+      principal: ownerKey(live.record.tenantId, live.record.principalKind, live.record.principalId),
     };
     const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
     // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
@@ -2145,6 +2150,7 @@ export class SessionEngine {
       clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
       capabilities: relayableClientCapabilities(record.clientCapabilities),
       protocolVersion: record.protocolVersion,
+      principal: ownerKey(record.tenantId, record.principalKind, record.principalId),
     };
     const upstreams = this.deps.registry.forTenant(record.tenantId).byId;
     return Promise.allSettled(

@@ -50,6 +50,12 @@ export interface ClientIdentity {
   /** What the gateway may do for the upstream: only what the downstream agent also supports. */
   readonly capabilities: Readonly<Record<string, unknown>>;
   readonly protocolVersion: string;
+  /**
+   * Whose session this is (tenant, principal kind and id). Sessions of different principals sharing one upstream
+   * process never see each other's messages that name no call (a stdio process's log messages). Absent: unknown, and
+   * treated as different from every other.
+   */
+  readonly principal?: string;
 }
 
 /** What an upstream said in its initialize result. */

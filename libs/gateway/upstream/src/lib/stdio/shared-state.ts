@@ -55,13 +55,8 @@ export class SharedUpstreamState<O> {
       return all.filter((owner) => subscribed.has(owner));
     }
     if (notification.method === 'notifications/message') {
-      // A log message over stdio names no call, and may carry a call's arguments or results: shown to one session
-      // alone on the process, never to the others sharing it (other principals of the tenant, whose policy may deny
-      // that tool). With several sessions on the process, nobody gets it.
-      const all = [...owners];
-      if (all.length > 1) return [];
       const rank = rankOf(params?.['level']);
-      return all.filter((owner) => {
+      return [...owners].filter((owner) => {
         const own = this.levels.get(owner);
         return own === undefined || rank === -1 || rank >= rankOf(own);
       });

@@ -46,7 +46,7 @@ export class StdioPool {
 
   async connect(identity: ClientIdentity): Promise<StdioSession> {
     const process = this.pick(identity);
-    const session = new StdioSession(process, this.ctx);
+    const session = new StdioSession(process, this.ctx, identity.principal);
     process.owners.add(session);
     try {
       await process.ensureReady();
@@ -97,6 +97,7 @@ export class StdioSession implements UpstreamSession, StdioOwner, DisposableSess
   constructor(
     private readonly process: StdioProcess,
     private readonly ctx: SessionContext,
+    readonly principal: string | undefined,
   ) {
     this.upstreamId = ctx.config.id;
     ctx.registry.add(this);

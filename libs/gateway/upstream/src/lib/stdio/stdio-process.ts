@@ -104,6 +104,19 @@ const ROOTS_ATTRIBUTION_MS = 5_000;
 export interface StdioOwner {
   readonly notificationHandler: NotificationHandler | undefined;
   readonly serverRequestHandler: ServerRequestHandler | undefined;
+  /** Whose session it is (ClientIdentity.principal); undefined: unknown. */
+  readonly principal: string | undefined;
+}
+
+/** Whether every owner is the same principal's (one owner is; unknown principals never match). */
+function onePrincipal(owners: ReadonlySet<StdioOwner>): boolean {
+  if (owners.size <= 1) return true;
+  let seen: string | undefined;
+  for (const owner of owners) {
+    if (owner.principal === undefined || (seen !== undefined && owner.principal !== seen)) return false;
+    seen = owner.principal;
+  }
+  return true;
 }
 
 type Owner = StdioOwner | StdioProcess;
@@ -594,8 +607,11 @@ export class StdioProcess {
           // shown to the other sessions sharing this process (other principals of the tenant).
           if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
           // Not attributable to a call: list changes go to every session of this process; resource updates to those
-          // subscribed to the URI; log messages only to a session alone on the process, if its level lets them through.
-          for (const owner of this.shared.recipients(unrouted, this.owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
+          // subscribed to the URI; log messages to those whose level lets them through, and only while every session
+          // on the process is one principal's (a message may carry a call's arguments or results: other principals of
+          // the tenant, whose policy may deny that tool, never see it).
+          const owners = unrouted.method === 'notifications/message' && !onePrincipal(this.owners) ? [] : this.owners;
+          for (const owner of this.shared.recipients(unrouted, owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
           break;
         }
         case 'request': {

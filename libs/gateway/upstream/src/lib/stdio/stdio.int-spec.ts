@@ -50,8 +50,9 @@ describe('stdio upstreams', () => {
   async function open(
     c: UpstreamConnector,
     config = fixtureConfig(),
+    principal?: string,
   ): Promise<UpstreamSession & { pid?: number }> {
-    const session = await c.connect(config, identity);
+    const session = await c.connect(config, principal === undefined ? identity : { ...identity, principal });
     sessions.push(session);
     return session as UpstreamSession & { pid?: number };
   }
@@ -336,8 +337,9 @@ describe('stdio upstreams', () => {
   it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
-    const a = await open(c, config);
-    const b = await open(c, config);
+    // Two sessions of one principal (an agent's two connections).
+    const a = await open(c, config, 'tenant:agent_client:one');
+    const b = await open(c, config, 'tenant:agent_client:one');
     expect(await pidOf(a)).toBe(await pidOf(b));
     const seenByA: JsonRpcNotification[] = [];
     const seenByB: JsonRpcNotification[] = [];
@@ -357,23 +359,28 @@ describe('stdio upstreams', () => {
     expect(updates(seenByB)).toEqual([]);
     expect((await state()).subscribed).toEqual(['mem://hr/salaries']);
 
-    // Each session's log level: the process logs at the most verbose asked for. While both share it, a log message
-    // names no call and may carry one session's arguments: neither gets it (read by the time the next call answers).
+    // Each session's log level: the process logs at the most verbose asked for, each session gets what it asked for.
     await a.request('logging/setLevel', { level: 'error' });
     await b.request('logging/setLevel', { level: 'debug' });
-    await call(a, 'log', { level: 'critical', data: 'shared' });
-    expect((await state()).logLevel).toBe('debug');
-    expect([...logs(seenByA), ...logs(seenByB)]).toEqual([]);
-
-    // B leaves: the process goes back to A's level, and A, alone on it, gets what its level lets through.
-    await b.close();
-    await waitFor(async () => ((await state()).logLevel === 'error' ? true : undefined));
     await call(a, 'log', { level: 'info', data: 'routine' });
     await call(a, 'log', { level: 'critical', data: 'alarm' });
-    await waitFor(() => logs(seenByA).length === 1);
+    await waitFor(() => logs(seenByB).length === 2);
     expect(logs(seenByA)).toEqual(['alarm']);
-    expect(logs(seenByB)).toEqual([]);
-    // A leaves its subscription: unsubscribed upstream, once.
+    expect((await state()).logLevel).toBe('debug');
+
+    // Another principal's session joins the process: a log message names no call and may carry a call's arguments,
+    // so while two principals share it nobody gets one (read by the time the next call answers).
+    const other = await open(c, config, 'tenant:agent_client:two');
+    const seenByOther: JsonRpcNotification[] = [];
+    other.onNotification((n) => void seenByOther.push(n));
+    await call(a, 'log', { level: 'critical', data: 'not for the other principal' });
+    expect((await state()).logLevel).toBe('debug');
+    expect([...logs(seenByA), ...logs(seenByB), ...logs(seenByOther)]).toEqual(['alarm', 'routine', 'alarm']);
+    await other.close();
+
+    // B leaves: the process goes back to A's level. A leaves its subscription: unsubscribed upstream, once.
+    await b.close();
+    await waitFor(async () => ((await state()).logLevel === 'error' ? true : undefined));
     await a.request('resources/unsubscribe', { uri: 'mem://hr/salaries' });
     expect((await state()).calls).toEqual(['subscribe mem://hr/salaries', 'setLevel error', 'setLevel debug', 'setLevel error', 'unsubscribe mem://hr/salaries']);
   });
