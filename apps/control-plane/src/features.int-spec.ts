@@ -416,4 +416,30 @@ describe('agent clients and API keys', () => {
     const revokes = events.filter((e) => e.method === 'api_key.revoke' && e.actorUserId === owner.id).map((e) => e.targetId);
     expect(revokes.sort()).toEqual([alreadyRevoked, ...leavingKeys].sort());
   });
+
+  it('revokes the agent-client keys of an admin demoted to a role that may not make keys, and not on a change that keeps it', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const demoted = await cp.member(t.id, 'admin');
+    const promoted = await cp.member(t.id, 'admin');
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: owner.token, body: { name: 'deploy bot' } });
+    const agentClientId = String(client.json['id']);
+    const base = `/api/v1/tenants/${t.id}/api-keys`;
+    const create = async (token: string, name: string) => String((await cp.request('POST', base, { token, body: { name, agentClientId } })).json['id']);
+    const demotedKey = await create(demoted.token, 'theirs');
+    const promotedKey = await create(promoted.token, 'kept');
+    const membershipOf = async (userId: string) => (await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId }, select: { id: true } })).id;
+
+    // admin → auditor: may no longer make keys, so the ones they made (and saw) are revoked.
+    const toAuditor = await cp.request('PATCH', `/api/v1/tenants/${t.id}/members/${await membershipOf(demoted.id)}`, { token: owner.token, body: { role: 'auditor' } });
+    expect(toAuditor.status).toBe(200);
+    // admin → owner: still may.
+    expect((await cp.request('PATCH', `/api/v1/tenants/${t.id}/members/${await membershipOf(promoted.id)}`, { token: owner.token, body: { role: 'owner' } })).status).toBe(200);
+
+    const revokedAt = new Map((await cp.system.apiKey.findMany({ where: { tenantId: t.id }, select: { id: true, revokedAt: true } })).map((row) => [row.id, row.revokedAt]));
+    expect(revokedAt.get(demotedKey)).toBeInstanceOf(Date);
+    expect(revokedAt.get(promotedKey)).toBeNull();
+    const events = await cp.eventsAtLeast(t.id, 6);
+    expect(events.filter((e) => e.method === 'api_key.revoke').map((e) => e.targetId)).toEqual([demotedKey]);
+  });
 });

@@ -45,8 +45,14 @@ export class MembersService {
     return response;
   }
 
+  /**
+   * Changes a member's role. A member whose new role may no longer make API keys loses the agent-client keys they
+   * created, as one who leaves does: they saw those secrets, and would otherwise keep an agent's access to the
+   * gateway that their role no longer gives them.
+   */
   async changeRole(scope: TenantScope, id: string, body: UpdateMemberRequest): Promise<MemberResponse> {
-    const { before, after, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const revokedAt = new Date();
+    const { before, after, snapshot, revoked, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -54,11 +60,14 @@ export class MembersService {
       assertKeepsAnOwner(ownerCount, existing.role, body.role);
       const updated = await this.repository.updateRole(scope.tenantId, tx, id, body.role);
       if (!updated) throw memberErrors.notFound();
+      const losesKeys = roleGrants(existing.role, 'tenant:api-keys:write') && !roleGrants(body.role, 'tenant:api-keys:write');
+      const { revoked, cancelled } = losesKeys ? await this.revokeCreatedKeys(scope, tx, existing.userId, revokedAt) : { revoked: [], cancelled: 0 };
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.role_change');
-      return { before: existing, after: updated, snapshot };
+      return { before: existing, after: updated, snapshot, revoked, cancelled };
     });
     const response = toMemberResponse(after);
     await this.emit(scope, 'member.role_change', id, toMemberResponse(before), response, snapshot.version);
+    await this.announceRevoked(scope, revoked, cancelled, revokedAt, 'its creator may no longer make API keys');
     await this.snapshots.announce(snapshot);
     return response;
   }
@@ -76,18 +85,38 @@ export class MembersService {
       assertMayManage(await this.actorRole(scope, tx), existing.role, null);
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
-      const revoked = await this.repository.revokeKeysCreatedBy(scope.tenantId, tx, existing.userId, revokedAt);
-      // As a revocation through the API keys' own route: calls those keys made that wait for approval are cancelled.
-      const { count: cancelled } =
-        revoked.length === 0
-          ? { count: 0 }
-          : await tx.approval.updateMany({
-              where: { tenantId: scope.tenantId, apiKeyId: { in: revoked.map((key) => key.id) }, status: 'pending' },
-              data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
-            });
+      const { revoked, cancelled } = await this.revokeCreatedKeys(scope, tx, existing.userId, revokedAt);
       return { before: existing, revoked, cancelled, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
     });
     await this.emit(scope, 'member.remove', id, toMemberResponse(before), null, snapshot.version);
+    await this.announceRevoked(scope, revoked, cancelled, revokedAt, 'its creator was removed from the tenant');
+    await this.snapshots.announce(snapshot);
+  }
+
+  /**
+   * Revokes the agent-client keys `userId` created, in the transaction; as a revocation through the API keys' own
+   * route, calls those keys made that wait for approval are cancelled.
+   */
+  private async revokeCreatedKeys(scope: TenantScope, tx: TenantTransaction, userId: string, revokedAt: Date) {
+    const revoked = await this.repository.revokeKeysCreatedBy(scope.tenantId, tx, userId, revokedAt);
+    const { count: cancelled } =
+      revoked.length === 0
+        ? { count: 0 }
+        : await tx.approval.updateMany({
+            where: { tenantId: scope.tenantId, apiKeyId: { in: revoked.map((key) => key.id) }, status: 'pending' },
+            data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
+          });
+    return { revoked, cancelled };
+  }
+
+  /** After the commit: each revoked key audited, and the gateways and held calls told. */
+  private async announceRevoked(
+    scope: TenantScope,
+    revoked: Awaited<ReturnType<MembersService['revokeCreatedKeys']>>['revoked'],
+    cancelled: number,
+    revokedAt: Date,
+    reason: string,
+  ): Promise<void> {
     for (const key of revoked) {
       await this.audit.emit({
         tenantId: scope.tenantId,
@@ -95,10 +124,9 @@ export class MembersService {
         action: 'api_key.revoke',
         target: { type: 'api_key', id: key.id },
         before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
-        after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason: 'its creator was removed from the tenant' },
+        after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason },
       });
     }
-    await this.snapshots.announce(snapshot);
     if (revoked.length > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
   }
