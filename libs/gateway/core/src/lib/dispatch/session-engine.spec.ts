@@ -991,6 +991,22 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
   return { a, b, connector, record };
 }
 
+describe('SessionEngine: the agent\'s roots changing', () => {
+  it('tells each upstream at once, then at most once a second however often the agent says so, the last change included', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const record = await openSession(engine);
+    const notices = () => connector.notified.filter((n) => n.method === 'notifications/roots/list_changed').length;
+    for (let i = 0; i < 50; i++) engine.notification(record, { jsonrpc: '2.0', method: 'notifications/roots/list_changed' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(notices()).toBe(1);
+    // The 49 after the first are told by one notice at the end of the interval.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect(notices()).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(notices()).toBe(2);
+  });
+});
+
 describe('SessionEngine across replicas', () => {
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
     const { b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) });

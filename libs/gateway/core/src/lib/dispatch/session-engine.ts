@@ -234,6 +234,8 @@ interface LiveSession {
   readonly forgottenUpstreams: Map<string, string>;
   /** Upstream id → when this replica last started a new upstream session for it (renewals are spaced out). */
   readonly renewedAt: Map<string, number>;
+  /** When (performance.now()) the upstreams were last told the agent's roots changed, or a notice waiting to go. */
+  rootsNotice: number | 'scheduled' | undefined;
   /**
    * Upstreams whose session on this replica ended by itself and cannot be resumed (a legacy SSE stream dropped): the
    * next one opened for it is a new upstream session, told the agent's subscriptions and log level again (`replay`).
@@ -418,6 +420,9 @@ const MAX_URI_LENGTH = 8 * 1024;
  * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
  * JSON-RPC error naming cancellation) rather than as an unexpected internal error logged at error level.
  */
+/** At most one roots/list_changed notice per session goes to the upstreams this often (see `rootsChanged`). */
+const ROOTS_NOTICE_INTERVAL_MS = 1_000;
+
 /** A session's principal as upstream connections know it (ClientIdentity.principal). */
 const ownerKey = (tenantId: string, kind: string, id: string): string => `${tenantId}:${kind}:${id}`;
 
@@ -774,15 +779,9 @@ export class SessionEngine {
         else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params });
         return;
       }
-      case 'notifications/roots/list_changed': {
-        const live = this.liveFor(record);
-        for (const upstreamId of Object.keys(record.upstreams)) {
-          void this.upstream(live, upstreamId, 'notify')
-            .then((session) => session.notify(message.method))
-            .catch(() => undefined);
-        }
+      case 'notifications/roots/list_changed':
+        this.rootsChanged(this.liveFor(record));
         return;
-      }
       default:
         return; // notifications/initialized and anything else: nothing to relay.
     }
@@ -894,6 +893,31 @@ export class SessionEngine {
       return;
     }
     setTimeout(release, heldMs).unref();
+  }
+
+  /**
+   * The agent's roots changed: every upstream of the session is told. Each notice is a message to every upstream, and
+   * an agent's notifications pass no rate limit, so at most one goes out per ROOTS_NOTICE_INTERVAL_MS per session;
+   * changes in between are told by one more notice at the end of the interval (upstreams ask for the roots anyway).
+   */
+  private rootsChanged(live: LiveSession): void {
+    if (live.rootsNotice === 'scheduled') return;
+    const since = live.rootsNotice === undefined ? Infinity : performance.now() - live.rootsNotice;
+    const send = () => {
+      live.rootsNotice = performance.now();
+      if (this.ended.has(live.record.id)) return;
+      for (const upstreamId of Object.keys(live.record.upstreams)) {
+        void this.upstream(live, upstreamId, 'notify')
+          .then((session) => session.notify('notifications/roots/list_changed'))
+          .catch(() => undefined);
+      }
+    };
+    if (since >= ROOTS_NOTICE_INTERVAL_MS) {
+      send();
+      return;
+    }
+    live.rootsNotice = 'scheduled';
+    setTimeout(send, ROOTS_NOTICE_INTERVAL_MS - since).unref();
   }
 
   /** Tells the `completed` hook how a request ended. */
@@ -1950,6 +1974,7 @@ export class SessionEngine {
       standaloneToken: undefined,
       forgottenUpstreams: new Map(),
       renewedAt: new Map(),
+      rootsNotice: undefined,
       lostUpstreams: new Set(),
       inflight: new Map(),
       relayed: new Set(),
