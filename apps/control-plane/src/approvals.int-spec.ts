@@ -1,7 +1,9 @@
 import { hashApiKey } from '@portcullis/auth/api-keys';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
-import type { TenantId } from '@portcullis/shared/util-ids';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { ApprovalsService } from '@portcullis/control-plane/feature-approvals';
+import type { TenantId, UserId } from '@portcullis/shared/util-ids';
 import { testContext, waitFor } from '@portcullis/shared/util-testing';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -217,6 +219,19 @@ describe('approvals API', () => {
     expect(approved.json['arguments']).toEqual(args);
     const events = await cp.eventsAtLeast(t.id, 1);
     expect(JSON.stringify(events[0]?.arguments)).not.toMatch(/DROP TABLE|prod\/backups|tok-123456789/);
+  });
+
+  it('refuses a decision by someone demoted after the access check: the role is read again in the decision', async () => {
+    const { t, base } = await setup();
+    const demoted = await cp.member(t.id, 'admin');
+    const approval = await held(t.id);
+    // The guard read "admin"; the demotion commits before the decision runs.
+    const stale: TenantScope = { tenantId: t.id, role: 'admin', actor: { userId: demoted.id as UserId, isPlatformAdmin: false, traceId: 't', traceparent: null } };
+    await cp.system.membership.updateMany({ where: { tenantId: t.id, userId: demoted.id }, data: { role: 'auditor' } });
+    const service = cp.app.get(ApprovalsService);
+    await expect(service.approve(stale, approval.id, { argumentsHash: approval.argumentsHash })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await expect(service.deny(stale, approval.id, {})).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    expect((await cp.request('GET', `${base}/${approval.id}`, { token: (await cp.member(t.id, 'owner')).token })).json['status']).toBe('pending');
   });
 
   it('answers 404 across tenants and for ids that cannot exist', async () => {

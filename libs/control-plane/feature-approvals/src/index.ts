@@ -1,1 +1,2 @@
 export { ApprovalsModule } from './lib/approvals.module';
+export { ApprovalsService } from './lib/approvals.service';

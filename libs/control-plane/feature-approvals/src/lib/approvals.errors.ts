@@ -12,5 +12,6 @@ export const approvalErrors = {
     new AppError('VALIDATION_FAILED', 'The edited arguments still hold redacted values: enter every value the call needs.', {
       fields: [{ path: 'arguments', message: `contains ${JSON.stringify(REDACTED)}` }],
     }),
+  roleNoLongerAllows: () => new AppError('FORBIDDEN', 'Your role in this tenant no longer allows deciding approvals.'),
   ownCall: () => new AppError('FORBIDDEN', 'You cannot decide on a call made by you or by an agent acting with your API key: ask another approver.'),
 };

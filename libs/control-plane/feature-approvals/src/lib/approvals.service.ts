@@ -61,6 +61,7 @@ export class ApprovalsService {
     const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw approvalErrors.notFound();
+      await this.assertStillMayDecide(scope, tx);
       await this.assertNotOwnCall(scope, tx, existing);
       const status = effectiveStatus(existing, now);
       if (status !== 'pending') throw approvalErrors.alreadyClosed(status);
@@ -86,6 +87,17 @@ export class ApprovalsService {
     });
     await this.publisher.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
     return toApprovalResponse(after, now, true);
+  }
+
+  /**
+   * The actor's role as it is now, read in the decision's transaction: the one the access guard read may have changed
+   * since (a demotion committed meanwhile). FOR SHARE: a change of it not yet committed is waited for, not read past.
+   */
+  private async assertStillMayDecide(scope: TenantScope, tx: TenantTransaction): Promise<void> {
+    const rows = await tx.$queryRaw<{ role: TenantScope['role'] }[]>`
+      SELECT role FROM memberships WHERE tenant_id = ${scope.tenantId}::uuid AND user_id = ${scope.actor.userId}::uuid FOR SHARE`;
+    const role = rows[0]?.role;
+    if (role === undefined || !roleGrants(role, 'tenant:approvals:decide')) throw approvalErrors.roleNoLongerAllows();
   }
 
   /**
