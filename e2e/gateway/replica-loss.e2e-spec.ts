@@ -79,6 +79,16 @@ function slowCall(client: Client, intervalMs: number, steps = 1): { answer: Prom
   return { answer, primed: priming };
 }
 
+/** A 40 s call that is expected to fail: its error (an Error saying so if it was answered), once the agent holds an id. */
+function failingCall(client: Client): { failure: Promise<unknown>; primed: Promise<void> } {
+  const call = slowCall(client, 10_000, 4);
+  const failure = call.answer.then(
+    () => new Error('the call was answered'),
+    (error: unknown) => error,
+  );
+  return { failure, primed: call.primed };
+}
+
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   const demoPort = await freePort();
@@ -107,16 +117,12 @@ describe('a replica lost mid-call', () => {
     const proxy = await startProxy(doomed.url);
     const client = await connect(proxy);
     try {
-      const call = slowCall(client, 10_000, 4);
-      const outcome = call.answer.then(
-        () => new Error('the call was answered'),
-        (error: unknown) => error,
-      );
-      await call.primed;
+      const { failure, primed } = failingCall(client);
+      await primed;
       proxy.target = survivor.url;
       const killedAt = Date.now();
       doomed.app.child.kill('SIGKILL');
-      const error = await outcome;
+      const error = await failure;
       expect(error).toBeInstanceOf(McpError);
       expect((error as McpError).code).toBe(-32603);
       expect((error as McpError).message).toMatch(/replica handling this request stopped before answering/);
@@ -136,17 +142,13 @@ describe('a replica lost mid-call', () => {
     const proxy = await startProxy(retiring.url);
     const client = await connect(proxy);
     try {
-      const call = slowCall(client, 10_000, 4);
-      const outcome = call.answer.then(
-        () => new Error('the call was answered'),
-        (error: unknown) => error,
-      );
-      await call.primed;
+      const { failure, primed } = failingCall(client);
+      await primed;
       proxy.target = survivor.url;
       proxy.breakAll();
       const stoppedAt = Date.now();
       const exited = retiring.app.stop(10_000);
-      const error = await outcome;
+      const error = await failure;
       expect(error).toBeInstanceOf(McpError);
       // The replica's own cancellation, logged as the call's answer: not a lost writer found out elsewhere.
       expect((error as McpError).code).toBe(GATEWAY_RPC.UPSTREAM_TIMEOUT);

@@ -1,7 +1,9 @@
 import { AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
+import type { TenantScope } from '@portcullis/control-plane/auth';
+import { AuditService } from '@portcullis/control-plane/feature-audit';
 import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
-import { newId } from '@portcullis/shared/util-ids';
+import { newId, type UserId } from '@portcullis/shared/util-ids';
 import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -281,6 +283,28 @@ describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
     } finally {
       await cut.close();
     }
+  });
+
+  it('runs at most two at once per tenant (429 past that), each until its download ends', async () => {
+    const tenant = await cp.tenant();
+    const auditor = await cp.member(tenant.id, 'auditor');
+    await store.insert([sampleAuditEvent(tenant.id, { occurredAt: at(0) })]);
+    // Two downloads handed out and not read yet (the service directly: over HTTP a small file leaves at once).
+    const service = cp.app.get(AuditService);
+    const scope: TenantScope = { tenantId: tenant.id, role: 'auditor', actor: { userId: auditor.id as UserId, isPlatformAdmin: false, traceId: 't', traceparent: null } };
+    const first = await service.exportNow(scope, 'csv', {});
+    const second = await service.exportNow(scope, 'jsonl', {});
+    const refused = await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv`, { token: auditor.token });
+    expect(refused.status, refused.text).toBe(429);
+    expect(refused.headers['retry-after']).toBe('5');
+    // Another tenant is not held up by it.
+    const other = await cp.tenant();
+    expect((await cp.request('GET', `/api/v1/tenants/${other.id}/audit/events.csv`, { token: (await cp.member(other.id, 'auditor')).token })).status).toBe(200);
+    // One download ends (here: dropped): room for the next.
+    first.stream.destroy();
+    await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+    expect((await cp.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv`, { token: auditor.token })).status).toBe(200);
+    second.stream.destroy();
   });
 
   it('streams a spreadsheet-safe CSV whose digest header matches, and audits the export', async () => {

@@ -177,7 +177,8 @@ describe('rate limits on the gateway request path', () => {
     expect(answers.find((a) => a.id === 6)?.error).toBeUndefined();
   });
 
-  it('bounds calls in flight per agent client and frees the slot when a call ends', async () => {
+  /** A tenant whose agent may run one slow_count at a time, and a client of that agent. */
+  async function oneSlowCallAtATime() {
     const f = await fixture([
       {
         id: 'one-slow-call-at-a-time',
@@ -189,76 +190,71 @@ describe('rate limits on the gateway request path', () => {
     ]);
     const key = await f.agentKey();
     await ready();
-    const client = await connect(gatewayA.url, f.tenant.slug, key);
-    // Long enough (20 × 250 ms) that the slot is still held when the second call arrives, even on a slow machine;
-    // its first progress notification proves it was admitted and is in flight upstream.
+    return connect(gatewayA.url, f.tenant.slug, key);
+  }
+
+  /**
+   * A call long enough (20 × 250 ms) that its slot is still held when the next one arrives, even on a slow machine;
+   * resolves (with the call, still running) once its first progress notification proves it was admitted and is in
+   * flight upstream.
+   */
+  async function slowCallInFlight(client: Client, signal?: AbortSignal): Promise<{ slow: Promise<unknown> }> {
     let inFlight = false;
     const slow = client.callTool({ name: 'ks__slow_count', arguments: { steps: 20, interval_ms: 250 } }, undefined, {
+      ...(signal ? { signal } : {}),
       onprogress: () => {
         inFlight = true;
       },
     });
+    // A handled copy: the call may be cancelled before anyone awaits it.
+    slow.catch(() => undefined);
     await waitFor(() => inFlight, { timeoutMs: 10_000, description: 'the slow call to be in flight' });
-    const error = await rateLimitedError(client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }));
+    return { slow };
+  }
+
+  const quickCall = (client: Client) => client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } });
+
+  /** A quick call, retried while it is refused for concurrency (a slot is given back asynchronously). */
+  const quickCallOnceFree = (client: Client, timeoutMs: number) =>
+    waitFor(
+      () =>
+        quickCall(client).catch((e: unknown) => {
+          if (e instanceof StreamableHTTPError && e.code === 429) return undefined;
+          throw e;
+        }),
+      { timeoutMs, intervalMs: 100, description: 'the slot given back' },
+    );
+
+  it('bounds calls in flight per agent client and frees the slot when a call ends', async () => {
+    const client = await oneSlowCallAtATime();
+    const { slow } = await slowCallInFlight(client);
+    const error = await rateLimitedError(quickCall(client));
     expect(error.data).toMatchObject({ kind: 'concurrency', limit: 1, scope: ['agent_client'] });
     expect(error.message).toMatch(/at most 1 at once per agent client/);
     // Other tools are not limited by it.
     expect((await echo(client)).isError).not.toBe(true);
-    expect((await slow).isError).not.toBe(true);
-    // Released after the call: the next one gets the slot. Release is asynchronous, so retry while refused for
-    // concurrency; a slot that was never released would stay held for the 15 min lease and this would time out.
-    const next = await waitFor(
-      () =>
-        client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }).catch((e: unknown) => {
-          if (e instanceof StreamableHTTPError && e.code === 429) return undefined;
-          throw e;
-        }),
-      { timeoutMs: 10_000, intervalMs: 100, description: 'the released slot' },
-    );
-    expect(next.isError).not.toBe(true);
+    expect(((await slow) as { isError?: boolean }).isError).not.toBe(true);
+    // Released after the call: the next one gets the slot. A slot that was never released would stay held for the
+    // 15 min lease and this would time out.
+    expect((await quickCallOnceFree(client, 10_000)).isError).not.toBe(true);
     await client.close();
   });
 
   it('keeps a cancelled call\'s slot until its timeout would have passed (the upstream may still be running it)', async () => {
-    const f = await fixture([
-      {
-        id: 'one-slow-call-at-a-time',
-        subjects: [{ type: 'authenticated' }],
-        targets: [{ kind: 'tool', upstream: 'ks', name: 'slow_count' }],
-        effect: 'allow',
-        rateLimit: { scope: ['agent_client'], maxConcurrent: 1 },
-      },
-    ]);
-    const key = await f.agentKey();
-    await ready();
-    const client = await connect(gatewayA.url, f.tenant.slug, key);
-    let inFlight = false;
+    const client = await oneSlowCallAtATime();
     const cancel = new AbortController();
     const startedAt = Date.now();
-    const slow = client.callTool({ name: 'ks__slow_count', arguments: { steps: 20, interval_ms: 250 } }, undefined, {
-      signal: cancel.signal,
-      onprogress: () => {
-        inFlight = true;
-      },
-    });
-    await waitFor(() => inFlight, { timeoutMs: 10_000, description: 'the slow call to be in flight' });
+    const { slow } = await slowCallInFlight(client, cancel.signal);
     cancel.abort();
     await expect(slow).rejects.toThrow();
     // Cancel and call again: still one at a time (before, the slot came back with the cancellation, so an agent
-    // could run any number at once on an upstream that ignores cancellations).
+    // could run any number at once on an upstream that ignores cancellations). The pause lets a release at once,
+    // were there one, land first.
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const error = await rateLimitedError(client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }));
+    const error = await rateLimitedError(quickCall(client));
     expect(error.data).toMatchObject({ kind: 'concurrency', limit: 1 });
     // Given back once the call's timeout (10 s) would have passed.
-    const next = await waitFor(
-      () =>
-        client.callTool({ name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1 } }).catch((e: unknown) => {
-          if (e instanceof StreamableHTTPError && e.code === 429) return undefined;
-          throw e;
-        }),
-      { timeoutMs: 20_000, intervalMs: 250, description: 'the slot given back' },
-    );
-    expect(next.isError).not.toBe(true);
+    expect((await quickCallOnceFree(client, 20_000)).isError).not.toBe(true);
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(9_500);
     await client.close();
   }, 40_000);

@@ -1,4 +1,5 @@
 export { AuditModule } from './lib/audit.module';
+export { AuditService } from './lib/audit.service';
 export type { AuditApiOptions } from './lib/audit.options';
 export {
   auditFilterSql,

@@ -18,6 +18,8 @@ export const auditErrors = {
     ),
   tooManyExports: () =>
     new AppError('RATE_LIMITED', `This tenant already has ${MAX_EXPORTS_IN_PROGRESS} exports queued or running; wait for one to finish.`),
+  tooManySyncExports: (max: number) =>
+    new AppError('RATE_LIMITED', `This tenant already has ${max} downloads of audit events under way; wait for one to finish.`, { retryAfterSeconds: 5 }),
   queueUnavailable: () =>
     new AppError('DEPENDENCY_UNAVAILABLE', 'The export could not be queued right now; try again shortly.'),
 };

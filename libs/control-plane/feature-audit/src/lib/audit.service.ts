@@ -55,8 +55,16 @@ function definedFilters(filters: AuditEventFilters): AuditExportFilters {
  * one, or a worker job producing a file with its SHA-256 and manifest). Nothing here changes audit data; every export
  * and every download of one is itself audited.
  */
+/** Synchronous exports (GET .../events.csv|.jsonl) under way at once per tenant, per control-plane process. */
+const MAX_SYNC_EXPORTS_PER_TENANT = 2;
+/** A synchronous download not read to its end within this long is cut (its temporary file goes with it). */
+const SYNC_DOWNLOAD_DEADLINE_MS = 10 * 60_000;
+
 @Injectable()
 export class AuditService {
+  /** Synchronous exports under way per tenant in this process, from the count of rows to the end of the download. */
+  private readonly syncExports = new Map<string, number>();
+
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
     private readonly repository: AuditRepository,
@@ -87,6 +95,34 @@ export class AuditService {
    * and deleted when the response ends.
    */
   async exportNow(scope: TenantScope, format: ExportFormat, filters: AuditEventFilters): Promise<FileDownload> {
+    // Each holds a query, a temporary file of up to `syncExportMaxRows` rows and a response for as long as the caller
+    // reads: a few at a time per tenant, and each download within a deadline, or one tenant's slow readers could fill
+    // the disk and the pool for every tenant.
+    const running = this.syncExports.get(scope.tenantId) ?? 0;
+    if (running >= MAX_SYNC_EXPORTS_PER_TENANT) throw auditErrors.tooManySyncExports(MAX_SYNC_EXPORTS_PER_TENANT);
+    this.syncExports.set(scope.tenantId, running + 1);
+    let handedOver = false;
+    const done = () => {
+      const left = (this.syncExports.get(scope.tenantId) ?? 1) - 1;
+      if (left > 0) this.syncExports.set(scope.tenantId, left);
+      else this.syncExports.delete(scope.tenantId);
+    };
+    try {
+      const download = await this.writeSyncExport(scope, format, filters);
+      const deadline = setTimeout(() => download.stream.destroy(), SYNC_DOWNLOAD_DEADLINE_MS);
+      deadline.unref();
+      download.stream.once('close', () => {
+        clearTimeout(deadline);
+        done();
+      });
+      handedOver = true;
+      return download;
+    } finally {
+      if (!handedOver) done();
+    }
+  }
+
+  private async writeSyncExport(scope: TenantScope, format: ExportFormat, filters: AuditEventFilters): Promise<FileDownload> {
     const max = this.options.syncExportMaxRows;
     const matching = await withTenant(this.db, scope.tenantId, (tx) =>
       this.repository.countEventsUpTo(scope.tenantId, tx, filters, max),
