@@ -59,6 +59,11 @@ export const gatewayConfigSchema = z
     /** Bound on each upstream's part of a merged listing. */
     GATEWAY_LIST_TIMEOUT_MS: f.durationMs(5_000),
     /**
+     * An upstream a session lacks (down at its initialize, or added since) is tried again for it at most this often: on
+     * its listings, and in the background while its agent listens on a standalone stream.
+     */
+    GATEWAY_UPSTREAM_JOIN_RETRY_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
+    /**
      * A session reuses an upstream's listing page this long before asking again; the upstream's list_changed
      * notification drops it at once. 0: every listing asks the upstreams.
      */
@@ -235,6 +240,7 @@ export const gatewayConfigSchema = z
       },
       sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
+      joinRetryMs: env.GATEWAY_UPSTREAM_JOIN_RETRY_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
       listCacheMaxBytes: env.GATEWAY_LIST_CACHE_MAX_MB * 1024 * 1024,

@@ -88,6 +88,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // Open SSE streams were authenticated when they opened: once the routes exist, every reload of the keys or tenants
   // ends those whose credential is no longer accepted.
   let credentialsChanged = (): void => undefined;
+  // Set once the engine exists: the bus and the refreshers, made before it, reach it through this.
+  const engineRef: { current?: SessionEngine } = {};
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -119,6 +121,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         registry.replace(systemDb ? await loadUpstreams(systemDb, keyring, logger) : [], (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
         ),
+      // An upstream added to a tenant joins the sessions listening here, whose agents hear list_changed.
+      loaded: () => engineRef.current?.joinMissingUpstreams(),
     }),
     toolPins: createRefresher({
       name: 'tool-pins',
@@ -171,7 +175,6 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     maxCached: 50_000,
   });
   // The bus is created before the engine (the engine needs it); early messages find no engine and are dropped.
-  const engineRef: { current?: SessionEngine } = {};
   const onBus = (message: BusMessage) => engineRef.current?.onBusMessage(message);
   let bus: ReplicaBus | undefined;
   let subscribed = false;
@@ -268,6 +271,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     options: {
       separator: config.mcp.toolSeparator,
       listTimeoutMs: config.mcp.listTimeoutMs,
+      joinRetryMs: config.mcp.joinRetryMs,
       listCacheMs: config.mcp.listCacheMs,
       listCacheMaxPages: config.mcp.listCacheMaxPages,
       listCacheMaxBytes: config.mcp.listCacheMaxBytes,

@@ -22,6 +22,7 @@ function build(
   listCacheMs = 0,
   listCacheMaxPages?: number,
   configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
+  options: { joinRetryMs?: number; listTimeoutMs?: number } = {},
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
@@ -34,7 +35,7 @@ function build(
     connector,
     sessions: new MemorySessionStore(),
     logger,
-    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages },
+    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages, ...options },
   });
   engines.push(engine);
   return { engine, connector, registry };
@@ -990,6 +991,131 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
   if (!record) throw new Error('no session');
   return { a, b, connector, record };
 }
+
+describe('SessionEngine: upstreams joining a session after its initialize', () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const names = (listed: Record<string, unknown>[]) => listed.map((tool) => tool['name']);
+  const opens = (connector: FakeConnector, upstreamId: string) => connector.opened.filter((open) => open.upstreamId === upstreamId).map((open) => open.how);
+
+  it('joins an upstream down at initialize on a listing once joinRetryMs passed, told the agent\'s log level, within the capabilities initialize advertised', async () => {
+    const { engine, connector } = build(
+      {
+        u1: { prefix: 'one', capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('a') } : {}) },
+        u2: { prefix: 'two', capabilities: { tools: {}, logging: {}, prompts: { listChanged: true } }, handle: async (method) => (method === 'tools/list' ? { tools: tools('b') } : { content: [{ type: 'text', text: 'from two' }] }) },
+      },
+      0,
+      undefined,
+      undefined,
+      { joinRetryMs: 300 },
+    );
+    connector.down.add('u2');
+    const { sessionId, response } = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record || !('result' in response)) throw new Error('no session');
+    expect(response.result['capabilities']).not.toHaveProperty('prompts');
+    await engine.request(record, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace');
+    // Not tried again by the listing that follows initialize, nor when it is back within joinRetryMs.
+    expect(names(await listedTools(engine, record))).toEqual(['one__a']);
+    connector.down.delete('u2');
+    expect(names(await listedTools(engine, record))).toEqual(['one__a']);
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+    await sleep(350);
+    expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect', 'connect']);
+    expect(connector.calls.filter((call) => call.upstreamId === 'u2' && call.method === 'logging/setLevel').map((call) => call.params)).toEqual([{ level: 'debug' }]);
+    expect(logs).toContain('upstream joined the session');
+    expect(await engine.request(record, req('tools/call', { name: 'two__b', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [{ text: 'from two' }] } });
+
+    // The agent was not told of prompts at initialize: the joined upstream's prompt changes are not passed on.
+    const received: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    await sleep(10);
+    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' });
+    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
+    expect(received).toEqual(['notifications/message']);
+
+    // Ended with the session.
+    await engine.end(record, 'trace');
+    expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
+  });
+
+  it('joins an upstream configured after initialize for an agent listening on its stream, and tells it which advertised lists changed', async () => {
+    const { engine, connector, registry } = build({
+      u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('a') }) },
+      u2: { prefix: 'two', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('b') }) },
+    });
+    registry.replace([fakeConfig('u1', 'one')], () => undefined);
+    const listening = await openSession(engine);
+    const silent = await openSession(engine);
+    const received: string[] = [];
+    engine.attachStandalone(listening, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    await sleep(10);
+
+    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+    engine.joinMissingUpstreams();
+    await sleep(50);
+    // Tools were advertised with listChanged; prompts were not advertised at all.
+    expect(received).toEqual(['notifications/tools/list_changed']);
+    // Only the listening session was joined in the background; the other joins on its next listing.
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+    expect(names(await listedTools(engine, listening))).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+    expect(names(await listedTools(engine, silent))).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect', 'connect']);
+  });
+
+  it('answers a listing within listTimeoutMs while a missing upstream joins slowly, and tells the agent once it has', async () => {
+    const { engine, connector, registry } = build({
+      u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('a') }) },
+      u2: { prefix: 'two', capabilities: { tools: {} }, handle: async () => ({ tools: tools('b') }) },
+    });
+    registry.replace([fakeConfig('u1', 'one')], () => undefined);
+    const record = await openSession(engine);
+    const received: string[] = [];
+    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+    // Not listening yet: nothing joins in the background.
+    engine.joinMissingUpstreams();
+    expect(opens(connector, 'u2')).toEqual([]);
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    connector.openDelayMs.set('u2', 400);
+    const started = Date.now();
+    expect(names(await listedTools(engine, record))).toEqual(['one__a']);
+    // listTimeoutMs is 100 for the join and 100 for the pages; the join alone takes 400.
+    expect(Date.now() - started).toBeLessThan(390);
+    expect(received).toEqual([]);
+    await sleep(500);
+    expect(received).toEqual(['notifications/tools/list_changed']);
+    expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+  });
+
+  it('uses the upstream session another replica joined, for calls, listings and cursors, instead of opening another', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'one')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
+      u2: { capabilities: { tools: {} }, handle: async (method, params) => (method === 'tools/list' ? (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }) : { content: [] }) },
+    });
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
+    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+
+    const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    if (!('result' in first)) throw new Error('tools/list failed');
+    expect(names(first.result['tools'] as Record<string, unknown>[])).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+    // B's copy of the record predates the join: the cursor A gave and a call to the joined upstream still work there.
+    const rest = await b.request(onB, req('tools/list', { cursor: first.result['nextCursor'] }), NO_STREAM, 'trace');
+    expect(rest).toMatchObject({ result: { tools: [{ name: 'two__c' }] } });
+    expect(await b.request(onB, req('tools/call', { name: 'two__b', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [] } });
+    expect(opens(connector, 'u2')).toEqual(['connect', 'resume']);
+    expect(new Set(connector.calls.filter((call) => call.upstreamId === 'u2').map((call) => call.sessionId))).toEqual(new Set(['upstream-session-u2']));
+  });
+});
 
 describe('SessionEngine: the agent\'s roots changing', () => {
   it('tells each upstream at once, then at most once a second however often the agent says so, the last change included', async () => {

@@ -26,6 +26,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
   type Principal,
+  type RecordChange,
   type RecordEdit,
   type SessionRecord,
   type SessionStore,
@@ -76,6 +77,12 @@ export interface EngineOptions {
    * cached at all.
    */
   readonly listCacheMaxBytes?: number;
+  /**
+   * How often, at most, each session tries again an upstream of its tenant it does not have (down at initialize, or
+   * configured since): on a listing, and for an agent listening on its standalone stream, in the background. Default
+   * 15 s.
+   */
+  readonly joinRetryMs?: number;
 }
 
 /** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
@@ -181,6 +188,13 @@ export interface EngineDeps {
   readonly tasks?: TaskRouteStore;
 }
 
+/** Where a tool or prompt name the agent used goes: the upstream, and the name the upstream gave it. */
+interface ExposedTarget {
+  readonly upstreamId: string;
+  readonly name: string;
+  readonly config: UpstreamConfig;
+}
+
 /** Decides once, for a routed request, whether it may go on (see `RequestHooks.admit`). */
 type Gate = (target?: RequestInfo['target'], args?: Readonly<Record<string, unknown>>, taskOf?: RequestInfo['taskOf']) => Promise<Admission | undefined>;
 
@@ -253,6 +267,12 @@ interface LiveSession {
   readonly announcedTaskEnds: Set<string>;
   /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
   readonly reopened: Map<string, number[]>;
+  /** Upstream id → when this replica last tried to join it to the session (see `joinMissing`). */
+  readonly joinTriedAt: Map<string, number>;
+  /** Joins under way on this replica, by upstream id. */
+  readonly joining: Map<string, Promise<void>>;
+  /** When this replica last read the stored record for upstreams another replica joined (see `adoptJoined`). */
+  adoptedAt: number;
   lastUsed: number;
 }
 
@@ -264,6 +284,25 @@ export const MAX_RELAYED_PER_SESSION = 32;
 
 /** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
 const STANDALONE_ECHO_WAIT_MS = 3_000;
+
+/** Who the agent of `record` is, as upstream sessions opened for it are told. */
+function identityOf(record: SessionRecord): ClientIdentity {
+  return {
+    clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
+    capabilities: relayableClientCapabilities(record.clientCapabilities),
+    protocolVersion: record.protocolVersion,
+    principal: ownerKey(record.tenantId, record.principalKind, record.principalId),
+  };
+}
+
+/** Default `joinRetryMs`. */
+const JOIN_RETRY_MS = 15_000;
+/** Joins one replica runs at once in the background (an upstream back after an outage, for every listening agent). */
+const BACKGROUND_JOIN_CONCURRENCY = 8;
+/** The stored record is read again for upstreams another replica joined at most this often per session. */
+const ADOPT_INTERVAL_MS = 1_000;
+/** The list areas whose change a joining upstream may bring. */
+const JOIN_AREAS = ['tools', 'prompts', 'resources'] as const;
 
 /** Least time between two new upstream sessions for one upstream of one agent session on a replica (see `renew`). */
 const RENEW_MIN_INTERVAL_MS = 10_000;
@@ -577,6 +616,8 @@ export class SessionEngine {
       const config = configs[index] as UpstreamConfig;
       if (outcome.status === 'rejected') {
         this.logUpstreamFailure(config, 'initialize', outcome.reason, traceId);
+        // Tried again later (`joinMissing`), not by the listing that usually follows at once.
+        live.joinTriedAt.set(config.id, Date.now());
         return;
       }
       const session = outcome.value;
@@ -671,6 +712,8 @@ export class SessionEngine {
       return () => undefined;
     }
     const live = this.liveFor(record);
+    // The record looked up for this stream may know upstreams joined through another replica.
+    if (record !== live.record) this.adoptFrom(live, record);
     // Messages go to one standalone stream, the latest: an earlier one would only hold a socket and a keep-alive
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
     if (live.standalone !== undefined && live.standalone !== sink) live.standalone.close?.();
@@ -979,7 +1022,7 @@ export class SessionEngine {
       case 'tools/call':
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
-        const target = this.byExposedName(live, params['name'], kind);
+        const target = this.byExposedName(live, params['name'], kind, true) ?? (await this.joinedTarget(live, params['name'], kind));
         const given = params['arguments'];
         // Arguments are an object (or absent; null taken as absent) in MCP. Anything else would reach the upstream while
         // policy conditions, the approval's copy and the audit row saw no arguments at all.
@@ -1033,7 +1076,7 @@ export class SessionEngine {
         // principal may still use it, and the audit trail names it.
         await gate(undefined, undefined, route?.tool !== undefined && config !== undefined ? { upstream: config, kind: 'tool', name: route.tool } : undefined);
         if (typeof agentTaskId !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'taskId must be a string');
-        if (route === undefined || !Object.hasOwn(live.record.upstreams, route.upstreamId) || !this.runsTasksOf(live.record, route.upstreamId)) {
+        if (route === undefined || !(await this.hasUpstream(live, route.upstreamId)) || !this.runsTasksOf(live.record, route.upstreamId)) {
           throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
         }
         // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
@@ -1085,7 +1128,7 @@ export class SessionEngine {
         const ref = params['ref'];
         if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
         if (ref['type'] === 'ref/prompt') {
-          const target = this.byExposedName(live, ref['name'], 'prompt');
+          const target = this.byExposedName(live, ref['name'], 'prompt', true) ?? (await this.joinedTarget(live, ref['name'], 'prompt'));
           await gate({ upstream: target.config, kind: 'prompt', name: target.name });
           return this.forward(live, target.upstreamId, message, { ...params, ref: { ...ref, name: target.name } }, sink, signal, traceId);
         }
@@ -1162,16 +1205,21 @@ export class SessionEngine {
   private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
     const spec = LIST_METHODS[kind];
     let targets: PendingPage[];
+    const timeoutMs = this.deps.options.listTimeoutMs;
     if (cursor !== undefined) {
       const pages = decodeCursor(kind, cursor);
+      // A cursor another replica gave may name an upstream joined there.
       if (!pages || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
-        throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
+        if (!pages || !(await this.adoptJoined(live)) || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
+          throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
+        }
       }
       targets = pages;
     } else {
+      // Upstreams the session lacks are tried first (within listTimeoutMs), at most once per joinRetryMs.
+      await this.joinMissing(live, traceId, timeoutMs);
       targets = this.upstreamIdsWith(live, spec.capability).map((upstreamId) => ({ upstreamId, cursor: '' }));
     }
-    const timeoutMs = this.deps.options.listTimeoutMs;
     const cacheMs = this.deps.options.listCacheMs ?? 0;
     // Pages fetched across a resources change may list what the upstream no longer has: they teach no routes.
     const routesGeneration = live.routesGeneration;
@@ -1261,7 +1309,13 @@ export class SessionEngine {
     return items;
   }
 
-  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): { upstreamId: string; name: string; config: UpstreamConfig } {
+  /**
+   * The upstream and original name behind an exposed name. `orJoined`: undefined, instead of an error, when the name is
+   * of a configured upstream the session does not have (`joinedTarget` then looks whether another replica joined it).
+   */
+  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt', orJoined: true): ExposedTarget | undefined;
+  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): ExposedTarget;
+  private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt', orJoined = false): ExposedTarget | undefined {
     const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
     if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
     // Only a name the listings could have shown (1–128 characters of [A-Za-z0-9_.-]): anything else names nothing, and
@@ -1269,9 +1323,16 @@ export class SessionEngine {
     const parts = isValidExposedName(exposed) ? splitExposedName(exposed, this.deps.options.separator) : undefined;
     const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
     if (!parts || !config || !(config.id in live.record.upstreams)) {
+      if (orJoined && parts && config) return undefined;
       throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${label}: ${exposed.slice(0, 128)}`);
     }
     return { upstreamId: config.id, name: parts.name, config };
+  }
+
+  /** `byExposedName` once upstreams another replica joined to the session are known here. */
+  private async joinedTarget(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): Promise<ExposedTarget> {
+    await this.adoptJoined(live);
+    return this.byExposedName(live, exposed, kind);
   }
 
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
@@ -1370,6 +1431,150 @@ export class SessionEngine {
         return state !== undefined && (state.capabilities === undefined || isObject(state.capabilities[capability]));
       })
       .map((config) => config.id);
+  }
+
+  // ---------------------------------------------------------------- upstreams joining a session later
+
+  /**
+   * The tenant's upstreams the session does not have (down at its initialize, or configured since) that this replica
+   * has not tried for it within `joinRetryMs`, nor is trying now.
+   */
+  private dueToJoin(live: LiveSession, now: number): UpstreamConfig[] {
+    const retryMs = this.deps.options.joinRetryMs ?? JOIN_RETRY_MS;
+    const due: UpstreamConfig[] = [];
+    for (const config of this.deps.registry.forTenant(live.record.tenantId).list) {
+      if (Object.hasOwn(live.record.upstreams, config.id) || live.joining.has(config.id)) continue;
+      const tried = live.joinTriedAt.get(config.id);
+      if (tried === undefined || now - tried >= retryMs) due.push(config);
+    }
+    return due;
+  }
+
+  /**
+   * Joins the upstreams due (`dueToJoin`) to the session, all at once. Waits for them at most `waitMs`: a join that
+   * ends later tells the agent its lists changed instead (`joinOne`). Nothing is read or opened when none is due, which
+   * is every listing of a session that has all its tenant's upstreams.
+   */
+  private async joinMissing(live: LiveSession, traceId: string, waitMs: number): Promise<void> {
+    if (this.dueToJoin(live, Date.now()).length === 0) return;
+    // Another replica may have joined them already: then they are resumed here, not opened again.
+    await this.adoptJoined(live);
+    const due = this.dueToJoin(live, Date.now());
+    if (due.length === 0 || this.live.get(live.record.id) !== live) return;
+    let waiting = waitMs > 0;
+    const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId, () => !waiting)));
+    if (waiting) await untilAborted(joins, AbortSignal.timeout(waitMs)).catch(() => undefined);
+    waiting = false;
+    await (waitMs > 0 ? undefined : joins);
+  }
+
+  /**
+   * Opens a session of `config` for the agent's session and stores it in the session's record (compare-and-set: when
+   * another replica stored one first, this one is ended and theirs is used). The new upstream session is told the
+   * agent's log level. `announce()`, once it has joined, says whether the agent must be told its lists changed (no
+   * listing is waiting to include it): each list the upstream has and initialize advertised with `listChanged`.
+   * A failure is logged; the next try waits `joinRetryMs`.
+   */
+  private joinOne(live: LiveSession, config: UpstreamConfig, traceId: string, announce: () => boolean): Promise<void> {
+    live.joinTriedAt.set(config.id, Date.now());
+    const sessionId = live.record.id;
+    const joining = (async () => {
+      const session = await this.deps.connector.connect(config, identityOf(live.record));
+      const state = { ...session.state(), capabilities: { ...session.info.capabilities }, joined: true as const };
+      let change: RecordChange;
+      try {
+        change = await this.deps.sessions.change(sessionId, (stored) =>
+          Object.hasOwn(stored.upstreams, config.id) ? undefined : { ...stored, upstreams: { ...stored.upstreams, [config.id]: state } },
+        );
+      } catch (error) {
+        void session.close().catch(() => undefined);
+        throw error;
+      }
+      const current = this.live.get(sessionId) === live && !this.ended.has(sessionId);
+      if (!change.changed || !current) {
+        // The session ended meanwhile, or another replica joined the upstream first (its session is resumed here on
+        // first use).
+        void session.close().catch(() => undefined);
+        if (current && change.record !== undefined) this.adoptFrom(live, change.record);
+        return;
+      }
+      this.adoptFrom(live, change.record as SessionRecord);
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
+      this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
+      await this.replay(live, config, session, change.record, traceId);
+      if (!announce()) return;
+      const advertised = this.capabilitiesOf(live.record);
+      for (const area of JOIN_AREAS) {
+        const offered = advertised[area];
+        if (isObject(session.info.capabilities[area]) && isObject(offered) && offered['listChanged'] === true) {
+          this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${area}/list_changed` });
+        }
+      }
+    })();
+    const settled = joining.then(
+      () => undefined,
+      (error: unknown) => this.logUpstreamFailure(config, 'join', error, traceId),
+    );
+    live.joining.set(config.id, settled);
+    void settled.finally(() => {
+      if (live.joining.get(config.id) === settled) live.joining.delete(config.id);
+    });
+    return joining;
+  }
+
+  /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */
+  private adoptFrom(live: LiveSession, stored: SessionRecord): boolean {
+    let added: Record<string, SessionRecord['upstreams'][string]> | undefined;
+    for (const [upstreamId, state] of Object.entries(stored.upstreams)) {
+      if (!Object.hasOwn(live.record.upstreams, upstreamId)) (added ??= {})[upstreamId] = state;
+    }
+    if (added === undefined) return false;
+    live.record = { ...live.record, upstreams: { ...live.record.upstreams, ...added } };
+    return true;
+  }
+
+  /**
+   * Reads the stored record for upstreams another replica joined to the session (at most once a second per session:
+   * asked for names of upstreams the session does not have, an agent could otherwise make a Redis read per request).
+   * Returns whether any was added.
+   */
+  private async adoptJoined(live: LiveSession): Promise<boolean> {
+    const now = performance.now();
+    if (now - live.adoptedAt < ADOPT_INTERVAL_MS) return false;
+    live.adoptedAt = now;
+    const stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id)).catch(() => undefined);
+    return stored !== undefined && this.adoptFrom(live, stored);
+  }
+
+  /** Whether the session has the upstream, here or (read from the store) joined through another replica. */
+  private async hasUpstream(live: LiveSession, upstreamId: string): Promise<boolean> {
+    if (Object.hasOwn(live.record.upstreams, upstreamId)) return true;
+    await this.adoptJoined(live);
+    return Object.hasOwn(live.record.upstreams, upstreamId);
+  }
+
+  private backgroundJoins: Promise<void> | undefined;
+
+  /**
+   * Joins the upstreams each session listening on this replica (a standalone stream open here) lacks, a few at a time,
+   * so that its agent hears of them (`list_changed`) without listing: after the upstream registry changed, and on
+   * every sweep (an upstream back from an outage). One run at a time per replica.
+   */
+  joinMissingUpstreams(): void {
+    if (this.backgroundJoins !== undefined) return;
+    const sessions = [...this.live.values()].filter((live) => live.standalone !== undefined && this.dueToJoin(live, Date.now()).length > 0);
+    if (sessions.length === 0) return;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < sessions.length) {
+        const live = sessions[next++] as LiveSession;
+        if (this.live.get(live.record.id) === live) await this.joinMissing(live, 'background', 0);
+      }
+    };
+    this.backgroundJoins = Promise.all(Array.from({ length: Math.min(BACKGROUND_JOIN_CONCURRENCY, sessions.length) }, worker))
+      .then(() => undefined)
+      .catch((error: unknown) => this.deps.logger.warn({ err: error }, 'joining upstreams to listening sessions failed'))
+      .finally(() => (this.backgroundJoins = undefined));
   }
 
   // ---------------------------------------------------------------- forwarding and relays
@@ -1631,12 +1836,7 @@ export class SessionEngine {
       // for as long as the gateway ran, and kept relaying notifications beside the new session's.
       this.retire(existing.config, existing.session);
     }
-    const identity: ClientIdentity = {
-      clientInfo: live.record.clientInfo ?? { name: 'unknown', version: '0' },
-      capabilities: relayableClientCapabilities(live.record.clientCapabilities),
-      protocolVersion: live.record.protocolVersion,
-      principal: ownerKey(live.record.tenantId, live.record.principalKind, live.record.principalId),
-    };
+    const identity = identityOf(live.record);
     const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
     // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
     const lost = forgotten === undefined && live.lostUpstreams.delete(upstreamId);
@@ -1865,6 +2065,8 @@ export class SessionEngine {
     const all: Readonly<Record<string, unknown>>[] = [];
     const taskUpstreams: Readonly<Record<string, unknown>>[] = [];
     for (const [upstreamId, upstream] of Object.entries(upstreams)) {
+      // What initialize told the agent stays as it was: an upstream joined later serves within it.
+      if (upstream.joined) continue;
       const capabilities = upstream.capabilities ?? {};
       all.push(capabilities);
       if (this.runsTasksOf(record, upstreamId)) taskUpstreams.push(capabilities);
@@ -1888,13 +2090,15 @@ export class SessionEngine {
     return this.tasksOffered(record) && this.deps.registry.forTenant(record.tenantId).byId.get(upstreamId)?.transport === 'streamable_http';
   }
 
+  /** A session-level message for the agent: on its standalone stream, which may be held by another replica (ADR 0007). */
+  private toStandalone(live: LiveSession, notification: JsonRpcNotification): void {
+    if (live.standalone) live.standalone.send(notification);
+    else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
+  }
+
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
-    const deliver = (notification: JsonRpcNotification) => {
-      // The agent's standalone stream may be held by another replica (ADR 0007): hand it over the bus.
-      if (live.standalone) live.standalone.send(notification);
-      else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
-    };
+    const deliver = (notification: JsonRpcNotification) => this.toStandalone(live, notification);
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
@@ -1981,6 +2185,9 @@ export class SessionEngine {
       taskSlots: new Map(),
       announcedTaskEnds: new Set(),
       reopened: new Map(),
+      joinTriedAt: new Map(),
+      joining: new Map(),
+      adoptedAt: Number.NEGATIVE_INFINITY,
       lastUsed: Date.now(),
     };
   }
@@ -2117,6 +2324,8 @@ export class SessionEngine {
       }
     }
     if (cacheMs > 0) this.pageStore.prune(cacheMs, now);
+    // Upstreams back from an outage join the sessions listening here.
+    this.joinMissingUpstreams();
     // In insertion order, so oldest first: stop at the first one still remembered.
     for (const [id, at] of this.ended) {
       if (now - at < ENDED_MEMORY_MS) break;

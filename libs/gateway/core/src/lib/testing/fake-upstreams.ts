@@ -9,6 +9,7 @@ import type {
   UpstreamRequestOptions,
   UpstreamSession,
 } from '@portcullis/gateway/mcp';
+import { UpstreamUnavailableError } from '@portcullis/gateway/mcp';
 
 /** What an engine session answers an upstream's request with. */
 type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
@@ -59,11 +60,14 @@ export class FakeConnector implements UpstreamConnector {
   readonly unresumable = new Set<string>();
   /** Milliseconds a connect or resume of an upstream takes (a slow handshake, a process starting). */
   readonly openDelayMs = new Map<string, number>();
+  /** Upstreams that cannot be reached: a connect or resume of one fails (after its `openDelayMs`). */
+  readonly down = new Set<string>();
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
 
   private async opening(upstreamId: string): Promise<void> {
     const delay = this.openDelayMs.get(upstreamId) ?? 0;
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    if (this.down.has(upstreamId)) throw new UpstreamUnavailableError('connect_failed', 'connection refused');
   }
 
   /** Upstream sessions started per upstream (each connect starts one; a resume continues the one it names). */

@@ -32,6 +32,11 @@ export interface SessionRecord {
         readonly sessionId: string | null;
         readonly protocolVersion: string;
         readonly capabilities?: Readonly<Record<string, unknown>>;
+        /**
+         * Joined after initialize (the upstream was down then, or configured later): it serves the session within the
+         * capabilities initialize advertised, which do not change for it.
+         */
+        readonly joined?: true;
       }
     >
   >;

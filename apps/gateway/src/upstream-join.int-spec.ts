@@ -1,0 +1,111 @@
+/**
+ * An upstream that is down when an agent's session starts, or that a tenant adds while the session runs, joins the
+ * session once it can be reached: on the agent's next listing, or, for an agent listening on its standalone stream,
+ * by itself, with a `tools/list_changed` notice. Two gateway replicas share the session; the joined upstream session
+ * is stored in its record, and the other replica uses that one. Needs `npx nx build demo-upstreams`.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
+import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentWithKey, demoUpstreamTarget, freePort, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let redis: Redis;
+let demo: DemoUpstreams;
+let late: DemoUpstreams | undefined;
+let latePort: number;
+let gatewayA: TestGateway;
+let gatewayB: TestGateway;
+let tenant: TestTenant;
+let key: string;
+
+const text = (result: unknown): string => ((result as { content?: { text?: string }[] }).content ?? []).map((item) => item.text ?? '').join('');
+
+/** Resolves once `check` holds, trying every 100 ms for at most `ms`. */
+async function eventually(check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  redis = createRedisClient({ url: ctx.redisUrl, connectionName: 'upstream-join-spec' });
+  demo = await startDemoUpstreams();
+  latePort = await freePort();
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'ks', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 } as never,
+  });
+  // Nothing listens there until the test starts it.
+  await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'math', toolPrefix: 'm', transport: 'streamable_http', url: `http://127.0.0.1:${latePort}/math/mcp`, connectTimeoutMs: 2_000, callTimeoutMs: 10_000 } as never,
+  });
+  key = (await createAgentWithKey(db, tenant.id, 'join-agent')).key;
+  // Upstream registries reloaded twice a second, so that background joins (after each reload) come soon.
+  const env = { GATEWAY_UPSTREAM_JOIN_RETRY_MS: '500', GATEWAY_SNAPSHOT_REFRESH_MS: '500' };
+  gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
+  gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
+}, 60_000);
+
+afterAll(async () => {
+  await gatewayA?.close();
+  await gatewayB?.close();
+  await demo?.stop();
+  await late?.stop();
+  redis?.disconnect();
+  await db?.$disconnect();
+});
+
+describe('upstreams joining a running session', () => {
+  it('brings an upstream back from an outage at initialize, and one added later, to a listening agent on either replica', async () => {
+    let target = gatewayA.url;
+    const client = new Client({ name: 'join-spec', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+      fetch: (input, init) => fetch(String(input).replace(gatewayA.url, target), init),
+    });
+    let changes = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => void (changes += 1));
+    // The SDK client opens its standalone GET stream (on A) once initialized.
+    await client.connect(transport);
+    const names = async () => (await client.listTools()).tools.map((tool) => tool.name);
+    expect((await names()).some((name) => name.startsWith('m__'))).toBe(false);
+    expect(gatewayA.logs()).toContain('upstream dropped out of the request');
+
+    // The math server comes up: the session gets it without listing, and the agent is told.
+    late = await startDemoUpstreams({ port: latePort });
+    await eventually(() => changes >= 1, 10_000);
+    expect(await names()).toEqual(expect.arrayContaining(['ks__echo', 'm__add']));
+    expect(gatewayA.logs()).toContain('upstream joined the session');
+    // Replica B never opened the math upstream for this session: it resumes the session A stored.
+    target = gatewayB.url;
+    expect(await client.callTool({ name: 'm__add', arguments: { a: 2, b: 3 } })).toMatchObject({ structuredContent: { result: 5 } });
+    expect(gatewayB.logs()).not.toContain('upstream joined the session');
+
+    // A stdio upstream configured while the session runs joins it the same way.
+    target = gatewayA.url;
+    const seen = changes;
+    await db.upstream.create({
+      data: { tenantId: tenant.id, name: 'tickets', toolPrefix: 'tk', ...demoUpstreamTarget(demo, 'tickets', 'stdio'), connectTimeoutMs: 10_000, callTimeoutMs: 10_000 } as never,
+    });
+    await redis.publish(CHANGE_CHANNELS.upstreams, tenant.id);
+    await eventually(() => changes > seen, 15_000);
+    expect(await names()).toEqual(expect.arrayContaining(['ks__echo', 'm__add', 'tk__create_ticket']));
+    target = gatewayB.url;
+    const created = await client.callTool({ name: 'tk__create_ticket', arguments: { title: 'joined later', body: 'added while the session ran', priority: 'low' } });
+    expect(created.isError).toBeFalsy();
+    expect(text(created)).toContain('joined later');
+    await client.close();
+  }, 60_000);
+});
