@@ -63,6 +63,8 @@ export const gatewayConfigSchema = z
      * its listings, and in the background while its agent listens on a standalone stream.
      */
     GATEWAY_UPSTREAM_JOIN_RETRY_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
+    /** Longest initialize waits for upstreams to connect; a slower one joins the session once connected. */
+    GATEWAY_INITIALIZE_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
     /**
      * A session reuses an upstream's listing page this long before asking again; the upstream's list_changed
      * notification drops it at once. 0: every listing asks the upstreams.
@@ -241,6 +243,7 @@ export const gatewayConfigSchema = z
       sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       joinRetryMs: env.GATEWAY_UPSTREAM_JOIN_RETRY_MS,
+      initializeWaitMs: env.GATEWAY_INITIALIZE_WAIT_MS,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
       listCacheMaxBytes: env.GATEWAY_LIST_CACHE_MAX_MB * 1024 * 1024,

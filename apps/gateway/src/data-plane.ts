@@ -272,6 +272,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       separator: config.mcp.toolSeparator,
       listTimeoutMs: config.mcp.listTimeoutMs,
       joinRetryMs: config.mcp.joinRetryMs,
+      initializeWaitMs: config.mcp.initializeWaitMs,
       listCacheMs: config.mcp.listCacheMs,
       listCacheMaxPages: config.mcp.listCacheMaxPages,
       listCacheMaxBytes: config.mcp.listCacheMaxBytes,

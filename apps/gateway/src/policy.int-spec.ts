@@ -6,7 +6,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { McpError, ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
@@ -195,6 +195,29 @@ describe('calls are decided by the policy', () => {
     const triage = await rpcError(reader.getPrompt({ name: 'tickets__triage_ticket', arguments: { id: '1' } }));
     expect(triage.code).toBe(GATEWAY_RPC.POLICY_DENIED);
     await reader.close();
+    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+  });
+
+  it('stops passing on updates of a subscribed resource once a new snapshot revokes it', async () => {
+    const bot = await connect(tenant.slug, agents.bot.key);
+    const updated: string[] = [];
+    bot.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => void updated.push(notification.params.uri));
+    await bot.subscribeResource({ uri: 'tickets://summary' });
+    const create = () => bot.callTool({ name: 'tickets__create_ticket', arguments: { title: 'watched', body: 'b', priority: 'low' } });
+    // The tickets server sends the update on the call's stream, before its result.
+    await create();
+    expect(updated).toEqual(['tickets://summary']);
+    const revoked = await writeActiveSnapshot(
+      db,
+      tenant.id,
+      policy([{ id: 'bot-loses-resources', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://**' }], effect: 'deny' }]),
+      { publish: redis },
+    );
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === revoked.version, { timeoutMs: 5_000 });
+    expect((await create()).isError).not.toBe(true);
+    expect(updated).toEqual(['tickets://summary']);
+    await bot.close();
     const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
     await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
   });

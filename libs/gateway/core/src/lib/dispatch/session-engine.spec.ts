@@ -22,7 +22,7 @@ function build(
   listCacheMs = 0,
   listCacheMaxPages?: number,
   configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
-  options: { joinRetryMs?: number; listTimeoutMs?: number } = {},
+  options: { joinRetryMs?: number; listTimeoutMs?: number; initializeWaitMs?: number } = {},
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
@@ -30,15 +30,16 @@ function build(
     () => undefined,
   );
   const connector = new FakeConnector(upstreams);
+  const sessions = new MemorySessionStore();
   const engine = new SessionEngine({
     registry,
     connector,
-    sessions: new MemorySessionStore(),
+    sessions,
     logger,
     options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages, ...options },
   });
   engines.push(engine);
-  return { engine, connector, registry };
+  return { engine, connector, registry, sessions };
 }
 
 /** A new session on `engine` and its record. */
@@ -1087,6 +1088,53 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(received).toEqual(['notifications/tools/list_changed']);
     expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
     expect(opens(connector, 'u2')).toEqual(['connect']);
+  });
+
+  it('answers initialize without waiting past initializeWaitMs for a slow upstream, which joins once connected', async () => {
+    const { engine, connector } = build(
+      {
+        u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('a') }) },
+        u2: { prefix: 'two', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('b') }) },
+      },
+      0,
+      undefined,
+      undefined,
+      { initializeWaitMs: 100, listTimeoutMs: 2_000 },
+    );
+    connector.openDelayMs.set('u2', 600);
+    const started = Date.now();
+    const { sessionId, response } = await engine.initialize(principal, init, 'trace');
+    expect(Date.now() - started).toBeLessThan(500);
+    if (!('result' in response)) throw new Error('initialize failed');
+    // Told what the upstreams connected by then have.
+    expect(response.result['capabilities']).toEqual({ tools: { listChanged: true } });
+    expect(logs).toContain('upstream still connecting when initialize answered');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const received: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    // A listing waits for the join under way (within listTimeoutMs), and opens no second session.
+    expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
+    expect(opens(connector, 'u2')).toEqual(['connect']);
+    expect(received).toEqual(['notifications/tools/list_changed']);
+  });
+
+  it('ends an upstream session that connects after initialize failed', async () => {
+    const { engine, connector, sessions } = build(
+      {
+        u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
+        u2: { prefix: 'two', capabilities: { tools: {} }, handle: async () => ({ tools: tools('b') }) },
+      },
+      0,
+      undefined,
+      undefined,
+      { initializeWaitMs: 50 },
+    );
+    connector.openDelayMs.set('u2', 200);
+    sessions.create = () => Promise.reject(new Error('store down'));
+    await expect(engine.initialize(principal, init, 'trace')).rejects.toThrow('store down');
+    await sleep(300);
+    expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
   });
 
   it('uses the upstream session another replica joined, for calls, listings and cursors, instead of opening another', async () => {

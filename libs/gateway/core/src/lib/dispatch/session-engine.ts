@@ -83,6 +83,11 @@ export interface EngineOptions {
    * 15 s.
    */
   readonly joinRetryMs?: number;
+  /**
+   * Longest `initialize` waits for the tenant's upstreams to connect (default 10 s): one still connecting then joins the
+   * session once connected, and the agent hears its lists changed.
+   */
+  readonly initializeWaitMs?: number;
 }
 
 /** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
@@ -294,6 +299,26 @@ function identityOf(record: SessionRecord): ClientIdentity {
     principal: ownerKey(record.tenantId, record.principalKind, record.principalId),
   };
 }
+
+/** Each promise's outcome if it settles within `ms`; undefined for one still pending then. */
+async function settledWithin<T>(promises: readonly Promise<T>[], ms: number): Promise<(PromiseSettledResult<T> | undefined)[]> {
+  const outcomes: (PromiseSettledResult<T> | undefined)[] = promises.map(() => undefined);
+  const all = Promise.all(
+    promises.map((promise, index) =>
+      promise.then(
+        (value) => void (outcomes[index] = { status: 'fulfilled', value }),
+        (reason: unknown) => void (outcomes[index] = { status: 'rejected', reason }),
+      ),
+    ),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+  return [...outcomes];
+}
+
+/** Default `initializeWaitMs`. */
+const INITIALIZE_WAIT_MS = 10_000;
 
 /** Default `joinRetryMs`. */
 const JOIN_RETRY_MS = 15_000;
@@ -609,11 +634,19 @@ export class SessionEngine {
     const sessionId = record.id;
     const upstreams = record.upstreams as Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }>;
     const configs = this.deps.registry.forTenant(record.tenantId).list;
-    const settled = await Promise.allSettled(configs.map((config) => this.deps.connector.connect(config, identity)));
+    const connecting = configs.map((config) => this.deps.connector.connect(config, identity));
+    // A slow upstream (a stdio server starting, a connect timeout of two minutes) does not hold the answer: past
+    // initializeWaitMs it joins the session once connected, and the agent hears its lists changed (`joinOne`).
+    const settled = await settledWithin(connecting, this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS);
     const live: LiveSession = this.newLive(record);
     const instructions: string[] = [];
+    const late: number[] = [];
     settled.forEach((outcome, index) => {
       const config = configs[index] as UpstreamConfig;
+      if (outcome === undefined) {
+        late.push(index);
+        return;
+      }
       if (outcome.status === 'rejected') {
         this.logUpstreamFailure(config, 'initialize', outcome.reason, traceId);
         // Tried again later (`joinMissing`), not by the listing that usually follows at once.
@@ -631,9 +664,15 @@ export class SessionEngine {
     } catch (error) {
       // No session to hold them: the upstream sessions just opened are ended again (none can be resumed later).
       for (const { session } of live.upstreams.values()) void session.then((s) => s.close()).catch(() => undefined);
+      for (const index of late) void connecting[index]?.then((s) => s.close()).catch(() => undefined);
       throw error;
     }
     this.live.set(sessionId, live);
+    for (const index of late) {
+      const config = configs[index] as UpstreamConfig;
+      this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId }, 'upstream still connecting when initialize answered; it joins the session once connected');
+      void this.joinOne(live, config, traceId, () => true, connecting[index]).catch(() => undefined);
+    }
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,
       capabilities: this.advertise(live.record, upstreams),
@@ -1456,14 +1495,19 @@ export class SessionEngine {
    * is every listing of a session that has all its tenant's upstreams.
    */
   private async joinMissing(live: LiveSession, traceId: string, waitMs: number): Promise<void> {
-    if (this.dueToJoin(live, Date.now()).length === 0) return;
-    // Another replica may have joined them already: then they are resumed here, not opened again.
-    await this.adoptJoined(live);
-    const due = this.dueToJoin(live, Date.now());
-    if (due.length === 0 || this.live.get(live.record.id) !== live) return;
+    let due = this.dueToJoin(live, Date.now());
+    if (due.length > 0) {
+      // Another replica may have joined them already: then they are resumed here, not opened again.
+      await this.adoptJoined(live);
+      due = this.dueToJoin(live, Date.now());
+    }
+    // Joins already under way (one still connecting when initialize answered, one a listing before started) are waited
+    // for too, as a listing waits for an upstream session that reconnects.
+    const underway = waitMs > 0 ? [...live.joining.values()] : [];
+    if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
     let waiting = waitMs > 0;
     const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId, () => !waiting)));
-    if (waiting) await untilAborted(joins, AbortSignal.timeout(waitMs)).catch(() => undefined);
+    if (waiting) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
     waiting = false;
     await (waitMs > 0 ? undefined : joins);
   }
@@ -1475,11 +1519,18 @@ export class SessionEngine {
    * listing is waiting to include it): each list the upstream has and initialize advertised with `listChanged`.
    * A failure is logged; the next try waits `joinRetryMs`.
    */
-  private joinOne(live: LiveSession, config: UpstreamConfig, traceId: string, announce: () => boolean): Promise<void> {
+  private joinOne(
+    live: LiveSession,
+    config: UpstreamConfig,
+    traceId: string,
+    announce: () => boolean,
+    /** A connect already under way (initialize stopped waiting for it). */
+    connecting?: Promise<UpstreamSession>,
+  ): Promise<void> {
     live.joinTriedAt.set(config.id, Date.now());
     const sessionId = live.record.id;
     const joining = (async () => {
-      const session = await this.deps.connector.connect(config, identityOf(live.record));
+      const session = await (connecting ?? this.deps.connector.connect(config, identityOf(live.record)));
       const state = { ...session.state(), capabilities: { ...session.info.capabilities }, joined: true as const };
       let change: RecordChange;
       try {
@@ -1600,7 +1651,7 @@ export class SessionEngine {
       timeoutMs: (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs,
       onNotification: (notification) => {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
-        if (!this.relayable(live.record, notification)) return;
+        if (!this.relayable(live, upstreamId, notification)) return;
         if (notification.method === 'notifications/progress') {
           if (progressToken === undefined) return;
           const progressed: Record<string, unknown> = { ...notification.params, progressToken };
@@ -2040,14 +2091,36 @@ export class SessionEngine {
   }
 
   /**
-   * Whether the agent may be sent `notification`: a list change only for an area whose `listChanged` the session's
-   * initialize advertised (MCP: the server sends them only then; an upstream that sends one anyway is not passed on).
+   * Whether the agent may be sent `notification` from the upstream `upstreamId`: a list change only for an area whose
+   * `listChanged` the session's initialize advertised (MCP: the server sends them only then; an upstream that sends one
+   * anyway is not passed on); a resource update only while the principal may still see the resource (`updateVisible`).
    */
-  private relayable(record: SessionRecord, notification: JsonRpcNotification): boolean {
+  private relayable(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): boolean {
+    if (notification.method === 'notifications/resources/updated') return this.updateVisible(live, upstreamId, notification.params);
     const area = LIST_CHANGED_AREA[notification.method];
     if (area === undefined) return true;
-    const advertised = this.capabilitiesOf(record)[area];
+    const advertised = this.capabilitiesOf(live.record)[area];
     return isObject(advertised) && advertised['listChanged'] === true;
+  }
+
+  /**
+   * Whether a `resources/updated` about `params.uri` may reach the agent: the hooks' listing filter (policy) must still
+   * show that resource to the principal. A subscription outlives the policy that allowed it (the upstream keeps it), so
+   * without this an agent whose access was revoked went on learning when the resource changed. Dropped when the update
+   * names no URI or the filter fails.
+   */
+  private updateVisible(live: LiveSession, upstreamId: string, params: Record<string, unknown> | undefined): boolean {
+    const filter = this.deps.hooks?.filter;
+    if (filter === undefined) return true;
+    const uri = params?.['uri'];
+    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    if (typeof uri !== 'string' || config === undefined) return false;
+    try {
+      return filter(live.record, 'resource', config, [{ uri }], false).length > 0;
+    } catch (error) {
+      this.deps.logger.warn({ upstream: config.name, tenantId: config.tenantId, reason: this.reasonOf(error) }, 'resource update not passed on: the listing filter failed');
+      return false;
+    }
   }
 
   /** The capabilities initialize advertised for the session (worked out from the record, remembered per record). */
@@ -2102,7 +2175,7 @@ export class SessionEngine {
     session.onNotification((notification) => {
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
-      if (!this.relayable(live.record, notification)) return;
+      if (!this.relayable(live, config.id, notification)) return;
       const upstreamTask = referencedTask(notification.method, notification.params);
       if (upstreamTask === undefined) deliver(notification);
       else void this.agentTaskMessage(live, config.id, notification, upstreamTask).then((named) => named && deliver(named));
