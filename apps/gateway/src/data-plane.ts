@@ -90,6 +90,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   let credentialsChanged = (): void => undefined;
   // Set once the engine exists: the bus and the refreshers, made before it, reach it through this.
   const engineRef: { current?: SessionEngine } = {};
+  // Tenants whose upstreams the last registry load changed (announced to their agents once the load is in force).
+  const upstreamsChangedFor = new Set<string>();
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -117,12 +119,21 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       name: 'upstreams',
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
-      load: async () =>
-        registry.replace(systemDb ? await loadUpstreams(systemDb, keyring, logger) : [], (upstream, reason) =>
+      load: async () => {
+        const changed = registry.replace(systemDb ? await loadUpstreams(systemDb, keyring, logger) : [], (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
-        ),
-      // An upstream added to a tenant joins the sessions listening here, whose agents hear list_changed.
-      loaded: () => engineRef.current?.joinMissingUpstreams(),
+        );
+        for (const tenantId of changed) upstreamsChangedFor.add(tenantId);
+      },
+      // Agents listening here hear that their lists changed, and an upstream added to a tenant joins their sessions.
+      loaded: () => {
+        const tenants = [...upstreamsChangedFor];
+        upstreamsChangedFor.clear();
+        const engine = engineRef.current;
+        if (engine === undefined) return;
+        for (const tenantId of tenants) engine.listsChangedFor(tenantId);
+        engine.joinMissingUpstreams();
+      },
     }),
     toolPins: createRefresher({
       name: 'tool-pins',
@@ -156,6 +167,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     logger,
     reconcileMs: config.policy.reconcileMs,
     pollMs: config.policy.pollMs,
+    // What the tenant's principals may see changed: its agents listening here are told.
+    changed: (tenantId) => engineRef.current?.listsChangedFor(tenantId),
   });
   // Held calls (require_approval): approvals in Postgres, decisions announced on CHANGE_CHANNELS.approvals, polled too.
   const approvals = deps.appDb

@@ -6,7 +6,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpError, ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { McpError, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
@@ -142,8 +142,10 @@ describe('calls are decided by the policy', () => {
     await bot.close();
   });
 
-  it('enforces a new snapshot on live sessions as soon as its notice arrives', async () => {
+  it('enforces a new snapshot on live sessions as soon as its notice arrives, and tells their agents', async () => {
     const reader = await connect(tenant.slug, agents.reader.key);
+    let toolChanges = 0;
+    reader.setNotificationHandler(ToolListChangedNotificationSchema, () => void (toolChanges += 1));
     await expect(reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'a', body: 'b', priority: 'low' } })).rejects.toThrow(/denied/);
     const written = await writeActiveSnapshot(
       db,
@@ -159,6 +161,8 @@ describe('calls are decided by the policy', () => {
       { publish: redis },
     );
     await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 5_000 });
+    // The agent listens on its standalone stream: it is told its tools changed, and need not poll.
+    await waitFor(() => toolChanges > 0, { timeoutMs: 5_000 });
     const created = await reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'a', body: 'b', priority: 'low' } });
     expect(created.isError).not.toBe(true);
     expect(names((await reader.listTools()).tools)).toContain('tickets__create_ticket');

@@ -10,7 +10,7 @@ import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/typ
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgentWithKey, demoUpstreamTarget, freePort, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
@@ -27,15 +27,6 @@ let tenant: TestTenant;
 let key: string;
 
 const text = (result: unknown): string => ((result as { content?: { text?: string }[] }).content ?? []).map((item) => item.text ?? '').join('');
-
-/** Resolves once `check` holds, trying every 100 ms for at most `ms`. */
-async function eventually(check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
@@ -68,7 +59,7 @@ afterAll(async () => {
 });
 
 describe('upstreams joining a running session', () => {
-  it('brings an upstream back from an outage at initialize, and one added later, to a listening agent on either replica', async () => {
+  it('brings an upstream back from an outage at initialize, and one added later, to a listening agent on either replica; one removed leaves', async () => {
     let target = gatewayA.url;
     const client = new Client({ name: 'join-spec', version: '1.0.0' });
     const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), {
@@ -85,7 +76,7 @@ describe('upstreams joining a running session', () => {
 
     // The math server comes up: the session gets it without listing, and the agent is told.
     late = await startDemoUpstreams({ port: latePort });
-    await eventually(() => changes >= 1, 10_000);
+    await waitFor(() => changes >= 1, { timeoutMs: 10_000, description: 'tools/list_changed after the math server came up' });
     expect(await names()).toEqual(expect.arrayContaining(['ks__echo', 'm__add']));
     expect(gatewayA.logs()).toContain('upstream joined the session');
     // Replica B never opened the math upstream for this session: it resumes the session A stored.
@@ -100,12 +91,19 @@ describe('upstreams joining a running session', () => {
       data: { tenantId: tenant.id, name: 'tickets', toolPrefix: 'tk', ...demoUpstreamTarget(demo, 'tickets', 'stdio'), connectTimeoutMs: 10_000, callTimeoutMs: 10_000 } as never,
     });
     await redis.publish(CHANGE_CHANNELS.upstreams, tenant.id);
-    await eventually(() => changes > seen, 15_000);
+    await waitFor(() => changes > seen, { timeoutMs: 15_000, description: 'tools/list_changed after the tickets upstream was added' });
     expect(await names()).toEqual(expect.arrayContaining(['ks__echo', 'm__add', 'tk__create_ticket']));
     target = gatewayB.url;
     const created = await client.callTool({ name: 'tk__create_ticket', arguments: { title: 'joined later', body: 'added while the session ran', priority: 'low' } });
     expect(created.isError).toBeFalsy();
     expect(text(created)).toContain('joined later');
+
+    // An upstream the tenant removes leaves the listings, and the agent is told so too.
+    const before = changes;
+    await db.upstream.deleteMany({ where: { tenantId: tenant.id, name: 'math' } });
+    await redis.publish(CHANGE_CHANNELS.upstreams, tenant.id);
+    await waitFor(() => changes > before, { timeoutMs: 10_000, description: 'tools/list_changed after the math upstream was removed' });
+    expect(await names()).not.toContain('m__add');
     await client.close();
   }, 60_000);
 });

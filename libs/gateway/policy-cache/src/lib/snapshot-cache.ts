@@ -32,6 +32,11 @@ export interface SnapshotCacheOptions {
   /** Reconcile this often while pub/sub is down (polling instead of notices). */
   readonly pollMs: number;
   readonly now?: () => number;
+  /**
+   * After a tenant's policy in force changed: another snapshot swapped in, or none any more (what each principal may
+   * see changed). Must not throw.
+   */
+  readonly changed?: (tenantId: string) => void;
 }
 
 /** A loaded snapshot and what it was loaded from. */
@@ -251,6 +256,7 @@ export class SnapshotCache {
     this.refused.delete(row.tenantId);
     this.held.set(row.tenantId, { snapshot, version: row.version, checksum: row.checksum, loadedAt: this.now() });
     this.options.logger.info({ tenantId: row.tenantId, version: row.version, previousVersion: current?.version ?? null }, 'policy snapshot in force');
+    this.options.changed?.(row.tenantId);
   }
 
   private dropMissing(present: ReadonlySet<string>): void {
@@ -264,6 +270,7 @@ export class SnapshotCache {
     if (!current) return;
     this.held.delete(tenantId);
     this.options.logger.warn({ tenantId, version: current.version }, 'tenant has no active policy snapshot any more; denying everything');
+    this.options.changed?.(tenantId);
   }
 
   private succeeded(): void {

@@ -326,8 +326,8 @@ const JOIN_RETRY_MS = 15_000;
 const BACKGROUND_JOIN_CONCURRENCY = 8;
 /** The stored record is read again for upstreams another replica joined at most this often per session. */
 const ADOPT_INTERVAL_MS = 1_000;
-/** The list areas whose change a joining upstream may bring. */
-const JOIN_AREAS = ['tools', 'prompts', 'resources'] as const;
+/** The list areas whose changes the agent may be told of. */
+const LIST_AREAS = ['tools', 'prompts', 'resources'] as const;
 
 /** Least time between two new upstream sessions for one upstream of one agent session on a replica (see `renew`). */
 const RENEW_MIN_INTERVAL_MS = 10_000;
@@ -1553,14 +1553,7 @@ export class SessionEngine {
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
       await this.replay(live, config, session, change.record, traceId);
-      if (!announce()) return;
-      const advertised = this.capabilitiesOf(live.record);
-      for (const area of JOIN_AREAS) {
-        const offered = advertised[area];
-        if (isObject(session.info.capabilities[area]) && isObject(offered) && offered['listChanged'] === true) {
-          this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${area}/list_changed` });
-        }
-      }
+      if (announce()) this.announceLists(live, session.info.capabilities);
     })();
     const settled = joining.then(
       () => undefined,
@@ -1571,6 +1564,30 @@ export class SessionEngine {
       if (live.joining.get(config.id) === settled) live.joining.delete(config.id);
     });
     return joining;
+  }
+
+  /**
+   * Tells the agent its lists changed: `notifications/<area>/list_changed` for each of tools, prompts and resources
+   * that initialize advertised with `listChanged` (and, given `capabilities`, that those have).
+   */
+  private announceLists(live: LiveSession, capabilities?: Readonly<Record<string, unknown>>): void {
+    const advertised = this.capabilitiesOf(live.record);
+    for (const area of LIST_AREAS) {
+      const offered = advertised[area];
+      if ((capabilities === undefined || isObject(capabilities[area])) && isObject(offered) && offered['listChanged'] === true) {
+        this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${area}/list_changed` });
+      }
+    }
+  }
+
+  /**
+   * What the tenant's principals may see changed (its policy in force, its upstreams): every session of the tenant
+   * whose standalone stream this replica holds is told its lists changed (`announceLists`). Each replica tells its own.
+   */
+  listsChangedFor(tenantId: string): void {
+    for (const live of this.live.values()) {
+      if (live.record.tenantId === tenantId && live.standalone !== undefined) this.announceLists(live);
+    }
   }
 
   /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */

@@ -10,6 +10,9 @@ export interface TenantUpstreams {
 
 const EMPTY: TenantUpstreams = { list: [], byId: new Map(), byPrefix: new Map() };
 
+/** Which upstreams, in which versions: two equal signatures list the same configurations. */
+const signature = (upstreams: TenantUpstreams | undefined): string => (upstreams?.list ?? []).map((config) => `${config.id}@${config.version}`).join(',');
+
 /**
  * The enabled upstreams of every tenant, swapped as a whole on refresh. An upstream whose prefix is
  * invalid or collides with another's is left out, with a reason the caller logs (the control plane
@@ -20,7 +23,8 @@ export class UpstreamRegistry {
 
   constructor(readonly separator: string) {}
 
-  replace(configs: Iterable<UpstreamConfig>, reject: (config: UpstreamConfig, reason: string) => void): void {
+  /** Swaps in `configs`; returns the tenants whose upstreams changed (one added, removed or edited). */
+  replace(configs: Iterable<UpstreamConfig>, reject: (config: UpstreamConfig, reason: string) => void): ReadonlySet<string> {
     const grouped = new Map<string, UpstreamConfig[]>();
     for (const config of configs) {
       const list = grouped.get(config.tenantId) ?? [];
@@ -43,7 +47,12 @@ export class UpstreamRegistry {
         byPrefix: new Map(accepted.map((config) => [config.toolPrefix, config])),
       });
     }
+    const changed = new Set<string>();
+    for (const tenantId of new Set([...this.byTenant.keys(), ...next.keys()])) {
+      if (signature(this.byTenant.get(tenantId)) !== signature(next.get(tenantId))) changed.add(tenantId);
+    }
     this.byTenant = next;
+    return changed;
   }
 
   forTenant(tenantId: string): TenantUpstreams {
