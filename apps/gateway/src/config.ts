@@ -63,6 +63,8 @@ export const gatewayConfigSchema = z
      * its listings, and in the background while its agent listens on a standalone stream.
      */
     GATEWAY_UPSTREAM_JOIN_RETRY_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
+    /** Most sessions one agent client or user may hold at once (all replicas); 0: no bound. */
+    GATEWAY_MAX_SESSIONS_PER_PRINCIPAL: z.coerce.number().int().min(0).max(1_000_000).default(1_000),
     /** Longest initialize waits for upstreams to connect; a slower one joins the session once connected. */
     GATEWAY_INITIALIZE_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
     /**
@@ -244,6 +246,7 @@ export const gatewayConfigSchema = z
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       joinRetryMs: env.GATEWAY_UPSTREAM_JOIN_RETRY_MS,
       initializeWaitMs: env.GATEWAY_INITIALIZE_WAIT_MS,
+      maxSessionsPerPrincipal: env.GATEWAY_MAX_SESSIONS_PER_PRINCIPAL,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,
       listCacheMaxBytes: env.GATEWAY_LIST_CACHE_MAX_MB * 1024 * 1024,

@@ -39,7 +39,7 @@ export {
 } from './lib/session/session';
 export type { Principal, SessionRecord } from './lib/session/session';
 export { RedisSessionStore } from './lib/session/session-store';
-export type { RecordChange, RecordEdit, SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
+export type { RecordChange, RecordEdit, SessionOwner, SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
 export { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, MemoryTaskRouteStore, RedisTaskRouteStore, TaskRouteError } from './lib/session/task-routes';
 export type { StoredTaskRoute, TaskRoute, TaskRouteStore } from './lib/session/task-routes';
 export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';

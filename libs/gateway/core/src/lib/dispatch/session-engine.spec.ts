@@ -22,7 +22,7 @@ function build(
   listCacheMs = 0,
   listCacheMaxPages?: number,
   configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
-  options: { joinRetryMs?: number; listTimeoutMs?: number; initializeWaitMs?: number } = {},
+  options: { joinRetryMs?: number; listTimeoutMs?: number; initializeWaitMs?: number; maxSessionsPerPrincipal?: number } = {},
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
@@ -215,6 +215,21 @@ describe('SessionEngine with in-memory upstreams', () => {
     // Attaching the same stream again closes nothing.
     engine.attachStandalone(record, streams[2] as (typeof streams)[number]);
     expect(streams[2]?.closed).toBe(0);
+  });
+
+  it('refuses an initialize past maxSessionsPerPrincipal with RATE_LIMITED before any upstream is contacted, and takes one again once a session ended', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 2 });
+    const first = await openSession(engine);
+    await openSession(engine);
+    // Another principal of the tenant has its own count.
+    expect((await engine.initialize({ ...principal, id: 'a2' }, init, 'trace')).sessionId).toEqual(expect.any(String));
+    const opened = connector.opened.length;
+    const refused = await engine.initialize(principal, init, 'trace');
+    expect(refused.sessionId).toBeUndefined();
+    expect(refused.response).toMatchObject({ error: { code: -32029, message: expect.stringContaining('Too many sessions'), data: { limit: 2, scope: 'principal', retryAfterSeconds: 30 } } });
+    expect(connector.opened).toHaveLength(opened);
+    await engine.end(first, 'trace');
+    expect((await engine.initialize(principal, init, 'trace')).sessionId).toEqual(expect.any(String));
   });
 
   it('refuses an initialize whose clientInfo or capabilities are too large to keep in a session record', async () => {

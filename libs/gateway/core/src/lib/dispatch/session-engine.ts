@@ -20,6 +20,7 @@ import {
   type CancelSignal,
   type ClientIdentity,
   type UpstreamSwap,
+  type JsonRpcError,
   type JsonRpcId,
   type JsonRpcMessage,
   type JsonRpcNotification,
@@ -88,6 +89,12 @@ export interface EngineOptions {
    * session once connected, and the agent hears its lists changed.
    */
   readonly initializeWaitMs?: number;
+  /**
+   * Most sessions one principal (an agent client, a user) may hold at once in its tenant, over all replicas; an
+   * initialize past it is refused with RATE_LIMITED (HTTP 429). 0 or absent: no bound. Initializes under way at the same
+   * moment may each pass it by one.
+   */
+  readonly maxSessionsPerPrincipal?: number;
 }
 
 /** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
@@ -316,6 +323,9 @@ async function settledWithin<T>(promises: readonly Promise<T>[], ms: number): Pr
   clearTimeout(timer);
   return [...outcomes];
 }
+
+/** Retry-After of an initialize refused for the principal's session count. */
+const SESSION_CAP_RETRY_S = 30;
 
 /** Default `initializeWaitMs`. */
 const INITIALIZE_WAIT_MS = 10_000;
@@ -614,6 +624,11 @@ export class SessionEngine {
       return { sessionId: undefined, response };
     }
     try {
+      const refused = await this.overSessionCap(record, request.id, traceId);
+      if (refused !== undefined) {
+        this.report(info, refused, new GatewayRequestError(GATEWAY_RPC.RATE_LIMITED, refused.error.message, undefined, 'rate_limited'), admission, undefined, NOT_CANCELLED);
+        return { sessionId: undefined, response: refused };
+      }
       return await this.connectSession(record, identity, info, admission);
     } catch (error) {
       // Recorded like any request that failed (the hooks count an admitted call until it is reported).
@@ -622,6 +637,26 @@ export class SessionEngine {
     } finally {
       admission?.release?.();
     }
+  }
+
+  /**
+   * The refusal of an initialize whose principal holds `maxSessionsPerPrincipal` sessions already, before any upstream
+   * is contacted; undefined when it may go on (or the count cannot be had: the record's own write then decides).
+   */
+  private async overSessionCap(record: SessionRecord, requestId: JsonRpcId, traceId: string): Promise<JsonRpcError | undefined> {
+    const max = this.deps.options.maxSessionsPerPrincipal ?? 0;
+    const heldBy = this.deps.sessions.heldBy;
+    if (max <= 0 || heldBy === undefined) return undefined;
+    const held = await heldBy.call(this.deps.sessions, record).catch(() => 0);
+    if (held < max) return undefined;
+    this.deps.logger.warn({ tenantId: record.tenantId, principalKind: record.principalKind, held, max, traceId }, 'initialize refused: the principal holds its most sessions');
+    return rpcError(
+      requestId,
+      GATEWAY_RPC.RATE_LIMITED,
+      `Too many sessions: this client holds ${max}, the most allowed. End sessions it no longer uses (HTTP DELETE with their Mcp-Session-Id) or let them expire`,
+      traceId,
+      { limit: max, scope: 'principal', kind: 'sessions', retryAfterSeconds: SESSION_CAP_RETRY_S },
+    );
   }
 
   private async connectSession(

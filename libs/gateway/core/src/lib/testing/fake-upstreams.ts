@@ -169,6 +169,10 @@ export class MemorySessionStore implements SessionStore {
   async reload(id: string) {
     return this.records.get(id);
   }
+  /** As the Redis store's: the sessions of one principal (records here never expire). */
+  async heldBy(owner: Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>) {
+    return [...this.records.values()].filter((r) => r.tenantId === owner.tenantId && r.principalKind === owner.principalKind && r.principalId === owner.principalId).length;
+  }
   /** As the Redis store's: compare-and-set of one upstream's state (through `change`). */
   async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {
     const { changed, record } = await this.change(id, (stored) =>

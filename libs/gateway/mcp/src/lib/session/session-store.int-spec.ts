@@ -43,6 +43,30 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await replicaB.get(session.id)).toBeUndefined();
   });
 
+  it('counts the sessions a principal holds across replicas: deleted ones leave at once, expired ones once their TTL passed', async () => {
+    const options = { idleTtlMs: 400, cacheMs: 10_000, touchEveryMs: 100, maxCached: 100 };
+    const replicaA = new RedisSessionStore(redis, options);
+    const replicaB = new RedisSessionStore(redis, options);
+    const owner = { tenantId: 'tenant-count', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    const sessions = [record(owner), record(owner), record(owner)];
+    await replicaA.create(sessions[0] as SessionRecord);
+    await replicaB.create(sessions[1] as SessionRecord);
+    await replicaB.create(sessions[2] as SessionRecord);
+    // Another principal's session, and the same principal id in another tenant, are not counted.
+    await replicaA.create(record({ ...owner, principalKind: 'user' }));
+    await replicaA.create(record({ ...owner, tenantId: 'tenant-other' }));
+    expect(await replicaA.heldBy(owner)).toBe(3);
+    expect(await replicaB.delete(sessions[1]?.id ?? '')).toBe(true);
+    expect(await replicaA.heldBy(owner)).toBe(2);
+    // One kept in use (looked up past the touch interval) outlives the idle TTL; the other expires.
+    for (let i = 0; i < 6; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      await replicaA.get(sessions[0]?.id ?? '');
+    }
+    expect(await replicaB.heldBy(owner)).toBe(1);
+    expect(await redis.exists(`pcs:session:${sessions[2]?.id}`)).toBe(0);
+  });
+
   it('replaces an upstream\'s state by compare-and-set: of two replicas replacing the same forgotten session, one does', async () => {
     const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
     const replicaA = new RedisSessionStore(redis, options);

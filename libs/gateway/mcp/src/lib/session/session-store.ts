@@ -41,9 +41,22 @@ export interface SessionStore {
   change(id: string, edit: RecordEdit): Promise<RecordChange>;
   /** The record as stored now, past any cache (undefined: gone). */
   reload?(id: string): Promise<SessionRecord | undefined>;
+  /**
+   * How many sessions the record's principal holds now (in its tenant): those created and used within the idle
+   * timeout and not deleted. For the per-principal cap.
+   */
+  heldBy?(owner: SessionOwner): Promise<number>;
 }
 
+/** Whose a session is. */
+export type SessionOwner = Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>;
+
 const key = (id: string) => `pcs:session:${id}`;
+/**
+ * The principal's sessions: a sorted set of session ids, each scored with the time its record would expire (kept
+ * moving by the touches that move the record's TTL). Entries past their score are gone sessions, dropped when counted.
+ */
+const ownerKey = (owner: SessionOwner) => `pcs:sessions-of:${owner.tenantId}:${owner.principalKind}:${owner.principalId}`;
 
 /** SET the key to ARGV[2] (TTL ARGV[3] ms) only if it still holds exactly ARGV[1]. */
 const COMPARE_AND_SET = `if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -79,8 +92,37 @@ export class RedisSessionStore implements SessionStore {
   ) {}
 
   async create(record: SessionRecord): Promise<void> {
-    await this.redis.set(key(record.id), JSON.stringify(record), 'PX', this.options.idleTtlMs, 'NX');
+    const ttl = this.options.idleTtlMs;
+    const owner = ownerKey(record);
+    const results = await this.redis
+      .multi()
+      .set(key(record.id), JSON.stringify(record), 'PX', ttl, 'NX')
+      .zadd(owner, Date.now() + ttl, record.id)
+      .pexpire(owner, ttl)
+      .exec();
+    const failed = results?.find(([error]) => error !== null)?.[0];
+    if (results === null || failed) throw failed ?? new Error('the session was not stored');
     this.remember(record);
+  }
+
+  async heldBy(owner: SessionOwner): Promise<number> {
+    const results = await this.redis.pipeline().zremrangebyscore(ownerKey(owner), '-inf', Date.now()).zcard(ownerKey(owner)).exec();
+    const counted = results?.[1];
+    if (!counted || counted[0] !== null) throw counted?.[0] ?? new Error('the sessions were not counted');
+    return Number(counted[1]);
+  }
+
+  /** Moves the record's TTL, and its score among its principal's sessions with it. */
+  private touch(record: SessionRecord): void {
+    const ttl = this.options.idleTtlMs;
+    const owner = ownerKey(record);
+    void this.redis
+      .pipeline()
+      .pexpire(key(record.id), ttl)
+      .zadd(owner, 'XX', Date.now() + ttl, record.id)
+      .pexpire(owner, ttl)
+      .exec()
+      .catch(() => undefined);
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
@@ -89,7 +131,7 @@ export class RedisSessionStore implements SessionStore {
     if (cached && now - cached.fetchedAt < this.options.cacheMs) {
       if (now - cached.touchedAt >= this.options.touchEveryMs) {
         cached.touchedAt = now;
-        void this.redis.pexpire(key(id), this.options.idleTtlMs).catch(() => undefined);
+        this.touch(cached.record);
       }
       return cached.record;
     }
@@ -99,7 +141,7 @@ export class RedisSessionStore implements SessionStore {
       return undefined;
     }
     const record = JSON.parse(raw) as SessionRecord;
-    void this.redis.pexpire(key(id), this.options.idleTtlMs).catch(() => undefined);
+    this.touch(record);
     this.remember(record);
     return record;
   }
@@ -171,8 +213,14 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async delete(id: string): Promise<boolean> {
+    // The principal's set loses the id too when the record is known here (else its entry lapses with its score).
+    const record = this.cache.get(id)?.record;
     this.cache.delete(id);
-    return (await this.redis.del(key(id))) === 1;
+    if (record === undefined) return (await this.redis.del(key(id))) === 1;
+    const results = await this.redis.pipeline().del(key(id)).zrem(ownerKey(record), id).exec();
+    const deleted = results?.[0];
+    if (!deleted || deleted[0] !== null) throw deleted?.[0] ?? new Error('the session was not deleted');
+    return deleted[1] === 1;
   }
 
   /** Which of `ids` still have a record in Redis (one pipelined round trip; the cache is not consulted). */
