@@ -52,6 +52,7 @@ export class AppModule {
           stdioCommandAllowlist: config.upstreams.stdioCommandAllowlist,
           network: config.upstreams.network,
           testTimeoutMs: config.upstreams.testTimeoutMs,
+          maxStoredDefinitions: config.upstreams.maxStoredDefinitions,
           logger,
         }),
         AgentClientsModule,

@@ -65,6 +65,8 @@ export const controlPlaneConfigSchema = z
     /** Host names or IP literals test connection may reach even when private, comma-separated. */
     CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS: f.csv,
     CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: f.durationMs(10_000),
+    /** Most tool, prompt and resource definitions stored per upstream, removed ones included. */
+    CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS: z.coerce.number().int().min(100).max(1_000_000).default(25_000),
     /** How long a request waits for Redis to take an audit job or change notice before logging and moving on. */
     CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: f.durationMs(1_000),
     QUEUE_PREFIX: z
@@ -111,6 +113,7 @@ export const controlPlaneConfigSchema = z
       stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST,
       network: { allowPrivateNetworks: env.CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE, allowedHosts: env.CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS },
       testTimeoutMs: env.CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS,
+      maxStoredDefinitions: env.CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS,
     },
     queue: { prefix: env.QUEUE_PREFIX },
     redisWriteTimeoutMs: env.CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS,

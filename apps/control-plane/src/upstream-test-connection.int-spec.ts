@@ -1,7 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TESTS_PER_MINUTE } from '@portcullis/control-plane/feature-upstreams';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
 
 // Test connection against the real app: a tenant cannot tie up the control plane with test connections to a server
@@ -10,27 +13,53 @@ let cp: ControlPlaneHarness;
 let silent: Server;
 let url: string;
 let arrived = 0;
+let rotating: Server;
+let rotatingUrl: string;
+let connections = 0;
+
+/**
+ * A stateless SDK server that lists 60 tools named after the connection: every test connection finds 60 new ones,
+ * and the previous 60 gone (an upstream whose tool names never repeat).
+ */
+function startRotatingServer(): Server {
+  return createServer((req, res) => {
+    // A test connection makes two requests or more (initialize, tools/list), so each one lists names never seen before.
+    const generation = Math.floor(connections++ / 2);
+    const server = new McpServer({ name: 'rotating', version: '1.0.0' });
+    for (let i = 0; i < 60; i++) server.registerTool(`g${generation}_t${i}`, { description: 'rotates' }, () => ({ content: [] }));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => void transport.close());
+    void server.connect(transport).then(() => transport.handleRequest(req, res));
+  });
+}
 
 beforeAll(async () => {
   silent = createServer(() => void (arrived += 1)); // accepts, counts, never answers
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/mcp`;
-  cp = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '4000' });
+  rotating = startRotatingServer();
+  await new Promise<void>((resolve) => rotating.listen(0, '127.0.0.1', resolve));
+  rotatingUrl = `http://127.0.0.1:${(rotating.address() as AddressInfo).port}/mcp`;
+  cp = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '4000', CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS: '100' });
 });
 afterAll(async () => {
   await cp?.close();
+  rotating?.closeAllConnections();
+  await new Promise((resolve) => rotating?.close(resolve));
   silent?.closeAllConnections();
   await new Promise((resolve) => silent?.close(resolve));
 });
 
-async function tenantWithUpstream() {
+async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_use' | 'require_approval' = 'trust_on_first_use') {
   const t = await cp.tenant();
   const admin = await cp.member(t.id, 'admin');
   const upstream = await cp.system.upstream.create({
-    data: { tenantId: t.id, name: 'silent', toolPrefix: 'silent', transport: 'streamable_http', url },
+    data: { tenantId: t.id, name: 'up', toolPrefix: 'up', transport: 'streamable_http', url: target, toolApproval },
     select: { id: true },
   });
-  return { admin, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test` };
+  const stored = () => cp.system.upstreamTool.count({ where: { tenantId: t.id, upstreamId: upstream.id } });
+  const rows = () => cp.system.upstreamTool.findMany({ where: { tenantId: t.id, upstreamId: upstream.id }, select: { name: true, removedAt: true } });
+  return { admin, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, stored, rows };
 }
 
 describe('test connection', () => {
@@ -50,4 +79,44 @@ describe('test connection', () => {
     // Finished tests free their slots.
     expect((await cp.request('POST', a.path, { token: a.admin.token })).status).toBe(504);
   }, 20_000);
+
+  it('keeps an upstream\'s stored definitions within the bound: unapproved ones it stopped listing go first, longest gone first', async () => {
+    const held = await tenantWithUpstream(rotatingUrl, 'require_approval');
+    for (const expected of [60, 100, 100]) {
+      const tested = await cp.request('POST', held.path, { token: held.admin.token });
+      expect(tested.status).toBe(200);
+      expect(await held.stored()).toBe(expected);
+    }
+    // What it lists now is all kept; of the gone ones, 40 of the last test's and none of the first's.
+    const byGeneration = new Map<string, { listed: number; gone: number }>();
+    for (const row of await held.rows()) {
+      const generation = row.name.split('_')[0] ?? '';
+      const counts = byGeneration.get(generation) ?? { listed: 0, gone: 0 };
+      if (row.removedAt === null) counts.listed += 1;
+      else counts.gone += 1;
+      byGeneration.set(generation, counts);
+    }
+    expect([...byGeneration.values()].sort((a, b) => b.listed - a.listed)).toEqual([{ listed: 60, gone: 0 }, { listed: 0, gone: 40 }]);
+  }, 20_000);
+
+  it('stores nothing when approved definitions alone would pass the bound (trust on first use), and says why', async () => {
+    const trusted = await tenantWithUpstream(rotatingUrl, 'trust_on_first_use');
+    expect((await cp.request('POST', trusted.path, { token: trusted.admin.token })).status).toBe(200);
+    expect(await trusted.stored()).toBe(60);
+    const refused = await cp.request('POST', trusted.path, { token: trusted.admin.token });
+    expect(refused.status).toBe(409);
+    expect(String(refused.json['detail'])).toContain('more than 100 stored definitions');
+    expect(await trusted.stored()).toBe(60);
+  }, 20_000);
+
+  it(`starts at most ${TESTS_PER_MINUTE} test connections per tenant a minute (429 with Retry-After beyond)`, async () => {
+    const busy = await tenantWithUpstream(rotatingUrl, 'require_approval');
+    const other = await tenantWithUpstream(rotatingUrl, 'require_approval');
+    // Sequentially: each finishes before the next starts, so only the per-minute bound can refuse.
+    for (let i = 0; i < TESTS_PER_MINUTE; i++) expect((await cp.request('POST', busy.path, { token: busy.admin.token })).status).not.toBe(429);
+    const refused = await cp.request('POST', busy.path, { token: busy.admin.token });
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await cp.request('POST', other.path, { token: other.admin.token })).status).toBe(200);
+  }, 60_000);
 });

@@ -92,6 +92,15 @@ export class UpstreamToolsRepository {
     });
   }
 
+  async count(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<number> {
+    return tx.upstreamTool.count({ where: { tenantId, upstreamId } });
+  }
+
+  async deleteMany(tenantId: TenantId, tx: TenantTransaction, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await tx.upstreamTool.deleteMany({ where: { tenantId, id: { in: [...ids] } } });
+  }
+
   async markRemoved(tenantId: TenantId, tx: TenantTransaction, ids: readonly string[], now: Date): Promise<void> {
     if (ids.length === 0) return;
     await tx.upstreamTool.updateMany({ where: { tenantId, id: { in: [...ids] }, removedAt: null }, data: { removedAt: now } });

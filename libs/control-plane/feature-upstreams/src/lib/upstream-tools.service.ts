@@ -17,7 +17,7 @@ import { newId, type TenantId } from '@portcullis/shared/util-ids';
 import { toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
 import { UpstreamToolsRepository, type UpstreamToolRow } from './upstream-tools.repository';
 import { probeUpstream, ProbeFailure, type ProbeResult, type ProbeTarget } from './upstream-probe';
-import { upstreamErrors } from './upstreams.errors';
+import { TESTS_PER_MINUTE, upstreamErrors } from './upstreams.errors';
 import type { UpstreamRecord } from './upstreams.mapper';
 import { UPSTREAMS_OPTIONS, type UpstreamsOptions } from './upstreams.options';
 import { UpstreamsRepository } from './upstreams.repository';
@@ -26,6 +26,8 @@ const DEFAULT_TEST_TIMEOUT_MS = 10_000;
 const MAX_ITEMS_PER_KIND = 5_000;
 /** Test connections one tenant may run at once on this process (each holds a connection or a child process). */
 const MAX_TESTS_PER_TENANT = 4;
+/** Default `maxStoredDefinitions`: above the most one test can discover (5,000 of each of four kinds). */
+const DEFAULT_MAX_STORED_DEFINITIONS = 25_000;
 
 interface SyncCounts {
   total: number;
@@ -45,6 +47,11 @@ interface SyncCounts {
 @Injectable()
 export class UpstreamToolsService {
   private readonly testsRunning = new Map<TenantId, number>();
+  /**
+   * When each tenant's test connections of the last minute started (at most TESTS_PER_MINUTE each). Each test that
+   * changes what is enforced makes every gateway replica reload its pins, so one tenant may not start them without end.
+   */
+  private readonly testsStarted = new Map<TenantId, number[]>();
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -71,6 +78,15 @@ export class UpstreamToolsService {
     const { tenantId } = scope;
     const running = this.testsRunning.get(tenantId) ?? 0;
     if (running >= MAX_TESTS_PER_TENANT) throw upstreamErrors.tooManyTests();
+    const now = Date.now();
+    const started = (this.testsStarted.get(tenantId) ?? []).filter((at) => now - at < 60_000);
+    if (started.length >= TESTS_PER_MINUTE) throw upstreamErrors.testsTooOften(Math.max(1, Math.ceil((60_000 - (now - (started[0] ?? now))) / 1000)));
+    started.push(now);
+    this.testsStarted.set(tenantId, started);
+    // Tenants that stopped testing are forgotten (the map would otherwise keep every tenant that ever tested).
+    if (this.testsStarted.size > 1_000) {
+      for (const [id, times] of this.testsStarted) if (times.every((at) => now - at >= 60_000)) this.testsStarted.delete(id);
+    }
     this.testsRunning.set(tenantId, running + 1);
     try {
       return await this.runTest(scope, upstreamId);
@@ -209,7 +225,28 @@ export class UpstreamToolsService {
     const gone = [...stored.values()].filter((row) => row.removedAt === null).map((row) => row.id);
     counts.removed = gone.length;
     await this.tools.markRemoved(tenantId, tx, gone, now);
+    await this.boundStored(tenantId, tx, upstream.id, [...stored.values()], now);
     return counts;
+  }
+
+  /**
+   * Keeps the upstream's stored definitions within `maxStoredDefinitions`. Past it, definitions it no longer advertises
+   * and nobody approved go first, longest gone first: they pin nothing. Approved ones are kept (forgotten, an approved
+   * definition that came back changed would count as new, and be approved on first use); when they alone pass the
+   * bound the test fails and stores nothing. Before, an upstream that listed new names on every test grew the table
+   * without end.
+   */
+  private async boundStored(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, unlisted: readonly UpstreamToolRow[], now: Date): Promise<void> {
+    const max = this.options.maxStoredDefinitions ?? DEFAULT_MAX_STORED_DEFINITIONS;
+    const total = await this.tools.count(tenantId, tx, upstreamId);
+    if (total <= max) return;
+    const prunable = unlisted
+      .filter((row) => row.approvedHash === null)
+      .sort((a, b) => (a.removedAt ?? now).getTime() - (b.removedAt ?? now).getTime())
+      .slice(0, total - max)
+      .map((row) => row.id);
+    if (total - prunable.length > max) throw upstreamErrors.tooManyDefinitions(max);
+    await this.tools.deleteMany(tenantId, tx, prunable);
   }
 
   private async requireUpstream(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<UpstreamRecord> {

@@ -1,6 +1,9 @@
 import { AppError, type ErrorCode } from '@portcullis/shared/util-errors';
 import type { ProbeFailureReason } from './upstream-probe';
 
+/** Test connections one tenant may start per minute on one control-plane process. */
+export const TESTS_PER_MINUTE = 20;
+
 const invalid = (path: string, message: string) =>
   new AppError('VALIDATION_FAILED', 'The request is not valid.', { fields: [{ path, message }] });
 
@@ -41,6 +44,13 @@ export const upstreamErrors = {
     new AppError('CONFLICT', "The upstream's stored headers or environment cannot be opened with this installation's keys; set them again."),
   /** Test connection failures: one fixed sentence per reason, naming nothing the admin did not configure. */
   tooManyTests: () => new AppError('RATE_LIMITED', 'Too many test connections of this tenant are running; try again when one has finished.'),
+  testsTooOften: (retryAfterSeconds: number) =>
+    new AppError('RATE_LIMITED', `This tenant ran ${TESTS_PER_MINUTE} test connections in the last minute, the most allowed; try again in ${retryAfterSeconds} s.`, { retryAfterSeconds }),
+  tooManyDefinitions: (max: number) =>
+    new AppError(
+      'CONFLICT',
+      `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while approved); nothing was stored. Delete the upstream and create it again to start afresh.`,
+    ),
   testFailed: (reason: ProbeFailureReason) => {
     const [code, message] = TEST_FAILURES[reason];
     return new AppError(code, message, { fields: [{ path: 'reason', message: reason }] });

@@ -13,5 +13,10 @@ export interface UpstreamsOptions {
   readonly network?: NetworkPolicy;
   /** Bound on one test connection (CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS). Default 10 s. */
   readonly testTimeoutMs?: number;
+  /**
+   * Most definitions stored per upstream, those it no longer advertises included (CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS).
+   * Default 25,000.
+   */
+  readonly maxStoredDefinitions?: number;
   readonly logger?: Logger;
 }
