@@ -167,8 +167,16 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     logger,
     reconcileMs: config.policy.reconcileMs,
     pollMs: config.policy.pollMs,
-    // What the tenant's principals may see changed: its agents listening here are told.
-    changed: (tenantId) => engineRef.current?.listsChangedFor(tenantId),
+    // What the tenant's principals may see changed: its agents listening here are told, after the load that changed it
+    // (a failure there must not stop the load of other tenants' snapshots).
+    changed: (tenantId) =>
+      queueMicrotask(() => {
+        try {
+          engineRef.current?.listsChangedFor(tenantId);
+        } catch (error) {
+          logger.warn({ tenantId, err: error instanceof Error ? error.message : String(error) }, 'agents not told that their lists changed');
+        }
+      }),
   });
   // Held calls (require_approval): approvals in Postgres, decisions announced on CHANGE_CHANNELS.approvals, polled too.
   const approvals = deps.appDb

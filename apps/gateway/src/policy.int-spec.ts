@@ -143,9 +143,16 @@ describe('calls are decided by the policy', () => {
   });
 
   it('enforces a new snapshot on live sessions as soon as its notice arrives, and tells their agents', async () => {
+    let listening = false;
+    const seeGet = (req: { method?: string; url?: string }) => void (listening ||= req.method === 'GET' && (req.url ?? '').includes(`/t/${tenant.slug}/mcp`));
+    gateway.app.server.on('request', seeGet);
     const reader = await connect(tenant.slug, agents.reader.key);
     let toolChanges = 0;
     reader.setNotificationHandler(ToolListChangedNotificationSchema, () => void (toolChanges += 1));
+    // Its standalone stream is open (the SDK client opens it once initialized) before the policy changes.
+    await waitFor(() => listening, { timeoutMs: 5_000 });
+    gateway.app.server.off('request', seeGet);
+    await reader.listTools();
     await expect(reader.callTool({ name: 'tickets__create_ticket', arguments: { title: 'a', body: 'b', priority: 'low' } })).rejects.toThrow(/denied/);
     const written = await writeActiveSnapshot(
       db,

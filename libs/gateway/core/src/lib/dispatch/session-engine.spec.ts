@@ -1,5 +1,6 @@
 import { createLogger } from '@portcullis/shared/util-logger';
 import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
+import { waitFor } from '@portcullis/shared/util-testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -972,8 +973,7 @@ describe('SessionEngine with in-memory upstreams', () => {
 });
 
 /** Two engines (replicas ra and rb) over one registry, connector and session store, joined by an in-memory bus. */
-function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0): [SessionEngine, SessionEngine] {
-  const sessions = new MemorySessionStore();
+function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0, sessions = new MemorySessionStore()): [SessionEngine, SessionEngine] {
   const replicas: SessionEngine[] = [];
   const byId = new Map<string, SessionEngine>();
   const bus = {
@@ -1013,46 +1013,58 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
   const names = (listed: Record<string, unknown>[]) => listed.map((tool) => tool['name']);
   const opens = (connector: FakeConnector, upstreamId: string) => connector.opened.filter((open) => open.upstreamId === upstreamId).map((open) => open.how);
 
-  it('joins an upstream down at initialize on a listing once joinRetryMs passed, told the agent\'s log level, within the capabilities initialize advertised', async () => {
-    const { engine, connector } = build(
+  it('joins an upstream down at initialize on a listing once joinRetryMs passed, told the agent\'s log level, and keeps it joined through a renewal', async () => {
+    let forget = false;
+    const { engine, connector, sessions } = build(
       {
         u1: { prefix: 'one', capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('a') } : {}) },
-        u2: { prefix: 'two', capabilities: { tools: {}, logging: {}, prompts: { listChanged: true } }, handle: async (method) => (method === 'tools/list' ? { tools: tools('b') } : { content: [{ type: 'text', text: 'from two' }] }) },
+        u2: {
+          prefix: 'two',
+          capabilities: { tools: {}, logging: {}, completions: {} },
+          handle: async (method) => {
+            if (method === 'tools/list') return { tools: tools('b') };
+            if (forget && method === 'tools/call') {
+              forget = false;
+              throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
+            }
+            return { content: [{ type: 'text', text: 'from two' }] };
+          },
+        },
       },
       0,
       undefined,
       undefined,
-      { joinRetryMs: 300 },
+      { joinRetryMs: 1_000 },
     );
     connector.down.add('u2');
     const { sessionId, response } = await engine.initialize(principal, init, 'trace');
     const record = await engine.session(sessionId ?? '', principal);
     if (!record || !('result' in response)) throw new Error('no session');
-    expect(response.result['capabilities']).not.toHaveProperty('prompts');
+    // u2 was missing: every list is advertised with listChanged (what joins later can be announced and used), and
+    // nothing else of u2's (completions) ever is.
+    const advertised = { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true }, logging: {} };
+    expect(response.result['capabilities']).toEqual(advertised);
     await engine.request(record, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace');
     // Not tried again by the listing that follows initialize, nor when it is back within joinRetryMs.
     expect(names(await listedTools(engine, record))).toEqual(['one__a']);
     connector.down.delete('u2');
     expect(names(await listedTools(engine, record))).toEqual(['one__a']);
     expect(opens(connector, 'u2')).toEqual(['connect']);
-    await sleep(350);
+    await sleep(1_050);
     expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
     expect(opens(connector, 'u2')).toEqual(['connect', 'connect']);
     expect(connector.calls.filter((call) => call.upstreamId === 'u2' && call.method === 'logging/setLevel').map((call) => call.params)).toEqual([{ level: 'debug' }]);
     expect(logs).toContain('upstream joined the session');
     expect(await engine.request(record, req('tools/call', { name: 'two__b', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [{ text: 'from two' }] } });
 
-    // The agent was not told of prompts at initialize: the joined upstream's prompt changes are not passed on.
-    const received: string[] = [];
-    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
-    await sleep(10);
-    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' });
-    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
-    expect(received).toEqual(['notifications/message']);
+    // u2 forgets its session: the new one is still a joined upstream's, so what the session advertises stays.
+    forget = true;
+    expect(await engine.request(record, req('tools/call', { name: 'two__b', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [{ text: 'from two' }] } });
+    expect(sessions.records.get(record.id)?.upstreams['u2']).toMatchObject({ sessionId: 'upstream-session-u2-2', joined: true });
 
     // Ended with the session.
     await engine.end(record, 'trace');
-    expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
+    expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2-2']);
   });
 
   it('joins an upstream configured after initialize for an agent listening on its stream, and tells it which advertised lists changed', async () => {
@@ -1069,7 +1081,7 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
 
     registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
     engine.joinMissingUpstreams();
-    await sleep(50);
+    await waitFor(() => received.length > 0, { timeoutMs: 5_000 });
     // Tools were advertised with listChanged; prompts were not advertised at all.
     expect(received).toEqual(['notifications/tools/list_changed']);
     // Only the listening session was joined in the background; the other joins on its next listing.
@@ -1091,6 +1103,7 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
     // Not listening yet: nothing joins in the background.
     engine.joinMissingUpstreams();
+    await sleep(50);
     expect(opens(connector, 'u2')).toEqual([]);
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
     connector.openDelayMs.set('u2', 400);
@@ -1099,7 +1112,7 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     // listTimeoutMs is 100 for the join and 100 for the pages; the join alone takes 400.
     expect(Date.now() - started).toBeLessThan(390);
     expect(received).toEqual([]);
-    await sleep(500);
+    await waitFor(() => received.length > 0, { timeoutMs: 5_000 });
     expect(received).toEqual(['notifications/tools/list_changed']);
     expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
     expect(opens(connector, 'u2')).toEqual(['connect']);
@@ -1121,8 +1134,8 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     const { sessionId, response } = await engine.initialize(principal, init, 'trace');
     expect(Date.now() - started).toBeLessThan(500);
     if (!('result' in response)) throw new Error('initialize failed');
-    // Told what the upstreams connected by then have.
-    expect(response.result['capabilities']).toEqual({ tools: { listChanged: true } });
+    // Told what the upstreams connected by then have, and of every list (what joins later can be announced).
+    expect(response.result['capabilities']).toEqual({ tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } });
     expect(logs).toContain('upstream still connecting when initialize answered');
     const record = await engine.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');
@@ -1131,7 +1144,8 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     // A listing waits for the join under way (within listTimeoutMs), and opens no second session.
     expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
     expect(opens(connector, 'u2')).toEqual(['connect']);
-    expect(received).toEqual(['notifications/tools/list_changed']);
+    await waitFor(() => received.length >= 2, { timeoutMs: 5_000 });
+    expect(received).toEqual(['notifications/tools/list_changed', 'notifications/prompts/list_changed']);
   });
 
   it('ends an upstream session that connects after initialize failed', async () => {
@@ -1148,8 +1162,34 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     connector.openDelayMs.set('u2', 200);
     sessions.create = () => Promise.reject(new Error('store down'));
     await expect(engine.initialize(principal, init, 'trace')).rejects.toThrow('store down');
-    await sleep(300);
+    await waitFor(() => connector.closedSessions.length >= 2, { timeoutMs: 5_000 });
     expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
+  });
+
+  it('answers parallel calls to a joined upstream on a replica whose copy of the record predates the join', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'one')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
+      u2: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('b', 'c') } : { content: [] }) },
+    });
+    // Reading the stored record takes a while, as a Redis round trip does.
+    const sessions = new MemorySessionStore();
+    const reload = sessions.reload.bind(sessions);
+    sessions.reload = async (id: string) => {
+      await sleep(30);
+      return reload(id);
+    };
+    const [a, b] = twoReplicas(connector, registry, 0, sessions);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
+    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+    await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    const answers = await Promise.all(['two__b', 'two__c', 'two__b'].map((name) => b.request(onB, req('tools/call', { name, arguments: {} }), NO_STREAM, 'trace')));
+    expect(answers).toEqual(answers.map(() => expect.objectContaining({ result: { content: [] } })));
   });
 
   it('uses the upstream session another replica joined, for calls, listings and cursors, instead of opening another', async () => {

@@ -285,6 +285,8 @@ interface LiveSession {
   readonly joining: Map<string, Promise<void>>;
   /** When this replica last read the stored record for upstreams another replica joined (see `adoptJoined`). */
   adoptedAt: number;
+  /** That read while under way. */
+  adopting: Promise<boolean> | undefined;
   lastUsed: number;
 }
 
@@ -694,6 +696,9 @@ export class SessionEngine {
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
       if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
     });
+    // An upstream missing now (down, or still connecting) may join later: the agent is told of every list, with
+    // listChanged, so that it can be told when one does (else a session whose only upstream was slow had no tools).
+    if (Object.keys(upstreams).length < configs.length) live.record = { ...live.record, openLists: true };
     try {
       await this.deps.sessions.create(live.record);
     } catch (error) {
@@ -710,7 +715,7 @@ export class SessionEngine {
     }
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,
-      capabilities: this.advertise(live.record, upstreams),
+      capabilities: this.capabilitiesOf(live.record),
       serverInfo: { ...this.deps.options.serverInfo },
       ...(instructions.length > 0 ? { instructions: instructions.join('\n\n') } : {}),
     };
@@ -863,6 +868,7 @@ export class SessionEngine {
   }
 
   async shutdown(): Promise<void> {
+    this.closing = true;
     clearInterval(this.sweeper);
     for (const live of this.live.values()) this.release(live);
     this.live.clear();
@@ -1519,7 +1525,12 @@ export class SessionEngine {
     for (const config of this.deps.registry.forTenant(live.record.tenantId).list) {
       if (Object.hasOwn(live.record.upstreams, config.id) || live.joining.has(config.id)) continue;
       const tried = live.joinTriedAt.get(config.id);
-      if (tried === undefined || now - tried >= retryMs) due.push(config);
+      if (tried !== undefined && now - tried < retryMs) continue;
+      // A join of this upstream (this version of it) failed on this replica within joinRetryMs, for any session: not
+      // tried again for each one (an upstream answering 401 never opens its circuit breaker).
+      const failed = this.joinFailed.get(config.id);
+      if (failed !== undefined && failed.version === config.version && now - failed.at < retryMs) continue;
+      due.push(config);
     }
     return due;
   }
@@ -1540,11 +1551,11 @@ export class SessionEngine {
     // for too, as a listing waits for an upstream session that reconnects.
     const underway = waitMs > 0 ? [...live.joining.values()] : [];
     if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
-    let waiting = waitMs > 0;
-    const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId, () => !waiting)));
-    if (waiting) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
-    waiting = false;
-    await (waitMs > 0 ? undefined : joins);
+    // Announced even when this listing waited for it: the agent's other lists (and this one, if it is not tools/list
+    // or is a walk of the resource listings for routes) changed too.
+    const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId, () => true)));
+    if (waitMs > 0) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
+    else await joins;
   }
 
   /**
@@ -1565,7 +1576,13 @@ export class SessionEngine {
     live.joinTriedAt.set(config.id, Date.now());
     const sessionId = live.record.id;
     const joining = (async () => {
+      if (this.closing) throw new UpstreamUnavailableError('closed', 'the gateway is shutting down');
       const session = await (connecting ?? this.deps.connector.connect(config, identityOf(live.record)));
+      // Removed or reconfigured while connecting: not joined under a configuration that is gone.
+      if (this.closing || this.deps.registry.forTenant(live.record.tenantId).byId.get(config.id)?.version !== config.version) {
+        void session.close().catch(() => undefined);
+        throw new UpstreamUnavailableError('closed', 'the upstream was reconfigured or the gateway is shutting down');
+      }
       const state = { ...session.state(), capabilities: { ...session.info.capabilities }, joined: true as const };
       let change: RecordChange;
       try {
@@ -1576,12 +1593,22 @@ export class SessionEngine {
         void session.close().catch(() => undefined);
         throw error;
       }
-      const current = this.live.get(sessionId) === live && !this.ended.has(sessionId);
+      const current = this.live.get(sessionId) === live && !this.ended.has(sessionId) && !this.closing;
       if (!change.changed || !current) {
-        // The session ended meanwhile, or another replica joined the upstream first (its session is resumed here on
-        // first use).
+        // The session ended or left this replica meanwhile, or another replica joined the upstream first (its session
+        // is resumed here on first use). One stored here but no longer held is taken out of the record again, so no
+        // replica resumes a closed session (nor leaves it open: a DELETE elsewhere may have read the record already).
         void session.close().catch(() => undefined);
-        if (current && change.record !== undefined) this.adoptFrom(live, change.record);
+        if (change.changed) {
+          const ours = state.sessionId;
+          void this.deps.sessions
+            .change(sessionId, (stored) => {
+              if (stored.upstreams[config.id]?.sessionId !== ours) return undefined;
+              const { [config.id]: _dropped, ...rest } = stored.upstreams;
+              return { ...stored, upstreams: rest };
+            })
+            .catch(() => undefined);
+        } else if (current && change.record !== undefined) this.adoptFrom(live, change.record);
         return;
       }
       this.adoptFrom(live, change.record as SessionRecord);
@@ -1591,8 +1618,13 @@ export class SessionEngine {
       if (announce()) this.announceLists(live, session.info.capabilities);
     })();
     const settled = joining.then(
-      () => undefined,
-      (error: unknown) => this.logUpstreamFailure(config, 'join', error, traceId),
+      () => void this.joinFailed.delete(config.id),
+      (error: unknown) => {
+        const previous = this.joinFailed.get(config.id);
+        this.joinFailed.set(config.id, { at: Date.now(), version: config.version });
+        // Once per upstream and joinRetryMs on this replica, not once per session.
+        if (previous === undefined || Date.now() - previous.at >= (this.deps.options.joinRetryMs ?? JOIN_RETRY_MS)) this.logUpstreamFailure(config, 'join', error, traceId);
+      },
     );
     live.joining.set(config.id, settled);
     void settled.finally(() => {
@@ -1641,12 +1673,18 @@ export class SessionEngine {
    * asked for names of upstreams the session does not have, an agent could otherwise make a Redis read per request).
    * Returns whether any was added.
    */
-  private async adoptJoined(live: LiveSession): Promise<boolean> {
+  private adoptJoined(live: LiveSession): Promise<boolean> {
+    // Requests that arrive while a read is under way wait for it (parallel calls to a joined upstream's tools).
+    if (live.adopting !== undefined) return live.adopting;
     const now = performance.now();
-    if (now - live.adoptedAt < ADOPT_INTERVAL_MS) return false;
+    if (now - live.adoptedAt < ADOPT_INTERVAL_MS) return Promise.resolve(false);
     live.adoptedAt = now;
-    const stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id)).catch(() => undefined);
-    return stored !== undefined && this.adoptFrom(live, stored);
+    const reading = (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id))
+      .then((stored) => stored !== undefined && this.adoptFrom(live, stored))
+      .catch(() => false)
+      .finally(() => (live.adopting = undefined));
+    live.adopting = reading;
+    return reading;
   }
 
   /** Whether the session has the upstream, here or (read from the store) joined through another replica. */
@@ -1657,6 +1695,10 @@ export class SessionEngine {
   }
 
   private backgroundJoins: Promise<void> | undefined;
+  /** Upstream id → the last failed join on this replica (any session), and of which configuration version. */
+  private readonly joinFailed = new Map<string, { readonly at: number; readonly version: number }>();
+  /** Set by `shutdown`: no join starts or is kept after it. */
+  private closing = false;
 
   /**
    * Joins the upstreams each session listening on this replica (a standalone stream open here) lacks, a few at a time,
@@ -1664,7 +1706,7 @@ export class SessionEngine {
    * every sweep (an upstream back from an outage). One run at a time per replica.
    */
   joinMissingUpstreams(): void {
-    if (this.backgroundJoins !== undefined) return;
+    if (this.backgroundJoins !== undefined || this.closing) return;
     const sessions = [...this.live.values()].filter((live) => live.standalone !== undefined && this.dueToJoin(live, Date.now()).length > 0);
     if (sessions.length === 0) return;
     let next = 0;
@@ -1996,7 +2038,8 @@ export class SessionEngine {
     live.renewedAt.set(config.id, Date.now());
     const fresh = await this.deps.connector.connect(config, identity);
     // The capabilities stay those of initialize: they are what the agent was told (`relayable`, the listings' targets).
-    const next = { ...fresh.state(), ...(live.record.upstreams[config.id]?.capabilities ? { capabilities: live.record.upstreams[config.id]?.capabilities } : {}) };
+    const previous = live.record.upstreams[config.id];
+    const next = { ...fresh.state(), ...(previous?.capabilities ? { capabilities: previous.capabilities } : {}), ...(previous?.joined ? { joined: true as const } : {}) };
     let swap: UpstreamSwap;
     try {
       swap = await this.deps.sessions.swapUpstream(live.record.id, config.id, forgotten, next);
@@ -2196,7 +2239,11 @@ export class SessionEngine {
       all.push(capabilities);
       if (this.runsTasksOf(record, upstreamId)) taskUpstreams.push(capabilities);
     }
-    return mergeServerCapabilities(all, { taskUpstreams });
+    const merged = mergeServerCapabilities(all, { taskUpstreams });
+    if (record.openLists) {
+      for (const area of LIST_AREAS) merged[area] = { ...(isObject(merged[area]) ? merged[area] : {}), listChanged: true };
+    }
+    return merged;
   }
 
   /** Whether the session may use tasks at all: it speaks a version that has them, and their routes can be kept. */
@@ -2313,6 +2360,7 @@ export class SessionEngine {
       joinTriedAt: new Map(),
       joining: new Map(),
       adoptedAt: Number.NEGATIVE_INFINITY,
+      adopting: undefined,
       lastUsed: Date.now(),
     };
   }
