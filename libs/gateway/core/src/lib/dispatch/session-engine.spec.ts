@@ -1008,6 +1008,24 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
   return { a, b, connector, record };
 }
 
+/**
+ * A session opened on replica A of two with upstream `u1` only, looked up and listed on B; then the tenant gains `u2`
+ * (answering with `handle`), which neither replica has joined yet.
+ */
+async function beforeJoinOnTwoReplicas(handle: FakeUpstream['handle'], sessions?: MemorySessionStore) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'one')], () => undefined);
+  const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) }, u2: { capabilities: { tools: {} }, handle } });
+  const [a, b] = twoReplicas(connector, registry, 0, sessions);
+  const { sessionId } = await a.initialize(principal, init, 'trace');
+  const onA = await a.session(sessionId ?? '', principal);
+  const onB = await b.session(sessionId ?? '', principal);
+  if (!onA || !onB) throw new Error('no session');
+  await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
+  registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+  return { a, b, onA, onB, connector };
+}
+
 describe('SessionEngine: upstreams joining a session after its initialize', () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   const names = (listed: Record<string, unknown>[]) => listed.map((tool) => tool['name']);
@@ -1167,12 +1185,6 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
   });
 
   it('answers parallel calls to a joined upstream on a replica whose copy of the record predates the join', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'one')], () => undefined);
-    const connector = new FakeConnector({
-      u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
-      u2: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('b', 'c') } : { content: [] }) },
-    });
     // Reading the stored record takes a while, as a Redis round trip does.
     const sessions = new MemorySessionStore();
     const reload = sessions.reload.bind(sessions);
@@ -1180,32 +1192,16 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
       await sleep(30);
       return reload(id);
     };
-    const [a, b] = twoReplicas(connector, registry, 0, sessions);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
-    await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
-    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+    const { a, b, onA, onB } = await beforeJoinOnTwoReplicas(async (method) => (method === 'tools/list' ? { tools: tools('b', 'c') } : { content: [] }), sessions);
     await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
     const answers = await Promise.all(['two__b', 'two__c', 'two__b'].map((name) => b.request(onB, req('tools/call', { name, arguments: {} }), NO_STREAM, 'trace')));
     expect(answers).toEqual(answers.map(() => expect.objectContaining({ result: { content: [] } })));
   });
 
   it('uses the upstream session another replica joined, for calls, listings and cursors, instead of opening another', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'one')], () => undefined);
-    const connector = new FakeConnector({
-      u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) },
-      u2: { capabilities: { tools: {} }, handle: async (method, params) => (method === 'tools/list' ? (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }) : { content: [] }) },
-    });
-    const [a, b] = twoReplicas(connector, registry);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
-    await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
-    registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
+    const { a, b, onA, onB, connector } = await beforeJoinOnTwoReplicas(async (method, params) =>
+      method === 'tools/list' ? (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }) : { content: [] },
+    );
 
     const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
     if (!('result' in first)) throw new Error('tools/list failed');
