@@ -1111,10 +1111,17 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
   });
 
   it('answers a listing within listTimeoutMs while a missing upstream joins slowly, and tells the agent once it has', async () => {
-    const { engine, connector, registry } = build({
-      u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('a') }) },
-      u2: { prefix: 'two', capabilities: { tools: {} }, handle: async () => ({ tools: tools('b') }) },
-    });
+    let pageDelayMs = 0;
+    const { engine, connector, registry } = build(
+      {
+        u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => (await sleep(pageDelayMs), { tools: tools('a') }) },
+        u2: { prefix: 'two', capabilities: { tools: {} }, handle: async () => ({ tools: tools('b') }) },
+      },
+      0,
+      undefined,
+      undefined,
+      { listTimeoutMs: 1_000 },
+    );
     registry.replace([fakeConfig('u1', 'one')], () => undefined);
     const record = await openSession(engine);
     const received: string[] = [];
@@ -1124,11 +1131,14 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     await sleep(50);
     expect(opens(connector, 'u2')).toEqual([]);
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
-    connector.openDelayMs.set('u2', 400);
+    connector.openDelayMs.set('u2', 2_500);
+    pageDelayMs = 700;
     const started = Date.now();
     expect(names(await listedTools(engine, record))).toEqual(['one__a']);
-    // listTimeoutMs is 100 for the join and 100 for the pages; the join alone takes 400.
-    expect(Date.now() - started).toBeLessThan(390);
+    // One listTimeoutMs (1 s) for the join and the other pages together: the join (2.5 s) is given up after 1 s while
+    // u1's page (0.7 s) came meanwhile. It was one bound after the other: 1 s, then 0.7 s.
+    expect(Date.now() - started).toBeLessThan(1_450);
+    pageDelayMs = 0;
     expect(received).toEqual([]);
     await waitFor(() => received.length > 0, { timeoutMs: 5_000 });
     expect(received).toEqual(['notifications/tools/list_changed']);
@@ -1140,7 +1150,7 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     const { engine, connector } = build(
       {
         u1: { prefix: 'one', capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('a') }) },
-        u2: { prefix: 'two', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('b') }) },
+        u2: { prefix: 'alpha', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('b') }) },
       },
       0,
       undefined,
@@ -1159,8 +1169,9 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     if (!record) throw new Error('no session');
     const received: string[] = [];
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
-    // A listing waits for the join under way (within listTimeoutMs), and opens no second session.
-    expect(names(await listedTools(engine, record))).toEqual(['one__a', 'two__b']);
+    // A listing waits for the join under way (within listTimeoutMs), opens no second session, and lists the joined
+    // upstream in prefix order.
+    expect(names(await listedTools(engine, record))).toEqual(['alpha__b', 'one__a']);
     expect(opens(connector, 'u2')).toEqual(['connect']);
     await waitFor(() => received.length >= 2, { timeoutMs: 5_000 });
     expect(received).toEqual(['notifications/tools/list_changed', 'notifications/prompts/list_changed']);

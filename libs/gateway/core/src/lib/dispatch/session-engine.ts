@@ -1284,8 +1284,35 @@ export class SessionEngine {
   /** `status.dropped` is set when an upstream dropped out of this page (failed or timed out). */
   private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
     const spec = LIST_METHODS[kind];
-    let targets: PendingPage[];
     const timeoutMs = this.deps.options.listTimeoutMs;
+    const cacheMs = this.deps.options.listCacheMs ?? 0;
+    // Pages fetched across a resources change may list what the upstream no longer has: they teach no routes.
+    const routesGeneration = live.routesGeneration;
+    // One deadline for the whole of a page: getting the upstream session (a stdio or legacy SSE upstream reconnecting
+    // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it.
+    const fetchPage = (target: PendingPage, withinMs: number) => {
+      const signal = AbortSignal.timeout(withinMs);
+      return this.onUpstream(
+        live,
+        target.upstreamId,
+        traceId,
+        async (session) => {
+          const pages = live.upstreams.get(target.upstreamId)?.pages;
+          const key = `${spec.method}\u0000${target.cursor}`;
+          const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
+          if (cached) return { page: cached, fromCache: true };
+          const generation = pages?.generation ?? 0;
+          // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
+          // trust frozen items (the listing's JSON text, tool-pinning hashes).
+          const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs }));
+          if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
+          return { page, fromCache: false };
+        },
+        signal,
+      );
+    };
+    let targets: PendingPage[];
+    let settled: PromiseSettledResult<Awaited<ReturnType<typeof fetchPage>>>[];
     if (cursor !== undefined) {
       const pages = decodeCursor(kind, cursor);
       // A cursor another replica gave may name an upstream joined there.
@@ -1295,39 +1322,34 @@ export class SessionEngine {
         }
       }
       targets = pages;
+      settled = await Promise.allSettled(targets.map((target) => fetchPage(target, timeoutMs)));
     } else {
-      // Upstreams the session lacks are tried first (within listTimeoutMs), at most once per joinRetryMs.
-      await this.joinMissing(live, traceId, timeoutMs);
-      targets = this.upstreamIdsWith(live, spec.capability).map((upstreamId) => ({ upstreamId, cursor: '' }));
+      // Upstreams the session lacks are joined (at most once per joinRetryMs) while the others' pages are fetched, and
+      // their own pages fetched within what is left of the same listTimeoutMs.
+      const startedAt = performance.now();
+      const joining = this.joinMissing(live, traceId, timeoutMs);
+      const present = this.upstreamIdsWith(live, spec.capability).map((upstreamId) => ({ upstreamId, cursor: '' }));
+      const presentPages = Promise.allSettled(present.map((target) => fetchPage(target, timeoutMs)));
+      await joining;
+      const joined = this.upstreamIdsWith(live, spec.capability)
+        .filter((upstreamId) => !present.some((target) => target.upstreamId === upstreamId))
+        .map((upstreamId) => ({ upstreamId, cursor: '' }));
+      const leftMs = Math.floor(timeoutMs - (performance.now() - startedAt));
+      const late = leftMs > 0 ? joined : [];
+      if (late.length < joined.length && status) status.dropped = true;
+      if (late.length === 0) {
+        targets = present;
+        settled = await presentPages;
+      } else {
+        const [early, joinedPages] = await Promise.all([presentPages, Promise.allSettled(late.map((target) => fetchPage(target, leftMs)))]);
+        // In registry order (by prefix), as every merged listing is.
+        const order = this.upstreamIdsWith(live, spec.capability);
+        const pairs = [...present, ...late].map((target, index) => ({ target, outcome: (index < present.length ? early[index] : joinedPages[index - present.length]) as (typeof early)[number] }));
+        pairs.sort((a, b) => order.indexOf(a.target.upstreamId) - order.indexOf(b.target.upstreamId));
+        targets = pairs.map((pair) => pair.target);
+        settled = pairs.map((pair) => pair.outcome);
+      }
     }
-    const cacheMs = this.deps.options.listCacheMs ?? 0;
-    // Pages fetched across a resources change may list what the upstream no longer has: they teach no routes.
-    const routesGeneration = live.routesGeneration;
-    const settled = await Promise.allSettled(
-      targets.map((target) => {
-        // One deadline for the whole of it: getting the upstream session (a stdio or legacy SSE upstream reconnecting
-        // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it.
-        const signal = AbortSignal.timeout(timeoutMs);
-        return this.onUpstream(
-          live,
-          target.upstreamId,
-          traceId,
-          async (session) => {
-            const pages = live.upstreams.get(target.upstreamId)?.pages;
-            const key = `${spec.method}\u0000${target.cursor}`;
-            const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
-            if (cached) return { page: cached, fromCache: true };
-            const generation = pages?.generation ?? 0;
-            // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
-            // trust frozen items (the listing's JSON text, tool-pinning hashes).
-            const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs }));
-            if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
-            return { page, fromCache: false };
-          },
-          signal,
-        );
-      }),
-    );
     const items: unknown[] = [];
     const more: PendingPage[] = [];
     settled.forEach((outcome, index) => {
