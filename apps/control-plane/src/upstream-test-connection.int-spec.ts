@@ -59,7 +59,7 @@ async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_us
   });
   const stored = () => cp.system.upstreamTool.count({ where: { tenantId: t.id, upstreamId: upstream.id } });
   const rows = () => cp.system.upstreamTool.findMany({ where: { tenantId: t.id, upstreamId: upstream.id }, select: { name: true, removedAt: true } });
-  return { admin, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, stored, rows };
+  return { admin, upstreamId: upstream.id, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, tools: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/tools`, stored, rows };
 }
 
 describe('test connection', () => {
@@ -97,12 +97,35 @@ describe('test connection', () => {
       byGeneration.set(generation, counts);
     }
     expect([...byGeneration.values()].sort((a, b) => b.listed - a.listed)).toEqual([{ listed: 60, gone: 0 }, { listed: 0, gone: 40 }]);
+
+    // The API pages them (at most 200 a page), filtered by state in the query.
+    const seen = new Set<string>();
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const listed = await cp.request('GET', `${held.tools}?limit=30${cursor ? `&cursor=${cursor}` : ''}`, { token: held.admin.token });
+      expect(listed.status).toBe(200);
+      const body = listed.json as { items: { id: string }[]; nextCursor: string | null };
+      expect(body.items.length).toBeLessThanOrEqual(30);
+      for (const item of body.items) seen.add(item.id);
+      cursor = body.nextCursor;
+      pages += 1;
+    } while (cursor !== null && pages < 10);
+    expect([seen.size, pages]).toEqual([100, 4]);
+    const count = async (state: string) => ((await cp.request('GET', `${held.tools}?state=${state}&limit=200`, { token: held.admin.token })).json as { items: unknown[] }).items.length;
+    expect([await count('pending'), await count('removed'), await count('approved'), await count('changed')]).toEqual([60, 40, 0, 0]);
+    expect((await cp.request('GET', `${held.tools}?limit=500`, { token: held.admin.token })).status).toBe(400);
   }, 20_000);
 
   it('stores nothing when approved definitions alone would pass the bound (trust on first use), and says why', async () => {
     const trusted = await tenantWithUpstream(rotatingUrl, 'trust_on_first_use');
     expect((await cp.request('POST', trusted.path, { token: trusted.admin.token })).status).toBe(200);
     expect(await trusted.stored()).toBe(60);
+    // One approved definition that the upstream has since changed (as a later test would store it) is `changed`.
+    const one = await cp.system.upstreamTool.findFirstOrThrow({ where: { upstreamId: trusted.upstreamId }, select: { id: true } });
+    await cp.system.upstreamTool.update({ where: { id: one.id }, data: { contentHash: 'f'.repeat(64) } });
+    const count = async (state: string) => ((await cp.request('GET', `${trusted.tools}?state=${state}&limit=200`, { token: trusted.admin.token })).json as { items: unknown[] }).items.length;
+    expect([await count('approved'), await count('changed'), await count('pending'), await count('removed')]).toEqual([59, 1, 0, 0]);
     const refused = await cp.request('POST', trusted.path, { token: trusted.admin.token });
     expect(refused.status).toBe(409);
     expect(String(refused.json['detail'])).toContain('more than 100 stored definitions');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { page, pageQuery } from './common';
 
 export const upstreamToolKind = z.enum(['tool', 'prompt', 'resource', 'resource_template']);
 export type UpstreamToolKindName = z.infer<typeof upstreamToolKind>;
@@ -40,13 +41,15 @@ export const upstreamToolResponse = z.object({
 });
 export type UpstreamToolResponse = z.infer<typeof upstreamToolResponse>;
 
+/** Filters and a cursor page (in id order, at most 200 items; a definition can be large). */
 export const upstreamToolsQuery = z.strictObject({
   state: upstreamToolState.optional(),
   kind: upstreamToolKind.optional(),
+  ...pageQuery.shape,
 });
 export type UpstreamToolsQuery = z.infer<typeof upstreamToolsQuery>;
 
-export const upstreamToolsResponse = z.object({ items: z.array(upstreamToolResponse) });
+export const upstreamToolsResponse = page(upstreamToolResponse);
 export type UpstreamToolsResponse = z.infer<typeof upstreamToolsResponse>;
 
 /**

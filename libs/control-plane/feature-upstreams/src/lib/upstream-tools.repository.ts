@@ -40,6 +40,35 @@ export class UpstreamToolsRepository {
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:upstream-tools:${tenantId}:${upstreamId}`}, 0))`;
   }
 
+  /**
+   * One page in id order (`limit + 1` rows: the last says whether there are more), filtered by kind and state in the
+   * query (`state`'s rule is `toolState`'s: removed, else never approved, else approved hash equal to the current one).
+   */
+  async page(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    upstreamId: string,
+    query: { readonly kind?: UpstreamToolKind | undefined; readonly state?: 'approved' | 'changed' | 'pending' | 'removed' | undefined; readonly after: string | undefined; readonly limit: number },
+  ): Promise<UpstreamToolRow[]> {
+    const sameHash = { approvedHash: { equals: tx.upstreamTool.fields.contentHash } };
+    const state: Prisma.UpstreamToolWhereInput =
+      query.state === 'removed'
+        ? { removedAt: { not: null } }
+        : query.state === 'pending'
+          ? { removedAt: null, approvedHash: null }
+          : query.state === 'approved'
+            ? { removedAt: null, ...sameHash }
+            : query.state === 'changed'
+              ? { removedAt: null, approvedHash: { not: null }, NOT: sameHash }
+              : {};
+    return tx.upstreamTool.findMany({
+      where: { tenantId, upstreamId, ...(query.kind ? { kind: query.kind } : {}), ...state, ...(query.after ? { id: { gt: query.after } } : {}) },
+      orderBy: { id: 'asc' },
+      take: query.limit + 1,
+      select: upstreamToolSelect,
+    });
+  }
+
   async list(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<UpstreamToolRow[]> {
     return tx.upstreamTool.findMany({
       where: { tenantId, upstreamId },

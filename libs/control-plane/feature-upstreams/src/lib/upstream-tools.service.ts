@@ -11,6 +11,7 @@ import {
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
+import { pageRequest, toPage } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
@@ -64,14 +65,12 @@ export class UpstreamToolsService {
   ) {}
 
   async list(scope: TenantScope, upstreamId: string, query: UpstreamToolsQuery): Promise<UpstreamToolsResponse> {
+    const page = pageRequest(query);
     const rows = await withTenant(this.db, scope.tenantId, async (tx) => {
       await this.requireUpstream(scope.tenantId, tx, upstreamId);
-      return this.tools.list(scope.tenantId, tx, upstreamId);
+      return this.tools.page(scope.tenantId, tx, upstreamId, { kind: query.kind, state: query.state, ...page });
     });
-    const items = rows
-      .filter((row) => (query.kind === undefined || row.kind === query.kind) && (query.state === undefined || toolState(row) === query.state))
-      .map(toUpstreamToolResponse);
-    return { items };
+    return toPage(rows, page.limit, toUpstreamToolResponse);
   }
 
   async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
