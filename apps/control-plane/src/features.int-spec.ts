@@ -293,6 +293,16 @@ describe('upstreams', () => {
     // Without stored headers there is nothing to keep to an origin.
     const fourth = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, body: { url: 'https://fourth.example.test/mcp' } });
     expect(fourth.status).toBe(200);
+    const version = Number(fourth.json['version']);
+
+    // Headers an admin composed for the URL they read do not land on a URL changed since: If-Match names that version.
+    const stale = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': `"${version - 1}"` }, body: { headers: { Authorization: 'Bearer for-the-old-url' } } });
+    expect(stale.status).toBe(412);
+    expect(stale.json).toMatchObject({ code: 'PRECONDITION_FAILED', detail: expect.stringContaining(`version ${version}`) });
+    expect((await row()).headersCiphertext).toBeNull();
+    expect((await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': 'yesterday' }, body: { enabled: false } })).status).toBe(412);
+    const current = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': `"${version}"` }, body: { headers: { Authorization: 'Bearer for-this-url' } } });
+    expect(current.json).toMatchObject({ version: version + 1, hasHeaders: true });
   });
 
   it('rejects a tool-prefix collision with a 409 naming the holder, and bad input with field errors', async () => {

@@ -1,4 +1,5 @@
-import { Body, Controller, Delete, Get, Param, Patch, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Headers, Param, Patch, Post, Query } from '@nestjs/common';
+import { ApiHeader, ApiResponse } from '@nestjs/swagger';
 import {
   createUpstreamRequest,
   pageQuery,
@@ -55,12 +56,15 @@ export class UpstreamsController {
     response: upstreamResponse,
     conflicts: true,
   })
+  @ApiHeader({ name: 'If-Match', required: false, description: 'The upstream\'s `version` as read (e.g. `"3"`): the change applies only to that version' })
+  @ApiResponse({ status: 412, description: 'The upstream changed since the If-Match version (problem+json)' })
   update(
     @CurrentTenant() tenant: TenantScope,
     @Param('upstreamId', IdParamPipe) id: string,
     @Body(new ZodPipe(updateUpstreamRequest)) body: UpdateUpstreamRequest,
+    @Headers('if-match') ifMatch: string | undefined,
   ) {
-    return this.upstreams.update(tenant, id, body);
+    return this.upstreams.update(tenant, id, body, ifMatch);
   }
 
   @Delete(':upstreamId')

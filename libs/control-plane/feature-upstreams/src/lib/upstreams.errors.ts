@@ -32,6 +32,12 @@ export const upstreamErrors = {
   fieldNotForTransport: (field: string, transport: string) => invalid(field, `does not apply to ${transport} upstreams`),
   headersForOtherOrigin: () =>
     invalid('headers', 'must be given again (or null) when the URL moves to another origin: the stored headers were set for the old one'),
+  /** Another update of the upstream committed between this one's checks and its write. */
+  changedMeanwhile: () =>
+    new AppError('CONFLICT', 'The upstream was changed by another request while this one was being applied; read it again and repeat your change.'),
+  ifMatchMalformed: () => new AppError('PRECONDITION_FAILED', 'If-Match must be the upstream\'s version as an ETag, e.g. "3".'),
+  stale: (current: number) =>
+    new AppError('PRECONDITION_FAILED', `The upstream changed since you read it (it is now at version ${current}); read it again and repeat your change.`),
   toolNotFound: () => new AppError('NOT_FOUND', 'No such tool, prompt or resource on this upstream.'),
   toolDefinitionMoved: () =>
     new AppError(

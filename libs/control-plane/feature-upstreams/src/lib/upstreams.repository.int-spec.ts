@@ -50,6 +50,27 @@ describe('UpstreamsRepository', () => {
     expect(updated).toMatchObject({ enabled: false, version: 2 });
   });
 
+  it('changes nothing when the row moved past the version the caller read (compare-and-set), also while another transaction holds it', async () => {
+    const created = await withTenant(db, a.id, (tx) => repository.create(a.id, tx, upstream()));
+    expect(await withTenant(db, a.id, (tx) => repository.update(a.id, tx, created.id, { url: 'https://other.example.test/mcp' }, 1))).toMatchObject({ version: 2 });
+    expect(await withTenant(db, a.id, (tx) => repository.update(a.id, tx, created.id, { enabled: false }, 1))).toBeNull();
+    // Two updates that both read version 2: the second waits for the first's commit, then finds version 3 and writes nothing.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const first = withTenant(db, a.id, async (tx) => {
+      const done = await repository.update(a.id, tx, created.id, { description: 'first' }, 2);
+      await held;
+      return done;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const second = withTenant(db, a.id, (tx) => repository.update(a.id, tx, created.id, { description: 'second' }, 2));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    release();
+    expect(await first).toMatchObject({ version: 3, description: 'first' });
+    expect(await second).toBeNull();
+    expect(await withTenant(db, a.id, (tx) => repository.find(a.id, tx, created.id))).toMatchObject({ version: 3, description: 'first', enabled: true });
+  });
+
   it('must not read, list, update or delete another tenant’s upstream', async () => {
     const ofB = await withTenant(db, b.id, (tx) => repository.create(b.id, tx, upstream()));
     // Through tenant A's scope, even naming B's id, nothing is visible or changeable.

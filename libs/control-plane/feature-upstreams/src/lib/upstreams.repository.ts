@@ -80,11 +80,16 @@ export class UpstreamsRepository {
   }
 
   /** Applies the changes and bumps `version` (the gateway's registry compares it). Null when no such upstream. */
+  /**
+   * Applies `changes` if the row is still at `expectedVersion` when given (compare-and-set: a concurrent update that
+   * committed first makes this one change nothing). Null when nothing was changed.
+   */
   async update(
     tenantId: TenantId,
     tx: TenantTransaction,
     id: string,
     changes: UpstreamChanges,
+    expectedVersion?: number,
   ): Promise<UpstreamRecord | null> {
     const data = Object.fromEntries(
       Object.entries({ ...changes, args: changes.args === undefined ? undefined : [...changes.args] }).filter(
@@ -92,7 +97,7 @@ export class UpstreamsRepository {
       ),
     );
     const { count } = await tx.upstream.updateMany({
-      where: { tenantId, id },
+      where: { tenantId, id, ...(expectedVersion === undefined ? {} : { version: expectedVersion }) },
       data: { ...data, version: { increment: 1 } },
     });
     return count === 0 ? null : this.find(tenantId, tx, id);

@@ -38,6 +38,15 @@ function originOf(url: string): string {
  * for platform admins and allow-listed commands only; names and tool prefixes are unique per tenant (409 naming the
  * holder); every change bumps `version`, is audited, and is announced on `pcs:upstreams:changed`.
  */
+/** The version an If-Match header names (`"3"`, `W/"3"`, `3`), or undefined when there is none. */
+function ifMatchVersion(header: string | string[] | undefined): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value.trim() === '') return undefined;
+  const match = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(value);
+  if (match?.[1] === undefined) throw upstreamErrors.ifMatchMalformed();
+  return Number(match[1]);
+}
+
 @Injectable()
 export class UpstreamsService {
   constructor(
@@ -94,11 +103,19 @@ export class UpstreamsService {
     return response;
   }
 
-  async update(scope: TenantScope, id: string, body: UpdateUpstreamRequest): Promise<UpstreamResponse> {
+  /**
+   * `ifMatch`: the version the caller read (an ETag such as `"3"`); when given, the update applies only to that version
+   * (412 otherwise), so headers composed for the old URL cannot land on a URL another admin set meanwhile. Either way
+   * the write is a compare-and-set on the version the checks read: a concurrent update that committed first makes
+   * this one a 409, never a write checked against what was there before.
+   */
+  async update(scope: TenantScope, id: string, body: UpdateUpstreamRequest, ifMatch?: string | string[]): Promise<UpstreamResponse> {
     const { tenantId } = scope;
+    const expected = ifMatchVersion(ifMatch);
     const { before, after, snapshot } = await this.inTransaction(tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();
+      if (expected !== undefined && expected !== existing.version) throw upstreamErrors.stale(existing.version);
       this.assertFieldsFitTransport(existing, body);
       this.assertHeadersFollowUrl(existing, body);
       if (body.name !== undefined && body.name !== existing.name) await this.assertNotNamedByRules(tenantId, tx, existing.name);
@@ -122,8 +139,8 @@ export class UpstreamsService {
         args: body.args,
         ...(await this.sealedChanges(tenantId, tx, existing, body)),
       };
-      const updated = await this.repository.update(tenantId, tx, id, changes);
-      if (!updated) throw upstreamErrors.notFound();
+      const updated = await this.repository.update(tenantId, tx, id, changes, existing.version);
+      if (!updated) throw (await this.repository.find(tenantId, tx, id)) ? upstreamErrors.changedMeanwhile() : upstreamErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.update');
       return { before: existing, after: updated, snapshot };
     });
