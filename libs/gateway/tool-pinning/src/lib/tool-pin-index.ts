@@ -24,9 +24,16 @@ export interface UpstreamPins {
   /** `require_approval`: an item with no stored definition is held too (else it passes until a test connection pins it). */
   readonly requireApproval: boolean;
   readonly entries: ReadonlyMap<string, PinEntry>;
+  /**
+   * `foldedKey` of every entry: a name that is not pinned as spelled but folds onto a pinned one is another spelling of
+   * it, which an upstream matching names case-insensitively would run (see `toolPinningHooks`).
+   */
+  readonly spellings: ReadonlySet<string>;
 }
 
 export const pinKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name}`;
+/** `pinKey` with the name in lower case (exposed names are ASCII: letters, digits, `_`, `.`, `-`). */
+export const foldedKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name.toLowerCase()}`;
 
 /**
  * Every upstream's pins on this replica, replaced whole on refresh (an immutable map swapped atomically). An upstream
@@ -43,20 +50,22 @@ export class ToolPinIndex {
   }
 
   replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[]): void {
-    const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry> }>();
+    const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry>; spellings: Set<string> }>();
     const of = (upstreamId: string) => {
       let pins = building.get(upstreamId);
-      if (!pins) building.set(upstreamId, (pins = { requireApproval: false, entries: new Map() }));
+      if (!pins) building.set(upstreamId, (pins = { requireApproval: false, entries: new Map(), spellings: new Set() }));
       return pins;
     };
     for (const id of requireApprovalUpstreamIds) of(id).requireApproval = true;
     for (const row of rows) {
       if (row.kind !== 'tool' && row.kind !== 'prompt') continue;
-      of(row.upstreamId).entries.set(pinKey(row.kind, row.name), {
+      const pins = of(row.upstreamId);
+      pins.entries.set(pinKey(row.kind, row.name), {
         contentHash: row.contentHash,
         approvedHash: row.approvedHash,
         blocked: row.blocked,
       });
+      pins.spellings.add(foldedKey(row.kind, row.name));
     }
     this.byUpstream = building;
     this.loaded = true;

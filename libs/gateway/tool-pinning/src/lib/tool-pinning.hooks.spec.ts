@@ -55,6 +55,24 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
 }
 
 describe('tool pinning hooks', () => {
+  it('refuses and hides another spelling of a pinned tool (an upstream matching names case-insensitively would run it)', () => {
+    // Trust on first use: an unpinned name passes, but not one that differs from a pinned name only in case.
+    const { hooks, call, logs } = setup();
+    expect(call('forecast')).not.toThrow();
+    expect(call('other')).not.toThrow();
+    for (const spelling of ['Forecast', 'FORECAST', 'foreCast']) {
+      expect(call(spelling)).toThrow(GatewayRequestError);
+      try {
+        call(spelling)();
+      } catch (error) {
+        expect(error).toMatchObject({ data: { reason: 'tool_pin_other_spelling' }, message: expect.stringContaining('differs in upper and lower case') });
+      }
+    }
+    const shouting = { ...approved, name: 'FORECAST' };
+    expect(hooks.filter(record, 'tool', upstream, [approved, shouting, other])).toEqual([approved, other]);
+    expect(logs()).toContain('other_spelling');
+  });
+
   it('a session listing from its cached page does not make a changed tool callable again', () => {
     const { hooks, call } = setup();
     hooks.filter(record, 'tool', upstream, [approved]);

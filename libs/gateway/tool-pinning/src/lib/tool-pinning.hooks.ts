@@ -1,10 +1,10 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
 import { deepFreeze, GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
+import { foldedKey, pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
 
 /** Why an item is hidden and refused. */
-export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked' | 'unavailable';
+export type PinVerdict = 'ok' | 'changed' | 'not_approved' | 'blocked' | 'unavailable' | 'other_spelling';
 
 export interface ToolPinningOptions {
   readonly pins: ToolPinIndex;
@@ -50,6 +50,7 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
   not_approved: 'it has not been approved by an administrator yet',
   blocked: 'an administrator blocked it',
   unavailable: 'the gateway has not loaded the approved definitions yet; try again shortly',
+  other_spelling: 'the upstream advertises no item spelled so, only one that differs in upper and lower case; call it by the name the listing shows',
 };
 
 /**
@@ -113,9 +114,14 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     const upstreamPins = pins.get(target.upstream.id);
     if (!upstreamPins && pins.ready) return;
     const key = pinKey(target.kind, target.name);
-    const outcome = upstreamPins
-      ? verdict(upstreamPins, upstreamPins.entries.get(key), listed.get(`${target.upstream.id}\u0000${key}`)?.hash)
-      : 'unavailable';
+    const entry = upstreamPins?.entries.get(key);
+    // Not pinned as spelled, but as another spelling: an upstream that matches names case-insensitively would run the
+    // pinned item, with neither its pin nor the policy rules written for its name applying.
+    const outcome = !upstreamPins
+      ? 'unavailable'
+      : entry === undefined && upstreamPins.spellings.has(foldedKey(target.kind, target.name))
+        ? 'other_spelling'
+        : verdict(upstreamPins, entry, listed.get(`${target.upstream.id}\u0000${key}`)?.hash);
     if (outcome === 'ok') return;
     const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
     throw new GatewayRequestError(
@@ -162,7 +168,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
           }
           if (frozen) frozenHashes.set(item, hash);
         }
-        const outcome = verdict(upstreamPins, entry, hash);
+        const outcome = entry === undefined && upstreamPins.spellings.has(foldedKey(kind, name)) ? 'other_spelling' : verdict(upstreamPins, entry, hash);
         if (outcome === 'ok') {
           if (entry === undefined) kept.push(item);
           else if (!frozen) kept.push(relayable(kind, item));
