@@ -132,11 +132,22 @@ describe('test connection', () => {
     expect(await trusted.stored()).toBe(60);
   }, 20_000);
 
+  it('keeps unapproved definitions of a trust-on-first-use upstream: there they are what holds an item', async () => {
+    // Pending under require_approval, then the upstream is switched to trust on first use: its pending rows stay held.
+    const switched = await tenantWithUpstream(rotatingUrl, 'require_approval');
+    expect((await cp.request('POST', switched.path, { token: switched.admin.token })).status).toBe(200);
+    await cp.system.upstream.update({ where: { id: switched.upstreamId }, data: { toolApproval: 'trust_on_first_use' } });
+    const refused = await cp.request('POST', switched.path, { token: switched.admin.token });
+    expect(refused.status).toBe(409);
+    expect(await switched.stored()).toBe(60);
+    expect((await switched.rows()).every((row) => row.removedAt === null)).toBe(true);
+  }, 20_000);
+
   it(`starts at most ${TESTS_PER_MINUTE} test connections per tenant a minute (429 with Retry-After beyond)`, async () => {
     const busy = await tenantWithUpstream(rotatingUrl, 'require_approval');
     const other = await tenantWithUpstream(rotatingUrl, 'require_approval');
     // Sequentially: each finishes before the next starts, so only the per-minute bound can refuse.
-    for (let i = 0; i < TESTS_PER_MINUTE; i++) expect((await cp.request('POST', busy.path, { token: busy.admin.token })).status).not.toBe(429);
+    for (let i = 0; i < TESTS_PER_MINUTE; i++) expect((await cp.request('POST', busy.path, { token: busy.admin.token })).status).toBe(200);
     const refused = await cp.request('POST', busy.path, { token: busy.admin.token });
     expect(refused.status).toBe(429);
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);

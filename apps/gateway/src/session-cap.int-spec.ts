@@ -16,6 +16,7 @@ let gatewayB: TestGateway;
 let tenant: TestTenant;
 let key: string;
 let otherKey: string;
+let burstKey: string;
 
 const headers = (bearer: string) => ({
   authorization: `Bearer ${bearer}`,
@@ -37,6 +38,7 @@ beforeAll(async () => {
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   key = (await createAgentWithKey(db, tenant.id, 'capped-agent')).key;
   otherKey = (await createAgentWithKey(db, tenant.id, 'other-agent')).key;
+  burstKey = (await createAgentWithKey(db, tenant.id, 'burst-agent')).key;
   const env = { GATEWAY_MAX_SESSIONS_PER_PRINCIPAL: '2' };
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
   gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
@@ -72,5 +74,11 @@ describe('sessions per principal', () => {
     });
     expect(deleted.status).toBe(200);
     expect((await initialize(gatewayA)).status).toBe(200);
+  });
+
+  it('lets no more than the cap through when initializes arrive at once on both replicas', async () => {
+    const statuses = await Promise.all([gatewayA, gatewayB, gatewayA, gatewayB, gatewayA, gatewayB].map((gateway) => initialize(gateway, burstKey).then((res) => res.status)));
+    expect(statuses.filter((status) => status === 200)).toHaveLength(2);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(4);
   });
 });

@@ -224,23 +224,24 @@ export class UpstreamToolsService {
     const gone = [...stored.values()].filter((row) => row.removedAt === null).map((row) => row.id);
     counts.removed = gone.length;
     await this.tools.markRemoved(tenantId, tx, gone, now);
-    await this.boundStored(tenantId, tx, upstream.id, [...stored.values()], now);
+    await this.boundStored(tenantId, tx, upstream, [...stored.values()], now);
     return counts;
   }
 
   /**
-   * Keeps the upstream's stored definitions within `maxStoredDefinitions`. Past it, definitions it no longer advertises
-   * and nobody approved go first, longest gone first: they pin nothing. Approved ones are kept (forgotten, an approved
-   * definition that came back changed would count as new, and be approved on first use); when they alone pass the
-   * bound the test fails and stores nothing. Before, an upstream that listed new names on every test grew the table
-   * without end.
+   * Keeps the upstream's stored definitions within `maxStoredDefinitions`. Past it, on an upstream that requires
+   * approval, definitions it no longer advertises and nobody approved go first, longest gone first: there a missing row
+   * holds an item as a pending one does. Everything else is kept: an approved row pins a definition (forgotten, one that
+   * came back changed would count as new), and on a trust-on-first-use upstream a pending row is the only thing that
+   * holds its item (without it the item would pass). When the kept rows alone pass the bound the test fails and stores
+   * nothing. Before, an upstream that listed new names on every test grew the table without end.
    */
-  private async boundStored(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, unlisted: readonly UpstreamToolRow[], now: Date): Promise<void> {
+  private async boundStored(tenantId: TenantId, tx: TenantTransaction, upstream: UpstreamRecord, unlisted: readonly UpstreamToolRow[], now: Date): Promise<void> {
     const max = this.options.maxStoredDefinitions ?? DEFAULT_MAX_STORED_DEFINITIONS;
-    const total = await this.tools.count(tenantId, tx, upstreamId);
+    const total = await this.tools.count(tenantId, tx, upstream.id);
     if (total <= max) return;
     const prunable = unlisted
-      .filter((row) => row.approvedHash === null)
+      .filter((row) => upstream.toolApproval === 'require_approval' && row.approvedHash === null)
       .sort((a, b) => (a.removedAt ?? now).getTime() - (b.removedAt ?? now).getTime())
       .slice(0, total - max)
       .map((row) => row.id);

@@ -1,6 +1,6 @@
 import { createPrismaClient, createSystemPrismaClient, withTenant } from '@portcullis/data/db';
 import { newId } from '@portcullis/shared/util-ids';
-import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamsRepository, type NewUpstream } from './upstreams.repository';
 
@@ -57,14 +57,18 @@ describe('UpstreamsRepository', () => {
     // Two updates that both read version 2: the second waits for the first's commit, then finds version 3 and writes nothing.
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => (release = resolve));
+    let updatedFirst: () => void = () => undefined;
+    const firstUpdated = new Promise<void>((resolve) => (updatedFirst = resolve));
     const first = withTenant(db, a.id, async (tx) => {
       const done = await repository.update(a.id, tx, created.id, { description: 'first' }, 2);
+      updatedFirst();
       await held;
       return done;
     });
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await firstUpdated;
     const second = withTenant(db, a.id, (tx) => repository.update(a.id, tx, created.id, { description: 'second' }, 2));
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The second waits on the first's row lock (a lock not granted, in pg_locks) until the first commits.
+    await waitFor(async () => (await system.$queryRaw<{ waiting: bigint }[]>`SELECT count(*) AS waiting FROM pg_locks WHERE NOT granted`)[0]?.waiting ?? 0n, { timeoutMs: 5_000 });
     release();
     expect(await first).toMatchObject({ version: 3, description: 'first' });
     expect(await second).toBeNull();

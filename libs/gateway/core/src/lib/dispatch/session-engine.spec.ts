@@ -233,6 +233,22 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect((await engine.initialize(principal, init, 'trace')).sessionId).toEqual(expect.any(String));
   });
 
+  it('refuses initializes in parallel past maxSessionsPerPrincipal while they connect, and gives a place back when one fails', async () => {
+    const { engine, connector, sessions } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 2 });
+    connector.openDelayMs.set('u1', 100);
+    const outcomes = await Promise.all([1, 2, 3, 4].map(() => engine.initialize(principal, init, 'trace')));
+    expect(outcomes.filter((outcome) => outcome.sessionId !== undefined)).toHaveLength(2);
+    expect(outcomes.filter((outcome) => 'error' in outcome.response && outcome.response.error.code === -32029)).toHaveLength(2);
+    // An initialize that fails after taking its place (the store refuses the record) gives it back.
+    const { engine: other, sessions: otherStore } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 1 });
+    const create = otherStore.create.bind(otherStore);
+    otherStore.create = () => Promise.reject(new Error('store down'));
+    await expect(other.initialize(principal, init, 'trace')).rejects.toThrow('store down');
+    otherStore.create = create;
+    expect((await other.initialize(principal, init, 'trace')).sessionId).toEqual(expect.any(String));
+    expect(sessions.reserved.size).toBe(0);
+  });
+
   it('refuses an initialize whose clientInfo or capabilities are too large to keep in a session record', async () => {
     const { engine } = build({ u1: { prefix: 'p', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
     const initialize = (params: Record<string, unknown>) =>

@@ -326,6 +326,8 @@ async function settledWithin<T>(promises: readonly Promise<T>[], ms: number): Pr
   return [...outcomes];
 }
 
+/** How much longer than initializeWaitMs a place taken for a session being initialized is held (a replica dying meanwhile). */
+const RESERVATION_MARGIN_MS = 30_000;
 /** Retry-After of an initialize refused for the principal's session count. */
 const SESSION_CAP_RETRY_S = 30;
 
@@ -631,7 +633,13 @@ export class SessionEngine {
         this.report(info, refused, new GatewayRequestError(GATEWAY_RPC.RATE_LIMITED, refused.error.message, undefined, 'rate_limited'), admission, undefined, NOT_CANCELLED);
         return { sessionId: undefined, response: refused };
       }
-      return await this.connectSession(record, identity, info, admission);
+      try {
+        return await this.connectSession(record, identity, info, admission);
+      } catch (error) {
+        // No session came of it: its place among the principal's sessions goes back.
+        void this.deps.sessions.release?.(record, record.id).catch(() => undefined);
+        throw error;
+      }
     } catch (error) {
       // Recorded like any request that failed (the hooks count an admitted call until it is reported).
       this.report(info, this.errorFor(request.id, error, traceId), error, admission, undefined, NOT_CANCELLED);
@@ -642,16 +650,17 @@ export class SessionEngine {
   }
 
   /**
-   * The refusal of an initialize whose principal holds `maxSessionsPerPrincipal` sessions already, before any upstream
-   * is contacted; undefined when it may go on (or the count cannot be had: the record's own write then decides).
+   * Takes a place among the principal's `maxSessionsPerPrincipal` sessions for this one, atomically and before any
+   * upstream is contacted (initializes in parallel cannot all pass a count), held while it connects; the refusal when
+   * all are taken. Undefined when it may go on, also when the store cannot be asked (the record's own write decides).
    */
   private async overSessionCap(record: SessionRecord, requestId: JsonRpcId, traceId: string): Promise<JsonRpcError | undefined> {
     const max = this.deps.options.maxSessionsPerPrincipal ?? 0;
-    const heldBy = this.deps.sessions.heldBy;
-    if (max <= 0 || heldBy === undefined) return undefined;
-    const held = await heldBy.call(this.deps.sessions, record).catch(() => 0);
-    if (held < max) return undefined;
-    this.deps.logger.warn({ tenantId: record.tenantId, principalKind: record.principalKind, held, max, traceId }, 'initialize refused: the principal holds its most sessions');
+    const reserve = this.deps.sessions.reserve;
+    if (max <= 0 || reserve === undefined) return undefined;
+    const holdMs = (this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS) + RESERVATION_MARGIN_MS;
+    if (await reserve.call(this.deps.sessions, record, record.id, max, holdMs).catch(() => true)) return undefined;
+    this.deps.logger.warn({ tenantId: record.tenantId, principalKind: record.principalKind, max, traceId }, 'initialize refused: the principal holds its most sessions');
     return rpcError(
       requestId,
       GATEWAY_RPC.RATE_LIMITED,

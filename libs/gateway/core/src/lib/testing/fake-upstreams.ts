@@ -152,6 +152,7 @@ export class MemorySessionStore implements SessionStore {
   readonly records = new Map<string, SessionRecord>();
   async create(record: SessionRecord) {
     this.records.set(record.id, record);
+    this.reserved.delete(record.id);
   }
   async get(id: string) {
     return this.records.get(id);
@@ -169,9 +170,24 @@ export class MemorySessionStore implements SessionStore {
   async reload(id: string) {
     return this.records.get(id);
   }
-  /** As the Redis store's: the sessions of one principal (records here never expire). */
+  /** Places taken by `reserve` for sessions not created yet, by id. */
+  readonly reserved = new Map<string, Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>>();
+  /** As the Redis store's: the sessions of one principal (records here never expire), places reserved included. */
   async heldBy(owner: Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>) {
-    return [...this.records.values()].filter((r) => r.tenantId === owner.tenantId && r.principalKind === owner.principalKind && r.principalId === owner.principalId).length;
+    return this.held(owner);
+  }
+  private held(owner: Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>) {
+    const same = (r: Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>) => r.tenantId === owner.tenantId && r.principalKind === owner.principalKind && r.principalId === owner.principalId;
+    return [...this.records.values()].filter(same).length + [...this.reserved.entries()].filter(([id, r]) => !this.records.has(id) && same(r)).length;
+  }
+  /** As the Redis store's: counted and taken in one step (nothing runs in between here either). */
+  async reserve(owner: Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>, id: string, max: number) {
+    if (this.held(owner) >= max) return false;
+    this.reserved.set(id, owner);
+    return true;
+  }
+  async release(_owner: unknown, id: string) {
+    this.reserved.delete(id);
   }
   /** As the Redis store's: compare-and-set of one upstream's state (through `change`). */
   async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {

@@ -43,28 +43,74 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await replicaB.get(session.id)).toBeUndefined();
   });
 
-  it('counts the sessions a principal holds across replicas: deleted ones leave at once, expired ones once their TTL passed', async () => {
-    const options = { idleTtlMs: 400, cacheMs: 10_000, touchEveryMs: 100, maxCached: 100 };
+  it('counts the sessions a principal holds across replicas: deleted ones leave at once (from any replica), expired ones once their TTL passed', async () => {
+    const options = { idleTtlMs: 2_000, cacheMs: 10_000, touchEveryMs: 100, maxCached: 100 };
     const replicaA = new RedisSessionStore(redis, options);
     const replicaB = new RedisSessionStore(redis, options);
     const owner = { tenantId: 'tenant-count', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
-    const sessions = [record(owner), record(owner), record(owner)];
+    const sessions = [record(owner), record(owner), record(owner), record(owner)];
     await replicaA.create(sessions[0] as SessionRecord);
     await replicaB.create(sessions[1] as SessionRecord);
     await replicaB.create(sessions[2] as SessionRecord);
+    await replicaA.create(sessions[3] as SessionRecord);
     // Another principal's session, and the same principal id in another tenant, are not counted.
     await replicaA.create(record({ ...owner, principalKind: 'user' }));
     await replicaA.create(record({ ...owner, tenantId: 'tenant-other' }));
-    expect(await replicaA.heldBy(owner)).toBe(3);
+    expect(await replicaA.heldBy(owner)).toBe(4);
+    // The same id again is refused, and not counted twice.
+    await expect(replicaB.create(sessions[0] as SessionRecord)).rejects.toThrow('exists already');
+    expect(await replicaA.heldBy(owner)).toBe(4);
     expect(await replicaB.delete(sessions[1]?.id ?? '')).toBe(true);
+    // A replica that never held the record deletes it from the count too.
+    const replicaC = new RedisSessionStore(redis, options);
+    expect(await replicaC.delete(sessions[3]?.id ?? '')).toBe(true);
     expect(await replicaA.heldBy(owner)).toBe(2);
-    // One kept in use (looked up past the touch interval) outlives the idle TTL; the other expires.
-    for (let i = 0; i < 6; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 120));
+    // One kept in use (looked up past the touch interval) outlives the idle TTL, even after its entry was lost from the
+    // count (the touch adds it back); the other expires.
+    await redis.zrem(`pcs:sessions-of:${owner.tenantId}:${owner.principalKind}:${owner.principalId}`, sessions[0]?.id ?? '');
+    const started = Date.now();
+    while (Date.now() - started < 2_800) {
+      await new Promise((resolve) => setTimeout(resolve, 150));
       await replicaA.get(sessions[0]?.id ?? '');
     }
+    await new Promise((resolve) => setTimeout(resolve, 50));
     expect(await replicaB.heldBy(owner)).toBe(1);
     expect(await redis.exists(`pcs:session:${sessions[2]?.id}`)).toBe(0);
+  });
+
+  it('takes at most the principal\'s places for sessions being created, atomically across replicas, and gives one back', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const replicas = [new RedisSessionStore(redis, options), new RedisSessionStore(redis, options)];
+    const owner = { tenantId: 'tenant-reserve', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    const held = record(owner);
+    await replicas[0]?.create(held);
+    const ids = Array.from({ length: 8 }, () => newSessionId());
+    const taken = await Promise.all(ids.map((id, index) => replicas[index % 2]?.reserve(owner, id, 3, 5_000)));
+    expect(taken.filter(Boolean)).toHaveLength(2);
+    // A place given back (its initialize failed) is free again; creating a reserved session keeps its place.
+    const first = ids[taken.indexOf(true)] ?? '';
+    await replicas[1]?.release(owner, first);
+    expect(await replicas[0]?.reserve(owner, newSessionId(), 3, 5_000)).toBe(true);
+    expect(await replicas[0]?.heldBy(owner)).toBe(3);
+    // A place held for a session that was never created lapses after its hold.
+    expect(await replicas[0]?.reserve(owner, newSessionId(), 4, 100)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(await replicas[0]?.heldBy(owner)).toBe(3);
+  });
+
+  it('keeps a session counted while only changes keep it alive (a change moves its score as a touch does)', async () => {
+    const options = { idleTtlMs: 1_500, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const store = new RedisSessionStore(redis, options);
+    const owner = { tenantId: 'tenant-change', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    const session = record(owner);
+    await store.create(session);
+    const started = Date.now();
+    while (Date.now() - started < 2_500) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await store.change(session.id, (stored) => withLogLevel(stored, stored.logLevel === 'debug' ? 'info' : 'debug'));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await store.heldBy(owner)).toBe(1);
   });
 
   it('replaces an upstream\'s state by compare-and-set: of two replicas replacing the same forgotten session, one does', async () => {

@@ -46,6 +46,13 @@ export interface SessionStore {
    * timeout and not deleted. For the per-principal cap.
    */
   heldBy?(owner: SessionOwner): Promise<number>;
+  /**
+   * Takes one of the principal's `max` places for the session `id` about to be created, atomically (initializes in
+   * parallel cannot all pass a count), held for `holdMs` until `create` keeps it. False when all are taken.
+   */
+  reserve?(owner: SessionOwner, id: string, max: number, holdMs: number): Promise<boolean>;
+  /** Gives back a place `reserve` took for a session that was not created. */
+  release?(owner: SessionOwner, id: string): Promise<void>;
 }
 
 /** Whose a session is. */
@@ -56,7 +63,49 @@ const key = (id: string) => `pcs:session:${id}`;
  * The principal's sessions: a sorted set of session ids, each scored with the time its record would expire (kept
  * moving by the touches that move the record's TTL). Entries past their score are gone sessions, dropped when counted.
  */
-const ownerKey = (owner: SessionOwner) => `pcs:sessions-of:${owner.tenantId}:${owner.principalKind}:${owner.principalId}`;
+const OWNER_PREFIX = 'pcs:sessions-of:';
+const ownerKey = (owner: SessionOwner) => `${OWNER_PREFIX}${owner.tenantId}:${owner.principalKind}:${owner.principalId}`;
+
+/**
+ * The principal's set keeps at least the record TTL ARGV[1] (a replica configured with a shorter idle timeout never
+ * shortens it for the others). Shared by the scripts below.
+ */
+const KEEP_OWNER_SET = `if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end`;
+
+/** Create: SET the record (NX) and, only if it was set, score its id in the principal's set. */
+const CREATE = `if not redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+${KEEP_OWNER_SET}
+return 1`;
+
+/**
+ * Touch: move the record's TTL and, while the record lives, its score (added again if it had dropped out of the set:
+ * the count heals itself).
+ */
+const TOUCH = `if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+${KEEP_OWNER_SET}
+return 1`;
+
+/** Reserve: drop expired ids, refuse at ARGV[3] ids, else score ARGV[4] until ARGV[2] (KEYS[2] only, KEYS[1] unused). */
+const RESERVE = `redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+${KEEP_OWNER_SET}
+return 1`;
+
+/**
+ * Delete: the record and its id in its principal's set, read from the record itself (so a replica that holds no copy
+ * of it removes both). Single-node Redis: the set's key is derived, not declared.
+ */
+const DELETE = `local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, record = pcall(cjson.decode, raw)
+if ok and type(record) == 'table' and type(record.tenantId) == 'string' and type(record.principalKind) == 'string' and type(record.principalId) == 'string' then
+  redis.call('ZREM', ARGV[2] .. record.tenantId .. ':' .. record.principalKind .. ':' .. record.principalId, ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+return 1`;
 
 /** SET the key to ARGV[2] (TTL ARGV[3] ms) only if it still holds exactly ARGV[1]. */
 const COMPARE_AND_SET = `if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -93,16 +142,19 @@ export class RedisSessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     const ttl = this.options.idleTtlMs;
-    const owner = ownerKey(record);
-    const results = await this.redis
-      .multi()
-      .set(key(record.id), JSON.stringify(record), 'PX', ttl, 'NX')
-      .zadd(owner, Date.now() + ttl, record.id)
-      .pexpire(owner, ttl)
-      .exec();
-    const failed = results?.find(([error]) => error !== null)?.[0];
-    if (results === null || failed) throw failed ?? new Error('the session was not stored');
+    const stored = await this.redis.eval(CREATE, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), JSON.stringify(record), record.id);
+    if (stored !== 1) throw new Error('a session with this id exists already');
     this.remember(record);
+  }
+
+  async reserve(owner: SessionOwner, id: string, max: number, holdMs: number): Promise<boolean> {
+    const now = Date.now();
+    const ttl = Math.max(this.options.idleTtlMs, holdMs);
+    return (await this.redis.eval(RESERVE, 2, key(id), ownerKey(owner), String(ttl), String(now + holdMs), String(max), id, String(now))) === 1;
+  }
+
+  async release(owner: SessionOwner, id: string): Promise<void> {
+    await this.redis.zrem(ownerKey(owner), id);
   }
 
   async heldBy(owner: SessionOwner): Promise<number> {
@@ -112,17 +164,10 @@ export class RedisSessionStore implements SessionStore {
     return Number(counted[1]);
   }
 
-  /** Moves the record's TTL, and its score among its principal's sessions with it. */
+  /** Moves the record's TTL, and its score among its principal's sessions with it (one script, one round trip). */
   private touch(record: SessionRecord): void {
     const ttl = this.options.idleTtlMs;
-    const owner = ownerKey(record);
-    void this.redis
-      .pipeline()
-      .pexpire(key(record.id), ttl)
-      .zadd(owner, 'XX', Date.now() + ttl, record.id)
-      .pexpire(owner, ttl)
-      .exec()
-      .catch(() => undefined);
+    void this.redis.eval(TOUCH, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), record.id).catch(() => undefined);
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
@@ -205,6 +250,8 @@ export class RedisSessionStore implements SessionStore {
       }
       const stored = await this.redis.eval(COMPARE_AND_SET, 1, key(id), raw, JSON.stringify(updated), String(this.options.idleTtlMs));
       if (stored === 1) {
+        // The write moved the record's TTL: its score moves with it (a session kept alive only by changes stays counted).
+        this.touch(updated);
         this.remember(updated);
         return { changed: true, record: updated };
       }
@@ -213,14 +260,8 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    // The principal's set loses the id too when the record is known here (else its entry lapses with its score).
-    const record = this.cache.get(id)?.record;
     this.cache.delete(id);
-    if (record === undefined) return (await this.redis.del(key(id))) === 1;
-    const results = await this.redis.pipeline().del(key(id)).zrem(ownerKey(record), id).exec();
-    const deleted = results?.[0];
-    if (!deleted || deleted[0] !== null) throw deleted?.[0] ?? new Error('the session was not deleted');
-    return deleted[1] === 1;
+    return (await this.redis.eval(DELETE, 1, key(id), id, OWNER_PREFIX)) === 1;
   }
 
   /** Which of `ids` still have a record in Redis (one pipelined round trip; the cache is not consulted). */
