@@ -4,6 +4,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TEST_CONNECTION_MAX_ITEMS } from '@portcullis/contracts/api';
 import { TESTS_PER_MINUTE } from '@portcullis/control-plane/feature-upstreams';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
 
@@ -23,10 +24,15 @@ let connections = 0;
  */
 function startRotatingServer(): Server {
   return createServer((req, res) => {
-    // A test connection makes two requests or more (initialize, tools/list), so each one lists names never seen before.
-    const generation = Math.floor(connections++ / 2);
     const server = new McpServer({ name: 'rotating', version: '1.0.0' });
-    for (let i = 0; i < 60; i++) server.registerTool(`g${generation}_t${i}`, { description: 'rotates' }, () => ({ content: [] }));
+    if (req.url?.startsWith('/wide/')) {
+      // Another path: 250 tools that never change.
+      for (let i = 0; i < 250; i++) server.registerTool(`wide_${String(i).padStart(3, '0')}`, { description: 'one of many' }, () => ({ content: [] }));
+    } else {
+      // A test connection makes two requests or more (initialize, tools/list), so each one lists names never seen before.
+      const generation = Math.floor(connections++ / 2);
+      for (let i = 0; i < 60; i++) server.registerTool(`g${generation}_t${i}`, { description: 'rotates' }, () => ({ content: [] }));
+    }
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => void transport.close());
     void server.connect(transport).then(() => transport.handleRequest(req, res));
@@ -50,7 +56,8 @@ afterAll(async () => {
   await new Promise((resolve) => silent?.close(resolve));
 });
 
-async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_use' | 'require_approval' = 'trust_on_first_use') {
+async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_use' | 'require_approval' = 'trust_on_first_use', on: ControlPlaneHarness = cp) {
+  const cp = on;
   const t = await cp.tenant();
   const admin = await cp.member(t.id, 'admin');
   const upstream = await cp.system.upstream.create({
@@ -85,6 +92,7 @@ describe('test connection', () => {
     for (const expected of [60, 100, 100]) {
       const tested = await cp.request('POST', held.path, { token: held.admin.token });
       expect(tested.status).toBe(200);
+      expect(tested.json).toMatchObject({ omitted: 0 });
       expect(await held.stored()).toBe(expected);
     }
     // What it lists now is all kept; of the gone ones, 40 of the last test's and none of the first's.
@@ -131,6 +139,23 @@ describe('test connection', () => {
     expect(String(refused.json['detail'])).toContain('more than 100 stored definitions');
     expect(await trusted.stored()).toBe(60);
   }, 20_000);
+
+  it(`answers at most ${TEST_CONNECTION_MAX_ITEMS} definitions, those that need a decision first, and counts the others`, async () => {
+    // A control plane with the default bound on stored definitions (this file's other one keeps 100).
+    const roomy = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true' });
+    try {
+      const wide = await tenantWithUpstream(rotatingUrl.replace('/mcp', '/wide/mcp'), 'trust_on_first_use', roomy);
+      expect((await roomy.request('POST', wide.path, { token: wide.admin.token })).json).toMatchObject({ discovered: { total: 250, new: 250 }, omitted: 50 });
+      // One approved definition changed since (as a later test would store it): it comes first.
+      const last = await roomy.system.upstreamTool.findFirstOrThrow({ where: { upstreamId: wide.upstreamId, name: 'wide_249' }, select: { id: true } });
+      await roomy.system.upstreamTool.update({ where: { id: last.id }, data: { approvedHash: 'f'.repeat(64) } });
+      const again = await roomy.request('POST', wide.path, { token: wide.admin.token });
+      const items = (again.json as { items: { name: string; state: string }[] }).items;
+      expect([items.length, items[0], again.json['omitted']]).toEqual([200, expect.objectContaining({ name: 'wide_249', state: 'changed' }), 50]);
+    } finally {
+      await roomy.close();
+    }
+  }, 30_000);
 
   it('keeps unapproved definitions of a trust-on-first-use upstream: there they are what holds an item', async () => {
     // Pending under require_approval, then the upstream is switched to trust on first use: its pending rows stay held.

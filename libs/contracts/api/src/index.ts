@@ -22,6 +22,7 @@ export {
 export type { CreateUpstreamRequest, ToolApprovalMode, UpdateUpstreamRequest, UpstreamResponse, UpstreamTransport } from './lib/upstreams';
 export {
   approveUpstreamToolRequest,
+  TEST_CONNECTION_MAX_ITEMS,
   testConnectionResponse,
   upstreamToolKind,
   upstreamToolResponse,

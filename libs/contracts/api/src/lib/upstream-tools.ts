@@ -72,6 +72,13 @@ export const testConnectionResponse = z.object({
     changed: z.number().int(),
     removed: z.number().int(),
   }),
+  /**
+   * What the upstream advertises now, those that need a decision (changed, pending) first, at most
+   * TEST_CONNECTION_MAX_ITEMS; the rest are counted in `omitted` and paged by `GET …/tools`.
+   */
   items: z.array(upstreamToolResponse),
+  omitted: z.number().int(),
 });
+/** Most definitions a test connection's answer carries (each may be large). */
+export const TEST_CONNECTION_MAX_ITEMS = 200;
 export type TestConnectionResponse = z.infer<typeof testConnectionResponse>;

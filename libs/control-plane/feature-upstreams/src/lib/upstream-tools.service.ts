@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { openJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import {
   CHANGE_CHANNELS,
+  TEST_CONNECTION_MAX_ITEMS,
   type ApproveUpstreamToolRequest,
   type TestConnectionResponse,
   type UpstreamToolResponse,
@@ -137,7 +138,11 @@ export class UpstreamToolsService {
         : null;
       return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
     });
-    const items = rows.filter((row) => row.removedAt === null).map(toUpstreamToolResponse);
+    // Those that need a decision first, then as stored (kind, name); the answer carries a bounded number.
+    const listed = rows.filter((row) => row.removedAt === null);
+    const needsDecision = (row: UpstreamToolRow) => (toolState(row) === 'approved' ? 1 : 0);
+    const shown = [...listed].sort((a, b) => needsDecision(a) - needsDecision(b)).slice(0, TEST_CONNECTION_MAX_ITEMS);
+    const items = shown.map(toUpstreamToolResponse);
     await this.audit.emit({
       tenantId,
       actor: scope.actor,
@@ -147,12 +152,12 @@ export class UpstreamToolsService {
       after: {
         ok: true,
         discovered: counts,
-        changed: items.filter((item) => item.state === 'changed').map((item) => ({ kind: item.kind, name: item.name })),
+        changed: listed.filter((row) => toolState(row) === 'changed').map((row) => ({ kind: row.kind, name: row.name })),
       },
       snapshotVersion: snapshot?.version ?? null,
     });
     if (snapshot) await this.announce(tenantId, snapshot);
-    return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items };
+    return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items, omitted: listed.length - items.length };
   }
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {

@@ -55,7 +55,7 @@ export const upstreamErrors = {
   tooManyDefinitions: (max: number) =>
     new AppError(
       'CONFLICT',
-      `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while approved); nothing was stored. Delete the upstream and create it again to start afresh.`,
+      `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while they pin or hold an item); nothing was stored. Delete the upstream and create it again to start afresh.`,
     ),
   testFailed: (reason: ProbeFailureReason) => {
     const [code, message] = TEST_FAILURES[reason];
