@@ -138,6 +138,8 @@ describe('test connection', () => {
     expect(refused.status).toBe(409);
     expect(String(refused.json['detail'])).toContain('more than 100 stored definitions');
     expect(await trusted.stored()).toBe(60);
+    // Recorded on the upstream, as a failed test is.
+    expect(await cp.system.upstream.findUniqueOrThrow({ where: { id: trusted.upstreamId }, select: { lastSyncError: true } })).toEqual({ lastSyncError: 'too_many_definitions' });
   }, 20_000);
 
   it(`answers at most ${TEST_CONNECTION_MAX_ITEMS} definitions, those that need a decision first, and counts the others`, async () => {

@@ -19,6 +19,7 @@ import { newId, type TenantId } from '@portcullis/shared/util-ids';
 import { toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
 import { UpstreamToolsRepository, type UpstreamToolRow } from './upstream-tools.repository';
 import { probeUpstream, ProbeFailure, type ProbeResult, type ProbeTarget } from './upstream-probe';
+import { AppError } from '@portcullis/shared/util-errors';
 import { TESTS_PER_MINUTE, upstreamErrors } from './upstreams.errors';
 import type { UpstreamRecord } from './upstreams.mapper';
 import { UPSTREAMS_OPTIONS, type UpstreamsOptions } from './upstreams.options';
@@ -137,6 +138,20 @@ export class UpstreamToolsService {
         ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.test_connection')
         : null;
       return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
+    }).catch(async (error: unknown) => {
+      // Too many definitions to store (nothing was): recorded on the upstream and audited, as a failed test is.
+      if (error instanceof AppError && error.fields[0]?.message === 'too_many_definitions') {
+        await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, 'too_many_definitions', new Date()));
+        await this.audit.emit({
+          tenantId,
+          actor: scope.actor,
+          action: 'upstream.test_connection',
+          target: { type: 'upstream', id: upstreamId },
+          before: null,
+          after: { ok: false, reason: 'too_many_definitions' },
+        });
+      }
+      throw error;
     });
     // Those that need a decision first, then as stored (kind, name); the answer carries a bounded number.
     const listed = rows.filter((row) => row.removedAt === null);

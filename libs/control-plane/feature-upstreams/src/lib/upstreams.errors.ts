@@ -56,6 +56,7 @@ export const upstreamErrors = {
     new AppError(
       'CONFLICT',
       `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while they pin or hold an item); nothing was stored. Delete the upstream and create it again to start afresh.`,
+      { fields: [{ path: 'reason', message: 'too_many_definitions' }] },
     ),
   testFailed: (reason: ProbeFailureReason) => {
     const [code, message] = TEST_FAILURES[reason];
