@@ -115,15 +115,7 @@ export class UpstreamToolsService {
       if (!(error instanceof ProbeFailure)) throw error;
       // The reason word and a code only: never the upstream's address, headers or its own error text.
       this.options.logger?.warn({ tenantId, upstreamId, reason: error.reason, detail: error.detail }, 'test connection failed');
-      await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, error.reason, new Date()));
-      await this.audit.emit({
-        tenantId,
-        actor: scope.actor,
-        action: 'upstream.test_connection',
-        target: { type: 'upstream', id: upstreamId },
-        before: null,
-        after: { ok: false, reason: error.reason },
-      });
+      await this.recordFailedTest(scope, upstreamId, error.reason);
       throw upstreamErrors.testFailed(error.reason);
     }
     const durationMs = Date.now() - started;
@@ -140,17 +132,7 @@ export class UpstreamToolsService {
       return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
     }).catch(async (error: unknown) => {
       // Too many definitions to store (nothing was): recorded on the upstream and audited, as a failed test is.
-      if (error instanceof AppError && error.fields[0]?.message === 'too_many_definitions') {
-        await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, 'too_many_definitions', new Date()));
-        await this.audit.emit({
-          tenantId,
-          actor: scope.actor,
-          action: 'upstream.test_connection',
-          target: { type: 'upstream', id: upstreamId },
-          before: null,
-          after: { ok: false, reason: 'too_many_definitions' },
-        });
-      }
+      if (error instanceof AppError && error.fields[0]?.message === 'too_many_definitions') await this.recordFailedTest(scope, upstreamId, 'too_many_definitions');
       throw error;
     });
     // Those that need a decision first, then as stored (kind, name); the answer carries a bounded number.
@@ -173,6 +155,20 @@ export class UpstreamToolsService {
     });
     if (snapshot) await this.announce(tenantId, snapshot);
     return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items, omitted: listed.length - items.length };
+  }
+
+  /** A test that stored nothing: its reason on the upstream (`last_sync_error`) and in the audit trail. */
+  private async recordFailedTest(scope: TenantScope, upstreamId: string, reason: string): Promise<void> {
+    const { tenantId } = scope;
+    await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, reason, new Date()));
+    await this.audit.emit({
+      tenantId,
+      actor: scope.actor,
+      action: 'upstream.test_connection',
+      target: { type: 'upstream', id: upstreamId },
+      before: null,
+      after: { ok: false, reason },
+    });
   }
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
