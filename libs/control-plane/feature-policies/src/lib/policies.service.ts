@@ -8,12 +8,12 @@ import type {
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter } from '@portcullis/control-plane/change-events';
-import { isUniqueViolation } from '@portcullis/control-plane/http';
+import { isUniqueViolation, parseIfMatch } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { evaluate, loadSnapshot, visibleTools, type PolicySnapshot } from '@portcullis/policy/engine';
 import { policyErrors } from './policies.errors';
-import { parseIfMatch, policyEtag, toPolicyResponse } from './policies.mapper';
+import { policyEtag, toPolicyResponse } from './policies.mapper';
 import { PoliciesRepository } from './policies.repository';
 import { PolicySnapshotWriter } from './policy-snapshot.writer';
 

@@ -140,19 +140,12 @@ export class UpstreamToolsService {
     const needsDecision = (row: UpstreamToolRow) => (toolState(row) === 'approved' ? 1 : 0);
     const shown = [...listed].sort((a, b) => needsDecision(a) - needsDecision(b)).slice(0, TEST_CONNECTION_MAX_ITEMS);
     const items = shown.map(toUpstreamToolResponse);
-    await this.audit.emit({
-      tenantId,
-      actor: scope.actor,
-      action: 'upstream.test_connection',
-      target: { type: 'upstream', id: upstreamId },
-      before: null,
-      after: {
-        ok: true,
-        discovered: counts,
-        changed: listed.filter((row) => toolState(row) === 'changed').map((row) => ({ kind: row.kind, name: row.name })),
-      },
-      snapshotVersion: snapshot?.version ?? null,
-    });
+    await this.auditTest(
+      scope,
+      upstreamId,
+      { ok: true, discovered: counts, changed: listed.filter((row) => toolState(row) === 'changed').map((row) => ({ kind: row.kind, name: row.name })) },
+      snapshot?.version ?? null,
+    );
     if (snapshot) await this.announce(tenantId, snapshot);
     return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items, omitted: listed.length - items.length };
   }
@@ -161,13 +154,19 @@ export class UpstreamToolsService {
   private async recordFailedTest(scope: TenantScope, upstreamId: string, reason: string): Promise<void> {
     const { tenantId } = scope;
     await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, reason, new Date()));
+    await this.auditTest(scope, upstreamId, { ok: false, reason });
+  }
+
+  /** The audit event of a test connection: what it found (`ok: true`) or why it stored nothing. */
+  private async auditTest(scope: TenantScope, upstreamId: string, after: Record<string, unknown>, snapshotVersion?: number | null): Promise<void> {
     await this.audit.emit({
-      tenantId,
+      tenantId: scope.tenantId,
       actor: scope.actor,
       action: 'upstream.test_connection',
       target: { type: 'upstream', id: upstreamId },
       before: null,
-      after: { ok: false, reason },
+      after,
+      ...(snapshotVersion === undefined ? {} : { snapshotVersion }),
     });
   }
 

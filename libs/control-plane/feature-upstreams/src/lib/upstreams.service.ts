@@ -10,7 +10,7 @@ import {
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
-import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
+import { isUniqueViolation, pageRequest, parseIfMatch, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
@@ -38,15 +38,6 @@ function originOf(url: string): string {
  * for platform admins and allow-listed commands only; names and tool prefixes are unique per tenant (409 naming the
  * holder); every change bumps `version`, is audited, and is announced on `pcs:upstreams:changed`.
  */
-/** The version an If-Match header names (`"3"`, `W/"3"`, `3`), or undefined when there is none. */
-function ifMatchVersion(header: string | string[] | undefined): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || value.trim() === '') return undefined;
-  const match = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(value);
-  if (match?.[1] === undefined) throw upstreamErrors.ifMatchMalformed();
-  return Number(match[1]);
-}
-
 @Injectable()
 export class UpstreamsService {
   constructor(
@@ -111,7 +102,8 @@ export class UpstreamsService {
    */
   async update(scope: TenantScope, id: string, body: UpdateUpstreamRequest, ifMatch?: string | string[]): Promise<UpstreamResponse> {
     const { tenantId } = scope;
-    const expected = ifMatchVersion(ifMatch);
+    const expected = parseIfMatch(ifMatch);
+    if (expected === null) throw upstreamErrors.ifMatchMalformed();
     const { before, after, snapshot } = await this.inTransaction(tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();

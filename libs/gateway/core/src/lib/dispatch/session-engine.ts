@@ -91,8 +91,8 @@ export interface EngineOptions {
   readonly initializeWaitMs?: number;
   /**
    * Most sessions one principal (an agent client, a user) may hold at once in its tenant, over all replicas; an
-   * initialize past it is refused with RATE_LIMITED (HTTP 429). 0 or absent: no bound. Initializes under way at the same
-   * moment may each pass it by one.
+   * initialize past it is refused with RATE_LIMITED (HTTP 429). A place is taken atomically before the upstreams are
+   * contacted (`SessionStore.reserve`), so initializes in parallel cannot all pass. 0 or absent: no bound.
    */
   readonly maxSessionsPerPrincipal?: number;
 }
@@ -494,16 +494,16 @@ const withoutUserinfo = (text: string): string => text.replace(/\/\/[^/@\s]*@/g,
 /** Longest resource URI routed (it is matched against templates, evaluated by policy and keyed in caches). */
 const MAX_URI_LENGTH = 8 * 1024;
 
-/**
- * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
- * JSON-RPC error naming cancellation) rather than as an unexpected internal error logged at error level.
- */
 /** At most one roots/list_changed notice per session goes to the upstreams this often (see `rootsChanged`). */
 const ROOTS_NOTICE_INTERVAL_MS = 1_000;
 
 /** A session's principal as upstream connections know it (ClientIdentity.principal). */
 const ownerKey = (tenantId: string, kind: string, id: string): string => `${tenantId}:${kind}:${id}`;
 
+/**
+ * The abort reason of a cancelled request: an `AbortError`, so the request ends as cancelled (its audit outcome, a
+ * JSON-RPC error naming cancellation) rather than as an unexpected internal error logged at error level.
+ */
 const cancelledBecause = (reason: string): DOMException => new DOMException(reason.slice(0, MAX_CANCEL_REASON), 'AbortError');
 
 /** MCP's code for an unknown resource URI. */
@@ -597,12 +597,6 @@ export class SessionEngine {
       };
     }
     const version = negotiateVersion(params['protocolVersion']);
-    const identity: ClientIdentity = {
-      clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
-      capabilities: relayableClientCapabilities(capabilities),
-      protocolVersion: version,
-      principal: ownerKey(principal.tenantId, principal.kind, principal.id),
-    };
     const upstreams: Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }> = {};
     const record: SessionRecord = {
       id: sessionId,
@@ -610,11 +604,12 @@ export class SessionEngine {
       principalKind: principal.kind,
       principalId: principal.id,
       protocolVersion: version,
-      clientInfo: identity.clientInfo,
+      clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
       clientCapabilities: capabilities,
       upstreams,
       createdAt: Date.now(),
     };
+    const identity = identityOf(record);
     // The hooks see initialize too (a fail-closed tenant that cannot be audited or rate-checked gets no session),
     // before any upstream is contacted.
     const info: RequestInfo = { record, method: 'initialize', requestId: request.id, traceId, startedAt };
@@ -720,7 +715,7 @@ export class SessionEngine {
     for (const index of late) {
       const config = configs[index] as UpstreamConfig;
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId }, 'upstream still connecting when initialize answered; it joins the session once connected');
-      void this.joinOne(live, config, traceId, () => true, connecting[index]).catch(() => undefined);
+      void this.joinOne(live, config, traceId, connecting[index]).catch(() => undefined);
     }
     const result: Record<string, unknown> = {
       protocolVersion: record.protocolVersion,
@@ -1567,9 +1562,9 @@ export class SessionEngine {
   }
 
   /**
-   * Joins the upstreams due (`dueToJoin`) to the session, all at once. Waits for them at most `waitMs`: a join that
-   * ends later tells the agent its lists changed instead (`joinOne`). Nothing is read or opened when none is due, which
-   * is every listing of a session that has all its tenant's upstreams.
+   * Joins the upstreams due (`dueToJoin`) to the session, all at once, and waits for them (and joins already under way)
+   * at most `waitMs` (0: until they end). Each join tells the agent its lists changed (`joinOne`). Nothing is read or
+   * opened when none is due, which is every listing of a session that has all its tenant's upstreams.
    */
   private async joinMissing(live: LiveSession, traceId: string, waitMs: number): Promise<void> {
     let due = this.dueToJoin(live, Date.now());
@@ -1582,9 +1577,7 @@ export class SessionEngine {
     // for too, as a listing waits for an upstream session that reconnects.
     const underway = waitMs > 0 ? [...live.joining.values()] : [];
     if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
-    // Announced even when this listing waited for it: the agent's other lists (and this one, if it is not tools/list
-    // or is a walk of the resource listings for routes) changed too.
-    const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId, () => true)));
+    const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId)));
     if (waitMs > 0) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
     else await joins;
   }
@@ -1592,15 +1585,14 @@ export class SessionEngine {
   /**
    * Opens a session of `config` for the agent's session and stores it in the session's record (compare-and-set: when
    * another replica stored one first, this one is ended and theirs is used). The new upstream session is told the
-   * agent's log level. `announce()`, once it has joined, says whether the agent must be told its lists changed (no
-   * listing is waiting to include it): each list the upstream has and initialize advertised with `listChanged`.
-   * A failure is logged; the next try waits `joinRetryMs`.
+   * agent's log level, and the agent that its lists changed: each list the upstream has and initialize advertised with
+   * `listChanged`, also when a listing waited for the join (the agent's other lists changed too). A failure is logged
+   * once per upstream and `joinRetryMs` on this replica; the next try waits that long.
    */
   private joinOne(
     live: LiveSession,
     config: UpstreamConfig,
     traceId: string,
-    announce: () => boolean,
     /** A connect already under way (initialize stopped waiting for it). */
     connecting?: Promise<UpstreamSession>,
   ): Promise<void> {
@@ -1646,7 +1638,7 @@ export class SessionEngine {
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
       await this.replay(live, config, session, change.record, traceId);
-      if (announce()) this.announceLists(live, session.info.capabilities);
+      this.announceLists(live, session.info.capabilities);
     })();
     const settled = joining.then(
       () => void this.joinFailed.delete(config.id),
@@ -2584,12 +2576,7 @@ export class SessionEngine {
    * initialize) only to be closed again.
    */
   private closeUpstreams(record: SessionRecord, live: LiveSession | undefined): Promise<PromiseSettledResult<unknown>[]> {
-    const identity: ClientIdentity = {
-      clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
-      capabilities: relayableClientCapabilities(record.clientCapabilities),
-      protocolVersion: record.protocolVersion,
-      principal: ownerKey(record.tenantId, record.principalKind, record.principalId),
-    };
+    const identity = identityOf(record);
     const upstreams = this.deps.registry.forTenant(record.tenantId).byId;
     return Promise.allSettled(
       Object.entries(record.upstreams).map(async ([upstreamId, state]) => {

@@ -42,8 +42,8 @@ export interface SessionStore {
   /** The record as stored now, past any cache (undefined: gone). */
   reload?(id: string): Promise<SessionRecord | undefined>;
   /**
-   * How many sessions the record's principal holds now (in its tenant): those created and used within the idle
-   * timeout and not deleted. For the per-principal cap.
+   * How many sessions the principal holds now (in its tenant): those created, or being created, and used within the
+   * idle timeout, and not deleted. What `reserve` counts against its bound.
    */
   heldBy?(owner: SessionOwner): Promise<number>;
   /**
