@@ -135,6 +135,10 @@ describe('calls are decided by the policy', () => {
     const bot = await connect(tenant.slug, agents.bot.key);
     const closed = await rpcError(bot.callTool({ name: 'tickets__close_ticket', arguments: { id: 1 } }));
     expect(closed.code).toBe(GATEWAY_RPC.POLICY_DENIED);
+    // Another spelling of the denied tool (which an upstream matching names case-insensitively would run) is denied
+    // too, though the bot's allow of every tickets tool matches it.
+    const respelled = await rpcError(bot.callTool({ name: 'tickets__Close_TICKET', arguments: { id: 1 } }));
+    expect(respelled.code).toBe(GATEWAY_RPC.POLICY_DENIED);
     const prompt = await rpcError(reader.getPrompt({ name: 'tickets__triage_ticket', arguments: { id: '1' } }));
     expect(prompt.code).toBe(GATEWAY_RPC.POLICY_DENIED);
     expect(prompt.message).toContain('Prompt "triage_ticket"');

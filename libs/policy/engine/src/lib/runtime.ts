@@ -135,9 +135,10 @@ const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () =
  */
 function resourceGlob(caches: CompileCaches, pattern: string, effect: string): Glob {
   if (namesFragment(pattern) && effect === 'allow') return NOTHING(pattern);
+  const spelling = effect === 'allow' ? (text: string) => text : foldCase;
   try {
-    const asFile = canonicalResourcePattern(pattern, true);
-    const asOther = canonicalResourcePattern(pattern, false);
+    const asFile = spelling(canonicalResourcePattern(pattern, true));
+    const asOther = spelling(canonicalResourcePattern(pattern, false));
     if (asFile === asOther) return glob(caches, asFile);
     if (/^file:/i.test(pattern)) return glob(caches, asFile);
     if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(pattern)) return glob(caches, asOther);
@@ -146,9 +147,17 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
     return { pattern, literal: null, test: (uri) => (isFileUri(uri) ? files.test(uri) : others.test(uri)) };
   } catch {
     // Canonical forms of a valid glob are valid globs; should one not be, the pattern as written still compiles.
-    return glob(caches, pattern);
+    return glob(caches, spelling(pattern));
   }
 }
+
+/**
+ * The spelling restrictive rules (deny, require_approval) are matched in: upper and lower case are one. An upstream
+ * that looks names or paths up case-insensitively runs `Delete_Repo` as `delete_repo`, so a deny written for one
+ * spelling must hold for all (restrictions err wide); an allow still names exactly what it allows. Folding a glob
+ * keeps it a glob: its only special characters (`*`, `?`, `\`) have no case.
+ */
+const foldCase = (text: string): string => text.toLowerCase();
 
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
@@ -190,19 +199,22 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     condition: rule.condition === null ? null : condition(caches, rule.condition),
   }));
 
-  const kinds: Record<TargetKind, KindIndex> = {
+  const newKinds = (): Record<TargetKind, KindIndex> => ({
     tool: { byUpstream: new Map(), anyUpstream: newBucket() },
     prompt: { byUpstream: new Map(), anyUpstream: newBucket() },
     resource: { byUpstream: new Map(), anyUpstream: newBucket() },
-  };
+  });
+  // Allow rules, matched against names as spelled; restrictive rules, matched against names in `foldCase`.
+  const bySpelling = newKinds();
+  const byFolded = newKinds();
   for (const runtimeRule of rules) {
+    const effect = runtimeRule.rule.effect;
     for (const target of runtimeRule.rule.targets) {
-      const matcher: TargetMatcher = {
-        rule: runtimeRule,
-        upstream: glob(caches, upstreamPattern(target.upstream)),
-        name: target.kind === 'resource' ? resourceGlob(caches, target.name, runtimeRule.rule.effect) : glob(caches, target.name),
-      };
-      const index = kinds[target.kind];
+      let name: Glob;
+      if (target.kind === 'resource') name = resourceGlob(caches, target.name, effect);
+      else name = glob(caches, effect === 'allow' ? target.name : foldCase(target.name));
+      const matcher: TargetMatcher = { rule: runtimeRule, upstream: glob(caches, upstreamPattern(target.upstream)), name };
+      const index = (effect === 'allow' ? bySpelling : byFolded)[target.kind];
       if (matcher.upstream.literal === null) {
         addToBucket(index.anyUpstream, matcher);
       } else {
@@ -222,11 +234,10 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
   }
 
   const buildEntry = (kind: TargetKind, upstream: string, name: string): TargetEntry => {
-    const index = kinds[kind];
     const applicable = new Set<RuleRuntime>();
     // Every spelling of one resource URI is matched as one (resource-uri.ts).
-    const subject = kind === 'resource' ? canonicalResourceUri(name) : name;
-    const scan = (bucket: Bucket | undefined, testUpstream: boolean): void => {
+    const spelled = kind === 'resource' ? canonicalResourceUri(name) : name;
+    const scan = (bucket: Bucket | undefined, testUpstream: boolean, subject: string): void => {
       if (bucket === undefined) return;
       const exact = bucket.byName.get(subject);
       if (exact !== undefined) {
@@ -237,8 +248,13 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
         if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(subject)) applicable.add(m.rule);
       }
     };
-    scan(index.byUpstream.get(upstream), false);
-    scan(index.anyUpstream, true);
+    for (const [index, subject] of [
+      [bySpelling[kind], spelled],
+      [byFolded[kind], foldCase(spelled)],
+    ] as const) {
+      scan(index.byUpstream.get(upstream), false, subject);
+      scan(index.anyUpstream, true, subject);
+    }
     if (applicable.size === 0) return EMPTY_ENTRY;
 
     const sorted = [...applicable].sort((a, b) => a.index - b.index);

@@ -1,0 +1,76 @@
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { describe, expect, it } from 'vitest';
+import { compile } from './compile';
+import { evaluate, visibleTools } from './evaluate';
+import { loadSnapshot, serializeSnapshot } from './snapshot';
+import { tenantSource } from './testing.fixtures';
+
+const everyone = [{ type: 'authenticated' as const }];
+const carol = { userId: 'u-carol' };
+const context = { time: new Date('2026-12-04T10:00:00Z'), ip: null };
+
+function snapshot(rules: PolicyRuleSource[], defaultEffect: 'allow' | 'deny') {
+  const result = compile(tenantSource(rules, defaultEffect));
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.snapshot;
+}
+
+const effectOf = (rules: ReturnType<typeof snapshot>, kind: 'tool' | 'prompt' | 'resource', upstream: string, name: string) =>
+  evaluate(rules, { principal: carol, target: { kind, upstream, name }, arguments: null, context }).effect;
+
+// An upstream that looks names up case-insensitively runs `Delete_Ticket` as `delete_ticket`: a restriction written for
+// one spelling holds for every spelling, and an allow still names exactly what it allows.
+describe('rule names and upper and lower case', () => {
+  it('a deny applies to every spelling of the tool it names, as a literal and as a glob', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-delete', subjects: everyone, targets: [{ kind: 'tool', upstream: 'tickets', name: 'delete_ticket' }], effect: 'deny' },
+        { id: 'no-drop', subjects: everyone, targets: [{ kind: 'tool', upstream: 'db', name: 'drop_*' }], effect: 'deny' },
+      ],
+      'allow',
+    );
+    for (const name of ['delete_ticket', 'Delete_Ticket', 'DELETE_TICKET', 'delete_TICKET']) expect(effectOf(rules, 'tool', 'tickets', name)).toBe('deny');
+    for (const name of ['drop_table', 'DROP_table', 'Drop_Everything']) expect(effectOf(rules, 'tool', 'db', name)).toBe('deny');
+    // Only the case folds: other names are untouched.
+    expect(effectOf(rules, 'tool', 'tickets', 'delete_tickets')).toBe('allow');
+    expect(effectOf(rules, 'tool', 'db', 'dropped')).toBe('allow');
+    // The same through a serialised snapshot, as gateways load it.
+    const loaded = loadSnapshot(serializeSnapshot(rules));
+    expect(effectOf(loaded, 'tool', 'tickets', 'DELETE_TICKET')).toBe('deny');
+  });
+
+  it('a rule pattern written in capitals restricts the lower-case spelling too', () => {
+    const rules = snapshot([{ id: 'hold-deploy', subjects: everyone, targets: [{ kind: 'tool', upstream: 'db', name: 'Deploy*' }], effect: 'require_approval' }], 'allow');
+    expect(effectOf(rules, 'tool', 'db', 'deploy_prod')).toBe('require_approval');
+    expect(effectOf(rules, 'tool', 'db', 'DEPLOY')).toBe('require_approval');
+    expect(effectOf(rules, 'tool', 'db', 'query')).toBe('allow');
+  });
+
+  it('an allow matches only its own spelling, so another spelling falls to the default deny', () => {
+    const rules = snapshot([{ id: 'query', subjects: everyone, targets: [{ kind: 'tool', upstream: 'db', name: 'query' }], effect: 'allow' }], 'deny');
+    expect(effectOf(rules, 'tool', 'db', 'query')).toBe('allow');
+    expect(effectOf(rules, 'tool', 'db', 'QUERY')).toBe('deny');
+  });
+
+  it('prompts and resource URIs: restrictions fold case, allows do not', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-secrets', subjects: everyone, targets: [{ kind: 'resource', upstream: 'db', uri: 'file:///srv/secret/**' }], effect: 'deny' },
+        { id: 'files', subjects: everyone, targets: [{ kind: 'resource', upstream: 'db', uri: 'file:///srv/**' }], effect: 'allow' },
+        { id: 'no-admin-prompt', subjects: everyone, targets: [{ kind: 'prompt', upstream: 'db', name: 'admin' }], effect: 'deny' },
+      ],
+      'deny',
+    );
+    expect(effectOf(rules, 'resource', 'db', 'file:///srv/SECRET/keys.txt')).toBe('deny');
+    expect(effectOf(rules, 'resource', 'db', 'file:///srv/Secret/keys.txt')).toBe('deny');
+    expect(effectOf(rules, 'resource', 'db', 'file:///srv/public/readme.md')).toBe('allow');
+    expect(effectOf(rules, 'resource', 'db', 'file:///SRV/public/readme.md')).toBe('deny');
+    expect(effectOf(rules, 'prompt', 'db', 'ADMIN')).toBe('deny');
+  });
+
+  it('listings hide every spelling a deny names', () => {
+    const rules = snapshot([{ id: 'no-delete', subjects: everyone, targets: [{ kind: 'tool', upstream: 'tickets', name: 'delete_ticket' }], effect: 'deny' }], 'allow');
+    const listed = ['create_ticket', 'Delete_Ticket', 'delete_ticket'].map((name) => ({ kind: 'tool' as const, upstream: 'tickets', name }));
+    expect(visibleTools(rules, carol, listed).map((item) => item.name)).toEqual(['create_ticket']);
+  });
+});
