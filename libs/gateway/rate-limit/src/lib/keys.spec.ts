@@ -53,4 +53,11 @@ describe('targetKey', () => {
     }
     expect(targetKey('up1', 'resource', 'file:///srv/données/b.md')).not.toBe(key);
   });
+
+  it('counts names that differ only in case under one key (an upstream may run either spelling as one tool)', () => {
+    expect(targetKey('up1', 'tool', 'ECHO')).toBe(targetKey('up1', 'tool', 'echo'));
+    expect(targetKey('up1', 'prompt', 'Triage')).toBe(targetKey('up1', 'prompt', 'triage'));
+    expect(targetKey('up1', 'resource', 'file:///srv/A.md')).toBe(targetKey('up1', 'resource', 'file:///srv/a.md'));
+    expect(targetKey('up1', 'tool', 'echo')).not.toBe(targetKey('up1', 'tool', 'echo2'));
+  });
 });

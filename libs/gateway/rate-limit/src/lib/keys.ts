@@ -52,8 +52,10 @@ export const MAX_KEYED_NAME_LENGTH = 200;
  * by SHA-256 instead, so every counter key stays short in Redis however long the URIs an agent reads.
  */
 export function targetKey(upstreamId: string, kind: string, name: string): string {
-  // Every spelling of one resource URI counts as one (the policy engine matches them as one too).
-  const keyed = kind === 'resource' ? canonicalResourceUri(name) : name;
+  // Every spelling of one resource URI counts as one (the policy engine matches them as one too), and so do names that
+  // differ only in case: an upstream that looks names up case-insensitively runs `ECHO` as `echo`, and a limit per
+  // tool must not grow by one budget per spelling (restrictions err wide, as deny rules do).
+  const keyed = (kind === 'resource' ? canonicalResourceUri(name) : name).toLowerCase();
   const part = keyed.length <= MAX_KEYED_NAME_LENGTH ? keyed : `#${createHash('sha256').update(keyed).digest('base64url')}`;
   return `${upstreamId}/${kind}/${part}`;
 }
