@@ -301,8 +301,12 @@ describe('upstreams', () => {
     expect(stale.json).toMatchObject({ code: 'PRECONDITION_FAILED', detail: expect.stringContaining(`version ${version}`) });
     expect((await row()).headersCiphertext).toBeNull();
     expect((await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': 'yesterday' }, body: { enabled: false } })).status).toBe(412);
-    const current = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': `"${version}"` }, body: { headers: { Authorization: 'Bearer for-this-url' } } });
+    // GET names the version in its ETag, which is what If-Match takes back; a change answers with the new one.
+    const read = await cp.request('GET', `${base}/${id}`, { token: admin.token });
+    expect(read.headers['etag']).toBe(`"${version}"`);
+    const current = await cp.request('PATCH', `${base}/${id}`, { token: admin.token, headers: { 'if-match': String(read.headers['etag']) }, body: { headers: { Authorization: 'Bearer for-this-url' } } });
     expect(current.json).toMatchObject({ version: version + 1, hasHeaders: true });
+    expect(current.headers['etag']).toBe(`"${version + 1}"`);
   });
 
   it('rejects a tool-prefix collision with a 409 naming the holder, and bad input with field errors', async () => {

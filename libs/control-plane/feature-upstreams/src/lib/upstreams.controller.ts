@@ -1,4 +1,4 @@
-import { Body, Controller, Delete, Get, Headers, Param, Patch, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Headers, Param, Patch, Post, Query, Res } from '@nestjs/common';
 import { ApiHeader, ApiResponse } from '@nestjs/swagger';
 import {
   createUpstreamRequest,
@@ -11,9 +11,13 @@ import {
 } from '@portcullis/contracts/api';
 import { Allow, CurrentTenant, type TenantScope } from '@portcullis/control-plane/auth';
 import { ApiRoute, IdParamPipe, ZodPipe } from '@portcullis/control-plane/http';
+import type { FastifyReply } from 'fastify';
 import { UpstreamsService } from './upstreams.service';
 
 const TAG = 'upstreams';
+
+/** A strong ETag of an upstream's version, as `If-Match` takes it back (`parseIfMatch`). */
+const versionEtag = (version: number): string => `"${version}"`;
 
 @Controller('api/v1/tenants/:tenantId/upstreams')
 export class UpstreamsController {
@@ -42,9 +46,11 @@ export class UpstreamsController {
 
   @Get(':upstreamId')
   @Allow('tenant:upstreams:read')
-  @ApiRoute({ tag: TAG, summary: 'Get an upstream', response: upstreamResponse })
-  get(@CurrentTenant() tenant: TenantScope, @Param('upstreamId', IdParamPipe) id: string) {
-    return this.upstreams.get(tenant, id);
+  @ApiRoute({ tag: TAG, summary: 'Get an upstream; the ETag is its version (send it as If-Match with a change)', response: upstreamResponse })
+  async get(@CurrentTenant() tenant: TenantScope, @Param('upstreamId', IdParamPipe) id: string, @Res({ passthrough: true }) reply: FastifyReply) {
+    const upstream = await this.upstreams.get(tenant, id);
+    void reply.header('etag', versionEtag(upstream.version));
+    return upstream;
   }
 
   @Patch(':upstreamId')
@@ -58,13 +64,16 @@ export class UpstreamsController {
   })
   @ApiHeader({ name: 'If-Match', required: false, description: 'The upstream\'s `version` as read (e.g. `"3"`): the change applies only to that version' })
   @ApiResponse({ status: 412, description: 'The upstream changed since the If-Match version (problem+json)' })
-  update(
+  async update(
     @CurrentTenant() tenant: TenantScope,
     @Param('upstreamId', IdParamPipe) id: string,
     @Body(new ZodPipe(updateUpstreamRequest)) body: UpdateUpstreamRequest,
     @Headers('if-match') ifMatch: string | undefined,
+    @Res({ passthrough: true }) reply: FastifyReply,
   ) {
-    return this.upstreams.update(tenant, id, body, ifMatch);
+    const upstream = await this.upstreams.update(tenant, id, body, ifMatch);
+    void reply.header('etag', versionEtag(upstream.version));
+    return upstream;
   }
 
   @Delete(':upstreamId')
