@@ -66,7 +66,7 @@ async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_us
   });
   const stored = () => cp.system.upstreamTool.count({ where: { tenantId: t.id, upstreamId: upstream.id } });
   const rows = () => cp.system.upstreamTool.findMany({ where: { tenantId: t.id, upstreamId: upstream.id }, select: { name: true, removedAt: true } });
-  return { admin, upstreamId: upstream.id, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, tools: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/tools`, stored, rows };
+  return { tenantId: t.id, admin, upstreamId: upstream.id, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, tools: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/tools`, stored, rows };
 }
 
 describe('test connection', () => {
@@ -140,6 +140,39 @@ describe('test connection', () => {
     expect(await trusted.stored()).toBe(60);
     // Recorded on the upstream, as a failed test is.
     expect(await cp.system.upstream.findUniqueOrThrow({ where: { id: trusted.upstreamId }, select: { lastSyncError: true } })).toEqual({ lastSyncError: 'too_many_definitions' });
+    expect(String(refused.json['detail'])).toContain('Forget the stored definitions');
+
+    // The way out short of deleting the upstream: an approver forgets the stored definitions, and the next test stores
+    // what the upstream lists now.
+    const member = await cp.member(trusted.tenantId, 'member');
+    expect((await cp.request('DELETE', trusted.tools, { token: member.token })).status).toBe(403);
+    expect((await cp.request('DELETE', `${trusted.tools}?state=pending`, { token: trusted.admin.token })).status).toBe(400);
+    // None is marked removed (the refused test stored nothing), so forgetting only those forgets none.
+    expect((await cp.request('DELETE', `${trusted.tools}?state=removed`, { token: trusted.admin.token })).json).toEqual({ forgotten: 0 });
+    const forgotten = await cp.request('DELETE', trusted.tools, { token: trusted.admin.token });
+    expect([forgotten.status, forgotten.json]).toEqual([200, { forgotten: 60 }]);
+    expect(await trusted.stored()).toBe(0);
+    const forgetting = await waitFor(async () => (await cp.auditEvents(trusted.tenantId)).find((event) => event.method === 'upstream.tools.forget') ?? null, {
+      description: 'the audit event of the forgetting',
+    });
+    expect(forgetting).toMatchObject({
+      targetType: 'upstream',
+      targetId: trusted.upstreamId,
+      arguments: { after: { forgotten: 60, only: 'all' } },
+      snapshotVersion: expect.any(Number),
+    });
+    const retested = await cp.request('POST', trusted.path, { token: trusted.admin.token });
+    expect(retested.json).toMatchObject({ discovered: { total: 60, new: 60, approvedOnFirstUse: 60 } });
+    expect(await trusted.stored()).toBe(60);
+  }, 20_000);
+
+  it('forgets only the definitions an upstream no longer advertises when asked to', async () => {
+    const held = await tenantWithUpstream(rotatingUrl, 'require_approval');
+    for (let i = 0; i < 2; i++) expect((await cp.request('POST', held.path, { token: held.admin.token })).status).toBe(200);
+    // The bound (100) kept 40 of the first test's 60.
+    expect((await held.rows()).filter((row) => row.removedAt !== null)).toHaveLength(40);
+    expect((await cp.request('DELETE', `${held.tools}?state=removed`, { token: held.admin.token })).json).toEqual({ forgotten: 40 });
+    expect((await held.rows()).map((row) => row.removedAt)).toEqual(new Array(60).fill(null));
   }, 20_000);
 
   it(`answers at most ${TEST_CONNECTION_MAX_ITEMS} definitions, those that need a decision first, and counts the others`, async () => {

@@ -22,6 +22,8 @@ export {
 export type { CreateUpstreamRequest, ToolApprovalMode, UpdateUpstreamRequest, UpstreamResponse, UpstreamTransport } from './lib/upstreams';
 export {
   approveUpstreamToolRequest,
+  forgetUpstreamToolsQuery,
+  forgetUpstreamToolsResponse,
   TEST_CONNECTION_MAX_ITEMS,
   testConnectionResponse,
   upstreamToolKind,
@@ -32,6 +34,8 @@ export {
 } from './lib/upstream-tools';
 export type {
   ApproveUpstreamToolRequest,
+  ForgetUpstreamToolsQuery,
+  ForgetUpstreamToolsResponse,
   TestConnectionResponse,
   UpstreamToolKindName,
   UpstreamToolResponse,

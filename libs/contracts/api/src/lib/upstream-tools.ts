@@ -53,6 +53,17 @@ export const upstreamToolsResponse = page(upstreamToolResponse);
 export type UpstreamToolsResponse = z.infer<typeof upstreamToolsResponse>;
 
 /**
+ * Forgets stored definitions: all of them, or with `state=removed` only those the upstream no longer advertised at
+ * the last test connection. The next test connection stores what it finds as new (approved on first use or held, as
+ * the upstream's `toolApproval` says).
+ */
+export const forgetUpstreamToolsQuery = z.strictObject({ state: z.literal('removed').optional() });
+export type ForgetUpstreamToolsQuery = z.infer<typeof forgetUpstreamToolsQuery>;
+
+export const forgetUpstreamToolsResponse = z.object({ forgotten: z.number().int() });
+export type ForgetUpstreamToolsResponse = z.infer<typeof forgetUpstreamToolsResponse>;
+
+/**
  * Approves the definition currently stored for the tool. `contentHash` must name that definition, so an admin
  * approves exactly what they reviewed: if a newer test connection stored another definition in between, 409.
  */

@@ -1,11 +1,14 @@
-import { Body, Controller, Get, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Param, Post, Query } from '@nestjs/common';
 import {
   approveUpstreamToolRequest,
+  forgetUpstreamToolsQuery,
+  forgetUpstreamToolsResponse,
   testConnectionResponse,
   upstreamToolResponse,
   upstreamToolsQuery,
   upstreamToolsResponse,
   type ApproveUpstreamToolRequest,
+  type ForgetUpstreamToolsQuery,
   type UpstreamToolsQuery,
 } from '@portcullis/contracts/api';
 import { Allow, CurrentTenant, type TenantScope } from '@portcullis/control-plane/auth';
@@ -38,6 +41,21 @@ export class UpstreamToolsController {
     @Query(new ZodPipe(upstreamToolsQuery)) query: UpstreamToolsQuery,
   ) {
     return this.tools.list(tenant, upstreamId, query);
+  }
+
+  @Delete('tools')
+  @Allow('tenant:upstream-tools:approve')
+  @ApiRoute({
+    tag: TAG,
+    summary: 'Forget stored definitions (all, or with state=removed those no longer advertised); the next test connection finds them anew',
+    response: forgetUpstreamToolsResponse,
+  })
+  forget(
+    @CurrentTenant() tenant: TenantScope,
+    @Param('upstreamId', IdParamPipe) upstreamId: string,
+    @Query(new ZodPipe(forgetUpstreamToolsQuery)) query: ForgetUpstreamToolsQuery,
+  ) {
+    return this.tools.forget(tenant, upstreamId, query);
   }
 
   @Post('tools/:toolId/approve')

@@ -130,6 +130,12 @@ export class UpstreamToolsRepository {
     await tx.upstreamTool.deleteMany({ where: { tenantId, id: { in: [...ids] } } });
   }
 
+  /** Deletes the upstream's stored definitions (only those marked removed, with `onlyRemoved`); how many went. */
+  async forget(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, onlyRemoved: boolean): Promise<number> {
+    const { count } = await tx.upstreamTool.deleteMany({ where: { tenantId, upstreamId, ...(onlyRemoved ? { removedAt: { not: null } } : {}) } });
+    return count;
+  }
+
   async markRemoved(tenantId: TenantId, tx: TenantTransaction, ids: readonly string[], now: Date): Promise<void> {
     if (ids.length === 0) return;
     await tx.upstreamTool.updateMany({ where: { tenantId, id: { in: [...ids] }, removedAt: null }, data: { removedAt: now } });

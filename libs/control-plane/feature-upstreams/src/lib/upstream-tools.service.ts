@@ -4,6 +4,8 @@ import {
   CHANGE_CHANNELS,
   TEST_CONNECTION_MAX_ITEMS,
   type ApproveUpstreamToolRequest,
+  type ForgetUpstreamToolsQuery,
+  type ForgetUpstreamToolsResponse,
   type TestConnectionResponse,
   type UpstreamToolResponse,
   type UpstreamToolsQuery,
@@ -199,6 +201,37 @@ export class UpstreamToolsService {
       await this.announce(tenantId, snapshot);
     }
     return response;
+  }
+
+  /**
+   * Forgets stored definitions (all, or those no longer advertised): the way out for an upstream whose kept definitions
+   * pass `maxStoredDefinitions`, short of deleting it. Forgetting an approval unpins its item, so it is an approver's
+   * decision, audited with how many went, and it writes a new snapshot as approving does.
+   */
+  async forget(scope: TenantScope, upstreamId: string, query: ForgetUpstreamToolsQuery): Promise<ForgetUpstreamToolsResponse> {
+    const { tenantId } = scope;
+    const onlyRemoved = query.state === 'removed';
+    const { forgotten, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+      await this.requireUpstream(tenantId, tx, upstreamId);
+      // Not while a test connection of the upstream is storing what it found.
+      await this.tools.lockUpstream(tenantId, tx, upstreamId);
+      const forgotten = await this.tools.forget(tenantId, tx, upstreamId, onlyRemoved);
+      const snapshot = forgotten > 0 ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tools.forget') : null;
+      return { forgotten, snapshot };
+    });
+    if (snapshot) {
+      await this.audit.emit({
+        tenantId,
+        actor: scope.actor,
+        action: 'upstream.tools.forget',
+        target: { type: 'upstream', id: upstreamId },
+        before: null,
+        after: { forgotten, only: onlyRemoved ? 'removed' : 'all' },
+        snapshotVersion: snapshot.version,
+      });
+      await this.announce(tenantId, snapshot);
+    }
+    return { forgotten };
   }
 
   /** Compares what was discovered with what is stored and records it (see the class comment for the rules). */

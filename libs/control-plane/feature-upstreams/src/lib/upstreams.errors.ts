@@ -55,7 +55,7 @@ export const upstreamErrors = {
   tooManyDefinitions: (max: number) =>
     new AppError(
       'CONFLICT',
-      `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while they pin or hold an item); nothing was stored. Delete the upstream and create it again to start afresh.`,
+      `This upstream would have more than ${max} stored definitions (those it no longer advertises included, kept while they pin or hold an item); nothing was stored. Forget the stored definitions (DELETE …/tools, or with ?state=removed only those it no longer advertises) and test again.`,
       { fields: [{ path: 'reason', message: 'too_many_definitions' }] },
     ),
   testFailed: (reason: ProbeFailureReason) => {
