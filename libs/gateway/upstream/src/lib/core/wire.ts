@@ -103,6 +103,48 @@ export function answerServerRequest(
   );
 }
 
+/** Messages one upstream session may have on their way upstream at once that the gateway sends of its own accord. */
+export const MAX_QUIET_POSTS = 64;
+/** How long such a message may take to be accepted (a 202, normally at once). */
+export const QUIET_POST_TIMEOUT_MS = 30_000;
+
+/**
+ * Bounds what a session posts upstream of its own accord over HTTP: answers to the upstream's requests (a `ping`, a
+ * method nobody handles, the agent's relayed answer) and cancellations. Each is one POST, queued in the connection
+ * pool with a timer, for a message the upstream sent in a few bytes: an upstream flooding its stream with pings and
+ * taking its POSTs slowly would otherwise fill the replica's memory for every tenant. Past `MAX_QUIET_POSTS` under
+ * way a message is dropped (the upstream sees its request go unanswered) and `onDrop` is told, once until the queue
+ * empties again.
+ */
+export class QuietPosts {
+  private pending = 0;
+  private dropping = false;
+
+  constructor(private readonly onDrop: () => void) {}
+
+  send(post: () => Promise<void>): void {
+    if (this.pending >= MAX_QUIET_POSTS) {
+      if (!this.dropping) {
+        this.dropping = true;
+        this.onDrop();
+      }
+      return;
+    }
+    this.pending += 1;
+    post()
+      .catch(() => undefined)
+      .finally(() => {
+        this.pending -= 1;
+        if (this.pending === 0) this.dropping = false;
+      });
+  }
+
+  /** Under way now (for tests). */
+  get size(): number {
+    return this.pending;
+  }
+}
+
 /** Handles `notifications/cancelled` the upstream sends about one of its own requests. */
 export function cancelServerRequest(
   params: Record<string, unknown> | undefined,

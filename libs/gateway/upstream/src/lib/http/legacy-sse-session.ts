@@ -24,6 +24,8 @@ import {
   cancelServerRequest,
   encodeNotification,
   errors,
+  QUIET_POST_TIMEOUT_MS,
+  QuietPosts,
   type ServerRequestHandler,
 } from '../core/wire';
 import { configuredHeaders } from './streamable-http-session';
@@ -75,6 +77,10 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   private notificationHandler: NotificationHandler | undefined;
   private serverRequestHandler: ServerRequestHandler | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  /** Answers to the upstream's requests under way (`QuietPosts`). */
+  private readonly quietPosts = new QuietPosts(() =>
+    this.ctx.logger.warn(logFields(this.ctx.config), 'upstream sends more requests than it takes answers for; dropping answers'),
+  );
 
   constructor(private readonly ctx: LegacySseContext) {
     this.upstreamId = ctx.config.id;
@@ -265,7 +271,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           answerServerRequest(
             classified.message,
             handler,
-            (text) => void this.post(text).catch(() => undefined),
+            (text) => this.quietPosts.send(() => this.post(text, Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS))),
             this.serverRequests,
           );
           break;

@@ -11,6 +11,7 @@ import {
   waitFor,
   type RawServer,
 } from '../../test-fixtures/upstream-test-kit';
+import { MAX_QUIET_POSTS } from '../core/wire';
 import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
 
 const initializeResult = {
@@ -341,6 +342,69 @@ describe('connector resilience and network policy', () => {
     await session.close();
   });
 
+  it('keeps at most MAX_QUIET_POSTS answers to an upstream\'s pings under way: a flood it never takes answers for is dropped, said once', async () => {
+    let answersArrived = 0;
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (let id = 1; id <= 1_000; id++) res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' })}\n\n`);
+        return;
+      }
+      if (req.method === 'DELETE') {
+        res.writeHead(200).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+        } else if (message.method !== undefined) res.writeHead(202).end();
+        else answersArrived += 1; // an answer to a ping: never taken (no status, the connection held)
+      });
+    });
+    servers.push(server);
+    const logger = recordingLogger();
+    // Sockets enough that every queued answer would reach the server: what arrives is what the session sent.
+    const session = await connector({ logger, maxSocketsPerOrigin: 256 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    session.onNotification(() => undefined);
+    await waitFor(() => answersArrived >= MAX_QUIET_POSTS);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(answersArrived).toBe(MAX_QUIET_POSTS);
+    expect(logger.entries.filter((entry) => entry.message.includes('dropping answers'))).toHaveLength(1);
+    await session.close();
+  });
+
+  it('bounds the answers to a legacy SSE upstream\'s pings under way the same way', async () => {
+    let answersArrived = 0;
+    let stream: ServerResponse | undefined;
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        stream = res;
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.method === undefined) {
+          answersArrived += 1; // never taken
+          return;
+        }
+        res.writeHead(202).end();
+        if (message.method !== 'initialize') return;
+        stream?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: legacyInitializeResult })}\n\n`);
+        for (let id = 1; id <= 1_000; id++) stream?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: `p${id}`, method: 'ping' })}\n\n`);
+      });
+    });
+    servers.push(server);
+    const logger = recordingLogger();
+    const session = await connector({ logger, maxSocketsPerOrigin: 256 }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
+    await waitFor(() => answersArrived >= MAX_QUIET_POSTS);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(answersArrived).toBe(MAX_QUIET_POSTS);
+    expect(logger.entries.filter((entry) => entry.message.includes('dropping answers'))).toHaveLength(1);
+    await session.close();
+  });
+
   it('drops a response stream the upstream keeps open after answering, so the pooled socket serves the next call', async () => {
     let streamsClosed = 0;
     const server = await rawServer((req, res) => {
@@ -375,6 +439,23 @@ describe('connector resilience and network policy', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 1_900);
     await waitFor(() => streamsClosed >= 2);
   }, 20_000);
+
+  it('closes a refused standalone stream whose body never ends instead of draining it (each retry held a socket for good)', async () => {
+    const gets: { closed: boolean }[] = [];
+    const server = await streamableServer((req, res) => {
+      const get = { closed: false };
+      gets.push(get);
+      req.socket.on('close', () => (get.closed = true));
+      // First a 500 (retried), then a 405 (no standalone stream): neither's body is read.
+      res.writeHead(gets.length === 1 ? 500 : 405, { 'content-type': 'text/html' });
+      res.write('<p>working on it'); // and never ends
+    });
+    const session = await sessionOn(server);
+    session.onNotification(() => undefined);
+    await waitFor(() => gets[0]?.closed === true, 3_000);
+    await waitFor(() => gets[1]?.closed === true, 5_000);
+    await session.close();
+  }, 10_000);
 
   it('backs off reconnecting a standalone stream the upstream accepts and closes at once', async () => {
     const gets: number[] = [];

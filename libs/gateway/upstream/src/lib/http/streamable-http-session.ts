@@ -27,6 +27,8 @@ import {
   encodeNotification,
   encodeRequest,
   errors,
+  QUIET_POST_TIMEOUT_MS,
+  QuietPosts,
   type ServerRequestHandler,
 } from '../core/wire';
 import { CallResponse, type CallResponseHandlers } from './call-response';
@@ -83,6 +85,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private serverRequestHandler: ServerRequestHandler | undefined;
   private closedHandler: (() => void) | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  /** Answers and cancellations under way upstream (`QuietPosts`). */
+  private readonly quietPosts = new QuietPosts(() =>
+    this.ctx.logger.warn(logFields(this.ctx.config), 'upstream sends more requests than it takes answers for; dropping answers'),
+  );
   private readonly inFlight = new Set<CallResponse>();
   /** Calls waiting out a `retry` before resuming their stream (SEP-1699): each settles with the error it is given. */
   private readonly resuming = new Set<(error: unknown) => void>();
@@ -397,12 +403,14 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   private sendQuietly(body: string): void {
     if (this.closed || this.expired) return;
-    this.post(body, this.ctx.config.callTimeoutMs).catch((error: unknown) => {
-      this.ctx.logger.debug(
-        { ...logFields(this.ctx.config), reason: (error as { reason?: string }).reason },
-        'could not deliver a message upstream',
-      );
-    });
+    this.quietPosts.send(() =>
+      this.post(body, Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS)).catch((error: unknown) => {
+        this.ctx.logger.debug(
+          { ...logFields(this.ctx.config), reason: (error as { reason?: string }).reason },
+          'could not deliver a message upstream',
+        );
+      }),
+    );
   }
 
   /**
@@ -431,18 +439,20 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       headers,
       (res) => {
         const status = res.statusCode ?? 0;
+        // A refusal's body is not wanted, and one that never ends would hold its socket for good (every retry another):
+        // the connection is closed instead of drained.
         if (status === 405) {
-          res.resume();
+          res.destroy();
           this.standaloneState = 'unsupported';
           return;
         }
         if (status === 404) {
-          res.resume();
+          res.destroy();
           this.markExpired();
           return;
         }
         if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
-          res.resume();
+          res.destroy();
           this.retryStandalone();
           return;
         }
