@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
-import { createUpstreamRequest, secretHeaders } from './upstreams';
+import { createUpstreamRequest, secretEnv, secretHeaders } from './upstreams';
 
 describe('api contracts', () => {
   it('accepts slugs that are safe in a URL path and rejects the rest', () => {
@@ -50,5 +50,16 @@ describe('upstream headers', () => {
     for (const name of ['Host', 'host', 'Content-Type', 'Mcp-Session-Id', 'Transfer-Encoding', 'Proxy-Authorization']) {
       expect(secretHeaders.safeParse({ [name]: 'x' }).success).toBe(false);
     }
+  });
+
+  it('refuses values no HTTP client may send (line breaks, control characters), naming the rule and never the value', () => {
+    for (const value of ['Bearer a\r\nX-Injected: 1', 'a\nb', 'nul\u0000', 'bell\u0007', 'del\u007f', 'snowman \u2603']) {
+      const parsed = secretHeaders.safeParse({ Authorization: value });
+      expect(parsed.success, JSON.stringify(value)).toBe(false);
+      expect(JSON.stringify(parsed.error?.issues)).not.toContain(value);
+    }
+    for (const value of ['Bearer abc', 'a\tb', 'caf\u00e9', '']) expect(secretHeaders.safeParse({ Authorization: value }).success, value).toBe(true);
+    expect(secretEnv.safeParse({ TOKEN: 'a\u0000b' }).success).toBe(false);
+    expect(secretEnv.safeParse({ TOKEN: 'multi\nline is fine' }).success).toBe(true);
   });
 });

@@ -31,9 +31,13 @@ const httpEndpoint = z
   );
 
 /** Header and environment maps: values are secrets, written only, never returned. */
-const secretMap = (keyPattern: RegExp, what: string) =>
+const secretMap = (keyPattern: RegExp, what: string, value: { readonly pattern: RegExp; readonly rule: string }) =>
   z
-    .record(z.string().regex(keyPattern, `each ${what} name must match ${keyPattern.source}`).max(200), z.string().max(8_000))
+    .record(
+      z.string().regex(keyPattern, `each ${what} name must match ${keyPattern.source}`).max(200),
+      // The message names the rule, never the value (these are secrets).
+      z.string().max(8_000).regex(value.pattern, `each ${what} value ${value.rule}`),
+    )
     .refine((map) => Object.keys(map).length <= 50, `at most 50 ${what}s`);
 /**
  * Header names the gateway's upstream clients own: the transport's own (framing, `Host`, the MCP session headers) and
@@ -63,11 +67,15 @@ export function isReservedUpstreamHeader(name: string): boolean {
   return RESERVED_UPSTREAM_HEADERS.has(lower) || lower.startsWith('proxy-');
 }
 
-export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header').refine(
+// What an HTTP field value may hold (RFC 9110: visible characters, spaces and tabs, obs-text), and all Node sends.
+export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header', {
+  pattern: /^[\t\x20-\x7e\x80-\xff]*$/,
+  rule: 'may hold only visible characters, spaces and tabs (no line breaks or other control characters)',
+}).refine(
   (map) => !Object.keys(map).some(isReservedUpstreamHeader),
   'must not set a header the connection owns (Host, Content-Type, Accept, Mcp-Session-Id, Proxy-*, ...)',
 );
-export const secretEnv = secretMap(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable');
+export const secretEnv = secretMap(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable', { pattern: /^[^\0]*$/, rule: 'must not contain a NUL character' });
 
 const timeouts = {
   connectTimeoutMs: z.number().int().min(100).max(120_000).optional(),

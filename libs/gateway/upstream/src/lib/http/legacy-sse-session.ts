@@ -194,58 +194,65 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         ...configuredHeaders(config.headers),
         accept: 'text/event-stream',
       };
-      this.stream = openStream(
-        target,
-        headers,
-        (res) => {
-          const status = res.statusCode ?? 0;
-          if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
-            res.resume();
-            if (status >= 500) this.ctx.breaker.failure();
-            fail(errors.protocol(`HTTP ${status} on the event stream`));
-            return;
-          }
-          consumeEventStream(
-            res,
-            this.ctx.maxMessageBytes,
-            this.ctx.config.callTimeoutMs,
-            (event) => {
-              if (event.event === 'endpoint') {
-                if (!waiting) return;
-                const endpoint = resolveEndpoint(event.data, target.url);
-                if (endpoint === undefined) {
-                  logger.warn(
-                    logFields(config),
-                    'upstream announced a message endpoint on another origin; refused',
-                  );
-                  fail(errors.protocol('message endpoint on another origin'));
+      try {
+        this.stream = openStream(
+          target,
+          headers,
+          (res) => {
+            const status = res.statusCode ?? 0;
+            if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
+              res.destroy(); // its body is not wanted, and may never end
+              if (status >= 500) this.ctx.breaker.failure();
+              fail(errors.protocol(`HTTP ${status} on the event stream`));
+              return;
+            }
+            consumeEventStream(
+              res,
+              this.ctx.maxMessageBytes,
+              this.ctx.config.callTimeoutMs,
+              (event) => {
+                if (event.event === 'endpoint') {
+                  if (!waiting) return;
+                  const endpoint = resolveEndpoint(event.data, target.url);
+                  if (endpoint === undefined) {
+                    logger.warn(
+                      logFields(config),
+                      'upstream announced a message endpoint on another origin; refused',
+                    );
+                    fail(errors.protocol('message endpoint on another origin'));
+                    return;
+                  }
+                  this.endpointPath = `${endpoint.pathname}${endpoint.search}`;
+                  waiting = false;
+                  clearTimeout(timer);
+                  resolve();
                   return;
                 }
-                this.endpointPath = `${endpoint.pathname}${endpoint.search}`;
-                waiting = false;
-                clearTimeout(timer);
-                resolve();
-                return;
-              }
-              if (event.event === 'message' && event.data !== '') this.receive(event.data);
-            },
-            (error) => {
-              fail(errors.protocol('the event stream ended before announcing an endpoint'));
-              if (!this.closed) {
-                logger.info({ ...logFields(config), broken: error !== null }, 'upstream event stream ended');
-                this.dispose();
-              }
-            },
-          );
-        },
-        (error) => {
-          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED')
-            this.ctx.breaker.failure();
-          logger.debug({ ...logFields(config), code: error.code }, 'upstream event stream failed');
-          fail(errors.connectFailed(error));
-          this.dispose();
-        },
-      );
+                if (event.event === 'message' && event.data !== '') this.receive(event.data);
+              },
+              (error) => {
+                fail(errors.protocol('the event stream ended before announcing an endpoint'));
+                if (!this.closed) {
+                  logger.info({ ...logFields(config), broken: error !== null }, 'upstream event stream ended');
+                  this.dispose();
+                }
+              },
+            );
+          },
+          (error) => {
+            if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED')
+              this.ctx.breaker.failure();
+            logger.debug({ ...logFields(config), code: error.code }, 'upstream event stream failed');
+            fail(errors.connectFailed(error));
+            this.dispose();
+          },
+        );
+      } catch (error) {
+        // A configured header Node refuses to send (a control character, stored before the API refused them): a failed
+        // connect like any other, not a TypeError out of the connector.
+        logger.warn({ ...logFields(config), code: (error as { code?: unknown }).code }, 'could not send the event stream request');
+        fail(errors.connectFailed(error));
+      }
     });
   }
 

@@ -728,6 +728,22 @@ describe('connector resilience and network policy', () => {
     });
   });
 
+  it('fails a connect whose configured header Node refuses to send as a connect failure, for both HTTP transports', async () => {
+    const { server } = await legacySseServer();
+    servers.push(server);
+    const logger = recordingLogger();
+    const bad = { 'x-api-key': 'secret-part\nX-Injected: 1' };
+    for (const config of [upstreamConfig('sse', { url: `${server.url}/sse`, headers: bad }), upstreamConfig('streamable_http', { url: `${server.url}/mcp`, headers: bad })]) {
+      const error = await connector({ logger }).connect(config, identity).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error, config.transport).toBeInstanceOf(UpstreamUnavailableError);
+      expect((error as UpstreamUnavailableError).reason).toBe('connect_failed');
+      expect(JSON.stringify(logger.entries)).not.toContain('secret-part');
+    }
+  });
+
   it('refuses an SSE message endpoint on another origin', async () => {
     const elsewhere = await rawServer((_req, res) => res.writeHead(202).end());
     const server = await rawServer((_req, res) => {
