@@ -63,6 +63,11 @@ const tools = {
     send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: args.level, data: args.data } });
     return text('logged');
   },
+  // Any notification tied to no call (a vendor's own, an elicitation's completion, a list change).
+  notify: (args) => {
+    send({ jsonrpc: '2.0', method: args.method, params: args.params ?? {} });
+    return text('notified');
+  },
   crash: () => process.exit(3),
   // One stdout line of 64 KiB, never ended by a newline (over a small message limit).
   huge: () => {

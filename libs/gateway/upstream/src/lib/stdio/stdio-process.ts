@@ -108,6 +108,14 @@ export interface StdioOwner {
   readonly principal: string | undefined;
 }
 
+/** Notifications tied to no call that every session sharing a process may hear, whoever its principal. */
+const EVERYONES: ReadonlySet<string> = new Set([
+  'notifications/tools/list_changed',
+  'notifications/prompts/list_changed',
+  'notifications/resources/list_changed',
+  'notifications/resources/updated',
+]);
+
 /** Whether every owner is the same principal's (one owner is; unknown principals never match). */
 function onePrincipal(owners: ReadonlySet<StdioOwner>): boolean {
   if (owners.size <= 1) return true;
@@ -607,10 +615,11 @@ export class StdioProcess {
           // shown to the other sessions sharing this process (other principals of the tenant).
           if (unrouted === undefined || unrouted.method === 'notifications/progress') break;
           // Not attributable to a call: list changes go to every session of this process; resource updates to those
-          // subscribed to the URI; log messages to those whose level lets them through, and only while every session
-          // on the process is one principal's (a message may carry a call's arguments or results: other principals of
-          // the tenant, whose policy may deny that tool, never see it).
-          const owners = unrouted.method === 'notifications/message' && !onePrincipal(this.owners) ? [] : this.owners;
+          // subscribed to the URI. Anything else (log messages, to those whose level lets them through; an elicitation's
+          // completion; a server's own notifications) only while every session on the process is one principal's: it
+          // may be about a call, carry its arguments or results, and other principals of the tenant, whose policy may
+          // deny that tool, never see it.
+          const owners = EVERYONES.has(unrouted.method) || onePrincipal(this.owners) ? this.owners : [];
           for (const owner of this.shared.recipients(unrouted, owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
           break;
         }

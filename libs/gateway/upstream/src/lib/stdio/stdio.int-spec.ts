@@ -376,7 +376,18 @@ describe('stdio upstreams', () => {
     await call(a, 'log', { level: 'critical', data: 'not for the other principal' });
     expect((await state()).logLevel).toBe('debug');
     expect([...logs(seenByA), ...logs(seenByB), ...logs(seenByOther)]).toEqual(['alarm', 'routine', 'alarm']);
+    // The same for any other notification tied to no call (it may be about one principal's work); list changes are
+    // everyone's.
+    const methods = (seen: JsonRpcNotification[]) => seen.map((n) => n.method).filter((m) => m !== 'notifications/message' && m !== 'notifications/resources/updated');
+    await call(a, 'notify', { method: 'notifications/elicitation/complete', params: { elicitationId: 'of-principal-one' } });
+    await call(a, 'notify', { method: 'notifications/tools/list_changed' });
+    await waitFor(() => methods(seenByOther).length === 1);
+    expect([methods(seenByA), methods(seenByB), methods(seenByOther)]).toEqual(new Array(3).fill(['notifications/tools/list_changed']));
     await other.close();
+    // One principal again: its own sessions get it.
+    await call(a, 'notify', { method: 'notifications/elicitation/complete', params: { elicitationId: 'of-principal-one' } });
+    await waitFor(() => methods(seenByB).length === 2);
+    expect(methods(seenByA)).toEqual(['notifications/tools/list_changed', 'notifications/elicitation/complete']);
 
     // B leaves: the process goes back to A's level. A leaves its subscription: unsubscribed upstream, once.
     await b.close();
