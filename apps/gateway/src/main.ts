@@ -10,7 +10,7 @@ import { AppModule } from './app.module';
 import { gatewayConfigSchema } from './config';
 import { startDataPlane } from './data-plane';
 import { SNAPSHOT_QUERY_TIMEOUT_MS } from './snapshot-loaders';
-import { inheritedCapabilitiesProblem, ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from './stdio-user';
+import { GATEWAY_STDIO_HOST, inheritedCapabilitiesProblem, ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from '@portcullis/shared/util-process-user';
 
 const config = loadConfigOrExit('gateway', gatewayConfigSchema);
 const logger = createLogger({ service: 'gateway', level: config.log.level });
@@ -20,10 +20,11 @@ const stdioWarning = stdioUserWarning(
   stdioRange ? { uid: stdioRange.first, gid: stdioRange.first } : config.upstreams.stdioRunAs,
   { uid: process.getuid?.(), gid: process.getgid?.() },
   ownStatus(),
+  GATEWAY_STDIO_HOST,
 );
 if (stdioWarning !== undefined) logger.warn(stdioWarning);
 const rangeProblem =
-  (stdioRange || config.upstreams.stdioRunAs ? inheritedCapabilitiesProblem(process.getuid?.(), ownStatus()) : undefined) ??
+  (stdioRange || config.upstreams.stdioRunAs ? inheritedCapabilitiesProblem(process.getuid?.(), ownStatus(), GATEWAY_STDIO_HOST) : undefined) ??
   (stdioRange
     ? stdioRangeProblem(stdioRange, { uid: process.getuid?.(), gid: process.getgid?.() }, { passwd: readOptional('/etc/passwd'), group: readOptional('/etc/group') })
     : undefined);

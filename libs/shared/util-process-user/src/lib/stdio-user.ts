@@ -11,28 +11,43 @@ function capabilitySet(status: string, set: 'CapEff' | 'CapPrm' | 'CapAmb' | 'Ca
 
 const effectiveCapabilities = (status: string): bigint | undefined => capabilitySet(status, 'CapEff');
 
+/** The process that starts stdio servers, as its messages name it and the settings that choose their user. */
+export interface StdioHost {
+  /** `gateway`, `control plane`. */
+  readonly name: string;
+  /** The setting of one user and group for every server (`uid:gid`). */
+  readonly runAs: string;
+  /** The setting of a range of ids, one per server, where the process has one. */
+  readonly uidRange?: string;
+}
+
+export const GATEWAY_STDIO_HOST: StdioHost = { name: 'gateway', runAs: 'GATEWAY_STDIO_RUN_AS', uidRange: 'GATEWAY_STDIO_UID_RANGE' };
+
+/** `RUN_AS or UID_RANGE`, or the one setting the host has. */
+const settingsOf = (host: StdioHost): string => (host.uidRange === undefined ? host.runAs : `${host.runAs} or ${host.uidRange}`);
+
 /**
  * Why this process must not start stdio servers as other users, if it must not: it is not root, yet holds CAP_SETUID
  * or CAP_SETGID (file capabilities on the node binary) or ambient capabilities. Linux drops capabilities when root
  * starts a process as another user, not when another user does: a server would keep ambient ones, or get the file's
  * back by running node, and could then become any user, root included (and clearing its id with `kill(-1)` would
  * reach every process). Any process, root too, with a non-empty inheritable set is refused as well. Fatal at boot with
- * GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE.
+ * the host's run-as or uid-range setting.
  */
-export function inheritedCapabilitiesProblem(ownUid: number | undefined, status: string | undefined): string | undefined {
+export function inheritedCapabilitiesProblem(ownUid: number | undefined, status: string | undefined, host: StdioHost): string | undefined {
   if (ownUid === undefined || status === undefined) return undefined;
   // Root included: an inheritable set survives the switch, and a server running a binary with file-inheritable
   // capabilities gains them (Docker before 20.10.14 started containers so, CVE-2022-24769).
   if ((capabilitySet(status, 'CapInh') ?? 0n) !== 0n) {
-    return 'stdio servers would inherit capabilities: this gateway has a non-empty inheritable capability set (CapInh); start it with an empty one for GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE, or unset those';
+    return `stdio servers would inherit capabilities: this ${host.name} has a non-empty inheritable capability set (CapInh); start it with an empty one for ${settingsOf(host)}, or unset those`;
   }
   if (ownUid === 0) return undefined;
   const permitted = capabilitySet(status, 'CapPrm') ?? 0n;
   const ambient = capabilitySet(status, 'CapAmb') ?? 0n;
   if (ambient === 0n && (permitted & (CAP_SETUID | CAP_SETGID)) === 0n) return undefined;
   return (
-    'stdio servers would inherit the capabilities of this gateway, which is not root (ambient capabilities, or CAP_SETUID/CAP_SETGID ' +
-    'from file capabilities) and could become any user: run the gateway as root for GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE ' +
+    `stdio servers would inherit the capabilities of this ${host.name}, which is not root (ambient capabilities, or CAP_SETUID/CAP_SETGID ` +
+    `from file capabilities) and could become any user: run the ${host.name} as root for ${settingsOf(host)} ` +
     '(root drops its capabilities for them), or unset those'
   );
 }
@@ -49,15 +64,16 @@ export function canSwitchUsers(status: string): boolean | undefined {
 
 /**
  * The boot warning about the user stdio servers run as, if one is due. `spawn` sets both ids: changing the user takes
- * CAP_SETUID, changing the group CAP_SETGID (without them only the gateway's own ids work).
+ * CAP_SETUID, changing the group CAP_SETGID (without them only the host's own ids work).
  */
 export function stdioUserWarning(
   runAs: { readonly uid: number; readonly gid: number } | undefined,
   own: { readonly uid: number | undefined; readonly gid: number | undefined },
   status: string | undefined,
+  host: StdioHost,
 ): string | undefined {
   if (runAs === undefined) {
-    return own.uid === 0 ? "stdio upstreams will run as root, able to read the gateway's environment: set GATEWAY_STDIO_RUN_AS (uid:gid)" : undefined;
+    return own.uid === 0 ? `stdio upstreams will run as root, able to read the ${host.name}'s environment: set ${host.runAs} (uid:gid)` : undefined;
   }
   const caps = status === undefined ? undefined : effectiveCapabilities(status);
   const needs = (runAs.uid === own.uid ? 0n : CAP_SETUID) | (runAs.gid === own.gid ? 0n : CAP_SETGID);
@@ -65,7 +81,7 @@ export function stdioUserWarning(
   // Without a status text (not Linux), root is taken to hold every capability.
   const held = caps ?? (own.uid === 0 ? needs : 0n);
   if ((held & needs) === needs) return undefined;
-  return 'GATEWAY_STDIO_RUN_AS is set but the gateway cannot start processes as that user and group (it lacks CAP_SETUID or CAP_SETGID): stdio upstreams will fail to start';
+  return `${host.runAs} is set but the ${host.name} cannot start processes as that user and group (it lacks CAP_SETUID or CAP_SETGID): stdio upstreams will fail to start`;
 }
 
 /** Ids named in `/etc/passwd`- or `/etc/group`-style text: the third field (uid, or gid), and for passwd the fourth (gid). */

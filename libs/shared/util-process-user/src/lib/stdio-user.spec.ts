@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canSwitchUsers, inheritedCapabilitiesProblem, ownStatus, stdioRangeProblem, stdioUserWarning } from './stdio-user';
+import { canSwitchUsers, GATEWAY_STDIO_HOST as host, inheritedCapabilitiesProblem, ownStatus, stdioRangeProblem, stdioUserWarning, type StdioHost } from './stdio-user';
 
 const status = (capEff: string) => `Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
 const ALL = '000001ffffffffff';
@@ -27,24 +27,35 @@ describe('stdioUserWarning', () => {
   const root = { uid: 0, gid: 0 };
   const user = { uid: 1000, gid: 1000 };
   it('warns a root gateway without GATEWAY_STDIO_RUN_AS, and one that cannot switch to the configured ids', () => {
-    expect(stdioUserWarning(undefined, root, status(ALL))).toMatch(/run as root/);
-    expect(stdioUserWarning(undefined, user, status('0'))).toBeUndefined();
+    expect(stdioUserWarning(undefined, root, status(ALL), host)).toMatch(/run as root/);
+    expect(stdioUserWarning(undefined, user, status('0'), host)).toBeUndefined();
     // Root with the capabilities dropped (a container): the spawn would fail with EPERM.
-    expect(stdioUserWarning(nobody, root, status('0'))).toMatch(/cannot start processes as that user/);
-    expect(stdioUserWarning(nobody, user, status('0'))).toMatch(/cannot start processes as that user/);
-    expect(stdioUserWarning(nobody, user, undefined)).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning(nobody, root, status('0'), host)).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning(nobody, user, status('0'), host)).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning(nobody, user, undefined, host)).toMatch(/cannot start processes as that user/);
     // Its own user but another group: setgid needs CAP_SETGID.
-    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0'))).toMatch(/cannot start processes as that user/);
-    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000080'))).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0'), host)).toMatch(/cannot start processes as that user/);
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000080'), host)).toMatch(/cannot start processes as that user/);
+  });
+
+  it('names the process and the setting it has', () => {
+    const controlPlane: StdioHost = { name: 'control plane', runAs: 'CONTROL_PLANE_STDIO_RUN_AS' };
+    expect(stdioUserWarning(undefined, root, status(ALL), controlPlane)).toBe(
+      "stdio upstreams will run as root, able to read the control plane's environment: set CONTROL_PLANE_STDIO_RUN_AS (uid:gid)",
+    );
+    expect(inheritedCapabilitiesProblem(1000, `CapPrm:\t00000000000000c0\nCapAmb:\t0\n`, controlPlane)).toMatch(
+      /^stdio servers would inherit the capabilities of this control plane, .* run the control plane as root for CONTROL_PLANE_STDIO_RUN_AS \(/,
+    );
+    expect(inheritedCapabilitiesProblem(1000, `CapPrm:\t00000000000000c0\nCapAmb:\t0\n`, host)).toMatch(/for GATEWAY_STDIO_RUN_AS or GATEWAY_STDIO_UID_RANGE/);
   });
 
   it('stays quiet when the gateway can switch to the configured ids, or already has them', () => {
-    expect(stdioUserWarning(nobody, root, status(ALL))).toBeUndefined();
-    expect(stdioUserWarning(nobody, user, status('00000000000000c0'))).toBeUndefined();
-    expect(stdioUserWarning(nobody, { uid: 65534, gid: 65534 }, status('0'))).toBeUndefined();
-    expect(stdioUserWarning({ uid: 2000, gid: 1000 }, user, status('0000000000000080'))).toBeUndefined();
-    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000040'))).toBeUndefined();
-    expect(stdioUserWarning(nobody, root, undefined)).toBeUndefined();
+    expect(stdioUserWarning(nobody, root, status(ALL), host)).toBeUndefined();
+    expect(stdioUserWarning(nobody, user, status('00000000000000c0'), host)).toBeUndefined();
+    expect(stdioUserWarning(nobody, { uid: 65534, gid: 65534 }, status('0'), host)).toBeUndefined();
+    expect(stdioUserWarning({ uid: 2000, gid: 1000 }, user, status('0000000000000080'), host)).toBeUndefined();
+    expect(stdioUserWarning({ uid: 1000, gid: 2000 }, user, status('0000000000000040'), host)).toBeUndefined();
+    expect(stdioUserWarning(nobody, root, undefined, host)).toBeUndefined();
   });
 });
 
@@ -52,23 +63,23 @@ describe('inheritedCapabilitiesProblem', () => {
   const withSets = (prm: string, amb: string) => `Name:\tnode\nCapPrm:\t${prm}\nCapEff:\t${prm}\nCapAmb:\t${amb}\n`;
   it('refuses a gateway that is not root but could pass CAP_SETUID/CAP_SETGID or ambient capabilities to its servers', () => {
     // Ambient CAP_SETUID + CAP_SETGID + CAP_KILL, as a systemd AmbientCapabilities= line gives them.
-    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000e0', '00000000000000e0'))).toMatch(/could become any user/);
+    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000e0', '00000000000000e0'), host)).toMatch(/could become any user/);
     // File capabilities on the node binary: permitted, not ambient; a server running node gets them back.
-    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000c0', '0000000000000000'))).toMatch(/could become any user/);
+    expect(inheritedCapabilitiesProblem(1000, withSets('00000000000000c0', '0000000000000000'), host)).toMatch(/could become any user/);
     // Any ambient capability at all.
-    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000400'))).toMatch(/could become any user/);
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000400'), host)).toMatch(/could become any user/);
   });
 
   it('refuses any gateway, root too, with a non-empty inheritable set (a server could gain capabilities from a file)', () => {
-    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t00000000a80425fb\n`)).toMatch(/inheritable capability set/);
-    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t0000000000000000\n`)).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t00000000a80425fb\n`, host)).toMatch(/inheritable capability set/);
+    expect(inheritedCapabilitiesProblem(0, `${withSets(ALL, '0000000000000000')}CapInh:\t0000000000000000\n`, host)).toBeUndefined();
   });
 
   it('lets root through (its capabilities are dropped for servers started as another user), and a user without them', () => {
-    expect(inheritedCapabilitiesProblem(0, withSets(ALL, '0000000000000000'))).toBeUndefined();
-    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000000', '0000000000000000'))).toBeUndefined();
-    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000000'))).toBeUndefined();
-    expect(inheritedCapabilitiesProblem(1000, undefined)).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(0, withSets(ALL, '0000000000000000'), host)).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000000', '0000000000000000'), host)).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, withSets('0000000000000400', '0000000000000000'), host)).toBeUndefined();
+    expect(inheritedCapabilitiesProblem(1000, undefined, host)).toBeUndefined();
   });
 });
 
