@@ -50,6 +50,7 @@ export class AppModule {
         UpstreamsModule.forRoot({
           keyring: parseKeyring(config.secrets.keyringSpec),
           stdioCommandAllowlist: config.upstreams.stdioCommandAllowlist,
+          stdioRunAs: config.upstreams.stdioRunAs,
           network: config.upstreams.network,
           testTimeoutMs: config.upstreams.testTimeoutMs,
           maxStoredDefinitions: config.upstreams.maxStoredDefinitions,

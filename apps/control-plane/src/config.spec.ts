@@ -47,3 +47,12 @@ describe('control plane config: CONTROL_PLANE_TRUST_PROXY', () => {
     expect(problemsOf({ CONTROL_PLANE_TRUST_PROXY: 'not-an-address' })).toEqual(['CONTROL_PLANE_TRUST_PROXY']);
   });
 });
+
+describe('control plane config: CONTROL_PLANE_STDIO_RUN_AS', () => {
+  it('takes uid:gid as numbers, unset when empty, and refuses anything else', () => {
+    const runAsOf = (value: string) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, CONTROL_PLANE_STDIO_RUN_AS: value }).upstreams.stdioRunAs;
+    expect(runAsOf('65534:65534')).toEqual({ uid: 65534, gid: 65534 });
+    expect(runAsOf('')).toBeUndefined();
+    for (const value of ['nobody', '65534', '1:2:3', '-1:0', '4294967296:0']) expect(problemsOf({ CONTROL_PLANE_STDIO_RUN_AS: value }), value).toEqual(['CONTROL_PLANE_STDIO_RUN_AS']);
+  });
+});

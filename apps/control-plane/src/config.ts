@@ -30,6 +30,13 @@ const requireInProduction = (env: { NODE_ENV: string }, value: unknown, key: str
 
 const isLoopbackHost = f.isLoopbackHost;
 
+/** `uid:gid` (validated by the schema) as numbers; undefined when unset. */
+const runAsOf = (value: string | undefined): { uid: number; gid: number } | undefined => {
+  if (value === undefined) return undefined;
+  const [uid, gid] = value.split(':').map(Number) as [number, number];
+  return { uid, gid };
+};
+
 const tokenSettings = (env: TokenEnv) => ({
   secret: env.CONTROL_PLANE_JWT_SECRET ?? DEV_JWT_SECRET,
   issuer: env.CONTROL_PLANE_JWT_ISSUER,
@@ -60,6 +67,20 @@ export const controlPlaneConfigSchema = z
       }),
     /** Exact commands stdio upstreams may run, comma-separated. Empty (default): no stdio upstreams. */
     CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: f.csv,
+    /**
+     * uid:gid the stdio servers of test connections run as (numbers): another user than the control plane's, so they
+     * cannot read its environment (the secrets keyring, the database URL). As GATEWAY_STDIO_RUN_AS.
+     */
+    CONTROL_PLANE_STDIO_RUN_AS: z.preprocess(
+      (value) => (value === '' ? undefined : value),
+      z
+        .string()
+        .refine(
+          (value) => /^\d{1,10}:\d{1,10}$/.test(value) && value.split(':').every((id) => Number(id) <= 2_147_483_647),
+          'must be uid:gid, two numbers up to 2147483647 (for example 65534:65534)',
+        )
+        .optional(),
+    ),
     /** Test connection may reach loopback/private/link-local upstreams (set it like GATEWAY_UPSTREAM_ALLOW_PRIVATE). */
     CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
     /** Host names or IP literals test connection may reach even when private, comma-separated. */
@@ -111,6 +132,7 @@ export const controlPlaneConfigSchema = z
     },
     upstreams: {
       stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST,
+      stdioRunAs: runAsOf(env.CONTROL_PLANE_STDIO_RUN_AS),
       network: { allowPrivateNetworks: env.CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE, allowedHosts: env.CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS },
       testTimeoutMs: env.CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS,
       maxStoredDefinitions: env.CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS,

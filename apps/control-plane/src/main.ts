@@ -2,12 +2,26 @@ import 'reflect-metadata';
 import { createHttpApp, installGracefulShutdown, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { inheritedCapabilitiesProblem, ownStatus, stdioUserWarning } from '@portcullis/shared/util-process-user';
 import { AppModule } from './app.module';
 import { controlPlaneConfigSchema } from './config';
 import { setupOpenApi } from './openapi';
 
 const config = loadConfigOrExit('control-plane', controlPlaneConfigSchema);
 const logger = createLogger({ service: 'control-plane', level: config.log.level });
+
+// Test connections start stdio servers: the same checks of the user they run as as the gateway makes for its own.
+if (config.upstreams.stdioCommandAllowlist.length > 0) {
+  const host = { name: 'control plane', runAs: 'CONTROL_PLANE_STDIO_RUN_AS' };
+  const runAs = config.upstreams.stdioRunAs;
+  const warning = stdioUserWarning(runAs, { uid: process.getuid?.(), gid: process.getgid?.() }, ownStatus(), host);
+  if (warning !== undefined) logger.warn(warning);
+  const problem = runAs === undefined ? undefined : inheritedCapabilitiesProblem(process.getuid?.(), ownStatus(), host);
+  if (problem !== undefined) {
+    logger.fatal(problem);
+    process.exit(1);
+  }
+}
 
 void runOrExit(logger, async () => {
   if (config.auth.usingDevelopmentSecret || config.secrets.usingDevelopmentKeyring) {

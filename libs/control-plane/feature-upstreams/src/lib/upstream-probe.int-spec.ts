@@ -4,6 +4,7 @@ import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/typ
 import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
+import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeUpstream, ProbeFailure } from './upstream-probe';
 
@@ -131,5 +132,71 @@ describe('probeUpstream headers', () => {
     await probe({ Host: 'admin.internal', 'X-Tenant': 'acme', 'Proxy-Authorization': 'Basic eA==' });
     expect(received.length).toBeGreaterThan(0);
     for (const request of received) expect(request).toEqual({ host: new URL(url).host, tenant: 'acme', proxy: undefined });
+  });
+});
+
+/**
+ * A stdio MCP server written by hand (no file to read, so any user can run it): its tools name its environment
+ * (`env_<NAME>`), its user id and a grandchild it started. With FLOOD set it answers tools/list with a line that
+ * never ends.
+ */
+const STDIO_SERVER = `
+const { spawn } = require('node:child_process');
+const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+let buffered = '';
+const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk) => {
+  buffered += chunk;
+  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
+    const message = JSON.parse(buffered.slice(0, at));
+    buffered = buffered.slice(at + 1);
+    if (message.method === 'initialize') {
+      send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'env', version: '1' } } });
+    } else if (message.method === 'tools/list') {
+      if (process.env.FLOOD) {
+        const chunk = 'x'.repeat(1024 * 1024);
+        const more = () => { while (process.stdout.write(chunk)); process.stdout.once('drain', more); };
+        more();
+        continue;
+      }
+      const names = [...Object.keys(process.env).map((name) => 'env_' + name), 'uid_' + process.getuid(), 'grandchild_' + child.pid];
+      send({ jsonrpc: '2.0', id: message.id, result: { tools: names.map((name) => ({ name, inputSchema: { type: 'object' } })) } });
+    }
+  }
+});
+`;
+
+describe('probeUpstream over stdio', () => {
+  const probeStdio = (env: Record<string, string>, stdioRunAs?: { uid: number; gid: number }) =>
+    probeUpstream(
+      { transport: 'stdio', url: null, headers: {}, command: process.execPath, args: ['-e', STDIO_SERVER], env },
+      { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 10_000, maxItemsPerKind: 100, stdioRunAs },
+    );
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it('gives the server its configured environment only, and stops what it started along with it', async () => {
+    const names = (await probeStdio({ API_TOKEN: 'configured' })).items.map((item) => item.name);
+    // Not the control plane's PATH, HOME, USER or anything else of its environment.
+    expect(names.filter((name) => name.startsWith('env_'))).toEqual(['env_API_TOKEN']);
+    const grandchild = Number(names.find((name) => name.startsWith('grandchild_'))?.slice('grandchild_'.length));
+    expect(grandchild).toBeGreaterThan(0);
+    await waitFor(() => !alive(grandchild), { description: 'the server\'s own child stopped with it' });
+  });
+
+  it('refuses a server that writes a line without end, as too large', async () => {
+    expect(await reasonOf(probeStdio({ FLOOD: '1' }))).toBe('too_large');
+  }, 20_000);
+
+  it.skipIf(process.getuid?.() !== 0)('runs the server as CONTROL_PLANE_STDIO_RUN_AS (as root here)', async () => {
+    const names = (await probeStdio({}, { uid: 65534, gid: 65534 })).items.map((item) => item.name);
+    expect(names).toContain('uid_65534');
   });
 });

@@ -1,13 +1,13 @@
 import { isReservedUpstreamHeader } from '@portcullis/contracts/api';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { definitionHash, definitionKey, pinnedDefinition, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
 import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
+import { ProbeLineTooLong, ProbeStdioTransport } from './probe-stdio-transport';
 
 /** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
 export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large' | 'unstorable';
@@ -40,6 +40,8 @@ export interface ProbeOptions {
   readonly timeoutMs: number;
   /** Most definitions accepted per kind (an upstream advertising more is refused as `too_large`). */
   readonly maxItemsPerKind: number;
+  /** The user and group stdio servers run as (CONTROL_PLANE_STDIO_RUN_AS); unset: the control plane's own. */
+  readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
 }
 
 export interface DiscoveredItem {
@@ -127,8 +129,11 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
   try {
     if (target.transport === 'stdio') {
       if (target.command === null) throw new ProbeFailure('unreachable', 'no command');
-      const stdio = new StdioClientTransport({ command: target.command, args: [...target.args], env: { ...target.env }, stderr: 'ignore' });
-      stdio.onerror = (error) => (seen.failure ??= new ProbeFailure('unreachable', errorCode(error)));
+      const stdio = new ProbeStdioTransport(
+        { command: target.command, args: target.args, env: target.env },
+        { runAs: options.stdioRunAs, maxLineBytes: MAX_RESPONSE_BYTES },
+      );
+      stdio.onerror = (error) => (seen.failure ??= error instanceof ProbeLineTooLong ? new ProbeFailure('too_large', 'line') : new ProbeFailure('unreachable', errorCode(error)));
       transport = stdio;
     } else {
       const decision = checkUpstreamUrl(target.url, options.network);

@@ -112,6 +112,7 @@ export class UpstreamToolsService {
         network: this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] },
         timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
         maxItemsPerKind: MAX_ITEMS_PER_KIND,
+        stdioRunAs: this.options.stdioRunAs,
       });
     } catch (error) {
       if (!(error instanceof ProbeFailure)) throw error;

@@ -9,6 +9,8 @@ export interface UpstreamsOptions {
   readonly keyring: Keyring;
   /** Exact commands stdio upstreams may run (CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST). Empty: no stdio upstreams. */
   readonly stdioCommandAllowlist: readonly string[];
+  /** The user and group stdio servers of test connections run as (CONTROL_PLANE_STDIO_RUN_AS); unset: our own. */
+  readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
   /** Test connection: the network policy the gateway applies too (CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE/_HOSTS). */
   readonly network?: NetworkPolicy;
   /** Bound on one test connection (CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS). Default 10 s. */
