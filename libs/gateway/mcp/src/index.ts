@@ -1,6 +1,6 @@
 export { Cancellation } from './lib/cancellation/cancellation';
 export type { CancelSignal } from './lib/cancellation/cancellation';
-export { classify, errorResponse, JSON_RPC, resultResponse } from './lib/protocol/json-rpc';
+export { classify, errorResponse, isId, JSON_RPC, resultResponse } from './lib/protocol/json-rpc';
 export type {
   Classified,
   JsonRpcError,

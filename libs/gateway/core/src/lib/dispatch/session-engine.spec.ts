@@ -1260,6 +1260,43 @@ describe('SessionEngine: the agent\'s roots changing', () => {
 });
 
 describe('SessionEngine across replicas', () => {
+  it('passes on only the MCP fields of an agent\'s progress, and no cancellation of an id no request could have', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const sent: { to: string; message: BusMessage }[] = [];
+    const broadcast: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void broadcast.push(message), sendTo: (to: string, message: BusMessage) => void sent.push({ to, message }) };
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      bus,
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'here' },
+    });
+    engines.push(engine);
+    const opened = await engine.initialize(principal, init, 'trace');
+    const record = await engine.session(opened.sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // Nested too deep to serialise, and long: neither travels (it failed the agent's POST with a 500).
+    let deep: unknown = 'bottom';
+    for (let level = 0; level < 100_000; level++) deep = [deep];
+    const progress = (params: Record<string, unknown>) => engine.notification(record, { jsonrpc: '2.0', method: 'notifications/progress', params });
+    expect(() => progress({ progressToken: 'pcs.there.7', progress: 2, total: 5, message: 'm'.repeat(5_000), deep, _meta: { deep } })).not.toThrow();
+    progress({ progressToken: 'pcs.there.8', progress: 'half' });
+    progress({ progressToken: 'pcs.there.9' });
+    expect(sent).toEqual([{ to: 'there', message: { type: 'relayed-progress', sessionId: record.id, params: { progressToken: 'pcs.there.7', progress: 2, total: 5, message: 'm'.repeat(1_024) } } }]);
+
+    const cancel = (requestId: unknown) => engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId } });
+    cancel('x'.repeat(513));
+    cancel(Number.NaN);
+    cancel({ nested: true });
+    expect(broadcast.filter((message) => message.type === 'cancel')).toEqual([]);
+    cancel('r1');
+    expect(broadcast.filter((message) => message.type === 'cancel')).toEqual([{ type: 'cancel', sessionId: record.id, requestId: 'r1', reason: 'cancelled by the client' }]);
+  });
+
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
     const { b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) });
     const received: unknown[] = [];

@@ -37,6 +37,7 @@ import {
   type UpstreamConfig,
   type UpstreamConnector,
   type UpstreamSession,
+  isId,
 } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
@@ -390,6 +391,24 @@ const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
 };
 
 const MAX_CANCEL_REASON = 256;
+/** Longest progress message passed on from an agent (MCP: a human-readable description). */
+const MAX_PROGRESS_MESSAGE = 1_024;
+
+/**
+ * What an agent's `notifications/progress` about a request the gateway relayed to it may carry on: the token, the
+ * numbers and a cut message (MCP's fields), nothing else. The agent's params are its own JSON at any size and depth:
+ * passed on whole, they went to the replica the token names (one the agent chooses) however large, and one too deep
+ * to serialise failed the agent's POST with a 500. Undefined when the token or the progress is missing or malformed.
+ */
+function relayableProgress(params: Record<string, unknown>): { progressToken: string; progress: number; total?: number; message?: string } | undefined {
+  const { progressToken, progress, total, message } = params;
+  if (typeof progressToken !== 'string' || progressToken.length > 512) return undefined;
+  if (typeof progress !== 'number' || !Number.isFinite(progress)) return undefined;
+  const relayed: { progressToken: string; progress: number; total?: number; message?: string } = { progressToken, progress };
+  if (typeof total === 'number' && Number.isFinite(total)) relayed.total = total;
+  if (typeof message === 'string') relayed.message = message.slice(0, MAX_PROGRESS_MESSAGE);
+  return relayed;
+}
 
 /**
  * The task a forwarded request is about, as the upstream and the agent name it: known for `tasks/*`; for a
@@ -887,7 +906,8 @@ export class SessionEngine {
     switch (message.method) {
       case 'notifications/cancelled': {
         const requestId = params['requestId'];
-        if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
+        // Only an id a request could have had: anything else names nothing, and would be broadcast to every replica.
+        if (!isId(requestId)) return;
         const controller = this.live.get(record.id)?.inflight.get(inflightKey(record.id, requestId));
         // The agent's reason is free text of any length: cut before it is kept, logged or broadcast to other replicas.
         const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
@@ -898,12 +918,12 @@ export class SessionEngine {
       case 'notifications/progress': {
         // Progress on a request the gateway relayed to the agent (sampling, elicitation): its token is that request's
         // id, which names the replica holding it.
-        const token = params['progressToken'];
-        if (typeof token !== 'string') return;
-        const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(token)?.[1];
+        const progress = relayableProgress(params);
+        if (progress === undefined) return;
+        const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(progress.progressToken)?.[1];
         if (owner === undefined) return;
-        if (owner === this.deps.options.replicaId || !this.deps.bus) this.relayProgress(record.id, params);
-        else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params });
+        if (owner === this.deps.options.replicaId || !this.deps.bus) this.relayProgress(record.id, progress);
+        else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params: progress });
         return;
       }
       case 'notifications/roots/list_changed':

@@ -47,7 +47,8 @@ export type Classified =
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
-const isId = (value: unknown): value is JsonRpcId =>
+/** A JSON-RPC id the gateway takes: a string of at most 512 characters or a finite number. */
+export const isId = (value: unknown): value is JsonRpcId =>
   (typeof value === 'string' && value.length <= 512) || (typeof value === 'number' && Number.isFinite(value));
 
 /**
