@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { EventStream, PostResponder, QuietResponses, writeBounded } from './sinks';
+import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
+import { EventStream, PostResponder, QuietResponses, rateLimitedRetryAfter, writeBounded } from './sinks';
 
 /** A response whose client never reads: everything written after the first chunk stays buffered. */
 function stalled(): Writable {
@@ -350,5 +351,19 @@ describe('QuietResponses (POST answers slow in coming)', () => {
     expect(quiet.size).toBe(0);
     expect(out.chunks).toEqual([]);
     quiet.close();
+  });
+});
+
+describe('rateLimitedRetryAfter', () => {
+  it('answers 429 for the gateway\'s own refusal only, with Retry-After at most an hour', () => {
+    const own = rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 12.2 });
+    expect(rateLimitedRetryAfter(own)).toBe('13');
+    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 1e21 }))).toBe('3600');
+    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace'))).toBe('1');
+    // An upstream's error with the same code (any server may use it) and its own retry figure passes through as a 200.
+    const upstreams = { jsonrpc: '2.0' as const, id: 1, error: { code: GATEWAY_RPC.RATE_LIMITED, message: 'slow down', data: { retryAfterSeconds: 1e21 } } };
+    expect(rateLimitedRetryAfter(upstreams)).toBeUndefined();
+    expect(rateLimitedRetryAfter({ ...own })).toBeUndefined();
+    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.POLICY_DENIED, 'denied', 'trace'))).toBeUndefined();
   });
 });

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcId, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
-import { GATEWAY_RPC } from '../http/gateway-error';
+import { GATEWAY_RPC, isOwnRateLimitRefusal } from '../http/gateway-error';
 import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
 
 /** Buffers for large listing answers, reused across responses once their writes have finished. */
@@ -341,15 +341,20 @@ export class PostResponder implements MessageSink {
   }
 }
 
+/** The longest `Retry-After` sent (a window of a day would otherwise say so; clients retry sooner anyway). */
+const MAX_RETRY_AFTER_SECONDS = 3_600;
+
 /**
- * A single rate-limit refusal answered as plain JSON goes out as HTTP 429 with `Retry-After` (the JSON-RPC error
- * is the body). Batches and streams stay 200: their other messages are not refused.
+ * A single rate-limit refusal of the gateway's own answered as plain JSON goes out as HTTP 429 with `Retry-After` (the
+ * JSON-RPC error is the body). Batches and streams stay 200: their other messages are not refused. An upstream's error
+ * with the same code stays a 200 (`isOwnRateLimitRefusal`): SDK clients treat a non-2xx POST as a transport failure.
  */
 export function rateLimitedRetryAfter(response: JsonRpcResponse | readonly JsonRpcResponse[]): string | undefined {
   if (!('jsonrpc' in response) || !('error' in response) || response.error.code !== GATEWAY_RPC.RATE_LIMITED) return undefined;
+  if (!isOwnRateLimitRefusal(response)) return undefined;
   const data = response.error.data;
   const seconds = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)['retryAfterSeconds'] : undefined;
-  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds >= 0 ? String(Math.ceil(seconds)) : '1';
+  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds >= 0 ? String(Math.min(MAX_RETRY_AFTER_SECONDS, Math.ceil(seconds))) : '1';
 }
 
 /** A long-lived SSE stream: the standalone GET stream, or a legacy HTTP+SSE session's stream. */

@@ -35,6 +35,17 @@ export const GATEWAY_RPC = {
   UNAVAILABLE: -32053,
 } as const;
 
+/**
+ * The gateway's own rate-limit refusals. An upstream's error passes through with its code unchanged, and -32029 is in
+ * the range any server may use with a meaning of its own: only a refusal the gateway made answers HTTP 429.
+ */
+const ownRateLimitRefusals = new WeakSet<JsonRpcError>();
+
 export function rpcError(id: JsonRpcId | null, code: number, message: string, traceId: string, extra?: Record<string, unknown>): JsonRpcError {
-  return errorResponse(id, code, message, { traceId, ...extra });
+  const response = errorResponse(id, code, message, { traceId, ...extra });
+  if (code === GATEWAY_RPC.RATE_LIMITED) ownRateLimitRefusals.add(response);
+  return response;
 }
+
+/** Whether `response` is a rate-limit refusal the gateway made itself (`rpcError`), not an upstream's error. */
+export const isOwnRateLimitRefusal = (response: JsonRpcError): boolean => ownRateLimitRefusals.has(response);
