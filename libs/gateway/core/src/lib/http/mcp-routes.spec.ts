@@ -1,5 +1,6 @@
 import type { Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { waitFor } from '@portcullis/shared/util-testing';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { connect, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -96,12 +97,15 @@ async function serve(
   await app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.server.address() as AddressInfo;
   const url = `http://127.0.0.1:${port}/t/acme/mcp`;
-  const post = (body: unknown, headers: Record<string, string> = {}) =>
-    fetch(url, {
-      method: 'POST',
-      headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json', ...headers },
-      body: JSON.stringify(body),
-    });
+  const post = Object.assign(
+    (body: unknown, headers: Record<string, string> = {}) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      }),
+    { url },
+  );
   /** A session opened while the authenticator admits, and a tools/call on it. */
   const session = async () => {
     const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
@@ -112,8 +116,35 @@ async function serve(
       post({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } }, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
   };
   const toolCalls = () => connector.calls.filter((c) => c.method === 'tools/call').length;
-  return { authenticator, engine, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
+  return { authenticator, connector, engine, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
 }
+
+describe.each([
+  ['the raw fast path', true],
+  ['the Fastify route', false],
+])('an initialize whose agent hangs up before the answer, through %s', (_label, rawFastPath) => {
+  it('ends the session it made: its upstream sessions are closed and its record goes', async () => {
+    const { connector, post, sessions } = await serve(rawFastPath);
+    connector.openDelayMs.set('u1', 300);
+    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } };
+    const gone = await fetch(post.url, {
+      method: 'POST',
+      headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify(init),
+      signal: AbortSignal.timeout(100),
+    }).then(
+      () => 'answered',
+      () => 'hung up',
+    );
+    expect(gone).toBe('hung up');
+    await waitFor(() => connector.opened.length === 1 && connector.closedSessions.length === 1, { description: 'the upstream session opened and closed' });
+    expect(sessions.records.size).toBe(0);
+    // An agent that waits gets its session as ever.
+    connector.openDelayMs.set('u1', 0);
+    expect((await post(init)).headers.get('mcp-session-id')).toMatch(/\S/);
+    expect(sessions.records.size).toBe(1);
+  });
+});
 
 describe.each([
   ['the raw fast path', true],

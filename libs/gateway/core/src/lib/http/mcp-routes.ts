@@ -337,6 +337,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: initialize must not carry a session id');
         }
         const { sessionId, response } = await engine.initialize(principal, init.message, traceId);
+        if (sessionId !== undefined && res.closed) {
+          // The agent hung up while the upstreams were connected: it never learns the id, so nobody could use or end the
+          // session, which would hold its upstream sessions (stdio processes too) and a place under the principal's
+          // session cap until it idled out. It ends now.
+          const record = await engine.session(sessionId, principal);
+          if (record !== undefined) await engine.end(record, traceId);
+          return;
+        }
         const extra: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
         // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
         // audited or rate-checked right now → 503; refused by the tenant's policy → 403; the gateway's own failure →
