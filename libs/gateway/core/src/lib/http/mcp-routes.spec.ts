@@ -234,7 +234,8 @@ describe('Streamable HTTP GET streams open at once', () => {
     const refused = await open(sessionIds[2] ?? '');
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('5');
-    expect(await refused.json()).toMatchObject({ error: { message: 'Too many SSE streams open for this client (at most 2)' } });
+    // The rate-limit code, as every other limit answers (it was -32600, an invalid request).
+    expect(await refused.json()).toMatchObject({ error: { code: GATEWAY_RPC.RATE_LIMITED, message: 'Too many SSE streams open for this client (at most 2)' } });
     // The first one closed by its agent: its place is given back once the gateway sees the close.
     first.abort();
     const third = new AbortController();
@@ -429,7 +430,7 @@ describe('legacy SSE streams', () => {
     const held = [await openLegacy(base), await openLegacy(base)];
     const refused = await openLegacy(base);
     expect(refused.status).toBe(429);
-    expect(await refused.json()).toMatchObject({ error: { message: expect.stringContaining('for this tenant (at most 2)') } });
+    expect(await refused.json()).toMatchObject({ error: { code: GATEWAY_RPC.RATE_LIMITED, message: expect.stringContaining('for this tenant (at most 2)') } });
     await Promise.all(held.map((res) => res.body?.cancel()));
   });
 

@@ -704,17 +704,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           }
         }
         if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
-          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
+          throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
         }
         if (getStreams >= maxGetStreams) {
           throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Too many SSE streams open on this gateway; try again shortly', { 'retry-after': '5' });
         }
         const owner = principalKey(principal);
         if ((getStreamsPerPrincipal.get(owner) ?? 0) >= maxGetStreamsPerPrincipal) {
-          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many SSE streams open for this client (at most ${maxGetStreamsPerPrincipal})`, { 'retry-after': '5' });
+          throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many SSE streams open for this client (at most ${maxGetStreamsPerPrincipal})`, { 'retry-after': '5' });
         }
         if ((getStreamsPerTenant.get(principal.tenantId) ?? 0) >= maxGetStreamsPerTenant) {
-          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many SSE streams open for this tenant (at most ${maxGetStreamsPerTenant})`, { 'retry-after': '5' });
+          throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many SSE streams open for this tenant (at most ${maxGetStreamsPerTenant})`, { 'retry-after': '5' });
         }
         reply.hijack();
         // The client went while the session and replay log were looked up: no stream for it (attached, it would
@@ -782,10 +782,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         const owner = principalKey(principal);
         if ((legacyPerPrincipal.get(owner) ?? 0) >= maxLegacyPerPrincipal) {
-          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many legacy SSE streams open for this client (at most ${maxLegacyPerPrincipal})`, { 'retry-after': '5' });
+          throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many legacy SSE streams open for this client (at most ${maxLegacyPerPrincipal})`, { 'retry-after': '5' });
         }
         if ((legacyPerTenant.get(principal.tenantId) ?? 0) >= maxLegacyPerTenant) {
-          throw new GatewayHttpError(429, JSON_RPC.INVALID_REQUEST, `Too many legacy SSE streams open for this tenant (at most ${maxLegacyPerTenant})`, { 'retry-after': '5' });
+          throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many legacy SSE streams open for this tenant (at most ${maxLegacyPerTenant})`, { 'retry-after': '5' });
         }
         const sessionId = newSessionId();
         reply.hijack();
