@@ -1,11 +1,13 @@
 import type { LookupAddress } from 'node:dns';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type AddressResolver,
   checkUpstreamUrl,
   createGuardedLookup,
   isAddressPermitted,
   isPrivateAddress,
+  LOOKUP_DEADLINE_MS,
+  MAX_LOOKUPS_IN_FLIGHT,
   type NetworkPolicy,
 } from './ssrf-guard';
 
@@ -166,5 +168,36 @@ describe('createGuardedLookup', () => {
     expect((await again).error?.code).toBe('EPORTCULLIS_ADDRESS_REFUSED');
     expect((await lookupOnce()).error?.code).toBe('EPORTCULLIS_ADDRESS_REFUSED');
     expect(asked).toBe(3);
+  });
+
+  it(`resolves at most ${MAX_LOOKUPS_IN_FLIGHT} names at once, and fails one not resolved within ${LOOKUP_DEADLINE_MS} ms`, async () => {
+    vi.useFakeTimers();
+    try {
+      const open = { allowPrivateNetworks: false, allowedHosts: [] };
+      const asked: { hostname: string; answer: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void }[] = [];
+      const guarded = createGuardedLookup(open, (hostname, _options, answer) => void asked.push({ hostname, answer }));
+      const results = new Map<string, NodeJS.ErrnoException | null | 'pending'>();
+      const look = (host: string) => {
+        results.set(host, 'pending');
+        guarded(host, { all: false }, (error) => results.set(host, error));
+      };
+      // Names whose nameservers never answer (a tenant chose them) take two lookups, not the thread pool.
+      for (const host of ['never-1.example', 'never-2.example', 'never-3.example', 'fine.example']) look(host);
+      expect(asked.map((entry) => entry.hostname)).toEqual(['never-1.example', 'never-2.example']);
+      // One answers: the next name waiting gets its turn.
+      asked[0]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
+      expect(results.get('never-1.example')).toBeNull();
+      expect(asked.map((entry) => entry.hostname)).toEqual(['never-1.example', 'never-2.example', 'never-3.example']);
+      // Past the deadline everyone still waiting fails, the name that never got a turn too, and it is not looked up.
+      await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
+      for (const host of ['never-2.example', 'never-3.example', 'fine.example']) expect((results.get(host) as NodeJS.ErrnoException | null)?.code, host).toBe('ETIMEOUT');
+      asked[1]?.answer(null, [{ address: '93.184.215.15', family: 4 }]);
+      expect(asked).toHaveLength(3);
+      // A slot freed by a late answer serves the next name at once.
+      look('later.example');
+      expect(asked.map((entry) => entry.hostname).at(-1)).toBe('later.example');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -161,6 +161,14 @@ const systemResolver: AddressResolver = (hostname, options, callback) =>
 
 /** How long a host's addresses are reused for new sockets (pooled sockets to upstreams come and go every few seconds). */
 const ADDRESSES_KEPT_MS = 2_000;
+/**
+ * System lookups under way at once. `dns.lookup` holds one of libuv's four threads until the resolver gives up (many
+ * seconds for a name whose nameservers never answer, and tenants choose the names): at most two, so file and crypto
+ * work always keep the others.
+ */
+export const MAX_LOOKUPS_IN_FLIGHT = 2;
+/** A name not resolved within this (waiting for a turn included) fails with ETIMEOUT; its lookup may still finish. */
+export const LOOKUP_DEADLINE_MS = 10_000;
 
 /**
  * A `lookup` for net/http that resolves the name once, drops every address the policy refuses, and
@@ -170,13 +178,48 @@ const ADDRESSES_KEPT_MS = 2_000;
  * Lookups of one name under way at once are made once, and an answer serves new sockets for ADDRESSES_KEPT_MS
  * (failures are not kept). `dns.lookup` runs on libuv's four-thread pool, shared with file and crypto work: without
  * this, every new socket to a host whose DNS answers slowly took a thread, and a few of them stalled every tenant's
- * connections. The policy is applied to each use, cached or not.
+ * connections. At most MAX_LOOKUPS_IN_FLIGHT names are resolved at once (others wait their turn), and a name not
+ * resolved within LOOKUP_DEADLINE_MS fails: upstreams whose names never resolve (tenants choose them) hold two threads
+ * at most, never the pool. The policy is applied to each use, cached or not.
  */
 export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): LookupFunction {
+  type Done = (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void;
   const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
-  const waiting = new Map<string, ((error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void)[]>();
+  /** Callers per name being resolved, or waiting for a turn. */
+  const waiting = new Map<string, Done[]>();
+  /** Names waiting for a turn (MAX_LOOKUPS_IN_FLIGHT), oldest first. */
+  const turns: { readonly key: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }[] = [];
+  let inFlight = 0;
 
-  const resolve = (hostname: string, family: number | undefined, hints: number | undefined, done: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void): void => {
+  /** Answers everyone waiting for `key` (once: a late answer after the deadline finds nobody). */
+  const settle = (key: string, error: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void => {
+    const callbacks = waiting.get(key);
+    if (callbacks === undefined) return;
+    waiting.delete(key);
+    for (const callback of callbacks) callback(error, error === null ? addresses : []);
+  };
+
+  const next = (): void => {
+    while (inFlight < MAX_LOOKUPS_IN_FLIGHT) {
+      const turn = turns.shift();
+      if (turn === undefined) return;
+      // Timed out while it waited: nobody wants it any more.
+      if (!waiting.has(turn.key)) continue;
+      inFlight += 1;
+      resolver(turn.hostname, { family: turn.family, hints: turn.hints }, (error, addresses) => {
+        inFlight -= 1;
+        if (error === null) {
+          // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
+          if (kept.size >= 1_000) kept.clear();
+          kept.set(turn.key, { at: now(), addresses });
+        }
+        settle(turn.key, error, addresses);
+        next();
+      });
+    }
+  };
+
+  const resolve = (hostname: string, family: number | undefined, hints: number | undefined, done: Done): void => {
     const key = `${hostname}\u0000${family ?? 0}\u0000${hints ?? 0}`;
     const hit = kept.get(key);
     if (hit !== undefined && now() - hit.at < ADDRESSES_KEPT_MS) {
@@ -189,16 +232,13 @@ export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressReso
       return;
     }
     waiting.set(key, [done]);
-    resolver(hostname, { family, hints }, (error, addresses) => {
-      const callbacks = waiting.get(key) ?? [];
-      waiting.delete(key);
-      if (error === null) {
-        // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
-        if (kept.size >= 1_000) kept.clear();
-        kept.set(key, { at: now(), addresses });
-      }
-      for (const callback of callbacks) callback(error, error === null ? addresses : []);
-    });
+    setTimeout(() => {
+      const timedOut: NodeJS.ErrnoException = new Error('the host name was not resolved in time');
+      timedOut.code = 'ETIMEOUT';
+      settle(key, timedOut, []);
+    }, LOOKUP_DEADLINE_MS).unref();
+    turns.push({ key, hostname, family, hints });
+    next();
   };
 
   const guarded = (
