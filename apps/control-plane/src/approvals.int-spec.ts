@@ -28,7 +28,7 @@ afterAll(async () => {
 
 const hashOf = (text: string) => createHash('sha256').update(text).digest('hex');
 
-async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; args?: Record<string, unknown> } = {}) {
+async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; args?: Record<string, unknown>; tool?: string } = {}) {
   const args = options.args ?? { path: '/etc/hosts', mode: 'read' };
   return cp.system.approval.create({
     data: {
@@ -37,7 +37,7 @@ async function held(tenantId: TenantId, options: { requesterUserId?: string; age
       agentClientId: options.agentClientId ?? null,
       mcpSessionId: randomBytes(8).toString('hex'),
       upstreamId: randomUUID(),
-      tool: 'delete_file',
+      tool: options.tool ?? 'delete_file',
       argumentsHash: hashOf(JSON.stringify(args)),
       arguments: args as never,
       reason: 'rule r1 requires approval',
@@ -219,6 +219,16 @@ describe('approvals API', () => {
     expect(approved.json['arguments']).toEqual(args);
     const events = await cp.eventsAtLeast(t.id, 1);
     expect(JSON.stringify(events[0]?.arguments)).not.toMatch(/DROP TABLE|prod\/backups|tok-123456789/);
+  });
+
+  it('shows a held resource read\'s URI with its credentials only to those who decide', async () => {
+    const { t, admin, base } = await setup();
+    const auditor = await cp.member(t.id, 'auditor');
+    const approval = await held(t.id, { tool: 'postgres://app:hunter2@db.internal/orders', args: {} });
+    expect((await cp.request('GET', `${base}/${approval.id}`, { token: admin.token })).json['tool']).toBe('postgres://app:hunter2@db.internal/orders');
+    const audited = await cp.request('GET', `${base}/${approval.id}`, { token: auditor.token });
+    expect(audited.json['tool']).not.toContain('hunter2');
+    expect(audited.json['tool']).toContain('db.internal/orders');
   });
 
   it('refuses a decision by someone demoted after the access check: the role is read again in the decision', async () => {

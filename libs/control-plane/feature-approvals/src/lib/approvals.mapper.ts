@@ -41,7 +41,8 @@ export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): A
     id: row.id,
     status: effectiveStatus(row, now),
     upstreamId: row.upstreamId,
-    tool: row.tool,
+    // A held resource read's "tool" is its URI, which may carry credentials (`postgres://app:secret@db/x`).
+    tool: full ? row.tool : (redactSecrets(row.tool) as string),
     arguments: asObject(full ? row.arguments : redactSecrets(row.arguments)) ?? {},
     argumentsHash: row.argumentsHash,
     reason: row.reason,

@@ -112,6 +112,14 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  it('refuses arguments with a lone surrogate (no canonical JSON, so no hash to bind a decision to) as invalid params, saying why', async () => {
+    const g = gate();
+    const error = await g.hold(info({ q: 'half \ud800 pair' }), decision, sink(), new AbortController().signal).catch((e: unknown) => e);
+    expect(error).toMatchObject({ rpcCode: -32602, message: expect.stringContaining('not well-formed Unicode') });
+    expect(g.size).toBe(0);
+    await g.close();
+  });
+
   it('refuses arguments nested too deeply to hash or redact with a clear error, recording nothing', async () => {
     const g = gate();
     let deep: unknown = 1;
@@ -158,16 +166,17 @@ describe('HeldCallGate', () => {
     const args = { path: '/srv/cancel', n: Math.random() };
     const controller = new AbortController();
     const held = g.hold(info(args), decision, sink(), controller.signal);
-    await pendingId(argumentsHash(args));
+    const id = await pendingId(argumentsHash(args));
     controller.abort(new Error('cancelled by the client'));
-    await expect(held).rejects.toMatchObject({ name: 'AbortError' });
+    // Named in the refusal: the call's audit event is linked to its approval.
+    await expect(held).rejects.toMatchObject({ name: 'GatewayRequestError', outcome: 'cancelled', data: { approvalId: id, reason: 'approval_cancelled' } });
 
     // Cancelled while the approval was still being written: the call must not wait for the timeout.
     const early = new AbortController();
     const args2 = { path: '/srv/cancel-early', n: Math.random() };
     const heldEarly = g.hold(info(args2), decision, sink(), early.signal);
     early.abort(new Error('cancelled by the client'));
-    await expect(heldEarly).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(heldEarly).rejects.toMatchObject({ outcome: 'cancelled', data: { approvalId: expect.any(String), reason: 'approval_cancelled' } });
     await g.close();
     const rows = await system.approval.findMany({ where: { tenantId: tenant.id, argumentsHash: { in: [argumentsHash(args), argumentsHash(args2)] } }, select: { status: true } });
     expect(rows.map((row) => row.status)).toEqual(['cancelled', 'cancelled']);

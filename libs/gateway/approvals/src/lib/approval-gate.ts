@@ -2,6 +2,7 @@ import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, ty
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import type { CancelSignal } from '@portcullis/gateway/mcp';
 import type { Logger } from '@portcullis/shared/util-logger';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ApprovalState, ApprovalStore } from './approval-store';
 import { argumentsHash } from './arguments-hash';
 
@@ -46,8 +47,14 @@ const MAX_NOTE = 500;
  */
 export const MAX_HELD_PER_SESSION = 32;
 
-function cancelled(): Error {
-  const error = new Error('The call was cancelled while it waited for approval');
+/**
+ * A held call cancelled (by its agent, a hang-up, the session's end). Once its approval exists the refusal names it,
+ * so the call's audit event is linked to the approval, as a denied or expired one is.
+ */
+function cancelled(approvalId?: string): Error {
+  const message = 'The call was cancelled while it waited for approval';
+  if (approvalId !== undefined) return new GatewayRequestError(GATEWAY_RPC.UPSTREAM_TIMEOUT, message, { approvalId, reason: 'approval_cancelled' }, 'cancelled');
+  const error = new Error(message);
   error.name = 'AbortError';
   return error;
 }
@@ -105,12 +112,16 @@ export class HeldCallGate implements ApprovalGate {
     if (!target) throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'This request needs approval, which only applies to calls of a tool, prompt or resource', undefined, 'denied');
     const tenant = toTenantId(info.record.tenantId);
     let hash: string;
-    try {
-      if (nestedDeeperThan(info.arguments, MAX_REVIEW_DEPTH)) throw new RangeError('nested too deeply');
-      hash = argumentsHash(info.arguments);
-    } catch {
+    if (nestedDeeperThan(info.arguments, MAX_REVIEW_DEPTH)) {
       // Hashing recurses: arguments nested thousands deep overflow the stack. The caller's mistake.
       throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (nested too deeply)', undefined, 'denied');
+    }
+    try {
+      hash = argumentsHash(info.arguments);
+    } catch {
+      // RFC 8785 has no canonical form for a lone surrogate (half of a UTF-16 pair, which JSON allows): nothing to bind
+      // a decision to. Also the caller's mistake.
+      throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (they hold text that is not well-formed Unicode)', undefined, 'denied');
     }
     const session = info.record.id;
     const waiting = this.perSession.get(session) ?? 0;
@@ -160,7 +171,8 @@ export class HeldCallGate implements ApprovalGate {
         'error',
       );
     }
-    this.options.logger.info({ tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, tool: target.name, traceId: info.traceId }, 'call held for approval');
+    // A resource's name is its URI, which may carry credentials: logged redacted.
+    this.options.logger.info({ tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, tool: redactSecrets(target.name), traceId: info.traceId }, 'call held for approval');
 
     return new Promise<Admission>((resolve, reject) => {
       let progress = 0;
@@ -187,7 +199,7 @@ export class HeldCallGate implements ApprovalGate {
         this.track(this.options.store.close(tenant, id, 'cancelled')).catch((error: unknown) =>
           this.options.logger.warn({ err: error, tenantId: tenant, approvalId: id }, 'cancelled approval not marked'),
         );
-        reject(cancelled());
+        reject(cancelled(id));
       };
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;

@@ -1,5 +1,6 @@
 import { withTenant, type ApprovalStatus, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
+import { storableJson } from '@portcullis/shared/util-redact';
 
 /** What the gateway records when it holds a call. */
 export interface NewApproval {
@@ -41,18 +42,14 @@ export interface ApprovalStore {
   close(tenantId: TenantId, id: string, status: 'expired' | 'cancelled'): Promise<boolean>;
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
-
 /**
- * The reviewer's copy with NUL characters shown as U+FFFD: Postgres text and jsonb cannot hold NUL, and an agent's
- * odd arguments must not make the approval unrecordable. The decision stays bound to the original (its hash).
+ * The reviewer's copy with NUL characters and lone surrogates shown as U+FFFD (`storableJson`): Postgres text and jsonb
+ * cannot hold either, and an agent's odd arguments must not make the approval unrecordable (a lone surrogate failed the
+ * insert, and the call was answered as an outage, every time). The decision stays bound to the original (its hash).
  */
-function storable(value: unknown): unknown {
-  if (typeof value === 'string') return value.replaceAll('\u0000', '\uFFFD');
-  if (Array.isArray(value)) return value.map(storable);
-  if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([key, inner]) => [storable(key) as string, storable(inner)]));
-  return value;
-}
+const storable = storableJson;
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * The approvals table through the application role: each operation is one short `withTenant` transaction, so

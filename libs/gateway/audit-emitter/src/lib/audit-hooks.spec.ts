@@ -175,6 +175,21 @@ describe('auditHooks', () => {
     expect(event?.reason).toBe(`refused: ${REDACTED}`);
   });
 
+  it('redacts before it cuts: a credential the cut falls inside is not stored in part', () => {
+    const { emitter, hooks } = setup();
+    const password = 'p'.repeat(40);
+    // The cut (300 characters for a URI, 2,000 for a reason) falls inside the password, before the `@` its pattern needs.
+    const uri = `file:///${'d/'.repeat(125)}x?dsn=postgres://app:${password}@db`; // the password spans characters 279–318
+    const message = `${'e'.repeat(1_970)} postgres://u:${password}@h`;
+    hooks.completed?.(
+      { ...call({}), method: 'resources/read', target: { upstream, kind: 'resource', name: uri } },
+      { outcome: 'upstream_error', error: { code: -32000, message }, latencyMs: 1 },
+    );
+    const event = emitter.events[0];
+    expect(event?.tool).not.toContain('pppp');
+    expect(event?.reason).not.toContain('pppp');
+  });
+
   it('takes a value redaction removed out of the rest of the event too: an error quoting it, a result echoing it', () => {
     const { emitter, hooks } = setup({ audit: { results: 'full', redactPaths: ['$.arguments.ssn', 'arguments.card'] } });
     const args = { ssn: '123-45-6789', card: { number: 4111111111111111, holder: 'Ada Lovelace' }, password: 'hunter22', pin: '42', q: 'find' };

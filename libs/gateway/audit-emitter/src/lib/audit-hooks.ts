@@ -300,7 +300,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     if (!target) return null;
     // A resource's URI is the agent's to write (`postgres://user:pw@…`, `?token=…`): redacted like free text. Tool and
     // prompt names are the listings' (1–128 characters of [A-Za-z0-9_.-]).
-    if (target.kind === 'resource') return redactSecrets(cut(target.name, 300)) as string;
+    // Redacted before it is cut: a cut inside a credential leaves what the patterns need (the `@` after a password).
+    if (target.kind === 'resource') return cut(redactSecrets(target.name) as string, 300);
     return cut(`${target.upstream.toolPrefix}${separator}${target.name}`, 300);
   };
 
@@ -322,7 +323,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     if (admission?.reason) reasons.push(admission.reason);
     // An error's message may quote what the agent or upstream sent: credential-looking parts are redacted as in the
     // arguments, and so is any value the arguments' redaction took out (the other reasons are the gateway's own words).
-    if (error && outcome.outcome !== 'ok') reasons.push(redactSecrets(cut(withoutTexts(cut(error.message, 4_000), removed), 2_000)) as string);
+    // Redacted before the cut to what is kept (a cut inside a credential leaves what the patterns need); the first cut
+    // only bounds the work, far past what is kept.
+    if (error && outcome.outcome !== 'ok') reasons.push(cut(redactSecrets(withoutTexts(cut(error.message, 64 * 1024), removed)) as string, 2_000));
     if (note?.degraded) reasons.push(note.degraded);
     let auditOutcome = OUTCOME[outcome.outcome];
     if (error?.code === GATEWAY_RPC.UPSTREAM_TIMEOUT && outcome.outcome !== 'cancelled') auditOutcome = 'timeout';

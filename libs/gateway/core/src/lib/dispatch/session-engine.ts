@@ -543,7 +543,7 @@ export class GatewayRequestError extends Error {
     readonly rpcCode: number,
     message: string,
     readonly data?: Readonly<Record<string, unknown>>,
-    readonly outcome: 'error' | 'denied' | 'rate_limited' = 'error',
+    readonly outcome: 'error' | 'denied' | 'rate_limited' | 'cancelled' = 'error',
   ) {
     super(message);
     this.name = 'GatewayRequestError';
