@@ -294,6 +294,26 @@ describe('audit emitter', () => {
     expect(emitter.canAcceptFailClosed(room)).toBe(false);
   });
 
+  it('keeps spool room for the event of a fail-closed call admitted earlier: other events cannot take it meanwhile', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer } = make({ maxBuffer: 100, batchSize: 100, spoolMaxBytes: one * 3 });
+    producer.up = false;
+    emitter.emit(event());
+    await emitter.flush(); // Redis found down; the size estimate is now one event's
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+    emitter.reserve(); // a fail-closed call admitted: it runs (or waits for approval) a while
+    // Meanwhile other tenants' events arrive: they may take the spool but the reserved room.
+    for (let i = 0; i < 10; i++) emitter.emit(event());
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ spooled: 2, dropped: 9 });
+    expect(emitter.canAcceptFailClosed()).toBe(false);
+    // The call's own event is kept.
+    const own = event();
+    emitter.emit(own, undefined, true);
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ spooled: 3, dropped: 9 });
+  });
+
   it('close() flushes what is buffered and refuses later events', async () => {
     const { emitter, producer } = make();
     const events = Array.from({ length: 7 }, event);

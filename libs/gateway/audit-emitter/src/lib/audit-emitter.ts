@@ -111,12 +111,20 @@ export interface AuditEmitter {
    * `sizeHint`: an upper bound on the event's JSON size in bytes, when the caller knows one cheaply (the audit hooks
    * do); jobs are then cut by it instead of serialising every event once more just to measure it.
    */
-  emit(event: AuditEventV1, sizeHint?: number): EmitResult;
+  emit(event: AuditEventV1, sizeHint?: number, reserved?: boolean): EmitResult;
   /**
-   * Whether an event emitted now is certain to be kept (sent, buffered or spooled), counting `inFlight` events that
-   * calls admitted earlier will still emit. A tenant configured to fail closed refuses the call when this is false.
+   * Whether an event emitted now is certain to be kept (sent, buffered or spooled), counting the events reserved for
+   * calls admitted earlier and `inFlight` more. A tenant configured to fail closed refuses the call when this is false.
    */
   canAcceptFailClosed(inFlight?: number): boolean;
+  /**
+   * Keeps room for the event of a fail-closed call just admitted: until it is emitted with `reserved` (or `release`d),
+   * other events are spooled only where they leave that room free. Without it, other tenants' events could fill the
+   * spool while the call ran (or waited for approval), and its own event was then dropped after it had run.
+   */
+  reserve(): void;
+  /** Gives back a reservation whose event will never be emitted (it could not be built). */
+  release(): void;
   /** Flushes the buffer now (to Redis, or to the spool) and replays the spool if Redis is up. */
   flush(): Promise<void>;
   stats(): AuditEmitterStats;
@@ -201,10 +209,26 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     logDrops();
   };
 
+  // Fail-closed calls' events: reserved and not emitted yet, and emitted but still in the buffer (`reserve`).
+  let reservedComing = 0;
+  let reservedBuffered = 0;
+  const reservedEvents = new WeakSet<AuditEventV1>();
+  /** Spool room kept for reserved events that are not sent or spooled yet, at the running size estimate. */
+  const keptFree = (): number => (reservedComing + reservedBuffered) * avgEventBytes;
+  /** Reserved events leaving the buffer (sent, spooled or dropped from here on): no longer counted as in it. */
+  const leaveBuffer = (events: readonly AuditEventV1[]): void => {
+    if (reservedBuffered === 0) return;
+    for (const event of events) if (reservedEvents.has(event)) reservedBuffered -= 1;
+  };
+
   const toSpool = (events: readonly AuditEventV1[]): number => {
     if (events.length === 0) return 0;
+    // Reserved events first: their room was kept for them. Every event leaves free the room of those still to come.
+    const ordered = events.some((event) => reservedEvents.has(event))
+      ? [...events.filter((event) => reservedEvents.has(event)), ...events.filter((event) => !reservedEvents.has(event))]
+      : events;
     const before = spool.bytes;
-    const { written, refused } = spool.append(events);
+    const { written, refused } = spool.append(ordered, keptFree());
     if (written > 0) avgEventBytes = Math.ceil((spool.bytes - before) / written);
     spooled += written;
     countDrops(refused);
@@ -288,6 +312,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       const sizes = hints.slice(0, batch.length);
       buffer = buffer.slice(batch.length);
       hints = hints.slice(batch.length);
+      leaveBuffer(batch);
       due -= batch.length;
       if (redis === 'down' && now() < nextProbeAt) {
         toSpool(batch);
@@ -339,7 +364,11 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   timer.unref();
 
   return {
-    emit(event, sizeHint) {
+    emit(event, sizeHint, reserved = false) {
+      if (reserved && reservedComing > 0) {
+        reservedComing -= 1;
+        reservedEvents.add(event);
+      }
       if (closed) {
         countDrops(1);
         return 'dropped';
@@ -347,17 +376,26 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
       if (buffer.length < options.maxBuffer) {
         buffer.push(event);
         hints.push(sizeHint ?? -1);
+        if (reservedEvents.has(event)) reservedBuffered += 1;
         if (buffer.length >= options.batchSize && !flushing) void flush().catch(flushFailed);
         return 'buffered';
       }
       return toSpool([event]) === 1 ? 'spooled' : 'dropped';
     },
 
+    reserve() {
+      reservedComing += 1;
+    },
+
+    release() {
+      if (reservedComing > 0) reservedComing -= 1;
+    },
+
     canAcceptFailClosed(inFlight = 0) {
       if (closed) return false;
       const spoolRoomFor = (events: number) => spool.bytes + events * avgEventBytes <= spool.maxBytes;
       // This call's event and those of the calls admitted before it and still running.
-      const coming = buffer.length + inFlight + 1;
+      const coming = buffer.length + reservedComing + inFlight + 1;
       // While Redis is down everything buffered will be spooled too; while it is up, what the buffer cannot hold.
       if (redis !== 'up') return spoolRoomFor(coming);
       return coming <= options.maxBuffer || spoolRoomFor(coming - options.maxBuffer);

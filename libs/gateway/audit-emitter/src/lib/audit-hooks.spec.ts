@@ -17,17 +17,26 @@ class RecordingEmitter implements AuditEmitter {
   readonly events: AuditEventV1[] = [];
   readonly sizeHints: (number | undefined)[] = [];
   accepting = true;
-  /** The in-flight counts it was asked about, in order. */
+  /** The events reserved and not yet emitted each time it was asked, in order. */
   readonly asked: number[] = [];
+  /** Reservations held (`reserve`, given back by a reserved emit or `release`). */
+  reserved = 0;
   redis: 'up' | 'down' = 'up';
-  emit(event: AuditEventV1, sizeHint?: number): EmitResult {
+  emit(event: AuditEventV1, sizeHint?: number, reserved = false): EmitResult {
     this.events.push(event);
     this.sizeHints.push(sizeHint);
+    if (reserved) this.reserved -= 1;
     return 'buffered';
   }
   canAcceptFailClosed(inFlight = 0): boolean {
-    this.asked.push(inFlight);
+    this.asked.push(this.reserved + inFlight);
     return this.accepting;
+  }
+  reserve(): void {
+    this.reserved += 1;
+  }
+  release(): void {
+    this.reserved -= 1;
   }
   flush(): Promise<void> {
     return Promise.resolve();

@@ -363,7 +363,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return { event, sizeHint: EVENT_FIXED_BYTES + 6 * text + bytes };
   };
 
-  // Fail-closed calls admitted whose events are not emitted yet: counted when judging room for the next one.
+  // Fail-closed calls admitted whose events are not emitted yet (each holds a reservation in the emitter).
   const awaitingEvents = new Set<RequestInfo>();
   // Completed requests waiting to become events: info, outcome, info, outcome, ... (one flat array, no pairs).
   const pending: (RequestInfo | RequestOutcome)[] = [];
@@ -373,12 +373,13 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const batch = pending.splice(0);
     for (let index = 0; index < batch.length; index += 2) {
       const info = batch[index] as RequestInfo;
-      // Counted as coming until now (completed, then built here): from now on the emitter holds it.
-      awaitingEvents.delete(info);
+      // Reserved in the emitter until now (completed, then built here): from now on the emitter holds it.
+      const reserved = awaitingEvents.delete(info);
       try {
         const { event, sizeHint } = eventOf(info, batch[index + 1] as RequestOutcome);
-        emitter.emit(event, sizeHint);
+        emitter.emit(event, sizeHint, reserved);
       } catch (error) {
+        if (reserved) emitter.release();
         // Never the request's problem; the emitter counts and logs its own drops.
         logger.error({ err: error instanceof Error ? error.message : String(error), method: info.method, traceId: info.traceId }, 'audit event could not be built');
       }
@@ -393,8 +394,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
 
     admit(info) {
       if (auditOf(info.record.tenantId).failMode !== 'closed') return undefined;
-      if (emitter.canAcceptFailClosed(awaitingEvents.size) && (options.spoolDurable || emitter.stats().redis === 'up')) {
+      if (emitter.canAcceptFailClosed() && (options.spoolDurable || emitter.stats().redis === 'up')) {
         // Room is kept for this call's event until it is emitted (the call may run, or wait for approval, a while).
+        emitter.reserve();
         awaitingEvents.add(info);
         return undefined;
       }

@@ -24,8 +24,8 @@ export interface AuditSpool {
   /** Bytes currently held (all files, including ones being replayed). */
   readonly bytes: number;
   readonly maxBytes: number;
-  /** Appends as many events as fit under `maxBytes`, in order; the rest are refused. */
-  append(events: readonly AuditEventV1[]): { readonly written: number; readonly refused: number };
+  /** Appends as many events as fit under `maxBytes` less `keepFree`, in order; the rest are refused. */
+  append(events: readonly AuditEventV1[], keepFree?: number): { readonly written: number; readonly refused: number };
   hasPending(): boolean;
   /**
    * Sends every spooled event through `send` in batches of at most `batchSize`, oldest first. A file is removed only
@@ -96,14 +96,14 @@ export class FileAuditSpool implements AuditSpool {
       .map((name) => path.join(this.dir, name));
   }
 
-  append(events: readonly AuditEventV1[]): { written: number; refused: number } {
+  append(events: readonly AuditEventV1[], keepFree = 0): { written: number; refused: number } {
     if (this.closed) return { written: 0, refused: events.length };
     const lines: string[] = [];
     let size = 0;
     for (const event of events) {
       const line = `${JSON.stringify(event)}\n`;
       const length = Buffer.byteLength(line);
-      if (this.totalBytes + size + length > this.maxBytes) break;
+      if (this.totalBytes + size + length > this.maxBytes - keepFree) break;
       lines.push(line);
       size += length;
     }
@@ -227,11 +227,11 @@ export class MemoryAuditSpool implements AuditSpool {
     return this.held;
   }
 
-  append(events: readonly AuditEventV1[]): { written: number; refused: number } {
+  append(events: readonly AuditEventV1[], keepFree = 0): { written: number; refused: number } {
     let written = 0;
     for (const event of events) {
       const size = Buffer.byteLength(JSON.stringify(event)) + 1;
-      if (this.held + size > this.maxBytes) break;
+      if (this.held + size > this.maxBytes - keepFree) break;
       this.events.push({ event, size });
       this.held += size;
       written += 1;
