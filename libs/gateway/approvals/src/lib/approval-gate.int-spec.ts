@@ -145,6 +145,22 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  it('refuses an approval that edited the arguments of a request that has none to run with (a resource read)', async () => {
+    const g = gate();
+    const uri = `file:///srv/report-${Math.random()}.csv`;
+    const base = info({});
+    if (base.target === undefined) throw new Error('no target');
+    const read = { ...base, method: 'resources/read', target: { ...base.target, kind: 'resource' as const, name: uri } };
+    const held = g.hold(read, decision, sink(), new AbortController().signal);
+    const { id } = await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, tool: uri, status: 'pending' }, select: { id: true } }), { description: 'approval row' });
+    await system.approval.update({ where: { id }, data: { status: 'approved', editedArguments: { uri: 'file:///srv/other.csv' } } });
+    g.onDecided(tenant.id);
+    await expect(held).rejects.toMatchObject({ data: { approvalId: id, reason: 'edits_not_applicable' } });
+    // Not used: nothing ran.
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).toBeNull();
+    await g.close();
+  });
+
   it('refuses an approval whose hash is not the held call’s, and uses an approval only once', async () => {
     const g = gate();
     const args = { path: '/srv/tampered', n: Math.random() };

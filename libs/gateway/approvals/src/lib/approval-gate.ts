@@ -59,6 +59,9 @@ function cancelled(approvalId?: string): Error {
   return error;
 }
 
+/** Held requests that run with the arguments an approver edited; any other runs as it was held. */
+const EDITABLE_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get']);
+
 /** Arguments nested deeper than this cannot be recorded for review (nobody could read them, and storing them recurses). */
 const MAX_REVIEW_DEPTH = 64;
 
@@ -204,7 +207,7 @@ export class HeldCallGate implements ApprovalGate {
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;
         stop();
-        this.conclude(tenant, id, hash, state, decision, target.name).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
+        this.conclude(tenant, id, hash, state, decision, target.name, EDITABLE_METHODS.has(info.method)).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
       };
       this.held.set(id, { tenantId: tenant, id, decided });
       signal.addEventListener('abort', onAbort, { once: true });
@@ -285,6 +288,8 @@ export class HeldCallGate implements ApprovalGate {
     state: ApprovalState,
     decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
     name: string,
+    /** Whether the held request runs with arguments an approver may edit (`EDITABLE_METHODS`). */
+    editable: boolean,
   ): Promise<Admission> {
     const log = { tenantId: tenant, approvalId: id, status: state.status };
     switch (state.status) {
@@ -292,6 +297,17 @@ export class HeldCallGate implements ApprovalGate {
         if (state.argumentsHash !== hash) {
           this.options.logger.error(log, 'approval does not match the held call’s arguments; refused');
           throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval does not match this call’s arguments', { approvalId: id, reason: 'approval_mismatch' }, 'denied');
+        }
+        if (!editable && state.editedArguments !== null) {
+          // A resource read or a completion carries no arguments to replace: run as held, it would not be what the
+          // approver approved (and the audit trail would record the edits as what ran).
+          this.options.logger.warn(log, 'approval edited the arguments of a request that has none to edit; refused');
+          throw new GatewayRequestError(
+            APPROVAL_RPC.DENIED,
+            'The approval changed arguments this request does not have, so it was not run as approved; ask for an approval without edits',
+            { approvalId: id, reason: 'edits_not_applicable' },
+            'denied',
+          );
         }
         let consumed: boolean;
         try {
