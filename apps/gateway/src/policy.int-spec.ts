@@ -237,6 +237,25 @@ describe('calls are decided by the policy', () => {
     await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
   });
 
+  it('completes a resource template only with values naming what the principal may see', async () => {
+    const bot = await connect(tenant.slug, agents.bot.key);
+    const complete = async () =>
+      (await bot.complete({ ref: { type: 'ref/resource', uri: 'tickets://ticket/{id}' }, argument: { name: 'id', value: 'TCK' } })).completion.values;
+    const all = await complete();
+    expect(all).toEqual(expect.arrayContaining(['TCK-1001', 'TCK-1002']));
+    const hidden = await writeActiveSnapshot(
+      db,
+      tenant.id,
+      policy([{ id: 'bot-not-1001', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://ticket/TCK-1001' }], effect: 'deny' }]),
+      { publish: redis },
+    );
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === hidden.version, { timeoutMs: 5_000 });
+    expect(await complete()).toEqual(all.filter((value) => value !== 'TCK-1001'));
+    await bot.close();
+    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
+    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+  });
+
   it('refuses a tampered snapshot and keeps enforcing the previous one', async () => {
     const before = gateway.dataPlane.policies.entry(tenant.id);
     expect(before).toBeDefined();

@@ -52,6 +52,7 @@ import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind }
 import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
+import { expandKnown } from './template-expansion';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
@@ -1239,7 +1240,8 @@ export class SessionEngine {
         if (ref['type'] === 'ref/resource') {
           const upstreamId = await this.byUri(live, ref['uri'], traceId);
           await gate(this.resourceTarget(live, upstreamId, ref['uri']));
-          return this.forward(live, upstreamId, message, params, sink, signal, traceId);
+          const completed = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
+          return this.visibleCompletions(live, upstreamId, ref['uri'] as string, params, completed);
         }
         throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'unknown completion ref type');
       }
@@ -1265,6 +1267,41 @@ export class SessionEngine {
       default:
         throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
     }
+  }
+
+  /**
+   * A resource template's completions without the values that name only what the principal may not see. A completion
+   * lists names (repositories, paths, customers) of an upstream's own choosing, and the template passed the policy as a
+   * whole: without this an agent denied `repo://acme/**` learned every name under it by completing `repo://{org}/{name}`.
+   * Each value is put into the template with the other arguments the agent gave (`expandKnown`; variables it did not
+   * give are left out) and kept when the hooks' listing filter would list a resource at that URI. Fails closed: a
+   * filter that throws leaves no values.
+   */
+  private visibleCompletions(live: LiveSession, upstreamId: string, template: string, params: Record<string, unknown>, result: Record<string, unknown>): Record<string, unknown> {
+    const filter = this.deps.hooks?.filter;
+    const completion = result['completion'];
+    if (filter === undefined || !isObject(completion) || !Array.isArray(completion['values'])) return result;
+    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    const argument = params['argument'];
+    const name = isObject(argument) ? argument['name'] : undefined;
+    const values = completion['values'].filter((value): value is string => typeof value === 'string');
+    let kept: string[] = [];
+    if (config !== undefined && typeof name === 'string') {
+      const context = isObject(params['context']) && isObject(params['context']['arguments']) ? params['context']['arguments'] : {};
+      const known: Record<string, string> = {};
+      for (const [key, value] of Object.entries(context)) if (typeof value === 'string') known[key] = value;
+      const items = values.map((value) => ({ uri: expandKnown(template, { ...known, [name]: value }) }));
+      try {
+        const visible = new Set(filter(live.record, 'resource', config, items, false));
+        kept = values.filter((_value, index) => visible.has(items[index] as { uri: string }));
+      } catch (error) {
+        this.deps.logger.warn({ upstream: config.name, tenantId: config.tenantId, reason: this.reasonOf(error) }, 'completion values not passed on: the listing filter failed');
+      }
+    }
+    if (kept.length === completion['values'].length) return result;
+    const hidden = completion['values'].length - kept.length;
+    const total = completion['total'];
+    return { ...result, completion: { ...completion, values: kept, ...(typeof total === 'number' ? { total: Math.max(kept.length, total - hidden) } : {}) } };
   }
 
   private resourceTarget(live: LiveSession, upstreamId: string, uri: unknown): RequestInfo['target'] {
