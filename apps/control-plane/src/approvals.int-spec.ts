@@ -28,7 +28,7 @@ afterAll(async () => {
 
 const hashOf = (text: string) => createHash('sha256').update(text).digest('hex');
 
-async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; args?: Record<string, unknown>; tool?: string } = {}) {
+async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; heldForMs?: number; args?: Record<string, unknown>; tool?: string } = {}) {
   const args = options.args ?? { path: '/etc/hosts', mode: 'read' };
   return cp.system.approval.create({
     data: {
@@ -43,6 +43,7 @@ async function held(tenantId: TenantId, options: { requesterUserId?: string; age
       reason: 'rule r1 requires approval',
       snapshotVersion: 3,
       expiresAt: new Date(Date.now() + (options.expiresInMs ?? 60_000)),
+      ...(options.heldForMs === undefined ? {} : { heldUntil: new Date(Date.now() + options.heldForMs) }),
       traceId: 'trace-1',
     },
     select: { id: true, argumentsHash: true },
@@ -219,6 +220,19 @@ describe('approvals API', () => {
     expect(approved.json['arguments']).toEqual(args);
     const events = await cp.eventsAtLeast(t.id, 1);
     expect(JSON.stringify(events[0]?.arguments)).not.toMatch(/DROP TABLE|prod\/backups|tok-123456789/);
+  });
+
+  it('takes no decision once the replica holding the call stopped renewing its lease: the call is gone (cancelled)', async () => {
+    const { t, admin, base } = await setup();
+    const alive = await held(t.id, { heldForMs: 60_000 });
+    const gone = await held(t.id, { heldForMs: -1_000 });
+    const refused = await cp.request('POST', `${base}/${gone.id}/approve`, { token: admin.token, body: { argumentsHash: gone.argumentsHash } });
+    expect(refused.status).toBe(409);
+    expect((await cp.request('GET', `${base}/${gone.id}`, { token: admin.token })).json['status']).toBe('cancelled');
+    const pending = (await cp.request('GET', `${base}?status=pending`, { token: admin.token })).json.items?.map((item) => item['id']);
+    expect(pending).toEqual([alive.id]);
+    expect((await cp.request('GET', `${base}?status=cancelled`, { token: admin.token })).json.items?.map((item) => item['id'])).toEqual([gone.id]);
+    expect((await cp.request('POST', `${base}/${alive.id}/approve`, { token: admin.token, body: { argumentsHash: alive.argumentsHash } })).status).toBe(200);
   });
 
   it('shows a held resource read\'s URI with its credentials only to those who decide', async () => {

@@ -18,6 +18,7 @@ export const approvalSelect = {
   decisionNote: true,
   editedArguments: true,
   expiresAt: true,
+  heldUntil: true,
   consumedAt: true,
   traceId: true,
   createdAt: true,
@@ -27,9 +28,14 @@ export type ApprovalRow = Prisma.ApprovalGetPayload<{ select: typeof approvalSel
 const asObject = (value: unknown): Record<string, unknown> | null =>
   typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
 
-/** A pending approval past its expiry is expired, whether or not the holding gateway has marked it yet. */
-export function effectiveStatus(row: Pick<ApprovalRow, 'status' | 'expiresAt'>, now: Date): ApprovalStatus {
-  return row.status === 'pending' && row.expiresAt.getTime() <= now.getTime() ? 'expired' : row.status;
+/**
+ * A pending approval past its expiry is expired, whether or not the holding gateway has marked it yet; one whose
+ * holding replica stopped renewing its lease (`heldUntil` passed) is cancelled: nothing is waiting to run on a decision.
+ */
+export function effectiveStatus(row: Pick<ApprovalRow, 'status' | 'expiresAt' | 'heldUntil'>, now: Date): ApprovalStatus {
+  if (row.status !== 'pending') return row.status;
+  if (row.expiresAt.getTime() <= now.getTime()) return 'expired';
+  return row.heldUntil !== null && row.heldUntil.getTime() <= now.getTime() ? 'cancelled' : 'pending';
 }
 
 /**

@@ -27,10 +27,10 @@ export class ApprovalsRepository {
     return tx.approval.findFirst({ where: { tenantId, id }, select: approvalSelect });
   }
 
-  /** Decides a pending, unexpired approval; null when it is not (any more). */
+  /** Decides a pending, unexpired approval whose holder still holds it; null when it is not (any more). */
   async decide(tenantId: TenantId, tx: TenantTransaction, id: string, decision: ApprovalDecision, now: Date): Promise<ApprovalRow | null> {
     const { count } = await tx.approval.updateMany({
-      where: { tenantId, id, status: 'pending', expiresAt: { gt: now } },
+      where: { tenantId, id, ...WAITING(now) },
       data: {
         status: decision.status,
         decidedById: decision.decidedById,
@@ -52,14 +52,24 @@ export class ApprovalsRepository {
   }
 }
 
+/** Pending, unexpired, and its holding replica's lease not lapsed (rows from before the lease have none). */
+const WAITING = (now: Date): Prisma.ApprovalWhereInput => ({
+  status: 'pending',
+  expiresAt: { gt: now },
+  OR: [{ heldUntil: null }, { heldUntil: { gt: now } }],
+});
+
 function statusFilter(status: ApprovalStatus | undefined, now: Date): Prisma.ApprovalWhereInput {
   switch (status) {
     case undefined:
       return {};
     case 'pending':
-      return { status: 'pending', expiresAt: { gt: now } };
+      return WAITING(now);
     case 'expired':
       return { OR: [{ status: 'expired' }, { status: 'pending', expiresAt: { lte: now } }] };
+    case 'cancelled':
+      // A holder that stopped renewing its lease (before the expiry) left its call cancelled (`effectiveStatus`).
+      return { OR: [{ status: 'cancelled' }, { status: 'pending', expiresAt: { gt: now }, heldUntil: { lte: now } }] };
     default:
       return { status };
   }

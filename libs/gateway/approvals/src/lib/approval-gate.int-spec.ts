@@ -177,6 +177,23 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  it('records the replica\'s lease on a held call and renews it while the call waits', async () => {
+    const clock = { at: Date.now() };
+    const g = gate({ leaseMs: 60_000, now: () => clock.at });
+    const args = { path: '/srv/leased', n: Math.random() };
+    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
+    const id = await pendingId(argumentsHash(args));
+    const leaseOf = async () => (await system.approval.findUniqueOrThrow({ where: { id }, select: { heldUntil: true } })).heldUntil?.getTime();
+    expect(await leaseOf()).toBe(clock.at + 60_000);
+    clock.at += 20_000;
+    await g.renewLeases();
+    expect(await leaseOf()).toBe(clock.at + 60_000);
+    await system.approval.update({ where: { id }, data: { status: 'denied' } });
+    g.onDecided(tenant.id);
+    await expect(held).rejects.toMatchObject({ data: { reason: 'approval_denied' } });
+    await g.close();
+  });
+
   it('marks the approval cancelled when the request is aborted', async () => {
     const g = gate();
     const args = { path: '/srv/cancel', n: Math.random() };

@@ -28,6 +28,11 @@ export interface HeldCallGateOptions {
   readonly pollMs: number;
   /** Interval of progress notifications to an agent that sent a progress token. */
   readonly progressMs: number;
+  /**
+   * How long a held call's row says this replica holds it (`heldUntil`), renewed every third of it while the call
+   * waits. Past it the control plane takes no decision: a replica that died holds nothing that could run. Default 60 s.
+   */
+  readonly leaseMs?: number;
   readonly now?: () => number;
 }
 
@@ -58,6 +63,9 @@ function cancelled(approvalId?: string): Error {
   error.name = 'AbortError';
   return error;
 }
+
+/** Default `leaseMs`. */
+export const HOLD_LEASE_MS = 60_000;
 
 /** Held requests that run with the arguments an approver edited; any other runs as it was held. */
 const EDITABLE_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get']);
@@ -91,12 +99,31 @@ export class HeldCallGate implements ApprovalGate {
   private readonly recheck = new Set<TenantId>();
   private readonly writes = new Set<Promise<unknown>>();
   private readonly poller: NodeJS.Timeout;
+  private readonly renewer: NodeJS.Timeout;
+  private readonly leaseMs: number;
   private readonly now: () => number;
 
   constructor(private readonly options: HeldCallGateOptions) {
     this.now = options.now ?? Date.now;
+    this.leaseMs = options.leaseMs ?? HOLD_LEASE_MS;
     this.poller = setInterval(() => this.checkAll(), options.pollMs);
     this.poller.unref();
+    this.renewer = setInterval(() => void this.renewLeases(), Math.max(1, Math.floor(this.leaseMs / 3)));
+    this.renewer.unref();
+  }
+
+  /** Moves on the lease of every call held here, per tenant (one update each); a failure is logged, not fatal. */
+  async renewLeases(): Promise<void> {
+    const byTenant = new Map<TenantId, string[]>();
+    for (const held of this.held.values()) byTenant.set(held.tenantId, [...(byTenant.get(held.tenantId) ?? []), held.id]);
+    const until = new Date(this.now() + this.leaseMs);
+    await Promise.all(
+      [...byTenant].map(([tenant, ids]) =>
+        this.track(this.options.store.renew(tenant, ids, until)).catch((error: unknown) =>
+          this.options.logger.warn({ err: error, tenantId: tenant, held: ids.length }, 'approval leases not renewed'),
+        ),
+      ),
+    );
   }
 
   /** Calls waiting on this replica. */
@@ -162,6 +189,7 @@ export class HeldCallGate implements ApprovalGate {
         reason: decision.reason,
         snapshotVersion: decision.snapshotVersion,
         expiresAt: new Date(expiresAt),
+        heldUntil: new Date(this.now() + this.leaseMs),
         traceId: info.traceId,
       });
     } catch (error) {
@@ -233,6 +261,7 @@ export class HeldCallGate implements ApprovalGate {
   /** Stops the poller and waits (bounded) for cancellation writes. Held calls end when their requests are aborted. */
   async close(graceMs = 2_000): Promise<void> {
     clearInterval(this.poller);
+    clearInterval(this.renewer);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled([...this.writes]),

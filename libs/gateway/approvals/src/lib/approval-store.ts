@@ -18,6 +18,8 @@ export interface NewApproval {
   readonly reason: string;
   readonly snapshotVersion: number | null;
   readonly expiresAt: Date;
+  /** Until when this replica is known to hold the call (`ApprovalStore.renew` moves it on while the call waits). */
+  readonly heldUntil: Date;
   readonly traceId: string;
 }
 
@@ -36,6 +38,8 @@ export interface ApprovalStore {
   create(approval: NewApproval): Promise<string>;
   /** The current state of some of a tenant's approvals (unknown ids are left out). */
   states(tenantId: TenantId, ids: readonly string[]): Promise<ApprovalState[]>;
+  /** Moves on the lease of pending approvals this replica holds (`heldUntil`): decisions are taken only within it. */
+  renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date): Promise<void>;
   /** Marks an approved, unused approval as used; false if it is not (an approval is single use). */
   consume(tenantId: TenantId, id: string, now: Date): Promise<boolean>;
   /** pending → expired / cancelled; false if it was no longer pending. */
@@ -74,6 +78,7 @@ export class PrismaApprovalStore implements ApprovalStore {
           reason: approval.reason,
           snapshotVersion: approval.snapshotVersion,
           expiresAt: approval.expiresAt,
+          heldUntil: approval.heldUntil,
           traceId: approval.traceId,
         },
         select: { id: true },
@@ -91,6 +96,11 @@ export class PrismaApprovalStore implements ApprovalStore {
       }),
     );
     return rows.map((row) => ({ ...row, editedArguments: isRecord(row.editedArguments) ? row.editedArguments : null }));
+  }
+
+  async renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date): Promise<void> {
+    if (ids.length === 0) return;
+    await withTenant(this.db, tenantId, (tx) => tx.approval.updateMany({ where: { tenantId, id: { in: [...ids] }, status: 'pending' }, data: { heldUntil } }));
   }
 
   async consume(tenantId: TenantId, id: string, now: Date): Promise<boolean> {
