@@ -60,6 +60,12 @@ function policy(extra: PolicyRuleSource[] = []): FixturePolicy {
   };
 }
 
+/** Publishes `rules` (the tenant's policy with these extra rules) and waits until the gateway enforces it. */
+async function enforce(extra: PolicyRuleSource[] = []): Promise<void> {
+  const written = await writeActiveSnapshot(db, tenant.id, policy(extra), { publish: redis });
+  await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 5_000 });
+}
+
 async function connect(slug: string, key: string) {
   const client = new Client({ name: 'policy-int-spec', version: '1.0.0' }, { capabilities: {} });
   await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
@@ -210,8 +216,7 @@ describe('calls are decided by the policy', () => {
     const triage = await rpcError(reader.getPrompt({ name: 'tickets__triage_ticket', arguments: { id: '1' } }));
     expect(triage.code).toBe(GATEWAY_RPC.POLICY_DENIED);
     await reader.close();
-    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+    await enforce();
   });
 
   it('stops passing on updates of a subscribed resource once a new snapshot revokes it', async () => {
@@ -223,18 +228,11 @@ describe('calls are decided by the policy', () => {
     // The tickets server sends the update on the call's stream, before its result.
     await create();
     expect(updated).toEqual(['tickets://summary']);
-    const revoked = await writeActiveSnapshot(
-      db,
-      tenant.id,
-      policy([{ id: 'bot-loses-resources', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://**' }], effect: 'deny' }]),
-      { publish: redis },
-    );
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === revoked.version, { timeoutMs: 5_000 });
+    await enforce([{ id: 'bot-loses-resources', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://**' }], effect: 'deny' }]);
     expect((await create()).isError).not.toBe(true);
     expect(updated).toEqual(['tickets://summary']);
     await bot.close();
-    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+    await enforce();
   });
 
   it('completes a resource template only with values naming what the principal may see', async () => {
@@ -243,17 +241,10 @@ describe('calls are decided by the policy', () => {
       (await bot.complete({ ref: { type: 'ref/resource', uri: 'tickets://ticket/{id}' }, argument: { name: 'id', value: 'TCK' } })).completion.values;
     const all = await complete();
     expect(all).toEqual(expect.arrayContaining(['TCK-1001', 'TCK-1002']));
-    const hidden = await writeActiveSnapshot(
-      db,
-      tenant.id,
-      policy([{ id: 'bot-not-1001', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://ticket/TCK-1001' }], effect: 'deny' }]),
-      { publish: redis },
-    );
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === hidden.version, { timeoutMs: 5_000 });
+    await enforce([{ id: 'bot-not-1001', subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }], targets: [{ kind: 'resource', upstream: 'tickets', uri: 'tickets://ticket/TCK-1001' }], effect: 'deny' }]);
     expect(await complete()).toEqual(all.filter((value) => value !== 'TCK-1001'));
     await bot.close();
-    const restored = await writeActiveSnapshot(db, tenant.id, policy(), { publish: redis });
-    await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === restored.version, { timeoutMs: 5_000 });
+    await enforce();
   });
 
   it('refuses a tampered snapshot and keeps enforcing the previous one', async () => {
