@@ -60,7 +60,7 @@ function policy(extra: PolicyRuleSource[] = []): FixturePolicy {
   };
 }
 
-/** Publishes `rules` (the tenant's policy with these extra rules) and waits until the gateway enforces it. */
+/** Publishes the tenant's policy with the `extra` rules and waits until the gateway enforces it. */
 async function enforce(extra: PolicyRuleSource[] = []): Promise<void> {
   const written = await writeActiveSnapshot(db, tenant.id, policy(extra), { publish: redis });
   await waitFor(() => gateway.dataPlane.policies.entry(tenant.id)?.version === written.version, { timeoutMs: 5_000 });
