@@ -25,7 +25,10 @@ let connections = 0;
 function startRotatingServer(): Server {
   return createServer((req, res) => {
     const server = new McpServer({ name: 'rotating', version: '1.0.0' });
-    if (req.url?.startsWith('/wide/')) {
+    if (req.url?.startsWith('/many/')) {
+      // As many tools as one test takes of a kind (5,000), never changing.
+      for (let i = 0; i < 5_000; i++) server.registerTool(`many_${i}`, { description: 'one of very many' }, () => ({ content: [] }));
+    } else if (req.url?.startsWith('/wide/')) {
       // Another path: 250 tools that never change.
       for (let i = 0; i < 250; i++) server.registerTool(`wide_${String(i).padStart(3, '0')}`, { description: 'one of many' }, () => ({ content: [] }));
     } else {
@@ -191,6 +194,20 @@ describe('test connection', () => {
       await roomy.close();
     }
   }, 30_000);
+
+  it('stores and re-tests an upstream with 5,000 tools within the transaction\'s bound (written in batches)', async () => {
+    const roomy = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '30000' });
+    try {
+      const many = await tenantWithUpstream(rotatingUrl.replace('/mcp', '/many/mcp'), 'trust_on_first_use', roomy);
+      const first = await roomy.request('POST', many.path, { token: many.admin.token });
+      expect([first.status, first.json['discovered']]).toEqual([200, expect.objectContaining({ total: 5_000, new: 5_000 })]);
+      const again = await roomy.request('POST', many.path, { token: many.admin.token });
+      expect([again.status, again.json['discovered']]).toEqual([200, expect.objectContaining({ total: 5_000, new: 0, changed: 0 })]);
+      expect(await many.stored()).toBe(5_000);
+    } finally {
+      await roomy.close();
+    }
+  }, 60_000);
 
   it('keeps unapproved definitions of a trust-on-first-use upstream: there they are what holds an item', async () => {
     // Pending under require_approval, then the upstream is switched to trust on first use: its pending rows stay held.

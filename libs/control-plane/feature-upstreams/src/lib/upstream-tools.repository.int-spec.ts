@@ -36,7 +36,7 @@ describe('UpstreamToolsRepository', () => {
     const upstreamId = await upstreamOf(a);
     const id = newId();
     const now = new Date();
-    await withTenant(db, a.id, (tx) => repository.create(a.id, tx, upstreamId, { id, kind: 'tool', name: 'forecast', definition, contentHash: 'h1', approved: false, approvedById: null }, now));
+    await withTenant(db, a.id, (tx) => repository.createMany(a.id, tx, upstreamId, [{ id, kind: 'tool', name: 'forecast', definition, contentHash: 'h1', approved: false, approvedById: null }], now));
     const row = await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id));
     expect(row).toMatchObject({ status: 'pending', approvedHash: null, contentHash: 'h1' });
 
@@ -58,17 +58,19 @@ describe('UpstreamToolsRepository', () => {
   it('must not read, list, approve, change or remove another tenant’s tools', async () => {
     const upstreamId = await upstreamOf(b);
     const id = newId();
-    await withTenant(db, b.id, (tx) => repository.create(b.id, tx, upstreamId, { id, kind: 'tool', name: 'forecast', definition, contentHash: 'hb', approved: false, approvedById: null }, new Date()));
+    await withTenant(db, b.id, (tx) => repository.createMany(b.id, tx, upstreamId, [{ id, kind: 'tool', name: 'forecast', definition, contentHash: 'hb', approved: false, approvedById: null }], new Date()));
     const now = new Date();
     expect(await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id))).toBeNull();
     expect(await withTenant(db, a.id, (tx) => repository.list(a.id, tx, upstreamId))).toEqual([]);
     expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, { id, contentHash: 'hb', definition }, newId(), now))).toBe(false);
     await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { hijacked: true }, contentHash: 'hx', matchesApproved: true }, now));
     await withTenant(db, a.id, (tx) => repository.markRemoved(a.id, tx, [id], now));
+    await withTenant(db, a.id, (tx) => repository.recordSeenUnchanged(a.id, tx, [id], new Date(0)));
     expect(await withTenant(db, a.id, (tx) => repository.connectionSecrets(a.id, tx, upstreamId))).toBeNull();
     // RLS as the second wall: B's id in A's context sees nothing either.
     expect(await withTenant(db, a.id, (tx) => repository.find(b.id, tx, upstreamId, id))).toBeNull();
-    const still = await system.upstreamTool.findUniqueOrThrow({ where: { id }, select: { status: true, contentHash: true, removedAt: true, approvedHash: true } });
-    expect(still).toEqual({ status: 'pending', contentHash: 'hb', removedAt: null, approvedHash: null });
+    const still = await system.upstreamTool.findUniqueOrThrow({ where: { id }, select: { status: true, contentHash: true, removedAt: true, approvedHash: true, lastSeenAt: true } });
+    expect(still).toMatchObject({ status: 'pending', contentHash: 'hb', removedAt: null, approvedHash: null });
+    expect(still.lastSeenAt.getTime()).toBeGreaterThan(0);
   });
 });

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { Prisma, TenantTransaction, UpstreamToolKind } from '@portcullis/data/db';
+import { Prisma, type TenantTransaction, type UpstreamToolKind } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
 
 export const upstreamToolSelect = {
@@ -30,6 +30,9 @@ export interface NewUpstreamTool {
   readonly approvedById: string | null;
   readonly approved: boolean;
 }
+
+/** Rows written per statement (each row binds about a dozen parameters; Postgres takes at most 65,535). */
+const WRITE_CHUNK = 1_000;
 
 /** Queries only; `tenantId` first and always in the where (ADR 0003). */
 @Injectable()
@@ -81,24 +84,35 @@ export class UpstreamToolsRepository {
     return tx.upstreamTool.findFirst({ where: { tenantId, upstreamId, id }, select: upstreamToolSelect });
   }
 
-  async create(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, tool: NewUpstreamTool, now: Date): Promise<void> {
-    await tx.upstreamTool.create({
-      data: {
-        tenantId,
-        upstreamId,
-        id: tool.id,
-        kind: tool.kind,
-        name: tool.name,
-        definition: tool.definition,
-        contentHash: tool.contentHash,
-        status: tool.approved ? 'approved' : 'pending',
-        ...(tool.approved
-          ? { approvedHash: tool.contentHash, approvedDefinition: tool.definition, approvedById: tool.approvedById, approvedAt: now }
-          : {}),
-        firstSeenAt: now,
-        lastSeenAt: now,
-      },
-    });
+  /** Stores definitions seen for the first time, in multi-row inserts (a test may find thousands). */
+  async createMany(tenantId: TenantId, tx: TenantTransaction, upstreamId: string, tools: readonly NewUpstreamTool[], now: Date): Promise<void> {
+    for (let start = 0; start < tools.length; start += WRITE_CHUNK) {
+      await tx.upstreamTool.createMany({
+        data: tools.slice(start, start + WRITE_CHUNK).map((tool) => ({
+          tenantId,
+          upstreamId,
+          id: tool.id,
+          kind: tool.kind,
+          name: tool.name,
+          definition: tool.definition,
+          contentHash: tool.contentHash,
+          status: tool.approved ? ('approved' as const) : ('pending' as const),
+          approvedHash: tool.approved ? tool.contentHash : null,
+          approvedDefinition: tool.approved ? tool.definition : Prisma.DbNull,
+          approvedById: tool.approved ? tool.approvedById : null,
+          approvedAt: tool.approved ? now : null,
+          firstSeenAt: now,
+          lastSeenAt: now,
+        })),
+      });
+    }
+  }
+
+  /** The upstream still advertises these items exactly as stored: only when it was last seen moves. */
+  async recordSeenUnchanged(tenantId: TenantId, tx: TenantTransaction, ids: readonly string[], now: Date): Promise<void> {
+    for (let start = 0; start < ids.length; start += WRITE_CHUNK) {
+      await tx.upstreamTool.updateMany({ where: { tenantId, id: { in: ids.slice(start, start + WRITE_CHUNK) } }, data: { lastSeenAt: now } });
+    }
   }
 
   /** The upstream advertises the item (again): store what it advertises now and whether that is the approved one. */

@@ -19,7 +19,7 @@ import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransa
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
 import { toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
-import { UpstreamToolsRepository, type UpstreamToolRow } from './upstream-tools.repository';
+import { UpstreamToolsRepository, type NewUpstreamTool, type UpstreamToolRow } from './upstream-tools.repository';
 import { probeUpstream, ProbeFailure, type ProbeResult, type ProbeTarget } from './upstream-probe';
 import { AppError } from '@portcullis/shared/util-errors';
 import { TESTS_PER_MINUTE, upstreamErrors } from './upstreams.errors';
@@ -29,6 +29,8 @@ import { UpstreamsRepository } from './upstreams.repository';
 
 const DEFAULT_TEST_TIMEOUT_MS = 10_000;
 const MAX_ITEMS_PER_KIND = 5_000;
+/** Bound on the transaction that stores what a test found. */
+const STORE_TIMEOUT_MS = 60_000;
 /** Test connections one tenant may run at once on this process (each holds a connection or a child process). */
 const MAX_TESTS_PER_TENANT = 4;
 /** Default `maxStoredDefinitions`: above the most one test can discover (5,000 of each of four kinds). */
@@ -133,7 +135,9 @@ export class UpstreamToolsService {
         ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.test_connection')
         : null;
       return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
-    }).catch(async (error: unknown) => {
+      // New and unchanged definitions are written in batches; an upstream that changed thousands at once still writes
+      // those one by one, which Prisma's default 5 s would cut off (and every retry with it).
+    }, { timeout: STORE_TIMEOUT_MS }).catch(async (error: unknown) => {
       // Too many definitions to store (nothing was): recorded on the upstream and audited, as a failed test is.
       if (error instanceof AppError && error.fields[0]?.message === 'too_many_definitions') await this.recordFailedTest(scope, upstreamId, 'too_many_definitions');
       throw error;
@@ -248,6 +252,10 @@ export class UpstreamToolsService {
     for (const row of await this.tools.list(tenantId, tx, upstream.id)) stored.set(`${row.kind}\u0000${row.name}`, row);
     const counts: SyncCounts = { total: result.items.length, new: 0, approvedOnFirstUse: 0, changed: 0, removed: 0 };
     const trustFirstUse = upstream.toolApproval === 'trust_on_first_use';
+    // Batched: one statement per thousand new or unchanged rows (a test may find thousands, and the transaction is
+    // bounded); only definitions that changed are written one by one.
+    const created: NewUpstreamTool[] = [];
+    const unchanged: string[] = [];
     for (const item of result.items) {
       const key = `${item.kind}\u0000${item.name}`;
       const row = stored.get(key);
@@ -256,20 +264,20 @@ export class UpstreamToolsService {
       if (!row) {
         counts.new++;
         if (trustFirstUse) counts.approvedOnFirstUse++;
-        await this.tools.create(
-          tenantId,
-          tx,
-          upstream.id,
-          { id: newId(), kind: item.kind, name: item.name, definition, contentHash: item.hash, approved: trustFirstUse, approvedById: trustFirstUse ? actorUserId : null },
-          now,
-        );
+        created.push({ id: newId(), kind: item.kind, name: item.name, definition, contentHash: item.hash, approved: trustFirstUse, approvedById: trustFirstUse ? actorUserId : null });
         continue;
       }
       const matchesApproved = row.approvedHash === item.hash;
+      if (row.contentHash === item.hash && row.removedAt === null && row.status === (matchesApproved ? 'approved' : 'pending')) {
+        unchanged.push(row.id);
+        continue;
+      }
       // A definition that moved since the last test (or came back): enforcement changes, whichever way it moved.
       if (row.contentHash !== item.hash || row.removedAt !== null) counts.changed++;
       await this.tools.recordSeen(tenantId, tx, row.id, { definition, contentHash: item.hash, matchesApproved }, now);
     }
+    await this.tools.createMany(tenantId, tx, upstream.id, created, now);
+    await this.tools.recordSeenUnchanged(tenantId, tx, unchanged, now);
     const gone = [...stored.values()].filter((row) => row.removedAt === null).map((row) => row.id);
     counts.removed = gone.length;
     await this.tools.markRemoved(tenantId, tx, gone, now);
