@@ -431,6 +431,35 @@ describe('agent clients and API keys', () => {
     expect(revokes.sort()).toEqual([alreadyRevoked, ...leavingKeys].sort());
   });
 
+  it('makes no key for an admin demoted while the request was under way (it would outlive the demotion\'s revocation)', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const admin = await cp.member(t.id, 'admin');
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: owner.token, body: { name: 'racing bot' } });
+    const agentClientId = String(client.json['id']);
+    // The demotion is written but not committed: the access check still reads "admin" and lets the request in.
+    let release: () => void = () => undefined;
+    let demoted: () => void = () => undefined;
+    const written = new Promise<void>((resolve) => (demoted = resolve));
+    const demotion = cp.system.$transaction(
+      async (tx) => {
+        await tx.membership.updateMany({ where: { tenantId: t.id, userId: admin.id }, data: { role: 'member' } });
+        demoted();
+        await new Promise<void>((resolve) => (release = resolve));
+      },
+      { timeout: 20_000 },
+    );
+    await written;
+    const creating = cp.request('POST', `/api/v1/tenants/${t.id}/api-keys`, { token: admin.token, body: { name: 'late', agentClientId } });
+    // The key's transaction waits on the demotion's row lock (a lock not granted, in pg_locks) until it commits.
+    await waitFor(async () => (await cp.system.$queryRaw<{ waiting: bigint }[]>`SELECT count(*) AS waiting FROM pg_locks WHERE NOT granted`)[0]?.waiting ?? 0n, { timeoutMs: 5_000 });
+    release();
+    await demotion;
+    const refused = await creating;
+    expect(refused.status).toBe(403);
+    expect(await cp.system.apiKey.count({ where: { tenantId: t.id, agentClientId } })).toBe(0);
+  });
+
   it('revokes the agent-client keys of an admin demoted to a role that may not make keys, and not on a change that keeps it', async () => {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');

@@ -8,6 +8,7 @@ export {
 } from './lib/access-token';
 export type { AccessTokenSettings, VerifiedAccessToken } from './lib/access-token';
 export { ControlPlaneAuthModule } from './lib/auth.module';
+export { currentRole } from './lib/current-role';
 export type { ControlPlaneAuthOptions } from './lib/auth.options';
 export { describePermissionTable, PERMISSIONS, roleGrants, TENANT_ROLES } from './lib/permissions';
 export type { Permission, TenantRole } from './lib/permissions';

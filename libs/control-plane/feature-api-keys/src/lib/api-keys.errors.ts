@@ -8,4 +8,6 @@ export const apiKeyErrors = {
     }),
   agentClientDisabled: () =>
     new AppError('CONFLICT', 'The agent client is disabled; enable it before creating keys for it.'),
+  /** The caller's role changed (or they left the tenant) after the access check. */
+  roleNoLongerAllows: () => new AppError('FORBIDDEN', 'Your role in this tenant no longer allows creating API keys.'),
 };

@@ -7,7 +7,7 @@ import {
   type CreatedApiKeyResponse,
   type PageQuery,
 } from '@portcullis/contracts/api';
-import type { TenantScope } from '@portcullis/control-plane/auth';
+import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
@@ -35,6 +35,11 @@ export class ApiKeysService {
   async create(scope: TenantScope, body: CreateApiKeyRequest): Promise<CreatedApiKeyResponse> {
     const secret = generateApiKey();
     const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+      // Still allowed: a demotion or removal committed since the access check revokes only the keys it can see, so a key
+      // written after it would outlive it (its secret only the demoted admin saw). Read FOR SHARE, the role change waits
+      // for this key and revokes it too.
+      const role = await currentRole(scope, tx);
+      if (role === undefined || !roleGrants(role, 'tenant:api-keys:write')) throw apiKeyErrors.roleNoLongerAllows();
       const client = await this.repository.agentClient(scope.tenantId, tx, body.agentClientId);
       if (!client) throw apiKeyErrors.agentClientNotFound();
       if (client.disabled) throw apiKeyErrors.agentClientDisabled();

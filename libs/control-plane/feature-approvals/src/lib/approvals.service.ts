@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
-import { roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
+import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
@@ -94,9 +94,7 @@ export class ApprovalsService {
    * since (a demotion committed meanwhile). FOR SHARE: a change of it not yet committed is waited for, not read past.
    */
   private async assertStillMayDecide(scope: TenantScope, tx: TenantTransaction): Promise<void> {
-    const rows = await tx.$queryRaw<{ role: TenantScope['role'] }[]>`
-      SELECT role FROM memberships WHERE tenant_id = ${scope.tenantId}::uuid AND user_id = ${scope.actor.userId}::uuid FOR SHARE`;
-    const role = rows[0]?.role;
+    const role = await currentRole(scope, tx);
     if (role === undefined || !roleGrants(role, 'tenant:approvals:decide')) throw approvalErrors.roleNoLongerAllows();
   }
 

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, type AddMemberRequest, type MemberResponse, type PageQuery, type UpdateMemberRequest } from '@portcullis/contracts/api';
-import { roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
+import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
@@ -136,10 +136,7 @@ export class MembersService {
    * the role the access guard read may have changed since (a concurrent demotion), and only owners manage owners.
    */
   private async actorRole(scope: TenantScope, tx: TenantTransaction): Promise<MembershipRole> {
-    // FOR SHARE: a concurrent change of the actor's own role that has not committed yet is waited for, not read past.
-    const rows = await tx.$queryRaw<{ role: MembershipRole }[]>`
-      SELECT role FROM memberships WHERE tenant_id = ${scope.tenantId}::uuid AND user_id = ${scope.actor.userId}::uuid FOR SHARE`;
-    const role = rows[0]?.role;
+    const role = await currentRole(scope, tx);
     if (role === undefined) throw memberErrors.noLongerMember();
     // Still allowed to manage members at all (a demoted admin is not, whatever the target).
     if (!roleGrants(role, 'tenant:members:write')) throw memberErrors.roleNoLongerAllows(role);
