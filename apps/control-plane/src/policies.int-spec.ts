@@ -180,6 +180,37 @@ describe('upstream renames and rules', () => {
     expect(widened.status).toBe(200);
     expect((await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'payments-eu' } })).status).toBe(200);
   });
+
+  it('checks a rename against the rules under the snapshot lock: a rule naming the upstream saved meanwhile is seen', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const created = await cp.request('POST', `${base}/upstreams`, { token: owner.token, body: { name: 'ledger', toolPrefix: 'ledger', transport: 'streamable_http', url: 'https://ledger.example.test/mcp' } });
+    const etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const elsewhere = { id: 'r-elsewhere', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'other', name: 'x' }], effect: 'deny' };
+    expect((await putPolicy(t.id, owner.token, etag, [elsewhere])).status).toBe(200);
+    // A policy save under way (it holds the tenant's snapshot lock) makes its rule name the upstream, then commits.
+    let release: () => void = () => undefined;
+    let locked: () => void = () => undefined;
+    const lockTaken = new Promise<void>((resolve) => (locked = resolve));
+    const saving = cp.system.$transaction(
+      async (tx) => {
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:policy-snapshots:${t.id}`}, 0))`;
+        locked();
+        await new Promise<void>((resolve) => (release = resolve));
+        await tx.policyRule.updateMany({ where: { tenantId: t.id }, data: { targets: [{ kind: 'tool', upstream: 'ledger', name: 'x' }] } });
+      },
+      { timeout: 20_000 },
+    );
+    await lockTaken;
+    const renaming = cp.request('PATCH', `${base}/upstreams/${String(created.json['id'])}`, { token: owner.token, body: { name: 'ledger-eu' } });
+    await waitFor(async () => (await cp.system.$queryRaw<{ waiting: bigint }[]>`SELECT count(*) AS waiting FROM pg_locks WHERE NOT granted`)[0]?.waiting ?? 0n, { timeoutMs: 5_000 });
+    release();
+    await saving;
+    const refused = await renaming;
+    expect(refused.status).toBe(409);
+    expect(refused.json['detail']).toMatch(/r-elsewhere/);
+  });
 });
 
 describe('simulate', () => {

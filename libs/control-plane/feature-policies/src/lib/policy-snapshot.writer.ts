@@ -70,6 +70,15 @@ export class PolicySnapshotWriter {
   }
 
   /** `rebuild` for changes outside the policy: a change that would break the policy is refused with 409. */
+  /**
+   * Takes the tenant's snapshot lock now, for a change whose checks read the policy before it rebuilds (a rename
+   * checked against the rules that name the upstream): a policy saved in between would otherwise pass unchecked.
+   * Held to the end of the transaction; `rebuild` taking it again is free.
+   */
+  async lock(tenantId: TenantId, tx: TenantTransaction): Promise<void> {
+    await this.repository.lockSnapshots(tenantId, tx);
+  }
+
   async rebuildOrConflict(tenantId: TenantId, tx: TenantTransaction, actorUserId: string | null, comment: string): Promise<WrittenSnapshot> {
     const result = await this.rebuild(tenantId, tx, { actorUserId, comment });
     if (!result.ok) throw policyErrors.changeBreaksPolicy(result.errors);

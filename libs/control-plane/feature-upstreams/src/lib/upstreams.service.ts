@@ -110,7 +110,11 @@ export class UpstreamsService {
       if (expected !== undefined && expected !== existing.version) throw upstreamErrors.stale(existing.version);
       this.assertFieldsFitTransport(existing, body);
       this.assertHeadersFollowUrl(existing, body);
-      if (body.name !== undefined && body.name !== existing.name) await this.assertNotNamedByRules(tenantId, tx, existing.name);
+      if (body.name !== undefined && body.name !== existing.name) {
+        // Under the snapshot lock: a policy naming the old name saved after this check would be turned off unchecked.
+        await this.snapshots.lock(tenantId, tx);
+        await this.assertNotNamedByRules(tenantId, tx, existing.name);
+      }
       if (existing.transport === 'stdio' && (body.command !== undefined || body.args !== undefined || body.env !== undefined)) {
         this.assertStdioAllowed(scope, body.command ?? existing.command ?? '');
       }
