@@ -235,6 +235,18 @@ describe('approvals API', () => {
     expect((await cp.request('POST', `${base}/${alive.id}/approve`, { token: admin.token, body: { argumentsHash: alive.argumentsHash } })).status).toBe(200);
   });
 
+  it('cancels the calls an agent client was waiting on when it is deleted, and tells the gateways', async () => {
+    const { t, admin, base } = await setup();
+    const client = await cp.request('POST', `/api/v1/tenants/${t.id}/agent-clients`, { token: admin.token, body: { name: 'leaving bot' } });
+    const agentClientId = String(client.json['id']);
+    const theirs = await held(t.id, { agentClientId });
+    const others = await held(t.id);
+    expect((await cp.request('DELETE', `/api/v1/tenants/${t.id}/agent-clients/${agentClientId}`, { token: admin.token })).status).toBe(204);
+    expect((await cp.request('GET', `${base}/${theirs.id}`, { token: admin.token })).json).toMatchObject({ status: 'cancelled', decisionNote: 'the agent client that made the call was deleted' });
+    expect((await cp.request('GET', `${base}/${others.id}`, { token: admin.token })).json['status']).toBe('pending');
+    await waitFor(() => notices.includes(t.id), { description: 'the approvals notice' });
+  });
+
   it('shows a held resource read\'s URI with its credentials only to those who decide', async () => {
     const { t, admin, base } = await setup();
     const auditor = await cp.member(t.id, 'auditor');

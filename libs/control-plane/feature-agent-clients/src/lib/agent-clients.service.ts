@@ -52,21 +52,28 @@ export class AgentClientsService {
     return response;
   }
 
-  /** Deleting a client deletes its API keys: gateways are told to drop them. */
+  /**
+   * Deleting a client deletes its API keys: gateways are told to drop them. Its calls still waiting for a human's
+   * approval are cancelled with it, as a revoked key's are (an approver should not be asked about them).
+   */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { before, removed, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { before, removed, cancelled, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       const removed = existing ? await this.repository.delete(scope.tenantId, tx, id) : null;
       if (!existing || !removed) throw agentClientErrors.notFound();
+      const { count: cancelled } = await tx.approval.updateMany({
+        where: { tenantId: scope.tenantId, agentClientId: id, status: 'pending' },
+        data: { status: 'cancelled', decisionNote: 'the agent client that made the call was deleted' },
+      });
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.delete');
-      return { before: existing, removed, snapshot };
+      return { before: existing, removed, cancelled, snapshot };
     });
     await this.audit.emit({
       tenantId: scope.tenantId,
       actor: scope.actor,
       action: 'agent_client.delete',
       target: { type: 'agent_client', id },
-      before: { ...toAgentClientResponse(before), apiKeysDeleted: removed.apiKeys },
+      before: { ...toAgentClientResponse(before), apiKeysDeleted: removed.apiKeys, approvalsCancelled: cancelled },
       after: null,
       snapshotVersion: snapshot.version,
     });
@@ -74,5 +81,7 @@ export class AgentClientsService {
     // Always: a key created while the client was being deleted goes with it (cascade) but was not counted, and a gateway
     // may already have loaded it.
     await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    // The gateways holding those calls end them now rather than at their next poll.
+    if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
   }
 }
