@@ -56,3 +56,14 @@ describe('control plane config: CONTROL_PLANE_STDIO_RUN_AS', () => {
     for (const value of ['nobody', '65534', '1:2:3', '-1:0', '4294967296:0']) expect(problemsOf({ CONTROL_PLANE_STDIO_RUN_AS: value }), value).toEqual(['CONTROL_PLANE_STDIO_RUN_AS']);
   });
 });
+
+describe('control plane config: CONTROL_PLANE_OPENAPI', () => {
+  it('serves the API description outside production, not in production unless asked', () => {
+    const openApiOf = (env: Record<string, string>) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...SECRETS, ...env }).http.openApi;
+    expect(openApiOf({})).toBe(true);
+    expect(openApiOf({ NODE_ENV: 'production' })).toBe(false);
+    expect(openApiOf({ NODE_ENV: 'production', CONTROL_PLANE_OPENAPI: 'true' })).toBe(true);
+    expect(openApiOf({ CONTROL_PLANE_OPENAPI: 'false' })).toBe(false);
+    expect(problemsOf({ CONTROL_PLANE_OPENAPI: 'yes' })).toEqual(['CONTROL_PLANE_OPENAPI']);
+  });
+});

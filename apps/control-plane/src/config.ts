@@ -53,6 +53,17 @@ export const controlPlaneConfigSchema = z
     CONTROL_PLANE_PORT: f.port(3100),
     CONTROL_PLANE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(1024 * 1024),
     CONTROL_PLANE_TRUST_PROXY: f.trustedProxies,
+    /**
+     * Serve the OpenAPI description and its UI at /api/docs, to anyone (they describe the API, no data). Default: on
+     * outside production, off in production unless set.
+     */
+    CONTROL_PLANE_OPENAPI: z.preprocess(
+      (value) => (value === '' ? undefined : value),
+      z
+        .enum(['true', 'false', '1', '0'])
+        .optional()
+        .transform((value) => (value === undefined ? undefined : value === 'true' || value === '1')),
+    ),
     /** `<key-id>:<base64 32 bytes>[,...]`; the first key seals new secrets, the others still open old ones. */
     CONTROL_PLANE_SECRETS_KEYRING: z
       .string()
@@ -121,6 +132,7 @@ export const controlPlaneConfigSchema = z
       port: env.CONTROL_PLANE_PORT,
       bodyLimitBytes: env.CONTROL_PLANE_BODY_LIMIT_BYTES,
       trustProxy: env.CONTROL_PLANE_TRUST_PROXY,
+      openApi: env.CONTROL_PLANE_OPENAPI ?? env.NODE_ENV !== 'production',
     },
     auth: {
       token: tokenSettings(env),

@@ -32,7 +32,8 @@ void runOrExit(logger, async () => {
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
   });
-  setupOpenApi(app);
+  // Public when served (it describes the API, no data): off in production unless CONTROL_PLANE_OPENAPI says otherwise.
+  if (config.http.openApi) setupOpenApi(app);
   installGracefulShutdown({ logger, graceMs: config.shutdownGraceMs, close: () => app.close() });
   await app.listen({ host: config.http.host, port: config.http.port });
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'control plane listening');
