@@ -4,7 +4,7 @@ import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { Prisma } from '@portcullis/data/db';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { waitFor } from '@portcullis/shared/util-testing';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, STDIO_ALLOWED, type ControlPlaneHarness } from './testing/control-plane-harness';
 import { testContext } from '@portcullis/shared/util-testing';
@@ -189,6 +189,33 @@ describe('members', () => {
     expect(added.status, added.text).toBeLessThan(300);
     const groupMembers = await cp.request('GET', `${groupsA}/${String(group.json['id'])}/members`, { token: adminA.token });
     expect(groupMembers.json.items).toEqual([expect.objectContaining({ email, name: 'Alice (contractor)' })]);
+  });
+
+  it('adds a new person whom another request is creating at the same moment, instead of calling them a member already', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const email = `racing-${randomUUID()}@example.test`;
+    // Another request (another tenant adding the same person) has created the account but not committed yet.
+    let release: () => void = () => undefined;
+    let created: () => void = () => undefined;
+    const written = new Promise<void>((resolve) => (created = resolve));
+    const elsewhere = cp.system.$transaction(
+      async (tx) => {
+        await tx.user.create({ data: { email, name: email } });
+        created();
+        await new Promise<void>((resolve) => (release = resolve));
+      },
+      { timeout: 20_000 },
+    );
+    await written;
+    const adding = cp.request('POST', `/api/v1/tenants/${t.id}/members`, { token: owner.token, body: { email, role: 'member' } });
+    // It waits on the other insert of that email (a lock not granted, in pg_locks) until it commits.
+    await waitFor(async () => (await cp.system.$queryRaw<{ waiting: bigint }[]>`SELECT count(*) AS waiting FROM pg_locks WHERE NOT granted`)[0]?.waiting ?? 0n, { timeoutMs: 5_000 });
+    release();
+    await elsewhere;
+    const added = await adding;
+    expect(added.status).toBe(201);
+    expect(await cp.system.user.count({ where: { email } })).toBe(1);
   });
 
   it('adds, changes and removes members; the last owner stays; only owners manage owners', async () => {

@@ -1,5 +1,6 @@
 export { createPrismaClient, createSystemPrismaClient } from './lib/client';
 export type { PortcullisPrismaClient, PrismaClientOptions, SystemPrismaClient } from './lib/client';
+export { findOrCreateUser } from './lib/users';
 export { withTenant, withUser } from './lib/with-tenant';
 export type { TenantTransaction, TransactionOptions } from './lib/with-tenant';
 export {

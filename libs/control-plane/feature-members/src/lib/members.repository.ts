@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { PageRequest } from '@portcullis/control-plane/http';
-import type { MembershipRole, TenantTransaction } from '@portcullis/data/db';
+import { findOrCreateUser, type MembershipRole, type TenantTransaction } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
 import { memberSelect, type MemberRow } from './members.mapper';
 
@@ -64,7 +64,6 @@ export class MembersRepository {
    * tenant gives goes on its membership, so no tenant's choice becomes what other tenants see.
    */
   async findOrCreateUser(tx: TenantTransaction, email: string): Promise<{ id: string }> {
-    const existing = await tx.user.findUnique({ where: { email }, select: { id: true } });
-    return existing ?? tx.user.create({ data: { email, name: email }, select: { id: true } });
+    return findOrCreateUser(tx, email);
   }
 }

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { PageRequest } from '@portcullis/control-plane/http';
-import type { MembershipRole, PortcullisPrismaClient, TenantTransaction } from '@portcullis/data/db';
+import { findOrCreateUser, type MembershipRole, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import type { TenantId, UserId } from '@portcullis/shared/util-ids';
 import { tenantSelect, type TenantRow } from './tenants.mapper';
 
@@ -69,12 +69,8 @@ export class TenantsRepository {
     return new Map(rows.map((row) => [row.tenant_id, row.role]));
   }
 
-  async findUserByEmail(db: Db, email: string): Promise<{ id: string } | null> {
-    return db.user.findUnique({ where: { email }, select: { id: true } });
-  }
-
-  async createUser(db: Db, user: { email: string; name: string }): Promise<{ id: string }> {
-    return db.user.create({ data: user, select: { id: true } });
+  async findOrCreateUser(tx: TenantTransaction, email: string): Promise<{ id: string }> {
+    return findOrCreateUser(tx, email);
   }
 
   async addMembership(tenantId: TenantId, tx: TenantTransaction, userId: string, role: MembershipRole, displayName: string): Promise<void> {

@@ -30,9 +30,7 @@ export class TenantsService {
       if (await this.repository.findBySlug(tx, body.slug)) throw tenantErrors.slugTaken(body.slug);
       const tenant = await this.repository.create(tx, { id, slug: body.slug, name: body.name });
       if (body.ownerEmail) {
-        const user =
-          (await this.repository.findUserByEmail(tx, body.ownerEmail)) ??
-          (await this.repository.createUser(tx, { email: body.ownerEmail, name: body.ownerEmail }));
+        const user = await this.repository.findOrCreateUser(tx, body.ownerEmail);
         // Named by the email in this tenant, like a member added without a name (the account's own name stays out).
         await this.repository.addMembership(id, tx, user.id, 'owner', body.ownerEmail);
       }
