@@ -381,6 +381,10 @@ describe('bad input', () => {
     const unauthenticated = await fetch(url, { method: 'POST', body: init, headers: { origin: allowed, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } });
     expect(unauthenticated.status).toBe(401);
     expect(unauthenticated.headers.get('access-control-allow-origin')).toBe(allowed);
+    // A body announced too large is refused before it is read, readably too.
+    const tooLarge = await fetch(url, { method: 'POST', body: 'x'.repeat(70_000), headers: { origin: allowed, authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } });
+    expect(tooLarge.status).toBe(413);
+    expect(tooLarge.headers.get('access-control-allow-origin')).toBe(allowed);
     const controller = new AbortController();
     const stream = await fetch(url, { headers: { origin: allowed, authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
     expect(stream.status).toBe(200);

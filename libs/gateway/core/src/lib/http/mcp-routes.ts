@@ -462,19 +462,28 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       req.resume();
     };
     const limit = options.bodyLimitBytes;
-    if (Number(headers['content-length']) > limit) {
+    const declaredTooLarge = Number(headers['content-length']) > limit;
+    // Origin/Host first, as on every route: a refused one is answered so (a body announced too large is not read, the
+    // connection closes), and an allowed one's CORS headers go on every answer from here, a 413 included, so that a
+    // browser client can read it.
+    const problem = originProblem(headers.host, headers.origin, options.origin);
+    if (problem) {
+      if (declaredTooLarge) res.setHeader('connection', 'close');
+      writeError(res, new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem), null, traceId);
+      req.resume();
+      return true;
+    }
+    allowOrigin(res, headers.origin);
+    if (declaredTooLarge) {
       tooLarge();
       return true;
     }
-    // Origin/Host and the credential before reading a byte of the body: nobody unauthenticated gets megabytes buffered.
-    // An authenticator that must wait is waited for before the body is read too; one that fails unexpectedly is
-    // answered in handlePost (its 500).
+    // The credential before reading a byte of the body: nobody unauthenticated gets megabytes buffered. An
+    // authenticator that must wait is waited for before the body is read too; one that fails unexpectedly is answered
+    // in handlePost (its 500).
     let principal: Principal | undefined;
     let authentication: Promise<AuthOutcome> | undefined;
     try {
-      const problem = originProblem(headers.host, headers.origin, options.origin);
-      if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
-      allowOrigin(res, headers.origin);
       const outcome = authenticator.authenticate(headers.authorization, tenant);
       if (outcome instanceof Promise) {
         authentication = outcome;
