@@ -671,6 +671,41 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['fast__a', 'slow__b']);
   });
 
+  it('passes on a resource template\'s completions the listing filter would show, adjusts the total, and none when the filter fails', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'repos')], () => undefined);
+    let failing = false;
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({
+        u1: {
+          capabilities: { resources: {}, completions: {} },
+          handle: async (method) => {
+            if (method === 'resources/list') return { resources: [] };
+            if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'repo://{org}/{name}', name: 'repo' }] };
+            return { completion: { values: ['acme', 'secret-org', 'public'], total: 10, hasMore: true } };
+          },
+        },
+      }),
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: {
+        filter: (_record, kind, _upstream, items) => {
+          if (failing) throw new Error('policy store unreachable');
+          return kind === 'resource' ? items.filter((item) => !String(item['uri']).startsWith('repo://secret-org/')) : items;
+        },
+      },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const complete = () => engine.request(record, req('completion/complete', { ref: { type: 'ref/resource', uri: 'repo://{org}/{name}' }, argument: { name: 'org', value: '' } }), NO_STREAM, 'trace');
+    // Judged at `repo://<value>/` (the name not given yet is left out): a deny on the subtree hides the org's name.
+    expect(await complete()).toMatchObject({ result: { completion: { values: ['acme', 'public'], total: 9, hasMore: true } } });
+    failing = true;
+    expect(await complete()).toMatchObject({ result: { completion: { values: [] } } });
+  });
+
   it('reads a listed resource from the upstream that lists it, before another upstream\'s matching template; the first lister keeps a URI two list', async () => {
     const reads: string[] = [];
     const upstream = (id: string, resources: string[], templates: string[]): FakeUpstream & { prefix: string } => ({
