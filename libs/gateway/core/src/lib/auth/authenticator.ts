@@ -68,3 +68,34 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.tenants.byId(key.tenantId)?.active === true;
   }
 }
+
+const UNVERIFIABLE: AuthOutcome = { ok: false, reason: 'unavailable' };
+
+/**
+ * `inner` with a bound on how long an answer that comes later (a token introspection, a key service) may take:
+ * past `timeoutMs` the request is answered as `unavailable` (503 + Retry-After) and whatever `inner` says after is
+ * dropped. Without it a credential service that never answers holds every request, its socket and its unread body
+ * for good. Synchronous answers (API keys) pass through untouched, with no timer; a failure is passed on as is.
+ */
+export function withAuthDeadline(inner: Authenticator, timeoutMs: number): Authenticator {
+  return {
+    authenticate(authorization, tenantSlug) {
+      const outcome = inner.authenticate(authorization, tenantSlug);
+      if (!(outcome instanceof Promise)) return outcome;
+      return new Promise<AuthOutcome>((resolve, reject) => {
+        const timer = setTimeout(() => resolve(UNVERIFIABLE), timeoutMs);
+        outcome.then(
+          (answer) => {
+            clearTimeout(timer);
+            resolve(answer);
+          },
+          (error: unknown) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        );
+      });
+    },
+    stillValid: (credentialId, principal) => inner.stillValid(credentialId, principal),
+  };
+}

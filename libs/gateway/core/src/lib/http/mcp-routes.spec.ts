@@ -16,7 +16,7 @@ const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1', c
 let logs = '';
 const logger = createLogger({ service: 'spec', level: 'info', destination: { write: (line: string) => void (logs += line) } });
 
-type Mode = 'ok' | 'refused' | 'throws';
+type Mode = 'ok' | 'refused' | 'throws' | 'hangs';
 
 /** An authenticator that answers later (as an OAuth token check would): what the fast POST path leaves to handlePost. */
 class SlowAuthenticator implements Authenticator {
@@ -25,6 +25,7 @@ class SlowAuthenticator implements Authenticator {
   authenticate(authorization: string | string[] | undefined): Promise<AuthOutcome> {
     this.calls += 1;
     const mode = this.mode;
+    if (mode === 'hangs') return new Promise(() => undefined);
     return new Promise((resolve, reject) =>
       setTimeout(() => {
         if (mode === 'throws') reject(new Error('token introspection at http://10.1.2.3/introspect failed: secret=hunter2'));
@@ -54,6 +55,7 @@ async function serve(
   keepAliveMs = 15_000,
   replay?: ReplayLog,
   streams?: { maxPerPrincipal?: number; maxPerTenant?: number; maxStreams?: number },
+  authTimeoutMs?: number,
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
@@ -92,6 +94,7 @@ async function serve(
     ...(legacy ? { legacy } : {}),
     ...(replay ? { replay } : {}),
     ...(streams ? { streams } : {}),
+    ...(authTimeoutMs !== undefined ? { authTimeoutMs } : {}),
   });
   routeSets.push(routes);
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -213,6 +216,24 @@ describe.each([
     expect(body.error.data.errorId).toMatch(/^[0-9a-f]{16}$/);
     // The failure is in the log under that id, for the operator.
     expect(logs).toContain(body.error.data.errorId);
+    expect(toolCalls()).toBe(0);
+  });
+
+  it('answers 503 with Retry-After when the authenticator does not answer in time, and nothing reaches an upstream', async () => {
+    const { authenticator, session, toolCalls, post, base } = await serve(rawFastPath, undefined, 15_000, undefined, undefined, 300);
+    const call = await session();
+    authenticator.mode = 'hangs';
+    const started = performance.now();
+    const res = await call(2);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('5');
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { message: 'Credentials cannot be verified right now; try again shortly' } });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    // The other ways in are bounded by the same deadline: a new session and a DELETE.
+    const init = await post({ jsonrpc: '2.0', id: 3, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    expect(init.status).toBe(503);
+    const deleted = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': 'x'.repeat(43) } });
+    expect(deleted.status).toBe(503);
     expect(toolCalls()).toBe(0);
   });
 });

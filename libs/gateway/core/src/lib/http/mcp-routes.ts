@@ -16,7 +16,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import type { TrustedProxies } from '@portcullis/shared/util-config';
 import type { Logger } from '@portcullis/shared/util-logger';
-import type { AuthOutcome, Authenticator } from '../auth/authenticator';
+import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
@@ -65,6 +65,11 @@ export interface McpRoutesOptions {
    * open sessions and streams until the replica ran out of descriptors or memory, for every tenant.
    */
   readonly streams?: { readonly maxPerPrincipal?: number; readonly maxPerTenant?: number; readonly maxStreams?: number };
+  /**
+   * The longest an authenticator that answers later may take before the request is answered 503 + Retry-After
+   * (default 10 s). API keys answer at once and are not timed.
+   */
+  readonly authTimeoutMs?: number;
 }
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -234,7 +239,8 @@ const declaresBody = (headers: IncomingHttpHeaders): boolean =>
   headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
 
 export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutesOptions): Promise<McpRoutes> {
-  const { authenticator, engine, logger } = options;
+  const { engine, logger } = options;
+  const authenticator = withAuthDeadline(options.authenticator, options.authTimeoutMs ?? 10_000);
   /** POST responses waiting for their answer, kept alive while they do. */
   const quiet = new QuietResponses(options.keepAliveMs);
   const legacy = new Map<string, LegacyStream>();
