@@ -90,6 +90,8 @@ beforeAll(async () => {
     AUDIT_EXPORT_DIR: exportDir,
     AUDIT_MAX_ATTEMPTS: '3',
     AUDIT_RETRY_BASE_MS: '50',
+    AUDIT_OUTBOX_EVERY_MS: '200',
+    AUDIT_OUTBOX_GRACE_MS: '1000',
   });
   await waitForReady(`http://127.0.0.1:${port}/readyz`, worker);
   queue = new Queue(QUEUES.audit, { connection: { url: inject('redisUrl') }, prefix });
@@ -340,6 +342,15 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     lines.length = 0;
     await runAuditCli(['dlq', 'list'], env, io);
     expect(lines.join('\n')).not.toContain(dead.eventId);
+  });
+
+  it('stores control-plane events left in the outbox (no Redis involved) and deletes their rows', async () => {
+    const left = { ...event({ kind: 'control_plane', method: 'group.create', tool: null, decision: null, reason: null, mcpSessionId: null, latencyMs: null, targetType: 'group', targetId: newId() }), arguments: { before: null, after: { name: 'SRE' } } };
+    // As a control plane that committed the change and then could not enqueue (or died) leaves it.
+    await db.auditOutbox.create({ data: { id: left.eventId, tenantId: tenant.id, event: JSON.stringify(left), createdAt: new Date(Date.now() - 5_000) } });
+    const stored = await waitFor(() => db.auditEvent.findUnique({ where: { id: left.eventId } }), { timeoutMs: 15_000, description: 'the outbox event stored' });
+    expect(stored).toMatchObject({ tenantId: tenant.id, kind: 'control_plane', method: 'group.create', targetId: left.targetId });
+    expect(await db.auditOutbox.count({ where: { id: left.eventId } })).toBe(0);
   });
 
   it('runs retention on its schedule: old events pruned, the rest verifies from the checkpoint', async () => {

@@ -19,7 +19,7 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
-        // The system client is for retention (cross-tenant deletes), nothing else.
+        // The system client is for the cross-tenant tasks (retention's deletes, the outbox's reads), nothing else.
         DbModule.forRoot({
           url: config.database.url,
           applicationName: 'audit-worker',
@@ -45,6 +45,7 @@ export class AppModule {
               exportDir: config.exports.dir,
               exportTtlMs: config.exports.ttlMs,
               retentionEveryMs: config.retention.everyMs,
+              outbox: config.outbox,
             }),
           },
         }),

@@ -28,7 +28,10 @@ export const auditWorkerConfigSchema = z
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
       .default('portcullis'),
     DATABASE_URL: f.postgresUrl,
-    /** portcullis_system (BYPASSRLS), for retention only; without it retention is not scheduled. */
+    /**
+     * portcullis_system (BYPASSRLS), for the cross-tenant tasks: retention, and storing control-plane events left in
+     * the outbox. Without it neither runs (logged at start).
+     */
     DATABASE_SYSTEM_URL: f.postgresUrl.optional(),
     /** Where export files are written (a volume shared with whatever serves downloads). */
     AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
@@ -40,6 +43,9 @@ export const auditWorkerConfigSchema = z
       .min(60_000)
       .max(7 * 86_400_000)
       .default(3_600_000),
+    /** How often control-plane events left in the outbox are looked for, and how old one must be to be taken. */
+    AUDIT_OUTBOX_EVERY_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
+    AUDIT_OUTBOX_GRACE_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(15_000),
   })
@@ -59,6 +65,7 @@ export const auditWorkerConfigSchema = z
     database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },
     exports: { dir: env.AUDIT_EXPORT_DIR, ttlMs: env.AUDIT_EXPORT_TTL_DAYS * 86_400_000 },
     retention: { everyMs: env.AUDIT_RETENTION_EVERY_MS },
+    outbox: { everyMs: env.AUDIT_OUTBOX_EVERY_MS, graceMs: env.AUDIT_OUTBOX_GRACE_MS },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
   }));

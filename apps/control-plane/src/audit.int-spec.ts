@@ -1,4 +1,4 @@
-import { AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import { AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditService } from '@portcullis/control-plane/feature-audit';
@@ -266,7 +266,7 @@ describe('GET /audit/verify, bounded and resumed', () => {
 });
 
 describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
-  it('hands nothing out when the export itself cannot be recorded in the audit trail (503)', async () => {
+  it('hands the export out with Redis away: its audit event is in the outbox, and from there in the trail', async () => {
     const tenant = await cp.tenant();
     const auditor = await cp.member(tenant.id, 'auditor');
     const stored = sampleAuditEvent(tenant.id, { occurredAt: at(0) });
@@ -274,15 +274,19 @@ describe('GET /audit/events.csv and .jsonl (synchronous, bounded)', () => {
     // The same database, but the audit queue (Redis) out of reach for this instance.
     const cut = await startControlPlane({ AUDIT_EXPORT_DIR: exportDir, REDIS_URL: 'redis://127.0.0.1:1', CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: '200' });
     try {
-      for (const format of ['csv', 'jsonl']) {
-        const res = await cut.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.${format}`, { token: auditor.token });
-        expect(res.status, res.text).toBe(503);
-        expect(res.headers['content-type']).toContain('application/problem+json');
-        expect(res.text).not.toContain(stored.eventId);
-      }
+      const res = await cut.request('GET', `/api/v1/tenants/${tenant.id}/audit/events.csv`, { token: auditor.token });
+      expect(res.status, res.text).toBe(200);
+      expect(res.text).toContain(stored.eventId);
     } finally {
       await cut.close();
     }
+    const kept = await cp.system.auditOutbox.findMany({ where: { tenantId: tenant.id } });
+    expect(kept.map((row) => (JSON.parse(row.event) as AuditEventV1).method)).toEqual(['audit.export']);
+    const { stored: drained } = await drainAuditOutbox(cp.system, store, { olderThanMs: 0 });
+    expect(drained).toBeGreaterThanOrEqual(1);
+    const recorded = await cp.system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export' } });
+    expect(recorded.map((row) => row.id)).toEqual([kept[0]?.id]);
+    expect(await cp.system.auditOutbox.count({ where: { tenantId: tenant.id } })).toBe(0);
   });
 
   it('runs at most two at once per tenant (429 past that), each until its download ends', async () => {

@@ -3,6 +3,8 @@ export type { AuditBatcherOptions, AuditEventFailure, AuditSubmitResult } from '
 export { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId } from './lib/audit-dlq';
 export type { AuditDlqOptions, DeadLetter, DeadLetterEntry } from './lib/audit-dlq';
 export { AuditStoreError } from './lib/audit-event.store';
+export { drainAuditOutbox } from './lib/audit-outbox';
+export type { DrainAuditOutboxOptions, DrainAuditOutboxResult } from './lib/audit-outbox';
 export type { AuditEventStore, AuditInsertResult } from './lib/audit-event.store';
 export { AUDIT_EVENT_COLUMNS, chainedFields, linkFromRow } from './lib/audit-row';
 export type { AuditEventRow } from './lib/audit-row';

@@ -9,6 +9,7 @@ import {
   AUDIT_TASK_JOBS,
   AUDIT_TASKS_QUEUE,
   auditExportJob,
+  drainAuditOutbox,
   runAuditExport,
   expireAuditExports,
   runRetention,
@@ -29,6 +30,11 @@ export interface AuditTasksDeps {
   /** How long an export's file stays downloadable (removed by the retention job after that). */
   readonly exportTtlMs: number;
   readonly retentionEveryMs: number;
+  /**
+   * Control-plane events left in the outbox (needs `systemDb`): looked for every `everyMs`, taken once `graceMs` old.
+   * Absent: not looked for.
+   */
+  readonly outbox?: { readonly everyMs: number; readonly graceMs: number };
 }
 
 /**
@@ -41,6 +47,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   private readonly logger = new Logger('AuditTasksWorker');
   private worker: Worker | undefined;
   private queue: Queue | undefined;
+  private outboxTimer: NodeJS.Timeout | undefined;
+  private outboxDrain: Promise<void> | undefined;
 
   constructor(
     @Inject(AUDIT_WORKER_SETTINGS) private readonly settings: AuditWorkerSettings,
@@ -65,7 +73,15 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
         )
         .catch((error: Error) => this.logger.error(`could not schedule audit retention: ${error.message}`));
     } else {
-      this.logger.warn('DATABASE_SYSTEM_URL not set: audit retention is not scheduled');
+      this.logger.warn('DATABASE_SYSTEM_URL not set: audit retention is not scheduled, and control-plane events left in the outbox are not stored');
+    }
+    const outbox = this.deps.outbox;
+    if (this.deps.systemDb && outbox) {
+      // A plain timer, not a queue job: this is the way in for events whose control plane could not reach Redis.
+      this.outboxTimer = setInterval(() => {
+        this.outboxDrain ??= this.drainOutbox(outbox.graceMs).finally(() => (this.outboxDrain = undefined));
+      }, outbox.everyMs);
+      this.outboxTimer.unref();
     }
     this.worker = new Worker(AUDIT_TASKS_QUEUE, (job) => this.process(job), {
       connection,
@@ -78,7 +94,28 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     this.worker.on('failed', (job, error) => this.logger.error(`audit task ${job?.name ?? '?'} ${job?.id ?? '?'} failed: ${error.message}`));
   }
 
+  /** Stores what the outbox holds past `graceMs`, a transaction of rows at a time, until it holds none. Never throws. */
+  async drainOutbox(graceMs: number): Promise<void> {
+    const systemDb = this.deps.systemDb;
+    if (!systemDb) return;
+    const skipped: string[] = [];
+    try {
+      for (;;) {
+        const { stored, invalid } = await drainAuditOutbox(systemDb, this.deps.store, { olderThanMs: graceMs, exclude: skipped });
+        if (stored > 0) this.logger.log(`stored ${stored} control-plane audit event(s) from the outbox`);
+        if (invalid.length > 0) this.logger.error(`audit outbox rows whose event is invalid or refused by the store, left in place: ${invalid.join(', ')}`);
+        skipped.push(...invalid);
+        if (stored === 0 && invalid.length === 0) return;
+      }
+    } catch (error) {
+      // The rows stay; the next tick tries again.
+      this.logger.warn(`audit outbox not drained: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
   async beforeApplicationShutdown(): Promise<void> {
+    clearInterval(this.outboxTimer);
+    await this.outboxDrain;
     await this.worker?.close();
     await this.queue?.close();
   }

@@ -1,6 +1,8 @@
 import { AppError } from '@portcullis/shared/util-errors';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { jobIdFor, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { newId, type TenantId, type UserId } from '@portcullis/shared/util-ids';
 import type { Logger } from '@portcullis/shared/util-logger';
@@ -25,10 +27,17 @@ export interface ControlPlaneChange {
   readonly snapshotVersion?: number | null;
 }
 
+/** An audit event written to the outbox in its change's transaction; `publish` it once the transaction commits. */
+export interface StagedAuditEvent {
+  readonly event: AuditEventV1;
+}
+
 /**
- * Enqueues control-plane audit events for the audit worker (`audit.event.ingest`, job id = event id, so a retried
- * enqueue is a no-op). A request waits at most `timeoutMs` for Redis; on failure it logs (without before/after) and
- * carries on, because the change itself is already committed.
+ * Records control-plane audit events with a transactional outbox (ADR 0010, decision 8): `stage` writes the event in
+ * the transaction of the change it records, so the two commit or fail together; `publish`, after the commit, enqueues
+ * it for the audit worker (`audit.event.ingest`, job id = event id, so a retried enqueue is a no-op) and deletes its
+ * outbox row. A request waits at most `timeoutMs` for Redis. When that fails, or the process dies before it, the row
+ * stays, and the audit worker stores it from the outbox (storing an event id twice is a no-op).
  */
 @Injectable()
 export class AuditEmitter implements OnApplicationShutdown {
@@ -42,7 +51,10 @@ export class AuditEmitter implements OnApplicationShutdown {
   private readonly queue: Queue;
   private readonly logger: Logger;
 
-  constructor(@Inject(CHANGE_EVENTS_OPTIONS) private readonly options: ChangeEventsOptions) {
+  constructor(
+    @Inject(CHANGE_EVENTS_OPTIONS) private readonly options: ChangeEventsOptions,
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
+  ) {
     this.logger = options.logger;
     this.connection = createRedisClient({ url: options.redisUrl, connectionName: 'control-plane-audit', maxRetriesPerRequest: 1 });
     this.queue = new Queue(QUEUES.audit, { connection: this.connection, prefix: options.queuePrefix });
@@ -79,35 +91,60 @@ export class AuditEmitter implements OnApplicationShutdown {
     };
   }
 
-  /**
-   * Enqueues the change's audit event. A failure is logged and swallowed: the change is made already. With `required`
-   * (reading audit data out: exports, downloads) it is a 503 instead, and the caller does not hand the data out.
-   */
-  async emit(change: ControlPlaneChange, options: { readonly required?: boolean } = {}): Promise<void> {
+  /** Writes the change's event to the outbox in `tx`, the transaction making the change (its tenant's). */
+  async stage(tx: TenantTransaction, change: ControlPlaneChange): Promise<StagedAuditEvent> {
     const event = this.toEvent(change);
-    const jobId = jobIdFor(JOB, event);
+    await tx.auditOutbox.create({ data: { id: event.eventId, tenantId: event.tenantId, event: JSON.stringify(event) } });
+    return { event };
+  }
+
+  /**
+   * After the change's commit: enqueues the staged event and deletes its outbox row. Never throws: a failure is logged
+   * (without before/after) and the row stays for the audit worker to store.
+   */
+  async publish(staged: StagedAuditEvent): Promise<void> {
+    const { event } = staged;
     try {
       await withTimeout(
-        this.queue.add(JOB, event, { jobId, attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 }),
+        this.queue.add(JOB, event, { jobId: jobIdFor(JOB, event), attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 }),
         this.options.timeoutMs,
         'enqueueing the audit event',
       );
     } catch (error) {
+      this.logger.warn({ err: { message: messageOf(error) }, ...this.described(event) }, 'audit event not enqueued: kept in the outbox for the audit worker');
+      return;
+    }
+    // Enqueued: the row has done its job. Left behind (the database failing just now), the worker stores the event
+    // again, which is a no-op.
+    await withTenant(this.db, event.tenantId as TenantId, (tx) => tx.auditOutbox.deleteMany({ where: { tenantId: event.tenantId, id: event.eventId } })).catch((error: unknown) =>
+      this.logger.warn({ err: { message: messageOf(error) }, eventId: event.eventId }, 'audit outbox row not deleted after enqueueing; the audit worker will skip it as stored'),
+    );
+  }
+
+  /**
+   * Records a change that has no transaction of its own (reading audit data out: exports, downloads): stages it in a
+   * transaction of its own, then publishes it. A failure to stage is logged and swallowed, unless `required`: then it
+   * is a 503, and the caller does not hand the data out. Once staged, the event is recorded (the outbox is durable).
+   */
+  async emit(change: ControlPlaneChange, options: { readonly required?: boolean } = {}): Promise<void> {
+    let staged: StagedAuditEvent;
+    try {
+      staged = await withTenant(this.db, change.tenantId, (tx) => this.stage(tx, change), { timeout: this.options.timeoutMs, maxWait: this.options.timeoutMs });
+    } catch (error) {
       this.logger.error(
-        {
-          err: { message: error instanceof Error ? error.message : String(error) },
-          eventId: event.eventId,
-          tenantId: event.tenantId,
-          action: event.method,
-          targetType: event.targetType,
-          targetId: event.targetId,
-        },
-        'audit event not enqueued',
+        { err: { message: messageOf(error) }, tenantId: change.tenantId, action: change.action, targetType: change.target.type, targetId: change.target.id },
+        'audit event not recorded',
       );
       if (options.required) {
         throw new AppError('DEPENDENCY_UNAVAILABLE', 'This could not be recorded in the audit trail right now, so it was not done; try again shortly.');
       }
+      return;
     }
+    await this.publish(staged);
+  }
+
+  private described(event: AuditEventV1) {
+    return { eventId: event.eventId, tenantId: event.tenantId, action: event.method, targetType: event.targetType, targetId: event.targetId };
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -115,3 +152,5 @@ export class AuditEmitter implements OnApplicationShutdown {
     await this.connection.quit().catch(() => this.connection.disconnect());
   }
 }
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));

@@ -33,7 +33,7 @@ export class AgentClientsService {
   }
 
   async create(scope: TenantScope, body: CreateAgentClientRequest): Promise<AgentClientResponse> {
-    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       if (await this.repository.findByName(scope.tenantId, tx, body.name)) throw agentClientErrors.nameTaken(body.name);
       const row = await this.repository.create(scope.tenantId, tx, {
         name: body.name,
@@ -42,14 +42,23 @@ export class AgentClientsService {
         createdById: scope.actor.userId,
       });
       // Agent clients are policy subjects (the compiled directory): a new snapshot in the same transaction.
-      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.create') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.create');
+      const staged = await this.audit.stage(tx, {
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'agent_client.create',
+        target: { type: 'agent_client', id: row.id },
+        before: null,
+        after: toAgentClientResponse(row),
+        snapshotVersion: snapshot.version,
+      });
+      return { row, snapshot, staged };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? agentClientErrors.nameTaken(body.name) : error;
     });
-    const response = toAgentClientResponse(row);
-    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'agent_client.create', target: { type: 'agent_client', id: row.id }, before: null, after: response, snapshotVersion: snapshot.version });
+    await this.audit.publish(staged);
     await this.snapshots.announce(snapshot);
-    return response;
+    return toAgentClientResponse(row);
   }
 
   /**
@@ -57,7 +66,7 @@ export class AgentClientsService {
    * approval are cancelled with it, as a revoked key's are (an approver should not be asked about them).
    */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { before, removed, cancelled, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { cancelled, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       const removed = existing ? await this.repository.delete(scope.tenantId, tx, id) : null;
       if (!existing || !removed) throw agentClientErrors.notFound();
@@ -66,17 +75,18 @@ export class AgentClientsService {
         data: { status: 'cancelled', decisionNote: 'the agent client that made the call was deleted' },
       });
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'agent_client.delete');
-      return { before: existing, removed, cancelled, snapshot };
+      const staged = await this.audit.stage(tx, {
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'agent_client.delete',
+        target: { type: 'agent_client', id },
+        before: { ...toAgentClientResponse(existing), apiKeysDeleted: removed.apiKeys, approvalsCancelled: cancelled },
+        after: null,
+        snapshotVersion: snapshot.version,
+      });
+      return { cancelled, snapshot, staged };
     });
-    await this.audit.emit({
-      tenantId: scope.tenantId,
-      actor: scope.actor,
-      action: 'agent_client.delete',
-      target: { type: 'agent_client', id },
-      before: { ...toAgentClientResponse(before), apiKeysDeleted: removed.apiKeys, approvalsCancelled: cancelled },
-      after: null,
-      snapshotVersion: snapshot.version,
-    });
+    await this.audit.publish(staged);
     await this.snapshots.announce(snapshot);
     // Always: a key created while the client was being deleted goes with it (cascade) but was not counted, and a gateway
     // may already have loaded it.

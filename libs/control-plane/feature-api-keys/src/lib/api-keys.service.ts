@@ -34,7 +34,7 @@ export class ApiKeysService {
 
   async create(scope: TenantScope, body: CreateApiKeyRequest): Promise<CreatedApiKeyResponse> {
     const secret = generateApiKey();
-    const row = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       // Still allowed: a demotion or removal committed since the access check revokes only the keys it can see, so a key
       // written after it would outlive it (its secret only the demoted admin saw). Read FOR SHARE, the role change waits
       // for this key and revokes it too.
@@ -43,7 +43,7 @@ export class ApiKeysService {
       const client = await this.repository.agentClient(scope.tenantId, tx, body.agentClientId);
       if (!client) throw apiKeyErrors.agentClientNotFound();
       if (client.disabled) throw apiKeyErrors.agentClientDisabled();
-      return this.repository.create(scope.tenantId, tx, {
+      const row = await this.repository.create(scope.tenantId, tx, {
         name: body.name,
         keyHash: hashApiKey(secret),
         displayPrefix: displayPrefix(secret),
@@ -51,9 +51,11 @@ export class ApiKeysService {
         createdById: scope.actor.userId,
         expiresAt: body.expiresAt ? new Date(body.expiresAt) : null,
       });
+      const after = toApiKeyResponse(row);
+      return { row, staged: await this.audit.stage(tx, { tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.create', target: { type: 'api_key', id: row.id }, before: null, after }) };
     });
     const response = toApiKeyResponse(row);
-    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.create', target: { type: 'api_key', id: row.id }, before: null, after: response });
+    await this.audit.publish(staged);
     await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     return { ...response, secret };
   }
@@ -63,7 +65,7 @@ export class ApiKeysService {
    * should not be asked about a call from a key that is gone; the gateway would refuse it anyway).
    */
   async revoke(scope: TenantScope, id: string): Promise<ApiKeyResponse> {
-    const { before, after, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { after, cancelled, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw apiKeyErrors.notFound();
       const revoked = await this.repository.revoke(scope.tenantId, tx, id, new Date());
@@ -72,11 +74,16 @@ export class ApiKeysService {
         where: { tenantId: scope.tenantId, apiKeyId: id, status: 'pending' },
         data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
       });
-      return { before: existing, after: revoked, cancelled: count };
+      // Revoking a revoked key changes nothing: no event.
+      const staged =
+        existing.revokedAt === null
+          ? await this.audit.stage(tx, { tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.revoke', target: { type: 'api_key', id }, before: toApiKeyResponse(existing), after: toApiKeyResponse(revoked) })
+          : null;
+      return { after: revoked, cancelled: count, staged };
     });
     const response = toApiKeyResponse(after);
-    if (before.revokedAt === null) {
-      await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.revoke', target: { type: 'api_key', id }, before: toApiKeyResponse(before), after: response });
+    if (staged) {
+      await this.audit.publish(staged);
       await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     }
     // The gateways holding those calls end them now rather than at their next poll.

@@ -58,7 +58,7 @@ export class ApprovalsService {
 
   private async decide(scope: TenantScope, id: string, reviewedHash: string | undefined, decision: ApprovalDecision): Promise<ApprovalResponse> {
     const now = new Date();
-    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { after, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw approvalErrors.notFound();
       await this.assertStillMayDecide(scope, tx);
@@ -72,19 +72,19 @@ export class ApprovalsService {
         const current = await this.repository.find(scope.tenantId, tx, id);
         throw approvalErrors.alreadyClosed(current ? effectiveStatus(current, new Date()) : 'gone');
       }
-      return { before: existing, after: updated };
+      // The audit trail keeps the redacted form; the approver who decided gets the arguments in full.
+      const staged = await this.audit.stage(tx, {
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: decision.status === 'approved' ? (decision.editedArguments ? 'approval.approve_edited' : 'approval.approve') : 'approval.deny',
+        target: { type: 'approval', id },
+        before: toApprovalResponse(existing, now),
+        after: toApprovalResponse(updated, now),
+        snapshotVersion: updated.snapshotVersion,
+      });
+      return { after: updated, staged };
     });
-    // The audit trail keeps the redacted form; the approver who decided gets the arguments in full.
-    const response = toApprovalResponse(after, now);
-    await this.audit.emit({
-      tenantId: scope.tenantId,
-      actor: scope.actor,
-      action: decision.status === 'approved' ? (decision.editedArguments ? 'approval.approve_edited' : 'approval.approve') : 'approval.deny',
-      target: { type: 'approval', id },
-      before: toApprovalResponse(before, now),
-      after: response,
-      snapshotVersion: after.snapshotVersion,
-    });
+    await this.audit.publish(staged);
     await this.publisher.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
     return toApprovalResponse(after, now, true);
   }

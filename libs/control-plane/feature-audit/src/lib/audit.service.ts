@@ -226,7 +226,7 @@ export class AuditService {
   async cancelExport(scope: TenantScope, id: string): Promise<AuditExportResponse> {
     const jobId = `export-${id}`;
     const retrying = await this.tasks.pending(jobId);
-    const record = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const staged = await withTenant(this.db, scope.tenantId, async (tx) => {
       const found = await this.repository.findExport(scope.tenantId, tx, id);
       if (!found) throw auditErrors.exportNotFound();
       if (!(await this.repository.cancelExport(scope.tenantId, tx, id, retrying ? ['queued', 'running', 'failed'] : ['queued', 'running']))) {
@@ -234,17 +234,17 @@ export class AuditService {
         const now = await this.repository.findExport(scope.tenantId, tx, id);
         throw auditErrors.exportNotCancellable(now?.status ?? found.status);
       }
-      return found;
+      return this.audit.stage(tx, {
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'audit.export.cancel',
+        target: { type: 'audit_export', id },
+        before: { status: found.status },
+        after: { status: 'cancelled' },
+      });
     });
     await this.tasks.remove(jobId);
-    await this.audit.emit({
-      tenantId: scope.tenantId,
-      actor: scope.actor,
-      action: 'audit.export.cancel',
-      target: { type: 'audit_export', id },
-      before: { status: record.status },
-      after: { status: 'cancelled' },
-    });
+    await this.audit.publish(staged);
     return this.getExport(scope, id);
   }
 

@@ -8,10 +8,10 @@ import type {
   UpdateGroupRequest,
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
-import { Prisma, withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { Prisma, withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { groupErrors } from './groups.errors';
 import { toGroupMemberResponse, toGroupResponse } from './groups.mapper';
@@ -47,38 +47,38 @@ export class GroupsService {
   }
 
   async create(scope: TenantScope, body: CreateGroupRequest): Promise<GroupResponse> {
-    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       if (await this.repository.findByExternalId(scope.tenantId, tx, body.externalId)) throw groupErrors.externalIdTaken(body.externalId);
       const row = await this.repository.create(scope.tenantId, tx, body);
-      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.create') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.create');
+      return { row, snapshot, staged: await this.stage(tx, scope, 'group.create', row.id, null, toGroupResponse(row), snapshot) };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? groupErrors.externalIdTaken(body.externalId) : error;
     });
-    const response = toGroupResponse(row);
-    await this.finish(scope, 'group.create', row.id, null, response, snapshot);
-    return response;
+    await this.finish(staged, snapshot);
+    return toGroupResponse(row);
   }
 
   async rename(scope: TenantScope, id: string, body: UpdateGroupRequest): Promise<GroupResponse> {
-    const { before, after } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { after, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const before = await this.repository.find(scope.tenantId, tx, id);
       const after = before ? await this.repository.rename(scope.tenantId, tx, id, body.name) : null;
       if (!before || !after) throw groupErrors.notFound();
-      return { before, after };
+      return { after, staged: await this.stage(tx, scope, 'group.update', id, toGroupResponse(before), toGroupResponse(after), null) };
     });
-    const response = toGroupResponse(after);
-    await this.finish(scope, 'group.update', id, toGroupResponse(before), response, null);
-    return response;
+    await this.finish(staged, null);
+    return toGroupResponse(after);
   }
 
   /** Refused with 409 naming each rule while an enabled rule still refers to the group (nothing is deleted then). */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const before = await this.repository.find(scope.tenantId, tx, id);
       if (!before || !(await this.repository.delete(scope.tenantId, tx, id))) throw groupErrors.notFound();
-      return { before, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.delete') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.delete');
+      return { snapshot, staged: await this.stage(tx, scope, 'group.delete', id, toGroupResponse(before), null, snapshot) };
     });
-    await this.finish(scope, 'group.delete', id, toGroupResponse(before), null, snapshot);
+    await this.finish(staged, snapshot);
   }
 
   async listMembers(scope: TenantScope, groupId: string, query: PageQuery): Promise<Page<GroupMemberResponse>> {
@@ -91,42 +91,44 @@ export class GroupsService {
   }
 
   async addMember(scope: TenantScope, groupId: string, body: AddGroupMemberRequest): Promise<GroupMemberResponse> {
-    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       if (!(await this.repository.isTenantMember(scope.tenantId, tx, body.userId))) throw groupErrors.notATenantMember();
       if (await this.repository.findMember(scope.tenantId, tx, groupId, body.userId)) throw groupErrors.alreadyInGroup();
       const row = await this.repository.addMember(scope.tenantId, tx, groupId, body.userId);
-      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_add') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_add');
+      return { row, snapshot, staged: await this.stage(tx, scope, 'group.member_add', groupId, null, toGroupMemberResponse(row), snapshot) };
     }).catch((error: unknown) => {
       if (isUniqueViolation(error)) throw groupErrors.alreadyInGroup();
       // The group or the membership was deleted between our checks and the insert.
       throw isForeignKeyViolation(error) ? groupErrors.changedMeanwhile() : error;
     });
-    const response = toGroupMemberResponse(row);
-    await this.finish(scope, 'group.member_add', groupId, null, response, snapshot);
-    return response;
+    await this.finish(staged, snapshot);
+    return toGroupMemberResponse(row);
   }
 
   async removeMember(scope: TenantScope, groupId: string, userId: string): Promise<void> {
-    const { before, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       const before = await this.repository.findMember(scope.tenantId, tx, groupId, userId);
       if (!before || !(await this.repository.removeMember(scope.tenantId, tx, groupId, userId))) throw groupErrors.memberNotFound();
-      return { before, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_remove') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.member_remove');
+      return { snapshot, staged: await this.stage(tx, scope, 'group.member_remove', groupId, toGroupMemberResponse(before), null, snapshot) };
     });
-    await this.finish(scope, 'group.member_remove', groupId, toGroupMemberResponse(before), null, snapshot);
+    await this.finish(staged, snapshot);
   }
 
-  /** After the commit: the audit event (naming the snapshot the change produced) and the notice to the gateways. */
-  private async finish(
+  /** In the change's transaction: its audit event, naming the snapshot the change produced (ADR 0010, the outbox). */
+  private stage(
+    tx: TenantTransaction,
     scope: TenantScope,
     action: string,
     groupId: string,
     before: unknown,
     after: unknown,
     snapshot: WrittenSnapshot | null,
-  ): Promise<void> {
-    await this.audit.emit({
+  ): Promise<StagedAuditEvent> {
+    return this.audit.stage(tx, {
       tenantId: scope.tenantId,
       actor: scope.actor,
       action,
@@ -135,6 +137,11 @@ export class GroupsService {
       after,
       snapshotVersion: snapshot?.version ?? null,
     });
+  }
+
+  /** After the commit: the audit event on its way and the notice to the gateways. */
+  private async finish(staged: StagedAuditEvent, snapshot: WrittenSnapshot | null): Promise<void> {
+    await this.audit.publish(staged);
     if (snapshot) await this.snapshots.announce(snapshot);
   }
 }

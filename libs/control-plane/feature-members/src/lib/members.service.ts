@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, type AddMemberRequest, type MemberResponse, type PageQuery, type UpdateMemberRequest } from '@portcullis/contracts/api';
 import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, ChangePublisher, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type MembershipRole, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
@@ -28,21 +28,21 @@ export class MembersService {
   }
 
   async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
-    const { row, snapshot } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       assertMayManage(await this.actorRole(scope, tx), null, body.role);
       const user = await this.repository.findOrCreateUser(tx, body.email);
       if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
       // The answer shows the name given here (or the email), never whether the person had an account or its name.
       const row = await this.repository.create(scope.tenantId, tx, user.id, body.role, body.name ?? body.email);
       // Roles are part of the compiled policy's directory: a new snapshot in the same transaction.
-      return { row, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.add') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.add');
+      return { row, snapshot, staged: await this.stage(tx, scope, 'member.add', row.id, null, toMemberResponse(row), snapshot.version) };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? memberErrors.alreadyMember(body.email) : error;
     });
-    const response = toMemberResponse(row);
-    await this.emit(scope, 'member.add', row.id, null, response, snapshot.version);
+    await this.audit.publish(staged);
     await this.snapshots.announce(snapshot);
-    return response;
+    return toMemberResponse(row);
   }
 
   /**
@@ -52,7 +52,7 @@ export class MembersService {
    */
   async changeRole(scope: TenantScope, id: string, body: UpdateMemberRequest): Promise<MemberResponse> {
     const revokedAt = new Date();
-    const { before, after, snapshot, revoked, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { after, snapshot, revoked, cancelled, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -63,13 +63,15 @@ export class MembersService {
       const losesKeys = roleGrants(existing.role, 'tenant:api-keys:write') && !roleGrants(body.role, 'tenant:api-keys:write');
       const { revoked, cancelled } = losesKeys ? await this.revokeCreatedKeys(scope, tx, existing.userId, revokedAt) : { revoked: [], cancelled: 0 };
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.role_change');
-      return { before: existing, after: updated, snapshot, revoked, cancelled };
+      const staged = [
+        await this.stage(tx, scope, 'member.role_change', id, toMemberResponse(existing), toMemberResponse(updated), snapshot.version),
+        ...(await this.stageRevoked(tx, scope, revoked, revokedAt, 'its creator may no longer make API keys')),
+      ];
+      return { after: updated, snapshot, revoked, cancelled, staged };
     });
-    const response = toMemberResponse(after);
-    await this.emit(scope, 'member.role_change', id, toMemberResponse(before), response, snapshot.version);
-    await this.announceRevoked(scope, revoked, cancelled, revokedAt, 'its creator may no longer make API keys');
+    await this.announce(scope, staged, revoked.length, cancelled);
     await this.snapshots.announce(snapshot);
-    return response;
+    return toMemberResponse(after);
   }
 
   /**
@@ -78,7 +80,7 @@ export class MembersService {
    */
   async remove(scope: TenantScope, id: string): Promise<void> {
     const revokedAt = new Date();
-    const { before, snapshot, revoked, cancelled } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { snapshot, revoked, cancelled, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -86,10 +88,14 @@ export class MembersService {
       assertKeepsAnOwner(ownerCount, existing.role, null);
       if (!(await this.repository.delete(scope.tenantId, tx, id))) throw memberErrors.notFound();
       const { revoked, cancelled } = await this.revokeCreatedKeys(scope, tx, existing.userId, revokedAt);
-      return { before: existing, revoked, cancelled, snapshot: await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove') };
+      const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'member.remove');
+      const staged = [
+        await this.stage(tx, scope, 'member.remove', id, toMemberResponse(existing), null, snapshot.version),
+        ...(await this.stageRevoked(tx, scope, revoked, revokedAt, 'its creator was removed from the tenant')),
+      ];
+      return { revoked, cancelled, snapshot, staged };
     });
-    await this.emit(scope, 'member.remove', id, toMemberResponse(before), null, snapshot.version);
-    await this.announceRevoked(scope, revoked, cancelled, revokedAt, 'its creator was removed from the tenant');
+    await this.announce(scope, staged, revoked.length, cancelled);
     await this.snapshots.announce(snapshot);
   }
 
@@ -109,25 +115,34 @@ export class MembersService {
     return { revoked, cancelled };
   }
 
-  /** After the commit: each revoked key audited, and the gateways and held calls told. */
-  private async announceRevoked(
+  /** In the transaction: an audit event for each key revoked with the membership's change. */
+  private async stageRevoked(
+    tx: TenantTransaction,
     scope: TenantScope,
     revoked: Awaited<ReturnType<MembersService['revokeCreatedKeys']>>['revoked'],
-    cancelled: number,
     revokedAt: Date,
     reason: string,
-  ): Promise<void> {
+  ): Promise<StagedAuditEvent[]> {
+    const staged: StagedAuditEvent[] = [];
     for (const key of revoked) {
-      await this.audit.emit({
-        tenantId: scope.tenantId,
-        actor: scope.actor,
-        action: 'api_key.revoke',
-        target: { type: 'api_key', id: key.id },
-        before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
-        after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason },
-      });
+      staged.push(
+        await this.audit.stage(tx, {
+          tenantId: scope.tenantId,
+          actor: scope.actor,
+          action: 'api_key.revoke',
+          target: { type: 'api_key', id: key.id },
+          before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
+          after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason },
+        }),
+      );
     }
-    if (revoked.length > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
+    return staged;
+  }
+
+  /** After the commit: the audit events on their way, and the gateways and held calls told of revoked keys. */
+  private async announce(scope: TenantScope, staged: readonly StagedAuditEvent[], revoked: number, cancelled: number): Promise<void> {
+    for (const event of staged) await this.audit.publish(event);
+    if (revoked > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
   }
 
@@ -143,7 +158,16 @@ export class MembersService {
     return role;
   }
 
-  private emit(scope: TenantScope, action: string, id: string, before: MemberResponse | null, after: MemberResponse | null, snapshotVersion: number) {
-    return this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'member', id }, before, after, snapshotVersion });
+  /** In the change's transaction: its audit event (ADR 0010, the outbox). */
+  private stage(
+    tx: TenantTransaction,
+    scope: TenantScope,
+    action: string,
+    id: string,
+    before: MemberResponse | null,
+    after: MemberResponse | null,
+    snapshotVersion: number,
+  ): Promise<StagedAuditEvent> {
+    return this.audit.stage(tx, { tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'member', id }, before, after, snapshotVersion });
   }
 }

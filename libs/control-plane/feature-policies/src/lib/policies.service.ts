@@ -72,21 +72,23 @@ export class PoliciesService {
       });
       if (!result.ok) throw policyErrors.doesNotCompile(result.errors);
       const rules = await this.repository.rules(tenantId, tx, saved.id);
-      return { before, after: toPolicyResponse(saved, rules, result.snapshot.version), snapshot: result.snapshot };
+      const after = toPolicyResponse(saved, rules, result.snapshot.version);
+      const staged = await this.audit.stage(tx, {
+        tenantId,
+        actor: scope.actor,
+        action: before ? 'policy.update' : 'policy.create',
+        target: { type: 'policy', id: tenantId },
+        before,
+        after,
+        snapshotVersion: result.snapshot.version,
+      });
+      return { after, snapshot: result.snapshot, staged };
     }).catch((error: unknown) => {
       // Two first saves racing: the loser hits the unique (tenant, name) and must reload.
       throw isUniqueViolation(error) ? policyErrors.stale(1) : error;
     });
 
-    await this.audit.emit({
-      tenantId,
-      actor: scope.actor,
-      action: outcome.before ? 'policy.update' : 'policy.create',
-      target: { type: 'policy', id: tenantId },
-      before: outcome.before,
-      after: outcome.after,
-      snapshotVersion: outcome.snapshot.version,
-    });
+    await this.audit.publish(outcome.staged);
     await this.writer.announce(outcome.snapshot);
     return {
       policy: { ...outcome.after, snapshot: { version: outcome.snapshot.version, checksum: outcome.snapshot.checksum } },

@@ -60,23 +60,24 @@ export class SnapshotsService {
       });
       if (!result.ok) throw policyErrors.rollbackBreaksPolicy(version, result.errors);
       const after = toPolicyResponse(saved, await this.repository.rules(tenantId, tx, saved.id), result.snapshot.version);
-      return { previousActive, previousPolicyVersion: existing?.version ?? 0, after, snapshot: result.snapshot };
+      const staged = await this.audit.stage(tx, {
+        tenantId,
+        actor: scope.actor,
+        action: 'policy.rollback',
+        target: { type: 'policy_snapshot', id: String(version) },
+        before: { activeSnapshotVersion: previousActive, policyVersion: existing?.version ?? 0 },
+        after: {
+          activeSnapshotVersion: result.snapshot.version,
+          restoredFromSnapshotVersion: version,
+          policyVersion: after.version,
+          checksum: result.snapshot.checksum,
+        },
+        snapshotVersion: result.snapshot.version,
+      });
+      return { after, snapshot: result.snapshot, staged };
     });
 
-    await this.audit.emit({
-      tenantId,
-      actor: scope.actor,
-      action: 'policy.rollback',
-      target: { type: 'policy_snapshot', id: String(version) },
-      before: { activeSnapshotVersion: outcome.previousActive, policyVersion: outcome.previousPolicyVersion },
-      after: {
-        activeSnapshotVersion: outcome.snapshot.version,
-        restoredFromSnapshotVersion: version,
-        policyVersion: outcome.after.version,
-        checksum: outcome.snapshot.checksum,
-      },
-      snapshotVersion: outcome.snapshot.version,
-    });
+    await this.audit.publish(outcome.staged);
     await this.writer.announce(outcome.snapshot);
     return {
       policy: { ...outcome.after, snapshot: { version: outcome.snapshot.version, checksum: outcome.snapshot.checksum } },

@@ -26,7 +26,7 @@ export class TenantsService {
   async create(actor: Principal, body: CreateTenantRequest): Promise<TenantResponse> {
     // Minted here, for a tenant this request is creating: the id is ours, not the caller's.
     const id = toTenantId(newId());
-    const row = await withTenant(this.db, id, async (tx) => {
+    const { row, staged } = await withTenant(this.db, id, async (tx) => {
       if (await this.repository.findBySlug(tx, body.slug)) throw tenantErrors.slugTaken(body.slug);
       const tenant = await this.repository.create(tx, { id, slug: body.slug, name: body.name });
       if (body.ownerEmail) {
@@ -34,19 +34,20 @@ export class TenantsService {
         // Named by the email in this tenant, like a member added without a name (the account's own name stays out).
         await this.repository.addMembership(id, tx, user.id, 'owner', body.ownerEmail);
       }
-      return tenant;
+      const staged = await this.audit.stage(tx, {
+        tenantId: id,
+        actor,
+        action: 'tenant.create',
+        target: { type: 'tenant', id },
+        before: null,
+        after: { ...toTenantResponse(tenant), ownerEmail: body.ownerEmail ?? null },
+      });
+      return { row: tenant, staged };
     }).catch((error: unknown) => {
       throw isUniqueViolation(error) ? tenantErrors.slugTaken(body.slug) : error;
     });
     const response = toTenantResponse(row);
-    await this.audit.emit({
-      tenantId: id,
-      actor,
-      action: 'tenant.create',
-      target: { type: 'tenant', id },
-      before: null,
-      after: { ...response, ownerEmail: body.ownerEmail ?? null },
-    });
+    await this.audit.publish(staged);
     // Gateways serve `/t/<slug>/mcp` from a tenant index: tell them now rather than at their next reconcile.
     await this.changes.publish(CHANGE_CHANNELS.tenants, id);
     return response;
@@ -60,7 +61,7 @@ export class TenantsService {
   async update(actor: Principal, id: string, body: UpdateTenantRequest): Promise<TenantResponse> {
     if (!isUuid(id)) throw tenantErrors.notFound();
     const tenantId = toTenantId(id);
-    const { before, after, cancelled } = await withTenant(this.db, tenantId, async (tx) => {
+    const { before, after, cancelled, staged } = await withTenant(this.db, tenantId, async (tx) => {
       const existing = await this.repository.lock(tenantId, tx);
       if (!existing) throw tenantErrors.notFound();
       const updated = await this.repository.update(tenantId, tx, {
@@ -69,10 +70,18 @@ export class TenantsService {
       });
       const suspending = body.status === 'suspended' && existing.status !== 'suspended';
       const cancelled = suspending ? await this.repository.cancelPendingApprovals(tenantId, tx, 'the tenant was suspended') : 0;
-      return { before: existing, after: updated, cancelled };
+      const staged = await this.audit.stage(tx, {
+        tenantId,
+        actor,
+        action: 'tenant.update',
+        target: { type: 'tenant', id: tenantId },
+        before: toTenantResponse(existing),
+        after: toTenantResponse(updated),
+      });
+      return { before: existing, after: updated, cancelled, staged };
     });
     const response = toTenantResponse(after);
-    await this.audit.emit({ tenantId, actor, action: 'tenant.update', target: { type: 'tenant', id: tenantId }, before: toTenantResponse(before), after: response });
+    await this.audit.publish(staged);
     if (before.status !== after.status) {
       // Gateways load the upstreams of active tenants only: a tenant reactivated needs them reloaded too, not at the
       // next periodic refresh (its endpoint would answer with empty listings meanwhile).

@@ -12,7 +12,7 @@ import {
   type UpstreamToolsResponse,
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, ChangePublisher, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { pageRequest, toPage } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction } from '@portcullis/data/db';
@@ -124,7 +124,7 @@ export class UpstreamToolsService {
       throw upstreamErrors.testFailed(error.reason);
     }
     const durationMs = Date.now() - started;
-    const { rows, counts, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+    const { rows, counts, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
       // The upstream may have been deleted while we were connected.
       const current = await this.requireUpstream(tenantId, tx, upstreamId);
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
@@ -134,7 +134,10 @@ export class UpstreamToolsService {
       const snapshot = enforcementChanged
         ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.test_connection')
         : null;
-      return { rows: await this.tools.list(tenantId, tx, upstreamId), counts, snapshot };
+      const rows = await this.tools.list(tenantId, tx, upstreamId);
+      const changed = rows.filter((row) => row.removedAt === null && toolState(row) === 'changed').map((row) => ({ kind: row.kind, name: row.name }));
+      const staged = await this.stageTest(tx, scope, upstreamId, { ok: true, discovered: counts, changed }, snapshot?.version ?? null);
+      return { rows, counts, snapshot, staged };
       // New and unchanged definitions are written in batches; an upstream that changed thousands at once still writes
       // those one by one, which Prisma's default 5 s would cut off (and every retry with it).
     }, { timeout: STORE_TIMEOUT_MS }).catch(async (error: unknown) => {
@@ -147,12 +150,7 @@ export class UpstreamToolsService {
     const needsDecision = (row: UpstreamToolRow) => (toolState(row) === 'approved' ? 1 : 0);
     const shown = [...listed].sort((a, b) => needsDecision(a) - needsDecision(b)).slice(0, TEST_CONNECTION_MAX_ITEMS);
     const items = shown.map(toUpstreamToolResponse);
-    await this.auditTest(
-      scope,
-      upstreamId,
-      { ok: true, discovered: counts, changed: listed.filter((row) => toolState(row) === 'changed').map((row) => ({ kind: row.kind, name: row.name })) },
-      snapshot?.version ?? null,
-    );
+    await this.audit.publish(staged);
     if (snapshot) await this.announce(tenantId, snapshot);
     return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items, omitted: listed.length - items.length };
   }
@@ -160,13 +158,16 @@ export class UpstreamToolsService {
   /** A test that stored nothing: its reason on the upstream (`last_sync_error`) and in the audit trail. */
   private async recordFailedTest(scope: TenantScope, upstreamId: string, reason: string): Promise<void> {
     const { tenantId } = scope;
-    await withTenant(this.db, tenantId, (tx) => this.tools.recordSync(tenantId, tx, upstreamId, reason, new Date()));
-    await this.auditTest(scope, upstreamId, { ok: false, reason });
+    const staged = await withTenant(this.db, tenantId, async (tx) => {
+      await this.tools.recordSync(tenantId, tx, upstreamId, reason, new Date());
+      return this.stageTest(tx, scope, upstreamId, { ok: false, reason });
+    });
+    await this.audit.publish(staged);
   }
 
-  /** The audit event of a test connection: what it found (`ok: true`) or why it stored nothing. */
-  private async auditTest(scope: TenantScope, upstreamId: string, after: Record<string, unknown>, snapshotVersion?: number | null): Promise<void> {
-    await this.audit.emit({
+  /** In the test's transaction: its audit event, what it found (`ok: true`) or why it stored nothing. */
+  private stageTest(tx: TenantTransaction, scope: TenantScope, upstreamId: string, after: Record<string, unknown>, snapshotVersion?: number | null): Promise<StagedAuditEvent> {
+    return this.audit.stage(tx, {
       tenantId: scope.tenantId,
       actor: scope.actor,
       action: 'upstream.test_connection',
@@ -179,33 +180,33 @@ export class UpstreamToolsService {
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
     const { tenantId } = scope;
-    const { before, after, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+    const { after, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
       await this.requireUpstream(tenantId, tx, upstreamId);
       const row = await this.tools.find(tenantId, tx, upstreamId, toolId);
       if (!row) throw upstreamErrors.toolNotFound();
       if (row.contentHash !== body.contentHash) throw upstreamErrors.toolDefinitionMoved();
       if (row.removedAt !== null) throw upstreamErrors.toolRemoved();
-      if (toolState(row) === 'approved') return { before: row, after: row, snapshot: null };
+      if (toolState(row) === 'approved') return { after: row, snapshot: null, staged: null };
       if (!(await this.tools.approve(tenantId, tx, row, scope.actor.userId, new Date()))) throw upstreamErrors.toolDefinitionMoved();
       const after = await this.tools.find(tenantId, tx, upstreamId, toolId);
       if (!after) throw upstreamErrors.toolNotFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tool.approve');
-      return { before: row, after, snapshot };
-    });
-    const response = toUpstreamToolResponse(after);
-    if (snapshot) {
-      await this.audit.emit({
+      const staged = await this.audit.stage(tx, {
         tenantId,
         actor: scope.actor,
         action: 'upstream.tool.approve',
         target: { type: 'upstream_tool', id: toolId },
-        before: { upstreamId, kind: before.kind, name: before.name, approvedHash: before.approvedHash, approvedDefinition: before.approvedDefinition },
+        before: { upstreamId, kind: row.kind, name: row.name, approvedHash: row.approvedHash, approvedDefinition: row.approvedDefinition },
         after: { upstreamId, kind: after.kind, name: after.name, approvedHash: after.approvedHash, approvedDefinition: after.approvedDefinition },
         snapshotVersion: snapshot.version,
       });
+      return { after, snapshot, staged };
+    });
+    if (snapshot && staged) {
+      await this.audit.publish(staged);
       await this.announce(tenantId, snapshot);
     }
-    return response;
+    return toUpstreamToolResponse(after);
   }
 
   /**
@@ -216,16 +217,14 @@ export class UpstreamToolsService {
   async forget(scope: TenantScope, upstreamId: string, query: ForgetUpstreamToolsQuery): Promise<ForgetUpstreamToolsResponse> {
     const { tenantId } = scope;
     const onlyRemoved = query.state === 'removed';
-    const { forgotten, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+    const { forgotten, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
       await this.requireUpstream(tenantId, tx, upstreamId);
       // Not while a test connection of the upstream is storing what it found.
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
       const forgotten = await this.tools.forget(tenantId, tx, upstreamId, onlyRemoved);
-      const snapshot = forgotten > 0 ? await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tools.forget') : null;
-      return { forgotten, snapshot };
-    });
-    if (snapshot) {
-      await this.audit.emit({
+      if (forgotten === 0) return { forgotten, snapshot: null, staged: null };
+      const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tools.forget');
+      const staged = await this.audit.stage(tx, {
         tenantId,
         actor: scope.actor,
         action: 'upstream.tools.forget',
@@ -234,6 +233,10 @@ export class UpstreamToolsService {
         after: { forgotten, only: onlyRemoved ? 'removed' : 'all' },
         snapshotVersion: snapshot.version,
       });
+      return { forgotten, snapshot, staged };
+    });
+    if (snapshot && staged) {
+      await this.audit.publish(staged);
       await this.announce(tenantId, snapshot);
     }
     return { forgotten };

@@ -8,7 +8,7 @@ import {
   type UpstreamResponse,
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, ChangePublisher, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, parseIfMatch, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
@@ -67,7 +67,7 @@ export class UpstreamsService {
     const id = newId();
     const headers = body.transport === 'stdio' ? undefined : this.seal(tenantId, id, 'headers', body.headers);
     const env = body.transport === 'stdio' ? this.seal(tenantId, id, 'env', body.env) : undefined;
-    const { record, snapshot } = await this.inTransaction(tenantId, async (tx) => {
+    const { record, snapshot, staged } = await this.inTransaction(tenantId, async (tx) => {
       await this.assertAvailable(tenantId, tx, { name: body.name, toolPrefix: body.toolPrefix });
       const record = await this.repository.create(tenantId, tx, {
         id,
@@ -87,11 +87,11 @@ export class UpstreamsService {
         toolApproval: body.toolApproval,
       });
       // Upstream names are policy targets (the compiled registry): a new snapshot in the same transaction.
-      return { record, snapshot: await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.create') };
+      const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.create');
+      return { record, snapshot, staged: await this.stage(tx, scope, 'upstream.create', id, null, toUpstreamResponse(record), snapshot) };
     });
-    const response = toUpstreamResponse(record);
-    await this.announce(scope, 'upstream.create', id, null, response, snapshot);
-    return response;
+    await this.announce(staged, snapshot);
+    return toUpstreamResponse(record);
   }
 
   /**
@@ -104,7 +104,7 @@ export class UpstreamsService {
     const { tenantId } = scope;
     const expected = parseIfMatch(ifMatch);
     if (expected === null) throw upstreamErrors.ifMatchMalformed();
-    const { before, after, snapshot } = await this.inTransaction(tenantId, async (tx) => {
+    const { after, snapshot, staged } = await this.inTransaction(tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();
       if (expected !== undefined && expected !== existing.version) throw upstreamErrors.stale(existing.version);
@@ -138,21 +138,21 @@ export class UpstreamsService {
       const updated = await this.repository.update(tenantId, tx, id, changes, existing.version);
       if (!updated) throw (await this.repository.find(tenantId, tx, id)) ? upstreamErrors.changedMeanwhile() : upstreamErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.update');
-      return { before: existing, after: updated, snapshot };
+      return { after: updated, snapshot, staged: await this.stage(tx, scope, 'upstream.update', id, toUpstreamResponse(existing), toUpstreamResponse(updated), snapshot) };
     });
-    const response = toUpstreamResponse(after);
-    await this.announce(scope, 'upstream.update', id, toUpstreamResponse(before), response, snapshot);
-    return response;
+    await this.announce(staged, snapshot);
+    return toUpstreamResponse(after);
   }
 
   async delete(scope: TenantScope, id: string): Promise<void> {
     const { tenantId } = scope;
-    const { before, snapshot } = await withTenant(this.db, tenantId, async (tx) => {
+    const { snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing || !(await this.repository.delete(tenantId, tx, id))) throw upstreamErrors.notFound();
-      return { before: existing, snapshot: await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.delete') };
+      const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.delete');
+      return { snapshot, staged: await this.stage(tx, scope, 'upstream.delete', id, toUpstreamResponse(existing), null, snapshot) };
     });
-    await this.announce(scope, 'upstream.delete', id, toUpstreamResponse(before), null, snapshot);
+    await this.announce(staged, snapshot);
   }
 
   private assertStdioAllowed(scope: TenantScope, command: string): void {
@@ -258,16 +258,23 @@ export class UpstreamsService {
     }
   }
 
-  private async announce(
+  /** In the change's transaction: its audit event (ADR 0010, the outbox). */
+  private stage(
+    tx: TenantTransaction,
     scope: TenantScope,
     action: string,
     id: string,
     before: UpstreamResponse | null,
     after: UpstreamResponse | null,
     snapshot: WrittenSnapshot,
-  ): Promise<void> {
-    await this.audit.emit({ tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'upstream', id }, before, after, snapshotVersion: snapshot.version });
-    await this.changes.publish(CHANGE_CHANNELS.upstreams, scope.tenantId);
+  ): Promise<StagedAuditEvent> {
+    return this.audit.stage(tx, { tenantId: scope.tenantId, actor: scope.actor, action, target: { type: 'upstream', id }, before, after, snapshotVersion: snapshot.version });
+  }
+
+  /** After the commit: the audit event on its way, and the gateways told. */
+  private async announce(staged: StagedAuditEvent, snapshot: WrittenSnapshot): Promise<void> {
+    await this.audit.publish(staged);
+    await this.changes.publish(CHANGE_CHANNELS.upstreams, staged.event.tenantId as TenantId);
     await this.snapshots.announce(snapshot);
   }
 }
