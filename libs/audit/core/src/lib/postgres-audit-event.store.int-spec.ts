@@ -1,4 +1,5 @@
 import { verifyChain } from '@portcullis/audit/chain';
+import { parseAuditEvent } from '@portcullis/contracts/jobs';
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext } from '@portcullis/shared/util-testing';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -105,6 +106,17 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
       tool: 'files__read\ufffd',
       arguments: { 'key\ufffd': ['x\ufffdy', { deep: 'z\ufffd' }], plain: 'ok' },
     });
+    expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('stores an event whose producer wrote its ids in upper case on a chain that verifies, and finds it again as a duplicate', async () => {
+    const tenant = await createTestTenant(system);
+    const sent = sampleAuditEvent(tenant.id, { approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6', upstreamId: 'ABCDEF01-2345-4678-89AB-CDEF01234567' });
+    // As the worker takes a job: validated by the contract first.
+    const shouting = { ...sent, eventId: sent.eventId.toUpperCase(), tenantId: sent.tenantId.toUpperCase() };
+    const event = parseAuditEvent(JSON.parse(JSON.stringify(shouting)));
+    expect(await store.insert([event])).toEqual({ inserted: 1, duplicates: 0 });
+    expect(await store.insert([parseAuditEvent(JSON.parse(JSON.stringify(shouting)))])).toEqual({ inserted: 0, duplicates: 1 });
     expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 1 });
   });
 

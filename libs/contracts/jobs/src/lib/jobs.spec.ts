@@ -29,6 +29,19 @@ const event: JobPayload<'audit.event.ingest'> = {
   traceparent: null,
 };
 
+describe('audit event contract', () => {
+  it('takes ids in any case and gives them in lower case (as Postgres reads them back, and the chain hashes them)', () => {
+    const parsed = parseAuditEvent({ ...event, eventId: event.eventId.toUpperCase(), approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' });
+    expect([parsed.eventId, parsed.approvalId]).toEqual([event.eventId, '0190f0a1-b2c3-7d4e-8f90-a1b2c3d4e5f6']);
+  });
+
+  it('refuses numbers its integer columns cannot hold, rather than fail the insert later', () => {
+    expect(() => parseAuditEvent({ ...event, snapshotVersion: 2_147_483_648 })).toThrow();
+    expect(() => parseAuditEvent({ ...event, latencyMs: 2 ** 40 })).toThrow();
+    expect(parseAuditEvent({ ...event, snapshotVersion: 2_147_483_647 }).snapshotVersion).toBe(2_147_483_647);
+  });
+});
+
 describe('job contracts', () => {
   it('accepts a well-formed audit event and derives its job id from the event id', () => {
     expect(parseJobPayload('audit.event.ingest', event)).toEqual(event);

@@ -337,6 +337,18 @@ describe('auditHooks', () => {
     ]);
   });
 
+  it("takes no snapshot version or approval id from an upstream's error data, and writes ids in lower case", () => {
+    const { emitter, hooks } = setup();
+    const data = { snapshotVersion: 3_000_000_000, approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' };
+    hooks.completed?.(call({}), { outcome: 'upstream_error', error: { code: -32000, message: 'no', data }, latencyMs: 1 });
+    // The gateway's own refusal (an approval denied) names its approval: kept, in lower case.
+    hooks.completed?.(call({}), { outcome: 'denied', error: { code: -32031, message: 'Denied by an approver.', data }, latencyMs: 1 });
+    expect(emitter.events.map((e) => [e.outcome, e.snapshotVersion, e.approvalId])).toEqual([
+      ['error', null, null],
+      ['denied', 3_000_000_000, '0190f0a1-b2c3-7d4e-8f90-a1b2c3d4e5f6'],
+    ]);
+  });
+
   it('records a call whose arguments are nested too deeply to copy or serialise, with a note in their place', () => {
     const { emitter, hooks } = setup();
     // A 120 KB body: JSON.parse takes it, but anything that recurses through it runs out of stack.

@@ -71,7 +71,7 @@ const NO_PAYLOAD = { payload: null, bytes: 4 } as const;
 const EVENT_FIXED_BYTES = 768;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value : null);
+const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value.toLowerCase() : null);
 /**
  * A free-text column: storable (no lone surrogate, no NUL: see `storableText`) and at most `max` UTF-16 units, never
  * cut between the two halves of a pair (the pair is left out whole rather than leave half of it behind).
@@ -313,7 +313,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const note = notes.get(info);
     const admission = outcome.admission ?? note?.prior;
     const error = outcome.error;
-    const errorData = isObject(error?.data) ? error.data : undefined;
+    // The gateway's own refusals name their snapshot and approval in the error's data; an upstream's error data is the
+    // upstream's to write, and says nothing about either.
+    const errorData = isObject(error?.data) && outcome.outcome !== 'upstream_error' ? error.data : undefined;
     const snapshotFromError = typeof errorData?.['snapshotVersion'] === 'number' ? errorData['snapshotVersion'] : null;
     let decision: AuditEventV1['decision'] = admission?.decision ?? null;
     if (outcome.outcome === 'denied') decision = 'deny';
@@ -349,7 +351,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       reason: reasons.length > 0 ? cut(reasons.join('; '), 2_000) : null,
       snapshotVersion: admission?.snapshotVersion ?? snapshotFromError,
       approvalId: uuidOrNull(approvalId),
-      latencyMs: Math.max(0, Math.round(outcome.latencyMs)),
+      latencyMs: Math.min(2_147_483_647, Math.max(0, Math.round(outcome.latencyMs))),
       outcome: auditOutcome,
       errorCode: error ? cut(outcome.outcome === 'upstream_error' ? `upstream:${error.code}` : String(error.code), 100) : null,
       arguments: payload,
