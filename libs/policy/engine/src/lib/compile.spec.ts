@@ -27,6 +27,21 @@ describe('compile errors', () => {
     });
   });
 
+  it('bounds how complex the patterns may be in all, and names the rule that passes the bound', () => {
+    const hostile = (i: number) => ({ kind: 'resource', upstream: 'files', uri: `**${'a?'.repeat(250)}b${i}` });
+    // Eight such patterns (504 positions each) fit; nine do not.
+    const fits = compile(tenantSource([rule({ effect: 'deny', targets: Array.from({ length: 8 }, (_, i) => hostile(i)) })] as never));
+    expect(fits).toMatchObject({ ok: true });
+    expect(errorsOf(tenantSource([rule({ id: 'r-1', effect: 'deny', targets: Array.from({ length: 8 }, (_, i) => hostile(i)) }), rule({ id: 'r-2', effect: 'deny', targets: [hostile(8)] })] as never))).toEqual([
+      { ruleId: 'r-2', path: 'rules.1.targets.0.uri', message: expect.stringContaining('too complex in all') },
+    ]);
+    // Common shapes cost nothing, however many.
+    const simple = Array.from({ length: 10 }, (_, r) =>
+      rule({ id: `r-${r}`, targets: Array.from({ length: 200 }, (_, i) => ({ kind: 'tool', upstream: 'tickets', name: `t${r}_${i}_*` })) }),
+    );
+    expect(compile(tenantSource(simple as never))).toMatchObject({ ok: true });
+  });
+
   it('reports CEL syntax, type and restriction errors', () => {
     const cases: [string, string][] = [
       ['args.amount >', 'invalid condition'],

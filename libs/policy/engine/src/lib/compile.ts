@@ -12,7 +12,7 @@ import {
   type RateLimitScope,
 } from '@portcullis/contracts/policy-ir';
 import { compileCondition } from './cel';
-import { compileGlob, GlobSyntaxError } from './glob';
+import { compileGlob, GlobSyntaxError, MAX_POLICY_AUTOMATON_POSITIONS } from './glob';
 import { newCaches, type CompileCaches } from './runtime';
 import { finishSnapshot, snapshotChecksum } from './snapshot';
 import type { CompileError, CompileResult } from './types';
@@ -90,6 +90,8 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
 
   // Rules.
   const ruleIds = new Set<string>();
+  /** Every distinct pattern of the enabled rules, and the first rule and path that wrote it (for the budget's error). */
+  const patterns = new Map<string, { readonly ruleId: string; readonly path: string }>();
   const rules: IrRule[] = [];
   source.rules.forEach((rule, i) => {
     const at = (suffix: string): string => `rules.${i}.${suffix}`;
@@ -143,6 +145,7 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
       ] as const) {
         try {
           caches.globs.set(pattern, caches.globs.get(pattern) ?? compileGlob(pattern));
+          if (!patterns.has(pattern)) patterns.set(pattern, { ruleId: rule.id, path: at(`targets.${j}.${field}`) });
         } catch (error) {
           valid = false;
           fail(at(`targets.${j}.${field}`), error instanceof GlobSyntaxError ? error.message : String(error));
@@ -191,6 +194,21 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
       rateLimit,
     });
   });
+
+  // Patterns beyond the common shapes run an automaton on every name or URI they are tested against: bounded in all, so
+  // that no policy can make a gateway spend more than a few milliseconds on one (long, hostile) resource URI.
+  let positions = 0;
+  for (const [pattern, where] of patterns) {
+    positions += caches.globs.get(pattern)?.automaton ?? 0;
+    if (positions > MAX_POLICY_AUTOMATON_POSITIONS) {
+      errors.push({
+        ruleId: where.ruleId,
+        path: where.path,
+        message: `the policy's wildcard patterns are too complex in all (at most ${MAX_POLICY_AUTOMATON_POSITIONS} characters in patterns other than name, prefix*, *suffix and prefix*suffix); simplify or merge them`,
+      });
+      break;
+    }
+  }
 
   // Registry: concrete tools, prompts and resources (templates are not call targets).
   const upstreamNames = new Set<string>();

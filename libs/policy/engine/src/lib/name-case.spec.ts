@@ -73,4 +73,29 @@ describe('rule names and upper and lower case', () => {
     const listed = ['create_ticket', 'Delete_Ticket', 'delete_ticket'].map((name) => ({ kind: 'tool' as const, upstream: 'tickets', name }));
     expect(visibleTools(rules, carol, listed).map((item) => item.name)).toEqual(['create_ticket']);
   });
+
+  it('a restriction holds for spellings that only upper-case comparison or Unicode normalisation make one', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-secret', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/secret.pem' }], effect: 'deny' },
+        { id: 'no-data', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/donn\u00e9es/**' }], effect: 'deny' },
+        { id: 'files', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/**' }], effect: 'allow' },
+      ],
+      'deny',
+    );
+    // U+017F (long s) is S in upper case, as NTFS, APFS and equalsIgnoreCase compare; raw and percent-encoded.
+    for (const uri of ['file:///srv/\u017fecret.pem', 'file:///srv/%C5%BFecret.pem', 'file:///srv/SECRET.pem']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
+    // The decomposed spelling of the accented letter (e + U+0301), raw and percent-encoded.
+    for (const uri of ['file:///srv/donne\u0301es/x', 'file:///srv/donne%CC%81es/x', 'file:///srv/DONN\u00c9ES/x']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
+    expect(effectOf(rules, 'resource', 'files', 'file:///srv/public.txt')).toBe('allow');
+  });
+
+  it('a restriction whose folded form grows past the pattern length limit still compiles and applies', () => {
+    // U+0130 lower-cases to two code units: 300 of them are 600 once folded.
+    const name = '\u0130'.repeat(300);
+    const rules = snapshot([{ id: 'no-dots', subjects: everyone, targets: [{ kind: 'prompt', upstream: 'db', name }], effect: 'deny' }], 'allow');
+    expect(effectOf(loadSnapshot(serializeSnapshot(rules)), 'prompt', 'db', name)).toBe('deny');
+    const upstreams = snapshot([{ id: 'no-a', subjects: everyone, targets: [{ kind: 'tool', upstream: '*a'.repeat(256), name: 'x' }], effect: 'deny' }], 'allow');
+    expect(effectOf(loadSnapshot(serializeSnapshot(upstreams)), 'tool', 'a'.repeat(256), 'x')).toBe('deny');
+  });
 });

@@ -1,6 +1,6 @@
 import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { compileCondition, type ConditionProgram } from './cel';
-import { compileGlob, type Glob } from './glob';
+import { compileGlob, MAX_GLOB_LENGTH, type Glob } from './glob';
 import { canonicalResourcePattern, canonicalResourceUri, isFileUri, namesFragment } from './resource-uri';
 import type { DeepReadonly, PolicySnapshot } from './types';
 
@@ -97,7 +97,8 @@ const EMPTY_ENTRY: TargetEntry = Object.freeze({
 function glob(caches: CompileCaches, pattern: string): Glob {
   let compiled = caches.globs.get(pattern);
   if (compiled === undefined) {
-    compiled = compileGlob(pattern);
+    // Case-folded and upstream forms of a valid pattern may be somewhat longer than the limit the policy was held to.
+    compiled = compileGlob(pattern, 4 * MAX_GLOB_LENGTH);
     caches.globs.set(pattern, compiled);
   }
   return compiled;
@@ -125,7 +126,7 @@ function upstreamPattern(pattern: string): string {
   return out;
 }
 
-const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () => false });
+const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () => false, automaton: 0 });
 
 /**
  * A resource rule's URI glob, matched against canonical URIs (resource-uri.ts). URIs are matched without their
@@ -144,7 +145,7 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
     if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(pattern)) return glob(caches, asOther);
     const files = glob(caches, asFile);
     const others = glob(caches, asOther);
-    return { pattern, literal: null, test: (uri) => (isFileUri(uri) ? files.test(uri) : others.test(uri)) };
+    return { pattern, literal: null, test: (uri) => (isFileUri(uri) ? files.test(uri) : others.test(uri)), automaton: files.automaton + others.automaton };
   } catch {
     // Canonical forms of a valid glob are valid globs; should one not be, the pattern as written still compiles.
     return glob(caches, spelling(pattern));
@@ -152,12 +153,16 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
 }
 
 /**
- * The spelling restrictive rules (deny, require_approval) are matched in: upper and lower case are one. An upstream
- * that looks names or paths up case-insensitively runs `Delete_Repo` as `delete_repo`, so a deny written for one
- * spelling must hold for all (restrictions err wide); an allow still names exactly what it allows. Folding a glob
- * keeps it a glob: its only special characters (`*`, `?`, `\`) have no case.
+ * The spelling restrictive rules (deny, require_approval) are matched in: upper and lower case are one, and so are the
+ * composed and decomposed forms of an accented letter. An upstream that looks names or paths up case-insensitively
+ * runs `Delete_Repo` as `delete_repo`, so a deny written for one spelling must hold for all (restrictions err wide); an
+ * allow still names exactly what it allows. Lower case alone is not enough: case-insensitive stores compare in upper
+ * case too (NTFS, APFS, `equalsIgnoreCase`), where `ſ` is `S` and `ı` is `I`, which `toLowerCase` leaves alone; and
+ * APFS and HFS+ take `é` and `e` + U+0301 as one name. So: NFC, upper case, lower case, NFC again (case mapping can
+ * leave a sequence decomposed). Folding a glob keeps it a glob: its only special characters (`*`, `?`, `\`) have no
+ * case and no decomposition.
  */
-const foldCase = (text: string): string => text.toLowerCase();
+const foldCase = (text: string): string => text.normalize('NFC').toUpperCase().toLowerCase().normalize('NFC');
 
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
