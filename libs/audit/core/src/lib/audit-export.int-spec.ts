@@ -1,4 +1,5 @@
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
+import pg from 'pg';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -359,5 +360,32 @@ describe('audit retention (real Postgres, system role)', () => {
     expect(
       (await runRetention(system, { now })).perTenant.find((t) => t.tenantId === tenant.id)?.deleted,
     ).toBe(0);
+  });
+
+  it('deletes nothing from a row that does not verify on: the edited row stays for verification to name', async () => {
+    const tenant = await createTestTenant(system);
+    await system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+    const now = new Date('2026-11-22T12:00:00Z');
+    const at = (daysAgo: number) => new Date(now.getTime() - daysAgo * 86_400_000).toISOString();
+    await store.insert([60, 50, 40, 35, 1].map((d) => sampleAuditEvent(tenant.id, { occurredAt: at(d) })));
+    // Someone with the database's keys edits seq 3 (triggers off for the transaction), as an attacker would.
+    const owner = new pg.Client({ connectionString: ctx.adminDatabaseUrl });
+    await owner.connect();
+    try {
+      await owner.query('BEGIN');
+      await owner.query('SET LOCAL session_replication_role = replica');
+      await owner.query(`UPDATE audit_events SET reason = 'nothing to see' WHERE tenant_id = $1::uuid AND seq = 3`, [tenant.id]);
+      await owner.query('COMMIT');
+    } finally {
+      await owner.end();
+    }
+    const result = await runRetention(system, { now, batchSize: 2 });
+    // The first batch (seq 1-2) verifies and goes; the next holds the edited row: refused, nothing more deleted.
+    expect(result.perTenant.find((t) => t.tenantId === tenant.id)).toEqual({ tenantId: tenant.id, deleted: 2, prunedThroughSeq: '2' });
+    expect(result.refused).toContainEqual({ tenantId: tenant.id, seq: '3', problem: 'hash_mismatch' });
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: false, brokenAt: { seq: '3', problem: 'hash_mismatch' } });
+    // And again on the next run: the evidence is never pruned away.
+    expect((await runRetention(system, { now })).refused).toContainEqual({ tenantId: tenant.id, seq: '3', problem: 'hash_mismatch' });
+    expect(await system.auditEvent.count({ where: { tenantId: tenant.id } })).toBe(3);
   });
 });

@@ -10,7 +10,9 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { verifyChain } from '@portcullis/audit/chain';
 import type { AuditEventStore } from './audit-event.store';
+import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 import {
   auditExportFilters,
   ExportCancelledError,
@@ -311,6 +313,11 @@ export interface RetentionResult {
     readonly deleted: number;
     readonly prunedThroughSeq: string;
   }[];
+  /**
+   * Tenants whose events due for deletion do not verify (edited, reordered or removed outside the application): none of
+   * their rows past the first bad one is deleted, so the evidence stays for `audit:verify` to name. For the operator.
+   */
+  readonly refused: readonly { readonly tenantId: string; readonly seq: string; readonly problem: string }[];
 }
 
 export interface RetentionOptions {
@@ -326,9 +333,12 @@ export interface RetentionOptions {
  *
  * Only a prefix of the chain is ever deleted: per batch, take the next `batchSize` events after the checkpoint in
  * `seq` order and keep the leading run whose `occurred_at` is before the cutoff (one newer event stops the prefix
- * until it ages too: events can arrive a little out of time order). In one transaction: lock the chain head, move
- * its checkpoint (`pruned_through_seq/hash` = the last deleted event) and delete the rows. The database refuses a
- * delete the checkpoint does not cover (trigger), and verification starts from the checkpoint.
+ * until it ages too: events can arrive a little out of time order). In one transaction: lock the chain head, verify
+ * the rows about to go from the checkpoint on (a row edited outside the application would otherwise take the evidence
+ * with it, the new checkpoint vouching for whatever hash was stored), move the checkpoint (`pruned_through_seq/hash` =
+ * the last deleted event) and delete the rows. Rows that do not verify are not deleted, nor any after them: the tenant
+ * is reported in `refused`. The database refuses a delete the checkpoint does not cover (trigger), and verification
+ * starts from the checkpoint.
  */
 export async function runRetention(
   db: SystemPrismaClient,
@@ -339,6 +349,7 @@ export async function runRetention(
   const maxBatches = options.maxBatchesPerTenant ?? 100;
   const tenants = await db.tenant.findMany({ select: { id: true, settings: true } });
   const perTenant: { tenantId: string; deleted: number; prunedThroughSeq: string }[] = [];
+  const refused: { tenantId: string; seq: string; problem: string }[] = [];
   for (const tenant of tenants) {
     const parsed = retentionSetting.safeParse(tenant.settings);
     const days = parsed.success ? parsed.data.audit?.retentionDays : undefined;
@@ -349,8 +360,8 @@ export async function runRetention(
     for (let batch = 0; batch < maxBatches; batch += 1) {
       const result = await db.$transaction(
         async (tx) => {
-          const heads = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>(
-            'SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid FOR UPDATE',
+          const heads = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint; pruned_through_hash: string | null }[]>(
+            'SELECT pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid FOR UPDATE',
             tenant.id,
           );
           const head = heads[0];
@@ -367,6 +378,16 @@ export async function runRetention(
           const prefix = firstNew === -1 ? candidates : candidates.slice(0, firstNew);
           const last = prefix[prefix.length - 1];
           if (!last) return { deleted: 0, through: head.pruned_through_seq.toString() };
+          const rows = await tx.$queryRawUnsafe<AuditEventRow[]>(
+            `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq`,
+            tenant.id,
+            head.pruned_through_seq,
+            last.seq,
+          );
+          const verdict = verifyChain(rows.map(linkFromRow), { seq: head.pruned_through_seq, prevHash: head.pruned_through_hash });
+          if (!verdict.ok) {
+            return { deleted: 0, through: head.pruned_through_seq.toString(), brokenAt: { seq: verdict.brokenAt.seq, problem: verdict.brokenAt.problem } };
+          }
           await tx.$executeRawUnsafe(
             `UPDATE audit_chain_heads SET pruned_through_seq = $2, pruned_through_hash = $3, pruned_at = now()
            WHERE tenant_id = $1::uuid`,
@@ -386,9 +407,13 @@ export async function runRetention(
       );
       deleted += result.deleted;
       through = result.through;
+      if ('brokenAt' in result && result.brokenAt) {
+        refused.push({ tenantId: tenant.id, seq: String(result.brokenAt.seq), problem: result.brokenAt.problem });
+        break;
+      }
       if (!('full' in result) || !result.full) break;
     }
     perTenant.push({ tenantId: tenant.id, deleted, prunedThroughSeq: through });
   }
-  return { tenants: perTenant.length, deleted: perTenant.reduce((sum, t) => sum + t.deleted, 0), perTenant };
+  return { tenants: perTenant.length, deleted: perTenant.reduce((sum, t) => sum + t.deleted, 0), perTenant, refused };
 }

@@ -141,6 +141,11 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
           this.logger.error(`expired audit exports not removed: ${error instanceof Error ? error.message : String(error)}`);
         }
         const result = await runRetention(this.deps.systemDb);
+        for (const problem of result.refused) {
+          this.logger.error(
+            `retention left tenant ${problem.tenantId}'s audit events from seq ${problem.seq} in place: they do not verify (${problem.problem}); run audit:verify`,
+          );
+        }
         if (result.deleted > 0)
           this.logger.log(
             `retention deleted ${result.deleted} audit event(s) in ${result.tenants} tenant(s)`,
