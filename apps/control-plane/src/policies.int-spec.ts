@@ -179,6 +179,11 @@ describe('upstream renames and rules', () => {
     const widened = await putPolicy(t.id, owner.token, etag, [{ ...noTransfers, targets: [{ kind: 'tool', upstream: 'payments*', name: 'transfer_*' }] }]);
     expect(widened.status).toBe(200);
     expect((await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'payments-eu' } })).status).toBe(200);
+    // A pattern counts as a name: `payments*` covers `payments-eu` and not `billing`, so that rename would turn the
+    // deny off too (before, only rules spelling the old name were looked at, and it went through).
+    const unpatterned = await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'billing' } });
+    expect(unpatterned.status).toBe(409);
+    expect(unpatterned.json['detail']).toMatch(/r-no-transfers/);
   });
 
   it('checks a rename against the rules under the snapshot lock: a rule naming the upstream saved meanwhile is seen', async () => {

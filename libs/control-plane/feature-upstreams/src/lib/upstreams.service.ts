@@ -13,6 +13,7 @@ import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-
 import { isUniqueViolation, pageRequest, parseIfMatch, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
+import { upstreamGlobMatches } from '@portcullis/policy/engine';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
 import { upstreamErrors } from './upstreams.errors';
 import { toUpstreamResponse, type UpstreamRecord } from './upstreams.mapper';
@@ -21,8 +22,7 @@ import { UpstreamsRepository, type SealedColumn, type UpstreamChanges } from './
 
 type SecretField = 'headers' | 'env';
 
-const isObjectWith = (value: unknown, key: string, expected: string): boolean =>
-  typeof value === 'object' && value !== null && (value as Record<string, unknown>)[key] === expected;
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
 /** A URL's origin (scheme, host, port); an unparsable one stands for itself (never equal to a parsed origin). */
 function originOf(url: string): string {
@@ -113,7 +113,7 @@ export class UpstreamsService {
       if (body.name !== undefined && body.name !== existing.name) {
         // Under the snapshot lock: a policy naming the old name saved after this check would be turned off unchecked.
         await this.snapshots.lock(tenantId, tx);
-        await this.assertNotNamedByRules(tenantId, tx, existing.name);
+        await this.assertNotNamedByRules(tenantId, tx, existing.name, body.name);
       }
       if (existing.transport === 'stdio' && (body.command !== undefined || body.args !== undefined || body.env !== undefined)) {
         this.assertStdioAllowed(scope, body.command ?? existing.command ?? '');
@@ -183,12 +183,18 @@ export class UpstreamsService {
    * rules off (a deny on `payments/transfer_*` stops applying once `payments` is `payments-eu`). Refused with 409
    * naming the rules; widen or change them first (e.g. `payments*` covers both names), then rename.
    */
-  private async assertNotNamedByRules(tenantId: TenantId, tx: TenantTransaction, name: string): Promise<void> {
+  private async assertNotNamedByRules(tenantId: TenantId, tx: TenantTransaction, name: string, renamedTo: string): Promise<void> {
     const rules = await tx.policyRule.findMany({
       where: { tenantId, policy: { enabled: true } },
       select: { id: true, name: true, targets: true },
     });
-    const naming = rules.filter((rule) => Array.isArray(rule.targets) && rule.targets.some((target) => isObjectWith(target, 'upstream', name)));
+    // A rule whose upstream pattern covers one name and not the other would change what it applies to: `pay*` would
+    // stop denying on `payments` renamed `billing`, `bill*` would start allowing on it. One that covers both is fine.
+    const changes = (target: unknown): boolean => {
+      const upstream = isObject(target) ? target['upstream'] : undefined;
+      return typeof upstream === 'string' && upstreamGlobMatches(upstream, name) !== upstreamGlobMatches(upstream, renamedTo);
+    };
+    const naming = rules.filter((rule) => Array.isArray(rule.targets) && rule.targets.some(changes));
     if (naming.length > 0) throw upstreamErrors.namedByRules(name, naming.map((rule) => rule.name ?? rule.id));
   }
 

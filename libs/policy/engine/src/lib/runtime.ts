@@ -126,6 +126,18 @@ function upstreamPattern(pattern: string): string {
   return out;
 }
 
+/**
+ * Whether a rule's `upstream` glob covers the upstream named `name`, as the runtime matches it (`*` crosses `/`). A
+ * pattern that does not compile (never one a policy was saved with) covers the name it spells, and nothing else.
+ */
+export function upstreamGlobMatches(pattern: string, name: string): boolean {
+  try {
+    return compileGlob(upstreamPattern(pattern), 4 * MAX_GLOB_LENGTH).test(name);
+  } catch {
+    return pattern === name;
+  }
+}
+
 const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () => false, automaton: 0 });
 
 /**
