@@ -183,6 +183,15 @@ describe('portal sign-in through the dev IdP', () => {
     expect(sessionBytes).toBeGreaterThan(0);
     expect(sessionBytes).toBeLessThan(8_000);
 
+    // A sign-out next-auth refuses (here: answered as a failed CSRF check, the session cookie untouched) is said so, and
+    // the browser stays off the provider's sign-out: before, it went there, was told it had signed out, and the
+    // session left in its cookie let it back into the dashboard.
+    await page.route('**/api/auth/signout', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ url: `${portalUrl}/api/auth/signout?csrf=true` }) }));
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await expect.poll(() => page.getByRole('alert').filter({ hasText: 'Sign-out did not complete' }).count()).toBe(1);
+    expect(new URL(page.url()).pathname).toBe('/');
+    await page.unroute('**/api/auth/signout');
+
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('button', { name: 'Yes, sign me out' }).click();
     await page.waitForURL((url) => url.origin === portalUrl && url.pathname === '/sign-in');

@@ -5,7 +5,7 @@ import { devIdpEnvSchema } from './config';
 describe('dev IdP config', () => {
   it('applies defaults around the one required secret', () => {
     const config = parseConfig(devIdpEnvSchema, { DEV_IDP_PORTAL_CLIENT_SECRET: 'x'.repeat(16) });
-    expect(config.http.port).toBe(3400);
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 3400 });
     expect(config.issuer).toBe('http://localhost:3400');
     expect(config.clients).toEqual([
       {

@@ -20,7 +20,9 @@ export const devIdpEnvSchema = z
   .object({
     NODE_ENV: configFields.nodeEnv,
     LOG_LEVEL: configFields.logLevel,
-    DEV_IDP_HOST: z.string().min(1).default('0.0.0.0'),
+    // Loopback unless told otherwise: its demo identities' password is in the repository, so anyone who could reach it
+    // could sign in as any of them.
+    DEV_IDP_HOST: z.string().min(1).default('127.0.0.1'),
     DEV_IDP_PORT: configFields.port(3400),
     DEV_IDP_ISSUER: configFields.httpUrl.optional(),
     DEV_IDP_PORTAL_CLIENT_ID: z.string().min(1).default('portcullis-portal'),
