@@ -1,5 +1,6 @@
 import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import type { ConditionContext } from './cel';
+import { canonicalResourceUri } from './resource-uri';
 import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
 
@@ -203,6 +204,16 @@ function exceedsValues(value: unknown, budget: number): boolean {
   return false;
 }
 
+/**
+ * The target as conditions see it: a resource's URI in the one spelling rules match (resource-uri.ts), so that a
+ * condition such as `target.name.contains("/secret/")` cannot be stepped around by a `%73ecret`-style spelling either.
+ */
+const conditionTarget = (target: PolicyTargetRef): ConditionContext['target'] => ({
+  kind: target.kind,
+  upstream: target.upstream,
+  name: target.kind === 'resource' ? canonicalResourceUri(target.name) : target.name,
+});
+
 /** The decision among `candidates` (the rules that apply to the principal and target, in priority order). */
 function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView, candidates: readonly RuleRuntime[]): Decision {
   const version = snapshot.version;
@@ -218,7 +229,7 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
         role: who.role ?? '',
         groups: who.groups,
       },
-      target: { kind: target.kind, upstream: target.upstream, name: target.name },
+      target: conditionTarget(target),
       request: { time: toDate(input.context.time), ip: input.context.ip ?? '' },
     });
 
@@ -333,7 +344,7 @@ export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipa
     (conditionContext ??= {
       args: {},
       principal: { userId: who.userId ?? '', agentClientId: who.agentClientId ?? '', role: who.role ?? '', groups: who.groups },
-      target: { kind: target.kind, upstream: target.upstream, name: target.name },
+      target: conditionTarget(target),
       request: { time: toDate(context.time), ip: context.ip ?? '' },
     });
   for (const rule of candidates) {

@@ -98,4 +98,16 @@ describe('rule names and upper and lower case', () => {
     const upstreams = snapshot([{ id: 'no-a', subjects: everyone, targets: [{ kind: 'tool', upstream: '*a'.repeat(256), name: 'x' }], effect: 'deny' }], 'allow');
     expect(effectOf(loadSnapshot(serializeSnapshot(upstreams)), 'tool', 'a'.repeat(256), 'x')).toBe('deny');
   });
+
+  it('conditions see a resource URI in the spelling rules match, so an escaped spelling does not step around them', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-secret-paths', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///**' }], effect: 'deny', condition: 'target.name.contains("/secret/")' },
+        { id: 'files', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///**' }], effect: 'allow' },
+      ],
+      'deny',
+    );
+    for (const uri of ['file:///srv/secret/a.pem', 'file:///srv/%73ecret/a.pem', 'file:///srv/secre%74/a.pem#x']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
+    expect(effectOf(rules, 'resource', 'files', 'file:///srv/public/a.txt')).toBe('allow');
+  });
 });
