@@ -15,7 +15,7 @@ export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';
 export { CHAIN_HEAD_SQL, verifyTenantChain } from './lib/verify-tenant-chain';
 export type { ChainHeadRow, ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
 export { CsvRowParser, encodeCell, encodeRow } from './lib/audit-csv';
-export { auditExportFilters, CSV_COLUMNS, ExportCancelledError, exportAuditEvents, verifyExportFile } from './lib/audit-export';
+export { auditExportFilters, CSV_COLUMNS, ExportCancelledError, ExportInterruptedError, exportAuditEvents, verifyExportFile } from './lib/audit-export';
 export type {
   AuditExportFilters,
   AuditExportFormat,

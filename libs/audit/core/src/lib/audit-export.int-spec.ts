@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
-import { ExportCancelledError, exportAuditEvents, verifyExportFile } from './audit-export';
+import { ExportCancelledError, ExportInterruptedError, exportAuditEvents, verifyExportFile } from './audit-export';
 import { EXPORT_FAILED_MESSAGE, expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
 import type { AuditEventStore } from './audit-event.store';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
@@ -387,5 +387,37 @@ describe('audit retention (real Postgres, system role)', () => {
     // And again on the next run: the evidence is never pruned away.
     expect((await runRetention(system, { now })).refused).toContainEqual({ tenantId: tenant.id, seq: '3', problem: 'hash_mismatch' });
     expect(await system.auditEvent.count({ where: { tenantId: tenant.id } })).toBe(3);
+  });
+
+  it('an unfiltered export that retention overtakes starts from the new checkpoint, or stops: never a file with a gap', async () => {
+    const now = new Date();
+    const at = (daysAgo: number) => new Date(now.getTime() - daysAgo * 86_400_000).toISOString();
+    const seeded = async () => {
+      const tenant = await createTestTenant(system);
+      await system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+      await store.insert([60, 55, 50, 45, 40, 35, 2, 1].map((d) => sampleAuditEvent(tenant.id, { occurredAt: at(d) })));
+      return tenant;
+    };
+    // Retention runs once, before the page whose turn it is (the cancel check comes before each page).
+    const pruneBefore = (page: number) => {
+      let pages = 0;
+      return async () => {
+        pages += 1;
+        if (pages === page) await runRetention(system, { now });
+        return false;
+      };
+    };
+
+    const early = await seeded();
+    const earlyPath = path.join(dir, `overtaken-early-${early.id}.jsonl`);
+    const { manifest } = await exportAuditEvents(app, early.id, { format: 'jsonl', filters: {}, outPath: earlyPath, pageSize: 2, cancelled: pruneBefore(1) });
+    expect(manifest).toMatchObject({ rowCount: 2, firstSeq: '7', chainRange: { fromSeq: '6', headSeq: '8' }, contiguous: true });
+    expect(await verifyExportFile(earlyPath, `${earlyPath}.manifest.json`)).toMatchObject({ ok: true, rows: 2 });
+
+    const late = await seeded();
+    const latePath = path.join(dir, `overtaken-late-${late.id}.jsonl`);
+    // Seq 1-2 read, then 1-6 pruned: the next page would start at 7, a gap.
+    await expect(exportAuditEvents(app, late.id, { format: 'jsonl', filters: {}, outPath: latePath, pageSize: 2, cancelled: pruneBefore(2) })).rejects.toBeInstanceOf(ExportInterruptedError);
+    expect(existsSync(latePath) || existsSync(`${latePath}.partial`)).toBe(false);
   });
 });

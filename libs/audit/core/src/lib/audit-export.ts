@@ -188,6 +188,17 @@ export class ExportCancelledError extends Error {
   }
 }
 
+/**
+ * An unfiltered export (one that vouches for a contiguous run of the chain) met a gap: retention deleted events between
+ * two of its pages. Nothing is kept; the export can run again, from the new checkpoint.
+ */
+export class ExportInterruptedError extends Error {
+  constructor() {
+    super('retention removed audit events while the export read them');
+    this.name = 'ExportInterruptedError';
+  }
+}
+
 export interface ExportResult {
   readonly manifest: AuditExportManifest;
   readonly manifestPath: string;
@@ -236,6 +247,29 @@ export async function exportAuditEvents(
   let rowCount = 0;
   let first: StoredChainLink | undefined;
   let last: StoredChainLink | undefined;
+  // An unfiltered export vouches for every event from the checkpoint to the head, one after another: what it read must
+  // be that. Retention may move the checkpoint while it reads (its own transactions, page by page): before the first
+  // page, the export starts from the new checkpoint; between pages, it gave a gap, and the export stops.
+  const contiguous = Object.keys(filters).length === 0;
+  let fromSeq = BigInt(head.pruned_through_seq);
+  let fromHash = head.pruned_through_hash;
+  const checkpointNow = () =>
+    withTenant(db, tenantId, async (tx) => {
+      const rows = await tx.$queryRawUnsafe<{ pruned_through_seq: bigint; pruned_through_hash: string | null }[]>(
+        'SELECT pruned_through_seq, pruned_through_hash FROM audit_chain_heads WHERE tenant_id = $1::uuid',
+        tenantId,
+      );
+      return rows[0];
+    });
+  /** The checkpoint retention has moved to meanwhile, if `first` follows it; else the export cannot go on. */
+  const restartAt = async (next: StoredChainLink | undefined): Promise<void> => {
+    const moved = await checkpointNow();
+    const expectedNext = next === undefined ? BigInt(head.last_seq) : BigInt(next.seq) - 1n;
+    const fits = moved !== undefined && BigInt(moved.pruned_through_seq) === expectedNext && (next === undefined || moved.pruned_through_hash === next.prevHash);
+    if (!fits) throw new ExportInterruptedError();
+    fromSeq = BigInt(moved.pruned_through_seq);
+    fromHash = moved.pruned_through_hash;
+  };
   try {
     if (options.format === 'csv') await write(encodeRow([...CSV_COLUMNS]));
     let afterSeq = BigInt(head.pruned_through_seq);
@@ -256,6 +290,10 @@ export async function exportAuditEvents(
       if (rows.length === 0) break;
       for (const row of rows) {
         const link = linkFromRow(row);
+        if (contiguous && BigInt(link.seq) !== (last === undefined ? fromSeq : BigInt(last.seq)) + 1n) {
+          if (last !== undefined) throw new ExportInterruptedError();
+          await restartAt(link);
+        }
         first ??= link;
         last = link;
         rowCount += 1;
@@ -264,6 +302,8 @@ export async function exportAuditEvents(
       afterSeq = BigInt((rows[rows.length - 1] as AuditEventRow).seq);
       if (rows.length < pageSize) break;
     }
+    // Nothing read, though the head said there was: pruned meanwhile, all of it.
+    if (contiguous && last === undefined && fromSeq < headSeq) await restartAt(undefined);
     out.end();
     await once(out, 'finish');
   } catch (error) {
@@ -294,12 +334,12 @@ export async function exportAuditEvents(
     firstHash: first?.hash ?? null,
     lastHash: last?.hash ?? null,
     chainRange: {
-      fromSeq: head.pruned_through_seq.toString(),
-      fromHash: head.pruned_through_hash,
+      fromSeq: fromSeq.toString(),
+      fromHash,
       headSeq: head.last_seq.toString(),
       headHash: head.last_hash,
     },
-    contiguous: Object.keys(filters).length === 0,
+    contiguous,
   };
   const sha256Path = `${options.outPath}.sha256`;
   const manifestPath = `${options.outPath}.manifest.json`;

@@ -20,6 +20,8 @@ export const auditErrors = {
     new AppError('RATE_LIMITED', `This tenant already has ${MAX_EXPORTS_IN_PROGRESS} exports queued or running; wait for one to finish.`),
   tooManySyncExports: (max: number) =>
     new AppError('RATE_LIMITED', `This tenant already has ${max} downloads of audit events under way; wait for one to finish.`, { retryAfterSeconds: 5 }),
+  prunedMeanwhile: () =>
+    new AppError('CONFLICT', 'Retention removed old events while the export read them, so it would not be one unbroken run of the trail; request it again.'),
   queueUnavailable: () =>
     new AppError('DEPENDENCY_UNAVAILABLE', 'The export could not be queued right now; try again shortly.'),
 };

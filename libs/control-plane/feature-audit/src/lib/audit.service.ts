@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { exportAuditEvents, requestAuditExport, TooManyExportsError, type AuditExportFilters } from '@portcullis/audit/core';
+import { exportAuditEvents, ExportInterruptedError, requestAuditExport, TooManyExportsError, type AuditExportFilters } from '@portcullis/audit/core';
 import type {
   AuditEventFilters,
   AuditEventResponse,
@@ -166,7 +166,7 @@ export class AuditService {
       };
     } catch (error) {
       await rm(dir, { recursive: true, force: true });
-      throw error;
+      throw error instanceof ExportInterruptedError ? auditErrors.prunedMeanwhile() : error;
     }
   }
 
