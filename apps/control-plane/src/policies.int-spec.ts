@@ -151,6 +151,32 @@ describe('policy GET/PUT with ETag and If-Match', () => {
   });
 });
 
+describe('pattern complexity', () => {
+  it('holds rules being saved to the bound, and not a stored policy compiled again for another change', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const complex = (i: number): Rule => ({
+      id: `r-${i}`,
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'resource', upstream: 'files', uri: `**${'a?'.repeat(250)}b${i}` }],
+      effect: 'deny',
+    });
+    const etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const refused = await putPolicy(t.id, owner.token, etag, Array.from({ length: 9 }, (_, i) => complex(i)));
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.text).toContain('too complex in all');
+    const saved = await putPolicy(t.id, owner.token, etag, Array.from({ length: 8 }, (_, i) => complex(i)));
+    expect(saved.status, saved.text).toBe(200);
+    // A ninth, as a rule saved before the bound existed would be stored.
+    const policy = await cp.system.policy.findFirstOrThrow({ where: { tenantId: t.id } });
+    const { id, ...source } = complex(8);
+    await cp.system.policyRule.create({ data: { tenantId: t.id, policyId: policy.id, position: 9, name: id, ...source } as never });
+    // Other changes still rebuild the snapshot (a group here; before, every such change answered 409).
+    const group = await cp.request('POST', `/api/v1/tenants/${t.id}/groups`, { token: owner.token, body: { externalId: 'sre', name: 'SRE' } });
+    expect(group.status, group.text).toBe(201);
+  });
+});
+
 describe('upstream renames and rules', () => {
   it('refuses renaming an upstream that enabled rules name, until the rules cover the new name', async () => {
     const t = await cp.tenant();

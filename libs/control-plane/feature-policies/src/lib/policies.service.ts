@@ -69,6 +69,7 @@ export class PoliciesService {
         actorUserId: scope.actor.userId,
         comment: 'policy.update',
         override: { defaultEffect: body.defaultEffect, rules: body.rules },
+        newRules: true,
       });
       if (!result.ok) throw policyErrors.doesNotCompile(result.errors);
       const rules = await this.repository.rules(tenantId, tx, saved.id);

@@ -42,6 +42,8 @@ export class PolicySnapshotWriter {
       readonly actorUserId: string | null;
       readonly comment: string;
       readonly override?: { readonly defaultEffect: 'allow' | 'deny'; readonly rules: readonly PolicyRuleSource[] };
+      /** The rules are being written now (a policy saved): held to the engine's bound on pattern complexity. */
+      readonly newRules?: boolean;
     },
   ): Promise<RebuildResult> {
     await this.repository.lockSnapshots(tenantId, tx);
@@ -54,7 +56,7 @@ export class PolicySnapshotWriter {
     const [directory, latest] = await Promise.all([this.repository.directory(tenantId, tx), this.repository.latestVersion(tenantId, tx)]);
     const version = latest + 1;
     const source = assemblePolicySource({ tenantId, version, defaultEffect: policy.defaultEffect, rules: policy.rules, directory });
-    const compiled = compile(source);
+    const compiled = compile(source, { complexityBudget: change.newRules === true });
     if (!compiled.ok) return { ok: false, errors: compiled.errors };
     await this.repository.deactivateAll(tenantId, tx);
     const row = await this.repository.insertActiveSnapshot(tenantId, tx, {

@@ -35,6 +35,14 @@ describe('compile errors', () => {
     expect(errorsOf(tenantSource([rule({ id: 'r-1', effect: 'deny', targets: Array.from({ length: 8 }, (_, i) => hostile(i)) }), rule({ id: 'r-2', effect: 'deny', targets: [hostile(8)] })] as never))).toEqual([
       { ruleId: 'r-2', path: 'rules.1.targets.0.uri', message: expect.stringContaining('too complex in all') },
     ]);
+    // Every rule's own matcher counts: one pattern shared by many rules is tested once per rule.
+    const shared = hostile(0);
+    expect(errorsOf(tenantSource(Array.from({ length: 9 }, (_, r) => rule({ id: `s-${r}`, effect: 'deny', targets: [shared] })) as never))).toEqual([
+      { ruleId: 's-8', path: 'rules.8.targets.0.uri', message: expect.stringContaining('too complex in all') },
+    ]);
+    // A stored policy compiled again for another change (a member added) is not held to it: rules saved before the
+    // bound must not block those.
+    expect(compile(tenantSource(Array.from({ length: 9 }, (_, r) => rule({ id: `s-${r}`, effect: 'deny', targets: [shared] })) as never), { complexityBudget: false })).toMatchObject({ ok: true });
     // Common shapes cost nothing, however many.
     const simple = Array.from({ length: 10 }, (_, r) =>
       rule({ id: `r-${r}`, targets: Array.from({ length: 200 }, (_, i) => ({ kind: 'tool', upstream: 'tickets', name: `t${r}_${i}_*` })) }),

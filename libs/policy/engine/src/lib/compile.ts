@@ -12,8 +12,8 @@ import {
   type RateLimitScope,
 } from '@portcullis/contracts/policy-ir';
 import { compileCondition } from './cel';
-import { compileGlob, GlobSyntaxError, MAX_POLICY_AUTOMATON_POSITIONS } from './glob';
-import { newCaches, type CompileCaches } from './runtime';
+import { compileGlob, GlobSyntaxError, MAX_GLOB_LENGTH, MAX_POLICY_AUTOMATON_POSITIONS } from './glob';
+import { foldCase, newCaches, upstreamPattern, type CompileCaches } from './runtime';
 import { finishSnapshot, snapshotChecksum } from './snapshot';
 import type { CompileError, CompileResult } from './types';
 
@@ -29,13 +29,22 @@ const targetKey = (t: IrTarget): string => `${t.kind}\u0000${t.upstream}\u0000${
  * found, each tied to its rule. Deterministic: the output depends only on the source's content, not on key
  * order or the order of rules, subjects, targets, members, groups, agent clients or tools.
  */
-export function compile(source: unknown): CompileResult {
+export interface CompileOptions {
+  /**
+   * Refuse a policy whose patterns (other than the common shapes) pass MAX_POLICY_AUTOMATON_POSITIONS in all. On for
+   * rules being written (default); off where a stored policy is compiled again for another change (a member added, an
+   * upstream renamed): rules saved before the bound must not block those, nor a rollback to them.
+   */
+  readonly complexityBudget?: boolean;
+}
+
+export function compile(source: unknown, options: CompileOptions = {}): CompileResult {
   const parsed = policySource.safeParse(source);
   if (!parsed.success) {
     return { ok: false, errors: parsed.error.issues.map((issue) => schemaError(source, issue)) };
   }
   const caches = newCaches();
-  const built = buildIr(parsed.data, caches);
+  const built = buildIr(parsed.data, caches, options.complexityBudget ?? true);
   if (!built.ok) return built;
   const snapshot = finishSnapshot({ ...built.body, checksum: snapshotChecksum(built.body) }, caches);
   return { ok: true, snapshot };
@@ -54,7 +63,7 @@ function schemaError(source: unknown, issue: { path: readonly PropertyKey[]; mes
 
 type BuildResult = { ok: true; body: PolicySnapshotBody } | { ok: false; errors: CompileError[] };
 
-function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult {
+function buildIr(source: ParsedPolicySource, caches: CompileCaches, complexityBudget: boolean): BuildResult {
   const errors: CompileError[] = [];
 
   // Directory: members, groups (resolved into each member), agent clients.
@@ -90,8 +99,18 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
 
   // Rules.
   const ruleIds = new Set<string>();
-  /** Every distinct pattern of the enabled rules, and the first rule and path that wrote it (for the budget's error). */
-  const patterns = new Map<string, { readonly ruleId: string; readonly path: string }>();
+  /**
+   * What each target's patterns cost a gateway per character of a name or URI, as it runs them: every (rule, target)
+   * is a matcher of its own, restrictions run the case-folded form and upstream patterns their `**` form.
+   */
+  const costs: { readonly ruleId: string; readonly path: string; readonly positions: number }[] = [];
+  const costOf = (pattern: string): number => {
+    try {
+      return compileGlob(pattern, 4 * MAX_GLOB_LENGTH).automaton;
+    } catch {
+      return 0; // a derived form that does not compile is reported by the snapshot's load, not counted here
+    }
+  };
   const rules: IrRule[] = [];
   source.rules.forEach((rule, i) => {
     const at = (suffix: string): string => `rules.${i}.${suffix}`;
@@ -145,7 +164,8 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
       ] as const) {
         try {
           caches.globs.set(pattern, caches.globs.get(pattern) ?? compileGlob(pattern));
-          if (!patterns.has(pattern)) patterns.set(pattern, { ruleId: rule.id, path: at(`targets.${j}.${field}`) });
+          const matched = field === 'upstream' ? upstreamPattern(pattern) : rule.effect === 'allow' ? pattern : foldCase(pattern);
+          costs.push({ ruleId: rule.id, path: at(`targets.${j}.${field}`), positions: costOf(matched) });
         } catch (error) {
           valid = false;
           fail(at(`targets.${j}.${field}`), error instanceof GlobSyntaxError ? error.message : String(error));
@@ -198,8 +218,8 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches): BuildResult
   // Patterns beyond the common shapes run an automaton on every name or URI they are tested against: bounded in all, so
   // that no policy can make a gateway spend more than a few milliseconds on one (long, hostile) resource URI.
   let positions = 0;
-  for (const [pattern, where] of patterns) {
-    positions += caches.globs.get(pattern)?.automaton ?? 0;
+  for (const where of complexityBudget ? costs : []) {
+    positions += where.positions;
     if (positions > MAX_POLICY_AUTOMATON_POSITIONS) {
       errors.push({
         ruleId: where.ruleId,

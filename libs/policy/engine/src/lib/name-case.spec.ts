@@ -90,8 +90,8 @@ describe('rule names and upper and lower case', () => {
     expect(effectOf(rules, 'resource', 'files', 'file:///srv/public.txt')).toBe('allow');
   });
 
-  it('a restriction whose folded form grows past the pattern length limit still compiles and applies', () => {
-    // U+0130 lower-cases to two code units: 300 of them are 600 once folded.
+  it('a restriction whose matched form grows past the pattern length limit still compiles and applies', () => {
+    // U+0130 lower-cases to two code units (600 for 300): folding keeps it one character.
     const name = '\u0130'.repeat(300);
     const rules = snapshot([{ id: 'no-dots', subjects: everyone, targets: [{ kind: 'prompt', upstream: 'db', name }], effect: 'deny' }], 'allow');
     expect(effectOf(loadSnapshot(serializeSnapshot(rules)), 'prompt', 'db', name)).toBe('deny');
@@ -109,5 +109,16 @@ describe('rule names and upper and lower case', () => {
     );
     for (const uri of ['file:///srv/secret/a.pem', 'file:///srv/%73ecret/a.pem', 'file:///srv/secre%74/a.pem#x']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
     expect(effectOf(rules, 'resource', 'files', 'file:///srv/public/a.txt')).toBe('allow');
+  });
+
+  it('folding never turns one character into several, so a ? written for it still matches (ß is SS in upper case)', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-strasse', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///docs/stra?e.pdf' }], effect: 'deny' },
+        { id: 'files', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///**' }], effect: 'allow' },
+      ],
+      'deny',
+    );
+    for (const uri of ['file:///docs/stra\u00dfe.pdf', 'file:///docs/stra%C3%9Fe.pdf', 'file:///docs/STRA\u00dfE.pdf']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
   });
 });

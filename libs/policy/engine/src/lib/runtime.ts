@@ -109,7 +109,7 @@ function glob(caches: CompileCaches, pattern: string): Glob {
  * run of characters, `/` included, as `**` does. Otherwise `upstream: "*"` in a deny rule would skip every upstream
  * whose name has a `/`.
  */
-function upstreamPattern(pattern: string): string {
+export function upstreamPattern(pattern: string): string {
   if (!pattern.includes('*')) return pattern;
   let out = '';
   for (let at = 0; at < pattern.length; at++) {
@@ -170,11 +170,34 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
  * runs `Delete_Repo` as `delete_repo`, so a deny written for one spelling must hold for all (restrictions err wide); an
  * allow still names exactly what it allows. Lower case alone is not enough: case-insensitive stores compare in upper
  * case too (NTFS, APFS, `equalsIgnoreCase`), where `ſ` is `S` and `ı` is `I`, which `toLowerCase` leaves alone; and
- * APFS and HFS+ take `é` and `e` + U+0301 as one name. So: NFC, upper case, lower case, NFC again (case mapping can
- * leave a sequence decomposed). Folding a glob keeps it a glob: its only special characters (`*`, `?`, `\`) have no
- * case and no decomposition.
+ * APFS and HFS+ take `é` and `e` + U+0301 as one name. So: NFC, then each character through upper case to lower case
+ * (where its upper case is one character), then NFC again (case mapping can leave a sequence decomposed). Folding a
+ * glob keeps it a glob: its only special characters (`*`, `?`, `\`) have no case and no decomposition, and no
+ * character is folded into several (a `?` stands for what it stood for).
  */
-const foldCase = (text: string): string => text.normalize('NFC').toUpperCase().toLowerCase().normalize('NFC');
+const ASCII = /^[\x00-\x7f]*$/;
+const isOneCharacter = (text: string): boolean => {
+  const first = text.codePointAt(0);
+  return first !== undefined && text.length === (first > 0xffff ? 2 : 1);
+};
+export function foldCase(text: string): string {
+  const composed = text.normalize('NFC');
+  // Names are nearly always ASCII, where lower case is all there is to it.
+  if (ASCII.test(composed)) return composed.toLowerCase();
+  let out = '';
+  for (const ch of composed) {
+    // One character stays one: `ß` is `SS` in upper case, and a `?` written for `ß` must still match it (restrictions
+    // err wide). So through upper case where that keeps one character, else lower case alone, else unchanged (`İ`).
+    const upper = ch.toUpperCase();
+    const viaUpper = upper.toLowerCase();
+    if (isOneCharacter(upper) && isOneCharacter(viaUpper)) out += viaUpper;
+    else {
+      const lower = ch.toLowerCase();
+      out += isOneCharacter(lower) ? lower : ch;
+    }
+  }
+  return out.normalize('NFC');
+}
 
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
