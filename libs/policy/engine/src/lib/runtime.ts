@@ -175,7 +175,11 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
  * glob keeps it a glob: its only special characters (`*`, `?`, `\`) have no case and no decomposition, and no
  * character is folded into several (a `?` stands for what it stood for).
  */
-const ASCII = /^[\x00-\x7f]*$/;
+/** Whether every character is ASCII (where lower case is all folding does). */
+const isAscii = (text: string): boolean => {
+  for (let at = 0; at < text.length; at++) if (text.charCodeAt(at) > 0x7f) return false;
+  return true;
+};
 const isOneCharacter = (text: string): boolean => {
   const first = text.codePointAt(0);
   return first !== undefined && text.length === (first > 0xffff ? 2 : 1);
@@ -183,7 +187,7 @@ const isOneCharacter = (text: string): boolean => {
 export function foldCase(text: string): string {
   const composed = text.normalize('NFC');
   // Names are nearly always ASCII, where lower case is all there is to it.
-  if (ASCII.test(composed)) return composed.toLowerCase();
+  if (isAscii(composed)) return composed.toLowerCase();
   let out = '';
   for (const ch of composed) {
     // One character stays one: `ß` is `SS` in upper case, and a `?` written for `ß` must still match it (restrictions
