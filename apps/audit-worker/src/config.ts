@@ -49,6 +49,13 @@ export const auditWorkerConfigSchema = z
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(15_000),
   })
+  .superRefine((env, ctx) => {
+    // In production the control plane hands audit data out (downloads, exports) once their events are in the outbox:
+    // a worker that never drains it would leave them out of the trail whenever Redis is away. Retention needs it too.
+    if (env.NODE_ENV === 'production' && env.DATABASE_SYSTEM_URL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_SYSTEM_URL'], message: 'is required when NODE_ENV=production (the outbox drain and retention)' });
+    }
+  })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
     log: { level: env.LOG_LEVEL },

@@ -456,6 +456,8 @@ describe('agent clients and API keys', () => {
     const events = await cp.eventsAtLeast(t.id, 9);
     const revokes = events.filter((e) => e.method === 'api_key.revoke' && e.actorUserId === owner.id).map((e) => e.targetId);
     expect(revokes.sort()).toEqual([alreadyRevoked, ...leavingKeys].sort());
+    // Written with the change and enqueued after it: nothing left in the outbox.
+    expect(await cp.system.auditOutbox.count({ where: { tenantId: t.id } })).toBe(0);
   });
 
   it('makes no key for an admin demoted while the request was under way (it would outlive the demotion\'s revocation)', async () => {

@@ -3,7 +3,7 @@ CREATE TABLE "audit_outbox" (
     "id" UUID NOT NULL,
     "tenant_id" UUID NOT NULL,
     "event" TEXT NOT NULL,
-    "created_at" TIMESTAMPTZ(6) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "created_at" TIMESTAMPTZ(6) NOT NULL DEFAULT clock_timestamp(),
 
     CONSTRAINT "audit_outbox_pkey" PRIMARY KEY ("id")
 );

@@ -49,6 +49,7 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   private queue: Queue | undefined;
   private outboxTimer: NodeJS.Timeout | undefined;
   private outboxDrain: Promise<void> | undefined;
+  private stopping = false;
 
   constructor(
     @Inject(AUDIT_WORKER_SETTINGS) private readonly settings: AuditWorkerSettings,
@@ -100,7 +101,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     if (!systemDb) return;
     const skipped: string[] = [];
     try {
-      for (;;) {
+      // One transaction of rows at a time until none is left, or the worker stops (the rest waits for the next one).
+      while (!this.stopping) {
         const { stored, invalid } = await drainAuditOutbox(systemDb, this.deps.store, { olderThanMs: graceMs, exclude: skipped });
         if (stored > 0) this.logger.log(`stored ${stored} control-plane audit event(s) from the outbox`);
         if (invalid.length > 0) this.logger.error(`audit outbox rows whose event is invalid or refused by the store, left in place: ${invalid.join(', ')}`);
@@ -114,6 +116,7 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
     clearInterval(this.outboxTimer);
     await this.outboxDrain;
     await this.worker?.close();

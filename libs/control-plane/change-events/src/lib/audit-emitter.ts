@@ -98,6 +98,36 @@ export class AuditEmitter implements OnApplicationShutdown {
     return { event };
   }
 
+  /** `stage` for many events of one change (each key a member's removal revokes), in one statement. */
+  async stageMany(tx: TenantTransaction, changes: readonly ControlPlaneChange[]): Promise<StagedAuditEvent[]> {
+    const events = changes.map((change) => this.toEvent(change));
+    if (events.length > 0) {
+      await tx.auditOutbox.createMany({ data: events.map((event) => ({ id: event.eventId, tenantId: event.tenantId, event: JSON.stringify(event) })) });
+    }
+    return events.map((event) => ({ event }));
+  }
+
+  /** `publish` for many staged events of one tenant: one `addBulk`, one delete. Never throws. */
+  async publishMany(staged: readonly StagedAuditEvent[]): Promise<void> {
+    const events = staged.map(({ event }) => event);
+    const first = events[0];
+    if (first === undefined) return;
+    try {
+      await withTimeout(
+        this.queue.addBulk(events.map((event) => ({ name: JOB, data: event, opts: { jobId: jobIdFor(JOB, event), attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 } }))),
+        this.options.timeoutMs,
+        'enqueueing the audit events',
+      );
+    } catch (error) {
+      this.logger.warn({ err: { message: messageOf(error) }, tenantId: first.tenantId, events: events.length }, 'audit events not enqueued: kept in the outbox for the audit worker');
+      return;
+    }
+    const ids = events.map((event) => event.eventId);
+    await withTenant(this.db, first.tenantId as TenantId, (tx) => tx.auditOutbox.deleteMany({ where: { tenantId: first.tenantId, id: { in: ids } } })).catch((error: unknown) =>
+      this.logger.warn({ err: { message: messageOf(error) }, tenantId: first.tenantId, events: ids.length }, 'audit outbox rows not deleted after enqueueing; the audit worker will skip them as stored'),
+    );
+  }
+
   /**
    * After the change's commit: enqueues the staged event and deletes its outbox row. Never throws: a failure is logged
    * (without before/after) and the row stays for the audit worker to store.

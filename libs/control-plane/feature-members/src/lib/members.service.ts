@@ -123,25 +123,22 @@ export class MembersService {
     revokedAt: Date,
     reason: string,
   ): Promise<StagedAuditEvent[]> {
-    const staged: StagedAuditEvent[] = [];
-    for (const key of revoked) {
-      staged.push(
-        await this.audit.stage(tx, {
-          tenantId: scope.tenantId,
-          actor: scope.actor,
-          action: 'api_key.revoke',
-          target: { type: 'api_key', id: key.id },
-          before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
-          after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason },
-        }),
-      );
-    }
-    return staged;
+    return this.audit.stageMany(
+      tx,
+      revoked.map((key) => ({
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'api_key.revoke',
+        target: { type: 'api_key', id: key.id },
+        before: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: null },
+        after: { id: key.id, name: key.name, agentClientId: key.agentClientId, revokedAt: revokedAt.toISOString(), reason },
+      })),
+    );
   }
 
   /** After the commit: the audit events on their way, and the gateways and held calls told of revoked keys. */
   private async announce(scope: TenantScope, staged: readonly StagedAuditEvent[], revoked: number, cancelled: number): Promise<void> {
-    for (const event of staged) await this.audit.publish(event);
+    await this.audit.publishMany(staged);
     if (revoked > 0) await this.changes.publish(CHANGE_CHANNELS.apiKeys, scope.tenantId);
     if (cancelled > 0) await this.changes.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
   }

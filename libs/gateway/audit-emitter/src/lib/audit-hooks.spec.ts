@@ -341,10 +341,13 @@ describe('auditHooks', () => {
     const { emitter, hooks } = setup();
     const data = { snapshotVersion: 3_000_000_000, approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' };
     hooks.completed?.(call({}), { outcome: 'upstream_error', error: { code: -32000, message: 'no', data }, latencyMs: 1 });
+    // The upstream's error answered after the agent cancelled: still the upstream's data.
+    hooks.completed?.(call({}), { outcome: 'cancelled', error: { code: -32000, message: 'no', data }, fromUpstream: true, latencyMs: 1 });
     // The gateway's own refusal (an approval denied) names its approval: kept, in lower case.
     hooks.completed?.(call({}), { outcome: 'denied', error: { code: -32031, message: 'Denied by an approver.', data }, latencyMs: 1 });
     expect(emitter.events.map((e) => [e.outcome, e.snapshotVersion, e.approvalId])).toEqual([
       ['error', null, null],
+      ['cancelled', null, null],
       ['denied', 3_000_000_000, '0190f0a1-b2c3-7d4e-8f90-a1b2c3d4e5f6'],
     ]);
   });

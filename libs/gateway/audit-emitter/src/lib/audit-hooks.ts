@@ -315,7 +315,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const error = outcome.error;
     // The gateway's own refusals name their snapshot and approval in the error's data; an upstream's error data is the
     // upstream's to write, and says nothing about either.
-    const errorData = isObject(error?.data) && outcome.outcome !== 'upstream_error' ? error.data : undefined;
+    const errorData = isObject(error?.data) && outcome.outcome !== 'upstream_error' && outcome.fromUpstream !== true ? error.data : undefined;
     const snapshotFromError = typeof errorData?.['snapshotVersion'] === 'number' ? errorData['snapshotVersion'] : null;
     let decision: AuditEventV1['decision'] = admission?.decision ?? null;
     if (outcome.outcome === 'denied') decision = 'deny';

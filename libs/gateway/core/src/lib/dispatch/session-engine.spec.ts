@@ -447,6 +447,38 @@ describe('SessionEngine with in-memory upstreams', () => {
     await vi.waitFor(() => expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]));
   });
 
+  it("marks an upstream's own error as the upstream's, for the hooks (its data is not the gateway's to trust)", async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/list') return { tools: [{ name: 'read', inputSchema: { type: 'object' } }] };
+          throw new UpstreamRpcError(-32000, 'no', { approvalId: '0190f0a1-b2c3-7d4e-8f90-a1b2c3d4e5f6' });
+        },
+      },
+    });
+    const reported: { outcome: string; fromUpstream: boolean | undefined }[] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: { admit: () => undefined, completed: (info, outcome) => void (info.method === 'tools/call' && reported.push({ outcome: outcome.outcome, fromUpstream: outcome.fromUpstream })) },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    await engine.request(record, req('tools/call', { name: 'nosuch__read', arguments: {} }), NO_STREAM, 'trace');
+    // The upstream's error, and the gateway's own (a tool of no upstream).
+    expect(reported).toEqual([
+      { outcome: 'upstream_error', fromUpstream: true },
+      { outcome: 'error', fromUpstream: undefined },
+    ]);
+  });
+
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
       u1: {

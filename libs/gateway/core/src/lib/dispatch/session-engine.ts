@@ -1093,6 +1093,7 @@ export class SessionEngine {
       report.error = data === undefined ? { code, message } : { code, message, data };
     }
     if (result) report.result = result;
+    if (error instanceof UpstreamRpcError) report.fromUpstream = true;
     report.latencyMs = Date.now() - info.startedAt;
     completed(info, report);
   }

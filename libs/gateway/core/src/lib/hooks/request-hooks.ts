@@ -66,6 +66,8 @@ export interface RequestOutcome {
   readonly admission?: Admission;
   /** The refusal or error, when there was one. */
   readonly error?: { readonly code: number; readonly message: string; readonly data?: unknown };
+  /** The error is the upstream's own answer (its `data` the upstream's to write), whatever the outcome is called. */
+  readonly fromUpstream?: boolean;
   /** The upstream's result (tools/call, prompts/get, resources/read): for audit redaction, never changed. */
   readonly result?: Readonly<Record<string, unknown>>;
   readonly latencyMs: number;
