@@ -120,7 +120,11 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
       load: async () => {
-        const changed = registry.replace(systemDb ? await loadUpstreams(systemDb, keyring, logger) : [], (upstream, reason) =>
+        // The pins first, in the same refresh: an upstream must never be in the registry before its pins are known (the
+        // pinning hooks hold an upstream they do not know of, so a pin load that lags only hides it for a moment).
+        const [upstreams, pinned] = systemDb ? await Promise.all([loadUpstreams(systemDb, keyring, logger), loadToolPins(systemDb)]) : [[], EMPTY_PINS];
+        toolPins.replace(pinned.rows, pinned.requireApproval, pinned.known);
+        const changed = registry.replace(upstreams, (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
         );
         for (const tenantId of changed) upstreamsChangedFor.add(tenantId);
@@ -140,8 +144,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
       load: async () => {
-        const loaded = systemDb ? await loadToolPins(systemDb) : { rows: [], requireApproval: [] };
-        toolPins.replace(loaded.rows, loaded.requireApproval);
+        const loaded = systemDb ? await loadToolPins(systemDb) : EMPTY_PINS;
+        toolPins.replace(loaded.rows, loaded.requireApproval, loaded.known);
       },
     }),
   };
@@ -355,6 +359,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
 
 /** Milliseconds on a clock that never jumps (snapshot ages). */
 const monotonicNow = (): number => performance.now();
+/** No database (a gateway started without the system role): no pins, no upstreams. */
+const EMPTY_PINS: Awaited<ReturnType<typeof loadToolPins>> = { rows: [], requireApproval: [], known: [] };
 
 function waitForReady(redis: { status: string; once(event: 'ready', listener: () => void): unknown; off(event: 'ready', listener: () => void): unknown }, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();

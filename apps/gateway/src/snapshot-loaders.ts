@@ -154,14 +154,15 @@ export function policySnapshotSource(db: SystemPrismaClient): SnapshotSource {
  * Tool pins (docs/adr/0013-tool-pinning.md): the stored and approved definition hash of every tool and prompt the
  * upstreams advertise, and which upstreams require approval for definitions never seen before.
  */
-export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[] }> {
-  const [rows, strict] = await Promise.all([
+export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[]; known: string[] }> {
+  const [rows, strict, enabled] = await Promise.all([
     db.upstreamTool.findMany({
       // Removed rows too: a tool missing at the last test connection that comes back changed must stay hidden.
       where: { kind: { in: ['tool', 'prompt'] }, upstream: { enabled: true } },
       select: { upstreamId: true, kind: true, name: true, contentHash: true, approvedHash: true, status: true },
     }),
     db.upstream.findMany({ where: { enabled: true, toolApproval: 'require_approval' }, select: { id: true } }),
+    db.upstream.findMany({ where: { enabled: true }, select: { id: true } }),
   ]);
   return {
     rows: rows.map((row) => ({
@@ -173,5 +174,6 @@ export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinR
       blocked: row.status === 'blocked',
     })),
     requireApproval: strict.map((row) => row.id),
+    known: enabled.map((row) => row.id),
   };
 }

@@ -37,11 +37,14 @@ export const foldedKey = (kind: EnforcedKind, name: string): string => `${kind}\
 
 /**
  * Every upstream's pins on this replica, replaced whole on refresh (an immutable map swapped atomically). An upstream
- * absent from the index has nothing pinned and trusts on first use: the filter and admit hooks skip it without
- * hashing anything.
+ * the load knew of (`known`) with nothing pinned trusts on first use: the filter and admit hooks skip it without hashing
+ * anything. An upstream the load did not know of (the registry, loaded on its own, has it already: just created or
+ * enabled) is held until a load that knows it: its pins, or its `require_approval`, are not known yet.
  */
 export class ToolPinIndex {
   private byUpstream: ReadonlyMap<string, UpstreamPins> = new Map();
+  /** Upstreams the last load saw (pinned or not); undefined: every upstream (a caller that does not say). */
+  private known: ReadonlySet<string> | undefined;
   private loaded = false;
 
   /** False until the first `replace`: the pins are unknown, and the hooks refuse tools and prompts (fail safe). */
@@ -49,7 +52,7 @@ export class ToolPinIndex {
     return this.loaded;
   }
 
-  replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[]): void {
+  replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[], knownUpstreamIds?: readonly string[]): void {
     const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry>; spellings: Set<string> }>();
     const of = (upstreamId: string) => {
       let pins = building.get(upstreamId);
@@ -68,7 +71,13 @@ export class ToolPinIndex {
       pins.spellings.add(foldedKey(row.kind, row.name));
     }
     this.byUpstream = building;
+    this.known = knownUpstreamIds === undefined ? undefined : new Set([...knownUpstreamIds, ...building.keys()]);
     this.loaded = true;
+  }
+
+  /** Whether the last load saw this upstream: its pins (or that it has none) are known. */
+  knows(upstreamId: string): boolean {
+    return this.known === undefined || this.known.has(upstreamId);
   }
 
   get(upstreamId: string): UpstreamPins | undefined {

@@ -55,6 +55,24 @@ function setup(options: { requireApproval?: boolean; approvedHash?: string | nul
 }
 
 describe('tool pinning hooks', () => {
+  it('holds an upstream the pin load did not know of (registry loaded first), and trusts one it knew with no pins', () => {
+    const logger = createLogger({ service: 'pin-test', level: 'silent' });
+    const pins = new ToolPinIndex();
+    // The last pin load knew of another upstream only: u1 (in the registry already, just enabled, require_approval)
+    // has pins or a require_approval the replica does not hold yet.
+    pins.replace([], [], ['u0']);
+    const { filter, admit } = toolPinningHooks({ pins, logger });
+    if (!filter || !admit) throw new Error('filter and admit');
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'forecast' } };
+    const call = () => admit(info, NO_STREAM, new AbortController().signal, undefined);
+    expect(filter(record, 'tool', upstream, [pulled], false)).toEqual([]);
+    expect(call).toThrow(expect.objectContaining({ data: { reason: 'tool_pin_unavailable' } }));
+    // Once a load knows it (with nothing pinned, trust on first use), its tools show and pass.
+    pins.replace([], [], ['u0', 'u1']);
+    expect(filter(record, 'tool', upstream, [pulled], false)).toHaveLength(1);
+    expect(call).not.toThrow();
+  });
+
   it('refuses and hides another spelling of a pinned tool (an upstream matching names case-insensitively would run it)', () => {
     // Trust on first use: an unpinned name passes, but not one that differs from a pinned name only in case.
     const { hooks, call, logs } = setup();

@@ -112,7 +112,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
   const refuseHeld = (target: NonNullable<RequestInfo['target']>): void => {
     if (!enforced(target.kind)) return;
     const upstreamPins = pins.get(target.upstream.id);
-    if (!upstreamPins && pins.ready) return;
+    if (!upstreamPins && pins.ready && pins.knows(target.upstream.id)) return;
     const key = pinKey(target.kind, target.name);
     const entry = upstreamPins?.entries.get(key);
     // Not pinned as spelled, but as another spelling: an upstream that matches names case-insensitively would run the
@@ -141,7 +141,12 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
         return [];
       }
       const upstreamPins = pins.get(upstream.id);
-      if (!upstreamPins) return items;
+      if (!upstreamPins) {
+        if (pins.knows(upstream.id)) return items;
+        // Newer than the pins this replica holds: hidden until they are loaded (they are, with the upstreams, at once).
+        warnOnce(`${upstream.id}\u0000${kind}\u0000unavailable`, { tenantId: upstream.tenantId, upstream: upstream.name, upstreamId: upstream.id, kind, reason: 'unavailable' });
+        return [];
+      }
       const kept: Record<string, unknown>[] = [];
       for (const item of items) {
         const name = item['name'];
