@@ -154,6 +154,19 @@ describe('QuotaLeases', () => {
     expect(leases.size).toBe(0);
   });
 
+  it('holds at most maxKeys keys (an agent naming a new tool per call), and stays exact for the keys it dropped', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = new QuotaLeases(store.consume, { maxLease: 1_000, maxShare: 0.05, targetLeaseMs: 100, maxKeys: 64 }, () => clock.now);
+    opened.push(leases);
+    // Spent in the store, then pushed out of the table by a thousand other keys.
+    expect(admitted(await takeMany(leases, 'spent', 5, 3))).toBe(3);
+    for (let i = 0; i < 1_000; i++) await leases.take(`random-${i}`, 100, 3_600);
+    expect(leases.size).toBeLessThanOrEqual(64);
+    // Dropped, its window is learned again from the store: still spent.
+    expect(await leases.take('spent', 3, 60)).toMatchObject({ ok: false });
+  });
+
   it('a changed limit applies at once: raised, a spent window no longer refuses; lowered, old leftovers do not count', async () => {
     const clock = { now: 1_000_000 };
     const store = sharedCounter(clock);

@@ -20,9 +20,16 @@ export interface QuotaLeaseOptions {
   readonly maxShare: number;
   /** A lease used up faster than this grows (doubles); one that lasts longer than eight times this shrinks. */
   readonly targetLeaseMs: number;
+  /**
+   * Most keys held at once (default 100,000). Keys carry names an agent chooses (a tool or resource per counter) and
+   * live for their window (up to a day): past the bound the oldest idle ones go. Nothing is admitted wrongly by that:
+   * their unused calls are lost to the window (counted in the store already), and a spent window is learned again from
+   * the store on the next call.
+   */
+  readonly maxKeys?: number;
 }
 
-export const DEFAULT_LEASE_OPTIONS: QuotaLeaseOptions = { maxLease: 1_000, maxShare: 0.05, targetLeaseMs: 100 };
+export const DEFAULT_LEASE_OPTIONS: QuotaLeaseOptions = { maxLease: 1_000, maxShare: 0.05, targetLeaseMs: 100, maxKeys: 100_000 };
 
 /** One key's state on this replica. */
 interface Lease {
@@ -124,6 +131,7 @@ export class QuotaLeases {
   private async renew(id: string, key: string, limit: number, windowSeconds: number): Promise<TakeResult> {
     let lease = this.leases.get(id);
     if (lease === undefined) {
+      if (this.leases.size >= (this.options.maxKeys ?? 100_000)) this.evictOldest();
       lease = { tokens: 0, windowEndsAt: 0, spent: false, size: 1, remaining: limit, grantedAt: 0, pending: undefined };
       this.leases.set(id, lease);
     }
@@ -198,6 +206,17 @@ export class QuotaLeases {
     // Near the end of what is left, lease less: a quarter of the remainder at most (one call at the very end).
     const remaining = windowOver ? limit : lease.remaining;
     return Math.max(1, Math.min(size, cap, Math.floor(remaining / 4)));
+  }
+
+  /** Drops the oldest keys nobody is waiting on (a sixty-fourth of the bound, at least one), making room in batches. */
+  private evictOldest(): void {
+    let left = Math.max(1, Math.floor((this.options.maxKeys ?? 100_000) / 64));
+    for (const [key, lease] of this.leases) {
+      if (left === 0) return;
+      if (lease.pending !== undefined) continue;
+      this.leases.delete(key);
+      left -= 1;
+    }
   }
 
   private sweep(): void {
