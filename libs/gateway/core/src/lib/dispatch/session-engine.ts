@@ -788,7 +788,6 @@ export class SessionEngine {
     live.standalone = undefined;
     this.dropPages(live);
     this.dropRelayed(live);
-    this.endAllTaskSlots(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     await this.deps.tasks?.delete(record.id).catch(() => undefined);
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
@@ -804,7 +803,6 @@ export class SessionEngine {
     this.live.delete(sessionId);
     live.standalone?.close?.();
     live.standalone = undefined;
-    this.endAllTaskSlots(live);
     this.release(live);
   }
 
@@ -2476,13 +2474,15 @@ export class SessionEngine {
   }
 
   /**
-   * Holds a call's concurrency slots for the task it became (see `LiveSession.taskSlots`) for at most `ms`. A session
-   * that ended meanwhile gets them back at once; a task id handed out again (an upstream that answered two calls with
-   * one task) holds both calls' slots until it ends.
+   * Holds a call's concurrency slots for the task it became (see `LiveSession.taskSlots`) for at most `ms`; a task id
+   * handed out again (an upstream that answered two calls with one task) holds both calls' slots until it ends. A session
+   * that ends (or ended meanwhile) does not give them back: nothing cancels its tasks upstream, which may run on, so
+   * each slot goes back when its task is seen to end or at its deadline, as a cancelled call's does (`releaseAfter`).
+   * Else an agent could start a task and end its session, again and again, and run any number at once.
    */
   private holdSlotsForTask(live: LiveSession, agentTaskId: string, release: () => void, ms: number): void {
     if (this.ended.has(live.record.id) || this.live.get(live.record.id) !== live) {
-      release();
+      setTimeout(release, ms).unref();
       return;
     }
     const earlier = live.taskSlots.get(agentTaskId);
@@ -2510,16 +2510,6 @@ export class SessionEngine {
     // Seen to end here: nothing more to do for it, whoever polls it again.
     live.announcedTaskEnds.add(agentTaskId);
     if (release === undefined) this.deps.bus.broadcast({ type: 'task-ended', sessionId: live.record.id, taskId: agentTaskId });
-  }
-
-  /**
-   * The session is over (ended, expired): its tasks' slots go back. Not when a replica only lets an idle session go
-   * (`release`): its tasks may still run, and each slot goes back at its own deadline.
-   */
-  private endAllTaskSlots(live: LiveSession): void {
-    const releases = [...live.taskSlots.values()];
-    live.taskSlots.clear();
-    for (const release of releases) release();
   }
 
   /** Requests relayed to the agent wait no more: their answer could only come through this session, here. */
@@ -2615,7 +2605,6 @@ export class SessionEngine {
     if (live) {
       this.dropPages(live);
       this.dropRelayed(live);
-      this.endAllTaskSlots(live);
       for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();
       live.standalone = undefined;
