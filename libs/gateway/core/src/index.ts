@@ -6,7 +6,7 @@ export { TenantIndex } from './lib/auth/tenant-index';
 export type { TenantEntry } from './lib/auth/tenant-index';
 export { mergeServerCapabilities, relayableClientCapabilities } from './lib/dispatch/capabilities';
 export { BROADCAST_CHANNEL, createRedisReplicaBus, replicaChannel } from './lib/dispatch/redis-bus';
-export { GatewayRequestError, SessionEngine } from './lib/dispatch/session-engine';
+export { GatewayRequestError, SessionEngine, TASK_RESULT_MAX_WAIT_MS } from './lib/dispatch/session-engine';
 export type { BusMessage, EngineDeps, EngineOptions, ReplicaBus } from './lib/dispatch/session-engine';
 export { registerMcpRoutes } from './lib/http/mcp-routes';
 export { GATEWAY_RPC } from './lib/http/gateway-error';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { counterKey, targetKey } from './keys';
+import { counterKey, targetKey, TENANT_LIMIT_RULE } from './keys';
 
 const subject = { tenantId: 't1', userId: 'u1', agentClientId: 'a1', tool: 'tickets__create_ticket' };
 
@@ -24,6 +24,7 @@ describe('counterKey and rule ids', () => {
       counterKey(subject, 'a:t', ['user']),
       counterKey(subject, 'a', ['tenant', 'user']),
       counterKey(subject, '$tenant', ['tenant']),
+      counterKey(subject, TENANT_LIMIT_RULE, ['tenant']),
       counterKey(subject, '%24tenant', ['tenant']),
       counterKey(subject, 'r!x', ['tenant']),
       counterKey(subject, 'r%21x', ['tenant']),

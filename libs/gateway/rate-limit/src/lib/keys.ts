@@ -18,12 +18,19 @@ export interface RateLimitSubject {
 const SAFE_RULE_ID = /^[A-Za-z0-9_.-]+$/;
 
 /**
+ * The rule id under which a tenant's own limit (tenant settings) is counted: empty, which no rule id is (ids are at
+ * least one character), keyed as `$tenant`, which no rule id is keyed as (a `$` is always percent-encoded). A rule the
+ * tenant names `$tenant` used to share the tenant-wide limit's counters.
+ */
+export const TENANT_LIMIT_RULE = '';
+
+/**
  * The counter key of one limit for one call: tenant, the rule, then each scope part in the order the
  * rule lists it. A scope part the call does not have (no user on an agent-key call) counts under `-`,
  * so "per user" limits still bound anonymous agent traffic as one bucket.
  */
 export function counterKey(subject: RateLimitSubject, ruleId: string, scope: readonly RateLimitScope[]): string {
-  let key = `${subject.tenantId}:${SAFE_RULE_ID.test(ruleId) ? ruleId : encodeURIComponent(ruleId)}`;
+  let key = `${subject.tenantId}:${ruleId === TENANT_LIMIT_RULE ? '$tenant' : SAFE_RULE_ID.test(ruleId) ? ruleId : encodeURIComponent(ruleId)}`;
   for (const part of scope) {
     switch (part) {
       case 'tenant':

@@ -9,10 +9,10 @@ import type { AppliedLimit, RateLimitService } from './rate-limiter';
 
 /** Records what the hooks ask the limiter; always allows (the limiter has its own tests against Redis). */
 function recordingLimiter() {
-  const asked: { subject: RateLimitSubject; limits: readonly AppliedLimit[] }[] = [];
+  const asked: { subject: RateLimitSubject; limits: readonly AppliedLimit[]; heldForMs?: number }[] = [];
   const limiter = {
-    check(subject: RateLimitSubject, limits: readonly AppliedLimit[]) {
-      asked.push({ subject, limits });
+    check(subject: RateLimitSubject, limits: readonly AppliedLimit[], _failMode: unknown, heldForMs?: number) {
+      asked.push({ subject, limits, ...(heldForMs === undefined ? {} : { heldForMs }) });
       return { allowed: true as const, degraded: false, holdsSlots: false, release: () => undefined };
     },
   } as unknown as RateLimitService;
@@ -42,6 +42,22 @@ const prior: Admission = { decision: 'allow', rateLimits: ruleLimits };
 function info(session: SessionRecord, target?: { upstream: UpstreamConfig; kind: 'tool' | 'prompt' | 'resource'; name: string }): RequestInfo {
   return { record: session, method: target ? 'tools/call' : 'tools/list', requestId: 1, traceId: 'trace', startedAt: 0, ...(target ? { target } : {}) };
 }
+
+describe('rateLimitHooks: how long a concurrency slot is held for', () => {
+  it("a call's for its upstream's call timeout, a task read's for its tool's, and a tasks/result's for the hour it may wait", () => {
+    const { limiter, asked } = recordingLimiter();
+    const hooks = rateLimitHooks({ limiter, settings: () => undefined, logger: createLogger({ service: 'spec', level: 'silent' }) });
+    const slow = { ...tickets, callTimeoutMs: 120_000 } as UpstreamConfig;
+    const session = record('s9', 'agent_client', 'ac-ci');
+    const sink = { canStream: false, send: () => false };
+    const ask = (method: string, about: 'target' | 'taskOf') =>
+      hooks.admit?.({ record: session, method, requestId: 1, traceId: 't', startedAt: 0, [about]: { upstream: slow, kind: 'tool', name: 'render' } } as RequestInfo, sink, new AbortController().signal as never, prior);
+    ask('tools/call', 'target');
+    ask('tasks/get', 'taskOf');
+    ask('tasks/result', 'taskOf');
+    expect(asked.map((entry) => entry.heldForMs)).toEqual([120_000, 120_000, 3_600_000]);
+  });
+});
 
 describe('rateLimitHooks: what a call is counted as', () => {
   const settings = tenantSettings.parse({ rateLimits: { tenant: { requests: 100, windowSeconds: 1 } } });

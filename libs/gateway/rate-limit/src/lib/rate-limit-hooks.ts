@@ -1,13 +1,12 @@
 import type { TenantSettings } from '@portcullis/contracts/api';
 import type { IrRateLimit, RateLimitSpec } from '@portcullis/contracts/policy-ir';
-import { GATEWAY_RPC, GatewayRequestError, type Admission, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
+import { GATEWAY_RPC, GatewayRequestError, TASK_RESULT_MAX_WAIT_MS, type Admission, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { Redis } from 'ioredis';
-import { targetKey, type RateLimitSubject } from './keys';
+import { targetKey, TENANT_LIMIT_RULE, type RateLimitSubject } from './keys';
 import type { AppliedLimit, RateLimitOutcome, RateLimitService } from './rate-limiter';
 
-/** The rule id under which a tenant's own limit (tenant settings) is counted (a rule with this id is keyed apart). */
-export const TENANT_LIMIT_RULE = '$tenant';
+export { TENANT_LIMIT_RULE };
 
 export interface RateLimitHooksOptions {
   readonly limiter: RateLimitService;
@@ -203,8 +202,10 @@ export function rateLimitHooks(options: RateLimitHooksOptions): RequestHooks {
       const failMode = settings?.rateLimits.failMode ?? 'open';
 
       // A concurrency slot must outlive the call it is held for: the upstream's call timeout (up to an hour) on top of
-      // the configured lease (itself longer than any approval wait).
-      const outcome = limiter.check(subjectOf(info), limits, failMode, info.target?.upstream.callTimeoutMs ?? 0);
+      // the configured lease (itself longer than any approval wait); a tasks/result may wait for the task up to an hour.
+      const callTimeoutMs = (info.target ?? info.taskOf)?.upstream.callTimeoutMs ?? 0;
+      const heldForMs = info.method === 'tasks/result' ? Math.max(callTimeoutMs, TASK_RESULT_MAX_WAIT_MS) : callTimeoutMs;
+      const outcome = limiter.check(subjectOf(info), limits, failMode, heldForMs);
       return outcome instanceof Promise ? outcome.then((settled) => admitOrRefuse(info, prior, settled, failMode)) : admitOrRefuse(info, prior, outcome, failMode);
     },
   };

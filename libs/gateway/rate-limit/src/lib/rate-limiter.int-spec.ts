@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { RateLimitService, type AppliedLimit, type RateLimitOutcome } from './rate-limiter';
+import { redisSemaphore } from './semaphore';
 
 const redis = new Redis(inject('redisUrl'), { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
 const deadRedis = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: 0, retryStrategy: () => 1_000, lazyConnect: false });
@@ -176,6 +177,22 @@ describe('RateLimitService (real Redis)', () => {
     expect(outcomes.find((outcome) => !outcome.allowed)).toMatchObject({ reason: 'rate', limit: 1_500 });
     expect(answeredFromMemory).toBeGreaterThan(1_000);
     for (const replica of replicas) replica.close();
+  });
+
+  it("counts slot leases on Redis's clock: a replica whose clock runs ahead does not prune the others' slots", async () => {
+    const keyPrefix = prefix();
+    const first = redisSemaphore(redis, keyPrefix);
+    const skewed = redisSemaphore(redis, keyPrefix);
+    expect(await first.acquire('k', 'a', 2, 60_000)).toBe(true);
+    // Ten minutes ahead: had it pruned by its own clock, the first slot (60 s lease) would be gone, and a third taken.
+    const now = vi.spyOn(Date, 'now').mockReturnValue(Date.now() + 600_000);
+    try {
+      expect(await skewed.acquire('k', 'b', 2, 60_000)).toBe(true);
+      expect(await skewed.acquire('k', 'c', 2, 60_000)).toBe(false);
+    } finally {
+      now.mockRestore();
+    }
+    expect(await redis.zcard(`${keyPrefix}:cc:k`)).toBe(2);
   });
 
   it('costs nothing when no limit applies', async () => {

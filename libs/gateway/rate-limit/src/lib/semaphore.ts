@@ -4,14 +4,19 @@ import type { Redis } from 'ioredis';
 // requests per window but has no notion of a call ending, so in-flight calls are kept as members of a
 // sorted set scored by their lease expiry: a replica that dies mid-call cannot leak a slot for longer
 // than the lease. Acquire and release are single atomic scripts (one round trip each).
+//
+// Lease times are on Redis's clock (TIME), not the calling replica's: a replica whose clock ran ahead would otherwise
+// prune other replicas' slots early (and admit more than the limit), one behind would keep its own too long.
 const ACQUIRE = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 1
 `;
@@ -24,18 +29,17 @@ export interface SemaphoreClient {
 }
 
 type ScriptedRedis = Redis & {
-  portcullisSemaphoreAcquire(key: string, now: number, expiresAt: number, limit: number, token: string, ttl: number): Promise<number>;
+  portcullisSemaphoreAcquireOnRedisClock(key: string, limit: number, token: string, leaseMs: number): Promise<number>;
 };
 
 export function redisSemaphore(redis: Redis, keyPrefix: string): SemaphoreClient {
   const scripted = redis as ScriptedRedis;
-  if (typeof scripted.portcullisSemaphoreAcquire !== 'function') {
-    redis.defineCommand('portcullisSemaphoreAcquire', { numberOfKeys: 1, lua: ACQUIRE });
+  if (typeof scripted.portcullisSemaphoreAcquireOnRedisClock !== 'function') {
+    redis.defineCommand('portcullisSemaphoreAcquireOnRedisClock', { numberOfKeys: 1, lua: ACQUIRE });
   }
   return {
     async acquire(key, token, limit, leaseMs) {
-      const now = Date.now();
-      const acquired = await scripted.portcullisSemaphoreAcquire(`${keyPrefix}:cc:${key}`, now, now + leaseMs, limit, token, leaseMs);
+      const acquired = await scripted.portcullisSemaphoreAcquireOnRedisClock(`${keyPrefix}:cc:${key}`, limit, token, Math.max(1, Math.round(leaseMs)));
       return acquired === 1;
     },
     async release(key, token) {

@@ -433,7 +433,7 @@ const REOPEN_FIRST_DELAY_MS = 500;
 const TASK_SCOPE_WAIT_MS = 2_000;
 
 /** Longest a `tasks/result` waits upstream for its task (within the task's lifetime, at least the call timeout). */
-const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
+export const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
 /** Task ends a replica remembers having announced per session; past it the memory starts over (an announcement may repeat). */
 const MAX_ANNOUNCED_TASK_ENDS = 1_000;
 
