@@ -159,7 +159,8 @@ export class AuditEmitter implements OnApplicationShutdown {
   async emit(change: ControlPlaneChange, options: { readonly required?: boolean } = {}): Promise<void> {
     let staged: StagedAuditEvent;
     try {
-      staged = await withTenant(this.db, change.tenantId, (tx) => this.stage(tx, change), { timeout: this.options.timeoutMs, maxWait: this.options.timeoutMs });
+      // Bounded as every change's transaction is (the database's own limits), not by the Redis write timeout.
+      staged = await withTenant(this.db, change.tenantId, (tx) => this.stage(tx, change));
     } catch (error) {
       this.logger.error(
         { err: { message: messageOf(error) }, tenantId: change.tenantId, action: change.action, targetType: change.target.type, targetId: change.target.id },
