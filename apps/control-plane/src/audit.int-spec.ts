@@ -390,6 +390,7 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
 
     const events = await cp.eventsAtLeast(f.tenant.id, 2);
     expect(events.filter((e) => e.method === 'audit.export.request').map((e) => e.targetId).sort()).toEqual([id, String(second.json['id'])].sort());
+    expect(await cp.system.auditOutbox.count({ where: { tenantId: f.tenant.id } })).toBe(0);
 
     expect((await cp.request('POST', base, { token: auditor.token, body: { format: 'xlsx', filters: { tool: '' } } })).json['errors']).toEqual(
       expect.arrayContaining([expect.objectContaining({ path: 'format' }), expect.objectContaining({ path: 'filters.tool' })]),
@@ -404,6 +405,22 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     expect((await cp.request('GET', `${base}/${id}`, { token: stranger.token })).status).toBe(404);
     expect((await cp.request('GET', theirBase, { token: stranger.token })).json.items).toEqual([]);
     expect((await cp.request('GET', `${base}/not-a-uuid`, { token: auditor.token })).status).toBe(404);
+  });
+
+  it('answers 503 when the queue does not take an export, marks it so, and records the request in the same transaction as its row', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const cut = await startControlPlane({ AUDIT_EXPORT_DIR: exportDir, REDIS_URL: 'redis://127.0.0.1:1', CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS: '200' });
+    try {
+      const refused = await cut.request('POST', `/api/v1/tenants/${f.tenant.id}/audit/exports`, { token: auditor.token, body: { format: 'csv' } });
+      expect(refused.status, refused.text).toBe(503);
+    } finally {
+      await cut.close();
+    }
+    const [row] = await cp.system.auditExport.findMany({ where: { tenantId: f.tenant.id } });
+    expect(row?.status).toBe('failed');
+    const kept = await cp.system.auditOutbox.findMany({ where: { tenantId: f.tenant.id } });
+    expect(kept.map((r) => JSON.parse(r.event) as AuditEventV1).map((e) => [e.method, e.targetId])).toEqual([['audit.export.request', row?.id]]);
   });
 
   it('refuses a fourth export while three are queued or running (429), and takes one again once one finished', async () => {

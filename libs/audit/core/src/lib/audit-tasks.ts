@@ -4,6 +4,7 @@ import {
   withTenant,
   type PortcullisPrismaClient,
   type SystemPrismaClient,
+  type TenantTransaction,
 } from '@portcullis/data/db';
 import { tenantId as asTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import { createHash } from 'node:crypto';
@@ -73,12 +74,14 @@ export class TooManyExportsError extends Error {
   }
 }
 
-export async function requestAuditExport(
+export async function requestAuditExport<Recorded = undefined>(
   db: PortcullisPrismaClient,
   tenantId: TenantId,
   input: RequestAuditExportInput,
   enqueue: (name: string, data: AuditExportJob, opts: { jobId: string }) => Promise<unknown>,
-): Promise<{ exportId: string }> {
+  /** Runs in the transaction that records the request, with its id (the control plane writes its audit event there). */
+  record?: (tx: TenantTransaction, exportId: string) => Promise<Recorded>,
+): Promise<{ exportId: string; recorded: Recorded | undefined }> {
   const filters = auditExportFilters.parse(input.filters);
   const row = await withTenant(db, tenantId, async (tx) => {
     // One request at a time per tenant counts and records, so concurrent requests cannot all pass the bound.
@@ -86,13 +89,14 @@ export async function requestAuditExport(
     const since = new Date(Date.now() - EXPORT_IN_PROGRESS_FOR_AT_MOST_MS);
     const inProgress = await tx.auditExport.count({ where: { tenantId, status: { in: ['queued', 'running'] }, createdAt: { gt: since } } });
     if (inProgress >= MAX_EXPORTS_IN_PROGRESS) throw new TooManyExportsError();
-    return tx.auditExport.create({
+    const created = await tx.auditExport.create({
       data: { tenantId, format: input.format, filters, status: 'queued', requestedById: input.requestedById },
       select: { id: true },
     });
+    return { id: created.id, recorded: record === undefined ? undefined : await record(tx, created.id) };
   });
   await enqueue(AUDIT_TASK_JOBS.export, { v: 1, exportId: row.id, tenantId }, { jobId: `export-${row.id}` });
-  return { exportId: row.id };
+  return { exportId: row.id, recorded: row.recorded };
 }
 
 /**

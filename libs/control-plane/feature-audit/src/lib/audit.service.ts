@@ -11,7 +11,7 @@ import type {
   ParsedCreateAuditExportRequest,
 } from '@portcullis/contracts/api';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditEmitter } from '@portcullis/control-plane/change-events';
+import { AuditEmitter, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import type { Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -170,10 +170,14 @@ export class AuditService {
     }
   }
 
-  /** Records the export (`queued`), enqueues `audit.export.run` for the audit worker, and audits the request. */
+  /**
+   * Records the export (`queued`) with its audit event in one transaction, then enqueues `audit.export.run` for the
+   * audit worker. A request the queue did not take is marked so (503); its event stays: it was asked for.
+   */
   async requestExport(scope: TenantScope, body: ParsedCreateAuditExportRequest): Promise<AuditExportResponse> {
     const filters = definedFilters(body.filters);
     let recordedId: string | undefined;
+    let staged: StagedAuditEvent | undefined;
     try {
       const { exportId } = await requestAuditExport(
         this.db,
@@ -183,6 +187,16 @@ export class AuditService {
           recordedId = data.exportId;
           await this.tasks.add(name, data, opts);
         },
+        async (tx, id) => {
+          staged = await this.audit.stage(tx, {
+            tenantId: scope.tenantId,
+            actor: scope.actor,
+            action: 'audit.export.request',
+            target: { type: 'audit_export', id },
+            before: null,
+            after: { format: body.format, filters },
+          });
+        },
       );
       recordedId = exportId;
     } catch (error) {
@@ -190,18 +204,11 @@ export class AuditService {
       if (recordedId === undefined) throw error;
       const id = recordedId;
       await withTenant(this.db, scope.tenantId, (tx) => this.repository.markNotQueued(scope.tenantId, tx, id));
+      if (staged) await this.audit.publish(staged);
       throw auditErrors.queueUnavailable();
     }
-    const id = recordedId;
-    await this.audit.emit({
-      tenantId: scope.tenantId,
-      actor: scope.actor,
-      action: 'audit.export.request',
-      target: { type: 'audit_export', id },
-      before: null,
-      after: { format: body.format, filters },
-    });
-    return this.getExport(scope, id);
+    if (staged) await this.audit.publish(staged);
+    return this.getExport(scope, recordedId);
   }
 
   async listExports(scope: TenantScope, query: PageQuery): Promise<Page<AuditExportResponse>> {
