@@ -56,18 +56,19 @@ describe('control-plane audit events through the outbox', () => {
     ]);
     expect(kept[0]?.id).toBe(kept[0]?.event.eventId);
 
-    // Too young for the drain's grace: left for the control plane that wrote it.
-    expect(await drainAuditOutbox(cp.system, store, { olderThanMs: 60_000 })).toMatchObject({ stored: 0 });
+    // Too young for the drain's grace: left for the control plane that wrote it. (Drains here take only their own
+    // tenant's rows: other specs share the database.)
+    expect(await drainAuditOutbox(cp.system, store, { olderThanMs: 60_000, tenantId: tenant.id })).toMatchObject({ stored: 0 });
     expect(await outboxOf(tenant.id)).toHaveLength(1);
 
-    await drainAuditOutbox(cp.system, store, { olderThanMs: 0 });
+    await drainAuditOutbox(cp.system, store, { olderThanMs: 0, tenantId: tenant.id });
     const stored = await cp.system.auditEvent.findMany({ where: { tenantId: tenant.id } });
     expect(stored.map((row) => ({ id: row.id, method: row.method, targetId: row.targetId }))).toEqual([{ id: kept[0]?.id, method: 'group.create', targetId: groupId }]);
     expect(await outboxOf(tenant.id)).toEqual([]);
 
     // Stored already (a drain that died before deleting its rows, or an enqueue that did go through): a no-op.
     await cp.system.auditOutbox.create({ data: { id: kept[0]?.id ?? '', tenantId: tenant.id, event: JSON.stringify(kept[0]?.event) } });
-    await drainAuditOutbox(cp.system, store, { olderThanMs: 0 });
+    await drainAuditOutbox(cp.system, store, { olderThanMs: 0, tenantId: tenant.id });
     expect(await cp.system.auditEvent.count({ where: { tenantId: tenant.id } })).toBe(1);
     expect(await outboxOf(tenant.id)).toEqual([]);
   });
@@ -84,9 +85,9 @@ describe('control-plane audit events through the outbox', () => {
     }
     const broken = '0b7d1a6e-3c1f-4a7e-9d2b-5f8e6c4a2b10';
     await cp.system.auditOutbox.create({ data: { id: broken, tenantId: tenant.id, event: '{"v":1,"eventId":"not this row"}', createdAt: new Date(0) } });
-    const first = await drainAuditOutbox(cp.system, store, { olderThanMs: 0, limit: 1 });
+    const first = await drainAuditOutbox(cp.system, store, { olderThanMs: 0, limit: 1, tenantId: tenant.id });
     expect(first).toEqual({ stored: 0, invalid: [broken] });
-    const second = await drainAuditOutbox(cp.system, store, { olderThanMs: 0, limit: 1, exclude: [broken] });
+    const second = await drainAuditOutbox(cp.system, store, { olderThanMs: 0, limit: 1, exclude: [broken], tenantId: tenant.id });
     expect(second).toEqual({ stored: 1, invalid: [] });
     expect((await outboxOf(tenant.id)).map((row) => row.id)).toEqual([broken]);
     expect(await cp.system.auditEvent.count({ where: { tenantId: tenant.id, method: 'group.create' } })).toBe(1);

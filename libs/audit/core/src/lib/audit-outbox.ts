@@ -12,6 +12,8 @@ export interface DrainAuditOutboxOptions {
   readonly limit?: number;
   /** Rows not to take (found invalid by an earlier call), so that they cannot hold back the rows behind them. */
   readonly exclude?: readonly string[];
+  /** Only this tenant's rows (an operator looking at one tenant; specs that share a database). */
+  readonly tenantId?: string;
 }
 
 export interface DrainAuditOutboxResult {
@@ -43,10 +45,12 @@ export async function drainAuditOutbox(db: SystemPrismaClient, store: AuditEvent
       const rows = await tx.$queryRawUnsafe<OutboxRow[]>(
         `SELECT id::text AS id, event FROM audit_outbox
          WHERE created_at <= now() - make_interval(secs => $1::double precision / 1000) AND NOT (id = ANY($3::uuid[]))
+           AND ($4::uuid IS NULL OR tenant_id = $4::uuid)
          ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`,
         options.olderThanMs,
         limit,
         options.exclude ?? [],
+        options.tenantId ?? null,
       );
       const events: AuditEventV1[] = [];
       const taken: string[] = [];
