@@ -12,6 +12,8 @@ import { withTimeout } from './bounded';
 import { CHANGE_EVENTS_OPTIONS, type ChangeEventsOptions } from './change-events.options';
 
 const JOB = 'audit.event.ingest';
+/** Retried by BullMQ should the worker's own bookkeeping fail (as the gateway's jobs are); finished jobs kept a while. */
+const JOB_OPTIONS = { attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 } as const;
 
 /** One control-plane change, as services describe it. */
 export interface ControlPlaneChange {
@@ -107,48 +109,36 @@ export class AuditEmitter implements OnApplicationShutdown {
     return events.map((event) => ({ event }));
   }
 
-  /** `publish` for many staged events of one tenant: one `addBulk`, one delete. Never throws. */
+  /**
+   * After the change's commit: enqueues the staged events (one `addBulk`) and deletes their outbox rows (one statement).
+   * Never throws: a failure is logged (without before/after) and the rows stay for the audit worker to store.
+   */
   async publishMany(staged: readonly StagedAuditEvent[]): Promise<void> {
     const events = staged.map(({ event }) => event);
     const first = events[0];
     if (first === undefined) return;
+    const described = { tenantId: first.tenantId, events: events.length, eventId: first.eventId, action: first.method };
     try {
       await withTimeout(
-        this.queue.addBulk(events.map((event) => ({ name: JOB, data: event, opts: { jobId: jobIdFor(JOB, event), attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 } }))),
+        this.queue.addBulk(events.map((event) => ({ name: JOB, data: event, opts: { jobId: jobIdFor(JOB, event), ...JOB_OPTIONS } }))),
         this.options.timeoutMs,
         'enqueueing the audit events',
       );
     } catch (error) {
-      this.logger.warn({ err: { message: messageOf(error) }, tenantId: first.tenantId, events: events.length }, 'audit events not enqueued: kept in the outbox for the audit worker');
+      this.logger.warn({ err: { message: messageOf(error) }, ...described }, 'audit events not enqueued: kept in the outbox for the audit worker');
       return;
     }
+    // Enqueued: the rows have done their job. Left behind (the database failing just now), the worker stores the events
+    // again, which is a no-op.
     const ids = events.map((event) => event.eventId);
     await withTenant(this.db, first.tenantId as TenantId, (tx) => tx.auditOutbox.deleteMany({ where: { tenantId: first.tenantId, id: { in: ids } } })).catch((error: unknown) =>
-      this.logger.warn({ err: { message: messageOf(error) }, tenantId: first.tenantId, events: ids.length }, 'audit outbox rows not deleted after enqueueing; the audit worker will skip them as stored'),
+      this.logger.warn({ err: { message: messageOf(error) }, ...described }, 'audit outbox rows not deleted after enqueueing; the audit worker will skip them as stored'),
     );
   }
 
-  /**
-   * After the change's commit: enqueues the staged event and deletes its outbox row. Never throws: a failure is logged
-   * (without before/after) and the row stays for the audit worker to store.
-   */
-  async publish(staged: StagedAuditEvent): Promise<void> {
-    const { event } = staged;
-    try {
-      await withTimeout(
-        this.queue.add(JOB, event, { jobId: jobIdFor(JOB, event), attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 }),
-        this.options.timeoutMs,
-        'enqueueing the audit event',
-      );
-    } catch (error) {
-      this.logger.warn({ err: { message: messageOf(error) }, ...this.described(event) }, 'audit event not enqueued: kept in the outbox for the audit worker');
-      return;
-    }
-    // Enqueued: the row has done its job. Left behind (the database failing just now), the worker stores the event
-    // again, which is a no-op.
-    await withTenant(this.db, event.tenantId as TenantId, (tx) => tx.auditOutbox.deleteMany({ where: { tenantId: event.tenantId, id: event.eventId } })).catch((error: unknown) =>
-      this.logger.warn({ err: { message: messageOf(error) }, eventId: event.eventId }, 'audit outbox row not deleted after enqueueing; the audit worker will skip it as stored'),
-    );
+  /** `publishMany` for one staged event. */
+  publish(staged: StagedAuditEvent): Promise<void> {
+    return this.publishMany([staged]);
   }
 
   /**
@@ -172,10 +162,6 @@ export class AuditEmitter implements OnApplicationShutdown {
       return;
     }
     await this.publish(staged);
-  }
-
-  private described(event: AuditEventV1) {
-    return { eventId: event.eventId, tenantId: event.tenantId, action: event.method, targetType: event.targetType, targetId: event.targetId };
   }
 
   async onApplicationShutdown(): Promise<void> {

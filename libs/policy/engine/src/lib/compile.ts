@@ -24,11 +24,6 @@ const sortedUnique = (values: Iterable<string>): string[] => [...new Set(values)
 
 const targetKey = (t: IrTarget): string => `${t.kind}\u0000${t.upstream}\u0000${t.name}`;
 
-/**
- * Validates a policy source and compiles it into a deep-frozen, checksummed snapshot, or returns every error
- * found, each tied to its rule. Deterministic: the output depends only on the source's content, not on key
- * order or the order of rules, subjects, targets, members, groups, agent clients or tools.
- */
 export interface CompileOptions {
   /**
    * Refuse a policy whose patterns (other than the common shapes) pass MAX_POLICY_AUTOMATON_POSITIONS in all. On for
@@ -38,6 +33,11 @@ export interface CompileOptions {
   readonly complexityBudget?: boolean;
 }
 
+/**
+ * Validates a policy source and compiles it into a deep-frozen, checksummed snapshot, or returns every error
+ * found, each tied to its rule. Deterministic: the output depends only on the source's content, not on key
+ * order or the order of rules, subjects, targets, members, groups, agent clients or tools.
+ */
 export function compile(source: unknown, options: CompileOptions = {}): CompileResult {
   const parsed = policySource.safeParse(source);
   if (!parsed.success) {

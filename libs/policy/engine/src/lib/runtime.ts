@@ -164,6 +164,16 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
   }
 }
 
+/** Whether every character is ASCII (where lower case is all folding does). */
+const isAscii = (text: string): boolean => {
+  for (let at = 0; at < text.length; at++) if (text.charCodeAt(at) > 0x7f) return false;
+  return true;
+};
+const isOneCharacter = (text: string): boolean => {
+  const first = text.codePointAt(0);
+  return first !== undefined && text.length === (first > 0xffff ? 2 : 1);
+};
+
 /**
  * The spelling restrictive rules (deny, require_approval) are matched in: upper and lower case are one, and so are the
  * composed and decomposed forms of an accented letter. An upstream that looks names or paths up case-insensitively
@@ -175,19 +185,10 @@ function resourceGlob(caches: CompileCaches, pattern: string, effect: string): G
  * glob keeps it a glob: its only special characters (`*`, `?`, `\`) have no case and no decomposition, and no
  * character is folded into several (a `?` stands for what it stood for).
  */
-/** Whether every character is ASCII (where lower case is all folding does). */
-const isAscii = (text: string): boolean => {
-  for (let at = 0; at < text.length; at++) if (text.charCodeAt(at) > 0x7f) return false;
-  return true;
-};
-const isOneCharacter = (text: string): boolean => {
-  const first = text.codePointAt(0);
-  return first !== undefined && text.length === (first > 0xffff ? 2 : 1);
-};
 export function foldCase(text: string): string {
+  // Names are nearly always ASCII (NFC already), where lower case is all there is to it.
+  if (isAscii(text)) return text.toLowerCase();
   const composed = text.normalize('NFC');
-  // Names are nearly always ASCII, where lower case is all there is to it.
-  if (isAscii(composed)) return composed.toLowerCase();
   let out = '';
   for (const ch of composed) {
     // One character stays one: `ß` is `SS` in upper case, and a `?` written for `ß` must still match it (restrictions
