@@ -348,9 +348,12 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     const left = { ...event({ kind: 'control_plane', method: 'group.create', tool: null, decision: null, reason: null, mcpSessionId: null, latencyMs: null, targetType: 'group', targetId: newId() }), arguments: { before: null, after: { name: 'SRE' } } };
     // As a control plane that committed the change and then could not enqueue (or died) leaves it.
     await db.auditOutbox.create({ data: { id: left.eventId, tenantId: tenant.id, event: JSON.stringify(left), createdAt: new Date(Date.now() - 5_000) } });
-    const stored = await waitFor(() => db.auditEvent.findUnique({ where: { id: left.eventId } }), { timeoutMs: 15_000, description: 'the outbox event stored' });
+    // The event commits in the store's own transaction, the row's delete a moment later in the drain's: wait for both.
+    const stored = await waitFor(
+      async () => ((await db.auditOutbox.count({ where: { id: left.eventId } })) === 0 ? db.auditEvent.findUnique({ where: { id: left.eventId } }) : null),
+      { timeoutMs: 15_000, description: 'the outbox event stored and its row deleted' },
+    );
     expect(stored).toMatchObject({ tenantId: tenant.id, kind: 'control_plane', method: 'group.create', targetId: left.targetId });
-    expect(await db.auditOutbox.count({ where: { id: left.eventId } })).toBe(0);
   });
 
   it('runs retention on its schedule: old events pruned, the rest verifies from the checkpoint', async () => {
