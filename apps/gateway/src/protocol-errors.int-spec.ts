@@ -5,7 +5,7 @@
  * internal leaks. Raw `node:http` requests, so the Host header can be set.
  */
 import { request as httpRequest } from 'node:http';
-import { createServer as createTcpServer, type Socket } from 'node:net';
+import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { createRedisClient } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -114,6 +114,47 @@ describe('POST on the raw fast path', () => {
     expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), big), 413, -32013);
     expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ 'transfer-encoding': 'chunked' }), big), 413, -32013);
     expect((await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody())).status).toBe(200);
+  });
+
+  it('reads a body that arrives with its headers or in pieces afterwards alike, and counts the limit over the pieces', async () => {
+    const url = new URL(gateway.url);
+    /** Writes `pieces` on one connection `gapMs` apart and returns the status line and body of the answer. */
+    const sendInPieces = (pieces: readonly (string | Buffer)[], gapMs: number) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const socket = connect(Number(url.port), url.hostname);
+        const received: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => received.push(chunk));
+        socket.on('error', reject);
+        socket.on('close', () => {
+          const text = Buffer.concat(received).toString('utf8');
+          const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+          resolve({ status, body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+        });
+        socket.setTimeout(5_000, () => socket.destroy(new Error('no answer')));
+        void (async () => {
+          for (const piece of pieces) {
+            socket.write(piece);
+            await new Promise((r) => setTimeout(r, gapMs));
+          }
+        })();
+      });
+    const head = (framing: string) =>
+      `POST /t/${tenant.slug}/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer ${key}\r\n` +
+      `Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n${framing}\r\n`;
+    // 'é' is two bytes in UTF-8: the body is cut between them, so pieces decoded one by one would garble it.
+    const body = Buffer.from(initBody().replace('"raw"', '"r\u00e9sum\u00e9"'));
+    const cut = body.indexOf(Buffer.from('\u00e9')) + 1;
+    for (const gapMs of [0, 60]) {
+      const answer = await sendInPieces([head(`Content-Length: ${body.length}\r\n`), body.subarray(0, cut), body.subarray(cut)], gapMs);
+      expect(answer.status, `pieces ${gapMs} ms apart`).toBe(200);
+      expect(answer.body).toContain('"protocolVersion":"2025-11-25"');
+    }
+    // Chunked, each piece under the limit and the sum over it: refused once the sum passes it.
+    const chunk = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+    const pad = 'y'.repeat(30_000);
+    const over = await sendInPieces([head('Transfer-Encoding: chunked\r\n'), chunk(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":"${pad}`), chunk(pad), chunk(`${pad}"}}`), '0\r\n\r\n'], 60);
+    expect(over.status).toBe(413);
+    expect(over.body).toContain('-32013');
   });
 
   it('refuses a wrong key or tenant from the headers alone, before any of the body is sent', async () => {
