@@ -1923,6 +1923,18 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     expect(sentTo(connector, 'upstream-session-u1-2')).toEqual(['resources/subscribe mem://a', 'logging/setLevel debug', 'tools/call', 'tools/call']);
   });
 
+  it('answers logging/setLevel with an invalid level as invalid params, without asking any upstream', async () => {
+    const logging = { prefix: 'log', capabilities: { logging: {} }, handle: async () => ({}) };
+    const { engine, connector } = build({ u1: logging });
+    const record = await openSession(engine);
+    for (const level of ['loud', 7, undefined]) {
+      expect(await engine.request(record, req('logging/setLevel', level === undefined ? {} : { level }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    }
+    expect(connector.calls.filter((call) => call.method === 'logging/setLevel')).toEqual([]);
+    expect(await engine.request(record, req('logging/setLevel', { level: 'warning' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(connector.calls.filter((call) => call.method === 'logging/setLevel').map((call) => call.params)).toEqual([{ level: 'warning' }]);
+  });
+
   it('replays nothing the new upstream session did not advertise, and only that upstream\'s subscriptions', async () => {
     const quiet = restartingUpstream({ tools: {}, resources: {} });
     const other = { prefix: 'other', capabilities: { resources: { subscribe: true }, logging: {} }, handle: async (method: string) => (method === 'resources/list' ? { resources: [{ uri: 'mem://other', name: 'o' }] } : {}) };

@@ -1246,6 +1246,11 @@ export class SessionEngine {
       }
       case 'logging/setLevel': {
         await gate();
+        // MCP: a level that is not one of RFC 5424's eight is invalid params, answered here rather than by every upstream
+        // (whose refusals the fan-out below would turn into a success).
+        if (typeof params['level'] !== 'string' || !LOG_LEVELS.includes(params['level'])) {
+          throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'level must be one of debug, info, notice, warning, error, critical, alert, emergency');
+        }
         const targets = this.upstreamIdsWith(live, 'logging');
         // Bounded like a listing: one slow or reconnecting upstream must not hold the answer for its call timeout.
         const timeoutMs = this.deps.options.listTimeoutMs;

@@ -77,6 +77,36 @@ describe('RequestMultiplexer', () => {
     mux.failAll(new Error('done'));
   });
 
+  it('drops progress that names no call in flight that asked for it, instead of passing on its own number', async () => {
+    const { mux } = harness();
+    const seen: JsonRpcNotification[] = [];
+    const progress = (token: unknown) => ({ jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: token, progress: 1 } });
+    const withToken = mux.request('a', 'tools/call', { name: 'slow', _meta: { progressToken: 'mine' } }, { onNotification: (n) => seen.push(n) }, 1_000);
+    void mux.request('a', 'tools/call', { name: 'plain' }, undefined, 1_000).catch(() => undefined);
+    // Call 2 gave no token; 7 was never issued; a string token is not one of ours.
+    expect(mux.routeNotification(progress(2))).toBeUndefined();
+    expect(mux.routeNotification(progress(7))).toBeUndefined();
+    expect(mux.routeNotification(progress('mine'))).toBeUndefined();
+    mux.handleResponse({ jsonrpc: '2.0', id: 1, result: {} });
+    await withToken;
+    // Late: call 1 has answered.
+    expect(mux.routeNotification(progress(1))).toBeUndefined();
+    expect(seen).toEqual([]);
+    mux.failAll(new Error('done'));
+  });
+
+  it('never cancels an initialize it gives up on (MCP forbids it), and still cancels other calls', async () => {
+    vi.useFakeTimers();
+    const { sent, mux } = harness();
+    const init = mux.request('a', 'initialize', { protocolVersion: '2025-11-25' }, undefined, 50);
+    const other = mux.request('a', 'tools/list', undefined, undefined, 50);
+    const outcomes = Promise.all([expect(init).rejects.toMatchObject({ reason: 'timeout' }), expect(other).rejects.toMatchObject({ reason: 'timeout' })]);
+    vi.advanceTimersByTime(50);
+    await outcomes;
+    const cancelled = sent.filter((m) => m.method === 'notifications/cancelled').map((m) => m.params?.['requestId']);
+    expect(cancelled).toEqual([2]);
+  });
+
   it('routes a server request to the only owner with a handler, and refuses when owners are ambiguous', () => {
     const { mux } = harness();
     const handler = async () => ({});

@@ -10,6 +10,8 @@ import { abortReason, encodeCancelled, encodeRequest, errors, type ServerRequest
 interface Call<Owner> {
   readonly id: number;
   readonly owner: Owner;
+  /** MCP forbids cancelling `initialize`: a call that gives up on it only stops waiting. */
+  readonly cancellable: boolean;
   readonly options: UpstreamRequestOptions | undefined;
   /** The caller's own progress token, when we replaced it with `id` on the way out. */
   readonly progressToken: unknown;
@@ -72,6 +74,7 @@ export class RequestMultiplexer<Owner> {
       const call: Call<Owner> = {
         id,
         owner,
+        cancellable: method !== 'initialize',
         options,
         progressToken,
         resolve,
@@ -112,14 +115,19 @@ export class RequestMultiplexer<Owner> {
 
   /**
    * Delivers a progress notification to the call it is about, with the caller's own token restored.
-   * Returns undefined when it was delivered, otherwise the notification for the transport's
-   * session-level handler (restored too, when it was about one of our calls).
+   * Returns undefined when it was delivered or dropped, otherwise the notification for the transport's
+   * session-level handler (a progress one restored, when its call has no handler of its own).
+   *
+   * Every token that goes out is one of this connection's ids, so progress naming no call in flight that
+   * asked for it (late, or made up) is dropped: passed on, it would reach the agent under the gateway's
+   * number, which the agent may be using for a request of its own (MCP: progress names only the tokens of
+   * active requests).
    */
   routeNotification(notification: JsonRpcNotification): JsonRpcNotification | undefined {
     if (notification.method !== 'notifications/progress') return notification;
     const token = notification.params?.['progressToken'];
     const call = typeof token === 'number' ? this.calls.get(token) : undefined;
-    if (call === undefined || call.progressToken === undefined) return notification;
+    if (call === undefined || call.progressToken === undefined) return undefined;
     const restored: JsonRpcNotification = {
       ...notification,
       params: { ...notification.params, progressToken: call.progressToken },
@@ -168,6 +176,10 @@ export class RequestMultiplexer<Owner> {
     if (!this.calls.has(call.id)) return;
     this.finish(call);
     if (reason === 'timeout') this.hooks.onTimeout?.();
+    if (!call.cancellable) {
+      call.reject(error);
+      return;
+    }
     try {
       const written = this.hooks.write(encodeCancelled(call.id, reason));
       if (written !== undefined) written.catch(() => undefined);
