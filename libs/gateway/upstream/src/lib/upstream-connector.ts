@@ -99,6 +99,11 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   });
   const upstreams = new Map<string, UpstreamState>();
   const stdioPools = new Map<string, StdioPool>();
+  /**
+   * Pools a configuration change replaced, until their last process is gone: their processes serve the sessions kept
+   * on them, and a shutdown waits for those to exit as for any other (else one slow to exit outlives the gateway).
+   */
+  const retiredStdioPools = new Set<StdioPool>();
   const registry = new Set<DisposableSession>();
   // Ids toward Streamable HTTP upstreams: a random base makes two replicas continuing one upstream
   // session very unlikely to use the same id at once.
@@ -146,7 +151,9 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
       // would live on for the sessions kept on them beside a new pool's, beyond the bound on processes.
       if (sameConnection(stdio.config, config)) stdio.keepFor(contextFor(config));
       else {
-        stdio.retire();
+        const retired = stdio;
+        retiredStdioPools.add(retired);
+        retired.retire(() => retiredStdioPools.delete(retired));
         stdio = undefined;
       }
     }
@@ -222,8 +229,9 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   async function shutdown(): Promise<void> {
     shutDown = true;
     for (const session of [...registry]) session.dispose();
-    await Promise.all([...stdioPools.values()].map((stdio) => stdio.shutdown()));
+    await Promise.all([...stdioPools.values(), ...retiredStdioPools].map((stdio) => stdio.shutdown()));
     stdioPools.clear();
+    retiredStdioPools.clear();
     await stdioOptions.userIds?.release();
     pool.destroy();
   }

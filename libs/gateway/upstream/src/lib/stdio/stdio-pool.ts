@@ -18,6 +18,8 @@ import { StdioProcess, type StdioOptions, type StdioOwner } from './stdio-proces
  */
 export class StdioPool {
   readonly processes: StdioProcess[] = [];
+  /** Set by `retire`: told when the last process is gone. */
+  private onEmpty: (() => void) | undefined;
 
   constructor(
     private ctx: SessionContext,
@@ -57,8 +59,17 @@ export class StdioPool {
     return session;
   }
 
-  /** The configuration changed: processes stop once their sessions are gone; new sessions go elsewhere. */
-  retire(): void {
+  /**
+   * The configuration changed: processes stop once their sessions are gone; new sessions go elsewhere. `onEmpty` is
+   * called when the last process is gone (at once if there is none), so that whoever keeps the pool for its shutdown
+   * can let it go.
+   */
+  retire(onEmpty: () => void): void {
+    if (this.processes.length === 0) {
+      onEmpty();
+      return;
+    }
+    this.onEmpty = onEmpty;
     for (const process of [...this.processes]) {
       process.retired = true;
       if (process.owners.size === 0) void process.stop('configuration changed');
@@ -80,7 +91,9 @@ export class StdioPool {
       return least;
     const created = new StdioProcess(this.ctx, this.options, identity, (gone) => {
       const index = this.processes.indexOf(gone);
-      if (index !== -1) this.processes.splice(index, 1);
+      if (index === -1) return;
+      this.processes.splice(index, 1);
+      if (this.processes.length === 0) this.onEmpty?.();
     });
     this.processes.push(created);
     return created;

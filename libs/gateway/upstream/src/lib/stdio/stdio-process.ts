@@ -145,9 +145,15 @@ export class StdioProcess {
   /** The gateway is shutting down: nothing starts again (a restart waiting out its backoff included). */
   private shutDown = false;
   private child: ChildProcessWithoutNullStreams | undefined;
+  /** Every child spawned that has not exited yet: what a shutdown must see gone, whatever `child` names by then. */
+  private readonly live = new Set<ChildProcessWithoutNullStreams>();
+  /**
+   * Each child being stopped, with the stop that settles when it has exited. Kept per child: a stop of one child is
+   * no answer to a stop of another (a single pending stop made later ones skip the child started meanwhile).
+   */
+  private readonly stopping = new Map<ChildProcessWithoutNullStreams, Promise<void>>();
   private ready = false;
   private starting: Promise<void> | undefined;
-  private stopping: Promise<void> | undefined;
   /** When the running process became ready; undefined while it starts (a death then always counts as a crash). */
   private readyAt: number | undefined;
   private crashes = 0;
@@ -281,25 +287,35 @@ export class StdioProcess {
     if (this.owners.size === 0 && (this.retired || this.child === undefined)) void this.stop('released');
   }
 
-  /** Stops the child for good (gateway shutdown): no restart after this, not even one already waiting. */
-  shutdown(): Promise<void> {
+  /**
+   * Stops the process for good (gateway shutdown): no restart after this, not even one already waiting. Settles once
+   * every child it spawned has exited (killed after the grace period if need be), not only the current one.
+   */
+  async shutdown(): Promise<void> {
     this.shutDown = true;
-    return this.stop('shutdown');
+    const current = this.stop('shutdown');
+    await Promise.all([current, ...[...this.live].map((child) => this.stopChild(child, 'shutdown'))]);
   }
 
-  /** Stops the child: stdin closed and SIGTERM, SIGKILL after the grace period. */
+  /** Stops the current child: stdin closed and SIGTERM, SIGKILL after the grace period. */
   stop(why: string): Promise<void> {
     const child = this.child;
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.idleTimer = undefined;
     if (child === undefined) {
-      if (this.owners.size === 0) this.onGone(this);
+      this.goneIfUnused();
       return Promise.resolve();
     }
-    if (this.stopping !== undefined) return this.stopping;
-    this.ctx.logger.debug({ ...this.fields, why }, 'stopping upstream process');
     this.ready = false;
-    this.stopping = new Promise<void>((resolve) => {
+    return this.stopChild(child, why);
+  }
+
+  /** Stops one running child, once however often asked: the stop settles when it has exited. */
+  private stopChild(child: ChildProcessWithoutNullStreams, why: string): Promise<void> {
+    const pending = this.stopping.get(child);
+    if (pending !== undefined) return pending;
+    this.ctx.logger.debug({ ...this.fields, why }, 'stopping upstream process');
+    const stopped = new Promise<void>((resolve) => {
       const kill = setTimeout(() => signalGroup(child, 'SIGKILL'), this.options.killGraceMs);
       child.once('exit', () => {
         clearTimeout(kill);
@@ -308,15 +324,24 @@ export class StdioProcess {
       child.stdin.end();
       signalGroup(child, 'SIGTERM');
     }).finally(() => {
-      this.stopping = undefined;
-      if (this.owners.size === 0) this.onGone(this);
+      this.stopping.delete(child);
+      this.goneIfUnused();
     });
-    return this.stopping;
+    this.stopping.set(child, stopped);
+    return stopped;
+  }
+
+  /** No session uses the process and no child of it runs: the pool forgets it (its shutdown would not reach it). */
+  private goneIfUnused(): void {
+    if (this.owners.size === 0 && this.live.size === 0) this.onGone(this);
   }
 
   private async start(): Promise<void> {
     const wait = this.notBefore - Date.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    // The last child may still be exiting (stopped when its initialize failed, or idle): it is `child` until it has.
+    // Spawned beside it, the new one would take its place there, and no stop would reach either one.
+    if (this.stopping.size > 0) await Promise.all(this.stopping.values());
     // Shut down, or every session left, while the backoff ran: starting now would leave a child nobody stops.
     if (this.shutDown || this.owners.size === 0) throw errors.closed();
     const { config, logger } = this.ctx;
@@ -363,6 +388,11 @@ export class StdioProcess {
         },
       );
     };
+    // Again after the awaits for the home: a shutdown meanwhile found no child to stop, so one spawned now would outlive it.
+    if (this.shutDown || this.owners.size === 0) {
+      releaseUser();
+      throw errors.closed();
+    }
     let child: ChildProcessWithoutNullStreams;
     try {
       // The configured environment exactly: the gateway's own (with its secrets) is never inherited. A private home
@@ -388,6 +418,7 @@ export class StdioProcess {
       throw errors.connectFailed(error);
     }
     this.child = child;
+    this.live.add(child);
     this.readyAt = undefined;
     logger.debug(
       // Arguments are not logged: they may carry tokens (`--token=…`); the command names the program.
@@ -398,8 +429,11 @@ export class StdioProcess {
       child.once('error', (error: NodeJS.ErrnoException) => {
         logger.debug({ ...this.fields, code: error.code }, 'upstream process error');
         // Never started (ENOENT, EACCES): there will be no 'exit' to wait for.
-        if (child.pid === undefined) releaseUser();
-        if (this.child === child && child.pid === undefined) this.child = undefined;
+        if (child.pid === undefined) {
+          releaseUser();
+          this.live.delete(child);
+          if (this.child === child) this.child = undefined;
+        }
         reject(errors.connectFailed(error));
       });
     });
@@ -489,7 +523,7 @@ export class StdioProcess {
 
   private attach(child: ChildProcessWithoutNullStreams): void {
     const lines = new LineSplitter(this.ctx.maxMessageBytes);
-    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr);
+    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr, Object.values(this.ctx.config.env));
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
@@ -515,6 +549,7 @@ export class StdioProcess {
     code: number | null,
     signal: NodeJS.Signals | null,
   ): void {
+    this.live.delete(child);
     // Whatever the process started and left behind (a wrapper's server, a stray helper) goes with it.
     signalGroup(child, 'SIGKILL');
     if (this.child !== child) return;
@@ -525,7 +560,8 @@ export class StdioProcess {
     this.idleTimer = undefined;
     this.mux.failAll(errors.closed());
     abortAll(this.serverRequests);
-    if (this.stopping !== undefined) return;
+    // This child was stopped on purpose: not a crash (a stop of an earlier child no longer hides this one's death).
+    if (this.stopping.has(child)) return;
     // Stable only once it served for stableMs: one that dies while starting, however slowly, counts toward the circuit.
     const stable = this.readyAt !== undefined && Date.now() - this.readyAt >= this.options.stableMs;
     this.crashes = stable ? 1 : this.crashes + 1;
@@ -571,7 +607,7 @@ export class StdioProcess {
   private timedOut(): void {
     this.timeoutsInARow += 1;
     const child = this.child;
-    if (this.timeoutsInARow < UNRESPONSIVE_AFTER || child === undefined || this.stopping !== undefined || !this.ready) return;
+    if (this.timeoutsInARow < UNRESPONSIVE_AFTER || child === undefined || this.stopping.has(child) || !this.ready) return;
     this.timeoutsInARow = 0;
     this.ctx.logger.warn({ ...this.fields, timeouts: UNRESPONSIVE_AFTER }, 'upstream process stopped answering; killing it for a restart');
     signalGroup(child, 'SIGKILL');

@@ -51,6 +51,7 @@ describe('StderrLog', () => {
       logger,
       { upstreamId: 'u' },
       { linesPerWindow: 2, windowMs: 1_000, maxLineLength: 5 },
+      [],
       () => clock.now,
     );
     log.push('first line\nsecond\nthird\nfour');
@@ -64,5 +65,36 @@ describe('StderrLog', () => {
       { upstreamId: 'u', suppressedLines: 1 },
       { upstreamId: 'u', stderr: 'fourt…' },
     ]);
+  });
+
+  const recorded = (configured: string[], maxLineLength = 500) => {
+    const lines: string[] = [];
+    const logger = {
+      info: (fields: Record<string, unknown>) => void lines.push(String(fields['stderr'])),
+      warn: () => undefined,
+      debug: () => undefined,
+    };
+    return { lines, log: new StderrLog(logger, {}, { linesPerWindow: 100, windowMs: 1_000, maxLineLength }, configured) };
+  };
+
+  it('masks the configured environment values, longest first, and credential-looking text', () => {
+    const { lines, log } = recorded(['s3cr3t-value', 's3cr3t-value-and-more', 'short', 'quote"d-secret']);
+    const token = `ghp_${'A1b2'.repeat(9)}`;
+    log.push(`401 for token s3cr3t-value-and-more, then s3cr3t-value\nretrying with ${token}\n`);
+    log.push(`${JSON.stringify({ A: 'quote"d-secret', B: 'short' })}\n`);
+    expect(lines).toEqual([
+      '401 for token [redacted], then [redacted]',
+      'retrying with [redacted]',
+      '{"A":"[redacted]","B":"short"}',
+    ]);
+  });
+
+  it('masks a configured value the cut would split, rather than showing its first characters', () => {
+    const secret = 'abcdefghijklmnop';
+    const { lines, log } = recorded([secret], 20);
+    // The secret starts before the 20th character and ends after it; it arrives in two chunks.
+    log.push(`${'x'.repeat(15)}${secret.slice(0, 4)}`);
+    log.push(`${secret.slice(4)} and more\n`);
+    expect(lines).toEqual([`${'x'.repeat(15)}[reda…`]);
   });
 });

@@ -1,3 +1,4 @@
+import { REDACTED, redactSecrets } from '@portcullis/shared/util-redact';
 import type { UpstreamLogger } from '../core/logger';
 
 /**
@@ -49,26 +50,55 @@ export interface StderrLogOptions {
 }
 
 /**
+ * Configured values shorter than this are left alone: a short one (`1`, `true`, a port) would mask ordinary words,
+ * and is not a credential.
+ */
+const MASKED_MIN_LENGTH = 8;
+/**
+ * Characters past the cut that are still read when masking a line: a credential that starts before the cut is masked
+ * whole, rather than its first characters left showing because the rest of it was cut off.
+ */
+const MASK_LOOKAHEAD = 1_024;
+
+/**
  * Passes a child's stderr to the logger line by line, truncated and rate-limited so a chatty or
- * hostile upstream cannot flood the gateway's logs.
+ * hostile upstream cannot flood the gateway's logs. The upstream's credentials are masked first: a server that
+ * prints the token it was refused with, or dumps its environment, would otherwise write them into the gateway's
+ * logs (the logger's redaction knows field names, not what a line of text holds).
  */
 export class StderrLog {
   private partial = '';
   private windowStart = 0;
   private logged = 0;
   private suppressed = 0;
+  /** Longest first: a value that contains another is masked whole, not around the shorter one's mask. */
+  private readonly secrets: readonly string[];
+  /** How much of a line is kept and masked before it is cut. */
+  private readonly readLength: number;
 
   constructor(
     private readonly logger: UpstreamLogger,
     private readonly fields: Record<string, unknown>,
     private readonly options: StderrLogOptions,
+    /** The values of the upstream's configured environment, decrypted: masked wherever they appear. */
+    configured: Iterable<string>,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    const secrets = new Set<string>();
+    for (const value of configured) {
+      if (value.length < MASKED_MIN_LENGTH) continue;
+      secrets.add(value);
+      // As JSON writes it (a server dumping its environment as JSON escapes quotes and backslashes).
+      secrets.add(JSON.stringify(value).slice(1, -1));
+    }
+    this.secrets = [...secrets].sort((a, b) => b.length - a.length);
+    this.readLength = options.maxLineLength + Math.max(MASK_LOOKAHEAD, this.secrets[0]?.length ?? 0);
+  }
 
   push(chunk: string): void {
     const text = this.partial + chunk;
     const lines = text.split('\n');
-    this.partial = (lines.pop() ?? '').slice(0, this.options.maxLineLength);
+    this.partial = (lines.pop() ?? '').slice(0, this.readLength);
     for (const line of lines) this.line(line);
   }
 
@@ -92,9 +122,18 @@ export class StderrLog {
       return;
     }
     this.logged += 1;
-    const cut =
-      line.length > this.options.maxLineLength ? `${line.slice(0, this.options.maxLineLength)}…` : line;
+    // Masked before it is cut (see MASK_LOOKAHEAD).
+    const masked = this.mask(line.slice(0, this.readLength));
+    const { maxLineLength } = this.options;
+    const cut = masked.length > maxLineLength || line.length > this.readLength ? `${masked.slice(0, maxLineLength)}…` : masked;
     this.logger.info({ ...this.fields, stderr: cut }, 'upstream stderr');
+  }
+
+  /** The configured values, then anything that looks like a credential (a token, a key, a URL's password). */
+  private mask(line: string): string {
+    let text = line;
+    for (const secret of this.secrets) if (text.includes(secret)) text = text.replaceAll(secret, REDACTED);
+    return redactSecrets(text) as string;
   }
 
   private reportSuppressed(): void {

@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UpstreamRpcError, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { identity, recordingLogger, upstreamConfig, waitFor, type RecordingLogger } from '../../test-fixtures/upstream-test-kit';
+import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
+
+const fixture = fileURLToPath(new URL('../../test-fixtures/stdio-fixture-server.mjs', import.meta.url));
+const scripts = mkdtempSync(path.join(tmpdir(), 'pcs-stdio-process-'));
+
+/** Writes a Node script for a stdio server into the temporary directory; returns its path. */
+function script(name: string, source: string): string {
+  const file = path.join(scripts, name);
+  writeFileSync(file, source);
+  return file;
+}
+
+/** A server that refuses every initialize, and that SIGTERM and the end of its stdin do not stop. */
+const refusing = script(
+  'refusing.mjs',
+  `import { createInterface } from 'node:readline';
+process.on('SIGTERM', () => undefined);
+setInterval(() => undefined, 60_000);
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id } = JSON.parse(line);
+  if (id !== undefined) process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: 'not today' } }) + '\\n');
+});
+`,
+);
+
+const GITHUB_TOKEN = `ghp_${'Zq9'.repeat(12)}`;
+/** The fixture server, after telling stderr its configured credential, a GitHub token, and its whole environment. */
+const leaking = script(
+  'leaking.mjs',
+  `process.stderr.write('401 for token ' + process.env.API_TOKEN + '\\n');
+process.stderr.write('retrying with ${GITHUB_TOKEN}\\n');
+process.stderr.write(JSON.stringify(process.env) + '\\n');
+await import(${JSON.stringify(fixture)});
+`,
+);
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw error;
+  }
+};
+
+/** The pids of every process the connector started. */
+const startedPids = (logger: RecordingLogger): number[] =>
+  logger.entries.filter((entry) => entry.message === 'upstream process started').map((entry) => entry.fields['pid'] as number);
+
+describe('stdio processes', () => {
+  const connectors: UpstreamConnector[] = [];
+  const loggers: RecordingLogger[] = [];
+  const connector = (options: Partial<UpstreamConnectorOptions> = {}) => {
+    const logger = recordingLogger();
+    loggers.push(logger);
+    const created = createUpstreamConnector({
+      maxStdioProcessesPerUpstream: 1,
+      stdioIdleMs: 60_000,
+      stdioRestartBackoffMs: { initial: 20, max: 200 },
+      stdioKillGraceMs: 300,
+      logger,
+      ...options,
+    });
+    connectors.push(created);
+    return { connector: created, logger };
+  };
+
+  afterEach(async () => {
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+    // What a failing spec left running goes, so that it fails alone.
+    for (const pid of loggers.splice(0).flatMap(startedPids)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+  });
+  afterAll(() => rmSync(scripts, { recursive: true, force: true }));
+
+  it('leaves no process running after shutdown when starts keep failing and the servers ignore SIGTERM', async () => {
+    const { connector: c, logger } = connector();
+    const config = upstreamConfig('stdio', { command: process.execPath, args: [refusing] });
+    // Each failed initialize stops its child, which takes the grace period to die; the next start comes meanwhile.
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await expect(c.connect(config, identity)).rejects.toBeInstanceOf(UpstreamRpcError);
+    }
+    const pids = startedPids(logger);
+    expect(pids).toHaveLength(3);
+    await c.shutdown();
+    expect(pids.filter(isAlive)).toEqual([]);
+  });
+
+  // Only root starts processes as other users: the start then awaits the server's private home before it spawns.
+  it.runIf(process.getuid?.() === 0)('starts no process when shutdown comes while a start awaits the server\u2019s home', async () => {
+    const range = { first: 200_120, last: 200_120 };
+    const { connector: c, logger } = connector({ stdioUidRange: range });
+    try {
+      const connecting = c.connect(upstreamConfig('stdio', { command: process.execPath, args: [fixture] }), identity);
+      const stopped = c.shutdown();
+      await expect(connecting).rejects.toMatchObject({ reason: 'closed' });
+      await stopped;
+      // Whatever a late start would have spawned has had time to be logged.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(startedPids(logger)).toEqual([]);
+    } finally {
+      rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
+    }
+  });
+
+  it('waits at shutdown for the processes of a pool that a configuration change retired', async () => {
+    // The old process ignores SIGTERM: only the SIGKILL after the grace period (1 s) stops it.
+    const { connector: c } = connector({ stdioKillGraceMs: 1_000 });
+    const v1 = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_IGNORE_SIGTERM: '1' } });
+    const kept = (await c.connect(v1, identity)) as { pid?: number };
+    const old = kept.pid as number;
+    // Another environment: a new pool and process; the old one goes on serving the session kept on it.
+    const replaced = (await c.connect({ ...v1, env: {}, version: 2 }, identity)) as { pid?: number };
+    expect(replaced.pid).not.toBe(old);
+    expect(isAlive(old)).toBe(true);
+    await c.shutdown();
+    expect(isAlive(old)).toBe(false);
+  });
+
+  it('masks the configured credentials and credential-looking tokens in what a server writes to stderr', async () => {
+    const { connector: c, logger } = connector();
+    const secret = 'sk_live_configured-credential-42';
+    await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [leaking], env: { API_TOKEN: secret } }), identity);
+    const lines = () => logger.entries.filter((entry) => entry.message === 'upstream stderr').map((entry) => String(entry.fields['stderr']));
+    // Its three lines, then the fixture's own.
+    await waitFor(() => lines().includes('fixture started'));
+    expect(lines().slice(0, 2)).toEqual(['401 for token [redacted]', 'retrying with [redacted]']);
+    expect(lines()[2]).toContain('"API_TOKEN":"[redacted]"');
+    for (const line of lines()) {
+      expect(line).not.toContain(secret);
+      expect(line).not.toContain(GITHUB_TOKEN);
+    }
+  });
+});
