@@ -68,6 +68,11 @@ export const gatewayConfigSchema = z
     /** Longest initialize waits for upstreams to connect; a slower one joins the session once connected. */
     GATEWAY_INITIALIZE_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
     /**
+     * Longest an upstream's request to the agent (sampling, elicitation, roots) waits for the answer when no call of the
+     * agent's bounds it: sent on the standalone stream, or about a task. One made during a call ends with the call.
+     */
+    GATEWAY_RELAY_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(300_000),
+    /**
      * A session reuses an upstream's listing page this long before asking again; the upstream's list_changed
      * notification drops it at once. 0: every listing asks the upstreams.
      */
@@ -246,6 +251,7 @@ export const gatewayConfigSchema = z
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       joinRetryMs: env.GATEWAY_UPSTREAM_JOIN_RETRY_MS,
       initializeWaitMs: env.GATEWAY_INITIALIZE_WAIT_MS,
+      relayTimeoutMs: env.GATEWAY_RELAY_TIMEOUT_MS,
       maxSessionsPerPrincipal: env.GATEWAY_MAX_SESSIONS_PER_PRINCIPAL,
       listCacheMs: env.GATEWAY_LIST_CACHE_MS,
       listCacheMaxPages: env.GATEWAY_LIST_CACHE_MAX_PAGES,

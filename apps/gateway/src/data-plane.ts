@@ -298,6 +298,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       listTimeoutMs: config.mcp.listTimeoutMs,
       joinRetryMs: config.mcp.joinRetryMs,
       initializeWaitMs: config.mcp.initializeWaitMs,
+      relayTimeoutMs: config.mcp.relayTimeoutMs,
       maxSessionsPerPrincipal: config.mcp.maxSessionsPerPrincipal,
       listCacheMs: config.mcp.listCacheMs,
       listCacheMaxPages: config.mcp.listCacheMaxPages,

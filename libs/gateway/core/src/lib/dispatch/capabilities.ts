@@ -61,3 +61,41 @@ export function relayableClientCapabilities(agent: Caps): Record<string, unknown
   }
   return out;
 }
+
+/** Which area of the client's capabilities each server→client request needs. */
+const CLIENT_AREA_OF: Readonly<Record<string, string>> = {
+  'sampling/createMessage': 'sampling',
+  'elicitation/create': 'elicitation',
+  'roots/list': 'roots',
+};
+
+/** Why the agent cannot be sent an upstream's request, by what its capabilities lack. */
+export interface ClientCapabilityGap {
+  /** -32601 when the agent lacks the whole area, -32602 when it lacks the mode or feature the request uses. */
+  readonly code: -32601 | -32602;
+  readonly message: string;
+}
+
+/**
+ * What the agent's declared capabilities (`agent`) lack for an upstream's request, or undefined when it may be sent:
+ * the area (sampling, elicitation, roots), then what MCP 2025-11-25 gates inside it. Elicitation in url mode needs
+ * `elicitation.url`, in form mode `elicitation.form` or an empty `elicitation` (older clients' form only); sampling
+ * with `tools` or `toolChoice` needs `sampling.tools`. Other methods are not the client capabilities' to decide.
+ */
+export function clientCapabilityGap(method: string, params: Readonly<Record<string, unknown>> | undefined, agent: Caps | undefined): ClientCapabilityGap | undefined {
+  const area = CLIENT_AREA_OF[method];
+  if (area === undefined) return undefined;
+  const declared = agent?.[area];
+  if (!isObject(declared)) return { code: -32601, message: `The client does not support ${method}` };
+  if (method === 'elicitation/create') {
+    const mode = params?.['mode'] ?? 'form';
+    const url = isObject(declared['url']);
+    const form = isObject(declared['form']) || (!url && declared['form'] === undefined);
+    if (mode === 'url' ? !url : mode !== 'form' || !form) {
+      return { code: -32602, message: `The client does not support ${typeof mode === 'string' ? mode.slice(0, 32) : 'this'}-mode elicitation` };
+    }
+  } else if (method === 'sampling/createMessage' && (params?.['tools'] !== undefined || params?.['toolChoice'] !== undefined) && !isObject(declared['tools'])) {
+    return { code: -32602, message: 'The client does not support tool use in sampling' };
+  }
+  return undefined;
+}

@@ -23,7 +23,7 @@ function build(
   listCacheMs = 0,
   listCacheMaxPages?: number,
   configure: (config: UpstreamConfig) => UpstreamConfig = (config) => config,
-  options: { joinRetryMs?: number; listTimeoutMs?: number; initializeWaitMs?: number; maxSessionsPerPrincipal?: number } = {},
+  options: { joinRetryMs?: number; listTimeoutMs?: number; initializeWaitMs?: number; maxSessionsPerPrincipal?: number; relayTimeoutMs?: number } = {},
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace(
@@ -295,6 +295,74 @@ describe('SessionEngine with in-memory upstreams', () => {
     await call;
     expect(outcomes.filter((outcome) => /already/.test(outcome))).toHaveLength(3);
     expect(outcomes.filter((outcome) => outcome === 'The client session ended')).toHaveLength(MAX_RELAYED_PER_SESSION);
+  });
+
+  it("cancels an upstream's requests to the agent when the call they were made for settles, telling the agent first", async () => {
+    let asked: Promise<string> | undefined;
+    const { engine } = build({
+      u1: {
+        prefix: 'llm',
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('ask') };
+          // The upstream asks, and answers its call without waiting for the agent.
+          asked = (options?.onServerRequest?.({ jsonrpc: '2.0', id: 1, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'))).then(
+            () => 'answered',
+            (error: Error) => error.message,
+          );
+          await new Promise((resolve) => setTimeout(resolve, 10));
+          return { content: [] };
+        },
+      },
+    });
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const sent: Record<string, unknown>[] = [];
+    const response = await engine.request(record, req('tools/call', { name: 'llm__ask', arguments: {} }), { canStream: true, send: (m) => sent.push(m as unknown as Record<string, unknown>) > 0 }, 'trace');
+    expect(response).toMatchObject({ result: { content: [] } });
+    const relayedId = sent[0]?.['id'];
+    expect(sent).toEqual([
+      { jsonrpc: '2.0', id: relayedId, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } },
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: relayedId, reason: 'the call it was made for ended' } },
+    ]);
+    expect(await asked).toBe('Request cancelled: the call it was made for ended');
+  });
+
+  it("gives an upstream's request made outside any call relayTimeoutMs to be answered, then cancels it at the agent", async () => {
+    const { engine, connector } = build({ u1: { prefix: 'llm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('ask') }) } }, 0, undefined, undefined, { relayTimeoutMs: 80 });
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const standalone: Record<string, unknown>[] = [];
+    // The agent listens and never answers.
+    engine.attachStandalone(record, { canStream: true, send: (m) => standalone.push(m as unknown as Record<string, unknown>) > 0 });
+    const started = performance.now();
+    const outcome = await connector.ask('u1', { jsonrpc: '2.0', id: 'r1', method: 'roots/list' }).then(
+      () => ({ code: 0, message: 'answered' }),
+      (error: { code: number; message: string }) => ({ code: error.code, message: error.message }),
+    );
+    expect(performance.now() - started).toBeGreaterThanOrEqual(70);
+    expect(outcome).toEqual({ code: -32603, message: 'The client did not answer in time' });
+    const relayedId = standalone[0]?.['id'];
+    expect(standalone).toEqual([
+      { jsonrpc: '2.0', id: relayedId, method: 'roots/list' },
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: relayedId, reason: 'timed out' } },
+    ]);
+  });
+
+  it("refuses an upstream's request in a mode or with a feature the agent did not declare, before the agent sees it", async () => {
+    const { engine, connector } = build({ u1: { prefix: 'llm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('ask') }) } });
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const standalone: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (m) => standalone.push(m) > 0 });
+    const code = (request: JsonRpcRequest) => connector.ask('u1', request).then(() => 0, (error: { code: number }) => error.code);
+    expect(await code({ jsonrpc: '2.0', id: 1, method: 'elicitation/create', params: { mode: 'url', message: 'Sign in', url: 'https://example.test/', elicitationId: 'e1' } })).toBe(-32602);
+    expect(await code({ jsonrpc: '2.0', id: 2, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1, tools: [{ name: 't', inputSchema: { type: 'object' } }] } })).toBe(-32602);
+    expect(await code({ jsonrpc: '2.0', id: 3, method: 'roots/list' })).toBe(-32601);
+    expect(standalone).toEqual([]);
   });
 
   it('refuses tool and prompt arguments that are not an object before any hook or upstream sees them', async () => {

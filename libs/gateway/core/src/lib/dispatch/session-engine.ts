@@ -49,7 +49,7 @@ import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
-import { mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
+import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { expandKnown } from './template-expansion';
@@ -91,6 +91,12 @@ export interface EngineOptions {
    * session once connected, and the agent hears its lists changed.
    */
   readonly initializeWaitMs?: number;
+  /**
+   * Longest an upstream's request to the agent (sampling, elicitation, roots) waits for its answer when no call bounds
+   * it: one on the standalone stream, or one about a task (default 5 min). One made during a call is bounded by the
+   * call: its timeout, and its end. Past it the agent is told `notifications/cancelled` and the upstream gets an error.
+   */
+  readonly relayTimeoutMs?: number;
   /**
    * Most sessions one principal (an agent client, a user) may hold at once in its tenant, over all replicas; an
    * initialize past it is refused with RATE_LIMITED (HTTP 429). A place is taken atomically before the upstreams are
@@ -298,6 +304,20 @@ interface LiveSession {
  */
 export const MAX_RELAYED_PER_SESSION = 32;
 
+/** Default `relayTimeoutMs`. */
+const RELAY_TIMEOUT_MS = 300_000;
+
+/** Why a relayed request's call-scope was aborted: the call it was made for settled. */
+const RELAY_CALL_ENDED = 'the call it was made for ended';
+
+/** What bounds a relayed request besides the upstream's own cancellation. */
+interface RelayBounds {
+  /** Aborted when the agent's call that caused the request settles (absent: not made for a call). */
+  readonly ended?: CancelSignal;
+  /** Longest the agent has to answer. */
+  readonly timeoutMs: number;
+}
+
 /** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
 const STANDALONE_ECHO_WAIT_MS = 3_000;
 
@@ -382,13 +402,6 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   prompts: 'prompt',
   resources: 'resource',
   resourceTemplates: 'resourceTemplate',
-};
-
-/** The client capability a server→client request needs (requests not listed, such as ping, need none). */
-const CLIENT_CAPABILITY_OF: Readonly<Record<string, string>> = {
-  'sampling/createMessage': 'sampling',
-  'elicitation/create': 'elicitation',
-  'roots/list': 'roots',
 };
 
 const MAX_CANCEL_REASON = 256;
@@ -574,8 +587,11 @@ export class SessionEngine {
    */
   private readonly ended = new Map<string, number>();
   private sweeping = false;
+  /** See `EngineOptions.relayTimeoutMs`. */
+  private readonly relayTimeoutMs: number;
 
   constructor(private readonly deps: EngineDeps) {
+    this.relayTimeoutMs = deps.options.relayTimeoutMs ?? RELAY_TIMEOUT_MS;
     this.exposed = new ExposedItems(deps.options.separator);
     this.pageStore = new ListingPageStore(deps.options.listCacheMaxPages ?? 2_000, deps.options.listCacheMaxBytes);
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
@@ -1822,11 +1838,17 @@ export class SessionEngine {
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
-    return this.onUpstream(live, upstreamId, traceId, (session) => session.request(message.method, params, {
-      signal,
+    // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: made once the
+    // first is relayed, aborted when the call settles, so none is left waiting on the agent for an answer no one takes.
+    let relays: Cancellation | undefined;
+    const endRelays = () => relays?.abort(RELAY_CALL_ENDED);
+    return this.onUpstream(live, upstreamId, traceId, (session) => {
       // The configuration's current call timeout (read once the session is got: an edit may have changed it), also for
       // a session opened before the edit; `tasks/result` waits longer.
-      timeoutMs: (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs,
+      const timeoutMs = (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs;
+      return session.request(message.method, params, {
+      signal,
+      timeoutMs,
       onNotification: (notification) => {
         if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
         if (!this.relayable(live, upstreamId, notification)) return;
@@ -1845,11 +1867,28 @@ export class SessionEngine {
       },
       onServerRequest: (request, upstreamSignal) => {
         const upstreamTask = referencedTask(request.method, request.params);
-        const relay = (named: JsonRpcRequest) => this.relayServerRequest(live.record, named, sink.canStream ? sink : live.standalone ?? NO_STREAM, upstreamSignal, session);
-        if (upstreamTask === undefined) return relay(request);
-        return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) => (named ? relay(named) : Promise.reject(unknownTaskOf(request))));
+        const sinkNow = sink.canStream ? sink : live.standalone ?? NO_STREAM;
+        if (upstreamTask === undefined) {
+          const bounds = { ended: (relays ??= new Cancellation()), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
+          return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
+        }
+        // About a task: it outlives the call that created it (its questions may come after the call's answer).
+        const bounds = { timeoutMs: this.relayTimeoutMs };
+        return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) =>
+          named ? this.relayServerRequest(live.record, named, sinkNow, upstreamSignal, session, bounds) : Promise.reject(unknownTaskOf(request)),
+        );
       },
-    }));
+    });
+    }).then(
+      (result) => {
+        endRelays();
+        return result;
+      },
+      (error: unknown) => {
+        endRelays();
+        throw error;
+      },
+    );
   }
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
@@ -1961,7 +2000,6 @@ export class SessionEngine {
     }
   }
 
-  /** Sends an upstream's request to the agent under a gateway-minted id and waits for the answer. */
   /** The agent's progress on a relayed request, to the upstream that asked, under the upstream's own token. */
   private relayProgress(sessionId: string, params: Record<string, unknown>): void {
     const token = params['progressToken'];
@@ -1971,7 +2009,12 @@ export class SessionEngine {
     upstream.notify('notifications/progress', { ...params, progressToken: original }).catch(() => undefined);
   }
 
-  private relayServerRequest(record: SessionRecord, received: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream?: UpstreamSession): Promise<Record<string, unknown>> {
+  /**
+   * Sends an upstream's request to the agent under a gateway-minted id and waits for the answer, for at most
+   * `bounds.timeoutMs`, and no longer than the call it was made for: on either, or on the upstream's cancellation, the
+   * agent is told `notifications/cancelled` and the upstream gets an error.
+   */
+  private relayServerRequest(record: SessionRecord, received: JsonRpcRequest, sink: MessageSink, signal: CancelSignal, upstream: UpstreamSession | undefined, bounds: RelayBounds): Promise<Record<string, unknown>> {
     const sessionId = record.id;
     // Client-side tasks are not offered to upstreams (`relayableClientCapabilities`): their task methods are refused,
     // and a task augmentation is dropped, so the agent runs the request as a plain one (MCP: as a receiver that did
@@ -1984,10 +2027,8 @@ export class SessionEngine {
     }
     // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
-    const capability = CLIENT_CAPABILITY_OF[request.method];
-    if (capability !== undefined && !isObject(record.clientCapabilities?.[capability])) {
-      return Promise.reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, `The client does not support ${request.method}`));
-    }
+    const gap = clientCapabilityGap(request.method, request.params, record.clientCapabilities);
+    if (gap !== undefined) return Promise.reject(new UpstreamRpcError(gap.code, gap.message));
     const live = this.live.get(sessionId);
     if (live !== undefined && live.relayed.size >= MAX_RELAYED_PER_SESSION) {
       return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, `The client has ${MAX_RELAYED_PER_SESSION} requests waiting for an answer already`));
@@ -1999,17 +2040,26 @@ export class SessionEngine {
     const token = isObject(meta) ? meta['progressToken'] : undefined;
     const progress = upstream !== undefined && (typeof token === 'string' || typeof token === 'number') ? { token, upstream } : undefined;
     const params = progress && request.params ? { ...request.params, _meta: { ...(meta as Record<string, unknown>), progressToken: id } } : request.params;
+    const { ended } = bounds;
+    if (signal.aborted || ended?.aborted) return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const settled = () => {
+        clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
+        ended?.removeEventListener('abort', onEnded);
         live?.relayed.delete(id);
       };
-      const onAbort = () => {
+      const giveUp = (reason: string, error: UpstreamRpcError) => {
+        if (this.pending.get(id)?.sessionId !== sessionId) return;
         this.pending.delete(id);
-        live?.relayed.delete(id);
-        sink.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'cancelled upstream' } });
-        reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
+        settled();
+        sink.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } });
+        reject(error);
       };
+      const onAbort = () => giveUp('cancelled upstream', new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
+      const onEnded = () => giveUp(RELAY_CALL_ENDED, new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled: the call it was made for ended'));
+      const timer = setTimeout(() => giveUp('timed out', new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'The client did not answer in time')), bounds.timeoutMs);
+      timer.unref();
       this.pending.set(id, {
         sessionId,
         resolve: (result) => {
@@ -2024,6 +2074,7 @@ export class SessionEngine {
       });
       live?.relayed.add(id);
       signal.addEventListener('abort', onAbort, { once: true });
+      ended?.addEventListener('abort', onEnded, { once: true });
       const relayed: JsonRpcMessage = { jsonrpc: '2.0', id, method: request.method, ...(params ? { params } : {}) };
       if (!sink.send(relayed)) {
         this.pending.delete(id);
@@ -2365,9 +2416,11 @@ export class SessionEngine {
     });
     session.onServerRequest((request, signal) => {
       const upstreamTask = referencedTask(request.method, request.params);
-      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session);
+      // Made for no call of the agent's: bounded by the deadline alone.
+      const bounds = { timeoutMs: this.relayTimeoutMs };
+      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
-        named ? this.relayServerRequest(live.record, named, live.standalone ?? NO_STREAM, signal, session) : Promise.reject(unknownTaskOf(request)),
+        named ? this.relayServerRequest(live.record, named, live.standalone ?? NO_STREAM, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
       );
     });
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request

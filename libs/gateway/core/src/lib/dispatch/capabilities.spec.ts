@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { clientCapabilityGap } from './capabilities';
+
+describe('clientCapabilityGap', () => {
+  const elicit = (params: Record<string, unknown>) => ({ message: 'Which?', ...params });
+
+  it('refuses a request whose whole area the agent did not declare with -32601', () => {
+    expect(clientCapabilityGap('sampling/createMessage', { messages: [], maxTokens: 1 }, { elicitation: {} })).toEqual({ code: -32601, message: expect.stringContaining('sampling/createMessage') });
+    expect(clientCapabilityGap('roots/list', undefined, {})).toMatchObject({ code: -32601 });
+    expect(clientCapabilityGap('elicitation/create', elicit({}), undefined)).toMatchObject({ code: -32601 });
+    // A declared area must be an object: `true` is not a capability.
+    expect(clientCapabilityGap('roots/list', undefined, { roots: true })).toMatchObject({ code: -32601 });
+  });
+
+  it('passes requests no client capability gates', () => {
+    expect(clientCapabilityGap('ping', undefined, {})).toBeUndefined();
+    expect(clientCapabilityGap('roots/list', undefined, { roots: {} })).toBeUndefined();
+  });
+
+  it('takes an empty elicitation capability as form mode only, as MCP keeps it for older clients', () => {
+    expect(clientCapabilityGap('elicitation/create', elicit({ requestedSchema: { type: 'object', properties: {} } }), { elicitation: {} })).toBeUndefined();
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'form' }), { elicitation: {} })).toBeUndefined();
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'url', url: 'https://example.test/x', elicitationId: 'e1' }), { elicitation: {} })).toEqual({
+      code: -32602,
+      message: 'The client does not support url-mode elicitation',
+    });
+  });
+
+  it('checks the mode against what the agent declared inside elicitation', () => {
+    const urlOnly = { elicitation: { url: {} } };
+    const both = { elicitation: { form: {}, url: {} } };
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'url' }), urlOnly)).toBeUndefined();
+    expect(clientCapabilityGap('elicitation/create', elicit({}), urlOnly)).toMatchObject({ code: -32602, message: expect.stringContaining('form-mode') });
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'form' }), both)).toBeUndefined();
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'url' }), both)).toBeUndefined();
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'url' }), { elicitation: { form: {} } })).toMatchObject({ code: -32602 });
+  });
+
+  it('refuses a mode MCP does not define, naming no more than a short part of it', () => {
+    const gap = clientCapabilityGap('elicitation/create', elicit({ mode: 'x'.repeat(10_000) }), { elicitation: { form: {}, url: {} } });
+    expect(gap?.code).toBe(-32602);
+    expect(gap?.message.length).toBeLessThan(100);
+    expect(clientCapabilityGap('elicitation/create', elicit({ mode: 7 }), { elicitation: { form: {}, url: {} } })).toMatchObject({ code: -32602 });
+  });
+
+  it('refuses sampling with tools or toolChoice unless the agent declared sampling.tools', () => {
+    const withTools = { messages: [], maxTokens: 10, tools: [{ name: 'search', inputSchema: { type: 'object' } }] };
+    expect(clientCapabilityGap('sampling/createMessage', withTools, { sampling: {} })).toEqual({ code: -32602, message: 'The client does not support tool use in sampling' });
+    expect(clientCapabilityGap('sampling/createMessage', { messages: [], maxTokens: 10, toolChoice: { mode: 'none' } }, { sampling: {} })).toMatchObject({ code: -32602 });
+    expect(clientCapabilityGap('sampling/createMessage', withTools, { sampling: { tools: {} } })).toBeUndefined();
+    expect(clientCapabilityGap('sampling/createMessage', { messages: [], maxTokens: 10 }, { sampling: {} })).toBeUndefined();
+  });
+});
