@@ -365,6 +365,38 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(standalone).toEqual([]);
   });
 
+  it('answers -32601 to methods of a capability no upstream of the session has, without asking an upstream', async () => {
+    const { engine, connector } = build({
+      u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: tools('read') }) },
+      u2: { prefix: 'logs', capabilities: { tools: {}, logging: {} }, handle: async () => ({}) },
+    });
+    const record = await openSession(engine);
+    const before = connector.calls.length;
+    for (const [method, params] of [
+      ['prompts/list', {}],
+      ['prompts/get', { name: 'files__p' }],
+      ['resources/list', {}],
+      ['resources/templates/list', {}],
+      ['resources/read', { uri: 'file:///x' }],
+      ['resources/subscribe', { uri: 'file:///x' }],
+      ['resources/unsubscribe', { uri: 'file:///x' }],
+      ['completion/complete', { ref: { type: 'ref/prompt', name: 'files__p' }, argument: { name: 'a', value: '' } }],
+    ] as const) {
+      expect(await engine.request(record, req(method, params), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32601, message: `Method not found: ${method}` } });
+    }
+    expect(connector.calls.length).toBe(before);
+    // One upstream has logging: the level goes to it alone. Tools are always listed, if only as none.
+    expect(await engine.request(record, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(connector.calls.slice(before).map((call) => `${call.upstreamId} ${call.method}`)).toEqual(['u2 logging/setLevel']);
+  });
+
+  it('answers logging/setLevel with -32601 when no upstream has logging', async () => {
+    const { engine } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: tools('read') }) } });
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32601 } });
+    expect(await engine.request(record, req('tools/list'), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [expect.objectContaining({ name: 'files__read' })] } });
+  });
+
   it('refuses tool and prompt arguments that are not an object before any hook or upstream sees them', async () => {
     const seen: unknown[] = [];
     const registry = new UpstreamRegistry('__');

@@ -404,6 +404,19 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   resourceTemplates: 'resourceTemplate',
 };
 
+/** The server capability each method needs (those not listed need none the gateway checks here). */
+const AREA_OF_METHOD: Readonly<Record<string, string>> = {
+  'prompts/list': 'prompts',
+  'prompts/get': 'prompts',
+  'resources/list': 'resources',
+  'resources/templates/list': 'resources',
+  'resources/read': 'resources',
+  'resources/subscribe': 'resources',
+  'resources/unsubscribe': 'resources',
+  'completion/complete': 'completions',
+  'logging/setLevel': 'logging',
+};
+
 const MAX_CANCEL_REASON = 256;
 /** Longest progress message passed on from an agent (MCP: a human-readable description). */
 const MAX_PROGRESS_MESSAGE = 1_024;
@@ -1123,6 +1136,10 @@ export class SessionEngine {
     retain: () => (() => void) | undefined,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
+    const area = AREA_OF_METHOD[message.method];
+    // MCP: a method of a capability the server does not have is not found. (tools/list always answers, empty when no
+    // upstream has tools: agents list tools whatever was advertised.)
+    if (area !== undefined && !this.supports(live, area)) throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
     switch (message.method) {
       case 'ping':
         await gate();
@@ -1603,6 +1620,14 @@ export class SessionEngine {
       cursor = page['nextCursor'];
       if (typeof cursor !== 'string') return;
     }
+  }
+
+  /**
+   * Whether the session serves `area`: initialize advertised it, or an upstream of the session has it now (one that
+   * joined later serves agents that ask without looking at the capabilities).
+   */
+  private supports(live: LiveSession, area: string): boolean {
+    return isObject(this.capabilitiesOf(live.record)[area]) || this.upstreamIdsWith(live, area).length > 0;
   }
 
   private upstreamIdsWith(live: LiveSession, capability: string): string[] {
