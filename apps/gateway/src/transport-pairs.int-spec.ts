@@ -293,6 +293,35 @@ describe.each(PAIRS)('$name', (pair) => {
     await client.close();
   });
 
+  it("a call cancelled while its elicitation waits on the agent: the agent is told the elicitation is cancelled too", async () => {
+    const { client } = await connect(pair);
+    let asked = false;
+    let elicitationAborted = false;
+    // The person never answers; the handler only notes that it was asked, and when the gateway calls the question off.
+    client.setRequestHandler(ElicitRequestSchema, (_request, extra) => {
+      asked = true;
+      return new Promise((_resolve, reject) => {
+        extra.signal.addEventListener('abort', () => {
+          elicitationAborted = true;
+          reject(new Error('called off'));
+        });
+      });
+    });
+    const controller = new AbortController();
+    const call = client.callTool({ name: 'ks__confirm_action', arguments: { action: 'drop the table' } }, undefined, {
+      signal: controller.signal,
+    });
+    await waitFor(() => asked, { description: 'the elicitation to reach the agent' });
+    const started = Date.now();
+    controller.abort('changed my mind');
+    await expect(call).rejects.toThrow();
+    // Well before the upstream's own 60 s wait for the answer, or the call timeout (15 s).
+    await waitFor(() => elicitationAborted, { description: 'notifications/cancelled for the elicitation', timeoutMs: 10_000 });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(await client.ping()).toEqual({});
+    await client.close();
+  });
+
   it('tools/list_changed announced by the upstream reaches the agent, and the new tool is listed', async () => {
     const { client, seen } = await connect(pair);
     // The gateway opens its session-wide channel to the upstream at initialize, but the agent's GET stream
