@@ -365,6 +365,47 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(standalone).toEqual([]);
   });
 
+  it("tells the agent when an upstream fails its part of a later listing page, rather than ending that upstream's listing unannounced", async () => {
+    let second: 'expired' | 'slow' | 'down' | 'ok' = 'expired';
+    const { engine } = build({
+      u1: {
+        prefix: 'zeta',
+        capabilities: { tools: {} },
+        handle: async (method, params, options) => {
+          if (method !== 'tools/list') return { content: [] };
+          if (second === 'down' && params?.['cursor'] === undefined) throw new UpstreamUnavailableError('connect_failed', 'connection refused');
+          if (params?.['cursor'] === undefined) return { tools: tools('first'), nextCursor: 'p2' };
+          if (second === 'expired') throw new UpstreamRpcError(-32602, 'Invalid cursor');
+          // Past the listing's 100 ms: the transport gives up when the gateway's deadline aborts the request.
+          if (second === 'slow') await new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(new UpstreamUnavailableError('timeout', 'timed out'))));
+          if (second === 'down') throw new UpstreamUnavailableError('connect_failed', 'connection refused');
+          return { tools: tools('second') };
+        },
+      },
+      u2: { prefix: 'alpha', capabilities: { tools: {} }, handle: async (method, params) => (params?.['cursor'] === undefined ? { tools: tools('a1'), nextCursor: 'q2' } : { tools: tools('a2') }) },
+    });
+    const record = await openSession(engine);
+    const page1 = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    const cursor = 'result' in page1 ? page1.result['nextCursor'] : undefined;
+    expect(typeof cursor).toBe('string');
+    const page2 = () => engine.request(record, req('tools/list', { cursor }), NO_STREAM, 'trace');
+    // The upstream forgot its cursor: the gateway's cursor is no longer valid either (MCP: -32602), list again.
+    expect(await page2()).toMatchObject({ error: { code: -32602, message: expect.stringContaining('list again without a cursor') } });
+    second = 'slow';
+    expect(await page2()).toMatchObject({ error: { code: -32054, message: expect.stringContaining('ask again with the same cursor') } });
+    second = 'down';
+    expect(await page2()).toMatchObject({ error: { code: -32050 } });
+    // The same cursor works once the upstream does: nothing of either upstream was skipped.
+    second = 'ok';
+    expect(await page2()).toMatchObject({ result: { tools: [{ name: 'alpha__a2' }, { name: 'zeta__second' }] } });
+    // A first page still leaves a failing upstream out, logged, and answers with the others.
+    second = 'down';
+    logs = '';
+    const firstAgain = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(firstAgain).toMatchObject({ result: { tools: [{ name: 'alpha__a1' }] } });
+    expect(logs).toContain('upstream dropped out of the request');
+  });
+
   it('answers -32601 to methods of a capability no upstream of the session has, without asking an upstream', async () => {
     const { engine, connector } = build({
       u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: tools('read') }) },

@@ -304,6 +304,22 @@ interface LiveSession {
  */
 export const MAX_RELAYED_PER_SESSION = 32;
 
+/**
+ * What the agent is told when an upstream failed its part of a later listing page: -32602 when the upstream refused its
+ * cursor (it expired there: MCP's answer to an invalid cursor, so the agent lists again from the start), otherwise a
+ * timeout or unavailability it may retry with the same cursor.
+ */
+function continuationFailure(failures: readonly unknown[]): GatewayRequestError {
+  if (failures.some((error) => error instanceof UpstreamRpcError && error.code === JSON_RPC.INVALID_PARAMS)) {
+    return new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor: an upstream no longer accepts its part of it; list again without a cursor');
+  }
+  const timedOut = failures.some((error) => (error instanceof UpstreamUnavailableError && error.reason === 'timeout') || (error instanceof Error && error.name === 'TimeoutError'));
+  return new GatewayRequestError(
+    timedOut ? GATEWAY_RPC.UPSTREAM_TIMEOUT : GATEWAY_RPC.UPSTREAM_UNAVAILABLE,
+    `An upstream ${timedOut ? 'did not answer its part of this page in time' : 'could not give its part of this page'}; ask again with the same cursor, or list again without one`,
+  );
+}
+
 /** Default `relayTimeoutMs`. */
 const RELAY_TIMEOUT_MS = 300_000;
 
@@ -1450,12 +1466,14 @@ export class SessionEngine {
     }
     const items: unknown[] = [];
     const more: PendingPage[] = [];
+    let failed: unknown[] | undefined;
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
       if (outcome.status === 'rejected') {
         if (status) status.dropped = true;
         if (config) this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
+        (failed ??= []).push(outcome.reason);
         return;
       }
       if (!config) return;
@@ -1474,6 +1492,10 @@ export class SessionEngine {
       const next = page['nextCursor'];
       if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
+    // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
+    // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
+    // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
+    if (failed !== undefined && cursor !== undefined && status === undefined) throw continuationFailure(failed);
     return { [spec.field]: items, ...(more.length > 0 ? { nextCursor: encodeCursor(kind, more) } : {}) };
   }
 

@@ -22,6 +22,11 @@ describe('merged-listing cursors', () => {
     expect(decodeCursor('tools', 'a'.repeat(20_000))).toBeUndefined();
   });
 
+  it('refuses a cursor naming an empty upstream cursor: none is issued, and it would serve that first page again', () => {
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: '' }]))).toBeUndefined();
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: 'x' }, { upstreamId: 'b', cursor: '' }]))).toBeUndefined();
+  });
+
   it('refuses a forged cursor naming one upstream more than once (one listing would fan out into many calls)', () => {
     const forged = encodeCursor('tools', Array.from({ length: 200 }, (_, i) => ({ upstreamId: 'a', cursor: `c${i}` })));
     expect(forged.length).toBeLessThan(16 * 1024);

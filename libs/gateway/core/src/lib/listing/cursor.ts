@@ -44,7 +44,9 @@ export function decodeCursor(kind: ListKind, cursor: unknown): PendingPage[] | u
   for (const entry of p as unknown[]) {
     if (!Array.isArray(entry) || entry.length !== 2) return undefined;
     const [upstreamId, upstreamCursor] = entry as unknown[];
-    if (typeof upstreamId !== 'string' || typeof upstreamCursor !== 'string' || seen.has(upstreamId)) return undefined;
+    // Nor an empty upstream cursor: it is never issued (an upstream's empty nextCursor ends its listing), and would
+    // serve that upstream's first page again.
+    if (typeof upstreamId !== 'string' || typeof upstreamCursor !== 'string' || upstreamCursor.length === 0 || seen.has(upstreamId)) return undefined;
     seen.add(upstreamId);
     pages.push({ upstreamId, cursor: upstreamCursor });
   }
