@@ -124,6 +124,13 @@ describe('SSE', () => {
     expect(() => parser.push(`data: ${'x'.repeat(200)}`)).toThrow('size limit');
   });
 
+  it('counts the limit in UTF-8 bytes, as the event came on the wire, not in string units', () => {
+    // 40 characters of three bytes each: 120 bytes in data lines and in an unfinished line alike.
+    expect(() => new SseParser(100).push(`data: ${'€'.repeat(40)}\n`)).toThrow('size limit');
+    expect(() => new SseParser(100).push(`data: ${'€'.repeat(40)}`)).toThrow('size limit');
+    expect(new SseParser(200).push(`data: ${'€'.repeat(40)}\n\n`)).toEqual([{ event: 'message', data: '€'.repeat(40) }]);
+  });
+
   it('counts the data lines of an event whose blank line never comes against the limit', () => {
     const parser = new SseParser(1_000);
     // Each line is short and complete; only the event as a whole grows.

@@ -18,19 +18,20 @@ export interface SseEvent {
  * Incremental parser for an SSE byte stream (text decoded by the caller): feed chunks, get complete
  * events. Follows the WHATWG event-stream rules for `data`, `id`, `event`, `retry`, comments and CR/LF.
  *
- * The stream is an upstream's, so it is held to `maxEventBytes` as a whole event (its data lines so far plus the
- * unfinished line), not per line: an event whose blank line never comes cannot grow without bound. Each chunk is
+ * The stream is an upstream's, so it is held to `maxEventBytes` (UTF-8 bytes, as they came on the wire) as a whole
+ * event (its data lines so far plus the unfinished line), not per line: an event whose blank line never comes cannot grow without bound. Each chunk is
  * scanned once (an unfinished line is kept as pieces, joined when it ends), so the work is linear in the stream
  * however the bytes are split into chunks.
  */
 export class SseParser {
-  /** The unfinished line, as the chunks brought it. */
+  /** The unfinished line, as the chunks brought it, and its size in UTF-8 bytes. */
   private pending: string[] = [];
-  private pendingLength = 0;
+  private pendingBytes = 0;
   /** The last chunk ended with CR: an LF at the start of the next one is the rest of that CRLF. */
   private skipLf = false;
   private data: string[] = [];
-  private dataLength = 0;
+  /** The data lines' size in UTF-8 bytes, with their line feeds. */
+  private dataBytes = 0;
   private eventName = '';
   private lastId: string | undefined;
   private retry: number | undefined;
@@ -53,7 +54,7 @@ export class SseParser {
 
   /** Whether part of an event (an unfinished line, or data lines without their blank line) is held. */
   get holdsPartialEvent(): boolean {
-    return this.pendingLength > 0 || this.dataLength > 0;
+    return this.pendingBytes > 0 || this.dataBytes > 0;
   }
 
   push(chunk: string): SseEvent[] {
@@ -76,7 +77,7 @@ export class SseParser {
         this.pending.push(line);
         line = this.pending.join('');
         this.pending = [];
-        this.pendingLength = 0;
+        this.pendingBytes = 0;
       }
       if (end === cr) {
         if (end + 1 === chunk.length) this.skipLf = true;
@@ -90,13 +91,13 @@ export class SseParser {
     if (start < chunk.length) {
       const rest = start === 0 ? chunk : chunk.slice(start);
       this.pending.push(rest);
-      this.pendingLength += rest.length;
+      this.pendingBytes += Buffer.byteLength(rest, 'utf8');
     }
-    if (this.pendingLength + this.dataLength > this.maxEventBytes) {
+    if (this.pendingBytes + this.dataBytes > this.maxEventBytes) {
       this.pending = [];
-      this.pendingLength = 0;
+      this.pendingBytes = 0;
       this.data = [];
-      this.dataLength = 0;
+      this.dataBytes = 0;
       throw new Error('SSE event exceeds the size limit');
     }
     return events;
@@ -116,7 +117,7 @@ export class SseParser {
         ...(this.retry === undefined ? {} : { retry: this.retry }),
       };
       this.data = [];
-      this.dataLength = 0;
+      this.dataBytes = 0;
       this.eventName = '';
       return event;
     }
@@ -128,7 +129,7 @@ export class SseParser {
     switch (field) {
       case 'data':
         this.data.push(value);
-        this.dataLength += value.length + 1;
+        this.dataBytes += Buffer.byteLength(value, 'utf8') + 1;
         break;
       case 'event':
         this.eventName = value;

@@ -15,6 +15,19 @@ describe('LineSplitter', () => {
     expect(() => splitter.push('x'.repeat(11), () => undefined)).toThrow('size limit');
   });
 
+  it('counts the limit in UTF-8 bytes: in one chunk, across chunks, and for a line whose end comes in a later chunk', () => {
+    // 40 characters of three bytes each: 120 bytes.
+    const euros = '€'.repeat(40);
+    expect(() => new LineSplitter(100).push(`${euros}\n`, () => undefined)).toThrow('size limit');
+    expect(() => new LineSplitter(100).push(euros, () => undefined)).toThrow('size limit');
+    const split = new LineSplitter(100);
+    split.push('€'.repeat(30), () => undefined);
+    expect(() => split.push(`${'€'.repeat(10)}\n`, () => undefined)).toThrow('size limit');
+    const lines: string[] = [];
+    new LineSplitter(120).push(`${euros}\n`, (line) => lines.push(line));
+    expect(lines).toEqual([euros]);
+  });
+
   it('refuses a line that reaches the limit across many chunks, then starts afresh', () => {
     const splitter = new LineSplitter(1_000);
     expect(() => {

@@ -2,14 +2,19 @@ import { REDACTED, redactSecrets } from '@portcullis/shared/util-redact';
 import type { UpstreamLogger } from '../core/logger';
 
 /**
- * Splits newline-delimited text (stdio JSON-RPC framing); refuses a line longer than `maxLineBytes`. Each chunk is
- * scanned once (an unfinished line is kept as pieces, joined when it ends): linear however a long line is chunked.
+ * Splits newline-delimited text (stdio JSON-RPC framing); refuses a line longer than `maxLineBytes` UTF-8 bytes (the
+ * text comes decoded, whole characters per chunk). Each chunk is scanned once (an unfinished line is kept as pieces,
+ * joined when it ends): linear however a long line is chunked.
  */
 export class LineSplitter {
   private pending: string[] = [];
-  private pendingLength = 0;
+  private pendingBytes = 0;
+  /** A line of this many UTF-16 units or fewer is within the limit whatever it holds (at most 3 bytes a unit). */
+  private readonly surelyFits: number;
 
-  constructor(private readonly maxLineBytes: number) {}
+  constructor(private readonly maxLineBytes: number) {
+    this.surelyFits = Math.floor(maxLineBytes / 3);
+  }
 
   /** Calls `onLine` for every complete line; throws when a line grows past the limit. */
   push(chunk: string, onLine: (line: string) => void): void {
@@ -20,9 +25,13 @@ export class LineSplitter {
       let line = chunk.slice(start, newline);
       if (this.pending.length > 0) {
         this.pending.push(line);
+        const bytes = this.pendingBytes + Buffer.byteLength(line, 'utf8');
         line = this.pending.join('');
         this.pending = [];
-        this.pendingLength = 0;
+        this.pendingBytes = 0;
+        if (bytes > this.maxLineBytes) throw new Error('line exceeds the size limit');
+      } else if (line.length > this.surelyFits && Buffer.byteLength(line, 'utf8') > this.maxLineBytes) {
+        throw new Error('line exceeds the size limit');
       }
       if (line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
       if (line !== '') onLine(line);
@@ -30,10 +39,10 @@ export class LineSplitter {
     }
     if (start < chunk.length) {
       const rest = start === 0 ? chunk : chunk.slice(start);
-      this.pendingLength += rest.length;
-      if (this.pendingLength > this.maxLineBytes) {
+      this.pendingBytes += Buffer.byteLength(rest, 'utf8');
+      if (this.pendingBytes > this.maxLineBytes) {
         this.pending = [];
-        this.pendingLength = 0;
+        this.pendingBytes = 0;
         throw new Error('line exceeds the size limit');
       }
       this.pending.push(rest);
