@@ -1885,57 +1885,64 @@ export class SessionEngine {
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
-    // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: made once the
-    // first is relayed, aborted when the call settles, so none is left waiting on the agent for an answer no one takes.
+    // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: aborted when
+    // the call settles, so none is left waiting on the agent for an answer no one takes. Made on the first relay only
+    // (most calls have none, and pay nothing for it); one asked before the upstream request was handed back (a
+    // transport that delivers at once) is tied to the call as soon as it is.
+    let call: Promise<Record<string, unknown>> | undefined;
     let relays: Cancellation | undefined;
-    const endRelays = () => relays?.abort(RELAY_CALL_ENDED);
+    const endWith = (settling: Promise<unknown>, ended: Cancellation) => {
+      const end = () => ended.abort(RELAY_CALL_ENDED);
+      void settling.then(end, end);
+    };
+    const endsWithCall = (): Cancellation => {
+      if (relays !== undefined) return relays;
+      relays = new Cancellation();
+      if (call !== undefined) endWith(call, relays);
+      return relays;
+    };
     return this.onUpstream(live, upstreamId, traceId, (session) => {
       // The configuration's current call timeout (read once the session is got: an edit may have changed it), also for
       // a session opened before the edit; `tasks/result` waits longer.
       const timeoutMs = (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs;
-      return session.request(message.method, params, {
-      signal,
-      timeoutMs,
-      onNotification: (notification) => {
-        if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
-        if (!this.relayable(live, upstreamId, notification)) return;
-        if (notification.method === 'notifications/progress') {
-          if (progressToken === undefined) return;
-          const progressed: Record<string, unknown> = { ...notification.params, progressToken };
-          // Past what a hook already reported (an approval wait), so the agent sees progress only increase.
-          if (progressSent > 0 && typeof progressed['progress'] === 'number') {
-            progressed['progress'] = progressed['progress'] + progressSent;
-            if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
+      // A second attempt (the upstream had forgotten its session) gets its own: the first one's ended with it.
+      relays = undefined;
+      call = session.request(message.method, params, {
+        signal,
+        timeoutMs,
+        onNotification: (notification) => {
+          if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
+          if (!this.relayable(live, upstreamId, notification)) return;
+          if (notification.method === 'notifications/progress') {
+            if (progressToken === undefined) return;
+            const progressed: Record<string, unknown> = { ...notification.params, progressToken };
+            // Past what a hook already reported (an approval wait), so the agent sees progress only increase.
+            if (progressSent > 0 && typeof progressed['progress'] === 'number') {
+              progressed['progress'] = progressed['progress'] + progressSent;
+              if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
+            }
+            this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task);
+          } else {
+            this.sendInCall(live, upstreamId, sink, notification, task);
           }
-          this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task);
-        } else {
-          this.sendInCall(live, upstreamId, sink, notification, task);
-        }
-      },
-      onServerRequest: (request, upstreamSignal) => {
-        const upstreamTask = referencedTask(request.method, request.params);
-        const sinkNow = sink.canStream ? sink : live.standalone ?? NO_STREAM;
-        if (upstreamTask === undefined) {
-          const bounds = { ended: (relays ??= new Cancellation()), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
-          return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
-        }
-        // About a task: it outlives the call that created it (its questions may come after the call's answer).
-        const bounds = { timeoutMs: this.relayTimeoutMs };
-        return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) =>
-          named ? this.relayServerRequest(live.record, named, sinkNow, upstreamSignal, session, bounds) : Promise.reject(unknownTaskOf(request)),
-        );
-      },
+        },
+        onServerRequest: (request, upstreamSignal) => {
+          const upstreamTask = referencedTask(request.method, request.params);
+          const sinkNow = sink.canStream ? sink : live.standalone ?? NO_STREAM;
+          if (upstreamTask === undefined) {
+            const bounds = { ended: endsWithCall(), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
+            return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
+          }
+          // About a task: it outlives the call that created it (its questions may come after the call's answer).
+          const bounds = { timeoutMs: this.relayTimeoutMs };
+          return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) =>
+            named ? this.relayServerRequest(live.record, named, sinkNow, upstreamSignal, session, bounds) : Promise.reject(unknownTaskOf(request)),
+          );
+        },
+      });
+      if (relays !== undefined) endWith(call, relays);
+      return call;
     });
-    }).then(
-      (result) => {
-        endRelays();
-        return result;
-      },
-      (error: unknown) => {
-        endRelays();
-        throw error;
-      },
-    );
   }
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
