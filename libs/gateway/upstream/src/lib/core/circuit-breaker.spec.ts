@@ -26,6 +26,19 @@ describe('CircuitBreaker', () => {
     expect(b.state).toBe('closed');
   });
 
+  it('a success while open and cooling down (a call that went out before it opened) does not close it', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure();
+    clock.now = 500;
+    b.success();
+    expect(b.state).toBe('open');
+    expect(b.tryPass()).toBe(false);
+    // Once the cool-down is over, an answer is evidence again.
+    clock.now = 1_000;
+    b.success();
+    expect(b.state).toBe('closed');
+  });
+
   it('lets one probe through after the cool-down; its success closes the circuit', () => {
     const { breaker: b, clock } = breaker(1, 1_000);
     b.failure();
@@ -76,7 +89,8 @@ describe('CircuitBreaker', () => {
     b.failure();
     b.probeEnded();
     expect(b.tryPass()).toBe(false);
-    // Nor does it in closed state.
+    // Nor does it in closed state (closed by a success once the cool-down is over).
+    clock.now = 2_000;
     b.success();
     b.probeEnded();
     expect(b.state).toBe('closed');

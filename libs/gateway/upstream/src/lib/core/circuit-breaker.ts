@@ -43,8 +43,13 @@ export class CircuitBreaker {
     return true;
   }
 
+  /**
+   * A call the upstream answered. While open and cooling down it proves nothing (a call that went out before the
+   * circuit opened), so only one that ends once the cool-down is over (the probe, or one still in flight) closes it.
+   */
   success(): void {
     if (this.current === 'closed' && this.failures === 0) return;
+    if (this.current === 'open' && this.now() - this.openedAt < this.options.cooldownMs) return;
     this.current = 'closed';
     this.failures = 0;
     this.probeStartedAt = -1;

@@ -651,6 +651,35 @@ describe('connector resilience and network policy', () => {
     });
   });
 
+  it('opens the circuit on an upstream that takes notifications but answers no call: the 202 to each cancel is not health', async () => {
+    let calls = 0;
+    const server = await rawServer((req, res) => {
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          res.writeHead(202).end();
+          return;
+        }
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+          return;
+        }
+        calls += 1; // never answered
+      });
+    });
+    servers.push(server);
+    const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
+    const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 150 }), identity);
+    const outcome = () => session.request('tools/call', { name: 'hang', arguments: {} }).then(() => 'answered', (error: { reason?: string }) => error.reason);
+    expect(await outcome()).toBe('timeout');
+    // Its notifications/cancelled gets 202 before the next call goes.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await outcome()).toBe('timeout');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await outcome()).toBe('circuit_open');
+    expect(calls).toBe(2);
+  });
+
   it('opens the circuit for an SSE upstream too', async () => {
     const port = await deadPort();
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 60_000 } });

@@ -382,7 +382,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           if (isConnectError(error)) this.ctx.breaker.failure();
           finish(errors.connectFailed(error));
         } else if (status >= 200 && status < 300) {
-          this.ctx.breaker.success();
+          // Not counted as the upstream's health: a server that takes notifications but answers no call (each timed
+          // out call's notifications/cancelled got 202) would otherwise reset the failure count after every timeout.
+          // A notification that was the half-open probe leaves the slot to the next call.
+          this.ctx.breaker.probeEnded();
           finish(null);
         } else if (status === 404 && this.sessionId !== null) {
           this.markExpired();
