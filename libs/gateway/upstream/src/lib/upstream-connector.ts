@@ -62,6 +62,11 @@ export interface UpstreamConnectorOptions {
   readonly maxSocketsPerOrigin?: number;
   /** Largest message (JSON body, SSE event, stdio line) accepted from an upstream. Default 16 MiB. */
   readonly maxMessageBytes?: number;
+  /**
+   * Reconnect delay of a Streamable HTTP upstream's standalone (GET) stream after its n-th failure in a row:
+   * min(max, initial × 2^n). Default 500 ms … 60 s.
+   */
+  readonly standaloneBackoffMs?: { readonly initial: number; readonly max: number };
 }
 
 interface UpstreamState {
@@ -175,7 +180,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
         // The initialize request itself goes through the breaker (and is the half-open probe).
         const ctx = contextFor(config);
         const session = new StreamableHttpSession(
-          { ...ctx, target: targetFor(config), nextId },
+          { ...ctx, target: targetFor(config), nextId, standaloneBackoffMs: options.standaloneBackoffMs },
           { sessionId: null, protocolVersion: identity.protocolVersion },
           resumedInfo(identity.protocolVersion, config.name),
           false,
@@ -219,7 +224,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     if (config.transport !== 'streamable_http' || state.sessionId === null) return connect(config, identity);
     const ctx = contextFor(config);
     return new StreamableHttpSession(
-      { ...ctx, target: targetFor(config), nextId },
+      { ...ctx, target: targetFor(config), nextId, standaloneBackoffMs: options.standaloneBackoffMs },
       state,
       resumedInfo(state.protocolVersion, config.name),
       true,

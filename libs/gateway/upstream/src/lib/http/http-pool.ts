@@ -150,12 +150,22 @@ export class HttpPool {
   }
 }
 
-/** A long-lived GET stream through the target's `streamAgent`. */
+/**
+ * TCP keep-alive probes on a long-lived stream's socket start after it has been this quiet: a peer or a NAT that
+ * dropped the flow without a FIN or RST is found out (the socket errors) instead of leaving the stream open for good.
+ */
+const STREAM_KEEPALIVE_MS = 30_000;
+
+/**
+ * A long-lived GET stream through the target's `streamAgent`. `headersTimeoutMs`: the request fails with ETIMEDOUT if
+ * no response has begun by then (an upstream that takes the GET and never answers it).
+ */
 export function openStream(
   target: HttpTarget,
   headers: OutgoingHttpHeaders,
   onResponse: (res: IncomingMessage) => void,
   onError: (error: NodeJS.ErrnoException) => void,
+  headersTimeoutMs?: number,
 ): ClientRequest {
   const options = {
     method: 'GET',
@@ -167,6 +177,17 @@ export function openStream(
   };
   const req = target.secure ? httpsRequest(options, onResponse) : httpRequest(options, onResponse);
   req.on('error', onError);
+  req.on('socket', (socket) => socket.setKeepAlive(true, STREAM_KEEPALIVE_MS));
+  if (headersTimeoutMs !== undefined) {
+    const timer = setTimeout(() => {
+      const error: NodeJS.ErrnoException = new Error('the stream request had no response in time');
+      error.code = 'ETIMEDOUT';
+      req.destroy(error);
+    }, headersTimeoutMs);
+    timer.unref();
+    req.once('response', () => clearTimeout(timer));
+    req.once('close', () => clearTimeout(timer));
+  }
   req.end();
   return req;
 }

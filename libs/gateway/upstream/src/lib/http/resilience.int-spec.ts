@@ -495,6 +495,73 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 15_000);
 
+  describe('a standalone stream that keeps failing', () => {
+    const fastSessionOn = (server: RawServer, connectTimeoutMs = 5_000) => {
+      servers.push(server);
+      return connector({ standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
+        upstreamConfig('streamable_http', { url: `${server.url}/mcp`, connectTimeoutMs }),
+        identity,
+      );
+    };
+
+    it('is never given up for server errors: it opens once the upstream is back, and its messages arrive', async () => {
+      let gets = 0;
+      const server = await streamableServer((_req, res) => {
+        gets += 1;
+        // Twelve failures in a row (a rolling deploy): the stream used to be given up after six.
+        if (gets <= 12) {
+          res.writeHead(503).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
+      });
+      const session = await fastSessionOn(server);
+      const seen: string[] = [];
+      session.onNotification((notification) => seen.push(notification.method));
+      await waitFor(() => seen.length > 0, 5_000);
+      expect(seen).toEqual(['notifications/tools/list_changed']);
+      expect(gets).toBe(13);
+      await session.close();
+    }, 10_000);
+
+    it('is given up on a refusal that asking again will not change (401), said once', async () => {
+      let gets = 0;
+      const server = await streamableServer((_req, res) => {
+        gets += 1;
+        res.writeHead(401, { 'content-type': 'application/json' }).end('{}');
+      });
+      const logger = recordingLogger();
+      servers.push(server);
+      const session = await connector({ logger, standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
+        upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
+        identity,
+      );
+      session.onNotification(() => undefined);
+      await waitFor(() => gets === 1, 3_000);
+      // A retry would have come within 10–40 ms.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(gets).toBe(1);
+      expect(JSON.stringify(logger.entries)).toContain('upstream refused the standalone stream');
+      await session.close();
+    }, 10_000);
+
+    it('is asked for again when the upstream takes the GET and never answers it, after connectTimeoutMs', async () => {
+      const gets: number[] = [];
+      const server = await streamableServer((_req, res) => {
+        gets.push(Date.now());
+        if (gets.length === 1) return; // never answered
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': open\n\n');
+      });
+      const session = await fastSessionOn(server, 300);
+      session.onNotification(() => undefined);
+      await waitFor(() => gets.length >= 2, 5_000);
+      expect((gets[1] as number) - (gets[0] as number)).toBeGreaterThanOrEqual(280);
+      await session.close();
+    }, 10_000);
+  });
+
   it('takes the id to reopen a standalone stream from a priming event with no data line too', async () => {
     const gets: (string | undefined)[] = [];
     const server = await streamableServer((req, res) => {

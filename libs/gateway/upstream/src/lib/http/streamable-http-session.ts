@@ -54,7 +54,10 @@ export function configuredHeaders(headers: Readonly<Record<string, string>>): Ou
   return out;
 }
 
-const MAX_STANDALONE_RETRIES = 5;
+/** Failed reconnects of a standalone stream in a row after which it is reported (once), and retried less often. */
+const STANDALONE_RETRIES_REPORTED = 5;
+/** Reconnect delays of a standalone stream that keeps failing (it is never given up on): doubling from, up to. */
+const STANDALONE_BACKOFF_MS = { initial: 500, max: 60_000 };
 /** A standalone stream open at least this long counts as working: its end starts the reconnect backoff afresh. */
 const STANDALONE_STABLE_MS = 10_000;
 
@@ -62,6 +65,8 @@ export interface StreamableHttpContext extends SessionContext {
   readonly target: HttpTarget;
   /** Request ids toward the upstream: unique across this connector (and, by a random base, replicas). */
   readonly nextId: () => number;
+  /** See `UpstreamConnectorOptions.standaloneBackoffMs`. */
+  readonly standaloneBackoffMs?: { readonly initial: number; readonly max: number };
 }
 
 /**
@@ -437,6 +442,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   }
 
   private openStandalone(headers: OutgoingHttpHeaders): void {
+    // A reset after the response began is reported both by the request and by the response: one reconnect for it.
+    let ended = false;
+    const retry = () => {
+      if (ended) return;
+      ended = true;
+      this.retryStandalone();
+    };
     this.standalone = openStream(
       this.ctx.target,
       headers,
@@ -456,7 +468,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         }
         if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
           res.destroy();
-          this.retryStandalone();
+          if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+            // A refusal asking again will not change (401, 403, 406, 400): reported, and not asked again.
+            ended = true;
+            this.standalone = undefined;
+            this.standaloneState = 'failed';
+            this.ctx.logger.warn({ ...logFields(this.ctx.config), status }, 'upstream refused the standalone stream; its session-level messages will not arrive');
+            return;
+          }
+          retry();
           return;
         }
         this.standaloneState = 'open';
@@ -485,12 +505,19 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             // Only a clean end is SEP-1699 polling; a reset, a stalled or oversized event is a failure and backs off.
             this.standaloneProgressed = error === null && this.lastEventId !== undefined && this.lastEventId !== resumedFrom;
             if (position.retryMs !== undefined) this.standaloneRetryMs = position.retryMs;
-            this.retryStandalone();
+            retry();
           },
         );
       },
-      () => this.retryStandalone(),
+      retry,
+      this.ctx.config.connectTimeoutMs,
     );
+  }
+
+  /** The wait before the next reconnect of a standalone stream that failed `standaloneRetries` times in a row. */
+  private standaloneBackoff(): number {
+    const { initial, max } = this.ctx.standaloneBackoffMs ?? STANDALONE_BACKOFF_MS;
+    return Math.min(max, initial * 2 ** Math.min(this.standaloneRetries, 30));
   }
 
   private retryStandalone(): void {
@@ -514,15 +541,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     }
     if (openedAt !== undefined && Date.now() - openedAt >= STANDALONE_STABLE_MS) this.standaloneRetries = 0;
     this.standaloneRetries += 1;
-    if (this.standaloneRetries > MAX_STANDALONE_RETRIES) {
-      this.standaloneState = 'failed';
-      this.ctx.logger.warn(logFields(this.ctx.config), 'gave up on the upstream standalone stream');
-      return;
+    // Never given up for a server error or a broken connection (a rolling deploy, a restart): the session's list
+    // changes, resource updates and requests would otherwise stop for good while its calls work again.
+    if (this.standaloneRetries === STANDALONE_RETRIES_REPORTED) {
+      this.ctx.logger.warn(logFields(this.ctx.config), 'upstream standalone stream keeps failing; still reconnecting, at most a minute apart');
     }
     this.standaloneState = 'none';
     this.standaloneTimer = setTimeout(
       () => this.openStandaloneStream(),
-      Math.min(30_000, 500 * 2 ** this.standaloneRetries),
+      this.standaloneBackoff(),
     );
     this.standaloneTimer.unref();
   }
