@@ -131,6 +131,13 @@ describe('SSE', () => {
     expect(new SseParser(200).push(`data: ${'€'.repeat(40)}\n\n`)).toEqual([{ event: 'message', data: '€'.repeat(40) }]);
   });
 
+  it('refuses an event over the limit that comes whole in one chunk, rather than dispatching it', () => {
+    const parser = new SseParser(100);
+    expect(() => parser.push(`data: ${'x'.repeat(200)}\n\n`)).toThrow('size limit');
+    // The next event starts afresh.
+    expect(parser.push('data: ok\n\n')).toEqual([{ event: 'message', data: 'ok' }]);
+  });
+
   it('counts the data lines of an event whose blank line never comes against the limit', () => {
     const parser = new SseParser(1_000);
     // Each line is short and complete; only the event as a whole grows.

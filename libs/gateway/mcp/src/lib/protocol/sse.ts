@@ -93,14 +93,17 @@ export class SseParser {
       this.pending.push(rest);
       this.pendingBytes += Buffer.byteLength(rest, 'utf8');
     }
-    if (this.pendingBytes + this.dataBytes > this.maxEventBytes) {
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.data = [];
-      this.dataBytes = 0;
-      throw new Error('SSE event exceeds the size limit');
-    }
+    if (this.pendingBytes + this.dataBytes > this.maxEventBytes) this.refuse();
     return events;
+  }
+
+  /** Drops the event under way and throws: it is over the size limit. */
+  private refuse(): never {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.data = [];
+    this.dataBytes = 0;
+    throw new Error('SSE event exceeds the size limit');
   }
 
   private line(line: string): SseEvent | undefined {
@@ -130,6 +133,8 @@ export class SseParser {
       case 'data':
         this.data.push(value);
         this.dataBytes += Buffer.byteLength(value, 'utf8') + 1;
+        // Also when the whole event came in one chunk: checked only at the chunk's end, it would be dispatched first.
+        if (this.dataBytes > this.maxEventBytes) this.refuse();
         break;
       case 'event':
         this.eventName = value;

@@ -29,6 +29,12 @@ export interface CallResponseHandlers {
   /** Called once with the outcome of the call, unless `failed` was. */
   settle(error: unknown, result: Record<string, unknown> | undefined): void;
   /**
+   * The upstream took the call (200), and the gateway gives up on it without an answer because of how the response
+   * came (a broken or oversized stream, one that ended unanswered and cannot be resumed): the upstream may still be
+   * running it, and should be told. Called right after `settle`.
+   */
+  abandoned?(): void;
+  /**
    * The SSE stream ended or broke before the answer, after an event with an id (SEP-1699: a 2025-11-25 server may
    * close a stream it primed, and the client resumes it with a GET carrying `Last-Event-ID`). True: the caller
    * resumes the call on a new exchange (this one reports nothing more). False, or absent: the call fails.
@@ -153,6 +159,8 @@ export class CallResponse extends Exchange {
     }
     this.handlers.reachable(status < 500);
     this.answer(errors.protocol(`HTTP ${status}`), undefined);
+    // A resume refused: the call itself was taken, and may still be running.
+    if (this.resumedFrom !== undefined) this.handlers.abandoned?.();
   }
 
   private pushEvents(text: string): void {
@@ -175,7 +183,7 @@ export class CallResponse extends Exchange {
   private break(what: string): void {
     this.finished = true;
     this.bodyDone();
-    this.answer(errors.protocol(what), undefined);
+    this.protocolErrorIfUnanswered(what);
     this.abortRequest();
   }
 
@@ -214,7 +222,10 @@ export class CallResponse extends Exchange {
    * needed: an Error captures a stack trace, which would cost every successful call tens of microseconds.
    */
   private protocolErrorIfUnanswered(what: string): void {
-    if (!this.answered) this.answer(errors.protocol(what), undefined);
+    if (this.answered) return;
+    this.answer(errors.protocol(what), undefined);
+    // Taken by the upstream: this exchange's 200 (its body was read), or the call's first one (a resumed stream).
+    if (this.body !== 'skip' || this.resumedFrom !== undefined) this.handlers.abandoned?.();
   }
 
   private answer(error: unknown, result: Record<string, unknown> | undefined): void {

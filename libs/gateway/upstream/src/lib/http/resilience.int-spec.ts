@@ -747,6 +747,41 @@ describe('connector resilience and network policy', () => {
     expect(calls).toBe(2);
   });
 
+  it('tells the upstream a call is cancelled when its answer cannot be read (oversized event, stream ended unanswered), never an initialize', async () => {
+    const cancelled: unknown[] = [];
+    let initializes = 0;
+    const server = await rawServer((req, res) => {
+      void readJson(req).then((message) => {
+        const params = (message as { params?: { requestId?: unknown; name?: string } }).params;
+        if (message.id === undefined) {
+          if (message.method === 'notifications/cancelled') cancelled.push(params?.requestId);
+          res.writeHead(202).end();
+          return;
+        }
+        if (message.method === 'initialize') {
+          initializes += 1;
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        // The call is under way upstream; then its stream carries an event over the limit, or ends with no answer.
+        if (params?.name === 'huge') res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x'.repeat(4_096) } })}\n\n`);
+        else res.end();
+      });
+    });
+    servers.push(server);
+    const session = await connector({ maxMessageBytes: 1_024 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    for (const name of ['huge', 'ended']) {
+      await expect(session.request('tools/call', { name, arguments: {} })).rejects.toMatchObject({ reason: 'protocol_error' });
+    }
+    await waitFor(() => (cancelled.length >= 2 ? true : undefined), 3_000);
+    expect(cancelled).toHaveLength(2);
+    expect(cancelled.every((id) => typeof id === 'number')).toBe(true);
+    expect(initializes).toBe(1);
+    await session.close();
+  });
+
   it('opens the circuit for an SSE upstream too', async () => {
     const port = await deadPort();
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 60_000 } });

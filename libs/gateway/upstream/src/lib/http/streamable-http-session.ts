@@ -217,6 +217,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           settle(errors.connectFailed(error), undefined);
         },
         settle,
+        // MCP: a client that gives up on a request tells the server, which may still be running it (a retry by the
+        // agent would otherwise run it twice). Never for initialize.
+        abandoned: () => {
+          if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, 'the response could not be read'));
+        },
         // SEP-1699: the upstream closed the call's stream before answering, after giving it an event id. Resumed
         // with a GET from that id after the stream's `retry` delay, within the call's timeout; a stream that closes
         // again without a new event counts against MAX_RESUMES_WITHOUT_PROGRESS.
