@@ -188,7 +188,10 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
         try {
           await session.handshake(identity);
         } catch (error) {
-          session.dispose();
+          // An upstream that named a session before the handshake failed (a protocol version we do not speak, the
+          // initialized notification refused) is told it ends (DELETE), in the background: otherwise each retry left
+          // one more session open there.
+          void session.close().catch(() => undefined);
           endedWithoutVerdict(ctx.breaker, error);
           throw error;
         }

@@ -782,6 +782,31 @@ describe('connector resilience and network policy', () => {
     await session.close();
   });
 
+  it('ends (DELETE) an upstream session whose handshake failed after the upstream named it', async () => {
+    const deleted: (string | undefined)[] = [];
+    const server = await rawServer((req, res) => {
+      if (req.method === 'DELETE') {
+        deleted.push(req.headers['mcp-session-id'] as string | undefined);
+        res.writeHead(200).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.id === undefined) {
+          // The initialized notification is refused: the handshake fails after the session was named.
+          res.writeHead(400, { 'content-type': 'application/json' }).end('{}');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': `s-${deleted.length + 1}` });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+      });
+    });
+    servers.push(server);
+    const c = connector();
+    await expect(c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity)).rejects.toBeInstanceOf(UpstreamUnavailableError);
+    await waitFor(() => (deleted.length === 1 ? true : undefined), 3_000);
+    expect(deleted).toEqual(['s-1']);
+  });
+
   it('opens the circuit for an SSE upstream too', async () => {
     const port = await deadPort();
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 60_000 } });
