@@ -207,7 +207,7 @@ describe('connector resilience and network policy', () => {
      * A Streamable HTTP server that answers initialize, then answers the first other POST and each GET after it with
      * the next step of `steps` (the last one repeats). Records each GET's headers.
      */
-    async function resumingServer(post: Step, gets: readonly Step[]) {
+    async function resumingServer(post: Step, gets: readonly Step[], { sessionless = false } = {}) {
       const seenGets: IncomingHttpHeaders[] = [];
       let callId = 0;
       const server = await rawServer((req, res) => {
@@ -227,7 +227,7 @@ describe('connector resilience and network policy', () => {
             return;
           }
           if (message.method === 'initialize') {
-            res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+            res.writeHead(200, { 'content-type': 'application/json', ...(sessionless ? {} : { 'mcp-session-id': 'upstream-session-1' }) });
             res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
             return;
           }
@@ -243,6 +243,19 @@ describe('connector resilience and network policy', () => {
       res.end(events.join(''));
     };
     const answer = (id: number) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result: { content: [], resumed: true } })}\n\n`;
+
+    it('resumes it on a server without sessions too (the GET carries the event id and no session id)', async () => {
+      const { session, seenGets } = await resumingServer(
+        (res) => sse(res, 'id: p1\nretry: 60\ndata: \n\n'),
+        [(res, id) => sse(res, answer(id))],
+        { sessionless: true },
+      );
+      await expect(session.request('tools/call', { name: 'slow', arguments: {} })).resolves.toEqual({ content: [], resumed: true });
+      expect(seenGets).toHaveLength(1);
+      expect(seenGets[0]?.['last-event-id']).toBe('p1');
+      expect(seenGets[0]?.['mcp-session-id']).toBeUndefined();
+      await session.close();
+    });
 
     it('resumes it with a GET from the last event id, after the announced retry, as often as each stream brings something new', async () => {
       const progress = (id: string, value: number) =>

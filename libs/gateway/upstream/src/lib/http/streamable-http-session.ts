@@ -226,7 +226,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         // with a GET from that id after the stream's `retry` delay, within the call's timeout; a stream that closes
         // again without a new event counts against MAX_RESUMES_WITHOUT_PROGRESS.
         resume: (lastEventId, retryMs, progressed) => {
-          if (settled || this.closed || this.expired || this.sessionId === null) return false;
+          // A server without sessions may close a primed stream too: resuming needs the event id, not a session.
+          if (settled || this.closed || this.expired) return false;
           if (!HEADER_SAFE_EVENT_ID.test(lastEventId)) return false;
           resumesWithoutProgress = progressed ? 0 : resumesWithoutProgress + 1;
           if (resumesWithoutProgress > MAX_RESUMES_WITHOUT_PROGRESS) return false;
