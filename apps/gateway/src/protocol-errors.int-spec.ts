@@ -310,6 +310,28 @@ describe('Streamable HTTP GET and DELETE', () => {
   });
 });
 
+describe('an empty MCP-Protocol-Version header', () => {
+  it('is refused with 400 on POST, GET and DELETE like an unsupported version, not taken for a missing one', async () => {
+    const sessionId = await newSession();
+    const path = `/t/${tenant.slug}/mcp`;
+    const empty = { 'mcp-session-id': sessionId, 'mcp-protocol-version': '' };
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'ping' });
+    const refusals = [
+      await raw('POST', path, postHeaders(empty), ping),
+      await raw('GET', path, { ...auth(), accept: 'text/event-stream', ...empty }),
+      await raw('DELETE', path, { ...auth(), ...empty }),
+    ];
+    for (const res of refusals) {
+      const body = expectRpcError(res, 400, -32600) as { error: { message: string } };
+      expect(body.error.message).toBe('Bad Request: unsupported MCP-Protocol-Version');
+    }
+    // The session is still there: without the header at all, a request falls back to 2025-03-26 and is served.
+    const served = await raw('POST', path, postHeaders({ 'mcp-session-id': sessionId }), ping);
+    expect(served.status).toBe(200);
+    expect(JSON.parse(served.body)).toEqual({ jsonrpc: '2.0', id: 5, result: {} });
+  });
+});
+
 describe('HEAD', () => {
   it('is 405 on the MCP and legacy SSE endpoints, naming the methods that are allowed; no stream is opened', async () => {
     const sessionId = await newSession();

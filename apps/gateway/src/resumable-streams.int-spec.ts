@@ -276,24 +276,18 @@ describe('Last-Event-ID on a raw GET', () => {
     for (const controller of open) controller.abort();
   });
 
-  it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first', async () => {
-    const sessionId = await session(gatewayA.url);
-    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-      headers: headers(sessionId, { accept: 'text/event-stream' }),
-    });
-    expect(first.status).toBe(200);
-    // The upstream announces a tools/list_changed on its session-wide channel; it reaches the standalone stream.
-    const reading = readUntil(first, (sse) =>
-      completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')),
-    );
-    // The gateway opens its own standalone stream to the upstream once the agent's stream attaches; a notification the
-    // upstream sends before that stream is up has nowhere to go. So: add a tool (each one announces a list_changed)
-    // until one arrives, rather than once.
+  /**
+   * Adds tools through replica A (each one announces a tools/list_changed on the upstream's session-wide channel)
+   * until `reading` (the agent's standalone stream, read until such a message) is done. The gateway opens its own
+   * standalone stream to the upstream once the agent's stream attaches, and a notification the upstream sends before
+   * that is up has nowhere to go: so a tool is added until one arrives, rather than once.
+   */
+  async function addToolsUntilNotified(sessionId: string, reading: Promise<unknown>, firstId: number): Promise<void> {
     let received = false;
     void reading.then(() => {
       received = true;
     });
-    let nextId = 9;
+    let nextId = firstId;
     await waitFor(
       async () => {
         const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
@@ -307,23 +301,60 @@ describe('Last-Event-ID on a raw GET', () => {
       },
       { timeoutMs: 9_000, description: 'a tools/list_changed on the standalone stream' },
     );
+  }
+
+  /** The stream an event id belongs to. */
+  const streamOf = (id: string): string => id.slice(0, id.lastIndexOf('_'));
+
+  it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first, then is primed as a new stream', async () => {
+    const sessionId = await session(gatewayA.url);
+    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream' }),
+    });
+    expect(first.status).toBe(200);
+    const reading = readUntil(first, (sse) =>
+      completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')),
+    );
+    await addToolsUntilNotified(sessionId, reading, 9);
     const got = await reading;
     // The stream opened with a priming event of its own.
     expect(got.text).toMatch(/^id: s\w+_0\nretry: \d+\ndata: \n\n/);
     const standaloneIds = messageIds(completeEvents(got.text).join('\n\n'));
     expect(data(got.text).join('\n')).toContain('notifications/tools/list_changed');
     expect(standaloneIds.length).toBeGreaterThan(0);
-    expect(standaloneIds[0]).toMatch(/^s/);
-    // Reconnecting with an id before the last one replays the rest first.
-    const all = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
-      headers: headers(sessionId, {
-        accept: 'text/event-stream',
-        'last-event-id': `${standaloneIds[0]?.split('_')[0]}_0`,
-      }),
+    const older = streamOf(standaloneIds[0] ?? '');
+    expect(older).toMatch(/^s/);
+
+    // Reconnecting with an id before the last one replays the rest first; then comes the new stream's priming event,
+    // so the agent holds the new stream's id from then on, and then the new stream's own messages.
+    const resumed = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${older}_0` }),
     });
-    const replay = await readUntil(all, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= standaloneIds.length);
-    expect(messageIds(replay.text).slice(0, standaloneIds.length)).toEqual(standaloneIds);
-    // Not primed: its own `_0` would not reach the messages replayed here, which belong to the older stream's log.
-    expect(ids(replay.text).some((id) => id.endsWith('_0'))).toBe(false);
+    const ownMessage = (sse: string) => messageIds(completeEvents(sse).join('\n\n')).some((id) => streamOf(id) !== older);
+    const resumedReading = readUntil(resumed, ownMessage);
+    await addToolsUntilNotified(sessionId, resumedReading, 100);
+    const replay = await resumedReading;
+    const replayIds = ids(completeEvents(replay.text).join('\n\n'));
+    const priming = replayIds.findIndex((id) => id.endsWith('_0'));
+    expect(priming).toBeGreaterThanOrEqual(standaloneIds.length);
+    expect(replayIds.slice(0, standaloneIds.length)).toEqual(standaloneIds);
+    expect(replayIds.slice(0, priming).every((id) => streamOf(id) === older)).toBe(true);
+    const newer = streamOf(replayIds[priming] ?? '');
+    expect(newer).toMatch(/^s/);
+    expect(newer).not.toBe(older);
+    expect(replay.text).toContain(`id: ${newer}_0\nretry: 1000\ndata: \n\n`);
+    const newerIds = replayIds.slice(priming + 1);
+    expect(newerIds.length).toBeGreaterThan(0);
+    expect(newerIds.every((id) => streamOf(id) === newer)).toBe(true);
+
+    // Had the new stream's messages been lost to a disconnect, the agent's last id (the priming event's) brings them
+    // back, from any replica; the older stream's id would only read the older log.
+    const again = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${newer}_0` }),
+    });
+    const recovered = await readUntil(again, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= newerIds.length);
+    const recoveredIds = messageIds(completeEvents(recovered.text).join('\n\n'));
+    expect(recoveredIds.slice(0, newerIds.length)).toEqual(newerIds);
+    expect(data(recovered.text).join('\n')).toContain('notifications/tools/list_changed');
   });
 });

@@ -467,6 +467,32 @@ describe('legacy SSE streams', () => {
     await stream.closed;
   });
 
+  it('answers a ping at once while the initialize is under way, and still refuses other requests until it is done', async () => {
+    const { base, sessions } = await serve(true);
+    // The session store holds the initialize until the test lets it go.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const create = sessions.create.bind(sessions);
+    sessions.create = async (record) => {
+      await held;
+      return create(record);
+    };
+    const stream = follow(await openLegacy(base));
+    const endpoint = await endpointOf(stream);
+    const send = (body: unknown) => fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await legacyInitialize(base, endpoint)).status).toBe(202);
+    expect((await send({ jsonrpc: '2.0', id: 2, method: 'ping' })).status).toBe(202);
+    expect((await send({ jsonrpc: '2.0', id: 3, method: 'tools/list' })).status).toBe(202);
+    await until(() => stream.text().includes('"id":2') && stream.text().includes('"id":3'));
+    const answer = (id: number) => [...stream.text().matchAll(/^data: (\{.*\})$/gm)].map((m) => JSON.parse(m[1] ?? '{}') as { id?: unknown }).find((message) => message.id === id);
+    expect(answer(2)).toEqual({ jsonrpc: '2.0', id: 2, result: {} });
+    expect(answer(3)).toMatchObject({ id: 3, error: { code: -32600, message: 'the session is not initialised' } });
+    expect(stream.text()).not.toContain('"id":1');
+    release();
+    await until(() => stream.text().includes('"id":1'));
+    expect(answer(1)).toMatchObject({ id: 1, result: { protocolVersion: '2024-11-05' } });
+  });
+
   it('answers a request whose handling failed after the 202 with an internal error on the stream, naming nothing of the failure', async () => {
     const { base, sessions } = await serve(true);
     const stream = follow(await openLegacy(base));

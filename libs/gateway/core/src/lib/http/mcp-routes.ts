@@ -19,7 +19,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
+import { EventStream, NO_STREAM, PostResponder, primingFrame, QuietResponses, rateLimitedRetryAfter, writeBounded } from '../dispatch/sinks';
 import type { SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -751,14 +751,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
         // an id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
-        const stream = track(
-          // A stream that resumes an older one is not primed: the agent's last id is the older stream's until a message
-          // of this one arrives (its replayed messages are not in this stream's log, so `_0` of it would lose them).
-          new EventStream(reply.raw, headers, options.keepAliveMs, options.replay?.open(record.id, id), id, logger, primesStreams(record.protocolVersion) && !(lastEventId?.kind === 's' && replayed !== undefined)),
-          principal,
-        );
-        if (lastEventId?.kind === 's' && replayed) {
-          for (const entry of replayed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
+        const prime = primesStreams(record.protocolVersion);
+        const missed = lastEventId?.kind === 's' ? replayed : undefined;
+        const log = options.replay?.open(record.id, id);
+        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && missed === undefined), principal);
+        if (lastEventId && missed) {
+          for (const entry of missed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
+          // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
+          // stream's `_0` would not bring them back. From here on the agent holds this stream's id, and a message of it
+          // lost to a disconnect is in reach of a resume (the older stream's id reads only the older log).
+          if (prime && log !== undefined) writeBounded(reply.raw, primingFrame(id));
         }
         const detach = engine.attachStandalone(record, stream);
         stream.onClose(detach);
@@ -896,7 +898,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           return;
         }
         if (!entry.record) {
-          if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is not initialised', traceId));
+          if (item.kind !== 'request') return;
+          // Pings are the one request a client may send before initialize is answered, and they are to be answered
+          // promptly: not refused while the upstreams are still being connected.
+          if (item.message.method === 'ping') entry.stream.send({ jsonrpc: '2.0', id: item.message.id, result: {} });
+          else entry.stream.send(rpcError(item.message.id, JSON_RPC.INVALID_REQUEST, 'the session is not initialised', traceId));
           return;
         }
         // Looked up on every message, as a Streamable HTTP request is: that keeps the record's idle TTL moving (this

@@ -47,6 +47,11 @@ describe('Streamable HTTP header checks', () => {
     expect(requestProtocolVersion('2099-01-01')).toEqual({ ok: false });
   });
 
+  it('refuses an empty protocol version header rather than taking it for a missing one', () => {
+    expect(requestProtocolVersion('')).toEqual({ ok: false });
+    expect(requestProtocolVersion([''])).toEqual({ ok: false });
+  });
+
   it('extracts bearer tokens case-insensitively and nothing else', () => {
     expect(bearerToken('Bearer abc')).toBe('abc');
     expect(bearerToken('bearer abc')).toBe('abc');

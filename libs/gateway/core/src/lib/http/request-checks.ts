@@ -70,11 +70,12 @@ export const isJsonContentType = (contentType: HeaderValue): boolean => {
 
 /**
  * The protocol version of a request after initialisation: the header's value when supported, the
- * specification's default when absent, an error when present but unsupported.
+ * specification's default when absent, an error when present but unsupported. An empty header is present (Node gives
+ * it as ''): only a missing one falls back to the default, so an empty one is refused like any other unsupported value.
  */
 export function requestProtocolVersion(header: HeaderValue): { ok: true; version: ProtocolVersion } | { ok: false } {
   const value = first(header);
-  if (value === undefined || value === '') return { ok: true, version: DEFAULT_HEADERLESS_VERSION };
+  if (value === undefined) return { ok: true, version: DEFAULT_HEADERLESS_VERSION };
   return isSupportedVersion(value) ? { ok: true, version: value } : { ok: false };
 }
 
