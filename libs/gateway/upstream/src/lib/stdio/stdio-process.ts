@@ -26,7 +26,7 @@ import {
 } from '../core/wire';
 import { parseMessages } from '../http/event-stream';
 import { SharedUpstreamState } from './shared-state';
-import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
+import { credentialArgs, LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 import type { StdioUser, StdioUserIds } from './user-ids';
 
 /**
@@ -523,7 +523,8 @@ export class StdioProcess {
 
   private attach(child: ChildProcessWithoutNullStreams): void {
     const lines = new LineSplitter(this.ctx.maxMessageBytes);
-    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr, Object.values(this.ctx.config.env));
+    const { env, args } = this.ctx.config;
+    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr, [...Object.values(env), ...credentialArgs(args)]);
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {

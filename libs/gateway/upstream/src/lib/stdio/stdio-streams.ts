@@ -50,6 +50,33 @@ export class LineSplitter {
   }
 }
 
+/** Words that make a flag's value a credential: one part of its name (`--api-key`, `--client_secret`, `--authToken`). */
+const CREDENTIAL_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'auth', 'credential', 'credentials', 'cookie', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'bearer']);
+
+/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts (split at `-`, `_`, `.`, and camel case). */
+function isCredentialFlag(flag: string): boolean {
+  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
+  const words = flag.replace(/^--?/, '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
+  return words.some((word) => CREDENTIAL_WORDS.has(word.toLowerCase()));
+}
+
+/**
+ * The values a server's arguments give to flags named like credentials, as `--flag=value` or `--flag value`: masked in
+ * its stderr as configured env values are (a server that echoes its command line on start would log them).
+ */
+export function credentialArgs(args: readonly string[]): string[] {
+  const values: string[] = [];
+  args.forEach((arg, index) => {
+    const equals = arg.indexOf('=');
+    if (equals > 0 && isCredentialFlag(arg.slice(0, equals))) values.push(arg.slice(equals + 1));
+    else if (equals === -1 && isCredentialFlag(arg)) {
+      const next = args[index + 1];
+      if (next !== undefined && !next.startsWith('-')) values.push(next);
+    }
+  });
+  return values;
+}
+
 export interface StderrLogOptions {
   /** Lines logged per window; the rest are counted and reported once. */
   readonly linesPerWindow: number;
@@ -89,7 +116,7 @@ export class StderrLog {
     private readonly logger: UpstreamLogger,
     private readonly fields: Record<string, unknown>,
     private readonly options: StderrLogOptions,
-    /** The values of the upstream's configured environment, decrypted: masked wherever they appear. */
+    /** The upstream's secrets (its configured env values, decrypted, and `credentialArgs`): masked wherever they appear. */
     configured: Iterable<string>,
     private readonly now: () => number = Date.now,
   ) {
