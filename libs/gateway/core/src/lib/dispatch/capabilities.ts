@@ -9,7 +9,7 @@ const flag = (caps: Caps, area: string, name: string): boolean => {
 };
 
 /** Whether an upstream's capabilities include `tasks.requests.tools.call` (MCP 2025-11-25 tasks, server side). */
-function runsToolCallsAsTasks(caps: Caps): boolean {
+export function runsToolCallsAsTasks(caps: Caps): boolean {
   const tasks = caps['tasks'];
   const requests = isObject(tasks) ? tasks['requests'] : undefined;
   const tools = isObject(requests) ? requests['tools'] : undefined;

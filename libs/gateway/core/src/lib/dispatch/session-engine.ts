@@ -42,15 +42,15 @@ import {
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { decodeCursor, encodeCursor, type ListKind, type PendingPage } from '../listing/cursor';
+import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
-import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities } from './capabilities';
-import { isTerminalTaskStatus, offersTasks, referencedTask, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
+import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, runsToolCallsAsTasks } from './capabilities';
+import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { expandKnown } from './template-expansion';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
@@ -320,6 +320,13 @@ function continuationFailure(failures: readonly unknown[]): GatewayRequestError 
   );
 }
 
+/** Resource URIs (and templates) a session keeps routes for; past it they start afresh (see `pageItems`). */
+const MAX_RESOURCE_ROUTES = 10_000;
+const MAX_TEMPLATE_ROUTES = 1_000;
+
+/** Messages about tasks one call may have waiting to be named for the agent (see `sendInCall`). */
+const MAX_HELD_TASK_MESSAGES = 64;
+
 /** Default `relayTimeoutMs`. */
 const RELAY_TIMEOUT_MS = 300_000;
 
@@ -332,6 +339,8 @@ interface RelayBounds {
   readonly ended?: CancelSignal;
   /** Longest the agent has to answer. */
   readonly timeoutMs: number;
+  /** The upstream's id of the task the request is about (the agent was given the gateway's): its answer names it again. */
+  readonly upstreamTask?: string;
 }
 
 /** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
@@ -1184,8 +1193,11 @@ export class SessionEngine {
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
         const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
         if (kind === 'tool' && forwarded['task'] !== undefined) {
-          // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation.
-          if (!this.runsTasksOf(live.record, target.upstreamId)) delete forwarded['task'];
+          // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation; so the
+          // gateway does where it offered none (initialize told the agent so, even if a task-capable upstream joined
+          // since), and it sends none to an upstream that did not declare task-augmented tool calls (MCP: a requestor
+          // MUST NOT).
+          if (!this.takesToolTasks(live.record, target.upstreamId)) delete forwarded['task'];
           else if (!isObject(forwarded['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
           else {
             // Messages about the new task may come with the answer that creates it: they wait until its id is recorded.
@@ -1490,7 +1502,11 @@ export class SessionEngine {
       }
       for (const item of kept) items.push(item);
       const next = page['nextCursor'];
-      if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
+      if (typeof next === 'string' && next.length > MAX_UPSTREAM_CURSOR_LENGTH) {
+        // Not carried on (the gateway's own cursor would grow past what it takes back): that upstream's listing ends here.
+        if (status) status.dropped = true;
+        this.logUpstreamFailure(config, spec.method, new Error(`nextCursor longer than ${MAX_UPSTREAM_CURSOR_LENGTH} characters`), traceId);
+      } else if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
     // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
@@ -1518,11 +1534,17 @@ export class SessionEngine {
         // A URI two upstreams list goes to the one that claimed it first (until a list change clears the routes):
         // reads of it do not move from one upstream to the other with the order listings happen to be fetched in.
         const uri = item['uri'];
-        if (learn && typeof uri === 'string' && !live.resourceRoutes.has(uri)) live.resourceRoutes.set(uri, config.id);
+        if (learn && typeof uri === 'string' && !live.resourceRoutes.has(uri)) {
+          // Bounded per session: an upstream whose resources keep changing without saying so would grow it with every
+          // listing. Past the bound the routes start afresh (those in use are learned again by the next walk).
+          if (live.resourceRoutes.size >= MAX_RESOURCE_ROUTES) this.forgetRoutes(live, live.resourceRoutes);
+          live.resourceRoutes.set(uri, config.id);
+        }
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
         if (learn && typeof template === 'string' && !live.templateRoutes.has(template)) {
+          if (live.templateRoutes.size >= MAX_TEMPLATE_ROUTES) this.forgetRoutes(live, live.templateRoutes);
           live.templateRoutes.set(template, { upstreamId: config.id, matches: uriTemplateMatcher(template) });
         }
         items.push(this.exposed.asIs(item));
@@ -1568,9 +1590,20 @@ export class SessionEngine {
         'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", no query or fragment on a file: URI, and scheme and host as a URL parser writes them',
       );
     }
-    const listed = (): string | undefined => live.resourceRoutes.get(uri);
+    // A route to an upstream no longer configured (replaced by another that lists the same URIs) is dropped with the
+    // rest of that upstream's, so the next walk learns where they are now.
+    const current = (upstreamId: string | undefined): string | undefined => {
+      if (upstreamId === undefined || this.deps.registry.forTenant(live.record.tenantId).byId.has(upstreamId)) return upstreamId;
+      this.resourcesChanged(live, upstreamId);
+      return undefined;
+    };
+    const listed = (): string | undefined => current(live.resourceRoutes.get(uri));
     const templated = (): string | undefined => {
-      for (const route of live.templateRoutes.values()) if (route.matches(uri)) return route.upstreamId;
+      // A template's own text (completion/complete names one) goes to the upstream that listed it, before any other
+      // template that its text happens to match.
+      const own = live.templateRoutes.get(uri);
+      if (own !== undefined) return current(own.upstreamId);
+      for (const route of live.templateRoutes.values()) if (route.matches(uri)) return current(route.upstreamId);
       return undefined;
     };
     // A resource an upstream lists goes to that upstream, before any template that would also match it (`file:///{path}`
@@ -1627,6 +1660,13 @@ export class SessionEngine {
    * An upstream of the session said its resources changed: an unknown URI may now be listed, and the URIs and templates
    * routed to that upstream may have gone (another upstream that lists one of them takes it over at the next walk).
    */
+  /** Empties one of the session's route maps (over its bound): what it held is learned again by the next walk. */
+  private forgetRoutes(live: LiveSession, routes: Map<string, unknown>): void {
+    routes.clear();
+    live.routesLearnedAt = undefined;
+    live.routesWalkedAt = undefined;
+  }
+
   private resourcesChanged(live: LiveSession, upstreamId: string): void {
     live.routesGeneration += 1;
     live.routesLearnedAt = undefined;
@@ -1638,7 +1678,16 @@ export class SessionEngine {
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
     let cursor: unknown;
     for (let pages = 0; pages < 50; pages++) {
-      const page = await this.list(live, kind, cursor, traceId, status);
+      let page: Record<string, unknown>;
+      try {
+        page = await this.list(live, kind, cursor, traceId, status);
+      } catch (error) {
+        // A page that fails as a whole (its cursor refused) leaves the walk incomplete, not the read that started it
+        // failed: the routes learned so far and the templates still decide.
+        status.dropped = true;
+        this.deps.logger.warn({ traceId, kind, err: error instanceof Error ? error.message : String(error) }, 'resource route walk ended early');
+        return;
+      }
       cursor = page['nextCursor'];
       if (typeof cursor !== 'string') return;
     }
@@ -1891,6 +1940,8 @@ export class SessionEngine {
     // transport that delivers at once) is tied to the call as soon as it is.
     let call: Promise<Record<string, unknown>> | undefined;
     let relays: Cancellation | undefined;
+    // Messages about a task waiting for the call's answer to name it (see `sendInCall`).
+    const held = { count: 0 };
     const endWith = (settling: Promise<unknown>, ended: Cancellation) => {
       const end = () => ended.abort(RELAY_CALL_ENDED);
       void settling.then(end, end);
@@ -1921,9 +1972,9 @@ export class SessionEngine {
               progressed['progress'] = progressed['progress'] + progressSent;
               if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
             }
-            this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task);
+            this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, held);
           } else {
-            this.sendInCall(live, upstreamId, sink, notification, task);
+            this.sendInCall(live, upstreamId, sink, notification, task, held);
           }
         },
         onServerRequest: (request, upstreamSignal) => {
@@ -1934,7 +1985,7 @@ export class SessionEngine {
             return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
           }
           // About a task: it outlives the call that created it (its questions may come after the call's answer).
-          const bounds = { timeoutMs: this.relayTimeoutMs };
+          const bounds = { timeoutMs: this.relayTimeoutMs, upstreamTask };
           return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) =>
             named ? this.relayServerRequest(live.record, named, sinkNow, upstreamSignal, session, bounds) : Promise.reject(unknownTaskOf(request)),
           );
@@ -1946,7 +1997,7 @@ export class SessionEngine {
   }
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
-  private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined): void {
+  private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined, held: { count: number }): void {
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) sink.send(notification);
     else if (!(task instanceof Promise) && upstreamTask === task?.upstream) {
@@ -1954,7 +2005,20 @@ export class SessionEngine {
       if (this.refusesTaskMessage(live, upstreamId, task.tool, notification)) return;
       sink.send({ ...notification, params: renameTask(notification.params as Record<string, unknown>, task.upstream, task.agent) });
     }
-    else void this.inTaskScope(live, upstreamId, notification, upstreamTask, task).then((named) => named && sink.send(named));
+    else {
+      // Each waits in memory (for the task's id to be recorded, or for its route to be read): an upstream that streams
+      // them faster than they clear would otherwise hold any number until the call answers. Past the bound they are
+      // dropped (a task's status is also there to be polled).
+      if (held.count >= MAX_HELD_TASK_MESSAGES) return;
+      held.count += 1;
+      void this.inTaskScope(live, upstreamId, notification, upstreamTask, task).then(
+        (named) => {
+          held.count -= 1;
+          if (named) sink.send(named);
+        },
+        () => void (held.count -= 1),
+      );
+    }
   }
 
   /**
@@ -2096,6 +2160,10 @@ export class SessionEngine {
     const params = progress && request.params ? { ...request.params, _meta: { ...(meta as Record<string, unknown>), progressToken: id } } : request.params;
     const { ended } = bounds;
     if (signal.aborted || ended?.aborted) return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
+    // MCP: the answer to a request about a task carries the same related task: the agent names it by the gateway's id.
+    const agentTask = bounds.upstreamTask !== undefined ? relatedTaskId(request.params ?? {}) : undefined;
+    const answered = (result: Record<string, unknown>) =>
+      agentTask !== undefined && bounds.upstreamTask !== undefined ? renameTask(result, agentTask, bounds.upstreamTask) : result;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const settled = () => {
         clearTimeout(timer);
@@ -2118,7 +2186,7 @@ export class SessionEngine {
         sessionId,
         resolve: (result) => {
           settled();
-          resolve(result);
+          resolve(answered(result));
         },
         reject: (error) => {
           settled();
@@ -2451,6 +2519,15 @@ export class SessionEngine {
     return this.tasksOffered(record) && this.deps.registry.forTenant(record.tenantId).byId.get(upstreamId)?.transport === 'streamable_http';
   }
 
+  /** Whether a task-augmented `tools/call` of the session goes to `upstreamId` as one (see the call site). */
+  private takesToolTasks(record: SessionRecord, upstreamId: string): boolean {
+    return (
+      this.runsTasksOf(record, upstreamId) &&
+      runsToolCallsAsTasks(record.upstreams[upstreamId]?.capabilities ?? {}) &&
+      isObject(this.capabilitiesOf(record)['tasks'])
+    );
+  }
+
   /** A session-level message for the agent: on its standalone stream, which may be held by another replica (ADR 0007). */
   private toStandalone(live: LiveSession, notification: JsonRpcNotification): void {
     if (live.standalone) live.standalone.send(notification);
@@ -2471,7 +2548,7 @@ export class SessionEngine {
     session.onServerRequest((request, signal) => {
       const upstreamTask = referencedTask(request.method, request.params);
       // Made for no call of the agent's: bounded by the deadline alone.
-      const bounds = { timeoutMs: this.relayTimeoutMs };
+      const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
       if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
         named ? this.relayServerRequest(live.record, named, live.standalone ?? NO_STREAM, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),

@@ -38,7 +38,7 @@ export function referencedTask(method: string | undefined, params: Readonly<Reco
 }
 
 /** The related-task id in `_meta` of a params or result object. */
-function relatedTaskId(value: Readonly<Record<string, unknown>>): string | undefined {
+export function relatedTaskId(value: Readonly<Record<string, unknown>>): string | undefined {
   const meta = value['_meta'];
   const related = isObject(meta) ? meta[RELATED_TASK] : undefined;
   return isObject(related) && typeof related['taskId'] === 'string' ? related['taskId'] : undefined;

@@ -18,7 +18,16 @@ interface CursorBody {
   readonly p: readonly (readonly [string, string])[];
 }
 
-const MAX_CURSOR_LENGTH = 16 * 1024;
+/**
+ * Longest upstream cursor carried on: a longer one ends that upstream's listing (logged). MCP cursors are short
+ * opaque tokens; the bound keeps the merged cursor, which holds one per upstream, within MAX_CURSOR_LENGTH.
+ */
+export const MAX_UPSTREAM_CURSOR_LENGTH = 16 * 1024;
+/**
+ * Longest cursor taken back: every cursor the gateway issues must fit (about 4/3 of its upstreams' cursors, each at
+ * most MAX_UPSTREAM_CURSOR_LENGTH, and their ids), and a request body holds it (GATEWAY_BODY_LIMIT_BYTES, 4 MiB).
+ */
+export const MAX_CURSOR_LENGTH = 1024 * 1024;
 
 export function encodeCursor(kind: ListKind, pending: readonly PendingPage[]): string {
   const body: CursorBody = { v: 1, k: kind, p: pending.map((page) => [page.upstreamId, page.cursor] as const) };
