@@ -3,7 +3,7 @@
  * (each failed before its fix).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, type JsonRpcMessage, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -39,6 +39,11 @@ async function open(engine: SessionEngine, protocolVersion = '2025-06-18', capab
   const record = await engine.session(sessionId ?? '', principal);
   if (!record) throw new Error('no session');
   return { record, response };
+}
+/** A response's result; a spec error for an error response. */
+function resultOf(response: JsonRpcResponse): Record<string, unknown> {
+  if (!('result' in response)) throw new Error(`expected a result: ${JSON.stringify(response)}`);
+  return response.result;
 }
 const sinkOf = (into: JsonRpcMessage[]): MessageSink => ({ canStream: true, send: (m) => into.push(m) > 0 });
 
@@ -100,7 +105,7 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     const toAgent: JsonRpcMessage[] = [];
     engine.attachStandalone(record, sinkOf(toAgent));
     const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } }), NO_STREAM, 'trace');
-    const agentTaskId = ((created as { result: { task: { taskId: string } } }).result.task.taskId);
+    const agentTaskId = (resultOf(created)['task'] as { taskId: string }).taskId;
     // The upstream asks for input for its task t-1 (input_required), on its own stream.
     const answered = connector.ask('u1', { jsonrpc: '2.0', id: 99, method: 'elicitation/create', params: { message: 'ok?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId: 't-1' } } } });
     await new Promise((r) => setTimeout(r, 20));
@@ -125,13 +130,13 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     const { engine, connector } = build({ u1: tasksUpstream }, { tasks: true, initializeWaitMs: 20 });
     connector.openDelayMs.set('u1', 100); // slow to start: joins after initialize answered
     const { record, response } = await open(engine, '2025-11-25');
-    expect((response as { result: { capabilities: Record<string, unknown> } }).result.capabilities['tasks']).toBeUndefined();
+    expect((resultOf(response)['capabilities'] as Record<string, unknown>)['tasks']).toBeUndefined();
     await new Promise((r) => setTimeout(r, 200));
     const answer = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } }), NO_STREAM, 'trace');
-    const created = answer as { result: { task?: { taskId: string } } };
-    const polled = created.result.task ? await engine.request(record, req('tasks/get', { taskId: created.result.task.taskId }), NO_STREAM, 'trace') : undefined;
-   
-    expect({ answer, polled }).toMatchObject({ answer: { result: { content: [{ text: 'plain' }] } }, polled: undefined });
+    // Answered as a plain call: no task was created upstream that the agent could never reach (tasks/get is not offered).
+    expect(answer).toMatchObject({ result: { content: [{ text: 'plain' }] } });
+    expect(resultOf(answer)['task']).toBeUndefined();
+    expect(connector.calls.find((call) => call.method === 'tools/call')?.params).not.toHaveProperty('task');
   });
 
   it('holds at most a bounded number of messages about a new task while its answer is awaited, dropping the rest', async () => {
@@ -202,11 +207,108 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     const { engine } = build({ a: paged, b: templated });
     const { record } = await open(engine);
     const first = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
-    const next = (first as { result: { nextCursor: string } }).result.nextCursor;
+    const next = resultOf(first)['nextCursor'];
     const second = await engine.request(record, req('tools/list', { cursor: next }), NO_STREAM, 'trace');
     // A read of b's templated resource: the route walk pages through a's resources with the same kind of cursor.
     const read = await engine.request(record, req('resources/read', { uri: 'mem://1' }), NO_STREAM, 'trace');
-   
-    expect({ len: next.length, second, read }).toMatchObject({ second: { result: { tools: [{ name: 'a__two' }] } }, read: { result: { contents: [{ text: 'b' }] } } });
+    expect(typeof next === 'string' && next.length).toBeGreaterThan(16 * 1024);
+    expect({ second, read }).toMatchObject({ second: { result: { tools: [{ name: 'a__two' }] } }, read: { result: { contents: [{ text: 'b' }] } } });
+  });
+  it('forwards completion/complete to an upstream that answers it without declaring completions (2024-11-05 servers)', async () => {
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'p',
+      capabilities: { prompts: {} },
+      handle: async (method) => {
+        if (method === 'prompts/list') return { prompts: [{ name: 'greet', arguments: [{ name: 'who' }] }] };
+        if (method === 'completion/complete') return { completion: { values: ['bob'] } };
+        return {};
+      },
+    };
+    const { engine } = build({ u1: up });
+    const { record } = await open(engine);
+    const answer = await engine.request(record, req('completion/complete', { ref: { type: 'ref/prompt', name: 'p__greet' }, argument: { name: 'who', value: 'b' } }), NO_STREAM, 'trace');
+    expect(answer).toMatchObject({ result: { completion: { values: ['bob'] } } });
+  });
+
+  it('reads URIs of the first pages of a listing longer than the route bound (12,000 URIs), also after a second', async () => {
+    const total = 12_000;
+    const per = 1_000;
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/list') {
+          const page = params?.['cursor'] === undefined ? 0 : Number(params['cursor']);
+          const resources = Array.from({ length: per }, (_, i) => ({ uri: `mem://r/${page * per + i}`, name: 'x' }));
+          return { resources, ...((page + 1) * per < total ? { nextCursor: String(page + 1) } : {}) };
+        }
+        if (method === 'resources/templates/list') return { resourceTemplates: [] };
+        return { contents: [{ uri: params?.['uri'], text: 'ok' }] };
+      },
+    };
+    const { engine } = build({ u1: up });
+    const { record } = await open(engine);
+    const read = (uri: string) => engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+    expect(await read('mem://r/5')).toMatchObject({ result: { contents: [{ text: 'ok' }] } });
+    await new Promise((r) => setTimeout(r, 1_100));
+    expect(await read('mem://r/5')).toMatchObject({ result: { contents: [{ text: 'ok' }] } });
+    expect(await read('mem://r/11500')).toMatchObject({ result: { contents: [{ text: 'ok' }] } });
+  });
+
+  it('ends the listing of an upstream removed from the tenant on a later page, answering the others', async () => {
+    const paged = (prefix: string): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { tools: {} },
+      handle: async (method, params) => {
+        if (method !== 'tools/list') return {};
+        return params?.['cursor'] === undefined ? { tools: [{ name: 'one', inputSchema: { type: 'object' } }], nextCursor: 'c2' } : { tools: [{ name: 'two', inputSchema: { type: 'object' } }] };
+      },
+    });
+    const { engine, registry, configs } = build({ a: paged('a'), b: paged('b') });
+    const { record } = await open(engine);
+    const next = resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['nextCursor'];
+    registry.replace([configs[0] as UpstreamConfig], () => undefined);
+    // Not "ask again with the same cursor" for good: the removed upstream has nothing more to list.
+    expect(await engine.request(record, req('tools/list', { cursor: next }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two' }] } });
+  });
+
+  it('serves prompts/list from a prompt upstream configured after initialize, joining it first', async () => {
+    const tools: FakeUpstream & { prefix: string } = { prefix: 'a', capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) };
+    const prompts: FakeUpstream & { prefix: string } = { prefix: 'p', capabilities: { prompts: {} }, handle: async (method) => (method === 'prompts/list' ? { prompts: [{ name: 'greet' }] } : {}) };
+    const { engine, registry, configs } = build({ a: tools, p: prompts });
+    registry.replace([configs[0] as UpstreamConfig], () => undefined);
+    const { record } = await open(engine);
+    registry.replace(configs, () => undefined);
+    expect(await engine.request(record, req('prompts/list'), NO_STREAM, 'trace')).toMatchObject({ result: { prompts: [{ name: 'p__greet' }] } });
+  });
+
+  it('relays a request of the second attempt (the upstream forgot its session) asked before the transport hands the call back', async () => {
+    let attempts = 0;
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'u',
+      capabilities: { tools: {} },
+      handle: (method, _params, options?: UpstreamRequestOptions) => {
+        if (method !== 'tools/call') return Promise.resolve({});
+        attempts += 1;
+        if (attempts === 1) return Promise.reject(new UpstreamUnavailableError('session_expired', 'gone'));
+        const asked = options?.onServerRequest?.({ jsonrpc: '2.0', id: 7, method: 'roots/list' }, new AbortController().signal) ?? Promise.reject(new Error('no relay'));
+        return asked.then(
+          (roots) => ({ content: [{ type: 'text', text: JSON.stringify(roots) }] }),
+          (error: Error) => ({ content: [{ type: 'text', text: `relay failed: ${error.message}` }] }),
+        );
+      },
+    };
+    const { engine } = build({ u1: up });
+    const { record } = await open(engine, '2025-06-18', { roots: {} });
+    const sink: MessageSink = {
+      canStream: true,
+      send: (message) => {
+        if ('method' in message && message.method === 'roots/list' && 'id' in message) setTimeout(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { roots: [] } }), 5);
+        return true;
+      },
+    };
+    const answer = await engine.request(record, req('tools/call', { name: 'u__x', arguments: {} }), sink, 'trace');
+    expect(attempts).toBe(2);
+    expect(answer).toMatchObject({ result: { content: [{ text: '{"roots":[]}' }] } });
   });
 });

@@ -245,6 +245,11 @@ interface LiveSession {
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
   /**
+   * URIs reads are waiting on a route walk for, and the upstream the walk found listing each: past MAX_RESOURCE_ROUTES
+   * the route itself may be evicted before the walk ends.
+   */
+  readonly sought: Map<string, { waiting: number; upstreamId: string | undefined }>;
+  /**
    * A walk of the resource listings under way to learn routes (`byUri`), and the `routesGeneration` it started in:
    * later unknown URIs of the same generation wait for it.
    */
@@ -320,9 +325,15 @@ function continuationFailure(failures: readonly unknown[]): GatewayRequestError 
   );
 }
 
-/** Resource URIs (and templates) a session keeps routes for; past it they start afresh (see `pageItems`). */
+/** Resource URIs (and templates) a session keeps routes for; past it the oldest route goes (see `pageItems`). */
 const MAX_RESOURCE_ROUTES = 10_000;
 const MAX_TEMPLATE_ROUTES = 1_000;
+
+/** Drops a map's oldest entry (Maps keep insertion order). */
+function evictOldest(map: Map<string, unknown>): void {
+  const oldest = map.keys().next();
+  if (oldest.done !== true) map.delete(oldest.value);
+}
 
 /** Messages about tasks one call may have waiting to be named for the agent (see `sendInCall`). */
 const MAX_HELD_TASK_MESSAGES = 64;
@@ -429,7 +440,11 @@ const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> =
   resourceTemplates: 'resourceTemplate',
 };
 
-/** The server capability each method needs (those not listed need none the gateway checks here). */
+/**
+ * The server capability each method needs (those not listed need none the gateway checks here). Not
+ * `completion/complete`: `completions` is younger than the method (2024-11-05 servers answer it without declaring it),
+ * and its ref names the upstream that answers.
+ */
 const AREA_OF_METHOD: Readonly<Record<string, string>> = {
   'prompts/list': 'prompts',
   'prompts/get': 'prompts',
@@ -438,7 +453,6 @@ const AREA_OF_METHOD: Readonly<Record<string, string>> = {
   'resources/read': 'resources',
   'resources/subscribe': 'resources',
   'resources/unsubscribe': 'resources',
-  'completion/complete': 'completions',
   'logging/setLevel': 'logging',
 };
 
@@ -1164,7 +1178,9 @@ export class SessionEngine {
     const area = AREA_OF_METHOD[message.method];
     // MCP: a method of a capability the server does not have is not found. (tools/list always answers, empty when no
     // upstream has tools: agents list tools whatever was advertised.)
-    if (area !== undefined && !this.supports(live, area)) throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
+    if (area !== undefined && !this.supports(live, area) && !(await this.supportsOnceJoined(live, area, traceId))) {
+      throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
+    }
     switch (message.method) {
       case 'ping':
         await gate();
@@ -1484,7 +1500,9 @@ export class SessionEngine {
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
       if (outcome.status === 'rejected') {
         if (status) status.dropped = true;
-        if (config) this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
+        // An upstream no longer configured has nothing more to list: its listing ends, as it would on a first page.
+        if (!config) return;
+        this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         (failed ??= []).push(outcome.reason);
         return;
       }
@@ -1537,14 +1555,19 @@ export class SessionEngine {
         if (learn && typeof uri === 'string' && !live.resourceRoutes.has(uri)) {
           // Bounded per session: an upstream whose resources keep changing without saying so would grow it with every
           // listing. Past the bound the routes start afresh (those in use are learned again by the next walk).
-          if (live.resourceRoutes.size >= MAX_RESOURCE_ROUTES) this.forgetRoutes(live, live.resourceRoutes);
+          if (live.resourceRoutes.size >= MAX_RESOURCE_ROUTES) evictOldest(live.resourceRoutes);
           live.resourceRoutes.set(uri, config.id);
+        }
+        // A read waiting on this walk for its URI gets it even when the bound let the route go again before the end.
+        if (learn && typeof uri === 'string' && live.sought.size > 0) {
+          const sought = live.sought.get(uri);
+          if (sought !== undefined && sought.upstreamId === undefined) sought.upstreamId = config.id;
         }
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
         if (learn && typeof template === 'string' && !live.templateRoutes.has(template)) {
-          if (live.templateRoutes.size >= MAX_TEMPLATE_ROUTES) this.forgetRoutes(live, live.templateRoutes);
+          if (live.templateRoutes.size >= MAX_TEMPLATE_ROUTES) evictOldest(live.templateRoutes);
           live.templateRoutes.set(template, { upstreamId: config.id, matches: uriTemplateMatcher(template) });
         }
         items.push(this.exposed.asIs(item));
@@ -1617,8 +1640,16 @@ export class SessionEngine {
       const template = walked !== undefined && performance.now() - walked < ROUTE_RELEARN_MS ? templated() : undefined;
       if (template !== undefined) upstreamId = template;
       else {
-        await this.learnRoutes(live, traceId);
-        upstreamId = listed() ?? templated();
+        const sought = live.sought.get(uri) ?? { waiting: 0, upstreamId: undefined };
+        sought.waiting += 1;
+        live.sought.set(uri, sought);
+        try {
+          await this.learnRoutes(live, traceId);
+        } finally {
+          sought.waiting -= 1;
+          if (sought.waiting === 0 && live.sought.get(uri) === sought) live.sought.delete(uri);
+        }
+        upstreamId = listed() ?? current(sought.upstreamId) ?? templated();
       }
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
@@ -1660,13 +1691,6 @@ export class SessionEngine {
    * An upstream of the session said its resources changed: an unknown URI may now be listed, and the URIs and templates
    * routed to that upstream may have gone (another upstream that lists one of them takes it over at the next walk).
    */
-  /** Empties one of the session's route maps (over its bound): what it held is learned again by the next walk. */
-  private forgetRoutes(live: LiveSession, routes: Map<string, unknown>): void {
-    routes.clear();
-    live.routesLearnedAt = undefined;
-    live.routesWalkedAt = undefined;
-  }
-
   private resourcesChanged(live: LiveSession, upstreamId: string): void {
     live.routesGeneration += 1;
     live.routesLearnedAt = undefined;
@@ -1699,6 +1723,16 @@ export class SessionEngine {
    */
   private supports(live: LiveSession, area: string): boolean {
     return isObject(this.capabilitiesOf(live.record)[area]) || this.upstreamIdsWith(live, area).length > 0;
+  }
+
+  /**
+   * `supports`, once the upstreams another replica joined are adopted here and those the session lacks are tried (as a
+   * listing would, at most once per joinRetryMs): an upstream configured after initialize may be the one that has it.
+   */
+  private async supportsOnceJoined(live: LiveSession, area: string, traceId: string): Promise<boolean> {
+    await this.adoptJoined(live);
+    await this.joinMissing(live, traceId, this.deps.options.listTimeoutMs);
+    return this.supports(live, area);
   }
 
   private upstreamIdsWith(live: LiveSession, capability: string): string[] {
@@ -1958,6 +1992,7 @@ export class SessionEngine {
       const timeoutMs = (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs;
       // A second attempt (the upstream had forgotten its session) gets its own: the first one's ended with it.
       relays = undefined;
+      call = undefined;
       call = session.request(message.method, params, {
         signal,
         timeoutMs,
@@ -2610,6 +2645,7 @@ export class SessionEngine {
       upstreams: new Map(),
       resourceRoutes: new Map(),
       templateRoutes: new Map(),
+      sought: new Map(),
       learningRoutes: undefined,
       routesGeneration: 0,
       routesLearnedAt: undefined,

@@ -474,8 +474,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         }
         if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
           res.destroy();
-          if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
-            // A refusal asking again will not change (401, 403, 406, 400): reported, and not asked again.
+          if (status < 500 && status !== 408 && status !== 429) {
+            // An answer asking again will not change (401, 403, 406, a page that is no event stream, a redirect):
+            // reported, and not asked again. Server errors, timeouts and rate limits are retried.
             ended = true;
             this.standalone = undefined;
             this.standaloneState = 'failed';
