@@ -421,7 +421,6 @@ describe('SessionEngine with in-memory upstreams', () => {
       ['resources/read', { uri: 'file:///x' }],
       ['resources/subscribe', { uri: 'file:///x' }],
       ['resources/unsubscribe', { uri: 'file:///x' }],
-      ['completion/complete', { ref: { type: 'ref/prompt', name: 'files__p' }, argument: { name: 'a', value: '' } }],
     ] as const) {
       expect(await engine.request(record, req(method, params), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32601, message: `Method not found: ${method}` } });
     }
