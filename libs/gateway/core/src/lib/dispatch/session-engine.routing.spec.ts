@@ -311,4 +311,23 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(attempts).toBe(2);
     expect(answer).toMatchObject({ result: { content: [{ text: '{"roots":[]}' }] } });
   });
+  it('completes a resource template whose text is no URI the read checks take (a query on a file: template)', async () => {
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'logs',
+      capabilities: { resources: {}, completions: {} },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: [] };
+        if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'file:///logs{?level}', name: 'logs' }] };
+        if (method === 'completion/complete') return { completion: { values: ['debug', 'info'] } };
+        return { contents: [] };
+      },
+    };
+    const { engine, connector } = build({ u1: up });
+    const { record } = await open(engine);
+    const answer = await engine.request(record, req('completion/complete', { ref: { type: 'ref/resource', uri: 'file:///logs{?level}' }, argument: { name: 'level', value: '' } }), NO_STREAM, 'trace');
+    expect(answer).toMatchObject({ result: { completion: { values: ['debug', 'info'] } } });
+    expect(connector.calls.filter((call) => call.method === 'completion/complete')).toHaveLength(1);
+    // A read of such text is still refused: it is no URI in normal form.
+    expect(await engine.request(record, req('resources/read', { uri: 'file:///logs{?level}' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+  });
 });

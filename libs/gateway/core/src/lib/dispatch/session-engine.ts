@@ -1314,7 +1314,7 @@ export class SessionEngine {
           return this.forward(live, target.upstreamId, message, { ...params, ref: { ...ref, name: target.name } }, sink, signal, traceId);
         }
         if (ref['type'] === 'ref/resource') {
-          const upstreamId = await this.byUri(live, ref['uri'], traceId);
+          const upstreamId = (await this.byListedTemplate(live, ref['uri'], traceId)) ?? (await this.byUri(live, ref['uri'], traceId));
           await gate(this.resourceTarget(live, upstreamId, ref['uri']));
           const completed = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
           return this.visibleCompletions(live, upstreamId, ref['uri'] as string, params, completed);
@@ -1654,6 +1654,21 @@ export class SessionEngine {
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
     return upstreamId;
+  }
+
+  /**
+   * The upstream that listed `template` as a resource template (learning the routes first if none has), or undefined.
+   * A template is not a URI: `file:///logs{?level}` is a valid one that the URI checks of `byUri` refuse (a query on a
+   * file: URI), and it names no resource to read, so only its exact text is looked up here.
+   */
+  private async byListedTemplate(live: LiveSession, template: unknown, traceId: string): Promise<string | undefined> {
+    if (typeof template !== 'string' || template.length > MAX_URI_LENGTH || !template.includes('{')) return undefined;
+    const configured = (upstreamId: string | undefined) =>
+      upstreamId !== undefined && this.deps.registry.forTenant(live.record.tenantId).byId.has(upstreamId) ? upstreamId : undefined;
+    const known = configured(live.templateRoutes.get(template)?.upstreamId);
+    if (known !== undefined) return known;
+    await this.learnRoutes(live, traceId);
+    return configured(live.templateRoutes.get(template)?.upstreamId);
   }
 
   /**
