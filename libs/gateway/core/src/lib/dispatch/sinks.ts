@@ -407,6 +407,24 @@ export class EventStream implements MessageSink {
     return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
   }
 
+  /**
+   * Answers to a batch, as one batch in one event (JSON-RPC 2.0 §6). An answer too deeply nested to serialise makes
+   * them go one by one instead, each as `send` would.
+   */
+  sendBatch(responses: readonly JsonRpcResponse[]): boolean {
+    if (!this.canStream) return false;
+    let data: string;
+    try {
+      data = JSON.stringify(responses);
+    } catch (error) {
+      if (!isStackExhausted(error)) throw error;
+      return responses.map((response) => this.send(response)).every(Boolean);
+    }
+    const seq = ++this.seq;
+    this.log?.append(seq, data, false);
+    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
+  }
+
   /** A message of another stream being replayed or resumed here, under its original event id. */
   replay(id: string, data: string): void {
     writeBounded(this.res, sseFrame(data, id));

@@ -493,6 +493,42 @@ describe('legacy SSE streams', () => {
     expect(answer(1)).toMatchObject({ id: 1, result: { protocolVersion: '2024-11-05' } });
   });
 
+  it('takes a batch on a session that negotiated 2025-03-26, answering its requests as one batch; refuses one on 2024-11-05', async () => {
+    const { base } = await serve(true);
+    const open = async (protocolVersion: string) => {
+      const stream = follow(await openLegacy(base));
+      const endpoint = await endpointOf(stream);
+      const send = (body: unknown) => fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      await send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion, capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+      await until(() => stream.text().includes('"id":1'));
+      return { stream, send };
+    };
+    const batching = await open('2025-03-26');
+    const accepted = await batching.send([
+      { jsonrpc: '2.0', id: 2, method: 'ping' },
+      { jsonrpc: '2.0', method: 'notifications/roots/list_changed' },
+      { jsonrpc: '2.0', id: 3, method: 'ping' },
+      { not: 'a message' },
+    ]);
+    expect(accepted.status).toBe(202);
+    await until(() => batching.stream.text().includes('"id":3'));
+    const batch = [...batching.stream.text().matchAll(/^data: (\[.*\])$/gm)].map((m) => JSON.parse(m[1] ?? '[]') as unknown[]);
+    expect(batch).toHaveLength(1);
+    expect(batch[0]).toEqual([
+      { jsonrpc: '2.0', id: 2, result: {} },
+      { jsonrpc: '2.0', id: 3, result: {} },
+      { jsonrpc: '2.0', id: null, error: expect.objectContaining({ code: -32600 }) },
+    ]);
+    // An empty batch, or one with initialize, is the POST's own error.
+    expect((await batching.send([])).status).toBe(400);
+    expect((await batching.send([{ jsonrpc: '2.0', id: 4, method: 'initialize', params: {} }])).status).toBe(400);
+
+    const older = await open('2024-11-05');
+    const refused = await older.send([{ jsonrpc: '2.0', id: 2, method: 'ping' }]);
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ error: { code: -32600, message: expect.stringContaining('batches are not supported') } });
+  });
+
   it('answers a request whose handling failed after the 202 with an internal error on the stream, naming nothing of the failure', async () => {
     const { base, sessions } = await serve(true);
     const stream = follow(await openLegacy(base));

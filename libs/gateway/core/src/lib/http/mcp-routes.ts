@@ -859,6 +859,26 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         } catch {
           throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
         }
+        if (Array.isArray(parsed)) {
+          // As on Streamable HTTP, batches are the negotiated protocol's (2025-03-26 only): a session that chose it on
+          // this transport must be able to send them (that version: MUST support receiving batches).
+          if (!entry.record || !allowsBatches(entry.record.protocolVersion)) {
+            throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
+          }
+          const items = parsed.map(classify);
+          if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
+          if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
+          if (items.some((one) => one.kind === 'request' && one.message.method === 'initialize')) {
+            throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
+          }
+          if (closing && items.some((one) => one.kind === 'request')) throw shuttingDown();
+          void reply.code(202).header('content-type', 'text/plain').send('Accepted');
+          active += 1;
+          void handleLegacyBatch(entry, sessionId, items, principal, traceId, request.ip).finally(() => {
+            active -= 1;
+          });
+          return reply;
+        }
         const item = classify(parsed);
         if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
         // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not.
@@ -871,6 +891,36 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         return reply;
       }),
     );
+
+    /**
+     * A batch on an initialised legacy session: its messages are handled together and the answers to its requests go
+     * out as one batch on the stream (JSON-RPC 2.0 §6; an invalid element gets its own Invalid Request).
+     */
+    async function handleLegacyBatch(entry: LegacyStream, sessionId: string, items: readonly Classified[], principal: Principal, traceId: string, clientIp: string): Promise<void> {
+      try {
+        const record = await engine.session(sessionId, principal);
+        if (!record) {
+          entry.stream.close();
+          return;
+        }
+        const answers = await Promise.all(
+          items.map(async (item): Promise<JsonRpcResponse | undefined> => {
+            if (item.kind === 'invalid') return rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId);
+            if (item.kind === 'notification') engine.notification(record, item.message);
+            else if (item.kind === 'response') engine.answer(record, item.message);
+            else return engine.request(record, item.message, NO_STREAM, traceId, clientIp, principal.credentialId);
+            return undefined;
+          }),
+        );
+        const responses = answers.filter((answer): answer is JsonRpcResponse => answer !== undefined);
+        if (responses.length > 0) entry.stream.sendBatch(responses);
+      } catch (error) {
+        const errorId = randomBytes(8).toString('hex');
+        logger.error({ err: error, traceId, errorId }, 'legacy SSE batch failed');
+        const failed = items.flatMap((item) => (item.kind === 'request' ? [rpcError(item.message.id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })] : []));
+        if (failed.length > 0) entry.stream.sendBatch(failed);
+      }
+    }
 
     async function handleLegacy(entry: LegacyStream, sessionId: string, item: Classified, principal: Principal, traceId: string, clientIp: string): Promise<void> {
       try {
