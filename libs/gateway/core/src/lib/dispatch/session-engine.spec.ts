@@ -44,8 +44,9 @@ function build(
 }
 
 /** A new session on `engine` and its record. */
-async function openSession(engine: SessionEngine) {
-  const { sessionId } = await engine.initialize(principal, init, 'trace');
+async function openSession(engine: SessionEngine, capabilities?: Record<string, unknown>) {
+  const request = capabilities === undefined ? init : req('initialize', { protocolVersion: '2025-06-18', capabilities, clientInfo: { name: 'spec', version: '1' } });
+  const { sessionId } = await engine.initialize(principal, request, 'trace');
   const record = await engine.session(sessionId ?? '', principal);
   if (!record) throw new Error('no session');
   return record;
@@ -57,6 +58,16 @@ async function listedTools(engine: SessionEngine, record: Awaited<ReturnType<typ
   if (!('result' in response)) throw new Error(`tools/list failed: ${JSON.stringify(response)}`);
   return response.result['tools'] as Record<string, unknown>[];
 }
+
+/**
+ * An upstream's `sampling/createMessage` during a call, through the handler the engine gave it: 'answered', or the
+ * message of the error it was refused or cancelled with.
+ */
+const askSampling = (options: UpstreamRequestOptions | undefined, id: number): Promise<string> =>
+  (options?.onServerRequest?.({ jsonrpc: '2.0', id, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'))).then(
+    () => 'answered',
+    (error: Error) => error.message,
+  );
 
 let nextId = 1;
 const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
@@ -274,19 +285,14 @@ describe('SessionEngine with in-memory upstreams', () => {
         handle: async (method, _params, options) => {
           if (method !== 'tools/call') return { tools: tools('ask') };
           const asks = Array.from({ length: MAX_RELAYED_PER_SESSION + 3 }, (_, i) =>
-            (options?.onServerRequest?.({ jsonrpc: '2.0', id: i, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'))).then(
-              () => 'answered',
-              (error: Error) => error.message,
-            ),
+            askSampling(options, i),
           );
           outcomes.push(...(await Promise.all(asks)));
           return { content: [] };
         },
       },
     });
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine, { sampling: {} });
     const relayed: unknown[] = [];
     // The agent takes the requests and never answers; then its session ends.
     const call = engine.request(record, req('tools/call', { name: 'llm__ask', arguments: {} }), { canStream: true, send: (m) => relayed.push(m) > 0 }, 'trace');
@@ -306,18 +312,13 @@ describe('SessionEngine with in-memory upstreams', () => {
         handle: async (method, _params, options) => {
           if (method !== 'tools/call') return { tools: tools('ask') };
           // The upstream asks, and answers its call without waiting for the agent.
-          asked = (options?.onServerRequest?.({ jsonrpc: '2.0', id: 1, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'))).then(
-            () => 'answered',
-            (error: Error) => error.message,
-          );
+          asked = askSampling(options, 1);
           await new Promise((resolve) => setTimeout(resolve, 10));
           return { content: [] };
         },
       },
     });
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine, { sampling: {} });
     const sent: Record<string, unknown>[] = [];
     const response = await engine.request(record, req('tools/call', { name: 'llm__ask', arguments: {} }), { canStream: true, send: (m) => sent.push(m as unknown as Record<string, unknown>) > 0 }, 'trace');
     expect(response).toMatchObject({ result: { content: [] } });
@@ -678,9 +679,7 @@ describe('SessionEngine with in-memory upstreams', () => {
         },
       },
     });
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine, { sampling: {} });
     let seenToken: unknown;
     const answered = engine.request(
       record,

@@ -344,6 +344,12 @@ const RELAY_TIMEOUT_MS = 300_000;
 /** Why a relayed request's call-scope was aborted: the call it was made for settled. */
 const RELAY_CALL_ENDED = 'the call it was made for ended';
 
+/** Aborts `ended` (a call's relays) once `settling` (the call) settles. */
+function endWith(settling: Promise<unknown>, ended: Cancellation): void {
+  const end = () => ended.abort(RELAY_CALL_ENDED);
+  void settling.then(end, end);
+}
+
 /** What bounds a relayed request besides the upstream's own cancellation. */
 interface RelayBounds {
   /** Aborted when the agent's call that caused the request settles (absent: not made for a call). */
@@ -1989,12 +1995,8 @@ export class SessionEngine {
     // transport that delivers at once) is tied to the call as soon as it is.
     let call: Promise<Record<string, unknown>> | undefined;
     let relays: Cancellation | undefined;
-    // Messages about a task waiting for the call's answer to name it (see `sendInCall`).
-    const held = { count: 0 };
-    const endWith = (settling: Promise<unknown>, ended: Cancellation) => {
-      const end = () => ended.abort(RELAY_CALL_ENDED);
-      void settling.then(end, end);
-    };
+    // Messages about a task waiting for the call's answer to name it (see `sendInCall`); made on a first notification.
+    let held: { count: number } | undefined;
     const endsWithCall = (): Cancellation => {
       if (relays !== undefined) return relays;
       relays = new Cancellation();
@@ -2022,9 +2024,9 @@ export class SessionEngine {
               progressed['progress'] = progressed['progress'] + progressSent;
               if (typeof progressed['total'] === 'number') progressed['total'] = progressed['total'] + progressSent;
             }
-            this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, held);
+            this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, (held ??= { count: 0 }));
           } else {
-            this.sendInCall(live, upstreamId, sink, notification, task, held);
+            this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
           }
         },
         onServerRequest: (request, upstreamSignal) => {

@@ -402,6 +402,11 @@ export class EventStream implements MessageSink {
       this.logger?.warn({ streamId: this.id }, REPLACED);
       data = JSON.stringify(unrelayable(message as JsonRpcResponse));
     }
+    return this.emit(data);
+  }
+
+  /** Writes one serialised message (or batch) as the stream's next event, logged for replay first. */
+  private emit(data: string): boolean {
     const seq = ++this.seq;
     this.log?.append(seq, data, false);
     return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
@@ -420,9 +425,7 @@ export class EventStream implements MessageSink {
       if (!isStackExhausted(error)) throw error;
       return responses.map((response) => this.send(response)).every(Boolean);
     }
-    const seq = ++this.seq;
-    this.log?.append(seq, data, false);
-    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
+    return this.emit(data);
   }
 
   /** A message of another stream being replayed or resumed here, under its original event id. */
