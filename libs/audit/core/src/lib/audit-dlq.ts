@@ -48,14 +48,18 @@ export interface DeadLetterEntry extends DeadLetter {
 export interface AuditDlqOptions {
   readonly connection: ConnectionOptions;
   readonly prefix: string;
+  /** Dead letters a replay of everything reads ids of at a time (default 500). */
+  readonly pageSize?: number;
 }
 
 /** Operator side of the DLQ: list entries, and replay them into the audit queue. */
 export class AuditDlq {
   private readonly dlq: Queue;
   private readonly audit: Queue;
+  private readonly pageSize: number;
 
   constructor(options: AuditDlqOptions) {
+    this.pageSize = Math.max(1, options.pageSize ?? 500);
     this.dlq = new Queue(AUDIT_DLQ, { connection: options.connection, prefix: options.prefix });
     this.audit = new Queue(QUEUES.audit, { connection: options.connection, prefix: options.prefix });
   }
@@ -69,62 +73,93 @@ export class AuditDlq {
    * Puts dead letters (all, or those whose DLQ id or original job id is in `ids`) back on the audit queue as the job
    * they were (one event, or a batch of the events that failed), under its deterministic job id, and removes them
    * from the DLQ. A payload that does not parse is left where it is.
+   *
+   * Memory stays bounded whatever the DLQ holds: named entries are fetched one by one, and a replay of everything walks
+   * the DLQ `pageSize` ids at a time, oldest first, fetching each entry only when it is handled. A replayed entry leaves
+   * the list, so the next page starts after the entries that stayed. Letters dead-lettered meanwhile join the end of
+   * the list and are replayed too; one removed meanwhile by another operator can make the walk pass over a later
+   * entry, which stays in the DLQ for the next replay (never lost).
    */
   async replay(
     ids?: readonly string[],
   ): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
-    const wanted = ids ? new Set(ids) : undefined;
     const replayed: string[] = [];
     const skipped: { id: string; reason: string }[] = [];
-    for (const entry of await this.list(100_000)) {
-      if (wanted && !wanted.has(entry.dlqJobId) && !(entry.jobId && wanted.has(entry.jobId))) continue;
-      const name = entry.jobName;
-      if (!isJobName(name) || !(REPLAYABLE as readonly string[]).includes(name)) {
-        skipped.push({ id: entry.dlqJobId, reason: `unknown job ${name}` });
-        continue;
+    if (ids) {
+      const seen = new Set<string>();
+      for (const id of ids) {
+        // A DLQ id, or the original job's id, whose dead letter is stored under a derived id (deadLetterJobId).
+        const job = (await this.dlq.getJob(id)) ?? (await this.dlq.getJob(`dead-${id}`));
+        if (!job?.id || seen.has(job.id)) continue;
+        seen.add(job.id);
+        await this.replayOne({ ...(job.data as DeadLetter), dlqJobId: job.id }, replayed, skipped);
       }
-      let jobId: string;
-      let payload: unknown;
-      let invalid: unknown[] = [];
-      let invalidIds = new Set<string | null>();
-      try {
-        if (name === 'audit.events.ingest') {
-          // Replay the events that are valid now; invalid ones stay in the DLQ entry.
-          const parsed = parseAuditEventBatch(entry.payload);
-          if (parsed.valid.length === 0) throw new Error('no valid event');
-          payload = { v: 1, events: parsed.valid };
-          invalid = parsed.invalid.map((i) => i.raw);
-          invalidIds = new Set(parsed.invalid.map((i) => i.eventId));
-        } else {
-          payload = name === 'audit.event.ingest' ? parseAuditEvent(entry.payload) : parseJobPayload(name, entry.payload);
-        }
-        jobId = jobIdFor(name as ReplayableJob, payload as never);
-      } catch {
-        skipped.push({ id: entry.dlqJobId, reason: `payload does not match ${name}` });
-        continue;
+      return { replayed, skipped };
+    }
+    // Ids of the entries that stay in the list (ids only): one met again, because something before it left the list
+    // meanwhile, is not handled twice.
+    const stayed = new Set<string>();
+    for (;;) {
+      const page = await this.dlq.getRanges(['wait'], stayed.size, stayed.size + this.pageSize - 1, true);
+      if (page.length === 0 || page.every((id) => stayed.has(id))) break;
+      for (const id of page) {
+        if (stayed.has(id)) continue;
+        const job = await this.dlq.getJob(id);
+        // No job under the id (removed meanwhile, or a list marker): counted as staying, so the walk can only pass
+        // over an entry, never loop.
+        if (!job?.id || !(await this.replayOne({ ...(job.data as DeadLetter), dlqJobId: job.id }, replayed, skipped))) stayed.add(id);
       }
-      // The failed original still holds its id in the audit queue (a new job under that id would be a no-op). A
-      // batch's replay id can differ from the original's (only the failed events are replayed): remove both.
-      for (const id of new Set([jobId, ...(entry.jobId ? [entry.jobId] : [])])) {
-        const original = await this.audit.getJob(id);
-        if (original) await original.remove();
-      }
-      await this.audit.add(name, payload, { jobId });
-      if (invalid.length > 0) {
-        const { dlqJobId: _id, ...letter } = entry;
-        await (await this.dlq.getJob(entry.dlqJobId))?.updateData({
-          ...letter,
-          payload: { v: 1, events: invalid },
-          eventErrors: (entry.eventErrors ?? []).filter((e) => invalidIds.has(e.eventId)),
-        } satisfies DeadLetter);
-        replayed.push(entry.dlqJobId);
-        skipped.push({ id: entry.dlqJobId, reason: `${invalid.length} invalid event(s) left in the DLQ` });
-        continue;
-      }
-      await this.dlq.remove(entry.dlqJobId);
-      replayed.push(entry.dlqJobId);
     }
     return { replayed, skipped };
+  }
+
+  /** Replays one dead letter; true when it left the DLQ (false: skipped, or invalid events of it stay). */
+  private async replayOne(entry: DeadLetterEntry, replayed: string[], skipped: { id: string; reason: string }[]): Promise<boolean> {
+    const name = entry.jobName;
+    if (!isJobName(name) || !(REPLAYABLE as readonly string[]).includes(name)) {
+      skipped.push({ id: entry.dlqJobId, reason: `unknown job ${name}` });
+      return false;
+    }
+    let jobId: string;
+    let payload: unknown;
+    let invalid: unknown[] = [];
+    let invalidIds = new Set<string | null>();
+    try {
+      if (name === 'audit.events.ingest') {
+        // Replay the events that are valid now; invalid ones stay in the DLQ entry.
+        const parsed = parseAuditEventBatch(entry.payload);
+        if (parsed.valid.length === 0) throw new Error('no valid event');
+        payload = { v: 1, events: parsed.valid };
+        invalid = parsed.invalid.map((i) => i.raw);
+        invalidIds = new Set(parsed.invalid.map((i) => i.eventId));
+      } else {
+        payload = name === 'audit.event.ingest' ? parseAuditEvent(entry.payload) : parseJobPayload(name, entry.payload);
+      }
+      jobId = jobIdFor(name as ReplayableJob, payload as never);
+    } catch {
+      skipped.push({ id: entry.dlqJobId, reason: `payload does not match ${name}` });
+      return false;
+    }
+    // The failed original still holds its id in the audit queue (a new job under that id would be a no-op). A
+    // batch's replay id can differ from the original's (only the failed events are replayed): remove both.
+    for (const id of new Set([jobId, ...(entry.jobId ? [entry.jobId] : [])])) {
+      const original = await this.audit.getJob(id);
+      if (original) await original.remove();
+    }
+    await this.audit.add(name, payload, { jobId });
+    replayed.push(entry.dlqJobId);
+    if (invalid.length > 0) {
+      const { dlqJobId: _id, ...letter } = entry;
+      await (await this.dlq.getJob(entry.dlqJobId))?.updateData({
+        ...letter,
+        payload: { v: 1, events: invalid },
+        eventErrors: (entry.eventErrors ?? []).filter((e) => invalidIds.has(e.eventId)),
+      } satisfies DeadLetter);
+      skipped.push({ id: entry.dlqJobId, reason: `${invalid.length} invalid event(s) left in the DLQ` });
+      return false;
+    }
+    await this.dlq.remove(entry.dlqJobId);
+    return true;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,100 @@
+import { QUEUES } from '@portcullis/contracts/jobs';
+import { testContext } from '@portcullis/shared/util-testing';
+import { Queue } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId, type DeadLetter } from './audit-dlq';
+import { sampleAuditEvent } from './testing';
+
+const ctx = testContext();
+const connection = { url: ctx.redisUrl };
+const prefix = `dlq-spec-${randomUUID()}`;
+const tenantId = '019a0000-0000-7000-8000-0000000000aa';
+const dlqQueue = new Queue(AUDIT_DLQ, { connection, prefix });
+const auditQueue = new Queue(QUEUES.audit, { connection, prefix });
+
+function letter(jobName: string, payload: unknown): DeadLetter {
+  const jobId = jobName === 'audit.event.ingest' ? `audit-${(payload as { eventId: string }).eventId}` : null;
+  return { jobName, jobId, payload, error: 'store down', attempts: 5, failedAt: new Date().toISOString() };
+}
+
+async function deadLetter(value: DeadLetter): Promise<string> {
+  const id = deadLetterJobId(value);
+  const job = await dlqQueue.add(AUDIT_DEAD_JOB, value, id ? { jobId: id } : {});
+  return job.id as string;
+}
+
+async function dlqIds(): Promise<string[]> {
+  return dlqQueue.getRanges(['wait'], 0, -1, true);
+}
+
+beforeAll(async () => {
+  await Promise.all([dlqQueue.waitUntilReady(), auditQueue.waitUntilReady()]);
+});
+
+afterAll(async () => {
+  await Promise.all([dlqQueue.obliterate({ force: true }), auditQueue.obliterate({ force: true })]);
+  await Promise.all([dlqQueue.close(), auditQueue.close()]);
+});
+
+describe('AuditDlq.replay', () => {
+  it('walks a DLQ larger than a page, leaving entries it cannot replay where they are and replaying every other one', async () => {
+    const events = Array.from({ length: 11 }, (_, i) => sampleAuditEvent(tenantId, { arguments: { i } }));
+    // Unreplayable entries among them (more than a page of 3 in all), at the start, inside and at the end of pages: an
+    // unknown job, payloads that are not events, and a batch with one invalid event (its valid one is replayed, the
+    // invalid one stays).
+    const unknown = await deadLetter(letter('audit.unknown', { v: 1 }));
+    const ids: string[] = [];
+    for (const [i, event] of events.entries()) {
+      ids.push(await deadLetter(letter('audit.event.ingest', event)));
+      if (i === 3 || i === 7) ids.push(await deadLetter({ ...letter('audit.event.ingest', { v: 1, eventId: `x${i}` }), jobId: null }));
+    }
+    const mixed = sampleAuditEvent(tenantId, { arguments: { mixed: true } });
+    const batch = await deadLetter(letter('audit.events.ingest', { v: 1, events: [mixed, { v: 1, eventId: 'not-an-event' }] }));
+    const invalid = [ids[4], ids[9]] as string[];
+
+    const dlq = new AuditDlq({ connection, prefix, pageSize: 3 });
+    try {
+      const { replayed, skipped } = await dlq.replay();
+      const eventIds = events.map((event) => `dead-audit-${event.eventId}`);
+      expect(replayed.sort()).toEqual([...eventIds, batch].sort());
+      expect(skipped.map((s) => s.id).sort()).toEqual([unknown, ...invalid, batch].sort());
+      // Left in the DLQ, in their order: what could not be replayed (the batch keeps only its invalid event).
+      expect(await dlqIds()).toEqual([unknown, ...invalid, batch]);
+      const rest = (await dlqQueue.getJob(batch))?.data as DeadLetter;
+      expect((rest.payload as { events: unknown[] }).events).toEqual([{ v: 1, eventId: 'not-an-event' }]);
+      // On the audit queue: each event once, under its deterministic job id, and the batch's valid event.
+      const queued = await auditQueue.getJobs(['wait'], 0, -1, true);
+      expect(queued.filter((job) => job.name === 'audit.event.ingest').map((job) => job.id).sort()).toEqual(events.map((event) => `audit-${event.eventId}`).sort());
+      const replayedBatch = queued.find((job) => job.name === 'audit.events.ingest');
+      expect((replayedBatch?.data as { events: { eventId: string }[] }).events.map((event) => event.eventId)).toEqual([mixed.eventId]);
+      expect(queued).toHaveLength(events.length + 1);
+
+      // A second replay finds only what stays, and changes nothing.
+      const again = await dlq.replay();
+      expect(again.replayed).toEqual([]);
+      expect(again.skipped.map((s) => s.id).sort()).toEqual([unknown, ...invalid, batch].sort());
+      expect(await dlqIds()).toEqual([unknown, ...invalid, batch]);
+    } finally {
+      await dlq.close();
+    }
+  });
+
+  it('replays named entries by DLQ id or original job id, each once, without walking the DLQ', async () => {
+    const [first, second, third] = [0, 1, 2].map((i) => sampleAuditEvent(tenantId, { arguments: { named: i } }));
+    const a = await deadLetter(letter('audit.event.ingest', first));
+    await deadLetter(letter('audit.event.ingest', second));
+    const c = await deadLetter(letter('audit.event.ingest', third));
+    const dlq = new AuditDlq({ connection, prefix });
+    try {
+      const { replayed, skipped } = await dlq.replay([a, `audit-${third?.eventId}`, c, 'no-such-entry']);
+      expect(replayed).toEqual([a, c]);
+      expect(skipped).toEqual([]);
+      expect(await dlqIds()).toContain(`dead-audit-${second?.eventId}`);
+      expect(await dlqIds()).not.toContain(a);
+      expect(await dlqIds()).not.toContain(c);
+    } finally {
+      await dlq.close();
+    }
+  });
+});
