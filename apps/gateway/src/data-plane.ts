@@ -129,13 +129,17 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         );
         for (const tenantId of changed) upstreamsChangedFor.add(tenantId);
       },
-      // Agents listening here hear that their lists changed, and an upstream added to a tenant joins their sessions.
+      // Upstream sessions of upstreams gone from a tenant (or now connecting elsewhere) end here; agents listening here
+      // hear that their lists changed, and an upstream added to a tenant joins their sessions.
       loaded: () => {
         const tenants = [...upstreamsChangedFor];
         upstreamsChangedFor.clear();
         const engine = engineRef.current;
         if (engine === undefined) return;
-        for (const tenantId of tenants) engine.listsChangedFor(tenantId);
+        for (const tenantId of tenants) {
+          engine.retireDeparted(tenantId);
+          engine.listsChangedFor(tenantId);
+        }
         engine.joinMissingUpstreams();
       },
     }),

@@ -331,3 +331,59 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(await engine.request(record, req('resources/read', { uri: 'file:///logs{?level}' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
   });
 });
+
+describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)', () => {
+  const tool = (prefix: string): FakeUpstream & { prefix: string } => ({
+    prefix,
+    capabilities: { tools: {}, logging: {} },
+    handle: async (method) => (method === 'tools/list' ? { tools: [{ name: 'read', inputSchema: { type: 'object' } }] } : { content: [] }),
+  });
+
+  it('ends at once the upstream sessions of an upstream removed from the tenant, and only those', async () => {
+    const { engine, connector, registry, configs } = build({ u1: tool('files'), u2: tool('math') });
+    const { record } = await open(engine);
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    await engine.request(record, req('tools/call', { name: 'math__read', arguments: {} }), NO_STREAM, 'trace');
+    // Disabled by an admin: the registry loses it, and the data plane's refresher retires what no longer fits.
+    registry.replace(configs.filter((config) => config.id !== 'u1'), () => undefined);
+    engine.retireDeparted('t1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+    // Calls to it are refused as no longer configured; the other upstream serves on, on its session.
+    expect(await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ error: {} });
+    await engine.request(record, req('tools/call', { name: 'math__read', arguments: {} }), NO_STREAM, 'trace');
+    expect(connector.opened.filter((o) => o.upstreamId === 'u2')).toHaveLength(1);
+  });
+
+  it('retires the session of an upstream that now connects elsewhere, and the next call opens one under the new configuration', async () => {
+    const { engine, connector, registry, configs } = build({ u1: tool('files') });
+    const { record } = await open(engine);
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    const [first] = configs as [UpstreamConfig];
+    // A rename keeps the session (the same connection)...
+    registry.replace([{ ...first, name: 'renamed', version: 2 }], () => undefined);
+    engine.retireDeparted('t1');
+    expect(connector.ended).toEqual([]);
+    // ...new credentials do not: the old session goes now, not at the agent's next use of it.
+    registry.replace([{ ...first, headers: { authorization: 'Bearer rotated' }, version: 3 }], () => undefined);
+    engine.retireDeparted('t1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect(connector.opened.map((o) => o.upstreamId)).toEqual(['u1', 'u1']);
+  });
+
+  it('touches only the sessions of the tenant named', async () => {
+    const { engine, connector, registry } = build({ u1: tool('files') });
+    const { record } = await open(engine);
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    // u1 leaves t1 and another tenant gains an upstream: t2's refresh does not end t1's sessions, t1's does.
+    registry.replace([fakeConfig('u9', 'other', 't2')], () => undefined);
+    engine.retireDeparted('t2');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connector.ended).toEqual([]);
+    engine.retireDeparted('t1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+  });
+});

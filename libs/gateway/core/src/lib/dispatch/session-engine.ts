@@ -1908,6 +1908,31 @@ export class SessionEngine {
     }
   }
 
+  /**
+   * The tenant's upstreams changed: on this replica, every session of the tenant lets go at once of its upstream
+   * sessions that no longer fit the registry. One whose upstream left the tenant (disabled, deleted, refused) is ended
+   * upstream too (DELETE, the process stopped): no replica may use it again. One whose upstream now connects elsewhere
+   * (another URL, other credentials, another command) is retired as a request would retire it, and the next use opens a
+   * new one. Before, both were let go only when a request next used them — never, for an upstream that was gone — so a
+   * disabled upstream kept talking to the agent (log messages, sampling and elicitation requests) for as long as the
+   * session lasted, and an edited one kept its old host and credentials meanwhile.
+   */
+  retireDeparted(tenantId: string): void {
+    const upstreams = this.deps.registry.forTenant(tenantId).byId;
+    for (const live of this.live.values()) {
+      if (live.record.tenantId !== tenantId) continue;
+      for (const [upstreamId, entry] of [...live.upstreams]) {
+        const config = upstreams.get(upstreamId);
+        if (config !== undefined && (config.version === entry.config.version || sameConnection(entry.config, config))) continue;
+        entry.pages.clear();
+        live.upstreams.delete(upstreamId);
+        // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
+        if (config !== undefined) this.retire(entry.config, entry.session);
+        else void entry.session.then((session) => session.close()).catch(() => undefined);
+      }
+    }
+  }
+
   /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */
   private adoptFrom(live: LiveSession, stored: SessionRecord): boolean {
     let added: Record<string, SessionRecord['upstreams'][string]> | undefined;
