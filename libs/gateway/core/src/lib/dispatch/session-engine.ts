@@ -41,6 +41,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, splitExposedName } from '../naming/tool-names';
@@ -417,6 +418,9 @@ const RENEW_MIN_INTERVAL_MS = 10_000;
  */
 const ENDED_MEMORY_MS = 60_000;
 const MAX_ENDED_REMEMBERED = 50_000;
+
+/** Characters of an upstream failure's text that are logged. */
+const MAX_LOGGED_DETAIL = 500;
 
 /** Least time between two walks of a session's resource listings for URIs no route knows (`learnRoutes`). */
 const ROUTE_RELEARN_MS = 1_000;
@@ -2921,8 +2925,11 @@ export class SessionEngine {
 
   private logUpstreamFailure(config: UpstreamConfig, operation: string, error: unknown, traceId: string): void {
     const reason = error instanceof UpstreamUnavailableError ? error.reason : error instanceof UpstreamRpcError ? `rpc_${error.code}` : 'error';
+    // An upstream's own error text comes with its configured secrets masked already (maskUpstreamError); anything else
+    // that looks like a credential goes too, and the text is cut (it is the upstream's to make as long as it likes).
+    const detail = error instanceof Error ? (redactSecrets(error.message.slice(0, MAX_LOGGED_DETAIL)) as string) : undefined;
     this.deps.logger.warn(
-      { upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, operation, reason, traceId, detail: error instanceof Error ? error.message : undefined },
+      { upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, operation, reason, traceId, detail },
       'upstream dropped out of the request',
     );
   }

@@ -28,6 +28,8 @@ export interface MultiplexerHooks {
   onTimeout?(): void;
   /** A call got its response (the breaker resets). */
   onAnswer?(): void;
+  /** An error response's message and data as the caller gets them (the upstream's secrets masked). */
+  rpcError?(error: UpstreamRpcError): UpstreamRpcError;
 }
 
 export type ServerRequestRoute<Owner> =
@@ -107,8 +109,10 @@ export class RequestMultiplexer<Owner> {
     if (call === undefined) return false;
     this.finish(call);
     this.hooks.onAnswer?.();
-    if ('error' in message)
-      call.reject(new UpstreamRpcError(message.error.code, message.error.message, message.error.data));
+    if ('error' in message) {
+      const error = new UpstreamRpcError(message.error.code, message.error.message, message.error.data);
+      call.reject(this.hooks.rpcError?.(error) ?? error);
+    }
     else call.resolve(message.result);
     return true;
   }

@@ -9,6 +9,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
+import { maskUpstreamError } from '@portcullis/gateway/mcp';
 import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
 import {
@@ -93,6 +94,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       write: (text) => this.post(text),
       onTimeout: () => ctx.breaker.failure(),
       onAnswer: () => ctx.breaker.success(),
+      rpcError: (error) => maskUpstreamError(ctx.config, error),
     });
     ctx.registry.add(this);
   }

@@ -2,7 +2,9 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  credentialArgs,
   JSON_RPC,
+  maskUpstreamError,
   REFUSED_SUBSCRIPTION_CODES,
   UpstreamRpcError,
   type CancelSignal,
@@ -26,7 +28,7 @@ import {
 } from '../core/wire';
 import { parseMessages } from '../http/event-stream';
 import { SharedUpstreamState } from './shared-state';
-import { credentialArgs, LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
+import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 import type { StdioUser, StdioUserIds } from './user-ids';
 
 /**
@@ -185,6 +187,7 @@ export class StdioProcess {
         this.ctx.breaker.success();
         this.timeoutsInARow = 0;
       },
+      rpcError: (error) => maskUpstreamError(this.ctx.config, error),
     });
   }
 

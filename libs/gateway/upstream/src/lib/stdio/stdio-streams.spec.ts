@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { credentialArgs, LineSplitter, StderrLog } from './stdio-streams';
+import { LineSplitter, StderrLog } from './stdio-streams';
 
 describe('LineSplitter', () => {
   it('yields complete lines across chunks, handling CRLF and skipping empty lines', () => {
@@ -109,17 +109,5 @@ describe('StderrLog', () => {
     log.push(`${'x'.repeat(15)}${secret.slice(0, 4)}`);
     log.push(`${secret.slice(4)} and more\n`);
     expect(lines).toEqual([`${'x'.repeat(15)}[reda…`]);
-  });
-});
-
-describe('credentialArgs', () => {
-  it('takes the values of flags named like credentials, in both spellings, and nothing else', () => {
-    expect(
-      credentialArgs(['server.js', '--api-key=sk-live-123456', '--token', 'tok_abcdefgh', '--port', '8080', '--client_secret=s3cr3t-value', '-password', 'hunter22', '--verbose']),
-    ).toEqual(['sk-live-123456', 'tok_abcdefgh', 's3cr3t-value', 'hunter22']);
-    // A flag with no value after it (the next is another flag, or none) gives nothing.
-    expect(credentialArgs(['--token', '--verbose', '--auth'])).toEqual([]);
-    // By whole parts of the name: not every flag that happens to contain "key".
-    expect(credentialArgs(['/srv/mcp/keys.js', '--monkey=banana', '--keyboard', 'us', '--authToken=abcdefgh1'])).toEqual(['abcdefgh1']);
   });
 });

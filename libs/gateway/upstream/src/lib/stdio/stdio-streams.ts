@@ -1,4 +1,5 @@
-import { REDACTED, redactSecrets } from '@portcullis/shared/util-redact';
+import { SecretMask } from '@portcullis/gateway/mcp';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { UpstreamLogger } from '../core/logger';
 
 /**
@@ -50,33 +51,6 @@ export class LineSplitter {
   }
 }
 
-/** Words that make a flag's value a credential: one part of its name (`--api-key`, `--client_secret`, `--authToken`). */
-const CREDENTIAL_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'auth', 'credential', 'credentials', 'cookie', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'bearer']);
-
-/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts (split at `-`, `_`, `.`, and camel case). */
-function isCredentialFlag(flag: string): boolean {
-  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
-  const words = flag.replace(/^--?/, '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
-  return words.some((word) => CREDENTIAL_WORDS.has(word.toLowerCase()));
-}
-
-/**
- * The values a server's arguments give to flags named like credentials, as `--flag=value` or `--flag value`: masked in
- * its stderr as configured env values are (a server that echoes its command line on start would log them).
- */
-export function credentialArgs(args: readonly string[]): string[] {
-  const values: string[] = [];
-  args.forEach((arg, index) => {
-    const equals = arg.indexOf('=');
-    if (equals > 0 && isCredentialFlag(arg.slice(0, equals))) values.push(arg.slice(equals + 1));
-    else if (equals === -1 && isCredentialFlag(arg)) {
-      const next = args[index + 1];
-      if (next !== undefined && !next.startsWith('-')) values.push(next);
-    }
-  });
-  return values;
-}
-
 export interface StderrLogOptions {
   /** Lines logged per window; the rest are counted and reported once. */
   readonly linesPerWindow: number;
@@ -85,11 +59,6 @@ export interface StderrLogOptions {
   readonly maxLineLength: number;
 }
 
-/**
- * Configured values shorter than this are left alone: a short one (`1`, `true`, a port) would mask ordinary words,
- * and is not a credential.
- */
-const MASKED_MIN_LENGTH = 8;
 /**
  * Characters past the cut that are still read when masking a line: a credential that starts before the cut is masked
  * whole, rather than its first characters left showing because the rest of it was cut off.
@@ -107,8 +76,7 @@ export class StderrLog {
   private windowStart = 0;
   private logged = 0;
   private suppressed = 0;
-  /** Longest first: a value that contains another is masked whole, not around the shorter one's mask. */
-  private readonly secrets: readonly string[];
+  private readonly secrets: SecretMask;
   /** How much of a line is kept and masked before it is cut. */
   private readonly readLength: number;
 
@@ -120,15 +88,8 @@ export class StderrLog {
     configured: Iterable<string>,
     private readonly now: () => number = Date.now,
   ) {
-    const secrets = new Set<string>();
-    for (const value of configured) {
-      if (value.length < MASKED_MIN_LENGTH) continue;
-      secrets.add(value);
-      // As JSON writes it (a server dumping its environment as JSON escapes quotes and backslashes).
-      secrets.add(JSON.stringify(value).slice(1, -1));
-    }
-    this.secrets = [...secrets].sort((a, b) => b.length - a.length);
-    this.readLength = options.maxLineLength + Math.max(MASK_LOOKAHEAD, this.secrets[0]?.length ?? 0);
+    this.secrets = new SecretMask(configured);
+    this.readLength = options.maxLineLength + Math.max(MASK_LOOKAHEAD, this.secrets.longest);
   }
 
   push(chunk: string): void {
@@ -167,9 +128,7 @@ export class StderrLog {
 
   /** The configured values, then anything that looks like a credential (a token, a key, a URL's password). */
   private mask(line: string): string {
-    let text = line;
-    for (const secret of this.secrets) if (text.includes(secret)) text = text.replaceAll(secret, REDACTED);
-    return redactSecrets(text) as string;
+    return redactSecrets(this.secrets.mask(line)) as string;
   }
 
   private reportSuppressed(): void {

@@ -1,0 +1,131 @@
+/**
+ * An upstream that quotes the credentials the gateway injected (in a JSON-RPC error's message or data) must show them
+ * neither to the agent nor in the gateway's log: over Streamable HTTP (headers) and stdio (env and credential flags).
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { parseKeyring, sealJson, upstreamSecretContext } from '@portcullis/auth/secrets';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+const KEYRING = `k1:${randomBytes(32).toString('base64')}`;
+const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
+const HEADER_KEY = `hdr-${randomBytes(12).toString('hex')}`;
+const ENV_SECRET = `env-${randomBytes(12).toString('hex')}`;
+const ARG_SECRET = `arg-${randomBytes(12).toString('hex')}`;
+const SECRETS = [TOKEN, HEADER_KEY, ENV_SECRET, ARG_SECRET];
+
+let db: SystemPrismaClient;
+let gateway: TestGateway;
+let tenant: TestTenant;
+let key: string;
+let upstream: Server;
+
+const readBody = (req: IncomingMessage): Promise<string> =>
+  new Promise((resolve) => {
+    let text = '';
+    req.on('data', (chunk) => (text += chunk));
+    req.on('end', () => resolve(text));
+  });
+
+/** Answers initialize and tools/list; every tools/call is refused with the headers it came with, quoted. */
+async function startQuotingUpstream(port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    void readBody(req).then((text) => {
+      if (req.method !== 'POST') {
+        res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
+        return;
+      }
+      const message = JSON.parse(text) as { id?: number; method: string; params?: { protocolVersion?: string } };
+      if (message.id === undefined) {
+        res.writeHead(202).end();
+        return;
+      }
+      const answer = (body: Record<string, unknown>) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'quoting-1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, ...body }));
+      };
+      if (message.method === 'initialize') {
+        answer({ result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'quoting', version: '1' } } });
+      } else if (message.method === 'tools/list') {
+        answer({ result: { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }] } });
+      } else {
+        const seen = `${String(req.headers['authorization'])} ${String(req.headers['x-upstream-key'])}`;
+        answer({ error: { code: -32001, message: `refused: you sent ${seen}`, data: { headers: { authorization: req.headers['authorization'], key: req.headers['x-upstream-key'] } } } });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return server;
+}
+
+/** A stdio server that answers every request with an error quoting its env and its argv. */
+const QUOTING_STDIO = `process.stdin.on('data', (d) => { for (const l of String(d).split('\\n').filter(Boolean)) { const m = JSON.parse(l); if (m.id === undefined) continue;
+  const result = m.method === 'initialize' ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'q', version: '1' } }
+    : m.method === 'tools/list' ? { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }] } : undefined;
+  const answer = result ? { result } : { error: { code: -32603, message: 'refused with ' + process.env.API_SECRET, data: { argv: process.argv.slice(1) } } };
+  process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, ...answer }) + '\\n'); } });`;
+
+async function rpc(sessionId: string | undefined, body: unknown): Promise<{ headers: Headers; text: string }> {
+  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      ...(sessionId ? { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' } : {}),
+    },
+    body: JSON.stringify(body),
+  });
+  return { headers: response.headers, text: await response.text() };
+}
+
+beforeAll(async () => {
+  const port = await freePort();
+  upstream = await startQuotingUpstream(port);
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  ({ key } = await createAgentWithKey(db, tenant.id, 'secrets-agent'));
+  const keyring = parseKeyring(KEYRING);
+  const create = async (name: string, data: Record<string, unknown>, secrets: { headers?: Record<string, string>; env?: Record<string, string> }) => {
+    const row = await db.upstream.create({ data: { tenantId: tenant.id, name, toolPrefix: name, connectTimeoutMs: 5_000, callTimeoutMs: 5_000, ...data } as never });
+    const id = (row as { id: string }).id;
+    const sealed: Record<string, unknown> = { encryptionKeyId: keyring.activeKeyId };
+    if (secrets.headers) sealed['headersCiphertext'] = sealJson(keyring, secrets.headers, upstreamSecretContext(tenant.id, id, 'headers')).ciphertext;
+    if (secrets.env) sealed['envCiphertext'] = sealJson(keyring, secrets.env, upstreamSecretContext(tenant.id, id, 'env')).ciphertext;
+    await db.upstream.update({ where: { id }, data: sealed as never });
+  };
+  await create('web', { transport: 'streamable_http', url: `http://127.0.0.1:${port}/mcp` }, { headers: { Authorization: `Bearer ${TOKEN}`, 'X-Upstream-Key': HEADER_KEY } });
+  await create('local', { transport: 'stdio', command: process.execPath, args: ['-e', QUOTING_STDIO, '--', '--api-token', ARG_SECRET] }, { env: { API_SECRET: ENV_SECRET } });
+  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SECRETS_KEYRING: KEYRING } });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await db?.$disconnect();
+  await new Promise((resolve) => upstream?.close(resolve));
+});
+
+describe('an upstream quoting the credentials the gateway gave it', () => {
+  it('has them masked in the error the agent gets and in the log', async () => {
+    const init = await rpc(undefined, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? undefined;
+    expect(sessionId).toBeDefined();
+    await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    const web = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'web__refuse', arguments: {} } });
+    const local = await rpc(sessionId, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'local__refuse', arguments: {} } });
+    // The upstream's error still reaches the agent, its code and its words, with the credentials masked.
+    expect(JSON.parse(web.text)).toMatchObject({ error: { code: -32001, message: 'refused: you sent [redacted] [redacted]', data: { headers: { authorization: '[redacted]', key: '[redacted]' } } } });
+    expect(JSON.parse(local.text)).toMatchObject({ error: { code: -32603, message: 'refused with [redacted]' } });
+    expect(JSON.stringify(JSON.parse(local.text).error.data.argv)).toContain('"--api-token","[redacted]"');
+    for (const secret of SECRETS) {
+      expect(web.text + local.text).not.toContain(secret);
+      expect(gateway.logs()).not.toContain(secret);
+    }
+  }, 30_000);
+});

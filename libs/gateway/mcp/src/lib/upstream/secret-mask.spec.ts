@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { credentialArgs, maskUpstreamError, SecretMask } from './secret-mask';
+import { UpstreamRpcError, type UpstreamConfig } from './upstream';
+
+const config = (overrides: Partial<UpstreamConfig> = {}): UpstreamConfig => ({
+  id: 'u1',
+  tenantId: 't1',
+  name: 'files',
+  toolPrefix: 'files',
+  transport: 'streamable_http',
+  url: 'http://127.0.0.1:1/mcp',
+  headers: { authorization: 'Bearer upstream-token-0123456789', 'x-api-key': 'key-abcdefghijkl' },
+  command: null,
+  args: [],
+  env: {},
+  connectTimeoutMs: 1_000,
+  callTimeoutMs: 1_000,
+  version: 1,
+  ...overrides,
+});
+
+describe('credentialArgs', () => {
+  it('takes the values of flags named like credentials, in both spellings, and nothing else', () => {
+    expect(
+      credentialArgs(['server.js', '--api-key=sk-live-123456', '--token', 'tok_abcdefgh', '--port', '8080', '--client_secret=s3cr3t-value', '-password', 'hunter22', '--verbose']),
+    ).toEqual(['sk-live-123456', 'tok_abcdefgh', 's3cr3t-value', 'hunter22']);
+    // A flag with no value after it (the next is another flag, or none) gives nothing.
+    expect(credentialArgs(['--token', '--verbose', '--auth'])).toEqual([]);
+    // By whole parts of the name: not every flag that happens to contain "key".
+    expect(credentialArgs(['/srv/mcp/keys.js', '--monkey=banana', '--keyboard', 'us', '--authToken=abcdefgh1'])).toEqual(['abcdefgh1']);
+  });
+});
+
+describe('SecretMask', () => {
+  it('masks configured values wherever they appear, as written and as JSON escapes them, longest first', () => {
+    const mask = new SecretMask(['abc', 'pa"ss\\word-123', 'token-123456', 'token-123456-and-more']);
+    expect(mask.mask('x abc token-123456-and-more token-123456 y')).toBe('x abc [redacted] [redacted] y');
+    expect(mask.mask(JSON.stringify({ env: 'pa"ss\\word-123' }))).toBe('{"env":"[redacted]"}');
+    expect(mask.longest).toBe('token-123456-and-more'.length);
+    expect(new SecretMask([]).mask('nothing to hide')).toBe('nothing to hide');
+  });
+});
+
+describe('maskUpstreamError', () => {
+  it("masks the upstream's configured credentials in an error's message and data, the token after an auth scheme too", () => {
+    const upstream = config({ env: { API_SECRET: 'env-secret-value-42' }, args: ['--token', 'arg-token-abcdef'] });
+    const error = new UpstreamRpcError(-32001, 'refused Bearer upstream-token-0123456789 (token upstream-token-0123456789)', {
+      sent: { 'x-api-key': 'key-abcdefghijkl', env: 'env-secret-value-42', argv: ['--token', 'arg-token-abcdef'] },
+      retry: false,
+    });
+    const masked = maskUpstreamError(upstream, error);
+    expect(masked.message).toBe('refused [redacted] (token [redacted])');
+    expect(masked.data).toEqual({ sent: { 'x-api-key': '[redacted]', env: '[redacted]', argv: ['--token', '[redacted]'] }, retry: false });
+    expect(masked.code).toBe(-32001);
+    expect(masked).toBeInstanceOf(UpstreamRpcError);
+  });
+
+  it('returns the same error when nothing in it is a configured secret', () => {
+    const error = new UpstreamRpcError(-32602, 'Unknown tool: nope', { tool: 'nope' });
+    expect(maskUpstreamError(config(), error)).toBe(error);
+    expect(maskUpstreamError(config({ headers: {} }), new UpstreamRpcError(1, 'upstream-token-0123456789'))).toMatchObject({ message: 'upstream-token-0123456789' });
+  });
+});
