@@ -18,8 +18,10 @@ export function runsToolCallsAsTasks(caps: Caps): boolean {
 
 /**
  * The capabilities the gateway advertises: exactly what its upstreams support, merged. A capability is
- * advertised when at least one upstream has it; a sub-flag (listChanged, subscribe) when at least one
- * upstream that has the area sets it.
+ * advertised when at least one upstream has it; `resources.subscribe` when at least one upstream that has resources
+ * sets it. `listChanged` is always set for tools, prompts and resources: what the agent may list changes with the
+ * gateway's own state too (the tenant's policy, its upstreams being added, edited or removed), and the gateway tells
+ * it so (`notifications/<area>/list_changed`) whether or not an upstream ever announces a change of its own.
  *
  * Tasks (`options.taskUpstreams`: the capabilities of the upstreams whose tasks the gateway can route for the session):
  * task-augmented `tools/call` when one of them runs tool calls as tasks, and `tasks/cancel` when one of those supports it.
@@ -30,15 +32,11 @@ export function mergeServerCapabilities(upstreams: readonly Caps[], options: { r
   const merged: Record<string, unknown> = {};
   const has = (area: string) => upstreams.filter((caps) => isObject(caps[area]));
   const tools = has('tools');
-  if (tools.length > 0) merged['tools'] = tools.some((c) => flag(c, 'tools', 'listChanged')) ? { listChanged: true } : {};
-  const prompts = has('prompts');
-  if (prompts.length > 0) merged['prompts'] = prompts.some((c) => flag(c, 'prompts', 'listChanged')) ? { listChanged: true } : {};
+  if (tools.length > 0) merged['tools'] = { listChanged: true };
+  if (has('prompts').length > 0) merged['prompts'] = { listChanged: true };
   const resources = has('resources');
   if (resources.length > 0) {
-    merged['resources'] = {
-      ...(resources.some((c) => flag(c, 'resources', 'subscribe')) ? { subscribe: true } : {}),
-      ...(resources.some((c) => flag(c, 'resources', 'listChanged')) ? { listChanged: true } : {}),
-    };
+    merged['resources'] = { ...(resources.some((c) => flag(c, 'resources', 'subscribe')) ? { subscribe: true } : {}), listChanged: true };
   }
   if (has('logging').length > 0) merged['logging'] = {};
   if (has('completions').length > 0) merged['completions'] = {};

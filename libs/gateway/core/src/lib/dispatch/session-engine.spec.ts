@@ -1126,11 +1126,11 @@ describe('SessionEngine with in-memory upstreams', () => {
     const record = await openSession(engine);
     const received: string[] = [];
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
-    // The restarted upstream declares tools.listChanged now; the agent was never told it may get tools list changes.
-    upstream.capabilities = { tools: { listChanged: true } };
+    // The restarted upstream declares prompts now; the agent was never told of prompts, nor that their list may change.
+    upstream.capabilities = { tools: {}, prompts: { listChanged: true } };
     upstream.refusals = 1;
     expect('result' in (await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
-    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' });
     expect(received).toEqual([]);
   });
 
@@ -1164,7 +1164,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened.at(-1)).toEqual({ upstreamId: 'u1', how: 'resume' });
   });
 
-  it('passes a list change to the agent only for an area whose listChanged initialize advertised', async () => {
+  it('passes a list change to the agent only for an area initialize advertised, listChanged or not upstream', async () => {
     const { engine, connector } = build({
       u1: { prefix: 'quiet', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('a'), prompts: [] }) },
       u2: { prefix: 'loud', capabilities: { prompts: { listChanged: true } }, handle: async () => ({ prompts: [] }) },
@@ -1173,12 +1173,24 @@ describe('SessionEngine with in-memory upstreams', () => {
     const received: string[] = [];
     engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
     await new Promise((resolve) => setImmediate(resolve));
-    // No upstream declared tools.listChanged, so the agent was not told to expect it: not sent (the cache still drops).
+    // Tools and prompts are advertised with listChanged (the gateway's own changes are announced too): passed on, from
+    // any upstream. No upstream has resources, so the agent was not told of them: a resources change is not sent.
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
-    // prompts.listChanged was advertised (by u2): a prompts change is passed on, from either upstream.
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
-    expect(received).toEqual(['notifications/prompts/list_changed', 'notifications/message']);
+    expect(received).toEqual(['notifications/tools/list_changed', 'notifications/prompts/list_changed', 'notifications/message']);
+  });
+
+  it("announces the gateway's own list changes (policy, upstreams) although no upstream declared listChanged", async () => {
+    const { engine } = build({ u1: { prefix: 'quiet', capabilities: { tools: {}, prompts: {}, resources: {} }, handle: async () => ({ tools: [], prompts: [], resources: [] }) } });
+    const record = await openSession(engine);
+    const received: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push('method' in message ? message.method : 'answer') > 0 });
+    await new Promise((resolve) => setImmediate(resolve));
+    received.length = 0;
+    engine.listsChangedFor('t1');
+    expect(received.sort()).toEqual(['notifications/prompts/list_changed', 'notifications/resources/list_changed', 'notifications/tools/list_changed']);
   });
 
   it('answers upstream failures on calls without internals', async () => {
