@@ -21,6 +21,29 @@ function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
   };
 }
 
+/**
+ * The client, except that the first read of session `id`'s record is followed at once by its deletion: another replica
+ * ending the session just after this one read it.
+ */
+function deletingAfterFirstRead(client: Redis, id: string): Redis {
+  let deleted = false;
+  return new Proxy(client, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function') return value;
+      if (property !== 'get' && property !== 'getex') return value.bind(target);
+      return async (...args: unknown[]) => {
+        const raw: unknown = await value.apply(target, args);
+        if (!deleted && args[0] === `pcs:session:${id}`) {
+          deleted = true;
+          await target.del(`pcs:session:${id}`);
+        }
+        return raw;
+      };
+    },
+  });
+}
+
 describe('RedisSessionStore (real Redis)', () => {
   it('issues unguessable, well-formed ids', () => {
     const ids = new Set(Array.from({ length: 1000 }, newSessionId));
@@ -183,6 +206,27 @@ describe('RedisSessionStore (real Redis)', () => {
     await redis.del(`pcs:session:${session.id}`);
     store.forget(session.id);
     await store.update({ ...session, upstreams: { up1: { sessionId: 'x', protocolVersion: '2025-06-18' } } });
+    expect(await store.get(session.id)).toBeUndefined();
+  });
+
+  it('stops serving a cached session once its touch finds it gone (ended by a replica whose message never came)', async () => {
+    const store = new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 0, maxCached: 100 });
+    const session = record();
+    await store.create(session);
+    await redis.del(`pcs:session:${session.id}`);
+    // This lookup still answers from the cache, and its touch finds the record gone; the store shares this connection,
+    // so the PING answers after the touch did.
+    expect(await store.get(session.id)).toEqual(session);
+    await redis.ping();
+    expect(await store.get(session.id)).toBeUndefined();
+  });
+
+  it('does not cache a record deleted between its read and the refresh of its TTL', async () => {
+    const session = record();
+    await new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 }).create(session);
+    const store = new RedisSessionStore(deletingAfterFirstRead(redis, session.id), { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 });
+    expect(await store.get(session.id)).toEqual(session);
+    await redis.ping();
     expect(await store.get(session.id)).toBeUndefined();
   });
 

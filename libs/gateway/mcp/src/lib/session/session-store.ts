@@ -164,10 +164,20 @@ export class RedisSessionStore implements SessionStore {
     return Number(counted[1]);
   }
 
-  /** Moves the record's TTL, and its score among its principal's sessions with it (one script, one round trip). */
-  private touch(record: SessionRecord): void {
+  /**
+   * Moves the record's TTL, and its score among its principal's sessions with it (one script, not awaited). When the
+   * record turns out to be gone (expired, or deleted by a replica whose `session-ended` message never came), the cached
+   * `entry` is dropped, so this replica stops serving it at once rather than until the cache entry ages out.
+   */
+  private touch(record: SessionRecord, entry: CacheEntry): void {
     const ttl = this.options.idleTtlMs;
-    void this.redis.eval(TOUCH, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), record.id).catch(() => undefined);
+    void this.redis.eval(TOUCH, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), record.id).then(
+      (touched) => {
+        // Only the entry this touch was for: one stored since came from a later read or write that found the record.
+        if (touched === 0 && this.cache.get(record.id) === entry) this.cache.delete(record.id);
+      },
+      () => undefined,
+    );
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
@@ -176,18 +186,21 @@ export class RedisSessionStore implements SessionStore {
     if (cached && now - cached.fetchedAt < this.options.cacheMs) {
       if (now - cached.touchedAt >= this.options.touchEveryMs) {
         cached.touchedAt = now;
-        this.touch(cached.record);
+        this.touch(cached.record, cached);
       }
       return cached.record;
     }
-    const raw = await this.redis.get(key(id));
+    // GETEX reads the record and moves its TTL in one step: a separate GET and PEXPIRE could find it gone in between
+    // and leave a record cached here that Redis no longer holds.
+    const raw = await this.redis.getex(key(id), 'PX', this.options.idleTtlMs);
     if (raw === null) {
       this.cache.delete(id);
       return undefined;
     }
     const record = JSON.parse(raw) as SessionRecord;
-    this.touch(record);
-    this.remember(record);
+    // The touch moves the score (its PEXPIRE repeats GETEX's) and drops the entry if the record was deleted since the
+    // read. It is not awaited: a lookup costs one round trip.
+    this.touch(record, this.remember(record));
     return record;
   }
 
@@ -251,8 +264,7 @@ export class RedisSessionStore implements SessionStore {
       const stored = await this.redis.eval(COMPARE_AND_SET, 1, key(id), raw, JSON.stringify(updated), String(this.options.idleTtlMs));
       if (stored === 1) {
         // The write moved the record's TTL: its score moves with it (a session kept alive only by changes stays counted).
-        this.touch(updated);
-        this.remember(updated);
+        this.touch(updated, this.remember(updated));
         return { changed: true, record: updated };
       }
     }
@@ -283,12 +295,14 @@ export class RedisSessionStore implements SessionStore {
     this.cache.delete(id);
   }
 
-  private remember(record: SessionRecord): void {
+  private remember(record: SessionRecord): CacheEntry {
     if (this.cache.size >= this.options.maxCached) {
       const oldest = this.cache.keys().next();
       if (!oldest.done) this.cache.delete(oldest.value);
     }
     const now = Date.now();
-    this.cache.set(record.id, { record, fetchedAt: now, touchedAt: now });
+    const entry: CacheEntry = { record, fetchedAt: now, touchedAt: now };
+    this.cache.set(record.id, entry);
+    return entry;
   }
 }
