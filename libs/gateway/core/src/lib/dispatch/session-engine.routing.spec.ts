@@ -387,3 +387,41 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
   });
 });
+
+describe('SessionEngine: results for an agent on an older protocol version than the upstream', () => {
+  const link = { type: 'resource_link', uri: 'file:///README.md', name: 'README', mimeType: 'text/markdown' };
+  const audio = { type: 'audio', data: 'AAAA', mimeType: 'audio/wav' };
+  const upstream: FakeUpstream & { prefix: string } = {
+    prefix: 'media',
+    capabilities: { tools: {}, prompts: {} },
+    handle: async (method) => {
+      if (method === 'tools/list') return { tools: [{ name: 'fetch', inputSchema: { type: 'object' } }] };
+      if (method === 'prompts/get') return { messages: [{ role: 'user', content: link }, { role: 'user', content: { type: 'text', text: 'hi' } }] };
+      return { content: [{ type: 'text', text: 'here' }, link, audio], structuredContent: { ok: true } };
+    },
+  };
+
+  it('gets resource links and audio as text blocks its version defines, in calls and prompts', async () => {
+    const { engine } = build({ u1: upstream });
+    const { record } = await open(engine, '2024-11-05');
+    const call = resultOf(await engine.request(record, req('tools/call', { name: 'media__fetch', arguments: {} }), NO_STREAM, 'trace'));
+    expect(call['content']).toEqual([
+      { type: 'text', text: 'here' },
+      { type: 'text', text: 'Resource link: README <file:///README.md> (text/markdown)' },
+      { type: 'text', text: "Audio content (audio/wav) was omitted because this client's MCP protocol version (2024-11-05) does not support audio content." },
+    ]);
+    const prompt = resultOf(await engine.request(record, req('prompts/get', { name: 'media__p' }), NO_STREAM, 'trace'));
+    expect(prompt['messages']).toEqual([{ role: 'user', content: { type: 'text', text: 'Resource link: README <file:///README.md> (text/markdown)' } }, { role: 'user', content: { type: 'text', text: 'hi' } }]);
+  });
+
+  it('keeps audio for a 2025-03-26 agent, and passes everything on as it came to a 2025-06-18 one', async () => {
+    const { engine } = build({ u1: upstream });
+    const { record: march } = await open(engine, '2025-03-26');
+    const forMarch = resultOf(await engine.request(march, req('tools/call', { name: 'media__fetch', arguments: {} }), NO_STREAM, 'trace'));
+    expect((forMarch['content'] as unknown[]).at(-1)).toEqual(audio);
+    expect((forMarch['content'] as { type: string }[]).map((block) => block.type)).toEqual(['text', 'text', 'audio']);
+    const { record: june } = await open(engine, '2025-06-18');
+    const forJune = resultOf(await engine.request(june, req('tools/call', { name: 'media__fetch', arguments: {} }), NO_STREAM, 'trace'));
+    expect(forJune['content']).toEqual([{ type: 'text', text: 'here' }, link, audio]);
+  });
+});

@@ -55,6 +55,7 @@ import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renam
 import { NO_STREAM, type MessageSink } from './sinks';
 import { expandKnown } from './template-expansion';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
+import { ADAPTED_BEFORE, adaptCallResult, adaptPromptResult } from './version-adapt';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -1243,7 +1244,12 @@ export class SessionEngine {
             }
           }
         }
-        return this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
+        const answer = this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent);
+        // An agent on an older protocol version than the upstream's gets only content blocks its version defines. The
+        // negotiated versions are dates, compared as strings: from ADAPTED_BEFORE on nothing needs adapting.
+        const version = live.record.protocolVersion;
+        if (version >= ADAPTED_BEFORE) return answer;
+        return answer.then((result) => (kind === 'tool' ? adaptCallResult(result, version) : adaptPromptResult(result, version)));
       }
       case 'tasks/get':
       case 'tasks/result':

@@ -1,0 +1,140 @@
+/**
+ * Results relayed from an upstream that speaks a newer MCP protocol version than the agent, adapted to what the agent's
+ * version defines. Results are otherwise passed on verbatim, so an older agent could receive content blocks its version
+ * has no type for, and a client that parses content as a strict union then rejects the whole result over one block.
+ *
+ * Pure functions on parsed JSON: no input is trusted to be well-formed, nothing here throws, and what the agent can
+ * read already (the common case) is returned as the very same object, without a copy.
+ */
+
+/** The version that added `audio` content blocks. */
+const AUDIO_SINCE = '2025-03-26';
+/** The version that added `resource_link` content blocks. */
+const RESOURCE_LINK_SINCE = '2025-06-18';
+/** Agents on a version before this one may need results adapted; from it on, none do (a caller's cheap first test). */
+export const ADAPTED_BEFORE = RESOURCE_LINK_SINCE;
+
+const DATE_VERSION = /^\d{4}-\d{2}-\d{2}$/;
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * Whether protocol version `version` is older than `than`. MCP versions are YYYY-MM-DD dates, so for well-formed ones
+ * comparing the strings compares the dates. A version that is not such a date is taken as the newest there is: it
+ * never counts as older, so nothing is adapted for it.
+ */
+export function isBefore(version: string, than: string): boolean {
+  return typeof version === 'string' && typeof than === 'string' && DATE_VERSION.test(version) && DATE_VERSION.test(than) && version < than;
+}
+
+/** What an agent's version lacks among the content block types adapted here. */
+interface Gaps {
+  readonly agentVersion: string;
+  readonly resourceLink: boolean;
+  readonly audio: boolean;
+}
+
+/** The gaps of `agentVersion`, or undefined when it reads every block type adapted here (nothing to scan for). */
+function gapsOf(agentVersion: string): Gaps | undefined {
+  // Audio came before resource links: an agent that has resource links has audio too.
+  if (!isBefore(agentVersion, RESOURCE_LINK_SINCE)) return undefined;
+  return { agentVersion, resourceLink: true, audio: isBefore(agentVersion, AUDIO_SINCE) };
+}
+
+/** One line of text: line breaks and runs of blanks become one space (a description may span paragraphs). */
+const oneLine = (text: string): string => text.replace(/\s+/g, ' ').trim();
+
+const nonEmpty = (value: unknown): string | undefined => (typeof value === 'string' && oneLine(value) !== '' ? oneLine(value) : undefined);
+
+/**
+ * The line that stands for a resource link, e.g. `Resource link: Project README <file:///README.md> (text/markdown):
+ * The project's readme`. The title is preferred to the name, as clients display them; the URI is in angle brackets,
+ * the usual way to set a URI apart in text, so the agent can still read it with `resources/read`.
+ */
+function describeResourceLink(block: Record<string, unknown>, uri: string): string {
+  const label = nonEmpty(block['title']) ?? nonEmpty(block['name']);
+  const mimeType = nonEmpty(block['mimeType']);
+  const description = nonEmpty(block['description']);
+  let line = `Resource link: ${label !== undefined ? `${label} ` : ''}<${oneLine(uri)}>`;
+  if (mimeType !== undefined) line += ` (${mimeType})`;
+  if (description !== undefined) line += `: ${description}`;
+  return line;
+}
+
+/** A text block in place of `block`, with its annotations (audience, priority) if it had any. */
+function textBlock(text: string, block: Record<string, unknown>): Record<string, unknown> {
+  return block['annotations'] === undefined ? { type: 'text', text } : { type: 'text', text, annotations: block['annotations'] };
+}
+
+/**
+ * `block` as the agent can read it: the same value when it needs nothing, else a text block. Only blocks well-formed
+ * enough to describe are replaced (a resource link with a string URI, audio with a string MIME type); a malformed block
+ * is the upstream's error, which the agent would see with any version, and is passed on as it is.
+ */
+function adaptBlock(block: unknown, gaps: Gaps): unknown {
+  if (!isObject(block)) return block;
+  const type = block['type'];
+  if (type === 'resource_link' && gaps.resourceLink && typeof block['uri'] === 'string') {
+    return textBlock(describeResourceLink(block, block['uri']), block);
+  }
+  if (type === 'audio' && gaps.audio && typeof block['mimeType'] === 'string') {
+    return textBlock(
+      `Audio content (${oneLine(block['mimeType'])}) was omitted because this client's MCP protocol version (${gaps.agentVersion}) does not support audio content.`,
+      block,
+    );
+  }
+  return block;
+}
+
+/** `blocks` with each block adapted: the same array when none changed, copied only from the first change on. */
+function adaptBlocks(blocks: readonly unknown[], gaps: Gaps): readonly unknown[] {
+  let copy: unknown[] | undefined;
+  for (let index = 0; index < blocks.length; index += 1) {
+    const block = blocks[index];
+    const adapted = adaptBlock(block, gaps);
+    if (adapted !== block) {
+      copy ??= blocks.slice();
+      copy[index] = adapted;
+    }
+  }
+  return copy ?? blocks;
+}
+
+/**
+ * A `tools/call` result as an agent on `agentVersion` can read it: for an agent before 2025-06-18 each `resource_link`
+ * content block becomes a text block naming the resource, and before 2025-03-26 each `audio` block a text block saying
+ * it was omitted. Everything else (other blocks, `structuredContent`, `isError`, `_meta`) is left as it is; `result`
+ * itself is returned when nothing needed adapting.
+ */
+export function adaptCallResult(result: Record<string, unknown>, agentVersion: string): Record<string, unknown> {
+  const gaps = gapsOf(agentVersion);
+  if (gaps === undefined || !isObject(result)) return result;
+  const content = result['content'];
+  if (!Array.isArray(content)) return result;
+  const adapted = adaptBlocks(content, gaps);
+  return adapted === content ? result : { ...result, content: adapted };
+}
+
+/**
+ * A `prompts/get` result as an agent on `agentVersion` can read it: each message's content (one block in a prompt
+ * message) adapted as in `adaptCallResult`. `result` itself is returned when nothing needed adapting.
+ */
+export function adaptPromptResult(result: Record<string, unknown>, agentVersion: string): Record<string, unknown> {
+  const gaps = gapsOf(agentVersion);
+  if (gaps === undefined || !isObject(result)) return result;
+  const messages = result['messages'];
+  if (!Array.isArray(messages)) return result;
+  let copy: unknown[] | undefined;
+  for (let index = 0; index < messages.length; index += 1) {
+    const message: unknown = messages[index];
+    if (!isObject(message)) continue;
+    const content = message['content'];
+    const adapted = adaptBlock(content, gaps);
+    if (adapted !== content) {
+      copy ??= messages.slice();
+      copy[index] = { ...message, content: adapted };
+    }
+  }
+  return copy === undefined ? result : { ...result, messages: copy };
+}
