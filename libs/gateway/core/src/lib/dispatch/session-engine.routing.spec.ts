@@ -425,3 +425,34 @@ describe('SessionEngine: results for an agent on an older protocol version than 
     expect(forJune['content']).toEqual([{ type: 'text', text: 'here' }, link, audio]);
   });
 });
+
+describe('SessionEngine: progress from upstreams', () => {
+  it("passes on a call's progress only under the token the agent gave it, and none an upstream sends outside a call", async () => {
+    let emitted: ((token: unknown, progress: number) => void) | undefined;
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'job',
+      capabilities: { tools: {} },
+      handle: async (method, params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        const mine = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
+        emitted = (progressToken, progress) => options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress } });
+        emitted(mine, 1);
+        emitted('someone-else', 2); // another request's token: not this call's progress
+        emitted(mine, 3);
+        return { content: [] };
+      },
+    };
+    const { engine, connector } = build({ u1: upstream });
+    const { record } = await open(engine);
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    const seen: JsonRpcMessage[] = [];
+    await engine.request(record, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'tok' } }), sinkOf(seen), 'trace');
+    expect(seen.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ progressToken: 'tok', progress: 1 }, { progressToken: 'tok', progress: 3 }]);
+    // On the upstream session's own stream, progress names no call of the agent's: dropped, whatever its token.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'tok', progress: 4 } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'never-sent', progress: 1 } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'still relayed' } });
+    expect(standalone.map((m) => ('method' in m ? m.method : 'answer'))).toEqual(['notifications/message']);
+  });
+});

@@ -164,9 +164,10 @@ describe('SessionEngine with in-memory upstreams', () => {
     const connector = new FakeConnector({
       u1: {
         capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
+        handle: async (method, params, options) => {
           if (method !== 'tools/call') return { tools: tools('run') };
-          for (const progress of [1, 2]) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 99, progress, total: 2 } });
+          const progressToken = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
+          for (const progress of [1, 2]) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress, total: 2 } });
           return { content: [] };
         },
       },

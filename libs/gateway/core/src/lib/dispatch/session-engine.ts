@@ -2052,8 +2052,10 @@ export class SessionEngine {
           if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
           if (!this.relayable(live, upstreamId, notification)) return;
           if (notification.method === 'notifications/progress') {
-            if (progressToken === undefined) return;
-            const progressed: Record<string, unknown> = { ...notification.params, progressToken };
+            // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
+            // references a token of an active request). Another token is some other request's, or none at all.
+            if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) return;
+            const progressed: Record<string, unknown> = { ...notification.params };
             // Past what a hook already reported (an approval wait), so the agent sees progress only increase.
             if (progressSent > 0 && typeof progressed['progress'] === 'number') {
               progressed['progress'] = progressed['progress'] + progressSent;
@@ -2625,6 +2627,10 @@ export class SessionEngine {
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     const deliver = (notification: JsonRpcNotification) => this.toStandalone(live, notification);
     session.onNotification((notification) => {
+      // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
+      // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
+      // calls to another upstream.
+      if (notification.method === 'notifications/progress') return;
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
       if (!this.relayable(live, config.id, notification)) return;

@@ -98,6 +98,15 @@ describe('CallResponse', () => {
     expect(requests).toEqual([sampling]);
   });
 
+  it('passes on no progress that comes after the answer on the same stream (a log message still goes)', async () => {
+    const { respond, outcome, notifications } = run();
+    const progress = (value: number) => ({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: value } });
+    const log = { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'after' } };
+    respond(200, { 'content-type': 'text/event-stream' }, [frame(progress(1)) + frame({ jsonrpc: '2.0', id: 7, result: {} }) + frame(progress(2)) + frame(log)]);
+    await expect(outcome).resolves.toEqual({});
+    expect(notifications).toEqual([progress(1), log]);
+  });
+
   it('decodes a multi-byte character split across chunks', async () => {
     const { call, outcome } = run();
     const bytes = Buffer.from(frame({ jsonrpc: '2.0', id: 7, result: { text: 'héllo ✓' } }));

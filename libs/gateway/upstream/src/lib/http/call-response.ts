@@ -196,6 +196,8 @@ export class CallResponse extends Exchange {
           if (!this.answered && classified.message.id === this.id) this.settleWith(classified.message);
           break;
         case 'notification':
+          // Progress stops with the answer (MCP); the stream read on briefly after it may still carry some.
+          if (this.answered && classified.message.method === 'notifications/progress') break;
           this.handlers.notification(classified.message);
           break;
         case 'request':
