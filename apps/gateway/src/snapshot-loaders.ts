@@ -41,8 +41,13 @@ export async function loadTenantSettings(db: SystemPrismaClient, logger: Logger)
   return out;
 }
 
+/**
+ * The keys that can still be accepted: revoked and expired ones stay out of every replica's memory (a key the index
+ * lacks is refused just as a revoked one is). A key that expires later is loaded, and refused once its expiry passes.
+ */
 export async function loadApiKeys(db: SystemPrismaClient): Promise<[string, ApiKeyEntry][]> {
   const rows = await db.apiKey.findMany({
+    where: { revokedAt: null, OR: [{ expiresAt: null }, { expiresAt: { gt: new Date() } }] },
     select: {
       id: true,
       tenantId: true,

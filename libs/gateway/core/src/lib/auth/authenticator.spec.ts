@@ -70,6 +70,29 @@ describe('ApiKeyAuthenticator with indexes too old to trust (no reload for too l
     expect(auth.authenticate(`Bearer ${key}`, 'acme')).toMatchObject({ ok: true });
     expect(auth.stillValid('k1', { tenantId: 't1', kind: 'agent_client', id: 'a1' })).toBe(true);
   });
+
+  it('still refuses, in stillValid, a key the copy marks revoked, has left out, or whose expiry has passed', () => {
+    let clock = now;
+    const { auth, keys, entry } = setup(() => clock, () => false);
+    const agent = { tenantId: 't1', kind: 'agent_client', id: 'a1' } as const;
+    // An expiry needs no reload to be known: streams and held calls of such keys end even with the database away.
+    expect(auth.stillValid('k3', agent)).toBe(false);
+    expect(auth.stillValid('k4', agent)).toBe(false);
+    expect(auth.stillValid('gone', agent)).toBe(false);
+    keys.replace([[hashApiKey(key), { ...entry, expiresAt: now + 10 }]]);
+    expect(auth.stillValid('k1', agent)).toBe('unknown');
+    clock = now + 10;
+    expect(auth.stillValid('k1', agent)).toBe(false);
+  });
+});
+
+describe('ApiKeyAuthenticator.expiresAt', () => {
+  it('tells when a key in the index expires, and null for one without expiry or not in the index', () => {
+    const { auth } = setup();
+    expect(auth.expiresAt('k4')).toBe(now);
+    expect(auth.expiresAt('k1')).toBeNull();
+    expect(auth.expiresAt('gone')).toBeNull();
+  });
 });
 
 describe('ApiKeyAuthenticator.stillValid (a credential checked again after a wait)', () => {

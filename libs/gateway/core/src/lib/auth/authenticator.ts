@@ -24,6 +24,11 @@ export interface Authenticator {
    * `'unknown'` when that cannot be told right now (the `unavailable` of `authenticate`): neither accepted nor revoked.
    */
   stillValid(credentialId: string, principal: Principal): boolean | 'unknown';
+  /**
+   * When the credential stops being accepted of itself (epoch milliseconds), null if it never does or is not known:
+   * open streams authenticated with it are closed then, without waiting for a reload.
+   */
+  expiresAt?(credentialId: string): number | null;
 }
 
 /**
@@ -60,12 +65,20 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   stillValid(credentialId: string, principal: Principal): boolean | 'unknown' {
-    if (!this.current()) return 'unknown';
+    // A key the copy no longer holds (a reload since left it out: revoked, expired or deleted), marks revoked, or whose
+    // expiry has passed is refused however old the copy is: no reload is needed to know that. Only whether a key is
+    // still good depends on the copy being current.
     const key = this.keys.byId(credentialId);
-    if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now()) || key.tenantId !== principal.tenantId) return false;
+    if (!key || key.revoked || (key.expiresAt !== null && key.expiresAt <= this.now())) return false;
+    if (!this.current()) return 'unknown';
+    if (key.tenantId !== principal.tenantId) return false;
     const owner = key.agentClientId ?? key.userId ?? key.apiKeyId;
     if (owner !== principal.id) return false;
     return this.tenants.byId(key.tenantId)?.active === true;
+  }
+
+  expiresAt(credentialId: string): number | null {
+    return this.keys.byId(credentialId)?.expiresAt ?? null;
   }
 }
 
@@ -97,5 +110,6 @@ export function withAuthDeadline(inner: Authenticator, timeoutMs: number): Authe
       });
     },
     stillValid: (credentialId, principal) => inner.stillValid(credentialId, principal),
+    expiresAt: (credentialId) => inner.expiresAt?.(credentialId) ?? null,
   };
 }

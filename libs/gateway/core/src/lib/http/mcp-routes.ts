@@ -224,6 +224,9 @@ export interface McpRoutes {
   revalidateStreams(): number;
 }
 
+/** The longest wait a Node timer takes (about 24.8 days): an expiry further off is reached in steps. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** `${tenant} ${kind} ${id}`: whose streams are counted together. */
 const principalKey = (principal: Principal): string => `${principal.tenantId} ${principal.kind} ${principal.id}`;
 
@@ -264,7 +267,32 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const streams = new Map<EventStream, Principal>();
   const track = (stream: EventStream, principal: Principal): EventStream => {
     streams.set(stream, principal);
-    stream.onClose(() => streams.delete(stream));
+    // A credential that expires is refused from that moment on, without a reload: its streams end then too, or they
+    // would carry on until the next reload (never, while the database is out of reach).
+    let expiry: NodeJS.Timeout | undefined;
+    const watchExpiry = (credentialId: string, rearm: boolean): void => {
+      const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
+      if (expiresAt === null) return;
+      const wait = expiresAt - Date.now();
+      // Woken at or past the expiry and still not refused: the authenticator decides otherwise, so no tighter loop.
+      if (rearm && wait <= 0) return;
+      expiry = setTimeout(() => {
+        expiry = undefined;
+        if (authenticator.stillValid(credentialId, principal) !== false) {
+          watchExpiry(credentialId, true);
+          return;
+        }
+        logger.info({ streamId: stream.id }, 'closed an SSE stream whose credential expired');
+        stream.close();
+        streams.delete(stream);
+      }, Math.min(Math.max(wait, 0), MAX_TIMER_MS));
+      expiry.unref();
+    };
+    if (principal.credentialId !== undefined) watchExpiry(principal.credentialId, false);
+    stream.onClose(() => {
+      clearTimeout(expiry);
+      streams.delete(stream);
+    });
     return stream;
   };
 
