@@ -456,3 +456,97 @@ describe('SessionEngine: progress from upstreams', () => {
     expect(standalone.map((m) => ('method' in m ? m.method : 'answer'))).toEqual(['notifications/message']);
   });
 });
+
+describe('SessionEngine: a session ending while a request of it is under way', () => {
+  const lister: FakeUpstream = { capabilities: { tools: {} }, handle: async () => ({ tools: [{ name: 'read', inputSchema: { type: 'object' } }], content: [] }) };
+  const options = { separator: '__', listTimeoutMs: 500, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000 };
+
+  for (const where of ['here', 'on another replica'] as const) {
+    it(`opens no upstream session for it once it ended ${where} (a stdio-like upstream would never be closed)`, async () => {
+      const registry = new UpstreamRegistry('__');
+      registry.replace([fakeConfig('u1', 'files')], () => undefined);
+      const connector = new FakeConnector({ u1: lister });
+      connector.unresumable.add('u1'); // each replica opens its own, as for stdio and legacy SSE
+      const sessions = new MemorySessionStore();
+      let release: () => void = () => undefined;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let admitted = 0;
+      const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
+      // B's hooks (rate limits, the audit trail) are still deciding when the session ends.
+      const b = new SessionEngine({ registry, connector, sessions, logger, hooks: { admit: async () => void ((admitted += 1), await held) }, options: { ...options, replicaId: 'rb' } });
+      engines.push(a, b);
+      const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+      const record = await b.session(sessionId ?? '', principal);
+      if (!record) throw new Error('no session');
+      const listing = b.request(record, req('tools/list'), NO_STREAM, 'trace');
+      while (admitted === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      if (where === 'here') {
+        await b.end(record, 'trace');
+      } else {
+        await a.end(record, 'trace');
+        b.onBusMessage({ type: 'session-ended', sessionId: record.id });
+      }
+      const opened = connector.opened.length;
+      const ended = connector.ended.length;
+      release();
+      expect(await listing).toMatchObject({ error: { code: -32004, message: 'Session not found' } });
+      await b.sweepNow();
+      expect(connector.opened.slice(opened)).toEqual([]);
+      expect(connector.ended.slice(ended)).toEqual([]);
+    });
+  }
+
+  it('ends an upstream session that was still opening when the session ended', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: lister });
+    connector.unresumable.add('u1');
+    const sessions = new MemorySessionStore();
+    const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
+    const b = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'rb' } });
+    engines.push(a, b);
+    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // B opens its own upstream session (a process starting) when the session is ended.
+    connector.openDelayMs.set('u1', 50);
+    const listing = b.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await b.end(record, 'trace');
+    await listing;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Every upstream session opened on B for it (one, at the listing) was ended.
+    const openedOnB = connector.opened.slice(1).length;
+    expect(openedOnB).toBe(1);
+    expect(connector.ended.filter((end) => end.how === 'close').length).toBeGreaterThanOrEqual(openedOnB);
+  });
+
+  it('is still served everywhere, and can be ended by a retry, when its record could not be deleted', async () => {
+    class FailingDelete extends MemorySessionStore {
+      failures = 1;
+      override async delete(id: string): Promise<boolean> {
+        if (this.failures > 0) {
+          this.failures -= 1;
+          throw new Error('ECONNRESET');
+        }
+        return super.delete(id);
+      }
+    }
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: lister });
+    const sessions = new FailingDelete();
+    const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
+    engines.push(a);
+    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await expect(a.end(record, 'trace')).rejects.toThrow('ECONNRESET');
+    // Not ended: the replica serves it still, and the agent's retry ends it.
+    const again = await a.session(record.id, principal);
+    expect(again).toBeDefined();
+    await a.end(again ?? record, 'trace');
+    expect(sessions.records.has(record.id)).toBe(false);
+    expect(await a.session(record.id, principal)).toBeUndefined();
+  });
+});

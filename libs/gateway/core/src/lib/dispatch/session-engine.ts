@@ -856,7 +856,14 @@ export class SessionEngine {
     // are the ones to end.
     const stored = await this.deps.sessions.reload?.(record.id).catch(() => undefined);
     if (stored !== undefined) record = stored;
-    await this.deps.sessions.delete(record.id);
+    try {
+      await this.deps.sessions.delete(record.id);
+    } catch (error) {
+      // Not ended after all (the record is still in Redis, served by every other replica): nor here, so that the agent's
+      // retry ends it rather than being told the session is unknown.
+      this.ended.delete(record.id);
+      throw error;
+    }
     this.released.delete(record.id);
     const live = this.liveFor(record);
     this.live.delete(record.id);
@@ -1074,7 +1081,10 @@ export class SessionEngine {
       admitted = true;
       if (!hooks?.admit) return undefined;
       const verdict = hooks.admit(info, sink, controller.signal, undefined);
-      admission = verdict instanceof Promise ? await verdict : verdict;
+      if (!(verdict instanceof Promise)) return (admission = verdict);
+      admission = await verdict;
+      // The session ended (a DELETE here or elsewhere, expiry) while the hooks decided: the request ends with it.
+      if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
       return admission;
     };
     let retained = false;
@@ -2307,6 +2317,10 @@ export class SessionEngine {
 
   /** The upstream session on this replica: connected at initialize, or resumed from the record's state. */
   private upstream(live: LiveSession, upstreamId: string, traceId: string): Promise<UpstreamSession> {
+    // The session left this replica (ended by a DELETE here or elsewhere, or expired) while the request waited (its
+    // hooks, a listing): nothing is opened for it any more. Opened on a state no sweep or end would see again, a stdio
+    // or legacy SSE upstream session was never closed.
+    if (this.live.get(live.record.id) !== live) return Promise.reject(new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found'));
     const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
     const state = live.record.upstreams[upstreamId];
     if (!config || !state) {

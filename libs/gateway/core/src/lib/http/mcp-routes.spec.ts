@@ -386,6 +386,21 @@ describe('bodies are not read before the caller is admitted', () => {
     const after = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
     expect(after.status).toBe(404);
   });
+
+  it('answers 503 with Retry-After to a DELETE whose session record could not be deleted, and ends it on the retry', async () => {
+    const { post, base, sessions } = await serve(true);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const remove = sessions.delete.bind(sessions);
+    sessions.delete = async () => Promise.reject(new Error('ECONNRESET'));
+    const failed = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
+    expect(failed.status).toBe(503);
+    expect(failed.headers.get('retry-after')).toBe('1');
+    expect(await failed.text()).not.toContain('ECONNRESET');
+    sessions.delete = remove;
+    const retried = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
+    expect(retried.status).toBe(200);
+  });
 });
 
 /** POSTs a legacy (2024-11-05) initialize with id 1 to a legacy stream's message endpoint. */

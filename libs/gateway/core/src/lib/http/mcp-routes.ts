@@ -805,7 +805,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (!requestProtocolVersion(request.headers['mcp-protocol-version']).ok) {
           throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
         }
-        await engine.end(record, traceId);
+        try {
+          await engine.end(record, traceId);
+        } catch (error) {
+          // The session store out of reach: the session goes on, and the agent may try again (not a 500: nothing was wrong
+          // with the request, and nothing was ended).
+          logger.warn({ err: error, traceId }, 'session not ended: the session store failed');
+          throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The session could not be ended right now; try again shortly', { 'retry-after': '1' });
+        }
         void reply.code(200).send();
         return reply;
       }),
