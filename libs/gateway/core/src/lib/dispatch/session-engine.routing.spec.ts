@@ -3,7 +3,7 @@
  * (each failed before its fix).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -18,14 +18,14 @@ afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shu
 let nextId = 1;
 const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number } = {}) {
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number; logger?: typeof logger } = {}) {
   const registry = new UpstreamRegistry('__');
   const configs = Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix));
   registry.replace(configs, () => undefined);
   const connector = new FakeConnector(upstreams);
   const sessions = new MemorySessionStore();
   const engine = new SessionEngine({
-    registry, connector, sessions, logger,
+    registry, connector, sessions, logger: extra.logger ?? logger,
     ...(extra.tasks ? { tasks: new MemoryTaskRouteStore() } : {}),
     options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1',
       ...(extra.initializeWaitMs !== undefined ? { initializeWaitMs: extra.initializeWaitMs } : {}),
@@ -548,5 +548,83 @@ describe('SessionEngine: a session ending while a request of it is under way', (
     await a.end(again ?? record, 'trace');
     expect(sessions.records.has(record.id)).toBe(false);
     expect(await a.session(record.id, principal)).toBeUndefined();
+  });
+});
+
+describe('SessionEngine: what an upstream declared, per upstream', () => {
+  it('lists tools of an upstream whose tasks it does not run as plain tools, and keeps taskSupport where it does', async () => {
+    const taskTools = (prefix: string, transport: 'stdio' | 'streamable_http'): FakeUpstream & { prefix: string; transport: typeof transport } => ({
+      prefix,
+      transport,
+      capabilities: { tools: {}, tasks: { requests: { tools: { call: {} } } } },
+      handle: async () => ({
+        tools: [
+          { name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } },
+          { name: 'must', inputSchema: { type: 'object' }, execution: { taskSupport: 'required', other: 1 } },
+          { name: 'quick', inputSchema: { type: 'object' } },
+        ],
+      }),
+    });
+    const upstreams = { u1: taskTools('local', 'stdio'), u2: taskTools('web', 'streamable_http') };
+    const { engine, registry, configs } = build(upstreams, { tasks: true });
+    // u1 runs over stdio: the gateway never sends it a task augmentation (ADR 0008).
+    registry.replace(configs.map((config) => (config.id === 'u1' ? { ...config, transport: 'stdio' as const, url: null, command: 'server' } : config)), () => undefined);
+    const { record } = await open(engine, '2025-11-25');
+    const tools = resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools'] as { name: string; execution?: Record<string, unknown> }[];
+    const executionOf = (name: string) => tools.find((tool) => tool.name === name)?.execution;
+    expect(executionOf('local__slow')).toBeUndefined();
+    expect(executionOf('local__must')).toEqual({ other: 1 });
+    expect(executionOf('local__quick')).toBeUndefined();
+    expect(executionOf('web__slow')).toEqual({ taskSupport: 'optional' });
+    expect(executionOf('web__must')).toEqual({ taskSupport: 'required', other: 1 });
+  });
+
+  it('refuses a subscription to a resource whose server does not support subscriptions, though another upstream does', async () => {
+    const resources = (prefix: string, subscribe: boolean, uri: string): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { resources: subscribe ? { subscribe: true } : {} },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: [{ uri, name: prefix }] };
+        if (method === 'resources/templates/list') return { resourceTemplates: [] };
+        return {};
+      },
+    });
+    const { engine, connector } = build({ a: resources('a', true, 'mem://a'), b: resources('b', false, 'mem://b') });
+    const { record, response } = await open(engine);
+    expect(resultOf(response)['capabilities']).toMatchObject({ resources: { subscribe: true } });
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://b' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32601 } });
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(connector.calls.filter((call) => call.method === 'resources/subscribe').map((call) => call.upstreamId)).toEqual(['a']);
+  });
+
+  it('answers logging/setLevel with the refusal when no upstream took the level', async () => {
+    const logs = (refuse: boolean): FakeUpstream & { prefix: string } => ({
+      prefix: refuse ? 'no' : 'yes',
+      capabilities: { logging: {} },
+      handle: async (method) => {
+        if (method === 'logging/setLevel' && refuse) throw new UpstreamRpcError(-32603, 'cannot set that');
+        return {};
+      },
+    });
+    const { engine: refusing } = build({ u1: logs(true) });
+    const { record: refused } = await open(refusing);
+    expect(await refusing.request(refused, req('logging/setLevel', { level: 'error' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32603, message: 'cannot set that' } });
+    const { engine: mixed } = build({ u1: logs(true), u2: logs(false) });
+    const { record } = await open(mixed);
+    expect(await mixed.request(record, req('logging/setLevel', { level: 'error' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+  });
+
+  it('warns of an item name that breaks the naming rules once per upstream and name, not on every listing', async () => {
+    const lines: string[] = [];
+    const { engine } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [{ name: 'bad name!', inputSchema: { type: 'object' } }, { name: 'ok', inputSchema: { type: 'object' } }] }) } }, {
+      logger: createLogger({ service: 'spec', level: 'warn', destination: { write: (line: string) => void lines.push(line) } }),
+    });
+    for (let i = 0; i < 3; i++) {
+      const { record } = await open(engine);
+      expect(resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools']).toEqual([{ name: 'files__ok', inputSchema: { type: 'object' } }]);
+    }
+    const warned = lines.filter((line) => line.includes('breaks the naming rules'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain('bad name!');
   });
 });

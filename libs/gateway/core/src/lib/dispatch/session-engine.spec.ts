@@ -1463,9 +1463,17 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
 });
 
 describe('SessionEngine: the agent\'s roots changing', () => {
+  it('tells no upstream when the agent declared no roots (upstreams were told the client has none)', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const record = await openSession(engine, {});
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/roots/list_changed' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(connector.notified.filter((n) => n.method === 'notifications/roots/list_changed')).toEqual([]);
+  });
+
   it('tells each upstream at once, then at most once a second however often the agent says so, the last change included', async () => {
     const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const record = await openSession(engine);
+    const record = await openSession(engine, { roots: { listChanged: true } });
     const notices = () => connector.notified.filter((n) => n.method === 'notifications/roots/list_changed').length;
     for (let i = 0; i < 50; i++) engine.notification(record, { jsonrpc: '2.0', method: 'notifications/roots/list_changed' });
     await new Promise((resolve) => setTimeout(resolve, 100));

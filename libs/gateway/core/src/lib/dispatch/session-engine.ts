@@ -420,6 +420,9 @@ const RENEW_MIN_INTERVAL_MS = 10_000;
 const ENDED_MEMORY_MS = 60_000;
 const MAX_ENDED_REMEMBERED = 50_000;
 
+/** Bad item names remembered as warned of; past this the memory starts afresh. */
+const MAX_BAD_NAMES_WARNED = 10_000;
+
 /** Characters of an upstream failure's text that are logged. */
 const MAX_LOGGED_DETAIL = 500;
 
@@ -636,6 +639,10 @@ export class SessionEngine {
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
   private readonly advertised = new WeakMap<SessionRecord, Record<string, unknown>>();
   private readonly pending = new Map<string, PendingServerRequest>();
+  /** Listed tools as plain ones (`withoutTaskSupport`), by the listed tool. */
+  private readonly plainTools = new WeakMap<Record<string, unknown>, Record<string, unknown>>();
+  /** Item names already warned of as breaking the naming rules (`warnBadName`). */
+  private readonly badNamesWarned = new Set<string>();
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
@@ -1012,7 +1019,8 @@ export class SessionEngine {
         return;
       }
       case 'notifications/roots/list_changed':
-        this.rootsChanged(this.liveFor(record));
+        // Upstreams were told the client has roots only if the agent declared them (relayableClientCapabilities).
+        if (isObject(record.clientCapabilities['roots'])) this.rootsChanged(this.liveFor(record));
         return;
       default:
         return; // notifications/initialized and anything else: nothing to relay.
@@ -1309,6 +1317,12 @@ export class SessionEngine {
       case 'resources/subscribe': {
         const uri = params['uri'];
         const upstreamId = await this.byUri(live, uri, traceId);
+        // Another upstream's `subscribe` made the gateway advertise it; this resource's server must have it too.
+        const capabilities = live.record.upstreams[upstreamId]?.capabilities;
+        const resources = capabilities?.['resources'];
+        if (capabilities !== undefined && !(isObject(resources) && resources['subscribe'] === true)) {
+          throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, 'Method not found: the server of this resource does not support subscriptions');
+        }
         await this.refuseSubscriptionPastBound(live, upstreamId, uri as string);
         await gate(this.resourceTarget(live, upstreamId, uri));
         const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
@@ -1362,6 +1376,9 @@ export class SessionEngine {
             return this.onUpstream(live, upstreamId, traceId, (session) => session.request('logging/setLevel', params, { signal, timeoutMs }), AbortSignal.timeout(timeoutMs));
           }),
         );
+        // No upstream took it: the level is not in force anywhere, and the agent is told so (the first refusal).
+        const refusal = settled.find((outcome) => outcome.status === 'rejected');
+        if (refusal !== undefined && !settled.some((outcome) => outcome.status === 'fulfilled')) throw refusal.reason;
         // Kept for new upstream sessions once an upstream took it (only MCP's levels: the record holds nothing else).
         const level = params['level'];
         if (typeof level === 'string' && LOG_LEVELS.includes(level) && settled.some((outcome) => outcome.status === 'fulfilled')) {
@@ -1566,14 +1583,16 @@ export class SessionEngine {
     const filter = this.deps.hooks?.filter;
     if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
     const items: unknown[] = [];
+    // Tools of an upstream whose tasks the gateway does not run for this session are listed as plain tools.
+    const plainTools = kind === 'tools' && !this.takesToolTasks(live.record, config.id);
     for (const item of list) {
       if (kind === 'tools' || kind === 'prompts') {
         const exposed = this.exposed.named(config.toolPrefix, item);
         if (exposed === null) {
-          this.deps.logger.warn({ upstream: config.name, kind, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
+          this.warnBadName(config, kind, item, traceId);
           continue;
         }
-        items.push(exposed);
+        items.push(plainTools ? this.withoutTaskSupport(exposed) : exposed);
       } else if (kind === 'resources') {
         // A URI two upstreams list goes to the one that claimed it first (until a list change clears the routes):
         // reads of it do not move from one upstream to the other with the order listings happen to be fetched in.
@@ -1600,6 +1619,38 @@ export class SessionEngine {
       }
     }
     return items;
+  }
+
+  /**
+   * A listed tool as one the agent may not call as a task: `execution.taskSupport` left out (absent means forbidden).
+   * Else a tool of an upstream the gateway sends no task augmentation to (not Streamable HTTP, no task-augmented calls
+   * declared, or an agent not offered tasks) was listed as task-capable, and a task call of it got a plain result.
+   * Made once per listed tool and frozen like it (the listing's serialiser keeps the text of frozen items).
+   */
+  private withoutTaskSupport(tool: Record<string, unknown>): Record<string, unknown> {
+    const execution = tool['execution'];
+    if (!isObject(execution) || execution['taskSupport'] === undefined || execution['taskSupport'] === 'forbidden') return tool;
+    let plain = this.plainTools.get(tool);
+    if (plain === undefined) {
+      const { taskSupport: _dropped, ...rest } = execution;
+      const { execution: _execution, ...others } = tool;
+      plain = deepFreeze(Object.keys(rest).length > 0 ? { ...others, execution: rest } : others);
+      this.plainTools.set(tool, plain);
+    }
+    return plain;
+  }
+
+  /**
+   * An upstream item whose name, prefixed, breaks MCP's naming rules is skipped: logged once per upstream configuration
+   * and name (bounded), not on every listing of every session, which an upstream with many such names would flood.
+   */
+  private warnBadName(config: UpstreamConfig, kind: ListKind, item: Record<string, unknown>, traceId: string): void {
+    const name = typeof item['name'] === 'string' ? item['name'].slice(0, 128) : '';
+    const key = `${config.id}@${config.version} ${kind} ${name}`;
+    if (this.badNamesWarned.has(key)) return;
+    if (this.badNamesWarned.size >= MAX_BAD_NAMES_WARNED) this.badNamesWarned.clear();
+    this.badNamesWarned.add(key);
+    this.deps.logger.warn({ upstream: config.name, upstreamId: config.id, kind, name, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
   }
 
   /**
