@@ -628,3 +628,27 @@ describe('SessionEngine: what an upstream declared, per upstream', () => {
     expect(warned[0]).toContain('bad name!');
   });
 });
+
+describe('SessionEngine: prompt names', () => {
+  it('lists and gets a prompt whose name has characters a tool name may not (the specification sets no rule for prompts)', async () => {
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'docs',
+        capabilities: { tools: {}, prompts: {} },
+        handle: async (method) => {
+          if (method === 'prompts/list') return { prompts: [{ name: 'code review' }, { name: 'bad\nname' }, { name: 'résumé: draft' }] };
+          if (method === 'tools/list') return { tools: [{ name: 'code review', inputSchema: { type: 'object' } }] };
+          return { messages: [] };
+        },
+      },
+    });
+    const { record } = await open(engine);
+    const prompts = resultOf(await engine.request(record, req('prompts/list'), NO_STREAM, 'trace'))['prompts'] as { name: string }[];
+    expect(prompts.map((prompt) => prompt.name)).toEqual(['docs__code review', 'docs__résumé: draft']);
+    // Tools keep the specification's rules.
+    expect(resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools']).toEqual([]);
+    expect(await engine.request(record, req('prompts/get', { name: 'docs__code review' }), NO_STREAM, 'trace')).toMatchObject({ result: { messages: [] } });
+    expect(connector.calls.filter((call) => call.method === 'prompts/get').map((call) => (call.params as { name: string }).name)).toEqual(['code review']);
+    expect(await engine.request(record, req('prompts/get', { name: `docs__${'x'.repeat(600)}` }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+  });
+});

@@ -44,7 +44,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
-import { isValidExposedName, splitExposedName } from '../naming/tool-names';
+import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
@@ -1587,7 +1587,7 @@ export class SessionEngine {
     const plainTools = kind === 'tools' && !this.takesToolTasks(live.record, config.id);
     for (const item of list) {
       if (kind === 'tools' || kind === 'prompts') {
-        const exposed = this.exposed.named(config.toolPrefix, item);
+        const exposed = this.exposed.named(config.toolPrefix, item, kind === 'tools' ? 'tool' : 'prompt');
         if (exposed === null) {
           this.warnBadName(config, kind, item, traceId);
           continue;
@@ -1662,9 +1662,11 @@ export class SessionEngine {
   private byExposedName(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt', orJoined = false): ExposedTarget | undefined {
     const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
     if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
-    // Only a name the listings could have shown (1–128 characters of [A-Za-z0-9_.-]): anything else names nothing, and
-    // must not travel on into the policy engine and the other hooks at whatever size the agent chose.
-    const parts = isValidExposedName(exposed) ? splitExposedName(exposed, this.deps.options.separator) : undefined;
+    // Only a name the listings could have shown (a tool's: 1–128 characters of [A-Za-z0-9_.-]; a prompt's: 1–512 without
+    // control characters): anything else names nothing, and must not travel on into the policy engine and the other
+    // hooks at whatever size the agent chose.
+    const valid = kind === 'tool' ? isValidExposedName(exposed) : isValidExposedPromptName(exposed);
+    const parts = valid ? splitExposedName(exposed, this.deps.options.separator) : undefined;
     const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
     if (!parts || !config || !(config.id in live.record.upstreams)) {
       if (orJoined && parts && config) return undefined;

@@ -19,11 +19,11 @@ export class ExposedItems {
    * A tool or prompt under its prefixed name; null when that name would break the naming rules. Remembered only for
    * a deep-frozen upstream item (the engine freezes pages as they arrive): one that can still change is built anew.
    */
-  named(prefix: string, item: Item): Item | null {
+  named(prefix: string, item: Item, kind: 'tool' | 'prompt' = 'tool'): Item | null {
     const frozen = isDeepFrozen(item);
     const known = frozen ? this.renamed.get(item) : undefined;
     if (known !== undefined && known.prefix === prefix) return known.exposed;
-    const name = typeof item['name'] === 'string' ? exposeName(prefix, this.separator, item['name']) : undefined;
+    const name = typeof item['name'] === 'string' ? exposeName(prefix, this.separator, item['name'], kind) : undefined;
     const exposed = name === undefined ? null : deepFreeze({ ...item, name });
     if (frozen) this.renamed.set(item, { prefix, exposed });
     return exposed;

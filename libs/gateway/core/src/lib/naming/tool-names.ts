@@ -11,6 +11,17 @@ const NAME_CHARS = /^[A-Za-z0-9_.-]+$/;
 export const isValidExposedName = (name: string): boolean =>
   name.length >= 1 && name.length <= MAX_NAME_LENGTH && NAME_CHARS.test(name);
 
+/**
+ * Prompt names have no character rules in the specification (a server may call one `code review`): an exposed prompt
+ * name is any text of 1–512 characters without control characters, bounded so that a name an agent sends does not
+ * travel into the policy engine and the audit trail at any size.
+ */
+export const MAX_PROMPT_NAME_LENGTH = 512;
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+export const isValidExposedPromptName = (name: string): boolean =>
+  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !CONTROL_CHARS.test(name);
+
 export class NamingConfigError extends Error {
   constructor(message: string) {
     super(message);
@@ -69,9 +80,10 @@ export function checkPrefixes(upstreams: readonly PrefixedItem[], separator: str
 }
 
 /** The exposed name, or undefined when the result would break the specification's rules. */
-export function exposeName(prefix: string, separator: string, name: string): string | undefined {
+export function exposeName(prefix: string, separator: string, name: string, kind: 'tool' | 'prompt' = 'tool'): string | undefined {
   const exposed = `${prefix}${separator}${name}`;
-  return isValidExposedName(exposed) && name.length > 0 ? exposed : undefined;
+  const valid = kind === 'tool' ? isValidExposedName(exposed) : isValidExposedPromptName(exposed);
+  return valid && name.length > 0 ? exposed : undefined;
 }
 
 /** Splits an exposed name at its first separator. */
