@@ -17,10 +17,18 @@ export const isValidExposedName = (name: string): boolean =>
  * travel into the policy engine and the audit trail at any size.
  */
 export const MAX_PROMPT_NAME_LENGTH = 512;
-const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+/** Whether `name` holds a control character (C0 or DEL). */
+function hasControlCharacter(name: string): boolean {
+  for (let index = 0; index < name.length; index += 1) {
+    const code = name.charCodeAt(index);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
+}
 
 export const isValidExposedPromptName = (name: string): boolean =>
-  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !CONTROL_CHARS.test(name);
+  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !hasControlCharacter(name);
 
 export class NamingConfigError extends Error {
   constructor(message: string) {
