@@ -629,6 +629,37 @@ describe('SessionEngine: what an upstream declared, per upstream', () => {
   });
 });
 
+describe('SessionEngine: progress of a task', () => {
+  it("passes on a task's progress on the upstream session's stream for the task's lifetime, under its token only", async () => {
+    const tasksUpstream: FakeUpstream & { prefix: string } = {
+      prefix: 'up1',
+      capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
+      handle: async (method) => {
+        if (method === 'tools/call') return { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
+        return {};
+      },
+    };
+    const { engine, connector } = build({ u1: tasksUpstream }, { tasks: true });
+    const { record } = await open(engine, '2025-11-25');
+    const toAgent: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(toAgent));
+    const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 }, _meta: { progressToken: 'ptok' } }), NO_STREAM, 'trace');
+    const agentTaskId = (resultOf(created)['task'] as { taskId: string }).taskId;
+    // MCP 2025-11-25: a task-augmented request's token stays valid for the task's lifetime.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'ptok', progress: 50, total: 100, _meta: { [RELATED_TASK]: { taskId: 't-1' } } } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'other', progress: 1 } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const progress = () => toAgent.filter((m) => 'method' in m && m.method === 'notifications/progress').map((m) => ('params' in m ? m.params : undefined));
+    expect(progress()).toEqual([{ progressToken: 'ptok', progress: 50, total: 100, _meta: { [RELATED_TASK]: { taskId: agentTaskId } } }]);
+    // The task is seen to end: its token is done with.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'completed', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'ptok', progress: 99 } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(progress()).toHaveLength(1);
+  });
+});
+
 describe('SessionEngine: prompt names', () => {
   it('lists and gets a prompt whose name has characters a tool name may not (the specification sets no rule for prompts)', async () => {
     const { engine, connector } = build({

@@ -290,6 +290,12 @@ interface LiveSession {
    * task runs, as the call's would be, until it is seen to end here or the call timeout passes (the slot's own lease).
    */
   readonly taskSlots: Map<string, () => void>;
+  /**
+   * Progress tokens of the session's task-augmented calls (`taskProgressKey`: upstream and token) → the agent's task id.
+   * MCP: a task's token stays valid for the task's lifetime, so its progress, which comes on the upstream session's own
+   * stream once the call has answered, is passed on for these tokens (and no others). Bounded; a task seen to end goes.
+   */
+  readonly taskProgress: Map<string, string>;
   /** Tasks seen to end here whose slots another replica holds, told to the others once (at most MAX_ANNOUNCED_TASK_ENDS). */
   readonly announcedTaskEnds: Set<string>;
   /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
@@ -419,6 +425,12 @@ const RENEW_MIN_INTERVAL_MS = 10_000;
  */
 const ENDED_MEMORY_MS = 60_000;
 const MAX_ENDED_REMEMBERED = 50_000;
+
+/** Progress tokens of tasks a session keeps (`LiveSession.taskProgress`); past this the oldest go. */
+const MAX_TRACKED_TASK_PROGRESS = 1_024;
+
+/** Upstream and progress token (a number and the string of its digits are different tokens). */
+const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
 
 /** Bad item names remembered as warned of; past this the memory starts afresh. */
 const MAX_BAD_NAMES_WARNED = 10_000;
@@ -1252,6 +1264,7 @@ export class SessionEngine {
               const created = await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent, scope);
               return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
                 adopted(task);
+                this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent);
                 // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
                 // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
                 const release = retain();
@@ -2270,6 +2283,14 @@ export class SessionEngine {
     }
   }
 
+  /** Notes the progress token of a call that became a task (see `LiveSession.taskProgress`). */
+  private trackTaskProgress(live: LiveSession, upstreamId: string, meta: unknown, agentTaskId: string): void {
+    const token = isObject(meta) ? meta['progressToken'] : undefined;
+    if (typeof token !== 'string' && typeof token !== 'number') return;
+    if (live.taskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgress);
+    live.taskProgress.set(taskProgressKey(upstreamId, token), agentTaskId);
+  }
+
   /** The agent's progress on a relayed request, to the upstream that asked, under the upstream's own token. */
   private relayProgress(sessionId: string, params: Record<string, unknown>): void {
     const token = params['progressToken'];
@@ -2696,8 +2717,8 @@ export class SessionEngine {
     session.onNotification((notification) => {
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
-      // calls to another upstream.
-      if (notification.method === 'notifications/progress') return;
+      // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
+      if (notification.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, notification.params?.['progressToken']))) return;
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
       if (!this.relayable(live, config.id, notification)) return;
@@ -2784,6 +2805,7 @@ export class SessionEngine {
       inflight: new Map(),
       relayed: new Set(),
       taskSlots: new Map(),
+      taskProgress: new Map(),
       announcedTaskEnds: new Set(),
       reopened: new Map(),
       joinTriedAt: new Map(),
@@ -2850,6 +2872,7 @@ export class SessionEngine {
    * the bus, once per task and replica (an agent polling an ended task would otherwise announce it on every poll).
    */
   private endTaskSlots(live: LiveSession, agentTaskId: string, announce = true): void {
+    for (const [key, task] of live.taskProgress) if (task === agentTaskId) live.taskProgress.delete(key);
     const release = live.taskSlots.get(agentTaskId);
     if (release !== undefined) {
       live.taskSlots.delete(agentTaskId);

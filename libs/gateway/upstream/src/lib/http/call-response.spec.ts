@@ -107,6 +107,15 @@ describe('CallResponse', () => {
     expect(notifications).toEqual([progress(1), log]);
   });
 
+  it('passes on progress after an answer that created a task (its token holds for the task)', async () => {
+    const { respond, outcome, notifications } = run();
+    const progress = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: 2 } };
+    const task = { taskId: 'x', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 1_000 };
+    respond(200, { 'content-type': 'text/event-stream' }, [frame({ jsonrpc: '2.0', id: 7, result: { task } }) + frame(progress)]);
+    await expect(outcome).resolves.toEqual({ task });
+    expect(notifications).toEqual([progress]);
+  });
+
   it('decodes a multi-byte character split across chunks', async () => {
     const { call, outcome } = run();
     const bytes = Buffer.from(frame({ jsonrpc: '2.0', id: 7, result: { text: 'héllo ✓' } }));

@@ -55,6 +55,8 @@ type BodyKind = 'skip' | 'json' | 'sse';
 export class CallResponse extends Exchange {
   private started = false;
   private answered = false;
+  /** The answer created a task (MCP 2025-11-25): progress on its token may go on after it. */
+  private becameTask = false;
   /** Nothing more is read or reported: the body ended or broke, or the call was aborted. */
   private finished = false;
   private body: BodyKind = 'skip';
@@ -196,8 +198,9 @@ export class CallResponse extends Exchange {
           if (!this.answered && classified.message.id === this.id) this.settleWith(classified.message);
           break;
         case 'notification':
-          // Progress stops with the answer (MCP); the stream read on briefly after it may still carry some.
-          if (this.answered && classified.message.method === 'notifications/progress') break;
+          // Progress stops with the answer (MCP), unless the answer made the call a task (its token holds for the task's
+          // lifetime); the stream read on briefly after it may still carry some.
+          if (this.answered && !this.becameTask && classified.message.method === 'notifications/progress') break;
           this.handlers.notification(classified.message);
           break;
         case 'request':
@@ -215,7 +218,10 @@ export class CallResponse extends Exchange {
         new UpstreamRpcError(message.error.code, message.error.message, message.error.data),
         undefined,
       );
-    else this.answer(null, message.result);
+    else {
+      this.becameTask = typeof message.result['task'] === 'object' && message.result['task'] !== null;
+      this.answer(null, message.result);
+    }
   }
 
   /** Settles the call once; later outcomes (a stream ending after the answer) are dropped. */
