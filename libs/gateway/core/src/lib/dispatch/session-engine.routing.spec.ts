@@ -339,16 +339,19 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     handle: async (method) => (method === 'tools/list' ? { tools: [{ name: 'read', inputSchema: { type: 'object' } }] } : { content: [] }),
   });
 
-  it('ends at once the upstream sessions of an upstream removed from the tenant, and only those', async () => {
-    const { engine, connector, registry, configs } = build({ u1: tool('files'), u2: tool('math') });
+  it('lets go at once of the upstream sessions of an upstream removed from the tenant, and only those', async () => {
+    const { engine, connector, registry, configs } = build({ u1: tool('files'), u2: tool('math'), u3: tool('local') });
+    // u3 runs over stdio: its session is this replica's own, and is closed (Streamable HTTP ones are shared, and only
+    // dropped here: another replica may still have the upstream).
+    const local = configs.map((config) => (config.id === 'u3' ? { ...config, transport: 'stdio' as const, url: null, command: 'server' } : config));
+    registry.replace(local, () => undefined);
     const { record } = await open(engine);
-    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
-    await engine.request(record, req('tools/call', { name: 'math__read', arguments: {} }), NO_STREAM, 'trace');
-    // Disabled by an admin: the registry loses it, and the data plane's refresher retires what no longer fits.
-    registry.replace(configs.filter((config) => config.id !== 'u1'), () => undefined);
+    for (const name of ['files__read', 'math__read', 'local__read']) await engine.request(record, req('tools/call', { name, arguments: {} }), NO_STREAM, 'trace');
+    // Disabled by an admin: the registry loses them, and the data plane's refresher retires what no longer fits.
+    registry.replace(local.filter((config) => config.id === 'u2'), () => undefined);
     engine.retireDeparted('t1');
     await new Promise((resolve) => setImmediate(resolve));
-    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }, { upstreamId: 'u3', how: 'close' }]);
     // Calls to it are refused as no longer configured; the other upstream serves on, on its session.
     expect(await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ error: {} });
     await engine.request(record, req('tools/call', { name: 'math__read', arguments: {} }), NO_STREAM, 'trace');
@@ -384,7 +387,7 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     expect(connector.ended).toEqual([]);
     engine.retireDeparted('t1');
     await new Promise((resolve) => setImmediate(resolve));
-    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
   });
 });
 

@@ -1996,10 +1996,9 @@ export class SessionEngine {
 
   /**
    * The tenant's upstreams changed: on this replica, every session of the tenant lets go at once of its upstream
-   * sessions that no longer fit the registry. One whose upstream left the tenant (disabled, deleted, refused) is ended
-   * upstream too (DELETE, the process stopped): no replica may use it again. One whose upstream now connects elsewhere
-   * (another URL, other credentials, another command) is retired as a request would retire it, and the next use opens a
-   * new one. Before, both were let go only when a request next used them — never, for an upstream that was gone — so a
+   * sessions that no longer fit the registry: one whose upstream left the tenant (disabled, deleted, refused), or now
+   * connects elsewhere (another URL, other credentials, another command), is retired as a request would retire it (the
+   * process stopped, the stream closed), and a next use opens a new one. Before, both were let go only when a request next used them — never, for an upstream that was gone — so a
    * disabled upstream kept talking to the agent (log messages, sampling and elicitation requests) for as long as the
    * session lasted, and an edited one kept its old host and credentials meanwhile.
    */
@@ -2013,8 +2012,10 @@ export class SessionEngine {
         entry.pages.clear();
         live.upstreams.delete(upstreamId);
         // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
-        if (config !== undefined) this.retire(entry.config, entry.session);
-        else void entry.session.then((session) => session.close()).catch(() => undefined);
+        // Retired, not ended upstream: a Streamable HTTP session is shared by the replicas, and one replica may miss an
+        // upstream only because of its own trouble (a keyring without the key its secrets are sealed with) — its DELETE
+        // would end the session under every other replica. Stdio and legacy SSE ones are this replica's, and close.
+        this.retire(entry.config, entry.session);
       }
     }
   }
