@@ -52,7 +52,10 @@ async function startQuotingUpstream(port: number): Promise<Server> {
       if (message.method === 'initialize') {
         answer({ result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'quoting', version: '1' } } });
       } else if (message.method === 'tools/list') {
-        answer({ result: { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }] } });
+        answer({ result: { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }, { name: 'fail', inputSchema: { type: 'object' } }] } });
+      } else if ((message.params as { name?: string } | undefined)?.name === 'fail') {
+        // What the SDKs make of an exception thrown in a tool: an error result, quoting here what the tool was sent.
+        answer({ result: { content: [{ type: 'text', text: `upstream API said: bad credentials ${String(req.headers['authorization'])}` }], isError: true } });
       } else {
         const seen = `${String(req.headers['authorization'])} ${String(req.headers['x-upstream-key'])}`;
         answer({ error: { code: -32001, message: `refused: you sent ${seen}`, data: { headers: { authorization: req.headers['authorization'], key: req.headers['x-upstream-key'] } } } });
@@ -119,12 +122,14 @@ describe('an upstream quoting the credentials the gateway gave it', () => {
     await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
     const web = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'web__refuse', arguments: {} } });
     const local = await rpc(sessionId, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'local__refuse', arguments: {} } });
+    const failed = await rpc(sessionId, { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'web__fail', arguments: {} } });
+    expect(JSON.parse(failed.text)).toMatchObject({ result: { isError: true, content: [{ type: 'text', text: 'upstream API said: bad credentials [redacted]' }] } });
     // The upstream's error still reaches the agent, its code and its words, with the credentials masked.
     expect(JSON.parse(web.text)).toMatchObject({ error: { code: -32001, message: 'refused: you sent [redacted] [redacted]', data: { headers: { authorization: '[redacted]', key: '[redacted]' } } } });
     expect(JSON.parse(local.text)).toMatchObject({ error: { code: -32603, message: 'refused with [redacted]' } });
     expect(JSON.stringify(JSON.parse(local.text).error.data.argv)).toContain('"--api-token","[redacted]"');
     for (const secret of SECRETS) {
-      expect(web.text + local.text).not.toContain(secret);
+      expect(web.text + local.text + failed.text).not.toContain(secret);
       expect(gateway.logs()).not.toContain(secret);
     }
   }, 30_000);

@@ -686,3 +686,28 @@ describe('SessionEngine: prompt names', () => {
     expect(await engine.request(record, req('prompts/get', { name: `docs__${'x'.repeat(600)}` }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
   });
 });
+
+describe('SessionEngine: log messages quoting an upstream\'s credentials', () => {
+  it('masks them, on the session stream and with a call', async () => {
+    const token = 'upstream-token-0123456789';
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'web',
+      capabilities: { tools: {}, logging: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: { error: `refused Bearer ${token}` } } });
+        return { content: [] };
+      },
+    };
+    const { engine, connector, registry, configs } = build({ u1: upstream });
+    registry.replace(configs.map((config) => ({ ...config, headers: { authorization: `Bearer ${token}` } })), () => undefined);
+    const { record } = await open(engine);
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    const inCall: JsonRpcMessage[] = [];
+    await engine.request(record, req('tools/call', { name: 'web__run', arguments: {} }), sinkOf(inCall), 'trace');
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'warning', data: `token ${token} expires soon` } });
+    expect(inCall.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ level: 'error', data: { error: 'refused [redacted]' } }]);
+    expect(standalone.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ level: 'warning', data: 'token [redacted] expires soon' }]);
+  });
+});

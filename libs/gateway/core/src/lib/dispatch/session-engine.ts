@@ -6,6 +6,8 @@ import {
   resultResponse,
   sameConnection,
   sessionBelongsTo,
+  maskValue,
+  secretMaskOf,
   UpstreamRpcError,
   UpstreamUnavailableError,
   JSON_RPC,
@@ -431,6 +433,18 @@ const MAX_TRACKED_TASK_PROGRESS = 1_024;
 
 /** Upstream and progress token (a number and the string of its digits are different tokens). */
 const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
+
+/**
+ * An upstream's log message with the secrets the gateway configured for it masked (a server that logs the token it was
+ * refused with); any other notification as it is.
+ */
+function maskedLog(config: UpstreamConfig, notification: JsonRpcNotification): JsonRpcNotification {
+  if (notification.method !== 'notifications/message' || notification.params === undefined) return notification;
+  const mask = secretMaskOf(config);
+  if (mask.longest === 0) return notification;
+  const params = maskValue(mask, notification.params) as Record<string, unknown>;
+  return params === notification.params ? notification : { ...notification, params };
+}
 
 /** Bad item names remembered as warned of; past this the memory starts afresh. */
 const MAX_BAD_NAMES_WARNED = 10_000;
@@ -2140,7 +2154,8 @@ export class SessionEngine {
             }
             this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, (held ??= { count: 0 }));
           } else {
-            this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
+            const config = notification.method === 'notifications/message' ? live.upstreams.get(upstreamId)?.config : undefined;
+            this.sendInCall(live, upstreamId, sink, config ? maskedLog(config, notification) : notification, task, (held ??= { count: 0 }));
           }
         },
         onServerRequest: (request, upstreamSignal) => {
@@ -2715,7 +2730,8 @@ export class SessionEngine {
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     const deliver = (notification: JsonRpcNotification) => this.toStandalone(live, notification);
-    session.onNotification((notification) => {
+    session.onNotification((received) => {
+      const notification = maskedLog(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.

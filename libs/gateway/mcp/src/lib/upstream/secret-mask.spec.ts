@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { credentialArgs, maskUpstreamError, SecretMask } from './secret-mask';
+import { credentialArgs, maskErrorResult, maskUpstreamError, maskValue, SecretMask, secretMaskOf } from './secret-mask';
 import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 
 const config = (overrides: Partial<UpstreamConfig> = {}): UpstreamConfig => ({
@@ -59,5 +59,44 @@ describe('maskUpstreamError', () => {
     const error = new UpstreamRpcError(-32602, 'Unknown tool: nope', { tool: 'nope' });
     expect(maskUpstreamError(config(), error)).toBe(error);
     expect(maskUpstreamError(config({ headers: {} }), new UpstreamRpcError(1, 'upstream-token-0123456789'))).toMatchObject({ message: 'upstream-token-0123456789' });
+  });
+});
+
+describe('the secrets of an upstream, in the forms it may quote them', () => {
+  it('masks parts of header values, the credentials a Basic value encodes, URL-encoded forms, and the URL password and query', () => {
+    const upstream = config({
+      url: 'https://svc:url-password-77@mcp.example.com/mcp?api_key=query-key-123456&region=eu',
+      headers: {
+        authorization: `Basic ${Buffer.from('alice:hunter2hunter2').toString('base64')}`,
+        cookie: 'sid=session-cookie-value; theme=dark',
+        'x-token': 'Token token=token-param-value, realm=r',
+        'x-plus': 'sk+live/abc=123456',
+      },
+    });
+    const mask = secretMaskOf(upstream);
+    const quoted = 'hunter2hunter2 alice:hunter2hunter2 session-cookie-value token-param-value sk%2Blive%2Fabc%3D123456 url-password-77 query-key-123456';
+    expect(mask.mask(quoted)).toBe(Array(7).fill('[redacted]').join(' '));
+    // Words of the values that are no credential stay (shorter than 8 characters).
+    expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
+  });
+
+  it('masks strings only, so numbers and the shape of data stay, keys included', () => {
+    const mask = new SecretMask(['12345678', 'secret-key-value']);
+    const data = { count: 123456789, list: [1, 'secret-key-value', { 'secret-key-value': 'x' }], id: 'id-12345678' };
+    expect(maskValue(mask, data)).toEqual({ count: 123456789, list: [1, '[redacted]', { '[redacted]': 'x' }], id: 'id-[redacted]' });
+    const untouched = { a: [1, 2, { b: 'c' }] };
+    expect(maskValue(mask, untouched)).toBe(untouched);
+    // Nested past the walk's depth: masked whole when it holds a secret.
+    let deep: unknown = 'secret-key-value';
+    for (let i = 0; i < 40; i++) deep = { d: deep };
+    expect(JSON.stringify(maskValue(mask, deep))).not.toContain('secret-key-value');
+  });
+
+  it("masks a tool's error result, and leaves any other result as it is", () => {
+    const upstream = config();
+    const failed = { content: [{ type: 'text', text: 'invalid token upstream-token-0123456789' }], isError: true };
+    expect(maskErrorResult(upstream, failed)).toEqual({ content: [{ type: 'text', text: 'invalid token [redacted]' }], isError: true });
+    const ok = { content: [{ type: 'text', text: 'upstream-token-0123456789' }] };
+    expect(maskErrorResult(upstream, ok)).toBe(ok);
   });
 });

@@ -65,16 +65,46 @@ export class SecretMask {
   }
 }
 
+/** Where a header value divides into parts that may each be a credential (`sid=…; token=…`, `Token token=…, a=…`). */
+const VALUE_PARTS = /[\s;,]+/;
+
 /**
- * The secrets the gateway gives an upstream: its header values (a credential after an auth scheme, `Bearer <token>`,
- * also alone), its env values, and the values of its credential flags.
+ * The secrets the gateway gives an upstream, in every form an upstream might quote them:
+ * - header values whole, each part of them (after an auth scheme, a cookie's or a parameter's value after its `=`),
+ *   and the user and password a `Basic` value encodes;
+ * - env values, and the values of credential flags in the arguments;
+ * - the password and the query values of its URL;
+ * - each of those URL-encoded too (an upstream that echoes a request line or a form).
  */
 function configuredSecrets(config: UpstreamConfig): string[] {
   const values = [...Object.values(config.env), ...credentialArgs(config.args)];
   for (const value of Object.values(config.headers)) {
     values.push(value);
-    const scheme = /^[A-Za-z][\w-]*\s+(\S.*)$/.exec(value);
-    if (scheme?.[1] !== undefined) values.push(scheme[1]);
+    for (const part of value.split(VALUE_PARTS)) {
+      // A `name=value` part's value (the name is no secret, and the whole would mask the name with it).
+      const equals = part.indexOf('=');
+      values.push(equals > 0 ? part.slice(equals + 1) : part);
+    }
+    const basic = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(value)?.[1];
+    if (basic !== undefined) {
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      values.push(decoded);
+      const colon = decoded.indexOf(':');
+      if (colon >= 0) values.push(decoded.slice(colon + 1));
+    }
+  }
+  if (config.url !== null) {
+    try {
+      const url = new URL(config.url);
+      if (url.password !== '') values.push(decodeURIComponent(url.password), url.password);
+      for (const value of url.searchParams.values()) values.push(value);
+    } catch {
+      // Not a URL this side can read: nothing to add (the connector refuses it anyway).
+    }
+  }
+  for (const value of [...values]) {
+    const encoded = encodeURIComponent(value);
+    if (encoded !== value) values.push(encoded);
   }
   return values;
 }
@@ -91,30 +121,61 @@ export function secretMaskOf(config: UpstreamConfig): SecretMask {
   return mask;
 }
 
+/** Nesting past which a value is not walked: it is masked whole if its JSON text holds a secret. */
+const MAX_MASK_DEPTH = 32;
+
+/**
+ * `value` (parsed JSON) with the secrets masked in every string of it, keys included; the same value when none holds
+ * one. Strings are masked one by one, so numbers and the structure stay as they were.
+ */
+export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return mask.mask(value);
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= MAX_MASK_DEPTH) {
+    const text = JSON.stringify(value);
+    return text !== undefined && mask.mask(text) !== text ? REDACTED : value;
+  }
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item: unknown, index) => {
+      const masked = maskValue(mask, item, depth + 1);
+      if (masked !== item) (copy ??= [...value])[index] = masked;
+    });
+    return copy ?? value;
+  }
+  let copy: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    const maskedKey = mask.mask(key);
+    const masked = maskValue(mask, item, depth + 1);
+    if (masked === item && maskedKey === key) continue;
+    copy ??= { ...(value as Record<string, unknown>) };
+    if (maskedKey !== key) delete copy[key];
+    copy[maskedKey] = masked;
+  }
+  return copy ?? value;
+}
+
 /**
  * An upstream's JSON-RPC error with the secrets the gateway configured for it masked in its message and data: an
  * upstream that quotes the credential it was sent (`invalid token Bearer …`) must not show it to the agent, nor write
- * it into the gateway's log. The same error when nothing needed masking. Data that no longer reads as JSON once
- * masked (it cannot happen for values JSON escapes, but is checked) is dropped.
+ * it into the gateway's log. The same error when nothing needed masking.
  */
 export function maskUpstreamError(config: UpstreamConfig, error: UpstreamRpcError): UpstreamRpcError {
   const mask = secretMaskOf(config);
   if (mask.longest === 0) return error;
-  const message = mask.mask(error.message);
-  let data = error.data;
-  let dataChanged = false;
-  if (data !== undefined) {
-    const text = JSON.stringify(data);
-    const masked = text === undefined ? text : mask.mask(text);
-    if (masked !== text && masked !== undefined) {
-      dataChanged = true;
-      try {
-        data = JSON.parse(masked) as unknown;
-      } catch {
-        data = undefined;
-      }
-    }
-  }
-  if (message === error.message && !dataChanged) return error;
+  const message = typeof error.message === 'string' ? mask.mask(error.message) : error.message;
+  const data = maskValue(mask, error.data);
+  if (message === error.message && data === error.data) return error;
   return new UpstreamRpcError(error.code, message, data);
+}
+
+/**
+ * A result with the upstream's secrets masked where they may be quoted back: a tool's error result (`isError`, what
+ * the SDKs make of an exception thrown in a tool: `invalid token …`). Other results pass as they are, untouched and
+ * unread beyond one property, since they are the tool's output.
+ */
+export function maskErrorResult(config: UpstreamConfig, result: Record<string, unknown>): Record<string, unknown> {
+  if (result['isError'] !== true) return result;
+  const mask = secretMaskOf(config);
+  return mask.longest === 0 ? result : (maskValue(mask, result) as Record<string, unknown>);
 }

@@ -9,7 +9,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
-import { maskUpstreamError } from '@portcullis/gateway/mcp';
+import { maskErrorResult, maskUpstreamError } from '@portcullis/gateway/mcp';
 import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
 import {
@@ -95,6 +95,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       onTimeout: () => ctx.breaker.failure(),
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
+      errorResult: (result) => maskErrorResult(ctx.config, result),
     });
     ctx.registry.add(this);
   }

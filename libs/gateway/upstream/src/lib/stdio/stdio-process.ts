@@ -4,6 +4,7 @@ import path from 'node:path';
 import {
   credentialArgs,
   JSON_RPC,
+  maskErrorResult,
   maskUpstreamError,
   REFUSED_SUBSCRIPTION_CODES,
   UpstreamRpcError,
@@ -188,6 +189,7 @@ export class StdioProcess {
         this.timeoutsInARow = 0;
       },
       rpcError: (error) => maskUpstreamError(this.ctx.config, error),
+      errorResult: (result) => maskErrorResult(this.ctx.config, result),
     });
   }
 
