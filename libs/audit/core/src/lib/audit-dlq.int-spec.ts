@@ -80,6 +80,27 @@ describe('AuditDlq.replay', () => {
     }
   });
 
+  it('ends after the entries there when it began, though each replayed event is dead-lettered again at once', async () => {
+    await Promise.all([dlqQueue.obliterate({ force: true }), auditQueue.obliterate({ force: true })]);
+    for (let i = 0; i < 5; i++) await deadLetter(letter('audit.event.ingest', sampleAuditEvent(tenantId, { arguments: { again: i } })));
+    const dlq = new AuditDlq({ connection, prefix, pageSize: 2 });
+    // The worker failing every replayed event for good: a new dead letter joins the end of the list for each.
+    const audit = (dlq as unknown as { audit: Queue }).audit;
+    const add = audit.add.bind(audit);
+    audit.add = (async (...args: Parameters<Queue['add']>) => {
+      const job = await add(...args);
+      await deadLetter({ ...letter('audit.event.ingest', args[1]), jobId: null });
+      return job;
+    }) as Queue['add'];
+    try {
+      const { replayed } = await dlq.replay();
+      expect(replayed).toHaveLength(5);
+      expect(await dlqIds()).toHaveLength(5);
+    } finally {
+      await dlq.close();
+    }
+  });
+
   it('replays named entries by DLQ id or original job id, each once, without walking the DLQ', async () => {
     const [first, second, third] = [0, 1, 2].map((i) => sampleAuditEvent(tenantId, { arguments: { named: i } }));
     const a = await deadLetter(letter('audit.event.ingest', first));

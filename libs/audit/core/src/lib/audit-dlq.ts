@@ -76,8 +76,9 @@ export class AuditDlq {
    *
    * Memory stays bounded whatever the DLQ holds: named entries are fetched one by one, and a replay of everything walks
    * the DLQ `pageSize` ids at a time, oldest first, fetching each entry only when it is handled. A replayed entry leaves
-   * the list, so the next page starts after the entries that stayed. Letters dead-lettered meanwhile join the end of
-   * the list and are replayed too; one removed meanwhile by another operator can make the walk pass over a later
+   * the list, so the next page starts after the entries that stayed. The walk covers the entries there when it began:
+   * letters dead-lettered meanwhile (a replayed event failing again) join the end of the list and wait for the next
+   * replay, so a replay always ends. One removed meanwhile by another operator can make the walk pass over a later
    * entry, which stays in the DLQ for the next replay (never lost).
    */
   async replay(
@@ -99,11 +100,14 @@ export class AuditDlq {
     // Ids of the entries that stay in the list (ids only): one met again, because something before it left the list
     // meanwhile, is not handled twice.
     const stayed = new Set<string>();
-    for (;;) {
+    let left = await this.dlq.getWaitingCount();
+    while (left > 0) {
       const page = await this.dlq.getRanges(['wait'], stayed.size, stayed.size + this.pageSize - 1, true);
       if (page.length === 0 || page.every((id) => stayed.has(id))) break;
       for (const id of page) {
+        if (left <= 0) break;
         if (stayed.has(id)) continue;
+        left -= 1;
         const job = await this.dlq.getJob(id);
         // No job under the id (removed meanwhile, or a list marker): counted as staying, so the walk can only pass
         // over an entry, never loop.
