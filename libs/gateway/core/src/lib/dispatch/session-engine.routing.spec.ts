@@ -544,7 +544,7 @@ describe('SessionEngine: a session ending while a request of it is under way', (
     const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
     const record = await a.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');
-    await expect(a.end(record, 'trace')).rejects.toThrow('ECONNRESET');
+    await expect(a.end(record, 'trace')).rejects.toThrow('the session record could not be deleted');
     // Not ended: the replica serves it still, and the agent's retry ends it.
     const again = await a.session(record.id, principal);
     expect(again).toBeDefined();
@@ -670,7 +670,7 @@ describe('SessionEngine: prompt names', () => {
         prefix: 'docs',
         capabilities: { tools: {}, prompts: {} },
         handle: async (method) => {
-          if (method === 'prompts/list') return { prompts: [{ name: 'code review' }, { name: 'bad\nname' }, { name: 'résumé: draft' }] };
+          if (method === 'prompts/list') return { prompts: [{ name: 'code review' }, { name: 'bad\nname' }, { name: 'résumé: draft' }, { name: 'admin\u202egnp.exe' }] };
           if (method === 'tools/list') return { tools: [{ name: 'code review', inputSchema: { type: 'object' } }] };
           return { messages: [] };
         },

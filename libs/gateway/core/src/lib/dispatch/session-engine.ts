@@ -644,6 +644,14 @@ const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\
  * retry-after). The answer is a JSON-RPC error in a 200 response, as any request's error (only a lone rate-limit
  * refusal becomes HTTP 429, see `rateLimitedRetryAfter`): clients read the error's code and message from it.
  */
+/** `end` could not delete the session's record: nothing was ended, and the caller may try again. */
+export class SessionNotEndedError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('the session record could not be deleted');
+    this.name = 'SessionNotEndedError';
+  }
+}
+
 export class GatewayRequestError extends Error {
   constructor(
     readonly rpcCode: number,
@@ -895,7 +903,7 @@ export class SessionEngine {
       // Not ended after all (the record is still in Redis, served by every other replica): nor here, so that the agent's
       // retry ends it rather than being told the session is unknown.
       this.ended.delete(record.id);
-      throw error;
+      throw new SessionNotEndedError(error);
     }
     this.released.delete(record.id);
     const live = this.liveFor(record);

@@ -20,7 +20,7 @@ import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, primingFrame, QuietResponses, rateLimitedRetryAfter, writeBounded } from '../dispatch/sinks';
-import type { SessionEngine } from '../dispatch/session-engine';
+import { SessionNotEndedError, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
   acceptsEventStream,
@@ -808,9 +808,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         try {
           await engine.end(record, traceId);
         } catch (error) {
+          if (!(error instanceof SessionNotEndedError)) throw error;
           // The session store out of reach: the session goes on, and the agent may try again (not a 500: nothing was wrong
           // with the request, and nothing was ended).
-          logger.warn({ err: error, traceId }, 'session not ended: the session store failed');
+          logger.warn({ err: error.cause, traceId }, 'session not ended: the session store failed');
           throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The session could not be ended right now; try again shortly', { 'retry-after': '1' });
         }
         void reply.code(200).send();

@@ -13,16 +13,21 @@ export const isValidExposedName = (name: string): boolean =>
 
 /**
  * Prompt names have no character rules in the specification (a server may call one `code review`): an exposed prompt
- * name is any text of 1–512 characters without control characters, bounded so that a name an agent sends does not
- * travel into the policy engine and the audit trail at any size.
+ * name is any text of 1–512 characters without control or invisible formatting characters, bounded so that a name an
+ * agent sends does not travel into the policy engine and the audit trail at any size.
  */
 export const MAX_PROMPT_NAME_LENGTH = 512;
 
-/** Whether `name` holds a control character (C0 or DEL). */
+/**
+ * Whether `name` holds a control character (C0, DEL, C1) or an invisible formatting one (zero-width characters,
+ * bidirectional overrides and isolates, the byte-order mark): those could make a name in the audit trail or an approval
+ * read as another.
+ */
 function hasControlCharacter(name: string): boolean {
   for (let index = 0; index < name.length; index += 1) {
     const code = name.charCodeAt(index);
-    if (code < 0x20 || code === 0x7f) return true;
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return true;
+    if ((code >= 0x200b && code <= 0x200f) || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069) || code === 0xfeff) return true;
   }
   return false;
 }
