@@ -10,11 +10,14 @@ import type {
 } from '@portcullis/gateway/mcp';
 import type { DisposableSession, NotificationHandler, SessionContext } from '../core/session-base';
 import { errors, type ServerRequestHandler } from '../core/wire';
-import { StdioProcess, type StdioOptions, type StdioOwner } from './stdio-process';
+import { compatibilityOf, StdioProcess, type StdioOptions, type StdioOwner } from './stdio-process';
 
 /**
- * The processes of one stdio upstream on this replica (at most `maxProcesses`). New sessions go to a
- * process nobody uses yet while the bound allows, else share the least-used one.
+ * The processes of one stdio upstream on this replica (at most `maxProcesses`). A process is initialised once, for the
+ * first session's agent (its protocol version and the capabilities relayed for it), so a new session goes to a process
+ * made for an agent like its own: an idle one, or at the bound the least-used one; else to a new process while the
+ * bound allows; only at the bound with none alike does it share the least-used process whatever it was made for (what
+ * that server then asks that this agent cannot answer is refused, and results are adapted to its version).
  */
 export class StdioPool {
   readonly processes: StdioProcess[] = [];
@@ -82,13 +85,17 @@ export class StdioPool {
   }
 
   private pick(identity: ClientIdentity): StdioProcess {
+    const alike = compatibilityOf(identity);
     let least: StdioProcess | undefined;
+    let leastAlike: StdioProcess | undefined;
     for (const process of this.processes) {
       if (process.retired) continue;
       if (least === undefined || process.owners.size < least.owners.size) least = process;
+      if (process.compatibility === alike && (leastAlike === undefined || process.owners.size < leastAlike.owners.size)) leastAlike = process;
     }
-    if (least !== undefined && (least.owners.size === 0 || this.processes.length >= this.maxProcesses))
-      return least;
+    const atBound = this.processes.length >= this.maxProcesses;
+    if (leastAlike !== undefined && (leastAlike.owners.size === 0 || atBound)) return leastAlike;
+    if (least !== undefined && atBound) return least;
     const created = new StdioProcess(this.ctx, this.options, identity, (gone) => {
       const index = this.processes.indexOf(gone);
       if (index === -1) return;

@@ -133,6 +133,14 @@ function onePrincipal(owners: ReadonlySet<StdioOwner>): boolean {
 type Owner = StdioOwner | StdioProcess;
 
 /**
+ * What a process's handshake told the server of its client: the protocol version and the client capabilities (the
+ * agent's, as relayed). Sessions whose identities give the same text are alike for a process.
+ */
+export function compatibilityOf(identity: ClientIdentity): string {
+  return `${identity.protocolVersion} ${JSON.stringify(identity.capabilities)}`;
+}
+
+/**
  * One stdio upstream process, shared by several gateway-side sessions (multiplexed by
  * RequestMultiplexer). It is started lazily and initialised once; when it dies it is restarted with
  * exponential backoff while sessions use it, up to `maxRestarts` crashes in a row, after which the
@@ -169,6 +177,8 @@ export class StdioProcess {
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
   private readonly shared = new SharedUpstreamState<StdioOwner>();
   private fields: Record<string, unknown>;
+  /** What the process is initialised for (`compatibilityOf` its first session's identity). */
+  readonly compatibility: string;
 
   constructor(
     private ctx: SessionContext,
@@ -178,6 +188,7 @@ export class StdioProcess {
     private readonly onGone: (process: StdioProcess) => void,
   ) {
     this.fields = logFields(ctx.config);
+    this.compatibility = compatibilityOf(identity);
     this.mux = new RequestMultiplexer<Owner>({
       write: (text) => this.write(text),
       onTimeout: () => {

@@ -519,6 +519,25 @@ describe('stdio upstreams', () => {
     expect(pids.size).toBe(2);
   });
 
+  it('gives a session a process made for an agent like its own (protocol version, capabilities) while the bound allows', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 2 });
+    const config = fixtureConfig();
+    const sampling = { ...identity, capabilities: { sampling: {} } };
+    const first = await open(c, config);
+    const firstPid = await pidOf(first);
+    await first.close();
+    // The first process is idle now, but was initialised for an agent without sampling: another process for this one.
+    const withSampling = await c.connect(config, sampling);
+    sessions.push(withSampling);
+    expect(await pidOf(withSampling as UpstreamSession & { pid?: number })).not.toBe(firstPid);
+    // An agent like the first one gets the first process back.
+    expect(await pidOf(await open(c, config))).toBe(firstPid);
+    // At the bound, a third kind of agent shares the least-used process.
+    const older = await c.connect(config, { ...identity, protocolVersion: '2025-03-26' });
+    sessions.push(older);
+    expect([firstPid, await pidOf(withSampling as UpstreamSession & { pid?: number })]).toContain(await pidOf(older as UpstreamSession & { pid?: number }));
+  });
+
   it('sends notifications/cancelled with its own id when a call is aborted', async () => {
     const session = await open(connector());
     const controller = new AbortController();
