@@ -663,6 +663,60 @@ describe('SessionEngine: progress of a task', () => {
   });
 });
 
+describe('SessionEngine: progress of a task, after its call answered', () => {
+  const taskAnswer = { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
+
+  it("sends progress read on the call's own stream after the answer was written to the session's stream", async () => {
+    let late: ((progress: number) => void) | undefined;
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'up1',
+      capabilities: { tools: {}, tasks: { requests: { tools: { call: {} } } } },
+      handle: async (_method, params, options) => {
+        const progressToken = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
+        late = (progress) => options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress } });
+        return taskAnswer;
+      },
+    };
+    const { engine } = build({ u1: upstream }, { tasks: true });
+    const { record } = await open(engine, '2025-11-25');
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    // The POST's answer is written once the call returns: from then on its sink takes nothing.
+    let answered = false;
+    const post: MessageSink = { get canStream() { return !answered; }, send: () => !answered };
+    await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 }, _meta: { progressToken: 'ptok' } }), post, 'trace');
+    answered = true;
+    late?.(10);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(standalone.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ progressToken: 'ptok', progress: 10 }]);
+  });
+
+  it("keeps a task's progress past the lease of its concurrency slots, and keeps no token longer than 512 characters", async () => {
+    const upstream: FakeUpstream = { capabilities: { tools: {}, tasks: { requests: { tools: { call: {} } } } }, handle: async () => taskAnswer };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'up1'), callTimeoutMs: 100 }], () => undefined);
+    const connector = new FakeConnector({ u1: upstream });
+    // A concurrency limit holds a slot per call (released with the call, or, for a task, at the end of its lease).
+    const engine = new SessionEngine({
+      registry, connector, sessions: new MemorySessionStore(), logger, tasks: new MemoryTaskRouteStore(),
+      hooks: { admit: (info) => (info.method === 'tools/call' ? { release: () => undefined } : undefined) },
+      options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const { record } = await open(engine, '2025-11-25');
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    const long = 'x'.repeat(513);
+    for (const progressToken of ['ptok', long]) {
+      await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 }, _meta: { progressToken } }), NO_STREAM, 'trace');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250)); // past the slots' lease (the call timeout)
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'ptok', progress: 1 } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: long, progress: 1 } });
+    expect(standalone.map((m) => ('params' in m ? m.params?.['progressToken'] : undefined))).toEqual(['ptok']);
+  });
+});
+
 describe('SessionEngine: prompt names', () => {
   it('lists and gets a prompt whose name has characters a tool name may not (the specification sets no rule for prompts)', async () => {
     const { engine, connector } = build({

@@ -430,6 +430,8 @@ const MAX_ENDED_REMEMBERED = 50_000;
 
 /** Progress tokens of tasks a session keeps (`LiveSession.taskProgress`); past this the oldest go. */
 const MAX_TRACKED_TASK_PROGRESS = 1_024;
+/** The longest progress token kept for a task's lifetime. */
+const MAX_TASK_PROGRESS_TOKEN = 512;
 
 /** Upstream and progress token (a number and the string of its digits are different tokens). */
 const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
@@ -2154,6 +2156,11 @@ export class SessionEngine {
             // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
             // references a token of an active request). Another token is some other request's, or none at all.
             if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) return;
+            // The call became a task and its answer is written: its progress goes on on the session's stream.
+            if (!sink.canStream && live.taskProgress.size > 0 && live.taskProgress.has(taskProgressKey(upstreamId, progressToken))) {
+              this.toSessionStream(live, upstreamId, notification);
+              return;
+            }
             const progressed: Record<string, unknown> = { ...notification.params };
             // Past what a hook already reported (an approval wait), so the agent sees progress only increase.
             if (progressSent > 0 && typeof progressed['progress'] === 'number') {
@@ -2310,7 +2317,9 @@ export class SessionEngine {
   /** Notes the progress token of a call that became a task (see `LiveSession.taskProgress`). */
   private trackTaskProgress(live: LiveSession, upstreamId: string, meta: unknown, agentTaskId: string): void {
     const token = isObject(meta) ? meta['progressToken'] : undefined;
-    if (typeof token !== 'string' && typeof token !== 'number') return;
+    // Kept for the task's lifetime: a token longer than a relayed one may be (512) is not kept, and its progress ends
+    // with the call.
+    if ((typeof token !== 'string' || token.length > MAX_TASK_PROGRESS_TOKEN) && typeof token !== 'number') return;
     if (live.taskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgress);
     live.taskProgress.set(taskProgressKey(upstreamId, token), agentTaskId);
   }
@@ -2735,9 +2744,16 @@ export class SessionEngine {
     else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
   }
 
+  /** An upstream's notification for the agent's standalone stream, one about a task named for the agent. */
+  private toSessionStream(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): void {
+    if (!this.relayable(live, upstreamId, notification)) return;
+    const upstreamTask = referencedTask(notification.method, notification.params);
+    if (upstreamTask === undefined) this.toStandalone(live, notification);
+    else void this.agentTaskMessage(live, upstreamId, notification, upstreamTask).then((named) => named && this.toStandalone(live, named));
+  }
+
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
-    const deliver = (notification: JsonRpcNotification) => this.toStandalone(live, notification);
     session.onNotification((received) => {
       const notification = maskedLog(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
@@ -2746,10 +2762,7 @@ export class SessionEngine {
       if (notification.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, notification.params?.['progressToken']))) return;
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
-      if (!this.relayable(live, config.id, notification)) return;
-      const upstreamTask = referencedTask(notification.method, notification.params);
-      if (upstreamTask === undefined) deliver(notification);
-      else void this.agentTaskMessage(live, config.id, notification, upstreamTask).then((named) => named && deliver(named));
+      this.toSessionStream(live, config.id, notification);
     });
     session.onServerRequest((request, signal) => {
       const upstreamTask = referencedTask(request.method, request.params);
@@ -2883,7 +2896,7 @@ export class SessionEngine {
       return;
     }
     const earlier = live.taskSlots.get(agentTaskId);
-    const timer = setTimeout(() => this.endTaskSlots(live, agentTaskId), ms);
+    const timer = setTimeout(() => this.endTaskSlots(live, agentTaskId, true, false), ms);
     timer.unref();
     live.taskSlots.set(agentTaskId, () => {
       clearTimeout(timer);
@@ -2896,8 +2909,9 @@ export class SessionEngine {
    * The task was seen to end: its slots go back. Held by another replica (the call ran there), they are announced on
    * the bus, once per task and replica (an agent polling an ended task would otherwise announce it on every poll).
    */
-  private endTaskSlots(live: LiveSession, agentTaskId: string, announce = true): void {
-    for (const [key, task] of live.taskProgress) if (task === agentTaskId) live.taskProgress.delete(key);
+  private endTaskSlots(live: LiveSession, agentTaskId: string, announce = true, seenToEnd = true): void {
+    // Its progress token is done with once the task is (not when only its slots' lease ran out: it may run on).
+    if (seenToEnd && live.taskProgress.size > 0) for (const [key, task] of live.taskProgress) if (task === agentTaskId) live.taskProgress.delete(key);
     const release = live.taskSlots.get(agentTaskId);
     if (release !== undefined) {
       live.taskSlots.delete(agentTaskId);

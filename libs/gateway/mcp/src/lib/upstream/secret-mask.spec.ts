@@ -80,6 +80,28 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
   });
 
+  it('leaves the parts of other headers and the values of other query parameters alone (ordinary words)', () => {
+    const upstream = config({
+      url: 'https://mcp.example.com/mcp?version=2025-06-18&region=us-east-1&access_token=query-token-98765',
+      headers: { 'x-org': 'Acme Corporation', 'x-format': 'text/markdown; charset=utf-8', authorization: 'Bearer upstream-token-0123456789' },
+    });
+    const mask = secretMaskOf(upstream);
+    expect(mask.mask('Corporation us-east-1 2025-06-18 text/markdown')).toBe('Corporation us-east-1 2025-06-18 text/markdown');
+    // The whole of a configured header value is still a secret, and so is a credential-named query value.
+    expect(mask.mask('Acme Corporation query-token-98765 upstream-token-0123456789')).toBe('[redacted] [redacted] [redacted]');
+  });
+
+  it('never throws on data nested deeper than JSON.stringify can go, and masks such data whole', () => {
+    const upstream = config();
+    const deep = JSON.parse(`${'['.repeat(200_000)}"upstream-token-0123456789"${']'.repeat(200_000)}`) as unknown;
+    const result = maskErrorResult(upstream, { content: deep, isError: true });
+    let expected: unknown = '[redacted]';
+    for (let depth = 0; depth < 31; depth += 1) expected = [expected];
+    expect(result).toEqual({ content: expected, isError: true });
+    const error = maskUpstreamError(upstream, new UpstreamRpcError(-32000, 'upstream-token-0123456789', deep));
+    expect(error.message).toBe('[redacted]');
+  });
+
   it('masks strings only, so numbers and the shape of data stay, keys included', () => {
     const mask = new SecretMask(['12345678', 'secret-key-value']);
     const data = { count: 123456789, list: [1, 'secret-key-value', { 'secret-key-value': 'x' }], id: 'id-12345678' };

@@ -1,4 +1,4 @@
-import { REDACTED } from '@portcullis/shared/util-redact';
+import { namesQuerySecret, namesSecret, REDACTED } from '@portcullis/shared/util-redact';
 import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 
 /**
@@ -10,11 +10,15 @@ const MASKED_MIN_LENGTH = 8;
 /** Words that make a flag's value a credential: one part of its name (`--api-key`, `--client_secret`, `--authToken`). */
 const CREDENTIAL_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'auth', 'credential', 'credentials', 'cookie', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'bearer']);
 
-/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts (split at `-`, `_`, `.`, and camel case). */
-function isCredentialFlag(flag: string): boolean {
-  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
-  const words = flag.replace(/^--?/, '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
+/** Whether a name (a flag without its dashes, a header) has a credential word as one of its parts (split at `-`, `_`, `.`, and camel case). */
+function hasCredentialWord(name: string): boolean {
+  const words = name.replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
   return words.some((word) => CREDENTIAL_WORDS.has(word.toLowerCase()));
+}
+
+/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts. */
+function isCredentialFlag(flag: string): boolean {
+  return /^--?[A-Za-z][\w.-]*$/.test(flag) && hasCredentialWord(flag.replace(/^--?/, ''));
 }
 
 /**
@@ -70,16 +74,20 @@ const VALUE_PARTS = /[\s;,]+/;
 
 /**
  * The secrets the gateway gives an upstream, in every form an upstream might quote them:
- * - header values whole, each part of them (after an auth scheme, a cookie's or a parameter's value after its `=`),
- *   and the user and password a `Basic` value encodes;
+ * - header values whole; for a header named like a credential (`Authorization`, `Cookie`, `X-Upstream-Key`) also each
+ *   part (after an auth scheme, a cookie's or a parameter's value after its `=`) and the user and password a `Basic`
+ *   value encodes;
  * - env values, and the values of credential flags in the arguments;
- * - the password and the query values of its URL;
+ * - the user and password of its URL, and the values of query parameters named like credentials;
  * - each of those URL-encoded too (an upstream that echoes a request line or a form).
+ * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
+ * and masking them would garble every message that uses them.
  */
 function configuredSecrets(config: UpstreamConfig): string[] {
   const values = [...Object.values(config.env), ...credentialArgs(config.args)];
-  for (const value of Object.values(config.headers)) {
+  for (const [name, value] of Object.entries(config.headers)) {
     values.push(value);
+    if (!namesSecret(name) && !hasCredentialWord(name)) continue;
     for (const part of value.split(VALUE_PARTS)) {
       // A `name=value` part's value (the name is no secret, and the whole would mask the name with it).
       const equals = part.indexOf('=');
@@ -96,8 +104,8 @@ function configuredSecrets(config: UpstreamConfig): string[] {
   if (config.url !== null) {
     try {
       const url = new URL(config.url);
-      if (url.password !== '') values.push(decodeURIComponent(url.password), url.password);
-      for (const value of url.searchParams.values()) values.push(value);
+      for (const userinfo of [url.username, url.password]) if (userinfo !== '') values.push(decodeURIComponent(userinfo), userinfo);
+      for (const [name, value] of url.searchParams) if (namesQuerySecret(name)) values.push(value);
     } catch {
       // Not a URL this side can read: nothing to add (the connector refuses it anyway).
     }
@@ -121,7 +129,7 @@ export function secretMaskOf(config: UpstreamConfig): SecretMask {
   return mask;
 }
 
-/** Nesting past which a value is not walked: it is masked whole if its JSON text holds a secret. */
+/** Nesting past which a value is not walked: an object or array that deep is masked whole. */
 const MAX_MASK_DEPTH = 32;
 
 /**
@@ -131,10 +139,8 @@ const MAX_MASK_DEPTH = 32;
 export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return mask.mask(value);
   if (typeof value !== 'object' || value === null) return value;
-  if (depth >= MAX_MASK_DEPTH) {
-    const text = JSON.stringify(value);
-    return text !== undefined && mask.mask(text) !== text ? REDACTED : value;
-  }
+  // Not serialised to look inside: JSON.parse takes any depth, and serialising it again could exhaust the stack.
+  if (depth >= MAX_MASK_DEPTH) return REDACTED;
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     value.forEach((item: unknown, index) => {
@@ -164,7 +170,12 @@ export function maskUpstreamError(config: UpstreamConfig, error: UpstreamRpcErro
   const mask = secretMaskOf(config);
   if (mask.longest === 0) return error;
   const message = typeof error.message === 'string' ? mask.mask(error.message) : error.message;
-  const data = maskValue(mask, error.data);
+  let data: unknown;
+  try {
+    data = maskValue(mask, error.data);
+  } catch {
+    data = undefined; // never thrown by design; the caller settles a call with this, and must not be left hanging
+  }
   if (message === error.message && data === error.data) return error;
   return new UpstreamRpcError(error.code, message, data);
 }
@@ -177,5 +188,11 @@ export function maskUpstreamError(config: UpstreamConfig, error: UpstreamRpcErro
 export function maskErrorResult(config: UpstreamConfig, result: Record<string, unknown>): Record<string, unknown> {
   if (result['isError'] !== true) return result;
   const mask = secretMaskOf(config);
-  return mask.longest === 0 ? result : (maskValue(mask, result) as Record<string, unknown>);
+  if (mask.longest === 0) return result;
+  try {
+    return maskValue(mask, result) as Record<string, unknown>;
+  } catch {
+    // Never thrown by design; the caller settles a call with this, and must not be left hanging.
+    return { content: [{ type: 'text', text: REDACTED }], isError: true };
+  }
 }
