@@ -14,10 +14,11 @@ import { compatibilityOf, StdioProcess, type StdioOptions, type StdioOwner } fro
 
 /**
  * The processes of one stdio upstream on this replica (at most `maxProcesses`). A process is initialised once, for the
- * first session's agent (its protocol version and the capabilities relayed for it), so a new session goes to a process
- * made for an agent like its own: an idle one, or at the bound the least-used one; else to a new process while the
- * bound allows; only at the bound with none alike does it share the least-used process whatever it was made for (what
- * that server then asks that this agent cannot answer is refused, and results are adapted to its version).
+ * first session's agent (its protocol version and the client features relayed for it), so a new session goes to an
+ * idle process made for an agent like its own, else to a new process while the bound allows; at the bound, to the
+ * least-used process made for an agent like its own unless that one has more than twice the sessions of the least-used
+ * process (plus one), which it then shares whatever it was made for (what that server asks that this agent cannot
+ * answer is refused, and results are adapted to its version).
  */
 export class StdioPool {
   readonly processes: StdioProcess[] = [];
@@ -94,8 +95,12 @@ export class StdioPool {
       if (process.compatibility === alike && (leastAlike === undefined || process.owners.size < leastAlike.owners.size)) leastAlike = process;
     }
     const atBound = this.processes.length >= this.maxProcesses;
-    if (leastAlike !== undefined && (leastAlike.owners.size === 0 || atBound)) return leastAlike;
-    if (least !== undefined && atBound) return least;
+    if (leastAlike !== undefined && leastAlike.owners.size === 0) return leastAlike;
+    if (least !== undefined && atBound) {
+      // At the bound, one alike unless it is much busier than the least-used: one kind of agent must not pile onto
+      // one process while others idle.
+      return leastAlike !== undefined && leastAlike.owners.size <= 2 * least.owners.size + 1 ? leastAlike : least;
+    }
     const created = new StdioProcess(this.ctx, this.options, identity, (gone) => {
       const index = this.processes.indexOf(gone);
       if (index === -1) return;

@@ -133,11 +133,21 @@ function onePrincipal(owners: ReadonlySet<StdioOwner>): boolean {
 type Owner = StdioOwner | StdioProcess;
 
 /**
- * What a process's handshake told the server of its client: the protocol version and the client capabilities (the
- * agent's, as relayed). Sessions whose identities give the same text are alike for a process.
+ * What a process's handshake told the server of its client that decides what it may ask: the protocol version, and
+ * which of the client features relayed for the agent it has (sampling and its tools and context, elicitation and its
+ * modes, roots and their change notices). Sessions whose identities give the same text are alike for a process; key
+ * order and other fields of the capabilities do not matter.
  */
 export function compatibilityOf(identity: ClientIdentity): string {
-  return `${identity.protocolVersion} ${JSON.stringify(identity.capabilities)}`;
+  const caps = identity.capabilities;
+  const has = (area: string, feature?: string): string => {
+    const value = caps[area];
+    if (typeof value !== 'object' || value === null) return '-';
+    if (feature === undefined) return '+';
+    const inner = (value as Record<string, unknown>)[feature];
+    return inner !== undefined && inner !== false && inner !== null ? '+' : '-';
+  };
+  return `${identity.protocolVersion} ${has('sampling')}${has('sampling', 'tools')}${has('sampling', 'context')} ${has('elicitation')}${has('elicitation', 'form')}${has('elicitation', 'url')} ${has('roots')}${has('roots', 'listChanged')}`;
 }
 
 /**

@@ -538,6 +538,19 @@ describe('stdio upstreams', () => {
     expect([firstPid, await pidOf(withSampling as UpstreamSession & { pid?: number })]).toContain(await pidOf(older as UpstreamSession & { pid?: number }));
   });
 
+  it('at the bound, does not pile one kind of agent onto one process while another process has few sessions', async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 2 });
+    const config = fixtureConfig();
+    const alike = await pidOf(await open(c, config));
+    const other = await c.connect(config, { ...identity, capabilities: { sampling: {} } });
+    sessions.push(other);
+    const otherPid = await pidOf(other as UpstreamSession & { pid?: number });
+    const pids: number[] = [];
+    for (let i = 0; i < 6; i += 1) pids.push(await pidOf(await open(c, config)));
+    // The process alike while it has at most twice the other's sessions plus one; past that, the other one.
+    expect(pids).toEqual([alike, alike, alike, otherPid, alike, alike]);
+  });
+
   it('sends notifications/cancelled with its own id when a call is aborted', async () => {
     const session = await open(connector());
     const controller = new AbortController();
