@@ -8,7 +8,7 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, startProxy, startTestGateway, type BreakableProxy, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, openStandaloneStream, postInitialize, startProxy, startTestGateway, type BreakableProxy, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -22,48 +22,10 @@ let postgres: string;
 
 /** An initialize POST with this key: the status, Retry-After and the JSON-RPC error if any. */
 async function initialize(key: string) {
-  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'age-spec', version: '1' } },
-    }),
-  });
+  const response = await postInitialize(gateway, tenant.slug, key, 'age-spec');
   const text = await response.text();
   const body = (response.headers.get('content-type') ?? '').startsWith('application/json') ? (JSON.parse(text) as { error?: { code: number; message: string } }) : {};
   return { status: response.status, retryAfter: response.headers.get('retry-after'), error: body.error, text };
-}
-
-/** A session of this key with its standalone GET stream open; `ended()` says whether the gateway closed the stream. */
-async function openStream(key: string): Promise<{ ended: () => boolean; close: () => void }> {
-  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
-  const init = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers,
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'age-spec', version: '1' } } }),
-  });
-  const session = init.headers.get('mcp-session-id') ?? '';
-  await init.text();
-  const controller = new AbortController();
-  const stream = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' },
-    signal: controller.signal,
-  });
-  expect(stream.status).toBe(200);
-  let ended = false;
-  void (async () => {
-    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
-    try {
-      while (!(await reader.read()).done);
-    } catch {
-      // aborted by the test
-    }
-    ended = true;
-  })();
-  return { ended: () => ended, close: () => controller.abort() };
 }
 
 beforeAll(async () => {
@@ -97,8 +59,8 @@ afterAll(async () => {
 describe('API keys and tenants older than GATEWAY_CREDENTIALS_MAX_AGE_MS', () => {
   it('refuses keys with 503 while the database is out of reach for too long, then applies what changed meanwhile', async () => {
     expect((await initialize(doomed.key)).status).toBe(200);
-    const doomedStream = await openStream(doomed.key);
-    const survivorStream = await openStream(survivor.key);
+    const doomedStream = await openStandaloneStream(gateway, tenant.slug, doomed.key);
+    const survivorStream = await openStandaloneStream(gateway, tenant.slug, survivor.key);
 
     // The gateway loses its database; the control plane (another connection) revokes a key.
     proxy.target = 'http://127.0.0.1:1';
@@ -130,9 +92,9 @@ describe('API keys and tenants older than GATEWAY_CREDENTIALS_MAX_AGE_MS', () =>
     expect(gateway.logs()).toContain('requests are authenticated again');
     // Open streams are judged against the fresh copy: the revoked key's stream ends, the other one stays open (not
     // every stream closed because the copy had been too old a moment before).
-    await waitFor(() => doomedStream.ended(), { timeoutMs: 10_000, description: 'the revoked key\'s stream closed' });
+    await waitFor(() => doomedStream.endedAt() !== undefined, { timeoutMs: 10_000, description: 'the revoked key\'s stream closed' });
     await new Promise((resolve) => setTimeout(resolve, 600));
-    expect(survivorStream.ended()).toBe(false);
+    expect(survivorStream.endedAt()).toBeUndefined();
     survivorStream.close();
   }, 40_000);
 });

@@ -12,7 +12,7 @@ import { BROADCAST_CHANNEL } from '@portcullis/gateway/core';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, freePort, postInitialize, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -25,16 +25,7 @@ const agents: Record<'survivor' | 'revokedWhileDown' | 'revokedByNotice', { agen
 
 /** The status of an initialize POST with this key. */
 async function initialize(key: string): Promise<number> {
-  const response = await fetch(`${gateway?.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'redis-boot-spec', version: '1' } },
-    }),
-  });
+  const response = await postInitialize(gateway as TestGateway, tenant.slug, key, 'redis-boot-spec');
   await response.text();
   return response.status;
 }

@@ -26,6 +26,48 @@ export async function createAgentWithKey(db: SystemPrismaClient, tenantId: strin
   return { agentId: agent.id, key };
 }
 
+/** POSTs a 2025-11-25 initialize with this API key to the tenant's endpoint: the response, its body not read. */
+export function postInitialize(gateway: TestGateway, tenantSlug: string, key: string, clientName = 'spec'): Promise<Response> {
+  return fetch(`${gateway.url}/t/${tenantSlug}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: clientName, version: '1' } },
+    }),
+  });
+}
+
+/**
+ * A new session of this key with its standalone GET stream open (both must succeed): `endedAt()` says when the
+ * gateway closed the stream (undefined while open), `close()` ends it from this side.
+ */
+export async function openStandaloneStream(gateway: TestGateway, tenantSlug: string, key: string): Promise<{ endedAt: () => number | undefined; close: () => void }> {
+  const init = await postInitialize(gateway, tenantSlug, key, 'stream-spec');
+  await init.text();
+  if (init.status !== 200) throw new Error(`initialize answered ${init.status}`);
+  const session = init.headers.get('mcp-session-id') ?? '';
+  const controller = new AbortController();
+  const stream = await fetch(`${gateway.url}/t/${tenantSlug}/mcp`, {
+    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' },
+    signal: controller.signal,
+  });
+  if (stream.status !== 200) throw new Error(`the standalone GET answered ${stream.status}`);
+  let endedAt: number | undefined;
+  void (async () => {
+    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+    try {
+      while (!(await reader.read()).done);
+    } catch {
+      // aborted by the test
+    }
+    endedAt = Date.now();
+  })();
+  return { endedAt: () => endedAt, close: () => controller.abort() };
+}
+
 export const demoDist = path.resolve(__dirname, '../../../../dist/apps/demo-upstreams');
 
 export async function freePort(): Promise<number> {
