@@ -46,6 +46,14 @@ function resultOf(response: JsonRpcResponse): Record<string, unknown> {
   return response.result;
 }
 const sinkOf = (into: JsonRpcMessage[]): MessageSink => ({ canStream: true, send: (m) => into.push(m) > 0 });
+/** What a task-capable upstream answers a task-augmented call with: task t-1, working. */
+const TASK_ANSWER = { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
+/** An upstream (prefix up1) that runs every tools/call as task t-1. */
+const taskRunner: FakeUpstream & { prefix: string } = {
+  prefix: 'up1',
+  capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
+  handle: async (method) => (method === 'tools/call' ? TASK_ANSWER : {}),
+};
 
 describe('SessionEngine: resource routes, cursors and tasks', () => {
   it('sends completion/complete of a resource template to the upstream that listed that template, not to the first whose template matches its text', async () => {
@@ -92,15 +100,7 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
   });
 
   it("names the upstream's task id again in the agent's answer to a request about a task", async () => {
-    const tasksUpstream: FakeUpstream & { prefix: string } = {
-      prefix: 'up1',
-      capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
-      handle: async (method) => {
-        if (method === 'tools/call') return { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
-        return {};
-      },
-    };
-    const { engine, connector } = build({ u1: tasksUpstream }, { tasks: true });
+    const { engine, connector } = build({ u1: taskRunner }, { tasks: true });
     const { record } = await open(engine, '2025-11-25', { elicitation: {} });
     const toAgent: JsonRpcMessage[] = [];
     engine.attachStandalone(record, sinkOf(toAgent));
@@ -634,15 +634,7 @@ describe('SessionEngine: what an upstream declared, per upstream', () => {
 
 describe('SessionEngine: progress of a task', () => {
   it("passes on a task's progress on the upstream session's stream for the task's lifetime, under its token only", async () => {
-    const tasksUpstream: FakeUpstream & { prefix: string } = {
-      prefix: 'up1',
-      capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
-      handle: async (method) => {
-        if (method === 'tools/call') return { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
-        return {};
-      },
-    };
-    const { engine, connector } = build({ u1: tasksUpstream }, { tasks: true });
+    const { engine, connector } = build({ u1: taskRunner }, { tasks: true });
     const { record } = await open(engine, '2025-11-25');
     const toAgent: JsonRpcMessage[] = [];
     engine.attachStandalone(record, sinkOf(toAgent));
@@ -664,8 +656,6 @@ describe('SessionEngine: progress of a task', () => {
 });
 
 describe('SessionEngine: progress of a task, after its call answered', () => {
-  const taskAnswer = { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
-
   it("sends progress read on the call's own stream after the answer was written to the session's stream", async () => {
     let late: ((progress: number) => void) | undefined;
     const upstream: FakeUpstream & { prefix: string } = {
@@ -674,7 +664,7 @@ describe('SessionEngine: progress of a task, after its call answered', () => {
       handle: async (_method, params, options) => {
         const progressToken = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
         late = (progress) => options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress } });
-        return taskAnswer;
+        return TASK_ANSWER;
       },
     };
     const { engine } = build({ u1: upstream }, { tasks: true });
@@ -692,7 +682,7 @@ describe('SessionEngine: progress of a task, after its call answered', () => {
   });
 
   it("keeps a task's progress past the lease of its concurrency slots, and keeps no token longer than 512 characters", async () => {
-    const upstream: FakeUpstream = { capabilities: { tools: {}, tasks: { requests: { tools: { call: {} } } } }, handle: async () => taskAnswer };
+    const upstream: FakeUpstream = { capabilities: { tools: {}, tasks: { requests: { tools: { call: {} } } } }, handle: async () => TASK_ANSWER };
     const registry = new UpstreamRegistry('__');
     registry.replace([{ ...fakeConfig('u1', 'up1'), callTimeoutMs: 100 }], () => undefined);
     const connector = new FakeConnector({ u1: upstream });
