@@ -102,6 +102,19 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(error.message).toBe('[redacted]');
   });
 
+  it('masks the user and password of a connection string in the env or the arguments', () => {
+    const upstream = config({
+      transport: 'stdio',
+      url: null,
+      command: 'server',
+      args: ['postgresql://reporting:db-pass-4242@db.internal/sales'],
+      env: { CACHE_URL: 'redis://cache-user:cache-pass-77@cache:6379/0' },
+    });
+    expect(secretMaskOf(upstream).mask('password authentication failed for reporting (db-pass-4242); cache-pass-77')).toBe(
+      'password authentication failed for [redacted] ([redacted]); [redacted]',
+    );
+  });
+
   it('masks strings only, so numbers and the shape of data stay, keys included', () => {
     const mask = new SecretMask(['12345678', 'secret-key-value']);
     const data = { count: 123456789, list: [1, 'secret-key-value', { 'secret-key-value': 'x' }], id: 'id-12345678' };

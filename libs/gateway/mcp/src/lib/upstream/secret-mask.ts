@@ -78,7 +78,8 @@ const VALUE_PARTS = /[\s;,]+/;
  *   part (after an auth scheme, a cookie's or a parameter's value after its `=`) and the user and password a `Basic`
  *   value encodes;
  * - env values, and the values of credential flags in the arguments;
- * - the user and password of its URL, and the values of query parameters named like credentials;
+ * - the user and password of its URL, and the values of query parameters named like credentials; the same of a
+ *   connection string among the env values or arguments;
  * - each of those URL-encoded too (an upstream that echoes a request line or a form).
  * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
  * and masking them would garble every message that uses them.
@@ -101,20 +102,34 @@ function configuredSecrets(config: UpstreamConfig): string[] {
       if (colon >= 0) values.push(decoded.slice(colon + 1));
     }
   }
-  if (config.url !== null) {
-    try {
-      const url = new URL(config.url);
-      for (const userinfo of [url.username, url.password]) if (userinfo !== '') values.push(decodeURIComponent(userinfo), userinfo);
-      for (const [name, value] of url.searchParams) if (namesQuerySecret(name)) values.push(value);
-    } catch {
-      // Not a URL this side can read: nothing to add (the connector refuses it anyway).
-    }
-  }
+  if (config.url !== null) urlSecrets(config.url, values);
+  // A connection string in the env or the arguments (`postgres://user:password@host/db`): its user and password alone.
+  for (const value of [...Object.values(config.env), ...config.args]) if (value.includes('://') && value.includes('@')) urlSecrets(value, values);
   for (const value of [...values]) {
     const encoded = encodeURIComponent(value);
     if (encoded !== value) values.push(encoded);
   }
   return values;
+}
+
+/** Adds the user and password of `text` read as a URL, and its query values named like credentials. */
+function urlSecrets(text: string, values: string[]): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return; // not a URL this side can read: nothing to add
+  }
+  for (const userinfo of [url.username, url.password]) {
+    if (userinfo === '') continue;
+    values.push(userinfo);
+    try {
+      values.push(decodeURIComponent(userinfo));
+    } catch {
+      // a malformed escape: the encoded form is masked
+    }
+  }
+  for (const [name, value] of url.searchParams) if (namesQuerySecret(name)) values.push(value);
 }
 
 /** Made once per configuration (a configuration is replaced, never changed, when the upstream is edited). */
