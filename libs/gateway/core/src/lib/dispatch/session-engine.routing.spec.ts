@@ -3,7 +3,7 @@
  * (each failed before its fix).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -714,7 +714,7 @@ describe('SessionEngine: prompt names', () => {
         prefix: 'docs',
         capabilities: { tools: {}, prompts: {} },
         handle: async (method) => {
-          if (method === 'prompts/list') return { prompts: [{ name: 'code review' }, { name: 'bad\nname' }, { name: 'résumé: draft' }, { name: 'admin\u202egnp.exe' }] };
+          if (method === 'prompts/list') return { prompts: [{ name: 'code review' }, { name: 'bad\nname' }, { name: 'résumé: draft' }, { name: 'admin\u202egnp.exe' }, { name: 'می\u200cخواهم' }] };
           if (method === 'tools/list') return { tools: [{ name: 'code review', inputSchema: { type: 'object' } }] };
           return { messages: [] };
         },
@@ -722,7 +722,8 @@ describe('SessionEngine: prompt names', () => {
     });
     const { record } = await open(engine);
     const prompts = resultOf(await engine.request(record, req('prompts/list'), NO_STREAM, 'trace'))['prompts'] as { name: string }[];
-    expect(prompts.map((prompt) => prompt.name)).toEqual(['docs__code review', 'docs__résumé: draft']);
+    // A zero-width non-joiner is part of a Persian word; a bidi override is refused.
+    expect(prompts.map((prompt) => prompt.name)).toEqual(['docs__code review', 'docs__résumé: draft', 'docs__می\u200cخواهم']);
     // Tools keep the specification's rules.
     expect(resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools']).toEqual([]);
     expect(await engine.request(record, req('prompts/get', { name: 'docs__code review' }), NO_STREAM, 'trace')).toMatchObject({ result: { messages: [] } });
@@ -753,5 +754,37 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'warning', data: `token ${token} expires soon` } });
     expect(inCall.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ level: 'error', data: { error: 'refused [redacted]' } }]);
     expect(standalone.map((m) => ('params' in m ? m.params : undefined))).toEqual([{ level: 'warning', data: 'token [redacted] expires soon' }]);
+  });
+
+  it('masks them on a call whose upstream session was dropped meanwhile (forgotten by the upstream)', async () => {
+    const token = 'upstream-token-0123456789';
+    let log: ((notification: JsonRpcNotification) => void) | undefined;
+    let finish: (() => void) | undefined;
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'web',
+      capabilities: { tools: {}, logging: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        log = options?.onNotification;
+        await new Promise<void>((resolve) => (finish = resolve));
+        return { content: [] };
+      },
+    };
+    const { engine, connector, registry, configs } = build({ u1: upstream });
+    registry.replace(configs.map((config) => ({ ...config, headers: { authorization: `Bearer ${token}` } })), () => undefined);
+    const { record } = await open(engine);
+    const inCall: JsonRpcMessage[] = [];
+    const pending = engine.request(record, req('tools/call', { name: 'web__run', arguments: {} }), sinkOf(inCall), 'trace');
+    while (log === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+    log({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: `before ${token}` } });
+    // Another call met the upstream's 404: the session is dropped here while this call still streams.
+    connector.breakSession('u1');
+    log({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: `after ${token}` } });
+    finish?.();
+    await pending;
+    expect(inCall.map((m) => ('params' in m ? m.params : undefined))).toEqual([
+      { level: 'error', data: 'before [redacted]' },
+      { level: 'error', data: 'after [redacted]' },
+    ]);
   });
 });

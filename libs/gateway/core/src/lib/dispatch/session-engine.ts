@@ -2142,7 +2142,10 @@ export class SessionEngine {
     return this.onUpstream(live, upstreamId, traceId, (session) => {
       // The configuration's current call timeout (read once the session is got: an edit may have changed it), also for
       // a session opened before the edit; `tasks/result` waits longer.
-      const timeoutMs = (task instanceof Promise ? undefined : task?.timeoutMs) ?? live.upstreams.get(upstreamId)?.config.callTimeoutMs;
+      // Also what the call's log messages are masked with: the configuration this session was opened or kept under,
+      // read now (the entry may be gone by the time a message comes: a session the upstream forgot, an edit).
+      const config = live.upstreams.get(upstreamId)?.config;
+      const timeoutMs = (task instanceof Promise ? undefined : task?.timeoutMs) ?? config?.callTimeoutMs;
       // A second attempt (the upstream had forgotten its session) gets its own: the first one's ended with it.
       relays = undefined;
       call = undefined;
@@ -2169,8 +2172,13 @@ export class SessionEngine {
             }
             this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, (held ??= { count: 0 }));
           } else {
-            const config = notification.method === 'notifications/message' ? live.upstreams.get(upstreamId)?.config : undefined;
-            this.sendInCall(live, upstreamId, sink, config ? maskedLog(config, notification) : notification, task, (held ??= { count: 0 }));
+            let relayed = notification;
+            if (notification.method === 'notifications/message') {
+              // Never relayed unmasked: without the configuration its secrets are not known, and the message goes.
+              if (config === undefined) return;
+              relayed = maskedLog(config, notification);
+            }
+            this.sendInCall(live, upstreamId, sink, relayed, task, (held ??= { count: 0 }));
           }
         },
         onServerRequest: (request, upstreamSignal) => {

@@ -19,15 +19,16 @@ export const isValidExposedName = (name: string): boolean =>
 export const MAX_PROMPT_NAME_LENGTH = 512;
 
 /**
- * Whether `name` holds a control character (C0, DEL, C1) or an invisible formatting one (zero-width characters,
- * bidirectional overrides and isolates, the byte-order mark): those could make a name in the audit trail or an approval
- * read as another.
+ * Whether `name` holds a control character (C0, DEL, C1) or an invisible formatting one (the zero-width space, the
+ * directional marks, bidirectional overrides and isolates, the byte-order mark): those could make a name in the audit
+ * trail or an approval read as another.
  */
 function hasControlCharacter(name: string): boolean {
   for (let index = 0; index < name.length; index += 1) {
     const code = name.charCodeAt(index);
     if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return true;
-    if ((code >= 0x200b && code <= 0x200f) || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069) || code === 0xfeff) return true;
+    // Not the zero-width (non-)joiner, U+200C and U+200D: part of Persian and Indic words, and of emoji sequences.
+    if (code === 0x200b || code === 0x200e || code === 0x200f || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069) || code === 0xfeff) return true;
   }
   return false;
 }
