@@ -294,8 +294,9 @@ interface LiveSession {
   readonly taskSlots: Map<string, () => void>;
   /**
    * Progress tokens of the session's task-augmented calls (`taskProgressKey`: upstream and token) → the agent's task id.
-   * MCP: a task's token stays valid for the task's lifetime, so its progress, which comes on the upstream session's own
-   * stream once the call has answered, is passed on for these tokens (and no others). Bounded; a task seen to end goes.
+   * MCP: a task's token stays valid for the task's lifetime, so its progress, which comes after the call has answered
+   * (on the upstream session's own stream, or late on the call's), is passed on for these tokens (and no others) on
+   * the agent's standalone stream. Bounded; a task seen to end goes.
    */
   readonly taskProgress: Map<string, string>;
   /** Tasks seen to end here whose slots another replica holds, told to the others once (at most MAX_ANNOUNCED_TASK_ENDS). */
@@ -1700,8 +1701,8 @@ export class SessionEngine {
     const label = kind === 'tool' ? 'Unknown tool' : 'Unknown prompt';
     if (typeof exposed !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `${kind} name required`);
     // Only a name the listings could have shown (a tool's: 1–128 characters of [A-Za-z0-9_.-]; a prompt's: 1–512 without
-    // control characters): anything else names nothing, and must not travel on into the policy engine and the other
-    // hooks at whatever size the agent chose.
+    // control or invisible formatting characters): anything else names nothing, and must not travel on into the policy
+    // engine and the other hooks at whatever size the agent chose.
     const valid = kind === 'tool' ? isValidExposedName(exposed) : isValidExposedPromptName(exposed);
     const parts = valid ? splitExposedName(exposed, this.deps.options.separator) : undefined;
     const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
@@ -2022,9 +2023,10 @@ export class SessionEngine {
    * The tenant's upstreams changed: on this replica, every session of the tenant lets go at once of its upstream
    * sessions that no longer fit the registry: one whose upstream left the tenant (disabled, deleted, refused), or now
    * connects elsewhere (another URL, other credentials, another command), is retired as a request would retire it (the
-   * process stopped, the stream closed), and a next use opens a new one. Before, both were let go only when a request next used them — never, for an upstream that was gone — so a
-   * disabled upstream kept talking to the agent (log messages, sampling and elicitation requests) for as long as the
-   * session lasted, and an edited one kept its old host and credentials meanwhile.
+   * process stopped, the stream closed), and a next use opens a new one. Before, both were let go only when a request
+   * next used them (never, for an upstream that was gone), so a disabled upstream kept talking to the agent (log
+   * messages, sampling and elicitation requests) for as long as the session lasted, and an edited one kept its old host
+   * and credentials meanwhile.
    */
   retireDeparted(tenantId: string): void {
     const upstreams = this.deps.registry.forTenant(tenantId).byId;
