@@ -121,6 +121,28 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await replicas[0]?.heldBy(owner)).toBe(3);
   });
 
+  it('counts by Redis\'s clock, not a replica\'s: a replica whose clock runs an hour ahead or behind counts the same', async () => {
+    const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
+    const replica = new RedisSessionStore(redis, options);
+    const owner = { tenantId: 'tenant-clock', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    await replica.create(record(owner));
+    await replica.create(record(owner));
+    const realNow = Date.now.bind(Date);
+    try {
+      // Ahead: with its own clock it took both live sessions for expired, dropped them, and let two more in.
+      Date.now = () => realNow() + 3_600_000;
+      expect(await replica.heldBy(owner)).toBe(2);
+      expect(await replica.reserve(owner, newSessionId(), 2, 5_000)).toBe(false);
+      // Behind: with its own clock it scored a new session as expired an hour ago, and never counted it.
+      Date.now = () => realNow() - 3_600_000;
+      await replica.create(record(owner));
+      Date.now = realNow;
+      expect(await replica.heldBy(owner)).toBe(3);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   it('keeps a session counted while only changes keep it alive (a change moves its score as a touch does)', async () => {
     const options = { idleTtlMs: 1_500, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
     const store = new RedisSessionStore(redis, options);

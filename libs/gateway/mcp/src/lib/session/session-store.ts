@@ -72,27 +72,46 @@ const ownerKey = (owner: SessionOwner) => `${OWNER_PREFIX}${owner.tenantId}:${ow
  */
 const KEEP_OWNER_SET = `if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end`;
 
-/** Create: SET the record (NX) and, only if it was set, score its id in the principal's set. */
-const CREATE = `if not redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1], 'NX') then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+/**
+ * The scores are times on Redis's clock, never a replica's: a replica whose clock ran ahead would count the others'
+ * live sessions as expired (and drop them from the count), one whose clock lagged would keep gone ones. Redis 5 and
+ * later replicate a script's effects, so a script may read the time.
+ */
+const NOW = `local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;
+
+/** Create: SET the record ARGV[2] (NX) and, only if it was set, score its id ARGV[3] in the principal's set. */
+const CREATE = `if not redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1], 'NX') then return 0 end
+${NOW}
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[3])
 ${KEEP_OWNER_SET}
 return 1`;
 
 /**
- * Touch: move the record's TTL and, while the record lives, its score (added again if it had dropped out of the set:
- * the count heals itself).
+ * Touch: move the record's TTL and, while the record lives, the score of its id ARGV[2] (added again if it had dropped
+ * out of the set: the count heals itself).
  */
 const TOUCH = `if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+${NOW}
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[2])
 ${KEEP_OWNER_SET}
 return 1`;
 
-/** Reserve: drop expired ids, refuse at ARGV[3] ids, else score ARGV[4] until ARGV[2] (KEYS[2] only, KEYS[1] unused). */
-const RESERVE = `redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+/**
+ * Reserve: drop expired ids, refuse at ARGV[3] ids, else score ARGV[4] for the next ARGV[2] ms (KEYS[2] only, KEYS[1]
+ * unused).
+ */
+const RESERVE = `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[4])
 ${KEEP_OWNER_SET}
 return 1`;
+
+/** Count: drop expired ids from the principal's set KEYS[1], and count the rest. */
+const COUNT = `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])`;
 
 /**
  * Delete: the record and its id in its principal's set, read from the record itself (so a replica that holds no copy
@@ -142,15 +161,14 @@ export class RedisSessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     const ttl = this.options.idleTtlMs;
-    const stored = await this.redis.eval(CREATE, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), JSON.stringify(record), record.id);
+    const stored = await this.redis.eval(CREATE, 2, key(record.id), ownerKey(record), String(ttl), JSON.stringify(record), record.id);
     if (stored !== 1) throw new Error('a session with this id exists already');
     this.remember(record);
   }
 
   async reserve(owner: SessionOwner, id: string, max: number, holdMs: number): Promise<boolean> {
-    const now = Date.now();
     const ttl = Math.max(this.options.idleTtlMs, holdMs);
-    return (await this.redis.eval(RESERVE, 2, key(id), ownerKey(owner), String(ttl), String(now + holdMs), String(max), id, String(now))) === 1;
+    return (await this.redis.eval(RESERVE, 2, key(id), ownerKey(owner), String(ttl), String(holdMs), String(max), id)) === 1;
   }
 
   async release(owner: SessionOwner, id: string): Promise<void> {
@@ -158,10 +176,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async heldBy(owner: SessionOwner): Promise<number> {
-    const results = await this.redis.pipeline().zremrangebyscore(ownerKey(owner), '-inf', Date.now()).zcard(ownerKey(owner)).exec();
-    const counted = results?.[1];
-    if (!counted || counted[0] !== null) throw counted?.[0] ?? new Error('the sessions were not counted');
-    return Number(counted[1]);
+    return Number(await this.redis.eval(COUNT, 1, ownerKey(owner)));
   }
 
   /**
@@ -171,7 +186,7 @@ export class RedisSessionStore implements SessionStore {
    */
   private touch(record: SessionRecord, entry: CacheEntry): void {
     const ttl = this.options.idleTtlMs;
-    void this.redis.eval(TOUCH, 2, key(record.id), ownerKey(record), String(ttl), String(Date.now() + ttl), record.id).then(
+    void this.redis.eval(TOUCH, 2, key(record.id), ownerKey(record), String(ttl), record.id).then(
       (touched) => {
         // Only the entry this touch was for: one stored since came from a later read or write that found the record.
         if (touched === 0 && this.cache.get(record.id) === entry) this.cache.delete(record.id);
