@@ -30,6 +30,7 @@ import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitS
 import type { TenantSettings } from '@portcullis/contracts/api';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { Logger } from '@portcullis/shared/util-logger';
+import { ChannelSubscription } from './channel-subscription';
 import type { GatewayConfig } from './config';
 import { loadApiKeys, loadTenantSettings, loadTenants, loadToolPins, loadUpstreams, policySnapshotSource } from './snapshot-loaders';
 
@@ -212,47 +213,24 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     broadcast: (message) => replicaBus?.broadcast(message),
     sendTo: (target, message) => replicaBus?.sendTo(target, message),
   };
-  // ioredis subscribes again on every reconnect, but only to channels whose SUBSCRIBE once succeeded: one that failed
-  // (Redis down at boot) is tried again whenever the connection is ready, and after a while if it failed on a ready
-  // connection, until it succeeds. Attempts are not run side by side.
-  let subscribed = false;
-  let stopped = false;
-  let attempt: Promise<boolean> | undefined;
-  let retry: NodeJS.Timeout | undefined;
-  const subscribe = (): Promise<boolean> => {
-    if (subscribed || stopped) return Promise.resolve(subscribed);
-    attempt ??= (async () => {
-      try {
-        replicaBus ??= await createRedisReplicaBus({ publisher: deps.redis, subscriber: deps.subscriber, replicaId, onMessage: onBus });
-        await deps.subscriber.subscribe(...Object.values(CHANGE_CHANNELS));
-        subscribed = true;
-      } catch (error) {
-        // Redis down: readiness says so; requests with cached sessions still flow (ADR 0007).
-        logger.error({ err: error }, 'could not subscribe to gateway channels; cross-replica messages are off');
-        if (!stopped && deps.subscriber.status === 'ready') {
-          clearTimeout(retry);
-          retry = setTimeout(() => void resubscribe(), SUBSCRIBE_RETRY_MS);
-          retry.unref();
-        }
-      }
-      return subscribed;
-    })().finally(() => (attempt = undefined));
-    return attempt;
-  };
-  // Notices published while this replica was not subscribed never reach it: once it is again, keys, tenants and
-  // upstreams are reloaded (the policy cache reconciles of itself when told notices are back).
-  const resubscribe = async (): Promise<void> => {
-    const wasSubscribed = subscribed;
-    if (!(await subscribe()) || stopped) return;
-    if (!wasSubscribed) logger.info('subscribed to gateway channels: change notices and cross-replica messages are on');
-    policies.setPubSubHealthy(true);
-    void Promise.all([refreshers.apiKeys.refresh(), refreshers.tenants.refresh(), refreshers.upstreams.refresh(), refreshers.toolPins.refresh()]);
-  };
-  // At boot the snapshots were just loaded: nothing to catch up on.
-  await subscribe();
-  // Without notices the policy cache polls the database; when they come back it reconciles once.
-  policies.setPubSubHealthy(subscribed);
-  deps.subscriber.on('ready', () => void resubscribe());
+  const subscription = new ChannelSubscription({
+    connection: deps.subscriber,
+    logger,
+    async subscribe() {
+      replicaBus ??= await createRedisReplicaBus({ publisher: deps.redis, subscriber: deps.subscriber, replicaId, onMessage: onBus });
+      await deps.subscriber.subscribe(...Object.values(CHANGE_CHANNELS));
+    },
+    // Notices published while this replica was not subscribed never reach it: once it is again, keys, tenants and
+    // upstreams are reloaded (the policy cache reconciles of itself when told notices are back).
+    onSubscribed(now) {
+      if (now) logger.info('subscribed to gateway channels: change notices and cross-replica messages are on');
+      policies.setPubSubHealthy(true);
+      void Promise.all([refreshers.apiKeys.refresh(), refreshers.tenants.refresh(), refreshers.upstreams.refresh(), refreshers.toolPins.refresh()]);
+    },
+  });
+  // At boot the snapshots were just loaded: nothing to catch up on. Without notices the policy cache polls the
+  // database; when they come back it reconciles once.
+  policies.setPubSubHealthy(await subscription.start());
   deps.subscriber.on('close', () => policies.setPubSubHealthy(false));
   deps.subscriber.on('message', (channel: string, message: string) => {
     if (channel === CHANGE_CHANNELS.apiKeys) void refreshers.apiKeys.refresh();
@@ -379,8 +357,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         while ((routes.active > 0 || engine.inflight > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
       };
       await settled(drainMs);
-      stopped = true;
-      clearTimeout(retry);
+      subscription.stop();
       for (const refresher of Object.values(refreshers)) refresher.stop();
       policies.stop();
       routes.closeStreams();
@@ -399,8 +376,6 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   };
 }
 
-/** How long after a SUBSCRIBE that failed on a ready connection it is tried again. */
-const SUBSCRIBE_RETRY_MS = 5_000;
 /** Milliseconds on a clock that never jumps (snapshot ages). */
 const monotonicNow = (): number => performance.now();
 /** No database (a gateway started without the system role): no pins, no upstreams. */
