@@ -42,7 +42,7 @@ export { RedisSessionStore } from './lib/session/session-store';
 export type { RecordChange, RecordEdit, SessionOwner, SessionStore, UpstreamState, UpstreamSwap } from './lib/session/session-store';
 export { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, MemoryTaskRouteStore, RedisTaskRouteStore, TaskRouteError } from './lib/session/task-routes';
 export type { StoredTaskRoute, TaskRoute, TaskRouteStore } from './lib/session/task-routes';
-export { sameConnection, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
+export { endpointOf, sameConnection, sessionElsewhere, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
 export { credentialArgs, maskErrorResult, maskUpstreamError, maskValue, SecretMask, secretMaskOf } from './lib/upstream/secret-mask';
 export type {
   ClientIdentity,

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import {
   sameConnection,
+  sessionElsewhere,
   type ClientIdentity,
   type UpstreamConfig,
   type UpstreamConnector,
@@ -225,6 +226,9 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   ): Promise<UpstreamSession> {
     if (shutDown) throw errors.closed();
     if (config.transport !== 'streamable_http' || state.sessionId === null) return connect(config, identity);
+    // The upstream was repointed since its session was opened: the old server's session id must not go to the new
+    // URL (the engine opens a new session instead; this is the last line).
+    if (sessionElsewhere(state, config)) throw errors.sessionExpired();
     const ctx = contextFor(config);
     return new StreamableHttpSession(
       { ...ctx, target: targetFor(config), nextId, standaloneBackoffMs: options.standaloneBackoffMs },

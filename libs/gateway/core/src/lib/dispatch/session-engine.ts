@@ -5,6 +5,7 @@ import {
   newSessionId,
   resultResponse,
   sameConnection,
+  sessionElsewhere,
   sessionBelongsTo,
   maskValue,
   secretMaskOf,
@@ -2459,7 +2460,11 @@ export class SessionEngine {
       this.retire(existing.config, existing.session);
     }
     const identity = identityOf(live.record);
-    const forgotten = state.sessionId !== null && live.forgottenUpstreams.get(upstreamId) === state.sessionId ? state.sessionId : undefined;
+    // The record may name a session opened before an admin repointed the upstream (this replica never held it, or held
+    // it under the old configuration): its id must not go to the new URL, so a new session takes its place, as one the
+    // upstream forgot does.
+    const moved = sessionElsewhere(state, config);
+    const forgotten = state.sessionId !== null && (moved || live.forgottenUpstreams.get(upstreamId) === state.sessionId) ? state.sessionId : undefined;
     // A session of this replica that ended by itself (legacy SSE): the one opened now is new upstream.
     const lost = forgotten === undefined && live.lostUpstreams.delete(upstreamId);
     // Nothing to resume (stdio, legacy SSE: the record names no upstream session), so what opens now is new upstream
@@ -2468,7 +2473,7 @@ export class SessionEngine {
     const fresh = forgotten === undefined && state.sessionId === null && config.transport !== 'streamable_http';
     const opened: Promise<Opened> =
       forgotten !== undefined
-        ? this.renew(live, config, identity, forgotten, traceId)
+        ? this.renew(live, config, identity, forgotten, traceId, moved ? 'moved' : 'forgotten')
         : this.deps.connector
             .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
             .then((session) => ({ session, replay: lost || fresh ? 'reload' : undefined }));
@@ -2511,7 +2516,14 @@ export class SessionEngine {
    * by compare-and-set: when another replica replaced the forgotten session first, this replica ends the one it just
    * started and continues the other's, so the agent's session keeps one upstream session whatever replica serves it.
    */
-  private async renew(live: LiveSession, config: UpstreamConfig, identity: ClientIdentity, forgotten: string, traceId: string): Promise<Opened> {
+  private async renew(
+    live: LiveSession,
+    config: UpstreamConfig,
+    identity: ClientIdentity,
+    forgotten: string,
+    traceId: string,
+    why: 'forgotten' | 'moved',
+  ): Promise<Opened> {
     live.renewedAt.set(config.id, Date.now());
     const fresh = await this.deps.connector.connect(config, identity);
     // The capabilities stay those of initialize: they are what the agent was told (`relayable`, the listings' targets).
@@ -2536,7 +2548,10 @@ export class SessionEngine {
     }
     live.record = stored;
     if (swap.swapped) {
-      this.deps.logger.info({ upstream: config.name, traceId }, 'upstream session started again: the upstream had forgotten the previous one');
+      this.deps.logger.info(
+        { upstream: config.name, traceId },
+        why === 'moved' ? 'upstream session started again: the upstream was repointed since the previous one opened' : 'upstream session started again: the upstream had forgotten the previous one',
+      );
       // The agent's subscriptions and level as the compare-and-set read them, through whichever replica they were set.
       return { session: fresh, replay: stored };
     }
@@ -2545,6 +2560,8 @@ export class SessionEngine {
     live.renewedAt.delete(config.id);
     const theirs = stored.upstreams[config.id];
     if (theirs === undefined) throw new UpstreamUnavailableError('closed', 'the upstream is no longer part of the session');
+    // Stored by a replica that still had the old configuration: the next request starts one here (never sent there).
+    if (sessionElsewhere(theirs, config)) throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
     // The replica that stored its session tells it the agent's subscriptions and level: nothing to replay here.
     const session = await this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
     return { session, replay: undefined };
@@ -3056,7 +3073,14 @@ export class SessionEngine {
         // that one is ended too, or the upstream keeps it until its own expiry.
         const config = upstreams.get(upstreamId);
         const heldId = held?.current?.state().sessionId;
-        if (config?.transport === 'streamable_http' && state.sessionId !== null && (held === undefined || (heldId !== undefined && heldId !== state.sessionId))) {
+        // Not one opened at another URL than the upstream's now: the old server's session id must not go to the new one
+        // (that session lapses at its server).
+        if (
+          config?.transport === 'streamable_http' &&
+          state.sessionId !== null &&
+          !sessionElsewhere(state, config) &&
+          (held === undefined || (heldId !== undefined && heldId !== state.sessionId))
+        ) {
           const sessionId = state.sessionId;
           closing.push(this.deps.connector.resume(config, identity, { sessionId, protocolVersion: state.protocolVersion }).then((session) => session.close()));
         }

@@ -31,6 +31,8 @@ export interface SessionRecord {
       {
         readonly sessionId: string | null;
         readonly protocolVersion: string;
+        /** Where the upstream session was opened (`UpstreamSessionState.endpoint`). */
+        readonly endpoint?: string;
         readonly capabilities?: Readonly<Record<string, unknown>>;
         /**
          * Joined after initialize (the upstream was down then, or configured later): it serves the session within the

@@ -109,6 +109,35 @@ export interface UpstreamRequestOptions {
 export interface UpstreamSessionState {
   readonly sessionId: string | null;
   readonly protocolVersion: string;
+  /**
+   * Where the session was opened (Streamable HTTP: `endpointOf` its configuration then). Its id is only ever sent
+   * there: an upstream repointed to another URL gets a new session, never the old one's id (`sessionElsewhere`).
+   * Absent for other transports, and in records written before it existed (nothing to compare: the id is used).
+   */
+  readonly endpoint?: string;
+}
+
+/**
+ * A Streamable HTTP upstream's URL without what may be a credential (user, password, query, fragment): its origin and
+ * path. Undefined for other transports and for a URL that does not parse.
+ */
+export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url'>): string | undefined {
+  if (config.transport !== 'streamable_http' || config.url === null) return undefined;
+  try {
+    const url = new URL(config.url);
+    return `${url.origin}${url.pathname}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether `state` names an upstream session that was opened at another endpoint than `config` now connects to (an
+ * admin repointed the upstream): its id must not go there, on a request or a DELETE. That id is the old server's
+ * handle on the session, and whoever runs the new URL must not learn it.
+ */
+export function sessionElsewhere(state: UpstreamSessionState, config: Pick<UpstreamConfig, 'transport' | 'url'>): boolean {
+  return state.sessionId !== null && state.endpoint !== undefined && state.endpoint !== endpointOf(config);
 }
 
 /** One initialised MCP session with an upstream. */

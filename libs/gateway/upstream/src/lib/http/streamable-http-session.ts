@@ -10,7 +10,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
-import { maskErrorResult, maskUpstreamError, UpstreamRpcError } from '@portcullis/gateway/mcp';
+import { endpointOf, maskErrorResult, maskUpstreamError, UpstreamRpcError } from '@portcullis/gateway/mcp';
 import { initializeParams, toServerInfo } from '../core/handshake';
 import {
   logFields,
@@ -148,7 +148,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   }
 
   state(): UpstreamSessionState {
-    return { sessionId: this.sessionId, protocolVersion: this.protocolVersion };
+    const endpoint = endpointOf(this.ctx.config);
+    return endpoint === undefined
+      ? { sessionId: this.sessionId, protocolVersion: this.protocolVersion }
+      : { sessionId: this.sessionId, protocolVersion: this.protocolVersion, endpoint };
   }
 
   request(
