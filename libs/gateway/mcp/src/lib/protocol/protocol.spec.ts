@@ -83,6 +83,16 @@ describe('SSE', () => {
     }
   });
 
+  it('drops one byte order mark that opens the stream, alone in its chunk or not, and no other', () => {
+    expect(new SseParser().push('\uFEFFevent: endpoint\ndata: /m\n\n')).toEqual([{ event: 'endpoint', data: '/m' }]);
+    const split = new SseParser();
+    expect(split.push('')).toEqual([]);
+    expect(split.push('\uFEFF')).toEqual([]);
+    expect(split.push('data: {}\n\n')).toEqual([{ event: 'message', data: '{}' }]);
+    // Only at the very start: later, U+FEFF is part of a field name (ignored) or of the data.
+    expect(split.push('\uFEFFdata: x\n\ndata: \uFEFFy\n\n')).toEqual([{ event: 'message', data: '\uFEFFy' }]);
+  });
+
   it('accepts CRLF and CR line endings', () => {
     const parser = new SseParser();
     // A CR ends its line at once; an LF opening the next chunk is the rest of that CRLF, not another (empty) line.

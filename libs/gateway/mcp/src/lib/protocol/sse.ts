@@ -36,6 +36,8 @@ export class SseParser {
   private lastId: string | undefined;
   private retry: number | undefined;
   private dispatchedId: string | undefined;
+  /** Whether any text came yet: a byte order mark that opens the stream is dropped, as EventSource does. */
+  private started = false;
 
   constructor(private readonly maxEventBytes = 16 * 1024 * 1024) {}
 
@@ -60,6 +62,12 @@ export class SseParser {
   push(chunk: string): SseEvent[] {
     const events: SseEvent[] = [];
     let start = 0;
+    if (!this.started && chunk.length > 0) {
+      this.started = true;
+      // Else the first line's field name began with U+FEFF and was ignored: a legacy upstream's `endpoint` event was
+      // taken for a message (its handshake timed out), an answer's first event was lost.
+      if (chunk.charCodeAt(0) === 0xfeff) start = 1;
+    }
     if (this.skipLf) {
       this.skipLf = false;
       if (chunk.charCodeAt(0) === 10) start = 1;
