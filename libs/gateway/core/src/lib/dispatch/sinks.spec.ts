@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { EventStream, PostResponder, QuietResponses, rateLimitedRetryAfter, writeBounded } from './sinks';
+import { CLOSE_GRACE_MS, EventStream, PostResponder, QuietResponses, rateLimitedRetryAfter, writeBounded } from './sinks';
 
 /** A response whose client never reads: everything written after the first chunk stays buffered. */
 function stalled(): Writable {
@@ -162,6 +162,53 @@ describe('EventStream on a response whose client has already gone', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
+});
+
+describe('EventStream closed on an agent that stopped reading', () => {
+  it('drops the connection once the unsent bytes had their grace, so the stream\'s close handlers run', async () => {
+    const { createServer } = await import('node:http');
+    const { connect } = await import('node:net');
+    let stream: EventStream | undefined;
+    let unsent = 0;
+    let closedAt: number | undefined;
+    const server = createServer((_req, res) => {
+      const opened = new EventStream(res, {}, 60_000);
+      opened.onClose(() => (closedAt = Date.now()));
+      // In rounds, until the kernel's buffers are full: a megabyte still waits in the response 100 ms after a round
+      // (at most 48 MiB written).
+      const event = { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x'.repeat(64 * 1024) } } as const;
+      void (async () => {
+        for (let round = 0; round < 24; round++) {
+          for (let sent = 0; sent < 32 && res.writableLength < 2 * 1024 * 1024; sent++) opened.send(event);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          if (res.writableLength >= 1024 * 1024) break;
+        }
+        unsent = res.writableLength;
+        stream = opened;
+      })();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const agent = connect(port, '127.0.0.1');
+    agent.on('error', () => undefined);
+    try {
+      agent.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
+      // The agent reads nothing from here on.
+      agent.pause();
+      await vi.waitFor(() => expect(stream).toBeDefined(), { timeout: 5_000 });
+      expect(unsent).toBeGreaterThanOrEqual(1024 * 1024);
+      const closedCalledAt = Date.now();
+      stream?.close();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(closedAt).toBeUndefined();
+      await vi.waitFor(() => expect(closedAt).toBeDefined(), { timeout: CLOSE_GRACE_MS + 2_000, interval: 50 });
+      expect((closedAt ?? 0) - closedCalledAt).toBeGreaterThanOrEqual(CLOSE_GRACE_MS - 50);
+    } finally {
+      agent.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 15_000);
 });
 
 describe('priming events (2025-11-25 agents, SEP-1699)', () => {

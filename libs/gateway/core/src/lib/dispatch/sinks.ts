@@ -444,8 +444,22 @@ export class EventStream implements MessageSink {
     else this.res.on('close', handler);
   }
 
+  /**
+   * Ends the stream. What is still unsent gets `CLOSE_GRACE_MS` to go; then the connection is dropped. An agent that
+   * stopped reading otherwise never let the end through: the response's 'close' never came, so a stream closed for a
+   * revoked key kept its session and its places for as long as the agent held the connection.
+   */
   close(): void {
     clearInterval(this.keepAlive);
-    if (!this.res.writableEnded) this.res.end();
+    if (this.res.writableEnded) return;
+    this.res.end();
+    if (this.res.writableLength === 0 || this.res.destroyed) return;
+    const res = this.res;
+    const drop = setTimeout(() => res.destroy(), CLOSE_GRACE_MS);
+    drop.unref();
+    res.once('close', () => clearTimeout(drop));
   }
 }
+
+/** How long an ended stream's unsent bytes get to reach an agent before its connection is dropped. */
+export const CLOSE_GRACE_MS = 2_000;
