@@ -19,20 +19,39 @@ export function toServerInfo(result: Record<string, unknown>): UpstreamServerInf
   if (!isObject(serverInfo) || typeof serverInfo['name'] !== 'string')
     throw errors.protocol('initialize result without serverInfo');
   const version = typeof serverInfo['version'] === 'string' ? serverInfo['version'] : '';
+  let capabilitiesText: string | undefined;
   try {
     // Merged into the agent's initialize answer and kept in the session record, both serialised: a result nested too
     // deeply for that failed every agent's initialize (all upstreams with it); now only this upstream drops out.
-    JSON.stringify([serverInfo, capabilities, instructions]);
+    JSON.stringify([serverInfo, instructions]);
+    capabilitiesText = JSON.stringify(capabilities);
   } catch (error) {
     if (!isStackExhausted(error)) throw error;
     throw errors.protocol('initialize result nested too deeply');
   }
+  // The capabilities are copied into every agent session's record in Redis: an upstream must not make each of them
+  // megabytes (a message may be up to 16 MiB).
+  if (capabilitiesText !== undefined && capabilitiesText.length > MAX_CAPABILITIES_CHARS) throw errors.protocol('initialize result capabilities too large');
   return {
     protocolVersion,
     serverInfo: { ...serverInfo, name: serverInfo['name'], version },
     capabilities: isObject(capabilities) ? capabilities : {},
-    ...(typeof instructions === 'string' ? { instructions } : {}),
+    ...(typeof instructions === 'string' ? { instructions: cutInstructions(instructions) } : {}),
   };
+}
+
+/** The largest capabilities object an upstream may declare (serialised, UTF-16 code units). */
+export const MAX_CAPABILITIES_CHARS = 64 * 1024;
+/** How much of an upstream's instructions goes into every agent's initialize answer (UTF-16 code units). */
+export const MAX_INSTRUCTIONS_CHARS = 16 * 1024;
+
+/** Instructions are advice to the agent's model: longer ones are cut (never inside a surrogate pair), not refused. */
+function cutInstructions(instructions: string): string {
+  if (instructions.length <= MAX_INSTRUCTIONS_CHARS) return instructions;
+  let end = MAX_INSTRUCTIONS_CHARS;
+  const last = instructions.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${instructions.slice(0, end)}…`;
 }
 
 /** Info of a session resumed from its stored state: the initialize result is not known on this replica. */
