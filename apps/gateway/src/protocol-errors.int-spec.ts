@@ -4,12 +4,12 @@
  * Every answer is the specification's status code with a JSON-RPC error carrying `data.traceId`; nothing
  * internal leaks. Raw `node:http` requests, so the Host header can be set.
  */
-import { request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http';
 import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { createRedisClient } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
@@ -555,6 +555,71 @@ describe('legacy HTTP+SSE endpoints', () => {
     expect(refused).toHaveLength(4);
     for (const m of refused) expect(m.error?.message).toMatch(/already initialised/);
   });
+
+  it('bounds the requests one legacy session has under way: past 256, a POST is refused 429 until answers come', async () => {
+    // An upstream that answers initialize and tools/list, and holds every tools/call until it is let go.
+    const held: ServerResponse[] = [];
+    const upstream = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => {
+        if (req.method !== 'POST') return void res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
+        const message = JSON.parse(body) as { id?: number; method: string; params?: { protocolVersion?: string } };
+        if (message.id === undefined) return void res.writeHead(202).end();
+        if (message.method === 'tools/call') return void held.push(Object.assign(res, { callId: message.id }));
+        const result =
+          message.method === 'initialize'
+            ? { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'holding', version: '1' } }
+            : { tools: [{ name: 'wait', inputSchema: { type: 'object' } }] };
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'holding-1' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+      });
+    });
+    upstream.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const open = new AbortController();
+    try {
+      const busyTenant = await createTestTenant(db);
+      await writeActiveSnapshot(db, busyTenant.id, ALLOW_ALL);
+      const { key: busyKey } = await createAgentWithKey(db, busyTenant.id, 'busy-agent');
+      const { port } = upstream.address() as { port: number };
+      await db.upstream.create({
+        data: { tenantId: busyTenant.id, name: 'hold', toolPrefix: 'hold', transport: 'streamable_http', url: `http://127.0.0.1:${port}/mcp`, connectTimeoutMs: 5_000, callTimeoutMs: 30_000 },
+      });
+      await gateway.dataPlane.refreshAll();
+      const headers = { authorization: `Bearer ${busyKey}`, 'content-type': 'application/json' };
+      const live = await fetch(`${gateway.url}/t/${busyTenant.slug}/sse`, { headers: { authorization: headers.authorization, accept: 'text/event-stream' }, signal: open.signal });
+      const reader = live.body?.getReader();
+      if (!reader) throw new Error('no stream');
+      const decoder = new TextDecoder();
+      let text = '';
+      const readUntil = async (needle: string) => {
+        while (!text.includes(needle)) text += decoder.decode((await reader.read()).value);
+      };
+      await readUntil('sessionId=');
+      const endpoint = /data: (.+)\n/.exec(text)?.[1] ?? '';
+      const post = (message: Record<string, unknown>) => raw('POST', endpoint, headers, JSON.stringify({ jsonrpc: '2.0', ...message }));
+      expect((await post({ id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'busy', version: '1' } } })).status).toBe(202);
+      await readUntil('"id":1');
+      expect((await post({ method: 'notifications/initialized' })).status).toBe(202);
+
+      const call = (id: number) => post({ id, method: 'tools/call', params: { name: 'hold__wait', arguments: {} } });
+      for (let id = 100; id < 100 + 256; id++) expect((await call(id)).status).toBe(202);
+      const refused = await call(999);
+      expect((expectRpcError(refused, 429, -32029)['error'] as { message: string }).message).toMatch(/at most 256/);
+      expect(refused.headers['retry-after']).toBe('1');
+      // Notifications are not requests: they still go through.
+      expect((await post({ method: 'notifications/roots/list_changed' })).status).toBe(202);
+      await vi.waitFor(() => expect(held.length).toBeGreaterThan(0), { timeout: 5_000 });
+      // One answer comes: one more request may go.
+      const first = held.shift() as ServerResponse & { callId: number };
+      first.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: first.callId, result: { content: [] } }));
+      await vi.waitFor(async () => expect((await call(1_000)).status).toBe(202), { timeout: 5_000, interval: 100 });
+    } finally {
+      open.abort();
+      upstream.closeAllConnections();
+      await new Promise((resolve) => upstream.close(resolve));
+    }
+  }, 30_000);
 
   it('ends a legacy session whose stream closed while it was being set up, instead of keeping it with its upstreams', async () => {
     // An upstream that accepts connections and never answers: initialize waits for its connect timeout.

@@ -133,6 +133,8 @@ const authFailure = (reason: 'unauthenticated' | 'unknown_tenant' | 'unavailable
   return reason === 'unknown_tenant' ? unknownTenant() : credentialsUnverifiable();
 };
 const unknownSession = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Session not found');
+const tooManyInFlight = () =>
+  new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way on this session (at most ${MAX_LEGACY_IN_FLIGHT})`, { 'retry-after': '1' });
 
 /** Request headers a browser client of these endpoints sends (CORS preflight answers). */
 const CORS_REQUEST_HEADERS = 'authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id';
@@ -172,6 +174,12 @@ const MAX_RESUMED_STREAMS_PER_SESSION = 8;
 
 /** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
 const MAX_BATCH = 100;
+/**
+ * Requests one legacy session may have under way at once. Each POST is answered 202 at once and runs on after it, so
+ * unlike a Streamable HTTP request it holds no connection: without a bound one keep-alive connection could queue any
+ * amount of upstream work and request bodies on a replica.
+ */
+export const MAX_LEGACY_IN_FLIGHT = 256;
 
 /** Fastify's default `maxParamLength`: a longer tenant segment is the router's to refuse. */
 const MAX_TENANT_SEGMENT = 100;
@@ -197,6 +205,8 @@ interface LegacyStream {
   record: SessionRecord | undefined;
   /** An initialize is under way: another one is refused (it would connect every upstream a second time). */
   initializing: boolean;
+  /** Requests of this session posted and not yet answered on the stream (see MAX_LEGACY_IN_FLIGHT). */
+  inFlight: number;
 }
 
 /**
@@ -843,7 +853,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const sessionId = newSessionId();
         reply.hijack();
         const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs, undefined, undefined, logger), principal);
-        const entry: LegacyStream = { principal, stream, record: undefined, initializing: false };
+        const entry: LegacyStream = { principal, stream, record: undefined, initializing: false, inFlight: 0 };
         legacy.set(sessionId, entry);
         count(legacyPerPrincipal, owner, 1);
         count(legacyPerTenant, principal.tenantId, 1);
@@ -907,11 +917,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           if (items.some((one) => one.kind === 'request' && one.message.method === 'initialize')) {
             throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
           }
-          if (closing && items.some((one) => one.kind === 'request')) throw shuttingDown();
+          const requests = items.filter((one) => one.kind === 'request').length;
+          if (closing && requests > 0) throw shuttingDown();
+          if (requests > 0 && entry.inFlight + requests > MAX_LEGACY_IN_FLIGHT) throw tooManyInFlight();
           void reply.code(202).header('content-type', 'text/plain').send('Accepted');
           active += 1;
+          entry.inFlight += requests;
           void handleLegacyBatch(entry, sessionId, items, principal, traceId, request.ip).finally(() => {
             active -= 1;
+            entry.inFlight -= requests;
           });
           return reply;
         }
@@ -919,10 +933,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
         // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not.
         if (closing && item.kind === 'request') throw shuttingDown();
+        const requests = item.kind === 'request' ? 1 : 0;
+        if (requests > 0 && entry.inFlight >= MAX_LEGACY_IN_FLIGHT) throw tooManyInFlight();
         void reply.code(202).header('content-type', 'text/plain').send('Accepted');
         active += 1;
+        entry.inFlight += requests;
         void handleLegacy(entry, sessionId, item, principal, traceId, request.ip).finally(() => {
           active -= 1;
+          entry.inFlight -= requests;
         });
         return reply;
       }),
