@@ -12,7 +12,7 @@ import { CircuitBreaker, type CircuitBreakerOptions } from './core/circuit-break
 import { resumedInfo } from './core/handshake';
 import { SILENT_LOGGER, type UpstreamLogger } from './core/logger';
 import { logFields, type DisposableSession, type SessionContext } from './core/session-base';
-import { checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
+import { checkUpstreamUrl, createGuardedLookups, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { errors } from './core/wire';
 import { HttpPool } from './http/http-pool';
 import { LegacySseSession } from './http/legacy-sse-session';
@@ -101,7 +101,9 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   };
   const pool = new HttpPool({
     maxSocketsPerOrigin: options.maxSocketsPerOrigin ?? 128,
-    lookup: createGuardedLookup(policy),
+    // One budget of DNS lookups for the replica, shared out per tenant: a tenant's names that never resolve hold up
+    // only its own connections.
+    lookupFor: createGuardedLookups(policy),
   });
   const upstreams = new Map<string, UpstreamState>();
   const stdioPools = new Map<string, StdioPool>();

@@ -4,10 +4,12 @@ import {
   type AddressResolver,
   checkUpstreamUrl,
   createGuardedLookup,
+  createGuardedLookups,
   isAddressPermitted,
   isPrivateAddress,
   LOOKUP_DEADLINE_MS,
   MAX_LOOKUPS_IN_FLIGHT,
+  MAX_LOOKUPS_IN_FLIGHT_PER_KEY,
   type NetworkPolicy,
 } from './ssrf-guard';
 
@@ -170,34 +172,88 @@ describe('createGuardedLookup', () => {
     expect(asked).toBe(3);
   });
 
+  /** Guarded lookups per tenant over a resolver that answers only when told; `results` has each host's outcome. */
+  const stuckResolver = () => {
+    const open = { allowPrivateNetworks: false, allowedHosts: [] };
+    const asked: { hostname: string; answer: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void }[] = [];
+    const lookupFor = createGuardedLookups(open, (hostname, _options, answer) => void asked.push({ hostname, answer }));
+    const results = new Map<string, NodeJS.ErrnoException | null | 'pending'>();
+    const look = (tenant: string, host: string) => {
+      results.set(`${tenant} ${host}`, 'pending');
+      lookupFor(tenant)(host, { all: false }, (error) => results.set(`${tenant} ${host}`, error));
+    };
+    const askedNames = () => asked.map((entry) => entry.hostname);
+    const codeOf = (tenant: string, host: string) => (results.get(`${tenant} ${host}`) as NodeJS.ErrnoException | null | undefined)?.code;
+    return { asked, askedNames, results, look, codeOf };
+  };
+
   it(`resolves at most ${MAX_LOOKUPS_IN_FLIGHT} names at once, and fails one not resolved within ${LOOKUP_DEADLINE_MS} ms`, async () => {
     vi.useFakeTimers();
     try {
-      const open = { allowPrivateNetworks: false, allowedHosts: [] };
-      const asked: { hostname: string; answer: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void }[] = [];
-      const guarded = createGuardedLookup(open, (hostname, _options, answer) => void asked.push({ hostname, answer }));
-      const results = new Map<string, NodeJS.ErrnoException | null | 'pending'>();
-      const look = (host: string) => {
-        results.set(host, 'pending');
-        guarded(host, { all: false }, (error) => results.set(host, error));
-      };
-      // Names whose nameservers never answer (a tenant chose them) take two lookups, not the thread pool.
-      for (const host of ['never-1.example', 'never-2.example', 'never-3.example', 'fine.example']) look(host);
-      expect(asked.map((entry) => entry.hostname)).toEqual(['never-1.example', 'never-2.example']);
+      const { asked, askedNames, results, look, codeOf } = stuckResolver();
+      // Names whose nameservers never answer (tenants chose them) take two lookups, not the thread pool.
+      look('a', 'never-1.example');
+      look('b', 'never-2.example');
+      look('c', 'never-3.example');
+      look('d', 'fine.example');
+      expect(askedNames()).toEqual(['never-1.example', 'never-2.example']);
       // One answers: the next name waiting gets its turn.
       asked[0]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
-      expect(results.get('never-1.example')).toBeNull();
-      expect(asked.map((entry) => entry.hostname)).toEqual(['never-1.example', 'never-2.example', 'never-3.example']);
+      expect(results.get('a never-1.example')).toBeNull();
+      expect(askedNames()).toEqual(['never-1.example', 'never-2.example', 'never-3.example']);
       // Past the deadline everyone still waiting fails, the name that never got a turn too, and it is not looked up.
       await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
-      for (const host of ['never-2.example', 'never-3.example', 'fine.example']) expect((results.get(host) as NodeJS.ErrnoException | null)?.code, host).toBe('ETIMEOUT');
+      for (const [tenant, host] of [['b', 'never-2.example'], ['c', 'never-3.example'], ['d', 'fine.example']] as const) expect(codeOf(tenant, host), host).toBe('ETIMEOUT');
       asked[1]?.answer(null, [{ address: '93.184.215.15', family: 4 }]);
       expect(asked).toHaveLength(3);
       // A slot freed by a late answer serves the next name at once.
-      look('later.example');
-      expect(asked.map((entry) => entry.hostname).at(-1)).toBe('later.example');
+      look('e', 'later.example');
+      expect(askedNames().at(-1)).toBe('later.example');
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it(`lets a tenant whose names never resolve hold ${MAX_LOOKUPS_IN_FLIGHT_PER_KEY} of the lookups only: its further names wait behind its own, another tenant's resolve at once`, async () => {
+    vi.useFakeTimers();
+    try {
+      const { asked, askedNames, results, look, codeOf } = stuckResolver();
+      // Random subdomains on nameservers that never answer: nothing is cached, every new socket asks again.
+      for (let n = 1; n <= 4; n += 1) look('a', `never-${n}.a.example`);
+      expect(askedNames()).toEqual(['never-1.a.example']);
+      look('b', 'api.b.example');
+      expect(askedNames()).toEqual(['never-1.a.example', 'api.b.example']);
+      asked[1]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
+      expect(results.get('b api.b.example')).toBeNull();
+      // A name both wait for goes with whichever tenant's turn comes first, for both: B's, not after A's stuck names.
+      look('a', 'shared.example');
+      look('b', 'shared.example');
+      expect(askedNames()).toEqual(['never-1.a.example', 'api.b.example', 'shared.example']);
+      asked[2]?.answer(null, [{ address: '93.184.215.16', family: 4 }]);
+      expect(results.get('a shared.example')).toBeNull();
+      expect(results.get('b shared.example')).toBeNull();
+      // A's other names never got a turn: they fail at the deadline, unasked, and A's first lookup still holds its slot.
+      await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
+      for (let n = 1; n <= 4; n += 1) expect(codeOf('a', `never-${n}.a.example`)).toBe('ETIMEOUT');
+      expect(asked).toHaveLength(3);
+      look('a', 'never-5.a.example');
+      look('b', 'api-2.b.example');
+      expect(askedNames().slice(3)).toEqual(['api-2.b.example']);
+      // The resolver gives up on A's first name at last: A's next name gets the slot.
+      asked[0]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
+      expect(askedNames().slice(3)).toEqual(['api-2.b.example', 'never-5.a.example']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('takes turns between tenants waiting for a lookup: one with many names waiting does not queue another behind them all', () => {
+    const { asked, askedNames, look } = stuckResolver();
+    look('a', 'never.a.example'); // holds one slot for good
+    for (const host of ['1.b.example', '2.b.example', '3.b.example']) look('b', host);
+    look('c', '1.c.example');
+    const answerLast = () => asked.at(-1)?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
+    for (let turn = 0; turn < 3; turn += 1) answerLast();
+    expect(askedNames()).toEqual(['never.a.example', '1.b.example', '2.b.example', '1.c.example', '3.b.example']);
   });
 });

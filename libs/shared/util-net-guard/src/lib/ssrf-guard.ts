@@ -167,6 +167,12 @@ const ADDRESSES_KEPT_MS = 2_000;
  * work always keep the others.
  */
 export const MAX_LOOKUPS_IN_FLIGHT = 2;
+/**
+ * System lookups under way at once for one key (a tenant). Below MAX_LOOKUPS_IN_FLIGHT: a lookup's slot is freed only
+ * when the resolver answers (its thread is busy until then, deadline or not), so a tenant whose names never resolve
+ * holds this many and every other tenant's lookups still have the rest.
+ */
+export const MAX_LOOKUPS_IN_FLIGHT_PER_KEY = 1;
 /** A name not resolved within this (waiting for a turn included) fails with ETIMEOUT; its lookup may still finish. */
 export const LOOKUP_DEADLINE_MS = 10_000;
 
@@ -175,78 +181,123 @@ export const LOOKUP_DEADLINE_MS = 10_000;
  * hands the permitted ones to the socket, which then connects to exactly those. Check and use see the
  * same answer, so a DNS record that changes between them (rebinding) cannot slip a private address in.
  *
+ * One key's lookups: see {@link createGuardedLookups} (for lookups made on behalf of many tenants).
+ */
+export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): LookupFunction {
+  return createGuardedLookups(policy, resolver, now)('');
+}
+
+/**
+ * Guarded lookups (see {@link createGuardedLookup}) per key, a tenant, sharing one budget of system lookups.
+ *
  * Lookups of one name under way at once are made once, and an answer serves new sockets for ADDRESSES_KEPT_MS
  * (failures are not kept). `dns.lookup` runs on libuv's four-thread pool, shared with file and crypto work: without
  * this, every new socket to a host whose DNS answers slowly took a thread, and a few of them stalled every tenant's
- * connections. At most MAX_LOOKUPS_IN_FLIGHT names are resolved at once (others wait their turn), and a name not
- * resolved within LOOKUP_DEADLINE_MS fails: upstreams whose names never resolve (tenants choose them) hold two threads
- * at most, never the pool. The policy is applied to each use, cached or not.
+ * connections. At most MAX_LOOKUPS_IN_FLIGHT names are resolved at once, at most MAX_LOOKUPS_IN_FLIGHT_PER_KEY of them
+ * for one key, and keys waiting for a turn take turns (round robin): a tenant whose names never resolve (tenants choose
+ * them) queues only its own lookups, not every tenant's behind its own. A name not resolved within LOOKUP_DEADLINE_MS
+ * fails: such upstreams hold two threads at most, never the pool. The policy is applied to each use, cached or not.
  */
-export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): LookupFunction {
+export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): (key: string) => LookupFunction {
   type Done = (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void;
+  /** A name waiting for a turn, being resolved, or answered (the deadline included), with everyone waiting for it. */
+  interface Pending {
+    readonly callbacks: Done[];
+    /** The keys it waits for a turn under: whichever gets one first resolves it for all. */
+    readonly keys: Set<string>;
+    state: 'waiting' | 'resolving' | 'settled';
+  }
+  interface Turn { readonly pending: Pending; readonly name: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }
   const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
-  /** Callers per name being resolved, or waiting for a turn. */
-  const waiting = new Map<string, Done[]>();
-  /** Names waiting for a turn (MAX_LOOKUPS_IN_FLIGHT), oldest first. */
-  const turns: { readonly key: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }[] = [];
+  const waiting = new Map<string, Pending>();
+  /** Per key, its names waiting for a turn, oldest first; keys in the order they get their next turn. */
+  const turns = new Map<string, Turn[]>();
+  const inFlightPerKey = new Map<string, number>();
   let inFlight = 0;
 
-  /** Answers everyone waiting for `key` (once: a late answer after the deadline finds nobody). */
-  const settle = (key: string, error: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void => {
-    const callbacks = waiting.get(key);
-    if (callbacks === undefined) return;
-    waiting.delete(key);
-    for (const callback of callbacks) callback(error, error === null ? addresses : []);
+  /** Answers everyone waiting for the name (once: a late answer after the deadline finds nobody). */
+  const settle = (name: string, pending: Pending, error: NodeJS.ErrnoException | null, addresses: LookupAddress[]): void => {
+    if (pending.state === 'settled') return;
+    pending.state = 'settled';
+    if (waiting.get(name) === pending) waiting.delete(name);
+    for (const callback of pending.callbacks) callback(error, error === null ? addresses : []);
+  };
+
+  /** The next turn of the first key below its own limit, which then goes to the back; none when every key waits. */
+  const nextTurn = (): { readonly key: string; readonly turn: Turn } | undefined => {
+    for (const [key, queue] of turns) {
+      if ((inFlightPerKey.get(key) ?? 0) >= MAX_LOOKUPS_IN_FLIGHT_PER_KEY) continue;
+      // Timed out while it waited, or another key's turn came first: nobody wants it any more.
+      while (queue.length > 0 && queue[0]?.pending.state !== 'waiting') queue.shift();
+      const turn = queue.shift();
+      turns.delete(key);
+      if (queue.length > 0) turns.set(key, queue);
+      if (turn !== undefined) return { key, turn };
+    }
+    return undefined;
   };
 
   const next = (): void => {
     while (inFlight < MAX_LOOKUPS_IN_FLIGHT) {
-      const turn = turns.shift();
-      if (turn === undefined) return;
-      // Timed out while it waited: nobody wants it any more.
-      if (!waiting.has(turn.key)) continue;
+      const chosen = nextTurn();
+      if (chosen === undefined) return;
+      const { key, turn } = chosen;
+      turn.pending.state = 'resolving';
       inFlight += 1;
+      inFlightPerKey.set(key, (inFlightPerKey.get(key) ?? 0) + 1);
       resolver(turn.hostname, { family: turn.family, hints: turn.hints }, (error, addresses) => {
         inFlight -= 1;
+        const left = (inFlightPerKey.get(key) ?? 1) - 1;
+        if (left > 0) inFlightPerKey.set(key, left);
+        else inFlightPerKey.delete(key);
         if (error === null) {
           // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
           if (kept.size >= 1_000) kept.clear();
-          kept.set(turn.key, { at: now(), addresses });
+          kept.set(turn.name, { at: now(), addresses });
         }
-        settle(turn.key, error, addresses);
+        settle(turn.name, turn.pending, error, addresses);
         next();
       });
     }
   };
 
-  const resolve = (hostname: string, family: number | undefined, hints: number | undefined, done: Done): void => {
-    const key = `${hostname}\u0000${family ?? 0}\u0000${hints ?? 0}`;
-    const hit = kept.get(key);
+  const resolve = (key: string, hostname: string, family: number | undefined, hints: number | undefined, done: Done): void => {
+    const name = `${hostname}\u0000${family ?? 0}\u0000${hints ?? 0}`;
+    const hit = kept.get(name);
     if (hit !== undefined && now() - hit.at < ADDRESSES_KEPT_MS) {
       done(null, hit.addresses);
       return;
     }
-    const queue = waiting.get(key);
-    if (queue !== undefined) {
-      queue.push(done);
-      return;
+    let pending = waiting.get(name);
+    if (pending === undefined) {
+      const created: Pending = { callbacks: [], keys: new Set(), state: 'waiting' };
+      pending = created;
+      waiting.set(name, created);
+      setTimeout(() => {
+        const timedOut: NodeJS.ErrnoException = new Error('the host name was not resolved in time');
+        timedOut.code = 'ETIMEOUT';
+        settle(name, created, timedOut, []);
+      }, LOOKUP_DEADLINE_MS).unref();
     }
-    waiting.set(key, [done]);
-    setTimeout(() => {
-      const timedOut: NodeJS.ErrnoException = new Error('the host name was not resolved in time');
-      timedOut.code = 'ETIMEOUT';
-      settle(key, timedOut, []);
-    }, LOOKUP_DEADLINE_MS).unref();
-    turns.push({ key, hostname, family, hints });
-    next();
+    pending.callbacks.push(done);
+    // Not yet resolving: a turn under this key too, so a name another key also waits for is not held up by that key.
+    if (pending.state === 'waiting' && !pending.keys.has(key)) {
+      pending.keys.add(key);
+      const turn: Turn = { pending, name, hostname, family, hints };
+      const queue = turns.get(key);
+      if (queue === undefined) turns.set(key, [turn]);
+      else queue.push(turn);
+      next();
+    }
   };
 
   const guarded = (
+    key: string,
     hostname: string,
     options: { all?: boolean; family?: number | string; hints?: number },
     callback: LookupCallback,
   ): void => {
-    resolve(hostname, options.family as number | undefined, options.hints, (error, addresses) => {
+    resolve(key, hostname, options.family as number | undefined, options.hints, (error, addresses) => {
       if (error) {
         callback(error, options.all ? [] : '');
         return;
@@ -263,5 +314,5 @@ export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressReso
       else callback(null, first.address, first.family);
     });
   };
-  return guarded as unknown as LookupFunction;
+  return (key) => guarded.bind(undefined, key) as unknown as LookupFunction;
 }

@@ -1,7 +1,8 @@
 import { lookup } from 'node:dns';
 import { afterEach, describe, expect, it } from 'vitest';
 import { rawServer, type RawServer } from '../../test-fixtures/upstream-test-kit';
-import { HttpPool } from './http-pool';
+import type { LookupFunction } from 'node:net';
+import { HttpPool, openStream } from './http-pool';
 
 describe('HttpPool', () => {
   const servers: RawServer[] = [];
@@ -18,7 +19,7 @@ describe('HttpPool', () => {
       else res.end('ok');
     });
     servers.push(server);
-    const http = new HttpPool({ maxSocketsPerOrigin: 4, lookup, idlePoolMs: 60_000 });
+    const http = new HttpPool({ maxSocketsPerOrigin: 4, lookupFor: () => lookup, idlePoolMs: 60_000 });
     pools.push(http);
     const target = http.target(new URL(`${server.url}/mcp`), 'tenant-a');
     const get = async (path: string) => (await (await target.pool.request({ method: 'GET', path })).body.text());
@@ -41,5 +42,34 @@ describe('HttpPool', () => {
     // Another tenant to the same origin has a pool of its own.
     await (await http.target(new URL(`${server.url}/mcp`), 'tenant-b').pool.request({ method: 'GET', path: '/fast' })).body.text();
     expect(http.poolCount).toBe(2);
+  });
+
+  it('resolves each tenant\'s sockets, pooled and streams, through that tenant\'s lookup, and keeps a pool whose stream is open', async () => {
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') res.writeHead(200, { 'content-type': 'text/event-stream' }).write(': open\n\n');
+      else res.end('ok');
+    });
+    servers.push(server);
+    const asked: string[] = [];
+    // Every name is the test server: what matters is whose lookup each new socket went through.
+    const lookupFor = (tenantId: string): LookupFunction =>
+      ((hostname: string, options: { all?: boolean }, callback: (...answer: unknown[]) => void) => {
+        asked.push(`${tenantId} ${hostname}`);
+        if (options.all) callback(null, [{ address: '127.0.0.1', family: 4 }]);
+        else callback(null, '127.0.0.1', 4);
+      }) as unknown as LookupFunction;
+    const http = new HttpPool({ maxSocketsPerOrigin: 4, lookupFor, idlePoolMs: 60_000 });
+    pools.push(http);
+    const url = new URL(`http://upstream.test:${server.port}/mcp`);
+    const a = http.target(url, 'tenant-a');
+    await (await a.pool.request({ method: 'POST', path: '/mcp', body: '{}' })).body.text();
+    const b = http.target(url, 'tenant-b');
+    const opened = new Promise<void>((resolve, reject) => openStream(b, {}, () => resolve(), reject));
+    await opened;
+    expect(asked).toEqual(['tenant-a upstream.test', 'tenant-b upstream.test']);
+    http.sweep();
+    http.sweep();
+    // Tenant a's pool had nothing under way: closed. Tenant b's stream is still open: its entry stays.
+    expect(http.poolCount).toBe(1);
   });
 });

@@ -11,13 +11,19 @@ import { Pool, type Dispatcher } from 'undici';
 
 export interface HttpPoolOptions {
   readonly maxSocketsPerOrigin: number;
-  readonly lookup: LookupFunction;
+  /**
+   * The guarded lookup of a tenant's new sockets: each tenant's lookups wait only behind its own (a tenant whose
+   * names never resolve must not hold up another's connections).
+   */
+  readonly lookupFor: (tenantId: string) => LookupFunction;
   /** A pool unused for between one and two of these is closed. Default 5 min. */
   readonly idlePoolMs?: number;
 }
 
 interface PoolEntry {
   readonly pool: Pool;
+  /** The same tenant's and origin's long-lived GET streams (see HttpTarget.streamAgent). */
+  readonly streamAgent: HttpAgent;
   used: boolean;
   closed: boolean;
 }
@@ -29,7 +35,8 @@ export interface HttpTarget {
   readonly pool: Pool;
   /**
    * For long-lived GET streams (an upstream session's standalone SSE stream, the legacy SSE stream): one socket
-   * each, outside `pool`'s cap, so open streams never take the sockets that calls wait for.
+   * each, outside `pool`'s cap, so open streams never take the sockets that calls wait for. Per tenant and origin, as
+   * `pool` (its lookups are the tenant's), looked up each time.
    */
   readonly streamAgent: HttpAgent;
   readonly secure: boolean;
@@ -42,7 +49,7 @@ export interface HttpTarget {
  * Keep-alive connection pools, one per tenant and origin (scheme, host, port), shared by every session of that tenant
  * to that origin: tenants using one SaaS upstream each have their own socket budget, so one tenant's long calls cannot
  * queue another's behind them until their timeouts fire (and open their circuits). Sockets are resolved through the
- * guarded lookup, so a pooled socket always points at an address the network policy permitted.
+ * tenant's guarded lookup, so a pooled socket always points at an address the network policy permitted.
  *
  * Messages (the hot path) go through undici's low-level `dispatch`: the response arrives as callbacks
  * on one handler object, with no ClientRequest, IncomingMessage or per-request listeners. GET streams
@@ -54,7 +61,6 @@ export class HttpPool {
    * closed it (targets holding it then look up a new one).
    */
   private readonly pools = new Map<string, PoolEntry>();
-  private readonly streamAgents = new Map<string, HttpAgent>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly options: HttpPoolOptions) {
@@ -65,9 +71,12 @@ export class HttpPool {
     this.sweeper.unref();
   }
 
-  private entryFor(poolKey: string, origin: string): PoolEntry {
+  private entryFor(poolKey: string, origin: string, secure: boolean, tenantId: string): PoolEntry {
     let entry = this.pools.get(poolKey);
     if (entry === undefined) {
+      const lookup = this.options.lookupFor(tenantId);
+      // No socket cap (there is one stream per live upstream session) and no reuse: a stream ends with its socket.
+      const streamOptions = { keepAlive: false, lookup };
       entry = {
         pool: new Pool(origin, {
           connections: this.options.maxSocketsPerOrigin,
@@ -79,8 +88,9 @@ export class HttpPool {
           // idle timeout: without a Keep-Alive hint from the server, keep it below common 2 s defaults (gunicorn).
           keepAliveTimeout: 1_500,
           // Passed to net/tls.connect: every new socket resolves its host through the SSRF guard.
-          connect: { lookup: this.options.lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
+          connect: { lookup, keepAlive: true, keepAliveInitialDelay: 15_000 },
         }),
+        streamAgent: secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions),
         used: true,
         closed: false,
       };
@@ -89,10 +99,11 @@ export class HttpPool {
     return entry;
   }
 
-  /** Closes the pools no request used since the last sweep and nothing is under way in. */
+  /** Closes the pools no request used since the last sweep and nothing is under way in (no call, no stream). */
   sweep(): void {
     for (const [poolKey, entry] of this.pools) {
-      if (entry.used || entry.pool.stats.size > 0) {
+      // A stream still open keeps its entry: destroy() must reach its socket.
+      if (entry.used || entry.pool.stats.size > 0 || Object.keys(entry.streamAgent.sockets).length > 0) {
         entry.used = false;
         continue;
       }
@@ -115,16 +126,9 @@ export class HttpPool {
     const key = `${url.protocol}//${hostname}:${port}`;
     const poolKey = `${tenantId} ${key}`;
     const origin = `${url.protocol}//${url.host}`;
-    let streamAgent = this.streamAgents.get(key);
-    if (streamAgent === undefined) {
-      // No socket cap (there is one stream per live upstream session) and no reuse: a stream ends with its socket.
-      const streamOptions = { keepAlive: false, lookup: this.options.lookup };
-      streamAgent = secure ? new HttpsAgent(streamOptions) : new HttpAgent(streamOptions);
-      this.streamAgents.set(key, streamAgent);
-    }
     // The entry is held, and looked up again only once the sweep has closed it: one flag test per request.
-    let entry = this.entryFor(poolKey, origin);
-    const entryFor = () => this.entryFor(poolKey, origin);
+    let entry = this.entryFor(poolKey, origin, secure, tenantId);
+    const entryFor = () => this.entryFor(poolKey, origin, secure, tenantId);
     return {
       url,
       get pool() {
@@ -132,7 +136,11 @@ export class HttpPool {
         entry.used = true;
         return entry.pool;
       },
-      streamAgent,
+      get streamAgent() {
+        if (entry.closed) entry = entryFor();
+        entry.used = true;
+        return entry.streamAgent;
+      },
       secure,
       hostname,
       port,
@@ -143,10 +151,11 @@ export class HttpPool {
   destroy(): void {
     // Requests still queued or running fail with ClientDestroyedError through their handlers.
     clearInterval(this.sweeper);
-    for (const { pool } of this.pools.values()) pool.destroy().catch(() => undefined);
+    for (const { pool, streamAgent } of this.pools.values()) {
+      pool.destroy().catch(() => undefined);
+      streamAgent.destroy();
+    }
     this.pools.clear();
-    for (const agent of this.streamAgents.values()) agent.destroy();
-    this.streamAgents.clear();
   }
 }
 
@@ -391,13 +400,15 @@ export class StatusExchange extends Exchange {
 
 /**
  * Whether an error happened before the upstream answered anything (the breaker counts these). The
- * UND_ERR_ codes are undici's names for a connect that timed out and a socket closed before the answer.
+ * UND_ERR_ codes are undici's names for a connect that timed out and a socket closed before the answer; ETIMEOUT is
+ * the guarded lookup's for a host name not resolved in time (its circuit must open, or it keeps taking lookups).
  */
 export function isConnectError(error: NodeJS.ErrnoException): boolean {
   switch (error.code) {
     case 'ECONNREFUSED':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
+    case 'ETIMEOUT':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'ETIMEDOUT':

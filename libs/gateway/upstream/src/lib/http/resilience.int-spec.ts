@@ -14,6 +14,18 @@ import {
 import { MAX_QUIET_POSTS } from '../core/wire';
 import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
 
+// Names under .unresolvable.test fail as the guarded lookup fails a name not resolved by its deadline (ETIMEOUT), at
+// once rather than after 10 s; every other name resolves as usual.
+vi.mock('node:dns', async (importOriginal) => {
+  const dns = await importOriginal<typeof import('node:dns')>();
+  const lookup = (hostname: string, options: object, callback: (error: NodeJS.ErrnoException | null, addresses: unknown) => void) => {
+    if (!hostname.endsWith('.unresolvable.test')) return dns.lookup(hostname, options, callback);
+    const timedOut: NodeJS.ErrnoException = Object.assign(new Error('the host name was not resolved in time'), { code: 'ETIMEOUT' });
+    setImmediate(() => callback(timedOut, []));
+  };
+  return { ...dns, default: { ...dns, lookup }, lookup };
+});
+
 const initializeResult = {
   protocolVersion: '2025-11-25',
   capabilities: { tools: {} },
@@ -767,6 +779,16 @@ describe('connector resilience and network policy', () => {
     await expect(c.connect({ ...config, version: 2 }, identity)).rejects.toMatchObject({
       reason: 'connect_failed',
     });
+  });
+
+  it('opens the circuit of an upstream whose host name is not resolved in time (the guarded lookup\'s ETIMEOUT)', async () => {
+    const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
+    const config = upstreamConfig('streamable_http', { url: 'http://mcp.unresolvable.test/mcp' });
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'connect_failed' });
+    }
+    // Its tenant's connects fail fast now, instead of each taking a lookup (and waiting up to the deadline for one).
+    await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
   });
 
   it('opens the circuit on an upstream that takes notifications but answers no call: the 202 to each cancel is not health', async () => {
