@@ -146,14 +146,37 @@ describe('RequestMultiplexer', () => {
     expect(sent[1]?.method).toBe('notifications/cancelled');
   });
 
-  it('fails only the calls of a closing owner', async () => {
-    const { mux } = harness();
-    const a = mux.request('a', 'x', undefined, undefined, 1_000);
-    const b = mux.request('b', 'x', undefined, undefined, 1_000);
-    mux.failOwner('a', new Error('closed'));
+  it('fails only the calls of a closing owner, cancelling each upstream (never an initialize)', async () => {
+    const { sent, mux, hooks } = harness();
+    const init = mux.request('a', 'initialize', {}, undefined, 1_000);
+    const a = mux.request('a', 'tools/call', { name: 'slow' }, undefined, 1_000);
+    const b = mux.request('b', 'tools/call', { name: 'slow' }, undefined, 1_000);
+    mux.cancelOwner('a', 'session closed', new Error('closed'));
+    await expect(init).rejects.toThrow('closed');
     await expect(a).rejects.toThrow('closed');
-    mux.handleResponse({ jsonrpc: '2.0', id: 2, result: { ok: true } });
+    expect(sent.filter((m) => m.method === 'notifications/cancelled')).toEqual([
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2, reason: 'session closed' } },
+    ]);
+    // Not a timeout: the breaker is not told of one.
+    expect(hooks.onTimeout).not.toHaveBeenCalled();
+    mux.handleResponse({ jsonrpc: '2.0', id: 3, result: { ok: true } });
     await expect(b).resolves.toEqual({ ok: true });
+  });
+
+  it('cancels a closing owner\'s calls without throwing when the connection is gone', async () => {
+    let open = true;
+    const mux = new RequestMultiplexer<string>({
+      write: () => {
+        if (!open) throw new Error('gone');
+      },
+    });
+    const a = mux.request('a', 'tools/call', {}, undefined, 1_000);
+    const b = mux.request('a', 'tools/call', {}, undefined, 1_000);
+    open = false;
+    expect(() => mux.cancelOwner('a', 'session closed', new Error('closed'))).not.toThrow();
+    await expect(a).rejects.toThrow('closed');
+    await expect(b).rejects.toThrow('closed');
+    expect(mux.pending).toBe(0);
   });
 
   it('a write that throws fails the call instead of leaving it pending', async () => {

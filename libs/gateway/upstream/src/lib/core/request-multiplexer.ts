@@ -170,8 +170,18 @@ export class RequestMultiplexer<Owner> {
     call.reject(error);
   }
 
-  failOwner(owner: Owner, error: unknown): void {
-    for (const call of [...this.calls.values()]) if (call.owner === owner) this.fail(call.id, error);
+  /**
+   * Gives up on every call of an owner that is going (its session closed), telling the upstream as a timeout or an
+   * abort does: on a connection other owners go on using, the server would otherwise run on tools whose results
+   * nobody will take. Never throws, whatever the connection's state.
+   */
+  cancelOwner(owner: Owner, reason: string, error: unknown): void {
+    for (const call of [...this.calls.values()]) {
+      // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
+      if (call.owner !== owner || !this.calls.has(call.id)) continue;
+      this.finish(call);
+      this.cancelled(call, reason, error);
+    }
   }
 
   failAll(error: unknown): void {
@@ -182,15 +192,18 @@ export class RequestMultiplexer<Owner> {
     if (!this.calls.has(call.id)) return;
     this.finish(call);
     if (reason === 'timeout') this.hooks.onTimeout?.();
-    if (!call.cancellable) {
-      call.reject(error);
-      return;
-    }
-    try {
-      const written = this.hooks.write(encodeCancelled(call.id, reason));
-      if (written !== undefined) written.catch(() => undefined);
-    } catch {
-      // the connection is gone; nothing to cancel
+    this.cancelled(call, reason, error);
+  }
+
+  /** A call we stopped waiting for: `notifications/cancelled` goes upstream (not for an initialize), then it fails. */
+  private cancelled(call: Call<Owner>, reason: string, error: unknown): void {
+    if (call.cancellable) {
+      try {
+        const written = this.hooks.write(encodeCancelled(call.id, reason));
+        if (written !== undefined) written.catch(() => undefined);
+      } catch {
+        // the connection is gone; nothing to cancel
+      }
     }
     call.reject(error);
   }

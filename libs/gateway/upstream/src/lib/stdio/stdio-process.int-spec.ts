@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UpstreamRpcError, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { UpstreamRpcError, type UpstreamConnector, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { identity, recordingLogger, upstreamConfig, waitFor, type RecordingLogger } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
@@ -37,6 +37,49 @@ const leaking = script(
   `process.stderr.write('401 for token ' + process.env.API_TOKEN + '\\n');
 process.stderr.write('retrying with ${GITHUB_TOKEN}\\n');
 process.stderr.write(JSON.stringify(process.env) + '\\n');
+await import(${JSON.stringify(fixture)});
+`,
+);
+
+/**
+ * A server that answers every call with its pid, and runs on whatever becomes of its pipes: after answering
+ * `close_stdin` it closes its stdin (the gateway's writes then meet EPIPE), after `close_stdout` its stdout; it tells
+ * stderr when it has.
+ */
+const pipeCloser = script(
+  'pipe-closer.mjs',
+  `import { closeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+setInterval(() => undefined, 60_000);
+const send = (message, then) => process.stdout.write(JSON.stringify(message) + '\\n', then);
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id, method, params } = JSON.parse(line);
+  if (id === undefined) return;
+  if (method === 'initialize') {
+    send({ jsonrpc: '2.0', id, result: { protocolVersion: params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'pipe-closer', version: '1.0.0' } } });
+    return;
+  }
+  const answer = { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: String(process.pid) }], structuredContent: { pid: process.pid } } };
+  const closed = (fd, name) => () => {
+    if (fd === 0) process.stdin.destroy();
+    closeSync(fd);
+    process.stderr.write(name + ' closed\\n');
+  };
+  if (params?.name === 'close_stdin') send(answer, closed(0, 'stdin'));
+  else if (params?.name === 'close_stdout') send(answer, closed(1, 'stdout'));
+  else send(answer);
+});
+`,
+);
+
+const DB_PASSWORD = 'reporting/pw-4242';
+const ARG_PASSWORD = 'arg-pass-90210';
+/** The fixture server, after quoting the passwords of the connection strings in its environment and its arguments. */
+const quotingDsn = script(
+  'quoting-dsn.mjs',
+  `process.stderr.write('login refused for app with ' + decodeURIComponent(new URL(process.env.DATABASE_URL).password) + '\\n');
+process.stderr.write('login refused for etl with ' + new URL(process.argv[2]).password + '\\n');
+process.stderr.write('GET /login?user=app&pw=' + encodeURIComponent(${JSON.stringify(DB_PASSWORD)}) + '\\n');
 await import(${JSON.stringify(fixture)});
 `,
 );
@@ -143,5 +186,59 @@ describe('stdio processes', () => {
       expect(line).not.toContain(secret);
       expect(line).not.toContain(GITHUB_TOKEN);
     }
+  });
+
+  it('masks in stderr what errors are masked of: the passwords of connection strings in the environment and arguments, URL-encoded too', async () => {
+    const { connector: c, logger } = connector();
+    const config = upstreamConfig('stdio', {
+      command: process.execPath,
+      args: [quotingDsn, `postgres://etl:${ARG_PASSWORD}@db.internal/warehouse`],
+      env: { DATABASE_URL: `postgres://app:${encodeURIComponent(DB_PASSWORD)}@db.internal/reports` },
+    });
+    await c.connect(config, identity);
+    const lines = () => logger.entries.filter((entry) => entry.message === 'upstream stderr').map((entry) => String(entry.fields['stderr']));
+    await waitFor(() => lines().includes('fixture started'));
+    expect(lines().slice(0, 3)).toEqual([
+      'login refused for app with [redacted]',
+      'login refused for etl with [redacted]',
+      'GET /login?user=app&pw=[redacted]',
+    ]);
+  });
+
+  describe('a server that closes a pipe but runs on', () => {
+    const pidOf = async (session: UpstreamSession) =>
+      ((await session.request('tools/call', { name: 'pid' }, { timeoutMs: 1_000 }))['structuredContent'] as { pid: number }).pid;
+    const said = (logger: RecordingLogger, line: string) => logger.entries.some((entry) => entry.message === 'upstream stderr' && entry.fields['stderr'] === line);
+    const killed = (logger: RecordingLogger) =>
+      logger.entries.some((entry) => entry.message === 'upstream process closed its stdin or stdout but runs on; killing it for a restart');
+
+    it('is killed and restarted once its stdin is found closed, rather than failing every call at once for good', async () => {
+      const { connector: c, logger } = connector();
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [pipeCloser] }), identity);
+      const first = await pidOf(session);
+      await session.request('tools/call', { name: 'close_stdin' });
+      // A request written before the pipe closed would be lost unread, and time out (as before).
+      await waitFor(() => said(logger, 'stdin closed'));
+      // The next write meets the closed pipe: that call fails (when the process is killed, after the 300 ms grace).
+      await expect(pidOf(session)).rejects.toMatchObject({ reason: 'closed' });
+      await waitFor(() => !isAlive(first), 3_000);
+      expect(killed(logger)).toBe(true);
+      // Restarted (with backoff) for the session: calls are served again, by a new process.
+      const next = await waitFor(() => pidOf(session).catch(() => undefined), 3_000);
+      expect(next).not.toBe(first);
+    });
+
+    it('is killed and restarted once its stdout ends, without any call having to time out first', async () => {
+      const { connector: c, logger } = connector();
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [pipeCloser] }), identity);
+      const first = await pidOf(session);
+      await session.request('tools/call', { name: 'close_stdout' });
+      await waitFor(() => said(logger, 'stdout closed'));
+      // No call is made: nothing times out, and only the end of its stdout tells.
+      await waitFor(() => !isAlive(first), 3_000);
+      expect(killed(logger)).toBe(true);
+      const next = await waitFor(() => pidOf(session).catch(() => undefined), 3_000);
+      expect(next).not.toBe(first);
+    });
   });
 });

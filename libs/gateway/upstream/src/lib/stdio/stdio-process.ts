@@ -2,11 +2,11 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  credentialArgs,
   JSON_RPC,
   maskErrorResult,
   maskUpstreamError,
   REFUSED_SUBSCRIPTION_CODES,
+  secretMaskOf,
   UpstreamRpcError,
   type CancelSignal,
   type ClientIdentity,
@@ -173,6 +173,8 @@ export class StdioProcess {
    * no answer to a stop of another (a single pending stop made later ones skip the child started meanwhile).
    */
   private readonly stopping = new Map<ChildProcessWithoutNullStreams, Promise<void>>();
+  /** Children that closed their stdin or stdout: each is given its grace to exit once, whichever stream told first. */
+  private readonly pipesClosed = new WeakSet<ChildProcessWithoutNullStreams>();
   private ready = false;
   private starting: Promise<void> | undefined;
   /** When the running process became ready; undefined while it starts (a death then always counts as a crash). */
@@ -300,7 +302,9 @@ export class StdioProcess {
 
   detach(owner: StdioOwner): void {
     if (!this.owners.delete(owner)) return;
-    this.mux.failOwner(owner, errors.closed());
+    // Cancelled upstream too, not only failed here: the process serves other sessions (or waits to idle), and would run
+    // on tools whose results nobody takes. Where it is gone or being stopped the write fails, quietly.
+    this.mux.cancelOwner(owner, 'session closed', errors.closed());
     this.lastActivity = Date.now();
     // What only this session wanted goes: its last subscriptions, and its log level if it was the most verbose.
     const { unsubscribe, level } = this.shared.leave(owner);
@@ -549,8 +553,8 @@ export class StdioProcess {
 
   private attach(child: ChildProcessWithoutNullStreams): void {
     const lines = new LineSplitter(this.ctx.maxMessageBytes);
-    const { env, args } = this.ctx.config;
-    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr, [...Object.values(env), ...credentialArgs(args)]);
+    // The mask errors and results get: a connection string's password alone, URL-encoded forms, … (not only whole values).
+    const stderr = new StderrLog(this.ctx.logger, { ...this.fields, pid: child.pid }, this.options.stderr, secretMaskOf(this.ctx.config));
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
@@ -564,7 +568,10 @@ export class StdioProcess {
       }
     });
     child.stderr.on('data', (chunk: string) => stderr.push(chunk));
-    child.stdin.on('error', () => undefined); // EPIPE after the child died; 'exit' handles it
+    // EPIPE: the child died ('exit' handles it), or closed its stdin and runs on; its end of either pipe closed alike.
+    child.stdin.on('error', () => this.pipeClosed(child, 'stdin'));
+    child.stdin.on('close', () => this.pipeClosed(child, 'stdin'));
+    child.stdout.on('end', () => this.pipeClosed(child, 'stdout'));
     child.once('exit', (code, signal) => {
       stderr.flush();
       this.exited(child, code, signal);
@@ -641,17 +648,46 @@ export class StdioProcess {
   }
 
   /**
+   * The child closed its stdin (a write found it closed: EPIPE) or its stdout. One that is exiting is left to its
+   * exit; one that runs on can serve no call again: calls would fail at once (stdin) or each wait out its timeout
+   * (stdout), never as the three timeouts in a row that take it for hung, no exit would restart it, and its sessions'
+   * traffic would keep the idle stop away. Unless it exits within the kill grace, it is killed as a crash (as for an
+   * oversized message): its exit restarts it with backoff, and opens the circuit if it keeps happening. A child being
+   * stopped (its stdin ended on purpose) is its stop's.
+   */
+  private pipeClosed(child: ChildProcessWithoutNullStreams, stream: 'stdin' | 'stdout'): void {
+    if (this.pipesClosed.has(child) || !this.runsOn(child)) return;
+    this.pipesClosed.add(child);
+    setTimeout(() => {
+      if (!this.runsOn(child)) return;
+      this.ctx.logger.warn({ ...this.fields, stream }, 'upstream process closed its stdin or stdout but runs on; killing it for a restart');
+      signalGroup(child, 'SIGKILL');
+    }, this.options.killGraceMs).unref();
+  }
+
+  /** Whether `child` is the current process, not exited and not being stopped. */
+  private runsOn(child: ChildProcessWithoutNullStreams): boolean {
+    return this.child === child && child.exitCode === null && child.signalCode === null && !this.stopping.has(child);
+  }
+
+  /**
    * Stops a process nobody has used for `idleMs`. Not one a session is subscribed to a resource of: it would send no
-   * updates until a call started it again. The subscriptions end when their sessions unsubscribe or go.
+   * updates until a call started it again. The subscriptions end when their sessions unsubscribe or go. Nor one
+   * waiting on an agent's answer to its own request (an elicitation, a sampling, roots asked outside any call): a
+   * person may take minutes to answer, and stopped, the process would lose the work that asked.
    */
   private checkIdle(): void {
-    if (this.ready && this.mux.pending === 0 && !this.shared.watched && Date.now() - this.lastActivity >= this.options.idleMs)
+    if (this.ready && this.mux.pending === 0 && this.serverRequests.size === 0 && !this.shared.watched && Date.now() - this.lastActivity >= this.options.idleMs)
       void this.stop('idle');
   }
 
   private write(text: string): void {
     const child = this.child;
-    if (child === undefined || !child.stdin.writable) throw errors.closed();
+    if (child === undefined || !child.stdin.writable) {
+      // Closed by the child, not by a stop: see `pipeClosed` (only here on a failure, not on every write).
+      if (child !== undefined) this.pipeClosed(child, 'stdin');
+      throw errors.closed();
+    }
     if (child.stdin.writableLength > STDIN_BUFFER_MAX_BYTES) throw errors.overloaded();
     child.stdin.write(`${text}\n`);
   }

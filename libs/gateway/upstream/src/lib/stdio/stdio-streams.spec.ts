@@ -1,3 +1,4 @@
+import { SecretMask } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { LineSplitter, StderrLog } from './stdio-streams';
 
@@ -64,7 +65,7 @@ describe('StderrLog', () => {
       logger,
       { upstreamId: 'u' },
       { linesPerWindow: 2, windowMs: 1_000, maxLineLength: 5 },
-      [],
+      new SecretMask([]),
       () => clock.now,
     );
     log.push('first line\nsecond\nthird\nfour');
@@ -87,7 +88,7 @@ describe('StderrLog', () => {
       warn: () => undefined,
       debug: () => undefined,
     };
-    return { lines, log: new StderrLog(logger, {}, { linesPerWindow: 100, windowMs: 1_000, maxLineLength }, configured) };
+    return { lines, log: new StderrLog(logger, {}, { linesPerWindow: 100, windowMs: 1_000, maxLineLength }, new SecretMask(configured)) };
   };
 
   it('masks the configured environment values, longest first, and credential-looking text', () => {

@@ -1,4 +1,4 @@
-import { SecretMask } from '@portcullis/gateway/mcp';
+import type { SecretMask } from '@portcullis/gateway/mcp';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { UpstreamLogger } from '../core/logger';
 
@@ -76,7 +76,6 @@ export class StderrLog {
   private windowStart = 0;
   private logged = 0;
   private suppressed = 0;
-  private readonly secrets: SecretMask;
   /** How much of a line is kept and masked before it is cut. */
   private readonly readLength: number;
 
@@ -84,11 +83,10 @@ export class StderrLog {
     private readonly logger: UpstreamLogger,
     private readonly fields: Record<string, unknown>,
     private readonly options: StderrLogOptions,
-    /** The upstream's secrets (its configured env values, decrypted, and `credentialArgs`): masked wherever they appear. */
-    configured: Iterable<string>,
+    /** The upstream's secrets (`secretMaskOf` its configuration): masked wherever they appear. */
+    private readonly secrets: SecretMask,
     private readonly now: () => number = Date.now,
   ) {
-    this.secrets = new SecretMask(configured);
     this.readLength = options.maxLineLength + Math.max(MASK_LOOKAHEAD, this.secrets.longest);
   }
 

@@ -569,6 +569,22 @@ describe('stdio upstreams', () => {
     expect(typeof cancelled[0]?.params?.requestId).toBe('number');
   });
 
+  it('cancels upstream the calls in flight of a session that closes, on a process other sessions go on using', async () => {
+    const { a, b } = await twoSessionsOnOneProcess();
+    const sleeping = a.request('tools/call', { name: 'sleep', arguments: { ms: 5_000 } });
+    const outcome = expect(sleeping).rejects.toMatchObject({ reason: 'closed' });
+    // Written by the time the process answers something (its stdin is read in order).
+    await call(b, 'pid');
+    await a.close();
+    await outcome;
+    const { notifications } = (await call(b, 'seen'))['structuredContent'] as {
+      notifications: { method: string; params?: { requestId?: unknown; reason?: unknown } }[];
+    };
+    const cancelled = notifications.filter((n) => n.method === 'notifications/cancelled');
+    expect(cancelled).toHaveLength(1);
+    expect(cancelled[0]?.params).toMatchObject({ requestId: expect.any(Number), reason: 'session closed' });
+  });
+
   it('times out a call and keeps the process usable', async () => {
     const session = await open(connector());
     await expect(
@@ -695,6 +711,28 @@ describe('stdio upstreams', () => {
     await waitFor(() => !isAlive(pid));
     const next = await pidOf(session);
     expect(next).not.toBe(pid);
+  });
+
+  it('keeps an idle process running while it waits on the agent\'s answer to a request of its own', async () => {
+    const session = await open(connector({ stdioIdleMs: 150 }));
+    const pid = await pidOf(session);
+    let answer: (roots: Record<string, unknown>) => void = () => undefined;
+    const asked: string[] = [];
+    session.onServerRequest((request) => {
+      asked.push(request.method);
+      return new Promise((resolve) => (answer = resolve));
+    });
+    // The fixture asks for the roots when told they changed: a request outside any call, the agent slow to answer.
+    await session.notify('notifications/roots/list_changed');
+    await waitFor(() => asked.length === 1);
+    // Several idle periods later the process still waits for the answer, and gets it.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(isAlive(pid)).toBe(true);
+    answer({ roots: [{ uri: 'file:///srv/slow', name: 'slow' }] });
+    // Relayed once the handler's promise settles (after this turn): asked for before then, the roots are not there yet.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect((await call(session, 'roots'))['structuredContent']).toEqual({ roots: { roots: [{ uri: 'file:///srv/slow', name: 'slow' }] } });
+    expect(await pidOf(session)).toBe(pid);
   });
 
   it('keeps an idle process running while a session is subscribed to one of its resources', async () => {
