@@ -9,9 +9,10 @@
 // V8's JIT, GC and Node's C++ are. Under valgrind the process is ~20–50× slower, so timings mean nothing here.
 //
 //   npm run bench:gateway-instructions -- [--calls 6000] [--warmup 10000] [--concurrency 16] [--bare-proxy] [--no-guards]
-//     [--audit-flush-ms 3000] [--js-names] [--node-args "<flags>"] [--out tmp/callgrind]
+//     [--audit-flush-ms 3000] [--js-names] [--node-args "<flags>"] [--out tmp/callgrind] [--metrics]
 // --bare-proxy also counts tools/bench/lib/bare-proxy.mjs (no MCP logic) under the same load, the floor.
 // --no-guards counts the gateway with audit and rate limits off instead of on.
+// --metrics counts it with Prometheus metrics on (GATEWAY_METRICS_PORT; off otherwise, as by default).
 // --gateway <main.js> counts another build (e.g. one made in a worktree of an earlier commit, whose packages resolve).
 // --js-names runs Node with --perf-basic-prof and writes <profile>.named beside each main-thread profile, its JIT code
 // addresses replaced by the JavaScript functions' names: `callgrind_annotate --inclusive=yes <profile>.named`.
@@ -32,6 +33,7 @@ const CONCURRENCY = Math.min(Math.max(1, Number(arg('concurrency', '16'))), 64);
 const BARE_PROXY = process.argv.includes('--bare-proxy');
 const GUARDS = !process.argv.includes('--no-guards');
 const JS_NAMES = process.argv.includes('--js-names');
+const METRICS = process.argv.includes('--metrics');
 // Node/V8 flags for the gateway (e.g. --node-args "--single-threaded-gc"), to count what a runtime setting changes.
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 // The emitter flushes on a timer; under valgrind ~30× fewer calls fit between two flushes than in real time, so each
@@ -193,7 +195,11 @@ async function main() {
     const gateway = await underCallgrind(
       'gateway',
       [...NODE_ARGS, path.resolve(repoRoot, arg('gateway', 'dist/apps/gateway/main.js'))],
-      { ...benchGatewayEnv({ port: gatewayPort, adminUrl, redisUrl, queuePrefix, guards: GUARDS }), GATEWAY_AUDIT_FLUSH_MS: String(AUDIT_FLUSH_MS) },
+      {
+        ...benchGatewayEnv({ port: gatewayPort, adminUrl, redisUrl, queuePrefix, guards: GUARDS }),
+        GATEWAY_AUDIT_FLUSH_MS: String(AUDIT_FLUSH_MS),
+        ...(METRICS ? { GATEWAY_METRICS_PORT: '0' } : {}),
+      },
       `http://127.0.0.1:${gatewayPort}/readyz`,
     );
     children.push(gateway.child);

@@ -138,3 +138,17 @@ describe('gateway config: the tool name separator', () => {
     for (const separator of ['_', 'x', '2', '_x', 'a.']) expect(problemsOf({ GATEWAY_TOOL_SEPARATOR: separator })).toEqual(['GATEWAY_TOOL_SEPARATOR']);
   });
 });
+
+describe('gateway config: metrics', () => {
+  it('is off unless GATEWAY_METRICS_PORT is set (empty counts as unset), on loopback unless told otherwise', () => {
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).metrics).toBeNull();
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_METRICS_PORT: '' }).metrics).toBeNull();
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_METRICS_PORT: '9464' }).metrics).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_METRICS_PORT: '9464', GATEWAY_METRICS_HOST: '0.0.0.0' }).metrics).toEqual({ host: '0.0.0.0', port: 9464 });
+  });
+
+  it('refuses a port that is not one, naming the variable', () => {
+    expect(problemsOf({ GATEWAY_METRICS_PORT: 'lots' })).toEqual(['GATEWAY_METRICS_PORT']);
+    expect(problemsOf({ GATEWAY_METRICS_PORT: '70000' })).toEqual(['GATEWAY_METRICS_PORT']);
+  });
+});

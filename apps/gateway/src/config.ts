@@ -27,6 +27,12 @@ export const gatewayConfigSchema = z
     LOG_LEVEL: f.logLevel,
     GATEWAY_HOST: z.string().min(1).default('127.0.0.1'),
     GATEWAY_PORT: f.port(3200),
+    /**
+     * Prometheus metrics (`GET /metrics`) on a listener of their own, never on the agents' port: unset or empty = off;
+     * 0 = any free port. The host defaults to loopback: metrics name tenants.
+     */
+    GATEWAY_METRICS_PORT: unsetIfEmpty(z.coerce.number().int().min(0).max(65535).optional()),
+    GATEWAY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
     /** Longest a client may take to send a whole request, headers and body (408 and the socket closed past it). */
     GATEWAY_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
@@ -288,6 +294,7 @@ export const gatewayConfigSchema = z
       spoolMaxBytes: env.GATEWAY_AUDIT_SPOOL_MAX_BYTES,
     },
     secrets: { keyring: env.GATEWAY_SECRETS_KEYRING ?? null },
+    metrics: env.GATEWAY_METRICS_PORT === undefined ? null : { host: env.GATEWAY_METRICS_HOST, port: env.GATEWAY_METRICS_PORT },
     database: { url: env.DATABASE_URL, systemUrl: env.DATABASE_SYSTEM_URL ?? null },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,

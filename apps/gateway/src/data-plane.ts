@@ -31,6 +31,7 @@ import type { TenantSettings } from '@portcullis/contracts/api';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { ChannelSubscription } from './channel-subscription';
+import { createGatewayMetrics } from './metrics';
 import type { GatewayConfig } from './config';
 import { loadApiKeys, loadTenantSettings, loadTenants, loadToolPins, loadUpstreams, policySnapshotSource } from './snapshot-loaders';
 
@@ -57,6 +58,8 @@ export interface DataPlane {
   readonly approvals: HeldCallGate | undefined;
   /** The audit emitter (null when GATEWAY_AUDIT_ENABLED is false): tests flush it; close() flushes it. */
   readonly audit: AuditEmitter | null;
+  /** The port `GET /metrics` is served on (undefined: GATEWAY_METRICS_PORT unset). */
+  readonly metricsPort: number | undefined;
   /** Reloads every snapshot now (tests; the periodic and pub/sub refreshes do this in production). */
   refreshAll(): Promise<void>;
   /**
@@ -301,6 +304,20 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   } else logger.warn('GATEWAY_RATE_LIMITS_ENABLED is false: rate limits are not enforced');
   if (audit) hooks.push(audit);
   hooks.push(...afterHold);
+  // Prometheus metrics (GATEWAY_METRICS_PORT): an observer hook counting each request as it completes, and gauges read
+  // off the engine and the routes when scraped. Off: nothing of it runs.
+  const routesRef: { current?: { readonly openStreams: number } } = {};
+  const metrics =
+    config.metrics === null
+      ? null
+      : createGatewayMetrics({
+          tenantSlug: (tenantId) => tenants.byId(tenantId)?.slug,
+          liveSessions: () => engineRef.current?.liveSessions ?? 0,
+          inflight: () => engineRef.current?.inflight ?? 0,
+          openStreams: () => routesRef.current?.openStreams ?? 0,
+          audit: () => emitter?.stats(),
+        });
+  if (metrics) hooks.push(metrics.hooks);
 
   const engine = new SessionEngine({
     registry,
@@ -340,6 +357,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       : {}),
   });
   credentialsChanged = () => void routes.revalidateStreams();
+  routesRef.current = routes;
+  const metricsPort = metrics && config.metrics ? await metrics.listen(config.metrics.host, config.metrics.port) : undefined;
+  if (metricsPort !== undefined) logger.info({ url: `http://${config.metrics?.host}:${metricsPort}/metrics` }, 'metrics listening');
   logger.info({ replicaId, tenants: tenants.size, apiKeys: apiKeys.size, policySnapshots: policies.size }, 'MCP data plane ready');
 
   return {
@@ -347,6 +367,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     policies,
     approvals,
     audit: emitter,
+    metricsPort,
     refreshAll,
     async close(drainMs = 0) {
       // New requests are turned away (503: the agent retries on another replica); those under way get up to
@@ -372,6 +393,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       closeLimiter();
       limiterRedis?.disconnect();
       await deps.connector.shutdown();
+      await metrics?.close();
     },
   };
 }

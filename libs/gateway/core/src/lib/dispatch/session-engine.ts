@@ -882,6 +882,11 @@ export class SessionEngine {
     return record;
   }
 
+  /** Agent sessions this replica holds live (metrics). */
+  get liveSessions(): number {
+    return this.live.size;
+  }
+
   /** Agent requests under way on this replica (a graceful shutdown waits for them). */
   get inflight(): number {
     let count = 0;

@@ -224,6 +224,8 @@ export interface McpRoutes {
   stopAccepting(): void;
   /** POST messages being handled right now (initialize and calls included): what a graceful shutdown waits for. */
   readonly active: number;
+  /** SSE streams open now (standalone and legacy; metrics). */
+  readonly openStreams: number;
   /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
   closeStreams(): void;
   /**
@@ -1085,6 +1087,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     },
     get active() {
       return active;
+    },
+    get openStreams() {
+      return streams.size;
     },
     closeStreams: () => {
       closing = true;
