@@ -115,6 +115,19 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     );
   });
 
+  it('masks the user and password of a connection string inside a longer argument or env value', () => {
+    const upstream = config({
+      transport: 'stdio',
+      url: null,
+      command: 'server',
+      args: ['--dsn=postgres://dsn-user:dsn-pass-5150@db.internal/app'],
+      env: { OPTIONS: 'timeout=5;url=mysql://mysql-user:my-pass-6060@mysql:3306/app;ssl=on' },
+    });
+    expect(secretMaskOf(upstream).mask('login failed for dsn-user with dsn-pass-5150; mysql-user/my-pass-6060; db.internal')).toBe(
+      'login failed for [redacted] with [redacted]; [redacted]/[redacted]; db.internal',
+    );
+  });
+
   it('masks strings only, so numbers and the shape of data stay, keys included', () => {
     const mask = new SecretMask(['12345678', 'secret-key-value']);
     const data = { count: 123456789, list: [1, 'secret-key-value', { 'secret-key-value': 'x' }], id: 'id-12345678' };

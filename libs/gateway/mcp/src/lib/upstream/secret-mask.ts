@@ -103,14 +103,21 @@ function configuredSecrets(config: UpstreamConfig): string[] {
     }
   }
   if (config.url !== null) urlSecrets(config.url, values);
-  // A connection string in the env or the arguments (`postgres://user:password@host/db`): its user and password alone.
-  for (const value of [...Object.values(config.env), ...config.args]) if (value.includes('://') && value.includes('@')) urlSecrets(value, values);
+  // A connection string in the env or the arguments (`postgres://user:password@host/db`), whole or inside a longer value
+  // (`--dsn=postgres://…`, `DSN=…;timeout=5`): its user and password alone.
+  for (const value of [...Object.values(config.env), ...config.args]) {
+    if (!value.includes('://') || !value.includes('@')) continue;
+    for (const embedded of value.match(EMBEDDED_URL) ?? []) urlSecrets(embedded, values);
+  }
   for (const value of [...values]) {
     const encoded = encodeURIComponent(value);
     if (encoded !== value) values.push(encoded);
   }
   return values;
 }
+
+/** A URL inside a longer text: a scheme, `://`, and what follows up to white space, a quote or a separator. */
+const EMBEDDED_URL = /[a-z][a-z0-9+.-]*:\/\/[^\s'"`,;<>]+/gi;
 
 /** Adds the user and password of `text` read as a URL, and its query values named like credentials. */
 function urlSecrets(text: string, values: string[]): void {
