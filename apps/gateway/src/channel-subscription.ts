@@ -72,6 +72,8 @@ export class ChannelSubscription {
         () => {
           this.subscribedNow = true;
           this.failures = 0;
+          // A retry still pending from an earlier failure (the connection came back meanwhile) has nothing left to do.
+          clearTimeout(this.retryTimer);
         },
         (error: unknown) => this.failed(error),
       )

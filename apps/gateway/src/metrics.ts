@@ -39,7 +39,7 @@ export interface MetricsSources {
   inflight(): number;
   /** Open SSE streams (standalone and legacy) on this replica. */
   openStreams(): number;
-  /** The audit emitter's buffer, spool and counters (undefined: auditing is off). */
+  /** The audit emitter's buffer, spool and counters (undefined: auditing is off, which is read once, at creation). */
   audit(): { readonly buffered: number; readonly spoolBytes: number; readonly dropped: number; readonly redis: 'up' | 'down' } | undefined;
 }
 
@@ -74,13 +74,13 @@ export function createGatewayMetrics(sources: MetricsSources): GatewayMetrics {
   gauge('portcullis_gateway_sessions', 'Agent sessions live on this replica.', sources.liveSessions);
   gauge('portcullis_gateway_inflight_requests', 'Agent requests under way on this replica.', sources.inflight);
   gauge('portcullis_gateway_open_streams', 'Open SSE streams (standalone and legacy) on this replica.', sources.openStreams);
-  gauge('portcullis_gateway_audit_buffered_events', 'Audit events waiting in memory to be sent to Redis.', () => sources.audit()?.buffered);
-  gauge('portcullis_gateway_audit_spool_bytes', 'Bytes of audit events spooled to disk while Redis is away.', () => sources.audit()?.spoolBytes);
-  gauge('portcullis_gateway_audit_dropped_events', 'Audit events dropped since start (buffer and spool full).', () => sources.audit()?.dropped);
-  gauge('portcullis_gateway_audit_redis_up', 'Whether the audit trail reaches Redis (1) or not (0).', () => {
-    const audit = sources.audit();
-    return audit === undefined ? undefined : audit.redis === 'up' ? 1 : 0;
-  });
+  // Auditing off: no audit series at all, rather than zeros that look like a healthy emitter.
+  if (sources.audit() !== undefined) {
+    gauge('portcullis_gateway_audit_buffered_events', 'Audit events waiting in memory to be sent to Redis.', () => sources.audit()?.buffered);
+    gauge('portcullis_gateway_audit_spool_bytes', 'Bytes of audit events spooled to disk while Redis is away.', () => sources.audit()?.spoolBytes);
+    gauge('portcullis_gateway_audit_dropped_events', 'Audit events dropped since start (buffer and spool full).', () => sources.audit()?.dropped);
+    gauge('portcullis_gateway_audit_redis_up', 'Whether the audit trail reaches Redis (1) or not (0).', () => (sources.audit()?.redis === 'up' ? 1 : 0));
+  }
 
   const hooks: RequestHooks = {
     completed: (info: RequestInfo, outcome: RequestOutcome) => requests.count(info, outcome),
@@ -99,9 +99,10 @@ export function createGatewayMetrics(sources: MetricsSources): GatewayMetrics {
           () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics could not be collected\n'),
         );
       });
-      // A scraper that never reads cannot hold sockets for long.
+      // A scraper that is slow to ask, or stops reading the answer, cannot hold sockets for long.
       server.requestTimeout = 10_000;
       server.headersTimeout = 5_000;
+      server.timeout = 10_000;
       const listening = server;
       await new Promise<void>((resolve, reject) => {
         listening.once('error', reject);
@@ -213,11 +214,18 @@ class RequestSeries {
     return [counter, histogram];
   }
 
-  /** The values of every series, its tenant named by slug as of now. */
+  /**
+   * The values of every series, its tenant named by slug as of now. A tenant no longer known (deleted) is dropped, so
+   * the series of tenants that come and go do not pile up: their counts end, as a restarted replica's do.
+   */
   private each<T>(values: (tenant: string, method: string, series: Series) => T[]): T[] {
     const out: T[] = [];
     for (const [tenantId, byMethod] of this.byTenant) {
-      const tenant = this.tenantSlug(tenantId) ?? tenantId;
+      const tenant = this.tenantSlug(tenantId);
+      if (tenant === undefined) {
+        this.byTenant.delete(tenantId);
+        continue;
+      }
       for (const [method, series] of byMethod) out.push(...values(tenant, method, series));
     }
     return out;

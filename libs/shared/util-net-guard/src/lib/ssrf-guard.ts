@@ -173,7 +173,12 @@ export const MAX_LOOKUPS_IN_FLIGHT = 2;
  * holds this many and every other tenant's lookups still have the rest.
  */
 export const MAX_LOOKUPS_IN_FLIGHT_PER_KEY = 1;
-/** A name not resolved within this (waiting for a turn included) fails with ETIMEOUT; its lookup may still finish. */
+/** The code of a lookup that waited past the deadline for a turn without running. */
+export const LOOKUP_QUEUED = 'EPORTCULLIS_LOOKUP_QUEUED';
+/**
+ * A name not resolved within this (waiting for a turn included) fails: with ETIMEOUT when its lookup ran, with
+ * LOOKUP_QUEUED when it never got a turn. The lookup may still finish.
+ */
 export const LOOKUP_DEADLINE_MS = 10_000;
 
 /**
@@ -274,8 +279,11 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
       pending = created;
       waiting.set(name, created);
       setTimeout(() => {
-        const timedOut: NodeJS.ErrnoException = new Error('the host name was not resolved in time');
-        timedOut.code = 'ETIMEOUT';
+        // A name that never got its turn (its tenant's slot held by another of its names) says nothing of its own
+        // upstream: it must not count against that upstream's circuit, as a lookup that ran out of time does.
+        const queued = created.state === 'waiting';
+        const timedOut: NodeJS.ErrnoException = new Error(queued ? 'the host name waited too long for a lookup' : 'the host name was not resolved in time');
+        timedOut.code = queued ? LOOKUP_QUEUED : 'ETIMEOUT';
         settle(name, created, timedOut, []);
       }, LOOKUP_DEADLINE_MS).unref();
     }

@@ -40,6 +40,7 @@ import {
   type UpstreamConfig,
   type UpstreamConnector,
   type UpstreamSession,
+  type UpstreamSessionState,
   isId,
 } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
@@ -468,6 +469,13 @@ interface PendingServerRequest {
    * and its progress notifications go back to `upstream` under this original token.
    */
   readonly progress?: { readonly token: string | number; readonly upstream: UpstreamSession };
+}
+
+/** What the connector needs to continue an upstream session named in a record: the endpoint too, which it checks. */
+function resumeState(state: SessionRecord['upstreams'][string]): UpstreamSessionState {
+  return state.endpoint === undefined
+    ? { sessionId: state.sessionId, protocolVersion: state.protocolVersion }
+    : { sessionId: state.sessionId, protocolVersion: state.protocolVersion, endpoint: state.endpoint };
 }
 
 const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; capability: string }>> = {
@@ -2480,7 +2488,7 @@ export class SessionEngine {
       forgotten !== undefined
         ? this.renew(live, config, identity, forgotten, traceId, moved ? 'moved' : 'forgotten')
         : this.deps.connector
-            .resume(config, identity, { sessionId: state.sessionId, protocolVersion: state.protocolVersion })
+            .resume(config, identity, resumeState(state))
             .then((session) => ({ session, replay: lost || fresh ? 'reload' : undefined }));
     const entry: LiveUpstream = {
       config,
@@ -2568,7 +2576,7 @@ export class SessionEngine {
     // Stored by a replica that still had the old configuration: the next request starts one here (never sent there).
     if (sessionElsewhere(theirs, config)) throw new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session');
     // The replica that stored its session tells it the agent's subscriptions and level: nothing to replay here.
-    const session = await this.deps.connector.resume(config, identity, { sessionId: theirs.sessionId, protocolVersion: theirs.protocolVersion });
+    const session = await this.deps.connector.resume(config, identity, resumeState(theirs));
     return { session, replay: undefined };
   }
 
@@ -3087,7 +3095,7 @@ export class SessionEngine {
           (held === undefined || (heldId !== undefined && heldId !== state.sessionId))
         ) {
           const sessionId = state.sessionId;
-          closing.push(this.deps.connector.resume(config, identity, { sessionId, protocolVersion: state.protocolVersion }).then((session) => session.close()));
+          closing.push(this.deps.connector.resume(config, identity, { ...resumeState(state), sessionId }).then((session) => session.close()));
         }
         const outcomes = await Promise.allSettled(closing);
         const failed = outcomes.find((outcome) => outcome.status === 'rejected');

@@ -126,6 +126,9 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(secretMaskOf(upstream).mask('login failed for dsn-user with dsn-pass-5150; mysql-user/my-pass-6060; db.internal')).toBe(
       'login failed for [redacted] with [redacted]; [redacted]/[redacted]; db.internal',
     );
+    // A bare connection string whose password holds a character that ends an embedded match is still read whole.
+    const separators = config({ transport: 'stdio', url: null, command: 'server', args: ['postgres://app-user:s3cr;t-pass,22@db/app'] });
+    expect(secretMaskOf(separators).mask('password s3cr;t-pass,22 refused')).toBe('password [redacted] refused');
   });
 
   it('masks strings only, so numbers and the shape of data stay, keys included', () => {

@@ -107,7 +107,9 @@ function configuredSecrets(config: UpstreamConfig): string[] {
   // (`--dsn=postgres://…`, `DSN=…;timeout=5`): its user and password alone.
   for (const value of [...Object.values(config.env), ...config.args]) {
     if (!value.includes('://') || !value.includes('@')) continue;
-    for (const embedded of value.match(EMBEDDED_URL) ?? []) urlSecrets(embedded, values);
+    // The whole value too: a password holding a character that ends an embedded match (`;`, `,`) is read whole there.
+    urlSecrets(value, values);
+    for (const embedded of value.match(EMBEDDED_URL) ?? []) if (embedded !== value) urlSecrets(embedded, values);
   }
   for (const value of [...values]) {
     const encoded = encodeURIComponent(value);

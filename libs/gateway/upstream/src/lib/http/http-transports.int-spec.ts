@@ -276,6 +276,23 @@ describe('HTTP upstreams against the demo servers', () => {
       expect(received.filter((m) => m.method === 'initialize')).toHaveLength(initialisations);
     });
 
+    it('names the endpoint the session was opened at, and will not continue it at another (an upstream repointed)', async () => {
+      const config = streamable('/kitchen-sink');
+      const session = await open(config);
+      const state = session.state();
+      expect(state.endpoint).toBe(`${new URL(config.url ?? '').origin}/kitchen-sink/mcp`);
+      const requestsBefore = received.length;
+      // The same upstream, now at another path of the host (another server): the old session id must not go there.
+      const moved = { ...config, url: (config.url ?? '').replace('/kitchen-sink/', '/tickets/'), version: config.version + 1 };
+      await expect(newConnector().resume(moved, identity, state)).rejects.toMatchObject({ reason: 'session_expired' });
+      expect(received.length).toBe(requestsBefore);
+      // Its query (where a credential may sit) is not part of the endpoint: the same server.
+      const withQuery = { ...config, url: `${config.url ?? ''}?api_key=k`, version: config.version + 1 };
+      const resumed = await newConnector().resume(withQuery, identity, state);
+      sessions.push(resumed);
+      expect(resumed.state().sessionId).toBe(state.sessionId);
+    });
+
     it('answers session_expired once the upstream forgot the session (closed with DELETE)', async () => {
       const config = streamable('/kitchen-sink');
       const session = await open(config);
