@@ -6,7 +6,16 @@
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kitchenSinkTenant, postInitialize, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import {
+  kitchenSinkTenant,
+  messageOf,
+  postInitialize,
+  postInSession,
+  startDemoUpstreams,
+  startTestGateway,
+  type DemoUpstreams,
+  type TestGateway,
+} from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -31,22 +40,7 @@ afterAll(async () => {
   await db?.$disconnect();
 });
 
-async function rpc(sessionId: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${key}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-session-id': sessionId,
-      'mcp-protocol-version': '2025-11-25',
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', ...body }),
-  });
-  const text = await response.text();
-  const data = text.startsWith('{') ? text : (/^data: (.*)$/m.exec(text)?.[1] ?? '{}');
-  return JSON.parse(data) as Record<string, unknown>;
-}
+const rpc = async (sessionId: string, message: Record<string, unknown>) => messageOf(await postInSession(gateway, tenant.slug, key, sessionId, message));
 
 /** The value of one series in the exposition text (undefined: not there). */
 function sample(text: string, series: string): number | undefined {

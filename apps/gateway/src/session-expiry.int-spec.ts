@@ -17,7 +17,7 @@ import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcu
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, demoDist, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, demoDist, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -154,16 +154,7 @@ describe('session idle expiry', () => {
     expect(JSON.parse(line ?? '{}')).toMatchObject({ upstreams: 2, failed: 0 });
     expect(line).not.toContain(sessionId);
 
-    const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${key}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        'mcp-session-id': sessionId,
-      },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
-    });
+    const res = await postInSession(gateway, tenant.slug, key, sessionId, { id: 1, method: 'ping' });
     expect(res.status).toBe(404);
     expect((await res.json()).error.code).toBe(-32004);
     await client.close();

@@ -10,7 +10,7 @@ import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, freePort, postInitialize, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, freePort, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -68,21 +68,7 @@ async function recordingUpstream(name: string, issued: string): Promise<{ url: s
   return { url: `http://127.0.0.1:${port}/mcp`, seen };
 }
 
-async function rpc(sessionId: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${key}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-session-id': sessionId,
-      'mcp-protocol-version': '2025-11-25',
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', ...body }),
-  });
-  const text = await response.text();
-  return text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
-}
+const rpc = async (sessionId: string, message: Record<string, unknown>) => messageOf(await postInSession(gateway, tenant.slug, key, sessionId, message));
 
 const callWhere = async (sessionId: string, id: number) =>
   (await rpc(sessionId, { id, method: 'tools/call', params: { name: 'up__where', arguments: {} } })) as { result?: { content: { text: string }[] } };

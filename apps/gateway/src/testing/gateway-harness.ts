@@ -41,6 +41,31 @@ export function postInitialize(gateway: TestGateway, tenantSlug: string, key: st
 }
 
 /**
+ * POSTs one JSON-RPC message (`jsonrpc` added) in a 2025-11-25 session with this API key: the response, its body not
+ * read (see `messageOf`).
+ */
+export function postInSession(gateway: TestGateway, tenantSlug: string, key: string, sessionId: string, message: Record<string, unknown>): Promise<Response> {
+  return fetch(`${gateway.url}/t/${tenantSlug}/mcp`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-session-id': sessionId,
+      'mcp-protocol-version': '2025-11-25',
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', ...message }),
+  });
+}
+
+/** The JSON-RPC message a response carries, as JSON or as the first SSE data line ({} for an empty body). */
+export async function messageOf(response: Response): Promise<Record<string, unknown>> {
+  const text = await response.text();
+  const data = text.startsWith('{') ? text : (/^data: (.*)$/m.exec(text)?.[1] ?? '{}');
+  return JSON.parse(data) as Record<string, unknown>;
+}
+
+/**
  * A new session of this key with its standalone GET stream open (both must succeed): `endedAt()` says when the
  * gateway closed the stream (undefined while open), `close()` ends it from this side.
  */
