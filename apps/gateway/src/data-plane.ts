@@ -315,6 +315,12 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
           liveSessions: () => engineRef.current?.liveSessions ?? 0,
           inflight: () => engineRef.current?.inflight ?? 0,
           openStreams: () => routesRef.current?.openStreams ?? 0,
+          circuits: () =>
+            (deps.connector.circuits?.() ?? []).flatMap(({ upstreamId, tenantId, state }) => {
+              const tenant = tenants.byId(tenantId)?.slug;
+              const upstream = registry.forTenant(tenantId).byId.get(upstreamId)?.name;
+              return tenant === undefined || upstream === undefined ? [] : [{ tenant, upstream, state }];
+            }),
           audit: () => emitter?.stats(),
         });
   if (metrics) hooks.push(metrics.hooks);

@@ -79,6 +79,9 @@ describe('metrics', () => {
     expect(sample(text, 'portcullis_gateway_inflight_requests')).toBe(0);
     expect(sample(text, 'portcullis_gateway_open_streams')).toBe(0);
     expect(sample(text, 'portcullis_gateway_process_resident_memory_bytes')).toBeGreaterThan(0);
+    // The upstream the calls went to, by the tenant's slug and the upstream's name.
+    expect(sample(text, `portcullis_gateway_upstream_circuit{tenant="${slug}",upstream="kitchen-sink",state="closed"}`)).toBe(1);
+    expect(sample(text, `portcullis_gateway_upstream_circuit{tenant="${slug}",upstream="kitchen-sink",state="open"}`)).toBe(0);
     // No API key, session id or upstream URL in what a scraper sees.
     for (const secret of [key, sessionId, demo.url]) expect(text).not.toContain(secret);
   }, 30_000);

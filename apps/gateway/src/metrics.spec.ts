@@ -5,12 +5,15 @@ import { createGatewayMetrics, type MetricsSources } from './metrics';
 const request = (tenantId: string, method: string, outcome: 'ok' | 'denied', latencyMs: number) =>
   [{ record: { tenantId }, method } as never, { outcome, latencyMs } as never] as const;
 
-function metricsWith(slugs: Map<string, string>) {
+type Circuit = ReturnType<MetricsSources['circuits']>[number];
+
+function metricsWith(slugs: Map<string, string>, circuits: Circuit[] = []) {
   const sources: MetricsSources = {
     tenantSlug: (tenantId) => slugs.get(tenantId),
     liveSessions: () => 3,
     inflight: () => 1,
     openStreams: () => 2,
+    circuits: () => circuits,
     audit: () => undefined,
   };
   return createGatewayMetrics(sources);
@@ -65,5 +68,25 @@ describe('gateway metrics', () => {
     // Gone for good: a tenant known again later starts from zero.
     slugs.set('t-1', 'acme');
     expect(await metrics.registry.metrics()).not.toContain('tenant="acme"');
+  });
+
+  it('shows each upstream\'s circuit as 1 for its state and 0 for the others, and only upstreams still reported', async () => {
+    const circuits: Circuit[] = [
+      { tenant: 'acme', upstream: 'github', state: 'open' },
+      { tenant: 'acme', upstream: 'jira', state: 'closed' },
+    ];
+    const metrics = metricsWith(new Map([['t-1', 'acme']]), circuits);
+    let text = await metrics.registry.metrics();
+    const circuit = (upstream: string, state: string) => line(text, `portcullis_gateway_upstream_circuit{tenant="acme",upstream="${upstream}",state="${state}"}`);
+    expect(circuit('github', 'open')).toMatch(/ 1$/);
+    expect(circuit('github', 'closed')).toMatch(/ 0$/);
+    expect(circuit('github', 'half_open')).toMatch(/ 0$/);
+    expect(circuit('jira', 'closed')).toMatch(/ 1$/);
+    // github is deleted, jira's circuit half-opens: github's series end at the next scrape.
+    circuits.splice(0, 2, { tenant: 'acme', upstream: 'jira', state: 'half_open' });
+    text = await metrics.registry.metrics();
+    expect(text).not.toContain('upstream="github"');
+    expect(circuit('jira', 'half_open')).toMatch(/ 1$/);
+    expect(circuit('jira', 'closed')).toMatch(/ 0$/);
   });
 });

@@ -39,6 +39,11 @@ export interface MetricsSources {
   inflight(): number;
   /** Open SSE streams (standalone and legacy) on this replica. */
   openStreams(): number;
+  /**
+   * The circuit of each upstream still configured that this replica connected to, named by tenant slug and upstream
+   * name.
+   */
+  circuits(): readonly { readonly tenant: string; readonly upstream: string; readonly state: 'closed' | 'open' | 'half_open' }[];
   /** The audit emitter's buffer, spool and counters (undefined: auditing is off, which is read once, at creation). */
   audit(): { readonly buffered: number; readonly spoolBytes: number; readonly dropped: number; readonly redis: 'up' | 'down' } | undefined;
 }
@@ -74,6 +79,20 @@ export function createGatewayMetrics(sources: MetricsSources): GatewayMetrics {
   gauge('portcullis_gateway_sessions', 'Agent sessions live on this replica.', sources.liveSessions);
   gauge('portcullis_gateway_inflight_requests', 'Agent requests under way on this replica.', sources.inflight);
   gauge('portcullis_gateway_open_streams', 'Open SSE streams (standalone and legacy) on this replica.', sources.openStreams);
+  const CIRCUIT_STATES = ['closed', 'half_open', 'open'] as const;
+  new Gauge({
+    name: 'portcullis_gateway_upstream_circuit',
+    help: 'Circuit breaker state of each upstream this replica connected to: 1 for the state it is in (closed, half_open, open).',
+    labelNames: ['tenant', 'upstream', 'state'] as const,
+    registers: [registry],
+    collect() {
+      // Only upstreams still configured: the series of one deleted or disabled ends.
+      this.reset();
+      for (const circuit of sources.circuits()) {
+        for (const state of CIRCUIT_STATES) this.set({ tenant: circuit.tenant, upstream: circuit.upstream, state }, circuit.state === state ? 1 : 0);
+      }
+    },
+  });
   // Auditing off: no audit series at all, rather than zeros that look like a healthy emitter.
   if (sources.audit() !== undefined) {
     gauge('portcullis_gateway_audit_buffered_events', 'Audit events waiting in memory to be sent to Redis.', () => sources.audit()?.buffered);

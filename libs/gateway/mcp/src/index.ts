@@ -46,6 +46,7 @@ export { endpointOf, sameConnection, sessionElsewhere, UpstreamRpcError, Upstrea
 export { credentialArgs, maskErrorResult, maskUpstreamError, maskValue, SecretMask, secretMaskOf } from './lib/upstream/secret-mask';
 export type {
   ClientIdentity,
+  UpstreamCircuit,
   UpstreamConfig,
   UpstreamConnector,
   UpstreamRequestOptions,

@@ -4,6 +4,7 @@ import {
   sessionElsewhere,
   type ClientIdentity,
   type UpstreamConfig,
+  type UpstreamCircuit,
   type UpstreamConnector,
   type UpstreamSession,
   type UpstreamSessionState,
@@ -72,6 +73,7 @@ export interface UpstreamConnectorOptions {
 
 interface UpstreamState {
   version: number;
+  readonly tenantId: string;
   readonly breaker: CircuitBreaker;
 }
 
@@ -123,7 +125,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
     let state = upstreams.get(config.id);
     if (state === undefined || state.version < config.version) {
       // A new configuration starts with a closed circuit: the old one may have been the problem.
-      state = { version: config.version, breaker: new CircuitBreaker(breakerOptions) };
+      state = { version: config.version, tenantId: config.tenantId, breaker: new CircuitBreaker(breakerOptions) };
       upstreams.set(config.id, state);
     }
     return state;
@@ -253,5 +255,8 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   // Ready when the stdio user-id range is this process's (and what a crashed gateway left is cleared).
   const ready = (): Promise<void> => stdioOptions.userIds?.ready ?? Promise.resolve();
 
-  return { connect, resume, shutdown, ready };
+  const circuits = (): UpstreamCircuit[] =>
+    [...upstreams].map(([upstreamId, { tenantId, breaker }]) => ({ upstreamId, tenantId, state: breaker.state }));
+
+  return { connect, resume, shutdown, ready, circuits };
 }

@@ -175,4 +175,13 @@ export interface UpstreamConnector {
   shutdown(): Promise<void>;
   /** Settles when stdio servers can be started (a user-id range is taken); rejects when they never can. Optional. */
   ready?(): Promise<void>;
+  /** The circuit of every upstream this replica has connected to, under its latest configuration (metrics). */
+  circuits?(): readonly UpstreamCircuit[];
+}
+
+/** One upstream's circuit breaker as the connector holds it. */
+export interface UpstreamCircuit {
+  readonly upstreamId: string;
+  readonly tenantId: string;
+  readonly state: 'closed' | 'open' | 'half_open';
 }

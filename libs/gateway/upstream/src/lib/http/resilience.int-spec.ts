@@ -775,10 +775,12 @@ describe('connector resilience and network policy', () => {
       ).not.toContain(String(port));
     }
     await expect(c.connect(config, identity)).rejects.toMatchObject({ reason: 'circuit_open' });
+    expect(c.circuits?.()).toEqual([{ upstreamId: config.id, tenantId: config.tenantId, state: 'open' }]);
     // a new configuration version starts with a closed circuit
     await expect(c.connect({ ...config, version: 2 }, identity)).rejects.toMatchObject({
       reason: 'connect_failed',
     });
+    expect(c.circuits?.()).toEqual([{ upstreamId: config.id, tenantId: config.tenantId, state: 'closed' }]);
   });
 
   it('opens the circuit of an upstream whose host name is not resolved in time (the guarded lookup\'s ETIMEOUT)', async () => {
