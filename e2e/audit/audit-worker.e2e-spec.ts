@@ -26,6 +26,7 @@ import { freePort, startBuiltApp, waitForReady, type AppProcess } from '../suppo
 // row-level-security role), then the stored chain is verified from the rows.
 const prefix = `e2e-${randomBytes(4).toString('hex')}`;
 let worker: AppProcess;
+let healthPort: number;
 let queue: Queue;
 let db: SystemPrismaClient;
 let tenant: TestTenant;
@@ -80,6 +81,7 @@ beforeAll(async () => {
   ]);
   await app.$disconnect();
   const port = await freePort();
+  healthPort = port;
   worker = startBuiltApp('audit-worker', {
     DATABASE_URL: inject('databaseUrl'),
     REDIS_URL: inject('redisUrl'),
@@ -412,5 +414,29 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       await tasks.close();
       await app.$disconnect();
     }
+  });
+
+  it('serves Prometheus metrics on its probe port: events stored, retries and dead letters since start, queue backlog', async () => {
+    // After the tests above: events were stored, jobs retried and dead-lettered, and dead letters are left.
+    const value = (text: string, series: string) => Number(text.split('\n').find((line) => line.startsWith(`${series} `))?.split(' ')[1]);
+    const scrape = async () => {
+      const response = await fetch(`http://127.0.0.1:${healthPort}/metrics`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toContain('text/plain');
+      return response.text();
+    };
+    const text = await scrape();
+    expect(value(text, 'portcullis_audit_worker_events_stored_total')).toBeGreaterThan(10);
+    expect(value(text, 'portcullis_audit_worker_jobs_retried_total')).toBeGreaterThan(0);
+    expect(value(text, 'portcullis_audit_worker_jobs_dead_lettered_total')).toBeGreaterThan(0);
+    expect(value(text, 'portcullis_audit_worker_queue_jobs{queue="dead_letter",state="waiting"}')).toBeGreaterThan(0);
+    expect(value(text, 'portcullis_audit_worker_process_resident_memory_bytes')).toBeGreaterThan(0);
+
+    // A backlog shows: jobs delayed far into the future wait in the queue, counted as delayed.
+    const stored = value(text, 'portcullis_audit_worker_events_stored_total');
+    await queue.add('audit.event.ingest', event(), { delay: 3_600_000, jobId: `metrics-delayed-${randomBytes(4).toString('hex')}` });
+    const later = await scrape();
+    expect(value(later, 'portcullis_audit_worker_queue_jobs{queue="audit",state="delayed"}')).toBeGreaterThanOrEqual(1);
+    expect(value(later, 'portcullis_audit_worker_events_stored_total')).toBeGreaterThanOrEqual(stored);
   });
 });

@@ -179,7 +179,7 @@ if (notReady.length > 0) {
   Gateway metrics             ${env.GATEWAY_METRICS_PORT ? `http://${env.GATEWAY_METRICS_HOST ?? '127.0.0.1'}:${env.GATEWAY_METRICS_PORT}/metrics` : 'off (GATEWAY_METRICS_PORT is empty)'}
   Dev OpenID provider         ${urls.devIdp}/.well-known/openid-configuration
   Demo upstream MCP server    ${urls.demoUpstream}/mcp
-  Audit worker health         ${urls.auditWorker}/readyz
+  Audit worker health         ${urls.auditWorker}/readyz   metrics ${urls.auditWorker}/metrics
 
   Demo logins (password: ${identities.password})
 ${identities.users

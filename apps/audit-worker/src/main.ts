@@ -11,14 +11,16 @@ import {
 } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { AuditIngestWorker } from '@portcullis/audit/pipeline';
 import { AppModule } from './app.module';
 import { auditWorkerConfigSchema } from './config';
+import { createWorkerMetrics } from './metrics';
 
 const config = loadConfigOrExit('audit-worker', auditWorkerConfigSchema);
 const logger = createLogger({ service: 'audit-worker', level: config.log.level });
 
-// No HTTP API: a Nest application context for the queue consumer, plus a probe server for /healthz and
-// /readyz only.
+// No HTTP API: a Nest application context for the queue consumer, plus a probe server for /healthz, /readyz and
+// /metrics (Prometheus) only.
 void runOrExit(logger, async () => {
   const app = await NestFactory.createApplicationContext(AppModule.forRoot(config, logger), {
     logger: new PinoNestLogger(logger),
@@ -29,6 +31,7 @@ void runOrExit(logger, async () => {
     port: config.health.port,
     logger,
     isShuttingDown: () => shuttingDown,
+    metrics: createWorkerMetrics(app.get(AuditIngestWorker)),
     checks: [
       databaseReadinessCheck(app.get<PortcullisPrismaClient>(PRISMA_CLIENT)),
       { name: 'redis', check: () => pingRedis(app.get<Redis>(REDIS)) },

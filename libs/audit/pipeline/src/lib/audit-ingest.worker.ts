@@ -85,13 +85,19 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
   private readonly handlers: JobHandlers<typeof QUEUES.audit>;
   private worker: Worker | undefined;
   private dlq: Queue | undefined;
+  /** The audit queue itself, for its job counts (metrics); the worker takes the jobs. */
+  private queue: Queue | undefined;
+  private readonly counters = { eventsStored: 0, jobsRetried: 0, jobsDeadLettered: 0 };
 
   constructor(
     @Inject(AUDIT_BATCHER) private readonly batcher: AuditBatcher,
     @Inject(AUDIT_WORKER_SETTINGS) private readonly settings: AuditWorkerSettings,
   ) {
     this.handlers = {
-      'audit.event.ingest': (event) => this.batcher.submit(event),
+      'audit.event.ingest': async (event) => {
+        await this.batcher.submit(event);
+        this.counters.eventsStored += 1;
+      },
       'audit.events.ingest': async (batch) => this.storeBatch(batch.events, batch.events, []),
     };
     // Refuse to start rather than receive a job we have no handler for.
@@ -102,6 +108,8 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     const { connection, prefix } = this.settings;
     this.dlq = new Queue(AUDIT_DLQ, { connection, prefix });
     this.dlq.on('error', (error) => this.logger.warn(`dead-letter queue: ${error.message}`));
+    this.queue = new Queue(QUEUES.audit, { connection, prefix });
+    this.queue.on('error', (error) => this.logger.warn(`audit queue: ${error.message}`));
     this.worker = new Worker(QUEUES.audit, (job, token) => this.process(job, token), {
       connection,
       prefix,
@@ -129,6 +137,19 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     await this.worker?.close();
     await this.batcher.drain();
     await this.dlq?.close();
+    await this.queue?.close();
+  }
+
+  /** Events stored (or found stored already) and jobs retried or dead-lettered since start (metrics). */
+  get stats(): { readonly eventsStored: number; readonly jobsRetried: number; readonly jobsDeadLettered: number } {
+    return { ...this.counters };
+  }
+
+  /** Jobs in the audit queue by state, and entries in the dead-letter queue (metrics; one round trip each). */
+  async jobCounts(): Promise<{ readonly audit: Readonly<Record<string, number>>; readonly deadLetters: number }> {
+    if (!this.queue || !this.dlq) throw new Error('the audit worker has not started');
+    const [audit, dead] = await Promise.all([this.queue.getJobCounts('waiting', 'active', 'delayed', 'failed'), this.dlq.getJobCounts('waiting')]);
+    return { audit, deadLetters: dead['waiting'] ?? 0 };
   }
 
   async process(job: Job, token?: string): Promise<void> {
@@ -169,6 +190,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
           `audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`,
         );
         await job.moveToDelayed(Date.now() + delay, token);
+        this.counters.jobsRetried += 1;
         throw new DelayedError();
       }
       if (error instanceof BatchFailure) {
@@ -190,6 +212,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     invalid: readonly { index: number; eventId: string | null; error: string }[],
   ): Promise<void> {
     const { failed } = await this.batcher.submitMany(valid);
+    this.counters.eventsStored += valid.length - failed.length;
     if (failed.length === 0 && invalid.length === 0) return;
     const failedIds = new Map(failed.map((f) => [f.event.eventId, messageOf(f.error)]));
     const invalidAt = new Map(invalid.map((i) => [i.index, i]));
@@ -237,6 +260,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     };
     const jobId = deadLetterJobId(letter);
     await this.dlq?.add(AUDIT_DEAD_JOB, letter, jobId ? { jobId } : {});
+    this.counters.jobsDeadLettered += 1;
     this.logger.error(`audit job ${job.id} dead-lettered after ${attempts} attempt(s): ${error}`);
   }
 }

@@ -12,6 +12,8 @@ export function startProbeServer(options: {
   checks: readonly ReadinessCheck[];
   logger: Logger;
   isShuttingDown?: () => boolean;
+  /** Served as `GET /metrics` (Prometheus text), when given. */
+  metrics?: { readonly contentType: string; collect(): Promise<string> };
 }): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -21,6 +23,20 @@ export function startProbeServer(options: {
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { status: 'method not allowed' });
     if (path === '/healthz') return send(200, { status: 'ok' });
+    const metrics = options.metrics;
+    if (path === '/metrics' && metrics) {
+      void metrics.collect().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : text);
+        },
+        (error: unknown) => {
+          options.logger.warn({ err: error }, 'metrics could not be collected');
+          send(503, { status: 'unavailable' });
+        },
+      );
+      return;
+    }
     if (path === '/readyz') {
       if (options.isShuttingDown?.()) return send(503, { status: 'unavailable', checks: {} });
       void runReadinessChecks(options.checks, {
