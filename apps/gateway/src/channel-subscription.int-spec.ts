@@ -83,3 +83,40 @@ describe('ChannelSubscription (real Redis, channels refused by ACL)', () => {
     expect(attempts.length).toBe(attemptsWhenSubscribed);
   }, 20_000);
 });
+
+describe('ChannelSubscription: a reconnect that subscribes while a retry is pending', () => {
+  it('drops the pending retry, so the catch-up runs once, not again when the retry fires', async () => {
+    const name = `pcs-spec-channels-retry-${randomBytes(4).toString('hex')}`;
+    const retryChannel = `pcs-spec-channel-retry-${randomBytes(4).toString('hex')}`;
+    await admin.call('ACL', 'SETUSER', name, 'on', 'nopass', '~*', '+@all', 'resetchannels');
+    const url = new URL(inject('redisUrl'));
+    url.username = name;
+    url.password = 'unused';
+    const connection = createRedisClient({ url: url.toString(), connectionName: 'channel-subscription-spec-retry' });
+    const caughtUp: boolean[] = [];
+    const logger = createLogger({ service: 'spec', level: 'silent' });
+    const pending = new ChannelSubscription({
+      connection,
+      logger,
+      // The first retry would come 1.5 s after the refusal: the reconnect below comes well before it.
+      retry: { firstMs: 1_500, maxMs: 1_500 },
+      subscribe: async () => void (await connection.subscribe(retryChannel)),
+      onSubscribed: (now) => caughtUp.push(now),
+    });
+    try {
+      await waitFor(() => connection.status === 'ready', { timeoutMs: 5_000, description: 'connected' });
+      expect(await pending.start()).toBe(false);
+      await admin.call('ACL', 'SETUSER', name, 'allchannels');
+      await admin.call('CLIENT', 'KILL', 'USER', name);
+      await waitFor(() => pending.subscribed, { timeoutMs: 5_000, description: 'subscribed on the reconnect' });
+      expect(caughtUp).toEqual([true]);
+      // Past the moment the retry would have fired.
+      await new Promise((resolve) => setTimeout(resolve, 1_800));
+      expect(caughtUp).toEqual([true]);
+    } finally {
+      pending.stop();
+      connection.disconnect();
+      await admin.call('ACL', 'DELUSER', name);
+    }
+  }, 15_000);
+});
