@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGuardedLookups, type AddressResolver } from '@portcullis/shared/util-net-guard';
 import { probeUpstream, ProbeFailure } from './upstream-probe';
 
 // The probe against a real MCP server on 127.0.0.1 (stateless Streamable HTTP) that advertises what each test sets.
@@ -198,5 +199,32 @@ describe('probeUpstream over stdio', () => {
   it.skipIf(process.getuid?.() !== 0)('runs the server as CONTROL_PLANE_STDIO_RUN_AS (as root here)', async () => {
     const names = (await probeStdio({}, { uid: 65534, gid: 65534 })).items.map((item) => item.name);
     expect(names).toContain('uid_65534');
+  });
+});
+
+describe('probeUpstream host-name lookups', () => {
+  it('resolves through the lookup it is given: a tenant\'s tests share its one lookup at a time, and a name that never resolves is a timeout', async () => {
+    // A resolver whose nameserver never answers: every name asked stays in flight.
+    const asked: string[] = [];
+    const stuck: AddressResolver = (hostname) => void asked.push(hostname);
+    const lookups = createGuardedLookups({ allowPrivateNetworks: false, allowedHosts: [] }, stuck);
+    const test = (host: string) =>
+      reasonOf(
+        probeUpstream(
+          { transport: 'streamable_http', url: `http://${host}/mcp`, headers: {}, command: null, args: [], env: {} },
+          { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 400, maxItemsPerKind: 100, lookup: lookups('tenant-a') },
+        ),
+      );
+    const reasons = await Promise.all([test('never-1.example'), test('never-2.example'), test('never-3.example')]);
+    // Three tests at once, one name asked: the tenant's others waited their turn (one thread, not three).
+    expect(asked).toEqual(['never-1.example']);
+    expect(reasons).toEqual(['timeout', 'timeout', 'timeout']);
+    // Another tenant's test still gets a lookup of its own at once.
+    const other = probeUpstream(
+      { transport: 'streamable_http', url: 'http://api.other.example/mcp', headers: {}, command: null, args: [], env: {} },
+      { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 200, maxItemsPerKind: 100, lookup: lookups('tenant-b') },
+    );
+    await reasonOf(other);
+    expect(asked).toEqual(['never-1.example', 'api.other.example']);
   });
 });

@@ -4,7 +4,8 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { definitionHash, definitionKey, pinnedDefinition, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
-import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
+import type { LookupFunction } from 'node:net';
+import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, LOOKUP_QUEUED, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 import { ProbeLineTooLong, ProbeStdioTransport } from './probe-stdio-transport';
@@ -42,6 +43,11 @@ export interface ProbeOptions {
   readonly maxItemsPerKind: number;
   /** The user and group stdio servers run as (CONTROL_PLANE_STDIO_RUN_AS); unset: the control plane's own. */
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
+  /**
+   * The guarded lookup to resolve host names with: the tenant's share of the process's lookups (`createGuardedLookups`),
+   * so one tenant's tests of names that never resolve cannot take the thread pool. Unset: one of its own.
+   */
+  readonly lookup?: LookupFunction;
 }
 
 export interface DiscoveredItem {
@@ -108,7 +114,9 @@ function classifyNetworkError(error: unknown): ProbeFailure {
   const code = errorCode(error);
   if (code === ADDRESS_REFUSED) return new ProbeFailure('blocked', code);
   if (code !== undefined && TLS_CODES.test(code)) return new ProbeFailure('tls', code);
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') return new ProbeFailure('timeout', code);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT' || code === 'ETIMEOUT' || code === LOOKUP_QUEUED) {
+    return new ProbeFailure('timeout', code);
+  }
   return new ProbeFailure('unreachable', code);
 }
 
@@ -138,7 +146,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     } else {
       const decision = checkUpstreamUrl(target.url, options.network);
       if (!decision.ok) throw new ProbeFailure('blocked', 'url');
-      const guardedAgent = new Agent({ connect: { lookup: createGuardedLookup(options.network), timeout: options.timeoutMs } });
+      const guardedAgent = new Agent({ connect: { lookup: options.lookup ?? createGuardedLookup(options.network), timeout: options.timeoutMs } });
       agent = guardedAgent;
       const guardedFetch: FetchLike = async (url, init) => {
         try {

@@ -1,3 +1,5 @@
+import type { LookupFunction } from 'node:net';
+import { createGuardedLookups } from '@portcullis/shared/util-net-guard';
 import { Inject, Injectable } from '@nestjs/common';
 import { openJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import {
@@ -59,6 +61,8 @@ export class UpstreamToolsService {
    * changes what is enforced makes every gateway replica reload its pins, so one tenant may not start them without end.
    */
   private readonly testsStarted = new Map<TenantId, number[]>();
+  /** Host-name lookups of test connections: one budget for the process, shared out per tenant (see the SSRF guard). */
+  private readonly lookups: (tenantId: string) => LookupFunction;
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -68,7 +72,9 @@ export class UpstreamToolsService {
     private readonly changes: ChangePublisher,
     private readonly snapshots: PolicySnapshotWriter,
     @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
-  ) {}
+  ) {
+    this.lookups = createGuardedLookups(this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] });
+  }
 
   async list(scope: TenantScope, upstreamId: string, query: UpstreamToolsQuery): Promise<UpstreamToolsResponse> {
     const page = pageRequest(query);
@@ -115,6 +121,7 @@ export class UpstreamToolsService {
         timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
         maxItemsPerKind: MAX_ITEMS_PER_KIND,
         stdioRunAs: this.options.stdioRunAs,
+        lookup: this.lookups(tenantId),
       });
     } catch (error) {
       if (!(error instanceof ProbeFailure)) throw error;
