@@ -732,6 +732,37 @@ describe('SessionEngine: prompt names', () => {
   });
 });
 
+describe('SessionEngine: log messages below the level the agent set', () => {
+  it('drops them, on the session stream and with a call, and passes those at or above it', async () => {
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'web',
+      capabilities: { tools: {}, logging: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        if (method === 'logging/setLevel') return {};
+        // An upstream that logs whatever the level (or a process shared with a session that asked for debug).
+        for (const level of ['debug', 'warning', 'error']) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/message', params: { level, data: `in call ${level}` } });
+        return { content: [] };
+      },
+    };
+    const { engine, connector } = build({ u1: upstream });
+    const { record } = await open(engine);
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    // Before any setLevel: everything passes.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'debug', data: 'early debug' } });
+    expect(await engine.request(record, req('logging/setLevel', { level: 'warning' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const current = (await engine.session(record.id, { kind: record.principalKind, id: record.principalId, tenantId: record.tenantId } as never)) ?? record;
+    const inCall: JsonRpcMessage[] = [];
+    await engine.request(current, req('tools/call', { name: 'web__run', arguments: {} }), sinkOf(inCall), 'trace');
+    for (const level of ['info', 'warning', 'emergency', 'verbose']) connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level, data: level } });
+    const levels = (messages: JsonRpcMessage[]) => messages.map((m) => ('params' in m ? (m.params as { level?: string }).level : undefined));
+    expect(levels(inCall)).toEqual(['warning', 'error']);
+    // A level MCP does not name is passed on, not judged.
+    expect(levels(standalone)).toEqual(['debug', 'warning', 'emergency', 'verbose']);
+  });
+});
+
 describe('SessionEngine: log messages quoting an upstream\'s credentials', () => {
   it('masks them, on the session stream and with a call', async () => {
     const token = 'upstream-token-0123456789';

@@ -451,6 +451,21 @@ function maskedLog(config: UpstreamConfig, notification: JsonRpcNotification): J
   return params === notification.params ? notification : { ...notification, params };
 }
 
+/**
+ * Whether a log message is below the level the agent set (`logging/setLevel`, kept in its record): MCP servers send
+ * only messages at or above it, but a stdio process shared with sessions that asked for more sends theirs too, and an
+ * upstream may ignore the level. A message of a level MCP does not name is passed on. The record is this replica's copy:
+ * a level set through another replica applies here once the copy is refreshed (within the session cache's lifetime).
+ */
+function belowAgentLevel(record: SessionRecord, notification: JsonRpcNotification): boolean {
+  const wanted = record.logLevel;
+  if (wanted === undefined || notification.method !== 'notifications/message') return false;
+  const level = notification.params?.['level'];
+  if (typeof level !== 'string') return false;
+  const rank = LOG_LEVELS.indexOf(level);
+  return rank >= 0 && rank < LOG_LEVELS.indexOf(wanted);
+}
+
 /** Bad item names remembered as warned of; past this the memory starts afresh. */
 const MAX_BAD_NAMES_WARNED = 10_000;
 
@@ -1507,7 +1522,9 @@ export class SessionEngine {
    */
   private async recordAgentState(live: LiveSession, edit: RecordEdit, traceId: string): Promise<void> {
     try {
-      await this.deps.sessions.change(live.record.id, edit);
+      // This replica's copy takes the change at once (the log level it filters by, the subscriptions it replays).
+      const { record } = await this.deps.sessions.change(live.record.id, edit);
+      if (record !== undefined) live.record = record;
     } catch (error) {
       this.deps.logger.warn(
         { sessionIdPrefix: live.record.id.slice(0, 8), tenantId: live.record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) },
@@ -2191,7 +2208,7 @@ export class SessionEngine {
             let relayed = notification;
             if (notification.method === 'notifications/message') {
               // Never relayed unmasked: without the configuration its secrets are not known, and the message goes.
-              if (config === undefined) return;
+              if (config === undefined || belowAgentLevel(live.record, notification)) return;
               relayed = maskedLog(config, notification);
             }
             this.sendInCall(live, upstreamId, sink, relayed, task, (held ??= { count: 0 }));
@@ -2795,6 +2812,7 @@ export class SessionEngine {
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((received) => {
+      if (belowAgentLevel(live.record, received)) return;
       const notification = maskedLog(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
