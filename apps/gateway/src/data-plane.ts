@@ -322,7 +322,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
               return tenant === undefined || upstream === undefined ? [] : [{ tenant, upstream, state }];
             }),
           audit: () => emitter?.stats(),
-        });
+        }, logger);
   if (metrics) hooks.push(metrics.hooks);
 
   const engine = new SessionEngine({

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '@portcullis/shared/util-logger';
 import { createGatewayMetrics, type MetricsSources } from './metrics';
 
 /** A request of `tenantId` with `method` that ended as `outcome` after `latencyMs`, as the completed hook sees it. */
@@ -16,7 +17,7 @@ function metricsWith(slugs: Map<string, string>, circuits: Circuit[] = []) {
     circuits: () => circuits,
     audit: () => undefined,
   };
-  return createGatewayMetrics(sources);
+  return createGatewayMetrics(sources, createLogger({ service: 'spec', level: 'silent' }));
 }
 
 const line = (text: string, series: string) => text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
@@ -88,5 +89,18 @@ describe('gateway metrics', () => {
     expect(text).not.toContain('upstream="github"');
     expect(circuit('jira', 'half_open')).toMatch(/ 1$/);
     expect(circuit('jira', 'closed')).toMatch(/ 0$/);
+  });
+
+  it('says which variable to change when the metrics port is taken, and keeps serving on the one that works', async () => {
+    const first = metricsWith(new Map());
+    const second = metricsWith(new Map());
+    const port = await first.listen('127.0.0.1', 0);
+    try {
+      await expect(second.listen('127.0.0.1', port)).rejects.toThrow(`GATEWAY_METRICS_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
+      expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
+    } finally {
+      await first.close();
+      await second.close();
+    }
   });
 });

@@ -1,4 +1,6 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { startProbeServer } from '@portcullis/shared/nest-runtime';
+import type { Logger } from '@portcullis/shared/util-logger';
 import type { RequestHooks, RequestInfo, RequestOutcome } from '@portcullis/gateway/core';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
@@ -61,7 +63,7 @@ export interface GatewayMetrics {
  * Prometheus metrics of one gateway replica, in a registry of its own (several data planes may share a process in
  * tests). Requests are counted by tenant, method and outcome, with their latency; gauges are read when scraped.
  */
-export function createGatewayMetrics(sources: MetricsSources): GatewayMetrics {
+export function createGatewayMetrics(sources: MetricsSources, logger: Logger): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_gateway_' });
   const requests = new RequestSeries(sources.tenantSlug);
@@ -110,27 +112,14 @@ export function createGatewayMetrics(sources: MetricsSources): GatewayMetrics {
     registry,
     hooks,
     async listen(host, port) {
-      server = createServer((req, res) => {
-        if (req.url !== '/metrics' && !req.url?.startsWith('/metrics?')) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('Not Found\n');
-        if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('Method Not Allowed\n');
-        registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
-          () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics could not be collected\n'),
-        );
-      });
-      // A scraper that is slow to ask, or stops reading the answer, cannot hold sockets for long.
-      server.requestTimeout = 10_000;
-      server.headersTimeout = 5_000;
-      server.timeout = 10_000;
-      const listening = server;
-      await new Promise<void>((resolve, reject) => {
-        listening.once('error', reject);
-        listening.listen(port, host, () => {
-          listening.off('error', reject);
-          resolve();
-        });
-      });
-      const address = listening.address();
+      // The shared probe server: /metrics here (and /healthz, /readyz answering for the process), nothing else.
+      try {
+        server = await startProbeServer({ host, port, checks: [], logger, metrics: { contentType: registry.contentType, collect: () => registry.metrics() } });
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code ?? 'error';
+        throw new Error(`GATEWAY_METRICS_PORT: cannot listen on ${host}:${port} (${code})`, { cause: error });
+      }
+      const address = server.address();
       return typeof address === 'object' && address !== null ? address.port : port;
     },
     async close() {

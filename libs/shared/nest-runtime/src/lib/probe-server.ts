@@ -3,8 +3,9 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { runReadinessChecks, type ReadinessCheck } from './readiness';
 
 /**
- * A tiny HTTP server with only `/healthz` and `/readyz`, for processes that serve no other HTTP (the
- * audit worker). Anything else is 404.
+ * A tiny HTTP server with only `/healthz`, `/readyz` and, when given, `/metrics`, for processes that serve no other
+ * HTTP (the audit worker) and for a listener of metrics apart from the public one (the gateway). Anything else is 404.
+ * A client slow to ask, or that stops reading the answer, is cut off after 10 s.
  */
 export function startProbeServer(options: {
   host: string;
@@ -48,6 +49,9 @@ export function startProbeServer(options: {
     return send(404, { status: 'not found' });
   });
   server.keepAliveTimeout = 5_000;
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.timeout = 10_000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
