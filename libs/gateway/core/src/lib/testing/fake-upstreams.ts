@@ -9,7 +9,7 @@ import type {
   UpstreamRequestOptions,
   UpstreamSession,
 } from '@portcullis/gateway/mcp';
-import { UpstreamUnavailableError } from '@portcullis/gateway/mcp';
+import { endpointOf, UpstreamUnavailableError } from '@portcullis/gateway/mcp';
 
 /** What an engine session answers an upstream's request with. */
 type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
@@ -82,10 +82,12 @@ export class FakeConnector implements UpstreamConnector {
       this.started.set(config.id, count);
       sessionId = count === 1 ? `upstream-session-${config.id}` : `upstream-session-${config.id}-${count}`;
     }
+    // As a real Streamable HTTP session's: where it was opened, so that a repointed upstream is told apart.
+    const endpoint = endpointOf(config);
     return {
       upstreamId: config.id,
       info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities },
-      state: () => ({ sessionId: this.unresumable.has(config.id) ? null : sessionId, protocolVersion: '2025-11-25' }),
+      state: () => ({ sessionId: this.unresumable.has(config.id) ? null : sessionId, protocolVersion: '2025-11-25', ...(endpoint === undefined ? {} : { endpoint }) }),
       request: (method, params, options) => {
         this.calls.push({ upstreamId: config.id, method, params, sessionId });
         return upstream.handle(method, params, options);

@@ -112,7 +112,8 @@ export interface UpstreamSessionState {
   /**
    * Where the session was opened (Streamable HTTP: `endpointOf` its configuration then). Its id is only ever sent
    * there: an upstream repointed to another URL gets a new session, never the old one's id (`sessionElsewhere`).
-   * Absent for other transports, and in records written before it existed (nothing to compare: the id is used).
+   * Absent for other transports. A Streamable HTTP state without it (a record written before the field existed) counts
+   * as opened elsewhere: where its id belongs is unknown, so it is never sent, and a new session is opened instead.
    */
   readonly endpoint?: string;
 }
@@ -137,7 +138,7 @@ export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url'>): s
  * handle on the session, and whoever runs the new URL must not learn it.
  */
 export function sessionElsewhere(state: UpstreamSessionState, config: Pick<UpstreamConfig, 'transport' | 'url'>): boolean {
-  return state.sessionId !== null && state.endpoint !== undefined && state.endpoint !== endpointOf(config);
+  return state.sessionId !== null && state.endpoint !== endpointOf(config);
 }
 
 /** One initialised MCP session with an upstream. */

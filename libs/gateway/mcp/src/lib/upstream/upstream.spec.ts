@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { endpointOf, sessionElsewhere } from './upstream';
+
+const http = (url: string) => ({ transport: 'streamable_http' as const, url });
+const stdio = { transport: 'stdio' as const, url: null };
+
+describe('endpointOf', () => {
+  it('keeps the origin and path of a Streamable HTTP URL, never its user, password, query or fragment', () => {
+    expect(endpointOf(http('https://user:secret@mcp.example.com:8443/v1/mcp?token=abc#x'))).toBe('https://mcp.example.com:8443/v1/mcp');
+  });
+
+  it('is undefined for other transports and for a URL that does not parse', () => {
+    expect(endpointOf(stdio)).toBeUndefined();
+    expect(endpointOf(http('not a url'))).toBeUndefined();
+  });
+});
+
+describe('sessionElsewhere', () => {
+  const opened = { sessionId: 'abc', protocolVersion: '2025-11-25', endpoint: 'https://a.example.com/mcp' };
+
+  it('is false where the session was opened, whatever credentials the URL carries now', () => {
+    expect(sessionElsewhere(opened, http('https://a.example.com/mcp'))).toBe(false);
+    expect(sessionElsewhere(opened, http('https://rotated:key@a.example.com/mcp?k=2'))).toBe(false);
+  });
+
+  it('is true once the upstream points at another host or path', () => {
+    expect(sessionElsewhere(opened, http('https://b.example.com/mcp'))).toBe(true);
+    expect(sessionElsewhere(opened, http('https://a.example.com/other'))).toBe(true);
+  });
+
+  it('treats a Streamable HTTP session whose endpoint was never recorded as opened elsewhere: its id is not sent', () => {
+    expect(sessionElsewhere({ sessionId: 'abc', protocolVersion: '2025-11-25' }, http('https://a.example.com/mcp'))).toBe(true);
+  });
+
+  it('is false with no session id to give away, and for transports without an endpoint', () => {
+    expect(sessionElsewhere({ sessionId: null, protocolVersion: '2025-11-25' }, http('https://b.example.com/mcp'))).toBe(false);
+    expect(sessionElsewhere({ sessionId: 'p-1', protocolVersion: '2025-11-25' }, stdio)).toBe(false);
+  });
+});
