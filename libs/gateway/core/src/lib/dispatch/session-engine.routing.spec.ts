@@ -214,6 +214,34 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(typeof next === 'string' && next.length).toBeGreaterThan(16 * 1024);
     expect({ second, read }).toMatchObject({ second: { result: { tools: [{ name: 'a__two' }] } }, read: { result: { contents: [{ text: 'b' }] } } });
   });
+  it('issues only cursors it takes back, however many upstreams carry a long one (the largest parts end their listings)', async () => {
+    // 16 K control characters each: JSON escapes them six-fold, so a dozen upstreams outgrow the merged cursor's bound.
+    const longCursor = '\u0001'.repeat(16 * 1024);
+    const upstreams: Record<string, FakeUpstream & { prefix: string }> = {};
+    for (let i = 0; i < 12; i += 1) {
+      upstreams[`u${i}`] = {
+        prefix: `p${i}`,
+        capabilities: { tools: {} },
+        handle: async (_method, params) =>
+          params?.['cursor'] === longCursor
+            ? { tools: [{ name: 'second', inputSchema: { type: 'object' } }] }
+            : { tools: [{ name: 'first', inputSchema: { type: 'object' } }], nextCursor: longCursor },
+      };
+    }
+    const { engine } = build(upstreams);
+    const { record } = await open(engine);
+    const first = resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'));
+    expect((first['tools'] as unknown[]).length).toBe(12);
+    const next = first['nextCursor'];
+    expect(typeof next).toBe('string');
+    const second = await engine.request(record, req('tools/list', { cursor: next }), NO_STREAM, 'trace');
+    const names = (resultOf(second)['tools'] as { name: string }[]).map((tool) => tool.name);
+    // Some upstreams' second pages, all of them named: the cursor was taken back.
+    expect(names.length).toBeGreaterThan(0);
+    expect(names.length).toBeLessThan(12);
+    for (const name of names) expect(name).toMatch(/^p\d+__second$/);
+  });
+
   it('forwards completion/complete to an upstream that answers it without declaring completions (2024-11-05 servers)', async () => {
     const up: FakeUpstream & { prefix: string } = {
       prefix: 'p',

@@ -47,7 +47,7 @@ import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
+import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
@@ -1642,7 +1642,18 @@ export class SessionEngine {
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
     // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
     if (failed !== undefined && cursor !== undefined && status === undefined) throw continuationFailure(failed);
-    return { [spec.field]: items, ...(more.length > 0 ? { nextCursor: encodeCursor(kind, more) } : {}) };
+    let nextCursor = more.length > 0 ? encodeCursor(kind, more) : undefined;
+    // Each upstream's part is bounded, how many upstreams have one is not: past what `decodeCursor` takes back, the
+    // largest parts go (those listings end here, as an over-long one does) until it fits. Else every later page failed.
+    while (nextCursor !== undefined && nextCursor.length > MAX_CURSOR_LENGTH) {
+      const largest = more.reduce((a, b) => (JSON.stringify(b.cursor).length > JSON.stringify(a.cursor).length ? b : a));
+      more.splice(more.indexOf(largest), 1);
+      if (status) status.dropped = true;
+      const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(largest.upstreamId);
+      if (config) this.logUpstreamFailure(config, spec.method, new Error('nextCursor does not fit in the merged cursor beside the other upstreams\''), traceId);
+      nextCursor = more.length > 0 ? encodeCursor(kind, more) : undefined;
+    }
+    return { [spec.field]: items, ...(nextCursor !== undefined ? { nextCursor } : {}) };
   }
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeCursor, encodeCursor } from './cursor';
+import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH } from './cursor';
 
 describe('merged-listing cursors', () => {
   it('round-trips the pending upstream pages, in order', () => {
@@ -32,5 +32,12 @@ describe('merged-listing cursors', () => {
     expect(forged.length).toBeLessThan(16 * 1024);
     expect(decodeCursor('tools', forged)).toBeUndefined();
     expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: '1' }, { upstreamId: 'b', cursor: '1' }]))).toHaveLength(2);
+  });
+
+  it('refuses a forged upstream part longer than any the gateway carries on (it would key the listing cache)', () => {
+    const longest = 'x'.repeat(MAX_UPSTREAM_CURSOR_LENGTH);
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: longest }]))).toEqual([{ upstreamId: 'a', cursor: longest }]);
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: `${longest}x` }]))).toBeUndefined();
+    expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: '1' }, { upstreamId: 'b', cursor: 'y'.repeat(700_000) }]))).toBeUndefined();
   });
 });

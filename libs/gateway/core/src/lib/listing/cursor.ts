@@ -55,7 +55,17 @@ export function decodeCursor(kind: ListKind, cursor: unknown): PendingPage[] | u
     const [upstreamId, upstreamCursor] = entry as unknown[];
     // Nor an empty upstream cursor: it is never issued (an upstream's empty nextCursor ends its listing), and would
     // serve that upstream's first page again.
-    if (typeof upstreamId !== 'string' || typeof upstreamCursor !== 'string' || upstreamCursor.length === 0 || seen.has(upstreamId)) return undefined;
+    // Nor one longer than any the gateway carries on: a forged part is otherwise sent upstream as is, and keys the
+    // listing cache (up to the whole cursor's length) in every page cached for it.
+    if (
+      typeof upstreamId !== 'string' ||
+      typeof upstreamCursor !== 'string' ||
+      upstreamCursor.length === 0 ||
+      upstreamCursor.length > MAX_UPSTREAM_CURSOR_LENGTH ||
+      seen.has(upstreamId)
+    ) {
+      return undefined;
+    }
     seen.add(upstreamId);
     pages.push({ upstreamId, cursor: upstreamCursor });
   }

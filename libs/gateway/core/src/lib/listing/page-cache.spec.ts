@@ -82,6 +82,17 @@ describe('PageCache in a ListingPageStore', () => {
     expect(store.size).toBe(0);
   });
 
+  it('counts each page\'s key toward maxBytes: a long upstream cursor in the key is held as long as the page', () => {
+    const store = new ListingPageStore(100, 160_000);
+    const caches = Array.from({ length: 30 }, () => new PageCache(store));
+    // Tiny pages under keys of 4 K characters each (8 KB as UTF-16): what is held is the keys.
+    caches.forEach((cache, index) => cache.set(`tools/list\u0000${String(index % 10).repeat(4_000)}`, { tools: [] }, 0, index));
+    expect(store.bytes).toBeLessThanOrEqual(160_000);
+    expect(store.bytes).toBeGreaterThan(100_000);
+    expect(store.size).toBeLessThan(30);
+    expect(caches[29]?.get(`tools/list\u0000${'9'.repeat(4_000)}`, 60_000, 40)).toEqual({ tools: [] });
+  });
+
   it('estimates JSON size within a small factor', () => {
     const value = { tools: [{ name: 'search', description: 'Search the tickets', inputSchema: { type: 'object', properties: { q: { type: 'string' } } } }] };
     const actual = JSON.stringify(value).length;

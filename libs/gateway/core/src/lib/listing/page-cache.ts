@@ -125,7 +125,9 @@ export class PageCache {
     if (fetchedIn !== this.generation) return;
     const storeKey = this.prefix + key;
     this.keys.add(storeKey);
-    this.store.write(storeKey, { page, at: now, owner: this, bytes: approximateJsonSize(page) });
+    // The key counts too: it holds the upstream's cursor (up to MAX_UPSTREAM_CURSOR_LENGTH), which may be larger than
+    // the page it names.
+    this.store.write(storeKey, { page, at: now, owner: this, bytes: approximateJsonSize(page) + 2 * storeKey.length });
     // Too large to keep: written nowhere, so not this cache's either.
     if (this.store.read(storeKey) === undefined) this.keys.delete(storeKey);
   }
