@@ -242,6 +242,78 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     for (const name of names) expect(name).toMatch(/^p\d+__second$/);
   });
 
+  it('neither lists nor routes a resource URI longer than a read may name, and bounds the characters of the routes it keeps', async () => {
+    const long = (i: number) => `mem://long/${String(i).padStart(4, '0')}/${'x'.repeat(100_000)}`;
+    const near = (i: number) => `mem://near/${String(i).padStart(4, '0')}/${'y'.repeat(8_000)}`;
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: `mem://t/${'z'.repeat(9_000)}/{key}`, name: 'huge' }] };
+        if (method !== 'resources/list') return { contents: [] };
+        const page = Number(params?.['cursor'] ?? '0');
+        const resources = Array.from({ length: 100 }, (_, i) => ({ uri: page === 0 && i < 20 ? long(i) : near(page * 100 + i), name: `n${i}` }));
+        return page < 4 ? { resources, nextCursor: String(page + 1) } : { resources };
+      },
+    };
+    const { engine } = build({ r: up });
+    const { record } = await open(engine);
+    const first = resultOf(await engine.request(record, req('resources/list'), NO_STREAM, 'trace'));
+    const uris = (first['resources'] as { uri: string }[]).map((resource) => resource.uri);
+    expect(uris).toHaveLength(80);
+    for (const uri of uris) expect(uri.length).toBeLessThanOrEqual(8 * 1024);
+    // A walk over all five pages (480 URIs of 8 K characters, 3.9 M in all) keeps at most a megabyte of them.
+    await engine.request(record, req('resources/read', { uri: 'mem://unknown' }), NO_STREAM, 'trace');
+    const live = (engine as unknown as { live: Map<string, { resourceRoutes: { size: number; keyChars: number }; templateRoutes: { size: number } }> }).live.get(record.id);
+    expect(live?.resourceRoutes.keyChars).toBeLessThanOrEqual(1024 * 1024);
+    expect(live?.resourceRoutes.size).toBeGreaterThan(0);
+    expect(live?.templateRoutes.size).toBe(0);
+    // The newest routes are the ones kept: a URI of the last page still reads.
+    const read = await engine.request(record, req('resources/read', { uri: near(499) }), NO_STREAM, 'trace');
+    expect('result' in read).toBe(true);
+  });
+
+  it('routes a URI to the most specific matching template, and a template two upstreams list to the first by prefix, whatever answered first', async () => {
+    const templated = (prefix: string, uriTemplate: string, failures = 0): FakeUpstream & { prefix: string; reads: string[] } => {
+      let left = failures;
+      const up = {
+        prefix,
+        reads: [] as string[],
+        capabilities: { resources: {} },
+        handle: async (method: string, params?: Record<string, unknown>) => {
+          if (method === 'resources/list') return { resources: [] };
+          if (method === 'resources/templates/list') {
+            if (left > 0) {
+              left -= 1;
+              throw new Error('not now');
+            }
+            return { resourceTemplates: [{ uriTemplate, name: prefix }] };
+          }
+          up.reads.push(String(params?.['uri']));
+          return { contents: [{ uri: String(params?.['uri']), text: prefix }] };
+        },
+      };
+      return up;
+    };
+    const textOf = (answer: unknown) => (answer as { result?: { contents?: { text?: string }[] } }).result?.contents?.[0]?.text;
+    // A broad template of the upstream first by prefix does not take what a narrower one of another upstream serves.
+    {
+      const { engine } = build({ ua: templated('a', 'mem://{+path}'), ub: templated('b', 'mem://b/{key}') });
+      const { record } = await open(engine);
+      expect(textOf(await engine.request(record, req('resources/read', { uri: 'mem://b/1' }), NO_STREAM, 'trace'))).toBe('b');
+      expect(textOf(await engine.request(record, req('resources/read', { uri: 'mem://c/1' }), NO_STREAM, 'trace'))).toBe('a');
+    }
+    // The same template from both: a, first by prefix, serves it once it has listed it, also when b's listing came first.
+    {
+      const { engine } = build({ ua: templated('a', 'file:///{path}', 1), ub: templated('b', 'file:///{path}') });
+      const { record } = await open(engine);
+      // a's listing failed during the first walk: b serves meanwhile.
+      expect(textOf(await engine.request(record, req('resources/read', { uri: 'file:///x' }), NO_STREAM, 'trace'))).toBe('b');
+      await engine.request(record, req('resources/templates/list'), NO_STREAM, 'trace');
+      expect(textOf(await engine.request(record, req('resources/read', { uri: 'file:///y' }), NO_STREAM, 'trace'))).toBe('a');
+    }
+  });
+
   it('forwards completion/complete to an upstream that answers it without declaring completions (2024-11-05 servers)', async () => {
     const up: FakeUpstream & { prefix: string } = {
       prefix: 'p',

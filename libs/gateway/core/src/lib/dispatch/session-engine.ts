@@ -58,6 +58,7 @@ import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabiliti
 import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { expandKnown } from './template-expansion';
+import { RouteTable } from './route-table';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, adaptCallResult, adaptPromptResult } from './version-adapt';
 
@@ -247,9 +248,9 @@ interface LiveSession {
   record: SessionRecord;
   readonly upstreams: Map<string, LiveUpstream>;
   /** uri → upstream id, from resources/list pages this replica served. */
-  readonly resourceRoutes: Map<string, string>;
+  readonly resourceRoutes: RouteTable<string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
-  readonly templateRoutes: Map<string, { upstreamId: string; matches: UriMatcher }>;
+  readonly templateRoutes: RouteTable<TemplateRoute>;
   /**
    * URIs reads are waiting on a route walk for, and the upstream the walk found listing each: past MAX_RESOURCE_ROUTES
    * the route itself may be evicted before the walk ends.
@@ -338,9 +339,29 @@ function continuationFailure(failures: readonly unknown[]): GatewayRequestError 
   );
 }
 
-/** Resource URIs (and templates) a session keeps routes for; past it the oldest route goes (see `pageItems`). */
+/**
+ * Resource URIs (and templates) a session keeps routes for, and the characters of them together; past either the
+ * oldest route goes (see `pageItems`). A session holds its own routes, and upstreams choose the URIs.
+ */
 const MAX_RESOURCE_ROUTES = 10_000;
+const MAX_RESOURCE_ROUTE_CHARS = 1024 * 1024;
 const MAX_TEMPLATE_ROUTES = 1_000;
+const MAX_TEMPLATE_ROUTE_CHARS = 256 * 1024;
+
+/** A resource template a session learned: who listed it, how it matches, and how much of it is literal text. */
+interface TemplateRoute {
+  readonly upstreamId: string;
+  readonly prefix: string;
+  readonly matches: UriMatcher;
+  readonly literalLength: number;
+}
+
+/**
+ * Of two matching templates, whether `a` decides over `b`: the one with more literal text (`mem://b/{key}` before
+ * `mem://{+path}`), then the upstream first in the listings' order (by prefix). Not the one learned first: which that
+ * is depends on the order listings happened to arrive in, and two sessions would send one URI to two servers.
+ */
+const decidesOver = (a: TemplateRoute, b: TemplateRoute): boolean => a.literalLength > b.literalLength || (a.literalLength === b.literalLength && a.prefix < b.prefix);
 
 /** Drops a map's oldest entry (Maps keep insertion order). */
 function evictOldest(map: Map<string, unknown>): void {
@@ -1674,26 +1695,31 @@ export class SessionEngine {
         }
         items.push(plainTools ? this.withoutTaskSupport(exposed) : exposed);
       } else if (kind === 'resources') {
-        // A URI two upstreams list goes to the one that claimed it first (until a list change clears the routes):
-        // reads of it do not move from one upstream to the other with the order listings happen to be fetched in.
         const uri = item['uri'];
-        if (learn && typeof uri === 'string' && !live.resourceRoutes.has(uri)) {
-          // Bounded per session: an upstream whose resources keep changing without saying so would grow it with every
-          // listing. Past the bound the routes start afresh (those in use are learned again by the next walk).
-          if (live.resourceRoutes.size >= MAX_RESOURCE_ROUTES) evictOldest(live.resourceRoutes);
-          live.resourceRoutes.set(uri, config.id);
+        // A URI no read could name (longer than `byUri` takes) is not listed, nor routed: the agent could not read it.
+        if (typeof uri === 'string' && uri.length > MAX_URI_LENGTH) {
+          this.warnBadName(config, kind, { name: uri.slice(0, 128) }, traceId, `resource URI longer than ${MAX_URI_LENGTH} characters; skipped`);
+          continue;
         }
+        // A URI two upstreams list goes to the one first in the listings' order (by prefix), whichever listing arrived
+        // first: every session routes it alike. Bounded per session (an upstream whose resources keep changing without
+        // saying so would grow it with every listing): past the bound the oldest go, learned again by the next walk.
+        if (learn && typeof uri === 'string') live.resourceRoutes.learn(uri, config.id, (held) => this.listsBefore(live, config, held));
         // A read waiting on this walk for its URI gets it even when the bound let the route go again before the end.
         if (learn && typeof uri === 'string' && live.sought.size > 0) {
           const sought = live.sought.get(uri);
-          if (sought !== undefined && sought.upstreamId === undefined) sought.upstreamId = config.id;
+          if (sought !== undefined && (sought.upstreamId === undefined || this.listsBefore(live, config, sought.upstreamId))) sought.upstreamId = config.id;
         }
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
-        if (learn && typeof template === 'string' && !live.templateRoutes.has(template)) {
-          if (live.templateRoutes.size >= MAX_TEMPLATE_ROUTES) evictOldest(live.templateRoutes);
-          live.templateRoutes.set(template, { upstreamId: config.id, matches: uriTemplateMatcher(template) });
+        if (typeof template === 'string' && template.length > MAX_URI_LENGTH) {
+          this.warnBadName(config, kind, { name: template.slice(0, 128) }, traceId, `resource template longer than ${MAX_URI_LENGTH} characters; skipped`);
+          continue;
+        }
+        if (learn && typeof template === 'string') {
+          const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(/\{[^}]*\}/g, '').length };
+          live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
         items.push(this.exposed.asIs(item));
       }
@@ -1724,13 +1750,20 @@ export class SessionEngine {
    * An upstream item whose name, prefixed, breaks MCP's naming rules is skipped: logged once per upstream configuration
    * and name (bounded), not on every listing of every session, which an upstream with many such names would flood.
    */
-  private warnBadName(config: UpstreamConfig, kind: ListKind, item: Record<string, unknown>, traceId: string): void {
+  private warnBadName(config: UpstreamConfig, kind: ListKind, item: Record<string, unknown>, traceId: string, why = 'upstream item name breaks the naming rules once prefixed; skipped'): void {
     const name = typeof item['name'] === 'string' ? item['name'].slice(0, 128) : '';
     const key = `${config.id}@${config.version} ${kind} ${name}`;
     if (this.badNamesWarned.has(key)) return;
     if (this.badNamesWarned.size >= MAX_BAD_NAMES_WARNED) this.badNamesWarned.clear();
     this.badNamesWarned.add(key);
-    this.deps.logger.warn({ upstream: config.name, upstreamId: config.id, kind, name, traceId }, 'upstream item name breaks the naming rules once prefixed; skipped');
+    this.deps.logger.warn({ upstream: config.name, upstreamId: config.id, kind, name, traceId }, why);
+  }
+
+  /** Whether `config` comes before the upstream `other` in the listings' order (by prefix), or `other` is gone. */
+  private listsBefore(live: LiveSession, config: UpstreamConfig, other: string): boolean {
+    if (other === config.id) return false;
+    const held = this.deps.registry.forTenant(live.record.tenantId).byId.get(other);
+    return held === undefined || config.toolPrefix < held.toolPrefix;
   }
 
   /**
@@ -1785,8 +1818,9 @@ export class SessionEngine {
       // template that its text happens to match.
       const own = live.templateRoutes.get(uri);
       if (own !== undefined) return current(own.upstreamId);
-      for (const route of live.templateRoutes.values()) if (route.matches(uri)) return current(route.upstreamId);
-      return undefined;
+      let chosen: TemplateRoute | undefined;
+      for (const route of live.templateRoutes.values()) if ((chosen === undefined || decidesOver(route, chosen)) && route.matches(uri)) chosen = route;
+      return chosen === undefined ? undefined : current(chosen.upstreamId);
     };
     // A resource an upstream lists goes to that upstream, before any template that would also match it (`file:///{path}`
     // of another upstream): a URI no listing seen here names yet has the routes learned first (at most one walk a second
@@ -1869,8 +1903,8 @@ export class SessionEngine {
     live.routesGeneration += 1;
     live.routesLearnedAt = undefined;
     live.routesWalkedAt = undefined;
-    for (const [uri, owner] of live.resourceRoutes) if (owner === upstreamId) live.resourceRoutes.delete(uri);
-    for (const [template, route] of live.templateRoutes) if (route.upstreamId === upstreamId) live.templateRoutes.delete(template);
+    live.resourceRoutes.deleteWhere((owner) => owner === upstreamId);
+    live.templateRoutes.deleteWhere((route) => route.upstreamId === upstreamId);
   }
 
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
@@ -2896,8 +2930,8 @@ export class SessionEngine {
     return {
       record,
       upstreams: new Map(),
-      resourceRoutes: new Map(),
-      templateRoutes: new Map(),
+      resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS),
+      templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS),
       sought: new Map(),
       learningRoutes: undefined,
       routesGeneration: 0,
