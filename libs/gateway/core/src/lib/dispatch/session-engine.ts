@@ -918,8 +918,9 @@ export class SessionEngine {
   /** The session if it exists and belongs to this principal; otherwise undefined (answered as 404). */
   async session(sessionId: string, principal: Principal): Promise<SessionRecord | undefined> {
     if (this.ended.has(sessionId)) return undefined;
-    // The store answers from its short in-process cache most of the time and keeps the Redis TTL moving.
-    const record = await this.deps.sessions.get(sessionId);
+    // The store answers from its short in-process cache most of the time, and keeps the Redis TTL moving for the
+    // session's own principal only: anyone else presenting the id neither is served nor keeps the session alive.
+    const record = await this.deps.sessions.get(sessionId, (stored) => sessionBelongsTo(stored, principal));
     if (!record || !sessionBelongsTo(record, principal)) return undefined;
     const live = this.live.get(sessionId);
     if (live) live.lastUsed = Date.now();

@@ -24,7 +24,11 @@ export type RecordEdit = (record: SessionRecord) => SessionRecord | undefined;
 
 export interface SessionStore {
   create(record: SessionRecord): Promise<void>;
-  get(id: string): Promise<SessionRecord | undefined>;
+  /**
+   * The record, and its idle TTL moved on. With `belongs`, the TTL moves only for a record it accepts: a session id
+   * presented by someone it does not belong to must not keep that session alive.
+   */
+  get(id: string, belongs?: (record: SessionRecord) => boolean): Promise<SessionRecord | undefined>;
   update(record: SessionRecord): Promise<void>;
   delete(id: string): Promise<boolean>;
   /**
@@ -195,27 +199,28 @@ export class RedisSessionStore implements SessionStore {
     );
   }
 
-  async get(id: string): Promise<SessionRecord | undefined> {
+  async get(id: string, belongs?: (record: SessionRecord) => boolean): Promise<SessionRecord | undefined> {
     const now = Date.now();
     const cached = this.cache.get(id);
     if (cached && now - cached.fetchedAt < this.options.cacheMs) {
-      if (now - cached.touchedAt >= this.options.touchEveryMs) {
+      if (now - cached.touchedAt >= this.options.touchEveryMs && (belongs === undefined || belongs(cached.record))) {
         cached.touchedAt = now;
         this.touch(cached.record, cached);
       }
       return cached.record;
     }
-    // GETEX reads the record and moves its TTL in one step: a separate GET and PEXPIRE could find it gone in between
-    // and leave a record cached here that Redis no longer holds.
-    const raw = await this.redis.getex(key(id), 'PX', this.options.idleTtlMs);
+    // A plain read: the touch (TTL and score in one script) follows only for the record's own principal, and drops the
+    // cached entry again when the record turns out deleted in between.
+    const raw = await this.redis.get(key(id));
     if (raw === null) {
       this.cache.delete(id);
       return undefined;
     }
     const record = JSON.parse(raw) as SessionRecord;
-    // The touch moves the score (its PEXPIRE repeats GETEX's) and drops the entry if the record was deleted since the
-    // read. It is not awaited: a lookup costs one round trip.
-    this.touch(record, this.remember(record));
+    const entry = this.remember(record);
+    // Not awaited: a lookup costs one round trip.
+    if (belongs === undefined || belongs(record)) this.touch(record, entry);
+    else entry.touchedAt = 0;
     return record;
   }
 
