@@ -1525,6 +1525,25 @@ describe('SessionEngine across replicas', () => {
     expect(broadcast.filter((message) => message.type === 'cancel')).toEqual([{ type: 'cancel', sessionId: record.id, requestId: 'r1', reason: 'cancelled by the client' }]);
   });
 
+  it('filters log messages by the level the agent set through another replica, on the stream this one holds', async () => {
+    const { a, b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) });
+    // B holds the session live (an upstream session and the agent's GET stream); the agent sets its level through A.
+    await b.request(record, req('tools/list'), NO_STREAM, 'trace');
+    const received: unknown[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message) > 0 });
+    const onA = await a.session(record.id, principal);
+    if (!onA) throw new Error('no session');
+    expect(await a.request(onA, req('logging/setLevel', { level: 'error' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    await new Promise((resolve) => setImmediate(resolve));
+    const log = (level: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/message', params: { level, data: `${level} line` } });
+    connector.emit('u1', log('debug'));
+    connector.emit('u1', log('error'));
+    // Both replicas' upstream sessions heard the upstream here, and both hand what passes to B's stream.
+    const levels = received.map((message) => (message as { params?: { level?: string } }).params?.level);
+    expect(levels.length).toBeGreaterThan(0);
+    expect(new Set(levels)).toEqual(new Set(['error']));
+  });
+
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {
     const { b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) });
     const received: unknown[] = [];

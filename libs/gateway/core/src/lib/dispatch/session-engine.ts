@@ -193,7 +193,12 @@ export type BusMessage =
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
   | { readonly type: 'lists-changed'; readonly sessionId: string; readonly upstreamId: string; readonly resources?: boolean }
   /** A replica saw a session's task end that it holds no slots for: the replica holding them gives them back. */
-  | { readonly type: 'task-ended'; readonly sessionId: string; readonly taskId: string };
+  | { readonly type: 'task-ended'; readonly sessionId: string; readonly taskId: string }
+  /**
+   * The agent changed its log level or subscriptions through one replica: every replica holding the session reads them
+   * from the record (the log level filters what it relays, on the agent's stream it may hold).
+   */
+  | { readonly type: 'agent-state'; readonly sessionId: string };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -1067,6 +1072,24 @@ export class SessionEngine {
         if (live !== undefined && typeof message.taskId === 'string') this.endTaskSlots(live, message.taskId, false);
         return;
       }
+      case 'agent-state': {
+        const live = this.live.get(message.sessionId);
+        if (live !== undefined) void this.reloadAgentState(live);
+        return;
+      }
+    }
+  }
+
+  /** Takes the agent's log level and subscriptions from the stored record into this replica's copy (see `agent-state`). */
+  private async reloadAgentState(live: LiveSession): Promise<void> {
+    try {
+      const stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id));
+      if (stored === undefined || this.live.get(stored.id) !== live) return;
+      if (stored.logLevel === live.record.logLevel && stored.subscriptions === live.record.subscriptions) return;
+      const { logLevel: _level, subscriptions: _subscriptions, ...rest } = live.record;
+      live.record = { ...rest, ...(stored.logLevel !== undefined ? { logLevel: stored.logLevel } : {}), ...(stored.subscriptions !== undefined ? { subscriptions: stored.subscriptions } : {}) };
+    } catch {
+      // Redis unreachable: the copy stays as it was until the next change or lookup brings the record.
     }
   }
 
@@ -1546,7 +1569,10 @@ export class SessionEngine {
     try {
       // This replica's copy takes the change at once (the log level it filters by, the subscriptions it replays).
       const { record } = await this.deps.sessions.change(live.record.id, edit);
-      if (record !== undefined) live.record = record;
+      if (record !== undefined) {
+        live.record = record;
+        this.deps.bus?.broadcast({ type: 'agent-state', sessionId: record.id });
+      }
     } catch (error) {
       this.deps.logger.warn(
         { sessionIdPrefix: live.record.id.slice(0, 8), tenantId: live.record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) },
