@@ -1485,6 +1485,36 @@ describe('SessionEngine: the agent\'s roots changing', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(notices()).toBe(2);
   });
+
+  it('tells the upstream sessions each replica holds of its own (stdio), wherever the notice came in, and opens none to tell', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'files'), transport: 'stdio' as const, url: null }], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    connector.unresumable.add('u1');
+    const [a, b] = twoReplicas(connector, registry);
+    const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: { listChanged: true } }, clientInfo: { name: 'spec', version: '1' } });
+    const { sessionId } = await a.initialize(principal, withRoots, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    const notices = () => connector.notified.filter((n) => n.method === 'notifications/roots/list_changed').length;
+    const rootsChanged = { jsonrpc: '2.0' as const, method: 'notifications/roots/list_changed' };
+
+    // Only A holds a process for the session: a notice reaching B tells A's, and B starts none of its own to tell it.
+    const openedBefore = connector.opened.length;
+    b.notification(onB, rootsChanged);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(notices()).toBe(1);
+    expect(connector.opened).toHaveLength(openedBefore);
+
+    // Once B holds its own process too, a notice reaching A tells both.
+    await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
+    expect(connector.opened).toHaveLength(openedBefore + 1);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    a.notification(onA, rootsChanged);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(notices()).toBe(3);
+  });
 });
 
 describe('SessionEngine across replicas', () => {

@@ -198,7 +198,9 @@ export type BusMessage =
    * The agent changed its log level or subscriptions through one replica: every replica holding the session reads them
    * from the record (the log level filters what it relays, on the agent's stream it may hold).
    */
-  | { readonly type: 'agent-state'; readonly sessionId: string };
+  | { readonly type: 'agent-state'; readonly sessionId: string }
+  /** The agent's roots changed (its notice reached replica `from`): upstream sessions held per replica are told. */
+  | { readonly type: 'roots-changed'; readonly sessionId: string; readonly from: string };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -287,6 +289,8 @@ interface LiveSession {
   readonly renewedAt: Map<string, number>;
   /** When (performance.now()) the upstreams were last told the agent's roots changed, or a notice waiting to go. */
   rootsNotice: number | 'scheduled' | undefined;
+  /** The notice waiting to go is for the upstream sessions all replicas share too (this replica got the agent's). */
+  rootsNoticeShared: boolean;
   /**
    * Upstreams whose session on this replica ended by itself and cannot be resumed (a legacy SSE stream dropped): the
    * next one opened for it is a new upstream session, told the agent's subscriptions and log level again (`replay`).
@@ -1072,6 +1076,11 @@ export class SessionEngine {
         if (live !== undefined && typeof message.taskId === 'string') this.endTaskSlots(live, message.taskId, false);
         return;
       }
+      case 'roots-changed': {
+        const live = this.live.get(message.sessionId);
+        if (live !== undefined && message.from !== this.deps.options.replicaId) this.rootsChanged(live, false);
+        return;
+      }
       case 'agent-state': {
         const live = this.live.get(message.sessionId);
         if (live !== undefined) void this.reloadAgentState(live);
@@ -1131,7 +1140,10 @@ export class SessionEngine {
       }
       case 'notifications/roots/list_changed':
         // Upstreams were told the client has roots only if the agent declared them (relayableClientCapabilities).
-        if (isObject(record.clientCapabilities['roots'])) this.rootsChanged(this.liveFor(record));
+        if (isObject(record.clientCapabilities['roots'])) {
+          this.rootsChanged(this.liveFor(record), true);
+          this.deps.bus?.broadcast({ type: 'roots-changed', sessionId: record.id, from: this.deps.options.replicaId });
+        }
         return;
       default:
         return; // notifications/initialized and anything else: nothing to relay.
@@ -1250,20 +1262,26 @@ export class SessionEngine {
   }
 
   /**
-   * The agent's roots changed: every upstream of the session is told. Each notice is a message to every upstream, and
-   * an agent's notifications pass no rate limit, so at most one goes out per ROOTS_NOTICE_INTERVAL_MS per session;
+   * The agent's roots changed: every upstream session of the session is told. One that every replica shares (it has an
+   * id: Streamable HTTP) is told by the replica the agent's notice reached (`shared`); one each replica holds of its
+   * own (stdio, legacy SSE) by every replica that holds one (`roots-changed` on the bus), and none is opened just to be
+   * told (a new one asks for the roots anyway). Each notice is a message to every upstream, and an agent's
+   * notifications pass no rate limit, so at most one goes out per ROOTS_NOTICE_INTERVAL_MS per session and replica;
    * changes in between are told by one more notice at the end of the interval (upstreams ask for the roots anyway).
    */
-  private rootsChanged(live: LiveSession): void {
+  private rootsChanged(live: LiveSession, shared: boolean): void {
+    if (shared) live.rootsNoticeShared = true;
     if (live.rootsNotice === 'scheduled') return;
     const since = live.rootsNotice === undefined ? Infinity : performance.now() - live.rootsNotice;
     const send = () => {
       live.rootsNotice = performance.now();
+      const toShared = live.rootsNoticeShared;
+      live.rootsNoticeShared = false;
       if (this.ended.has(live.record.id)) return;
-      for (const upstreamId of Object.keys(live.record.upstreams)) {
-        void this.upstream(live, upstreamId, 'notify')
-          .then((session) => session.notify('notifications/roots/list_changed'))
-          .catch(() => undefined);
+      for (const [upstreamId, state] of Object.entries(live.record.upstreams)) {
+        const own = live.upstreams.get(upstreamId);
+        const session = state.sessionId !== null ? (toShared ? this.upstream(live, upstreamId, 'notify') : undefined) : own?.session;
+        void session?.then((opened) => opened.notify('notifications/roots/list_changed')).catch(() => undefined);
       }
     };
     if (since >= ROOTS_NOTICE_INTERVAL_MS) {
@@ -2969,6 +2987,7 @@ export class SessionEngine {
       forgottenUpstreams: new Map(),
       renewedAt: new Map(),
       rootsNotice: undefined,
+      rootsNoticeShared: false,
       lostUpstreams: new Set(),
       inflight: new Map(),
       relayed: new Set(),
