@@ -234,26 +234,32 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(ids(replay.text)).toEqual(eventIds.slice(1));
     expect(data(replay.text)).toEqual(data(full).slice(1));
 
-    // Another session of the same agent presenting that id: a plain standalone stream, nothing replayed.
-    const other = await session(gatewayA.url);
-    const foreign = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-      headers: headers(other, { accept: 'text/event-stream', 'last-event-id': eventIds[0] ?? '' }),
-    });
-    expect(foreign.status).toBe(200);
-    const foreignRead = await readFor(foreign, 400);
-    expect(foreignRead.ended).toBe(false);
-    expect(data(foreignRead.text)).toEqual([]);
+    // The session's own standalone stream, open while the resumes below come in: none of them may take its place.
+    const standalone = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream' }) });
+    expect(standalone.status).toBe(200);
 
-    // Unknown or malformed ids, and the id of the response itself (nothing left): no replay, no error.
-    for (const id of [`p${'0'.repeat(16)}zz_1`, 'garbage', eventIds.at(-1) ?? '']) {
-      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-        headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': id }),
-      });
-      expect(res.status).toBe(200);
-      const read = await readFor(res, 300);
-      expect(read.ended).toBe(false);
-      expect(data(read.text)).toEqual([]);
+    // Another session of the same agent presenting that id, an unknown POST stream's id, and the id of the response
+    // itself (nothing left): nothing to resume, 405 (on which an SDK client stops resuming), nothing replayed.
+    const other = await session(gatewayA.url);
+    for (const [owner, id] of [
+      [other, eventIds[0] ?? ''],
+      [sessionId, `p${'0'.repeat(16)}zz_1`],
+      [sessionId, eventIds.at(-1) ?? ''],
+    ] as const) {
+      const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(owner, { accept: 'text/event-stream', 'last-event-id': id }) });
+      expect(res.status).toBe(405);
+      expect(res.headers.get('allow')).toBe('POST, DELETE');
+      expect((await res.json()).error.message).toMatch(/nothing is left to resume/);
     }
+
+    expect((await readFor(standalone, 300)).ended).toBe(false);
+
+    // A malformed id names no stream: a plain standalone stream, nothing replayed (it takes the session's stream over).
+    const malformed = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': 'garbage' }) });
+    expect(malformed.status).toBe(200);
+    const read = await readFor(malformed, 300);
+    expect(read.ended).toBe(false);
+    expect(data(read.text)).toEqual([]);
   });
 
   it('bounds the resumed streams one session holds open at once', async () => {

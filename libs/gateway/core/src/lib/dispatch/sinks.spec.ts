@@ -223,14 +223,27 @@ describe('priming events (2025-11-25 agents, SEP-1699)', () => {
     expect(stream).toBeDefined();
     expect(first?.startsWith(`id: ${stream}_1\ndata: `)).toBe(true);
 
-    // No replay log: the id could not be resumed from, so none is offered. An older agent: no priming event.
+    // No replay log: nothing could be resumed, so no priming event and no event ids (an id invites a resume). An older
+    // agent: no priming event, ids on the messages.
     const unlogged = recordingResponse();
     new PostResponder(unlogged.res as never, 'session-1', { prime: true }).send(progress);
+    expect(unlogged.out.chunks).toHaveLength(1);
+    expect(unlogged.out.chunks[0]).toMatch(/^data: /);
     const older = recordingResponse();
     new PostResponder(older.res as never, 'session-1', { replay, prime: false }).send(progress);
-    for (const { out } of [unlogged, older]) {
+    expect(older.out.chunks).toHaveLength(1);
+    expect(older.out.chunks[0]).toMatch(/^id: p\w+_1\ndata: /);
+  });
+
+  it('gives a standalone stream\'s messages no ids without a replay log', () => {
+    const { res, out } = recordingResponse();
+    const stream = new EventStream(Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never, {}, 60_000, undefined, 's-spec', undefined, true);
+    try {
+      stream.send(progress);
       expect(out.chunks).toHaveLength(1);
-      expect(out.chunks[0]).toMatch(/^id: p\w+_1\ndata: /);
+      expect(out.chunks[0]).toMatch(/^data: /);
+    } finally {
+      stream.close();
     }
   });
 

@@ -329,8 +329,11 @@ export class PostResponder implements MessageSink {
 
   /** The next event of the stream: logged (resumable), returned as its SSE frame. */
   private logged(data: string, final: boolean): string {
+    // Without a replay log (GATEWAY_SSE_REPLAY_MAX_BYTES=0) an event gets no id: one would tell the client it may resume
+    // the stream from there, and nothing could be replayed.
+    if (this.log === undefined) return sseFrame(data);
     const seq = ++this.seq;
-    this.log?.append(seq, data, final);
+    this.log.append(seq, data, final);
     return sseFrame(data, eventId(this.streamId, seq));
   }
 
@@ -407,8 +410,9 @@ export class EventStream implements MessageSink {
 
   /** Writes one serialised message (or batch) as the stream's next event, logged for replay first. */
   private emit(data: string): boolean {
+    if (this.log === undefined) return writeBounded(this.res, sseFrame(data));
     const seq = ++this.seq;
-    this.log?.append(seq, data, false);
+    this.log.append(seq, data, false);
     return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
   }
 

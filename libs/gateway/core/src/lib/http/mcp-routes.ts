@@ -736,13 +736,22 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const record = await sessionFrom(request, principal);
         const version = requestProtocolVersion(request.headers['mcp-protocol-version']);
         if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
-        // Resuming the stream of a POST: what the agent missed, then the rest live until the response. One
-        // whose response the agent already has is over: the GET becomes a plain standalone stream instead
-        // (closing it at once would only make the client reconnect again and again). The replay log being
-        // unreachable counts as an unknown id.
+        // Resuming the stream of a POST: what the agent missed, then the rest live until the response. One whose
+        // response was sent, or that this session has no log of (expired, another session's), has nothing left to
+        // resume: 405, on which the SDK client stops resuming it. Not a stream: closed at once, the client reconnects
+        // again and again; kept as the session's standalone stream, it closed the agent's own one, which reconnected
+        // and closed this one in turn, once a second for as long as the session lived (an SDK client resumes a POST
+        // stream that ended with an error answer). The replay log unreachable: 503, try again.
         const lastEventId = parseEventId(headerOf(request, 'last-event-id'));
         const replay = options.replay;
-        const readLog = () => (lastEventId && replay ? replay.read(record.id, lastEventId.streamId, lastEventId.seq).catch(() => undefined) : Promise.resolve(undefined));
+        let unreachable = false;
+        const readLog = () =>
+          lastEventId && replay
+            ? replay.read(record.id, lastEventId.streamId, lastEventId.seq).catch(() => {
+                unreachable = true;
+                return undefined;
+              })
+            : Promise.resolve(undefined);
         let replayed = await readLog();
         let resumePost =
           lastEventId?.kind === 'p' &&
@@ -757,6 +766,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
             replayed = again;
             resumePost = true;
           }
+        }
+        if (lastEventId?.kind === 'p' && !resumePost) {
+          if (unreachable) throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The stream cannot be resumed just now; try again shortly', { 'retry-after': '1' });
+          throw new GatewayHttpError(405, JSON_RPC.INVALID_REQUEST, 'Method Not Allowed: nothing is left to resume on this stream (its answer was sent, or it is unknown)', { allow: 'POST, DELETE' });
         }
         if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
           throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
