@@ -26,6 +26,9 @@ let gatewayA: TestGateway;
 let gatewayB: TestGateway;
 let tenant: TestTenant;
 let key: string;
+/** A tenant whose kitchen-sink upstream times calls out after 600 ms. */
+let shortTenant: TestTenant;
+let shortKey: string;
 
 function text(result: unknown): string {
   const content = (result as { content?: { text?: string }[] }).content ?? [];
@@ -36,6 +39,8 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   demo = await startDemoUpstreams();
   ({ tenant, key } = await kitchenSinkTenant(db, demo, 'resume-agent'));
+  ({ tenant: shortTenant, key: shortKey } = await kitchenSinkTenant(db, demo, 'short-agent'));
+  await db.upstream.updateMany({ where: { tenantId: shortTenant.id }, data: { callTimeoutMs: 600 } as never });
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
   gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
@@ -92,6 +97,32 @@ describe('SDK client resuming a broken POST stream', () => {
     await client.close();
     await proxy.close();
   });
+});
+
+describe('SDK client whose call ends with an error on a resumable stream', () => {
+  it('stops resuming it once told nothing is left, and its standalone stream stays put', async () => {
+    const resumed = resumptionsOn(gatewayA);
+    const client = new Client({ name: 'error-after-progress', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${shortTenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${shortKey}` } },
+      reconnectionOptions: { initialReconnectionDelay: 100, maxReconnectionDelay: 1_000, reconnectionDelayGrowFactor: 1.5, maxRetries: 2 },
+    });
+    await client.connect(transport);
+    // Progress turns the answer into a stream with event ids; the upstream's call timeout then ends it with a
+    // JSON-RPC error, which the SDK client does not count as the answer: it resumes the stream from the error's id.
+    const progress: number[] = [];
+    await expect(
+      client.callTool({ name: 'ks__slow_count', arguments: { steps: 30, interval_ms: 100 } }, undefined, { onprogress: (p) => void progress.push(p.progress) }),
+    ).rejects.toThrow(/timed out/);
+    expect(progress.length).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    // One resume of the POST stream, answered 405; before, each one closed the session's standalone stream, which
+    // reconnected (Last-Event-ID of its own) and closed the other in turn, once a second.
+    expect(resumed.filter((id) => id.startsWith('p'))).toHaveLength(1);
+    expect(resumed.filter((id) => id.startsWith('s'))).toEqual([]);
+    expect(text(await client.callTool({ name: 'ks__echo', arguments: { message: 'after' } }))).toBe('after');
+    await client.close();
+  }, 20_000);
 });
 
 describe('Last-Event-ID on a raw GET', () => {
