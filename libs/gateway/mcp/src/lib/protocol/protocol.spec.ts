@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classify, errorResponse, JSON_RPC } from './json-rpc';
-import { SseParser, sseFrame } from './sse';
+import { MAX_EVENT_ID_CHARS, SseParser, sseFrame } from './sse';
 import { allowsBatches, isSupportedVersion, LATEST_PROTOCOL_VERSION, negotiateVersion, primesStreams } from './versions';
 
 describe('JSON-RPC classification', () => {
@@ -156,6 +156,51 @@ describe('SSE', () => {
     }).toThrow('size limit');
     // The parser is usable again afterwards.
     expect(parser.push('data: ok\n\n')).toEqual([{ event: 'message', data: 'ok' }]);
+  });
+
+  it('counts the event and id lines of an event against the limit too, and holds them as part of an event', () => {
+    const big = 'x'.repeat(600);
+    // Each line is under the limit; an event with no data line held both, uncounted, and no stall timer ran for it.
+    expect(() => new SseParser(1_000).push(`id: ${big}\nevent: ${big}\n`)).toThrow('size limit');
+    expect(() => new SseParser(1_000).push(`id: ${big}\ndata: ${big}\n`)).toThrow('size limit');
+    const parser = new SseParser(1_000);
+    parser.push('id: 7\n');
+    expect(parser.holdsPartialEvent).toBe(true);
+    parser.push('\nevent: custom\n');
+    expect(parser.holdsPartialEvent).toBe(true);
+    expect(parser.push('data: x\n\n')).toEqual([{ id: '7', event: 'custom', data: 'x' }]);
+    expect(parser.holdsPartialEvent).toBe(false);
+    // Within the limit, the same lines make an event as before.
+    expect(new SseParser(2_000).push(`id: ${big}\nevent: e\ndata: ${big}\n\n`)).toEqual([{ id: big, event: 'e', data: big }]);
+  });
+
+  it(`ignores an id longer than ${MAX_EVENT_ID_CHARS} characters (it would last the stream's life), as one with a NULL`, () => {
+    const parser = new SseParser();
+    parser.push('id: short\n\n');
+    const long = 'i'.repeat(MAX_EVENT_ID_CHARS + 1);
+    expect(parser.push(`id: ${long}\ndata: x\n\n`)).toEqual([{ id: 'short', event: 'message', data: 'x' }]);
+    expect(parser.lastEventId).toBe('short');
+    const longest = 'i'.repeat(MAX_EVENT_ID_CHARS);
+    parser.push(`id: ${longest}\n\n`);
+    expect(parser.lastEventId).toBe(longest);
+  });
+
+  it('holds an event of many short data lines in memory that follows the bytes counted', () => {
+    // 100,000 empty data lines count 100,000 bytes; one array slot and string each cost several times that. Held: at
+    // most 1,024 lines as they came, and one string for each 1,024 before them.
+    const lines = new SseParser();
+    lines.push('data\n'.repeat(100_000));
+    expect((lines as unknown as { data: string[] }).data.length).toBeLessThan(1_200);
+    expect(lines.push('\n')).toEqual([{ event: 'message', data: '\n'.repeat(99_999) }]);
+  });
+
+  it('holds a line trickled in a character at a time in memory that follows the bytes counted', () => {
+    const trickled = new SseParser();
+    trickled.push('data: ');
+    for (let i = 0; i < 100_000; i++) trickled.push(String(i % 10));
+    expect((trickled as unknown as { pending: string[] }).pending.length).toBeLessThan(1_200);
+    const [event] = trickled.push('\n\n');
+    expect(event?.data).toBe(Array.from({ length: 100_000 }, (_, i) => String(i % 10)).join(''));
   });
 
   it('parses a long line trickled in small chunks in linear time', () => {

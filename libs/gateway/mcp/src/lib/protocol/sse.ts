@@ -19,19 +19,26 @@ export interface SseEvent {
  * events. Follows the WHATWG event-stream rules for `data`, `id`, `event`, `retry`, comments and CR/LF.
  *
  * The stream is an upstream's, so it is held to `maxEventBytes` (UTF-8 bytes, as they came on the wire) as a whole
- * event (its data lines so far plus the unfinished line), not per line: an event whose blank line never comes cannot grow without bound. Each chunk is
- * scanned once (an unfinished line is kept as pieces, joined when it ends), so the work is linear in the stream
- * however the bytes are split into chunks.
+ * event (its data, event and id lines so far plus the unfinished line), not per line: an event whose blank line never
+ * comes cannot grow without bound. An id over MAX_EVENT_ID_CHARS is ignored, so the id kept from one event to the next
+ * stays small. Each chunk is scanned once (an unfinished line is kept as pieces, joined when it ends), so the work is
+ * linear in the stream however the bytes are split into chunks.
  */
 export class SseParser {
-  /** The unfinished line, as the chunks brought it, and its size in UTF-8 bytes. */
+  /**
+   * The unfinished line, as the chunks brought it (the first `joinedPending` entries are each JOINED_AT_ONCE pieces
+   * joined already), and its size in UTF-8 bytes.
+   */
   private pending: string[] = [];
+  private joinedPending = 0;
   private pendingBytes = 0;
   /** The last chunk ended with CR: an LF at the start of the next one is the rest of that CRLF. */
   private skipLf = false;
+  /** The event's data lines; the first `joinedData` entries are each JOINED_AT_ONCE lines joined already. */
   private data: string[] = [];
-  /** The data lines' size in UTF-8 bytes, with their line feeds. */
-  private dataBytes = 0;
+  private joinedData = 0;
+  /** What the event holds so far, in UTF-8 bytes: its data lines with their line feeds, its event and id lines' values. */
+  private eventBytes = 0;
   private eventName = '';
   private lastId: string | undefined;
   private retry: number | undefined;
@@ -54,9 +61,9 @@ export class SseParser {
     return this.retry;
   }
 
-  /** Whether part of an event (an unfinished line, or data lines without their blank line) is held. */
+  /** Whether part of an event (an unfinished line, or data, event or id lines without their blank line) is held. */
   get holdsPartialEvent(): boolean {
-    return this.pendingBytes > 0 || this.dataBytes > 0;
+    return this.pendingBytes > 0 || this.eventBytes > 0;
   }
 
   push(chunk: string): SseEvent[] {
@@ -85,6 +92,7 @@ export class SseParser {
         this.pending.push(line);
         line = this.pending.join('');
         this.pending = [];
+        this.joinedPending = 0;
         this.pendingBytes = 0;
       }
       if (end === cr) {
@@ -100,17 +108,22 @@ export class SseParser {
       const rest = start === 0 ? chunk : chunk.slice(start);
       this.pending.push(rest);
       this.pendingBytes += Buffer.byteLength(rest, 'utf8');
+      // A line trickled in a byte at a time would otherwise hold a string and a slot per byte (as data lines, below).
+      if (this.pending.length - this.joinedPending === JOINED_AT_ONCE) this.joinedPending = joinTail(this.pending, this.joinedPending, '');
     }
-    if (this.pendingBytes + this.dataBytes > this.maxEventBytes) this.refuse();
+    if (this.pendingBytes + this.eventBytes > this.maxEventBytes) this.refuse();
     return events;
   }
 
   /** Drops the event under way and throws: it is over the size limit. */
   private refuse(): never {
     this.pending = [];
+    this.joinedPending = 0;
     this.pendingBytes = 0;
     this.data = [];
-    this.dataBytes = 0;
+    this.joinedData = 0;
+    this.eventBytes = 0;
+    this.eventName = '';
     throw new Error('SSE event exceeds the size limit');
   }
 
@@ -119,6 +132,7 @@ export class SseParser {
       this.dispatchedId = this.lastId;
       if (this.data.length === 0) {
         this.eventName = '';
+        this.eventBytes = 0;
         return undefined;
       }
       const event: SseEvent = {
@@ -128,7 +142,8 @@ export class SseParser {
         ...(this.retry === undefined ? {} : { retry: this.retry }),
       };
       this.data = [];
-      this.dataBytes = 0;
+      this.joinedData = 0;
+      this.eventBytes = 0;
       this.eventName = '';
       return event;
     }
@@ -140,15 +155,19 @@ export class SseParser {
     switch (field) {
       case 'data':
         this.data.push(value);
-        this.dataBytes += Buffer.byteLength(value, 'utf8') + 1;
-        // Also when the whole event came in one chunk: checked only at the chunk's end, it would be dispatched first.
-        if (this.dataBytes > this.maxEventBytes) this.refuse();
+        this.hold(Buffer.byteLength(value, 'utf8') + 1);
+        // Each line held costs an array slot and a string however short it is (an empty `data` line counts 1 byte), so
+        // lines are joined JOINED_AT_ONCE at a time: the memory follows the bytes counted, not the number of lines.
+        if (this.data.length - this.joinedData === JOINED_AT_ONCE) this.joinedData = joinTail(this.data, this.joinedData, '\n');
         break;
       case 'event':
         this.eventName = value;
+        this.hold(Buffer.byteLength(value, 'utf8'));
         break;
       case 'id':
-        if (!value.includes('\0')) this.lastId = value;
+        this.hold(Buffer.byteLength(value, 'utf8'));
+        // An id with a NULL is ignored (WHATWG), and so is one over MAX_EVENT_ID_CHARS: it would be held for the stream's life.
+        if (value.length <= MAX_EVENT_ID_CHARS && !value.includes('\0')) this.lastId = value;
         break;
       case 'retry':
         if (/^\d+$/.test(value)) this.retry = Number(value);
@@ -156,4 +175,32 @@ export class SseParser {
     }
     return undefined;
   }
+
+  /** Counts `bytes` more toward the event under way. */
+  private hold(bytes: number): void {
+    this.eventBytes += bytes;
+    // Also when the whole event came in one chunk: checked only at the chunk's end, it would be dispatched first.
+    if (this.eventBytes > this.maxEventBytes) this.refuse();
+  }
+}
+
+/**
+ * Longest event id kept (characters). WHATWG sets none, but the id lasts from one event to the next for the stream's
+ * life; ids are short (the gateway sends back at most 256 characters as `Last-Event-ID`, the SDK's are a UUID and a
+ * number), so this only stops an upstream from pinning memory with one.
+ */
+export const MAX_EVENT_ID_CHARS = 1_024;
+
+/** Pieces of an unfinished line, or data lines, joined into one string at a time. */
+const JOINED_AT_ONCE = 1_024;
+
+/**
+ * Joins the entries of `parts` from `from` on into one, in place, with `separator` (which the whole is joined with
+ * later too); returns the new count of joined entries at the front. Joined entries are not joined again: linear.
+ */
+function joinTail(parts: string[], from: number, separator: string): number {
+  const joined = parts.slice(from).join(separator);
+  parts.length = from;
+  parts.push(joined);
+  return from + 1;
 }

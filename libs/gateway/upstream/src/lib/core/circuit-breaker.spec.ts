@@ -96,6 +96,30 @@ describe('CircuitBreaker', () => {
     expect(b.state).toBe('closed');
   });
 
+  it('frees the probe slot only for the call that took it, when told which one', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    expect(b.tryPass()).toBe(true);
+    expect(b.probe).toBe(0); // closed: no probe
+    b.failure();
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    const first = b.probe;
+    expect(first).toBeGreaterThan(0);
+    // A message that never took the slot (0), or another number, leaves it held.
+    b.probeEnded(0);
+    b.probeEnded(first + 1);
+    expect(b.tryPass()).toBe(false);
+    // The slot ran out (the probe never reported) and a second probe took it: the first one ending frees nothing.
+    clock.now = 2_000;
+    expect(b.tryPass()).toBe(true);
+    const second = b.probe;
+    expect(second).not.toBe(first);
+    b.probeEnded(first);
+    expect(b.tryPass()).toBe(false);
+    b.probeEnded(second);
+    expect(b.tryPass()).toBe(true);
+  });
+
   it('open() opens regardless of the count', () => {
     const { breaker: b } = breaker(10);
     b.open();

@@ -18,6 +18,8 @@ export class CircuitBreaker {
   private failures = 0;
   private openedAt = 0;
   private probeStartedAt = -1;
+  /** Numbers the half-open probes: only the one holding the slot frees it (`probe`, `probeEnded`). */
+  private probes = 0;
 
   constructor(
     private readonly options: CircuitBreakerOptions,
@@ -40,7 +42,13 @@ export class CircuitBreaker {
     }
     if (this.probeStartedAt >= 0 && now - this.probeStartedAt < this.options.cooldownMs) return false;
     this.probeStartedAt = now;
+    this.probes += 1;
     return true;
+  }
+
+  /** Read right after a `tryPass()` that returned true: the number of the half-open probe the caller is, else 0. */
+  get probe(): number {
+    return this.current === 'half_open' ? this.probes : 0;
   }
 
   /**
@@ -66,10 +74,12 @@ export class CircuitBreaker {
   /**
    * A call that may have been the half-open probe ended without a verdict on the upstream's health (a URL refused
    * here, an HTTP error answer): the next call may probe at once rather than wait out another cool-down. Does nothing
-   * when the call reported success or failure already, or in closed state.
+   * when the call reported success or failure already, or in closed state. Given `probe` (the number `probe` gave the
+   * call), only when that call holds the slot: a message that never took it (an answer to an upstream's ping) or a
+   * probe from an earlier half-open spell would otherwise let further calls through.
    */
-  probeEnded(): void {
-    if (this.current === 'half_open') this.probeStartedAt = -1;
+  probeEnded(probe?: number): void {
+    if (this.current === 'half_open' && (probe === undefined || probe === this.probes)) this.probeStartedAt = -1;
   }
 
   /** Opens the circuit regardless of the failure count (e.g. a stdio server that keeps crashing). */

@@ -179,6 +179,12 @@ export const errors = {
     new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
   sessionExpired: () =>
     new UpstreamUnavailableError('session_expired', 'The upstream no longer knows this session'),
+  /**
+   * The upstream forgot the session after it took the call (200): the call may have run, or may be running. Not
+   * `session_expired`, on which the gateway opens a new session and sends the request again (it ran nothing then).
+   */
+  sessionLost: () =>
+    new UpstreamUnavailableError('protocol_error', 'The upstream lost the session while the call was under way'),
   protocol: (what: string) =>
     new UpstreamUnavailableError('protocol_error', `The upstream broke the protocol: ${what}`),
   connectFailed: (cause?: unknown) =>

@@ -17,13 +17,14 @@ function fakeController(): { abort: (reason?: Error) => void; readonly aborted: 
 const rawHeaders = (headers: Record<string, string> | [string, string][]): Buffer[] =>
   (Array.isArray(headers) ? headers : Object.entries(headers)).flatMap(([name, value]) => [Buffer.from(name), Buffer.from(value, 'latin1')]);
 
-function run(hasSession = true, maxBytes = 1024 * 1024) {
+function run(hasSession = true, maxBytes = 1024 * 1024, resumedFrom?: string) {
   const notifications: JsonRpcNotification[] = [];
   const requests: JsonRpcRequest[] = [];
   const health: boolean[] = [];
   const failures: unknown[] = [];
   const sessionIds: string[] = [];
   let expired = false;
+  let abandoned = 0;
   let call!: CallResponse;
   const outcome = new Promise<Record<string, unknown>>((resolve, reject) => {
     call = new CallResponse(7, {
@@ -41,7 +42,8 @@ function run(hasSession = true, maxBytes = 1024 * 1024) {
         reject(error);
       },
       settle: (error, result) => (error === null && result ? resolve(result) : reject(error)),
-    });
+      abandoned: () => void (abandoned += 1),
+    }, resumedFrom);
   });
   const controller = fakeController();
   call.onConnect(controller.abort);
@@ -67,6 +69,7 @@ function run(hasSession = true, maxBytes = 1024 * 1024) {
     failures,
     sessionIds,
     expired: () => expired,
+    abandoned: () => abandoned,
   };
 }
 
@@ -192,6 +195,58 @@ describe('CallResponse', () => {
     r.respond(404, { 'content-type': 'application/json' }, ['{}']);
     await expect(r.outcome).rejects.toMatchObject({ reason: 'session_expired' });
     expect(r.expired()).toBe(true);
+  });
+
+  it('404 to a GET resuming a call\'s stream fails the call as protocol_error: the upstream took it, it must not be sent again', async () => {
+    // session_expired says nothing ran: the gateway then opens a new upstream session and sends the call again.
+    const r = run(true, 1024 * 1024, 'p1');
+    r.respond(404, { 'content-type': 'application/json' }, ['{}']);
+    await expect(r.outcome).rejects.toMatchObject({ reason: 'protocol_error' });
+    // The session is gone all the same: the next call starts a new one.
+    expect(r.expired()).toBe(true);
+  });
+
+  it('tells the breaker the upstream is healthy when the answer comes, not on a 200 alone', async () => {
+    // An SDK server sends 200 and its SSE headers before the tool runs: a tool that hangs must still count as a failure.
+    const sse = run();
+    sse.respond(200, { 'content-type': 'text/event-stream' }, [': working\n\n'], false);
+    expect(sse.health).toEqual([]);
+    sse.call.onData(Buffer.from(frame({ jsonrpc: '2.0', id: 7, result: {} })));
+    await expect(sse.outcome).resolves.toEqual({});
+    expect(sse.health).toEqual([true]);
+
+    const json = run();
+    json.respond(200, { 'content-type': 'application/json' }, [], false);
+    expect(json.health).toEqual([]);
+    json.call.onData(Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 7, error: { code: -32603, message: 'failed' } })));
+    json.call.onComplete();
+    await expect(json.outcome).rejects.toBeInstanceOf(UpstreamRpcError);
+    expect(json.health).toEqual([true]);
+  });
+
+  it('a 200 of another content type is a protocol error the upstream is told of, like any answer that cannot be read', async () => {
+    const r = run();
+    r.respond(200, { 'content-type': 'text/plain' }, ['{}']);
+    await expect(r.outcome).rejects.toMatchObject({ reason: 'protocol_error', message: expect.stringContaining('unexpected content type') });
+    expect(r.abandoned()).toBe(1);
+    expect(r.health).toEqual([]);
+  });
+
+  it('refuses an Mcp-Session-Id that is not visible ASCII or longer than 1,024 characters, adopting none', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 7, result: { ok: true } });
+    for (const bad of ['a b', 'ab\u00e9', 'tab\there', 'x'.repeat(1_025)]) {
+      const r = run(false);
+      r.respond(200, { 'content-type': 'application/json', 'mcp-session-id': bad }, [body]);
+      await expect(r.outcome).rejects.toMatchObject({ reason: 'protocol_error', message: expect.stringContaining('session id') });
+      expect(r.sessionIds).toEqual([]);
+      expect(r.controller.aborted).toBe(true);
+    }
+    for (const good of ['!~', 'x'.repeat(1_024)]) {
+      const r = run(false);
+      r.respond(200, { 'content-type': 'application/json', 'mcp-session-id': good }, [body]);
+      await expect(r.outcome).resolves.toEqual({ ok: true });
+      expect(r.sessionIds).toEqual([good]);
+    }
   });
 
   it('5xx counts against the upstream, 4xx does not', async () => {

@@ -22,7 +22,11 @@ export interface CallResponseHandlers {
   serverRequest(request: JsonRpcRequest): void;
   /** The upstream answered 404 to a known session. */
   expired(): void;
-  /** The upstream answered at the HTTP level (the breaker resets) or failed with 5xx (it counts). */
+  /**
+   * The upstream answered: the call's JSON-RPC response came, or a status other than 200 (below 500 the breaker resets,
+   * 5xx counts). A 200 alone is no answer: a server that sends its headers before it runs the call (the SDK's, answering
+   * with SSE) and then hangs reset the count before each timeout, and its circuit never opened.
+   */
   reachable(healthy: boolean): void;
   /** The request failed before any response (connect error, refused address, reset socket). */
   failed(error: NodeJS.ErrnoException): void;
@@ -30,8 +34,8 @@ export interface CallResponseHandlers {
   settle(error: unknown, result: Record<string, unknown> | undefined): void;
   /**
    * The upstream took the call (200), and the gateway gives up on it without an answer because of how the response
-   * came (a broken or oversized stream, one that ended unanswered and cannot be resumed): the upstream may still be
-   * running it, and should be told. Called right after `settle`.
+   * came (a broken or oversized stream, one that ended unanswered and cannot be resumed, a content type that is neither
+   * JSON nor SSE): the upstream may still be running it, and should be told. Called right after `settle`.
    */
   abandoned?(): void;
   /**
@@ -42,6 +46,13 @@ export interface CallResponseHandlers {
    */
   resume?(lastEventId: string, retryMs: number | undefined, progressed: boolean): boolean;
 }
+
+/**
+ * An upstream's Mcp-Session-Id: visible ASCII (MCP), at most 1,024 characters. The gateway's own session ids have 43
+ * and the SDK's 36; this leaves room for the signed tokens some servers use, and keeps small the agent session record
+ * that names one per upstream.
+ */
+const SESSION_ID = /^[\x21-\x7e]{1,1024}$/;
 
 /** How the body of the response is read: dropped (the call is already answered), as JSON, or as SSE. */
 type BodyKind = 'skip' | 'json' | 'sse';
@@ -54,6 +65,8 @@ type BodyKind = 'skip' | 'json' | 'sse';
  */
 export class CallResponse extends Exchange {
   private started = false;
+  /** The upstream took the call: this exchange got 200. */
+  private taken = false;
   private answered = false;
   /** The answer created a task (MCP 2025-11-25): progress on its token may go on after it. */
   private becameTask = false;
@@ -88,20 +101,28 @@ export class CallResponse extends Exchange {
     this.started = true;
     if (this.handlers.sessionId !== undefined) {
       const sessionId = headerValue(headers, 'mcp-session-id');
-      if (sessionId !== undefined && sessionId !== '') this.handlers.sessionId(sessionId);
+      if (sessionId !== undefined && sessionId !== '') {
+        // Sent back as a header on every request and kept in every agent session's record (Redis): MCP allows visible
+        // ASCII only, and an id no header can carry, or a huge one, is refused here rather than fail each request.
+        if (!SESSION_ID.test(sessionId)) {
+          this.break('the session id is not visible ASCII of at most 1,024 characters');
+          return;
+        }
+        this.handlers.sessionId(sessionId);
+      }
     }
     if (status !== 200) {
       this.rejectStatus(status);
       return;
     }
-    this.handlers.reachable(true);
+    this.taken = true;
     const type = mediaTypeOf(headerValue(headers, 'content-type'));
     if (type === 'text/event-stream') {
       this.body = 'sse';
       this.decoder = new StringDecoder('utf8');
       this.parser = new SseParser(this.handlers.maxBytes);
     } else if (type === 'application/json') this.body = 'json';
-    else this.answer(errors.protocol('unexpected content type'), undefined);
+    else this.protocolErrorIfUnanswered('unexpected content type');
   }
 
   protected override responseData(chunk: Buffer): void {
@@ -156,7 +177,9 @@ export class CallResponse extends Exchange {
     if (status === 404 && this.handlers.hasSession) {
       this.handlers.reachable(true);
       this.handlers.expired();
-      this.answer(errors.sessionExpired(), undefined);
+      // `session_expired` says the upstream ran nothing: the gateway sends the request again on a new session. A GET
+      // resuming a call's stream comes after the upstream took the call (200), which may have run: it must not run twice.
+      this.answer(this.resumedFrom === undefined ? errors.sessionExpired() : errors.sessionLost(), undefined);
       return;
     }
     this.handlers.reachable(status < 500);
@@ -213,6 +236,7 @@ export class CallResponse extends Exchange {
   }
 
   private settleWith(message: JsonRpcResponse): void {
+    this.handlers.reachable(true);
     if ('error' in message)
       this.answer(
         new UpstreamRpcError(message.error.code, message.error.message, message.error.data),
@@ -232,8 +256,8 @@ export class CallResponse extends Exchange {
   private protocolErrorIfUnanswered(what: string): void {
     if (this.answered) return;
     this.answer(errors.protocol(what), undefined);
-    // Taken by the upstream: this exchange's 200 (its body was read), or the call's first one (a resumed stream).
-    if (this.body !== 'skip' || this.resumedFrom !== undefined) this.handlers.abandoned?.();
+    // Taken by the upstream: this exchange's 200 (a resumed stream's GET gets one only after the call's POST did).
+    if (this.taken) this.handlers.abandoned?.();
   }
 
   private answer(error: unknown, result: Record<string, unknown> | undefined): void {

@@ -364,6 +364,47 @@ describe('connector resilience and network policy', () => {
       expect(seenGets.length).toBeGreaterThanOrEqual(3);
       expect(seenGets.length).toBeLessThanOrEqual(10);
     });
+
+    // session_expired tells the gateway the upstream ran nothing: it opens a new upstream session and sends the request
+    // again (session-engine onUpstream). A call the upstream took (200) may have run: sent again, a tool ran twice.
+    it('fails a call the upstream took as protocol_error, not session_expired, when the GET resuming it gets 404', async () => {
+      let posts = 0;
+      const { session, seenGets } = await resumingServer(
+        (res) => {
+          posts += 1;
+          sse(res, 'id: p1\nretry: 20\ndata: \n\n');
+        },
+        [(res) => res.writeHead(404).end()],
+      );
+      const error = await session.request('tools/call', { name: 'charge_card' }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ reason: 'protocol_error' });
+      expect(seenGets).toHaveLength(1);
+      expect(posts).toBe(1);
+      // The session is gone all the same: the next request is refused before it is sent, so the gateway renews it.
+      await expect(session.request('tools/list', {})).rejects.toMatchObject({ reason: 'session_expired' });
+      expect(posts).toBe(1);
+    });
+
+    it('fails a call waiting to resume as protocol_error when another request finds the session forgotten meanwhile', async () => {
+      let posts = 0;
+      const { session, seenGets } = await resumingServer(
+        (res) => {
+          posts += 1;
+          // The call is taken and its stream closed; the next request (another call) finds the session gone.
+          if (posts === 1) sse(res, 'id: p1\nretry: 300\ndata: \n\n');
+          else res.writeHead(404).end();
+        },
+        [(res, id) => sse(res, answer(id))],
+      );
+      const taken = session.request('tools/call', { name: 'charge_card' }).catch((error: unknown) => error);
+      // Until the call waits out its retry before resuming.
+      await waitFor(() => ((session as unknown as { resuming: Set<unknown> }).resuming.size === 1 ? true : undefined));
+      // Nothing ran for this one: session_expired is right.
+      await expect(session.request('tools/list', {})).rejects.toMatchObject({ reason: 'session_expired' });
+      expect(await taken).toMatchObject({ reason: 'protocol_error' });
+      expect(seenGets).toHaveLength(0);
+      expect(posts).toBe(2);
+    });
   });
 
   it('answers a ping the upstream sends during the handshake, before any handler is set', async () => {
@@ -695,6 +736,22 @@ describe('connector resilience and network policy', () => {
     await session.close();
   }, 10_000);
 
+  it('drops a long-lived stream that holds only the id and event lines of an event for longer than the call timeout too', async () => {
+    const opened: number[] = [];
+    const server = await streamableServer((_req, res) => {
+      opened.push(Date.now());
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // No data line and no blank line: these were held, uncounted and with no stall timer, for the stream's life.
+      res.write(`id: ${'i'.repeat(1_000)}\nevent: ${'e'.repeat(64 * 1024)}\n`);
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
+    session.onNotification(() => undefined);
+    await waitFor(() => (opened.length >= 2 ? true : undefined), 5_000);
+    expect((opened[1] as number) - (opened[0] as number)).toBeGreaterThanOrEqual(300);
+    await session.close();
+  }, 10_000);
+
   it('survives a notification handler that throws on a legacy SSE stream, and keeps serving the session', async () => {
     const { server, streams } = await legacySseServer();
     servers.push(server);
@@ -809,10 +866,34 @@ describe('connector resilience and network policy', () => {
     expect(calls).toBe(2);
   });
 
-  it('tells the upstream a call is cancelled when its answer cannot be read (oversized event, stream ended unanswered), never an initialize', async () => {
+  it('opens the circuit on an upstream that sends 200 and its SSE headers at once and never the answer: headers are not health', async () => {
+    let calls = 0;
+    const server = await callServer((_message, res) => {
+      calls += 1;
+      // As the SDK's server does: the response starts before the tool runs; then the tool hangs.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.flushHeaders();
+    });
+    servers.push(server);
+    const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
+    const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 150 }), identity);
+    const outcome = () => session.request('tools/call', { name: 'hang', arguments: {} }).then(() => 'answered', (error: { reason?: string }) => error.reason);
+    expect(await outcome()).toBe('timeout');
+    expect(await outcome()).toBe('timeout');
+    // Before, each 200 reset the count of failures: every call waited out its timeout, and the circuit never opened.
+    expect(await outcome()).toBe('circuit_open');
+    expect(calls).toBe(2);
+  });
+
+  it('tells the upstream a call is cancelled when its answer cannot be read (oversized event, stream ended unanswered, not JSON or SSE), never an initialize', async () => {
     const cancelled: unknown[] = [];
     const server = await callServer(
       (message, res) => {
+        if (message.params?.['name'] === 'plain') {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.end('{}');
+          return;
+        }
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         // The call is under way upstream; then its stream carries an event over the limit, or ends with no answer.
         if (message.params?.['name'] === 'huge') res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x'.repeat(4_096) } })}\n\n`);
@@ -825,11 +906,11 @@ describe('connector resilience and network policy', () => {
     );
     servers.push(server);
     const session = await connector({ maxMessageBytes: 1_024 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
-    for (const name of ['huge', 'ended']) {
+    for (const name of ['huge', 'ended', 'plain']) {
       await expect(session.request('tools/call', { name, arguments: {} })).rejects.toMatchObject({ reason: 'protocol_error' });
     }
-    await waitFor(() => (cancelled.length >= 2 ? true : undefined), 3_000);
-    expect(cancelled).toHaveLength(2);
+    await waitFor(() => (cancelled.length >= 3 ? true : undefined), 3_000);
+    expect(cancelled).toHaveLength(3);
     expect(cancelled.every((id) => typeof id === 'number')).toBe(true);
     await session.close();
   });
@@ -903,6 +984,58 @@ describe('connector resilience and network policy', () => {
     // Before, each refused connect freed the probe's slot: every other connect reached the dead upstream and waited.
     expect(others).toEqual(Array.from({ length: 4 }, () => expect.objectContaining({ reason: 'circuit_open' })));
     expect(requests).toBe(2);
+  });
+
+  it('keeps the half-open probe\'s slot while the session answers the upstream\'s pings: those answers never took it', async () => {
+    let calls = 0;
+    let pingAnswers = 0;
+    let stream: ServerResponse | undefined;
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': open\n\n');
+        stream = res;
+        return;
+      }
+      if (req.method === 'DELETE') {
+        res.writeHead(200).end();
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+          return;
+        }
+        if (message.method === undefined) pingAnswers += 1;
+        if (message.method === undefined || message.id === undefined) res.writeHead(202).end();
+        else calls += 1; // a call: never answered
+      });
+    });
+    servers.push(server);
+    const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 200 } });
+    const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 10_000 }), identity);
+    session.onNotification(() => undefined);
+    await waitFor(() => stream);
+    const outcome = (timeoutMs?: number) =>
+      session.request('tools/call', { name: 'hang', arguments: {} }, { timeoutMs }).then(() => 'answered', (error: { reason?: string }) => error.reason);
+    expect(await outcome(100)).toBe('timeout');
+    await waitFor(() => (c.circuits?.()[0]?.state === 'half_open' ? true : undefined));
+    const probe = outcome();
+    await waitFor(() => (calls === 2 ? true : undefined));
+    const quietPosts = (session as unknown as { quietPosts: { size: number } }).quietPosts;
+    const others: Promise<string | undefined>[] = [];
+    for (let n = 1; n <= 3; n++) {
+      stream?.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: `ping-${n}`, method: 'ping' })}\n\n`);
+      // The answer reached the upstream and its 202 came back.
+      await waitFor(() => (pingAnswers === n && quietPosts.size === 0 ? true : undefined));
+      others.push(outcome());
+    }
+    await session.close();
+    // Before, each 202 to a ping's answer freed the probe's slot: every call after it reached the hanging upstream.
+    expect(await Promise.all(others)).toEqual(['circuit_open', 'circuit_open', 'circuit_open']);
+    expect(await probe).toBe('closed');
+    expect(calls).toBe(2);
   });
 
   it('refuses private addresses unless the policy allows them, without naming the address', async () => {

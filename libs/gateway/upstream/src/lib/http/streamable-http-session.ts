@@ -165,6 +165,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    const probe = breaker.probe;
     const id = this.ctx.nextId();
     const body = encodeRequest(id, method, params);
     const adoptSessionId = this.sessionId === null && method === 'initialize';
@@ -224,6 +225,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         // MCP: a client that gives up on a request tells the server, which may still be running it (a retry by the
         // agent would otherwise run it twice). Never for initialize.
         abandoned: () => {
+          // No verdict on the upstream's health (a 200 is not one): as the half-open probe, the call leaves the slot.
+          if (probe !== 0) breaker.probeEnded(probe);
           if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, 'the response could not be read'));
         },
         // SEP-1699: the upstream closed the call's stream before answering, after giving it an event id. Resumed
@@ -247,7 +250,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
               cancelResume = undefined;
               if (settled) return;
               if (this.closed || this.expired) {
-                settle(this.closed ? errors.closed() : errors.sessionExpired(), undefined);
+                // Not `session_expired` (nothing ran, send it again): the upstream took this call, which may have run.
+                settle(this.closed ? errors.closed() : errors.sessionLost(), undefined);
                 return;
               }
               call = new CallResponse(id, handlers, lastEventId);
@@ -275,8 +279,16 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
     if (this.closed) throw errors.closed();
     if (this.expired) throw errors.sessionExpired();
-    if (!this.ctx.breaker.tryPass()) throw errors.circuitOpen();
-    await this.post(encodeNotification(method, params), this.ctx.config.callTimeoutMs);
+    const { breaker } = this.ctx;
+    if (!breaker.tryPass()) throw errors.circuitOpen();
+    const probe = breaker.probe;
+    try {
+      await this.post(encodeNotification(method, params), this.ctx.config.callTimeoutMs);
+    } finally {
+      // A notification taken (or refused) says nothing of calls being answered: as the half-open probe, it leaves the
+      // slot to the next call. Failures (a timeout, 5xx) reopened the circuit already; this then does nothing.
+      if (probe !== 0) breaker.probeEnded(probe);
+    }
   }
 
   onNotification(handler: (notification: JsonRpcNotification) => void): void {
@@ -399,8 +411,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         } else if (status >= 200 && status < 300) {
           // Not counted as the upstream's health: a server that takes notifications but answers no call (each timed
           // out call's notifications/cancelled got 202) would otherwise reset the failure count after every timeout.
-          // A notification that was the half-open probe leaves the slot to the next call.
-          this.ctx.breaker.probeEnded();
+          // Nor does it free the half-open probe's slot: most of these (answers to the upstream's pings, cancellations)
+          // never took it, and freed it let every call through (`notify` frees the one it took).
           finish(null);
         } else if (status === 404 && this.sessionId !== null) {
           this.markExpired();
