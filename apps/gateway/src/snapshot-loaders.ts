@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { openJson, SecretBoxError, upstreamSecretContext, type Keyring } from '@portcullis/auth/secrets';
 import { tenantSettings, type TenantSettings } from '@portcullis/contracts/api';
 import type { SystemPrismaClient } from '@portcullis/data/db';
@@ -128,6 +129,7 @@ export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | n
         connectTimeoutMs: row.connectTimeoutMs,
         callTimeoutMs: row.callTimeoutMs,
         version: row.version,
+        ...sealedDigestOf(row.headersCiphertext, row.envCiphertext),
       });
     } catch (error) {
       // Our own messages and SecretBoxError's name no secret; anything else (a JSON parse error could quote
@@ -138,6 +140,21 @@ export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | n
     }
   }
   return configs;
+}
+
+/**
+ * A digest of an upstream's sealed headers and environment (`UpstreamConfig.sealedDigest`): of the ciphertext, which
+ * is sealed afresh (a new nonce) on every change of them, so it reveals nothing of the credentials and is safe to keep
+ * in session records.
+ */
+export function sealedDigestOf(headers: Uint8Array | null, env: Uint8Array | null): { sealedDigest?: string } {
+  if (headers === null && env === null) return {};
+  const hash = createHash('sha256');
+  for (const part of [headers, env]) {
+    const bytes = part ?? new Uint8Array();
+    hash.update(String(bytes.length)).update(':').update(bytes);
+  }
+  return { sealedDigest: hash.digest('base64url').slice(0, 22) };
 }
 
 /**

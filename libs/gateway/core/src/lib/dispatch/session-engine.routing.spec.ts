@@ -468,12 +468,18 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     engine.retireDeparted('t1');
     expect(connector.ended).toEqual([]);
     // ...new credentials do not: the old session goes now, not at the agent's next use of it.
-    registry.replace([{ ...first, headers: { authorization: 'Bearer rotated' }, version: 3 }], () => undefined);
+    registry.replace([{ ...first, headers: { authorization: 'Bearer rotated' }, sealedDigest: 'sealed-again', version: 3 }], () => undefined);
     engine.retireDeparted('t1');
     await new Promise((resolve) => setImmediate(resolve));
     expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
     await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
-    expect(connector.opened.map((o) => o.upstreamId)).toEqual(['u1', 'u1']);
+    // A new upstream session, initialized under the new credentials: not the old one resumed with them.
+    expect(connector.opened.map((o) => [o.upstreamId, o.how])).toEqual([
+      ['u1', 'connect'],
+      ['u1', 'connect'],
+    ]);
+    const calls = connector.calls.filter((call) => call.method === 'tools/call').map((call) => call.sessionId);
+    expect(new Set(calls).size).toBe(2);
   });
 
   it('touches only the sessions of the tenant named', async () => {

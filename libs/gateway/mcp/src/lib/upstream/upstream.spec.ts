@@ -36,4 +36,13 @@ describe('sessionElsewhere', () => {
     expect(sessionElsewhere({ sessionId: null, protocolVersion: '2025-11-25' }, http('https://b.example.com/mcp'))).toBe(false);
     expect(sessionElsewhere({ sessionId: 'p-1', protocolVersion: '2025-11-25' }, stdio)).toBe(false);
   });
+
+  it('is true under other credentials at the same URL (the sealed credentials\' digest differs), and false under the same', () => {
+    const sealed = (sealedDigest: string) => ({ ...http('https://a.example.com/mcp'), sealedDigest });
+    const underOld = { sessionId: 'abc', protocolVersion: '2025-11-25', endpoint: endpointOf(sealed('old')) };
+    expect(underOld.endpoint).toBe('https://a.example.com/mcp#old');
+    expect(sessionElsewhere(underOld, sealed('old'))).toBe(false);
+    expect(sessionElsewhere(underOld, sealed('rotated'))).toBe(true);
+    expect(sessionElsewhere(underOld, http('https://a.example.com/mcp'))).toBe(true);
+  });
 });

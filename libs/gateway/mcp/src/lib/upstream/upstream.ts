@@ -28,11 +28,17 @@ export interface UpstreamConfig {
   readonly callTimeoutMs: number;
   /** Bumped on every change; a connection made from an older version is replaced. */
   readonly version: number;
+  /**
+   * A digest of the sealed headers and environment as stored (their ciphertext, never what they seal): it changes
+   * whenever the credentials are sealed again, so an upstream session opened under the old ones is told apart
+   * (`endpointOf`). Absent when the upstream has none sealed.
+   */
+  readonly sealedDigest?: string;
 }
 
 /**
  * Whether two configurations of an upstream connect the same way (transport, URL, headers, command, arguments,
- * environment): an edit elsewhere (a name, a description, a timeout) need not end the sessions and processes open.
+ * environment, and the same sealing of the credentials): an edit elsewhere (a name, a description, a timeout) need not end the sessions and processes open.
  */
 export function sameConnection(a: UpstreamConfig, b: UpstreamConfig): boolean {
   return (
@@ -41,7 +47,10 @@ export function sameConnection(a: UpstreamConfig, b: UpstreamConfig): boolean {
     a.command === b.command &&
     JSON.stringify(a.args) === JSON.stringify(b.args) &&
     JSON.stringify(a.headers) === JSON.stringify(b.headers) &&
-    JSON.stringify(a.env) === JSON.stringify(b.env)
+    JSON.stringify(a.env) === JSON.stringify(b.env) &&
+    // Sealed again with equal contents (a keyring rotation, an edit that set the same value): the sessions' records
+    // name the old digest, so every replica opens a new session; this one must not keep using the old one meanwhile.
+    a.sealedDigest === b.sealedDigest
   );
 }
 
@@ -119,14 +128,15 @@ export interface UpstreamSessionState {
 }
 
 /**
- * A Streamable HTTP upstream's URL without what may be a credential (user, password, query, fragment): its origin and
- * path. Undefined for other transports and for a URL that does not parse.
+ * Where and as whom a Streamable HTTP upstream's session is opened: its URL's origin and path (without what may be a
+ * credential: user, password, query, fragment), and the digest of its sealed credentials (`sealedDigest`) after a `#`.
+ * Undefined for other transports and for a URL that does not parse.
  */
-export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url'>): string | undefined {
+export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url' | 'sealedDigest'>): string | undefined {
   if (config.transport !== 'streamable_http' || config.url === null) return undefined;
   try {
     const url = new URL(config.url);
-    return `${url.origin}${url.pathname}`;
+    return config.sealedDigest === undefined ? `${url.origin}${url.pathname}` : `${url.origin}${url.pathname}#${config.sealedDigest}`;
   } catch {
     return undefined;
   }
@@ -134,10 +144,12 @@ export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url'>): s
 
 /**
  * Whether `state` names an upstream session that was opened at another endpoint than `config` now connects to (an
- * admin repointed the upstream): its id must not go there, on a request or a DELETE. That id is the old server's
- * handle on the session, and whoever runs the new URL must not learn it.
+ * admin repointed the upstream), or under other credentials: its id must not go there, on a request or a DELETE. That
+ * id is the old server's handle on the session, and whoever runs the new URL must not learn it; and a session opened
+ * as one identity must not go on serving calls made with another's credentials (the upstream may have bound what the
+ * session may do to the identity it saw at initialize).
  */
-export function sessionElsewhere(state: UpstreamSessionState, config: Pick<UpstreamConfig, 'transport' | 'url'>): boolean {
+export function sessionElsewhere(state: UpstreamSessionState, config: Pick<UpstreamConfig, 'transport' | 'url' | 'sealedDigest'>): boolean {
   return state.sessionId !== null && state.endpoint !== endpointOf(config);
 }
 
