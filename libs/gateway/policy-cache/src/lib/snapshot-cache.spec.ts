@@ -1,6 +1,6 @@
 import { compile, serializeSnapshot } from '@portcullis/policy/engine';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { SnapshotCache, type ActiveSnapshotRef, type SnapshotSource, type StoredSnapshot } from './snapshot-cache';
 
 /** The stored form of a compiled snapshot, as the control plane writes it (`ir` = canonical JSON, parsed). */
@@ -142,6 +142,34 @@ describe('SnapshotCache', () => {
     source.down = false;
     await waitFor(() => cache.get('t1') !== undefined);
     cache.stop();
+  });
+
+  it('goes on reconciling when the wall clock steps back (NTP, a restored VM)', async () => {
+    // Only Date is faked (timers run for real): the wall clock stands still unless set, and is set back below.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const until = async (check: () => boolean) => {
+      const deadline = performance.now() + 2_000;
+      while (!check() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      return check();
+    };
+    const { source, cache } = setup({ reconcileMs: 60_000, pollMs: 20 });
+    try {
+      vi.setSystemTime(new Date('2026-12-04T12:00:00Z'));
+      source.put(stored('t1', 1));
+      await cache.start();
+      cache.setPubSubHealthy(false);
+      const polled = source.listings;
+      vi.setSystemTime(new Date('2026-12-04T12:00:05Z'));
+      expect(await until(() => source.listings >= polled + 1)).toBe(true);
+      // A minute back: polling goes on.
+      vi.setSystemTime(new Date('2026-12-04T11:59:05Z'));
+      const before = source.listings;
+      source.put(stored('t1', 2));
+      expect(await until(() => cache.get('t1')?.version === 2 && source.listings >= before + 3)).toBe(true);
+    } finally {
+      cache.stop();
+      vi.useRealTimers();
+    }
   });
 
   it('polls every pollMs while notices are unavailable and reconciles as soon as they are back', async () => {

@@ -71,13 +71,14 @@ export class SnapshotCache {
   private running: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pubSubHealthy = true;
-  private lastReconcileAt = 0;
+  private lastReconcileAt = Number.NEGATIVE_INFINITY;
   private lastSuccessAt: number | null = null;
   private failing = false;
   private readonly now: () => number;
 
   constructor(private readonly options: SnapshotCacheOptions) {
-    this.now = options.now ?? Date.now;
+    // A monotonic clock: with the wall clock, a step back (NTP, a VM restored) stopped reconciling for as long as it went.
+    this.now = options.now ?? (() => performance.now());
   }
 
   /** The tenant's snapshot in force, or undefined when it has none (the hooks then deny everything). */

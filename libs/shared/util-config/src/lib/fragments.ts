@@ -25,8 +25,12 @@ export const postgresUrl = urlWithProtocols(['postgres:', 'postgresql:'], 'a Pos
 export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL');
 export const httpUrl = urlWithProtocols(['http:', 'https:'], 'an HTTP URL');
 
-/** Milliseconds, given as a positive integer. */
-export const durationMs = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/** The longest delay a Node timer takes: past it a timer fires after 1 ms, so an interval became a busy loop. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Milliseconds, given as a positive integer no longer than a timer can wait (about 24.8 days). */
+export const durationMs = (fallback: number) =>
+  z.coerce.number().int().positive().max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days: a timer waits no longer)`).default(fallback);
 
 /** A comma-separated list, trimmed, without empties. */
 export const csv = z

@@ -58,4 +58,11 @@ describe('parseConfig', () => {
     expect(problems).not.toContain('topsecretpw');
     expect(problems).not.toContain('short-secret');
   });
+
+  it('refuses a duration longer than a Node timer can wait (it would fire every millisecond)', () => {
+    const timed = z.object({ REFRESH_MS: f.durationMs(30_000) });
+    expect(parseConfig(timed, { REFRESH_MS: String(f.MAX_TIMER_MS) }).REFRESH_MS).toBe(f.MAX_TIMER_MS);
+    expect(() => parseConfig(timed, { REFRESH_MS: '2592000000' })).toThrow(ConfigError);
+    expect(() => parseConfig(timed, { REFRESH_MS: '2592000000' })).toThrow(/REFRESH_MS/);
+  });
 });
