@@ -231,9 +231,12 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       void Promise.all([refreshers.apiKeys.refresh(), refreshers.tenants.refresh(), refreshers.upstreams.refresh(), refreshers.toolPins.refresh()]);
     },
   });
-  // At boot the snapshots were just loaded: nothing to catch up on. Without notices the policy cache polls the
-  // database; when they come back it reconciles once.
-  policies.setPubSubHealthy(await subscription.start());
+  // Without notices the policy cache polls the database; when they come back it reconciles once. With them, everything
+  // is loaded once more: a change announced between the boot load and the subscription (a key revoked, a tenant
+  // suspended) was missed, and would otherwise hold until the next periodic refresh.
+  const subscribed = await subscription.start();
+  policies.setPubSubHealthy(subscribed);
+  if (subscribed) void refreshAll().catch(() => undefined);
   deps.subscriber.on('close', () => policies.setPubSubHealthy(false));
   deps.subscriber.on('message', (channel: string, message: string) => {
     if (channel === CHANGE_CHANNELS.apiKeys) void refreshers.apiKeys.refresh();
