@@ -104,7 +104,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       now: monotonicNow,
       load: async () => {
         tenants.replace(systemDb ? await loadTenants(systemDb) : []);
-        settings = systemDb ? await loadTenantSettings(systemDb, logger) : new Map();
+        settings = systemDb ? await loadTenantSettings(systemDb, logger, settings) : new Map();
       },
       // After loadedAt moved: streams are judged against the fresh copy, not as unverifiable.
       loaded: () => credentialsChanged(),

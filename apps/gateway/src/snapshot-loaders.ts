@@ -25,21 +25,40 @@ export async function loadTenants(db: SystemPrismaClient): Promise<TenantEntry[]
 }
 
 /**
- * Every tenant's settings (rate-limit and audit choices), parsed with the shared contract. A tenant whose stored
- * settings do not parse keeps the defaults, and the problem is logged (without the settings themselves).
+ * Every tenant's settings (rate-limit and audit choices), parsed with the shared contract. Stored settings that do not
+ * parse (hand-edited JSON) are logged without the settings themselves, and do not reset what they would set to the
+ * defaults, which fail open (audit and rate limits): the tenant keeps its last valid settings (`previous`), or, with
+ * none, each section that parses on its own (the defaults only for the others).
  */
-export async function loadTenantSettings(db: SystemPrismaClient, logger: Logger): Promise<Map<string, TenantSettings>> {
+export async function loadTenantSettings(db: SystemPrismaClient, logger: Logger, previous: ReadonlyMap<string, TenantSettings> = new Map()): Promise<Map<string, TenantSettings>> {
   const rows = await db.tenant.findMany({ select: { id: true, settings: true } });
   const out = new Map<string, TenantSettings>();
   for (const row of rows) {
     const parsed = tenantSettings.safeParse(row.settings ?? {});
-    if (parsed.success) out.set(row.id, parsed.data);
-    else {
-      logger.error({ tenantId: row.id, issues: parsed.error.issues.map((issue) => issue.path.join('.')) }, 'tenant settings invalid; defaults apply');
-      out.set(row.id, tenantSettings.parse({}));
+    if (parsed.success) {
+      out.set(row.id, parsed.data);
+      continue;
+    }
+    const kept = previous.get(row.id);
+    const issues = parsed.error.issues.map((issue) => issue.path.join('.'));
+    if (kept !== undefined) {
+      logger.error({ tenantId: row.id, issues }, 'tenant settings invalid; the last valid ones stay in force');
+      out.set(row.id, kept);
+    } else {
+      logger.error({ tenantId: row.id, issues }, 'tenant settings invalid; the sections that are valid apply, defaults for the others');
+      out.set(row.id, sectionwise(row.settings));
     }
   }
   return out;
+}
+
+/** Each section of stored settings that parses on its own, and the defaults for those that do not. */
+function sectionwise(stored: unknown): TenantSettings {
+  const input = typeof stored === 'object' && stored !== null && !Array.isArray(stored) ? (stored as Record<string, unknown>) : {};
+  const defaults = tenantSettings.parse({});
+  const audit = tenantSettings.safeParse({ audit: input['audit'] });
+  const rateLimits = tenantSettings.safeParse({ rateLimits: input['rateLimits'] });
+  return { audit: audit.success ? audit.data.audit : defaults.audit, rateLimits: rateLimits.success ? rateLimits.data.rateLimits : defaults.rateLimits };
 }
 
 /**
