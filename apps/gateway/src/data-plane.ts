@@ -390,7 +390,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       subscription.stop();
       for (const refresher of Object.values(refreshers)) refresher.stop();
       policies.stop();
-      routes.closeStreams();
+      // Legacy sessions end with their streams (upstream sessions closed while the connector is up), within a bound.
+      await Promise.race([routes.closeStreams(), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
       await engine.shutdown();
       // Cancelled requests finish (and report to the audit hook) a few ticks after the abort: a moment for them.
       await settled(1_000);

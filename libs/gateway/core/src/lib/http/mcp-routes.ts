@@ -226,8 +226,11 @@ export interface McpRoutes {
   readonly active: number;
   /** SSE streams open now (standalone and legacy; metrics). */
   readonly openStreams: number;
-  /** Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open). */
-  closeStreams(): void;
+  /**
+   * Ends every open SSE stream (shutdown: hijacked streams would otherwise hold the server open), and the legacy
+   * sessions with theirs: resolves once those have ended their upstream sessions (the connector must still be up).
+   */
+  closeStreams(): Promise<void>;
   /**
    * Ends the open SSE streams whose credential would no longer be accepted (key revoked or expired, agent client
    * disabled, tenant suspended): call it when the key or tenant index changed. A stream is authenticated once, when
@@ -1104,11 +1107,21 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     get openStreams() {
       return streams.size;
     },
-    closeStreams: () => {
+    closeStreams: async () => {
       closing = true;
       quiet.close();
+      // A legacy session lives as long as its stream: it ends now, its upstream sessions with it. Left to the streams'
+      // close events, it ended after the connector had shut down: the record went, the upstream sessions stayed open
+      // on their servers, and no replica could end them any more.
+      const ending: Promise<unknown>[] = [];
+      for (const entry of legacy.values()) {
+        const record = entry.record;
+        entry.record = undefined;
+        if (record !== undefined) ending.push(engine.end(record, 'shutdown').catch(() => undefined));
+      }
       for (const stream of streams.keys()) stream.close();
       streams.clear();
+      await Promise.all(ending);
     },
     revalidateStreams: () => {
       let ended = 0;
