@@ -153,6 +153,12 @@ describe('a replica lost mid-call', () => {
       proxy.breakAll();
       const stoppedAt = Date.now();
       const exited = retiring.app.stop(10_000);
+      // Not ready from the signal on, while the call under way drains (1 s): a balancer stops sending new sessions.
+      let readiness = 0;
+      while (readiness !== 503 && Date.now() - stoppedAt < 800) {
+        readiness = await fetch(`${retiring.url}/readyz`).then((res) => res.status, () => 0);
+      }
+      expect(readiness).toBe(503);
       const error = await failure;
       expect(error).toBeInstanceOf(McpError);
       // The replica's own cancellation, logged as the call's answer: not a lost writer found out elsewhere.

@@ -11,7 +11,8 @@ import type { GatewayConfig } from './config';
  */
 @Module({})
 export class AppModule {
-  static forRoot(config: GatewayConfig, logger: Logger): DynamicModule {
+  /** `draining`: the gateway is shutting down (its MCP endpoints answer 503): not ready, so balancers stop sending. */
+  static forRoot(config: GatewayConfig, logger: Logger, draining: () => boolean = () => false): DynamicModule {
     return {
       module: AppModule,
       imports: [
@@ -23,6 +24,12 @@ export class AppModule {
           useFactory: (db: PortcullisPrismaClient, redis: Redis) => [
             databaseReadinessCheck(db),
             { name: 'redis', check: () => pingRedis(redis) },
+            {
+              name: 'accepting',
+              check: async () => {
+                if (draining()) throw new Error('shutting down');
+              },
+            },
           ],
         }),
       ],

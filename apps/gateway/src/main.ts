@@ -36,7 +36,9 @@ if (rangeProblem !== undefined) {
 const OTHER_ROUTES_BODY_LIMIT_BYTES = 16 * 1024;
 
 void runOrExit(logger, async () => {
-  const app = await createHttpApp(AppModule.forRoot(config, logger), {
+  // Set on SIGTERM: /readyz answers 503 for the whole drain, not only once the HTTP server closes after it.
+  let draining = false;
+  const app = await createHttpApp(AppModule.forRoot(config, logger, () => draining), {
     logger,
     // For everything but the MCP routes, which set GATEWAY_BODY_LIMIT_BYTES on their own parser: no other route takes
     // a body, and an unknown path's must not be buffered up to the MCP limit for anyone (unauthenticated) to send.
@@ -82,6 +84,7 @@ void runOrExit(logger, async () => {
     logger,
     graceMs: config.shutdownGraceMs,
     close: async () => {
+      draining = true;
       // Half the grace period for calls under way (a rolling deploy should not cut them off), the rest to close.
       await dataPlane.close(Math.floor(config.shutdownGraceMs / 2));
       await app.close();
