@@ -63,6 +63,11 @@ afterAll(async () => {
 describe('Redis down when the gateway starts', () => {
   it('subscribes once Redis is up, reloads what it may have missed, and applies notices from then on', async () => {
     expect(gateway?.logs()).toContain('could not subscribe to gateway channels');
+    // No session can be recorded meanwhile: unavailable, try again (503 with Retry-After), not the gateway's own 500.
+    const refused = await postInitialize(gateway as TestGateway, tenant.slug, agents.survivor.key, 'redis-boot-spec');
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await refused.json()).error.message).toMatch(/session store is unavailable/);
     // Revoked while the gateway could hear no notice (none could be published either).
     await revoke(agents.revokedWhileDown.agentId);
 

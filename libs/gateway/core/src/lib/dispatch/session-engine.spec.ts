@@ -1,4 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
+import { GATEWAY_RPC } from '../http/gateway-error';
 import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -255,7 +256,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     const { engine: other, sessions: otherStore } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 1 });
     const create = otherStore.create.bind(otherStore);
     otherStore.create = () => Promise.reject(new Error('store down'));
-    await expect(other.initialize(principal, init, 'trace')).rejects.toThrow('store down');
+    expect((await other.initialize(principal, init, 'trace')).response).toMatchObject({ error: { code: GATEWAY_RPC.UNAVAILABLE } });
     otherStore.create = create;
     expect((await other.initialize(principal, init, 'trace')).sessionId).toEqual(expect.any(String));
     expect(sessions.reserved.size).toBe(0);
@@ -584,10 +585,22 @@ describe('SessionEngine with in-memory upstreams', () => {
       options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
     });
     engines.push(engine);
-    await expect(engine.initialize(principal, init, 'trace')).rejects.toThrow(/redis unreachable/);
+    // Unavailable, try again (503 with Retry-After at the route): not the gateway's own failure (500).
+    const refused = await engine.initialize(principal, init, 'trace');
+    expect(refused.sessionId).toBeUndefined();
+    expect(refused.response).toMatchObject({ error: { code: GATEWAY_RPC.UNAVAILABLE, message: expect.stringMatching(/session store is unavailable/) } });
     // The hooks hear of it (audit records it; a fail-closed tenant's count of calls in flight goes down again).
     expect(reported).toEqual(['initialize:error']);
     await vi.waitFor(() => expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]));
+  });
+
+  it('refuses an initialize at once when the session store cannot take its place under the cap: no upstream is contacted', async () => {
+    const { engine, connector, sessions } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 2 });
+    sessions.reserve = () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379'));
+    const refused = await engine.initialize(principal, init, 'trace');
+    expect(refused.sessionId).toBeUndefined();
+    expect(refused.response).toMatchObject({ error: { code: GATEWAY_RPC.UNAVAILABLE, data: { retryAfterSeconds: 1 } } });
+    expect(connector.opened).toEqual([]);
   });
 
   it("marks an upstream's own error as the upstream's, for the hooks (its data is not the gateway's to trust)", async () => {
@@ -1426,7 +1439,7 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     );
     connector.openDelayMs.set('u2', 200);
     sessions.create = () => Promise.reject(new Error('store down'));
-    await expect(engine.initialize(principal, init, 'trace')).rejects.toThrow('store down');
+    expect((await engine.initialize(principal, init, 'trace')).response).toMatchObject({ error: { code: GATEWAY_RPC.UNAVAILABLE } });
     await waitFor(() => connector.closedSessions.length >= 2, { timeoutMs: 5_000 });
     expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
   });

@@ -702,6 +702,17 @@ const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\
  * refusal becomes HTTP 429, see `rateLimitedRetryAfter`): clients read the error's code and message from it.
  */
 /** `end` could not delete the session's record: nothing was ended, and the caller may try again. */
+/** The answer to an initialize the session store could not take (unreachable): 503 with Retry-After. */
+const SESSION_STORE_UNAVAILABLE = 'The session store is unavailable right now; try again shortly';
+
+/** The session record could not be written at initialize (the upstream sessions opened for it are ended again). */
+export class SessionNotCreatedError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('session not created: the session store failed');
+    this.name = 'SessionNotCreatedError';
+  }
+}
+
 export class SessionNotEndedError extends Error {
   constructor(override readonly cause: unknown) {
     super('the session record could not be deleted');
@@ -822,7 +833,8 @@ export class SessionEngine {
     try {
       const refused = await this.overSessionCap(record, request.id, traceId);
       if (refused !== undefined) {
-        this.report(info, refused, new GatewayRequestError(GATEWAY_RPC.RATE_LIMITED, refused.error.message, undefined, 'rate_limited'), admission, undefined, NOT_CANCELLED);
+        const unavailable = refused.error.code === GATEWAY_RPC.UNAVAILABLE;
+        this.report(info, refused, new GatewayRequestError(refused.error.code, refused.error.message, undefined, unavailable ? 'error' : 'rate_limited'), admission, undefined, NOT_CANCELLED);
         return { sessionId: undefined, response: refused };
       }
       try {
@@ -830,6 +842,12 @@ export class SessionEngine {
       } catch (error) {
         // No session came of it: its place among the principal's sessions goes back.
         void this.deps.sessions.release?.(record, record.id).catch(() => undefined);
+        // The record not written (the store failed meanwhile): unavailable, try again; not the gateway's own fault.
+        if (error instanceof SessionNotCreatedError) {
+          const response = rpcError(request.id, GATEWAY_RPC.UNAVAILABLE, SESSION_STORE_UNAVAILABLE, traceId, { retryAfterSeconds: 1 });
+          this.report(info, response, error, admission, undefined, NOT_CANCELLED);
+          return { sessionId: undefined, response };
+        }
         throw error;
       }
     } catch (error) {
@@ -844,14 +862,22 @@ export class SessionEngine {
   /**
    * Takes a place among the principal's `maxSessionsPerPrincipal` sessions for this one, atomically and before any
    * upstream is contacted (initializes in parallel cannot all pass a count), held while it connects; the refusal when
-   * all are taken. Undefined when it may go on, also when the store cannot be asked (the record's own write decides).
+   * all are taken. Undefined when it may go on. The store out of reach refuses too (unavailable, try again): the
+   * record could not be written either, and every upstream would have been contacted (stdio processes started) first.
    */
   private async overSessionCap(record: SessionRecord, requestId: JsonRpcId, traceId: string): Promise<JsonRpcError | undefined> {
     const max = this.deps.options.maxSessionsPerPrincipal ?? 0;
     const reserve = this.deps.sessions.reserve;
     if (max <= 0 || reserve === undefined) return undefined;
     const holdMs = (this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS) + RESERVATION_MARGIN_MS;
-    if (await reserve.call(this.deps.sessions, record, record.id, max, holdMs).catch(() => true)) return undefined;
+    let reserved: boolean;
+    try {
+      reserved = await reserve.call(this.deps.sessions, record, record.id, max, holdMs);
+    } catch (error) {
+      this.deps.logger.warn({ tenantId: record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) }, 'initialize refused: the session store is unreachable');
+      return rpcError(requestId, GATEWAY_RPC.UNAVAILABLE, SESSION_STORE_UNAVAILABLE, traceId, { retryAfterSeconds: 1 });
+    }
+    if (reserved) return undefined;
     this.deps.logger.warn({ tenantId: record.tenantId, principalKind: record.principalKind, max, traceId }, 'initialize refused: the principal holds its most sessions');
     return rpcError(
       requestId,
@@ -906,7 +932,7 @@ export class SessionEngine {
       // No session to hold them: the upstream sessions just opened are ended again (none can be resumed later).
       for (const { session } of live.upstreams.values()) void session.then((s) => s.close()).catch(() => undefined);
       for (const index of late) void connecting[index]?.then((s) => s.close()).catch(() => undefined);
-      throw error;
+      throw new SessionNotCreatedError(error);
     }
     this.live.set(sessionId, live);
     for (const index of late) {

@@ -403,6 +403,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           const retryAfter = rateLimitedRetryAfter(response);
           if (retryAfter !== undefined) extra['retry-after'] = retryAfter;
           status = retryAfter !== undefined ? 429 : (INITIALIZE_ERROR_STATUS.get(response.error.code) ?? 400);
+          // Unavailable for now (the session store out of reach, a fail-closed tenant's audit or limits): when to retry.
+          if (status === 503) extra['retry-after'] = '1';
         }
         writeJson(res, status, extra, JSON.stringify(response));
         return;
