@@ -1444,6 +1444,17 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
   });
 
+  it('closes an upstream session still connecting for an initialize that finishes after the engine shut down', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) } }, 0, undefined, undefined, { initializeWaitMs: 50 });
+    connector.openDelayMs.set('u1', 300);
+    const initialized = engine.initialize(principal, init, 'trace');
+    await sleep(10);
+    await engine.shutdown();
+    await initialized;
+    await waitFor(() => connector.ended.length > 0, { timeoutMs: 3_000 });
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+  });
+
   it('answers parallel calls to a joined upstream on a replica whose copy of the record predates the join', async () => {
     // Reading the stored record takes a while, as a Redis round trip does.
     const sessions = new MemorySessionStore();

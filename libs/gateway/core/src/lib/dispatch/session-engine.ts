@@ -2085,7 +2085,11 @@ export class SessionEngine {
     live.joinTriedAt.set(config.id, Date.now());
     const sessionId = live.record.id;
     const joining = (async () => {
-      if (this.closing) throw new UpstreamUnavailableError('closed', 'the gateway is shutting down');
+      if (this.closing) {
+        // A connect initialize handed over still ends in a session: closed once it does, or nothing would close it.
+        void connecting?.then((session) => session.close()).catch(() => undefined);
+        throw new UpstreamUnavailableError('closed', 'the gateway is shutting down');
+      }
       const session = await (connecting ?? this.deps.connector.connect(config, identityOf(live.record)));
       // Removed or reconfigured while connecting: not joined under a configuration that is gone.
       if (this.closing || this.deps.registry.forTenant(live.record.tenantId).byId.get(config.id)?.version !== config.version) {
