@@ -395,6 +395,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       await engine.shutdown();
       // Cancelled requests finish (and report to the audit hook) a few ticks after the abort: a moment for them.
       await settled(1_000);
+      // Upstreams are let go now, beside the flushes below rather than after them: stdio children (SIGTERM, then SIGKILL
+      // after their grace) must be gone before the shutdown deadline exits the process, whatever a stalled Redis does
+      // to the audit flush.
+      const upstreamsStopped = deps.connector.shutdown();
       await approvals?.close();
       // Every request has completed or been cancelled by now: flush its events, then drop the connections.
       audit?.drain();
@@ -402,7 +406,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       await auditProducer?.close();
       closeLimiter();
       limiterRedis?.disconnect();
-      await deps.connector.shutdown();
+      await upstreamsStopped;
       await metrics?.close();
     },
   };

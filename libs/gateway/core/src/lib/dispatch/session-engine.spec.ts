@@ -1444,6 +1444,22 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
   });
 
+  it('answers an initialize waiting on its upstreams when the engine shuts down: unavailable at once, no session, upstreams closed', async () => {
+    const { engine, connector, sessions } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) } }, 0, undefined, undefined, { initializeWaitMs: 5_000 });
+    connector.openDelayMs.set('u1', 400);
+    const started = performance.now();
+    const initialized = engine.initialize(principal, init, 'trace');
+    await sleep(20);
+    await engine.shutdown();
+    const { sessionId, response } = await initialized;
+    expect(performance.now() - started).toBeLessThan(300);
+    expect(sessionId).toBeUndefined();
+    expect(response).toMatchObject({ error: { code: GATEWAY_RPC.UNAVAILABLE, message: expect.stringMatching(/shutting down/) } });
+    expect(sessions.records.size).toBe(0);
+    await waitFor(() => connector.ended.length > 0, { timeoutMs: 3_000 });
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
+  });
+
   it('closes an upstream session still connecting for an initialize that finishes after the engine shut down', async () => {
     const { engine, connector } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) } }, 0, undefined, undefined, { initializeWaitMs: 50 });
     connector.openDelayMs.set('u1', 300);

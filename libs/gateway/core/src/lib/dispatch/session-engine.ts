@@ -417,7 +417,7 @@ function identityOf(record: SessionRecord): ClientIdentity {
 }
 
 /** Each promise's outcome if it settles within `ms`; undefined for one still pending then. */
-async function settledWithin<T>(promises: readonly Promise<T>[], ms: number): Promise<(PromiseSettledResult<T> | undefined)[]> {
+async function settledWithin<T>(promises: readonly Promise<T>[], ms: number, stop?: Promise<void>): Promise<(PromiseSettledResult<T> | undefined)[]> {
   const outcomes: (PromiseSettledResult<T> | undefined)[] = promises.map(() => undefined);
   const all = Promise.all(
     promises.map((promise, index) =>
@@ -428,7 +428,7 @@ async function settledWithin<T>(promises: readonly Promise<T>[], ms: number): Pr
     ),
   );
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), ...(stop ? [stop] : [])]);
   clearTimeout(timer);
   return [...outcomes];
 }
@@ -713,6 +713,14 @@ export class SessionNotCreatedError extends Error {
   }
 }
 
+/** Initialize met the replica shutting down while its upstreams connected. */
+class GatewayShuttingDownError extends Error {
+  constructor() {
+    super('This gateway replica is shutting down; try again');
+    this.name = 'GatewayShuttingDownError';
+  }
+}
+
 export class SessionNotEndedError extends Error {
   constructor(override readonly cause: unknown) {
     super('the session record could not be deleted');
@@ -842,9 +850,11 @@ export class SessionEngine {
       } catch (error) {
         // No session came of it: its place among the principal's sessions goes back.
         void this.deps.sessions.release?.(record, record.id).catch(() => undefined);
-        // The record not written (the store failed meanwhile): unavailable, try again; not the gateway's own fault.
-        if (error instanceof SessionNotCreatedError) {
-          const response = rpcError(request.id, GATEWAY_RPC.UNAVAILABLE, SESSION_STORE_UNAVAILABLE, traceId, { retryAfterSeconds: 1 });
+        // The record not written (the store failed meanwhile), or the replica shutting down: unavailable, try again; not
+        // the gateway's own fault.
+        if (error instanceof SessionNotCreatedError || error instanceof GatewayShuttingDownError) {
+          const message = error instanceof GatewayShuttingDownError ? error.message : SESSION_STORE_UNAVAILABLE;
+          const response = rpcError(request.id, GATEWAY_RPC.UNAVAILABLE, message, traceId, { retryAfterSeconds: 1 });
           this.report(info, response, error, admission, undefined, NOT_CANCELLED);
           return { sessionId: undefined, response };
         }
@@ -901,7 +911,13 @@ export class SessionEngine {
     const connecting = configs.map((config) => this.deps.connector.connect(config, identity));
     // A slow upstream (a stdio server starting, a connect timeout of two minutes) does not hold the answer: past
     // initializeWaitMs it joins the session once connected, and the agent hears its lists changed (`joinOne`).
-    const settled = await settledWithin(connecting, this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS);
+    const settled = await settledWithin(connecting, this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS, this.stopped);
+    if (this.closing) {
+      // Shut down while the upstreams connected: no session here (its calls could not be served); the agent is told
+      // to try again, which a balancer sends to another replica. What connected, or connects later, is closed.
+      for (const opening of connecting) void opening.then((session) => session.close()).catch(() => undefined);
+      throw new GatewayShuttingDownError();
+    }
     const live: LiveSession = this.newLive(record);
     const instructions: string[] = [];
     const late: number[] = [];
@@ -1130,6 +1146,7 @@ export class SessionEngine {
 
   async shutdown(): Promise<void> {
     this.closing = true;
+    this.stop();
     clearInterval(this.sweeper);
     for (const live of this.live.values()) this.release(live);
     this.live.clear();
@@ -2239,6 +2256,9 @@ export class SessionEngine {
   private readonly joinFailed = new Map<string, { readonly at: number; readonly version: number }>();
   /** Set by `shutdown`: no join starts or is kept after it. */
   private closing = false;
+  /** Resolves when the engine shuts down (initializes waiting on their upstreams stop waiting). */
+  private stop: () => void = () => undefined;
+  private readonly stopped = new Promise<void>((resolve) => (this.stop = resolve));
 
   /**
    * Joins the upstreams each session listening on this replica (a standalone stream open here) lacks, a few at a time,
