@@ -296,6 +296,35 @@ describe('resuming a POST stream whose answer is logged just then', () => {
   });
 });
 
+describe('resuming a POST stream whose writer was lost', () => {
+  it('logs the errors it answers with as the stream\'s last entries and sends them under their ids', async () => {
+    const appended: { seq: number; final: boolean }[] = [];
+    const replay: ReplayLog = {
+      open: () => ({ append: (seq, _data, final) => void appended.push({ seq, final }) }),
+      read: async () => [],
+      finished: async () => false,
+      follow: async () => 'lost',
+      pendingRequests: async () => [7, 'eight'],
+    };
+    const { post, base } = await serve(true, undefined, 15_000, replay);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const res = await fetch(`${base}/t/acme/mcp`, {
+      headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25', 'last-event-id': 'p0123456789abcdef1_3' },
+    });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    // Under ids that follow the agent's: where the stream ended, for a resume that is then told nothing is left.
+    expect([...text.matchAll(/^id: (.+)$/gm)].map((match) => match[1])).toEqual(['p0123456789abcdef1_4', 'p0123456789abcdef1_5']);
+    expect(text).toContain('"id":7');
+    expect(text).toContain('"id":"eight"');
+    expect(appended).toEqual([
+      { seq: 4, final: false },
+      { seq: 5, final: true },
+    ]);
+  });
+});
+
 describe('initialize refused', () => {
   it.each([
     ['by the gateway\'s own failure', -32603, 500],

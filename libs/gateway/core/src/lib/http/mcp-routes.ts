@@ -1083,17 +1083,29 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     if (!replay) return;
     const stop = new AbortController();
     stream.onClose(() => stop.abort());
+    const followed = (entry: ReplayEntry) => {
+      last = entry.seq;
+      stream.replay(`${streamId}_${entry.seq}`, entry.data);
+    };
     void replay
-      .follow(sessionId, streamId, last, (entry) => stream.replay(`${streamId}_${entry.seq}`, entry.data), stop.signal)
+      .follow(sessionId, streamId, last, followed, stop.signal)
       .catch(() => 'gone' as const)
       .then(async (outcome) => {
         // The replica answering the stream died (its lease lapsed with no answer logged): the answers will never come,
-        // so they are given here, as errors (the agent would otherwise wait for its own timeout). Without an event id:
-        // they are not part of the stream's log.
+        // so they are given here, as errors (the agent would otherwise wait for its own timeout). Logged as the stream's
+        // last entries, and sent under their ids: a resume from there is told nothing is left (405). Sent without ids,
+        // an SDK client (which takes only results as answers) resumed from an older id and met the lost writer again,
+        // or from none, which opened a standalone stream in place of the session's own, until the log expired.
         if (outcome === 'lost') {
-          const ids = await replay.pendingRequests(sessionId, streamId).catch(() => undefined);
-          logger.warn({ traceId, streamId, requests: ids?.length ?? 0 }, 'resumed stream lost: the replica answering it stopped');
-          for (const id of ids ?? []) stream.event('message', JSON.stringify(rpcError(id, JSON_RPC.INTERNAL_ERROR, WRITER_LOST, traceId)));
+          const ids = (await replay.pendingRequests(sessionId, streamId).catch(() => undefined)) ?? [];
+          logger.warn({ traceId, streamId, requests: ids.length }, 'resumed stream lost: the replica answering it stopped');
+          const log = ids.length > 0 ? replay.open(sessionId, streamId) : undefined;
+          ids.forEach((id, index) => {
+            const data = JSON.stringify(rpcError(id, JSON_RPC.INTERNAL_ERROR, WRITER_LOST, traceId));
+            last += 1;
+            log?.append(last, data, index === ids.length - 1);
+            stream.replay(`${streamId}_${last}`, data);
+          });
         }
         stream.close();
       });
