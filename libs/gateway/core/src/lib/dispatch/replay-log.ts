@@ -253,8 +253,11 @@ export class RedisReplayLog implements ReplayLog {
   async finished(sessionId: string, streamId: string): Promise<boolean> {
     const key = keyOf(sessionId, streamId);
     const results = await this.redis.pipeline().exists(key).xrevrange(key, '+', '-', 'COUNT', 1).exec();
-    // Unknown, or not readable right now: finished (the GET becomes a standalone stream, as for an unknown id).
-    if (results?.[0]?.[1] !== 1 || results[1]?.[0] != null) return true;
+    // Not readable right now: thrown (the GET is answered 503, try again), not taken for over (405 ends the resuming).
+    const failed = results?.find(([error]) => error !== null)?.[0];
+    if (results === null || failed) throw failed ?? new Error('the replay log could not be read');
+    // Unknown: finished (nothing to resume).
+    if (results[0]?.[1] !== 1) return true;
     const last = (results[1]?.[1] ?? []) as RawEntry[];
     const entry = last[0] ? toEntry(last[0]) : undefined;
     // Kept open by a priming event, with no message yet: still running.

@@ -1444,6 +1444,12 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(connector.closedSessions).toEqual(['upstream-session-u1', 'upstream-session-u2']);
   });
 
+  it('keeps nothing of an initialize\'s wait once it is answered (the shutdown wake-up is taken back)', async () => {
+    const { engine } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) } });
+    for (let i = 0; i < 20; i += 1) expect((await engine.initialize(principal, init, 'trace')).sessionId).toEqual(expect.any(String));
+    expect((engine as unknown as { stopWaiters: Set<unknown> }).stopWaiters.size).toBe(0);
+  });
+
   it('answers an initialize waiting on its upstreams when the engine shuts down: unavailable at once, no session, upstreams closed', async () => {
     const { engine, connector, sessions } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) } }, 0, undefined, undefined, { initializeWaitMs: 5_000 });
     connector.openDelayMs.set('u1', 400);
@@ -1612,6 +1618,29 @@ describe('SessionEngine across replicas', () => {
     const levels = received.map((message) => (message as { params?: { level?: string } }).params?.level);
     expect(levels.length).toBeGreaterThan(0);
     expect(new Set(levels)).toEqual(new Set(['error']));
+  });
+
+  it('moves every replica to one new upstream session when the credentials are sealed again without a new version', async () => {
+    const registry = new UpstreamRegistry('__');
+    const sealed = { ...fakeConfig('u1', 'files'), sealedDigest: 'before' };
+    registry.replace([sealed], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    if (!onA) throw new Error('no session');
+    const call = (engine: SessionEngine, record: typeof onA) => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    await call(a, onA);
+    // secrets:reseal: the same version, other ciphertext.
+    registry.replace([{ ...sealed, sealedDigest: 'after' }], () => undefined);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onB) throw new Error('no session');
+    await call(b, onB);
+    await call(a, (await a.session(sessionId ?? '', principal)) ?? onA);
+    const used = connector.calls.filter((c) => c.method === 'tools/call').map((c) => c.sessionId);
+    // One session before, one after, on both replicas: A does not go on with the old one beside B's new one.
+    expect(used[0]).not.toBe(used[1]);
+    expect(used[2]).toBe(used[1]);
   });
 
   it('hands a session-level upstream notification to the replica holding the agent’s standalone stream', async () => {

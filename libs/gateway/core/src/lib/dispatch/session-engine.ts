@@ -372,6 +372,12 @@ interface TemplateRoute {
  */
 const decidesOver = (a: TemplateRoute, b: TemplateRoute): boolean => a.literalLength > b.literalLength || (a.literalLength === b.literalLength && a.prefix < b.prefix);
 
+/**
+ * Two loads of an upstream's configuration with no edit between them: the same version, and its credentials sealed the
+ * same (`secrets:reseal` seals them again without a new version, and the session records then name another digest).
+ */
+const sameEdit = (a: UpstreamConfig, b: UpstreamConfig): boolean => a.version === b.version && a.sealedDigest === b.sealedDigest;
+
 /** Drops a map's oldest entry (Maps keep insertion order). */
 function evictOldest(map: Map<string, unknown>): void {
   const oldest = map.keys().next();
@@ -911,7 +917,12 @@ export class SessionEngine {
     const connecting = configs.map((config) => this.deps.connector.connect(config, identity));
     // A slow upstream (a stdio server starting, a connect timeout of two minutes) does not hold the answer: past
     // initializeWaitMs it joins the session once connected, and the agent hears its lists changed (`joinOne`).
-    const settled = await settledWithin(connecting, this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS, this.stopped);
+    let wake: () => void = () => undefined;
+    const stopped = new Promise<void>((resolve) => (wake = resolve));
+    if (this.closing) wake();
+    else this.stopWaiters.add(wake);
+    const settled = await settledWithin(connecting, this.deps.options.initializeWaitMs ?? INITIALIZE_WAIT_MS, stopped);
+    this.stopWaiters.delete(wake);
     if (this.closing) {
       // Shut down while the upstreams connected: no session here (its calls could not be served); the agent is told
       // to try again, which a balancer sends to another replica. What connected, or connects later, is closed.
@@ -971,7 +982,7 @@ export class SessionEngine {
     if (this.ended.has(sessionId)) return undefined;
     // The store answers from its short in-process cache most of the time, and keeps the Redis TTL moving for the
     // session's own principal only: anyone else presenting the id neither is served nor keeps the session alive.
-    const record = await this.deps.sessions.get(sessionId, (stored) => sessionBelongsTo(stored, principal));
+    const record = await this.deps.sessions.get(sessionId, principal);
     if (!record || !sessionBelongsTo(record, principal)) return undefined;
     const live = this.live.get(sessionId);
     if (live) live.lastUsed = Date.now();
@@ -1146,7 +1157,8 @@ export class SessionEngine {
 
   async shutdown(): Promise<void> {
     this.closing = true;
-    this.stop();
+    for (const wake of this.stopWaiters) wake();
+    this.stopWaiters.clear();
     clearInterval(this.sweeper);
     for (const live of this.live.values()) this.release(live);
     this.live.clear();
@@ -1183,10 +1195,7 @@ export class SessionEngine {
       }
       case 'notifications/roots/list_changed':
         // Upstreams were told the client has roots only if the agent declared them (relayableClientCapabilities).
-        if (isObject(record.clientCapabilities['roots'])) {
-          this.rootsChanged(this.liveFor(record), true);
-          this.deps.bus?.broadcast({ type: 'roots-changed', sessionId: record.id, from: this.deps.options.replicaId });
-        }
+        if (isObject(record.clientCapabilities['roots'])) this.rootsChanged(this.liveFor(record), true);
         return;
       default:
         return; // notifications/initialized and anything else: nothing to relay.
@@ -1321,6 +1330,9 @@ export class SessionEngine {
       const toShared = live.rootsNoticeShared;
       live.rootsNoticeShared = false;
       if (this.ended.has(live.record.id)) return;
+      // The other replicas tell theirs: from here, at this notice's pace (an agent's notifications pass no rate limit,
+      // and each broadcast reaches every replica).
+      if (toShared) this.deps.bus?.broadcast({ type: 'roots-changed', sessionId: live.record.id, from: this.deps.options.replicaId });
       for (const [upstreamId, state] of Object.entries(live.record.upstreams)) {
         const own = live.upstreams.get(upstreamId);
         const session = state.sessionId !== null ? (toShared ? this.upstream(live, upstreamId, 'notify') : undefined) : own?.session;
@@ -1751,18 +1763,39 @@ export class SessionEngine {
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
     // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
     if (failed !== undefined && cursor !== undefined && status === undefined) throw continuationFailure(failed);
-    let nextCursor = more.length > 0 ? encodeCursor(kind, more) : undefined;
-    // Each upstream's part is bounded, how many upstreams have one is not: past what `decodeCursor` takes back, the
-    // largest parts go (those listings end here, as an over-long one does) until it fits. Else every later page failed.
-    while (nextCursor !== undefined && nextCursor.length > MAX_CURSOR_LENGTH) {
-      const largest = more.reduce((a, b) => (JSON.stringify(b.cursor).length > JSON.stringify(a.cursor).length ? b : a));
-      more.splice(more.indexOf(largest), 1);
-      if (status) status.dropped = true;
-      const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(largest.upstreamId);
-      if (config) this.logUpstreamFailure(config, spec.method, new Error('nextCursor does not fit in the merged cursor beside the other upstreams\''), traceId);
-      nextCursor = more.length > 0 ? encodeCursor(kind, more) : undefined;
+    return { [spec.field]: items, ...this.mergedCursor(live, kind, more, traceId, status) };
+  }
+
+  /**
+   * The merged cursor of the upstreams with more to list. Each upstream's part is bounded, how many upstreams have one
+   * is not: past what `decodeCursor` takes back, the largest parts go (those listings end here, as an over-long one
+   * does), else every later page failed. Each part is measured once, so many upstreams cost one sort, not a loop that
+   * encoded everything again per part dropped.
+   */
+  private mergedCursor(live: LiveSession, kind: ListKind, more: PendingPage[], traceId: string, status: { dropped: boolean } | undefined): { nextCursor?: string } {
+    if (more.length === 0) return {};
+    const nextCursor = encodeCursor(kind, more);
+    if (nextCursor.length <= MAX_CURSOR_LENGTH) return { nextCursor };
+    // Base64 of UTF-8 JSON: a part costs about 4/3 of the bytes of its upstream id and escaped cursor, and a few more.
+    const cost = (page: PendingPage) => Math.ceil(((Buffer.byteLength(JSON.stringify(page.cursor)) + Buffer.byteLength(JSON.stringify(page.upstreamId)) + 4) * 4) / 3);
+    const bySize = more.map((page) => ({ page, cost: cost(page) })).sort((a, b) => b.cost - a.cost);
+    let total = nextCursor.length;
+    const dropped = new Set<PendingPage>();
+    for (const { page, cost: size } of bySize) {
+      if (total <= MAX_CURSOR_LENGTH) break;
+      dropped.add(page);
+      total -= size;
     }
-    return { [spec.field]: items, ...(nextCursor !== undefined ? { nextCursor } : {}) };
+    const kept = more.filter((page) => !dropped.has(page));
+    if (status) status.dropped = true;
+    for (const page of dropped) {
+      const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(page.upstreamId);
+      if (config) this.logUpstreamFailure(config, LIST_METHODS[kind].method, new Error('nextCursor does not fit in the merged cursor beside the other upstreams\''), traceId);
+    }
+    const fitted = kept.length > 0 ? encodeCursor(kind, kept) : undefined;
+    // The estimate errs by a character or two a part; should the cursor still be too long, one more part goes.
+    if (fitted !== undefined && fitted.length > MAX_CURSOR_LENGTH) return this.mergedCursor(live, kind, kept.slice(0, -1), traceId, status);
+    return fitted === undefined ? {} : { nextCursor: fitted };
   }
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
@@ -1805,7 +1838,8 @@ export class SessionEngine {
           this.warnBadName(config, kind, { name: template.slice(0, 128) }, traceId, `resource template longer than ${MAX_URI_LENGTH} characters; skipped`);
           continue;
         }
-        if (learn && typeof template === 'string') {
+        // A template already routed to this upstream (every listing of a session lists it again) builds nothing.
+        if (learn && typeof template === 'string' && live.templateRoutes.get(template)?.upstreamId !== config.id) {
           const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(/\{[^}]*\}/g, '').length };
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
@@ -2202,7 +2236,7 @@ export class SessionEngine {
       if (live.record.tenantId !== tenantId) continue;
       for (const [upstreamId, entry] of [...live.upstreams]) {
         const config = upstreams.get(upstreamId);
-        if (config !== undefined && (config.version === entry.config.version || sameConnection(entry.config, config))) continue;
+        if (config !== undefined && (sameEdit(config, entry.config) || sameConnection(entry.config, config))) continue;
         entry.pages.clear();
         live.upstreams.delete(upstreamId);
         // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
@@ -2256,9 +2290,11 @@ export class SessionEngine {
   private readonly joinFailed = new Map<string, { readonly at: number; readonly version: number }>();
   /** Set by `shutdown`: no join starts or is kept after it. */
   private closing = false;
-  /** Resolves when the engine shuts down (initializes waiting on their upstreams stop waiting). */
-  private stop: () => void = () => undefined;
-  private readonly stopped = new Promise<void>((resolve) => (this.stop = resolve));
+  /**
+   * Initializes waiting on their upstreams, woken by `shutdown`. Each takes its callback out again when its wait ends:
+   * a reaction on one promise pending for the replica's life would keep every initialize's wait in memory.
+   */
+  private readonly stopWaiters = new Set<() => void>();
 
   /**
    * Joins the upstreams each session listening on this replica (a standalone stream open here) lacks, a few at a time,
@@ -2615,7 +2651,7 @@ export class SessionEngine {
       return Promise.reject(new UpstreamUnavailableError('closed', 'the upstream is no longer configured'));
     }
     const existing = live.upstreams.get(upstreamId);
-    if (existing && existing.config.version === config.version) return existing.session;
+    if (existing && sameEdit(existing.config, config)) return existing.session;
     if (existing) {
       existing.pages.clear();
       if (sameConnection(existing.config, config)) {

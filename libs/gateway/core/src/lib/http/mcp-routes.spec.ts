@@ -296,6 +296,33 @@ describe('resuming a POST stream whose answer is logged just then', () => {
   });
 });
 
+describe('resuming a POST stream while the replay log cannot be read', () => {
+  it('answers 503 to try again, not 405 (which ends the resuming), whichever read fails', async () => {
+    for (const failing of ['read', 'finished'] as const) {
+      const replay: ReplayLog = {
+        open: () => ({ append: () => undefined }),
+        read: async () => {
+          if (failing === 'read') throw new Error('connect ECONNREFUSED');
+          return [];
+        },
+        finished: async () => {
+          if (failing === 'finished') throw new Error('connect ECONNREFUSED');
+          return true;
+        },
+        follow: async () => 'final',
+        pendingRequests: async () => undefined,
+      };
+      const { post, base } = await serve(true, undefined, 15_000, replay);
+      const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+      const res = await fetch(`${base}/t/acme/mcp`, {
+        headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25', 'last-event-id': 'p0123456789abcdef1_2' },
+      });
+      expect(res.status, failing).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+    }
+  });
+});
+
 describe('resuming a POST stream whose writer was lost', () => {
   it('logs the errors it answers with as the stream\'s last entries and sends them under their ids', async () => {
     const appended: { seq: number; final: boolean }[] = [];

@@ -761,7 +761,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         let resumePost =
           lastEventId?.kind === 'p' &&
           replayed !== undefined &&
-          (replayed.length > 0 || !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => true)));
+          (replayed.length > 0 ||
+            !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => {
+              unreachable = true;
+              return true;
+            })));
         if (lastEventId?.kind === 'p' && replayed !== undefined && !resumePost) {
           // Nothing to replay and the stream over: the agent has its answer, unless the answer was logged between the
           // read and the look at the stream's end (a replica finishing the call just then). Read once more: a logged

@@ -252,13 +252,13 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await store.get(session.id)).toBeUndefined();
   });
 
-  it('moves the TTL only for a record `belongs` accepts: someone else presenting the id does not keep the session alive', async () => {
+  it('moves the TTL only for the record\'s own principal: someone else presenting the id does not keep the session alive', async () => {
     const store = new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 0, touchEveryMs: 0, maxCached: 10 });
     const session = record();
     await store.create(session);
     await redis.pexpire(`pcs:session:${session.id}`, 5_000);
-    const owner = (stored: SessionRecord) => stored.principalId === 'agent-1';
-    const stranger = (stored: SessionRecord) => stored.principalId === 'agent-2';
+    const owner = { tenantId: 'tenant-a', kind: 'agent_client' as const, id: 'agent-1' };
+    const stranger = { tenantId: 'tenant-a', kind: 'agent_client' as const, id: 'agent-2' };
     expect(await store.get(session.id, stranger)).toEqual(session);
     await redis.ping();
     expect(await redis.pttl(`pcs:session:${session.id}`)).toBeLessThanOrEqual(5_000);

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { SessionRecord } from './session';
+import { sessionBelongsTo, type Principal, type SessionRecord } from './session';
 
 /** One upstream's part of a session record. */
 export type UpstreamState = SessionRecord['upstreams'][string];
@@ -25,10 +25,10 @@ export type RecordEdit = (record: SessionRecord) => SessionRecord | undefined;
 export interface SessionStore {
   create(record: SessionRecord): Promise<void>;
   /**
-   * The record, and its idle TTL moved on. With `belongs`, the TTL moves only for a record it accepts: a session id
-   * presented by someone it does not belong to must not keep that session alive.
+   * The record, and its idle TTL moved on. With `owner`, the TTL moves only for a record that belongs to it: a session
+   * id presented by someone it does not belong to must not keep that session alive.
    */
-  get(id: string, belongs?: (record: SessionRecord) => boolean): Promise<SessionRecord | undefined>;
+  get(id: string, owner?: Principal): Promise<SessionRecord | undefined>;
   update(record: SessionRecord): Promise<void>;
   delete(id: string): Promise<boolean>;
   /**
@@ -199,11 +199,11 @@ export class RedisSessionStore implements SessionStore {
     );
   }
 
-  async get(id: string, belongs?: (record: SessionRecord) => boolean): Promise<SessionRecord | undefined> {
+  async get(id: string, owner?: Principal): Promise<SessionRecord | undefined> {
     const now = Date.now();
     const cached = this.cache.get(id);
     if (cached && now - cached.fetchedAt < this.options.cacheMs) {
-      if (now - cached.touchedAt >= this.options.touchEveryMs && (belongs === undefined || belongs(cached.record))) {
+      if (now - cached.touchedAt >= this.options.touchEveryMs && (owner === undefined || sessionBelongsTo(cached.record, owner))) {
         cached.touchedAt = now;
         this.touch(cached.record, cached);
       }
@@ -219,7 +219,7 @@ export class RedisSessionStore implements SessionStore {
     const record = JSON.parse(raw) as SessionRecord;
     const entry = this.remember(record);
     // Not awaited: a lookup costs one round trip.
-    if (belongs === undefined || belongs(record)) this.touch(record, entry);
+    if (owner === undefined || sessionBelongsTo(record, owner)) this.touch(record, entry);
     else entry.touchedAt = 0;
     return record;
   }

@@ -5,8 +5,11 @@ const http = (url: string) => ({ transport: 'streamable_http' as const, url });
 const stdio = { transport: 'stdio' as const, url: null };
 
 describe('endpointOf', () => {
-  it('keeps the origin and path of a Streamable HTTP URL, never its user, password, query or fragment', () => {
-    expect(endpointOf(http('https://user:secret@mcp.example.com:8443/v1/mcp?token=abc#x'))).toBe('https://mcp.example.com:8443/v1/mcp');
+  it('keeps the origin and path of a Streamable HTTP URL, and of its query only a digest: never a user, password or token', () => {
+    const endpoint = endpointOf(http('https://user:secret@mcp.example.com:8443/v1/mcp?token=abc#x'));
+    expect(endpoint).toMatch(/^https:\/\/mcp\.example\.com:8443\/v1\/mcp\?[A-Za-z0-9_-]{22}$/);
+    expect(endpoint).not.toMatch(/secret|abc|token/);
+    expect(endpointOf(http('https://mcp.example.com:8443/v1/mcp#x'))).toBe('https://mcp.example.com:8443/v1/mcp');
   });
 
   it('is undefined for other transports and for a URL that does not parse', () => {
@@ -18,9 +21,11 @@ describe('endpointOf', () => {
 describe('sessionElsewhere', () => {
   const opened = { sessionId: 'abc', protocolVersion: '2025-11-25', endpoint: 'https://a.example.com/mcp' };
 
-  it('is false where the session was opened, whatever credentials the URL carries now', () => {
+  it('is false where the session was opened, and true once the URL carries another query (it may hold a credential)', () => {
     expect(sessionElsewhere(opened, http('https://a.example.com/mcp'))).toBe(false);
-    expect(sessionElsewhere(opened, http('https://rotated:key@a.example.com/mcp?k=2'))).toBe(false);
+    const withToken = { ...opened, endpoint: endpointOf(http('https://a.example.com/mcp?token=one')) };
+    expect(sessionElsewhere(withToken, http('https://a.example.com/mcp?token=one'))).toBe(false);
+    expect(sessionElsewhere(withToken, http('https://a.example.com/mcp?token=two'))).toBe(true);
   });
 
   it('is true once the upstream points at another host or path', () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { JsonRpcNotification, JsonRpcRequest } from '../protocol/json-rpc';
 import type { CancelSignal } from '../cancellation/cancellation';
 
@@ -129,14 +130,17 @@ export interface UpstreamSessionState {
 
 /**
  * Where and as whom a Streamable HTTP upstream's session is opened: its URL's origin and path (without what may be a
- * credential: user, password, query, fragment), and the digest of its sealed credentials (`sealedDigest`) after a `#`.
+ * credential: user, password, query, fragment), a digest of its query, and the digest of its sealed credentials
+ * (`sealedDigest`) after a `#`.
  * Undefined for other transports and for a URL that does not parse.
  */
 export function endpointOf(config: Pick<UpstreamConfig, 'transport' | 'url' | 'sealedDigest'>): string | undefined {
   if (config.transport !== 'streamable_http' || config.url === null) return undefined;
   try {
     const url = new URL(config.url);
-    return config.sealedDigest === undefined ? `${url.origin}${url.pathname}` : `${url.origin}${url.pathname}#${config.sealedDigest}`;
+    // A query may carry a credential (`?token=…`): only a digest of it, which changes with it.
+    const query = url.search === '' ? '' : `?${createHash('sha256').update(url.search).digest('base64url').slice(0, 22)}`;
+    return `${url.origin}${url.pathname}${query}${config.sealedDigest === undefined ? '' : `#${config.sealedDigest}`}`;
   } catch {
     return undefined;
   }
