@@ -3,57 +3,23 @@
  * with them their Streamable HTTP upstream sessions: DELETE reaches each upstream while the connector is still up.
  * Before, the session record went and the upstream session stayed open on its server, out of every replica's reach.
  */
-import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
 let gateway: TestGateway | undefined;
-let upstream: { url: string; opened: string[]; closed: string[]; server: Server };
-
-/** An SDK Streamable HTTP server that records the sessions it opened and the ones a DELETE closed. */
-async function recordingUpstream(): Promise<typeof upstream> {
-  const opened: string[] = [];
-  const closed: string[] = [];
-  const transports = new Map<string, StreamableHTTPServerTransport>();
-  const server = createServer((req, res) => {
-    const id = req.headers['mcp-session-id'];
-    const existing = typeof id === 'string' ? transports.get(id) : undefined;
-    if (existing) return void existing.handleRequest(req, res);
-    if (typeof id === 'string') return void res.writeHead(404).end();
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (sessionId) => {
-        opened.push(sessionId);
-        transports.set(sessionId, transport);
-      },
-      onsessionclosed: (sessionId) => {
-        closed.push(sessionId);
-        transports.delete(sessionId);
-      },
-    });
-    const mcp = new McpServer({ name: 'recording', version: '1' });
-    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({ content: [{ type: 'text', text: message }] }));
-    void mcp.connect(transport).then(() => transport.handleRequest(req, res));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}/mcp`, opened, closed, server };
-}
+let upstream: RecordingUpstream;
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
-  upstream = await recordingUpstream();
+  upstream = await startRecordingUpstream();
 });
 
 afterAll(async () => {

@@ -4,72 +4,23 @@
  * the stdio session released — and the expired session answers 404. The Streamable HTTP upstream is an
  * SDK server started here, so the test sees the DELETE arrive. Needs `npx nx build demo-upstreams` (stdio).
  */
-import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { createAgentWithKey, demoDist, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
 let gateway: TestGateway;
 let tenant: TestTenant;
 let key: string;
-let upstream: { url: string; opened: string[]; closed: string[]; server: Server };
-
-/** A stateful SDK Streamable HTTP server that records the sessions it opened and the ones DELETE closed. */
-async function startRecordingUpstream(): Promise<typeof upstream> {
-  const opened: string[] = [];
-  const closed: string[] = [];
-  const transports = new Map<string, StreamableHTTPServerTransport>();
-  const server = createServer((req, res) => {
-    const id = req.headers['mcp-session-id'];
-    const existing = typeof id === 'string' ? transports.get(id) : undefined;
-    if (existing) {
-      void existing.handleRequest(req, res);
-      return;
-    }
-    if (typeof id === 'string') {
-      res
-        .writeHead(404, { 'content-type': 'application/json' })
-        .end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
-      return;
-    }
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (sessionId) => {
-        opened.push(sessionId);
-        transports.set(sessionId, transport);
-      },
-      onsessionclosed: (sessionId) => {
-        closed.push(sessionId);
-        transports.delete(sessionId);
-      },
-    });
-    const mcp = new McpServer({ name: 'recording-upstream', version: '1.0.0' });
-    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({
-      content: [{ type: 'text', text: message }],
-    }));
-    mcp.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => {
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      return { content: [{ type: 'text', text: `slept ${ms}` }] };
-    });
-    void mcp.connect(transport).then(() => transport.handleRequest(req, res));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  return { url: `http://127.0.0.1:${address.port}/mcp`, opened, closed, server };
-}
+let upstream: RecordingUpstream;
 
 function text(result: unknown): string {
   const content = (result as { content?: { text?: string }[] }).content ?? [];

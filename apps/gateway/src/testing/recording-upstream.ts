@@ -1,0 +1,58 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
+
+/** An upstream started by a spec: where it listens, the sessions it opened, and the ones a DELETE closed. */
+export interface RecordingUpstream {
+  readonly url: string;
+  readonly opened: string[];
+  readonly closed: string[];
+  readonly server: Server;
+}
+
+/** A stateful SDK Streamable HTTP server that records the sessions it opened and the ones DELETE closed. */
+export async function startRecordingUpstream(): Promise<RecordingUpstream> {
+  const opened: string[] = [];
+  const closed: string[] = [];
+  const transports = new Map<string, StreamableHTTPServerTransport>();
+  const server = createServer((req, res) => {
+    const id = req.headers['mcp-session-id'];
+    const existing = typeof id === 'string' ? transports.get(id) : undefined;
+    if (existing) {
+      void existing.handleRequest(req, res);
+      return;
+    }
+    if (typeof id === 'string') {
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
+      return;
+    }
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (sessionId) => {
+        opened.push(sessionId);
+        transports.set(sessionId, transport);
+      },
+      onsessionclosed: (sessionId) => {
+        closed.push(sessionId);
+        transports.delete(sessionId);
+      },
+    });
+    const mcp = new McpServer({ name: 'recording-upstream', version: '1.0.0' });
+    mcp.registerTool('echo', { inputSchema: { message: z.string() } }, ({ message }) => ({
+      content: [{ type: 'text', text: message }],
+    }));
+    mcp.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return { content: [{ type: 'text', text: `slept ${ms}` }] };
+    });
+    void mcp.connect(transport).then(() => transport.handleRequest(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  return { url: `http://127.0.0.1:${address.port}/mcp`, opened, closed, server };
+}
