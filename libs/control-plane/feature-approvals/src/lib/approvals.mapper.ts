@@ -51,7 +51,9 @@ export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): A
     tool: full ? row.tool : (redactSecrets(row.tool) as string),
     arguments: asObject(full ? row.arguments : redactSecrets(row.arguments)) ?? {},
     argumentsHash: row.argumentsHash,
-    reason: row.reason,
+    // The policy's reason names the target (a resource by its URI) and only explains: shown redacted to everyone, as
+    // the gateway now stores it. Rows stored before it did still hold the URI in full.
+    reason: redactSecrets(row.reason) as string | null,
     snapshotVersion: row.snapshotVersion,
     requesterUserId: row.requesterUserId,
     agentClientId: row.agentClientId,

@@ -186,7 +186,9 @@ export class HeldCallGate implements ApprovalGate {
         // (a free-text argument whose tail a secret pattern swallowed, a value under a key named like a credential).
         // The control plane shows it in full only to those who may decide (ADR 0014).
         arguments: info.arguments ?? {},
-        reason: decision.reason,
+        // The policy's reason names the target, and a resource's name is its URI, which may carry credentials: the
+        // reason only explains, so it is stored redacted (`tool` above keeps the URI whole, for the approver).
+        reason: redactSecrets(decision.reason) as string,
         snapshotVersion: decision.snapshotVersion,
         expiresAt: new Date(expiresAt),
         heldUntil: new Date(this.now() + this.leaseMs),

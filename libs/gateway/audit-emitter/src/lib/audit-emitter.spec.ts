@@ -314,6 +314,64 @@ describe('audit emitter', () => {
     expect(emitter.stats()).toMatchObject({ spooled: 3, dropped: 9 });
   });
 
+  it('cannot accept fail-closed calls while the spool fails to write (disk full), and can once it writes again', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pcs-spool-'));
+    try {
+      // Every write to /dev/full fails with ENOSPC; the spool's size never grows, so room alone would look ample.
+      symlinkSync('/dev/full', path.join(dir, 'audit-spool.jsonl'));
+      const { emitter, producer, advance } = make({ spool: new FileAuditSpool(dir, 1_000_000) });
+      producer.up = false;
+      emitter.emit(event());
+      await emitter.flush(); // Redis found down; spooling the event fails
+      expect(emitter.stats()).toMatchObject({ redis: 'down', spooled: 0, dropped: 1 });
+      expect(emitter.canAcceptFailClosed()).toBe(false);
+      // Still failing: the next flush's probe writes to the same full device.
+      advance(1_000);
+      await emitter.flush();
+      expect(emitter.canAcceptFailClosed()).toBe(false);
+      expect(logger.error).toHaveBeenCalledWith(expect.anything(), expect.stringContaining('audit spool cannot be written'));
+      // The disk takes writes again (here: the path is a regular file again); the next flush finds out.
+      rmSync(path.join(dir, 'audit-spool.jsonl'));
+      await emitter.flush();
+      expect(emitter.canAcceptFailClosed()).toBe(true);
+      expect(emitter.stats().spoolBytes).toBe(0); // the probe left nothing behind
+      emitter.emit(event());
+      await emitter.flush();
+      expect(emitter.stats()).toMatchObject({ spooled: 1, dropped: 1 });
+      expect(emitter.canAcceptFailClosed()).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('cannot accept fail-closed calls after the spool refused an event for room, until it keeps events again', async () => {
+    const one = Buffer.byteLength(JSON.stringify(event())) + 1;
+    const { emitter, producer, advance } = make({ spoolMaxBytes: one * 4 });
+    producer.up = false;
+    emitter.emit(event());
+    await emitter.flush(); // spooled: room for three more events of its size
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+    const large = { ...event(), arguments: { text: 'x'.repeat(one * 4) } };
+    emitter.emit(large);
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ spooled: 1, dropped: 1 });
+    // The size estimate still sees room for three, but the spool has just lost an event.
+    expect(emitter.canAcceptFailClosed()).toBe(false);
+    emitter.emit(event());
+    await emitter.flush(); // kept whole again
+    expect(emitter.stats()).toMatchObject({ spooled: 2, dropped: 1 });
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+    // Refused again; then Redis returns and the replay empties the spool: room again.
+    emitter.emit(large);
+    await emitter.flush();
+    expect(emitter.canAcceptFailClosed()).toBe(false);
+    producer.up = true;
+    advance(1_000);
+    await emitter.flush();
+    expect(emitter.stats()).toMatchObject({ redis: 'up', spoolBytes: 0 });
+    expect(emitter.canAcceptFailClosed()).toBe(true);
+  });
+
   it('close() flushes what is buffered and refuses later events', async () => {
     const { emitter, producer } = make();
     const events = Array.from({ length: 7 }, event);
@@ -389,6 +447,32 @@ describe('FileAuditSpool', () => {
     expect(() => spool.append([event(), event()])).not.toThrow();
     expect(spool.append([event()])).toEqual({ written: 0, refused: 1 });
     expect(spool.hasPending()).toBe(false);
+    expect(spool.writable).toBe(false);
+    expect(spool.probe()).toBe(false);
+    await spool.close();
+  });
+
+  it('a probe reopens the file by its path, ends a line a failed write cut off, and leaves a whole file as it was', async () => {
+    const dir = tempDir();
+    symlinkSync('/dev/full', path.join(dir, ACTIVE));
+    const spool = new FileAuditSpool(dir, 1_000_000);
+    spool.append([event()]);
+    expect(spool.writable).toBe(false);
+    // The path is a file again, holding a line cut off mid-write (as a write that failed half-way leaves one).
+    const first = event();
+    rmSync(path.join(dir, ACTIVE));
+    writeFileSync(path.join(dir, ACTIVE), `${JSON.stringify(first)}\n{"v":1,"eventId":"019a0000-00`);
+    const cutOff = Buffer.byteLength(`${JSON.stringify(first)}\n{"v":1,"eventId":"019a0000-00`);
+    expect(spool.probe()).toBe(true);
+    expect(spool.writable).toBe(true);
+    expect(spool.bytes).toBe(cutOff + 1);
+    expect(spool.probe()).toBe(true); // whole lines now: the probe's line end is taken back
+    expect(spool.bytes).toBe(cutOff + 1);
+    const second = event();
+    expect(spool.append([second])).toEqual({ written: 1, refused: 0 });
+    const { events, corrupt } = await replayAll(spool);
+    expect(events.map((e) => e.eventId)).toEqual([first.eventId, second.eventId]);
+    expect(corrupt).toBe(1);
     await spool.close();
   });
 });

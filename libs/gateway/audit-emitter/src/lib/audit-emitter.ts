@@ -184,6 +184,12 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   let lastDropLogAt = Number.NEGATIVE_INFINITY;
   // Running estimate of a spooled line's size, for canAcceptFailClosed.
   let avgEventBytes = 1_024;
+  /**
+   * The spool's size when it last refused events for room (-1: it kept all it was last given). Until an append keeps
+   * everything again or a replay shrinks it below that, the spool is taken as full, whatever the size estimate says.
+   */
+  let roomShortAt = -1;
+  let spoolWasWritable = spool.writable;
 
   const logDrops = (): void => {
     if (droppedSinceLog === 0) return;
@@ -195,6 +201,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
         droppedTotal: dropped,
         spoolBytes: spool.bytes,
         spoolMaxBytes: spool.maxBytes,
+        spoolWritable: spool.writable,
       },
       'audit events dropped: buffer and spool are full',
     );
@@ -221,6 +228,15 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     for (const event of events) if (reservedEvents.has(event)) reservedBuffered -= 1;
   };
 
+  /** Logs the spool starting or ceasing to fail to write (once each way, not per event). */
+  const noteSpoolWritable = (): void => {
+    const writable = spool.writable;
+    if (writable === spoolWasWritable) return;
+    spoolWasWritable = writable;
+    if (writable) log.info({ spoolBytes: spool.bytes }, 'audit spool writable again');
+    else log.error({ spoolBytes: spool.bytes, redis }, 'audit spool cannot be written: events it should keep are dropped, fail-closed tenants refuse calls');
+  };
+
   const toSpool = (events: readonly AuditEventV1[]): number => {
     if (events.length === 0) return 0;
     // Reserved events first: their room was kept for them. Every event leaves free the room of those still to come.
@@ -230,10 +246,21 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
     const before = spool.bytes;
     const { written, refused } = spool.append(ordered, keptFree());
     if (written > 0) avgEventBytes = Math.ceil((spool.bytes - before) / written);
+    // Refused while writable: for room (a write that failed is `writable` false, which says so by itself).
+    if (refused === 0) roomShortAt = -1;
+    else if (spool.writable) roomShortAt = spool.bytes;
+    noteSpoolWritable();
     spooled += written;
     countDrops(refused);
     return written;
   };
+
+  /**
+   * Whether the spool lately failed to keep what it was given: it could not write (until a write succeeds again), or
+   * it refused events for room (until it kept all it was given again, or shrank). Events that would go there cannot be
+   * promised a place, however much room the size estimate sees (a failed write leaves `bytes` as it was).
+   */
+  const spoolFailing = (): boolean => !spool.writable || (roomShortAt >= 0 && spool.bytes >= roomShortAt);
 
   const batchJob = (events: AuditEventV1[]): AuditBatchJob => ({
     name: BATCH_JOB,
@@ -303,6 +330,12 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   };
 
   const flushOnce = async (): Promise<void> => {
+    // A spool that could not write is tried again each flush (the timer flushes for it alone too): the disk may have
+    // room again, and nothing else would find out while fail-closed tenants are refused and nothing is spooled.
+    if (!spool.writable) {
+      spool.probe();
+      noteSpoolWritable();
+    }
     // Only what is buffered now: events emitted while a send is in flight wait for the next tick (or a full batch).
     // Looping until the buffer is empty instead sent a small job after every send under load (~90 jobs/s instead of
     // 10 at 2,500 events/s), and each job costs a BullMQ script run and two stream entries in Redis.
@@ -359,7 +392,7 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
   };
 
   const timer = setInterval(() => {
-    if (buffer.length > 0 || spool.hasPending()) void flush().catch(flushFailed);
+    if (buffer.length > 0 || spool.hasPending() || !spool.writable) void flush().catch(flushFailed);
   }, options.flushEveryMs);
   timer.unref();
 
@@ -393,6 +426,10 @@ export function createAuditEmitter(options: AuditEmitterOptions): AuditEmitter {
 
     canAcceptFailClosed(inFlight = 0) {
       if (closed) return false;
+      // With Redis up too: the buffer's events go to the spool if a send fails, and a spool known to lose them is no
+      // fallback. Before, a spool failing to write (disk full) kept its size, so it seemed to have room throughout:
+      // every fail-closed call was admitted and its event dropped.
+      if (spoolFailing()) return false;
       const spoolRoomFor = (events: number) => spool.bytes + events * avgEventBytes <= spool.maxBytes;
       // This call's event and those of the calls admitted before it and still running.
       const coming = buffer.length + reservedComing + inFlight + 1;

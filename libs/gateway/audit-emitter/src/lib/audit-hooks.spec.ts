@@ -184,6 +184,27 @@ describe('auditHooks', () => {
     expect(event?.reason).toBe(`refused: ${REDACTED}`);
   });
 
+  it("redacts credentials in the admission's reason too (the policy names a resource by its URI), whatever the outcome", () => {
+    const { emitter, hooks } = setup();
+    const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';
+    // As the policy engine words it (`describeTarget`): the raw URI, quoted.
+    const reason = `allow: rule r1 matched resource ${JSON.stringify(uri)} on upstream "ks" for agent client ${AGENT}`;
+    const read: RequestInfo = { ...call({}), method: 'resources/read', target: { upstream, kind: 'resource', name: uri } };
+    const admission = { decision: 'allow' as const, reason, ruleIds: ['r1'], snapshotVersion: 7 };
+    // Twice: the second is answered from what the first worked out.
+    for (let i = 0; i < 2; i++) hooks.completed?.(read, { outcome: 'ok', admission, result: { contents: [] }, latencyMs: 1 });
+    hooks.completed?.(read, { outcome: 'upstream_error', admission, error: { code: -32000, message: 'gone' }, latencyMs: 1 });
+    expect(emitter.events).toHaveLength(3);
+    for (const event of emitter.events) {
+      expect(event.reason).not.toContain('hunter2');
+      expect(event.reason).not.toContain('tok_abcdef123456');
+      // Only the credentials go: the rest of the policy's words stay.
+      expect(event.reason).toContain(`allow: rule r1 matched resource "postgres://app:${REDACTED}@db.internal/prod?access_token=${REDACTED}`);
+      expect(event.reason).toContain(`on upstream "ks" for agent client ${AGENT}`);
+    }
+    expect(emitter.events[2]?.reason).toMatch(/; gone$/);
+  });
+
   it('redacts before it cuts: a credential the cut falls inside is not stored in part', () => {
     const { emitter, hooks } = setup();
     const password = 'p'.repeat(40);

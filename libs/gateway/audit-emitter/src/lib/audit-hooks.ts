@@ -70,6 +70,10 @@ const NO_PAYLOAD = { payload: null, bytes: 4 } as const;
  */
 const EVENT_FIXED_BYTES = 768;
 
+/** Bounds of the memory of redacted admission reasons (`safeReason`): the policy engine remembers 10,000 decisions. */
+const MAX_REMEMBERED_REASONS = 10_000;
+const MAX_REMEMBERED_REASON_LENGTH = 1_024;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const uuidOrNull = (value: string | undefined | null): string | null => (value && UUID.test(value) ? value.toLowerCase() : null);
 /**
@@ -162,6 +166,26 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   };
 
   const auditOf = (tenantId: string): TenantSettings['audit'] => options.settings(tenantId)?.audit ?? DEFAULT_AUDIT;
+
+  /**
+   * An admission's reason, redacted like free text: the policy's names the target, and a resource's name is its URI,
+   * the agent's to write (`postgres://user:pw@…`, `?token=…`). Remembered per reason text: the policy engine hands
+   * out the same reason, as the same string, call after call, so the common call costs a lookup, not the patterns.
+   * Bounded in count and in length (a long reason is redacted each time); cleared when full, so it follows what is
+   * asked now.
+   */
+  const safeReasons = new Map<string, string>();
+  const safeReason = (reason: string): string => {
+    let safe = safeReasons.get(reason);
+    if (safe === undefined) {
+      safe = redactSecrets(reason) as string;
+      if (reason.length <= MAX_REMEMBERED_REASON_LENGTH) {
+        if (safeReasons.size >= MAX_REMEMBERED_REASONS) safeReasons.clear();
+        safeReasons.set(reason, safe);
+      }
+    }
+    return safe;
+  };
 
   const redactorFor = (paths: readonly string[]): Redactor | undefined => {
     if (paths.length === 0) return undefined;
@@ -322,9 +346,10 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const removed: string[] = [];
     const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths, removed);
     const reasons: string[] = [];
-    if (admission?.reason) reasons.push(admission.reason);
+    if (admission?.reason) reasons.push(safeReason(admission.reason));
     // An error's message may quote what the agent or upstream sent: credential-looking parts are redacted as in the
-    // arguments, and so is any value the arguments' redaction took out (the other reasons are the gateway's own words).
+    // arguments, and so is any value the arguments' redaction took out (the other reasons are the gateway's own words,
+    // apart from the target's name in the admission's, redacted above).
     // Redacted before the cut to what is kept (a cut inside a credential leaves what the patterns need); the first cut
     // only bounds the work, far past what is kept.
     if (error && outcome.outcome !== 'ok') reasons.push(cut(redactSecrets(withoutTexts(cut(error.message, 64 * 1024), removed)) as string, 2_000));

@@ -4,6 +4,7 @@ import {
   createReadStream,
   fdatasync,
   fstatSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -26,6 +27,13 @@ export interface AuditSpool {
   readonly maxBytes: number;
   /** Appends as many events as fit under `maxBytes` less `keepFree`, in order; the rest are refused. */
   append(events: readonly AuditEventV1[], keepFree?: number): { readonly written: number; readonly refused: number };
+  /**
+   * False from an append that could not write (disk full, I/O error, file gone read-only) until a write succeeds
+   * again (a later append, or `probe`). Its `bytes` do not grow meanwhile, so room alone says nothing about it.
+   */
+  readonly writable: boolean;
+  /** Tries a write now without adding an event, and answers `writable` after it (how a failing spool recovers). */
+  probe(): boolean;
   hasPending(): boolean;
   /**
    * Sends every spooled event through `send` in batches of at most `batchSize`, oldest first. A file is removed only
@@ -63,6 +71,7 @@ export class FileAuditSpool implements AuditSpool {
   private syncAgain = false;
   private replaySeq = 0;
   private closed = false;
+  private failing = false;
 
   constructor(
     private readonly dir: string,
@@ -83,6 +92,10 @@ export class FileAuditSpool implements AuditSpool {
 
   get bytes(): number {
     return this.totalBytes;
+  }
+
+  get writable(): boolean {
+    return !this.failing;
   }
 
   private get activePath(): string {
@@ -116,6 +129,7 @@ export class FileAuditSpool implements AuditSpool {
       } catch {
         // Disk full or gone: these events are refused (the caller counts them as drops), never a crash. A line cut
         // off here is ended so the next append starts clean; what did reach the file is replayed (ids dedupe).
+        this.failing = true;
         if (done > 0) {
           this.totalBytes += done;
           this.activeBytes += done;
@@ -123,16 +137,62 @@ export class FileAuditSpool implements AuditSpool {
             this.activeBytes += writeSync(this.fd, '\n');
             this.totalBytes += 1;
           } catch {
-            // Still failing: the constructor of the next spool ends the line.
+            // Still failing: the next probe (or the constructor of the next spool) ends the line.
           }
         }
         return { written: 0, refused: events.length };
       }
       this.totalBytes += size;
       this.activeBytes += size;
+      this.failing = false;
       this.scheduleSync();
     }
     return { written: lines.length, refused: events.length - lines.length };
+  }
+
+  /**
+   * Reopens the active file by its path and writes a line end to it: a line cut off by the failed write is ended
+   * (and kept), else the line end is taken back at once, so the file holds what it held. Reopened because the
+   * descriptor may point at what can no longer take writes (a file replaced, a volume remounted, a descriptor a
+   * failed rotation left closed) while the path can again. Only while failing: the emitter calls it from its flush.
+   */
+  probe(): boolean {
+    if (this.closed) return false;
+    let fd: number | undefined;
+    try {
+      fd = openSync(this.activePath, 'a+');
+      const size = fstatSync(fd).size;
+      let kept = 0;
+      const last = Buffer.alloc(1);
+      if (size > 0 && readSync(fd, last, 0, 1, size - 1) === 1 && last[0] !== 0x0a) kept = writeSync(fd, '\n');
+      else {
+        writeSync(fd, '\n');
+        try {
+          ftruncateSync(fd, size);
+        } catch {
+          kept = 1; // an empty line: replay skips it
+        }
+      }
+      try {
+        closeSync(this.fd);
+      } catch {
+        // Already closed (a rotation that failed half-way): nothing to release.
+      }
+      this.fd = fd;
+      this.totalBytes = Math.max(0, this.totalBytes - this.activeBytes + size + kept);
+      this.activeBytes = size + kept;
+      this.failing = false;
+    } catch {
+      if (fd !== undefined) {
+        try {
+          closeSync(fd);
+        } catch {
+          // Nothing more to do with it.
+        }
+      }
+      this.failing = true;
+    }
+    return !this.failing;
   }
 
   hasPending(): boolean {
@@ -221,10 +281,17 @@ export class MemoryAuditSpool implements AuditSpool {
   private events: { event: AuditEventV1; size: number }[] = [];
   private held = 0;
 
+  /** Memory does not fail to write: a full spool refuses for room, which `append` answers. */
+  readonly writable = true;
+
   constructor(readonly maxBytes: number) {}
 
   get bytes(): number {
     return this.held;
+  }
+
+  probe(): boolean {
+    return true;
   }
 
   append(events: readonly AuditEventV1[], keepFree = 0): { written: number; refused: number } {

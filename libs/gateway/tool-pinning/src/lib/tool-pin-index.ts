@@ -1,3 +1,5 @@
+import { foldCase } from '@portcullis/policy/engine';
+
 /** The pinned kinds the gateway enforces: what an agent's model reads as instructions (tools and prompts). */
 export type EnforcedKind = 'tool' | 'prompt';
 
@@ -32,8 +34,23 @@ export interface UpstreamPins {
 }
 
 export const pinKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name}`;
-/** `pinKey` with the name in lower case (exposed names are ASCII: letters, digits, `_`, `.`, `-`). */
-export const foldedKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name.toLowerCase()}`;
+
+/**
+ * A name as an upstream matching names case-insensitively may take it: the policy's `foldCase` (upper and lower case
+ * one, `ſ` as `s`, `ı` as `i`, composed and decomposed accents one), then, past ASCII, through upper case once more, so
+ * that `ß` is `ss` and `ﬁ` is `fi` too (full case folding: Python's `casefold`, ICU). `foldCase` keeps each character
+ * one, as its globs need; a name has no globs, and another spelling errs wide. Tool names are ASCII, where lower case
+ * is all there is to it, but prompt names may be any text: `toLowerCase` alone let `ſtrasse` and `straße` past a
+ * blocked `strasse`.
+ */
+function spelling(name: string): string {
+  const folded = foldCase(name);
+  for (let at = 0; at < folded.length; at++) if (folded.charCodeAt(at) > 0x7f) return foldCase(folded.toUpperCase());
+  return folded;
+}
+
+/** `pinKey` with the name folded (`spelling`): one key for every spelling an upstream may take as the same name. */
+export const foldedKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${spelling(name)}`;
 
 /**
  * Every upstream's pins on this replica, replaced whole on refresh (an immutable map swapped atomically). An upstream

@@ -91,6 +91,34 @@ describe('tool pinning hooks', () => {
     expect(logs()).toContain('other_spelling');
   });
 
+  it('refuses and hides every other spelling of a pinned prompt, not only its ASCII case (prompt names may be any text)', () => {
+    const pins = new ToolPinIndex();
+    pins.replace(
+      [
+        { upstreamId: 'u1', kind: 'prompt', name: 'strasse', contentHash: 'h', approvedHash: 'h', blocked: true },
+        { upstreamId: 'u1', kind: 'prompt', name: 'caf\u00e9', contentHash: 'h', approvedHash: 'h', blocked: true },
+      ],
+      [],
+      ['u1'],
+    );
+    const { filter, admit } = toolPinningHooks({ pins, logger: createLogger({ service: 'pin-test', level: 'silent' }) });
+    if (!filter || !admit) throw new Error('filter and admit');
+    const get = (name: string) => () =>
+      admit({ record, method: 'prompts/get', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'prompt', name } }, NO_STREAM, new AbortController().signal, undefined);
+    expect(get('strasse')).toThrow(expect.objectContaining({ data: { reason: 'tool_pin_blocked' } }));
+    // As the ASCII spellings of a tool are (Forecast, FORECAST): case differs only.
+    for (const name of ['Strasse', 'STRASSE']) expect(get(name)).toThrow(expect.objectContaining({ data: { reason: 'tool_pin_other_spelling' } }));
+    // Long s (U+017F, upper case S), sharp s (ss in full case folding, lower or upper case), and a decomposed accent
+    // (e + U+0301, one name to APFS and HFS+): each was taken for an unpinned prompt, and passed.
+    for (const name of ['\u017Ftrasse', 'stra\u00DFe', 'STRA\u1E9EE', 'CAF\u00C9', 'cafe\u0301']) {
+      expect(get(name)).toThrow(expect.objectContaining({ data: { reason: 'tool_pin_other_spelling' } }));
+    }
+    // A prompt that only looks alike is not another spelling: it passes (trust on first use).
+    for (const name of ['strase', 'cafe', 'stra\u00DF']) expect(get(name)).not.toThrow();
+    const listed = ['stra\u00DFe', 'cafe\u0301', 'cafe'].map((name) => ({ name, description: 'd' }));
+    expect(filter(record, 'prompt', upstream, listed, false)).toEqual([{ name: 'cafe', description: 'd' }]);
+  });
+
   it('a session listing from its cached page does not make a changed tool callable again', () => {
     const { hooks, call } = setup();
     hooks.filter(record, 'tool', upstream, [approved]);

@@ -50,7 +50,8 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
   not_approved: 'it has not been approved by an administrator yet',
   blocked: 'an administrator blocked it',
   unavailable: 'the gateway has not loaded the approved definitions yet; try again shortly',
-  other_spelling: 'the upstream advertises no item spelled so, only one that differs in upper and lower case; call it by the name the listing shows',
+  other_spelling:
+    'the upstream advertises no item spelled so, only one that differs in upper and lower case (or in how a letter is written: ß for ss, a decomposed accent); call it by the name the listing shows',
 };
 
 /**

@@ -1,0 +1,48 @@
+import { REDACTED } from '@portcullis/shared/util-redact';
+import { describe, expect, it } from 'vitest';
+import { toApprovalResponse, type ApprovalRow } from './approvals.mapper';
+
+const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';
+const now = new Date('2026-12-01T10:00:00Z');
+
+/** A held resource read as a gateway stored it before it redacted the reason: the policy's words, with the raw URI. */
+const row: ApprovalRow = {
+  id: '019a0000-0000-7000-8000-0000000000dd',
+  status: 'pending',
+  upstreamId: '019a0000-0000-7000-8000-0000000000cc',
+  tool: uri,
+  arguments: {},
+  argumentsHash: 'h',
+  reason: `require_approval: rule r1 matched resource ${JSON.stringify(uri)} on upstream "db"`,
+  snapshotVersion: 4,
+  requesterUserId: null,
+  agentClientId: '019a0000-0000-7000-8000-0000000000bb',
+  decidedById: null,
+  decidedAt: null,
+  decisionNote: null,
+  editedArguments: null,
+  expiresAt: new Date('2026-12-01T10:15:00Z'),
+  heldUntil: new Date('2026-12-01T10:01:00Z'),
+  consumedAt: null,
+  traceId: 'trace-1',
+  createdAt: new Date('2026-12-01T09:59:00Z'),
+};
+
+describe('toApprovalResponse', () => {
+  it('redacts credentials in the reason of a stored approval, for auditors and deciders alike', () => {
+    for (const full of [false, true]) {
+      const response = toApprovalResponse(row, now, full);
+      expect(response.reason).not.toContain('hunter2');
+      expect(response.reason).not.toContain('tok_abcdef123456');
+      expect(response.reason).toContain(
+        `require_approval: rule r1 matched resource "postgres://app:${REDACTED}@db.internal/prod?access_token=${REDACTED}`,
+      );
+    }
+    // The URI itself: whole for those who may decide (they decide on exactly what would be read), redacted for others.
+    expect(toApprovalResponse(row, now, false).tool).toBe(
+      `postgres://app:${REDACTED}@db.internal/prod?access_token=${REDACTED}`,
+    );
+    expect(toApprovalResponse(row, now, true).tool).toBe(uri);
+    expect(toApprovalResponse({ ...row, reason: null }, now, false).reason).toBeNull();
+  });
+});

@@ -1,0 +1,106 @@
+import { NO_STREAM, type RequestInfo } from '@portcullis/gateway/core';
+import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { REDACTED } from '@portcullis/shared/util-redact';
+import { describe, expect, it, vi } from 'vitest';
+import { HeldCallGate } from './approval-gate';
+import type { ApprovalState, ApprovalStore, NewApproval } from './approval-store';
+
+const TENANT = '019a0000-0000-7000-8000-0000000000aa';
+const AGENT = '019a0000-0000-7000-8000-0000000000bb';
+const APPROVAL = '019a0000-0000-7000-8000-0000000000dd';
+
+/** Keeps what the gate records; every approval it is asked about is approved (as recorded). */
+class RecordingStore implements ApprovalStore {
+  readonly created: NewApproval[] = [];
+  private recorded: (() => void) | undefined;
+  /** Settles once the gate has recorded an approval. */
+  readonly recordedOne = new Promise<void>((resolve) => (this.recorded = resolve));
+  async create(approval: NewApproval): Promise<string> {
+    this.created.push(approval);
+    this.recorded?.();
+    return APPROVAL;
+  }
+  async states(_tenantId: string, ids: readonly string[]): Promise<ApprovalState[]> {
+    const hash = this.created[0]?.argumentsHash ?? '';
+    return ids.map((id) => ({
+      id,
+      status: 'approved',
+      argumentsHash: hash,
+      editedArguments: null,
+      decisionNote: null,
+      consumedAt: null,
+    }));
+  }
+  async renew(): Promise<void> {
+    // Leases are not looked at here.
+  }
+  async consume(): Promise<boolean> {
+    return true;
+  }
+  async close(): Promise<boolean> {
+    return true;
+  }
+}
+
+const record = {
+  id: 'session-1',
+  tenantId: TENANT,
+  principalKind: 'agent_client',
+  principalId: AGENT,
+  protocolVersion: '2025-11-25',
+  clientInfo: { name: 'spec', version: '1' },
+  clientCapabilities: {},
+  upstreams: {},
+  createdAt: 0,
+} as unknown as SessionRecord;
+const upstream = {
+  id: '019a0000-0000-7000-8000-0000000000cc',
+  tenantId: TENANT,
+  name: 'db',
+  toolPrefix: 'db',
+} as unknown as UpstreamConfig;
+
+describe('HeldCallGate (recording store)', () => {
+  it("stores the policy's reason redacted: it names a resource by its URI, which may carry credentials", async () => {
+    const store = new RecordingStore();
+    const gate = new HeldCallGate({
+      store,
+      logger: createLogger({ service: 'spec', level: 'silent' }),
+      timeoutMs: 30_000,
+      pollMs: 600_000,
+      progressMs: 1_000,
+    });
+    const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';
+    const info: RequestInfo = {
+      record,
+      method: 'resources/read',
+      requestId: 1,
+      traceId: 'trace-1',
+      startedAt: 0,
+      target: { upstream, kind: 'resource', name: uri },
+    };
+    // As the policy engine words it (`describeTarget`): the raw URI, quoted.
+    const decision = {
+      reason: `require_approval: rule r1 matched resource ${JSON.stringify(uri)} on upstream "db"`,
+      ruleIds: ['r1'],
+      snapshotVersion: 4,
+    };
+    const held = gate.hold(info, decision, NO_STREAM, new AbortController().signal);
+    // Recorded and waiting; then the (periodic) check finds it approved.
+    await store.recordedOne;
+    await vi.waitFor(() => expect(gate.size).toBe(1));
+    await gate.checkAll();
+    await expect(held).resolves.toMatchObject({ decision: 'require_approval', approvalId: APPROVAL });
+    await gate.close();
+
+    const [approval] = store.created;
+    expect(approval?.reason).not.toContain('hunter2');
+    expect(approval?.reason).not.toContain('tok_abcdef123456');
+    expect(approval?.reason).toContain(
+      `require_approval: rule r1 matched resource "postgres://app:${REDACTED}@db.internal/prod?access_token=${REDACTED}`,
+    );
+    // The URI itself is kept whole: the approver decides on exactly what would be read (the API redacts it for others).
+    expect(approval?.tool).toBe(uri);
+  });
+});
