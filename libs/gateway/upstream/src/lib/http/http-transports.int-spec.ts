@@ -286,9 +286,12 @@ describe('HTTP upstreams against the demo servers', () => {
       const moved = { ...config, url: (config.url ?? '').replace('/kitchen-sink/', '/tickets/'), version: config.version + 1 };
       await expect(newConnector().resume(moved, identity, state)).rejects.toMatchObject({ reason: 'session_expired' });
       expect(received.length).toBe(requestsBefore);
-      // Its query (where a credential may sit) is not part of the endpoint: the same server.
+      // Another query (where a credential may sit) is another identity at the same server: not continued either.
       const withQuery = { ...config, url: `${config.url ?? ''}?api_key=k`, version: config.version + 1 };
-      const resumed = await newConnector().resume(withQuery, identity, state);
+      await expect(newConnector().resume(withQuery, identity, state)).rejects.toMatchObject({ reason: 'session_expired' });
+      expect(received.length).toBe(requestsBefore);
+      // The same configuration again (another replica, a new connector): continued, under the same id.
+      const resumed = await newConnector().resume({ ...config, version: config.version + 1 }, identity, state);
       sessions.push(resumed);
       expect(resumed.state().sessionId).toBe(state.sessionId);
     });
