@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
-import { MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
+import { GatewayRequestError, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -1506,6 +1506,44 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(await b.request(onB, req('tools/call', { name: 'two__b', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [] } });
     expect(opens(connector, 'u2')).toEqual(['connect', 'resume']);
     expect(new Set(connector.calls.filter((call) => call.upstreamId === 'u2').map((call) => call.sessionId))).toEqual(new Set(['upstream-session-u2']));
+  });
+});
+
+describe('SessionEngine: ending a subscription the policy no longer allows', () => {
+  it('lets the agent unsubscribe from a resource it held once the policy denies it, and refuses a URI it never subscribed to', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'file:///a', name: 'a' }, { uri: 'file:///b', name: 'b' }] } : {}),
+      },
+    });
+    const sessions = new MemorySessionStore();
+    let denied = false;
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions,
+      logger,
+      hooks: {
+        admit: (info) => {
+          if (denied && info.method.startsWith('resources/')) throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'denied by policy', undefined, 'denied');
+          return undefined;
+        },
+      },
+      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'file:///a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    denied = true;
+    // Access revoked: the subscription it holds still ends, upstream and in the record.
+    expect(await engine.request(record, req('resources/unsubscribe', { uri: 'file:///a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(connector.calls.filter((call) => call.method === 'resources/unsubscribe').map((call) => call.params)).toEqual([{ uri: 'file:///a' }]);
+    expect(sessions.records.get(record.id)?.subscriptions ?? {}).toEqual({});
+    // A URI it holds no subscription to: the policy decides, as for any request.
+    expect(await engine.request(record, req('resources/unsubscribe', { uri: 'file:///b' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: GATEWAY_RPC.POLICY_DENIED } });
   });
 });
 

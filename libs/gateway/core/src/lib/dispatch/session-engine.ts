@@ -702,12 +702,6 @@ const NOT_CANCELLED: CancelSignal = new Cancellation();
 
 const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\u0000${typeof id}:${String(id)}`;
 
-/**
- * A request the gateway refuses itself. `data` goes to the agent with the error (e.g. a rate limit's scope and
- * retry-after). The answer is a JSON-RPC error in a 200 response, as any request's error (only a lone rate-limit
- * refusal becomes HTTP 429, see `rateLimitedRetryAfter`): clients read the error's code and message from it.
- */
-/** `end` could not delete the session's record: nothing was ended, and the caller may try again. */
 /** The answer to an initialize the session store could not take (unreachable): 503 with Retry-After. */
 const SESSION_STORE_UNAVAILABLE = 'The session store is unavailable right now; try again shortly';
 
@@ -727,6 +721,7 @@ class GatewayShuttingDownError extends Error {
   }
 }
 
+/** `end` could not delete the session's record: nothing was ended, and the caller may try again. */
 export class SessionNotEndedError extends Error {
   constructor(override readonly cause: unknown) {
     super('the session record could not be deleted');
@@ -734,6 +729,11 @@ export class SessionNotEndedError extends Error {
   }
 }
 
+/**
+ * A request the gateway refuses itself. `data` goes to the agent with the error (e.g. a rate limit's scope and
+ * retry-after). The answer is a JSON-RPC error in a 200 response, as any request's error (only a lone rate-limit
+ * refusal becomes HTTP 429, see `rateLimitedRetryAfter`): clients read the error's code and message from it.
+ */
 export class GatewayRequestError extends Error {
   constructor(
     readonly rpcCode: number,
@@ -1521,7 +1521,14 @@ export class SessionEngine {
         const stored = typeof uri === 'string' ? ((await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record) : undefined;
         const held = stored !== undefined ? subscribedUpstream(stored, uri as string) : undefined;
         const upstreamId = held !== undefined && Object.hasOwn(live.record.upstreams, held) ? held : await this.byUri(live, uri, traceId);
-        await gate(this.resourceTarget(live, upstreamId, uri));
+        try {
+          await gate(this.resourceTarget(live, upstreamId, uri));
+        } catch (error) {
+          // Ending a subscription the session holds only takes access away: a policy that no longer allows the resource
+          // does not keep it going (upstream, counted against the session's subscriptions, and subscribed again on every
+          // new upstream session). Refused for anything else (a rate limit, an audit trail that cannot record it): refused.
+          if (held === undefined || !(error instanceof GatewayRequestError) || error.rpcCode !== GATEWAY_RPC.POLICY_DENIED) throw error;
+        }
         try {
           return await this.forward(live, upstreamId, message, params, sink, signal, traceId);
         } finally {
