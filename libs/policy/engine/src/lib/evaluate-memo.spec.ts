@@ -131,3 +131,26 @@ describe('evaluate: remembered decisions', () => {
     expect(evaluate(snapshot, call(ci, 'tickets', 'create_ticket', { blob: many })).effect).toBe('allow');
   });
 });
+
+describe('evaluate: reasons naming a resource', () => {
+  it('name a resource URI with its credentials redacted, also when the reason is cut to its bound', () => {
+    const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';
+    // Enough matching rules that the list of their ids alone nearly fills the reason before the URI comes.
+    const many: PolicyRuleSource[] = Array.from({ length: 60 }, (_, i) => ({
+      id: `allow-db-resources-rule-number-${String(i).padStart(3, '0')}`,
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'resource', upstream: 'db', uri: 'postgres://*' }],
+      effect: 'allow',
+    }));
+    for (const snapshot of [build(many.slice(0, 1)), build(many)]) {
+      const decision = evaluate(snapshot, {
+        principal: { userId: 'u1', agentClientId: null, groups: [] },
+        target: { kind: 'resource', upstream: 'db', name: uri },
+        arguments: {},
+        context: { time: new Date(), ip: '10.0.0.1' },
+      });
+      expect(decision.reason).not.toContain('hunter2');
+      expect(decision.reason).not.toContain('tok_abcdef');
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ConditionContext } from './cel';
 import { canonicalResourceUri } from './resource-uri';
 import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
@@ -64,8 +65,13 @@ function collect(entry: TargetEntry, who: PrincipalView, out: RuleRuntime[]): vo
   }
 }
 
+/**
+ * The target as reasons name it. A resource's name is its URI, the agent's to write (`postgres://user:pw@…`,
+ * `?token=…`): redacted here, before the reason is cut to MAX_REASON_LENGTH, where a cut between a password and the
+ * `@` after it would leave the later redaction of the stored reason nothing to recognise it by.
+ */
 const describeTarget = (target: PolicyTargetRef): string =>
-  `${target.kind} ${JSON.stringify(target.name)} on upstream ${JSON.stringify(target.upstream)}`;
+  `${target.kind} ${JSON.stringify(target.kind === 'resource' ? (redactSecrets(target.name) as string) : target.name)} on upstream ${JSON.stringify(target.upstream)}`;
 
 const describePrincipal = (who: PrincipalView): string =>
   [who.userId === null ? null : `user ${who.userId}`, who.agentClientId === null ? null : `agent client ${who.agentClientId}`]
