@@ -144,7 +144,7 @@ describe('evaluate: reasons naming a resource', () => {
     }));
     for (const snapshot of [build(many.slice(0, 1)), build(many)]) {
       const decision = evaluate(snapshot, {
-        principal: { userId: 'u1', agentClientId: null, groups: [] },
+        principal: { userId: 'u1', agentClientId: null },
         target: { kind: 'resource', upstream: 'db', name: uri },
         arguments: {},
         context: { time: new Date(), ip: '10.0.0.1' },
