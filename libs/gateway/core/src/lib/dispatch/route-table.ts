@@ -26,10 +26,6 @@ export class RouteTable<V> {
     return this.routes.get(key);
   }
 
-  has(key: string): boolean {
-    return this.routes.has(key);
-  }
-
   /** Learns a route. A key already held keeps its place, and its value unless `replaces(held)` says the new one wins. */
   learn(key: string, value: V, replaces: (held: V) => boolean): void {
     const held = this.routes.get(key);

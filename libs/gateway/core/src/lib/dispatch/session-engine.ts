@@ -491,7 +491,7 @@ function maskedLog(config: UpstreamConfig, notification: JsonRpcNotification): J
  * Whether a log message is below the level the agent set (`logging/setLevel`, kept in its record): MCP servers send
  * only messages at or above it, but a stdio process shared with sessions that asked for more sends theirs too, and an
  * upstream may ignore the level. A message of a level MCP does not name is passed on. The record is this replica's copy:
- * a level set through another replica applies here once the copy is refreshed (within the session cache's lifetime).
+ * a level set through another replica reaches it by the `agent-state` message (`reloadAgentState`).
  */
 function belowAgentLevel(record: SessionRecord, notification: JsonRpcNotification): boolean {
   const wanted = record.logLevel;
@@ -1147,7 +1147,6 @@ export class SessionEngine {
     try {
       const stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id));
       if (stored === undefined || this.live.get(stored.id) !== live) return;
-      if (stored.logLevel === live.record.logLevel && stored.subscriptions === live.record.subscriptions) return;
       const { logLevel: _level, subscriptions: _subscriptions, ...rest } = live.record;
       live.record = { ...rest, ...(stored.logLevel !== undefined ? { logLevel: stored.logLevel } : {}), ...(stored.subscriptions !== undefined ? { subscriptions: stored.subscriptions } : {}) };
     } catch {
