@@ -89,7 +89,9 @@ describe('session idle expiry', () => {
     expect(upstream.opened).toHaveLength(1);
     expect(upstream.closed).toEqual([]);
 
-    // Then idle (its GET stream still open): the record expires and the gateway DELETEs the upstream session.
+    // Then idle: the agent stops listening too (its GET stream closed, no DELETE), the record expires and the gateway
+    // DELETEs the upstream session.
+    await transport.close();
     await waitFor(() => upstream.closed.length === 1, {
       timeoutMs: 12_000,
       description: 'the upstream DELETE',
@@ -108,8 +110,26 @@ describe('session idle expiry', () => {
     const res = await postInSession(gateway, tenant.slug, key, sessionId, { id: 1, method: 'ping' });
     expect(res.status).toBe(404);
     expect((await res.json()).error.code).toBe(-32004);
-    await client.close();
   });
+
+  it('keeps a session alive while its agent listens on the standalone stream, and lets it expire once it stops', async () => {
+    const client = new Client({ name: 'expiry-spec-listener', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    });
+    const openedBefore = upstream.opened.length;
+    await client.connect(transport);
+    const mine = upstream.opened.slice(openedBefore);
+    expect(mine).toHaveLength(1);
+    // Three times the 3 s idle timeout with no request at all: only the GET stream the SDK client opens after
+    // initialize (and holds) keeps the session in use.
+    await new Promise((resolve) => setTimeout(resolve, 9_000));
+    expect(upstream.closed).not.toContain(mine[0]);
+    expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: 'still here' } }))).toBe('still here');
+
+    await transport.close();
+    await waitFor(() => upstream.closed.includes(mine[0] ?? ''), { timeoutMs: 12_000, description: 'the upstream DELETE after the agent left' });
+  }, 40_000);
 
   it('keeps a session alive while a call runs longer than the idle timeout', async () => {
     const client = new Client({ name: 'expiry-spec-long-call', version: '1.0.0' });

@@ -3198,8 +3198,12 @@ export class SessionEngine {
    */
   async sweepNow(): Promise<void> {
     // A session with requests in flight is in use however long they run: its record is kept from expiring (the store
-    // refreshes the TTL on a lookup), so a long call is not aborted as idle.
-    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0);
+    // refreshes the TTL on a lookup), so a long call is not aborted as idle. So is one whose agent listens on a stream
+    // (the standalone GET stream, a legacy session's stream): it waits for notifications (a subscribed resource's
+    // updates, list changes, an upstream's sampling request), and expiring under it would drop its subscriptions. The
+    // stream was opened by the record's own principal, and a revoked key closes it; the sessions a principal holds are
+    // bounded.
+    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0 || live.standalone !== undefined);
     await Promise.all(busy.map((live) => this.deps.sessions.get(live.record.id).catch(() => undefined)));
     const checked = [...this.live.keys(), ...this.released.keys()];
     const existing = this.deps.sessions.existing;
