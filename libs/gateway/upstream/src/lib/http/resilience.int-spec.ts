@@ -615,6 +615,33 @@ describe('connector resilience and network policy', () => {
       await session.close();
     }, 10_000);
 
+    it('is asked for again while the upstream answers 409 (another holder of the session has its one stream), quietly, and opens once it is free', async () => {
+      let gets = 0;
+      const server = await streamableServer((_req, res) => {
+        gets += 1;
+        // The SDK server's answer while another GET of the session is open.
+        if (gets <= 8) {
+          res.writeHead(409, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","error":{"code":-32000,"message":"Conflict: Only one SSE stream is allowed per session"},"id":null}');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"jsonrpc":"2.0","method":"notifications/resources/list_changed"}\n\n');
+      });
+      const logger = recordingLogger();
+      servers.push(server);
+      const session = await connector({ logger, standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
+        upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
+        identity,
+      );
+      const seen: string[] = [];
+      session.onNotification((notification) => seen.push(notification.method));
+      await waitFor(() => seen.length > 0, 5_000);
+      expect(seen).toEqual(['notifications/resources/list_changed']);
+      expect(gets).toBe(9);
+      expect(JSON.stringify(logger.entries)).not.toContain('standalone stream');
+      await session.close();
+    }, 10_000);
+
     it('is given up on a refusal that asking again will not change (401), said once', async () => {
       let gets = 0;
       const server = await streamableServer((_req, res) => {

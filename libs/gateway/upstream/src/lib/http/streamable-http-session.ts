@@ -100,6 +100,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private readonly resuming = new Set<(error: unknown) => void>();
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
+  /** 409s to the standalone GET since it was last open (another holder of the session has the one stream allowed). */
+  private standaloneConflicts = 0;
   private standaloneRetries = 0;
   /** When the standalone stream last opened (200 text/event-stream), until it ends. */
   private standaloneOpenedAt: number | undefined;
@@ -488,6 +490,16 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           this.markExpired();
           return;
         }
+        if (status === 409) {
+          // The upstream allows one such stream a session, and another holder of this session has it: a replica that
+          // served the agent's requests and opened it then (SDK servers answer 409). Asked again with the backoff, so
+          // the stream comes here once that replica lets the session go (its messages reach the agent over the bus
+          // meanwhile); given up, the agent listening here heard nothing once the other replica had released it.
+          res.destroy();
+          this.standaloneConflicts += 1;
+          retry();
+          return;
+        }
         if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
           res.destroy();
           if (status < 500 && status !== 408 && status !== 429) {
@@ -504,6 +516,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         }
         this.standaloneState = 'open';
         this.standaloneOpenedAt = Date.now();
+        this.standaloneConflicts = 0;
         const resumedFrom = this.lastEventId;
         consumeEventStream(
           res,
@@ -566,7 +579,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.standaloneRetries += 1;
     // Never given up for a server error or a broken connection (a rolling deploy, a restart): the session's list
     // changes, resource updates and requests would otherwise stop for good while its calls work again.
-    if (this.standaloneRetries === STANDALONE_RETRIES_REPORTED) {
+    // Not for conflicts alone: another replica holding the stream is no failure.
+    if (this.standaloneRetries === STANDALONE_RETRIES_REPORTED && this.standaloneConflicts < this.standaloneRetries) {
       this.ctx.logger.warn(logFields(this.ctx.config), 'upstream standalone stream keeps failing; still reconnecting, at most a minute apart');
     }
     this.standaloneState = 'none';
