@@ -8,7 +8,7 @@ import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import type { ReplayEntry, ReplayLog } from '../dispatch/replay-log';
 import { SessionEngine } from '../dispatch/session-engine';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { GATEWAY_RPC, GatewayHttpError } from './gateway-error';
 import { registerMcpRoutes } from './mcp-routes';
 
@@ -59,11 +59,17 @@ async function serve(
 ) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+  /** What the upstream does with a tools/call (default: echoes its arguments at once). */
+  const tool: { call?: FakeUpstream['handle'] } = {};
   const connector = new FakeConnector({
     u1: {
       capabilities: { tools: {} },
-      handle: async (method, params) =>
-        method === 'tools/list' ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] } : { content: [{ type: 'text', text: JSON.stringify(params?.['arguments']) }] },
+      handle: async (method, params, options) =>
+        method === 'tools/list'
+          ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }
+          : tool.call
+            ? tool.call(method, params, options)
+            : { content: [{ type: 'text', text: JSON.stringify(params?.['arguments']) }] },
     },
   });
   const sessions = new MemorySessionStore();
@@ -119,7 +125,7 @@ async function serve(
       post({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: 'hi' } } }, { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
   };
   const toolCalls = () => connector.calls.filter((c) => c.method === 'tools/call').length;
-  return { authenticator, connector, engine, post, session, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
+  return { authenticator, connector, engine, post, session, tool, toolCalls, viaFastify, sessions, port, base: `http://127.0.0.1:${port}` };
 }
 
 describe.each([
@@ -146,6 +152,46 @@ describe.each([
     connector.openDelayMs.set('u1', 0);
     expect((await post(init)).headers.get('mcp-session-id')).toMatch(/\S/);
     expect(sessions.records.size).toBe(1);
+  });
+});
+
+describe.each([
+  ['the raw fast path', true],
+  ['the Fastify route', false],
+])('an agent that hangs up on a call, through %s', (_label, rawFastPath) => {
+  it('does not cancel the call upstream: a disconnection is no cancellation (MCP transports, 2025-03-26 to 2025-11-25)', async () => {
+    const { post, tool, connector } = await serve(rawFastPath);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    expect(sessionId).not.toBe('');
+    let outcome = 'running';
+    tool.call = (_method, _params, options) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          outcome = 'completed';
+          resolve({ content: [{ type: 'text', text: 'done' }] });
+        }, 400);
+        options?.signal?.addEventListener('abort', () => {
+          clearTimeout(timer);
+          outcome = 'aborted';
+          resolve({ content: [] });
+        });
+      });
+    // The agent's connection drops while the upstream works (a network cut, a proxy restart): nothing came yet, so
+    // there is no event id to resume from either.
+    const gone = await fetch(post.url, {
+      method: 'POST',
+      headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__echo', arguments: {} } }),
+      signal: AbortSignal.timeout(100),
+    }).then(
+      () => 'answered',
+      () => 'hung up',
+    );
+    expect(gone).toBe('hung up');
+    await waitFor(() => outcome !== 'running', { timeoutMs: 3_000, description: 'the upstream call to end' });
+    expect(outcome).toBe('completed');
+    expect(connector.notified.filter((n) => n.method === 'notifications/cancelled')).toEqual([]);
   });
 });
 

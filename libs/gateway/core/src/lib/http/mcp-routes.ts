@@ -431,23 +431,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         return;
       }
       responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests });
-      const answering = responder;
       if (!batch) {
         const only = requests[0];
         if (!only) return;
         answeringId = only.id;
-        // The agent hanging up cancels its request upstream — unless it holds an event id of a resumable
-        // stream: then the request goes on and the agent may pick up the rest with Last-Event-ID.
-        const onClose = () => {
-          if (!answering.done && !answering.resumable) {
-            engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: only.id, reason: 'client disconnected' } });
-          }
-        };
-        // Gone already (while the session was looked up): its 'close' has fired and will not again; nothing to run for it.
+        // The agent hanging up does not cancel its request: the transport (2025-03-26 to 2025-11-25) says a disconnection
+        // is no cancellation, which the agent sends as `notifications/cancelled`. The call runs on within its timeout, and
+        // an agent holding an event id picks up the rest with Last-Event-ID. (Before, a hang-up with nothing streamed yet
+        // cancelled it upstream: a network cut stopped a tool half-way through what it was doing.)
+        // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
-        res.once('close', onClose);
         const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
-        res.off('close', onClose);
         responder.finish(response);
       } else {
         if (res.closed) return; // gone already, as above
