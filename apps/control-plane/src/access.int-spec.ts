@@ -76,6 +76,15 @@ describe('authentication', () => {
     expect(expired.json['detail']).toMatch(/expired/);
     expect((await cp.request('GET', '/api/v1/tenants', { token: user.token })).status).toBe(200);
   });
+
+  it('takes the Bearer scheme in any case (RFC 9110: schemes are case-insensitive), and only Bearer', async () => {
+    const user = await cp.user();
+    for (const scheme of ['bearer', 'BEARER', 'Bearer']) {
+      const res = await cp.request('GET', '/api/v1/tenants', { headers: { authorization: `${scheme} ${user.token}` } });
+      expect(res.status, scheme).toBe(200);
+    }
+    expect((await cp.request('GET', '/api/v1/tenants', { headers: { authorization: `Basic ${user.token}` } })).status).toBe(401);
+  });
 });
 
 describe('tenant isolation at the route', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
-import { createUpstreamRequest, secretEnv, secretHeaders } from './upstreams';
+import { createUpstreamRequest, secretEnv, secretHeaders, updateUpstreamRequest } from './upstreams';
 
 describe('api contracts', () => {
   it('accepts slugs that are safe in a URL path and rejects the rest', () => {
@@ -40,6 +40,15 @@ describe('api contracts', () => {
       const parsed = upstream(bad);
       expect(parsed.success).toBe(false);
       expect(parsed.error?.issues[0]?.message).toMatch(/put them in headers/);
+    }
+  });
+
+  it('refuses an upstream URL that does not parse as a validation error, not an exception (it was a 500)', () => {
+    for (const bad of ['mcp.example.com/mcp', 'not a url', 'http://', 'http://a b', 'https//x']) {
+      const created = createUpstreamRequest.safeParse({ name: 'u', toolPrefix: 'u', transport: 'streamable_http', url: bad });
+      expect(created.success).toBe(false);
+      expect(created.error?.issues.map((issue) => issue.message)).toContain('must be an http or https URL');
+      expect(updateUpstreamRequest.safeParse({ url: bad }).success).toBe(false);
     }
   });
 });

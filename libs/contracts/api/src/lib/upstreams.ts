@@ -16,17 +16,24 @@ export const toolPrefix = z
 
 const upstreamName = z.string().trim().min(1).max(100);
 
+/**
+ * The URL, or undefined for one that does not parse: zod runs a field's refinements even after its `z.url()` check
+ * failed, and a `new URL` throwing there escaped the validation as a 500 (`"mcp.example.com/mcp"`); the URL check's
+ * own 400 is the answer.
+ */
+const parsedUrl = (value: string): URL | undefined => (URL.canParse(value) ? new URL(value) : undefined);
+
 const httpEndpoint = z
   .url({ protocol: /^https?$/, error: 'must be an http or https URL' })
   .max(2_000)
   .refine((value) => {
-    const url = new URL(value);
-    return url.username === '' && url.password === '';
+    const url = parsedUrl(value);
+    return url === undefined || (url.username === '' && url.password === '');
   }, 'must not contain credentials; put them in headers (stored encrypted)')
   // A URL is shown to every member and in audit records: a query parameter named like a credential (`?api_key=`,
   // `?access_token=`, `?subscription-key=`, `?sig=`) would be a secret in plain text. Headers are sealed and never returned.
   .refine(
-    (value) => ![...new URL(value).searchParams.keys()].some(namesQuerySecret),
+    (value) => ![...(parsedUrl(value)?.searchParams.keys() ?? [])].some(namesQuerySecret),
     'must not carry credentials in its query string; put them in headers (stored encrypted)',
   );
 

@@ -12,7 +12,8 @@ import { allowedWhileSuspended, permissionRule, roleGrants, type Permission } fr
 import { attachPrincipal, attachTenantScope, type Principal } from './principal';
 import { PrincipalLoader } from './principal.loader';
 
-const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
+// The scheme is case-insensitive (RFC 9110 §11.1): `bearer` from a client or proxy that lowercases it is the same.
+const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
 
 /** One answer for "no such tenant" and "not your tenant": the caller learns nothing about other tenants. */
 const tenantNotFound = () => new AppError('NOT_FOUND', 'No such tenant.');

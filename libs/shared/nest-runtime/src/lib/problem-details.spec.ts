@@ -11,6 +11,7 @@ describe('toAppError with database errors', () => {
     ['P1017', 503, 'DEPENDENCY_UNAVAILABLE'],
     ['P2024', 503, 'DEPENDENCY_UNAVAILABLE'],
     ['P2028', 503, 'DEPENDENCY_UNAVAILABLE'],
+    ['P2037', 503, 'DEPENDENCY_UNAVAILABLE'],
     ['P2002', 409, 'CONFLICT'],
     ['P2003', 409, 'CONFLICT'],
     ['P2034', 409, 'CONFLICT'],
@@ -22,6 +23,20 @@ describe('toAppError with database errors', () => {
     expect(errorId).toBeUndefined();
     expect(appError.message).not.toMatch(/upstreams|tenant_id|invocation/);
     if (status === 503) expect(appError.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it.each([
+    ['53300', 'DEPENDENCY_UNAVAILABLE'],
+    ['57P01', 'DEPENDENCY_UNAVAILABLE'],
+    ['57P03', 'DEPENDENCY_UNAVAILABLE'],
+    ['08006', 'DEPENDENCY_UNAVAILABLE'],
+    ['42P01', 'INTERNAL'],
+    [undefined, 'INTERNAL'],
+  ])('answers a driver adapter error (P2039) with Postgres code %s as %s: a server away or saturated is 503, a query fault is not', (sqlState, appCode) => {
+    const error = Object.assign(prismaError('P2039'), { meta: { driverAdapterError: { cause: { kind: 'postgres', originalCode: sqlState } } } });
+    const { appError } = toAppError(error);
+    expect(appError.code).toBe(appCode);
+    if (appCode === 'DEPENDENCY_UNAVAILABLE') expect(appError.retryAfterSeconds).toBeGreaterThan(0);
   });
 
   it('answers a client that cannot start (no database) as 503, and anything else it does not know as an internal error', () => {

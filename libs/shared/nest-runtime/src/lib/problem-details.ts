@@ -43,8 +43,10 @@ function databaseError(error: unknown): AppError | undefined {
   if (known.name !== 'PrismaClientKnownRequestError' && known.name !== 'PrismaClientInitializationError') return undefined;
   const code = known.code;
   // P1xxx: the connection (unreachable, timed out, closed); P2024: no pooled connection in time; P2028: a transaction
-  // that could not start or ran past its limit.
-  if (code.startsWith('P1') || code === 'P2024' || code === 'P2028') {
+  // that could not start or ran past its limit; P2037: the server's connections used up (Postgres 53300, as the pg
+  // driver adapter names it); P2039 with a Postgres code the adapter names no further: out of resources (53xxx), the
+  // server shutting down or starting (57P01–57P03, a failover or restart) or the connection failing (08xxx).
+  if (code.startsWith('P1') || code === 'P2024' || code === 'P2028' || code === 'P2037' || (code === 'P2039' && transientPostgresCode(error))) {
     return new AppError('DEPENDENCY_UNAVAILABLE', 'The database is not available right now; try again shortly.', { retryAfterSeconds: 2, cause: error });
   }
   if (code === 'P2002') return new AppError('CONFLICT', 'This conflicts with something another request created meanwhile; reload and try again.', { cause: error });
@@ -52,6 +54,14 @@ function databaseError(error: unknown): AppError | undefined {
   if (code === 'P2025') return new AppError('NOT_FOUND', 'No such resource.', { cause: error });
   if (code === 'P2034') return new AppError('CONFLICT', 'This conflicted with a change made at the same time; try again.', { cause: error });
   return undefined;
+}
+
+/** The Postgres SQLSTATE behind a driver adapter's error (P2039) says the server is away or saturated, not the query wrong. */
+function transientPostgresCode(error: unknown): boolean {
+  const meta = (error as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } }).meta;
+  const sqlState = meta?.driverAdapterError?.cause?.originalCode;
+  if (typeof sqlState !== 'string') return false;
+  return sqlState.startsWith('53') || sqlState.startsWith('08') || ['57P01', '57P02', '57P03'].includes(sqlState);
 }
 
 /** Maps anything thrown while handling a request to an AppError the caller may see. */
