@@ -694,6 +694,23 @@ const ownerKey = (tenantId: string, kind: string, id: string): string => `${tena
  */
 const cancelledBecause = (reason: string): DOMException => new DOMException(reason.slice(0, MAX_CANCEL_REASON), 'AbortError');
 
+/** Abort reasons of requests the agent itself cancelled (`notifications/cancelled`), not the session's end or a shutdown. */
+const agentCancellations = new WeakSet<object>();
+const cancelledByAgent = (reason: string): DOMException => {
+  const cancelled = cancelledBecause(reason);
+  agentCancellations.add(cancelled);
+  return cancelled;
+};
+/** Answers of requests the agent cancelled (see `unanswerable`). */
+const unanswerableResponses = new WeakSet<JsonRpcResponse>();
+
+/**
+ * The agent cancelled this response's request (`notifications/cancelled`): the transports send it nowhere. MCP: the
+ * receiver of a cancellation SHOULD NOT answer the cancelled request, and the sender ignores any answer that comes (the
+ * SDK client reports one as a message for an unknown id). The request is audited as cancelled all the same.
+ */
+export const unanswerable = (response: JsonRpcResponse): boolean => unanswerableResponses.has(response);
+
 /** MCP's code for an unknown resource URI. */
 const RESOURCE_NOT_FOUND = -32002;
 
@@ -1103,7 +1120,7 @@ export class SessionEngine {
         this.forget(message.sessionId);
         return;
       case 'cancel':
-        this.live.get(message.sessionId)?.inflight.get(inflightKey(message.sessionId, message.requestId))?.abort(cancelledBecause(message.reason ?? 'cancelled'));
+        this.live.get(message.sessionId)?.inflight.get(inflightKey(message.sessionId, message.requestId))?.abort(cancelledByAgent(message.reason ?? 'cancelled'));
         return;
       case 'answer':
         this.settleAnswer(message.sessionId, message.response);
@@ -1177,7 +1194,7 @@ export class SessionEngine {
         const controller = this.live.get(record.id)?.inflight.get(inflightKey(record.id, requestId));
         // The agent's reason is free text of any length: cut before it is kept, logged or broadcast to other replicas.
         const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
-        if (controller) controller.abort(cancelledBecause(reason));
+        if (controller) controller.abort(cancelledByAgent(reason));
         else this.deps.bus?.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
         return;
       }
@@ -1285,12 +1302,15 @@ export class SessionEngine {
       response = this.errorFor(message.id, error, traceId);
       if (!admitted) info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt };
       this.report(info, response, error, admitted ? admission : undefined, undefined, controller.signal);
+      if (controller.aborted && agentCancellations.has(controller.reason as object)) unanswerableResponses.add(response);
       return response;
     } finally {
       live.inflight.delete(key);
       if (!retained) this.releaseAfter(admission, controller.signal, info, startedAt);
     }
     this.report(info, response, undefined, admission, result, controller.signal);
+    // An answer that came all the same (the upstream finished first, or ignores cancellations) is not sent either.
+    if (controller.aborted && agentCancellations.has(controller.reason as object)) unanswerableResponses.add(response);
     return response;
   }
 

@@ -268,6 +268,27 @@ export class PostResponder implements MessageSink {
     return this.state === 'done';
   }
 
+  /**
+   * Ends the response without the answer: the agent cancelled the request (MCP: no answer to a cancelled request). A
+   * response not yet a stream ends as an empty one (a request must get JSON or an event stream; with no event id, no
+   * client resumes it). A stream ends too, its replay log closed with an empty final entry, so a resume finds nothing
+   * left (405) instead of waiting for an answer that will not come.
+   */
+  abandon(): void {
+    this.quiet?.unwatch(this);
+    if (this.state === 'done') return;
+    if (this.state === 'pending') {
+      if (!this.res.destroyed) {
+        this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform']);
+        this.res.end();
+      }
+    } else {
+      this.log?.append(++this.seq, '', true);
+      if (!this.res.destroyed && !this.res.writableEnded) this.res.end();
+    }
+    this.state = 'done';
+  }
+
   send(message: JsonRpcMessage): boolean {
     if (!this.canStream) return false;
     // Serialised first: a message that cannot be must not turn the response into a stream (and a replay log) for nothing.
@@ -434,6 +455,8 @@ export class EventStream implements MessageSink {
 
   /** A message of another stream being replayed or resumed here, under its original event id. */
   replay(id: string, data: string): void {
+    // An empty entry is a stream's end without an answer (`PostResponder.abandon`): nothing for the agent.
+    if (data === '') return;
     writeBounded(this.res, sseFrame(data, id));
   }
 

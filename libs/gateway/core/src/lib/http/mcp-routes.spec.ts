@@ -195,6 +195,72 @@ describe.each([
   });
 });
 
+describe('a call the agent cancels', () => {
+  /** A replay log in memory, as the Redis one behaves for one replica. */
+  const memoryReplay = () => {
+    const streams = new Map<string, ReplayEntry[]>();
+    const replay: ReplayLog = {
+      open: (_session, streamId) => {
+        const entries = streams.get(streamId) ?? [];
+        streams.set(streamId, entries);
+        return { append: (seq, data, final) => void entries.push({ seq, data, final }), keep: () => undefined };
+      },
+      read: async (_session, streamId, afterSeq) => streams.get(streamId)?.filter((entry) => entry.seq > afterSeq),
+      finished: async (_session, streamId) => {
+        const entries = streams.get(streamId);
+        return entries === undefined || (entries.at(-1)?.final ?? false);
+      },
+      follow: async () => 'final',
+      pendingRequests: async () => undefined,
+    };
+    return { replay, streams };
+  };
+  const headersFor = (sessionId: string, version: string) => ({ 'mcp-session-id': sessionId, 'mcp-protocol-version': version });
+  const initialize = async (post: (body: unknown) => Promise<Response>, version: string) => {
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    return init.headers.get('mcp-session-id') ?? '';
+  };
+  /** The upstream works until the gateway cancels its call. */
+  const untilCancelled: FakeUpstream['handle'] = (_method, _params, options) =>
+    new Promise((resolve) => options?.signal?.addEventListener('abort', () => resolve({ content: [{ type: 'text', text: 'stopped' }] })));
+
+  it('gets no answer: a response not yet a stream ends as an empty event stream (MCP: no answer to a cancelled request)', async () => {
+    const { post, tool } = await serve(true);
+    tool.call = untilCancelled;
+    const sessionId = await initialize(post, '2025-06-18');
+    const call = post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__echo', arguments: {} } }, headersFor(sessionId, '2025-06-18'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const cancel = await post({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2, reason: 'enough' } }, headersFor(sessionId, '2025-06-18'));
+    expect(cancel.status).toBe(202);
+    const res = await call;
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    expect(await res.text()).toBe('');
+    // Another request's answer still comes.
+    expect((await post({ jsonrpc: '2.0', id: 3, method: 'ping' }, headersFor(sessionId, '2025-06-18'))).status).toBe(200);
+  });
+
+  it('ends a stream without the answer and marks its log finished, so a resume is told nothing is left (405)', async () => {
+    const { replay, streams } = memoryReplay();
+    const { post, tool, base } = await serve(true, undefined, 40, replay);
+    tool.call = untilCancelled;
+    const sessionId = await initialize(post, '2025-11-25');
+    const res = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__echo', arguments: {} } }, headersFor(sessionId, '2025-11-25'));
+    // Quiet for a while: the response became a resumable stream, opened with its priming event.
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await post({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2 } }, headersFor(sessionId, '2025-11-25'));
+    const body = await res.text();
+    const primed = /^id: (\S+)\n/m.exec(body)?.[1] ?? '';
+    expect(primed).toMatch(/_0$/);
+    expect(body).not.toContain('"id":2');
+    const [log] = [...streams.values()];
+    expect(log?.at(-1)).toMatchObject({ data: '', final: true });
+    const resume = await fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', ...headersFor(sessionId, '2025-11-25'), 'last-event-id': primed } });
+    expect(resume.status).toBe(405);
+  });
+});
+
 describe.each([
   ['the raw fast path', true],
   ['the Fastify route', false],

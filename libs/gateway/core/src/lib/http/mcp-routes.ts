@@ -20,7 +20,7 @@ import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, primingFrame, QuietResponses, rateLimitedRetryAfter, writeBounded } from '../dispatch/sinks';
-import { SessionNotEndedError, type SessionEngine } from '../dispatch/session-engine';
+import { SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
   acceptsEventStream,
@@ -442,11 +442,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
         const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
-        responder.finish(response);
+        if (unanswerable(response)) responder.abandon();
+        else responder.finish(response);
       } else {
         if (res.closed) return; // gone already, as above
         const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
-        responder.finish([...refused, ...responses]);
+        const answered = [...refused, ...responses.filter((response) => !unanswerable(response))];
+        if (answered.length > 0) responder.finish(answered);
+        else responder.abandon();
       }
     } catch (error) {
       if (error instanceof GatewayHttpError) {
@@ -752,10 +755,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
               })
             : Promise.resolve(undefined);
         let replayed = await readLog();
+        // An empty entry ends a stream whose request the agent cancelled (no answer): nothing to resume for.
+        const anything = (entries: readonly ReplayEntry[]) => entries.some((entry) => entry.data !== '');
         let resumePost =
           lastEventId?.kind === 'p' &&
           replayed !== undefined &&
-          (replayed.length > 0 ||
+          (anything(replayed) ||
             !(await (replay?.finished(record.id, lastEventId.streamId) ?? Promise.resolve(true)).catch(() => {
               unreachable = true;
               return true;
@@ -765,7 +770,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           // read and the look at the stream's end (a replica finishing the call just then). Read once more: a logged
           // answer stays, so what comes now is the agent's.
           const again = await readLog();
-          if (again !== undefined && again.length > 0) {
+          if (again !== undefined && anything(again)) {
             replayed = again;
             resumePost = true;
           }
@@ -984,7 +989,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
             return undefined;
           }),
         );
-        const responses = answers.filter((answer): answer is JsonRpcResponse => answer !== undefined);
+        const responses = answers.filter((answer): answer is JsonRpcResponse => answer !== undefined && !unanswerable(answer));
         if (responses.length > 0) entry.stream.sendBatch(responses);
       } catch (error) {
         const errorId = randomBytes(8).toString('hex');
@@ -1037,7 +1042,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         if (item.kind === 'notification') engine.notification(record, item.message);
         else if (item.kind === 'response') engine.answer(record, item.message);
-        else if (item.kind === 'request') entry.stream.send(await engine.request(record, item.message, entry.stream, traceId, clientIp, principal.credentialId));
+        else if (item.kind === 'request') {
+          const response = await engine.request(record, item.message, entry.stream, traceId, clientIp, principal.credentialId);
+          if (!unanswerable(response)) entry.stream.send(response);
+        }
       } catch (error) {
         // The POST was answered 202 already: a request's answer is due on the stream all the same (JSON-RPC), or the
         // client waits for it until its own timeout. Same words as the Streamable HTTP transport's 500.
