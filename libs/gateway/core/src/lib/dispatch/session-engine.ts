@@ -3222,8 +3222,8 @@ export class SessionEngine {
     // (the standalone GET stream, a legacy session's stream): it waits for notifications (a subscribed resource's
     // updates, list changes, an upstream's sampling request), and expiring under it would drop its subscriptions. The
     // stream was opened by the record's own principal, and a revoked key closes it; the sessions a principal holds are
-    // bounded.
-    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0 || live.standalone !== undefined);
+    // bounded. Not a stream whose agent has gone (kept a while for a reconnect): nobody listens there.
+    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0 || (live.standalone !== undefined && live.standalone.away !== true));
     await Promise.all(busy.map((live) => this.deps.sessions.get(live.record.id).catch(() => undefined)));
     const checked = [...this.live.keys(), ...this.released.keys()];
     const existing = this.deps.sessions.existing;

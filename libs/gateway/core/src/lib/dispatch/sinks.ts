@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcId, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
-import { eventId, newStreamId, type ReplayLog, type StreamLog } from './replay-log';
+import { eventId, newStreamId, type ReplayEntry, type ReplayLog, type StreamLog } from './replay-log';
 import { GATEWAY_RPC, isOwnRateLimitRefusal } from '../http/gateway-error';
 import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
 
@@ -52,6 +52,8 @@ export interface MessageSink {
   send(message: JsonRpcMessage): boolean;
   /** Ends a long-lived stream (its session is over). */
   close?(): void;
+  /** A stream whose agent's connection is gone, kept a while for its return (`EventStream.park`): no one listens now. */
+  readonly away?: boolean;
 }
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
@@ -385,6 +387,12 @@ export function rateLimitedRetryAfter(response: JsonRpcResponse | readonly JsonR
 export class EventStream implements MessageSink {
   private seq = 0;
   private readonly keepAlive: NodeJS.Timeout;
+  /** Ended by the gateway (`close`): a replaced stream, a revoked key, the session's end, a shutdown. */
+  private closedHere = false;
+  /** Parked (see `park`): the agent's connection is gone, messages go on to the replay log; called when parking ends. */
+  private parked: { readonly timer: NodeJS.Timeout; readonly done: () => void } | undefined;
+  /** Held (see `resumeAfter`): frames of messages sent meanwhile, written once what the agent missed went first. */
+  private held: string[] | undefined;
 
   /**
    * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
@@ -398,7 +406,9 @@ export class EventStream implements MessageSink {
     readonly id: string = newStreamId('s'),
     private readonly logger?: SinkLogger,
     prime = false,
+    hold = false,
   ) {
+    if (hold) this.held = [];
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     if (prime && log !== undefined) res.write(primingFrame(id));
     else res.flushHeaders();
@@ -411,7 +421,51 @@ export class EventStream implements MessageSink {
   }
 
   get canStream(): boolean {
-    return !this.res.destroyed && !this.res.writableEnded;
+    return this.parked !== undefined || (!this.res.destroyed && !this.res.writableEnded);
+  }
+
+  get away(): boolean {
+    return this.parked !== undefined;
+  }
+
+  /**
+   * The agent's connection closed: a resumable stream the gateway did not end itself stays the session's stream for up
+   * to `ms`, its messages (notifications, an upstream's requests) going to the replay log only, so that the agent
+   * reconnecting with its last event id gets them (MCP: the server MAY replay messages sent while a stream was broken).
+   * `done` runs when parking ends: the time is up, or `close` (a new stream took over, the session ended). A stream
+   * that cannot be resumed, or was ended here, is done at once.
+   */
+  park(ms: number, done: () => void): void {
+    if (this.log === undefined || this.closedHere || this.parked !== undefined) {
+      done();
+      return;
+    }
+    const timer = setTimeout(() => this.unpark(), ms);
+    timer.unref();
+    this.parked = { timer, done };
+  }
+
+  private unpark(): void {
+    const parked = this.parked;
+    if (parked === undefined) return;
+    this.parked = undefined;
+    clearTimeout(parked.timer);
+    parked.done();
+  }
+
+  /**
+   * A stream opened with `hold` resumes an earlier one: `missed` (that stream's entries after the agent's last event
+   * id) are written first, under their own ids, then the priming event (`prime`), then the messages sent to this one
+   * while the log was read. Attached before the read, it loses none of what came meanwhile, in order.
+   */
+  resumeAfter(missedStreamId: string, missed: readonly ReplayEntry[], prime: boolean): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const entry of missed) this.replay(eventId(missedStreamId, entry.seq), entry.data);
+    // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
+    // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
+    if (prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.id));
+    for (const frame of held) writeBounded(this.res, frame);
   }
 
   send(message: JsonRpcMessage): boolean {
@@ -431,10 +485,19 @@ export class EventStream implements MessageSink {
 
   /** Writes one serialised message (or batch) as the stream's next event, logged for replay first. */
   private emit(data: string): boolean {
-    if (this.log === undefined) return writeBounded(this.res, sseFrame(data));
+    if (this.log === undefined) return this.out(sseFrame(data));
     const seq = ++this.seq;
     this.log.append(seq, data, false);
-    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
+    // Parked: logged for the agent's return, nothing to write to.
+    if (this.parked !== undefined) return true;
+    return this.out(sseFrame(data, eventId(this.id, seq)));
+  }
+
+  private out(frame: string): boolean {
+    if (this.held === undefined) return writeBounded(this.res, frame);
+    if (this.res.destroyed || this.res.writableEnded) return false;
+    this.held.push(frame);
+    return true;
   }
 
   /**
@@ -477,7 +540,9 @@ export class EventStream implements MessageSink {
    * revoked key kept its session and its places for as long as the agent held the connection.
    */
   close(): void {
+    this.closedHere = true;
     clearInterval(this.keepAlive);
+    this.unpark();
     if (this.res.writableEnded) return;
     this.res.end();
     if (this.res.writableLength === 0 || this.res.destroyed) return;

@@ -195,26 +195,85 @@ describe.each([
   });
 });
 
-describe('a call the agent cancels', () => {
-  /** A replay log in memory, as the Redis one behaves for one replica. */
-  const memoryReplay = () => {
-    const streams = new Map<string, ReplayEntry[]>();
-    const replay: ReplayLog = {
-      open: (_session, streamId) => {
-        const entries = streams.get(streamId) ?? [];
-        streams.set(streamId, entries);
-        return { append: (seq, data, final) => void entries.push({ seq, data, final }), keep: () => undefined };
-      },
-      read: async (_session, streamId, afterSeq) => streams.get(streamId)?.filter((entry) => entry.seq > afterSeq),
-      finished: async (_session, streamId) => {
-        const entries = streams.get(streamId);
-        return entries === undefined || (entries.at(-1)?.final ?? false);
-      },
-      follow: async () => 'final',
-      pendingRequests: async () => undefined,
-    };
-    return { replay, streams };
+/** A replay log in memory, as the Redis one behaves for one replica. */
+const memoryReplay = () => {
+  const streams = new Map<string, ReplayEntry[]>();
+  const replay: ReplayLog = {
+    open: (_session, streamId) => {
+      const entries = streams.get(streamId) ?? [];
+      streams.set(streamId, entries);
+      return { append: (seq, data, final) => void entries.push({ seq, data, final }), keep: () => undefined };
+    },
+    read: async (_session, streamId, afterSeq) => streams.get(streamId)?.filter((entry) => entry.seq > afterSeq),
+    finished: async (_session, streamId) => {
+      const entries = streams.get(streamId);
+      return entries === undefined || (entries.at(-1)?.final ?? false);
+    },
+    follow: async () => 'final',
+    pendingRequests: async () => undefined,
   };
+  return { replay, streams };
+};
+describe('a standalone stream whose agent reconnects', () => {
+  /** Reads SSE events off a response until `enough` holds (or 3 s pass). */
+  const eventsUntil = async (reader: ReadableStreamDefaultReader<Uint8Array>, enough: (events: string[]) => boolean) => {
+    const decoder = new TextDecoder();
+    let text = '';
+    const deadline = Date.now() + 3_000;
+    while (!enough(text.split('\n\n').filter((event) => event.includes('data:'))) && Date.now() < deadline) {
+      const chunk = await Promise.race([reader.read(), new Promise<undefined>((resolve) => setTimeout(resolve, 100))]);
+      if (chunk?.done) break;
+      if (chunk?.value) text += decoder.decode(chunk.value, { stream: true });
+    }
+    return text.split('\n\n').filter((event) => event.includes('data:'));
+  };
+  const idOf = (event: string) => /^id: (\S+)$/m.exec(event)?.[1] ?? '';
+  /** What a log message event says (its `data`), '' for any other event. */
+  const said = (event: string) => (/^data: (.+)$/m.exec(event)?.[1] ?? '').match(/"data":"([^"]+)"/)?.[1] ?? '';
+
+  it('gets what was sent while it was away, then the rest on the new stream (the old one parked, not dropped)', async () => {
+    const { replay } = memoryReplay();
+    const { post, base, connector } = await serve(true, undefined, 15_000, replay);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const headers = { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' };
+    const upstreamSays = (data: string) => {
+      for (const handler of connector.notificationHandlers.get('u1') ?? []) handler({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data } });
+    };
+
+    const away = new AbortController();
+    const first = await fetch(`${base}/t/acme/mcp`, { headers, signal: away.signal });
+    expect(first.status).toBe(200);
+    const firstReader = first.body?.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    await waitFor(() => (connector.notificationHandlers.get('u1') ?? []).length > 0, { description: 'the upstream session listened to' });
+    upstreamSays('one');
+    const seen = await eventsUntil(firstReader, (events) => events.some((event) => said(event) !== ''));
+    const lastSeen = idOf(seen.filter((event) => said(event) !== '').at(-1) ?? '');
+    expect(lastSeen).toMatch(/^s.+_1$/);
+
+    // The connection drops; the upstream speaks while the agent is away.
+    away.abort();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    upstreamSays('two');
+    upstreamSays('three');
+
+    const back = await fetch(`${base}/t/acme/mcp`, { headers: { ...headers, 'last-event-id': lastSeen } });
+    expect(back.status).toBe(200);
+    const backReader = back.body?.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    const missed = await eventsUntil(backReader, (events) => events.filter((event) => said(event) !== '').length >= 2);
+    const messages = missed.filter((event) => said(event) !== '');
+    expect(messages.map(said)).toEqual(['two', 'three']);
+    // Under the old stream's ids, right after the last one the agent saw.
+    expect(messages.map(idOf)).toEqual([lastSeen.replace(/_1$/, '_2'), lastSeen.replace(/_1$/, '_3')]);
+    // And the new stream goes on live.
+    upstreamSays('four');
+    const live = await eventsUntil(backReader, (events) => events.some((event) => said(event) !== ''));
+    expect(live.filter((event) => said(event) !== '').map(said)).toEqual(['four']);
+    await backReader.cancel();
+  });
+});
+
+describe('a call the agent cancels', () => {
   const headersFor = (sessionId: string, version: string) => ({ 'mcp-session-id': sessionId, 'mcp-protocol-version': version });
   const initialize = async (post: (body: unknown) => Promise<Response>, version: string) => {
     const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });

@@ -19,7 +19,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder, primingFrame, QuietResponses, rateLimitedRetryAfter, writeBounded } from '../dispatch/sinks';
+import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
 import { SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -171,6 +171,12 @@ interface PostInput {
  * response (a Redis connection, or a poll every 250 ms beyond the replica's follower cap).
  */
 const MAX_RESUMED_STREAMS_PER_SESSION = 8;
+
+/**
+ * How long a standalone stream whose agent's connection dropped stays the session's, its messages logged for a
+ * reconnect (the SDK client reconnects within seconds; the replay log itself lives `GATEWAY_SSE_REPLAY_TTL_MS`).
+ */
+const STANDALONE_PARK_MS = 60_000;
 
 /** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
 const MAX_BATCH = 100;
@@ -754,7 +760,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
                 return undefined;
               })
             : Promise.resolve(undefined);
-        let replayed = await readLog();
+        // A standalone stream's log is read once the new stream is attached (below), so nothing sent in between is lost.
+        let replayed = lastEventId?.kind === 'p' ? await readLog() : undefined;
         // An empty entry ends a stream whose request the agent cancelled (no answer): nothing to resume for.
         const anything = (entries: readonly ReplayEntry[]) => entries.some((entry) => entry.data !== '');
         let resumePost =
@@ -809,22 +816,22 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
           return reply;
         }
-        // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first;
-        // an id that is unknown, expired or of another session replays nothing.
+        // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first: read once this
+        // stream is the session's (attached, so the older one, if parked here, stops taking messages), with what is sent
+        // to it meanwhile held back until then. An id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
         const prime = primesStreams(record.protocolVersion);
-        const missed = lastEventId?.kind === 's' ? replayed : undefined;
-        const log = options.replay?.open(record.id, id);
-        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && missed === undefined), principal);
-        if (lastEventId && missed) {
-          for (const entry of missed) stream.replay(`${lastEventId.streamId}_${entry.seq}`, entry.data);
-          // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
-          // stream's `_0` would not bring them back. From here on the agent holds this stream's id, and a message of it
-          // lost to a disconnect is in reach of a resume (the older stream's id reads only the older log).
-          if (prime && log !== undefined) writeBounded(reply.raw, primingFrame(id));
-        }
+        const resumed = lastEventId?.kind === 's' && replay !== undefined ? lastEventId : undefined;
+        const log = replay?.open(record.id, id);
+        const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && resumed === undefined, resumed !== undefined), principal);
         const detach = engine.attachStandalone(record, stream);
-        stream.onClose(detach);
+        // The agent's connection lost (not ended here): the stream stays the session's for a while, logging what comes,
+        // so a reconnect with its last event id gets those messages too (ADR 0007).
+        stream.onClose(() => stream.park(STANDALONE_PARK_MS, detach));
+        if (resumed !== undefined && replay !== undefined) {
+          const missed = await replay.read(record.id, resumed.streamId, resumed.seq).catch(() => undefined);
+          stream.resumeAfter(resumed.streamId, missed ?? [], prime);
+        }
         return reply;
       }),
     );
