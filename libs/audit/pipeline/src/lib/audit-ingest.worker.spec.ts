@@ -1,5 +1,8 @@
+import { AuditStoreError, type AuditBatcher } from '@portcullis/audit/core';
+import type { AuditEventV1, JobPayload } from '@portcullis/contracts/jobs';
+import { DelayedError, type Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
-import { retryDelayMs } from './audit-ingest.worker';
+import { AuditIngestWorker, retryDelayMs } from './audit-ingest.worker';
 
 describe('retryDelayMs', () => {
   it('doubles from the base per attempt, capped at 60 s, with at most ±20 % jitter', () => {
@@ -8,5 +11,93 @@ describe('retryDelayMs', () => {
     expect(retryDelayMs(30, 1_000, mid)).toBe(60_000);
     expect(retryDelayMs(1, 1_000, () => 0)).toBe(800);
     expect(retryDelayMs(1, 1_000, () => 1)).toBe(1_200);
+  });
+});
+
+/** An audit event as the gateway sends it. */
+const event = (eventId: string): JobPayload<'audit.event.ingest'> => ({
+  v: 1,
+  eventId,
+  tenantId: '019a0000-0000-7000-8000-0000000000aa',
+  occurredAt: '2026-11-22T08:00:00.000Z',
+  kind: 'mcp',
+  method: 'tools/call',
+  actorUserId: null,
+  agentClientId: null,
+  apiKeyId: null,
+  mcpSessionId: 'session-1',
+  upstreamId: null,
+  tool: 'tickets__create_ticket',
+  targetType: null,
+  targetId: null,
+  decision: 'allow',
+  reason: null,
+  snapshotVersion: 3,
+  approvalId: null,
+  latencyMs: 4,
+  outcome: 'ok',
+  errorCode: null,
+  arguments: { title: 'x' },
+  traceId: null,
+  traceparent: null,
+});
+
+/** A batcher whose store fails the events named, as the Postgres store reports an outage (or a bad event). */
+const failingBatcher = (failing: (event: AuditEventV1) => boolean, transient: boolean) =>
+  ({
+    submitMany: async (events: readonly AuditEventV1[]) => ({
+      failed: events.filter(failing).map((failed) => ({ event: failed, error: new AuditStoreError('database unreachable', [failed], transient) })),
+    }),
+    submit: async (one: AuditEventV1) => {
+      if (failing(one)) throw new AuditStoreError('database unreachable', [one], transient);
+    },
+  }) as unknown as AuditBatcher;
+
+const settings = { connection: {}, prefix: 'spec', concurrency: 1, maxAttempts: 3, retryBaseMs: 1_000, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
+
+/** A job at its `attemptsStarted`-th attempt, recording where the worker moves it. */
+const jobOf = (name: string, data: unknown, attemptsStarted: number) => {
+  const moves = { delayedUntil: undefined as number | undefined, data: undefined as unknown };
+  const job = {
+    id: 'job-1',
+    name,
+    data,
+    attemptsStarted,
+    moveToDelayed: async (until: number) => void (moves.delayedUntil = until),
+    updateData: async (next: unknown) => void (moves.data = next),
+  } as unknown as Job;
+  return { job, moves };
+};
+
+describe('AuditIngestWorker retries', () => {
+  it.each([
+    ['a batch job', 'audit.events.ingest', { v: 1, events: [event('019a0000-0000-7000-8000-000000000001')] }],
+    ['a single-event job', 'audit.event.ingest', event('019a0000-0000-7000-8000-000000000001')],
+  ])('keeps %s waiting out a database outage past the attempt limit, at the backoff cap, instead of dead-lettering it', async (_kind, name, data) => {
+    const worker = new AuditIngestWorker(failingBatcher(() => true, true), settings);
+    const { job, moves } = jobOf(name, data, 25);
+    const before = Date.now();
+    await expect(worker.process(job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(moves.delayedUntil).toBeGreaterThanOrEqual(before + 48_000);
+    expect(moves.delayedUntil).toBeLessThanOrEqual(Date.now() + 72_000);
+    expect(worker.stats.jobsDeadLettered).toBe(0);
+  });
+
+  it('gives up (dead-letters) a failure that is not an outage once the attempts are used', async () => {
+    const worker = new AuditIngestWorker(failingBatcher(() => true, false), settings);
+    const { job, moves } = jobOf('audit.events.ingest', { v: 1, events: [event('019a0000-0000-7000-8000-000000000001')] }, 3);
+    // Dead-lettering needs the DLQ (not started here): the worker got that far rather than retrying.
+    await expect(worker.process(job, 'token')).rejects.toThrow();
+    expect(moves.delayedUntil).toBeUndefined();
+  });
+
+  it('retries an event sent with an upper-case id that failed, not only the ones in lower case', async () => {
+    const upper = '019A0000-0000-7000-8000-00000000000B';
+    const worker = new AuditIngestWorker(failingBatcher((one) => one.eventId === upper.toLowerCase(), true), settings);
+    const events = [event('019a0000-0000-7000-8000-00000000000a'), event(upper)];
+    const { job, moves } = jobOf('audit.events.ingest', { v: 1, events }, 1);
+    await expect(worker.process(job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    // Narrowed to the event still missing (it was narrowed to none, and the empty job then dead-lettered as invalid).
+    expect(moves.data).toEqual({ v: 1, events: [events[1]] });
   });
 });

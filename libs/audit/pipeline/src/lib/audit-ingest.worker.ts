@@ -8,6 +8,7 @@ import {
 import {
   AUDIT_DEAD_JOB,
   AUDIT_DLQ,
+  AuditStoreError,
   deadLetterJobId,
   type AuditBatcher,
   type DeadLetter,
@@ -58,10 +59,18 @@ class BatchFailure extends Error {
     readonly total: number,
     readonly eventErrors: { eventId: string | null; error: string }[],
     readonly retryable: boolean,
+    /** Every event not stored failed for a reason that is no event's fault (the database out of reach). */
+    readonly transient: boolean,
   ) {
     super(message);
   }
 }
+
+/** The store failed for a reason that is not the events' (database unreachable, pool exhausted, a conflict). */
+const isTransient = (error: unknown): boolean => error instanceof AuditStoreError && error.transient;
+
+/** Past the attempt limit, a job kept waiting out a database outage says so only every this many attempts. */
+const OUTAGE_LOG_EVERY = 10;
 
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
@@ -179,16 +188,20 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       const attempt = Math.max(1, job.attemptsStarted);
       const message = messageOf(error);
       const retryable = error instanceof BatchFailure ? error.retryable : !(error instanceof PermanentFailure);
-      if (retryable && attempt < this.settings.maxAttempts && token) {
+      // A database outage is nobody's event's fault: such a job waits it out at the backoff's cap (60 s), however many
+      // attempts that takes, rather than being dead-lettered after two minutes with every job behind it (nothing
+      // replays the dead letters by itself, and the trail would verify with those events missing).
+      const outage = error instanceof BatchFailure ? error.transient : isTransient(error);
+      if (retryable && (attempt < this.settings.maxAttempts || outage) && token) {
         const delay = retryDelayMs(attempt, this.settings.retryBaseMs);
         if (error instanceof BatchFailure) {
           // Retry only what is missing: the rest of the batch is stored and stays stored. (A v2 batch's rest is kept
           // as v1 events: the rows were decoded already.)
           if (error.remaining.length !== error.total) await job.updateData({ v: 1, events: error.remaining });
         }
-        this.logger.warn(
-          `audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`,
-        );
+        if (attempt < this.settings.maxAttempts || attempt % OUTAGE_LOG_EVERY === 0) {
+          this.logger.warn(`audit job ${job.id} attempt ${attempt} failed (${message}); retrying in ${delay} ms`);
+        }
         await job.moveToDelayed(Date.now() + delay, token);
         this.counters.jobsRetried += 1;
         throw new DelayedError();
@@ -215,6 +228,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     this.counters.eventsStored += valid.length - failed.length;
     if (failed.length === 0 && invalid.length === 0) return;
     const failedIds = new Map(failed.map((f) => [f.event.eventId, messageOf(f.error)]));
+    const transient = failed.length > 0 && failed.every((f) => isTransient(f.error));
     const invalidAt = new Map(invalid.map((i) => [i.index, i]));
     const remaining: unknown[] = [];
     const eventErrors: { eventId: string | null; error: string }[] = [];
@@ -225,7 +239,9 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
         eventErrors.push({ eventId: bad.eventId, error: `invalid event: ${bad.error}` });
         return;
       }
-      const id = (event as { eventId: string }).eventId;
+      // The valid events' ids are lower-cased by the contract: the raw event's as sent may not be (an event failed
+      // under an upper-case id was left out of the retry, and lost).
+      const id = String((event as { eventId: unknown }).eventId).toLowerCase();
       const error = failedIds.get(id);
       if (error !== undefined) {
         remaining.push(event);
@@ -239,6 +255,8 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       raw.length,
       eventErrors,
       failed.length > 0,
+      // Invalid events among them wait with the rest, and are dead-lettered alone once the database is back.
+      transient,
     );
   }
 
