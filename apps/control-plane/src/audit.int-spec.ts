@@ -130,6 +130,43 @@ describe('GET /audit/events', () => {
     );
   });
 
+  it('follows the trail with afterSeq: chain order, filters apply, and an event that occurred earlier but was stored later is not missed', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/events`;
+    const read = async (afterSeq: string, extra: Record<string, string> = {}) => {
+      const res = await cp.request('GET', `${base}?${q({ afterSeq, limit: 12, ...extra })}`, { token: auditor.token });
+      expect(res.status, res.text).toBe(200);
+      expect(res.json['nextCursor']).toBeNull();
+      return res.json.items ?? [];
+    };
+    const followed: Item[] = [];
+    let last = '0';
+    for (let page = 0; page < 10; page++) {
+      const items = await read(last);
+      if (items.length === 0) break;
+      followed.push(...items);
+      last = String(items.at(-1)?.['seq']);
+    }
+    expect(followed.map((e) => e['seq'])).toEqual(Array.from({ length: 30 }, (_, i) => String(i + 1)));
+    expect(followed.map((e) => e['id'])).toEqual(f.events.map((e) => e.eventId));
+
+    // A long call's event: it occurred before everything above, and is stored only now. A reader polling by time has
+    // moved past its occurredAt; one following by seq gets it next.
+    const late = sampleAuditEvent(f.tenant.id, { occurredAt: at(-60), tool: 'tickets__slow_export' });
+    await store.insert([late]);
+    expect((await read(last)).map((e) => [e['id'], e['seq']])).toEqual([[late.eventId, '31']]);
+    expect((await allPages(`${base}?${q({ from: at(30) })}`, auditor.token, 50)).items).toEqual([]);
+    // Filters apply as to pages.
+    expect((await read('0', { tool: 'tickets__close' })).map((e) => e['seq'])).toEqual(['1', '6', '11', '16', '21', '26']);
+
+    for (const bad of [{ afterSeq: '-1' }, { afterSeq: '1e3' }, { afterSeq: '12345678901234567890' }, { afterSeq: '1', cursor: 'abc' }]) {
+      const res = await cp.request('GET', `${base}?${q(bad)}`, { token: auditor.token });
+      expect(res.status, JSON.stringify(bad)).toBe(400);
+      expect((res.json['errors'] as { path: string }[]).map((e) => e.path)).toContain('afterSeq');
+    }
+  });
+
   it('answers 400 problem+json naming each bad filter, and for a forged cursor', async () => {
     const f = await tenantWithEvents();
     const auditor = await cp.member(f.tenant.id, 'auditor');

@@ -30,14 +30,27 @@ const timeRangeIssue = { path: ['to'], message: 'must be after `from`' };
 export const auditEventFilters = z.strictObject(filterFields).refine(timeRangeInOrder, timeRangeIssue);
 export type AuditEventFilters = z.infer<typeof auditEventFilters>;
 
-/** `GET /api/v1/tenants/:tenantId/audit/events`: filters plus a cursor page, newest first. */
+/** A chain sequence number as text (a bigint in the database; JSON numbers lose precision past 2^53). */
+const sequenceNumber = z.string().regex(/^\d{1,19}$/, 'a sequence number');
+
+/**
+ * `GET /api/v1/tenants/:tenantId/audit/events`: filters plus a cursor page, newest first. Or, with `afterSeq`, the
+ * events after that sequence number in chain order (oldest first): the way to follow the trail without missing one.
+ * An event is stored when its request ends, possibly long after its `occurredAt` (a long call, a held approval, an
+ * event replayed from a spool), so a poll by time misses late ones; sequence numbers are given in commit order.
+ */
 export const auditEventsQuery = z
   .strictObject({
     ...filterFields,
     cursor: z.string().max(512).optional(),
+    afterSeq: sequenceNumber.optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
   })
-  .refine(timeRangeInOrder, timeRangeIssue);
+  .refine(timeRangeInOrder, timeRangeIssue)
+  .refine((value) => value.cursor === undefined || value.afterSeq === undefined, {
+    path: ['afterSeq'],
+    message: 'not with `cursor`: continue an afterSeq read with the last event\'s seq',
+  });
 export type AuditEventsQuery = z.infer<typeof auditEventsQuery>;
 
 /** `GET .../audit/events.csv|.jsonl`: the filters of a small synchronous export (no cursor). */
@@ -79,10 +92,7 @@ export const auditChainProblem = z.enum(['hash_mismatch', 'prev_hash_mismatch', 
  * retention checkpoint) and how many events at most this request checks.
  */
 export const auditVerifyQuery = z.object({
-  afterSeq: z
-    .string()
-    .regex(/^\d{1,19}$/, 'a sequence number')
-    .optional(),
+  afterSeq: sequenceNumber.optional(),
   maxEvents: z.coerce.number().int().min(1).max(5_000_000).default(1_000_000),
 });
 export type AuditVerifyQuery = z.infer<typeof auditVerifyQuery>;

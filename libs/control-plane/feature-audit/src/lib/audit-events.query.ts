@@ -96,10 +96,21 @@ export async function queryAuditEvents(
   tx: TenantTransaction,
   tenantId: TenantId,
   filters: AuditEventFilters,
-  page: { readonly after: AuditCursor | undefined; readonly limit: number },
+  page: { readonly after: AuditCursor | undefined; readonly limit: number; readonly afterSeq?: bigint },
 ): Promise<AuditEventsPage> {
   const params: unknown[] = [tenantId];
   let where = auditFilterSql(filters, params);
+  if (page.afterSeq !== undefined) {
+    // Chain order from a sequence number (the (tenant_id, seq) unique index): a tenant's events commit in seq order
+    // under its chain head's lock, so what a reader has not seen yet is always after the last seq it saw.
+    params.push(page.afterSeq.toString(), page.limit);
+    const rows = await tx.$queryRawUnsafe<AuditEventQueryRow[]>(
+      `SELECT ${SELECT_COLUMNS} FROM audit_events WHERE tenant_id = $1::uuid${where} AND seq > $${params.length - 1}::bigint
+       ORDER BY seq ASC LIMIT $${params.length}`,
+      ...params,
+    );
+    return { rows, nextCursor: null };
+  }
   if (page.after) {
     params.push(page.after.occurredAt, page.after.id);
     where += ` AND (occurred_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`;

@@ -56,11 +56,13 @@ export class AuditController {
   @Allow('tenant:audit:read')
   @ApiRoute({
     tag: TAG,
-    summary: 'Audit events, newest first: time range (from inclusive, to exclusive) and equality filters, cursor pages',
+    summary:
+      'Audit events, newest first: time range (from inclusive, to exclusive) and equality filters, cursor pages; or, with afterSeq, the events after that seq in chain order (follow the trail without gaps: continue with the last seq)',
     response: auditEventResponse,
     paged: true,
   })
   @AuditFilterQuery()
+  @ApiQuery({ name: 'afterSeq', required: false, type: String, description: 'events after this chain sequence number, oldest first (not with cursor)' })
   events(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditEventsQuery)) query: AuditEventsQuery) {
     return this.audit.events(tenant, query);
   }

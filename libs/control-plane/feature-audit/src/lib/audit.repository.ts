@@ -39,7 +39,7 @@ export class AuditRepository {
     tenantId: TenantId,
     tx: TenantTransaction,
     filters: AuditEventFilters,
-    page: { after: AuditCursor | undefined; limit: number },
+    page: { after: AuditCursor | undefined; limit: number; afterSeq?: bigint },
   ): Promise<AuditEventsPage> {
     return queryAuditEvents(tx, tenantId, filters, page);
   }

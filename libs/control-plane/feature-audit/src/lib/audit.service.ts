@@ -74,10 +74,10 @@ export class AuditService {
   ) {}
 
   async events(scope: TenantScope, query: AuditEventsQuery): Promise<Page<AuditEventResponse>> {
-    const { cursor, limit, ...filters } = query;
+    const { cursor, limit, afterSeq, ...filters } = query;
     const after = decodeAuditCursor(cursor);
     const page = await withTenant(this.db, scope.tenantId, (tx) =>
-      this.repository.events(scope.tenantId, tx, filters, { after, limit }),
+      this.repository.events(scope.tenantId, tx, filters, { after, limit, ...(afterSeq !== undefined ? { afterSeq: BigInt(afterSeq) } : {}) }),
     );
     return { items: page.rows.map(toAuditEventResponse), nextCursor: page.nextCursor };
   }
