@@ -160,7 +160,8 @@ describe('GET /audit/events', () => {
     // Filters apply as to pages.
     expect((await read('0', { tool: 'tickets__close' })).map((e) => e['seq'])).toEqual(['1', '6', '11', '16', '21', '26']);
 
-    for (const bad of [{ afterSeq: '-1' }, { afterSeq: '1e3' }, { afterSeq: '12345678901234567890' }, { afterSeq: '1', cursor: 'abc' }]) {
+    const bads: Record<string, string>[] = [{ afterSeq: '-1' }, { afterSeq: '1e3' }, { afterSeq: '12345678901234567890' }, { afterSeq: '1', cursor: 'abc' }];
+    for (const bad of bads) {
       const res = await cp.request('GET', `${base}?${q(bad)}`, { token: auditor.token });
       expect(res.status, JSON.stringify(bad)).toBe(400);
       expect((res.json['errors'] as { path: string }[]).map((e) => e.path)).toContain('afterSeq');
