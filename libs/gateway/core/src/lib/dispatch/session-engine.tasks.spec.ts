@@ -126,6 +126,37 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(upstream.tasks.get('t-1')).toBe('cancelled');
   });
 
+  it('cancels a task-augmented call the agent gave up on with tasks/cancel once its task exists, never by aborting the call upstream', async () => {
+    const upstream = taskUpstream();
+    const plainHandle = upstream.handle;
+    let upstreamAborted = false;
+    // The upstream takes a while to create the task; the agent cancels meanwhile.
+    const slowToCreate: FakeUpstream = {
+      capabilities: upstream.capabilities,
+      handle: async (method, params, options) => {
+        if (method === 'tools/call') {
+          options?.signal?.addEventListener('abort', () => (upstreamAborted = true));
+          await new Promise((resolve) => setTimeout(resolve, 150));
+        }
+        return plainHandle(method, params, options);
+      },
+    };
+    const { engine, connector } = build({ u1: slowToCreate });
+    const { record } = await open(engine);
+    const request = req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } });
+    const answer = engine.request(record, request, NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: request.id } });
+    const started = Date.now();
+    expect(await answer).toMatchObject({ error: {} });
+    // Answered as cancelled at once, not after the upstream's 150 ms.
+    expect(Date.now() - started).toBeLessThan(100);
+    expect(upstreamAborted).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(connector.calls.filter((c) => c.method === 'tasks/cancel').map((c) => c.params)).toEqual([{ taskId: 't-1' }]);
+    expect(upstream.tasks.get('t-1')).toBe('cancelled');
+  });
+
   it('keeps a task to the session that created it: another session or principal, an upstream id, or junk is "not found"', async () => {
     const upstream = taskUpstream();
     const { engine, connector } = build({ u1: upstream });

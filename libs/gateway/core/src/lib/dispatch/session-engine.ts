@@ -717,6 +717,34 @@ const RESOURCE_NOT_FOUND = -32002;
 /** The signal of a request that ended before it could be cancelled (initialize). */
 const NOT_CANCELLED: CancelSignal = new Cancellation();
 
+/**
+ * `work`'s outcome, or a rejection with the abort reason as soon as `signal` aborts (work that cannot be aborted
+ * itself); work given up on that way goes to `abandoned`, to be cleaned up after when it ends.
+ */
+function unlessAborted<T>(work: Promise<T>, signal: CancelSignal, abandoned: (work: Promise<T>) => void): Promise<T> {
+  if (signal.aborted) {
+    abandoned(work);
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      abandoned(work);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 const inflightKey = (sessionId: string, id: JsonRpcId): string => `${sessionId}\u0000${typeof id}:${String(id)}`;
 
 /** The answer to an initialize the session store could not take (unreachable): 503 with Retry-After. */
@@ -1452,7 +1480,16 @@ export class SessionEngine {
             let adopted: (task: TaskContext | undefined) => void = () => undefined;
             const scope = new Promise<TaskContext | undefined>((resolve) => (adopted = resolve));
             try {
-              const created = await this.forward(live, target.upstreamId, message, forwarded, sink, signal, traceId, admission?.progressSent, scope);
+              // MCP 2025-11-25: a task-augmented request is cancelled with tasks/cancel, never notifications/cancelled.
+              // The upstream call is not aborted with the agent's request: it runs on to its CreateTaskResult (within its
+              // timeout), and the task it created for a request given up meanwhile is cancelled then.
+              const creating = this.forward(live, target.upstreamId, message, forwarded, sink, NOT_CANCELLED, traceId, admission?.progressSent, scope);
+              const created = await unlessAborted(creating, signal, (late) =>
+                late.then(
+                  (result) => this.cancelUpstreamTask(live, target.upstreamId, result, traceId),
+                  () => undefined,
+                ),
+              );
               return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
                 adopted(task);
                 this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent);
@@ -2537,6 +2574,15 @@ export class SessionEngine {
    * A task-augmented `tools/call` answered: an upstream that created a task gets its id recorded for the session and the
    * agent is given the gateway's id for it. (An upstream that ran the call as a plain one answered with its result.)
    */
+  /** Cancels (best effort, `tasks/cancel`) the task a CreateTaskResult names: one created for a request given up. */
+  private cancelUpstreamTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string): void {
+    const task = result['task'];
+    if (!isObject(task) || typeof task['taskId'] !== 'string') return;
+    const taskId = task['taskId'];
+    const timeoutMs = this.deps.options.listTimeoutMs;
+    void this.onUpstream(live, upstreamId, traceId, (session) => session.request('tasks/cancel', { taskId }, { timeoutMs })).catch(() => undefined);
+  }
+
   private async adoptTask(live: LiveSession, upstreamId: string, tool: string, result: Record<string, unknown>, traceId: string, adopted: (task: TaskContext) => void): Promise<Record<string, unknown>> {
     const task = result['task'];
     if (!isObject(task) || typeof task['taskId'] !== 'string') return result;

@@ -107,6 +107,20 @@ describe('RequestMultiplexer', () => {
     expect(cancelled).toEqual([2]);
   });
 
+  it('never sends notifications/cancelled for a task-augmented call it gives up on (MCP 2025-11-25: tasks/cancel is the way)', async () => {
+    vi.useFakeTimers();
+    const { sent, mux } = harness();
+    const controller = new AbortController();
+    const timedOut = mux.request('a', 'tools/call', { name: 'slow', task: { ttl: 60_000 } }, undefined, 50);
+    const aborted = mux.request('a', 'tools/call', { name: 'slow', task: {} }, { signal: controller.signal }, 1_000);
+    const plain = mux.request('a', 'tools/call', { name: 'slow' }, undefined, 50);
+    const outcomes = Promise.all([expect(timedOut).rejects.toMatchObject({ reason: 'timeout' }), expect(aborted).rejects.toThrow(), expect(plain).rejects.toMatchObject({ reason: 'timeout' })]);
+    controller.abort(new Error('agent cancelled'));
+    vi.advanceTimersByTime(50);
+    await outcomes;
+    expect(sent.filter((m) => m.method === 'notifications/cancelled').map((m) => m.params?.['requestId'])).toEqual([3]);
+  });
+
   it('routes a server request to the only owner with a handler, and refuses when owners are ambiguous', () => {
     const { mux } = harness();
     const handler = async () => ({});

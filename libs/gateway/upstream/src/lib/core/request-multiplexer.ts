@@ -5,7 +5,7 @@ import {
   type JsonRpcResponse,
   type UpstreamRequestOptions,
 } from '@portcullis/gateway/mcp';
-import { abortReason, encodeCancelled, encodeRequest, errors, type ServerRequestHandler } from './wire';
+import { abortReason, encodeCancelled, encodeRequest, errors, isTaskAugmented, type ServerRequestHandler } from './wire';
 
 interface Call<Owner> {
   readonly id: number;
@@ -78,7 +78,8 @@ export class RequestMultiplexer<Owner> {
       const call: Call<Owner> = {
         id,
         owner,
-        cancellable: method !== 'initialize',
+        // Nor a task-augmented request: MCP 2025-11-25 cancels those with tasks/cancel, once the task is known.
+        cancellable: method !== 'initialize' && !isTaskAugmented(params),
         options,
         progressToken,
         resolve,

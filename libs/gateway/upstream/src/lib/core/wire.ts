@@ -163,6 +163,10 @@ export function abortAll(inFlight: Map<JsonRpcId, AbortController>): void {
   inFlight.clear();
 }
 
+/** A task-augmented request (MCP 2025-11-25: `params.task`): cancelled with `tasks/cancel`, never `notifications/cancelled`. */
+export const isTaskAugmented = (params: Record<string, unknown> | undefined): boolean =>
+  typeof params?.['task'] === 'object' && params['task'] !== null;
+
 /** What a rejected call carries when the caller's signal aborted it. */
 export function abortReason(signal: CancelSignal): unknown {
   return signal.reason ?? new DOMException('The operation was aborted', 'AbortError');

@@ -912,6 +912,36 @@ describe('connector resilience and network policy', () => {
     expect(calls).toBe(2);
   });
 
+  it('never sends notifications/cancelled for a task-augmented call it gives up on (MCP 2025-11-25: tasks/cancel), and still does for a plain one', async () => {
+    const cancelled: unknown[] = [];
+    const calls = new Map<unknown, unknown>();
+    const server = await callServer(
+      (message, res) => {
+        // Taken, and never answered.
+        calls.set(message.params?.['name'], message.id);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.flushHeaders();
+      },
+      (message) => {
+        if (message.method === 'notifications/cancelled') cancelled.push(message.params?.['requestId']);
+      },
+    );
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 150 }), identity);
+    const aborted = new AbortController();
+    const outcomes = [
+      session.request('tools/call', { name: 'task-timeout', arguments: {}, task: { ttl: 60_000 } }).catch((error: { reason?: string }) => error.reason),
+      session.request('tools/call', { name: 'task-aborted', arguments: {}, task: {} }, { signal: aborted.signal }).catch(() => 'aborted'),
+      session.request('tools/call', { name: 'plain', arguments: {} }).catch((error: { reason?: string }) => error.reason),
+    ];
+    await waitFor(() => (calls.size >= 3 ? true : undefined), 3_000);
+    aborted.abort(new Error('agent cancelled'));
+    expect(await Promise.all(outcomes)).toEqual(['timeout', 'aborted', 'timeout']);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(cancelled).toEqual([calls.get('plain')]);
+    await session.close();
+  });
+
   it('tells the upstream a call is cancelled when its answer cannot be read (oversized event, stream ended unanswered, not JSON or SSE), never an initialize', async () => {
     const cancelled: unknown[] = [];
     const server = await callServer(

@@ -28,6 +28,7 @@ import {
   encodeNotification,
   encodeRequest,
   errors,
+  isTaskAugmented,
   QUIET_POST_TIMEOUT_MS,
   QuietPosts,
   type ServerRequestHandler,
@@ -171,6 +172,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const id = this.ctx.nextId();
     const body = encodeRequest(id, method, params);
     const adoptSessionId = this.sessionId === null && method === 'initialize';
+    // Never `notifications/cancelled` for initialize (MCP), nor for a task-augmented request (tasks/cancel, by the caller).
+    const cancellable = method !== 'initialize' && !isTaskAugmented(params);
 
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -194,7 +197,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (settled) return;
         settle(error, undefined);
         call.abort(error);
-        if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, reason));
+        if (cancellable) this.sendQuietly(encodeCancelled(id, reason));
       };
       const timer = setTimeout(() => {
         breaker.failure();
@@ -229,7 +232,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         abandoned: () => {
           // No verdict on the upstream's health (a 200 is not one): as the half-open probe, the call leaves the slot.
           if (probe !== 0) breaker.probeEnded(probe);
-          if (!adoptSessionId) this.sendQuietly(encodeCancelled(id, 'the response could not be read'));
+          if (cancellable) this.sendQuietly(encodeCancelled(id, 'the response could not be read'));
         },
         // SEP-1699: the upstream closed the call's stream before answering, after giving it an event id. Resumed
         // with a GET from that id after the stream's `retry` delay, within the call's timeout; a stream that closes
