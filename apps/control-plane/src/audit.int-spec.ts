@@ -160,7 +160,7 @@ describe('GET /audit/events', () => {
     // Filters apply as to pages.
     expect((await read('0', { tool: 'tickets__close' })).map((e) => e['seq'])).toEqual(['1', '6', '11', '16', '21', '26']);
 
-    const bads: Record<string, string>[] = [{ afterSeq: '-1' }, { afterSeq: '1e3' }, { afterSeq: '12345678901234567890' }, { afterSeq: '1', cursor: 'abc' }];
+    const bads: Record<string, string>[] = [{ afterSeq: '-1' }, { afterSeq: '1e3' }, { afterSeq: '12345678901234567890' }, { afterSeq: '9999999999999999999' }, { afterSeq: '1', cursor: 'abc' }];
     for (const bad of bads) {
       const res = await cp.request('GET', `${base}?${q(bad)}`, { token: auditor.token });
       expect(res.status, JSON.stringify(bad)).toBe(400);

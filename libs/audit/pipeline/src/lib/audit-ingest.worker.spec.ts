@@ -2,7 +2,7 @@ import { AuditStoreError, type AuditBatcher } from '@portcullis/audit/core';
 import type { AuditEventV1, JobPayload } from '@portcullis/contracts/jobs';
 import { DelayedError, type Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
-import { AuditIngestWorker, retryDelayMs } from './audit-ingest.worker';
+import { AuditIngestWorker, MAX_OUTAGE_WAIT_MS, retryDelayMs } from './audit-ingest.worker';
 
 describe('retryDelayMs', () => {
   it('doubles from the base per attempt, capped at 60 s, with at most ±20 % jitter', () => {
@@ -56,13 +56,14 @@ const failingBatcher = (failing: (event: AuditEventV1) => boolean, transient: bo
 const settings = { connection: {}, prefix: 'spec', concurrency: 1, maxAttempts: 3, retryBaseMs: 1_000, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
 
 /** A job at its `attemptsStarted`-th attempt, recording where the worker moves it. */
-const jobOf = (name: string, data: unknown, attemptsStarted: number) => {
+const jobOf = (name: string, data: unknown, attemptsStarted: number, enqueuedAt = Date.now() - 3_600_000) => {
   const moves = { delayedUntil: undefined as number | undefined, data: undefined as unknown };
   const job = {
     id: 'job-1',
     name,
     data,
     attemptsStarted,
+    timestamp: enqueuedAt,
     moveToDelayed: async (until: number) => void (moves.delayedUntil = until),
     updateData: async (next: unknown) => void (moves.data = next),
   } as unknown as Job;
@@ -81,6 +82,13 @@ describe('AuditIngestWorker retries', () => {
     expect(moves.delayedUntil).toBeGreaterThanOrEqual(before + 48_000);
     expect(moves.delayedUntil).toBeLessThanOrEqual(Date.now() + 72_000);
     expect(worker.stats.jobsDeadLettered).toBe(0);
+  });
+
+  it('gives up on an "outage" that has lasted past MAX_OUTAGE_WAIT_MS since the job was enqueued (a statement timeout every try)', async () => {
+    const worker = new AuditIngestWorker(failingBatcher(() => true, true), settings);
+    const { job, moves } = jobOf('audit.events.ingest', { v: 1, events: [event('019a0000-0000-7000-8000-000000000001')] }, 1_500, Date.now() - MAX_OUTAGE_WAIT_MS - 1);
+    await expect(worker.process(job, 'token')).rejects.toThrow();
+    expect(moves.delayedUntil).toBeUndefined();
   });
 
   it('gives up (dead-letters) a failure that is not an outage once the attempts are used', async () => {

@@ -71,6 +71,11 @@ const isTransient = (error: unknown): boolean => error instanceof AuditStoreErro
 
 /** Past the attempt limit, a job kept waiting out a database outage says so only every this many attempts. */
 const OUTAGE_LOG_EVERY = 10;
+/**
+ * How long after it was enqueued a job may wait out failures that are no event's fault. Past it the job is dead-lettered
+ * as any other: a failure that only looks transient (a statement timeout on every try) must not loop for ever.
+ */
+export const MAX_OUTAGE_WAIT_MS = 24 * 3_600_000;
 
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
@@ -191,7 +196,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
       // A database outage is nobody's event's fault: such a job waits it out at the backoff's cap (60 s), however many
       // attempts that takes, rather than being dead-lettered after two minutes with every job behind it (nothing
       // replays the dead letters by itself, and the trail would verify with those events missing).
-      const outage = error instanceof BatchFailure ? error.transient : isTransient(error);
+      const outage = (error instanceof BatchFailure ? error.transient : isTransient(error)) && Date.now() - job.timestamp < MAX_OUTAGE_WAIT_MS;
       if (retryable && (attempt < this.settings.maxAttempts || outage) && token) {
         const delay = retryDelayMs(attempt, this.settings.retryBaseMs);
         if (error instanceof BatchFailure) {

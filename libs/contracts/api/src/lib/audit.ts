@@ -31,7 +31,12 @@ export const auditEventFilters = z.strictObject(filterFields).refine(timeRangeIn
 export type AuditEventFilters = z.infer<typeof auditEventFilters>;
 
 /** A chain sequence number as text (a bigint in the database; JSON numbers lose precision past 2^53). */
-const sequenceNumber = z.string().regex(/^\d{1,19}$/, 'a sequence number');
+const sequenceNumber = z
+  .string()
+  .regex(/^\d{1,19}$/, 'a sequence number')
+  // Postgres's bigint ends there: a larger one failed its cast in the query (a 500). (zod runs this after a failed
+  // regex too: only digits are converted.)
+  .refine((value) => !/^\d+$/.test(value) || BigInt(value) <= 9_223_372_036_854_775_807n, 'a sequence number (at most 9223372036854775807)');
 
 /**
  * `GET /api/v1/tenants/:tenantId/audit/events`: filters plus a cursor page, newest first. Or, with `afterSeq`, the

@@ -1,4 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
+import { waitFor } from '@portcullis/shared/util-testing';
 import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore, type UpstreamConfig } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestHooks } from '../hooks/request-hooks';
@@ -155,6 +156,26 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     await new Promise((resolve) => setTimeout(resolve, 250));
     expect(connector.calls.filter((c) => c.method === 'tasks/cancel').map((c) => c.params)).toEqual([{ taskId: 't-1' }]);
     expect(upstream.tasks.get('t-1')).toBe('cancelled');
+  });
+
+  it('cancels the task upstream when the agent cancels while its route is being stored (the agent would never learn it)', async () => {
+    const upstream = taskUpstream();
+    const routes = new MemoryTaskRouteStore();
+    const slowRoutes = Object.assign(Object.create(routes) as TaskRouteStore, {
+      add: async (...args: Parameters<TaskRouteStore['add']>) => {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return routes.add(...args);
+      },
+    });
+    const { engine, connector } = build({ u1: upstream }, slowRoutes);
+    const { record } = await open(engine);
+    const request = req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } });
+    const answer = engine.request(record, request, NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: request.id } });
+    await answer;
+    await waitFor(() => upstream.tasks.get('t-1') === 'cancelled', { timeoutMs: 2_000, description: 'tasks/cancel upstream' });
+    expect(connector.calls.filter((c) => c.method === 'tasks/cancel').map((c) => c.params)).toEqual([{ taskId: 't-1' }]);
   });
 
   it('keeps a task to the session that created it: another session or principal, an upstream id, or junk is "not found"', async () => {

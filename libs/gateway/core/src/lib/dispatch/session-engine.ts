@@ -1161,7 +1161,12 @@ export class SessionEngine {
       }
       case 'standalone':
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
-        this.live.get(message.sessionId)?.standalone?.send(message.message);
+        // Not to a parked stream (its agent gone, a reconnect perhaps under way on another replica): that replica's new
+        // stream gets the message itself, and would get it twice from the parked one's log.
+        {
+          const standalone = this.live.get(message.sessionId)?.standalone;
+          if (standalone !== undefined && standalone.away !== true) standalone.send(message.message);
+        }
         return;
       case 'relayed-progress':
         if (isObject(message.params)) this.relayProgress(message.sessionId, message.params);
@@ -1490,14 +1495,24 @@ export class SessionEngine {
                   () => undefined,
                 ),
               );
-              return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
-                adopted(task);
-                this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent);
-                // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
-                // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
-                const release = retain();
-                if (release !== undefined) this.holdSlotsForTask(live, task.agent, release, target.config.callTimeoutMs);
-              });
+              // Cancelled while the task's route was stored: its answer will not be sent, so the agent never learns the
+              // task. It is cancelled upstream too (its route and slots go when it is seen to end).
+              const cancelledMeanwhile = () => {
+                if (signal.aborted) this.cancelUpstreamTask(live, target.upstreamId, created, traceId);
+              };
+              signal.addEventListener('abort', cancelledMeanwhile);
+              try {
+                return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
+                  adopted(task);
+                  this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent);
+                  // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
+                  // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
+                  const release = retain();
+                  if (release !== undefined) this.holdSlotsForTask(live, task.agent, release, target.config.callTimeoutMs);
+                });
+              } finally {
+                signal.removeEventListener('abort', cancelledMeanwhile);
+              }
             } finally {
               adopted(undefined);
             }

@@ -393,6 +393,10 @@ export class EventStream implements MessageSink {
   private parked: { readonly timer: NodeJS.Timeout; readonly done: () => void } | undefined;
   /** Held (see `resumeAfter`): frames of messages sent meanwhile, written once what the agent missed went first. */
   private held: string[] | undefined;
+  private heldBytes = 0;
+  /** The stream takes no more messages (see `whenDone`). */
+  private ended = false;
+  private doneHandlers: (() => void)[] | undefined;
 
   /**
    * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
@@ -414,7 +418,13 @@ export class EventStream implements MessageSink {
     else res.flushHeaders();
     this.keepAlive = setInterval(() => writeBounded(res, KEEP_ALIVE_FRAME), keepAliveMs);
     this.keepAlive.unref();
-    res.on('close', () => clearInterval(this.keepAlive));
+    res.on('close', () => {
+      clearInterval(this.keepAlive);
+      // After the response's other close listeners (the route's, which may park the stream).
+      queueMicrotask(() => {
+        if (this.parked === undefined) this.end();
+      });
+    });
     // The client may have gone while the request waited (a session lookup, the replay log): the response's 'close'
     // has then fired already and never comes again, so nothing would ever end what is tied to this stream.
     if (res.closed) clearInterval(this.keepAlive);
@@ -450,7 +460,30 @@ export class EventStream implements MessageSink {
     if (parked === undefined) return;
     this.parked = undefined;
     clearTimeout(parked.timer);
+    this.end();
     parked.done();
+  }
+
+  /**
+   * Runs `handler` once the stream takes no more messages: closed here, its connection gone and not parked, or its
+   * parking over. (Its 'close' is earlier for a parked stream, which a revoked key or a shutdown must still end.)
+   */
+  whenDone(handler: () => void): void {
+    if (this.ended) queueMicrotask(handler);
+    else (this.doneHandlers ??= []).push(handler);
+  }
+
+  /**
+   * No more messages: a resumable stream's log gets an empty final entry, so that a replica resuming it (a reconnect
+   * elsewhere, reading what it missed) knows it has all of it (see `follow` in the GET route).
+   */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.log !== undefined) this.log.append(++this.seq, '', true);
+    const handlers = this.doneHandlers ?? [];
+    this.doneHandlers = undefined;
+    for (const handler of handlers) handler();
   }
 
   /**
@@ -461,7 +494,9 @@ export class EventStream implements MessageSink {
   resumeAfter(missedStreamId: string, missed: readonly ReplayEntry[], prime: boolean): void {
     const held = this.held ?? [];
     this.held = undefined;
-    for (const entry of missed) this.replay(eventId(missedStreamId, entry.seq), entry.data);
+    this.heldBytes = 0;
+    // The older stream's end marker (empty) is nothing for the agent: its next id is this stream's priming event's.
+    for (const entry of missed) if (entry.data !== '') this.replay(eventId(missedStreamId, entry.seq), entry.data);
     // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
     // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
     if (prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.id));
@@ -496,6 +531,12 @@ export class EventStream implements MessageSink {
   private out(frame: string): boolean {
     if (this.held === undefined) return writeBounded(this.res, frame);
     if (this.res.destroyed || this.res.writableEnded) return false;
+    // Bounded as unsent bytes are: held back this much, the agent is cut off rather than the process filled.
+    this.heldBytes += frame.length;
+    if (this.heldBytes > MAX_UNSENT_BYTES) {
+      this.res.destroy();
+      return false;
+    }
     this.held.push(frame);
     return true;
   }
@@ -518,8 +559,13 @@ export class EventStream implements MessageSink {
 
   /** A message of another stream being replayed or resumed here, under its original event id. */
   replay(id: string, data: string): void {
-    // An empty entry is a stream's end without an answer (`PostResponder.abandon`): nothing for the agent.
-    if (data === '') return;
+    // An empty entry ends a stream without an answer (`PostResponder.abandon`): only its id goes, as a priming event's
+    // does. Without it an SDK client that resumed with a GET, seeing the stream end with no new id, reconnected with
+    // none: a new standalone stream, which closed the session's own, which reconnected in turn, forever.
+    if (data === '') {
+      writeBounded(this.res, `id: ${id}\ndata: \n\n`);
+      return;
+    }
     writeBounded(this.res, sseFrame(data, id));
   }
 
@@ -543,6 +589,7 @@ export class EventStream implements MessageSink {
     this.closedHere = true;
     clearInterval(this.keepAlive);
     this.unpark();
+    this.end();
     if (this.res.writableEnded) return;
     this.res.end();
     if (this.res.writableLength === 0 || this.res.destroyed) return;

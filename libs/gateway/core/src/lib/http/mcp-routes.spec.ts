@@ -209,7 +209,20 @@ const memoryReplay = () => {
       const entries = streams.get(streamId);
       return entries === undefined || (entries.at(-1)?.final ?? false);
     },
-    follow: async () => 'final',
+    follow: async (_session, streamId, afterSeq, onEntry, signal) => {
+      let last = afterSeq;
+      while (!signal.aborted) {
+        const entries = streams.get(streamId);
+        if (entries === undefined) return 'gone';
+        for (const entry of entries.filter((one) => one.seq > last)) {
+          last = entry.seq;
+          onEntry(entry);
+          if (entry.final) return 'final';
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      return 'aborted';
+    },
     pendingRequests: async () => undefined,
   };
   return { replay, streams };
@@ -271,6 +284,25 @@ describe('a standalone stream whose agent reconnects', () => {
     expect(live.filter((event) => said(event) !== '').map(said)).toEqual(['four']);
     await backReader.cancel();
   });
+
+  it('is ended by a shutdown (closeStreams) while parked, its log closed with the end marker, not left for its 60 s', async () => {
+    const { replay, streams } = memoryReplay();
+    const { post, base, connector } = await serve(true, undefined, 15_000, replay);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const away = new AbortController();
+    const res = await fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }, signal: away.signal });
+    expect(res.status).toBe(200);
+    await waitFor(() => (connector.notificationHandlers.get('u1') ?? []).length > 0, { description: 'the upstream session listened to' });
+    away.abort();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Parked: a message still goes to its log.
+    for (const handler of connector.notificationHandlers.get('u1') ?? []) handler({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'while away' } });
+    const [log] = [...streams.values()];
+    expect(log?.map((entry) => entry.final)).toEqual([false]);
+    await routeSets.at(-1)?.closeStreams();
+    expect(log?.at(-1)).toMatchObject({ data: '', final: true });
+  });
 });
 
 describe('a call the agent cancels', () => {
@@ -317,6 +349,31 @@ describe('a call the agent cancels', () => {
     expect(log?.at(-1)).toMatchObject({ data: '', final: true });
     const resume = await fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', ...headersFor(sessionId, '2025-11-25'), 'last-event-id': primed } });
     expect(resume.status).toBe(405);
+  });
+
+  it("ends a resumed stream of a call cancelled meanwhile with the end's id, so the SDK client resumes from it and is told 405 (no reconnect loop)", async () => {
+    const { replay } = memoryReplay();
+    const { post, tool, base } = await serve(true, undefined, 40, replay);
+    tool.call = untilCancelled;
+    const sessionId = await initialize(post, '2025-11-25');
+    const res = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__echo', arguments: {} } }, headersFor(sessionId, '2025-11-25'));
+    const reader = res.body?.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    const first = new TextDecoder().decode((await reader.read()).value);
+    const primed = /^id: (\S+)$/m.exec(first)?.[1] ?? '';
+    expect(primed).toMatch(/_0$/);
+    // The connection cut; resumed while the call still runs: the stream follows the log.
+    await reader.cancel();
+    const resumed = await fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', ...headersFor(sessionId, '2025-11-25'), 'last-event-id': primed } });
+    expect(resumed.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await post({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2 } }, headersFor(sessionId, '2025-11-25'));
+    const body = await resumed.text();
+    const ended = /^id: (\S+)$/m.exec(body)?.[1] ?? '';
+    expect(ended).toMatch(/_\d+$/);
+    expect(ended).not.toBe(primed);
+    expect(body).not.toContain('"id":2');
+    const again = await fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', ...headersFor(sessionId, '2025-11-25'), 'last-event-id': ended } });
+    expect(again.status).toBe(405);
   });
 });
 

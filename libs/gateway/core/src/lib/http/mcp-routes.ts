@@ -178,6 +178,9 @@ const MAX_RESUMED_STREAMS_PER_SESSION = 8;
  */
 const STANDALONE_PARK_MS = 60_000;
 
+/** How long a resumed standalone stream waits for the older stream's end marker (see the GET route). */
+const STANDALONE_HANDOVER_MS = 2_000;
+
 /** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
 const MAX_BATCH = 100;
 /**
@@ -310,7 +313,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       expiry.unref();
     };
     if (principal.credentialId !== undefined) watchExpiry(principal.credentialId, false);
-    stream.onClose(() => {
+    // Not at its connection's close: a parked stream (see EventStream.park) still takes messages, and a revoked key
+    // or a shutdown must still end it.
+    stream.whenDone(() => {
       clearTimeout(expiry);
       streams.delete(stream);
     });
@@ -829,8 +834,24 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // so a reconnect with its last event id gets those messages too (ADR 0007).
         stream.onClose(() => stream.park(STANDALONE_PARK_MS, detach));
         if (resumed !== undefined && replay !== undefined) {
-          const missed = await replay.read(record.id, resumed.streamId, resumed.seq).catch(() => undefined);
-          stream.resumeAfter(resumed.streamId, missed ?? [], prime);
+          // What the older stream logged after the agent's last id, up to its end marker: it stops taking messages once
+          // this one is announced (at once if it was here; on another replica when the announcement gets there), so
+          // nothing comes between the two. Bounded: a replica that never hears of this one (a lost publish), or a log
+          // that cannot be read, costs the agent at most STANDALONE_HANDOVER_MS of waiting, and what came after it.
+          const missed: ReplayEntry[] = [];
+          const stop = new AbortController();
+          stream.onClose(() => stop.abort());
+          let deadline: NodeJS.Timeout | undefined;
+          await Promise.race([
+            replay.follow(record.id, resumed.streamId, resumed.seq, (entry) => missed.push(entry), stop.signal).catch(() => 'gone'),
+            new Promise((resolve) => {
+              deadline = setTimeout(resolve, STANDALONE_HANDOVER_MS);
+              deadline.unref();
+            }),
+          ]);
+          clearTimeout(deadline);
+          stop.abort();
+          stream.resumeAfter(resumed.streamId, missed, prime);
         }
         return reply;
       }),
