@@ -27,6 +27,19 @@ function text(result: unknown): string {
   return content.map((item) => item.text ?? '').join('');
 }
 
+/** An SDK client on a session of its own, and the upstream session that session opened on the recorder. */
+async function connectedClient(name: string) {
+  const client = new Client({ name, version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
+    requestInit: { headers: { authorization: `Bearer ${key}` } },
+  });
+  const openedBefore = upstream.opened.length;
+  await client.connect(transport);
+  const mine = upstream.opened.slice(openedBefore);
+  expect(mine).toHaveLength(1);
+  return { client, transport, upstreamSession: mine[0] ?? '' };
+}
+
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   upstream = await startRecordingUpstream();
@@ -113,38 +126,24 @@ describe('session idle expiry', () => {
   });
 
   it('keeps a session alive while its agent listens on the standalone stream, and lets it expire once it stops', async () => {
-    const client = new Client({ name: 'expiry-spec-listener', version: '1.0.0' });
-    const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
-      requestInit: { headers: { authorization: `Bearer ${key}` } },
-    });
-    const openedBefore = upstream.opened.length;
-    await client.connect(transport);
-    const mine = upstream.opened.slice(openedBefore);
-    expect(mine).toHaveLength(1);
+    const { client, transport, upstreamSession } = await connectedClient('expiry-spec-listener');
     // Three times the 3 s idle timeout with no request at all: only the GET stream the SDK client opens after
     // initialize (and holds) keeps the session in use.
     await new Promise((resolve) => setTimeout(resolve, 9_000));
-    expect(upstream.closed).not.toContain(mine[0]);
+    expect(upstream.closed).not.toContain(upstreamSession);
     expect(text(await client.callTool({ name: 'rec__echo', arguments: { message: 'still here' } }))).toBe('still here');
 
     await transport.close();
-    await waitFor(() => upstream.closed.includes(mine[0] ?? ''), { timeoutMs: 12_000, description: 'the upstream DELETE after the agent left' });
+    await waitFor(() => upstream.closed.includes(upstreamSession), { timeoutMs: 12_000, description: 'the upstream DELETE after the agent left' });
   }, 40_000);
 
   it('keeps a session alive while a call runs longer than the idle timeout', async () => {
-    const client = new Client({ name: 'expiry-spec-long-call', version: '1.0.0' });
-    const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), {
-      requestInit: { headers: { authorization: `Bearer ${key}` } },
-    });
-    const openedBefore = upstream.opened.length;
-    await client.connect(transport);
-    const mine = upstream.opened.slice(openedBefore);
-    expect(mine).toHaveLength(1);
+    const { client, upstreamSession } = await connectedClient('expiry-spec-long-call');
     // Twice the 3 s idle timeout with no other request of the session: only the call in flight keeps it in use.
     const result = await client.callTool({ name: 'rec__slow', arguments: { ms: 6_000 } }, undefined, { timeout: 20_000 });
     expect(result.isError ?? false).toBe(false);
     expect(text(result)).toBe('slept 6000');
-    expect(upstream.closed).not.toContain(mine[0]);
+    expect(upstream.closed).not.toContain(upstreamSession);
     await client.close();
   }, 30_000);
 

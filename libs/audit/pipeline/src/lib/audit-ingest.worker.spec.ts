@@ -1,5 +1,5 @@
-import { AuditStoreError, type AuditBatcher } from '@portcullis/audit/core';
-import type { AuditEventV1, JobPayload } from '@portcullis/contracts/jobs';
+import { AuditStoreError, sampleAuditEvent, type AuditBatcher } from '@portcullis/audit/core';
+import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { DelayedError, type Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { AuditIngestWorker, MAX_OUTAGE_WAIT_MS, retryDelayMs } from './audit-ingest.worker';
@@ -15,32 +15,7 @@ describe('retryDelayMs', () => {
 });
 
 /** An audit event as the gateway sends it. */
-const event = (eventId: string): JobPayload<'audit.event.ingest'> => ({
-  v: 1,
-  eventId,
-  tenantId: '019a0000-0000-7000-8000-0000000000aa',
-  occurredAt: '2026-11-22T08:00:00.000Z',
-  kind: 'mcp',
-  method: 'tools/call',
-  actorUserId: null,
-  agentClientId: null,
-  apiKeyId: null,
-  mcpSessionId: 'session-1',
-  upstreamId: null,
-  tool: 'tickets__create_ticket',
-  targetType: null,
-  targetId: null,
-  decision: 'allow',
-  reason: null,
-  snapshotVersion: 3,
-  approvalId: null,
-  latencyMs: 4,
-  outcome: 'ok',
-  errorCode: null,
-  arguments: { title: 'x' },
-  traceId: null,
-  traceparent: null,
-});
+const event = (eventId: string): AuditEventV1 => sampleAuditEvent('019a0000-0000-7000-8000-0000000000aa', { eventId });
 
 /** A batcher whose store fails the events named, as the Postgres store reports an outage (or a bad event). */
 const failingBatcher = (failing: (event: AuditEventV1) => boolean, transient: boolean) =>
