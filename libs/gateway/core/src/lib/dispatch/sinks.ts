@@ -427,7 +427,10 @@ export class EventStream implements MessageSink {
     });
     // The client may have gone while the request waited (a session lookup, the replay log): the response's 'close'
     // has then fired already and never comes again, so nothing would ever end what is tied to this stream.
-    if (res.closed) clearInterval(this.keepAlive);
+    if (res.closed) {
+      clearInterval(this.keepAlive);
+      queueMicrotask(() => this.end());
+    }
   }
 
   get canStream(): boolean {
@@ -446,7 +449,7 @@ export class EventStream implements MessageSink {
    * that cannot be resumed, or was ended here, is done at once.
    */
   park(ms: number, done: () => void): void {
-    if (this.log === undefined || this.closedHere || this.parked !== undefined) {
+    if (this.log === undefined || this.closedHere || this.ended || this.parked !== undefined) {
       done();
       return;
     }
