@@ -394,4 +394,63 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(recoveredIds.slice(0, newerIds.length)).toEqual(newerIds);
     expect(data(recovered.text).join('\n')).toContain('notifications/tools/list_changed');
   });
+
+  it('a standalone stream lost on one replica and resumed on another: what came while the agent was away arrives once, then the new stream takes over', async () => {
+    const sessionId = await session(gatewayA.url);
+    const away = new AbortController();
+    const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream' }),
+      signal: away.signal,
+    });
+    expect(first.status).toBe(200);
+    const reading = readUntil(first, (sse) => completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')));
+    await addToolsUntilNotified(sessionId, reading, 200);
+    const seen = messageIds(completeEvents((await reading).text).join('\n\n'));
+    const lastSeen = seen.at(-1) ?? '';
+    const older = streamOf(lastSeen);
+    expect(older).toMatch(/^s/);
+    away.abort();
+
+    // While the agent is away, replica A keeps the stream parked and logs what the upstream announces.
+    const announce = (id: number) =>
+      fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+        method: 'POST',
+        headers: headers(sessionId),
+        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
+      });
+    expect((await announce(300)).status).toBe(200);
+    expect((await announce(301)).status).toBe(200);
+
+    // The agent comes back through replica B with its last id: B's stream is announced, A's parked one ends (its log's
+    // end marker), and B sends what A logged first, then its own priming event, then whatever comes next.
+    const startedAt = Date.now();
+    const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': lastSeen }),
+    });
+    expect(resumed.status).toBe(200);
+    let primedAfterMs: number | undefined;
+    const newerMessage = (sse: string) => {
+      const sent = ids(completeEvents(sse).join('\n\n'));
+      if (primedAfterMs === undefined && sent.some((id) => id.endsWith('_0'))) primedAfterMs = Date.now() - startedAt;
+      return sent.some((id) => !id.endsWith('_0') && streamOf(id) !== older);
+    };
+    const resumedReading = readUntil(resumed, newerMessage);
+    // Announced once the new stream is up: routed from A, which holds the upstream session, to B over the bus.
+    await addToolsUntilNotified(sessionId, resumedReading, 310);
+    const gotIds = ids(completeEvents((await resumedReading).text).join('\n\n'));
+    const priming = gotIds.findIndex((id) => id.endsWith('_0'));
+    expect(priming).toBeGreaterThanOrEqual(0);
+    const missed = gotIds.slice(0, priming);
+    // What A logged after the agent's last id: the two announcements made while it was away, from the older stream,
+    // none of them seen before, none twice.
+    expect(missed.length).toBeGreaterThanOrEqual(2);
+    expect(missed.every((id) => streamOf(id) === older)).toBe(true);
+    expect(missed.some((id) => seen.includes(id))).toBe(false);
+    expect(new Set(missed).size).toBe(missed.length);
+    const newer = streamOf(gotIds[priming] ?? '');
+    expect(newer).not.toBe(older);
+    expect(gotIds.slice(priming + 1).every((id) => streamOf(id) === newer)).toBe(true);
+    // A's parked stream ended when B's was announced (its log's end marker): B did not wait out its bound (2 s) for it.
+    expect(primedAfterMs).toBeLessThan(1_500);
+  }, 20_000);
 });
