@@ -6,7 +6,7 @@ import { createLogger } from '@portcullis/shared/util-logger';
 import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { SessionEngine } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
@@ -27,7 +27,7 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, ext
   const engine = new SessionEngine({
     registry, connector, sessions, logger: extra.logger ?? logger,
     ...(extra.tasks ? { tasks: new MemoryTaskRouteStore() } : {}),
-    options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1',
+    options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200,
       ...(extra.initializeWaitMs !== undefined ? { initializeWaitMs: extra.initializeWaitMs } : {}),
       ...(extra.joinRetryMs !== undefined ? { joinRetryMs: extra.joinRetryMs } : {}) },
   });
@@ -585,7 +585,7 @@ describe('SessionEngine: progress from upstreams', () => {
 
 describe('SessionEngine: a session ending while a request of it is under way', () => {
   const lister: FakeUpstream = { capabilities: { tools: {} }, handle: async () => ({ tools: [{ name: 'read', inputSchema: { type: 'object' } }], content: [] }) };
-  const options = { separator: '__', listTimeoutMs: 500, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000 };
+  const options = { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 };
 
   for (const where of ['here', 'on another replica'] as const) {
     it(`opens no upstream session for it once it ended ${where} (a stdio-like upstream would never be closed)`, async () => {
@@ -813,7 +813,7 @@ describe('SessionEngine: progress of a task, after its call answered', () => {
     const engine = new SessionEngine({
       registry, connector, sessions: new MemorySessionStore(), logger, tasks: new MemoryTaskRouteStore(),
       hooks: { admit: (info) => (info.method === 'tools/call' ? { release: () => undefined } : undefined) },
-      options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 },
     });
     engines.push(engine);
     const { record } = await open(engine, '2025-11-25');

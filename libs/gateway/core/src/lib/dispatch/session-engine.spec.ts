@@ -4,7 +4,7 @@ import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcErr
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
 import { GatewayRequestError, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
@@ -38,7 +38,7 @@ function build(
     connector,
     sessions,
     logger,
-    options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1', listCacheMs, listCacheMaxPages, ...options },
+    options: { ...SPEC_ENGINE_OPTIONS, listCacheMs, listCacheMaxPages, ...options },
   });
   engines.push(engine);
   return { engine, connector, registry, sessions };
@@ -108,7 +108,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       sessions: new MemorySessionStore(),
       logger,
       hooks: { admit: (info) => void seen.push(info.target?.name ?? info.method) },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -186,7 +186,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return { progressSent: 3 };
         },
       },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -456,7 +456,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       sessions: new MemorySessionStore(),
       logger,
       hooks: { admit: (info) => void (info.method === 'tools/call' || info.method === 'prompts/get' ? seen.push(info.arguments) : undefined) },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -582,7 +582,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       sessions,
       logger,
       hooks: { admit: () => undefined, completed: (info, outcome) => void reported.push(`${info.method}:${outcome.outcome}`) },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     // Unavailable, try again (503 with Retry-After at the route): not the gateway's own failure (500).
@@ -622,7 +622,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       sessions: new MemorySessionStore(),
       logger,
       hooks: { admit: () => undefined, completed: (info, outcome) => void (info.method === 'tools/call' && reported.push({ outcome: outcome.outcome, fromUpstream: outcome.fromUpstream })) },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -830,7 +830,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return list;
         },
       },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -881,7 +881,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return kind === 'resource' ? items.filter((item) => !String(item['uri']).startsWith('repo://secret-org/')) : items;
         },
       },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -1016,7 +1016,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       connector,
       sessions,
       logger,
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -1064,7 +1064,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const upstream = forgetfulUpstream(() => ({ content: [] }));
     const connector = new FakeConnector({ u1: upstream });
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
     engines.push(engine);
     const record = await openSession(engine);
     sessions.failing = true;
@@ -1089,7 +1089,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FailingConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ content: [] }) } });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: SPEC_ENGINE_OPTIONS });
     engines.push(engine);
     const record = await openSession(engine);
     const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
@@ -1236,7 +1236,7 @@ function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listC
       sessions,
       logger,
       bus,
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId, listCacheMs },
+      options: { ...SPEC_ENGINE_OPTIONS, replicaId, listCacheMs },
     });
   const [a, b] = [make('ra'), make('rb')];
   replicas.push(a, b);
@@ -1532,7 +1532,7 @@ describe('SessionEngine: ending a subscription the policy no longer allows', () 
           return undefined;
         },
       },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const record = await openSession(engine);
@@ -1615,7 +1615,7 @@ describe('SessionEngine across replicas', () => {
       sessions: new MemorySessionStore(),
       logger,
       bus,
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'here' },
+      options: { ...SPEC_ENGINE_OPTIONS, replicaId: 'here' },
     });
     engines.push(engine);
     const opened = await engine.initialize(principal, init, 'trace');
@@ -1745,7 +1745,7 @@ describe('SessionEngine across replicas', () => {
     const sessions = new MemorySessionStore();
     const bus = { broadcast: (message: BusMessage) => void queued.push(message), sendTo: () => undefined };
     const replica = (replicaId: string) =>
-      new SessionEngine({ registry, connector: quiet, sessions, logger, bus, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+      new SessionEngine({ registry, connector: quiet, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
     const [x, y] = [replica('rx'), replica('ry')];
     engines.push(x, y);
     const opened = await x.initialize(principal, init, 'trace');
@@ -1775,7 +1775,7 @@ describe('SessionEngine across replicas', () => {
       sendTo: () => undefined,
     });
     const make = (replicaId: string) =>
-      new SessionEngine({ registry, connector, sessions, logger, bus: bus(replicaId), options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+      new SessionEngine({ registry, connector, sessions, logger, bus: bus(replicaId), options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
     const [x, y] = [make('rx'), make('ry')];
     replicas.push(x, y);
     engines.push(x, y);
@@ -1826,7 +1826,7 @@ describe('SessionEngine across replicas', () => {
         sessions,
         logger,
         bus,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId },
+        options: { ...SPEC_ENGINE_OPTIONS, replicaId },
       });
       replicas.set(replicaId, engine);
       engines.push(engine);
@@ -2051,7 +2051,7 @@ describe('SessionEngine across replicas', () => {
         connector: new FakeConnector(upstreams),
         sessions,
         logger,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1_000, replicaId: 'r1', listCacheMs: 60_000 },
+        options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 1_000, listCacheMs: 60_000 },
       });
       engines.push(engine);
       const [ended, expired, idle, kept] = [await openSession(engine), await openSession(engine), await openSession(engine), await openSession(engine)];
@@ -2088,7 +2088,7 @@ describe('SessionEngine across replicas', () => {
         connector,
         sessions: new MemorySessionStore(),
         logger,
-        options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1_000, replicaId: 'r1' },
+        options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 1_000 },
       });
       engines.push(engine);
       await openSession(engine);
@@ -2291,7 +2291,7 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     const sessions = new MemorySessionStore();
     // B lets a session go once idle for 1 ms (at its sweep); A keeps it.
     const make = (replicaId: string, localIdleMs: number) =>
-      new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs, replicaId } });
+      new SessionEngine({ registry, connector, sessions, logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200, localIdleMs, replicaId } });
     const [a, b] = [make('ra', 60_000), make('rb', 1)];
     engines.push(a, b);
     const { sessionId } = await a.initialize(principal, init, 'trace');
@@ -2395,7 +2395,7 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FakeConnector({ u1: upstream });
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' } });
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
     engines.push(engine);
     const record = await openSession(engine);
     const subscribe = (uri: string) => engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace');

@@ -4,7 +4,7 @@ import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMes
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { GatewayRequestError, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
@@ -74,7 +74,7 @@ function build(
     ...(tasks ? { tasks } : {}),
     ...(hooks ? { hooks } : {}),
     logger,
-    options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 },
   });
   engines.push(engine);
   return { engine, connector };
@@ -614,7 +614,7 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
       sendTo: () => undefined,
     };
     const make = (replicaId: string) =>
-      new SessionEngine({ registry, connector, sessions, tasks, hooks, logger, bus, options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId } });
+      new SessionEngine({ registry, connector, sessions, tasks, hooks, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200, replicaId } });
     const [a, b] = [make('ra'), make('rb')];
     replicas.push(a, b);
     engines.push(a, b);
@@ -684,7 +684,7 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
       tasks: new MemoryTaskRouteStore(),
       hooks,
       logger,
-      options: { separator: '__', listTimeoutMs: 200, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 1, replicaId: 'r1' },
+      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200, localIdleMs: 1 },
     });
     engines.push(engine);
     const { record } = await open(engine);

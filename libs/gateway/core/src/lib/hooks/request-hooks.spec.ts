@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GatewayRequestError, SessionEngine } from '../dispatch/session-engine';
 import { NO_STREAM } from '../dispatch/sinks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import {
   composeHooks,
   type Admission,
@@ -52,13 +52,7 @@ async function engineWith(hooks: RequestHooks) {
     sessions: new MemorySessionStore(),
     logger,
     hooks,
-    options: {
-      separator: '__',
-      listTimeoutMs: 100,
-      serverInfo: { name: 'portcullis', version: 'spec' },
-      localIdleMs: 60_000,
-      replicaId: 'r1',
-    },
+    options: SPEC_ENGINE_OPTIONS,
   });
   engines.push(engine);
   const { sessionId } = await engine.initialize(principal, init(), 'trace');
@@ -178,7 +172,7 @@ describe('request hooks on initialize', () => {
         },
         completed: (info, outcome) => completed.push([info.method, outcome.outcome]),
       },
-      options: { separator: '__', listTimeoutMs: 100, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+      options: SPEC_ENGINE_OPTIONS,
     });
     engines.push(engine);
     const { sessionId, response } = await engine.initialize(principal, init(), 'trace');

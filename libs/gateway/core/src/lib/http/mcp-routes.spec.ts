@@ -8,7 +8,7 @@ import type { AuthOutcome, Authenticator } from '../auth/authenticator';
 import type { ReplayEntry, ReplayLog } from '../dispatch/replay-log';
 import { SessionEngine } from '../dispatch/session-engine';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { GATEWAY_RPC, GatewayHttpError } from './gateway-error';
 import { registerMcpRoutes } from './mcp-routes';
 
@@ -78,7 +78,7 @@ async function serve(
     connector,
     sessions,
     logger,
-    options: { separator: '__', listTimeoutMs: 1_000, serverInfo: { name: 'portcullis', version: 'spec' }, localIdleMs: 60_000, replicaId: 'r1' },
+    options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 },
   });
   engines.push(engine);
   const authenticator = new SlowAuthenticator();

@@ -10,6 +10,16 @@ import type {
   UpstreamSession,
 } from '@portcullis/gateway/mcp';
 import { endpointOf, UpstreamUnavailableError } from '@portcullis/gateway/mcp';
+import type { EngineOptions } from '../dispatch/session-engine';
+
+/** Spec helper: the engine options specs start from (`{ ...SPEC_ENGINE_OPTIONS, listCacheMs: 1_000 }`). */
+export const SPEC_ENGINE_OPTIONS = {
+  separator: '__',
+  listTimeoutMs: 100,
+  serverInfo: { name: 'portcullis', version: 'spec' },
+  localIdleMs: 60_000,
+  replicaId: 'r1',
+} as const satisfies EngineOptions;
 
 /** What an engine session answers an upstream's request with. */
 type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;

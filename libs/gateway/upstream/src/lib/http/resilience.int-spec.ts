@@ -69,45 +69,63 @@ async function legacySseServer(takes: (message: { id?: number; method?: string }
 
 type JsonMessage = { id?: number; method?: string; params?: Record<string, unknown> };
 
+interface McpServerHandlers {
+  /** Told of every request first. */
+  readonly onRequest?: (req: IncomingMessage) => void;
+  /** A GET (the standalone stream). Default: 405. */
+  readonly get?: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Told of each DELETE (answered 200). */
+  readonly onDelete?: (req: IncomingMessage) => void;
+  /** A POSTed request other than initialize. Default: answered `{ tools: [] }` as JSON. */
+  readonly call?: (message: JsonMessage, res: ServerResponse) => void;
+  /** A POSTed notification (answered 202). */
+  readonly onNotification?: (message: JsonMessage) => void;
+  /** A POSTed answer to one of the server's requests (no method). Default: 202. */
+  readonly answer?: (message: JsonMessage, res: ServerResponse) => void;
+}
+
 /**
- * A Streamable HTTP server that answers initialize (naming a session) and takes notifications (202, each shown to
- * `onNotification`); every other POSTed request goes to `onCall`.
+ * A Streamable HTTP server that answers initialize naming session `upstream-session-1`, takes notifications (202) and
+ * DELETE (200); the rest goes to the handlers given.
  */
-function callServer(onCall: (message: JsonMessage, res: ServerResponse) => void, onNotification: (message: JsonMessage) => void = () => undefined) {
+function mcpServer(handlers: McpServerHandlers = {}) {
   return rawServer((req, res) => {
+    handlers.onRequest?.(req);
+    if (req.method === 'GET') {
+      if (handlers.get) handlers.get(req, res);
+      else res.writeHead(405).end();
+      return;
+    }
+    if (req.method === 'DELETE') {
+      handlers.onDelete?.(req);
+      res.writeHead(200).end();
+      return;
+    }
     void readJson(req).then((message: JsonMessage) => {
-      if (message.id === undefined) {
-        onNotification(message);
+      if (message.method === undefined) {
+        if (handlers.answer) handlers.answer(message, res);
+        else res.writeHead(202).end();
+      } else if (message.id === undefined) {
+        handlers.onNotification?.(message);
         res.writeHead(202).end();
-        return;
-      }
-      if (message.method === 'initialize') {
+      } else if (message.method === 'initialize') {
         res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
         res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-        return;
+      } else if (handlers.call) handlers.call(message, res);
+      else {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { tools: [] } }));
       }
-      onCall(message, res);
     });
   });
 }
 
-/** A Streamable HTTP server answering initialize (and taking notifications); GETs go to `onGet`. */
-function streamableServer(onGet: (req: IncomingMessage, res: ServerResponse) => void) {
-  return rawServer((req, res) => {
-    if (req.method === 'GET') {
-      onGet(req, res);
-      return;
-    }
-    void readJson(req).then((message) => {
-      if (message.id === undefined) {
-        res.writeHead(202).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-    });
-  });
-}
+/** `mcpServer` whose POSTed requests other than initialize go to `onCall`. */
+const callServer = (onCall: (message: JsonMessage, res: ServerResponse) => void, onNotification?: (message: JsonMessage) => void) =>
+  mcpServer({ call: onCall, onNotification });
+
+/** `mcpServer` whose GETs go to `onGet`. */
+const streamableServer = (onGet: (req: IncomingMessage, res: ServerResponse) => void) => mcpServer({ get: onGet });
 
 describe('connector resilience and network policy', () => {
   const servers: RawServer[] = [];
@@ -134,26 +152,7 @@ describe('connector resilience and network policy', () => {
 
   it('injects configured headers on every request, adds session and protocol headers after initialize, and accepts 405 for GET', async () => {
     const seen: { method: string; headers: IncomingHttpHeaders }[] = [];
-    const server = await rawServer((req, res) => {
-      seen.push({ method: req.method ?? '', headers: req.headers });
-      if (req.method === 'GET') {
-        res.writeHead(405).end();
-        return;
-      }
-      if (req.method === 'DELETE') {
-        res.writeHead(200).end();
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.id === undefined) {
-          res.writeHead(202).end();
-          return;
-        }
-        const result = message.method === 'initialize' ? initializeResult : { tools: [] };
-        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
-      });
-    });
+    const server = await mcpServer({ onRequest: (req) => seen.push({ method: req.method ?? '', headers: req.headers }) });
     servers.push(server);
     const config = upstreamConfig('streamable_http', {
       url: `${server.url}/mcp`,
@@ -434,23 +433,12 @@ describe('connector resilience and network policy', () => {
 
   it('keeps at most MAX_QUIET_POSTS answers to an upstream\'s pings under way: a flood it never takes answers for is dropped, said once', async () => {
     let answersArrived = 0;
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
+    const server = await mcpServer({
+      get: (_req, res) => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         for (let id = 1; id <= 1_000; id++) res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' })}\n\n`);
-        return;
-      }
-      if (req.method === 'DELETE') {
-        res.writeHead(200).end();
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-        } else if (message.method !== undefined) res.writeHead(202).end();
-        else answersArrived += 1; // an answer to a ping: never taken (no status, the connection held)
-      });
+      },
+      answer: () => void (answersArrived += 1), // an answer to a ping: never taken (no status, the connection held)
     });
     servers.push(server);
     const logger = recordingLogger();
@@ -799,19 +787,7 @@ describe('connector resilience and network policy', () => {
 
   it('lets go of a session the upstream forgot (404): reported once to its owner, and no longer held for shutdown', async () => {
     // Initialize answers; everything after it is 404, as from an upstream that restarted.
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(405).end();
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-        } else if (message.id === undefined) res.writeHead(202).end();
-        else res.writeHead(404).end();
-      });
-    });
+    const server = await callServer((_message, res) => res.writeHead(404).end());
     servers.push(server);
     const c = connector();
     const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
@@ -1047,27 +1023,17 @@ describe('connector resilience and network policy', () => {
     let calls = 0;
     let pingAnswers = 0;
     let stream: ServerResponse | undefined;
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
+    const server = await mcpServer({
+      get: (_req, res) => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.write(': open\n\n');
         stream = res;
-        return;
-      }
-      if (req.method === 'DELETE') {
-        res.writeHead(200).end();
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'upstream-session-1' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-          return;
-        }
-        if (message.method === undefined) pingAnswers += 1;
-        if (message.method === undefined || message.id === undefined) res.writeHead(202).end();
-        else calls += 1; // a call: never answered
-      });
+      },
+      answer: (_message, res) => {
+        pingAnswers += 1;
+        res.writeHead(202).end();
+      },
+      call: () => void (calls += 1), // a call: never answered
     });
     servers.push(server);
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 200 } });
