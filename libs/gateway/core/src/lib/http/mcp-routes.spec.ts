@@ -685,6 +685,31 @@ describe('bodies are not read before the caller is admitted', () => {
     const retried = await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers: { authorization: 'Bearer good', 'mcp-session-id': sessionId } });
     expect(retried.status).toBe(200);
   });
+
+  it.each([true, false])('answers 503 with Retry-After to a POST, GET or DELETE while the session store cannot be read (fast path %s), and serves it once it can', async (rawFastPath) => {
+    const { post, base, sessions } = await serve(rawFastPath);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const read = sessions.get.bind(sessions);
+    sessions.get = async () => Promise.reject(new Error('connect ECONNREFUSED 10.0.0.5:6379'));
+    const headers = { authorization: 'Bearer good', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' };
+    const answers = [
+      await post({ jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': sessionId }),
+      await fetch(`${base}/t/acme/mcp`, { headers: { ...headers, accept: 'text/event-stream' } }),
+      await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers }),
+    ];
+    for (const answer of answers) {
+      expect(answer.status).toBe(503);
+      expect(answer.headers.get('retry-after')).toBe('1');
+      const body = await answer.text();
+      expect(body).not.toContain('ECONNREFUSED');
+      expect(body).not.toContain('10.0.0.5');
+    }
+    sessions.get = read;
+    const served = await post({ jsonrpc: '2.0', id: 3, method: 'ping' }, { 'mcp-session-id': sessionId });
+    expect(served.status).toBe(200);
+    expect(await served.json()).toMatchObject({ id: 3, result: {} });
+  });
 });
 
 /** POSTs a legacy (2024-11-05) initialize with id 1 to a legacy stream's message endpoint. */
@@ -701,6 +726,27 @@ describe('legacy SSE streams', () => {
     await until(() => /event: endpoint\ndata: (.+)\n/.test(stream.text()));
     return /event: endpoint\ndata: (.+)\n/.exec(stream.text())?.[1] ?? '';
   };
+
+  it('answers an invalid message with its id, as Streamable HTTP does, and null where it has no usable id', async () => {
+    const { base, post } = await serve(true);
+    const stream = follow(await openLegacy(base));
+    const endpoint = await endpointOf(stream);
+    const send = (body: unknown) =>
+      fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    for (const [body, id] of [
+      [{ jsonrpc: '1.0', id: 7, method: 'ping' }, 7],
+      [{ jsonrpc: '2.0', id: 'x', method: 'ping', params: [1] }, 'x'],
+      [{ jsonrpc: '2.0', id: { n: 1 }, method: 'ping' }, null],
+    ] as const) {
+      const legacyAnswer = await send(body);
+      expect(legacyAnswer.status).toBe(400);
+      expect(await legacyAnswer.json()).toMatchObject({ id, error: { code: -32600 } });
+      const streamableAnswer = await post(body);
+      expect(streamableAnswer.status).toBe(400);
+      expect(await streamableAnswer.json()).toMatchObject({ id, error: { code: -32600 } });
+    }
+    expect(stream.text()).toContain('event: endpoint');
+  });
 
   it('closes a stream whose session is not initialised in time, and keeps one that is', async () => {
     const { base } = await serve(true, { initMs: 300 });

@@ -342,7 +342,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     const id = firstHeader(headers[SESSION_HEADER]);
     if (id === undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: Mcp-Session-Id header is required');
     if (!isWellFormedSessionId(id)) throw unknownSession();
-    const record = await engine.session(id, principal);
+    let record: SessionRecord | undefined;
+    try {
+      record = await engine.session(id, principal);
+    } catch (error) {
+      // The session store out of reach: nothing was wrong with the request, and the session may well exist.
+      logger.warn({ err: error }, 'session not looked up: the session store failed');
+      throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The session cannot be looked up right now; try again shortly', { 'retry-after': '1' });
+    }
     if (!record) throw unknownSession();
     return record;
   };
@@ -981,7 +988,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           return reply;
         }
         const item = classify(parsed);
-        if (item.kind === 'invalid') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`);
+        if (item.kind === 'invalid') {
+          // Answered with the message's id where it has a usable one, as on Streamable HTTP.
+          sendError(reply, new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`), item.id, traceId);
+          return reply;
+        }
         // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not.
         if (closing && item.kind === 'request') throw shuttingDown();
         const requests = item.kind === 'request' ? 1 : 0;
