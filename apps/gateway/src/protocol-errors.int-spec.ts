@@ -30,7 +30,7 @@ function raw(
   method: string,
   path: string,
   headers: Record<string, string>,
-  body?: string,
+  body?: string | Buffer,
   sseMs = 300,
 ): Promise<RawResponse> {
   const url = new URL(`${gateway.url}${path}`);
@@ -57,6 +57,8 @@ function raw(
 }
 
 const auth = () => ({ authorization: `Bearer ${key}` });
+/** A ping whose string holds a Latin-1 é (0xE9): not UTF-8. */
+const notUtf8Body = Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":5,"method":"ping","params":{"_meta":{"s":"caf'), Buffer.from([0xe9]), Buffer.from('"}}}')]);
 const postHeaders = (extra: Record<string, string> = {}) => ({
   ...auth(),
   'content-type': 'application/json',
@@ -421,6 +423,19 @@ describe('POST details', () => {
     expect(bad.headers['mcp-session-id']).toBeUndefined();
   });
 
+  it('a body that is not UTF-8 is a parse error and one in another charset 415, and an integer id past 2^53 is invalid', async () => {
+    const init = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody());
+    const session = { 'mcp-session-id': String(init.headers['mcp-session-id']) };
+    // (The framework's route, which reads bodies for what the fast path leaves to it, is covered in mcp-routes.spec.ts.)
+    const path = `/t/${tenant.slug}/mcp`;
+    expectRpcError(await raw('POST', path, postHeaders(session), notUtf8Body), 400, -32700);
+    expectRpcError(await raw('POST', path, postHeaders({ ...session, 'content-type': 'application/json; charset=latin1' }), notUtf8Body), 415, -32015);
+    expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(session), '{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}'), 400, -32600);
+    const served = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ ...session, 'content-type': 'application/json; charset="UTF-8"' }), '{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}');
+    expect(served.status).toBe(200);
+    expect(served.body).toContain('"id":9007199254740991');
+  });
+
   it('a response or notification alone is accepted with 202 and no body', async () => {
     const sessionId = await newSession();
     const headers = postHeaders({ 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' });
@@ -515,6 +530,9 @@ describe('legacy HTTP+SSE endpoints', () => {
       400,
       -32600,
     );
+    // Bytes that are not UTF-8, and a body declared in another charset: refused, never read as other text.
+    expectRpcError(await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, notUtf8Body), 400, -32700);
+    expectRpcError(await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json; charset=latin1' }, ping), 415, -32015);
     expect(
       (await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, ping)).status,
     ).toBe(202);

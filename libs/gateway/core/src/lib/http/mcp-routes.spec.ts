@@ -686,6 +686,22 @@ describe('bodies are not read before the caller is admitted', () => {
     expect(retried.status).toBe(200);
   });
 
+  it.each([true, false])('refuses a body that is not UTF-8 as a parse error, and one in another charset 415 (fast path %s): nothing reaches an upstream', async (rawFastPath) => {
+    const { post, toolCalls } = await serve(rawFastPath);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const headers = { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-06-18' };
+    const latin1 = Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"docs__echo","arguments":{"said":"caf'), Buffer.from([0xe9]), Buffer.from('"}}}')]);
+    const send = (contentType: string) => fetch(post.url, { method: 'POST', headers: { ...headers, 'content-type': contentType }, body: latin1 });
+    const utf8 = await fetch(post.url, { method: 'POST', headers: { ...headers, 'content-type': 'application/json; charset=utf-8' }, body: latin1.toString('latin1') });
+    expect(await utf8.json()).toMatchObject({ id: 2, result: { content: [{ text: '{"said":"café"}' }] } });
+    const notUtf8 = await send('application/json');
+    expect(notUtf8.status).toBe(400);
+    expect(await notUtf8.json()).toMatchObject({ error: { code: -32700 } });
+    const declared = await send('application/json; charset=latin1');
+    expect(declared.status).toBe(415);
+    expect(toolCalls()).toBe(1);
+  });
+
   it.each([true, false])('answers 503 with Retry-After to a POST, GET or DELETE while the session store cannot be read (fast path %s), and serves it once it can', async (rawFastPath) => {
     const { post, base, sessions } = await serve(rawFastPath);
     const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -114,6 +115,10 @@ function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId |
     .header('content-type', 'application/json')
     .send(JSON.stringify(rpcError(id, error.rpcCode, error.message, traceId)));
 }
+
+/** The error code of a body that is not UTF-8 (Fastify's body parser to its error handler). */
+const NOT_UTF8 = 'PORTCULLIS_BODY_NOT_UTF8';
+const notUtf8 = () => new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error: the body is not valid UTF-8');
 
 const unauthenticated = () =>
   new GatewayHttpError(401, GATEWAY_RPC.UNAUTHENTICATED, 'Authentication required', { 'www-authenticate': 'Bearer' });
@@ -578,8 +583,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       chunks.push(chunk);
     };
     const onEnd = () => {
-      const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void handlePost({ tenant, headers, body, ip: clientAddress(req), traceId, principal, authentication }, res);
+      const bytes = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      // Read as UTF-8, bytes that are not would become U+FFFD: the upstream would get other text than the agent sent.
+      if (!isUtf8(bytes) && isJsonContentType(headers['content-type'])) {
+        writeError(res, notUtf8(), null, traceId);
+        return;
+      }
+      void handlePost({ tenant, headers, body: bytes.toString('utf8'), ip: clientAddress(req), traceId, principal, authentication }, res);
     };
     const read = () => {
       req.on('data', onData);
@@ -638,11 +648,19 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.setChildLoggerFactory((parent) => parent);
     // Keep the body as text: parsing it ourselves lets bad JSON answer -32700, not a framework error.
     scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', { parseAs: 'string', bodyLimit: options.bodyLimitBytes }, (_request, body, done) => done(null, body));
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes }, (request, body: Buffer, done) => {
+      // Another content type is refused by the handler (415) before its body is looked at.
+      if (isUtf8(body) || !isJsonContentType(request.headers['content-type'])) done(null, body.toString('utf8'));
+      else done(Object.assign(new Error('the body is not valid UTF-8'), { statusCode: 400, code: NOT_UTF8 }), undefined);
+    });
     scope.setErrorHandler((error: { statusCode?: number; code?: string }, request, reply) => {
       const traceId = traceIdOf(request);
       if (error.statusCode === 413 || error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
         sendError(reply, new GatewayHttpError(413, GATEWAY_RPC.PAYLOAD_TOO_LARGE, 'Request body too large'), null, traceId);
+        return;
+      }
+      if (error.code === NOT_UTF8) {
+        sendError(reply, notUtf8(), null, traceId);
         return;
       }
       if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {

@@ -37,6 +37,12 @@ describe('Streamable HTTP header checks', () => {
 
   it('accepts only application/json bodies', () => {
     expect(isJsonContentType('application/json; charset=utf-8')).toBe(true);
+    expect(isJsonContentType('Application/JSON;Charset="UTF8"')).toBe(true);
+    expect(isJsonContentType('application/json; boundary=x')).toBe(true);
+    // Read as UTF-8, another charset's text would change: refused (415), not guessed.
+    expect(isJsonContentType('application/json; charset=latin1')).toBe(false);
+    expect(isJsonContentType('application/json; charset=utf-16le')).toBe(false);
+    expect(isJsonContentType('application/json; charset=')).toBe(false);
     expect(isJsonContentType('text/plain')).toBe(false);
     expect(isJsonContentType(undefined)).toBe(false);
   });

@@ -61,11 +61,21 @@ export const acceptsPostResponses = (accept: HeaderValue): boolean => {
 /** GET (standalone stream, legacy SSE): the client must accept SSE. */
 export const acceptsEventStream = (accept: HeaderValue): boolean => covers(mediaTypes(accept), 'text/event-stream');
 
+/**
+ * `application/json`, with no charset or UTF-8's (RFC 8259: JSON between systems is UTF-8). A body declared in another
+ * charset is refused rather than read as UTF-8, which would change its text.
+ */
 export const isJsonContentType = (contentType: HeaderValue): boolean => {
   const value = first(contentType);
   if (!value) return false;
   if (value === 'application/json') return true;
-  return (value.split(';')[0] ?? '').trim().toLowerCase() === 'application/json';
+  const [type, ...parameters] = value.split(';');
+  if ((type ?? '').trim().toLowerCase() !== 'application/json') return false;
+  return parameters.every((parameter) => {
+    const [name, charset] = parameter.split('=');
+    if ((name ?? '').trim().toLowerCase() !== 'charset') return true;
+    return /^"?utf-?8"?$/i.test((charset ?? '').trim());
+  });
 };
 
 /**
