@@ -101,7 +101,7 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches, complexityBu
   const ruleIds = new Set<string>();
   /**
    * What each target's patterns cost a gateway per character of a name or URI, as it runs them: every (rule, target)
-   * is a matcher of its own, restrictions run the case-folded form and upstream patterns their `**` form.
+   * is a matcher of its own, restrictions run the case-folded form and upstream, tool and prompt name patterns their `**` form.
    */
   const costs: { readonly ruleId: string; readonly path: string; readonly positions: number }[] = [];
   const costOf = (pattern: string): number => {
@@ -164,7 +164,8 @@ function buildIr(source: ParsedPolicySource, caches: CompileCaches, complexityBu
       ] as const) {
         try {
           caches.globs.set(pattern, caches.globs.get(pattern) ?? compileGlob(pattern));
-          const matched = field === 'upstream' ? upstreamPattern(pattern) : rule.effect === 'allow' ? pattern : foldCase(pattern);
+          const spelled = field === 'upstream' || rule.effect === 'allow' ? pattern : foldCase(pattern);
+          const matched = field === 'uri' ? spelled : upstreamPattern(spelled);
           costs.push({ ruleId: rule.id, path: at(`targets.${j}.${field}`), positions: costOf(matched) });
         } catch (error) {
           valid = false;

@@ -105,9 +105,10 @@ function glob(caches: CompileCaches, pattern: string): Glob {
 }
 
 /**
- * An upstream glob as matched: upstream names are not paths (`acme/github` is one name), so a single `*` matches any
- * run of characters, `/` included, as `**` does. Otherwise `upstream: "*"` in a deny rule would skip every upstream
- * whose name has a `/`.
+ * An upstream, tool or prompt name glob as matched: those names are not paths (`acme/github` is one name), so a single
+ * `*` matches any run of characters, `/` included, as `**` does. Otherwise `upstream: "*"` in a deny rule would skip
+ * every upstream whose name has a `/`, and `name: "*"` every tool or prompt whose name has one. Resource URIs keep
+ * path semantics.
  */
 export function upstreamPattern(pattern: string): string {
   if (!pattern.includes('*')) return pattern;
@@ -257,7 +258,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     for (const target of runtimeRule.rule.targets) {
       let name: Glob;
       if (target.kind === 'resource') name = resourceGlob(caches, target.name, effect);
-      else name = glob(caches, effect === 'allow' ? target.name : foldCase(target.name));
+      else name = glob(caches, upstreamPattern(effect === 'allow' ? target.name : foldCase(target.name)));
       const matcher: TargetMatcher = { rule: runtimeRule, upstream: glob(caches, upstreamPattern(target.upstream)), name };
       const index = (effect === 'allow' ? bySpelling : byFolded)[target.kind];
       if (matcher.upstream.literal === null) {
