@@ -580,6 +580,18 @@ function relayableProgress(params: Record<string, unknown>): { progressToken: st
 }
 
 /**
+ * A prompt completion's arguments as the policy sees them: `context.arguments` with the argument being completed (its
+ * value so far) over them. Undefined when it states none.
+ */
+function completionArguments(params: Record<string, unknown>): Record<string, unknown> | undefined {
+  const context = params['context'];
+  const stated = isObject(context) && isObject(context['arguments']) ? context['arguments'] : undefined;
+  const argument = params['argument'];
+  if (!isObject(argument) || typeof argument['name'] !== 'string' || typeof argument['value'] !== 'string') return stated;
+  return { ...stated, [argument['name']]: argument['value'] };
+}
+
+/**
  * The task a forwarded request is about, as the upstream and the agent name it: known for `tasks/*`; for a
  * task-augmented `tools/call`, known once the upstream's answer has been recorded (undefined: no task came of it).
  * `timeoutMs` replaces the upstream's call timeout (`tasks/result` waits for the task, not for one call).
@@ -1613,7 +1625,9 @@ export class SessionEngine {
         if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
         if (ref['type'] === 'ref/prompt') {
           const target = this.byExposedName(live, ref['name'], 'prompt', true) ?? (await this.joinedTarget(live, ref['name'], 'prompt'));
-          await gate({ upstream: target.config, kind: 'prompt', name: target.name });
+          // Decided on the prompt's arguments as the completion states them (its context's, and the one being completed),
+          // as prompts/get is: a deny conditioned on them holds for completions too.
+          await gate({ upstream: target.config, kind: 'prompt', name: target.name }, completionArguments(params));
           return this.forward(live, target.upstreamId, message, { ...params, ref: { ...ref, name: target.name } }, sink, signal, traceId);
         }
         if (ref['type'] === 'ref/resource') {

@@ -1,0 +1,60 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GATEWAY_RPC } from '../http/gateway-error';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { GatewayRequestError, SessionEngine } from './session-engine';
+import { NO_STREAM } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+});
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+
+describe('completion/complete on a prompt', () => {
+  it('is admitted on the arguments it states: its context and the argument being completed', async () => {
+    const seen: unknown[] = [];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'hr')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { prompts: {}, completions: {} }, handle: async () => ({ completion: { values: ['acme-secret-project'] } }) },
+    });
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      // A deny conditioned on the arguments, as a policy might be.
+      hooks: {
+        admit: (info) => {
+          if (info.method !== 'completion/complete') return undefined;
+          seen.push(info.arguments);
+          if (info.arguments?.['customer'] === 'acme') throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'denied');
+          return undefined;
+        },
+      },
+      options: SPEC_ENGINE_OPTIONS,
+    });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const complete = (params: Record<string, unknown>) =>
+      engine.request(record, req('completion/complete', { ref: { type: 'ref/prompt', name: 'hr__report' }, ...params }), NO_STREAM, 'trace');
+
+    const denied = await complete({ argument: { name: 'project', value: 'x' }, context: { arguments: { customer: 'acme' } } });
+    expect(denied).toMatchObject({ error: { code: GATEWAY_RPC.POLICY_DENIED } });
+    const completing = await complete({ argument: { name: 'customer', value: 'acme' } });
+    expect(completing).toMatchObject({ error: { code: GATEWAY_RPC.POLICY_DENIED } });
+    const allowed = await complete({ argument: { name: 'project', value: 'x' }, context: { arguments: { customer: 'other' } } });
+    expect(allowed).toHaveProperty('result');
+    const bare = await complete({ argument: { name: 'project' } });
+    expect(bare).toHaveProperty('result');
+    expect(seen).toEqual([{ customer: 'acme', project: 'x' }, { customer: 'acme' }, { customer: 'other', project: 'x' }, undefined]);
+  });
+});
