@@ -24,7 +24,7 @@ import {
 import { policyHooks, SnapshotCache } from '@portcullis/gateway/policy-cache';
 import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals';
 import { RedisSessionStore, RedisTaskRouteStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
-import { pinningAfterApproval, ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
+import { pinningAfterApproval, pinningAroundPolicy, ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
 import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
 import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
 import type { TenantSettings } from '@portcullis/contracts/api';
@@ -246,15 +246,17 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     else if (channel === CHANGE_CHANNELS.approvals) approvals?.onDecided(message);
   });
 
-  // Request hooks, in order: tool pinning (a tool whose definition is not the approved one is hidden and refused
-  // outright), then policy (its admission carries the decision and rate limits to later hooks), rate limits and the
-  // audit trail's fail-closed check; only then is a call that needs approval held (so calls needing approval are
+  // Request hooks, in order: policy (its admission carries the decision and rate limits to later hooks), then tool
+  // pinning (a tool whose definition is not the approved one is refused outright; after the policy, so a target the
+  // policy denies gets the policy's refusal whatever its pin state; its listing filter still runs first), rate limits
+  // and the audit trail's fail-closed check; only then is a call that needs approval held (so calls needing approval are
   // limited like any other, and none is held that the audit trail could not record), and after the wait pinning and
   // the caller's credential are checked again (the tool may have changed; the key revoked, the tenant suspended).
   const pinning = toolPinningHooks({ pins: toolPins, logger });
+  const pinningPhases = pinningAroundPolicy(pinning);
   const authenticator = new ApiKeyAuthenticator(apiKeys, tenants, Date.now, credentialsCurrent);
   const policy = policyHooks(policies, approvals);
-  const hooks: RequestHooks[] = [pinning, policy];
+  const hooks: RequestHooks[] = [pinningPhases.listing, policy, pinningPhases.checks];
   const afterHold: RequestHooks[] = [policy.hold, pinningAfterApproval(pinning), credentialsAfterApproval(authenticator)];
 
   // Audit (observer, plus the fail-closed check) and rate limits (after policy: they enforce its rules' limits).

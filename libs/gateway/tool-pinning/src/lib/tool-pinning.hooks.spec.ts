@@ -1,10 +1,10 @@
 import { definitionHash } from '@portcullis/contracts/tool-pins';
-import { composeHooks, deepFreeze, GatewayRequestError, NO_STREAM, type Admission, type RequestInfo } from '@portcullis/gateway/core';
+import { composeHooks, deepFreeze, GATEWAY_RPC, GatewayRequestError, NO_STREAM, type Admission, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { describe, expect, it, vi } from 'vitest';
 import { ToolPinIndex } from './tool-pin-index';
-import { pinningAfterApproval, toolPinningHooks } from './tool-pinning.hooks';
+import { pinningAfterApproval, pinningAroundPolicy, toolPinningHooks } from './tool-pinning.hooks';
 
 const upstream: UpstreamConfig = {
   id: 'u1',
@@ -337,5 +337,52 @@ describe('tool pinning hooks', () => {
     // Items of a pinned upstream without an entry (never tested, no require_approval) are not the pin's business.
     const unpinned = { ...other, extra: 1 };
     expect(hooks.filter(record, 'tool', upstream, [unpinned])[0]).toBe(unpinned);
+  });
+
+  it('around the policy: a target the policy denies gets its refusal whatever the pin; the upstream named by its prefix', () => {
+    const logger = createLogger({ service: 'pin-test', level: 'silent' });
+    const internal: UpstreamConfig = { ...upstream, name: 'hr-internal-prod', toolPrefix: 'hr' };
+    const pins = new ToolPinIndex();
+    pins.replace(
+      [
+        { upstreamId: 'u1', kind: 'tool', name: 'admin_delete_all', contentHash: 'a', approvedHash: 'a', blocked: false },
+        { upstreamId: 'u1', kind: 'tool', name: 'admin_export', contentHash: 'b', approvedHash: null, blocked: false },
+        { upstreamId: 'u1', kind: 'tool', name: 'admin_wipe', contentHash: 'c', approvedHash: 'c', blocked: true },
+        { upstreamId: 'u1', kind: 'tool', name: 'forecast', contentHash: 'x', approvedHash: definitionHash('tool', approved), blocked: false },
+      ],
+      ['u1'],
+      ['u1'],
+    );
+    const pinning = toolPinningHooks({ pins, logger });
+    const { listing, checks } = pinningAroundPolicy(pinning);
+    // A policy denying every tool whose name starts with admin_, whatever its case, and listing only the others.
+    const denied = (name: string) => name.toLowerCase().startsWith('admin_');
+    const policy: RequestHooks = {
+      admit: (info) => {
+        if (info.target && denied(info.target.name)) throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'denied by policy', undefined, 'denied');
+        return undefined;
+      },
+      filter: (_record, _kind, _upstream, items) => items.filter((item) => !denied(String(item['name']))),
+    };
+    const hooks = composeHooks([listing, policy, checks]);
+    const refusal = (name: string) => {
+      const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream: internal, kind: 'tool', name } };
+      try {
+        hooks.admit?.(info, NO_STREAM, new AbortController().signal, undefined);
+        return undefined;
+      } catch (error) {
+        return error as GatewayRequestError;
+      }
+    };
+    for (const name of ['admin_delete_all', 'admin_export', 'admin_wipe', 'admin_nothing_here', 'ADMIN_DELETE_ALL']) {
+      expect(refusal(name)?.rpcCode, name).toBe(GATEWAY_RPC.POLICY_DENIED);
+    }
+    // What the policy allows, pinning still decides, naming the upstream as the agent knows it.
+    const pinned = refusal('unapproved');
+    expect(pinned?.rpcCode).toBe(GATEWAY_RPC.FORBIDDEN);
+    expect(pinned?.message).toBe('Tool "unapproved" of upstream "hr" is unavailable: it has not been approved by an administrator yet.');
+    // Listings pass pinning's filter first: a changed definition is learnt from them and refused.
+    expect(hooks.filter?.(record, 'tool', internal, [pulled])).toEqual([]);
+    expect(refusal('forecast')?.message).toMatch(/Tool "forecast" of upstream "hr" is unavailable: its definition changed/);
   });
 });

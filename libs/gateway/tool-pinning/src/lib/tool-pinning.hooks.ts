@@ -125,9 +125,10 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
         : verdict(upstreamPins, entry, listed.get(`${target.upstream.id}\u0000${key}`)?.hash);
     if (outcome === 'ok') return;
     const what = target.kind === 'tool' ? 'Tool' : 'Prompt';
+    // The upstream as the agent knows it (its tool prefix): its internal name is the tenant's.
     throw new GatewayRequestError(
       GATEWAY_RPC.FORBIDDEN,
-      `${what} "${target.name}" of upstream "${target.upstream.name}" is unavailable: ${REFUSALS[outcome]}.`,
+      `${what} "${target.name}" of upstream "${target.upstream.toolPrefix}" is unavailable: ${REFUSALS[outcome]}.`,
       { reason: `tool_pin_${outcome}` },
       'denied',
     );
@@ -222,7 +223,23 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
 }
 
 /**
- * The pinning check once more for a call a person approved. Pinning runs before the policy hook, and a call the
+ * Pinning split around the policy hook: `listing` (its filter) goes before the policy's filter, so every fresh listing
+ * is hashed whatever the policy hides; `checks` (admit, recheck, taskMessage) go after the policy's, so a target the
+ * policy denies gets the policy's refusal whatever its pin state (pinning's would tell that it exists, and how it is
+ * pinned). Both go before the approval hold: a held item is refused outright, never held for a person.
+ */
+export function pinningAroundPolicy(pinning: RequestHooks): { readonly listing: RequestHooks; readonly checks: RequestHooks } {
+  const listing: RequestHooks = {};
+  const checks: RequestHooks = {};
+  if (pinning.filter) listing.filter = pinning.filter.bind(pinning);
+  if (pinning.admit) checks.admit = pinning.admit.bind(pinning);
+  if (pinning.recheck) checks.recheck = pinning.recheck.bind(pinning);
+  if (pinning.taskMessage) checks.taskMessage = pinning.taskMessage.bind(pinning);
+  return { listing, checks };
+}
+
+/**
+ * The pinning check once more for a call a person approved. Pinning runs before the approval hold, and a call the
  * policy holds for approval may wait minutes: meanwhile a fresh listing can show the tool changed, or an
  * administrator can block it. An approval covers the call, not whatever the tool has become. Placed after the
  * policy hook; calls that were not held pass without a lookup.
