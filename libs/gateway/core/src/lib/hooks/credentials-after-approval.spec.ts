@@ -31,4 +31,21 @@ describe('credentialsAfterApproval', () => {
     expect(unknown).toBeInstanceOf(GatewayRequestError);
     expect(unknown).toMatchObject({ rpcCode: GATEWAY_RPC.UNAVAILABLE, outcome: 'error', data: { reason: 'credentials_unverifiable', approvalId: 'ap-1' } });
   });
+
+  it('refuses a tasks/result that waited once its credential is gone (recheck), and passes one whose credential is good', () => {
+    const recheck = (valid: boolean | 'unknown') => {
+      try {
+        credentialsAfterApproval({ stillValid: () => valid }).recheck?.({ ...info, method: 'tasks/result' });
+        return undefined;
+      } catch (error) {
+        return error;
+      }
+    };
+    expect(recheck(true)).toBeUndefined();
+    expect(recheck(false)).toMatchObject({ rpcCode: GATEWAY_RPC.FORBIDDEN, outcome: 'denied', data: { reason: 'credential_no_longer_valid' } });
+    expect(recheck('unknown')).toMatchObject({ rpcCode: GATEWAY_RPC.UNAVAILABLE, data: { reason: 'credentials_unverifiable' } });
+    // A request made without a credential id (none to look up) passes.
+    const hook = credentialsAfterApproval({ stillValid: () => false });
+    expect(() => hook.recheck?.({ ...info, credentialId: undefined, method: 'tasks/result' } as RequestInfo)).not.toThrow();
+  });
 });
