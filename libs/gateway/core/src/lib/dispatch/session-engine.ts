@@ -844,13 +844,17 @@ export class SessionEngine {
 
   // ---------------------------------------------------------------- sessions
 
-  /** Creates a session: connects every enabled upstream of the tenant in parallel (failures drop out, logged). */
+  /**
+   * Creates a session: connects every enabled upstream of the tenant in parallel (failures drop out, logged). A
+   * `legacySessionId` makes it a legacy HTTP+SSE session of that id (the transport names it before initialize).
+   */
   async initialize(
     principal: Principal,
     request: JsonRpcRequest,
     traceId: string,
-    sessionId: string = newSessionId(),
+    legacySessionId?: string,
   ): Promise<{ sessionId: string | undefined; response: JsonRpcResponse }> {
+    const sessionId = legacySessionId ?? newSessionId();
     const startedAt = Date.now();
     const params = request.params ?? {};
     const clientInfo = params['clientInfo'];
@@ -887,6 +891,7 @@ export class SessionEngine {
       clientCapabilities: capabilities,
       upstreams,
       createdAt: Date.now(),
+      ...(legacySessionId === undefined ? {} : { legacy: true as const }),
     };
     const identity = identityOf(record);
     // The hooks see initialize too (a fail-closed tenant that cannot be audited or rate-checked gets no session),

@@ -780,6 +780,28 @@ describe('legacy SSE streams', () => {
     await until(() => used.text().includes('"id":2'));
   });
 
+  it('keeps its session off the Streamable HTTP endpoint: POST, GET and DELETE there with its id are 404, and its stream goes on', async () => {
+    const { base, connector } = await serve(true);
+    const stream = follow(await openLegacy(base));
+    const endpoint = await endpointOf(stream);
+    expect((await legacyInitialize(base, endpoint)).status).toBe(202);
+    await until(() => stream.text().includes('"id":1'));
+    const sessionId = new URL(endpoint, base).searchParams.get('sessionId') ?? '';
+    expect(sessionId).not.toBe('');
+    const headers = { authorization: 'Bearer good', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' };
+    const answers = [
+      await fetch(`${base}/t/acme/mcp`, { method: 'POST', headers: { ...headers, accept: 'application/json, text/event-stream', 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) }),
+      await fetch(`${base}/t/acme/mcp`, { headers: { ...headers, accept: 'text/event-stream' } }),
+      await fetch(`${base}/t/acme/mcp`, { method: 'DELETE', headers }),
+    ];
+    expect(answers.map((answer) => answer.status)).toEqual([404, 404, 404]);
+    // Before, the GET took the legacy stream's place and ended the session with its upstream sessions.
+    expect(connector.ended).toEqual([]);
+    const ping = await fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'ping' }) });
+    expect(ping.status).toBe(202);
+    await until(() => stream.text().includes('"id":3'));
+  });
+
   it('refuses streams past the cap per client (429) and per replica (503), and counts closed ones out', async () => {
     const perClient = await serve(true, { maxPerPrincipal: 2 });
     const first = await openLegacy(perClient.base);

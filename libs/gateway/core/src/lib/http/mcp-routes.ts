@@ -355,7 +355,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       logger.warn({ err: error }, 'session not looked up: the session store failed');
       throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The session cannot be looked up right now; try again shortly', { 'retry-after': '1' });
     }
-    if (!record) throw unknownSession();
+    // A legacy session's id names no Streamable HTTP session (ADR 0007): it is served on its own stream only.
+    if (!record || record.legacy === true) throw unknownSession();
     return record;
   };
 

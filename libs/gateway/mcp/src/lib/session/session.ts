@@ -57,6 +57,11 @@ export interface SessionRecord {
    * that what joins later can be announced and used. Absent: the capabilities are exactly the upstreams'.
    */
   readonly openLists?: true;
+  /**
+   * A legacy HTTP+SSE session: served through its stream's `/messages` endpoint only, never on the Streamable HTTP
+   * endpoint (where a GET would take its stream's place and end it). Absent: a Streamable HTTP session.
+   */
+  readonly legacy?: true;
 }
 
 /**
