@@ -409,6 +409,24 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(logs).toContain('upstream dropped out of the request');
   });
 
+  it('seals the merged cursor to the session: what the upstreams put in theirs stays unreadable, and another session cannot use it', async () => {
+    const { engine } = build({
+      u1: {
+        prefix: 'files',
+        capabilities: { tools: {} },
+        handle: async (_method, params) =>
+          params?.['cursor'] === undefined ? { tools: tools('open'), nextCursor: 'after=file:///srv/hr/layoffs-2027.xlsx' } : { tools: tools('later') },
+      },
+    });
+    const record = await openSession(engine);
+    const page1 = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    const cursor = 'result' in page1 ? String(page1.result['nextCursor']) : '';
+    expect(Buffer.from(cursor, 'base64url').toString('latin1')).not.toMatch(/layoffs|u1/);
+    expect(await engine.request(record, req('tools/list', { cursor }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'files__later' }] } });
+    const other = await openSession(engine);
+    expect(await engine.request(other, req('tools/list', { cursor }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602, message: 'Invalid cursor' } });
+  });
+
   it('answers -32601 to methods of a capability no upstream of the session has, without asking an upstream', async () => {
     const { engine, connector } = build({
       u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: tools('read') }) },

@@ -47,7 +47,7 @@ import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, type ListKind, type PendingPage } from '../listing/cursor';
+import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
@@ -891,6 +891,7 @@ export class SessionEngine {
       clientCapabilities: capabilities,
       upstreams,
       createdAt: Date.now(),
+      cursorKey: newCursorKey(),
       ...(legacySessionId === undefined ? {} : { legacy: true as const }),
     };
     const identity = identityOf(record);
@@ -1786,7 +1787,7 @@ export class SessionEngine {
     let targets: PendingPage[];
     let settled: PromiseSettledResult<Awaited<ReturnType<typeof fetchPage>>>[];
     if (cursor !== undefined) {
-      const pages = decodeCursor(kind, cursor);
+      const pages = decodeCursor(kind, cursor, live.record.cursorKey);
       // A cursor another replica gave may name an upstream joined there.
       if (!pages || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
         if (!pages || !(await this.adoptJoined(live)) || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
@@ -1871,7 +1872,7 @@ export class SessionEngine {
    */
   private mergedCursor(live: LiveSession, kind: ListKind, more: PendingPage[], traceId: string, status: { dropped: boolean } | undefined): { nextCursor?: string } {
     if (more.length === 0) return {};
-    const nextCursor = encodeCursor(kind, more);
+    const nextCursor = encodeCursor(kind, more, live.record.cursorKey);
     if (nextCursor.length <= MAX_CURSOR_LENGTH) return { nextCursor };
     // Base64 of UTF-8 JSON: a part costs about 4/3 of the bytes of its upstream id and escaped cursor, and a few more.
     const cost = (page: PendingPage) => Math.ceil(((Buffer.byteLength(JSON.stringify(page.cursor)) + Buffer.byteLength(JSON.stringify(page.upstreamId)) + 4) * 4) / 3);
@@ -1889,7 +1890,7 @@ export class SessionEngine {
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(page.upstreamId);
       if (config) this.logUpstreamFailure(config, LIST_METHODS[kind].method, new Error('nextCursor does not fit in the merged cursor beside the other upstreams\''), traceId);
     }
-    const fitted = kept.length > 0 ? encodeCursor(kind, kept) : undefined;
+    const fitted = kept.length > 0 ? encodeCursor(kind, kept, live.record.cursorKey) : undefined;
     // The estimate errs by a character or two a part; should the cursor still be too long, one more part goes.
     if (fitted !== undefined && fitted.length > MAX_CURSOR_LENGTH) return this.mergedCursor(live, kind, kept.slice(0, -1), traceId, status);
     return fitted === undefined ? {} : { nextCursor: fitted };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH } from './cursor';
+import { decodeCursor, encodeCursor, MAX_UPSTREAM_CURSOR_LENGTH, newCursorKey } from './cursor';
 
 describe('merged-listing cursors', () => {
   it('round-trips the pending upstream pages, in order', () => {
@@ -39,5 +39,23 @@ describe('merged-listing cursors', () => {
     expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: longest }]))).toEqual([{ upstreamId: 'a', cursor: longest }]);
     expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: `${longest}x` }]))).toBeUndefined();
     expect(decodeCursor('tools', encodeCursor('tools', [{ upstreamId: 'a', cursor: '1' }, { upstreamId: 'b', cursor: 'y'.repeat(700_000) }]))).toBeUndefined();
+  });
+
+  it('sealed with a session key: round-trips, shows nothing of what it carries, and opens with no other key', () => {
+    const key = newCursorKey();
+    const pages = [{ upstreamId: '7f0c1e9a-upstream-uuid', cursor: 'after=file:///srv/hr/layoffs-2027.xlsx' }];
+    const sealed = encodeCursor('resources', pages, key);
+    expect(sealed).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(Buffer.from(sealed, 'base64url').toString('latin1')).not.toMatch(/layoffs|upstream-uuid/);
+    expect(decodeCursor('resources', sealed, key)).toEqual(pages);
+    // Another session's key, no key, an unsealed cursor, a tampered one, and another listing: not ours.
+    expect(decodeCursor('resources', sealed, newCursorKey())).toBeUndefined();
+    expect(decodeCursor('resources', sealed)).toBeUndefined();
+    expect(decodeCursor('resources', encodeCursor('resources', pages), key)).toBeUndefined();
+    const tampered = Buffer.from(sealed, 'base64url');
+    tampered[20] = (tampered[20] ?? 0) ^ 1;
+    expect(decodeCursor('resources', tampered.toString('base64url'), key)).toBeUndefined();
+    expect(decodeCursor('tools', sealed, key)).toBeUndefined();
+    expect(decodeCursor('resources', 'AAAA', key)).toBeUndefined();
   });
 });

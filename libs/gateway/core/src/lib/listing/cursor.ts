@@ -1,9 +1,15 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+
 /**
  * Opaque pagination cursors for merged listings.
  *
  * A merged page is the next page of every upstream that still has one, fetched in parallel. The cursor
  * therefore lists, in the listing's deterministic upstream order, each upstream that has more and the
  * upstream's own cursor. Upstream cursors stay opaque to us; the agent sees one base64url string.
+ *
+ * With the session's cursor key the cursor is sealed (AES-128-GCM): an upstream's own cursor may name what it
+ * listed last (`after=file:///srv/hr/layoffs.xlsx`), an item the policy hid from this agent, and its upstream's id
+ * is the tenant's. Sealed, the agent reads neither, and a cursor of another session does not open.
  */
 export type ListKind = 'tools' | 'prompts' | 'resources' | 'resourceTemplates';
 
@@ -29,17 +35,48 @@ export const MAX_UPSTREAM_CURSOR_LENGTH = 16 * 1024;
  */
 export const MAX_CURSOR_LENGTH = 1024 * 1024;
 
-export function encodeCursor(kind: ListKind, pending: readonly PendingPage[]): string {
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** A new session's cursor key (AES-128), as kept in its record. */
+export const newCursorKey = (): string => randomBytes(16).toString('base64url');
+
+/** The cursor for the pages still pending; sealed with `key` (a session's cursor key) when given. */
+export function encodeCursor(kind: ListKind, pending: readonly PendingPage[], key?: string): string {
   const body: CursorBody = { v: 1, k: kind, p: pending.map((page) => [page.upstreamId, page.cursor] as const) };
-  return Buffer.from(JSON.stringify(body), 'utf8').toString('base64url');
+  const plain = Buffer.from(JSON.stringify(body), 'utf8');
+  if (key === undefined) return plain.toString('base64url');
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-128-gcm', Buffer.from(key, 'base64url'), iv);
+  const sealed = Buffer.concat([iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+  return sealed.toString('base64url');
 }
 
-/** The pending pages, or undefined for anything that is not a cursor we issued for this kind of listing. */
-export function decodeCursor(kind: ListKind, cursor: unknown): PendingPage[] | undefined {
+/** The JSON text of a cursor: opened with `key` when given (undefined if it does not open), else decoded. */
+function cursorText(cursor: string, key: string | undefined): string | undefined {
+  const bytes = Buffer.from(cursor, 'base64url');
+  if (key === undefined) return bytes.toString('utf8');
+  if (bytes.length <= IV_BYTES + TAG_BYTES) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-128-gcm', Buffer.from(key, 'base64url'), bytes.subarray(0, IV_BYTES));
+    decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
+    return Buffer.concat([decipher.update(bytes.subarray(IV_BYTES, bytes.length - TAG_BYTES)), decipher.final()]).toString('utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The pending pages, or undefined for anything that is not a cursor we issued for this kind of listing (with `key`:
+ * sealed with that key).
+ */
+export function decodeCursor(kind: ListKind, cursor: unknown, key?: string): PendingPage[] | undefined {
   if (typeof cursor !== 'string' || cursor.length === 0 || cursor.length > MAX_CURSOR_LENGTH) return undefined;
   let body: unknown;
   try {
-    body = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const text = cursorText(cursor, key);
+    if (text === undefined) return undefined;
+    body = JSON.parse(text);
   } catch {
     return undefined;
   }

@@ -62,6 +62,12 @@ export interface SessionRecord {
    * endpoint (where a GET would take its stream's place and end it). Absent: a Streamable HTTP session.
    */
   readonly legacy?: true;
+  /**
+   * The key (AES-128, base64url) that seals the session's listing cursors (`listing/cursor.ts`): what an upstream's own
+   * cursor says, and the upstreams' ids, stay unreadable to the agent, and a cursor does not serve another session.
+   * Absent (records written before it existed): cursors are not sealed.
+   */
+  readonly cursorKey?: string;
 }
 
 /**
