@@ -72,6 +72,32 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 `,
 );
 
+/**
+ * A server that exits as soon as it is called, its answer written after its exit: by a process it started (in a group
+ * of its own, so it outlives the server's), which holds its stdout and stderr. For `hold` that process writes its pid to
+ * stderr and nothing more, and runs on; otherwise, 300 ms later, a last stderr line without a newline, then the answer.
+ */
+const answersAfterExit = script(
+  'answers-after-exit.mjs',
+  `import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id, method, params } = JSON.parse(line);
+  if (id === undefined) return;
+  if (method === 'initialize') {
+    process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id, result: { protocolVersion: params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'answers-after-exit', version: '1.0.0' } } }) + '\\n');
+    return;
+  }
+  const answer = JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'answered after exit' }] } });
+  const late = params?.name === 'hold'
+    ? "process.stderr.write('holder ' + process.pid + '\\\\n'); setInterval(() => undefined, 60_000)"
+    : "setTimeout(() => { process.stderr.write('last words'); process.stdout.write(process.env.ANSWER + '\\\\n', () => process.exit(0)); }, 300)";
+  spawn(process.execPath, ['-e', late], { stdio: ['ignore', 'inherit', 'inherit'], detached: true, env: { ...process.env, ANSWER: answer } }).unref();
+  process.exit(0);
+});
+`,
+);
+
 const DB_PASSWORD = 'reporting/pw-4242';
 const ARG_PASSWORD = 'arg-pass-90210';
 /** The fixture server, after quoting the passwords of the connection strings in its environment and its arguments. */
@@ -203,6 +229,36 @@ describe('stdio processes', () => {
       'login refused for etl with [redacted]',
       'GET /login?user=app&pw=[redacted]',
     ]);
+  });
+
+  describe('a server that exits right after it answers', () => {
+    const stderrLines = (logger: RecordingLogger) =>
+      logger.entries.filter((entry) => entry.message === 'upstream stderr').map((entry) => String(entry.fields['stderr']));
+
+    it('delivers the answer and the last stderr line it wrote before its output ended, though its exit came first', async () => {
+      const { connector: c, logger } = connector();
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [answersAfterExit] }), identity);
+      const result = await session.request('tools/call', { name: 'answer' });
+      expect(result['content']).toEqual([{ type: 'text', text: 'answered after exit' }]);
+      // Logged once its output has ended (a last line without a newline may yet go on).
+      await waitFor(() => stderrLines(logger).includes('last words'));
+    });
+
+    it('fails the calls as closed about a second after its exit when something it left holds its output open', async () => {
+      const { connector: c, logger } = connector();
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [answersAfterExit] }), identity);
+      const started = Date.now();
+      const failed = session.request('tools/call', { name: 'hold' }).catch((error: unknown) => error);
+      const holder = Number((await waitFor(() => stderrLines(logger).find((line) => line.startsWith('holder ')))).split(' ')[1]);
+      try {
+        // Not at once (its output is still read), and not only at the call's timeout (10 s).
+        expect(await failed).toMatchObject({ reason: 'closed' });
+        expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+        expect(Date.now() - started).toBeLessThan(5_000);
+      } finally {
+        process.kill(holder, 'SIGKILL');
+      }
+    });
   });
 
   describe('a server that closes a pipe but runs on', () => {

@@ -61,6 +61,12 @@ const UNRESPONSIVE_AFTER = 3;
  * past this, calls fail at once (`overloaded`) until it reads again or is restarted as hung.
  */
 export const STDIN_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
+/**
+ * How long after a process exited its stdout and stderr are still read, for what it wrote last (an answer, its last
+ * error line): Node reports the exit before the pipes are read to their end. Bounded, as something that outlived it
+ * may hold them open.
+ */
+const EXIT_DRAIN_MS = 1_000;
 
 export interface StdioOptions {
   /** A process without traffic for this long is stopped (and started again on the next call). */
@@ -173,6 +179,10 @@ export class StdioProcess {
    * no answer to a stop of another (a single pending stop made later ones skip the child started meanwhile).
    */
   private readonly stopping = new Map<ChildProcessWithoutNullStreams, Promise<void>>();
+  /** Each child's end: it exited and its output was read (`attach`), after its exit was handled. */
+  private readonly ends = new WeakMap<ChildProcessWithoutNullStreams, Promise<void>>();
+  /** The current child exited and its last output is being read: a start waits for its exit to be handled. */
+  private draining: Promise<void> | undefined;
   /** Children that closed their stdin or stdout: each is given its grace to exit once, whichever stream told first. */
   private readonly pipesClosed = new WeakSet<ChildProcessWithoutNullStreams>();
   private ready = false;
@@ -254,6 +264,9 @@ export class StdioProcess {
     }
     const deadline = Date.now() + timeoutMs;
     return this.readyWithin(options?.signal, timeoutMs).then(() => {
+      // Its session closed while it waited (detach cancelled only calls already sent): nothing goes out for it, and
+      // nothing of it (a subscription) is recorded.
+      if (owner !== this && !this.owners.has(owner as StdioOwner)) throw errors.closed();
       this.lastActivity = Date.now();
       return this.mux.request(owner, method, params, options, Math.max(1, deadline - Date.now()));
     });
@@ -293,6 +306,7 @@ export class StdioProcess {
     if (this.ready) return Promise.resolve();
     if (this.shutDown) return Promise.reject(errors.closed());
     if (this.starting !== undefined) return this.starting;
+    if (this.draining !== undefined) return this.draining.then(() => this.ensureReady());
     if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     this.starting = this.start().finally(() => {
       this.starting = undefined;
@@ -347,10 +361,13 @@ export class StdioProcess {
     this.ctx.logger.debug({ ...this.fields, why }, 'stopping upstream process');
     const stopped = new Promise<void>((resolve) => {
       const kill = setTimeout(() => signalGroup(child, 'SIGKILL'), this.options.killGraceMs);
-      child.once('exit', () => {
+      const ended = (): void => {
         clearTimeout(kill);
         resolve();
-      });
+      };
+      const end = this.ends.get(child);
+      if (end !== undefined) void end.then(ended);
+      else child.once('exit', ended);
       child.stdin.end();
       signalGroup(child, 'SIGTERM');
     }).finally(() => {
@@ -572,10 +589,37 @@ export class StdioProcess {
     child.stdin.on('error', () => this.pipeClosed(child, 'stdin'));
     child.stdin.on('close', () => this.pipeClosed(child, 'stdin'));
     child.stdout.on('end', () => this.pipeClosed(child, 'stdout'));
-    child.once('exit', (code, signal) => {
-      stderr.flush();
-      this.exited(child, code, signal);
-    });
+    this.ends.set(
+      child,
+      new Promise<void>((resolve) => {
+        child.once('exit', (code, signal) => {
+          // Whatever the process started and left behind (a wrapper's server, a stray helper) goes with it.
+          signalGroup(child, 'SIGKILL');
+          if (this.child === child) this.ready = false;
+          // What it wrote before it exited is read first ('close': both pipes ended), within EXIT_DRAIN_MS.
+          const drained = new Promise<void>((done) => {
+            const bound = setTimeout(() => {
+              child.stdout.destroy();
+              child.stderr.destroy();
+            }, EXIT_DRAIN_MS);
+            child.once('close', () => {
+              clearTimeout(bound);
+              done();
+            });
+          });
+          const handled = drained.then(() => {
+            if (this.draining === handled) this.draining = undefined;
+            stderr.flush();
+            try {
+              this.exited(child, code, signal);
+            } finally {
+              resolve();
+            }
+          });
+          if (this.child === child) this.draining = handled;
+        });
+      }),
+    );
   }
 
   private exited(
@@ -584,8 +628,6 @@ export class StdioProcess {
     signal: NodeJS.Signals | null,
   ): void {
     this.live.delete(child);
-    // Whatever the process started and left behind (a wrapper's server, a stray helper) goes with it.
-    signalGroup(child, 'SIGKILL');
     if (this.child !== child) return;
     this.child = undefined;
     this.ready = false;

@@ -447,6 +447,32 @@ describe('stdio upstreams', () => {
     expect(after.calls).toContain('unsubscribe mem://secret-of-a');
   });
 
+  it('sends nothing for a session that closed while its call waited for a restart: no subscription stays, the process idles out', async () => {
+    const c = connector({ stdioIdleMs: 300 });
+    // Subscribes take the process 800 ms: the replay after the crash lasts that long.
+    const config = fixtureConfig({ FIXTURE_SLOW_SUBSCRIBE_MS: '800' });
+    const a = await open(c, config);
+    const b = await open(c, config);
+    await b.request('resources/subscribe', { uri: 'mem://b' });
+    const pid = await pidOf(b);
+    process.kill(pid, 'SIGKILL');
+    // A's subscribe waits for the restarted process, which is being told B's subscription; A closes meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const pending = a.request('resources/subscribe', { uri: 'mem://a-only' });
+    await a.close();
+    await expect(pending).rejects.toMatchObject({ reason: 'closed' });
+    const next = await waitFor(async () => {
+      const now = await pidOf(b).catch(() => undefined);
+      return now !== undefined && now !== pid ? now : undefined;
+    });
+    const after = (await call(b, 'state'))['structuredContent'] as { subscribed: string[]; calls: string[] };
+    expect(after.subscribed).toEqual(['mem://b']);
+    expect(after.calls).not.toContain('subscribe mem://a-only');
+    // Nobody is subscribed to anything now: the process is stopped as idle.
+    await b.request('resources/unsubscribe', { uri: 'mem://b' });
+    await waitFor(() => !isAlive(next), 3_000);
+  });
+
   it('starts the process again when it dies while being told its sessions\' subscriptions, with no call to start it', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'pcs-crash-'));
     const crashFile = path.join(dir, 'crash');
