@@ -304,7 +304,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         } else if (status >= 200 && status < 300) resolve();
         else if (status === 404) {
           reject(errors.sessionExpired());
-          this.dispose();
+          // After the multiplexer has failed the call this POST carried as session_expired (its handler is queued
+          // first): dispose fails the rest as closed.
+          queueMicrotask(() => this.dispose());
         } else reject(errors.protocol(`HTTP ${status}`));
       });
       // The upstream must take the message in time (its answer comes on the stream, later).

@@ -802,6 +802,39 @@ describe('connector resilience and network policy', () => {
     expect(dispose).not.toHaveBeenCalled();
   });
 
+  it('fails a legacy SSE call whose POST is answered 404 as session_expired, and a call the upstream took as closed', async () => {
+    const streams: ServerResponse[] = [];
+    const taken: string[] = [];
+    let forgotten = false;
+    // Answers initialize on the stream and takes (202) other messages without answering; once it forgot the session, 404.
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        streams.push(res);
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (forgotten) return void res.writeHead(404).end();
+        res.writeHead(202).end();
+        if (message.method === 'initialize') streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: legacyInitializeResult })}\n\n`);
+        else if (message.method !== undefined) taken.push(message.method);
+      });
+    });
+    servers.push(server);
+    const session = await connector().connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
+    let closed = 0;
+    session.onClosed?.(() => (closed += 1));
+    const running = session.request('tools/call', { name: 'x', arguments: {} }).catch((error: unknown) => error);
+    await waitFor(() => taken.includes('tools/call'));
+    forgotten = true;
+    // Nothing ran for this one: session_expired (the gateway sends it again on a new session).
+    await expect(session.request('tools/list', {})).rejects.toMatchObject({ reason: 'session_expired' });
+    // This one may have run: closed.
+    expect(await running).toMatchObject({ reason: 'closed' });
+    expect(closed).toBe(1);
+  });
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);
