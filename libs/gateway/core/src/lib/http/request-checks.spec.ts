@@ -39,6 +39,7 @@ describe('Streamable HTTP header checks', () => {
     expect(isJsonContentType('application/json; charset=utf-8')).toBe(true);
     expect(isJsonContentType('Application/JSON;Charset="UTF8"')).toBe(true);
     expect(isJsonContentType('application/json; boundary=x')).toBe(true);
+    expect(isJsonContentType('application/json; charset=US-ASCII')).toBe(true);
     // Read as UTF-8, another charset's text would change: refused (415), not guessed.
     expect(isJsonContentType('application/json; charset=latin1')).toBe(false);
     expect(isJsonContentType('application/json; charset=utf-16le')).toBe(false);

@@ -62,8 +62,8 @@ export const acceptsPostResponses = (accept: HeaderValue): boolean => {
 export const acceptsEventStream = (accept: HeaderValue): boolean => covers(mediaTypes(accept), 'text/event-stream');
 
 /**
- * `application/json`, with no charset or UTF-8's (RFC 8259: JSON between systems is UTF-8). A body declared in another
- * charset is refused rather than read as UTF-8, which would change its text.
+ * `application/json`, with no charset, UTF-8's or US-ASCII's (RFC 8259: JSON between systems is UTF-8). A body declared
+ * in another charset is refused rather than read as UTF-8, which would change its text.
  */
 export const isJsonContentType = (contentType: HeaderValue): boolean => {
   const value = first(contentType);
@@ -74,7 +74,8 @@ export const isJsonContentType = (contentType: HeaderValue): boolean => {
   return parameters.every((parameter) => {
     const [name, charset] = parameter.split('=');
     if ((name ?? '').trim().toLowerCase() !== 'charset') return true;
-    return /^"?utf-?8"?$/i.test((charset ?? '').trim());
+    // US-ASCII text reads the same as UTF-8.
+    return /^"?(utf-?8|us-ascii)"?$/i.test((charset ?? '').trim());
   });
 };
 

@@ -98,6 +98,20 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 `,
 );
 
+/** A server that exits as it is initialized, its error answer to initialize written after its exit (as above). */
+const refusesAfterExit = script(
+  'refuses-after-exit.mjs',
+  `import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id } = JSON.parse(line);
+  const answer = JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: 'cannot start' } });
+  spawn(process.execPath, ['-e', "setTimeout(() => process.stdout.write(process.env.ANSWER + '\\\\n', () => process.exit(0)), 300)"], { stdio: ['ignore', 'inherit', 'inherit'], detached: true, env: { ...process.env, ANSWER: answer } }).unref();
+  process.exit(0);
+});
+`,
+);
+
 const DB_PASSWORD = 'reporting/pw-4242';
 const ARG_PASSWORD = 'arg-pass-90210';
 /** The fixture server, after quoting the passwords of the connection strings in its environment and its arguments. */
@@ -259,6 +273,16 @@ describe('stdio processes', () => {
         process.kill(holder, 'SIGKILL');
       }
     });
+  });
+
+  it('counts a server that exits while it is initialized as a crash, though its answer (an error) is read after the exit', async () => {
+    const { connector: c, logger } = connector();
+    const failed = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [refusesAfterExit] }), identity).catch((error: unknown) => error);
+    expect(failed).toBeInstanceOf(Error);
+    // Before, the failed initialize stopped the child while its output was still read, and its exit then passed for
+    // that stop: no crash counted, no backoff before the next start.
+    await waitFor(() => logger.entries.find((entry) => entry.message === 'upstream process exited'));
+    expect(logger.entries.find((entry) => entry.message === 'upstream process exited')?.fields).toMatchObject({ crashes: 1 });
   });
 
   describe('a server that closes a pipe but runs on', () => {

@@ -183,6 +183,11 @@ export class StdioProcess {
   private readonly ends = new WeakMap<ChildProcessWithoutNullStreams, Promise<void>>();
   /** The current child exited and its last output is being read: a start waits for its exit to be handled. */
   private draining: Promise<void> | undefined;
+  /**
+   * Children that exited before any stop was asked of them: a crash, even if a stop comes while their last output is
+   * read (a start whose initialize failed stops its child then), so it still counts and is backed off.
+   */
+  private readonly exitedUnasked = new WeakSet<ChildProcessWithoutNullStreams>();
   /** Children that closed their stdin or stdout: each is given its grace to exit once, whichever stream told first. */
   private readonly pipesClosed = new WeakSet<ChildProcessWithoutNullStreams>();
   private ready = false;
@@ -365,6 +370,8 @@ export class StdioProcess {
         clearTimeout(kill);
         resolve();
       };
+      // Exited: no SIGKILL for its group later (its id may be another process's by then).
+      child.once('exit', () => clearTimeout(kill));
       const end = this.ends.get(child);
       if (end !== undefined) void end.then(ended);
       else child.once('exit', ended);
@@ -480,6 +487,9 @@ export class StdioProcess {
           releaseUser();
           this.live.delete(child);
           if (this.child === child) this.child = undefined;
+          // Its initialize is failed with it: left to time out, it would count a second failure toward the circuit
+          // (or reopen one cooling down). Only this start's calls are under way: calls wait until a start is ready.
+          this.mux.failAll(errors.connectFailed(error));
         }
         reject(errors.connectFailed(error));
       });
@@ -508,8 +518,8 @@ export class StdioProcess {
     }
     // Calls wait until the process knows its sessions' subscriptions and log level again (after a crash, or an idle stop).
     await this.replay(this.info);
-    // It died meanwhile: its exit handled what depended on it; this start failed.
-    if (this.child !== child) throw errors.closed();
+    // It died meanwhile (its exit handled, or its last output still being read): this start failed.
+    if (this.child !== child || child.exitCode !== null || child.signalCode !== null) throw errors.closed();
     this.ready = true;
     this.readyAt = Date.now();
     this.lastActivity = Date.now();
@@ -593,6 +603,7 @@ export class StdioProcess {
       child,
       new Promise<void>((resolve) => {
         child.once('exit', (code, signal) => {
+          if (!this.stopping.has(child)) this.exitedUnasked.add(child);
           // Whatever the process started and left behind (a wrapper's server, a stray helper) goes with it.
           signalGroup(child, 'SIGKILL');
           if (this.child === child) this.ready = false;
@@ -602,6 +613,7 @@ export class StdioProcess {
               child.stdout.destroy();
               child.stderr.destroy();
             }, EXIT_DRAIN_MS);
+            bound.unref();
             child.once('close', () => {
               clearTimeout(bound);
               done();
@@ -637,7 +649,7 @@ export class StdioProcess {
     this.mux.failAll(errors.closed());
     abortAll(this.serverRequests);
     // This child was stopped on purpose: not a crash (a stop of an earlier child no longer hides this one's death).
-    if (this.stopping.has(child)) return;
+    if (this.stopping.has(child) && !this.exitedUnasked.has(child)) return;
     // Stable only once it served for stableMs: one that dies while starting, however slowly, counts toward the circuit.
     const stable = this.readyAt !== undefined && Date.now() - this.readyAt >= this.options.stableMs;
     this.crashes = stable ? 1 : this.crashes + 1;

@@ -839,4 +839,17 @@ describe('stdio upstreams', () => {
       /secret-tool|abc/,
     );
   });
+
+  it('counts a command that does not exist once per start toward its circuit (its initialize is not left to time out)', async () => {
+    const c = connector({ breaker: { failureThreshold: 5, cooldownMs: 60_000 } });
+    const config = fixtureConfig({}, { command: '/nonexistent/portcullis-missing', connectTimeoutMs: 100 });
+    const reasons: unknown[] = [];
+    for (let attempt = 0; attempt < 4; attempt += 1) {
+      reasons.push(await c.connect(config, identity).then(() => 'connected', (error: { reason?: unknown }) => error.reason));
+      // Past the connect timeout: before, the initialize stranded by the failed spawn timed out now and counted again.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(reasons).toEqual(['connect_failed', 'connect_failed', 'connect_failed', 'connect_failed']);
+    expect(c.circuits?.()[0]).toMatchObject({ state: 'closed' });
+  });
 });
