@@ -295,7 +295,9 @@ describe('Last-Event-ID on a raw GET', () => {
 
   it('bounds the resumed streams one session holds open at once', async () => {
     const sessionId = await session(gatewayA.url);
-    const post = await slowCount(sessionId, 9, 60, 100);
+    // Long enough to outlast the resumes on a loaded machine (an answered call would end them, and free their places):
+    // the session's DELETE at the end cancels it.
+    const post = await slowCount(sessionId, 9, 600, 100);
     const first = await readUntil(post, (text) => completeEvents(text).length >= 1);
     const eventId = ids(first.text)[0] ?? '';
     expect(eventId).not.toBe('');
@@ -311,6 +313,8 @@ describe('Last-Event-ID on a raw GET', () => {
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 429]);
     for (const controller of open) controller.abort();
+    const ended = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, { method: 'DELETE', headers: headers(sessionId) });
+    expect(ended.status).toBe(200);
   });
 
   /**
