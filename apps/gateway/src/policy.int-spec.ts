@@ -53,6 +53,12 @@ function policy(extra: PolicyRuleSource[] = []): FixturePolicy {
         ],
         effect: 'allow',
       },
+      {
+        id: 'bot-reads-docs',
+        subjects: [{ type: 'agent_client', agentClientId: agents.bot.id }],
+        targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///docs/**' }],
+        effect: 'allow',
+      },
       { id: 'everyone-echoes', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }], effect: 'allow' },
       { id: 'nobody-closes', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'tickets', name: 'close_ticket' }], effect: 'deny' },
       ...extra,
@@ -93,6 +99,7 @@ beforeAll(async () => {
     await db.upstream.create({ data: { tenantId: t.id, name: 'tickets', toolPrefix: 'tickets', transport: 'streamable_http', url: `${demo.url}/tickets/mcp` } });
     await db.upstream.create({ data: { tenantId: t.id, name: 'ks', toolPrefix: 'ks', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp` } });
   }
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'files', toolPrefix: 'files', transport: 'streamable_http', url: `${demo.url}/files/mcp` } });
   agents.reader = await makeAgent(tenant, 'reader');
   agents.bot = await makeAgent(tenant, 'bot');
   bareKey = (await makeAgent(bareTenant, 'bare')).key;
@@ -121,6 +128,22 @@ describe('listings are filtered per subject', () => {
     expect((await reader.listResources()).resources).toEqual([]);
     await reader.close();
     await bot.close();
+  });
+});
+
+describe('upstream instructions follow the policy', () => {
+  it('tells an agent only about the upstreams it may use something on', async () => {
+    const reader = await connect(tenant.slug, agents.reader.key);
+    const bot = await connect(tenant.slug, agents.bot.key);
+    const bare = await connect(bareTenant.slug, bareKey);
+    const prefixes = (client: Client) => [...(client.getInstructions() ?? '').matchAll(/^(\w+): /gm)].map((match) => match[1]).sort();
+    // The files server's instructions (and its name) reach the bot, which may read its docs, and not the reader.
+    expect(prefixes(bot)).toEqual(['files', 'ks', 'tickets']);
+    expect(prefixes(reader)).toEqual(['ks', 'tickets']);
+    expect(bot.getInstructions()).toContain('files: A read-only virtual project tree.');
+    // No policy in force: no instructions at all, as no listing.
+    expect(bare.getInstructions()).toBeUndefined();
+    await Promise.all([reader.close(), bot.close(), bare.close()]);
   });
 });
 

@@ -1,5 +1,5 @@
 export { compile } from './lib/compile';
-export { evaluate, usableTarget, visibleTools, type UsageContext } from './lib/evaluate';
+export { evaluate, upstreamInUse, usableTarget, visibleTools, type UsageContext } from './lib/evaluate';
 export type { ListedTarget } from './lib/evaluate';
 export { loadSnapshot, serializeSnapshot, snapshotChecksum } from './lib/snapshot';
 export { foldCase, SnapshotLoadError, upstreamGlobMatches } from './lib/runtime';

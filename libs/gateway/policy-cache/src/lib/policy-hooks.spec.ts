@@ -141,6 +141,25 @@ describe('policyHooks.filter', () => {
   });
 });
 
+describe('policyHooks.instructions', () => {
+  const hooks = policyHooks(lookup(snapshotOf(RULES)));
+  const text = 'Search before creating a ticket.';
+
+  it('relays an upstream\'s instructions only to a principal who may use something on it', () => {
+    expect(hooks.instructions?.(ci, upstream('tickets'), text)).toBe(text);
+    // ac-ide holds no allow on tickets, but the refund rule (require_approval for everyone) names a tool there.
+    expect(hooks.instructions?.(ide, upstream('tickets'), text)).toBe(text);
+    expect(hooks.instructions?.(carol, upstream('kb'), text)).toBe(text);
+    expect(hooks.instructions?.(ci, upstream('kb'), text)).toBeUndefined();
+    expect(hooks.instructions?.(carol, upstream('billing'), text)).toBeUndefined();
+  });
+
+  it('relays none for a tenant without a snapshot, and all under a default allow with nothing closed', () => {
+    expect(policyHooks(lookup(undefined)).instructions?.(ci, upstream('tickets'), text)).toBeUndefined();
+    expect(policyHooks(lookup(snapshotOf([], 'allow'))).instructions?.(ide, upstream('billing'), text)).toBe(text);
+  });
+});
+
 describe('policyHooks.admit', () => {
   const hooks = policyHooks(lookup(snapshotOf(RULES)));
 

@@ -10,7 +10,7 @@ import {
   type TaskTool,
 } from '@portcullis/gateway/core';
 import type { CancelSignal, SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
-import { evaluate, usableTarget, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot, type UsageContext } from '@portcullis/policy/engine';
+import { evaluate, upstreamInUse, usableTarget, visibleTools, type Decision, type PolicyPrincipal, type PolicySnapshot, type UsageContext } from '@portcullis/policy/engine';
 
 /** Where the hooks find a tenant's snapshot in force (the `SnapshotCache`, or a fixed map in tests). */
 export interface SnapshotLookup {
@@ -70,6 +70,9 @@ export type PolicyHooks = RequestHooks & {
  *   denies it. Cancelling a task is never refused. Other requests without a target pass untouched.
  * - `recheck` asks the same of a `tasks/result` that waited, when its answer comes back; `taskMessage` of an
  *   upstream's messages about a task (at the time they arrive, from no known address).
+ * - `instructions` relays an upstream's instructions only to a principal who may use something on it
+ *   (`upstreamInUse`): they describe the upstream as a whole, and one the policy keeps from the principal is not
+ *   theirs to read about. A tenant without a snapshot relays none.
  * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
  *   the call resumes decides again on the arguments it will run with.
  *
@@ -88,6 +91,11 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
         if (typeof name === 'string') listed.push({ kind, upstream: upstream.name, name, item });
       }
       return visibleTools(snapshot, principalOf(record), listed).map((entry) => entry.item);
+    },
+
+    instructions(record, upstream, text) {
+      const snapshot = snapshots.get(record.tenantId);
+      return snapshot !== undefined && upstreamInUse(snapshot, principalOf(record), upstream.name) ? text : undefined;
     },
 
     admit(info: RequestInfo): Admission | undefined {

@@ -2,7 +2,7 @@ import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ConditionContext } from './cel';
 import { canonicalResourceUri } from './resource-uri';
-import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
+import { runtimeOf, upstreamGlobMatches, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
 
 const AGENT_MESSAGES: Readonly<Record<PolicyEffect, string>> = {
@@ -377,6 +377,46 @@ export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipa
     }
   }
   return snapshot.defaultEffect === 'allow';
+}
+
+/** Rule names that cover every tool or prompt name (`*` crosses `/` there), and every resource URI. */
+const WHOLE_NAMES: Readonly<Record<TargetKind, ReadonlySet<string>>> = {
+  tool: new Set(['*', '**']),
+  prompt: new Set(['*', '**']),
+  resource: new Set(['**']),
+};
+const KINDS: readonly TargetKind[] = ['tool', 'prompt', 'resource'];
+
+const appliesTo = (subjects: RuleRuntime['rule']['subjects'], who: PrincipalView): boolean =>
+  subjects.authenticated ||
+  (who.userId !== null && subjects.userIds.includes(who.userId)) ||
+  (who.agentClientId !== null && subjects.agentClientIds.includes(who.agentClientId)) ||
+  (who.role !== null && (subjects.roles as readonly string[]).includes(who.role)) ||
+  who.groups.some((group) => subjects.groups.includes(group));
+
+/**
+ * Whether the principal may use anything at all on the upstream named `upstream`, by the rules alone (no names, no
+ * arguments, no time or address): for some kind, no unconditional deny covers every name on it, and either an allow or
+ * require_approval rule names something on it (conditions or not) or the tenant default allows. What the upstream says
+ * about itself as a whole (its initialize `instructions`) is for those who may use it; a deny by name leaves the rest
+ * of the upstream in use, so this errs towards true.
+ */
+export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincipal, upstream: string): boolean {
+  const runtime = runtimeOf(snapshot);
+  const who = viewOf(runtime, principal);
+  if (who.userId === null && who.agentClientId === null) return false;
+  const closed = new Set<TargetKind>();
+  const granted = new Set<TargetKind>();
+  for (const { rule, rank, condition } of runtime.rules) {
+    if (!appliesTo(rule.subjects, who)) continue;
+    for (const target of rule.targets) {
+      if (!upstreamGlobMatches(target.upstream, upstream)) continue;
+      if (rank > 0) granted.add(target.kind);
+      else if (condition === null && WHOLE_NAMES[target.kind].has(target.name)) closed.add(target.kind);
+    }
+  }
+  const open = snapshot.defaultEffect === 'allow';
+  return KINDS.some((kind) => !closed.has(kind) && (open || granted.has(kind)));
 }
 
 /** A list item `visibleTools` can filter: anything with an upstream and a name (kind defaults to `tool`). */

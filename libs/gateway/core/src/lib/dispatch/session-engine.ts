@@ -1011,7 +1011,8 @@ export class SessionEngine {
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
-      if (session.info.instructions) instructions.push(`${config.toolPrefix}: ${session.info.instructions}`);
+      const relayed = this.instructionsFor(live.record, config, session.info.instructions, traceId);
+      if (relayed) instructions.push(`${config.toolPrefix}: ${relayed}`);
     });
     // An upstream missing now (down, or still connecting) may join later: the agent is told of every list, with
     // listChanged, so that it can be told when one does (else a session whose only upstream was slow had no tools).
@@ -1038,6 +1039,18 @@ export class SessionEngine {
     };
     this.deps.hooks?.completed?.(info, { outcome: 'ok', ...(admission ? { admission } : {}), latencyMs: Date.now() - startedAt });
     return { sessionId, response: resultResponse(info.requestId, result) };
+  }
+
+  /** What of an upstream's instructions this session's agent is told (`RequestHooks.instructions`). */
+  private instructionsFor(record: SessionRecord, config: UpstreamConfig, text: string | undefined, traceId: string): string | undefined {
+    const gate = this.deps.hooks?.instructions;
+    if (!text || gate === undefined) return text;
+    try {
+      return gate(record, config, text);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId }, 'upstream instructions left out: the hook deciding them failed');
+      return undefined;
+    }
   }
 
   /** The session if it exists and belongs to this principal; otherwise undefined (answered as 404). */

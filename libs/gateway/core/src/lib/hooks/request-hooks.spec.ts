@@ -184,6 +184,50 @@ describe('request hooks on initialize', () => {
   });
 });
 
+describe('request hooks on upstream instructions', () => {
+  async function instructionsWith(hooks: RequestHooks | undefined): Promise<unknown> {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'tickets'), fakeConfig('u3', 'quiet')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, instructions: 'Paths are absolute.', handle: async () => ({}) },
+      u2: { capabilities: { tools: {} }, instructions: 'Search before creating.', handle: async () => ({}) },
+      u3: { capabilities: { tools: {} }, handle: async () => ({}) },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, ...(hooks ? { hooks } : {}), options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { response } = await engine.initialize(principal, init(), 'trace');
+    return (response as { result?: { instructions?: unknown } }).result?.instructions;
+  }
+
+  it('relays each upstream\'s instructions under its prefix, as the hooks leave them', async () => {
+    expect(await instructionsWith(undefined)).toBe('files: Paths are absolute.\n\ntickets: Search before creating.');
+    const asked: string[] = [];
+    const hooks = composeHooks([
+      {
+        instructions: (record, upstream, text) => {
+          asked.push(`${record.principalId}/${upstream.name}`);
+          return upstream.name === 'files' ? undefined : text;
+        },
+      },
+      { instructions: (_record, _upstream, text) => text.toUpperCase() },
+    ]);
+    expect(await instructionsWith(hooks)).toBe('tickets: SEARCH BEFORE CREATING.');
+    // Asked only about upstreams that sent instructions.
+    expect(asked.sort()).toEqual(['a1/files', 'a1/tickets']);
+  });
+
+  it('leaves out what a failing hook was deciding, and the field when nothing is left', async () => {
+    const failing: RequestHooks = {
+      instructions: (_record, upstream, text) => {
+        if (upstream.name === 'files') throw new Error('snapshot unreadable');
+        return text;
+      },
+    };
+    expect(await instructionsWith(failing)).toBe('tickets: Search before creating.');
+    expect(await instructionsWith({ instructions: () => undefined })).toBeUndefined();
+  });
+});
+
 describe('composeHooks', () => {
   const info = { method: 'tools/call' } as RequestInfo;
 

@@ -110,6 +110,13 @@ export interface RequestHooks {
    */
   recheck?(info: RequestInfo): void;
   /**
+   * What of an upstream's `instructions` (its initialize answer's guidance for the model, as a whole) reaches this
+   * session's agent: the text to relay, or undefined to leave it out. Hooks run in order, each on what the last
+   * relayed; one that leaves it out ends it. Synchronous; once per upstream, when the session opens. A hook that
+   * throws leaves it out (this is model-read text: failing closed costs guidance, failing open may pass an injection).
+   */
+  instructions?(record: SessionRecord, upstream: UpstreamConfig, text: string): string | undefined;
+  /**
    * Before a message an upstream sends about a task (`notifications/tasks/status`, or a request it makes within the
    * task: elicitation, sampling) is passed on to the agent: a hook that would now refuse reading the task (its `admit`
    * with `taskOf`) throws a `GatewayRequestError`, and the message is dropped (a request is refused to the upstream).
@@ -164,7 +171,9 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   const observers: CompletedFn[] = [];
   const recheckers: RecheckFn[] = [];
   const taskMessageCheckers: TaskMessageFn[] = [];
+  const instructionGates: InstructionsFn[] = [];
   for (const hook of hooks) {
+    if (hook.instructions) instructionGates.push(hook.instructions.bind(hook));
     if (hook.admit) admitters.push(hook.admit.bind(hook));
     if (hook.recheck) recheckers.push(hook.recheck.bind(hook));
     if (hook.taskMessage) taskMessageCheckers.push(hook.taskMessage.bind(hook));
@@ -210,6 +219,15 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
       for (const check of taskMessageCheckers) check(record, taskOf, method);
     };
   }
+  if (instructionGates.length > 0) {
+    composed.instructions = (record, upstream, text) => {
+      let relayed: string | undefined = text;
+      for (let index = 0; index < instructionGates.length && relayed !== undefined; index++) {
+        relayed = (instructionGates[index] as InstructionsFn)(record, upstream, relayed);
+      }
+      return relayed;
+    };
+  }
   if (observers.length > 0) {
     composed.completed = (info, outcome) => {
       for (const observe of observers) {
@@ -240,6 +258,7 @@ type FilterFn = NonNullable<RequestHooks['filter']>;
 type CompletedFn = NonNullable<RequestHooks['completed']>;
 type RecheckFn = NonNullable<RequestHooks['recheck']>;
 type TaskMessageFn = NonNullable<RequestHooks['taskMessage']>;
+type InstructionsFn = NonNullable<RequestHooks['instructions']>;
 
 async function continueAsync(
   rest: readonly AdmitFn[],

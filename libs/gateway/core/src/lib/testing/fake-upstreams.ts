@@ -27,6 +27,8 @@ type ServerRequestHandler = (request: JsonRpcRequest, signal: AbortSignal) => Pr
 /** Spec helper: an upstream answering from a table of handlers, in memory. */
 export interface FakeUpstream {
   readonly capabilities: Record<string, unknown>;
+  /** What its initialize answer says as `instructions`. */
+  readonly instructions?: string;
   readonly handle: (method: string, params: Record<string, unknown> | undefined, options?: UpstreamRequestOptions) => Promise<Record<string, unknown>>;
 }
 
@@ -96,7 +98,7 @@ export class FakeConnector implements UpstreamConnector {
     const endpoint = endpointOf(config);
     return {
       upstreamId: config.id,
-      info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities },
+      info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities, ...(upstream.instructions === undefined ? {} : { instructions: upstream.instructions }) },
       state: () => ({ sessionId: this.unresumable.has(config.id) ? null : sessionId, protocolVersion: '2025-11-25', ...(endpoint === undefined ? {} : { endpoint }) }),
       request: (method, params, options) => {
         this.calls.push({ upstreamId: config.id, method, params, sessionId });
