@@ -75,13 +75,16 @@ beforeAll(async () => {
   const agent = await cp.system.agentClient.create({ data: { tenantId: tenant.id, name: 'deploy-bot' }, select: { id: true } });
   agentKey = generateApiKey();
   await cp.system.apiKey.create({ data: { tenantId: tenant.id, name: 'bot', keyHash: hashApiKey(agentKey), displayPrefix: agentKey.slice(0, 10), agentClientId: agent.id } });
-  // ks/echo needs a person's approval; everything else is allowed.
+  // ks/echo (a tool) and ks/greeting (a prompt) need a person's approval; everything else is allowed.
   const saved = await cp.request('PUT', `/api/v1/tenants/${tenant.id}/policy`, {
     token: owner.token,
     headers: { 'if-match': '"0"' },
     body: {
       defaultEffect: 'allow',
-      rules: [{ id: 'echo-needs-approval', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }], effect: 'require_approval' }],
+      rules: [
+        { id: 'echo-needs-approval', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'ks', name: 'echo' }], effect: 'require_approval' },
+        { id: 'greeting-needs-approval', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'prompt', upstream: 'ks', name: 'greeting' }], effect: 'require_approval' },
+      ],
     },
   });
   expect(saved.status).toBe(200);
@@ -115,7 +118,14 @@ describe('held calls decided through the control plane', () => {
       onprogress: (p) => progress.push(p.message ?? ''),
     });
     const approval = await pendingApproval();
-    expect(approval).toMatchObject({ tool: 'echo', arguments: { message: 'rm -rf /' }, argumentsHash: argumentsHash({ message: 'rm -rf /' }), snapshotVersion: 1 });
+    expect(approval).toMatchObject({
+      kind: 'tool',
+      method: 'tools/call',
+      tool: 'echo',
+      arguments: { message: 'rm -rf /' },
+      argumentsHash: argumentsHash({ message: 'rm -rf /' }),
+      snapshotVersion: 1,
+    });
     expect(String(approval['reason'])).not.toBe('');
     await waitFor(() => progress.length >= 2, { description: 'progress while held' });
     expect(progress[0]).toContain(String(approval['id']));
@@ -132,6 +142,22 @@ describe('held calls decided through the control plane', () => {
     expect(gateway.dataPlane.approvals?.size).toBe(0);
     // Unaffected tools are not held.
     expect(text(await client.callTool({ name: 'ks__add', arguments: { a: 1, b: 2 } }))).toContain('3');
+    await client.close();
+  });
+
+  it('a held prompt is shown as a prompt (prompts/get), listed under ?kind=prompt, and runs once approved', async () => {
+    const client = await connect(gateway.url);
+    const got = client.getPrompt({ name: 'ks__greeting', arguments: { name: 'Ada', language: 'french' } });
+    const approval = await pendingApproval();
+    expect(approval).toMatchObject({ kind: 'prompt', method: 'prompts/get', tool: 'greeting', arguments: { name: 'Ada', language: 'french' } });
+    const ids = async (kind: string) =>
+      (await cp.request('GET', `${approvalsUrl()}?status=pending&kind=${kind}`, { token: owner.token })).json.items?.map((item) => item['id']);
+    expect(await ids('prompt')).toEqual([approval['id']]);
+    expect(await ids('tool')).toEqual([]);
+    const decided = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+    expect(decided.status).toBe(200);
+    expect(JSON.stringify((await got).messages)).toContain('Ada');
+    expect((await row(approval['id'])).consumedAt).not.toBeNull();
     await client.close();
   });
 

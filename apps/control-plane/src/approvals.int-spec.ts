@@ -28,7 +28,19 @@ afterAll(async () => {
 
 const hashOf = (text: string) => createHash('sha256').update(text).digest('hex');
 
-async function held(tenantId: TenantId, options: { requesterUserId?: string; agentClientId?: string; expiresInMs?: number; heldForMs?: number; args?: Record<string, unknown>; tool?: string } = {}) {
+async function held(
+  tenantId: TenantId,
+  options: {
+    requesterUserId?: string;
+    agentClientId?: string;
+    expiresInMs?: number;
+    heldForMs?: number;
+    args?: Record<string, unknown>;
+    tool?: string;
+    /** Left out: the row as written before the kind and method were recorded (kind defaults to tool, method null). */
+    target?: { kind: 'tool' | 'prompt' | 'resource'; method: string };
+  } = {},
+) {
   const args = options.args ?? { path: '/etc/hosts', mode: 'read' };
   return cp.system.approval.create({
     data: {
@@ -37,6 +49,7 @@ async function held(tenantId: TenantId, options: { requesterUserId?: string; age
       agentClientId: options.agentClientId ?? null,
       mcpSessionId: randomBytes(8).toString('hex'),
       upstreamId: randomUUID(),
+      ...(options.target === undefined ? {} : { kind: options.target.kind, method: options.target.method }),
       tool: options.tool ?? 'delete_file',
       argumentsHash: hashOf(JSON.stringify(args)),
       arguments: args as never,
@@ -312,6 +325,47 @@ describe('approvals API', () => {
     expect(placeholder.json['errors']).toEqual([{ path: 'arguments', message: expect.any(String) }]);
     expect((await cp.request('GET', `${base}?status=maybe`, { token: admin.token })).status).toBe(400);
     expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
+  });
+
+  it('says what each held call is (a prompt is not the tool of the same name), and filters the list by kind', async () => {
+    const { t, admin, base } = await setup();
+    const auditor = await cp.member(t.id, 'auditor');
+    const tool = await held(t.id, { tool: 'delete_all', target: { kind: 'tool', method: 'tools/call' } });
+    const prompt = await held(t.id, { tool: 'delete_all', args: { scope: 'all' }, target: { kind: 'prompt', method: 'prompts/get' } });
+    const completion = await held(t.id, { tool: 'delete_all', args: { scope: 'a' }, target: { kind: 'prompt', method: 'completion/complete' } });
+    const resource = await held(t.id, { tool: 'file:///srv/report.csv', args: {}, target: { kind: 'resource', method: 'resources/read' } });
+    // Written before the columns existed: the migration's default.
+    const old = await held(t.id, { tool: 'delete_all' });
+
+    const listed = await cp.request('GET', base, { token: admin.token });
+    expect(listed.status).toBe(200);
+    expect(listed.json.items?.map((a) => ({ id: a['id'], kind: a['kind'], method: a['method'], tool: a['tool'] }))).toEqual([
+      { id: tool.id, kind: 'tool', method: 'tools/call', tool: 'delete_all' },
+      { id: prompt.id, kind: 'prompt', method: 'prompts/get', tool: 'delete_all' },
+      { id: completion.id, kind: 'prompt', method: 'completion/complete', tool: 'delete_all' },
+      { id: resource.id, kind: 'resource', method: 'resources/read', tool: 'file:///srv/report.csv' },
+      { id: old.id, kind: 'tool', method: null, tool: 'delete_all' },
+    ]);
+    // The detail says it too, to auditors as well.
+    expect((await cp.request('GET', `${base}/${prompt.id}`, { token: auditor.token })).json).toMatchObject({ kind: 'prompt', method: 'prompts/get' });
+
+    const ids = async (query: string) => (await cp.request('GET', `${base}?${query}`, { token: admin.token })).json.items?.map((a) => a['id']);
+    expect(await ids('kind=prompt')).toEqual([prompt.id, completion.id]);
+    expect(await ids('kind=tool')).toEqual([tool.id, old.id]);
+    expect(await ids('kind=resource')).toEqual([resource.id]);
+    expect(await ids('kind=prompt&limit=1')).toEqual([prompt.id]);
+    // Combined with the status filter.
+    await cp.request('POST', `${base}/${completion.id}/deny`, { token: admin.token });
+    expect(await ids('kind=prompt&status=pending')).toEqual([prompt.id]);
+    expect(await ids('kind=prompt&status=denied')).toEqual([completion.id]);
+    expect(await ids('kind=tool&status=denied')).toEqual([]);
+    // The decision's response and audit event name the kind as well.
+    const approved = await cp.request('POST', `${base}/${prompt.id}/approve`, { token: admin.token, body: { argumentsHash: prompt.argumentsHash } });
+    expect(approved.json).toMatchObject({ status: 'approved', kind: 'prompt', method: 'prompts/get' });
+    const events = await cp.eventsAtLeast(t.id, 2);
+    expect(events.find((e) => e.targetId === prompt.id)?.arguments).toMatchObject({ after: { kind: 'prompt', method: 'prompts/get' } });
+
+    expect((await cp.request('GET', `${base}?kind=resource_template`, { token: admin.token })).status).toBe(400);
   });
 
   it('pages through a status-filtered list by cursor', async () => {

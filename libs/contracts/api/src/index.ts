@@ -100,5 +100,5 @@ export type {
   CreateAuditExportRequest,
   ParsedCreateAuditExportRequest,
 } from './lib/audit';
-export { approvalArgumentsHash, approvalResponse, approvalStatus, approveRequest, denyRequest, listApprovalsQuery } from './lib/approvals';
+export { approvalArgumentsHash, approvalResponse, approvalStatus, approvalTargetKind, approveRequest, denyRequest, listApprovalsQuery } from './lib/approvals';
 export type { ApprovalResponse, ApproveRequest, DenyRequest, ListApprovalsQuery } from './lib/approvals';

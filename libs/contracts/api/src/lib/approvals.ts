@@ -3,6 +3,13 @@ import { pageQuery } from './common';
 
 export const approvalStatus = z.enum(['pending', 'approved', 'denied', 'expired', 'cancelled']);
 
+/**
+ * What a held request is about: a tool (tools/call), a prompt (prompts/get, or a completion of its arguments) or a
+ * resource (resources/read, resources/subscribe, or a completion of a template's arguments). Approvals recorded before
+ * the kind was were given it where the upstream's listings (or a URI) tell, and read as tool calls otherwise.
+ */
+export const approvalTargetKind = z.enum(['tool', 'prompt', 'resource']);
+
 /** Lowercase hex SHA-256 of the RFC 8785 canonical JSON of the held call's arguments. */
 export const approvalArgumentsHash = z.string().regex(/^[0-9a-f]{64}$/, 'must be the approval’s argumentsHash (64 lowercase hex digits)');
 
@@ -38,7 +45,7 @@ const editedArguments = z.record(z.string(), z.unknown()).superRefine((value, ct
   else if (new TextEncoder().encode(text).length > MAX_ARGUMENT_BYTES) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_ARGUMENT_BYTES} bytes of JSON` });
 });
 
-export const listApprovalsQuery = pageQuery.extend({ status: approvalStatus.optional() });
+export const listApprovalsQuery = pageQuery.extend({ status: approvalStatus.optional(), kind: approvalTargetKind.optional() });
 export type ListApprovalsQuery = z.infer<typeof listApprovalsQuery>;
 
 const note = z.string().trim().min(1).max(500);
@@ -62,7 +69,15 @@ export const approvalResponse = z.object({
   id: z.uuid(),
   status: approvalStatus,
   upstreamId: z.uuid(),
-  /** The upstream's own tool name (without the gateway prefix). */
+  /** What the held request is about: a prompt and a tool may share a name. */
+  kind: approvalTargetKind,
+  /**
+   * The JSON-RPC method held: `tools/call`, `prompts/get`, `resources/read`, `resources/subscribe`,
+   * `completion/complete` (a completion of the target's arguments, not the call itself)... Null on approvals recorded
+   * before the method was.
+   */
+  method: z.string().nullable(),
+  /** The target's name as its upstream knows it (without the gateway prefix): a tool's or prompt's name, or a resource's URI. */
   tool: z.string(),
   /** The agent's arguments, secrets redacted. */
   arguments: z.record(z.string(), z.unknown()),

@@ -1,6 +1,9 @@
 import { Body, Controller, Get, Param, Post, Query } from '@nestjs/common';
+import { ApiQuery } from '@nestjs/swagger';
 import {
   approvalResponse,
+  approvalStatus,
+  approvalTargetKind,
   approveRequest,
   denyRequest,
   listApprovalsQuery,
@@ -20,7 +23,9 @@ export class ApprovalsController {
 
   @Get()
   @Allow('tenant:approvals:read')
-  @ApiRoute({ tag: TAG, summary: 'List approvals of held calls (filter with ?status=pending)', response: approvalResponse, paged: true })
+  @ApiRoute({ tag: TAG, summary: 'List approvals of held calls (filter with ?status=pending, ?kind=prompt)', response: approvalResponse, paged: true })
+  @ApiQuery({ name: 'status', required: false, enum: approvalStatus.options, description: 'only approvals in this state (pending: still decidable)' })
+  @ApiQuery({ name: 'kind', required: false, enum: approvalTargetKind.options, description: 'only held calls of tools, prompts or resources' })
   list(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(listApprovalsQuery)) query: ListApprovalsQuery) {
     return this.approvals.list(tenant, query);
   }

@@ -10,6 +10,8 @@ const row: ApprovalRow = {
   id: '019a0000-0000-7000-8000-0000000000dd',
   status: 'pending',
   upstreamId: '019a0000-0000-7000-8000-0000000000cc',
+  kind: 'resource',
+  method: 'resources/read',
   tool: uri,
   arguments: {},
   argumentsHash: 'h',
@@ -44,5 +46,15 @@ describe('toApprovalResponse', () => {
     );
     expect(toApprovalResponse(row, now, true).tool).toBe(uri);
     expect(toApprovalResponse({ ...row, reason: null }, now, false).reason).toBeNull();
+  });
+
+  it('says what was held: the target kind and the JSON-RPC method (null on rows recorded before it was)', () => {
+    expect(toApprovalResponse(row, now, false)).toMatchObject({ kind: 'resource', method: 'resources/read' });
+    const prompt = { ...row, kind: 'prompt' as const, method: 'prompts/get', tool: 'delete_all' };
+    expect(toApprovalResponse(prompt, now, true)).toMatchObject({ kind: 'prompt', method: 'prompts/get', tool: 'delete_all' });
+    const completion = { ...prompt, method: 'completion/complete' };
+    expect(toApprovalResponse(completion, now, false)).toMatchObject({ kind: 'prompt', method: 'completion/complete' });
+    // A row from before the columns: its kind the migration's default (or what it could infer), its method unknown.
+    expect(toApprovalResponse({ ...row, kind: 'tool', method: null, tool: 'delete_file' }, now, true)).toMatchObject({ kind: 'tool', method: null });
   });
 });

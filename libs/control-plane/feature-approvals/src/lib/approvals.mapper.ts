@@ -6,6 +6,8 @@ export const approvalSelect = {
   id: true,
   status: true,
   upstreamId: true,
+  kind: true,
+  method: true,
   tool: true,
   arguments: true,
   argumentsHash: true,
@@ -47,6 +49,8 @@ export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): A
     id: row.id,
     status: effectiveStatus(row, now),
     upstreamId: row.upstreamId,
+    kind: row.kind,
+    method: row.method,
     // A held resource read's "tool" is its URI, which may carry credentials (`postgres://app:secret@db/x`).
     tool: full ? row.tool : (redactSecrets(row.tool) as string),
     arguments: asObject(full ? row.arguments : redactSecrets(row.arguments)) ?? {},

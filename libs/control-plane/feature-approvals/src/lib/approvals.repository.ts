@@ -1,8 +1,15 @@
 import { Injectable } from '@nestjs/common';
 import type { PageRequest } from '@portcullis/control-plane/http';
-import type { ApprovalStatus, Prisma, TenantTransaction } from '@portcullis/data/db';
+import type { ApprovalStatus, ApprovalTargetKind, Prisma, TenantTransaction } from '@portcullis/data/db';
 import type { TenantId, UserId } from '@portcullis/shared/util-ids';
 import { approvalSelect, type ApprovalRow } from './approvals.mapper';
+
+/** What a list of approvals is narrowed to (each filter optional). */
+export interface ApprovalFilter {
+  readonly status?: ApprovalStatus | undefined;
+  /** Only approvals of tools, prompts or resources. */
+  readonly kind?: ApprovalTargetKind | undefined;
+}
 
 export interface ApprovalDecision {
   readonly status: 'approved' | 'denied';
@@ -14,9 +21,14 @@ export interface ApprovalDecision {
 @Injectable()
 export class ApprovalsRepository {
   /** Oldest first (ids are time-ordered), so an approver works through the queue in order. */
-  async list(tenantId: TenantId, tx: TenantTransaction, page: PageRequest, status: ApprovalStatus | undefined, now: Date): Promise<ApprovalRow[]> {
+  async list(tenantId: TenantId, tx: TenantTransaction, page: PageRequest, filter: ApprovalFilter, now: Date): Promise<ApprovalRow[]> {
     return tx.approval.findMany({
-      where: { tenantId, ...(page.after === undefined ? {} : { id: { gt: page.after } }), ...statusFilter(status, now) },
+      where: {
+        tenantId,
+        ...(page.after === undefined ? {} : { id: { gt: page.after } }),
+        ...(filter.kind === undefined ? {} : { kind: filter.kind }),
+        ...statusFilter(filter.status, now),
+      },
       orderBy: { id: 'asc' },
       take: page.limit + 1,
       select: approvalSelect,

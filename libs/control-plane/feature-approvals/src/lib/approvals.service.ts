@@ -30,7 +30,7 @@ export class ApprovalsService {
   async list(scope: TenantScope, query: ListApprovalsQuery): Promise<Page<ApprovalResponse>> {
     const page = pageRequest(query);
     const now = new Date();
-    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page, query.status, now));
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page, { status: query.status, kind: query.kind }, now));
     return toPage(rows, page.limit, (row) => toApprovalResponse(row, now, mayDecide(scope)));
   }
 

@@ -71,10 +71,13 @@ describe('HeldCallGate', () => {
     const withToken = sink();
     const held = g.hold(info(args, 'tok-1'), decision, withToken, new AbortController().signal);
     const id = await pendingId(argumentsHash(args));
-    const row = await system.approval.findUniqueOrThrow({ where: { id }, select: { arguments: true, reason: true, snapshotVersion: true, agentClientId: true, expiresAt: true } });
+    const row = await system.approval.findUniqueOrThrow({
+      where: { id },
+      select: { arguments: true, reason: true, snapshotVersion: true, agentClientId: true, expiresAt: true, kind: true, method: true, tool: true },
+    });
     // Exactly what would run: a reviewer must not approve what a redacted copy hid (the API shows it in full to deciders only).
     expect(row.arguments).toEqual(args);
-    expect(row).toMatchObject({ reason: decision.reason, snapshotVersion: 4 });
+    expect(row).toMatchObject({ reason: decision.reason, snapshotVersion: 4, kind: 'tool', method: 'tools/call', tool: 'delete_file' });
     expect(row.agentClientId).not.toBeNull();
     expect(row.expiresAt.getTime()).toBeGreaterThan(Date.now() + 25_000);
     await waitFor(() => withToken.messages.length >= 3, { description: 'progress notifications' });
@@ -109,6 +112,36 @@ describe('HeldCallGate', () => {
     await system.approval.update({ where: { id }, data: { status: 'approved' } });
     g.onDecided(tenant.id);
     await expect(held).resolves.toMatchObject({ approvalId: id });
+    await g.close();
+  });
+
+  it('records what is held: a prompt (prompts/get) or a completion of its arguments, not a tool of the same name', async () => {
+    const g = gate();
+    const base = info({});
+    if (base.target === undefined) throw new Error('no target');
+    const promptArgs = { scope: 'everything', n: Math.random() };
+    const prompt = { ...base, method: 'prompts/get', target: { ...base.target, kind: 'prompt' as const, name: 'delete_file' }, arguments: promptArgs };
+    const completionArgs = { scope: 'ev', n: Math.random() };
+    const completion = { ...prompt, method: 'completion/complete', arguments: completionArgs };
+    const heldPrompt = g.hold(prompt, decision, sink(), new AbortController().signal);
+    const heldCompletion = g.hold(completion, decision, sink(), new AbortController().signal).catch((error: unknown) => error);
+    const promptId = await pendingId(argumentsHash(promptArgs));
+    const completionId = await pendingId(argumentsHash(completionArgs));
+    const select = { kind: true, method: true, tool: true, upstreamId: true, arguments: true } as const;
+    expect(await system.approval.findUniqueOrThrow({ where: { id: promptId }, select })).toEqual({
+      kind: 'prompt',
+      method: 'prompts/get',
+      tool: 'delete_file',
+      upstreamId: base.target.upstream.id,
+      arguments: promptArgs,
+    });
+    expect(await system.approval.findUniqueOrThrow({ where: { id: completionId }, select })).toMatchObject({ kind: 'prompt', method: 'completion/complete', tool: 'delete_file' });
+    // A prompt's arguments may be edited by the approver, as a tool's may.
+    await system.approval.update({ where: { id: promptId }, data: { status: 'approved', editedArguments: { scope: 'one' } } });
+    await system.approval.update({ where: { id: completionId }, data: { status: 'denied' } });
+    g.onDecided(tenant.id);
+    await expect(heldPrompt).resolves.toMatchObject({ approvalId: promptId, arguments: { scope: 'one' } });
+    expect(await heldCompletion).toMatchObject({ data: { approvalId: completionId, reason: 'approval_denied' } });
     await g.close();
   });
 
@@ -153,6 +186,7 @@ describe('HeldCallGate', () => {
     const read = { ...base, method: 'resources/read', target: { ...base.target, kind: 'resource' as const, name: uri } };
     const held = g.hold(read, decision, sink(), new AbortController().signal);
     const { id } = await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, tool: uri, status: 'pending' }, select: { id: true } }), { description: 'approval row' });
+    expect(await system.approval.findUniqueOrThrow({ where: { id }, select: { kind: true, method: true } })).toEqual({ kind: 'resource', method: 'resources/read' });
     await system.approval.update({ where: { id }, data: { status: 'approved', editedArguments: { uri: 'file:///srv/other.csv' } } });
     g.onDecided(tenant.id);
     await expect(held).rejects.toMatchObject({ data: { approvalId: id, reason: 'edits_not_applicable' } });

@@ -16,17 +16,20 @@ class RecordingStore implements ApprovalStore {
   private recorded: (() => void) | undefined;
   /** Settles once the gate has recorded an approval. */
   readonly recordedOne = new Promise<void>((resolve) => (this.recorded = resolve));
+  /** The first approval recorded is APPROVAL; later ones get ids of their own. */
+  private readonly ids: string[] = [];
   async create(approval: NewApproval): Promise<string> {
     this.created.push(approval);
+    const id = this.ids.length === 0 ? APPROVAL : `019a0000-0000-7000-8000-${String(this.ids.length).padStart(12, '0')}`;
+    this.ids.push(id);
     this.recorded?.();
-    return APPROVAL;
+    return id;
   }
   async states(_tenantId: string, ids: readonly string[]): Promise<ApprovalState[]> {
-    const hash = this.created[0]?.argumentsHash ?? '';
     return ids.map((id) => ({
       id,
       status: 'approved',
-      argumentsHash: hash,
+      argumentsHash: this.created[this.ids.indexOf(id)]?.argumentsHash ?? '',
       editedArguments: null,
       decisionNote: null,
       consumedAt: null,
@@ -102,5 +105,37 @@ describe('HeldCallGate (recording store)', () => {
     );
     // The URI itself is kept whole: the approver decides on exactly what would be read (the API redacts it for others).
     expect(approval?.tool).toBe(uri);
+    expect(approval).toMatchObject({ kind: 'resource', method: 'resources/read' });
+  });
+
+  it('records what is held: a prompt is not a tool of the same name, and a completion is not the call itself', async () => {
+    const store = new RecordingStore();
+    const gate = new HeldCallGate({
+      store,
+      logger: createLogger({ service: 'spec', level: 'silent' }),
+      timeoutMs: 30_000,
+      pollMs: 600_000,
+      progressMs: 1_000,
+    });
+    const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 4 };
+    const requests: RequestInfo[] = [
+      { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'delete_all' }, arguments: { scope: 'all' } },
+      { record, method: 'prompts/get', requestId: 2, traceId: 't', startedAt: 0, target: { upstream, kind: 'prompt', name: 'delete_all' }, arguments: { scope: 'all' } },
+      { record, method: 'completion/complete', requestId: 3, traceId: 't', startedAt: 0, target: { upstream, kind: 'prompt', name: 'delete_all' }, arguments: { scope: 'a' } },
+      { record, method: 'resources/subscribe', requestId: 4, traceId: 't', startedAt: 0, target: { upstream, kind: 'resource', name: 'file:///srv/log' } },
+    ];
+    const held = requests.map((info) => gate.hold(info, decision, NO_STREAM, new AbortController().signal));
+    await vi.waitFor(() => expect(gate.size).toBe(requests.length));
+    await gate.checkAll();
+    // All approved as held (the recording store approves everything).
+    expect((await Promise.all(held)).map((admission) => admission.approvalId)).toHaveLength(requests.length);
+    await gate.close();
+
+    expect(store.created.map(({ kind, method, tool }) => ({ kind, method, tool }))).toEqual([
+      { kind: 'tool', method: 'tools/call', tool: 'delete_all' },
+      { kind: 'prompt', method: 'prompts/get', tool: 'delete_all' },
+      { kind: 'prompt', method: 'completion/complete', tool: 'delete_all' },
+      { kind: 'resource', method: 'resources/subscribe', tool: 'file:///srv/log' },
+    ]);
   });
 });

@@ -180,6 +180,10 @@ export class HeldCallGate implements ApprovalGate {
         apiKeyId: info.credentialId !== undefined && isUuid(info.credentialId) ? info.credentialId : null,
         mcpSessionId: info.record.id,
         upstreamId: target.upstream.id,
+        // What is held, for the approver: a prompt and a tool may share a name, and a completion of a prompt's argument
+        // is not the prompt itself.
+        kind: target.kind,
+        method: info.method,
         tool: target.name,
         argumentsHash: hash,
         // Exactly what will run if approved: a reviewer shown a redacted copy could approve what they could not see
@@ -205,7 +209,10 @@ export class HeldCallGate implements ApprovalGate {
       );
     }
     // A resource's name is its URI, which may carry credentials: logged redacted.
-    this.options.logger.info({ tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, tool: redactSecrets(target.name), traceId: info.traceId }, 'call held for approval');
+    this.options.logger.info(
+      { tenantId: tenant, approvalId: id, upstreamId: target.upstream.id, kind: target.kind, method: info.method, tool: redactSecrets(target.name), traceId: info.traceId },
+      'call held for approval',
+    );
 
     return new Promise<Admission>((resolve, reject) => {
       let progress = 0;

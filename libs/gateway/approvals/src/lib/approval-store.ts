@@ -1,4 +1,4 @@
-import { withTenant, type ApprovalStatus, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
+import { withTenant, type ApprovalStatus, type ApprovalTargetKind, type PortcullisPrismaClient, type Prisma } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
 import { storableJson } from '@portcullis/shared/util-redact';
 
@@ -11,9 +11,14 @@ export interface NewApproval {
   readonly apiKeyId: string | null;
   readonly mcpSessionId: string;
   readonly upstreamId: string;
+  /** What the held request is about: an approver must tell a prompt from a tool of the same name. */
+  readonly kind: ApprovalTargetKind;
+  /** The JSON-RPC method held (tools/call, prompts/get, resources/read, completion/complete...). */
+  readonly method: string;
+  /** The target's name as its upstream knows it: a tool's or prompt's name, or a resource's URI. */
   readonly tool: string;
   readonly argumentsHash: string;
-  /** Already redacted: the reviewer's copy. */
+  /** The agent's exact arguments (what would run if approved). */
   readonly arguments: Readonly<Record<string, unknown>>;
   readonly reason: string;
   readonly snapshotVersion: number | null;
@@ -72,6 +77,8 @@ export class PrismaApprovalStore implements ApprovalStore {
           apiKeyId: approval.apiKeyId,
           mcpSessionId: approval.mcpSessionId,
           upstreamId: approval.upstreamId,
+          kind: approval.kind,
+          method: approval.method,
           tool: storable(approval.tool) as string,
           argumentsHash: approval.argumentsHash,
           arguments: storable(approval.arguments) as Prisma.InputJsonObject,
