@@ -8,7 +8,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
-import { definitionHash } from '@portcullis/contracts/tool-pins';
+import { definitionHash, INSTRUCTIONS_NAME, relayedInstructions } from '@portcullis/contracts/tool-pins';
 import { createSystemPrismaClient, type Prisma, type SystemPrismaClient } from '@portcullis/data/db';
 import { GATEWAY_RPC } from '@portcullis/gateway/core';
 import { createTestTenant, present, testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -35,6 +35,8 @@ let demo: DemoUpstreams;
 let gateway: TestGateway;
 /** What the kitchen-sink server lists, by tool name, read from it directly (not through the gateway). */
 let advertised: ReadonlyMap<string, Tool>;
+/** The instructions its initialize answer carries, read the same way. */
+let advertisedInstructions: string;
 
 /** The definition an administrator approved before the upstream changed it. */
 function olderDefinition(name: string): Tool {
@@ -125,6 +127,7 @@ beforeAll(async () => {
   const direct = new Client({ name: 'hook-order-int-spec-direct', version: '1.0.0' }, { capabilities: {} });
   await direct.connect(new StreamableHTTPClientTransport(new URL(`${demo.url}/kitchen-sink/mcp`)));
   advertised = new Map((await direct.listTools()).tools.map((tool) => [tool.name, tool]));
+  advertisedInstructions = present(direct.getInstructions(), 'the kitchen-sink instructions');
   await direct.close();
   // Snapshots, keys and pins are loaded by `refreshAll` as each test's tenant is made, not by timers or notices.
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_POLICY_RECONCILE_MS: '60000' } });
@@ -194,5 +197,54 @@ describe('a tenant with a policy and tool pins: pinning listing filter, then pol
     const error = await refusal(bot, 'echo', { message: 'after the rug pull' });
     expect(error.code).toBe(GATEWAY_RPC.FORBIDDEN);
     expect(error.data).toMatchObject({ reason: 'tool_pin_changed' });
+  });
+});
+
+describe('upstream instructions: the policy, then their pin', () => {
+  it('relays the approved text to a principal who may use the upstream, none to one the policy keeps off it, none once changed', async () => {
+    const { tenant, keys } = await pinnedTenant(['reader', 'bot'], { echo: 'approved' }, (ids) => ({
+      defaultEffect: 'allow',
+      agentClientIds: [ids.reader, ids.bot],
+      rules: [
+        {
+          id: 'reader-off-ks',
+          subjects: [{ type: 'agent_client', agentClientId: ids.reader }],
+          targets: [
+            { kind: 'tool', upstream: INTERNAL_NAME, name: '*' },
+            { kind: 'prompt', upstream: INTERNAL_NAME, name: '*' },
+            { kind: 'resource', upstream: INTERNAL_NAME, uri: '**' },
+          ],
+          effect: 'deny',
+        },
+      ],
+    }));
+    const upstream = await db.upstream.findFirstOrThrow({ where: { tenantId: tenant.id }, select: { id: true } });
+    const text = relayedInstructions(advertisedInstructions);
+    const hashOf = (instructions: string) => definitionHash('instructions', { instructions });
+    const pin = await db.upstreamTool.create({
+      data: {
+        tenantId: tenant.id,
+        upstreamId: upstream.id,
+        kind: 'instructions',
+        name: INSTRUCTIONS_NAME,
+        definition: { instructions: text },
+        contentHash: hashOf(text),
+        status: 'approved',
+        approvedHash: hashOf(text),
+        approvedDefinition: { instructions: text },
+        approvedAt: new Date(),
+      },
+      select: { id: true },
+    });
+    await gateway.dataPlane.refreshAll();
+    expect((await connect(tenant, keys.bot)).getInstructions()).toBe(`${PREFIX}: ${text}`);
+    expect((await connect(tenant, keys.reader)).getInstructions()).toBeUndefined();
+    // An administrator approved other text than the upstream now sends: held back (its tools still serve).
+    const approvedEarlier = 'Use the echo tool only.';
+    await db.upstreamTool.update({ where: { id: pin.id }, data: { approvedHash: hashOf(approvedEarlier), approvedDefinition: { instructions: approvedEarlier } } });
+    await gateway.dataPlane.refreshAll();
+    const bot = await connect(tenant, keys.bot);
+    expect(bot.getInstructions()).toBeUndefined();
+    expect(await echo(bot, 'tools still served')).toContain('tools still served');
   });
 });

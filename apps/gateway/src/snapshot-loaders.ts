@@ -193,13 +193,14 @@ export function policySnapshotSource(db: SystemPrismaClient): SnapshotSource {
 
 /**
  * Tool pins (docs/adr/0013-tool-pinning.md): the stored and approved definition hash of every tool and prompt the
- * upstreams advertise, and which upstreams require approval for definitions never seen before.
+ * upstreams advertise, and of their instructions, and which upstreams require approval for definitions never seen
+ * before.
  */
 export async function loadToolPins(db: SystemPrismaClient): Promise<{ rows: PinRow[]; requireApproval: string[]; known: string[] }> {
   const [rows, strict, enabled] = await Promise.all([
     db.upstreamTool.findMany({
       // Removed rows too: a tool missing at the last test connection that comes back changed must stay hidden.
-      where: { kind: { in: ['tool', 'prompt'] }, upstream: { enabled: true } },
+      where: { kind: { in: ['tool', 'prompt', 'instructions'] }, upstream: { enabled: true } },
       select: { upstreamId: true, kind: true, name: true, contentHash: true, approvedHash: true, status: true },
     }),
     db.upstream.findMany({ where: { enabled: true, toolApproval: 'require_approval' }, select: { id: true } }),

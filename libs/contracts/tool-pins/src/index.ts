@@ -1,2 +1,2 @@
-export { definitionHash, definitionKey, diffDefinitions, pinnedDefinition } from './lib/definitions';
+export { definitionHash, definitionKey, diffDefinitions, INSTRUCTIONS_NAME, MAX_INSTRUCTIONS_CHARS, pinnedDefinition, relayedInstructions } from './lib/definitions';
 export type { DefinitionChange, PinnedDefinition, PinnedKind } from './lib/definitions';

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { page, pageQuery } from './common';
 
-export const upstreamToolKind = z.enum(['tool', 'prompt', 'resource', 'resource_template']);
+/** `instructions`: the upstream's initialize instructions, one item named `instructions` per upstream. */
+export const upstreamToolKind = z.enum(['tool', 'prompt', 'resource', 'resource_template', 'instructions']);
 export type UpstreamToolKindName = z.infer<typeof upstreamToolKind>;
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { definitionHash, definitionKey, diffDefinitions, pinnedDefinition } from './definitions';
+import { definitionHash, definitionKey, diffDefinitions, INSTRUCTIONS_NAME, MAX_INSTRUCTIONS_CHARS, pinnedDefinition, relayedInstructions } from './definitions';
 
 const tool = {
   name: 'search',
@@ -35,6 +35,23 @@ describe('pinnedDefinition and definitionKey', () => {
     expect(definitionKey('resource', { uri: 'file:///a', name: 'a' })).toBe('file:///a');
     expect(definitionKey('resource_template', { uriTemplate: 'file:///{p}', name: 'a' })).toBe('file:///{p}');
     expect(definitionKey('tool', { name: '' })).toBeUndefined();
+  });
+});
+
+describe('instructions', () => {
+  it('are one item per upstream, named INSTRUCTIONS_NAME, hashed on their text only', () => {
+    expect(definitionKey('instructions', { instructions: 'Search first.' })).toBe(INSTRUCTIONS_NAME);
+    expect(definitionKey('instructions', {})).toBeUndefined();
+    expect(pinnedDefinition('instructions', { instructions: 'Search first.', extra: 1 })).toEqual({ instructions: 'Search first.' });
+    expect(definitionHash('instructions', { instructions: 'Search first.' })).not.toBe(definitionHash('instructions', { instructions: 'Search first!' }));
+    expect(definitionHash('instructions', { instructions: 'x' })).not.toBe(definitionHash('tool', { instructions: 'x' }));
+  });
+
+  it('are cut as the gateway relays them, never inside a surrogate pair', () => {
+    const exact = 'i'.repeat(MAX_INSTRUCTIONS_CHARS);
+    expect(relayedInstructions(exact)).toBe(exact);
+    expect(relayedInstructions(`${exact}more`)).toBe(`${exact}…`);
+    expect(relayedInstructions(`${'i'.repeat(MAX_INSTRUCTIONS_CHARS - 1)}😀tail`)).toBe(`${'i'.repeat(MAX_INSTRUCTIONS_CHARS - 1)}…`);
   });
 });
 

@@ -1,8 +1,30 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '@portcullis/contracts/policy-ir';
 
-/** What an upstream advertises and the control plane stores (prisma `UpstreamToolKind`). */
-export type PinnedKind = 'tool' | 'prompt' | 'resource' | 'resource_template';
+/**
+ * What an upstream advertises and the control plane stores (prisma `UpstreamToolKind`). `instructions` is the text of
+ * the upstream's initialize answer, as the gateway relays it (`relayedInstructions`), stored under the one name
+ * `INSTRUCTIONS_NAME`: advice the agent's model reads, pinned like a tool's description.
+ */
+export type PinnedKind = 'tool' | 'prompt' | 'resource' | 'resource_template' | 'instructions';
+
+/** The name an upstream's instructions are stored and pinned under (an upstream has one text). */
+export const INSTRUCTIONS_NAME = 'instructions';
+
+/** How much of an upstream's instructions goes into every agent's initialize answer (UTF-16 code units). */
+export const MAX_INSTRUCTIONS_CHARS = 16 * 1024;
+
+/**
+ * An upstream's instructions as the gateway relays them, and as their pin is computed: longer ones are cut (never
+ * inside a surrogate pair), not refused. The control plane's test connection and the gateway both call this.
+ */
+export function relayedInstructions(instructions: string): string {
+  if (instructions.length <= MAX_INSTRUCTIONS_CHARS) return instructions;
+  let end = MAX_INSTRUCTIONS_CHARS;
+  const last = instructions.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${instructions.slice(0, end)}…`;
+}
 
 /**
  * The fields of each kind that the pin covers: everything an agent (and the model behind it) reads to decide what
@@ -15,6 +37,7 @@ const PINNED_FIELDS: Readonly<Record<PinnedKind, readonly string[]>> = {
   prompt: ['name', 'title', 'description', 'arguments'],
   resource: ['uri', 'name', 'title', 'description', 'mimeType'],
   resource_template: ['uriTemplate', 'name', 'title', 'description', 'mimeType'],
+  instructions: ['instructions'],
 };
 
 /** A definition reduced to its pinned fields (absent fields stay absent). */
@@ -30,8 +53,12 @@ export function pinnedDefinition(kind: PinnedKind, item: Readonly<Record<string,
   return out;
 }
 
-/** The name an item is known by within its kind: `name` for tools and prompts, the URI (template) for resources. */
+/**
+ * The name an item is known by within its kind: `name` for tools and prompts, the URI (template) for resources,
+ * `INSTRUCTIONS_NAME` for an upstream's instructions (`{ instructions: text }`).
+ */
 export function definitionKey(kind: PinnedKind, item: Readonly<Record<string, unknown>>): string | undefined {
+  if (kind === 'instructions') return typeof item['instructions'] === 'string' ? INSTRUCTIONS_NAME : undefined;
   const value = kind === 'resource' ? item['uri'] : kind === 'resource_template' ? item['uriTemplate'] : item['name'];
   return typeof value === 'string' && value.length > 0 ? value : undefined;
 }

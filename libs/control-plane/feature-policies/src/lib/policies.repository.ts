@@ -15,6 +15,11 @@ import {
 } from './policies.mapper';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 
+/** What an upstream advertises that a policy can name: its instructions are pinned with its tools, never a target. */
+const REGISTRY_KINDS = ['tool', 'prompt', 'resource', 'resource_template'] as const;
+type RegistryKind = (typeof REGISTRY_KINDS)[number];
+const isRegistryKind = (kind: string): kind is RegistryKind => (REGISTRY_KINDS as readonly string[]).includes(kind);
+
 /** Queries only; `tenantId` first and always in the where (ADR 0003). */
 @Injectable()
 export class PoliciesRepository {
@@ -94,7 +99,7 @@ export class PoliciesRepository {
       tx.agentClient.findMany({ where: { tenantId }, select: { id: true }, orderBy: { id: 'asc' } }),
       tx.upstream.findMany({
         where: { tenantId },
-        select: { name: true, tools: { where: { removedAt: null }, select: { kind: true, name: true } } },
+        select: { name: true, tools: { where: { removedAt: null, kind: { in: [...REGISTRY_KINDS] } }, select: { kind: true, name: true } } },
         orderBy: { name: 'asc' },
       }),
     ]);
@@ -103,7 +108,7 @@ export class PoliciesRepository {
       // Policies name groups by their external id (the SSO group claim value): unique per tenant and stable across renames.
       groups: groups.map((group) => ({ name: group.externalId, members: group.members.map((member) => member.userId) })),
       agentClients,
-      upstreams,
+      upstreams: upstreams.map((upstream) => ({ name: upstream.name, tools: upstream.tools.filter((tool): tool is { kind: RegistryKind; name: string } => isRegistryKind(tool.kind)) })),
     };
   }
 

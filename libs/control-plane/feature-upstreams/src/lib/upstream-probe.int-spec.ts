@@ -4,6 +4,7 @@ import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/typ
 import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
+import { definitionHash, MAX_INSTRUCTIONS_CHARS } from '@portcullis/contracts/tool-pins';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGuardedLookups, type AddressResolver } from '@portcullis/shared/util-net-guard';
@@ -11,6 +12,8 @@ import { probeUpstream, ProbeFailure } from './upstream-probe';
 
 // The probe against a real MCP server on 127.0.0.1 (stateless Streamable HTTP) that advertises what each test sets.
 let advertised: Tool[] = [];
+/** The instructions its initialize answer carries. */
+let instructions: string | undefined;
 /** Headers of the requests the server received. */
 const received: { host?: string; tenant?: string; proxy?: string }[] = [];
 let http: HttpServer;
@@ -19,7 +22,7 @@ let url: string;
 beforeAll(async () => {
   http = createServer((req, res) => {
     received.push({ host: req.headers.host, tenant: req.headers['x-tenant'] as string | undefined, proxy: req.headers['proxy-authorization'] });
-    const server = new Server({ name: 'probe-target', version: '1.0.0' }, { capabilities: { tools: {} } });
+    const server = new Server({ name: 'probe-target', version: '1.0.0' }, { capabilities: { tools: {} }, ...(instructions === undefined ? {} : { instructions }) });
     server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: advertised }));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => void transport.close().then(() => server.close()));
@@ -49,6 +52,23 @@ describe('probeUpstream bounds', () => {
   it('stores ordinary definitions', async () => {
     advertised = [tool('echo')];
     expect((await probe()).items.map((item) => item.name)).toEqual(['echo']);
+  });
+
+  it('stores the instructions as the gateway relays them (cut to the same length), as one definition', async () => {
+    advertised = [tool('echo')];
+    instructions = `Call echo sparingly. ${'x'.repeat(MAX_INSTRUCTIONS_CHARS)}`;
+    try {
+      const stored = (await probe()).items.find((item) => item.kind === 'instructions');
+      const relayed = `${instructions.slice(0, MAX_INSTRUCTIONS_CHARS)}…`;
+      expect(stored).toEqual({ kind: 'instructions', name: 'instructions', definition: { instructions: relayed }, hash: definitionHash('instructions', { instructions: relayed }) });
+      instructions = 'Call echo sparingly.';
+      expect((await probe()).items.filter((item) => item.kind === 'instructions').map((item) => item.definition)).toEqual([{ instructions: 'Call echo sparingly.' }]);
+      instructions = 'Call echo\u0000 sparingly.';
+      expect(await reasonOf(probe())).toBe('unstorable');
+    } finally {
+      instructions = undefined;
+    }
+    expect((await probe()).items.map((item) => item.kind)).toEqual(['tool']);
   });
 
   it('refuses names and definitions too large to store, instead of failing in the database', async () => {

@@ -3,7 +3,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { definitionHash, definitionKey, pinnedDefinition, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
+import { definitionHash, definitionKey, INSTRUCTIONS_NAME, pinnedDefinition, relayedInstructions, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
 import type { LookupFunction } from 'node:net';
 import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, LOOKUP_QUEUED, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { Agent, fetch as undiciFetch } from 'undici';
@@ -122,9 +122,9 @@ function classifyNetworkError(error: unknown): ProbeFailure {
 
 /**
  * Connects to an upstream with the official MCP SDK client — Streamable HTTP, legacy SSE or stdio, as the gateway
- * would — and lists its tools, prompts, resources and resource templates (every page). URL-based upstreams go
- * through the gateway's SSRF guard: the URL is checked, and names are resolved once with private addresses dropped
- * (so a rebinding DNS answer cannot slip one in). Everything is bounded by `timeoutMs`.
+ * would — and lists its tools, prompts, resources and resource templates (every page), and takes its instructions.
+ * URL-based upstreams go through the gateway's SSRF guard: the URL is checked, and names are resolved once with
+ * private addresses dropped (so a rebinding DNS answer cannot slip one in). Everything is bounded by `timeoutMs`.
  */
 export async function probeUpstream(target: ProbeTarget, options: ProbeOptions): Promise<ProbeResult> {
   const abort = new AbortController();
@@ -201,6 +201,15 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     const capabilities = client.getServerCapabilities() ?? {};
     const items: DiscoveredItem[] = [];
     let totalBytes = 0;
+    const instructions = client.getInstructions();
+    if (typeof instructions === 'string' && instructions.length > 0) {
+      // As the gateway relays them (cut to the same length), so that the pin is of what agents are told.
+      const definition = { instructions: relayedInstructions(instructions) };
+      const size = measure(definition);
+      if (size.nul) throw new ProbeFailure('unstorable', 'instructions with NUL or a lone surrogate');
+      totalBytes += size.bytes;
+      items.push({ kind: 'instructions', name: INSTRUCTIONS_NAME, definition, hash: definitionHash('instructions', definition) });
+    }
     for (const listing of LISTINGS) {
       if (!capabilities[listing.capability]) continue;
       const seenNames = new Set<string>();

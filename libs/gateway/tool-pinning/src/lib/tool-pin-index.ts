@@ -1,7 +1,10 @@
 import { foldCase } from '@portcullis/policy/engine';
 
-/** The pinned kinds the gateway enforces: what an agent's model reads as instructions (tools and prompts). */
+/** The pinned kinds the gateway enforces on listings and calls: what an agent's model reads (tools and prompts). */
 export type EnforcedKind = 'tool' | 'prompt';
+
+/** Every pinned kind the gateway holds: those, and an upstream's instructions (decided when a session opens). */
+export type HeldKind = EnforcedKind | 'instructions';
 
 /** What the control plane stored for one tool or prompt of an upstream. */
 export interface PinRow {
@@ -33,7 +36,7 @@ export interface UpstreamPins {
   readonly spellings: ReadonlySet<string>;
 }
 
-export const pinKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${name}`;
+export const pinKey = (kind: HeldKind, name: string): string => `${kind}\u0000${name}`;
 
 /**
  * A name as an upstream matching names case-insensitively may take it: the policy's `foldCase` (upper and lower case
@@ -78,14 +81,15 @@ export class ToolPinIndex {
     };
     for (const id of requireApprovalUpstreamIds) of(id).requireApproval = true;
     for (const row of rows) {
-      if (row.kind !== 'tool' && row.kind !== 'prompt') continue;
+      if (row.kind !== 'tool' && row.kind !== 'prompt' && row.kind !== 'instructions') continue;
       const pins = of(row.upstreamId);
       pins.entries.set(pinKey(row.kind, row.name), {
         contentHash: row.contentHash,
         approvedHash: row.approvedHash,
         blocked: row.blocked,
       });
-      pins.spellings.add(foldedKey(row.kind, row.name));
+      // Instructions are not called by name: no other spelling of theirs reaches an upstream.
+      if (row.kind !== 'instructions') pins.spellings.add(foldedKey(row.kind, row.name));
     }
     this.byUpstream = building;
     this.known = knownUpstreamIds === undefined ? undefined : new Set([...knownUpstreamIds, ...building.keys()]);

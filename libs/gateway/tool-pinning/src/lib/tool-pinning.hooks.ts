@@ -1,4 +1,4 @@
-import { definitionHash } from '@portcullis/contracts/tool-pins';
+import { definitionHash, INSTRUCTIONS_NAME } from '@portcullis/contracts/tool-pins';
 import { deepFreeze, GATEWAY_RPC, GatewayRequestError, isDeepFrozen, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { foldedKey, pinKey, type EnforcedKind, type PinEntry, type ToolPinIndex, type UpstreamPins } from './tool-pin-index';
@@ -60,6 +60,9 @@ const REFUSALS: Readonly<Record<Exclude<PinVerdict, 'ok'>, string>> = {
  * logging a warning once per (upstream, item, definition). It remembers what it listed per (upstream, item) — the
  * raw JSON and its hash — so an unchanged listing is not hashed again and `admit` costs two map lookups per call. A call to a hidden item is refused with -32003 and a reason.
  * A replica that has not listed the upstream yet judges by the definition the last test connection stored.
+ * `instructions` holds back an upstream's instructions, when a session opens, unless they are the approved text
+ * (stored by the test connection under kind `instructions`; none stored: relayed, unless the upstream requires
+ * approval of what it has never seen).
  * Until the pins have loaded once (the database was unreachable at boot), every tool and prompt is hidden and refused.
  */
 export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
@@ -106,7 +109,7 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     if (warned.has(key)) return;
     if (warned.size >= max) warned.clear();
     warned.add(key);
-    logger.warn(fields, 'upstream tool hidden by tool pinning');
+    logger.warn(fields, fields['kind'] === 'instructions' ? 'upstream instructions held back by tool pinning' : 'upstream tool hidden by tool pinning');
   };
 
   /** Throws the refusal for a tool or prompt that pinning holds (changed since approved, blocked, or not known yet). */
@@ -134,7 +137,38 @@ export function toolPinningHooks(options: ToolPinningOptions): RequestHooks {
     );
   };
 
+  /** The hash of each upstream's instructions as last relayed (one text per upstream; it seldom changes). */
+  const instructionHashes = new Map<string, { readonly text: string; readonly hash: string }>();
+  const instructionsHash = (upstreamId: string, text: string): string => {
+    const seen = instructionHashes.get(upstreamId);
+    if (seen?.text === text) return seen.hash;
+    const hash = definitionHash('instructions', { instructions: text });
+    if (instructionHashes.size >= max) instructionHashes.clear();
+    instructionHashes.set(upstreamId, { text, hash });
+    return hash;
+  };
+
   return {
+    instructions(_record, upstream, text) {
+      const hold = (reason: PinVerdict, hash?: string): undefined => {
+        warnOnce(`${upstream.id}\u0000instructions\u0000${hash ?? reason}`, {
+          tenantId: upstream.tenantId,
+          upstream: upstream.name,
+          upstreamId: upstream.id,
+          kind: 'instructions',
+          reason,
+          ...(hash ? { listedHash: hash } : {}),
+        });
+        return undefined;
+      };
+      if (!pins.ready) return hold('unavailable');
+      const upstreamPins = pins.get(upstream.id);
+      if (!upstreamPins) return pins.knows(upstream.id) ? text : hold('unavailable');
+      const hash = instructionsHash(upstream.id, text);
+      const outcome = verdict(upstreamPins, upstreamPins.entries.get(pinKey('instructions', INSTRUCTIONS_NAME)), hash);
+      return outcome === 'ok' ? text : hold(outcome, hash);
+    },
+
     filter(_record, kind, upstream, items, fromCache) {
       if (!enforced(kind)) return items;
       if (!pins.ready) {
@@ -235,6 +269,7 @@ export function pinningAroundPolicy(pinning: RequestHooks): { readonly listing: 
   if (pinning.admit) checks.admit = pinning.admit.bind(pinning);
   if (pinning.recheck) checks.recheck = pinning.recheck.bind(pinning);
   if (pinning.taskMessage) checks.taskMessage = pinning.taskMessage.bind(pinning);
+  if (pinning.instructions) checks.instructions = pinning.instructions.bind(pinning);
   return { listing, checks };
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_CAPABILITIES_CHARS, MAX_INSTRUCTIONS_CHARS, toServerInfo } from './handshake';
+import { MAX_INSTRUCTIONS_CHARS } from '@portcullis/contracts/tool-pins';
+import { MAX_CAPABILITIES_CHARS, toServerInfo } from './handshake';
 
 /** `{ a: { a: ... } }`, `depth` levels: JSON.parse takes any depth, JSON.stringify recurses. */
 function nested(depth: number): Record<string, unknown> {

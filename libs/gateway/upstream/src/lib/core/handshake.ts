@@ -1,4 +1,5 @@
 import { isSupportedVersion, type ClientIdentity, type UpstreamServerInfo } from '@portcullis/gateway/mcp';
+import { relayedInstructions } from '@portcullis/contracts/tool-pins';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { errors } from './wire';
 
@@ -36,24 +37,12 @@ export function toServerInfo(result: Record<string, unknown>): UpstreamServerInf
     protocolVersion,
     serverInfo: { ...serverInfo, name: serverInfo['name'], version },
     capabilities: isObject(capabilities) ? capabilities : {},
-    ...(typeof instructions === 'string' ? { instructions: cutInstructions(instructions) } : {}),
+    ...(typeof instructions === 'string' ? { instructions: relayedInstructions(instructions) } : {}),
   };
 }
 
 /** The largest capabilities object an upstream may declare (serialised, UTF-16 code units). */
 export const MAX_CAPABILITIES_CHARS = 64 * 1024;
-/** How much of an upstream's instructions goes into every agent's initialize answer (UTF-16 code units). */
-export const MAX_INSTRUCTIONS_CHARS = 16 * 1024;
-
-/** Instructions are advice to the agent's model: longer ones are cut (never inside a surrogate pair), not refused. */
-function cutInstructions(instructions: string): string {
-  if (instructions.length <= MAX_INSTRUCTIONS_CHARS) return instructions;
-  let end = MAX_INSTRUCTIONS_CHARS;
-  const last = instructions.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
-  return `${instructions.slice(0, end)}…`;
-}
-
 /** Info of a session resumed from its stored state: the initialize result is not known on this replica. */
 export const resumedInfo = (protocolVersion: string, name: string): UpstreamServerInfo => ({
   protocolVersion,
