@@ -54,6 +54,7 @@ const env = {
   CONTROL_PLANE_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
   GATEWAY_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
   GATEWAY_METRICS_PORT: '3201',
+  CONTROL_PLANE_METRICS_PORT: '3101',
   ...process.env,
 };
 // The dev IdP and the portal must agree on the portal's client secret.
@@ -177,6 +178,7 @@ if (notReady.length > 0) {
   Control-plane API docs      ${urls.controlPlane}/api/docs
   Gateway (MCP endpoints)     ${urls.gateway}/t/<tenant>/mcp   e.g. ${urls.gateway}/t/acme/mcp
   Gateway metrics             ${env.GATEWAY_METRICS_PORT ? `http://${env.GATEWAY_METRICS_HOST ?? '127.0.0.1'}:${env.GATEWAY_METRICS_PORT}/metrics` : 'off (GATEWAY_METRICS_PORT is empty)'}
+  Control-plane metrics       ${env.CONTROL_PLANE_METRICS_PORT ? `http://${env.CONTROL_PLANE_METRICS_HOST ?? '127.0.0.1'}:${env.CONTROL_PLANE_METRICS_PORT}/metrics` : 'off (CONTROL_PLANE_METRICS_PORT is empty)'}
   Dev OpenID provider         ${urls.devIdp}/.well-known/openid-configuration
   Demo upstream MCP server    ${urls.demoUpstream}/mcp
   Audit worker health         ${urls.auditWorker}/readyz   metrics ${urls.auditWorker}/metrics

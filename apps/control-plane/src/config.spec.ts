@@ -67,3 +67,14 @@ describe('control plane config: CONTROL_PLANE_OPENAPI', () => {
     expect(problemsOf({ CONTROL_PLANE_OPENAPI: 'yes' })).toEqual(['CONTROL_PLANE_OPENAPI']);
   });
 });
+
+describe('control plane config: CONTROL_PLANE_METRICS_PORT', () => {
+  it('is off unless set, on its own host (loopback by default), and refuses what is not a port', () => {
+    const metricsOf = (env: Record<string, string>) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...env }).metrics;
+    expect(metricsOf({})).toBeNull();
+    expect(metricsOf({ CONTROL_PLANE_METRICS_PORT: '' })).toBeNull();
+    expect(metricsOf({ CONTROL_PLANE_METRICS_PORT: '3101' })).toEqual({ host: '127.0.0.1', port: 3101 });
+    expect(metricsOf({ CONTROL_PLANE_METRICS_PORT: '0', CONTROL_PLANE_METRICS_HOST: '10.0.0.5' })).toEqual({ host: '10.0.0.5', port: 0 });
+    for (const value of ['x', '-1', '65536', '1.5']) expect(problemsOf({ CONTROL_PLANE_METRICS_PORT: value }), value).toEqual(['CONTROL_PLANE_METRICS_PORT']);
+  });
+});

@@ -54,6 +54,12 @@ export const controlPlaneConfigSchema = z
     CONTROL_PLANE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(1024 * 1024),
     CONTROL_PLANE_TRUST_PROXY: f.trustedProxies,
     /**
+     * Prometheus metrics (`GET /metrics`) on a listener of their own, never on the API's port: unset or empty = off;
+     * 0 = any free port. The host defaults to loopback.
+     */
+    CONTROL_PLANE_METRICS_PORT: z.preprocess((value) => (value === '' ? undefined : value), z.coerce.number().int().min(0).max(65535).optional()),
+    CONTROL_PLANE_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    /**
      * Serve the OpenAPI description and its UI at /api/docs, to anyone (they describe the API, no data). Default: on
      * outside production, off in production unless set.
      */
@@ -149,6 +155,7 @@ export const controlPlaneConfigSchema = z
       testTimeoutMs: env.CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS,
       maxStoredDefinitions: env.CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS,
     },
+    metrics: env.CONTROL_PLANE_METRICS_PORT === undefined ? null : { host: env.CONTROL_PLANE_METRICS_HOST, port: env.CONTROL_PLANE_METRICS_PORT },
     queue: { prefix: env.QUEUE_PREFIX },
     redisWriteTimeoutMs: env.CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS,
     audit: { exportDir: env.AUDIT_EXPORT_DIR, syncExportMaxRows: env.AUDIT_SYNC_EXPORT_MAX_ROWS },

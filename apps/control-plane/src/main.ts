@@ -5,6 +5,7 @@ import { createLogger } from '@portcullis/shared/util-logger';
 import { inheritedCapabilitiesProblem, ownStatus, stdioUserWarning } from '@portcullis/shared/util-process-user';
 import { AppModule } from './app.module';
 import { controlPlaneConfigSchema } from './config';
+import { installControlPlaneMetrics } from './metrics';
 import { setupOpenApi } from './openapi';
 
 const config = loadConfigOrExit('control-plane', controlPlaneConfigSchema);
@@ -34,8 +35,20 @@ void runOrExit(logger, async () => {
   });
   // Public when served (it describes the API, no data): off in production unless CONTROL_PLANE_OPENAPI says otherwise.
   if (config.http.openApi) setupOpenApi(app);
-  installGracefulShutdown({ logger, graceMs: config.shutdownGraceMs, close: () => app.close() });
+  const metrics = config.metrics ? installControlPlaneMetrics(app, logger) : undefined;
+  installGracefulShutdown({
+    logger,
+    graceMs: config.shutdownGraceMs,
+    close: async () => {
+      await metrics?.close();
+      await app.close();
+    },
+  });
   await app.listen({ host: config.http.host, port: config.http.port });
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'control plane listening');
+  if (metrics && config.metrics) {
+    const port = await metrics.listen(config.metrics.host, config.metrics.port);
+    logger.info({ url: `http://${config.metrics.host}:${port}/metrics` }, 'metrics listening');
+  }
   return app;
 });

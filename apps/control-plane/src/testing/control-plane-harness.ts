@@ -13,6 +13,7 @@ import { Queue } from 'bullmq';
 import { randomBytes } from 'node:crypto';
 import { AppModule } from '../app.module';
 import { controlPlaneConfigSchema, type ControlPlaneConfig } from '../config';
+import { installControlPlaneMetrics } from '../metrics';
 import { setupOpenApi } from '../openapi';
 
 export const STDIO_ALLOWED = '/usr/local/bin/allowed-mcp-server';
@@ -36,6 +37,8 @@ export async function startControlPlane(env: Record<string, string> = {}) {
   }) as ControlPlaneConfig;
   const app = await createHttpApp(AppModule.forRoot(config, logger), { logger, bodyLimitBytes: 1024 * 1024 });
   const openapi: OpenAPIObject = setupOpenApi(app);
+  // As main.ts: metrics when CONTROL_PLANE_METRICS_PORT is set (0 in specs: any free port).
+  const metrics = config.metrics ? installControlPlaneMetrics(app as NestFastifyApplication, logger) : undefined;
   await app.init();
   await (app as NestFastifyApplication).getHttpAdapter().getInstance().ready();
 
@@ -44,6 +47,7 @@ export async function startControlPlane(env: Record<string, string> = {}) {
   const queue = new Queue(QUEUES.audit, { connection: redis, prefix: queuePrefix });
 
   const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance();
+  const metricsPort = metrics && config.metrics ? await metrics.listen(config.metrics.host, config.metrics.port) : undefined;
 
   const harness = {
     app,
@@ -117,7 +121,11 @@ export async function startControlPlane(env: Record<string, string> = {}) {
       );
     },
 
+    /** `http://host:port/metrics` when CONTROL_PLANE_METRICS_PORT was set. */
+    metricsUrl: metricsPort === undefined ? undefined : `http://${config.metrics?.host ?? '127.0.0.1'}:${metricsPort}/metrics`,
+
     async close() {
+      await metrics?.close();
       await app.close();
       await queue.obliterate({ force: true }).catch(() => undefined);
       await queue.close();
