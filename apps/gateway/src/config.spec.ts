@@ -47,6 +47,17 @@ describe('gateway config: upstream network policy', () => {
   });
 });
 
+describe('gateway config: the stdio command allow-list', () => {
+  it('is a list of exact commands when set, and none (as the control plane allowed) when unset or empty', () => {
+    const allowlistOf = (value?: string) =>
+      parseConfig(gatewayConfigSchema, { ...REQUIRED, ...(value === undefined ? {} : { GATEWAY_STDIO_COMMAND_ALLOWLIST: value }) }).upstreams.stdioCommandAllowlist;
+    expect(allowlistOf(' /usr/bin/node , /opt/mcp/server ')).toEqual(['/usr/bin/node', '/opt/mcp/server']);
+    expect(allowlistOf('')).toBeNull();
+    expect(allowlistOf(' , ')).toBeNull();
+    expect(allowlistOf()).toBeNull();
+  });
+});
+
 describe('gateway config: the request timeout', () => {
   it('defaults to 30 s, reads GATEWAY_REQUEST_TIMEOUT_MS, and refuses what would turn it off or is not a whole number', () => {
     expect(parseConfig(gatewayConfigSchema, REQUIRED).http.requestTimeoutMs).toBe(30_000);

@@ -112,6 +112,13 @@ export const gatewayConfigSchema = z
      * the gateway's counterpart of CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS (give both the same list).
      */
     GATEWAY_UPSTREAM_ALLOWED_HOSTS: f.csv,
+    /**
+     * The exact commands stdio upstreams may run on this gateway: the gateway's counterpart of
+     * CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST (give both the same list), so a command taken off the list stops being run
+     * here too, and a row written past the control plane runs nothing else. Unset or empty: what the control plane
+     * allowed when it was saved.
+     */
+    GATEWAY_STDIO_COMMAND_ALLOWLIST: f.csv,
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
     // uid:gid for stdio servers (numbers): another user than the gateway's, so they cannot read its environment.
@@ -270,6 +277,7 @@ export const gatewayConfigSchema = z
     upstreams: {
       allowPrivateNetworks: env.GATEWAY_UPSTREAM_ALLOW_PRIVATE,
       allowedHosts: env.GATEWAY_UPSTREAM_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
+      stdioCommandAllowlist: env.GATEWAY_STDIO_COMMAND_ALLOWLIST.length > 0 ? env.GATEWAY_STDIO_COMMAND_ALLOWLIST : null,
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
       stdioRunAs: runAsOf(env.GATEWAY_STDIO_RUN_AS),

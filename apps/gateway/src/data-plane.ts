@@ -79,6 +79,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   assertValidSeparator(config.mcp.toolSeparator);
   const replicaId = deps.replicaId ?? randomBytes(6).toString('base64url');
   const keyring: Keyring | null = config.secrets.keyring === null ? null : parseKeyring(config.secrets.keyring);
+  // GATEWAY_STDIO_COMMAND_ALLOWLIST: stdio upstreams running anything else are left out of the registry (logged).
+  const stdioCommands = config.upstreams.stdioCommandAllowlist === null ? null : new Set(config.upstreams.stdioCommandAllowlist);
   if (systemDb === null) logger.warn('DATABASE_SYSTEM_URL is not set: the MCP endpoints know no tenants');
   if (keyring === null) logger.warn('GATEWAY_SECRETS_KEYRING is not set: upstreams with sealed secrets are skipped');
 
@@ -126,7 +128,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       load: async () => {
         // The pins first, in the same refresh: an upstream must never be in the registry before its pins are known (the
         // pinning hooks hold an upstream they do not know of, so a pin load that lags only hides it for a moment).
-        const [upstreams, pinned] = systemDb ? await Promise.all([loadUpstreams(systemDb, keyring, logger), loadToolPins(systemDb)]) : [[], EMPTY_PINS];
+        const [upstreams, pinned] = systemDb ? await Promise.all([loadUpstreams(systemDb, keyring, logger, { stdioCommands }), loadToolPins(systemDb)]) : [[], EMPTY_PINS];
         toolPins.replace(pinned.rows, pinned.requireApproval, pinned.known);
         const changed = registry.replace(upstreams, (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),

@@ -94,10 +94,16 @@ export async function loadApiKeys(db: SystemPrismaClient): Promise<[string, ApiK
 
 /**
  * Enabled upstreams with their sealed headers/env opened. An upstream whose secrets cannot be opened
- * (no keyring configured, unknown key id, tampered ciphertext) is skipped with a logged reason; the
- * reason never includes the secret or the upstream's address.
+ * (no keyring configured, unknown key id, tampered ciphertext), or a stdio upstream whose command is not in
+ * `stdioCommands` (GATEWAY_STDIO_COMMAND_ALLOWLIST, when set), is skipped with a logged reason; the reason never
+ * includes the secret, the upstream's address or its command.
  */
-export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | null, logger: Logger): Promise<UpstreamConfig[]> {
+export async function loadUpstreams(
+  db: SystemPrismaClient,
+  keyring: Keyring | null,
+  logger: Logger,
+  options: { readonly stdioCommands?: ReadonlySet<string> | null } = {},
+): Promise<UpstreamConfig[]> {
   const rows = await db.upstream.findMany({
     where: { enabled: true, tenant: { status: 'active' } },
     select: {
@@ -134,6 +140,9 @@ export async function loadUpstreams(db: SystemPrismaClient, keyring: Keyring | n
       return out;
     };
     try {
+      if (row.transport === 'stdio' && options.stdioCommands && !options.stdioCommands.has(row.command ?? '')) {
+        throw new Error('its command is not in GATEWAY_STDIO_COMMAND_ALLOWLIST');
+      }
       configs.push({
         id: row.id,
         tenantId: row.tenantId,
