@@ -1,7 +1,6 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
-import { startProbeServer } from '@portcullis/shared/nest-runtime';
+import { metricsListener, type MetricsListener } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
-import type { Server } from 'node:http';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
 /** The methods counted as themselves; any other is `OTHER` (a client may send any token as a method). */
@@ -9,19 +8,13 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 /** Seconds: the API answers in milliseconds; test connections and exports take seconds. */
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-export interface ControlPlaneMetrics {
-  /** Serves `GET /metrics` (Prometheus text) on a listener of its own; resolves with the port it listens on. */
-  listen(host: string, port: number): Promise<number>;
-  close(): Promise<void>;
-}
-
 /**
  * Prometheus metrics of one control-plane process: every HTTP answer counted by method, route and status, with its
  * duration, and Node's process metrics. The route is the pattern a request matched (`/api/v1/tenants/:tenantId/...`),
  * never its URL: ids and tenant slugs stay out of the label values, and their number stays bounded. A request no route
  * matched (404, or refused before routing) is `unmatched`. Installed before the app is ready (a Fastify hook).
  */
-export function installControlPlaneMetrics(app: NestFastifyApplication, logger: Logger): ControlPlaneMetrics {
+export function installControlPlaneMetrics(app: NestFastifyApplication, logger: Logger): MetricsListener {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_control_plane_' });
   const requests = new Counter({
@@ -48,24 +41,5 @@ export function installControlPlaneMetrics(app: NestFastifyApplication, logger: 
       done();
     });
 
-  let server: Server | undefined;
-  return {
-    async listen(host, port) {
-      try {
-        server = await startProbeServer({ host, port, checks: [], logger, metrics: { contentType: registry.contentType, collect: () => registry.metrics() } });
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code ?? 'error';
-        throw new Error(`CONTROL_PLANE_METRICS_PORT: cannot listen on ${host}:${port} (${code})`, { cause: error });
-      }
-      const address = server.address();
-      return typeof address === 'object' && address !== null ? address.port : port;
-    },
-    async close() {
-      const listening = server;
-      server = undefined;
-      if (!listening) return;
-      listening.closeAllConnections();
-      await new Promise<void>((resolve) => listening.close(() => resolve()));
-    },
-  };
+  return metricsListener({ contentType: registry.contentType, collect: () => registry.metrics() }, logger, 'CONTROL_PLANE_METRICS_PORT');
 }

@@ -1,5 +1,4 @@
-import type { Server } from 'node:http';
-import { startProbeServer } from '@portcullis/shared/nest-runtime';
+import { metricsListener, type MetricsListener } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { RequestHooks, RequestInfo, RequestOutcome } from '@portcullis/gateway/core';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
@@ -50,13 +49,11 @@ export interface MetricsSources {
   audit(): { readonly buffered: number; readonly spoolBytes: number; readonly dropped: number; readonly redis: 'up' | 'down' } | undefined;
 }
 
-export interface GatewayMetrics {
+/** Serves `GET /metrics` (Prometheus text format) on its own listener (`listen`, `close`). */
+export interface GatewayMetrics extends MetricsListener {
   readonly registry: Registry;
   /** Counts every request as it completes (an observer: never refuses, never waits). */
   readonly hooks: RequestHooks;
-  /** Serves `GET /metrics` (Prometheus text format) on its own listener; resolves with the port it listens on. */
-  listen(host: string, port: number): Promise<number>;
-  close(): Promise<void>;
 }
 
 /**
@@ -107,28 +104,11 @@ export function createGatewayMetrics(sources: MetricsSources, logger: Logger): G
     completed: (info: RequestInfo, outcome: RequestOutcome) => requests.count(info, outcome),
   };
 
-  let server: Server | undefined;
   return {
     registry,
     hooks,
-    async listen(host, port) {
-      // The shared probe server: /metrics here (and /healthz, /readyz answering for the process), nothing else.
-      try {
-        server = await startProbeServer({ host, port, checks: [], logger, metrics: { contentType: registry.contentType, collect: () => registry.metrics() } });
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code ?? 'error';
-        throw new Error(`GATEWAY_METRICS_PORT: cannot listen on ${host}:${port} (${code})`, { cause: error });
-      }
-      const address = server.address();
-      return typeof address === 'object' && address !== null ? address.port : port;
-    },
-    async close() {
-      const listening = server;
-      server = undefined;
-      if (!listening) return;
-      listening.closeAllConnections();
-      await new Promise<void>((resolve) => listening.close(() => resolve()));
-    },
+    // The shared probe server: /metrics here (and /healthz, /readyz answering for the process), nothing else.
+    ...metricsListener({ contentType: registry.contentType, collect: () => registry.metrics() }, logger, 'GATEWAY_METRICS_PORT'),
   };
 }
 

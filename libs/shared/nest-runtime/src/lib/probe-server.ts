@@ -60,3 +60,37 @@ export function startProbeServer(options: {
     });
   });
 }
+
+/** Metrics served on a listener of their own (`metricsListener`). */
+export interface MetricsListener {
+  /** Serves `GET /metrics` on `host:port` (0: any free port); resolves with the port it listens on. */
+  listen(host: string, port: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * `metrics` served as `GET /metrics` by a probe server of their own, never on an app's public port. A port that cannot
+ * be taken fails naming `setting` (the environment variable that chose it), not a stack of Node's.
+ */
+export function metricsListener(metrics: { readonly contentType: string; collect(): Promise<string> }, logger: Logger, setting: string): MetricsListener {
+  let server: Server | undefined;
+  return {
+    async listen(host, port) {
+      try {
+        server = await startProbeServer({ host, port, checks: [], logger, metrics });
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code ?? 'error';
+        throw new Error(`${setting}: cannot listen on ${host}:${port} (${code})`, { cause: error });
+      }
+      const address = server.address();
+      return typeof address === 'object' && address !== null ? address.port : port;
+    },
+    async close() {
+      const listening = server;
+      server = undefined;
+      if (!listening) return;
+      listening.closeAllConnections();
+      await new Promise<void>((resolve) => listening.close(() => resolve()));
+    },
+  };
+}
