@@ -64,16 +64,16 @@ const upstream = {
   toolPrefix: 'db',
 } as unknown as UpstreamConfig;
 
+/** A gate over a `RecordingStore`, with a timeout and poll no spec here reaches. */
+function recordingGate(): { store: RecordingStore; gate: HeldCallGate } {
+  const store = new RecordingStore();
+  const gate = new HeldCallGate({ store, logger: createLogger({ service: 'spec', level: 'silent' }), timeoutMs: 30_000, pollMs: 600_000, progressMs: 1_000 });
+  return { store, gate };
+}
+
 describe('HeldCallGate (recording store)', () => {
   it("stores the policy's reason redacted: it names a resource by its URI, which may carry credentials", async () => {
-    const store = new RecordingStore();
-    const gate = new HeldCallGate({
-      store,
-      logger: createLogger({ service: 'spec', level: 'silent' }),
-      timeoutMs: 30_000,
-      pollMs: 600_000,
-      progressMs: 1_000,
-    });
+    const { store, gate } = recordingGate();
     const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';
     const info: RequestInfo = {
       record,
@@ -109,14 +109,7 @@ describe('HeldCallGate (recording store)', () => {
   });
 
   it('records what is held: a prompt is not a tool of the same name, and a completion is not the call itself', async () => {
-    const store = new RecordingStore();
-    const gate = new HeldCallGate({
-      store,
-      logger: createLogger({ service: 'spec', level: 'silent' }),
-      timeoutMs: 30_000,
-      pollMs: 600_000,
-      progressMs: 1_000,
-    });
+    const { store, gate } = recordingGate();
     const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 4 };
     const requests: RequestInfo[] = [
       { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'delete_all' }, arguments: { scope: 'all' } },
