@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientCapabilityGap } from './capabilities';
+import { clientCapabilityGap, relayableClientCapabilities, relayedSamplingParams } from './capabilities';
 
 describe('clientCapabilityGap', () => {
   const elicit = (params: Record<string, unknown>) => ({ message: 'Which?', ...params });
@@ -49,5 +49,25 @@ describe('clientCapabilityGap', () => {
     expect(clientCapabilityGap('sampling/createMessage', { messages: [], maxTokens: 10, toolChoice: { mode: 'none' } }, { sampling: {} })).toMatchObject({ code: -32602 });
     expect(clientCapabilityGap('sampling/createMessage', withTools, { sampling: { tools: {} } })).toBeUndefined();
     expect(clientCapabilityGap('sampling/createMessage', { messages: [], maxTokens: 10 }, { sampling: {} })).toBeUndefined();
+  });
+});
+
+describe('relayableClientCapabilities', () => {
+  it('passes sampling, elicitation and roots as the agent declared them, but never sampling.context', () => {
+    const agent = { sampling: { context: {}, tools: {} }, elicitation: { form: {}, url: {} }, roots: { listChanged: true }, tasks: { list: {} }, experimental: { x: {} } };
+    expect(relayableClientCapabilities(agent)).toEqual({ sampling: { tools: {} }, elicitation: { form: {}, url: {} }, roots: { listChanged: true } });
+    expect(relayableClientCapabilities({ sampling: { context: {} } })).toEqual({ sampling: {} });
+    expect(relayableClientCapabilities({ sampling: {} })).toEqual({ sampling: {} });
+    // The agent's declaration is left as it was.
+    expect(agent.sampling).toEqual({ context: {}, tools: {} });
+  });
+});
+
+describe('relayedSamplingParams', () => {
+  it('asks the agent for no context of servers (the gateway is one server to it, every upstream behind it)', () => {
+    const base = { messages: [], maxTokens: 10 };
+    expect(relayedSamplingParams({ ...base, includeContext: 'thisServer' })).toEqual({ ...base, includeContext: 'none' });
+    expect(relayedSamplingParams({ ...base, includeContext: 'allServers' })).toEqual({ ...base, includeContext: 'none' });
+    for (const params of [{ ...base, includeContext: 'none' }, base, { ...base, includeContext: 7 }]) expect(relayedSamplingParams(params)).toBe(params);
   });
 });

@@ -50,14 +50,39 @@ export function mergeServerCapabilities(upstreams: readonly Caps[], options: { r
 
 /**
  * What the gateway tells an upstream it (the client side) supports: only what the agent declared and
- * the gateway can relay (sampling, elicitation, roots).
+ * the gateway can relay (sampling, elicitation, roots). Never `sampling.context`: the agent sees the gateway as one
+ * server, so the context it would add for `includeContext` ("thisServer", "allServers") is that of every upstream of
+ * the session, which the gateway cannot narrow to the asking one (`relayedSamplingParams`). MCP 2025-11-25: a server uses
+ * those values only when the client declares `sampling.context`.
  */
 export function relayableClientCapabilities(agent: Caps): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of ['sampling', 'elicitation', 'roots'] as const) {
-    if (isObject(agent[key])) out[key] = agent[key];
+    const declared = agent[key];
+    if (!isObject(declared)) continue;
+    if (key === 'sampling' && 'context' in declared) {
+      const { context: _context, ...sampling } = declared;
+      out[key] = sampling;
+    } else {
+      out[key] = declared;
+    }
   }
   return out;
+}
+
+/** `includeContext` values that ask the client for context from servers: every upstream of the session, behind the gateway. */
+const SERVER_CONTEXT = new Set<unknown>(['thisServer', 'allServers']);
+
+/**
+ * The params of an upstream's `sampling/createMessage` as the agent may be sent them: `includeContext` "thisServer" or
+ * "allServers" becomes "none". The agent takes the gateway for one server, so either would have it put context from
+ * all the session's upstreams (other upstreams' tool results, resources) into a completion that goes back to the
+ * asking upstream: data of one upstream leaked to another. The gateway does not advertise `sampling.context`
+ * (`relayableClientCapabilities`), so only an upstream that ignores that asks; MCP 2025-11-25 soft-deprecates both
+ * values. `params` itself when nothing changes.
+ */
+export function relayedSamplingParams(params: Record<string, unknown>): Record<string, unknown> {
+  return SERVER_CONTEXT.has(params['includeContext']) ? { ...params, includeContext: 'none' } : params;
 }
 
 /** Which area of the client's capabilities each server→client request needs. */

@@ -700,6 +700,51 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(JSON.stringify(await answered)).toContain('a summary');
   });
 
+  it('asks the agent for no context of "this server" or "all servers" on an upstream\'s behalf, and tells upstreams the client has none to give', async () => {
+    // The agent sees one server, the gateway: its context is every upstream's, which would go back to the asking one.
+    const asked = ['thisServer', 'allServers', 'none', undefined];
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'llm',
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'tools/call') return { tools: tools('summarize') };
+          for (const [n, includeContext] of asked.entries()) {
+            const params = { messages: [{ role: 'user', content: { type: 'text', text: 'sum up' } }], maxTokens: 10, ...(includeContext === undefined ? {} : { includeContext }) };
+            await options?.onServerRequest?.({ jsonrpc: '2.0', id: n, method: 'sampling/createMessage', params }, new AbortController().signal);
+          }
+          return { content: [] };
+        },
+      },
+      u2: { prefix: 'crm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('customers') }) },
+    });
+    const connected = vi.spyOn(connector, 'connect');
+    const record = await openSession(engine, { sampling: { context: {}, tools: {} }, roots: {} });
+    // Upstreams are told the client samples (with tools), not that it adds context.
+    const told = connected.mock.calls.map((call) => ((call as unknown[])[1] as { capabilities: unknown }).capabilities);
+    expect(told).toEqual([{ sampling: { tools: {} }, roots: {} }, { sampling: { tools: {} }, roots: {} }]);
+    const relayed: Record<string, unknown>[] = [];
+    const response = await engine.request(
+      record,
+      req('tools/call', { name: 'llm__summarize', arguments: {} }),
+      {
+        canStream: true,
+        send: (message) => {
+          const m = message as { id?: string; method?: string; params?: Record<string, unknown> };
+          if (m.method !== 'sampling/createMessage') return true;
+          relayed.push(m.params ?? {});
+          queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: m.id as string, result: { role: 'assistant', content: { type: 'text', text: 'x' }, model: 'm' } }));
+          return true;
+        },
+      },
+      'trace',
+    );
+    expect(response).toMatchObject({ result: { content: [] } });
+    expect(relayed.map((params) => params['includeContext'])).toEqual(['none', 'none', 'none', undefined]);
+    // Nothing else of the request changes.
+    expect(relayed[0]).toEqual({ messages: [{ role: 'user', content: { type: 'text', text: 'sum up' } }], maxTokens: 10, includeContext: 'none' });
+  });
+
   it('relays the agent\'s progress on a relayed request back to the upstream that asked, under the upstream\'s own token', async () => {
     const { engine, connector } = build({
       u1: {
@@ -767,6 +812,35 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(JSON.stringify(response)).toMatch(/cancelled/);
     expect(logs).not.toContain('unexpected error');
     expect(logs).not.toContain('r'.repeat(300));
+  });
+
+  it('cancels a listing\'s page requests upstream when the agent cancels the listing, and no other listing\'s', async () => {
+    // Pages that come only when their request is aborted (as the real upstream sessions reject: with the signal's reason).
+    const pending: { signal: { aborted: boolean } | undefined; answer: (page: Record<string, unknown>) => void }[] = [];
+    const page: FakeUpstream['handle'] = (_method, _params, options) =>
+      new Promise((resolve, reject) => {
+        pending.push({ signal: options?.signal, answer: resolve });
+        options?.signal?.addEventListener('abort', () => reject(options.signal?.reason));
+      });
+    // listTimeoutMs long enough that only the cancellation can end a page request here.
+    const { engine } = build({ u1: { prefix: 'one', capabilities: { tools: {} }, handle: page }, u2: { prefix: 'two', capabilities: { tools: {} }, handle: page } }, 0, undefined, undefined, { listTimeoutMs: 10_000 });
+    const record = await openSession(engine);
+    logs = '';
+    const cancelled = req('tools/list');
+    const first = engine.request(record, cancelled, NO_STREAM, 'trace');
+    await waitFor(() => pending.length === 2);
+    // Another listing of the same upstreams, under way at the same time.
+    const second = engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await waitFor(() => pending.length === 4);
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: cancelled.id, reason: 'not needed' } });
+    expect(pending.map((p) => p.signal?.aborted)).toEqual([true, true, false, false]);
+    const response = await first;
+    expect('error' in response && response.error.code).not.toBe(-32603);
+    expect(JSON.stringify(response)).toMatch(/cancelled/);
+    // The upstreams did not fail the listing: they were told to stop.
+    expect(logs).not.toContain('upstream dropped out');
+    for (const p of pending.slice(2)) p.answer({ tools: tools('read') });
+    expect(await second).toMatchObject({ result: { tools: [{ name: 'one__read' }, { name: 'two__read' }] } });
   });
 
   it('merges listings in prefix order, paginates across upstreams with one opaque cursor, and routes calls with original names', async () => {
@@ -1562,6 +1636,133 @@ describe('SessionEngine: ending a subscription the policy no longer allows', () 
     expect(sessions.records.get(record.id)?.subscriptions ?? {}).toEqual({});
     // A URI it holds no subscription to: the policy decides, as for any request.
     expect(await engine.request(record, req('resources/unsubscribe', { uri: 'file:///b' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: GATEWAY_RPC.POLICY_DENIED } });
+  });
+});
+
+describe('SessionEngine: resource updates only for the subscriptions the session holds', () => {
+  const updated = (uri: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/resources/updated', params: { uri } });
+  const updatesIn = (messages: readonly unknown[]) =>
+    messages.filter((m) => (m as { method?: string }).method === 'notifications/resources/updated').map((m) => (m as { params: { uri: string } }).params.uri);
+
+  it('passes on updates of a subscribed resource and its parts, not of others, nor after an unsubscribe the upstream failed', async () => {
+    const { engine, connector, sessions } = build({
+      u1: {
+        prefix: 'mem',
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => {
+          if (method === 'resources/list') return { resources: [{ uri: 'mem://a', name: 'a' }, { uri: 'file:///project', name: 'project' }] };
+          if (method === 'resources/templates/list') return { resourceTemplates: [] };
+          if (method === 'resources/unsubscribe') throw new UpstreamRpcError(-32603, 'try later');
+          return {};
+        },
+      },
+      u2: {
+        prefix: 'other',
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'other://b', name: 'b' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
+      },
+    });
+    const record = await openSession(engine);
+    const toAgent: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
+    const subscribe = (uri: string) => engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace');
+    expect(await subscribe('mem://a')).toMatchObject({ result: {} });
+    expect(await subscribe('file:///project')).toMatchObject({ result: {} });
+
+    // Subscribed: the resource itself, and a part of it (MCP), from the upstream it was subscribed on.
+    connector.emit('u1', updated('mem://a'));
+    connector.emit('u1', updated('file:///project/src/a.ts'));
+    // Never subscribed: another URI, one that only starts like a subscribed one, a URI from another upstream, no URI.
+    connector.emit('u1', updated('mem://never'));
+    connector.emit('u1', updated('mem://ab'));
+    connector.emit('u1', updated('file:///project-old/a.ts'));
+    connector.emit('u2', updated('mem://a'));
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/updated', params: {} });
+    expect(updatesIn(toAgent)).toEqual(['mem://a', 'file:///project/src/a.ts']);
+
+    // The agent unsubscribes; the upstream fails it and may keep sending. The record no longer holds it, nor does the agent hear of it.
+    toAgent.length = 0;
+    await engine.request(record, req('resources/unsubscribe', { uri: 'mem://a' }), NO_STREAM, 'trace');
+    expect(sessions.records.get(record.id)?.subscriptions?.['u1']).toEqual(['file:///project']);
+    connector.emit('u1', updated('mem://a'));
+    connector.emit('u1', updated('file:///project'));
+    expect(updatesIn(toAgent)).toEqual(['file:///project']);
+  });
+
+  it('passes on an update the upstream sends while it takes the subscribe, before the record holds it', async () => {
+    const { engine, connector } = build({
+      u1: {
+        prefix: 'mem',
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method, params, options) => {
+          if (method === 'resources/list') return { resources: [{ uri: 'mem://a', name: 'a' }] };
+          if (method === 'resources/templates/list') return { resourceTemplates: [] };
+          if (method === 'resources/subscribe') {
+            // The state it has now, on the subscribe's stream and on the session's.
+            options?.onNotification?.(updated(params?.['uri'] as string));
+            connector.emit('u1', updated(params?.['uri'] as string));
+          }
+          return {};
+        },
+      },
+    });
+    const record = await openSession(engine);
+    const onStandalone: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (m) => onStandalone.push(m) > 0 });
+    const onCall: unknown[] = [];
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), { canStream: true, send: (m) => onCall.push(m) > 0 }, 'trace')).toMatchObject({ result: {} });
+    expect(updatesIn(onCall)).toEqual(['mem://a']);
+    expect(updatesIn(onStandalone)).toEqual(['mem://a']);
+  });
+
+  it('passes on updates of a subscription the upstream took but the store could not record, on this replica', async () => {
+    class FailingStore extends MemorySessionStore {
+      override async change(): Promise<never> {
+        throw new Error('redis down');
+      }
+    }
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'mem')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'mem://a', name: 'a' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new FailingStore(), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const toAgent: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    connector.emit('u1', updated('mem://a'));
+    expect(updatesIn(toAgent)).toEqual(['mem://a']);
+  });
+
+  it('passes on updates of a subscription made through another replica to the stream this one holds', async () => {
+    const { a, b, connector, record } = await sessionOnTwoReplicas({
+      capabilities: { resources: { subscribe: true } },
+      handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'mem://a', name: 'a' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
+    });
+    // B holds an upstream session of its own and the agent's GET stream; the agent subscribes through A.
+    await b.request(record, req('resources/list'), NO_STREAM, 'trace');
+    const received: unknown[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message) > 0 });
+    const fromUpstreamOnB = connector.notificationHandlers.get('u1')?.at(-1);
+    if (!fromUpstreamOnB) throw new Error('replica B did not attach to the upstream');
+    fromUpstreamOnB(updated('mem://a'));
+    expect(received).toEqual([]);
+    const onA = await a.session(record.id, principal);
+    if (!onA) throw new Error('no session');
+    expect(await a.request(onA, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    await new Promise((resolve) => setImmediate(resolve));
+    fromUpstreamOnB(updated('mem://a'));
+    expect(updatesIn(received)).toEqual(['mem://a']);
+    // And once the agent unsubscribed through A, B passes on no more.
+    expect(await a.request(onA, req('resources/unsubscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    await new Promise((resolve) => setImmediate(resolve));
+    fromUpstreamOnB(updated('mem://a'));
+    expect(updatesIn(received)).toEqual(['mem://a']);
   });
 });
 

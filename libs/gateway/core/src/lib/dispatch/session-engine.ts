@@ -18,6 +18,7 @@ import {
   REFUSED_SUBSCRIPTION_CODES,
   withLogLevel,
   subscribedUpstream,
+  subscriptionCovers,
   subscriptionFits,
   withSubscription,
   type CancelSignal,
@@ -54,7 +55,7 @@ import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
-import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, runsToolCallsAsTasks } from './capabilities';
+import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { expandKnown } from './template-expansion';
@@ -136,6 +137,18 @@ function withinMs<T>(promise: Promise<T | undefined>, ms: number): Promise<T | u
       resolve(value);
     });
   });
+}
+
+/**
+ * `signal` as an AbortSignal, to combine with others (`AbortSignal.any`): itself when it is one, else one aborted with
+ * it. Its listener stays on `signal` until that aborts: only for signals that live no longer than a request.
+ */
+function asAbortSignal(signal: CancelSignal): AbortSignal {
+  if (signal instanceof AbortSignal) return signal;
+  const controller = new AbortController();
+  if (signal.aborted) controller.abort(signal.reason);
+  else signal.addEventListener('abort', () => controller.abort(signal.reason), { once: true });
+  return controller.signal;
 }
 
 /**
@@ -297,6 +310,11 @@ interface LiveSession {
    */
   readonly lostUpstreams: Set<string>;
   readonly inflight: Map<string, Cancellation>;
+  /**
+   * Subscriptions the agent is making through this replica that the record does not hold yet: an upstream may send
+   * an update before its answer to the subscribe, or before the record is written (`subscribedTo`).
+   */
+  readonly subscribing: { readonly upstreamId: string; readonly uri: string }[];
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
   /**
@@ -1483,16 +1501,16 @@ export class SessionEngine {
         return {};
       case 'tools/list':
         await gate();
-        return this.list(live, 'tools', params['cursor'], traceId);
+        return this.list(live, 'tools', params['cursor'], traceId, signal);
       case 'prompts/list':
         await gate();
-        return this.list(live, 'prompts', params['cursor'], traceId);
+        return this.list(live, 'prompts', params['cursor'], traceId, signal);
       case 'resources/list':
         await gate();
-        return this.list(live, 'resources', params['cursor'], traceId);
+        return this.list(live, 'resources', params['cursor'], traceId, signal);
       case 'resources/templates/list':
         await gate();
-        return this.list(live, 'resourceTemplates', params['cursor'], traceId);
+        return this.list(live, 'resourceTemplates', params['cursor'], traceId, signal);
       case 'tools/call':
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
@@ -1612,9 +1630,15 @@ export class SessionEngine {
         }
         await this.refuseSubscriptionPastBound(live, upstreamId, uri as string);
         await gate(this.resourceTarget(live, upstreamId, uri));
-        const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
-        await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, true), traceId);
-        return result;
+        const making = { upstreamId, uri: uri as string };
+        live.subscribing.push(making);
+        try {
+          const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
+          await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, true), traceId);
+          return result;
+        } finally {
+          live.subscribing.splice(live.subscribing.indexOf(making), 1);
+        }
       }
       case 'resources/unsubscribe': {
         const uri = params['uri'];
@@ -1758,6 +1782,10 @@ export class SessionEngine {
         this.deps.bus?.broadcast({ type: 'agent-state', sessionId: record.id });
       }
     } catch (error) {
+      // The upstream took it all the same: this replica's copy does, so it relays the subscription's updates and
+      // filters by the level (another replica's copy, read from the store, goes without).
+      const local = edit(live.record);
+      if (local !== undefined) live.record = local;
       this.deps.logger.warn(
         { sessionIdPrefix: live.record.id.slice(0, 8), tenantId: live.record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) },
         'subscription or log level not recorded: a new upstream session would not be told it',
@@ -1767,17 +1795,24 @@ export class SessionEngine {
 
   // ---------------------------------------------------------------- aggregation
 
-  /** `status.dropped` is set when an upstream dropped out of this page (failed or timed out). */
-  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
+  /**
+   * `status.dropped` is set when an upstream dropped out of this page (failed or timed out). `cancel`: the request the
+   * listing answers, whose cancellation by the agent cancels the page requests upstream (the listing then ends as
+   * cancelled); none for a listing other requests wait on too (`learnRoutes`).
+   */
+  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, cancel: CancelSignal | undefined, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
     const spec = LIST_METHODS[kind];
     const timeoutMs = this.deps.options.listTimeoutMs;
     const cacheMs = this.deps.options.listCacheMs ?? 0;
     // Pages fetched across a resources change may list what the upstream no longer has: they teach no routes.
     const routesGeneration = live.routesGeneration;
+    const cancelled = cancel === undefined ? undefined : asAbortSignal(cancel);
     // One deadline for the whole of a page: getting the upstream session (a stdio or legacy SSE upstream reconnecting
-    // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it.
+    // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it. The
+    // page request is this listing's own (a cached page is one that arrived whole), so its cancellation is too: the
+    // agent's cancel reaches no other listing's, and the connect under way is kept (`untilAborted`).
     const fetchPage = (target: PendingPage, withinMs: number) => {
-      const signal = AbortSignal.timeout(withinMs);
+      const signal = cancelled === undefined ? AbortSignal.timeout(withinMs) : AbortSignal.any([AbortSignal.timeout(withinMs), cancelled]);
       return this.onUpstream(
         live,
         target.upstreamId,
@@ -1836,6 +1871,8 @@ export class SessionEngine {
         settled = pairs.map((pair) => pair.outcome);
       }
     }
+    // Cancelled: the agent gets no answer, and the upstreams' failing the cancelled pages is no failure of theirs.
+    if (cancel?.aborted === true) throw cancel.reason instanceof Error ? cancel.reason : new DOMException('The listing was cancelled', 'AbortError');
     const items: unknown[] = [];
     const more: PendingPage[] = [];
     let failed: unknown[] | undefined;
@@ -2145,7 +2182,8 @@ export class SessionEngine {
     for (let pages = 0; pages < 50; pages++) {
       let page: Record<string, unknown>;
       try {
-        page = await this.list(live, kind, cursor, traceId, status);
+        // No request's cancellation: the walk is shared by every request waiting on it.
+        page = await this.list(live, kind, cursor, traceId, undefined, status);
       } catch (error) {
         // A page that fails as a whole (its cursor refused) leaves the walk incomplete, not the read that started it
         // failed: the routes learned so far and the templates still decide.
@@ -2686,6 +2724,11 @@ export class SessionEngine {
       const { task: _dropped, ...params } = received.params;
       request = { ...received, params };
     }
+    // Context "of this server" would be every upstream's to the agent, handed back to this one: none is asked for.
+    if (request.method === 'sampling/createMessage' && request.params !== undefined) {
+      const params = relayedSamplingParams(request.params);
+      if (params !== request.params) request = { ...request, params };
+    }
     // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
     const gap = clientCapabilityGap(request.method, request.params, record.clientCapabilities);
@@ -3008,14 +3051,32 @@ export class SessionEngine {
   /**
    * Whether the agent may be sent `notification` from the upstream `upstreamId`: a list change only for an area whose
    * `listChanged` the session's initialize advertised (MCP: the server sends them only then; an upstream that sends one
-   * anyway is not passed on); a resource update only while the principal may still see the resource (`updateVisible`).
+   * anyway is not passed on); a resource update only about a subscription the session holds (`subscribedTo`), and
+   * while the principal may still see the resource (`updateVisible`).
    */
   private relayable(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): boolean {
-    if (notification.method === 'notifications/resources/updated') return this.updateVisible(live, upstreamId, notification.params);
+    if (notification.method === 'notifications/resources/updated') {
+      return this.subscribedTo(live, upstreamId, notification.params) && this.updateVisible(live, upstreamId, notification.params);
+    }
     const area = LIST_CHANGED_AREA[notification.method];
     if (area === undefined) return true;
     const advertised = this.capabilitiesOf(live.record)[area];
     return isObject(advertised) && advertised['listChanged'] === true;
+  }
+
+  /**
+   * Whether the session is subscribed on `upstreamId` to what a `resources/updated` about `params.uri` names: the URI,
+   * or a resource it is part of (`subscriptionCovers`, the rule a shared stdio process applies too). MCP: updates go to
+   * subscribers. Without this, an upstream that kept a subscription the agent ended (its unsubscribe failed upstream;
+   * the record drops it all the same) or that reported URIs nobody subscribed to reached the agent with them. Read from
+   * this replica's copy of the record, which takes subscriptions made through another replica on `agent-state`, and
+   * from the subscribes under way here (an update may come before the upstream's answer).
+   */
+  private subscribedTo(live: LiveSession, upstreamId: string, params: Record<string, unknown> | undefined): boolean {
+    const uri = params?.['uri'];
+    if (typeof uri !== 'string') return false;
+    if (live.record.subscriptions?.[upstreamId]?.some((held) => subscriptionCovers(held, uri)) === true) return true;
+    return live.subscribing.some((making) => making.upstreamId === upstreamId && subscriptionCovers(making.uri, uri));
   }
 
   /**
@@ -3196,6 +3257,7 @@ export class SessionEngine {
       rootsNoticeShared: false,
       lostUpstreams: new Set(),
       inflight: new Map(),
+      subscribing: [],
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),

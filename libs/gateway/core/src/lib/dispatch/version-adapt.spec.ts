@@ -106,12 +106,43 @@ describe('adaptCallResult', () => {
   });
 
   it('returns the same object for an older agent when no block needs adapting', () => {
+    // Structured content beside a text block (which MCP asks for: its JSON) needs nothing either.
     for (const content of [[], [text, image, embedded], [text, { ...audio }]]) {
-      const unchanged = result(content, { structuredContent: { type: 'resource_link' } });
+      const unchanged = result(content, content.length > 0 ? { structuredContent: { type: 'resource_link' } } : {});
       expect(adaptCallResult(unchanged, '2025-03-26')).toBe(unchanged);
     }
-    const noContent = { structuredContent: { a: 1 } };
-    expect(adaptCallResult(noContent, '2024-11-05')).toBe(noContent);
+    const nothing = { isError: false };
+    expect(adaptCallResult(nothing, '2024-11-05')).toBe(nothing);
+  });
+
+  it('gives an agent before 2025-06-18 structured content with no text block beside it as a text block of its JSON', () => {
+    const structuredContent = { temperature: 22.5, unit: 'C' };
+    const json = { type: 'text', text: JSON.stringify(structuredContent) };
+    for (const version of ['2025-03-26', '2024-11-05']) {
+      // Only structured content (content empty or missing): the agent would have nothing it can read.
+      for (const input of [result([], { structuredContent }), { structuredContent }]) {
+        const snapshot = structuredClone(input);
+        const adapted = adaptCallResult(input, version);
+        expect(adapted['content']).toEqual([json]);
+        // Left in place, as other fields the agent's version does not define are: it ignores them.
+        expect(adapted['structuredContent']).toBe(structuredContent);
+        expect(input).toEqual(snapshot);
+        expect(CallToolResultSchema.parse(adapted)).toEqual(adapted);
+      }
+      // Beside other blocks with no text (the adapted ones count: a resource link is text by now), at the end.
+      expect(adaptCallResult(result([image], { structuredContent }), version)['content']).toEqual([image, json]);
+      expect((adaptCallResult(result([link], { structuredContent }), version)['content'] as unknown[]).length).toBe(1);
+    }
+    // Agents on 2025-06-18 and later read structuredContent themselves.
+    const modern = result([], { structuredContent });
+    expect(adaptCallResult(modern, '2025-06-18')).toBe(modern);
+    // Structured content that is not an object (malformed) or cannot be serialised adds nothing.
+    let deep: unknown = 'bottom';
+    for (let level = 0; level < 100_000; level++) deep = { deep };
+    for (const odd of [null, 'text', [1, 2], deep]) {
+      const input = result([], { structuredContent: odd });
+      expect(adaptCallResult(input, '2025-03-26')).toBe(input);
+    }
   });
 
   it('leaves malformed input as it is, and never throws', () => {

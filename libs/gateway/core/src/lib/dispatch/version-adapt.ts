@@ -11,6 +11,8 @@
 const AUDIO_SINCE = '2025-03-26';
 /** The version that added `resource_link` content blocks. */
 const RESOURCE_LINK_SINCE = '2025-06-18';
+/** The version that added `structuredContent` to tool results (and asked for its JSON in a text block beside it). */
+const STRUCTURED_CONTENT_SINCE = '2025-06-18';
 /** Agents on a version before this one may need results adapted; from it on, none do (a caller's cheap first test). */
 export const ADAPTED_BEFORE = RESOURCE_LINK_SINCE;
 
@@ -28,18 +30,20 @@ export function isBefore(version: string, than: string): boolean {
   return typeof version === 'string' && typeof than === 'string' && DATE_VERSION.test(version) && DATE_VERSION.test(than) && version < than;
 }
 
-/** What an agent's version lacks among the content block types adapted here. */
+/** What an agent's version lacks among the content block types and result fields adapted here. */
 interface Gaps {
   readonly agentVersion: string;
   readonly resourceLink: boolean;
   readonly audio: boolean;
+  readonly structuredContent: boolean;
 }
 
-/** The gaps of `agentVersion`, or undefined when it reads every block type adapted here (nothing to scan for). */
+/** The gaps of `agentVersion`, or undefined when it reads everything adapted here (nothing to scan for). */
 function gapsOf(agentVersion: string): Gaps | undefined {
-  // Audio came before resource links: an agent that has resource links has audio too.
+  // Audio came before resource links and structured content (which came together): an agent that has resource links
+  // has the rest too.
   if (!isBefore(agentVersion, RESOURCE_LINK_SINCE)) return undefined;
-  return { agentVersion, resourceLink: true, audio: isBefore(agentVersion, AUDIO_SINCE) };
+  return { agentVersion, resourceLink: true, audio: isBefore(agentVersion, AUDIO_SINCE), structuredContent: isBefore(agentVersion, STRUCTURED_CONTENT_SINCE) };
 }
 
 /** One line of text: line breaks and runs of blanks become one space (a description may span paragraphs). */
@@ -102,18 +106,41 @@ function adaptBlocks(blocks: readonly unknown[], gaps: Gaps): readonly unknown[]
 }
 
 /**
+ * `content` with a text block holding `structured` as JSON at its end, for an agent whose version has no
+ * `structuredContent` and would otherwise get nothing to read: only when `content` has no text block of its own (MCP
+ * 2025-06-18 asks a tool returning structured content to put its JSON in a text block as well; one that did not has
+ * it added here). A value that cannot be serialised (nested past the stack, say) adds nothing.
+ */
+function withStructuredText(content: readonly unknown[], structured: unknown): readonly unknown[] {
+  if (!isObject(structured) || content.some((block) => isObject(block) && block['type'] === 'text')) return content;
+  let text: string;
+  try {
+    text = JSON.stringify(structured);
+  } catch {
+    return content;
+  }
+  return [...content, { type: 'text', text }];
+}
+
+/**
  * A `tools/call` result as an agent on `agentVersion` can read it: for an agent before 2025-06-18 each `resource_link`
  * content block becomes a text block naming the resource, and before 2025-03-26 each `audio` block a text block saying
- * it was omitted. Everything else (other blocks, `structuredContent`, `isError`, `_meta`) is left as it is; `result`
- * itself is returned when nothing needed adapting.
+ * it was omitted. For an agent before 2025-06-18, a result with `structuredContent` but no text block also gets a text
+ * block with the structured content's JSON (such an agent knows no `structuredContent`: without it, a result that
+ * carries only that has nothing it can read). Everything else (other blocks, `structuredContent` itself, which an
+ * older agent ignores, `isError`, `_meta`) is left as it is; `result` itself is returned when nothing needed adapting.
  */
 export function adaptCallResult(result: Record<string, unknown>, agentVersion: string): Record<string, unknown> {
   const gaps = gapsOf(agentVersion);
   if (gaps === undefined || !isObject(result)) return result;
   const content = result['content'];
-  if (!Array.isArray(content)) return result;
-  const adapted = adaptBlocks(content, gaps);
-  return adapted === content ? result : { ...result, content: adapted };
+  // No content at all: a server answering with structured content only (content is required, but an older agent is
+  // better served by the JSON than by nothing). Content that is there but not an array is malformed, and left so.
+  const blocks: readonly unknown[] | undefined = Array.isArray(content) ? content : content === undefined ? [] : undefined;
+  if (blocks === undefined) return result;
+  let adapted = adaptBlocks(blocks, gaps);
+  if (gaps.structuredContent) adapted = withStructuredText(adapted, result['structuredContent']);
+  return adapted === blocks ? result : { ...result, content: adapted };
 }
 
 /**

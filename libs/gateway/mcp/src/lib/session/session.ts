@@ -102,6 +102,15 @@ export function subscriptionFits(record: SessionRecord, uri: string): boolean {
   return count < MAX_SUBSCRIPTIONS_PER_SESSION && chars <= MAX_SUBSCRIBED_URI_CHARS;
 }
 
+/**
+ * Whether a subscription to `subscribed` covers a `notifications/resources/updated` about `uri`: the same URI, or a
+ * part of it (MCP: an update may name a sub-resource of the one subscribed to, `file:///project/a.ts` for
+ * `file:///project`). The one rule for who hears an update, in the session engine and on a shared stdio process.
+ */
+export function subscriptionCovers(subscribed: string, uri: string): boolean {
+  return uri === subscribed || uri.startsWith(subscribed.endsWith('/') ? subscribed : `${subscribed}/`);
+}
+
 /** The upstream the session's record says it subscribed to `uri` on, if any. */
 export function subscribedUpstream(record: SessionRecord, uri: string): string | undefined {
   for (const [upstreamId, uris] of Object.entries(record.subscriptions ?? {})) if (uris.includes(uri)) return upstreamId;

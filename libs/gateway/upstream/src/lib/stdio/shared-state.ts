@@ -1,4 +1,4 @@
-import type { JsonRpcNotification } from '@portcullis/gateway/mcp';
+import { subscriptionCovers, type JsonRpcNotification } from '@portcullis/gateway/mcp';
 
 /** MCP's log levels, least severe first (RFC 5424's order). */
 const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'] as const;
@@ -47,10 +47,10 @@ export class SharedUpstreamState<O> {
       const uri = params?.['uri'];
       if (typeof uri !== 'string') return [];
       // The subscribers of the URI, or of a resource it is part of (MCP: an update may name a sub-resource of the
-      // one subscribed to, `file:///project/a.ts` for `file:///project`).
+      // one subscribed to, `file:///project/a.ts` for `file:///project`), as the session engine decides it too.
       const subscribed = new Set<O>();
       for (const [parent, subscribers] of this.subscriptions) {
-        if (uri === parent || uri.startsWith(parent.endsWith('/') ? parent : `${parent}/`)) for (const owner of subscribers) subscribed.add(owner);
+        if (subscriptionCovers(parent, uri)) for (const owner of subscribers) subscribed.add(owner);
       }
       return all.filter((owner) => subscribed.has(owner));
     }
