@@ -18,7 +18,12 @@ CREATE INDEX "approvals_tenant_id_upstream_id_kind_tool_arguments_hash_idx" ON "
 -- Backfill: prompts and resources could already be held, so the default alone would call their rows tool calls.
 -- Where the evidence is unambiguous, older rows get their kind back (their method stays unknown: null): a name the
 -- upstream lists as a prompt and not as a tool is a prompt; a name with a URI scheme that the upstream does not list
--- as a tool is a resource. Everything else stays `tool`. (Runs as the migration owner, as the memberships backfill.)
+-- as a tool is a resource. Everything else stays `tool`.
+-- Both tables force row-level security, which binds their owner too unless it is a superuser (on managed Postgres it is
+-- not): with no tenant set, the backfill would see no row and change nothing, silently. Lifted for the backfill only,
+-- within this migration's transaction, and forced again after it.
+ALTER TABLE "approvals" NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE "upstream_tools" NO FORCE ROW LEVEL SECURITY;
 UPDATE "approvals" AS a SET "kind" = 'prompt'
 WHERE EXISTS (
     SELECT 1 FROM "upstream_tools" AS t
@@ -35,3 +40,5 @@ WHERE a."kind" = 'tool'
     SELECT 1 FROM "upstream_tools" AS t
     WHERE t."tenant_id" = a."tenant_id" AND t."upstream_id" = a."upstream_id" AND t."kind" = 'tool' AND t."name" = a."tool"
   );
+ALTER TABLE "approvals" FORCE ROW LEVEL SECURITY;
+ALTER TABLE "upstream_tools" FORCE ROW LEVEL SECURITY;
