@@ -1739,6 +1739,91 @@ describe('SessionEngine: resource updates only for the subscriptions the session
     expect(updatesIn(toAgent)).toEqual(['mem://a']);
   });
 
+  /** A store whose next `failures` writes of a record fail, as Redis unreachable for a moment. */
+  class FlakyStore extends MemorySessionStore {
+    failures = 0;
+    override async change(...args: Parameters<MemorySessionStore['change']>): ReturnType<MemorySessionStore['change']> {
+      if (this.failures > 0) {
+        this.failures -= 1;
+        throw new Error('redis down');
+      }
+      return super.change(...args);
+    }
+  }
+  const subscribable: FakeUpstream = {
+    capabilities: { resources: { subscribe: true }, logging: {} },
+    handle: async (method) =>
+      method === 'resources/list' ? { resources: [{ uri: 'mem://a', name: 'a' }, { uri: 'mem://b', name: 'b' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {},
+  };
+
+  it('goes on passing on updates of a subscription the store could not record once a later write succeeds, which records it', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'mem')], () => undefined);
+    const connector = new FakeConnector({ u1: subscribable });
+    const sessions = new FlakyStore();
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const toAgent: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
+    const stored = () => sessions.records.get(record.id)?.subscriptions ?? {};
+
+    sessions.failures = 2;
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://b' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(stored()).toEqual({});
+    connector.emit('u1', updated('mem://a'));
+    expect(updatesIn(toAgent)).toEqual(['mem://a']);
+
+    // The store is back. The agent ends one of them (the record never held it: nothing there to take out, and no later
+    // write records it), then changes its log level: this replica's copy becomes the stored record.
+    expect(await engine.request(record, req('resources/unsubscribe', { uri: 'mem://b' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(await engine.request(record, req('logging/setLevel', { level: 'info' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    toAgent.length = 0;
+    connector.emit('u1', updated('mem://a'));
+    connector.emit('u1', updated('mem://b'));
+    expect(updatesIn(toAgent)).toEqual(['mem://a']);
+    // Recorded with that write after all (for a renewed upstream session, and the other replicas), the ended one not.
+    expect(stored()).toEqual({ u1: ['mem://a'] });
+    expect(sessions.records.get(record.id)?.logLevel).toBe('info');
+  });
+
+  it('goes on passing on updates of a subscription the store could not record when another replica\'s write reloads this one\'s copy', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'mem')], () => undefined);
+    const connector = new FakeConnector({ u1: subscribable });
+    const sessions = new FlakyStore();
+    const [a, b] = twoReplicas(connector, registry, 0, sessions);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    const toAgent: unknown[] = [];
+    a.attachStandalone(onA, { canStream: true, send: (m) => toAgent.push(m) > 0 });
+
+    sessions.failures = 1;
+    expect(await a.request(onA, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    // Through B, whose write is stored and announced (`agent-state`): A takes the stored record, which lacks the subscription.
+    expect(await b.request(onB, req('logging/setLevel', { level: 'info' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const logged = (level: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/message', params: { level, data: level } });
+    const levelsIn = (messages: readonly unknown[]) =>
+      messages.filter((m) => (m as { method?: string }).method === 'notifications/message').map((m) => (m as { params: { level: string } }).params.level);
+    // The upstream session A holds (B opened its own for the level).
+    expect(connector.notificationHandlers.get('u1')).toHaveLength(2);
+    const fromUpstreamOnA = connector.notificationHandlers.get('u1')?.[0];
+    if (!fromUpstreamOnA) throw new Error('replica A did not attach to the upstream');
+    // A has taken it: it filters by the level B recorded.
+    await waitFor(() => {
+      toAgent.length = 0;
+      fromUpstreamOnA(logged('debug'));
+      fromUpstreamOnA(logged('info'));
+      return levelsIn(toAgent).join() === 'info';
+    });
+    toAgent.length = 0;
+    fromUpstreamOnA(updated('mem://a'));
+    expect(updatesIn(toAgent)).toEqual(['mem://a']);
+  });
+
   it('passes on updates of a subscription made through another replica to the stream this one holds', async () => {
     const { a, b, connector, record } = await sessionOnTwoReplicas({
       capabilities: { resources: { subscribe: true } },

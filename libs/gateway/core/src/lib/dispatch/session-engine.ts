@@ -174,6 +174,16 @@ function untilAborted<T>(promise: Promise<T>, deadline: AbortSignal | undefined)
   });
 }
 
+/**
+ * `record` with the subscriptions `held` (URI → upstream id) added, or undefined when that changes nothing: all held
+ * already, or past the bounds (`withSubscription`).
+ */
+function withSubscriptions(record: SessionRecord, held: ReadonlyMap<string, string>): SessionRecord | undefined {
+  let edited: SessionRecord | undefined;
+  for (const [uri, upstreamId] of held) edited = withSubscription(edited ?? record, upstreamId, uri, true) ?? edited;
+  return edited;
+}
+
 /** The capability area whose `listChanged` flag lets the gateway send each list-change notification. */
 const LIST_CHANGED_AREA: Readonly<Record<string, string>> = {
   'notifications/tools/list_changed': 'tools',
@@ -315,6 +325,12 @@ interface LiveSession {
    * an update before its answer to the subscribe, or before the record is written (`subscribedTo`).
    */
   readonly subscribing: { readonly upstreamId: string; readonly uri: string }[];
+  /**
+   * Subscriptions the upstream took that the store failed to record, URI → upstream id: kept apart from `record`, which
+   * the next write or `agent-state` reload replaces with the stored one, so `subscribedTo` still relays their updates.
+   * Each goes when the agent unsubscribes from it, or once a later write records it (`recordAgentState` adds them all).
+   */
+  readonly unrecorded: Map<string, string>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
   /**
@@ -1634,7 +1650,8 @@ export class SessionEngine {
         live.subscribing.push(making);
         try {
           const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
-          await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, true), traceId);
+          const recorded = await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, true), traceId);
+          if (!recorded) live.unrecorded.set(uri as string, upstreamId);
           return result;
         } finally {
           live.subscribing.splice(live.subscribing.indexOf(making), 1);
@@ -1659,7 +1676,9 @@ export class SessionEngine {
           return await this.forward(live, upstreamId, message, params, sink, signal, traceId);
         } finally {
           // Whatever the upstream answered: the agent no longer wants it, so no new upstream session is subscribed to it
-          // again (an upstream that says it was not subscribed has usually lost the subscription itself).
+          // again (an upstream that says it was not subscribed has usually lost the subscription itself), nor is it
+          // recorded by a later write if the store could not record it.
+          live.unrecorded.delete(uri as string);
           await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, false), traceId);
         }
       }
@@ -1756,10 +1775,12 @@ export class SessionEngine {
   /**
    * A subscription the session record could not keep (MAX_SUBSCRIPTIONS_PER_SESSION) is refused before it reaches the
    * upstream: a subscription a renewed upstream session would not get again would end silently with the next restart.
-   * Counted on the record as this replica last saw it; `withSubscription` checks again when it is stored.
+   * Counted on the record as this replica last saw it, with the subscriptions the store could not record (`unrecorded`,
+   * which its next write adds); `withSubscription` checks again when it is stored.
    */
   private async refuseSubscriptionPastBound(live: LiveSession, upstreamId: string, uri: string): Promise<void> {
-    const record = (await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record;
+    const stored = (await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record;
+    const record = withSubscriptions(stored, live.unrecorded) ?? stored;
     if (record.subscriptions?.[upstreamId]?.includes(uri) === true || subscriptionFits(record, uri)) return;
     throw new GatewayRequestError(
       JSON_RPC.INVALID_PARAMS,
@@ -1770,26 +1791,42 @@ export class SessionEngine {
 
   /**
    * Stores a change to what the agent set upstream (subscriptions, log level) in the session record, by compare-and-set,
-   * for whichever replica starts a new upstream session later (`replay`). A failure is logged, not answered: the
-   * upstream took the request, and the agent's session works on; only a later renewal would miss it.
+   * for whichever replica starts a new upstream session later (`replay`). The subscriptions an earlier write failed to
+   * record (`unrecorded`) go in with it, and leave `unrecorded` once the stored record holds them. A failure is logged,
+   * not answered: the upstream took the request, and the agent's session works on; only a later renewal would miss it.
+   * Returns whether the write was stored.
    */
-  private async recordAgentState(live: LiveSession, edit: RecordEdit, traceId: string): Promise<void> {
+  private async recordAgentState(live: LiveSession, edit: RecordEdit, traceId: string): Promise<boolean> {
     try {
+      const unrecorded = new Map(live.unrecorded);
+      const withUnrecorded: RecordEdit =
+        unrecorded.size === 0
+          ? edit
+          : (stored) => {
+              const edited = edit(stored);
+              return withSubscriptions(edited ?? stored, unrecorded) ?? edited;
+            };
       // This replica's copy takes the change at once (the log level it filters by, the subscriptions it replays).
-      const { record } = await this.deps.sessions.change(live.record.id, edit);
+      const { record } = await this.deps.sessions.change(live.record.id, withUnrecorded);
       if (record !== undefined) {
         live.record = record;
+        for (const [uri, upstreamId] of live.unrecorded) {
+          if (record.subscriptions?.[upstreamId]?.includes(uri) === true) live.unrecorded.delete(uri);
+        }
         this.deps.bus?.broadcast({ type: 'agent-state', sessionId: record.id });
       }
+      return true;
     } catch (error) {
-      // The upstream took it all the same: this replica's copy does, so it relays the subscription's updates and
-      // filters by the level (another replica's copy, read from the store, goes without).
+      // The upstream took it all the same: this replica's copy does, so it filters by the level (another replica's
+      // copy, read from the store, goes without). A subscription the caller keeps in `unrecorded` as well: the copy is
+      // replaced by the stored record with the next write or `agent-state`.
       const local = edit(live.record);
       if (local !== undefined) live.record = local;
       this.deps.logger.warn(
         { sessionIdPrefix: live.record.id.slice(0, 8), tenantId: live.record.tenantId, traceId, err: withoutUserinfo(error instanceof Error ? error.message : String(error)) },
         'subscription or log level not recorded: a new upstream session would not be told it',
       );
+      return false;
     }
   }
 
@@ -2964,6 +3001,7 @@ export class SessionEngine {
         return outcome?.status === 'rejected' && outcome.reason instanceof UpstreamRpcError && REFUSED_SUBSCRIPTION_CODES.has(outcome.reason.code);
       });
       if (refused.length > 0) {
+        for (const uri of refused) if (live.unrecorded.get(uri) === config.id) live.unrecorded.delete(uri);
         await this.recordAgentState(live, (current) => refused.reduce<SessionRecord | undefined>((edited, uri) => withSubscription(edited ?? current, config.id, uri, false) ?? edited, undefined), traceId);
       }
       const failed = settled.filter((outcome) => outcome.status === 'rejected');
@@ -3069,13 +3107,15 @@ export class SessionEngine {
    * or a resource it is part of (`subscriptionCovers`, the rule a shared stdio process applies too). MCP: updates go to
    * subscribers. Without this, an upstream that kept a subscription the agent ended (its unsubscribe failed upstream;
    * the record drops it all the same) or that reported URIs nobody subscribed to reached the agent with them. Read from
-   * this replica's copy of the record, which takes subscriptions made through another replica on `agent-state`, and
-   * from the subscribes under way here (an update may come before the upstream's answer).
+   * this replica's copy of the record, which takes subscriptions made through another replica on `agent-state`, from
+   * the subscribes under way here (an update may come before the upstream's answer), and from the subscriptions made
+   * here that the store could not record (`unrecorded`: the copy is replaced by the stored record, which lacks them).
    */
   private subscribedTo(live: LiveSession, upstreamId: string, params: Record<string, unknown> | undefined): boolean {
     const uri = params?.['uri'];
     if (typeof uri !== 'string') return false;
     if (live.record.subscriptions?.[upstreamId]?.some((held) => subscriptionCovers(held, uri)) === true) return true;
+    for (const [held, on] of live.unrecorded) if (on === upstreamId && subscriptionCovers(held, uri)) return true;
     return live.subscribing.some((making) => making.upstreamId === upstreamId && subscriptionCovers(making.uri, uri));
   }
 
@@ -3258,6 +3298,7 @@ export class SessionEngine {
       lostUpstreams: new Set(),
       inflight: new Map(),
       subscribing: [],
+      unrecorded: new Map(),
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),

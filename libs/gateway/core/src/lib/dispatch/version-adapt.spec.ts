@@ -129,9 +129,8 @@ describe('adaptCallResult', () => {
         expect(input).toEqual(snapshot);
         expect(CallToolResultSchema.parse(adapted)).toEqual(adapted);
       }
-      // Beside other blocks with no text (the adapted ones count: a resource link is text by now), at the end.
+      // Beside other blocks with no text, at the end.
       expect(adaptCallResult(result([image], { structuredContent }), version)['content']).toEqual([image, json]);
-      expect((adaptCallResult(result([link], { structuredContent }), version)['content'] as unknown[]).length).toBe(1);
     }
     // Agents on 2025-06-18 and later read structuredContent themselves.
     const modern = result([], { structuredContent });
@@ -143,6 +142,20 @@ describe('adaptCallResult', () => {
       const input = result([], { structuredContent: odd });
       expect(adaptCallResult(input, '2025-03-26')).toBe(input);
     }
+  });
+
+  it('adds the JSON beside a resource link or audio block, whose text the gateway wrote, not the server', () => {
+    const structuredContent = { rows: 42, status: 'done' };
+    const json = { type: 'text', text: JSON.stringify(structuredContent) };
+    const linkText = { type: 'text', text: LINK_LINE, annotations: { audience: ['user'], priority: 0.5 } };
+    const audioText = (version: string) => ({ type: 'text', text: AUDIO_LINE(version), annotations: { priority: 1 } });
+    for (const version of ['2025-03-26', '2024-11-05']) {
+      expect(adaptCallResult(result([link], { structuredContent }), version)['content']).toEqual([linkText, json]);
+      expect(adaptCallResult(result([link, image], { structuredContent }), version)['content']).toEqual([linkText, image, json]);
+      // A text block of the server's own beside the link: the server wrote what it meant to (MCP: the JSON), nothing is added.
+      expect(adaptCallResult(result([text, link], { structuredContent }), version)['content']).toEqual([text, linkText]);
+    }
+    expect(adaptCallResult(result([audio], { structuredContent }), '2024-11-05')['content']).toEqual([audioText('2024-11-05'), json]);
   });
 
   it('leaves malformed input as it is, and never throws', () => {

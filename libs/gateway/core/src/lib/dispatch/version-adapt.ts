@@ -106,13 +106,15 @@ function adaptBlocks(blocks: readonly unknown[], gaps: Gaps): readonly unknown[]
 }
 
 /**
- * `content` with a text block holding `structured` as JSON at its end, for an agent whose version has no
- * `structuredContent` and would otherwise get nothing to read: only when `content` has no text block of its own (MCP
- * 2025-06-18 asks a tool returning structured content to put its JSON in a text block as well; one that did not has
- * it added here). A value that cannot be serialised (nested past the stack, say) adds nothing.
+ * `content` (the result's blocks as adapted) with a text block holding `structured` as JSON at its end, for an agent
+ * whose version has no `structuredContent` and would otherwise get nothing to read: only when the server's own blocks
+ * (`original`) have no text block (MCP 2025-06-18 asks a tool returning structured content to put its JSON in a text
+ * block as well; one that did not has it added here). Decided on `original`, not `content`: the text blocks the
+ * gateway wrote for a resource link or audio do not carry the structured content. A value that cannot be serialised
+ * (nested past the stack, say) adds nothing.
  */
-function withStructuredText(content: readonly unknown[], structured: unknown): readonly unknown[] {
-  if (!isObject(structured) || content.some((block) => isObject(block) && block['type'] === 'text')) return content;
+function withStructuredText(content: readonly unknown[], original: readonly unknown[], structured: unknown): readonly unknown[] {
+  if (!isObject(structured) || original.some((block) => isObject(block) && block['type'] === 'text')) return content;
   let text: string;
   try {
     text = JSON.stringify(structured);
@@ -125,10 +127,11 @@ function withStructuredText(content: readonly unknown[], structured: unknown): r
 /**
  * A `tools/call` result as an agent on `agentVersion` can read it: for an agent before 2025-06-18 each `resource_link`
  * content block becomes a text block naming the resource, and before 2025-03-26 each `audio` block a text block saying
- * it was omitted. For an agent before 2025-06-18, a result with `structuredContent` but no text block also gets a text
- * block with the structured content's JSON (such an agent knows no `structuredContent`: without it, a result that
- * carries only that has nothing it can read). Everything else (other blocks, `structuredContent` itself, which an
- * older agent ignores, `isError`, `_meta`) is left as it is; `result` itself is returned when nothing needed adapting.
+ * it was omitted. For an agent before 2025-06-18, a result with `structuredContent` but no text block of the server's
+ * own (the ones written here for resource links and audio do not count) also gets a text block with the structured
+ * content's JSON (such an agent knows no `structuredContent`: without it, a result that carries only that has nothing it
+ * can read). Everything else (other blocks, `structuredContent` itself, which an older agent ignores, `isError`,
+ * `_meta`) is left as it is; `result` itself is returned when nothing needed adapting.
  */
 export function adaptCallResult(result: Record<string, unknown>, agentVersion: string): Record<string, unknown> {
   const gaps = gapsOf(agentVersion);
@@ -139,7 +142,7 @@ export function adaptCallResult(result: Record<string, unknown>, agentVersion: s
   const blocks: readonly unknown[] | undefined = Array.isArray(content) ? content : content === undefined ? [] : undefined;
   if (blocks === undefined) return result;
   let adapted = adaptBlocks(blocks, gaps);
-  if (gaps.structuredContent) adapted = withStructuredText(adapted, result['structuredContent']);
+  if (gaps.structuredContent) adapted = withStructuredText(adapted, blocks, result['structuredContent']);
   return adapted === blocks ? result : { ...result, content: adapted };
 }
 
