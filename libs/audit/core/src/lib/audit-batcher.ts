@@ -1,5 +1,5 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
-import { AuditStoreError, type AuditEventStore } from './audit-event.store';
+import { insertIsolatingFailures, type AuditEventStore } from './audit-event.store';
 
 export interface AuditBatcherOptions {
   readonly store: AuditEventStore;
@@ -39,10 +39,10 @@ interface Item {
  * batch of them) are written together, `maxBatch` at a time, and each job learns when all of its events committed.
  * Under a backlog a batch is cut to span few tenants (see `takeBatch`).
  *
- * Poison isolation: if a batch fails, the events the store reports as stored are done; the rest are split in halves
- * and retried, recursively, so k bad events among n cost about 2·k·log2(n) extra inserts and every other event is
- * stored. A failure the store calls transient (database unreachable...) is not split: those events fail as they are,
- * for their jobs to retry later.
+ * Poison isolation (`insertIsolatingFailures`): if a batch fails, the events the store reports as stored are done; the
+ * rest are split in halves and retried, recursively, so k bad events among n cost about 2·k·log2(n) extra inserts and
+ * every other event is stored. A failure the store calls transient (database unreachable...) is not split: those
+ * events fail as they are, for their jobs to retry later.
  */
 export class AuditBatcher {
   private pending: Item[] = [];
@@ -140,38 +140,11 @@ export class AuditBatcher {
     if (group.remaining === 0) group.done({ failed: group.failed });
   }
 
-  /** Writes `items`, settling every one of them (stored, or failed with an error). Never throws. */
-  private async write(items: Item[]): Promise<void> {
-    let failedItems: Item[];
-    let error: unknown;
-    try {
-      // Inserted or already there: either way the event is stored exactly once.
-      await this.options.store.insert(items.map((item) => item.event));
-      items.forEach((item) => this.settle(item));
-      return;
-    } catch (caught) {
-      error = caught ?? new Error('audit store failed');
-      failedItems = items;
-      if (caught instanceof AuditStoreError) {
-        const failedIds = new Set(caught.failed.map((e) => e.eventId));
-        failedItems = [];
-        for (const item of items) {
-          if (failedIds.has(item.event.eventId)) failedItems.push(item);
-          else this.settle(item);
-        }
-        if (caught.transient) {
-          failedItems.forEach((item) => this.settle(item, error));
-          return;
-        }
-      }
-    }
-    if (failedItems.length <= 1) {
-      failedItems.forEach((item) => this.settle(item, error));
-      return;
-    }
-    const half = Math.ceil(failedItems.length / 2);
-    // In order: the first half's events take their chain positions before the second half's.
-    await this.write(failedItems.slice(0, half));
-    await this.write(failedItems.slice(half));
+  /** Writes `items`, settling every one of them (stored, or failed with an error), bad events isolated. Never throws. */
+  private write(items: Item[]): Promise<void> {
+    return insertIsolatingFailures(this.options.store, items, (item) => item.event, {
+      stored: (item) => this.settle(item),
+      failed: (item, error) => this.settle(item, error),
+    });
   }
 }

@@ -100,6 +100,7 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
       io.out(
         `OK export ${values.export}: ${report.rows} row(s), sha256 ${report.sha256}, chain ${report.chain}`,
       );
+      io.out(`NOTE ${report.anchor}`);
       return 0;
     }
     io.out(`BROKEN export ${values.export}: ${report.problem}`);

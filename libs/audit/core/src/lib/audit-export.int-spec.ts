@@ -1,7 +1,9 @@
+import { computeAuditHash, type StoredChainLink } from '@portcullis/audit/chain';
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import pg from 'pg';
 import { newId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -78,10 +80,18 @@ describe('audit export (real Postgres, application role)', () => {
       });
       expect(readFileSync(sha256Path, 'utf8')).toBe(`${manifest.sha256}  ${path.basename(outPath)}\n`);
       const report = await verifyExportFile(outPath, manifestPath);
-      expect(report).toEqual({ ok: true, rows: 40, sha256: manifest.sha256, chain: 'seq 0..40 complete' });
+      expect(report).toEqual({
+        ok: true,
+        rows: 40,
+        sha256: manifest.sha256,
+        chain: `seq 0..40 complete, head hash ${manifest.chainRange.headHash}`,
+        anchor: expect.stringContaining(`hash at seq 40`),
+      });
       const { code, text } = await cli('verify', '--export', outPath, '--manifest', manifestPath);
       expect(code).toBe(0);
       expect(text).toContain('OK export');
+      // The offline check proves consistency with the manifest only; the output says how to anchor it.
+      expect(text).toContain(`must be ${manifest.chainRange.headHash}`);
       if (format === 'csv') {
         const csv = readFileSync(outPath, 'utf8');
         // No cell a spreadsheet would evaluate: every formula-like value starts with a quote.
@@ -130,7 +140,6 @@ describe('audit export (real Postgres, application role)', () => {
       problem: expect.stringMatching(/^sha256/),
     });
     // A forger who also fixes the digest in the manifest is caught by the row hash.
-    const { createHash } = await import('node:crypto');
     writeFileSync(
       manifestPath,
       JSON.stringify({ ...manifest, sha256: createHash('sha256').update(edited).digest('hex') }),
@@ -139,6 +148,45 @@ describe('audit export (real Postgres, application role)', () => {
     expect(report).toMatchObject({ ok: false, problem: expect.stringContaining('(seq 1') });
     expect(report).toMatchObject({ problem: expect.stringContaining('hash_mismatch') });
     expect((await cli('verify', '--export', outPath, '--manifest', manifestPath)).code).toBe(1);
+  });
+
+  it('refuses a contiguous export rewritten with its hashes, digest and first/last hash, that keeps the genuine chain head', async () => {
+    const tenant = await seededTenant();
+    const outPath = path.join(dir, `${tenant.slug}-forged.jsonl`);
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format: 'jsonl', filters: {}, outPath });
+    // Row 5 edited, it and every later row re-hashed, so that each row and each link verifies on its own.
+    const links = readFileSync(outPath, 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as StoredChainLink);
+    let prevHash: string | null = null;
+    const forged = links.map((link, i) => {
+      const { prevHash: _p, hash: _h, ...fields } = i === 4 ? { ...link, outcome: 'error' } : link;
+      const hash = computeAuditHash(fields, prevHash);
+      const rewritten = { ...fields, prevHash, hash };
+      prevHash = hash;
+      return rewritten;
+    });
+    const text = forged.map((link) => `${JSON.stringify(link)}\n`).join('');
+    writeFileSync(outPath, text);
+    // The manifest's own fields recomputed too; its chain range still names the head the export was cut at.
+    writeFileSync(
+      manifestPath,
+      JSON.stringify({ ...manifest, sha256: createHash('sha256').update(text).digest('hex'), firstHash: forged[0]?.hash, lastHash: forged.at(-1)?.hash }),
+    );
+    expect(forged.at(-1)?.hash).not.toBe(manifest.chainRange.headHash);
+    expect(await verifyExportFile(outPath, manifestPath)).toEqual({
+      ok: false,
+      problem: `rows end at hash ${forged.at(-1)?.hash}, the chain head's hash was ${manifest.chainRange.headHash}`,
+    });
+    expect((await cli('verify', '--export', outPath, '--manifest', manifestPath)).code).toBe(1);
+  });
+
+  it('refuses a contiguous export with no rows whose checkpoint is not the chain head it names', async () => {
+    const tenant = await createTestTenant(system);
+    const outPath = path.join(dir, `${tenant.slug}-empty.jsonl`);
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format: 'jsonl', filters: {}, outPath });
+    expect(manifest).toMatchObject({ rowCount: 0, contiguous: true, chainRange: { fromSeq: '0', fromHash: null, headSeq: '0', headHash: null } });
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 0 });
+    writeFileSync(manifestPath, JSON.stringify({ ...manifest, chainRange: { ...manifest.chainRange, headHash: 'f'.repeat(64) } }));
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: expect.stringContaining("the chain head's hash") });
   });
 
   it('runs a requested export as a job, records it in AuditExport, and audits the export in the chain', async () => {

@@ -349,13 +349,29 @@ export async function exportAuditEvents(
 }
 
 export type ExportVerdict =
-  | { readonly ok: true; readonly rows: number; readonly sha256: string; readonly chain: string }
+  | {
+      readonly ok: true;
+      readonly rows: number;
+      readonly sha256: string;
+      readonly chain: string;
+      /**
+       * What the check does not prove, and how to prove it. It proves the file and the manifest consistent with each
+       * other: everything in them can be recomputed by whoever rewrites both. Only the head hash compared with the live
+       * chain, or with the manifest the API serves, shows the rows are the trail's.
+       */
+      readonly anchor: string;
+    }
   | { readonly ok: false; readonly problem: string };
 
 /**
  * Offline check of an export against its manifest: the file's SHA-256, its row count, every row's own hash (its
  * fields and previous hash), the links between consecutive rows, the first/last hash, and for an unfiltered export
- * that the rows are exactly the chain range from the checkpoint to the head. Streams the file.
+ * that the rows are exactly the chain range from the checkpoint to the head, ending at the head's hash. Streams the
+ * file.
+ *
+ * Internal consistency only: whoever rewrites the rows can recompute every hash, the digest and the manifest. A
+ * verdict of `ok` is anchored by comparing the manifest's `chainRange.headHash` with the live chain or with the
+ * manifest the API serves (`anchor` says so).
  */
 export async function verifyExportFile(filePath: string, manifestPath: string): Promise<ExportVerdict> {
   let manifest: AuditExportManifest;
@@ -461,10 +477,24 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
       problem: `rows end at seq ${prev?.seq ?? '-'}, the chain head was ${manifest.chainRange.headSeq}`,
     };
   }
+  // The rows must end at the head the export recorded, hash as well as seq: otherwise rows rewritten from some point on,
+  // every later hash recomputed and the manifest's own first/last hash and digest updated, would verify against a
+  // manifest that still names the genuine head. (No rows: the checkpoint the export started from is the head.)
+  const endHash = prev?.hash ?? manifest.chainRange.fromHash;
+  if (manifest.contiguous && endHash !== manifest.chainRange.headHash) {
+    return {
+      ok: false,
+      problem: `rows end at hash ${endHash ?? '-'}, the chain head's hash was ${manifest.chainRange.headHash ?? '-'}`,
+    };
+  }
   const chain = manifest.contiguous
-    ? `seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq} complete`
+    ? `seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq} complete, head hash ${manifest.chainRange.headHash ?? '-'}`
     : `filtered subset of seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq}, every row's hash verified`;
-  return { ok: true, rows, sha256, chain };
+  const unanchored = 'file and manifest agree with each other, which a copy rewritten together with its manifest can too';
+  const anchor = manifest.contiguous
+    ? `${unanchored}; to anchor it, the live chain's hash at seq ${manifest.chainRange.headSeq} (audit:verify --tenant, or the audit API) or the headHash of the manifest the API serves must be ${manifest.chainRange.headHash ?? '-'}`
+    : `${unanchored}; to anchor it, compare the rows' hashes with the live chain (the audit API's events) or the manifest with the one the API serves`;
+  return { ok: true, rows, sha256, chain, anchor };
 }
 
 function stripLinks(link: StoredChainLink) {

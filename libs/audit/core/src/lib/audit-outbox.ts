@@ -1,6 +1,6 @@
 import { parseAuditEvent, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import type { SystemPrismaClient } from '@portcullis/data/db';
-import { AuditStoreError, type AuditEventStore } from './audit-event.store';
+import { AuditStoreError, insertIsolatingFailures, type AuditEventStore } from './audit-event.store';
 
 export interface DrainAuditOutboxOptions {
   /**
@@ -20,8 +20,10 @@ export interface DrainAuditOutboxResult {
   /** Events stored (or found stored already) and their rows deleted. */
   readonly stored: number;
   /**
-   * Rows left in place, named for the operator: their text is not a valid event, or the store refused the event for
-   * other than a passing cause. A caller passes them as `exclude` to the next call, so they hold back no other row.
+   * Rows left in place, named for the operator: their text is not a valid event, or the store refused the event, alone,
+   * for other than a passing cause (events of the same tenant taken with it are stored). A caller passes them as
+   * `exclude` to the next call, so they hold back no other row. Rows whose events failed for a passing cause (the
+   * database busy or away) stay too, unnamed; when nothing else was stored or named, the call throws that error.
    */
   readonly invalid: readonly string[];
 }
@@ -52,29 +54,29 @@ export async function drainAuditOutbox(db: SystemPrismaClient, store: AuditEvent
         options.exclude ?? [],
         options.tenantId ?? null,
       );
-      const events: AuditEventV1[] = [];
-      const taken: string[] = [];
+      const taken: { readonly id: string; readonly event: AuditEventV1 }[] = [];
       const invalid: string[] = [];
       for (const row of rows) {
         const event = parsedRow(row);
         if (event === undefined) invalid.push(row.id);
-        else {
-          events.push(event);
-          taken.push(row.id);
-        }
+        else taken.push({ id: row.id, event });
       }
-      if (events.length === 0) return { stored: 0, invalid };
-      let done = taken;
-      try {
-        await store.insert(events);
-      } catch (error) {
-        // A passing cause (the database busy or away): every row stays for the next drain. Otherwise the events the
-        // store names stay, and the rest, stored, go.
-        if (!(error instanceof AuditStoreError) || error.transient) throw error;
-        const failed = new Set(error.failed.map((event) => event.eventId));
-        done = taken.filter((id) => !failed.has(id));
-        invalid.push(...failed);
-      }
+      if (taken.length === 0) return { stored: 0, invalid };
+      // The store commits one transaction per tenant, so one event it refuses fails its tenant's whole share of the
+      // rows: those are split and retried (in order) until the refused events are alone. Only they stay, named; the
+      // rest are stored and their rows go. An event that failed for a passing cause (the database busy or away) stays
+      // too, unnamed, for the next drain.
+      const done: string[] = [];
+      let passing: unknown;
+      await insertIsolatingFailures(store, taken, (row) => row.event, {
+        stored: (row) => done.push(row.id),
+        failed: (row, error) => {
+          if (error instanceof AuditStoreError && !error.transient) invalid.push(row.id);
+          else passing ??= error;
+        },
+      });
+      // Nothing got anywhere, and not for any event's fault: the caller hears why (every row stays).
+      if (passing !== undefined && done.length === 0 && invalid.length === 0) throw passing;
       await tx.$executeRawUnsafe('DELETE FROM audit_outbox WHERE id = ANY($1::uuid[])', done);
       return { stored: done.length, invalid };
     },

@@ -84,3 +84,41 @@ describe('AuditIngestWorker retries', () => {
     expect(moves.data).toEqual({ v: 1, events: [events[1]] });
   });
 });
+
+describe('AuditIngestWorker and an event the contract refuses', () => {
+  /** A batcher that stores everything, recording what it was given. */
+  const recordingBatcher = () => {
+    const submitted: string[] = [];
+    const batcher = {
+      submitMany: async (events: readonly AuditEventV1[]) => {
+        submitted.push(...events.map((e) => e.eventId));
+        return { failed: [] };
+      },
+      submit: async (one: AuditEventV1) => void submitted.push(one.eventId),
+    } as unknown as AuditBatcher;
+    return { batcher, submitted };
+  };
+  // Year 0000: z.iso.datetime takes it, Postgres does not; the contract refuses it, so it never reaches the store.
+  const yearZero = { ...event('019a0000-0000-7000-8000-00000000000c'), occurredAt: '0000-01-01T00:00:00Z' };
+
+  it('stores the rest of the batch and dead-letters that event at once, without retrying or crashing', async () => {
+    const { batcher, submitted } = recordingBatcher();
+    const worker = new AuditIngestWorker(batcher, settings);
+    const good = event('019a0000-0000-7000-8000-00000000000d');
+    const { job, moves } = jobOf('audit.events.ingest', { v: 1, events: [good, yearZero] }, 1);
+    await expect(worker.process(job, 'token')).rejects.toThrow(/occurredAt/);
+    expect(submitted).toEqual([good.eventId]);
+    expect(moves.delayedUntil).toBeUndefined();
+    expect(worker.stats.jobsDeadLettered).toBe(1);
+  });
+
+  it('dead-letters a single-event job holding it at once', async () => {
+    const { batcher, submitted } = recordingBatcher();
+    const worker = new AuditIngestWorker(batcher, settings);
+    const { job, moves } = jobOf('audit.event.ingest', yearZero, 1);
+    await expect(worker.process(job, 'token')).rejects.toThrow();
+    expect(submitted).toEqual([]);
+    expect(moves.delayedUntil).toBeUndefined();
+    expect(worker.stats.jobsDeadLettered).toBe(1);
+  });
+});

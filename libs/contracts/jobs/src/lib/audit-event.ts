@@ -14,6 +14,23 @@ const uuid = z.uuid().transform((value) => value.toLowerCase());
 /** What an `integer` column holds: a larger value would fail the insert (and the event with it) after validation. */
 const int4 = z.number().int().nonnegative().max(2_147_483_647);
 
+/** The instants a `timestamptz` column takes and gives back as an ISO text of four-digit year: 0001-01-01 to 9999. */
+const EARLIEST_OCCURRED_AT_MS = Date.parse('0001-01-01T00:00:00.000Z');
+const LATEST_OCCURRED_AT_MS = Date.parse('9999-12-31T23:59:59.999Z');
+/**
+ * An ISO date-time whose instant, in UTC, lies in years 1 to 9999. `z.iso.datetime` alone takes year 0000 (which
+ * Postgres refuses as out of range: there is no year 0) and offsets that carry year 0001 or 9999 across the edge; such
+ * an event passed validation and then failed its insert, for good, in the worker (dead-lettered only after every
+ * retry) or in the outbox drain. Refused here, it is an invalid event: dead-lettered at once, or left named.
+ */
+const occurredAt = z.iso.datetime({ offset: true }).refine(
+  (value) => {
+    const ms = Date.parse(value);
+    return ms >= EARLIEST_OCCURRED_AT_MS && ms <= LATEST_OCCURRED_AT_MS;
+  },
+  { message: 'occurredAt must lie between years 0001 and 9999 (UTC)' },
+);
+
 /**
  * One audit event as the gateway or control plane emits it (already redacted). Version 1.
  * `eventId` is a UUIDv7: time-ordered and the job id, so a retried enqueue is a no-op.
@@ -22,7 +39,7 @@ export const auditEventV1 = z.object({
   v: z.literal(1),
   eventId: uuid,
   tenantId: uuid,
-  occurredAt: z.iso.datetime({ offset: true }),
+  occurredAt,
   kind: auditKind,
   method: z.string().min(1).max(200),
   actorUserId: uuid.nullable(),

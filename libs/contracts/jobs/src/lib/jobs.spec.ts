@@ -40,6 +40,19 @@ describe('audit event contract', () => {
     expect(() => parseAuditEvent({ ...event, latencyMs: 2 ** 40 })).toThrow();
     expect(parseAuditEvent({ ...event, snapshotVersion: 2_147_483_647 }).snapshotVersion).toBe(2_147_483_647);
   });
+
+  it('refuses an occurredAt its timestamptz column cannot hold (year 0000, or an offset carrying it past 0001..9999)', () => {
+    for (const occurredAt of ['0000-01-01T00:00:00Z', '0000-12-31T23:59:59.999Z', '0001-01-01T00:30:00+01:00', '9999-12-31T23:30:00-01:00']) {
+      expect(() => parseAuditEvent({ ...event, occurredAt }), occurredAt).toThrow(/occurredAt/);
+    }
+    for (const occurredAt of ['0001-01-01T00:00:00Z', '9999-12-31T23:59:59.999Z', '2026-11-22T09:00:00+01:00']) {
+      expect(parseAuditEvent({ ...event, occurredAt }).occurredAt, occurredAt).toBe(occurredAt);
+    }
+    // A batch keeps such an event apart as invalid, with the rest valid (the worker dead-letters it, never crashes).
+    const batch = parseAuditEventBatch({ v: 1, events: [event, { ...event, eventId: '019a0000-0000-7000-8000-000000000002', occurredAt: '0000-01-01T00:00:00Z' }] });
+    expect(batch.valid).toEqual([event]);
+    expect(batch.invalid).toEqual([expect.objectContaining({ eventId: '019a0000-0000-7000-8000-000000000002' })]);
+  });
 });
 
 describe('job contracts', () => {
