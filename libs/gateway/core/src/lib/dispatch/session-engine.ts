@@ -1357,6 +1357,8 @@ export class SessionEngine {
     let info: RequestInfo | undefined;
     let admission: Admission | undefined;
     let admitted = false;
+    // When the hooks let the call go (after an approval wait, minutes later): its upstream call's timeout runs from here.
+    let admittedAt = startedAt;
     const gate: Gate = async (target, args, taskOf) => {
       const meta = message.params?.['_meta'];
       const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
@@ -1380,6 +1382,7 @@ export class SessionEngine {
       const verdict = hooks.admit(info, sink, controller.signal, undefined);
       if (!(verdict instanceof Promise)) return (admission = verdict);
       admission = await verdict;
+      admittedAt = Date.now();
       // The session ended (a DELETE here or elsewhere, expiry) while the hooks decided: the request ends with it.
       if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
       return admission;
@@ -1404,7 +1407,7 @@ export class SessionEngine {
       return response;
     } finally {
       live.inflight.delete(key);
-      if (!retained) this.releaseAfter(admission, controller.signal, info, startedAt);
+      if (!retained) this.releaseAfter(admission, controller.signal, info, admittedAt);
     }
     this.report(info, response, undefined, admission, result, controller.signal);
     // An answer that came all the same (the upstream finished first, or ignores cancellations) is not sent either.
@@ -1415,14 +1418,15 @@ export class SessionEngine {
   /**
    * Gives back what the call held (concurrency slots). A call the agent cancelled, or hung up on, may still be running
    * upstream (a cancellation is only a request, and many servers never look at it): its slots are kept until its
-   * timeout would have passed, or the agent could cancel and call again without end and run any number at once.
+   * timeout would have passed, counted from when the hooks let it go (`admittedAt`: a call held for approval runs
+   * upstream only then), or the agent could cancel and call again without end and run any number at once.
    */
-  private releaseAfter(admission: Admission | undefined, signal: { readonly aborted: boolean }, info: RequestInfo | undefined, startedAt: number): void {
+  private releaseAfter(admission: Admission | undefined, signal: { readonly aborted: boolean }, info: RequestInfo | undefined, admittedAt: number): void {
     const release = admission?.release;
     if (release === undefined) return;
     const timeoutMs = info?.target?.upstream.callTimeoutMs;
     // The call's controller is aborted only by cancellations (the agent's, a hang-up, the session's end).
-    const heldMs = signal.aborted && timeoutMs !== undefined ? startedAt + timeoutMs - Date.now() : 0;
+    const heldMs = signal.aborted && timeoutMs !== undefined ? admittedAt + timeoutMs - Date.now() : 0;
     if (heldMs <= 0) {
       release();
       return;

@@ -1,6 +1,6 @@
 import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GatewayRequestError, SessionEngine } from '../dispatch/session-engine';
 import { NO_STREAM } from '../dispatch/sinks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
@@ -144,6 +144,48 @@ describe('request hooks in the session engine', () => {
     const unknown = await engine.request(record, req('tools/call', { name: 'nope__x' }), NO_STREAM, 'trace');
     expect(unknown).toMatchObject({ error: { code: -32602 } });
     expect(completed.at(-1)).toMatchObject({ outcome: 'error', error: { code: -32602 } });
+  });
+});
+
+describe('request hooks: slots of a cancelled call', () => {
+  it('keeps the slots of a call held (an approval wait) past its call timeout, then cancelled upstream, until that call could have timed out', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'slow'), callTimeoutMs: 300 }], () => undefined);
+    let running = false;
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        // Runs until the gateway's side of the call ends (the server itself may go on: a cancellation is a request).
+        handle: (method, _params, options) => {
+          if (method === 'tools/list') return Promise.resolve({ tools: [{ name: 'wait', inputSchema: { type: 'object' } }] });
+          running = true;
+          return new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(options.signal?.reason)));
+        },
+      },
+    });
+    let released = false;
+    // A slot taken, then a wait for a person longer than the call timeout (as rate limits, then the approval hold).
+    const hooks: RequestHooks = {
+      admit: async (info) => {
+        if (info.method !== 'tools/call') return undefined;
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        return { release: () => void (released = true) };
+      },
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, hooks, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const call = req('tools/call', { name: 'slow__wait', arguments: {} });
+    const answered = engine.request(record, call, NO_STREAM, 'trace');
+    await vi.waitFor(() => expect(running).toBe(true));
+    // Cancelled just after it went upstream, which may run for another 300 ms.
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: call.id, reason: 'retry' } });
+    await answered;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(released).toBe(false);
+    await vi.waitFor(() => expect(released).toBe(true), { timeout: 1_000 });
   });
 });
 
