@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { describe, expect, it } from 'vitest';
 import { compile } from './compile';
@@ -122,5 +123,59 @@ describe('resource rules that do not start with a scheme', () => {
     expect(read('https://h/R%26D/x')).toBe('deny');
     // Outside file: an encoded "&" and a plain one may name different things: only the rule's spelling is denied.
     expect(read('https://h/R&D/x')).toBe('allow');
+  });
+});
+
+describe('resource rules naming a file whose name holds "*", "?", "#" or "%"', () => {
+  const rules = (uri: string): PolicyRuleSource[] => [
+    { id: 'all', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: '*', uri: '**' }], effect: 'allow' },
+    { id: 'no', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: '*', uri }], effect: 'deny' },
+  ];
+  const read = (pattern: string, uri: string) => {
+    const compiled = compile(tenantSource(rules(pattern)));
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    return evaluate(compiled.snapshot, { principal: { userId: 'u-carol' }, target: { kind: 'resource', upstream: 'files', name: uri }, arguments: null, context: { time: '2026-01-01T10:00:00Z', ip: null } }).effect;
+  };
+
+  // Before, the rule's literal character stayed literal while the URI's escape stayed encoded: the deny missed the file.
+  it.each([
+    ['file:///srv/\\*.pem', 'file:///srv/%2A.pem', '/srv/*.pem'],
+    ['file:///srv/\\*.pem', 'file:///srv/%2a.pem', '/srv/*.pem'],
+    ['file:///srv/\\*.pem', 'file:///srv/*.pem', '/srv/*.pem'],
+    ['file:///srv/%2A.pem', 'file:///srv/*.pem', '/srv/*.pem'],
+    ['file:///srv/what\\?.txt', 'file:///srv/what%3F.txt', '/srv/what?.txt'],
+    ['file:///srv/100%.txt', 'file:///srv/100%25.txt', '/srv/100%.txt'],
+    ['file:///srv/100\\%.txt', 'file:///srv/100%25.txt', '/srv/100%.txt'],
+    ['file:///srv/a\\#b', 'file:///srv/a%23b', '/srv/a#b'],
+    ['**/what\\?.txt', 'file:///srv/what%3F.txt', '/srv/what?.txt'],
+    ['FILE:///srv/100%', 'file:///srv/100%25', '/srv/100%'],
+  ])('deny %s covers %s (the upstream reads %s)', (pattern, uri, path) => {
+    expect(fileURLToPath(uri)).toBe(path);
+    expect(read(pattern, uri)).toBe('deny');
+  });
+
+  it('leaves unescaped "*" and "?" wildcards, and other files alone', () => {
+    expect(read('file:///srv/*.pem', 'file:///srv/%2A.pem')).toBe('deny');
+    expect(read('file:///srv/*.pem', 'file:///srv/key.pem')).toBe('deny');
+    expect(read('file:///srv/what?.txt', 'file:///srv/whatx.txt')).toBe('deny');
+    expect(read('file:///srv/\\*.pem', 'file:///srv/key.pem')).toBe('allow');
+    expect(read('file:///srv/what\\?.txt', 'file:///srv/whatx.txt')).toBe('allow');
+    expect(read('file:///srv/a\\#b', 'file:///srv/a')).toBe('allow');
+    expect(read('file:///srv/100%.txt', 'file:///srv/100.txt')).toBe('allow');
+  });
+
+  it('writes them encoded in the file: form, and as written elsewhere', () => {
+    expect(canonicalResourcePattern('file:///srv/\\*\\?\\#\\%/100%/%2a%41/R%26D/*?\\a#frag')).toBe('file:///srv/%2A%3F%23%25/100%25/%2AA/R&D/*?\\a');
+    expect(canonicalResourcePattern('**/\\*%', true)).toBe('**/%2A%25');
+    expect(canonicalResourcePattern('**/\\*%', false)).toBe('**/\\*%');
+    expect(canonicalResourcePattern('https://h/q\\?a=\\*%2a')).toBe('https://h/q\\?a=\\*%2A');
+    expect(canonicalResourcePattern('notes://book/\\#1')).toBe('notes://book/');
+    expect(canonicalResourceUri('file:///srv/*.pem')).toBe('file:///srv/%2A.pem');
+    expect(canonicalResourceUri('https://h/*')).toBe('https://h/*');
+  });
+
+  it('keeps "\\?" the query delimiter outside file:', () => {
+    expect(read('https://h/search\\?q=1', 'https://h/search?q=1')).toBe('deny');
+    expect(read('https://h/search\\?q=1', 'https://h/search%3Fq=1')).toBe('allow');
   });
 });
