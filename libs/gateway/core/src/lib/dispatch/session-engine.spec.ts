@@ -1788,6 +1788,29 @@ describe('SessionEngine: resource updates only for the subscriptions the session
     expect(sessions.records.get(record.id)?.logLevel).toBe('info');
   });
 
+  it('tells a new upstream session of a subscription the store could not record, with those it holds', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'mem')], () => undefined);
+    const connector = new FakeConnector({ u1: subscribable });
+    const sessions = new FlakyStore();
+    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    sessions.failures = 1;
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://b' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    expect(sessions.records.get(record.id)?.subscriptions).toEqual({ u1: ['mem://a'] });
+    // The upstream session ends by itself (a stream dropped): the next request opens a new one, told both.
+    connector.breakSession('u1');
+    await new Promise((resolve) => setImmediate(resolve));
+    connector.calls.length = 0;
+    expect(await engine.request(record, req('resources/list'), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    await vi.waitFor(() => expect(connector.opened).toHaveLength(2));
+    await vi.waitFor(() =>
+      expect(connector.calls.filter((call) => call.method === 'resources/subscribe').map((call) => (call.params as { uri?: string } | undefined)?.uri).sort()).toEqual(['mem://a', 'mem://b']),
+    );
+  });
+
   it('goes on passing on updates of a subscription the store could not record when another replica\'s write reloads this one\'s copy', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'mem')], () => undefined);

@@ -2979,7 +2979,7 @@ export class SessionEngine {
 
   /**
    * Tells a new upstream session what the agent had set on the one it replaces: its resource subscriptions on this
-   * upstream and its log level, each only if the new session's initialize advertised the capability
+   * upstream (the record's, and those this replica holds that the store could not record) and its log level, each only if the new session's initialize advertised the capability
    * (`resources.subscribe`, `logging`). Best effort, all in parallel within listTimeoutMs (the requests that wait for
    * the session wait no longer); failures are logged and leave the record as it is. `record`: the record to take them
    * from (undefined: read it from the store, past any cache).
@@ -2991,7 +2991,12 @@ export class SessionEngine {
       const source = record ?? (await untilAborted(this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id), signal)) ?? live.record;
       const capabilities = session.info.capabilities;
       const resources = capabilities['resources'];
-      const uris = isObject(resources) && resources['subscribe'] === true ? (source.subscriptions?.[config.id] ?? []) : [];
+      // With the subscriptions this replica holds that the store could not record (`unrecorded`): the upstream took
+      // them, and the agent still has them.
+      const held = source.subscriptions?.[config.id] ?? [];
+      const local: string[] = [];
+      for (const [uri, on] of live.unrecorded) if (on === config.id && !held.includes(uri)) local.push(uri);
+      const uris = isObject(resources) && resources['subscribe'] === true ? (local.length === 0 ? held : [...held, ...local]) : [];
       const level = isObject(capabilities['logging']) ? source.logLevel : undefined;
       const sent: Promise<unknown>[] = uris.map((uri) => session.request('resources/subscribe', { uri }, { signal, timeoutMs }));
       if (level !== undefined) sent.push(session.request('logging/setLevel', { level }, { signal, timeoutMs }));
