@@ -28,6 +28,9 @@ function startRotatingServer(): Server {
     if (req.url?.startsWith('/many/')) {
       // As many tools as one test takes of a kind (5,000), never changing.
       for (let i = 0; i < 5_000; i++) server.registerTool(`many_${i}`, { description: 'one of very many' }, () => ({ content: [] }));
+    } else if (req.url?.startsWith('/steady/')) {
+      // One tool, always the same (its description changed under `/steady/changed`).
+      server.registerTool('forecast', { description: req.url.startsWith('/steady/changed') ? 'Weather, and more' : 'Weather' }, () => ({ content: [] }));
     } else if (req.url?.startsWith('/wide/')) {
       // Another path: 250 tools that never change.
       for (let i = 0; i < 250; i++) server.registerTool(`wide_${String(i).padStart(3, '0')}`, { description: 'one of many' }, () => ({ content: [] }));
@@ -71,6 +74,25 @@ async function tenantWithUpstream(target = url, toolApproval: 'trust_on_first_us
   const rows = () => cp.system.upstreamTool.findMany({ where: { tenantId: t.id, upstreamId: upstream.id }, select: { name: true, removedAt: true } });
   return { tenantId: t.id, admin, upstreamId: upstream.id, path: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, tools: `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/tools`, stored, rows };
 }
+
+describe('test connection of a blocked definition', () => {
+  it('keeps it blocked whether the upstream still advertises it as it was or changed it', async () => {
+    const held = await tenantWithUpstream(rotatingUrl.replace(/\/mcp$/, '/steady/mcp'));
+    const status = async () =>
+      (await cp.system.upstreamTool.findFirstOrThrow({ where: { tenantId: held.tenantId, upstreamId: held.upstreamId, name: 'forecast' }, select: { status: true } })).status;
+    expect((await cp.request('POST', held.path, { token: held.admin.token })).status).toBe(200);
+    expect(await status()).toBe('approved');
+    // Blocked (in the database: ADR 0013, no API sets it yet); the gateway hides and refuses it.
+    await cp.system.upstreamTool.updateMany({ where: { tenantId: held.tenantId, upstreamId: held.upstreamId, name: 'forecast' }, data: { status: 'blocked' } });
+    expect((await cp.request('POST', held.path, { token: held.admin.token })).status).toBe(200);
+    expect(await status()).toBe('blocked');
+    await cp.system.upstream.update({ where: { id: held.upstreamId }, data: { url: rotatingUrl.replace(/\/mcp$/, '/steady/changed/mcp') } });
+    const retested = await cp.request('POST', held.path, { token: held.admin.token });
+    expect(retested.status).toBe(200);
+    expect(retested.json['discovered']).toMatchObject({ changed: 1 });
+    expect(await status()).toBe('blocked');
+  });
+});
 
 describe('test connection', () => {
   it('runs at most four at once per tenant (429 beyond), without holding back other tenants', async () => {

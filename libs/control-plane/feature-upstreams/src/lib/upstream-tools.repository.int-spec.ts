@@ -41,7 +41,7 @@ describe('UpstreamToolsRepository', () => {
     expect(row).toMatchObject({ status: 'pending', approvedHash: null, contentHash: 'h1' });
 
     // A newer test connection stored another definition after the admin read h1: approving h1 must fail.
-    await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { ...definition, description: 'Weather v2' }, contentHash: 'h2', matchesApproved: false }, now));
+    await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { ...definition, description: 'Weather v2' }, contentHash: 'h2', matchesApproved: false, blocked: false }, now));
     expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, { id, contentHash: 'h1', definition }, newId(), now))).toBe(false);
     const current = await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id));
     expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, present(current, 'the stored tool'), newId(), now))).toBe(true);
@@ -63,7 +63,7 @@ describe('UpstreamToolsRepository', () => {
     expect(await withTenant(db, a.id, (tx) => repository.find(a.id, tx, upstreamId, id))).toBeNull();
     expect(await withTenant(db, a.id, (tx) => repository.list(a.id, tx, upstreamId))).toEqual([]);
     expect(await withTenant(db, a.id, (tx) => repository.approve(a.id, tx, { id, contentHash: 'hb', definition }, newId(), now))).toBe(false);
-    await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { hijacked: true }, contentHash: 'hx', matchesApproved: true }, now));
+    await withTenant(db, a.id, (tx) => repository.recordSeen(a.id, tx, id, { definition: { hijacked: true }, contentHash: 'hx', matchesApproved: true, blocked: false }, now));
     await withTenant(db, a.id, (tx) => repository.markRemoved(a.id, tx, [id], now));
     await withTenant(db, a.id, (tx) => repository.recordSeenUnchanged(a.id, tx, [id], new Date(0)));
     expect(await withTenant(db, a.id, (tx) => repository.connectionSecrets(a.id, tx, upstreamId))).toBeNull();

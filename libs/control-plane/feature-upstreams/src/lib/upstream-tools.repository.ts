@@ -115,12 +115,15 @@ export class UpstreamToolsRepository {
     }
   }
 
-  /** The upstream advertises the item (again): store what it advertises now and whether that is the approved one. */
+  /**
+   * The upstream advertises the item (again): store what it advertises now and whether that is the approved one. A
+   * blocked item (`blocked`) stays blocked.
+   */
   async recordSeen(
     tenantId: TenantId,
     tx: TenantTransaction,
     id: string,
-    seen: { readonly definition: Prisma.InputJsonValue; readonly contentHash: string; readonly matchesApproved: boolean },
+    seen: { readonly definition: Prisma.InputJsonValue; readonly contentHash: string; readonly matchesApproved: boolean; readonly blocked: boolean },
     now: Date,
   ): Promise<void> {
     await tx.upstreamTool.updateMany({
@@ -128,7 +131,7 @@ export class UpstreamToolsRepository {
       data: {
         definition: seen.definition,
         contentHash: seen.contentHash,
-        status: seen.matchesApproved ? 'approved' : 'pending',
+        status: seen.blocked ? 'blocked' : seen.matchesApproved ? 'approved' : 'pending',
         lastSeenAt: now,
         removedAt: null,
       },

@@ -278,13 +278,15 @@ export class UpstreamToolsService {
         continue;
       }
       const matchesApproved = row.approvedHash === item.hash;
-      if (row.contentHash === item.hash && row.removedAt === null && row.status === (matchesApproved ? 'approved' : 'pending')) {
+      // Blocked stays blocked, whatever the upstream advertises now: a test connection never lifts an administrator's block.
+      const blocked = row.status === 'blocked';
+      if (row.contentHash === item.hash && row.removedAt === null && (blocked || row.status === (matchesApproved ? 'approved' : 'pending'))) {
         unchanged.push(row.id);
         continue;
       }
       // A definition that moved since the last test (or came back): enforcement changes, whichever way it moved.
       if (row.contentHash !== item.hash || row.removedAt !== null) counts.changed++;
-      await this.tools.recordSeen(tenantId, tx, row.id, { definition, contentHash: item.hash, matchesApproved }, now);
+      await this.tools.recordSeen(tenantId, tx, row.id, { definition, contentHash: item.hash, matchesApproved, blocked }, now);
     }
     await this.tools.createMany(tenantId, tx, upstream.id, created, now);
     await this.tools.recordSeenUnchanged(tenantId, tx, unchanged, now);
