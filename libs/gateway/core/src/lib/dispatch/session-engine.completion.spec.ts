@@ -1,20 +1,16 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import type { Principal } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
 import { GATEWAY_RPC } from '../http/gateway-error';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { GatewayRequestError, SessionEngine } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
 
 describe('completion/complete on a prompt', () => {
   it('is admitted on the arguments it states: its context and the argument being completed', async () => {

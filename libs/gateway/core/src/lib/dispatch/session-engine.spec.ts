@@ -1756,14 +1756,19 @@ describe('SessionEngine: resource updates only for the subscriptions the session
       method === 'resources/list' ? { resources: [{ uri: 'mem://a', name: 'a' }, { uri: 'mem://b', name: 'b' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {},
   };
 
-  it('goes on passing on updates of a subscription the store could not record once a later write succeeds, which records it', async () => {
+  /** One engine over the `subscribable` upstream and a `FlakyStore`, with a session open. */
+  async function flakyStoreSession() {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'mem')], () => undefined);
     const connector = new FakeConnector({ u1: subscribable });
     const sessions = new FlakyStore();
     const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
     engines.push(engine);
-    const record = await openSession(engine);
+    return { engine, connector, sessions, record: await openSession(engine) };
+  }
+
+  it('goes on passing on updates of a subscription the store could not record once a later write succeeds, which records it', async () => {
+    const { engine, connector, sessions, record } = await flakyStoreSession();
     const toAgent: unknown[] = [];
     engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
     const stored = () => sessions.records.get(record.id)?.subscriptions ?? {};
@@ -1789,13 +1794,7 @@ describe('SessionEngine: resource updates only for the subscriptions the session
   });
 
   it('tells a new upstream session of a subscription the store could not record, with those it holds', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'mem')], () => undefined);
-    const connector = new FakeConnector({ u1: subscribable });
-    const sessions = new FlakyStore();
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
-    const record = await openSession(engine);
+    const { engine, connector, sessions, record } = await flakyStoreSession();
     expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     sessions.failures = 1;
     expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://b' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });

@@ -1,10 +1,10 @@
 import { createLogger } from '@portcullis/shared/util-logger';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { MemoryTaskRouteStore, TaskRouteError, UpstreamRpcError, type JsonRpcMessage, type JsonRpcRequest, type Principal, type TaskRouteStore, type UpstreamConfig } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { GatewayRequestError, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
@@ -12,13 +12,8 @@ import { RELATED_TASK } from './tasks';
 const alice: Principal = { tenantId: 't1', kind: 'agent_client', id: 'alice' };
 const bob: Principal = { tenantId: 't1', kind: 'agent_client', id: 'bob' };
 const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
 const initialize = (protocolVersion = '2025-11-25') => req('initialize', { protocolVersion, capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 
 /**

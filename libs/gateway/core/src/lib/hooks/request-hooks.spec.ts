@@ -1,10 +1,10 @@
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import type { Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { GatewayRequestError, SessionEngine } from '../dispatch/session-engine';
 import { NO_STREAM } from '../dispatch/sinks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import {
   composeHooks,
   type Admission,
@@ -15,18 +15,8 @@ import {
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({
-  jsonrpc: '2.0',
-  id: nextId++,
-  method,
-  ...(params ? { params } : {}),
-});
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
 const init = () =>
   req('initialize', {
     protocolVersion: '2025-06-18',

@@ -1,3 +1,4 @@
+import { afterEach } from 'vitest';
 import type {
   JsonRpcNotification,
   JsonRpcRequest,
@@ -218,4 +219,19 @@ export class MemorySessionStore implements SessionStore {
     this.records.set(id, updated);
     return { changed: true, record: updated };
   }
+}
+
+/** Spec helper: a list for the engines a spec file makes, each shut down after every test. Call once, at the top. */
+export function shutDownAfterEach<E extends { shutdown(): Promise<void> }>(): E[] {
+  const engines: E[] = [];
+  afterEach(async () => {
+    await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+  });
+  return engines;
+}
+
+/** Spec helper: makes JSON-RPC requests with ids counting up from 1 (one counter a call). */
+export function requestMaker(): (method: string, params?: Record<string, unknown>) => JsonRpcRequest {
+  let nextId = 1;
+  return (method, params) => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
 }
