@@ -20,7 +20,7 @@ import { createTestTenant, waitFor, type TestTenant } from '@portcullis/shared/u
 import { Queue } from 'bullmq';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { freePort, startBuiltApp, waitForReady, type AppProcess } from '../support/app-process';
+import { freePort, startBuiltApp, waitForExit, waitForReady, type AppProcess } from '../support/app-process';
 
 // The real path: a BullMQ producer -> Redis -> the built audit-worker process -> Postgres (as the
 // row-level-security role), then the stored chain is verified from the rows.
@@ -32,6 +32,8 @@ let db: SystemPrismaClient;
 let tenant: TestTenant;
 let retained: TestTenant;
 const exportDir = mkdtempSync(path.join(os.tmpdir(), 'audit-exports-e2e-'));
+/** The worker's signing key pair, made with the operator's command (`npm run audit:keygen`). */
+const keyPrefix = path.join(exportDir, 'signing');
 
 function event(overrides: Partial<JobPayload<'audit.event.ingest'>> = {}): JobPayload<'audit.event.ingest'> {
   return {
@@ -80,6 +82,8 @@ beforeAll(async () => {
     ...Array.from({ length: 3 }, () => sampleAuditEvent(retained.id)),
   ]);
   await app.$disconnect();
+  const made = await runAuditCli(['keygen', '--out', keyPrefix], {}, { out: () => undefined, err: (line) => console.error(line) });
+  if (made !== 0) throw new Error('audit keygen failed');
   const port = await freePort();
   healthPort = port;
   worker = startBuiltApp('audit-worker', {
@@ -94,6 +98,8 @@ beforeAll(async () => {
     AUDIT_RETRY_BASE_MS: '50',
     AUDIT_OUTBOX_EVERY_MS: '200',
     AUDIT_OUTBOX_GRACE_MS: '1000',
+    AUDIT_SIGNING_KEY_FILE: `${keyPrefix}.key`,
+    AUDIT_ANCHOR_EVERY_MS: '200',
   });
   await waitForReady(`http://127.0.0.1:${port}/readyz`, worker);
   queue = new Queue(QUEUES.audit, { connection: { url: inject('redisUrl') }, prefix });
@@ -414,6 +420,66 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       await tasks.close();
       await app.$disconnect();
     }
+  });
+
+  it('signs chain heads with its key: the chain verifies as anchored with the public key, and an export carries the proof', async () => {
+    const anchoredTenant = await createTestTenant(db);
+    const app = createPrismaClient({ url: inject('databaseUrl') });
+    try {
+      await queue.addBulk(Array.from({ length: 4 }, () => {
+        const e = event({ tenantId: anchoredTenant.id });
+        return { name: 'audit.event.ingest', data: e, opts: { jobId: jobIdFor('audit.event.ingest', e) } };
+      }));
+      const anchor = await waitFor(
+        async () => (await db.auditAnchor.findFirst({ where: { tenantId: anchoredTenant.id, seq: 4n } })) ?? undefined,
+        { timeoutMs: 20_000, description: 'the head of 4 events signed' },
+      );
+      const head = await db.auditChainHead.findUniqueOrThrow({ where: { tenantId: anchoredTenant.id } });
+      expect(anchor.hash).toBe(head.lastHash);
+
+      const lines: string[] = [];
+      const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
+      const env = { DATABASE_SYSTEM_URL: inject('systemDatabaseUrl') };
+      expect(await runAuditCli(['verify', '--tenant', anchoredTenant.slug, '--public-key', `${keyPrefix}.pub`], env, io)).toBe(0);
+      expect(lines.join('\n')).toContain(`ANCHORED ${anchoredTenant.slug}: 1 signed anchor(s) match; proven through seq 4`);
+
+      const tasks = new Queue(AUDIT_TASKS_QUEUE, { connection: { url: inject('redisUrl') }, prefix });
+      try {
+        const { exportId } = await requestAuditExport(app, anchoredTenant.id, { format: 'csv', filters: {}, requestedById: null }, (name, data, opts) => tasks.add(name, data, opts));
+        const row = await waitFor(
+          async () => {
+            const r = await db.auditExport.findUnique({ where: { id: exportId } });
+            return r?.status === 'completed' ? r : undefined;
+          },
+          { timeoutMs: 20_000, description: 'export completed' },
+        );
+        const manifestPath = path.join(exportDir, 'anchored-manifest.json');
+        writeFileSync(manifestPath, JSON.stringify(row.manifest));
+        lines.length = 0;
+        expect(await runAuditCli(['verify', '--export', row.filePath ?? '', '--manifest', manifestPath, '--public-key', `${keyPrefix}.pub`], env, io)).toBe(0);
+        expect(lines.join('\n')).toContain('NOTE rows through seq 4 proven by the anchor at seq 4');
+      } finally {
+        await tasks.close();
+      }
+    } finally {
+      await app.$disconnect();
+    }
+  });
+
+  it('refuses to start with a signing key file that is no Ed25519 key, naming the file and not its content', async () => {
+    const badKey = path.join(exportDir, 'bad.key');
+    writeFileSync(badKey, 'SUPER-SECRET-NOT-A-KEY', { mode: 0o600 });
+    const broken = startBuiltApp('audit-worker', {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: inject('redisUrl'),
+      AUDIT_WORKER_HEALTH_PORT: String(await freePort()),
+      QUEUE_PREFIX: `${prefix}-bad`,
+      DATABASE_SYSTEM_URL: inject('systemDatabaseUrl'),
+      AUDIT_SIGNING_KEY_FILE: badKey,
+    });
+    expect(await waitForExit(broken, 20_000)).toBe(1);
+    expect(broken.output()).toContain(`AUDIT_SIGNING_KEY_FILE ${badKey}: the audit signing key is not a PEM private key`);
+    expect(broken.output()).not.toContain('SUPER-SECRET');
   });
 
   it('serves Prometheus metrics on its probe port: events stored, retries and dead letters since start, queue backlog', async () => {

@@ -3,7 +3,7 @@
 // database, builds every app, starts them, waits until each /readyz is green, and prints where to go.
 // Ctrl-C (or SIGTERM) stops every app gracefully.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pollReady } from './lib/harness.mjs';
@@ -32,6 +32,18 @@ function localSecrets() {
 }
 const secrets = localSecrets();
 
+/** The audit worker's development signing key (tmp/audit-signing.key, its public half beside it as .pub). */
+function localAuditSigningKey() {
+  const file = path.join(repoRoot, 'tmp/audit-signing.key');
+  if (!existsSync(file)) {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    writeFileSync(path.join(repoRoot, 'tmp/audit-signing.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
+  }
+  return file;
+}
+
 const env = {
   LOG_LEVEL: 'info',
   DATABASE_ADMIN_URL: 'postgresql://postgres@127.0.0.1:5432/portcullis',
@@ -53,6 +65,8 @@ const env = {
   // The control plane seals upstream secrets with this keyring and the gateway opens them with it.
   CONTROL_PLANE_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
   GATEWAY_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
+  // Chain heads signed (audit:verify -- --public-key tmp/audit-signing.pub checks them).
+  AUDIT_SIGNING_KEY_FILE: localAuditSigningKey(),
   GATEWAY_METRICS_PORT: '3201',
   CONTROL_PLANE_METRICS_PORT: '3101',
   ...process.env,

@@ -9,13 +9,14 @@ import {
   type SystemPrismaClient,
 } from '@portcullis/data/db-nest';
 import { RedisModule } from '@portcullis/shared/nest-runtime';
+import type { AuditAnchorSigner } from '@portcullis/audit/chain';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { AuditWorkerConfig } from './config';
 
 /** Composition only: the audit pipeline over Postgres and Redis. */
 @Module({})
 export class AppModule {
-  static forRoot(config: AuditWorkerConfig, logger: Logger): DynamicModule {
+  static forRoot(config: AuditWorkerConfig, logger: Logger, signer: AuditAnchorSigner | null = null): DynamicModule {
     return {
       module: AppModule,
       imports: [
@@ -46,6 +47,7 @@ export class AppModule {
               exportTtlMs: config.exports.ttlMs,
               retentionEveryMs: config.retention.everyMs,
               outbox: config.outbox,
+              ...(signer ? { anchors: { signer, everyMs: config.anchors.everyMs } } : {}),
             }),
           },
         }),

@@ -24,4 +24,14 @@ describe('audit worker config', () => {
     const config = parseConfig(auditWorkerConfigSchema, { ...base, NODE_ENV: 'production', DATABASE_SYSTEM_URL: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis' });
     expect(config.database.systemUrl).toContain('portcullis_system');
   });
+
+  it('signs chain heads every minute with the key file given, and takes no interval below 100 ms', () => {
+    expect(parseConfig(auditWorkerConfigSchema, base).anchors).toEqual({ signingKeyFile: null, everyMs: 60_000 });
+    expect(parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_SIGNING_KEY_FILE: '/run/secrets/audit.key', AUDIT_ANCHOR_EVERY_MS: '5000' }).anchors).toEqual({
+      signingKeyFile: '/run/secrets/audit.key',
+      everyMs: 5_000,
+    });
+    expect(() => parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_ANCHOR_EVERY_MS: '10' })).toThrow(ConfigError);
+    expect(() => parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_SIGNING_KEY_FILE: '' })).toThrow(ConfigError);
+  });
 });

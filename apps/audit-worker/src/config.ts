@@ -46,6 +46,14 @@ export const auditWorkerConfigSchema = z
     /** How often control-plane events left in the outbox are looked for, and how old one must be to be taken. */
     AUDIT_OUTBOX_EVERY_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
     AUDIT_OUTBOX_GRACE_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
+    /**
+     * An Ed25519 private key (PKCS#8 PEM) the worker signs tenant chain heads with (`npm run audit:keygen` makes one).
+     * Keep it out of the database's reach: the signatures prove the trail to whoever holds the public key, even against
+     * someone who can rewrite the database. Without it heads are not signed (logged at start).
+     */
+    AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
+    /** How often chain heads that moved are signed: what is newer than the last anchor rests on the chain alone. */
+    AUDIT_ANCHOR_EVERY_MS: z.coerce.number().int().min(100).max(86_400_000).default(60_000),
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(15_000),
   })
@@ -73,6 +81,7 @@ export const auditWorkerConfigSchema = z
     exports: { dir: env.AUDIT_EXPORT_DIR, ttlMs: env.AUDIT_EXPORT_TTL_DAYS * 86_400_000 },
     retention: { everyMs: env.AUDIT_RETENTION_EVERY_MS },
     outbox: { everyMs: env.AUDIT_OUTBOX_EVERY_MS, graceMs: env.AUDIT_OUTBOX_GRACE_MS },
+    anchors: { signingKeyFile: env.AUDIT_SIGNING_KEY_FILE ?? null, everyMs: env.AUDIT_ANCHOR_EVERY_MS },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
   }));

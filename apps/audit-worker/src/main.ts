@@ -15,6 +15,7 @@ import { AuditIngestWorker } from '@portcullis/audit/pipeline';
 import { AppModule } from './app.module';
 import { auditWorkerConfigSchema } from './config';
 import { createWorkerMetrics } from './metrics';
+import { loadAuditSigner } from './signing-key';
 
 const config = loadConfigOrExit('audit-worker', auditWorkerConfigSchema);
 const logger = createLogger({ service: 'audit-worker', level: config.log.level });
@@ -22,7 +23,8 @@ const logger = createLogger({ service: 'audit-worker', level: config.log.level }
 // No HTTP API: a Nest application context for the queue consumer, plus a probe server for /healthz, /readyz and
 // /metrics (Prometheus) only.
 void runOrExit(logger, async () => {
-  const app = await NestFactory.createApplicationContext(AppModule.forRoot(config, logger), {
+  const signer = config.anchors.signingKeyFile === null ? null : loadAuditSigner(config.anchors.signingKeyFile, logger);
+  const app = await NestFactory.createApplicationContext(AppModule.forRoot(config, logger, signer), {
     logger: new PinoNestLogger(logger),
   });
   let shuttingDown = false;

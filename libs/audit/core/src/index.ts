@@ -1,3 +1,5 @@
+export { anchorAuditChains, anchorsBetween, latestAnchor } from './lib/audit-anchors';
+export type { AnchorChainsOptions, AnchorChainsResult } from './lib/audit-anchors';
 export { AuditBatcher } from './lib/audit-batcher';
 export type { AuditBatcherOptions, AuditEventFailure, AuditSubmitResult } from './lib/audit-batcher';
 export { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId } from './lib/audit-dlq';
@@ -13,7 +15,7 @@ export { sampleAuditEvent } from './lib/testing';
 export { AUDIT_CLI_USAGE, runAuditCli } from './lib/audit-cli';
 export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';
 export { CHAIN_HEAD_SQL, verifyTenantChain } from './lib/verify-tenant-chain';
-export type { ChainHeadRow, ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
+export type { AnchorsChecked, ChainHeadRow, ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
 export { CsvRowParser, encodeCell, encodeRow } from './lib/audit-csv';
 export { auditExportFilters, CSV_COLUMNS, ExportCancelledError, ExportInterruptedError, exportAuditEvents, verifyExportFile } from './lib/audit-export';
 export type {
@@ -23,6 +25,7 @@ export type {
   ExportAuditEventsOptions,
   ExportResult,
   ExportVerdict,
+  VerifyExportOptions,
 } from './lib/audit-export';
 export {
   AUDIT_TASK_JOBS,

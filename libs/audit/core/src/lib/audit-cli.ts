@@ -1,4 +1,7 @@
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { auditKeyId, auditVerificationKeys, AuditKeyError } from '@portcullis/audit/chain';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { AuditDlq } from './audit-dlq';
 import { verifyTenantChain } from './verify-tenant-chain';
@@ -25,11 +28,31 @@ export const AUDIT_CLI_USAGE = `Usage:
   audit dlq replay [--id ID ...]                  put them (all, or the given DLQ/job ids) back on the audit queue
   audit verify --tenant SLUG                      verify a tenant's hash chain in Postgres
   audit verify --export FILE --manifest FILE      verify an export file offline against its manifest
+    [--public-key FILE]                           also check the signed anchors with the worker's public key(s)
+                                                  (a PEM file of one or more PUBLIC KEY blocks)
+  audit keygen --out PREFIX                       make an Ed25519 key pair for signing chain heads: PREFIX.key
+                                                  (private, mode 600: AUDIT_SIGNING_KEY_FILE) and PREFIX.pub
 
 Environment: REDIS_URL, QUEUE_PREFIX (BullMQ prefix, as the worker's), DATABASE_SYSTEM_URL (portcullis_system).
 Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error.`;
 
 class UsageError extends Error {}
+
+/** The verification keys in `file`; a file that cannot be read or holds no usable key is the caller's mistake. */
+async function readKeys(file: string): Promise<ReadonlyMap<string, KeyObject>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`--public-key ${file}: ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  try {
+    return auditVerificationKeys(text);
+  } catch (error) {
+    if (error instanceof AuditKeyError) throw new UsageError(`--public-key ${file}: ${error.message}`);
+    throw error;
+  }
+}
 
 async function withSystemDb<T>(env: AuditCliEnv, fn: (db: SystemPrismaClient) => Promise<T>): Promise<T> {
   const db = createSystemPrismaClient({
@@ -90,12 +113,18 @@ async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Pro
 async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { tenant: { type: 'string' }, export: { type: 'string' }, manifest: { type: 'string' } },
+    options: {
+      tenant: { type: 'string' },
+      export: { type: 'string' },
+      manifest: { type: 'string' },
+      'public-key': { type: 'string' },
+    },
   });
+  const keys = values['public-key'] === undefined ? undefined : await readKeys(values['public-key']);
   if (values.export !== undefined || values.manifest !== undefined) {
     if (!values.export || !values.manifest) throw new UsageError('--export and --manifest go together');
     const { verifyExportFile } = await import('./audit-export');
-    const report = await verifyExportFile(values.export, values.manifest);
+    const report = await verifyExportFile(values.export, values.manifest, keys ? { keys } : {});
     if (report.ok) {
       io.out(
         `OK export ${values.export}: ${report.rows} row(s), sha256 ${report.sha256}, chain ${report.chain}`,
@@ -114,12 +143,22 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
       io.err(`no tenant with slug ${slug}`);
       return 1;
     }
-    const report = await verifyTenantChain(db, tenant.id);
+    const report = await verifyTenantChain(db, tenant.id, keys ? { keys } : {});
     if (report.ok) {
       const from = report.fromSeq === '0' ? '' : ` (from retention checkpoint seq ${report.fromSeq})`;
       io.out(
         `OK ${slug}: ${report.checked} event(s)${from}, last seq ${report.lastSeq}, last hash ${report.lastHash ?? '-'}`,
       );
+      if (report.anchors) {
+        const last = report.anchors.last;
+        io.out(
+          last
+            ? `ANCHORED ${slug}: ${report.anchors.checked} signed anchor(s) match; proven through seq ${last.seq} (signed ${last.signedAt}, key ${last.keyId})${last.seq === report.lastSeq ? '' : `; seq ${BigInt(last.seq) + 1n}..${report.lastSeq} not signed yet`}`
+            : `UNANCHORED ${slug}: no signed anchor; the chain is consistent, not proven`,
+        );
+        // Asked for proof, and events that no anchor covers at all: not proven (anchors removed, or none signed yet).
+        if (!last && report.checked > 0) return 1;
+      }
       return 0;
     }
     const { id, seq, problem } = report.brokenAt;
@@ -128,6 +167,24 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
     );
     return 1;
   });
+}
+
+/** Writes a new Ed25519 key pair; never overwrites a file (a lost signing key cannot be made again). */
+async function keygenCommand(args: string[], io: AuditCliIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { out: { type: 'string' } } });
+  if (!values.out) throw new UsageError('keygen needs --out PREFIX');
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const keyFile = `${values.out}.key`;
+  const pubFile = `${values.out}.pub`;
+  try {
+    await writeFile(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+    await writeFile(pubFile, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644, flag: 'wx' });
+  } catch (error) {
+    io.err(`not written: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? `${(error as NodeJS.ErrnoException).path ?? 'a file'} exists` : (error as Error).message}`);
+    return 1;
+  }
+  io.out(`wrote ${keyFile} (AUDIT_SIGNING_KEY_FILE, keep it from the database's administrators) and ${pubFile} (for audit:verify --public-key); key id ${auditKeyId(publicKey)}`);
+  return 0;
 }
 
 /** `npm run audit:<command> -- ...`. Returns the process exit code. */
@@ -143,6 +200,8 @@ export async function runAuditCli(
         return await dlqCommand(rest, env, io);
       case 'verify':
         return await verifyCommand(rest, env, io);
+      case 'keygen':
+        return await keygenCommand(rest, io);
       default:
         throw new UsageError(command ? `unknown command ${command}` : 'no command');
     }

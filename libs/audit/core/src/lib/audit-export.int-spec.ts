@@ -86,6 +86,7 @@ describe('audit export (real Postgres, application role)', () => {
         sha256: manifest.sha256,
         chain: `seq 0..40 complete, head hash ${manifest.chainRange.headHash}`,
         anchor: expect.stringContaining(`hash at seq 40`),
+        anchored: null,
       });
       const { code, text } = await cli('verify', '--export', outPath, '--manifest', manifestPath);
       expect(code).toBe(0);

@@ -1,13 +1,20 @@
-import { AUDIT_HASH_VERSION, computeAuditHash, type StoredChainLink } from '@portcullis/audit/chain';
+import {
+  AUDIT_HASH_VERSION,
+  computeAuditHash,
+  verifyAnchorSignature,
+  type AuditAnchor,
+  type StoredChainLink,
+} from '@portcullis/audit/chain';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { z } from 'zod';
+import { latestAnchor } from './audit-anchors';
 import { CsvRowParser, encodeRow } from './audit-csv';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 
@@ -52,6 +59,11 @@ export interface AuditExportManifest {
   };
   /** True when no filter applied: rows are consecutive links and the whole range can be re-verified offline. */
   readonly contiguous: boolean;
+  /**
+   * The newest signed anchor within the chain range when the export was written (null: none yet; absent in manifests
+   * from before anchors). With the worker's public key it proves the rows up to its seq offline (docs/audit.md).
+   */
+  readonly anchor?: AuditAnchor | null;
 }
 
 /** CSV header: one column per chained field, plus the stored time and the links. */
@@ -319,6 +331,10 @@ export async function exportAuditEvents(
 
   const sha256 = digest.digest('hex');
   const file = path.basename(options.outPath);
+  // Read after the rows: the newest anchor at or before the head, also one the worker signed while the export read.
+  const anchor = await withTenant(db, tenantId, (tx) =>
+    latestAnchor(tx, tenantId, { afterSeq: fromSeq, atOrBeforeSeq: BigInt(head.last_seq) }),
+  );
   const manifest: AuditExportManifest = {
     manifestVersion: EXPORT_MANIFEST_VERSION,
     hashVersion: AUDIT_HASH_VERSION,
@@ -340,6 +356,7 @@ export async function exportAuditEvents(
       headHash: head.last_hash,
     },
     contiguous,
+    anchor: anchor ?? null,
   };
   const sha256Path = `${options.outPath}.sha256`;
   const manifestPath = `${options.outPath}.manifest.json`;
@@ -360,8 +377,19 @@ export type ExportVerdict =
        * chain, or with the manifest the API serves, shows the rows are the trail's.
        */
       readonly anchor: string;
+      /** The signed anchor that proves the rows up to its seq, when verification keys were given and it did. */
+      readonly anchored: AuditAnchor | null;
     }
   | { readonly ok: false; readonly problem: string };
+
+export interface VerifyExportOptions {
+  /**
+   * The audit worker's Ed25519 public keys by key id (`auditVerificationKeys`). With them the manifest's signed anchor
+   * is checked: its signature, and (unfiltered exports) the hash of the row at its seq. An export without a valid
+   * anchor then fails: the caller asked for proof, not consistency.
+   */
+  readonly keys?: ReadonlyMap<string, KeyObject>;
+}
 
 /**
  * Offline check of an export against its manifest: the file's SHA-256, its row count, every row's own hash (its
@@ -373,7 +401,11 @@ export type ExportVerdict =
  * verdict of `ok` is anchored by comparing the manifest's `chainRange.headHash` with the live chain or with the
  * manifest the API serves (`anchor` says so).
  */
-export async function verifyExportFile(filePath: string, manifestPath: string): Promise<ExportVerdict> {
+export async function verifyExportFile(
+  filePath: string,
+  manifestPath: string,
+  options: VerifyExportOptions = {},
+): Promise<ExportVerdict> {
   let manifest: AuditExportManifest;
   try {
     manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as AuditExportManifest;
@@ -393,6 +425,9 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
   let prev: StoredChainLink | undefined;
   let first: StoredChainLink | undefined;
   let problem: string | undefined;
+  const anchorSeq = isAnchor(manifest.anchor) ? manifest.anchor.seq : undefined;
+  /** The file's row at the anchor's seq, if it holds one. */
+  let anchorRow: StoredChainLink | undefined;
   const csv = new CsvRowParser();
   let pendingLine = '';
 
@@ -400,6 +435,7 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
     if (problem) return;
     rows += 1;
     first ??= link;
+    if (link.seq === anchorSeq) anchorRow = link;
     if (link.tenantId !== manifest.tenantId)
       problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
     else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
@@ -490,11 +526,59 @@ export async function verifyExportFile(filePath: string, manifestPath: string): 
   const chain = manifest.contiguous
     ? `seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq} complete, head hash ${manifest.chainRange.headHash ?? '-'}`
     : `filtered subset of seq ${manifest.chainRange.fromSeq}..${manifest.chainRange.headSeq}, every row's hash verified`;
+  if (options.keys) {
+    const proven = checkAnchor(manifest, anchorRow, options.keys);
+    if (!proven.ok) return proven;
+    return { ok: true, rows, sha256, chain, anchor: proven.note, anchored: proven.anchored };
+  }
   const unanchored = 'file and manifest agree with each other, which a copy rewritten together with its manifest can too';
+  const signed = anchorSeq === undefined ? '' : ` (the manifest carries an anchor signed at seq ${anchorSeq}: give the worker's public key to check it)`;
   const anchor = manifest.contiguous
-    ? `${unanchored}; to anchor it, the live chain's hash at seq ${manifest.chainRange.headSeq} (audit:verify --tenant, or the audit API) or the headHash of the manifest the API serves must be ${manifest.chainRange.headHash ?? '-'}`
+    ? `${unanchored}; to anchor it, the live chain's hash at seq ${manifest.chainRange.headSeq} (audit:verify --tenant, or the audit API) or the headHash of the manifest the API serves must be ${manifest.chainRange.headHash ?? '-'}${signed}`
     : `${unanchored}; to anchor it, compare the rows' hashes with the live chain (the audit API's events) or the manifest with the one the API serves`;
-  return { ok: true, rows, sha256, chain, anchor };
+  return { ok: true, rows, sha256, chain, anchor, anchored: null };
+}
+
+function isAnchor(value: unknown): value is AuditAnchor {
+  if (typeof value !== 'object' || value === null) return false;
+  const a = value as Record<string, unknown>;
+  return ['tenantId', 'seq', 'hash', 'signedAt', 'keyId', 'signature'].every((key) => typeof a[key] === 'string');
+}
+
+/**
+ * The manifest's anchor checked with `keys`: signed by one of them, for this tenant, within the export's chain range,
+ * and (an unfiltered export, which holds every row of the range) naming the hash of the file's row at its seq.
+ */
+function checkAnchor(
+  manifest: AuditExportManifest,
+  row: StoredChainLink | undefined,
+  keys: ReadonlyMap<string, KeyObject>,
+): { ok: true; note: string; anchored: AuditAnchor | null } | { ok: false; problem: string } {
+  const anchor = manifest.anchor;
+  if (!isAnchor(anchor)) {
+    return { ok: false, problem: 'the manifest carries no signed anchor: the export cannot be proven offline (compare its head with the live chain, or export again once the chain is anchored)' };
+  }
+  const signature = verifyAnchorSignature(anchor, keys);
+  if (signature !== 'valid') {
+    return { ok: false, problem: signature === 'unknown_key' ? `the anchor is signed with key ${anchor.keyId}, not one of the keys given` : 'the anchor\'s signature does not verify' };
+  }
+  if (anchor.tenantId !== manifest.tenantId) return { ok: false, problem: 'the anchor is for another tenant' };
+  const seq = BigInt(anchor.seq);
+  if (seq <= BigInt(manifest.chainRange.fromSeq) || seq > BigInt(manifest.chainRange.headSeq)) {
+    return { ok: false, problem: `the anchor's seq ${anchor.seq} is outside the export's chain range` };
+  }
+  const signedBy = `anchor at seq ${anchor.seq} signed ${anchor.signedAt} with key ${anchor.keyId}`;
+  if (manifest.contiguous) {
+    if (row?.hash !== anchor.hash) return { ok: false, problem: `row at seq ${anchor.seq}: anchor_mismatch (its hash is not the one the anchor signed)` };
+    const tail = seq === BigInt(manifest.chainRange.headSeq) ? '' : `; rows after it (to seq ${manifest.chainRange.headSeq}) are not signed yet: a later export or the live chain covers them`;
+    return { ok: true, note: `rows through seq ${anchor.seq} proven by the ${signedBy}${tail}`, anchored: anchor };
+  }
+  if (row !== undefined && row.hash !== anchor.hash) return { ok: false, problem: `row at seq ${anchor.seq}: anchor_mismatch (its hash is not the one the anchor signed)` };
+  return {
+    ok: true,
+    note: `the ${signedBy} is genuine, but a filtered export's rows are not linked to it: compare their hashes with the live chain (the audit API's events)`,
+    anchored: null,
+  };
 }
 
 function stripLinks(link: StoredChainLink) {

@@ -1,5 +1,7 @@
-import { verifyChain } from '@portcullis/audit/chain';
+import { verifyAnchorSignature, verifyChain, type AuditAnchor } from '@portcullis/audit/chain';
 import type { SystemPrismaClient } from '@portcullis/data/db';
+import type { KeyObject } from 'node:crypto';
+import { anchorsBetween, highestAnchoredSeq } from './audit-anchors';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 
 export type ChainProblem =
@@ -7,7 +9,19 @@ export type ChainProblem =
   | 'prev_hash_mismatch'
   | 'seq_gap'
   /** Rows are missing after the last stored one: the head says the chain is longer (tail deleted). */
-  | 'head_mismatch';
+  | 'head_mismatch'
+  /** A signed anchor names a hash the event at its seq no longer has: events at or before it were rewritten. */
+  | 'anchor_mismatch'
+  /** An anchor's signature does not verify, or names a key that is not among the verification keys. */
+  | 'anchor_invalid';
+
+/** What the signed anchors said, when verification keys were given. */
+export interface AnchorsChecked {
+  /** Anchors checked against the chain (each valid and matching). */
+  readonly checked: number;
+  /** The newest of them: the chain is proven up to its seq. Null when the tenant has no anchor yet. */
+  readonly last: AuditAnchor | null;
+}
 
 export type TenantChainReport =
   | {
@@ -19,6 +33,8 @@ export type TenantChainReport =
       readonly fromHash: string | null;
       readonly lastSeq: string;
       readonly lastHash: string | null;
+      /** Present when `keys` were given. */
+      readonly anchors?: AnchorsChecked;
     }
   | {
       readonly ok: false;
@@ -30,6 +46,11 @@ export type TenantChainReport =
 export interface VerifyTenantChainOptions {
   /** Rows per keyset page (constant memory whatever the chain length). */
   readonly batchSize?: number;
+  /**
+   * Ed25519 public keys by key id (`auditVerificationKeys`): the tenant's signed anchors are checked too, each against
+   * the event at its seq. Without them anchors are not looked at (an unchecked signature proves nothing).
+   */
+  readonly keys?: ReadonlyMap<string, KeyObject>;
 }
 
 /**
@@ -46,7 +67,7 @@ export async function verifyTenantChain(
   // Retention may move the checkpoint (deleting the rows before it) while the walk runs: a walk that then finds its
   // first rows gone starts again from the new checkpoint instead of reporting a gap that is no tampering.
   for (let attempt = 1; ; attempt++) {
-    const report = await verifyOnce(db, tenantId, options.batchSize ?? 2_000);
+    const report = await verifyOnce(db, tenantId, options.batchSize ?? 2_000, options.keys);
     if (report.ok || attempt === 3 || !(await checkpointMoved(db, tenantId, report.fromSeq))) return report.report;
   }
 }
@@ -82,7 +103,11 @@ async function verifyOnce(
   db: SystemPrismaClient,
   tenantId: string,
   batchSize: number,
+  keys: ReadonlyMap<string, KeyObject> | undefined,
 ): Promise<{ ok: boolean; fromSeq: bigint; report: TenantChainReport }> {
+  // Read before the head: an anchor is stored after the events it signs, and the head never moves back, so an anchor
+  // seen now past the head read next means events removed and the head set back below it.
+  const anchoredSeq = keys ? await highestAnchoredSeq(db, tenantId) : 0n;
   const heads = await db.$queryRawUnsafe<ChainHeadRow[]>(CHAIN_HEAD_SQL, tenantId);
   const { beyond, ...head } = heads[0] ?? { last_seq: 0n, last_hash: null, pruned_through_seq: 0n, pruned_through_hash: null, beyond: null };
   if (beyond !== null) {
@@ -92,6 +117,11 @@ async function verifyOnce(
   const from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
   const headSeq = BigInt(head.last_seq);
   const broken = (report: TenantChainReport) => ({ ok: false, fromSeq: from.seq, report });
+  if (anchoredSeq > headSeq) {
+    return broken({ ok: false, tenantId, checked: 0, brokenAt: { id: null, seq: (headSeq + 1n).toString(), problem: 'head_mismatch' } });
+  }
+  let anchorsChecked = 0;
+  let lastAnchor: AuditAnchor | null = null;
 
   let state = from;
   let checked = 0;
@@ -107,6 +137,18 @@ async function verifyOnce(
     if (rows.length === 0) break;
     const verdict = verifyChain(rows.map(linkFromRow), state);
     if (!verdict.ok) return broken({ ok: false, tenantId, checked: checked + verdict.checked, brokenAt: verdict.brokenAt });
+    if (keys) {
+      // The anchors within this page: each must be validly signed and name the hash the event at its seq has.
+      const first = BigInt((rows[0] as AuditEventRow).seq);
+      const lastSeq = BigInt((rows[rows.length - 1] as AuditEventRow).seq);
+      for (const anchor of await anchorsBetween(db, tenantId, first - 1n, lastSeq)) {
+        const row = rows[Number(BigInt(anchor.seq) - first)] as AuditEventRow;
+        const problem = verifyAnchorSignature(anchor, keys) !== 'valid' ? 'anchor_invalid' : row.hash !== anchor.hash ? 'anchor_mismatch' : undefined;
+        if (problem) return broken({ ok: false, tenantId, checked: checked + verdict.checked, brokenAt: { id: row.id, seq: anchor.seq, problem } });
+        anchorsChecked += 1;
+        lastAnchor = anchor;
+      }
+    }
     checked += verdict.checked;
     const last = rows[rows.length - 1] as AuditEventRow;
     state = { seq: BigInt(last.seq), prevHash: verdict.lastHash };
@@ -118,6 +160,15 @@ async function verifyOnce(
   return {
     ok: true,
     fromSeq: from.seq,
-    report: { ok: true, tenantId, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash },
+    report: {
+      ok: true,
+      tenantId,
+      checked,
+      fromSeq: from.seq.toString(),
+      fromHash: from.prevHash,
+      lastSeq: state.seq.toString(),
+      lastHash: state.prevHash,
+      ...(keys ? { anchors: { checked: anchorsChecked, last: lastAnchor } } : {}),
+    },
   };
 }

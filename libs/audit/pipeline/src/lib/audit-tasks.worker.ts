@@ -5,7 +5,9 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
+import type { AuditAnchorSigner } from '@portcullis/audit/chain';
 import {
+  anchorAuditChains,
   AUDIT_TASK_JOBS,
   AUDIT_TASKS_QUEUE,
   auditExportJob,
@@ -35,6 +37,11 @@ export interface AuditTasksDeps {
    * Absent: not looked for.
    */
   readonly outbox?: { readonly everyMs: number; readonly graceMs: number };
+  /**
+   * Signed anchors (needs `systemDb`): every `everyMs`, each tenant chain head that moved since its last anchor is
+   * signed with `signer` and stored. Absent: chains are not anchored (logged at start).
+   */
+  readonly anchors?: { readonly signer: AuditAnchorSigner; readonly everyMs: number };
 }
 
 /**
@@ -49,6 +56,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   private queue: Queue | undefined;
   private outboxTimer: NodeJS.Timeout | undefined;
   private outboxDrain: Promise<void> | undefined;
+  private anchorTimer: NodeJS.Timeout | undefined;
+  private anchoring: Promise<void> | undefined;
   private stopping = false;
 
   constructor(
@@ -84,6 +93,19 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
       }, outbox.everyMs);
       this.outboxTimer.unref();
     }
+    const anchors = this.deps.anchors;
+    if (this.deps.systemDb && anchors) {
+      // A plain timer on every replica: anchoring a head twice is harmless (the second is not stored).
+      this.anchorTimer = setInterval(() => {
+        this.anchoring ??= this.anchorChains().finally(() => (this.anchoring = undefined));
+      }, anchors.everyMs);
+      this.anchorTimer.unref();
+      this.logger.log(`audit chain heads are signed every ${anchors.everyMs} ms with key ${anchors.signer.keyId}`);
+    } else if (!anchors) {
+      this.logger.warn('AUDIT_SIGNING_KEY_FILE not set: audit chain heads are not signed, so the chain proves consistency, not authenticity');
+    } else {
+      this.logger.warn('DATABASE_SYSTEM_URL not set: audit chain heads are not signed');
+    }
     this.worker = new Worker(AUDIT_TASKS_QUEUE, (job) => this.process(job), {
       connection,
       prefix,
@@ -115,10 +137,33 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     }
   }
 
+  /**
+   * Signs and stores every tenant chain head that moved since its last anchor. Each anchor goes to the log as well: a
+   * copy outside the database, which whoever can rewrite the database cannot take back. Never throws.
+   */
+  async anchorChains(): Promise<void> {
+    const systemDb = this.deps.systemDb;
+    const anchors = this.deps.anchors;
+    if (!systemDb || !anchors) return;
+    try {
+      const { anchored, refused } = await anchorAuditChains(systemDb, anchors.signer);
+      for (const a of anchored) {
+        this.logger.log(`audit anchor tenant=${a.tenantId} seq=${a.seq} hash=${a.hash} signedAt=${a.signedAt} key=${a.keyId} signature=${a.signature}`);
+      }
+      for (const r of refused) {
+        this.logger.error(`audit chain head of tenant ${r.tenantId} (seq ${r.seq}) does not match its event: not signed; run audit:verify`);
+      }
+    } catch (error) {
+      this.logger.warn(`audit chains not anchored: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
     clearInterval(this.outboxTimer);
+    clearInterval(this.anchorTimer);
     await this.outboxDrain;
+    await this.anchoring;
     await this.worker?.close();
     await this.queue?.close();
   }
