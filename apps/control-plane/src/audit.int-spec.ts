@@ -1,11 +1,12 @@
-import { AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import { auditAnchorSigner, verifyAnchorSignature, type AuditAnchor } from '@portcullis/audit/chain';
+import { anchorAuditChains, AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditService } from '@portcullis/control-plane/feature-audit';
-import { createPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
+import { createPrismaClient, createSystemPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { newId, type UserId } from '@portcullis/shared/util-ids';
 import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -274,6 +275,50 @@ describe('GET /audit/verify', () => {
     await tamper('DELETE FROM audit_chain_heads WHERE tenant_id = $1', [h.tenant.id]);
     const headless = await cp.request('GET', `/api/v1/tenants/${h.tenant.id}/audit/verify`, { token: hAuditor.token });
     expect(headless.json).toEqual({ ok: false, checked: 0, brokenAt: { seq: '1', id: null, problem: 'head_mismatch' } });
+  });
+});
+
+describe('GET /audit/anchors', () => {
+  it('pages the signed chain heads in seq order, each verifiable with the worker public key; members get 403', async () => {
+    const f = await tenantWithEvents();
+    const other = await tenantWithEvents();
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const signer = auditAnchorSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+    const system = createSystemPrismaClient({ url: testContext().systemDatabaseUrl });
+    try {
+      // Three heads signed: after 30 events, then after each of two more.
+      const sweep = () => anchorAuditChains(system, signer, { tenantIds: [f.tenant.id, other.tenant.id] });
+      await sweep();
+      for (const n of [31, 32]) {
+        await store.insert([sampleAuditEvent(f.tenant.id, { occurredAt: at(n) })]);
+        await sweep();
+      }
+    } finally {
+      await system.$disconnect();
+    }
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const url = `/api/v1/tenants/${f.tenant.id}/audit/anchors`;
+    const first = await cp.request('GET', `${url}?limit=2`, { token: auditor.token });
+    expect(first.status, first.text).toBe(200);
+    expect((first.json.items as Item[]).map((a) => a['seq'])).toEqual(['30', '31']);
+    expect(first.json['nextCursor']).toBe('31');
+    const rest = await cp.request('GET', `${url}?limit=2&afterSeq=31`, { token: auditor.token });
+    expect(rest.json).toEqual({ items: [expect.objectContaining({ tenantId: f.tenant.id, seq: '32', keyId: signer.keyId })], nextCursor: null });
+    const keys = new Map([[signer.keyId, signer.publicKey]]);
+    for (const anchor of [...(first.json.items ?? []), ...(rest.json.items ?? [])] as unknown as AuditAnchor[]) {
+      expect(verifyAnchorSignature(anchor, keys)).toBe('valid');
+    }
+    // The other tenant's anchor is not among them, and its own members do not see these.
+    expect(JSON.stringify(first.json)).not.toContain(other.tenant.id);
+    const member = await cp.member(f.tenant.id, 'member');
+    expect((await cp.request('GET', url, { token: member.token })).status).toBe(403);
+    const outsider = await cp.member(other.tenant.id, 'auditor');
+    expect((await cp.request('GET', url, { token: outsider.token })).status).toBe(404);
+    // A caller's mistake is a 400 naming the parameter.
+    const bad = await cp.request('GET', `${url}?afterSeq=-1&limit=5000`, { token: auditor.token });
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain('afterSeq');
+    expect(bad.text).toContain('limit');
   });
 });
 

@@ -86,11 +86,15 @@ export {
   auditEventsQuery,
   auditExportFormat,
   auditExportResponse,
+  auditAnchorResponse,
+  auditAnchorsQuery,
   auditVerifyQuery,
   auditVerifyResponse,
   createAuditExportRequest,
 } from './lib/audit';
 export type {
+  AuditAnchorResponse,
+  AuditAnchorsQuery,
   AuditEventFilters,
   AuditEventResponse,
   AuditEventsQuery,

@@ -118,18 +118,20 @@ export async function latestAnchor(
   return rows[0] ? anchorFromRow(rows[0]) : undefined;
 }
 
-/** The tenant's anchors with `afterSeq < seq <= toSeq`, in seq order. */
+/** The tenant's anchors with `afterSeq < seq <= toSeq`, in seq order, at most `limit` of them. */
 export async function anchorsBetween(
   db: TenantTransaction | SystemPrismaClient,
   tenantId: string,
   afterSeq: bigint,
   toSeq: bigint,
+  limit: number | null = null,
 ): Promise<AuditAnchor[]> {
   const rows = await db.$queryRawUnsafe<AnchorRow[]>(
-    `SELECT ${ANCHOR_COLUMNS} FROM audit_anchors WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq`,
+    `SELECT ${ANCHOR_COLUMNS} FROM audit_anchors WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
     tenantId,
     afterSeq,
     toSeq,
+    limit,
   );
   return rows.map(anchorFromRow);
 }

@@ -127,6 +127,29 @@ export const auditVerifyResponse = z.discriminatedUnion('ok', [
 ]);
 export type AuditVerifyResponse = z.infer<typeof auditVerifyResponse>;
 
+export const auditAnchorsQuery = z.strictObject({
+  /** Anchors with a greater seq (an earlier page's `nextCursor`); absent: from the first. */
+  afterSeq: sequenceNumber.optional(),
+  limit: z.coerce.number().int().min(1).max(1_000).default(200),
+});
+export type AuditAnchorsQuery = z.infer<typeof auditAnchorsQuery>;
+
+/**
+ * `GET .../audit/anchors`: the tenant's signed chain heads in seq order (docs/audit.md, signed anchors), to keep outside
+ * the database and to check with the audit worker's public key. `nextCursor`, when set, is the `afterSeq` of the next
+ * page.
+ */
+export const auditAnchorResponse = z.object({
+  tenantId: z.string(),
+  seq: z.string(),
+  hash: z.string(),
+  signedAt: z.string(),
+  keyId: z.string(),
+  /** Ed25519 over the RFC 8785 canonical JSON of {v: 1, tenantId, seq, hash, signedAt, keyId}, base64url. */
+  signature: z.string(),
+});
+export type AuditAnchorResponse = z.infer<typeof auditAnchorResponse>;
+
 export const auditExportFormat = z.enum(['csv', 'jsonl']);
 
 export const createAuditExportRequest = z.strictObject({

@@ -1,6 +1,8 @@
 import { applyDecorators, Body, Controller, Get, Param, Post, Query, Res, StreamableFile } from '@nestjs/common';
 import { ApiQuery } from '@nestjs/swagger';
 import {
+  auditAnchorResponse,
+  auditAnchorsQuery,
   auditEventResponse,
   auditEventsExportQuery,
   auditEventsQuery,
@@ -9,6 +11,7 @@ import {
   auditVerifyResponse,
   createAuditExportRequest,
   pageQuery,
+  type AuditAnchorsQuery,
   type AuditEventFilters,
   type AuditVerifyQuery,
   type AuditEventsQuery,
@@ -100,6 +103,19 @@ export class AuditController {
   })
   verify(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditVerifyQuery)) query: AuditVerifyQuery) {
     return this.audit.verify(tenant, query);
+  }
+
+  @Get('anchors')
+  @Allow('tenant:audit:read')
+  @ApiRoute({
+    tag: TAG,
+    summary:
+      "The tenant's signed chain heads in seq order, to keep outside the database and check with the audit worker's public key (continue with afterSeq=nextCursor)",
+    response: auditAnchorResponse,
+    paged: true,
+  })
+  anchors(@CurrentTenant() tenant: TenantScope, @Query(new ZodPipe(auditAnchorsQuery)) query: AuditAnchorsQuery) {
+    return this.audit.anchors(tenant, query);
   }
 
   @Post('exports')

@@ -1,6 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { exportAuditEvents, ExportInterruptedError, requestAuditExport, TooManyExportsError, type AuditExportFilters } from '@portcullis/audit/core';
+import { anchorsBetween, exportAuditEvents, ExportInterruptedError, requestAuditExport, TooManyExportsError, type AuditExportFilters } from '@portcullis/audit/core';
 import type {
+  AuditAnchorResponse,
+  AuditAnchorsQuery,
   AuditEventFilters,
   AuditEventResponse,
   AuditEventsQuery,
@@ -27,6 +29,9 @@ import { isDownloadable, toAuditEventResponse, toAuditExportResponse } from './a
 import { AUDIT_API_OPTIONS, type AuditApiOptions } from './audit.options';
 import { AuditRepository } from './audit.repository';
 import { AuditTasksQueue } from './audit-tasks.queue';
+
+/** Postgres's largest bigint: "no upper bound" for a seq range. */
+const MAX_SEQ = 9_223_372_036_854_775_807n;
 
 export type ExportFormat = 'csv' | 'jsonl';
 
@@ -80,6 +85,15 @@ export class AuditService {
       this.repository.events(scope.tenantId, tx, filters, { after, limit, ...(afterSeq !== undefined ? { afterSeq: BigInt(afterSeq) } : {}) }),
     );
     return { items: page.rows.map(toAuditEventResponse), nextCursor: page.nextCursor };
+  }
+
+  /** The tenant's signed anchors in seq order, a page at a time (`nextCursor`: the next page's `afterSeq`). */
+  async anchors(scope: TenantScope, query: AuditAnchorsQuery): Promise<Page<AuditAnchorResponse>> {
+    const after = query.afterSeq === undefined ? 0n : BigInt(query.afterSeq);
+    // One more than asked: whether a next page exists, without a second query.
+    const rows = await withTenant(this.db, scope.tenantId, (tx) => anchorsBetween(tx, scope.tenantId, after, MAX_SEQ, query.limit + 1));
+    const items = rows.slice(0, query.limit);
+    return { items, nextCursor: rows.length > query.limit ? (items.at(-1)?.seq ?? null) : null };
   }
 
   verify(scope: TenantScope, query: AuditVerifyQuery): Promise<AuditVerifyResponse> {
