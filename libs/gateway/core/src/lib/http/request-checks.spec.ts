@@ -35,6 +35,20 @@ describe('Streamable HTTP header checks', () => {
     expect(acceptsEventStream('application/json')).toBe(false);
   });
 
+  it('reads q=0 as "not acceptable", the most specific range deciding (RFC 9110 §12.5.1)', () => {
+    expect(acceptsPostResponses('application/json, text/event-stream;q=0')).toBe(false);
+    expect(acceptsPostResponses('*/*, text/event-stream;q=0')).toBe(false);
+    expect(acceptsPostResponses('application/json;q=0, text/*')).toBe(false);
+    expect(acceptsPostResponses('application/json, text/*;q=0, text/event-stream;q=0.1')).toBe(true);
+    expect(acceptsPostResponses('*/*;q=0, application/json, text/event-stream')).toBe(true);
+    expect(acceptsPostResponses('application/json;Q=0.000, text/event-stream')).toBe(false);
+    // A weight that is not one (q=abc, q=2) is taken as the default, not as a refusal.
+    expect(acceptsPostResponses('application/json;q=abc, text/event-stream;q=2')).toBe(true);
+    expect(acceptsEventStream('text/event-stream;q=0')).toBe(false);
+    expect(acceptsEventStream('*/*;q=0.5, text/event-stream;q=0')).toBe(false);
+    expect(acceptsEventStream('text/*;q=0.2')).toBe(true);
+  });
+
   it('accepts only application/json bodies', () => {
     expect(isJsonContentType('application/json; charset=utf-8')).toBe(true);
     expect(isJsonContentType('Application/JSON;Charset="UTF8"')).toBe(true);

@@ -31,15 +31,48 @@ export function originProblem(host: HeaderValue, origin: HeaderValue, policy: Or
   return undefined;
 }
 
-function mediaTypes(accept: HeaderValue): string[] {
-  const value = Array.isArray(accept) ? accept.join(',') : accept;
-  if (!value) return [];
-  return value.split(',').map((part) => (part.split(';')[0] ?? '').trim().toLowerCase());
+interface MediaRange {
+  readonly type: string;
+  /** The range's weight (RFC 9110 §12.4.2): 0 means "not acceptable". */
+  readonly q: number;
 }
 
-const covers = (types: readonly string[], wanted: string): boolean => {
-  const major = wanted.slice(0, wanted.indexOf('/'));
-  return types.some((type) => type === wanted || type === '*/*' || type === `${major}/*`);
+function mediaRanges(accept: HeaderValue): MediaRange[] {
+  const value = Array.isArray(accept) ? accept.join(',') : accept;
+  if (!value) return [];
+  return value.split(',').map((part) => {
+    const [type, ...parameters] = part.split(';');
+    let q = 1;
+    for (const parameter of parameters) {
+      const [name, weight] = parameter.split('=');
+      if ((name ?? '').trim().toLowerCase() === 'q') {
+        const parsed = Number((weight ?? '').trim());
+        // A malformed weight is read as the default rather than refusing the request over it.
+        if (Number.isFinite(parsed) && parsed >= 0 && parsed <= 1) q = parsed;
+      }
+    }
+    return { type: (type ?? '').trim().toLowerCase(), q };
+  });
+}
+
+/**
+ * Whether `wanted` is acceptable: the most specific range that matches it decides (RFC 9110 §12.5.1), so
+ * `*\/*, text/event-stream;q=0` accepts JSON and refuses SSE.
+ */
+const covers = (ranges: readonly MediaRange[], wanted: string): boolean => {
+  const major = `${wanted.slice(0, wanted.indexOf('/'))}/*`;
+  let best: MediaRange | undefined;
+  let bestRank = -1;
+  for (const range of ranges) {
+    const rank = range.type === wanted ? 2 : range.type === major ? 1 : range.type === '*/*' ? 0 : -1;
+    if (rank < 0 || rank < bestRank) continue;
+    // The same range twice: the higher weight (lenient).
+    if (rank > bestRank || range.q > (best?.q ?? 0)) {
+      best = range;
+      bestRank = rank;
+    }
+  }
+  return best !== undefined && best.q > 0;
 };
 
 // Agents send the same Accept value on every request: remember the last answer instead of splitting it each time.
@@ -49,8 +82,8 @@ let lastPostAcceptOk = false;
 /** POST: the client must accept both JSON and SSE responses. */
 export const acceptsPostResponses = (accept: HeaderValue): boolean => {
   if (typeof accept === 'string' && accept === lastPostAccept) return lastPostAcceptOk;
-  const types = mediaTypes(accept);
-  const ok = covers(types, 'application/json') && covers(types, 'text/event-stream');
+  const ranges = mediaRanges(accept);
+  const ok = covers(ranges, 'application/json') && covers(ranges, 'text/event-stream');
   if (typeof accept === 'string') {
     lastPostAccept = accept;
     lastPostAcceptOk = ok;
@@ -59,7 +92,7 @@ export const acceptsPostResponses = (accept: HeaderValue): boolean => {
 };
 
 /** GET (standalone stream, legacy SSE): the client must accept SSE. */
-export const acceptsEventStream = (accept: HeaderValue): boolean => covers(mediaTypes(accept), 'text/event-stream');
+export const acceptsEventStream = (accept: HeaderValue): boolean => covers(mediaRanges(accept), 'text/event-stream');
 
 /**
  * `application/json`, with no charset, UTF-8's or US-ASCII's (RFC 8259: JSON between systems is UTF-8). A body declared
