@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema, ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -191,6 +191,39 @@ describe('Streamable HTTP → upstreams over every transport', () => {
     }
     expect(text(await client.callTool({ name: 'math__multiply', arguments: { a: 6, b: 7 } }))).toContain('42');
     expect(new Set(servedBy).size).toBe(2);
+    await client.close();
+  });
+
+  it("relays an upstream's request tied to no call through the replica holding the agent's GET stream", async () => {
+    // Every POST to A (so A holds the upstream session and its GET stream), the agent's GET stream on B.
+    let streamOpened: () => void = () => undefined;
+    const opened = new Promise<void>((resolve) => (streamOpened = resolve));
+    const split: typeof fetch = async (input, init) => {
+      const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+      const get = (init?.method ?? 'GET').toUpperCase() === 'GET';
+      const res = await fetch(`${get ? gatewayB.url : gatewayA.url}${url.pathname}${url.search}`, init);
+      if (get && res.status === 200) streamOpened();
+      return res;
+    };
+    const client = new Client({ name: 'int-spec', version: '1.0.0' }, { capabilities: { roots: { listChanged: true } } });
+    client.setRequestHandler(ListRootsRequestSchema, async () => ({ roots: [{ uri: 'file:///across-replicas', name: 'x' }] }));
+    const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+      fetch: split,
+    });
+    await client.connect(transport);
+    await opened;
+    // The upstream asks for the roots when told they changed: on its own GET stream, held by A's upstream session.
+    await client.sendRootsListChanged();
+    const seen = await waitFor(
+      async () => {
+        const result = await client.callTool({ name: 'ks__observed_events', arguments: {} });
+        const observed = JSON.parse(text(result)) as { roots: string[] | null; rootsError: string | null };
+        return observed.roots !== null || observed.rootsError !== null ? observed : undefined;
+      },
+      { timeoutMs: 10_000, description: 'the upstream got an answer to roots/list' },
+    );
+    expect(seen).toEqual({ ...seen, roots: ['file:///across-replicas'], rootsError: null });
     await client.close();
   });
 

@@ -64,9 +64,24 @@ export function createKitchenSinkServer(): McpServer {
     cancelled: [] as { label: string; step: number; reason: string }[],
     rootsListChanged: 0,
     addedTools: 0,
+    /** The root URIs the client gave when last asked after a change, or why asking failed. */
+    roots: null as string[] | null,
+    rootsError: null as string | null,
   };
   server.server.setNotificationHandler(RootsListChangedNotificationSchema, () => {
     observed.rootsListChanged += 1;
+    // As a server that keeps its client's roots does: ask for them again, on the session-wide channel (this request
+    // belongs to no request of the client's).
+    if (!clientSupports('roots')) return;
+    server.server.listRoots().then(
+      (result) => {
+        observed.roots = result.roots.map((root) => root.uri);
+        observed.rootsError = null;
+      },
+      (error: Error) => {
+        observed.rootsError = error.message;
+      },
+    );
   });
 
   server.registerTool(
@@ -236,7 +251,7 @@ export function createKitchenSinkServer(): McpServer {
       title: 'Observed events',
       description:
         'What this server instance saw from its client: cancelled slow_count calls (with their label and ' +
-        'step) and how many notifications/roots/list_changed arrived.',
+        'step), how many notifications/roots/list_changed arrived, and the roots it was given when it asked after one.',
       annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
     },
     () => textResult(JSON.stringify(observed), { ...observed }),

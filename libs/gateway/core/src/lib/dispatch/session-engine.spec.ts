@@ -2025,6 +2025,54 @@ describe('SessionEngine across replicas', () => {
     expect(received).toHaveLength(1);
   });
 
+  it("relays an upstream's request made outside any call through the replica holding the agent's stream, and its answer back", async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const [a, b] = twoReplicas(connector, registry);
+    const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
+    const { sessionId } = await a.initialize(principal, withRoots, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const received: Record<string, unknown>[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message as unknown as Record<string, unknown>) > 0 });
+
+    // Replica A holds the upstream session that asks; B holds the agent's GET stream.
+    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 7, method: 'roots/list' });
+    await new Promise((resolve) => setImmediate(resolve));
+    const relayedId = received[0]?.['id'];
+    expect(received).toEqual([{ jsonrpc: '2.0', id: relayedId, method: 'roots/list' }]);
+    expect(relayedId).toMatch(/^pcs\.ra\./);
+    // The agent answers through B (any replica): the answer goes to A, which asked.
+    b.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { roots: [{ uri: 'file:///work', name: 'work' }] } });
+    expect(await asked).toEqual({ roots: [{ uri: 'file:///work', name: 'work' }] });
+  });
+
+  it("tells an upstream at once when no replica holds a stream the agent listens on, rather than after the relay timeout", async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const [a, b] = twoReplicas(connector, registry);
+    const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
+    const { sessionId } = await a.initialize(principal, withRoots, 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // B's stream is parked (its agent gone): it does not deliver, so nobody confirms.
+    const parked: unknown[] = [];
+    b.attachStandalone(record, { canStream: true, away: true, send: (message) => parked.push(message) > 0 });
+    const started = performance.now();
+    const outcome = await connector.ask('u1', { jsonrpc: '2.0', id: 8, method: 'roots/list' }).then(
+      () => ({ code: 0, message: 'answered' }),
+      (error: { code: number; message: string }) => ({ code: error.code, message: error.message }),
+    );
+    const waited = performance.now() - started;
+    expect(outcome).toEqual({ code: -32601, message: 'The client cannot receive this request now' });
+    // About two seconds (the delivery wait), far below the relay timeout (60 s by default).
+    expect(waited).toBeGreaterThanOrEqual(1_900);
+    expect(waited).toBeLessThan(10_000);
+    expect(parked).toEqual([]);
+  });
+
   it('does not bring back a session ended (here or on another replica) for a request that looked it up just before', async () => {
     const { a, b, connector, record: onB } = await sessionOnTwoReplicas({ capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) });
     // Both replicas hold the record, as a request that passed the session lookup would.

@@ -203,8 +203,13 @@ export type BusMessage =
   | { readonly type: 'session-ended'; readonly sessionId: string }
   | { readonly type: 'cancel'; readonly sessionId: string; readonly requestId: JsonRpcId; readonly reason?: string }
   | { readonly type: 'answer'; readonly sessionId: string; readonly response: JsonRpcResponse }
-  /** A session-level upstream notification for whichever replica holds the agent's standalone stream. */
-  | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification }
+  /**
+   * A session-level upstream message for whichever replica holds the agent's standalone stream: a notification, or a
+   * server→client request tied to no call (its id names the replica waiting for the answer).
+   */
+  | { readonly type: 'standalone'; readonly sessionId: string; readonly message: JsonRpcNotification | JsonRpcRequest }
+  /** The replica holding the agent's stream sent it a relayed request (`id`): the relaying replica may wait for the answer. */
+  | { readonly type: 'standalone-delivered'; readonly sessionId: string; readonly id: string }
   /**
    * A replica took the agent's standalone stream of a session (`token` names that stream): every replica sees these
    * in the bus's one order, and a stream stays only until a later one is announced (MCP: a message goes out on one of
@@ -554,7 +559,19 @@ interface PendingServerRequest {
    * and its progress notifications go back to `upstream` under this original token.
    */
   readonly progress?: { readonly token: string | number; readonly upstream: UpstreamSession };
+  /** Sent through another replica: that replica confirmed the agent's stream took it (`standalone-delivered`). */
+  readonly delivered?: () => void;
 }
+
+/**
+ * How long a replica that relays a request through another replica's stream of the agent waits for that replica to
+ * confirm it sent it. No confirmation: no replica holds a stream the agent listens on, and the upstream is told so at
+ * once rather than after the whole relay timeout.
+ */
+const REMOTE_DELIVERY_MS = 2_000;
+
+/** The replica that relayed a server→client request, from the id it gave it (`pcs.<replica>.<random>`). */
+const relayOwner = (id: unknown): string | undefined => (typeof id === 'string' ? /^pcs\.([A-Za-z0-9_-]+)\./.exec(id)?.[1] : undefined);
 
 /** What the connector needs to continue an upstream session named in a record: the endpoint too, which it checks. */
 function resumeState(state: SessionRecord['upstreams'][string]): UpstreamSessionState {
@@ -1230,9 +1247,18 @@ export class SessionEngine {
         // stream gets the message itself, and would get it twice from the parked one's log.
         {
           const standalone = this.live.get(message.sessionId)?.standalone;
-          if (standalone !== undefined && standalone.away !== true) standalone.send(message.message);
+          if (standalone === undefined || standalone.away === true || !standalone.send(message.message)) return;
+          // A relayed request: its replica waits to hear that the agent's stream took it.
+          const id = 'id' in message.message ? message.message.id : undefined;
+          const owner = relayOwner(id);
+          if (owner !== undefined && typeof id === 'string') this.deps.bus?.sendTo(owner, { type: 'standalone-delivered', sessionId: message.sessionId, id });
         }
         return;
+      case 'standalone-delivered': {
+        const waiting = typeof message.id === 'string' ? this.pending.get(message.id) : undefined;
+        if (waiting?.sessionId === message.sessionId) waiting.delivered?.();
+        return;
+      }
       case 'relayed-progress':
         if (isObject(message.params)) this.relayProgress(message.sessionId, message.params);
         return;
@@ -1301,7 +1327,7 @@ export class SessionEngine {
         // id, which names the replica holding it.
         const progress = relayableProgress(params);
         if (progress === undefined) return;
-        const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(progress.progressToken)?.[1];
+        const owner = relayOwner(progress.progressToken);
         if (owner === undefined) return;
         if (owner === this.deps.options.replicaId || !this.deps.bus) this.relayProgress(record.id, progress);
         else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params: progress });
@@ -1319,9 +1345,8 @@ export class SessionEngine {
   /** A response from the agent: the answer to a server→client request the gateway relayed. */
   answer(record: SessionRecord, response: JsonRpcResponse): void {
     const id = response.id;
-    if (typeof id !== 'string') return;
-    const owner = /^pcs\.([A-Za-z0-9_-]+)\./.exec(id)?.[1];
-    if (owner === undefined) return;
+    const owner = relayOwner(id);
+    if (owner === undefined || typeof id !== 'string') return;
     if (owner === this.deps.options.replicaId || !this.deps.bus) {
       this.settleAnswer(record.id, response);
       return;
@@ -2582,7 +2607,7 @@ export class SessionEngine {
         },
         onServerRequest: (request, upstreamSignal) => {
           const upstreamTask = referencedTask(request.method, request.params);
-          const sinkNow = sink.canStream ? sink : live.standalone ?? NO_STREAM;
+          const sinkNow = sink.canStream ? sink : this.standaloneSink(live);
           if (upstreamTask === undefined) {
             const bounds = { ended: endsWithCall(), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
             return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
@@ -2792,8 +2817,12 @@ export class SessionEngine {
     const answered = (result: Record<string, unknown>) =>
       agentTask !== undefined && bounds.upstreamTask !== undefined ? renameTask(result, agentTask, bounds.upstreamTask) : result;
     return new Promise<Record<string, unknown>>((resolve, reject) => {
+      let delivery: NodeJS.Timeout | undefined;
+      /** Confirmed by the replica holding the agent's stream (possibly before `send` returned, on a bus that is quick). */
+      let delivered = false;
       const settled = () => {
         clearTimeout(timer);
+        clearTimeout(delivery);
         signal.removeEventListener('abort', onAbort);
         ended?.removeEventListener('abort', onEnded);
         live?.relayed.delete(id);
@@ -2820,6 +2849,14 @@ export class SessionEngine {
           reject(error);
         },
         ...(progress ? { progress } : {}),
+        ...(sink.remote === true
+          ? {
+              delivered: () => {
+                delivered = true;
+                clearTimeout(delivery);
+              },
+            }
+          : {}),
       });
       live?.relayed.add(id);
       signal.addEventListener('abort', onAbort, { once: true });
@@ -2829,6 +2866,11 @@ export class SessionEngine {
         this.pending.delete(id);
         settled();
         reject(new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, 'The client cannot receive this request now'));
+        return;
+      }
+      if (sink.remote === true && !delivered) {
+        delivery = setTimeout(() => giveUp('not delivered', new UpstreamRpcError(JSON_RPC.METHOD_NOT_FOUND, 'The client cannot receive this request now')), REMOTE_DELIVERY_MS);
+        delivery.unref();
       }
     });
   }
@@ -3203,8 +3245,28 @@ export class SessionEngine {
 
   /** A session-level message for the agent: on its standalone stream, which may be held by another replica (ADR 0007). */
   private toStandalone(live: LiveSession, notification: JsonRpcNotification): void {
-    if (live.standalone) live.standalone.send(notification);
-    else this.deps.bus?.broadcast({ type: 'standalone', sessionId: live.record.id, message: notification });
+    this.standaloneSink(live).send(notification);
+  }
+
+  /**
+   * The agent's standalone stream as this replica reaches it: its own, else (replicas sharing a bus) whichever replica
+   * holds one. Through the bus a message is only handed on: a relayed request then waits for that replica to confirm
+   * it sent it (`remote`, `standalone-delivered`).
+   */
+  private standaloneSink(live: LiveSession): MessageSink {
+    if (live.standalone) return live.standalone;
+    const bus = this.deps.bus;
+    if (!bus) return NO_STREAM;
+    const sessionId = live.record.id;
+    return {
+      canStream: true,
+      remote: true,
+      send: (message) => {
+        if (!('method' in message)) return false;
+        bus.broadcast({ type: 'standalone', sessionId, message });
+        return true;
+      },
+    };
   }
 
   /** An upstream's notification for the agent's standalone stream, one about a task named for the agent. */
@@ -3232,9 +3294,9 @@ export class SessionEngine {
       const upstreamTask = referencedTask(request.method, request.params);
       // Made for no call of the agent's: bounded by the deadline alone.
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
-      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, live.standalone ?? NO_STREAM, signal, session, bounds);
+      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, this.standaloneSink(live), signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
-        named ? this.relayServerRequest(live.record, named, live.standalone ?? NO_STREAM, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
+        named ? this.relayServerRequest(live.record, named, this.standaloneSink(live), signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
       );
     });
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request

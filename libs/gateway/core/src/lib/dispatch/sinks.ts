@@ -54,6 +54,8 @@ export interface MessageSink {
   close?(): void;
   /** A stream whose agent's connection is gone, kept a while for its return (`EventStream.park`): no one listens now. */
   readonly away?: boolean;
+  /** Another replica's stream, reached over the replica bus: `send` hands the message on, not to the agent itself. */
+  readonly remote?: boolean;
 }
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
