@@ -8,15 +8,16 @@ import {
 import { createPrismaClient, createSystemPrismaClient, withTenant } from '@portcullis/data/db';
 import { tenantId as asTenantId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
-import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { anchorAuditChains } from './audit-anchors';
+import { anchorAuditChains, type SignedHeads } from './audit-anchors';
 import { runAuditCli } from './audit-cli';
 import { exportAuditEvents, verifyExportFile, type AuditExportManifest } from './audit-export';
+import { runRetention } from './audit-tasks';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { sampleAuditEvent } from './testing';
@@ -43,6 +44,8 @@ function keyPair(): { signer: AuditAnchorSigner; publicPem: string; publicFile: 
 }
 const worker = keyPair();
 const keys = auditVerificationKeys(worker.publicPem);
+/** What the worker process remembers having signed (it keeps this across its sweeps). */
+const workerMemory: SignedHeads = new Map();
 
 /** Every tenant this spec made: the sweeps below page through more than one. */
 const mine: string[] = [];
@@ -58,8 +61,8 @@ async function tenantWithEvents(count: number): Promise<TestTenant> {
  * Signs the tenant's head if it moved. Only this spec's tenants: specs running beside it share the database, and an
  * anchor on their tenants would change what their exports say. (The worker signs every tenant: the e2e spec.)
  */
-async function anchorNow(tenant: TestTenant) {
-  const result = await anchorAuditChains(system, worker.signer, { batchSize: 3, tenantIds: [tenant.id, ...mine] });
+async function anchorNow(tenant: TestTenant, signed: SignedHeads = workerMemory) {
+  const result = await anchorAuditChains(system, worker.signer, { batchSize: 3, tenantIds: [tenant.id, ...mine], signed });
   return { anchored: result.anchored.filter((a) => a.tenantId === tenant.id), refused: result.refused.filter((r) => r.tenantId === tenant.id) };
 }
 
@@ -99,6 +102,8 @@ async function rewriteFrom(tenant: TestTenant, seq: number, reason: string): Pro
     await client.query('UPDATE audit_chain_heads SET last_hash = $1 WHERE tenant_id = $2', [prevHash, tenant.id]);
   });
 }
+
+const sha256Of = (text: string) => createHash('sha256').update(text).digest('hex');
 
 async function cli(...argv: string[]) {
   const lines: string[] = [];
@@ -194,7 +199,7 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
   it('does not sign a head that disagrees with its event', async () => {
     const tenant = await tenantWithEvents(3);
     await asOwner((client) => client.query(`UPDATE audit_chain_heads SET last_hash = repeat('0', 64) WHERE tenant_id = $1`, [tenant.id]));
-    expect(await anchorNow(tenant)).toEqual({ anchored: [], refused: [{ tenantId: tenant.id, seq: '3' }] });
+    expect(await anchorNow(tenant)).toEqual({ anchored: [], refused: [{ tenantId: tenant.id, seq: '3', problem: 'head_mismatch' }] });
   });
 
   it('keeps anchors append-only and per tenant', async () => {
@@ -220,6 +225,88 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
     } finally {
       await owner.end();
     }
+  });
+
+  it('does not sign a rewritten chain again once the anchor that shows the rewrite was removed', async () => {
+    const tenant = await tenantWithEvents(3);
+    await anchorNow(tenant);
+    await store.insert(Array.from({ length: 9 }, () => sampleAuditEvent(tenant.id)));
+    expect((await anchorNow(tenant)).anchored.map((a) => a.seq)).toEqual(['12']);
+    // The owner rewrites from seq 5 and removes the one anchor that no longer matches (12); seq 3's still does.
+    await rewriteFrom(tenant, 5, 'forged');
+    await asOwner((client) => client.query('DELETE FROM audit_anchors WHERE tenant_id = $1 AND seq >= 5', [tenant.id]));
+    // A worker that signed seq 12 refuses: the chain no longer has what it signed.
+    expect(await anchorNow(tenant)).toEqual({ anchored: [], refused: [{ tenantId: tenant.id, seq: '12', problem: 'signed_head_lost' }] });
+    // One that never signed this tenant's chain (a replica started since) cannot know, and the anchors left agree with
+    // the rewrite: what it would sign is the rewritten head, which is why each anchor is also logged outside the
+    // database (docs/audit.md). Here only the memory protects.
+    expect((await anchorNow(tenant, new Map())).anchored.map((a) => a.seq)).toEqual(['12']);
+  });
+
+  it('does not sign a head while the newest anchor no longer matches its event', async () => {
+    const tenant = await tenantWithEvents(4);
+    await anchorNow(tenant);
+    await store.insert([sampleAuditEvent(tenant.id)]);
+    await rewriteFrom(tenant, 2, 'forged');
+    // A worker without memory of this tenant (fresh) still sees the stored anchor at 4 contradicted.
+    expect(await anchorNow(tenant, new Map())).toEqual({ anchored: [], refused: [{ tenantId: tenant.id, seq: '5', problem: 'anchor_mismatch' }] });
+  });
+
+  describe('retention', () => {
+    const keep = (tenant: TestTenant, days: number) => system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: days } } } });
+    const old = () => new Date(Date.now() - 40 * 86_400_000).toISOString();
+
+    it('signs the checkpoint it moves to, and the chain still proves with the key', async () => {
+      const tenant = await createTestTenant(system);
+      mine.push(tenant.id);
+      await store.insert([...Array.from({ length: 6 }, () => sampleAuditEvent(tenant.id, { occurredAt: old() })), ...Array.from({ length: 3 }, () => sampleAuditEvent(tenant.id))]);
+      await anchorNow(tenant);
+      await keep(tenant, 30);
+      const result = await runRetention(system, { signer: worker.signer });
+      expect(result.perTenant.find((t) => t.tenantId === tenant.id)).toMatchObject({ deleted: 6, prunedThroughSeq: '6' });
+      const checkpoint = await system.auditAnchor.findUnique({ where: { tenantId_seq: { tenantId: tenant.id, seq: 6n } } });
+      const head = await system.auditChainHead.findUniqueOrThrow({ where: { tenantId: tenant.id } });
+      expect(checkpoint?.hash).toBe(head.prunedThroughHash);
+      expect(await verifyTenantChain(system, tenant.id, { keys })).toMatchObject({ ok: true, checked: 3, fromSeq: '6', anchors: { last: { seq: '9' } } });
+    });
+
+    it('deletes nothing that contradicts a signed anchor, even when the chain itself was recomputed', async () => {
+      const tenant = await createTestTenant(system);
+      mine.push(tenant.id);
+      await store.insert(Array.from({ length: 5 }, () => sampleAuditEvent(tenant.id, { occurredAt: old() })));
+      await anchorNow(tenant);
+      await store.insert([sampleAuditEvent(tenant.id)]);
+      await rewriteFrom(tenant, 2, 'forged');
+      await keep(tenant, 30);
+      const result = await runRetention(system, { signer: worker.signer });
+      expect(result.refused).toContainEqual({ tenantId: tenant.id, seq: '5', problem: 'anchor_mismatch' });
+      expect(await system.auditEvent.count({ where: { tenantId: tenant.id } })).toBe(6);
+    });
+
+    it('a checkpoint moved past anchors by someone else (no retention ran) is caught, and so are events left before it', async () => {
+      const tenant = await tenantWithEvents(10);
+      await anchorNow(tenant);
+      await store.insert([sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id)]);
+      await anchorNow(tenant);
+      // portcullis_system alone, triggers on: what retention may do, but past the anchor at 10, to a seq no retention
+      // signed. (Up to a signed head it would look like retention, which is this role's to run: docs/audit.md.)
+      await system.$executeRawUnsafe(
+        `UPDATE audit_chain_heads SET pruned_through_seq = 11, pruned_through_hash = (SELECT hash FROM audit_events WHERE tenant_id = $1::uuid AND seq = 11), pruned_at = now() WHERE tenant_id = $1::uuid`,
+        tenant.id,
+      );
+      await system.$executeRawUnsafe('DELETE FROM audit_events WHERE tenant_id = $1::uuid AND seq <= 11', tenant.id);
+      expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 1 });
+      expect(await verifyTenantChain(system, tenant.id, { keys })).toMatchObject({ ok: false, brokenAt: { seq: '11', problem: 'checkpoint_mismatch' } });
+
+      // The owner moves the checkpoint without deleting, after editing an event before it: the edited row is named.
+      const other = await tenantWithEvents(6);
+      await anchorNow(other);
+      await asOwner(async (client) => {
+        await client.query(`UPDATE audit_events SET reason = 'edited' WHERE tenant_id = $1 AND seq = 2`, [other.id]);
+        await client.query(`UPDATE audit_chain_heads SET pruned_through_seq = 6, pruned_through_hash = (SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = 6) WHERE tenant_id = $1`, [other.id]);
+      });
+      expect(await verifyTenantChain(system, other.id, { keys })).toMatchObject({ ok: false, brokenAt: { seq: '1', problem: 'checkpoint_mismatch' } });
+    });
   });
 
   describe('exports', () => {
@@ -281,13 +368,48 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
       expect(await verifyExportFile(outPath, manifestPath, { keys })).toMatchObject({ ok: true });
     });
 
-    it('a filtered export names the anchor but does not claim it proves the rows', async () => {
+    it('a filtered export is not provable offline: with the key it fails, so relabelling a rewritten one as filtered gains nothing', async () => {
       const tenant = await tenantWithEvents(5);
       await anchorNow(tenant);
       const { outPath, manifestPath } = await exported(tenant, 'filtered', { tool: 'nothing-matches' });
-      const verdict = await verifyExportFile(outPath, manifestPath, { keys });
-      expect(verdict).toMatchObject({ ok: true, rows: 0, anchored: null });
-      expect(verdict.ok && verdict.anchor).toContain("a filtered export's rows are not linked to it");
+      expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 0, anchored: null });
+      expect(await verifyExportFile(outPath, manifestPath, { keys })).toEqual({
+        ok: false,
+        problem: expect.stringContaining("not provable offline: a filtered export's rows are not linked to the anchor at seq 5"),
+      });
+
+      // A full export, rewritten with its hashes recomputed, the anchored row dropped and the manifest relabelled.
+      const full = await exported(tenant, 'relabelled');
+      await rewriteFrom(tenant, 2, 'forged');
+      const forged = await exported(tenant, 'relabelled-forged');
+      const kept = readFileSync(forged.outPath, 'utf8').trim().split('\n').filter((line) => (JSON.parse(line) as { seq: string }).seq !== '5');
+      const text = `${kept.join('\n')}\n`;
+      writeFileSync(full.outPath, text);
+      const last = JSON.parse(kept[kept.length - 1] as string) as { hash: string };
+      const first = JSON.parse(kept[0] as string) as { hash: string };
+      writeFileSync(full.manifestPath, JSON.stringify({ ...full.manifest, contiguous: false, rowCount: kept.length, sha256: sha256Of(text), firstHash: first.hash, lastHash: last.hash }));
+      expect(await verifyExportFile(full.outPath, full.manifestPath)).toMatchObject({ ok: true });
+      expect(await verifyExportFile(full.outPath, full.manifestPath, { keys })).toMatchObject({ ok: false, problem: expect.stringContaining('not provable offline') });
+      const { code } = await cli('verify', '--export', full.outPath, '--manifest', full.manifestPath, '--public-key', worker.publicFile);
+      expect(code).toBe(1);
+    });
+
+    it('report a manifest whose fields have the wrong shape as broken, not by crashing', async () => {
+      const tenant = await tenantWithEvents(3);
+      await anchorNow(tenant);
+      const { outPath, manifest, manifestPath } = await exported(tenant, 'malformed');
+      for (const [changed, field] of [
+        [{ chainRange: { ...manifest.chainRange, fromSeq: 'x' } }, 'chainRange.fromSeq'],
+        [{ chainRange: { ...manifest.chainRange, headSeq: 12 } }, 'chainRange.headSeq'],
+        [{ anchor: { ...manifest.anchor, seq: '1e3' } }, 'anchor.seq'],
+        [{ rowCount: '3' }, 'rowCount'],
+        [{ contiguous: 'yes' }, 'contiguous'],
+      ] as const) {
+        writeFileSync(manifestPath, JSON.stringify({ ...manifest, ...changed }));
+        expect(await verifyExportFile(outPath, manifestPath, { keys })).toEqual({ ok: false, problem: expect.stringMatching(new RegExp(`^manifest malformed: ${field.replace('.', '\\.')}: `)) });
+      }
+      writeFileSync(manifestPath, 'null');
+      expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: 'unsupported manifest (version undefined, hash undefined)' });
     });
   });
 
@@ -301,7 +423,11 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
     const anchor = signer.sign({ tenantId: '019a0000-0000-7000-8000-0000000000aa', seq: '1', hash: 'a'.repeat(64), signedAt: new Date().toISOString() });
     expect(verifyAnchorSignature(anchor, auditVerificationKeys(readFileSync(`${prefix}.pub`, 'utf8')))).toBe('valid');
     const again = await cli('keygen', '--out', prefix);
-    expect(again).toEqual({ code: 1, text: `not written: ${prefix}.key exists` });
+    expect(again).toEqual({ code: 1, text: `not written: ${prefix}.pub exists` });
+    // Written whole or not at all: with only the private half in the way, no public half is left behind either.
+    rmSync(`${prefix}.pub`);
+    expect(await cli('keygen', '--out', prefix)).toEqual({ code: 1, text: `not written: ${prefix}.key exists` });
+    expect(existsSync(`${prefix}.pub`)).toBe(false);
     // A key file that is no key is a usage error naming the file, not a crash.
     writeFileSync(path.join(dir, 'not-a-key.pem'), 'hello');
     expect(await cli('verify', '--tenant', 'x', '--public-key', path.join(dir, 'not-a-key.pem'))).toMatchObject({ code: 2, text: expect.stringContaining('no PUBLIC KEY block found') });

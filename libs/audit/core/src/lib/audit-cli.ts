@@ -1,7 +1,7 @@
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { auditKeyId, auditVerificationKeys, AuditKeyError } from '@portcullis/audit/chain';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { AuditDlq } from './audit-dlq';
 import { verifyTenantChain } from './verify-tenant-chain';
@@ -176,12 +176,23 @@ async function keygenCommand(args: string[], io: AuditCliIo): Promise<number> {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const keyFile = `${values.out}.key`;
   const pubFile = `${values.out}.pub`;
+  const refused = (error: unknown) => {
+    const e = error as NodeJS.ErrnoException;
+    io.err(`not written: ${e.code === 'EEXIST' ? `${e.path ?? 'a file'} exists` : e.message}`);
+    return 1;
+  };
+  // The public half first: a pair is written whole or not at all (a private key whose public half is someone else's
+  // file would be a key nobody can verify with).
   try {
-    await writeFile(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
     await writeFile(pubFile, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644, flag: 'wx' });
   } catch (error) {
-    io.err(`not written: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? `${(error as NodeJS.ErrnoException).path ?? 'a file'} exists` : (error as Error).message}`);
-    return 1;
+    return refused(error);
+  }
+  try {
+    await writeFile(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+  } catch (error) {
+    await rm(pubFile, { force: true });
+    return refused(error);
   }
   io.out(`wrote ${keyFile} (AUDIT_SIGNING_KEY_FILE, keep it from the database's administrators) and ${pubFile} (for audit:verify --public-key); key id ${auditKeyId(publicKey)}`);
   return 0;

@@ -365,6 +365,24 @@ export async function exportAuditEvents(
   return { manifest, manifestPath, sha256Path };
 }
 
+const seqText = z.string().regex(/^\d{1,19}$/);
+const hashText = z.string().regex(/^[0-9a-f]{64}$/);
+/** What `verifyExportFile` relies on in a manifest (the rest is for people). */
+const manifestShape = z.object({
+  tenantId: z.string(),
+  format: z.enum(['csv', 'jsonl']),
+  sha256: z.string(),
+  rowCount: z.number().int().min(0),
+  firstHash: hashText.nullable(),
+  lastHash: hashText.nullable(),
+  chainRange: z.object({ fromSeq: seqText, fromHash: hashText.nullable(), headSeq: seqText, headHash: hashText.nullable() }),
+  contiguous: z.boolean(),
+  anchor: z
+    .object({ tenantId: z.string(), seq: seqText, hash: z.string(), signedAt: z.string(), keyId: z.string(), signature: z.string() })
+    .nullable()
+    .optional(),
+});
+
 export type ExportVerdict =
   | {
       readonly ok: true;
@@ -406,18 +424,26 @@ export async function verifyExportFile(
   manifestPath: string,
   options: VerifyExportOptions = {},
 ): Promise<ExportVerdict> {
-  let manifest: AuditExportManifest;
+  let parsed: unknown;
   try {
-    manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as AuditExportManifest;
+    parsed = JSON.parse(await readFile(manifestPath, 'utf8'));
   } catch (error) {
     return { ok: false, problem: `manifest unreadable: ${(error as Error).message}` };
   }
-  if (manifest.manifestVersion !== EXPORT_MANIFEST_VERSION || manifest.hashVersion !== AUDIT_HASH_VERSION) {
+  const versions = parsed as Partial<AuditExportManifest> | null;
+  if (versions?.manifestVersion !== EXPORT_MANIFEST_VERSION || versions.hashVersion !== AUDIT_HASH_VERSION) {
     return {
       ok: false,
-      problem: `unsupported manifest (version ${manifest.manifestVersion}, hash ${manifest.hashVersion})`,
+      problem: `unsupported manifest (version ${String(versions?.manifestVersion)}, hash ${String(versions?.hashVersion)})`,
     };
   }
+  // Every field the check reads, of the type it reads it as: a manifest edited by hand is a finding, not a crash.
+  const shape = manifestShape.safeParse(parsed);
+  if (!shape.success) {
+    const issue = shape.error.issues[0];
+    return { ok: false, problem: `manifest malformed: ${issue ? `${issue.path.join('.') || '(top)'}: ${issue.message}` : 'invalid'}` };
+  }
+  const manifest = parsed as AuditExportManifest;
 
   const digest = createHash('sha256');
   let rows = 0;
@@ -574,10 +600,11 @@ function checkAnchor(
     return { ok: true, note: `rows through seq ${anchor.seq} proven by the ${signedBy}${tail}`, anchored: anchor };
   }
   if (row !== undefined && row.hash !== anchor.hash) return { ok: false, problem: `row at seq ${anchor.seq}: anchor_mismatch (its hash is not the one the anchor signed)` };
+  // Its rows are not linked to one another, so no anchor can vouch for them; and `contiguous` is not signed, so a
+  // rewritten full export relabelled as filtered must not pass for proven either.
   return {
-    ok: true,
-    note: `the ${signedBy} is genuine, but a filtered export's rows are not linked to it: compare their hashes with the live chain (the audit API's events)`,
-    anchored: null,
+    ok: false,
+    problem: `not provable offline: a filtered export's rows are not linked to the ${signedBy}; compare their hashes with the live chain (the audit API's events), or verify an unfiltered export`,
   };
 }
 

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { verifyChain } from '@portcullis/audit/chain';
+import { verifyChain, type AuditAnchorSigner } from '@portcullis/audit/chain';
 import type { AuditEventStore } from './audit-event.store';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 import {
@@ -330,6 +330,11 @@ export interface RetentionOptions {
   readonly batchSize?: number;
   /** Stop after this many batches per tenant per run (the next run continues). */
   readonly maxBatchesPerTenant?: number;
+  /**
+   * The audit worker's signer: each new checkpoint is signed as an anchor (its seq and hash), so a checkpoint moved by
+   * anyone else, with the rows before it deleted, shows in verification with the public key.
+   */
+  readonly signer?: AuditAnchorSigner;
 }
 
 /**
@@ -391,6 +396,31 @@ export async function runRetention(
           const verdict = verifyChain(rows.map(linkFromRow), { seq: head.pruned_through_seq, prevHash: head.pruned_through_hash });
           if (!verdict.ok) {
             return { deleted: 0, through: head.pruned_through_seq.toString(), brokenAt: { seq: verdict.brokenAt.seq, problem: verdict.brokenAt.problem } };
+          }
+          // The rows must also be the ones the signed anchors among them vouch for (the chain alone can be recomputed).
+          const anchors = await tx.$queryRawUnsafe<{ seq: bigint; hash: string }[]>(
+            'SELECT seq, hash FROM audit_anchors WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3',
+            tenant.id,
+            head.pruned_through_seq,
+            last.seq,
+          );
+          const hashes = new Map(rows.map((row) => [BigInt(row.seq), row.hash]));
+          const contradicted = anchors.find((anchor) => hashes.get(BigInt(anchor.seq)) !== anchor.hash);
+          if (contradicted) {
+            return { deleted: 0, through: head.pruned_through_seq.toString(), brokenAt: { seq: BigInt(contradicted.seq).toString(), problem: 'anchor_mismatch' } };
+          }
+          if (options.signer) {
+            const anchor = options.signer.sign({ tenantId: tenant.id, seq: last.seq.toString(), hash: last.hash, signedAt: new Date().toISOString() });
+            await tx.$executeRawUnsafe(
+              `INSERT INTO audit_anchors (tenant_id, seq, hash, signed_at, key_id, signature)
+               VALUES ($1::uuid, $2, $3, $4::timestamptz, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING`,
+              tenant.id,
+              last.seq,
+              anchor.hash,
+              anchor.signedAt,
+              anchor.keyId,
+              anchor.signature,
+            );
           }
           await tx.$executeRawUnsafe(
             `UPDATE audit_chain_heads SET pruned_through_seq = $2, pruned_through_hash = $3, pruned_at = now()

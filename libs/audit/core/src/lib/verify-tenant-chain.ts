@@ -13,7 +13,12 @@ export type ChainProblem =
   /** A signed anchor names a hash the event at its seq no longer has: events at or before it were rewritten. */
   | 'anchor_mismatch'
   /** An anchor's signature does not verify, or names a key that is not among the verification keys. */
-  | 'anchor_invalid';
+  | 'anchor_invalid'
+  /**
+   * The retention checkpoint is not one retention signed, though anchors lie before it (it was moved, and the events
+   * before it deleted, by someone else), or events it says were deleted are still there.
+   */
+  | 'checkpoint_mismatch';
 
 /** What the signed anchors said, when verification keys were given. */
 export interface AnchorsChecked {
@@ -80,6 +85,37 @@ async function checkpointMoved(db: SystemPrismaClient, tenantId: string, fromSeq
   return rows[0] !== undefined && BigInt(rows[0].pruned_through_seq) > fromSeq;
 }
 
+/**
+ * What is wrong with the retention checkpoint `from`, as the seq to name, or undefined. Retention deletes the events up
+ * to its checkpoint in the transaction that moves it, and (with the worker's key) signs it: events still at or before
+ * it, or anchors before it with no valid anchor of the checkpoint itself, mean someone else moved it.
+ */
+async function checkpointProblem(
+  db: SystemPrismaClient,
+  tenantId: string,
+  from: { readonly seq: bigint; readonly prevHash: string | null },
+  keys: ReadonlyMap<string, KeyObject>,
+): Promise<string | undefined> {
+  if (from.seq === 0n) return undefined;
+  const left = await db.$queryRawUnsafe<{ seq: bigint }[]>(
+    'SELECT seq FROM audit_events WHERE tenant_id = $1::uuid AND seq <= $2 ORDER BY seq LIMIT 1',
+    tenantId,
+    from.seq,
+  );
+  if (left[0]) return BigInt(left[0].seq).toString();
+  const before = await anchorsBetween(db, tenantId, from.seq - 1n, from.seq);
+  const own = before[0];
+  if (own && own.hash === from.prevHash && verifyAnchorSignature(own, keys) === 'valid') return undefined;
+  // No anchor of the checkpoint: fine only while nothing before it was ever anchored (retention without a key, or
+  // before anchors existed).
+  const earlier = await db.$queryRawUnsafe<{ seq: bigint }[]>(
+    'SELECT seq FROM audit_anchors WHERE tenant_id = $1::uuid AND seq <= $2 LIMIT 1',
+    tenantId,
+    from.seq,
+  );
+  return earlier[0] ? from.seq.toString() : undefined;
+}
+
 /** A row of CHAIN_HEAD_SQL: the head (zeros and nulls when there is none) and the first event past it, if any. */
 export interface ChainHeadRow {
   readonly last_seq: bigint;
@@ -122,6 +158,10 @@ async function verifyOnce(
   }
   let anchorsChecked = 0;
   let lastAnchor: AuditAnchor | null = null;
+  if (keys) {
+    const problem = await checkpointProblem(db, tenantId, from, keys);
+    if (problem) return broken({ ok: false, tenantId, checked: 0, brokenAt: { id: null, seq: problem, problem: 'checkpoint_mismatch' } });
+  }
 
   let state = from;
   let checked = 0;

@@ -16,12 +16,20 @@ import {
   expireAuditExports,
   runRetention,
   type AuditEventStore,
+  type AnchorRefusal,
+  type SignedHeads,
 } from '@portcullis/audit/core';
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { AUDIT_WORKER_SETTINGS, type AuditWorkerSettings } from './audit-ingest.worker';
 
 export const AUDIT_TASKS_DEPS = Symbol('AUDIT_TASKS_DEPS');
+
+const REFUSAL_TEXT: Record<AnchorRefusal, string> = {
+  head_mismatch: 'the head names a hash its event does not have',
+  anchor_mismatch: 'the newest anchor names a hash its event no longer has',
+  signed_head_lost: 'a head this worker signed is no longer in the chain or among the anchors',
+};
 
 export interface AuditTasksDeps {
   readonly db: PortcullisPrismaClient;
@@ -58,6 +66,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   private outboxDrain: Promise<void> | undefined;
   private anchorTimer: NodeJS.Timeout | undefined;
   private anchoring: Promise<void> | undefined;
+  /** The heads this worker signed: a chain contradicting one of them is not signed again (`anchorAuditChains`). */
+  private readonly signedHeads: SignedHeads = new Map();
   private stopping = false;
 
   constructor(
@@ -146,12 +156,12 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     const anchors = this.deps.anchors;
     if (!systemDb || !anchors) return;
     try {
-      const { anchored, refused } = await anchorAuditChains(systemDb, anchors.signer);
+      const { anchored, refused } = await anchorAuditChains(systemDb, anchors.signer, { signed: this.signedHeads });
       for (const a of anchored) {
         this.logger.log(`audit anchor tenant=${a.tenantId} seq=${a.seq} hash=${a.hash} signedAt=${a.signedAt} key=${a.keyId} signature=${a.signature}`);
       }
       for (const r of refused) {
-        this.logger.error(`audit chain head of tenant ${r.tenantId} (seq ${r.seq}) does not match its event: not signed; run audit:verify`);
+        this.logger.error(`audit chain head of tenant ${r.tenantId} (seq ${r.seq}) not signed: ${REFUSAL_TEXT[r.problem]}; run audit:verify`);
       }
     } catch (error) {
       this.logger.warn(`audit chains not anchored: ${error instanceof Error ? error.message : String(error)}`);
@@ -188,7 +198,8 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
           expiryError = error;
           this.logger.error(`expired audit exports not removed: ${error instanceof Error ? error.message : String(error)}`);
         }
-        const result = await runRetention(this.deps.systemDb);
+        const signer = this.deps.anchors?.signer;
+        const result = await runRetention(this.deps.systemDb, signer ? { signer } : {});
         for (const problem of result.refused) {
           this.logger.error(
             `retention left tenant ${problem.tenantId}'s audit events from seq ${problem.seq} in place: they do not verify (${problem.problem}); run audit:verify`,
