@@ -1349,6 +1349,19 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
   return { a, b, connector, record };
 }
 
+/** One session opened on replica A of two with upstream `u1`, by an agent that declared roots; its record as B looks it up. */
+async function rootsSessionOnTwoReplicas() {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+  const [a, b] = twoReplicas(connector, registry);
+  const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
+  const { sessionId } = await a.initialize(principal, withRoots, 'trace');
+  const record = await b.session(sessionId ?? '', principal);
+  if (!record) throw new Error('no session');
+  return { a, b, connector, record };
+}
+
 /**
  * A session opened on replica A of two with upstream `u1` only, looked up and listed on B; then the tenant gains `u2`
  * (answering with `handle`), which neither replica has joined yet.
@@ -2026,14 +2039,7 @@ describe('SessionEngine across replicas', () => {
   });
 
   it("relays an upstream's request made outside any call through the replica holding the agent's stream, and its answer back", async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const [a, b] = twoReplicas(connector, registry);
-    const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
-    const { sessionId } = await a.initialize(principal, withRoots, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { b, connector, record } = await rootsSessionOnTwoReplicas();
     const received: Record<string, unknown>[] = [];
     b.attachStandalone(record, { canStream: true, send: (message) => received.push(message as unknown as Record<string, unknown>) > 0 });
 
@@ -2049,14 +2055,7 @@ describe('SessionEngine across replicas', () => {
   });
 
   it("tells an upstream at once when no replica holds a stream the agent listens on, rather than after the relay timeout", async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const [a, b] = twoReplicas(connector, registry);
-    const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
-    const { sessionId } = await a.initialize(principal, withRoots, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { b, connector, record } = await rootsSessionOnTwoReplicas();
     // B's stream is parked (its agent gone): it does not deliver, so nobody confirms.
     const parked: unknown[] = [];
     b.attachStandalone(record, { canStream: true, away: true, send: (message) => parked.push(message) > 0 });
