@@ -497,6 +497,10 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
     expect(value(text, 'portcullis_audit_worker_jobs_dead_lettered_total')).toBeGreaterThan(0);
     expect(value(text, 'portcullis_audit_worker_queue_jobs{queue="dead_letter",state="waiting"}')).toBeGreaterThan(0);
     expect(value(text, 'portcullis_audit_worker_process_resident_memory_bytes')).toBeGreaterThan(0);
+    // The signing sweep (every 200 ms here) signed the heads of the tenants above, refused none, and ran lately.
+    expect(value(text, 'portcullis_audit_worker_anchors_signed_total')).toBeGreaterThan(0);
+    expect(text).toContain('portcullis_audit_worker_anchor_refusals_total{problem="signed_head_lost"} 0');
+    expect(Date.now() / 1_000 - value(text, 'portcullis_audit_worker_anchor_sweep_timestamp_seconds')).toBeLessThan(30);
 
     // A backlog shows: jobs delayed far into the future wait in the queue, counted as delayed.
     const stored = value(text, 'portcullis_audit_worker_events_stored_total');

@@ -11,7 +11,7 @@ import {
 } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { AuditIngestWorker } from '@portcullis/audit/pipeline';
+import { AuditIngestWorker, AuditTasksWorker } from '@portcullis/audit/pipeline';
 import { AppModule } from './app.module';
 import { auditWorkerConfigSchema } from './config';
 import { createWorkerMetrics } from './metrics';
@@ -33,7 +33,7 @@ void runOrExit(logger, async () => {
     port: config.health.port,
     logger,
     isShuttingDown: () => shuttingDown,
-    metrics: createWorkerMetrics(app.get(AuditIngestWorker)),
+    metrics: createWorkerMetrics(app.get(AuditIngestWorker), app.get(AuditTasksWorker)),
     checks: [
       databaseReadinessCheck(app.get<PortcullisPrismaClient>(PRISMA_CLIENT)),
       { name: 'redis', check: () => pingRedis(app.get<Redis>(REDIS)) },

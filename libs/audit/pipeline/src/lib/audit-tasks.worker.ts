@@ -68,6 +68,12 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
   private anchoring: Promise<void> | undefined;
   /** The heads this worker signed: a chain contradicting one of them is not signed again (`anchorAuditChains`). */
   private readonly signedHeads: SignedHeads = new Map();
+  private readonly anchorCounters = {
+    signed: 0,
+    refused: { head_mismatch: 0, anchor_mismatch: 0, signed_head_lost: 0 } as Record<AnchorRefusal, number>,
+    /** When a sweep last completed (ms since the epoch; 0: never). */
+    lastSweepAt: 0,
+  };
   private stopping = false;
 
   constructor(
@@ -157,6 +163,9 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     if (!systemDb || !anchors) return;
     try {
       const { anchored, refused } = await anchorAuditChains(systemDb, anchors.signer, { signed: this.signedHeads });
+      this.anchorCounters.signed += anchored.length;
+      for (const r of refused) this.anchorCounters.refused[r.problem] += 1;
+      this.anchorCounters.lastSweepAt = Date.now();
       for (const a of anchored) {
         this.logger.log(`audit anchor tenant=${a.tenantId} seq=${a.seq} hash=${a.hash} signedAt=${a.signedAt} key=${a.keyId} signature=${a.signature}`);
       }
@@ -166,6 +175,15 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     } catch (error) {
       this.logger.warn(`audit chains not anchored: ${error instanceof Error ? error.message : String(error)}`);
     }
+  }
+
+  /**
+   * Signed anchors since start (metrics): how many this worker stored, heads it refused to sign by reason (each one a
+   * chain that contradicts what was signed: for an alert), and when its last sweep completed. Null: it signs none.
+   */
+  get anchorStats(): { readonly signed: number; readonly refused: Readonly<Record<AnchorRefusal, number>>; readonly lastSweepAt: number } | null {
+    if (!this.deps.systemDb || !this.deps.anchors) return null;
+    return { signed: this.anchorCounters.signed, refused: { ...this.anchorCounters.refused }, lastSweepAt: this.anchorCounters.lastSweepAt };
   }
 
   async beforeApplicationShutdown(): Promise<void> {
