@@ -1313,13 +1313,20 @@ describe('SessionEngine with in-memory upstreams', () => {
   });
 });
 
-/** Two engines (replicas ra and rb) over one registry, connector and session store, joined by an in-memory bus. */
-function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0, sessions = new MemorySessionStore()): [SessionEngine, SessionEngine] {
+/**
+ * Two engines (replicas ra and rb) over one registry, connector and session store, joined by an in-memory bus; with
+ * `serialised`, one that copies each message through JSON as the Redis one does (and throws as it does).
+ */
+function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0, sessions = new MemorySessionStore(), serialised = false): [SessionEngine, SessionEngine] {
   const replicas: SessionEngine[] = [];
   const byId = new Map<string, SessionEngine>();
+  const copy = (message: BusMessage): BusMessage => (serialised ? (JSON.parse(JSON.stringify(message)) as BusMessage) : message);
   const bus = {
-    broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)),
-    sendTo: (replicaId: string, message: BusMessage) => byId.get(replicaId)?.onBusMessage(message),
+    broadcast: (message: BusMessage) => {
+      const sent = copy(message);
+      replicas.forEach((replica) => replica.onBusMessage(sent));
+    },
+    sendTo: (replicaId: string, message: BusMessage) => byId.get(replicaId)?.onBusMessage(copy(message)),
   };
   const make = (replicaId: string) =>
     new SessionEngine({
@@ -1354,7 +1361,7 @@ async function rootsSessionOnTwoReplicas() {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'files')], () => undefined);
   const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-  const [a, b] = twoReplicas(connector, registry);
+  const [a, b] = twoReplicas(connector, registry, 0, new MemorySessionStore(), true);
   const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
   const { sessionId } = await a.initialize(principal, withRoots, 'trace');
   const record = await b.session(sessionId ?? '', principal);
@@ -2044,7 +2051,7 @@ describe('SessionEngine across replicas', () => {
     b.attachStandalone(record, { canStream: true, send: (message) => received.push(message as unknown as Record<string, unknown>) > 0 });
 
     // Replica A holds the upstream session that asks; B holds the agent's GET stream.
-    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 7, method: 'roots/list' });
+    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 7, method: 'roots/list' }, 'first');
     await new Promise((resolve) => setImmediate(resolve));
     const relayedId = received[0]?.['id'];
     expect(received).toEqual([{ jsonrpc: '2.0', id: relayedId, method: 'roots/list' }]);
@@ -2054,13 +2061,46 @@ describe('SessionEngine across replicas', () => {
     expect(await asked).toEqual({ roots: [{ uri: 'file:///work', name: 'work' }] });
   });
 
+  it('refuses at once a request too deeply nested for the bus, leaving nothing waiting, and relays the next', async () => {
+    const { b, connector, record } = await rootsSessionOnTwoReplicas();
+    const received: Record<string, unknown>[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message as unknown as Record<string, unknown>) > 0 });
+    const depth = 100_000;
+    const deep = JSON.parse(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`) as Record<string, unknown>;
+    // More than the 32 a session may have waiting: none of them may stay waiting.
+    for (let i = 0; i < 40; i++) {
+      const outcome = await connector.ask('u1', { jsonrpc: '2.0', id: `deep-${i}`, method: 'roots/list', params: { _meta: deep } }, 'first').then(
+        () => 'answered',
+        (error: { code: number; message: string }) => `${error.code} ${error.message}`,
+      );
+      expect(outcome).toBe('-32601 The client cannot receive this request now');
+    }
+    expect(received).toEqual([]);
+    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 'plain', method: 'roots/list' }, 'first');
+    await new Promise((resolve) => setImmediate(resolve));
+    const relayedId = received[0]?.['id'];
+    expect(relayedId).toMatch(/^pcs\.ra\./);
+    b.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { roots: [] } });
+    expect(await asked).toEqual({ roots: [] });
+  });
+
+  it('drops a standalone bus message that is not a message, delivering nothing and throwing nothing', async () => {
+    const { b, record } = await rootsSessionOnTwoReplicas();
+    const received: unknown[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message) > 0 });
+    for (const message of [null, 'text', 42, { id: 'pcs.ra.x' }, { method: 7 }]) {
+      expect(() => b.onBusMessage({ type: 'standalone', sessionId: record.id, message } as unknown as BusMessage)).not.toThrow();
+    }
+    expect(received).toEqual([]);
+  });
+
   it("tells an upstream at once when no replica holds a stream the agent listens on, rather than after the relay timeout", async () => {
     const { b, connector, record } = await rootsSessionOnTwoReplicas();
     // B's stream is parked (its agent gone): it does not deliver, so nobody confirms.
     const parked: unknown[] = [];
     b.attachStandalone(record, { canStream: true, away: true, send: (message) => parked.push(message) > 0 });
     const started = performance.now();
-    const outcome = await connector.ask('u1', { jsonrpc: '2.0', id: 8, method: 'roots/list' }).then(
+    const outcome = await connector.ask('u1', { jsonrpc: '2.0', id: 8, method: 'roots/list' }, 'first').then(
       () => ({ code: 0, message: 'answered' }),
       (error: { code: number; message: string }) => ({ code: error.code, message: error.message }),
     );

@@ -1247,6 +1247,8 @@ export class SessionEngine {
         // stream gets the message itself, and would get it twice from the parked one's log.
         {
           const standalone = this.live.get(message.sessionId)?.standalone;
+          // Only a message (another replica's, another version's): anything else on the bus is dropped, not written.
+          if (!isObject(message.message) || typeof message.message.method !== 'string') return;
           if (standalone === undefined || standalone.away === true || !standalone.send(message.message)) return;
           // A relayed request: its replica waits to hear that the agent's stream took it.
           const id = 'id' in message.message ? message.message.id : undefined;
@@ -3263,7 +3265,13 @@ export class SessionEngine {
       remote: true,
       send: (message) => {
         if (!('method' in message)) return false;
-        bus.broadcast({ type: 'standalone', sessionId, message });
+        try {
+          bus.broadcast({ type: 'standalone', sessionId, message });
+        } catch (error) {
+          // Nested too deeply to serialise for the bus (as a local stream's write would fail): not sent.
+          if (!isStackExhausted(error)) throw error;
+          return false;
+        }
         return true;
       },
     };

@@ -42,8 +42,12 @@ describe('Streamable HTTP header checks', () => {
     expect(acceptsPostResponses('application/json, text/*;q=0, text/event-stream;q=0.1')).toBe(true);
     expect(acceptsPostResponses('*/*;q=0, application/json, text/event-stream')).toBe(true);
     expect(acceptsPostResponses('application/json;Q=0.000, text/event-stream')).toBe(false);
-    // A weight that is not one (q=abc, q=2) is taken as the default, not as a refusal.
+    // A weight that is not one (q=abc, q=2, a bare or empty q, q=-0) is taken as the default, not as a refusal.
     expect(acceptsPostResponses('application/json;q=abc, text/event-stream;q=2')).toBe(true);
+    for (const odd of ['application/json;q, text/event-stream', 'application/json;q=, text/event-stream', 'application/json; q = , text/event-stream', 'application/json, text/event-stream;q=-0', 'application/json;q=0.0001, text/event-stream']) {
+      expect(acceptsPostResponses(odd), odd).toBe(true);
+    }
+    expect(acceptsPostResponses('application/json; q = 0 , text/event-stream')).toBe(false);
     expect(acceptsEventStream('text/event-stream;q=0')).toBe(false);
     expect(acceptsEventStream('*/*;q=0.5, text/event-stream;q=0')).toBe(false);
     expect(acceptsEventStream('text/*;q=0.2')).toBe(true);

@@ -37,6 +37,9 @@ interface MediaRange {
   readonly q: number;
 }
 
+/** RFC 9110 §12.4.2: `0` to `1` with at most three decimals. */
+const QVALUE = /^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/;
+
 function mediaRanges(accept: HeaderValue): MediaRange[] {
   const value = Array.isArray(accept) ? accept.join(',') : accept;
   if (!value) return [];
@@ -46,9 +49,10 @@ function mediaRanges(accept: HeaderValue): MediaRange[] {
     for (const parameter of parameters) {
       const [name, weight] = parameter.split('=');
       if ((name ?? '').trim().toLowerCase() === 'q') {
-        const parsed = Number((weight ?? '').trim());
-        // A malformed weight is read as the default rather than refusing the request over it.
-        if (Number.isFinite(parsed) && parsed >= 0 && parsed <= 1) q = parsed;
+        // Only an RFC 9110 qvalue counts; anything else (`q`, `q=`, `q=-0`, `q=2`) is read as the default rather than
+        // refusing the request over it.
+        const value = (weight ?? '').trim();
+        if (QVALUE.test(value)) q = Number(value);
       }
     }
     return { type: (type ?? '').trim().toLowerCase(), q };

@@ -136,9 +136,12 @@ export class FakeConnector implements UpstreamConnector {
 
   private readonly serverRequestHandlers = new Map<string, ServerRequestHandler[]>();
 
-  /** Plays a session-level request from an upstream (outside any call) to the engine session attached last. */
-  ask(upstreamId: string, request: JsonRpcRequest): Promise<Record<string, unknown>> {
-    const handler = this.serverRequestHandlers.get(upstreamId)?.at(-1);
+  /**
+   * Plays a session-level request from an upstream (outside any call) to the engine session attached last, or first
+   * (`from: 'first'`: with two replicas, the one that opened the session, whatever the other attached since).
+   */
+  ask(upstreamId: string, request: JsonRpcRequest, from: 'first' | 'last' = 'last'): Promise<Record<string, unknown>> {
+    const handler = this.serverRequestHandlers.get(upstreamId)?.at(from === 'first' ? 0 : -1);
     if (handler === undefined) return Promise.reject(new Error('no engine session is attached to this upstream'));
     return handler(request, new AbortController().signal);
   }
