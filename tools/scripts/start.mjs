@@ -67,6 +67,8 @@ const env = {
   GATEWAY_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
   // Chain heads signed (audit:verify -- --public-key tmp/audit-signing.pub checks them).
   AUDIT_SIGNING_KEY_FILE: localAuditSigningKey(),
+  // ... and the control plane's audit verification checks them with the public half.
+  AUDIT_VERIFY_KEYS_FILE: path.join(repoRoot, 'tmp/audit-signing.pub'),
   GATEWAY_METRICS_PORT: '3201',
   CONTROL_PLANE_METRICS_PORT: '3101',
   ...process.env,

@@ -5,7 +5,7 @@ import { ChangeEventsModule } from '@portcullis/control-plane/change-events';
 import { AgentClientsModule } from '@portcullis/control-plane/feature-agent-clients';
 import { ApiKeysModule } from '@portcullis/control-plane/feature-api-keys';
 import { ApprovalsModule } from '@portcullis/control-plane/feature-approvals';
-import { AuditModule } from '@portcullis/control-plane/feature-audit';
+import { AuditModule, loadVerifyKeys } from '@portcullis/control-plane/feature-audit';
 import { GroupsModule } from '@portcullis/control-plane/feature-groups';
 import { MembersModule } from '@portcullis/control-plane/feature-members';
 import { PoliciesModule } from '@portcullis/control-plane/feature-policies';
@@ -67,6 +67,7 @@ export class AppModule {
           queuePrefix: config.queue.prefix,
           enqueueTimeoutMs: config.redisWriteTimeoutMs,
           syncExportMaxRows: config.audit.syncExportMaxRows,
+          ...(config.audit.verifyKeysFile === null ? {} : { verifyKeys: loadVerifyKeys(config.audit.verifyKeysFile) }),
         }),
       ],
     };

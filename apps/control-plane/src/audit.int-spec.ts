@@ -1,5 +1,5 @@
 import { auditAnchorSigner, verifyAnchorSignature, type AuditAnchor } from '@portcullis/audit/chain';
-import { anchorAuditChains, AUDIT_TASKS_QUEUE, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import { anchorAuditChains, AUDIT_TASKS_QUEUE, rewriteChainFrom, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { AuditService } from '@portcullis/control-plane/feature-audit';
@@ -319,6 +319,38 @@ describe('GET /audit/anchors', () => {
     expect(bad.status).toBe(400);
     expect(bad.text).toContain('afterSeq');
     expect(bad.text).toContain('limit');
+  });
+});
+
+describe('GET /audit/verify with the worker public key (AUDIT_VERIFY_KEYS_FILE)', () => {
+  it('checks the signed anchors on the way: a rewrite with every hash recomputed is anchor_mismatch; a bad key file stops the start', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const signer = auditAnchorSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+    const keysFile = path.join(exportDir, 'worker.pub');
+    writeFileSync(keysFile, publicKey.export({ type: 'spki', format: 'pem' }));
+    const keyed = await startControlPlane({ AUDIT_EXPORT_DIR: exportDir, AUDIT_VERIFY_KEYS_FILE: keysFile });
+    const system = createSystemPrismaClient({ url: testContext().systemDatabaseUrl });
+    try {
+      const tenant = await keyed.tenant();
+      await store.insert(Array.from({ length: 12 }, (_, i) => sampleAuditEvent(tenant.id, { occurredAt: at(i) })));
+      await anchorAuditChains(system, signer, { tenantIds: [tenant.id] });
+      const auditor = await keyed.member(tenant.id, 'auditor');
+      const url = `/api/v1/tenants/${tenant.id}/audit/verify`;
+      const ok = await keyed.request('GET', url, { token: auditor.token });
+      expect(ok.json).toMatchObject({ ok: true, complete: true, checked: 12, anchored: { seq: '12', keyId: signer.keyId } });
+      // Without keys the answer says nothing of anchors.
+      const plain = await cp.member(tenant.id, 'auditor');
+      expect((await cp.request('GET', url, { token: plain.token })).json).not.toHaveProperty('anchored');
+
+      await rewriteChainFrom(testContext().adminDatabaseUrl, tenant.id, 5, 'nothing to see here');
+      expect((await cp.request('GET', url, { token: plain.token })).json).toMatchObject({ ok: true, checked: 12 });
+      expect((await keyed.request('GET', url, { token: auditor.token })).json).toMatchObject({ ok: false, checked: 12, brokenAt: { seq: '12', problem: 'anchor_mismatch' } });
+    } finally {
+      await system.$disconnect();
+      await keyed.close();
+    }
+    writeFileSync(path.join(exportDir, 'not-a-key.pem'), 'SECRET-LOOKING TEXT');
+    await expect(startControlPlane({ AUDIT_VERIFY_KEYS_FILE: path.join(exportDir, 'not-a-key.pem') })).rejects.toThrow(/^AUDIT_VERIFY_KEYS_FILE .*not-a-key\.pem: no PUBLIC KEY block found$/);
   });
 });
 

@@ -115,6 +115,11 @@ export const controlPlaneConfigSchema = z
     AUDIT_EXPORT_DIR: z.string().min(1).default('tmp/audit-exports'),
     /** Most rows a synchronous `GET .../audit/events.csv|.jsonl` may return; larger exports run as worker jobs. */
     AUDIT_SYNC_EXPORT_MAX_ROWS: z.coerce.number().int().min(1).max(1_000_000).default(50_000),
+    /**
+     * The audit worker's public key(s), a PEM file of PUBLIC KEY blocks (`<prefix>.pub` of `npm run audit:keygen`):
+     * `GET .../audit/verify` then checks the signed anchors and the retention checkpoint too.
+     */
+    AUDIT_VERIFY_KEYS_FILE: z.string().min(1).optional(),
     DATABASE_URL: f.postgresUrl,
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
@@ -158,7 +163,7 @@ export const controlPlaneConfigSchema = z
     metrics: env.CONTROL_PLANE_METRICS_PORT === undefined ? null : { host: env.CONTROL_PLANE_METRICS_HOST, port: env.CONTROL_PLANE_METRICS_PORT },
     queue: { prefix: env.QUEUE_PREFIX },
     redisWriteTimeoutMs: env.CONTROL_PLANE_REDIS_WRITE_TIMEOUT_MS,
-    audit: { exportDir: env.AUDIT_EXPORT_DIR, syncExportMaxRows: env.AUDIT_SYNC_EXPORT_MAX_ROWS },
+    audit: { exportDir: env.AUDIT_EXPORT_DIR, syncExportMaxRows: env.AUDIT_SYNC_EXPORT_MAX_ROWS, verifyKeysFile: env.AUDIT_VERIFY_KEYS_FILE ?? null },
     database: { url: env.DATABASE_URL },
     redis: { url: env.REDIS_URL },
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,

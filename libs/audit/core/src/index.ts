@@ -1,4 +1,4 @@
-export { anchorAuditChains, anchorsBetween, latestAnchor } from './lib/audit-anchors';
+export { anchorAuditChains, anchorsBetween, highestAnchoredSeq, latestAnchor } from './lib/audit-anchors';
 export type { AnchorChainsOptions, AnchorChainsResult, AnchorRefusal, SignedHeads } from './lib/audit-anchors';
 export { AuditBatcher } from './lib/audit-batcher';
 export type { AuditBatcherOptions, AuditEventFailure, AuditSubmitResult } from './lib/audit-batcher';
@@ -12,9 +12,10 @@ export { AUDIT_EVENT_COLUMNS, chainedFields, linkFromRow } from './lib/audit-row
 export type { AuditEventRow } from './lib/audit-row';
 export { isTransientStoreError, PostgresAuditEventStore } from './lib/postgres-audit-event.store';
 export { sampleAuditEvent } from './lib/testing';
+export { asDatabaseOwner, rewriteChainFrom } from './lib/tamper.testing';
 export { AUDIT_CLI_USAGE, runAuditCli } from './lib/audit-cli';
 export type { AuditCliEnv, AuditCliIo } from './lib/audit-cli';
-export { CHAIN_HEAD_SQL, verifyTenantChain } from './lib/verify-tenant-chain';
+export { CHAIN_HEAD_SQL, checkpointProblem, verifyTenantChain } from './lib/verify-tenant-chain';
 export type { AnchorsChecked, ChainHeadRow, ChainProblem, TenantChainReport, VerifyTenantChainOptions } from './lib/verify-tenant-chain';
 export { CsvRowParser, encodeCell, encodeRow } from './lib/audit-csv';
 export { auditExportFilters, CSV_COLUMNS, ExportCancelledError, ExportInterruptedError, exportAuditEvents, verifyExportFile } from './lib/audit-export';

@@ -9,3 +9,4 @@ export {
   queryAuditEvents,
 } from './lib/audit-events.query';
 export type { AuditCursor, AuditEventQueryRow, AuditEventsPage } from './lib/audit-events.query';
+export { loadVerifyKeys } from './lib/verify-keys';

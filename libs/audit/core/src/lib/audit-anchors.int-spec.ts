@@ -1,7 +1,6 @@
 import {
   auditAnchorSigner,
   auditVerificationKeys,
-  computeAuditHash,
   verifyAnchorSignature,
   type AuditAnchorSigner,
 } from '@portcullis/audit/chain';
@@ -18,8 +17,8 @@ import { anchorAuditChains, type SignedHeads } from './audit-anchors';
 import { runAuditCli } from './audit-cli';
 import { exportAuditEvents, verifyExportFile, type AuditExportManifest } from './audit-export';
 import { runRetention } from './audit-tasks';
-import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
+import { asDatabaseOwner, rewriteChainFrom } from './tamper.testing';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
 
@@ -66,42 +65,8 @@ async function anchorNow(tenant: TestTenant, signed: SignedHeads = workerMemory)
   return { anchored: result.anchored.filter((a) => a.tenantId === tenant.id), refused: result.refused.filter((r) => r.tenantId === tenant.id) };
 }
 
-/** SQL as the database owner with triggers off: what someone who can rewrite the database does. */
-async function asOwner<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: ctx.adminDatabaseUrl });
-  await client.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('SET LOCAL session_replication_role = replica');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } finally {
-    await client.end();
-  }
-}
-
-/**
- * Edits the event at `seq` and recomputes every hash from it to the head, the head included: a rewrite that the hash
- * chain alone cannot reveal.
- */
-async function rewriteFrom(tenant: TestTenant, seq: number, reason: string): Promise<void> {
-  await asOwner(async (client) => {
-    const { rows } = await client.query<AuditEventRow>(
-      `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq`,
-      [tenant.id, seq],
-    );
-    let prevHash = (rows[0] as AuditEventRow).prev_hash;
-    for (const row of rows) {
-      const { prevHash: _p, hash: _h, ...fields } = linkFromRow(row);
-      const edited = BigInt(row.seq) === BigInt(seq) ? { ...fields, reason } : fields;
-      const hash = computeAuditHash(edited, prevHash);
-      await client.query('UPDATE audit_events SET reason = $1, prev_hash = $2, hash = $3 WHERE id = $4', [edited.reason, prevHash, hash, row.id]);
-      prevHash = hash;
-    }
-    await client.query('UPDATE audit_chain_heads SET last_hash = $1 WHERE tenant_id = $2', [prevHash, tenant.id]);
-  });
-}
+const asOwner = <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => asDatabaseOwner(ctx.adminDatabaseUrl, fn);
+const rewriteFrom = (tenant: TestTenant, seq: number, reason: string): Promise<void> => rewriteChainFrom(ctx.adminDatabaseUrl, tenant.id, seq, reason);
 
 const sha256Of = (text: string) => createHash('sha256').update(text).digest('hex');
 

@@ -1,5 +1,5 @@
 import { verifyAnchorSignature, verifyChain, type AuditAnchor } from '@portcullis/audit/chain';
-import type { SystemPrismaClient } from '@portcullis/data/db';
+import type { SystemPrismaClient, TenantTransaction } from '@portcullis/data/db';
 import type { KeyObject } from 'node:crypto';
 import { anchorsBetween, highestAnchoredSeq } from './audit-anchors';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
@@ -90,8 +90,8 @@ async function checkpointMoved(db: SystemPrismaClient, tenantId: string, fromSeq
  * to its checkpoint in the transaction that moves it, and (with the worker's key) signs it: events still at or before
  * it, or anchors before it with no valid anchor of the checkpoint itself, mean someone else moved it.
  */
-async function checkpointProblem(
-  db: SystemPrismaClient,
+export async function checkpointProblem(
+  db: SystemPrismaClient | TenantTransaction,
   tenantId: string,
   from: { readonly seq: bigint; readonly prevHash: string | null },
   keys: ReadonlyMap<string, KeyObject>,

@@ -90,7 +90,16 @@ export const auditEventResponse = z.object({
 });
 export type AuditEventResponse = z.infer<typeof auditEventResponse>;
 
-export const auditChainProblem = z.enum(['hash_mismatch', 'prev_hash_mismatch', 'seq_gap', 'head_mismatch']);
+export const auditChainProblem = z.enum([
+  'hash_mismatch',
+  'prev_hash_mismatch',
+  'seq_gap',
+  'head_mismatch',
+  // With verification keys configured (AUDIT_VERIFY_KEYS_FILE): the signed anchors and the retention checkpoint.
+  'anchor_mismatch',
+  'anchor_invalid',
+  'checkpoint_mismatch',
+]);
 
 /**
  * `GET .../audit/verify` query: where to continue (`afterSeq`: the `lastSeq` of an incomplete answer; absent: from the
@@ -118,6 +127,11 @@ export const auditVerifyResponse = z.discriminatedUnion('ok', [
     lastSeq: z.string(),
     lastHash: z.string().nullable(),
     headSeq: z.string(),
+    /**
+     * With verification keys configured: the newest signed anchor this step checked (each valid, each naming its
+     * event's hash), null when it met none. Absent without keys.
+     */
+    anchored: z.object({ seq: z.string(), hash: z.string(), signedAt: z.string(), keyId: z.string() }).nullable().optional(),
   }),
   z.object({
     ok: z.literal(false),

@@ -1,8 +1,18 @@
-import { verifyChain } from '@portcullis/audit/chain';
-import { AUDIT_EVENT_COLUMNS, CHAIN_HEAD_SQL, linkFromRow, type AuditEventRow, type ChainHeadRow } from '@portcullis/audit/core';
+import { verifyAnchorSignature, verifyChain, type AuditAnchor } from '@portcullis/audit/chain';
+import {
+  anchorsBetween,
+  AUDIT_EVENT_COLUMNS,
+  CHAIN_HEAD_SQL,
+  checkpointProblem,
+  highestAnchoredSeq,
+  linkFromRow,
+  type AuditEventRow,
+  type ChainHeadRow,
+} from '@portcullis/audit/core';
 import type { AuditVerifyResponse } from '@portcullis/contracts/api';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import type { TenantId } from '@portcullis/shared/util-ids';
+import type { KeyObject } from 'node:crypto';
 import { auditErrors } from './audit.errors';
 
 export interface VerifyBounds {
@@ -13,6 +23,11 @@ export interface VerifyBounds {
   /** Stop after the page that passes this many milliseconds (the answer says where to continue). */
   readonly budgetMs?: number;
   readonly pageSize?: number;
+  /**
+   * The audit worker's public keys: the signed anchors met on the way are checked against their events, and a walk
+   * from the retention checkpoint checks the checkpoint (as `npm run audit:verify -- --public-key`).
+   */
+  readonly keys?: ReadonlyMap<string, KeyObject>;
 }
 
 /**
@@ -51,6 +66,9 @@ async function verifyOnce(
   const pageSize = bounds.pageSize ?? 2_000;
   const maxEvents = bounds.maxEvents ?? 1_000_000;
   const deadline = Date.now() + (bounds.budgetMs ?? 10_000);
+  const keys = bounds.keys;
+  // Read before the head (as the CLI does): an anchor past the head read next means events removed and the head set back.
+  const anchoredSeq = keys ? await withTenant(db, tenantId, (tx) => highestAnchoredSeq(tx, tenantId)) : 0n;
   // The head and the first event past it, which would mean a head removed or set back (CHAIN_HEAD_SQL).
   const { beyond, ...head } = await withTenant(db, tenantId, async (tx) => {
     const rows = await tx.$queryRawUnsafe<ChainHeadRow[]>(CHAIN_HEAD_SQL, tenantId);
@@ -60,7 +78,17 @@ async function verifyOnce(
   if (beyond !== null) {
     return { fromSeq: BigInt(head.pruned_through_seq), response: { ok: false, checked: 0, brokenAt: { id: null, seq: BigInt(beyond).toString(), problem: 'head_mismatch' } } };
   }
+  if (anchoredSeq > headSeq) {
+    return { fromSeq: BigInt(head.pruned_through_seq), response: { ok: false, checked: 0, brokenAt: { id: null, seq: (headSeq + 1n).toString(), problem: 'head_mismatch' } } };
+  }
   let from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
+  if (keys && bounds.afterSeq === undefined) {
+    const checkpoint = from;
+    const problem = await withTenant(db, tenantId, (tx) => checkpointProblem(tx, tenantId, checkpoint, keys));
+    if (problem !== undefined) return { fromSeq: from.seq, response: { ok: false, checked: 0, brokenAt: { id: null, seq: problem, problem: 'checkpoint_mismatch' } } };
+  }
+  let lastAnchor: AuditAnchor | null = null;
+  const anchored = () => (keys ? { anchored: lastAnchor && { seq: lastAnchor.seq, hash: lastAnchor.hash, signedAt: lastAnchor.signedAt, keyId: lastAnchor.keyId } } : {});
   if (bounds.afterSeq !== undefined && bounds.afterSeq > from.seq) {
     if (bounds.afterSeq > headSeq) throw auditErrors.verifyBeyondHead(headSeq.toString());
     const after = bounds.afterSeq;
@@ -77,22 +105,32 @@ async function verifyOnce(
     if (checked >= maxEvents || Date.now() > deadline) {
       return {
         fromSeq: from.seq,
-        response: { ok: true, complete: false, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash, headSeq: headSeq.toString() },
+        response: { ok: true, complete: false, checked, fromSeq: from.seq.toString(), fromHash: from.prevHash, lastSeq: state.seq.toString(), lastHash: state.prevHash, headSeq: headSeq.toString(), ...anchored() },
       };
     }
-    const rows = await withTenant(db, tenantId, (tx) =>
-      tx.$queryRawUnsafe<AuditEventRow[]>(
+    const after = state.seq;
+    const { rows, anchors } = await withTenant(db, tenantId, async (tx) => {
+      const page = await tx.$queryRawUnsafe<AuditEventRow[]>(
         `SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events
          WHERE tenant_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
         tenantId,
-        state.seq,
+        after,
         headSeq,
         Math.min(pageSize, maxEvents - checked),
-      ),
-    );
+      );
+      const last = page[page.length - 1];
+      return { rows: page, anchors: keys && last ? await anchorsBetween(tx, tenantId, after, BigInt(last.seq)) : [] };
+    });
     if (rows.length === 0) break;
     const verdict = verifyChain(rows.map(linkFromRow), state);
     if (!verdict.ok) return { fromSeq: from.seq, response: { ok: false, checked: checked + verdict.checked, brokenAt: verdict.brokenAt } };
+    // The page's links hold: each anchor among them must be validly signed and name its event's hash.
+    for (const anchor of anchors) {
+      const row = rows[Number(BigInt(anchor.seq) - after - 1n)] as AuditEventRow;
+      const problem = keys && verifyAnchorSignature(anchor, keys) !== 'valid' ? 'anchor_invalid' : row.hash !== anchor.hash ? 'anchor_mismatch' : undefined;
+      if (problem) return { fromSeq: from.seq, response: { ok: false, checked: checked + verdict.checked, brokenAt: { id: row.id, seq: anchor.seq, problem } } };
+      lastAnchor = anchor;
+    }
     checked += verdict.checked;
     state = { seq: BigInt((rows[rows.length - 1] as AuditEventRow).seq), prevHash: verdict.lastHash };
   }
@@ -110,6 +148,7 @@ async function verifyOnce(
       lastSeq: state.seq.toString(),
       lastHash: state.prevHash,
       headSeq: headSeq.toString(),
+      ...anchored(),
     },
   };
 }

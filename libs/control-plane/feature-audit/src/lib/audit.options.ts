@@ -1,3 +1,5 @@
+import type { KeyObject } from 'node:crypto';
+
 export const AUDIT_API_OPTIONS = Symbol('AUDIT_API_OPTIONS');
 
 export interface AuditApiOptions {
@@ -10,4 +12,6 @@ export interface AuditApiOptions {
   readonly enqueueTimeoutMs: number;
   /** Most rows a synchronous `events.csv` / `events.jsonl` export may hold; more needs an export job. */
   readonly syncExportMaxRows: number;
+  /** The audit worker's public keys by key id (AUDIT_VERIFY_KEYS_FILE): `verify` then checks the signed anchors too. */
+  readonly verifyKeys?: ReadonlyMap<string, KeyObject>;
 }

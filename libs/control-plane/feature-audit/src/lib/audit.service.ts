@@ -100,6 +100,7 @@ export class AuditService {
     return verifyTenantChainScoped(this.db, scope.tenantId, {
       ...(query.afterSeq !== undefined ? { afterSeq: BigInt(query.afterSeq) } : {}),
       maxEvents: query.maxEvents,
+      ...(this.options.verifyKeys ? { keys: this.options.verifyKeys } : {}),
     });
   }
 
