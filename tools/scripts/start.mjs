@@ -3,7 +3,7 @@
 // database, builds every app, starts them, waits until each /readyz is green, and prints where to go.
 // Ctrl-C (or SIGTERM) stops every app gracefully.
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pollReady } from './lib/harness.mjs';
@@ -35,12 +35,14 @@ const secrets = localSecrets();
 /** The audit worker's development signing key (tmp/audit-signing.key, its public half beside it as .pub). */
 function localAuditSigningKey() {
   const file = path.join(repoRoot, 'tmp/audit-signing.key');
+  const pub = path.join(repoRoot, 'tmp/audit-signing.pub');
   if (!existsSync(file)) {
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const { privateKey } = generateKeyPairSync('ed25519');
     mkdirSync(path.dirname(file), { recursive: true });
     writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    writeFileSync(path.join(repoRoot, 'tmp/audit-signing.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
   }
+  // The public half, from the private one (so a deleted .pub comes back).
+  if (!existsSync(pub)) writeFileSync(pub, createPublicKey(readFileSync(file, 'utf8')).export({ type: 'spki', format: 'pem' }));
   return file;
 }
 
