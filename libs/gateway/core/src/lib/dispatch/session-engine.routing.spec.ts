@@ -941,4 +941,51 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
       { level: 'error', data: 'after [redacted]' },
     ]);
   });
+
+  it('masks them in every other message relayed to the agent: progress, an elicitation, a sampling prompt', async () => {
+    const token = 'upstream-token-0123456789';
+    const asked: JsonRpcResponse[] = [];
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'web',
+      capabilities: { tools: {} },
+      handle: async (method, params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        const progressToken = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
+        options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress: 1, message: `retrying with Bearer ${token}` } });
+        const answer = await options?.onServerRequest?.({ jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: `Paste the key ${token} here?`, requestedSchema: { type: 'object', properties: {} } } }, new AbortController().signal);
+        return { content: [{ type: 'text', text: JSON.stringify(answer ?? null) }] };
+      },
+    };
+    const { engine, connector, registry, configs } = build({ u1: upstream });
+    registry.replace(configs.map((config) => ({ ...config, headers: { authorization: `Bearer ${token}` } })), () => undefined);
+    const { record } = await open(engine, '2025-06-18', { elicitation: {}, sampling: {} });
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        standalone.push(message);
+        // The agent answers what it is asked on its stream.
+        if ('id' in message && 'method' in message) queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { role: 'assistant', content: { type: 'text', text: 'ok' }, model: 'm' } }));
+        return true;
+      },
+    });
+    const inCall: JsonRpcMessage[] = [];
+    const call = req('tools/call', { name: 'web__run', arguments: {}, _meta: { progressToken: 'p-1' } });
+    await engine.request(record, call, {
+      canStream: true,
+      send: (message) => {
+        inCall.push(message);
+        if ('id' in message && 'method' in message) queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { action: 'decline' } }));
+        return true;
+      },
+    }, 'trace');
+    // Session-level: a sampling request tied to no call.
+    asked.push({ jsonrpc: '2.0', id: 's1', result: await connector.ask('u1', { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: `key ${token}` } }], maxTokens: 5 } }) });
+    const all = JSON.stringify([...inCall, ...standalone]);
+    expect(all).not.toContain(token);
+    expect(inCall.find((m) => 'method' in m && m.method === 'notifications/progress')).toMatchObject({ params: { progressToken: 'p-1', message: 'retrying with [redacted]' } });
+    expect(inCall.find((m) => 'method' in m && m.method === 'elicitation/create')).toMatchObject({ params: { message: 'Paste the key [redacted] here?' } });
+    expect(standalone).toMatchObject([{ method: 'sampling/createMessage', params: { messages: [{ content: { text: 'key [redacted]' } }] } }]);
+    expect(asked[0]).toMatchObject({ result: { model: 'm' } });
+  });
 });

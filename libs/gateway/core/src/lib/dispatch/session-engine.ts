@@ -518,12 +518,30 @@ const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstr
  * An upstream's log message with the secrets the gateway configured for it masked (a server that logs the token it was
  * refused with); any other notification as it is.
  */
-function maskedLog(config: UpstreamConfig, notification: JsonRpcNotification): JsonRpcNotification {
-  if (notification.method !== 'notifications/message' || notification.params === undefined) return notification;
+/**
+ * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked
+ * wherever they appear in its params (a log line, a progress or task status message, an elicitation's text, a
+ * sampling prompt): the agent never sees a credential the gateway injects. The ids that route it (a progress token,
+ * a cancelled request's id) stay as they came.
+ */
+function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: UpstreamConfig, message: T): T {
+  if (message.params === undefined) return message;
   const mask = secretMaskOf(config);
-  if (mask.longest === 0) return notification;
-  const params = maskValue(mask, notification.params) as Record<string, unknown>;
-  return params === notification.params ? notification : { ...notification, params };
+  if (mask.longest === 0) return message;
+  const original = message.params;
+  const params = maskValue(mask, original) as Record<string, unknown>;
+  if (params === original) return message;
+  for (const key of ['progressToken', 'requestId']) if (key in original) params[key] = original[key];
+  const meta = original['_meta'];
+  if (isObject(meta) && 'progressToken' in meta && isObject(params['_meta'])) params['_meta'] = { ...params['_meta'], progressToken: meta['progressToken'] };
+  return { ...message, params };
+}
+
+/** A progress notification without its free text (a `message`), for when nothing is known to mask it with. */
+function withoutProgressText(notification: JsonRpcNotification): JsonRpcNotification {
+  if (notification.method !== 'notifications/progress' || notification.params === undefined || !('message' in notification.params)) return notification;
+  const { message: _text, ...params } = notification.params;
+  return { ...notification, params };
 }
 
 /**
@@ -2578,9 +2596,12 @@ export class SessionEngine {
       call = session.request(message.method, params, {
         signal,
         timeoutMs,
-        onNotification: (notification) => {
-          if (notification.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, notification.method);
-          if (!this.relayable(live, upstreamId, notification)) return;
+        onNotification: (received) => {
+          if (received.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, received.method);
+          if (!this.relayable(live, upstreamId, received)) return;
+          // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
+          // (below) and a progress message's text left out.
+          const notification = config ? maskedRelay(config, received) : withoutProgressText(received);
           if (notification.method === 'notifications/progress') {
             // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
             // references a token of an active request). Another token is some other request's, or none at all.
@@ -2598,16 +2619,14 @@ export class SessionEngine {
             }
             this.sendInCall(live, upstreamId, sink, { ...notification, params: progressed }, task, (held ??= { count: 0 }));
           } else {
-            let relayed = notification;
-            if (notification.method === 'notifications/message') {
-              // Never relayed unmasked: without the configuration its secrets are not known, and the message goes.
-              if (config === undefined || belowAgentLevel(live.record, notification)) return;
-              relayed = maskedLog(config, notification);
-            }
-            this.sendInCall(live, upstreamId, sink, relayed, task, (held ??= { count: 0 }));
+            if (notification.method === 'notifications/message' && (config === undefined || belowAgentLevel(live.record, notification))) return;
+            this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
           }
         },
-        onServerRequest: (request, upstreamSignal) => {
+        onServerRequest: (received, upstreamSignal) => {
+          // Its text may quote a configured secret: not relayed when the configuration (what it is masked with) is gone.
+          if (config === undefined) return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'The upstream is no longer configured'));
+          const request = maskedRelay(config, received);
           const upstreamTask = referencedTask(request.method, request.params);
           const sinkNow = sink.canStream ? sink : this.standaloneSink(live);
           if (upstreamTask === undefined) {
@@ -3289,7 +3308,7 @@ export class SessionEngine {
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((received) => {
       if (belowAgentLevel(live.record, received)) return;
-      const notification = maskedLog(config, received);
+      const notification = maskedRelay(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
@@ -3298,7 +3317,8 @@ export class SessionEngine {
       if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
       this.toSessionStream(live, config.id, notification);
     });
-    session.onServerRequest((request, signal) => {
+    session.onServerRequest((received, signal) => {
+      const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
       // Made for no call of the agent's: bounded by the deadline alone.
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };

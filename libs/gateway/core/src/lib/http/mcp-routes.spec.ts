@@ -134,18 +134,23 @@ describe.each([
 ])('an initialize whose agent hangs up before the answer, through %s', (_label, rawFastPath) => {
   it('ends the session it made: its upstream sessions are closed and its record goes', async () => {
     const { connector, post, sessions } = await serve(rawFastPath);
-    connector.openDelayMs.set('u1', 300);
+    connector.openDelayMs.set('u1', 1_000);
     const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } };
-    const gone = await fetch(post.url, {
+    // The agent hangs up once the gateway is connecting its upstream (not after a fixed time: on a loaded machine the
+    // request might not even have arrived by then).
+    const agent = new AbortController();
+    const answer = fetch(post.url, {
       method: 'POST',
       headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' },
       body: JSON.stringify(init),
-      signal: AbortSignal.timeout(100),
+      signal: agent.signal,
     }).then(
       () => 'answered',
       () => 'hung up',
     );
-    expect(gone).toBe('hung up');
+    await waitFor(() => connector.opened.length === 1, { description: 'the upstream being connected' });
+    agent.abort();
+    expect(await answer).toBe('hung up');
     await waitFor(() => connector.opened.length === 1 && connector.closedSessions.length === 1, { description: 'the upstream session opened and closed' });
     expect(sessions.records.size).toBe(0);
     // An agent that waits gets its session as ever.

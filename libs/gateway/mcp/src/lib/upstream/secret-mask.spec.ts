@@ -80,6 +80,14 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
   });
 
+  it('masks the bare text of a quoted auth-parameter value, unescaped', () => {
+    const mask = secretMaskOf(
+      config({ headers: { authorization: 'Token token="abcdef0123456789"', 'proxy-authorization': 'Digest username="u", response="6629fae4\\"9393a05"' } }),
+    );
+    expect(mask.mask('invalid token abcdef0123456789')).toBe('invalid token [redacted]');
+    expect(mask.mask('response 6629fae4"9393a05 refused')).toBe('response [redacted] refused');
+  });
+
   it('leaves the parts of other headers and the values of other query parameters alone (ordinary words)', () => {
     const upstream = config({
       url: 'https://mcp.example.com/mcp?version=2025-06-18&region=us-east-1&access_token=query-token-98765',

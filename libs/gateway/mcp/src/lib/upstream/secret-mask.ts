@@ -92,7 +92,11 @@ function configuredSecrets(config: UpstreamConfig): string[] {
     for (const part of value.split(VALUE_PARTS)) {
       // A `name=value` part's value (the name is no secret, and the whole would mask the name with it).
       const equals = part.indexOf('=');
-      values.push(equals > 0 ? part.slice(equals + 1) : part);
+      const value = equals > 0 ? part.slice(equals + 1) : part;
+      values.push(value);
+      // An auth-parameter's quoted value (`Token token="…"`, Digest's `response="…"`): also the bare text, unescaped.
+      const quoted = /^"((?:[^"\\]|\\.)*)"[,;]?$/.exec(value)?.[1];
+      if (quoted !== undefined && quoted !== '') values.push(quoted.replace(/\\(.)/g, '$1'));
     }
     const basic = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(value)?.[1];
     if (basic !== undefined) {
