@@ -28,7 +28,14 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
-        DbModule.forRoot({ url: config.database.url, applicationName: 'control-plane' }),
+        DbModule.forRoot({
+          url: config.database.url,
+          applicationName: 'control-plane',
+          // A change to a tenant's directory (members, groups, agent clients, upstreams, tools, policy) waits on the
+          // tenant's snapshot lock and recompiles its policy, a second or more for a large one: a change queued behind
+          // a few others must not run out of Prisma's default 5 s and be answered 503 as if the database were down.
+          transaction: { timeoutMs: 30_000, maxWaitMs: 10_000 },
+        }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'control-plane', logger }),
         HealthModule.forRoot({
           logger,

@@ -177,6 +177,31 @@ describe('pattern complexity', () => {
   });
 });
 
+describe('a large policy and changes queued on its snapshot lock', () => {
+  it('serves changes that wait behind others recompiling it, rather than answering 503 as if the database were down', { timeout: 120_000 }, async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    // 5,000 rules with a condition each (about 800 KB, within the policy limits): each recompile takes a second or more.
+    const rules = Array.from({ length: 5_000 }, (_, i): Rule => ({
+      id: `r${i}`,
+      subjects: [{ type: 'authenticated' }],
+      targets: [{ kind: 'tool', upstream: 'up', name: `t${i}` }],
+      effect: 'allow',
+      condition: `args.x == ${i}`,
+    }));
+    const etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const saved = await putPolicy(t.id, owner.token, etag, rules);
+    expect(saved.status, saved.text).toBe(200);
+    // Six changes at once: each takes the lock and recompiles in turn, the last waiting several seconds.
+    const groups = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => cp.request('POST', `/api/v1/tenants/${t.id}/groups`, { token: owner.token, body: { externalId: `g${i}`, name: `G${i}` } })),
+    );
+    expect(groups.map((r) => r.status)).toEqual(Array(6).fill(201));
+    // The policy's and one for each group.
+    expect((await snapshots(t.id)).length).toBe(7);
+  });
+});
+
 describe('upstream renames and rules', () => {
   it('refuses renaming an upstream that enabled rules name, until the rules cover the new name', async () => {
     const t = await cp.tenant();

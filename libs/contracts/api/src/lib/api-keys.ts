@@ -7,6 +7,9 @@ export const createApiKeyRequest = z.strictObject({
   expiresAt: z.iso
     .datetime({ offset: true })
     .refine((value) => Date.parse(value) > Date.now(), 'must be in the future')
+    // A year that stays 9999 in UTC: `9999-12-31T23:59:59-15:59` is year 10000 there, which Postgres stores but no
+    // ISO 8601 timestamp of four-digit years can give back.
+    .refine((value) => new Date(value).getUTCFullYear() <= 9999, 'must be before the year 10000 (UTC)')
     .optional(),
 });
 export type CreateApiKeyRequest = z.infer<typeof createApiKeyRequest>;

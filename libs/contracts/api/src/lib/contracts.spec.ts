@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createApiKeyRequest } from './api-keys';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
 import { createUpstreamRequest, secretEnv, secretHeaders, updateUpstreamRequest } from './upstreams';
@@ -50,6 +51,17 @@ describe('api contracts', () => {
       expect(created.error?.issues.map((issue) => issue.message)).toContain('must be an http or https URL');
       expect(updateUpstreamRequest.safeParse({ url: bad }).success).toBe(false);
     }
+  });
+});
+
+describe('api key expiry', () => {
+  it('takes a future time of a four-digit UTC year, and refuses one that is year 10000 in UTC (it was a 500 on reading it back)', () => {
+    const key = { name: 'ci', agentClientId: '019a0000-0000-7000-8000-0000000000aa' };
+    expect(createApiKeyRequest.safeParse({ ...key, expiresAt: '9999-12-31T23:59:59Z' }).success).toBe(true);
+    const late = createApiKeyRequest.safeParse({ ...key, expiresAt: '9999-12-31T23:59:59-15:59' });
+    expect(late.success).toBe(false);
+    expect(late.error?.issues.map((issue) => issue.message)).toEqual(['must be before the year 10000 (UTC)']);
+    expect(createApiKeyRequest.safeParse({ ...key, expiresAt: '2001-01-01T00:00:00Z' }).error?.issues[0]?.message).toBe('must be in the future');
   });
 });
 

@@ -16,9 +16,14 @@ export interface PrismaClientOptions {
   readonly statementTimeoutMs?: number;
   /** Bound on opening a connection or waiting for a free one in the pool, in ms. Unset: wait forever (pg's default). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Default bounds of an interactive transaction (`$transaction(fn)`, `withTenant`), in ms: how long it may run, and
+   * wait to start. Unset: Prisma's, 5 s and 2 s. A call's own options still win.
+   */
+  readonly transaction?: { readonly timeoutMs: number; readonly maxWaitMs: number };
 }
 
-function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connectTimeoutMs }: PrismaClientOptions) {
+function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connectTimeoutMs, transaction }: PrismaClientOptions) {
   const adapter = new PrismaPg({
     connectionString: url,
     ...(poolMax === undefined ? {} : { max: poolMax }),
@@ -26,7 +31,10 @@ function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connect
     ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 }),
     ...(connectTimeoutMs === undefined ? {} : { connectionTimeoutMillis: connectTimeoutMs }),
   });
-  return new PrismaClient({ adapter });
+  return new PrismaClient({
+    adapter,
+    ...(transaction === undefined ? {} : { transactionOptions: { timeout: transaction.timeoutMs, maxWait: transaction.maxWaitMs } }),
+  });
 }
 
 /**
