@@ -89,20 +89,20 @@ export class PoliciesRepository {
   // ------------------------------------------------------------ directory (what compile resolves subjects against)
 
   async directory(tenantId: TenantId, tx: TenantTransaction): Promise<TenantDirectory> {
-    const [members, groups, agentClients, upstreams] = await Promise.all([
-      tx.membership.findMany({ where: { tenantId }, select: { userId: true, role: true }, orderBy: { userId: 'asc' } }),
-      tx.group.findMany({
-        where: { tenantId },
-        select: { externalId: true, members: { select: { userId: true } } },
-        orderBy: { externalId: 'asc' },
-      }),
-      tx.agentClient.findMany({ where: { tenantId }, select: { id: true }, orderBy: { id: 'asc' } }),
-      tx.upstream.findMany({
-        where: { tenantId },
-        select: { name: true, tools: { where: { removedAt: null, kind: { in: [...REGISTRY_KINDS] } }, select: { kind: true, name: true } } },
-        orderBy: { name: 'asc' },
-      }),
-    ]);
+    // One after another: a transaction is one connection, which runs one query at a time anyway (queries issued at once
+    // on it queue in the driver, which pg deprecates and its next major refuses).
+    const members = await tx.membership.findMany({ where: { tenantId }, select: { userId: true, role: true }, orderBy: { userId: 'asc' } });
+    const groups = await tx.group.findMany({
+      where: { tenantId },
+      select: { externalId: true, members: { select: { userId: true } } },
+      orderBy: { externalId: 'asc' },
+    });
+    const agentClients = await tx.agentClient.findMany({ where: { tenantId }, select: { id: true }, orderBy: { id: 'asc' } });
+    const upstreams = await tx.upstream.findMany({
+      where: { tenantId },
+      select: { name: true, tools: { where: { removedAt: null, kind: { in: [...REGISTRY_KINDS] } }, select: { kind: true, name: true } } },
+      orderBy: { name: 'asc' },
+    });
     return {
       members,
       // Policies name groups by their external id (the SSO group claim value): unique per tenant and stable across renames.

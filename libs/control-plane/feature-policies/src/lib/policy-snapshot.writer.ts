@@ -53,7 +53,9 @@ export class PolicySnapshotWriter {
       const rows = stored ? await this.repository.rules(tenantId, tx, stored.id) : [];
       policy = { defaultEffect: stored?.defaultEffect ?? 'deny', rules: rows.map(toRuleSource) };
     }
-    const [directory, latest] = await Promise.all([this.repository.directory(tenantId, tx), this.repository.latestVersion(tenantId, tx)]);
+    // In turn: one transaction is one connection (see `directory`).
+    const directory = await this.repository.directory(tenantId, tx);
+    const latest = await this.repository.latestVersion(tenantId, tx);
     const version = latest + 1;
     const source = assemblePolicySource({ tenantId, version, defaultEffect: policy.defaultEffect, rules: policy.rules, directory });
     const compiled = compile(source, { complexityBudget: change.newRules === true });
