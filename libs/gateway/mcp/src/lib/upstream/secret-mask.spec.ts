@@ -80,6 +80,13 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
   });
 
+  it('masks a value with slashes as a JSON writer that escapes them quotes it (PHP)', () => {
+    const mask = secretMaskOf(config({ headers: { authorization: 'Bearer abc/def+ghi/jkl==', 'x-api-key': 'Key abcdefghijkl==' } }));
+    expect(mask.mask('{"error":"bad token abc\\/def+ghi\\/jkl=="}')).toBe('{"error":"bad token [redacted]"}');
+    // A base64 token's padding is no `name=value` separator: the token is masked bare.
+    expect(mask.mask('bad token abc/def+ghi/jkl== and key abcdefghijkl==')).toBe('bad token [redacted] and key [redacted]');
+  });
+
   it('masks the bare text of a quoted auth-parameter value, unescaped', () => {
     const mask = secretMaskOf(
       config({ headers: { authorization: 'Token token="abcdef0123456789"', 'proxy-authorization': 'Digest username="u", response="6629fae4\\"9393a05"' } }),

@@ -42,7 +42,7 @@ export function credentialArgs(args: readonly string[]): string[] {
  * Replaces an upstream's configured secrets wherever they appear in a text: a server that prints the token it was
  * refused with, or dumps its environment, would otherwise put them where they are read (the gateway's logs, an
  * agent's error). Each value is also matched as JSON writes it (quotes and backslashes escaped), longest first, so a
- * value that contains another is masked whole.
+ * value that contains another is masked whole; a value holding `/` also as written with `\\/`.
  */
 export class SecretMask {
   private readonly secrets: readonly string[];
@@ -52,7 +52,10 @@ export class SecretMask {
     for (const value of values) {
       if (value.length < MASKED_MIN_LENGTH) continue;
       secrets.add(value);
-      secrets.add(JSON.stringify(value).slice(1, -1));
+      const escaped = JSON.stringify(value).slice(1, -1);
+      secrets.add(escaped);
+      // JSON writers that also escape `/` (PHP's json_encode, some Java ones): base64 tokens hold slashes.
+      if (escaped.includes('/')) secrets.add(escaped.replaceAll('/', '\\/'));
     }
     this.secrets = [...secrets].sort((a, b) => b.length - a.length);
   }
@@ -90,9 +93,12 @@ function configuredSecrets(config: UpstreamConfig): string[] {
     values.push(value);
     if (!namesSecret(name) && !hasCredentialWord(name)) continue;
     for (const part of value.split(VALUE_PARTS)) {
-      // A `name=value` part's value (the name is no secret, and the whole would mask the name with it).
+      // A `name=value` part's value (the name is no secret, and the whole would mask the name with it). A part whose
+      // `=` is no such separator is a token whole: base64 with its padding (`abc/def+g==`, `abcdefgh==`).
       const equals = part.indexOf('=');
-      const value = equals > 0 ? part.slice(equals + 1) : part;
+      const rest = part.slice(equals + 1);
+      const parameter = equals > 0 && /^[A-Za-z][\w.-]*$/.test(part.slice(0, equals)) && !/^=*$/.test(rest);
+      const value = parameter ? rest : part;
       values.push(value);
       // An auth-parameter's quoted value (`Token token="…"`, Digest's `response="…"`): also the bare text, unescaped.
       const quoted = /^"((?:[^"\\]|\\.)*)"[,;]?$/.exec(value)?.[1];
