@@ -6,7 +6,8 @@
 //   npm run audit:dlq -- replay [--id ID ...]              back onto the audit queue (all, or the given ids)
 //   npm run audit:verify -- --tenant <slug>                verify a tenant's hash chain (exit 0 OK, 1 broken)
 //   npm run audit:verify -- --export <file> --manifest <file>   verify an export offline
-//     (either with --public-key <file>: also check the signed anchors with the worker's public key)
+//     (either with --public-key <file>: also check the signed anchors with the worker's public key; --tenant also with
+//     --anchors <file>: anchors kept outside the database, from the worker's log or the audit API, against the live chain)
 //   npm run audit:keygen -- --out <prefix>                 an Ed25519 key pair for signing chain heads
 //
 // The logic is TypeScript in libs/audit/core (runAuditCli), loaded with jiti and the tsconfig path aliases, as

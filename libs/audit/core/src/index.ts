@@ -1,5 +1,5 @@
-export { anchorAuditChains, anchorsBetween, highestAnchoredSeq, latestAnchor } from './lib/audit-anchors';
-export type { AnchorChainsOptions, AnchorChainsResult, AnchorRefusal, SignedHeads } from './lib/audit-anchors';
+export { anchorAuditChains, anchorsBetween, checkArchivedAnchors, highestAnchoredSeq, latestAnchor, parseArchivedAnchors } from './lib/audit-anchors';
+export type { AnchorChainsOptions, AnchorChainsResult, AnchorRefusal, ArchivedAnchorsReport, SignedHeads } from './lib/audit-anchors';
 export { AuditBatcher } from './lib/audit-batcher';
 export type { AuditBatcherOptions, AuditEventFailure, AuditSubmitResult } from './lib/audit-batcher';
 export { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId } from './lib/audit-dlq';

@@ -208,6 +208,36 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
     expect((await anchorNow(tenant, new Map())).anchored.map((a) => a.seq)).toEqual(['12']);
   });
 
+  it('anchors kept outside the database show a rewrite that removed the anchors and was signed by a worker that started since', async () => {
+    const tenant = await tenantWithEvents(12);
+    const { anchored } = await anchorNow(tenant);
+    const [genuine] = anchored;
+    if (!genuine) throw new Error('no anchor');
+    // The worker's log line of it, as pino writes it (JSON around the message), and the API's page of anchors.
+    const logFile = path.join(dir, `${tenant.slug}.log`);
+    writeFileSync(
+      logFile,
+      `${JSON.stringify({ level: 30, msg: 'unrelated' })}\n${JSON.stringify({ level: 30, context: 'AuditTasksWorker', msg: `audit anchor tenant=${genuine.tenantId} seq=${genuine.seq} hash=${genuine.hash} signedAt=${genuine.signedAt} key=${genuine.keyId} signature=${genuine.signature}` })}\n`,
+    );
+    const pageFile = path.join(dir, `${tenant.slug}.page.json`);
+    writeFileSync(pageFile, JSON.stringify({ items: [genuine], nextCursor: null }));
+    expect(await cli('verify', '--tenant', tenant.slug, '--public-key', worker.publicFile, '--anchors', logFile)).toMatchObject({ code: 0, text: expect.stringContaining(`ARCHIVE ${tenant.slug}: 1 archived anchor(s) match the live chain`) });
+
+    await rewriteFrom(tenant, 5, 'forged');
+    await asOwner((client) => client.query('DELETE FROM audit_anchors WHERE tenant_id = $1', [tenant.id]));
+    // A worker with no memory of this tenant signs the rewritten head: the table alone now vouches for the rewrite.
+    expect((await anchorNow(tenant, new Map())).anchored.map((a) => a.seq)).toEqual(['12']);
+    expect((await cli('verify', '--tenant', tenant.slug, '--public-key', worker.publicFile)).code).toBe(0);
+    for (const archive of [logFile, pageFile]) {
+      const { code, text } = await cli('verify', '--tenant', tenant.slug, '--public-key', worker.publicFile, '--anchors', archive);
+      expect(code).toBe(1);
+      expect(text).toContain(`BROKEN ${tenant.slug}: archived anchor at seq 12: anchor_mismatch`);
+    }
+    // The archive must hold this tenant's anchors, and the option needs the key.
+    expect(await cli('verify', '--tenant', tenant.slug, '--public-key', worker.publicFile, '--anchors', worker.publicFile)).toMatchObject({ code: 1, text: expect.stringContaining('holds no anchor of this tenant') });
+    expect((await cli('verify', '--tenant', tenant.slug, '--anchors', logFile)).code).toBe(2);
+  });
+
   it('does not sign a head while the newest anchor no longer matches its event', async () => {
     const tenant = await tenantWithEvents(4);
     await anchorNow(tenant);

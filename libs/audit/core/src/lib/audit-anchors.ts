@@ -1,4 +1,5 @@
-import type { AuditAnchor, AuditAnchorSigner } from '@portcullis/audit/chain';
+import { verifyAnchorSignature, type AuditAnchor, type AuditAnchorSigner } from '@portcullis/audit/chain';
+import type { KeyObject } from 'node:crypto';
 import type { SystemPrismaClient, TenantTransaction } from '@portcullis/data/db';
 
 /** An `audit_anchors` row as `$queryRaw` returns it. */
@@ -223,4 +224,99 @@ export async function highestAnchoredSeq(db: TenantTransaction | SystemPrismaCli
     tenantId,
   );
   return rows[0]?.seq === null || rows[0]?.seq === undefined ? 0n : BigInt(rows[0].seq);
+}
+
+/** The fields of an anchor, as text, when `value` has them all. */
+function asAnchor(value: unknown): AuditAnchor | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const a = value as Record<string, unknown>;
+  const fields = ['tenantId', 'seq', 'hash', 'signedAt', 'keyId', 'signature'] as const;
+  if (!fields.every((key) => typeof a[key] === 'string')) return undefined;
+  return { tenantId: a['tenantId'] as string, seq: a['seq'] as string, hash: a['hash'] as string, signedAt: a['signedAt'] as string, keyId: a['keyId'] as string, signature: a['signature'] as string };
+}
+
+const LOG_LINE = /audit anchor tenant=(\S+) seq=(\d+) hash=(\S+) signedAt=(\S+) key=(\S+) signature=([A-Za-z0-9_-]+)/;
+
+/**
+ * Anchors kept outside the database, from a file's text: the worker's log lines (`audit anchor tenant=… seq=…`, also
+ * inside a JSON log record), JSON lines of anchors, a page of the audit API (`{items: [...]}`), an export manifest
+ * (`{anchor: …}`), or an array of any of these. What is none of them is ignored; the count says what was found.
+ */
+export function parseArchivedAnchors(text: string): AuditAnchor[] {
+  const found: AuditAnchor[] = [];
+  const take = (value: unknown): void => {
+    if (Array.isArray(value)) return value.forEach(take);
+    const anchor = asAnchor(value);
+    if (anchor) return void found.push(anchor);
+    if (typeof value === 'object' && value !== null) {
+      const record = value as Record<string, unknown>;
+      if (Array.isArray(record['items'])) take(record['items']);
+      if (record['anchor'] !== undefined) take(record['anchor']);
+    }
+  };
+  const whole = text.trim();
+  if (whole.startsWith('{') || whole.startsWith('[')) {
+    try {
+      take(JSON.parse(whole));
+      if (found.length > 0) return found;
+    } catch {
+      // Not one JSON document: lines, below.
+    }
+  }
+  for (const line of text.split('\n')) {
+    const logged = LOG_LINE.exec(line);
+    if (logged) {
+      const [, tenantId, seq, hash, signedAt, keyId, signature] = logged as unknown as string[];
+      found.push({ tenantId: tenantId as string, seq: seq as string, hash: hash as string, signedAt: signedAt as string, keyId: keyId as string, signature: signature as string });
+      continue;
+    }
+    const trimmed = line.trim();
+    if (!trimmed.startsWith('{')) continue;
+    try {
+      take(JSON.parse(trimmed));
+    } catch {
+      // Not JSON: skipped.
+    }
+  }
+  return found;
+}
+
+export interface ArchivedAnchorsReport {
+  /** Anchors of this tenant that are validly signed and match the live chain. */
+  readonly matched: number;
+  /** Of this tenant, but their event is gone by retention (at or before the checkpoint): nothing to compare. */
+  readonly pruned: number;
+  /** The first that does not hold: badly signed, or naming a hash the live event at its seq does not have. */
+  readonly broken?: { readonly seq: string; readonly problem: 'anchor_invalid' | 'anchor_mismatch' };
+}
+
+/**
+ * Checks anchors kept outside the database against the live chain: each of `tenantId`'s must be signed by one of
+ * `keys` and name the hash its event has now. What a rewrite that also removed the anchors from the table cannot hide.
+ */
+export async function checkArchivedAnchors(
+  db: SystemPrismaClient,
+  tenantId: string,
+  anchors: readonly AuditAnchor[],
+  keys: ReadonlyMap<string, KeyObject>,
+): Promise<ArchivedAnchorsReport> {
+  const mine = anchors
+    .filter((anchor) => anchor.tenantId === tenantId && /^\d{1,19}$/.test(anchor.seq))
+    .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : BigInt(a.seq) > BigInt(b.seq) ? 1 : 0));
+  const heads = await db.$queryRawUnsafe<{ pruned_through_seq: bigint }[]>('SELECT pruned_through_seq FROM audit_chain_heads WHERE tenant_id = $1::uuid', tenantId);
+  const pruned = BigInt(heads[0]?.pruned_through_seq ?? 0n);
+  let matched = 0;
+  let gone = 0;
+  for (const anchor of mine) {
+    if (verifyAnchorSignature(anchor, keys) !== 'valid') return { matched, pruned: gone, broken: { seq: anchor.seq, problem: 'anchor_invalid' } };
+    const rows = await db.$queryRawUnsafe<{ hash: string }[]>('SELECT hash FROM audit_events WHERE tenant_id = $1::uuid AND seq = $2', tenantId, anchor.seq);
+    const row = rows[0];
+    if (row === undefined && BigInt(anchor.seq) <= pruned) {
+      gone += 1;
+      continue;
+    }
+    if (row?.hash !== anchor.hash) return { matched, pruned: gone, broken: { seq: anchor.seq, problem: 'anchor_mismatch' } };
+    matched += 1;
+  }
+  return { matched, pruned: gone };
 }

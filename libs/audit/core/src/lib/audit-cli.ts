@@ -4,6 +4,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { AuditDlq } from './audit-dlq';
+import { checkArchivedAnchors, parseArchivedAnchors } from './audit-anchors';
 import { verifyTenantChain } from './verify-tenant-chain';
 
 export interface AuditCliIo {
@@ -30,6 +31,9 @@ export const AUDIT_CLI_USAGE = `Usage:
   audit verify --export FILE --manifest FILE      verify an export file offline against its manifest
     [--public-key FILE]                           also check the signed anchors with the worker's public key(s)
                                                   (a PEM file of one or more PUBLIC KEY blocks)
+  audit verify --tenant SLUG --public-key FILE --anchors FILE
+                                                  also check anchors kept outside the database (the worker's log lines,
+                                                  the audit API's anchor pages, export manifests) against the live chain
   audit keygen --out PREFIX                       make an Ed25519 key pair for signing chain heads: PREFIX.key
                                                   (private, mode 600: AUDIT_SIGNING_KEY_FILE) and PREFIX.pub
 
@@ -118,8 +122,12 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
       export: { type: 'string' },
       manifest: { type: 'string' },
       'public-key': { type: 'string' },
+      anchors: { type: 'string' },
     },
   });
+  if (values.anchors !== undefined && (values['public-key'] === undefined || values.tenant === undefined)) {
+    throw new UsageError('--anchors goes with --tenant and --public-key');
+  }
   const keys = values['public-key'] === undefined ? undefined : await readKeys(values['public-key']);
   if (values.export !== undefined || values.manifest !== undefined) {
     if (!values.export || !values.manifest) throw new UsageError('--export and --manifest go together');
@@ -159,6 +167,7 @@ async function verifyCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): 
         // Asked for proof, and events that no anchor covers at all: not proven (anchors removed, or none signed yet).
         if (!last && report.checked > 0) return 1;
       }
+      if (values.anchors !== undefined && keys) return checkArchive(db, tenant.id, slug, values.anchors, keys, io);
       return 0;
     }
     const { id, seq, problem } = report.brokenAt;
@@ -195,6 +204,36 @@ async function keygenCommand(args: string[], io: AuditCliIo): Promise<number> {
     return refused(error);
   }
   io.out(`wrote ${keyFile} (AUDIT_SIGNING_KEY_FILE, keep it from the database's administrators) and ${pubFile} (for audit:verify --public-key); key id ${auditKeyId(publicKey)}`);
+  return 0;
+}
+
+/** `--anchors FILE`: the archived anchors of the tenant, each against the live chain. */
+async function checkArchive(
+  db: SystemPrismaClient,
+  tenantId: string,
+  slug: string,
+  file: string,
+  keys: ReadonlyMap<string, KeyObject>,
+  io: AuditCliIo,
+): Promise<number> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`--anchors ${file}: ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  const anchors = parseArchivedAnchors(text).filter((anchor) => anchor.tenantId === tenantId);
+  if (anchors.length === 0) {
+    io.out(`ARCHIVE ${slug}: ${file} holds no anchor of this tenant`);
+    return 1;
+  }
+  const result = await checkArchivedAnchors(db, tenantId, anchors, keys);
+  if (result.broken) {
+    io.out(`BROKEN ${slug}: archived anchor at seq ${result.broken.seq}: ${result.broken.problem}; ${result.matched} archived anchor(s) matched before it`);
+    return 1;
+  }
+  const pruned = result.pruned > 0 ? ` (${result.pruned} more name events retention has deleted)` : '';
+  io.out(`ARCHIVE ${slug}: ${result.matched} archived anchor(s) match the live chain${pruned}`);
   return 0;
 }
 
