@@ -265,6 +265,33 @@ describe('signed anchors of the audit chain (real Postgres)', () => {
       expect(await verifyTenantChain(system, tenant.id, { keys })).toMatchObject({ ok: true, checked: 3, fromSeq: '6', anchors: { last: { seq: '9' } } });
     });
 
+    it('a retention run between the sweep reading the heads and checking its memory is no lost head', async () => {
+      const tenant = await createTestTenant(system);
+      mine.push(tenant.id);
+      await store.insert(Array.from({ length: 10 }, () => sampleAuditEvent(tenant.id, { occurredAt: old() })));
+      const memory: SignedHeads = new Map();
+      expect((await anchorNow(tenant, memory)).anchored.map((a) => a.seq)).toEqual(['10']);
+      await store.insert(Array.from({ length: 2 }, () => sampleAuditEvent(tenant.id)));
+      await keep(tenant, 30);
+      // Retention (same key) prunes through the remembered seq while the sweep is between its two reads.
+      let raced = false;
+      const racing = new Proxy(system, {
+        get(target, key, receiver) {
+          if (key !== '$queryRawUnsafe') return Reflect.get(target, key, receiver);
+          return async (sql: string, ...args: unknown[]) => {
+            if (!raced && sql.includes('unnest($1::uuid[], $2::bigint[])')) {
+              raced = true;
+              await runRetention(system, { signer: worker.signer });
+            }
+            return (target.$queryRawUnsafe as (text: string, ...values: unknown[]) => Promise<unknown>)(sql, ...args);
+          };
+        },
+      }) as typeof system;
+      const result = await anchorAuditChains(racing, worker.signer, { tenantIds: [tenant.id], signed: memory });
+      expect(raced).toBe(true);
+      expect(result).toMatchObject({ anchored: [{ seq: '12' }], refused: [] });
+    });
+
     it('deletes nothing that contradicts a signed anchor, even when the chain itself was recomputed', async () => {
       const tenant = await createTestTenant(system);
       mine.push(tenant.id);

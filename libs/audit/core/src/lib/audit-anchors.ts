@@ -167,9 +167,12 @@ async function stillSigned(db: SystemPrismaClient, heads: readonly HeadRow[], si
   });
   const result = new Map<string, boolean>();
   if (known.length === 0) return result;
-  const rows = await db.$queryRawUnsafe<{ tenant_id: string; event_hash: string | null; anchor_hash: string | null }[]>(
-    `SELECT t.tenant_id::text AS tenant_id, e.hash AS event_hash, a.hash AS anchor_hash
+  // The head read again in the same statement: retention may have moved the checkpoint past the remembered seq since
+  // the sweep read it (deleting that event), which is no loss.
+  const rows = await db.$queryRawUnsafe<{ tenant_id: string; event_hash: string | null; anchor_hash: string | null; last_seq: bigint | null; pruned_through_seq: bigint | null }[]>(
+    `SELECT t.tenant_id::text AS tenant_id, e.hash AS event_hash, a.hash AS anchor_hash, h.last_seq, h.pruned_through_seq
        FROM unnest($1::uuid[], $2::bigint[]) AS t(tenant_id, seq)
+       LEFT JOIN audit_chain_heads h ON h.tenant_id = t.tenant_id
        LEFT JOIN audit_events e ON e.tenant_id = t.tenant_id AND e.seq = t.seq
        LEFT JOIN audit_anchors a ON a.tenant_id = t.tenant_id AND a.seq = t.seq`,
     known.map((k) => k.head.tenant_id),
@@ -178,8 +181,10 @@ async function stillSigned(db: SystemPrismaClient, heads: readonly HeadRow[], si
   const found = new Map(rows.map((row) => [row.tenant_id, row]));
   for (const { head, memory } of known) {
     const row = found.get(head.tenant_id);
-    const eventHolds = row?.event_hash === memory.hash || (row?.event_hash === null && memory.seq <= BigInt(head.pruned_through_seq));
-    result.set(head.tenant_id, memory.seq <= BigInt(head.last_seq) && eventHolds && row?.anchor_hash === memory.hash);
+    const pruned = BigInt(row?.pruned_through_seq ?? head.pruned_through_seq);
+    const last = BigInt(row?.last_seq ?? head.last_seq);
+    const eventHolds = row?.event_hash === memory.hash || (row?.event_hash === null && memory.seq <= pruned);
+    result.set(head.tenant_id, memory.seq <= last && eventHolds && row?.anchor_hash === memory.hash);
   }
   return result;
 }

@@ -942,6 +942,77 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
     ]);
   });
 
+  it("leaves what routes a message alone: a resource update about a URI holding a configured value reaches the subscribed agent", async () => {
+    const uri = 'workspace://acme-analytics/report.csv';
+    const { engine, connector, registry, configs } = build({
+      u1: {
+        prefix: 'ws',
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => {
+          if (method === 'resources/list') return { resources: [{ uri, name: 'report' }] };
+          if (method === 'resources/templates/list') return { resourceTemplates: [] };
+          return {};
+        },
+      },
+    });
+    // An ordinary configured value (env of the server: its workspace), masked as every env value is.
+    registry.replace(configs.map((c) => ({ ...c, env: { WORKSPACE: 'acme-analytics' } })), () => undefined);
+    const { record } = await open(engine);
+    const toAgent: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(toAgent));
+    // The agent saw the URI in the list (results are not masked) and subscribed to it.
+    expect(await engine.request(record, req('resources/list'), NO_STREAM, 'trace')).toMatchObject({ result: { resources: [{ uri }] } });
+    expect(await engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri } });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(toAgent.filter((m) => 'method' in m && m.method === 'notifications/resources/updated')).toMatchObject([{ params: { uri } }]);
+  });
+
+
+  it("leaves what routes a message alone: a task's elicitation whose upstream task id holds a configured value is relayed", async () => {
+    const runner: FakeUpstream & { prefix: string } = {
+      prefix: 'up1',
+      capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
+      handle: async (method) => (method === 'tools/call' ? { task: { taskId: 'acme-analytics:task:1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } } : {}),
+    };
+    const { engine, connector, registry, configs } = build({ u1: runner }, { tasks: true });
+    registry.replace(configs.map((c) => ({ ...c, env: { WORKSPACE: 'acme-analytics' } })), () => undefined);
+    const { record } = await open(engine, '2025-11-25', { elicitation: {} });
+    const toAgent: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(toAgent));
+    const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } }), NO_STREAM, 'trace');
+    expect(resultOf(created)['task']).toBeDefined();
+    const answered = connector.ask('u1', { jsonrpc: '2.0', id: 99, method: 'elicitation/create', params: { message: 'ok?', requestedSchema: { type: 'object', properties: {} }, _meta: { [RELATED_TASK]: { taskId: 'acme-analytics:task:1' } } } }).then(
+      () => 'relayed',
+      (e: Error) => `refused: ${e.message}`,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    const relayed = toAgent.find((m) => 'method' in m && m.method === 'elicitation/create') as JsonRpcRequest | undefined;
+    if (relayed) engine.answer(record, { jsonrpc: '2.0', id: relayed.id, result: { action: 'decline' } });
+    expect(await answered).toBe('relayed');
+  });
+
+
+  it('masks only the free text of a sampling request: a deep part elsewhere reaches the agent whole', async () => {
+    const { engine, connector, registry, configs } = build({ u1: { prefix: 'web', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    registry.replace(configs.map((c) => ({ ...c, headers: { authorization: 'Bearer upstream-token-0123456789' } })), () => undefined);
+    const { record } = await open(engine, '2025-06-18', { sampling: {} });
+    const toAgent: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        toAgent.push(message);
+        if ('id' in message && 'method' in message) queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { role: 'assistant', content: { type: 'text', text: 'ok' }, model: 'm' } }));
+        return true;
+      },
+    });
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 40; i++) deep = { n: deep };
+    await connector.ask('u1', { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'hi' } }], maxTokens: 5, metadata: { deep } } });
+    const relayed = toAgent.find((m) => 'method' in m && m.method === 'sampling/createMessage') as JsonRpcRequest;
+    expect(JSON.stringify(relayed.params?.['metadata'])).toBe(JSON.stringify({ deep }));
+  });
+
   it('masks them in every other message relayed to the agent: progress, an elicitation, a sampling prompt', async () => {
     const token = 'upstream-token-0123456789';
     const asked: JsonRpcResponse[] = [];

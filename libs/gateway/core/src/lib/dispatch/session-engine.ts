@@ -515,33 +515,48 @@ const MAX_TASK_PROGRESS_TOKEN = 512;
 const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
 
 /**
- * An upstream's log message with the secrets the gateway configured for it masked (a server that logs the token it was
- * refused with); any other notification as it is.
+ * The free text of each kind of message an upstream sends the agent, where it may quote a credential it was given:
+ * what is masked. Only these fields: the rest routes the message (a resource's URI, a task's id, a progress token)
+ * and must reach the agent as the upstream wrote it. A log message's `data` is any JSON and is masked whole.
  */
+const RELAYED_TEXT: Readonly<Record<string, readonly string[]>> = {
+  'notifications/message': ['data'],
+  'notifications/progress': ['message'],
+  'notifications/tasks/status': ['statusMessage'],
+  'elicitation/create': ['message'],
+  'sampling/createMessage': ['messages', 'systemPrompt'],
+};
+
 /**
- * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked
- * wherever they appear in its params (a log line, a progress or task status message, an elicitation's text, a
- * sampling prompt): the agent never sees a credential the gateway injects. The ids that route it (a progress token,
- * a cancelled request's id) stay as they came.
+ * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked in
+ * its free text (`RELAYED_TEXT`): a log line, a progress or task status message, an elicitation's text, a sampling
+ * prompt. The agent never sees a credential the gateway injects; what routes the message is left alone.
  */
 function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: UpstreamConfig, message: T): T {
-  if (message.params === undefined) return message;
+  const fields = RELAYED_TEXT[message.method];
+  if (fields === undefined || message.params === undefined) return message;
   const mask = secretMaskOf(config);
   if (mask.longest === 0) return message;
-  const original = message.params;
-  const params = maskValue(mask, original) as Record<string, unknown>;
-  if (params === original) return message;
-  for (const key of ['progressToken', 'requestId']) if (key in original) params[key] = original[key];
-  const meta = original['_meta'];
-  if (isObject(meta) && 'progressToken' in meta && isObject(params['_meta'])) params['_meta'] = { ...params['_meta'], progressToken: meta['progressToken'] };
-  return { ...message, params };
+  let params: Record<string, unknown> | undefined;
+  for (const field of fields) {
+    if (!(field in message.params)) continue;
+    const original = message.params[field];
+    const masked = maskValue(mask, original);
+    if (masked !== original) (params ??= { ...message.params })[field] = masked;
+  }
+  return params === undefined ? message : { ...message, params };
 }
 
-/** A progress notification without its free text (a `message`), for when nothing is known to mask it with. */
-function withoutProgressText(notification: JsonRpcNotification): JsonRpcNotification {
-  if (notification.method !== 'notifications/progress' || notification.params === undefined || !('message' in notification.params)) return notification;
-  const { message: _text, ...params } = notification.params;
-  return { ...notification, params };
+/**
+ * A message with its free text (`RELAYED_TEXT`) left out, for when nothing is known to mask it with (the upstream's
+ * configuration gone meanwhile).
+ */
+function withoutRelayedText<T extends JsonRpcNotification | JsonRpcRequest>(message: T): T {
+  const fields = RELAYED_TEXT[message.method];
+  if (fields === undefined || message.params === undefined || !fields.some((field) => field in (message.params as object))) return message;
+  const params = { ...message.params };
+  for (const field of fields) delete params[field];
+  return { ...message, params };
 }
 
 /**
@@ -2601,7 +2616,7 @@ export class SessionEngine {
           if (!this.relayable(live, upstreamId, received)) return;
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
           // (below) and a progress message's text left out.
-          const notification = config ? maskedRelay(config, received) : withoutProgressText(received);
+          const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
           if (notification.method === 'notifications/progress') {
             // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
             // references a token of an active request). Another token is some other request's, or none at all.
