@@ -308,7 +308,8 @@ describe('Streamable HTTP GET and DELETE', () => {
       404,
       -32004,
     ) as { id: unknown };
-    expect(body.id).toBe(null);
+    // The request's id is known: the refusal carries it (JSON-RPC 2.0 §5), as a refused protocol version does.
+    expect(body.id).toBe(5);
   });
 });
 
@@ -327,6 +328,8 @@ describe('an empty MCP-Protocol-Version header', () => {
       const body = expectRpcError(res, 400, -32600) as { error: { message: string } };
       expect(body.error.message).toBe('Bad Request: unsupported MCP-Protocol-Version');
     }
+    // The POST's request id is known, and its refusal carries it.
+    expect((JSON.parse(refusals[0]?.body ?? '{}') as { id?: unknown }).id).toBe(5);
     // The session is still there: without the header at all, a request falls back to 2025-03-26 and is served.
     const served = await raw('POST', path, postHeaders({ 'mcp-session-id': sessionId }), ping);
     expect(served.status).toBe(200);

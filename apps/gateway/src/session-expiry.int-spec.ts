@@ -12,7 +12,7 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, demoDist, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, demoDist, messageOf, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
 import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
 
 const ctx = testContext();
@@ -69,7 +69,7 @@ beforeAll(async () => {
   gateway = await startTestGateway({
     systemDb: db,
     redisUrl: ctx.redisUrl,
-    env: { GATEWAY_SESSION_IDLE_MS: '3000' },
+    env: { GATEWAY_SESSION_IDLE_MS: '3000', GATEWAY_METRICS_PORT: '0' },
   });
 }, 60_000);
 
@@ -172,5 +172,27 @@ describe('session idle expiry', () => {
     expect(closed).toBe(false);
     expect(upstream.closed).not.toContain(mine[0]);
     await client.close();
+  }, 30_000);
+});
+
+describe('a session the agent ends', () => {
+  it('ends its calls under way as cancelled by the agent, not as a failure of the upstream it closes', async () => {
+    const { transport, upstreamSession } = await connectedClient('ended-with-a-call');
+    const sessionId = transport.sessionId ?? '';
+    const call = postInSession(gateway, tenant.slug, key, sessionId, { id: 7, method: 'tools/call', params: { name: 'rec__slow', arguments: { ms: 3_000 } } }).then(messageOf);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const ended = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, { method: 'DELETE', headers: { authorization: `Bearer ${key}`, 'mcp-session-id': sessionId } });
+    expect(ended.status).toBe(200);
+    const answer = (await call) as { error?: { code: number; message: string } };
+    expect(answer.error?.code).not.toBe(-32050);
+    await waitFor(() => upstream.closed.includes(upstreamSession), { description: 'the upstream session closed' });
+    const metrics = await (await fetch(`http://127.0.0.1:${gateway.dataPlane.metricsPort}/metrics`)).text();
+    const count = (outcome: string): number => {
+      const series = `portcullis_gateway_requests_total{tenant="${tenant.slug}",method="tools/call",outcome="${outcome}"} `;
+      const line = metrics.split('\n').find((candidate) => candidate.startsWith(series));
+      return line === undefined ? 0 : Number(line.slice(series.length));
+    };
+    // Counted (and audited) as the agent's cancellation: the upstream, healthy, is not blamed.
+    expect({ cancelled: count('cancelled'), upstreamError: count('upstream_error') }).toEqual({ cancelled: 1, upstreamError: 0 });
   }, 30_000);
 });

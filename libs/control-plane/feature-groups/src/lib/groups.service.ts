@@ -47,7 +47,7 @@ export class GroupsService {
   }
 
   async create(scope: TenantScope, body: CreateGroupRequest): Promise<GroupResponse> {
-    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
       if (await this.repository.findByExternalId(scope.tenantId, tx, body.externalId)) throw groupErrors.externalIdTaken(body.externalId);
       const row = await this.repository.create(scope.tenantId, tx, body);
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.create');
@@ -72,7 +72,7 @@ export class GroupsService {
 
   /** Refused with 409 naming each rule while an enabled rule still refers to the group (nothing is deleted then). */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
       const before = await this.repository.find(scope.tenantId, tx, id);
       if (!before || !(await this.repository.delete(scope.tenantId, tx, id))) throw groupErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.delete');
@@ -91,7 +91,7 @@ export class GroupsService {
   }
 
   async addMember(scope: TenantScope, groupId: string, body: AddGroupMemberRequest): Promise<GroupMemberResponse> {
-    const { row, snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       if (!(await this.repository.isTenantMember(scope.tenantId, tx, body.userId))) throw groupErrors.notATenantMember();
       if (await this.repository.findMember(scope.tenantId, tx, groupId, body.userId)) throw groupErrors.alreadyInGroup();
@@ -108,7 +108,7 @@ export class GroupsService {
   }
 
   async removeMember(scope: TenantScope, groupId: string, userId: string): Promise<void> {
-    const { snapshot, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       const before = await this.repository.findMember(scope.tenantId, tx, groupId, userId);
       if (!before || !(await this.repository.removeMember(scope.tenantId, tx, groupId, userId))) throw groupErrors.memberNotFound();

@@ -1,13 +1,15 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
 import { ChangePublisher } from '@portcullis/control-plane/change-events';
-import type { Prisma, TenantTransaction } from '@portcullis/data/db';
+import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction, type TransactionOptions } from '@portcullis/data/db';
+import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { compile, serializeSnapshot, type CompileError } from '@portcullis/policy/engine';
 import type { TenantId } from '@portcullis/shared/util-ids';
 import { policyErrors } from './policies.errors';
 import { assemblePolicySource, toRuleSource } from './policies.mapper';
 import { PoliciesRepository } from './policies.repository';
+import { TenantWriteQueue } from './tenant-write-queue';
 
 export interface WrittenSnapshot {
   readonly tenantId: TenantId;
@@ -23,14 +25,27 @@ export type RebuildResult = { readonly ok: true; readonly snapshot: WrittenSnaps
  * writes the result as the new active snapshot (next version, previous one deactivated), so a change and the
  * snapshot that enforces it commit or roll back together. Call `announce` after the commit.
  *
- * Other features (members, groups, agent clients, upstreams) call `rebuildOrConflict` from their own transactions.
+ * Other features (members, groups, agent clients, upstreams) call `rebuildOrConflict` from their own transactions,
+ * which they open with `transaction`: one at a time per tenant in this process (`TenantWriteQueue`).
  */
 @Injectable()
 export class PolicySnapshotWriter {
+  private readonly queue = new TenantWriteQueue();
+
   constructor(
+    @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
     private readonly repository: PoliciesRepository,
     private readonly changes: ChangePublisher,
   ) {}
+
+  /**
+   * `withTenant` for a change that writes the tenant's snapshot (it calls `rebuild`, `rebuildOrConflict` or `lock`):
+   * started once this process's earlier changes of the tenant have finished, so a change waiting its turn holds no
+   * pool connection. More than `MAX_QUEUED_CHANGES_PER_TENANT` waiting: 429, nothing done.
+   */
+  transaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return this.queue.run(tenantId, () => withTenant(this.db, tenantId, fn, options));
+  }
 
   /**
    * @param override the policy being saved (else the stored one, or "deny by default, no rules" if none exists)

@@ -131,7 +131,7 @@ export class UpstreamToolsService {
       throw upstreamErrors.testFailed(error.reason);
     }
     const durationMs = Date.now() - started;
-    const { rows, counts, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
+    const { rows, counts, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       // The upstream may have been deleted while we were connected.
       const current = await this.requireUpstream(tenantId, tx, upstreamId);
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
@@ -187,7 +187,7 @@ export class UpstreamToolsService {
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
     const { tenantId } = scope;
-    const { after, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
+    const { after, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       await this.requireUpstream(tenantId, tx, upstreamId);
       const row = await this.tools.find(tenantId, tx, upstreamId, toolId);
       if (!row) throw upstreamErrors.toolNotFound();
@@ -224,7 +224,7 @@ export class UpstreamToolsService {
   async forget(scope: TenantScope, upstreamId: string, query: ForgetUpstreamToolsQuery): Promise<ForgetUpstreamToolsResponse> {
     const { tenantId } = scope;
     const onlyRemoved = query.state === 'removed';
-    const { forgotten, snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
+    const { forgotten, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       await this.requireUpstream(tenantId, tx, upstreamId);
       // Not while a test connection of the upstream is storing what it found.
       await this.tools.lockUpstream(tenantId, tx, upstreamId);

@@ -146,7 +146,7 @@ export class UpstreamsService {
 
   async delete(scope: TenantScope, id: string): Promise<void> {
     const { tenantId } = scope;
-    const { snapshot, staged } = await withTenant(this.db, tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing || !(await this.repository.delete(tenantId, tx, id))) throw upstreamErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.delete');
@@ -257,7 +257,7 @@ export class UpstreamsService {
 
   private async inTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
     try {
-      return await withTenant(this.db, tenantId, fn);
+      return await this.snapshots.transaction(tenantId, fn);
     } catch (error) {
       if (isUniqueViolation(error)) throw upstreamErrors.conflict();
       throw error;

@@ -1317,7 +1317,14 @@ describe('SessionEngine with in-memory upstreams', () => {
  * Two engines (replicas ra and rb) over one registry, connector and session store, joined by an in-memory bus; with
  * `serialised`, one that copies each message through JSON as the Redis one does (and throws as it does).
  */
-function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listCacheMs = 0, sessions = new MemorySessionStore(), serialised = false): [SessionEngine, SessionEngine] {
+function twoReplicas(
+  connector: FakeConnector,
+  registry: UpstreamRegistry,
+  listCacheMs = 0,
+  sessions = new MemorySessionStore(),
+  serialised = false,
+  localIdleMs: number = SPEC_ENGINE_OPTIONS.localIdleMs,
+): [SessionEngine, SessionEngine] {
   const replicas: SessionEngine[] = [];
   const byId = new Map<string, SessionEngine>();
   const copy = (message: BusMessage): BusMessage => (serialised ? (JSON.parse(JSON.stringify(message)) as BusMessage) : message);
@@ -1335,7 +1342,7 @@ function twoReplicas(connector: FakeConnector, registry: UpstreamRegistry, listC
       sessions,
       logger,
       bus,
-      options: { ...SPEC_ENGINE_OPTIONS, replicaId, listCacheMs },
+      options: { ...SPEC_ENGINE_OPTIONS, replicaId, listCacheMs, localIdleMs },
     });
   const [a, b] = [make('ra'), make('rb')];
   replicas.push(a, b);
@@ -1357,11 +1364,11 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
 }
 
 /** One session opened on replica A of two with upstream `u1`, by an agent that declared roots; its record as B looks it up. */
-async function rootsSessionOnTwoReplicas() {
+async function rootsSessionOnTwoReplicas(localIdleMs?: number) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'files')], () => undefined);
   const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-  const [a, b] = twoReplicas(connector, registry, 0, new MemorySessionStore(), true);
+  const [a, b] = twoReplicas(connector, registry, 0, new MemorySessionStore(), true, localIdleMs);
   const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
   const { sessionId } = await a.initialize(principal, withRoots, 'trace');
   const record = await b.session(sessionId ?? '', principal);
@@ -2059,6 +2066,26 @@ describe('SessionEngine across replicas', () => {
     // The agent answers through B (any replica): the answer goes to A, which asked.
     b.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { roots: [{ uri: 'file:///work', name: 'work' }] } });
     expect(await asked).toEqual({ roots: [{ uri: 'file:///work', name: 'work' }] });
+  });
+
+  it('keeps the session on the replica that relayed a request while the agent has not answered, however long idle there', async () => {
+    const { a, b, connector, record } = await rootsSessionOnTwoReplicas(50);
+    const received: Record<string, unknown>[] = [];
+    b.attachStandalone(record, { canStream: true, send: (message) => received.push(message as unknown as Record<string, unknown>) > 0 });
+    // Replica A has seen nothing of the session for longer than it keeps idle sessions: the agent works through B.
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 7, method: 'roots/list' }, 'first').then(
+      (result) => ({ result }),
+      (error: Error) => ({ error: error.message }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    const relayedId = received[0]?.['id'];
+    expect(relayedId).toMatch(/^pcs\.ra\./);
+    // A user takes a while to answer; A sweeps meanwhile. Letting the session go would fail the upstream's request.
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    await a.sweepNow();
+    b.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { roots: [] } });
+    expect(await asked).toEqual({ result: { roots: [] } });
   });
 
   it('refuses at once a request too deeply nested for the bus, leaving nothing waiting, and relays the next', async () => {

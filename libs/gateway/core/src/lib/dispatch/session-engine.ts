@@ -1184,14 +1184,16 @@ export class SessionEngine {
     this.released.delete(record.id);
     const live = this.liveFor(record);
     this.live.delete(record.id);
+    // Calls under way end as cancelled by the agent, before their upstream sessions close under them: closed first,
+    // they failed as the upstream's error (-32050) and were audited and counted so, blaming a healthy upstream.
+    for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
+    this.dropRelayed(live);
     const settled = await this.closeUpstreams(record, live);
     for (const outcome of settled) if (outcome.status === 'rejected') this.deps.logger.debug({ traceId, err: String(outcome.reason) }, 'upstream session not closed');
     // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone).
     live.standalone?.close?.();
     live.standalone = undefined;
     this.dropPages(live);
-    this.dropRelayed(live);
-    for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     await this.deps.tasks?.delete(record.id).catch(() => undefined);
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
   }
@@ -3533,8 +3535,12 @@ export class SessionEngine {
     // (the standalone GET stream, a legacy session's stream): it waits for notifications (a subscribed resource's
     // updates, list changes, an upstream's sampling request), and expiring under it would drop its subscriptions. The
     // stream was opened by the record's own principal, and a revoked key closes it; the sessions a principal holds are
-    // bounded. Not a stream whose agent has gone (kept a while for a reconnect): nobody listens there.
-    const busy = [...this.live.values()].filter((live) => live.inflight.size > 0 || (live.standalone !== undefined && live.standalone.away !== true));
+    // bounded. Not a stream whose agent has gone (kept a while for a reconnect): nobody listens there. Nor one with an
+    // upstream's request relayed to the agent and not answered yet (a user deciding, perhaps through another replica's
+    // stream while this one sees nothing of the session): letting it go would fail that request although the session
+    // lives on. Each such request is bounded by its own timeout.
+    const inUse = (live: LiveSession): boolean => live.inflight.size > 0 || live.relayed.size > 0;
+    const busy = [...this.live.values()].filter((live) => inUse(live) || (live.standalone !== undefined && live.standalone.away !== true));
     await Promise.all(busy.map((live) => this.deps.sessions.get(live.record.id).catch(() => undefined)));
     const checked = [...this.live.keys(), ...this.released.keys()];
     const existing = this.deps.sessions.existing;
@@ -3549,7 +3555,7 @@ export class SessionEngine {
       if (expired(id)) {
         this.live.delete(id);
         void this.expire(live.record, live);
-      } else if (live.lastUsed < cutoff && live.inflight.size === 0 && live.standalone === undefined) {
+      } else if (live.lastUsed < cutoff && !inUse(live) && live.standalone === undefined) {
         this.live.delete(id);
         this.release(live);
         if (existing && Object.values(live.record.upstreams).some((state) => state.sessionId !== null)) this.remember(live.record);

@@ -399,6 +399,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         firstId = invalid.id;
         throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
       }
+      // A single request's refusals from here on (shutting down, an unknown session, an unsupported protocol version)
+      // answer with its id: it is known (JSON-RPC 2.0 §5 allows null only when it is not).
+      const single = batch ? undefined : items[0];
+      if (single?.kind === 'request') firstId = single.message.id;
       // Shutting down: no new work (the agent retries on another replica), but answers and notifications still go
       // through — calls under way may be waiting for them (an elicitation answer, a cancellation).
       if (closing && items.some((item) => item.kind === 'request')) throw shuttingDown();
