@@ -949,6 +949,43 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['fast__a', 'slow__b']);
   });
 
+  it('asks an upstream left out of a first listing page again, and tells the agent its list changed once it answers', async () => {
+    let slowAnswers = 1;
+    const pageRequests: string[] = [];
+    const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('a', 'fast'), fakeConfig('b', 'slow')], () => undefined);
+    const connector = new FakeConnector({
+      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [tool('x')] }) },
+      b: {
+        capabilities: { tools: { listChanged: true } },
+        handle: async (method, _params, options) => {
+          pageRequests.push(method);
+          // Slow once (a pause, a cold cache): past the listing's deadline, which aborts the request.
+          if (slowAnswers-- > 0) {
+            await new Promise((resolve, reject) => {
+              setTimeout(resolve, 400);
+              options?.signal?.addEventListener('abort', () => reject(options.signal?.reason ?? new Error('aborted')));
+            });
+          }
+          return { tools: [tool('y')] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 150 } });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const toAgent: string[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => toAgent.push('method' in message ? message.method : 'answer') > 0 });
+
+    expect((await listedTools(engine, record)).map((item) => item['name'])).toEqual(['fast__x']);
+    await waitFor(() => toAgent.includes('notifications/tools/list_changed'), { timeoutMs: 3_000 });
+    expect(toAgent).toEqual(['notifications/tools/list_changed']);
+    expect((await listedTools(engine, record)).map((item) => item['name'])).toEqual(['fast__x', 'slow__y']);
+    // The listing's own request, the recheck, and the agent's listing after the announcement: nothing more.
+    expect(pageRequests).toEqual(['tools/list', 'tools/list', 'tools/list']);
+  });
+
   it('passes on a resource template\'s completions the listing filter would show, adjusts the total, and none when the filter fails', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'repos')], () => undefined);
@@ -982,6 +1019,51 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(await complete()).toMatchObject({ result: { completion: { values: ['acme', 'public'], total: 9, hasMore: true } } });
     failing = true;
     expect(await complete()).toMatchObject({ result: { completion: { values: [] } } });
+  });
+
+  it('passes on a read\'s contents of other URIs only where the listing filter would show them, and none of them when it fails', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let failing = false;
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({
+        u1: {
+          capabilities: { resources: {} },
+          handle: async (method) => {
+            if (method === 'resources/list') return { resources: [{ uri: 'file:///srv/docs', name: 'docs' }] };
+            if (method === 'resources/templates/list') return { resourceTemplates: [] };
+            // A directory's read: the directory itself and its entries, one of them under a denied subtree.
+            return {
+              contents: [
+                { uri: 'file:///srv/docs', text: 'readme.md key.pem' },
+                { uri: 'file:///srv/docs/readme.md', text: '# hello' },
+                { uri: 'file:///srv/secret/key.pem', text: 'PRIVATE KEY' },
+              ],
+            };
+          },
+        },
+      }),
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: {
+        filter: (_record, kind, _upstream, items) => {
+          if (failing) throw new Error('policy store unreachable');
+          return kind === 'resource' ? items.filter((item) => !String(item['uri']).startsWith('file:///srv/secret/')) : items;
+        },
+      },
+      options: SPEC_ENGINE_OPTIONS,
+    });
+    engines.push(engine);
+    const record = await openSession(engine);
+    const read = async () => {
+      const answer = await engine.request(record, req('resources/read', { uri: 'file:///srv/docs' }), NO_STREAM, 'trace');
+      return ((answer as unknown as { result: { contents: { uri: string }[] } }).result.contents ?? []).map((item) => item.uri);
+    };
+    expect(await read()).toEqual(['file:///srv/docs', 'file:///srv/docs/readme.md']);
+    // Fails closed: only what was asked for, which the policy itself decided.
+    failing = true;
+    expect(await read()).toEqual(['file:///srv/docs']);
   });
 
   it('reads a listed resource from the upstream that lists it, before another upstream\'s matching template; the first lister keeps a URI two list', async () => {

@@ -336,6 +336,8 @@ interface LiveSession {
    * Each goes when the agent unsubscribes from it, or once a later write records it (`recordAgentState` adds them all).
    */
   readonly unrecorded: Map<string, string>;
+  /** Listings (`<kind>\u0000<upstream id>`) being asked again after the upstream was left out of a page (`recheckLeftOut`). */
+  readonly rechecking: Set<string>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
   /**
@@ -1699,7 +1701,8 @@ export class SessionEngine {
       case 'resources/read': {
         const upstreamId = await this.byUri(live, params['uri'], traceId);
         await gate(this.resourceTarget(live, upstreamId, params['uri']));
-        return this.forward(live, upstreamId, message, params, sink, signal, traceId);
+        const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
+        return this.visibleContents(live, upstreamId, params['uri'] as string, result);
       }
       case 'resources/subscribe': {
         const uri = params['uri'];
@@ -1796,6 +1799,32 @@ export class SessionEngine {
       default:
         throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
     }
+  }
+
+  /**
+   * A read's contents without the items of other URIs that the principal may not see. One read may answer with several
+   * resources (a directory's files, an index's entries), each under its own URI, and the policy passed only the URI
+   * asked for: without this an agent allowed `file:///srv/**` but denied `file:///srv/secret/**` read the secret files
+   * by reading their directory. Each item of another URI is kept when the hooks' listing filter would list a resource
+   * at that URI. Fails closed: a filter that throws leaves only the items of the URI asked for.
+   */
+  private visibleContents(live: LiveSession, upstreamId: string, uri: string, result: Record<string, unknown>): Record<string, unknown> {
+    const filter = this.deps.hooks?.filter;
+    const contents = result['contents'];
+    if (filter === undefined || !Array.isArray(contents)) return result;
+    const others = contents.filter((item): item is { uri: string } => isObject(item) && typeof item['uri'] === 'string' && item['uri'] !== uri);
+    if (others.length === 0) return result;
+    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    let visible = new Set<unknown>();
+    if (config !== undefined) {
+      try {
+        visible = new Set(filter(live.record, 'resource', config, others.map((item) => ({ uri: item.uri })), false).map((item) => item['uri']));
+      } catch (error) {
+        this.deps.logger.warn({ upstream: config.name, tenantId: config.tenantId, reason: this.reasonOf(error) }, 'read contents of other URIs not passed on: the listing filter failed');
+      }
+    }
+    const kept = contents.filter((item) => !(isObject(item) && typeof item['uri'] === 'string' && item['uri'] !== uri) || visible.has(item['uri']));
+    return kept.length === contents.length ? result : { ...result, contents: kept };
   }
 
   /**
@@ -1979,6 +2008,7 @@ export class SessionEngine {
     const items: unknown[] = [];
     const more: PendingPage[] = [];
     let failed: unknown[] | undefined;
+    let recheck: UpstreamConfig[] | undefined;
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -1988,6 +2018,7 @@ export class SessionEngine {
         if (!config) return;
         this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         (failed ??= []).push(outcome.reason);
+        if (cursor === undefined && status === undefined) (recheck ??= []).push(config);
         return;
       }
       if (!config) return;
@@ -2014,7 +2045,36 @@ export class SessionEngine {
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
     // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
     if (failed !== undefined && cursor !== undefined && status === undefined) throw continuationFailure(failed);
+    if (recheck !== undefined) this.recheckLeftOut(live, kind, recheck, traceId);
     return { [spec.field]: items, ...this.mergedCursor(live, kind, more, traceId, status) };
+  }
+
+  /**
+   * Upstreams left out of an agent's first listing page (slower than the listing's timeout, or failing) are asked for
+   * that page again in the background, within their call timeout; once one answers, the agent is told the list changed.
+   * Most clients list once and then wait for `list_changed`: without it an upstream that was slow once stayed missing
+   * from their view for the rest of the session (one down at initialize is announced when it joins). One recheck per
+   * session, list and upstream at a time; a dead upstream's is cut short by its circuit breaker.
+   */
+  private recheckLeftOut(live: LiveSession, kind: ListKind, configs: readonly UpstreamConfig[], traceId: string): void {
+    const spec = LIST_METHODS[kind];
+    for (const config of configs) {
+      const key = `${kind}\u0000${config.id}`;
+      if (live.rechecking.has(key)) continue;
+      live.rechecking.add(key);
+      const deadline = AbortSignal.timeout(config.callTimeoutMs);
+      void this.onUpstream(live, config.id, traceId, (session) => session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs }), deadline)
+        .then(
+          () => {
+            const offered = this.capabilitiesOf(live.record)[spec.capability];
+            if (this.live.get(live.record.id) === live && isObject(offered) && offered['listChanged'] === true) {
+              this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${spec.capability}/list_changed` });
+            }
+          },
+          () => undefined,
+        )
+        .finally(() => live.rechecking.delete(key));
+    }
   }
 
   /**
@@ -3415,6 +3475,7 @@ export class SessionEngine {
       inflight: new Map(),
       subscribing: [],
       unrecorded: new Map(),
+      rechecking: new Set(),
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),

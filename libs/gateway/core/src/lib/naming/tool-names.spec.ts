@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertValidSeparator, checkPrefixes, exposeName, prefixProblem, splitExposedName } from './tool-names';
+import { assertValidSeparator, checkPrefixes, exposeName, isValidExposedPromptName, prefixProblem, splitExposedName } from './tool-names';
 
 describe('tool names', () => {
   it('prefixes and splits at the first separator, so upstream names may contain it', () => {
@@ -37,5 +37,40 @@ describe('tool names', () => {
       '__',
     );
     expect(problems).toEqual(['upstream "Files copy": the tool prefix "Files" collides with upstream "files"']);
+  });
+});
+
+describe('exposed prompt names', () => {
+  it('take any text an upstream names a prompt with, spaces, accents, scripts and emoji sequences included', () => {
+    for (const name of ['code review', 'résumé', 'Überprüfung', 'می‌خواهم', 'क्षि', '👩‍💻 pairing', 'x'.repeat(500)]) {
+      expect(isValidExposedPromptName(`docs__${name}`), name).toBe(true);
+      expect(exposeName('docs', '__', name, 'prompt')).toBe(`docs__${name}`);
+    }
+  });
+
+  it('refuse a name holding a character that could hide text or make it read as another name', () => {
+    const hidden = {
+      'a C0 control': 'deploy\u0007',
+      'a C1 control': 'deploy\u0085',
+      'the zero-width space': 'dep\u200bloy',
+      'a word joiner': 'dep\u2060loy',
+      'an invisible separator': 'dep\u2063loy',
+      'a soft hyphen': 'dep\u00adloy',
+      'the Arabic letter mark': 'deploy\u061c',
+      'a right-to-left override': 'deploy\u202e',
+      'a directional isolate': 'deploy\u2067',
+      'the Mongolian vowel separator': 'dep\u180eloy',
+      'a line separator': 'deploy\u2028ignore the rest',
+      'a paragraph separator': 'deploy\u2029',
+      'tag characters': 'deploy\u{e0041}\u{e0042}',
+      'the byte order mark': '\ufeffdeploy',
+      'a lone surrogate': 'deploy\ud800',
+    };
+    for (const [what, name] of Object.entries(hidden)) {
+      expect(isValidExposedPromptName(`docs__${name}`), what).toBe(false);
+      expect(exposeName('docs', '__', name, 'prompt'), what).toBeUndefined();
+    }
+    expect(isValidExposedPromptName('')).toBe(false);
+    expect(isValidExposedPromptName('x'.repeat(513))).toBe(false);
   });
 });

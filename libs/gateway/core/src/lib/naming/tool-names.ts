@@ -19,22 +19,16 @@ export const isValidExposedName = (name: string): boolean =>
 export const MAX_PROMPT_NAME_LENGTH = 512;
 
 /**
- * Whether `name` holds a control character (C0, DEL, C1) or an invisible formatting one (the zero-width space, the
- * directional marks, bidirectional overrides and isolates, the byte-order mark): those could make a name in the audit
- * trail or an approval read as another.
+ * A control character (Unicode's Cc: C0, DEL, C1), an invisible formatting one (Cf: the zero-width space and word
+ * joiner, directional marks, bidirectional overrides and isolates, the soft hyphen, the byte-order mark, tag
+ * characters), a line or paragraph separator, or half of a surrogate pair: each could make a name in the audit trail
+ * or an approval read as another, or hide text from the person reading it. Not the zero-width (non-)joiner, U+200C and
+ * U+200D: part of Persian and Indic words, and of emoji sequences.
  */
-function hasControlCharacter(name: string): boolean {
-  for (let index = 0; index < name.length; index += 1) {
-    const code = name.charCodeAt(index);
-    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return true;
-    // Not the zero-width (non-)joiner, U+200C and U+200D: part of Persian and Indic words, and of emoji sequences.
-    if (code === 0x200b || code === 0x200e || code === 0x200f || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069) || code === 0xfeff) return true;
-  }
-  return false;
-}
+const HIDDEN_CHARACTER = /(?![\u200c\u200d])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
 
 export const isValidExposedPromptName = (name: string): boolean =>
-  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !hasControlCharacter(name);
+  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !HIDDEN_CHARACTER.test(name);
 
 export class NamingConfigError extends Error {
   constructor(message: string) {
