@@ -1059,4 +1059,43 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
     expect(standalone).toMatchObject([{ method: 'sampling/createMessage', params: { messages: [{ content: { text: 'key [redacted]' } }] } }]);
     expect(asked[0]).toMatchObject({ result: { model: 'm' } });
   });
+
+  it('masks them in an elicitation\'s form and URL and in a sampling request\'s tools, leaving the fields\' names', async () => {
+    const token = 'upstream-token-0123456789';
+    const requests = [
+      { method: 'elicitation/create', params: { message: 'Confirm', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean', title: 'OK', description: `Authorise with Bearer ${token}?` } } } } },
+      { method: 'elicitation/create', params: { mode: 'url', elicitationId: 'el-1', url: `https://upstream.example/connect?api_key=${token}`, message: 'Connect your account' } },
+      { method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'hi' } }], maxTokens: 5, tools: [{ name: 'fetch', description: `Calls the API with Bearer ${token}`, inputSchema: { type: 'object' } }] } },
+    ];
+    const upstream: FakeUpstream & { prefix: string } = {
+      prefix: 'web',
+      capabilities: { tools: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        for (const [index, asked] of requests.entries()) await options?.onServerRequest?.({ jsonrpc: '2.0', id: `r${index}`, ...asked }, new AbortController().signal);
+        return { content: [] };
+      },
+    };
+    const { engine, registry, configs } = build({ u1: upstream });
+    registry.replace(configs.map((config) => ({ ...config, headers: { authorization: `Bearer ${token}` } })), () => undefined);
+    const { record } = await open(engine, '2025-11-25', { elicitation: { form: {}, url: {} }, sampling: { tools: {} } });
+    const inCall: JsonRpcMessage[] = [];
+    await engine.request(record, req('tools/call', { name: 'web__run', arguments: {} }), {
+      canStream: true,
+      send: (message) => {
+        inCall.push(message);
+        if ('id' in message && 'method' in message) {
+          const result = message.method === 'elicitation/create' ? { action: 'decline' } : { role: 'assistant', content: { type: 'text', text: 'ok' }, model: 'm' };
+          queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result }));
+        }
+        return true;
+      },
+    }, 'trace');
+    const relayed = inCall.filter((m) => 'method' in m && m.method !== 'notifications/progress');
+    expect(relayed).toHaveLength(3);
+    expect(JSON.stringify(relayed)).not.toContain(token);
+    expect(relayed[0]).toMatchObject({ params: { requestedSchema: { properties: { ok: { type: 'boolean', title: 'OK', description: 'Authorise with [redacted]?' } } } } });
+    expect(relayed[1]).toMatchObject({ params: { mode: 'url', elicitationId: 'el-1', message: 'Connect your account' } });
+    expect(relayed[2]).toMatchObject({ params: { tools: [{ name: 'fetch', description: 'Calls the API with [redacted]' }] } });
+  });
 });

@@ -122,6 +122,29 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(upstream.tasks.get('t-1')).toBe('cancelled');
   });
 
+  it("masks the upstream's credentials in a task's status message wherever an answer carries it", async () => {
+    const token = 'upstream-token-0123456789';
+    const upstream = taskUpstream();
+    const plainHandle = upstream.handle;
+    const failing: FakeUpstream = {
+      ...upstream,
+      handle: async (method, params, options) => {
+        const answer = (await plainHandle(method, params, options)) as Record<string, unknown>;
+        const statusMessage = `upstream API refused: Bearer ${token}`;
+        if (method === 'tools/call') return { task: { ...(answer['task'] as Record<string, unknown>), status: 'failed', statusMessage } };
+        return method === 'tasks/get' || method === 'tasks/cancel' ? { ...answer, statusMessage } : answer;
+      },
+    };
+    const { engine } = build({ u1: failing }, new MemoryTaskRouteStore(), (config) => ({ ...config, headers: { authorization: `Bearer ${token}` } }));
+    const { record } = await open(engine);
+    const created = resultOf(await call(engine, record, 'tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } }));
+    const task = created['task'] as Record<string, unknown>;
+    expect(task).toMatchObject({ status: 'failed', statusMessage: 'upstream API refused: [redacted]' });
+    const taskId = task['taskId'] as string;
+    expect(resultOf(await call(engine, record, 'tasks/get', { taskId }))).toMatchObject({ taskId, statusMessage: 'upstream API refused: [redacted]' });
+    expect(resultOf(await call(engine, record, 'tasks/cancel', { taskId }))).toMatchObject({ taskId, statusMessage: 'upstream API refused: [redacted]' });
+  });
+
   it('cancels a task-augmented call the agent gave up on with tasks/cancel once its task exists, never by aborting the call upstream', async () => {
     const upstream = taskUpstream();
     const plainHandle = upstream.handle;

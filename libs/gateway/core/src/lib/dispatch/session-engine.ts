@@ -517,17 +517,36 @@ const MAX_TASK_PROGRESS_TOKEN = 512;
 const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
 
 /**
- * The free text of each kind of message an upstream sends the agent, where it may quote a credential it was given:
- * what is masked. Only these fields: the rest routes the message (a resource's URI, a task's id, a progress token)
- * and must reach the agent as the upstream wrote it. A log message's `data` is any JSON and is masked whole.
+ * The text of each kind of message an upstream sends the agent that a person or a model reads, where it may quote a
+ * credential it was given: what is masked. Only these fields: the rest routes the message (a resource's URI, a task's
+ * id, a progress token) and must reach the agent as the upstream wrote it. A log message's `data` is any JSON and is
+ * masked whole; so are an elicitation's form (its fields' titles, descriptions, defaults and choices) and a sampling
+ * request's tools (their descriptions and schemas). A URL-mode elicitation's `url` is opened in the user's browser, a
+ * credential in it would leave for wherever it points: masked too (the link then fails rather than leaking).
  */
 const RELAYED_TEXT: Readonly<Record<string, readonly string[]>> = {
   'notifications/message': ['data'],
   'notifications/progress': ['message'],
   'notifications/tasks/status': ['statusMessage'],
-  'elicitation/create': ['message'],
-  'sampling/createMessage': ['messages', 'systemPrompt'],
+  'elicitation/create': ['message', 'requestedSchema', 'url'],
+  'sampling/createMessage': ['messages', 'systemPrompt', 'tools'],
 };
+
+/**
+ * A task as an upstream answers it (a CreateTaskResult's `task`, a `tasks/get` or `tasks/cancel` result) with its
+ * configured secrets masked in `statusMessage`, as they are in the `notifications/tasks/status` that carries the same
+ * text: a failed task's status is often its error, credential and all.
+ */
+function maskedTaskStatus(config: UpstreamConfig | undefined, task: Record<string, unknown>): Record<string, unknown> {
+  const message = task['statusMessage'];
+  if (typeof message !== 'string') return task;
+  if (config === undefined) {
+    const { statusMessage: _unknown, ...rest } = task;
+    return rest;
+  }
+  const masked = maskValue(secretMaskOf(config), message);
+  return masked === message ? task : { ...task, statusMessage: masked };
+}
 
 /**
  * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked in
@@ -1696,7 +1715,8 @@ export class SessionEngine {
         // A result of tasks/result, or a terminal status: the task has ended. (An error of tasks/result may be the task's
         // own or a passing failure: its slots then go back when its end is seen, or at their deadline.)
         if (message.method === 'tasks/result' || isTerminalTaskStatus(result['status'])) this.endTaskSlots(live, agentTaskId);
-        return renameTask(result, task.upstream, task.agent);
+        const renamed = renameTask(result, task.upstream, task.agent);
+        return message.method === 'tasks/result' ? renamed : maskedTaskStatus(config, renamed);
       }
       case 'resources/read': {
         const upstreamId = await this.byUri(live, params['uri'], traceId);
@@ -2842,7 +2862,8 @@ export class SessionEngine {
       // Ended while the route was stored (after its routes were deleted): none is left behind.
       if (this.ended.has(live.record.id)) void this.deps.tasks?.delete(live.record.id).catch(() => undefined);
       adopted({ upstream: route.taskId, agent: agentTaskId, tool });
-      return { ...result, task: { ...task, taskId: agentTaskId } };
+      const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+      return { ...result, task: maskedTaskStatus(config, { ...task, taskId: agentTaskId }) };
     } catch (error) {
       // The task runs upstream, but the agent could never reach it: it is cancelled (best effort), and the call fails.
       const timeoutMs = this.deps.options.listTimeoutMs;

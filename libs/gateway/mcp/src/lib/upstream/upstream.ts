@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { JsonRpcNotification, JsonRpcRequest } from '../protocol/json-rpc';
+import { JSON_RPC, type JsonRpcNotification, type JsonRpcRequest } from '../protocol/json-rpc';
 import type { CancelSignal } from '../cancellation/cancellation';
 
 /**
@@ -76,15 +76,22 @@ export interface UpstreamServerInfo {
   readonly instructions?: string;
 }
 
-/** An upstream's JSON-RPC error, passed through to the agent with its code and message. */
+/**
+ * An upstream's JSON-RPC error, passed through to the agent with its code and message. A code that is not an integer
+ * (`1.5`; `1e400`, read as Infinity and written as null) becomes -32603 Internal error: JSON-RPC requires an integer,
+ * and an agent's SDK refuses the whole message otherwise (an SSE answer is dropped, and its call waits out its timeout).
+ */
 export class UpstreamRpcError extends Error {
+  readonly code: number;
+
   constructor(
-    readonly code: number,
+    code: number,
     message: string,
     readonly data?: unknown,
   ) {
     super(message);
     this.name = 'UpstreamRpcError';
+    this.code = Number.isSafeInteger(code) ? code : JSON_RPC.INTERNAL_ERROR;
   }
 }
 
