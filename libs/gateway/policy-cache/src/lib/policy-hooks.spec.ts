@@ -160,6 +160,32 @@ describe('policyHooks.instructions', () => {
   });
 });
 
+describe('policyHooks.upstreamMessage', () => {
+  const hooks = policyHooks(lookup(snapshotOf(RULES)));
+  const refused = (check: () => void): unknown => {
+    try {
+      check();
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  };
+
+  it('lets an upstream talk to the agent outside a call only where the principal may use something on it', () => {
+    expect(refused(() => hooks.upstreamMessage?.(ci, upstream('tickets'), 'roots/list'))).toBeUndefined();
+    expect(refused(() => hooks.upstreamMessage?.(carol, upstream('kb'), 'notifications/message'))).toBeUndefined();
+    for (const [who, where] of [[ci, 'kb'], [carol, 'billing']] as const) {
+      const error = refused(() => hooks.upstreamMessage?.(who, upstream(where), 'sampling/createMessage'));
+      expect(error).toBeInstanceOf(GatewayRequestError);
+      expect(error).toMatchObject({ rpcCode: GATEWAY_RPC.POLICY_DENIED });
+    }
+  });
+
+  it('keeps every upstream from the agent for a tenant without a snapshot', () => {
+    expect(refused(() => policyHooks(lookup(undefined)).upstreamMessage?.(ci, upstream('tickets'), 'elicitation/create'))).toBeInstanceOf(GatewayRequestError);
+  });
+});
+
 describe('policyHooks.admit', () => {
   const hooks = policyHooks(lookup(snapshotOf(RULES)));
 

@@ -73,6 +73,8 @@ export type PolicyHooks = RequestHooks & {
  * - `instructions` relays an upstream's instructions only to a principal who may use something on it
  *   (`upstreamInUse`): they describe the upstream as a whole, and one the policy keeps from the principal is not
  *   theirs to read about. A tenant without a snapshot relays none.
+ * - `upstreamMessage` likewise keeps an upstream the principal may use nothing on from talking to the agent outside
+ *   a call: its log messages, and its requests for the agent's roots, model (sampling) or user (elicitation).
  * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
  *   the call resumes decides again on the arguments it will run with.
  *
@@ -96,6 +98,13 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
     instructions(record, upstream, text) {
       const snapshot = snapshots.get(record.tenantId);
       return snapshot !== undefined && upstreamInUse(snapshot, principalOf(record), upstream.name) ? text : undefined;
+    },
+
+    upstreamMessage(record, upstream) {
+      const snapshot = snapshots.get(record.tenantId);
+      if (snapshot === undefined || !upstreamInUse(snapshot, principalOf(record), upstream.name)) {
+        throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, `Nothing on "${upstream.name}" is this client's to use.`, { snapshotVersion: snapshot?.version ?? null }, 'denied');
+      }
     },
 
     admit(info: RequestInfo): Admission | undefined {

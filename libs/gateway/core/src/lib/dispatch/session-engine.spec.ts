@@ -1982,6 +1982,52 @@ describe('SessionEngine: resource updates only for the subscriptions the session
   });
 });
 
+describe('SessionEngine: an upstream the hooks keep from the agent', () => {
+  it('relays none of its messages outside a call, refusing its requests, while another upstream\'s go through', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u-open', 'open'), fakeConfig('u-hidden', 'hidden')], () => undefined);
+    const upstream: FakeUpstream = { capabilities: { tools: { listChanged: true }, logging: {} }, handle: async () => ({ tools: [] }) };
+    const connector = new FakeConnector({ 'u-open': upstream, 'u-hidden': upstream });
+    const asked: string[] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: {
+        upstreamMessage: (_record, config, method) => {
+          asked.push(`${config.name} ${method}`);
+          if (config.name === 'hidden') throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'nothing there is yours', undefined, 'denied');
+        },
+      },
+      options: SPEC_ENGINE_OPTIONS,
+    });
+    engines.push(engine);
+    const record = await openSession(engine, { roots: {}, sampling: {}, elicitation: {} });
+    const toAgent: string[] = [];
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        toAgent.push('method' in message ? `${message.method} ${JSON.stringify(message.params ?? {})}` : 'answer');
+        if ('id' in message && 'method' in message) queueMicrotask(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { roots: [] } }));
+        return true;
+      },
+    });
+    const outcome = (upstreamId: string, method: string) =>
+      connector.ask(upstreamId, { jsonrpc: '2.0', id: `${upstreamId}-${method}`, method }).then(
+        () => 'answered',
+        (error: unknown) => (error instanceof UpstreamRpcError ? error.code : String(error)),
+      );
+    for (const method of ['roots/list', 'sampling/createMessage', 'elicitation/create']) expect(await outcome('u-hidden', method)).toBe(GATEWAY_RPC.POLICY_DENIED);
+    expect(await outcome('u-open', 'roots/list')).toBe('answered');
+    connector.emit('u-hidden', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: 'hidden log' } });
+    connector.emit('u-hidden', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    connector.emit('u-open', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: 'open log' } });
+    expect(toAgent).toEqual(['roots/list {}', 'notifications/message {"level":"error","data":"open log"}']);
+    expect(asked).toContain('hidden notifications/message');
+  });
+});
+
 describe('SessionEngine: the agent\'s roots changing', () => {
   it('tells no upstream when the agent declared no roots (upstreams were told the client has none)', async () => {
     const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });

@@ -3402,10 +3402,36 @@ export class SessionEngine {
     else void this.agentTaskMessage(live, upstreamId, notification, upstreamTask).then((named) => named && this.toStandalone(live, named));
   }
 
+  /**
+   * The hooks' refusal of a message `config`'s upstream sends the agent outside its calls (a policy that gives the
+   * principal nothing on that upstream: it may not ask for the agent's roots, its model or its user, nor log to it),
+   * undefined when it may go. A hook that fails keeps the message here.
+   */
+  private keptFromAgent(live: LiveSession, config: UpstreamConfig, method: string): GatewayRequestError | undefined {
+    const check = this.deps.hooks?.upstreamMessage;
+    if (check === undefined) return undefined;
+    try {
+      check(live.record, config, method);
+      return undefined;
+    } catch (error) {
+      if (error instanceof GatewayRequestError) {
+        this.deps.logger.debug({ sessionIdPrefix: live.record.id.slice(0, 8), upstreamId: config.id, method, code: error.rpcCode }, 'upstream message not passed on: the upstream is not the client\'s to use');
+        return error;
+      }
+      this.deps.logger.error({ err: error, sessionIdPrefix: live.record.id.slice(0, 8), upstreamId: config.id, method }, 'a hook failed on an upstream message; not passed on');
+      return new GatewayRequestError(JSON_RPC.INTERNAL_ERROR, 'Internal error');
+    }
+  }
+
   /** Forwards an upstream's session-level messages to the agent's standalone stream. */
   private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
     session.onNotification((received) => {
       if (belowAgentLevel(live.record, received)) return;
+      if (this.keptFromAgent(live, config, received.method) !== undefined) {
+        // Still a changed list for the pages this session keeps of it.
+        if (received.method.endsWith('/list_changed')) this.listsChanged(live, config.id, received.method);
+        return;
+      }
       const notification = maskedRelay(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
@@ -3416,6 +3442,8 @@ export class SessionEngine {
       this.toSessionStream(live, config.id, notification);
     });
     session.onServerRequest((received, signal) => {
+      const refusal = this.keptFromAgent(live, config, received.method);
+      if (refusal !== undefined) return Promise.reject(new UpstreamRpcError(refusal.rpcCode, `${received.method}: this server may not reach the client`));
       const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
       // Made for no call of the agent's: bounded by the deadline alone.

@@ -362,4 +362,22 @@ describe('composeHooks', () => {
     expect(asked).toEqual(['first slow notifications/tasks/status', 'second']);
     expect(composeHooks([{ recheck: () => undefined }]).taskMessage).toBeUndefined();
   });
+
+  it('asks every hook that judges an upstream\'s messages outside calls, in order, and lets the first refusal stand', () => {
+    const asked: string[] = [];
+    const composed = composeHooks([
+      { upstreamMessage: (_record, upstream, method) => void asked.push(`first ${upstream.name} ${method}`) },
+      { recheck: () => undefined },
+      {
+        upstreamMessage: () => {
+          asked.push('second');
+          throw new GatewayRequestError(-32030, 'not yours');
+        },
+      },
+      { upstreamMessage: () => void asked.push('third') },
+    ]);
+    expect(() => composed.upstreamMessage?.(info.record, fakeConfig('u1', 'up1'), 'roots/list')).toThrow('not yours');
+    expect(asked).toEqual(['first up1 roots/list', 'second']);
+    expect(composeHooks([{ recheck: () => undefined }]).upstreamMessage).toBeUndefined();
+  });
 });

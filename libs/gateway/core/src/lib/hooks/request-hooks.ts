@@ -123,6 +123,13 @@ export interface RequestHooks {
    * `method` is the message's. Synchronous.
    */
   taskMessage?(record: SessionRecord, taskOf: TaskTool, method: string): void;
+  /**
+   * Before a message an upstream sends the agent outside any call of the agent's (on the upstream session's own
+   * stream: a log message, a request for the agent's roots, a sampling or elicitation request, a list change): a hook
+   * that keeps this upstream from the session's agent throws a `GatewayRequestError`, and the message is dropped (a
+   * request is refused to the upstream with the error's code). `method` is the message's. Synchronous.
+   */
+  upstreamMessage?(record: SessionRecord, upstream: UpstreamConfig, method: string): void;
   /** After every request (initialize included). Must not throw or block: it is fire-and-forget. */
   completed?(info: RequestInfo, outcome: RequestOutcome): void;
 }
@@ -171,12 +178,14 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   const observers: CompletedFn[] = [];
   const recheckers: RecheckFn[] = [];
   const taskMessageCheckers: TaskMessageFn[] = [];
+  const upstreamMessageCheckers: UpstreamMessageFn[] = [];
   const instructionGates: InstructionsFn[] = [];
   for (const hook of hooks) {
     if (hook.instructions) instructionGates.push(hook.instructions.bind(hook));
     if (hook.admit) admitters.push(hook.admit.bind(hook));
     if (hook.recheck) recheckers.push(hook.recheck.bind(hook));
     if (hook.taskMessage) taskMessageCheckers.push(hook.taskMessage.bind(hook));
+    if (hook.upstreamMessage) upstreamMessageCheckers.push(hook.upstreamMessage.bind(hook));
     if (hook.filter) filters.push(hook.filter.bind(hook));
     if (hook.completed) observers.push(hook.completed.bind(hook));
   }
@@ -219,6 +228,11 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
       for (const check of taskMessageCheckers) check(record, taskOf, method);
     };
   }
+  if (upstreamMessageCheckers.length > 0) {
+    composed.upstreamMessage = (record, upstream, method) => {
+      for (const check of upstreamMessageCheckers) check(record, upstream, method);
+    };
+  }
   if (instructionGates.length > 0) {
     composed.instructions = (record, upstream, text) => {
       let relayed: string | undefined = text;
@@ -258,6 +272,7 @@ type FilterFn = NonNullable<RequestHooks['filter']>;
 type CompletedFn = NonNullable<RequestHooks['completed']>;
 type RecheckFn = NonNullable<RequestHooks['recheck']>;
 type TaskMessageFn = NonNullable<RequestHooks['taskMessage']>;
+type UpstreamMessageFn = NonNullable<RequestHooks['upstreamMessage']>;
 type InstructionsFn = NonNullable<RequestHooks['instructions']>;
 
 async function continueAsync(
