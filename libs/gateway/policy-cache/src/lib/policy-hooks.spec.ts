@@ -160,6 +160,40 @@ describe('policyHooks.instructions', () => {
   });
 });
 
+describe('policyHooks.alsoReadable', () => {
+  const hooks = policyHooks(
+    lookup(
+      snapshotOf([
+        { id: 'files', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/**' }], effect: 'allow' },
+        {
+          id: 'secrets-from-the-office-only',
+          subjects: [{ type: 'authenticated' }],
+          targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/secret/**' }],
+          effect: 'deny',
+          condition: '!inCidr(request.ip, "10.1.0.0/16")',
+        },
+        { id: 'payroll-needs-a-human', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/payroll/**' }], effect: 'require_approval' },
+      ]),
+    ),
+  );
+  const readOf = (ip: string): RequestInfo => ({ ...call(ci, 'resource', 'files', 'file:///srv'), clientIp: ip });
+
+  it('passes an item of another URI only where this request could read that URI outright', () => {
+    expect(hooks.alsoReadable?.(readOf('10.1.2.3'), 'file:///srv/docs/readme.md')).toBe(true);
+    // A conditional deny decides with the reading request's address, as a read of the file itself would.
+    expect(hooks.alsoReadable?.(readOf('10.1.2.3'), 'file:///srv/secret/key.pem')).toBe(true);
+    expect(hooks.alsoReadable?.(readOf('192.0.2.7'), 'file:///srv/secret/key.pem')).toBe(false);
+    // What a person would have to approve is not handed over through its parent.
+    expect(hooks.alsoReadable?.(readOf('10.1.2.3'), 'file:///srv/payroll/2026.csv')).toBe(false);
+    // Outside every rule: the default deny.
+    expect(hooks.alsoReadable?.(readOf('10.1.2.3'), 'file:///etc/passwd')).toBe(false);
+  });
+
+  it('passes none for a tenant without a snapshot', () => {
+    expect(policyHooks(lookup(undefined)).alsoReadable?.(readOf('10.1.2.3'), 'file:///srv/docs/readme.md')).toBe(false);
+  });
+});
+
 describe('policyHooks.upstreamMessage', () => {
   const hooks = policyHooks(lookup(snapshotOf(RULES)));
   const refused = (check: () => void): unknown => {

@@ -73,6 +73,8 @@ export type PolicyHooks = RequestHooks & {
  * - `instructions` relays an upstream's instructions only to a principal who may use something on it
  *   (`upstreamInUse`): they describe the upstream as a whole, and one the policy keeps from the principal is not
  *   theirs to read about. A tenant without a snapshot relays none.
+ * - `alsoReadable` decides each item of another URI in a read's answer (a directory's files) as a read of that URI
+ *   by the same request: only an allow passes (a deny, conditional or not, and require_approval keep it back).
  * - `upstreamMessage` likewise keeps an upstream the principal may use nothing on from talking to the agent outside
  *   a call: its log messages, and its requests for the agent's roots, model (sampling) or user (elicitation).
  * - `hold.admit`: for an admission that says require_approval, `approvalGate.hold`, then the policy in force when
@@ -98,6 +100,19 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
     instructions(record, upstream, text) {
       const snapshot = snapshots.get(record.tenantId);
       return snapshot !== undefined && upstreamInUse(snapshot, principalOf(record), upstream.name) ? text : undefined;
+    },
+
+    alsoReadable(info: RequestInfo, uri: string): boolean {
+      const snapshot = snapshots.get(info.record.tenantId);
+      const target = info.target;
+      if (snapshot === undefined || target === undefined) return false;
+      const decision = evaluate(snapshot, {
+        principal: principalOf(info.record),
+        target: { kind: 'resource', upstream: target.upstream.name, name: uri },
+        arguments: null,
+        context: { time: new Date(info.startedAt), ip: info.clientIp ?? null },
+      });
+      return decision.effect === 'allow';
     },
 
     upstreamMessage(record, upstream) {

@@ -986,6 +986,52 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(pageRequests).toEqual(['tools/list', 'tools/list', 'tools/list']);
   });
 
+  it('announces an upstream always slower than the listing deadline once, with its page kept for the listing that follows', async () => {
+    const pageRequests: string[] = [];
+    const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('a', 'fast'), fakeConfig('b', 'slow')], () => undefined);
+    const connector = new FakeConnector({
+      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [tool('x')] }) },
+      b: {
+        capabilities: { tools: { listChanged: true } },
+        // Always a little slower than the listing's deadline, well within its call timeout.
+        handle: async (method, _params, options) => {
+          pageRequests.push(method);
+          await new Promise((resolve, reject) => {
+            setTimeout(resolve, 250);
+            options?.signal?.addEventListener('abort', () => reject(options.signal?.reason ?? new Error('aborted')));
+          });
+          return { tools: [tool('y')] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 150, listCacheMs: 15_000 } });
+    engines.push(engine);
+    const record = await openSession(engine);
+    // An agent as the SDK's clients are: it lists again on every list_changed.
+    const listings: string[][] = [];
+    let announcements = 0;
+    const list = async () => (await listedTools(engine, record)).map((item) => String(item['name']));
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        if ('method' in message && message.method === 'notifications/tools/list_changed') {
+          announcements += 1;
+          void list().then((names) => listings.push(names));
+        }
+        return true;
+      },
+    });
+    listings.push(await list());
+    await waitFor(() => listings.length >= 2, { timeoutMs: 3_000 });
+    // The announcement is true: the listing it prompts has the slow upstream, from the page the recheck kept.
+    expect(listings).toEqual([['fast__x'], ['fast__x', 'slow__y']]);
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    // Not again and again: the listing's own request and the recheck's.
+    expect({ announcements, pageRequests: pageRequests.length }).toEqual({ announcements: 1, pageRequests: 2 });
+  });
+
   it('passes on a resource template\'s completions the listing filter would show, adjusts the total, and none when the filter fails', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'repos')], () => undefined);
@@ -1021,10 +1067,11 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(await complete()).toMatchObject({ result: { completion: { values: [] } } });
   });
 
-  it('passes on a read\'s contents of other URIs only where the listing filter would show them, and none of them when it fails', async () => {
+  it('passes on a read\'s contents of other URIs only where the hooks would let the request read them, and none of them when a hook fails', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     let failing = false;
+    const asked: string[] = [];
     const engine = new SessionEngine({
       registry,
       connector: new FakeConnector({
@@ -1047,9 +1094,10 @@ describe('SessionEngine with in-memory upstreams', () => {
       sessions: new MemorySessionStore(),
       logger,
       hooks: {
-        filter: (_record, kind, _upstream, items) => {
+        alsoReadable: (info, uri) => {
           if (failing) throw new Error('policy store unreachable');
-          return kind === 'resource' ? items.filter((item) => !String(item['uri']).startsWith('file:///srv/secret/')) : items;
+          asked.push(`${info.method} ${info.target?.name} ${uri}`);
+          return !uri.startsWith('file:///srv/secret/');
         },
       },
       options: SPEC_ENGINE_OPTIONS,
@@ -1061,6 +1109,8 @@ describe('SessionEngine with in-memory upstreams', () => {
       return ((answer as unknown as { result: { contents: { uri: string }[] } }).result.contents ?? []).map((item) => item.uri);
     };
     expect(await read()).toEqual(['file:///srv/docs', 'file:///srv/docs/readme.md']);
+    // Asked about the other URIs only, with the request that read their parent.
+    expect(asked).toEqual(['resources/read file:///srv/docs file:///srv/docs/readme.md', 'resources/read file:///srv/docs file:///srv/secret/key.pem']);
     // Fails closed: only what was asked for, which the policy itself decided.
     failing = true;
     expect(await read()).toEqual(['file:///srv/docs']);

@@ -338,6 +338,8 @@ interface LiveSession {
   readonly unrecorded: Map<string, string>;
   /** Listings (`<kind>\u0000<upstream id>`) being asked again after the upstream was left out of a page (`recheckLeftOut`). */
   readonly rechecking: Set<string>;
+  /** Those announced back after a recheck, until a listing has them answer within the deadline again. */
+  readonly announcedBack: Set<string>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
   readonly relayed: Set<string>;
   /**
@@ -1481,6 +1483,7 @@ export class SessionEngine {
       result = await this.route(live, message, sink, controller.signal, traceId, gate, retain);
       // tasks/result may have waited an hour: the hooks decide again whether its answer is still the agent's.
       if (message.method === 'tasks/result' && info !== undefined) hooks?.recheck?.(info);
+      if (message.method === 'resources/read' && info !== undefined) result = this.readableContents(info, result);
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
@@ -1721,8 +1724,8 @@ export class SessionEngine {
       case 'resources/read': {
         const upstreamId = await this.byUri(live, params['uri'], traceId);
         await gate(this.resourceTarget(live, upstreamId, params['uri']));
-        const result = await this.forward(live, upstreamId, message, params, sink, signal, traceId);
-        return this.visibleContents(live, upstreamId, params['uri'] as string, result);
+        // The contents of other URIs it may answer with are decided after (`readableContents`).
+        return this.forward(live, upstreamId, message, params, sink, signal, traceId);
       }
       case 'resources/subscribe': {
         const uri = params['uri'];
@@ -1822,28 +1825,33 @@ export class SessionEngine {
   }
 
   /**
-   * A read's contents without the items of other URIs that the principal may not see. One read may answer with several
-   * resources (a directory's files, an index's entries), each under its own URI, and the policy passed only the URI
-   * asked for: without this an agent allowed `file:///srv/**` but denied `file:///srv/secret/**` read the secret files
-   * by reading their directory. Each item of another URI is kept when the hooks' listing filter would list a resource
-   * at that URI. Fails closed: a filter that throws leaves only the items of the URI asked for.
+   * A read's contents without the items of other URIs the request could not have read itself. One read may answer with
+   * several resources (a directory's files, an index's entries), each under its own URI, and the hooks decided only the
+   * URI asked for: without this an agent allowed `file:///srv/**` but denied `file:///srv/secret/**` read the secret
+   * files by reading their directory. Each item of another URI is kept only when every hook's `alsoReadable` allows a
+   * read of it by this request (its principal, time and address); a hook that throws keeps none of them.
    */
-  private visibleContents(live: LiveSession, upstreamId: string, uri: string, result: Record<string, unknown>): Record<string, unknown> {
-    const filter = this.deps.hooks?.filter;
+  private readableContents(info: RequestInfo, result: Record<string, unknown>): Record<string, unknown> {
+    const check = this.deps.hooks?.alsoReadable;
     const contents = result['contents'];
-    if (filter === undefined || !Array.isArray(contents)) return result;
-    const others = contents.filter((item): item is { uri: string } => isObject(item) && typeof item['uri'] === 'string' && item['uri'] !== uri);
-    if (others.length === 0) return result;
-    const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
-    let visible = new Set<unknown>();
-    if (config !== undefined) {
-      try {
-        visible = new Set(filter(live.record, 'resource', config, others.map((item) => ({ uri: item.uri })), false).map((item) => item['uri']));
-      } catch (error) {
-        this.deps.logger.warn({ upstream: config.name, tenantId: config.tenantId, reason: this.reasonOf(error) }, 'read contents of other URIs not passed on: the listing filter failed');
+    const target = info.target;
+    if (check === undefined || target === undefined || !Array.isArray(contents)) return result;
+    const readable = new Map<string, boolean>();
+    const kept = contents.filter((item) => {
+      if (!isObject(item) || typeof item['uri'] !== 'string' || item['uri'] === target.name) return true;
+      const uri = item['uri'];
+      let allowed = readable.get(uri);
+      if (allowed === undefined) {
+        try {
+          allowed = check(info, uri);
+        } catch (error) {
+          allowed = false;
+          this.deps.logger.warn({ upstream: target.upstream.name, tenantId: target.upstream.tenantId, reason: this.reasonOf(error) }, 'read contents of another URI not passed on: a hook failed');
+        }
+        readable.set(uri, allowed);
       }
-    }
-    const kept = contents.filter((item) => !(isObject(item) && typeof item['uri'] === 'string' && item['uri'] !== uri) || visible.has(item['uri']));
+      return allowed;
+    });
     return kept.length === contents.length ? result : { ...result, contents: kept };
   }
 
@@ -2038,11 +2046,13 @@ export class SessionEngine {
         if (!config) return;
         this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         (failed ??= []).push(outcome.reason);
-        if (cursor === undefined && status === undefined) (recheck ??= []).push(config);
+        if (cursor === undefined && status === undefined && !live.announcedBack.has(`${kind}\u0000${config.id}`)) (recheck ??= []).push(config);
         return;
       }
       if (!config) return;
       const { page, fromCache } = outcome.value;
+      // Answering within the deadline again: a later drop-out may be rechecked and announced once more.
+      if (cursor === undefined && !fromCache && live.announcedBack.size > 0) live.announcedBack.delete(`${kind}\u0000${config.id}`);
       // Anything this upstream's page makes the filter or the naming throw (an item nested deeper than the stack
       // allows, say) drops this upstream out of the answer, as a failed page does; the others' items stay.
       let kept: unknown[];
@@ -2071,25 +2081,40 @@ export class SessionEngine {
 
   /**
    * Upstreams left out of an agent's first listing page (slower than the listing's timeout, or failing) are asked for
-   * that page again in the background, within their call timeout; once one answers, the agent is told the list changed.
-   * Most clients list once and then wait for `list_changed`: without it an upstream that was slow once stayed missing
-   * from their view for the rest of the session (one down at initialize is announced when it joins). One recheck per
-   * session, list and upstream at a time; a dead upstream's is cut short by its circuit breaker.
+   * that page again in the background, within their call timeout; once one answers, its page is kept with the session's
+   * cached pages (`GATEWAY_LIST_CACHE_MS`) and the agent is told the list changed, so the listing it makes on hearing
+   * that has the upstream. Most clients list once and then wait for `list_changed`: without it an upstream that was slow
+   * once stayed missing from their view for the rest of the session (one down at initialize is announced when it
+   * joins). One recheck per session, list and upstream at a time, and one announcement until a listing has the upstream
+   * answer within the deadline again: an upstream that is always slower than the deadline is announced once, not in a
+   * loop. A dead upstream's recheck is cut short by its circuit breaker.
    */
   private recheckLeftOut(live: LiveSession, kind: ListKind, configs: readonly UpstreamConfig[], traceId: string): void {
     const spec = LIST_METHODS[kind];
+    const cacheMs = this.deps.options.listCacheMs ?? 0;
     for (const config of configs) {
       const key = `${kind}\u0000${config.id}`;
       if (live.rechecking.has(key)) continue;
       live.rechecking.add(key);
       const deadline = AbortSignal.timeout(config.callTimeoutMs);
-      void this.onUpstream(live, config.id, traceId, (session) => session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs }), deadline)
+      void this.onUpstream(
+        live,
+        config.id,
+        traceId,
+        async (session) => {
+          const pages = live.upstreams.get(config.id)?.pages;
+          const generation = pages?.generation ?? 0;
+          const page = deepFreeze(await session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs }));
+          if (cacheMs > 0) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
+        },
+        deadline,
+      )
         .then(
           () => {
             const offered = this.capabilitiesOf(live.record)[spec.capability];
-            if (this.live.get(live.record.id) === live && isObject(offered) && offered['listChanged'] === true) {
-              this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${spec.capability}/list_changed` });
-            }
+            if (this.live.get(live.record.id) !== live || live.announcedBack.has(key)) return;
+            live.announcedBack.add(key);
+            if (isObject(offered) && offered['listChanged'] === true) this.toStandalone(live, { jsonrpc: '2.0', method: `notifications/${spec.capability}/list_changed` });
           },
           () => undefined,
         )
@@ -3525,6 +3550,7 @@ export class SessionEngine {
       subscribing: [],
       unrecorded: new Map(),
       rechecking: new Set(),
+      announcedBack: new Set(),
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),

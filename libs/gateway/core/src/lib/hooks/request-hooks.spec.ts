@@ -363,6 +363,19 @@ describe('composeHooks', () => {
     expect(composeHooks([{ recheck: () => undefined }]).taskMessage).toBeUndefined();
   });
 
+  it('lets an item of another URI through a read only when every hook that judges it does', () => {
+    const seen: string[] = [];
+    const composed = composeHooks([
+      { alsoReadable: (_info, uri) => (seen.push(`first ${uri}`), true) },
+      { recheck: () => undefined },
+      { alsoReadable: (_info, uri) => (seen.push(`second ${uri}`), !uri.includes('secret')) },
+    ]);
+    expect(composed.alsoReadable?.(info, 'file:///srv/a')).toBe(true);
+    expect(composed.alsoReadable?.(info, 'file:///srv/secret/b')).toBe(false);
+    expect(seen).toEqual(['first file:///srv/a', 'second file:///srv/a', 'first file:///srv/secret/b', 'second file:///srv/secret/b']);
+    expect(composeHooks([{ recheck: () => undefined }]).alsoReadable).toBeUndefined();
+  });
+
   it('asks every hook that judges an upstream\'s messages outside calls, in order, and lets the first refusal stand', () => {
     const asked: string[] = [];
     const composed = composeHooks([

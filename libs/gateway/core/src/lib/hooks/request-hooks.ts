@@ -104,6 +104,13 @@ export interface RequestHooks {
     fromCache?: boolean,
   ): readonly Record<string, unknown>[];
   /**
+   * Whether an item of another URI in a `resources/read` answer (a directory's file) may reach the agent: decided as a
+   * read of that URI by the same request would be (its principal, time and address), without a read's side effects
+   * (no limit counted, nothing audited, nothing held). Only an outright allow passes: what would be denied, or held for
+   * a person's approval, is not handed over through its parent. Every hook that has it must pass. Synchronous.
+   */
+  alsoReadable?(info: RequestInfo, uri: string): boolean;
+  /**
    * Before the answer to a request that waited upstream is handed over (`tasks/result`, which may wait up to an hour):
    * a hook refuses it now by throwing a `GatewayRequestError`, as its `admit` would have (the policy changed while it
    * waited). Synchronous; only requests that were admitted meet it.
@@ -179,6 +186,7 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
   const recheckers: RecheckFn[] = [];
   const taskMessageCheckers: TaskMessageFn[] = [];
   const upstreamMessageCheckers: UpstreamMessageFn[] = [];
+  const readChecks: AlsoReadableFn[] = [];
   const instructionGates: InstructionsFn[] = [];
   for (const hook of hooks) {
     if (hook.instructions) instructionGates.push(hook.instructions.bind(hook));
@@ -186,6 +194,7 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     if (hook.recheck) recheckers.push(hook.recheck.bind(hook));
     if (hook.taskMessage) taskMessageCheckers.push(hook.taskMessage.bind(hook));
     if (hook.upstreamMessage) upstreamMessageCheckers.push(hook.upstreamMessage.bind(hook));
+    if (hook.alsoReadable) readChecks.push(hook.alsoReadable.bind(hook));
     if (hook.filter) filters.push(hook.filter.bind(hook));
     if (hook.completed) observers.push(hook.completed.bind(hook));
   }
@@ -227,6 +236,9 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     composed.taskMessage = (record, taskOf, method) => {
       for (const check of taskMessageCheckers) check(record, taskOf, method);
     };
+  }
+  if (readChecks.length > 0) {
+    composed.alsoReadable = (info, uri) => readChecks.every((check) => check(info, uri));
   }
   if (upstreamMessageCheckers.length > 0) {
     composed.upstreamMessage = (record, upstream, method) => {
@@ -273,6 +285,7 @@ type CompletedFn = NonNullable<RequestHooks['completed']>;
 type RecheckFn = NonNullable<RequestHooks['recheck']>;
 type TaskMessageFn = NonNullable<RequestHooks['taskMessage']>;
 type UpstreamMessageFn = NonNullable<RequestHooks['upstreamMessage']>;
+type AlsoReadableFn = NonNullable<RequestHooks['alsoReadable']>;
 type InstructionsFn = NonNullable<RequestHooks['instructions']>;
 
 async function continueAsync(

@@ -42,7 +42,21 @@ describe('tool names', () => {
 
 describe('exposed prompt names', () => {
   it('take any text an upstream names a prompt with, spaces, accents, scripts and emoji sequences included', () => {
-    for (const name of ['code review', 'résumé', 'Überprüfung', 'می‌خواهم', 'क्षि', '👩‍💻 pairing', 'x'.repeat(500)]) {
+    const names = [
+      'code review',
+      'résumé',
+      'Überprüfung',
+      'コードレビュー',
+      'می\u200cخواهم', // Persian: the non-joiner inside a word
+      'क्\u200dष', // Devanagari: a joiner after the virama
+      '❤\ufe0f love', // an emoji with its presentation selector
+      '1\ufe0f\u20e3 first', // a keycap sequence
+      '👩\u200d💻 pairing',
+      '👩🏽\u200d💻 pairing', // with a skin tone
+      '❤\ufe0f\u200d🔥 hot',
+      'x'.repeat(500),
+    ];
+    for (const name of names) {
       expect(isValidExposedPromptName(`docs__${name}`), name).toBe(true);
       expect(exposeName('docs', '__', name, 'prompt')).toBe(`docs__${name}`);
     }
@@ -65,6 +79,16 @@ describe('exposed prompt names', () => {
       'tag characters': 'deploy\u{e0041}\u{e0042}',
       'the byte order mark': '\ufeffdeploy',
       'a lone surrogate': 'deploy\ud800',
+      'a Hangul filler': 'deploy\u3164',
+      'a Hangul choseong filler': 'deploy\u115f',
+      'a halfwidth Hangul filler': 'deploy\uffa0',
+      'the combining grapheme joiner': 'deploy\u034f',
+      'an ignorable code point not yet assigned': 'deploy\u2065',
+      'a variation selector after a letter': 'deploy\u{e0100}',
+      'an emoji presentation selector after a letter': 'deploy\ufe0f',
+      'a zero-width joiner between Latin letters': 're\u200dview',
+      'a zero-width non-joiner between Latin letters': 're\u200cview',
+      'a zero-width joiner at the end': '👩\u200d',
     };
     for (const [what, name] of Object.entries(hidden)) {
       expect(isValidExposedPromptName(`docs__${name}`), what).toBe(false);

@@ -19,16 +19,49 @@ export const isValidExposedName = (name: string): boolean =>
 export const MAX_PROMPT_NAME_LENGTH = 512;
 
 /**
- * A control character (Unicode's Cc: C0, DEL, C1), an invisible formatting one (Cf: the zero-width space and word
- * joiner, directional marks, bidirectional overrides and isolates, the soft hyphen, the byte-order mark, tag
- * characters), a line or paragraph separator, or half of a surrogate pair: each could make a name in the audit trail
- * or an approval read as another, or hide text from the person reading it. Not the zero-width (non-)joiner, U+200C and
- * U+200D: part of Persian and Indic words, and of emoji sequences.
+ * Characters that could make a name in the audit trail or an approval read as another, or hide text from whoever reads
+ * it: controls (Unicode's Cc: C0, DEL, C1), invisible formatting (Cf: zero-width space and word joiner, directional
+ * marks, overrides and isolates, the soft hyphen, the byte-order mark, tag characters), line and paragraph separators,
+ * halves of surrogate pairs, and whatever else Unicode calls default-ignorable (Hangul fillers, the combining grapheme
+ * joiner, variation selectors, code points reserved as ignorable).
  */
-const HIDDEN_CHARACTER = /(?![\u200c\u200d])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+const HIDDEN_CHARACTERS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\p{Default_Ignorable_Code_Point}]/gu;
+/** What a zero-width (non-)joiner may follow where it does something: a mark (an Indic virama), Arabic script (Persian), an emoji. */
+const JOINS_AFTER = /[\p{Mn}\p{Mc}\p{Script=Arabic}\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]/u;
+/** What it may then precede: a letter or an emoji. */
+const JOINS_BEFORE = /[\p{L}\p{Extended_Pictographic}]/u;
+const EMOJI = /\p{Emoji}/u;
+
+/** The code point that ends just before `index` (a surrogate pair read whole), or '' at the start. */
+function codePointBefore(text: string, index: number): string {
+  if (index <= 0) return '';
+  const low = text.charCodeAt(index - 1);
+  const start = low >= 0xdc00 && low <= 0xdfff && index >= 2 && (text.charCodeAt(index - 2) & 0xfc00) === 0xd800 ? index - 2 : index - 1;
+  return text.slice(start, index);
+}
+
+/**
+ * Whether `name` holds a hidden character (`HIDDEN_CHARACTERS`) anywhere but the few places one does something
+ * visible: the zero-width joiner and non-joiner between letters after an Indic virama or in Arabic script (Persian
+ * words), or inside an emoji sequence, and the emoji and text presentation selectors (U+FE0F, U+FE0E) after an emoji.
+ */
+function hasHiddenCharacter(name: string): boolean {
+  for (const match of name.matchAll(HIDDEN_CHARACTERS)) {
+    const character = match[0];
+    const before = codePointBefore(name, match.index);
+    if (character === '\u200c' || character === '\u200d') {
+      const after = String.fromCodePoint(name.codePointAt(match.index + 1) ?? 0);
+      if (JOINS_AFTER.test(before) && JOINS_BEFORE.test(after)) continue;
+    } else if ((character === '\ufe0f' || character === '\ufe0e') && EMOJI.test(before)) {
+      continue;
+    }
+    return true;
+  }
+  return false;
+}
 
 export const isValidExposedPromptName = (name: string): boolean =>
-  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !HIDDEN_CHARACTER.test(name);
+  name.length >= 1 && name.length <= MAX_PROMPT_NAME_LENGTH && !hasHiddenCharacter(name);
 
 export class NamingConfigError extends Error {
   constructor(message: string) {
