@@ -293,6 +293,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       redisTimeoutMs: config.rateLimits.timeoutMs,
       concurrencyLeaseMs: config.rateLimits.leaseMs,
       leases: { ...DEFAULT_LEASE_OPTIONS, maxLease: config.rateLimits.maxQuotaLease },
+      // What a call waits on is logged by the hooks (a degraded or refused call); this is what none waits on.
+      onRedisError: (error) => logger.debug({ err: String(error) }, 'rate-limit Redis command failed'),
     });
     closeLimiter = () => limiter.close();
     hooks.push(

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { RateLimitService, type AppliedLimit, type RateLimitOutcome } from './rate-limiter';
 import { redisSemaphore } from './semaphore';
@@ -137,6 +138,71 @@ describe('RateLimitService (real Redis)', () => {
       expect((await again.check(subject('u2'), [one], 'closed')).allowed).toBe(true);
     } finally {
       slow.disconnect();
+    }
+  });
+
+  it('gives back the count of a call it gave up waiting on, once a slow Redis runs it: the window is not spent by refusals', async () => {
+    // Redis behind a proxy that holds its replies back while `delayMs` is set (in order).
+    let delayMs = 400;
+    const target = new URL(inject('redisUrl'));
+    const proxy = createServer((inbound) => {
+      const outbound = connect(Number(target.port || 6379), target.hostname);
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.pipe(outbound);
+      let last = 0;
+      outbound.on('data', (chunk) => {
+        const at = Math.max(Date.now() + delayMs, last);
+        last = at;
+        setTimeout(() => inbound.write(chunk), at - Date.now());
+      });
+      inbound.on('close', () => outbound.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const slow = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    slow.on('error', () => undefined);
+    try {
+      await new Promise<void>((resolve) => slow.once('ready', () => resolve()));
+      const limits = new RateLimitService({ redis: slow, keyPrefix: prefix(), redisTimeoutMs: 200, concurrencyLeaseMs: 30_000 });
+      const fivePerMinute = perUser(5);
+      for (let i = 0; i < 5; i++) expect(await limits.check(subject('u1'), [fivePerMinute], 'closed')).toMatchObject({ allowed: false, reason: 'unavailable' });
+      delayMs = 0;
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      // Not one call was admitted in this window: the first one Redis answers in time is.
+      expect(await limits.check(subject('u1'), [fivePerMinute], 'closed')).toMatchObject({ allowed: true });
+      limits.close();
+    } finally {
+      slow.disconnect();
+      proxy.close();
+    }
+  });
+
+  it('tells a call several limits refuse to come back when the last of them admits again', async () => {
+    const limits = service();
+    const everyFiveSeconds: AppliedLimit = { ruleId: 'r-tenant', rateLimit: { scope: ['tenant'], requests: 1, windowSeconds: 5 } };
+    const hourly: AppliedLimit = { ruleId: 'r-hourly', rateLimit: { scope: ['user'], requests: 1, windowSeconds: 3_600 } };
+    expect((await limits.check(subject('u1'), [everyFiveSeconds, hourly], 'closed')).allowed).toBe(true);
+    const refused = await limits.check(subject('u1'), [everyFiveSeconds, hourly], 'closed');
+    expect(refused).toMatchObject({ allowed: false, reason: 'rate', ruleId: 'r-hourly' });
+    expect(!refused.allowed && refused.retryAfterSeconds).toBeGreaterThan(3_500);
+    limits.close();
+  });
+
+  it('with Redis unreachable and a concurrency bound, leaves no failure unhandled (one would end the process)', async () => {
+    const unhandled: unknown[] = [];
+    const collect = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', collect);
+    try {
+      const limits = service(deadRedis);
+      const bounded: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 2 } };
+      const open = await limits.check(subject('u1'), [bounded], 'open');
+      expect(open).toMatchObject({ allowed: true, degraded: true });
+      if (open.allowed) open.release();
+      expect(await limits.check(subject('u1'), [bounded, perUser(5)], 'closed')).toMatchObject({ allowed: false, reason: 'unavailable' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(unhandled.map(String)).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', collect);
     }
   });
 

@@ -113,6 +113,14 @@ export class RateLimitService {
   private readonly leases: QuotaLeases;
   private readonly keys = new WeakMap<RateLimitSubject, WeakMap<AppliedLimit, CounterKeys>>();
 
+  /**
+   * Where a Redis failure no caller waits for goes (a slot given back, a count refunded): to `onRedisError` if given,
+   * else nowhere. Never left unhandled: a rejection nobody handles ends the process, every tenant's calls with it.
+   */
+  private readonly reportError = (error: unknown): void => {
+    this.options.onRedisError?.(error);
+  };
+
   constructor(private readonly options: RateLimitServiceOptions) {
     this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
     this.leases = new QuotaLeases((key, points, limit, windowSeconds) => this.count(key, points, limit, windowSeconds), options.leases);
@@ -166,7 +174,10 @@ export class RateLimitService {
       if (result.status === 'rejected') {
         unavailable = true;
         this.options.onRedisError?.(result.reason);
-      } else if (result.value && !rejection) rejection = result.value;
+      } else if (result.value && (rejection === null || (!rejection.allowed && !result.value.allowed && result.value.retryAfterSeconds > rejection.retryAfterSeconds))) {
+        // Of several limits refusing, the one that frees up last: a retry any sooner is refused again (and counted).
+        rejection = result.value;
+      }
     }
     const held: string[] = [];
     const settled = await Promise.allSettled(concurrencyChecks.map((check) => check.attempt));
@@ -178,7 +189,7 @@ export class RateLimitService {
         this.options.onRedisError?.(result.reason);
         // A slow Redis may still run the acquire after the timeout: take the slot back as soon as it can, or it
         // would be held (nobody releases it) until its lease ends, locking the scope out for that long.
-        void this.semaphore.release(check.key, token).catch(this.options.onRedisError);
+        void this.semaphore.release(check.key, token).catch(this.reportError);
       } else if (result.value) {
         held.push(check.key);
       } else if (!rejection) {
@@ -195,7 +206,7 @@ export class RateLimitService {
     });
 
     const releaseHeld = () => {
-      for (const key of held.splice(0)) void this.semaphore.release(key, token).catch(this.options.onRedisError);
+      for (const key of held.splice(0)) void this.semaphore.release(key, token).catch(this.reportError);
     };
     if (rejection) {
       releaseHeld();
@@ -256,11 +267,20 @@ export class RateLimitService {
 
   /** Adds `points` to the key's window in Redis; a full window is an answer (the count), not an error. */
   private async count(key: string, points: number, limit: number, windowSeconds: number): Promise<WindowCount> {
+    const limiter = this.limiterFor(limit, windowSeconds);
+    const consuming = limiter.consume(key, points);
     try {
-      const res = await withTimeout(this.limiterFor(limit, windowSeconds).consume(key, points), this.options.redisTimeoutMs);
+      const res = await withTimeout(consuming, this.options.redisTimeoutMs);
       return { consumed: res.consumedPoints, msBeforeNext: Math.max(1, res.msBeforeNext) };
     } catch (error) {
       if (error instanceof RateLimiterRes) return { consumed: error.consumedPoints, msBeforeNext: Math.max(1, error.msBeforeNext) };
+      if (error instanceof RedisTimeout) {
+        // Given up on, but a slow Redis may count it still: once it does, the points go back, or the window would hold
+        // calls nobody was admitted for (a fail-closed tenant refused as "unavailable" would then be refused as over
+        // its limit for the rest of the window).
+        const refund = (): Promise<unknown> => limiter.reward(key, points);
+        consuming.then(refund, (late: unknown) => (late instanceof RateLimiterRes ? refund() : undefined)).catch(this.reportError);
+      }
       throw error;
     }
   }
