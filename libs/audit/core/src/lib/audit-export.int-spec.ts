@@ -151,6 +151,81 @@ describe('audit export (real Postgres, application role)', () => {
     expect((await cli('verify', '--export', outPath, '--manifest', manifestPath)).code).toBe(1);
   });
 
+  it('refuses a file that is not byte for byte how the export writes its rows, though every row hash holds', async () => {
+    /** Rewrites the file and puts its digest into the manifest, as anyone holding a copy can. */
+    const rewrite = (file: string, manifestPath: string, edit: (text: string) => string) => {
+      const text = edit(readFileSync(file, 'utf8'));
+      writeFileSync(file, text);
+      const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
+      writeFileSync(manifestPath, JSON.stringify({ ...manifest, sha256: createHash('sha256').update(text).digest('hex') }));
+    };
+    const tenant = await createTestTenant(system);
+    await store.insert([sampleAuditEvent(tenant.id, { tool: '=HYPERLINK("http://evil.example","x")' })]);
+    const exportOf = async (format: 'csv' | 'jsonl', name: string) => {
+      const outPath = path.join(dir, `${tenant.slug}-${name}.${format}`);
+      const { manifestPath } = await exportAuditEvents(app, tenant.id, { format, filters: {}, outPath });
+      expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true });
+      return { outPath, manifestPath };
+    };
+    const notAsWritten = { ok: false, problem: expect.stringContaining('not as the export writes its rows') };
+
+    // The spreadsheet formula guard taken off: the cell decodes the same, a spreadsheet would run it.
+    const guard = await exportOf('csv', 'guard');
+    expect(readFileSync(guard.outPath, 'utf8')).toContain(`"'=HYPERLINK`);
+    rewrite(guard.outPath, guard.manifestPath, (text) => text.replace(`"'=HYPERLINK`, '"=HYPERLINK'));
+    expect(await verifyExportFile(guard.outPath, guard.manifestPath)).toMatchObject(notAsWritten);
+    // A cell beyond the header's columns.
+    const extra = await exportOf('csv', 'extra');
+    rewrite(extra.outPath, extra.manifestPath, (text) => text.replace(/\r\n$/, ",=cmd|' /C calc'!A0\r\n"));
+    expect(await verifyExportFile(extra.outPath, extra.manifestPath)).toMatchObject(notAsWritten);
+    // A JSON field named twice: JSON.parse keeps the last, other readers the first.
+    const twice = await exportOf('jsonl', 'twice');
+    rewrite(twice.outPath, twice.manifestPath, (text) => text.replace('{"id":', '{"tool":"files__delete_all","id":'));
+    expect(await verifyExportFile(twice.outPath, twice.manifestPath)).toMatchObject(notAsWritten);
+    // The same JSON written another way (spaces after the separators).
+    const spaced = await exportOf('jsonl', 'spaced');
+    rewrite(spaced.outPath, spaced.manifestPath, (text) => text.replace('","', '", "'));
+    expect(await verifyExportFile(spaced.outPath, spaced.manifestPath)).toMatchObject(notAsWritten);
+  });
+
+  it('refuses a filtered export when retention took events of its range while it read, or starts its range after them', async () => {
+    const now = new Date();
+    const at = (daysAgo: number) => new Date(now.getTime() - daysAgo * 86_400_000).toISOString();
+    const tenant = await createTestTenant(system);
+    await system.tenant.update({ where: { id: tenant.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+    // Eight denials: seq 1-6 older than the retention, 7-8 recent.
+    await store.insert([60, 55, 50, 45, 40, 35, 2, 1].map((days) => sampleAuditEvent(tenant.id, { occurredAt: at(days), decision: 'deny', outcome: 'denied' })));
+    const outPath = path.join(dir, `${tenant.slug}-overtaken.jsonl`);
+    let pages = 0;
+    // Retention runs between the first page (seq 1-2) and the second.
+    const retentionAfterFirstPage = async () => {
+      pages += 1;
+      if (pages === 2) await runRetention(system, { now });
+      return false;
+    };
+    await expect(exportAuditEvents(app, tenant.id, { format: 'jsonl', filters: { decision: 'deny' }, outPath, pageSize: 2, cancelled: retentionAfterFirstPage })).rejects.toBeInstanceOf(ExportInterruptedError);
+    // Asked again once retention is done: the range starts at the checkpoint, and holds every denial after it.
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format: 'jsonl', filters: { decision: 'deny' }, outPath, pageSize: 2 });
+    expect(manifest.chainRange).toMatchObject({ fromSeq: '6', headSeq: '8' });
+    expect(readFileSync(outPath, 'utf8').trim().split('\n').map((line) => (JSON.parse(line) as { seq: string }).seq)).toEqual(['7', '8']);
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true });
+
+    // Retention before the first page: nothing of the pruned part was read, and the range starts where it ends.
+    const later = await createTestTenant(system);
+    await system.tenant.update({ where: { id: later.id }, data: { settings: { audit: { retentionDays: 30 } } } });
+    await store.insert([60, 55, 2, 1].map((days) => sampleAuditEvent(later.id, { occurredAt: at(days), decision: 'deny', outcome: 'denied' })));
+    let asked = 0;
+    const retentionFirst = async () => {
+      asked += 1;
+      if (asked === 1) await runRetention(system, { now });
+      return false;
+    };
+    const laterPath = path.join(dir, `${later.slug}-pruned-first.jsonl`);
+    const pruned = await exportAuditEvents(app, later.id, { format: 'jsonl', filters: { decision: 'deny' }, outPath: laterPath, pageSize: 2, cancelled: retentionFirst });
+    expect(pruned.manifest.chainRange).toMatchObject({ fromSeq: '2', headSeq: '4' });
+    expect(await verifyExportFile(laterPath, pruned.manifestPath)).toMatchObject({ ok: true });
+  });
+
   it('refuses a contiguous export rewritten with its hashes, digest and first/last hash, that keeps the genuine chain head', async () => {
     const tenant = await seededTenant();
     const outPath = path.join(dir, `${tenant.slug}-forged.jsonl`);

@@ -316,6 +316,18 @@ export async function exportAuditEvents(
     }
     // Nothing read, though the head said there was: pruned meanwhile, all of it.
     if (contiguous && last === undefined && fromSeq < headSeq) await restartAt(undefined);
+    // A filtered export vouches for every matching event of its range too, and its rows have gaps of their own, so a
+    // gap retention made is not seen in them: the checkpoint is read again. Moved past the range's start, it may have
+    // taken matching events before they were read. None read up to it: the range starts there instead (true of what
+    // was read). Some read up to it: others of them may be gone, and the export cannot vouch for the range.
+    if (!contiguous) {
+      const moved = await checkpointNow();
+      if (moved !== undefined && BigInt(moved.pruned_through_seq) > fromSeq) {
+        if (first !== undefined && BigInt(first.seq) <= BigInt(moved.pruned_through_seq)) throw new ExportInterruptedError();
+        fromSeq = BigInt(moved.pruned_through_seq);
+        fromHash = moved.pruned_through_hash;
+      }
+    }
     out.end();
     await once(out, 'finish');
   } catch (error) {
@@ -446,6 +458,10 @@ export async function verifyExportFile(
   const manifest = parsed as AuditExportManifest;
 
   const digest = createHash('sha256');
+  // The file as the export would write the rows it holds: it must be byte for byte the file. The hashes cover the
+  // rows' decoded fields only, so without this a file with a spreadsheet formula guard taken off a cell (decoded the
+  // same), a cell beyond the header, or a JSON field named twice (the last one parsed) verified as the export.
+  const canonical = createHash('sha256');
   let rows = 0;
   let header = manifest.format === 'csv';
   let prev: StoredChainLink | undefined;
@@ -485,10 +501,13 @@ export async function verifyExportFile(
       if (header) {
         header = false;
         if (cells.join(',') !== CSV_COLUMNS.join(',')) problem ??= 'unexpected CSV header';
+        canonical.update(encodeRow([...CSV_COLUMNS]), 'utf8');
         continue;
       }
       try {
-        check(linkFromCells(cells));
+        const link = linkFromCells(cells);
+        check(link);
+        canonical.update(encodeRow(csvCells(link)), 'utf8');
       } catch {
         problem ??= `row ${rows + 1}: unparseable`;
       }
@@ -500,7 +519,9 @@ export async function verifyExportFile(
     for (const line of lines) {
       if (line === '') continue;
       try {
-        check(JSON.parse(line) as StoredChainLink);
+        const link = JSON.parse(line) as StoredChainLink;
+        check(link);
+        canonical.update(`${JSON.stringify(inWrittenOrder(link))}\n`, 'utf8');
       } catch {
         problem ??= `row ${rows + 1}: unparseable`;
       }
@@ -529,6 +550,9 @@ export async function verifyExportFile(
   if (sha256 !== manifest.sha256)
     return { ok: false, problem: `sha256 ${sha256} does not match the manifest's ${manifest.sha256}` };
   if (problem) return { ok: false, problem };
+  if (canonical.digest('hex') !== sha256) {
+    return { ok: false, problem: 'the file is not as the export writes its rows: a cell or field added or named twice, a value written another way, or a formula guard taken off' };
+  }
   if (rows !== manifest.rowCount)
     return { ok: false, problem: `${rows} row(s), manifest says ${manifest.rowCount}` };
   if ((first?.hash ?? null) !== manifest.firstHash || (prev?.hash ?? null) !== manifest.lastHash) {
@@ -600,6 +624,37 @@ function checkAnchor(
   return {
     ok: false,
     problem: `not provable offline: a filtered export's rows are not linked to the ${signedBy}; compare their hashes with the live chain (the audit API's events), or verify an unfiltered export`,
+  };
+}
+
+/** A row's fields in the order the export writes them (`linkFromRow`'s), and only those. */
+function inWrittenOrder(link: StoredChainLink): StoredChainLink {
+  return {
+    id: link.id,
+    tenantId: link.tenantId,
+    seq: link.seq,
+    occurredAt: link.occurredAt,
+    kind: link.kind,
+    method: link.method,
+    actorUserId: link.actorUserId,
+    agentClientId: link.agentClientId,
+    apiKeyId: link.apiKeyId,
+    mcpSessionId: link.mcpSessionId,
+    upstreamId: link.upstreamId,
+    tool: link.tool,
+    targetType: link.targetType,
+    targetId: link.targetId,
+    decision: link.decision,
+    reason: link.reason,
+    snapshotVersion: link.snapshotVersion,
+    approvalId: link.approvalId,
+    latencyMs: link.latencyMs,
+    arguments: link.arguments,
+    outcome: link.outcome,
+    errorCode: link.errorCode,
+    traceId: link.traceId,
+    prevHash: link.prevHash,
+    hash: link.hash,
   };
 }
 
