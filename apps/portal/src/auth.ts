@@ -5,11 +5,12 @@ import { redirect } from 'next/navigation';
 import { connection } from 'next/server';
 import { createAuthOptions, type PortalUser, SIGN_IN_PATH, toPortalUser } from '@portcullis/portal/auth';
 import { portalConfig } from './config';
+import { portalLogger } from './logger';
 
 let options: NextAuthOptions | undefined;
 
 export function authOptions(): NextAuthOptions {
-  options ??= createAuthOptions(portalConfig().auth);
+  options ??= createAuthOptions(portalConfig().auth, portalLogger());
   return options;
 }
 

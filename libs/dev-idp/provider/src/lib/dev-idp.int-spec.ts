@@ -48,13 +48,15 @@ class CookieJar {
 
 describe('dev IdP', () => {
   let idp: RunningDevIdp;
+  /** The IdP's log lines at warn and above, as JSON. */
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     idp = await startDevIdp({
       host: '127.0.0.1',
       port: 0,
       identities,
-      logger: createLogger({ service: 'dev-idp-test', level: 'silent' }),
+      logger: createLogger({ service: 'dev-idp-test', level: 'warn', destination: { write: (line: string) => logLines.push(line) } }),
       clients: [
         { ...PORTAL, redirectUris: [PORTAL.redirectUri], postLogoutRedirectUris: [], firstParty: true },
         {
@@ -160,6 +162,31 @@ describe('dev IdP', () => {
     );
     expect(rejected.status).toBe(401);
     expect(await rejected.text()).toContain('Wrong email or password.');
+  });
+
+  it('answers an oversized login form as the sender\'s mistake (413), not an internal error', async () => {
+    const jar = new CookieJar();
+    const meta = await discovery();
+    const loginPage = await follow(jar, authorizationUrl(meta, PORTAL, randomBytes(32).toString('base64url')));
+    const action = interactionAction(await loginPage.text(), 'login');
+    const logged = logLines.length;
+    // 20 KB of form, past the 16 KB limit: before, readForm threw a plain Error and the router answered 500.
+    const refused = await follow(jar, action, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `email=${'a'.repeat(20_000)}&password=x`,
+    });
+    expect(refused.status).toBe(413);
+    expect(await refused.text()).toContain('too large');
+    const levels = logLines.slice(logged).map((line) => (JSON.parse(line) as { level: string }).level);
+    expect(levels).toEqual(['warn']);
+    // A body far past the limit is still answered, not cut off with the connection.
+    const huge = await fetch(action, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header() },
+      body: `email=${'a'.repeat(2_000_000)}&password=x`,
+    });
+    expect(huge.status).toBe(413);
   });
 
   it('signs a demo user in with the authorization code flow (first-party client: no consent page)', async () => {

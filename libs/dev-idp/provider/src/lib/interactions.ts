@@ -26,6 +26,15 @@ function sendHtml(res: ServerResponse, status: number, html: string): void {
   res.end(html);
 }
 
+/** A form past MAX_FORM_BYTES: the sender's mistake (413), not a fault of the IdP. */
+class FormTooLargeError extends Error {
+  override readonly name = 'FormTooLargeError';
+
+  constructor() {
+    super(`Form body larger than ${MAX_FORM_BYTES} bytes`);
+  }
+}
+
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const type = req.headers['content-type'] ?? '';
   if (!type.startsWith('application/x-www-form-urlencoded')) return new URLSearchParams();
@@ -34,9 +43,11 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   for await (const chunk of req) {
     const buffer = chunk as Buffer;
     size += buffer.length;
-    if (size > MAX_FORM_BYTES) throw new Error('Form body too large');
-    chunks.push(buffer);
+    // Past the limit the rest is read and dropped rather than kept. Leaving the loop early would destroy the request,
+    // and with it the connection, before the 413 reaches the browser.
+    if (size <= MAX_FORM_BYTES) chunks.push(buffer);
   }
+  if (size > MAX_FORM_BYTES) throw new FormTooLargeError();
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
@@ -164,6 +175,11 @@ export function createInteractionRouter(deps: InteractionDeps) {
     try {
       await match[2](req, res);
     } catch (error) {
+      if (error instanceof FormTooLargeError) {
+        logger.warn({ event: 'interaction.form_too_large', limitBytes: MAX_FORM_BYTES }, 'interaction form refused: too large');
+        if (!res.headersSent) sendHtml(res, 413, `This form is too large (at most ${MAX_FORM_BYTES / 1024} KB). Start again from the application.`);
+        return true;
+      }
       const name = error instanceof Error ? error.name : 'Error';
       // SessionNotFound and friends: expired or foreign interaction (cookie missing), not a server fault.
       const expected = name === 'SessionNotFound' || name === 'InvalidRequest';

@@ -1,8 +1,13 @@
 import type { Account, Profile, User } from 'next-auth';
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '@portcullis/shared/util-logger';
 import { createAuthOptions } from './auth-options';
 
 let now = 1_800_000_000;
+/** What the portal logged, one JSON object per line. */
+const logLines: string[] = [];
+const logged = () => logLines.map((line) => JSON.parse(line) as Record<string, unknown>);
+const logger = createLogger({ service: 'portal-test', level: 'info', destination: { write: (line: string) => logLines.push(line) } });
 const options = createAuthOptions({
   issuer: 'http://127.0.0.1:9/',
   clientId: 'portal',
@@ -11,7 +16,7 @@ const options = createAuthOptions({
   sessionSecret: 'x'.repeat(32),
   sessionMaxAgeSeconds: 3_600,
   nowSeconds: () => now,
-});
+}, logger);
 const ISS = 'http://127.0.0.1:9';
 
 const signIn = (profile: Record<string, unknown> | undefined) =>
@@ -31,6 +36,34 @@ describe('portal sign-in', () => {
     expect(await signIn({ iss: `${ISS}/`, sub: 's', email: 'ada@example.test' })).toBe(true);
     expect(await signIn({ iss: 'https://login.example.test/other-tenant/v2.0', sub: 's', email: 'ada@example.test' })).toBe(false);
     expect(await signIn({ sub: 's', email: 'ada@example.test' })).toBe(false);
+  });
+
+  it('logs why it refused, at warn, without the person\'s claims (the person only sees "Access was denied.")', async () => {
+    logLines.length = 0;
+    // The provider's discovery names another issuer than PORTAL_OIDC_ISSUER: it signs every token with that one.
+    expect(await signIn({ iss: 'http://idp.elsewhere.example', sub: 'u-ada', email: 'ada@example.test', name: 'Ada' })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 'u-ada', email: 'ada@example.test', email_verified: false })).toBe(false);
+    expect(logged()).toMatchObject([
+      { level: 'warn', event: 'sign-in.refused', reason: 'issuer_mismatch', configuredIssuer: ISS, tokenIssuer: 'http://idp.elsewhere.example', msg: expect.stringMatching(/another issuer than PORTAL_OIDC_ISSUER/) },
+      { level: 'warn', event: 'sign-in.refused', reason: 'no_verified_email' },
+    ]);
+    for (const line of logLines) expect(line).not.toMatch(/u-ada|ada@example|Ada/);
+    logLines.length = 0;
+    expect(await signIn({ iss: ISS, sub: 'u-ada', email: 'ada@example.test' })).toBe(true);
+    expect(logLines).toEqual([]);
+  });
+});
+
+describe('portal redirect after sign-in and sign-out', () => {
+  const redirect = (url: string) => options.callbacks?.redirect?.({ url, baseUrl: 'http://localhost:3000' });
+
+  it('keeps the portal\'s own paths and URLs, and sends anything else to the portal, never throwing', async () => {
+    expect(await redirect('/tenants')).toBe('http://localhost:3000/tenants');
+    expect(await redirect('http://localhost:3000/audit?page=2')).toBe('http://localhost:3000/audit?page=2');
+    // next-auth's default callback throws on these (`new URL("foo")`): every /api/auth route answered 500.
+    for (const value of ['foo', ':', 'javascript:alert(1)', '//evil.example', 'https://evil.example/']) {
+      expect(await redirect(value)).toBe('http://localhost:3000/');
+    }
   });
 });
 

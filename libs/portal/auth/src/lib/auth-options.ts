@@ -1,5 +1,8 @@
 import type { NextAuthOptions } from 'next-auth';
 import type { OAuthConfig } from 'next-auth/providers/oauth';
+import type { Logger } from '@portcullis/shared/util-logger';
+import { sameOriginRedirect } from './callback-url';
+import { normalizeIssuer } from './issuer';
 import { MAX_KEPT_ID_TOKEN, type PortalSession, type PortalToken, sessionGroups } from './session';
 
 /** next-auth's provider id; the callback URL is <NEXTAUTH_URL>/api/auth/callback/oidc. */
@@ -38,8 +41,8 @@ interface OidcProfile {
  * next-auth options for signing in through one OpenID provider (the dev IdP locally). Sessions are
  * encrypted JWT cookies carrying sub, name, email and groups; nothing is stored server-side.
  */
-export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions {
-  const issuer = settings.issuer.replace(/\/+$/, '');
+export function createAuthOptions(settings: PortalAuthSettings, logger: Logger): NextAuthOptions {
+  const issuer = normalizeIssuer(settings.issuer);
   const nowSeconds = settings.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
   const oidc: OAuthConfig<OidcProfile> = {
     id: OIDC_PROVIDER_ID,
@@ -69,11 +72,25 @@ export function createAuthOptions(settings: PortalAuthSettings): NextAuthOptions
       // for its emails as many do).
       // The ID token must come from the configured issuer itself: discovery documents of multi-tenant providers name
       // a template issuer and their clients accept tokens of any of the provider's tenants.
+      // A refusal is logged with its reason: the person only sees "Access was denied.", and a misconfigured issuer
+      // refuses everyone. No claims of the person are logged; issuers name providers, not people.
       signIn: ({ profile }) => {
         const claims = profile as OidcProfile | undefined;
-        if (typeof claims?.iss !== 'string' || claims.iss.replace(/\/+$/, '') !== issuer) return false;
-        return typeof claims.email === 'string' && claims.email_verified !== false && claims.email_verified !== 'false';
+        const tokenIssuer = typeof claims?.iss === 'string' ? normalizeIssuer(claims.iss) : undefined;
+        if (tokenIssuer !== issuer) {
+          logger.warn(
+            { event: 'sign-in.refused', reason: 'issuer_mismatch', configuredIssuer: issuer, tokenIssuer: tokenIssuer ?? null },
+            'sign-in refused: the ID token comes from another issuer than PORTAL_OIDC_ISSUER (compare it with the issuer of the provider\'s discovery document)',
+          );
+          return false;
+        }
+        if (typeof claims?.email !== 'string' || claims.email_verified === false || claims.email_verified === 'false') {
+          logger.warn({ event: 'sign-in.refused', reason: 'no_verified_email', configuredIssuer: issuer }, 'sign-in refused: the ID token has no email the provider vouches for');
+          return false;
+        }
+        return true;
       },
+      redirect: ({ url, baseUrl }) => sameOriginRedirect(url, baseUrl),
       jwt: ({ token, profile, account }) => {
         const next = token as PortalToken;
         if (profile) {

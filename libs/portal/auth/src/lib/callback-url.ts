@@ -18,3 +18,27 @@ export function safeCallbackPath(value: string | readonly string[] | undefined):
   if (url.origin !== base || url.pathname.startsWith('//')) return '/';
   return `${url.pathname}${url.search}${url.hash}`;
 }
+
+function parseUrl(value: string): URL | undefined {
+  try {
+    return new URL(value);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * next-auth's `redirect` callback: where the browser goes after signing in or out. next-auth hands it the `callbackUrl`
+ * of any /api/auth request (form field, parameter or cookie), whatever a visitor sent; its default runs
+ * `new URL(value)` on what is not a path, which throws on `foo` or `:`: a 500. Kept: a path of the portal, or an
+ * absolute URL of the portal itself (next-auth's client sends those), both through `safeCallbackPath`. Anything else
+ * goes to the portal's base. Never throws. (`cleanAuthRoute` gives the parameter the same treatment earlier, because
+ * next-auth refuses some values before any callback runs.)
+ */
+export function sameOriginRedirect(url: string, baseUrl: string): string {
+  const base = baseUrl.replace(/\/+$/, '');
+  const absolute = url.startsWith('/') ? undefined : parseUrl(url);
+  const ownOrigin = absolute !== undefined && absolute.origin !== 'null' && absolute.origin === parseUrl(base)?.origin;
+  const path = ownOrigin ? safeCallbackPath(`${absolute.pathname}${absolute.search}${absolute.hash}`) : safeCallbackPath(url);
+  return `${base}${path}`;
+}

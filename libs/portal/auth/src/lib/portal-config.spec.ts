@@ -18,6 +18,7 @@ describe('portal config', () => {
   it('uses the development identity provider outside production only', () => {
     const config = parseConfig(portalEnvSchema, { ...BASE, NEXTAUTH_URL: 'http://localhost:3000' });
     expect(config.auth.issuer).toBe('http://localhost:3400');
+    expect(config.logLevel).toBe('info');
     expect(problemsOf({ NODE_ENV: 'production', NEXTAUTH_URL: 'https://portal.example.test' })).toEqual(['PORTAL_OIDC_ISSUER']);
   });
 

@@ -28,6 +28,7 @@ export const portalEnvSchema = z
       .transform((value) => value.split(/\s+/).filter(Boolean))
       .refine((scopes) => scopes.includes('openid'), 'must include openid'),
     PORTAL_READINESS_TIMEOUT_MS: configFields.durationMs(2_000),
+    LOG_LEVEL: configFields.logLevel,
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV !== 'production') return;
@@ -58,6 +59,7 @@ export const portalEnvSchema = z
       sessionMaxAgeSeconds: env.PORTAL_SESSION_MAX_AGE_SECONDS,
     },
     readinessTimeoutMs: env.PORTAL_READINESS_TIMEOUT_MS,
+    logLevel: env.LOG_LEVEL,
   }));
 
 export type PortalConfig = DeepReadonly<z.output<typeof portalEnvSchema>>;

@@ -1,10 +1,23 @@
 import NextAuth from 'next-auth';
+import { NextRequest } from 'next/server';
+import { cleanAuthRoute } from '@portcullis/portal/auth';
 import { authOptions } from '../../../../auth';
+import { portalConfig } from '../../../../config';
 
 type RouteContext = { params: Promise<{ nextauth: string[] }> };
 
-function handler(request: Request, context: RouteContext): Promise<Response> {
-  return NextAuth(request as never, context as never, authOptions()) as Promise<Response>;
+async function handler(request: NextRequest, context: RouteContext): Promise<Response> {
+  // next-auth answers 500 for some visitor-chosen values of `callbackUrl` and of the error code (see cleanAuthRoute):
+  // it is handed the request with those cleaned. next-auth reads the query from `nextUrl` and the path from `params`.
+  const segments = (await context.params).nextauth;
+  const clean = cleanAuthRoute({ url: new URL(request.url), segments }, portalConfig().publicUrl);
+  const [authRequest, authContext] = clean
+    ? [
+        new NextRequest(clean.url, { method: request.method, headers: request.headers, body: request.body }),
+        { params: Promise.resolve({ nextauth: [...clean.segments] }) },
+      ]
+    : [request, context];
+  return NextAuth(authRequest as never, authContext as never, authOptions()) as Promise<Response>;
 }
 
 export { handler as GET, handler as POST };

@@ -1,0 +1,168 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '@portcullis/shared/util-testing';
+
+// The built portal (`next start`) over HTTP, no browser: needs apps/portal/.next (the build stage), as login.e2e-spec.ts does.
+const portalDir = path.resolve(__dirname, '../../apps/portal');
+const nextBin = path.resolve(portalDir, '../../node_modules/next/dist/bin/next');
+
+/** A free TCP port on 127.0.0.1 (the OS picks; released at once). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/**
+ * A stand-in OpenID provider whose discovery document names another issuer than the one the portal is configured with
+ * (a typo, http vs https behind a proxy, another host name for the same provider).
+ */
+function startMisnamedProvider(): Promise<Server> {
+  const server = createServer((req, res) => {
+    const self = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    if (req.url !== '/.well-known/openid-configuration') {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify({
+        issuer: 'http://idp.elsewhere.example',
+        authorization_endpoint: `${self}/auth`,
+        token_endpoint: `${self}/token`,
+        jwks_uri: `${self}/jwks`,
+        response_types_supported: ['code'],
+        subject_types_supported: ['public'],
+        id_token_signing_alg_values_supported: ['RS256'],
+      }),
+    );
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+describe('the built portal over HTTP', () => {
+  let portal: ChildProcess | undefined;
+  let output = '';
+  let provider: Server | undefined;
+  let portalUrl = '';
+
+  beforeAll(async () => {
+    if (!existsSync(path.join(portalDir, '.next/BUILD_ID'))) {
+      throw new Error('apps/portal/.next/BUILD_ID is missing: run `npx nx run portal:build` first');
+    }
+    provider = await startMisnamedProvider();
+    const port = await freePort();
+    portalUrl = `http://localhost:${port}`;
+    portal = spawn(process.execPath, [nextBin, 'start', '--port', String(port), '--hostname', '127.0.0.1'], {
+      cwd: portalDir,
+      env: {
+        PATH: process.env['PATH'] ?? '',
+        HOME: process.env['HOME'] ?? '/tmp',
+        NODE_ENV: 'production',
+        NEXT_TELEMETRY_DISABLED: '1',
+        NEXTAUTH_URL: portalUrl,
+        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+        PORTAL_OIDC_ISSUER: `http://127.0.0.1:${(provider.address() as AddressInfo).port}`,
+        PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    portal.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+    portal.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+    // /healthz, not /readyz: this portal is misconfigured on purpose, and must say so on /readyz.
+    await waitFor(
+      async () => {
+        if (portal?.exitCode !== null) throw new Error(`the portal exited (${portal?.exitCode}):\n${output}`);
+        return (await fetch(`${portalUrl}/healthz`)).ok;
+      },
+      { timeoutMs: 60_000, intervalMs: 150, description: `${portalUrl}/healthz` },
+    );
+  }, 90_000);
+
+  afterAll(async () => {
+    if (portal && portal.exitCode === null) {
+      const exited = once(portal, 'exit');
+      portal.kill('SIGTERM');
+      await exited;
+    }
+    provider?.close();
+  });
+
+  const get = (pathAndQuery: string) => fetch(`${portalUrl}${pathAndQuery}`, { redirect: 'manual' });
+
+  it('answers a callbackUrl that is not a URL without a 500, and sends it to the portal', async () => {
+    expect((await get('/api/auth/session?callbackUrl=/tenants')).status).toBe(200);
+    // Before, next-auth refused these as a server configuration error (not an http URL) on every /api/auth route: 500.
+    for (const query of ['callbackUrl=foo', 'callbackUrl=javascript:alert(1)', 'callbackUrl=%3A']) {
+      for (const route of ['session', 'csrf', 'providers']) {
+        expect({ route, query, status: (await get(`/api/auth/${route}?${query}`)).status }).toEqual({ route, query, status: 200 });
+      }
+    }
+    const signIn = await get('/api/auth/signin?callbackUrl=foo');
+    expect(signIn.status).toBe(302);
+    const location = new URL(signIn.headers.get('location') ?? '', portalUrl);
+    expect(location.pathname).toBe('/sign-in');
+    expect(location.searchParams.get('callbackUrl')).toBe(`${portalUrl}/`);
+  });
+
+  it('keeps the form of a sign-in whose query carries a callbackUrl next-auth would refuse', async () => {
+    const csrf = await get('/api/auth/csrf');
+    const { csrfToken } = (await csrf.json()) as { csrfToken: string };
+    const cookie = csrf.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ');
+    const response = await fetch(`${portalUrl}/api/auth/signin/oidc?callbackUrl=foo`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie },
+      body: new URLSearchParams({ csrfToken, callbackUrl: '/tenants', json: 'true' }).toString(),
+    });
+    expect(response.status).toBe(200);
+    // The form reached next-auth: without its CSRF token, next-auth would send the browser back to ?csrf=true.
+    const { url } = (await response.json()) as { url: string };
+    expect(url).not.toContain('csrf=true');
+  });
+
+  it('sends an error code a Location header cannot carry to the sign-in page with the generic code', async () => {
+    const known = await get('/api/auth/error?error=AccessDenied');
+    expect(known.status).toBe(302);
+    expect(known.headers.get('location')).toBe('/sign-in?error=AccessDenied');
+    // Before, `Location: /sign-in?error=<raw value>` was built unencoded, and Node refused the header: 500.
+    for (const query of ['error=%E2%9C%93', 'error=%0d%0aX-Injected:%201', 'error=']) {
+      const response = await get(`/api/auth/error?${query}`);
+      expect({ query, status: response.status, location: response.headers.get('location') }).toEqual({
+        query,
+        status: 302,
+        location: '/sign-in?error=Default',
+      });
+      expect(response.headers.get('x-injected')).toBeNull();
+    }
+    // next-auth also takes the code from the path.
+    const fromPath = await get('/api/auth/error/%0d%0aX-Injected:%201');
+    expect(fromPath.status).toBe(302);
+    expect(fromPath.headers.get('location')).toBe('/sign-in?error=Default');
+  });
+
+  it('is not ready while the provider\'s discovery names another issuer: no sign-in can succeed', async () => {
+    // Every ID token that provider signs carries iss=http://idp.elsewhere.example, which the signIn callback refuses;
+    // before, /readyz said "reachable".
+    const response = await get('/readyz');
+    expect(response.status).toBe(503);
+    const body = (await response.json()) as { status: string; identityProvider: string };
+    expect(body.status).toBe('not ready');
+    expect(body.identityProvider).toMatch(/another issuer than PORTAL_OIDC_ISSUER/);
+    expect(body.identityProvider).not.toMatch(/elsewhere|127\.0\.0\.1/);
+  });
+
+  it('logged no error for any of these requests', () => {
+    expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"/);
+  });
+});

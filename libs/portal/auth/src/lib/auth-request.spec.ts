@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { authErrorCode, cleanAuthRoute, GENERIC_AUTH_ERROR } from './auth-request';
+
+const PORTAL = 'http://localhost:3000';
+const route = (pathAndQuery: string) => {
+  const url = new URL(pathAndQuery, PORTAL);
+  return { url, segments: url.pathname.split('/').slice(3).map(decodeURIComponent) };
+};
+
+describe('authErrorCode', () => {
+  it('keeps next-auth’s own codes', () => {
+    for (const code of ['AccessDenied', 'OAuthCallback', 'OAuthSignin', 'SessionRequired', 'Configuration', 'Verification', 'Default']) {
+      expect(authErrorCode(code)).toBe(code);
+    }
+  });
+
+  it('turns anything a Location header cannot carry, or that is not a code, into the generic code', () => {
+    // Before, `?error=%E2%9C%93` and `?error=%0d%0aX-Injected:%201` reached next-auth's redirect unencoded: a 500.
+    for (const value of ['✓', '\r\nX-Injected: 1', 'Access Denied', 'AccessDenied\n', '', 'a'.repeat(65), '../x', 'x=y&z', '%0d%0a']) {
+      expect(authErrorCode(value)).toBe(GENERIC_AUTH_ERROR);
+    }
+  });
+});
+
+describe('cleanAuthRoute', () => {
+  it('leaves ordinary requests as they came', () => {
+    for (const pathAndQuery of ['/api/auth/session', '/api/auth/csrf', '/api/auth/signin/oidc', '/api/auth/callback/oidc?code=c&state=s', `/api/auth/signin?callbackUrl=${encodeURIComponent(`${PORTAL}/tenants`)}`, '/api/auth/error?error=AccessDenied']) {
+      expect(cleanAuthRoute(route(pathAndQuery), PORTAL)).toBeUndefined();
+    }
+  });
+
+  it('turns a callbackUrl next-auth would refuse (a 500) into a URL of the portal', () => {
+    const cases: Array<[string, string]> = [
+      ['/api/auth/session?callbackUrl=foo', `${PORTAL}/`],
+      ['/api/auth/csrf?callbackUrl=javascript:alert(1)', `${PORTAL}/`],
+      ['/api/auth/providers?callbackUrl=%3A', `${PORTAL}/`],
+      ['/api/auth/signin?callbackUrl=https://evil.example/', `${PORTAL}/`],
+      ['/api/auth/signin?callbackUrl=/tenants%3Fpage%3D2', `${PORTAL}/tenants?page=2`],
+      ['/api/auth/session?callbackUrl=/a&callbackUrl=foo', `${PORTAL}/a`],
+    ];
+    for (const [pathAndQuery, expected] of cases) {
+      const clean = cleanAuthRoute(route(pathAndQuery), PORTAL);
+      expect(clean?.url.searchParams.getAll('callbackUrl')).toEqual([expected]);
+      expect(clean?.url.pathname).toBe(new URL(pathAndQuery, PORTAL).pathname);
+    }
+  });
+
+  it('hands next-auth the error code cleaned, in the parameter only', () => {
+    const cases: Array<[string, string | null]> = [
+      ['/api/auth/error?error=%E2%9C%93', GENERIC_AUTH_ERROR],
+      ['/api/auth/error?error=%0d%0aX-Injected:%201', GENERIC_AUTH_ERROR],
+      ['/api/auth/error/%0d%0aX-Injected:%201', GENERIC_AUTH_ERROR],
+      ['/api/auth/error/AccessDenied', 'AccessDenied'],
+      ['/api/auth/error?error=OAuthCallback&error=%E2%9C%93', 'OAuthCallback'],
+    ];
+    for (const [pathAndQuery, expected] of cases) {
+      const clean = cleanAuthRoute(route(pathAndQuery), PORTAL);
+      expect(clean?.segments).toEqual(['error']);
+      expect(clean?.url.searchParams.getAll('error')).toEqual([expected]);
+    }
+  });
+});
