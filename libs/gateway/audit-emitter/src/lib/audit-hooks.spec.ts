@@ -239,6 +239,17 @@ describe('auditHooks', () => {
     expect(JSON.stringify(emitter.events)).not.toMatch(/6789|hunter22|Lovelace|4111/);
   });
 
+  it('takes a value redaction removed out of the policy\'s reason too (a failed condition quotes it)', () => {
+    const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.account'] } });
+    const args = { account: 'DE89370400440532013000', amount: 50 };
+    // The reason as the engine words it when a condition's lookup fails on the value (cel-js names the missing key).
+    const reason = 'allow: rule r-transfers matched tool "transfer" on "ks"; condition of r-preapproved failed: No such key: DE89370400440532013000';
+    hooks.completed?.(call(args), { ...ok({ content: [] }), admission: { decision: 'allow', reason, ruleIds: ['r-transfers'], snapshotVersion: 1 } });
+    hooks.drain();
+    expect(emitter.events[0]?.reason).toContain(`No such key: ${REDACTED}`);
+    expect(JSON.stringify(emitter.events)).not.toContain('DE89370400440532013000');
+  });
+
   it('looks for the values the tenant\'s paths removed first, however many credential values came with them', () => {
     const { emitter, hooks } = setup({ audit: { redactPaths: ['$.arguments.ssn'] } });
     const apiKeys = Array.from({ length: 64 }, (_, index) => `key-value-${index}`);

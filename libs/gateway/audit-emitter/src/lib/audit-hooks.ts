@@ -346,7 +346,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const removed: string[] = [];
     const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths, removed);
     const reasons: string[] = [];
-    if (admission?.reason) reasons.push(safeReason(admission.reason));
+    // The policy's reason may quote an argument too: a condition that failed on a value (the CEL library names it, as in
+    // "No such key: <value>"). Any value the arguments' redaction took out is taken out of it as well.
+    if (admission?.reason) reasons.push(removed.length > 0 ? withoutTexts(safeReason(admission.reason), removed) : safeReason(admission.reason));
     // An error's message may quote what the agent or upstream sent: credential-looking parts are redacted as in the
     // arguments, and so is any value the arguments' redaction took out (the other reasons are the gateway's own words,
     // apart from the target's name in the admission's, redacted above).

@@ -130,6 +130,30 @@ describe('evaluate: remembered decisions', () => {
     // Unconditional rules are unaffected by the size of the arguments.
     expect(evaluate(snapshot, call(ci, 'tickets', 'create_ticket', { blob: many })).effect).toBe('allow');
   });
+
+  it('does not run conditions where few values carry much text, each to be taken to every other (seconds): they fail safe', () => {
+    const snapshot = build([
+      ...rules,
+      {
+        id: 'words-in-text',
+        subjects: [{ type: 'authenticated' }],
+        targets: [{ kind: 'tool', upstream: 'db', name: 'search' }],
+        effect: 'allow',
+        condition: 'has(args.words) && args.words.exists(w, args.text.contains(w))',
+      },
+    ]);
+    const ci = { agentClientId: 'ac-ci', groups: [] };
+    // One large value beside a few small ones (a file's content and its path): conditions still run.
+    const content = 'lorem ipsum '.repeat(170_000);
+    expect(evaluate(snapshot, call(ci, 'db', 'search', { words: ['ipsum'], text: content })).effect).toBe('allow');
+    // 1,990 words of 501 characters against 1 MB of text: 10 s of a blocked event loop before the bound.
+    const words = Array.from({ length: 1_990 }, (_, i) => `${i}`.padEnd(501, 'w'));
+    const started = performance.now();
+    const decision = evaluate(snapshot, call(ci, 'db', 'search', { words, text: 'x'.repeat(1_000_000) }));
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(decision.effect).toBe('deny');
+    expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'words-in-text', countedAsMatched: false, message: expect.stringMatching(/too large for conditions \(1993 values with \d+ characters of text\)/) })]);
+  });
 });
 
 describe('evaluate: reasons naming a resource', () => {

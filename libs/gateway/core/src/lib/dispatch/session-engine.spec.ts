@@ -139,6 +139,12 @@ describe('SessionEngine with in-memory upstreams', () => {
       'https://\uff49nternal.example/x',
       'https://internal.example:443/x',
       'https://evil.example\\@internal.example/x',
+      // A user or password before the host, or the host's root dot: the same resource upstream, another text to policy.
+      'https://evil@internal.example/x',
+      'https://evil:pw@internal.example/x',
+      'https://:@internal.example/x',
+      'https://internal.example./x',
+      'postgres://reader@db.internal/orders',
       'file:///srv/\ud800',
       // A file has no query or fragment: a file server reads these as key.pem, which `*.pem` would not have matched.
       'file:///srv/secret/key.pem?',

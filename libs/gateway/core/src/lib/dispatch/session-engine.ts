@@ -790,8 +790,11 @@ function unnormalisedUri(uri: string): boolean {
   if (url.host === '' && !SPECIAL_SCHEMES.has(url.protocol)) return false; // `urn:…`, `custom:a/b`: an opaque path
   const authority = WRITTEN_AUTHORITY.exec(uri)?.[1];
   if (authority === undefined) return true; // `file:/x`, `https:host`: the parser adds the slashes
-  const userinfo = url.username === '' && url.password === '' ? '' : `${url.username}${url.password === '' ? '' : `:${url.password}`}@`;
-  if (authority !== `${userinfo}${url.host}`) return true;
+  // A user or password before the host (`https://x@internal.example/…`), or a host written with its root's dot
+  // (`internal.example.`): the same resource to the upstream and the host's DNS, another text to the policy, whose rule
+  // on `https://internal.example/**` it would pass. HTTP forbids sending userinfo (RFC 9110 §4.2.4) anyway.
+  if (url.username !== '' || url.password !== '' || authority.includes('@') || url.hostname.endsWith('.')) return true;
+  if (authority !== url.host) return true;
   return !samePath(path === '' && SPECIAL_SCHEMES.has(url.protocol) ? '/' : path, url.pathname);
 }
 
