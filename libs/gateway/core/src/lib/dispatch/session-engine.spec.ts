@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
-import { GatewayRequestError, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
+import { GatewayRequestError, MAX_IN_FLIGHT_PER_SESSION, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -98,6 +98,30 @@ function forgetfulUpstream(
 }
 
 describe('SessionEngine with in-memory upstreams', () => {
+  it(`refuses a request past ${MAX_IN_FLIGHT_PER_SESSION} under way on the session with -32029 and a retry hint, and takes requests again as they end`, async () => {
+    let finish!: () => void;
+    const finished = new Promise<void>((resolve) => (finish = resolve));
+    const { engine } = build({
+      u1: {
+        prefix: 'slow',
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/list') return { tools: [{ name: 'wait', inputSchema: { type: 'object' } }] };
+          await finished;
+          return { content: [] };
+        },
+      },
+    });
+    const record = await openSession(engine);
+    const under = Array.from({ length: MAX_IN_FLIGHT_PER_SESSION }, () => engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace'));
+    await new Promise((resolve) => setImmediate(resolve));
+    const refused = await engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace');
+    expect(refused).toMatchObject({ error: { code: GATEWAY_RPC.RATE_LIMITED, data: { retryAfterSeconds: 1 } } });
+    finish();
+    expect((await Promise.all(under)).every((response) => 'result' in response)).toBe(true);
+    expect('result' in (await engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+  });
+
   it('refuses names no listing could show and over-long URIs before any hook sees them', async () => {
     const seen: string[] = [];
     const registry = new UpstreamRegistry('__');

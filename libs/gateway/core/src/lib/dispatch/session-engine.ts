@@ -370,6 +370,15 @@ interface LiveSession {
 }
 
 /**
+ * Requests one session may have under way on one replica. A call goes on when the agent's connection drops (its answer
+ * is then written to no one, ADR 0007), so without a bound one agent could post calls and hang up, each holding an
+ * upstream connection for up to its call timeout, until the tenant's connections to that upstream were all taken (600
+ * such calls locked another agent of the tenant out of it). Past it a request is refused with -32029, HTTP 429 and
+ * Retry-After: 1, as a legacy session's are (`MAX_LEGACY_IN_FLIGHT`).
+ */
+export const MAX_IN_FLIGHT_PER_SESSION = 256;
+
+/**
  * Upstream requests (sampling, elicitation, roots) one session may have waiting on its agent at once. An agent that
  * never answers would otherwise let upstreams pile them up for as long as they wait.
  */
@@ -1437,6 +1446,9 @@ export class SessionEngine {
     if (live.inflight.has(key)) {
       // MCP: an id is not reused within a session. Serving both would leave the first uncancellable (one entry).
       return rpcError(message.id, JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress', traceId);
+    }
+    if (live.inflight.size >= MAX_IN_FLIGHT_PER_SESSION) {
+      return rpcError(message.id, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way on this session (at most ${MAX_IN_FLIGHT_PER_SESSION})`, traceId, { retryAfterSeconds: 1 });
     }
     const controller = new Cancellation();
     live.inflight.set(key, controller);

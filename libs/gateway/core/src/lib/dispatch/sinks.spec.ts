@@ -429,3 +429,45 @@ describe('rateLimitedRetryAfter', () => {
     expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.POLICY_DENIED, 'denied', 'trace'))).toBeUndefined();
   });
 });
+
+describe('PostResponder answering an agent that does not read', () => {
+  it('drops the connection once the unsent answer had its grace, and keeps one that was taken', async () => {
+    const { createServer } = await import('node:http');
+    const { connect } = await import('node:net');
+    const closed: { which: string; unsent: number; after: number }[] = [];
+    // A large answer, more than the kernel's buffers take while the agent reads nothing.
+    const big = { jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'x'.repeat(32 * 1024 * 1024) }] } } as const;
+    const server = createServer((req, res) => {
+      const which = req.url ?? '';
+      const answeredAt = Date.now();
+      new PostResponder(res, 'session', { answerGraceMs: 300 }).finish(which === '/small' ? { jsonrpc: '2.0', id: 1, result: {} } : big);
+      const unsent = res.writableLength;
+      res.on('close', () => closed.push({ which, unsent, after: Date.now() - answeredAt }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const stalled = connect(port, '127.0.0.1');
+    stalled.on('error', () => undefined);
+    const reader = connect(port, '127.0.0.1');
+    reader.on('error', () => undefined);
+    try {
+      stalled.write('POST /big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n');
+      stalled.pause();
+      let read = '';
+      reader.on('data', (chunk: Buffer) => (read += chunk.toString('latin1')));
+      reader.write('POST /small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n');
+      await vi.waitFor(() => expect(closed.map((entry) => entry.which)).toContain('/big'), { timeout: 5_000, interval: 50 });
+      const dropped = closed.find((entry) => entry.which === '/big');
+      expect(dropped?.unsent).toBeGreaterThan(1024 * 1024);
+      expect(dropped?.after).toBeGreaterThanOrEqual(250);
+      // The small answer went out whole (the connection, kept alive, is not dropped for it).
+      expect(read).toContain('"result":{}');
+      expect(reader.destroyed).toBe(false);
+    } finally {
+      stalled.destroy();
+      reader.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 15_000);
+});

@@ -163,6 +163,8 @@ export interface PostResponderOptions {
    * resumable: those agents get no priming event, and a batch's answers come all at once.)
    */
   readonly requests?: readonly { readonly id: JsonRpcId }[];
+  /** How long the answer, written whole, gets to reach the agent before the connection is dropped (`ANSWER_GRACE_MS`). */
+  readonly answerGraceMs?: number;
 }
 
 /**
@@ -188,6 +190,7 @@ export class PostResponder implements MessageSink {
   private readonly prime: boolean;
   private readonly quiet: QuietResponses | undefined;
   private readonly requests: PostResponderOptions['requests'];
+  private readonly answerGraceMs: number;
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
@@ -201,6 +204,7 @@ export class PostResponder implements MessageSink {
     this.prime = options.prime ?? false;
     this.quiet = options.quiet;
     this.requests = options.requests;
+    this.answerGraceMs = options.answerGraceMs ?? ANSWER_GRACE_MS;
     this.quiet?.watch(this);
   }
 
@@ -334,6 +338,7 @@ export class PostResponder implements MessageSink {
       const answers = 'jsonrpc' in response ? [response] : response;
       const data = answers.map((answer) => JSON.stringify(answer));
       this.write(data.map((one, i) => this.logged(one, i === data.length - 1)).join(''), true);
+      dropIfUnread(this.res, this.answerGraceMs);
     } else if (!this.res.destroyed) {
       if (isLargeListing(response)) {
         // Item by item into a reused buffer (see json-bytes.ts); it goes back to the pool once written.
@@ -348,6 +353,7 @@ export class PostResponder implements MessageSink {
         else this.res.writeHead(429, [...headers, 'retry-after', retryAfter]);
         this.res.end(body);
       }
+      dropIfUnread(this.res, this.answerGraceMs);
     }
     this.state = 'done';
   }
@@ -607,3 +613,18 @@ export class EventStream implements MessageSink {
 
 /** How long an ended stream's unsent bytes get to reach an agent before its connection is dropped. */
 export const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * How long an answer written whole gets to reach the agent: past it, the connection is dropped with whatever is still
+ * unsent. An agent that never read kept the answer in the gateway's memory for as long as it held the connection open
+ * (40 such connections held 122 MiB of one large listing). Long enough for a slow network to take a large listing.
+ */
+export const ANSWER_GRACE_MS = 30_000;
+
+/** Drops the connection if what `res` still holds unsent has not gone within `graceMs` (nothing held: no timer). */
+function dropIfUnread(res: ServerResponse, graceMs: number): void {
+  if (res.destroyed || res.writableLength === 0) return;
+  const drop = setTimeout(() => res.destroy(), graceMs);
+  drop.unref();
+  res.once('close', () => clearTimeout(drop));
+}
