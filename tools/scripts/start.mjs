@@ -73,7 +73,9 @@ const env = {
   AUDIT_VERIFY_KEYS_FILE: path.join(repoRoot, 'tmp/audit-signing.pub'),
   GATEWAY_METRICS_PORT: '3201',
   CONTROL_PLANE_METRICS_PORT: '3101',
-  ...process.env,
+  // What the environment (and .env) sets wins, but not an empty value: .env.example's `NAME=` means unset, and would
+  // otherwise take the place of the secrets made above.
+  ...Object.fromEntries(Object.entries(process.env).filter(([, value]) => value !== '')),
 };
 // The dev IdP and the portal must agree on the portal's client secret.
 env.DEV_IDP_PORTAL_CLIENT_SECRET ??= env.PORTAL_OIDC_CLIENT_SECRET;

@@ -24,6 +24,10 @@ export class AppModule {
         DbModule.forRoot({
           url: config.database.url,
           applicationName: 'audit-worker',
+          // A database that stops answering would otherwise hold a batch (and its lock) without end; bounded, the
+          // batch fails as transient and is retried. Retention deletes and export pages run in bounded batches too.
+          statementTimeoutMs: 60_000,
+          connectTimeoutMs: 10_000,
           ...(config.database.systemUrl ? { systemUrl: config.database.systemUrl } : {}),
         }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'audit-worker-probe', logger }),

@@ -35,6 +35,10 @@ export class AppModule {
           // tenant's snapshot lock and recompiles its policy, a second or more for a large one: a change queued behind
           // a few others must not run out of Prisma's default 5 s and be answered 503 as if the database were down.
           transaction: { timeoutMs: 30_000, maxWaitMs: 10_000 },
+          // A database that stops answering (a partition: the connection open, nothing coming back) would otherwise
+          // hold every request without end; bounded, the request is answered 503. No statement of the API runs long.
+          statementTimeoutMs: 30_000,
+          connectTimeoutMs: 10_000,
         }),
         RedisModule.forRoot({ url: config.redis.url, connectionName: 'control-plane', logger }),
         HealthModule.forRoot({

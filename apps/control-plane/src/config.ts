@@ -13,7 +13,7 @@ const DEV_KEYRING = `dev:${Buffer.alloc(32, 7).toString('base64')}`;
 /** The token fields, shared by the server and the bootstrap command. */
 const tokenFields = {
   NODE_ENV: f.nodeEnv,
-  CONTROL_PLANE_JWT_SECRET: f.secret(32).optional(),
+  CONTROL_PLANE_JWT_SECRET: f.unsetIfEmpty(f.secret(32).optional()),
   CONTROL_PLANE_JWT_ISSUER: z.string().min(1).default('portcullis'),
   CONTROL_PLANE_JWT_AUDIENCE: z.string().min(1).default('portcullis-control-plane'),
   CONTROL_PLANE_JWT_TTL_SECONDS: z.coerce.number().int().min(30).max(900).default(900),
@@ -71,17 +71,19 @@ export const controlPlaneConfigSchema = z
         .transform((value) => (value === undefined ? undefined : value === 'true' || value === '1')),
     ),
     /** `<key-id>:<base64 32 bytes>[,...]`; the first key seals new secrets, the others still open old ones. */
-    CONTROL_PLANE_SECRETS_KEYRING: z
-      .string()
-      .optional()
-      .superRefine((value, ctx) => {
-        if (value === undefined) return;
-        try {
-          parseKeyring(value);
-        } catch (error) {
-          ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : 'invalid keyring' });
-        }
-      }),
+    CONTROL_PLANE_SECRETS_KEYRING: f.unsetIfEmpty(
+      z
+        .string()
+        .optional()
+        .superRefine((value, ctx) => {
+          if (value === undefined) return;
+          try {
+            parseKeyring(value);
+          } catch (error) {
+            ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : 'invalid keyring' });
+          }
+        }),
+    ),
     /** Exact commands stdio upstreams may run, comma-separated. Empty (default): no stdio upstreams. */
     CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: f.csv,
     /**

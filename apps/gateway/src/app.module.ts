@@ -3,7 +3,7 @@ import { databaseReadinessCheck, DbModule, PRISMA_CLIENT, type PortcullisPrismaC
 import { pingRedis, type Redis } from '@portcullis/data/redis';
 import { HealthModule, REDIS, RedisModule } from '@portcullis/shared/nest-runtime';
 import type { Logger } from '@portcullis/shared/util-logger';
-import type { GatewayConfig } from './config';
+import { REDIS_COMMAND_TIMEOUT_MS, type GatewayConfig } from './config';
 
 /**
  * Nest owns the gateway's lifecycle (health, shutdown). The MCP request path is plain functions from
@@ -17,7 +17,7 @@ export class AppModule {
       module: AppModule,
       imports: [
         DbModule.forRoot({ url: config.database.url, applicationName: 'gateway', statementTimeoutMs: 10_000, connectTimeoutMs: 10_000 }),
-        RedisModule.forRoot({ url: config.redis.url, connectionName: 'gateway', logger }),
+        RedisModule.forRoot({ url: config.redis.url, connectionName: 'gateway', logger, commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS }),
         HealthModule.forRoot({
           logger,
           inject: [PRISMA_CLIENT, REDIS],

@@ -163,3 +163,23 @@ describe('gateway config: metrics', () => {
     expect(problemsOf({ GATEWAY_METRICS_PORT: '70000' })).toEqual(['GATEWAY_METRICS_PORT']);
   });
 });
+
+describe('gateway config: values that could never work', () => {
+  it('refuses a Redis URL with a malformed percent-escape (the client would stop the boot with a bare URIError)', () => {
+    expect(problemsOf({ REDIS_URL: 'redis://:pa%ZZss@127.0.0.1:6379' })).toEqual(['REDIS_URL']);
+    expect(() => parseConfig(gatewayConfigSchema, { ...REQUIRED, REDIS_URL: 'redis://:pa%25ss@127.0.0.1:6379' })).not.toThrow();
+  });
+
+  it('refuses allowed origins that are not origins (no browser Origin header could equal them), and takes them in any case', () => {
+    expect(problemsOf({ GATEWAY_ALLOWED_ORIGINS: 'portal.example.com' })).toEqual(['GATEWAY_ALLOWED_ORIGINS']);
+    expect(problemsOf({ GATEWAY_ALLOWED_ORIGINS: 'https://portal.example.com/' })).toEqual(['GATEWAY_ALLOWED_ORIGINS']);
+    expect(problemsOf({ GATEWAY_ALLOWED_ORIGINS: 'https://portal.example.com/admin' })).toEqual(['GATEWAY_ALLOWED_ORIGINS']);
+    const { http } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_ALLOWED_ORIGINS: 'https://Portal.example.com, http://127.0.0.1:3000' });
+    expect(http.allowedOrigins).toEqual(['https://portal.example.com', 'http://127.0.0.1:3000']);
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_ALLOWED_ORIGINS: '*' }).http.allowedOrigins).toEqual(['*']);
+  });
+
+  it('takes an empty keyring (`NAME=` in an env file) as unset', () => {
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SECRETS_KEYRING: '' }).secrets.keyring).toBeNull();
+  });
+});

@@ -19,7 +19,12 @@ const uidRangeOf = (value: string | undefined): { first: number; last: number } 
 };
 /** Ids in a GATEWAY_STDIO_UID_RANGE: plenty for any number of processes, and no accidental whole-system span. */
 const MAX_UID_RANGE = 1_000_000;
-const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
+
+/**
+ * The gateway's Redis client (sessions, task routes, the bus's publishes) fails a command not answered in this long:
+ * a Redis that stops answering (a partition) then answers an initialize 503 instead of holding it without end.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 3_000;
 
 export const gatewayConfigSchema = z
   .object({
@@ -31,7 +36,7 @@ export const gatewayConfigSchema = z
      * Prometheus metrics (`GET /metrics`) on a listener of their own, never on the agents' port: unset or empty = off;
      * 0 = any free port. The host defaults to loopback: metrics name tenants.
      */
-    GATEWAY_METRICS_PORT: unsetIfEmpty(z.coerce.number().int().min(0).max(65535).optional()),
+    GATEWAY_METRICS_PORT: f.unsetIfEmpty(z.coerce.number().int().min(0).max(65535).optional()),
     GATEWAY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
     /** Longest a client may take to send a whole request, headers and body (408 and the socket closed past it). */
@@ -40,7 +45,7 @@ export const gatewayConfigSchema = z
     /** Host header values accepted on the MCP endpoints (`host` or `host:port`); empty accepts any. */
     GATEWAY_ALLOWED_HOSTS: f.csv,
     /** Browser origins allowed to call the MCP endpoints (`*` for any); requests without Origin always pass. */
-    GATEWAY_ALLOWED_ORIGINS: f.csv,
+    GATEWAY_ALLOWED_ORIGINS: f.origins,
     /**
      * Between an upstream's tool prefix and the tool's own name. The control plane accepts prefixes of lowercase
      * letters, digits and single inner underscores: a separator of such characters (or one underscore) could occur in
@@ -122,7 +127,7 @@ export const gatewayConfigSchema = z
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
     // uid:gid for stdio servers (numbers): another user than the gateway's, so they cannot read its environment.
-    GATEWAY_STDIO_RUN_AS: unsetIfEmpty(
+    GATEWAY_STDIO_RUN_AS: f.unsetIfEmpty(
       z
         .string()
         // Two numbers up to 2147483647: spawn takes 32-bit signed ids, and a larger one made every stdio start fail.
@@ -137,7 +142,7 @@ export const gatewayConfigSchema = z
      * running stdio server, so that servers cannot read each other's environment (another tenant's credentials).
      * Ids no account uses; they need not exist in /etc/passwd.
      */
-    GATEWAY_STDIO_UID_RANGE: unsetIfEmpty(
+    GATEWAY_STDIO_UID_RANGE: f.unsetIfEmpty(
       z
         .string()
         .refine((value) => {
@@ -151,7 +156,7 @@ export const gatewayConfigSchema = z
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
-    GATEWAY_RATE_LIMIT_REDIS_URL: unsetIfEmpty(f.redisUrl.optional()),
+    GATEWAY_RATE_LIMIT_REDIS_URL: f.unsetIfEmpty(f.redisUrl.optional()),
     /** A counter check slower than this counts as Redis being unavailable (the tenant's fail mode applies). */
     GATEWAY_RATE_LIMIT_TIMEOUT_MS: f.durationMs(250),
     /**
@@ -167,7 +172,7 @@ export const gatewayConfigSchema = z
     /** Audit events for every MCP request: off only for benchmarks and debugging. */
     GATEWAY_AUDIT_ENABLED: f.booleanFlag(true),
     /** Redis of the audit queue; defaults to REDIS_URL. */
-    GATEWAY_AUDIT_REDIS_URL: unsetIfEmpty(f.redisUrl.optional()),
+    GATEWAY_AUDIT_REDIS_URL: f.unsetIfEmpty(f.redisUrl.optional()),
     /** Events held in memory before they spill to the spool. */
     GATEWAY_AUDIT_BUFFER_MAX: z.coerce.number().int().min(100).max(1_000_000).default(20_000),
     GATEWAY_AUDIT_FLUSH_MS: f.durationMs(100),
@@ -181,7 +186,7 @@ export const gatewayConfigSchema = z
      * This replica's own directory for the local audit spool (events kept while Redis is away). Unset: an in-memory
      * spool, lost on a crash, and fail-closed tenants are refused while the queue is down (a warning at boot).
      */
-    GATEWAY_AUDIT_SPOOL_DIR: unsetIfEmpty(z.string().trim().min(1).optional()),
+    GATEWAY_AUDIT_SPOOL_DIR: f.unsetIfEmpty(z.string().trim().min(1).optional()),
     GATEWAY_AUDIT_SPOOL_MAX_BYTES: z.coerce.number().int().min(1_024).default(256 * 1024 * 1024),
     /** BullMQ key prefix; the audit worker's QUEUE_PREFIX must be the same. */
     QUEUE_PREFIX: z
@@ -189,7 +194,7 @@ export const gatewayConfigSchema = z
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
       .default('portcullis'),
     /** `kid:base64key[,kid2:...]` opening upstream headers/env sealed by the control plane. Required in production. */
-    GATEWAY_SECRETS_KEYRING: z.string().trim().regex(KEYRING, 'must look like kid:base64key[,kid2:base64key]').optional(),
+    GATEWAY_SECRETS_KEYRING: f.unsetIfEmpty(z.string().trim().regex(KEYRING, 'must look like kid:base64key[,kid2:base64key]').optional()),
     DATABASE_URL: f.postgresUrl,
     /**
      * `portcullis_system` (BYPASSRLS): the snapshot loaders read every tenant's keys and upstreams. Required in

@@ -14,7 +14,7 @@ import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/dat
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
 import { createTestTenant, type TestTenant } from '@portcullis/shared/util-testing';
-import { gatewayConfigSchema } from '../config';
+import { gatewayConfigSchema, REDIS_COMMAND_TIMEOUT_MS } from '../config';
 import { startDataPlane, type DataPlane } from '../data-plane';
 import { ALLOW_ALL, writeActiveSnapshot } from './policy-fixtures';
 
@@ -234,7 +234,7 @@ export async function startTestGateway(options: {
       },
     },
   });
-  const redis: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int' });
+  const redis: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int', commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS });
   const subscriber: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int-sub' });
   const app = Fastify({ bodyLimit: config.http.bodyLimitBytes });
   const dataPlane = await startDataPlane(app, {

@@ -3,3 +3,4 @@ export type { AppErrorOptions, ErrorCode, ErrorMapping, FieldIssue } from './lib
 export { fieldIssues, normalizeError, toJsonRpcError, toProblemDetails } from './lib/render';
 export type { JsonRpcErrorObject, ProblemDetails, RenderedError } from './lib/render';
 export { isStackExhausted } from './lib/stack';
+export { isLostDatabaseConnection } from './lib/lost-connection';

@@ -2,6 +2,7 @@ import { computeAuditHash } from '@portcullis/audit/chain';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { tenantId } from '@portcullis/shared/util-ids';
+import { isLostDatabaseConnection } from '@portcullis/shared/util-errors';
 import { chainedFields } from './audit-row';
 import { AuditStoreError, type AuditEventStore, type AuditInsertResult } from './audit-event.store';
 
@@ -18,6 +19,8 @@ class AlreadyStored extends Error {}
 /** Whether a failed insert is the database's fault rather than an event's (so splitting the batch cannot help). */
 export function isTransientStoreError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
+  // The connection lost or none to be had (pg's plain errors, no code): waited out like a refused connection.
+  if (isLostDatabaseConnection(error)) return true;
   const e = error as {
     code?: unknown;
     meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } };

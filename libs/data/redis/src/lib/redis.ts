@@ -11,6 +11,12 @@ export interface RedisClientOptions {
    * clients keep a small number so a dead Redis fails fast instead of hanging a request.
    */
   readonly maxRetriesPerRequest?: number | null;
+  /**
+   * A command not answered within this long fails ("Command timed out"). A Redis that stops answering without closing
+   * (a partition) otherwise holds every command, and the requests waiting on them, without end. Not for clients with
+   * blocking commands (BullMQ's workers). Unset: no bound.
+   */
+  readonly commandTimeoutMs?: number;
 }
 
 /** Reconnects with capped exponential backoff: 50 ms, 100 ms, ... up to 2 s between attempts. */
@@ -25,6 +31,7 @@ export function createRedisClient(options: RedisClientOptions): Redis {
     retryStrategy: reconnectDelay,
     enableReadyCheck: true,
     lazyConnect: false,
+    ...(options.commandTimeoutMs === undefined ? {} : { commandTimeout: options.commandTimeoutMs }),
   };
   const client = new Redis(options.url, redisOptions);
   // Without a listener ioredis prints every failed reconnect as an unhandled error event; callers that

@@ -29,6 +29,7 @@ describe('toAppError with database errors', () => {
     ['53300', 'DEPENDENCY_UNAVAILABLE'],
     ['57P01', 'DEPENDENCY_UNAVAILABLE'],
     ['57P03', 'DEPENDENCY_UNAVAILABLE'],
+    ['57014', 'DEPENDENCY_UNAVAILABLE'],
     ['08006', 'DEPENDENCY_UNAVAILABLE'],
     ['42P01', 'INTERNAL'],
     [undefined, 'INTERNAL'],
@@ -45,5 +46,14 @@ describe('toAppError with database errors', () => {
     expect(unknown.appError.code).toBe('INTERNAL');
     expect(unknown.errorId).toBeDefined();
     expect(toAppError(Object.assign(new Error('x'), { code: 'P1001' })).appError.code).toBe('INTERNAL');
+  });
+
+  it("answers the pg driver's own errors for a connection lost under the request, or none to be had, as 503", () => {
+    for (const message of ['Connection terminated unexpectedly', 'Connection terminated due to connection timeout', 'timeout exceeded when trying to connect', 'Query read timeout']) {
+      const { appError, errorId } = toAppError(new Error(message));
+      expect(appError.code, message).toBe('DEPENDENCY_UNAVAILABLE');
+      expect(appError.retryAfterSeconds).toBeGreaterThan(0);
+      expect(errorId).toBeUndefined();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { HttpException } from '@nestjs/common';
-import { AppError, fieldIssues, normalizeError, toProblemDetails, type ErrorCode } from '@portcullis/shared/util-errors';
+import { AppError, fieldIssues, isLostDatabaseConnection, normalizeError, toProblemDetails, type ErrorCode } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
@@ -38,6 +38,10 @@ const FASTIFY_MESSAGES: Readonly<Record<string, string>> = {
  * is left when a race gets past their checks.
  */
 function databaseError(error: unknown): AppError | undefined {
+  // The connection lost under the request, or none to be had: pg's own errors, with no code, as the adapter passes them.
+  if (isLostDatabaseConnection(error)) {
+    return new AppError('DEPENDENCY_UNAVAILABLE', 'The database is not available right now; try again shortly.', { retryAfterSeconds: 2, cause: error });
+  }
   const known = error as { name?: unknown; code?: unknown } | null;
   if (typeof known !== 'object' || known === null || typeof known.code !== 'string') return undefined;
   if (known.name !== 'PrismaClientKnownRequestError' && known.name !== 'PrismaClientInitializationError') return undefined;
@@ -61,7 +65,8 @@ function transientPostgresCode(error: unknown): boolean {
   const meta = (error as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } }).meta;
   const sqlState = meta?.driverAdapterError?.cause?.originalCode;
   if (typeof sqlState !== 'string') return false;
-  return sqlState.startsWith('53') || sqlState.startsWith('08') || ['57P01', '57P02', '57P03'].includes(sqlState);
+  // 57014: a statement cancelled by the statement timeout (a server too busy to answer in time).
+  return sqlState.startsWith('53') || sqlState.startsWith('08') || ['57P01', '57P02', '57P03', '57014'].includes(sqlState);
 }
 
 /** Maps anything thrown while handling a request to an AppError the caller may see. */

@@ -15,7 +15,7 @@ class RedisCloser implements OnApplicationShutdown {
 /** One shared ioredis client per process under the `REDIS` token, closed on shutdown. */
 @Module({})
 export class RedisModule {
-  static forRoot(options: { url: string; connectionName: string; logger: Logger }): DynamicModule {
+  static forRoot(options: { url: string; connectionName: string; logger: Logger; commandTimeoutMs?: number }): DynamicModule {
     return {
       module: RedisModule,
       global: true,
@@ -23,7 +23,11 @@ export class RedisModule {
         {
           provide: REDIS,
           useFactory: () => {
-            const client = createRedisClient({ url: options.url, connectionName: options.connectionName });
+            const client = createRedisClient({
+              url: options.url,
+              connectionName: options.connectionName,
+              ...(options.commandTimeoutMs === undefined ? {} : { commandTimeoutMs: options.commandTimeoutMs }),
+            });
             onRedisError(client, (error) => options.logger.warn({ err: { message: error.message } }, 'redis error'));
             return client;
           },

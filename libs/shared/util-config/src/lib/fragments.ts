@@ -19,7 +19,51 @@ const urlWithProtocols = (protocols: readonly string[], what: string) =>
       } catch {
         return false;
       }
-    }, `must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`);
+    }, `must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`)
+    // The drivers decode the user, password and path themselves: a malformed escape (`pa%ZZss`) stopped a process at
+    // boot with a bare URIError naming nothing.
+    .refine((value) => {
+      try {
+        const url = new URL(value);
+        decodeURIComponent(url.username);
+        decodeURIComponent(url.password);
+        decodeURIComponent(url.pathname);
+        return true;
+      } catch {
+        return !URL.canParse(value);
+      }
+    }, 'has a malformed percent-escape (write % as %25)');
+
+/** An empty value (`NAME=` in an env file) counts as unset, for a field that is optional or has a default. */
+export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
+
+/**
+ * A comma-separated list of browser origins (`https://portal.example.com`, no path) or `*` (any), compared as a
+ * browser sends its Origin header: an entry with a path, a trailing slash or no scheme could never match one.
+ */
+export const origins = z
+  .string()
+  .default('')
+  .transform((value) =>
+    value
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item.length > 0),
+  )
+  .superRefine((entries, ctx) => {
+    for (const entry of entries) {
+      if (entry === '*') continue;
+      let origin: string | undefined;
+      try {
+        origin = new URL(entry).origin;
+      } catch {
+        origin = undefined;
+      }
+      if (origin === undefined || origin === 'null' || origin !== entry.toLowerCase()) {
+        ctx.addIssue({ code: 'custom', message: `"${entry}" is not an origin: write scheme://host[:port], no path (e.g. https://portal.example.com), or *` });
+      }
+    }
+  });
 
 export const postgresUrl = urlWithProtocols(['postgres:', 'postgresql:'], 'a PostgreSQL URL');
 export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL');

@@ -277,7 +277,8 @@ export class RedisReplayLog implements ReplayLog {
     // XREAD BLOCK holds its connection: each follower gets its own, closed when it stops. Beyond
     // `maxFollowers`, a follower polls on the shared connection instead (slower, but never refused).
     const blocking = this.followers < this.options.maxFollowers;
-    const connection = blocking ? this.redis.duplicate() : undefined;
+    // Without the shared client's command timeout: XREAD BLOCK waits up to `checkMs` by design.
+    const connection = blocking ? this.redis.duplicate({ commandTimeout: undefined }) : undefined;
     connection?.on('error', () => undefined);
     const onAbort = () => connection?.disconnect();
     signal.addEventListener('abort', onAbort, { once: true });
