@@ -46,6 +46,15 @@ function localAuditSigningKey() {
   return file;
 }
 
+/** The variables given secrets made here when the environment leaves them unset or empty. */
+const GENERATED_SECRETS = new Set([
+  'NEXTAUTH_SECRET',
+  'PORTAL_OIDC_CLIENT_SECRET',
+  'DEV_IDP_COOKIE_SECRET',
+  'CONTROL_PLANE_JWT_SECRET',
+  'CONTROL_PLANE_SECRETS_KEYRING',
+  'GATEWAY_SECRETS_KEYRING',
+]);
 const env = {
   LOG_LEVEL: 'info',
   DATABASE_ADMIN_URL: 'postgresql://postgres@127.0.0.1:5432/portcullis',
@@ -73,9 +82,10 @@ const env = {
   AUDIT_VERIFY_KEYS_FILE: path.join(repoRoot, 'tmp/audit-signing.pub'),
   GATEWAY_METRICS_PORT: '3201',
   CONTROL_PLANE_METRICS_PORT: '3101',
-  // What the environment (and .env) sets wins, but not an empty value: .env.example's `NAME=` means unset, and would
-  // otherwise take the place of the secrets made above.
-  ...Object.fromEntries(Object.entries(process.env).filter(([, value]) => value !== '')),
+  // What the environment (and .env) sets wins; an empty secret does not (.env.example leaves them `NAME=`, unset,
+  // which would otherwise take the place of the ones made above). Other empty values keep their meaning (an empty
+  // GATEWAY_METRICS_PORT turns metrics off).
+  ...Object.fromEntries(Object.entries(process.env).filter(([name, value]) => value !== '' || !GENERATED_SECRETS.has(name))),
 };
 // The dev IdP and the portal must agree on the portal's client secret.
 env.DEV_IDP_PORTAL_CLIENT_SECRET ??= env.PORTAL_OIDC_CLIENT_SECRET;

@@ -577,7 +577,7 @@ describe('legacy HTTP+SSE endpoints', () => {
     for (const m of refused) expect(m.error?.message).toMatch(/already initialised/);
   });
 
-  it('bounds the requests one legacy session has under way: past 256, a POST is refused 429 until answers come', async () => {
+  it('bounds the requests one legacy session has under way: past 96, a POST is refused 429 until answers come', async () => {
     // An upstream that answers initialize and tools/list, and holds every tools/call until it is let go.
     const held: ServerResponse[] = [];
     const upstream = createHttpServer((req, res) => {
@@ -624,9 +624,9 @@ describe('legacy HTTP+SSE endpoints', () => {
       expect((await post({ method: 'notifications/initialized' })).status).toBe(202);
 
       const call = (id: number) => post({ id, method: 'tools/call', params: { name: 'hold__wait', arguments: {} } });
-      for (let id = 100; id < 100 + 256; id++) expect((await call(id)).status).toBe(202);
+      for (let id = 100; id < 100 + 96; id++) expect((await call(id)).status).toBe(202);
       const refused = await call(999);
-      expect((expectRpcError(refused, 429, -32029)['error'] as { message: string }).message).toMatch(/at most 256/);
+      expect((expectRpcError(refused, 429, -32029)['error'] as { message: string }).message).toMatch(/at most 96/);
       expect(refused.headers['retry-after']).toBe('1');
       // Notifications are not requests: they still go through.
       expect((await post({ method: 'notifications/roots/list_changed' })).status).toBe(202);

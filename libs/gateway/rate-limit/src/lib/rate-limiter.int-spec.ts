@@ -177,6 +177,25 @@ describe('RateLimitService (real Redis)', () => {
     }
   });
 
+  it('gives a late count back only to the window that counted it, never below zero', async () => {
+    service(); // defines the refund command on the shared client
+    const refund = (key: string, points: number, msLeft: number) =>
+      (redis as unknown as { portcullisRateLimitRefund(k: string, p: number, ms: number): Promise<number> }).portcullisRateLimitRefund(key, points, msLeft);
+    const key = `${prefix()}:window`;
+    // The window that counted 5 points with 40 s left has 39.x s left now: they go back, but no more than it holds.
+    await redis.set(key, '3', 'PX', 39_500);
+    expect(await refund(key, 5, 40_000)).toBe(3);
+    expect(await redis.get(key)).toBe('0');
+    // A window begun since (its whole minute left): the points were the old window's, and stay out of this one.
+    await redis.set(key, '7', 'PX', 60_000);
+    expect(await refund(key, 5, 40_000)).toBe(0);
+    expect(await redis.get(key)).toBe('7');
+    // No window at all: nothing to give back to.
+    await redis.del(key);
+    expect(await refund(key, 5, 40_000)).toBe(0);
+    expect(await redis.exists(key)).toBe(0);
+  });
+
   it('tells a call several limits refuse to come back when the last of them admits again', async () => {
     const limits = service();
     const everyFiveSeconds: AppliedLimit = { ruleId: 'r-tenant', rateLimit: { scope: ['tenant'], requests: 1, windowSeconds: 5 } };

@@ -52,6 +52,21 @@ export interface RateLimitServiceOptions {
 
 class RedisTimeout extends Error {}
 
+/**
+ * Gives back ARGV[1] points a window's counter (KEYS[1]) took for a call that was refused meanwhile, if the counter is
+ * still that window's: its time left is no more than when it counted them (ARGV[2] ms; a new window's is its whole
+ * length). Never below zero.
+ */
+const REFUND = `
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 or ttl > tonumber(ARGV[2]) then return 0 end
+local back = math.min(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+if back > 0 then redis.call('DECRBY', KEYS[1], back) end
+return back
+`;
+
+type RefundingRedis = Redis & { portcullisRateLimitRefund(key: string, points: number, msLeftWhenCounted: number): Promise<number> };
+
 interface CounterKeys {
   readonly key: string;
   readonly leaseId: string;
@@ -123,6 +138,8 @@ export class RateLimitService {
 
   constructor(private readonly options: RateLimitServiceOptions) {
     this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
+    const refunding = options.redis as RefundingRedis;
+    if (typeof refunding.portcullisRateLimitRefund !== 'function') options.redis.defineCommand('portcullisRateLimitRefund', { numberOfKeys: 1, lua: REFUND });
     this.leases = new QuotaLeases((key, points, limit, windowSeconds) => this.count(key, points, limit, windowSeconds), options.leases);
   }
 
@@ -277,9 +294,11 @@ export class RateLimitService {
       if (error instanceof RedisTimeout) {
         // Given up on, but a slow Redis may count it still: once it does, the points go back, or the window would hold
         // calls nobody was admitted for (a fail-closed tenant refused as "unavailable" would then be refused as over
-        // its limit for the rest of the window).
-        const refund = (): Promise<unknown> => limiter.reward(key, points);
-        consuming.then(refund, (late: unknown) => (late instanceof RateLimiterRes ? refund() : undefined)).catch(this.reportError);
+        // its limit for the rest of the window). Into the window that counted them only: a refund landing after it
+        // ended would start the next one below zero, and admit more than the limit there.
+        const refund = (late: RateLimiterRes): Promise<unknown> =>
+          (this.options.redis as RefundingRedis).portcullisRateLimitRefund(limiter.getKey(key), points, late.msBeforeNext);
+        consuming.then(refund, (late: unknown) => (late instanceof RateLimiterRes ? refund(late) : undefined)).catch(this.reportError);
       }
       throw error;
     }

@@ -118,8 +118,12 @@ describe('evaluate: remembered decisions', () => {
       },
     ]);
     const ci = { agentClientId: 'ac-ci', groups: [] };
-    // Small enough: the condition runs and allows.
+    // Small enough: the condition runs and allows; exactly 2,000 values still are.
     expect(evaluate(snapshot, call(ci, 'db', 'bulk', { ids: ['a'], allowed: ['a', 'b'] })).effect).toBe('allow');
+    // 2 entries, 1 id and 1,997 allowed: 2,000 values.
+    const twoThousand = { ids: ['0'], allowed: Array.from({ length: 1_997 }, (_, i) => `${i}`) };
+    expect(evaluate(snapshot, call(ci, 'db', 'bulk', twoThousand)).effect).toBe('allow');
+    expect(evaluate(snapshot, call(ci, 'db', 'bulk', { ...twoThousand, extra: 1 })).effect).toBe('deny');
     // 64,000 values each side: quadratic in the condition (seconds); refused at once, the allow rule not applied.
     const many = Array.from({ length: 64_000 }, (_, i) => `id-${i}`);
     const started = performance.now();
@@ -152,7 +156,7 @@ describe('evaluate: remembered decisions', () => {
     const decision = evaluate(snapshot, call(ci, 'db', 'search', { words, text: 'x'.repeat(1_000_000) }));
     expect(performance.now() - started).toBeLessThan(500);
     expect(decision.effect).toBe('deny');
-    expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'words-in-text', countedAsMatched: false, message: expect.stringMatching(/too large for conditions \(1993 values with \d+ characters of text\)/) })]);
+    expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'words-in-text', countedAsMatched: false, message: expect.stringMatching(/too large for conditions \(1992 values with \d+ characters of text\)/) })]);
   });
 });
 

@@ -206,7 +206,8 @@ export const MAX_CONDITION_WORK = 20_000_000;
 
 /** Why the arguments are too large for conditions to run on, or null; walks no further than the bounds. */
 function tooLargeForConditions(value: unknown): string | null {
-  let values = 1;
+  // The arguments' own entries and elements count, not the object that holds them.
+  let values = 0;
   let characters = 0;
   const stack: unknown[] = [value];
   while (stack.length > 0) {
@@ -226,7 +227,7 @@ function tooLargeForConditions(value: unknown): string | null {
     }
     if (values > MAX_CONDITION_VALUES) return `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
   }
-  if (values * characters > MAX_CONDITION_WORK) return `arguments too large for conditions (${values} values with ${characters} characters of text)`;
+  if (Math.max(1, values) * characters > MAX_CONDITION_WORK) return `arguments too large for conditions (${values} values with ${characters} characters of text)`;
   return null;
 }
 

@@ -19,20 +19,22 @@ const urlWithProtocols = (protocols: readonly string[], what: string) =>
       } catch {
         return false;
       }
-    }, `must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`)
-    // The drivers decode the user, password and path themselves: a malformed escape (`pa%ZZss`) stopped a process at
-    // boot with a bare URIError naming nothing.
-    .refine((value) => {
-      try {
-        const url = new URL(value);
-        decodeURIComponent(url.username);
-        decodeURIComponent(url.password);
-        decodeURIComponent(url.pathname);
-        return true;
-      } catch {
-        return !URL.canParse(value);
-      }
-    }, 'has a malformed percent-escape (write % as %25)');
+    }, `must be a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`);
+
+export const postgresUrl = urlWithProtocols(['postgres:', 'postgresql:'], 'a PostgreSQL URL');
+// ioredis decodes the user, password and path itself, and a malformed escape (`pa%ZZss`) stopped a process at boot with
+// a bare URIError naming nothing. (pg reads a lone `%` as written: a PostgreSQL URL is not held to this.)
+export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL').refine((value) => {
+  try {
+    const url = new URL(value);
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+    decodeURIComponent(url.pathname);
+    return true;
+  } catch {
+    return !URL.canParse(value);
+  }
+}, 'has a malformed percent-escape (write % as %25)');
 
 /** An empty value (`NAME=` in an env file) counts as unset, for a field that is optional or has a default. */
 export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
@@ -65,8 +67,6 @@ export const origins = z
     }
   });
 
-export const postgresUrl = urlWithProtocols(['postgres:', 'postgresql:'], 'a PostgreSQL URL');
-export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL');
 export const httpUrl = urlWithProtocols(['http:', 'https:'], 'an HTTP URL');
 
 /** The longest delay a Node timer takes: past it a timer fires after 1 ms, so an interval became a busy loop. */

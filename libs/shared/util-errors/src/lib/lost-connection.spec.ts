@@ -15,6 +15,12 @@ describe('isLostDatabaseConnection', () => {
       expect(isLostDatabaseConnection(new Error(message)), message).toBe(true);
       expect(isLostDatabaseConnection(new Error('query failed', { cause: new Error(message) })), message).toBe(true);
     }
+    // Under a raw query Prisma throws P2010 with its own wording in `meta`.
+    const raw = Object.assign(new Error('Invalid `prisma.$queryRaw()` invocation: Raw query failed.'), { code: 'P2010', meta: { code: 'N/A', message: 'Server has closed the connection.' } });
+    expect(isLostDatabaseConnection(raw)).toBe(true);
+    const closed = Object.assign(new Error('Raw query failed. Code: `N/A`.'), { code: 'P2010', meta: { driverAdapterError: { name: 'DriverAdapterError', cause: { kind: 'ConnectionClosed' } } } });
+    expect(isLostDatabaseConnection(closed)).toBe(true);
+    expect(isLostDatabaseConnection(Object.assign(new Error('Raw query failed.'), { code: 'P2010', meta: { code: '42P01', message: 'relation "x" does not exist' } }))).toBe(false);
   });
 
   it('takes nothing else for one: a query error, a bug, a non-error', () => {

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
-import { GatewayRequestError, MAX_IN_FLIGHT_PER_SESSION, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
+import { GatewayRequestError, MAX_IN_FLIGHT_PER_PRINCIPAL, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
@@ -98,7 +98,7 @@ function forgetfulUpstream(
 }
 
 describe('SessionEngine with in-memory upstreams', () => {
-  it(`refuses a request past ${MAX_IN_FLIGHT_PER_SESSION} under way on the session with -32029 and a retry hint, and takes requests again as they end`, async () => {
+  it(`refuses a request past ${MAX_IN_FLIGHT_PER_PRINCIPAL} under way for the principal, over its sessions, with -32029 and a retry hint, and takes requests again as they end`, async () => {
     let finish!: () => void;
     const finished = new Promise<void>((resolve) => (finish = resolve));
     const { engine } = build({
@@ -113,13 +113,20 @@ describe('SessionEngine with in-memory upstreams', () => {
       },
     });
     const record = await openSession(engine);
-    const under = Array.from({ length: MAX_IN_FLIGHT_PER_SESSION }, () => engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace'));
+    const another = await openSession(engine);
+    const call = (session: typeof record) => engine.request(session, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace');
+    const under = Array.from({ length: MAX_IN_FLIGHT_PER_PRINCIPAL }, (_, i) => call(i % 2 === 0 ? record : another));
     await new Promise((resolve) => setImmediate(resolve));
-    const refused = await engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace');
-    expect(refused).toMatchObject({ error: { code: GATEWAY_RPC.RATE_LIMITED, data: { retryAfterSeconds: 1 } } });
+    for (const session of [record, another]) expect(await call(session)).toMatchObject({ error: { code: GATEWAY_RPC.RATE_LIMITED, data: { retryAfterSeconds: 1 } } });
+    // Another principal is not held to this one's requests.
+    const other = await engine.initialize({ ...principal, id: 'someone-else' }, init, 'trace');
+    const theirs = await engine.session(other.sessionId ?? '', { ...principal, id: 'someone-else' });
+    if (!theirs) throw new Error('no session');
+    const theirCall = call(theirs);
     finish();
+    expect('result' in (await theirCall)).toBe(true);
     expect((await Promise.all(under)).every((response) => 'result' in response)).toBe(true);
-    expect('result' in (await engine.request(record, req('tools/call', { name: 'slow__wait', arguments: {} }), NO_STREAM, 'trace'))).toBe(true);
+    expect('result' in (await call(record))).toBe(true);
   });
 
   it('refuses names no listing could show and over-long URIs before any hook sees them', async () => {

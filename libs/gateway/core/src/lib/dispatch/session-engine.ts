@@ -370,13 +370,14 @@ interface LiveSession {
 }
 
 /**
- * Requests one session may have under way on one replica. A call goes on when the agent's connection drops (its answer
- * is then written to no one, ADR 0007), so without a bound one agent could post calls and hang up, each holding an
- * upstream connection for up to its call timeout, until the tenant's connections to that upstream were all taken (600
- * such calls locked another agent of the tenant out of it). Past it a request is refused with -32029, HTTP 429 and
- * Retry-After: 1, as a legacy session's are (`MAX_LEGACY_IN_FLIGHT`).
+ * Requests one principal (an agent client, a user) may have under way on one replica, over all its sessions. A call
+ * goes on when its POST's connection drops (its answer then goes to no one, ADR 0007): without a bound one agent could
+ * post calls and hang up, each holding an upstream connection up to its call timeout, until the tenant's connections to
+ * that upstream were all taken (600 such calls locked another agent of the tenant out of it). Below the 128 a tenant's
+ * pool keeps to one upstream. Past it a request is refused with -32029, HTTP 429 and Retry-After: 1. A tenant bounds a
+ * principal more tightly, across replicas, with a policy rule's `maxConcurrent`.
  */
-export const MAX_IN_FLIGHT_PER_SESSION = 256;
+export const MAX_IN_FLIGHT_PER_PRINCIPAL = 96;
 
 /**
  * Upstream requests (sampling, elicitation, roots) one session may have waiting on its agent at once. An agent that
@@ -928,6 +929,8 @@ export class GatewayRequestError extends Error {
  */
 export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
+  /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
+  private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
   private readonly advertised = new WeakMap<SessionRecord, Record<string, unknown>>();
   private readonly pending = new Map<string, PendingServerRequest>();
@@ -1447,9 +1450,12 @@ export class SessionEngine {
       // MCP: an id is not reused within a session. Serving both would leave the first uncancellable (one entry).
       return rpcError(message.id, JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress', traceId);
     }
-    if (live.inflight.size >= MAX_IN_FLIGHT_PER_SESSION) {
-      return rpcError(message.id, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way on this session (at most ${MAX_IN_FLIGHT_PER_SESSION})`, traceId, { retryAfterSeconds: 1 });
+    const principal = ownerKey(record.tenantId, record.principalKind, record.principalId);
+    const ofPrincipal = this.inflightByPrincipal.get(principal) ?? 0;
+    if (ofPrincipal >= MAX_IN_FLIGHT_PER_PRINCIPAL) {
+      return rpcError(message.id, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way for this client (at most ${MAX_IN_FLIGHT_PER_PRINCIPAL})`, traceId, { retryAfterSeconds: 1 });
     }
+    this.inflightByPrincipal.set(principal, ofPrincipal + 1);
     const controller = new Cancellation();
     live.inflight.set(key, controller);
     const hooks = this.deps.hooks;
@@ -1508,6 +1514,9 @@ export class SessionEngine {
       return response;
     } finally {
       live.inflight.delete(key);
+      const left = (this.inflightByPrincipal.get(principal) ?? 1) - 1;
+      if (left > 0) this.inflightByPrincipal.set(principal, left);
+      else this.inflightByPrincipal.delete(principal);
       if (!retained) this.releaseAfter(admission, controller.signal, info, admittedAt);
     }
     this.report(info, response, undefined, admission, result, controller.signal);

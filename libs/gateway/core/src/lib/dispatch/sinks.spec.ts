@@ -470,4 +470,44 @@ describe('PostResponder answering an agent that does not read', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   }, 15_000);
+
+  it('keeps the connection of an agent that reads slowly but steadily, however long the whole answer takes', { timeout: 30_000 }, async () => {
+    const { createServer } = await import('node:http');
+    const { connect } = await import('node:net');
+    const big = { jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'x'.repeat(32 * 1024 * 1024) }] } } as const;
+    const body = Buffer.byteLength(JSON.stringify(big));
+    const server = createServer((_req, res) => new PostResponder(res, 'session', { answerGraceMs: 1_000 }).finish(big));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let received = 0;
+    try {
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      socket.pause();
+      socket.write('POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n');
+      const started = Date.now();
+      // At most 64 KiB every 10 ms: the whole answer takes several graces, and some of it moves in each.
+      await new Promise<void>((resolve) => {
+        const tick = setInterval(() => {
+          let taken = 0;
+          let chunk: Buffer | null;
+          while (taken < 64 * 1024 && (chunk = socket.read() as Buffer | null) !== null) {
+            taken += chunk.length;
+            received += chunk.length;
+          }
+          if (received >= body || Date.now() - started > 20_000 || socket.destroyed) {
+            clearInterval(tick);
+            resolve();
+          }
+        }, 10);
+      });
+      expect(Date.now() - started).toBeGreaterThan(2_000);
+      expect(received).toBeGreaterThanOrEqual(body);
+    } finally {
+      socket.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });

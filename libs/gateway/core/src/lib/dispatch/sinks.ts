@@ -615,16 +615,44 @@ export class EventStream implements MessageSink {
 export const CLOSE_GRACE_MS = 2_000;
 
 /**
- * How long an answer written whole gets to reach the agent: past it, the connection is dropped with whatever is still
- * unsent. An agent that never read kept the answer in the gateway's memory for as long as it held the connection open
- * (40 such connections held 122 MiB of one large listing). Long enough for a slow network to take a large listing.
+ * How long an answer written whole may wait with none of its unsent bytes taken: past it, the connection is dropped with
+ * whatever is still unsent. An agent that never read kept the answer in the gateway's memory for as long as it held the
+ * connection open (40 such connections held 122 MiB of one large listing); one that reads, however slowly, keeps going.
  */
 export const ANSWER_GRACE_MS = 30_000;
 
-/** Drops the connection if what `res` still holds unsent has not gone within `graceMs` (nothing held: no timer). */
+/**
+ * What the socket's handle still has to hand the kernel of the writes under way (libuv's write queue), or infinity when
+ * it does not say. A large answer goes out as one write, which the stream counts whole in `writableLength` until the
+ * last of it is taken: its progress shows here only.
+ */
+function kernelQueue(res: ServerResponse): number {
+  const size = (res.socket as unknown as { _handle?: { writeQueueSize?: unknown } } | null)?._handle?.writeQueueSize;
+  return typeof size === 'number' ? size : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * Drops the connection once what `res` still holds unsent has not moved for `graceMs` (nothing held: no timer). Looked
+ * at every `graceMs`: an agent reading slowly but steadily (16 MiB over a slow link) gets its answer whole.
+ */
 function dropIfUnread(res: ServerResponse, graceMs: number): void {
   if (res.destroyed || res.writableLength === 0) return;
-  const drop = setTimeout(() => res.destroy(), graceMs);
-  drop.unref();
-  res.once('close', () => clearTimeout(drop));
+  let unsent = res.writableLength;
+  let queued = kernelQueue(res);
+  let timer: NodeJS.Timeout;
+  const look = (): void => {
+    if (res.destroyed || res.writableLength === 0) return;
+    const nowQueued = kernelQueue(res);
+    if (res.writableLength >= unsent && nowQueued >= queued) {
+      res.destroy();
+      return;
+    }
+    unsent = res.writableLength;
+    queued = nowQueued;
+    timer = setTimeout(look, graceMs);
+    timer.unref();
+  };
+  timer = setTimeout(look, graceMs);
+  timer.unref();
+  res.once('close', () => clearTimeout(timer));
 }

@@ -21,7 +21,7 @@ import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
 import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
-import { SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
+import { MAX_IN_FLIGHT_PER_PRINCIPAL, SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
   acceptsEventStream,
@@ -191,9 +191,10 @@ const MAX_BATCH = 100;
 /**
  * Requests one legacy session may have under way at once. Each POST is answered 202 at once and runs on after it, so
  * unlike a Streamable HTTP request it holds no connection: without a bound one keep-alive connection could queue any
- * amount of upstream work and request bodies on a replica.
+ * amount of upstream work and request bodies on a replica. As many as its principal may have under way on the replica
+ * (`MAX_IN_FLIGHT_PER_PRINCIPAL`), so the POST past them is refused 429 here rather than answered -32029 on the stream.
  */
-export const MAX_LEGACY_IN_FLIGHT = 256;
+export const MAX_LEGACY_IN_FLIGHT = MAX_IN_FLIGHT_PER_PRINCIPAL;
 
 /** Fastify's default `maxParamLength`: a longer tenant segment is the router's to refuse. */
 const MAX_TENANT_SEGMENT = 100;
