@@ -20,6 +20,9 @@ describe('isLostDatabaseConnection', () => {
     expect(isLostDatabaseConnection(raw)).toBe(true);
     const closed = Object.assign(new Error('Raw query failed. Code: `N/A`.'), { code: 'P2010', meta: { driverAdapterError: { name: 'DriverAdapterError', cause: { kind: 'ConnectionClosed' } } } });
     expect(isLostDatabaseConnection(closed)).toBe(true);
+    // The adapter's error unwrapped.
+    expect(isLostDatabaseConnection(Object.assign(new Error('ConnectionClosed', { cause: { kind: 'ConnectionClosed' } }), { name: 'DriverAdapterError' }))).toBe(true);
+    expect(isLostDatabaseConnection(Object.assign(new Error('UniqueConstraintViolation', { cause: { kind: 'UniqueConstraintViolation' } }), { name: 'DriverAdapterError' }))).toBe(false);
     expect(isLostDatabaseConnection(Object.assign(new Error('Raw query failed.'), { code: 'P2010', meta: { code: '42P01', message: 'relation "x" does not exist' } }))).toBe(false);
   });
 

@@ -18,5 +18,8 @@ export function isLostDatabaseConnection(error: unknown): boolean {
   if (typeof meta?.message === 'string' && LOST_CONNECTION.test(meta.message)) return true;
   const kind = meta?.driverAdapterError?.cause?.kind;
   if (typeof kind === 'string' && LOST_CONNECTION_KINDS.has(kind)) return true;
+  // The adapter's own error, when it comes through unwrapped (name DriverAdapterError, its kind as the cause).
+  const causeKind = typeof error.cause === 'object' && error.cause !== null ? (error.cause as { kind?: unknown }).kind : undefined;
+  if (typeof causeKind === 'string' && LOST_CONNECTION_KINDS.has(causeKind)) return true;
   return error.cause !== undefined && error.cause !== error && isLostDatabaseConnection(error.cause);
 }
