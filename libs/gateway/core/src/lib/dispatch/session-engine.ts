@@ -338,6 +338,8 @@ interface LiveSession {
   readonly unrecorded: Map<string, string>;
   /** Listings (`<kind>\u0000<upstream id>`) being asked again after the upstream was left out of a page (`recheckLeftOut`). */
   readonly rechecking: Set<string>;
+  /** The session's principal as `inflightByPrincipal` counts it (`ownerKey`), built once. */
+  readonly principalKey: string;
   /** Those announced back after a recheck, until a listing has them answer within the deadline again. */
   readonly announcedBack: Set<string>;
   /** Ids of upstream requests relayed to the agent and not answered yet (at most MAX_RELAYED_PER_SESSION). */
@@ -1450,7 +1452,7 @@ export class SessionEngine {
       // MCP: an id is not reused within a session. Serving both would leave the first uncancellable (one entry).
       return rpcError(message.id, JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress', traceId);
     }
-    const principal = ownerKey(record.tenantId, record.principalKind, record.principalId);
+    const principal = live.principalKey;
     const ofPrincipal = this.inflightByPrincipal.get(principal) ?? 0;
     if (ofPrincipal >= MAX_IN_FLIGHT_PER_PRINCIPAL) {
       return rpcError(message.id, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way for this client (at most ${MAX_IN_FLIGHT_PER_PRINCIPAL})`, traceId, { retryAfterSeconds: 1 });
@@ -3574,6 +3576,7 @@ export class SessionEngine {
       subscribing: [],
       unrecorded: new Map(),
       rechecking: new Set(),
+      principalKey: ownerKey(record.tenantId, record.principalKind, record.principalId),
       announcedBack: new Set(),
       relayed: new Set(),
       taskSlots: new Map(),
