@@ -39,34 +39,6 @@ export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL').r
 /** An empty value (`NAME=` in an env file) counts as unset, for a field that is optional or has a default. */
 export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);
 
-/**
- * A comma-separated list of browser origins (`https://portal.example.com`, no path) or `*` (any), compared as a
- * browser sends its Origin header: an entry with a path, a trailing slash or no scheme could never match one.
- */
-export const origins = z
-  .string()
-  .default('')
-  .transform((value) =>
-    value
-      .split(',')
-      .map((item) => item.trim())
-      .filter((item) => item.length > 0),
-  )
-  .superRefine((entries, ctx) => {
-    for (const entry of entries) {
-      if (entry === '*') continue;
-      let origin: string | undefined;
-      try {
-        origin = new URL(entry).origin;
-      } catch {
-        origin = undefined;
-      }
-      if (origin === undefined || origin === 'null' || origin !== entry.toLowerCase()) {
-        ctx.addIssue({ code: 'custom', message: `"${entry}" is not an origin: write scheme://host[:port], no path (e.g. https://portal.example.com), or *` });
-      }
-    }
-  });
-
 export const httpUrl = urlWithProtocols(['http:', 'https:'], 'an HTTP URL');
 
 /** The longest delay a Node timer takes: past it a timer fires after 1 ms, so an interval became a busy loop. */
@@ -86,6 +58,25 @@ export const csv = z
       .map((item) => item.trim())
       .filter((item) => item.length > 0),
   );
+
+/**
+ * A comma-separated list of browser origins (`https://portal.example.com`, no path) or `*` (any), compared as a
+ * browser sends its Origin header: an entry with a path, a trailing slash or no scheme could never match one.
+ */
+export const origins = csv.superRefine((entries, ctx) => {
+  for (const entry of entries) {
+    if (entry === '*') continue;
+    let origin: string | undefined;
+    try {
+      origin = new URL(entry).origin;
+    } catch {
+      origin = undefined;
+    }
+    if (origin === undefined || origin === 'null' || origin !== entry.toLowerCase()) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not an origin: write scheme://host[:port], no path (e.g. https://portal.example.com), or *` });
+    }
+  }
+});
 
 /** A secret of at least `minLength` characters (never echoed in errors). */
 export const secret = (minLength: number) =>
