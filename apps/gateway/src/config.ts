@@ -74,6 +74,12 @@ export const gatewayConfigSchema = z
      * its listings, and in the background while its agent listens on a standalone stream.
      */
     GATEWAY_UPSTREAM_JOIN_RETRY_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
+    /**
+     * How long an upstream session opened for an agent's session holds the upstream's stream for messages outside
+     * requests (a Streamable HTTP upstream's GET) before the agent opens its own on this replica; after that, only
+     * while the agent listens here. 0: only while it listens.
+     */
+    GATEWAY_UPSTREAM_FIRST_LISTEN_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
     /** Most sessions one agent client or user may hold at once (all replicas); 0: no bound. */
     GATEWAY_MAX_SESSIONS_PER_PRINCIPAL: z.coerce.number().int().min(0).max(1_000_000).default(1_000),
     /** Longest initialize waits for upstreams to connect; a slower one joins the session once connected. */
@@ -268,6 +274,7 @@ export const gatewayConfigSchema = z
       sseKeepAliveMs: env.GATEWAY_SSE_KEEPALIVE_MS,
       listTimeoutMs: env.GATEWAY_LIST_TIMEOUT_MS,
       joinRetryMs: env.GATEWAY_UPSTREAM_JOIN_RETRY_MS,
+      firstListenMs: env.GATEWAY_UPSTREAM_FIRST_LISTEN_MS,
       initializeWaitMs: env.GATEWAY_INITIALIZE_WAIT_MS,
       relayTimeoutMs: env.GATEWAY_RELAY_TIMEOUT_MS,
       maxSessionsPerPrincipal: env.GATEWAY_MAX_SESSIONS_PER_PRINCIPAL,

@@ -346,6 +346,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       separator: config.mcp.toolSeparator,
       listTimeoutMs: config.mcp.listTimeoutMs,
       joinRetryMs: config.mcp.joinRetryMs,
+      firstListenMs: config.mcp.firstListenMs,
       initializeWaitMs: config.mcp.initializeWaitMs,
       relayTimeoutMs: config.mcp.relayTimeoutMs,
       maxSessionsPerPrincipal: config.mcp.maxSessionsPerPrincipal,

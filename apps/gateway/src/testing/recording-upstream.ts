@@ -9,6 +9,8 @@ export interface RecordingUpstream {
   readonly url: string;
   readonly opened: string[];
   readonly closed: string[];
+  /** Standalone GET streams of its sessions: how many it answered, and how many are open now. */
+  readonly getStreams: { answered: number; open: number };
   readonly server: Server;
 }
 
@@ -17,9 +19,24 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
   const opened: string[] = [];
   const closed: string[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
+  const getStreams = { answered: 0, open: 0 };
   const server = createServer((req, res) => {
     const id = req.headers['mcp-session-id'];
     const existing = typeof id === 'string' ? transports.get(id) : undefined;
+    if (existing && req.method === 'GET') {
+      // Counted once the SDK answers it as a stream (a second one of a session gets 409).
+      res.once('close', () => {
+        if (res.statusCode === 200) getStreams.open -= 1;
+      });
+      const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => typeof res;
+      res.writeHead = ((status: number, ...rest: unknown[]) => {
+        if (status === 200) {
+          getStreams.answered += 1;
+          getStreams.open += 1;
+        }
+        return writeHead(status, ...rest);
+      }) as typeof res.writeHead;
+    }
     if (existing) {
       void existing.handleRequest(req, res);
       return;
@@ -49,10 +66,17 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
       await new Promise((resolve) => setTimeout(resolve, ms));
       return { content: [{ type: 'text', text: `slept ${ms}` }] };
     });
+    // Adds a tool: the SDK tells the session's standalone stream (if one is open) that its tools changed.
+    let grown = 0;
+    mcp.registerTool('grow', { inputSchema: {} }, () => {
+      grown += 1;
+      mcp.registerTool(`grown_${grown}`, { inputSchema: {} }, () => ({ content: [] }));
+      return { content: [{ type: 'text', text: `grown ${grown}` }] };
+    });
     void mcp.connect(transport).then(() => transport.handleRequest(req, res));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
-  return { url: `http://127.0.0.1:${address.port}/mcp`, opened, closed, server };
+  return { url: `http://127.0.0.1:${address.port}/mcp`, opened, closed, getStreams, server };
 }

@@ -58,6 +58,7 @@ import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind }
 import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
+import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteTable } from './route-table';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
@@ -111,6 +112,20 @@ export interface EngineOptions {
    * contacted (`SessionStore.reserve`), so initializes in parallel cannot all pass. 0 or absent: no bound.
    */
   readonly maxSessionsPerPrincipal?: number;
+  /**
+   * How often a replica announces on the bus the agents' standalone streams it holds (default 30 s), so that the
+   * others put a session's messages on the bus only while someone listens (`ListenerMap`). A stream not announced for
+   * two and a half times this long counts as gone.
+   */
+  readonly listenerAnnounceMs?: number;
+  /**
+   * How long an upstream session opened for a session (at its initialize, or joining it later) holds its stream for
+   * messages outside requests (a Streamable HTTP upstream's GET) before the agent listens on this replica (default
+   * 30 s). Agents open their stream right after initialize, racing their first call: an upstream that asks or tells
+   * something outside requests then (an elicitation during that call, sent on its GET) is heard. 0: only while the
+   * agent listens.
+   */
+  readonly firstListenMs?: number;
 }
 
 /** Longest `clientInfo.name` / `clientInfo.version` an initialize may carry. */
@@ -216,6 +231,10 @@ export type BusMessage =
    * the client's streams, never on several).
    */
   | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly token: string }
+  /** A replica still holds these standalone streams (`[sessionId, token]`): sent every `listenerAnnounceMs`. */
+  | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
+  /** A replica let the standalone stream `token` go (its agent gone past the wait, or the session ended there). */
+  | { readonly type: 'standalone-detached'; readonly sessionId: string; readonly token: string }
   /** The agent's progress on a request another replica relayed to it (its token is that request's id). */
   | { readonly type: 'relayed-progress'; readonly sessionId: string; readonly params: Record<string, unknown> }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
@@ -463,6 +482,15 @@ interface RelayBounds {
   /** The upstream's id of the task the request is about (the agent was given the gateway's): its answer names it again. */
   readonly upstreamTask?: string;
 }
+
+/** Default of `EngineOptions.firstListenMs`. */
+const FIRST_LISTEN_MS = 30_000;
+/** Default of `EngineOptions.listenerAnnounceMs`. */
+const LISTENER_ANNOUNCE_MS = 30_000;
+/** Streams per `standalone-held` message (each about 60 bytes of JSON). */
+const HELD_PER_MESSAGE = 500;
+/** Most other replicas' streams a replica keeps track of; past it, it broadcasts as if unsure (`ListenerMap`). */
+const MAX_HEARD_LISTENERS = 200_000;
 
 /** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
 const STANDALONE_ECHO_WAIT_MS = 3_000;
@@ -956,6 +984,9 @@ export class SessionEngine {
   private sweeping = false;
   /** See `EngineOptions.relayTimeoutMs`. */
   private readonly relayTimeoutMs: number;
+  /** The agents listening on other replicas, as announced on the bus (see `EngineOptions.listenerAnnounceMs`). */
+  private readonly listeners: ListenerMap;
+  private readonly announcer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: EngineDeps) {
     this.relayTimeoutMs = deps.options.relayTimeoutMs ?? RELAY_TIMEOUT_MS;
@@ -964,6 +995,49 @@ export class SessionEngine {
     // At least once a minute: an expired session's upstream sessions close within about a minute of its expiry.
     this.sweeper = setInterval(() => this.sweep(), Math.max(1_000, Math.min(60_000, Math.floor(deps.options.localIdleMs / 2))));
     this.sweeper.unref();
+    const announceMs = deps.options.listenerAnnounceMs ?? LISTENER_ANNOUNCE_MS;
+    this.listeners = new ListenerMap(announceMs * 2.5, MAX_HEARD_LISTENERS, Date.now());
+    if (deps.bus !== undefined) {
+      this.announcer = setInterval(() => this.announceListeners(), announceMs);
+      this.announcer.unref();
+    }
+  }
+
+  /** Tells the other replicas which agents' streams this one still holds, and forgets theirs not announced lately. */
+  private announceListeners(): void {
+    const bus = this.deps.bus;
+    if (bus === undefined) return;
+    this.listeners.prune(Date.now());
+    let streams: [string, string][] = [];
+    for (const live of this.live.values()) {
+      const token = live.standaloneToken?.token;
+      if (live.standalone === undefined || token === undefined) continue;
+      streams.push([live.record.id, token]);
+      if (streams.length === HELD_PER_MESSAGE) {
+        bus.broadcast({ type: 'standalone-held', streams });
+        streams = [];
+      }
+    }
+    if (streams.length > 0) bus.broadcast({ type: 'standalone-held', streams });
+  }
+
+  /**
+   * Whether an agent may be listening to the session (a standalone stream held here, or announced by another
+   * replica, or one this replica may not have heard of yet).
+   */
+  private mayListen(live: LiveSession): boolean {
+    if (live.standalone !== undefined) return true;
+    const now = Date.now();
+    return this.listeners.listens(live.record.id, now) || this.listeners.unsure(now);
+  }
+
+  /**
+   * Whether this replica hears of `session`'s list changes for the session: always for transports that carry them
+   * on their one connection; for a Streamable HTTP upstream only while the agent listens somewhere (the replica with
+   * its stream holds the upstream's GET, and passes changes on as `lists-changed`). Pages are only reused while so.
+   */
+  private hearsChanges(live: LiveSession, session: UpstreamSession): boolean {
+    return session.listen === undefined || live.standalone !== undefined || this.listeners.listens(live.record.id, Date.now());
   }
 
   // ---------------------------------------------------------------- sessions
@@ -1134,7 +1208,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore) });
       const relayed = this.instructionsFor(live.record, config, session.info.instructions, traceId);
       if (relayed) instructions.push(`${config.toolPrefix}: ${relayed}`);
     });
@@ -1273,11 +1347,14 @@ export class SessionEngine {
     // to later ones for good: after a while it counts as delivered.
     if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
     // Upstream sessions attached on this replica forward their notifications to it.
+    this.listenUpstreams(live, true);
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
     return () => {
       if (live.standalone === sink) {
         live.standalone = undefined;
         live.standaloneToken = undefined;
+        this.listenUpstreams(live, false);
+        this.deps.bus?.broadcast({ type: 'standalone-detached', sessionId: record.id, token });
       }
     };
   }
@@ -1285,6 +1362,9 @@ export class SessionEngine {
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
   private standaloneAnnounced(sessionId: string, token: string): void {
     const live = this.live.get(sessionId);
+    // The agent listens on another replica: upstream sessions here still in their first wait (`firstListenMs`) let
+    // their streams go now, so that replica gets the upstream's one stream (SDK servers allow one a session).
+    if (live !== undefined && live.standalone === undefined) this.listenUpstreams(live, false);
     const ours = live?.standaloneToken;
     if (!live?.standalone || ours === undefined) return;
     if (token === ours.token) {
@@ -1296,12 +1376,16 @@ export class SessionEngine {
     const stream = live.standalone;
     live.standalone = undefined;
     live.standaloneToken = undefined;
+    // At once: the upstream may allow one such stream a session (SDK servers answer a second GET 409), and the replica
+    // now holding the agent's wants it.
+    this.listenUpstreams(live, false);
     stream.close?.();
   }
 
   onBusMessage(message: BusMessage): void {
     switch (message.type) {
       case 'session-ended':
+        this.listeners.ended(message.sessionId);
         this.forget(message.sessionId);
         return;
       case 'cancel':
@@ -1340,7 +1424,20 @@ export class SessionEngine {
         if (isObject(message.params)) this.relayProgress(message.sessionId, message.params);
         return;
       case 'standalone-attached':
-        if (typeof message.token === 'string') this.standaloneAnnounced(message.sessionId, message.token);
+        if (typeof message.token !== 'string' || typeof message.sessionId !== 'string') return;
+        this.listeners.announced(message.sessionId, message.token, Date.now());
+        this.standaloneAnnounced(message.sessionId, message.token);
+        return;
+      case 'standalone-held': {
+        if (!Array.isArray(message.streams)) return;
+        const now = Date.now();
+        for (const held of message.streams) {
+          if (Array.isArray(held) && typeof held[0] === 'string' && typeof held[1] === 'string') this.listeners.announced(held[0], held[1], now);
+        }
+        return;
+      }
+      case 'standalone-detached':
+        if (typeof message.token === 'string' && typeof message.sessionId === 'string') this.listeners.detached(message.sessionId, message.token);
         return;
       case 'task-ended': {
         const live = this.live.get(message.sessionId);
@@ -1377,6 +1474,7 @@ export class SessionEngine {
     for (const wake of this.stopWaiters) wake();
     this.stopWaiters.clear();
     clearInterval(this.sweeper);
+    clearInterval(this.announcer);
     for (const live of this.live.values()) this.release(live);
     this.live.clear();
   }
@@ -2006,13 +2104,14 @@ export class SessionEngine {
         async (session) => {
           const pages = live.upstreams.get(target.upstreamId)?.pages;
           const key = `${spec.method}\u0000${target.cursor}`;
-          const cached = cacheMs > 0 ? pages?.get(key, cacheMs, Date.now()) : undefined;
+          const cache = cacheMs > 0 && this.hearsChanges(live, session);
+          const cached = cache ? pages?.get(key, cacheMs, Date.now()) : undefined;
           if (cached) return { page: cached, fromCache: true };
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
           const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs }));
-          if (cacheMs > 0) pages?.set(key, page, generation, Date.now());
+          if (cache) pages?.set(key, page, generation, Date.now());
           return { page, fromCache: false };
         },
         signal,
@@ -2131,7 +2230,7 @@ export class SessionEngine {
           const pages = live.upstreams.get(config.id)?.pages;
           const generation = pages?.generation ?? 0;
           const page = deepFreeze(await session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs }));
-          if (cacheMs > 0) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
+          if (cacheMs > 0 && this.hearsChanges(live, session)) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
         },
         deadline,
       )
@@ -2559,7 +2658,7 @@ export class SessionEngine {
         return;
       }
       this.adoptFrom(live, change.record as SessionRecord);
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session)), current: session, pages: new PageCache(this.pageStore) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore) });
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
       await this.replay(live, config, session, change.record, traceId);
       this.announceLists(live, session.info.capabilities);
@@ -3426,7 +3525,9 @@ export class SessionEngine {
   private standaloneSink(live: LiveSession): MessageSink {
     if (live.standalone) return live.standalone;
     const bus = this.deps.bus;
-    if (!bus) return NO_STREAM;
+    // Nobody listens on any replica: nothing goes on the bus (an upstream logging for sessions nobody listens to loaded
+    // Redis and every replica with each message).
+    if (!bus || !this.mayListen(live)) return NO_STREAM;
     const sessionId = live.record.id;
     return {
       canStream: true,
@@ -3474,8 +3575,11 @@ export class SessionEngine {
     }
   }
 
-  /** Forwards an upstream's session-level messages to the agent's standalone stream. */
-  private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession): UpstreamSession {
+  /**
+   * Forwards an upstream's session-level messages to the agent's standalone stream. `opened`: the upstream session
+   * was just opened for the session (not resumed), see `EngineOptions.firstListenMs`.
+   */
+  private attach(live: LiveSession, config: UpstreamConfig, session: UpstreamSession, opened = false): UpstreamSession {
     session.onNotification((received) => {
       if (belowAgentLevel(live.record, received)) return;
       if (this.keptFromAgent(live, config, received.method) !== undefined) {
@@ -3512,7 +3616,27 @@ export class SessionEngine {
       this.dropUpstream(live, config.id, session);
       if (current && this.mayReopen(live, config.id)) this.reopenForListener(live, config.id, 0);
     });
+    // What the upstream sends outside requests is only wanted while the agent listens, and it comes to the replica
+    // whose upstream session listens: the one holding the agent's stream (`listenUpstreams`). A session just opened
+    // also listens until the agent has had time to open its stream.
+    const firstMs = opened ? (this.deps.options.firstListenMs ?? FIRST_LISTEN_MS) : 0;
+    session.listen?.(live.standalone !== undefined || firstMs > 0);
+    if (firstMs > 0 && session.listen !== undefined) {
+      setTimeout(() => {
+        if (live.standalone === undefined) session.listen?.(false);
+      }, firstMs).unref();
+    }
     return session;
+  }
+
+  /**
+   * Upstream sessions held here listen for their messages outside requests (a Streamable HTTP upstream's GET stream)
+   * while the agent's standalone stream is here, and stop when it goes (ended, parked past its wait, or taken over by
+   * another replica's). Before, every replica that served a session held a GET per upstream whether or not anyone
+   * listened: a socket per session, upstream and replica, outside the pool's bound (ADR 0007).
+   */
+  private listenUpstreams(live: LiveSession, on: boolean): void {
+    for (const { current } of live.upstreams.values()) current?.listen?.(on);
   }
 
   /**

@@ -75,6 +75,14 @@ export class FakeConnector implements UpstreamConnector {
   readonly openDelayMs = new Map<string, number>();
   /** Upstreams that cannot be reached: a connect or resume of one fails (after its `openDelayMs`). */
   readonly down = new Set<string>();
+  /**
+   * Upstreams whose sessions hold a stream only for messages outside requests, as a Streamable HTTP one's GET: they
+   * implement `listen`, and each change it makes is logged in `listens` (`session` counts the sessions handed out,
+   * from 1; a call that changes nothing is not logged, as it does nothing to a real session).
+   */
+  readonly listenable = new Set<string>();
+  readonly listens: { readonly upstreamId: string; readonly session: number; readonly on: boolean }[] = [];
+  private handedOut = 0;
   constructor(private readonly upstreams: Readonly<Record<string, FakeUpstream>>) {}
 
   private async opening(upstreamId: string): Promise<void> {
@@ -97,7 +105,18 @@ export class FakeConnector implements UpstreamConnector {
     }
     // As a real Streamable HTTP session's: where it was opened, so that a repointed upstream is told apart.
     const endpoint = endpointOf(config);
+    const handedOut = ++this.handedOut;
+    let listening = false;
+    const listen = this.listenable.has(config.id)
+      ? {
+          listen: (on: boolean) => {
+            if (on !== listening) this.listens.push({ upstreamId: config.id, session: handedOut, on });
+            listening = on;
+          },
+        }
+      : {};
     return {
+      ...listen,
       upstreamId: config.id,
       info: { protocolVersion: '2025-11-25', serverInfo: { name: config.name, version: '1' }, capabilities: upstream.capabilities, ...(upstream.instructions === undefined ? {} : { instructions: upstream.instructions }) },
       state: () => ({ sessionId: this.unresumable.has(config.id) ? null : sessionId, protocolVersion: '2025-11-25', ...(endpoint === undefined ? {} : { endpoint }) }),
@@ -146,9 +165,13 @@ export class FakeConnector implements UpstreamConnector {
     return handler(request, new AbortController().signal);
   }
 
-  /** Plays a session-level notification from an upstream to every engine session attached to it. */
-  emit(upstreamId: string, notification: JsonRpcNotification): void {
-    for (const handler of this.notificationHandlers.get(upstreamId) ?? []) handler(notification);
+  /**
+   * Plays a session-level notification from an upstream to every engine session attached to it, or only to the first
+   * (`from: 'first'`: with two replicas, the one that opened the session).
+   */
+  emit(upstreamId: string, notification: JsonRpcNotification, from: 'first' | 'all' = 'all'): void {
+    const handlers = this.notificationHandlers.get(upstreamId) ?? [];
+    for (const handler of from === 'first' ? handlers.slice(0, 1) : handlers) handler(notification);
   }
 
   async connect(config: UpstreamConfig): Promise<UpstreamSession> {

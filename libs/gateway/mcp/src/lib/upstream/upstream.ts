@@ -176,6 +176,12 @@ export interface UpstreamSession {
   onNotification(handler: (notification: JsonRpcNotification) => void): void;
   /** Server requests not tied to a request (e.g. roots/list on the standalone stream). */
   onServerRequest(handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>): void;
+  /**
+   * Whether anyone listens for the messages the two handlers above take outside requests. A transport that holds a
+   * stream only for them (Streamable HTTP's GET) holds it only while so; transports whose one connection carries
+   * everything (stdio, legacy SSE) leave this out. Nobody listens until this is called.
+   */
+  listen?(on: boolean): void;
   /** Ends the session (DELETE for Streamable HTTP, stdin close for stdio). */
   close(): Promise<void>;
   /**

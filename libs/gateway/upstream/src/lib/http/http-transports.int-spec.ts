@@ -98,7 +98,10 @@ describe('HTTP upstreams against the demo servers', () => {
     connectors.push(connector);
     const opened = await Promise.all([1, 2, 3].map(() => open(streamable('/math'), connector)));
     // Listening for session-level messages opens each session's standalone GET stream.
-    for (const session of opened) session.onNotification(() => undefined);
+    for (const session of opened) {
+      session.onNotification(() => undefined);
+      session.listen?.(true);
+    }
     await new Promise((resolve) => setTimeout(resolve, 300));
     const results = await Promise.all(
       opened.map((session) => session.request('tools/call', { name: 'add', arguments: { a: 1, b: 2 } }, { timeoutMs: 5_000 })),
@@ -312,6 +315,7 @@ describe('HTTP upstreams against the demo servers', () => {
     it('delivers unsolicited messages from the standalone GET stream to the session handler', async () => {
       const session = await open(streamable('/kitchen-sink'));
       const updates: JsonRpcNotification[] = [];
+      session.listen?.(true);
       session.onNotification((n) => {
         if (n.method === 'notifications/resources/updated') updates.push(n);
       });

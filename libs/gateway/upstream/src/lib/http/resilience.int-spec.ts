@@ -159,7 +159,8 @@ describe('connector resilience and network policy', () => {
       headers: { Authorization: 'Bearer upstream-secret', 'X-Tenant-Key': 'k1', 'Mcp-Session-Id': 'forged' },
     });
     const session = await connector().connect(config, identity);
-    session.onNotification(() => undefined); // asks for the standalone stream: 405 is fine
+    session.onNotification(() => undefined);
+    session.listen?.(true); // asks for the standalone stream: 405 is fine
     // The stream has its own socket (outside the call pool), so it may land after the next call: wait for it.
     await waitFor(() => (seen.some((s) => s.method === 'GET') ? true : undefined));
     await expect(session.request('tools/list', {})).resolves.toEqual({ tools: [] });
@@ -444,6 +445,7 @@ describe('connector resilience and network policy', () => {
     const logger = recordingLogger();
     // Sockets enough that every queued answer would reach the server: what arrives is what the session sent.
     const session = await connector({ logger, maxSocketsPerOrigin: 256 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => answersArrived >= MAX_QUIET_POSTS);
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -529,6 +531,7 @@ describe('connector resilience and network policy', () => {
       res.write('<p>working on it'); // and never ends
     });
     const session = await sessionOn(server);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => gets[0]?.closed === true, 3_000);
     await waitFor(() => gets[1]?.closed === true, 5_000);
@@ -543,6 +546,7 @@ describe('connector resilience and network policy', () => {
       res.end();
     });
     const session = await sessionOn(server);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => gets.length >= 3, 8_000);
     // 1 s, then 2 s (doubling): a stream that closed at once does not reset the backoff (it used to: 1 s each time).
@@ -560,6 +564,7 @@ describe('connector resilience and network policy', () => {
     });
     const session = await sessionOn(server);
     let notified = 0;
+    session.listen?.(true);
     session.onNotification(() => (notified += 1));
     await waitFor(() => gets.length >= 5, 8_000);
     expect(gets.map((get) => get.lastEventId).slice(0, 5)).toEqual([undefined, 'g1m', 'g2m', 'g3m', 'g4m']);
@@ -596,6 +601,7 @@ describe('connector resilience and network policy', () => {
       });
       const session = await fastSessionOn(server);
       const seen: string[] = [];
+      session.listen?.(true);
       session.onNotification((notification) => seen.push(notification.method));
       await waitFor(() => seen.length > 0, 5_000);
       expect(seen).toEqual(['notifications/tools/list_changed']);
@@ -622,6 +628,7 @@ describe('connector resilience and network policy', () => {
         identity,
       );
       const seen: string[] = [];
+      session.listen?.(true);
       session.onNotification((notification) => seen.push(notification.method));
       await waitFor(() => seen.length > 0, 5_000);
       expect(seen).toEqual(['notifications/resources/list_changed']);
@@ -642,6 +649,7 @@ describe('connector resilience and network policy', () => {
         upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
         identity,
       );
+      session.listen?.(true);
       session.onNotification(() => undefined);
       await waitFor(() => gets === 1, 3_000);
       // A retry would have come within 10–40 ms.
@@ -658,6 +666,7 @@ describe('connector resilience and network policy', () => {
         res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>Welcome</h1>');
       });
       const session = await fastSessionOn(server);
+      session.listen?.(true);
       session.onNotification(() => undefined);
       await waitFor(() => gets === 1, 3_000);
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -674,12 +683,46 @@ describe('connector resilience and network policy', () => {
         res.write(': open\n\n');
       });
       const session = await fastSessionOn(server, 300);
+      session.listen?.(true);
       session.onNotification(() => undefined);
       await waitFor(() => gets.length >= 2, 5_000);
       expect((gets[1] as number) - (gets[0] as number)).toBeGreaterThanOrEqual(280);
       await session.close();
     }, 10_000);
   });
+
+  it('holds the standalone stream only while someone listens: none before, closed when nobody does, reopened from its last id', async () => {
+    const gets: (string | undefined)[] = [];
+    const open = new Set<ServerResponse>();
+    const server = await streamableServer((req, res) => {
+      gets.push(req.headers['last-event-id'] as string | undefined);
+      open.add(res);
+      res.once('close', () => open.delete(res));
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`id: e${gets.length}\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n`);
+    });
+    const session = await sessionOn(server);
+    const seen: string[] = [];
+    session.onNotification((notification) => seen.push(notification.method));
+    session.onServerRequest(async () => ({}));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(gets).toEqual([]);
+
+    session.listen?.(true);
+    await waitFor(() => seen.length === 1 && open.size === 1, 5_000);
+    session.listen?.(false);
+    await waitFor(() => open.size === 0, 5_000);
+    // Not asked for again while nobody listens (a broken stream would be reopened within a second).
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    expect(gets).toEqual([undefined]);
+
+    session.listen?.(true);
+    session.listen?.(true);
+    await waitFor(() => seen.length === 2 && open.size === 1, 5_000);
+    expect(gets).toEqual([undefined, 'e1']);
+    await session.close();
+    await waitFor(() => open.size === 0, 5_000);
+  }, 10_000);
 
   it('takes the id to reopen a standalone stream from a priming event with no data line too', async () => {
     const gets: (string | undefined)[] = [];
@@ -689,6 +732,7 @@ describe('connector resilience and network policy', () => {
       res.end(`id: p${gets.length}\nretry: 300\n\n`);
     });
     const session = await sessionOn(server);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => gets.length >= 3, 5_000);
     expect(gets.slice(0, 3)).toEqual([undefined, 'p1', 'p2']);
@@ -705,6 +749,7 @@ describe('connector resilience and network policy', () => {
       setTimeout(() => res.socket?.destroy(), 20);
     });
     const session = await sessionOn(server);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     // Backoff: reopened after 1 s, then 2 s (polling would have reopened every 250 ms: about ten times).
@@ -724,6 +769,7 @@ describe('connector resilience and network policy', () => {
     });
     const session = await sessionOn(server);
     const notified: string[] = [];
+    session.listen?.(true);
     session.onNotification((notification) => notified.push(notification.method));
     await waitFor(() => lastEventIds.length >= 4, 12_000);
     expect(lastEventIds).toEqual([undefined, undefined, undefined, 'ok-3']);
@@ -743,6 +789,7 @@ describe('connector resilience and network policy', () => {
     servers.push(server);
     const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
     const notified: string[] = [];
+    session.listen?.(true);
     session.onNotification((notification) => notified.push(notification.method));
     await waitFor(() => opened.length >= 2, 5_000);
     // The first stream was ended 300 ms after the unfinished event began, and opened again after the backoff.
@@ -761,6 +808,7 @@ describe('connector resilience and network policy', () => {
     });
     servers.push(server);
     const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => (opened.length >= 2 ? true : undefined), 5_000);
     expect((opened[1] as number) - (opened[0] as number)).toBeGreaterThanOrEqual(300);
@@ -773,6 +821,7 @@ describe('connector resilience and network policy', () => {
     const logger = recordingLogger();
     const session = await connector({ logger }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
     let seen = 0;
+    session.listen?.(true);
     session.onNotification(() => {
       seen += 1;
       // What the gateway's handler did with a notification nested too deeply to serialise for the other replicas.
@@ -1071,6 +1120,7 @@ describe('connector resilience and network policy', () => {
     servers.push(server);
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 200 } });
     const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 10_000 }), identity);
+    session.listen?.(true);
     session.onNotification(() => undefined);
     await waitFor(() => stream);
     const outcome = (timeoutMs?: number) =>

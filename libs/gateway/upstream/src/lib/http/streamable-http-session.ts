@@ -111,6 +111,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   /** The `retry` the standalone stream last named, and whether the one that just ended cleanly brought a new event id. */
   private standaloneRetryMs: number | undefined;
   private standaloneProgressed = false;
+  /** Whether someone listens for the standalone stream's messages (`listen`): it is open only while so. */
+  private listening = false;
+  /** Counts the standalone streams stopped (`listen(false)`): a stopped one's late callbacks see another value. */
+  private standaloneGeneration = 0;
 
   constructor(
     private readonly ctx: StreamableHttpContext,
@@ -298,7 +302,33 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   onNotification(handler: (notification: JsonRpcNotification) => void): void {
     this.notificationHandler = handler;
-    this.openStandaloneStream();
+  }
+
+  /**
+   * The standalone GET stream is held only while someone listens for what it carries (the engine: while the agent
+   * listens on this replica). Held for every session whether or not its agent listened, it took a socket of the
+   * upstream's per session and replica, outside the pool's bound (ADR 0007). Stopped, it is asked for again with the
+   * last event id it saw, so an upstream that keeps its events replays what came meanwhile.
+   */
+  listen(on: boolean): void {
+    if (on === this.listening) return;
+    this.listening = on;
+    if (on) {
+      this.openStandaloneStream();
+      return;
+    }
+    this.standaloneGeneration += 1;
+    if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
+    this.standaloneTimer = undefined;
+    const stream = this.standalone;
+    this.standalone = undefined;
+    stream?.destroy();
+    // An upstream without the stream (405) or one that refused it for good is not asked again.
+    if (this.standaloneState !== 'unsupported' && this.standaloneState !== 'failed') this.standaloneState = 'none';
+    this.standaloneRetries = 0;
+    this.standaloneConflicts = 0;
+    this.standaloneOpenedAt = undefined;
+    this.standaloneProgressed = false;
   }
 
   /** Called once when the upstream forgets this session (404): it cannot be used or resumed any more. */
@@ -310,7 +340,6 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     handler: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>,
   ): void {
     this.serverRequestHandler = handler;
-    this.openStandaloneStream();
   }
 
   async close(): Promise<void> {
@@ -449,11 +478,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   }
 
   /**
-   * The optional GET stream for messages that belong to no request. Opened once someone listens for
-   * them; 405 means the upstream has none, which is fine. Reconnects with backoff and Last-Event-ID.
+   * The optional GET stream for messages that belong to no request. Opened while someone listens for
+   * them (`listen`); 405 means the upstream has none, which is fine. Reconnects with backoff and Last-Event-ID.
    */
   private openStandaloneStream(): void {
-    if (this.closed || this.expired || this.sessionId === null) return;
+    if (this.closed || this.expired || this.sessionId === null || !this.listening) return;
     if (this.standaloneState !== 'none') return;
     this.standaloneState = 'connecting';
     const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream' };
@@ -471,8 +500,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private openStandalone(headers: OutgoingHttpHeaders): void {
     // A reset after the response began is reported both by the request and by the response: one reconnect for it.
     let ended = false;
+    // A stream stopped since (nobody listens any more) neither reconnects nor takes its place again.
+    const generation = this.standaloneGeneration;
     const retry = () => {
-      if (ended) return;
+      if (ended || generation !== this.standaloneGeneration) return;
       ended = true;
       this.retryStandalone();
     };
@@ -481,6 +512,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       headers,
       (res) => {
         const status = res.statusCode ?? 0;
+        if (generation !== this.standaloneGeneration) {
+          res.destroy();
+          return;
+        }
         // A refusal's body is not wanted, and one that never ends would hold its socket for good (every retry another):
         // the connection is closed instead of drained.
         if (status === 405) {
@@ -526,6 +561,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           this.ctx.maxMessageBytes,
           this.ctx.config.callTimeoutMs,
           (event) => {
+            if (generation !== this.standaloneGeneration) return;
             // Sent back as a header on reconnect: an id no header can carry (a control character, "€") is not kept
             // (Node refuses such a header value by throwing, which in the reconnect timer took the replica down).
             if (event.id !== undefined) this.lastEventId = HEADER_SAFE_EVENT_ID.test(event.id) ? event.id : undefined;

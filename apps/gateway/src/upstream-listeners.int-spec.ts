@@ -1,0 +1,134 @@
+/**
+ * A Streamable HTTP upstream's standalone GET stream is held only for an agent that listens, by the replica its
+ * stream is on (ADR 0007): sessions whose agents never listen hold none, on any replica, and an agent's stream moving
+ * to another replica takes the upstream's with it. Two gateway replicas, an SDK upstream that counts its GET streams.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentWithKey, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let upstream: RecordingUpstream;
+let gatewayA: TestGateway;
+let gatewayB: TestGateway;
+let tenant: TestTenant;
+let key: string;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A new session of the key on `gateway`, by raw POSTs (no standalone stream): its id. */
+async function sessionOn(gateway: TestGateway): Promise<string> {
+  const init = await postInitialize(gateway, tenant.slug, key, 'listener-spec');
+  await init.text();
+  expect(init.status).toBe(200);
+  const id = init.headers.get('mcp-session-id') ?? '';
+  const initialized = await postInSession(gateway, tenant.slug, key, id, { method: 'notifications/initialized' });
+  await initialized.text();
+  return id;
+}
+
+async function echo(gateway: TestGateway, sessionId: string, message: string): Promise<void> {
+  const answer = await messageOf(await postInSession(gateway, tenant.slug, key, sessionId, { id: 2, method: 'tools/call', params: { name: 'rec__echo', arguments: { message } } }));
+  expect(answer).toMatchObject({ result: { content: [{ text: message }] } });
+}
+
+/** The session's standalone GET stream on `gateway`, held until `close()`. */
+async function listenOn(gateway: TestGateway, sessionId: string): Promise<{ close: () => void }> {
+  const controller = new AbortController();
+  const stream = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' },
+    signal: controller.signal,
+  });
+  expect(stream.status).toBe(200);
+  void (async () => {
+    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+    try {
+      while (!(await reader.read()).done);
+    } catch {
+      // aborted by the test
+    }
+  })();
+  return { close: () => controller.abort() };
+}
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  upstream = await startRecordingUpstream();
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'recorder', toolPrefix: 'rec', transport: 'streamable_http', url: upstream.url, connectTimeoutMs: 5_000, callTimeoutMs: 10_000 } as never,
+  });
+  key = (await createAgentWithKey(db, tenant.id, 'listener-agent')).key;
+  // An upstream session opened at initialize holds the GET a second before any agent listens (30 s by default).
+  const env = { GATEWAY_UPSTREAM_FIRST_LISTEN_MS: '1000' };
+  gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
+  gatewayB = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
+}, 60_000);
+
+afterAll(async () => {
+  await gatewayA?.close();
+  await gatewayB?.close();
+  await new Promise((resolve) => upstream?.server.close(resolve));
+  upstream?.server.closeAllConnections();
+  await db?.$disconnect();
+});
+
+describe('upstream GET streams follow the agent\'s', () => {
+  it('opens none for sessions nobody listens to, on either replica', async () => {
+    const sessions = await Promise.all(Array.from({ length: 12 }, () => sessionOn(gatewayA)));
+    for (const [i, id] of sessions.entries()) {
+      await echo(gatewayA, id, `a${i}`);
+      await echo(gatewayB, id, `b${i}`);
+    }
+    expect(upstream.opened.length).toBeGreaterThanOrEqual(12);
+    // A's upstream sessions, opened at initialize, held theirs for their first second; B's resumed ones never asked.
+    // Before, every replica holding one of these upstream sessions asked for its GET for as long as it held it: 12
+    // open for good, the other replica's refused (409) and asked again every so often.
+    await waitFor(() => upstream.getStreams.open === 0, { timeoutMs: 5_000, description: 'the first-listen GETs closed' });
+    expect(upstream.getStreams.answered).toBeLessThanOrEqual(12);
+    await sleep(1_500);
+    expect(upstream.getStreams.open).toBe(0);
+  });
+
+  it('opens one for a listening agent where it listens, moves it with the agent\'s stream, and tells the agent of changes', async () => {
+    const id = await sessionOn(gatewayA);
+    await echo(gatewayB, id, 'first');
+    const onA = await listenOn(gatewayA, id);
+    await waitFor(() => upstream.getStreams.open === 1, { timeoutMs: 5_000, description: 'the upstream GET of the replica the agent listens on' });
+    // Held past the first second: the agent listens.
+    await sleep(1_500);
+    expect(upstream.getStreams.open).toBe(1);
+
+    // The agent's stream moves to B: A lets its upstream GET go at once, B's gets the upstream's one stream.
+    const beforeMove = upstream.getStreams.answered;
+    const onB = await listenOn(gatewayB, id);
+    await waitFor(() => upstream.getStreams.answered === beforeMove + 1 && upstream.getStreams.open === 1, { timeoutMs: 10_000, description: 'the upstream GET moved to B' });
+    onA.close();
+    onB.close();
+    const ended = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${key}`, 'mcp-session-id': id, 'mcp-protocol-version': '2025-11-25' },
+    });
+    expect(ended.status).toBe(200);
+    await waitFor(() => upstream.getStreams.open === 0, { timeoutMs: 5_000, description: 'the upstream GET closed with the session' });
+
+    // An SDK client listens (its GET once initialized): the upstream's list change reaches it through the gateway.
+    const client = new Client({ name: 'listener-spec', version: '1.0.0' });
+    let changes = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => void (changes += 1));
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+    await waitFor(() => upstream.getStreams.open === 1, { timeoutMs: 5_000, description: 'the SDK client\'s upstream GET' });
+    await client.callTool({ name: 'rec__grow', arguments: {} });
+    await waitFor(() => changes === 1, { timeoutMs: 5_000, description: 'tools/list_changed from the upstream' });
+    expect((await client.listTools()).tools.map((tool) => tool.name)).toContain('rec__grown_1');
+    await client.close();
+  }, 30_000);
+});

@@ -1,0 +1,215 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcNotification, JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import { waitFor } from '@portcullis/shared/util-testing';
+import { describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { SessionEngine, type BusMessage } from './session-engine';
+import { NO_STREAM, type MessageSink } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
+const init = (): JsonRpcRequest => req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+const listChanged: JsonRpcNotification = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A sink standing for an agent's standalone stream: what it was sent. */
+function agentStream(): MessageSink & { readonly got: unknown[] } {
+  const got: unknown[] = [];
+  return { canStream: true, send: (message) => (got.push(message), true), close: () => undefined, got };
+}
+
+/**
+ * Two replicas (ra, rb) sharing one registry, connector and session store, joined by an in-memory bus that keeps
+ * every message broadcast; engine options as given.
+ */
+function twoReplicas(connector: FakeConnector, options: { listenerAnnounceMs?: number; firstListenMs?: number } = {}) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const sessions = new MemorySessionStore();
+  const replicas: SessionEngine[] = [];
+  const broadcast: BusMessage[] = [];
+  const bus = {
+    broadcast: (message: BusMessage) => {
+      broadcast.push(message);
+      for (const replica of replicas) replica.onBusMessage(message);
+    },
+    sendTo: () => undefined,
+  };
+  const make = (replicaId: string) =>
+    new SessionEngine({ registry, connector, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId, ...options } });
+  const [a, b] = [make('ra'), make('rb')];
+  replicas.push(a, b);
+  engines.push(a, b);
+  return { a, b, broadcast };
+}
+
+describe('SessionEngine: upstream streams and bus messages only while an agent listens', () => {
+  it('has an upstream session listen only on the replica holding the agent\'s stream, and stop when it goes', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    connector.listenable.add('u1');
+    const { a, b } = twoReplicas(connector, { firstListenMs: 0 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await b.request(record, req('tools/list'), NO_STREAM, 'trace');
+    // Session 1 is A's (initialize), session 2 B's (resumed for the listing): neither listens, nobody does.
+    expect(connector.listens).toEqual([]);
+
+    const detachA = a.attachStandalone(record, agentStream());
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 1, on: true }]);
+    connector.listens.length = 0;
+
+    // The agent's stream moves to B: B's session listens, A's stops at once (the upstream may allow one GET a session).
+    const detachB = b.attachStandalone(record, agentStream());
+    await waitFor(() => connector.listens.length === 2);
+    expect(connector.listens).toEqual(expect.arrayContaining([
+      { upstreamId: 'u1', session: 2, on: true },
+      { upstreamId: 'u1', session: 1, on: false },
+    ]));
+    connector.listens.length = 0;
+
+    detachA(); // A's stream was already taken over: nothing changes
+    expect(connector.listens).toEqual([]);
+    detachB();
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 2, on: false }]);
+  });
+
+  it('has an upstream session just opened listen for firstListenMs, then only while the agent does', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    connector.listenable.add('u1');
+    const { a } = twoReplicas(connector, { firstListenMs: 60 });
+    await a.initialize(principal, init(), 'trace');
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 1, on: true }]);
+    await waitFor(() => connector.listens.length === 2);
+    expect(connector.listens[1]).toEqual({ upstreamId: 'u1', session: 1, on: false });
+
+    // The agent listening on another replica ends the window at once (that replica wants the upstream's one stream).
+    const other = await a.initialize(principal, init(), 'trace');
+    a.onBusMessage({ type: 'standalone-attached', sessionId: other.sessionId ?? '', token: 'on-another-replica' });
+    expect(connector.listens.slice(2)).toEqual([
+      { upstreamId: 'u1', session: 2, on: true },
+      { upstreamId: 'u1', session: 2, on: false },
+    ]);
+
+    // An agent that listens within the window keeps it listening past it.
+    connector.listens.length = 0;
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    a.attachStandalone(record, agentStream());
+    await sleep(120);
+    expect(connector.listens.filter((call) => call.session === 3)).toEqual([{ upstreamId: 'u1', session: 3, on: true }]);
+  });
+
+  it('puts an upstream\'s session-level message on the bus only while an agent listens on some replica', async () => {
+    // An upstream that carries its messages on its one connection (stdio, legacy SSE): its session on A hears them
+    // whether or not anyone listens (and B's, once opened, its own: only A's is played here).
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const { a, b, broadcast } = twoReplicas(connector, { listenerAnnounceMs: 20 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const relayed = () => broadcast.filter((message) => message.type === 'standalone').length;
+
+    // Younger than an announcement round and its lapse (50 ms here), A may not have heard of a stream: it broadcasts.
+    connector.emit('u1', listChanged, 'first');
+    expect(relayed()).toBe(1);
+
+    await sleep(80);
+    connector.emit('u1', listChanged, 'first');
+    expect(relayed()).toBe(1);
+
+    const stream = agentStream();
+    const detach = b.attachStandalone(record, stream);
+    connector.emit('u1', listChanged, 'first');
+    expect(relayed()).toBe(2);
+    expect(stream.got).toEqual([listChanged]);
+
+    // Past the lapse, B's periodic announcements keep its stream known.
+    await sleep(150);
+    expect(broadcast.some((message) => message.type === 'standalone-held')).toBe(true);
+    connector.emit('u1', listChanged, 'first');
+    expect(relayed()).toBe(3);
+    expect(stream.got).toHaveLength(2);
+
+    detach();
+    connector.emit('u1', listChanged, 'first');
+    expect(relayed()).toBe(3);
+  });
+
+  it('forgets a listener whose replica stopped announcing it', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const { a, broadcast } = twoReplicas(connector, { listenerAnnounceMs: 20 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    await sleep(80);
+    // Another replica's stream announced once, then never again (that replica died).
+    a.onBusMessage({ type: 'standalone-attached', sessionId: sessionId ?? '', token: 'gone-replica' });
+    connector.emit('u1', listChanged);
+    const relayed = () => broadcast.filter((message) => message.type === 'standalone').length;
+    expect(relayed()).toBe(1);
+    await sleep(120);
+    connector.emit('u1', listChanged);
+    expect(relayed()).toBe(1);
+  });
+
+  it('ignores malformed announcements', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const { a, broadcast } = twoReplicas(connector, { listenerAnnounceMs: 20 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    await sleep(80);
+    const id = sessionId ?? '';
+    for (const streams of [undefined, 'x', [['only-id']], [[id, 7]], [null]]) {
+      expect(() => a.onBusMessage({ type: 'standalone-held', streams } as unknown as BusMessage)).not.toThrow();
+    }
+    expect(() => a.onBusMessage({ type: 'standalone-detached', sessionId: id } as unknown as BusMessage)).not.toThrow();
+    connector.emit('u1', listChanged);
+    expect(broadcast.filter((message) => message.type === 'standalone')).toHaveLength(0);
+  });
+
+  it('reuses a Streamable HTTP upstream\'s listing pages only while it hears of their changes', async () => {
+    const upstreams = {
+      u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [{ name: 'read', inputSchema: { type: 'object' } }] }) },
+    };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector(upstreams);
+    connector.listenable.add('u1');
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listCacheMs: 60_000, firstListenMs: 0 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const asked = () => connector.calls.filter((call) => call.method === 'tools/list').length;
+    const list = () => engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+
+    // Nobody listens: the upstream's GET is closed, a change would go unheard, so each listing asks.
+    await list();
+    await list();
+    expect(asked()).toBe(2);
+
+    const detach = engine.attachStandalone(record, agentStream());
+    await list();
+    await list();
+    expect(asked()).toBe(3);
+    detach();
+    await list();
+    expect(asked()).toBe(4);
+  });
+
+  it('reuses the pages of an upstream whose one connection carries its changes, listener or not', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listCacheMs: 60_000 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(1);
+  });
+});
