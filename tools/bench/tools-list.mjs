@@ -8,7 +8,9 @@
 // p50/p99 of each, the merged tool count and the answer size. Target: ≤ 2 ms through the gateway.
 // Bounded: --requests (default 300, at most 5,000) sequential requests each way after 50 warm-ups; 127.0.0.1 only.
 //
-//   npm run bench:tools-list -- [--upstreams 5] [--tools 100] [--requests 300] [--minimal] [--cpu-prof]
+//   npm run bench:tools-list -- [--upstreams 5] [--tools 100] [--requests 300] [--minimal] [--no-listen] [--cpu-prof]
+// The session listens on its standalone GET stream, as SDK clients do; --no-listen leaves it out: the gateway then
+// reuses no upstream listing page (it would not hear of their changes) and asks every upstream each time.
 // --minimal: tools with a name, a one-line description and an empty schema (~90 bytes each) instead of realistic
 // definitions (~490 bytes), to separate the gateway's per-tool work from moving the answer's bytes.
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ (summarise with tools/bench/gateway-profile.mjs --all).
@@ -20,7 +22,7 @@ import pg from 'pg';
 import { applyMigrations, withDatabaseUrl, DEFAULT_ADMIN_URL } from '../db/index.mjs';
 import { argValue, freePort, startBuiltApp, waitReady } from '../scripts/lib/harness.mjs';
 import { repoRoot } from '../scripts/lib/run.mjs';
-import { benchGatewayEnv, discardBenchData, messageFor, openSession, post, seedBenchTenant } from './lib/mcp-bench.mjs';
+import { benchGatewayEnv, discardBenchData, listen, messageFor, openSession, post, seedBenchTenant } from './lib/mcp-bench.mjs';
 import { activatePolicy } from './lib/policy-snapshot.mjs';
 
 const UPSTREAMS = Math.min(Math.max(1, Number(argValue('upstreams', '5'))), 20);
@@ -64,6 +66,8 @@ async function main() {
 
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}/t/bench/mcp`;
     const session = await openSession(gatewayUrl, { authorization: `Bearer ${apiKey}` });
+    const listening = !process.argv.includes('--no-listen');
+    const stopListening = listening ? await listen(gatewayUrl, session) : () => undefined;
     const directSessions = await Promise.all(upstreamUrls.map((url) => openSession(url, {})));
     let id = 1;
     const listBody = () => JSON.stringify({ jsonrpc: '2.0', id: id++, method: 'tools/list' });
@@ -115,7 +119,8 @@ async function main() {
       `(decoded by the client: p50 ${quantile(decodedMs, 0.5).toFixed(2)} ms)`;
     const p50 = quantile(viaGateway.ms, 0.5);
     console.log(`bench:tools-list — ${UPSTREAMS} upstreams × ${TOOLS} ${SHAPE} tools, ${REQUESTS} requests each way, node ${process.version}`);
-    console.log(`  timed to the answer's last byte; ${shape.tools} tools, ${(shape.bytes / 1024).toFixed(0)} KiB through the gateway`);
+    console.log(`  timed to the answer's last byte; ${shape.tools} tools, ${(shape.bytes / 1024).toFixed(0)} KiB through the gateway; the agent ${listening ? 'listens (pages reused)' : 'does not listen (--no-listen: every upstream asked each time)'}`);
+    stopListening();
     console.log(`  gateway  tools/list  ${figures(viaGateway)}  target p50 ≤ 2 ms: ${p50 <= 2 ? 'met' : 'NOT met'}`);
     console.log(`  direct   ${UPSTREAMS} × tools/list in parallel  ${figures(viaDirect)}`);
   } finally {

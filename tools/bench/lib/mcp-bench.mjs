@@ -63,6 +63,29 @@ export async function openSession(url, auth) {
   return sessionHeaders;
 }
 
+/**
+ * Opens the session's standalone GET stream, as SDK clients do right after initialize (the gateway reuses an
+ * upstream's listing pages only while the agent listens: ADR 0007). Resolves once it is open with a function that
+ * closes it; the stream's own bytes (keep-alives, notifications) are read and dropped.
+ */
+export function listen(url, headers) {
+  const { 'content-type': _type, ...rest } = headers;
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'GET', headers: { ...rest, accept: 'text/event-stream' } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`the standalone GET answered ${res.statusCode}`));
+        return;
+      }
+      res.on('data', () => undefined);
+      res.on('error', () => undefined);
+      resolve(() => req.destroy());
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** DELETE of a session opened by openSession (nothing without a session id); never throws: a bench's tidy-up. */
 export function closeSession(url, headers) {
   if (!headers['mcp-session-id']) return Promise.resolve();
