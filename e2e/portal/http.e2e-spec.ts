@@ -115,6 +115,29 @@ describe('the built portal over HTTP', () => {
     expect(location.searchParams.get('callbackUrl')).toBe(`${portalUrl}/`);
   });
 
+  it('answers a browser holding a callback-URL cookie next-auth would refuse without a 500, its other cookies kept', async () => {
+    const csrf = await get('/api/auth/csrf');
+    const { csrfToken } = (await csrf.json()) as { csrfToken: string };
+    const csrfCookie = csrf.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ');
+    // Before, a hand-made `next-auth.callback-url=foo` answered 500 on every /api/auth route while the browser held it.
+    for (const value of ['foo', '%3A', 'javascript%3Aalert(1)']) {
+      const cookie = `${csrfCookie}; next-auth.callback-url=${value}`;
+      for (const route of ['session', 'csrf', 'providers']) {
+        const response = await fetch(`${portalUrl}/api/auth/${route}`, { redirect: 'manual', headers: { cookie } });
+        expect({ route, value, status: response.status }).toEqual({ route, value, status: 200 });
+      }
+      // The CSRF cookie passed on untouched: the sign-in form is taken (a broken one would go back to ?csrf=true).
+      const signIn = await fetch(`${portalUrl}/api/auth/signin/oidc`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', cookie },
+        body: new URLSearchParams({ csrfToken, callbackUrl: '/tenants', json: 'true' }).toString(),
+      });
+      expect(signIn.status).toBe(200);
+      expect(((await signIn.json()) as { url: string }).url).not.toContain('csrf=true');
+    }
+  });
+
   it('keeps the form of a sign-in whose query carries a callbackUrl next-auth would refuse', async () => {
     const csrf = await get('/api/auth/csrf');
     const { csrfToken } = (await csrf.json()) as { csrfToken: string };

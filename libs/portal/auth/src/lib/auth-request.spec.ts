@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { authErrorCode, cleanAuthRoute, GENERIC_AUTH_ERROR } from './auth-request';
+import { authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './auth-request';
 
 const PORTAL = 'http://localhost:3000';
 const route = (pathAndQuery: string) => {
@@ -58,5 +58,24 @@ describe('cleanAuthRoute', () => {
       expect(clean?.segments).toEqual(['error']);
       expect(clean?.url.searchParams.getAll('error')).toEqual([expected]);
     }
+  });
+});
+
+describe('cleanCallbackCookie', () => {
+  it('leaves headers without a callback cookie, or with one next-auth takes, as they came', () => {
+    const own = encodeURIComponent(`${PORTAL}/tenants?x=1`);
+    // Another site's URL is next-auth's to take (its redirect callback then sends the browser to the portal instead).
+    for (const header of [null, '', 'a=b', `next-auth.csrf-token=abc; next-auth.callback-url=${own}`, `__Secure-next-auth.callback-url=${own}`, 'next-auth.callback-url=%2Ftenants', `next-auth.callback-url=${encodeURIComponent('https://evil.example/x')}`]) {
+      expect(cleanCallbackCookie(header, PORTAL)).toBeUndefined();
+    }
+  });
+
+  it('turns a callback cookie next-auth would refuse (a 500 on every /api/auth route) into a URL of the portal', () => {
+    // Before, `next-auth.callback-url=foo` answered 500 on /api/auth/session for as long as the browser held it.
+    for (const value of ['foo', '%3A', 'javascript%3Aalert(1)', '%E0%A4%A', 'data%3Atext%2Fhtml%2Cx']) {
+      const cleaned = cleanCallbackCookie(`next-auth.session-token=t.o.k; next-auth.callback-url=${value}; theme=dark`, PORTAL);
+      expect(cleaned).toBe(`next-auth.session-token=t.o.k; next-auth.callback-url=${encodeURIComponent(`${PORTAL}/`)}; theme=dark`);
+    }
+    expect(cleanCallbackCookie('__Secure-next-auth.callback-url=foo', 'https://portal.example')).toBe(`__Secure-next-auth.callback-url=${encodeURIComponent('https://portal.example/')}`);
   });
 });

@@ -44,3 +44,45 @@ export function cleanAuthRoute(route: AuthRoute, publicUrl: string): AuthRoute |
   const unchanged = url.search === route.url.search && segments.length === route.segments.length;
   return unchanged ? undefined : { url, segments };
 }
+
+/**
+ * Whether next-auth takes `value` as a callback URL: an http(s) URL, or a path (resolved against the portal). Where it
+ * then goes is the `redirect` callback's to decide (`sameOriginRedirect`).
+ */
+function takenByNextAuth(value: string, publicUrl: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(value, value.startsWith('/') ? publicUrl : undefined).protocol);
+  } catch {
+    return false;
+  }
+}
+
+/** The cookies next-auth keeps the callback's answer in (the `__Secure-` one behind TLS). */
+const CALLBACK_COOKIES = new Set(['next-auth.callback-url', '__Secure-next-auth.callback-url']);
+
+/**
+ * The `Cookie` header next-auth may see, or undefined when it may see it as it came. next-auth refuses a callback-URL
+ * cookie that is not an http URL (`foo`, `:`) as a server configuration error on every /api/auth route: a 500 for
+ * anyone whose browser holds one. Only a hand-made cookie can (next-auth writes the callback's answer there), but the
+ * visitor, or a script of a sibling subdomain that may set cookies for the portal's host, chooses it. Such a value
+ * becomes what `sameOriginRedirect` gives; one next-auth takes, and every other cookie, is passed on byte for byte.
+ */
+export function cleanCallbackCookie(header: string | null, publicUrl: string): string | undefined {
+  if (header === null || !header.includes('callback-url')) return undefined;
+  let changed = false;
+  const pairs = header.split(';').map((pair) => {
+    const at = pair.indexOf('=');
+    if (at < 0 || !CALLBACK_COOKIES.has(pair.slice(0, at).trim())) return pair;
+    const raw = pair.slice(at + 1).trim();
+    let value: string;
+    try {
+      value = decodeURIComponent(raw);
+    } catch {
+      value = raw;
+    }
+    if (takenByNextAuth(value, publicUrl)) return pair;
+    changed = true;
+    return `${pair.slice(0, at)}=${encodeURIComponent(sameOriginRedirect(value, publicUrl))}`;
+  });
+  return changed ? pairs.join(';') : undefined;
+}
