@@ -9,7 +9,7 @@ import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/typ
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAgentWithKey, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, listenInSession, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
 
@@ -40,23 +40,7 @@ async function echo(gateway: TestGateway, sessionId: string, message: string): P
 }
 
 /** The session's standalone GET stream on `gateway`, held until `close()`. */
-async function listenOn(gateway: TestGateway, sessionId: string): Promise<{ close: () => void }> {
-  const controller = new AbortController();
-  const stream = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' },
-    signal: controller.signal,
-  });
-  expect(stream.status).toBe(200);
-  void (async () => {
-    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
-    try {
-      while (!(await reader.read()).done);
-    } catch {
-      // aborted by the test
-    }
-  })();
-  return { close: () => controller.abort() };
-}
+const listenOn = (gateway: TestGateway, sessionId: string) => listenInSession(gateway, tenant.slug, key, sessionId);
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });

@@ -73,10 +73,14 @@ export async function openStandaloneStream(gateway: TestGateway, tenantSlug: str
   const init = await postInitialize(gateway, tenantSlug, key, 'stream-spec');
   await init.text();
   if (init.status !== 200) throw new Error(`initialize answered ${init.status}`);
-  const session = init.headers.get('mcp-session-id') ?? '';
+  return listenInSession(gateway, tenantSlug, key, init.headers.get('mcp-session-id') ?? '');
+}
+
+/** The standalone GET stream of session `sessionId` on `gateway` (it must open), as `openStandaloneStream` gives it. */
+export async function listenInSession(gateway: TestGateway, tenantSlug: string, key: string, sessionId: string): Promise<{ endedAt: () => number | undefined; close: () => void }> {
   const controller = new AbortController();
   const stream = await fetch(`${gateway.url}/t/${tenantSlug}/mcp`, {
-    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' },
+    headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' },
     signal: controller.signal,
   });
   if (stream.status !== 200) throw new Error(`the standalone GET answered ${stream.status}`);
