@@ -9,8 +9,8 @@
  * (it may not have heard the streams attached before it started), and after it had to leave announcements out (full).
  */
 export class ListenerMap {
-  /** Session id → the announced stream's token and when it was last announced. */
-  private readonly heard = new Map<string, { token: string; at: number }>();
+  /** Session id → the announced stream's token, and until when it counts (`heardForMs` after its last announcement). */
+  private readonly heard = new Map<string, { token: string; until: number }>();
   private readonly startedAt: number;
   /** When an announcement was last left out for want of room. */
   private fullAt: number | undefined;
@@ -28,19 +28,23 @@ export class ListenerMap {
     return this.heard.size;
   }
 
-  /** A replica holds (or took) session `sessionId`'s stream `token`. */
-  announced(sessionId: string, token: string, now: number): void {
+  /**
+   * A replica holds (or took) session `sessionId`'s stream `token`; it counts for `heardForMs`, or for `forMs` when
+   * given (a replica that will not announce it again).
+   */
+  announced(sessionId: string, token: string, now: number, forMs = this.heardForMs): void {
+    const until = now + forMs;
     const entry = this.heard.get(sessionId);
     if (entry !== undefined) {
       entry.token = token;
-      entry.at = now;
+      entry.until = until;
       return;
     }
     if (this.heard.size >= this.maxEntries) {
       this.fullAt = now;
       return;
     }
-    this.heard.set(sessionId, { token, at: now });
+    this.heard.set(sessionId, { token, until });
   }
 
   /** The replica holding stream `token` let it go; a later stream of the session (another token) stays. */
@@ -52,10 +56,10 @@ export class ListenerMap {
     this.heard.delete(sessionId);
   }
 
-  /** Whether an agent was announced listening to the session within `heardForMs`. */
+  /** Whether an agent was announced listening to the session, lately enough to count. */
   listens(sessionId: string, now: number): boolean {
     const entry = this.heard.get(sessionId);
-    return entry !== undefined && now - entry.at < this.heardForMs;
+    return entry !== undefined && now < entry.until;
   }
 
   /** Whether an unannounced session may still have a listener this replica has not heard of. */
@@ -63,8 +67,8 @@ export class ListenerMap {
     return now - this.startedAt < this.heardForMs || (this.fullAt !== undefined && now - this.fullAt < this.heardForMs);
   }
 
-  /** Drops the entries not announced within `heardForMs`. */
+  /** Drops the entries that no longer count. */
   prune(now: number): void {
-    for (const [sessionId, entry] of this.heard) if (now - entry.at >= this.heardForMs) this.heard.delete(sessionId);
+    for (const [sessionId, entry] of this.heard) if (now >= entry.until) this.heard.delete(sessionId);
   }
 }

@@ -146,13 +146,24 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     const { sessionId } = await a.initialize(principal, init(), 'trace');
     await sleep(80);
     // Another replica's stream announced once, then never again (that replica died).
-    a.onBusMessage({ type: 'standalone-attached', sessionId: sessionId ?? '', token: 'gone-replica' });
+    a.onBusMessage({ type: 'standalone-attached', sessionId: sessionId ?? '', token: 'gone-replica', renews: true });
     connector.emit('u1', listChanged);
     const relayed = () => broadcast.filter((message) => message.type === 'standalone').length;
     expect(relayed()).toBe(1);
     await sleep(120);
     connector.emit('u1', listChanged);
     expect(relayed()).toBe(1);
+  });
+
+  it('keeps counting a stream announced by a replica of an earlier version, which never announces it again', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const { a, broadcast } = twoReplicas(connector, { listenerAnnounceMs: 20 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    await sleep(80);
+    a.onBusMessage({ type: 'standalone-attached', sessionId: sessionId ?? '', token: 'old-replica' });
+    await sleep(120);
+    connector.emit('u1', listChanged);
+    expect(broadcast.filter((message) => message.type === 'standalone')).toHaveLength(1);
   });
 
   it('ignores malformed announcements', async () => {

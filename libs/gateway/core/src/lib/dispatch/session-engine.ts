@@ -230,7 +230,13 @@ export type BusMessage =
    * in the bus's one order, and a stream stays only until a later one is announced (MCP: a message goes out on one of
    * the client's streams, never on several).
    */
-  | { readonly type: 'standalone-attached'; readonly sessionId: string; readonly token: string }
+  | {
+      readonly type: 'standalone-attached';
+      readonly sessionId: string;
+      readonly token: string;
+      /** Set by replicas that announce the stream again while they hold it (`standalone-held`); older ones do not. */
+      readonly renews?: true;
+    }
   /** A replica still holds these standalone streams (`[sessionId, token]`): sent every `listenerAnnounceMs`. */
   | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
   /** A replica let the standalone stream `token` go (its agent gone past the wait, or the session ended there). */
@@ -487,6 +493,8 @@ interface RelayBounds {
 const FIRST_LISTEN_MS = 30_000;
 /** Default of `EngineOptions.listenerAnnounceMs`. */
 const LISTENER_ANNOUNCE_MS = 30_000;
+/** How long a stream announced by a replica that does not renew its announcements (an earlier version) counts. */
+const UNRENEWED_LISTENER_MS = 60 * 60_000;
 /** Streams per `standalone-held` message (each about 60 bytes of JSON). */
 const HELD_PER_MESSAGE = 500;
 /** Most other replicas' streams a replica keeps track of; past it, it broadcasts as if unsure (`ListenerMap`). */
@@ -1342,7 +1350,7 @@ export class SessionEngine {
     const token = randomBytes(12).toString('base64url');
     const announced = { token, confirmed: this.deps.bus === undefined };
     live.standaloneToken = announced;
-    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token });
+    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
     // to later ones for good: after a while it counts as delivered.
     if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
@@ -1425,7 +1433,9 @@ export class SessionEngine {
         return;
       case 'standalone-attached':
         if (typeof message.token !== 'string' || typeof message.sessionId !== 'string') return;
-        this.listeners.announced(message.sessionId, message.token, Date.now());
+        // A replica of an earlier version never announces it again, nor its end: its stream counts for an hour (its
+        // agents keep hearing upstreams held here through a rolling upgrade, at the price of a broadcast too many).
+        this.listeners.announced(message.sessionId, message.token, Date.now(), message.renews === true ? undefined : UNRENEWED_LISTENER_MS);
         this.standaloneAnnounced(message.sessionId, message.token);
         return;
       case 'standalone-held': {
