@@ -76,8 +76,8 @@ export const gatewayConfigSchema = z
     GATEWAY_UPSTREAM_JOIN_RETRY_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
     /**
      * How long an upstream session opened for an agent's session holds the upstream's stream for messages outside
-     * requests (a Streamable HTTP upstream's GET) before the agent opens its own on this replica; after that, only
-     * while the agent listens here. 0: only while it listens.
+     * requests (a Streamable HTTP upstream's GET) whether or not the agent listens; after that, only while the agent
+     * listens on some replica. 0: only while it listens.
      */
     GATEWAY_UPSTREAM_FIRST_LISTEN_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
     /** Most sessions one agent client or user may hold at once (all replicas); 0: no bound. */

@@ -24,13 +24,18 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
     const id = req.headers['mcp-session-id'];
     const existing = typeof id === 'string' ? transports.get(id) : undefined;
     if (existing && req.method === 'GET') {
-      // Counted once the SDK answers it as a stream (a second one of a session gets 409).
+      // Counted once the SDK answers it as a stream (a second one of a session gets 409), and only if the gateway had
+      // not hung up by then (the SDK may answer a request whose connection has already closed).
+      let gone = false;
+      let counted = false;
       res.once('close', () => {
-        if (res.statusCode === 200) getStreams.open -= 1;
+        gone = true;
+        if (counted) getStreams.open -= 1;
       });
       const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => typeof res;
       res.writeHead = ((status: number, ...rest: unknown[]) => {
-        if (status === 200) {
+        if (status === 200 && !gone && !counted) {
+          counted = true;
           getStreams.answered += 1;
           getStreams.open += 1;
         }

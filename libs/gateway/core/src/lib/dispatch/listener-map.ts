@@ -67,8 +67,14 @@ export class ListenerMap {
     return now - this.startedAt < this.heardForMs || (this.fullAt !== undefined && now - this.fullAt < this.heardForMs);
   }
 
-  /** Drops the entries that no longer count. */
-  prune(now: number): void {
-    for (const [sessionId, entry] of this.heard) if (now >= entry.until) this.heard.delete(sessionId);
+  /** Drops the entries that no longer count; returns their session ids. */
+  prune(now: number): string[] {
+    const dropped: string[] = [];
+    for (const [sessionId, entry] of this.heard) {
+      if (now < entry.until) continue;
+      this.heard.delete(sessionId);
+      dropped.push(sessionId);
+    }
+    return dropped;
   }
 }

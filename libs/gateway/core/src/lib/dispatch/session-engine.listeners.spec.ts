@@ -47,7 +47,7 @@ function twoReplicas(connector: FakeConnector, options: { listenerAnnounceMs?: n
 }
 
 describe('SessionEngine: upstream streams and bus messages only while an agent listens', () => {
-  it('has an upstream session listen only on the replica holding the agent\'s stream, and stop when it goes', async () => {
+  it('has upstream sessions listen on every replica while the agent listens on one, the stream staying where it is when the agent\'s moves', async () => {
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
     connector.listenable.add('u1');
     const { a, b } = twoReplicas(connector, { firstListenMs: 0 });
@@ -55,29 +55,32 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     const record = await b.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');
     await b.request(record, req('tools/list'), NO_STREAM, 'trace');
-    // Session 1 is A's (initialize), session 2 B's (resumed for the listing): neither listens, nobody does.
+    // Session 1 is A's (initialize), session 2 B's (resumed for the listing): nobody listens, neither asks.
     expect(connector.listens).toEqual([]);
 
+    // The agent listens on A: both ask (an upstream allowing one GET a session gives it to one; the other's messages
+    // come over the bus).
     const detachA = a.attachStandalone(record, agentStream());
-    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 1, on: true }]);
-    connector.listens.length = 0;
-
-    // The agent's stream moves to B: B's session listens, A's stops at once (the upstream may allow one GET a session).
-    const detachB = b.attachStandalone(record, agentStream());
-    await waitFor(() => connector.listens.length === 2);
-    expect(connector.listens).toEqual(expect.arrayContaining([
+    expect(connector.listens).toEqual([
+      { upstreamId: 'u1', session: 1, on: true },
       { upstreamId: 'u1', session: 2, on: true },
-      { upstreamId: 'u1', session: 1, on: false },
-    ]));
+    ]);
     connector.listens.length = 0;
 
-    detachA(); // A's stream was already taken over: nothing changes
+    // Its stream moves to B: nothing changes upstream (A's GET, if it has it, stays and relays: nothing is lost).
+    const detachB = b.attachStandalone(record, agentStream());
+    detachA();
     expect(connector.listens).toEqual([]);
+
+    // Nobody listens any more: both stop.
     detachB();
-    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 2, on: false }]);
+    expect(connector.listens).toEqual([
+      { upstreamId: 'u1', session: 1, on: false },
+      { upstreamId: 'u1', session: 2, on: false },
+    ]);
   });
 
-  it('has an upstream session just opened listen for firstListenMs, then only while the agent does', async () => {
+  it('has an upstream session just opened listen for firstListenMs, then while anyone listens, and not past the session\'s end', async () => {
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
     connector.listenable.add('u1');
     const { a } = twoReplicas(connector, { firstListenMs: 60 });
@@ -86,22 +89,26 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     await waitFor(() => connector.listens.length === 2);
     expect(connector.listens[1]).toEqual({ upstreamId: 'u1', session: 1, on: false });
 
-    // The agent listening on another replica ends the window at once (that replica wants the upstream's one stream).
+    // The agent listening on another replica keeps it listening past the window, until that stream goes.
+    connector.listens.length = 0;
     const other = await a.initialize(principal, init(), 'trace');
-    a.onBusMessage({ type: 'standalone-attached', sessionId: other.sessionId ?? '', token: 'on-another-replica' });
-    expect(connector.listens.slice(2)).toEqual([
+    a.onBusMessage({ type: 'standalone-attached', sessionId: other.sessionId ?? '', token: 'elsewhere', renews: true });
+    await sleep(120);
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 2, on: true }]);
+    a.onBusMessage({ type: 'standalone-detached', sessionId: other.sessionId ?? '', token: 'elsewhere' });
+    expect(connector.listens).toEqual([
       { upstreamId: 'u1', session: 2, on: true },
       { upstreamId: 'u1', session: 2, on: false },
     ]);
 
-    // An agent that listens within the window keeps it listening past it.
+    // A session that ends within the window: its timer goes with it (it held the session and its upstream sessions).
     connector.listens.length = 0;
-    const { sessionId } = await a.initialize(principal, init(), 'trace');
-    const record = await a.session(sessionId ?? '', principal);
+    const ended = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(ended.sessionId ?? '', principal);
     if (!record) throw new Error('no session');
-    a.attachStandalone(record, agentStream());
+    await a.end(record, 'trace');
     await sleep(120);
-    expect(connector.listens.filter((call) => call.session === 3)).toEqual([{ upstreamId: 'u1', session: 3, on: true }]);
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 3, on: true }]);
   });
 
   it('puts an upstream\'s session-level message on the bus only while an agent listens on some replica', async () => {
@@ -222,5 +229,78 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(1);
+  });
+  it('drops pages cached while an agent listened once nobody does (changes then go unheard), and asks again', async () => {
+    let tools = [{ name: 'old', inputSchema: { type: 'object' } }];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools }) } });
+    connector.listenable.add('u1');
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listCacheMs: 60_000, firstListenMs: 0 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const names = async () => {
+      const answer = (await engine.request(record, req('tools/list'), NO_STREAM, 'trace')) as { result?: { tools?: { name: string }[] } };
+      return (answer.result?.tools ?? []).map((tool) => tool.name);
+    };
+    const detach = engine.attachStandalone(record, agentStream());
+    expect(await names()).toEqual(['files__old']);
+    detach();
+    tools = [{ name: 'new', inputSchema: { type: 'object' } }]; // its list_changed goes to a closed GET
+    engine.attachStandalone(record, agentStream());
+    // Before, the page cached before the deaf spell came back: the agent was shown a tool the upstream no longer had.
+    expect(await names()).toEqual(['files__new']);
+  });
+
+  it('keeps the upstream\'s stream across an agent resuming its parked stream on the same replica', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    connector.listenable.add('u1');
+    const { a, broadcast } = twoReplicas(connector, { firstListenMs: 0 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // As the HTTP route parks a stream whose agent went: its close (a new stream taking over) runs its detach at once.
+    const held: { detach?: () => void } = {};
+    const parked: MessageSink = { canStream: true, away: true, send: () => true, close: () => held.detach?.() };
+    held.detach = a.attachStandalone(record, parked);
+    a.attachStandalone(record, agentStream()); // the agent reconnects, with its last event id
+    // Before, the upstream's GET was closed and asked for again (a 409 and a backoff: what came meanwhile was lost).
+    expect(connector.listens).toEqual([{ upstreamId: 'u1', session: 1, on: true }]);
+    expect(broadcast.filter((message) => message.type === 'standalone-detached')).toEqual([]);
+  });
+
+  it('listens to an upstream joined through another replica from the replica the agent listens on', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) },
+      u2: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) },
+    });
+    connector.listenable.add('u1');
+    connector.listenable.add('u2');
+    const sessions = new MemorySessionStore();
+    const replicas: SessionEngine[] = [];
+    const bus = { broadcast: (message: BusMessage) => replicas.forEach((replica) => replica.onBusMessage(message)), sendTo: () => undefined };
+    const make = (replicaId: string) => new SessionEngine({ registry, connector, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId, firstListenMs: 50, joinRetryMs: 100 } });
+    const [a, b] = [make('ra'), make('rb')];
+    replicas.push(a, b);
+    engines.push(a, b);
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    a.attachStandalone(record, agentStream());
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'more')], () => undefined);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onB) throw new Error('no session');
+    await b.request(onB, req('tools/list'), NO_STREAM, 'trace'); // B joins u2 (session 3)
+    await sleep(1_200);
+    a.joinMissingUpstreams(); // A's background round adopts B's join
+    await waitFor(() => connector.listens.some((call) => call.upstreamId === 'u2' && call.session !== 3 && call.on));
+    // B's u2 session listens too (the agent listens somewhere): whichever gets the upstream's one stream relays it.
+    const on = new Map<number, boolean>();
+    for (const call of connector.listens) if (call.upstreamId === 'u2') on.set(call.session, call.on);
+    expect([...on.values()]).toEqual([true, true]);
   });
 });

@@ -241,6 +241,11 @@ export type BusMessage =
   | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
   /** A replica let the standalone stream `token` go (its agent gone past the wait, or the session ended there). */
   | { readonly type: 'standalone-detached'; readonly sessionId: string; readonly token: string }
+  /**
+   * A replica let a session's upstream sessions go (idle here) while its agent listened elsewhere: the replica holding
+   * the agent's stream asks for the upstreams' streams now (they may have been held here: SDK servers allow one).
+   */
+  | { readonly type: 'upstreams-released'; readonly sessionId: string }
   /** The agent's progress on a request another replica relayed to it (its token is that request's id). */
   | { readonly type: 'relayed-progress'; readonly sessionId: string; readonly params: Record<string, unknown> }
   /** An upstream of a session said its list changed: every replica drops the session's cached pages of it. */
@@ -333,6 +338,12 @@ interface LiveSession {
    * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
    */
   standaloneToken: { readonly token: string; confirmed: boolean } | undefined;
+  /**
+   * Until when upstream sessions just opened here listen whether or not anyone does (`EngineOptions.firstListenMs`),
+   * and the timer that ends it.
+   */
+  firstListenUntil: number;
+  firstListenTimer: NodeJS.Timeout | undefined;
   /**
    * Upstream id → the upstream session id that upstream forgot (HTTP 404): while the record still names it, the
    * upstream is connected afresh instead of resumed (MCP: the client starts a new session), and the record updated.
@@ -1015,7 +1026,10 @@ export class SessionEngine {
   private announceListeners(): void {
     const bus = this.deps.bus;
     if (bus === undefined) return;
-    this.listeners.prune(Date.now());
+    for (const sessionId of this.listeners.prune(Date.now())) {
+      const live = this.live.get(sessionId);
+      if (live !== undefined) this.updateListening(live);
+    }
     let streams: [string, string][] = [];
     for (const live of this.live.values()) {
       const token = live.standaloneToken?.token;
@@ -1040,12 +1054,38 @@ export class SessionEngine {
   }
 
   /**
-   * Whether this replica hears of `session`'s list changes for the session: always for transports that carry them
-   * on their one connection; for a Streamable HTTP upstream only while the agent listens somewhere (the replica with
-   * its stream holds the upstream's GET, and passes changes on as `lists-changed`). Pages are only reused while so.
+   * Whether the session's upstream sessions held here listen for their messages outside requests (a Streamable HTTP
+   * upstream's GET stream): while the agent listens, here or on another replica, and in the first wait after one
+   * opened here (`firstListenMs`). Every replica holding them asks: an upstream that allows one such stream a session
+   * gives it to one (the others wait out 409s), which relays what comes over the bus; so the stream stays where it is
+   * when the agent's moves to another replica, and nothing the upstream sends in between is lost.
+   */
+  private shouldListen(live: LiveSession): boolean {
+    const now = Date.now();
+    return live.standalone !== undefined || now < live.firstListenUntil || this.listeners.listens(live.record.id, now);
+  }
+
+  /**
+   * Tells the upstream sessions held here whether to listen (`shouldListen`). Stopping, the pages they answered go:
+   * their changes went unheard from then on.
+   */
+  private updateListening(live: LiveSession): void {
+    const on = this.shouldListen(live);
+    for (const entry of live.upstreams.values()) {
+      const session = entry.current;
+      if (session?.listen === undefined) continue;
+      session.listen(on);
+      if (!on) entry.pages.clear();
+    }
+  }
+
+  /**
+   * Whether this replica hears of `session`'s list changes: always for transports that carry them on their one
+   * connection; for a Streamable HTTP upstream only while its sessions listen (`shouldListen`: the one holding the
+   * upstream's stream passes changes on as `lists-changed`). Pages are only reused while so.
    */
   private hearsChanges(live: LiveSession, session: UpstreamSession): boolean {
-    return session.listen === undefined || live.standalone !== undefined || this.listeners.listens(live.record.id, Date.now());
+    return session.listen === undefined || this.shouldListen(live);
   }
 
   // ---------------------------------------------------------------- sessions
@@ -1309,6 +1349,7 @@ export class SessionEngine {
     // Calls under way end as cancelled by the agent, before their upstream sessions close under them: closed first,
     // they failed as the upstream's error (-32050) and were audited and counted so, blaming a healthy upstream.
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
+    this.stopFirstListen(live);
     this.dropRelayed(live);
     const settled = await this.closeUpstreams(record, live);
     for (const outcome of settled) if (outcome.status === 'rejected') this.deps.logger.debug({ traceId, err: String(outcome.reason) }, 'upstream session not closed');
@@ -1344,8 +1385,11 @@ export class SessionEngine {
     if (record !== live.record) this.adoptFrom(live, record);
     // Messages go to one standalone stream, the latest: an earlier one would only hold a socket and a keep-alive
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
-    if (live.standalone !== undefined && live.standalone !== sink) live.standalone.close?.();
+    // The new one first: closing a parked one runs its detach at once, which must find it no longer the session's (it
+    // would stop the upstreams' streams, and announce that nobody listens, as the agent reconnects).
+    const previous = live.standalone;
     live.standalone = sink;
+    if (previous !== undefined && previous !== sink) previous.close?.();
     // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
     const token = randomBytes(12).toString('base64url');
     const announced = { token, confirmed: this.deps.bus === undefined };
@@ -1355,14 +1399,14 @@ export class SessionEngine {
     // to later ones for good: after a while it counts as delivered.
     if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
     // Upstream sessions attached on this replica forward their notifications to it.
-    this.listenUpstreams(live, true);
+    this.updateListening(live);
     for (const upstreamId of Object.keys(record.upstreams)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
     return () => {
       if (live.standalone === sink) {
         live.standalone = undefined;
         live.standaloneToken = undefined;
-        this.listenUpstreams(live, false);
         this.deps.bus?.broadcast({ type: 'standalone-detached', sessionId: record.id, token });
+        this.updateListening(live);
       }
     };
   }
@@ -1370,11 +1414,11 @@ export class SessionEngine {
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
   private standaloneAnnounced(sessionId: string, token: string): void {
     const live = this.live.get(sessionId);
-    // The agent listens on another replica: upstream sessions here still in their first wait (`firstListenMs`) let
-    // their streams go now, so that replica gets the upstream's one stream (SDK servers allow one a session).
-    if (live !== undefined && live.standalone === undefined) this.listenUpstreams(live, false);
-    const ours = live?.standaloneToken;
-    if (!live?.standalone || ours === undefined) return;
+    if (live === undefined) return;
+    // Someone listens: the upstream sessions here listen too (one of the replicas gets each upstream's stream).
+    this.updateListening(live);
+    const ours = live.standaloneToken;
+    if (!live.standalone || ours === undefined) return;
     if (token === ours.token) {
       ours.confirmed = true;
       return;
@@ -1384,9 +1428,8 @@ export class SessionEngine {
     const stream = live.standalone;
     live.standalone = undefined;
     live.standaloneToken = undefined;
-    // At once: the upstream may allow one such stream a session (SDK servers answer a second GET 409), and the replica
-    // now holding the agent's wants it.
-    this.listenUpstreams(live, false);
+    // The upstreams' streams held here stay (the agent listens on the other replica: `shouldListen`), and what comes
+    // on them goes there over the bus.
     stream.close?.();
   }
 
@@ -1442,13 +1485,28 @@ export class SessionEngine {
         if (!Array.isArray(message.streams)) return;
         const now = Date.now();
         for (const held of message.streams) {
-          if (Array.isArray(held) && typeof held[0] === 'string' && typeof held[1] === 'string') this.listeners.announced(held[0], held[1], now);
+          if (!Array.isArray(held) || typeof held[0] !== 'string' || typeof held[1] !== 'string') continue;
+          const known = this.listeners.listens(held[0], now);
+          this.listeners.announced(held[0], held[1], now);
+          // A stream this replica had not heard of (it started later, or the attach was lost): its sessions here listen.
+          const live = known ? undefined : this.live.get(held[0]);
+          if (live !== undefined) this.updateListening(live);
         }
         return;
       }
-      case 'standalone-detached':
-        if (typeof message.token === 'string' && typeof message.sessionId === 'string') this.listeners.detached(message.sessionId, message.token);
+      case 'standalone-detached': {
+        if (typeof message.token !== 'string' || typeof message.sessionId !== 'string') return;
+        this.listeners.detached(message.sessionId, message.token);
+        const live = this.live.get(message.sessionId);
+        if (live !== undefined) this.updateListening(live);
         return;
+      }
+      case 'upstreams-released': {
+        // Held elsewhere until now, the upstreams' streams may be free: the agent's replica asks for them at once.
+        const live = typeof message.sessionId === 'string' ? this.live.get(message.sessionId) : undefined;
+        if (live?.standalone !== undefined) this.listenAgain(live);
+        return;
+      }
       case 'task-ended': {
         const live = this.live.get(message.sessionId);
         if (live !== undefined && typeof message.taskId === 'string') this.endTaskSlots(live, message.taskId, false);
@@ -2748,6 +2806,13 @@ export class SessionEngine {
     }
     if (added === undefined) return false;
     live.record = { ...live.record, upstreams: { ...live.record.upstreams, ...added } };
+    // An agent listening here hears the upstreams joined elsewhere from here too, as it hears the others (opened after
+    // the caller is done: a join under way here sets its own session right after this).
+    if (live.standalone !== undefined) {
+      setImmediate(() => {
+        if (this.live.get(live.record.id) === live && live.standalone !== undefined) this.listenAgain(live);
+      });
+    }
     return true;
   }
 
@@ -3626,27 +3691,48 @@ export class SessionEngine {
       this.dropUpstream(live, config.id, session);
       if (current && this.mayReopen(live, config.id)) this.reopenForListener(live, config.id, 0);
     });
-    // What the upstream sends outside requests is only wanted while the agent listens, and it comes to the replica
-    // whose upstream session listens: the one holding the agent's stream (`listenUpstreams`). A session just opened
-    // also listens until the agent has had time to open its stream.
-    const firstMs = opened ? (this.deps.options.firstListenMs ?? FIRST_LISTEN_MS) : 0;
-    session.listen?.(live.standalone !== undefined || firstMs > 0);
-    if (firstMs > 0 && session.listen !== undefined) {
-      setTimeout(() => {
-        if (live.standalone === undefined) session.listen?.(false);
-      }, firstMs).unref();
+    // What the upstream sends outside requests is only wanted while the agent listens (`shouldListen`). A session
+    // just opened also listens until the agent has had time to open its stream.
+    if (session.listen !== undefined) {
+      const firstMs = opened ? (this.deps.options.firstListenMs ?? FIRST_LISTEN_MS) : 0;
+      if (firstMs > 0) this.listenFirst(live, firstMs);
+      session.listen(this.shouldListen(live));
     }
     return session;
   }
 
+  /** Upstream sessions of the session listen for at least `ms` from now (`firstListenMs`), whoever listens. */
+  private listenFirst(live: LiveSession, ms: number): void {
+    const until = Date.now() + ms;
+    if (until <= live.firstListenUntil) return;
+    live.firstListenUntil = until;
+    if (live.firstListenTimer !== undefined) clearTimeout(live.firstListenTimer);
+    live.firstListenTimer = setTimeout(() => {
+      live.firstListenTimer = undefined;
+      // Over, whatever the clock says (a timer may fire a millisecond before `Date.now()` reaches the end: the window
+      // would then never close). A later window replaced this timer.
+      live.firstListenUntil = 0;
+      if (this.live.get(live.record.id) === live) this.updateListening(live);
+    }, ms);
+    live.firstListenTimer.unref();
+  }
+
+  /** Stops the first-listen timer of a session leaving this replica (it held the session 30 s past its end). */
+  private stopFirstListen(live: LiveSession): void {
+    if (live.firstListenTimer !== undefined) clearTimeout(live.firstListenTimer);
+    live.firstListenTimer = undefined;
+  }
+
   /**
-   * Upstream sessions held here listen for their messages outside requests (a Streamable HTTP upstream's GET stream)
-   * while the agent's standalone stream is here, and stop when it goes (ended, parked past its wait, or taken over by
-   * another replica's). Before, every replica that served a session held a GET per upstream whether or not anyone
-   * listened: a socket per session, upstream and replica, outside the pool's bound (ADR 0007).
+   * The agent listens here: every upstream of the session listens from this replica, those it holds asked for their
+   * streams again at once (one another replica held may be free now), those it does not hold opened (joined through
+   * another replica, or let go here).
    */
-  private listenUpstreams(live: LiveSession, on: boolean): void {
-    for (const { current } of live.upstreams.values()) current?.listen?.(on);
+  private listenAgain(live: LiveSession): void {
+    for (const { current } of live.upstreams.values()) current?.listen?.(true);
+    for (const upstreamId of Object.keys(live.record.upstreams)) {
+      if (!live.upstreams.has(upstreamId)) void this.upstream(live, upstreamId, 'standalone').catch(() => undefined);
+    }
   }
 
   /**
@@ -3701,6 +3787,8 @@ export class SessionEngine {
       routesWalkedAt: undefined,
       standalone: undefined,
       standaloneToken: undefined,
+      firstListenUntil: 0,
+      firstListenTimer: undefined,
       forgottenUpstreams: new Map(),
       renewedAt: new Map(),
       rootsNotice: undefined,
@@ -3737,10 +3825,14 @@ export class SessionEngine {
 
   /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
   private release(live: LiveSession): void {
+    this.stopFirstListen(live);
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
     this.dropRelayed(live);
     for (const { config, session } of live.upstreams.values()) this.retire(config, session);
+    // Their streams may have been the upstreams' one (relayed over the bus): the agent's replica asks for them now.
+    const listened = live.standalone === undefined && this.listeners.listens(live.record.id, Date.now()) && [...live.upstreams.values()].some((entry) => entry.current?.listen !== undefined);
+    if (listened) this.deps.bus?.broadcast({ type: 'upstreams-released', sessionId: live.record.id });
   }
 
   /**
@@ -3895,6 +3987,7 @@ export class SessionEngine {
     this.deps.sessions.forget?.(record.id);
     if (live) {
       this.dropPages(live);
+      this.stopFirstListen(live);
       this.dropRelayed(live);
       for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();

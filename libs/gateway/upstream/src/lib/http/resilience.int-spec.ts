@@ -637,6 +637,33 @@ describe('connector resilience and network policy', () => {
       await session.close();
     }, 10_000);
 
+    it('is asked for again at once, not after the backoff, when told to listen while waiting out a 409', async () => {
+      let free = false;
+      let gets = 0;
+      const server = await streamableServer((_req, res) => {
+        gets += 1;
+        if (!free) {
+          res.writeHead(409, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","error":{"code":-32000,"message":"Conflict"},"id":null}');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
+      });
+      servers.push(server);
+      // A backoff far longer than the test: only the second `listen(true)` can bring the stream.
+      const session = await connector({ standaloneBackoffMs: { initial: 60_000, max: 60_000 } }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      const seen: string[] = [];
+      session.onNotification((notification) => seen.push(notification.method));
+      session.listen?.(true);
+      await waitFor(() => gets === 1, 5_000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      free = true; // the replica that held the session's one stream let it go
+      session.listen?.(true);
+      await waitFor(() => seen.length > 0, 5_000);
+      expect(gets).toBe(2);
+      await session.close();
+    }, 10_000);
+
     it('is given up on a refusal that asking again will not change (401), said once', async () => {
       let gets = 0;
       const server = await streamableServer((_req, res) => {

@@ -306,11 +306,20 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   /**
    * The standalone GET stream is held only while someone listens for what it carries (the engine: while the agent
-   * listens on this replica). Held for every session whether or not its agent listened, it took a socket of the
-   * upstream's per session and replica, outside the pool's bound (ADR 0007). Stopped, it is asked for again with the
-   * last event id it saw, so an upstream that keeps its events replays what came meanwhile.
+   * listens). Held for every session whether or not its agent listened, it took a socket of the upstream's per session
+   * and replica, outside the pool's bound (ADR 0007). Stopped, it is asked for again with the last event id it saw, so
+   * an upstream that keeps its events replays what came meanwhile. `listen(true)` while waiting out a 409 asks again
+   * at once.
    */
   listen(on: boolean): void {
+    if (on && this.listening && this.standaloneConflicts > 0 && this.standaloneTimer !== undefined) {
+      // Waiting out a 409 (another holder of the session had its one stream), and told it may be free now: asked at once.
+      clearTimeout(this.standaloneTimer);
+      this.standaloneTimer = undefined;
+      this.standaloneState = 'none';
+      this.openStandaloneStream();
+      return;
+    }
     if (on === this.listening) return;
     this.listening = on;
     if (on) {
