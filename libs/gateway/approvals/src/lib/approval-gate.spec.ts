@@ -1,4 +1,4 @@
-import { NO_STREAM, type RequestInfo } from '@portcullis/gateway/core';
+import { composeHooks, credentialsAfterApproval, NO_STREAM, type RequestHooks, type RequestInfo } from '@portcullis/gateway/core';
 import type { SessionRecord, UpstreamConfig } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { REDACTED } from '@portcullis/shared/util-redact';
@@ -38,7 +38,10 @@ class RecordingStore implements ApprovalStore {
   async renew(): Promise<void> {
     // Leases are not looked at here.
   }
-  async consume(): Promise<boolean> {
+  /** The approvals marked used (`consumedAt`: "when the approved call was executed"). */
+  readonly consumed: string[] = [];
+  async consume(_tenantId: string, id: string): Promise<boolean> {
+    this.consumed.push(id);
     return true;
   }
   async close(): Promise<boolean> {
@@ -130,5 +133,41 @@ describe('HeldCallGate (recording store)', () => {
       { kind: 'prompt', method: 'completion/complete', tool: 'delete_all' },
       { kind: 'resource', method: 'resources/subscribe', tool: 'file:///srv/log' },
     ]);
+  });
+  it('refuses to hold arguments it could not show the approver as they would run: a NUL in a key or a value, a number JSON cannot carry', async () => {
+    const { store, gate } = recordingGate();
+    const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 4 };
+    const hold = (args: Record<string, unknown>) =>
+      gate.hold({ record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'run_sql' }, arguments: args }, decision, NO_STREAM, new AbortController().signal);
+    // Stored, NUL becomes U+FFFD: these two keys became one, and the approver was shown only `SELECT 1`.
+    await expect(hold({ 'sql\u0000': 'DROP TABLE users', 'sql\uFFFD': 'SELECT 1' })).rejects.toMatchObject({ rpcCode: -32602, message: expect.stringContaining('NUL') });
+    await expect(hold({ sql: 'SELECT 1\u0000; DROP TABLE users' })).rejects.toMatchObject({ rpcCode: -32602, message: expect.stringContaining('NUL') });
+    await expect(hold({ nested: [{ limit: Number.POSITIVE_INFINITY }] })).rejects.toMatchObject({ rpcCode: -32602, message: expect.stringContaining('number too large') });
+    expect(store.created).toEqual([]);
+    await gate.close();
+  });
+
+  it('marks an approval used only once every check after the wait let the call through', async () => {
+    const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 4 };
+    const info: RequestInfo = { record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'rm' }, arguments: { path: '/x' }, credentialId: '019a0000-0000-7000-8000-0000000000ee' };
+    // As data-plane.ts composes them: the policy's decision, the hold, then the credential check after the wait.
+    const run = async (keyStillValid: boolean) => {
+      const { store, gate } = recordingGate();
+      const policy: RequestHooks = { admit: () => decision };
+      const hold: RequestHooks = { admit: (request, sink, signal, prior) => (prior?.approvalId === undefined ? gate.hold(request, decision, sink, signal) : undefined) };
+      const hooks = composeHooks([policy, hold, credentialsAfterApproval({ stillValid: () => keyStillValid })]);
+      const verdict = Promise.resolve(hooks.admit?.(info, NO_STREAM, new AbortController().signal)).then(
+        (admission) => admission?.approvalId,
+        (error: { data?: { reason?: string } }) => error.data?.reason,
+      );
+      await store.recordedOne;
+      await gate.checkAll();
+      const outcome = await verdict;
+      await gate.close();
+      return { outcome, consumed: store.consumed };
+    };
+    // The key was revoked while the call waited: refused, and the approval not recorded as executed (it was before).
+    expect(await run(false)).toEqual({ outcome: 'credential_no_longer_valid', consumed: [] });
+    expect(await run(true)).toEqual({ outcome: APPROVAL, consumed: [APPROVAL] });
   });
 });

@@ -86,6 +86,24 @@ function nestedDeeperThan(value: unknown, max: number): boolean {
 }
 
 /**
+ * Why arguments cannot be shown to an approver exactly as they would run, or undefined when they can. Postgres keeps
+ * no NUL in text, so the stored copy has U+FFFD in its place: in a key, two keys that differ only there become one,
+ * and the approver is shown fewer arguments than would run (`{"sql\u0000": "DROP …", "sql\uFFFD": "SELECT 1"}` showed
+ * only the second); in a value, what an upstream that stops at NUL reads is not what is shown. A number JSON cannot
+ * carry (`1e999` parses as Infinity) has no canonical form to bind a decision to. Depth is bounded by the caller.
+ */
+function unreviewableArguments(value: unknown): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? 'they hold a NUL character, which cannot be stored for review' : undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : 'they hold a number too large to record';
+  if (typeof value !== 'object' || value === null) return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const problem = unreviewableArguments(key) ?? unreviewableArguments(item);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
+
+/**
  * Holds calls that need a human's approval (the policy's `require_approval`). Each held call gets an Approval row;
  * the call waits in memory on the replica that holds it until the row is decided through the control plane (on any
  * replica), it expires, or the agent cancels. The control plane announces decisions on `CHANGE_CHANNELS.approvals`
@@ -145,6 +163,10 @@ export class HeldCallGate implements ApprovalGate {
     if (nestedDeeperThan(info.arguments, MAX_REVIEW_DEPTH)) {
       // Hashing recurses: arguments nested thousands deep overflow the stack. The caller's mistake.
       throw new GatewayRequestError(-32602, 'This call needs a human approval, and its arguments cannot be recorded for review (nested too deeply)', undefined, 'denied');
+    }
+    const unreviewable = unreviewableArguments(info.arguments);
+    if (unreviewable !== undefined) {
+      throw new GatewayRequestError(-32602, `This call needs a human approval, and its arguments cannot be recorded for review (${unreviewable})`, undefined, 'denied');
     }
     try {
       hash = argumentsHash(info.arguments);
@@ -347,17 +369,21 @@ export class HeldCallGate implements ApprovalGate {
             'denied',
           );
         }
-        let consumed: boolean;
-        try {
-          consumed = await this.track(this.options.store.consume(tenant, id, new Date(this.now())));
-        } catch (error) {
-          this.options.logger.error({ ...log, err: error }, 'approved call not confirmed; it fails');
-          throw new GatewayRequestError(APPROVAL_RPC.UNAVAILABLE, 'The call was approved but the approval could not be confirmed right now; try again later', { approvalId: id }, 'error');
-        }
-        if (!consumed) {
-          throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval was already used', { approvalId: id, reason: 'approval_used' }, 'denied');
-        }
-        this.options.logger.info({ ...log, edited: state.editedArguments !== null }, 'held call approved');
+        // Used (`consumedAt`, "executed") only once every check after the wait let the call through (`confirm`): one
+        // refused then (its key revoked meanwhile, the tool changed) ran nothing, and its approval stays unused.
+        const confirm = async (): Promise<void> => {
+          let consumed: boolean;
+          try {
+            consumed = await this.track(this.options.store.consume(tenant, id, new Date(this.now())));
+          } catch (error) {
+            this.options.logger.error({ ...log, err: error }, 'approved call not confirmed; it fails');
+            throw new GatewayRequestError(APPROVAL_RPC.UNAVAILABLE, 'The call was approved but the approval could not be confirmed right now; try again later', { approvalId: id }, 'error');
+          }
+          if (!consumed) {
+            throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval was already used', { approvalId: id, reason: 'approval_used' }, 'denied');
+          }
+          this.options.logger.info({ ...log, edited: state.editedArguments !== null }, 'held call approved');
+        };
         return {
           decision: 'require_approval',
           reason: decision.reason,
@@ -365,6 +391,7 @@ export class HeldCallGate implements ApprovalGate {
           snapshotVersion: decision.snapshotVersion,
           approvalId: id,
           ...(state.editedArguments ? { arguments: state.editedArguments } : {}),
+          confirm,
         };
       }
       case 'denied': {
