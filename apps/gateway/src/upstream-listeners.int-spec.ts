@@ -93,7 +93,7 @@ describe('upstream GET streams follow the agent\'s', () => {
     expect(upstream.getStreams.open).toBe(1);
 
     // The agent's stream moves to B: A's upstream GET stays (the upstream allows one a session; B's is refused 409),
-    // and what comes on it reaches the agent on B over the bus (\`takeover.int-spec.ts\`).
+    // and what comes on it reaches the agent on B over the bus (next test).
     const beforeMove = upstream.getStreams.answered;
     const onB = await listenOn(gatewayB, id);
     await sleep(1_500);
@@ -111,11 +111,38 @@ describe('upstream GET streams follow the agent\'s', () => {
     const client = new Client({ name: 'listener-spec', version: '1.0.0' });
     let changes = 0;
     client.setNotificationHandler(ToolListChangedNotificationSchema, () => void (changes += 1));
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+    const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
+    await client.connect(transport);
     await waitFor(() => upstream.getStreams.open === 1, { timeoutMs: 5_000, description: 'the SDK client\'s upstream GET' });
     await client.callTool({ name: 'rec__grow', arguments: {} });
     await waitFor(() => changes === 1, { timeoutMs: 5_000, description: 'tools/list_changed from the upstream' });
     expect((await client.listTools()).tools.map((tool) => tool.name)).toContain('rec__grown_1');
+    await transport.terminateSession();
     await client.close();
+    await waitFor(() => upstream.getStreams.open === 0, { timeoutMs: 5_000, description: 'the upstream GET closed with the SDK client\'s session' });
+  }, 30_000);
+  it('tells the agent of an upstream change made just after its stream moved to the other replica', async () => {
+    const id = await sessionOn(gatewayA);
+    await echo(gatewayB, id, 'b'); // B holds an upstream session of it too
+    const onA = await listenOn(gatewayA, id);
+    await waitFor(() => upstream.getStreams.open === 1, { timeoutMs: 5_000, description: 'A holds the upstream GET' });
+    const onB = await listenOn(gatewayB, id); // the agent reconnects through the load balancer, to B
+    await sleep(150);
+    expect(await messageOf(await postInSession(gatewayB, tenant.slug, key, id, { id: 3, method: 'tools/call', params: { name: 'rec__grow', arguments: {} } }))).toMatchObject({ result: { content: [{ text: 'grown 1' }] } });
+    // A review caught a first version that moved the upstream's GET with the agent's: B's was refused 409 while A's was
+    // still open, and the change, sent during B's backoff, reached nobody.
+    await waitFor(() => onB.text().includes('notifications/tools/list_changed'), { timeoutMs: 5_000, description: 'the list change on B' });
+    expect(onA.text()).not.toContain('notifications/tools/list_changed');
+    onA.close();
+    onB.close();
+  }, 30_000);
+
+  it('tells an agent that initialized on one replica and listens on the other of a change during its first call', async () => {
+    const id = await sessionOn(gatewayB); // B's new upstream session holds the GET for its first wait
+    const onA = await listenOn(gatewayA, id); // the agent opens its stream right after initialize, on A
+    await sleep(150);
+    expect(await messageOf(await postInSession(gatewayA, tenant.slug, key, id, { id: 3, method: 'tools/call', params: { name: 'rec__grow', arguments: {} } }))).toMatchObject({ result: { content: [{ text: 'grown 1' }] } });
+    await waitFor(() => onA.text().includes('notifications/tools/list_changed'), { timeoutMs: 5_000, description: 'the list change on A' });
+    onA.close();
   }, 30_000);
 });

@@ -76,8 +76,11 @@ export async function openStandaloneStream(gateway: TestGateway, tenantSlug: str
   return listenInSession(gateway, tenantSlug, key, init.headers.get('mcp-session-id') ?? '');
 }
 
-/** The standalone GET stream of session `sessionId` on `gateway` (it must open), as `openStandaloneStream` gives it. */
-export async function listenInSession(gateway: TestGateway, tenantSlug: string, key: string, sessionId: string): Promise<{ endedAt: () => number | undefined; close: () => void }> {
+/**
+ * The standalone GET stream of session `sessionId` on `gateway` (it must open), as `openStandaloneStream` gives it,
+ * and `text()`: what it carried so far.
+ */
+export async function listenInSession(gateway: TestGateway, tenantSlug: string, key: string, sessionId: string): Promise<{ endedAt: () => number | undefined; close: () => void; text: () => string }> {
   const controller = new AbortController();
   const stream = await fetch(`${gateway.url}/t/${tenantSlug}/mcp`, {
     headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' },
@@ -85,16 +88,18 @@ export async function listenInSession(gateway: TestGateway, tenantSlug: string, 
   });
   if (stream.status !== 200) throw new Error(`the standalone GET answered ${stream.status}`);
   let endedAt: number | undefined;
+  let text = '';
   void (async () => {
     const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
     try {
-      while (!(await reader.read()).done);
+      for (let read = await reader.read(); !read.done; read = await reader.read()) text += decoder.decode(read.value, { stream: true });
     } catch {
       // aborted by the test
     }
     endedAt = Date.now();
   })();
-  return { endedAt: () => endedAt, close: () => controller.abort() };
+  return { endedAt: () => endedAt, close: () => controller.abort(), text: () => text };
 }
 
 export const demoDist = path.resolve(__dirname, '../../../../dist/apps/demo-upstreams');

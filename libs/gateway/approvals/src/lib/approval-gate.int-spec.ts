@@ -102,16 +102,11 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
-  it('records arguments with NUL characters (Postgres refuses NUL) and binds the decision to the originals', async () => {
+  it('refuses to hold arguments with a NUL (Postgres keeps none: the approver would be shown other arguments), recording nothing', async () => {
     const g = gate();
-    const args = { path: '/srv/a\u0000b', 'k\u0000': 1, n: Math.random() };
-    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
-    const id = await pendingId(argumentsHash(args));
-    const row = await system.approval.findUniqueOrThrow({ where: { id }, select: { arguments: true } });
-    expect(row.arguments).toMatchObject({ path: '/srv/a\uFFFDb', 'k\uFFFD': 1 });
-    await system.approval.update({ where: { id }, data: { status: 'approved' } });
-    g.onDecided(tenant.id);
-    await expect(held).resolves.toMatchObject({ approvalId: id });
+    const args = { path: '/srv/a\u0000b', n: Math.random() };
+    await expect(g.hold(info(args), decision, sink(), new AbortController().signal)).rejects.toMatchObject({ rpcCode: -32602 });
+    expect(await system.approval.count({ where: { tenantId: tenant.id, argumentsHash: argumentsHash(args) } })).toBe(0);
     await g.close();
   });
 
@@ -173,8 +168,13 @@ describe('HeldCallGate', () => {
     const id = await pendingId(argumentsHash(args));
     // Approved with edits, and no notice: the expiry timer finds the decision.
     await system.approval.update({ where: { id }, data: { status: 'approved', editedArguments: { path: '/srv/safe' } } });
-    await expect(held).resolves.toMatchObject({ approvalId: id, arguments: { path: '/srv/safe' } });
+    const admitted = await held;
+    expect(admitted).toMatchObject({ approvalId: id, arguments: { path: '/srv/safe' } });
+    // Used once the engine runs it (`confirm`, after the checks that follow the wait).
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).toBeNull();
+    await admitted.confirm?.();
     expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).not.toBeNull();
+    await expect(admitted.confirm?.()).rejects.toMatchObject({ data: { reason: 'approval_used' } });
     await g.close();
   });
 

@@ -156,8 +156,12 @@ describe('HeldCallGate (recording store)', () => {
       const policy: RequestHooks = { admit: () => decision };
       const hold: RequestHooks = { admit: (request, sink, signal, prior) => (prior?.approvalId === undefined ? gate.hold(request, decision, sink, signal) : undefined) };
       const hooks = composeHooks([policy, hold, credentialsAfterApproval({ stillValid: () => keyStillValid })]);
-      const verdict = Promise.resolve(hooks.admit?.(info, NO_STREAM, new AbortController().signal)).then(
-        (admission) => admission?.approvalId,
+      // The engine runs `confirm` once every hook admitted the call, right before it runs.
+      const verdict = Promise.resolve(hooks.admit?.(info, NO_STREAM, new AbortController().signal, undefined)).then(
+        async (admission) => {
+          await admission?.confirm?.();
+          return admission?.approvalId;
+        },
         (error: { data?: { reason?: string } }) => error.data?.reason,
       );
       await store.recordedOne;

@@ -1654,11 +1654,13 @@ export class SessionEngine {
       admitted = true;
       if (!hooks?.admit) return undefined;
       const verdict = hooks.admit(info, sink, controller.signal, undefined);
-      if (!(verdict instanceof Promise)) return (admission = verdict);
+      if (!(verdict instanceof Promise) && verdict?.confirm === undefined) return (admission = verdict);
       admission = await verdict;
       admittedAt = Date.now();
       // The session ended (a DELETE here or elsewhere, expiry) while the hooks decided: the request ends with it.
       if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
+      // Nothing refuses the request after this (callers check its shape before the hooks): an approval is used here.
+      await admission?.confirm?.();
       return admission;
     };
     let retained = false;
@@ -1818,15 +1820,16 @@ export class SessionEngine {
         // policy conditions, the approval's copy and the audit row saw no arguments at all.
         if (given !== undefined && given !== null && !isObject(given)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'arguments must be an object');
         const args = isObject(given) ? given : undefined;
+        // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation; so the
+        // gateway does where it offered none (initialize told the agent so, even if a task-capable upstream joined
+        // since), and it sends none to an upstream that did not declare task-augmented tool calls (MCP: a requestor
+        // MUST NOT). Checked before the hooks: an approved call refused after the wait would leave its approval used.
+        const tasked = kind === 'tool' && params['task'] !== undefined && this.takesToolTasks(live.record, target.upstreamId);
+        if (tasked && !isObject(params['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
         const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
         if (kind === 'tool' && forwarded['task'] !== undefined) {
-          // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation; so the
-          // gateway does where it offered none (initialize told the agent so, even if a task-capable upstream joined
-          // since), and it sends none to an upstream that did not declare task-augmented tool calls (MCP: a requestor
-          // MUST NOT).
-          if (!this.takesToolTasks(live.record, target.upstreamId)) delete forwarded['task'];
-          else if (!isObject(forwarded['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
+          if (!tasked) delete forwarded['task'];
           else {
             // Messages about the new task may come with the answer that creates it: they wait until its id is recorded.
             let adopted: (task: TaskContext | undefined) => void = () => undefined;

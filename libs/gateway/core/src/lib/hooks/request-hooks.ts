@@ -58,9 +58,10 @@ export interface Admission {
   /** Called once when the request has finished, whatever the outcome (releases a concurrency slot, ...). */
   readonly release?: () => void;
   /**
-   * Called once every hook has admitted the request, before it runs: a rejection refuses it after all. The approval
-   * gate marks the approval used here, so an approved call that a later check refuses (the key revoked during the
-   * wait, the tool's definition changed) is not recorded as executed.
+   * Called once by the engine right before the request runs, after every hook admitted it and the engine's own last
+   * checks passed: a rejection refuses it after all. The approval gate marks the approval used here, so an approved
+   * call refused after the wait (the key revoked meanwhile, the tool's definition changed, the session ended) is not
+   * recorded as executed.
    */
   readonly confirm?: () => Promise<void>;
 }
@@ -221,14 +222,12 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
           return continueAsync(admitters.slice(index + 1), verdict, merged, info, sink, signal);
         merged = merge(merged, verdict);
       }
-      let checked: Admission | undefined;
       try {
-        checked = approvedIfNeeded(merged);
+        return approvedIfNeeded(merged);
       } catch (error) {
         merged?.release?.();
         throw error;
       }
-      return checked?.confirm === undefined ? checked : confirmed(checked);
     };
   }
   if (filters.length > 0) {
@@ -311,22 +310,9 @@ async function continueAsync(
       const verdict = admit(info, sink, signal, merged);
       merged = merge(merged, verdict instanceof Promise ? await verdict : verdict);
     }
-    const checked = approvedIfNeeded(merged);
-    if (checked?.confirm !== undefined) await checked.confirm();
-    return checked;
+    return approvedIfNeeded(merged);
   } catch (error) {
     merged?.release?.();
     throw error;
   }
-}
-
-/** `admission` once its `confirm` resolved; what it admitted is released if that refuses. */
-async function confirmed(admission: Admission): Promise<Admission> {
-  try {
-    await admission.confirm?.();
-  } catch (error) {
-    admission.release?.();
-    throw error;
-  }
-  return admission;
 }

@@ -664,6 +664,37 @@ describe('connector resilience and network policy', () => {
       await session.close();
     }, 10_000);
 
+    it('opens no second GET beside one under way when told to listen again, and leaves none open once nobody listens', async () => {
+      let gets = 0;
+      let open = 0;
+      const server = await streamableServer((req, res) => {
+        gets += 1;
+        if (gets === 1) {
+          res.writeHead(409, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","error":{"code":-32000,"message":"Conflict"},"id":null}');
+          return;
+        }
+        // Answered a little later (an upstream under load), then held open.
+        open += 1;
+        req.on('close', () => (open -= 1));
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(': open\n\n');
+        }, 300);
+      });
+      const session = await fastSessionOn(server);
+      session.onNotification(() => undefined);
+      session.listen?.(true);
+      // The 409, then the reconnect after the backoff: a GET under way when the engine says again that someone listens.
+      await waitFor(() => gets === 2, 5_000);
+      session.listen?.(true);
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      // A review caught a first version that sent a second GET here and lost the handle of the first (never closed).
+      expect(gets).toBe(2);
+      session.listen?.(false);
+      await waitFor(() => open === 0, 5_000);
+      await session.close();
+    }, 10_000);
+
     it('is given up on a refusal that asking again will not change (401), said once', async () => {
       let gets = 0;
       const server = await streamableServer((_req, res) => {

@@ -312,7 +312,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
    * at once.
    */
   listen(on: boolean): void {
-    if (on && this.listening && this.standaloneConflicts > 0 && this.standaloneTimer !== undefined) {
+    if (on && this.listening && this.standaloneConflicts > 0 && this.standaloneTimer !== undefined && this.standaloneState === 'none') {
       // Waiting out a 409 (another holder of the session had its one stream), and told it may be free now: asked at once.
       clearTimeout(this.standaloneTimer);
       this.standaloneTimer = undefined;
@@ -619,7 +619,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       this.standaloneRetries = 0;
       this.standaloneState = 'none';
       const delay = Math.min(Math.max(this.standaloneRetryMs ?? 0, MIN_STANDALONE_POLL_MS), MAX_RESUME_DELAY_MS);
-      this.standaloneTimer = setTimeout(() => this.openStandaloneStream(), delay);
+      this.standaloneTimer = setTimeout(() => {
+        this.standaloneTimer = undefined;
+        this.openStandaloneStream();
+      }, delay);
       this.standaloneTimer.unref();
       return;
     }
@@ -632,10 +635,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       this.ctx.logger.warn(logFields(this.ctx.config), 'upstream standalone stream keeps failing; still reconnecting, at most a minute apart');
     }
     this.standaloneState = 'none';
-    this.standaloneTimer = setTimeout(
-      () => this.openStandaloneStream(),
-      this.standaloneBackoff(),
-    );
+    this.standaloneTimer = setTimeout(() => {
+      this.standaloneTimer = undefined;
+      this.openStandaloneStream();
+    }, this.standaloneBackoff());
     this.standaloneTimer.unref();
   }
 }

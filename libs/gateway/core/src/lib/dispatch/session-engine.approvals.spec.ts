@@ -1,0 +1,104 @@
+import { createLogger } from '@portcullis/shared/util-logger';
+import { MemoryTaskRouteStore, type Principal } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
+import { composeHooks, type Admission, type RequestHooks } from '../hooks/request-hooks';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { GatewayRequestError, SessionEngine } from './session-engine';
+import { NO_STREAM } from './sinks';
+
+const alice: Principal = { tenantId: 't1', kind: 'agent_client', id: 'alice' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
+
+/**
+ * An engine over one task-capable upstream whose `tools/call`s are held and approved (as the policy and the approval
+ * gate compose: `confirm` marks the approval used, "executed"), with `after` composed after the hold as the checks
+ * after the wait are. What the upstream ran, and how many approvals were used.
+ */
+async function approvedCalls(after: RequestHooks[] = []) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+  const ran: string[] = [];
+  const connector = new FakeConnector({
+    u1: {
+      capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
+      handle: async (method) => {
+        ran.push(method);
+        if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+        return { content: [] };
+      },
+    },
+  });
+  const used = { count: 0 };
+  const hold: RequestHooks = {
+    admit: (info) =>
+      info.method === 'tools/call' ? Promise.resolve<Admission>({ decision: 'require_approval', approvalId: 'approval-1', confirm: async () => void (used.count += 1) }) : undefined,
+  };
+  const engine = new SessionEngine({
+    registry,
+    connector,
+    sessions: new MemorySessionStore(),
+    tasks: new MemoryTaskRouteStore(),
+    hooks: composeHooks([hold, ...after]),
+    logger,
+    options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 },
+  });
+  engines.push(engine);
+  const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+  const record = await engine.session(sessionId ?? '', alice);
+  if (!record) throw new Error('no session');
+  const call = (params: Record<string, unknown>) => engine.request(record, req('tools/call', { name: 'up1__slow', ...params }), NO_STREAM, 'trace');
+  return { call, ran: () => ran.filter((method) => method === 'tools/call').length, used };
+}
+
+describe('SessionEngine: an approval is used only by a call that runs', () => {
+  it('uses the approval of a held call that runs, once', async () => {
+    const { call, ran, used } = await approvedCalls();
+    expect(await call({ arguments: {} })).toMatchObject({ result: { content: [] } });
+    expect({ ran: ran(), used: used.count }).toEqual({ ran: 1, used: 1 });
+  });
+
+  it('leaves it unused when the call is refused after the wait: by a check after the hold, or for its own shape', async () => {
+    const revoked: RequestHooks = {
+      admit: (info) => {
+        if (info.method === 'tools/call') throw new GatewayRequestError(-32001, 'the key was revoked while the call waited', { reason: 'credential_no_longer_valid' }, 'denied');
+        return undefined;
+      },
+    };
+    const refusedLater = await approvedCalls([revoked]);
+    expect(await refusedLater.call({ arguments: {} })).toMatchObject({ error: { data: { reason: 'credential_no_longer_valid' } } });
+    expect({ ran: refusedLater.ran(), used: refusedLater.used.count }).toEqual({ ran: 0, used: 0 });
+
+    // A task augmentation that is not an object: refused before the hooks (it was refused after them, its approval
+    // already recorded as executed: found in review).
+    const malformed = await approvedCalls();
+    expect(await malformed.call({ arguments: {}, task: 'soon' })).toMatchObject({ error: { code: -32602, message: 'task must be an object' } });
+    expect({ ran: malformed.ran(), used: malformed.used.count }).toEqual({ ran: 0, used: 0 });
+  });
+
+  it('refuses the call when its approval cannot be used (already used, store away), running nothing', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const ran: string[] = [];
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async (method) => (ran.push(method), method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] }) } });
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method !== 'tools/call' ? undefined : Promise.resolve<Admission>({
+          decision: 'require_approval',
+          approvalId: 'approval-1',
+          confirm: async () => {
+            throw new GatewayRequestError(-32032, 'The approval was already used', { reason: 'approval_used' }, 'denied');
+          },
+        }),
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    expect(await engine.request(record, req('tools/call', { name: 'up1__rm', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ error: { data: { reason: 'approval_used' } } });
+    expect(ran.filter((method) => method === 'tools/call')).toEqual([]);
+  });
+});
