@@ -170,6 +170,11 @@ export function benchGatewayEnv({ port, adminUrl, redisUrl, queuePrefix, guards 
     DATABASE_SYSTEM_URL: withDatabaseUrl(adminUrl, { user: 'portcullis_system', password: null }),
     REDIS_URL: redisUrl,
     GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
+    // The benches' sessions never listen: their upstream GET streams are not held at all, the state they would reach
+    // 30 s in with the default anyway. With the default, those streams close during the warm-up, and their teardown
+    // left Node's stream functions deoptimised for the rest of the run (+15 k instructions a call, measured:
+    // docs/benchmarks.md, twenty-sixth pass), which is not what a gateway costs a call in a steady state.
+    GATEWAY_UPSTREAM_FIRST_LISTEN_MS: '0',
     GATEWAY_SECRETS_KEYRING: `bench:${randomBytes(32).toString('base64')}`,
     QUEUE_PREFIX: queuePrefix,
     // `guards`: both on (true), both off (false), or each as given ({ audit, rateLimits }).

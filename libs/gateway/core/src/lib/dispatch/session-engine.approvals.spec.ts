@@ -102,3 +102,142 @@ describe('SessionEngine: an approval is used only by a call that runs', () => {
     expect(ran.filter((method) => method === 'tools/call')).toEqual([]);
   });
 });
+
+describe('SessionEngine: an approval is used only once the call can go upstream', () => {
+  it('leaves it unused when the upstream went away during the wait (found in review: it was used, and nothing ran)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const ran: string[] = [];
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async (method) => (ran.push(method), method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] }) },
+    });
+    let consumed = 0;
+    let decide: () => void = () => undefined;
+    let waiting: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (waiting = resolve));
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method !== 'tools/call'
+          ? undefined
+          : new Promise<Admission>((resolve) => {
+              waiting();
+              decide = () => resolve({ decision: 'require_approval', approvalId: 'approval-1', confirm: async () => void (consumed += 1) });
+            }),
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const answer = engine.request(record, req('tools/call', { name: 'up1__rm', arguments: {} }), NO_STREAM, 'trace');
+    await held;
+    // While a person decides (minutes): the upstream session breaks and the upstream cannot be reached.
+    connector.breakSession('u1');
+    connector.down.add('u1');
+    decide();
+    expect(await answer).toMatchObject({ error: {} });
+    expect({ consumed, ran: ran.filter((method) => method === 'tools/call').length }).toEqual({ consumed: 0, ran: 0 });
+  });
+});
+
+describe('SessionEngine: a held call cancelled while its approval is being used', () => {
+  it('is sent and cancelled upstream, not dropped (its approval recorded as executed for nothing, found in review)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const ran: string[] = [];
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          // As the real sessions do: an already-aborted signal sends nothing (streamable-http-session.ts:172).
+          if (options?.signal?.aborted) throw new Error('aborted before sent');
+          ran.push(method);
+          return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
+        },
+      },
+    });
+    let consumed = 0;
+    let confirming: () => void = () => undefined;
+    const inConfirm = new Promise<void>((resolve) => (confirming = resolve));
+    let finishConsume: () => void = () => undefined;
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method !== 'tools/call'
+          ? undefined
+          : Promise.resolve<Admission>({
+              decision: 'require_approval',
+              approvalId: 'approval-1',
+              // The gate's conditional UPDATE ... consumedAt: a Postgres round trip.
+              confirm: async () => {
+                confirming();
+                await new Promise<void>((resolve) => (finishConsume = resolve));
+                consumed += 1;
+              },
+            }),
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const message = req('tools/call', { name: 'up1__rm', arguments: {} });
+    const answer = engine.request(record, message, NO_STREAM, 'trace');
+    await inConfirm;
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: message.id, reason: 'changed my mind' } });
+    finishConsume();
+    await answer;
+    const calls = ran.filter((method) => method === 'tools/call').length;
+    // The approval is recorded as executed (consumedAt) only if the call ran.
+    expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
+  });
+
+  it('whose session ends meanwhile is still handed to its upstream session (the approval is used)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const ran: string[] = [];
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          // As the real sessions do: an already-aborted signal sends nothing (streamable-http-session.ts:172).
+          if (options?.signal?.aborted) throw new Error('aborted before sent');
+          ran.push(method);
+          return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
+        },
+      },
+    });
+    let consumed = 0;
+    let confirming: () => void = () => undefined;
+    const inConfirm = new Promise<void>((resolve) => (confirming = resolve));
+    let finishConsume: () => void = () => undefined;
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method !== 'tools/call'
+          ? undefined
+          : Promise.resolve<Admission>({
+              decision: 'require_approval',
+              approvalId: 'approval-1',
+              // The gate's conditional UPDATE ... consumedAt: a Postgres round trip.
+              confirm: async () => {
+                confirming();
+                await new Promise<void>((resolve) => (finishConsume = resolve));
+                consumed += 1;
+              },
+            }),
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const message = req('tools/call', { name: 'up1__rm', arguments: {} });
+    const answer = engine.request(record, message, NO_STREAM, 'trace');
+    await inConfirm;
+    await engine.end(record, 'trace');
+    finishConsume();
+    await answer;
+    const calls = ran.filter((method) => method === 'tools/call').length;
+    // The approval is recorded as executed (consumedAt) only if the call ran.
+    expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
+  });
+});

@@ -1659,8 +1659,8 @@ export class SessionEngine {
       admittedAt = Date.now();
       // The session ended (a DELETE here or elsewhere, expiry) while the hooks decided: the request ends with it.
       if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
-      // Nothing refuses the request after this (callers check its shape before the hooks): an approval is used here.
-      await admission?.confirm?.();
+      // An approval is used right before the request goes upstream, once its upstream session is at hand (`forward`).
+      if (admission?.confirm !== undefined) this.awaitingConfirm(message, admission.confirm);
       return admission;
     };
     let retained = false;
@@ -1683,6 +1683,8 @@ export class SessionEngine {
       if (controller.aborted && agentCancellations.has(controller.reason as object)) unanswerableResponses.add(response);
       return response;
     } finally {
+      // A held call that never got as far as its upstream: its approval stays unused.
+      if (this.confirmations.size > 0) this.confirmations.delete(message);
       live.inflight.delete(key);
       const left = (this.inflightByPrincipal.get(principal) ?? 1) - 1;
       if (left > 0) this.inflightByPrincipal.set(principal, left);
@@ -2880,6 +2882,23 @@ export class SessionEngine {
 
   // ---------------------------------------------------------------- forwarding and relays
 
+  /** Held calls' approvals to use right before they go upstream (`Admission.confirm`), by the agent's request. */
+  private readonly confirmations = new Map<JsonRpcRequest, () => Promise<void>>();
+
+  private awaitingConfirm(message: JsonRpcRequest, confirm: () => Promise<void>): void {
+    this.confirmations.set(message, confirm);
+  }
+
+  /**
+   * Uses a held call's approval (`confirm`) unless the call ended meanwhile (cancelled by the agent, the session gone):
+   * then it stays unused, and nothing is sent.
+   */
+  private async confirmed(live: LiveSession, signal: CancelSignal, confirm: () => Promise<void>): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
+    await confirm();
+  }
+
   private async forward(
     live: LiveSession,
     upstreamId: string,
@@ -2908,7 +2927,7 @@ export class SessionEngine {
       if (call !== undefined) endWith(call, relays);
       return relays;
     };
-    return this.onUpstream(live, upstreamId, traceId, (session) => {
+    const send = (session: UpstreamSession, callSignal: CancelSignal = signal): Promise<Record<string, unknown>> => {
       // The configuration's current call timeout (read once the session is got: an edit may have changed it), also for
       // a session opened before the edit; `tasks/result` waits longer.
       // Also what the call's log messages are masked with: the configuration this session was opened or kept under,
@@ -2919,7 +2938,7 @@ export class SessionEngine {
       relays = undefined;
       call = undefined;
       call = session.request(message.method, params, {
-        signal,
+        signal: callSignal,
         timeoutMs,
         onNotification: (received) => {
           if (received.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, received.method);
@@ -2967,6 +2986,21 @@ export class SessionEngine {
       });
       if (relays !== undefined) endWith(call, relays);
       return call;
+    };
+    // A held call's approval is used (`Admission.confirm`) only now, with the upstream session at hand: one approved
+    // and then not sent (the upstream unreachable after the wait) stays unused. Once, whatever attempts follow.
+    const confirm = this.confirmations.size > 0 ? this.confirmations.get(message) : undefined;
+    return this.onUpstream(live, upstreamId, traceId, (session) => {
+      if (confirm === undefined || !this.confirmations.delete(message)) return send(session);
+      return this.confirmed(live, signal, confirm).then(() => {
+        if (!signal.aborted) return send(session);
+        // Cancelled while its approval was being used: used, the call goes, and is cancelled upstream at once (as one
+        // cancelled just after it went), rather than leave an approval recorded as executed for a call never sent.
+        const late = new AbortController();
+        const sent = send(session, late.signal);
+        late.abort(signal.reason);
+        return sent;
+      });
     });
   }
 
