@@ -69,9 +69,10 @@ export async function openSession(url, auth) {
  * closes it; the stream's own bytes (keep-alives, notifications) are read and dropped.
  */
 export function listen(url, headers) {
-  const { 'content-type': _type, ...rest } = headers;
+  const getHeaders = { ...headers, accept: 'text/event-stream' };
+  delete getHeaders['content-type'];
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'GET', headers: { ...rest, accept: 'text/event-stream' } }, (res) => {
+    const req = http.request(url, { method: 'GET', headers: getHeaders }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
         reject(new Error(`the standalone GET answered ${res.statusCode}`));
