@@ -141,16 +141,20 @@ describe('SessionEngine: an approval is used only once the call can go upstream'
 });
 
 describe('SessionEngine: a held call cancelled while its approval is being used', () => {
-  it('is sent and cancelled upstream, not dropped (its approval recorded as executed for nothing, found in review)', async () => {
+  it('is sent and runs to its end, not dropped unsent (its approval recorded as executed for nothing, found in review)', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'up1')], () => undefined);
     const ran: string[] = [];
+    // The signals the call went with: aborted right after it went, most transports drop a call still waiting for a
+    // socket (Streamable HTTP) or for its process (stdio), a review found.
+    const sent: ({ readonly aborted: boolean } | undefined)[] = [];
     const connector = new FakeConnector({
       u1: {
         capabilities: { tools: {} },
         handle: async (method, _params, options) => {
           // As the real sessions do: an already-aborted signal sends nothing (streamable-http-session.ts:172).
           if (options?.signal?.aborted) throw new Error('aborted before sent');
+          if (method === 'tools/call') sent.push(options?.signal);
           ran.push(method);
           return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
         },
@@ -189,6 +193,7 @@ describe('SessionEngine: a held call cancelled while its approval is being used'
     const calls = ran.filter((method) => method === 'tools/call').length;
     // The approval is recorded as executed (consumedAt) only if the call ran.
     expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
+    expect(sent.map((signal) => signal?.aborted ?? false)).toEqual([false]);
   });
 
   it('whose session ends meanwhile is still handed to its upstream session (the approval is used)', async () => {
@@ -239,5 +244,47 @@ describe('SessionEngine: a held call cancelled while its approval is being used'
     const calls = ran.filter((method) => method === 'tools/call').length;
     // The approval is recorded as executed (consumedAt) only if the call ran.
     expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
+  });
+});
+
+describe('review: a held task-augmented tools/call cancelled while its upstream session opens', () => {
+  it('never runs upstream without its approval being used (confirm)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const ran: string[] = [];
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {}, tasks: { cancel: {}, requests: { tools: { call: {} } } } },
+        handle: async (method) => {
+          ran.push(method);
+          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+          if (method === 'tools/call') return { task: { taskId: 't-1', status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+          return { taskId: 't-1', status: 'cancelled', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 };
+        },
+      },
+    });
+    let used = 0;
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method === 'tools/call' ? Promise.resolve<Admission>({ decision: 'require_approval', approvalId: 'approval-1', confirm: async () => void (used += 1) }) : undefined,
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    // The upstream session broke during the approval wait; opening the next one takes a moment (a handshake).
+    connector.breakSession('u1');
+    connector.openDelayMs.set('u1', 150);
+    const message = req('tools/call', { name: 'up1__slow', arguments: {}, task: { ttl: 60_000 } });
+    const answer = engine.request(record, message, NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    // The agent gives up (a hang-up or a cancellation aborts the request's controller) while the session opens.
+    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: message.id, reason: 'gone' } });
+    await answer;
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const calls = ran.filter((method) => method === 'tools/call').length;
+    // Either nothing ran, or what ran used its approval: never a call upstream with its approval left unused.
+    expect({ calls, used: calls > 0 ? used : 'n/a' }).toEqual(calls > 0 ? { calls, used: 1 } : { calls: 0, used: 'n/a' });
   });
 });

@@ -2987,20 +2987,19 @@ export class SessionEngine {
       if (relays !== undefined) endWith(call, relays);
       return call;
     };
-    // A held call's approval is used (`Admission.confirm`) only now, with the upstream session at hand: one approved
-    // and then not sent (the upstream unreachable after the wait) stays unused. Once, whatever attempts follow.
-    const confirm = this.confirmations.size > 0 ? this.confirmations.get(message) : undefined;
+    // A held call's approval is used (`Admission.confirm`) only once the upstream session is at hand, right before the
+    // call goes: one approved and then not sent (the upstream unreachable after the wait) stays unused. Taken now, while
+    // the request is surely under way (a task's creation outlives an agent's cancel), and used once, whatever attempts
+    // follow.
+    let confirm = this.confirmations.size > 0 ? this.confirmations.get(message) : undefined;
+    if (confirm !== undefined) this.confirmations.delete(message);
     return this.onUpstream(live, upstreamId, traceId, (session) => {
-      if (confirm === undefined || !this.confirmations.delete(message)) return send(session);
-      return this.confirmed(live, signal, confirm).then(() => {
-        if (!signal.aborted) return send(session);
-        // Cancelled while its approval was being used: used, the call goes, and is cancelled upstream at once (as one
-        // cancelled just after it went), rather than leave an approval recorded as executed for a call never sent.
-        const late = new AbortController();
-        const sent = send(session, late.signal);
-        late.abort(signal.reason);
-        return sent;
-      });
+      if (confirm === undefined) return send(session);
+      const using = confirm;
+      confirm = undefined;
+      // Cancelled while its approval was being used: it is used, so the call goes and runs to its end (its answer is
+      // not sent), as one cancelled a moment after it went may; aborted at once, most transports would drop it unsent.
+      return this.confirmed(live, signal, using).then(() => send(session, signal.aborted ? NOT_CANCELLED : signal));
     });
   }
 
