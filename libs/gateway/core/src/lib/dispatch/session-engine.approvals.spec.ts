@@ -1,5 +1,5 @@
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, type Principal } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, type JsonRpcId, type Principal, type SessionRecord } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { composeHooks, type Admission, type RequestHooks } from '../hooks/request-hooks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
@@ -140,114 +140,76 @@ describe('SessionEngine: an approval is used only once the call can go upstream'
   });
 });
 
-describe('SessionEngine: a held call cancelled while its approval is being used', () => {
-  it('is sent and runs to its end, not dropped unsent (its approval recorded as executed for nothing, found in review)', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
-    const ran: string[] = [];
-    // The signals the call went with: aborted right after it went, most transports drop a call still waiting for a
-    // socket (Streamable HTTP) or for its process (stdio), a review found.
-    const sent: ({ readonly aborted: boolean } | undefined)[] = [];
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          // As the real sessions do: an already-aborted signal sends nothing (streamable-http-session.ts:172).
-          if (options?.signal?.aborted) throw new Error('aborted before sent');
-          if (method === 'tools/call') sent.push(options?.signal);
-          ran.push(method);
-          return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
-        },
+/**
+ * A held `tools/call` whose approval is being marked used (`confirm`, a Postgres round trip in the gate) when `meanwhile`
+ * happens: whether the call ran upstream, with which signals, and whether the approval was used.
+ */
+async function endedWhileConfirming(meanwhile: (engine: SessionEngine, record: SessionRecord, requestId: JsonRpcId) => Promise<void> | void) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+  const ran: string[] = [];
+  // The signals the call went with: aborted right after it went, most transports drop a call still waiting for a socket
+  // (Streamable HTTP) or for its process (stdio), a review found.
+  const sent: ({ readonly aborted: boolean } | undefined)[] = [];
+  const connector = new FakeConnector({
+    u1: {
+      capabilities: { tools: {} },
+      handle: async (method, _params, options) => {
+        // As the real sessions do: an already-aborted signal sends nothing.
+        if (options?.signal?.aborted) throw new Error('aborted before sent');
+        if (method === 'tools/call') sent.push(options?.signal);
+        ran.push(method);
+        return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
       },
-    });
-    let consumed = 0;
-    let confirming: () => void = () => undefined;
-    const inConfirm = new Promise<void>((resolve) => (confirming = resolve));
-    let finishConsume: () => void = () => undefined;
-    const hold: RequestHooks = {
-      admit: (info) =>
-        info.method !== 'tools/call'
-          ? undefined
-          : Promise.resolve<Admission>({
-              decision: 'require_approval',
-              approvalId: 'approval-1',
-              // The gate's conditional UPDATE ... consumedAt: a Postgres round trip.
-              confirm: async () => {
-                confirming();
-                await new Promise<void>((resolve) => (finishConsume = resolve));
-                consumed += 1;
-              },
-            }),
-    };
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', alice);
-    if (!record) throw new Error('no session');
-    const message = req('tools/call', { name: 'up1__rm', arguments: {} });
-    const answer = engine.request(record, message, NO_STREAM, 'trace');
-    await inConfirm;
-    engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: message.id, reason: 'changed my mind' } });
-    finishConsume();
-    await answer;
-    const calls = ran.filter((method) => method === 'tools/call').length;
-    // The approval is recorded as executed (consumedAt) only if the call ran.
-    expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
-    expect(sent.map((signal) => signal?.aborted ?? false)).toEqual([false]);
+    },
+  });
+  let consumed = 0;
+  let confirming: () => void = () => undefined;
+  const inConfirm = new Promise<void>((resolve) => (confirming = resolve));
+  let finishConsume: () => void = () => undefined;
+  const hold: RequestHooks = {
+    admit: (info) =>
+      info.method !== 'tools/call'
+        ? undefined
+        : Promise.resolve<Admission>({
+            decision: 'require_approval',
+            approvalId: 'approval-1',
+            confirm: async () => {
+              confirming();
+              await new Promise<void>((resolve) => (finishConsume = resolve));
+              consumed += 1;
+            },
+          }),
+  };
+  const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
+  engines.push(engine);
+  const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+  const record = await engine.session(sessionId ?? '', alice);
+  if (!record) throw new Error('no session');
+  const message = req('tools/call', { name: 'up1__rm', arguments: {} });
+  const answer = engine.request(record, message, NO_STREAM, 'trace');
+  await inConfirm;
+  await meanwhile(engine, record, message.id);
+  finishConsume();
+  await answer;
+  return { consumed, ran: ran.filter((method) => method === 'tools/call').length, sentAborted: sent.map((signal) => signal?.aborted ?? false) };
+}
+
+describe('SessionEngine: a held call that ends while its approval is being used', () => {
+  it('cancelled by the agent, is sent and runs to its end, not dropped unsent (its approval recorded as executed for nothing, found in review)', async () => {
+    const outcome = await endedWhileConfirming((engine, record, requestId) =>
+      engine.notification(record, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'changed my mind' } }),
+    );
+    expect(outcome).toEqual({ consumed: 1, ran: 1, sentAborted: [false] });
   });
 
-  it('whose session ends meanwhile is still handed to its upstream session (the approval is used)', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
-    const ran: string[] = [];
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          // As the real sessions do: an already-aborted signal sends nothing (streamable-http-session.ts:172).
-          if (options?.signal?.aborted) throw new Error('aborted before sent');
-          ran.push(method);
-          return method === 'tools/list' ? { tools: [{ name: 'rm', inputSchema: { type: 'object' } }] } : { content: [] };
-        },
-      },
-    });
-    let consumed = 0;
-    let confirming: () => void = () => undefined;
-    const inConfirm = new Promise<void>((resolve) => (confirming = resolve));
-    let finishConsume: () => void = () => undefined;
-    const hold: RequestHooks = {
-      admit: (info) =>
-        info.method !== 'tools/call'
-          ? undefined
-          : Promise.resolve<Admission>({
-              decision: 'require_approval',
-              approvalId: 'approval-1',
-              // The gate's conditional UPDATE ... consumedAt: a Postgres round trip.
-              confirm: async () => {
-                confirming();
-                await new Promise<void>((resolve) => (finishConsume = resolve));
-                consumed += 1;
-              },
-            }),
-    };
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: composeHooks([hold]), logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', alice);
-    if (!record) throw new Error('no session');
-    const message = req('tools/call', { name: 'up1__rm', arguments: {} });
-    const answer = engine.request(record, message, NO_STREAM, 'trace');
-    await inConfirm;
-    await engine.end(record, 'trace');
-    finishConsume();
-    await answer;
-    const calls = ran.filter((method) => method === 'tools/call').length;
-    // The approval is recorded as executed (consumedAt) only if the call ran.
-    expect({ consumed, ran: calls }).toEqual({ consumed: 1, ran: 1 });
+  it('whose session ends meanwhile, is still handed to its upstream session (the approval is used)', async () => {
+    const outcome = await endedWhileConfirming((engine, record) => engine.end(record, 'trace'));
+    expect({ consumed: outcome.consumed, ran: outcome.ran }).toEqual({ consumed: 1, ran: 1 });
   });
 });
 
-describe('review: a held task-augmented tools/call cancelled while its upstream session opens', () => {
+describe('SessionEngine: a held task-augmented tools/call cancelled while its upstream session opens', () => {
   it('never runs upstream without its approval being used (confirm)', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'up1')], () => undefined);
