@@ -25,7 +25,7 @@ function agentStream(): MessageSink & { readonly got: unknown[] } {
  * Two replicas (ra, rb) sharing one registry, connector and session store, joined by an in-memory bus that keeps
  * every message broadcast; engine options as given.
  */
-function twoReplicas(connector: FakeConnector, options: { listenerAnnounceMs?: number; firstListenMs?: number } = {}) {
+function twoReplicas(connector: FakeConnector, options: { listenerAnnounceMs?: number; firstListenMs?: number; localIdleMs?: number } = {}) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'files')], () => undefined);
   const sessions = new MemorySessionStore();
@@ -302,5 +302,30 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     const on = new Map<number, boolean>();
     for (const call of connector.listens) if (call.upstreamId === 'u2') on.set(call.session, call.on);
     expect([...on.values()]).toEqual([true, true]);
+  });
+  it('tells the replica the agent listens on when it lets a listened session\'s upstream sessions go', async () => {
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    connector.listenable.add('u1');
+    const { a, b, broadcast } = twoReplicas(connector, { firstListenMs: 0, localIdleMs: 50 });
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await b.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await b.request(record, req('tools/list'), NO_STREAM, 'trace'); // B holds an upstream session (2) of it
+    a.attachStandalone(record, agentStream());
+    expect(connector.listens).toEqual([
+      { upstreamId: 'u1', session: 1, on: true },
+      { upstreamId: 'u1', session: 2, on: true },
+    ]);
+    // B may hold the upstream's one stream (A waiting out 409s): letting it go, B says so, and A asks again at once
+    // (\`listen(true)\` during a 409 wait: resilience.int-spec.ts).
+    await sleep(120);
+    await b.sweepNow(); // idle on B past localIdleMs: released there
+    expect(connector.ended).toContainEqual({ upstreamId: 'u1', how: 'dispose' });
+    expect(broadcast.filter((message) => message.type === 'upstreams-released')).toEqual([{ type: 'upstreams-released', sessionId }]);
+    // Not for a session nobody listens to elsewhere: A's own release says nothing.
+    const quiet = await a.initialize(principal, init(), 'trace');
+    await sleep(120);
+    await a.sweepNow();
+    expect(broadcast.filter((message) => message.type === 'upstreams-released' && message.sessionId === quiet.sessionId)).toEqual([]);
   });
 });

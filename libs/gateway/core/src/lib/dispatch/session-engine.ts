@@ -1660,7 +1660,7 @@ export class SessionEngine {
       // The session ended (a DELETE here or elsewhere, expiry) while the hooks decided: the request ends with it.
       if (this.live.get(live.record.id) !== live) throw new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found');
       // An approval is used right before the request goes upstream, once its upstream session is at hand (`forward`).
-      if (admission?.confirm !== undefined) this.awaitingConfirm(message, admission.confirm);
+      if (admission?.confirm !== undefined) this.confirmations.set(message, admission.confirm);
       return admission;
     };
     let retained = false;
@@ -2884,10 +2884,6 @@ export class SessionEngine {
 
   /** Held calls' approvals to use right before they go upstream (`Admission.confirm`), by the agent's request. */
   private readonly confirmations = new Map<JsonRpcRequest, () => Promise<void>>();
-
-  private awaitingConfirm(message: JsonRpcRequest, confirm: () => Promise<void>): void {
-    this.confirmations.set(message, confirm);
-  }
 
   /**
    * Uses a held call's approval (`confirm`) unless the call ended meanwhile (cancelled by the agent, the session gone):
