@@ -128,13 +128,17 @@ describe('policyHooks.filter', () => {
     expect(hooks.filter?.(ci, 'tool', upstream('tickets'), tools)[0]).toBe(tools[0]);
   });
 
-  it('filters prompts by name and resources by URI, keeps templates, and lists nothing without a snapshot', () => {
+  it('filters prompts by name and resources by URI, keeps templates where some resource may be read, and lists nothing without a snapshot', () => {
     const resources = [{ uri: 'kb://public/a', name: 'A' }, { uri: 'kb://private/b', name: 'B' }];
     expect(hooks.filter?.(carol, 'resource', upstream('kb'), resources).map((r) => r['uri'])).toEqual(['kb://public/a']);
     expect(hooks.filter?.(ci, 'resource', upstream('kb'), resources)).toEqual([]);
     expect(hooks.filter?.(carol, 'prompt', upstream('kb'), [{ name: 'summarise' }, { name: 'other' }]).map((p) => p['name'])).toEqual(['summarise']);
     const templates = [{ uriTemplate: 'kb://public/{id}' }];
-    expect(hooks.filter?.(ci, 'resourceTemplate', upstream('kb'), templates)).toBe(templates);
+    expect(hooks.filter?.(carol, 'resourceTemplate', upstream('kb'), templates)).toBe(templates);
+    // ac-ci may read nothing on kb: its templates would only tell it of URIs every read of which is denied.
+    expect(hooks.filter?.(ci, 'resourceTemplate', upstream('kb'), templates)).toEqual([]);
+    // Tools on an upstream do not make its templates of use: they are for reads.
+    expect(hooks.filter?.(ci, 'resourceTemplate', upstream('tickets'), templates)).toEqual([]);
     const none = policyHooks(lookup(undefined));
     expect(none.filter?.(ci, 'tool', upstream('tickets'), tools)).toEqual([]);
     expect(none.filter?.(ci, 'resourceTemplate', upstream('kb'), templates)).toEqual([]);

@@ -54,13 +54,17 @@ export type PolicyHooks = RequestHooks & {
   readonly hold: RequestHooks;
 };
 
+/** What resource templates are of use for (reads through them). */
+const RESOURCES = ['resource'] as const;
+
 /**
  * Policy enforcement on the gateway's request path, as `RequestHooks`:
  *
  * - `filter` hides the tools, prompts and resources the session's principal may not use (`visibleTools`: listed when
- *   some arguments could be allowed). Resource templates stay listed while a snapshot is in force: a template is a
- *   family of URIs, rules are written against concrete URIs, and every read through a template is decided on its
- *   expanded URI by `admit`. A tenant without a snapshot lists nothing.
+ *   some arguments could be allowed). Resource templates stay listed while the principal may read some resource on
+ *   their upstream (`upstreamInUse` for resources): a template is a family of URIs, rules are written against concrete
+ *   URIs, and every read through a template is decided on its expanded URI by `admit`; an upstream whose resources are
+ *   all closed to the principal lists none of its templates either. A tenant without a snapshot lists nothing.
  * - `admit` decides routed requests (tools/call, prompts/get, resources/read and (un)subscribe, completion refs):
  *   deny → a `POLICY_DENIED` JSON-RPC error with the engine's agent message and the snapshot version; allow → an
  *   admission carrying the decision for the audit trail and rate limits; require_approval → the same admission with
@@ -87,7 +91,7 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
     filter(record, kind, upstream, items) {
       const snapshot = snapshots.get(record.tenantId);
       if (snapshot === undefined) return [];
-      if (kind === 'resourceTemplate') return items;
+      if (kind === 'resourceTemplate') return upstreamInUse(snapshot, principalOf(record), upstream.name, RESOURCES) ? items : [];
       const field = kind === 'resource' ? 'uri' : 'name';
       const listed: Listed[] = [];
       for (const item of items) {

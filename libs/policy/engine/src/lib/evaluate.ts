@@ -421,9 +421,10 @@ const appliesTo = (subjects: RuleRuntime['rule']['subjects'], who: PrincipalView
  * arguments, no time or address): for some kind, no unconditional deny covers every name on it, and either an allow or
  * require_approval rule names something on it (conditions or not) or the tenant default allows. What the upstream says
  * about itself as a whole (its initialize `instructions`) is for those who may use it; a deny by name leaves the rest
- * of the upstream in use, so this errs towards true.
+ * of the upstream in use, so this errs towards true. `kinds` narrows the question (resource templates are of use only
+ * to a principal who may read some resource there).
  */
-export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincipal, upstream: string): boolean {
+export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincipal, upstream: string, kinds: readonly TargetKind[] = KINDS): boolean {
   const runtime = runtimeOf(snapshot);
   const who = viewOf(runtime, principal);
   if (who.userId === null && who.agentClientId === null) return false;
@@ -438,7 +439,7 @@ export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincip
     }
   }
   const open = snapshot.defaultEffect === 'allow';
-  return KINDS.some((kind) => !closed.has(kind) && (open || granted.has(kind)));
+  return kinds.some((kind) => !closed.has(kind) && (open || granted.has(kind)));
 }
 
 /** A list item `visibleTools` can filter: anything with an upstream and a name (kind defaults to `tool`). */

@@ -446,6 +446,34 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(logs).toContain('upstream dropped out of the request');
   });
 
+  it('lists a refused cursor\'s upstream afresh on the next first page, cached pages or not (it restarted, or its cursors expire)', async () => {
+    let epoch = 1;
+    const { engine } = build(
+      {
+        u1: {
+          prefix: 'a',
+          capabilities: { tools: {} },
+          handle: async (method, params) => {
+            if (method !== 'tools/list') return {};
+            if (params?.['cursor'] === undefined) return { tools: tools(`one-${epoch}`), nextCursor: `epoch-${epoch}` };
+            if (params['cursor'] !== `epoch-${epoch}`) throw new UpstreamRpcError(-32602, 'Invalid cursor');
+            return { tools: tools(`two-${epoch}`) };
+          },
+        },
+      },
+      15_000,
+    );
+    const record = await openSession(engine);
+    const cursorOf = (response: Awaited<ReturnType<SessionEngine['request']>>) => ('result' in response ? response.result['nextCursor'] : undefined);
+    const first = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    epoch = 2;
+    expect(await engine.request(record, req('tools/list', { cursor: cursorOf(first) }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    // As told, the agent lists again from the start: the upstream's new first page, whose cursor it takes.
+    const again = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    expect(again).toMatchObject({ result: { tools: [{ name: 'a__one-2' }] } });
+    expect(await engine.request(record, req('tools/list', { cursor: cursorOf(again) }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
+  });
+
   it('seals the merged cursor to the session: what the upstreams put in theirs stays unreadable, and another session cannot use it', async () => {
     const { engine } = build({
       u1: {

@@ -2244,6 +2244,11 @@ export class SessionEngine {
         if (!config) return;
         this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         (failed ??= []).push(outcome.reason);
+        // A cursor the upstream refused came from a page of its that no longer holds (it restarted, or its cursors
+        // expire): the agent is told to list again from the start, which must not be served that page again.
+        if (target.cursor !== '' && outcome.reason instanceof UpstreamRpcError && outcome.reason.code === JSON_RPC.INVALID_PARAMS) {
+          live.upstreams.get(target.upstreamId)?.pages.clear();
+        }
         if (cursor === undefined && status === undefined && !live.announcedBack.has(`${kind}\u0000${config.id}`)) (recheck ??= []).push(config);
         return;
       }
