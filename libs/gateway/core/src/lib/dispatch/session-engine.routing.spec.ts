@@ -678,7 +678,7 @@ describe('SessionEngine: a session ending while a request of it is under way', (
 });
 
 describe('SessionEngine: what an upstream declared, per upstream', () => {
-  it('lists tools of an upstream whose tasks it does not run as plain tools, and keeps taskSupport where it does', async () => {
+  it('lists tools of an upstream whose tasks it does not run as plain tools, or not at all when they run only as tasks, and keeps taskSupport where it does', async () => {
     const taskTools = (prefix: string, transport: 'stdio' | 'streamable_http'): FakeUpstream & { prefix: string; transport: typeof transport } => ({
       prefix,
       transport,
@@ -699,10 +699,20 @@ describe('SessionEngine: what an upstream declared, per upstream', () => {
     const tools = resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools'] as { name: string; execution?: Record<string, unknown> }[];
     const executionOf = (name: string) => tools.find((tool) => tool.name === name)?.execution;
     expect(executionOf('local__slow')).toBeUndefined();
-    expect(executionOf('local__must')).toEqual({ other: 1 });
     expect(executionOf('local__quick')).toBeUndefined();
     expect(executionOf('web__slow')).toEqual({ taskSupport: 'optional' });
     expect(executionOf('web__must')).toEqual({ taskSupport: 'required', other: 1 });
+    // The upstream refuses every plain call of `must` (-32601): where no task can be sent, it is not listed.
+    expect(tools.map((tool) => tool.name)).toEqual(['local__slow', 'local__quick', 'web__slow', 'web__must', 'web__quick']);
+    // An agent whose version has no tasks is listed the plain tools of both.
+    const older = await open(engine, '2025-06-18');
+    const olderTools = resultOf(await engine.request(older.record, req('tools/list'), NO_STREAM, 'trace'))['tools'] as { name: string; execution?: unknown }[];
+    expect(olderTools).toEqual([
+      { name: 'local__slow', inputSchema: { type: 'object' } },
+      { name: 'local__quick', inputSchema: { type: 'object' } },
+      { name: 'web__slow', inputSchema: { type: 'object' } },
+      { name: 'web__quick', inputSchema: { type: 'object' } },
+    ]);
   });
 
   it('refuses a subscription to a resource whose server does not support subscriptions, though another upstream does', async () => {

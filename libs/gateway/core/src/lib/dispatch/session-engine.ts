@@ -62,7 +62,7 @@ import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteTable } from './route-table';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
-import { ADAPTED_BEFORE, adaptCallResult, adaptPromptResult } from './version-adapt';
+import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -2364,7 +2364,8 @@ export class SessionEngine {
     const filter = this.deps.hooks?.filter;
     if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
     const items: unknown[] = [];
-    // Tools of an upstream whose tasks the gateway does not run for this session are listed as plain tools.
+    // Tools of an upstream whose tasks the gateway does not run for this session are listed as plain tools, and those
+    // that can only run as tasks not at all.
     const plainTools = kind === 'tools' && !this.takesToolTasks(live.record, config.id);
     for (const item of list) {
       if (kind === 'tools' || kind === 'prompts') {
@@ -2373,7 +2374,8 @@ export class SessionEngine {
           this.warnBadName(config, kind, item, traceId);
           continue;
         }
-        items.push(plainTools ? this.withoutTaskSupport(exposed) : exposed);
+        const listed = plainTools ? this.withoutTaskSupport(exposed) : exposed;
+        if (listed !== null) items.push(listed);
       } else if (kind === 'resources') {
         const uri = item['uri'];
         // A URI no read could name (longer than `byUri` takes) is not listed, nor routed: the agent could not read it.
@@ -2412,11 +2414,14 @@ export class SessionEngine {
    * A listed tool as one the agent may not call as a task: `execution.taskSupport` left out (absent means forbidden).
    * Else a tool of an upstream the gateway sends no task augmentation to (not Streamable HTTP, no task-augmented calls
    * declared, or an agent not offered tasks) was listed as task-capable, and a task call of it got a plain result.
-   * Made once per listed tool and frozen like it (the listing's serialiser keeps the text of frozen items).
+   * Null for a tool whose `taskSupport` is `required`: the upstream refuses (-32601) every call of it without a task,
+   * so such a session could call it never. Made once per listed tool and frozen like it (the listing's serialiser
+   * keeps the text of frozen items).
    */
-  private withoutTaskSupport(tool: Record<string, unknown>): Record<string, unknown> {
+  private withoutTaskSupport(tool: Record<string, unknown>): Record<string, unknown> | null {
     const execution = tool['execution'];
     if (!isObject(execution) || execution['taskSupport'] === undefined || execution['taskSupport'] === 'forbidden') return tool;
+    if (execution['taskSupport'] === 'required') return null;
     let plain = this.plainTools.get(tool);
     if (plain === undefined) {
       const { taskSupport: _dropped, ...rest } = execution;
@@ -3180,6 +3185,12 @@ export class SessionEngine {
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
     const gap = clientCapabilityGap(request.method, request.params, record.clientCapabilities);
     if (gap !== undefined) return Promise.reject(new UpstreamRpcError(gap.code, gap.message));
+    // In the shape the agent's protocol version defines (an upstream may speak a newer one), or refused.
+    if (request.params !== undefined && isBefore(record.protocolVersion, ADAPTED_REQUESTS_BEFORE)) {
+      const adapted = adaptRelayedRequest(request.method, request.params, record.protocolVersion);
+      if ('refused' in adapted) return Promise.reject(new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, adapted.refused));
+      if (adapted.params !== request.params) request = { ...request, params: adapted.params };
+    }
     const live = this.live.get(sessionId);
     if (live !== undefined && live.relayed.size >= MAX_RELAYED_PER_SESSION) {
       return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, `The client has ${MAX_RELAYED_PER_SESSION} requests waiting for an answer already`));

@@ -1,6 +1,6 @@
 import { AudioContentSchema, CallToolResultSchema, GetPromptResultSchema, ResourceLinkSchema, TextContentSchema } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
-import { adaptCallResult, adaptPromptResult, isBefore } from './version-adapt';
+import { adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
 
 // Blocks checked against the SDK's own schemas, so the shapes adapted here are the ones upstreams send.
 const link = ResourceLinkSchema.parse({
@@ -212,5 +212,123 @@ describe('adaptPromptResult', () => {
     ];
     for (const input of odd) expect(adaptPromptResult(input as Record<string, unknown>, '2024-11-05')).toBe(input);
     for (const input of [null, undefined, 'x']) expect(adaptPromptResult(input as unknown as Record<string, unknown>, '2024-11-05')).toBe(input);
+  });
+});
+
+describe('adaptRelayedRequest', () => {
+  const sampling = (content: unknown) => ({
+    messages: [
+      { role: 'user', content },
+      { role: 'assistant', content: text },
+    ],
+    maxTokens: 10,
+  });
+
+  it('passes every request to a 2025-11-25 agent, and other methods to any, as the same object', () => {
+    const params = sampling([text, audio]);
+    expect(adaptRelayedRequest('sampling/createMessage', params, '2025-11-25')).toEqual({ params });
+    expect(
+      (adaptRelayedRequest('sampling/createMessage', params, '2025-11-25') as { params: unknown }).params,
+    ).toBe(params);
+    const roots = { x: [1] };
+    expect((adaptRelayedRequest('roots/list', roots, '2024-11-05') as { params: unknown }).params).toBe(
+      roots,
+    );
+    const plain = sampling(text);
+    expect(
+      (adaptRelayedRequest('sampling/createMessage', plain, '2025-06-18') as { params: unknown }).params,
+    ).toBe(plain);
+  });
+
+  it('splits an array of content blocks into messages of one block each, in order and role, for agents before 2025-11-25', () => {
+    const adapted = adaptRelayedRequest('sampling/createMessage', sampling([text, image]), '2025-06-18');
+    expect(adapted).toEqual({
+      params: {
+        messages: [
+          { role: 'user', content: text },
+          { role: 'user', content: image },
+          { role: 'assistant', content: text },
+        ],
+        maxTokens: 10,
+      },
+    });
+    expect(adaptRelayedRequest('sampling/createMessage', sampling([audio]), '2025-03-26')).toEqual({
+      params: {
+        messages: [
+          { role: 'user', content: audio },
+          { role: 'assistant', content: text },
+        ],
+        maxTokens: 10,
+      },
+    });
+  });
+
+  it('refuses what the agent has no way to read: audio before 2025-03-26, tool use before 2025-11-25, empty content', () => {
+    expect(adaptRelayedRequest('sampling/createMessage', sampling([text, audio]), '2024-11-05')).toEqual({
+      refused: expect.stringContaining("type 'audio'"),
+    });
+    expect(adaptRelayedRequest('sampling/createMessage', sampling(audio), '2024-11-05')).toEqual({
+      refused: expect.stringContaining('2024-11-05'),
+    });
+    const toolUse = { type: 'tool_use', id: 'c1', name: 'lookup', input: {} };
+    expect(adaptRelayedRequest('sampling/createMessage', sampling([toolUse]), '2025-06-18')).toEqual({
+      refused: expect.stringContaining("type 'tool_use'"),
+    });
+    expect(adaptRelayedRequest('sampling/createMessage', sampling([]), '2025-06-18')).toEqual({
+      refused: expect.stringContaining('without content'),
+    });
+    // Malformed requests are the upstream's to answer for, as with any version.
+    const malformed = { messages: 'none' };
+    expect(
+      (adaptRelayedRequest('sampling/createMessage', malformed, '2024-11-05') as { params: unknown }).params,
+    ).toBe(malformed);
+  });
+
+  it('turns a titled single-select into enum and enumNames, and refuses a multi-select form, for agents before 2025-11-25', () => {
+    const form = (field: Record<string, unknown>) => ({
+      message: 'Pick',
+      requestedSchema: {
+        type: 'object',
+        properties: { name: { type: 'string' }, choice: field },
+        required: ['choice'],
+      },
+    });
+    const titled = {
+      type: 'string',
+      title: 'Colour',
+      oneOf: [
+        { const: 'r', title: 'Red' },
+        { const: 'b', title: 'Blue' },
+      ],
+      default: 'r',
+    };
+    expect(adaptRelayedRequest('elicitation/create', form(titled), '2025-06-18')).toEqual({
+      params: form({
+        type: 'string',
+        title: 'Colour',
+        enum: ['r', 'b'],
+        enumNames: ['Red', 'Blue'],
+        default: 'r',
+      }),
+    });
+    expect(adaptRelayedRequest('elicitation/create', form(titled), '2025-11-25')).toEqual({
+      params: form(titled),
+    });
+    const multi = { type: 'array', items: { type: 'string', enum: ['r', 'b'] } };
+    expect(adaptRelayedRequest('elicitation/create', form(multi), '2025-06-18')).toEqual({
+      refused: expect.stringContaining("multi-select field ('choice')"),
+    });
+    expect(
+      adaptRelayedRequest(
+        'elicitation/create',
+        form({ type: 'string', anyOf: [{ const: 'x' }] }),
+        '2025-06-18',
+      ),
+    ).toEqual({ refused: expect.stringContaining("('choice')") });
+    // Fields the older version defines pass as the same request.
+    const plain = form({ type: 'string', enum: ['r', 'b'], enumNames: ['Red', 'Blue'] });
+    expect(
+      (adaptRelayedRequest('elicitation/create', plain, '2025-06-18') as { params: unknown }).params,
+    ).toBe(plain);
   });
 });

@@ -168,3 +168,98 @@ export function adaptPromptResult(result: Record<string, unknown>, agentVersion:
   }
   return copy === undefined ? result : { ...result, messages: copy };
 }
+
+/**
+ * The version that made a sampling message's content an array of blocks, and added multi-select and titled enums to
+ * forms: agents before it may need an upstream's requests adapted (a caller's cheap first test).
+ */
+export const ADAPTED_REQUESTS_BEFORE = '2025-11-25';
+
+/** An upstream's request to the agent as its version can read it, or why it cannot be sent at all. */
+export type RelayedRequestParams = { readonly params: Record<string, unknown> } | { readonly refused: string };
+
+/**
+ * A `sampling/createMessage` or `elicitation/create` request from an upstream, as an agent on `agentVersion` can read
+ * it (other methods, and agents on 2025-11-25 or later, get `params` back as they are). What an older version has no
+ * way to say is refused (the upstream gets -32602 with the reason), never sent in a shape the agent's schema rejects
+ * or quietly dropped from the model's prompt or the user's form:
+ * - sampling, before 2025-11-25: a message whose content is an array of blocks becomes one message per block, in
+ *   order and with the same role (one block is the same message unwrapped); an empty array, or a block of a type the
+ *   version lacks (`audio` before 2025-03-26; `tool_use`, `tool_result` and any other before 2025-11-25) is refused;
+ * - elicitation, before 2025-11-25: a field that is a titled single-select (`oneOf` of `const`/`title`) becomes the
+ *   older `enum` with `enumNames`; a multi-select (`type: array`) or any other field type is refused.
+ */
+export function adaptRelayedRequest(method: string, params: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
+  if (!isBefore(agentVersion, ADAPTED_REQUESTS_BEFORE)) return { params };
+  if (method === 'sampling/createMessage') return adaptSamplingParams(params, agentVersion);
+  if (method === 'elicitation/create') return adaptElicitationParams(params, agentVersion);
+  return { params };
+}
+
+/** Content block types a sampling message could carry before 2025-11-25, by the version that added them. */
+const SAMPLING_BLOCK_SINCE: Readonly<Record<string, string>> = { text: '2024-11-05', image: '2024-11-05', audio: AUDIO_SINCE };
+
+function adaptSamplingParams(params: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
+  const messages = params['messages'];
+  // Malformed: the upstream's error, which the agent would see with any version (as for results).
+  if (!Array.isArray(messages)) return { params };
+  let copy: unknown[] | undefined;
+  for (let index = 0; index < messages.length; index += 1) {
+    const message: unknown = messages[index];
+    if (!isObject(message)) {
+      copy?.push(message);
+      continue;
+    }
+    const content = message['content'];
+    const blocks: readonly unknown[] = Array.isArray(content) ? content : [content];
+    if (blocks.length === 0) return { refused: `A sampling message without content cannot be sent to this client (MCP protocol version ${agentVersion})` };
+    for (const block of blocks) {
+      const type = isObject(block) ? block['type'] : undefined;
+      const since = typeof type === 'string' ? SAMPLING_BLOCK_SINCE[type] : undefined;
+      if (typeof type === 'string' && (since === undefined || isBefore(agentVersion, since))) {
+        return { refused: `Sampling content of type '${type.slice(0, 64)}' cannot be sent to this client (MCP protocol version ${agentVersion})` };
+      }
+    }
+    if (!Array.isArray(content)) {
+      copy?.push(message);
+      continue;
+    }
+    copy ??= messages.slice(0, index);
+    for (const block of blocks) copy.push({ ...message, content: block });
+  }
+  return copy === undefined ? { params } : { params: { ...params, messages: copy } };
+}
+
+/** Field types of an elicitation form before 2025-11-25 (MCP 2025-06-18's primitive schemas). */
+const FORM_FIELD_TYPES: ReadonlySet<unknown> = new Set(['string', 'number', 'integer', 'boolean']);
+
+function adaptElicitationParams(params: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
+  const schema = params['requestedSchema'];
+  const properties = isObject(schema) ? schema['properties'] : undefined;
+  if (!isObject(properties)) return { params };
+  let copy: Record<string, unknown> | undefined;
+  for (const [name, field] of Object.entries(properties)) {
+    if (!isObject(field)) continue;
+    const titled = field['type'] === 'string' ? titledChoices(field['oneOf']) : undefined;
+    if (titled !== undefined) {
+      const { oneOf: _choices, ...rest } = field;
+      copy ??= { ...properties };
+      copy[name] = { ...rest, enum: titled.map((choice) => choice.value), enumNames: titled.map((choice) => choice.title) };
+    } else if (!FORM_FIELD_TYPES.has(field['type']) || field['oneOf'] !== undefined || field['anyOf'] !== undefined) {
+      const kind = field['type'] === 'array' ? 'a multi-select field' : 'a field of a type it does not define';
+      return { refused: `The form has ${kind} ('${name.slice(0, 64)}'), which this client cannot show (MCP protocol version ${agentVersion})` };
+    }
+  }
+  return copy === undefined ? { params } : { params: { ...params, requestedSchema: { ...(schema as Record<string, unknown>), properties: copy } } };
+}
+
+/** The choices of a titled single-select (`oneOf` of `{ const, title }` strings), or undefined when it is not one. */
+function titledChoices(oneOf: unknown): { value: string; title: string }[] | undefined {
+  if (!Array.isArray(oneOf) || oneOf.length === 0) return undefined;
+  const choices: { value: string; title: string }[] = [];
+  for (const choice of oneOf) {
+    if (!isObject(choice) || typeof choice['const'] !== 'string') return undefined;
+    choices.push({ value: choice['const'], title: typeof choice['title'] === 'string' ? choice['title'] : choice['const'] });
+  }
+  return choices;
+}
