@@ -7,7 +7,9 @@ import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type 
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
+import { GATEWAY_RPC } from '../http/gateway-error';
+import type { RequestHooks } from '../hooks/request-hooks';
+import { GatewayRequestError, SessionEngine } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
 
@@ -18,7 +20,7 @@ afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shu
 let nextId = 1;
 const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number; logger?: typeof logger } = {}) {
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number; logger?: typeof logger; hooks?: RequestHooks } = {}) {
   const registry = new UpstreamRegistry('__');
   const configs = Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix));
   registry.replace(configs, () => undefined);
@@ -27,6 +29,7 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, ext
   const engine = new SessionEngine({
     registry, connector, sessions, logger: extra.logger ?? logger,
     ...(extra.tasks ? { tasks: new MemoryTaskRouteStore() } : {}),
+    ...(extra.hooks ? { hooks: extra.hooks } : {}),
     options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200,
       ...(extra.initializeWaitMs !== undefined ? { initializeWaitMs: extra.initializeWaitMs } : {}),
       ...(extra.joinRetryMs !== undefined ? { joinRetryMs: extra.joinRetryMs } : {}) },
@@ -446,6 +449,40 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(connector.calls.filter((call) => call.method === 'completion/complete')).toHaveLength(1);
     // A read of such text is still refused: it is no URI in normal form.
     expect(await engine.request(record, req('resources/read', { uri: 'file:///logs{?level}' }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+  });
+
+  it('learns its resource routes again when what the principal may see changes: a URI two upstreams list is read where a new session reads it', async () => {
+    // Both upstreams list the same URI; the policy hides a's copy once `hidden` (a's then comes first in no listing).
+    let hidden = false;
+    const deniedOnA = (upstream: string, uri: unknown) => hidden && upstream === 'a' && uri === 'notes://shared/readme';
+    const lister = (prefix: string): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { resources: {} },
+      handle: async (method) => {
+        if (method === 'resources/list') return { resources: [{ uri: 'notes://shared/readme', name: 'readme' }] };
+        if (method === 'resources/read') return { contents: [{ uri: 'notes://shared/readme', text: `from ${prefix}` }] };
+        return { resourceTemplates: [] };
+      },
+    });
+    const { engine } = build({ ua: lister('a'), ub: lister('b') }, {
+      hooks: {
+        filter: (_record, kind, upstream, items) => (kind === 'resource' ? items.filter((item) => !deniedOnA(upstream.name, item['uri'])) : items),
+        admit: (info) => {
+          if (info.target && deniedOnA(info.target.upstream.name, info.target.name)) throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'denied');
+          return undefined;
+        },
+      },
+    });
+    const read = async (record: Awaited<ReturnType<typeof open>>['record']) => resultOf(await engine.request(record, req('resources/read', { uri: 'notes://shared/readme' }), NO_STREAM, 'trace'));
+    const { record } = await open(engine);
+    await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+    expect(await read(record)).toEqual({ contents: [{ uri: 'notes://shared/readme', text: 'from a' }] });
+    hidden = true;
+    engine.listsChangedFor('t1');
+    // Still listed (b's copy): the session reads it from b, as a session opened now does, not from a (denied).
+    expect(resultOf(await engine.request(record, req('resources/list'), NO_STREAM, 'trace'))['resources']).toEqual([{ uri: 'notes://shared/readme', name: 'readme' }]);
+    expect(await read(record)).toEqual({ contents: [{ uri: 'notes://shared/readme', text: 'from b' }] });
+    expect(await read((await open(engine)).record)).toEqual({ contents: [{ uri: 'notes://shared/readme', text: 'from b' }] });
   });
 });
 

@@ -2584,13 +2584,15 @@ export class SessionEngine {
   /**
    * An upstream of the session said its resources changed: an unknown URI may now be listed, and the URIs and templates
    * routed to that upstream may have gone (another upstream that lists one of them takes it over at the next walk).
+   * Without `upstreamId`, every route goes: what the principal may see changed (routes are learned from what the
+   * policy lets it see, so a URI two upstreams list may now be another's to serve).
    */
-  private resourcesChanged(live: LiveSession, upstreamId: string): void {
+  private resourcesChanged(live: LiveSession, upstreamId?: string): void {
     live.routesGeneration += 1;
     live.routesLearnedAt = undefined;
     live.routesWalkedAt = undefined;
-    live.resourceRoutes.deleteWhere((owner) => owner === upstreamId);
-    live.templateRoutes.deleteWhere((route) => route.upstreamId === upstreamId);
+    live.resourceRoutes.deleteWhere((owner) => upstreamId === undefined || owner === upstreamId);
+    live.templateRoutes.deleteWhere((route) => upstreamId === undefined || route.upstreamId === upstreamId);
   }
 
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
@@ -2779,10 +2781,13 @@ export class SessionEngine {
   /**
    * What the tenant's principals may see changed (its policy in force, its upstreams): every session of the tenant
    * whose standalone stream this replica holds is told its lists changed (`announceLists`). Each replica tells its own.
+   * Every session of the tenant here learns its resource routes again (from what it may now see) when it next needs one.
    */
   listsChangedFor(tenantId: string): void {
     for (const live of this.live.values()) {
-      if (live.record.tenantId === tenantId && live.standalone !== undefined) this.announceLists(live);
+      if (live.record.tenantId !== tenantId) continue;
+      this.resourcesChanged(live);
+      if (live.standalone !== undefined) this.announceLists(live);
     }
   }
 
