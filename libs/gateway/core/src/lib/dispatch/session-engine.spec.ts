@@ -1823,6 +1823,37 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(opens(connector, 'u2')).toEqual(['connect', 'resume']);
     expect(new Set(connector.calls.filter((call) => call.upstreamId === 'u2').map((call) => call.sessionId))).toEqual(new Set(['upstream-session-u2']));
   });
+
+  it('joins an upstream down at initialize when the agent calls its tool without listing, instead of answering "Unknown tool"', async () => {
+    const echo = (prefix: string): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { tools: {} },
+      handle: async (method) => (method === 'tools/list' ? { tools: tools('echo') } : { content: [{ type: 'text', text: `from ${prefix}` }] }),
+    });
+    const { engine, connector } = build({ ua: echo('a'), ub: echo('b') }, 0, undefined, undefined, { joinRetryMs: 10 });
+    connector.down.add('ub');
+    const record = await openSession(engine);
+    connector.down.delete('ub');
+    await sleep(20);
+    expect(await engine.request(record, req('tools/call', { name: 'b__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [{ text: 'from b' }] } });
+    // A prefix no upstream has is still unknown.
+    expect(await engine.request(record, req('tools/call', { name: 'c__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602, message: 'Unknown tool: c__echo' } });
+  });
+
+  it('takes a cursor naming an upstream another replica joined though it read the record for joins a moment before', async () => {
+    const { a, b, onA, onB, connector } = await beforeJoinOnTwoReplicas(async (method, params) =>
+      method === 'tools/list' ? (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }) : { content: [] },
+    );
+    // B tries to join the new upstream while it is still starting (reading the record for joins as it does).
+    connector.down.add('u2');
+    expect(await b.request(onB, req('tools/list'), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'one__a' }] } });
+    connector.down.delete('u2');
+    const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    if (!('result' in first)) throw new Error('tools/list failed');
+    expect(names(first.result['tools'] as Record<string, unknown>[])).toEqual(['one__a', 'two__b']);
+    // Within the second: the cursor, sealed by the gateway, proves the join, and B reads the record again for it.
+    expect(await b.request(onB, req('tools/list', { cursor: first.result['nextCursor'] }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'two__c' }] } });
+  });
 });
 
 describe('SessionEngine: ending a subscription the policy no longer allows', () => {

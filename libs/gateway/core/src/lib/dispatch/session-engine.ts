@@ -1816,7 +1816,7 @@ export class SessionEngine {
       case 'tools/call':
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
-        const target = this.byExposedName(live, params['name'], kind, true) ?? (await this.joinedTarget(live, params['name'], kind));
+        const target = this.byExposedName(live, params['name'], kind, true) ?? (await this.joinedTarget(live, params['name'], kind, traceId));
         const given = params['arguments'];
         // Arguments are an object (or absent; null taken as absent) in MCP. Anything else would reach the upstream while
         // policy conditions, the approval's copy and the audit row saw no arguments at all.
@@ -1975,7 +1975,7 @@ export class SessionEngine {
         const ref = params['ref'];
         if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
         if (ref['type'] === 'ref/prompt') {
-          const target = this.byExposedName(live, ref['name'], 'prompt', true) ?? (await this.joinedTarget(live, ref['name'], 'prompt'));
+          const target = this.byExposedName(live, ref['name'], 'prompt', true) ?? (await this.joinedTarget(live, ref['name'], 'prompt', traceId));
           // Decided on the prompt's arguments as the completion states them (its context's, and the one being completed),
           // as prompts/get is: a deny conditioned on them holds for completions too.
           await gate({ upstream: target.config, kind: 'prompt', name: target.name }, completionArguments(params));
@@ -2196,7 +2196,7 @@ export class SessionEngine {
       const pages = decodeCursor(kind, cursor, live.record.cursorKey);
       // A cursor another replica gave may name an upstream joined there.
       if (!pages || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
-        if (!pages || !(await this.adoptJoined(live)) || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
+        if (!pages || !(await this.adoptJoined(live, true)) || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
           throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
         }
       }
@@ -2474,9 +2474,15 @@ export class SessionEngine {
     return { upstreamId: config.id, name: parts.name, config };
   }
 
-  /** `byExposedName` once upstreams another replica joined to the session are known here. */
-  private async joinedTarget(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt'): Promise<ExposedTarget> {
+  /**
+   * `byExposedName` for a name of a configured upstream the session does not have: once upstreams another replica
+   * joined to the session are known here, else once that upstream (down at initialize, or configured since) is joined
+   * as a listing joins it (`joinMissing`, within the listing's deadline and as often as `joinRetryMs` lets). An agent
+   * may call a tool it knows without listing first; it was told "Unknown tool" for a tool that is there.
+   */
+  private async joinedTarget(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt', traceId: string): Promise<ExposedTarget> {
     await this.adoptJoined(live);
+    if (this.byExposedName(live, exposed, kind, true) === undefined) await this.joinMissing(live, traceId, this.deps.options.listTimeoutMs);
     return this.byExposedName(live, exposed, kind);
   }
 
@@ -2839,18 +2845,21 @@ export class SessionEngine {
   /**
    * Reads the stored record for upstreams another replica joined to the session (at most once a second per session:
    * asked for names of upstreams the session does not have, an agent could otherwise make a Redis read per request).
-   * Returns whether any was added.
+   * Returns whether any was added. `proven`: the gateway itself named the upstreams (a cursor sealed with the session's
+   * key), so they were joined: read now, whatever the interval or a read under way that may predate the join.
    */
-  private adoptJoined(live: LiveSession): Promise<boolean> {
+  private adoptJoined(live: LiveSession, proven = false): Promise<boolean> {
     // Requests that arrive while a read is under way wait for it (parallel calls to a joined upstream's tools).
-    if (live.adopting !== undefined) return live.adopting;
+    if (live.adopting !== undefined && !proven) return live.adopting;
     const now = performance.now();
-    if (now - live.adoptedAt < ADOPT_INTERVAL_MS) return Promise.resolve(false);
+    if (now - live.adoptedAt < ADOPT_INTERVAL_MS && !proven) return Promise.resolve(false);
     live.adoptedAt = now;
     const reading = (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id))
       .then((stored) => stored !== undefined && this.adoptFrom(live, stored))
       .catch(() => false)
-      .finally(() => (live.adopting = undefined));
+      .finally(() => {
+        if (live.adopting === reading) live.adopting = undefined;
+      });
     live.adopting = reading;
     return reading;
   }
