@@ -113,6 +113,17 @@ describe('isAddressPermitted', () => {
     expect(isAddressPermitted('other.example', '10.0.0.9', policy)).toBe(false);
     expect(isAddressPermitted('other.example', '8.8.8.8', policy)).toBe(true);
   });
+
+  it('matches an IPv6 entry however it is spelled, since parsers and resolvers hand over the shortest form', () => {
+    const policy = { allowPrivateNetworks: false, allowedHosts: ['fd00:0000:0:0:0:0:0:0007', '[::ffff:10.0.0.7]'] };
+    expect(isAddressPermitted('mcp.internal', 'fd00::7', policy)).toBe(true);
+    expect(checkUpstreamUrl('http://[fd00:0:0:0:0:0:0:7]:8080/mcp', policy).ok).toBe(true);
+    expect(checkUpstreamUrl('http://[::ffff:10.0.0.7]/mcp', policy).ok).toBe(true);
+    // Other addresses stay refused: fd00::8, the same IPv4 address written plainly (its own entry would be needed).
+    expect(isAddressPermitted('mcp.internal', 'fd00::8', policy)).toBe(false);
+    expect(checkUpstreamUrl('http://[fd00::8]/mcp', policy).ok).toBe(false);
+    expect(isAddressPermitted('mcp.internal', '10.0.0.7', policy)).toBe(false);
+  });
 });
 
 describe('createGuardedLookup', () => {

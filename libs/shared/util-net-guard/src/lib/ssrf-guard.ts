@@ -103,9 +103,20 @@ export function isPrivateAddress(address: string): boolean {
   return groups === undefined ? true : isPrivateIpv6(groups);
 }
 
+/**
+ * Whether `host` is one of the operator's allowed hosts. An IPv6 entry matches its address however either is spelled
+ * (`fd00:0:0:0:0:0:0:7`, leading zeros, a dotted IPv4 tail): the URL parser and the resolver hand over the shortest form.
+ */
 function isAllowedHost(host: string, policy: NetworkPolicy): boolean {
   const lower = host.toLowerCase();
-  return policy.allowedHosts.some((allowed) => stripBrackets(allowed.toLowerCase()) === lower);
+  const groups = lower.includes(':') ? ipv6Groups(lower) : undefined;
+  return policy.allowedHosts.some((allowed) => {
+    const entry = stripBrackets(allowed.toLowerCase());
+    if (entry === lower) return true;
+    if (groups === undefined || !entry.includes(':')) return false;
+    const entryGroups = ipv6Groups(entry);
+    return entryGroups !== undefined && entryGroups.every((group, index) => group === groups[index]);
+  });
 }
 
 /** Whether a connection to `address` (resolved from `hostname`) is permitted. */
