@@ -474,6 +474,37 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(await engine.request(record, req('tools/list', { cursor: cursorOf(again) }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
   });
 
+  it('has every replica drop the refused cursor\'s cached pages: the agent lists again from the start wherever it lands', async () => {
+    let epoch = 1;
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'a')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, params) => {
+          if (params?.['cursor'] === undefined) return { tools: tools(`one-${epoch}`), nextCursor: `epoch-${epoch}` };
+          if (params['cursor'] !== `epoch-${epoch}`) throw new UpstreamRpcError(-32602, 'Invalid cursor');
+          return { tools: tools(`two-${epoch}`) };
+        },
+      },
+    });
+    // Streamable HTTP (heard on a GET stream): its pages are reused on A while the agent listens there.
+    connector.listenable.add('u1');
+    const [a, b] = twoReplicas(connector, registry, 15_000);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    a.attachStandalone(onA, { canStream: true, send: () => true, close: () => undefined });
+    const cursorOf = (response: Awaited<ReturnType<SessionEngine['request']>>) => ('result' in response ? response.result['nextCursor'] : undefined);
+    const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    epoch = 2;
+    expect(await b.request(onB, req('tools/list', { cursor: cursorOf(first) }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    const again = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    expect(again).toMatchObject({ result: { tools: [{ name: 'a__one-2' }] } });
+    expect(await b.request(onB, req('tools/list', { cursor: cursorOf(again) }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
+  });
+
   it('seals the merged cursor to the session: what the upstreams put in theirs stays unreadable, and another session cannot use it', async () => {
     const { engine } = build({
       u1: {
@@ -1840,6 +1871,25 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(await engine.request(record, req('tools/call', { name: 'c__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602, message: 'Unknown tool: c__echo' } });
   });
 
+  it('waits for the called upstream\'s join only, not for another upstream still connecting', async () => {
+    const echo = (prefix: string): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { tools: {} },
+      handle: async (method) => (method === 'tools/list' ? { tools: tools('echo') } : { content: [{ type: 'text', text: `from ${prefix}` }] }),
+    });
+    const { engine, connector } = build({ ua: echo('a'), ub: echo('b'), uc: echo('c') }, 0, undefined, undefined, { joinRetryMs: 10, listTimeoutMs: 3_000 });
+    connector.down.add('ub');
+    connector.down.add('uc');
+    const record = await openSession(engine);
+    connector.down.delete('ub');
+    connector.down.delete('uc');
+    connector.openDelayMs.set('uc', 2_500);
+    await sleep(20);
+    const startedAt = performance.now();
+    expect(await engine.request(record, req('tools/call', { name: 'b__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: { content: [{ text: 'from b' }] } });
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+  });
+
   it('takes a cursor naming an upstream another replica joined though it read the record for joins a moment before', async () => {
     const { a, b, onA, onB, connector } = await beforeJoinOnTwoReplicas(async (method, params) =>
       method === 'tools/list' ? (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }) : { content: [] },
@@ -1853,6 +1903,21 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     expect(names(first.result['tools'] as Record<string, unknown>[])).toEqual(['one__a', 'two__b']);
     // Within the second: the cursor, sealed by the gateway, proves the join, and B reads the record again for it.
     expect(await b.request(onB, req('tools/list', { cursor: first.result['nextCursor'] }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'two__c' }] } });
+  });
+
+  it('takes two continuations under way together whose cursor names an upstream another replica joined', async () => {
+    /** The store's read takes a while, as a Redis round trip under load: the two reads overlap. */
+    class SlowReload extends MemorySessionStore {
+      override async reload(id: string) {
+        await sleep(30);
+        return super.reload(id);
+      }
+    }
+    const { a, b, onA, onB } = await beforeJoinOnTwoReplicas(async (method, params) => (params?.['cursor'] === undefined ? { tools: tools('b'), nextCursor: 'more' } : { tools: tools('c') }), new SlowReload());
+    const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    const cursor = 'result' in first ? first.result['nextCursor'] : undefined;
+    const pages = await Promise.all([0, 1].map(() => b.request(onB, req('tools/list', { cursor }), NO_STREAM, 'trace')));
+    for (const page of pages) expect(page).toMatchObject({ result: { tools: [{ name: 'two__c' }] } });
   });
 });
 

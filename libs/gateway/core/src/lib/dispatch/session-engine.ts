@@ -2194,12 +2194,11 @@ export class SessionEngine {
     let settled: PromiseSettledResult<Awaited<ReturnType<typeof fetchPage>>>[];
     if (cursor !== undefined) {
       const pages = decodeCursor(kind, cursor, live.record.cursorKey);
-      // A cursor another replica gave may name an upstream joined there.
-      if (!pages || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
-        if (!pages || !(await this.adoptJoined(live, true)) || pages.some((page) => !Object.hasOwn(live.record.upstreams, page.upstreamId))) {
-          throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
-        }
-      }
+      // A cursor another replica gave may name an upstream joined there (another request's read may be the one that
+      // adds it: the record is what decides).
+      const missing = (page: PendingPage) => !Object.hasOwn(live.record.upstreams, page.upstreamId);
+      if (pages?.some(missing)) await this.adoptJoined(live, true);
+      if (!pages || pages.some(missing)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'Invalid cursor');
       targets = pages;
       settled = await Promise.allSettled(targets.map((target) => fetchPage(target, timeoutMs)));
     } else {
@@ -2245,9 +2244,11 @@ export class SessionEngine {
         this.logUpstreamFailure(config, spec.method, outcome.reason, traceId);
         (failed ??= []).push(outcome.reason);
         // A cursor the upstream refused came from a page of its that no longer holds (it restarted, or its cursors
-        // expire): the agent is told to list again from the start, which must not be served that page again.
+        // expire): the agent is told to list again from the start, which must not be served that page again, here or
+        // on another replica (the agent's next listing may go to any of them).
         if (target.cursor !== '' && outcome.reason instanceof UpstreamRpcError && outcome.reason.code === JSON_RPC.INVALID_PARAMS) {
           live.upstreams.get(target.upstreamId)?.pages.clear();
+          this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId: target.upstreamId });
         }
         if (cursor === undefined && status === undefined && !live.announcedBack.has(`${kind}\u0000${config.id}`)) (recheck ??= []).push(config);
         return;
@@ -2482,7 +2483,12 @@ export class SessionEngine {
    */
   private async joinedTarget(live: LiveSession, exposed: unknown, kind: 'tool' | 'prompt', traceId: string): Promise<ExposedTarget> {
     await this.adoptJoined(live);
-    if (this.byExposedName(live, exposed, kind, true) === undefined) await this.joinMissing(live, traceId, this.deps.options.listTimeoutMs);
+    if (this.byExposedName(live, exposed, kind, true) === undefined) {
+      // Only the upstream the name is of is joined and waited for (another one slow to connect holds no call).
+      const parts = splitExposedName(exposed as string, this.deps.options.separator);
+      const config = parts ? this.deps.registry.forTenant(live.record.tenantId).byPrefix.get(parts.prefix) : undefined;
+      if (config !== undefined) await this.joinMissing(live, traceId, this.deps.options.listTimeoutMs, config.id);
+    }
     return this.byExposedName(live, exposed, kind);
   }
 
@@ -2673,19 +2679,21 @@ export class SessionEngine {
 
   /**
    * Joins the upstreams due (`dueToJoin`) to the session, all at once, and waits for them (and joins already under way)
-   * at most `waitMs` (0: until they end). Each join tells the agent its lists changed (`joinOne`). Nothing is read or
-   * opened when none is due, which is every listing of a session that has all its tenant's upstreams.
+   * at most `waitMs` (0: until they end); `only`: just that upstream. Each join tells the agent its lists changed
+   * (`joinOne`). Nothing is read or opened when none is due, which is every listing of a session that has all its
+   * tenant's upstreams.
    */
-  private async joinMissing(live: LiveSession, traceId: string, waitMs: number): Promise<void> {
-    let due = this.dueToJoin(live, Date.now());
+  private async joinMissing(live: LiveSession, traceId: string, waitMs: number, only?: string): Promise<void> {
+    const dueNow = () => this.dueToJoin(live, Date.now()).filter((config) => only === undefined || config.id === only);
+    let due = dueNow();
     if (due.length > 0) {
       // Another replica may have joined them already: then they are resumed here, not opened again.
       await this.adoptJoined(live);
-      due = this.dueToJoin(live, Date.now());
+      due = dueNow();
     }
     // Joins already under way (one still connecting when initialize answered, one a listing before started) are waited
     // for too, as a listing waits for an upstream session that reconnects.
-    const underway = waitMs > 0 ? [...live.joining.values()] : [];
+    const underway = waitMs > 0 ? [...live.joining].filter(([upstreamId]) => only === undefined || upstreamId === only).map(([, join]) => join) : [];
     if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
     const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId)));
     if (waitMs > 0) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
