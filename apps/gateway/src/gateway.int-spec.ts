@@ -393,7 +393,7 @@ describe('bad input', () => {
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-origin')).toBe(allowed);
     expect(preflight.headers.get('access-control-allow-methods')).toBe('GET, POST, DELETE');
-    expect(preflight.headers.get('access-control-allow-headers')).toContain('mcp-session-id');
+    expect(preflight.headers.get('access-control-allow-headers')?.split(', ')).toEqual(expect.arrayContaining(['mcp-session-id', 'traceparent', 'tracestate']));
     const refused = await fetch(url, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
     expect(refused.status).toBe(403);
     expect(refused.headers.get('access-control-allow-origin')).toBeNull();

@@ -142,7 +142,9 @@ const tooManyInFlight = () =>
   new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way on this session (at most ${MAX_LEGACY_IN_FLIGHT})`, { 'retry-after': '1' });
 
 /** Request headers a browser client of these endpoints sends (CORS preflight answers). */
-const CORS_REQUEST_HEADERS = 'authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id';
+// W3C trace context too: the gateway takes the agent's trace id from `traceparent` (a browser agent with tracing sends
+// it on every request, and a preflight that does not allow it stops them all).
+const CORS_REQUEST_HEADERS = 'authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id, traceparent, tracestate';
 /** Response headers a browser client must be able to read (the session id above all). */
 const CORS_EXPOSED_HEADERS = 'mcp-session-id, mcp-protocol-version, www-authenticate, retry-after';
 
