@@ -1452,14 +1452,16 @@ export class SessionEngine {
         return;
       }
       case 'standalone':
-        // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it.
-        // Not to a parked stream (its agent gone, a reconnect perhaps under way on another replica): that replica's new
-        // stream gets the message itself, and would get it twice from the parked one's log.
+        // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it. A parked stream
+        // (its agent gone for now) logs a notification for the agent's resume, until a stream attached elsewhere is
+        // announced (then it closes, and the new stream's replica gets later messages itself; the bus keeps the order
+        // of the two). A relayed request is not logged there: its replica hears of no delivery and refuses it upstream
+        // at once, rather than hold the upstream until the agent perhaps comes back.
         {
           const standalone = this.live.get(message.sessionId)?.standalone;
           // Only a message (another replica's, another version's): anything else on the bus is dropped, not written.
           if (!isObject(message.message) || typeof message.message.method !== 'string') return;
-          if (standalone === undefined || standalone.away === true || !standalone.send(message.message)) return;
+          if (standalone === undefined || (standalone.away === true && 'id' in message.message) || !standalone.send(message.message)) return;
           // A relayed request: its replica waits to hear that the agent's stream took it.
           const id = 'id' in message.message ? message.message.id : undefined;
           const owner = relayOwner(id);
