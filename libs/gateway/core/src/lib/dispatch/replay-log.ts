@@ -41,6 +41,8 @@ export interface ReplayLog {
   read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined>;
   /** True when the stream's last entry is its final one, or the stream is unknown (not when it has none yet). */
   finished(sessionId: string, streamId: string): Promise<boolean>;
+  /** True when the stream ended because another stream, not resuming it, took its place (`REPLACED_MARK`). */
+  replaced?(sessionId: string, streamId: string): Promise<boolean>;
   /**
    * Waits for entries after `afterSeq` and hands them over until the final one, the stream's
    * expiry, `signal`, or (`lost`) the lapse of its writer's lease with no final entry: the replica answering it is
@@ -77,6 +79,12 @@ export interface ReplayLogOptions {
 // random draw per stream. They need not be secret: a stream is only found under its own session.
 const PROCESS_PART = randomBytes(8).toString('hex');
 let streamCounter = 0;
+/**
+ * The data of a standalone stream's final entry when another GET of the session took its place without resuming it (a
+ * second client on the session): not JSON, so never a message.
+ */
+export const REPLACED_MARK = 'replaced';
+
 export const newStreamId = (kind: StreamKind): string =>
   `${kind}${PROCESS_PART}${(++streamCounter).toString(36)}`;
 
@@ -262,6 +270,12 @@ export class RedisReplayLog implements ReplayLog {
     const entry = last[0] ? toEntry(last[0]) : undefined;
     // Kept open by a priming event, with no message yet: still running.
     return last[0] !== undefined && (entry === undefined || entry.final);
+  }
+
+  async replaced(sessionId: string, streamId: string): Promise<boolean> {
+    const last = (await this.redis.xrevrange(keyOf(sessionId, streamId), '+', '-', 'COUNT', 1)) as RawEntry[];
+    const entry = last[0] ? toEntry(last[0]) : undefined;
+    return entry !== undefined && entry.final && entry.data === REPLACED_MARK;
   }
 
   async follow(

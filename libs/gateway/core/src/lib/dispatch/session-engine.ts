@@ -236,6 +236,8 @@ export type BusMessage =
       readonly token: string;
       /** Set by replicas that announce the stream again while they hold it (`standalone-held`); older ones do not. */
       readonly renews?: true;
+      /** The stream the new one resumes (the agent's Last-Event-ID): that one ends as resumed, any other as replaced. */
+      readonly resumes?: string;
     }
   /** A replica still holds these standalone streams (`[sessionId, token]`): sent every `listenerAnnounceMs`. */
   | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
@@ -1375,7 +1377,7 @@ export class SessionEngine {
   }
 
   /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
-  attachStandalone(record: SessionRecord, sink: MessageSink): () => void {
+  attachStandalone(record: SessionRecord, sink: MessageSink, resumes?: string): () => void {
     if (this.ended.has(record.id)) {
       sink.close?.();
       return () => undefined;
@@ -1387,14 +1389,16 @@ export class SessionEngine {
     // timer (an agent opening thousands of them on one session). The specification lets the server close it.
     // The new one first: closing a parked one runs its detach at once, which must find it no longer the session's (it
     // would stop the upstreams' streams, and announce that nobody listens, as the agent reconnects).
+    // One it does not resume ends as replaced: another client of the session took its place, and that client's resume
+    // of it is refused (409) rather than taking the place back, again and again.
     const previous = live.standalone;
     live.standalone = sink;
-    if (previous !== undefined && previous !== sink) previous.close?.();
+    if (previous !== undefined && previous !== sink) previous.close?.(previous.id !== undefined && previous.id === resumes ? undefined : 'replaced');
     // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
     const token = randomBytes(12).toString('base64url');
     const announced = { token, confirmed: this.deps.bus === undefined };
     live.standaloneToken = announced;
-    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true });
+    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : {}) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
     // to later ones for good: after a while it counts as delivered.
     if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
@@ -1412,7 +1416,7 @@ export class SessionEngine {
   }
 
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
-  private standaloneAnnounced(sessionId: string, token: string): void {
+  private standaloneAnnounced(sessionId: string, token: string, resumes: string | undefined): void {
     const live = this.live.get(sessionId);
     if (live === undefined) return;
     // Someone listens: the upstream sessions here listen too (one of the replicas gets each upstream's stream).
@@ -1430,7 +1434,7 @@ export class SessionEngine {
     live.standaloneToken = undefined;
     // The upstreams' streams held here stay (the agent listens on the other replica: `shouldListen`), and what comes
     // on them goes there over the bus.
-    stream.close?.();
+    stream.close?.(stream.id !== undefined && stream.id === resumes ? undefined : 'replaced');
   }
 
   onBusMessage(message: BusMessage): void {
@@ -1455,13 +1459,14 @@ export class SessionEngine {
         // Only the replica holding the agent's GET stream delivers; the others (and the sender) drop it. A parked stream
         // (its agent gone for now) logs a notification for the agent's resume, until a stream attached elsewhere is
         // announced (then it closes, and the new stream's replica gets later messages itself; the bus keeps the order
-        // of the two). A relayed request is not logged there: its replica hears of no delivery and refuses it upstream
-        // at once, rather than hold the upstream until the agent perhaps comes back.
+        // of the two). A relayed request is not logged there, nor a cancellation (of one): its replica hears of no
+        // delivery and refuses it upstream at once, rather than hold the upstream until the agent perhaps comes back.
         {
           const standalone = this.live.get(message.sessionId)?.standalone;
           // Only a message (another replica's, another version's): anything else on the bus is dropped, not written.
           if (!isObject(message.message) || typeof message.message.method !== 'string') return;
-          if (standalone === undefined || (standalone.away === true && 'id' in message.message) || !standalone.send(message.message)) return;
+          if (standalone === undefined || (standalone.away === true && ('id' in message.message || message.message.method === 'notifications/cancelled'))) return;
+          if (!standalone.send(message.message)) return;
           // A relayed request: its replica waits to hear that the agent's stream took it.
           const id = 'id' in message.message ? message.message.id : undefined;
           const owner = relayOwner(id);
@@ -1481,7 +1486,7 @@ export class SessionEngine {
         // A replica of an earlier version never announces it again, nor its end: its stream counts for an hour (its
         // agents keep hearing upstreams held here through a rolling upgrade, at the price of a broadcast too many).
         this.listeners.announced(message.sessionId, message.token, Date.now(), message.renews === true ? undefined : UNRENEWED_LISTENER_MS);
-        this.standaloneAnnounced(message.sessionId, message.token);
+        this.standaloneAnnounced(message.sessionId, message.token, typeof message.resumes === 'string' ? message.resumes : undefined);
         return;
       case 'standalone-held': {
         if (!Array.isArray(message.streams)) return;

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { sseFrame, type JsonRpcId, type JsonRpcMessage, type JsonRpcResponse } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
-import { eventId, newStreamId, type ReplayEntry, type ReplayLog, type StreamLog } from './replay-log';
+import { eventId, newStreamId, REPLACED_MARK, type ReplayEntry, type ReplayLog, type StreamLog } from './replay-log';
 import { GATEWAY_RPC, isOwnRateLimitRefusal } from '../http/gateway-error';
 import { ByteBufferPool, encodeJson, isLargeListing } from '../http/json-bytes';
 
@@ -50,8 +50,13 @@ export interface MessageSink {
   /** False when the agent cannot receive extra messages for this request (JSON-only, batch, closed stream). */
   readonly canStream: boolean;
   send(message: JsonRpcMessage): boolean;
-  /** Ends a long-lived stream (its session is over). */
-  close?(): void;
+  /**
+   * Ends a long-lived stream (its session is over). `replaced`: another stream, not resuming this one, took its place
+   * (its log says so: a resume of it is then refused, see the GET route).
+   */
+  close?(reason?: 'replaced'): void;
+  /** The stream's id (what its SSE event ids begin with), for a stream that has one. */
+  readonly id?: string;
   /** A stream whose agent's connection is gone, kept a while for its return (`EventStream.park`): no one listens now. */
   readonly away?: boolean;
   /** Another replica's stream, reached over the replica bus: `send` hands the message on, not to the agent itself. */
@@ -466,12 +471,12 @@ export class EventStream implements MessageSink {
     this.parked = { timer, done };
   }
 
-  private unpark(): void {
+  private unpark(reason?: 'replaced'): void {
     const parked = this.parked;
     if (parked === undefined) return;
     this.parked = undefined;
     clearTimeout(parked.timer);
-    this.end();
+    this.end(reason);
     parked.done();
   }
 
@@ -485,13 +490,14 @@ export class EventStream implements MessageSink {
   }
 
   /**
-   * No more messages: a resumable stream's log gets an empty final entry, so that a replica resuming it (a reconnect
-   * elsewhere, reading what it missed) knows it has all of it (see `follow` in the GET route).
+   * No more messages: a resumable stream's log gets a final entry, so that a replica resuming it (a reconnect
+   * elsewhere, reading what it missed) knows it has all of it (see `follow` in the GET route). Empty, or
+   * `REPLACED_MARK` when another stream took its place.
    */
-  private end(): void {
+  private end(reason?: 'replaced'): void {
     if (this.ended) return;
     this.ended = true;
-    if (this.log !== undefined) this.log.append(++this.seq, '', true);
+    if (this.log !== undefined) this.log.append(++this.seq, reason === 'replaced' ? REPLACED_MARK : '', true);
     const handlers = this.doneHandlers ?? [];
     this.doneHandlers = undefined;
     for (const handler of handlers) handler();
@@ -506,8 +512,8 @@ export class EventStream implements MessageSink {
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
-    // The older stream's end marker (empty) is nothing for the agent: its next id is this stream's priming event's.
-    for (const entry of missed) if (entry.data !== '') this.replay(eventId(missedStreamId, entry.seq), entry.data);
+    // The older stream's end marker is nothing for the agent: its next id is this stream's priming event's.
+    for (const entry of missed) if (entry.data !== '' && !entry.final) this.replay(eventId(missedStreamId, entry.seq), entry.data);
     // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
     // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
     if (prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.id));
@@ -596,11 +602,11 @@ export class EventStream implements MessageSink {
    * stopped reading otherwise never let the end through: the response's 'close' never came, so a stream closed for a
    * revoked key kept its session and its places for as long as the agent held the connection.
    */
-  close(): void {
+  close(reason?: 'replaced'): void {
     this.closedHere = true;
     clearInterval(this.keepAlive);
-    this.unpark();
-    this.end();
+    this.unpark(reason);
+    this.end(reason);
     if (this.res.writableEnded) return;
     this.res.end();
     if (this.res.writableLength === 0 || this.res.destroyed) return;

@@ -824,6 +824,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           if (unreachable) throw new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'The stream cannot be resumed just now; try again shortly', { 'retry-after': '1' });
           throw new GatewayHttpError(405, JSON_RPC.INVALID_REQUEST, 'Method Not Allowed: nothing is left to resume on this stream (its answer was sent, or it is unknown)', { allow: 'POST, DELETE' });
         }
+        // A standalone stream another GET of the session took the place of (a second client on the session): 409, on
+        // which the SDK client stops after its retries. Taking the place back instead closed the other client's stream,
+        // which reconnected in turn, each evicting the other once a second for as long as both ran.
+        if (lastEventId?.kind === 's' && (await replay?.replaced?.(record.id, lastEventId.streamId).catch(() => false)) === true) {
+          throw new GatewayHttpError(409, JSON_RPC.INVALID_REQUEST, 'Conflict: another stream of this session took the place of the one being resumed');
+        }
         if (resumePost && (resumedStreams.get(record.id) ?? 0) >= MAX_RESUMED_STREAMS_PER_SESSION) {
           throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many resumed streams open for this session (at most ${MAX_RESUMED_STREAMS_PER_SESSION})`, { 'retry-after': '1' });
         }
@@ -862,7 +868,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const resumed = lastEventId?.kind === 's' && replay !== undefined ? lastEventId : undefined;
         const log = replay?.open(record.id, id);
         const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && resumed === undefined, resumed !== undefined), principal);
-        const detach = engine.attachStandalone(record, stream);
+        const detach = engine.attachStandalone(record, stream, resumed?.streamId);
         // The agent's connection lost (not ended here): the stream stays the session's for a while, logging what comes,
         // so a reconnect with its last event id gets those messages too (ADR 0007).
         stream.onClose(() => stream.park(STANDALONE_PARK_MS, detach));
