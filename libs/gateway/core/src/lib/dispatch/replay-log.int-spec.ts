@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { newStreamId, RedisReplayLog, type ReplayEntry, type ReplayLogOptions } from './replay-log';
+import { newStreamId, RedisReplayLog, REPLACED_MARK, type ReplayEntry, type ReplayLogOptions } from './replay-log';
 
 const redis = new Redis(inject('redisUrl'));
 afterAll(() => redis.quit());
@@ -38,6 +38,21 @@ describe('RedisReplayLog (real Redis)', () => {
     const ttl = await redis.pttl(`pcs:replay:${sessionId}:${streamId}`);
     expect(ttl).toBeGreaterThan(50_000);
     expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+
+  it('tells a standalone stream another took the place of (its final entry the replaced mark) from one that ended otherwise', async () => {
+    const log = new RedisReplayLog(redis, OPTIONS, logger);
+    const sessionId = session();
+    const [replaced, ended, running] = [newStreamId('s'), newStreamId('s'), newStreamId('s')];
+    log.open(sessionId, replaced).append(1, '{"n":1}', false);
+    log.open(sessionId, replaced).append(2, REPLACED_MARK, true);
+    log.open(sessionId, ended).append(1, '', true);
+    log.open(sessionId, running).append(1, REPLACED_MARK, false);
+    await settle();
+    expect(await log.replaced(sessionId, replaced)).toBe(true);
+    expect(await log.replaced(sessionId, ended)).toBe(false);
+    expect(await log.replaced(sessionId, running)).toBe(false);
+    expect(await log.replaced(session(), replaced)).toBe(false);
   });
 
   /** A POST stream's log, kept once before its first message (as a priming event sent by a keep-alive makes it). */
