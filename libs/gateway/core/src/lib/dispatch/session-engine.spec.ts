@@ -2294,6 +2294,29 @@ describe('SessionEngine: the agent\'s roots changing', () => {
 });
 
 describe('SessionEngine across replicas', () => {
+  it("tells a new log level to the stdio process another replica holds for the session (calls served there log at it too)", async () => {
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('echo') } : { content: [] }) },
+    });
+    // Stdio: no upstream session id to resume, so each replica runs a process of its own for the session.
+    connector.unresumable.add('u1');
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'files'), transport: 'stdio', url: null, command: 'server' }], () => undefined);
+    const [a, b] = twoReplicas(connector, registry);
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    for (const [engine, record] of [[a, onA], [b, onB]] as const) {
+      expect(await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    }
+    const processes = [...new Set(connector.calls.filter((call) => call.method === 'tools/call').map((call) => call.sessionId))].sort();
+    expect(processes).toHaveLength(2);
+    expect(await b.request(onB, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const told = () => connector.calls.filter((call) => call.method === 'logging/setLevel').map((call) => `${call.sessionId} ${JSON.stringify(call.params)}`).sort();
+    await expect.poll(told, { timeout: 1_000 }).toEqual(processes.map((process) => `${process} {"level":"debug"}`));
+  });
+
   it('passes on only the MCP fields of an agent\'s progress, and no cancellation of an id no request could have', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);

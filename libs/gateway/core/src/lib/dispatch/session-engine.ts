@@ -1532,15 +1532,29 @@ export class SessionEngine {
     }
   }
 
-  /** Takes the agent's log level and subscriptions from the stored record into this replica's copy (see `agent-state`). */
+  /**
+   * Takes the agent's log level and subscriptions from the stored record into this replica's copy (see `agent-state`).
+   * A new level is also told to the upstream sessions this replica holds of its own (stdio, legacy SSE) whose upstream
+   * logs: the replica the agent's `logging/setLevel` reached told only its own and the shared ones, and calls served
+   * here would go on logging at the old level.
+   */
   private async reloadAgentState(live: LiveSession): Promise<void> {
+    let stored: SessionRecord | undefined;
     try {
-      const stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id));
-      if (stored === undefined || this.live.get(stored.id) !== live) return;
-      const { logLevel: _level, subscriptions: _subscriptions, ...rest } = live.record;
-      live.record = { ...rest, ...(stored.logLevel !== undefined ? { logLevel: stored.logLevel } : {}), ...(stored.subscriptions !== undefined ? { subscriptions: stored.subscriptions } : {}) };
+      stored = await (this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id));
     } catch {
       // Redis unreachable: the copy stays as it was until the next change or lookup brings the record.
+      return;
+    }
+    if (stored === undefined || this.live.get(stored.id) !== live) return;
+    const previousLevel = live.record.logLevel;
+    const { logLevel: _level, subscriptions: _subscriptions, ...rest } = live.record;
+    live.record = { ...rest, ...(stored.logLevel !== undefined ? { logLevel: stored.logLevel } : {}), ...(stored.subscriptions !== undefined ? { subscriptions: stored.subscriptions } : {}) };
+    const level = stored.logLevel;
+    if (level === undefined || level === previousLevel) return;
+    for (const upstreamId of this.upstreamIdsWith(live, 'logging')) {
+      const own = live.record.upstreams[upstreamId]?.sessionId === null ? live.upstreams.get(upstreamId)?.session : undefined;
+      void own?.then((session) => session.request('logging/setLevel', { level }, { timeoutMs: this.deps.options.listTimeoutMs })).catch(() => undefined);
     }
   }
 
