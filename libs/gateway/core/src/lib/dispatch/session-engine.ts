@@ -557,6 +557,8 @@ const JOIN_RETRY_MS = 15_000;
 const BACKGROUND_JOIN_CONCURRENCY = 8;
 /** The stored record is read again for upstreams another replica joined at most this often per session. */
 const ADOPT_INTERVAL_MS = 1_000;
+/** How long an agent's DELETE waits for its upstream sessions to close (each may take its connect timeout). */
+const END_WAIT_MS = 2_000;
 /** The list areas whose changes the agent may be told of. */
 const LIST_AREAS = ['tools', 'prompts', 'resources'] as const;
 
@@ -1353,14 +1355,21 @@ export class SessionEngine {
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
     this.stopFirstListen(live);
     this.dropRelayed(live);
-    const settled = await this.closeUpstreams(record, live);
-    for (const outcome of settled) if (outcome.status === 'rejected') this.deps.logger.debug({ traceId, err: String(outcome.reason) }, 'upstream session not closed');
-    // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone).
+    // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone),
+    // and the other replicas hear of the end, before the upstream sessions are closed: an upstream slow to take its
+    // DELETE (up to its connect timeout) held both, and other replicas served the session from their cache meanwhile.
     live.standalone?.close?.();
     live.standalone = undefined;
     this.dropPages(live);
-    await this.deps.tasks?.delete(record.id).catch(() => undefined);
     this.deps.bus?.broadcast({ type: 'session-ended', sessionId: record.id });
+    const closing = this.closeUpstreams(record, live).then((settled) => {
+      for (const outcome of settled) if (outcome.status === 'rejected') this.deps.logger.debug({ traceId, err: String(outcome.reason) }, 'upstream session not closed');
+    });
+    const tasks = this.deps.tasks?.delete(record.id).catch(() => undefined);
+    // The agent's DELETE is answered once its upstream sessions are closed, or END_WAIT_MS on (the rest closes after).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([closing, tasks]), new Promise((resolve) => (timer = setTimeout(resolve, END_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /** Another replica ended a session: drop what this replica holds (per-replica upstream resources are closed). */
