@@ -297,6 +297,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const maxGetStreams = options.streams?.maxStreams ?? 8_192;
   /** Open SSE streams and who opened them. */
   const streams = new Map<EventStream, Principal>();
+  /**
+   * Checked again right before a stream is opened (and tracked, with nothing awaited in between): a reload that
+   * revoked the key while the request looked its session up closed the streams open then, not this one.
+   */
+  const refuseIfRevoked = (principal: Principal): void => {
+    if (principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false) throw unauthenticated();
+  };
   const track = (stream: EventStream, principal: Principal): EventStream => {
     streams.set(stream, principal);
     // A credential that expires is refused from that moment on, without a reload: its streams end then too, or they
@@ -472,7 +479,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // cancelled it upstream: a network cut stopped a tool half-way through what it was doing.)
         // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
-        const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
+        let response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
+        // A call long enough to stream (quick answers pass without a look): its key may have been revoked, or its tenant
+        // suspended, meanwhile. Such a stream is not among those closed then (it is the call's, not the session's), so
+        // its result is withheld here, as a task's result or an approved call's go-ahead are.
+        if (responder.streaming && principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false && 'result' in response) {
+          response = {
+            jsonrpc: '2.0',
+            id: response.id,
+            error: { code: GATEWAY_RPC.FORBIDDEN, message: 'The credential that made this request was revoked, expired or disabled (or its tenant suspended) while it ran, so its result was not sent.', data: { reason: 'credential_no_longer_valid' } },
+          };
+        }
         if (unanswerable(response)) responder.abandon();
         else responder.finish(response);
       } else {
@@ -843,6 +860,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if ((getStreamsPerTenant.get(principal.tenantId) ?? 0) >= maxGetStreamsPerTenant) {
           throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many SSE streams open for this tenant (at most ${maxGetStreamsPerTenant})`, { 'retry-after': '5' });
         }
+        refuseIfRevoked(principal);
         reply.hijack();
         // The client went while the session and replay log were looked up: no stream for it (attached, it would
         // displace the session's real standalone stream).
@@ -941,6 +959,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           throw new GatewayHttpError(429, GATEWAY_RPC.RATE_LIMITED, `Too many legacy SSE streams open for this tenant (at most ${maxLegacyPerTenant})`, { 'retry-after': '5' });
         }
         const sessionId = newSessionId();
+        refuseIfRevoked(principal);
         reply.hijack();
         const stream = track(new EventStream(reply.raw, {}, options.keepAliveMs, undefined, undefined, logger), principal);
         const entry: LegacyStream = { principal, stream, record: undefined, initializing: false, inFlight: 0 };

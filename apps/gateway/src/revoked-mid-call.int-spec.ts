@@ -1,0 +1,62 @@
+/**
+ * A call under way when the key that made it is revoked. The gateway ends the SSE streams of a key once it is revoked
+ * (standalone GET, legacy SSE, resumed POST streams: `revalidateStreams`), and refuses a task's result or a held call's
+ * go-ahead to a credential that is gone (`credentialsAfterApproval`). The SSE stream a POST turned into (a slow call)
+ * is the call's: it ends with an error in place of the result. Before, it handed the result to the revoked key's
+ * holder, however long the call ran (up to the upstream's call timeout, an hour at most).
+ */
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { startRecordingUpstream, type RecordingUpstream } from './testing/recording-upstream';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let gateway: TestGateway;
+let tenant: TestTenant;
+let upstream: RecordingUpstream;
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  upstream = await startRecordingUpstream();
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: tenant.id, connectTimeoutMs: 10_000, callTimeoutMs: 30_000, name: 'recorder', toolPrefix: 'rec', transport: 'streamable_http', url: upstream.url } as never,
+  });
+  // Keep-alives every 500 ms: the slow call's POST turns into an SSE stream within a second.
+  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SSE_KEEPALIVE_MS: '500', GATEWAY_SSE_REPLAY_TTL_MS: '60000' } });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  const closed = new Promise<void>((resolve) => upstream?.server.close(() => resolve()));
+  upstream?.server.closeAllConnections();
+  await closed;
+  await db?.$disconnect();
+});
+
+describe('a call under way when its key is revoked', () => {
+  it("does not hand the call's result to the revoked key's holder on the POST's SSE stream", async () => {
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'revoked-mid-call');
+    await gateway.dataPlane.refreshAll();
+    const init = await postInitialize(gateway, tenant.slug, key);
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+
+    const call = postInSession(gateway, tenant.slug, key, sessionId, { id: 2, method: 'tools/call', params: { name: 'rec__slow', arguments: { ms: 4_000 } } });
+    const response = await call;
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    // The key is revoked (and every replica told) while the call runs.
+    await db.apiKey.updateMany({ where: { agentClientId: agentId }, data: { revokedAt: new Date() } });
+    await gateway.dataPlane.refreshAll();
+    // The key is refused from now on...
+    expect((await postInSession(gateway, tenant.slug, key, sessionId, { id: 3, method: 'ping' })).status).toBe(401);
+    // ...and the stream it opened ends with an error instead of the result.
+    const text = await response.text();
+    expect(text).not.toContain('slept 4000');
+    expect(text).toContain('"reason":"credential_no_longer_valid"');
+  }, 30_000);
+});
