@@ -268,6 +268,19 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(streams[2]?.closed).toBe(0);
   });
 
+  it('refuses an initialize whose capabilities or clientInfo are too long or nest too deeply for the session record', async () => {
+    const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const nested = (depth: number): Record<string, unknown> => (depth <= 1 ? {} : { x: nested(depth - 1) });
+    const initialize = (capabilities: unknown, clientInfo: unknown = { name: 'spec', version: '1' }) =>
+      engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities, clientInfo }), 'trace').then((outcome) => outcome.response);
+    expect(await initialize({ experimental: { blob: 'x'.repeat(17 * 1024) } })).toMatchObject({ error: { code: -32602, message: expect.stringContaining('characters of JSON') } });
+    expect(await initialize({ experimental: nested(40) })).toMatchObject({ error: { code: -32602, message: expect.stringContaining('32 levels') } });
+    expect(await initialize({}, { name: 'spec', version: '1', extra: nested(40) })).toMatchObject({ error: { code: -32602, message: expect.stringContaining('32 levels') } });
+    expect(connector.opened).toEqual([]);
+    // A few levels, as real clients send: a session.
+    expect(await initialize({ experimental: nested(8) })).toMatchObject({ result: { protocolVersion: '2025-06-18' } });
+  });
+
   it('refuses an initialize past maxSessionsPerPrincipal with RATE_LIMITED before any upstream is contacted, and takes one again once a session ended', async () => {
     const { engine, connector } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 2 });
     const first = await openSession(engine);

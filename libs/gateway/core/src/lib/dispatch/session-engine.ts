@@ -132,6 +132,16 @@ export interface EngineOptions {
 export const MAX_CLIENT_INFO_LENGTH = 256;
 /** Longest JSON of the `capabilities` an initialize may carry (real clients send well under 1 KiB). */
 export const MAX_CAPABILITIES_JSON = 16 * 1024;
+/** Deepest nesting of objects and arrays in an initialize's `capabilities` or `clientInfo`. */
+export const MAX_INITIALIZE_DEPTH = 32;
+
+/** Whether `value` nests objects or arrays more than `limit` levels deep (walked only that far). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit === 0) return true;
+  for (const child of Array.isArray(value) ? value : Object.values(value)) if (nestedDeeperThan(child, limit - 1)) return true;
+  return false;
+}
 
 /** Length of a value's JSON text; a value that cannot be serialised (a cycle cannot come from JSON.parse) counts as too long. */
 function jsonLength(value: unknown): number {
@@ -1127,6 +1137,14 @@ export class SessionEngine {
       return {
         sessionId: undefined,
         response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, `initialize: clientInfo name and version are limited to ${MAX_CLIENT_INFO_LENGTH} characters, capabilities to ${MAX_CAPABILITIES_JSON} characters of JSON`, traceId),
+      };
+    }
+    // And shallow: Redis's JSON decoder (the record's scripts read its owner) takes at most 1,000 levels, and a record
+    // it cannot read kept its place among the principal's sessions after a DELETE (real clients nest a few levels).
+    if (nestedDeeperThan(capabilities, MAX_INITIALIZE_DEPTH) || nestedDeeperThan(clientInfo, MAX_INITIALIZE_DEPTH)) {
+      return {
+        sessionId: undefined,
+        response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, `initialize: capabilities and clientInfo may nest at most ${MAX_INITIALIZE_DEPTH} levels deep`, traceId),
       };
     }
     const version = negotiateVersion(params['protocolVersion']);
