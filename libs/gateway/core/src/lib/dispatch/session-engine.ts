@@ -3043,14 +3043,16 @@ export class SessionEngine {
             this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
           }
         },
-        onServerRequest: (received, upstreamSignal) => {
+        onServerRequest: (received, upstreamSignal, context) => {
           // Its text may quote a configured secret: not relayed when the configuration (what it is masked with) is gone.
           if (config === undefined) return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'The upstream is no longer configured'));
           const request = maskedRelay(config, received);
           const upstreamTask = referencedTask(request.method, request.params);
           const sinkNow = sink.canStream ? sink : this.standaloneSink(live);
           if (upstreamTask === undefined) {
-            const bounds = { ended: endsWithCall(), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
+            // One of several calls of the session may have made it (a stdio or legacy SSE connection cannot say which):
+            // it ends with none of them, only with the upstream's cancellation or the relay timeout.
+            const bounds = context?.shared === true ? { timeoutMs: timeoutMs ?? this.relayTimeoutMs } : { ended: endsWithCall(), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
             return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
           }
           // About a task: it outlives the call that created it (its questions may come after the call's answer).

@@ -117,9 +117,10 @@ export interface UpstreamRequestOptions {
   /**
    * Requests the upstream sends while handling this request (sampling/createMessage,
    * elicitation/create, roots/list). The returned value is the JSON-RPC result sent back; a thrown
-   * UpstreamRpcError becomes a JSON-RPC error.
+   * UpstreamRpcError becomes a JSON-RPC error. `context.shared`: the transport could tell only that one of several
+   * calls of this caller made it (stdio, legacy SSE), so it is not surely this call's.
    */
-  readonly onServerRequest?: (request: JsonRpcRequest, signal: AbortSignal) => Promise<Record<string, unknown>>;
+  readonly onServerRequest?: (request: JsonRpcRequest, signal: AbortSignal, context?: { readonly shared?: boolean }) => Promise<Record<string, unknown>>;
 }
 
 /** State that lets any replica continue an upstream session (stored in the agent's session record). */

@@ -121,6 +121,26 @@ describe('RequestMultiplexer', () => {
     expect(sent.filter((m) => m.method === 'notifications/cancelled').map((m) => m.params?.['requestId'])).toEqual([3]);
   });
 
+  it('tells the handler a server request may be of another call of its owner when the owner has several in flight', async () => {
+    const { mux } = harness();
+    const contexts: unknown[] = [];
+    const handler = async (_request: unknown, _signal: AbortSignal, context?: unknown) => {
+      contexts.push(context);
+      return {};
+    };
+    const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'elicitation/create' };
+    void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    const only = mux.routeServerRequest(request);
+    if (only.kind !== 'call') throw new Error('not routed');
+    await only.handler(request, new AbortController().signal);
+    void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    const either = mux.routeServerRequest(request);
+    if (either.kind !== 'call') throw new Error('not routed');
+    await either.handler(request, new AbortController().signal);
+    expect(contexts).toEqual([undefined, { shared: true }]);
+    mux.failAll(new Error('done'));
+  });
+
   it('routes a server request to the only owner with a handler, and refuses when owners are ambiguous', () => {
     const { mux } = harness();
     const handler = async () => ({});

@@ -5,7 +5,9 @@ import {
   type JsonRpcResponse,
   type UpstreamRequestOptions,
 } from '@portcullis/gateway/mcp';
-import { abortReason, encodeCancelled, encodeRequest, errors, isTaskAugmented, type ServerRequestHandler } from './wire';
+import { abortReason, encodeCancelled, encodeRequest, errors, isTaskAugmented, type ServerRequestContext, type ServerRequestHandler } from './wire';
+
+const SHARED: ServerRequestContext = { shared: true };
 
 interface Call<Owner> {
   readonly id: number;
@@ -153,15 +155,20 @@ export class RequestMultiplexer<Owner> {
    */
   routeServerRequest(_request: JsonRpcRequest): ServerRequestRoute<Owner> {
     let chosen: Call<Owner> | undefined;
+    let candidates = 0;
     for (const call of this.calls.values()) {
       if (call.options?.onServerRequest === undefined) continue;
+      candidates += 1;
       if (chosen === undefined) chosen = call;
       else if (chosen.owner !== call.owner) return { kind: 'ambiguous' };
     }
     const handler = chosen?.options?.onServerRequest;
-    return chosen === undefined || handler === undefined
-      ? { kind: 'none' }
-      : { kind: 'call', owner: chosen.owner, handler };
+    if (chosen === undefined || handler === undefined) return { kind: 'none' };
+    // Several calls of the owner: any of them may have asked, so the request is not tied to the oldest one's end (it
+    // was cancelled when that call finished while the one that asked still waited for the answer).
+    return candidates === 1
+      ? { kind: 'call', owner: chosen.owner, handler }
+      : { kind: 'call', owner: chosen.owner, handler: (request, signal) => handler(request, signal, SHARED) };
   }
 
   fail(id: number, error: unknown): void {

@@ -46,7 +46,17 @@ export function encodeError(id: JsonRpcId, code: number, message: string, data?:
 export type ServerRequestHandler = (
   request: JsonRpcRequest,
   signal: AbortSignal,
+  context?: ServerRequestContext,
 ) => Promise<Record<string, unknown>>;
+
+/** What the transport knows of where a server request came from. */
+export interface ServerRequestContext {
+  /**
+   * Handed to one of several calls of the same caller that could each have made it (a connection JSON-RPC gives no
+   * link on): it is that caller's, but not surely that call's, so it must not end with that call.
+   */
+  readonly shared?: boolean;
+}
 
 /**
  * Runs a handler for a request the upstream sent (sampling, elicitation, roots) and writes the answer.
