@@ -270,7 +270,12 @@ export type BusMessage =
    */
   | { readonly type: 'agent-state'; readonly sessionId: string }
   /** The agent's roots changed (its notice reached replica `from`): upstream sessions held per replica are told. */
-  | { readonly type: 'roots-changed'; readonly sessionId: string; readonly from: string };
+  | { readonly type: 'roots-changed'; readonly sessionId: string; readonly from: string }
+  /**
+   * A call of the session became task `task` with progress token `token` on `upstreamId`: its progress may come on the
+   * upstream session's own stream, which another replica may hold (`LiveSession.taskProgress`).
+   */
+  | { readonly type: 'task-progress'; readonly sessionId: string; readonly upstreamId: string; readonly token: string | number; readonly task: string };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -1544,6 +1549,13 @@ export class SessionEngine {
       case 'task-ended': {
         const live = this.live.get(message.sessionId);
         if (live !== undefined && typeof message.taskId === 'string') this.endTaskSlots(live, message.taskId, false);
+        return;
+      }
+      case 'task-progress': {
+        const live = this.live.get(message.sessionId);
+        if (live !== undefined && typeof message.upstreamId === 'string' && typeof message.task === 'string' && message.task.length <= 256) {
+          this.noteTaskProgress(live, message.upstreamId, message.token, message.task);
+        }
         return;
       }
       case 'roots-changed': {
@@ -3213,14 +3225,25 @@ export class SessionEngine {
     }
   }
 
-  /** Notes the progress token of a call that became a task (see `LiveSession.taskProgress`). */
+  /**
+   * Notes the progress token of a call that became a task (see `LiveSession.taskProgress`), here and on the other
+   * replicas: the upstream's progress may come on its session's own stream, which another replica may hold (before,
+   * that replica dropped it, knowing no such task).
+   */
   private trackTaskProgress(live: LiveSession, upstreamId: string, meta: unknown, agentTaskId: string): void {
     const token = isObject(meta) ? meta['progressToken'] : undefined;
-    // Kept for the task's lifetime: a token longer than a relayed one may be (512) is not kept, and its progress ends
-    // with the call.
-    if ((typeof token !== 'string' || token.length > MAX_TASK_PROGRESS_TOKEN) && typeof token !== 'number') return;
-    if (live.taskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgress);
-    live.taskProgress.set(taskProgressKey(upstreamId, token), agentTaskId);
+    if (!this.noteTaskProgress(live, upstreamId, token, agentTaskId)) return;
+    this.deps.bus?.broadcast({ type: 'task-progress', sessionId: live.record.id, upstreamId, token: token as string | number, task: agentTaskId });
+  }
+
+  /** Keeps `token` → task for the task's lifetime; false for a token that is not kept. */
+  private noteTaskProgress(live: LiveSession, upstreamId: string, token: unknown, agentTaskId: string): boolean {
+    // A token longer than a relayed one may be (512) is not kept, and its progress ends with the call.
+    if ((typeof token !== 'string' || token.length > MAX_TASK_PROGRESS_TOKEN) && typeof token !== 'number') return false;
+    const key = taskProgressKey(upstreamId, token);
+    if (!live.taskProgress.has(key) && live.taskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgress);
+    live.taskProgress.set(key, agentTaskId);
+    return true;
   }
 
   /** The agent's progress on a relayed request, to the upstream that asked, under the upstream's own token. */

@@ -1,0 +1,96 @@
+/**
+ * Progress of a task (MCP 2025-11-25: its progress token holds for the task's lifetime) coming on the upstream session's own
+ * stream, which one replica holds, when the call that became the task went through another: the token is broadcast.
+ */
+import { createLogger } from '@portcullis/shared/util-logger';
+import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcRequest, type Principal } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { SessionEngine, type BusMessage } from './session-engine';
+import { NO_STREAM, type MessageSink } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines = shutDownAfterEach<SessionEngine>();
+const req = requestMaker();
+const init = (): JsonRpcRequest => req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+
+function agentStream(): MessageSink & { readonly got: Record<string, unknown>[] } {
+  const got: Record<string, unknown>[] = [];
+  return { canStream: true, send: (message) => (got.push(message as unknown as Record<string, unknown>), true), close: () => undefined, got };
+}
+
+/** A Streamable HTTP upstream that runs `slow` as a task. */
+function taskUpstream(): FakeUpstream {
+  let n = 0;
+  return {
+    capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
+    handle: async (method, params) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+      if (method === 'tools/call' && params?.['task'] !== undefined) {
+        n += 1;
+        return { task: { taskId: `t-${n}`, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+      }
+      throw new UpstreamRpcError(-32601, 'Method not found');
+    },
+  };
+}
+
+function twoReplicas() {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+  const connector = new FakeConnector({ u1: taskUpstream() });
+  connector.listenable.add('u1');
+  const sessions = new MemorySessionStore();
+  const tasks = new MemoryTaskRouteStore();
+  const replicas = new Map<string, SessionEngine>();
+  const bus = {
+    broadcast: (message: BusMessage) => {
+      for (const replica of replicas.values()) replica.onBusMessage(message);
+    },
+    sendTo: (replicaId: string, message: BusMessage) => replicas.get(replicaId)?.onBusMessage(message),
+  };
+  const make = (replicaId: string) => new SessionEngine({ registry, connector, sessions, tasks, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200, replicaId } });
+  const [a, b] = [make('ra'), make('rb')];
+  replicas.set('ra', a).set('rb', b);
+  engines.push(a, b);
+  return { a, b, connector };
+}
+
+const progress = (token: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: token, progress: 1, total: 2 } });
+
+describe('progress of a task on the upstream session stream, across two replicas', () => {
+  it('(control) reaches the agent when the task was created on the replica that holds the upstream stream', async () => {
+    const { a, connector } = twoReplicas();
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const stream = agentStream();
+    a.attachStandalone(record, stream);
+    const created = await a.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
+    expect('result' in created).toBe(true);
+    // The upstream's GET stream (one per upstream session) is A's: the task's progress comes there.
+    connector.emit('u1', progress('p1'), 'first');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(stream.got.filter((m) => m['method'] === 'notifications/progress')).toHaveLength(1);
+  });
+
+  it('reaches the agent when the task was created through the other replica (MCP: the token holds for the task lifetime)', async () => {
+    const { a, b, connector } = twoReplicas();
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const recordA = await a.session(sessionId ?? '', principal);
+    const recordB = await b.session(sessionId ?? '', principal);
+    if (!recordA || !recordB) throw new Error('no session');
+    // The agent listens on A (where it initialised), and A holds the upstream's one GET stream.
+    const stream = agentStream();
+    a.attachStandalone(recordA, stream);
+    // The load balancer sends the task-augmented call to B.
+    const created = await b.request(recordB, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
+    expect('result' in created).toBe(true);
+    // The task's progress comes on the upstream session's own stream, held by A.
+    connector.emit('u1', progress('p1'), 'first');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(stream.got.filter((m) => m['method'] === 'notifications/progress')).toEqual([progress('p1')]);
+  });
+});
