@@ -1,9 +1,9 @@
 /**
  * A call under way when the key that made it is revoked. The gateway ends the SSE streams of a key once it is revoked
- * (standalone GET, legacy SSE, resumed POST streams: `revalidateStreams`), and refuses a task's result or a held call's
- * go-ahead to a credential that is gone (`credentialsAfterApproval`). The SSE stream a POST turned into (a slow call)
- * is the call's: it ends with an error in place of the result. Before, it handed the result to the revoked key's
- * holder, however long the call ran (up to the upstream's call timeout, an hour at most).
+ * (standalone GET, legacy SSE, resumed POST streams, and the SSE stream a POST turned into: `revalidateStreams`), and
+ * refuses a task's result or a held call's go-ahead to a credential that is gone (`credentialsAfterApproval`). A POST's
+ * stream ends with an error for each of its requests in place of their results. Before, it carried the call's progress
+ * and finally its result to the revoked key's holder, however long the call ran (up to an hour).
  */
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -55,6 +55,62 @@ describe('a call under way when its key is revoked', () => {
     // The key is refused from now on...
     expect((await postInSession(gateway, tenant.slug, key, sessionId, { id: 3, method: 'ping' })).status).toBe(401);
     // ...and the stream it opened ends with an error instead of the result.
+    const text = await response.text();
+    expect(text).not.toContain('slept 4000');
+    expect(text).toContain('"reason":"credential_no_longer_valid"');
+  }, 30_000);
+  it("relays nothing more of the upstream's to the revoked key's holder: the stream ends with the error at once", async () => {
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'revoked-mid-stream');
+    await gateway.dataPlane.refreshAll();
+    const init = await postInitialize(gateway, tenant.slug, key);
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const response = await postInSession(gateway, tenant.slug, key, sessionId, { id: 2, method: 'tools/call', params: { name: 'rec__tick', arguments: { ms: 6_000 }, _meta: { progressToken: 'p1' } } });
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    const revoked: { at?: number } = {};
+    const afterRevocation: string[] = [];
+    const reading = (async () => {
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        const part = decoder.decode(chunk.value, { stream: true });
+        text += part;
+        // Half a second for the revocation to take effect.
+        if (revoked.at !== undefined && Date.now() - revoked.at > 500) afterRevocation.push(...(part.match(/tick-\d+/g) ?? []));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(text).toContain('tick-');
+    await db.apiKey.updateMany({ where: { agentClientId: agentId }, data: { revokedAt: new Date() } });
+    await gateway.dataPlane.refreshAll();
+    revoked.at = Date.now();
+    await reading;
+    expect(Date.now() - revoked.at).toBeLessThan(3_000);
+    expect(text).not.toContain('"ticked"');
+    expect(text).toContain('"reason":"credential_no_longer_valid"');
+    expect(afterRevocation).toEqual([]);
+  }, 30_000);
+
+  it("does not hand a batch's results to the revoked key's holder (2025-03-26)", async () => {
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'revoked-mid-batch');
+    await gateway.dataPlane.refreshAll();
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const init = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+      method: 'POST',
+      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' },
+      body: JSON.stringify([{ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'rec__slow', arguments: { ms: 4_000 } } }]),
+    });
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    await db.apiKey.updateMany({ where: { agentClientId: agentId }, data: { revokedAt: new Date() } });
+    await gateway.dataPlane.refreshAll();
     const text = await response.text();
     expect(text).not.toContain('slept 4000');
     expect(text).toContain('"reason":"credential_no_longer_valid"');

@@ -71,6 +71,16 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
       await new Promise((resolve) => setTimeout(resolve, ms));
       return { content: [{ type: 'text', text: `slept ${ms}` }] };
     });
+    // Progress `tick-<n>` every 100 ms for `ms`, to the call's progress token, then `ticked`.
+    mcp.registerTool('tick', { inputSchema: { ms: z.number() } }, async ({ ms }, extra) => {
+      const token = extra._meta?.progressToken;
+      const started = Date.now();
+      for (let n = 1; Date.now() - started < ms; n++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: n, message: `tick-${n}` } });
+      }
+      return { content: [{ type: 'text', text: 'ticked' }] };
+    });
     // Adds a tool: the SDK tells the session's standalone stream (if one is open) that its tools changed.
     let grown = 0;
     mcp.registerTool('grow', { inputSchema: {} }, () => {

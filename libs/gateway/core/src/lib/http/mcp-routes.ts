@@ -298,6 +298,29 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   /** Open SSE streams and who opened them. */
   const streams = new Map<EventStream, Principal>();
   /**
+   * POSTs under way whose answer may stream, by who sent them (credentialed principals only): a POST's stream is its
+   * requests', not the session's, so `revalidateStreams` ends it with an error for each request once its credential is
+   * gone (its calls run on upstream to their end; nothing more of them reaches the agent).
+   */
+  const openPosts = new Map<PostResponder, { readonly principal: Principal; readonly ids: readonly JsonRpcId[] }>();
+  const revokedAnswer = (id: JsonRpcId): JsonRpcResponse => ({
+    jsonrpc: '2.0',
+    id,
+    error: {
+      code: GATEWAY_RPC.FORBIDDEN,
+      message: 'The credential that made this request was revoked, expired or disabled (or its tenant suspended) while it ran, so its result was not sent.',
+      data: { reason: 'credential_no_longer_valid' },
+    },
+  });
+  /**
+   * A result that streamed (quick answers pass without a look) is withheld when its credential went meanwhile (revoked,
+   * expired, its tenant suspended), as a task's result or an approved call's go-ahead are.
+   */
+  const withheldIfRevoked = (responder: PostResponder, principal: Principal, response: JsonRpcResponse): JsonRpcResponse =>
+    responder.streaming && 'result' in response && principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false
+      ? revokedAnswer(response.id)
+      : response;
+  /**
    * Checked again right before a stream is opened (and tracked, with nothing awaited in between): a reload that
    * revoked the key while the request looked its session up closed the streams open then, not this one.
    */
@@ -479,23 +502,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // cancelled it upstream: a network cut stopped a tool half-way through what it was doing.)
         // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
-        let response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
-        // A call long enough to stream (quick answers pass without a look): its key may have been revoked, or its tenant
-        // suspended, meanwhile. Such a stream is not among those closed then (it is the call's, not the session's), so
-        // its result is withheld here, as a task's result or an approved call's go-ahead are.
-        if (responder.streaming && principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false && 'result' in response) {
-          response = {
-            jsonrpc: '2.0',
-            id: response.id,
-            error: { code: GATEWAY_RPC.FORBIDDEN, message: 'The credential that made this request was revoked, expired or disabled (or its tenant suspended) while it ran, so its result was not sent.', data: { reason: 'credential_no_longer_valid' } },
-          };
-        }
+        if (principal.credentialId !== undefined) openPosts.set(responder, { principal, ids: [only.id] });
+        const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
         if (unanswerable(response)) responder.abandon();
-        else responder.finish(response);
+        else responder.finish(withheldIfRevoked(responder, principal, response));
       } else {
         if (res.closed) return; // gone already, as above
+        if (principal.credentialId !== undefined) openPosts.set(responder, { principal, ids: requests.map((message) => message.id) });
         const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
-        const answered = [...refused, ...responses.filter((response) => !unanswerable(response))];
+        const answered = [...refused, ...responses.filter((response) => !unanswerable(response)).map((response) => withheldIfRevoked(responder as PostResponder, principal, response))];
         if (answered.length > 0) responder.finish(answered);
         else responder.abandon();
       }
@@ -517,6 +532,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (res.headersSent) res.destroy();
       else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
     } finally {
+      if (responder !== undefined && openPosts.size > 0) openPosts.delete(responder);
       // Answered: nothing to do. A stream that failed before its answer gets an error as its last event (logged, so an
       // agent resuming it learns the outcome); anything else is released (no more keep-alives; a stream is cut).
       if (responder?.streaming && answeringId !== undefined) {
@@ -1240,6 +1256,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal) !== false) continue;
         stream.close();
         streams.delete(stream);
+        ended += 1;
+      }
+      for (const [responder, { principal, ids }] of [...openPosts]) {
+        if (!responder.streaming || principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal) !== false) continue;
+        openPosts.delete(responder);
+        const [only] = ids;
+        responder.finish(ids.length === 1 && only !== undefined ? revokedAnswer(only) : ids.map(revokedAnswer));
         ended += 1;
       }
       if (ended > 0) logger.info({ ended }, 'closed SSE streams whose credential is no longer valid');
