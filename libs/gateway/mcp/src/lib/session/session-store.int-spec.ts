@@ -101,6 +101,18 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(await redis.exists(`pcs:session:${sessions[2]?.id}`)).toBe(0);
   });
 
+  it('gives back the place of a deleted record Redis cannot decode (an upstream\'s capabilities nested past its 1,000 levels)', async () => {
+    const store = new RedisSessionStore(redis, { idleTtlMs: 60_000, cacheMs: 50, touchEveryMs: 10, maxCached: 100 });
+    const owner = { tenantId: 'tenant-deep', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    let capabilities: Record<string, unknown> = {};
+    for (let level = 0; level < 1_100; level++) capabilities = { x: capabilities };
+    const deep = record({ ...owner, upstreams: { u1: { sessionId: 'upstream-session', protocolVersion: '2025-11-25', capabilities } } });
+    await store.create(deep);
+    expect(await store.heldBy(owner)).toBe(1);
+    expect(await store.delete(deep.id)).toBe(true);
+    expect(await store.heldBy(owner)).toBe(0);
+  });
+
   it('takes at most the principal\'s places for sessions being created, atomically across replicas, and gives one back', async () => {
     const options = { idleTtlMs: 60_000, cacheMs: 10_000, touchEveryMs: 10_000, maxCached: 100 };
     const replicas = [new RedisSessionStore(redis, options), new RedisSessionStore(redis, options)];

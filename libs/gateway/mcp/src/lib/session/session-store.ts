@@ -119,13 +119,23 @@ return redis.call('ZCARD', KEYS[1])`;
 
 /**
  * Delete: the record and its id in its principal's set, read from the record itself (so a replica that holds no copy
- * of it removes both). Single-node Redis: the set's key is derived, not declared.
+ * of it removes both). Single-node Redis: the set's key is derived, not declared. A record the decoder cannot read
+ * (nested past its 1,000 levels) is read for its owner by pattern: the owner's fields come first in every record, so
+ * their first occurrence is theirs (inside a string value the quotes are escaped, so cannot match).
  */
 const DELETE = `local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
+local tenant, kind, principal
 local ok, record = pcall(cjson.decode, raw)
-if ok and type(record) == 'table' and type(record.tenantId) == 'string' and type(record.principalKind) == 'string' and type(record.principalId) == 'string' then
-  redis.call('ZREM', ARGV[2] .. record.tenantId .. ':' .. record.principalKind .. ':' .. record.principalId, ARGV[1])
+if ok and type(record) == 'table' then
+  tenant, kind, principal = record.tenantId, record.principalKind, record.principalId
+else
+  tenant = string.match(raw, '"tenantId":"([^"]*)"')
+  kind = string.match(raw, '"principalKind":"([^"]*)"')
+  principal = string.match(raw, '"principalId":"([^"]*)"')
+end
+if type(tenant) == 'string' and type(kind) == 'string' and type(principal) == 'string' then
+  redis.call('ZREM', ARGV[2] .. tenant .. ':' .. kind .. ':' .. principal, ARGV[1])
 end
 redis.call('DEL', KEYS[1])
 return 1`;

@@ -29,6 +29,13 @@ describe('toServerInfo', () => {
     );
   });
 
+  it('refuses capabilities nested deeper than every session record holding them can be read (Redis decodes 1,000 levels)', () => {
+    expect(() => toServerInfo(result({ tools: {}, experimental: nested(40) }))).toThrow(
+      expect.objectContaining({ reason: 'protocol_error', message: expect.stringContaining('nested too deeply') }),
+    );
+    expect(toServerInfo(result({ tools: {}, experimental: nested(8) })).capabilities).toEqual({ tools: {}, experimental: nested(8) });
+  });
+
   it('cuts instructions past the bound, never inside a surrogate pair, and keeps shorter ones whole', () => {
     const withInstructions = (instructions: string) => ({ ...result({}), instructions });
     const exact = 'i'.repeat(MAX_INSTRUCTIONS_CHARS);

@@ -33,6 +33,8 @@ export function toServerInfo(result: Record<string, unknown>): UpstreamServerInf
   // The capabilities are copied into every agent session's record in Redis: an upstream must not make each of them
   // megabytes (a message may be up to 16 MiB).
   if (capabilitiesText !== undefined && capabilitiesText.length > MAX_CAPABILITIES_CHARS) throw errors.protocol('initialize result capabilities too large');
+  // And shallow: Redis's JSON decoder (the record's scripts read its owner) takes at most 1,000 levels.
+  if (nestedDeeperThan(capabilities, MAX_CAPABILITIES_DEPTH)) throw errors.protocol('initialize result capabilities nested too deeply');
   return {
     protocolVersion,
     serverInfo: { ...serverInfo, name: serverInfo['name'], version },
@@ -43,6 +45,16 @@ export function toServerInfo(result: Record<string, unknown>): UpstreamServerInf
 
 /** The largest capabilities object an upstream may declare (serialised, UTF-16 code units). */
 export const MAX_CAPABILITIES_CHARS = 64 * 1024;
+/** The deepest nesting of objects and arrays an upstream's capabilities may have (real servers nest a few levels). */
+export const MAX_CAPABILITIES_DEPTH = 32;
+
+/** Whether `value` nests objects or arrays more than `limit` levels deep (walked only that far). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit === 0) return true;
+  for (const child of Array.isArray(value) ? value : Object.values(value)) if (nestedDeeperThan(child, limit - 1)) return true;
+  return false;
+}
 /** Info of a session resumed from its stored state: the initialize result is not known on this replica. */
 export const resumedInfo = (protocolVersion: string, name: string): UpstreamServerInfo => ({
   protocolVersion,
