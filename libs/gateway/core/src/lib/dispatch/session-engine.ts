@@ -248,6 +248,11 @@ export type BusMessage =
       readonly renews?: true;
       /** The stream the new one resumes (the agent's Last-Event-ID): that one ends as resumed, any other as replaced. */
       readonly resumes?: string;
+      /**
+       * Set when the new stream resumes none: the older one ends as replaced. Neither field (a replica of an earlier
+       * version, which says nothing of resumes): the older one ends as it did then, unmarked.
+       */
+      readonly fresh?: true;
     }
   /** A replica still holds these standalone streams (`[sessionId, token]`): sent every `listenerAnnounceMs`. */
   | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
@@ -1430,7 +1435,7 @@ export class SessionEngine {
     const token = randomBytes(12).toString('base64url');
     const announced = { token, confirmed: this.deps.bus === undefined };
     live.standaloneToken = announced;
-    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : {}) });
+    this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
     // to later ones for good: after a while it counts as delivered.
     if (!announced.confirmed) setTimeout(() => (announced.confirmed = true), STANDALONE_ECHO_WAIT_MS).unref();
@@ -1448,7 +1453,7 @@ export class SessionEngine {
   }
 
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
-  private standaloneAnnounced(sessionId: string, token: string, resumes: string | undefined): void {
+  private standaloneAnnounced(sessionId: string, token: string, replacedUnless: string | undefined): void {
     const live = this.live.get(sessionId);
     if (live === undefined) return;
     // Someone listens: the upstream sessions here listen too (one of the replicas gets each upstream's stream).
@@ -1466,7 +1471,7 @@ export class SessionEngine {
     live.standaloneToken = undefined;
     // The upstreams' streams held here stay (the agent listens on the other replica: `shouldListen`), and what comes
     // on them goes there over the bus.
-    stream.close?.(stream.id !== undefined && stream.id === resumes ? undefined : 'replaced');
+    stream.close?.(replacedUnless !== undefined && stream.id !== replacedUnless ? 'replaced' : undefined);
   }
 
   onBusMessage(message: BusMessage): void {
@@ -1518,7 +1523,9 @@ export class SessionEngine {
         // A replica of an earlier version never announces it again, nor its end: its stream counts for an hour (its
         // agents keep hearing upstreams held here through a rolling upgrade, at the price of a broadcast too many).
         this.listeners.announced(message.sessionId, message.token, Date.now(), message.renews === true ? undefined : UNRENEWED_LISTENER_MS);
-        this.standaloneAnnounced(message.sessionId, message.token, typeof message.resumes === 'string' ? message.resumes : undefined);
+        // Which older stream is not replaced: the one resumed; none (''), for a fresh stream; any (undefined), when the
+        // announcer does not say (an earlier version).
+        this.standaloneAnnounced(message.sessionId, message.token, typeof message.resumes === 'string' ? message.resumes : message.fresh === true ? '' : undefined);
         return;
       case 'standalone-held': {
         if (!Array.isArray(message.streams)) return;

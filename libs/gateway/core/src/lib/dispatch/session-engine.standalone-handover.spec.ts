@@ -1,0 +1,64 @@
+/**
+ * A standalone stream handed over between replicas: the older one ends as replaced only when the newer one, announced
+ * on the bus, says it resumes no stream or another one (a resume of it later is then refused 409: a second client on
+ * the session); a resume of it, or an announcement from an earlier version that says neither, ends it unmarked.
+ */
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { SessionEngine, type BusMessage } from './session-engine';
+
+const logger = createLogger({ level: 'silent' } as never);
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const engines: SessionEngine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+});
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const init = () => req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+
+/** Two replicas (rx, ry) whose bus only queues: `flush` delivers what was published, in order, to both. */
+async function queuedReplicas() {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+  const sessions = new MemorySessionStore();
+  const queued: BusMessage[] = [];
+  const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
+  const make = (replicaId: string) => new SessionEngine({ registry, connector, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
+  const [x, y] = [make('rx'), make('ry')];
+  engines.push(x, y);
+  const { sessionId } = await x.initialize(principal, init(), 'trace');
+  const onX = await x.session(sessionId ?? '', principal);
+  const onY = await y.session(sessionId ?? '', principal);
+  if (!onX || !onY) throw new Error('no session');
+  const flush = () => {
+    for (const message of queued.splice(0)) for (const engine of [x, y]) engine.onBusMessage(message);
+  };
+  return { x, y, onX, onY, queued, flush };
+}
+
+describe('standalone stream handover across replicas', () => {
+  const announced = async (announcement: Partial<BusMessage>): Promise<(string | undefined)[]> => {
+    const { x, onX, queued, flush } = await queuedReplicas();
+    const reasons: (string | undefined)[] = [];
+    x.attachStandalone(onX, { id: 's-agent-stream', canStream: true, send: () => true, close: (reason?: 'replaced') => void reasons.push(reason ?? 'ended') });
+    flush();
+    queued.push({ type: 'standalone-attached', sessionId: onX.id, token: 'token-of-the-other-replica', renews: true, ...announcement } as BusMessage);
+    flush();
+    return reasons;
+  };
+
+  it('ends the older stream as replaced when the newer one resumes none or another', async () => {
+    expect(await announced({ fresh: true })).toEqual(['replaced']);
+    expect(await announced({ resumes: 's-another-stream' })).toEqual(['replaced']);
+  });
+
+  it('ends it unmarked when the newer one resumes it, or comes from an earlier version that does not say (a 2025-06-18 agent, which gets no priming event, still holds its id)', async () => {
+    expect(await announced({ resumes: 's-agent-stream' })).toEqual(['ended']);
+    expect(await announced({})).toEqual(['ended']);
+  });
+});
