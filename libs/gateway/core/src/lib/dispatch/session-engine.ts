@@ -414,6 +414,11 @@ interface LiveSession {
    * the agent's standalone stream. Bounded; a task seen to end goes.
    */
   readonly taskProgress: Map<string, string>;
+  /**
+   * The log level this replica's own upstream sessions (stdio, legacy SSE) were last told, to tell them a level stored
+   * through another replica once, whichever way this replica's copy of the record takes it (`tellOwnLevel`).
+   */
+  toldLevel: string | undefined;
   /** Tasks seen to end here whose slots another replica holds, told to the others once (at most MAX_ANNOUNCED_TASK_ENDS). */
   readonly announcedTaskEnds: Set<string>;
   /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
@@ -1593,11 +1598,19 @@ export class SessionEngine {
       return;
     }
     if (stored === undefined || this.live.get(stored.id) !== live) return;
-    const previousLevel = live.record.logLevel;
     const { logLevel: _level, subscriptions: _subscriptions, ...rest } = live.record;
     live.record = { ...rest, ...(stored.logLevel !== undefined ? { logLevel: stored.logLevel } : {}), ...(stored.subscriptions !== undefined ? { subscriptions: stored.subscriptions } : {}) };
-    const level = stored.logLevel;
-    if (level === undefined || level === previousLevel) return;
+    this.tellOwnLevel(live);
+  }
+
+  /**
+   * Tells this replica's own upstream sessions of the session (stdio, legacy SSE: the shared ones were told by the
+   * replica the agent's `logging/setLevel` reached) whose upstream logs the level in its copy of the record, once.
+   */
+  private tellOwnLevel(live: LiveSession): void {
+    const level = live.record.logLevel;
+    if (level === undefined || level === live.toldLevel) return;
+    live.toldLevel = level;
     for (const upstreamId of this.upstreamIdsWith(live, 'logging')) {
       const own = live.record.upstreams[upstreamId]?.sessionId === null ? live.upstreams.get(upstreamId)?.session : undefined;
       void own?.then((session) => session.request('logging/setLevel', { level }, { timeoutMs: this.deps.options.listTimeoutMs })).catch(() => undefined);
@@ -2077,6 +2090,8 @@ export class SessionEngine {
         // Kept for new upstream sessions once an upstream took it (only MCP's levels: the record holds nothing else).
         const level = params['level'];
         if (typeof level === 'string' && LOG_LEVELS.includes(level) && settled.some((outcome) => outcome.status === 'fulfilled')) {
+          // This replica's own upstream sessions were told above.
+          live.toldLevel = level;
           await this.recordAgentState(live, (record) => withLogLevel(record, level), traceId);
         }
         return {};
@@ -2197,6 +2212,8 @@ export class SessionEngine {
       const { record } = await this.deps.sessions.change(live.record.id, withUnrecorded);
       if (record !== undefined) {
         live.record = record;
+        // The stored record may bring a level set through another replica before its `agent-state` came here.
+        this.tellOwnLevel(live);
         for (const [uri, upstreamId] of live.unrecorded) {
           if (record.subscriptions?.[upstreamId]?.includes(uri) === true) live.unrecorded.delete(uri);
         }
@@ -3953,6 +3970,7 @@ export class SessionEngine {
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),
+      toldLevel: record.logLevel,
       announcedTaskEnds: new Set(),
       reopened: new Map(),
       joinTriedAt: new Map(),
