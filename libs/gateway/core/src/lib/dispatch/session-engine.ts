@@ -3084,7 +3084,9 @@ export class SessionEngine {
           if (config === undefined) return Promise.reject(new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'The upstream is no longer configured'));
           const request = maskedRelay(config, received);
           const upstreamTask = referencedTask(request.method, request.params);
-          const sinkNow = sink.canStream ? sink : this.standaloneSink(live);
+          // The call's stream gone, its questions go on the session's stream, unless its answer was withdrawn from the
+          // agent (its credential went): then they are refused.
+          const sinkNow = sink.canStream ? sink : sink.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
           if (upstreamTask === undefined) {
             // One of several calls of the session may have made it (a stdio or legacy SSE connection cannot say which):
             // it ends with none of them, only with the upstream's cancellation or the relay timeout.

@@ -57,6 +57,11 @@ export interface MessageSink {
   close?(reason?: 'replaced'): void;
   /** The stream's id (what its SSE event ids begin with), for a stream that has one. */
   readonly id?: string;
+  /**
+   * The request's answer was withdrawn from the agent (its credential went while it ran): nothing more of the request
+   * reaches the agent, on this stream or any other (an upstream's question is refused, not sent to the session's).
+   */
+  readonly withdrawn?: boolean;
   /** A stream whose agent's connection is gone, kept a while for its return (`EventStream.park`): no one listens now. */
   readonly away?: boolean;
   /** Another replica's stream, reached over the replica bus: `send` hands the message on, not to the agent itself. */
@@ -322,6 +327,19 @@ export class PostResponder implements MessageSink {
    * The answer. A plain JSON response goes out as one write: status line, headers and body together
    * (a flat header list skips Node's per-header bookkeeping).
    */
+  private withdrawnAnswer = false;
+
+  get withdrawn(): boolean {
+    return this.withdrawnAnswer;
+  }
+
+  /** Ends the stream with `response` (errors in place of what the request would have answered); see `withdrawn`. */
+  withdraw(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
+    if (this.state === 'done') return;
+    this.withdrawnAnswer = true;
+    this.finish(response);
+  }
+
   finish(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
     if (this.state === 'done') return;
     this.quiet?.unwatch(this);

@@ -302,7 +302,27 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * requests', not the session's, so `revalidateStreams` ends it with an error for each request once its credential is
    * gone (its calls run on upstream to their end; nothing more of them reaches the agent).
    */
-  const openPosts = new Map<PostResponder, { readonly principal: Principal; readonly ids: readonly JsonRpcId[] }>();
+  const openPosts = new Map<PostResponder, { readonly principal: Principal; readonly ids: readonly JsonRpcId[]; readonly unwatch: () => void }>();
+  /** Ends a POST's stream with an error for each of its requests: its credential is gone. */
+  const withdrawPost = (responder: PostResponder, ids: readonly JsonRpcId[]): void => {
+    const entry = openPosts.get(responder);
+    openPosts.delete(responder);
+    entry?.unwatch();
+    const [only] = ids;
+    responder.withdraw(ids.length === 1 && only !== undefined ? revokedAnswer(only) : ids.map(revokedAnswer));
+  };
+  /** Tracks a POST that may stream (credentialed principals only), and ends it when its credential expires. */
+  const openPost = (responder: PostResponder, principal: Principal, ids: readonly JsonRpcId[]): void => {
+    if (principal.credentialId === undefined) return;
+    openPosts.set(responder, { principal, ids, unwatch: watchExpiry(principal, () => withdrawPost(responder, ids)) });
+  };
+  /** The POST is answered: no longer tracked. */
+  const closePost = (responder: PostResponder): void => {
+    const entry = openPosts.get(responder);
+    if (entry === undefined) return;
+    openPosts.delete(responder);
+    entry.unwatch();
+  };
   const revokedAnswer = (id: JsonRpcId): JsonRpcResponse => ({
     jsonrpc: '2.0',
     id,
@@ -327,34 +347,42 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const refuseIfRevoked = (principal: Principal): void => {
     if (principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false) throw unauthenticated();
   };
-  const track = (stream: EventStream, principal: Principal): EventStream => {
-    streams.set(stream, principal);
-    // A credential that expires is refused from that moment on, without a reload: its streams end then too, or they
-    // would carry on until the next reload (never, while the database is out of reach).
-    let expiry: NodeJS.Timeout | undefined;
-    const watchExpiry = (credentialId: string, rearm: boolean): void => {
+  /**
+   * Runs `expired` once the principal's credential expires (and is refused from then on), without a reload: a stream
+   * of it ends then too, or it would carry on until the next reload (never, while the database is out of reach).
+   * Returns the watch's cancel.
+   */
+  const watchExpiry = (principal: Principal, expired: () => void): (() => void) => {
+    const credentialId = principal.credentialId;
+    if (credentialId === undefined) return () => undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (rearm: boolean): void => {
       const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
       if (expiresAt === null) return;
       const wait = expiresAt - Date.now();
       // Woken at or past the expiry and still not refused: the authenticator decides otherwise, so no tighter loop.
       if (rearm && wait <= 0) return;
-      expiry = setTimeout(() => {
-        expiry = undefined;
-        if (authenticator.stillValid(credentialId, principal) !== false) {
-          watchExpiry(credentialId, true);
-          return;
-        }
-        logger.info({ streamId: stream.id }, 'closed an SSE stream whose credential expired');
-        stream.close();
-        streams.delete(stream);
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (authenticator.stillValid(credentialId, principal) !== false) arm(true);
+        else expired();
       }, Math.min(Math.max(wait, 0), MAX_TIMER_MS));
-      expiry.unref();
+      timer.unref();
     };
-    if (principal.credentialId !== undefined) watchExpiry(principal.credentialId, false);
+    arm(false);
+    return () => clearTimeout(timer);
+  };
+  const track = (stream: EventStream, principal: Principal): EventStream => {
+    streams.set(stream, principal);
+    const unwatch = watchExpiry(principal, () => {
+      logger.info({ streamId: stream.id }, 'closed an SSE stream whose credential expired');
+      stream.close();
+      streams.delete(stream);
+    });
     // Not at its connection's close: a parked stream (see EventStream.park) still takes messages, and a revoked key
     // or a shutdown must still end it.
     stream.whenDone(() => {
-      clearTimeout(expiry);
+      unwatch();
       streams.delete(stream);
     });
     return stream;
@@ -502,13 +530,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // cancelled it upstream: a network cut stopped a tool half-way through what it was doing.)
         // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
-        if (principal.credentialId !== undefined) openPosts.set(responder, { principal, ids: [only.id] });
+        openPost(responder, principal, [only.id]);
         const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
         if (unanswerable(response)) responder.abandon();
         else responder.finish(withheldIfRevoked(responder, principal, response));
       } else {
         if (res.closed) return; // gone already, as above
-        if (principal.credentialId !== undefined) openPosts.set(responder, { principal, ids: requests.map((message) => message.id) });
+        openPost(responder, principal, requests.map((message) => message.id));
         const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
         const answered = [...refused, ...responses.filter((response) => !unanswerable(response)).map((response) => withheldIfRevoked(responder as PostResponder, principal, response))];
         if (answered.length > 0) responder.finish(answered);
@@ -532,7 +560,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (res.headersSent) res.destroy();
       else writeJson(res, 500, {}, JSON.stringify(rpcError(null, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })));
     } finally {
-      if (responder !== undefined && openPosts.size > 0) openPosts.delete(responder);
+      if (responder !== undefined && openPosts.size > 0) closePost(responder);
       // Answered: nothing to do. A stream that failed before its answer gets an error as its last event (logged, so an
       // agent resuming it learns the outcome); anything else is released (no more keep-alives; a stream is cut).
       if (responder?.streaming && answeringId !== undefined) {
@@ -1260,9 +1288,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       }
       for (const [responder, { principal, ids }] of [...openPosts]) {
         if (!responder.streaming || principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal) !== false) continue;
-        openPosts.delete(responder);
-        const [only] = ids;
-        responder.finish(ids.length === 1 && only !== undefined ? revokedAnswer(only) : ids.map(revokedAnswer));
+        withdrawPost(responder, ids);
         ended += 1;
       }
       if (ended > 0) logger.info({ ended }, 'closed SSE streams whose credential is no longer valid');
