@@ -120,6 +120,17 @@ function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId |
 const NOT_UTF8 = 'PORTCULLIS_BODY_NOT_UTF8';
 const notUtf8 = () => new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error: the body is not valid UTF-8');
 
+/** A watch that watches nothing (`watchExpiry` for a credential that does not expire in time). */
+const NO_WATCH = (): void => undefined;
+/**
+ * How far ahead a POST watches its key's expiry: an upstream's call timeout is at most an hour, and a `tasks/result`
+ * waits at most the task's lifetime, an hour too (a minute of margin). A key expiring later needs no timer per POST
+ * (most keys, on every call). A call held longer for approval and then run is not watched to its end: its questions
+ * and progress after the expiry still reach the agent, while its go-ahead and result are refused all the same
+ * (`credentialsAfterApproval`, `withheldIfRevoked`).
+ */
+const MAX_POST_MS = 61 * 60_000;
+
 const unauthenticated = () =>
   new GatewayHttpError(401, GATEWAY_RPC.UNAUTHENTICATED, 'Authentication required', { 'www-authenticate': 'Bearer' });
 const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Unknown tenant');
@@ -314,7 +325,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   /** Tracks a POST that may stream (credentialed principals only), and ends it when its credential expires. */
   const openPost = (responder: PostResponder, principal: Principal, ids: readonly JsonRpcId[]): void => {
     if (principal.credentialId === undefined) return;
-    openPosts.set(responder, { principal, ids, unwatch: watchExpiry(principal, () => withdrawPost(responder, ids)) });
+    openPosts.set(responder, { principal, ids, unwatch: watchExpiry(principal, () => withdrawPost(responder, ids), MAX_POST_MS) });
   };
   /** The POST is answered: no longer tracked. */
   const closePost = (responder: PostResponder): void => {
@@ -352,14 +363,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * of it ends then too, or it would carry on until the next reload (never, while the database is out of reach).
    * Returns the watch's cancel.
    */
-  const watchExpiry = (principal: Principal, expired: () => void): (() => void) => {
+  const watchExpiry = (principal: Principal, expired: () => void, withinMs = Number.POSITIVE_INFINITY): (() => void) => {
     const credentialId = principal.credentialId;
-    if (credentialId === undefined) return () => undefined;
+    if (credentialId === undefined) return NO_WATCH;
     let timer: NodeJS.Timeout | undefined;
     const arm = (rearm: boolean): void => {
       const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
       if (expiresAt === null) return;
       const wait = expiresAt - Date.now();
+      // Not before the watched thing surely ends (a POST's calls are bounded): no timer at all.
+      if (wait > withinMs) return;
       // Woken at or past the expiry and still not refused: the authenticator decides otherwise, so no tighter loop.
       if (rearm && wait <= 0) return;
       timer = setTimeout(() => {
@@ -370,7 +383,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       timer.unref();
     };
     arm(false);
-    return () => clearTimeout(timer);
+    return timer === undefined ? NO_WATCH : () => clearTimeout(timer);
   };
   const track = (stream: EventStream, principal: Principal): EventStream => {
     streams.set(stream, principal);
