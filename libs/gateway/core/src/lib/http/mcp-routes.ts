@@ -20,7 +20,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter } from '../dispatch/sinks';
+import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter, type MessageSink } from '../dispatch/sinks';
 import { MAX_IN_FLIGHT_PER_PRINCIPAL, SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -119,6 +119,19 @@ function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId |
 /** The error code of a body that is not UTF-8 (Fastify's body parser to its error handler). */
 const NOT_UTF8 = 'PORTCULLIS_BODY_NOT_UTF8';
 const notUtf8 = () => new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error: the body is not valid UTF-8');
+
+/** A POST of a credentialed principal under way (`openPosts`). */
+interface OpenPost {
+  readonly sessionId: string;
+  readonly principal: Principal;
+  /** Its requests not yet found cancelled by the agent. */
+  readonly pending: Set<JsonRpcId>;
+  readonly batch: boolean;
+  /** Its answers to invalid batch elements. */
+  readonly refused: readonly JsonRpcResponse[];
+  unwatch: () => void;
+  withdrawn: boolean;
+}
 
 /** A watch that watches nothing (`watchExpiry` for a credential that does not expire in time). */
 const NO_WATCH = (): void => undefined;
@@ -313,26 +326,41 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * requests', not the session's, so `revalidateStreams` ends it with an error for each request once its credential is
    * gone (its calls run on upstream to their end; nothing more of them reaches the agent).
    */
-  const openPosts = new Map<PostResponder, { readonly principal: Principal; readonly ids: readonly JsonRpcId[]; readonly unwatch: () => void }>();
-  /** Ends a POST's stream with an error for each of its requests: its credential is gone. */
-  const withdrawPost = (responder: PostResponder, ids: readonly JsonRpcId[]): void => {
-    const entry = openPosts.get(responder);
+  const openPosts = new Map<PostResponder, OpenPost>();
+  /**
+   * Ends a POST with an error for each of its requests still to be answered (one the agent cancelled gets none), and
+   * its refusals of invalid batch elements; nothing more of its calls reaches the agent (`withdrawn`): its credential
+   * is gone.
+   */
+  const withdrawPost = (responder: PostResponder, post: OpenPost): void => {
     openPosts.delete(responder);
-    entry?.unwatch();
-    const [only] = ids;
-    responder.withdraw(ids.length === 1 && only !== undefined ? revokedAnswer(only) : ids.map(revokedAnswer));
+    post.unwatch();
+    post.withdrawn = true;
+    const errors = [...post.pending].map(revokedAnswer);
+    const [only] = errors;
+    if (!post.batch && only !== undefined) responder.withdraw(only);
+    else if (post.batch && post.refused.length + errors.length > 0) responder.withdraw([...post.refused, ...errors]);
+    else responder.abandon();
   };
-  /** Tracks a POST that may stream (credentialed principals only), and ends it when its credential expires. */
-  const openPost = (responder: PostResponder, principal: Principal, ids: readonly JsonRpcId[]): void => {
-    if (principal.credentialId === undefined) return;
-    openPosts.set(responder, { principal, ids, unwatch: watchExpiry(principal, () => withdrawPost(responder, ids), MAX_POST_MS) });
+  /** Tracks a POST of a credentialed principal while it runs, and ends it when its credential expires. */
+  const openPost = (responder: PostResponder, sessionId: string, principal: Principal, ids: readonly JsonRpcId[], batch: boolean, refused: readonly JsonRpcResponse[]): OpenPost | undefined => {
+    if (principal.credentialId === undefined) return undefined;
+    const post: OpenPost = { sessionId, principal, pending: new Set(ids), batch, refused, unwatch: NO_WATCH, withdrawn: false };
+    post.unwatch = watchExpiry(principal, () => withdrawPost(responder, post), MAX_POST_MS);
+    openPosts.set(responder, post);
+    return post;
+  };
+  /** The agent cancelled request `requestId` of session `sessionId`: a POST withdrawn later leaves it unanswered. */
+  const forgetCancelled = (sessionId: string, requestId: unknown): void => {
+    if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
+    for (const post of openPosts.values()) if (post.sessionId === sessionId) post.pending.delete(requestId);
   };
   /** The POST is answered: no longer tracked. */
   const closePost = (responder: PostResponder): void => {
-    const entry = openPosts.get(responder);
-    if (entry === undefined) return;
+    const post = openPosts.get(responder);
+    if (post === undefined) return;
     openPosts.delete(responder);
-    entry.unwatch();
+    post.unwatch();
   };
   const revokedAnswer = (id: JsonRpcId): JsonRpcResponse => ({
     jsonrpc: '2.0',
@@ -366,6 +394,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const watchExpiry = (principal: Principal, expired: () => void, withinMs = Number.POSITIVE_INFINITY): (() => void) => {
     const credentialId = principal.credentialId;
     if (credentialId === undefined) return NO_WATCH;
+    // Most keys never expire, or not in time: nothing is made for them.
+    const first = authenticator.expiresAt?.(credentialId) ?? null;
+    if (first === null || first - Date.now() > withinMs) return NO_WATCH;
     let timer: NodeJS.Timeout | undefined;
     const arm = (rearm: boolean): void => {
       const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
@@ -522,7 +553,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const requests = [];
       const refused: JsonRpcResponse[] = [];
       for (const item of items) {
-        if (item.kind === 'notification') engine.notification(record, item.message);
+        if (item.kind === 'notification') {
+          engine.notification(record, item.message);
+          // A request the agent cancels gets no answer: not a withdrawn one either.
+          if (item.message.method === 'notifications/cancelled' && openPosts.size > 0) forgetCancelled(record.id, item.message.params?.['requestId']);
+        }
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') requests.push(item.message);
         else refused.push(rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId));
@@ -543,14 +578,25 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // cancelled it upstream: a network cut stopped a tool half-way through what it was doing.)
         // Gone already (while the session was looked up): nothing was started for it, and nothing is.
         if (res.closed) return;
-        openPost(responder, principal, [only.id]);
+        openPost(responder, record.id, principal, [only.id], false, refused);
         const response = await engine.request(record, only, responder, traceId, input.ip, principal.credentialId);
         if (unanswerable(response)) responder.abandon();
         else responder.finish(withheldIfRevoked(responder, principal, response));
       } else {
         if (res.closed) return; // gone already, as above
-        openPost(responder, principal, requests.map((message) => message.id));
-        const responses: JsonRpcResponse[] = await Promise.all(requests.map((message) => engine.request(record, message, NO_STREAM, traceId, input.ip, principal.credentialId)));
+        const post = openPost(responder, record.id, principal, requests.map((message) => message.id), true, refused);
+        // The batch's calls answer in its one response, so they have no stream of their own; withdrawn with the POST,
+        // nothing more of them reaches the agent (an upstream's question is refused, not sent to the session's stream).
+        const sink: MessageSink = post === undefined ? NO_STREAM : { canStream: false, send: () => false, get withdrawn() { return post.withdrawn; } };
+        const responses: JsonRpcResponse[] = await Promise.all(
+          requests.map((message) =>
+            engine.request(record, message, sink, traceId, input.ip, principal.credentialId).then((response) => {
+              // Cancelled by the agent: no answer, withdrawn or not.
+              if (post !== undefined && unanswerable(response)) post.pending.delete(message.id);
+              return response;
+            }),
+          ),
+        );
         const answered = [...refused, ...responses.filter((response) => !unanswerable(response)).map((response) => withheldIfRevoked(responder as PostResponder, principal, response))];
         if (answered.length > 0) responder.finish(answered);
         else responder.abandon();
@@ -1299,9 +1345,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         streams.delete(stream);
         ended += 1;
       }
-      for (const [responder, { principal, ids }] of [...openPosts]) {
-        if (!responder.streaming || principal.credentialId === undefined || authenticator.stillValid(principal.credentialId, principal) !== false) continue;
-        withdrawPost(responder, ids);
+      // Every POST of such a credential, streaming or not yet: its calls' later messages would make it a stream.
+      for (const [responder, post] of [...openPosts]) {
+        if (post.principal.credentialId === undefined || authenticator.stillValid(post.principal.credentialId, post.principal) !== false) continue;
+        withdrawPost(responder, post);
         ended += 1;
       }
       if (ended > 0) logger.info({ ended }, 'closed SSE streams whose credential is no longer valid');

@@ -1,5 +1,8 @@
 /**
- * Streams of a credential that is gone (a key revoked or expired, its tenant suspended): none opens, none goes on.
+ * Streams of a credential that is gone (a key revoked or expired, its tenant suspended): none opens, none goes on, and
+ * POSTs under way end with a credential_no_longer_valid error for each request still to be answered (a batch as a
+ * batch, its invalid elements' errors kept, a request the agent cancelled left unanswered), whether or not their
+ * answer streamed yet; their calls' later messages reach the agent nowhere.
  * - A GET authenticated just before a revocation, still looking its session up when the reload's revalidation ran,
  *   was not among the streams closed, and nothing looked at its credential again until the next reload: it is checked
  *   again right before the stream opens.
@@ -291,4 +294,271 @@ describe('a POST stream whose key expires mid-call (no reload meanwhile)', () =>
     expect(afterExpiry).toEqual([]);
     expect(text).toContain('credential_no_longer_valid');
   }, 10_000);
+});
+
+describe('a POST of a key revoked before its answer streamed', () => {
+  it("relays none of its call's later progress or server requests to the revoked key", async () => {
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    let calls = 0;
+    const asked: string[] = [];
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, params, options) => {
+          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+          if (method !== 'tools/call') return {};
+          calls += 1;
+          await gate;
+          const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
+          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working-after-revocation' } });
+          const answer = options?.onServerRequest?.(
+            { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'Approve the transfer?', requestedSchema: { type: 'object', properties: {} } } },
+            new AbortController().signal,
+          );
+          await Promise.race([
+            answer?.then(
+              () => asked.push('answered'),
+              (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
+            ),
+            new Promise((resolve) => setTimeout(resolve, 500)),
+          ]);
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
+    engines.push(engine);
+    const authenticator = new RevocableKey();
+    const app = Fastify();
+    apps.push(app);
+    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
+    closers.push(() => routes.closeStreams());
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
+    const headers = { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const init = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+
+    const posting = fetch(url, {
+      method: 'POST',
+      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {}, _meta: { progressToken: 'p1' } } }),
+    });
+    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
+    // The key is revoked; the reload's revalidation runs while the POST has sent nothing yet.
+    authenticator.revoked = true;
+    routes.revalidateStreams();
+    go();
+    const post = await posting;
+    const body = await post.text();
+    // Nothing of the call after the revocation reaches the revoked key's agent.
+    expect(body).not.toContain('working-after-revocation');
+    expect(body).not.toContain('elicitation/create');
+    expect(body).toContain('credential_no_longer_valid');
+  });
+});
+
+/** Two keys of one agent client: `old` expires at `at`, `new` does not. */
+class OldExpires implements Authenticator {
+  constructor(readonly at: number) {}
+  authenticate(authorization: string | string[] | undefined): AuthOutcome {
+    if (authorization === 'Bearer old' && Date.now() < this.at) return { ok: true, principal: who('old'), credentialId: 'old' };
+    if (authorization === 'Bearer new') return { ok: true, principal: who('new'), credentialId: 'new' };
+    return { ok: false, reason: 'unauthenticated' };
+  }
+  stillValid(credentialId: string): boolean {
+    return credentialId === 'new' || Date.now() < this.at;
+  }
+  expiresAt(credentialId: string): number | null {
+    return credentialId === 'old' ? this.at : null;
+  }
+}
+
+describe('a batch POST withdrawn at its key expiry', () => {
+  it("still answers the batch's invalid element (its id known) with its Invalid Request error", async () => {
+    let calls = 0;
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const authenticator = new OldExpires(Date.now() + 1_000);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+          if (method !== 'tools/call') return {};
+          calls += 1;
+          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
+    engines.push(engine);
+    const app = Fastify();
+    apps.push(app);
+    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
+    closers.push(() => routes.closeStreams());
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
+    const headers = { authorization: 'Bearer old', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const init = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    expect(init.status).toBe(200);
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const post = await fetch(url, {
+      method: 'POST',
+      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
+        { jsonrpc: '2.0', id: 9, method: 'tools/call', params: ['not', 'an', 'object'] },
+      ]),
+    });
+    expect(calls).toBe(1);
+    const text = await post.text();
+    expect(text).toContain('credential_no_longer_valid');
+    const answered = JSON.parse(text) as { id: unknown; error?: { code: number } }[];
+    // A batch is answered with an array (JSON-RPC 2.0 §6), withdrawn or not.
+    expect(Array.isArray(answered)).toBe(true);
+    expect(answered.find((answer) => answer.id === 2)?.error).toMatchObject({ data: { reason: 'credential_no_longer_valid' } });
+    // The invalid element's own error is part of the batch's answer, withdrawn or not.
+    expect(answered.find((answer) => answer.id === 9)?.error?.code).toBe(-32600);
+  }, 15_000);
+});
+
+describe('a batch POST withdrawn at its key expiry, one of its requests cancelled by the agent', () => {
+  it('sends no response for the cancelled request (as the batch itself would not)', async () => {
+    let calls = 0;
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const authenticator = new OldExpires(Date.now() + 1_500);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+          if (method !== 'tools/call') return {};
+          calls += 1;
+          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
+    engines.push(engine);
+    const app = Fastify();
+    apps.push(app);
+    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
+    closers.push(() => routes.closeStreams());
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
+    const headers = { authorization: 'Bearer old', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const init = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const inSession = { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' };
+    const posting = fetch(url, {
+      method: 'POST',
+      headers: inSession,
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
+        { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
+      ]),
+    });
+    await waitFor(() => calls === 2, { timeoutMs: 2_000, description: 'both calls upstream' });
+    const cancel = await fetch(url, { method: 'POST', headers: inSession, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 3 } }) });
+    expect(cancel.status).toBe(202);
+    const text = await (await posting).text();
+    expect(text).toContain('credential_no_longer_valid');
+    const answered = JSON.parse(text) as { id: unknown }[] | { id: unknown };
+    const ids = (Array.isArray(answered) ? answered : [answered]).map((answer) => answer.id);
+    expect(ids).not.toContain(3);
+  }, 15_000);
+});
+
+describe('a batch POST withdrawn at its key expiry', () => {
+  it("relays none of its calls' later server requests to the session's standalone stream", async () => {
+    let calls = 0;
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const authenticator = new OldExpires(Date.now() + 1_500);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, _params, options) => {
+          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+          if (method !== 'tools/call') return {};
+          calls += 1;
+          // Waits past the old key's expiry, then asks the agent something.
+          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+          const answer = options?.onServerRequest?.(
+            { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'secret-question' } }], maxTokens: 10 } },
+            new AbortController().signal,
+          );
+          await Promise.race([answer?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 500))]);
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
+    engines.push(engine);
+    const app = Fastify();
+    apps.push(app);
+    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
+    closers.push(() => routes.closeStreams());
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
+    const headers = (key: string) => ({ authorization: `Bearer ${key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' });
+    const init = await fetch(url, {
+      method: 'POST',
+      headers: headers('new'),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } } }),
+    });
+    expect(init.status).toBe(200);
+    await init.text();
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const inSession = (key: string) => ({ ...headers(key), 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' });
+
+    const controller = new AbortController();
+    const get = await fetch(url, { headers: { ...inSession('new'), accept: 'text/event-stream' }, signal: controller.signal });
+    expect(get.status).toBe(200);
+    let standalone = '';
+    const getReader = (get.body as ReadableStream<Uint8Array>).getReader();
+    void (async () => {
+      const decoder = new TextDecoder();
+      for (let chunk = await getReader.read(); !chunk.done; chunk = await getReader.read()) standalone += decoder.decode(chunk.value, { stream: true });
+    })().catch(() => undefined);
+
+    const posting = fetch(url, {
+      method: 'POST',
+      headers: inSession('old'),
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
+        { jsonrpc: '2.0', id: 3, method: 'ping' },
+      ]),
+    });
+    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
+    const post = await posting;
+    const answered = await post.text();
+    // Withdrawn at the expiry: errors in place of the batch's answers.
+    expect(answered).toContain('credential_no_longer_valid');
+    await waitFor(() => standalone.includes('secret-question') || Date.now() > authenticator.at + 1_500, { timeoutMs: 5_000, description: 'the question came, or not' });
+    controller.abort();
+    expect(standalone).not.toContain('sampling/createMessage');
+  }, 15_000);
 });
