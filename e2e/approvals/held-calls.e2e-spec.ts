@@ -377,7 +377,8 @@ describe('held calls decided through the control plane', () => {
     ]).toContainEqual({ code: outcome?.code, reason: outcome?.data?.reason });
     await revokedCall.client.close().catch(() => undefined);
 
-    // The agent client disabled while the call waits (its keys stop working): approved anyway, it is still refused.
+    // The agent client disabled while the call waits (its keys stop working): its POST is withdrawn as soon as the key
+    // is refused, before anyone decides; approved afterwards, the call is refused again (`credentialsAfterApproval`).
     const second = await newKey();
     const disabledCall = await heldCall(second.secret);
     await cp.system.agentClient.update({ where: { id: String(agent.json['id']) }, data: { disabled: true } });
@@ -395,7 +396,7 @@ describe('held calls decided through the control plane', () => {
     const error = await disabledCall.outcome;
     expect(error).toBeInstanceOf(McpError);
     expect((error as McpError).code).toBe(-32003);
-    expect((error as McpError).data).toMatchObject({ reason: 'credential_no_longer_valid', approvalId: disabledCall.approval['id'] });
+    expect((error as McpError).data).toMatchObject({ reason: 'credential_no_longer_valid' });
     await disabledCall.client.close().catch(() => undefined);
   });
 });
