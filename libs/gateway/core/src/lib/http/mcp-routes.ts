@@ -346,7 +346,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const openPost = (responder: PostResponder, sessionId: string, principal: Principal, ids: readonly JsonRpcId[], batch: boolean, refused: readonly JsonRpcResponse[]): OpenPost | undefined => {
     if (principal.credentialId === undefined) return undefined;
     const post: OpenPost = { sessionId, principal, pending: new Set(ids), batch, refused, unwatch: NO_WATCH, withdrawn: false };
-    post.unwatch = watchExpiry(principal, () => withdrawPost(responder, post), MAX_POST_MS);
+    // The common key (no expiry, or not within a POST's bound) costs no closure.
+    if (expiresWithin(principal.credentialId, MAX_POST_MS)) post.unwatch = watchExpiry(principal, () => withdrawPost(responder, post), MAX_POST_MS);
     openPosts.set(responder, post);
     return post;
   };
@@ -393,10 +394,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    */
   const watchExpiry = (principal: Principal, expired: () => void, withinMs = Number.POSITIVE_INFINITY): (() => void) => {
     const credentialId = principal.credentialId;
-    if (credentialId === undefined) return NO_WATCH;
     // Most keys never expire, or not in time: nothing is made for them.
-    const first = authenticator.expiresAt?.(credentialId) ?? null;
-    if (first === null || first - Date.now() > withinMs) return NO_WATCH;
+    if (credentialId === undefined || !expiresWithin(credentialId, withinMs)) return NO_WATCH;
     let timer: NodeJS.Timeout | undefined;
     const arm = (rearm: boolean): void => {
       const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
@@ -416,6 +415,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     arm(false);
     return timer === undefined ? NO_WATCH : () => clearTimeout(timer);
   };
+  /** Whether the credential has an expiry at most `withinMs` from now (or already past). */
+  function expiresWithin(credentialId: string | undefined, withinMs: number): boolean {
+    if (credentialId === undefined) return false;
+    const expiresAt = authenticator.expiresAt?.(credentialId) ?? null;
+    return expiresAt !== null && expiresAt - Date.now() <= withinMs;
+  }
   const track = (stream: EventStream, principal: Principal): EventStream => {
     streams.set(stream, principal);
     const unwatch = watchExpiry(principal, () => {
