@@ -49,35 +49,65 @@ class RevocableKey implements Authenticator {
 }
 
 
+type Handle = ConstructorParameters<typeof FakeConnector>[0][string]['handle'];
+
+/**
+ * The routes over an engine with one upstream (`docs`, answering with `handle`), listening on 127.0.0.1, closed after
+ * the test. `initialize` opens a session with `key` and answers its id.
+ */
+async function gateway(authenticator: Authenticator, handle: Handle) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+  const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle } });
+  const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
+  engines.push(engine);
+  const app = Fastify();
+  apps.push(app);
+  const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
+  closers.push(() => routes.closeStreams());
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
+  const headers = (key: string) => ({ authorization: `Bearer ${key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' });
+  let protocolVersion = '';
+  let sessionId = '';
+  return {
+    url,
+    engine,
+    routes,
+    headers,
+    async initialize(key: string, version: string, capabilities: Record<string, unknown> = {}): Promise<string> {
+      const init = await fetch(url, {
+        method: 'POST',
+        headers: headers(key),
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: version, capabilities, clientInfo: { name: 'spec', version: '1' } } }),
+      });
+      expect(init.status).toBe(200);
+      await init.text();
+      protocolVersion = version;
+      sessionId = init.headers.get('mcp-session-id') ?? '';
+      return sessionId;
+    },
+    /** Headers of a request in the session `initialize` opened. */
+    inSession: (key: string) => ({ ...headers(key), 'mcp-session-id': sessionId, 'mcp-protocol-version': protocolVersion }),
+  };
+}
+
+/** Reads a response's body as it comes: `text()` so far, `done` once it ends. */
+function collect(response: Response): { text: () => string; done: Promise<void> } {
+  let text = '';
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  const done = (async () => {
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += decoder.decode(chunk.value, { stream: true });
+  })().catch(() => undefined);
+  return { text: () => text, done };
+}
+
 describe('a key revoked while its standalone GET is being opened', () => {
   it('does not leave the revoked key with an open stream', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
     const authenticator = new RevocableKey();
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, {
-      authenticator,
-      engine,
-      logger,
-      origin: { allowedHosts: new Set(), allowedOrigins: new Set() },
-      bodyLimitBytes: 64 * 1024,
-      keepAliveMs: 15_000,
-    });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-
-    const init = await fetch(url, {
-      method: 'POST',
-      headers: { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
-    });
-    expect(init.status).toBe(200);
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const { url, engine, routes, initialize, inSession } = await gateway(authenticator, async () => ({ tools: [] }));
+    await initialize('good', '2025-06-18');
 
     // The session lookup of the GET takes a Redis round trip; the revocation's reload lands during it.
     let lookups = 0;
@@ -90,10 +120,7 @@ describe('a key revoked while its standalone GET is being opened', () => {
       return lookup(id, who);
     };
     const controller = new AbortController();
-    const opening = fetch(url, {
-      headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
-      signal: controller.signal,
-    });
+    const opening = fetch(url, { headers: { ...inSession('good'), accept: 'text/event-stream' }, signal: controller.signal });
     await waitFor(() => lookups === 1, { timeoutMs: 2_000, description: 'the GET is looking its session up' });
     authenticator.revoked = true;
     expect(routes.revalidateStreams()).toBe(0); // the reload that followed the revocation: nothing open yet
@@ -130,66 +157,35 @@ class TwoKeys implements Authenticator {
   }
 }
 
-
 describe('a POST stream ended for a revoked key', () => {
   it("relays none of its call's later server requests to the agent (not on the standalone stream either)", async () => {
     let go: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (go = resolve));
     const asked: string[] = [];
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
-          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working' } });
-          await gate;
-          const answer = options?.onServerRequest?.(
-            { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'Approve the transfer?', requestedSchema: { type: 'object', properties: {} } } },
-            new AbortController().signal,
-          );
-          await answer?.then(
-            () => asked.push('answered'),
-            (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
-          );
-          return { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
-    });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
     const authenticator = new TwoKeys();
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = (key: string) => ({ authorization: `Bearer ${key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' });
-
-    const init = await fetch(url, {
-      method: 'POST',
-      headers: headers('new'),
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } } }),
+    const { url, routes, initialize, inSession } = await gateway(authenticator, async (method, params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
+      options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working' } });
+      await gate;
+      const answer = options?.onServerRequest?.(
+        { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'Approve the transfer?', requestedSchema: { type: 'object', properties: {} } } },
+        new AbortController().signal,
+      );
+      await answer?.then(
+        () => asked.push('answered'),
+        (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
+      );
+      return { content: [{ type: 'text', text: 'done' }] };
     });
-    expect(init.status).toBe(200);
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
-    const inSession = (key: string) => ({ ...headers(key), 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' });
+    await initialize('new', '2025-06-18', { elicitation: {} });
 
     // The agent's standalone stream, opened with its new key.
     const controller = new AbortController();
     const get = await fetch(url, { headers: { ...inSession('new'), accept: 'text/event-stream' }, signal: controller.signal });
     expect(get.status).toBe(200);
-    let standalone = '';
-    const getReader = (get.body as ReadableStream<Uint8Array>).getReader();
-    void (async () => {
-      const decoder = new TextDecoder();
-      for (let chunk = await getReader.read(); !chunk.done; chunk = await getReader.read()) standalone += decoder.decode(chunk.value, { stream: true });
-    })().catch(() => undefined);
+    const standalone = collect(get);
 
     // A slow call made with the old key: it streams its progress.
     const post = await fetch(url, {
@@ -198,25 +194,20 @@ describe('a POST stream ended for a revoked key', () => {
       body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {}, _meta: { progressToken: 'p1' } } }),
     });
     expect(post.headers.get('content-type')).toContain('text/event-stream');
-    let posted = '';
-    const postReader = (post.body as ReadableStream<Uint8Array>).getReader();
-    const postDone = (async () => {
-      const decoder = new TextDecoder();
-      for (let chunk = await postReader.read(); !chunk.done; chunk = await postReader.read()) posted += decoder.decode(chunk.value, { stream: true });
-    })().catch(() => undefined);
-    await waitFor(() => posted.includes('working'), { timeoutMs: 2_000, description: 'progress streamed' });
+    const posted = collect(post);
+    await waitFor(() => posted.text().includes('working'), { timeoutMs: 2_000, description: 'progress streamed' });
 
     // The old key is revoked: its POST stream ends with the error.
     authenticator.revoked = true;
     routes.revalidateStreams();
-    await postDone;
-    expect(posted).toContain('credential_no_longer_valid');
+    await posted.done;
+    expect(posted.text()).toContain('credential_no_longer_valid');
 
     // The call goes on upstream and asks the agent something: it must not reach the agent any more.
     go();
     await new Promise((resolve) => setTimeout(resolve, 500));
     controller.abort();
-    expect(standalone).not.toContain('elicitation/create');
+    expect(standalone.text()).not.toContain('elicitation/create');
   });
 });
 
@@ -235,46 +226,23 @@ class ExpiringKey implements Authenticator {
   }
 }
 
-
 describe('a POST stream whose key expires mid-call (no reload meanwhile)', () => {
   it('ends at the expiry with credential_no_longer_valid, as the standalone stream does, relaying no more progress', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'tick', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
-          for (let n = 1; n <= 25; n++) {
-            options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: n, message: `tick-${n}` } });
-            await new Promise((resolve) => setTimeout(resolve, 100));
-          }
-          return { content: [{ type: 'text', text: 'ticked' }] };
-        },
-      },
-    });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
     const authenticator = new ExpiringKey(Date.now() + 1_000);
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
-    const init = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
+    const { url, initialize, inSession } = await gateway(authenticator, async (method, params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'tick', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
+      for (let n = 1; n <= 25; n++) {
+        options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: n, message: `tick-${n}` } });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return { content: [{ type: 'text', text: 'ticked' }] };
     });
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    await initialize('good', '2025-06-18');
     const post = await fetch(url, {
       method: 'POST',
-      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
+      headers: inSession('good'),
       body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__tick', arguments: {}, _meta: { progressToken: 'p1' } } }),
     });
     expect(post.headers.get('content-type')).toContain('text/event-stream');
@@ -302,54 +270,32 @@ describe('a POST of a key revoked before its answer streamed', () => {
     const gate = new Promise<void>((resolve) => (go = resolve));
     let calls = 0;
     const asked: string[] = [];
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          calls += 1;
-          await gate;
-          const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
-          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working-after-revocation' } });
-          const answer = options?.onServerRequest?.(
-            { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'Approve the transfer?', requestedSchema: { type: 'object', properties: {} } } },
-            new AbortController().signal,
-          );
-          await Promise.race([
-            answer?.then(
-              () => asked.push('answered'),
-              (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
-            ),
-            new Promise((resolve) => setTimeout(resolve, 500)),
-          ]);
-          return { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
-    });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
     const authenticator = new RevocableKey();
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = { authorization: 'Bearer good', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
-    const init = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: { elicitation: {} }, clientInfo: { name: 'spec', version: '1' } } }),
+    const { url, routes, initialize, inSession } = await gateway(authenticator, async (method, params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      calls += 1;
+      await gate;
+      const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
+      options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working-after-revocation' } });
+      const answer = options?.onServerRequest?.(
+        { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'Approve the transfer?', requestedSchema: { type: 'object', properties: {} } } },
+        new AbortController().signal,
+      );
+      await Promise.race([
+        answer?.then(
+          () => asked.push('answered'),
+          (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
+        ),
+        new Promise((resolve) => setTimeout(resolve, 500)),
+      ]);
+      return { content: [{ type: 'text', text: 'done' }] };
     });
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    await initialize('good', '2025-06-18', { elicitation: {} });
 
     const posting = fetch(url, {
       method: 'POST',
-      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' },
+      headers: inSession('good'),
       body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {}, _meta: { progressToken: 'p1' } } }),
     });
     await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
@@ -382,44 +328,26 @@ class OldExpires implements Authenticator {
   }
 }
 
+/** An upstream whose one tool `slow` answers 300 ms after the old key's expiry. */
+const slowPastExpiry =
+  (authenticator: OldExpires, called: () => void): Handle =>
+  async (method) => {
+    if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+    if (method !== 'tools/call') return {};
+    called();
+    while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+    return { content: [{ type: 'text', text: 'done' }] };
+  };
+
 describe('a batch POST withdrawn at its key expiry', () => {
   it("still answers the batch's invalid element (its id known) with its Invalid Request error", async () => {
     let calls = 0;
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
     const authenticator = new OldExpires(Date.now() + 1_000);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method) => {
-          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          calls += 1;
-          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
-          return { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
-    });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = { authorization: 'Bearer old', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
-    const init = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
-    });
-    expect(init.status).toBe(200);
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    await initialize('old', '2025-03-26');
     const post = await fetch(url, {
       method: 'POST',
-      headers: { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' },
+      headers: inSession('old'),
       body: JSON.stringify([
         { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
         { jsonrpc: '2.0', id: 9, method: 'tools/call', params: ['not', 'an', 'object'] },
@@ -440,48 +368,19 @@ describe('a batch POST withdrawn at its key expiry', () => {
 describe('a batch POST withdrawn at its key expiry, one of its requests cancelled by the agent', () => {
   it('sends no response for the cancelled request (as the batch itself would not)', async () => {
     let calls = 0;
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
     const authenticator = new OldExpires(Date.now() + 1_500);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method) => {
-          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          calls += 1;
-          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
-          return { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
-    });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = { authorization: 'Bearer old', accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
-    const init = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } }),
-    });
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
-    const inSession = { ...headers, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' };
+    const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    await initialize('old', '2025-03-26');
     const posting = fetch(url, {
       method: 'POST',
-      headers: inSession,
+      headers: inSession('old'),
       body: JSON.stringify([
         { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
         { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
       ]),
     });
     await waitFor(() => calls === 2, { timeoutMs: 2_000, description: 'both calls upstream' });
-    const cancel = await fetch(url, { method: 'POST', headers: inSession, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 3 } }) });
+    const cancel = await fetch(url, { method: 'POST', headers: inSession('old'), body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 3 } }) });
     expect(cancel.status).toBe(202);
     const text = await (await posting).text();
     expect(text).toContain('credential_no_longer_valid');
@@ -494,55 +393,26 @@ describe('a batch POST withdrawn at its key expiry, one of its requests cancelle
 describe('a batch POST withdrawn at its key expiry', () => {
   it("relays none of its calls' later server requests to the session's standalone stream", async () => {
     let calls = 0;
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
     const authenticator = new OldExpires(Date.now() + 1_500);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
-          if (method !== 'tools/call') return {};
-          calls += 1;
-          // Waits past the old key's expiry, then asks the agent something.
-          while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
-          const answer = options?.onServerRequest?.(
-            { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'secret-question' } }], maxTokens: 10 } },
-            new AbortController().signal,
-          );
-          await Promise.race([answer?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 500))]);
-          return { content: [{ type: 'text', text: 'done' }] };
-        },
-      },
+    const { url, initialize, inSession } = await gateway(authenticator, async (method, _params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      calls += 1;
+      // Waits past the old key's expiry, then asks the agent something.
+      while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+      const answer = options?.onServerRequest?.(
+        { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'secret-question' } }], maxTokens: 10 } },
+        new AbortController().signal,
+      );
+      await Promise.race([answer?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 500))]);
+      return { content: [{ type: 'text', text: 'done' }] };
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
-    engines.push(engine);
-    const app = Fastify();
-    apps.push(app);
-    const routes = await registerMcpRoutes(app, { authenticator, engine, logger, origin: { allowedHosts: new Set(), allowedOrigins: new Set() }, bodyLimitBytes: 64 * 1024, keepAliveMs: 15_000 });
-    closers.push(() => routes.closeStreams());
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/t/acme/mcp`;
-    const headers = (key: string) => ({ authorization: `Bearer ${key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' });
-    const init = await fetch(url, {
-      method: 'POST',
-      headers: headers('new'),
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } } }),
-    });
-    expect(init.status).toBe(200);
-    await init.text();
-    const sessionId = init.headers.get('mcp-session-id') ?? '';
-    const inSession = (key: string) => ({ ...headers(key), 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-03-26' });
+    await initialize('new', '2025-03-26', { sampling: {} });
 
     const controller = new AbortController();
     const get = await fetch(url, { headers: { ...inSession('new'), accept: 'text/event-stream' }, signal: controller.signal });
     expect(get.status).toBe(200);
-    let standalone = '';
-    const getReader = (get.body as ReadableStream<Uint8Array>).getReader();
-    void (async () => {
-      const decoder = new TextDecoder();
-      for (let chunk = await getReader.read(); !chunk.done; chunk = await getReader.read()) standalone += decoder.decode(chunk.value, { stream: true });
-    })().catch(() => undefined);
+    const standalone = collect(get);
 
     const posting = fetch(url, {
       method: 'POST',
@@ -557,8 +427,8 @@ describe('a batch POST withdrawn at its key expiry', () => {
     const answered = await post.text();
     // Withdrawn at the expiry: errors in place of the batch's answers.
     expect(answered).toContain('credential_no_longer_valid');
-    await waitFor(() => standalone.includes('secret-question') || Date.now() > authenticator.at + 1_500, { timeoutMs: 5_000, description: 'the question came, or not' });
+    await waitFor(() => standalone.text().includes('secret-question') || Date.now() > authenticator.at + 1_500, { timeoutMs: 5_000, description: 'the question came, or not' });
     controller.abort();
-    expect(standalone).not.toContain('sampling/createMessage');
+    expect(standalone.text()).not.toContain('sampling/createMessage');
   }, 15_000);
 });
