@@ -61,4 +61,17 @@ describe('standalone stream handover across replicas', () => {
     expect(await announced({ resumes: 's-agent-stream' })).toEqual(['ended']);
     expect(await announced({})).toEqual(['ended']);
   });
+
+  it('tells its stream which relayed messages came before its own announcement came back (an older stream parked elsewhere logged those too)', async () => {
+    const { x, onX, queued, flush } = await queuedReplicas();
+    const early: boolean[] = [];
+    const note = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' } as const;
+    x.attachStandalone(onX, { id: 's-new', canStream: true, send: (_message, before = false) => early.push(before) > 0 }, 's-old');
+    // Published by a third replica before the announcement reached the bus, then after it.
+    queued.unshift({ type: 'standalone', sessionId: onX.id, message: note } as BusMessage);
+    flush();
+    queued.push({ type: 'standalone', sessionId: onX.id, message: note } as BusMessage);
+    flush();
+    expect(early).toEqual([true, false]);
+  });
 });

@@ -1504,11 +1504,13 @@ export class SessionEngine {
         // of the two). A relayed request is not logged there, nor a cancellation (of one): its replica hears of no
         // delivery and refuses it upstream at once, rather than hold the upstream until the agent perhaps comes back.
         {
-          const standalone = this.live.get(message.sessionId)?.standalone;
+          const live = this.live.get(message.sessionId);
+          const standalone = live?.standalone;
           // Only a message (another replica's, another version's): anything else on the bus is dropped, not written.
           if (!isObject(message.message) || typeof message.message.method !== 'string') return;
           if (standalone === undefined || (standalone.away === true && ('id' in message.message || message.message.method === 'notifications/cancelled'))) return;
-          if (!standalone.send(message.message)) return;
+          // Before our stream's announcement came back, an older stream parked elsewhere may log it too (`early`).
+          if (!standalone.send(message.message, live?.standaloneToken?.confirmed === false)) return;
           // A relayed request: its replica waits to hear that the agent's stream took it.
           const id = 'id' in message.message ? message.message.id : undefined;
           const owner = relayOwner(id);

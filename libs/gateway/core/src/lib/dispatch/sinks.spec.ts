@@ -511,3 +511,56 @@ describe('PostResponder answering an agent that does not read', () => {
     }
   });
 });
+
+describe('EventStream resuming an older stream (the handover between replicas)', () => {
+  const note = (text: string) => ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: text } }) as const;
+  const resuming = () => {
+    const { res, out } = recordingResponse();
+    const logged: { seq: number; data: string; final: boolean }[] = [];
+    const log = { append: (seq: number, data: string, final: boolean) => void logged.push({ seq, data, final }) };
+    const stream = new EventStream(Object.assign(res, { on: () => res, flushHeaders: () => undefined }) as never, {}, 60_000, log, 's-new', undefined, false, true);
+    return { stream, out, logged };
+  };
+  const dataOf = (chunks: readonly string[]) => chunks.map((chunk) => /data: (.*)\n/.exec(chunk)?.[1] ?? '');
+
+  it('leaves out a message relayed before its announcement came back that the older stream logged too, and nothing else', () => {
+    const { stream, out, logged } = resuming();
+    try {
+      // Published on the bus while the older stream was still parked elsewhere: both got it.
+      stream.send(note('both-had-it'), true);
+      // Early too, but the older stream was gone by then (it is not in its log): the agent must get it here.
+      stream.send(note('only-here'), true);
+      // Not early: sent here whatever the older stream logged.
+      stream.send(note('the-same-text'), false);
+      expect(out.chunks).toEqual([]);
+      stream.resumeAfter('s-old', [
+        { seq: 4, data: JSON.stringify(note('both-had-it')), final: false },
+        { seq: 5, data: JSON.stringify(note('the-same-text')), final: false },
+        { seq: 6, data: '', final: true },
+      ], false);
+      expect(dataOf(out.chunks).map((data) => (data === '' ? '' : (JSON.parse(data) as { params: { data: string } }).params.data))).toEqual([
+        'both-had-it',
+        'the-same-text',
+        'only-here',
+        'the-same-text',
+      ]);
+      expect(out.chunks[0]?.startsWith('id: s-old_4\n')).toBe(true);
+      // Numbered in the order sent, after what was left out.
+      expect(out.chunks[2]?.startsWith('id: s-new_1\n')).toBe(true);
+      expect(out.chunks[3]?.startsWith('id: s-new_2\n')).toBe(true);
+      expect(logged.map((entry) => entry.seq)).toEqual([1, 2]);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('logs what it held back when it ends before the older log was read (the agent gone again meanwhile)', () => {
+    const { stream, logged } = resuming();
+    stream.send(note('held'), true);
+    stream.close();
+    expect(logged).toEqual([
+      { seq: 1, data: JSON.stringify(note('held')), final: false },
+      { seq: 2, data: '', final: true },
+    ]);
+  });
+});

@@ -49,7 +49,11 @@ export const primingFrame = (streamId: string): string => `id: ${eventId(streamI
 export interface MessageSink {
   /** False when the agent cannot receive extra messages for this request (JSON-only, batch, closed stream). */
   readonly canStream: boolean;
-  send(message: JsonRpcMessage): boolean;
+  /**
+   * `early`: relayed over the replica bus before this stream's own announcement came back, so an older stream of the
+   * session parked on another replica may have logged it too (see `EventStream.resumeAfter`). Other sinks ignore it.
+   */
+  send(message: JsonRpcMessage, early?: boolean): boolean;
   /**
    * Ends a long-lived stream (its session is over). `replaced`: another stream, not resuming this one, took its place
    * (its log says so: a resume of it is then refused, see the GET route).
@@ -422,8 +426,11 @@ export class EventStream implements MessageSink {
   private closedHere = false;
   /** Parked (see `park`): the agent's connection is gone, messages go on to the replay log; called when parking ends. */
   private parked: { readonly timer: NodeJS.Timeout; readonly done: () => void } | undefined;
-  /** Held (see `resumeAfter`): frames of messages sent meanwhile, written once what the agent missed went first. */
-  private held: string[] | undefined;
+  /**
+   * Held (see `resumeAfter`): messages sent meanwhile, serialised but not yet numbered, logged or written (`early` as
+   * `send` was told), sent once what the agent missed went first.
+   */
+  private held: { readonly data: string; readonly early: boolean }[] | undefined;
   private heldBytes = 0;
   /** The stream takes no more messages (see `whenDone`). */
   private ended = false;
@@ -515,7 +522,12 @@ export class EventStream implements MessageSink {
   private end(reason?: 'replaced'): void {
     if (this.ended) return;
     this.ended = true;
-    if (this.log !== undefined) this.log.append(++this.seq, reason === 'replaced' ? REPLACED_MARK : '', true);
+    if (this.log !== undefined) {
+      // Ended while it held messages back (the agent went again during the handover): they are logged, for its return.
+      for (const { data } of this.held ?? []) this.log.append(++this.seq, data, false);
+      if (this.held !== undefined) this.held = [];
+      this.log.append(++this.seq, reason === 'replaced' ? REPLACED_MARK : '', true);
+    }
     const handlers = this.doneHandlers ?? [];
     this.doneHandlers = undefined;
     for (const handler of handlers) handler();
@@ -525,20 +537,37 @@ export class EventStream implements MessageSink {
    * A stream opened with `hold` resumes an earlier one: `missed` (that stream's entries after the agent's last event
    * id) are written first, under their own ids, then the priming event (`prime`), then the messages sent to this one
    * while the log was read. Attached before the read, it loses none of what came meanwhile, in order.
+   *
+   * A message relayed over the bus before this stream's announcement came back (`early`) reached the older stream too,
+   * if it was still parked on another replica then (the bus delivers in one order everywhere, and that replica closes it
+   * on the announcement): it is left out here when the older stream logged the same text. (A second, identical
+   * notification is all that can be lost that way: a list change or a log line the agent had word for word.)
    */
   resumeAfter(missedStreamId: string, missed: readonly ReplayEntry[], prime: boolean): void {
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
+    const early = held.some((item) => item.early) ? new Map<string, number>() : undefined;
     // The older stream's end marker is nothing for the agent: its next id is this stream's priming event's.
-    for (const entry of missed) if (entry.data !== '' && !entry.final) this.replay(eventId(missedStreamId, entry.seq), entry.data);
+    for (const entry of missed) {
+      if (entry.data === '' || entry.final) continue;
+      this.replay(eventId(missedStreamId, entry.seq), entry.data);
+      if (early !== undefined) early.set(entry.data, (early.get(entry.data) ?? 0) + 1);
+    }
     // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
     // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
     if (prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.id));
-    for (const frame of held) writeBounded(this.res, frame);
+    for (const item of held) {
+      const alsoLogged = item.early && early !== undefined ? (early.get(item.data) ?? 0) : 0;
+      if (alsoLogged > 0) {
+        (early as Map<string, number>).set(item.data, alsoLogged - 1);
+        continue;
+      }
+      this.emitNow(item.data);
+    }
   }
 
-  send(message: JsonRpcMessage): boolean {
+  send(message: JsonRpcMessage, early = false): boolean {
     if (!this.canStream) return false;
     let data: string;
     try {
@@ -550,30 +579,31 @@ export class EventStream implements MessageSink {
       this.logger?.warn({ streamId: this.id }, REPLACED);
       data = JSON.stringify(unrelayable(message as JsonRpcResponse));
     }
-    return this.emit(data);
+    return this.emit(data, early);
   }
 
-  /** Writes one serialised message (or batch) as the stream's next event, logged for replay first. */
-  private emit(data: string): boolean {
-    if (this.log === undefined) return this.out(sseFrame(data));
-    const seq = ++this.seq;
-    this.log.append(seq, data, false);
-    // Parked: logged for the agent's return, nothing to write to.
-    if (this.parked !== undefined) return true;
-    return this.out(sseFrame(data, eventId(this.id, seq)));
-  }
-
-  private out(frame: string): boolean {
-    if (this.held === undefined) return writeBounded(this.res, frame);
-    if (this.res.destroyed || this.res.writableEnded) return false;
+  /** One serialised message (or batch) as the stream's next event, or held back while the stream resumes another. */
+  private emit(data: string, early = false): boolean {
+    if (this.held === undefined) return this.emitNow(data);
+    if (this.parked === undefined && (this.res.destroyed || this.res.writableEnded)) return false;
     // Bounded as unsent bytes are: held back this much, the agent is cut off rather than the process filled.
-    this.heldBytes += frame.length;
+    this.heldBytes += data.length;
     if (this.heldBytes > MAX_UNSENT_BYTES) {
       this.res.destroy();
       return false;
     }
-    this.held.push(frame);
+    this.held.push({ data, early });
     return true;
+  }
+
+  /** Writes one serialised message as the stream's next event, logged for replay first. */
+  private emitNow(data: string): boolean {
+    if (this.log === undefined) return writeBounded(this.res, sseFrame(data));
+    const seq = ++this.seq;
+    this.log.append(seq, data, false);
+    // Parked: logged for the agent's return, nothing to write to.
+    if (this.parked !== undefined) return true;
+    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
   }
 
   /**
