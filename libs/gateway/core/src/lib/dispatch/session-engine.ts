@@ -2906,7 +2906,13 @@ export class SessionEngine {
       if (live.record.tenantId !== tenantId) continue;
       for (const [upstreamId, entry] of [...live.upstreams]) {
         const config = upstreams.get(upstreamId);
-        if (config !== undefined && (sameEdit(config, entry.config) || sameConnection(entry.config, config))) continue;
+        if (config !== undefined && sameEdit(config, entry.config)) continue;
+        if (config !== undefined && sameConnection(entry.config, config)) {
+          // Edited where it does not connect (a name, a timeout): the session stays, under the new configuration.
+          entry.pages.clear();
+          live.upstreams.set(upstreamId, { ...entry, config });
+          continue;
+        }
         entry.pages.clear();
         live.upstreams.delete(upstreamId);
         // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
@@ -3806,10 +3812,15 @@ export class SessionEngine {
    * undefined when it may go. A hook that fails keeps the message here.
    */
   private keptFromAgent(live: LiveSession, config: UpstreamConfig, method: string): GatewayRequestError | undefined {
+    // Judged as the upstream is configured now, not as it was when its session opened: an edit that keeps the
+    // connection (a rename) keeps the session too, and the policy names upstreams by name. One that left the tenant
+    // has nothing more to say to the agent (its session is being retired).
+    const now = this.deps.registry.forTenant(live.record.tenantId).byId.get(config.id);
+    if (now === undefined) return new GatewayRequestError(GATEWAY_RPC.UPSTREAM_UNAVAILABLE, 'The upstream is no longer configured');
     const check = this.deps.hooks?.upstreamMessage;
     if (check === undefined) return undefined;
     try {
-      check(live.record, config, method);
+      check(live.record, sameConnection(now, config) ? now : config, method);
       return undefined;
     } catch (error) {
       if (error instanceof GatewayRequestError) {
