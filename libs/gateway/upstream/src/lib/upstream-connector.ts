@@ -258,5 +258,15 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   const circuits = (): UpstreamCircuit[] =>
     [...upstreams].map(([upstreamId, { tenantId, breaker }]) => ({ upstreamId, tenantId, state: breaker.state }));
 
-  return { connect, resume, shutdown, ready, circuits };
+  function departed(tenantId: string, configured: (upstreamId: string) => boolean): void {
+    for (const [upstreamId, stdio] of [...stdioPools]) {
+      if (stdio.config.tenantId !== tenantId || configured(upstreamId)) continue;
+      stdioPools.delete(upstreamId);
+      retiredStdioPools.add(stdio);
+      stdio.retire(() => retiredStdioPools.delete(stdio));
+    }
+    for (const [upstreamId, state] of [...upstreams]) if (state.tenantId === tenantId && !configured(upstreamId)) upstreams.delete(upstreamId);
+  }
+
+  return { connect, resume, shutdown, ready, circuits, departed };
 }

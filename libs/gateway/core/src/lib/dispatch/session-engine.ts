@@ -2922,6 +2922,9 @@ export class SessionEngine {
         this.retire(entry.config, entry.session);
       }
     }
+    // What the connector keeps for upstreams that left (a stdio server's processes, which would otherwise run on
+    // until idle with the tenant's credentials in their environment).
+    this.deps.connector.departed?.(tenantId, (upstreamId) => upstreams.has(upstreamId));
   }
 
   /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */

@@ -208,6 +208,11 @@ export interface UpstreamConnector {
   ready?(): Promise<void>;
   /** The circuit of every upstream this replica has connected to, under its latest configuration (metrics). */
   circuits?(): readonly UpstreamCircuit[];
+  /**
+   * The tenant's upstreams changed: what the connector keeps for one that left it (`configured` says no) goes: its
+   * stdio processes stop once their sessions are gone (at once, for those with none), and its circuit is forgotten.
+   */
+  departed?(tenantId: string, configured: (upstreamId: string) => boolean): void;
 }
 
 /** One upstream's circuit breaker as the connector holds it. */

@@ -134,6 +134,10 @@ const isAlive = (pid: number): boolean => {
   }
 };
 
+/** The pid of the process serving `session` (its server's `pid` tool). */
+const pidOf = async (session: UpstreamSession) =>
+  ((await session.request('tools/call', { name: 'pid' }, { timeoutMs: 1_000 }))['structuredContent'] as { pid: number }).pid;
+
 /** The pids of every process the connector started. */
 const startedPids = (logger: RecordingLogger): number[] =>
   logger.entries.filter((entry) => entry.message === 'upstream process started').map((entry) => entry.fields['pid'] as number);
@@ -286,8 +290,6 @@ describe('stdio processes', () => {
   });
 
   describe('a server that closes a pipe but runs on', () => {
-    const pidOf = async (session: UpstreamSession) =>
-      ((await session.request('tools/call', { name: 'pid' }, { timeoutMs: 1_000 }))['structuredContent'] as { pid: number }).pid;
     const said = (logger: RecordingLogger, line: string) => logger.entries.some((entry) => entry.message === 'upstream stderr' && entry.fields['stderr'] === line);
     const killed = (logger: RecordingLogger) =>
       logger.entries.some((entry) => entry.message === 'upstream process closed its stdin or stdout but runs on; killing it for a restart');
@@ -320,5 +322,33 @@ describe('stdio processes', () => {
       const next = await waitFor(() => pidOf(session).catch(() => undefined), 3_000);
       expect(next).not.toBe(first);
     });
+  });
+
+  describe('the circuit breaker and the crash count', () => {
+    it('counts a start whose initialize times out once toward the circuit, not twice', async () => {
+      // A server that never answers its initialize: the circuit opens after three such starts, not after two.
+      const { connector: c } = connector({ breaker: { failureThreshold: 3, cooldownMs: 60_000 } });
+      const config = upstreamConfig('stdio', { command: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], connectTimeoutMs: 200 });
+      const reasons: unknown[] = [];
+      for (let i = 0; i < 3; i += 1) reasons.push(await c.connect(config, identity).then(() => 'connected', (error: { reason?: unknown }) => error.reason));
+      expect(reasons).toEqual(['timeout', 'timeout', 'timeout']);
+      expect(c.circuits?.().find((circuit) => circuit.upstreamId === config.id)?.state).toBe('open');
+    }, 20_000);
+
+    it('starts a fresh crash count after a process that served stableMs and was stopped cleanly (idle)', async () => {
+      const { connector: c } = connector({ stdioMaxRestarts: 1, stdioStableMs: 300, stdioIdleMs: 700 });
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [fixture] }), identity);
+      const call = (name: string) => session.request('tools/call', { name, arguments: {} });
+      // A first crash right after the start: one crash in a row.
+      await expect(call('crash')).rejects.toMatchObject({ reason: 'closed' });
+      // The restarted process serves beyond stableMs, then is stopped for idleness (not a crash).
+      const pid = await waitFor(async () => pidOf(session).catch(() => undefined));
+      await waitFor(() => !isAlive(pid), 5_000);
+      // Later a process crashes once: the first crash of a new row, so the server is started again (with one crash
+      // allowed, a second in the same row would open the circuit).
+      await expect(call('crash')).rejects.toMatchObject({ reason: 'closed' });
+      await expect(waitFor(async () => pidOf(session).catch((error: { reason?: string }) => (error.reason === 'circuit_open' ? 'circuit_open' : undefined)))).resolves.toEqual(expect.any(Number));
+      await session.close();
+    }, 20_000);
   });
 });

@@ -512,9 +512,11 @@ export class StdioProcess {
       this.info = toServerInfo(result);
       this.write(encodeNotification('notifications/initialized', undefined));
     } catch (error) {
-      this.ctx.breaker.failure();
+      const timedOut = (error as { reason?: unknown }).reason === 'timeout';
+      // One failed start is one failure: a timed-out initialize was counted already (the multiplexer's `onTimeout`).
+      if (!timedOut) this.ctx.breaker.failure();
       void this.stop('initialize failed');
-      throw (error as { reason?: unknown }).reason === 'timeout' ? errors.connectTimeout() : error;
+      throw timedOut ? errors.connectTimeout() : error;
     }
     // Calls wait until the process knows its sessions' subscriptions and log level again (after a crash, or an idle stop).
     await this.replay(this.info);
@@ -648,8 +650,12 @@ export class StdioProcess {
     this.idleTimer = undefined;
     this.mux.failAll(errors.closed());
     abortAll(this.serverRequests);
-    // This child was stopped on purpose: not a crash (a stop of an earlier child no longer hides this one's death).
-    if (this.stopping.has(child) && !this.exitedUnasked.has(child)) return;
+    // This child was stopped on purpose: not a crash (a stop of an earlier child no longer hides this one's death). One
+    // that had served stableMs (stopped when idle, or released) ends the row of crashes, as a later crash of it would.
+    if (this.stopping.has(child) && !this.exitedUnasked.has(child)) {
+      if (this.readyAt !== undefined && Date.now() - this.readyAt >= this.options.stableMs) this.crashes = 0;
+      return;
+    }
     // Stable only once it served for stableMs: one that dies while starting, however slowly, counts toward the circuit.
     const stable = this.readyAt !== undefined && Date.now() - this.readyAt >= this.options.stableMs;
     this.crashes = stable ? 1 : this.crashes + 1;
