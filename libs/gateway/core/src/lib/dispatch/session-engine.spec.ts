@@ -730,6 +730,28 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.opened).toEqual([]);
   });
 
+  it("passes an upstream's error data on as it wrote it, its own traceId kept; the gateway's is added only where it has none", async () => {
+    let data: unknown;
+    const { engine } = build({
+      u1: {
+        prefix: 'files',
+        capabilities: { tools: {} },
+        handle: async (method) => {
+          if (method === 'tools/list') return { tools: [{ name: 'read', inputSchema: { type: 'object' } }] };
+          throw new UpstreamRpcError(-32099, 'no', data);
+        },
+      },
+    });
+    const record = await openSession(engine);
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'gateway-trace');
+    data = { traceId: 'upstream-trace', detail: 'x' };
+    expect(await call()).toMatchObject({ error: { code: -32099, data: { traceId: 'upstream-trace', detail: 'x' } } });
+    data = { detail: 'x' };
+    expect(await call()).toMatchObject({ error: { code: -32099, data: { traceId: 'gateway-trace', detail: 'x' } } });
+    data = 'text';
+    expect(await call()).toMatchObject({ error: { code: -32099, data: 'text' } });
+  });
+
   it("marks an upstream's own error as the upstream's, for the hooks (its data is not the gateway's to trust)", async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);

@@ -4243,7 +4243,8 @@ export class SessionEngine {
   private errorFor(id: JsonRpcId, error: unknown, traceId: string): JsonRpcResponse {
     if (error instanceof GatewayRequestError) return rpcError(id, error.rpcCode, error.message, traceId, error.data);
     if (error instanceof UpstreamRpcError) {
-      const data = isObject(error.data) ? { ...error.data, traceId } : error.data === undefined ? { traceId } : error.data;
+      // The upstream's data as it wrote it; the gateway's trace id beside it, unless the upstream gave its own.
+      const data = isObject(error.data) ? (Object.hasOwn(error.data, 'traceId') ? error.data : { ...error.data, traceId }) : error.data === undefined ? { traceId } : error.data;
       return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, data } };
     }
     if (error instanceof UpstreamUnavailableError) {
