@@ -415,6 +415,19 @@ interface LiveSession {
    */
   readonly taskProgress: Map<string, string>;
   /**
+   * Task-augmented calls waiting for their answer, per upstream: each settles with the task it created once that is
+   * recorded. A message about a task on the upstream session's own stream may come before the answer naming it (the
+   * SDK's servers send the first status as they create the task): it waits for these (`unknownTaskMessage`).
+   */
+  readonly creatingTasks: Map<string, Set<Promise<TaskContext | undefined>>>;
+  /**
+   * Messages about a task, on the upstream sessions' own streams, queued behind one of the same task that waits for
+   * the task to be known (`taskProgressKey`: upstream and task id): they keep their order.
+   */
+  readonly taskMessageChains: Map<string, Promise<void>>;
+  /** Messages about tasks waiting in `taskMessageChains` or for their task to be known; bounded by MAX_HELD_TASK_MESSAGES. */
+  heldTaskMessages: number;
+  /**
    * The log level this replica's own upstream sessions (stdio, legacy SSE) were last told, to tell them a level stored
    * through another replica once, whichever way this replica's copy of the record takes it (`tellOwnLevel`).
    */
@@ -806,6 +819,11 @@ const REOPEN_FIRST_DELAY_MS = 500;
 
 /** How long a server request about a task waits for the call creating that task to be answered (its id recorded). */
 const TASK_SCOPE_WAIT_MS = 2_000;
+/**
+ * A message about a task the session is not known to have, with no call creating a task here: looked up again after
+ * this long (the call may be creating it through another replica).
+ */
+const TASK_RELOOKUP_MS = 500;
 
 /** Longest a `tasks/result` waits upstream for its task (within the task's lifetime, at least the call timeout). */
 export const TASK_RESULT_MAX_WAIT_MS = 60 * 60 * 1_000;
@@ -1918,12 +1936,14 @@ export class SessionEngine {
             // Messages about the new task may come with the answer that creates it: they wait until its id is recorded.
             let adopted: (task: TaskContext | undefined) => void = () => undefined;
             const scope = new Promise<TaskContext | undefined>((resolve) => (adopted = resolve));
+            const creating = live.creatingTasks.get(target.upstreamId) ?? new Set();
+            live.creatingTasks.set(target.upstreamId, creating.add(scope));
             try {
               // MCP 2025-11-25: a task-augmented request is cancelled with tasks/cancel, never notifications/cancelled.
               // The upstream call is not aborted with the agent's request: it runs on to its CreateTaskResult (within its
               // timeout), and the task it created for a request given up meanwhile is cancelled then.
-              const creating = this.forward(live, target.upstreamId, message, forwarded, sink, NOT_CANCELLED, traceId, admission?.progressSent, scope);
-              const created = await unlessAborted(creating, signal, (late) =>
+              const answer = this.forward(live, target.upstreamId, message, forwarded, sink, NOT_CANCELLED, traceId, admission?.progressSent, scope);
+              const created = await unlessAborted(answer, signal, (late) =>
                 late.then(
                   (result) => this.cancelUpstreamTask(live, target.upstreamId, result, traceId),
                   () => undefined,
@@ -1949,6 +1969,8 @@ export class SessionEngine {
               }
             } finally {
               adopted(undefined);
+              creating.delete(scope);
+              if (creating.size === 0 && live.creatingTasks.get(target.upstreamId) === creating) live.creatingTasks.delete(target.upstreamId);
             }
           }
         }
@@ -3805,8 +3827,49 @@ export class SessionEngine {
   private toSessionStream(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): void {
     if (!this.relayable(live, upstreamId, notification)) return;
     const upstreamTask = referencedTask(notification.method, notification.params);
-    if (upstreamTask === undefined) this.toStandalone(live, notification);
-    else void this.agentTaskMessage(live, upstreamId, notification, upstreamTask).then((named) => named && this.toStandalone(live, named));
+    if (upstreamTask === undefined) {
+      this.toStandalone(live, notification);
+      return;
+    }
+    // Behind a message of the same task that waits for the task to be known, if there is one: the agent gets them in
+    // the order the upstream sent them.
+    const key = taskProgressKey(upstreamId, upstreamTask);
+    const before = live.taskMessageChains.get(key);
+    if (before !== undefined && live.heldTaskMessages >= MAX_HELD_TASK_MESSAGES) return;
+    if (before !== undefined) live.heldTaskMessages += 1;
+    const sent = (before ?? Promise.resolve())
+      .then(async () => {
+        if (before !== undefined) live.heldTaskMessages -= 1;
+        const named =
+          (await this.agentTaskMessage(live, upstreamId, notification, upstreamTask)) ??
+          (before === undefined ? await this.unknownTaskMessage(live, upstreamId, notification, upstreamTask) : undefined);
+        if (named) this.toStandalone(live, named);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        if (live.taskMessageChains.get(key) === sent) live.taskMessageChains.delete(key);
+      });
+    live.taskMessageChains.set(key, sent);
+  }
+
+  /**
+   * A message about a task this session is not known to have, on an upstream session's own stream: the task may be the
+   * one a call of the session is creating, whose answer has not come yet (the SDK's servers send a task's first status
+   * as they create it). It waits for the session's calls creating tasks on that upstream (at most TASK_SCOPE_WAIT_MS),
+   * or, with none here, a moment for one through another replica, and is looked up once more. Bounded per session.
+   */
+  private async unknownTaskMessage<M extends JsonRpcNotification>(live: LiveSession, upstreamId: string, message: M, upstreamTask: string): Promise<M | undefined> {
+    if (this.deps.tasks === undefined || live.heldTaskMessages >= MAX_HELD_TASK_MESSAGES) return undefined;
+    live.heldTaskMessages += 1;
+    try {
+      const creating = live.creatingTasks.get(upstreamId);
+      const waited = creating !== undefined && creating.size > 0 ? Promise.allSettled([...creating]).then(() => undefined) : new Promise<undefined>((resolve) => void setTimeout(() => resolve(undefined), TASK_RELOOKUP_MS).unref());
+      await withinMs(waited, TASK_SCOPE_WAIT_MS);
+      if (this.live.get(live.record.id) !== live) return undefined;
+      return await this.agentTaskMessage(live, upstreamId, message, upstreamTask);
+    } finally {
+      live.heldTaskMessages -= 1;
+    }
   }
 
   /**
@@ -3988,6 +4051,9 @@ export class SessionEngine {
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),
+      creatingTasks: new Map(),
+      taskMessageChains: new Map(),
+      heldTaskMessages: 0,
       toldLevel: record.logLevel,
       announcedTaskEnds: new Set(),
       reopened: new Map(),
