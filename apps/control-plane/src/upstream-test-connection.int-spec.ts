@@ -253,3 +253,55 @@ describe('test connection', () => {
     expect((await cp.request('POST', other.path, { token: other.admin.token })).status).toBe(200);
   }, 60_000);
 });
+
+describe('a test connection of an upstream repointed while it runs', () => {
+  const servers: Server[] = [];
+  afterAll(async () => {
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  /** A stateless SDK server with one tool `tool`; `slow`: its tools/list answers after 1.5 s, and says when it began. */
+  async function serverOf(tool: string, slow?: () => void): Promise<string> {
+    const server = createServer((req, res) => {
+      const mcp = new McpServer({ name: tool, version: '1.0.0' });
+      mcp.registerTool(tool, { description: `from ${tool}` }, () => ({ content: [] }));
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+      res.on('close', () => void transport.close());
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => {
+        const parsed = body ? (JSON.parse(body) as { method?: string }) : undefined;
+        const go = () => void mcp.connect(transport).then(() => transport.handleRequest(req, res, parsed));
+        if (slow !== undefined && parsed?.method === 'tools/list') {
+          slow();
+          setTimeout(go, 1_500);
+        } else go();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  }
+
+  it("stores none of what the old server had as the repointed upstream's definitions, and says so (409)", async () => {
+    let listingStarted: () => void = () => undefined;
+    const listing = new Promise<void>((resolve) => (listingStarted = resolve));
+    const oldUrl = await serverOf('old_server_tool', listingStarted);
+    const newUrl = await serverOf('new_server_tool');
+    const { tenantId, admin, upstreamId, path, rows } = await tenantWithUpstream(oldUrl);
+    const test = cp.request('POST', path, { token: admin.token });
+    await listing;
+    // Another admin repoints the upstream while the test lists the old server's tools.
+    const moved = await cp.request('PATCH', `/api/v1/tenants/${tenantId}/upstreams/${upstreamId}`, { token: admin.token, body: { url: newUrl } });
+    expect(moved.status).toBe(200);
+    const result = await test;
+    expect(result.status).toBe(409);
+    // Trusted on first use, the old server's tool was stored and approved as the upstream's own.
+    expect((await rows()).map((row) => row.name)).not.toContain('old_server_tool');
+    // A test run now finds the new server's.
+    expect((await cp.request('POST', path, { token: admin.token })).status).toBe(200);
+    expect((await rows()).map((row) => row.name)).toEqual(['new_server_tool']);
+  });
+});

@@ -25,7 +25,7 @@ export class UpstreamToolsController {
   @Allow('tenant:upstreams:write')
   @ApiRoute({
     tag: TAG,
-    summary: 'Test connection: connect as the gateway would, discover tools/prompts/resources and store their definitions',
+    summary: 'Test connection: connect as the gateway would, discover tools/prompts/resources and store their definitions (409, storing nothing, when the upstream was edited while the test ran)',
     response: testConnectionResponse,
   })
   test(@CurrentTenant() tenant: TenantScope, @Param('upstreamId', IdParamPipe) upstreamId: string) {

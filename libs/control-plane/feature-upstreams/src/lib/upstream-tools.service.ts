@@ -110,9 +110,10 @@ export class UpstreamToolsService {
 
   private async runTest(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
     const { tenantId } = scope;
-    const target = await withTenant(this.db, tenantId, async (tx) =>
-      this.probeTarget(tenantId, tx, await this.requireUpstream(tenantId, tx, upstreamId)),
-    );
+    const { target, version } = await withTenant(this.db, tenantId, async (tx) => {
+      const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
+      return { target: await this.probeTarget(tenantId, tx, upstream), version: upstream.version };
+    });
     const started = Date.now();
     let result: ProbeResult;
     try {
@@ -132,9 +133,11 @@ export class UpstreamToolsService {
     }
     const durationMs = Date.now() - started;
     const { rows, counts, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
-      // The upstream may have been deleted while we were connected.
+      // The upstream may have been deleted while we were connected, or edited: what was found then is another server's
+      // (or was reached another way), not this configuration's, and is not stored as its definitions.
       const current = await this.requireUpstream(tenantId, tx, upstreamId);
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
+      if (current.version !== version) throw upstreamErrors.changedDuringTest();
       const counts = await this.storeDiscovery(tenantId, tx, current, result, scope.actor.userId);
       await this.tools.recordSync(tenantId, tx, upstreamId, null, new Date());
       const enforcementChanged = counts.new + counts.changed + counts.removed > 0;

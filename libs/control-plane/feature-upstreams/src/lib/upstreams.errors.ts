@@ -35,6 +35,9 @@ export const upstreamErrors = {
   /** Another update of the upstream committed between this one's checks and its write. */
   changedMeanwhile: () =>
     new AppError('CONFLICT', 'The upstream was changed by another request while this one was being applied; read it again and repeat your change.'),
+  /** The upstream was edited while a test connection ran: what it found is not stored. */
+  changedDuringTest: () =>
+    new AppError('CONFLICT', 'The upstream was changed while it was being tested, so nothing it found was stored; test it again.'),
   ifMatchMalformed: () => new AppError('PRECONDITION_FAILED', 'If-Match must be the upstream\'s version as an ETag, e.g. "3".'),
   stale: (current: number) =>
     new AppError('PRECONDITION_FAILED', `The upstream changed since you read it (it is now at version ${current}); read it again and repeat your change.`),
