@@ -6,6 +6,7 @@
  */
 import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http';
 import { connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { createRedisClient } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -350,6 +351,15 @@ describe('HEAD', () => {
 });
 
 describe('POST details', () => {
+  it('refuses a body in a content coding (gzip, or labelled deflate but plain) with 415 and Accept-Encoding: identity', async () => {
+    for (const [coding, body] of [['gzip', gzipSync(initBody())], ['deflate', initBody()], ['identity, br', initBody()]] as const) {
+      const res = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ 'content-encoding': coding }), body);
+      expectRpcError(res, 415, -32015);
+      expect(res.headers['accept-encoding']).toBe('identity');
+    }
+    expect((await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ 'content-encoding': 'identity' }), initBody())).status).toBe(200);
+  });
+
   it('batches: empty is invalid, allowed on 2025-03-26, refused on 2025-06-18 and later; initialize cannot be batched', async () => {
     const path = `/t/${tenant.slug}/mcp`;
     const old = await newSession('2025-03-26');
@@ -536,8 +546,13 @@ describe('legacy HTTP+SSE endpoints', () => {
     // Bytes that are not UTF-8, and a body declared in another charset: refused, never read as other text.
     expectRpcError(await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, notUtf8Body), 400, -32700);
     expectRpcError(await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json; charset=latin1' }, ping), 415, -32015);
+    // A body in a content coding the gateway does not apply: 415, never read as it stands (here: labelled deflate,
+    // sent plain).
+    const coded = await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json', 'content-encoding': 'deflate' }, ping);
+    expectRpcError(coded, 415, -32015);
+    expect(coded.headers['accept-encoding']).toBe('identity');
     expect(
-      (await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json' }, ping)).status,
+      (await raw('POST', liveEndpoint, { ...auth(), 'content-type': 'application/json', 'content-encoding': 'identity' }, ping)).status,
     ).toBe(202);
     open.abort();
   });
@@ -626,7 +641,10 @@ describe('legacy HTTP+SSE endpoints', () => {
       const call = (id: number) => post({ id, method: 'tools/call', params: { name: 'hold__wait', arguments: {} } });
       for (let id = 100; id < 100 + 96; id++) expect((await call(id)).status).toBe(202);
       const refused = await call(999);
-      expect((expectRpcError(refused, 429, -32029)['error'] as { message: string }).message).toMatch(/at most 96/);
+      const refusal = expectRpcError(refused, 429, -32029);
+      expect((refusal['error'] as { message: string }).message).toMatch(/at most 96/);
+      // Its id was read: the refusal names it (JSON-RPC: null only when it could not be).
+      expect(refusal['id']).toBe(999);
       expect(refused.headers['retry-after']).toBe('1');
       // Notifications are not requests: they still go through.
       expect((await post({ method: 'notifications/roots/list_changed' })).status).toBe(202);

@@ -26,6 +26,7 @@ import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
   acceptsEventStream,
   acceptsPostResponses,
+  hasContentCoding,
   isJsonContentType,
   originProblem,
   requestProtocolVersion,
@@ -119,6 +120,8 @@ function sendError(reply: FastifyReply, error: GatewayHttpError, id: JsonRpcId |
 /** The error code of a body that is not UTF-8 (Fastify's body parser to its error handler). */
 const NOT_UTF8 = 'PORTCULLIS_BODY_NOT_UTF8';
 const notUtf8 = () => new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error: the body is not valid UTF-8');
+const encodedBody = () =>
+  new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: send the body without a Content-Encoding', { 'accept-encoding': 'identity' });
 
 /** A POST of a credentialed principal under way (`openPosts`). */
 interface OpenPost {
@@ -492,6 +495,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (!isJsonContentType(headers['content-type'])) {
         throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
       }
+      if (hasContentCoding(headers['content-encoding'])) throw encodedBody();
       let parsed: unknown;
       try {
         parsed = JSON.parse(input.body);
@@ -718,7 +722,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     const onEnd = () => {
       const bytes = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
       // Read as UTF-8, bytes that are not would become U+FFFD: the upstream would get other text than the agent sent.
-      if (!isUtf8(bytes) && isJsonContentType(headers['content-type'])) {
+      if (!isUtf8(bytes) && isJsonContentType(headers['content-type']) && !hasContentCoding(headers['content-encoding'])) {
         writeError(res, notUtf8(), null, traceId);
         return;
       }
@@ -783,7 +787,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes }, (request, body: Buffer, done) => {
       // Another content type is refused by the handler (415) before its body is looked at.
-      if (isUtf8(body) || !isJsonContentType(request.headers['content-type'])) done(null, body.toString('utf8'));
+      // Nor is one in a content coding (415), nor a body in a coding.
+      if (isUtf8(body) || !isJsonContentType(request.headers['content-type']) || hasContentCoding(request.headers['content-encoding'])) done(null, body.toString('utf8'));
       else done(Object.assign(new Error('the body is not valid UTF-8'), { statusCode: 400, code: NOT_UTF8 }), undefined);
     });
     scope.setErrorHandler((error: { statusCode?: number; code?: string }, request, reply) => {
@@ -1108,6 +1113,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (!isJsonContentType(request.headers['content-type'])) {
           throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
         }
+        if (hasContentCoding(request.headers['content-encoding'])) throw encodedBody();
         const sessionId = request.query.sessionId;
         if (typeof sessionId !== 'string') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: sessionId is required');
         const entry = legacy.get(sessionId);
@@ -1152,10 +1158,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           sendError(reply, new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`), item.id, traceId);
           return reply;
         }
-        // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not.
-        if (closing && item.kind === 'request') throw shuttingDown();
+        // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not. A
+        // refused request is answered with its id (JSON-RPC: null only when the id could not be read).
         const requests = item.kind === 'request' ? 1 : 0;
-        if (requests > 0 && entry.inFlight >= MAX_LEGACY_IN_FLIGHT) throw tooManyInFlight();
+        if (item.kind === 'request' && (closing || entry.inFlight >= MAX_LEGACY_IN_FLIGHT)) {
+          sendError(reply, closing ? shuttingDown() : tooManyInFlight(), item.message.id, traceId);
+          return reply;
+        }
         void reply.code(202).header('content-type', 'text/plain').send('Accepted');
         active += 1;
         entry.inFlight += requests;

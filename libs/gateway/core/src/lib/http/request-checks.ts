@@ -117,6 +117,20 @@ export const isJsonContentType = (contentType: HeaderValue): boolean => {
 };
 
 /**
+ * Whether the body comes in a content coding the gateway does not apply (anything but `identity`: gzip, deflate, br…).
+ * Read as it is, a compressed body would be refused as bad JSON, and one labelled compressed but sent plain would run
+ * under another reading than the agent declared: it is refused with 415 instead (RFC 9110 §15.5.16).
+ */
+export const hasContentCoding = (contentEncoding: HeaderValue): boolean => {
+  if (contentEncoding === undefined) return false;
+  const values = Array.isArray(contentEncoding) ? contentEncoding : [contentEncoding];
+  return values.some((value) => value.split(',').some((coding) => {
+    const name = coding.trim().toLowerCase();
+    return name !== '' && name !== 'identity';
+  }));
+};
+
+/**
  * The protocol version of a request after initialisation: the header's value when supported, the
  * specification's default when absent, an error when present but unsupported. An empty header is present (Node gives
  * it as ''): only a missing one falls back to the default, so an empty one is refused like any other unsupported value.
