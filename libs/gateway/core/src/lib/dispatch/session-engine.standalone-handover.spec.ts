@@ -74,4 +74,18 @@ describe('standalone stream handover across replicas', () => {
     flush();
     expect(early).toEqual([true, false]);
   });
+
+  it('marks nothing early when the stream it resumes was this replica\'s own (closed here at attach, it logged none of it)', async () => {
+    const { x, onX, queued, flush } = await queuedReplicas();
+    let oldClosed = false;
+    x.attachStandalone(onX, { id: 's-old', canStream: true, send: () => true, close: () => void (oldClosed = true) });
+    flush();
+    const early: boolean[] = [];
+    x.attachStandalone(onX, { id: 's-new', canStream: true, send: (_message, before = false) => early.push(before) > 0 }, 's-old');
+    expect(oldClosed).toBe(true);
+    queued.unshift({ type: 'standalone', sessionId: onX.id, message: { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///a' } } } as BusMessage);
+    flush();
+    expect(early).toEqual([false]);
+  });
 });
+

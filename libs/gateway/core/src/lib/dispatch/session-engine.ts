@@ -359,7 +359,7 @@ interface LiveSession {
    * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
    * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
    */
-  standaloneToken: { readonly token: string; confirmed: boolean } | undefined;
+  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean } | undefined;
   /**
    * Until when upstream sessions just opened here listen whether or not anyone does (`EngineOptions.firstListenMs`),
    * and the timer that ends it.
@@ -1456,7 +1456,9 @@ export class SessionEngine {
     if (previous !== undefined && previous !== sink) previous.close?.(previous.id !== undefined && previous.id === resumes ? undefined : 'replaced');
     // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
     const token = randomBytes(12).toString('base64url');
-    const announced = { token, confirmed: this.deps.bus === undefined };
+    // Resuming a stream of this replica's, closed above: it logged none of what comes from now on (no `early`).
+    const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
+    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
@@ -1528,7 +1530,7 @@ export class SessionEngine {
           if (!isObject(message.message) || typeof message.message.method !== 'string') return;
           if (standalone === undefined || (standalone.away === true && ('id' in message.message || message.message.method === 'notifications/cancelled'))) return;
           // Before our stream's announcement came back, an older stream parked elsewhere may log it too (`early`).
-          if (!standalone.send(message.message, live?.standaloneToken?.confirmed === false)) return;
+          if (!standalone.send(message.message, live?.standaloneToken?.confirmed === false && live.standaloneToken.resumedHere !== true)) return;
           // A relayed request: its replica waits to hear that the agent's stream took it.
           const id = 'id' in message.message ? message.message.id : undefined;
           const owner = relayOwner(id);
