@@ -304,4 +304,48 @@ describe('a test connection of an upstream repointed while it runs', () => {
     expect((await cp.request('POST', path, { token: admin.token })).status).toBe(200);
     expect((await rows()).map((row) => row.name)).toEqual(['new_server_tool']);
   });
+
+  it('sees an edit committed through another control-plane process while the test waited for the upstream (409, nothing stored)', async () => {
+    const oldUrl = await serverOf('old_server_tool');
+    const newUrl = await serverOf('new_server_tool');
+    const { tenantId, admin, upstreamId, path, rows } = await tenantWithUpstream(oldUrl);
+    const other = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true' });
+    // What another process's test of the same upstream holds while it stores: the per-upstream lock.
+    const key = `pcs:upstream-tools:${tenantId}:${upstreamId}`;
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked: () => void = () => undefined;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = cp.system.$transaction(
+      async (tx) => {
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`;
+        locked();
+        await released;
+      },
+      { timeout: 30_000, maxWait: 10_000 },
+    );
+    await isLocked;
+    try {
+      // The test probes the old server, then waits for the lock to store what it found.
+      const test = cp.request('POST', path, { token: admin.token });
+      await waitFor(
+        async () => {
+          const waiting = await cp.system.$queryRaw<{ n: bigint }[]>`SELECT count(*)::bigint AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`;
+          return (waiting[0]?.n ?? 0n) > 0n ? true : null;
+        },
+        { timeoutMs: 10_000, description: 'the test waiting for the upstream lock' },
+      );
+      // Meanwhile another admin repoints the upstream through the other process: it commits.
+      expect((await other.request('PATCH', `/api/v1/tenants/${tenantId}/upstreams/${upstreamId}`, { token: admin.token, body: { url: newUrl } })).status).toBe(200);
+      release();
+      await holder;
+      expect((await test).status).toBe(409);
+      expect((await rows()).map((row) => row.name)).not.toContain('old_server_tool');
+    } finally {
+      release();
+      await holder.catch(() => undefined);
+      await other.close();
+    }
+  }, 60_000);
 });
+

@@ -44,6 +44,17 @@ export class UpstreamToolsRepository {
   }
 
   /**
+   * The upstream's configuration version, its row held (FOR SHARE) until the transaction ends: an edit not yet committed
+   * (by any control-plane process) is waited for and its version read, and a later one waits for this transaction.
+   * Undefined when the upstream is gone.
+   */
+  async heldVersion(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<number | undefined> {
+    const rows = await tx.$queryRaw<{ version: number }[]>`
+      SELECT version FROM upstreams WHERE tenant_id = ${tenantId}::uuid AND id = ${upstreamId}::uuid FOR SHARE`;
+    return rows[0]?.version;
+  }
+
+  /**
    * One page in id order (`limit + 1` rows: the last says whether there are more), filtered by kind and state in the
    * query (`state`'s rule is `toolState`'s: removed, else never approved, else approved hash equal to the current one).
    */

@@ -135,9 +135,12 @@ export class UpstreamToolsService {
     const { rows, counts, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       // The upstream may have been deleted while we were connected, or edited: what was found then is another server's
       // (or was reached another way), not this configuration's, and is not stored as its definitions.
-      const current = await this.requireUpstream(tenantId, tx, upstreamId);
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
-      if (current.version !== version) throw upstreamErrors.changedDuringTest();
+      // Read once held: an edit committed by another control-plane process while this one waited is seen.
+      const held = await this.tools.heldVersion(tenantId, tx, upstreamId);
+      if (held === undefined) throw upstreamErrors.notFound();
+      if (held !== version) throw upstreamErrors.changedDuringTest();
+      const current = await this.requireUpstream(tenantId, tx, upstreamId);
       const counts = await this.storeDiscovery(tenantId, tx, current, result, scope.actor.userId);
       await this.tools.recordSync(tenantId, tx, upstreamId, null, new Date());
       const enforcementChanged = counts.new + counts.changed + counts.removed > 0;
