@@ -68,7 +68,7 @@ describe('api key expiry', () => {
 describe('upstream headers', () => {
   it('refuses names the connection owns, in any case, and Proxy-*', () => {
     expect(secretHeaders.safeParse({ Authorization: 'Bearer x', 'X-Api-Version': '2' }).success).toBe(true);
-    for (const name of ['Host', 'host', 'Content-Type', 'Mcp-Session-Id', 'Transfer-Encoding', 'Proxy-Authorization']) {
+    for (const name of ['Host', 'host', 'Content-Type', 'Mcp-Session-Id', 'Transfer-Encoding', 'Proxy-Authorization', 'Accept-Encoding', 'content-encoding']) {
       expect(secretHeaders.safeParse({ [name]: 'x' }).success).toBe(false);
     }
   });

@@ -47,8 +47,8 @@ const secretMap = (keyPattern: RegExp, what: string, value: { readonly pattern: 
     )
     .refine((map) => Object.keys(map).length <= 50, `at most 50 ${what}s`);
 /**
- * Header names the gateway's upstream clients own: the transport's own (framing, `Host`, the MCP session headers) and
- * every `Proxy-*`. A configured one would at best be ignored; sent by a client that honours it, `Host` picks the
+ * Header names the gateway's upstream clients own: the transport's own (framing, content codings, `Host`, the MCP
+ * session headers) and every `Proxy-*`. A configured one would at best be ignored; sent by a client that honours it, `Host` picks the
  * virtual host (and TLS server name) behind an address that passed the network check.
  */
 const RESERVED_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
@@ -66,6 +66,9 @@ const RESERVED_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
   'mcp-session-id',
   'mcp-protocol-version',
   'last-event-id',
+  // The clients read answers as they come, in no content coding: an upstream asked for gzip sends what they cannot read.
+  'accept-encoding',
+  'content-encoding',
 ]);
 
 /** Whether a configured upstream header would override one the transport owns (see `RESERVED_UPSTREAM_HEADERS`). */
