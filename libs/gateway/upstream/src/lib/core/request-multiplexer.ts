@@ -21,11 +21,23 @@ interface Call<Owner> {
   readonly reject: (error: unknown) => void;
   timer: NodeJS.Timeout | undefined;
   onAbort: (() => void) | undefined;
+  /** What carried the request, while it may still be under way (`Written.abort`). */
+  written: Written | undefined;
 }
 
+/**
+ * A write under way, for a transport where each message is an exchange of its own (legacy SSE's POSTs): `abort` lets
+ * go of it once the call it carried is given up (a timeout, a cancellation, the session closing), instead of holding
+ * a pooled connection until the exchange's own bound.
+ */
+export type Written = Promise<void> & { abort?(): void };
+
 export interface MultiplexerHooks {
-  /** Sends one serialised message. A rejected promise fails the call it carried (when there is one). */
-  write(text: string): void | Promise<void>;
+  /**
+   * Sends one serialised message. A rejected promise fails the call it carried (when there is one). `quiet`: a message
+   * no call waits on (a cancellation), which the transport may bound more tightly.
+   */
+  write(text: string, quiet?: boolean): void | Written;
   /** A call timed out (the breaker counts it). */
   onTimeout?(): void;
   /** A call got its response (the breaker resets). */
@@ -88,6 +100,7 @@ export class RequestMultiplexer<Owner> {
         reject,
         timer: undefined,
         onAbort: undefined,
+        written: undefined,
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
@@ -95,14 +108,23 @@ export class RequestMultiplexer<Owner> {
         call.onAbort = () => this.giveUp(call, 'cancelled by the client', abortReason(signal));
         signal.addEventListener('abort', call.onAbort, { once: true });
       }
-      let written: void | Promise<void>;
+      let written: void | Written;
       try {
         written = this.hooks.write(encodeRequest(id, method, outgoing));
       } catch (error) {
         this.fail(id, error);
         return;
       }
-      if (written !== undefined) written.catch((error: unknown) => this.fail(id, error));
+      if (written !== undefined) {
+        if (written.abort !== undefined && this.calls.has(id)) call.written = written;
+        written.then(
+          () => void (call.written = undefined),
+          (error: unknown) => {
+            call.written = undefined;
+            this.fail(id, error);
+          },
+        );
+      }
     });
   }
 
@@ -188,17 +210,23 @@ export class RequestMultiplexer<Owner> {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
       if (call.owner !== owner || !this.calls.has(call.id)) continue;
       this.finish(call);
+      call.written?.abort?.();
       this.cancelled(call, reason, error);
     }
   }
 
   failAll(error: unknown): void {
-    for (const call of [...this.calls.values()]) this.fail(call.id, error);
+    for (const call of [...this.calls.values()]) {
+      call.written?.abort?.();
+      this.fail(call.id, error);
+    }
   }
 
   private giveUp(call: Call<Owner>, reason: string, error: unknown): void {
     if (!this.calls.has(call.id)) return;
     this.finish(call);
+    // Its message may still be on its way (a POST the upstream holds): let go of it.
+    call.written?.abort?.();
     if (reason === 'timeout') this.hooks.onTimeout?.();
     this.cancelled(call, reason, error);
   }
@@ -207,7 +235,7 @@ export class RequestMultiplexer<Owner> {
   private cancelled(call: Call<Owner>, reason: string, error: unknown): void {
     if (call.cancellable) {
       try {
-        const written = this.hooks.write(encodeCancelled(call.id, reason));
+        const written = this.hooks.write(encodeCancelled(call.id, reason), true);
         if (written !== undefined) written.catch(() => undefined);
       } catch {
         // the connection is gone; nothing to cancel

@@ -11,7 +11,7 @@ import type {
 } from '@portcullis/gateway/mcp';
 import { maskErrorResult, maskUpstreamError } from '@portcullis/gateway/mcp';
 import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
-import { RequestMultiplexer } from '../core/request-multiplexer';
+import { RequestMultiplexer, type Written } from '../core/request-multiplexer';
 import {
   logFields,
   notifyQuietly,
@@ -78,6 +78,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   private notificationHandler: NotificationHandler | undefined;
   private serverRequestHandler: ServerRequestHandler | undefined;
   private readonly serverRequests = new Map<JsonRpcId, AbortController>();
+  /** POSTs under way (`post`), let go of when their call is given up or the session ends. */
+  private readonly posting = new Set<() => void>();
   /** Answers to the upstream's requests under way (`QuietPosts`). */
   private readonly quietPosts = new QuietPosts(() =>
     this.ctx.logger.warn(logFields(this.ctx.config), 'upstream sends more requests than it takes answers for; dropping answers'),
@@ -91,7 +93,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       'content-type': 'application/json',
     });
     this.mux = new RequestMultiplexer<LegacySseSession>({
-      write: (text) => this.post(text),
+      // A message no call waits on (a cancellation) is bounded as the answers to the upstream's requests are.
+      write: (text, quiet) => this.post(text, quiet === true ? Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS) : undefined),
       onTimeout: () => ctx.breaker.failure(),
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
@@ -173,6 +176,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.stream?.destroy();
     this.stream = undefined;
     this.mux.failAll(errors.closed());
+    // POSTs still under way (their calls failed above, or no call waits on them) let go of their connections.
+    for (const abort of [...this.posting]) abort();
     abortAll(this.serverRequests);
     const closedHandler = this.closedHandler;
     this.closedHandler = undefined;
@@ -292,12 +297,17 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     }
   }
 
-  /** POSTs one message to the announced endpoint; resolves once it was accepted (202) within `timeoutMs`. */
-  private post(body: string, timeoutMs = this.ctx.config.callTimeoutMs): Promise<void> {
+  /**
+   * POSTs one message to the announced endpoint; resolves once it was accepted (202) within `timeoutMs`. `abort` on the
+   * promise lets go of the POST (its call was given up): it settles as closed.
+   */
+  private post(body: string, timeoutMs = this.ctx.config.callTimeoutMs): Written {
     if (this.closed) return Promise.reject(errors.closed());
-    return new Promise((resolve, reject) => {
+    let abort: () => void = () => undefined;
+    const posted: Written = new Promise<void>((resolve, reject) => {
       const exchange = new StatusExchange((error, status) => {
         clearTimeout(timer);
+        this.posting.delete(abort);
         if (error !== null) {
           if (isConnectError(error)) this.ctx.breaker.failure();
           reject(errors.connectFailed(error));
@@ -312,10 +322,20 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       // The upstream must take the message in time (its answer comes on the stream, later).
       const timer = setTimeout(() => {
         exchange.abort();
+        this.posting.delete(abort);
         this.ctx.breaker.failure();
         reject(errors.timeout());
       }, timeoutMs);
+      abort = () => {
+        if (!this.posting.delete(abort)) return;
+        clearTimeout(timer);
+        exchange.abort();
+        reject(errors.closed());
+      };
+      this.posting.add(abort);
       dispatch(this.ctx.target, 'POST', this.headerLines, body, exchange, this.endpointPath);
     });
+    posted.abort = abort;
+    return posted;
   }
 }
