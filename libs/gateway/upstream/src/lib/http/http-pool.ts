@@ -314,6 +314,11 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     this.abortRequest();
   }
 
+  /** Whether undici took the request to a socket (`onConnect`): it may have reached the upstream. */
+  get reachedSocket(): boolean {
+    return this.abortRequestNow !== undefined;
+  }
+
   /** undici: the request is on its way (it holds a socket or waits for one); `abort` drops it. */
   onConnect(abort: (reason?: Error) => void): void {
     this.abortRequestNow = abort;

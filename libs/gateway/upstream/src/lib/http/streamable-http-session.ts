@@ -201,7 +201,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (settled) return;
         settle(error, undefined);
         call.abort(error);
-        if (cancellable) this.sendQuietly(encodeCancelled(id, reason));
+        // MCP: only a request that was issued is cancelled. One still queued for a socket never reached the upstream.
+        if (cancellable && posted.reachedSocket) this.sendQuietly(encodeCancelled(id, reason));
       };
       const timer = setTimeout(() => {
         breaker.failure();
@@ -273,6 +274,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         },
       };
       let call = new CallResponse(id, handlers);
+      /** The POST that carried the request (`call` becomes the GET of a resume). */
+      const posted = call;
       this.inFlight.add(call);
       dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, call);
     });
