@@ -6,7 +6,9 @@ type LogLevel = (typeof LOG_LEVELS)[number];
 const rankOf = (level: unknown): number => LOG_LEVELS.indexOf(level as LogLevel);
 
 /** What to do with a request of one owner: send it upstream (perhaps with other params), or answer it here. */
-export type SharedStep = { readonly forward: Record<string, unknown> | undefined; readonly then?: () => void } | { readonly answer: Record<string, unknown> };
+export type SharedStep =
+  | { readonly forward: Record<string, unknown> | undefined; readonly then?: () => void; readonly failed?: () => void }
+  | { readonly answer: Record<string, unknown> };
 
 /**
  * The state one upstream session holds for everyone using it, kept apart per owner when a stdio process is shared
@@ -20,6 +22,12 @@ export type SharedStep = { readonly forward: Record<string, unknown> | undefined
  */
 export class SharedUpstreamState<O> {
   private readonly subscriptions = new Map<string, Set<O>>();
+  /**
+   * Subscribes sent to the process and not answered yet, per URI. An owner that unsubscribes meanwhile leaves here, and
+   * its subscribe's answer counts for nothing; while another owner's is under way, no unsubscribe is sent (the
+   * process would end up unsubscribed under a subscriber it answered).
+   */
+  private readonly pendingSubscribes = new Map<string, Set<O>>();
   private readonly levels = new Map<O, LogLevel>();
   private upstreamLevel: LogLevel | undefined;
 
@@ -73,8 +81,11 @@ export class SharedUpstreamState<O> {
     for (const [uri, owners] of this.subscriptions) {
       if (owners.delete(owner) && owners.size === 0) {
         this.subscriptions.delete(uri);
-        unsubscribe.push(uri);
+        if (!this.pendingSubscribes.has(uri)) unsubscribe.push(uri);
       }
+    }
+    for (const [uri, pending] of this.pendingSubscribes) {
+      if (pending.delete(owner) && pending.size === 0) this.pendingSubscribes.delete(uri);
     }
     let level: LogLevel | undefined;
     if (this.levels.delete(owner)) {
@@ -86,7 +97,7 @@ export class SharedUpstreamState<O> {
 
   /** Whether some owner is subscribed to a resource: its updates can come at any time, so the process is not idle. */
   get watched(): boolean {
-    return this.subscriptions.size > 0;
+    return this.subscriptions.size > 0 || this.pendingSubscribes.size > 0;
   }
 
   /** The level the upstream was last set to (undefined: never, since it started). */
@@ -129,24 +140,43 @@ export class SharedUpstreamState<O> {
       owners.add(owner);
       return { answer: {} };
     }
+    const pending = this.pendingSubscribes.get(uri) ?? new Set<O>();
+    pending.add(owner);
+    this.pendingSubscribes.set(uri, pending);
+    /** Whether the owner's subscribe was still awaited (it did not unsubscribe or leave meanwhile); it is no longer. */
+    const settled = (): boolean => {
+      const now = this.pendingSubscribes.get(uri);
+      if (now === undefined || !now.delete(owner)) return false;
+      if (now.size === 0) this.pendingSubscribes.delete(uri);
+      return true;
+    };
     return {
       forward: params,
       then: () => {
+        if (!settled()) return;
         const now = this.subscriptions.get(uri) ?? new Set<O>();
         now.add(owner);
         this.subscriptions.set(uri, now);
       },
+      failed: () => void settled(),
     };
   }
 
   private unsubscribe(owner: O, params: Record<string, unknown> | undefined): SharedStep {
     const uri = params?.['uri'];
     if (typeof uri !== 'string') return { forward: params };
+    // Its own subscribe still under way: its answer will count for nothing.
+    const pending = this.pendingSubscribes.get(uri);
+    if (pending?.delete(owner) === true && pending.size === 0) this.pendingSubscribes.delete(uri);
     const owners = this.subscriptions.get(uri);
-    if (owners === undefined) return { forward: params }; // nobody here subscribed: nothing to protect
-    owners.delete(owner);
-    if (owners.size > 0) return { answer: {} };
-    this.subscriptions.delete(uri);
+    if (owners !== undefined) {
+      owners.delete(owner);
+      if (owners.size > 0) return { answer: {} };
+      this.subscriptions.delete(uri);
+    }
+    // Another owner's subscribe under way: the process stays subscribed for it.
+    if (this.pendingSubscribes.has(uri)) return { answer: {} };
+    // Nobody else here subscribed (or nobody at all: the upstream answers what it makes of it).
     return { forward: params };
   }
 

@@ -252,7 +252,14 @@ export class StdioProcess {
     if (step === undefined) return this.send(owner, method, params, options);
     if ('answer' in step) return Promise.resolve(step.answer);
     const sent = this.send(owner, method, step.forward, options);
-    return step.then === undefined ? sent : sent.then((result) => (step.then?.(), result));
+    if (step.then === undefined && step.failed === undefined) return sent;
+    return sent.then(
+      (result) => (step.then?.(), result),
+      (error: unknown) => {
+        step.failed?.();
+        throw error;
+      },
+    );
   }
 
   private send(
@@ -327,8 +334,10 @@ export class StdioProcess {
     this.lastActivity = Date.now();
     // What only this session wanted goes: its last subscriptions, and its log level if it was the most verbose.
     const { unsubscribe, level } = this.shared.leave(owner);
+    // The process runs on after its last session too (until idle): it is unsubscribed all the same, or the next
+    // session to use it would be fed updates of a resource only the one gone subscribed to.
+    if (this.ready) for (const uri of unsubscribe) this.send(this, 'resources/unsubscribe', { uri }, undefined).catch(() => undefined);
     if (this.ready && this.owners.size > 0) {
-      for (const uri of unsubscribe) this.send(this, 'resources/unsubscribe', { uri }, undefined).catch(() => undefined);
       if (level !== undefined) {
         this.send(this, 'logging/setLevel', { level }, undefined).then(() => this.shared.levelSet(level), () => undefined);
       }
