@@ -520,6 +520,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       // Shutting down: no new work (the agent retries on another replica), but answers and notifications still go
       // through — calls under way may be waiting for them (an elicitation answer, a cancellation).
       if (closing && items.some((item) => item.kind === 'request')) throw shuttingDown();
+      // Authenticated from the headers, before the body came: a reload that revoked the key while the body was on its
+      // way closed what was open then, not this request (nothing is awaited from here to the initialize).
+      refuseIfRevoked(principal);
       const init = items.find((item) => item.kind === 'request' && item.message.method === 'initialize');
       if (init && init.kind === 'request') {
         firstId = init.message.id;
@@ -552,6 +555,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         return;
       }
       const record = await sessionOf(headers, principal);
+      // Once more after the session lookup's round trip: nothing is awaited from here until the POST is tracked.
+      refuseIfRevoked(principal);
       const version = requestProtocolVersion(headers['mcp-protocol-version']);
       if (!version.ok) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: unsupported MCP-Protocol-Version');
       // Batches are a property of the protocol the session negotiated, whatever header a request carries (or lacks).
@@ -1114,6 +1119,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           throw new GatewayHttpError(415, GATEWAY_RPC.UNSUPPORTED_MEDIA_TYPE, 'Unsupported Media Type: Content-Type must be application/json');
         }
         if (hasContentCoding(request.headers['content-encoding'])) throw encodedBody();
+        // Authenticated from the headers, before the body came: a key revoked meanwhile runs nothing.
+        refuseIfRevoked(principal);
         const sessionId = request.query.sessionId;
         if (typeof sessionId !== 'string') throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: sessionId is required');
         const entry = legacy.get(sessionId);

@@ -39,8 +39,11 @@ const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1', c
 /** An API-key-like authenticator (answers at once) whose one key can be revoked. */
 class RevocableKey implements Authenticator {
   revoked = false;
+  /** Revoked right after the next admission: the reload lands while the request's body is still on its way. */
+  revokeOnAdmission = false;
   authenticate(authorization: string | string[] | undefined): AuthOutcome {
     if (this.revoked || authorization !== 'Bearer good') return { ok: false, reason: 'unauthenticated' };
+    if (this.revokeOnAdmission) this.revoked = true;
     return { ok: true, principal, credentialId: 'k1' };
   }
   stillValid(): boolean {
@@ -431,4 +434,33 @@ describe('a batch POST withdrawn at its key expiry', () => {
     controller.abort();
     expect(standalone.text()).not.toContain('sampling/createMessage');
   }, 15_000);
+});
+
+describe('a POST whose key is revoked after its headers were admitted, while its body came', () => {
+  it('runs nothing, on /mcp and on legacy /messages (refused 401)', async () => {
+    let calls = 0;
+    const authenticator = new RevocableKey();
+    const { url, initialize, inSession } = await gateway(authenticator, async (method) => {
+      if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+      if (method === 'tools/call') calls += 1;
+      return { content: [] };
+    });
+    await initialize('good', '2025-06-18');
+    const call = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__run', arguments: {} } });
+    const controller = new AbortController();
+    const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: 'Bearer good', accept: 'text/event-stream' }, signal: controller.signal });
+    const stream = collect(sse);
+    await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
+    const endpoint = /data: (.+)\n/.exec(stream.text())?.[1] ?? '';
+
+    authenticator.revokeOnAdmission = true;
+    const onMcp = await fetch(url, { method: 'POST', headers: inSession('good'), body: call });
+    expect(onMcp.status).toBe(401);
+    authenticator.revoked = false;
+    const onLegacy = await fetch(new URL(endpoint, url), { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: call });
+    expect(onLegacy.status).toBe(401);
+    controller.abort();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(calls).toBe(0);
+  });
 });
