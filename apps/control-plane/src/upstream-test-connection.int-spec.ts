@@ -347,5 +347,40 @@ describe('a test connection of an upstream repointed while it runs', () => {
       await other.close();
     }
   }, 60_000);
+
+  it('answers a deadlock Postgres broke with a rename through another process as a conflict to retry, not a 500', async () => {
+    const { tenantId, admin, upstreamId, path } = await tenantWithUpstream(await serverOf('one_tool'));
+    // What a rename does in the other process: the snapshot lock, then the row's update (the test takes them the other
+    // way round: the row, then the snapshot lock to rebuild).
+    let go: () => void = () => undefined;
+    const goSignal = new Promise<void>((resolve) => (go = resolve));
+    let locked: () => void = () => undefined;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const rename = cp.system
+      .$transaction(
+        async (tx) => {
+          await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`pcs:policy-snapshots:${tenantId}`}, 0))`;
+          locked();
+          await goSignal;
+          await tx.$executeRaw`UPDATE upstreams SET name = 'renamed', version = version + 1 WHERE id = ${upstreamId}::uuid`;
+        },
+        { timeout: 30_000, maxWait: 10_000 },
+      )
+      .then(() => 'committed', () => 'aborted');
+    await isLocked;
+    const test = cp.request('POST', path, { token: admin.token });
+    await waitFor(
+      async () => {
+        const waiting = await cp.system.$queryRaw<{ n: bigint }[]>`SELECT count(*)::bigint AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`;
+        return (waiting[0]?.n ?? 0n) > 0n ? true : null;
+      },
+      { timeoutMs: 10_000, description: 'the test waiting for the snapshot lock' },
+    );
+    go();
+    const result = await test;
+    await rename;
+    // Postgres aborts one of the two: the test (409, try again) or the rename (the test stores and answers 200).
+    expect([200, 409]).toContain(result.status);
+  }, 60_000);
 });
 

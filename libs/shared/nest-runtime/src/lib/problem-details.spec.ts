@@ -32,12 +32,21 @@ describe('toAppError with database errors', () => {
     ['57014', 'DEPENDENCY_UNAVAILABLE'],
     ['08006', 'DEPENDENCY_UNAVAILABLE'],
     ['42P01', 'INTERNAL'],
+    ['40P01', 'CONFLICT'],
+    ['40001', 'CONFLICT'],
     [undefined, 'INTERNAL'],
   ])('answers a driver adapter error (P2039) with Postgres code %s as %s: a server away or saturated is 503, a query fault is not', (sqlState, appCode) => {
     const error = Object.assign(prismaError('P2039'), { meta: { driverAdapterError: { cause: { kind: 'postgres', originalCode: sqlState } } } });
     const { appError } = toAppError(error);
     expect(appError.code).toBe(appCode);
     if (appCode === 'DEPENDENCY_UNAVAILABLE') expect(appError.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it('answers a deadlock or serialisation failure Postgres broke under a raw query (P2010) as a conflict to retry, not a 500', () => {
+    for (const sqlState of ['40P01', '40001']) {
+      expect(toAppError(Object.assign(prismaError('P2010'), { meta: { code: sqlState, message: 'deadlock detected' } })).appError.code).toBe('CONFLICT');
+    }
+    expect(toAppError(Object.assign(prismaError('P2010'), { meta: { code: '42P01' } })).appError.code).toBe('INTERNAL');
   });
 
   it('answers a client that cannot start (no database) as 503, and anything else it does not know as an internal error', () => {

@@ -56,15 +56,29 @@ function databaseError(error: unknown): AppError | undefined {
   if (code === 'P2002') return new AppError('CONFLICT', 'This conflicts with something another request created meanwhile; reload and try again.', { cause: error });
   if (code === 'P2003') return new AppError('CONFLICT', 'Something this refers to was removed meanwhile; reload and try again.', { cause: error });
   if (code === 'P2025') return new AppError('NOT_FOUND', 'No such resource.', { cause: error });
-  if (code === 'P2034') return new AppError('CONFLICT', 'This conflicted with a change made at the same time; try again.', { cause: error });
+  // P2034, or a deadlock or serialisation failure Postgres broke (40P01, 40001) however the adapter names it: two
+  // changes of the same rows at once (another control-plane process's), one of them undone. Nothing the caller did wrong.
+  if (code === 'P2034' || concurrencyPostgresCode(error)) return new AppError('CONFLICT', 'This conflicted with a change made at the same time; try again.', { cause: error });
   return undefined;
 }
 
+/** The Postgres SQLSTATE behind a known request error: a driver adapter's (P2039 and others), or a raw query's (P2010). */
+function postgresCode(error: unknown): string | undefined {
+  const meta = (error as { meta?: { code?: unknown; driverAdapterError?: { cause?: { originalCode?: unknown } } } }).meta;
+  const code = meta?.driverAdapterError?.cause?.originalCode ?? meta?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** A deadlock Postgres broke (40P01), or a serialisation failure (40001). */
+const concurrencyPostgresCode = (error: unknown): boolean => {
+  const code = postgresCode(error);
+  return code === '40P01' || code === '40001';
+};
+
 /** The Postgres SQLSTATE behind a driver adapter's error (P2039) says the server is away or saturated, not the query wrong. */
 function transientPostgresCode(error: unknown): boolean {
-  const meta = (error as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } }).meta;
-  const sqlState = meta?.driverAdapterError?.cause?.originalCode;
-  if (typeof sqlState !== 'string') return false;
+  const sqlState = postgresCode(error);
+  if (sqlState === undefined) return false;
   // 57014: a statement cancelled by the statement timeout (a server too busy to answer in time).
   return sqlState.startsWith('53') || sqlState.startsWith('08') || ['57P01', '57P02', '57P03', '57014'].includes(sqlState);
 }
