@@ -30,7 +30,14 @@ interface Call<Owner> {
  * go of it once the call it carried is given up (a timeout, a cancellation, the session closing), instead of holding
  * a pooled connection until the exchange's own bound.
  */
-export type Written = Promise<void> & { abort?(): void };
+export type Written = Promise<void> & {
+  abort?(): void;
+  /** False while the message has not reached the upstream's connection (queued for a socket): nothing to cancel. */
+  reachedUpstream?(): boolean;
+};
+
+/** How long a call's message may still be under way after its answer came (the upstream answered on its stream). */
+const ANSWERED_WRITE_GRACE_MS = 1_000;
 
 export interface MultiplexerHooks {
   /**
@@ -135,6 +142,10 @@ export class RequestMultiplexer<Owner> {
     const call = this.calls.get(id);
     if (call === undefined) return false;
     this.finish(call);
+    // Answered while the message that carried it is still under way (an upstream that answers on its stream and never
+    // ends the POST): let go of it shortly, or it holds its connection to its own bound.
+    const written = call.written;
+    if (written?.abort !== undefined) setTimeout(() => written.abort?.(), ANSWERED_WRITE_GRACE_MS).unref();
     this.hooks.onAnswer?.();
     if ('error' in message) {
       const error = new UpstreamRpcError(message.error.code, message.error.message, message.error.data);
@@ -233,7 +244,8 @@ export class RequestMultiplexer<Owner> {
 
   /** A call we stopped waiting for: `notifications/cancelled` goes upstream (not for an initialize), then it fails. */
   private cancelled(call: Call<Owner>, reason: string, error: unknown): void {
-    if (call.cancellable) {
+    // MCP: only a request that was issued is cancelled; one whose message never left (aborted in its queue) was not.
+    if (call.cancellable && call.written?.reachedUpstream?.() !== false) {
       try {
         const written = this.hooks.write(encodeCancelled(call.id, reason), true);
         if (written !== undefined) written.catch(() => undefined);

@@ -94,7 +94,9 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     });
     this.mux = new RequestMultiplexer<LegacySseSession>({
       // A message no call waits on (a cancellation) is bounded as the answers to the upstream's requests are.
-      write: (text, quiet) => this.post(text, quiet === true ? Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS) : undefined),
+      // Sent as the session's other messages of its own accord are (`QuietPosts`: bounded in number and in time).
+      write: (text, quiet) =>
+        quiet === true ? this.quietPosts.send(() => this.post(text, Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS))) : this.post(text),
       onTimeout: () => ctx.breaker.failure(),
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
@@ -304,6 +306,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
   private post(body: string, timeoutMs = this.ctx.config.callTimeoutMs): Written {
     if (this.closed) return Promise.reject(errors.closed());
     let abort: () => void = () => undefined;
+    let reached: () => boolean = () => false;
     const posted: Written = new Promise<void>((resolve, reject) => {
       const exchange = new StatusExchange((error, status) => {
         clearTimeout(timer);
@@ -332,10 +335,12 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         exchange.abort();
         reject(errors.closed());
       };
+      reached = () => exchange.reachedSocket;
       this.posting.add(abort);
       dispatch(this.ctx.target, 'POST', this.headerLines, body, exchange, this.endpointPath);
     });
     posted.abort = abort;
+    posted.reachedUpstream = reached;
     return posted;
   }
 }
