@@ -33,6 +33,7 @@ export {
   REFUSED_SUBSCRIPTION_CODES,
   sessionBelongsTo,
   subscribedUpstream,
+  subscribedUpstreams,
   subscriptionCovers,
   subscriptionFits,
   withLogLevel,

@@ -17,7 +17,7 @@ import {
   MAX_SUBSCRIPTIONS_PER_SESSION,
   REFUSED_SUBSCRIPTION_CODES,
   withLogLevel,
-  subscribedUpstream,
+  subscribedUpstreams,
   subscriptionCovers,
   subscriptionFits,
   withSubscription,
@@ -2057,7 +2057,8 @@ export class SessionEngine {
         // The upstream the subscription was made on, as the record says: the URI may no longer be listed anywhere (the
         // resource went away), and the subscription must still be ended and leave the record.
         const stored = typeof uri === 'string' ? ((await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record) : undefined;
-        const held = stored !== undefined ? subscribedUpstream(stored, uri as string) : undefined;
+        const holders = stored !== undefined ? subscribedUpstreams(stored, uri as string) : [];
+        const held = holders[0];
         const upstreamId = held !== undefined && Object.hasOwn(live.record.upstreams, held) ? held : await this.byUri(live, uri, traceId);
         try {
           await gate(this.resourceTarget(live, upstreamId, uri));
@@ -2074,7 +2075,21 @@ export class SessionEngine {
           // again (an upstream that says it was not subscribed has usually lost the subscription itself), nor is it
           // recorded by a later write if the store could not record it.
           live.unrecorded.delete(uri as string);
-          await this.recordAgentState(live, (record) => withSubscription(record, upstreamId, uri as string, false), traceId);
+          // Held on other upstreams too (the URI's route moved and the agent subscribed again): ended there as well, or
+          // their updates would go on reaching the agent, and the record would keep them.
+          for (const other of holders) {
+            if (other !== upstreamId && Object.hasOwn(live.record.upstreams, other)) await this.forward(live, other, message, params, NO_STREAM, signal, traceId).catch(() => undefined);
+          }
+          const ended = [...new Set([upstreamId, ...holders])];
+          await this.recordAgentState(
+            live,
+            (record) => {
+              let edited: SessionRecord | undefined;
+              for (const id of ended) edited = withSubscription(edited ?? record, id, uri as string, false) ?? edited;
+              return edited;
+            },
+            traceId,
+          );
         }
       }
       case 'completion/complete': {

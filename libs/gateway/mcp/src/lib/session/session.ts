@@ -113,8 +113,14 @@ export function subscriptionCovers(subscribed: string, uri: string): boolean {
 
 /** The upstream the session's record says it subscribed to `uri` on, if any. */
 export function subscribedUpstream(record: SessionRecord, uri: string): string | undefined {
-  for (const [upstreamId, uris] of Object.entries(record.subscriptions ?? {})) if (uris.includes(uri)) return upstreamId;
-  return undefined;
+  return subscribedUpstreams(record, uri)[0];
+}
+
+/** Every upstream the record holds `uri` subscribed on (more than one after the URI's route moved and it was subscribed again). */
+export function subscribedUpstreams(record: SessionRecord, uri: string): string[] {
+  const held: string[] = [];
+  for (const [upstreamId, uris] of Object.entries(record.subscriptions ?? {})) if (uris.includes(uri)) held.push(upstreamId);
+  return held;
 }
 
 /**
