@@ -1,6 +1,19 @@
+/**
+ * Calls given up before their upstream answered (a timeout, the agent's cancel, the session closing), and what they
+ * leave behind.
+ *
+ * Legacy HTTP+SSE: each message is a POST of its own, bounded by the upstream's call timeout. A call that gives up
+ * sooner lets go of the POST that carried it (one the upstream never answers held its pooled socket for the call
+ * timeout, up to an hour, and the tenant's later calls to that origin queued behind it); so does a call answered on the
+ * stream whose POST the upstream never ends. Cancellations go as the session's other quiet POSTs do (at most
+ * MAX_QUIET_POSTS under way).
+ *
+ * Both HTTP transports (MCP 2025-11-25, cancellation: only requests that were issued are cancelled): a call given up
+ * while its POST still waited for a socket never reached the upstream, and no `notifications/cancelled` goes for it.
+ */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { UpstreamConnector } from '@portcullis/gateway/mcp';
+import type { UpstreamConnector, UpstreamSession } from '@portcullis/gateway/mcp';
 import { identity, rawServer, upstreamConfig, waitFor, type RawServer } from '../../test-fixtures/upstream-test-kit';
 import { MAX_QUIET_POSTS } from '../core/wire';
 import { createUpstreamConnector } from '../upstream-connector';
@@ -14,244 +27,95 @@ const readJson = (req: IncomingMessage): Promise<Message> =>
     req.on('end', () => resolve(text === '' ? {} : JSON.parse(text)));
   });
 
-const legacyInitializeResult = { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } };
+const servers: RawServer[] = [];
+const connectors: UpstreamConnector[] = [];
+afterEach(async () => {
+  await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+});
+
+/** A session on `server` through a connector of its own, with `maxSocketsPerOrigin` sockets to it. */
+async function sessionOn(server: RawServer, transport: 'sse' | 'streamable_http', maxSocketsPerOrigin = 1): Promise<UpstreamSession> {
+  servers.push(server);
+  const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin });
+  connectors.push(connector);
+  const url = transport === 'sse' ? `${server.url}/sse` : `${server.url}/mcp`;
+  return connector.connect(upstreamConfig(transport, { url, callTimeoutMs: 60_000 }), identity);
+}
 
 /**
- * Calls given up before their upstream answered (a timeout, the agent's cancel, the session closing).
- *
- * Legacy HTTP+SSE: each message is a POST of its own, bounded by the upstream's call timeout. A call that gives up
- * sooner (its own timeout, the agent's cancel, the session closing) lets go of the POST that carried it: one the
- * upstream never answers held its pooled socket until the call timeout (up to an hour), and the tenant's later calls
- * to that origin queued behind it.
+ * A legacy SSE upstream: a GET opens its stream and names `/messages`; each POST goes to `onPost`, whose `reply` writes
+ * the request's answer on the stream (initialize's, an empty tool list, or an empty result) and `accept` its 202.
  */
-describe('legacy SSE: a POST the upstream never answers', () => {
-  const servers: RawServer[] = [];
-  const connectors: UpstreamConnector[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+function legacyServer(onPost: (message: Message, reply: () => void, accept: () => void) => void): Promise<RawServer> {
+  const streams: ServerResponse[] = [];
+  return rawServer((req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: endpoint\ndata: /messages\n\n');
+      streams.push(res);
+      return;
+    }
+    void readJson(req).then((message) => {
+      const reply = (): void => {
+        if (message.id === undefined) return;
+        const result =
+          message.method === 'initialize'
+            ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } }
+            : message.method === 'tools/list'
+              ? { tools: [] }
+              : { content: [] };
+        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+      };
+      onPost(message, reply, () => void res.writeHead(202).end());
+    });
   });
+}
 
-  it('lets go of its socket once the call it carried gave up, so the next call is not queued behind it', async () => {
-    const streams: ServerResponse[] = [];
+describe('legacy SSE: POSTs of calls that are over', () => {
+  it('lets go of a POST the upstream never answers once its call gave up, so the next call is not queued behind it', async () => {
     const held: string[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
+    const session = await sessionOn(
+      await legacyServer((message, reply, accept) => {
         // A slow-loris upstream for tools/call: the POST is read and never answered (not even 202).
         if (message.method === 'tools/call') return void held.push(message.method);
-        res.writeHead(202).end();
-        if (message.id === undefined) return;
-        const result = message.method === 'initialize' ? legacyInitializeResult : { tools: [] };
-        streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin: 1 });
-    connectors.push(connector);
-    const session = await connector.connect(upstreamConfig('sse', { url: `${server.url}/sse`, callTimeoutMs: 30_000 }), identity);
-
-    const call = session.request('tools/call', { name: 'slow', arguments: {} }, { timeoutMs: 300 });
-    await expect(call).rejects.toMatchObject({ reason: 'timeout' });
+        accept();
+        reply();
+      }),
+      'sse',
+    );
+    await expect(session.request('tools/call', { name: 'slow', arguments: {} }, { timeoutMs: 300 })).rejects.toMatchObject({ reason: 'timeout' });
     expect(held).toEqual(['tools/call']);
-    // The call is over; its POST still holds the origin's one socket until callTimeoutMs (30 s) passes.
+    // Before, the POST held the origin's one socket until the call timeout (60 s) passed.
     await expect(session.request('tools/list', {}, { timeoutMs: 2_000 })).resolves.toEqual({ tools: [] });
   });
-});
 
-/**
- * Streamable HTTP. MCP 2025-11-25 (basic/utilities/cancellation): cancellation notifications MUST only reference
- * requests that were issued. A call given up while its POST still waits in the origin's pool queue (every socket busy)
- * never reaches the upstream: no `notifications/cancelled` goes for it (it went, adding a POST to the full queue).
- */
-describe('a call given up before its POST left the pool queue', () => {
-  const servers: RawServer[] = [];
-  const connectors: UpstreamConnector[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
-  });
-
-  it('is not cancelled upstream: the upstream never received it', async () => {
-    const requested: number[] = [];
-    const cancelled: number[] = [];
-    let release: (() => void) | undefined;
-    const server = await rawServer((req, res: ServerResponse) => {
-      if (req.method !== 'POST') return void res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
-      void readJson(req).then((message) => {
-        if (message.method === 'notifications/cancelled') cancelled.push(message.params?.requestId ?? -1);
-        if (message.id === undefined) return void res.writeHead(202).end();
-        requested.push(message.id);
-        const answer = (result: unknown) => {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'q-1' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
-        };
-        if (message.method === 'initialize') answer({ protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'q', version: '1' } });
-        else if (message.params?.name === 'busy') release = () => answer({ content: [] }); // holds the one socket
-        else answer({ content: [] });
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin: 1 });
-    connectors.push(connector);
-    const session = await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
-
-    const busy = session.request('tools/call', { name: 'busy', arguments: {} });
-    await waitFor(() => release !== undefined || undefined);
-    const controller = new AbortController();
-    const queued = session.request('tools/call', { name: 'queued', arguments: {} }, { signal: controller.signal }).catch((error: unknown) => error);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    controller.abort(); // the agent cancels while the call still waits for a socket
-    await queued;
-    release?.();
-    await busy;
-    await expect(session.request('tools/list', {})).resolves.toBeDefined(); // everything queued before it has gone out
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const neverReceived = cancelled.filter((id) => !requested.includes(id));
-    expect(neverReceived).toEqual([]);
-  });
-});
-
-/**
- * ec2f8d4 lets go of a POST whose call gave up, so a slow-loris upstream cannot hold the tenant's pooled sockets for
- * callTimeoutMs. A call the upstream ANSWERED (on the stream) while it never finishes the POST's response keeps that
- * POST, and its socket, until callTimeoutMs: the tenant's later calls queue behind it.
- */
-describe('legacy SSE: a call answered on the stream while its POST is never answered', () => {
-  const servers: RawServer[] = [];
-  const connectors: UpstreamConnector[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
-  });
-
-  it('does not hold the pooled socket once the call is answered', async () => {
-    const streams: ServerResponse[] = [];
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
-        const result = message.method === 'initialize' ? legacyInitializeResult : message.method === 'tools/list' ? { tools: [] } : { content: [] };
-        if (message.id !== undefined) streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+  it('lets go of the POST of a call answered on the stream that the upstream never ends', async () => {
+    const session = await sessionOn(
+      await legacyServer((message, reply, accept) => {
+        reply();
         // tools/call: answered on the stream, its POST left hanging (no 202, ever).
-        if (message.method !== 'tools/call') res.writeHead(202).end();
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin: 1 });
-    connectors.push(connector);
-    const session = await connector.connect(upstreamConfig('sse', { url: `${server.url}/sse`, callTimeoutMs: 30_000 }), identity);
-
+        if (message.method !== 'tools/call') accept();
+      }),
+      'sse',
+    );
     await expect(session.request('tools/call', { name: 'x', arguments: {} }, { timeoutMs: 2_000 })).resolves.toEqual({ content: [] });
-    // The call is over (answered); its POST still holds the origin's one socket until callTimeoutMs (30 s).
-    await expect(session.request('tools/list', {}, { timeoutMs: 2_000 })).resolves.toEqual({ tools: [] });
-  });
-});
-
-/**
- * MCP 2025-11-25 cancellation: notifications MUST only reference requests previously issued. Legacy SSE now aborts the
- * POST of a call given up while it still waits in the pool queue (it never reaches the upstream), yet the multiplexer
- * still POSTs notifications/cancelled for it (the same defect 3e0f2a5 fixed for streamable HTTP).
- */
-describe('legacy SSE: a call given up before its POST left the pool queue', () => {
-  const servers: RawServer[] = [];
-  const connectors: UpstreamConnector[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+    await expect(session.request('tools/list', {}, { timeoutMs: 3_000 })).resolves.toEqual({ tools: [] });
   });
 
-  it('is not cancelled upstream: the upstream never received it', async () => {
-    const streams: ServerResponse[] = [];
-    const requested: number[] = [];
-    const cancelled: number[] = [];
-    let release: (() => void) | undefined;
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.method === 'notifications/cancelled') cancelled.push(message.params?.requestId ?? -1);
-        if (message.id !== undefined) requested.push(message.id);
-        const answer = () => {
-          res.writeHead(202).end();
-          if (message.id === undefined) return;
-          const result = message.method === 'initialize' ? legacyInitializeResult : message.method === 'tools/list' ? { tools: [] } : { content: [] };
-          streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
-        };
-        if (message.params?.name === 'busy') release = answer; // holds the origin's one socket
-        else answer();
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin: 1 });
-    connectors.push(connector);
-    const session = await connector.connect(upstreamConfig('sse', { url: `${server.url}/sse`, callTimeoutMs: 30_000 }), identity);
-
-    const busy = session.request('tools/call', { name: 'busy', arguments: {} });
-    await waitFor(() => release !== undefined || undefined);
-    const controller = new AbortController();
-    const queued = session.request('tools/call', { name: 'queued', arguments: {} }, { signal: controller.signal }).catch((error: unknown) => error);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    controller.abort(); // the agent cancels while the call's POST still waits for a socket
-    await queued;
-    release?.();
-    await busy;
-    await expect(session.request('tools/list', {})).resolves.toEqual({ tools: [] });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(cancelled.filter((id) => !requested.includes(id))).toEqual([]);
-  });
-});
-
-/**
- * QuietPosts (wire.ts): what a session POSTs of its own accord, answers to the upstream's requests AND cancellations,
- * is at most MAX_QUIET_POSTS under way at once (Streamable HTTP's cancellations go through `sendQuietly`). Legacy SSE's
- * cancellations (the multiplexer's `quiet` writes) get the quiet timeout but not the bound: an agent calling and
- * cancelling in a loop piles up cancellation POSTs (each a pooled request and a 30 s timer) without limit.
- */
-describe('legacy SSE: cancellations the upstream is slow to take', () => {
-  const servers: RawServer[] = [];
-  const connectors: UpstreamConnector[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
-  });
-
-  it('are bounded as the other quiet POSTs are', async () => {
-    const streams: ServerResponse[] = [];
+  it('bounds the cancellations under way as the other quiet POSTs are', async () => {
     const calls = new Set<number>();
     let heldCancellations = 0;
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
-        return;
-      }
-      void readJson(req).then((message) => {
+    const session = await sessionOn(
+      await legacyServer((message, reply, accept) => {
         if (message.method === 'notifications/cancelled') return void (heldCancellations += 1); // never taken
-        res.writeHead(202).end();
-        if (message.method === 'initialize') streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: legacyInitializeResult })}\n\n`);
+        accept();
+        if (message.method === 'initialize') reply();
         else if (message.method === 'tools/call' && message.id !== undefined) calls.add(message.id); // runs, no answer yet
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, maxSocketsPerOrigin: 256 });
-    connectors.push(connector);
-    const session = await connector.connect(upstreamConfig('sse', { url: `${server.url}/sse`, callTimeoutMs: 60_000 }), identity);
-
+      }),
+      'sse',
+      256,
+    );
     const total = MAX_QUIET_POSTS * 2;
     const controllers = Array.from({ length: total }, () => new AbortController());
     const pending = controllers.map((controller, index) =>
@@ -264,4 +128,71 @@ describe('legacy SSE: cancellations the upstream is slow to take', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(heldCancellations).toBeLessThanOrEqual(MAX_QUIET_POSTS);
   }, 30_000);
+});
+
+describe('a call given up before its POST left the pool queue', () => {
+  /**
+   * The agent cancels a call while its POST waits for the origin's one socket (held by a `busy` call): the upstream
+   * must not be told to cancel a request it never received. Returns the ids it was asked to cancel and never got.
+   */
+  async function cancelledUnsent(server: (record: { requested: number[]; cancelled: number[]; hold: (release: () => void) => void }) => Promise<RawServer>, transport: 'sse' | 'streamable_http') {
+    const requested: number[] = [];
+    const cancelled: number[] = [];
+    let release: (() => void) | undefined;
+    const session = await sessionOn(await server({ requested, cancelled, hold: (then) => (release = then) }), transport);
+    const busy = session.request('tools/call', { name: 'busy', arguments: {} });
+    await waitFor(() => release !== undefined || undefined);
+    const controller = new AbortController();
+    const queued = session.request('tools/call', { name: 'queued', arguments: {} }, { signal: controller.signal }).catch((error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    controller.abort();
+    await queued;
+    release?.();
+    await busy;
+    // Everything queued before it has gone out.
+    await expect(session.request('tools/list', {})).resolves.toBeDefined();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    return cancelled.filter((id) => !requested.includes(id));
+  }
+
+  it('is not cancelled upstream on Streamable HTTP', async () => {
+    const unsent = await cancelledUnsent(
+      ({ requested, cancelled, hold }) =>
+        rawServer((req, res) => {
+          if (req.method !== 'POST') return void res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
+          void readJson(req).then((message) => {
+            if (message.method === 'notifications/cancelled') cancelled.push(message.params?.requestId ?? -1);
+            if (message.id === undefined) return void res.writeHead(202).end();
+            requested.push(message.id);
+            const answer = (result: unknown) => {
+              res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'q-1' });
+              res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+            };
+            if (message.method === 'initialize') answer({ protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'q', version: '1' } });
+            else if (message.params?.name === 'busy') hold(() => answer({ content: [] })); // holds the one socket
+            else answer(message.method === 'tools/list' ? { tools: [] } : { content: [] });
+          });
+        }),
+      'streamable_http',
+    );
+    expect(unsent).toEqual([]);
+  });
+
+  it('is not cancelled upstream on legacy SSE', async () => {
+    const unsent = await cancelledUnsent(
+      ({ requested, cancelled, hold }) =>
+        legacyServer((message, reply, accept) => {
+          if (message.method === 'notifications/cancelled') cancelled.push(message.params?.requestId ?? -1);
+          if (message.id !== undefined) requested.push(message.id);
+          const answer = () => {
+            accept();
+            reply();
+          };
+          if (message.params?.name === 'busy') hold(answer); // holds the origin's one socket
+          else answer();
+        }),
+      'sse',
+    );
+    expect(unsent).toEqual([]);
+  });
 });
