@@ -387,8 +387,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * Checked again right before a stream is opened (and tracked, with nothing awaited in between): a reload that
    * revoked the key while the request looked its session up closed the streams open then, not this one.
    */
+  const isRevoked = (principal: Principal): boolean =>
+    principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false;
   const refuseIfRevoked = (principal: Principal): void => {
-    if (principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false) throw unauthenticated();
+    if (isRevoked(principal)) throw unauthenticated();
   };
   /**
    * Runs `expired` once the principal's credential expires (and is refused from then on), without a reload: a stream
@@ -1194,6 +1196,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           entry.stream.close();
           return;
         }
+        // A key revoked during the lookup (its stream closed by the reload meanwhile): nothing of the batch runs.
+        if (isRevoked(principal)) return;
         const answers = await Promise.all(
           items.map(async (item): Promise<JsonRpcResponse | undefined> => {
             if (item.kind === 'invalid') return rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId);
@@ -1254,6 +1258,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           entry.stream.close();
           return;
         }
+        // A key revoked during the lookup (its stream closed by the reload meanwhile): the message goes nowhere.
+        if (isRevoked(principal)) return;
         if (item.kind === 'notification') engine.notification(record, item.message);
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') {

@@ -464,3 +464,43 @@ describe('a POST whose key is revoked after its headers were admitted, while its
     expect(calls).toBe(0);
   });
 });
+
+describe('a legacy /messages POST whose key is revoked while its session is looked up (after the 202)', () => {
+  it('runs nothing upstream, as /mcp re-checks after its session lookup', async () => {
+    let calls = 0;
+    const authenticator = new RevocableKey();
+    const { url, engine, routes } = await gateway(authenticator, async (method) => {
+      if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+      if (method === 'tools/call') calls += 1;
+      return { content: [] };
+    });
+    const controller = new AbortController();
+    const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: 'Bearer good', accept: 'text/event-stream' }, signal: controller.signal });
+    const stream = collect(sse);
+    await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
+    const endpoint = new URL(/data: (.+)\n/.exec(stream.text())?.[1] ?? '', url);
+    const post = (body: unknown) => fetch(endpoint, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } })).status).toBe(202);
+    await waitFor(() => stream.text().includes('"id":1'), { timeoutMs: 2_000, description: 'the initialize answer' });
+    await post({ jsonrpc: '2.0', method: 'notifications/initialized' });
+
+    // The per-message session lookup (a Redis round trip); the revocation's reload lands during it.
+    let lookups = 0;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const lookup = engine.session.bind(engine);
+    engine.session = async (id, who) => {
+      lookups += 1;
+      await held;
+      return lookup(id, who);
+    };
+    expect((await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__run', arguments: {} } })).status).toBe(202);
+    await waitFor(() => lookups === 1, { timeoutMs: 2_000, description: 'the POST is looking its session up' });
+    authenticator.revoked = true;
+    routes.revalidateStreams();
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    controller.abort();
+    expect(calls).toBe(0);
+  });
+});
