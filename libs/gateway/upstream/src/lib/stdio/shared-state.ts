@@ -27,7 +27,7 @@ export class SharedUpstreamState<O> {
    * its subscribe's answer counts for nothing; while another owner's is under way, no unsubscribe is sent (the
    * process would end up unsubscribed under a subscriber it answered).
    */
-  private readonly pendingSubscribes = new Map<string, Set<O>>();
+  private readonly pendingSubscribes = new Map<string, Map<object, O>>();
   private readonly levels = new Map<O, LogLevel>();
   private upstreamLevel: LogLevel | undefined;
 
@@ -84,9 +84,7 @@ export class SharedUpstreamState<O> {
         if (!this.pendingSubscribes.has(uri)) unsubscribe.push(uri);
       }
     }
-    for (const [uri, pending] of this.pendingSubscribes) {
-      if (pending.delete(owner) && pending.size === 0) this.pendingSubscribes.delete(uri);
-    }
+    for (const uri of [...this.pendingSubscribes.keys()]) this.forgetPending(uri, owner);
     let level: LogLevel | undefined;
     if (this.levels.delete(owner)) {
       const next = this.mostVerbose();
@@ -140,13 +138,15 @@ export class SharedUpstreamState<O> {
       owners.add(owner);
       return { answer: {} };
     }
-    const pending = this.pendingSubscribes.get(uri) ?? new Set<O>();
-    pending.add(owner);
+    // One entry per request (an owner may have two subscribes of one URI under way: one given up, one answered).
+    const request = {};
+    const pending = this.pendingSubscribes.get(uri) ?? new Map<object, O>();
+    pending.set(request, owner);
     this.pendingSubscribes.set(uri, pending);
-    /** Whether the owner's subscribe was still awaited (it did not unsubscribe or leave meanwhile); it is no longer. */
+    /** Whether this subscribe was still awaited (its owner did not unsubscribe or leave meanwhile); it is no longer. */
     const settled = (): boolean => {
       const now = this.pendingSubscribes.get(uri);
-      if (now === undefined || !now.delete(owner)) return false;
+      if (now === undefined || !now.delete(request)) return false;
       if (now.size === 0) this.pendingSubscribes.delete(uri);
       return true;
     };
@@ -165,9 +165,8 @@ export class SharedUpstreamState<O> {
   private unsubscribe(owner: O, params: Record<string, unknown> | undefined): SharedStep {
     const uri = params?.['uri'];
     if (typeof uri !== 'string') return { forward: params };
-    // Its own subscribe still under way: its answer will count for nothing.
-    const pending = this.pendingSubscribes.get(uri);
-    if (pending?.delete(owner) === true && pending.size === 0) this.pendingSubscribes.delete(uri);
+    // Its own subscribes still under way: their answers will count for nothing.
+    this.forgetPending(uri, owner);
     const owners = this.subscriptions.get(uri);
     if (owners !== undefined) {
       owners.delete(owner);
@@ -178,6 +177,14 @@ export class SharedUpstreamState<O> {
     if (this.pendingSubscribes.has(uri)) return { answer: {} };
     // Nobody else here subscribed (or nobody at all: the upstream answers what it makes of it).
     return { forward: params };
+  }
+
+  /** The owner's subscribes of `uri` under way count for nothing when they are answered. */
+  private forgetPending(uri: string, owner: O): void {
+    const pending = this.pendingSubscribes.get(uri);
+    if (pending === undefined) return;
+    for (const [request, by] of pending) if (by === owner) pending.delete(request);
+    if (pending.size === 0) this.pendingSubscribes.delete(uri);
   }
 
   private setLevel(owner: O, params: Record<string, unknown> | undefined): SharedStep {

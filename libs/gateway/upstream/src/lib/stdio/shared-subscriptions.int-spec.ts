@@ -2,7 +2,8 @@
  * Subscriptions of sessions sharing one stdio process (SharedUpstreamState): a subscribe and an unsubscribe of one
  * session in flight together leave no phantom subscriber (the process unsubscribed, yet the session counted as
  * subscribed, so a later session's subscribe was answered here and never reached it); the last session holding a
- * subscription leaving a process that runs on unsubscribes it.
+ * subscription leaving a process that runs on unsubscribes it. Subscribes under way are counted per request: one of
+ * two given up leaves the other's success counted.
  */
 import { fileURLToPath } from 'node:url';
 import type { JsonRpcNotification, UpstreamConnector, UpstreamSession } from '@portcullis/gateway/mcp';
@@ -62,5 +63,39 @@ describe('a shared stdio process: a subscribe and an unsubscribe of one session 
     const state = (await d.request('tools/call', { name: 'state', arguments: {} }))['structuredContent'] as { subscribed: string[]; calls: string[] };
     expect(state.calls).toContain('unsubscribe mem://secret-of-a');
     expect(state.subscribed).toEqual([]);
+  });
+});
+
+describe('a shared stdio process, one session subscribing twice and giving up the first', () => {
+  const connectors: UpstreamConnector[] = [];
+  const sessions: UpstreamSession[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  });
+
+  it('still counts the session whose second subscribe succeeded: it hears of updates', async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_SLOW_SUBSCRIBE_MS: '300' } });
+    const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
+    const b = await c.connect(config, { ...identity, principal: 'tenant:agent_client:two' });
+    sessions.push(a, b);
+    const seenByA: JsonRpcNotification[] = [];
+    a.onNotification((n) => void seenByA.push(n));
+    await b.request('tools/call', { name: 'state', arguments: {} }); // the process is up
+
+    const first = new AbortController();
+    const one = a.request('resources/subscribe', { uri: 'mem://x' }, { signal: first.signal });
+    const two = a.request('resources/subscribe', { uri: 'mem://x' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    first.abort(new Error('the agent cancelled it'));
+    await expect(one).rejects.toBeDefined();
+    await expect(two).resolves.toEqual({});
+    const state = (await b.request('tools/call', { name: 'state', arguments: {} }))['structuredContent'] as { subscribed: string[] };
+    expect(state.subscribed).toEqual(['mem://x']);
+
+    await b.request('tools/call', { name: 'touch', arguments: { uri: 'mem://x' } });
+    await waitFor(() => seenByA.some((n) => n.method === 'notifications/resources/updated'), 1_000);
   });
 });
