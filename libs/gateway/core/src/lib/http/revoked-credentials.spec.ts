@@ -95,6 +95,14 @@ async function gateway(authenticator: Authenticator, handle: Handle) {
   };
 }
 
+/** A legacy HTTP+SSE session opened with the good key beside `url`'s endpoint: its stream and its messages URL. */
+async function openLegacy(url: string, signal: AbortSignal): Promise<{ endpoint: URL; stream: ReturnType<typeof collect> }> {
+  const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: 'Bearer good', accept: 'text/event-stream' }, signal });
+  const stream = collect(sse);
+  await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
+  return { endpoint: new URL(/data: (.+)\n/.exec(stream.text())?.[1] ?? '', url), stream };
+}
+
 /** Reads a response's body as it comes: `text()` so far, `done` once it ends. */
 function collect(response: Response): { text: () => string; done: Promise<void> } {
   let text = '';
@@ -208,9 +216,11 @@ describe('a POST stream ended for a revoked key', () => {
 
     // The call goes on upstream and asks the agent something: it must not reach the agent any more.
     go();
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
     controller.abort();
     expect(standalone.text()).not.toContain('elicitation/create');
+    // Refused to the upstream at once, not left to wait for an agent that will never see it.
+    expect(asked).toEqual([expect.stringMatching(/^refused/)]);
   });
 });
 
@@ -312,6 +322,8 @@ describe('a POST of a key revoked before its answer streamed', () => {
     expect(body).not.toContain('working-after-revocation');
     expect(body).not.toContain('elicitation/create');
     expect(body).toContain('credential_no_longer_valid');
+    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    expect(asked).toEqual([expect.stringMatching(/^refused/)]);
   });
 });
 
@@ -448,16 +460,13 @@ describe('a POST whose key is revoked after its headers were admitted, while its
     await initialize('good', '2025-06-18');
     const call = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__run', arguments: {} } });
     const controller = new AbortController();
-    const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: 'Bearer good', accept: 'text/event-stream' }, signal: controller.signal });
-    const stream = collect(sse);
-    await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
-    const endpoint = /data: (.+)\n/.exec(stream.text())?.[1] ?? '';
+    const { endpoint } = await openLegacy(url, controller.signal);
 
     authenticator.revokeOnAdmission = true;
     const onMcp = await fetch(url, { method: 'POST', headers: inSession('good'), body: call });
     expect(onMcp.status).toBe(401);
     authenticator.revoked = false;
-    const onLegacy = await fetch(new URL(endpoint, url), { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: call });
+    const onLegacy = await fetch(endpoint, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: call });
     expect(onLegacy.status).toBe(401);
     controller.abort();
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -475,10 +484,7 @@ describe('a legacy /messages POST whose key is revoked while its session is look
       return { content: [] };
     });
     const controller = new AbortController();
-    const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: 'Bearer good', accept: 'text/event-stream' }, signal: controller.signal });
-    const stream = collect(sse);
-    await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
-    const endpoint = new URL(/data: (.+)\n/.exec(stream.text())?.[1] ?? '', url);
+    const { endpoint, stream } = await openLegacy(url, controller.signal);
     const post = (body: unknown) => fetch(endpoint, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
     expect((await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } })).status).toBe(202);
     await waitFor(() => stream.text().includes('"id":1'), { timeoutMs: 2_000, description: 'the initialize answer' });

@@ -58,6 +58,24 @@ describe('SharedUpstreamState', () => {
     expect(state.leave('a')).toEqual({ unsubscribe: ['mem://1'], level: undefined });
   });
 
+  it('unsubscribes for an owner leaving with a subscribe of its own still under way, not for one with another owner\'s', () => {
+    const state = new SharedUpstreamState<string>();
+    const subscribe = (owner: string) => state.step(owner, 'resources/subscribe', { uri: 'mem://x' });
+    // `a` subscribes twice before the first answer (both go upstream), and leaves once only the first was answered:
+    // nobody else wants the URI.
+    const first = subscribe('a');
+    subscribe('a');
+    if (first && 'then' in first) first.then?.();
+    expect(state.leave('a').unsubscribe).toEqual(['mem://x']);
+    expect(state.watched).toBe(false);
+    // With `b`'s subscribe under way instead, the process stays subscribed for it.
+    const again = subscribe('a');
+    if (again && 'then' in again) again.then?.();
+    subscribe('b');
+    expect(state.leave('a').unsubscribe).toEqual([]);
+    expect(state.watched).toBe(true);
+  });
+
   it('keeps its owners\' subscriptions and levels across a restart, for the new process to be told them again', () => {
     const state = new SharedUpstreamState<string>();
     const done = (step: ReturnType<typeof state.step>) => (step && 'then' in step ? step.then?.() : undefined);

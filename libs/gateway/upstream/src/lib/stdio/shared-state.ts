@@ -77,6 +77,8 @@ export class SharedUpstreamState<O> {
    * if the most verbose one changed).
    */
   leave(owner: O): { readonly unsubscribe: string[]; readonly level: LogLevel | undefined } {
+    // Its own subscribes under way count for nothing first: only another owner's keeps the process subscribed.
+    for (const uri of [...this.pendingSubscribes.keys()]) this.forgetPending(uri, owner);
     const unsubscribe: string[] = [];
     for (const [uri, owners] of this.subscriptions) {
       if (owners.delete(owner) && owners.size === 0) {
@@ -84,7 +86,6 @@ export class SharedUpstreamState<O> {
         if (!this.pendingSubscribes.has(uri)) unsubscribe.push(uri);
       }
     }
-    for (const uri of [...this.pendingSubscribes.keys()]) this.forgetPending(uri, owner);
     let level: LogLevel | undefined;
     if (this.levels.delete(owner)) {
       const next = this.mostVerbose();
