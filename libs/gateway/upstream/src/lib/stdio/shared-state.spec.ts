@@ -76,6 +76,28 @@ describe('SharedUpstreamState', () => {
     expect(state.watched).toBe(true);
   });
 
+  it('has the process unsubscribe from a URI whose subscribe it took after every owner wanting it had left', () => {
+    const state = new SharedUpstreamState<string>();
+    const subscribe = (owner: string) => state.step(owner, 'resources/subscribe', { uri: 'mem://x' });
+    const answered = (step: ReturnType<typeof subscribe>) => (step && 'then' in step ? step.then?.() : 'not forwarded');
+    // `a` leaves with its subscribe unanswered, nobody else holding the URI: the answer, when it comes, undoes it, once.
+    const late = subscribe('a');
+    expect(state.leave('a').unsubscribe).toEqual([]);
+    expect(answered(late)).toBe('mem://x');
+    expect(state.watched).toBe(false);
+    // `b`'s own unsubscribe went upstream by itself: its subscribe answered after it needs no second one.
+    const own = subscribe('b');
+    expect(state.step('b', 'resources/unsubscribe', { uri: 'mem://x' })).toEqual({ forward: { uri: 'mem://x' } });
+    expect(answered(own)).toBeUndefined();
+    // `c` leaves while `d`'s subscribe is under way: the process stays subscribed for `d`, who counts once answered.
+    const byC = subscribe('c');
+    const byD = subscribe('d');
+    state.leave('c');
+    expect(answered(byC)).toBeUndefined();
+    expect(answered(byD)).toBeUndefined();
+    expect(state.recipients(updated('mem://x'), ['d', 'e'])).toEqual(['d']);
+  });
+
   it('keeps its owners\' subscriptions and levels across a restart, for the new process to be told them again', () => {
     const state = new SharedUpstreamState<string>();
     const done = (step: ReturnType<typeof state.step>) => (step && 'then' in step ? step.then?.() : undefined);

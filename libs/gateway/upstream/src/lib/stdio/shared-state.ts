@@ -5,9 +5,17 @@ const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', '
 type LogLevel = (typeof LOG_LEVELS)[number];
 const rankOf = (level: unknown): number => LOG_LEVELS.indexOf(level as LogLevel);
 
-/** What to do with a request of one owner: send it upstream (perhaps with other params), or answer it here. */
+/**
+ * What to do with a request of one owner: send it upstream (perhaps with other params), or answer it here. `then`, on
+ * the upstream's success, may name a URI the upstream should now be told to unsubscribe from (a subscribe answered
+ * after everyone who wanted it had left).
+ */
 export type SharedStep =
-  | { readonly forward: Record<string, unknown> | undefined; readonly then?: () => void; readonly failed?: () => void }
+  | {
+      readonly forward: Record<string, unknown> | undefined;
+      readonly then?: () => string | undefined;
+      readonly failed?: () => void;
+    }
   | { readonly answer: Record<string, unknown> };
 
 /**
@@ -28,6 +36,12 @@ export class SharedUpstreamState<O> {
    * process would end up unsubscribed under a subscriber it answered).
    */
   private readonly pendingSubscribes = new Map<string, Map<object, O>>();
+  /**
+   * URIs whose subscribes under way were all forgotten because their owners left, nobody else holding the URI: the
+   * process is told to unsubscribe if it takes such a subscribe after all (an owner's own unsubscribe went upstream
+   * by itself and needs no second one).
+   */
+  private readonly abandoned = new Set<string>();
   private readonly levels = new Map<O, LogLevel>();
   private upstreamLevel: LogLevel | undefined;
 
@@ -77,8 +91,12 @@ export class SharedUpstreamState<O> {
    * if the most verbose one changed).
    */
   leave(owner: O): { readonly unsubscribe: string[]; readonly level: LogLevel | undefined } {
-    // Its own subscribes under way count for nothing first: only another owner's keeps the process subscribed.
-    for (const uri of [...this.pendingSubscribes.keys()]) this.forgetPending(uri, owner);
+    // Its own subscribes under way count for nothing first: only another owner's keeps the process subscribed. A URI
+    // left with none under way and nobody subscribed is unsubscribed once the process answers the last of them.
+    for (const uri of [...this.pendingSubscribes.keys()]) {
+      this.forgetPending(uri, owner);
+      if (!this.pendingSubscribes.has(uri) && !this.subscriptions.has(uri)) this.abandoned.add(uri);
+    }
     const unsubscribe: string[] = [];
     for (const [uri, owners] of this.subscriptions) {
       if (owners.delete(owner) && owners.size === 0) {
@@ -116,6 +134,7 @@ export class SharedUpstreamState<O> {
    */
   restarted(): void {
     this.upstreamLevel = undefined;
+    this.abandoned.clear();
   }
 
   /** What a process that has just started must be told: every URI some owner is subscribed to, and the level to log at. */
@@ -154,10 +173,12 @@ export class SharedUpstreamState<O> {
     return {
       forward: params,
       then: () => {
-        if (!settled()) return;
+        if (!settled()) return this.unwanted(uri);
+        this.abandoned.delete(uri);
         const now = this.subscriptions.get(uri) ?? new Set<O>();
         now.add(owner);
         this.subscriptions.set(uri, now);
+        return undefined;
       },
       failed: () => void settled(),
     };
@@ -180,6 +201,17 @@ export class SharedUpstreamState<O> {
     return { forward: params };
   }
 
+  /**
+   * A subscribe of `uri` answered after its owner left: the URI, for the process to be told to unsubscribe, when its
+   * owners all left with nobody else holding it (and once only).
+   */
+  private unwanted(uri: string): string | undefined {
+    if (!this.abandoned.has(uri)) return undefined;
+    if (this.subscriptions.has(uri) || this.pendingSubscribes.has(uri)) return undefined;
+    this.abandoned.delete(uri);
+    return uri;
+  }
+
   /** The owner's subscribes of `uri` under way count for nothing when they are answered. */
   private forgetPending(uri: string, owner: O): void {
     const pending = this.pendingSubscribes.get(uri);
@@ -194,7 +226,13 @@ export class SharedUpstreamState<O> {
     this.levels.set(owner, level as LogLevel);
     const upstream = this.mostVerbose() as LogLevel;
     if (upstream === this.upstreamLevel) return { answer: {} };
-    return { forward: { ...params, level: upstream }, then: () => this.levelSet(upstream) };
+    return {
+      forward: { ...params, level: upstream },
+      then: () => {
+        this.levelSet(upstream);
+        return undefined;
+      },
+    };
   }
 
   private mostVerbose(): LogLevel | undefined {

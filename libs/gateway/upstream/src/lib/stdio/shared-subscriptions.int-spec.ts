@@ -2,8 +2,8 @@
  * Subscriptions of sessions sharing one stdio process (SharedUpstreamState): a subscribe and an unsubscribe of one
  * session in flight together leave no phantom subscriber (the process unsubscribed, yet the session counted as
  * subscribed, so a later session's subscribe was answered here and never reached it); the last session holding a
- * subscription leaving a process that runs on unsubscribes it. Subscribes under way are counted per request: one of
- * two given up leaves the other's success counted.
+ * subscription leaving a process that runs on unsubscribes it, also when it leaves before the process answered its
+ * subscribe. Subscribes under way are counted per request: one of two given up leaves the other's success counted.
  */
 import { fileURLToPath } from 'node:url';
 import type { JsonRpcNotification, UpstreamConnector, UpstreamSession } from '@portcullis/gateway/mcp';
@@ -97,5 +97,35 @@ describe('a shared stdio process, one session subscribing twice and giving up th
 
     await b.request('tools/call', { name: 'touch', arguments: { uri: 'mem://x' } });
     await waitFor(() => seenByA.some((n) => n.method === 'notifications/resources/updated'), 1_000);
+  });
+});
+
+describe('a shared stdio process, a session leaving before its subscribe is answered', () => {
+  const connectors: UpstreamConnector[] = [];
+  const sessions: UpstreamSession[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  });
+
+  it('unsubscribes the process once it takes the subscribe, nobody else holding the URI (ADR 0008)', async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_SLOW_SUBSCRIBE_MS: '300' } });
+    const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
+    const b = await c.connect(config, { ...identity, principal: 'tenant:agent_client:two' });
+    sessions.push(b);
+    const state = async () => ((await b.request('tools/call', { name: 'state', arguments: {} }))['structuredContent'] as { subscribed: string[]; calls: string[] });
+    await state(); // the process is up
+
+    // The fixture takes a subscribe 300 ms after it arrives, whatever happens meanwhile (a cancellation included).
+    const subscribing = a.request('resources/subscribe', { uri: 'mem://secret-of-a' });
+    subscribing.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await a.close();
+    await waitFor(async () => (await state()).calls.includes('unsubscribe mem://secret-of-a'), 2_000);
+    const after = await state();
+    expect(after.calls).toEqual(['subscribe mem://secret-of-a', 'unsubscribe mem://secret-of-a']);
+    expect(after.subscribed).toEqual([]);
   });
 });

@@ -251,10 +251,21 @@ export class StdioProcess {
     const step = this.shared.step(owner, method, params);
     if (step === undefined) return this.send(owner, method, params, options);
     if ('answer' in step) return Promise.resolve(step.answer);
-    const sent = this.send(owner, method, step.forward, options);
+    // A subscribe is carried by the process, not by the session: the session leaving does not give it up, so a late
+    // answer still reaches `then`, which has the process unsubscribe from a URI nobody holds any more. A server request
+    // made meanwhile is not tied to it (it would make every other session's call ambiguous).
+    const sent =
+      method === 'resources/subscribe'
+        ? this.send(owner, method, step.forward, options && { ...options, onServerRequest: undefined }, this)
+        : this.send(owner, method, step.forward, options);
     if (step.then === undefined && step.failed === undefined) return sent;
     return sent.then(
-      (result) => (step.then?.(), result),
+      (result) => {
+        // A subscribe taken after everyone who wanted it left: the process is unsubscribed, as on the last one leaving.
+        const unwanted = step.then?.();
+        if (unwanted !== undefined && this.ready) this.send(this, 'resources/unsubscribe', { uri: unwanted }, undefined).catch(() => undefined);
+        return result;
+      },
       (error: unknown) => {
         step.failed?.();
         throw error;
@@ -267,12 +278,13 @@ export class StdioProcess {
     method: string,
     params: Record<string, unknown> | undefined,
     options: UpstreamRequestOptions | undefined,
+    carrier: Owner = owner,
   ): Promise<Record<string, unknown>> {
     const timeoutMs = options?.timeoutMs ?? this.ctx.config.callTimeoutMs;
     if (this.ready) {
       if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
       this.lastActivity = Date.now();
-      return this.mux.request(owner, method, params, options, timeoutMs);
+      return this.mux.request(carrier, method, params, options, timeoutMs);
     }
     const deadline = Date.now() + timeoutMs;
     return this.readyWithin(options?.signal, timeoutMs).then(() => {
@@ -280,7 +292,7 @@ export class StdioProcess {
       // nothing of it (a subscription) is recorded.
       if (owner !== this && !this.owners.has(owner as StdioOwner)) throw errors.closed();
       this.lastActivity = Date.now();
-      return this.mux.request(owner, method, params, options, Math.max(1, deadline - Date.now()));
+      return this.mux.request(carrier, method, params, options, Math.max(1, deadline - Date.now()));
     });
   }
 
