@@ -11,6 +11,7 @@ import { auditHooks, type AuditHooks } from './audit-hooks';
 const TENANT = '019a0000-0000-7000-8000-0000000000aa';
 const AGENT = '019a0000-0000-7000-8000-0000000000bb';
 const UPSTREAM = '019a0000-0000-7000-8000-0000000000cc';
+const KEY = '019a0000-0000-7000-8000-0000000000dd';
 
 /** Records what it is given; `accepting` is what canAcceptFailClosed answers (the emitter has its own tests). */
 class RecordingEmitter implements AuditEmitter {
@@ -126,6 +127,20 @@ describe('auditHooks', () => {
       },
     });
     expect(emitter.events[0]?.eventId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+  });
+
+  it('names the API key the request presented, in lower case, and no key for a credential id that is no UUID', () => {
+    const { emitter, hooks } = setup();
+    hooks.completed?.({ ...call({}), credentialId: KEY.toUpperCase() }, ok({}));
+    hooks.completed?.({ record, method: 'initialize', requestId: 0, traceId: 'trace-0', startedAt: 0, credentialId: KEY }, { outcome: 'ok', latencyMs: 3 });
+    hooks.completed?.({ ...call({}), credentialId: 'oauth:token-17' }, ok({}));
+    hooks.completed?.(call({}), ok({}));
+    expect(emitter.events.map((event) => [event.method, event.apiKeyId])).toEqual([
+      ['tools/call', KEY],
+      ['initialize', KEY],
+      ['tools/call', null],
+      ['tools/call', null],
+    ]);
   });
 
   it('records a request about a task as about the tool whose call started it', () => {
@@ -473,7 +488,13 @@ describe('auditHooks', () => {
     hooks.completed?.({ record, method: 'initialize', requestId: 0, traceId: 'trace-0', startedAt: 0 }, { outcome: 'ok', latencyMs: 3 });
     // Almost nothing but the fixed part: a ping.
     hooks.completed?.({ record, method: 'ping', requestId: 2, traceId: 't', startedAt: 0 }, { outcome: 'ok', latencyMs: 0 });
-    expect(emitter.events).toHaveLength(6);
+    // Every id column set (the API key's too), the longest enum and the largest numbers.
+    hooks.completed?.(
+      { ...call({}), credentialId: KEY, startedAt: Date.parse('+275760-09-13T00:00:00Z') },
+      { outcome: 'rate_limited', admission: { decision: 'require_approval', snapshotVersion: 2_147_483_647, approvalId: KEY }, error: { code: -32029, message: '' }, latencyMs: 1e12 },
+    );
+    expect(emitter.events).toHaveLength(7);
+    expect(emitter.events[6]).toMatchObject({ apiKeyId: KEY, approvalId: KEY, upstreamId: UPSTREAM, agentClientId: AGENT });
     emitter.events.forEach((event, index) => {
       const real = Buffer.byteLength(JSON.stringify(event));
       const hint = emitter.sizeHints[index] ?? 0;

@@ -65,8 +65,9 @@ const OUTCOME: Readonly<Record<RequestOutcome['outcome'], AuditEventV1['outcome'
 const NO_PAYLOAD = { payload: null, bytes: 4 } as const;
 
 /**
- * Upper bound on an event's JSON apart from its free-text strings and payload: the keys and punctuation, six UUIDs,
- * the timestamp, numbers, enums and nulls (about 520 bytes in practice).
+ * Upper bound on an event's JSON apart from its free-text strings and payload: the keys and punctuation, six UUIDs
+ * (event, actor, agent client, API key, upstream, approval; the tenant's is counted with the strings), the timestamp,
+ * numbers, enums and nulls (at most about 650 bytes with every one of them set, about 540 in practice).
  */
 const EVENT_FIXED_BYTES = 768;
 
@@ -368,7 +369,8 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       method: cut(info.method, 200),
       actorUserId: columns.actorUserId,
       agentClientId: columns.agentClientId,
-      apiKeyId: null,
+      // The key the request presented (the session may be used with any of its principal's keys).
+      apiKeyId: uuidOrNull(info.credentialId),
       mcpSessionId: columns.mcpSessionId,
       upstreamId: upstreamIdOf((info.target ?? info.taskOf)?.upstream),
       tool: toolOf(info),

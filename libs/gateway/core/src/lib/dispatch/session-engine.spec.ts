@@ -721,6 +721,35 @@ describe('SessionEngine with in-memory upstreams', () => {
     await vi.waitFor(() => expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]));
   });
 
+  it('tells the hooks which credential each request presented: initialize, a routed call, and a call refused before the hooks', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('read'), content: [] }) } });
+    const reported: [string, string | undefined][] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: { admit: () => undefined, completed: (info) => void reported.push([info.method, info.credentialId]) },
+      options: SPEC_ENGINE_OPTIONS,
+    });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize({ ...principal, credentialId: 'key-1' }, init, 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // Any of the principal's keys may use its session: each request names its own.
+    await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace', undefined, 'key-2');
+    expect(await engine.request(record, req('tools/call', { name: 'zz__nope', arguments: {} }), NO_STREAM, 'trace', undefined, 'key-2')).toMatchObject({ error: {} });
+    await engine.request(record, req('ping'), NO_STREAM, 'trace');
+    expect(reported).toEqual([
+      ['initialize', 'key-1'],
+      ['tools/call', 'key-2'],
+      ['tools/call', 'key-2'],
+      ['ping', undefined],
+    ]);
+  });
+
   it('refuses an initialize at once when the session store cannot take its place under the cap: no upstream is contacted', async () => {
     const { engine, connector, sessions } = build({ u1: { prefix: 'files', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }, 0, undefined, undefined, { maxSessionsPerPrincipal: 2 });
     sessions.reserve = () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379'));

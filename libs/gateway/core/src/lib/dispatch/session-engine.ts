@@ -1197,8 +1197,11 @@ export class SessionEngine {
     };
     const identity = identityOf(record);
     // The hooks see initialize too (a fail-closed tenant that cannot be audited or rate-checked gets no session),
-    // before any upstream is contacted.
-    const info: RequestInfo = { record, method: 'initialize', requestId: request.id, traceId, startedAt };
+    // before any upstream is contacted; with the credential that opened the session (its event names the key).
+    const info: RequestInfo =
+      principal.credentialId === undefined
+        ? { record, method: 'initialize', requestId: request.id, traceId, startedAt }
+        : { record, method: 'initialize', requestId: request.id, traceId, startedAt, credentialId: principal.credentialId };
     let admission: Admission | undefined;
     try {
       const verdict = this.deps.hooks?.admit?.(info, NO_STREAM, AbortSignal.timeout(this.deps.options.listTimeoutMs * 10), undefined);
@@ -1780,7 +1783,13 @@ export class SessionEngine {
       response = resultResponse(message.id, result);
     } catch (error) {
       response = this.errorFor(message.id, error, traceId);
-      if (!admitted) info = { record: live.record, method: message.method, requestId: message.id, traceId, startedAt };
+      if (!admitted) {
+        // Refused before the hooks saw it (an unknown tool, bad params): recorded all the same, with the key it presented.
+        info =
+          credentialId === undefined
+            ? { record: live.record, method: message.method, requestId: message.id, traceId, startedAt }
+            : { record: live.record, method: message.method, requestId: message.id, traceId, startedAt, credentialId };
+      }
       this.report(info, response, error, admitted ? admission : undefined, undefined, controller.signal);
       if (controller.aborted && agentCancellations.has(controller.reason as object)) unanswerableResponses.add(response);
       return response;
