@@ -59,8 +59,8 @@ async function tenantWith(rules: PolicyRuleSource[], settings: TenantSettingsInp
   await db.policySnapshot.create({ data: { tenantId: tenant.id, version: 1, irVersion: POLICY_IR_VERSION, checksum: ir.checksum, ir, active: true } });
   const agent = await db.agentClient.create({ data: { tenantId: tenant.id, name: 'audited-agent' } });
   const key = generateApiKey();
-  await db.apiKey.create({ data: { tenantId: tenant.id, name: 'audited', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
-  return { tenant, upstream, agent, key };
+  const apiKey = await db.apiKey.create({ data: { tenantId: tenant.id, name: 'audited', keyHash: hashApiKey(key), displayPrefix: key.slice(0, 10), agentClientId: agent.id } });
+  return { tenant, upstream, agent, key, apiKeyId: apiKey.id };
 }
 
 /** An SDK client that also counts the JSON-RPC requests it sends (each must become exactly one event). */
@@ -127,8 +127,8 @@ afterAll(async () => {
 });
 
 describe('gateway audit events (SDK client → gateway → BullMQ → audit pipeline → Postgres)', () => {
-  it('stores exactly one redacted event per MCP request of a session, with its actor, decision and outcome', async () => {
-    const { tenant, upstream, agent, key } = await tenantWith(
+  it('stores exactly one redacted event per MCP request of a session, with its actor, key, decision and outcome; the key shows its last use', async () => {
+    const { tenant, upstream, agent, key, apiKeyId } = await tenantWith(
       [
         {
           id: 'echo-twice-a-minute',
@@ -177,7 +177,7 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
     expect(rows.map((r) => r.method).sort()).toEqual([...sent].sort());
     expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
     for (const row of rows) {
-      expect(row).toMatchObject({ kind: 'mcp', agentClientId: agent.id, actorUserId: null, mcpSessionId: sessionId });
+      expect(row).toMatchObject({ kind: 'mcp', agentClientId: agent.id, apiKeyId, actorUserId: null, mcpSessionId: sessionId });
       expect(row.traceId).toMatch(/\S/);
       expect(row.latencyMs).toBeGreaterThanOrEqual(0);
       expect(row.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/); // UUIDv7: time-ordered
@@ -208,6 +208,14 @@ describe('gateway audit events (SDK client → gateway → BullMQ → audit pipe
 
     const everything = JSON.stringify(rows, (_, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
     for (const secret of Object.values(SECRETS)) expect(everything).not.toContain(secret.replace(/^Bearer /, ''));
+
+    // The audit worker stamped the key's last use (in the transaction of its first batch; later ones within the minute
+    // leave it): what the control plane's API shows as `lastUsedAt`.
+    const times = rows.map((r) => r.occurredAt.getTime());
+    const { lastUsedAt } = await db.apiKey.findUniqueOrThrow({ where: { id: apiKeyId }, select: { lastUsedAt: true } });
+    expect(lastUsedAt).not.toBeNull();
+    expect(lastUsedAt?.getTime()).toBeGreaterThanOrEqual(Math.min(...times));
+    expect(lastUsedAt?.getTime()).toBeLessThanOrEqual(Math.max(...times));
   });
 
   it('keeps only the shape of results in metadata mode', async () => {

@@ -2,6 +2,7 @@ import { verifyChain } from '@portcullis/audit/chain';
 import { parseAuditEvent } from '@portcullis/contracts/jobs';
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext } from '@portcullis/shared/util-testing';
+import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AuditStoreError } from './audit-event.store';
 import { AUDIT_EVENT_COLUMNS, linkFromRow, type AuditEventRow } from './audit-row';
@@ -23,6 +24,20 @@ async function chainOf(tenant: string) {
     tenant,
   );
   return rows.map(linkFromRow);
+}
+
+/** A live API key of a fresh agent client of the tenant. */
+async function apiKeyOf(tenant: string): Promise<string> {
+  const agent = await system.agentClient.create({ data: { tenantId: tenant, name: `agent-${randomBytes(4).toString('hex')}` } });
+  const key = await system.apiKey.create({
+    data: { tenantId: tenant, name: 'key', keyHash: randomBytes(32).toString('hex'), displayPrefix: 'pcs_test', agentClientId: agent.id },
+  });
+  return key.id;
+}
+
+async function lastUsedAt(key: string): Promise<string | null> {
+  const row = await system.apiKey.findUnique({ where: { id: key }, select: { lastUsedAt: true } });
+  return row?.lastUsedAt?.toISOString() ?? null;
 }
 
 describe('PostgresAuditEventStore (real Postgres, application role)', () => {
@@ -118,6 +133,82 @@ describe('PostgresAuditEventStore (real Postgres, application role)', () => {
     expect(await store.insert([event])).toEqual({ inserted: 1, duplicates: 0 });
     expect(await store.insert([parseAuditEvent(JSON.parse(JSON.stringify(shouting)))])).toEqual({ inserted: 0, duplicates: 1 });
     expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it("sets each named key's last_used_at to its latest event in the batch; only the gateway's (mcp) events count", async () => {
+    const tenant = await createTestTenant(system);
+    const [busy, quiet, named, idle] = [await apiKeyOf(tenant.id), await apiKeyOf(tenant.id), await apiKeyOf(tenant.id), await apiKeyOf(tenant.id)];
+    const at = (minute: number) => `2026-11-22T10:${String(minute).padStart(2, '0')}:00.000Z`;
+    await store.insert([
+      sampleAuditEvent(tenant.id, { apiKeyId: busy, occurredAt: at(5) }),
+      sampleAuditEvent(tenant.id, { apiKeyId: busy, occurredAt: '2026-11-22T11:07:00+01:00' }), // 10:07 UTC, the latest
+      sampleAuditEvent(tenant.id, { apiKeyId: busy, occurredAt: at(6) }),
+      sampleAuditEvent(tenant.id, { apiKeyId: quiet, occurredAt: at(1) }),
+      // A control-plane event naming a key is no use of it.
+      sampleAuditEvent(tenant.id, { apiKeyId: named, occurredAt: at(9), kind: 'control_plane' }),
+      sampleAuditEvent(tenant.id, { occurredAt: at(9) }),
+    ]);
+    expect(await lastUsedAt(busy)).toBe(at(7));
+    expect(await lastUsedAt(quiet)).toBe(at(1));
+    expect(await lastUsedAt(named)).toBeNull();
+    expect(await lastUsedAt(idle)).toBeNull();
+  });
+
+  it('moves last_used_at only forward, and only by a minute or more', async () => {
+    const tenant = await createTestTenant(system);
+    const key = await apiKeyOf(tenant.id);
+    const at = (time: string) => `2026-11-22T10:${time}.000Z`;
+    const used = async (time: string) => {
+      await store.insert([sampleAuditEvent(tenant.id, { apiKeyId: key, occurredAt: at(time) })]);
+      return lastUsedAt(key);
+    };
+    expect(await used('10:00')).toBe(at('10:00'));
+    expect(await used('05:00')).toBe(at('10:00')); // an older batch (a spool replayed late): not backwards
+    expect(await used('10:59')).toBe(at('10:00')); // within the minute: not rewritten
+    expect(await used('11:00')).toBe(at('11:00'));
+    expect(verifyChain(await chainOf(tenant.id))).toMatchObject({ ok: true, checked: 4 });
+  });
+
+  it("touches no other tenant's key, and stores events naming a deleted key", async () => {
+    const [a, b] = [await createTestTenant(system), await createTestTenant(system)];
+    const [ours, deleted, theirs] = [await apiKeyOf(a.id), await apiKeyOf(a.id), await apiKeyOf(b.id)];
+    await system.apiKey.delete({ where: { id: deleted } });
+    const occurredAt = '2026-11-22T10:00:00.000Z';
+    const events = [ours, deleted, theirs].map((apiKeyId) => sampleAuditEvent(a.id, { apiKeyId, occurredAt }));
+    expect(await store.insert(events)).toEqual({ inserted: 3, duplicates: 0 });
+    expect((await chainOf(a.id)).map((link) => link.apiKeyId)).toEqual([ours, deleted, theirs]);
+    expect(await lastUsedAt(ours)).toBe(occurredAt);
+    expect(await lastUsedAt(theirs)).toBeNull();
+  });
+
+  it('leaves a key whose row another transaction holds (the control plane changing it) for a later batch, without waiting', async () => {
+    const tenant = await createTestTenant(system);
+    const [held, free] = [await apiKeyOf(tenant.id), await apiKeyOf(tenant.id)];
+    const occurredAt = '2026-11-22T10:00:00.000Z';
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked: () => void = () => undefined;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const revoking = system.$transaction(
+      async (tx) => {
+        await tx.apiKey.update({ where: { id: held }, data: { name: 'renamed' } });
+        locked();
+        await released;
+      },
+      { timeout: 20_000 },
+    );
+    await isLocked;
+    try {
+      const stored = await store.insert([held, free].map((apiKeyId) => sampleAuditEvent(tenant.id, { apiKeyId, occurredAt })));
+      expect(stored).toEqual({ inserted: 2, duplicates: 0 });
+    } finally {
+      release();
+      await revoking;
+    }
+    expect(await lastUsedAt(free)).toBe(occurredAt);
+    expect(await lastUsedAt(held)).toBeNull();
+    await store.insert([sampleAuditEvent(tenant.id, { apiKeyId: held, occurredAt })]);
+    expect(await lastUsedAt(held)).toBe(occurredAt);
   });
 
   it('calls an unreachable database transient', async () => {

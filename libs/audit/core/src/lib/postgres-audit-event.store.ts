@@ -39,7 +39,8 @@ export function isTransientStoreError(error: unknown): boolean {
  * event ids already stored (retries, replays, a worker killed after commit but before acknowledging), number and
  * hash the rest in order, insert them with one `INSERT … SELECT FROM unnest(column arrays)`, move the head.
  * Concurrent batches of one tenant serialise on the head row (the upsert waits for the other transaction and then
- * returns the head it committed); different tenants proceed in parallel.
+ * returns the head it committed); different tenants proceed in parallel. Then the API keys the events name get their
+ * `last_used_at` (`touchApiKeys`), in the same transaction.
  *
  * All or nothing per tenant, not per call: if a tenant's transaction fails, the others still commit, and the error
  * (`AuditStoreError`) names the failed events and whether the failure is transient.
@@ -166,9 +167,17 @@ export class PostgresAuditEventStore implements AuditEventStore {
     };
     let seq = BigInt(head.last_seq);
     let prevHash = head.last_hash;
+    // Per API key the gateway's events name: when it was last used, for `touchApiKeys`. Made at the first one.
+    let keysUsed: Map<string, string> | undefined;
     for (const event of fresh) {
       seq += 1n;
       const f = chainedFields(event, seq);
+      if (f.apiKeyId !== null && f.kind === 'mcp') {
+        // ISO texts of years 0001-9999 in UTC (`chainedFields`): their order is the instants'.
+        keysUsed ??= new Map();
+        const latest = keysUsed.get(f.apiKeyId);
+        if (latest === undefined || f.occurredAt > latest) keysUsed.set(f.apiKeyId, f.occurredAt);
+      }
       const hash = computeAuditHash(f, prevHash);
       cols.id.push(f.id);
       cols.seq.push(f.seq);
@@ -226,6 +235,41 @@ export class PostgresAuditEventStore implements AuditEventStore {
       if (!lookUpStored) throw new AlreadyStored();
       throw new Error('audit event id(s) already stored for another tenant');
     }
+    if (keysUsed !== undefined) await this.touchApiKeys(tx, tenant, keysUsed);
     return { inserted: fresh.length, duplicates };
+  }
+
+  /**
+   * Moves `api_keys.last_used_at` of the tenant's keys to when the batch's events last used them: never backwards, never
+   * past now, and only by a minute or more, so a busy key's row is written about once a minute, not per batch. The
+   * gateway writes nothing per request; this lags its audit flush and the batcher. Only `mcp` events count as use
+   * (control-plane events record a person's change, never a key). A key deleted meanwhile, or another tenant's, is
+   * simply not matched (tenant_id in the condition, and RLS).
+   *
+   * In the events' transaction, after their insert, under the chain head's lock: one statement, no extra transaction
+   * (a separate best-effort one after commit would cost a round trip per batch more, for no safety gained). It must
+   * not cost the events, and does not: `SKIP LOCKED` leaves a key whose row another transaction holds (the control
+   * plane revoking it or deleting its agent client; no control-plane transaction takes a chain head) to a later
+   * batch, so it never waits for a lock while holding the head and cannot take part in a deadlock (the rows it does
+   * lock, it locks in id order). Its inputs are UUIDs and timestamps the contract validated, so what is left to fail
+   * is the database itself (connection lost, timeout: transient), which would fail the events' commit as well: they
+   * are rolled back and the worker retries them, never dead-letters them for it.
+   */
+  private async touchApiKeys(
+    tx: TenantTransaction,
+    tenant: string,
+    keysUsed: ReadonlyMap<string, string>,
+  ): Promise<void> {
+    const ids = [...keysUsed.keys()];
+    const ats = [...keysUsed.values()];
+    await tx.$executeRaw`
+      WITH due AS (
+        SELECT k.id, used.at FROM api_keys k
+        JOIN (SELECT id, least(at, now()) AS at FROM unnest(${ids}::uuid[], ${ats}::timestamptz[]) AS u(id, at)) AS used
+          ON used.id = k.id
+        WHERE k.tenant_id = ${tenant}::uuid AND (k.last_used_at IS NULL OR k.last_used_at <= used.at - interval '1 minute')
+        ORDER BY k.id
+        FOR NO KEY UPDATE OF k SKIP LOCKED)
+      UPDATE api_keys k SET last_used_at = due.at FROM due WHERE k.id = due.id AND k.tenant_id = ${tenant}::uuid`;
   }
 }
