@@ -135,11 +135,13 @@ describe('auditHooks', () => {
     hooks.completed?.({ record, method: 'initialize', requestId: 0, traceId: 'trace-0', startedAt: 0, credentialId: KEY }, { outcome: 'ok', latencyMs: 3 });
     hooks.completed?.({ ...call({}), credentialId: 'oauth:token-17' }, ok({}));
     hooks.completed?.(call({}), ok({}));
+    hooks.completed?.({ ...call({}), credentialId: KEY }, ok({}));
     expect(emitter.events.map((event) => [event.method, event.apiKeyId])).toEqual([
       ['tools/call', KEY],
       ['initialize', KEY],
       ['tools/call', null],
       ['tools/call', null],
+      ['tools/call', KEY],
     ]);
   });
 

@@ -166,6 +166,17 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     return id;
   };
 
+  // The API key's column, for the credential of the last event built (consecutive events mostly share one).
+  let lastCredential: string | undefined;
+  let lastApiKeyId: string | null = null;
+  const apiKeyIdOf = (credentialId: string | undefined): string | null => {
+    if (credentialId !== lastCredential) {
+      lastCredential = credentialId;
+      lastApiKeyId = uuidOrNull(credentialId);
+    }
+    return lastApiKeyId;
+  };
+
   const auditOf = (tenantId: string): TenantSettings['audit'] => options.settings(tenantId)?.audit ?? DEFAULT_AUDIT;
 
   /**
@@ -370,7 +381,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       actorUserId: columns.actorUserId,
       agentClientId: columns.agentClientId,
       // The key the request presented (the session may be used with any of its principal's keys).
-      apiKeyId: uuidOrNull(info.credentialId),
+      apiKeyId: apiKeyIdOf(info.credentialId),
       mcpSessionId: columns.mcpSessionId,
       upstreamId: upstreamIdOf((info.target ?? info.taskOf)?.upstream),
       tool: toolOf(info),
