@@ -23,6 +23,8 @@ interface Call<Owner> {
   onAbort: (() => void) | undefined;
   /** What carried the request, while it may still be under way (`Written.abort`). */
   written: Written | undefined;
+  /** Not given up when its owner goes (`cancelOwner`): its answer still matters to the connection (a subscribe). */
+  readonly outlivesOwner: boolean;
 }
 
 /**
@@ -84,6 +86,7 @@ export class RequestMultiplexer<Owner> {
     params: Record<string, unknown> | undefined,
     options: UpstreamRequestOptions | undefined,
     timeoutMs: number,
+    outlivesOwner = false,
   ): Promise<Record<string, unknown>> {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
@@ -108,6 +111,7 @@ export class RequestMultiplexer<Owner> {
         timer: undefined,
         onAbort: undefined,
         written: undefined,
+        outlivesOwner,
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
@@ -219,7 +223,7 @@ export class RequestMultiplexer<Owner> {
   cancelOwner(owner: Owner, reason: string, error: unknown): void {
     for (const call of [...this.calls.values()]) {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
-      if (call.owner !== owner || !this.calls.has(call.id)) continue;
+      if (call.owner !== owner || call.outlivesOwner || !this.calls.has(call.id)) continue;
       this.finish(call);
       call.written?.abort?.();
       this.cancelled(call, reason, error);

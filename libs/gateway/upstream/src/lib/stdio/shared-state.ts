@@ -8,7 +8,8 @@ const rankOf = (level: unknown): number => LOG_LEVELS.indexOf(level as LogLevel)
 /**
  * What to do with a request of one owner: send it upstream (perhaps with other params), or answer it here. `then`, on
  * the upstream's success, may name a URI the upstream should now be told to unsubscribe from (a subscribe answered
- * after everyone who wanted it had left).
+ * after its owner left or gave up on it, nobody else holding the URI). `failed`: the upstream refused it, or its caller
+ * stopped waiting for it (its answer, if one comes, then counts for nothing).
  */
 export type SharedStep =
   | {
@@ -36,12 +37,6 @@ export class SharedUpstreamState<O> {
    * process would end up unsubscribed under a subscriber it answered).
    */
   private readonly pendingSubscribes = new Map<string, Map<object, O>>();
-  /**
-   * URIs whose subscribes under way were all forgotten because their owners left, nobody else holding the URI: the
-   * process is told to unsubscribe if it takes such a subscribe after all (an owner's own unsubscribe went upstream
-   * by itself and needs no second one).
-   */
-  private readonly abandoned = new Set<string>();
   private readonly levels = new Map<O, LogLevel>();
   private upstreamLevel: LogLevel | undefined;
 
@@ -91,12 +86,9 @@ export class SharedUpstreamState<O> {
    * if the most verbose one changed).
    */
   leave(owner: O): { readonly unsubscribe: string[]; readonly level: LogLevel | undefined } {
-    // Its own subscribes under way count for nothing first: only another owner's keeps the process subscribed. A URI
-    // left with none under way and nobody subscribed is unsubscribed once the process answers the last of them.
-    for (const uri of [...this.pendingSubscribes.keys()]) {
-      this.forgetPending(uri, owner);
-      if (!this.pendingSubscribes.has(uri) && !this.subscriptions.has(uri)) this.abandoned.add(uri);
-    }
+    // Its own subscribes under way count for nothing first: only another owner's keeps the process subscribed. (One the
+    // process takes after all has it unsubscribed then: see `subscribe`.)
+    for (const uri of [...this.pendingSubscribes.keys()]) this.forgetPending(uri, owner);
     const unsubscribe: string[] = [];
     for (const [uri, owners] of this.subscriptions) {
       if (owners.delete(owner) && owners.size === 0) {
@@ -134,7 +126,6 @@ export class SharedUpstreamState<O> {
    */
   restarted(): void {
     this.upstreamLevel = undefined;
-    this.abandoned.clear();
   }
 
   /** What a process that has just started must be told: every URI some owner is subscribed to, and the level to log at. */
@@ -172,9 +163,11 @@ export class SharedUpstreamState<O> {
     };
     return {
       forward: params,
+      // Taken after its owner left, unsubscribed or gave up on it: the process is unsubscribed again unless someone holds
+      // the URI or awaits it. Decided per answer, not once per URI: each subscribe taken late is followed by an
+      // unsubscribe sent after it was taken, whatever order a server that handles requests concurrently runs them in.
       then: () => {
-        if (!settled()) return this.unwanted(uri);
-        this.abandoned.delete(uri);
+        if (!settled()) return this.subscriptions.has(uri) || this.pendingSubscribes.has(uri) ? undefined : uri;
         const now = this.subscriptions.get(uri) ?? new Set<O>();
         now.add(owner);
         this.subscriptions.set(uri, now);
@@ -199,17 +192,6 @@ export class SharedUpstreamState<O> {
     if (this.pendingSubscribes.has(uri)) return { answer: {} };
     // Nobody else here subscribed (or nobody at all: the upstream answers what it makes of it).
     return { forward: params };
-  }
-
-  /**
-   * A subscribe of `uri` answered after its owner left: the URI, for the process to be told to unsubscribe, when its
-   * owners all left with nobody else holding it (and once only).
-   */
-  private unwanted(uri: string): string | undefined {
-    if (!this.abandoned.has(uri)) return undefined;
-    if (this.subscriptions.has(uri) || this.pendingSubscribes.has(uri)) return undefined;
-    this.abandoned.delete(uri);
-    return uri;
   }
 
   /** The owner's subscribes of `uri` under way count for nothing when they are answered. */

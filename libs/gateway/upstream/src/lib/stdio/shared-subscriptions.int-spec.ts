@@ -2,9 +2,12 @@
  * Subscriptions of sessions sharing one stdio process (SharedUpstreamState): a subscribe and an unsubscribe of one
  * session in flight together leave no phantom subscriber (the process unsubscribed, yet the session counted as
  * subscribed, so a later session's subscribe was answered here and never reached it); the last session holding a
- * subscription leaving a process that runs on unsubscribes it, also when it leaves before the process answered its
- * subscribe. Subscribes under way are counted per request: one of two given up leaves the other's success counted.
+ * subscription leaving a process that runs on unsubscribes it, also when it leaves (or is ended, its calls aborted first)
+ * before the process answered its subscribe, however many sessions did so. Subscribes under way are counted per
+ * request: one of two given up leaves the other's success counted. A question the process asks while it handles a
+ * subscribe goes to the subscribe's own caller.
  */
+import type { JsonRpcRequest } from '@portcullis/gateway/mcp';
 import { fileURLToPath } from 'node:url';
 import type { JsonRpcNotification, UpstreamConnector, UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -38,7 +41,9 @@ describe('a shared stdio process: a subscribe and an unsubscribe of one session 
     // Session B (another principal) subscribes to the same resource: the process must be subscribed for it.
     await b.request('resources/subscribe', { uri: 'mem://x' });
     const after = await state();
-    expect(after.calls).toEqual(['subscribe mem://x', 'unsubscribe mem://x', 'subscribe mem://x']);
+    // A's subscribe answered after its unsubscribe was sent: the process is told once more (a server that handles
+    // requests concurrently may have run the unsubscribe first), and B's subscribe reaches it after that.
+    expect(after.calls).toEqual(['subscribe mem://x', 'unsubscribe mem://x', 'unsubscribe mem://x', 'subscribe mem://x']);
     expect(after.subscribed).toEqual(['mem://x']);
     await a.request('tools/call', { name: 'touch', arguments: { uri: 'mem://x' } });
     await waitFor(() => seenByB.some((n) => n.method === 'notifications/resources/updated'), 1_000);
@@ -100,7 +105,74 @@ describe('a shared stdio process, one session subscribing twice and giving up th
   });
 });
 
-describe('a shared stdio process, a session leaving before its subscribe is answered', () => {
+describe('a shared stdio process, sessions leaving before their subscribes are answered', () => {
+  const connectors: UpstreamConnector[] = [];
+  const sessions: UpstreamSession[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
+    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  });
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  /** A process whose subscribes are taken 300 ms after they arrive, whatever happens meanwhile; `w` watches it. */
+  const setup = async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_SLOW_SUBSCRIBE_MS: '300' } });
+    const connect = (name: string) => c.connect(config, { ...identity, principal: `tenant:agent_client:${name}` });
+    const w = await connect('watcher');
+    sessions.push(w);
+    const state = async () => ((await w.request('tools/call', { name: 'state', arguments: {} }))['structuredContent'] as { subscribed: string[]; calls: string[] });
+    await state(); // the process is up
+    return { connect, state };
+  };
+
+  it('unsubscribes the process once it takes the subscribe, nobody else holding the URI (ADR 0008)', async () => {
+    const { connect, state } = await setup();
+    const a = await connect('one');
+    a.request('resources/subscribe', { uri: 'mem://secret-of-a' }).catch(() => undefined);
+    await sleep(50);
+    await a.close();
+    await waitFor(async () => (await state()).calls.includes('unsubscribe mem://secret-of-a'), 2_000);
+    const after = await state();
+    expect(after.calls).toEqual(['subscribe mem://secret-of-a', 'unsubscribe mem://secret-of-a']);
+    expect(after.subscribed).toEqual([]);
+  });
+
+  it('does so for a session the engine ends, which aborts its calls before it closes the upstream session', async () => {
+    const { connect, state } = await setup();
+    const a = await connect('one');
+    const inflight = new AbortController();
+    const subscribing = a.request('resources/subscribe', { uri: 'mem://secret-of-a' }, { signal: inflight.signal });
+    await sleep(50);
+    inflight.abort(new DOMException('session ended', 'AbortError'));
+    // The caller stops waiting at once; the process is not told to cancel (it would drop the answer, not the effect).
+    await expect(subscribing).rejects.toThrow('session ended');
+    await a.close();
+    await waitFor(async () => (await state()).calls.includes('unsubscribe mem://secret-of-a'), 2_000);
+    expect((await state()).subscribed).toEqual([]);
+  });
+
+  it('does so for each of two sessions that left with a subscribe of the same URI under way', async () => {
+    const { connect, state } = await setup();
+    const a = await connect('one');
+    const b = await connect('two');
+    a.request('resources/subscribe', { uri: 'mem://x' }).catch(() => undefined);
+    await sleep(50);
+    await a.close();
+    await sleep(50);
+    b.request('resources/subscribe', { uri: 'mem://x' }).catch(() => undefined);
+    await sleep(50);
+    await b.close();
+    await waitFor(async () => (await state()).calls.filter((call) => call.startsWith('unsubscribe')).length === 2, 2_000);
+    const after = await state();
+    // Each subscribe taken is followed by an unsubscribe sent once it was answered, in whatever order the server ran them.
+    expect(after.calls).toEqual(['subscribe mem://x', 'subscribe mem://x', 'unsubscribe mem://x', 'unsubscribe mem://x']);
+    expect(after.subscribed).toEqual([]);
+  });
+});
+
+describe('a process serving one session asks the client something while it handles the subscribe', () => {
   const connectors: UpstreamConnector[] = [];
   const sessions: UpstreamSession[] = [];
   afterEach(async () => {
@@ -108,24 +180,33 @@ describe('a shared stdio process, a session leaving before its subscribe is answ
     await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
   });
 
-  it('unsubscribes the process once it takes the subscribe, nobody else holding the URI (ADR 0008)', async () => {
+  // A stdio server that, on resources/subscribe, asks roots/list first and answers the subscribe once it has the roots.
+  const server = `
+const rl = require('node:readline').createInterface({ input: process.stdin });
+const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
+let pending;
+rl.on('line', (line) => {
+  const m = JSON.parse(line);
+  if (m.method === 'initialize') return send({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: m.params.protocolVersion, capabilities: { resources: { subscribe: true } }, serverInfo: { name: 'asks', version: '1' } } });
+  if (m.method === 'resources/subscribe') { pending = m.id; return send({ jsonrpc: '2.0', id: 'roots-1', method: 'roots/list', params: {} }); }
+  if (m.id === 'roots-1') return send({ jsonrpc: '2.0', id: pending, ...(m.error ? { error: { code: -32602, message: 'no roots' } } : { result: {} }) });
+  if (m.id !== undefined && m.method) send({ jsonrpc: '2.0', id: m.id, result: {} });
+});
+`;
+
+  it("asks the subscribe's own caller (its stream), as for any other call of the session", async () => {
     const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
     connectors.push(c);
-    const config = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_SLOW_SUBSCRIBE_MS: '300' } });
+    const config = upstreamConfig('stdio', { command: process.execPath, args: ['-e', server], env: {} });
     const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
-    const b = await c.connect(config, { ...identity, principal: 'tenant:agent_client:two' });
-    sessions.push(b);
-    const state = async () => ((await b.request('tools/call', { name: 'state', arguments: {} }))['structuredContent'] as { subscribed: string[]; calls: string[] });
-    await state(); // the process is up
-
-    // The fixture takes a subscribe 300 ms after it arrives, whatever happens meanwhile (a cancellation included).
-    const subscribing = a.request('resources/subscribe', { uri: 'mem://secret-of-a' });
-    subscribing.catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    await a.close();
-    await waitFor(async () => (await state()).calls.includes('unsubscribe mem://secret-of-a'), 2_000);
-    const after = await state();
-    expect(after.calls).toEqual(['subscribe mem://secret-of-a', 'unsubscribe mem://secret-of-a']);
-    expect(after.subscribed).toEqual([]);
+    sessions.push(a);
+    const askedVia: string[] = [];
+    // The session-level handler: in the engine, the agent's standalone (GET) stream.
+    a.onServerRequest(async (request: JsonRpcRequest) => (askedVia.push(`session ${request.method}`), { roots: [] }));
+    const result = await a.request('resources/subscribe', { uri: 'file:///p/a.ts' }, {
+      onServerRequest: async (request: JsonRpcRequest) => (askedVia.push(`call ${request.method}`), { roots: [{ uri: 'file:///p' }] }),
+    });
+    expect(result).toEqual({});
+    expect(askedVia).toEqual(['call roots/list']);
   });
 });

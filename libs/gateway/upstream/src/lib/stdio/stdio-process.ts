@@ -28,7 +28,7 @@ import {
   type ServerRequestHandler,
 } from '../core/wire';
 import { parseMessages } from '../http/event-stream';
-import { SharedUpstreamState } from './shared-state';
+import { SharedUpstreamState, type SharedStep } from './shared-state';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
 import type { StdioUser, StdioUserIds } from './user-ids';
 
@@ -251,17 +251,38 @@ export class StdioProcess {
     const step = this.shared.step(owner, method, params);
     if (step === undefined) return this.send(owner, method, params, options);
     if ('answer' in step) return Promise.resolve(step.answer);
-    // A subscribe is carried by the process, not by the session: the session leaving does not give it up, so a late
-    // answer still reaches `then`, which has the process unsubscribe from a URI nobody holds any more. A server request
-    // made meanwhile is not tied to it (it would make every other session's call ambiguous).
-    const sent =
-      method === 'resources/subscribe'
-        ? this.send(owner, method, step.forward, options && { ...options, onServerRequest: undefined }, this)
-        : this.send(owner, method, step.forward, options);
+    if (method === 'resources/subscribe') return this.subscribe(owner, step, options);
+    const sent = this.send(owner, method, step.forward, options);
     if (step.then === undefined && step.failed === undefined) return sent;
     return sent.then(
+      (result) => (step.then?.(), result),
+      (error: unknown) => {
+        step.failed?.();
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * A subscribe, whose answer matters to the process whoever still waits for it: it is sent without the caller's signal
+   * and kept when its session leaves, so a subscribe the process takes after its agent gave up on it (cancelled, or
+   * the session ended) still comes back here, and the process is unsubscribed from a URI nobody holds. Given up, it
+   * never made the process answer anything else (no `notifications/cancelled`: servers drop the answer of a request
+   * they were told is cancelled, not always its effect). The caller stops waiting at once. A timeout still gives it up
+   * (ADR 0008).
+   */
+  private subscribe(
+    owner: StdioOwner,
+    step: Extract<SharedStep, { readonly forward: unknown }>,
+    options: UpstreamRequestOptions | undefined,
+  ): Promise<Record<string, unknown>> {
+    const { signal, ...rest } = options ?? {};
+    if (signal?.aborted) {
+      step.failed?.();
+      return Promise.reject(abortReason(signal));
+    }
+    const sent = this.send(owner, 'resources/subscribe', step.forward, rest, true).then(
       (result) => {
-        // A subscribe taken after everyone who wanted it left: the process is unsubscribed, as on the last one leaving.
         const unwanted = step.then?.();
         if (unwanted !== undefined && this.ready) this.send(this, 'resources/unsubscribe', { uri: unwanted }, undefined).catch(() => undefined);
         return result;
@@ -271,6 +292,24 @@ export class StdioProcess {
         throw error;
       },
     );
+    if (signal === undefined) return sent;
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        step.failed?.();
+        reject(abortReason(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      sent.then(
+        (result) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(result);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      );
+    });
   }
 
   private send(
@@ -278,13 +317,13 @@ export class StdioProcess {
     method: string,
     params: Record<string, unknown> | undefined,
     options: UpstreamRequestOptions | undefined,
-    carrier: Owner = owner,
+    outlivesOwner = false,
   ): Promise<Record<string, unknown>> {
     const timeoutMs = options?.timeoutMs ?? this.ctx.config.callTimeoutMs;
     if (this.ready) {
       if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
       this.lastActivity = Date.now();
-      return this.mux.request(carrier, method, params, options, timeoutMs);
+      return this.mux.request(owner, method, params, options, timeoutMs, outlivesOwner);
     }
     const deadline = Date.now() + timeoutMs;
     return this.readyWithin(options?.signal, timeoutMs).then(() => {
@@ -292,7 +331,7 @@ export class StdioProcess {
       // nothing of it (a subscription) is recorded.
       if (owner !== this && !this.owners.has(owner as StdioOwner)) throw errors.closed();
       this.lastActivity = Date.now();
-      return this.mux.request(carrier, method, params, options, Math.max(1, deadline - Date.now()));
+      return this.mux.request(owner, method, params, options, Math.max(1, deadline - Date.now()), outlivesOwner);
     });
   }
 
