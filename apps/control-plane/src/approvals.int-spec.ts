@@ -1,6 +1,7 @@
 import { hashApiKey } from '@portcullis/auth/api-keys';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { TenantScope } from '@portcullis/control-plane/auth';
 import { ApprovalsService } from '@portcullis/control-plane/feature-approvals';
 import type { TenantId, UserId } from '@portcullis/shared/util-ids';
@@ -325,6 +326,32 @@ describe('approvals API', () => {
     expect(placeholder.json['errors']).toEqual([{ path: 'arguments', message: expect.any(String) }]);
     expect((await cp.request('GET', `${base}?status=maybe`, { token: admin.token })).status).toBe(400);
     expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
+  });
+
+  it('refuses edited arguments with a number JSON cannot carry (1e400 read as Infinity was stored as null): 400, still pending', async () => {
+    const { t, admin, base } = await setup();
+    const approval = await held(t.id, { args: { path: '/tmp/a', count: 1 } });
+    const fastify = (cp.app as NestFastifyApplication).getHttpAdapter().getInstance();
+    // Raw text: JSON.stringify cannot write 1e400, it is only ever what a client sends.
+    const approve = (edited: string) =>
+      fastify.inject({
+        method: 'POST',
+        url: `${base}/${approval.id}/approve`,
+        headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' },
+        payload: `{"argumentsHash":"${approval.argumentsHash}","arguments":${edited}}`,
+      });
+    for (const [edited, path] of [
+      ['{"path":"/tmp/a","count":1e400}', 'arguments.count'],
+      ['{"path":"/tmp/a","limits":{"low":0,"high":[1,-1e999]}}', 'arguments.limits.high.1'],
+    ] as const) {
+      const res = await approve(edited);
+      expect(res.statusCode, edited).toBe(400);
+      expect(res.json()).toMatchObject({ code: 'VALIDATION_FAILED', errors: [{ path, message: expect.stringContaining('finite') }] });
+    }
+    const row = await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true, editedArguments: true } });
+    expect(row).toEqual({ status: 'pending', editedArguments: null });
+    // Large numbers JSON does carry are kept as written.
+    expect((await approve('{"path":"/tmp/a","count":1e300}')).statusCode).toBe(200);
   });
 
   it('says what each held call is (a prompt is not the tool of the same name), and filters the list by kind', async () => {

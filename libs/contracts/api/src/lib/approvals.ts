@@ -17,22 +17,41 @@ const MAX_ARGUMENT_BYTES = 64 * 1024;
 /** Nesting bound: deeper JSON would overflow the recursive redaction and canonicalisation downstream. */
 const MAX_ARGUMENT_DEPTH = 64;
 
-/** Whether `value` nests arrays/objects deeper than `max` (iterative, so any depth is safe to check). */
-function nestsDeeperThan(value: unknown, max: number): boolean {
-  const pending: [unknown, number][] = [[value, 0]];
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const [current, depth] = next;
-    if (typeof current !== 'object' || current === null) continue;
-    if (depth > max) return true;
-    for (const inner of Object.values(current)) pending.push([inner, depth + 1]);
+/**
+ * What is wrong with `value` as edited arguments, if anything: arrays/objects nested deeper than `max`, or a number
+ * JSON cannot carry (Infinity, NaN; `JSON.parse` reads `1e400` as Infinity, and `JSON.stringify` writes it back as
+ * null, so stored, the call would run with a value the approver never wrote). One iterative walk, so any depth is safe
+ * to check; an entry names only its own key and parent, and a path is built only for the number found.
+ */
+function jsonProblem(value: unknown, max: number): { tooDeep: true } | { nonFinite: (string | number)[] } | undefined {
+  interface Step {
+    readonly key: string | number;
+    readonly parent: Step | undefined;
   }
-  return false;
+  const pending: [unknown, number, Step | undefined][] = [[value, 0, undefined]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [current, depth, step] = next;
+    if (typeof current === 'number' && !Number.isFinite(current)) {
+      const path: (string | number)[] = [];
+      for (let at = step; at !== undefined; at = at.parent) path.push(at.key);
+      return { nonFinite: path.reverse() };
+    }
+    if (typeof current !== 'object' || current === null) continue;
+    if (depth > max) return { tooDeep: true };
+    for (const [key, inner] of Object.entries(current)) pending.push([inner, depth + 1, { key: Array.isArray(current) ? Number(key) : key, parent: step }]);
+  }
+  return undefined;
 }
 
-/** Tool arguments as an approver edits them: a JSON object of bounded size. */
+/** Tool arguments as an approver edits them: a JSON object of bounded size and depth, every number one JSON can carry. */
 const editedArguments = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
-  if (nestsDeeperThan(value, MAX_ARGUMENT_DEPTH)) {
+  const problem = jsonProblem(value, MAX_ARGUMENT_DEPTH);
+  if (problem !== undefined && 'tooDeep' in problem) {
     ctx.addIssue({ code: 'custom', message: `must nest at most ${MAX_ARGUMENT_DEPTH} levels deep` });
+    return;
+  }
+  if (problem !== undefined) {
+    ctx.addIssue({ code: 'custom', path: problem.nonFinite, message: 'must be a finite number within JSON’s range (1e400 is not)' });
     return;
   }
   let text: string | undefined;

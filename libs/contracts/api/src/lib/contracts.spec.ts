@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createApiKeyRequest } from './api-keys';
+import { approveRequest } from './approvals';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
 import { createUpstreamRequest, secretEnv, secretHeaders, updateUpstreamRequest } from './upstreams';
@@ -82,5 +83,19 @@ describe('upstream headers', () => {
     for (const value of ['Bearer abc', 'a\tb', 'caf\u00e9', '']) expect(secretHeaders.safeParse({ Authorization: value }).success, value).toBe(true);
     expect(secretEnv.safeParse({ TOKEN: 'a\u0000b' }).success).toBe(false);
     expect(secretEnv.safeParse({ TOKEN: 'multi\nline is fine' }).success).toBe(true);
+  });
+
+  it('refuses edited arguments holding a number JSON cannot carry, at any depth, and names where', () => {
+    const approve = (edited: Record<string, unknown>) => approveRequest.safeParse({ argumentsHash: 'a'.repeat(64), arguments: edited });
+    for (const [edited, path] of [
+      [{ count: Infinity }, ['arguments', 'count']],
+      [{ a: [{ b: -Infinity }] }, ['arguments', 'a', 0, 'b']],
+      [{ a: { b: { c: Number.NaN } } }, ['arguments', 'a', 'b', 'c']],
+    ] as const) {
+      const parsed = approve(edited);
+      expect(parsed.success).toBe(false);
+      expect(parsed.error?.issues.map((issue) => issue.path)).toEqual([path]);
+    }
+    expect(approve({ count: 1e300, small: -5e-324 }).success).toBe(true);
   });
 });
