@@ -106,6 +106,23 @@ describe('tenant isolation at the route', () => {
     }
   });
 
+  it('answers a malformed percent-escape in the path 400, and a parameter over the router\'s 100 characters 404, both problem+json', async () => {
+    // The router refuses both before any route, guard or filter runs: Fastify's own JSON echoing the path, it was.
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const admin = await cp.user({ platformAdmin: true });
+    const bad = await cp.request('GET', '/api/v1/tenants/%zz/upstreams', { token: admin.token });
+    expect(bad.status).toBe(400);
+    expect(bad.headers['content-type']).toContain('application/problem+json');
+    expect(bad.json).toMatchObject({ status: 400, code: 'BAD_REQUEST', traceId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(bad.text).not.toMatch(/FST_ERR|%zz/);
+    const long = await cp.request('GET', `/api/v1/tenants/${t.id}/upstreams/${'x'.repeat(101)}`, { token: owner.token });
+    expect(long.status).toBe(404);
+    expect(long.headers['content-type']).toContain('application/problem+json');
+    expect(long.json).toMatchObject({ status: 404, code: 'NOT_FOUND', traceId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(long.text).not.toMatch(/FST_ERR|xxxx/);
+  });
+
   it('does not open other tenants to platform admins who are not members', async () => {
     const b = await cp.tenant();
     const admin = await cp.user({ platformAdmin: true });

@@ -13,6 +13,7 @@ import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
+import { sendRouterProblem } from '@portcullis/shared/nest-runtime';
 import { createTestTenant, type TestTenant } from '@portcullis/shared/util-testing';
 import { gatewayConfigSchema, REDIS_COMMAND_TIMEOUT_MS } from '../config';
 import { startDataPlane, type DataPlane } from '../data-plane';
@@ -245,7 +246,8 @@ export async function startTestGateway(options: {
   });
   const redis: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int', commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS });
   const subscriber: Redis = createRedisClient({ url: options.redisUrl, connectionName: 'gateway-int-sub' });
-  const app = Fastify({ bodyLimit: config.http.bodyLimitBytes });
+  // What the router refuses before any route is answered as createHttpApp answers it in the deployed gateway.
+  const app = Fastify({ bodyLimit: config.http.bodyLimitBytes, frameworkErrors: (error, request, reply) => void sendRouterProblem(error, request, reply, logger) });
   const dataPlane = await startDataPlane(app, {
     config,
     logger,

@@ -3,7 +3,7 @@ export type { HealthModuleOptions } from './lib/health.module';
 export { createHttpApp, installGracefulShutdown, runOrExit } from './lib/http-app';
 export type { HttpAppOptions } from './lib/http-app';
 export { PinoNestLogger } from './lib/pino-nest-logger';
-export { sendProblem, toAppError } from './lib/problem-details';
+export { sendProblem, sendRouterProblem, toAppError } from './lib/problem-details';
 export { ProblemDetailsFilter } from './lib/problem-details.filter';
 export { metricsListener, startProbeServer } from './lib/probe-server';
 export type { MetricsListener } from './lib/probe-server';

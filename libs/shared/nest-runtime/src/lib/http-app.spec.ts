@@ -59,6 +59,8 @@ describe('createHttpApp', () => {
 
   beforeAll(async () => {
     app = await createHttpApp(SpecModule, { logger, bodyLimitBytes: 1_024 });
+    // A route registered on Fastify itself, as the gateway registers its MCP routes.
+    app.getHttpAdapter().getInstance().get('/plain/:id', async () => ({ ok: true }));
     await app.init();
     await app.getHttpAdapter().getInstance().ready();
   });
@@ -121,6 +123,24 @@ describe('createHttpApp', () => {
     expect(res.statusCode).toBe(409);
     expect(res.json()).toMatchObject({ detail: 'That thing already exists.', traceId: '4bf92f3577b34da6a3ce929d0e0e4736' });
     expect((await inject({ method: 'GET', url: '/nowhere' })).json()).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+  });
+
+  it('answers what the router refuses before any route as problem+json, without echoing the path', async () => {
+    for (const url of ['/things/%zz', '/plain/%zz', '/%E0%A4%A']) {
+      const res = await inject({ method: 'GET', url, headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } });
+      expect(res.statusCode, url).toBe(400);
+      expect(res.headers['content-type']).toContain('application/problem+json');
+      expect(res.json()).toMatchObject({ status: 400, code: 'BAD_REQUEST', traceId: '4bf92f3577b34da6a3ce929d0e0e4736' });
+      expect(res.json()).not.toHaveProperty('instance');
+      expect(res.body).not.toMatch(/FST_ERR|%zz|%A4/);
+    }
+    // A parameter over the router's 100 characters: no id is that long, so no such resource (as a malformed id is).
+    const long = await inject({ method: 'GET', url: `/plain/${'x'.repeat(101)}` });
+    expect(long.statusCode).toBe(404);
+    expect(long.headers['content-type']).toContain('application/problem+json');
+    expect(long.json()).toMatchObject({ status: 404, code: 'NOT_FOUND', traceId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(long.body).not.toMatch(/FST_ERR|xxxx/);
+    expect((await inject({ method: 'GET', url: `/plain/${'x'.repeat(100)}` })).json()).toEqual({ ok: true });
   });
 
   it('hides unexpected errors behind a 500 with an error id, and logs the original', async () => {

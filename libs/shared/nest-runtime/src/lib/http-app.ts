@@ -2,9 +2,10 @@ import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { LogController } from 'fastify';
+import { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { PinoNestLogger } from './pino-nest-logger';
+import { sendRouterProblem } from './problem-details';
 import { ProblemDetailsFilter } from './problem-details.filter';
 
 export interface HttpAppOptions {
@@ -53,7 +54,8 @@ function fastifyTrustProxy(trust: boolean | number | readonly string[]): boolean
 
 /**
  * A Nest application on Fastify with the house rules: pino request logs, request ids, problem+json for
- * every error (Fastify's own parse errors and unknown routes reach the same filter). Pair it with
+ * every error (Fastify's own parse errors and unknown routes reach the same filter, and what its router refuses before
+ * any route is answered alike). Pair it with
  * `installGracefulShutdown`.
  */
 export async function createHttpApp(
@@ -68,6 +70,9 @@ export async function createHttpApp(
     genReqId: () => randomUUID(),
     return503OnClosing: true,
     ...(options.requestLogging === false ? { logController: new ErrorsOnlyRequestLog() } : {}),
+    // What the router refuses before any route (a malformed escape, an over-long parameter) never reaches Nest's
+    // filter: Nest's own handler (which this replaces) sent Fastify's JSON, echoing the path. Problem+json instead.
+    frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => void sendRouterProblem(error, request, reply, options.logger),
     requestTimeout,
     // Also given to Node's server at creation: Fastify sets `requestTimeout` only afterwards, when Node has already
     // derived its headers timeout from the default (60 s), and a trickling client was then cut off only after that.

@@ -119,11 +119,35 @@ export function sendProblem(
   error: unknown,
   logger: Logger,
 ): FastifyReply {
+  return writeProblem(request, reply, error, logger, request.url.split('?')[0] ?? request.url);
+}
+
+/**
+ * Fastify's `frameworkErrors`: what its router refuses before any route, hook or Nest filter runs, answered as
+ * problem+json like every other error. Without `instance`: the path is what was wrong, and is not echoed back.
+ * - a malformed percent-escape in the path (`/tenants/%zz`, FST_ERR_BAD_URL): 400;
+ * - a path parameter longer than the router's `maxParamLength` (100; FST_ERR_MAX_PARAM_LENGTH): 404, not Fastify's
+ *   414. Every parameter is an id, slug or other name far shorter than that (a UUID is 36 characters, a slug at most
+ *   63), so no resource has such a name, and a malformed id is answered 404 everywhere else; the URI itself is not
+ *   too long for the server, which is what 414 would say.
+ * Anything else (an async route constraint failing; there are none) is an internal error, logged with its error id.
+ */
+export function sendRouterProblem(error: Partial<FastifyError>, request: FastifyRequest, reply: FastifyReply, logger: Logger): FastifyReply {
+  const refused =
+    error.code === 'FST_ERR_BAD_URL'
+      ? new AppError('BAD_REQUEST', 'The request path is not a valid URL: it has a malformed percent-escape.')
+      : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? new AppError('NOT_FOUND', 'No such resource.')
+        : error;
+  return writeProblem(request, reply, refused, logger, undefined);
+}
+
+function writeProblem(request: FastifyRequest, reply: FastifyReply, error: unknown, logger: Logger, instance: string | undefined): FastifyReply {
   const traceId = traceIdFrom(request.headers);
   const { appError, errorId } = toAppError(error);
   const problem = toProblemDetails(appError, {
     traceId,
-    instance: request.url.split('?')[0] ?? request.url,
+    ...(instance === undefined ? {} : { instance }),
     ...(errorId === undefined ? {} : { errorId }),
   });
   if (errorId !== undefined) {

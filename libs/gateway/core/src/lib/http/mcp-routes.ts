@@ -660,13 +660,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     if (req.method !== 'POST') return false;
     const match = MCP_POST_PATH.exec(req.url ?? '');
     const encoded = match?.[1];
-    // Longer than the router's parameter limit: Fastify answers it (414), as it always has.
+    // Longer than the router's parameter limit: Fastify's router refuses it (its `frameworkErrors`: 404 problem+json).
     if (encoded === undefined || encoded.length > MAX_TENANT_SEGMENT) return false;
     let tenant: string;
     try {
       tenant = decodeURIComponent(encoded);
     } catch {
-      return false; // Fastify answers a malformed escape as it always has.
+      return false; // Fastify's router refuses a malformed escape (its `frameworkErrors`: 400 problem+json).
     }
     // Read once: IncomingMessage.headers is a getter, and a megamorphic property load on every use.
     const headers = req.headers;
