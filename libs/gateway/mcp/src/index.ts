@@ -12,6 +12,7 @@ export type {
   JsonRpcResponse,
   JsonRpcResult,
 } from './lib/protocol/json-rpc';
+export { inexactNumberIn } from './lib/protocol/exact-numbers';
 export { SseParser, sseFrame } from './lib/protocol/sse';
 export type { SseEvent } from './lib/protocol/sse';
 export {

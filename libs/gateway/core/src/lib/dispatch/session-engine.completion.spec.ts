@@ -49,8 +49,9 @@ describe('completion/complete on a prompt', () => {
     expect(completing).toMatchObject({ error: { code: GATEWAY_RPC.POLICY_DENIED } });
     const allowed = await complete({ argument: { name: 'project', value: 'x' }, context: { arguments: { customer: 'other' } } });
     expect(allowed).toHaveProperty('result');
+    // MCP: the argument being completed has a name and a value; without one it is refused before the hooks.
     const bare = await complete({ argument: { name: 'project' } });
-    expect(bare).toHaveProperty('result');
-    expect(seen).toEqual([{ customer: 'acme', project: 'x' }, { customer: 'acme' }, { customer: 'other', project: 'x' }, undefined]);
+    expect(bare).toMatchObject({ error: { code: -32602 } });
+    expect(seen).toEqual([{ customer: 'acme', project: 'x' }, { customer: 'acme' }, { customer: 'other', project: 'x' }]);
   });
 });

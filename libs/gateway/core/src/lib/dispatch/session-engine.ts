@@ -61,6 +61,7 @@ import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteTable } from './route-table';
+import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
 
@@ -1180,6 +1181,11 @@ export class SessionEngine {
         response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, `initialize: capabilities and clientInfo may nest at most ${MAX_INITIALIZE_DEPTH} levels deep`, traceId),
       };
     }
+    // Relayed to every upstream's initialize: malformed, each would refuse it, and the session would have none.
+    const unrelayable = relayedCapabilitiesProblem(capabilities);
+    if (unrelayable !== undefined) {
+      return { sessionId: undefined, response: rpcError(request.id, JSON_RPC.INVALID_PARAMS, `initialize: ${unrelayable}`, traceId) };
+    }
     const version = negotiateVersion(params['protocolVersion']);
     const upstreams: Record<string, { sessionId: string | null; protocolVersion: string; capabilities: Record<string, unknown> }> = {};
     const record: SessionRecord = {
@@ -1902,6 +1908,9 @@ export class SessionEngine {
     retain: () => (() => void) | undefined,
   ): Promise<Record<string, unknown>> {
     const params = message.params ?? {};
+    // What MCP types strictly is checked here, before anything is counted, held or forwarded (see request-params.ts).
+    const malformed = metaProblem(params);
+    if (malformed !== undefined) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, malformed);
     const area = AREA_OF_METHOD[message.method];
     // MCP: a method of a capability the server does not have is not found. (tools/list always answers, empty when no
     // upstream has tools: agents list tools whatever was advertised.)
@@ -1932,6 +1941,9 @@ export class SessionEngine {
         // Arguments are an object (or absent; null taken as absent) in MCP. Anything else would reach the upstream while
         // policy conditions, the approval's copy and the audit row saw no arguments at all.
         if (given !== undefined && given !== null && !isObject(given)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'arguments must be an object');
+        // A prompt's arguments are text (MCP), which the upstream would refuse otherwise.
+        const notText = kind === 'prompt' ? textMapProblem(given ?? undefined, 'arguments') : undefined;
+        if (notText !== undefined) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, notText);
         const args = isObject(given) ? given : undefined;
         // MCP: a receiver that did not offer tasks runs the call as a plain one, ignoring the augmentation; so the
         // gateway does where it offered none (initialize told the agent so, even if a task-capable upstream joined
@@ -1941,6 +1953,8 @@ export class SessionEngine {
         if (tasked && !isObject(params['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
         const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
+        // Null arguments are absent for the upstream too, as for the policy and the audit trail (MCP has no null here).
+        if (forwarded['arguments'] === null) delete forwarded['arguments'];
         if (kind === 'tool' && forwarded['task'] !== undefined) {
           if (!tasked) delete forwarded['task'];
           else {
@@ -2104,6 +2118,8 @@ export class SessionEngine {
       case 'completion/complete': {
         const ref = params['ref'];
         if (!isObject(ref)) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'completion/complete needs a ref');
+        const incomplete = completionProblem(params);
+        if (incomplete !== undefined) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, incomplete);
         if (ref['type'] === 'ref/prompt') {
           const target = this.byExposedName(live, ref['name'], 'prompt', true) ?? (await this.joinedTarget(live, ref['name'], 'prompt', traceId));
           // Decided on the prompt's arguments as the completion states them (its context's, and the one being completed),

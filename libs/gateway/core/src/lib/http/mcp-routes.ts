@@ -6,6 +6,7 @@ import {
   allowsBatches,
   primesStreams,
   classify,
+  inexactNumberIn,
   isWellFormedSessionId,
   JSON_RPC,
   newSessionId,
@@ -519,6 +520,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       // answer with its id: it is known (JSON-RPC 2.0 §5 allows null only when it is not).
       const single = batch ? undefined : items[0];
       if (single?.kind === 'request') firstId = single.message.id;
+      // A number the parse changed would reach the upstream as another value than the agent wrote.
+      const inexact = inexactNumberIn(input.body);
+      if (inexact !== undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_PARAMS, `Invalid params: ${inexact}`);
       // Shutting down: no new work (the agent retries on another replica), but answers and notifications still go
       // through — calls under way may be waiting for them (an elicitation answer, a cancellation).
       if (closing && items.some((item) => item.kind === 'request')) throw shuttingDown();
@@ -1137,6 +1141,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         } catch {
           throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
         }
+        const inexact = inexactNumberIn(request.body as string);
+        if (inexact !== undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_PARAMS, `Invalid params: ${inexact}`);
         if (Array.isArray(parsed)) {
           // As on Streamable HTTP, batches are the negotiated protocol's (2025-03-26 only): a session that chose it on
           // this transport must be able to send them (that version: MUST support receiving batches).
