@@ -265,6 +265,19 @@ describe('dev IdP', () => {
     expect(callback.searchParams.get('code')).toBeTruthy();
   });
 
+  it('refuses an authorization request without PKCE, of a confidential client too: no code is issued', async () => {
+    const meta = await discovery();
+    const url = new URL(authorizationUrl(meta, PORTAL, 'v'.repeat(43)));
+    url.searchParams.delete('code_challenge');
+    url.searchParams.delete('code_challenge_method');
+    const response = await fetch(url, { redirect: 'manual' });
+    // Refused before any sign-in: back to the client with the error, never on to the login page.
+    const location = new URL(response.headers.get('location') ?? '', idp.issuer);
+    expect(`${location.origin}${location.pathname}`).toBe(PORTAL.redirectUri);
+    expect(location.searchParams.get('error')).toBe('invalid_request');
+    expect(location.searchParams.get('code')).toBeNull();
+  });
+
   it('rejects a redirect URI that is not registered', async () => {
     const meta = await discovery();
     const url = new URL(authorizationUrl(meta, PORTAL, 'v'.repeat(43)));

@@ -60,6 +60,9 @@ export async function createProvider(options: CreateProviderOptions): Promise<Pr
       RefreshToken: 14 * 24 * 60 * 60,
     },
     jwks: { keys: [await signingKey()] },
+    // PKCE for every client, confidential ones too (oidc-provider requires it only of public clients by default): a
+    // code is bound to the browser that asked for it, whatever client a developer registers (ADR 0004).
+    pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true },
