@@ -82,6 +82,55 @@ async function send(headers: Record<string, string>, body: string): Promise<{ st
 const request = (id: string, method: string, params: Record<string, unknown>) => JSON.stringify({ jsonrpc: '2.0', id, method, params });
 const codeOf = (answer: Record<string, unknown>) => (answer['error'] as { code?: number } | undefined)?.code;
 
+// First: the stdio processes are started by this session, which offers sampling (a process keeps the client
+// capabilities it was started with, and the test gateway runs one a configuration).
+describe("the agent's answer to a stdio upstream's request", () => {
+  /** Calls the sampling tool, answers its relayed sampling request with `answer(id)`, and times the call's own answer. */
+  async function callAnswering(headers: Record<string, string>, answer: (id: string) => string): Promise<{ ms: number; final: Record<string, unknown> }> {
+    const started = Date.now();
+    const response = await post(request('call', 'tools/call', { name: 'sx__summarize_with_llm', arguments: { text: 'long text' } }), headers);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) throw new Error(`the stream ended without the call's answer: ${response.status} ${buffer}`);
+      buffer += decoder.decode(chunk.value);
+      const events = buffer.split('\n\n');
+      buffer = events.pop() ?? '';
+      for (const event of events) {
+        const data = /^data: (.*)$/m.exec(event)?.[1];
+        if (!data?.startsWith('{')) continue;
+        const message = JSON.parse(data) as Record<string, unknown>;
+        if (message['method'] === 'sampling/createMessage') await (await post(answer(message['id'] as string), headers)).text();
+        else if (message['id'] === 'call') {
+          await reader.cancel();
+          return { ms: Date.now() - started, final: message };
+        }
+      }
+    }
+  }
+
+  it('ends the call at once when the answer cannot be passed on (a malformed _meta, a number the parse changed)', async () => {
+    const init = await initialize({ sampling: {} });
+    expect(init.status).toBe(200);
+    await init.text();
+    const headers = { ...HEADERS(), 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' };
+    await (await post(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), headers)).text();
+    const result = (id: string, extra = '') => `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{${extra}"role":"assistant","content":{"type":"text","text":"A summary."},"model":"m"}}`;
+    // A well-formed answer completes the call.
+    const good = await callAnswering(headers, (id) => result(id));
+    expect(JSON.stringify(good.final)).toContain('A summary.');
+    // The call's timeout is the column's default (30 s): each of these ends it within a few seconds instead.
+    const badMeta = await callAnswering(headers, (id) => result(id, '"_meta":{"progressToken":{"not":"a token"}},'));
+    expect(badMeta.ms, JSON.stringify(badMeta.final)).toBeLessThan(5_000);
+    expect(JSON.stringify(badMeta.final)).not.toContain('A summary.');
+    const badNumber = await callAnswering(headers, (id) => result(id, '"_meta":{"n":9007199254740993},'));
+    expect(badNumber.ms, JSON.stringify(badNumber.final)).toBeLessThan(5_000);
+    expect(JSON.stringify(badNumber.final)).not.toContain('A summary.');
+  }, 60_000);
+});
+
 describe('params MCP types strictly, malformed', () => {
   let headers: Record<string, string>;
   beforeAll(async () => {
@@ -149,6 +198,23 @@ describe('numbers the JSON parse would change', () => {
     const { status, forwarded } = await send(headers, inString);
     expect(status).toBe(200);
     expect(forwarded[0]).toContain('card 12345678901234567890, 1e999 \\" 9007199254740993');
+  });
+});
+
+describe('numbers the JSON parse would change, in a batch (2025-03-26)', () => {
+  it('refuses the element that holds one with its own Invalid params, and handles the others', async () => {
+    const init = await post(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'batch', version: '1' } } }));
+    expect(init.status).toBe(200);
+    await init.text();
+    const headers = { ...HEADERS(), 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-03-26' };
+    const response = await post('[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","id":"b","method":"ping","params":{"_meta":{"n":9007199254740993}}},{"jsonrpc":"2.0","id":"c","method":"ping","params":{"x":[1,"2,3",{"y":1e400}]}}]', headers);
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    const answers = (text.startsWith('[') ? JSON.parse(text) : text.split('\n').filter((line) => line.startsWith('data: ')).flatMap((line) => JSON.parse(line.slice(6)) as unknown)) as Record<string, unknown>[];
+    const byId = new Map(answers.map((answer) => [answer['id'], answer]));
+    expect(byId.get('a')).toMatchObject({ result: {} });
+    expect(byId.get('b')).toMatchObject({ error: { code: -32602 } });
+    expect(byId.get('c')).toMatchObject({ error: { code: -32602, message: expect.stringContaining('1e400') } });
   });
 });
 

@@ -1,6 +1,6 @@
 export { Cancellation } from './lib/cancellation/cancellation';
 export type { CancelSignal } from './lib/cancellation/cancellation';
-export { classify, errorResponse, isId, JSON_RPC, resultResponse } from './lib/protocol/json-rpc';
+export { classify, errorResponse, invalidMessageError, isId, JSON_RPC, refuseInexact, resultResponse } from './lib/protocol/json-rpc';
 export type {
   Classified,
   JsonRpcError,
@@ -12,7 +12,6 @@ export type {
   JsonRpcResponse,
   JsonRpcResult,
 } from './lib/protocol/json-rpc';
-export { inexactNumberIn } from './lib/protocol/exact-numbers';
 export { SseParser, sseFrame } from './lib/protocol/sse';
 export type { SseEvent } from './lib/protocol/sse';
 export {

@@ -3469,7 +3469,11 @@ export class SessionEngine {
     const waiting = this.pending.get(id);
     if (!waiting || waiting.sessionId !== sessionId) return;
     this.pending.delete(id);
-    if ('result' in response) waiting.resolve(response.result);
+    // A result's `_meta` is typed as a request's (MCP): malformed, the SDK's stdio server drops the whole answer and the
+    // call waiting for it runs to its timeout. The upstream is told the answer could not be passed on instead.
+    const malformed = 'result' in response ? metaProblem(response.result) : undefined;
+    if (malformed !== undefined) waiting.reject(new UpstreamRpcError(JSON_RPC.INVALID_PARAMS, `The client's answer could not be passed on: ${malformed}`));
+    else if ('result' in response) waiting.resolve(response.result);
     else waiting.reject(new UpstreamRpcError(response.error.code, response.error.message, response.error.data));
   }
 

@@ -6,7 +6,8 @@ import {
   allowsBatches,
   primesStreams,
   classify,
-  inexactNumberIn,
+  invalidMessageError,
+  refuseInexact,
   isWellFormedSessionId,
   JSON_RPC,
   newSessionId,
@@ -17,6 +18,7 @@ import {
   type SessionRecord,
 } from '@portcullis/gateway/mcp';
 import type { TrustedProxies } from '@portcullis/shared/util-config';
+import { inexactNumbersByElement } from '@portcullis/shared/util-json';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
@@ -506,7 +508,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
       }
       const batch = Array.isArray(parsed);
-      const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map(classify);
+      // A number the parse changed would reach the upstream as another value than the agent wrote: its message is
+      // refused (an answer is passed on as an error), each element of a batch on its own.
+      const inexact = inexactNumbersByElement(input.body);
+      const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map((value, index) => refuseInexact(classify(value), inexact?.get(index)));
       if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
       if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
       // A single invalid message is the request's error (400). In a batch (JSON-RPC 2.0 §6) each invalid element gets
@@ -514,15 +519,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const invalid = items.find((item) => item.kind === 'invalid');
       if (!batch && invalid && invalid.kind === 'invalid') {
         firstId = invalid.id;
-        throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${invalid.reason}`);
+        const { code, message } = invalidMessageError(invalid);
+        throw new GatewayHttpError(400, code, message);
       }
       // A single request's refusals from here on (shutting down, an unknown session, an unsupported protocol version)
       // answer with its id: it is known (JSON-RPC 2.0 §5 allows null only when it is not).
       const single = batch ? undefined : items[0];
       if (single?.kind === 'request') firstId = single.message.id;
-      // A number the parse changed would reach the upstream as another value than the agent wrote.
-      const inexact = inexactNumberIn(input.body);
-      if (inexact !== undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_PARAMS, `Invalid params: ${inexact}`);
       // Shutting down: no new work (the agent retries on another replica), but answers and notifications still go
       // through — calls under way may be waiting for them (an elicitation answer, a cancellation).
       if (closing && items.some((item) => item.kind === 'request')) throw shuttingDown();
@@ -580,7 +583,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') requests.push(item.message);
-        else refused.push(rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId));
+        else {
+          const { code, message } = invalidMessageError(item);
+          refused.push(rpcError(item.id, code, message, traceId));
+        }
       }
       if (requests.length === 0 && refused.length === 0) {
         res.writeHead(202, { 'content-length': '0' });
@@ -1141,15 +1147,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         } catch {
           throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
         }
-        const inexact = inexactNumberIn(request.body as string);
-        if (inexact !== undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_PARAMS, `Invalid params: ${inexact}`);
+        const inexact = inexactNumbersByElement(request.body as string);
         if (Array.isArray(parsed)) {
           // As on Streamable HTTP, batches are the negotiated protocol's (2025-03-26 only): a session that chose it on
           // this transport must be able to send them (that version: MUST support receiving batches).
           if (!entry.record || !allowsBatches(entry.record.protocolVersion)) {
             throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
           }
-          const items = parsed.map(classify);
+          const items = parsed.map((value, index) => refuseInexact(classify(value), inexact?.get(index)));
           if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
           if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
           if (items.some((one) => one.kind === 'request' && one.message.method === 'initialize')) {
@@ -1167,10 +1172,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           });
           return reply;
         }
-        const item = classify(parsed);
+        const item = refuseInexact(classify(parsed), inexact?.get(0));
         if (item.kind === 'invalid') {
           // Answered with the message's id where it has a usable one, as on Streamable HTTP.
-          sendError(reply, new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`), item.id, traceId);
+          const { code, message } = invalidMessageError(item);
+          sendError(reply, new GatewayHttpError(400, code, message), item.id, traceId);
           return reply;
         }
         // As for Streamable HTTP: while shutting down, answers and notifications still go through, new requests not. A
@@ -1206,7 +1212,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (isRevoked(principal)) return;
         const answers = await Promise.all(
           items.map(async (item): Promise<JsonRpcResponse | undefined> => {
-            if (item.kind === 'invalid') return rpcError(item.id, JSON_RPC.INVALID_REQUEST, `Invalid Request: ${item.reason}`, traceId);
+            if (item.kind === 'invalid') {
+              const { code, message } = invalidMessageError(item);
+              return rpcError(item.id, code, message, traceId);
+            }
             if (item.kind === 'notification') engine.notification(record, item.message);
             else if (item.kind === 'response') engine.answer(record, item.message);
             else return engine.request(record, item.message, NO_STREAM, traceId, clientIp, principal.credentialId);

@@ -42,7 +42,8 @@ export type Classified =
   | { readonly kind: 'request'; readonly message: JsonRpcRequest }
   | { readonly kind: 'notification'; readonly message: JsonRpcNotification }
   | { readonly kind: 'response'; readonly message: JsonRpcResponse }
-  | { readonly kind: 'invalid'; readonly id: JsonRpcId | null; readonly reason: string };
+  /** `code`: Invalid Request (-32600) unless it says otherwise. */
+  | { readonly kind: 'invalid'; readonly id: JsonRpcId | null; readonly reason: string; readonly code?: number };
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -101,4 +102,23 @@ export function errorResponse(id: JsonRpcId | null, code: number, message: strin
 
 export function resultResponse(id: JsonRpcId, result: Record<string, unknown>): JsonRpcResult {
   return { jsonrpc: '2.0', id, result };
+}
+
+/**
+ * A message that holds a number its parse changed (`problem`, see `inexactNumbersByElement`): a request or a
+ * notification is refused with Invalid params (the request by its id); a response, an answer an upstream awaits, is
+ * passed on as an error instead, so the call waiting for it ends now rather than at its timeout.
+ */
+export function refuseInexact(item: Classified, problem: string | undefined): Classified {
+  if (problem === undefined || item.kind === 'invalid') return item;
+  if (item.kind === 'response') {
+    return { kind: 'response', message: errorResponse(item.message.id, JSON_RPC.INVALID_PARAMS, `The client's answer could not be passed on: ${problem}`) };
+  }
+  return { kind: 'invalid', id: item.kind === 'request' ? item.message.id : null, reason: problem, code: JSON_RPC.INVALID_PARAMS };
+}
+
+/** The error an invalid message is answered with: its code, and the reason after the code's name. */
+export function invalidMessageError(item: { readonly code?: number; readonly reason: string }): { readonly code: number; readonly message: string } {
+  const code = item.code ?? JSON_RPC.INVALID_REQUEST;
+  return { code, message: `${code === JSON_RPC.INVALID_PARAMS ? 'Invalid params' : 'Invalid Request'}: ${item.reason}` };
 }

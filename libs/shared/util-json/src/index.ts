@@ -1,0 +1,1 @@
+export { inexactNumberIn, inexactNumbersByElement } from './lib/exact-numbers';

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { inexactNumberIn, inexactNumbersByElement } from './exact-numbers';
+
+describe('inexactNumberIn', () => {
+  it('names a number the parse changes, wherever it is and however it is written', () => {
+    expect(inexactNumberIn('{"a":[1,{"b":9007199254740993}]}')).toContain('9007199254740993');
+    expect(inexactNumberIn('[-9007199254740993]')).toContain('cannot be passed on exactly');
+    // The same integers written with a fraction or an exponent.
+    for (const text of ['9007199254740993.0', '9007199254740993e0', '90071992547409930E-1', '9.007199254740993e15', '12345678901234567.0']) {
+      expect(inexactNumberIn(`{"n":${text}}`), text).toContain('cannot be passed on exactly');
+    }
+    expect(inexactNumberIn('{"x":1.00000000000000000001}')).toContain('cannot be passed on exactly');
+    // Even the float's own value written out in full: it is passed on as 0.1, another decimal.
+    expect(inexactNumberIn('{"x":0.1000000000000000055511151231257827}')).toContain('cannot be passed on exactly');
+    expect(inexactNumberIn('{"x":1e400}')).toContain('past the range');
+    expect(inexactNumberIn('{"x":-2.5E+308}')).toContain('past the range');
+    expect(inexactNumberIn('{"x":1e-400}')).toContain('too small');
+    expect(inexactNumberIn(`{"x":${'9'.repeat(400)}}`)).toMatch(/the number 9{40}… is past/);
+  });
+
+  it('passes numbers the parse keeps, and anything inside strings', () => {
+    for (const text of [
+      '{"a":9007199254740991}',
+      '[9007199254740992, -9007199254740992]',
+      '{"a":1e300,"b":1.5e-300,"c":123.456e-7}',
+      '[0e999, 0.0e-999, -0, 0.0000000000000000]',
+      '{"a":123456789012345.5,"b":0.1000000000000000}',
+      '{"a":100000000000000000000,"b":1.0000000000000000e2,"c":5e-324}',
+    ]) {
+      expect(inexactNumberIn(text), text).toBeUndefined();
+    }
+    expect(inexactNumberIn('{"s":"12345678901234567890 1e999","t":"\\\\","u":"a\\"9007199254740993"}')).toBeUndefined();
+    // A string ending in an escaped backslash does not swallow the number after it.
+    expect(inexactNumberIn('{"s":"x\\\\","n":9007199254740993}')).toContain('9007199254740993');
+  });
+});
+
+describe('inexactNumbersByElement', () => {
+  it('tells which element of a top-level array holds one, and counts a single message as element 0', () => {
+    const batch = '[{"id":1,"p":[1,2,{"x":3}]}, {"id":2,"n":9007199254740993}, {"id":"a,b","n":1}, {"id":4,"n":[1e999]}]';
+    expect([...(inexactNumbersByElement(batch) ?? new Map()).keys()]).toEqual([1, 3]);
+    expect([...(inexactNumbersByElement(' {"a":[1,2],"n":1e999}') ?? new Map()).keys()]).toEqual([0]);
+    expect(inexactNumbersByElement('[1,2,3]')).toBeUndefined();
+  });
+});

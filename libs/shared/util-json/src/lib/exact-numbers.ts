@@ -1,0 +1,98 @@
+/**
+ * Numbers in a JSON text that `JSON.parse` does not keep. JavaScript reads every JSON number as a 64-bit float, and
+ * writes it back as the shortest decimal that reads as the same float: for most numbers that is the very value written
+ * (`0.1`, `1e300`, `123456789012345`), but not for one with more significant digits than a float holds
+ * (`9007199254740993` is written back as …992, `9007199254740993.0` and `1.00000000000000000001` too), one past the
+ * float range (`1e400` becomes Infinity, then `null`) or a non-zero one below it (`1e-400` becomes 0). A process that
+ * parses JSON and serialises it again for someone else (the gateway forwarding a tool call, the control plane storing
+ * an approver's edit) would pass on another value than the one it was sent, and nobody would be told.
+ */
+
+/**
+ * Only a literal of 16 or more digits (a dot among them allowed) or with a three-digit exponent can be such a number:
+ * any other is written back as it was. Most texts pass this one scan.
+ */
+const SUSPECT = /\d[\d.]{15}|[eE][+-]?\d{3}/;
+
+const MAX_SHOWN = 40;
+
+/** A decimal literal as sign, significant digits (no leading or trailing zeros) and power of ten: "0" for zero. */
+function canonical(literal: string): string {
+  const negative = literal.startsWith('-');
+  const body = negative ? literal.slice(1) : literal;
+  const exponentAt = body.search(/[eE]/);
+  const mantissa = exponentAt < 0 ? body : body.slice(0, exponentAt);
+  const exponent = exponentAt < 0 ? 0 : Number(body.slice(exponentAt + 1));
+  const point = mantissa.indexOf('.');
+  const whole = point < 0 ? mantissa : mantissa.slice(0, point);
+  const fraction = point < 0 ? '' : mantissa.slice(point + 1);
+  let digits = (whole + fraction).replace(/^0+/, '');
+  if (digits === '') return '0';
+  let power = exponent - fraction.length;
+  const trimmed = digits.replace(/0+$/, '');
+  power += digits.length - trimmed.length;
+  digits = trimmed;
+  return `${negative ? '-' : ''}${digits}e${power}`;
+}
+
+/** What is wrong with one number literal, or undefined when the parse keeps its value. */
+function literalProblem(literal: string): string | undefined {
+  const value = Number(literal);
+  const shown = literal.length > MAX_SHOWN ? `${literal.slice(0, MAX_SHOWN)}…` : literal;
+  if (!Number.isFinite(value)) return `the number ${shown} is past the range of JSON numbers that can be passed on`;
+  const written = canonical(literal);
+  if (value === 0) return written === '0' ? undefined : `the number ${shown} is too small to be passed on (it would become 0)`;
+  if (canonical(String(value)) === written) return undefined;
+  return `the number ${shown} cannot be passed on exactly (numbers are read as 64-bit floating point: at most 15 to 17 significant digits)`;
+}
+
+/**
+ * Every number of `text` whose value the parse changes, by the top-level element it is in (the index within a
+ * top-level array; 0 for any other text), the first one of each described for an error message. `text` must be
+ * well-formed JSON (call it once `JSON.parse` has succeeded); strings are skipped whole, escapes included. Undefined
+ * when there is none.
+ */
+export function inexactNumbersByElement(text: string): ReadonlyMap<number, string> | undefined {
+  if (!SUSPECT.test(text)) return undefined;
+  let found: Map<number, string> | undefined;
+  const length = text.length;
+  const topArray = text.charCodeAt(text.search(/\S/)) === 0x5b;
+  let depth = 0;
+  let element = 0;
+  let index = 0;
+  while (index < length) {
+    const code = text.charCodeAt(index);
+    if (code === 0x22) {
+      // A string: to its closing quote, stepping over escaped characters.
+      index += 1;
+      while (index < length) {
+        const inner = text.charCodeAt(index);
+        if (inner === 0x5c) index += 2;
+        else {
+          index += 1;
+          if (inner === 0x22) break;
+        }
+      }
+    } else if (code === 0x2d || (code >= 0x30 && code <= 0x39)) {
+      const start = index;
+      index += 1;
+      while (index < length && /[0-9.eE+-]/.test(text[index] as string)) index += 1;
+      if (found?.has(element) !== true) {
+        const problem = literalProblem(text.slice(start, index));
+        if (problem !== undefined) (found ??= new Map()).set(element, problem);
+      }
+    } else {
+      if (code === 0x5b || code === 0x7b) depth += 1;
+      else if (code === 0x5d || code === 0x7d) depth -= 1;
+      else if (code === 0x2c && depth === 1 && topArray) element += 1;
+      index += 1;
+    }
+  }
+  return found;
+}
+
+/** The first number of `text` whose value the parse changes, described for an error message (see above). */
+export function inexactNumberIn(text: string): string | undefined {
+  const found = inexactNumbersByElement(text);
+  return found === undefined ? undefined : [...found.values()][0];
+}
