@@ -1,4 +1,4 @@
-export { Cancellation } from './lib/cancellation/cancellation';
+export { Cancellation, untilAborted } from './lib/cancellation/cancellation';
 export type { CancelSignal } from './lib/cancellation/cancellation';
 export { classify, errorResponse, invalidMessageError, isId, JSON_RPC, refuseInexact, resultResponse } from './lib/protocol/json-rpc';
 export type {

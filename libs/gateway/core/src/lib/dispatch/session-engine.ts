@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   Cancellation,
+  untilAborted,
   negotiateVersion,
   newSessionId,
   resultResponse,
@@ -181,24 +182,8 @@ function asAbortSignal(signal: CancelSignal): AbortSignal {
  * `promise`, or an upstream timeout once `deadline` fires first. The promise itself goes on (a connect under way is
  * kept for the next request): only this caller stops waiting.
  */
-function untilAborted<T>(promise: Promise<T>, deadline: AbortSignal | undefined): Promise<T> {
-  if (deadline === undefined) return promise;
-  if (deadline.aborted) return Promise.reject(new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'));
-    deadline.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        deadline.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        deadline.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
+const untilDeadline = <T>(promise: Promise<T>, deadline: AbortSignal | undefined): Promise<T> =>
+  untilAborted(promise, deadline, () => new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'));
 
 /**
  * `record` with the subscriptions `held` (URI → upstream id) added, or undefined when that changes nothing: all held
@@ -2317,7 +2302,7 @@ export class SessionEngine {
     // One deadline for the whole of a page: getting the upstream session (a stdio or legacy SSE upstream reconnecting
     // takes up to its connect timeout) and the page. A slow upstream drops out of this answer; it never holds it. The
     // page request is this listing's own (a cached page is one that arrived whole), so its cancellation is too: the
-    // agent's cancel reaches no other listing's, and the connect under way is kept (`untilAborted`).
+    // agent's cancel reaches no other listing's, and the connect under way is kept (`untilDeadline`).
     const fetchPage = (target: PendingPage, withinMs: number) => {
       const signal = cancelled === undefined ? AbortSignal.timeout(withinMs) : AbortSignal.any([AbortSignal.timeout(withinMs), cancelled]);
       return this.onUpstream(
@@ -2846,7 +2831,7 @@ export class SessionEngine {
     const underway = waitMs > 0 ? [...live.joining].filter(([upstreamId]) => only === undefined || upstreamId === only).map(([, join]) => join) : [];
     if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
     const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId)));
-    if (waitMs > 0) await untilAborted(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
+    if (waitMs > 0) await untilDeadline(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
     else await joins;
   }
 
@@ -3622,7 +3607,7 @@ export class SessionEngine {
     const timeoutMs = this.deps.options.listTimeoutMs;
     const signal = AbortSignal.timeout(timeoutMs);
     try {
-      const source = record ?? (await untilAborted(this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id), signal)) ?? live.record;
+      const source = record ?? (await untilDeadline(this.deps.sessions.reload?.(live.record.id) ?? this.deps.sessions.get(live.record.id), signal)) ?? live.record;
       const capabilities = session.info.capabilities;
       const resources = capabilities['resources'];
       // With the subscriptions this replica holds that the store could not record (`unrecorded`): the upstream took
@@ -3635,7 +3620,7 @@ export class SessionEngine {
       const sent: Promise<unknown>[] = uris.map((uri) => session.request('resources/subscribe', { uri }, { signal, timeoutMs }));
       if (level !== undefined) sent.push(session.request('logging/setLevel', { level }, { signal, timeoutMs }));
       if (sent.length === 0) return;
-      const settled = await untilAborted(Promise.allSettled(sent), signal);
+      const settled = await untilDeadline(Promise.allSettled(sent), signal);
       // A subscription the new session refused (resource not found, invalid params: the resource is gone) leaves the
       // record: kept, it would count toward the bound and be sent again on every renewal. One that failed otherwise (a
       // timeout, an internal error of an upstream still starting) stays.
@@ -3672,7 +3657,7 @@ export class SessionEngine {
     run: (session: UpstreamSession) => Promise<T>,
     deadline?: AbortSignal,
   ): Promise<T> {
-    const session = await untilAborted(this.upstream(live, upstreamId, traceId), deadline);
+    const session = await untilDeadline(this.upstream(live, upstreamId, traceId), deadline);
     try {
       return await run(session);
     } catch (error) {
@@ -3683,7 +3668,7 @@ export class SessionEngine {
         // start upstream sessions at the agent's request rate.
         if (!(await this.adoptStoredUpstream(live, upstreamId, session))) throw error;
       }
-      return run(await untilAborted(this.upstream(live, upstreamId, traceId), deadline));
+      return run(await untilDeadline(this.upstream(live, upstreamId, traceId), deadline));
     }
   }
 

@@ -10,6 +10,29 @@ export interface CancelSignal {
 }
 
 /**
+ * `promise`, or the error `stopped()` makes once `signal` aborts first: only this caller stops waiting, the promise
+ * itself goes on. `stopped` runs at most once, and not at all if the promise settles first.
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: CancelSignal | undefined, stopped: () => unknown): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(stopped());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(stopped());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
  * A per-request AbortController without the EventTarget: the gateway makes one for every request it serves, and a
  * request has at most a few listeners (the upstream call, a held approval), so a plain array does. Same semantics as
  * AbortController where request paths rely on them: `abort` runs each listener once, in order, and only the first

@@ -16,13 +16,19 @@ import { createUpstreamConnector } from '../upstream-connector';
 
 const fixture = fileURLToPath(new URL('../../test-fixtures/stdio-fixture-server.mjs', import.meta.url));
 
-describe('a shared stdio process: a subscribe and an unsubscribe of one session in flight together', () => {
+/** The connectors and sessions a test opens, closed after each test of the describe block that calls it. */
+function closedAfterEach(): { connectors: UpstreamConnector[]; sessions: UpstreamSession[] } {
   const connectors: UpstreamConnector[] = [];
   const sessions: UpstreamSession[] = [];
   afterEach(async () => {
     await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
     await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
   });
+  return { connectors, sessions };
+}
+
+describe('a shared stdio process: a subscribe and an unsubscribe of one session in flight together', () => {
+  const { connectors, sessions } = closedAfterEach();
 
   it('leaves no phantom subscriber: a later session\'s subscribe reaches the process and it hears of updates', async () => {
     const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
@@ -72,12 +78,7 @@ describe('a shared stdio process: a subscribe and an unsubscribe of one session 
 });
 
 describe('a shared stdio process, one session subscribing twice and giving up the first', () => {
-  const connectors: UpstreamConnector[] = [];
-  const sessions: UpstreamSession[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-  });
+  const { connectors, sessions } = closedAfterEach();
 
   it('still counts the session whose second subscribe succeeded: it hears of updates', async () => {
     const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
@@ -106,12 +107,7 @@ describe('a shared stdio process, one session subscribing twice and giving up th
 });
 
 describe('a shared stdio process, sessions leaving before their subscribes are answered', () => {
-  const connectors: UpstreamConnector[] = [];
-  const sessions: UpstreamSession[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-  });
+  const { connectors, sessions } = closedAfterEach();
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
   /** A process whose subscribes are taken 300 ms after they arrive, whatever happens meanwhile; `w` watches it. */
@@ -173,12 +169,7 @@ describe('a shared stdio process, sessions leaving before their subscribes are a
 });
 
 describe('a process serving one session asks the client something while it handles the subscribe', () => {
-  const connectors: UpstreamConnector[] = [];
-  const sessions: UpstreamSession[] = [];
-  afterEach(async () => {
-    await Promise.allSettled(sessions.splice(0).map((s) => s.close()));
-    await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
-  });
+  const { connectors, sessions } = closedAfterEach();
 
   // A stdio server that, on resources/subscribe, asks roots/list first and answers the subscribe once it has the roots.
   const server = `

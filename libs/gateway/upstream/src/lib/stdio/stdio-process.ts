@@ -8,6 +8,7 @@ import {
   REFUSED_SUBSCRIPTION_CODES,
   secretMaskOf,
   UpstreamRpcError,
+  untilAborted,
   type CancelSignal,
   type ClientIdentity,
   type JsonRpcId,
@@ -292,23 +293,9 @@ export class StdioProcess {
         throw error;
       },
     );
-    if (signal === undefined) return sent;
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        step.failed?.();
-        reject(abortReason(signal));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      sent.then(
-        (result) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(result);
-        },
-        (error: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      );
+    return untilAborted(sent, signal, () => {
+      step.failed?.();
+      return signal === undefined ? errors.closed() : abortReason(signal);
     });
   }
 
