@@ -328,11 +328,11 @@ describe('approvals API', () => {
     expect((await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } })).status).toBe('pending');
   });
 
-  it('refuses edited arguments with a number JSON cannot carry (1e400 read as Infinity was stored as null): 400, still pending', async () => {
+  it('refuses edited arguments with a number the parse would change (1e400 was stored as null, 9007199254740993 as …992, 1e-400 as 0): 400, still pending', async () => {
     const { t, admin, base } = await setup();
     const approval = await held(t.id, { args: { path: '/tmp/a', count: 1 } });
     const fastify = (cp.app as NestFastifyApplication).getHttpAdapter().getInstance();
-    // Raw text: JSON.stringify cannot write 1e400, it is only ever what a client sends.
+    // Raw text: JSON.stringify cannot write these numbers, they are only ever what a client sends.
     const approve = (edited: string) =>
       fastify.inject({
         method: 'POST',
@@ -340,18 +340,24 @@ describe('approvals API', () => {
         headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' },
         payload: `{"argumentsHash":"${approval.argumentsHash}","arguments":${edited}}`,
       });
-    for (const [edited, path] of [
-      ['{"path":"/tmp/a","count":1e400}', 'arguments.count'],
-      ['{"path":"/tmp/a","limits":{"low":0,"high":[1,-1e999]}}', 'arguments.limits.high.1'],
+    for (const [edited, number] of [
+      ['{"path":"/tmp/a","count":1e400}', '1e400'],
+      ['{"path":"/tmp/a","limits":{"low":0,"high":[1,-1e999]}}', '-1e999'],
+      ['{"path":"/tmp/a","account":9007199254740993}', '9007199254740993'],
+      ['{"path":"/tmp/a","count":1,"ratio":1e-400}', '1e-400'],
     ] as const) {
       const res = await approve(edited);
       expect(res.statusCode, edited).toBe(400);
-      expect(res.json()).toMatchObject({ code: 'VALIDATION_FAILED', errors: [{ path, message: expect.stringContaining('finite') }] });
+      expect(res.headers['content-type']).toContain('application/problem+json');
+      expect(res.json(), edited).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringContaining(`number ${number} `) });
     }
     const row = await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true, editedArguments: true } });
     expect(row).toEqual({ status: 'pending', editedArguments: null });
-    // Large numbers JSON does carry are kept as written.
-    expect((await approve('{"path":"/tmp/a","count":1e300}')).statusCode).toBe(200);
+    // Numbers JSON carries exactly are kept as written: the largest safe integer, a fraction, a large exponent.
+    const kept = await approve('{"path":"/tmp/a","account":9007199254740991,"ratio":0.5,"count":1e300}');
+    expect(kept.statusCode).toBe(200);
+    const approved = await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true, editedArguments: true } });
+    expect(approved).toEqual({ status: 'approved', editedArguments: { path: '/tmp/a', account: 9007199254740991, ratio: 0.5, count: 1e300 } });
   });
 
   it('says what each held call is (a prompt is not the tool of the same name), and filters the list by kind', async () => {

@@ -22,6 +22,10 @@ const MAX_ARGUMENT_DEPTH = 64;
  * JSON cannot carry (Infinity, NaN; `JSON.parse` reads `1e400` as Infinity, and `JSON.stringify` writes it back as
  * null, so stored, the call would run with a value the approver never wrote). One iterative walk, so any depth is safe
  * to check; an entry names only its own key and parent, and a path is built only for the number found.
+ * Over HTTP the control plane's JSON body parser (`createHttpApp`) refuses such a number in the text before this schema
+ * runs, along with the ones the parse changes without a trace here (an integer past 2^53 rounded, `1e-400` read as 0).
+ * The check stays as defence in depth: the walk is made for the depth bound anyway, and this schema is a contract that
+ * may be given values that never were JSON text (built in code, parsed by something else).
  */
 function jsonProblem(value: unknown, max: number): { tooDeep: true } | { nonFinite: (string | number)[] } | undefined {
   interface Step {

@@ -24,6 +24,10 @@ class ThingsController {
   create(@Body() body: unknown) {
     return z.object({ name: z.string().min(1) }).parse(body);
   }
+  @Post('echo')
+  echo(@Body() body: unknown) {
+    return body;
+  }
   @Get('conflict')
   conflict() {
     throw new AppError('CONFLICT', 'That thing already exists.');
@@ -112,6 +116,38 @@ describe('createHttpApp', () => {
     });
     expect(wrongType.statusCode).toBe(415);
     expect(wrongType.json()).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE' });
+  });
+
+  it('refuses a JSON body with a number its parse would change, keeps every other, and answers bad JSON as before', async () => {
+    const post = (payload: string, contentType = 'application/json') =>
+      inject({ method: 'POST', url: '/things/echo', headers: { 'content-type': contentType }, payload });
+    for (const [payload, number] of [
+      ['{"account":9007199254740993}', '9007199254740993'],
+      ['{"a":{"b":[1,1e-400]}}', '1e-400'],
+      ['[1e400]', '1e400'],
+    ] as const) {
+      const refused = await post(payload);
+      expect(refused.statusCode, payload).toBe(400);
+      expect(refused.headers['content-type']).toContain('application/problem+json');
+      expect(refused.json(), payload).toMatchObject({ status: 400, code: 'VALIDATION_FAILED', detail: expect.stringContaining(`number ${number} `) });
+    }
+    const kept = await post('{"account":9007199254740991,"ratio":0.5,"big":1e300,"zero":0.0,"text":"9007199254740993"}', 'application/json; charset=utf-8');
+    expect(kept.statusCode).toBe(201);
+    expect(kept.json()).toEqual({ account: 9007199254740991, ratio: 0.5, big: 1e300, zero: 0, text: '9007199254740993' });
+    // The parser's own refusals are Fastify's, as they were: bad JSON (even with such a number in it), an empty body, a
+    // poisoned prototype; a +json type is still not accepted.
+    for (const [payload, detail] of [
+      ['{"account":9007199254740993', /not valid JSON/],
+      ['', /cannot be empty/],
+      ['{"__proto__":{"admin":true}}', /not valid JSON/],
+      ['{"constructor":{"prototype":{"admin":true}}}', /not valid JSON/],
+    ] as const) {
+      const res = await post(payload);
+      expect(res.statusCode, payload).toBe(400);
+      expect(res.headers['content-type']).toContain('application/problem+json');
+      expect(res.json(), payload).toMatchObject({ status: 400, code: 'BAD_REQUEST', detail: expect.stringMatching(detail) });
+    }
+    expect((await post('{"account":1}', 'application/merge-patch+json')).statusCode).toBe(415);
   });
 
   it('maps AppErrors by code, unknown routes to 404, and keeps a traceparent trace id', async () => {

@@ -1,8 +1,10 @@
 import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import { AppError } from '@portcullis/shared/util-errors';
+import { inexactNumberIn } from '@portcullis/shared/util-json';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import { LogController, type FastifyBodyParser, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { PinoNestLogger } from './pino-nest-logger';
 import { sendRouterProblem } from './problem-details';
@@ -53,9 +55,34 @@ function fastifyTrustProxy(trust: boolean | number | readonly string[]): boolean
 }
 
 /**
+ * The JSON body parser: the one Nest registers for `application/json` (Fastify's own, with its `onProtoPoisoning` and
+ * `onConstructorPoisoning` settings, over the body read as UTF-8 whatever its charset says), and one check more. A
+ * body with a number `JSON.parse` would change (an integer past 2^53, `1e-400`, `1e400`; see
+ * `@portcullis/shared/util-json`) is refused 400 VALIDATION_FAILED naming the number: parsed, it would be stored or
+ * passed on as a value the caller never wrote (an approver's edited arguments, say), and nobody could tell afterwards.
+ * The parser's own errors (empty body, bad JSON, a poisoned prototype) are Fastify's, as before.
+ */
+function exactJsonBodyParser(fastify: FastifyInstance): FastifyBodyParser<Buffer> {
+  const { onProtoPoisoning, onConstructorPoisoning } = fastify.initialConfig;
+  const parse = fastify.getDefaultJsonParser(onProtoPoisoning ?? 'error', onConstructorPoisoning ?? 'error');
+  return (request, body, done) => {
+    const text = body.toString('utf8');
+    parse(request, text, (error, parsed) => {
+      if (error) {
+        done(error, undefined);
+        return;
+      }
+      const inexact = inexactNumberIn(text);
+      if (inexact === undefined) done(null, parsed);
+      else done(new AppError('VALIDATION_FAILED', `The request body is not valid: ${inexact}.`), undefined);
+    });
+  };
+}
+
+/**
  * A Nest application on Fastify with the house rules: pino request logs, request ids, problem+json for
  * every error (Fastify's own parse errors and unknown routes reach the same filter, and what its router refuses before
- * any route is answered alike). Pair it with
+ * any route is answered alike), JSON bodies refused when their parse would change a number. Pair it with
  * `installGracefulShutdown`.
  */
 export async function createHttpApp(
@@ -90,6 +117,8 @@ export async function createHttpApp(
     bufferLogs: false,
   });
   app.useGlobalFilters(new ProblemDetailsFilter(options.logger));
+  // In place of the one Nest would register at init (only `application/json`: `+json` types stay 415), same limit.
+  app.useBodyParser('application/json', { bodyLimit: options.bodyLimitBytes }, exactJsonBodyParser(app.getHttpAdapter().getInstance()));
   return app;
 }
 
