@@ -232,7 +232,8 @@ describe('client capabilities the gateway relays to its upstreams', () => {
   });
 
   it('well-formed ones open a session with the tenant\'s upstreams', async () => {
-    const init = await initialize({ roots: { listChanged: true }, elicitation: {}, sampling: { tools: {} } });
+    // `sampling.context` of any shape: never relayed (and a 2025-06-18 client may send one the newer schema refuses).
+    const init = await initialize({ roots: { listChanged: true }, elicitation: {}, sampling: { tools: {}, context: true } });
     expect(init.status).toBe(200);
     await init.text();
     const headers = { ...HEADERS(), 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' };

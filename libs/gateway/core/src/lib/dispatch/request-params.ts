@@ -43,8 +43,9 @@ export function completionProblem(params: Readonly<Record<string, unknown>>): st
   return textMapProblem(context['arguments'], 'context.arguments');
 }
 
+// `sampling.context` is never relayed (see relayableClientCapabilities), so whatever it is does not matter here.
 const OPTIONAL_OBJECTS: Readonly<Record<string, readonly string[]>> = {
-  sampling: ['context', 'tools'],
+  sampling: ['tools'],
   elicitation: ['form', 'url'],
   roots: [],
 };
