@@ -220,6 +220,8 @@ export async function startTestGateway(options: {
    * an inner `_` would be dropped). The conformance suite's fixed names need it; the data plane takes any valid one.
    */
   readonly toolSeparator?: string;
+  /** The upstreams' circuit breaker; default: one that practically never opens (specs about other things). */
+  readonly breaker?: { readonly failureThreshold: number; readonly cooldownMs: number };
 }): Promise<TestGateway> {
   const parsed = gatewayConfigSchema.parse({
     NODE_ENV: 'test',
@@ -261,7 +263,7 @@ export async function startTestGateway(options: {
       maxStdioProcessesPerUpstream: 2,
       stdioIdleMs: 60_000,
       allowPrivateNetworks: true,
-      breaker: { failureThreshold: 1_000, cooldownMs: 1_000 },
+      breaker: options.breaker ?? { failureThreshold: 1_000, cooldownMs: 1_000 },
     }),
   });
   await app.listen({ host: '127.0.0.1', port: options.port ?? 0 });

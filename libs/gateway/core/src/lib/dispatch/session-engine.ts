@@ -4327,7 +4327,14 @@ export class SessionEngine {
   }
 
   private logUpstreamFailure(config: UpstreamConfig, operation: string, error: unknown, traceId: string): void {
-    const reason = error instanceof UpstreamUnavailableError ? error.reason : error instanceof UpstreamRpcError ? `rpc_${error.code}` : 'error';
+    const reason =
+      error instanceof UpstreamUnavailableError
+        ? error.reason
+        : error instanceof UpstreamRpcError
+          ? `rpc_${error.code}`
+          : error instanceof DOMException && error.name === 'TimeoutError'
+            ? 'timeout'
+            : 'error';
     // An upstream's own error text comes with its configured secrets masked already (maskUpstreamError); anything else
     // that looks like a credential goes too, and the text is cut (it is the upstream's to make as long as it likes).
     const detail = error instanceof Error ? (redactSecrets(error.message.slice(0, MAX_LOGGED_DETAIL)) as string) : undefined;
