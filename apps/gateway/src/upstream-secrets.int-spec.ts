@@ -1,6 +1,7 @@
 /**
- * An upstream that quotes the credentials the gateway injected (in a JSON-RPC error's message or data) must show them
- * neither to the agent nor in the gateway's log: over Streamable HTTP (headers) and stdio (env and credential flags).
+ * An upstream that quotes the credentials the gateway injected (in a JSON-RPC error's message or data, in its
+ * instructions, in what its listing says of a tool) must show them neither to the agent nor in the gateway's log: over
+ * Streamable HTTP (headers) and stdio (env and credential flags).
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
@@ -50,9 +51,12 @@ async function startQuotingUpstream(port: number): Promise<Server> {
         res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, ...body }));
       };
       if (message.method === 'initialize') {
-        answer({ result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'quoting', version: '1' } } });
+        const instructions = `Authenticate with ${String(req.headers['authorization'])}`;
+        answer({ result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'quoting', version: '1' }, instructions } });
       } else if (message.method === 'tools/list') {
-        answer({ result: { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }, { name: 'fail', inputSchema: { type: 'object' } }] } });
+        const description = `Calls the API as ${String(req.headers['authorization'])}`;
+        const schema = { type: 'object', properties: { key: { type: 'string', description: `defaults to ${String(req.headers['x-upstream-key'])}` } } };
+        answer({ result: { tools: [{ name: 'refuse', description, inputSchema: schema }, { name: 'fail', inputSchema: { type: 'object' } }] } });
       } else if ((message.params as { name?: string } | undefined)?.name === 'fail') {
         // What the SDKs make of an exception thrown in a tool: an error result, quoting here what the tool was sent.
         answer({ result: { content: [{ type: 'text', text: `upstream API said: bad credentials ${String(req.headers['authorization'])}` }], isError: true } });
@@ -132,5 +136,20 @@ describe('an upstream quoting the credentials the gateway gave it', () => {
       expect(web.text + local.text + failed.text).not.toContain(secret);
       expect(gateway.logs()).not.toContain(secret);
     }
+  }, 30_000);
+
+  it('has them masked in its instructions and in what it lists, its tools still called by their names', async () => {
+    const init = await rpc(undefined, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? undefined;
+    await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    expect(JSON.parse(init.text).result.instructions).toContain('web: Authenticate with [redacted]');
+    const listed = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/list' });
+    type Listed = { name: string; description?: string; inputSchema: { properties?: { key?: { description?: string } } } };
+    const refuse = (JSON.parse(listed.text).result.tools as Listed[]).find((tool) => tool.name === 'web__refuse');
+    expect(refuse?.description).toBe('Calls the API as [redacted]');
+    expect(refuse?.inputSchema.properties?.key?.description).toBe('defaults to [redacted]');
+    const called = await rpc(sessionId, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'web__refuse', arguments: {} } });
+    expect(JSON.parse(called.text)).toMatchObject({ error: { code: -32001 } });
+    for (const secret of SECRETS) expect(init.text + listed.text).not.toContain(secret);
   }, 30_000);
 });

@@ -9,6 +9,7 @@ import {
   sessionElsewhere,
   sessionBelongsTo,
   maskValue,
+  maskListing,
   secretMaskOf,
   UpstreamRpcError,
   UpstreamUnavailableError,
@@ -1337,7 +1338,10 @@ export class SessionEngine {
   }
 
   /** What of an upstream's instructions this session's agent is told (`RequestHooks.instructions`). */
-  private instructionsFor(record: SessionRecord, config: UpstreamConfig, text: string | undefined, traceId: string): string | undefined {
+  private instructionsFor(record: SessionRecord, config: UpstreamConfig, given: string | undefined, traceId: string): string | undefined {
+    // The upstream's text the agent's model reads: without the credentials the gateway configured for it (an upstream
+    // that quotes the token it was sent must not show it to the agent).
+    const text = given ? secretMaskOf(config).mask(given) : given;
     const gate = this.deps.hooks?.instructions;
     if (!text || gate === undefined) return text;
     try {
@@ -2318,7 +2322,7 @@ export class SessionEngine {
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
-          const page = deepFreeze(await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs }));
+          const page = deepFreeze(this.maskedPage(live, target.upstreamId, spec.field, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs })));
           if (cache) pages?.set(key, page, generation, Date.now());
           return { page, fromCache: false };
         },
@@ -2443,7 +2447,7 @@ export class SessionEngine {
         async (session) => {
           const pages = live.upstreams.get(config.id)?.pages;
           const generation = pages?.generation ?? 0;
-          const page = deepFreeze(await session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs }));
+          const page = deepFreeze(this.maskedPage(live, config.id, spec.field, await session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs })));
           if (cacheMs > 0 && this.hearsChanges(live, session)) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
         },
         deadline,
@@ -2491,6 +2495,12 @@ export class SessionEngine {
     // The estimate errs by a character or two a part; should the cursor still be too long, one more part goes.
     if (fitted !== undefined && fitted.length > MAX_CURSOR_LENGTH) return this.mergedCursor(live, kind, kept.slice(0, -1), traceId, status);
     return fitted === undefined ? {} : { nextCursor: fitted };
+  }
+
+  /** A listing's page as it arrived, with the upstream's configured secrets masked in its items' texts (`maskListing`). */
+  private maskedPage(live: LiveSession, upstreamId: string, field: string, page: Record<string, unknown>): Record<string, unknown> {
+    const config = live.upstreams.get(upstreamId)?.config ?? this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
+    return config === undefined ? page : maskListing(config, page, field);
   }
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */

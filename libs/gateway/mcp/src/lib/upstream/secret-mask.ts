@@ -195,6 +195,34 @@ export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown 
   return copy ?? value;
 }
 
+/** What names a listed item: kept as the upstream wrote it (masked, a tool could no longer be called by its name). */
+const LISTED_IDENTITY = new Set(['name', 'uri', 'uriTemplate']);
+
+/**
+ * A page of an upstream's listing (`field`: `tools`, `prompts`, ...) with the secrets the gateway configured for it
+ * masked in what its items say (descriptions, titles, schemas, annotations), not in their names: like its instructions,
+ * it is the upstream's text the agent's model reads, and an upstream that quotes the credential it was sent must not
+ * show it there either. The same page when nothing needed masking.
+ */
+export function maskListing(config: UpstreamConfig, page: Record<string, unknown>, field: string): Record<string, unknown> {
+  const mask = secretMaskOf(config);
+  if (mask.longest === 0) return page;
+  const items = page[field];
+  if (!Array.isArray(items)) return page;
+  let copy: unknown[] | undefined;
+  items.forEach((item: unknown, index) => {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) return;
+    let masked: Record<string, unknown> | undefined;
+    for (const [key, value] of Object.entries(item as Record<string, unknown>)) {
+      if (LISTED_IDENTITY.has(key)) continue;
+      const after = maskValue(mask, value);
+      if (after !== value) (masked ??= { ...(item as Record<string, unknown>) })[key] = after;
+    }
+    if (masked !== undefined) (copy ??= [...items])[index] = masked;
+  });
+  return copy === undefined ? page : { ...page, [field]: copy };
+}
+
 /**
  * An upstream's JSON-RPC error with the secrets the gateway configured for it masked in its message and data: an
  * upstream that quotes the credential it was sent (`invalid token Bearer …`) must not show it to the agent, nor write
