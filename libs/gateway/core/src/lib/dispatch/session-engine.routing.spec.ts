@@ -800,6 +800,76 @@ describe('SessionEngine: what an upstream declared, per upstream', () => {
     expect(warned).toHaveLength(1);
     expect(warned[0]).toContain('bad name!');
   });
+
+  it('lists a name, URI or template an upstream repeats in a page once (its first item), and warns of it once', async () => {
+    const lines: string[] = [];
+    const tool = (name: string, description: string) => ({ name, description, inputSchema: { type: 'object' } });
+    const dupe: FakeUpstream & { prefix: string } = {
+      prefix: 'dupe',
+      capabilities: { tools: {}, prompts: {}, resources: {} },
+      handle: async (method) => {
+        if (method === 'tools/list') return { tools: [tool('same', 'first'), tool('other', 'x'), tool('same', 'second'), tool('same', 'third')] };
+        if (method === 'prompts/list') return { prompts: [{ name: 'p', description: 'first' }, { name: 'p', description: 'second' }] };
+        if (method === 'resources/list') return { resources: [{ uri: 'mem://a', name: 'first' }, { uri: 'mem://a', name: 'second' }] };
+        if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'mem://{k}', name: 'first' }, { uriTemplate: 'mem://{k}', name: 'second' }] };
+        return {};
+      },
+    };
+    const good: FakeUpstream & { prefix: string } = { prefix: 'good', capabilities: { tools: {} }, handle: async () => ({ tools: [tool('same', 'good')] }) };
+    const { engine } = build({ u1: dupe, u2: good }, { logger: createLogger({ service: 'spec', level: 'warn', destination: { write: (line: string) => void lines.push(line) } }) });
+    for (let i = 0; i < 2; i++) {
+      const { record } = await open(engine);
+      const list = async (method: string, field: string) => resultOf(await engine.request(record, req(method), NO_STREAM, 'trace'))[field];
+      expect(await list('tools/list', 'tools')).toEqual([
+        { name: 'dupe__same', description: 'first', inputSchema: { type: 'object' } },
+        { name: 'dupe__other', description: 'x', inputSchema: { type: 'object' } },
+        { name: 'good__same', description: 'good', inputSchema: { type: 'object' } },
+      ]);
+      expect(await list('prompts/list', 'prompts')).toEqual([{ name: 'dupe__p', description: 'first' }]);
+      expect(await list('resources/list', 'resources')).toEqual([{ uri: 'mem://a', name: 'first' }]);
+      expect(await list('resources/templates/list', 'resourceTemplates')).toEqual([{ uriTemplate: 'mem://{k}', name: 'first' }]);
+    }
+    const warned = lines.filter((line) => line.includes('more than once')).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(warned.map(({ upstream, kind, name }) => ({ upstream, kind, name }))).toEqual([
+      { upstream: 'dupe', kind: 'tools', name: 'same' },
+      { upstream: 'dupe', kind: 'prompts', name: 'p' },
+      { upstream: 'dupe', kind: 'resources', name: 'mem://a' },
+      { upstream: 'dupe', kind: 'resourceTemplates', name: 'mem://{k}' },
+    ]);
+  });
+
+  it('drops an upstream whose listing result has no list array out of the answer, logged as a failed page is', async () => {
+    const lines: string[] = [];
+    const answering = (prefix: string, result: Record<string, unknown>): FakeUpstream & { prefix: string } => ({ prefix, capabilities: { tools: {} }, handle: async () => result });
+    const { engine } = build(
+      { u1: answering('nulls', { tools: null }), u2: answering('text', { tools: 'none' }), u3: answering('none', {}), u4: answering('ok', { tools: [{ name: 'a', inputSchema: { type: 'object' } }] }) },
+      { logger: createLogger({ service: 'spec', level: 'warn', destination: { write: (line: string) => void lines.push(line) } }) },
+    );
+    const { record } = await open(engine);
+    expect(resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools']).toEqual([{ name: 'ok__a', inputSchema: { type: 'object' } }]);
+    const dropped = lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'upstream dropped out of the request');
+    expect(dropped.map(({ upstream, operation, reason, detail }) => ({ upstream, operation, reason, detail }))).toEqual(
+      ['none', 'nulls', 'text'].map((upstream) => ({ upstream, operation: 'tools/list', reason: 'error', detail: 'tools/list result has no tools array' })),
+    );
+  });
+
+  it('leaves out listed entries that are not objects, warning once per upstream and list, not per entry or per listing', async () => {
+    const lines: string[] = [];
+    const { engine } = build(
+      { u1: { prefix: 'mixed', capabilities: { tools: {}, prompts: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [1, 'x', null, [], { name: 'a', inputSchema: { type: 'object' } }] } : { prompts: [false, { name: 'p' }] }) } },
+      { logger: createLogger({ service: 'spec', level: 'warn', destination: { write: (line: string) => void lines.push(line) } }) },
+    );
+    for (let i = 0; i < 3; i++) {
+      const { record } = await open(engine);
+      expect(resultOf(await engine.request(record, req('tools/list'), NO_STREAM, 'trace'))['tools']).toEqual([{ name: 'mixed__a', inputSchema: { type: 'object' } }]);
+      expect(resultOf(await engine.request(record, req('prompts/list'), NO_STREAM, 'trace'))['prompts']).toEqual([{ name: 'mixed__p' }]);
+    }
+    const warned = lines.filter((line) => line.includes('not objects')).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(warned.map(({ upstream, kind }) => ({ upstream, kind }))).toEqual([
+      { upstream: 'mixed', kind: 'tools' },
+      { upstream: 'mixed', kind: 'prompts' },
+    ]);
+  });
 });
 
 describe('SessionEngine: progress of a task', () => {

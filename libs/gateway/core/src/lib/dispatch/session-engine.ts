@@ -52,7 +52,7 @@ import { redactSecrets } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
-import { ExposedItems } from '../listing/exposed-items';
+import { ExposedItems, type ItemKey } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
@@ -685,8 +685,8 @@ function belowAgentLevel(record: SessionRecord, notification: JsonRpcNotificatio
   return rank >= 0 && rank < LOG_LEVELS.indexOf(wanted);
 }
 
-/** Bad item names remembered as warned of; past this the memory starts afresh. */
-const MAX_BAD_NAMES_WARNED = 10_000;
+/** Skipped listing items remembered as warned of; past this the memory starts afresh. */
+const MAX_SKIPPED_WARNED = 10_000;
 
 /** Characters of an upstream failure's text that are logged. */
 const MAX_LOGGED_DETAIL = 500;
@@ -730,6 +730,9 @@ const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; c
   resources: { method: 'resources/list', field: 'resources', capability: 'resources' },
   resourceTemplates: { method: 'resources/templates/list', field: 'resourceTemplates', capability: 'resources' },
 };
+
+/** What names an item within one upstream's listing: no two items of a page share it. */
+const LIST_KEY: Readonly<Record<ListKind, ItemKey>> = { tools: 'name', prompts: 'name', resources: 'uri', resourceTemplates: 'uriTemplate' };
 
 const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> = {
   tools: 'tool',
@@ -1019,8 +1022,8 @@ export class SessionEngine {
   private readonly pending = new Map<string, PendingServerRequest>();
   /** Listed tools as plain ones (`withoutTaskSupport`), by the listed tool. */
   private readonly plainTools = new WeakMap<Record<string, unknown>, Record<string, unknown>>();
-  /** Item names already warned of as breaking the naming rules (`warnBadName`). */
-  private readonly badNamesWarned = new Set<string>();
+  /** Items already warned of as left out of the listings (`warnSkipped`). */
+  private readonly skippedWarned = new Set<string>();
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
@@ -2505,8 +2508,17 @@ export class SessionEngine {
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
   private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string, learn: boolean): unknown[] {
-    const raw = page[LIST_METHODS[kind].field];
-    let list: readonly Record<string, unknown>[] = Array.isArray(raw) ? raw.filter(isObject) : [];
+    const spec = LIST_METHODS[kind];
+    const raw = page[spec.field];
+    // A result without its list is no listing (`tools: null`, a string, nothing): that upstream fails it, and drops out
+    // of the answer with its reason logged as a failed page does, instead of listing nothing unexplained.
+    if (!Array.isArray(raw)) throw new Error(`${spec.method} result has no ${spec.field} array`);
+    // Entries that are no objects, and items naming again what an earlier one of the page named, are left out (the
+    // first kept): the gateway is the agent's one server, whose names are to be unique (see `ExposedItems.distinct`).
+    const distinct = this.exposed.distinct(raw, LIST_KEY[kind]);
+    if (distinct.notObjects > 0) this.warnSkipped(config, kind, { name: '' }, traceId, 'upstream listing holds entries that are not objects; skipped');
+    for (const name of distinct.repeated) this.warnSkipped(config, kind, { name }, traceId, 'upstream lists this name more than once in a page; the first kept, the others skipped');
+    let list = distinct.items;
     const filter = this.deps.hooks?.filter;
     if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
     const items: unknown[] = [];
@@ -2517,7 +2529,7 @@ export class SessionEngine {
       if (kind === 'tools' || kind === 'prompts') {
         const exposed = this.exposed.named(config.toolPrefix, item, kind === 'tools' ? 'tool' : 'prompt');
         if (exposed === null) {
-          this.warnBadName(config, kind, item, traceId);
+          this.warnSkipped(config, kind, item, traceId);
           continue;
         }
         const listed = plainTools ? this.withoutTaskSupport(exposed) : exposed;
@@ -2526,7 +2538,7 @@ export class SessionEngine {
         const uri = item['uri'];
         // A URI no read could name (longer than `byUri` takes) is not listed, nor routed: the agent could not read it.
         if (typeof uri === 'string' && uri.length > MAX_URI_LENGTH) {
-          this.warnBadName(config, kind, { name: uri.slice(0, 128) }, traceId, `resource URI longer than ${MAX_URI_LENGTH} characters; skipped`);
+          this.warnSkipped(config, kind, { name: uri.slice(0, 128) }, traceId, `resource URI longer than ${MAX_URI_LENGTH} characters; skipped`);
           continue;
         }
         // A URI two upstreams list goes to the one first in the listings' order (by prefix), whichever listing arrived
@@ -2542,7 +2554,7 @@ export class SessionEngine {
       } else {
         const template = item['uriTemplate'];
         if (typeof template === 'string' && template.length > MAX_URI_LENGTH) {
-          this.warnBadName(config, kind, { name: template.slice(0, 128) }, traceId, `resource template longer than ${MAX_URI_LENGTH} characters; skipped`);
+          this.warnSkipped(config, kind, { name: template.slice(0, 128) }, traceId, `resource template longer than ${MAX_URI_LENGTH} characters; skipped`);
           continue;
         }
         // A template already routed to this upstream (every listing of a session lists it again) builds nothing.
@@ -2579,15 +2591,16 @@ export class SessionEngine {
   }
 
   /**
-   * An upstream item whose name, prefixed, breaks MCP's naming rules is skipped: logged once per upstream configuration
-   * and name (bounded), not on every listing of every session, which an upstream with many such names would flood.
+   * An upstream item left out of the listings (its name, prefixed, breaks MCP's naming rules, an earlier item of its
+   * page had its name, its URI is too long) is logged once per upstream configuration, name and reason (bounded), not
+   * on every listing of every session, which an upstream with many such items would flood.
    */
-  private warnBadName(config: UpstreamConfig, kind: ListKind, item: Record<string, unknown>, traceId: string, why = 'upstream item name breaks the naming rules once prefixed; skipped'): void {
+  private warnSkipped(config: UpstreamConfig, kind: ListKind, item: Record<string, unknown>, traceId: string, why = 'upstream item name breaks the naming rules once prefixed; skipped'): void {
     const name = typeof item['name'] === 'string' ? item['name'].slice(0, 128) : '';
-    const key = `${config.id}@${config.version} ${kind} ${name}`;
-    if (this.badNamesWarned.has(key)) return;
-    if (this.badNamesWarned.size >= MAX_BAD_NAMES_WARNED) this.badNamesWarned.clear();
-    this.badNamesWarned.add(key);
+    const key = `${config.id}@${config.version} ${kind} ${name}\u0000${why}`;
+    if (this.skippedWarned.has(key)) return;
+    if (this.skippedWarned.size >= MAX_SKIPPED_WARNED) this.skippedWarned.clear();
+    this.skippedWarned.add(key);
     this.deps.logger.warn({ upstream: config.name, upstreamId: config.id, kind, name, traceId }, why);
   }
 

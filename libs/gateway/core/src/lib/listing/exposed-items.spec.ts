@@ -66,4 +66,16 @@ describe('ExposedItems', () => {
     expect(items.asIs(resource)).toBe(resource);
     expect(Object.isFrozen(resource.annotations.audience)).toBe(true);
   });
+
+  it('keeps the first item of each name (URI, template) of a list and the objects only, sorted out once per frozen list', () => {
+    const items = new ExposedItems('__');
+    const list = deepFreeze([{ name: 'a', n: 1 }, 7, { name: 'b' }, { name: 'a', n: 2 }, null, { name: 'a', n: 3 }, { description: 'no name' }, { description: 'none either' }]);
+    const distinct = items.distinct(list, 'name');
+    expect(distinct).toEqual({ items: [{ name: 'a', n: 1 }, { name: 'b' }, { description: 'no name' }, { description: 'none either' }], repeated: ['a'], notObjects: 2 });
+    expect(items.distinct(list, 'name')).toBe(distinct);
+    // A list with nothing to leave out is answered as it is.
+    const clean = deepFreeze([{ uri: 'mem://a' }, { uri: 'mem://b' }]);
+    expect(items.distinct(clean, 'uri').items).toBe(clean);
+    expect(items.distinct([{ uriTemplate: 'x/{k}' }, { uriTemplate: 'x/{k}' }], 'uriTemplate')).toEqual({ items: [{ uriTemplate: 'x/{k}' }], repeated: ['x/{k}'], notObjects: 0 });
+  });
 });

@@ -3,6 +3,19 @@ import { deepFreeze, isDeepFrozen } from './immutable';
 
 type Item = Record<string, unknown>;
 
+/** What identifies an item within one upstream's listing: a tool's or prompt's name, a resource's URI, a template. */
+export type ItemKey = 'name' | 'uri' | 'uriTemplate';
+
+/** The items of an upstream's listing page as the gateway lists them (see `ExposedItems.distinct`). */
+export interface DistinctItems {
+  /** The objects of the list, in its order, less those whose key an earlier one had. */
+  readonly items: readonly Item[];
+  /** Each key that was listed again (its later items left out), once. */
+  readonly repeated: readonly string[];
+  /** How many entries of the list were not objects (left out). */
+  readonly notObjects: number;
+}
+
 /**
  * Listed items as the agent sees them, built once per upstream item and reused for as long as the page holding that
  * item is (a session's cached listing page is answered many times). Each exposed item is deep-frozen: it is shared by
@@ -12,6 +25,8 @@ type Item = Record<string, unknown>;
 export class ExposedItems {
   // Keyed by the upstream's item object: a new page brings new objects, so nothing here outlives the page it came from.
   private readonly renamed = new WeakMap<object, { readonly prefix: string; readonly exposed: Item | null }>();
+  // Keyed by the page's list (an array frozen with its page): a cached page is sorted out once, not on every listing.
+  private readonly distinctLists = new WeakMap<object, { readonly key: ItemKey; readonly distinct: DistinctItems }>();
 
   constructor(private readonly separator: string) {}
 
@@ -29,8 +44,46 @@ export class ExposedItems {
     return exposed;
   }
 
+  /**
+   * The objects of an upstream's list, each `key` once: an item whose key an earlier item of the list had is left out,
+   * the first kept. The gateway is the agent's one server, whose tool names (and prompts', resources' URIs, templates)
+   * are to be unique (MCP 2025-11-25): a client refusing a listing with a name twice would lose every upstream's items.
+   * Within one page only: a later page is fetched by its own cursor, perhaps on another replica, and the pages of a
+   * listing are cached apart (and evicted apart), so what earlier pages held is not at hand without carrying it along.
+   * Remembered for a deep-frozen list (the engine freezes pages as they arrive).
+   */
+  distinct(list: readonly unknown[], key: ItemKey): DistinctItems {
+    const frozen = isDeepFrozen(list);
+    const known = frozen ? this.distinctLists.get(list) : undefined;
+    if (known !== undefined && known.key === key) return known.distinct;
+    const seen = new Set<string>();
+    const repeated = new Set<string>();
+    let notObjects = 0;
+    let items: Item[] | undefined;
+    for (let index = 0; index < list.length; index++) {
+      const entry = list[index];
+      const value = isObject(entry) ? entry[key] : undefined;
+      if (isObject(entry) && !(typeof value === 'string' && seen.has(value))) {
+        if (typeof value === 'string') seen.add(value);
+        items?.push(entry);
+        continue;
+      }
+      if (typeof value === 'string') repeated.add(value);
+      else notObjects++;
+      // The first entry left out: the items before it are copied, and those after it taken one by one.
+      items ??= list.slice(0, index) as Item[];
+    }
+    const distinct: DistinctItems = { items: items ?? (list as readonly Item[]), repeated: [...repeated], notObjects };
+    if (frozen) this.distinctLists.set(list, { key, distinct });
+    return distinct;
+  }
+
   /** A resource or resource template, listed as the upstream gave it (frozen in place). */
   asIs(item: Item): Item {
     return deepFreeze(item);
   }
+}
+
+function isObject(value: unknown): value is Item {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
