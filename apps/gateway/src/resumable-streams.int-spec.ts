@@ -415,13 +415,17 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(older).toMatch(/^s/);
     away.abort();
 
-    // While the agent is away, replica A keeps the stream parked and logs what the upstream announces.
-    const announce = (id: number) =>
-      fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
+    // While the agent is away, replica A keeps the stream parked and logs what the upstream announces. Each told at
+    // once: an upstream's list changes are told at most once a second, those between once at its end, which starts
+    // another second (the tools added above may have left one to tell).
+    const announce = async (id: number) => {
+      await new Promise((resolve) => setTimeout(resolve, 2_100));
+      return fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
         method: 'POST',
         headers: headers(sessionId),
         body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
       });
+    };
     expect((await announce(300)).status).toBe(200);
     expect((await announce(301)).status).toBe(200);
 

@@ -13,6 +13,8 @@ const engines = shutDownAfterEach<SessionEngine>();
 const req = requestMaker();
 const init = (): JsonRpcRequest => req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
 const listChanged: JsonRpcNotification = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' };
+/** A session-level message the agent hears of each time (list changes are told at most once a second). */
+const logMessage: JsonRpcNotification = { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A sink standing for an agent's standalone stream: what it was sent. */
@@ -122,28 +124,28 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
     const relayed = () => broadcast.filter((message) => message.type === 'standalone').length;
 
     // Younger than an announcement round and its lapse (50 ms here), A may not have heard of a stream: it broadcasts.
-    connector.emit('u1', listChanged, 'first');
+    connector.emit('u1', logMessage, 'first');
     expect(relayed()).toBe(1);
 
     await sleep(80);
-    connector.emit('u1', listChanged, 'first');
+    connector.emit('u1', logMessage, 'first');
     expect(relayed()).toBe(1);
 
     const stream = agentStream();
     const detach = b.attachStandalone(record, stream);
-    connector.emit('u1', listChanged, 'first');
+    connector.emit('u1', logMessage, 'first');
     expect(relayed()).toBe(2);
-    expect(stream.got).toEqual([listChanged]);
+    expect(stream.got).toEqual([logMessage]);
 
     // Past the lapse, B's periodic announcements keep its stream known.
     await sleep(150);
     expect(broadcast.some((message) => message.type === 'standalone-held')).toBe(true);
-    connector.emit('u1', listChanged, 'first');
+    connector.emit('u1', logMessage, 'first');
     expect(relayed()).toBe(3);
     expect(stream.got).toHaveLength(2);
 
     detach();
-    connector.emit('u1', listChanged, 'first');
+    connector.emit('u1', logMessage, 'first');
     expect(relayed()).toBe(3);
   });
 

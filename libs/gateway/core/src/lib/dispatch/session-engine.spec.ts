@@ -7,7 +7,7 @@ import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
 import { GatewayRequestError, MAX_IN_FLIGHT_PER_PRINCIPAL, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
-import { NO_STREAM } from './sinks';
+import { NO_STREAM, type MessageSink } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 let logs = '';
@@ -2354,6 +2354,97 @@ describe('SessionEngine: the agent\'s roots changing', () => {
     a.notification(onA, rootsChanged);
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(notices()).toBe(3);
+  });
+});
+
+describe("SessionEngine: a storm of an upstream's list changes", () => {
+  const toolsChanged = { jsonrpc: '2.0' as const, method: 'notifications/tools/list_changed' };
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  /** A session opened on replica A of two, upstream `u1` (tools with listChanged), and the lists-changed B heard of. */
+  async function stormSetUp(handle: FakeUpstream['handle']) {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true }, prompts: { listChanged: true } }, handle } });
+    const [a, b] = twoReplicas(connector, registry, 60_000);
+    const onBus: BusMessage[] = [];
+    const heard = b.onBusMessage.bind(b);
+    vi.spyOn(b, 'onBusMessage').mockImplementation((message) => {
+      onBus.push(message);
+      heard(message);
+    });
+    const { sessionId } = await a.initialize(principal, init, 'trace');
+    const onA = await a.session(sessionId ?? '', principal);
+    const onB = await b.session(sessionId ?? '', principal);
+    if (!onA || !onB) throw new Error('no session');
+    const busChanges = () => onBus.filter((message) => message.type === 'lists-changed').length;
+    return { a, b, onA, onB, connector, busChanges };
+  }
+  const agentGot = () => {
+    const got: string[] = [];
+    const sink: MessageSink = { canStream: true, send: (message) => got.push('method' in message ? message.method : 'answer') > 0 };
+    return { got, told: () => got.filter((method) => method === toolsChanged.method).length, sink };
+  };
+
+  it("puts one lists-changed on the bus and tells the agent once for 5,000 on a call's stream, the ones after the first once more a second later", async () => {
+    const { a, b, onA, onB, connector, busChanges } = await stormSetUp(async (method, _params, options) => {
+      if (method === 'tools/list') return { tools: tools('echo') };
+      for (let i = 0; i < 5_000; i++) options?.onNotification?.(toolsChanged);
+      return { content: [{ type: 'text', text: 'done' }] };
+    });
+    const listings = () => connector.calls.filter((call) => call.method === 'tools/list').length;
+    // B caches its page of u1's tools.
+    await listedTools(b, onB);
+    await listedTools(b, onB);
+    expect(listings()).toBe(1);
+    // The call's stream, which ends with its answer, and the agent's standalone stream on A.
+    let callStreams = true;
+    const call = agentGot();
+    const standalone = agentGot();
+    a.attachStandalone(onA, standalone.sink);
+    const answer = await a.request(onA, req('tools/call', { name: 'files__echo', arguments: {} }), { get canStream() { return callStreams; }, send: call.sink.send }, 'trace');
+    callStreams = false;
+    expect(answer).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(busChanges()).toBe(1);
+    expect(call.told()).toBe(1);
+    expect(standalone.told()).toBe(0);
+    // Every replica still drops its pages: B asks u1 again.
+    await listedTools(b, onB);
+    expect(listings()).toBe(2);
+    // The 4,999 after the first: one more at the end of the interval, on the session's stream (the call's is over).
+    await sleep(1_100);
+    expect(busChanges()).toBe(2);
+    expect(call.told()).toBe(1);
+    expect(standalone.told()).toBe(1);
+    await sleep(1_100);
+    expect(busChanges()).toBe(2);
+    expect(standalone.told()).toBe(1);
+  });
+
+  it("tells the agent on its stream of a change after the first within the interval, per kind, and nothing once the session ended", async () => {
+    const { a, onA, connector, busChanges } = await stormSetUp(async () => ({ tools: [], prompts: [] }));
+    const standalone = agentGot();
+    a.attachStandalone(onA, standalone.sink);
+    connector.emit('u1', toolsChanged, 'first');
+    expect(busChanges()).toBe(1);
+    expect(standalone.told()).toBe(1);
+    for (let i = 0; i < 200; i++) connector.emit('u1', toolsChanged, 'first');
+    // Another kind is not folded into the tools' interval.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/prompts/list_changed' }, 'first');
+    expect(standalone.got.filter((method) => method === 'notifications/prompts/list_changed')).toHaveLength(1);
+    expect(busChanges()).toBe(2);
+    expect(standalone.told()).toBe(1);
+    await sleep(1_100);
+    expect(busChanges()).toBe(3);
+    expect(standalone.told()).toBe(2);
+
+    // Changes folded into an interval when the session ends are not told after it.
+    for (let i = 0; i < 5; i++) connector.emit('u1', toolsChanged, 'first');
+    await a.end(onA, 'trace');
+    const sent = busChanges();
+    const told = standalone.told();
+    await sleep(1_100);
+    expect(busChanges()).toBe(sent);
+    expect(standalone.told()).toBe(told);
   });
 });
 

@@ -317,6 +317,14 @@ interface Opened {
   readonly replay: SessionRecord | 'reload' | undefined;
 }
 
+/** An upstream list change acted on (`LiveSession.listNotices`), and the changes that came since. */
+interface ListNotice {
+  readonly timer: NodeJS.Timeout;
+  folded: boolean;
+  /** How the agent is told of the last change folded in that it may hear of (`late`: at the end of the interval). */
+  relay: ((late: boolean) => void) | undefined;
+}
+
 /** What this replica holds for a session: upstream connections, URI routes, streams, in-flight calls. */
 interface LiveSession {
   record: SessionRecord;
@@ -364,6 +372,11 @@ interface LiveSession {
   rootsNotice: number | 'scheduled' | undefined;
   /** The notice waiting to go is for the upstream sessions all replicas share too (this replica got the agent's). */
   rootsNoticeShared: boolean;
+  /**
+   * An upstream's list changes acted on here in the last LIST_CHANGED_INTERVAL_MS, by `<method>\u0000<upstream id>`
+   * (`listsChanged`): the timer that ends the interval, and whether more came in it (told once at its end, `relay`).
+   */
+  readonly listNotices: Map<string, ListNotice>;
   /**
    * Upstreams whose session on this replica ended by itself and cannot be resumed (a legacy SSE stream dropped): the
    * next one opened for it is a new upstream session, told the agent's subscriptions and log level again (`replay`).
@@ -903,6 +916,12 @@ const MAX_URI_LENGTH = 8 * 1024;
 /** At most one roots/list_changed notice per session goes to the upstreams this often (see `rootsChanged`). */
 const ROOTS_NOTICE_INTERVAL_MS = 1_000;
 
+/**
+ * An upstream's list changes of one kind go on the replica bus and to the agent at most this often per session,
+ * upstream and replica; those in between are told once at the end of the interval (see `listsChanged`).
+ */
+const LIST_CHANGED_INTERVAL_MS = 1_000;
+
 /** A session's principal as upstream connections know it (ClientIdentity.principal). */
 const ownerKey = (tenantId: string, kind: string, id: string): string => `${tenantId}:${kind}:${id}`;
 
@@ -1405,7 +1424,7 @@ export class SessionEngine {
     // Calls under way end as cancelled by the agent, before their upstream sessions close under them: closed first,
     // they failed as the upstream's error (-32050) and were audited and counted so, blaming a healthy upstream.
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session ended'));
-    this.stopFirstListen(live);
+    this.stopTimers(live);
     this.dropRelayed(live);
     // The agent's GET stream ends with the session (left open it would carry keep-alives for a session that is gone),
     // and the other replicas hear of the end, before the upstream sessions are closed: an upstream slow to take its
@@ -3136,11 +3155,23 @@ export class SessionEngine {
         signal: callSignal,
         timeoutMs,
         onNotification: (received) => {
-          if (received.method.endsWith('/list_changed')) this.listsChanged(live, upstreamId, received.method);
-          if (!this.relayable(live, upstreamId, received)) return;
+          const listChanged = received.method.endsWith('/list_changed');
+          if (!this.relayable(live, upstreamId, received)) {
+            if (listChanged) this.listsChanged(live, upstreamId, received.method);
+            return;
+          }
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
           // (below) and a progress message's text left out.
           const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
+          if (listChanged) {
+            // Told at most once an interval (`listsChanged`): one told at its end goes on the session's stream once the
+            // call's is over (unless the call's answer was withdrawn from the agent).
+            this.listsChanged(live, upstreamId, notification.method, (late) => {
+              if (!late || sink.canStream) this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
+              else if (sink.withdrawn !== true) this.toSessionStream(live, upstreamId, notification);
+            });
+            return;
+          }
           if (notification.method === 'notifications/progress') {
             // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
             // references a token of an active request). Another token is some other request's, or none at all.
@@ -3729,12 +3760,42 @@ export class SessionEngine {
     return renew;
   }
 
-  /** An upstream said a list changed: this replica's cached pages of it go, and every other replica's too. */
-  private listsChanged(live: LiveSession, upstreamId: string, method: string): void {
+  /**
+   * An upstream said a list changed: this replica's cached pages of it go, every other replica's too (`lists-changed`
+   * on the bus), and the agent is told (`relay`, when it may hear of it). An upstream sends as many as it likes (one
+   * call's stream carried 5,000), and each was a message to every replica and one to the agent: per session, upstream
+   * and kind, the first is broadcast and told at once, and those in the LIST_CHANGED_INTERVAL_MS after it once more at
+   * its end (which starts another), so a change after the first is never lost. This replica's pages go on each.
+   */
+  private listsChanged(live: LiveSession, upstreamId: string, method: string, relay?: (late: boolean) => void): void {
     live.upstreams.get(upstreamId)?.pages.clear();
     const resources = method === 'notifications/resources/list_changed';
     if (resources) this.resourcesChanged(live, upstreamId);
+    const key = `${method}\u0000${upstreamId}`;
+    const notice = live.listNotices.get(key);
+    if (notice === undefined) {
+      this.announceListChange(live, key, upstreamId, resources, relay, false);
+      return;
+    }
+    notice.folded = true;
+    if (relay !== undefined) notice.relay = relay;
+  }
+
+  /** A list change (`listsChanged`) goes on the bus and to the agent, and the interval in which more are folded starts. */
+  private announceListChange(live: LiveSession, key: string, upstreamId: string, resources: boolean, relay: ((late: boolean) => void) | undefined, late: boolean): void {
+    const notice: ListNotice = {
+      folded: false,
+      relay: undefined,
+      timer: setTimeout(() => {
+        live.listNotices.delete(key);
+        // Not for a session that left this replica (its timers are stopped then; `stopTimers`).
+        if (notice.folded && this.live.get(live.record.id) === live) this.announceListChange(live, key, upstreamId, resources, notice.relay, true);
+      }, LIST_CHANGED_INTERVAL_MS),
+    };
+    notice.timer.unref();
+    live.listNotices.set(key, notice);
     this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
+    relay?.(late);
   }
 
   /**
@@ -3960,7 +4021,7 @@ export class SessionEngine {
     session.onNotification((received) => {
       if (belowAgentLevel(live.record, received)) return;
       if (this.keptFromAgent(live, config, received.method) !== undefined) {
-        // Still a changed list for the pages this session keeps of it.
+        // Still a changed list for the pages this session keeps of it (not told to the agent).
         if (received.method.endsWith('/list_changed')) this.listsChanged(live, config.id, received.method);
         return;
       }
@@ -3969,8 +4030,12 @@ export class SessionEngine {
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
       if (notification.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, notification.params?.['progressToken']))) return;
-      // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small).
-      if (notification.method.endsWith('/list_changed')) this.listsChanged(live, config.id, notification.method);
+      // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small). The agent is
+      // told at most once an interval (`listsChanged`).
+      if (notification.method.endsWith('/list_changed')) {
+        this.listsChanged(live, config.id, notification.method, () => this.toSessionStream(live, config.id, notification));
+        return;
+      }
       this.toSessionStream(live, config.id, notification);
     });
     session.onServerRequest((received, signal) => {
@@ -4019,10 +4084,15 @@ export class SessionEngine {
     live.firstListenTimer.unref();
   }
 
-  /** Stops the first-listen timer of a session leaving this replica (it held the session 30 s past its end). */
-  private stopFirstListen(live: LiveSession): void {
+  /**
+   * Stops the timers of a session leaving this replica: the first-listen one (it held the session 30 s past its end),
+   * and those of list changes waiting to be told (`listsChanged`), which would tell them for a session gone from here.
+   */
+  private stopTimers(live: LiveSession): void {
     if (live.firstListenTimer !== undefined) clearTimeout(live.firstListenTimer);
     live.firstListenTimer = undefined;
+    for (const notice of live.listNotices.values()) clearTimeout(notice.timer);
+    live.listNotices.clear();
   }
 
   /**
@@ -4095,6 +4165,7 @@ export class SessionEngine {
       renewedAt: new Map(),
       rootsNotice: undefined,
       rootsNoticeShared: false,
+      listNotices: new Map(),
       lostUpstreams: new Set(),
       inflight: new Map(),
       subscribing: [],
@@ -4131,7 +4202,7 @@ export class SessionEngine {
 
   /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
   private release(live: LiveSession): void {
-    this.stopFirstListen(live);
+    this.stopTimers(live);
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
     this.dropRelayed(live);
@@ -4293,7 +4364,7 @@ export class SessionEngine {
     this.deps.sessions.forget?.(record.id);
     if (live) {
       this.dropPages(live);
-      this.stopFirstListen(live);
+      this.stopTimers(live);
       this.dropRelayed(live);
       for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session expired'));
       live.standalone?.close?.();
