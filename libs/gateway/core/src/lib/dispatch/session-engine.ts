@@ -959,26 +959,9 @@ const NOT_CANCELLED: CancelSignal = new Cancellation();
  * itself); work given up on that way goes to `abandoned`, to be cleaned up after when it ends.
  */
 function unlessAborted<T>(work: Promise<T>, signal: CancelSignal, abandoned: (work: Promise<T>) => void): Promise<T> {
-  if (signal.aborted) {
+  return untilAborted(work, signal, () => {
     abandoned(work);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      abandoned(work);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
+    return signal.reason;
   });
 }
 
