@@ -1,7 +1,9 @@
 /**
- * An upstream whose listings never answer opens its circuit breaker like one whose calls never answer: a listing's
- * deadline is the upstream not answering in time (the signal bounding the page, made first, fired before the call's
- * own timer, which alone was counted), and the log names it a timeout. Once open, listings no longer wait for it.
+ * An upstream whose listings never answer opens its circuit breaker like one whose calls never answer: the background
+ * recheck of an upstream a listing left out is bounded by the upstream's own call timeout (a signal of the same length,
+ * made first, fired first, and its abort was no timeout to the breaker). Once open, listings no longer wait for it.
+ * A listing's own deadline says nothing of the upstream: a slow one is left out, never counted as failing (specs below
+ * and in libs/gateway/upstream: a busy stdio process, a healthy upstream slower than the list timeout).
  */
 import { createServer, type Server } from 'node:http';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
@@ -74,15 +76,16 @@ it('opens the circuit of an upstream whose tools/list never answers, logs each a
     expect(listing.names).toContain('ks__echo');
     expect(listing.ms).toBeLessThan(2_500);
   }
-  // Open after three timeouts (a listing may ask twice: the page and a recheck): the last listings do not wait for it.
+  // Open after three rechecks timed out (each listing asks twice: its page and the recheck): the last listings do not
+  // wait for it.
   expect(listings.slice(-2).every((listing) => listing.ms < 500), JSON.stringify(listings.map((listing) => listing.ms))).toBe(true);
-  expect(listsSeen).toBeLessThanOrEqual(4);
+  expect(listsSeen).toBeLessThanOrEqual(8);
   const reasons = gateway
     .logs()
     .split('\n')
     .filter((line) => line.includes('"upstream":"silent"') && line.includes('"operation":"tools/list"'))
     .map((line) => /"reason":"([^"]+)"/.exec(line)?.[1]);
-  // Timeouts (the background recheck counts too, unlogged), then the open circuit.
+  // The listings' deadlines (logged as timeouts), then the open circuit.
   expect(reasons[0]).toBe('timeout');
   expect(new Set(reasons)).toEqual(new Set(['timeout', 'circuit_open']));
 }, 60_000);

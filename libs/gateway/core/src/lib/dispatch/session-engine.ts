@@ -2452,7 +2452,11 @@ export class SessionEngine {
         async (session) => {
           const pages = live.upstreams.get(config.id)?.pages;
           const generation = pages?.generation ?? 0;
-          const page = deepFreeze(this.maskedPage(live, config.id, spec.field, await session.request(spec.method, undefined, { signal: deadline, timeoutMs: config.callTimeoutMs })));
+          // Bounded by the upstream's own call timeout, not by a signal of the same length: a signal made first fires first,
+          // and its abort is no timeout to the circuit breaker, so an upstream whose listing never answered never opened
+          // its circuit (each listing waited for it again). The page requests of listings are bounded by the listing's
+          // deadline, which says nothing of the upstream (a slow one is left out and rechecked here).
+          const page = deepFreeze(this.maskedPage(live, config.id, spec.field, await session.request(spec.method, undefined, { timeoutMs: config.callTimeoutMs })));
           if (cacheMs > 0 && this.hearsChanges(live, session)) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
         },
         deadline,

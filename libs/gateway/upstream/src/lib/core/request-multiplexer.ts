@@ -5,7 +5,7 @@ import {
   type JsonRpcResponse,
   type UpstreamRequestOptions,
 } from '@portcullis/gateway/mcp';
-import { abortedByDeadline, abortReason, encodeCancelled, encodeRequest, errors, isTaskAugmented, type ServerRequestContext, type ServerRequestHandler } from './wire';
+import { abortReason, encodeCancelled, encodeRequest, errors, isTaskAugmented, type ServerRequestContext, type ServerRequestHandler } from './wire';
 
 const SHARED: ServerRequestContext = { shared: true };
 
@@ -116,8 +116,7 @@ export class RequestMultiplexer<Owner> {
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
       if (signal !== undefined) {
-        call.onAbort = () =>
-          abortedByDeadline(signal) ? this.giveUp(call, 'timeout', errors.timeout()) : this.giveUp(call, 'cancelled by the client', abortReason(signal));
+        call.onAbort = () => this.giveUp(call, 'cancelled by the client', abortReason(signal));
         signal.addEventListener('abort', call.onAbort, { once: true });
       }
       let written: void | Written;

@@ -182,17 +182,6 @@ export function abortReason(signal: CancelSignal): unknown {
   return signal.reason ?? new DOMException('The operation was aborted', 'AbortError');
 }
 
-/**
- * Whether a signal was aborted by a deadline (`AbortSignal.timeout`, alone or in `AbortSignal.any`) rather than by
- * someone giving up: the caller's bound on the upstream's answer ran out, which is the upstream not answering in time
- * as much as the call's own timer running out (the two are often the same length, and the signal, made first, fires
- * first). Counted and reported as a timeout: before, such calls never counted toward the circuit breaker.
- */
-export function abortedByDeadline(signal: CancelSignal): boolean {
-  const reason = signal.reason;
-  return reason instanceof DOMException && reason.name === 'TimeoutError';
-}
-
 export const errors = {
   closed: () => new UpstreamUnavailableError('closed', 'The upstream session is closed'),
   circuitOpen: () =>

@@ -21,7 +21,6 @@ import {
 } from '../core/session-base';
 import {
   abortAll,
-  abortedByDeadline,
   abortReason,
   answerServerRequest,
   cancelServerRequest,
@@ -210,13 +209,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         giveUp('timeout', errors.timeout());
       }, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
       const onAbort =
-        signal === undefined
-          ? undefined
-          : () => {
-              if (!abortedByDeadline(signal)) return giveUp('cancelled by the client', abortReason(signal));
-              breaker.failure();
-              giveUp('timeout', errors.timeout());
-            };
+        signal === undefined ? undefined : () => giveUp('cancelled by the client', abortReason(signal));
       if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
 
       const handlers: CallResponseHandlers = {
