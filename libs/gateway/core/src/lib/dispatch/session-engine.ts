@@ -9,8 +9,9 @@ import {
   sessionElsewhere,
   sessionBelongsTo,
   maskValue,
-  maskListing,
+  maskListedItem,
   secretMaskOf,
+  type SecretMask,
   UpstreamRpcError,
   UpstreamUnavailableError,
   JSON_RPC,
@@ -747,6 +748,16 @@ const LIST_METHODS: Readonly<Record<ListKind, { method: string; field: string; c
 /** What names an item within one upstream's listing: no two items of a page share it. */
 const LIST_KEY: Readonly<Record<ListKind, ItemKey>> = { tools: 'name', prompts: 'name', resources: 'uri', resourceTemplates: 'uriTemplate' };
 
+/**
+ * A listing's page as it arrived, when it holds its list: one without it (`tools: null`, a string, nothing) fails like
+ * a page that did not come (the upstream drops out of the answer with its reason logged, a later page's failure is an
+ * error for the agent to ask again), instead of listing nothing unexplained.
+ */
+function listPage(spec: { readonly method: string; readonly field: string }, page: Record<string, unknown>): Record<string, unknown> {
+  if (!Array.isArray(page[spec.field])) throw new Error(`${spec.method} result has no ${spec.field} array`);
+  return page;
+}
+
 const LIST_TARGET: Readonly<Record<ListKind, TargetKind | 'resourceTemplate'>> = {
   tools: 'tool',
   prompts: 'prompt',
@@ -1029,6 +1040,8 @@ export class SessionEngine {
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
+  /** Listed items with their upstream's secrets masked, per mask (one per configuration) and item (`shownItem`). */
+  private readonly maskedItems = new WeakMap<SecretMask, WeakMap<object, Readonly<Record<string, unknown>>>>();
   /** Every session's cached listing pages on this replica (see `listCacheMs`, `listCacheMaxPages`). */
   private readonly pageStore: ListingPageStore;
   /** Sessions whose local state was dropped while their record lived on (their Streamable HTTP upstream sessions stay open). */
@@ -1345,12 +1358,13 @@ export class SessionEngine {
   /** What of an upstream's instructions this session's agent is told (`RequestHooks.instructions`). */
   private instructionsFor(record: SessionRecord, config: UpstreamConfig, given: string | undefined, traceId: string): string | undefined {
     // The upstream's text the agent's model reads: without the credentials the gateway configured for it (an upstream
-    // that quotes the token it was sent must not show it to the agent).
-    const text = given ? secretMaskOf(config).mask(given) : given;
+    // that quotes the token it was sent must not show it to the agent). Masked after the hook judged the text as the
+    // upstream wrote it (tool pinning compares it with what the control plane's probe approved).
+    const shown = (text: string | undefined) => (text ? secretMaskOf(config).mask(text) : text);
     const gate = this.deps.hooks?.instructions;
-    if (!text || gate === undefined) return text;
+    if (!given || gate === undefined) return shown(given);
     try {
-      return gate(record, config, text);
+      return shown(gate(record, config, given));
     } catch (error) {
       this.deps.logger.warn({ err: error, upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId }, 'upstream instructions left out: the hook deciding them failed');
       return undefined;
@@ -2327,7 +2341,7 @@ export class SessionEngine {
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
-          const page = deepFreeze(this.maskedPage(live, target.upstreamId, spec.field, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs })));
+          const page = deepFreeze(listPage(spec, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs })));
           if (cache) pages?.set(key, page, generation, Date.now());
           return { page, fromCache: false };
         },
@@ -2456,7 +2470,7 @@ export class SessionEngine {
           // and its abort is no timeout to the circuit breaker, so an upstream whose listing never answered never opened
           // its circuit (each listing waited for it again). The page requests of listings are bounded by the listing's
           // deadline, which says nothing of the upstream (a slow one is left out and rechecked here).
-          const page = deepFreeze(this.maskedPage(live, config.id, spec.field, await session.request(spec.method, undefined, { timeoutMs: config.callTimeoutMs })));
+          const page = deepFreeze(listPage(spec, await session.request(spec.method, undefined, { timeoutMs: config.callTimeoutMs })));
           if (cacheMs > 0 && this.hearsChanges(live, session)) pages?.set(`${spec.method}\u0000`, page, generation, Date.now());
         },
         deadline,
@@ -2506,19 +2520,26 @@ export class SessionEngine {
     return fitted === undefined ? {} : { nextCursor: fitted };
   }
 
-  /** A listing's page as it arrived, with the upstream's configured secrets masked in its items' texts (`maskListing`). */
-  private maskedPage(live: LiveSession, upstreamId: string, field: string, page: Record<string, unknown>): Record<string, unknown> {
-    const config = live.upstreams.get(upstreamId)?.config ?? this.deps.registry.forTenant(live.record.tenantId).byId.get(upstreamId);
-    return config === undefined ? page : maskListing(config, page, field);
+  /**
+   * A listed item as the agent is shown it: the upstream's configured secrets masked in its texts (`maskListedItem`),
+   * once per item of a cached page (frozen, shared by the session's listings) and configuration.
+   */
+  private shownItem(config: UpstreamConfig, item: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+    const mask = secretMaskOf(config);
+    if (mask.longest === 0) return item;
+    let shown = this.maskedItems.get(mask);
+    if (shown === undefined) this.maskedItems.set(mask, (shown = new WeakMap()));
+    let masked = shown.get(item);
+    if (masked === undefined) shown.set(item, (masked = maskListedItem(mask, item)));
+    return masked;
   }
+
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
   private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string, learn: boolean): unknown[] {
     const spec = LIST_METHODS[kind];
-    const raw = page[spec.field];
-    // A result without its list is no listing (`tools: null`, a string, nothing): that upstream fails it, and drops out
-    // of the answer with its reason logged as a failed page does, instead of listing nothing unexplained.
-    if (!Array.isArray(raw)) throw new Error(`${spec.method} result has no ${spec.field} array`);
+    // An array: `listPage` checked the page as it arrived.
+    const raw = page[spec.field] as readonly unknown[];
     // Entries that are no objects, and items naming again what an earlier one of the page named, are left out (the
     // first kept): the gateway is the agent's one server, whose names are to be unique (see `ExposedItems.distinct`).
     const distinct = this.exposed.distinct(raw, LIST_KEY[kind]);
@@ -2527,6 +2548,7 @@ export class SessionEngine {
     let list = distinct.items;
     const filter = this.deps.hooks?.filter;
     if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
+    list = list.map((item) => this.shownItem(config, item));
     const items: unknown[] = [];
     // Tools of an upstream whose tasks the gateway does not run for this session are listed as plain tools, and those
     // that can only run as tasks not at all.

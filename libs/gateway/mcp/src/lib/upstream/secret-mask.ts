@@ -199,28 +199,21 @@ export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown 
 const LISTED_IDENTITY = new Set(['name', 'uri', 'uriTemplate']);
 
 /**
- * A page of an upstream's listing (`field`: `tools`, `prompts`, ...) with the secrets the gateway configured for it
- * masked in what its items say (descriptions, titles, schemas, annotations), not in their names: like its instructions,
+ * A listed item (a tool, prompt, resource or template) with the secrets the gateway configured for its upstream masked
+ * in what it says (description, title, schemas, annotations), not in what names it: like the upstream's instructions,
  * it is the upstream's text the agent's model reads, and an upstream that quotes the credential it was sent must not
- * show it there either. The same page when nothing needed masking.
+ * show it there either. Done on what the agent is shown, after the hooks judged the item as the upstream wrote it (tool
+ * pinning hashes it as the control plane's probe did). The same item when nothing needed masking.
  */
-export function maskListing(config: UpstreamConfig, page: Record<string, unknown>, field: string): Record<string, unknown> {
-  const mask = secretMaskOf(config);
-  if (mask.longest === 0) return page;
-  const items = page[field];
-  if (!Array.isArray(items)) return page;
-  let copy: unknown[] | undefined;
-  items.forEach((item: unknown, index) => {
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) return;
-    let masked: Record<string, unknown> | undefined;
-    for (const [key, value] of Object.entries(item as Record<string, unknown>)) {
-      if (LISTED_IDENTITY.has(key)) continue;
-      const after = maskValue(mask, value);
-      if (after !== value) (masked ??= { ...(item as Record<string, unknown>) })[key] = after;
-    }
-    if (masked !== undefined) (copy ??= [...items])[index] = masked;
-  });
-  return copy === undefined ? page : { ...page, [field]: copy };
+export function maskListedItem(mask: SecretMask, item: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  if (mask.longest === 0) return item;
+  let masked: Record<string, unknown> | undefined;
+  for (const [key, value] of Object.entries(item)) {
+    if (LISTED_IDENTITY.has(key)) continue;
+    const after = maskValue(mask, value);
+    if (after !== value) (masked ??= { ...item })[key] = after;
+  }
+  return masked ?? item;
 }
 
 /**

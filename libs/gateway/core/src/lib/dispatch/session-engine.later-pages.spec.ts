@@ -1,0 +1,56 @@
+/**
+ * A listing result without its list array fails like a page that did not come: on a later page (a cursor given) that
+ * is an error for the agent to ask again with the same cursor, "so no upstream's listing ends unannounced"
+ * (docs/architecture.md), never a successful empty page without a nextCursor, which tells the agent the list is over.
+ */
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcRequest, JsonRpcResponse, Principal } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { SessionEngine } from './session-engine';
+import { NO_STREAM } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
+
+describe('a later listing page without its list array', () => {
+  it('is an error for the agent (as any failed later page), not a successful end of the listing', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let secondPage = 0;
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: async (method, params) => {
+          if (method !== 'tools/list') return {};
+          if (params?.['cursor'] === undefined) return { tools: [tool('a')], nextCursor: 'p2' };
+          // A momentary fault of the upstream: its second page comes without the list (but still with its cursor on).
+          secondPage += 1;
+          return secondPage === 1 ? { tools: null, nextCursor: 'p3' } : params['cursor'] === 'p2' ? { tools: [tool('b')], nextCursor: 'p3' } : { tools: [tool('c')] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const first = (await engine.request(record, req('tools/list'), NO_STREAM, 'trace')) as JsonRpcResponse & { result: { tools: unknown[]; nextCursor?: string } };
+    expect(first.result.nextCursor).toEqual(expect.any(String));
+    const second = await engine.request(record, req('tools/list', { cursor: first.result.nextCursor }), NO_STREAM, 'trace');
+    // Told that the upstream could not give its part (ask again with the same cursor), or given the cursor on to the
+    // rest: not a successful page without a nextCursor, which tells the agent the listing is over.
+    const endedUnannounced = 'result' in second && (second.result as { nextCursor?: unknown }).nextCursor === undefined;
+    expect(endedUnannounced, JSON.stringify(second)).toBe(false);
+    expect(second, JSON.stringify(second)).toHaveProperty('error');
+    // Asked again with the same cursor, the rest comes.
+    const again = (await engine.request(record, req('tools/list', { cursor: first.result.nextCursor }), NO_STREAM, 'trace')) as { result?: { tools: { name: string }[] } };
+    expect(again.result?.tools.map((listed) => listed.name)).toEqual(['files__b']);
+  });
+});

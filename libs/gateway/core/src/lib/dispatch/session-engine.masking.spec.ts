@@ -1,0 +1,58 @@
+/**
+ * The hooks judge an upstream's listing and instructions as the upstream wrote them; the agent is shown them with the
+ * upstream's configured values masked. Tool pinning compares what it is given with what the control plane's test
+ * connection hashed for approval (unmasked): before, the hooks were given the masked text, so an approved tool (or
+ * approved instructions) mentioning a configured value was held as "changed" for good.
+ */
+import type { JsonRpcRequest, JsonRpcResponse, Principal, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { createLogger } from '@portcullis/shared/util-logger';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { NO_STREAM } from './sinks';
+import { SessionEngine } from './session-engine';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+
+// An ordinary configured value (the organisation the server works for), 8 characters or more: masked for the agent.
+const ORG = 'acme-widgets';
+const TOOL = { name: 'repos', description: `Lists the repositories of the ${ORG} organisation`, inputSchema: { type: 'object' } };
+const INSTRUCTIONS = `This server works on the ${ORG} organisation only.`;
+
+describe('an upstream whose listing and instructions mention a configured value', () => {
+  it('has the hooks judge them as written, and the agent shown them masked', async () => {
+    const config: UpstreamConfig = { ...fakeConfig('u1', 'gh'), env: { GITHUB_OWNER: ORG } };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([config], () => undefined);
+    const judged: string[] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector: new FakeConnector({
+        u1: { capabilities: { tools: {} }, instructions: INSTRUCTIONS, handle: async (method) => (method === 'tools/list' ? { tools: [TOOL] } : {}) },
+      }),
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: {
+        instructions: (_record, _config, text) => (judged.push(text), text),
+        filter: (_record, _kind, _config, items) => {
+          for (const item of items) judged.push(String(item['description']));
+          return items;
+        },
+      },
+      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 },
+    });
+    engines.push(engine);
+    const { sessionId, response } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const listed = (await engine.request(record, req('tools/list'), NO_STREAM, 'trace')) as JsonRpcResponse & { result?: { tools: { name: string; description: string }[] } };
+    expect(judged).toEqual([INSTRUCTIONS, TOOL.description]);
+    expect((response as { result?: { instructions?: string } }).result?.instructions).toBe(`gh: ${INSTRUCTIONS.replace(ORG, '[redacted]')}`);
+    expect(listed.result?.tools).toEqual([expect.objectContaining({ name: 'gh__repos', description: TOOL.description.replace(ORG, '[redacted]') })]);
+  });
+});
