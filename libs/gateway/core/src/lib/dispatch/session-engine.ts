@@ -3173,12 +3173,11 @@ export class SessionEngine {
           // (below) and a progress message's text left out.
           const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
           if (listChanged) {
-            // Told at most once an interval (`listsChanged`): one told at its end goes on the session's stream once the
-            // call's is over (unless the call's answer was withdrawn from the agent).
-            this.listsChanged(live, upstreamId, notification.method, (late) => {
-              if (!late || sink.canStream) this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
-              else if (sink.withdrawn !== true) this.toSessionStream(live, upstreamId, notification);
-            });
+            // The bus hears of them at most once an interval (`listsChanged`); the call's own stream of each, as it comes:
+            // one folded for the interval's end could find the call over and the agent with no stream of its own (a GET
+            // stream is optional), and the agent would miss a change after one it had acted on.
+            this.listsChanged(live, upstreamId, notification.method);
+            this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
             return;
           }
           if (notification.method === 'notifications/progress') {

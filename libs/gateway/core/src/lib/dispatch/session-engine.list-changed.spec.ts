@@ -1,0 +1,66 @@
+/**
+ * An upstream's list changes on a call's stream reach the agent there, each as it comes, while the replica bus hears of
+ * them at most once an interval: one folded for the interval's end found the call over, and an agent with no GET stream
+ * (MCP: a client MAY open one) never heard of the second change of a call.
+ */
+import { createLogger } from '@portcullis/shared/util-logger';
+import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRegistry } from '../registry/upstream-registry';
+import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { SessionEngine } from './session-engine';
+import type { MessageSink } from './sinks';
+
+const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
+const logger = createLogger({ service: 'spec', level: 'silent' });
+const engines: SessionEngine[] = [];
+afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
+let nextId = 1;
+const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const toolsChanged = { jsonrpc: '2.0' as const, method: 'notifications/tools/list_changed' };
+
+describe('list changes on a call\'s stream', () => {
+  it('reaches an agent without a GET stream: the second change of a call is told on the call stream that carried it', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let tools = ['echo'];
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: { listChanged: true } },
+        handle: async (method, _params, options) => {
+          if (method === 'tools/list') return { tools: tools.map((name) => ({ name, inputSchema: { type: 'object' } })) };
+          // The tool adds a tool, then another one, telling of each as it goes (both on the call's stream).
+          tools = [...tools, 'added1'];
+          options?.onNotification?.(toolsChanged);
+          await sleep(50);
+          tools = [...tools, 'added2'];
+          options?.onNotification?.(toolsChanged);
+          await sleep(50);
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    // The agent never opens a GET stream: what the gateway tells it comes on its calls' streams.
+    const told: { method: string; at: number }[] = [];
+    let streaming = true;
+    const sink: MessageSink = {
+      get canStream() {
+        return streaming;
+      },
+      send: (message) => (streaming && 'method' in message ? told.push({ method: message.method, at: Date.now() }) > 0 : false),
+    };
+    const answer = await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), sink, 'trace');
+    streaming = false;
+    expect(answer).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    await sleep(1_200);
+    // Two changes happened while the call's stream was open: the agent must hear of the second one too (listing after
+    // the first only, it would hold a list without `added2` for good).
+    expect(told.filter((m) => m.method === toolsChanged.method)).toHaveLength(2);
+  });
+});
