@@ -7,10 +7,13 @@
 // for a fixed time. Prints p50/p99 latency, calls/s, the gateway process's CPU time per call (from
 // /proc), and the ratios to direct. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 //
-//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--warmup 5] [--cpu-prof] [--guards] [--bare-proxy] [--tcp-relay] [--unguarded] [--bridges]
+//   npm run bench:gateway -- [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--warmup 5] [--warmup-each 2] [--cpu-prof] [--guards] [--bare-proxy] [--tcp-relay] [--unguarded] [--bridges]
 // Before the first measured run every target serves the same load at c=16 for --warmup seconds (0: none), unmeasured:
 // a gateway in service has compiled its call path long ago, and without it the first concurrency's figures (c=1 by
 // default) would time V8 compiling the gateway's code, which a bare proxy, with far less code, barely pays.
+// --warmup-each (seconds, default 2; 0: none) then serves each concurrency's load once more, unmeasured, to every target
+// before that concurrency's repetitions: a new concurrency takes code paths the c=16 warm-up did not (queued requests,
+// more sockets), and a V8 profile of the first c=64 repetition had a tenth of the gateway's CPU in TurboFan.
 // --cpu-prof writes the gateway's V8 CPU profile to tmp/prof/ when it exits.
 // The gateway runs as in production: policy with a rate limit on the called tool (high enough never to refuse, so
 // every call is counted in Redis) and audit events to a BullMQ queue (a bench-only prefix, emptied at the end).
@@ -57,6 +60,8 @@ const BRIDGES = process.argv.includes('--bridges');
 const WARMUP_SECONDS = Math.min(Number(arg('warmup', '5')), 30);
 if (!(WARMUP_SECONDS >= 0)) throw new Error('--warmup takes a number of seconds (0: no warm-up)');
 const WARMUP_CONCURRENCY = 16;
+const WARMUP_EACH_SECONDS = Math.min(Number(arg('warmup-each', '2')), 30);
+if (!(WARMUP_EACH_SECONDS >= 0)) throw new Error('--warmup-each takes a number of seconds (0: none)');
 const NODE_ARGS = arg('node-args', '').split(' ').filter(Boolean);
 const AGAINST_NODE_ARGS = arg('against-node-args', '').split(' ').filter(Boolean);
 const AGAINST = arg('against', '') || (AGAINST_NODE_ARGS.length > 0 ? path.join(repoRoot, 'dist') : '');
@@ -328,6 +333,7 @@ async function main() {
     const rows = [];
     for (const c of CONCURRENCY) {
       const names = Object.keys(targets);
+      if (WARMUP_EACH_SECONDS > 0) for (const name of names) await run(targets[name], c, WARMUP_EACH_SECONDS, false);
       const results = Object.fromEntries(names.map((name) => [name, []]));
       for (let rep = 0; rep < REPS; rep++) {
         // Each repetition starts with a different target, so no target always runs first (or right after another).
