@@ -8,8 +8,8 @@ import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
-import type { MessageSink } from './sinks';
+import { SessionEngine, type BusMessage } from './session-engine';
+import { NO_STREAM, type MessageSink } from './sinks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 const logger = createLogger({ service: 'spec', level: 'silent' });
@@ -62,5 +62,40 @@ describe('list changes on a call\'s stream', () => {
     // Two changes happened while the call's stream was open: the agent must hear of the second one too (listing after
     // the first only, it would hold a list without `added2` for good).
     expect(told.filter((m) => m.method === toolsChanged.method)).toHaveLength(2);
+  });
+});
+
+describe('list changes folded when the session leaves the replica', () => {
+  it('are put on the bus as it leaves, so the other replicas drop pages listed after the first change', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: { listChanged: true } },
+        handle: async (method, _params, options) => {
+          if (method === 'tools/list') return { tools: [] };
+          // Two changes within the interval: the first goes on the bus at once, the second is folded for its end.
+          options?.onNotification?.(toolsChanged);
+          await sleep(20);
+          options?.onNotification?.(toolsChanged);
+          return { content: [{ type: 'text', text: 'done' }] };
+        },
+      },
+    });
+    const broadcasts: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void broadcasts.push(message), sendTo: () => undefined };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, bus, options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 10 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), NO_STREAM, 'trace');
+    await sleep(30);
+    // Idle here before the interval ends: the session leaves this replica, and its interval's timer with it.
+    await engine.sweepNow();
+    await sleep(1_200);
+    const listChanges = broadcasts.filter((message) => message.type === 'lists-changed');
+    expect(listChanges).toHaveLength(2);
+    expect(listChanges[1]).toMatchObject({ sessionId: record.id, upstreamId: 'u1' });
   });
 });

@@ -321,6 +321,9 @@ interface Opened {
 /** An upstream list change acted on (`LiveSession.listNotices`), and the changes that came since. */
 interface ListNotice {
   readonly timer: NodeJS.Timeout;
+  /** What goes on the bus for a change folded in: the upstream, and whether it is its resources that changed. */
+  readonly upstreamId: string;
+  readonly resources: boolean;
   folded: boolean;
   /** How the agent is told of the last change folded in that it may hear of (`late`: at the end of the interval). */
   relay: ((late: boolean) => void) | undefined;
@@ -3792,6 +3795,8 @@ export class SessionEngine {
   /** A list change (`listsChanged`) goes on the bus and to the agent, and the interval in which more are folded starts. */
   private announceListChange(live: LiveSession, key: string, upstreamId: string, resources: boolean, relay: ((late: boolean) => void) | undefined, late: boolean): void {
     const notice: ListNotice = {
+      upstreamId,
+      resources,
       folded: false,
       relay: undefined,
       timer: setTimeout(() => {
@@ -3804,6 +3809,18 @@ export class SessionEngine {
     live.listNotices.set(key, notice);
     this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
     relay?.(late);
+  }
+
+  /**
+   * List changes folded into an interval that has not ended yet go on the bus now, as the interval's end would have sent
+   * them: the session is leaving this replica (idle, shutdown), its timers are stopped, and the other replicas (one
+   * holding the agent's stream, pages cached since the first change) would otherwise never hear of the later change.
+   * The agent's streams here are gone by then; a call's stream was told of each change as it came.
+   */
+  private sayFoldedListChanges(live: LiveSession): void {
+    for (const { folded, upstreamId, resources } of live.listNotices.values()) {
+      if (folded) this.deps.bus?.broadcast({ type: 'lists-changed', sessionId: live.record.id, upstreamId, ...(resources ? { resources } : {}) });
+    }
   }
 
   /**
@@ -4210,6 +4227,7 @@ export class SessionEngine {
 
   /** Local state only: Streamable HTTP upstream sessions stay open for other replicas; per-replica ones close. */
   private release(live: LiveSession): void {
+    this.sayFoldedListChanges(live);
     this.stopTimers(live);
     this.dropPages(live);
     for (const controller of live.inflight.values()) controller.abort(cancelledBecause('session released'));
