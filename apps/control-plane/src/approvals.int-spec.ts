@@ -360,6 +360,31 @@ describe('approvals API', () => {
     expect(approved).toEqual({ status: 'approved', editedArguments: { path: '/tmp/a', account: 9007199254740991, ratio: 0.5, count: 1e300 } });
   });
 
+  it('refuses edited arguments for a held request that runs as it was held (a resource read, a completion): 400, still pending, approvable as held', async () => {
+    const { t, admin, base } = await setup();
+    for (const method of ['resources/read', 'completion/complete']) {
+      // The gateway runs these without edits and refuses an approval carrying them (edits_not_applicable), failing the call.
+      const approval = await held(t.id, { args: { uri: 'file:///srv/report.csv' }, tool: 'file:///srv/report.csv', target: { kind: 'resource', method } });
+      const edited = await cp.request('POST', `${base}/${approval.id}/approve`, {
+        token: admin.token,
+        body: { argumentsHash: approval.argumentsHash, arguments: { uri: 'file:///srv/other.csv' } },
+      });
+      expect(edited.status, edited.text).toBe(400);
+      expect(edited.json, method).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringContaining(method) });
+      const row = await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true, editedArguments: true } });
+      expect(row, method).toEqual({ status: 'pending', editedArguments: null });
+      const asHeld = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash } });
+      expect(asHeld.status, asHeld.text).toBe(200);
+    }
+    // A tool call's arguments stay editable.
+    const tool = await held(t.id, { target: { kind: 'tool', method: 'tools/call' } });
+    const editedTool = await cp.request('POST', `${base}/${tool.id}/approve`, {
+      token: admin.token,
+      body: { argumentsHash: tool.argumentsHash, arguments: { path: '/tmp/x', mode: 'read' } },
+    });
+    expect(editedTool.status, editedTool.text).toBe(200);
+  });
+
   it('says what each held call is (a prompt is not the tool of the same name), and filters the list by kind', async () => {
     const { t, admin, base } = await setup();
     const auditor = await cp.member(t.id, 'auditor');

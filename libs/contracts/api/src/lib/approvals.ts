@@ -84,6 +84,12 @@ export const approveRequest = z.strictObject({
 });
 export type ApproveRequest = z.infer<typeof approveRequest>;
 
+/**
+ * The held requests that run with arguments an approver edited (a tool's, a prompt's); any other (a resource read or
+ * subscribe, a completion) runs as it was held, and the gateway refuses an approval that carries edits for it.
+ */
+export const APPROVAL_EDITABLE_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get']);
+
 /** Deny a held call; the note (if any) is shown to the agent in the error. */
 export const denyRequest = z.strictObject({ note: note.optional() }).default({});
 export type DenyRequest = z.infer<typeof denyRequest>;

@@ -1,3 +1,4 @@
+import { APPROVAL_EDITABLE_METHODS } from '@portcullis/contracts/api';
 import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import type { CancelSignal } from '@portcullis/gateway/mcp';
@@ -67,8 +68,6 @@ function cancelled(approvalId?: string): Error {
 /** Default `leaseMs`. */
 export const HOLD_LEASE_MS = 60_000;
 
-/** Held requests that run with the arguments an approver edited; any other runs as it was held. */
-const EDITABLE_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get']);
 
 /** Arguments nested deeper than this cannot be recorded for review (nobody could read them, and storing them recurses). */
 const MAX_REVIEW_DEPTH = 64;
@@ -266,7 +265,7 @@ export class HeldCallGate implements ApprovalGate {
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;
         stop();
-        this.conclude(tenant, id, hash, state, decision, target.name, EDITABLE_METHODS.has(info.method)).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
+        this.conclude(tenant, id, hash, state, decision, target.name, APPROVAL_EDITABLE_METHODS.has(info.method)).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
       };
       this.held.set(id, { tenantId: tenant, id, decided });
       signal.addEventListener('abort', onAbort, { once: true });
@@ -348,7 +347,7 @@ export class HeldCallGate implements ApprovalGate {
     state: ApprovalState,
     decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
     name: string,
-    /** Whether the held request runs with arguments an approver may edit (`EDITABLE_METHODS`). */
+    /** Whether the held request runs with arguments an approver may edit (`APPROVAL_EDITABLE_METHODS`). */
     editable: boolean,
   ): Promise<Admission> {
     const log = { tenantId: tenant, approvalId: id, status: state.status };
