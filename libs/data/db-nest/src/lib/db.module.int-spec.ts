@@ -22,4 +22,15 @@ describe('DbModule', () => {
     await expect(databaseReadinessCheck(moduleRef.get(PRISMA_CLIENT)).check()).rejects.toThrow();
     await moduleRef.close();
   });
+
+  it('keeps the app not ready while the client connects as a role that bypasses row-level security', async () => {
+    for (const url of [testContext().adminDatabaseUrl, testContext().systemDatabaseUrl]) {
+      const moduleRef = await Test.createTestingModule({ imports: [DbModule.forRoot({ url, poolMax: 1 })] }).compile();
+      const check = databaseReadinessCheck(moduleRef.get(PRISMA_CLIENT));
+      await expect(check.check()).rejects.toThrow(/row-level security/);
+      // Not once: every check asks again until the role is fixed.
+      await expect(check.check()).rejects.toThrow(/row-level security/);
+      await moduleRef.close();
+    }
+  });
 });
