@@ -1,4 +1,4 @@
-export { auditDecision, auditEventV1, auditKind, auditOutcome } from './lib/audit-event';
+export { AUDIT_JSON_MAX_DEPTH, auditDecision, auditEventV1, auditKind, auditOutcome } from './lib/audit-event';
 export type { AuditEventV1 } from './lib/audit-event';
 export {
   AUDIT_BATCH_MAX_EVENTS,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { z } from 'zod';
-import { auditEventV1, type AuditEventV1 } from './audit-event';
+import { AUDIT_JSON_TOO_DEEP, auditEventV1, type AuditEventV1 } from './audit-event';
 
 /** Most events one `audit.events.ingest` job may carry (producers also bound a job's bytes). */
 export const AUDIT_BATCH_MAX_EVENTS = 5_000;
@@ -171,18 +171,27 @@ export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
 /** Stands in for an event's `arguments` nested too deeply to validate (or store); the event itself is kept. */
 export const ARGUMENTS_TOO_DEEP = Object.freeze({ unstorable: true, reason: 'nested too deeply to validate' });
 
+/** Whether a validation failed on arguments nested deeper than AUDIT_JSON_MAX_DEPTH. */
+function argumentsTooDeep(issues: readonly z.core.$ZodIssue[]): boolean {
+  return issues.some((issue) => issue.code === 'custom' && issue.path[0] === 'arguments' && issue.params?.['auditJson'] === AUDIT_JSON_TOO_DEEP.auditJson);
+}
+
 /**
- * One event validated. Its `arguments` (JSON of any shape) are validated recursively: nested a few thousand levels
- * deep they exhaust the stack. Such an event is kept with a note in place of its arguments: a call recorded, not a
- * batch (all tenants' events of a flush) thrown out, nor an event an agent could keep out of the trail that way.
+ * One event validated. Its `arguments` (JSON of any shape, checked as they are: never copied) may nest at most
+ * AUDIT_JSON_MAX_DEPTH levels, which the worker's copies and hashing handle well within the stack; nested deeper (or
+ * deep enough to exhaust the stack here), the event is kept with a note in place of its arguments: a call recorded,
+ * not a batch (all tenants' events of a flush) thrown out, nor an event an agent could keep out of the trail that way.
  */
 function validated(raw: unknown): ReturnType<typeof auditEventV1.safeParse> {
+  let result: ReturnType<typeof auditEventV1.safeParse>;
   try {
-    return auditEventV1.safeParse(raw);
+    result = auditEventV1.safeParse(raw);
   } catch (error) {
     if (!isStackExhausted(error) || typeof raw !== 'object' || raw === null) throw error;
     return auditEventV1.safeParse({ ...raw, arguments: ARGUMENTS_TOO_DEEP });
   }
+  if (result.success || typeof raw !== 'object' || raw === null || !argumentsTooDeep(result.error.issues)) return result;
+  return auditEventV1.safeParse({ ...raw, arguments: ARGUMENTS_TOO_DEEP });
 }
 
 /**

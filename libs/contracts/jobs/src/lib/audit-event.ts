@@ -31,6 +31,49 @@ const occurredAt = z.iso.datetime({ offset: true }).refine(
   { message: 'occurredAt must lie between years 0001 and 9999 (UTC)' },
 );
 
+/** How many levels of arrays and objects an event's `arguments` may nest: deeper, the worker stores ARGUMENTS_TOO_DEEP. */
+export const AUDIT_JSON_MAX_DEPTH = 1_000;
+/** The `params` of the issue an event's `arguments` nested deeper than AUDIT_JSON_MAX_DEPTH raise. */
+export const AUDIT_JSON_TOO_DEEP = Object.freeze({ auditJson: 'too_deep' });
+
+/**
+ * What keeps `value` from being a JSON value (null, a boolean, a string, a finite number, or an array or plain object
+ * of them) nested at most AUDIT_JSON_MAX_DEPTH levels, if anything. Walks it without copying anything.
+ */
+function jsonProblem(value: unknown, depth: number): 'not JSON' | 'too deep' | undefined {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : 'not JSON';
+  if (typeof value !== 'object') return 'not JSON';
+  if (depth >= AUDIT_JSON_MAX_DEPTH) return 'too deep';
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index += 1) {
+      const problem = jsonProblem(value[index], depth + 1);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  }
+  const prototype: unknown = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return 'not JSON';
+  for (const key of Object.keys(value)) {
+    const problem = jsonProblem((value as Record<string, unknown>)[key], depth + 1);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
+
+/**
+ * A JSON value from an agent, an upstream or a control-plane change, passed on as it came: checked, never rebuilt.
+ * `z.json()` rebuilds objects by assignment, which turns an own `__proto__` key (JSON.parse makes one, the gateway
+ * forwards it to the upstream, redaction keeps it) into a prototype and drops it, so the stored and hashed row
+ * recorded less than the call carried. Passing the value on also leaves nothing that could set a prototype.
+ */
+const auditJson = z.custom<z.core.util.JSONType>().superRefine((value, ctx) => {
+  const problem = jsonProblem(value, 0);
+  if (problem === 'too deep') {
+    ctx.addIssue({ code: 'custom', message: `nested deeper than ${AUDIT_JSON_MAX_DEPTH} levels`, params: AUDIT_JSON_TOO_DEEP });
+  } else if (problem !== undefined) ctx.addIssue({ code: 'custom', message: 'not a JSON value' });
+});
+
 /**
  * One audit event as the gateway or control plane emits it (already redacted). Version 1.
  * `eventId` is a UUIDv7: time-ordered and the job id, so a retried enqueue is a no-op.
@@ -58,8 +101,11 @@ export const auditEventV1 = z.object({
   latencyMs: int4.nullable(),
   outcome: auditOutcome,
   errorCode: z.string().max(100).nullable(),
-  /** Arguments (or, for control-plane events, before/after) with secrets already redacted. */
-  arguments: z.json().nullable(),
+  /**
+   * Arguments and result (or, for control-plane events, before/after) with secrets already redacted: the only part of an
+   * event that holds JSON from outside, validated as it is (`auditJson`), never copied.
+   */
+  arguments: auditJson.nullable(),
   traceId: z.string().max(64).nullable(),
   /** W3C traceparent of the emitting request, so the worker's span joins the same trace. */
   traceparent: z.string().max(60).nullable(),

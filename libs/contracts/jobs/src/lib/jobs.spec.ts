@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { AUDIT_JSON_MAX_DEPTH } from './audit-event';
 import { ARGUMENTS_TOO_DEEP, AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEvent, parseAuditEventBatch } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
@@ -52,6 +53,64 @@ describe('audit event contract', () => {
     const batch = parseAuditEventBatch({ v: 1, events: [event, { ...event, eventId: '019a0000-0000-7000-8000-000000000002', occurredAt: '0000-01-01T00:00:00Z' }] });
     expect(batch.valid).toEqual([event]);
     expect(batch.invalid).toEqual([expect.objectContaining({ eventId: '019a0000-0000-7000-8000-000000000002' })]);
+  });
+});
+
+describe('audit event arguments', () => {
+  // As the gateway parsed the agent's body and forwarded it to the upstream: `__proto__` an own key, at any depth.
+  const ARGUMENTS_JSON =
+    '{"arguments":{"message":"hello","__proto__":{"command":"rm -rf /srv/data","polluted":true},"list":[{"__proto__":{"x":1}}]},' +
+    '"result":{"__proto__":{"present":true}}}';
+  const withOwnProto = (eventId: string) => ({ ...event, eventId, arguments: JSON.parse(ARGUMENTS_JSON) as typeof event.arguments });
+
+  /** The arguments kept exactly as they came: own `__proto__` data properties, ordinary prototypes, nothing polluted. */
+  const expectKept = (args: unknown) => {
+    expect(JSON.stringify(args)).toBe(ARGUMENTS_JSON);
+    const inner = (args as { arguments: object }).arguments;
+    expect(Object.keys(inner)).toEqual(['message', '__proto__', 'list']);
+    expect(Object.getOwnPropertyDescriptor(inner, '__proto__')).toMatchObject({ value: { command: 'rm -rf /srv/data', polluted: true }, enumerable: true, writable: true });
+    expect(Object.getPrototypeOf(inner)).toBe(Object.prototype);
+    expect(Object.prototype).not.toHaveProperty('polluted');
+    expect(({} as Record<string, unknown>)['command']).toBeUndefined();
+  };
+
+  it('keeps an own __proto__ key in a single event (parseAuditEvent, the job contract), passing the value on uncopied', () => {
+    const raw = JSON.parse(JSON.stringify(withOwnProto(event.eventId))) as typeof event;
+    expect(JSON.stringify(raw.arguments)).toBe(ARGUMENTS_JSON);
+    const parsed = parseAuditEvent(raw);
+    expectKept(parsed.arguments);
+    expect(parsed.arguments).toBe(raw.arguments);
+    expectKept(parseJobPayload('audit.event.ingest', JSON.parse(JSON.stringify(raw))).arguments);
+  });
+
+  it('keeps an own __proto__ key in a batch, v1 and v2 (parseAuditEventBatch, the job contract)', () => {
+    const events = [withOwnProto(event.eventId), withOwnProto('019a0000-0000-7000-8000-000000000002')];
+    for (const payload of [{ v: 1, events }, encodeAuditEventBatchV2(events)]) {
+      const wire = JSON.parse(JSON.stringify(payload)) as unknown;
+      const parsed = parseAuditEventBatch(wire);
+      expect(parsed.invalid).toEqual([]);
+      expect(parsed.valid).toHaveLength(2);
+      for (const valid of parsed.valid) expectKept(valid.arguments);
+      for (const job of parseJobPayload('audit.events.ingest', JSON.parse(JSON.stringify(payload))).events) expectKept(job.arguments);
+    }
+  });
+
+  it('refuses what is not JSON (non-finite numbers, undefined, functions, class instances) and takes every JSON value', () => {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, { a: undefined }, [1, undefined], { f: () => 1 }, new Date(0), { d: new Map() }, 1n, undefined]) {
+      expect(() => parseAuditEvent({ ...event, arguments: bad }), String(bad)).toThrow(/arguments/);
+    }
+    for (const good of [null, true, 0, -1.5, 'text', [], {}, [null, [{ a: [] }]], Object.assign(Object.create(null) as object, { a: 1 })]) {
+      expect(parseAuditEvent({ ...event, arguments: good }).arguments).toBe(good);
+    }
+  });
+
+  it(`keeps arguments nested ${AUDIT_JSON_MAX_DEPTH} levels, and puts a note in place of deeper ones`, () => {
+    const nested = (depth: number) => JSON.parse(`${'['.repeat(depth - 1)}{"x":1}${']'.repeat(depth - 1)}`) as typeof event.arguments;
+    const deepest = nested(AUDIT_JSON_MAX_DEPTH);
+    expect(parseAuditEvent({ ...event, arguments: deepest }).arguments).toBe(deepest);
+    expect(parseAuditEvent({ ...event, arguments: nested(AUDIT_JSON_MAX_DEPTH + 1) }).arguments).toEqual(ARGUMENTS_TOO_DEEP);
+    // Another fault of the event still makes it invalid.
+    expect(() => parseAuditEvent({ ...event, tenantId: 'acme', arguments: nested(AUDIT_JSON_MAX_DEPTH + 1) })).toThrow(/tenantId/);
   });
 });
 

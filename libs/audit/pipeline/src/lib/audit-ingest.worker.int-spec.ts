@@ -1,11 +1,4 @@
-/**
- * Review (audit-1): an agent can keep tool-call arguments out of the audit trail by putting them under a `__proto__`
- * key. The gateway parses the request with JSON.parse (an own `__proto__` key), forwards it to the upstream as it came,
- * and its audit hooks deliberately keep `__proto__` as an own key ("nothing can hide under it"). The worker then
- * validates each event with the contract's `z.json()`, which rebuilds objects by assignment: `__proto__` is dropped,
- * and the stored (and hashed) row records a call the upstream never received.
- */
-import { AuditBatcher, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
+import { AuditBatcher, PostgresAuditEventStore, sampleAuditEvent, verifyTenantChain } from '@portcullis/audit/core';
 import { encodeAuditEventBatchV2, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { createPrismaClient, createSystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext } from '@portcullis/shared/util-testing';
@@ -20,10 +13,21 @@ afterAll(async () => {
   await Promise.all([app.$disconnect(), system.$disconnect()]);
 });
 
-const settings = { connection: {}, prefix: 'zz-audit-1', concurrency: 1, maxAttempts: 3, retryBaseMs: 1_000, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
+const settings = {
+  connection: {},
+  prefix: 'audit-ingest-int',
+  concurrency: 1,
+  maxAttempts: 3,
+  retryBaseMs: 1_000,
+  lockDurationMs: 30_000,
+  stalledIntervalMs: 30_000,
+};
 
-describe('audit-1: arguments under a __proto__ key', () => {
-  it('are stored as the upstream received them, not dropped by the worker', async () => {
+describe('AuditIngestWorker, against Postgres', () => {
+  it('stores arguments under an own __proto__ key as the upstream received them, and the chain verifies', async () => {
+    // An agent could keep arguments out of the trail under `__proto__`: the gateway parses the body with JSON.parse (an
+    // own key), forwards it to the upstream as it came and keeps the key in its event, but the worker validated events
+    // with `z.json()`, which rebuilds objects by assignment: the key was dropped from the stored (and hashed) row.
     const tenant = await createTestTenant(system);
     // The tools/call params as the gateway parsed them from the agent's body (and forwarded them to the upstream).
     const params = JSON.parse('{"name":"ks__exec","arguments":{"message":"hello","__proto__":{"command":"rm -rf /srv/data"}}}') as {
@@ -46,5 +50,9 @@ describe('audit-1: arguments under a __proto__ key', () => {
     );
     expect(rows).toHaveLength(1);
     expect(rows[0]?.args).toContain('rm -rf /srv/data');
+    expect(JSON.parse(rows[0]?.args ?? 'null')).toEqual(JSON.parse(JSON.stringify(event.arguments)));
+    // The hash was taken over what was stored: read back (with the key), the chain verifies.
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 1 });
+    expect(Object.prototype).not.toHaveProperty('command');
   });
 });
