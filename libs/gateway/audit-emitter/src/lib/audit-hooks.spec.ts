@@ -222,6 +222,38 @@ describe('auditHooks', () => {
     expect(emitter.events[2]?.reason).toMatch(/; gone$/);
   });
 
+  it('redacts credentials used as object keys, in the arguments and in a full result, as it does in values', () => {
+    // A map keyed by API key or token: before, keys were made storable but never went through the credential patterns.
+    const github = `ghp_${'A1b2C3d4E5'.repeat(4)}`;
+    const portcullis = 'pcs_live_9f8e7d6c5b4a39281706';
+    const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLWJ5dGVz';
+    const { emitter, hooks } = setup();
+    hooks.completed?.(call({ labels: { [github]: 'ci', [portcullis]: 'prod' } }), ok({ content: [] }));
+    expect(JSON.stringify(emitter.events[0])).not.toContain(github);
+    expect(JSON.stringify(emitter.events[0])).not.toContain(portcullis);
+    // Both labels kept, under distinct keys: neither overwrites the other.
+    expect(emitter.events[0]?.arguments).toMatchObject({ arguments: { labels: { [REDACTED]: 'ci', [`${REDACTED}#2`]: 'prod' } } });
+
+    const full = setup({ audit: { results: 'full' } });
+    full.hooks.completed?.(call({ q: 'sessions' }), ok({ structuredContent: { sessions: { [jwt]: { user: 'ada' } } } }));
+    expect(JSON.stringify(full.emitter.events[0])).not.toContain(jwt);
+    expect(full.emitter.events[0]?.arguments).toMatchObject({ result: { structuredContent: { sessions: { [REDACTED]: { user: 'ada' } } } } });
+  });
+
+  it('redacts a credential key of a result kept as metadata, and takes a credential key out of the rest of the event', () => {
+    const secretKey = 'deploy key sk-live0123456789abcdefghij';
+    const { emitter, hooks } = setup();
+    hooks.completed?.(call({ q: 'x' }), ok({ [secretKey]: [{ type: 'text' }] }));
+    expect(emitter.events[0]?.arguments).toEqual({ arguments: { q: 'x' }, result: { [REDACTED]: { count: 1, types: ['text'] } } });
+    // The whole key goes, and so does an error or a full result quoting it (the words beside the token included).
+    const full = setup({ audit: { results: 'full' } });
+    full.hooks.completed?.(call({ keys: { [secretKey]: true } }), ok({ content: [{ type: 'text', text: `rotated ${secretKey}` }] }));
+    full.hooks.completed?.(call({ keys: { [secretKey]: true } }), { outcome: 'upstream_error', error: { code: -32000, message: `no ${secretKey}` }, latencyMs: 1 });
+    expect(full.emitter.events[0]?.arguments).toEqual({ arguments: { keys: { [REDACTED]: true } }, result: { content: [{ type: 'text', text: `rotated ${REDACTED}` }] } });
+    expect(full.emitter.events[1]?.reason).toBe(`no ${REDACTED}`);
+    expect(JSON.stringify(full.emitter.events)).not.toContain('deploy key');
+  });
+
   it('redacts before it cuts: a credential the cut falls inside is not stored in part', () => {
     const { emitter, hooks } = setup();
     const password = 'p'.repeat(40);

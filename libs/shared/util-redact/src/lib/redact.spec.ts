@@ -68,6 +68,44 @@ describe('redactSecrets', () => {
     expect(JSON.parse(JSON.stringify(out))).toEqual(JSON.parse(`{"__proto__": {"password": "${REDACTED}", "note": "${REDACTED}", "kept": 1}, "x": 2}`));
   });
 
+  it('replaces object keys that are or hold credentials, each under a distinct name, and reports them as removed', () => {
+    const github = `ghp_${'A1b2C3d4E5'.repeat(4)}`;
+    const removed: unknown[] = [];
+    const input = {
+      [REDACTED]: 'a key written so already',
+      [github]: 'ci',
+      'pcs_0123456789abcdefghijkl': { nested: { [`deploy with Bearer abcdefghijklmnop`]: 1 } },
+      'postgres://app:hunter22@db/x': 'dsn as key',
+      [`api_key ${github}x`]: 'named and is a credential',
+      plain: 'kept',
+    };
+    const out = redactSecrets(input, removed);
+    expect(out).toEqual({
+      [REDACTED]: 'a key written so already',
+      [`${REDACTED}#2`]: 'ci',
+      [`${REDACTED}#3`]: { nested: { [REDACTED]: 1 } },
+      [`${REDACTED}#4`]: 'dsn as key',
+      [`${REDACTED}#5`]: REDACTED,
+      plain: 'kept',
+    });
+    expect(JSON.stringify(out)).not.toMatch(/ghp_|pcs_|abcdefghijklmnop|hunter22/);
+    // The keys count as removed (so an echo elsewhere is taken out), besides the value under a credential name.
+    expect(removedTexts(removed)).toEqual(
+      expect.arrayContaining([github, 'pcs_0123456789abcdefghijkl', 'deploy with Bearer abcdefghijklmnop', 'postgres://app:hunter22@db/x', 'named and is a credential']),
+    );
+    // Nothing is overwritten when a redacted key meets a key made storable, and __proto__ stays an own key.
+    const proto = JSON.parse(`{"__proto__": {"${github}": 1}, "k\\ud800": 1, "k\\ufffd": 2}`) as Record<string, unknown>;
+    expect(JSON.stringify(redactSecrets(proto))).toBe(`{"__proto__":{"${REDACTED}":1},"k\ufffd#2":1,"k\ufffd":2}`);
+  });
+
+  it('never remembers a key that is a credential (the key verdicts stay free of credentials)', () => {
+    const before = rememberedKeyVerdicts();
+    redactSecrets({ ['pcs_fedcba9876543210fedcba']: 1 });
+    expect(rememberedKeyVerdicts()).toBe(before);
+    redactSecrets({ a_fresh_plain_key: 1 });
+    expect(rememberedKeyVerdicts()).toBe(before + 1);
+  });
+
   it('answers the same for a key however often it comes and however many other keys came before', () => {
     // A long key is tested, not remembered (keys are the caller's to choose).
     const before = rememberedKeyVerdicts();
@@ -163,22 +201,61 @@ describe('needsNoRedaction', () => {
       '?api_key=v',
       '&signature=s',
       '-----BEGIN RSA PRIVATE KEY-----',
+      `ghp_${'A1b2C3d4E5'.repeat(4)}`,
+      'sk-0123456789abcdefghijkl',
       'a\u0000b',
       '\ud800',
       'plain',
+      REDACTED,
       '',
     );
     const text = fc.oneof(fc.string(), risky, fc.tuple(fc.string(), risky, fc.string()).map(([a, b, c]) => a + b + c));
     const value = fc.letrec((tie) => ({
       node: fc.oneof({ depthSize: 'small' }, text, fc.integer(), fc.boolean(), fc.constant(null), tie('list'), tie('object')),
       list: fc.array(tie('node'), { maxLength: 4 }),
-      object: fc.dictionary(fc.oneof(fc.string(), risky), tie('node'), { maxKeys: 4 }),
+      // Keys as varied as values: credentials as keys, inside keys, several in one object.
+      object: fc.dictionary(text, tie('node'), { maxKeys: 4 }),
     })).node;
     fc.assert(
       fc.property(value, (input) => {
         if (needsNoRedaction(input, JSON.stringify(input))) expect(JSON.stringify(redactSecrets(input))).toBe(JSON.stringify(input));
       }),
       { numRuns: 3_000 },
+    );
+  });
+});
+
+describe('redactSecrets on keys', () => {
+  const credentials = ['Bearer abcdefghijklmnop', 'pcs_0123456789abcdefghijkl', 'AKIAABCDEFGHIJKLMNOP', `ghp_${'A1b2C3d4E5'.repeat(4)}`, 'sk-0123456789abcdefghijkl'];
+
+  it('leaves no credential in a key, and loses no entry to a clash of names (property)', () => {
+    // Letters that spell no credential name (whose value would go whole, nested keys and all), and text that storableText
+    // rewrites (NUL, lone surrogates: `a\u0000` and `a\ufffd` become the same key).
+    const part = fc.string({ unit: fc.constantFrom('a', 'b', '1', ' ', '#', '\u0000', '\ud800', '\udc00', '\ufffd'), maxLength: 4 });
+    const key = fc.oneof(
+      part,
+      fc.constantFrom(REDACTED, `${REDACTED}#2`, '__proto__'),
+      fc.tuple(part, fc.constantFrom(...credentials), part).map(([a, b, c]) => `${a} ${b} ${c}`),
+    );
+    const value = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, fc.string(), fc.integer(), fc.constant(null), tie('object')),
+      object: fc.dictionary(key, tie('node'), { maxKeys: 5 }),
+    })).node;
+    const keysOf = (node: unknown, into: string[] = []): string[] => {
+      if (typeof node !== 'object' || node === null) return into;
+      for (const [name, child] of Object.entries(node)) {
+        into.push(name);
+        keysOf(child, into);
+      }
+      return into;
+    };
+    fc.assert(
+      fc.property(value, (input) => {
+        const out = redactSecrets(input);
+        expect(keysOf(out)).toHaveLength(keysOf(input).length);
+        for (const name of keysOf(out)) for (const credential of credentials) expect(name).not.toContain(credential);
+      }),
+      { numRuns: 2_000 },
     );
   });
 });
@@ -214,5 +291,7 @@ describe('removed texts', () => {
     expect(out).toEqual({ text: `Found ${REDACTED}`, [REDACTED]: [`a ${REDACTED} b`, 3], kept: { same: 'x' } });
     expect(out.kept).toBe(input.kept);
     expect(withoutTextsIn(input, ['absent'])).toBe(input);
+    // A key rewritten to a name the object already has keeps its value apart.
+    expect(withoutTextsIn({ [REDACTED]: 1, hunter22: 2 }, ['hunter22'])).toEqual({ [REDACTED]: 1, [`${REDACTED}#2`]: 2 });
   });
 });

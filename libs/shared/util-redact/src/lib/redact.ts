@@ -89,8 +89,25 @@ function mapStrings<T>(value: T, fix: (text: string) => string, fixNumber?: (num
   });
   if (!changed) return value;
   const copy: Record<string, unknown> = {};
-  for (const [key, item] of entries) Object.defineProperty(copy, key, { value: item, enumerable: true, writable: true, configurable: true });
+  const keys = Object.keys(value);
+  entries.forEach(([key, item], index) => {
+    const name = key === keys[index] ? key : freeKey(key, value as Record<string, unknown>, copy);
+    Object.defineProperty(copy, name, { value: item, enumerable: true, writable: true, configurable: true });
+  });
   return copy as T;
+}
+
+/**
+ * The name for a key that redaction rewrote (to REDACTED, or to storable text) in `out`, a copy of `source`: `name`
+ * itself, or `name#2`, `name#3`... when a key of `source` or one already in `out` has it. Several credentials used as
+ * keys of one object become distinct keys instead of one value silently overwriting the others.
+ */
+function freeKey(name: string, source: Readonly<Record<string, unknown>>, out: Readonly<Record<string, unknown>>): string {
+  const taken = (key: string) => Object.prototype.hasOwnProperty.call(out, key) || Object.prototype.hasOwnProperty.call(source, key);
+  if (!taken(name)) return name;
+  let n = 2;
+  while (taken(`${name}#${n}`)) n += 1;
+  return `${name}#${n}`;
 }
 
 function redactString(value: string): string {
@@ -108,20 +125,26 @@ function redactString(value: string): string {
   return text;
 }
 
+/** A key's verdict: its value is a credential (the key names one: `password`, `apiKey`...). */
+const NAMES_SECRET = 1;
+/** A key's verdict: the key is a credential itself (a map keyed by token), or holds one (`redactString` changes it). */
+const IS_SECRET = 2;
+
 /**
- * Whether a key names a credential, remembered per key: the audit trail redacts every request's arguments, and the
- * same few keys come back call after call. Bounded in count and in key length (keys are the caller's: a long one is
- * tested each time rather than kept), so the memory it holds stays small whatever arrives.
+ * What a key is (NAMES_SECRET, IS_SECRET, both or neither), remembered per key: the audit trail redacts every request's
+ * arguments, and the same few keys come back call after call. Bounded in count and in key length (keys are the
+ * caller's: a long one is tested each time rather than kept), so the memory it holds stays small whatever arrives; a
+ * key that is a credential is tested each time too, never kept in memory.
  */
-const keyVerdicts = new Map<string, boolean>();
+const keyVerdicts = new Map<string, number>();
 const KEY_VERDICTS_MAX = 4_096;
 const KEY_VERDICT_MAX_LENGTH = 128;
 
-function isSecretKey(key: string): boolean {
+function keyVerdict(key: string): number {
   let verdict = keyVerdicts.get(key);
   if (verdict === undefined) {
-    verdict = SECRET_KEY.test(key);
-    if (keyVerdicts.size < KEY_VERDICTS_MAX && key.length <= KEY_VERDICT_MAX_LENGTH) keyVerdicts.set(key, verdict);
+    verdict = (SECRET_KEY.test(key) ? NAMES_SECRET : 0) | (redactString(key) === key ? 0 : IS_SECRET);
+    if ((verdict & IS_SECRET) === 0 && keyVerdicts.size < KEY_VERDICTS_MAX && key.length <= KEY_VERDICT_MAX_LENGTH) keyVerdicts.set(key, verdict);
   }
   return verdict;
 }
@@ -153,12 +176,13 @@ export const rememberedKeyVerdicts = (): number => keyVerdicts.size;
 /**
  * The last line of defence before anything is written to the audit trail: values under keys that name a
  * credential are replaced, and credential-looking strings (bearer tokens, API keys, JWTs, private keys, URL
- * passwords...) are replaced wherever they appear. Strings and keys are made storable (`storableText`). Returns a
- * copy; dates become ISO strings. A `__proto__` key
+ * passwords...) are replaced wherever they appear, object keys included: a key that holds one (a map keyed by token)
+ * becomes REDACTED, or `[redacted]#2`, `#3`... where several do in one object, so no value overwrites another. Strings
+ * and keys are made storable (`storableText`). Returns a copy; dates become ISO strings. A `__proto__` key
  * (JSON.parse makes it an ordinary own key) stays an own key of the copy, so nothing can hide under it.
- * `removed`, when given, receives the values replaced for their key (up to MAX_REMOVED_VALUES; `removedTexts` turns
- * them into text), so that the
- * same words can be taken out of free text that quotes them (`withoutTexts`).
+ * `removed`, when given, receives the values replaced for their key and the keys replaced as credentials (up to
+ * MAX_REMOVED_VALUES; `removedTexts` turns them into text), so that the same words can be taken out of free text
+ * that quotes them (`withoutTexts`).
  */
 export function redactSecrets(value: unknown, removed?: unknown[]): unknown {
   if (typeof value === 'string') return redactString(value);
@@ -174,19 +198,29 @@ export function redactSecrets(value: unknown, removed?: unknown[]): unknown {
   for (const sourceKey of Object.keys(source)) {
     const child = source[sourceKey];
     if (child === undefined) continue;
-    const key = storableText(sourceKey);
+    let key = storableText(sourceKey);
+    const verdict = keyVerdict(key);
     let redacted: unknown;
-    if (child !== null && isSecretKey(key)) {
+    if (child !== null && (verdict & NAMES_SECRET) !== 0) {
       redacted = REDACTED;
       if (removed) remember(child, removed);
     } else redacted = redactSecrets(child, removed);
+    if ((verdict & IS_SECRET) !== 0) {
+      // The key is a credential (a map keyed by token): it goes, as a value would, and is looked for elsewhere.
+      if (removed) remember(key, removed);
+      key = freeKey(REDACTED, source, out);
+    } else if (key !== sourceKey) key = freeKey(key, source, out);
     if (key === '__proto__') Object.defineProperty(out, key, { value: redacted, enumerable: true, writable: true, configurable: true });
     else out[key] = redacted;
   }
   return out;
 }
 
-/** Whether some key in `value`, at any depth, names a credential and holds something (`redactSecrets` would replace it). */
+/**
+ * Whether some key in `value`, at any depth, names a credential and holds something, or is a credential itself
+ * (`redactSecrets` would replace the value, or the key). The text scan of `needsNoRedaction` finds a key that is a
+ * credential too (keys stand in the text as they are); this walk does not depend on it.
+ */
 function holdsSecretKey(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   if (Array.isArray(value)) {
@@ -196,15 +230,18 @@ function holdsSecretKey(value: unknown): boolean {
   const source = value as Record<string, unknown>;
   for (const key of Object.keys(source)) {
     const child = source[key];
-    if (child === undefined || child === null) continue;
-    if (isSecretKey(key) || holdsSecretKey(child)) return true;
+    if (child === undefined) continue;
+    const verdict = keyVerdict(key);
+    if ((verdict & IS_SECRET) !== 0) return true;
+    if (child === null) continue;
+    if ((verdict & NAMES_SECRET) !== 0 || holdsSecretKey(child)) return true;
   }
   return false;
 }
 
 /**
  * Whether `redactSecrets(value)` would leave `value` as it is, as JSON (`JSON.stringify(redactSecrets(value)) === json`),
- * given `json`, its `JSON.stringify` text: no key names a credential, no string looks like one, and every string is
+ * given `json`, its `JSON.stringify` text: no key names a credential, no key or string looks like one, and every string is
  * already storable. For JSON data as JSON.parse makes it: an object whose `toJSON`, getters or non-enumerable parts
  * make its text differ from its keys is not covered. Cheaper than the copy when, as on most
  * calls, there is nothing to redact: keys are checked by a walk, but strings by one scan of the text instead of one
