@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,21 @@ const THIRD_PARTY = {
   clientSecret: 'third-party-secret-0123',
   redirectUri: 'http://localhost:1/tp/cb',
 };
+
+/** Sends one raw HTTP/1.1 request and resolves with the status line (or a description of what happened instead). */
+function rawRequest(port: number, requestLine: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(`${requestLine}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`));
+    let data = '';
+    socket.setTimeout(2_000, () => {
+      socket.destroy();
+      resolve(data.split('\r\n')[0] || 'no answer within 2 s');
+    });
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+    socket.on('close', () => resolve(data.split('\r\n')[0] || 'connection closed without an answer'));
+    socket.on('error', (error) => resolve(`socket error: ${error.message}`));
+  });
+}
 
 /** A minimal cookie jar: enough for the IdP's own cookies on one host. */
 class CookieJar {
@@ -128,6 +144,15 @@ describe('dev IdP', () => {
   it('answers health and readiness probes', async () => {
     expect((await fetch(`${idp.issuer}/healthz`)).status).toBe(200);
     expect((await fetch(`${idp.issuer}/readyz`)).status).toBe(200);
+  });
+
+  // `new URL(req.url, base)` threw for `//[` (a host that does not parse) in the plain node:http listener: an uncaught
+  // exception, and the real dev-idp process (apps/dev-idp/src/main.ts) exited.
+  it('answers a request target that is not a URL with 400 and keeps serving', async () => {
+    for (const target of ['//[', '//a b', '//:99999']) {
+      expect({ target, status: await rawRequest(idp.port, `GET ${target} HTTP/1.1`) }).toEqual({ target, status: expect.stringMatching(/^HTTP\/1\.1 400/) });
+    }
+    expect((await fetch(`${idp.issuer}/healthz`)).status).toBe(200);
   });
 
   it('publishes discovery and a JWKS', async () => {

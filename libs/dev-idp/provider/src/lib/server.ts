@@ -44,8 +44,11 @@ export async function startDevIdp(options: DevIdpOptions): Promise<RunningDevIdp
   } = {};
   let shuttingDown = false;
 
-  const server = createServer((req, res) => {
-    const pathname = new URL(req.url ?? '/', 'http://dev-idp.invalid').pathname;
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // A request target that is no URL (`//[`, `//a b`) makes `new URL` throw: the sender's mistake, answered 400.
+    const target = req.url ?? '/';
+    if (!URL.canParse(target, 'http://dev-idp.invalid')) return sendJson(res, 400, { error: 'invalid_request' });
+    const pathname = new URL(target, 'http://dev-idp.invalid').pathname;
     if (pathname === '/healthz') return sendJson(res, 200, { status: 'ok' });
     if (pathname === '/readyz') {
       const ready = provider !== undefined && !shuttingDown;
@@ -53,13 +56,19 @@ export async function startDevIdp(options: DevIdpOptions): Promise<RunningDevIdp
     }
     const { oidc, interactions } = routes;
     if (!oidc || !interactions) return sendJson(res, 503, { error: 'starting' });
-    interactions(req, res, pathname)
-      .then((handled) => {
-        if (!handled) oidc(req, res);
-      })
+    if (!(await interactions(req, res, pathname))) oidc(req, res);
+  };
+
+  // Nothing a request does may escape the listener: thrown there (synchronously or not) it is an uncaught exception
+  // and the process exits. Logged with the method and path only: a query can carry a code or a token.
+  const server = createServer((req, res) => {
+    void Promise.resolve()
+      .then(() => route(req, res))
       .catch((error: unknown) => {
-        logger.error({ err: error }, 'request failed');
+        const path = (req.url ?? '').split('?', 1)[0];
+        logger.error({ err: error, req: { method: req.method, path } }, 'request failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal_error' });
+        else res.end();
       });
   });
   server.keepAliveTimeout = 5_000;

@@ -10,12 +10,15 @@ import {
   ResourceUpdatedNotificationSchema,
   type Progress,
 } from '@modelcontextprotocol/sdk/types.js';
+import { connect as connectSocket } from 'node:net';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { toolResultText } from '../testing/result-text';
 import { startDemoHttpHost, type DemoHttpHost, type DemoHttpHostOptions } from './demo-http-host';
 
-const logger = createLogger({ service: 'demo-http-host-test', level: 'silent' });
+/** The host's log lines at error and above. */
+const errorLines: string[] = [];
+const logger = createLogger({ service: 'demo-http-host-test', level: 'error', destination: { write: (line: string) => errorLines.push(line) } });
 const hostOptions: DemoHttpHostOptions = {
   host: '127.0.0.1',
   port: 0,
@@ -268,6 +271,26 @@ describe('demo HTTP host', () => {
 
     it('404s an SSE message for an unknown session', async () => {
       expect((await post('/messages?sessionId=nope', '{}')).status).toBe(404);
+    });
+
+    // `new URL(req.url, base)` threw for `//[` (a host that does not parse): answered 500 and logged as a server fault.
+    it('answers a request target that is not a URL with 400, logging no error', async () => {
+      const logged = errorLines.length;
+      for (const target of ['//[', '//a b', '//:99999']) {
+        const status = await new Promise<string>((resolve) => {
+          const socket = connectSocket(host.port, '127.0.0.1', () =>
+            socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`),
+          );
+          let data = '';
+          socket.setTimeout(2_000, () => socket.destroy());
+          socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+          socket.on('close', () => resolve(data.split('\r\n')[0] || 'connection closed without an answer'));
+          socket.on('error', (error) => resolve(`socket error: ${error.message}`));
+        });
+        expect({ target, status }).toEqual({ target, status: expect.stringMatching(/^HTTP\/1\.1 400/) });
+      }
+      expect(errorLines.slice(logged)).toEqual([]);
+      expect((await fetch(`${host.url}/healthz`)).status).toBe(200);
     });
   });
 });

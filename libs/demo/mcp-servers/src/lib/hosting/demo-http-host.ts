@@ -206,7 +206,10 @@ export async function startDemoHttpHost(options: DemoHttpHostOptions): Promise<D
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    // A request target that is no URL (`//[`, `//a b`) is the sender's mistake, not an internal error.
+    const target = req.url ?? '/';
+    if (!URL.canParse(target, 'http://localhost')) throw new HttpError(400, INVALID_REQUEST, 'Bad Request: the request target is not a URL');
+    const url = new URL(target, 'http://localhost');
     const method = req.method ?? 'GET';
     if (url.pathname === '/healthz' && (method === 'GET' || method === 'HEAD')) {
       writeJson(res, 200, { status: 'ok' });
