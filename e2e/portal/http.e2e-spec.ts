@@ -185,7 +185,46 @@ describe('the built portal over HTTP', () => {
     expect(body.identityProvider).not.toMatch(/elsewhere|127\.0\.0\.1/);
   });
 
+  const postJson = (route: string, body: string) =>
+    fetch(`${portalUrl}/api/auth/${route}`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/json' }, body });
+
+  // next-auth's route handler parses a JSON body with `req.json()` and hands `callbackUrl` to the redirect callback as
+  // parsed: a number, an object, an array threw there (500); malformed JSON threw before any of the portal's code (500).
+  it('answers a callbackUrl that is not a string without a 500 (the redirect callback threw on it)', async () => {
+    for (const body of ['{"callbackUrl":1}', '{"callbackUrl":{"a":1}}', '{"callbackUrl":["/tenants"]}', '{"callbackUrl":true}']) {
+      for (const route of ['session', 'signout', 'signin/oidc', 'csrf']) {
+        const { status } = await postJson(route, body);
+        expect({ route, body, status }).toEqual({ route, body, status: expect.any(Number) });
+        expect({ route, body, serverError: status >= 500 }).toEqual({ route, body, serverError: false });
+      }
+    }
+  });
+
+  it('answers a body that is not JSON at all without a 500 (next-auth parses it unguarded)', async () => {
+    for (const route of ['session', 'signout', 'signin/oidc']) {
+      const { status } = await postJson(route, '{not json');
+      expect({ route, serverError: status >= 500 }).toEqual({ route, serverError: false });
+    }
+  });
+
+  it('refuses a POST body that is not form-encoded with 415, before next-auth sees it; a form still reaches it', async () => {
+    for (const type of ['application/json', 'text/plain', 'application/x-www-form-urlencoded; x=application/json']) {
+      const response = await fetch(`${portalUrl}/api/auth/signout`, { method: 'POST', redirect: 'manual', headers: { 'content-type': type }, body: '{}' });
+      expect({ type, status: response.status }).toEqual({ type, status: 415 });
+      expect(await response.json()).toEqual({ error: 'unsupported_media_type', message: expect.stringMatching(/x-www-form-urlencoded/) });
+    }
+    // What next-auth's client sends: its form reaches next-auth (no CSRF token here, so next-auth asks for one).
+    const form = await fetch(`${portalUrl}/api/auth/signout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ callbackUrl: '/', json: 'true' }).toString(),
+    });
+    expect(form.status).toBe(200);
+    expect(((await form.json()) as { url: string }).url).toContain('csrf=true');
+  });
+
   it('logged no error for any of these requests', () => {
-    expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"/);
+    expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"|TypeError|SyntaxError/);
   });
 });

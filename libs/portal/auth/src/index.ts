@@ -2,8 +2,8 @@ export { createAuthOptions, OIDC_PROVIDER_ID, SIGN_IN_PATH } from './lib/auth-op
 export type { PortalAuthSettings } from './lib/auth-options';
 export { toPortalUser } from './lib/session';
 export type { PortalSession, PortalToken, PortalUser } from './lib/session';
-export { authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './lib/auth-request';
-export type { AuthRoute } from './lib/auth-request';
+export { authBodyRefusal, authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './lib/auth-request';
+export type { AuthBodyRefusal, AuthRoute } from './lib/auth-request';
 export { safeCallbackPath, sameOriginRedirect } from './lib/callback-url';
 export { discoveryIssuerProblem } from './lib/issuer';
 export { portalEnvSchema } from './lib/portal-config';

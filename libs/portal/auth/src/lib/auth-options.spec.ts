@@ -65,6 +65,17 @@ describe('portal redirect after sign-in and sign-out', () => {
       expect(await redirect(value)).toBe('http://localhost:3000/');
     }
   });
+
+  // next-auth hands the redirect callback `req.body.callbackUrl ?? req.query.callbackUrl`. The App Router handler parses
+  // a JSON body (`content-type: application/json`) with `req.json()`, so a visitor chooses the value's type: a number, an
+  // object or an array reached the callback, and `url.startsWith` threw — a 500 on every POST /api/auth route.
+  for (const value of [1, { a: 1 }, ['/tenants'], true]) {
+    it(`sends a callbackUrl of ${JSON.stringify(value)} from a JSON body to the portal instead of throwing`, async () => {
+      await expect(Promise.resolve().then(() => options.callbacks?.redirect?.({ url: value as never, baseUrl: 'http://localhost:3000' }))).resolves.toBe(
+        'http://localhost:3000/',
+      );
+    });
+  }
 });
 
 describe('portal session lifetime', () => {

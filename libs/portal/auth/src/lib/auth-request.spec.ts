@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './auth-request';
+import { authBodyRefusal, authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './auth-request';
 
 const PORTAL = 'http://localhost:3000';
 const route = (pathAndQuery: string) => {
@@ -77,5 +77,20 @@ describe('cleanCallbackCookie', () => {
       expect(cleaned).toBe(`next-auth.session-token=t.o.k; next-auth.callback-url=${encodeURIComponent(`${PORTAL}/`)}; theme=dark`);
     }
     expect(cleanCallbackCookie('__Secure-next-auth.callback-url=foo', 'https://portal.example')).toBe(`__Secure-next-auth.callback-url=${encodeURIComponent('https://portal.example/')}`);
+  });
+});
+
+describe('authBodyRefusal', () => {
+  it('lets through what next-auth\'s own client and an IdP\'s form_post send, and requests without a body', () => {
+    for (const type of ['application/x-www-form-urlencoded', 'application/x-www-form-urlencoded;charset=UTF-8', 'Application/X-WWW-Form-Urlencoded', null]) {
+      expect(authBodyRefusal('POST', type)).toBeUndefined();
+    }
+    for (const method of ['GET', 'HEAD']) expect(authBodyRefusal(method, 'application/json')).toBeUndefined();
+  });
+
+  it('refuses with 415 any other body type, JSON above all (next-auth parses it unguarded, and keeps its value types)', () => {
+    for (const type of ['application/json', 'application/json; charset=utf-8', 'text/plain', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded; x=application/json', 'application/x-www-form-urlencodedx', '']) {
+      expect({ type, refusal: authBodyRefusal('POST', type) }).toEqual({ type, refusal: { status: 415, error: 'unsupported_media_type', message: expect.stringMatching(/x-www-form-urlencoded/) } });
+    }
   });
 });

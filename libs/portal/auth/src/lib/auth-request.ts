@@ -16,6 +16,34 @@ export function authErrorCode(value: string): string {
   return ERROR_CODE.test(value) ? value : GENERIC_AUTH_ERROR;
 }
 
+/** Why an /api/auth request is refused before next-auth sees it. */
+export interface AuthBodyRefusal {
+  readonly status: 415;
+  readonly error: 'unsupported_media_type';
+  readonly message: string;
+}
+
+/**
+ * Whether an /api/auth request's body may reach next-auth. Its route handler reads a POST body by the `Content-Type`
+ * header: one that contains `application/json` goes through `req.json()`, unguarded (malformed JSON: a 500 before any
+ * of the portal's code runs), and hands next-auth values of any JSON type where it expects strings (`callbackUrl`,
+ * `csrfToken`). next-auth's own client (`signIn`, `signOut` of `next-auth/react`) and an IdP's form_post send
+ * `application/x-www-form-urlencoded`, which it reads with `URLSearchParams`: strings only, never a parse error. So a
+ * POST is refused (415) when it declares any other type; one with no `Content-Type` passes (next-auth reads no body
+ * from it). Other methods carry no body next-auth reads.
+ */
+export function authBodyRefusal(method: string, contentType: string | null): AuthBodyRefusal | undefined {
+  if (method.toUpperCase() !== 'POST' || contentType === null) return undefined;
+  const essence = (contentType.split(';', 1)[0] ?? '').trim().toLowerCase();
+  // next-auth looks for `application/json` anywhere in the header, parameters included.
+  if (essence === 'application/x-www-form-urlencoded' && !contentType.toLowerCase().includes('json')) return undefined;
+  return {
+    status: 415,
+    error: 'unsupported_media_type',
+    message: 'POST /api/auth/* takes application/x-www-form-urlencoded bodies only.',
+  };
+}
+
 /** An /api/auth request as next-auth's route handler reads it: the URL's query, and the path segments after /api/auth. */
 export interface AuthRoute {
   readonly url: URL;

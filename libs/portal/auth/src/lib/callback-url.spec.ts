@@ -34,6 +34,14 @@ describe('sameOriginRedirect (next-auth redirect callback)', () => {
     }
   });
 
+  it('sends a callbackUrl that is not a string (a JSON body\'s number, object, array, boolean) to the portal’s base', () => {
+    for (const value of [1, { a: 1 }, ['/tenants'], true, null, undefined]) {
+      expect(() => sameOriginRedirect(value, base)).not.toThrow();
+      expect(sameOriginRedirect(value, base)).toBe(`${base}/`);
+    }
+    expect(safeCallbackPath([1] as never)).toBe('/');
+  });
+
   it('does not throw on a base it cannot parse either', () => {
     expect(sameOriginRedirect('foo', 'not a url')).toBe('not a url/');
     expect(sameOriginRedirect('http://x.example/', '')).toBe('/');

@@ -4,8 +4,8 @@
  * placeholder origin, and kept only if it stays there; what is returned is rebuilt from the parsed URL.
  */
 export function safeCallbackPath(value: string | readonly string[] | undefined): string {
-  const candidate = typeof value === 'string' ? value : value?.[0];
-  if (candidate === undefined || !candidate.startsWith('/')) return '/';
+  const candidate: unknown = typeof value === 'string' ? value : value?.[0];
+  if (typeof candidate !== 'string' || !candidate.startsWith('/')) return '/';
   const base = 'http://portal.invalid';
   let url: URL;
   try {
@@ -33,10 +33,13 @@ function parseUrl(value: string): URL | undefined {
  * `new URL(value)` on what is not a path, which throws on `foo` or `:`: a 500. Kept: a path of the portal, or an
  * absolute URL of the portal itself (next-auth's client sends those), both through `safeCallbackPath`. Anything else
  * goes to the portal's base. Never throws. (`cleanAuthRoute` gives the parameter the same treatment earlier, because
- * next-auth refuses some values before any callback runs.)
+ * next-auth refuses some values before any callback runs.) next-auth's type says `url` is a string, but it hands over
+ * `req.body.callbackUrl` as parsed: from a JSON body (which the portal's route refuses, but this must not depend on it)
+ * a number, an object, an array or a boolean. Anything but a string goes to the portal's base.
  */
-export function sameOriginRedirect(url: string, baseUrl: string): string {
+export function sameOriginRedirect(url: unknown, baseUrl: string): string {
   const base = baseUrl.replace(/\/+$/, '');
+  if (typeof url !== 'string') return `${base}/`;
   const absolute = url.startsWith('/') ? undefined : parseUrl(url);
   const ownOrigin = absolute !== undefined && absolute.origin !== 'null' && absolute.origin === parseUrl(base)?.origin;
   const path = ownOrigin ? safeCallbackPath(`${absolute.pathname}${absolute.search}${absolute.hash}`) : safeCallbackPath(url);
