@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '@portcullis/shared/util-testing';
+import { testContext, waitFor } from '@portcullis/shared/util-testing';
 
 // The built portal (`next start`) over HTTP, no browser: needs apps/portal/.next (the build stage), as login.e2e-spec.ts does.
 const portalDir = path.resolve(__dirname, '../../apps/portal');
@@ -74,6 +74,7 @@ describe('the built portal over HTTP', () => {
         NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
         PORTAL_OIDC_ISSUER: `http://127.0.0.1:${(provider.address() as AddressInfo).port}`,
         PORTAL_OIDC_CLIENT_SECRET: randomBytes(24).toString('base64url'),
+        REDIS_URL: testContext().redisUrl,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

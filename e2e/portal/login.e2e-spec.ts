@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testContext } from '@portcullis/shared/util-testing';
 import {
   type AppProcess,
   freePort,
@@ -24,6 +26,7 @@ if (!olivia) throw new Error('demo identities changed: olivia.owner@acme.example
 const grace = { sub: 'u-grace-e2e', email: 'grace.groups@acme.example', name: 'Grace Groups', memberships: [], groups: Array.from({ length: 200 }, (_, index) => `group-${index}-platform-engineering-readers`) };
 
 const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
+const { redisUrl } = testContext();
 
 /** The built portal (`next start`) on localhost:`port`, signing in at `issuer`. */
 function startPortal(port: number, issuer: string, clientSecret: string, env: Record<string, string> = {}): AppProcess {
@@ -37,6 +40,7 @@ function startPortal(port: number, issuer: string, clientSecret: string, env: Re
       NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
       PORTAL_OIDC_ISSUER: issuer,
       PORTAL_OIDC_CLIENT_SECRET: clientSecret,
+      REDIS_URL: redisUrl,
       ...env,
     },
     path.join(repoRoot, 'apps/portal'),
@@ -231,5 +235,159 @@ describe('portal with its identity provider down', () => {
     expect(await ready.json()).toEqual({ status: 'ready', identityProvider: 'identity provider discovery unreachable' });
     const signIn = await fetch(`${portalUrl}/sign-in`);
     expect(signIn.status).toBe(200);
+  });
+});
+
+/** fetch with one cookie jar per host, never following redirects. */
+class Browserless {
+  readonly jars = new Map<string, Map<string, string>>();
+
+  jar(url: string): Map<string, string> {
+    const host = new URL(url).host;
+    let jar = this.jars.get(host);
+    if (!jar) this.jars.set(host, (jar = new Map()));
+    return jar;
+  }
+
+  async go(url: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
+    const jar = this.jar(url);
+    const cookie = [...jar].map(([name, value]) => `${name}=${value}`).join('; ');
+    const response = await fetch(url, { ...init, headers: { ...init.headers, cookie }, redirect: 'manual' });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair = ''] = line.split(';');
+      const at = pair.indexOf('=');
+      const [name, value] = [pair.slice(0, at), pair.slice(at + 1)];
+      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line) || /max-age=0\b/i.test(line)) jar.delete(name);
+      else jar.set(name, value);
+    }
+    return response;
+  }
+
+  form(url: string, fields: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
+    return this.go(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(fields).toString() });
+  }
+}
+
+// Over HTTP, no browser: the built dev IdP and the built portal; a copy of the session cookie taken before signing out.
+describe('portal sign-out over HTTP', () => {
+  const started: AppProcess[] = [];
+  let idp: AppProcess | undefined;
+  let portalUrl = '';
+  let idpUrl = '';
+  let idpPort = 0;
+  const sessionSecret = randomBytes(32).toString('base64url');
+  const clientSecret = randomBytes(24).toString('base64url');
+
+  beforeAll(async () => {
+    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
+      if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
+    }
+    const portalPort = await freePort();
+    idpPort = await freePort();
+    idpUrl = `http://localhost:${idpPort}`;
+    portalUrl = `http://localhost:${portalPort}`;
+    idp = startBuiltApp('dev-idp', {
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'warn',
+      DEV_IDP_HOST: '127.0.0.1',
+      DEV_IDP_PORT: String(idpPort),
+      DEV_IDP_ISSUER: idpUrl,
+      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
+      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
+      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
+    });
+    started.push(idp);
+    await waitForReady(`${idpUrl}/readyz`, idp);
+    const portal = startPortal(portalPort, idpUrl, clientSecret, { NEXTAUTH_SECRET: sessionSecret });
+    started.push(portal);
+    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const app of started.reverse()) await app.stop(5_000);
+  });
+
+  /** Signs Olivia in through the dev IdP, as the sign-in button and the IdP's login form would. */
+  async function signIn(browser: Browserless): Promise<void> {
+    const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
+    let url = ((await start.json()) as { url: string }).url;
+    for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
+      let response = await browser.go(url);
+      if (response.status === 200 && url.includes('/interaction/')) {
+        response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
+      }
+      const location = response.headers.get('location');
+      if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
+      url = new URL(location, url).toString();
+    }
+    const session = (await (await browser.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
+    expect(session.user?.email).toBe('olivia.owner@acme.example');
+  }
+
+  const cookieOf = (browser: Browserless) => [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
+
+  it('ends the portal session: the session cookie held before signing out no longer signs anyone in', async () => {
+    const browser = new Browserless();
+    await signIn(browser);
+    const cookieBefore = cookieOf(browser);
+
+    // What the sign-out button does: ask where to go, let next-auth clear the cookie, sign out at the IdP (confirmed).
+    const { url: endSession } = (await (await browser.go(`${portalUrl}/api/sign-out`, { method: 'POST', headers: { origin: portalUrl } })).json()) as { url: string };
+    const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    expect((await browser.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' })).status).toBe(200);
+    expect(await (await browser.go(`${portalUrl}/api/auth/session`)).json()).toEqual({});
+    const confirmPage = await (await browser.go(endSession)).text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirmPage)?.[1] ?? '';
+    const confirmed = await browser.form(`${idpUrl}/session/end/confirm`, { xsrf, logout: 'yes' });
+    expect(confirmed.headers.get('location')).toBe(`${portalUrl}/sign-in`);
+
+    // Before, the cookie the browser held a moment ago (a copy on a shared computer, in a proxy's or an extension's
+    // hands) was still a valid session for the rest of its 8 hours. The dashboard is tried first: the proxy checks it
+    // (getToken skips next-auth's callbacks); /api/auth/session then drops it.
+    const replayedDashboard = await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' });
+    const replayedSession = await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie: cookieBefore } })).json();
+    expect({ session: replayedSession, dashboard: replayedDashboard.status }).toEqual({ session: {}, dashboard: 307 });
+    expect(new URL(replayedDashboard.headers.get('location') ?? '', portalUrl).pathname).toBe('/sign-in');
+    // Nor does the sign-out step hand that copy the person's ID token.
+    const replayedSignOut = await fetch(`${portalUrl}/api/sign-out`, { method: 'POST', headers: { cookie: cookieBefore, origin: portalUrl } });
+    expect(await replayedSignOut.json()).toEqual({ url: '/sign-in' });
+  });
+
+  it('refuses the dashboard with a 503 page, not the sign-in page, while signed-out sessions cannot be looked up (Redis down)', async () => {
+    const browser = new Browserless();
+    await signIn(browser);
+    const cookie = cookieOf(browser);
+    // A second portal with the same session secret, whose Redis does not answer (nothing listens on port 1).
+    const port = await freePort();
+    const blind = startPortal(port, idpUrl, clientSecret, { NEXTAUTH_SECRET: sessionSecret, REDIS_URL: 'redis://127.0.0.1:1', PORTAL_REDIS_TIMEOUT_MS: '300' });
+    started.push(blind);
+    await waitForReady(`http://localhost:${port}/readyz`, blind, 60_000);
+    const dashboard = await fetch(`http://localhost:${port}/`, { headers: { cookie }, redirect: 'manual' });
+    expect(dashboard.status).toBe(503);
+    expect(await dashboard.text()).toContain('cannot check your session');
+    // The same cookie is fine where Redis answers: nothing was ended.
+    expect((await fetch(`${portalUrl}/`, { headers: { cookie }, redirect: 'manual' })).status).toBe(200);
+    // Signing out there still leads to the provider's sign-out, without the ID token of a session it cannot check.
+    const signOut = await fetch(`http://localhost:${port}/api/sign-out`, { method: 'POST', headers: { cookie, origin: `http://localhost:${port}` } });
+    const { url } = (await signOut.json()) as { url: string };
+    expect(url.startsWith(`${idpUrl}/`)).toBe(true);
+    expect(url).not.toContain('id_token_hint');
+    expect(blind.output()).toContain('session.check-unavailable');
+  });
+
+  // One request whose target does not parse as a URL ended the dev IdP process (an uncaught exception).
+  it('keeps the dev IdP serving after a request target that is not a URL', async () => {
+    const status = await new Promise<string>((resolve) => {
+      const socket = connect(idpPort, '127.0.0.1', () => socket.write('GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'));
+      let data = '';
+      socket.setTimeout(2_000, () => socket.destroy());
+      socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+      socket.on('close', () => resolve(data.split('\r\n')[0] || 'connection closed without an answer'));
+      socket.on('error', () => undefined);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const alive = await fetch(`${idpUrl}/healthz`).then((response) => response.status, (error: Error) => `unreachable (${error.message})`);
+    expect({ status, alive, exitCode: idp?.child.exitCode ?? null }).toEqual({ status: expect.stringMatching(/^HTTP\/1\.1 400/), alive: 200, exitCode: null });
   });
 });

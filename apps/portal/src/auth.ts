@@ -6,11 +6,12 @@ import { connection } from 'next/server';
 import { createAuthOptions, type PortalUser, SIGN_IN_PATH, toPortalUser } from '@portcullis/portal/auth';
 import { portalConfig } from './config';
 import { portalLogger } from './logger';
+import { sessionRevocations } from './session-revocations';
 
 let options: NextAuthOptions | undefined;
 
 export function authOptions(): NextAuthOptions {
-  options ??= createAuthOptions(portalConfig().auth, portalLogger());
+  options ??= createAuthOptions(portalConfig().auth, portalLogger(), sessionRevocations());
   return options;
 }
 

@@ -1,11 +1,24 @@
 import { type NextRequest, NextResponse } from 'next/server';
 import { getToken } from 'next-auth/jwt';
-import { cleanCallbackCookie, SIGN_IN_PATH } from '@portcullis/portal/auth';
+import { cleanCallbackCookie, type PortalToken, SessionCheckUnavailableError, sessionState, SIGN_IN_PATH } from '@portcullis/portal/auth';
 import { portalConfig } from './config';
+import { portalLogger } from './logger';
+import { sessionRevocations } from './session-revocations';
+
+/** What a signed-in person sees while sessions cannot be checked (Redis down): the session is not trusted, not ended. */
+function sessionCheckUnavailable(): NextResponse {
+  const page = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portcullis is unavailable</title></head><body>
+<main><h1>Portcullis cannot check your session right now</h1>
+<p>The portal cannot confirm that your session is still valid, so it does not open the dashboard. You are still signed in: try again in a moment.</p></main>
+</body></html>`;
+  return new NextResponse(page, { status: 503, headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'retry-after': '5' } });
+}
 
 /**
- * Sends anonymous visitors of any page to the sign-in page, remembering where they were going.
- * The dashboard layout checks the session again (defence in depth).
+ * Sends anonymous visitors of any page to the sign-in page, remembering where they were going. A session cookie whose
+ * session was signed out (a copy kept after signing out) counts as anonymous; while the signed-out sessions cannot be
+ * looked up (Redis down), a page answers 503 (fail closed). getToken only decrypts the cookie — next-auth's `jwt`
+ * callback, which checks the same, does not run here. The dashboard layout checks the session again (defence in depth).
  *
  * On /api/auth, it only hands next-auth a callback-URL cookie next-auth would refuse (a 500 on every route) cleaned
  * (`cleanCallbackCookie`): next-auth's route handler reads the cookies of the request as it reached the app, so this
@@ -19,8 +32,16 @@ export async function proxy(request: NextRequest): Promise<NextResponse> {
     headers.set('cookie', cookie);
     return NextResponse.next({ request: { headers } });
   }
-  const token = await getToken({ req: request, secret: portalConfig().auth.sessionSecret });
-  if (token) return NextResponse.next();
+  const token = (await getToken({ req: request, secret: portalConfig().auth.sessionSecret })) as PortalToken | null;
+  if (token) {
+    try {
+      if ((await sessionState(token, sessionRevocations())) === 'active') return NextResponse.next();
+    } catch (error) {
+      if (!(error instanceof SessionCheckUnavailableError)) throw error;
+      portalLogger().error({ event: 'session.check-unavailable', error: String(error.cause) }, 'page refused: the session revocation store (Redis) does not answer');
+      return sessionCheckUnavailable();
+    }
+  }
   const signIn = new URL(SIGN_IN_PATH, request.nextUrl);
   signIn.searchParams.set('callbackUrl', `${request.nextUrl.pathname}${request.nextUrl.search}`);
   return NextResponse.redirect(signIn);

@@ -8,5 +8,7 @@ export { safeCallbackPath, sameOriginRedirect } from './lib/callback-url';
 export { discoveryIssuerProblem } from './lib/issuer';
 export { portalEnvSchema } from './lib/portal-config';
 export type { PortalConfig } from './lib/portal-config';
+export { redisSessionRevocations, SESSION_REVOCATION_KEY_PREFIX, SessionCheckUnavailableError, sessionState } from './lib/session-revocation';
+export type { SessionRevocations } from './lib/session-revocation';
 export { endSessionEndpointOf, providerSignOutUrl } from './lib/sign-out';
 export type { EndSessionEndpoint, ProviderSignOut } from './lib/sign-out';

@@ -2,12 +2,26 @@ import type { Account, Profile, User } from 'next-auth';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { createAuthOptions } from './auth-options';
+import { SessionCheckUnavailableError, type SessionRevocations } from './session-revocation';
 
 let now = 1_800_000_000;
 /** What the portal logged, one JSON object per line. */
 const logLines: string[] = [];
 const logged = () => logLines.map((line) => JSON.parse(line) as Record<string, unknown>);
 const logger = createLogger({ service: 'portal-test', level: 'info', destination: { write: (line: string) => logLines.push(line) } });
+/** Revoked session ids with their TTL, in memory; `down` makes every call fail as an unreachable Redis does. */
+const revoked = new Map<string, number>();
+let storeDown = false;
+const revocations: SessionRevocations = {
+  revoke: async (sessionId, ttlSeconds) => {
+    if (storeDown) throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
+    revoked.set(sessionId, ttlSeconds);
+  },
+  isRevoked: async (sessionId) => {
+    if (storeDown) throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
+    return revoked.has(sessionId);
+  },
+};
 const options = createAuthOptions({
   issuer: 'http://127.0.0.1:9/',
   clientId: 'portal',
@@ -16,7 +30,7 @@ const options = createAuthOptions({
   sessionSecret: 'x'.repeat(32),
   sessionMaxAgeSeconds: 3_600,
   nowSeconds: () => now,
-}, logger);
+}, logger, revocations);
 const ISS = 'http://127.0.0.1:9';
 
 const signIn = (profile: Record<string, unknown> | undefined) =>
@@ -125,5 +139,50 @@ describe('portal session lifetime', () => {
 
   it('ends a session from before the sign-in time was recorded', async () => {
     await expect(jwt({ sub: 'ada', email: 'ada@example.test' })).rejects.toThrow(/sign in again/);
+  });
+});
+
+describe('portal sign-out ends every copy of the session', () => {
+  const jwt = async (token: Record<string, unknown>, profile?: Record<string, unknown>) =>
+    options.callbacks?.jwt?.({ token, profile: profile as Profile | undefined, user: undefined as never, account: null, trigger: undefined } as never) as Promise<Record<string, unknown>>;
+  const signOut = (token: Record<string, unknown> | null) => options.events?.signOut?.({ token } as never);
+  const signInAda = () => jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test' });
+
+  it('gives every sign-in its own session id', async () => {
+    const [first, second] = [await signInAda(), await signInAda()];
+    expect(first['sid']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(second['sid']).not.toBe(first['sid']);
+  });
+
+  it('refuses the token of a signed-out session (a copy of the cookie), for the session lifetime, and only that one', async () => {
+    const [session, other] = [await signInAda(), await signInAda()];
+    expect(await jwt({ ...session })).toMatchObject({ sid: session['sid'] });
+    await signOut({ ...session });
+    expect(revoked.get(String(session['sid']))).toBe(3_600);
+    await expect(jwt({ ...session })).rejects.toThrow(/signed out/);
+    expect(await jwt({ ...other })).toMatchObject({ sid: other['sid'] });
+  });
+
+  it('ends a session from before sessions had ids (it could not be revoked)', async () => {
+    await expect(jwt({ sub: 'ada', email: 'ada@example.test', authTime: now })).rejects.toThrow(/sign in again/);
+  });
+
+  it('refuses every session while the revocation store does not answer (fail closed), logging why without the token', async () => {
+    const session = await signInAda();
+    logLines.length = 0;
+    storeDown = true;
+    try {
+      await expect(jwt({ ...session })).rejects.toBeInstanceOf(SessionCheckUnavailableError);
+      // Signing out still clears the browser's cookie (next-auth does, whatever the event does): the event never throws.
+      await expect(signOut({ ...session })).resolves.toBeUndefined();
+    } finally {
+      storeDown = false;
+    }
+    expect(logged()).toMatchObject([
+      { level: 'error', event: 'session.check-unavailable', error: expect.stringMatching(/ECONNREFUSED/) },
+      { level: 'error', event: 'sign-out.revocation-failed' },
+    ]);
+    for (const line of logLines) expect(line).not.toContain(String(session['sid']));
+    expect(await jwt({ ...session })).toMatchObject({ sid: session['sid'] });
   });
 });

@@ -4,6 +4,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { sameOriginRedirect } from './callback-url';
 import { normalizeIssuer } from './issuer';
 import { MAX_KEPT_ID_TOKEN, type PortalSession, type PortalToken, sessionGroups } from './session';
+import { SessionCheckUnavailableError, type SessionRevocations, sessionState } from './session-revocation';
 
 /** next-auth's provider id; the callback URL is <NEXTAUTH_URL>/api/auth/callback/oidc. */
 export const OIDC_PROVIDER_ID = 'oidc';
@@ -39,9 +40,10 @@ interface OidcProfile {
 
 /**
  * next-auth options for signing in through one OpenID provider (the dev IdP locally). Sessions are
- * encrypted JWT cookies carrying sub, name, email and groups; nothing is stored server-side.
+ * encrypted JWT cookies carrying sub, name, email and groups; the only thing stored server-side is the id of each
+ * session that was signed out (`revocations`), until its lifetime is over.
  */
-export function createAuthOptions(settings: PortalAuthSettings, logger: Logger): NextAuthOptions {
+export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, revocations: SessionRevocations): NextAuthOptions {
   const issuer = normalizeIssuer(settings.issuer);
   const nowSeconds = settings.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
   const oidc: OAuthConfig<OidcProfile> = {
@@ -67,6 +69,20 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger):
     providers: [oidc],
     session: { strategy: 'jwt', maxAge: settings.sessionMaxAgeSeconds },
     pages: { signIn: SIGN_IN_PATH, error: SIGN_IN_PATH },
+    events: {
+      // Every sign-out (the sign-out button, or a form posted to /api/auth/signout) ends the session for every copy of
+      // its cookie. next-auth clears the browser's cookie whatever happens here; a revocation that could not be
+      // written is logged: copies of that cookie are refused while Redis is down (fail closed) and valid again after.
+      signOut: async ({ token }) => {
+        const sid = (token as PortalToken | null)?.sid;
+        if (typeof sid !== 'string') return;
+        try {
+          await revocations.revoke(sid, settings.sessionMaxAgeSeconds);
+        } catch (error) {
+          logger.error({ event: 'sign-out.revocation-failed', error: String(error) }, 'sign-out could not record the ended session: copies of its cookie stay valid once Redis answers again');
+        }
+      },
+    },
     callbacks: {
       // An email the provider says it has not verified is anyone's to claim: refused (absent, the provider vouches
       // for its emails as many do).
@@ -91,10 +107,11 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger):
         return true;
       },
       redirect: ({ url, baseUrl }) => sameOriginRedirect(url, baseUrl),
-      jwt: ({ token, profile, account }) => {
+      jwt: async ({ token, profile, account }) => {
         const next = token as PortalToken;
         if (profile) {
           const claims = profile as OidcProfile;
+          next.sid = crypto.randomUUID();
           next.sub = claims.sub;
           next.email = claims.email ?? null;
           next.name = claims.name ?? claims.email ?? null;
@@ -109,6 +126,17 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger):
         if (typeof next.authTime !== 'number' || nowSeconds() - next.authTime > settings.sessionMaxAgeSeconds) {
           throw new Error('session ended: signed in longer ago than the session lifetime; sign in again');
         }
+        // Signed out (a copy of the cookie), or from before sessions had ids: ended. Unknown, because the revocation
+        // store does not answer: refused all the same (fail closed), and next-auth drops the cookie.
+        let state: 'active' | 'ended';
+        try {
+          state = await sessionState(next, revocations);
+        } catch (error) {
+          if (!(error instanceof SessionCheckUnavailableError)) throw error;
+          logger.error({ event: 'session.check-unavailable', error: String(error.cause) }, 'session refused: the session revocation store (Redis) does not answer');
+          throw error;
+        }
+        if (state === 'ended') throw new Error('session ended: signed out, or from before sign-out could end copies of it; sign in again');
         return next;
       },
       session: ({ session, token }) => {

@@ -2,7 +2,7 @@ import { ConfigError, parseConfig } from '@portcullis/shared/util-config';
 import { describe, expect, it } from 'vitest';
 import { portalEnvSchema } from './portal-config';
 
-const BASE = { NEXTAUTH_SECRET: 'x'.repeat(32), PORTAL_OIDC_CLIENT_SECRET: 'y'.repeat(16) };
+const BASE = { NEXTAUTH_SECRET: 'x'.repeat(32), PORTAL_OIDC_CLIENT_SECRET: 'y'.repeat(16), REDIS_URL: 'redis://127.0.0.1:6379' };
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -29,5 +29,12 @@ describe('portal config', () => {
     expect(problemsOf({ ...production, NEXTAUTH_URL: 'http://portal.example.test' })).toEqual(['NEXTAUTH_URL']);
     const local = { ...BASE, NODE_ENV: 'production', NEXTAUTH_URL: 'http://127.0.0.1:3000', PORTAL_OIDC_ISSUER: 'http://localhost:3400' };
     expect(parseConfig(portalEnvSchema, local).publicUrl).toBe('http://127.0.0.1:3000');
+  });
+
+  it('needs the Redis that keeps signed-out sessions', () => {
+    expect(parseConfig(portalEnvSchema, { ...BASE, NEXTAUTH_URL: 'http://localhost:3000' }).redis).toEqual({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 1_000 });
+    for (const value of ['', 'http://127.0.0.1:6379']) {
+      expect(new Set(problemsOf({ NEXTAUTH_URL: 'http://localhost:3000', REDIS_URL: value }))).toEqual(new Set(['REDIS_URL']));
+    }
   });
 });

@@ -28,6 +28,10 @@ export const portalEnvSchema = z
       .transform((value) => value.split(/\s+/).filter(Boolean))
       .refine((scopes) => scopes.includes('openid'), 'must include openid'),
     PORTAL_READINESS_TIMEOUT_MS: configFields.durationMs(2_000),
+    /** Where signed-out sessions are recorded (`SessionRevocations`); the dashboard refuses sessions while it is down. */
+    REDIS_URL: configFields.redisUrl,
+    /** Bound on one look at Redis: a session check that takes longer is refused (fail closed). */
+    PORTAL_REDIS_TIMEOUT_MS: configFields.durationMs(1_000),
     LOG_LEVEL: configFields.logLevel,
   })
   .superRefine((env, ctx) => {
@@ -59,6 +63,7 @@ export const portalEnvSchema = z
       sessionMaxAgeSeconds: env.PORTAL_SESSION_MAX_AGE_SECONDS,
     },
     readinessTimeoutMs: env.PORTAL_READINESS_TIMEOUT_MS,
+    redis: { url: env.REDIS_URL, commandTimeoutMs: env.PORTAL_REDIS_TIMEOUT_MS },
     logLevel: env.LOG_LEVEL,
   }));
 

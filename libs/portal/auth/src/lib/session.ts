@@ -20,6 +20,8 @@ export interface PortalToken extends JWT {
   name?: string | null;
   email?: string | null;
   groups?: string[];
+  /** This session's id, drawn at sign-in: what signing out revokes (`SessionRevocations`). */
+  sid?: string;
   /** When the person signed in at the provider (seconds since the epoch); the session ends a lifetime after it. */
   authTime?: number;
   /** The provider's ID token from sign-in: the hint its end-session endpoint takes when the person signs out. */

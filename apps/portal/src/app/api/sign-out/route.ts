@@ -1,8 +1,9 @@
 import { type NextRequest } from 'next/server';
 import { getToken } from 'next-auth/jwt';
-import { type PortalToken, providerSignOutUrl, SIGN_IN_PATH } from '@portcullis/portal/auth';
+import { type PortalToken, providerSignOutUrl, sessionState, SIGN_IN_PATH } from '@portcullis/portal/auth';
 import { portalConfig } from '../../../config';
 import { endSessionEndpoint } from '../../../provider-sign-out';
+import { sessionRevocations } from '../../../session-revocations';
 
 export const dynamic = 'force-dynamic';
 
@@ -11,7 +12,9 @@ export const dynamic = 'force-dynamic';
  * session — the provider's end-session endpoint with this person's ID token as its hint (the client id alone when the
  * token was too large to keep), which comes back to the sign-in page; or the sign-in page itself when the provider
  * offers no sign-out or the person was not signed in. Only the portal's own pages may ask
- * (the answer carries the ID token): a POST from another origin is refused.
+ * (the answer carries the ID token): a POST from another origin is refused. A session already signed out (a copy of
+ * its cookie) is not signed in; one that cannot be checked (Redis down) gets the provider's sign-out without its ID
+ * token (the provider may ask the person to confirm).
  */
 export async function POST(request: NextRequest): Promise<Response> {
   const { auth, publicUrl } = portalConfig();
@@ -20,12 +23,13 @@ export async function POST(request: NextRequest): Promise<Response> {
     return Response.json({ error: 'forbidden' }, { status: 403, headers: noStore });
   }
   const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
+  const state = token === null ? 'ended' : await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
   const url =
-    token === null
+    token === null || state === 'ended'
       ? undefined
       : providerSignOutUrl({
           endSessionEndpoint: await endSessionEndpoint(),
-          idToken: token.idToken,
+          idToken: state === 'active' ? token.idToken : undefined,
           clientId: auth.clientId,
           postLogoutRedirectUri: `${publicUrl}${SIGN_IN_PATH}`,
         });
