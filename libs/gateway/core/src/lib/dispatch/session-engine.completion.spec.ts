@@ -1,16 +1,12 @@
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { Principal } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { GATEWAY_RPC } from '../http/gateway-error';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { GatewayRequestError, SessionEngine } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig } from '../testing/fake-upstreams';
+import { GatewayRequestError } from './session-engine';
 import { NO_STREAM } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines = shutDownAfterEach<SessionEngine>();
-const req = requestMaker();
+const { req, makeEngine, openSession } = engineSpecs();
 
 describe('completion/complete on a prompt', () => {
   it('is admitted on the arguments it states: its context and the argument being completed', async () => {
@@ -20,11 +16,9 @@ describe('completion/complete on a prompt', () => {
     const connector = new FakeConnector({
       u1: { capabilities: { prompts: {}, completions: {} }, handle: async () => ({ completion: { values: ['acme-secret-project'] } }) },
     });
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       // A deny conditioned on the arguments, as a policy might be.
       hooks: {
         admit: (info) => {
@@ -34,12 +28,8 @@ describe('completion/complete on a prompt', () => {
           return undefined;
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { record } = await openSession(engine);
     const complete = (params: Record<string, unknown>) =>
       engine.request(record, req('completion/complete', { ref: { type: 'ref/prompt', name: 'hr__report' }, ...params }), NO_STREAM, 'trace');
 

@@ -3,20 +3,14 @@
  * is an error for the agent to ask again with the same cursor, "so no upstream's listing ends unannounced"
  * (docs/architecture.md), never a successful empty page without a nextCursor, which tells the agent the list is over.
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, JsonRpcResponse, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import type { JsonRpcResponse } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig } from '../testing/fake-upstreams';
 import { NO_STREAM } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { req, makeEngine, openSession } = engineSpecs();
 const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
 
 describe('a later listing page without its list array', () => {
@@ -36,11 +30,8 @@ describe('a later listing page without its list array', () => {
         },
       },
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 } });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const engine = makeEngine({ registry, connector, options: { listTimeoutMs: 500 } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
     const first = (await engine.request(record, req('tools/list'), NO_STREAM, 'trace')) as JsonRpcResponse & { result: { tools: unknown[]; nextCursor?: string } };
     expect(first.result.nextCursor).toEqual(expect.any(String));
     const second = await engine.request(record, req('tools/list', { cursor: first.result.nextCursor }), NO_STREAM, 'trace');

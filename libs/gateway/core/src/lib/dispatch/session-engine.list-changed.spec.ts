@@ -3,20 +3,14 @@
  * them at most once an interval: one folded for the interval's end found the call over, and an agent with no GET stream
  * (MCP: a client MAY open one) never heard of the second change of a call.
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine, type BusMessage } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig } from '../testing/fake-upstreams';
+import type { BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { req, makeEngine, openSession } = engineSpecs();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const toolsChanged = { jsonrpc: '2.0' as const, method: 'notifications/tools/list_changed' };
 
@@ -41,11 +35,8 @@ describe('list changes on a call\'s stream', () => {
         },
       },
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS } });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const engine = makeEngine({ registry, connector });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
     // The agent never opens a GET stream: what the gateway tells it comes on its calls' streams.
     const told: { method: string; at: number }[] = [];
     let streaming = true;
@@ -84,11 +75,8 @@ describe('list changes folded when the session leaves the replica', () => {
     });
     const broadcasts: BusMessage[] = [];
     const bus = { broadcast: (message: BusMessage) => void broadcasts.push(message), sendTo: () => undefined };
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, bus, options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 10 } });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const engine = makeEngine({ registry, connector, bus, options: { localIdleMs: 10 } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
     await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), NO_STREAM, 'trace');
     await sleep(30);
     // Idle here before the interval ends: the session leaves this replica, and its interval's timer with it.

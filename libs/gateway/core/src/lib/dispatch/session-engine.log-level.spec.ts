@@ -3,22 +3,14 @@
  * replica's copy of the record takes the stored level: on `agent-state`, or with the record its own subscribe wrote
  * before that message came (it was told only when the level in the copy changed, so never in the second case).
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine, type BusMessage } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import type { BusMessage } from './session-engine';
 import { NO_STREAM } from './sinks';
 
-const logger = createLogger({ level: 'silent' } as never);
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { req, makeEngine, openSession, recordOn } = engineSpecs();
 
 describe('log level across replicas', () => {
   it("tells B's stdio process the level A set even when B's own subscribe brought the stored level into B's copy first", async () => {
@@ -35,16 +27,13 @@ describe('log level across replicas', () => {
     const sessions = new MemorySessionStore();
     const queued: BusMessage[] = [];
     const bus = { broadcast: (message: BusMessage) => void queued.push(message), sendTo: () => undefined };
-    const make = (replicaId: string) => new SessionEngine({ registry, connector, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
+    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId } });
     const [a, b] = [make('ra'), make('rb')];
-    engines.push(a, b);
     const flush = () => {
       for (const message of queued.splice(0)) for (const engine of [a, b]) engine.onBusMessage(message);
     };
-    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const { record: onA } = await openSession(a);
+    const onB = await recordOn(b, onA.id);
     for (const [engine, record] of [[a, onA], [b, onB]] as const) {
       expect(await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     }

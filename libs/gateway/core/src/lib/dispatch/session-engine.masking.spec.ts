@@ -4,20 +4,14 @@
  * connection hashed for approval (unmasked): before, the hooks were given the masked text, so an approved tool (or
  * approved instructions) mentioning a configured value was held as "changed" for good.
  */
-import type { JsonRpcRequest, JsonRpcResponse, Principal, UpstreamConfig } from '@portcullis/gateway/mcp';
-import { createLogger } from '@portcullis/shared/util-logger';
-import { afterEach, describe, expect, it } from 'vitest';
+import type { JsonRpcResponse, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig } from '../testing/fake-upstreams';
 import { NO_STREAM } from './sinks';
-import { SessionEngine } from './session-engine';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { req, makeEngine, openSession } = engineSpecs();
 
 // An ordinary configured value (the organisation the server works for), 8 characters or more: masked for the agent.
 const ORG = 'acme-widgets';
@@ -30,13 +24,11 @@ describe('an upstream whose listing and instructions mention a configured value'
     const registry = new UpstreamRegistry('__');
     registry.replace([config], () => undefined);
     const judged: string[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector: new FakeConnector({
         u1: { capabilities: { tools: {} }, instructions: INSTRUCTIONS, handle: async (method) => (method === 'tools/list' ? { tools: [TOOL] } : {}) },
       }),
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         instructions: (_record, _config, text) => (judged.push(text), text),
         filter: (_record, _kind, _config, items) => {
@@ -44,12 +36,9 @@ describe('an upstream whose listing and instructions mention a configured value'
           return items;
         },
       },
-      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 },
+      options: { listTimeoutMs: 500 },
     });
-    engines.push(engine);
-    const { sessionId, response } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { record, response } = await openSession(engine);
     const listed = (await engine.request(record, req('tools/list'), NO_STREAM, 'trace')) as JsonRpcResponse & { result?: { tools: { name: string; description: string }[] } };
     expect(judged).toEqual([INSTRUCTIONS, TOOL.description]);
     expect((response as { result?: { instructions?: string } }).result?.instructions).toBe(`gh: ${INSTRUCTIONS.replace(ORG, '[redacted]')}`);

@@ -2,47 +2,37 @@
  * Resource routing, completion routing, list cursors and tasks: cases a review of the session engine found wrong
  * (each failed before its fix).
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type Principal, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger, type Logger } from '@portcullis/shared/util-logger';
+import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
 import { GATEWAY_RPC } from '../http/gateway-error';
 import type { RequestHooks } from '../hooks/request-hooks';
-import { GatewayRequestError, SessionEngine } from './session-engine';
+import { GatewayRequestError, type SessionEngine } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { RELATED_TASK } from './tasks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'silent' });
-const engines: SessionEngine[] = [];
-afterEach(async () => void (await Promise.all(engines.splice(0).map((e) => e.shutdown()))));
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { principal, req, initialize, makeEngine, openSession, recordOn } = engineSpecs();
 
-function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number; logger?: typeof logger; hooks?: RequestHooks } = {}) {
+function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, extra: { tasks?: boolean; initializeWaitMs?: number; joinRetryMs?: number; logger?: Logger; hooks?: RequestHooks } = {}) {
   const registry = new UpstreamRegistry('__');
   const configs = Object.entries(upstreams).map(([id, u]) => fakeConfig(id, u.prefix));
   registry.replace(configs, () => undefined);
   const connector = new FakeConnector(upstreams);
   const sessions = new MemorySessionStore();
-  const engine = new SessionEngine({
-    registry, connector, sessions, logger: extra.logger ?? logger,
+  const engine = makeEngine({
+    registry, connector, sessions, logger: extra.logger,
     ...(extra.tasks ? { tasks: new MemoryTaskRouteStore() } : {}),
     ...(extra.hooks ? { hooks: extra.hooks } : {}),
-    options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200,
+    options: { listTimeoutMs: 200,
       ...(extra.initializeWaitMs !== undefined ? { initializeWaitMs: extra.initializeWaitMs } : {}),
       ...(extra.joinRetryMs !== undefined ? { joinRetryMs: extra.joinRetryMs } : {}) },
   });
-  engines.push(engine);
   return { engine, connector, registry, sessions, configs };
 }
-async function open(engine: SessionEngine, protocolVersion = '2025-06-18', capabilities: Record<string, unknown> = {}) {
-  const { sessionId, response } = await engine.initialize(principal, req('initialize', { protocolVersion, capabilities, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-  const record = await engine.session(sessionId ?? '', principal);
-  if (!record) throw new Error('no session');
-  return { record, response };
-}
+const open = (engine: SessionEngine, protocolVersion?: string, capabilities?: Record<string, unknown>) => openSession(engine, { protocolVersion, capabilities });
 /** A response's result; a spec error for an error response. */
 function resultOf(response: JsonRpcResponse): Record<string, unknown> {
   if (!('result' in response)) throw new Error(`expected a result: ${JSON.stringify(response)}`);
@@ -622,7 +612,7 @@ describe('SessionEngine: progress from upstreams', () => {
 
 describe('SessionEngine: a session ending while a request of it is under way', () => {
   const lister: FakeUpstream = { capabilities: { tools: {} }, handle: async () => ({ tools: [{ name: 'read', inputSchema: { type: 'object' } }], content: [] }) };
-  const options = { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 500 };
+  const options = { listTimeoutMs: 500 };
 
   for (const where of ['here', 'on another replica'] as const) {
     it(`opens no upstream session for it once it ended ${where} (a stdio-like upstream would never be closed)`, async () => {
@@ -634,13 +624,11 @@ describe('SessionEngine: a session ending while a request of it is under way', (
       let release: () => void = () => undefined;
       const held = new Promise<void>((resolve) => (release = resolve));
       let admitted = 0;
-      const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
+      const a = makeEngine({ registry, connector, sessions, options: { ...options, replicaId: 'ra' } });
       // B's hooks (rate limits, the audit trail) are still deciding when the session ends.
-      const b = new SessionEngine({ registry, connector, sessions, logger, hooks: { admit: async () => void ((admitted += 1), await held) }, options: { ...options, replicaId: 'rb' } });
-      engines.push(a, b);
-      const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-      const record = await b.session(sessionId ?? '', principal);
-      if (!record) throw new Error('no session');
+      const b = makeEngine({ registry, connector, sessions, hooks: { admit: async () => void ((admitted += 1), await held) }, options: { ...options, replicaId: 'rb' } });
+      const { sessionId } = await a.initialize(principal, initialize(), 'trace');
+      const record = await recordOn(b, sessionId ?? '');
       const listing = b.request(record, req('tools/list'), NO_STREAM, 'trace');
       while (admitted === 0) await new Promise((resolve) => setTimeout(resolve, 5));
       if (where === 'here') {
@@ -665,12 +653,10 @@ describe('SessionEngine: a session ending while a request of it is under way', (
     const connector = new FakeConnector({ u1: lister });
     connector.unresumable.add('u1');
     const sessions = new MemorySessionStore();
-    const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
-    const b = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'rb' } });
-    engines.push(a, b);
-    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const a = makeEngine({ registry, connector, sessions, options: { ...options, replicaId: 'ra' } });
+    const b = makeEngine({ registry, connector, sessions, options: { ...options, replicaId: 'rb' } });
+    const { sessionId } = await a.initialize(principal, initialize(), 'trace');
+    const record = await recordOn(b, sessionId ?? '');
     // B opens its own upstream session (a process starting) when the session is ended.
     connector.openDelayMs.set('u1', 50);
     const listing = b.request(record, req('tools/list'), NO_STREAM, 'trace');
@@ -699,11 +685,8 @@ describe('SessionEngine: a session ending while a request of it is under way', (
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FakeConnector({ u1: lister });
     const sessions = new FailingDelete();
-    const a = new SessionEngine({ registry, connector, sessions, logger, options: { ...options, replicaId: 'ra' } });
-    engines.push(a);
-    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await a.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const a = makeEngine({ registry, connector, sessions, options: { ...options, replicaId: 'ra' } });
+    const { record } = await openSession(a);
     await expect(a.end(record, 'trace')).rejects.toThrow('the session record could not be deleted');
     // Not ended: the replica serves it still, and the agent's retry ends it.
     const again = await a.session(record.id, principal);
@@ -927,12 +910,11 @@ describe('SessionEngine: progress of a task, after its call answered', () => {
     registry.replace([{ ...fakeConfig('u1', 'up1'), callTimeoutMs: 100 }], () => undefined);
     const connector = new FakeConnector({ u1: upstream });
     // A concurrency limit holds a slot per call (released with the call, or, for a task, at the end of its lease).
-    const engine = new SessionEngine({
-      registry, connector, sessions: new MemorySessionStore(), logger, tasks: new MemoryTaskRouteStore(),
+    const engine = makeEngine({
+      registry, connector, tasks: new MemoryTaskRouteStore(),
       hooks: { admit: (info) => (info.method === 'tools/call' ? { release: () => undefined } : undefined) },
-      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 },
+      options: { listTimeoutMs: 200 },
     });
-    engines.push(engine);
     const { record } = await open(engine, '2025-11-25');
     const standalone: JsonRpcMessage[] = [];
     engine.attachStandalone(record, sinkOf(standalone));

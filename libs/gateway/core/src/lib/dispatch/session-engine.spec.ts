@@ -1,20 +1,18 @@
 import { createLogger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC } from '../http/gateway-error';
-import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type Principal, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
+import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type SessionRecord, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { waitFor } from '@portcullis/shared/util-testing';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
+import { engineSpecs } from '../testing/engine-specs';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { isDeepFrozen } from '../listing/immutable';
 import { GatewayRequestError, MAX_IN_FLIGHT_PER_PRINCIPAL, MAX_RELAYED_PER_SESSION, SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 let logs = '';
-const logger = createLogger({ service: 'spec', level: 'info', destination: { write: (line: string) => void (logs += line) } });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
+const { principal, req, initialize, makeEngine, openSession: open, recordOn } = engineSpecs({
+  logger: createLogger({ service: 'spec', level: 'info', destination: { write: (line: string) => void (logs += line) } }),
 });
 
 const tools = (...names: string[]) => names.map((name) => ({ name, inputSchema: { type: 'object' } }));
@@ -33,25 +31,12 @@ function build(
   );
   const connector = new FakeConnector(upstreams);
   const sessions = new MemorySessionStore();
-  const engine = new SessionEngine({
-    registry,
-    connector,
-    sessions,
-    logger,
-    options: { ...SPEC_ENGINE_OPTIONS, listCacheMs, listCacheMaxPages, ...options },
-  });
-  engines.push(engine);
+  const engine = makeEngine({ registry, connector, sessions, options: { listCacheMs, listCacheMaxPages, ...options } });
   return { engine, connector, registry, sessions };
 }
 
 /** A new session on `engine` and its record. */
-async function openSession(engine: SessionEngine, capabilities?: Record<string, unknown>) {
-  const request = capabilities === undefined ? init : req('initialize', { protocolVersion: '2025-06-18', capabilities, clientInfo: { name: 'spec', version: '1' } });
-  const { sessionId } = await engine.initialize(principal, request, 'trace');
-  const record = await engine.session(sessionId ?? '', principal);
-  if (!record) throw new Error('no session');
-  return record;
-}
+const openSession = async (engine: SessionEngine, capabilities?: Record<string, unknown>) => (await open(engine, { capabilities })).record;
 
 /** The tools a listing of the session answers. */
 async function listedTools(engine: SessionEngine, record: Awaited<ReturnType<typeof openSession>>) {
@@ -70,9 +55,48 @@ const askSampling = (options: UpstreamRequestOptions | undefined, id: number): P
     (error: Error) => error.message,
   );
 
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
-const init = req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+/** An upstream ('llm') listing one tool, `tool`, whose calls run `call` (given the call's options: its relay to the agent). */
+function llmUpstream(tool: string, call: (options: UpstreamRequestOptions | undefined) => Promise<Record<string, unknown>>): FakeUpstream & { prefix: string } {
+  return {
+    prefix: 'llm',
+    capabilities: { tools: {} },
+    handle: async (method, _params, options) => (method === 'tools/call' ? call(options) : { tools: tools(tool) }),
+  };
+}
+
+/** The next page cursor of a listing's answer (none for an error). */
+const cursorOf = (response: Awaited<ReturnType<SessionEngine['request']>>) => ('result' in response ? response.result['nextCursor'] : undefined);
+
+/** A tools/list page of the session: the first, or the one `params` name. */
+const toolsPage = (engine: SessionEngine, record: SessionRecord, params?: Record<string, unknown>) => engine.request(record, req('tools/list', params), NO_STREAM, 'trace');
+
+/**
+ * An upstream ('a') listing two pages whose cursors hold until it `restart`s (as a restarted upstream's, or expired
+ * ones): a cursor from before is then refused (-32602), and its pages are new ones.
+ */
+function restartingLister() {
+  let epoch = 1;
+  const upstream: FakeUpstream & { prefix: string } = {
+    prefix: 'a',
+    capabilities: { tools: {} },
+    handle: async (method, params) => {
+      if (method !== 'tools/list') return {};
+      if (params?.['cursor'] === undefined) return { tools: tools(`one-${epoch}`), nextCursor: `epoch-${epoch}` };
+      if (params['cursor'] !== `epoch-${epoch}`) throw new UpstreamRpcError(-32602, 'Invalid cursor');
+      return { tools: tools(`two-${epoch}`) };
+    },
+  };
+  return { upstream, restart: () => void (epoch = 2) };
+}
+
+/** Resolves after `ms`, or rejects when the request is aborted first (as a listing's deadline aborts a slow upstream's part). */
+const answerAfter = (ms: number, options: UpstreamRequestOptions | undefined) =>
+  new Promise((resolve, reject) => {
+    setTimeout(resolve, ms);
+    options?.signal?.addEventListener('abort', () => reject(options.signal?.reason ?? new Error('aborted')));
+  });
+
+const init = initialize();
 
 /**
  * An upstream ('files') whose next `refusals` tool calls are answered as for a session it forgot (HTTP 404: nothing
@@ -133,15 +157,11 @@ describe('SessionEngine with in-memory upstreams', () => {
     const seen: string[] = [];
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector: new FakeConnector({ u1: { capabilities: { tools: {}, resources: {} }, handle: async () => ({ tools: [], resources: [], resourceTemplates: [] }) } }),
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: { admit: (info) => void seen.push(info.target?.name ?? info.method) },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     seen.length = 0;
     for (const name of [`docs__${'x'.repeat(1_000_000)}`, 'docs__a/b', 'docs__é']) {
@@ -210,11 +230,9 @@ describe('SessionEngine with in-memory upstreams', () => {
         },
       },
     });
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         // As the approval gate does while a call waits: its own progress, then the count in the admission.
         admit: (info, sink) => {
@@ -223,9 +241,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return { progressSent: 3 };
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     const seen: unknown[] = [];
     await engine.request(record, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'agent-token' } }), { canStream: true, send: (m) => seen.push(m) > 0 }, 'trace');
@@ -331,18 +347,11 @@ describe('SessionEngine with in-memory upstreams', () => {
   it('bounds the upstream requests waiting on an agent per session, and fails them when the session ends', async () => {
     const outcomes: string[] = [];
     const { engine } = build({
-      u1: {
-        prefix: 'llm',
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'tools/call') return { tools: tools('ask') };
-          const asks = Array.from({ length: MAX_RELAYED_PER_SESSION + 3 }, (_, i) =>
-            askSampling(options, i),
-          );
-          outcomes.push(...(await Promise.all(asks)));
-          return { content: [] };
-        },
-      },
+      u1: llmUpstream('ask', async (options) => {
+        const asks = Array.from({ length: MAX_RELAYED_PER_SESSION + 3 }, (_, i) => askSampling(options, i));
+        outcomes.push(...(await Promise.all(asks)));
+        return { content: [] };
+      }),
     });
     const record = await openSession(engine, { sampling: {} });
     const relayed: unknown[] = [];
@@ -358,17 +367,12 @@ describe('SessionEngine with in-memory upstreams', () => {
   it("cancels an upstream's requests to the agent when the call they were made for settles, telling the agent first", async () => {
     let asked: Promise<string> | undefined;
     const { engine } = build({
-      u1: {
-        prefix: 'llm',
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'tools/call') return { tools: tools('ask') };
-          // The upstream asks, and answers its call without waiting for the agent.
-          asked = askSampling(options, 1);
-          await new Promise((resolve) => setTimeout(resolve, 10));
-          return { content: [] };
-        },
-      },
+      u1: llmUpstream('ask', async (options) => {
+        // The upstream asks, and answers its call without waiting for the agent.
+        asked = askSampling(options, 1);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        return { content: [] };
+      }),
     });
     const record = await openSession(engine, { sampling: {} });
     const sent: Record<string, unknown>[] = [];
@@ -384,9 +388,7 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it("gives an upstream's request made outside any call relayTimeoutMs to be answered, then cancels it at the agent", async () => {
     const { engine, connector } = build({ u1: { prefix: 'llm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('ask') }) } }, 0, undefined, undefined, { relayTimeoutMs: 80 });
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine, { roots: {} });
     const standalone: Record<string, unknown>[] = [];
     // The agent listens and never answers.
     engine.attachStandalone(record, { canStream: true, send: (m) => standalone.push(m as unknown as Record<string, unknown>) > 0 });
@@ -406,9 +408,7 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it("refuses an upstream's request in a mode or with a feature the agent did not declare, before the agent sees it", async () => {
     const { engine, connector } = build({ u1: { prefix: 'llm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('ask') }) } });
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-11-25', capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { record } = await open(engine, { protocolVersion: '2025-11-25', capabilities: { sampling: {}, elicitation: {} } });
     const standalone: unknown[] = [];
     engine.attachStandalone(record, { canStream: true, send: (m) => standalone.push(m) > 0 });
     const code = (request: JsonRpcRequest) => connector.ask('u1', request).then(() => 0, (error: { code: number }) => error.code);
@@ -460,62 +460,35 @@ describe('SessionEngine with in-memory upstreams', () => {
   });
 
   it('lists a refused cursor\'s upstream afresh on the next first page, cached pages or not (it restarted, or its cursors expire)', async () => {
-    let epoch = 1;
-    const { engine } = build(
-      {
-        u1: {
-          prefix: 'a',
-          capabilities: { tools: {} },
-          handle: async (method, params) => {
-            if (method !== 'tools/list') return {};
-            if (params?.['cursor'] === undefined) return { tools: tools(`one-${epoch}`), nextCursor: `epoch-${epoch}` };
-            if (params['cursor'] !== `epoch-${epoch}`) throw new UpstreamRpcError(-32602, 'Invalid cursor');
-            return { tools: tools(`two-${epoch}`) };
-          },
-        },
-      },
-      15_000,
-    );
+    const lister = restartingLister();
+    const { engine } = build({ u1: lister.upstream }, 15_000);
     const record = await openSession(engine);
-    const cursorOf = (response: Awaited<ReturnType<SessionEngine['request']>>) => ('result' in response ? response.result['nextCursor'] : undefined);
-    const first = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
-    epoch = 2;
-    expect(await engine.request(record, req('tools/list', { cursor: cursorOf(first) }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    const first = await toolsPage(engine, record);
+    lister.restart();
+    expect(await toolsPage(engine, record, { cursor: cursorOf(first) })).toMatchObject({ error: { code: -32602 } });
     // As told, the agent lists again from the start: the upstream's new first page, whose cursor it takes.
-    const again = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    const again = await toolsPage(engine, record);
     expect(again).toMatchObject({ result: { tools: [{ name: 'a__one-2' }] } });
-    expect(await engine.request(record, req('tools/list', { cursor: cursorOf(again) }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
+    expect(await toolsPage(engine, record, { cursor: cursorOf(again) })).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
   });
 
   it('has every replica drop the refused cursor\'s cached pages: the agent lists again from the start wherever it lands', async () => {
-    let epoch = 1;
+    const lister = restartingLister();
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'a')], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {} },
-        handle: async (method, params) => {
-          if (params?.['cursor'] === undefined) return { tools: tools(`one-${epoch}`), nextCursor: `epoch-${epoch}` };
-          if (params['cursor'] !== `epoch-${epoch}`) throw new UpstreamRpcError(-32602, 'Invalid cursor');
-          return { tools: tools(`two-${epoch}`) };
-        },
-      },
-    });
+    const connector = new FakeConnector({ u1: lister.upstream });
     // Streamable HTTP (heard on a GET stream): its pages are reused on A while the agent listens there.
     connector.listenable.add('u1');
     const [a, b] = twoReplicas(connector, registry, 15_000);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await openSession(a);
+    const onB = await recordOn(b, onA.id);
     a.attachStandalone(onA, { canStream: true, send: () => true, close: () => undefined });
-    const cursorOf = (response: Awaited<ReturnType<SessionEngine['request']>>) => ('result' in response ? response.result['nextCursor'] : undefined);
-    const first = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
-    epoch = 2;
-    expect(await b.request(onB, req('tools/list', { cursor: cursorOf(first) }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
-    const again = await a.request(onA, req('tools/list'), NO_STREAM, 'trace');
+    const first = await toolsPage(a, onA);
+    lister.restart();
+    expect(await toolsPage(b, onB, { cursor: cursorOf(first) })).toMatchObject({ error: { code: -32602 } });
+    const again = await toolsPage(a, onA);
     expect(again).toMatchObject({ result: { tools: [{ name: 'a__one-2' }] } });
-    expect(await b.request(onB, req('tools/list', { cursor: cursorOf(again) }), NO_STREAM, 'trace')).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
+    expect(await toolsPage(b, onB, { cursor: cursorOf(again) })).toMatchObject({ result: { tools: [{ name: 'a__two-2' }] } });
   });
 
   it('seals the merged cursor to the session: what the upstreams put in theirs stays unreadable, and another session cannot use it', async () => {
@@ -577,15 +550,11 @@ describe('SessionEngine with in-memory upstreams', () => {
         handle: async (method) => (method === 'tools/list' ? { tools: tools('run') } : method === 'prompts/list' ? { prompts: [{ name: 'p' }] } : { content: [], messages: [] }),
       },
     });
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: { admit: (info) => void (info.method === 'tools/call' || info.method === 'prompts/get' ? seen.push(info.arguments) : undefined) },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     await engine.request(record, req('prompts/list'), NO_STREAM, 'trace');
@@ -703,15 +672,12 @@ describe('SessionEngine with in-memory upstreams', () => {
     const sessions = new MemorySessionStore();
     sessions.create = async () => Promise.reject(new Error('redis unreachable'));
     const reported: string[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
       sessions,
-      logger,
       hooks: { admit: () => undefined, completed: (info, outcome) => void reported.push(`${info.method}:${outcome.outcome}`) },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     // Unavailable, try again (503 with Retry-After at the route): not the gateway's own failure (500).
     const refused = await engine.initialize(principal, init, 'trace');
     expect(refused.sessionId).toBeUndefined();
@@ -726,15 +692,11 @@ describe('SessionEngine with in-memory upstreams', () => {
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('read'), content: [] }) } });
     const reported: [string, string | undefined][] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: { admit: () => undefined, completed: (info) => void reported.push([info.method, info.credentialId]) },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const { sessionId } = await engine.initialize({ ...principal, credentialId: 'key-1' }, init, 'trace');
     const record = await engine.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');
@@ -794,15 +756,11 @@ describe('SessionEngine with in-memory upstreams', () => {
       },
     });
     const reported: { outcome: string; fromUpstream: boolean | undefined }[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: { admit: () => undefined, completed: (info, outcome) => void (info.method === 'tools/call' && reported.push({ outcome: outcome.outcome, fromUpstream: outcome.fromUpstream })) },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     await engine.request(record, req('tools/call', { name: 'nosuch__read', arguments: {} }), NO_STREAM, 'trace');
@@ -815,19 +773,14 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it('relays an upstream’s sampling request only to an agent that declared sampling', async () => {
     const { engine } = build({
-      u1: {
-        prefix: 'llm',
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'tools/call') return { tools: tools('summarize') };
-          const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } };
-          try {
-            return await (options?.onServerRequest?.(ask, new AbortController().signal) ?? Promise.reject(new Error('no relay')));
-          } catch (error) {
-            return { content: [{ type: 'text', text: `refused: ${(error as { code?: number }).code}` }] };
-          }
-        },
-      },
+      u1: llmUpstream('summarize', async (options) => {
+        const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } };
+        try {
+          return await (options?.onServerRequest?.(ask, new AbortController().signal) ?? Promise.reject(new Error('no relay')));
+        } catch (error) {
+          return { content: [{ type: 'text', text: `refused: ${(error as { code?: number }).code}` }] };
+        }
+      }),
     });
     const call = () => req('tools/call', { name: 'llm__summarize', arguments: {} });
 
@@ -839,9 +792,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(relayedToPlain).toEqual([]);
 
     // Declared sampling: relayed to the agent's stream, and its answer goes back upstream.
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const sampling = await engine.session(sessionId ?? '', principal);
-    if (!sampling) throw new Error('no session');
+    const sampling = await openSession(engine, { sampling: {} });
     const answered = engine.request(
       sampling,
       call(),
@@ -864,18 +815,13 @@ describe('SessionEngine with in-memory upstreams', () => {
     // The agent sees one server, the gateway: its context is every upstream's, which would go back to the asking one.
     const asked = ['thisServer', 'allServers', 'none', undefined];
     const { engine, connector } = build({
-      u1: {
-        prefix: 'llm',
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'tools/call') return { tools: tools('summarize') };
-          for (const [n, includeContext] of asked.entries()) {
-            const params = { messages: [{ role: 'user', content: { type: 'text', text: 'sum up' } }], maxTokens: 10, ...(includeContext === undefined ? {} : { includeContext }) };
-            await options?.onServerRequest?.({ jsonrpc: '2.0', id: n, method: 'sampling/createMessage', params }, new AbortController().signal);
-          }
-          return { content: [] };
-        },
-      },
+      u1: llmUpstream('summarize', async (options) => {
+        for (const [n, includeContext] of asked.entries()) {
+          const params = { messages: [{ role: 'user', content: { type: 'text', text: 'sum up' } }], maxTokens: 10, ...(includeContext === undefined ? {} : { includeContext }) };
+          await options?.onServerRequest?.({ jsonrpc: '2.0', id: n, method: 'sampling/createMessage', params }, new AbortController().signal);
+        }
+        return { content: [] };
+      }),
       u2: { prefix: 'crm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('customers') }) },
     });
     const connected = vi.spyOn(connector, 'connect');
@@ -907,15 +853,10 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it('relays the agent\'s progress on a relayed request back to the upstream that asked, under the upstream\'s own token', async () => {
     const { engine, connector } = build({
-      u1: {
-        prefix: 'llm',
-        capabilities: { tools: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'tools/call') return { tools: tools('summarize') };
-          const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10, _meta: { progressToken: 1 } } };
-          return (await options?.onServerRequest?.(ask, new AbortController().signal)) ?? {};
-        },
-      },
+      u1: llmUpstream('summarize', async (options) => {
+        const ask = { jsonrpc: '2.0' as const, id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 10, _meta: { progressToken: 1 } } };
+        return (await options?.onServerRequest?.(ask, new AbortController().signal)) ?? {};
+      }),
     });
     const record = await openSession(engine, { sampling: {} });
     let seenToken: unknown;
@@ -1053,9 +994,7 @@ describe('SessionEngine with in-memory upstreams', () => {
       },
       broken: { prefix: 'broken', capabilities: { tools: {} }, handle: async () => Promise.reject(new Error('boom at http://internal')) },
     });
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine);
     const started = Date.now();
     const page = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     // listTimeoutMs is 100: generous for a loaded machine, while waiting on the silent upstream would never end.
@@ -1067,14 +1006,12 @@ describe('SessionEngine with in-memory upstreams', () => {
   it('drops only the upstream whose page the filter cannot take (an item nested past the stack), not the whole listing', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'good'), fakeConfig('u2', 'bad')], () => undefined);
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector: new FakeConnector({
         u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('ok') }) },
         u2: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('deep') }) },
       }),
-      sessions: new MemorySessionStore(),
-      logger,
       // As tool pinning's hash of a definition nested thousands of levels deep: the recursion runs out of stack.
       hooks: {
         filter: (_record, _target, config, list) => {
@@ -1082,9 +1019,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return list;
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     logs = '';
     expect((await listedTools(engine, record)).map((tool) => tool['name'])).toEqual(['good__ok']);
@@ -1112,28 +1047,21 @@ describe('SessionEngine with in-memory upstreams', () => {
   it('asks an upstream left out of a first listing page again, and tells the agent its list changed once it answers', async () => {
     let slowAnswers = 1;
     const pageRequests: string[] = [];
-    const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('a', 'fast'), fakeConfig('b', 'slow')], () => undefined);
     const connector = new FakeConnector({
-      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [tool('x')] }) },
+      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('x') }) },
       b: {
         capabilities: { tools: { listChanged: true } },
         handle: async (method, _params, options) => {
           pageRequests.push(method);
           // Slow once (a pause, a cold cache): past the listing's deadline, which aborts the request.
-          if (slowAnswers-- > 0) {
-            await new Promise((resolve, reject) => {
-              setTimeout(resolve, 400);
-              options?.signal?.addEventListener('abort', () => reject(options.signal?.reason ?? new Error('aborted')));
-            });
-          }
-          return { tools: [tool('y')] };
+          if (slowAnswers-- > 0) await answerAfter(400, options);
+          return { tools: tools('y') };
         },
       },
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 150 } });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, options: { listTimeoutMs: 150 } });
     const record = await openSession(engine);
     const toAgent: string[] = [];
     engine.attachStandalone(record, { canStream: true, send: (message) => toAgent.push('method' in message ? message.method : 'answer') > 0 });
@@ -1148,26 +1076,21 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it('announces an upstream always slower than the listing deadline once, with its page kept for the listing that follows', async () => {
     const pageRequests: string[] = [];
-    const tool = (name: string) => ({ name, inputSchema: { type: 'object' } });
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('a', 'fast'), fakeConfig('b', 'slow')], () => undefined);
     const connector = new FakeConnector({
-      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [tool('x')] }) },
+      a: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools('x') }) },
       b: {
         capabilities: { tools: { listChanged: true } },
         // Always a little slower than the listing's deadline, well within its call timeout.
         handle: async (method, _params, options) => {
           pageRequests.push(method);
-          await new Promise((resolve, reject) => {
-            setTimeout(resolve, 250);
-            options?.signal?.addEventListener('abort', () => reject(options.signal?.reason ?? new Error('aborted')));
-          });
-          return { tools: [tool('y')] };
+          await answerAfter(250, options);
+          return { tools: tools('y') };
         },
       },
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 150, listCacheMs: 15_000 } });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, options: { listTimeoutMs: 150, listCacheMs: 15_000 } });
     const record = await openSession(engine);
     // An agent as the SDK's clients are: it lists again on every list_changed.
     const listings: string[][] = [];
@@ -1196,7 +1119,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'repos')], () => undefined);
     let failing = false;
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector: new FakeConnector({
         u1: {
@@ -1208,17 +1131,13 @@ describe('SessionEngine with in-memory upstreams', () => {
           },
         },
       }),
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         filter: (_record, kind, _upstream, items) => {
           if (failing) throw new Error('policy store unreachable');
           return kind === 'resource' ? items.filter((item) => !String(item['uri']).startsWith('repo://secret-org/')) : items;
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     const complete = () => engine.request(record, req('completion/complete', { ref: { type: 'ref/resource', uri: 'repo://{org}/{name}' }, argument: { name: 'org', value: '' } }), NO_STREAM, 'trace');
     // Judged at `repo://<value>/` (the name not given yet is left out): a deny on the subtree hides the org's name.
@@ -1232,7 +1151,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     let failing = false;
     const asked: string[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector: new FakeConnector({
         u1: {
@@ -1251,8 +1170,6 @@ describe('SessionEngine with in-memory upstreams', () => {
           },
         },
       }),
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         alsoReadable: (info, uri) => {
           if (failing) throw new Error('policy store unreachable');
@@ -1260,9 +1177,7 @@ describe('SessionEngine with in-memory upstreams', () => {
           return !uri.startsWith('file:///srv/secret/');
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     const read = async () => {
       const answer = await engine.request(record, req('resources/read', { uri: 'file:///srv/docs' }), NO_STREAM, 'trace');
@@ -1395,14 +1310,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const upstream = forgetfulUpstream((method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] }));
     const connector = new FakeConnector({ u1: upstream });
-    const engine = new SessionEngine({
-      registry,
-      connector,
-      sessions,
-      logger,
-      options: SPEC_ENGINE_OPTIONS,
-    });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, sessions });
     const record = await openSession(engine);
     upstream.refusals = 1;
     const response = await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
@@ -1448,8 +1356,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const upstream = forgetfulUpstream(() => ({ content: [] }));
     const connector = new FakeConnector({ u1: upstream });
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, sessions });
     const record = await openSession(engine);
     sessions.failing = true;
     upstream.refusals = 5;
@@ -1473,8 +1380,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FailingConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ content: [] }) } });
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector });
     const record = await openSession(engine);
     const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     connector.openDelayMs.set('u1', 100);
@@ -1596,9 +1502,7 @@ describe('SessionEngine with in-memory upstreams', () => {
     const { engine } = build({
       u: { prefix: 'u', capabilities: { tools: {} }, handle: async () => Promise.reject(new Error('ECONNREFUSED http://internal-u.example/mcp')) },
     });
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine);
     const response = await engine.request(record, req('tools/call', { name: 'u__x' }), NO_STREAM, 'trace');
     expect(response).toMatchObject({ error: { code: -32603, message: 'Internal error', data: { traceId: 'trace' } } });
     expect(JSON.stringify(response)).not.toContain('internal-u');
@@ -1627,19 +1531,10 @@ function twoReplicas(
     },
     sendTo: (replicaId: string, message: BusMessage) => byId.get(replicaId)?.onBusMessage(copy(message)),
   };
-  const make = (replicaId: string) =>
-    new SessionEngine({
-      registry,
-      connector,
-      sessions,
-      logger,
-      bus,
-      options: { ...SPEC_ENGINE_OPTIONS, replicaId, listCacheMs, localIdleMs },
-    });
+  const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listCacheMs, localIdleMs } });
   const [a, b] = [make('ra'), make('rb')];
   replicas.push(a, b);
   byId.set('ra', a).set('rb', b);
-  engines.push(a, b);
   return [a, b];
 }
 
@@ -1650,8 +1545,7 @@ async function sessionOnTwoReplicas(upstream: FakeUpstream) {
   const connector = new FakeConnector({ u1: upstream });
   const [a, b] = twoReplicas(connector, registry);
   const { sessionId } = await a.initialize(principal, init, 'trace');
-  const record = await b.session(sessionId ?? '', principal);
-  if (!record) throw new Error('no session');
+  const record = await recordOn(b, sessionId ?? '');
   return { a, b, connector, record };
 }
 
@@ -1663,8 +1557,7 @@ async function rootsSessionOnTwoReplicas(localIdleMs?: number) {
   const [a, b] = twoReplicas(connector, registry, 0, new MemorySessionStore(), true, localIdleMs);
   const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: {} }, clientInfo: { name: 'spec', version: '1' } });
   const { sessionId } = await a.initialize(principal, withRoots, 'trace');
-  const record = await b.session(sessionId ?? '', principal);
-  if (!record) throw new Error('no session');
+  const record = await recordOn(b, sessionId ?? '');
   return { a, b, connector, record };
 }
 
@@ -1677,10 +1570,8 @@ async function beforeJoinOnTwoReplicas(handle: FakeUpstream['handle'], sessions?
   registry.replace([fakeConfig('u1', 'one')], () => undefined);
   const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('a') }) }, u2: { capabilities: { tools: {} }, handle } });
   const [a, b] = twoReplicas(connector, registry, 0, sessions);
-  const { sessionId } = await a.initialize(principal, init, 'trace');
-  const onA = await a.session(sessionId ?? '', principal);
-  const onB = await b.session(sessionId ?? '', principal);
-  if (!onA || !onB) throw new Error('no session');
+  const onA = await openSession(a);
+  const onB = await recordOn(b, onA.id);
   await b.request(onB, req('tools/list'), NO_STREAM, 'trace');
   registry.replace([fakeConfig('u1', 'one'), fakeConfig('u2', 'two')], () => undefined);
   return { a, b, onA, onB, connector };
@@ -1997,20 +1888,17 @@ describe('SessionEngine: ending a subscription the policy no longer allows', () 
     });
     const sessions = new MemorySessionStore();
     let denied = false;
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
       sessions,
-      logger,
       hooks: {
         admit: (info) => {
           if (denied && info.method.startsWith('resources/')) throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'denied by policy', undefined, 'denied');
           return undefined;
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine);
     expect(await engine.request(record, req('resources/subscribe', { uri: 'file:///a' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     denied = true;
@@ -2113,8 +2001,7 @@ describe('SessionEngine: resource updates only for the subscriptions the session
         handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'mem://a', name: 'a' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
       },
     });
-    const engine = new SessionEngine({ registry, connector, sessions: new FailingStore(), logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, sessions: new FailingStore() });
     const record = await openSession(engine);
     const toAgent: unknown[] = [];
     engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
@@ -2146,8 +2033,7 @@ describe('SessionEngine: resource updates only for the subscriptions the session
     registry.replace([fakeConfig('u1', 'mem')], () => undefined);
     const connector = new FakeConnector({ u1: subscribable });
     const sessions = new FlakyStore();
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, sessions });
     return { engine, connector, sessions, record: await openSession(engine) };
   }
 
@@ -2200,10 +2086,8 @@ describe('SessionEngine: resource updates only for the subscriptions the session
     const connector = new FakeConnector({ u1: subscribable });
     const sessions = new FlakyStore();
     const [a, b] = twoReplicas(connector, registry, 0, sessions);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await openSession(a);
+    const onB = await recordOn(b, onA.id);
     const toAgent: unknown[] = [];
     a.attachStandalone(onA, { canStream: true, send: (m) => toAgent.push(m) > 0 });
 
@@ -2264,20 +2148,16 @@ describe('SessionEngine: an upstream the hooks keep from the agent', () => {
     const upstream: FakeUpstream = { capabilities: { tools: { listChanged: true }, logging: {} }, handle: async () => ({ tools: [] }) };
     const connector = new FakeConnector({ 'u-open': upstream, 'u-hidden': upstream });
     const asked: string[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         upstreamMessage: (_record, config, method) => {
           asked.push(`${config.name} ${method}`);
           if (config.name === 'hidden') throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'nothing there is yours', undefined, 'denied');
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
     const record = await openSession(engine, { roots: {}, sampling: {}, elicitation: {} });
     const toAgent: string[] = [];
     engine.attachStandalone(record, {
@@ -2334,9 +2214,8 @@ describe('SessionEngine: the agent\'s roots changing', () => {
     const [a, b] = twoReplicas(connector, registry);
     const withRoots = req('initialize', { protocolVersion: '2025-06-18', capabilities: { roots: { listChanged: true } }, clientInfo: { name: 'spec', version: '1' } });
     const { sessionId } = await a.initialize(principal, withRoots, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await recordOn(a, sessionId ?? '');
+    const onB = await recordOn(b, sessionId ?? '');
     const notices = () => connector.notified.filter((n) => n.method === 'notifications/roots/list_changed').length;
     const rootsChanged = { jsonrpc: '2.0' as const, method: 'notifications/roots/list_changed' };
 
@@ -2372,10 +2251,8 @@ describe("SessionEngine: a storm of an upstream's list changes", () => {
       onBus.push(message);
       heard(message);
     });
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await openSession(a);
+    const onB = await recordOn(b, onA.id);
     const busChanges = () => onBus.filter((message) => message.type === 'lists-changed').length;
     return { a, b, onA, onB, connector, busChanges };
   }
@@ -2458,10 +2335,8 @@ describe('SessionEngine across replicas', () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([{ ...fakeConfig('u1', 'files'), transport: 'stdio', url: null, command: 'server' }], () => undefined);
     const [a, b] = twoReplicas(connector, registry);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await openSession(a);
+    const onB = await recordOn(b, onA.id);
     for (const [engine, record] of [[a, onA], [b, onB]] as const) {
       expect(await engine.request(record, req('tools/call', { name: 'files__echo', arguments: {} }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     }
@@ -2479,15 +2354,7 @@ describe('SessionEngine across replicas', () => {
     const sent: { to: string; message: BusMessage }[] = [];
     const broadcast: BusMessage[] = [];
     const bus = { broadcast: (message: BusMessage) => void broadcast.push(message), sendTo: (to: string, message: BusMessage) => void sent.push({ to, message }) };
-    const engine = new SessionEngine({
-      registry,
-      connector,
-      sessions: new MemorySessionStore(),
-      logger,
-      bus,
-      options: { ...SPEC_ENGINE_OPTIONS, replicaId: 'here' },
-    });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, bus, options: { replicaId: 'here' } });
     const opened = await engine.initialize(principal, init, 'trace');
     const record = await engine.session(opened.sessionId ?? '', principal);
     if (!record) throw new Error('no session');
@@ -2534,17 +2401,14 @@ describe('SessionEngine across replicas', () => {
     registry.replace([sealed], () => undefined);
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [] }) } });
     const [a, b] = twoReplicas(connector, registry);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    if (!onA) throw new Error('no session');
+    const onA = await openSession(a);
     const call = (engine: SessionEngine, record: typeof onA) => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     await call(a, onA);
     // secrets:reseal: the same version, other ciphertext.
     registry.replace([{ ...sealed, sealedDigest: 'after' }], () => undefined);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onB) throw new Error('no session');
+    const onB = await recordOn(b, onA.id);
     await call(b, onB);
-    await call(a, (await a.session(sessionId ?? '', principal)) ?? onA);
+    await call(a, (await a.session(onA.id, principal)) ?? onA);
     const used = connector.calls.filter((c) => c.method === 'tools/call').map((c) => c.sessionId);
     // One session before, one after, on both replicas: A does not go on with the old one beside B's new one.
     expect(used[0]).not.toBe(used[1]);
@@ -2701,10 +2565,8 @@ describe('SessionEngine across replicas', () => {
     const quiet = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
     const sessions = new MemorySessionStore();
     const bus = { broadcast: (message: BusMessage) => void queued.push(message), sendTo: () => undefined };
-    const replica = (replicaId: string) =>
-      new SessionEngine({ registry, connector: quiet, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
+    const replica = (replicaId: string) => makeEngine({ registry, connector: quiet, sessions, bus, options: { replicaId } });
     const [x, y] = [replica('rx'), replica('ry')];
-    engines.push(x, y);
     const opened = await x.initialize(principal, init, 'trace');
     const shared = await y.session(opened.sessionId ?? '', principal);
     if (!shared) throw new Error('no session');
@@ -2731,14 +2593,11 @@ describe('SessionEngine across replicas', () => {
       },
       sendTo: () => undefined,
     });
-    const make = (replicaId: string) =>
-      new SessionEngine({ registry, connector, sessions, logger, bus: bus(replicaId), options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
+    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus: bus(replicaId), options: { replicaId } });
     const [x, y] = [make('rx'), make('ry')];
     replicas.push(x, y);
-    engines.push(x, y);
     const { sessionId } = await x.initialize(principal, init, 'trace');
-    const record = await y.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await recordOn(y, sessionId ?? '');
     const closed: string[] = [];
     x.attachStandalone(record, { canStream: true, send: () => true, close: () => void closed.push('on x') });
     dropFromX = false;
@@ -2777,22 +2636,12 @@ describe('SessionEngine across replicas', () => {
     };
     const sessions = new MemorySessionStore();
     for (const replicaId of ['ra', 'rb']) {
-      const engine = new SessionEngine({
-        registry,
-        connector,
-        sessions,
-        logger,
-        bus,
-        options: { ...SPEC_ENGINE_OPTIONS, replicaId },
-      });
+      const engine = makeEngine({ registry, connector, sessions, bus, options: { replicaId } });
       replicas.set(replicaId, engine);
-      engines.push(engine);
     }
     const [a, b] = [replicas.get('ra') as SessionEngine, replicas.get('rb') as SessionEngine];
-    const { sessionId } = await a.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    const onB = await b.session(sessionId ?? '', principal);
-    if (!onA || !onB) throw new Error('no session');
+    const onA = await openSession(a, { sampling: {} });
+    const onB = await recordOn(b, onA.id);
     const depth = 100_000;
     const deep = JSON.parse(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`) as Record<string, unknown>;
     // The call runs on replica A; the agent's answer to the relayed request arrives on replica B.
@@ -2822,8 +2671,7 @@ describe('SessionEngine across replicas', () => {
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle }, u2: { capabilities: { tools: {} }, handle }, u3: { capabilities: { tools: {} }, handle } });
     const [a, b] = twoReplicas(connector, registry);
     const { sessionId } = await a.initialize(principal, init, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await recordOn(b, sessionId ?? '');
     expect(connector.opened.map((o) => `${o.upstreamId}:${o.how}`).sort()).toEqual(['u1:connect', 'u2:connect', 'u3:connect']);
     // DELETE arrives on B, which holds nothing: only the Streamable HTTP session is resumed to be ended (it outlives
     // replicas); A, told over the bus, ends the stdio and SSE sessions it holds.
@@ -3003,14 +2851,7 @@ describe('SessionEngine across replicas', () => {
       const registry = new UpstreamRegistry('__');
       const upstreams = { u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } };
       registry.replace([fakeConfig('u1', 'inv')], () => undefined);
-      const engine = new SessionEngine({
-        registry,
-        connector: new FakeConnector(upstreams),
-        sessions,
-        logger,
-        options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 1_000, listCacheMs: 60_000 },
-      });
-      engines.push(engine);
+      const engine = makeEngine({ registry, connector: new FakeConnector(upstreams), sessions, options: { localIdleMs: 1_000, listCacheMs: 60_000 } });
       const [ended, expired, idle, kept] = [await openSession(engine), await openSession(engine), await openSession(engine), await openSession(engine)];
       for (const record of [ended, expired, idle, kept]) await listedTools(engine, record);
       expect(engine.cachedListingPages).toBe(4);
@@ -3040,14 +2881,7 @@ describe('SessionEngine across replicas', () => {
       const registry = new UpstreamRegistry('__');
       registry.replace([fakeConfig('u1', 'inv')], () => undefined);
       const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } });
-      const engine = new SessionEngine({
-        registry,
-        connector,
-        sessions: new MemorySessionStore(),
-        logger,
-        options: { ...SPEC_ENGINE_OPTIONS, localIdleMs: 1_000 },
-      });
-      engines.push(engine);
+      const engine = makeEngine({ registry, connector, options: { localIdleMs: 1_000 } });
       await openSession(engine);
       vi.setSystemTime(Date.now() + 2_000);
       await engine.sweepNow();
@@ -3066,9 +2900,7 @@ describe('SessionEngine across replicas', () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
       const { engine, connector } = build({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } }, 30);
-      const { sessionId } = await engine.initialize(principal, init, 'trace');
-      const record = await engine.session(sessionId ?? '', principal);
-      if (!record) throw new Error('no session');
+      const record = await openSession(engine);
       const asked = () => connector.calls.filter((call) => call.method === 'tools/list').length;
       await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
       await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
@@ -3086,9 +2918,7 @@ describe('SessionEngine across replicas', () => {
 
   it('asks the upstreams on every listing when the cache is off', async () => {
     const { engine, connector } = build({ u1: { prefix: 'inv', capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } }, 0);
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine);
     for (let i = 0; i < 3; i++) await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     expect(connector.calls.filter((call) => call.method === 'tools/list')).toHaveLength(3);
   });
@@ -3100,8 +2930,7 @@ describe('SessionEngine across replicas', () => {
     const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: tools(`tool_v${version}`) }) } });
     const [a, b] = twoReplicas(connector, registry, 60_000);
     const { sessionId } = await a.initialize(principal, init, 'trace');
-    const record = await b.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await recordOn(b, sessionId ?? '');
     const names = async (engine: SessionEngine) => {
       const response = await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
       return 'result' in response ? (response.result['tools'] as { name: string }[]).map((tool) => tool.name) : [];
@@ -3132,9 +2961,7 @@ describe('SessionEngine across replicas', () => {
       },
       60_000,
     );
-    const { sessionId } = await engine.initialize(principal, init, 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const record = await openSession(engine);
     const first = engine.request(record, req('tools/list'), NO_STREAM, 'trace');
     await new Promise((resolve) => setImmediate(resolve));
     version = 2;
@@ -3248,12 +3075,9 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     const sessions = new MemorySessionStore();
     // B lets a session go once idle for 1 ms (at its sweep); A keeps it.
     const make = (replicaId: string, localIdleMs: number) =>
-      new SessionEngine({ registry, connector, sessions, logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200, localIdleMs, replicaId } });
+      makeEngine({ registry, connector, sessions, options: { listTimeoutMs: 200, localIdleMs, replicaId } });
     const [a, b] = [make('ra', 60_000), make('rb', 1)];
-    engines.push(a, b);
-    const { sessionId } = await a.initialize(principal, init, 'trace');
-    const onA = await a.session(sessionId ?? '', principal);
-    if (!onA) throw new Error('no session');
+    const onA = await openSession(a);
     expect(await a.request(onA, call(), NO_STREAM, 'trace')).toMatchObject({ result: {} });
     // A session with nothing set is told nothing when it opens elsewhere.
     const onB = await b.session(onA.id, principal);
@@ -3352,8 +3176,7 @@ describe('SessionEngine: the agent\'s subscriptions and log level on a new upstr
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const connector = new FakeConnector({ u1: upstream });
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
+    const engine = makeEngine({ registry, connector, sessions });
     const record = await openSession(engine);
     const subscribe = (uri: string) => engine.request(record, req('resources/subscribe', { uri }), NO_STREAM, 'trace');
     for (let n = 0; n < MAX_SUBSCRIPTIONS_PER_SESSION; n += 1) expect(await subscribe(`mem://many/${n}`)).toMatchObject({ result: {} });

@@ -3,22 +3,13 @@
  * on the bus, says it resumes no stream or another one (a resume of it later is then refused 409: a second client on
  * the session); a resume of it, or an announcement from an earlier version that says neither, ends it unmarked.
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine, type BusMessage } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import type { BusMessage } from './session-engine';
 
-const logger = createLogger({ level: 'silent' } as never);
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
-const init = () => req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+const { makeEngine, openSession, recordOn } = engineSpecs();
 
 /** Two replicas (rx, ry) whose bus only queues: `flush` delivers what was published, in order, to both. */
 async function queuedReplicas() {
@@ -28,13 +19,10 @@ async function queuedReplicas() {
   const sessions = new MemorySessionStore();
   const queued: BusMessage[] = [];
   const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
-  const make = (replicaId: string) => new SessionEngine({ registry, connector, sessions, logger, bus, options: { ...SPEC_ENGINE_OPTIONS, replicaId } });
+  const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId } });
   const [x, y] = [make('rx'), make('ry')];
-  engines.push(x, y);
-  const { sessionId } = await x.initialize(principal, init(), 'trace');
-  const onX = await x.session(sessionId ?? '', principal);
-  const onY = await y.session(sessionId ?? '', principal);
-  if (!onX || !onY) throw new Error('no session');
+  const { record: onX } = await openSession(x);
+  const onY = await recordOn(y, onX.id);
   const flush = () => {
     for (const message of queued.splice(0)) for (const engine of [x, y]) engine.onBusMessage(message);
   };

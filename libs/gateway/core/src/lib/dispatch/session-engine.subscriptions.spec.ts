@@ -3,23 +3,13 @@
  * subscribed to again is held on both upstreams: one resources/unsubscribe ends it on every one of them, and the
  * record keeps none (MCP: after unsubscribe, no more updates about the URI).
  */
-import { createLogger } from '@portcullis/shared/util-logger';
-import type { JsonRpcRequest, Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { SessionEngine } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
 import { NO_STREAM } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'error', destination: { write: () => undefined } });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
-const init = () => req('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } });
+const { req, makeEngine, openSession } = engineSpecs();
 const updated = (uri: string) => ({ jsonrpc: '2.0' as const, method: 'notifications/resources/updated', params: { uri } });
 const updatesIn = (messages: readonly unknown[]) =>
   messages.filter((m) => (m as { method?: string }).method === 'notifications/resources/updated').map((m) => (m as { params: { uri: string } }).params.uri);
@@ -42,11 +32,8 @@ describe('resources: one unsubscribe ends the agent\'s subscription to a URI', (
       },
     });
     const sessions = new MemorySessionStore();
-    const engine = new SessionEngine({ registry, connector, sessions, logger, options: SPEC_ENGINE_OPTIONS });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, init(), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (record === undefined) throw new Error('no session');
+    const engine = makeEngine({ registry, connector, sessions });
+    const { record } = await openSession(engine);
     const toAgent: unknown[] = [];
     engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
 

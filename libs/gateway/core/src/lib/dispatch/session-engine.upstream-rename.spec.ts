@@ -3,23 +3,16 @@
  * upstreams by name, so whatever the upstream sends outside a call (log messages, sampling / elicitation / roots
  * requests on the standalone stream) must be judged under the name it has now, as calls and listings are.
  */
-import { createLogger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC } from '../http/gateway-error';
-import { UpstreamRpcError, type JsonRpcRequest, type Principal } from '@portcullis/gateway/mcp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamRpcError } from '@portcullis/gateway/mcp';
+import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
-import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
-import { GatewayRequestError, SessionEngine } from './session-engine';
+import { engineSpecs } from '../testing/engine-specs';
+import { FakeConnector, fakeConfig, type FakeUpstream } from '../testing/fake-upstreams';
+import { GatewayRequestError } from './session-engine';
 import { NO_STREAM } from './sinks';
 
-const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
-const logger = createLogger({ service: 'spec', level: 'fatal', destination: { write: () => undefined } });
-const engines: SessionEngine[] = [];
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((engine) => engine.shutdown()));
-});
-let nextId = 1;
-const req = (method: string, params?: Record<string, unknown>): JsonRpcRequest => ({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) });
+const { req, makeEngine, openSession } = engineSpecs();
 
 describe('SessionEngine: an upstream renamed while its sessions are open', () => {
   it.each([
@@ -32,11 +25,9 @@ describe('SessionEngine: an upstream renamed while its sessions are open', () =>
     const upstream: FakeUpstream = { capabilities: { tools: {}, logging: {} }, handle: async () => ({ tools: [] }) };
     const connector = new FakeConnector({ u1: upstream });
     const asked: string[] = [];
-    const engine = new SessionEngine({
+    const engine = makeEngine({
       registry,
       connector,
-      sessions: new MemorySessionStore(),
-      logger,
       hooks: {
         // The policy in force: nothing on "billing" is this client's to use.
         upstreamMessage: (_record, config, method) => {
@@ -44,12 +35,8 @@ describe('SessionEngine: an upstream renamed while its sessions are open', () =>
           if (config.name === 'billing') throw new GatewayRequestError(GATEWAY_RPC.POLICY_DENIED, 'nothing there is yours', undefined, 'denied');
         },
       },
-      options: SPEC_ENGINE_OPTIONS,
     });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, req('initialize', { protocolVersion: '2025-06-18', capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: 'spec', version: '1' } }), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
+    const { record } = await openSession(engine, { capabilities: { sampling: {}, elicitation: {} } });
     const toAgent: string[] = [];
     engine.attachStandalone(record, {
       canStream: true,
