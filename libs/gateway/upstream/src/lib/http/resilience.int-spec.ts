@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
-import { UpstreamUnavailableError, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { UpstreamUnavailableError, type JsonRpcNotification, type UpstreamConfig, type UpstreamConnector, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   deadPort,
@@ -43,6 +43,16 @@ function readJson(req: import('node:http').IncomingMessage): Promise<{ id?: numb
 
 const legacyInitializeResult = { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'raw-sse', version: '1' } };
 
+/** Answers a legacy SSE GET: the stream, opened with its endpoint event (POSTs go to /messages). */
+function legacyStream(res: ServerResponse): ServerResponse {
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  res.write('event: endpoint\ndata: /messages\n\n');
+  return res;
+}
+
+/** A JSON-RPC message as a legacy SSE `message` event. */
+const messageEvent = (message: Record<string, unknown>) => `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', ...message })}\n\n`;
+
 /**
  * A minimal legacy HTTP+SSE server: the endpoint event on each GET, then each POSTed request answered on the newest
  * stream (initialize, else `{ content: [] }`). `takes(message)` false: that POST is never answered (not even 202).
@@ -51,9 +61,7 @@ async function legacySseServer(takes: (message: { id?: number; method?: string }
   const streams: ServerResponse[] = [];
   const server = await rawServer((req, res) => {
     if (req.method === 'GET') {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('event: endpoint\ndata: /messages\n\n');
-      streams.push(res);
+      streams.push(legacyStream(res));
       return;
     }
     void readJson(req).then((message) => {
@@ -61,7 +69,7 @@ async function legacySseServer(takes: (message: { id?: number; method?: string }
       res.writeHead(202).end();
       if (message.id === undefined) return;
       const result = message.method === 'initialize' ? legacyInitializeResult : { content: [] };
-      streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`);
+      streams.at(-1)?.write(messageEvent({ id: message.id, result }));
     });
   });
   return { server, streams };
@@ -140,10 +148,28 @@ describe('connector resilience and network policy', () => {
     connectors.push(created);
     return created;
   };
-  /** A Streamable HTTP session with a fresh connector on `server` (closed with the others after the test). */
-  const sessionOn = (server: RawServer) => {
+  /**
+   * A Streamable HTTP session with a fresh connector (`options`) on `server`, configured with `config` (closed with the
+   * others after the test).
+   */
+  const sessionOn = (server: RawServer, options: Partial<UpstreamConnectorOptions> = {}, config: Partial<UpstreamConfig> = {}) => {
     servers.push(server);
-    return connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    return connector(options).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, ...config }), identity);
+  };
+  /** Has `session` listen on its standalone stream, its notifications going to `onNotification` (dropped unless given). */
+  const listenOn = (session: UpstreamSession, onNotification: (notification: JsonRpcNotification) => void = () => undefined) => {
+    session.listen?.(true);
+    session.onNotification(onNotification);
+  };
+  /**
+   * Waits for the answers to the upstream's pings that reach it, and a while more: no more than MAX_QUIET_POSTS came,
+   * and the dropping of the others was logged once.
+   */
+  const expectQuietPostsBounded = async (arrived: () => number, logger: ReturnType<typeof recordingLogger>) => {
+    await waitFor(() => arrived() >= MAX_QUIET_POSTS);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(arrived()).toBe(MAX_QUIET_POSTS);
+    expect(logger.entries.filter((entry) => entry.message.includes('dropping answers'))).toHaveLength(1);
   };
   afterEach(async () => {
     await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
@@ -441,16 +467,11 @@ describe('connector resilience and network policy', () => {
       },
       answer: () => void (answersArrived += 1), // an answer to a ping: never taken (no status, the connection held)
     });
-    servers.push(server);
     const logger = recordingLogger();
     // Sockets enough that every queued answer would reach the server: what arrives is what the session sent.
-    const session = await connector({ logger, maxSocketsPerOrigin: 256 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
-    await waitFor(() => answersArrived >= MAX_QUIET_POSTS);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(answersArrived).toBe(MAX_QUIET_POSTS);
-    expect(logger.entries.filter((entry) => entry.message.includes('dropping answers'))).toHaveLength(1);
+    const session = await sessionOn(server, { logger, maxSocketsPerOrigin: 256 });
+    listenOn(session);
+    await expectQuietPostsBounded(() => answersArrived, logger);
     await session.close();
   });
 
@@ -459,9 +480,7 @@ describe('connector resilience and network policy', () => {
     let stream: ServerResponse | undefined;
     const server = await rawServer((req, res) => {
       if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        stream = res;
+        stream = legacyStream(res);
         return;
       }
       void readJson(req).then((message) => {
@@ -471,17 +490,14 @@ describe('connector resilience and network policy', () => {
         }
         res.writeHead(202).end();
         if (message.method !== 'initialize') return;
-        stream?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: legacyInitializeResult })}\n\n`);
-        for (let id = 1; id <= 1_000; id++) stream?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: `p${id}`, method: 'ping' })}\n\n`);
+        stream?.write(messageEvent({ id: message.id, result: legacyInitializeResult }));
+        for (let id = 1; id <= 1_000; id++) stream?.write(messageEvent({ id: `p${id}`, method: 'ping' }));
       });
     });
     servers.push(server);
     const logger = recordingLogger();
     const session = await connector({ logger, maxSocketsPerOrigin: 256 }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
-    await waitFor(() => answersArrived >= MAX_QUIET_POSTS);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(answersArrived).toBe(MAX_QUIET_POSTS);
-    expect(logger.entries.filter((entry) => entry.message.includes('dropping answers'))).toHaveLength(1);
+    await expectQuietPostsBounded(() => answersArrived, logger);
     await session.close();
   });
 
@@ -531,8 +547,7 @@ describe('connector resilience and network policy', () => {
       res.write('<p>working on it'); // and never ends
     });
     const session = await sessionOn(server);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    listenOn(session);
     await waitFor(() => gets[0]?.closed === true, 3_000);
     await waitFor(() => gets[1]?.closed === true, 5_000);
     await session.close();
@@ -546,8 +561,7 @@ describe('connector resilience and network policy', () => {
       res.end();
     });
     const session = await sessionOn(server);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    listenOn(session);
     await waitFor(() => gets.length >= 3, 8_000);
     // 1 s, then 2 s (doubling): a stream that closed at once does not reset the backoff (it used to: 1 s each time).
     expect((gets[2] as number) - (gets[1] as number)).toBeGreaterThanOrEqual(1_800);
@@ -564,8 +578,7 @@ describe('connector resilience and network policy', () => {
     });
     const session = await sessionOn(server);
     let notified = 0;
-    session.listen?.(true);
-    session.onNotification(() => (notified += 1));
+    listenOn(session, () => (notified += 1));
     await waitFor(() => gets.length >= 5, 8_000);
     expect(gets.map((get) => get.lastEventId).slice(0, 5)).toEqual([undefined, 'g1m', 'g2m', 'g3m', 'g4m']);
     // 300 ms each time (a backoff would double from 1 s: 4 s by the fifth).
@@ -579,10 +592,11 @@ describe('connector resilience and network policy', () => {
   }, 15_000);
 
   describe('a standalone stream that keeps failing', () => {
-    const fastSessionOn = (server: RawServer, connectTimeoutMs = 5_000) => {
+    /** A session on `server` whose standalone stream is asked for again within 10–40 ms (`logger`: the connector's). */
+    const fastSessionOn = (server: RawServer, options: { connectTimeoutMs?: number; logger?: UpstreamConnectorOptions['logger'] } = {}) => {
       servers.push(server);
-      return connector({ standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
-        upstreamConfig('streamable_http', { url: `${server.url}/mcp`, connectTimeoutMs }),
+      return connector({ ...(options.logger ? { logger: options.logger } : {}), standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
+        upstreamConfig('streamable_http', { url: `${server.url}/mcp`, connectTimeoutMs: options.connectTimeoutMs ?? 5_000 }),
         identity,
       );
     };
@@ -601,8 +615,7 @@ describe('connector resilience and network policy', () => {
       });
       const session = await fastSessionOn(server);
       const seen: string[] = [];
-      session.listen?.(true);
-      session.onNotification((notification) => seen.push(notification.method));
+      listenOn(session, (notification) => seen.push(notification.method));
       await waitFor(() => seen.length > 0, 5_000);
       expect(seen).toEqual(['notifications/tools/list_changed']);
       expect(gets).toBe(13);
@@ -622,14 +635,9 @@ describe('connector resilience and network policy', () => {
         res.write('data: {"jsonrpc":"2.0","method":"notifications/resources/list_changed"}\n\n');
       });
       const logger = recordingLogger();
-      servers.push(server);
-      const session = await connector({ logger, standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
-        upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
-        identity,
-      );
+      const session = await fastSessionOn(server, { logger });
       const seen: string[] = [];
-      session.listen?.(true);
-      session.onNotification((notification) => seen.push(notification.method));
+      listenOn(session, (notification) => seen.push(notification.method));
       await waitFor(() => seen.length > 0, 5_000);
       expect(seen).toEqual(['notifications/resources/list_changed']);
       expect(gets).toBe(9);
@@ -649,9 +657,8 @@ describe('connector resilience and network policy', () => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.write('data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
       });
-      servers.push(server);
       // A backoff far longer than the test: only the second `listen(true)` can bring the stream.
-      const session = await connector({ standaloneBackoffMs: { initial: 60_000, max: 60_000 } }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      const session = await sessionOn(server, { standaloneBackoffMs: { initial: 60_000, max: 60_000 } });
       const seen: string[] = [];
       session.onNotification((notification) => seen.push(notification.method));
       session.listen?.(true);
@@ -702,13 +709,8 @@ describe('connector resilience and network policy', () => {
         res.writeHead(401, { 'content-type': 'application/json' }).end('{}');
       });
       const logger = recordingLogger();
-      servers.push(server);
-      const session = await connector({ logger, standaloneBackoffMs: { initial: 10, max: 40 } }).connect(
-        upstreamConfig('streamable_http', { url: `${server.url}/mcp` }),
-        identity,
-      );
-      session.listen?.(true);
-      session.onNotification(() => undefined);
+      const session = await fastSessionOn(server, { logger });
+      listenOn(session);
       await waitFor(() => gets === 1, 3_000);
       // A retry would have come within 10–40 ms.
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -724,8 +726,7 @@ describe('connector resilience and network policy', () => {
         res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>Welcome</h1>');
       });
       const session = await fastSessionOn(server);
-      session.listen?.(true);
-      session.onNotification(() => undefined);
+      listenOn(session);
       await waitFor(() => gets === 1, 3_000);
       await new Promise((resolve) => setTimeout(resolve, 500));
       expect(gets).toBe(1);
@@ -740,9 +741,8 @@ describe('connector resilience and network policy', () => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.write(': open\n\n');
       });
-      const session = await fastSessionOn(server, 300);
-      session.listen?.(true);
-      session.onNotification(() => undefined);
+      const session = await fastSessionOn(server, { connectTimeoutMs: 300 });
+      listenOn(session);
       await waitFor(() => gets.length >= 2, 5_000);
       expect((gets[1] as number) - (gets[0] as number)).toBeGreaterThanOrEqual(280);
       await session.close();
@@ -790,8 +790,7 @@ describe('connector resilience and network policy', () => {
       res.end(`id: p${gets.length}\nretry: 300\n\n`);
     });
     const session = await sessionOn(server);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    listenOn(session);
     await waitFor(() => gets.length >= 3, 5_000);
     expect(gets.slice(0, 3)).toEqual([undefined, 'p1', 'p2']);
     await session.close();
@@ -807,8 +806,7 @@ describe('connector resilience and network policy', () => {
       setTimeout(() => res.socket?.destroy(), 20);
     });
     const session = await sessionOn(server);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    listenOn(session);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     // Backoff: reopened after 1 s, then 2 s (polling would have reopened every 250 ms: about ten times).
     expect(gets.length).toBeGreaterThanOrEqual(2);
@@ -827,8 +825,7 @@ describe('connector resilience and network policy', () => {
     });
     const session = await sessionOn(server);
     const notified: string[] = [];
-    session.listen?.(true);
-    session.onNotification((notification) => notified.push(notification.method));
+    listenOn(session, (notification) => notified.push(notification.method));
     await waitFor(() => lastEventIds.length >= 4, 12_000);
     expect(lastEventIds).toEqual([undefined, undefined, undefined, 'ok-3']);
     expect(notified.length).toBeGreaterThanOrEqual(3);
@@ -844,11 +841,9 @@ describe('connector resilience and network policy', () => {
       res.write('event: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n');
       res.write(`event: message\ndata: ${'x'.repeat(64 * 1024)}`);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
+    const session = await sessionOn(server, {}, { callTimeoutMs: 300 });
     const notified: string[] = [];
-    session.listen?.(true);
-    session.onNotification((notification) => notified.push(notification.method));
+    listenOn(session, (notification) => notified.push(notification.method));
     await waitFor(() => opened.length >= 2, 5_000);
     // The first stream was ended 300 ms after the unfinished event began, and opened again after the backoff.
     expect(notified.length).toBeGreaterThanOrEqual(1);
@@ -864,10 +859,8 @@ describe('connector resilience and network policy', () => {
       // No data line and no blank line: these were held, uncounted and with no stall timer, for the stream's life.
       res.write(`id: ${'i'.repeat(1_000)}\nevent: ${'e'.repeat(64 * 1024)}\n`);
     });
-    servers.push(server);
-    const session = await connector().connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 300 }), identity);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    const session = await sessionOn(server, {}, { callTimeoutMs: 300 });
+    listenOn(session);
     await waitFor(() => (opened.length >= 2 ? true : undefined), 5_000);
     expect((opened[1] as number) - (opened[0] as number)).toBeGreaterThanOrEqual(300);
     await session.close();
@@ -916,15 +909,13 @@ describe('connector resilience and network policy', () => {
     // Answers initialize on the stream and takes (202) other messages without answering; once it forgot the session, 404.
     const server = await rawServer((req, res) => {
       if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write('event: endpoint\ndata: /messages\n\n');
-        streams.push(res);
+        streams.push(legacyStream(res));
         return;
       }
       void readJson(req).then((message) => {
         if (forgotten) return void res.writeHead(404).end();
         res.writeHead(202).end();
-        if (message.method === 'initialize') streams.at(-1)?.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: legacyInitializeResult })}\n\n`);
+        if (message.method === 'initialize') streams.at(-1)?.write(messageEvent({ id: message.id, result: legacyInitializeResult }));
         else if (message.method !== undefined) taken.push(message.method);
       });
     });
@@ -1077,8 +1068,7 @@ describe('connector resilience and network policy', () => {
         if (message.method === 'notifications/cancelled') cancelled.push(message.params?.['requestId']);
       },
     );
-    servers.push(server);
-    const session = await connector({ maxMessageBytes: 1_024 }).connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    const session = await sessionOn(server, { maxMessageBytes: 1_024 });
     for (const name of ['huge', 'ended', 'plain']) {
       await expect(session.request('tools/call', { name, arguments: {} })).rejects.toMatchObject({ reason: 'protocol_error' });
     }
@@ -1178,8 +1168,7 @@ describe('connector resilience and network policy', () => {
     servers.push(server);
     const c = connector({ breaker: { failureThreshold: 1, cooldownMs: 200 } });
     const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 10_000 }), identity);
-    session.listen?.(true);
-    session.onNotification(() => undefined);
+    listenOn(session);
     await waitFor(() => stream);
     const outcome = (timeoutMs?: number) =>
       session.request('tools/call', { name: 'hang', arguments: {} }, { timeoutMs }).then(() => 'answered', (error: { reason?: string }) => error.reason);
