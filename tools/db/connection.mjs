@@ -42,13 +42,21 @@ export function parseDatabaseUrl(url) {
   if (parsed.protocol !== 'postgresql:' && parsed.protocol !== 'postgres:') {
     throw new DbToolError(`Expected a postgresql:// URL, got ${parsed.protocol}//...`);
   }
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
+  /** A part of the URL with its percent-escapes decoded; a malformed one (a literal `%`) is the caller's to fix. */
+  const decoded = (/** @type {string} */ part, /** @type {string} */ what) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      throw new DbToolError(`The database URL's ${what} has a malformed percent-escape (write a literal % as %25): ${redactUrl(url)}`);
+    }
+  };
+  const database = decoded(parsed.pathname.replace(/^\//, ''), 'database name');
   if (!database) throw new DbToolError(`The database URL names no database: ${redactUrl(url)}`);
   return {
-    host: decodeURIComponent(parsed.hostname) || '127.0.0.1',
+    host: decoded(parsed.hostname, 'host') || '127.0.0.1',
     port: parsed.port ? Number(parsed.port) : 5432,
-    user: decodeURIComponent(parsed.username) || 'postgres',
-    password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+    user: decoded(parsed.username, 'user') || 'postgres',
+    password: parsed.password ? decoded(parsed.password, 'password') : undefined,
     database,
   };
 }

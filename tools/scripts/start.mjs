@@ -9,6 +9,7 @@ import path from 'node:path';
 import { pollReady } from './lib/harness.mjs';
 import { checkServices } from './lib/services.mjs';
 import { baseEnv, bin, repoRoot, run } from './lib/run.mjs';
+import { stackEnv } from './lib/stack-env.mjs';
 
 if (existsSync(path.join(repoRoot, '.env'))) process.loadEnvFile(path.join(repoRoot, '.env'));
 
@@ -46,49 +47,11 @@ function localAuditSigningKey() {
   return file;
 }
 
-/** The variables given secrets made here when the environment leaves them unset or empty. */
-const GENERATED_SECRETS = new Set([
-  'NEXTAUTH_SECRET',
-  'PORTAL_OIDC_CLIENT_SECRET',
-  'DEV_IDP_COOKIE_SECRET',
-  'CONTROL_PLANE_JWT_SECRET',
-  'CONTROL_PLANE_SECRETS_KEYRING',
-  'GATEWAY_SECRETS_KEYRING',
-]);
-const env = {
-  LOG_LEVEL: 'info',
-  DATABASE_ADMIN_URL: 'postgresql://postgres@127.0.0.1:5432/portcullis',
-  DATABASE_URL: 'postgresql://portcullis_app@127.0.0.1:5432/portcullis',
-  DATABASE_SYSTEM_URL: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis',
-  REDIS_URL: 'redis://127.0.0.1:6379',
-  NEXTAUTH_URL: 'http://localhost:3000',
-  PORTAL_OIDC_ISSUER: 'http://localhost:3400',
-  DEV_IDP_HOST: '127.0.0.1',
-  DEV_IDP_ISSUER: 'http://localhost:3400',
-  // The demo upstreams listen on 127.0.0.1: let the gateway reach private addresses locally.
-  GATEWAY_UPSTREAM_ALLOW_PRIVATE: 'true',
-  // ... and test connection, which goes through the same SSRF guard.
-  CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true',
-  NEXTAUTH_SECRET: secrets.NEXTAUTH_SECRET,
-  PORTAL_OIDC_CLIENT_SECRET: secrets.PORTAL_OIDC_CLIENT_SECRET,
-  DEV_IDP_COOKIE_SECRET: secrets.DEV_IDP_COOKIE_SECRET,
-  CONTROL_PLANE_JWT_SECRET: secrets.CONTROL_PLANE_JWT_SECRET,
-  // The control plane seals upstream secrets with this keyring and the gateway opens them with it.
-  CONTROL_PLANE_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
-  GATEWAY_SECRETS_KEYRING: secrets.SECRETS_KEYRING,
-  // Chain heads signed (audit:verify -- --public-key tmp/audit-signing.pub checks them).
-  AUDIT_SIGNING_KEY_FILE: localAuditSigningKey(),
-  // ... and the control plane's audit verification checks them with the public half.
-  AUDIT_VERIFY_KEYS_FILE: path.join(repoRoot, 'tmp/audit-signing.pub'),
-  GATEWAY_METRICS_PORT: '3201',
-  CONTROL_PLANE_METRICS_PORT: '3101',
-  // What the environment (and .env) sets wins; an empty secret does not (.env.example leaves them `NAME=`, unset,
-  // which would otherwise take the place of the ones made above). Other empty values keep their meaning (an empty
-  // GATEWAY_METRICS_PORT turns metrics off).
-  ...Object.fromEntries(Object.entries(process.env).filter(([name, value]) => value !== '' || !GENERATED_SECRETS.has(name))),
-};
-// The dev IdP and the portal must agree on the portal's client secret.
-env.DEV_IDP_PORTAL_CLIENT_SECRET ??= env.PORTAL_OIDC_CLIENT_SECRET;
+const env = stackEnv(process.env, {
+  secrets,
+  auditSigningKeyFile: localAuditSigningKey(),
+  auditVerifyKeysFile: path.join(repoRoot, 'tmp/audit-signing.pub'),
+});
 
 const urls = {
   portal: 'http://localhost:3000',
