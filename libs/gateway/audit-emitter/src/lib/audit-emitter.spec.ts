@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AUDIT_EVENT_FIELDS, auditBatchJobId, parseAuditEventBatch, type AuditEventV1 } from '@portcullis/contracts/jobs';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   createAuditEmitter,
   type AuditEmitter,
@@ -425,6 +425,63 @@ describe('FileAuditSpool', () => {
     dirs.push(dir);
     return dir;
   };
+
+  // ops review: the spool holds every tenant's events (tool arguments and results) while Redis is away; it was made
+  // with the umask only (0755 / 0644 under 022), readable by any local user, the stdio upstream servers run as other
+  // users (GATEWAY_STDIO_RUN_AS / GATEWAY_STDIO_UID_RANGE) included. The audit worker's exports are 0640.
+  describe('who may read the spooled events', () => {
+    const modeOf = (file: string): string => (statSync(file).mode & 0o777).toString(8);
+    let previousUmask = 0;
+    beforeEach(() => {
+      previousUmask = process.umask(0o022);
+    });
+    afterEach(() => {
+      process.umask(previousUmask);
+    });
+
+    it('keeps the spool directory and its files from other users, whatever the umask', async () => {
+      const dir = path.join(tempDir(), 'spool');
+      const spool = new FileAuditSpool(dir, 1_000_000);
+      expect(spool.append([event(), event()]).written).toBe(2);
+      const modes = { dir: modeOf(dir), file: modeOf(path.join(dir, ACTIVE)) };
+      await spool.close();
+      // No access at all for "other" (o=---), as the audit exports (0640).
+      expect({ dirOther: Number.parseInt(modes.dir, 8) & 0o007, fileOther: Number.parseInt(modes.file, 8) & 0o007 }, JSON.stringify(modes)).toEqual({ dirOther: 0, fileOther: 0 });
+      expect(modes).toEqual({ dir: '700', file: '600' });
+    });
+
+    it('a replay file is 0600 too, and the fresh active file after it', async () => {
+      const dir = tempDir();
+      const spool = new FileAuditSpool(dir, 1_000_000);
+      spool.append([event()]);
+      const seen: string[] = [];
+      await spool.replay(async () => {
+        for (const name of readdirSync(dir)) seen.push(`${name}:${modeOf(path.join(dir, name))}`);
+      }, 100);
+      await spool.close();
+      expect(seen.map((entry) => entry.replace(/\.\d{13}-\d{6}\./, '.N.')).sort()).toEqual(['audit-spool.N.replay.jsonl:600', 'audit-spool.jsonl:600']);
+    });
+
+    it('tightens a directory and files an older gateway (or a volume mount) left open to others', async () => {
+      const dir = tempDir();
+      chmodSync(dir, 0o755);
+      writeFileSync(path.join(dir, ACTIVE), `${JSON.stringify(event())}\n`, { mode: 0o644 });
+      const replayFile = path.join(dir, 'audit-spool.1764000000000-000000.replay.jsonl');
+      writeFileSync(replayFile, `${JSON.stringify(event())}\n`, { mode: 0o644 });
+      const spool = new FileAuditSpool(dir, 1_000_000);
+      expect({ dir: modeOf(dir), active: modeOf(path.join(dir, ACTIVE)), replay: modeOf(replayFile) }).toEqual({ dir: '700', active: '600', replay: '600' });
+      expect((await replayAll(spool)).events).toHaveLength(2);
+      await spool.close();
+    });
+
+    it('refuses a shared sticky directory (such as /tmp) rather than taking it over, naming it', () => {
+      const dir = path.join(tempDir(), 'shared');
+      mkdirSync(dir);
+      chmodSync(dir, 0o1777);
+      expect(() => new FileAuditSpool(dir, 1_000_000)).toThrow(new RegExp(`audit spool directory ${dir} is shared .*GATEWAY_AUDIT_SPOOL_DIR`));
+      expect(modeOf(dir)).toBe('777');
+    });
+  });
 
   it('ends a line cut off by a crash before appending, so the next event is not lost with it', async () => {
     const dir = tempDir();

@@ -1,9 +1,12 @@
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import {
+  chmodSync,
   closeSync,
   createReadStream,
+  fchmodSync,
   fdatasync,
   fstatSync,
+  lstatSync,
   ftruncateSync,
   mkdirSync,
   openSync,
@@ -49,13 +52,42 @@ export interface AuditSpool {
 
 const ACTIVE = 'audit-spool.jsonl';
 const REPLAY_PATTERN = /^audit-spool\.(\d{13})-(\d{6})\.replay\.jsonl$/;
+/** The spool holds every tenant's events (tool arguments and results): only the gateway's user may list or read it. */
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
+
+/**
+ * Creates `dir` as 0700, or tightens an existing one the gateway owns to 0700 (a volume mounted or a directory made
+ * by hand is usually 0755). Refuses, naming the directory, one it cannot own alone: another user's (chmod would fail
+ * or, as root, take it from them) or a shared sticky directory such as /tmp.
+ */
+function prepareSpoolDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+  const stat = statSync(dir);
+  if ((stat.mode & 0o077) === 0) return;
+  const ownUid = process.getuid?.();
+  if ((stat.mode & 0o1000) !== 0 || (ownUid !== undefined && stat.uid !== ownUid)) {
+    throw new Error(
+      `audit spool directory ${dir} is shared (mode ${(stat.mode & 0o7777).toString(8)}, owner uid ${stat.uid}): give GATEWAY_AUDIT_SPOOL_DIR a directory of its own, owned by the gateway's user (it is made 0700)`,
+    );
+  }
+  chmodSync(dir, DIR_MODE);
+}
+
+/** Takes group and other access away from a spool file a gateway before 0600 spool files left (regular files only). */
+function tightenFile(file: string | number): void {
+  const stat = typeof file === 'number' ? fstatSync(file) : lstatSync(file);
+  if (!stat.isFile() || (stat.mode & 0o077) === 0) return;
+  if (typeof file === 'number') fchmodSync(file, FILE_MODE);
+  else chmodSync(file, FILE_MODE);
+}
 
 /**
  * A bounded, append-only JSON-lines spool in `dir`.
  *
- * Files: `audit-spool.jsonl` takes appends; a replay first renames it to `audit-spool.<ms>-<n>.replay.jsonl`
- * (atomic, same directory) and opens a fresh active file, then sends the renamed file and deletes it only when
- * every line was sent. A crash at any point leaves each event in exactly one file that the next replay reads
+ * Files: the directory is 0700 and its files 0600 (see `prepareSpoolDir`). `audit-spool.jsonl` takes appends; a
+ * replay first renames it to `audit-spool.<ms>-<n>.replay.jsonl` (atomic, same directory) and opens a fresh
+ * active file, then sends the renamed file and deletes it only when every line was sent. A crash at any point leaves each event in exactly one file that the next replay reads
  * (possibly resending some already sent: idempotent downstream), never in none.
  *
  * Durability (fsync policy): lines are written with `write(2)` on an O_APPEND descriptor before `append` returns,
@@ -77,8 +109,10 @@ export class FileAuditSpool implements AuditSpool {
     private readonly dir: string,
     readonly maxBytes: number,
   ) {
-    mkdirSync(dir, { recursive: true });
-    this.fd = openSync(this.activePath, 'a+');
+    prepareSpoolDir(dir);
+    this.fd = openSync(this.activePath, 'a+', FILE_MODE);
+    tightenFile(this.fd);
+    for (const file of this.replayFiles()) tightenFile(file);
     this.activeBytes = fstatSync(this.fd).size;
     // A crash mid-write can leave a cut-off last line: end it, or the first line appended now would be glued onto it
     // and lost with it (both would read as one corrupt line).
@@ -160,7 +194,7 @@ export class FileAuditSpool implements AuditSpool {
     if (this.closed) return false;
     let fd: number | undefined;
     try {
-      fd = openSync(this.activePath, 'a+');
+      fd = openSync(this.activePath, 'a+', FILE_MODE);
       const size = fstatSync(fd).size;
       let kept = 0;
       const last = Buffer.alloc(1);
@@ -221,7 +255,7 @@ export class FileAuditSpool implements AuditSpool {
     closeSync(this.fd);
     const name = `audit-spool.${String(Date.now()).padStart(13, '0')}-${String(this.replaySeq++ % 1_000_000).padStart(6, '0')}.replay.jsonl`;
     renameSync(this.activePath, path.join(this.dir, name));
-    this.fd = openSync(this.activePath, 'a');
+    this.fd = openSync(this.activePath, 'a', FILE_MODE);
     this.activeBytes = 0;
   }
 
