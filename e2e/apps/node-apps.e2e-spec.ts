@@ -61,4 +61,47 @@ describe.each(apps)('$name process', ({ name, portVar }) => {
     expect(await res.json()).toMatchObject({ status: 'unavailable', checks: { redis: expect.not.stringMatching(/^ok$/) } });
     expect(app.child.exitCode).toBeNull();
   });
+
+  // ops review: a REDIS_URL path that is not a database number passed every app's config, and ioredis then sent
+  // `SELECT NaN`: the process died of an uncaught ReplyError ("ERR value is not an integer or out of range"), exit 1,
+  // a raw stack trace, REDIS_URL never named.
+  it('refuses to start (78) on REDIS_URL=redis://…/abc, naming REDIS_URL, with no uncaught exception', async () => {
+    const app = startBuiltApp(name, {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: `${inject('redisUrl').replace(/\/\d*$/, '')}/abc`,
+      [portVar]: String(await freePort()),
+      LOG_LEVEL: 'warn',
+    });
+    running.push(app);
+    const code = await waitForExit(app, 15_000);
+    const output = app.output();
+    expect({ code, namesVariable: output.includes('REDIS_URL'), uncaught: /^Node\.js v/m.test(output) }, output.slice(0, 400)).toEqual({
+      code: 78,
+      namesVariable: true,
+      uncaught: false,
+    });
+  }, 30_000);
+
+  // A database number the server does not have (16 by default) passes the config: Redis refuses the SELECT when each
+  // client connects. That reply must reach an 'error' listener (logged), never become an uncaught exception.
+  it('keeps running, logging it, when Redis refuses the database of REDIS_URL (…/99)', async () => {
+    const port = await freePort();
+    const app = startBuiltApp(name, {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: `${inject('redisUrl').replace(/\/\d*$/, '')}/99`,
+      [portVar]: String(port),
+      LOG_LEVEL: 'warn',
+    });
+    running.push(app);
+    await waitForReady(`http://127.0.0.1:${port}/healthz`, app);
+    const deadline = Date.now() + 10_000;
+    while (!app.output().includes('DB index is out of range') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const output = app.output();
+    expect({ exitCode: app.child.exitCode, logged: output.includes('DB index is out of range'), uncaught: /^Node\.js v|Unhandled|uncaught/im.test(output) }, output.slice(0, 800)).toEqual({
+      exitCode: null,
+      logged: true,
+      uncaught: false,
+    });
+  }, 30_000);
 });

@@ -2,7 +2,7 @@ import { QUEUES } from '@portcullis/contracts/jobs';
 import { testContext } from '@portcullis/shared/util-testing';
 import { Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId, type DeadLetter } from './audit-dlq';
 import { sampleAuditEvent } from './testing';
 
@@ -117,5 +117,30 @@ describe('AuditDlq.replay', () => {
     } finally {
       await dlq.close();
     }
+  });
+});
+
+// ops review: a Redis reply error at connect time (`SELECT 99` on a 16-database server) is emitted as an 'error' event
+// on each BullMQ queue. With no listener BullMQ prints it as a raw stack trace on stderr (an EventEmitter without an
+// 'error' listener would throw it: an uncaught exception); the CLI reports failures from the commands it awaits.
+describe('AuditDlq connection errors', () => {
+  it('listens for its queues\' errors: neither an uncaught exception nor a stack trace on stderr', async () => {
+    const url = `${ctx.redisUrl.replace(/\/\d*$/, '')}/99`;
+    const uncaught: unknown[] = [];
+    const record = (error: unknown): void => void uncaught.push(error);
+    process.on('uncaughtException', record);
+    const printed = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const dlq = new AuditDlq({ connection: { url, maxRetriesPerRequest: 1 }, prefix: `dlq-spec-${randomUUID()}` });
+    let printedCalls: string[];
+    try {
+      await dlq.list(1).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      await dlq.close();
+      process.off('uncaughtException', record);
+      printedCalls = printed.mock.calls.map(String);
+      printed.mockRestore();
+    }
+    expect({ uncaught: uncaught.map(String), printed: printedCalls }).toEqual({ uncaught: [], printed: [] });
   });
 });

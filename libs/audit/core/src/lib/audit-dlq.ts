@@ -62,6 +62,10 @@ export class AuditDlq {
     this.pageSize = Math.max(1, options.pageSize ?? 500);
     this.dlq = new Queue(AUDIT_DLQ, { connection: options.connection, prefix: options.prefix });
     this.audit = new Queue(QUEUES.audit, { connection: options.connection, prefix: options.prefix });
+    // Connection errors (Redis away, a database the server refuses): a command that fails for one rejects to the caller,
+    // which reports it; unheard, BullMQ prints each as a raw stack trace (and a plain emitter would throw it).
+    this.dlq.on('error', () => undefined);
+    this.audit.on('error', () => undefined);
   }
 
   async list(limit = 1_000): Promise<DeadLetterEntry[]> {

@@ -34,7 +34,16 @@ export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL').r
   } catch {
     return !URL.canParse(value);
   }
-}, 'has a malformed percent-escape (write % as %25)');
+}, 'has a malformed percent-escape (write % as %25)')
+  // ioredis reads the path as the database number: any other path became `SELECT NaN`, which Redis answers with an
+  // error that stopped every app at boot with an uncaught ReplyError, the variable never named.
+  .refine((value) => {
+    try {
+      return /^\/?(\d+)?$/.test(new URL(value).pathname);
+    } catch {
+      return true; // not a URL: the protocol check above says so
+    }
+  }, 'the path must be empty or a database number (redis://host:6379/0)');
 
 /** An empty value (`NAME=` in an env file) counts as unset, for a field that is optional or has a default. */
 export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);

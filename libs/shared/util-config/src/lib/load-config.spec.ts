@@ -66,3 +66,32 @@ describe('parseConfig', () => {
     expect(() => parseConfig(timed, { REFRESH_MS: '2592000000' })).toThrow(/REFRESH_MS/);
   });
 });
+
+// ops review: a REDIS_URL whose path is not a database number (`redis://cache.internal:6379/portcullis`, `.../abc`)
+// passed, and ioredis then sent `SELECT NaN`: the control plane, the gateway and the audit worker all died of an
+// uncaught ReplyError, the variable never named. The same field serves GATEWAY_RATE_LIMIT_REDIS_URL and
+// GATEWAY_AUDIT_REDIS_URL.
+describe('redisUrl: the database path', () => {
+  const redisSchema = z.object({ REDIS_URL: f.redisUrl });
+
+  it('accepts no path, "/" and a database number', () => {
+    for (const url of ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379/', 'redis://127.0.0.1:6379/3', 'rediss://u:p@cache.internal:6380/15']) {
+      expect(parseConfig(redisSchema, { REDIS_URL: url }).REDIS_URL).toBe(url);
+    }
+  });
+
+  it.each(['redis://:pw-ops8@127.0.0.1:6379/abc', 'rediss://cache.internal:6380/portcullis', 'redis://127.0.0.1:6379/1/2', 'redis://127.0.0.1:6379/-1'])(
+    'refuses %s, naming REDIS_URL and not the password',
+    (url) => {
+      let error: unknown;
+      try {
+        parseConfig(redisSchema, { REDIS_URL: url });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).problems.join('\n')).toMatch(/^REDIS_URL: .*database number/);
+      expect((error as ConfigError).message).not.toContain('pw-ops8');
+    },
+  );
+});
