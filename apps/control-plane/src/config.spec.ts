@@ -35,6 +35,12 @@ describe('control plane config: the development secrets', () => {
   it('are refused in production wherever it listens', () => {
     expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
   });
+
+  it('checks a keyring given with parseKeyring (the field the gateway shares): a short key, a key id twice', () => {
+    const key = Buffer.alloc(32, 2).toString('base64');
+    expect(problemsOf({ CONTROL_PLANE_SECRETS_KEYRING: `k1:${Buffer.alloc(12, 2).toString('base64')}` })).toEqual(['CONTROL_PLANE_SECRETS_KEYRING']);
+    expect(problemsOf({ CONTROL_PLANE_SECRETS_KEYRING: `k1:${key},k1:${key}` })).toEqual(['CONTROL_PLANE_SECRETS_KEYRING']);
+  });
 });
 
 describe('control plane config: CONTROL_PLANE_TRUST_PROXY', () => {

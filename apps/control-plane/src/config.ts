@@ -1,4 +1,4 @@
-import { parseKeyring } from '@portcullis/auth/secrets';
+import { keyringSpecField } from '@portcullis/auth/secrets';
 import { configFields as f } from '@portcullis/shared/util-config';
 import { z } from 'zod';
 
@@ -71,19 +71,7 @@ export const controlPlaneConfigSchema = z
         .transform((value) => (value === undefined ? undefined : value === 'true' || value === '1')),
     ),
     /** `<key-id>:<base64 32 bytes>[,...]`; the first key seals new secrets, the others still open old ones. */
-    CONTROL_PLANE_SECRETS_KEYRING: f.unsetIfEmpty(
-      z
-        .string()
-        .optional()
-        .superRefine((value, ctx) => {
-          if (value === undefined) return;
-          try {
-            parseKeyring(value);
-          } catch (error) {
-            ctx.addIssue({ code: 'custom', message: error instanceof Error ? error.message : 'invalid keyring' });
-          }
-        }),
-    ),
+    CONTROL_PLANE_SECRETS_KEYRING: keyringSpecField,
     /** Exact commands stdio upstreams may run, comma-separated. Empty (default): no stdio upstreams. */
     CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: f.csv,
     /**

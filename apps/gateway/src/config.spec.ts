@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { ConfigError, parseConfig } from '@portcullis/shared/util-config';
 import { describe, expect, it } from 'vitest';
 import { gatewayConfigSchema } from './config';
@@ -181,5 +182,39 @@ describe('gateway config: values that could never work', () => {
 
   it('takes an empty keyring (`NAME=` in an env file) as unset', () => {
     expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SECRETS_KEYRING: '' }).secrets.keyring).toBeNull();
+  });
+});
+
+// ops review: GATEWAY_SECRETS_KEYRING was only checked against a regular expression. A key that is not 32 bytes, or a
+// key id given twice, passed the config and then stopped the gateway later in boot (parseKeyring in startDataPlane):
+// exit 1 instead of 78, a fatal log line with a stack trace, the variable not named. It now uses the control plane's
+// check (keyringSpecField, next to parseKeyring).
+describe('gateway config: GATEWAY_SECRETS_KEYRING', () => {
+  const key = randomBytes(32).toString('base64');
+  const shortKey = randomBytes(12).toString('base64');
+
+  function rawProblemsOf(env: Record<string, string>): string[] {
+    try {
+      parseConfig(gatewayConfigSchema, { ...REQUIRED, ...env });
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      return [...(error as ConfigError).problems];
+    }
+    throw new Error('the configuration was accepted');
+  }
+
+  it('refuses a key that is not 32 bytes, naming the variable and not the key', () => {
+    const problems = rawProblemsOf({ GATEWAY_SECRETS_KEYRING: `k1:${shortKey}` });
+    expect(problems.map((p) => p.split(':')[0])).toEqual(['GATEWAY_SECRETS_KEYRING']);
+    expect(problems.join('\n')).not.toContain(shortKey);
+  });
+
+  it('refuses a key id given twice', () => {
+    expect(rawProblemsOf({ GATEWAY_SECRETS_KEYRING: `k1:${key},k1:${key}` }).map((p) => p.split(':')[0])).toEqual(['GATEWAY_SECRETS_KEYRING']);
+  });
+
+  it('takes a keyring the control plane takes, kept as written', () => {
+    const spec = `k2:${key},k1:${randomBytes(32).toString('base64')}`;
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SECRETS_KEYRING: ` ${spec} ` }).secrets.keyring).toBe(spec);
   });
 });

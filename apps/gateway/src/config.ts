@@ -1,8 +1,8 @@
+import { keyringSpecField } from '@portcullis/auth/secrets';
 import { configFields as f, type DeepReadonly } from '@portcullis/shared/util-config';
 import { z } from 'zod';
 
 const TOOL_NAME_CHARS = /^[A-Za-z0-9_.-]{1,8}$/;
-const KEYRING = /^[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+(,[A-Za-z0-9._-]{1,64}:[A-Za-z0-9+/=]+)*$/;
 
 /** An empty variable (`NAME=` in a copied .env.example) means unset. */
 /** `uid:gid` (validated by the schema) as numbers; undefined when unset. */
@@ -199,8 +199,11 @@ export const gatewayConfigSchema = z
       .string()
       .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'lowercase letters, digits and hyphens, at most 40')
       .default('portcullis'),
-    /** `kid:base64key[,kid2:...]` opening upstream headers/env sealed by the control plane. Required in production. */
-    GATEWAY_SECRETS_KEYRING: f.unsetIfEmpty(z.string().trim().regex(KEYRING, 'must look like kid:base64key[,kid2:base64key]').optional()),
+    /**
+     * `<key-id>:<base64 32 bytes>[,...]` (checked with parseKeyring, as the control plane's keyring) opening upstream
+     * headers/env sealed by the control plane. Required in production.
+     */
+    GATEWAY_SECRETS_KEYRING: keyringSpecField,
     DATABASE_URL: f.postgresUrl,
     /**
      * `portcullis_system` (BYPASSRLS): the snapshot loaders read every tenant's keys and upstreams. Required in
