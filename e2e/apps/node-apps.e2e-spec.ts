@@ -104,4 +104,23 @@ describe.each(apps)('$name process', ({ name, portVar }) => {
       uncaught: false,
     });
   }, 30_000);
+
+  // Nothing is in flight: a close that waited for a Redis connection (BullMQ's worker.close) would sit out the whole
+  // shutdown grace (15 s) and exit 1.
+  it('stops cleanly and promptly on SIGTERM when Redis is unreachable', async () => {
+    const port = await freePort();
+    const app = startBuiltApp(name, {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: 'redis://127.0.0.1:1',
+      [portVar]: String(port),
+      LOG_LEVEL: 'info',
+    });
+    running.push(app);
+    await waitForReady(`http://127.0.0.1:${port}/healthz`, app);
+    const started = Date.now();
+    const code = await app.stop(20_000);
+    const took = Date.now() - started;
+    const shutdownLines = app.output().split('\n').filter((l) => /shutting|took too long|stopped/.test(l)).join('\n');
+    expect({ code, tookUnder5s: took < 5_000 }, shutdownLines).toEqual({ code: 0, tookUnder5s: true });
+  }, 60_000);
 });

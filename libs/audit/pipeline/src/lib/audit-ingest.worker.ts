@@ -24,6 +24,7 @@ import {
   type JobHandlers,
 } from '@portcullis/contracts/jobs';
 import { DelayedError, Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { JobsInProgress } from './jobs-in-progress';
 
 export const AUDIT_BATCHER = Symbol('AUDIT_BATCHER');
 export const AUDIT_WORKER_SETTINGS = Symbol('AUDIT_WORKER_SETTINGS');
@@ -98,6 +99,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
   private readonly logger = new Logger('AuditIngestWorker');
   private readonly handlers: JobHandlers<typeof QUEUES.audit>;
   private worker: Worker | undefined;
+  private readonly inProgress = new JobsInProgress();
   private dlq: Queue | undefined;
   /** The audit queue itself, for its job counts (metrics); the worker takes the jobs. */
   private queue: Queue | undefined;
@@ -124,7 +126,7 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
     this.dlq.on('error', (error) => this.logger.warn(`dead-letter queue: ${error.message}`));
     this.queue = new Queue(QUEUES.audit, { connection, prefix });
     this.queue.on('error', (error) => this.logger.warn(`audit queue: ${error.message}`));
-    this.worker = new Worker(QUEUES.audit, (job, token) => this.process(job, token), {
+    this.worker = new Worker(QUEUES.audit, (job, token) => this.inProgress.track(() => this.process(job, token)), {
       connection,
       prefix,
       concurrency: this.settings.concurrency,
@@ -147,8 +149,9 @@ export class AuditIngestWorker implements OnModuleInit, BeforeApplicationShutdow
   }
 
   async beforeApplicationShutdown(): Promise<void> {
-    // Stop fetching and wait for the jobs in progress (their batches commit), then close the DLQ producer.
-    await this.worker?.close();
+    // Stop fetching and wait for the jobs in progress (their batches commit), then close the DLQ producer. With none in
+    // progress the worker closes at once, Redis reachable or not.
+    await this.inProgress.close(this.worker);
     await this.batcher.drain();
     await this.dlq?.close();
     await this.queue?.close();

@@ -22,6 +22,7 @@ import {
 import type { PortcullisPrismaClient, SystemPrismaClient } from '@portcullis/data/db';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { AUDIT_WORKER_SETTINGS, type AuditWorkerSettings } from './audit-ingest.worker';
+import { JobsInProgress } from './jobs-in-progress';
 
 export const AUDIT_TASKS_DEPS = Symbol('AUDIT_TASKS_DEPS');
 
@@ -61,6 +62,7 @@ export interface AuditTasksDeps {
 export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('AuditTasksWorker');
   private worker: Worker | undefined;
+  private readonly inProgress = new JobsInProgress();
   private queue: Queue | undefined;
   private outboxTimer: NodeJS.Timeout | undefined;
   private outboxDrain: Promise<void> | undefined;
@@ -122,7 +124,7 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     } else {
       this.logger.warn('DATABASE_SYSTEM_URL not set: audit chain heads are not signed');
     }
-    this.worker = new Worker(AUDIT_TASKS_QUEUE, (job) => this.process(job), {
+    this.worker = new Worker(AUDIT_TASKS_QUEUE, (job) => this.inProgress.track(() => this.process(job)), {
       connection,
       prefix,
       concurrency: 1,
@@ -192,7 +194,7 @@ export class AuditTasksWorker implements OnModuleInit, BeforeApplicationShutdown
     clearInterval(this.anchorTimer);
     await this.outboxDrain;
     await this.anchoring;
-    await this.worker?.close();
+    await this.inProgress.close(this.worker);
     await this.queue?.close();
   }
 
