@@ -23,7 +23,7 @@ if (!url || !spec) {
   process.exit(2);
 }
 const { parseKeyring } = await importSource('libs/auth/secrets/src/index.ts');
-const { createSystemPrismaClient } = await importSource('libs/data/db/src/index.ts');
+const { createSystemPrismaClient, databaseErrorSummary } = await importSource('libs/data/db/src/index.ts');
 const { resealUpstreamSecrets } = await importSource('libs/control-plane/feature-upstreams/src/lib/reseal-secrets.ts');
 
 let keyring;
@@ -40,6 +40,12 @@ try {
   console.log(`${result.found} upstream(s) under another key than ${keyring.activeKeyId}; ${dryRun ? 'would reseal' : 'resealed'} ${result.resealed}`);
   for (const failure of result.failed) console.log(`not resealed: upstream ${failure.upstreamId} (tenant ${failure.tenantId}): ${failure.reason}`);
   process.exitCode = result.failed.length === 0 ? 0 : 1;
+} catch (error) {
+  // One line for the operator, no stack trace; Prisma's own sentence names the server's host:port, never the URL.
+  const database = databaseErrorSummary(error);
+  if (database === undefined) throw error;
+  console.error(`secrets reseal: database error: ${database}`);
+  process.exitCode = 1;
 } finally {
   await db.$disconnect();
 }

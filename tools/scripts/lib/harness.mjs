@@ -28,7 +28,11 @@ export function importSource(relativePath) {
     const alias = {};
     for (const [name, [target]] of Object.entries(compilerOptions.paths ?? {}))
       alias[name] = path.join(repoRoot, target);
-    return createJiti(import.meta.url, { alias, interopDefault: true });
+    // @prisma/client with Node's own require: its runtime is bundled CommonJS whose interop reads `default` of Node's
+    // builtins, which jiti's interopDefault proxy leaves undefined. Through jiti, a query that failed (the database out
+    // of reach) threw a TypeError from inside Prisma's error formatting instead of Prisma's own error. interopDefault
+    // itself stays on: the sources default-import ESM-only packages (canonicalize).
+    return createJiti(import.meta.url, { alias, interopDefault: true, nativeModules: ['@prisma/client'] });
   });
   const module = jiti.then((loader) => loader.import(path.join(repoRoot, relativePath)));
   imported.set(relativePath, module);

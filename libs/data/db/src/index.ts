@@ -1,4 +1,5 @@
 export { createPrismaClient, createSystemPrismaClient } from './lib/client';
+export { databaseErrorSummary } from './lib/database-error';
 export type { PortcullisPrismaClient, PrismaClientOptions, SystemPrismaClient } from './lib/client';
 export { findOrCreateUser } from './lib/users';
 export { withTenant, withUser } from './lib/with-tenant';

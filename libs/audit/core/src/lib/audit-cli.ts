@@ -1,4 +1,4 @@
-import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createSystemPrismaClient, databaseErrorSummary, type SystemPrismaClient } from '@portcullis/data/db';
 import { auditKeyId, auditVerificationKeys, AuditKeyError } from '@portcullis/audit/chain';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +24,9 @@ const DEFAULTS = {
   systemUrl: 'postgresql://portcullis_system@127.0.0.1:5432/portcullis',
 };
 
+/** How long `audit dlq` waits for Redis to answer before it gives up. */
+const REDIS_READY_TIMEOUT_MS = 5_000;
+
 export const AUDIT_CLI_USAGE = `Usage:
   audit dlq list [--limit N] [--json]             dead-lettered audit jobs (single events, or batches)
   audit dlq replay [--id ID ...]                  put them (all, or the given DLQ/job ids) back on the audit queue
@@ -41,6 +44,19 @@ Environment: REDIS_URL, QUEUE_PREFIX (BullMQ prefix, as the worker's), DATABASE_
 Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error.`;
 
 class UsageError extends Error {}
+
+/** A failure the command reports in one line (exit 1), such as a dependency out of reach. */
+class CommandError extends Error {}
+
+/** Where a Redis URL points (host:port), never its user or password. */
+function redisAddress(url: string): string {
+  try {
+    const { hostname, port } = new URL(url);
+    return `${hostname}:${port || '6379'}`;
+  } catch {
+    return 'REDIS_URL';
+  }
+}
 
 /** The verification keys in `file`; a file that cannot be read or holds no usable key is the caller's mistake. */
 async function readKeys(file: string): Promise<ReadonlyMap<string, KeyObject>> {
@@ -76,11 +92,13 @@ async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Pro
     allowPositionals: true,
     options: { id: { type: 'string', multiple: true }, limit: { type: 'string' }, json: { type: 'boolean' } },
   });
+  const redisUrl = env.REDIS_URL ?? DEFAULTS.redisUrl;
   const dlq = new AuditDlq({
-    connection: { url: env.REDIS_URL ?? DEFAULTS.redisUrl, maxRetriesPerRequest: 2 },
+    connection: { url: redisUrl, maxRetriesPerRequest: 2 },
     prefix: env.QUEUE_PREFIX ?? DEFAULTS.queuePrefix,
   });
   try {
+    if (!(await dlq.ready(REDIS_READY_TIMEOUT_MS))) throw new CommandError(`Redis is not reachable at ${redisAddress(redisUrl)}`);
     switch (positionals[0]) {
       case 'list': {
         const limit = values.limit ? Number(values.limit) : 1_000;
@@ -259,6 +277,16 @@ export async function runAuditCli(
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       io.err(`${(error as Error).message}\n\n${AUDIT_CLI_USAGE}`);
       return 2;
+    }
+    // One line naming what failed, for the operator: no stack trace, no URL (Prisma's own sentence names host:port).
+    if (error instanceof CommandError) {
+      io.err(`audit ${command}: ${error.message}`);
+      return 1;
+    }
+    const database = databaseErrorSummary(error);
+    if (database !== undefined) {
+      io.err(`audit ${command}: database error: ${database}`);
+      return 1;
     }
     throw error;
   }

@@ -62,10 +62,27 @@ export class AuditDlq {
     this.pageSize = Math.max(1, options.pageSize ?? 500);
     this.dlq = new Queue(AUDIT_DLQ, { connection: options.connection, prefix: options.prefix });
     this.audit = new Queue(QUEUES.audit, { connection: options.connection, prefix: options.prefix });
-    // Connection errors (Redis away, a database the server refuses): a command that fails for one rejects to the caller,
-    // which reports it; unheard, BullMQ prints each as a raw stack trace (and a plain emitter would throw it).
-    this.dlq.on('error', () => undefined);
-    this.audit.on('error', () => undefined);
+    // Connection errors (Redis away, a database the server refuses) are what `ready` reports, and a command that fails
+    // for one rejects to its caller; unheard, BullMQ prints each reconnect attempt as a raw stack trace.
+    for (const queue of [this.dlq, this.audit]) queue.on('error', () => undefined);
+  }
+
+  /**
+   * Whether both queues are connected within `timeoutMs`. A queue waits for Redis as long as it takes (a command's
+   * retry limit does not bound that): this is the bound, before the first command.
+   */
+  async ready(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const connected = Promise.all([this.dlq.waitUntilReady(), this.audit.waitUntilReady()]).then(
+      () => true,
+      () => false,
+    );
+    try {
+      return await Promise.race([connected, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async list(limit = 1_000): Promise<DeadLetterEntry[]> {
