@@ -385,6 +385,20 @@ describe('approvals API', () => {
     expect(editedTool.status, editedTool.text).toBe(200);
   });
 
+  it('refuses a held prompt\'s edited arguments that are not text (MCP: names to strings): 400, still pending', async () => {
+    // The gateway refuses such arguments from an agent; an approver's edit reached the upstream unchecked (found in review).
+    const { t, admin, base } = await setup();
+    for (const edit of [{ topic: 5 }, { topic: { nested: 'x' } }, { topic: ['a'] }, { topic: null }]) {
+      const approval = await held(t.id, { args: { topic: 'quarterly report' }, tool: 'summarise', target: { kind: 'prompt', method: 'prompts/get' } });
+      const edited = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, arguments: edit } });
+      const row = await cp.system.approval.findUniqueOrThrow({ where: { id: approval.id }, select: { status: true } });
+      expect({ edit, status: edited.status, row: row.status }).toEqual({ edit, status: 400, row: 'pending' });
+    }
+    const approval = await held(t.id, { args: { topic: 'quarterly report' }, tool: 'summarise', target: { kind: 'prompt', method: 'prompts/get' } });
+    const text = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash, arguments: { topic: 'annual report' } } });
+    expect(text.status, text.text).toBe(200);
+  });
+
   it('says what each held call is (a prompt is not the tool of the same name), and filters the list by kind', async () => {
     const { t, admin, base } = await setup();
     const auditor = await cp.member(t.id, 'auditor');

@@ -90,6 +90,24 @@ export type ApproveRequest = z.infer<typeof approveRequest>;
  */
 export const APPROVAL_EDITABLE_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get']);
 
+/**
+ * Why an approver's edited arguments cannot run as the held request `method` (null: a row from before methods were
+ * recorded, judged by the gateway alone), if they cannot: the request has no arguments to edit, or it is a prompt and
+ * a value is not text (MCP: a prompt's arguments map names to strings; the gateway refuses anything else from an
+ * agent, and an upstream would refuse it or, over stdio, drop the request). Shared by the control plane, which refuses
+ * such a decision while it is still pending, and the gateway, which refuses to run one.
+ */
+export function editedArgumentsProblem(method: string | null, edited: Readonly<Record<string, unknown>>): string | undefined {
+  if (method === null) return undefined;
+  if (!APPROVAL_EDITABLE_METHODS.has(method)) return `a held ${method} runs as it was held: it has no arguments to edit`;
+  if (method === 'prompts/get') {
+    for (const key of Object.keys(edited)) {
+      if (typeof edited[key] !== 'string') return `a prompt's arguments are text: ${JSON.stringify(key.slice(0, 64))} is not a string`;
+    }
+  }
+  return undefined;
+}
+
 /** Deny a held call; the note (if any) is shown to the agent in the error. */
 export const denyRequest = z.strictObject({ note: note.optional() }).default({});
 export type DenyRequest = z.infer<typeof denyRequest>;

@@ -12,9 +12,9 @@ export const approvalErrors = {
     new AppError('VALIDATION_FAILED', 'The edited arguments still hold redacted values: enter every value the call needs.', {
       fields: [{ path: 'arguments', message: `contains ${JSON.stringify(REDACTED)}` }],
     }),
-  editsNotApplicable: (method: string) =>
-    new AppError('VALIDATION_FAILED', `A held ${method} runs as it was held: it has no arguments to edit. Approve it without arguments, or deny it.`, {
-      fields: [{ path: 'arguments', message: `not editable for ${method}` }],
+  editsNotApplicable: (problem: string) =>
+    new AppError('VALIDATION_FAILED', `These edited arguments cannot run: ${problem}. Approve the call as held, edit it otherwise, or deny it.`, {
+      fields: [{ path: 'arguments', message: problem }],
     }),
   roleNoLongerAllows: () => new AppError('FORBIDDEN', 'Your role in this tenant no longer allows deciding approvals.'),
   ownCall: () => new AppError('FORBIDDEN', 'You cannot decide on a call made by you or by an agent acting with your API key: ask another approver.'),

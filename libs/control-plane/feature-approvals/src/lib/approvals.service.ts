@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { APPROVAL_EDITABLE_METHODS, CHANGE_CHANNELS, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
+import { CHANGE_CHANNELS, editedArgumentsProblem, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
 import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
@@ -66,11 +66,10 @@ export class ApprovalsService {
       const status = effectiveStatus(existing, now);
       if (status !== 'pending') throw approvalErrors.alreadyClosed(status);
       if (reviewedHash !== undefined && reviewedHash !== existing.argumentsHash) throw approvalErrors.argumentsChanged();
-      // The gateway would refuse the approval (`edits_not_applicable`) and fail the held call: refused here, the approval
-      // stays pending for a decision that can run. (A row from before methods were recorded is left to the gateway.)
-      if (decision.editedArguments !== undefined && existing.method !== null && !APPROVAL_EDITABLE_METHODS.has(existing.method)) {
-        throw approvalErrors.editsNotApplicable(existing.method);
-      }
+      // The gateway would refuse the approval and fail the held call: refused here, the approval stays pending for a
+      // decision that can run. (A row from before methods were recorded is left to the gateway.)
+      const editProblem = decision.editedArguments === undefined ? undefined : editedArgumentsProblem(existing.method, decision.editedArguments);
+      if (editProblem !== undefined) throw approvalErrors.editsNotApplicable(editProblem);
       const updated = await this.repository.decide(scope.tenantId, tx, id, decision, now);
       if (!updated) {
         // Decided, expired or cancelled between the read and the write.

@@ -195,6 +195,22 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  it('refuses an approval that edited a held prompt\'s arguments into something other than text (MCP: names to strings)', async () => {
+    const g = gate();
+    const name = `summarise-${Math.random()}`;
+    const base = info({ topic: 'q3' });
+    if (base.target === undefined) throw new Error('no target');
+    const prompt = { ...base, method: 'prompts/get', target: { ...base.target, kind: 'prompt' as const, name } };
+    const held = g.hold(prompt, decision, sink(), new AbortController().signal);
+    const { id } = await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, tool: name, status: 'pending' }, select: { id: true } }), { description: 'approval row' });
+    // A row the control plane would refuse now, approved as an older control plane (or a direct write) left it.
+    await system.approval.update({ where: { id }, data: { status: 'approved', editedArguments: { topic: 5 } } });
+    g.onDecided(tenant.id);
+    await expect(held).rejects.toMatchObject({ data: { approvalId: id, reason: 'edits_not_applicable' } });
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).toBeNull();
+    await g.close();
+  });
+
   it('refuses an approval whose hash is not the held call’s, and uses an approval only once', async () => {
     const g = gate();
     const args = { path: '/srv/tampered', n: Math.random() };

@@ -1,4 +1,4 @@
-import { APPROVAL_EDITABLE_METHODS } from '@portcullis/contracts/api';
+import { editedArgumentsProblem } from '@portcullis/contracts/api';
 import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import type { CancelSignal } from '@portcullis/gateway/mcp';
@@ -265,7 +265,7 @@ export class HeldCallGate implements ApprovalGate {
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;
         stop();
-        this.conclude(tenant, id, hash, state, decision, target.name, APPROVAL_EDITABLE_METHODS.has(info.method)).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
+        this.conclude(tenant, id, hash, state, decision, target.name, info.method).then((admission) => resolve(progress > 0 ? { ...admission, progressSent: progress } : admission), reject);
       };
       this.held.set(id, { tenantId: tenant, id, decided });
       signal.addEventListener('abort', onAbort, { once: true });
@@ -347,8 +347,8 @@ export class HeldCallGate implements ApprovalGate {
     state: ApprovalState,
     decision: { readonly reason: string; readonly ruleIds: readonly string[]; readonly snapshotVersion: number },
     name: string,
-    /** Whether the held request runs with arguments an approver may edit (`APPROVAL_EDITABLE_METHODS`). */
-    editable: boolean,
+    /** The held request's method: what an approver's edits must fit (`editedArgumentsProblem`). */
+    method: string,
   ): Promise<Admission> {
     const log = { tenantId: tenant, approvalId: id, status: state.status };
     switch (state.status) {
@@ -357,13 +357,15 @@ export class HeldCallGate implements ApprovalGate {
           this.options.logger.error(log, 'approval does not match the held call’s arguments; refused');
           throw new GatewayRequestError(APPROVAL_RPC.DENIED, 'The approval does not match this call’s arguments', { approvalId: id, reason: 'approval_mismatch' }, 'denied');
         }
-        if (!editable && state.editedArguments !== null) {
+        const editProblem = state.editedArguments === null ? undefined : editedArgumentsProblem(method, state.editedArguments);
+        if (editProblem !== undefined) {
           // A resource read or a completion carries no arguments to replace: run as held, it would not be what the
-          // approver approved (and the audit trail would record the edits as what ran).
-          this.options.logger.warn(log, 'approval edited the arguments of a request that has none to edit; refused');
+          // approver approved (and the audit trail would record the edits as what ran). A prompt's edited to something
+          // other than text would be refused upstream (or dropped by a stdio server). Refused before it is used.
+          this.options.logger.warn({ ...log, problem: editProblem }, 'approval edited the arguments into something the request cannot run with; refused');
           throw new GatewayRequestError(
             APPROVAL_RPC.DENIED,
-            'The approval changed arguments this request does not have, so it was not run as approved; ask for an approval without edits',
+            `The approval's edited arguments cannot run (${editProblem}), so the call was not run; ask for an approval without such edits`,
             { approvalId: id, reason: 'edits_not_applicable' },
             'denied',
           );

@@ -230,3 +230,50 @@ describe('SessionEngine: a held task-augmented tools/call cancelled while its up
     expect({ calls: ran(), used: used.count }).toEqual({ calls: 1, used: 1 });
   });
 });
+
+describe('SessionEngine: an approver-edited prompts/get', () => {
+  // A prompt's arguments are checked to be text as the agent sent them; an approver's edit replaced them after that
+  // check and reached the upstream unchecked, with the approval used (found in review).
+  it('never sends the upstream prompt arguments that are not text, nor uses the approval for such a call', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const sent: unknown[] = [];
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { prompts: {} },
+        handle: async (method, params) => {
+          if (method === 'prompts/list') return { prompts: [{ name: 'summarise', arguments: [{ name: 'topic' }] }] };
+          if (method === 'prompts/get') {
+            sent.push(params?.['arguments']);
+            return { messages: [] };
+          }
+          return {};
+        },
+      },
+    });
+    const used = { count: 0 };
+    // As the approval gate answers a held prompts/get the control plane let an approver edit to { topic: 5 }.
+    const hold: RequestHooks = {
+      admit: (info) =>
+        info.method === 'prompts/get'
+          ? Promise.resolve<Admission>({ decision: 'require_approval', approvalId: 'approval-1', arguments: { topic: 5 }, confirm: async () => void (used.count += 1) })
+          : undefined,
+    };
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      tasks: new MemoryTaskRouteStore(),
+      hooks: composeHooks([hold]),
+      logger,
+      options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 },
+    });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(alice, req('initialize', { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } }), 'trace');
+    const record = await engine.session(sessionId ?? '', alice);
+    if (!record) throw new Error('no session');
+    const answer = await engine.request(record, req('prompts/get', { name: 'up1__summarise', arguments: { topic: 'q3' } }), NO_STREAM, 'trace');
+    expect({ sentToUpstream: sent, approvalsUsed: used.count }).toEqual({ sentToUpstream: [], approvalsUsed: 0 });
+    expect(answer).toMatchObject({ error: { code: -32602, message: expect.stringContaining('the approved arguments must map names to strings') } });
+  });
+});

@@ -1963,6 +1963,10 @@ export class SessionEngine {
         const tasked = kind === 'tool' && params['task'] !== undefined && this.takesToolTasks(live.record, target.upstreamId);
         if (tasked && !isObject(params['task'])) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'task must be an object');
         const admission = await gate({ upstream: target.config, kind, name: target.name }, args);
+        // Arguments an approver edited replace the agent's after the check above: a prompt's must be text all the same
+        // (refused before the approval is used, which happens only once the request is forwarded).
+        const editedNotText = kind === 'prompt' && admission?.arguments ? textMapProblem(admission.arguments, 'the approved arguments') : undefined;
+        if (editedNotText !== undefined) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, editedNotText);
         const forwarded: Record<string, unknown> = { ...params, name: target.name, ...(admission?.arguments ? { arguments: admission.arguments } : {}) };
         // Null arguments are absent for the upstream too, as for the policy and the audit trail (MCP has no null here).
         if (forwarded['arguments'] === null) delete forwarded['arguments'];
