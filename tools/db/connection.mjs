@@ -47,7 +47,7 @@ export function parseDatabaseUrl(url) {
     try {
       return decodeURIComponent(part);
     } catch {
-      throw new DbToolError(`The database URL's ${what} has a malformed percent-escape (write a literal % as %25): ${redactUrl(url)}`);
+      throw new DbToolError(`The database URL's ${what} has a malformed percent-escape (write a literal % as %25)`);
     }
   };
   const database = decoded(parsed.pathname.replace(/^\//, ''), 'database name');
@@ -77,7 +77,14 @@ export function withDatabaseUrl(url, change) {
 
 /** @param {string} url */
 export function redactUrl(url) {
-  return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+  // Everything between the user name and the host's `@` (the last one: a password typed raw may hold `@` too), also
+  // with an empty user name.
+  const start = url.indexOf('://');
+  const at = url.lastIndexOf('@');
+  if (start === -1 || at < start) return url;
+  const userinfo = url.slice(start + 3, at);
+  const colon = userinfo.indexOf(':');
+  return colon === -1 ? url : `${url.slice(0, start + 3)}${userinfo.slice(0, colon)}:***${url.slice(at)}`;
 }
 
 /** @param {unknown} error */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DbToolError, parseDatabaseUrl } from './index.mjs';
+import { DbToolError, parseDatabaseUrl, redactUrl } from './index.mjs';
 
 describe('parseDatabaseUrl', () => {
   it('decodes percent-escapes in each part', () => {
@@ -30,5 +30,32 @@ describe('parseDatabaseUrl', () => {
       expect((thrown as Error).message).toContain(`${part} has a malformed percent-escape`);
       expect((thrown as Error).message).not.toContain('Adm1n');
     }
+  });
+
+  // A password typed raw with an `@` in it, or given with an empty user name: the message quoted the URL, and the
+  // masking stopped at the first `@` or needed a user name (found in review).
+  it.each([
+    ['postgresql://portcullis_app:Sh4rp@Tooth%Fang@127.0.0.1:5432/portcullis', ['Tooth', 'Fang']],
+    ['postgresql://:Sh4rpTooth%Fang@127.0.0.1:5432/portcullis', ['Sh4rpTooth', 'Fang']],
+  ] as const)('refuses a malformed escape without quoting any of the password (%s)', (url, pieces) => {
+    let thrown: unknown;
+    try {
+      parseDatabaseUrl(url);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(DbToolError);
+    const message = (thrown as Error).message;
+    expect(message).toContain('password has a malformed percent-escape');
+    for (const piece of pieces) expect(message, message).not.toContain(piece);
+  });
+});
+
+describe('redactUrl', () => {
+  it('masks the whole password, up to the host\'s @, with or without a user name', () => {
+    expect(redactUrl('postgresql://app:Sh4rp@Tooth@db.internal:5432/portcullis')).toBe('postgresql://app:***@db.internal:5432/portcullis');
+    expect(redactUrl('postgresql://:Sh4rpTooth@db.internal/portcullis')).toBe('postgresql://:***@db.internal/portcullis');
+    expect(redactUrl('postgresql://app@db.internal/portcullis')).toBe('postgresql://app@db.internal/portcullis');
+    expect(redactUrl('not a url')).toBe('not a url');
   });
 });
