@@ -295,3 +295,46 @@ describe('removed texts', () => {
     expect(withoutTextsIn({ [REDACTED]: 1, hunter22: 2 }, ['hunter22'])).toEqual({ [REDACTED]: 1, [`${REDACTED}#2`]: 2 });
   });
 });
+
+describe('credential keys of one object', () => {
+  // freeKey probed `#2`, `#3`... from 2 again for every credential key of an object: O(n²) on the gateway's event loop
+  // (the audit hook redacts every call's arguments); a 220 KB body blocked it for seconds (found in review).
+  it('are renamed in linear time: 8,000 token keys of one object about as fast as the same keys spread over 8,000 objects', () => {
+    const n = 8_000;
+    const keys = Array.from({ length: n }, (_, i) => `pcs_${String(i).padStart(16, 'a')}`);
+    const one: Record<string, number> = {};
+    keys.forEach((key, i) => (one[key] = i));
+    const spread = keys.map((key, i) => ({ [key]: i }));
+    expect(JSON.stringify({ arguments: one }).length).toBeLessThan(250_000);
+
+    let started = performance.now();
+    redactSecrets({ arguments: spread });
+    const spreadMs = performance.now() - started;
+
+    started = performance.now();
+    const out = redactSecrets({ arguments: one }) as { arguments: Record<string, number> };
+    const oneMs = performance.now() - started;
+
+    // Every value is kept, under distinct names.
+    expect(Object.keys(out.arguments)).toHaveLength(n);
+    expect(out.arguments[REDACTED]).toBe(0);
+    expect(out.arguments[`${REDACTED}#${n}`]).toBe(n - 1);
+    // Linear work: a generous allowance over the spread case, and an absolute bound well under a second.
+    expect(oneMs).toBeLessThan(Math.max(1_000, 20 * spreadMs));
+  }, 120_000);
+
+  it('made storable the same way: thousands of keys that become one text are named in linear time, none lost', () => {
+    // Two lone high surrogates each: storableText turns every one of these keys into the same two replacement characters.
+    const n = 8_000;
+    const keys = Array.from({ length: n }, (_, i) => String.fromCharCode(0xd800 + (i % 1_024), 0xd800 + Math.floor(i / 1_024)));
+    const source: Record<string, number> = {};
+    keys.forEach((key, i) => (source[key] = i));
+    const started = performance.now();
+    const out = storableJson(source) as Record<string, number>;
+    const took = performance.now() - started;
+    expect(Object.keys(out)).toHaveLength(n);
+    expect(new Set(Object.values(out)).size).toBe(n);
+    expect(took).toBeLessThan(1_000);
+  });
+});
+
