@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AUDIT_EVENT_FIELDS, auditBatchJobId, parseAuditEventBatch, type AuditEventV1 } from '@portcullis/contracts/jobs';
@@ -480,6 +480,33 @@ describe('FileAuditSpool', () => {
       chmodSync(dir, 0o1777);
       expect(() => new FileAuditSpool(dir, 1_000_000)).toThrow(new RegExp(`audit spool directory ${dir} is shared .*GATEWAY_AUDIT_SPOOL_DIR`));
       expect(modeOf(dir)).toBe('777');
+    });
+
+    // Its owner could swap the spool's files at will (a symlink where the active file goes): a gateway running as root
+    // took another user's 0700 directory, fchmod-ed the link's target to 0600 and appended every tenant's events to it
+    // (found in review). Only as root can a spec make a directory of another user.
+    it.runIf(process.getuid?.() === 0)('refuses another user\'s directory even when it is 0700 already, touching nothing in it', async () => {
+      const base = tempDir();
+      const victim = path.join(base, 'victim.conf');
+      writeFileSync(victim, 'important=1\n', { mode: 0o644 });
+      const spoolDir = path.join(base, 'spool');
+      mkdirSync(spoolDir, { mode: 0o700 });
+      symlinkSync(victim, path.join(spoolDir, ACTIVE));
+      chownSync(spoolDir, 65534, 65534);
+      chmodSync(spoolDir, 0o700);
+      let spool: FileAuditSpool | undefined;
+      let refused: unknown;
+      try {
+        spool = new FileAuditSpool(spoolDir, 1_000_000);
+      } catch (error) {
+        refused = error;
+      }
+      await spool?.close();
+      expect({ refused: refused instanceof Error ? /owner uid 65534/.test(refused.message) : false, victimMode: modeOf(victim), victim: readFileSync(victim, 'utf8') }).toEqual({
+        refused: true,
+        victimMode: '644',
+        victim: 'important=1\n',
+      });
     });
   });
 

@@ -64,14 +64,16 @@ const FILE_MODE = 0o600;
 function prepareSpoolDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: DIR_MODE });
   const stat = statSync(dir);
-  if ((stat.mode & 0o077) === 0) return;
   const ownUid = process.getuid?.();
+  // Whoever owns the directory may swap its files (a symlink where the active file goes) whatever its mode: checked
+  // first, also for a directory that is 0700 already (it was taken as the spool, found in review). Owned by the gateway's
+  // user and 0700, nobody else can plant anything in it, so the files are opened as they are.
   if ((stat.mode & 0o1000) !== 0 || (ownUid !== undefined && stat.uid !== ownUid)) {
     throw new Error(
       `audit spool directory ${dir} is shared (mode ${(stat.mode & 0o7777).toString(8)}, owner uid ${stat.uid}): give GATEWAY_AUDIT_SPOOL_DIR a directory of its own, owned by the gateway's user (it is made 0700)`,
     );
   }
-  chmodSync(dir, DIR_MODE);
+  if ((stat.mode & 0o077) !== 0) chmodSync(dir, DIR_MODE);
 }
 
 /** Takes group and other access away from a spool file a gateway before 0600 spool files left (regular files only). */
