@@ -187,18 +187,19 @@ describe('portal sign-in through the dev IdP', () => {
     expect(sessionBytes).toBeGreaterThan(0);
     expect(sessionBytes).toBeLessThan(8_000);
 
-    // A sign-out next-auth refuses (here: answered as a failed CSRF check, the session cookie untouched) is said so, and
-    // the browser stays off the provider's sign-out: before, it went there, was told it had signed out, and the
-    // session left in its cookie let it back into the dashboard.
+    // A sign-out next-auth refuses (here: answered as a failed CSRF check, the session cookie untouched) used to leave a
+    // session in the cookie that let the browser back into the dashboard once it had been told it signed out (the
+    // button now checks). The sign-out step records the session as ended before next-auth is asked, so the cookie
+    // left behind no longer signs anyone in: the sign-out goes on to the provider, and the dashboard asks to sign in.
+    const sessionCookies = (await page.context().cookies(portalUrl)).filter((cookie) => cookie.name.includes('session-token'));
     await page.route('**/api/auth/signout', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ url: `${portalUrl}/api/auth/signout?csrf=true` }) }));
-    await page.getByRole('button', { name: 'Sign out' }).click();
-    await expect.poll(() => page.getByRole('alert').filter({ hasText: 'Sign-out did not complete' }).count()).toBe(1);
-    expect(new URL(page.url()).pathname).toBe('/');
-    await page.unroute('**/api/auth/signout');
-
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('button', { name: 'Yes, sign me out' }).click();
     await page.waitForURL((url) => url.origin === portalUrl && url.pathname === '/sign-in');
+    await page.unroute('**/api/auth/signout');
+    await page.context().addCookies(sessionCookies);
+    await page.goto(`${portalUrl}/`);
+    await page.waitForURL((url) => url.pathname === '/sign-in');
     await page.getByRole('button', { name: 'Sign in with SSO' }).click();
     await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
     await expect.poll(() => page.getByLabel('Password').count()).toBe(1);
@@ -268,6 +269,24 @@ class Browserless {
   }
 }
 
+/** Signs Olivia in at the portal on `portalUrl` through its dev IdP, as the sign-in button and the IdP's login form would. */
+async function signInOverHttp(browser: Browserless, portalUrl: string): Promise<void> {
+  const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+  const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
+  let url = ((await start.json()) as { url: string }).url;
+  for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
+    let response = await browser.go(url);
+    if (response.status === 200 && url.includes('/interaction/')) {
+      response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
+    }
+    const location = response.headers.get('location');
+    if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
+    url = new URL(location, url).toString();
+  }
+  const session = (await (await browser.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
+  expect(session.user?.email).toBe('olivia.owner@acme.example');
+}
+
 // Over HTTP, no browser: the built dev IdP and the built portal; a copy of the session cookie taken before signing out.
 describe('portal sign-out over HTTP', () => {
   const started: AppProcess[] = [];
@@ -307,23 +326,7 @@ describe('portal sign-out over HTTP', () => {
     for (const app of started.reverse()) await app.stop(5_000);
   });
 
-  /** Signs Olivia in through the dev IdP, as the sign-in button and the IdP's login form would. */
-  async function signIn(browser: Browserless): Promise<void> {
-    const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
-    const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
-    let url = ((await start.json()) as { url: string }).url;
-    for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
-      let response = await browser.go(url);
-      if (response.status === 200 && url.includes('/interaction/')) {
-        response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
-      }
-      const location = response.headers.get('location');
-      if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
-      url = new URL(location, url).toString();
-    }
-    const session = (await (await browser.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
-    expect(session.user?.email).toBe('olivia.owner@acme.example');
-  }
+  const signIn = (browser: Browserless) => signInOverHttp(browser, portalUrl);
 
   const cookieOf = (browser: Browserless) => [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
 
@@ -368,12 +371,16 @@ describe('portal sign-out over HTTP', () => {
     expect(await dashboard.text()).toContain('cannot check your session');
     // The same cookie is fine where Redis answers: nothing was ended.
     expect((await fetch(`${portalUrl}/`, { headers: { cookie }, redirect: 'manual' })).status).toBe(200);
-    // Signing out there still leads to the provider's sign-out, without the ID token of a session it cannot check.
+    // Signing out there cannot record the session as ended: the sign-out step says so (the button then says "did not
+    // complete" and leaves the cookie), and hands out neither the provider's sign-out nor the ID token.
     const signOut = await fetch(`http://localhost:${port}/api/sign-out`, { method: 'POST', headers: { cookie, origin: `http://localhost:${port}` } });
-    const { url } = (await signOut.json()) as { url: string };
-    expect(url.startsWith(`${idpUrl}/`)).toBe(true);
-    expect(url).not.toContain('id_token_hint');
+    expect(signOut.status).toBe(503);
+    const refusal = await signOut.text();
+    expect(JSON.parse(refusal)).toMatchObject({ error: 'sign_out_unavailable' });
+    expect(refusal).not.toContain('id_token_hint');
+    expect(refusal).not.toContain(idpUrl);
     expect(blind.output()).toContain('session.check-unavailable');
+    expect(blind.output()).toContain('sign-out.revocation-failed');
   });
 
   // One request whose target does not parse as a URL ended the dev IdP process (an uncaught exception).
@@ -389,5 +396,102 @@ describe('portal sign-out over HTTP', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const alive = await fetch(`${idpUrl}/healthz`).then((response) => response.status, (error: Error) => `unreachable (${error.message})`);
     expect({ status, alive, exitCode: idp?.child.exitCode ?? null }).toEqual({ status: expect.stringMatching(/^HTTP\/1\.1 400/), alive: 200, exitCode: null });
+  });
+});
+
+// Sign-out records the session's id in Redis. A Redis that answers reads and refuses writes — full (maxmemory with
+// noeviction, the policy BullMQ requires), a replica after a failover (READONLY) — is not "down": the session check
+// (EXISTS) answers "not revoked". Before, the failed write was only logged from next-auth's `events.signOut`, next-auth
+// cleared the browser's cookie and answered the sign-out as done, and the copy of the cookie taken before signing out
+// stayed a valid session for the rest of its lifetime, nobody told. The sign-out step now writes first and says so.
+describe('portal sign-out while Redis refuses writes but answers reads', () => {
+  const started: AppProcess[] = [];
+  let portalUrl = '';
+  let portal: AppProcess | undefined;
+  let browser: Browser | undefined;
+
+  beforeAll(async () => {
+    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
+      if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
+    }
+    const [idpPort, portalPort, redisPort] = [await freePort(), await freePort(), await freePort()];
+    const idpUrl = `http://localhost:${idpPort}`;
+    portalUrl = `http://localhost:${portalPort}`;
+    const clientSecret = randomBytes(24).toString('base64url');
+    // A Redis of its own that is full: every write is refused with OOM, reads answer.
+    const redis = startProcess('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory', '1', '--maxmemory-policy', 'noeviction'], {});
+    started.push(redis);
+    const idp = startBuiltApp('dev-idp', {
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'warn',
+      DEV_IDP_HOST: '127.0.0.1',
+      DEV_IDP_PORT: String(idpPort),
+      DEV_IDP_ISSUER: idpUrl,
+      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
+      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
+      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
+    });
+    started.push(idp);
+    await waitForReady(`${idpUrl}/readyz`, idp);
+    portal = startPortal(portalPort, idpUrl, clientSecret, { REDIS_URL: `redis://127.0.0.1:${redisPort}` });
+    started.push(portal);
+    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    for (const app of started.reverse()) await app.stop(5_000);
+  });
+
+  it('either ends the copy of the session cookie or tells the person the sign-out did not complete', async () => {
+    const client = new Browserless();
+    await signInOverHttp(client, portalUrl);
+    const cookieBefore = [...client.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
+    expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(200);
+
+    // The sign-out button's steps (sign-out-button.tsx): record the sign-out and ask where to go, next-auth's sign-out,
+    // then getSession() must be null. The button stops at a step one that is not ok; a client that goes on all the
+    // same (as a form posted to /api/auth/signout does) is not told every step worked either.
+    const step1 = await client.go(`${portalUrl}/api/sign-out`, { method: 'POST', headers: { origin: portalUrl } });
+    const step1Body = await step1.text();
+    const { csrfToken } = (await (await client.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    const step2 = await client.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' });
+    const step3 = (await (await client.go(`${portalUrl}/api/auth/session`)).json()) as { user?: unknown };
+    const toldItWorked = step1.status === 200 && step2.status === 200 && step3.user === undefined;
+
+    const replayed = await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' });
+    const replayedSession = (await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie: cookieBefore } })).json()) as { user?: { email?: string } };
+    expect(portal?.output()).toContain('sign-out.revocation-failed');
+    // Before the fix: told it worked, and the copy still opened the dashboard and /api/auth/session as Olivia.
+    expect({ toldItWorked, copyDashboard: replayed.status, copySession: replayedSession.user?.email ?? null }).not.toEqual({
+      toldItWorked: true,
+      copyDashboard: 200,
+      copySession: 'olivia.owner@acme.example',
+    });
+    // Step one is the one that says so: a clear error, neither the provider's sign-out nor the ID token.
+    expect(step1.status).toBe(503);
+    expect(JSON.parse(step1Body)).toEqual({ error: 'sign_out_unavailable', message: expect.stringContaining('Try again') });
+    expect(step1Body).not.toContain('id_token_hint');
+  });
+
+  it('the sign-out button says the sign-out did not complete, and keeps the person signed in to try again', async () => {
+    browser = await launchBrowser('portal-sign-out-refused');
+    const page = await browser.context.newPage();
+    await page.goto(`${portalUrl}/`);
+    await page.waitForURL((url) => url.pathname === '/sign-in');
+    await page.getByRole('button', { name: 'Sign in with SSO' }).click();
+    await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+    await page.getByLabel('Email').fill('olivia.owner@acme.example');
+    await page.getByLabel('Password').fill(identities.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${portalUrl}/`);
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await expect.poll(() => page.getByRole('alert').filter({ hasText: 'Sign-out did not complete' }).count()).toBe(1);
+    expect(new URL(page.url()).pathname).toBe('/');
+    // next-auth's sign-out was not asked: the browser keeps its session (nothing would end the copies of it).
+    const session = (await (await page.request.get(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
+    expect(session.user?.email).toBe('olivia.owner@acme.example');
+    await page.close();
   });
 });

@@ -70,16 +70,17 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
     session: { strategy: 'jwt', maxAge: settings.sessionMaxAgeSeconds },
     pages: { signIn: SIGN_IN_PATH, error: SIGN_IN_PATH },
     events: {
-      // Every sign-out (the sign-out button, or a form posted to /api/auth/signout) ends the session for every copy of
-      // its cookie. next-auth clears the browser's cookie whatever happens here; a revocation that could not be
-      // written is logged: copies of that cookie are refused while Redis is down (fail closed) and valid again after.
+      // Every sign-out ends the session for every copy of its cookie. The sign-out button's first step
+      // (`POST /api/sign-out`) has recorded it already, and stops with "did not complete" when it cannot: this second,
+      // idempotent write is for sign-outs that skip that step (a form posted to /api/auth/signout). next-auth clears
+      // the browser's cookie and answers "done" whatever happens here, so a write that fails can only be logged.
       signOut: async ({ token }) => {
         const sid = (token as PortalToken | null)?.sid;
         if (typeof sid !== 'string') return;
         try {
           await revocations.revoke(sid, settings.sessionMaxAgeSeconds);
         } catch (error) {
-          logger.error({ event: 'sign-out.revocation-failed', error: String(error) }, 'sign-out could not record the ended session: copies of its cookie stay valid once Redis answers again');
+          logger.error({ event: 'sign-out.revocation-failed', error: String(error) }, 'sign-out could not record the ended session: unless the sign-out button\'s step did, copies of its cookie stay valid (refused only while Redis does not answer reads)');
         }
       },
     },
