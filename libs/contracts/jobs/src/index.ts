@@ -9,6 +9,7 @@ export {
   auditEventBatchV2,
   encodeAuditEventBatchV2,
   ARGUMENTS_TOO_DEEP,
+  PART_TOO_DEEP,
   parseAuditEvent,
   parseAuditEventBatch,
 } from './lib/audit-event-batch';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import { z } from 'zod';
-import { AUDIT_JSON_TOO_DEEP, auditEventV1, type AuditEventV1 } from './audit-event';
+import { AUDIT_JSON_MAX_DEPTH, AUDIT_JSON_TOO_DEEP, auditEventV1, type AuditEventV1 } from './audit-event';
 
 /** Most events one `audit.events.ingest` job may carry (producers also bound a job's bytes). */
 export const AUDIT_BATCH_MAX_EVENTS = 5_000;
@@ -171,6 +171,25 @@ export function parseAuditEventBatch(payload: unknown): ParsedAuditEventBatch {
 /** Stands in for an event's `arguments` nested too deeply to validate (or store); the event itself is kept. */
 export const ARGUMENTS_TOO_DEEP = Object.freeze({ unstorable: true, reason: 'nested too deeply to validate' });
 
+/** Stands in for a part of an event's `arguments` nested deeper than AUDIT_JSON_MAX_DEPTH (the rest is kept). */
+export const PART_TOO_DEEP = '[nested too deeply to store]';
+
+/**
+ * `value` with every array or object nested AUDIT_JSON_MAX_DEPTH levels or deeper replaced by PART_TOO_DEEP: the rest
+ * of the arguments (and the result beside them) stay in the trail. Own `__proto__` keys stay own keys. Recurses at most
+ * AUDIT_JSON_MAX_DEPTH levels.
+ */
+function withinDepth(value: unknown, depth: number): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= AUDIT_JSON_MAX_DEPTH) return PART_TOO_DEEP;
+  if (Array.isArray(value)) return value.map((item: unknown) => withinDepth(item, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    Object.defineProperty(out, key, { value: withinDepth((value as Record<string, unknown>)[key], depth + 1), enumerable: true, writable: true, configurable: true });
+  }
+  return out;
+}
+
 /** Whether a validation failed on arguments nested deeper than AUDIT_JSON_MAX_DEPTH. */
 function argumentsTooDeep(issues: readonly z.core.$ZodIssue[]): boolean {
   return issues.some((issue) => issue.code === 'custom' && issue.path[0] === 'arguments' && issue.params?.['auditJson'] === AUDIT_JSON_TOO_DEEP.auditJson);
@@ -178,9 +197,11 @@ function argumentsTooDeep(issues: readonly z.core.$ZodIssue[]): boolean {
 
 /**
  * One event validated. Its `arguments` (JSON of any shape, checked as they are: never copied) may nest at most
- * AUDIT_JSON_MAX_DEPTH levels, which the worker's copies and hashing handle well within the stack; nested deeper (or
- * deep enough to exhaust the stack here), the event is kept with a note in place of its arguments: a call recorded,
- * not a batch (all tenants' events of a flush) thrown out, nor an event an agent could keep out of the trail that way.
+ * AUDIT_JSON_MAX_DEPTH levels, which the worker's copies and hashing handle well within the stack. Parts nested deeper
+ * are replaced by PART_TOO_DEEP and the rest kept: one deep sibling took the whole arguments (and the result) out of
+ * the trail, so a call's real arguments could be hidden beside a 2 KB padding (found in review). Deep enough to
+ * exhaust the stack here, the event is kept with a note in place of its arguments: a call recorded, not a batch (all
+ * tenants' events of a flush) thrown out.
  */
 function validated(raw: unknown): ReturnType<typeof auditEventV1.safeParse> {
   let result: ReturnType<typeof auditEventV1.safeParse>;
@@ -191,12 +212,12 @@ function validated(raw: unknown): ReturnType<typeof auditEventV1.safeParse> {
     return auditEventV1.safeParse({ ...raw, arguments: ARGUMENTS_TOO_DEEP });
   }
   if (result.success || typeof raw !== 'object' || raw === null || !argumentsTooDeep(result.error.issues)) return result;
-  return auditEventV1.safeParse({ ...raw, arguments: ARGUMENTS_TOO_DEEP });
+  return auditEventV1.safeParse({ ...raw, arguments: withinDepth((raw as { arguments?: unknown }).arguments, 0) });
 }
 
 /**
  * One event (the payload of an `audit.event.ingest` job), validated as the events of a batch are: arguments nested too
- * deeply to validate are kept as ARGUMENTS_TOO_DEEP. Throws the validation error of an invalid event.
+ * deeply are kept with PART_TOO_DEEP in place of the deeper parts. Throws the validation error of an invalid event.
  */
 export function parseAuditEvent(raw: unknown): AuditEventV1 {
   const result = validated(raw);

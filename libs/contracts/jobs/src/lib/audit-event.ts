@@ -31,7 +31,7 @@ const occurredAt = z.iso.datetime({ offset: true }).refine(
   { message: 'occurredAt must lie between years 0001 and 9999 (UTC)' },
 );
 
-/** How many levels of arrays and objects an event's `arguments` may nest: deeper, the worker stores ARGUMENTS_TOO_DEEP. */
+/** How many levels of arrays and objects an event's `arguments` may nest: deeper parts the worker stores as PART_TOO_DEEP. */
 export const AUDIT_JSON_MAX_DEPTH = 1_000;
 /** The `params` of the issue an event's `arguments` nested deeper than AUDIT_JSON_MAX_DEPTH raise. */
 export const AUDIT_JSON_TOO_DEEP = Object.freeze({ auditJson: 'too_deep' });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AUDIT_JSON_MAX_DEPTH } from './audit-event';
-import { ARGUMENTS_TOO_DEEP, AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEvent, parseAuditEventBatch } from './audit-event-batch';
+import { AUDIT_BATCH_MAX_EVENTS, AUDIT_EVENT_FIELDS, encodeAuditEventBatchV2, parseAuditEvent, parseAuditEventBatch, PART_TOO_DEEP } from './audit-event-batch';
 import { assertHandlersCover, isJobName, jobIdFor, parseJobPayload, QUEUES, type JobPayload } from './jobs';
 
 const event: JobPayload<'audit.event.ingest'> = {
@@ -104,11 +104,23 @@ describe('audit event arguments', () => {
     }
   });
 
-  it(`keeps arguments nested ${AUDIT_JSON_MAX_DEPTH} levels, and puts a note in place of deeper ones`, () => {
+  it(`keeps arguments nested ${AUDIT_JSON_MAX_DEPTH} levels, and puts a note in place of the deeper parts only`, () => {
     const nested = (depth: number) => JSON.parse(`${'['.repeat(depth - 1)}{"x":1}${']'.repeat(depth - 1)}`) as typeof event.arguments;
     const deepest = nested(AUDIT_JSON_MAX_DEPTH);
     expect(parseAuditEvent({ ...event, arguments: deepest }).arguments).toBe(deepest);
-    expect(parseAuditEvent({ ...event, arguments: nested(AUDIT_JSON_MAX_DEPTH + 1) }).arguments).toEqual(ARGUMENTS_TOO_DEEP);
+    const noted = JSON.parse(`${'['.repeat(AUDIT_JSON_MAX_DEPTH)}${JSON.stringify(PART_TOO_DEEP)}${']'.repeat(AUDIT_JSON_MAX_DEPTH)}`) as unknown;
+    expect(parseAuditEvent({ ...event, arguments: nested(AUDIT_JSON_MAX_DEPTH + 1) }).arguments).toEqual(noted);
+    // One deep sibling no longer takes the rest out of the trail (found in review: a call's real arguments beside a 2 KB
+    // padding nested 1,001 levels were stored as a note alone), nor the result beside them; own __proto__ keys stay.
+    const pad = `${'['.repeat(AUDIT_JSON_MAX_DEPTH + 1)}${']'.repeat(AUDIT_JSON_MAX_DEPTH + 1)}`;
+    const envelope = JSON.parse(`{"arguments":{"command":"rm -rf /srv/data","__proto__":{"x":"y"},"pad":${pad}},"result":{"content":[{"type":"text","text":"done"}]}}`) as typeof event.arguments;
+    for (const payload of [{ ...event, arguments: envelope }, JSON.parse(JSON.stringify(encodeAuditEventBatchV2([{ ...event, arguments: envelope }])))]) {
+      const stored = ('events' in payload || 'rows' in payload ? parseAuditEventBatch(payload).valid[0] : parseAuditEvent(payload))?.arguments as Record<string, Record<string, unknown>>;
+      expect(stored['arguments']?.['command']).toBe('rm -rf /srv/data');
+      expect(Object.prototype.hasOwnProperty.call(stored['arguments'], '__proto__')).toBe(true);
+      expect(stored['result']).toEqual({ content: [{ type: 'text', text: 'done' }] });
+      expect(JSON.stringify(stored['arguments']?.['pad'])).toContain(PART_TOO_DEEP);
+    }
     // Another fault of the event still makes it invalid.
     expect(() => parseAuditEvent({ ...event, tenantId: 'acme', arguments: nested(AUDIT_JSON_MAX_DEPTH + 1) })).toThrow(/tenantId/);
   });
@@ -161,15 +173,17 @@ describe('job contracts', () => {
     const depth = 2_500;
     const deep = { ...event, eventId: '019a0000-0000-7000-8000-000000000004', arguments: JSON.parse(`${'{"x":'.repeat(depth)}1${'}'.repeat(depth)}`) as typeof event.arguments };
     const second = { ...event, eventId: '019a0000-0000-7000-8000-000000000005' };
+    // What is kept: the levels up to AUDIT_JSON_MAX_DEPTH, a note in place of the rest.
+    const deepNoted = JSON.parse(`${'{"x":'.repeat(AUDIT_JSON_MAX_DEPTH)}${JSON.stringify(PART_TOO_DEEP)}${'}'.repeat(AUDIT_JSON_MAX_DEPTH)}`) as unknown;
     for (const payload of [{ v: 1, events: [event, deep, second] }, JSON.parse(JSON.stringify(encodeAuditEventBatchV2([event, deep, second])))]) {
       const parsed = parseAuditEventBatch(payload);
       expect(parsed.invalid).toEqual([]);
       expect(parsed.valid.map((e) => e.eventId)).toEqual([event.eventId, deep.eventId, second.eventId]);
-      expect(parsed.valid[1]).toEqual({ ...deep, arguments: ARGUMENTS_TOO_DEEP });
+      expect(parsed.valid[1]).toEqual({ ...deep, arguments: deepNoted });
       expect(parsed.valid[2]).toEqual(second);
     }
     // A single-event job too (GATEWAY_AUDIT_JOB_FORMAT=event, the control plane).
-    expect(parseAuditEvent(JSON.parse(JSON.stringify(deep)))).toEqual({ ...deep, arguments: ARGUMENTS_TOO_DEEP });
+    expect(parseAuditEvent(JSON.parse(JSON.stringify(deep)))).toEqual({ ...deep, arguments: deepNoted });
     expect(parseAuditEvent(event)).toEqual(event);
     expect(() => parseAuditEvent({ ...event, tenantId: 'acme' })).toThrow();
   });
