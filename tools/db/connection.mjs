@@ -77,14 +77,18 @@ export function withDatabaseUrl(url, change) {
 
 /** @param {string} url */
 export function redactUrl(url) {
+  // The query goes whole: libpq takes credentials there too (`?password=`, `?sslpassword=`), and nothing in it helps
+  // an operator read the message.
+  const query = url.indexOf('?');
+  const bare = query === -1 ? url : `${url.slice(0, query)}?***`;
   // Everything between the user name and the host's `@` (the last one: a password typed raw may hold `@` too), also
   // with an empty user name.
-  const start = url.indexOf('://');
-  const at = url.lastIndexOf('@');
-  if (start === -1 || at < start) return url;
-  const userinfo = url.slice(start + 3, at);
+  const start = bare.indexOf('://');
+  const at = bare.lastIndexOf('@');
+  if (start === -1 || at < start) return bare;
+  const userinfo = bare.slice(start + 3, at);
   const colon = userinfo.indexOf(':');
-  return colon === -1 ? url : `${url.slice(0, start + 3)}${userinfo.slice(0, colon)}:***${url.slice(at)}`;
+  return colon === -1 ? bare : `${bare.slice(0, start + 3)}${userinfo.slice(0, colon)}:***${bare.slice(at)}`;
 }
 
 /** @param {unknown} error */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DbToolError, parseDatabaseUrl, redactUrl } from './index.mjs';
+import { DbToolError, parseDatabaseUrl, redactUrl, unreachable } from './index.mjs';
 
 describe('parseDatabaseUrl', () => {
   it('decodes percent-escapes in each part', () => {
@@ -57,5 +57,35 @@ describe('redactUrl', () => {
     expect(redactUrl('postgresql://:Sh4rpTooth@db.internal/portcullis')).toBe('postgresql://:***@db.internal/portcullis');
     expect(redactUrl('postgresql://app@db.internal/portcullis')).toBe('postgresql://app@db.internal/portcullis');
     expect(redactUrl('not a url')).toBe('not a url');
+  });
+});
+
+// libpq (psql, pg_dump, most drivers) takes the password as a query parameter too: `?password=` (and `sslpassword=`
+// for the client key). parseDatabaseUrl ignores the query, so such a URL connects without its password and fails, and
+// the failure quoted the URL through redactUrl, which masked only a password in the user-info (found in review).
+describe('redactUrl with a password in the query', () => {
+  const url = 'postgresql://portcullis_app@127.0.0.1:5432/portcullis?password=Sh4rpTooth&sslpassword=KeyPhr4se';
+
+  it('masks it in redactUrl', () => {
+    const text = redactUrl(url);
+    expect(text).not.toContain('Sh4rpTooth');
+    expect(text).not.toContain('KeyPhr4se');
+  });
+
+  it('does not print it when the connection fails', () => {
+    const error = unreachable(url, Object.assign(new Error('password authentication failed for user "portcullis_app"'), { code: '28P01' }));
+    expect(error).toBeInstanceOf(DbToolError);
+    expect(error.message).not.toContain('Sh4rpTooth');
+  });
+
+  it('does not print it when the URL names no database', () => {
+    let message = '';
+    try {
+      parseDatabaseUrl('postgresql://portcullis_app@127.0.0.1:5432/?password=Sh4rpTooth');
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain('names no database');
+    expect(message).not.toContain('Sh4rpTooth');
   });
 });

@@ -19,6 +19,8 @@ export declare function withDatabaseUrl(
   change: { database?: string; user?: string; password?: string | null },
 ): string;
 export declare function redactUrl(url: string): string;
+/** The error to show for a failed connection to `url` (its password masked). */
+export declare function unreachable(url: string, error: unknown): DbToolError;
 export declare function ensureDatabase(url: string): Promise<boolean>;
 export declare function dropDatabase(url: string): Promise<void>;
 

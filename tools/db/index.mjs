@@ -9,6 +9,7 @@ export {
   ensureDatabase,
   parseDatabaseUrl,
   redactUrl,
+  unreachable,
   withDatabaseUrl,
 } from './connection.mjs';
 export {
