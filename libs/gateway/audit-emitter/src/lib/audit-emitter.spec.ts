@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AUDIT_EVENT_FIELDS, auditBatchJobId, parseAuditEventBatch, type AuditEventV1 } from '@portcullis/contracts/jobs';
@@ -480,6 +480,39 @@ describe('FileAuditSpool', () => {
       chmodSync(dir, 0o1777);
       expect(() => new FileAuditSpool(dir, 1_000_000)).toThrow(new RegExp(`audit spool directory ${dir} is shared .*GATEWAY_AUDIT_SPOOL_DIR`));
       expect(modeOf(dir)).toBe('777');
+    });
+
+    // Another user who owns a directory above the spool (a deploy user's /srv/portcullis) could point it at a directory
+    // of root's (chmod-ed 0700, every tenant's events written into it), or swap the gateway's spool directory for one of
+    // theirs after start so that a replay sent their forged events into a tenant's trail (found in review). Refused at
+    // start; the path stays the gateway's, as only root or its user may change directories that pass.
+    it.runIf(process.getuid?.() === 0)('refuses a spool path that is a symlink, or lies under a directory another user controls, touching nothing', async () => {
+      const base = tempDir();
+      chmodSync(base, 0o755);
+      const target = path.join(base, 'target');
+      mkdirSync(target, { mode: 0o755 });
+      chmodSync(target, 0o755);
+      const parent = path.join(base, 'srv');
+      mkdirSync(parent, { mode: 0o755 });
+      chownSync(parent, 65534, 65534);
+      const linked = path.join(parent, 'spool');
+      symlinkSync(target, linked);
+      lchownSync(linked, 65534, 65534);
+      expect(() => new FileAuditSpool(linked, 1_000_000)).toThrow(/symbolic link|lies under/);
+      expect({ targetMode: modeOf(target), spoolFileInTarget: existsSync(path.join(target, ACTIVE)) }).toEqual({ targetMode: '755', spoolFileInTarget: false });
+      // The directory itself the gateway's, the one above another user's: refused too (they could swap it after start).
+      const fresh = path.join(parent, 'fresh');
+      expect(() => new FileAuditSpool(fresh, 1_000_000)).toThrow(new RegExp(`lies under ${parent} .*owner uid 65534`));
+      // A symlink the gateway's own user made is refused as well: the spool is named by the directory itself.
+      const ownLink = path.join(base, 'own-link');
+      symlinkSync(target, ownLink);
+      expect(() => new FileAuditSpool(ownLink, 1_000_000)).toThrow(/symbolic link/);
+      // Group- or world-writable above it without the sticky bit: anyone in it could rename the spool away.
+      const open = path.join(base, 'open');
+      mkdirSync(open);
+      chmodSync(open, 0o777);
+      expect(() => new FileAuditSpool(path.join(open, 'spool'), 1_000_000)).toThrow(/lies under/);
+      expect(modeOf(target)).toBe('755');
     });
 
     // Its owner could swap the spool's files at will (a symlink where the active file goes): a gateway running as root

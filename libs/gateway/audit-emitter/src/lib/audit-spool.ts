@@ -12,6 +12,7 @@ import {
   openSync,
   readdirSync,
   readSync,
+  realpathSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -63,8 +64,9 @@ const FILE_MODE = 0o600;
  */
 function prepareSpoolDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: DIR_MODE });
-  const stat = statSync(dir);
   const ownUid = process.getuid?.();
+  if (ownUid !== undefined) assertPathOwnedBy(dir, ownUid);
+  const stat = statSync(dir);
   // Whoever owns the directory may swap its files (a symlink where the active file goes) whatever its mode: checked
   // first, also for a directory that is 0700 already (it was taken as the spool, found in review). Owned by the gateway's
   // user and 0700, nobody else can plant anything in it, so the files are opened as they are.
@@ -74,6 +76,38 @@ function prepareSpoolDir(dir: string): void {
     );
   }
   if ((stat.mode & 0o077) !== 0) chmodSync(dir, DIR_MODE);
+}
+
+/**
+ * Refuses a spool path someone other than root or the gateway's user could redirect (as OpenSSH's `secure_path`):
+ * the directory itself a symbolic link, or any directory above it (along the path as configured and as it resolves)
+ * owned by another user, or writable by group or others without the sticky bit. Such a user could point the spool at
+ * a directory of root's (chmod-ed 0700 and written to by a gateway running as root), or swap the spool directory for
+ * one of theirs after start, so that a replay sent their forged events into a tenant's trail (found in review). The
+ * spool finds its files by path at every rotation and replay: checked at start, the path stays the gateway's, since
+ * only root or the gateway's user can change directories that pass.
+ */
+function assertPathOwnedBy(dir: string, ownUid: number): void {
+  const configured = path.resolve(dir);
+  if (lstatSync(configured).isSymbolicLink()) {
+    throw new Error(`audit spool directory ${dir} is a symbolic link: give GATEWAY_AUDIT_SPOOL_DIR the directory itself`);
+  }
+  const ancestors = (from: string): string[] => {
+    const list: string[] = [];
+    for (let current = path.dirname(from); ; current = path.dirname(current)) {
+      list.push(current);
+      if (path.dirname(current) === current) return list;
+    }
+  };
+  for (const ancestor of new Set([...ancestors(configured), ...ancestors(realpathSync(configured))])) {
+    const stat = statSync(ancestor);
+    const othersMayWrite = (stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0;
+    if ((stat.uid !== 0 && stat.uid !== ownUid) || othersMayWrite) {
+      throw new Error(
+        `audit spool directory ${dir} lies under ${ancestor} (mode ${(stat.mode & 0o7777).toString(8)}, owner uid ${stat.uid}), which another user could change: give GATEWAY_AUDIT_SPOOL_DIR a path whose directories only root or the gateway's user may write to`,
+      );
+    }
+  }
 }
 
 /** Takes group and other access away from a spool file a gateway before 0600 spool files left (regular files only). */
