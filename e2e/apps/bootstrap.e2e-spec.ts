@@ -75,9 +75,20 @@ describe('npm run bootstrap (built), on a database of its own', () => {
     expect(asApp.code).toBe(1);
     expect(asApp.output).toContain('bootstrap failed');
     expect(asApp.output).toContain('the application role may not change platform roles');
+    // Prisma's reason only: not its invocation (the bundle's path, the model and its arguments).
+    expect(asApp.output).not.toMatch(/invocation|bootstrap\.js:\d+|platformRole: "platform_admin"/);
     expect(asApp.stdout).toBe('');
     // The transaction rolled back whole: no tenant without its admin.
     expect(await counts()).toEqual({ admins: 0, tenants: 0, owners: 0 });
+  });
+
+  it('stops with one line naming the cause when the database is out of reach (exit 1, no URL, no password)', async () => {
+    const app = startProcess(process.execPath, [path.join(repoRoot, 'dist/apps/control-plane/bootstrap.js'), '--email', 'owner@example.com', '--tenant', 'acme'], {
+      DATABASE_SYSTEM_URL: 'postgresql://portcullis_system:BootSecretPW-9@127.0.0.1:1/portcullis',
+      CONTROL_PLANE_JWT_SECRET: JWT_SECRET,
+    });
+    expect(await waitForExit(app, 30_000)).toBe(1);
+    expect(app.output().trim()).toBe("bootstrap failed: database error: Can't reach database server at 127.0.0.1:1");
   });
 
   it('creates one admin, tenant and owner membership when two runs race; the token works on the control plane', async () => {

@@ -4,7 +4,7 @@
 //
 //   npm run audit:dlq -- list [--limit N] [--json]         dead-lettered audit events
 //   npm run audit:dlq -- replay [--id ID ...]              back onto the audit queue (all, or the given ids)
-//   npm run audit:verify -- --tenant <slug>                verify a tenant's hash chain (exit 0 OK, 1 broken)
+//   npm run audit:verify -- --tenant <slug>                verify a tenant's hash chain (exit 0 OK, 1 broken, 3 not run)
 //   npm run audit:verify -- --export <file> --manifest <file>   verify an export offline
 //     (either with --public-key <file>: also check the signed anchors with the worker's public key; --tenant also with
 //     --anchors <file>: anchors kept outside the database, from the worker's log or the audit API, against the live chain)

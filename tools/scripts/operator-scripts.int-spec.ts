@@ -35,7 +35,7 @@ describe.each([['list'], ['replay']])('npm run audit:dlq -- %s, Redis unreachabl
     // 20 s is generous: ioredis has failed its first connection attempt after a few milliseconds.
     const run = await script('audit.mjs', ['dlq', sub], { REDIS_URL: `redis://:${REDIS_PASSWORD}@127.0.0.1:1` }, 20_000);
     expect(run.signal, `killed after ${run.ms} ms; output so far:\n${run.output.slice(0, 300)}`).toBeNull();
-    expect(run.code).not.toBe(0);
+    expect(run.code).toBe(3);
     expect(run.output).toMatch(/redis/i);
     expect(run.output).not.toMatch(/^\s+at /m);
     expect(run.output).not.toContain(REDIS_PASSWORD);
@@ -44,11 +44,11 @@ describe.each([['list'], ['replay']])('npm run audit:dlq -- %s, Redis unreachabl
 
 describe('operator scripts, Postgres unreachable', () => {
   // Through jiti, Prisma's error formatting itself failed (a TypeError from its runtime), hiding the cause.
-  it('npm run audit:verify -- --tenant acme: a clear message and exit 1, no uncaught exception', async () => {
+  it('npm run audit:verify -- --tenant acme: a clear message and exit 3 (not run; 1 is a broken chain), no uncaught exception', async () => {
     const run = await script('audit.mjs', ['verify', '--tenant', 'acme'], { DATABASE_SYSTEM_URL: SYSTEM_URL });
     expectCleanFailure(run);
     expect(run.output).toContain("audit verify: database error: Can't reach database server at 127.0.0.1:1");
-    expect(run.code).toBe(1);
+    expect(run.code).toBe(3);
   }, 60_000);
 
   it('npm run secrets:reseal: a clear message and a non-zero exit, no uncaught exception', async () => {

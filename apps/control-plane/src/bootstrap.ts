@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { issueAccessToken } from '@portcullis/control-plane/auth';
 import { tenantSlug } from '@portcullis/contracts/api';
-import { createSystemPrismaClient } from '@portcullis/data/db';
+import { createSystemPrismaClient, databaseErrorSummary } from '@portcullis/data/db';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { newId, tenantId as toTenantId } from '@portcullis/shared/util-ids';
 import { z } from 'zod';
@@ -81,7 +81,10 @@ async function printToken(settings: Parameters<typeof issueAccessToken>[0], user
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    process.stderr.write(`bootstrap failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    // Prisma's message carries the invocation (file path, model, arguments) above its reason: only the reason.
+    const database = databaseErrorSummary(error);
+    const reason = database === undefined ? (error instanceof Error ? error.message : String(error)) : `database error: ${database}`;
+    process.stderr.write(`bootstrap failed: ${reason}\n`);
     process.exit(1);
   },
 );

@@ -41,11 +41,18 @@ export const AUDIT_CLI_USAGE = `Usage:
                                                   (private, mode 600: AUDIT_SIGNING_KEY_FILE) and PREFIX.pub
 
 Environment: REDIS_URL, QUEUE_PREFIX (BullMQ prefix, as the worker's), DATABASE_SYSTEM_URL (portcullis_system).
-Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error.`;
+Exit codes: 0 ok, 1 verification failed / nothing done, 2 usage error, 3 could not run (Redis or the database out
+of reach, a database error): nothing was checked, which a monitor must not read as a broken chain.`;
 
 class UsageError extends Error {}
 
-/** A failure the command reports in one line (exit 1), such as a dependency out of reach. */
+/**
+ * The exit code when a command could not do its work (a dependency out of reach, a database error): apart from 1, so
+ * that a scheduled `audit verify` tells "the chain is broken" (tampering) from "the check did not run" (an outage).
+ */
+export const COULD_NOT_RUN = 3;
+
+/** A failure the command reports in one line (exit 3, COULD_NOT_RUN), such as a dependency out of reach. */
 class CommandError extends Error {}
 
 /** Where a Redis URL points (host:port), never its user or password. */
@@ -281,12 +288,12 @@ export async function runAuditCli(
     // One line naming what failed, for the operator: no stack trace, no URL (Prisma's own sentence names host:port).
     if (error instanceof CommandError) {
       io.err(`audit ${command}: ${error.message}`);
-      return 1;
+      return COULD_NOT_RUN;
     }
     const database = databaseErrorSummary(error);
     if (database !== undefined) {
       io.err(`audit ${command}: database error: ${database}`);
-      return 1;
+      return COULD_NOT_RUN;
     }
     throw error;
   }

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { Test } from '@nestjs/testing';
+import pg from 'pg';
 import type { PortcullisPrismaClient } from '@portcullis/data/db';
 import { testContext } from '@portcullis/shared/util-testing';
 import { describe, expect, it } from 'vitest';
@@ -33,4 +35,33 @@ describe('DbModule', () => {
       await moduleRef.close();
     }
   });
+
+  it('turns not ready when the role is given BYPASSRLS while the app runs', async () => {
+    const role = `rls_probe_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: testContext().adminDatabaseUrl });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    const moduleRef = await Test.createTestingModule({
+      imports: [DbModule.forRoot({ url: asRole(testContext().adminDatabaseUrl, role), poolMax: 1 })],
+    }).compile();
+    try {
+      const check = databaseReadinessCheck(moduleRef.get(PRISMA_CLIENT));
+      await expect(check.check()).resolves.toBeUndefined();
+      await admin.query(`ALTER ROLE ${role} BYPASSRLS`);
+      await expect(check.check()).rejects.toThrow(/row-level security/);
+      await admin.query(`ALTER ROLE ${role} NOBYPASSRLS`);
+      await expect(check.check()).resolves.toBeUndefined();
+    } finally {
+      await moduleRef.close();
+      await admin.query(`DROP ROLE ${role}`);
+      await admin.end();
+    }
+  });
 });
+
+function asRole(url: string, role: string): string {
+  const parsed = new URL(url);
+  parsed.username = role;
+  parsed.password = '';
+  return parsed.toString();
+}

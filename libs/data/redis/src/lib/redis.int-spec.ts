@@ -11,6 +11,24 @@ describe('createRedisClient (real Redis)', () => {
     }
   });
 
+  it('is ready on a database other than 0 that the server has', async () => {
+    const client = createRedisClient({ url: withDatabase(inject('redisUrl'), 3), connectionName: 'int-test-db3' });
+    try {
+      await expect(pingRedis(client)).resolves.toBeUndefined();
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('is not ready when the server refuses the database REDIS_URL names (ioredis carries on in database 0)', async () => {
+    const client = createRedisClient({ url: withDatabase(inject('redisUrl'), 99_999), connectionName: 'int-test-db-missing' });
+    try {
+      await expect(pingRedis(client)).rejects.toThrow(/connected to Redis database 0, not 99999/);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('fails fast, without hanging, when Redis is not there', async () => {
     const client = createRedisClient({ url: 'redis://127.0.0.1:1', connectionName: 'int-test-dead', maxRetriesPerRequest: 0 });
     const started = Date.now();
@@ -22,3 +40,9 @@ describe('createRedisClient (real Redis)', () => {
     }
   });
 });
+
+function withDatabase(url: string, db: number): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${db}`;
+  return parsed.toString();
+}

@@ -40,10 +40,22 @@ export function createRedisClient(options: RedisClientOptions): Redis {
   return client;
 }
 
-/** Readiness: PING answered with PONG within the caller's deadline. */
+/**
+ * Readiness: PING answered with PONG within the caller's deadline, and, where the URL names a database other than 0,
+ * the connection really is on it. A server with fewer databases refuses ioredis's SELECT at connect; ioredis reports
+ * that as an error event only and carries on in database 0, where every key would mix with another app's.
+ */
 export async function pingRedis(client: Redis): Promise<void> {
   const answer = await client.ping();
   if (answer !== 'PONG') throw new Error('unexpected PING answer');
+  const configured = client.options.db ?? 0;
+  if (configured === 0) return;
+  const info = await client.call('CLIENT', 'INFO');
+  const current = typeof info === 'string' ? /(?:^| )db=(\d+)/.exec(info)?.[1] : undefined;
+  if (current === undefined) throw new Error('CLIENT INFO did not name the connection\'s database');
+  if (Number(current) !== configured) {
+    throw new Error(`connected to Redis database ${current}, not ${configured} as REDIS_URL says: the server refused SELECT ${configured} (fewer databases configured)`);
+  }
 }
 
 export function onRedisError(client: Redis, log: (error: Error) => void): void {
