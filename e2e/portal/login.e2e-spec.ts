@@ -47,41 +47,59 @@ function startPortal(port: number, issuer: string, clientSecret: string, env: Re
   );
 }
 
+interface SignInStack {
+  readonly idp: AppProcess;
+  readonly portal: AppProcess;
+  readonly idpPort: number;
+  readonly idpUrl: string;
+  readonly portalUrl: string;
+  readonly clientSecret: string;
+}
+
+/**
+ * The built dev IdP and the built portal signing in at it, each waited for until ready; every process goes into
+ * `started` as it starts (the caller's afterAll stops them in reverse).
+ */
+async function startSignInStack(
+  started: AppProcess[],
+  options: { readonly idpEnv?: Record<string, string>; readonly portalEnv?: Record<string, string> } = {},
+): Promise<SignInStack> {
+  for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
+    if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
+  }
+  const [idpPort, portalPort] = [await freePort(), await freePort()];
+  const idpUrl = `http://localhost:${idpPort}`;
+  const portalUrl = `http://localhost:${portalPort}`;
+  const clientSecret = randomBytes(24).toString('base64url');
+  const idp = startBuiltApp('dev-idp', {
+    NODE_ENV: 'development',
+    LOG_LEVEL: 'warn',
+    DEV_IDP_HOST: '127.0.0.1',
+    DEV_IDP_PORT: String(idpPort),
+    DEV_IDP_ISSUER: idpUrl,
+    DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
+    DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
+    DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
+    ...options.idpEnv,
+  });
+  started.push(idp);
+  await waitForReady(`${idpUrl}/readyz`, idp);
+  const portal = startPortal(portalPort, idpUrl, clientSecret, options.portalEnv);
+  started.push(portal);
+  await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+  return { idp, portal, idpPort, idpUrl, portalUrl, clientSecret };
+}
+
 describe('portal sign-in through the dev IdP', () => {
   const started: AppProcess[] = [];
   let browser: Browser | undefined;
   let portalUrl = '';
 
   beforeAll(async () => {
-    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
-      if (!existsSync(path.join(repoRoot, artefact)))
-        throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
-    }
-    const [idpPort, portalPort] = [await freePort(), await freePort()];
-    const idpUrl = `http://localhost:${idpPort}`;
-    portalUrl = `http://localhost:${portalPort}`;
-    const clientSecret = randomBytes(24).toString('base64url');
-
     mkdirSync(e2eTmpDir, { recursive: true });
     const identitiesFile = path.join(e2eTmpDir, `identities-${process.pid}.json`);
     writeFileSync(identitiesFile, JSON.stringify({ ...identities, users: [...identities.users, grace] }));
-    const idp = startBuiltApp('dev-idp', {
-      DEV_IDP_IDENTITIES_FILE: identitiesFile,
-      NODE_ENV: 'development',
-      LOG_LEVEL: 'warn',
-      DEV_IDP_HOST: '127.0.0.1',
-      DEV_IDP_PORT: String(idpPort),
-      DEV_IDP_ISSUER: idpUrl,
-      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
-      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
-      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
-    });
-    started.push(idp);
-    await waitForReady(`${idpUrl}/readyz`, idp);
-
-    const portal = startPortal(portalPort, idpUrl, clientSecret);
-    started.push(portal);
-    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+    ({ portalUrl } = await startSignInStack(started, { idpEnv: { DEV_IDP_IDENTITIES_FILE: identitiesFile } }));
 
     browser = await launchBrowser('portal-login');
   });
@@ -295,31 +313,10 @@ describe('portal sign-out over HTTP', () => {
   let idpUrl = '';
   let idpPort = 0;
   const sessionSecret = randomBytes(32).toString('base64url');
-  const clientSecret = randomBytes(24).toString('base64url');
+  let clientSecret = '';
 
   beforeAll(async () => {
-    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
-      if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
-    }
-    const portalPort = await freePort();
-    idpPort = await freePort();
-    idpUrl = `http://localhost:${idpPort}`;
-    portalUrl = `http://localhost:${portalPort}`;
-    idp = startBuiltApp('dev-idp', {
-      NODE_ENV: 'development',
-      LOG_LEVEL: 'warn',
-      DEV_IDP_HOST: '127.0.0.1',
-      DEV_IDP_PORT: String(idpPort),
-      DEV_IDP_ISSUER: idpUrl,
-      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
-      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
-      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
-    });
-    started.push(idp);
-    await waitForReady(`${idpUrl}/readyz`, idp);
-    const portal = startPortal(portalPort, idpUrl, clientSecret, { NEXTAUTH_SECRET: sessionSecret });
-    started.push(portal);
-    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+    ({ idp, idpPort, idpUrl, portalUrl, clientSecret } = await startSignInStack(started, { portalEnv: { NEXTAUTH_SECRET: sessionSecret } }));
   }, 120_000);
 
   afterAll(async () => {
@@ -411,31 +408,11 @@ describe('portal sign-out while Redis refuses writes but answers reads', () => {
   let browser: Browser | undefined;
 
   beforeAll(async () => {
-    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
-      if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: run \`npx nx run-many -t build -p dev-idp portal\` first`);
-    }
-    const [idpPort, portalPort, redisPort] = [await freePort(), await freePort(), await freePort()];
-    const idpUrl = `http://localhost:${idpPort}`;
-    portalUrl = `http://localhost:${portalPort}`;
-    const clientSecret = randomBytes(24).toString('base64url');
     // A Redis of its own that is full: every write is refused with OOM, reads answer.
+    const redisPort = await freePort();
     const redis = startProcess('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory', '1', '--maxmemory-policy', 'noeviction'], {});
     started.push(redis);
-    const idp = startBuiltApp('dev-idp', {
-      NODE_ENV: 'development',
-      LOG_LEVEL: 'warn',
-      DEV_IDP_HOST: '127.0.0.1',
-      DEV_IDP_PORT: String(idpPort),
-      DEV_IDP_ISSUER: idpUrl,
-      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
-      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
-      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
-    });
-    started.push(idp);
-    await waitForReady(`${idpUrl}/readyz`, idp);
-    portal = startPortal(portalPort, idpUrl, clientSecret, { REDIS_URL: `redis://127.0.0.1:${redisPort}` });
-    started.push(portal);
-    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+    ({ portal, portalUrl } = await startSignInStack(started, { portalEnv: { REDIS_URL: `redis://127.0.0.1:${redisPort}` } }));
   }, 120_000);
 
   afterAll(async () => {
