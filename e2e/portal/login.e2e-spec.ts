@@ -327,6 +327,24 @@ describe('portal sign-out over HTTP', () => {
 
   const cookieOf = (browser: Browserless) => [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
 
+  it('ends every copy of the session for a form posted straight to /api/auth/signout, and only with its CSRF token', async () => {
+    const browser = new Browserless();
+    await signIn(browser);
+    const cookieBefore = cookieOf(browser);
+    const sessionOf = async (cookie: string) =>
+      ((await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie } })).json()) as { user?: { email?: string } }).user?.email ?? null;
+
+    // Another site's form (no CSRF token, or a wrong one): nobody is signed out, nothing is recorded.
+    for (const csrfToken of ['', 'f'.repeat(64)]) {
+      await browser.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' });
+      expect(await sessionOf(cookieBefore)).toBe('olivia.owner@acme.example');
+    }
+    const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    expect((await browser.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' })).status).toBe(200);
+    expect(await sessionOf(cookieBefore)).toBeNull();
+    expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(307);
+  });
+
   it('ends the portal session: the session cookie held before signing out no longer signs anyone in', async () => {
     const browser = new Browserless();
     await signIn(browser);
@@ -449,6 +467,23 @@ describe('portal sign-out while Redis refuses writes but answers reads', () => {
     expect(step1.status).toBe(503);
     expect(JSON.parse(step1Body)).toEqual({ error: 'sign_out_unavailable', message: expect.stringContaining('Try again') });
     expect(step1Body).not.toContain('id_token_hint');
+  });
+
+  it('refuses a form posted straight to /api/auth/signout (503) and keeps the person signed in, instead of saying done', async () => {
+    const client = new Browserless();
+    await signInOverHttp(client, portalUrl);
+    const cookieBefore = [...client.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
+    const { csrfToken } = (await (await client.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    const signOut = await client.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' });
+    const body = await signOut.text();
+    // Before: 200 and the browser's cookie cleared, while every copy of it stayed a valid session (only a log line).
+    expect({ status: signOut.status, body: JSON.parse(body) as unknown }).toEqual({
+      status: 503,
+      body: { error: 'sign_out_unavailable', message: expect.stringContaining('Try again') },
+    });
+    const session = (await (await client.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
+    expect(session.user?.email).toBe('olivia.owner@acme.example');
+    expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(200);
   });
 
   it('the sign-out button says the sign-out did not complete, and keeps the person signed in to try again', async () => {

@@ -2,8 +2,8 @@ import { type NextRequest } from 'next/server';
 import { getToken } from 'next-auth/jwt';
 import { type PortalToken, providerSignOutUrl, sessionState, SIGN_IN_PATH } from '@portcullis/portal/auth';
 import { portalConfig } from '../../../config';
-import { portalLogger } from '../../../logger';
 import { endSessionEndpoint } from '../../../provider-sign-out';
+import { recordSignOut } from '../../../record-sign-out';
 import { sessionRevocations } from '../../../session-revocations';
 
 export const dynamic = 'force-dynamic';
@@ -29,23 +29,12 @@ export async function POST(request: NextRequest): Promise<Response> {
     return Response.json({ error: 'forbidden' }, { status: 403, headers: noStore });
   }
   const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
-  const revocations = sessionRevocations();
-  const state = token === null ? 'ended' : await sessionState(token, revocations).catch(() => 'unknown' as const);
+  const state = token === null ? 'ended' : await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
   if (token === null || state === 'ended' || typeof token.sid !== 'string') {
     return Response.json({ url: SIGN_IN_PATH }, { headers: noStore });
   }
-  try {
-    await revocations.revoke(token.sid, auth.sessionMaxAgeSeconds);
-  } catch (error) {
-    portalLogger().error(
-      { event: 'sign-out.revocation-failed', error: String(error) },
-      'sign-out refused: the ended session could not be recorded (Redis refused the write or did not answer); the person is asked to try again and keeps the session',
-    );
-    return Response.json(
-      { error: 'sign_out_unavailable', message: 'Sign-out did not complete: the portal could not record it. Try again.' },
-      { status: 503, headers: { ...noStore, 'retry-after': '5' } },
-    );
-  }
+  const refused = await recordSignOut(token.sid);
+  if (refused) return refused;
   const url = providerSignOutUrl({
     endSessionEndpoint: await endSessionEndpoint(),
     idToken: state === 'active' ? token.idToken : undefined,
