@@ -6,7 +6,7 @@
  * Each check answers what is wrong (for a -32602), or undefined; they look at a handful of fields, never walk values.
  */
 
-const RELATED_TASK = 'io.modelcontextprotocol/related-task';
+import { RELATED_TASK } from './tasks';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);

@@ -59,7 +59,7 @@ import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
-import { isTerminalTaskStatus, offersTasks, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
+import { isTerminalTaskStatus, offersTasks, RELATED_TASK, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
@@ -198,11 +198,11 @@ function withSubscriptions(record: SessionRecord, held: ReadonlyMap<string, stri
 }
 
 /** The capability area whose `listChanged` flag lets the gateway send each list-change notification. */
-const LIST_CHANGED_AREA: Readonly<Record<string, string>> = {
-  'notifications/tools/list_changed': 'tools',
-  'notifications/prompts/list_changed': 'prompts',
-  'notifications/resources/list_changed': 'resources',
-};
+const LIST_CHANGED_AREA: ReadonlyMap<string, string> = new Map([
+  ['notifications/tools/list_changed', 'tools'],
+  ['notifications/prompts/list_changed', 'prompts'],
+  ['notifications/resources/list_changed', 'resources'],
+]);
 
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
 export interface ReplicaBus {
@@ -631,13 +631,14 @@ const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstr
  * request's tools (their descriptions and schemas). A URL-mode elicitation's `url` is opened in the user's browser, a
  * credential in it would leave for wherever it points: masked too (the link then fails rather than leaking).
  */
-const RELAYED_TEXT: Readonly<Record<string, readonly string[]>> = {
-  'notifications/message': ['data'],
-  'notifications/progress': ['message'],
-  'notifications/tasks/status': ['statusMessage'],
-  'elicitation/create': ['message', 'requestedSchema', 'url'],
-  'sampling/createMessage': ['messages', 'systemPrompt', 'tools'],
-};
+const RELAYED_TEXT: ReadonlyMap<string, readonly string[]> = new Map([
+  ['notifications/message', ['data', 'logger']],
+  ['notifications/cancelled', ['reason']],
+  ['notifications/progress', ['message']],
+  ['notifications/tasks/status', ['statusMessage']],
+  ['elicitation/create', ['message', 'requestedSchema', 'url']],
+  ['sampling/createMessage', ['messages', 'systemPrompt', 'tools']],
+]);
 
 /**
  * A task as an upstream answers it (a CreateTaskResult's `task`, a `tasks/get` or `tasks/cancel` result) with its
@@ -656,34 +657,83 @@ function maskedTaskStatus(config: UpstreamConfig | undefined, task: Record<strin
 }
 
 /**
+ * What an upstream sends the agent of MCP's own that carries nothing but what routes it (a resource's URI, an
+ * elicitation's or a task's id): passed on as written but for its `_meta`. A method neither here nor in `RELAYED_TEXT`
+ * (one MCP does not define, an upstream's own) is free text whole: which of its fields would route it is not known.
+ */
+const ROUTING_ONLY: ReadonlySet<string> = new Set([
+  ...LIST_CHANGED_AREA.keys(),
+  'notifications/resources/updated',
+  'notifications/elicitation/complete',
+  'roots/list',
+  'ping',
+  'tasks/get',
+  'tasks/result',
+  'tasks/list',
+  'tasks/cancel',
+]);
+
+/**
+ * The `_meta` entries of an upstream's message that route it (a progress token, the task it is about) and reach the
+ * agent as written; every other `_meta` entry is free for the upstream to fill (a request's headers, say) and is masked
+ * (`maskedRelay`) or left out (`withoutRelayedText`) like the message's text.
+ */
+const ROUTING_META_KEYS: ReadonlySet<string> = new Set(['progressToken', RELATED_TASK]);
+
+/** The fields of an upstream's message that are free text (see `RELAYED_TEXT`, `ROUTING_ONLY`), `_meta` aside. */
+function freeFields(message: JsonRpcNotification | JsonRpcRequest, params: Record<string, unknown>): readonly string[] {
+  const known = RELAYED_TEXT.get(message.method);
+  if (known !== undefined) return known.filter((field) => field in params);
+  if (ROUTING_ONLY.has(message.method)) return [];
+  return Object.keys(params).filter((field) => field !== '_meta');
+}
+
+/**
  * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked in
- * its free text (`RELAYED_TEXT`): a log line, a progress or task status message, an elicitation's text, a sampling
- * prompt. The agent never sees a credential the gateway injects; what routes the message is left alone.
+ * its free text (`freeFields`: a log line and its logger's name, a progress or task status message, an elicitation's
+ * text, a sampling prompt, all of a message MCP does not define) and in its `_meta` but for what routes it. The agent
+ * never sees a credential the gateway injects; what routes the message is left alone.
  */
 function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: UpstreamConfig, message: T): T {
-  const fields = RELAYED_TEXT[message.method];
-  if (fields === undefined || message.params === undefined) return message;
+  if (message.params === undefined) return message;
   const mask = secretMaskOf(config);
   if (mask.longest === 0) return message;
   let params: Record<string, unknown> | undefined;
-  for (const field of fields) {
-    if (!(field in message.params)) continue;
+  for (const field of freeFields(message, message.params)) {
     const original = message.params[field];
     const masked = maskValue(mask, original);
     if (masked !== original) (params ??= { ...message.params })[field] = masked;
+  }
+  const meta = message.params['_meta'];
+  if (isObject(meta)) {
+    let maskedMeta: Record<string, unknown> | undefined;
+    for (const [key, value] of Object.entries(meta)) {
+      if (ROUTING_META_KEYS.has(key)) continue;
+      const masked = maskValue(mask, value);
+      if (masked !== value) (maskedMeta ??= { ...meta })[key] = masked;
+    }
+    if (maskedMeta !== undefined) (params ??= { ...message.params })['_meta'] = maskedMeta;
   }
   return params === undefined ? message : { ...message, params };
 }
 
 /**
- * A message with its free text (`RELAYED_TEXT`) left out, for when nothing is known to mask it with (the upstream's
- * configuration gone meanwhile).
+ * A message with its free text (`freeFields`, and `_meta` but for what routes it) left out, for when nothing is known to
+ * mask it with (the upstream's configuration gone meanwhile).
  */
 function withoutRelayedText<T extends JsonRpcNotification | JsonRpcRequest>(message: T): T {
-  const fields = RELAYED_TEXT[message.method];
-  if (fields === undefined || message.params === undefined || !fields.some((field) => field in (message.params as object))) return message;
+  if (message.params === undefined) return message;
+  const fields = freeFields(message, message.params);
+  const meta = message.params['_meta'];
+  const freeMeta = isObject(meta) ? Object.keys(meta).filter((key) => !ROUTING_META_KEYS.has(key)) : [];
+  if (fields.length === 0 && freeMeta.length === 0) return message;
   const params = { ...message.params };
   for (const field of fields) delete params[field];
+  if (isObject(meta) && freeMeta.length > 0) {
+    const routing = Object.fromEntries(Object.entries(meta).filter(([key]) => ROUTING_META_KEYS.has(key)));
+    if (Object.keys(routing).length > 0) params['_meta'] = routing;
+    else delete params['_meta'];
+  }
   return { ...message, params };
 }
 
@@ -3837,7 +3887,7 @@ export class SessionEngine {
     if (notification.method === 'notifications/resources/updated') {
       return this.subscribedTo(live, upstreamId, notification.params) && this.updateVisible(live, upstreamId, notification.params);
     }
-    const area = LIST_CHANGED_AREA[notification.method];
+    const area = LIST_CHANGED_AREA.get(notification.method);
     if (area === undefined) return true;
     const advertised = this.capabilitiesOf(live.record)[area];
     return isObject(advertised) && advertised['listChanged'] === true;
