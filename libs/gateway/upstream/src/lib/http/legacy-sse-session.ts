@@ -138,14 +138,18 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     options?: UpstreamRequestOptions,
   ): Promise<Record<string, unknown>> {
     if (this.closed) return Promise.reject(errors.closed());
-    if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
-    return this.mux.request(
-      this,
-      method,
-      params,
-      options,
-      options?.timeoutMs ?? this.ctx.config.callTimeoutMs,
-    );
+    const { breaker } = this.ctx;
+    if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    const probe = breaker.probe;
+    const answered = this.mux.request(this, method, params, options, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
+    if (probe === 0) return answered;
+    // As the half-open probe, a call that failed without a verdict on the upstream's health (its POST refused with a
+    // 4xx, given up by the agent) leaves the slot to the next call instead of holding every call for another
+    // cool-down; a timeout or a 5xx reopened the circuit already, and an answer closed it: this then does nothing.
+    return answered.catch((error: unknown) => {
+      breaker.probeEnded(probe);
+      throw error;
+    });
   }
 
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
@@ -320,7 +324,11 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           // After the multiplexer has failed the call this POST carried as session_expired (its handler is queued
           // first): dispose fails the rest as closed.
           queueMicrotask(() => this.dispose());
-        } else reject(errors.protocol(`HTTP ${status}`));
+        } else {
+          // A 5xx counts toward the breaker as it does from a Streamable HTTP upstream (ADR 0008); a 4xx is the message's.
+          if (status >= 500) this.ctx.breaker.failure();
+          reject(errors.protocol(`HTTP ${status}`));
+        }
       });
       // The upstream must take the message in time (its answer comes on the stream, later).
       const timer = setTimeout(() => {

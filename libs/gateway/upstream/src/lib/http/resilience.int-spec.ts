@@ -55,9 +55,10 @@ const messageEvent = (message: Record<string, unknown>) => `event: message\ndata
 
 /**
  * A minimal legacy HTTP+SSE server: the endpoint event on each GET, then each POSTed request answered on the newest
- * stream (initialize, else `{ content: [] }`). `takes(message)` false: that POST is never answered (not even 202).
+ * stream (initialize, else `{ content: [] }`). `takes(message)` false: that POST is never answered (not even 202); a
+ * number: the POST is refused with that status.
  */
-async function legacySseServer(takes: (message: { id?: number; method?: string }) => boolean = () => true) {
+async function legacySseServer(takes: (message: { id?: number; method?: string }) => boolean | number = () => true) {
   const streams: ServerResponse[] = [];
   const server = await rawServer((req, res) => {
     if (req.method === 'GET') {
@@ -65,7 +66,12 @@ async function legacySseServer(takes: (message: { id?: number; method?: string }
       return;
     }
     void readJson(req).then((message) => {
-      if (!takes(message)) return;
+      const taken = takes(message);
+      if (typeof taken === 'number') {
+        res.writeHead(taken).end('refused');
+        return;
+      }
+      if (!taken) return;
       res.writeHead(202).end();
       if (message.id === undefined) return;
       const result = message.method === 'initialize' ? legacyInitializeResult : { content: [] };
@@ -951,6 +957,24 @@ describe('connector resilience and network policy', () => {
     await expect(connector().connect(config, identity)).rejects.toMatchObject({ reason: 'timeout' });
     // Before, the callTimeoutMs of the POST (8 s here, up to an hour) applied.
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('opens a legacy SSE upstream\'s circuit on 5xx answers to its POSTs, and a half-open probe refused 4xx frees the slot', async () => {
+    // ADR 0008: the breaker opens on consecutive 5xx, as a Streamable HTTP upstream's does; before, a legacy SSE message
+    // endpoint answering 503 to everything was sent every call, and a probe answered 4xx held every call for a cool-down.
+    let status = 503;
+    let posts = 0;
+    const { server } = await legacySseServer((message) => (message.method === 'tools/call' ? (posts++, status) : true));
+    servers.push(server);
+    const session = await connector({ breaker: { failureThreshold: 2, cooldownMs: 300 } }).connect(upstreamConfig('sse', { url: `${server.url}/sse` }), identity);
+    const call = () => session.request('tools/call', { name: 'x', arguments: {} }).then(() => 'answered', (error: { reason?: string }) => error.reason);
+    expect([await call(), await call(), await call()]).toEqual(['protocol_error', 'protocol_error', 'circuit_open']);
+    expect(posts).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    status = 400;
+    // The probe's POST is refused as the message's fault, not the upstream's health: the next call may probe at once.
+    expect([await call(), await call()]).toEqual(['protocol_error', 'protocol_error']);
+    expect(posts).toBe(4);
   });
 
   it('opens the circuit after repeated connect failures against a dead port, then fails fast', async () => {
