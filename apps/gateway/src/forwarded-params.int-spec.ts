@@ -166,6 +166,28 @@ describe('params MCP types strictly, malformed', () => {
   });
 });
 
+// MCP 2025-11-25: "Receivers that do not declare the task capability for a request type MUST process requests of that
+// type normally, ignoring any task-augmentation metadata if present." The gateway declares it for tools/call at most;
+// any other request's `task` went upstream as it came, and the SDK's server failed the request (-32603).
+describe('a task augmentation on a request type the gateway does not take it for', () => {
+  let headers: Record<string, string>;
+  beforeAll(async () => {
+    headers = await openSession();
+  });
+
+  it.each([
+    ['prompts/get', { name: 'ks__greeting', arguments: { name: 'Ada', language: 'french' } }],
+    ['completion/complete', { ref: { type: 'ref/prompt', name: 'ks__greeting' }, argument: { name: 'language', value: 'fr' } }],
+    ['logging/setLevel', { level: 'info' }],
+  ])('%s: ignored, answered as without it, and not forwarded', async (method, params) => {
+    const { answer, forwarded } = await send(headers, request('tasked', method, { ...params, task: { ttl: 60_000 } }));
+    expect(answer['error'], JSON.stringify(answer)).toBeUndefined();
+    expect(answer['result']).toBeDefined();
+    expect(forwarded.length).toBeGreaterThan(0);
+    for (const text of forwarded) expect(text).not.toContain('"task"');
+  });
+});
+
 describe('numbers the JSON parse would change', () => {
   let headers: Record<string, string>;
   beforeAll(async () => {

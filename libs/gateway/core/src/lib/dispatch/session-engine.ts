@@ -656,6 +656,12 @@ function maskedTaskStatus(config: UpstreamConfig | undefined, task: Record<strin
   return masked === message ? task : { ...task, statusMessage: masked };
 }
 
+/** An agent's request params without their `task` (a task augmentation the gateway does not take for the method). */
+function withoutTask(params: Record<string, unknown>): Record<string, unknown> {
+  const { task: _ignored, ...rest } = params;
+  return rest;
+}
+
 /**
  * What an upstream sends the agent of MCP's own that carries nothing but what routes it (a resource's URI, an
  * elicitation's or a task's id): passed on as written but for its `_meta`. A method neither here nor in `RELAYED_TEXT`
@@ -1968,7 +1974,10 @@ export class SessionEngine {
     /** Takes the admission's release (concurrency slots) from the request: the caller ends the slots itself. */
     retain: () => (() => void) | undefined,
   ): Promise<Record<string, unknown>> {
-    const params = message.params ?? {};
+    // MCP 2025-11-25: a receiver that did not declare task augmentation for a request type processes such a request
+    // normally, ignoring its `task`. The gateway declares it for tools/call at most (decided below, per upstream): the
+    // `task` of any other request is dropped here, else it reached upstreams that refuse it (the SDK's server: -32603).
+    const params = message.method === 'tools/call' || message.params === undefined || !('task' in message.params) ? (message.params ?? {}) : withoutTask(message.params);
     // What MCP types strictly is checked here, before anything is counted, held or forwarded (see request-params.ts).
     const malformed = metaProblem(params);
     if (malformed !== undefined) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, malformed);
