@@ -8,10 +8,6 @@ import {
   sameConnection,
   sessionElsewhere,
   sessionBelongsTo,
-  maskValue,
-  maskListedItem,
-  secretMaskOf,
-  type SecretMask,
   UpstreamRpcError,
   UpstreamUnavailableError,
   JSON_RPC,
@@ -49,7 +45,7 @@ import {
 } from '@portcullis/gateway/mcp';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
-import { redactSecrets } from '@portcullis/shared/util-redact';
+import { maskListedItem, maskValue, redactSecrets, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { credentialArgs, maskErrorResult, maskUpstreamError, maskValue, SecretMask, secretMaskOf } from './secret-mask';
+import { maskErrorResult, maskUpstreamError } from './secret-mask';
 import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 
+// What the masks are made of (secretMaskOf, maskValue) is tested in libs/shared/util-redact; here, how the gateway
+// applies them to what an upstream answers.
 const config = (overrides: Partial<UpstreamConfig> = {}): UpstreamConfig => ({
   id: 'u1',
   tenantId: 't1',
@@ -17,28 +19,6 @@ const config = (overrides: Partial<UpstreamConfig> = {}): UpstreamConfig => ({
   callTimeoutMs: 1_000,
   version: 1,
   ...overrides,
-});
-
-describe('credentialArgs', () => {
-  it('takes the values of flags named like credentials, in both spellings, and nothing else', () => {
-    expect(
-      credentialArgs(['server.js', '--api-key=sk-live-123456', '--token', 'tok_abcdefgh', '--port', '8080', '--client_secret=s3cr3t-value', '-password', 'hunter22', '--verbose']),
-    ).toEqual(['sk-live-123456', 'tok_abcdefgh', 's3cr3t-value', 'hunter22']);
-    // A flag with no value after it (the next is another flag, or none) gives nothing.
-    expect(credentialArgs(['--token', '--verbose', '--auth'])).toEqual([]);
-    // By whole parts of the name: not every flag that happens to contain "key".
-    expect(credentialArgs(['/srv/mcp/keys.js', '--monkey=banana', '--keyboard', 'us', '--authToken=abcdefgh1'])).toEqual(['abcdefgh1']);
-  });
-});
-
-describe('SecretMask', () => {
-  it('masks configured values wherever they appear, as written and as JSON escapes them, longest first', () => {
-    const mask = new SecretMask(['abc', 'pa"ss\\word-123', 'token-123456', 'token-123456-and-more']);
-    expect(mask.mask('x abc token-123456-and-more token-123456 y')).toBe('x abc [redacted] [redacted] y');
-    expect(mask.mask(JSON.stringify({ env: 'pa"ss\\word-123' }))).toBe('{"env":"[redacted]"}');
-    expect(mask.longest).toBe('token-123456-and-more'.length);
-    expect(new SecretMask([]).mask('nothing to hide')).toBe('nothing to hide');
-  });
 });
 
 describe('maskUpstreamError', () => {
@@ -62,50 +42,7 @@ describe('maskUpstreamError', () => {
   });
 });
 
-describe('the secrets of an upstream, in the forms it may quote them', () => {
-  it('masks parts of header values, the credentials a Basic value encodes, URL-encoded forms, and the URL password and query', () => {
-    const upstream = config({
-      url: 'https://svc:url-password-77@mcp.example.com/mcp?api_key=query-key-123456&region=eu',
-      headers: {
-        authorization: `Basic ${Buffer.from('alice:hunter2hunter2').toString('base64')}`,
-        cookie: 'sid=session-cookie-value; theme=dark',
-        'x-token': 'Token token=token-param-value, realm=r',
-        'x-plus': 'sk+live/abc=123456',
-      },
-    });
-    const mask = secretMaskOf(upstream);
-    const quoted = 'hunter2hunter2 alice:hunter2hunter2 session-cookie-value token-param-value sk%2Blive%2Fabc%3D123456 url-password-77 query-key-123456';
-    expect(mask.mask(quoted)).toBe(Array(7).fill('[redacted]').join(' '));
-    // Words of the values that are no credential stay (shorter than 8 characters).
-    expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
-  });
-
-  it('masks a value with slashes as a JSON writer that escapes them quotes it (PHP)', () => {
-    const mask = secretMaskOf(config({ headers: { authorization: 'Bearer abc/def+ghi/jkl==', 'x-api-key': 'Key abcdefghijkl==' } }));
-    expect(mask.mask('{"error":"bad token abc\\/def+ghi\\/jkl=="}')).toBe('{"error":"bad token [redacted]"}');
-    // A base64 token's padding is no `name=value` separator: the token is masked bare.
-    expect(mask.mask('bad token abc/def+ghi/jkl== and key abcdefghijkl==')).toBe('bad token [redacted] and key [redacted]');
-  });
-
-  it('masks the bare text of a quoted auth-parameter value, unescaped', () => {
-    const mask = secretMaskOf(
-      config({ headers: { authorization: 'Token token="abcdef0123456789"', 'proxy-authorization': 'Digest username="u", response="6629fae4\\"9393a05"' } }),
-    );
-    expect(mask.mask('invalid token abcdef0123456789')).toBe('invalid token [redacted]');
-    expect(mask.mask('response 6629fae4"9393a05 refused')).toBe('response [redacted] refused');
-  });
-
-  it('leaves the parts of other headers and the values of other query parameters alone (ordinary words)', () => {
-    const upstream = config({
-      url: 'https://mcp.example.com/mcp?version=2025-06-18&region=us-east-1&access_token=query-token-98765',
-      headers: { 'x-org': 'Acme Corporation', 'x-format': 'text/markdown; charset=utf-8', authorization: 'Bearer upstream-token-0123456789' },
-    });
-    const mask = secretMaskOf(upstream);
-    expect(mask.mask('Corporation us-east-1 2025-06-18 text/markdown')).toBe('Corporation us-east-1 2025-06-18 text/markdown');
-    // The whole of a configured header value is still a secret, and so is a credential-named query value.
-    expect(mask.mask('Acme Corporation query-token-98765 upstream-token-0123456789')).toBe('[redacted] [redacted] [redacted]');
-  });
-
+describe('maskErrorResult', () => {
   it('never throws on data nested deeper than JSON.stringify can go, and masks such data whole', () => {
     const upstream = config();
     const deep = JSON.parse(`${'['.repeat(200_000)}"upstream-token-0123456789"${']'.repeat(200_000)}`) as unknown;
@@ -115,47 +52,6 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(result).toEqual({ content: expected, isError: true });
     const error = maskUpstreamError(upstream, new UpstreamRpcError(-32000, 'upstream-token-0123456789', deep));
     expect(error.message).toBe('[redacted]');
-  });
-
-  it('masks the user and password of a connection string in the env or the arguments', () => {
-    const upstream = config({
-      transport: 'stdio',
-      url: null,
-      command: 'server',
-      args: ['postgresql://reporting:db-pass-4242@db.internal/sales'],
-      env: { CACHE_URL: 'redis://cache-user:cache-pass-77@cache:6379/0' },
-    });
-    expect(secretMaskOf(upstream).mask('password authentication failed for reporting (db-pass-4242); cache-pass-77')).toBe(
-      'password authentication failed for [redacted] ([redacted]); [redacted]',
-    );
-  });
-
-  it('masks the user and password of a connection string inside a longer argument or env value', () => {
-    const upstream = config({
-      transport: 'stdio',
-      url: null,
-      command: 'server',
-      args: ['--dsn=postgres://dsn-user:dsn-pass-5150@db.internal/app'],
-      env: { OPTIONS: 'timeout=5;url=mysql://mysql-user:my-pass-6060@mysql:3306/app;ssl=on' },
-    });
-    expect(secretMaskOf(upstream).mask('login failed for dsn-user with dsn-pass-5150; mysql-user/my-pass-6060; db.internal')).toBe(
-      'login failed for [redacted] with [redacted]; [redacted]/[redacted]; db.internal',
-    );
-    // A bare connection string whose password holds a character that ends an embedded match is still read whole.
-    const separators = config({ transport: 'stdio', url: null, command: 'server', args: ['postgres://app-user:s3cr;t-pass,22@db/app'] });
-    expect(secretMaskOf(separators).mask('password s3cr;t-pass,22 refused')).toBe('password [redacted] refused');
-  });
-
-  it('masks strings only, so numbers and the shape of data stay, keys included', () => {
-    const mask = new SecretMask(['12345678', 'secret-key-value']);
-    const data = { count: 123456789, list: [1, 'secret-key-value', { 'secret-key-value': 'x' }], id: 'id-12345678' };
-    expect(maskValue(mask, data)).toEqual({ count: 123456789, list: [1, '[redacted]', { '[redacted]': 'x' }], id: 'id-[redacted]' });
-    const untouched = { a: [1, 2, { b: 'c' }] };
-    expect(maskValue(mask, untouched)).toBe(untouched);
-    // Nested past the walk's depth: masked whole when it holds a secret.
-    let deep: unknown = 'secret-key-value';
-    for (let i = 0; i < 40; i++) deep = { d: deep };
-    expect(JSON.stringify(maskValue(mask, deep))).not.toContain('secret-key-value');
   });
 
   it("masks a tool's error result, and leaves any other result as it is", () => {

@@ -6,7 +6,6 @@ import {
   maskErrorResult,
   maskUpstreamError,
   REFUSED_SUBSCRIPTION_CODES,
-  secretMaskOf,
   UpstreamRpcError,
   untilAborted,
   type CancelSignal,
@@ -15,6 +14,7 @@ import {
   type UpstreamRequestOptions,
   type UpstreamServerInfo,
 } from '@portcullis/gateway/mcp';
+import { secretMaskOf } from '@portcullis/shared/util-redact';
 import { initializeParams, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer } from '../core/request-multiplexer';
 import { logFields, notifyQuietly, type NotificationHandler, type SessionContext } from '../core/session-base';

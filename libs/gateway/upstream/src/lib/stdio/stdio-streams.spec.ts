@@ -1,4 +1,4 @@
-import { SecretMask } from '@portcullis/gateway/mcp';
+import { SecretMask } from '@portcullis/shared/util-redact';
 import { describe, expect, it } from 'vitest';
 import { LineSplitter, StderrLog } from './stdio-streams';
 

@@ -1,5 +1,4 @@
-import type { SecretMask } from '@portcullis/gateway/mcp';
-import { redactSecrets } from '@portcullis/shared/util-redact';
+import { redactSecrets, type SecretMask } from '@portcullis/shared/util-redact';
 import type { UpstreamLogger } from '../core/logger';
 
 /**

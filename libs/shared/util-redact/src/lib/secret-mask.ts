@@ -1,0 +1,230 @@
+import { namesQuerySecret, namesSecret, REDACTED } from './redact';
+
+/**
+ * What of an upstream's configuration holds the secrets given to it, opened: the gateway's `UpstreamConfig` and the
+ * control plane's test-connection target are both one. Shared so that both mask the same values: the gateway in what
+ * it relays to agents, the control plane in the definitions it stores and shows to members (tool pinning).
+ */
+export interface UpstreamSecrets {
+  readonly url: string | null;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/**
+ * Configured values shorter than this are left alone: a short one (`1`, `true`, a port) would mask ordinary words,
+ * and is not a credential.
+ */
+const MASKED_MIN_LENGTH = 8;
+
+/** Words that make a flag's value a credential: one part of its name (`--api-key`, `--client_secret`, `--authToken`). */
+const CREDENTIAL_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'auth', 'credential', 'credentials', 'cookie', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'bearer']);
+
+/** Whether a name (a flag without its dashes, a header) has a credential word as one of its parts (split at `-`, `_`, `.`, and camel case). */
+function hasCredentialWord(name: string): boolean {
+  const words = name.replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
+  return words.some((word) => CREDENTIAL_WORDS.has(word.toLowerCase()));
+}
+
+/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts. */
+function isCredentialFlag(flag: string): boolean {
+  return /^--?[A-Za-z][\w.-]*$/.test(flag) && hasCredentialWord(flag.replace(/^--?/, ''));
+}
+
+/**
+ * The values a server's arguments give to flags named like credentials, as `--flag=value` or `--flag value`: masked
+ * as configured env values are (a server that echoes its command line would show them).
+ */
+export function credentialArgs(args: readonly string[]): string[] {
+  const values: string[] = [];
+  args.forEach((arg, index) => {
+    const equals = arg.indexOf('=');
+    if (equals > 0 && isCredentialFlag(arg.slice(0, equals))) values.push(arg.slice(equals + 1));
+    else if (equals === -1 && isCredentialFlag(arg)) {
+      const next = args[index + 1];
+      if (next !== undefined && !next.startsWith('-')) values.push(next);
+    }
+  });
+  return values;
+}
+
+/**
+ * Replaces an upstream's configured secrets wherever they appear in a text: a server that prints the token it was
+ * refused with, or dumps its environment, would otherwise put them where they are read (the gateway's logs, an
+ * agent's error). Each value is also matched as JSON writes it (quotes and backslashes escaped), longest first, so a
+ * value that contains another is masked whole; a value holding `/` also as written with `\\/`.
+ */
+export class SecretMask {
+  private readonly secrets: readonly string[];
+
+  constructor(values: Iterable<string>) {
+    const secrets = new Set<string>();
+    for (const value of values) {
+      if (value.length < MASKED_MIN_LENGTH) continue;
+      secrets.add(value);
+      const escaped = JSON.stringify(value).slice(1, -1);
+      secrets.add(escaped);
+      // JSON writers that also escape `/` (PHP's json_encode, some Java ones): base64 tokens hold slashes.
+      if (escaped.includes('/')) secrets.add(escaped.replaceAll('/', '\\/'));
+    }
+    this.secrets = [...secrets].sort((a, b) => b.length - a.length);
+  }
+
+  /** The length of the longest value masked (0 with none). */
+  get longest(): number {
+    return this.secrets[0]?.length ?? 0;
+  }
+
+  mask(text: string): string {
+    let masked = text;
+    for (const secret of this.secrets) if (masked.includes(secret)) masked = masked.replaceAll(secret, REDACTED);
+    return masked;
+  }
+}
+
+/** Where a header value divides into parts that may each be a credential (`sid=…; token=…`, `Token token=…, a=…`). */
+const VALUE_PARTS = /[\s;,]+/;
+
+/**
+ * The secrets an upstream is given, in every form an upstream might quote them:
+ * - header values whole; for a header named like a credential (`Authorization`, `Cookie`, `X-Upstream-Key`) also each
+ *   part (after an auth scheme, a cookie's or a parameter's value after its `=`) and the user and password a `Basic`
+ *   value encodes;
+ * - env values, and the values of credential flags in the arguments;
+ * - the user and password of its URL, and the values of query parameters named like credentials; the same of a
+ *   connection string among the env values or arguments;
+ * - each of those URL-encoded too (an upstream that echoes a request line or a form).
+ * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
+ * and masking them would garble every message that uses them.
+ */
+function configuredSecrets(config: UpstreamSecrets): string[] {
+  const values = [...Object.values(config.env), ...credentialArgs(config.args)];
+  for (const [name, value] of Object.entries(config.headers)) {
+    values.push(value);
+    if (!namesSecret(name) && !hasCredentialWord(name)) continue;
+    for (const part of value.split(VALUE_PARTS)) {
+      // A `name=value` part's value (the name is no secret, and the whole would mask the name with it). A part whose
+      // `=` is no such separator is a token whole: base64 with its padding (`abc/def+g==`, `abcdefgh==`).
+      const equals = part.indexOf('=');
+      const rest = part.slice(equals + 1);
+      const parameter = equals > 0 && /^[A-Za-z][\w.-]*$/.test(part.slice(0, equals)) && !/^=*$/.test(rest);
+      const value = parameter ? rest : part;
+      values.push(value);
+      // An auth-parameter's quoted value (`Token token="…"`, Digest's `response="…"`): also the bare text, unescaped.
+      const quoted = /^"((?:[^"\\]|\\.)*)"[,;]?$/.exec(value)?.[1];
+      if (quoted !== undefined && quoted !== '') values.push(quoted.replace(/\\(.)/g, '$1'));
+    }
+    const basic = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(value)?.[1];
+    if (basic !== undefined) {
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      values.push(decoded);
+      const colon = decoded.indexOf(':');
+      if (colon >= 0) values.push(decoded.slice(colon + 1));
+    }
+  }
+  if (config.url !== null) urlSecrets(config.url, values);
+  // A connection string in the env or the arguments (`postgres://user:password@host/db`), whole or inside a longer value
+  // (`--dsn=postgres://…`, `DSN=…;timeout=5`): its user and password alone.
+  for (const value of [...Object.values(config.env), ...config.args]) {
+    if (!value.includes('://') || !value.includes('@')) continue;
+    // The whole value too: a password holding a character that ends an embedded match (`;`, `,`) is read whole there.
+    urlSecrets(value, values);
+    for (const embedded of value.match(EMBEDDED_URL) ?? []) if (embedded !== value) urlSecrets(embedded, values);
+  }
+  for (const value of [...values]) {
+    const encoded = encodeURIComponent(value);
+    if (encoded !== value) values.push(encoded);
+  }
+  return values;
+}
+
+/** A URL inside a longer text: a scheme, `://`, and what follows up to white space, a quote or a separator. */
+const EMBEDDED_URL = /[a-z][a-z0-9+.-]*:\/\/[^\s'"`,;<>]+/gi;
+
+/** Adds the user and password of `text` read as a URL, and its query values named like credentials. */
+function urlSecrets(text: string, values: string[]): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return; // not a URL this side can read: nothing to add
+  }
+  for (const userinfo of [url.username, url.password]) {
+    if (userinfo === '') continue;
+    values.push(userinfo);
+    try {
+      values.push(decodeURIComponent(userinfo));
+    } catch {
+      // a malformed escape: the encoded form is masked
+    }
+  }
+  for (const [name, value] of url.searchParams) if (namesQuerySecret(name)) values.push(value);
+}
+
+/** Made once per configuration (a configuration is replaced, never changed, when the upstream is edited). */
+const masks = new WeakMap<UpstreamSecrets, SecretMask>();
+
+export function secretMaskOf(config: UpstreamSecrets): SecretMask {
+  let mask = masks.get(config);
+  if (mask === undefined) {
+    mask = new SecretMask(configuredSecrets(config));
+    masks.set(config, mask);
+  }
+  return mask;
+}
+
+/** Nesting past which a value is not walked: an object or array that deep is masked whole. */
+const MAX_MASK_DEPTH = 32;
+
+/**
+ * `value` (parsed JSON) with the secrets masked in every string of it, keys included; the same value when none holds
+ * one. Strings are masked one by one, so numbers and the structure stay as they were.
+ */
+export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return mask.mask(value);
+  if (typeof value !== 'object' || value === null) return value;
+  // Not serialised to look inside: JSON.parse takes any depth, and serialising it again could exhaust the stack.
+  if (depth >= MAX_MASK_DEPTH) return REDACTED;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item: unknown, index) => {
+      const masked = maskValue(mask, item, depth + 1);
+      if (masked !== item) (copy ??= [...value])[index] = masked;
+    });
+    return copy ?? value;
+  }
+  let copy: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    const maskedKey = mask.mask(key);
+    const masked = maskValue(mask, item, depth + 1);
+    if (masked === item && maskedKey === key) continue;
+    copy ??= { ...(value as Record<string, unknown>) };
+    if (maskedKey !== key) delete copy[key];
+    copy[maskedKey] = masked;
+  }
+  return copy ?? value;
+}
+
+/** What names a listed item: kept as the upstream wrote it (masked, a tool could no longer be called by its name). */
+const LISTED_IDENTITY = new Set(['name', 'uri', 'uriTemplate']);
+
+/**
+ * A listed item (a tool, prompt, resource or template) with the secrets configured for its upstream masked in what it
+ * says (description, title, schemas, annotations), not in what names it: like the upstream's instructions, it is the
+ * upstream's text the agent's model reads, and an upstream that quotes the credential it was sent must not show it
+ * there either. The gateway masks what the agent is shown, after the hooks judged the item as the upstream wrote it;
+ * the control plane masks the definitions it stores and shows to members. Either way the content hash (tool pinning)
+ * is of the item as the upstream wrote it. The same item when nothing needed masking.
+ */
+export function maskListedItem(mask: SecretMask, item: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  if (mask.longest === 0) return item;
+  let masked: Record<string, unknown> | undefined;
+  for (const [key, value] of Object.entries(item)) {
+    if (LISTED_IDENTITY.has(key)) continue;
+    const after = maskValue(mask, value);
+    if (after !== value) (masked ??= { ...item })[key] = after;
+  }
+  return masked ?? item;
+}
+
