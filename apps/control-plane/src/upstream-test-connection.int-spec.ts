@@ -5,6 +5,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_CONNECTION_MAX_ITEMS } from '@portcullis/contracts/api';
+import { definitionHash } from '@portcullis/contracts/tool-pins';
 import { TESTS_PER_MINUTE } from '@portcullis/control-plane/feature-upstreams';
 import { startControlPlane, type ControlPlaneHarness } from './testing/control-plane-harness';
 
@@ -31,6 +32,10 @@ function startRotatingServer(): Server {
     } else if (req.url?.startsWith('/steady/')) {
       // One tool, always the same (its description changed under `/steady/changed`).
       server.registerTool('forecast', { description: req.url.startsWith('/steady/changed') ? 'Weather, and more' : 'Weather' }, () => ({ content: [] }));
+    } else if (req.url?.startsWith('/echo/')) {
+      // Quotes the credential it was sent in what it advertises (which key it runs under; more of it under `/echo/changed`).
+      const quoted = `Runs as the caller of key ${String(req.headers.authorization ?? 'none')}`;
+      server.registerTool('whoami', { description: req.url.startsWith('/echo/changed') ? `${quoted}, now with more` : quoted }, () => ({ content: [] }));
     } else if (req.url?.startsWith('/wide/')) {
       // Another path: 250 tools that never change.
       for (let i = 0; i < 250; i++) server.registerTool(`wide_${String(i).padStart(3, '0')}`, { description: 'one of many' }, () => ({ content: [] }));
@@ -92,6 +97,84 @@ describe('test connection of a blocked definition', () => {
     expect(retested.json['discovered']).toMatchObject({ changed: 1 });
     expect(await status()).toBe('blocked');
   });
+});
+
+describe('test connection of an upstream that quotes its credential', () => {
+  const secret = 'Bearer sk-live-0123456789abcdef';
+  const quoted = 'sk-live-0123456789abcdef';
+
+  /** An upstream created through the API, its Authorization header sealed, at `/echo/` of the rotating server. */
+  async function echoingUpstream(toolApproval: 'trust_on_first_use' | 'require_approval') {
+    const t = await cp.tenant();
+    const admin = await cp.member(t.id, 'admin');
+    const member = await cp.member(t.id, 'member');
+    const base = `/api/v1/tenants/${t.id}/upstreams`;
+    const created = await cp.request('POST', base, {
+      token: admin.token,
+      body: { name: 'Echo', toolPrefix: 'echo', transport: 'streamable_http', url: rotatingUrl.replace(/\/mcp$/, '/echo/mcp'), headers: { Authorization: secret }, toolApproval },
+    });
+    expect(created.status).toBe(201);
+    const id = String(created.json['id']);
+    const row = () => cp.system.upstreamTool.findFirstOrThrow({ where: { tenantId: t.id, upstreamId: id, name: 'whoami' } });
+    return { tenantId: t.id, admin, member, id, path: `${base}/${id}`, row };
+  }
+
+  it('never returns the sealed header value to a member in the stored definitions, and stores them masked', async () => {
+    const echo = await echoingUpstream('trust_on_first_use');
+    const tested = await cp.request('POST', `${echo.path}/test`, { token: echo.admin.token });
+    expect(tested.status).toBe(200);
+    expect(tested.text).not.toContain(quoted);
+    // The member may not read the headers (write-only) ...
+    expect((await cp.request('GET', echo.path, { token: echo.member.token })).text).not.toContain(quoted);
+    // ... nor read them off the stored definitions.
+    const tools = await cp.request('GET', `${echo.path}/tools`, { token: echo.member.token });
+    expect(tools.status).toBe(200);
+    expect(tools.text).not.toContain(quoted);
+    expect(tools.text).toContain('Runs as the caller of key [redacted]');
+    const row = await echo.row();
+    expect(JSON.stringify([row.definition, row.approvedDefinition])).not.toContain(quoted);
+    // The hash is of the definition as the upstream wrote it, credential and all: what the gateway computes from its listings.
+    const written = JSON.parse(JSON.stringify(row.definition).replace('[redacted]', secret)) as Record<string, unknown>;
+    expect(row.contentHash).toBe(definitionHash('tool', written));
+    expect(row.contentHash).not.toBe(definitionHash('tool', row.definition as Record<string, unknown>));
+  }, 30_000);
+
+  it('masks definitions stored before, on read and at the next test, and approves the hash of the definition as written', async () => {
+    const echo = await echoingUpstream('require_approval');
+    expect((await cp.request('POST', `${echo.path}/test`, { token: echo.admin.token })).status).toBe(200);
+    const first = await echo.row();
+    const approved = await cp.request('POST', `${echo.path}/tools/${first.id}/approve`, { token: echo.admin.token, body: { contentHash: first.contentHash } });
+    expect(approved.status).toBe(200);
+    expect(approved.text).not.toContain(quoted);
+    // As a test connection before masking stored them: the credential in plain text.
+    const raw = JSON.parse(JSON.stringify(first.definition).replace('[redacted]', secret)) as Record<string, string>;
+    await cp.system.upstreamTool.update({ where: { id: first.id }, data: { definition: raw, approvedDefinition: raw } });
+    const listed = await cp.request('GET', `${echo.path}/tools`, { token: echo.member.token });
+    expect(listed.status).toBe(200);
+    expect(listed.text).not.toContain(quoted);
+    // The upstream changes the definition: the diff shown is of masked texts, and the stored ones are masked too.
+    await cp.system.upstream.update({ where: { id: echo.id }, data: { url: rotatingUrl.replace(/\/mcp$/, '/echo/changed/mcp') } });
+    const retested = await cp.request('POST', `${echo.path}/test`, { token: echo.admin.token });
+    expect(retested.status).toBe(200);
+    expect(retested.json['discovered']).toMatchObject({ changed: 1 });
+    const changed = await cp.request('GET', `${echo.path}/tools?state=changed`, { token: echo.member.token });
+    expect(changed.text).not.toContain(quoted);
+    const [item] = changed.json['items'] as { id: string; contentHash: string; changes: { path: string; before: string; after: string }[] }[];
+    expect(item?.changes).toEqual([
+      { path: '/description', change: 'changed', before: 'Runs as the caller of key [redacted]', after: 'Runs as the caller of key [redacted], now with more' },
+    ]);
+    const stored = await echo.row();
+    expect(JSON.stringify([stored.definition, stored.approvedDefinition])).not.toContain(quoted);
+    expect(stored.approvedHash).toBe(first.contentHash);
+    // Approving the change approves the hash the gateway computes (of the text as written); what is kept beside it is masked.
+    const reapproved = await cp.request('POST', `${echo.path}/tools/${stored.id}/approve`, { token: echo.admin.token, body: { contentHash: item?.contentHash } });
+    expect(reapproved.status).toBe(200);
+    expect(reapproved.text).not.toContain(quoted);
+    const after = await echo.row();
+    expect(after.approvedHash).toBe(after.contentHash);
+    expect(after.contentHash).toBe(definitionHash('tool', JSON.parse(JSON.stringify(after.definition).replace('[redacted]', secret)) as Record<string, unknown>));
+    expect(JSON.stringify(after.approvedDefinition)).not.toContain(quoted);
+  }, 30_000);
 });
 
 describe('test connection', () => {

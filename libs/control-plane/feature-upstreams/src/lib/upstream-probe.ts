@@ -6,6 +6,7 @@ import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/tran
 import { definitionHash, definitionKey, INSTRUCTIONS_NAME, pinnedDefinition, relayedInstructions, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
 import type { LookupFunction } from 'node:net';
 import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, LOOKUP_QUEUED, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
+import { maskListedItem, secretMaskOf } from '@portcullis/shared/util-redact';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 import { ProbeLineTooLong, ProbeStdioTransport } from './probe-stdio-transport';
@@ -53,7 +54,12 @@ export interface ProbeOptions {
 export interface DiscoveredItem {
   readonly kind: PinnedKind;
   readonly name: string;
+  /**
+   * The pinned fields as stored and shown to members: the upstream's configured secrets masked (`maskListedItem`, as
+   * the gateway masks them for agents), so that an upstream quoting the credential it was sent does not put it there.
+   */
   readonly definition: PinnedDefinition;
+  /** `definitionHash` of the item as the upstream wrote it, unmasked: what the gateway computes from its listings. */
   readonly hash: string;
 }
 
@@ -201,14 +207,16 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     const capabilities = client.getServerCapabilities() ?? {};
     const items: DiscoveredItem[] = [];
     let totalBytes = 0;
+    const mask = secretMaskOf(target);
     const instructions = client.getInstructions();
     if (typeof instructions === 'string' && instructions.length > 0) {
       // As the gateway relays them (cut to the same length), so that the pin is of what agents are told.
-      const definition = { instructions: relayedInstructions(instructions) };
+      const relayed = { instructions: relayedInstructions(instructions) };
+      const definition = maskListedItem(mask, relayed);
       const size = measure(definition);
       if (size.nul) throw new ProbeFailure('unstorable', 'instructions with NUL or a lone surrogate');
       totalBytes += size.bytes;
-      items.push({ kind: 'instructions', name: INSTRUCTIONS_NAME, definition, hash: definitionHash('instructions', definition) });
+      items.push({ kind: 'instructions', name: INSTRUCTIONS_NAME, definition, hash: definitionHash('instructions', relayed) });
     }
     for (const listing of LISTINGS) {
       if (!capabilities[listing.capability]) continue;
@@ -229,7 +237,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           if (name === undefined || seenNames.has(name)) continue;
           seenNames.add(name);
           if (seenNames.size > options.maxItemsPerKind) throw new ProbeFailure('too_large', listing.kind);
-          const definition = pinnedDefinition(listing.kind, item);
+          const definition = maskListedItem(mask, pinnedDefinition(listing.kind, item));
           const size = measure(definition);
           if (size.nul) throw new ProbeFailure('unstorable', `${listing.kind} with NUL or a lone surrogate`);
           totalBytes += size.bytes;

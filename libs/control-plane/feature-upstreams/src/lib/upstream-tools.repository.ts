@@ -149,6 +149,19 @@ export class UpstreamToolsRepository {
     });
   }
 
+  /** Replaces a row's stored definitions with their masked texts (`maskedDefinition`); its hashes are left as they are. */
+  async storeMasked(
+    tenantId: TenantId,
+    tx: TenantTransaction,
+    id: string,
+    masked: { readonly definition: Prisma.InputJsonValue; readonly approvedDefinition: Prisma.InputJsonValue | null },
+  ): Promise<void> {
+    await tx.upstreamTool.updateMany({
+      where: { tenantId, id },
+      data: { definition: masked.definition, approvedDefinition: masked.approvedDefinition ?? Prisma.DbNull },
+    });
+  }
+
   async count(tenantId: TenantId, tx: TenantTransaction, upstreamId: string): Promise<number> {
     return tx.upstreamTool.count({ where: { tenantId, upstreamId } });
   }

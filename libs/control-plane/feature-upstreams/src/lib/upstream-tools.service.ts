@@ -20,7 +20,8 @@ import { pageRequest, toPage } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
-import { toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
+import { secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
+import { maskedDefinition, toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
 import { UpstreamToolsRepository, type NewUpstreamTool, type UpstreamToolRow } from './upstream-tools.repository';
 import { probeUpstream, ProbeFailure, type ProbeResult, type ProbeTarget } from './upstream-probe';
 import { AppError } from '@portcullis/shared/util-errors';
@@ -78,11 +79,12 @@ export class UpstreamToolsService {
 
   async list(scope: TenantScope, upstreamId: string, query: UpstreamToolsQuery): Promise<UpstreamToolsResponse> {
     const page = pageRequest(query);
-    const rows = await withTenant(this.db, scope.tenantId, async (tx) => {
-      await this.requireUpstream(scope.tenantId, tx, upstreamId);
-      return this.tools.page(scope.tenantId, tx, upstreamId, { kind: query.kind, state: query.state, ...page });
+    const { rows, mask } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      const upstream = await this.requireUpstream(scope.tenantId, tx, upstreamId);
+      const rows = await this.tools.page(scope.tenantId, tx, upstreamId, { kind: query.kind, state: query.state, ...page });
+      return { rows, mask: await this.secretMask(scope.tenantId, tx, upstream) };
     });
-    return toPage(rows, page.limit, toUpstreamToolResponse);
+    return toPage(rows, page.limit, (row) => toUpstreamToolResponse(row, mask));
   }
 
   async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
@@ -132,6 +134,8 @@ export class UpstreamToolsService {
       throw upstreamErrors.testFailed(error.reason);
     }
     const durationMs = Date.now() - started;
+    // What of its configuration the upstream may quote back, masked in what is stored and answered (ADR 0013).
+    const mask = secretMaskOf(target);
     const { rows, counts, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
       // The upstream may have been deleted while we were connected, or edited: what was found then is another server's
       // (or was reached another way), not this configuration's, and is not stored as its definitions.
@@ -141,7 +145,7 @@ export class UpstreamToolsService {
       if (held === undefined) throw upstreamErrors.notFound();
       if (held !== version) throw upstreamErrors.changedDuringTest();
       const current = await this.requireUpstream(tenantId, tx, upstreamId);
-      const counts = await this.storeDiscovery(tenantId, tx, current, result, scope.actor.userId);
+      const counts = await this.storeDiscovery(tenantId, tx, current, result, mask, scope.actor.userId);
       await this.tools.recordSync(tenantId, tx, upstreamId, null, new Date());
       const enforcementChanged = counts.new + counts.changed + counts.removed > 0;
       const snapshot = enforcementChanged
@@ -162,7 +166,7 @@ export class UpstreamToolsService {
     const listed = rows.filter((row) => row.removedAt === null);
     const needsDecision = (row: UpstreamToolRow) => (toolState(row) === 'approved' ? 1 : 0);
     const shown = [...listed].sort((a, b) => needsDecision(a) - needsDecision(b)).slice(0, TEST_CONNECTION_MAX_ITEMS);
-    const items = shown.map(toUpstreamToolResponse);
+    const items = shown.map((row) => toUpstreamToolResponse(row, mask));
     await this.audit.publish(staged);
     if (snapshot) await this.announce(tenantId, snapshot);
     return { ok: true, serverInfo: result.serverInfo, protocolVersion: result.protocolVersion, durationMs, discovered: counts, items, omitted: listed.length - items.length };
@@ -193,14 +197,18 @@ export class UpstreamToolsService {
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
     const { tenantId } = scope;
-    const { after, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
-      await this.requireUpstream(tenantId, tx, upstreamId);
+    const { after, mask, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
+      const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
+      const mask = await this.secretMask(tenantId, tx, upstream);
       const row = await this.tools.find(tenantId, tx, upstreamId, toolId);
       if (!row) throw upstreamErrors.toolNotFound();
       if (row.contentHash !== body.contentHash) throw upstreamErrors.toolDefinitionMoved();
       if (row.removedAt !== null) throw upstreamErrors.toolRemoved();
-      if (toolState(row) === 'approved') return { after: row, snapshot: null, staged: null };
-      if (!(await this.tools.approve(tenantId, tx, row, scope.actor.userId, new Date()))) throw upstreamErrors.toolDefinitionMoved();
+      if (toolState(row) === 'approved') return { after: row, mask, snapshot: null, staged: null };
+      // The hash approved is the stored one, of the definition as the upstream wrote it (what the gateway compares); the
+      // definition kept beside it is masked, whenever it was stored.
+      const approved = { ...row, definition: maskedDefinition(mask, row.definition) as Prisma.JsonObject };
+      if (!(await this.tools.approve(tenantId, tx, approved, scope.actor.userId, new Date()))) throw upstreamErrors.toolDefinitionMoved();
       const after = await this.tools.find(tenantId, tx, upstreamId, toolId);
       if (!after) throw upstreamErrors.toolNotFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.tool.approve');
@@ -209,17 +217,17 @@ export class UpstreamToolsService {
         actor: scope.actor,
         action: 'upstream.tool.approve',
         target: { type: 'upstream_tool', id: toolId },
-        before: { upstreamId, kind: row.kind, name: row.name, approvedHash: row.approvedHash, approvedDefinition: row.approvedDefinition },
+        before: { upstreamId, kind: row.kind, name: row.name, approvedHash: row.approvedHash, approvedDefinition: row.approvedDefinition === null ? null : maskedDefinition(mask, row.approvedDefinition) },
         after: { upstreamId, kind: after.kind, name: after.name, approvedHash: after.approvedHash, approvedDefinition: after.approvedDefinition },
         snapshotVersion: snapshot.version,
       });
-      return { after, snapshot, staged };
+      return { after, mask, snapshot, staged };
     });
     if (snapshot && staged) {
       await this.audit.publish(staged);
       await this.announce(tenantId, snapshot);
     }
-    return toUpstreamToolResponse(after);
+    return toUpstreamToolResponse(after, mask);
   }
 
   /**
@@ -261,11 +269,20 @@ export class UpstreamToolsService {
     tx: TenantTransaction,
     upstream: UpstreamRecord,
     result: ProbeResult,
+    mask: SecretMask,
     actorUserId: string,
   ): Promise<SyncCounts> {
     const now = new Date();
     const stored = new Map<string, UpstreamToolRow>();
     for (const row of await this.tools.list(tenantId, tx, upstream.id)) stored.set(`${row.kind}\u0000${row.name}`, row);
+    // Definitions stored before test connections masked the upstream's secrets in them are masked in place (they are
+    // shown masked either way): the credential should not sit in the table in plain text. Hashes stay as they are.
+    for (const row of stored.values()) {
+      const definition = maskedDefinition(mask, row.definition);
+      const approvedDefinition = row.approvedDefinition === null ? null : maskedDefinition(mask, row.approvedDefinition);
+      if (definition === row.definition && approvedDefinition === row.approvedDefinition) continue;
+      await this.tools.storeMasked(tenantId, tx, row.id, { definition: definition as Prisma.InputJsonValue, approvedDefinition: approvedDefinition as Prisma.InputJsonValue | null });
+    }
     const counts: SyncCounts = { total: result.items.length, new: 0, approvedOnFirstUse: 0, changed: 0, removed: 0 };
     const trustFirstUse = upstream.toolApproval === 'trust_on_first_use';
     // Batched: one statement per thousand new or unchanged rows (a test may find thousands, and the transaction is
@@ -335,6 +352,19 @@ export class UpstreamToolsService {
     if (upstream.transport === 'stdio' && !this.options.stdioCommandAllowlist.includes(upstream.command ?? '')) {
       throw upstreamErrors.commandNotAllowed();
     }
+    return this.connection(tenantId, tx, upstream);
+  }
+
+  /**
+   * The upstream's secrets as a mask for its stored definitions (`maskedDefinition`): made from the same opened
+   * configuration a test connection uses, as the gateway makes its own from the configuration it connects with.
+   */
+  private async secretMask(tenantId: TenantId, tx: TenantTransaction, upstream: UpstreamRecord): Promise<SecretMask> {
+    return secretMaskOf(await this.connection(tenantId, tx, upstream));
+  }
+
+  /** How the upstream is reached, its sealed headers/env opened in memory (never stored or logged). */
+  private async connection(tenantId: TenantId, tx: TenantTransaction, upstream: UpstreamRecord): Promise<ProbeTarget> {
     const sealed = await this.tools.connectionSecrets(tenantId, tx, upstream.id);
     const open = (field: 'headers' | 'env', ciphertext: Uint8Array | null | undefined): Record<string, string> => {
       if (!ciphertext || !sealed?.encryptionKeyId) return {};
