@@ -83,8 +83,9 @@ describe.each(apps)('$name process', ({ name, portVar }) => {
   }, 30_000);
 
   // A database number the server does not have (16 by default) passes the config: Redis refuses the SELECT when each
-  // client connects. That reply must reach an 'error' listener (logged), never become an uncaught exception.
-  it('keeps running, logging it, when Redis refuses the database of REDIS_URL (…/99)', async () => {
+  // client connects. That reply must reach an 'error' listener (logged), never become an uncaught exception; and since
+  // ioredis then carries on in database 0, the app is not ready (it reported ready, its keys mixed into database 0).
+  it('keeps running, logging it and not ready, when Redis refuses the database of REDIS_URL (…/99)', async () => {
     const port = await freePort();
     const app = startBuiltApp(name, {
       DATABASE_URL: inject('databaseUrl'),
@@ -98,11 +99,15 @@ describe.each(apps)('$name process', ({ name, portVar }) => {
     while (!app.output().includes('DB index is out of range') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const output = app.output();
-    expect({ exitCode: app.child.exitCode, logged: output.includes('DB index is out of range'), uncaught: /^Node\.js v|Unhandled|uncaught/im.test(output) }, output.slice(0, 800)).toEqual({
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    const body = await ready.text();
+    expect({ exitCode: app.child.exitCode, logged: output.includes('DB index is out of range'), uncaught: /^Node\.js v|Unhandled|uncaught/im.test(output), ready: ready.status }, output.slice(0, 800)).toEqual({
       exitCode: null,
       logged: true,
       uncaught: false,
+      ready: 503,
     });
+    expect(body).toContain('redis');
   }, 30_000);
 
   // Nothing is in flight: a close that waited for a Redis connection (BullMQ's worker.close) would sit out the whole
@@ -123,4 +128,22 @@ describe.each(apps)('$name process', ({ name, portVar }) => {
     const shutdownLines = app.output().split('\n').filter((l) => /shutting|took too long|stopped/.test(l)).join('\n');
     expect({ code, tookUnder5s: took < 5_000 }, shutdownLines).toEqual({ code: 0, tookUnder5s: true });
   }, 60_000);
+});
+
+// Readiness watches REDIS_URL; the gateway's own Redis for rate limits or audit, when another, is checked at boot.
+describe.each([['GATEWAY_RATE_LIMIT_REDIS_URL'], ['GATEWAY_AUDIT_REDIS_URL']])('gateway process, %s naming a database Redis refuses', (variable) => {
+  it('refuses to start with one line naming the variable (it ran in database 0)', async () => {
+    const app = startBuiltApp('gateway', {
+      DATABASE_URL: inject('databaseUrl'),
+      REDIS_URL: inject('redisUrl'),
+      [variable]: `${inject('redisUrl').replace(/\/\d*$/, '')}/99`,
+      GATEWAY_AUDIT_ENABLED: 'true',
+      GATEWAY_PORT: String(await freePort()),
+      LOG_LEVEL: 'warn',
+    });
+    running.push(app);
+    const code = await waitForExit(app, 20_000);
+    const output = app.output();
+    expect({ code, names: output.includes(`not 99 as ${variable} says`), uncaught: /^Node\.js v/m.test(output) }, output.slice(0, 600)).toEqual({ code: 1, names: true, uncaught: false });
+  }, 30_000);
 });

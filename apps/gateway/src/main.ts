@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { createSystemPrismaClient } from '@portcullis/data/db';
-import type { Redis } from '@portcullis/data/redis';
+import { redisDatabaseRefused, type Redis } from '@portcullis/data/redis';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
 import { createHttpApp, installGracefulShutdown, REDIS, runOrExit } from '@portcullis/shared/nest-runtime';
@@ -36,6 +36,19 @@ if (rangeProblem !== undefined) {
 const OTHER_ROUTES_BODY_LIMIT_BYTES = 16 * 1024;
 
 void runOrExit(logger, async () => {
+  // Readiness watches REDIS_URL's database (pingRedis); a Redis of their own for rate limits or audit is checked once
+  // here: a database the server refuses would have them run in database 0, mixed with whatever else is there.
+  for (const [variable, url] of [
+    ['GATEWAY_RATE_LIMIT_REDIS_URL', config.rateLimits.redisUrl],
+    ['GATEWAY_AUDIT_REDIS_URL', config.audit.redisUrl],
+  ] as const) {
+    if (url === config.redis.url) continue;
+    const refused = await redisDatabaseRefused(url, variable, 2_000);
+    if (refused !== undefined) {
+      logger.fatal(refused);
+      process.exit(1);
+    }
+  }
   // Set on SIGTERM: /readyz answers 503 for the whole drain, not only once the HTTP server closes after it.
   let draining = false;
   const app = await createHttpApp(AppModule.forRoot(config, logger, () => draining), {

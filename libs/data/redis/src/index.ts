@@ -1,2 +1,2 @@
-export { createRedisClient, onRedisError, pingRedis, reconnectDelay } from './lib/redis';
+export { createRedisClient, onRedisError, pingRedis, reconnectDelay, redisDatabaseRefused } from './lib/redis';
 export type { Redis, RedisClientOptions } from './lib/redis';

@@ -48,13 +48,42 @@ export function createRedisClient(options: RedisClientOptions): Redis {
 export async function pingRedis(client: Redis): Promise<void> {
   const answer = await client.ping();
   if (answer !== 'PONG') throw new Error('unexpected PING answer');
+  const problem = await wrongDatabase(client, 'REDIS_URL');
+  if (problem !== undefined) throw new Error(problem);
+}
+
+/**
+ * Why `client` is not on the database its URL names (`variable`, for the message), or undefined when it is (or names
+ * database 0, which every server has). Needs a connected client.
+ */
+async function wrongDatabase(client: Redis, variable: string): Promise<string | undefined> {
   const configured = client.options.db ?? 0;
-  if (configured === 0) return;
+  if (configured === 0) return undefined;
   const info = await client.call('CLIENT', 'INFO');
   const current = typeof info === 'string' ? /(?:^| )db=(\d+)/.exec(info)?.[1] : undefined;
-  if (current === undefined) throw new Error('CLIENT INFO did not name the connection\'s database');
-  if (Number(current) !== configured) {
-    throw new Error(`connected to Redis database ${current}, not ${configured} as REDIS_URL says: the server refused SELECT ${configured} (fewer databases configured)`);
+  if (current === undefined) return 'CLIENT INFO did not name the connection\'s database';
+  if (Number(current) === configured) return undefined;
+  return `connected to Redis database ${current}, not ${configured} as ${variable} says: the server refused SELECT ${configured} (fewer databases configured)`;
+}
+
+/**
+ * At boot, for a Redis URL that readiness does not watch (the gateway's own for rate limits or audit): why the server
+ * at `url` refuses the database it names, or undefined when it takes it — or cannot be asked within `timeoutMs` (a
+ * Redis down at boot is the fail modes' to handle, not a configuration error).
+ */
+export async function redisDatabaseRefused(url: string, variable: string, timeoutMs: number): Promise<string | undefined> {
+  const client = createRedisClient({ url, connectionName: 'database-check', maxRetriesPerRequest: 0, commandTimeoutMs: timeoutMs });
+  try {
+    if ((client.options.db ?? 0) === 0) return undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => client.once('ready', () => resolve())),
+      new Promise<void>((_resolve, reject) => setTimeout(() => reject(new Error('not ready')), timeoutMs).unref()),
+    ]);
+    return await wrongDatabase(client, variable);
+  } catch {
+    return undefined;
+  } finally {
+    client.disconnect();
   }
 }
 
