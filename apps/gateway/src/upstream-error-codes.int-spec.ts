@@ -4,13 +4,13 @@
  * integer, and the SDK client's schema refuses the whole message otherwise (an SSE answer dropped, the call left to
  * its timeout). A raw HTTP upstream here, to send the number text no JSON.stringify would.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { JSONRPCMessageSchema } from '@modelcontextprotocol/sdk/types.js';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, initializeResult, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -19,39 +19,17 @@ let tenant: TestTenant;
 let key: string;
 let upstream: Server;
 
-const readBody = (req: IncomingMessage): Promise<string> =>
-  new Promise((resolve) => {
-    let text = '';
-    req.on('data', (chunk) => (text += chunk));
-    req.on('end', () => resolve(text));
-  });
-
 /** tools/call `frac` is refused with code 1.5, `inf` with code 1e400 (raw JSON text). */
-async function startUpstream(port: number): Promise<Server> {
-  const server = createServer((req, res) => {
-    void readBody(req).then((text) => {
-      if (req.method !== 'POST') {
-        res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
-        return;
-      }
-      const message = JSON.parse(text) as { id?: number; method: string; params?: { protocolVersion?: string; name?: string } };
-      if (message.id === undefined) {
-        res.writeHead(202).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'codes-1' });
-      if (message.method === 'initialize') {
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'codes', version: '1' } } }));
-      } else if (message.method === 'tools/list') {
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'frac', inputSchema: { type: 'object' } }, { name: 'inf', inputSchema: { type: 'object' } }] } }));
-      } else {
-        const code = message.params?.name === 'frac' ? '1.5' : '1e400';
-        res.end(`{"jsonrpc":"2.0","id":${message.id},"error":{"code":${code},"message":"nope"}}`);
-      }
-    });
+function startUpstream() {
+  return startJsonUpstream({
+    sessionId: 'codes-1',
+    onRequest: (request) => {
+      const { id, method, params } = request.message;
+      if (method === 'initialize') request.answer({ result: initializeResult(request, 'codes') });
+      else if (method === 'tools/list') request.answer({ result: { tools: [{ name: 'frac', inputSchema: { type: 'object' } }, { name: 'inf', inputSchema: { type: 'object' } }] } });
+      else request.answerText(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"error":{"code":${params?.['name'] === 'frac' ? '1.5' : '1e400'},"message":"nope"}}`);
+    },
   });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return server;
 }
 
 async function rpc(sessionId: string | undefined, body: unknown): Promise<{ headers: Headers; text: string }> {
@@ -71,13 +49,13 @@ async function rpc(sessionId: string | undefined, body: unknown): Promise<{ head
 const messageOf = (text: string): unknown => JSON.parse(text.startsWith('{') ? text : (/^data: (\{.*)$/m.exec(text)?.[1] ?? '{}'));
 
 beforeAll(async () => {
-  const port = await freePort();
-  upstream = await startUpstream(port);
+  const started = await startUpstream();
+  upstream = started.server;
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   ({ key } = await createAgentWithKey(db, tenant.id, 'codes-agent'));
-  await db.upstream.create({ data: { tenantId: tenant.id, name: 'codes', toolPrefix: 'codes', transport: 'streamable_http', url: `http://127.0.0.1:${port}/mcp`, connectTimeoutMs: 5_000, callTimeoutMs: 5_000 } as never });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'codes', toolPrefix: 'codes', transport: 'streamable_http', url: started.url, connectTimeoutMs: 5_000, callTimeoutMs: 5_000 } as never });
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 

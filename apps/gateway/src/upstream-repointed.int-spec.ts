@@ -3,14 +3,14 @@
  * the old server issued is that server's handle on the session: it must never be sent to the new URL, on a call or on
  * the DELETE that ends the agent's session. The new server gets a session of its own instead, and calls go on.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, freePort, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, initializeResult, messageOf, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -24,48 +24,29 @@ const servers: Server[] = [];
 /** What one server was sent: the method (or DELETE) and the session id it came with. */
 type Seen = { readonly method: string; readonly sessionId: string | undefined };
 
-const readBody = (req: IncomingMessage): Promise<string> =>
-  new Promise((resolve) => {
-    let text = '';
-    req.on('data', (chunk) => (text += chunk));
-    req.on('end', () => resolve(text));
-  });
-
 /** A minimal Streamable HTTP MCP server issuing the session id `issued`, with one tool that names the server. */
 async function recordingUpstream(name: string, issued: string): Promise<{ url: string; seen: Seen[] }> {
   const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    void readBody(req).then((text) => {
-      const sessionId = req.headers['mcp-session-id'] as string | undefined;
-      if (req.method !== 'POST') {
-        seen.push({ method: req.method ?? '?', sessionId });
-        res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
-        return;
-      }
-      const message = JSON.parse(text) as { id?: number; method: string; params?: { protocolVersion?: string } };
-      seen.push({ method: message.method, sessionId });
-      if (message.id === undefined) {
-        res.writeHead(202).end();
-        return;
-      }
-      if (message.method !== 'initialize' && sessionId !== issued) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, error: { code: -32001, message: 'Session not found' } }));
+  const { server, url } = await startJsonUpstream({
+    sessionId: issued,
+    onHttp: (method, headers) => seen.push({ method, sessionId: headers['mcp-session-id'] as string | undefined }),
+    onRequest: (request) => {
+      const { method } = request.message;
+      if (method !== 'initialize' && request.headers['mcp-session-id'] !== issued) {
+        request.refuse(404, { code: -32001, message: 'Session not found' });
         return;
       }
       const result =
-        message.method === 'initialize'
-          ? { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name, version: '1' } }
-          : message.method === 'tools/list'
+        method === 'initialize'
+          ? initializeResult(request, name)
+          : method === 'tools/list'
             ? { tools: [{ name: 'where', inputSchema: { type: 'object' } }] }
             : { content: [{ type: 'text', text: name }] };
-      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': issued });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
-    });
+      request.answer({ result });
+    },
   });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   servers.push(server);
-  return { url: `http://127.0.0.1:${port}/mcp`, seen };
+  return { url, seen };
 }
 
 const rpc = async (sessionId: string, message: Record<string, unknown>) => messageOf(await postInSession(gateway, tenant.slug, key, sessionId, message));

@@ -3,14 +3,14 @@
  * instructions, in what its listing says of a tool) must show them neither to the agent nor in the gateway's log: over
  * Streamable HTTP (headers) and stdio (env and credential flags).
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { parseKeyring, sealJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, freePort, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, initializeResult, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 const KEYRING = `k1:${randomBytes(32).toString('base64')}`;
@@ -26,48 +26,28 @@ let tenant: TestTenant;
 let key: string;
 let upstream: Server;
 
-const readBody = (req: IncomingMessage): Promise<string> =>
-  new Promise((resolve) => {
-    let text = '';
-    req.on('data', (chunk) => (text += chunk));
-    req.on('end', () => resolve(text));
-  });
-
 /** Answers initialize and tools/list; every tools/call is refused with the headers it came with, quoted. */
-async function startQuotingUpstream(port: number): Promise<Server> {
-  const server = createServer((req, res) => {
-    void readBody(req).then((text) => {
-      if (req.method !== 'POST') {
-        res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
-        return;
-      }
-      const message = JSON.parse(text) as { id?: number; method: string; params?: { protocolVersion?: string } };
-      if (message.id === undefined) {
-        res.writeHead(202).end();
-        return;
-      }
-      const answer = (body: Record<string, unknown>) => {
-        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'quoting-1' });
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, ...body }));
-      };
-      if (message.method === 'initialize') {
-        const instructions = `Authenticate with ${String(req.headers['authorization'])}`;
-        answer({ result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'quoting', version: '1' }, instructions } });
-      } else if (message.method === 'tools/list') {
-        const description = `Calls the API as ${String(req.headers['authorization'])}`;
-        const schema = { type: 'object', properties: { key: { type: 'string', description: `defaults to ${String(req.headers['x-upstream-key'])}` } } };
-        answer({ result: { tools: [{ name: 'refuse', description, inputSchema: schema }, { name: 'fail', inputSchema: { type: 'object' } }] } });
-      } else if ((message.params as { name?: string } | undefined)?.name === 'fail') {
+function startQuotingUpstream() {
+  return startJsonUpstream({
+    sessionId: 'quoting-1',
+    onRequest: (request) => {
+      const { method, params } = request.message;
+      const authorization = String(request.headers['authorization']);
+      if (method === 'initialize') {
+        request.answer({ result: initializeResult(request, 'quoting', { instructions: `Authenticate with ${authorization}` }) });
+      } else if (method === 'tools/list') {
+        const description = `Calls the API as ${authorization}`;
+        const schema = { type: 'object', properties: { key: { type: 'string', description: `defaults to ${String(request.headers['x-upstream-key'])}` } } };
+        request.answer({ result: { tools: [{ name: 'refuse', description, inputSchema: schema }, { name: 'fail', inputSchema: { type: 'object' } }] } });
+      } else if (params?.['name'] === 'fail') {
         // What the SDKs make of an exception thrown in a tool: an error result, quoting here what the tool was sent.
-        answer({ result: { content: [{ type: 'text', text: `upstream API said: bad credentials ${String(req.headers['authorization'])}` }], isError: true } });
+        request.answer({ result: { content: [{ type: 'text', text: `upstream API said: bad credentials ${authorization}` }], isError: true } });
       } else {
-        const seen = `${String(req.headers['authorization'])} ${String(req.headers['x-upstream-key'])}`;
-        answer({ error: { code: -32001, message: `refused: you sent ${seen}`, data: { headers: { authorization: req.headers['authorization'], key: req.headers['x-upstream-key'] } } } });
+        const seen = `${authorization} ${String(request.headers['x-upstream-key'])}`;
+        request.answer({ error: { code: -32001, message: `refused: you sent ${seen}`, data: { headers: { authorization: request.headers['authorization'], key: request.headers['x-upstream-key'] } } } });
       }
-    });
+    },
   });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return server;
 }
 
 /** A stdio server that answers every request with an error quoting its env and its argv. */
@@ -92,8 +72,8 @@ async function rpc(sessionId: string | undefined, body: unknown): Promise<{ head
 }
 
 beforeAll(async () => {
-  const port = await freePort();
-  upstream = await startQuotingUpstream(port);
+  const started = await startQuotingUpstream();
+  upstream = started.server;
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
@@ -107,7 +87,7 @@ beforeAll(async () => {
     if (secrets.env) sealed['envCiphertext'] = sealJson(keyring, secrets.env, upstreamSecretContext(tenant.id, id, 'env')).ciphertext;
     await db.upstream.update({ where: { id }, data: sealed as never });
   };
-  await create('web', { transport: 'streamable_http', url: `http://127.0.0.1:${port}/mcp` }, { headers: { Authorization: `Bearer ${TOKEN}`, 'X-Upstream-Key': HEADER_KEY } });
+  await create('web', { transport: 'streamable_http', url: started.url }, { headers: { Authorization: `Bearer ${TOKEN}`, 'X-Upstream-Key': HEADER_KEY } });
   await create('local', { transport: 'stdio', command: process.execPath, args: ['-e', QUOTING_STDIO, '--', '--api-token', ARG_SECRET] }, { env: { API_SECRET: ENV_SECRET } });
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SECRETS_KEYRING: KEYRING } });
 }, 60_000);

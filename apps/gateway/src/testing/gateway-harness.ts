@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -102,6 +102,66 @@ export async function listenInSession(gateway: TestGateway, tenantSlug: string, 
     endedAt = Date.now();
   })();
   return { endedAt: () => endedAt, close: () => controller.abort(), text: () => text };
+}
+
+/** A request a hand-written upstream was sent (`startJsonUpstream`), and its answers. */
+export interface JsonUpstreamRequest {
+  readonly message: { readonly id: number | string; readonly method: string; readonly params?: Record<string, unknown> };
+  readonly headers: IncomingHttpHeaders;
+  /** 200 with this JSON-RPC message (`result` or `error`; `jsonrpc` and `id` added) under the upstream's session id. */
+  answer(body: Record<string, unknown>): void;
+  /** 200 with this exact text, for JSON that JSON.stringify cannot write (a code of 1e400). */
+  answerText(text: string): void;
+  /** Another status, with a JSON-RPC error and no session id (a 404 for a session the upstream does not know). */
+  refuse(status: number, error: Record<string, unknown>): void;
+}
+
+/** An initialize result naming the server `name`, with tools, in the protocol version the gateway asked for. */
+export function initializeResult(request: JsonUpstreamRequest, name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { protocolVersion: request.message.params?.['protocolVersion'], capabilities: { tools: {} }, serverInfo: { name, version: '1' }, ...extra };
+}
+
+/**
+ * A hand-written Streamable HTTP upstream on 127.0.0.1 (a free port) answering with JSON under the session id
+ * `sessionId`: DELETE 200, other methods but POST 405, notifications and answers 202; every request goes to
+ * `onRequest`, which answers it. `onHttp` is told of each HTTP request first (its method or JSON-RPC method).
+ */
+export async function startJsonUpstream(options: {
+  readonly sessionId: string;
+  readonly onRequest: (request: JsonUpstreamRequest) => void;
+  readonly onHttp?: (method: string, headers: IncomingHttpHeaders) => void;
+}): Promise<{ readonly server: HttpServer; readonly url: string }> {
+  const server = createHttpServer((req, res) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => {
+      if (req.method !== 'POST') {
+        options.onHttp?.(req.method ?? '?', req.headers);
+        res.writeHead(req.method === 'DELETE' ? 200 : 405).end();
+        return;
+      }
+      const message = JSON.parse(text) as { id?: number | string; method?: string; params?: Record<string, unknown> };
+      options.onHttp?.(message.method ?? 'answer', req.headers);
+      if (message.id === undefined || message.method === undefined) {
+        res.writeHead(202).end();
+        return;
+      }
+      const { id, method, params } = message;
+      const send = (status: number, body: string) =>
+        res.writeHead(status, { 'content-type': 'application/json', ...(status === 200 ? { 'mcp-session-id': options.sessionId } : {}) }).end(body);
+      options.onRequest({
+        message: { id, method, ...(params !== undefined ? { params } : {}) },
+        headers: req.headers,
+        answer: (body) => send(200, JSON.stringify({ jsonrpc: '2.0', id, ...body })),
+        answerText: (body) => send(200, body),
+        refuse: (status, error) => send(status, JSON.stringify({ jsonrpc: '2.0', id, error })),
+      });
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, url: `http://127.0.0.1:${port}/mcp` };
 }
 
 export const demoDist = path.resolve(__dirname, '../../../../dist/apps/demo-upstreams');
