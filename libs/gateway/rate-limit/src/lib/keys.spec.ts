@@ -61,4 +61,13 @@ describe('targetKey', () => {
     expect(targetKey('up1', 'resource', 'file:///srv/A.md')).toBe(targetKey('up1', 'resource', 'file:///srv/a.md'));
     expect(targetKey('up1', 'tool', 'echo')).not.toBe(targetKey('up1', 'tool', 'echo2'));
   });
+
+  // The policy engine matches these as one name (`foldCase`); lower case alone gave each spelling its own budget, and a
+  // name with k letters s had 2^k of them (found in review).
+  it('counts the spellings the policy treats as one under one key: the long s, composed and decomposed accents', () => {
+    expect(targetKey('up1', 'resource', 'file:///srv/ſecret.pem')).toBe(targetKey('up1', 'resource', 'file:///srv/secret.pem'));
+    expect(targetKey('up1', 'resource', 'file:///srv/donn%C3%A9es/r.csv')).toBe(targetKey('up1', 'resource', 'file:///srv/donne%CC%81es/r.csv'));
+    expect(targetKey('up1', 'prompt', 'ſummary')).toBe(targetKey('up1', 'prompt', 'SUMMARY'));
+    expect(targetKey('up1', 'prompt', 'café')).toBe(targetKey('up1', 'prompt', 'cafe\u0301'));
+  });
 });
