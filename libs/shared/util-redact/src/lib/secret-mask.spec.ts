@@ -110,6 +110,14 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     let deep: unknown = 'secret-key-value';
     for (let i = 0; i < 40; i++) deep = { d: deep };
     expect(JSON.stringify(maskValue(mask, deep))).not.toContain('secret-key-value');
+    // And passed whole when it holds none (a deep payload reaches the agent as the upstream sent it).
+    let clean: unknown = 'leaf';
+    for (let i = 0; i < 40; i++) clean = { d: clean };
+    expect(maskValue(mask, clean)).toBe(clean);
+    // Deeper than JSON.stringify goes: the part past the walk's depth masked whole.
+    let abyss: unknown = 'leaf';
+    for (let i = 0; i < 20_000; i++) abyss = [abyss];
+    expect(JSON.stringify(maskValue(mask, abyss))).toBe(`${'['.repeat(32)}"[redacted]"${']'.repeat(32)}`);
   });
 });
 

@@ -174,7 +174,10 @@ export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   return mask;
 }
 
-/** Nesting past which a value is not walked: an object or array that deep is masked whole. */
+/**
+ * Nesting past which a value is not walked: an object or array that deep is passed whole when its JSON text holds no
+ * secret (in any of the forms masked), and masked whole when it holds one or cannot be written as JSON.
+ */
 const MAX_MASK_DEPTH = 32;
 
 /**
@@ -184,8 +187,16 @@ const MAX_MASK_DEPTH = 32;
 export function maskValue(mask: SecretMask, value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return mask.mask(value);
   if (typeof value !== 'object' || value === null) return value;
-  // Not serialised to look inside: JSON.parse takes any depth, and serialising it again could exhaust the stack.
-  if (depth >= MAX_MASK_DEPTH) return REDACTED;
+  // Not walked further (the walk recurses); serialised instead, which may fail past V8's own depth limit.
+  if (depth >= MAX_MASK_DEPTH) {
+    let text: string;
+    try {
+      text = JSON.stringify(value);
+    } catch {
+      return REDACTED;
+    }
+    return mask.mask(text) === text ? value : REDACTED;
+  }
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     value.forEach((item: unknown, index) => {

@@ -4,11 +4,12 @@
  * connection hashed for approval (unmasked): before, the hooks were given the masked text, so an approved tool (or
  * approved instructions) mentioning a configured value was held as "changed" for good.
  */
-import type { JsonRpcMessage, JsonRpcResponse, UpstreamConfig } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, type JsonRpcMessage, type JsonRpcResponse, type UpstreamConfig } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { engineSpecs } from '../testing/engine-specs';
-import { FakeConnector, fakeConfig, MemorySessionStore } from '../testing/fake-upstreams';
+import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
+import { RELATED_TASK } from './tasks';
 import { type MessageSink, NO_STREAM } from './sinks';
 
 const { req, makeEngine, openSession } = engineSpecs();
@@ -79,5 +80,89 @@ describe('an upstream message quoting its credentials outside the fields known a
     expect(relayed.map((message) => ('method' in message ? message.method : undefined))).toEqual(['constructor', 'notifications/message']);
     expect(JSON.stringify(relayed)).not.toContain(token);
     expect(relayed[1]).toMatchObject({ params: { logger: expect.stringContaining('http-client('), data: 'request refused', _meta: { request: { authorization: expect.any(String) }, attempt: 2 } } });
+  });
+});
+
+// Masked was a list of fields known to be text; every field MCP leaves to the upstream but those (a sampling request's
+// metadata, stop sequences and model hints, a field MCP does not name, the related-task `_meta` beside its id) still
+// carried the credential to the agent (found in review). Now everything is masked but what routes a message.
+describe('an upstream message quoting its credentials in fields that do not route it', () => {
+  const token = 'upstream-token-0123456789';
+  const setUp = (duringCall: (options: Parameters<FakeUpstream['handle']>[2]) => Promise<void>, capabilities: Record<string, unknown> = { tools: {} }) => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${token}` } }], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities,
+        handle: async (method, _params, options) => {
+          if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+          if (method === 'tools/call' && _params?.['task'] !== undefined) {
+            return { task: { taskId: 't-1', status: 'working', createdAt: '2026-12-06T00:00:00Z', lastUpdatedAt: '2026-12-06T00:00:00Z', ttl: 60_000 } };
+          }
+          await duringCall(options);
+          return { content: [] };
+        },
+      },
+    });
+    return { engine: makeEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore() }), connector };
+  };
+  const relayedTo = () => {
+    const relayed: JsonRpcMessage[] = [];
+    return { relayed, sink: { canStream: true, send: (message: JsonRpcMessage) => relayed.push(message) > 0 } satisfies MessageSink };
+  };
+
+  it('masks a sampling request\'s metadata, stop sequences and model hints, and keeps its numbers', async () => {
+    const { engine } = setUp(async (options) => {
+      void options?.onServerRequest?.(
+        {
+          jsonrpc: '2.0',
+          id: 7,
+          method: 'sampling/createMessage',
+          params: {
+            messages: [],
+            maxTokens: 40,
+            metadata: { upstreamRequest: { authorization: `Bearer ${token}` } },
+            stopSequences: [`Bearer ${token}`],
+            modelPreferences: { hints: [{ name: `model-for-${token}` }], speedPriority: 0.5 },
+          },
+        },
+        new AbortController().signal,
+      ).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    });
+    const { record } = await openSession(engine, { capabilities: { sampling: {} } });
+    const { relayed, sink } = relayedTo();
+    await engine.request(record, req('tools/call', { name: 'web__run', arguments: {} }), sink, 'trace');
+    const sampling = relayed.find((message) => 'method' in message && message.method === 'sampling/createMessage');
+    expect(sampling).toMatchObject({ params: { maxTokens: 40, modelPreferences: { speedPriority: 0.5 } } });
+    expect(JSON.stringify(relayed)).not.toContain(token);
+  });
+
+  it('masks a progress notification\'s fields MCP does not name, and keeps its token and numbers', async () => {
+    const { engine } = setUp(async (options) => {
+      options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'p1', progress: 1, total: 2, message: 'step', detail: `GET / authorization: Bearer ${token}` } });
+    });
+    const { record } = await openSession(engine, {});
+    const { relayed, sink } = relayedTo();
+    await engine.request(record, req('tools/call', { name: 'web__run', arguments: {}, _meta: { progressToken: 'p1' } }), sink, 'trace');
+    expect(relayed).toMatchObject([{ method: 'notifications/progress', params: { progressToken: 'p1', progress: 1, total: 2, message: 'step' } }]);
+    expect(JSON.stringify(relayed)).not.toContain(token);
+  });
+
+  it('masks the related-task _meta of a task\'s message beside the task id, which stays the agent\'s', async () => {
+    const { engine, connector } = setUp(async () => undefined, { tools: {}, logging: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    const { relayed, sink } = relayedTo();
+    engine.attachStandalone(record, sink);
+    const created = await engine.request(record, req('tools/call', { name: 'web__run', arguments: {}, task: {} }), NO_STREAM, 'trace');
+    const agentTaskId = (created as unknown as { result: { task: { taskId: string } } }).result.task.taskId;
+    connector.emit('u1', {
+      jsonrpc: '2.0',
+      method: 'notifications/message',
+      params: { level: 'error', data: 'refused', _meta: { [RELATED_TASK]: { taskId: 't-1', request: { authorization: `Bearer ${token}` } } } },
+    });
+    await expect.poll(() => relayed.length).toBe(1);
+    expect(JSON.stringify(relayed)).not.toContain(token);
+    expect(relayed[0]).toMatchObject({ params: { _meta: { [RELATED_TASK]: { taskId: agentTaskId } } } });
   });
 });

@@ -1092,7 +1092,7 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
   });
 
 
-  it('masks only the free text of a sampling request: a deep part elsewhere reaches the agent whole', async () => {
+  it('passes a deep part of a sampling request that holds no secret to the agent whole', async () => {
     const { engine, connector, registry, configs } = build({ u1: { prefix: 'web', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
     registry.replace(configs.map((c) => ({ ...c, headers: { authorization: 'Bearer upstream-token-0123456789' } })), () => undefined);
     const { record } = await open(engine, '2025-06-18', { sampling: {} });

@@ -620,23 +620,6 @@ const MAX_TASK_PROGRESS_TOKEN = 512;
 const taskProgressKey = (upstreamId: string, token: unknown): string => `${upstreamId}\n${typeof token}\n${String(token)}`;
 
 /**
- * The text of each kind of message an upstream sends the agent that a person or a model reads, where it may quote a
- * credential it was given: what is masked. Only these fields: the rest routes the message (a resource's URI, a task's
- * id, a progress token) and must reach the agent as the upstream wrote it. A log message's `data` is any JSON and is
- * masked whole; so are an elicitation's form (its fields' titles, descriptions, defaults and choices) and a sampling
- * request's tools (their descriptions and schemas). A URL-mode elicitation's `url` is opened in the user's browser, a
- * credential in it would leave for wherever it points: masked too (the link then fails rather than leaking).
- */
-const RELAYED_TEXT: ReadonlyMap<string, readonly string[]> = new Map([
-  ['notifications/message', ['data', 'logger']],
-  ['notifications/cancelled', ['reason']],
-  ['notifications/progress', ['message']],
-  ['notifications/tasks/status', ['statusMessage']],
-  ['elicitation/create', ['message', 'requestedSchema', 'url']],
-  ['sampling/createMessage', ['messages', 'systemPrompt', 'tools']],
-]);
-
-/**
  * A task as an upstream answers it (a CreateTaskResult's `task`, a `tasks/get` or `tasks/cancel` result) with its
  * configured secrets masked in `statusMessage`, as they are in the `notifications/tasks/status` that carries the same
  * text: a failed task's status is often its error, credential and all.
@@ -659,42 +642,66 @@ function withoutTask(params: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
- * What an upstream sends the agent of MCP's own that carries nothing but what routes it (a resource's URI, an
- * elicitation's or a task's id): passed on as written but for its `_meta`. A method neither here nor in `RELAYED_TEXT`
- * (one MCP does not define, an upstream's own) is free text whole: which of its fields would route it is not known.
+ * What routes each kind of message MCP has an upstream send the agent: the fields passed on as the upstream wrote them
+ * (ids, tokens, states and numbers the gateway or the agent matches or acts on). Everything else in a message is the
+ * upstream's to fill (a log line and its logger's name, a progress or status message, an elicitation's text and form,
+ * a sampling request's messages, prompt, tools, stop sequences, model hints and metadata, fields MCP does not name) and
+ * may quote a credential the gateway injected: it is masked (`maskedRelay`), or left out when nothing is known to mask
+ * it with (`withoutRelayedText`). A method not here (one MCP does not define) is free text whole. A URL-mode
+ * elicitation's `url` is opened in the user's browser: a credential in it would leave for wherever it points, so it is
+ * masked too (the link then fails rather than leaking).
  */
-const ROUTING_ONLY: ReadonlySet<string> = new Set([
-  ...LIST_CHANGED_AREA.keys(),
-  'notifications/resources/updated',
-  'notifications/elicitation/complete',
-  'roots/list',
-  'ping',
-  'tasks/get',
-  'tasks/result',
-  'tasks/list',
-  'tasks/cancel',
-]);
+const ROUTING_FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  (
+    [
+      ['notifications/message', ['level']],
+      ['notifications/progress', ['progressToken', 'progress', 'total']],
+      ['notifications/cancelled', ['requestId']],
+      ['notifications/tasks/status', ['taskId', 'status', 'createdAt', 'lastUpdatedAt', 'ttl', 'pollInterval']],
+      ['notifications/resources/updated', ['uri']],
+      ['notifications/elicitation/complete', ['elicitationId']],
+      ...[...LIST_CHANGED_AREA.keys()].map((method) => [method, []] as [string, string[]]),
+      ['elicitation/create', ['mode', 'elicitationId']],
+      ['sampling/createMessage', ['maxTokens', 'temperature', 'includeContext', 'toolChoice']],
+      ['roots/list', []],
+      ['ping', []],
+      ['tasks/get', ['taskId']],
+      ['tasks/result', ['taskId']],
+      ['tasks/cancel', ['taskId']],
+      ['tasks/list', ['cursor']],
+    ] as [string, string[]][]
+  ).map(([method, fields]) => [method, new Set(fields)]),
+);
+
+/** The fields of an upstream's message that are free text (all but `ROUTING_FIELDS`), `_meta` aside. */
+function freeFields(message: JsonRpcNotification | JsonRpcRequest, params: Record<string, unknown>): string[] {
+  const routing = ROUTING_FIELDS.get(message.method);
+  return Object.keys(params).filter((field) => field !== '_meta' && routing?.has(field) !== true);
+}
 
 /**
- * The `_meta` entries of an upstream's message that route it (a progress token, the task it is about) and reach the
- * agent as written; every other `_meta` entry is free for the upstream to fill (a request's headers, say) and is masked
- * (`maskedRelay`) or left out (`withoutRelayedText`) like the message's text.
+ * A message's `_meta` as it may reach the agent: `transform` applied to every entry but what routes it, the progress
+ * token and the related task's id (the rest of the related-task object is the upstream's to fill). Undefined for an
+ * entry `transform` drops; the same object when nothing changed.
  */
-const ROUTING_META_KEYS: ReadonlySet<string> = new Set(['progressToken', RELATED_TASK]);
-
-/** The fields of an upstream's message that are free text (see `RELAYED_TEXT`, `ROUTING_ONLY`), `_meta` aside. */
-function freeFields(message: JsonRpcNotification | JsonRpcRequest, params: Record<string, unknown>): readonly string[] {
-  const known = RELAYED_TEXT.get(message.method);
-  if (known !== undefined) return known.filter((field) => field in params);
-  if (ROUTING_ONLY.has(message.method)) return [];
-  return Object.keys(params).filter((field) => field !== '_meta');
+function relayedMeta(meta: Record<string, unknown>, transform: (value: unknown) => unknown): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const [key, value] of Object.entries(meta)) {
+    if (key === 'progressToken') continue;
+    let next = transform(value);
+    if (key === RELATED_TASK && next !== value && isObject(value) && 'taskId' in value) next = { ...(isObject(next) ? next : {}), taskId: value['taskId'] };
+    if (next === value) continue;
+    out ??= { ...meta };
+    if (next === undefined) delete out[key];
+    else out[key] = next;
+  }
+  return out ?? meta;
 }
 
 /**
  * An upstream's notification or request on its way to the agent, with the upstream's configured secrets masked in
- * its free text (`freeFields`: a log line and its logger's name, a progress or task status message, an elicitation's
- * text, a sampling prompt, all of a message MCP does not define) and in its `_meta` but for what routes it. The agent
- * never sees a credential the gateway injects; what routes the message is left alone.
+ * everything but what routes it (`ROUTING_FIELDS`, and in `_meta` the progress token and the related task's id). The
+ * agent never sees a credential the gateway injects.
  */
 function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: UpstreamConfig, message: T): T {
   if (message.params === undefined) return message;
@@ -708,34 +715,26 @@ function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: Ups
   }
   const meta = message.params['_meta'];
   if (isObject(meta)) {
-    let maskedMeta: Record<string, unknown> | undefined;
-    for (const [key, value] of Object.entries(meta)) {
-      if (ROUTING_META_KEYS.has(key)) continue;
-      const masked = maskValue(mask, value);
-      if (masked !== value) (maskedMeta ??= { ...meta })[key] = masked;
-    }
-    if (maskedMeta !== undefined) (params ??= { ...message.params })['_meta'] = maskedMeta;
+    const masked = relayedMeta(meta, (value) => maskValue(mask, value));
+    if (masked !== meta) (params ??= { ...message.params })['_meta'] = masked;
   }
   return params === undefined ? message : { ...message, params };
 }
 
 /**
- * A message with its free text (`freeFields`, and `_meta` but for what routes it) left out, for when nothing is known to
- * mask it with (the upstream's configuration gone meanwhile).
+ * A message with all but what routes it left out (`freeFields`, and `_meta` but the progress token and the related
+ * task's id), for when nothing is known to mask it with (the upstream's configuration gone meanwhile).
  */
 function withoutRelayedText<T extends JsonRpcNotification | JsonRpcRequest>(message: T): T {
   if (message.params === undefined) return message;
   const fields = freeFields(message, message.params);
   const meta = message.params['_meta'];
-  const freeMeta = isObject(meta) ? Object.keys(meta).filter((key) => !ROUTING_META_KEYS.has(key)) : [];
-  if (fields.length === 0 && freeMeta.length === 0) return message;
+  const kept = isObject(meta) ? relayedMeta(meta, () => undefined) : meta;
+  if (fields.length === 0 && kept === meta) return message;
   const params = { ...message.params };
   for (const field of fields) delete params[field];
-  if (isObject(meta) && freeMeta.length > 0) {
-    const routing = Object.fromEntries(Object.entries(meta).filter(([key]) => ROUTING_META_KEYS.has(key)));
-    if (Object.keys(routing).length > 0) params['_meta'] = routing;
-    else delete params['_meta'];
-  }
+  if (isObject(kept) && Object.keys(kept).length === 0) delete params['_meta'];
+  else if (kept !== meta) params['_meta'] = kept;
   return { ...message, params };
 }
 
