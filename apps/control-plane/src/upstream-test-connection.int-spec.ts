@@ -25,7 +25,10 @@ let connections = 0;
  */
 function startRotatingServer(): Server {
   return createServer((req, res) => {
-    const server = new McpServer({ name: 'rotating', version: '1.0.0' });
+    // Under `/echo/` it also names itself after the credential it was sent (serverInfo, answered to the admin testing).
+    const echoing = req.url?.startsWith('/echo/') === true;
+    const authorization = String(req.headers.authorization ?? 'none');
+    const server = new McpServer(echoing ? { name: `runs-as ${authorization}`, version: `1.0 (${authorization})` } : { name: 'rotating', version: '1.0.0' });
     if (req.url?.startsWith('/many/')) {
       // As many tools as one test takes of a kind (5,000), never changing.
       for (let i = 0; i < 5_000; i++) server.registerTool(`many_${i}`, { description: 'one of very many' }, () => ({ content: [] }));

@@ -251,7 +251,8 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       } while (cursor !== undefined);
     }
     return {
-      serverInfo: { name: serverInfo?.name ?? 'unknown', version: serverInfo?.version ?? 'unknown' },
+      // What it calls itself is the upstream's text too, shown to whoever tests it: masked as its definitions are.
+      serverInfo: { name: mask.mask(serverInfo?.name ?? 'unknown'), version: mask.mask(serverInfo?.version ?? 'unknown') },
       protocolVersion,
       items,
     };
