@@ -55,6 +55,19 @@ export const COULD_NOT_RUN = 3;
 /** A failure the command reports in one line (exit 3, COULD_NOT_RUN), such as a dependency out of reach. */
 class CommandError extends Error {}
 
+/**
+ * Redis's or the client's own sentence for a command that failed once Redis was reached (a full Redis refusing writes
+ * with OOM, a replica's READONLY, a connection dropped or a command not answered in time), for a one-line message;
+ * undefined for any other error. Redis's replies name no password; the connection's URL is not in them.
+ */
+function redisFailure(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const redisError = ['ReplyError', 'MaxRetriesPerRequestError', 'AbortError'].includes(error.name) || /^(Connection is closed|Command timed out|Stream isn't writeable)/.test(error.message);
+  if (!redisError) return undefined;
+  // A Lua script's reply carries the script's hash and line after the reason.
+  return (error.message.split('\n')[0] ?? error.name).replace(/\. script: .*$/, '');
+}
+
 /** Where a Redis URL points (host:port), never its user or password. */
 function redisAddress(url: string): string {
   try {
@@ -105,37 +118,52 @@ async function dlqCommand(args: string[], env: AuditCliEnv, io: AuditCliIo): Pro
     prefix: env.QUEUE_PREFIX ?? DEFAULTS.queuePrefix,
   });
   try {
-    if (!(await dlq.ready(REDIS_READY_TIMEOUT_MS))) throw new CommandError(`Redis is not reachable at ${redisAddress(redisUrl)}`);
-    switch (positionals[0]) {
-      case 'list': {
-        const limit = values.limit ? Number(values.limit) : 1_000;
-        if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
-        const entries = await dlq.list(limit);
-        if (values.json) {
-          for (const entry of entries) io.out(JSON.stringify(entry));
-        } else {
-          io.out(`${entries.length} dead-lettered audit job(s)`);
-          for (const entry of entries) {
-            // A batch's events (v1) or rows (v2, dead-lettered as received when the batch itself was refused).
-            const payload = entry.payload as { events?: unknown; rows?: unknown } | null;
-            const events = payload?.events ?? payload?.rows;
-            const count = Array.isArray(events) ? `\tevents=${events.length}` : '';
-            io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}${count}\t${entry.error}`);
-          }
-        }
-        return 0;
-      }
-      case 'replay': {
-        const { replayed, skipped } = await dlq.replay(values.id);
-        io.out(`replayed ${replayed.length} job(s)${replayed.length ? `: ${replayed.join(', ')}` : ''}`);
-        for (const s of skipped) io.err(`skipped ${s.id}: ${s.reason}`);
-        return skipped.length > 0 || (values.id !== undefined && replayed.length === 0) ? 1 : 0;
-      }
-      default:
-        throw new UsageError('dlq needs list or replay');
-    }
+    return await dlqSubcommand(dlq, redisUrl, positionals[0], values, io);
+  } catch (error) {
+    const failure = redisFailure(error);
+    if (failure !== undefined) throw new CommandError(`Redis at ${redisAddress(redisUrl)} failed a command: ${failure}`);
+    throw error;
   } finally {
     await dlq.close();
+  }
+}
+
+/** `audit dlq list|replay` on a DLQ the caller closes; Redis errors are the caller's to turn into one line. */
+async function dlqSubcommand(
+  dlq: AuditDlq,
+  redisUrl: string,
+  subcommand: string | undefined,
+  values: { readonly id?: string[]; readonly limit?: string; readonly json?: boolean },
+  io: AuditCliIo,
+): Promise<number> {
+  if (!(await dlq.ready(REDIS_READY_TIMEOUT_MS))) throw new CommandError(`Redis is not reachable at ${redisAddress(redisUrl)}`);
+  switch (subcommand) {
+    case 'list': {
+      const limit = values.limit ? Number(values.limit) : 1_000;
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
+      const entries = await dlq.list(limit);
+      if (values.json) {
+        for (const entry of entries) io.out(JSON.stringify(entry));
+      } else {
+        io.out(`${entries.length} dead-lettered audit job(s)`);
+        for (const entry of entries) {
+          // A batch's events (v1) or rows (v2, dead-lettered as received when the batch itself was refused).
+          const payload = entry.payload as { events?: unknown; rows?: unknown } | null;
+          const events = payload?.events ?? payload?.rows;
+          const count = Array.isArray(events) ? `\tevents=${events.length}` : '';
+          io.out(`${entry.dlqJobId}\t${entry.failedAt}\tattempts=${entry.attempts}${count}\t${entry.error}`);
+        }
+      }
+      return 0;
+    }
+    case 'replay': {
+      const { replayed, skipped } = await dlq.replay(values.id);
+      io.out(`replayed ${replayed.length} job(s)${replayed.length ? `: ${replayed.join(', ')}` : ''}`);
+      for (const s of skipped) io.err(`skipped ${s.id}: ${s.reason}`);
+      return skipped.length > 0 || (values.id !== undefined && replayed.length === 0) ? 1 : 0;
+    }
+    default:
+      throw new UsageError('dlq needs list or replay');
   }
 }
 

@@ -1,8 +1,12 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { QUEUES } from '@portcullis/contracts/jobs';
 import { testContext } from '@portcullis/shared/util-testing';
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { COULD_NOT_RUN, runAuditCli } from './audit-cli';
 import { AUDIT_DEAD_JOB, AUDIT_DLQ, AuditDlq, deadLetterJobId, type DeadLetter } from './audit-dlq';
 import { sampleAuditEvent } from './testing';
 
@@ -143,4 +147,47 @@ describe('AuditDlq connection errors', () => {
     }
     expect({ uncaught: uncaught.map(String), printed: printedCalls }).toEqual({ uncaught: [], printed: [] });
   });
+});
+
+// A Redis of its own that answers reads and refuses writes (full: maxmemory with noeviction, the policy BullMQ
+// requires): `audit dlq replay` cannot do its work. Before, the refusal escaped the CLI (exit 1 and a stack trace from
+// audit.mjs, as for a broken chain); it is one line and exit 3, "could not run" (found in review).
+describe('audit dlq replay while Redis refuses writes', () => {
+  let redis: ChildProcess | undefined;
+  let url = '';
+
+  beforeAll(async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    url = `redis://127.0.0.1:${port}`;
+    const admin = new Redis(url, { retryStrategy: (attempt) => (attempt > 50 ? null : 50) });
+    admin.on('error', () => undefined); // refused until redis-server listens
+    await admin.ping();
+    const full = new Queue(AUDIT_DLQ, { connection: { url }, prefix: 'portcullis' });
+    await full.add(AUDIT_DEAD_JOB, letter('audit.event.ingest', sampleAuditEvent(tenantId)));
+    await full.close();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    admin.disconnect();
+  }, 30_000);
+
+  afterAll(() => {
+    redis?.kill('SIGKILL');
+  });
+
+  it(`exits ${COULD_NOT_RUN} with one line naming Redis's refusal`, async () => {
+    const lines: string[] = [];
+    const outcome = await runAuditCli(['dlq', 'replay'], { REDIS_URL: url }, { out: (line) => lines.push(line), err: (line) => lines.push(line) }).then(
+      (code) => ({ code, thrown: null as string | null }),
+      (error: Error) => ({ code: null, thrown: `${error.name}: ${error.message}` }),
+    );
+    expect(outcome).toEqual({ code: COULD_NOT_RUN, thrown: null });
+    expect(lines).toEqual([expect.stringMatching(/^audit dlq: Redis at 127\.0\.0\.1:\d+ failed a command: OOM command not allowed/)]);
+    expect(lines[0]).not.toMatch(/script:|\n/);
+  }, 30_000);
 });
