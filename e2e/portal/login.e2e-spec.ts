@@ -305,6 +305,30 @@ async function signInOverHttp(browser: Browserless, portalUrl: string): Promise<
   expect(session.user?.email).toBe('olivia.owner@acme.example');
 }
 
+/**
+ * Signs Olivia in afresh at the portal on `portalUrl`, then posts a sign-out form to `pathname`: `form` makes the body
+ * (and may replace the CSRF cookie) from the CSRF token and cookie next-auth handed out. What came back (the error of a
+ * JSON answer; whether it cleared the session cookie), and who the copy of the session cookie taken before signs in.
+ */
+async function signOutFromOwnSession(
+  portalUrl: string,
+  pathname: string,
+  form: (csrf: { token: string; cookie: string }) => { body: string; contentType?: string; csrfCookie?: string },
+): Promise<{ status: number; location: string | null; error: string | null; cleared: boolean; session: string | null }> {
+  const browser = new Browserless();
+  await signInOverHttp(browser, portalUrl);
+  const cookieBefore = [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
+  const { csrfToken: token } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+  const { body, contentType = 'application/x-www-form-urlencoded', csrfCookie } = form({ token, cookie: browser.jar(portalUrl).get('next-auth.csrf-token') ?? '' });
+  if (csrfCookie !== undefined) browser.jar(portalUrl).set('next-auth.csrf-token', csrfCookie);
+  const response = await browser.go(`${portalUrl}${pathname}`, { method: 'POST', headers: { 'content-type': contentType }, body });
+  const text = await response.text();
+  const error = text.startsWith('{') ? ((JSON.parse(text) as { error?: string }).error ?? null) : null;
+  const cleared = response.headers.getSetCookie().some((line) => line.startsWith('next-auth.session-token=;'));
+  const session = (await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie: cookieBefore } })).json()) as { user?: { email?: string } };
+  return { status: response.status, location: response.headers.get('location'), error, cleared, session: session.user?.email ?? null };
+}
+
 // Over HTTP, no browser: the built dev IdP and the built portal; a copy of the session cookie taken before signing out.
 describe('portal sign-out over HTTP', () => {
   const started: AppProcess[] = [];
@@ -343,6 +367,83 @@ describe('portal sign-out over HTTP', () => {
     expect((await browser.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' })).status).toBe(200);
     expect(await sessionOf(cookieBefore)).toBeNull();
     expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(307);
+  });
+
+  // The portal records a sign-out before next-auth acts on it: it must record one if and only if next-auth signs out.
+  // Each form below is one next-auth refuses; the portal recorded it all the same (it read the body or the CSRF cookie
+  // otherwise than next-auth does), ending every copy of the session while next-auth said "not signed out".
+  it('records no sign-out next-auth refuses: a repeated csrfToken ending in a wrong one, a Content-Type in capitals, a hash with trailing characters', async () => {
+    const wrong = 'f'.repeat(64);
+    const outcomes = {
+      // next-auth reads the form as an object: of a repeated field, the last counts (the portal read the first).
+      repeated: await signOutFromOwnSession(portalUrl, '/api/auth/signout', ({ token }) => ({ body: `csrfToken=${token}&csrfToken=${wrong}` })),
+      // next-auth reads a body only under `application/x-www-form-urlencoded` as written (the portal read any case).
+      capitals: await signOutFromOwnSession(portalUrl, '/api/auth/signout', ({ token }) => ({ body: `csrfToken=${token}`, contentType: 'Application/X-WWW-Form-Urlencoded' })),
+      // next-auth compares the cookie's hash as a string (the portal decoded it as hex, which stops at `zz`).
+      trailing: await signOutFromOwnSession(portalUrl, '/api/auth/signout', ({ token, cookie }) => ({ body: `csrfToken=${token}`, csrfCookie: `${cookie}zz` })),
+    };
+    const kept = { status: 302, location: `${portalUrl}/api/auth/signout?csrf=true`, error: null, cleared: false, session: 'olivia.owner@acme.example' };
+    expect(outcomes).toEqual({ repeated: kept, capitals: kept, trailing: kept });
+  });
+
+  // The portal reads a sign-out form before next-auth does; it read any size (twice over: a copy for its own check).
+  it('refuses a sign-out body over 64 KiB (413) and signs nobody out', async () => {
+    const padding = 'x'.repeat(64 * 1024);
+    expect(await signOutFromOwnSession(portalUrl, '/api/auth/signout', ({ token }) => ({ body: `csrfToken=${token}&padding=${padding}` }))).toEqual({
+      status: 413,
+      location: null,
+      error: 'payload_too_large',
+      cleared: false,
+      session: 'olivia.owner@acme.example',
+    });
+  });
+
+  // Logout CSRF on an https portal. next-auth names its CSRF cookie `__Host-next-auth.csrf-token` there and reads that
+  // one only: a sibling subdomain cannot set a `__Host-` cookie, but can set the plain name for the portal's host, with
+  // a token pair fetched from /api/auth/csrf (tokens are bound to no session). The portal accepted either name.
+  it('on an https portal, counts only the CSRF cookie next-auth reads: a plain-named one planted by a sibling host ends no session', async () => {
+    // A second portal whose public URL is https; it listens on plain http here, and cookies are sent by hand.
+    const port = await freePort();
+    const httpsUrl = `https://localhost:${port}`;
+    const direct = `http://localhost:${port}`;
+    const secure = startPortal(port, idpUrl, clientSecret, { NEXTAUTH_URL: httpsUrl, NEXTAUTH_SECRET: sessionSecret });
+    started.push(secure);
+    await waitForReady(`${direct}/readyz`, secure, 60_000);
+    // A session signed in at the http portal: the same secret, so its cookie is a session here too under the name an
+    // https portal gives it.
+    const sessionCookie = async () => {
+      const browser = new Browserless();
+      await signIn(browser);
+      return `__Secure-next-auth.session-token=${browser.jar(portalUrl).get('next-auth.session-token') ?? ''}`;
+    };
+    const sessionOf = async (cookie: string) =>
+      ((await (await fetch(`${direct}/api/auth/session`, { headers: { cookie } })).json()) as { user?: { email?: string } }).user?.email ?? null;
+    // The attacker's own pair, as the portal hands it out.
+    const csrf = await fetch(`${direct}/api/auth/csrf`);
+    const { csrfToken } = (await csrf.json()) as { csrfToken: string };
+    const pair = (csrf.headers.getSetCookie().find((line) => line.startsWith('__Host-next-auth.csrf-token=')) ?? '').split(';')[0]?.split('=')[1] ?? '';
+    expect(decodeURIComponent(pair).startsWith(`${csrfToken}|`)).toBe(true);
+    const signOut = (cookie: string) =>
+      fetch(`${direct}/api/auth/signout`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { origin: 'https://evil.localhost', 'content-type': 'application/x-www-form-urlencoded', cookie },
+        body: new URLSearchParams({ csrfToken, callbackUrl: httpsUrl }).toString(),
+      });
+    const outcome = async (response: Response, session: string) => ({
+      status: response.status,
+      location: response.headers.get('location'),
+      cleared: response.headers.getSetCookie().some((line) => line.startsWith('__Secure-next-auth.session-token=;')),
+      session: await sessionOf(session),
+    });
+
+    const victim = await sessionCookie();
+    const planted = await signOut(`${victim}; next-auth.csrf-token=${pair}`);
+    expect(await outcome(planted, victim)).toEqual({ status: 302, location: `${httpsUrl}/api/auth/signout?csrf=true`, cleared: false, session: 'olivia.owner@acme.example' });
+    // The same pair under the name next-auth reads signs out, and every copy of the session ends.
+    const person = await sessionCookie();
+    const own = await signOut(`${person}; __Host-next-auth.csrf-token=${pair}`);
+    expect(await outcome(own, person)).toEqual({ status: 302, location: `${httpsUrl}/`, cleared: true, session: null });
   });
 
   it('ends the portal session: the session cookie held before signing out no longer signs anyone in', async () => {
@@ -484,6 +585,22 @@ describe('portal sign-out while Redis refuses writes but answers reads', () => {
     const session = (await (await client.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
     expect(session.user?.email).toBe('olivia.owner@acme.example');
     expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(200);
+  });
+
+  // next-auth signs out on any POST whose first segment is `signout` (the rest is a provider id it ignores there), and
+  // takes the form and the CSRF cookie as it reads them: each of these it signs out on, and the portal did not record
+  // (200, the cookie cleared, every copy of it still a valid session).
+  it('refuses (503) every form next-auth signs out on: /api/auth/signout/<anything>, a repeated csrfToken ending in the right one, a cookie with a further part', async () => {
+    const form = ({ token }: { token: string }) => ({ body: new URLSearchParams({ csrfToken: token, callbackUrl: portalUrl, json: 'true' }).toString() });
+    const outcomes = {
+      oidc: await signOutFromOwnSession(portalUrl, '/api/auth/signout/oidc', form),
+      x: await signOutFromOwnSession(portalUrl, '/api/auth/signout/x', form),
+      'x/y': await signOutFromOwnSession(portalUrl, '/api/auth/signout/x/y', form),
+      repeated: await signOutFromOwnSession(portalUrl, '/api/auth/signout', (csrf) => ({ body: `csrfToken=${'f'.repeat(64)}&${form(csrf).body}` })),
+      'further part': await signOutFromOwnSession(portalUrl, '/api/auth/signout', (csrf) => ({ ...form(csrf), csrfCookie: `${csrf.cookie}%7Cx` })),
+    };
+    const refused = { status: 503, location: null, error: 'sign_out_unavailable', cleared: false, session: 'olivia.owner@acme.example' };
+    expect(outcomes).toEqual({ oidc: refused, x: refused, 'x/y': refused, repeated: refused, 'further part': refused });
   });
 
   it('the sign-out button says the sign-out did not complete, and keeps the person signed in to try again', async () => {

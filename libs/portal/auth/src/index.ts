@@ -11,5 +11,5 @@ export type { PortalConfig } from './lib/portal-config';
 export { redisSessionRevocations, SESSION_REVOCATION_KEY_PREFIX, SessionCheckUnavailableError, sessionState } from './lib/session-revocation';
 export type { SessionRevocations } from './lib/session-revocation';
 export { endSessionEndpointOf, providerSignOutUrl } from './lib/sign-out';
-export { NEXT_AUTH_CSRF_COOKIES, signOutCsrfVerified } from './lib/sign-out-csrf';
+export { nextAuthCsrfCookieName, nextAuthFormField, readBodyAtMost, SIGN_OUT_BODY_MAX_BYTES, signOutCsrfVerified } from './lib/sign-out-csrf';
 export type { EndSessionEndpoint, ProviderSignOut } from './lib/sign-out';

@@ -72,7 +72,7 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
     events: {
       // Every sign-out ends the session for every copy of its cookie. The portal records it before next-auth signs
       // out — the sign-out button's first step (`POST /api/sign-out`), or the auth route itself for a form posted to
-      // /api/auth/signout — and stops with "did not complete" when it cannot. This idempotent write is a backstop
+      // /api/auth/signout[/...] — and stops with "did not complete" when it cannot. This idempotent write is a backstop
       // should the two ever disagree on whether a sign-out goes ahead: next-auth clears the browser's cookie and
       // answers "done" whatever happens here, so a write that fails here can only be logged.
       signOut: async ({ token }) => {

@@ -1,7 +1,18 @@
 import NextAuth from 'next-auth';
+import { cookies } from 'next/headers';
 import { NextRequest } from 'next/server';
 import { getToken } from 'next-auth/jwt';
-import { authBodyRefusal, cleanAuthRoute, NEXT_AUTH_CSRF_COOKIES, type PortalToken, sessionState, signOutCsrfVerified } from '@portcullis/portal/auth';
+import {
+  authBodyRefusal,
+  cleanAuthRoute,
+  nextAuthCsrfCookieName,
+  nextAuthFormField,
+  type PortalToken,
+  readBodyAtMost,
+  sessionState,
+  SIGN_OUT_BODY_MAX_BYTES,
+  signOutCsrfVerified,
+} from '@portcullis/portal/auth';
 import { authOptions } from '../../../../auth';
 import { portalConfig } from '../../../../config';
 import { recordSignOut } from '../../../../record-sign-out';
@@ -17,34 +28,57 @@ async function handler(request: NextRequest, context: RouteContext): Promise<Res
     return Response.json({ error, message }, { status, headers: { accept: 'application/x-www-form-urlencoded', 'cache-control': 'no-store' } });
   }
   const segments = (await context.params).nextauth;
-  if (request.method === 'POST' && segments.length === 1 && segments[0] === 'signout') {
-    const refused = await recordBeforeSignOut(request);
+  // What next-auth reads of the body: the request as it came, or the bytes read here to record a sign-out.
+  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = request.body;
+  // next-auth signs out on a POST whose first segment is `signout`, whatever follows (the rest is a provider id it
+  // ignores there): each is recorded first.
+  if (request.method === 'POST' && segments[0] === 'signout') {
+    const read = await readBodyAtMost(request.body, SIGN_OUT_BODY_MAX_BYTES).catch(() => 'unreadable' as const);
+    if (read === 'too_large' || read === 'unreadable') return signOutBodyRefusal(read);
+    const refused = await recordBeforeSignOut(request, read);
     if (refused) return refused;
+    body = read ?? null;
   }
   // next-auth answers 500 for some visitor-chosen values of `callbackUrl` and of the error code (see cleanAuthRoute):
   // it is handed the request with those cleaned. next-auth reads the query from `nextUrl` and the path from `params`.
   const clean = cleanAuthRoute({ url: new URL(request.url), segments }, portalConfig().publicUrl);
-  const [authRequest, authContext] = clean
-    ? [
-        new NextRequest(clean.url, { method: request.method, headers: request.headers, body: request.body }),
-        { params: Promise.resolve({ nextauth: [...clean.segments] }) },
-      ]
-    : [request, context];
+  const [authRequest, authContext] =
+    clean || body !== request.body
+      ? [
+          new NextRequest(clean?.url ?? request.url, { method: request.method, headers: request.headers, body }),
+          { params: Promise.resolve({ nextauth: [...(clean?.segments ?? segments)] }) },
+        ]
+      : [request, context];
   return NextAuth(authRequest as never, authContext as never, authOptions()) as Promise<Response>;
 }
 
+/** A sign-out body the portal does not read whole (over `SIGN_OUT_BODY_MAX_BYTES`) or could not read: nobody signs out. */
+function signOutBodyRefusal(reason: 'too_large' | 'unreadable'): Response {
+  const [status, error, message] =
+    reason === 'too_large'
+      ? [413, 'payload_too_large', `POST /api/auth/signout takes a form of at most ${SIGN_OUT_BODY_MAX_BYTES} bytes.`]
+      : [400, 'bad_request', 'The body of the sign-out form could not be read.'];
+  return Response.json({ error, message }, { status, headers: { 'cache-control': 'no-store' } });
+}
+
 /**
- * A sign-out posted to next-auth (`POST /api/auth/signout`) is recorded before next-auth clears the cookie, as the
- * sign-out button's first step does (`POST /api/sign-out`): else a Redis refusing the write could only be logged (from
- * next-auth's signOut event) while the person was told they were out and every copy of the cookie stayed valid. Only a
- * POST that next-auth itself would act on is recorded (its CSRF token checked the same way: no sign-out from another
- * site), and only for a session not recorded already (the button's second step writes nothing).
+ * A sign-out posted to next-auth (`POST /api/auth/signout[/...]`) is recorded before next-auth clears the cookie, as
+ * the sign-out button's first step does (`POST /api/sign-out`): else a Redis refusing the write could only be logged
+ * (from next-auth's signOut event) while the person was told they were out and every copy of the cookie stayed valid.
+ * It is recorded if and only if next-auth itself will sign out: its CSRF check is repeated as next-auth makes it (no
+ * sign-out from another site, nor from a sibling host planting a CSRF cookie next-auth does not read) — the cookie
+ * next-auth reads (`nextAuthCsrfCookieName`), the form field as next-auth reads `body` (`nextAuthFormField`), the same
+ * comparison (`signOutCsrfVerified`) — and only for a session not recorded already (the button's second step writes
+ * nothing).
  */
-async function recordBeforeSignOut(request: NextRequest): Promise<Response | undefined> {
-  const { auth } = portalConfig();
-  const form = await request.clone().formData().catch(() => undefined);
-  const csrfCookies = NEXT_AUTH_CSRF_COOKIES.map((name) => request.cookies.get(name)?.value);
-  if (!form || !signOutCsrfVerified(csrfCookies, form.get('csrfToken'), auth.sessionSecret)) return undefined;
+async function recordBeforeSignOut(request: NextRequest, body: Uint8Array | undefined): Promise<Response | undefined> {
+  const { auth, publicUrl } = portalConfig();
+  const options = authOptions();
+  // next-auth reads the cookies from next/headers, the body as text (UTF-8, as `Request.text()` decodes it).
+  const csrfCookie = (await cookies()).get(nextAuthCsrfCookieName(options, publicUrl))?.value;
+  const text = body === undefined ? undefined : new TextDecoder().decode(body);
+  const formToken = nextAuthFormField(request.headers.get('content-type'), text, 'csrfToken');
+  if (!signOutCsrfVerified(csrfCookie, formToken, options.secret ?? auth.sessionSecret)) return undefined;
   const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
   if (token === null || typeof token.sid !== 'string') return undefined;
   const state = await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
