@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { freePort, startBuiltApp, waitForExit, waitForReady, type AppProcess } from '../support/app-process';
 
@@ -145,5 +146,26 @@ describe.each([['GATEWAY_RATE_LIMIT_REDIS_URL'], ['GATEWAY_AUDIT_REDIS_URL']])('
     const code = await waitForExit(app, 20_000);
     const output = app.output();
     expect({ code, names: output.includes(`not 99 as ${variable} says`), uncaught: /^Node\.js v/m.test(output) }, output.slice(0, 600)).toEqual({ code: 1, names: true, uncaught: false });
+  }, 30_000);
+});
+
+// Node's bare `listen EADDRINUSE` stack named no variable (found in review); the metrics listener already said which.
+describe.each([
+  { name: 'gateway', portVar: 'GATEWAY_PORT', settings: 'GATEWAY_HOST/GATEWAY_PORT' },
+  { name: 'control-plane', portVar: 'CONTROL_PLANE_PORT', settings: 'CONTROL_PLANE_HOST/CONTROL_PLANE_PORT' },
+] as const)('$name process on a port already taken', ({ name, portVar, settings }) => {
+  it('stops with one line naming the variables and the cause', async () => {
+    const taken = createServer();
+    const port = await freePort();
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
+    try {
+      const app = startBuiltApp(name, { DATABASE_URL: inject('databaseUrl'), REDIS_URL: inject('redisUrl'), [portVar]: String(port), LOG_LEVEL: 'warn' });
+      running.push(app);
+      const code = await waitForExit(app, 20_000);
+      const output = app.output();
+      expect({ code, names: output.includes(`${settings}: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`) }, output.slice(-800)).toEqual({ code: 1, names: true });
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   }, 30_000);
 });

@@ -5,7 +5,7 @@ export const auditWorkerConfigSchema = z
   .object({
     NODE_ENV: f.nodeEnv,
     LOG_LEVEL: f.logLevel,
-    AUDIT_WORKER_HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
+    AUDIT_WORKER_HEALTH_HOST: f.listenHost('127.0.0.1'),
     AUDIT_WORKER_HEALTH_PORT: f.port(3300),
     /**
      * Jobs in progress at once. A gateway job carries a batch of events (up to its emitter's batch size), so this

@@ -49,7 +49,7 @@ export const controlPlaneConfigSchema = z
   .object({
     ...tokenFields,
     LOG_LEVEL: f.logLevel,
-    CONTROL_PLANE_HOST: z.string().min(1).default('127.0.0.1'),
+    CONTROL_PLANE_HOST: f.listenHost('127.0.0.1'),
     CONTROL_PLANE_PORT: f.port(3100),
     CONTROL_PLANE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(1024 * 1024),
     CONTROL_PLANE_TRUST_PROXY: f.trustedProxies,
@@ -58,7 +58,7 @@ export const controlPlaneConfigSchema = z
      * 0 = any free port. The host defaults to loopback.
      */
     CONTROL_PLANE_METRICS_PORT: z.preprocess((value) => (value === '' ? undefined : value), z.coerce.number().int().min(0).max(65535).optional()),
-    CONTROL_PLANE_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    CONTROL_PLANE_METRICS_HOST: f.listenHost('127.0.0.1'),
     /**
      * Serve the OpenAPI description and its UI at /api/docs, to anyone (they describe the API, no data). Default: on
      * outside production, off in production unless set.

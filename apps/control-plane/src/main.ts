@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { createHttpApp, installGracefulShutdown, runOrExit } from '@portcullis/shared/nest-runtime';
+import { createHttpApp, installGracefulShutdown, listenOrExplain, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { inheritedCapabilitiesProblem, ownStatus, stdioUserWarning } from '@portcullis/shared/util-process-user';
@@ -44,7 +44,7 @@ void runOrExit(logger, async () => {
       await app.close();
     },
   });
-  await app.listen({ host: config.http.host, port: config.http.port });
+  await listenOrExplain(app, config.http.host, config.http.port, 'CONTROL_PLANE_HOST/CONTROL_PLANE_PORT');
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'control plane listening');
   if (metrics && config.metrics) {
     const port = await metrics.listen(config.metrics.host, config.metrics.port);

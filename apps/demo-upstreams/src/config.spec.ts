@@ -37,10 +37,9 @@ describe('demo-upstreams config', () => {
     expect(Object.isFrozen(config.http)).toBe(true);
   });
 
-  it('mounts nothing extra when DEMO_UPSTREAMS_SERVERS is empty', () => {
-    expect(
-      parseConfig(demoUpstreamsConfigSchema, { DEMO_UPSTREAMS_SERVERS: '' }).http.mountedServers,
-    ).toEqual([]);
+  it('mounts nothing extra when DEMO_UPSTREAMS_SERVERS is none, and every server when it is empty (unset)', () => {
+    expect(parseConfig(demoUpstreamsConfigSchema, { DEMO_UPSTREAMS_SERVERS: 'none' }).http.mountedServers).toEqual([]);
+    expect(parseConfig(demoUpstreamsConfigSchema, { DEMO_UPSTREAMS_SERVERS: '' }).http.mountedServers).toEqual(parseConfig(demoUpstreamsConfigSchema, {}).http.mountedServers);
   });
 
   it('lists every bad variable', () => {

@@ -9,11 +9,11 @@ export const demoUpstreamsConfigSchema = z
   .object({
     NODE_ENV: configFields.nodeEnv,
     LOG_LEVEL: configFields.logLevel,
-    DEMO_UPSTREAMS_HOST: z.string().trim().min(1).default('127.0.0.1'),
+    DEMO_UPSTREAMS_HOST: configFields.listenHost('127.0.0.1'),
     DEMO_UPSTREAMS_PORT: configFields.port(3500),
-    // Unset mounts every server; an empty value mounts none (tickets stays at /mcp).
+    // Unset (or empty, as every variable) mounts every server; `none` mounts none (tickets stays at /mcp).
     DEMO_UPSTREAMS_SERVERS: z.preprocess(
-      (value) => configFields.csv.parse(value ?? DEFAULT_MOUNTED),
+      (value) => (typeof value === 'string' && value.trim() === 'none' ? [] : configFields.csv.parse(value ?? DEFAULT_MOUNTED)),
       z.array(z.enum(DEMO_SERVER_NAMES, { error: `must list only ${DEMO_SERVER_NAMES.join(', ')}` })),
     ),
     DEMO_UPSTREAMS_SESSION_IDLE_MS: configFields.durationMs(30 * 60_000),

@@ -22,7 +22,7 @@ export const devIdpEnvSchema = z
     LOG_LEVEL: configFields.logLevel,
     // Loopback unless told otherwise: its demo identities' password is in the repository, so anyone who could reach it
     // could sign in as any of them.
-    DEV_IDP_HOST: z.string().min(1).default('127.0.0.1'),
+    DEV_IDP_HOST: configFields.listenHost('127.0.0.1'),
     DEV_IDP_PORT: configFields.port(3400),
     DEV_IDP_ISSUER: configFields.httpUrl.optional(),
     DEV_IDP_PORTAL_CLIENT_ID: z.string().min(1).default('portcullis-portal'),

@@ -74,6 +74,14 @@ describe('gateway config: how old API keys and tenants may get', () => {
     expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_CREDENTIALS_MAX_AGE_MS: '0' }).mcp.credentialsMaxAgeMs).toBe(0);
   });
 
+  // Read as 0 ("no bound") before (found in review): `NAME=` in a copied .env.example turned two bounds off unsaid.
+  it('takes an empty or blank value as unset (the default), for this bound and the sessions per principal', () => {
+    for (const blank of ['', ' ']) {
+      const { mcp } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_CREDENTIALS_MAX_AGE_MS: blank, GATEWAY_MAX_SESSIONS_PER_PRINCIPAL: blank });
+      expect({ age: mcp.credentialsMaxAgeMs, sessions: mcp.maxSessionsPerPrincipal }).toEqual({ age: 600_000, sessions: 1_000 });
+    }
+  });
+
   it('refuses a bound that one failed reload would cross, or that is not a whole number of milliseconds', () => {
     // Reloads every 30 s by default: a bound under 60 s would refuse requests after a single failed reload.
     expect(problemsOf({ GATEWAY_CREDENTIALS_MAX_AGE_MS: '59999' })).toEqual(['GATEWAY_CREDENTIALS_MAX_AGE_MS']);
@@ -216,5 +224,25 @@ describe('gateway config: GATEWAY_SECRETS_KEYRING', () => {
   it('takes a keyring the control plane takes, kept as written', () => {
     const spec = `k2:${key},k1:${randomBytes(32).toString('base64')}`;
     expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_SECRETS_KEYRING: ` ${spec} ` }).secrets.keyring).toBe(spec);
+  });
+});
+
+describe('gateway config: the Host header values the MCP endpoints answer to', () => {
+  it('takes host and host:port names and addresses, an IPv6 one in brackets, in lower case', () => {
+    const { http } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_ALLOWED_HOSTS: 'GW.example.com, gw.example.com:8443, 10.0.0.7, [::1]:3200, localhost' });
+    expect(http.allowedHosts).toEqual(['gw.example.com', 'gw.example.com:8443', '10.0.0.7', '[::1]:3200', 'localhost']);
+  });
+
+  // Accepted before, and every request was then refused with 403 "Host not allowed" (found in review).
+  it.each(['*', 'https://gw.example.com', 'gw.example.com/', '::1', 'user@gw.example.com', 'gw.example.com:99999'])('refuses %s at start, naming the variable', (entry) => {
+    expect(problemsOf({ GATEWAY_ALLOWED_HOSTS: `ok.example.com, ${entry}` })).toEqual(['GATEWAY_ALLOWED_HOSTS']);
+  });
+});
+
+describe('gateway config: the address to listen on', () => {
+  it('takes an IP address or a host name, and refuses anything else naming the variable', () => {
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_HOST: '::' }).http.host).toBe('::');
+    expect(parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_HOST: '0.0.0.0' }).http.host).toBe('0.0.0.0');
+    expect(problemsOf({ GATEWAY_HOST: 'gateway host', GATEWAY_METRICS_HOST: 'http://127.0.0.1' })).toEqual(['GATEWAY_HOST', 'GATEWAY_METRICS_HOST']);
   });
 });

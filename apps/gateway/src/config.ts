@@ -30,20 +30,20 @@ export const gatewayConfigSchema = z
   .object({
     NODE_ENV: f.nodeEnv,
     LOG_LEVEL: f.logLevel,
-    GATEWAY_HOST: z.string().min(1).default('127.0.0.1'),
+    GATEWAY_HOST: f.listenHost('127.0.0.1'),
     GATEWAY_PORT: f.port(3200),
     /**
      * Prometheus metrics (`GET /metrics`) on a listener of their own, never on the agents' port: unset or empty = off;
      * 0 = any free port. The host defaults to loopback: metrics name tenants.
      */
     GATEWAY_METRICS_PORT: f.unsetIfEmpty(z.coerce.number().int().min(0).max(65535).optional()),
-    GATEWAY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    GATEWAY_METRICS_HOST: f.listenHost('127.0.0.1'),
     GATEWAY_BODY_LIMIT_BYTES: z.coerce.number().int().min(1_024).max(50 * 1024 * 1024).default(4 * 1024 * 1024),
     /** Longest a client may take to send a whole request, headers and body (408 and the socket closed past it). */
     GATEWAY_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
     GATEWAY_TRUST_PROXY: f.trustedProxies,
     /** Host header values accepted on the MCP endpoints (`host` or `host:port`); empty accepts any. */
-    GATEWAY_ALLOWED_HOSTS: f.csv,
+    GATEWAY_ALLOWED_HOSTS: f.hosts,
     /** Browser origins allowed to call the MCP endpoints (`*` for any); requests without Origin always pass. */
     GATEWAY_ALLOWED_ORIGINS: f.origins,
     /**

@@ -3,7 +3,7 @@ import { createSystemPrismaClient } from '@portcullis/data/db';
 import { redisDatabaseRefused, type Redis } from '@portcullis/data/redis';
 import { createUpstreamConnector } from '@portcullis/gateway/upstream';
 import { PRISMA_CLIENT, type PortcullisPrismaClient } from '@portcullis/data/db-nest';
-import { createHttpApp, installGracefulShutdown, REDIS, runOrExit } from '@portcullis/shared/nest-runtime';
+import { createHttpApp, installGracefulShutdown, listenOrExplain, REDIS, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AppModule } from './app.module';
@@ -105,7 +105,7 @@ void runOrExit(logger, async () => {
       await systemDb?.$disconnect();
     },
   });
-  await app.listen({ host: config.http.host, port: config.http.port });
+  await listenOrExplain(app, config.http.host, config.http.port, 'GATEWAY_HOST/GATEWAY_PORT');
   logger.info({ url: `http://${config.http.host}:${config.http.port}` }, 'gateway listening');
   return app;
 });

@@ -156,6 +156,19 @@ export function installGracefulShutdown(options: {
   process.on('SIGINT', onSignal);
 }
 
+/**
+ * `app.listen` on `host:port`, failing with one sentence that names the variables that chose them (`settings`, e.g.
+ * `GATEWAY_HOST/GATEWAY_PORT`) and Node's code (EADDRINUSE, EACCES, ENOTFOUND) rather than Node's bare error.
+ */
+export async function listenOrExplain(app: NestFastifyApplication, host: string, port: number, settings: string): Promise<void> {
+  try {
+    await app.listen({ host, port });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new Error(`${settings}: cannot listen on ${host}:${port} (${code})`, { cause: error });
+  }
+}
+
 /** Logs and exits when boot fails (a dependency refused, a port was taken...): no half-started app. */
 export async function runOrExit(logger: Logger, boot: () => Promise<INestApplication | unknown>): Promise<void> {
   try {

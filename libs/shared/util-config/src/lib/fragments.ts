@@ -4,6 +4,17 @@ import { z } from 'zod';
 /** Reusable field schemas for app configs. Each app composes its own schema from these. */
 export const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
+/**
+ * An address a server listens on: an IP address (`0.0.0.0`, `::`, `127.0.0.1`) or a host name (`localhost`). Anything
+ * else (a space, a scheme, a path) failed only when the server started, as a bare getaddrinfo error naming nothing.
+ */
+export const listenHost = (fallback: string) =>
+  z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9_.:%-]+$/, 'must be an IP address or a host name to listen on (e.g. 0.0.0.0, ::, localhost)')
+    .default(fallback);
+
 export const nodeEnv = z.enum(['development', 'test', 'production']).default('development');
 
 export const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
@@ -73,8 +84,8 @@ export const csv = z
  * browser sends its Origin header: an entry with a path, a trailing slash or no scheme could never match one.
  */
 export const origins = csv.superRefine((entries, ctx) => {
-  for (const entry of entries) {
-    if (entry === '*') continue;
+  entries.forEach((entry, index) => {
+    if (entry === '*') return;
     let origin: string | undefined;
     try {
       origin = new URL(entry).origin;
@@ -82,9 +93,24 @@ export const origins = csv.superRefine((entries, ctx) => {
       origin = undefined;
     }
     if (origin === undefined || origin === 'null' || origin !== entry.toLowerCase()) {
-      ctx.addIssue({ code: 'custom', message: `"${entry}" is not an origin: write scheme://host[:port], no path (e.g. https://portal.example.com), or *` });
+      // Named by its place, not quoted: an entry written as a URL may carry a user and password.
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} is not an origin: write scheme://host[:port], no path (e.g. https://portal.example.com), or *` });
     }
-  }
+  });
+});
+
+/**
+ * A comma-separated list of Host header values a server answers to: `host` or `host:port`, an IPv6 address in brackets
+ * (`[::1]:3200`), compared as clients send the header (case aside). An entry with a scheme, a path, a user or a `*`
+ * could never match one, and every request would be refused: such a list is refused at start instead.
+ */
+export const hosts = csv.superRefine((entries, ctx) => {
+  entries.forEach((entry, index) => {
+    const match = /^(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$/i.exec(entry);
+    if (match === null || Number(match[1] ?? 0) > 65_535 || !URL.canParse(`http://${entry}`)) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} is not a Host header value: write host or host:port (an IPv6 address in brackets, [::1]:3200), no scheme, path or *` });
+    }
+  });
 });
 
 /** A secret of at least `minLength` characters (never echoed in errors). */

@@ -31,6 +31,23 @@ describe('parseConfig', () => {
     });
   });
 
+  it('takes an empty or blank variable as unset: its default applies, or it is reported missing', () => {
+    const bounded = z.object({ MAX_AGE_MS: z.coerce.number().int().min(0).default(600_000), FLAG: f.booleanFlag(true), NEEDED: f.secret(8) });
+    expect(parseConfig(bounded, { MAX_AGE_MS: '', FLAG: ' ', NEEDED: 'long-enough' })).toEqual({ MAX_AGE_MS: 600_000, FLAG: true, NEEDED: 'long-enough' });
+    expect(parseConfig(bounded, { MAX_AGE_MS: ' \t', NEEDED: 'long-enough' }).MAX_AGE_MS).toBe(600_000);
+    expect(() => parseConfig(bounded, { NEEDED: '  ' })).toThrow(/NEEDED: is required/);
+  });
+
+  it('names a bad origin by its place in the list, never quoting it (a URL may carry a user and password)', () => {
+    const origins = z.object({ ORIGINS: f.origins });
+    expect(() => parseConfig(origins, { ORIGINS: 'https://ok.example.com, https://ops:hunter2-s3cret@portal.example.com' })).toThrow(/ORIGINS: entry 2 is not an origin/);
+    try {
+      parseConfig(origins, { ORIGINS: 'https://ops:hunter2-s3cret@portal.example.com' });
+    } catch (error) {
+      expect((error as ConfigError).message).not.toContain('hunter2');
+    }
+  });
+
   it('freezes the result deeply', () => {
     const config = parseConfig(schema, good);
     expect(Object.isFrozen(config)).toBe(true);

@@ -27,9 +27,13 @@ function deepFreeze<T>(value: T): T {
 /**
  * Validates `env` (flat variables) with `schema` and returns the parsed, deeply frozen result.
  * Issues name the variable, never its value: a value may be a secret.
+ * A variable that is empty or blank (`NAME=` in a copied .env.example, `value: ""` in a manifest) is unset: its default
+ * applies, or it is reported missing. Read as written, `z.coerce.number()` made it 0, which for several bounds means
+ * "none" (the credentials' age, sessions per principal), so a blank line switched them off without a word.
  */
 export function parseConfig<S extends z.ZodType>(schema: S, env: Environment): DeepReadonly<z.output<S>> {
-  const result = schema.safeParse(env);
+  const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value === undefined || value.trim() !== ''));
+  const result = schema.safeParse(set);
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const key = issue.path.length > 0 ? issue.path.join('.') : '(environment)';
