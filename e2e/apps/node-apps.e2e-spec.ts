@@ -153,13 +153,22 @@ describe.each([['GATEWAY_RATE_LIMIT_REDIS_URL'], ['GATEWAY_AUDIT_REDIS_URL']])('
 describe.each([
   { name: 'gateway', portVar: 'GATEWAY_PORT', settings: 'GATEWAY_HOST/GATEWAY_PORT' },
   { name: 'control-plane', portVar: 'CONTROL_PLANE_PORT', settings: 'CONTROL_PLANE_HOST/CONTROL_PLANE_PORT' },
+  { name: 'audit-worker', portVar: 'AUDIT_WORKER_HEALTH_PORT', settings: 'AUDIT_WORKER_HEALTH_HOST/AUDIT_WORKER_HEALTH_PORT' },
+  { name: 'demo-upstreams', portVar: 'DEMO_UPSTREAMS_PORT', settings: 'DEMO_UPSTREAMS_HOST/DEMO_UPSTREAMS_PORT' },
+  { name: 'dev-idp', portVar: 'DEV_IDP_PORT', settings: 'DEV_IDP_HOST/DEV_IDP_PORT' },
 ] as const)('$name process on a port already taken', ({ name, portVar, settings }) => {
   it('stops with one line naming the variables and the cause', async () => {
     const taken = createServer();
     const port = await freePort();
     await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
     try {
-      const app = startBuiltApp(name, { DATABASE_URL: inject('databaseUrl'), REDIS_URL: inject('redisUrl'), [portVar]: String(port), LOG_LEVEL: 'warn' });
+      const app = startBuiltApp(name, {
+        DATABASE_URL: inject('databaseUrl'),
+        REDIS_URL: inject('redisUrl'),
+        [portVar]: String(port),
+        LOG_LEVEL: 'warn',
+        ...(name === 'dev-idp' ? { NODE_ENV: 'development', DEV_IDP_PORTAL_CLIENT_SECRET: 'a-dev-idp-client-secret' } : {}),
+      });
       running.push(app);
       const code = await waitForExit(app, 20_000);
       const output = app.output();

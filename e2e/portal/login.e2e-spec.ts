@@ -351,6 +351,30 @@ describe('portal sign-out over HTTP', () => {
 
   const cookieOf = (browser: Browserless) => [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
 
+  // getToken also reads `Authorization: Bearer <session token>`, which next-auth's sign-out ignores: the portal recorded
+  // a sign-out next-auth did not make (found in review). It reads the session cookie only, as next-auth does.
+  it('records no sign-out for a session sent in an Authorization header, which next-auth does not sign out', async () => {
+    const browser = new Browserless();
+    await signIn(browser);
+    const jar = browser.jar(portalUrl);
+    const sessionToken = jar.get('next-auth.session-token') ?? '';
+    const cookieBefore = cookieOf(browser);
+    const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+    const response = await fetch(`${portalUrl}/api/auth/signout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        cookie: `next-auth.csrf-token=${jar.get('next-auth.csrf-token') ?? ''}`,
+        authorization: `Bearer ${sessionToken}`,
+      },
+      body: new URLSearchParams({ csrfToken, callbackUrl: portalUrl }).toString(),
+    });
+    const nextAuthSignedOut = response.headers.getSetCookie().some((line) => line.startsWith('next-auth.session-token=;'));
+    const session = (await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie: cookieBefore } })).json()) as { user?: { email?: string } };
+    expect({ nextAuthSignedOut, stillSignedIn: session.user?.email }).toEqual({ nextAuthSignedOut: false, stillSignedIn: 'olivia.owner@acme.example' });
+  });
+
   it('ends every copy of the session for a form posted straight to /api/auth/signout, and only with its CSRF token', async () => {
     const browser = new Browserless();
     await signIn(browser);

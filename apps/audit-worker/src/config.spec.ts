@@ -32,7 +32,8 @@ describe('audit worker config', () => {
       everyMs: 5_000,
     });
     expect(() => parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_ANCHOR_EVERY_MS: '10' })).toThrow(ConfigError);
-    // Empty is unset, as for every variable (`NAME=` in a copied .env.example): nothing signed, which the worker logs.
-    expect(parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_SIGNING_KEY_FILE: '' }).anchors.signingKeyFile).toBeNull();
+    // An empty path is refused, not taken as unset (nothing signed) as other empty variables are.
+    expect(() => parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_SIGNING_KEY_FILE: '' })).toThrow(ConfigError);
+    expect(() => parseConfig(auditWorkerConfigSchema, { ...base, AUDIT_SIGNING_KEY_FILE: ' ' })).toThrow(ConfigError);
   });
 });

@@ -51,7 +51,7 @@ export const auditWorkerConfigSchema = z
      * Keep it out of the database's reach: the signatures prove the trail to whoever holds the public key, even against
      * someone who can rewrite the database. Without it heads are not signed (logged at start).
      */
-    AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
+    AUDIT_SIGNING_KEY_FILE: z.string().trim().min(1).optional(),
     /** How often chain heads that moved are signed: what is newer than the last anchor rests on the chain alone. */
     AUDIT_ANCHOR_EVERY_MS: z.coerce.number().int().min(100).max(86_400_000).default(60_000),
     REDIS_URL: f.redisUrl,

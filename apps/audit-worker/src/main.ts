@@ -9,7 +9,7 @@ import {
   runOrExit,
   startProbeServer,
 } from '@portcullis/shared/nest-runtime';
-import { loadConfigOrExit } from '@portcullis/shared/util-config';
+import { listenNaming, loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { AuditIngestWorker, AuditTasksWorker } from '@portcullis/audit/pipeline';
 import { AppModule } from './app.module';
@@ -28,7 +28,7 @@ void runOrExit(logger, async () => {
     logger: new PinoNestLogger(logger),
   });
   let shuttingDown = false;
-  const probes = await startProbeServer({
+  const probes = await listenNaming('AUDIT_WORKER_HEALTH_HOST/AUDIT_WORKER_HEALTH_PORT', config.health.host, config.health.port, () => startProbeServer({
     host: config.health.host,
     port: config.health.port,
     logger,
@@ -38,7 +38,7 @@ void runOrExit(logger, async () => {
       databaseReadinessCheck(app.get<PortcullisPrismaClient>(PRISMA_CLIENT)),
       { name: 'redis', check: () => pingRedis(app.get<Redis>(REDIS)) },
     ],
-  });
+  }));
   installGracefulShutdown({
     logger,
     graceMs: config.shutdownGraceMs,

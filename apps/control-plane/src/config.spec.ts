@@ -84,3 +84,11 @@ describe('control plane config: CONTROL_PLANE_METRICS_PORT', () => {
     for (const value of ['x', '-1', '65536', '1.5']) expect(problemsOf({ CONTROL_PLANE_METRICS_PORT: value }), value).toEqual(['CONTROL_PLANE_METRICS_PORT']);
   });
 });
+
+describe('control plane config: the worker public keys audit verification checks anchors with', () => {
+  // Empty is unset for other variables; here it would have meant "check no signed anchor", unsaid (found in review).
+  it('refuses an empty or blank AUDIT_VERIFY_KEYS_FILE instead of verifying without it', () => {
+    expect(problemsOf({ AUDIT_VERIFY_KEYS_FILE: '' })).toEqual(['AUDIT_VERIFY_KEYS_FILE']);
+    expect(problemsOf({ AUDIT_VERIFY_KEYS_FILE: '  ' })).toEqual(['AUDIT_VERIFY_KEYS_FILE']);
+  });
+});

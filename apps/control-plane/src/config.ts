@@ -109,7 +109,7 @@ export const controlPlaneConfigSchema = z
      * The audit worker's public key(s), a PEM file of PUBLIC KEY blocks (`<prefix>.pub` of `npm run audit:keygen`):
      * `GET .../audit/verify` then checks the signed anchors and the retention checkpoint too.
      */
-    AUDIT_VERIFY_KEYS_FILE: z.string().min(1).optional(),
+    AUDIT_VERIFY_KEYS_FILE: z.string().trim().min(1).optional(),
     DATABASE_URL: f.postgresUrl,
     REDIS_URL: f.redisUrl,
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),

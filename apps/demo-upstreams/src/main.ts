@@ -1,4 +1,4 @@
-import { loadConfigOrExit } from '@portcullis/shared/util-config';
+import { ListenError, listenNaming, loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { startDemoHttpHost } from '@portcullis/demo/mcp-servers';
 import { demoUpstreamsConfigSchema } from './config';
@@ -6,14 +6,16 @@ import { demoUpstreamsConfigSchema } from './config';
 async function main(): Promise<void> {
   const config = loadConfigOrExit('demo-upstreams', demoUpstreamsConfigSchema);
   const logger = createLogger({ service: 'demo-upstreams', level: config.log.level });
-  const host = await startDemoHttpHost({
-    host: config.http.host,
-    port: config.http.port,
-    defaultServer: 'tickets',
-    mountedServers: config.http.mountedServers,
-    sessionIdleTimeoutMs: config.http.sessionIdleTimeoutMs,
-    logger,
-  });
+  const host = await listenNaming('DEMO_UPSTREAMS_HOST/DEMO_UPSTREAMS_PORT', config.http.host, config.http.port, () =>
+    startDemoHttpHost({
+      host: config.http.host,
+      port: config.http.port,
+      defaultServer: 'tickets',
+      mountedServers: config.http.mountedServers,
+      sessionIdleTimeoutMs: config.http.sessionIdleTimeoutMs,
+      logger,
+    }),
+  );
   logger.info(
     {
       url: host.url,
@@ -42,7 +44,7 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   process.stderr.write(
-    `demo-upstreams: failed to start: ${error instanceof Error ? error.stack : String(error)}\n`,
+    `demo-upstreams: failed to start: ${error instanceof ListenError ? error.message : error instanceof Error ? error.stack : String(error)}\n`,
   );
   process.exit(1);
 });

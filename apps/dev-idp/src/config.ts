@@ -30,7 +30,7 @@ export const devIdpEnvSchema = z
     DEV_IDP_PORTAL_REDIRECT_URIS: urlList('http://localhost:3000/api/auth/callback/oidc'),
     DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: urlList('http://localhost:3000/sign-in'),
     DEV_IDP_EXTRA_CLIENTS: devIdpClientListSchema,
-    DEV_IDP_IDENTITIES_FILE: z.string().min(1).default('tools/demo/identities.json'),
+    DEV_IDP_IDENTITIES_FILE: z.string().trim().min(1).default('tools/demo/identities.json'),
     DEV_IDP_COOKIE_SECRET: configFields.secret(32).optional(),
   })
   .transform((env) => ({

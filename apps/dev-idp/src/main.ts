@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { loadConfigOrExit } from '@portcullis/shared/util-config';
+import { ListenError, listenNaming, loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { readIdentitiesFile, startDevIdp } from '@portcullis/dev-idp/provider';
 import { devIdpEnvSchema } from './config';
@@ -22,15 +22,10 @@ async function main(): Promise<void> {
     logger.info('DEV_IDP_COOKIE_SECRET is not set: using a random cookie key (IdP sessions end on restart)');
   }
 
-  const idp = await startDevIdp({
-    host: config.http.host,
-    port: config.http.port,
-    issuer: config.issuer,
-    clients: config.clients,
-    identities: readIdentitiesFile(path.resolve(config.identitiesFile)),
-    cookieKeys: config.cookieKeys,
-    logger,
-  });
+  const identities = readIdentitiesFile(path.resolve(config.identitiesFile));
+  const idp = await listenNaming('DEV_IDP_HOST/DEV_IDP_PORT', config.http.host, config.http.port, () =>
+    startDevIdp({ host: config.http.host, port: config.http.port, issuer: config.issuer, clients: config.clients, identities, cookieKeys: config.cookieKeys, logger }),
+  );
 
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals) => {
@@ -59,7 +54,7 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   process.stderr.write(
-    `dev-idp: failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    `dev-idp: failed to start: ${error instanceof ListenError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
   );
   process.exit(1);
 });

@@ -233,6 +233,11 @@ describe('gateway config: the Host header values the MCP endpoints answer to', (
     expect(http.allowedHosts).toEqual(['gw.example.com', 'gw.example.com:8443', '10.0.0.7', '[::1]:3200', 'localhost']);
   });
 
+  it('lets an entry on port 80 or 443 match the bare host too, which is what clients send for a default port', () => {
+    const { http } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_ALLOWED_HOSTS: 'gw.example.com:443, [::1]:80, other.example.com:8443' });
+    expect(http.allowedHosts).toEqual(['gw.example.com:443', 'gw.example.com', '[::1]:80', '[::1]', 'other.example.com:8443']);
+  });
+
   // Accepted before, and every request was then refused with 403 "Host not allowed" (found in review).
   it.each(['*', 'https://gw.example.com', 'gw.example.com/', '::1', 'user@gw.example.com', 'gw.example.com:99999'])('refuses %s at start, naming the variable', (entry) => {
     expect(problemsOf({ GATEWAY_ALLOWED_HOSTS: `ok.example.com, ${entry}` })).toEqual(['GATEWAY_ALLOWED_HOSTS']);

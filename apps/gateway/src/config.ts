@@ -260,7 +260,13 @@ export const gatewayConfigSchema = z
       bodyLimitBytes: env.GATEWAY_BODY_LIMIT_BYTES,
       requestTimeoutMs: env.GATEWAY_REQUEST_TIMEOUT_MS,
       trustProxy: env.GATEWAY_TRUST_PROXY,
-      allowedHosts: env.GATEWAY_ALLOWED_HOSTS.map((host) => host.toLowerCase()),
+      // Clients leave a scheme's default port out of Host (`https://gw.example.com:443/` sends `gw.example.com`): an
+      // entry naming port 80 or 443 also allows the bare host, else it could never match and every request got 403.
+      allowedHosts: [...new Set(env.GATEWAY_ALLOWED_HOSTS.flatMap((entry) => {
+        const host = entry.toLowerCase();
+        const bare = /^(.*):(?:80|443)$/.exec(host)?.[1];
+        return bare === undefined ? [host] : [host, bare];
+      }))],
       allowedOrigins: env.GATEWAY_ALLOWED_ORIGINS.map((origin) => origin.toLowerCase()),
     },
     mcp: {

@@ -1,4 +1,5 @@
 import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
+import { listenNaming } from '@portcullis/shared/util-config';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { AppError } from '@portcullis/shared/util-errors';
@@ -161,12 +162,7 @@ export function installGracefulShutdown(options: {
  * `GATEWAY_HOST/GATEWAY_PORT`) and Node's code (EADDRINUSE, EACCES, ENOTFOUND) rather than Node's bare error.
  */
 export async function listenOrExplain(app: NestFastifyApplication, host: string, port: number, settings: string): Promise<void> {
-  try {
-    await app.listen({ host, port });
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? 'error';
-    throw new Error(`${settings}: cannot listen on ${host}:${port} (${code})`, { cause: error });
-  }
+  await listenNaming(settings, host, port, () => app.listen({ host, port }));
 }
 
 /** Logs and exits when boot fails (a dependency refused, a port was taken...): no half-started app. */

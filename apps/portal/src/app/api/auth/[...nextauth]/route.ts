@@ -79,7 +79,9 @@ async function recordBeforeSignOut(request: NextRequest, body: Uint8Array | unde
   const text = body === undefined ? undefined : new TextDecoder().decode(body);
   const formToken = nextAuthFormField(request.headers.get('content-type'), text, 'csrfToken');
   if (!signOutCsrfVerified(csrfCookie, formToken, options.secret ?? auth.sessionSecret)) return undefined;
-  const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
+  // The session cookie only, as next-auth's sign-out reads it: getToken also takes `Authorization: Bearer <token>`,
+  // which next-auth's sign-out ignores (recorded, it would end a session next-auth leaves alone; found in review).
+  const token = (await getToken({ req: { cookies: request.cookies, headers: new Headers() } as never, secret: auth.sessionSecret })) as PortalToken | null;
   if (token === null || typeof token.sid !== 'string') return undefined;
   const state = await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
   if (state === 'ended') return undefined;
