@@ -416,46 +416,6 @@ const appliesTo = (subjects: RuleRuntime['rule']['subjects'], who: PrincipalView
   (who.role !== null && (subjects.roles as readonly string[]).includes(who.role)) ||
   who.groups.some((group) => subjects.groups.includes(group));
 
-/** What one rule says of an upstream as a whole: the kinds it grants something of there, and the kinds it closes. */
-interface UpstreamUse {
-  readonly rule: RuleRuntime;
-  readonly grants: readonly TargetKind[];
-  readonly closes: readonly TargetKind[];
-}
-
-/**
- * The rules with a target on each upstream, per snapshot (gone with it): `upstreamInUse` runs for each message an
- * upstream sends outside a call and each list of resource templates, and would otherwise match every rule's upstream
- * glob each time. Bounded per snapshot (upstream names come from the tenant's configuration); past the bound, computed
- * each time.
- */
-const upstreamUses = new WeakMap<PolicySnapshot, Map<string, readonly UpstreamUse[]>>();
-const MAX_UPSTREAM_USES = 1_024;
-
-function usesOf(snapshot: PolicySnapshot, runtime: Runtime, upstream: string): readonly UpstreamUse[] {
-  let byUpstream = upstreamUses.get(snapshot);
-  if (byUpstream === undefined) upstreamUses.set(snapshot, (byUpstream = new Map()));
-  const known = byUpstream.get(upstream);
-  if (known !== undefined) return known;
-  // Rules share upstream globs (`*`, one upstream's name): each distinct one is matched once.
-  const covers = new Map<string, boolean>();
-  const uses: UpstreamUse[] = [];
-  for (const rule of runtime.rules) {
-    const grants = new Set<TargetKind>();
-    const closes = new Set<TargetKind>();
-    for (const target of rule.rule.targets) {
-      let covered = covers.get(target.upstream);
-      if (covered === undefined) covers.set(target.upstream, (covered = upstreamGlobMatches(target.upstream, upstream)));
-      if (!covered) continue;
-      if (rule.rank > 0) grants.add(target.kind);
-      else if (rule.condition === null && WHOLE_NAMES[target.kind].has(target.name)) closes.add(target.kind);
-    }
-    if (grants.size > 0 || closes.size > 0) uses.push({ rule, grants: [...grants], closes: [...closes] });
-  }
-  if (byUpstream.size < MAX_UPSTREAM_USES) byUpstream.set(upstream, uses);
-  return uses;
-}
-
 /**
  * Whether the principal may use anything at all on the upstream named `upstream`, by the rules alone (no names, no
  * arguments, no time or address): for some kind, no unconditional deny covers every name on it, and either an allow or
@@ -470,10 +430,13 @@ export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincip
   if (who.userId === null && who.agentClientId === null) return false;
   const closed = new Set<TargetKind>();
   const granted = new Set<TargetKind>();
-  for (const { rule, grants, closes } of usesOf(snapshot, runtime, upstream)) {
-    if (!appliesTo(rule.rule.subjects, who)) continue;
-    for (const kind of grants) granted.add(kind);
-    for (const kind of closes) closed.add(kind);
+  for (const { rule, rank, condition } of runtime.rules) {
+    if (!appliesTo(rule.subjects, who)) continue;
+    for (const target of rule.targets) {
+      if (!upstreamGlobMatches(target.upstream, upstream)) continue;
+      if (rank > 0) granted.add(target.kind);
+      else if (condition === null && WHOLE_NAMES[target.kind].has(target.name)) closed.add(target.kind);
+    }
   }
   const open = snapshot.defaultEffect === 'allow';
   return kinds.some((kind) => !closed.has(kind) && (open || granted.has(kind)));
