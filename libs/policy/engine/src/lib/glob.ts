@@ -5,8 +5,7 @@
  * Syntax: `*` any run of characters except `/`; `**` any run including `/`; `?` exactly one character other
  * than `/`; `\x` the literal character x. Everything else is literal, case-sensitive.
  *
- * Common shapes (exact, `*`, `**`, `prefix*`, `*suffix`, `prefix*suffix`) compile to string comparisons, and describe
- * themselves (`literal`, `shape`) so that a policy's many patterns can be indexed. Anything else runs a
+ * Common shapes (exact, `*`, `**`, `prefix*`, `*suffix`) compile to string comparisons. Anything else runs a
  * Thompson-style NFA simulation in O(length(subject) x length(pattern)) time, with no backtracking.
  */
 
@@ -26,22 +25,6 @@ export interface Glob {
    * costs per subject character, in 32-position words. Policies bound the sum (`MAX_POLICY_AUTOMATON_POSITIONS`).
    */
   readonly automaton: number;
-  /**
-   * For the shapes with one wildcard (`*`, `**`, `prefix*`, `*suffix`, `prefix*suffix`, either wildcard): what the
-   * pattern matches, so that many of them can be indexed (runtime.ts) rather than tested one by one. Null for a literal
-   * (see `literal`) and for patterns that run an automaton.
-   */
-  readonly shape: GlobShape | null;
-}
-
-/**
- * A pattern with one wildcard: it matches the subjects that start with `prefix` and end with `suffix` (the two not
- * overlapping), with no `/` between them unless `crossesSlash` (`**`). `*` alone is the empty prefix and suffix.
- */
-export interface GlobShape {
-  readonly prefix: string;
-  readonly suffix: string;
-  readonly crossesSlash: boolean;
 }
 
 export class GlobSyntaxError extends Error {
@@ -113,19 +96,11 @@ export function compileGlob(pattern: string, maxLength: number = MAX_GLOB_LENGTH
   const [first, second, third] = tokens;
   if (tokens.length === 1 && first?.t === 'lit') {
     const s = first.s;
-    return { pattern, literal: s, test: (subject) => subject === s, automaton: 0, shape: null };
+    return { pattern, literal: s, test: (subject) => subject === s, automaton: 0 };
   }
-  if (tokens.length === 1 && first?.t === 'globstar') {
-    return { pattern, literal: null, test: () => true, automaton: 0, shape: { prefix: '', suffix: '', crossesSlash: true } };
-  }
+  if (tokens.length === 1 && first?.t === 'globstar') return { pattern, literal: null, test: () => true, automaton: 0 };
   if (tokens.length === 1 && first?.t === 'star') {
-    return {
-      pattern,
-      literal: null,
-      test: (subject) => !subject.includes('/'),
-      automaton: 0,
-      shape: { prefix: '', suffix: '', crossesSlash: false },
-    };
+    return { pattern, literal: null, test: (subject) => !subject.includes('/'), automaton: 0 };
   }
   if (tokens.length === 2 && first?.t === 'lit' && (second?.t === 'star' || second?.t === 'globstar')) {
     const prefix = first.s;
@@ -136,7 +111,6 @@ export function compileGlob(pattern: string, maxLength: number = MAX_GLOB_LENGTH
       test: (subject) =>
         subject.startsWith(prefix) && (crossesSlash || !hasSlashFrom(subject, prefix.length, subject.length)),
       automaton: 0,
-      shape: { prefix, suffix: '', crossesSlash },
     };
   }
   if (tokens.length === 2 && second?.t === 'lit' && (first?.t === 'star' || first?.t === 'globstar')) {
@@ -148,7 +122,6 @@ export function compileGlob(pattern: string, maxLength: number = MAX_GLOB_LENGTH
       test: (subject) =>
         subject.endsWith(suffix) && (crossesSlash || !hasSlashFrom(subject, 0, subject.length - suffix.length)),
       automaton: 0,
-      shape: { prefix: '', suffix, crossesSlash },
     };
   }
   if (
@@ -169,11 +142,10 @@ export function compileGlob(pattern: string, maxLength: number = MAX_GLOB_LENGTH
         subject.endsWith(suffix) &&
         (crossesSlash || !hasSlashFrom(subject, prefix.length, subject.length - suffix.length)),
       automaton: 0,
-      shape: { prefix, suffix, crossesSlash },
     };
   }
   const automaton = nfaMatcher(tokens);
-  return { pattern, literal: null, test: automaton.test, automaton: automaton.positions, shape: null };
+  return { pattern, literal: null, test: automaton.test, automaton: automaton.positions };
 }
 
 /**

@@ -1,7 +1,6 @@
 import type { IrRule, MemberRole, PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { compileCondition, type ConditionProgram } from './cel';
 import { compileGlob, MAX_GLOB_LENGTH, type Glob } from './glob';
-import { buildNameIndex, matchNameIndex, type NameIndex } from './name-index';
 import { canonicalResourcePattern, canonicalResourceUri, isFileUri, namesFragment } from './resource-uri';
 import type { DeepReadonly, PolicySnapshot } from './types';
 
@@ -10,11 +9,7 @@ import type { DeepReadonly, PolicySnapshot } from './types';
  * indexes so a decision touches only the rules that can apply.
  *
  * Index layers:
- * 1. target: spelling (allow rules as written, restrictive ones case-folded) -> kind (resources: `file:` URIs or others,
- *    whose patterns may differ) -> exact upstream name, or the upstream globs that cover it (resolved once per upstream
- *    name) -> a `NameIndex` of the distinct name globs there, each with the rules naming it. Matching a name costs about
- *    its length plus what matches, not one test per pattern: thousands of `*_x1`-style patterns (free of the complexity
- *    budget) against a registry of thousands of tools cost the load no more than their size;
+ * 1. target: kind -> exact upstream name (or the list of upstream globs) -> exact tool name (or name globs);
  * 2. per concrete target (kind, upstream, name), a cached `TargetEntry` that partitions the applicable rules by
  *    subject (user id, agent client id, role, group, any authenticated). Entries for every tool in the
  *    snapshot's registry are built when the snapshot loads; others are built on first use (bounded cache).
@@ -30,21 +25,21 @@ export interface RuleRuntime {
   readonly condition: ConditionProgram | null;
 }
 
-/** The rules naming each distinct name glob (in priority order); a glob named by many rules is matched once. */
-type NameGlobs = Map<Glob, RuleRuntime[]>;
+interface TargetMatcher {
+  readonly rule: RuleRuntime;
+  readonly upstream: Glob;
+  readonly name: Glob;
+}
 
-/** Resource patterns may be matched in one form against `file:` URIs and in another against others (resourceGlobs). */
-type MatchKind = 'tool' | 'prompt' | 'fileResource' | 'otherResource';
+interface Bucket {
+  readonly byName: Map<string, TargetMatcher[]>;
+  readonly patterns: TargetMatcher[];
+}
 
 interface KindIndex {
-  /** Targets on an upstream named without a wildcard, by that name. */
-  readonly byUpstream: ReadonlyMap<string, NameIndex<RuleRuntime>>;
-  /** Targets whose upstream is a glob, by distinct upstream glob. */
-  readonly anyUpstream: readonly (readonly [Glob, NameGlobs])[];
-  /** The index of the `anyUpstream` targets whose glob covers an upstream name, by that name (bounded). */
-  readonly covering: Map<string, NameIndex<RuleRuntime>>;
-  /** The same indexes by which upstream globs they hold: upstreams covered by the same globs share one (bounded). */
-  readonly byCover: Map<string, NameIndex<RuleRuntime>>;
+  readonly byUpstream: Map<string, Bucket>;
+  /** Targets whose upstream is a glob; their upstream must be tested. */
+  readonly anyUpstream: Bucket;
 }
 
 export interface TargetEntry {
@@ -90,14 +85,6 @@ export class SnapshotLoadError extends Error {
 const MAX_LAZY_ENTRIES = 20_000;
 /** Longest unknown target name kept in the entry cache (as the decision memo's bound in evaluate.ts). */
 const MAX_LAZY_NAME_LENGTH = 512;
-/**
- * Upstream names whose covering upstream globs are remembered, and distinct sets of covering globs whose name index is
- * kept, per kind index. Upstream names come from the registry and the tenant's configured upstreams; past the bounds,
- * the globs are tested again (and the index rebuilt) for each new entry.
- */
-const MAX_COVERED_UPSTREAMS = 4_096;
-const MAX_COVER_INDEXES = 64;
-const EMPTY_INDEX: NameIndex<RuleRuntime> = buildNameIndex([]);
 const EMPTY_ENTRY: TargetEntry = Object.freeze({
   authenticated: [],
   byUser: new Map(),
@@ -152,27 +139,29 @@ export function upstreamGlobMatches(pattern: string, name: string): boolean {
   }
 }
 
+const NOTHING = (pattern: string): Glob => ({ pattern, literal: null, test: () => false, automaton: 0 });
+
 /**
- * A resource rule's URI glob, matched against canonical URIs (resource-uri.ts): the glob `file:` URIs are matched
- * against, and the one other URIs are (`isFileUri` of the URI as matched), or null for none. URIs are matched without
- * their fragment: a deny or require_approval naming one applies to the whole resource (restrictions err wide), an allow
- * naming one matches nothing (cut, it would allow more than it says). A pattern that could match `file:` and other URIs
- * alike gets both canonical forms, each used for its kind of URI; one with a scheme, the form of its scheme for both.
+ * A resource rule's URI glob, matched against canonical URIs (resource-uri.ts). URIs are matched without their
+ * fragment: a deny or require_approval naming one applies to the whole resource (restrictions err wide), an allow
+ * naming one matches nothing (cut, it would allow more than it says). A pattern that could match `file:` and other URIs alike gets both
+ * canonical forms, each used for its kind of URI.
  */
-function resourceGlobs(caches: CompileCaches, pattern: string, effect: string): { readonly file: Glob; readonly other: Glob } | null {
-  if (namesFragment(pattern) && effect === 'allow') return null;
+function resourceGlob(caches: CompileCaches, pattern: string, effect: string): Glob {
+  if (namesFragment(pattern) && effect === 'allow') return NOTHING(pattern);
   const spelling = effect === 'allow' ? (text: string) => text : foldCase;
-  const both = (compiled: Glob) => ({ file: compiled, other: compiled });
   try {
     const asFile = spelling(canonicalResourcePattern(pattern, true));
     const asOther = spelling(canonicalResourcePattern(pattern, false));
-    if (asFile === asOther) return both(glob(caches, asFile));
-    if (/^file:/i.test(pattern)) return both(glob(caches, asFile));
-    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(pattern)) return both(glob(caches, asOther));
-    return { file: glob(caches, asFile), other: glob(caches, asOther) };
+    if (asFile === asOther) return glob(caches, asFile);
+    if (/^file:/i.test(pattern)) return glob(caches, asFile);
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(pattern)) return glob(caches, asOther);
+    const files = glob(caches, asFile);
+    const others = glob(caches, asOther);
+    return { pattern, literal: null, test: (uri) => (isFileUri(uri) ? files.test(uri) : others.test(uri)), automaton: files.automaton + others.automaton };
   } catch {
     // Canonical forms of a valid glob are valid globs; should one not be, the pattern as written still compiles.
-    return both(glob(caches, spelling(pattern)));
+    return glob(caches, spelling(pattern));
   }
 }
 
@@ -227,56 +216,16 @@ function condition(caches: CompileCaches, source: string): ConditionProgram {
   return program;
 }
 
-/** Targets of one spelling and kind as collected: name globs by literal upstream name, and by upstream glob. */
-interface KindTargets {
-  readonly byUpstream: Map<string, NameGlobs>;
-  readonly anyUpstream: Map<Glob, NameGlobs>;
-}
+const newBucket = (): Bucket => ({ byName: new Map(), patterns: [] });
 
-function addTarget(targets: KindTargets, upstream: Glob, name: Glob, rule: RuleRuntime): void {
-  const literal = upstream.literal;
-  let names = literal === null ? targets.anyUpstream.get(upstream) : targets.byUpstream.get(literal);
-  if (names === undefined) {
-    names = new Map();
-    if (literal === null) targets.anyUpstream.set(upstream, names);
-    else targets.byUpstream.set(literal, names);
+function addToBucket(bucket: Bucket, matcher: TargetMatcher): void {
+  if (matcher.name.literal !== null) {
+    const list = bucket.byName.get(matcher.name.literal);
+    if (list === undefined) bucket.byName.set(matcher.name.literal, [matcher]);
+    else list.push(matcher);
+  } else {
+    bucket.patterns.push(matcher);
   }
-  const rules = names.get(name);
-  // Rules are added in priority order, so a rule naming one glob twice (`Foo*` and `foo*`, folded) is the last one.
-  if (rules === undefined) names.set(name, [rule]);
-  else if (rules[rules.length - 1] !== rule) rules.push(rule);
-}
-
-function kindIndex(targets: KindTargets): KindIndex {
-  const byUpstream = new Map<string, NameIndex<RuleRuntime>>();
-  for (const [upstream, names] of targets.byUpstream) byUpstream.set(upstream, buildNameIndex(names));
-  return { byUpstream, anyUpstream: [...targets.anyUpstream], covering: new Map(), byCover: new Map() };
-}
-
-/** The name index of the targets whose upstream glob covers `upstream`; each distinct glob is tested once per name. */
-function coveringIndex(index: KindIndex, upstream: string): NameIndex<RuleRuntime> {
-  if (index.anyUpstream.length === 0) return EMPTY_INDEX;
-  const known = index.covering.get(upstream);
-  if (known !== undefined) return known;
-  const covering: number[] = [];
-  index.anyUpstream.forEach(([glob], at) => {
-    if (glob.test(upstream)) covering.push(at);
-  });
-  const cover = covering.join(',');
-  let built = index.byCover.get(cover);
-  if (built === undefined) {
-    const merged = new Map<Glob, RuleRuntime[]>();
-    for (const at of covering) {
-      for (const [name, rules] of (index.anyUpstream[at] as readonly [Glob, NameGlobs])[1]) {
-        const list = merged.get(name);
-        merged.set(name, list === undefined ? rules : [...list, ...rules]);
-      }
-    }
-    built = covering.length === 0 ? EMPTY_INDEX : buildNameIndex(merged);
-    if (index.byCover.size < MAX_COVER_INDEXES) index.byCover.set(cover, built);
-  }
-  if (index.covering.size < MAX_COVERED_UPSTREAMS) index.covering.set(upstream, built);
-  return built;
 }
 
 function pushTo<K>(map: Map<K, RuleRuntime[]>, key: K, rule: RuleRuntime): void {
@@ -296,39 +245,34 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     condition: rule.condition === null ? null : condition(caches, rule.condition),
   }));
 
-  const newKinds = (): Record<MatchKind, KindTargets> => ({
-    tool: { byUpstream: new Map(), anyUpstream: new Map() },
-    prompt: { byUpstream: new Map(), anyUpstream: new Map() },
-    fileResource: { byUpstream: new Map(), anyUpstream: new Map() },
-    otherResource: { byUpstream: new Map(), anyUpstream: new Map() },
+  const newKinds = (): Record<TargetKind, KindIndex> => ({
+    tool: { byUpstream: new Map(), anyUpstream: newBucket() },
+    prompt: { byUpstream: new Map(), anyUpstream: newBucket() },
+    resource: { byUpstream: new Map(), anyUpstream: newBucket() },
   });
   // Allow rules, matched against names as spelled; restrictive rules, matched against names in `foldCase`.
-  const spelledTargets = newKinds();
-  const foldedTargets = newKinds();
+  const bySpelling = newKinds();
+  const byFolded = newKinds();
   for (const runtimeRule of rules) {
     const effect = runtimeRule.rule.effect;
-    const targets = effect === 'allow' ? spelledTargets : foldedTargets;
     for (const target of runtimeRule.rule.targets) {
-      const upstream = glob(caches, upstreamPattern(target.upstream));
-      if (target.kind === 'resource') {
-        const uris = resourceGlobs(caches, target.name, effect);
-        if (uris === null) continue;
-        addTarget(targets.fileResource, upstream, uris.file, runtimeRule);
-        addTarget(targets.otherResource, upstream, uris.other, runtimeRule);
+      let name: Glob;
+      if (target.kind === 'resource') name = resourceGlob(caches, target.name, effect);
+      else name = glob(caches, upstreamPattern(effect === 'allow' ? target.name : foldCase(target.name)));
+      const matcher: TargetMatcher = { rule: runtimeRule, upstream: glob(caches, upstreamPattern(target.upstream)), name };
+      const index = (effect === 'allow' ? bySpelling : byFolded)[target.kind];
+      if (matcher.upstream.literal === null) {
+        addToBucket(index.anyUpstream, matcher);
       } else {
-        const name = glob(caches, upstreamPattern(effect === 'allow' ? target.name : foldCase(target.name)));
-        addTarget(targets[target.kind], upstream, name, runtimeRule);
+        let bucket = index.byUpstream.get(matcher.upstream.literal);
+        if (bucket === undefined) {
+          bucket = newBucket();
+          index.byUpstream.set(matcher.upstream.literal, bucket);
+        }
+        addToBucket(bucket, matcher);
       }
     }
   }
-  const indexes = (targets: Record<MatchKind, KindTargets>): Record<MatchKind, KindIndex> => ({
-    tool: kindIndex(targets.tool),
-    prompt: kindIndex(targets.prompt),
-    fileResource: kindIndex(targets.fileResource),
-    otherResource: kindIndex(targets.otherResource),
-  });
-  const bySpelling = indexes(spelledTargets);
-  const byFolded = indexes(foldedTargets);
 
   const members = new Map<string, MemberRuntime>();
   for (const member of snapshot.directory.members) {
@@ -337,19 +281,25 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
 
   const buildEntry = (kind: TargetKind, upstream: string, name: string): TargetEntry => {
     const applicable = new Set<RuleRuntime>();
-    const found = (list: readonly RuleRuntime[]): void => {
-      for (const rule of list) applicable.add(rule);
-    };
     // Every spelling of one resource URI is matched as one (resource-uri.ts).
     const spelled = kind === 'resource' ? canonicalResourceUri(name) : name;
-    for (const [indexes, subject] of [
-      [bySpelling, spelled],
-      [byFolded, foldCase(spelled)],
+    const scan = (bucket: Bucket | undefined, testUpstream: boolean, subject: string): void => {
+      if (bucket === undefined) return;
+      const exact = bucket.byName.get(subject);
+      if (exact !== undefined) {
+        for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) applicable.add(m.rule);
+      }
+      for (const m of bucket.patterns) {
+        if (applicable.has(m.rule)) continue;
+        if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(subject)) applicable.add(m.rule);
+      }
+    };
+    for (const [index, subject] of [
+      [bySpelling[kind], spelled],
+      [byFolded[kind], foldCase(spelled)],
     ] as const) {
-      const index = indexes[kind === 'resource' ? (isFileUri(subject) ? 'fileResource' : 'otherResource') : kind];
-      const named = index.byUpstream.get(upstream);
-      if (named !== undefined) matchNameIndex(named, subject, found);
-      matchNameIndex(coveringIndex(index, upstream), subject, found);
+      scan(index.byUpstream.get(upstream), false, subject);
+      scan(index.anyUpstream, true, subject);
     }
     if (applicable.size === 0) return EMPTY_ENTRY;
 
