@@ -31,9 +31,21 @@ interface TargetMatcher {
   readonly name: Glob;
 }
 
+/**
+ * Targets of one bucket sharing an upstream glob and a name glob, tested once for all their rules: a policy naming the
+ * same shapes in many rules (50 rules × the same 200 `*_x<i>` targets) costs its distinct globs, not its targets.
+ */
+interface PatternGroup {
+  readonly upstream: Glob;
+  readonly name: Glob;
+  readonly rules: RuleRuntime[];
+}
+
 interface Bucket {
   readonly byName: Map<string, TargetMatcher[]>;
-  readonly patterns: TargetMatcher[];
+  readonly patterns: PatternGroup[];
+  /** `patterns` by `upstream glob \n name glob`, while the runtime is built. */
+  readonly groups: Map<string, PatternGroup>;
 }
 
 interface KindIndex {
@@ -216,7 +228,7 @@ function condition(caches: CompileCaches, source: string): ConditionProgram {
   return program;
 }
 
-const newBucket = (): Bucket => ({ byName: new Map(), patterns: [] });
+const newBucket = (): Bucket => ({ byName: new Map(), patterns: [], groups: new Map() });
 
 function addToBucket(bucket: Bucket, matcher: TargetMatcher): void {
   if (matcher.name.literal !== null) {
@@ -224,7 +236,15 @@ function addToBucket(bucket: Bucket, matcher: TargetMatcher): void {
     if (list === undefined) bucket.byName.set(matcher.name.literal, [matcher]);
     else list.push(matcher);
   } else {
-    bucket.patterns.push(matcher);
+    const key = `${matcher.upstream.pattern}\n${matcher.name.pattern}`;
+    const group = bucket.groups.get(key);
+    if (group === undefined) {
+      const created: PatternGroup = { upstream: matcher.upstream, name: matcher.name, rules: [matcher.rule] };
+      bucket.groups.set(key, created);
+      bucket.patterns.push(created);
+    } else if (group.rules.at(-1) !== matcher.rule) {
+      group.rules.push(matcher.rule);
+    }
   }
 }
 
@@ -289,9 +309,8 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       if (exact !== undefined) {
         for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) applicable.add(m.rule);
       }
-      for (const m of bucket.patterns) {
-        if (applicable.has(m.rule)) continue;
-        if ((!testUpstream || m.upstream.test(upstream)) && m.name.test(subject)) applicable.add(m.rule);
+      for (const group of bucket.patterns) {
+        if ((!testUpstream || group.upstream.test(upstream)) && group.name.test(subject)) for (const rule of group.rules) applicable.add(rule);
       }
     };
     for (const [index, subject] of [
@@ -334,7 +353,9 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     if (byName === undefined) byUpstream.set(upstream, (byName = new Map()));
     byName.set(name, entry);
   };
-  for (const tool of snapshot.registry) store(tool.kind, tool.upstream, tool.name, buildEntry(tool.kind, tool.upstream, tool.name));
+  // The registry's entries are made when first asked for, and kept: made at load, every name of a large registry was
+  // matched against every pattern while the event loop waited (seconds, on every replica, at each snapshot change).
+  const registered = new Set(snapshot.registry.map((tool) => `${tool.kind}\n${tool.upstream}\n${tool.name}`));
 
   return {
     snapshot,
@@ -344,6 +365,10 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       const cached = entries.get(kind)?.get(upstream)?.get(name);
       if (cached !== undefined) return cached;
       const entry = buildEntry(kind, upstream, name);
+      if (registered.has(`${kind}\n${upstream}\n${name}`)) {
+        store(kind, upstream, name, entry);
+        return entry;
+      }
       // Unknown targets (an agent can invent resource URIs) are cached up to a bound, then computed each time; a long
       // name never is (the agent chooses its length: 20,000 of them could be gigabytes).
       if (lazyEntries < MAX_LAZY_ENTRIES && name.length <= MAX_LAZY_NAME_LENGTH) {
