@@ -166,3 +166,54 @@ describe('an upstream message quoting its credentials in fields that do not rout
     expect(relayed[0]).toMatchObject({ params: { _meta: { [RELATED_TASK]: { taskId: agentTaskId } } } });
   });
 });
+
+// What routes a message passes as written only when it has MCP's type: a log level that is no level, progress that is
+// no number, a method or a field named after the credential, a sampling request's toolChoice object, a related task
+// whose id is no string all carried the injected credential to the agent (found in review).
+describe('an upstream message quoting its credentials where a routing field or a name stands', () => {
+  const token = 'upstream-token-0123456789';
+  const relayedDuringCall = async (notification: JsonRpcMessage, capabilities: Record<string, unknown> = {}) => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${token}` } }], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {}, logging: {} },
+        handle: async (method, _params, options) => {
+          if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+          if ('id' in notification) {
+            void options?.onServerRequest?.(notification as never, new AbortController().signal).catch(() => undefined);
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          } else options?.onNotification?.(notification as never);
+          return { content: [] };
+        },
+      },
+    });
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore() });
+    const { record } = await openSession(engine, { capabilities });
+    const relayed: JsonRpcMessage[] = [];
+    await engine.request(record, req('tools/call', { name: 'web__run', arguments: {}, _meta: { progressToken: 'p1' } }), { canStream: true, send: (message) => relayed.push(message) > 0 }, 'trace');
+    return relayed;
+  };
+
+  it.each([
+    ['a log level that is no level', { method: 'notifications/message', params: { level: `Bearer ${token}`, data: 'x' } }],
+    ['progress that is no number', { method: 'notifications/progress', params: { progressToken: 'p1', progress: `Bearer ${token}` } }],
+    ['the name of a method MCP does not define', { method: `notifications/debug/${token}`, params: { note: 'x' } }],
+    ['a field\'s name and a _meta key', { method: 'notifications/message', params: { level: 'info', data: 'x', [`auth=${token}`]: true, _meta: { [`auth=${token}`]: 1 } } }],
+    ['a related task whose id is no string', { method: 'notifications/message', params: { level: 'info', data: 'x', _meta: { [RELATED_TASK]: { taskId: { request: `Bearer ${token}` } } } } }],
+  ])('masks it in %s', async (_label, message) => {
+    const relayed = await relayedDuringCall({ jsonrpc: '2.0', ...message } as JsonRpcMessage);
+    expect(relayed).toHaveLength(1);
+    expect(JSON.stringify(relayed)).not.toContain(token);
+  });
+
+  it('masks it in a sampling request\'s toolChoice, and keeps well-typed routing fields as they are', async () => {
+    const relayed = await relayedDuringCall(
+      { jsonrpc: '2.0', id: 7, method: 'sampling/createMessage', params: { messages: [], maxTokens: 40, includeContext: 'none', tools: [{ name: 'lookup', inputSchema: { type: 'object' } }], toolChoice: { mode: 'auto', reason: `Bearer ${token}` } } },
+      { sampling: { tools: {} } },
+    );
+    const sampling = relayed.find((message) => 'method' in message && message.method === 'sampling/createMessage');
+    expect(sampling).toMatchObject({ params: { maxTokens: 40, includeContext: 'none', toolChoice: { mode: 'auto' } } });
+    expect(JSON.stringify(relayed)).not.toContain(token);
+  });
+});

@@ -651,32 +651,50 @@ function withoutTask(params: Record<string, unknown>): Record<string, unknown> {
  * elicitation's `url` is opened in the user's browser: a credential in it would leave for wherever it points, so it is
  * masked too (the link then fails rather than leaking).
  */
-const ROUTING_FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map(
-  (
+const ROUTING_FIELDS: ReadonlyMap<string, Readonly<Record<string, (value: unknown) => boolean>>> = (() => {
+  // A routing field passes as written only when it has MCP's type: an id or a URI is any string (a number for some),
+  // a number a number, an enum one of its words. Anything else there is the upstream's to fill and is masked like text.
+  const id = (value: unknown) => typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
+  const text = (value: unknown) => typeof value === 'string';
+  const number = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
+  const oneOf = (...words: string[]) => (value: unknown) => typeof value === 'string' && words.includes(value);
+  const timestamp = (value: unknown) => typeof value === 'string' && /^\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)$/.test(value);
+  return new Map<string, Record<string, (value: unknown) => boolean>>([
+    ['notifications/message', { level: oneOf(...LOG_LEVELS) }],
+    ['notifications/progress', { progressToken: id, progress: number, total: number }],
+    ['notifications/cancelled', { requestId: id }],
     [
-      ['notifications/message', ['level']],
-      ['notifications/progress', ['progressToken', 'progress', 'total']],
-      ['notifications/cancelled', ['requestId']],
-      ['notifications/tasks/status', ['taskId', 'status', 'createdAt', 'lastUpdatedAt', 'ttl', 'pollInterval']],
-      ['notifications/resources/updated', ['uri']],
-      ['notifications/elicitation/complete', ['elicitationId']],
-      ...[...LIST_CHANGED_AREA.keys()].map((method) => [method, []] as [string, string[]]),
-      ['elicitation/create', ['mode', 'elicitationId']],
-      ['sampling/createMessage', ['maxTokens', 'temperature', 'includeContext', 'toolChoice']],
-      ['roots/list', []],
-      ['ping', []],
-      ['tasks/get', ['taskId']],
-      ['tasks/result', ['taskId']],
-      ['tasks/cancel', ['taskId']],
-      ['tasks/list', ['cursor']],
-    ] as [string, string[]][]
-  ).map(([method, fields]) => [method, new Set(fields)]),
-);
+      'notifications/tasks/status',
+      {
+        taskId: text,
+        status: oneOf('working', 'input_required', 'completed', 'failed', 'cancelled'),
+        createdAt: timestamp,
+        lastUpdatedAt: timestamp,
+        ttl: (value) => value === null || number(value),
+        pollInterval: number,
+      },
+    ],
+    ['notifications/resources/updated', { uri: text }],
+    ['notifications/elicitation/complete', { elicitationId: text }],
+    ...[...LIST_CHANGED_AREA.keys()].map((method) => [method, {}] as [string, Record<string, (value: unknown) => boolean>]),
+    ['elicitation/create', { mode: oneOf('form', 'url'), elicitationId: text }],
+    ['sampling/createMessage', { maxTokens: number, temperature: number, includeContext: oneOf('none', 'thisServer', 'allServers') }],
+    ['roots/list', {}],
+    ['ping', {}],
+    ['tasks/get', { taskId: text }],
+    ['tasks/result', { taskId: text }],
+    ['tasks/cancel', { taskId: text }],
+    ['tasks/list', { cursor: text }],
+  ]);
+})();
 
-/** The fields of an upstream's message that are free text (all but `ROUTING_FIELDS`), `_meta` aside. */
+/**
+ * The fields of an upstream's message that are free text: all but its `ROUTING_FIELDS` of MCP's type (every field of a
+ * message MCP does not define), `_meta` aside.
+ */
 function freeFields(message: JsonRpcNotification | JsonRpcRequest, params: Record<string, unknown>): string[] {
   const routing = ROUTING_FIELDS.get(message.method);
-  return Object.keys(params).filter((field) => field !== '_meta' && routing?.has(field) !== true);
+  return Object.keys(params).filter((field) => field !== '_meta' && !(routing !== undefined && Object.hasOwn(routing, field) && routing[field]?.(params[field]) === true));
 }
 
 /**
@@ -684,16 +702,18 @@ function freeFields(message: JsonRpcNotification | JsonRpcRequest, params: Recor
  * token and the related task's id (the rest of the related-task object is the upstream's to fill). Undefined for an
  * entry `transform` drops; the same object when nothing changed.
  */
-function relayedMeta(meta: Record<string, unknown>, transform: (value: unknown) => unknown): Record<string, unknown> {
+function relayedMeta(meta: Record<string, unknown>, transform: (value: unknown) => unknown, renameKey: (key: string) => string = (key) => key): Record<string, unknown> {
   let out: Record<string, unknown> | undefined;
   for (const [key, value] of Object.entries(meta)) {
-    if (key === 'progressToken') continue;
+    if (key === 'progressToken' && (typeof value === 'string' || typeof value === 'number')) continue;
     let next = transform(value);
-    if (key === RELATED_TASK && next !== value && isObject(value) && 'taskId' in value) next = { ...(isObject(next) ? next : {}), taskId: value['taskId'] };
-    if (next === value) continue;
+    const taskId = isObject(value) ? value['taskId'] : undefined;
+    if (key === RELATED_TASK && next !== value && typeof taskId === 'string') next = { ...(isObject(next) ? next : {}), taskId };
+    const renamed = key === RELATED_TASK || key === 'progressToken' ? key : renameKey(key);
+    if (next === value && renamed === key) continue;
     out ??= { ...meta };
-    if (next === undefined) delete out[key];
-    else out[key] = next;
+    delete out[key];
+    if (next !== undefined) out[renamed] = next;
   }
   return out ?? meta;
 }
@@ -704,21 +724,28 @@ function relayedMeta(meta: Record<string, unknown>, transform: (value: unknown) 
  * agent never sees a credential the gateway injects.
  */
 function maskedRelay<T extends JsonRpcNotification | JsonRpcRequest>(config: UpstreamConfig, message: T): T {
-  if (message.params === undefined) return message;
   const mask = secretMaskOf(config);
   if (mask.longest === 0) return message;
+  // The name of a method MCP does not define is the upstream's to choose too.
+  const method = ROUTING_FIELDS.has(message.method) ? message.method : mask.mask(message.method);
+  if (message.params === undefined) return method === message.method ? message : { ...message, method };
   let params: Record<string, unknown> | undefined;
   for (const field of freeFields(message, message.params)) {
     const original = message.params[field];
     const masked = maskValue(mask, original);
-    if (masked !== original) (params ??= { ...message.params })[field] = masked;
+    const name = mask.mask(field);
+    if (masked === original && name === field) continue;
+    params ??= { ...message.params };
+    delete params[field];
+    params[name] = masked;
   }
   const meta = message.params['_meta'];
   if (isObject(meta)) {
-    const masked = relayedMeta(meta, (value) => maskValue(mask, value));
+    const masked = relayedMeta(meta, (value) => maskValue(mask, value), (key) => mask.mask(key));
     if (masked !== meta) (params ??= { ...message.params })['_meta'] = masked;
   }
-  return params === undefined ? message : { ...message, params };
+  if (params === undefined && method === message.method) return message;
+  return { ...message, method, ...(params !== undefined ? { params } : {}) };
 }
 
 /**
