@@ -47,32 +47,48 @@ describe('an upstream whose listing and instructions mention a configured value'
   });
 });
 
+/** The credential the gateway injects for the upstreams below (an Authorization header), which they quote back. */
+const TOKEN = 'upstream-token-0123456789';
+
+/**
+ * An engine over one upstream (`web`, tool `run`) configured with TOKEN, which calls `duringCall` while a call runs
+ * (to send notifications or requests of its own), and answers a task-augmented call by creating task `t-1`.
+ */
+function quotingUpstream(duringCall: (options: Parameters<FakeUpstream['handle']>[2]) => Promise<void>, capabilities: Record<string, unknown> = { tools: {}, logging: {} }) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${TOKEN}` } }], () => undefined);
+  const connector = new FakeConnector({
+    u1: {
+      capabilities,
+      handle: async (method, params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+        if (method === 'tools/call' && params?.['task'] !== undefined) {
+          return { task: { taskId: 't-1', status: 'working', createdAt: '2026-12-06T00:00:00Z', lastUpdatedAt: '2026-12-06T00:00:00Z', ttl: 60_000 } };
+        }
+        await duringCall(options);
+        return { content: [] };
+      },
+    },
+  });
+  return { engine: makeEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore() }), connector };
+}
+
 // A log message's `logger` is free text (MCP's LoggingMessageNotification) and every message's `_meta` is the upstream's
 // to fill: both were relayed as written, so a logger named after its request's header, or the request itself in
 // `_meta`, handed the agent the credential the gateway injects (found in review). What routes a message stays as is.
 describe('an upstream message quoting its credentials outside the fields known as text', () => {
   it('reaches the agent with them masked in the logger name and _meta', async () => {
-    const token = 'upstream-token-0123456789';
-    const registry = new UpstreamRegistry('__');
-    registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${token}` } }], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {}, logging: {} },
-        handle: async (method, _params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
-          // A method MCP does not define, named like an object's own property (the masking looked its fields up in a
-          // plain object): which of its fields route it is unknown, so all of them are masked.
-          options?.onNotification?.({ jsonrpc: '2.0', method: 'constructor', params: { note: `Bearer ${token}` } });
-          options?.onNotification?.({
-            jsonrpc: '2.0',
-            method: 'notifications/message',
-            params: { level: 'error', logger: `http-client(Bearer ${token})`, data: 'request refused', _meta: { request: { authorization: `Bearer ${token}` }, attempt: 2 } },
-          });
-          return { content: [] };
-        },
-      },
+    const token = TOKEN;
+    const { engine } = quotingUpstream(async (options) => {
+      // A method MCP does not define, named like an object's own property (the masking looked its fields up in a
+      // plain object): which of its fields route it is unknown, so all of them are masked.
+      options?.onNotification?.({ jsonrpc: '2.0', method: 'constructor', params: { note: `Bearer ${token}` } });
+      options?.onNotification?.({
+        jsonrpc: '2.0',
+        method: 'notifications/message',
+        params: { level: 'error', logger: `http-client(Bearer ${token})`, data: 'request refused', _meta: { request: { authorization: `Bearer ${token}` }, attempt: 2 } },
+      });
     });
-    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore() });
     const { record } = await openSession(engine, {});
     const relayed: JsonRpcMessage[] = [];
     const sink: MessageSink = { canStream: true, send: (message) => relayed.push(message) > 0 };
@@ -87,25 +103,8 @@ describe('an upstream message quoting its credentials outside the fields known a
 // metadata, stop sequences and model hints, a field MCP does not name, the related-task `_meta` beside its id) still
 // carried the credential to the agent (found in review). Now everything is masked but what routes a message.
 describe('an upstream message quoting its credentials in fields that do not route it', () => {
-  const token = 'upstream-token-0123456789';
-  const setUp = (duringCall: (options: Parameters<FakeUpstream['handle']>[2]) => Promise<void>, capabilities: Record<string, unknown> = { tools: {} }) => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${token}` } }], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities,
-        handle: async (method, _params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
-          if (method === 'tools/call' && _params?.['task'] !== undefined) {
-            return { task: { taskId: 't-1', status: 'working', createdAt: '2026-12-06T00:00:00Z', lastUpdatedAt: '2026-12-06T00:00:00Z', ttl: 60_000 } };
-          }
-          await duringCall(options);
-          return { content: [] };
-        },
-      },
-    });
-    return { engine: makeEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore() }), connector };
-  };
+  const token = TOKEN;
+  const setUp = quotingUpstream;
   const relayedTo = () => {
     const relayed: JsonRpcMessage[] = [];
     return { relayed, sink: { canStream: true, send: (message: JsonRpcMessage) => relayed.push(message) > 0 } satisfies MessageSink };
@@ -171,24 +170,14 @@ describe('an upstream message quoting its credentials in fields that do not rout
 // no number, a method or a field named after the credential, a sampling request's toolChoice object, a related task
 // whose id is no string all carried the injected credential to the agent (found in review).
 describe('an upstream message quoting its credentials where a routing field or a name stands', () => {
-  const token = 'upstream-token-0123456789';
+  const token = TOKEN;
   const relayedDuringCall = async (notification: JsonRpcMessage, capabilities: Record<string, unknown> = {}) => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([{ ...fakeConfig('u1', 'web'), headers: { authorization: `Bearer ${token}` } }], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { tools: {}, logging: {} },
-        handle: async (method, _params, options) => {
-          if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
-          if ('id' in notification) {
-            void options?.onServerRequest?.(notification as never, new AbortController().signal).catch(() => undefined);
-            await new Promise((resolve) => setTimeout(resolve, 20));
-          } else options?.onNotification?.(notification as never);
-          return { content: [] };
-        },
-      },
+    const { engine } = quotingUpstream(async (options) => {
+      if ('id' in notification) {
+        void options?.onServerRequest?.(notification as never, new AbortController().signal).catch(() => undefined);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      } else options?.onNotification?.(notification as never);
     });
-    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore() });
     const { record } = await openSession(engine, { capabilities });
     const relayed: JsonRpcMessage[] = [];
     await engine.request(record, req('tools/call', { name: 'web__run', arguments: {}, _meta: { progressToken: 'p1' } }), { canStream: true, send: (message) => relayed.push(message) > 0 }, 'trace');
