@@ -29,6 +29,25 @@ describe('createRedisClient (real Redis)', () => {
     }
   });
 
+  // Readiness would stay 503 for good on a server that cannot answer CLIENT INFO (before 6.2, or an ACL user denied it).
+  it('is ready on a database other than 0 when the server will not say which database a connection is on', async () => {
+    const user = `no-client-${process.pid}`;
+    const admin = createRedisClient({ url: inject('redisUrl'), connectionName: 'int-test-acl' });
+    await admin.call('ACL', 'SETUSER', user, 'on', '>acl-test-password', '~*', '&*', '+@all', '-client');
+    const url = new URL(withDatabase(inject('redisUrl'), 3));
+    url.username = user;
+    url.password = 'acl-test-password';
+    const client = createRedisClient({ url: url.toString(), connectionName: 'int-test-acl-user' });
+    try {
+      await expect(client.call('CLIENT', 'INFO')).rejects.toThrow(/NOPERM|permission/i);
+      await expect(pingRedis(client)).resolves.toBeUndefined();
+    } finally {
+      client.disconnect();
+      await admin.call('ACL', 'DELUSER', user);
+      admin.disconnect();
+    }
+  });
+
   it('fails fast, without hanging, when Redis is not there', async () => {
     const client = createRedisClient({ url: 'redis://127.0.0.1:1', connectionName: 'int-test-dead', maxRetriesPerRequest: 0 });
     const started = Date.now();

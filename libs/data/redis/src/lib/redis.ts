@@ -59,7 +59,15 @@ export async function pingRedis(client: Redis): Promise<void> {
 async function wrongDatabase(client: Redis, variable: string): Promise<string | undefined> {
   const configured = client.options.db ?? 0;
   if (configured === 0) return undefined;
-  const info = await client.call('CLIENT', 'INFO');
+  let info: unknown;
+  try {
+    info = await client.call('CLIENT', 'INFO');
+  } catch (error) {
+    // A server that cannot say (before Redis 6.2, or an ACL user without CLIENT): not known to be wrong. Anything
+    // else (the connection lost) is the caller's failure.
+    if ((error as Error).name === 'ReplyError' && /unknown (sub)?command|NOPERM|no permissions/i.test((error as Error).message)) return undefined;
+    throw error;
+  }
   const current = typeof info === 'string' ? /(?:^| )db=(\d+)/.exec(info)?.[1] : undefined;
   if (current === undefined) return 'CLIENT INFO did not name the connection\'s database';
   if (Number(current) === configured) return undefined;
