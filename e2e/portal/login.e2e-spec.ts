@@ -251,9 +251,51 @@ describe('portal with its identity provider down', () => {
     await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
     const ready = await fetch(`${portalUrl}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'ready', identityProvider: 'identity provider discovery unreachable' });
+    expect(await ready.json()).toEqual({ status: 'ready', identityProvider: 'identity provider discovery unreachable', sessionStore: 'reachable' });
     const signIn = await fetch(`${portalUrl}/sign-in`);
     expect(signIn.status).toBe(200);
+  });
+});
+
+describe('portal readiness and its Redis', () => {
+  const started: AppProcess[] = [];
+  afterAll(async () => {
+    for (const app of started.reverse()) await app.stop(5_000);
+  });
+
+  /** A portal on a free port whose provider is down and whose Redis is `redis`; its /readyz answer once it serves. */
+  async function readinessWith(redis: string): Promise<{ status: number; text: string }> {
+    const [deadIdpPort, portalPort] = [await freePort(), await freePort()];
+    const portalUrl = `http://localhost:${portalPort}`;
+    const portal = startPortal(portalPort, `http://localhost:${deadIdpPort}`, randomBytes(24).toString('base64url'), {
+      PORTAL_READINESS_TIMEOUT_MS: '500',
+      REDIS_URL: redis,
+    });
+    started.push(portal);
+    await waitForReady(`${portalUrl}/healthz`, portal, 60_000);
+    const response = await fetch(`${portalUrl}/readyz`);
+    return { status: response.status, text: await response.text() };
+  }
+
+  it('reports a Redis that is down, and stays ready: every replica shows its own "cannot check your session" page', async () => {
+    const deadRedisPort = await freePort();
+    const { status, text } = await readinessWith(`redis://127.0.0.1:${deadRedisPort}`);
+    expect({ status, body: JSON.parse(text) }).toEqual({
+      status: 200,
+      body: { status: 'ready', identityProvider: 'identity provider discovery unreachable', sessionStore: 'unreachable' },
+    });
+    expect(text).not.toContain(String(deadRedisPort));
+  });
+
+  it('is not ready when REDIS_URL names a database the server refused: signed-out sessions would go to database 0', async () => {
+    // Before, /readyz said ready while ioredis carried on in database 0, among another app's keys.
+    const { status, text } = await readinessWith(`${redisUrl.replace(/\/\d*$/, '')}/99`);
+    expect(status).toBe(503);
+    expect(JSON.parse(text)).toEqual({
+      status: 'not ready',
+      identityProvider: 'identity provider discovery unreachable',
+      sessionStore: expect.stringMatching(/^connected to Redis database 0, not 99 as REDIS_URL says/),
+    });
   });
 });
 

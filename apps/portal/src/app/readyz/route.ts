@@ -1,5 +1,6 @@
 import { discoveryIssuerProblem } from '@portcullis/portal/auth';
 import { portalConfig } from '../../config';
+import { type SessionStoreProblem, sessionStoreProblem } from '../../session-revocations';
 
 export const dynamic = 'force-dynamic';
 
@@ -13,7 +14,18 @@ interface ProviderProblem {
   readonly misconfigured: boolean;
 }
 
-let last: { readonly at: number; readonly problem: ProviderProblem | undefined; readonly pending?: Promise<ProviderProblem | undefined> } | undefined;
+/** What one look found: the provider's problem and the session store's (undefined: fine). */
+interface Findings {
+  readonly provider: ProviderProblem | undefined;
+  readonly sessionStore: SessionStoreProblem | undefined;
+}
+
+let last: { readonly at: number; readonly findings: Findings | undefined; readonly pending?: Promise<Findings> } | undefined;
+
+async function look(): Promise<Findings> {
+  const [provider, sessionStore] = await Promise.all([lookAtProvider(), sessionStoreProblem(portalConfig().readinessTimeoutMs)]);
+  return { provider, sessionStore };
+}
 
 async function lookAtProvider(): Promise<ProviderProblem | undefined> {
   const { auth, readinessTimeoutMs } = portalConfig();
@@ -40,22 +52,25 @@ async function lookAtProvider(): Promise<ProviderProblem | undefined> {
  * Readiness: the portal process is up with its configuration, and serves. The identity provider's state is reported
  * (`identityProvider`), not required: people already signed in hold a self-contained session and need no provider, so
  * a provider outage must not take every replica out of the load balancer at once (only new sign-ins fail, and the
- * sign-in page says so). A provider whose discovery names another issuer than the configured one is different: that
- * is this portal's configuration, no sign-in can ever succeed with it, and a rollout that brings it must stop at the
- * first replica, so the portal is not ready (503). One request to the provider answers every probe for a few seconds
- * (and concurrent probes share it), so this unauthenticated route cannot be used to flood the provider.
+ * sign-in page says so). Redis, which keeps the signed-out sessions, is reported the same way (`sessionStore`): while
+ * it is down every replica refuses sessions with its own 503 page, which says why, rather than the load balancer's. A
+ * finding that is this portal's own configuration is different: a provider whose discovery names another issuer than
+ * the configured one (no sign-in can ever succeed), or a REDIS_URL database the server refused (the client carries on
+ * in database 0); a rollout that brings either must stop at the first replica, so the portal is not ready (503). One
+ * look (a request to the provider, a PING) answers every probe for a few seconds (and concurrent probes share it), so
+ * this unauthenticated route cannot be used to flood either.
  */
 export async function GET(): Promise<Response> {
   const now = Date.now();
   if (last === undefined || (last.pending === undefined && now - last.at >= REMEMBER_MS)) {
-    const pending = lookAtProvider();
-    last = { at: now, problem: undefined, pending };
-    last = { at: Date.now(), problem: await pending };
+    const pending = look();
+    last = { at: now, findings: undefined, pending };
+    last = { at: Date.now(), findings: await pending };
   }
-  const problem = last.pending ? await last.pending : last.problem;
-  const ready = problem?.misconfigured !== true;
+  const { provider, sessionStore } = last.pending ? await last.pending : (last.findings as Findings);
+  const ready = provider?.misconfigured !== true && sessionStore?.misconfigured !== true;
   return Response.json(
-    { status: ready ? 'ready' : 'not ready', identityProvider: problem?.reason ?? 'reachable' },
+    { status: ready ? 'ready' : 'not ready', identityProvider: provider?.reason ?? 'reachable', sessionStore: sessionStore?.reason ?? 'reachable' },
     { status: ready ? 200 : 503, headers: { 'cache-control': 'no-store' } },
   );
 }
