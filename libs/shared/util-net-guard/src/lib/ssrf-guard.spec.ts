@@ -43,6 +43,15 @@ describe('isPrivateAddress', () => {
     '2002:c0a8:0101::1',
     '::ffff:0:7f00:1',
     '64:ff9b:1::a00:1',
+    // Documentation and benchmarking ranges (IANA: not globally reachable); some networks use them inside.
+    '192.0.2.10',
+    '198.51.100.10',
+    '203.0.113.10',
+    '198.18.0.1',
+    '2001:db8::10',
+    '3fff::1',
+    '2001:2::1',
+    '::ffff:203.0.113.10',
     'not-an-address',
   ])('%s is not public', (address) => {
     expect(isPrivateAddress(address)).toBe(true);
@@ -57,6 +66,10 @@ describe('isPrivateAddress', () => {
     '::ffff:8.8.8.8',
     '2002:0808:0808::1',
     '::ffff:0:808:808',
+    '192.0.3.1',
+    '203.0.114.1',
+    '2001:db9::1',
+    '2001:3::1',
   ])('%s is public', (address) => {
     expect(isPrivateAddress(address)).toBe(false);
   });

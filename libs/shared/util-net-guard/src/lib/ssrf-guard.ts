@@ -36,6 +36,9 @@ function isPrivateIpv4(b: readonly number[]): boolean {
     (a === 172 && c >= 16 && c <= 31) ||
     (a === 192 && c === 168) ||
     (a === 192 && c === 0 && d === 0) || // 192.0.0/24 IETF protocol assignments
+    (a === 192 && c === 0 && d === 2) || // documentation TEST-NET-1 192.0.2/24 (RFC 5737)
+    (a === 198 && c === 51 && d === 100) || // documentation TEST-NET-2 198.51.100/24
+    (a === 203 && c === 0 && d === 113) || // documentation TEST-NET-3 203.0.113/24
     (a === 198 && (c === 18 || c === 19)) || // benchmarking 198.18/15
     a >= 224 // multicast, reserved, broadcast
   );
@@ -92,6 +95,9 @@ function isPrivateIpv6(g: readonly number[]): boolean {
   if ((at(0) & 0xffc0) === 0xfe80 || (at(0) & 0xffc0) === 0xfec0) return true; // link-local, site-local
   if ((at(0) & 0xff00) === 0xff00) return true; // multicast
   if (at(0) === 0x100 && at(1) === 0 && at(2) === 0 && at(3) === 0) return true; // discard-only 100::/64
+  if (at(0) === 0x2001 && at(1) === 0xdb8) return true; // documentation 2001:db8::/32 (RFC 3849)
+  if ((at(0) & 0xfff0) === 0x3ff0) return true; // documentation 3fff::/20 (RFC 9637)
+  if (at(0) === 0x2001 && at(1) === 2 && at(2) === 0) return true; // benchmarking 2001:2::/48 (RFC 5180)
   return false;
 }
 
