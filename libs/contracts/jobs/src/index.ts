@@ -21,6 +21,7 @@ export type {
 } from './lib/audit-event-batch';
 export {
   assertHandlersCover,
+  AUDIT_JOB_RETRIES,
   isJobName,
   jobIdFor,
   jobNamesForQueue,

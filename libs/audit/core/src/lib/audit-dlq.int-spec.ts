@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
-import { QUEUES } from '@portcullis/contracts/jobs';
+import { AUDIT_JOB_RETRIES, QUEUES } from '@portcullis/contracts/jobs';
 import { testContext } from '@portcullis/shared/util-testing';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -73,6 +73,9 @@ describe('AuditDlq.replay', () => {
       const replayedBatch = queued.find((job) => job.name === 'audit.events.ingest');
       expect((replayedBatch?.data as { events: { eventId: string }[] }).events.map((event) => event.eventId)).toEqual([mixed.eventId]);
       expect(queued).toHaveLength(events.length + 1);
+      // Each with the retries every audit job carries (before, none: one Redis error in the worker's bookkeeping failed
+      // a replayed job for good, outside the DLQ its entry had left).
+      for (const job of queued) expect({ attempts: job.opts.attempts, backoff: job.opts.backoff }).toEqual(AUDIT_JOB_RETRIES);
 
       // A second replay finds only what stays, and changes nothing.
       const again = await dlq.replay();

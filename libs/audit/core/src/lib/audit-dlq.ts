@@ -1,4 +1,5 @@
 import {
+  AUDIT_JOB_RETRIES,
   isJobName,
   jobIdFor,
   parseAuditEvent,
@@ -171,7 +172,9 @@ export class AuditDlq {
       const original = await this.audit.getJob(id);
       if (original) await original.remove();
     }
-    await this.audit.add(name, payload, { jobId });
+    // With the retries every audit job carries: without them one Redis error in the worker's bookkeeping failed the
+    // replayed job for good, outside the DLQ this entry has just left.
+    await this.audit.add(name, payload, { jobId, ...AUDIT_JOB_RETRIES });
     replayed.push(entry.dlqJobId);
     if (invalid.length > 0) {
       const { dlqJobId: _id, ...letter } = entry;

@@ -9,6 +9,14 @@ export const QUEUES = {
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /**
+ * BullMQ retries of every audit ingest job, whoever adds it (gateway, control plane, a dead letter's replay). The
+ * worker retries and dead-letters by itself (ADR 0010); these are the safety net for a failure of that bookkeeping
+ * (Redis failing while the worker delays or dead-letters a job): the job is tried again instead of failing for good
+ * outside the dead-letter queue, where nothing lists it.
+ */
+export const AUDIT_JOB_RETRIES = { attempts: 5, backoff: { type: 'exponential', delay: 1_000 } } as const;
+
+/**
  * Every job the system knows: its queue, payload schema and version. A worker refuses to start unless it
  * has a handler for each job of the queues it consumes (`assertHandlersCover`).
  */

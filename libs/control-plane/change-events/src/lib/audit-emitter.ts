@@ -1,6 +1,6 @@
 import { AppError } from '@portcullis/shared/util-errors';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
-import { jobIdFor, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
+import { AUDIT_JOB_RETRIES, jobIdFor, QUEUES, type AuditEventV1 } from '@portcullis/contracts/jobs';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
@@ -12,8 +12,8 @@ import { withTimeout } from './bounded';
 import { CHANGE_EVENTS_OPTIONS, type ChangeEventsOptions } from './change-events.options';
 
 const JOB = 'audit.event.ingest';
-/** Retried by BullMQ should the worker's own bookkeeping fail (as the gateway's jobs are); finished jobs kept a while. */
-const JOB_OPTIONS = { attempts: 5, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: 1_000 } as const;
+/** Retried by BullMQ should the worker's own bookkeeping fail (`AUDIT_JOB_RETRIES`); finished jobs kept a while. */
+const JOB_OPTIONS = { ...AUDIT_JOB_RETRIES, removeOnComplete: 1_000 } as const;
 
 /** One control-plane change, as services describe it. */
 export interface ControlPlaneChange {

@@ -1,5 +1,6 @@
 import {
   AUDIT_BATCH_MAX_EVENTS,
+  AUDIT_JOB_RETRIES,
   auditBatchJobId,
   encodeAuditEventBatchV2,
   jobIdFor,
@@ -12,18 +13,14 @@ import { FileAuditSpool, MemoryAuditSpool, type AuditSpool } from './audit-spool
 const EVENT_JOB = 'audit.event.ingest' as const;
 const BATCH_JOB = 'audit.events.ingest' as const;
 
-/**
- * BullMQ options of every audit job. The worker retries and dead-letters by itself (ADR 0010); BullMQ's own attempts
- * are the safety net for a failure of that bookkeeping (Redis failing while the worker delays or dead-letters a job):
- * the job is tried again instead of failing for good outside the dead-letter queue. As the control plane's jobs.
- */
+/** BullMQ options of every audit job: its id, and the retries every audit job carries (`AUDIT_JOB_RETRIES`). */
 export interface AuditJobOptions {
   readonly jobId: string;
   readonly attempts: number;
   readonly backoff: { readonly type: 'exponential'; readonly delay: number };
 }
 
-const jobOptions = (jobId: string): AuditJobOptions => ({ jobId, attempts: 5, backoff: { type: 'exponential', delay: 1_000 } });
+const jobOptions = (jobId: string): AuditJobOptions => ({ jobId, ...AUDIT_JOB_RETRIES });
 
 /** A job of many events (the default): job id derived from its event ids. Payload v2 (rows), or v1 (`'batch-v1'`). */
 export interface AuditBatchJob {
