@@ -2,7 +2,7 @@ import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import type { ConditionContext } from './cel';
 import { canonicalResourceUri } from './resource-uri';
-import { runtimeOf, upstreamGlobMatches, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
+import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
 
 const AGENT_MESSAGES: Readonly<Record<PolicyEffect, string>> = {
@@ -433,7 +433,7 @@ export function upstreamInUse(snapshot: PolicySnapshot, principal: PolicyPrincip
   for (const { rule, rank, condition } of runtime.rules) {
     if (!appliesTo(rule.subjects, who)) continue;
     for (const target of rule.targets) {
-      if (!upstreamGlobMatches(target.upstream, upstream)) continue;
+      if (!runtime.upstreamMatches(target.upstream, upstream)) continue;
       if (rank > 0) granted.add(target.kind);
       else if (condition === null && WHOLE_NAMES[target.kind].has(target.name)) closed.add(target.kind);
     }

@@ -74,6 +74,8 @@ export interface Runtime {
   readonly rules: readonly RuleRuntime[];
   readonly members: ReadonlyMap<string, MemberRuntime>;
   entryFor(kind: TargetKind, upstream: string, name: string): TargetEntry;
+  /** `upstreamGlobMatches`, remembered for this snapshot's life (the upstream names are the tenant's configured ones). */
+  upstreamMatches(pattern: string, upstream: string): boolean;
 }
 
 /** Compiled pieces reused across rules (and between compile and load). */
@@ -95,6 +97,8 @@ export class SnapshotLoadError extends Error {
 }
 
 const MAX_LAZY_ENTRIES = 20_000;
+/** Upstream names whose glob matches a runtime remembers (`upstreamMatches`). */
+const MAX_REMEMBERED_UPSTREAMS = 1_000;
 /** Longest unknown target name kept in the entry cache (as the decision memo's bound in evaluate.ts). */
 const MAX_LAZY_NAME_LENGTH = 512;
 const EMPTY_ENTRY: TargetEntry = Object.freeze({
@@ -356,6 +360,9 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
   // The registry's entries are made when first asked for, and kept: made at load, every name of a large registry was
   // matched against every pattern while the event loop waited (seconds, on every replica, at each snapshot change).
   const registered = new Set(snapshot.registry.map((tool) => `${tool.kind}\n${tool.upstream}\n${tool.name}`));
+  // upstream -> pattern -> whether it matches. Asked for every upstream message outside a call (upstreamInUse), for
+  // each target of each rule: compiled anew each time, a policy of 10,000 targets cost milliseconds a message.
+  const upstreamMatchesByName = new Map<string, Map<string, boolean>>();
 
   return {
     snapshot,
@@ -376,6 +383,17 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
         store(kind, upstream, name, entry);
       }
       return entry;
+    },
+    upstreamMatches(pattern, upstream) {
+      let byPattern = upstreamMatchesByName.get(upstream);
+      if (byPattern === undefined) {
+        // Names come from the gateway's registry, not from agents; the bound is for safety only.
+        if (upstreamMatchesByName.size >= MAX_REMEMBERED_UPSTREAMS) return upstreamGlobMatches(pattern, upstream);
+        upstreamMatchesByName.set(upstream, (byPattern = new Map()));
+      }
+      let matches = byPattern.get(pattern);
+      if (matches === undefined) byPattern.set(pattern, (matches = upstreamGlobMatches(pattern, upstream)));
+      return matches;
     },
   };
 }
