@@ -175,6 +175,20 @@ describe('the built portal over HTTP', () => {
     expect(fromPath.headers.get('location')).toBe('/sign-in?error=Default');
   });
 
+  it('shows the sign-in page for an error code named like an Object.prototype member', async () => {
+    // Before, the page looked the code up on a plain object: these found Object.prototype's members, which React cannot
+    // render (500).
+    for (const code of ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__']) {
+      const response = await get(`/sign-in?error=${code}`);
+      expect({ code, status: response.status }).toEqual({ code, status: 200 });
+      expect(await response.text()).toContain('Sign-in failed. Try again.');
+    }
+    // The way a visitor is sent there: next-auth's error route passes a plain word on (authErrorCode).
+    const viaNextAuth = await get('/api/auth/error?error=constructor');
+    expect(viaNextAuth.headers.get('location')).toBe('/sign-in?error=constructor');
+    expect((await get(viaNextAuth.headers.get('location') ?? '')).status).toBe(200);
+  });
+
   it('is not ready while the provider\'s discovery names another issuer: no sign-in can succeed', async () => {
     // Every ID token that provider signs carries iss=http://idp.elsewhere.example, which the signIn callback refuses;
     // before, /readyz said "reachable".
@@ -226,6 +240,6 @@ describe('the built portal over HTTP', () => {
   });
 
   it('logged no error for any of these requests', () => {
-    expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"|TypeError|SyntaxError/);
+    expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"|TypeError|SyntaxError|⨯/);
   });
 });

@@ -7,12 +7,14 @@ import './sign-in.css';
 
 export const metadata: Metadata = { title: 'Sign in' };
 
-const ERRORS: Record<string, string> = {
-  AccessDenied: 'Access was denied.',
-  OAuthCallback: 'The identity provider answered with an error. Try again.',
-  OAuthSignin: 'Could not reach the identity provider. Try again.',
-  SessionRequired: 'Please sign in to continue.',
-};
+// A Map, not an object: the code comes from the URL, and on an object `constructor`, `toString` or `__proto__` would
+// look up Object.prototype's members (a function React cannot render: the page answered 500).
+const ERRORS = new Map<string, string>([
+  ['AccessDenied', 'Access was denied.'],
+  ['OAuthCallback', 'The identity provider answered with an error. Try again.'],
+  ['OAuthSignin', 'Could not reach the identity provider. Try again.'],
+  ['SessionRequired', 'Please sign in to continue.'],
+]);
 
 export default async function SignInPage({
   searchParams,
@@ -24,7 +26,7 @@ export default async function SignInPage({
   const callbackUrl = safeCallbackPath(params['callbackUrl']);
   if (await currentUser()) redirect(callbackUrl);
   const errorCode = typeof params['error'] === 'string' ? params['error'] : undefined;
-  const error = errorCode ? (ERRORS[errorCode] ?? 'Sign-in failed. Try again.') : undefined;
+  const error = errorCode ? (ERRORS.get(errorCode) ?? 'Sign-in failed. Try again.') : undefined;
 
   return (
     <main className="sign-in">
