@@ -189,6 +189,27 @@ describe('the built portal over HTTP', () => {
     expect((await get(viaNextAuth.headers.get('location') ?? '')).status).toBe(200);
   });
 
+  it('refuses a path whose percent-encoding does not decode with 400, not a bare 500', async () => {
+    // Before, Next's route matcher threw decoding the segments of [...nextauth]: 500, before any of the portal's code.
+    const requests = [
+      ['GET', '/api/auth/%ZZ'],
+      ['GET', '/api/auth/error/%E0%A4%A'],
+      ['GET', '/api/auth/signin/%E0'],
+      ['GET', '/api/auth/session;%ZZ'],
+      ['POST', '/api/auth/signout/%ZZ'],
+      // Pages have no dynamic segments (a 404, or the sign-in page), but the proxy refuses them the same.
+      ['GET', '/%ZZ'],
+      ['GET', '/tenants/%E0%A4%A'],
+    ] as const;
+    for (const [method, route] of requests) {
+      const response = await fetch(`${portalUrl}${route}`, { method, redirect: 'manual' });
+      expect({ method, route, status: response.status }).toEqual({ method, route, status: 400 });
+      expect(await response.json()).toEqual({ error: 'bad_request', message: expect.stringMatching(/percent-encoding/) });
+    }
+    // An escape that decodes still reaches next-auth.
+    expect((await get('/api/auth/%73ession')).status).toBe(200);
+  });
+
   it('is not ready while the provider\'s discovery names another issuer: no sign-in can succeed', async () => {
     // Every ID token that provider signs carries iss=http://idp.elsewhere.example, which the signIn callback refuses;
     // before, /readyz said "reachable".

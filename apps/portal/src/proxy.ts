@@ -14,6 +14,16 @@ function sessionCheckUnavailable(): NextResponse {
   return new NextResponse(page, { status: 503, headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'retry-after': '5' } });
 }
 
+/** Whether every percent-escape of `pathname` decodes (UTF-8), as Next decodes the segments of a dynamic route. */
+function pathDecodes(pathname: string): boolean {
+  try {
+    decodeURIComponent(pathname);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Sends anonymous visitors of any page to the sign-in page, remembering where they were going. A session cookie whose
  * session was signed out (a copy kept after signing out) counts as anonymous; while the signed-out sessions cannot be
@@ -23,8 +33,18 @@ function sessionCheckUnavailable(): NextResponse {
  * On /api/auth, it only hands next-auth a callback-URL cookie next-auth would refuse (a 500 on every route) cleaned
  * (`cleanCallbackCookie`): next-auth's route handler reads the cookies of the request as it reached the app, so this
  * is the one place they can be changed.
+ *
+ * A path whose percent-encoding does not decode (`/api/auth/%ZZ`) is refused first (400): Next's route matcher throws
+ * decoding it into the segments of `[...nextauth]`, a bare 500 no route handler sees. The pages have no dynamic
+ * segments (such a path was a 404, or the sign-in page for an anonymous visitor), but are refused the same.
  */
 export async function proxy(request: NextRequest): Promise<NextResponse> {
+  if (!pathDecodes(request.nextUrl.pathname)) {
+    return NextResponse.json(
+      { error: 'bad_request', message: 'The path is not valid percent-encoding.' },
+      { status: 400, headers: { 'cache-control': 'no-store' } },
+    );
+  }
   if (request.nextUrl.pathname.startsWith('/api/auth/')) {
     const cookie = cleanCallbackCookie(request.headers.get('cookie'), portalConfig().publicUrl);
     if (cookie === undefined) return NextResponse.next();
