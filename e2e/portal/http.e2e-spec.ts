@@ -210,6 +210,22 @@ describe('the built portal over HTTP', () => {
     expect((await get('/api/auth/%73ession')).status).toBe(200);
   });
 
+  it('answers HEAD on the GET routes of /api/auth as GET, without the body', async () => {
+    for (const route of ['csrf', 'session', 'providers']) {
+      const getResponse = await get(`/api/auth/${route}`);
+      // Before, next-auth was handed the HEAD and refused it: 400.
+      const head = await fetch(`${portalUrl}/api/auth/${route}`, { method: 'HEAD', redirect: 'manual' });
+      expect({ route, get: getResponse.status, head: head.status }).toEqual({ route, get: 200, head: 200 });
+      expect({ route, type: head.headers.get('content-type') }).toEqual({ route, type: getResponse.headers.get('content-type') });
+      expect({ route, cacheControl: head.headers.get('cache-control') }).toEqual({ route, cacheControl: getResponse.headers.get('cache-control') });
+      expect({ route, setsCookies: head.headers.getSetCookie().map((line) => line.split('=')[0]) }).toEqual({
+        route,
+        setsCookies: getResponse.headers.getSetCookie().map((line) => line.split('=')[0]),
+      });
+      expect(await head.text()).toBe('');
+    }
+  });
+
   it('is not ready while the provider\'s discovery names another issuer: no sign-in can succeed', async () => {
     // Every ID token that provider signs carries iss=http://idp.elsewhere.example, which the signIn callback refuses;
     // before, /readyz said "reachable".

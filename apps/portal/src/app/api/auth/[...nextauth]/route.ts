@@ -42,14 +42,18 @@ async function handler(request: NextRequest, context: RouteContext): Promise<Res
   // next-auth answers 500 for some visitor-chosen values of `callbackUrl` and of the error code (see cleanAuthRoute):
   // it is handed the request with those cleaned. next-auth reads the query from `nextUrl` and the path from `params`.
   const clean = cleanAuthRoute({ url: new URL(request.url), segments }, portalConfig().publicUrl);
+  // Next hands a HEAD to this (GET) handler, and next-auth answers 400 to any method but GET and POST: it is asked the
+  // GET, and its answer goes back without the body.
+  const method = request.method === 'HEAD' ? 'GET' : request.method;
   const [authRequest, authContext] =
-    clean || body !== request.body
+    clean || body !== request.body || method !== request.method
       ? [
-          new NextRequest(clean?.url ?? request.url, { method: request.method, headers: request.headers, body }),
+          new NextRequest(clean?.url ?? request.url, { method, headers: request.headers, body }),
           { params: Promise.resolve({ nextauth: [...(clean?.segments ?? segments)] }) },
         ]
       : [request, context];
-  return NextAuth(authRequest as never, authContext as never, authOptions()) as Promise<Response>;
+  const response = (await NextAuth(authRequest as never, authContext as never, authOptions())) as Response;
+  return request.method === 'HEAD' ? new Response(null, { status: response.status, statusText: response.statusText, headers: response.headers }) : response;
 }
 
 /** A sign-out body the portal does not read whole (over `SIGN_OUT_BODY_MAX_BYTES`) or could not read: nobody signs out. */
