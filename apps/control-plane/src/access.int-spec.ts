@@ -1,4 +1,4 @@
-import { describePermissionTable, MAX_ACCESS_TOKEN_TTL_SECONDS } from '@portcullis/control-plane/auth';
+import { allowedWhileSuspended, describePermissionTable, isTenantPermission, MAX_ACCESS_TOKEN_TTL_SECONDS, PERMISSIONS, type Permission } from '@portcullis/control-plane/auth';
 import { newId } from '@portcullis/shared/util-ids';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,6 +40,23 @@ describe('route → permission declarations', () => {
       expect(operation?.['x-portcullis-permission']).toBe(route.access);
       expect(JSON.stringify(operation?.['responses'])).toContain('application/problem+json');
     }
+  });
+
+  // Before, 409 was documented only where a route could conflict with existing data, though the access guard refuses
+  // every change to a suspended tenant with it (PUT /policy, DELETE of an upstream, an agent client...), and 503 nowhere.
+  it('documents 409 on every change a suspended tenant refuses, and 503 everywhere', () => {
+    const missing: string[] = [];
+    for (const route of cp.registry.list().filter((r) => r.path.startsWith('/api/'))) {
+      const operation = (cp.openapi.paths[route.path.replace(/:(\w+)/g, '{$1}')] as Record<string, { responses: Record<string, unknown> }> | undefined)?.[
+        route.method.toLowerCase()
+      ];
+      const responses = operation?.responses ?? {};
+      const permission = route.access as Permission | undefined;
+      const refusedWhileSuspended = permission !== undefined && permission in PERMISSIONS && isTenantPermission(permission) && !allowedWhileSuspended(permission);
+      if (refusedWhileSuspended && !('409' in responses)) missing.push(`409 ${route.method} ${route.path}`);
+      if (!('503' in responses)) missing.push(`503 ${route.method} ${route.path}`);
+    }
+    expect(missing).toEqual([]);
   });
 
   it('keeps health probes open without a token', async () => {

@@ -10,7 +10,7 @@ export type { AccessTokenSettings, VerifiedAccessToken } from './lib/access-toke
 export { ControlPlaneAuthModule } from './lib/auth.module';
 export { currentRole } from './lib/current-role';
 export type { ControlPlaneAuthOptions } from './lib/auth.options';
-export { describePermissionTable, PERMISSIONS, roleGrants, TENANT_ROLES } from './lib/permissions';
+export { allowedWhileSuspended, describePermissionTable, isTenantPermission, PERMISSIONS, roleGrants, TENANT_ROLES } from './lib/permissions';
 export type { Permission, TenantRole } from './lib/permissions';
 export type { Principal, TenantScope } from './lib/principal';
 export { RouteAccessRegistry } from './lib/route-access.registry';
