@@ -236,6 +236,37 @@ describe('approvals API', () => {
     expect(JSON.stringify(events[0]?.arguments)).not.toMatch(/DROP TABLE|prod\/backups|tok-123456789/);
   });
 
+  it('gives the argumentsHash only to those shown the arguments in full, or where redaction hid nothing: it is the hash of what was hidden', async () => {
+    const { t, admin, base } = await setup();
+    const auditor = await cp.member(t.id, 'auditor');
+    const pin = String(1000 + (randomBytes(2).readUInt16BE(0) % 9000));
+    const approval = await held(t.id, { args: { account: 'acme-ops', password: pin } });
+    const plain = await held(t.id, { args: { path: '/tmp/report.csv' } });
+
+    const audited = await cp.request('GET', `${base}/${approval.id}`, { token: auditor.token });
+    const shownArgs = audited.json['arguments'] as Record<string, unknown>;
+    expect(shownArgs).toEqual({ account: 'acme-ops', password: '[redacted]' });
+    // Before, the answer carried the unsalted hash of the arguments in full: 9,000 guesses recovered the PIN.
+    const guessed = Array.from({ length: 9000 }, (_, i) => String(1000 + i)).find(
+      (guess) => hashOf(JSON.stringify({ ...shownArgs, password: guess })) === audited.json['argumentsHash'],
+    );
+    expect(guessed).toBeUndefined();
+    expect(audited.json['argumentsHash']).toBeNull();
+    const listed = (await cp.request('GET', `${base}?status=pending`, { token: auditor.token })).json.items ?? [];
+    expect(Object.fromEntries(listed.map((item) => [item['id'], item['argumentsHash']]))).toEqual({ [approval.id]: null, [plain.id]: plain.argumentsHash });
+    // Nothing hidden: the hash says nothing the arguments shown do not.
+    expect((await cp.request('GET', `${base}/${plain.id}`, { token: auditor.token })).json['argumentsHash']).toBe(plain.argumentsHash);
+    // Those who decide see the arguments in full, and send the hash back.
+    expect((await cp.request('GET', `${base}/${approval.id}`, { token: admin.token })).json['argumentsHash']).toBe(approval.argumentsHash);
+    const approved = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash } });
+    expect(approved.json['argumentsHash']).toBe(approval.argumentsHash);
+
+    // The audit trail (readable by auditors, exported) shows the arguments redacted, so it has no hash either.
+    const [event] = await cp.eventsAtLeast(t.id, 1);
+    expect(event?.arguments).toMatchObject({ before: { argumentsHash: null }, after: { argumentsHash: null } });
+    expect(JSON.stringify(event?.arguments)).not.toContain(approval.argumentsHash);
+  });
+
   it('takes no decision once the replica holding the call stopped renewing its lease: the call is gone (cancelled)', async () => {
     const { t, admin, base } = await setup();
     const alive = await held(t.id, { heldForMs: 60_000 });

@@ -126,9 +126,13 @@ export const approvalResponse = z.object({
   method: z.string().nullable(),
   /** The target's name as its upstream knows it (without the gateway prefix): a tool's or prompt's name, or a resource's URI. */
   tool: z.string(),
-  /** The agent's arguments, secrets redacted. */
+  /** The agent's arguments: in full to those who may decide, with credentials redacted to anyone else. */
   arguments: z.record(z.string(), z.unknown()),
-  argumentsHash: approvalArgumentsHash,
+  /**
+   * What an approver sends back to approve (the hash of the arguments in full). Null where the arguments are shown
+   * redacted and redaction hid something: unsalted, it would let the reader test guesses of what was hidden.
+   */
+  argumentsHash: approvalArgumentsHash.nullable(),
   /** Why the policy asked for approval. */
   reason: z.string().nullable(),
   snapshotVersion: z.number().int().nullable(),

@@ -57,4 +57,17 @@ describe('toApprovalResponse', () => {
     // A row from before the columns: its kind the migration's default (or what it could infer), its method unknown.
     expect(toApprovalResponse({ ...row, kind: 'tool', method: null, tool: 'delete_file' }, now, true)).toMatchObject({ kind: 'tool', method: null });
   });
+
+  it('gives the hash of the arguments in full only with the arguments in full, or where redaction hid nothing', () => {
+    const secret = { ...row, kind: 'tool' as const, method: 'tools/call', tool: 'unlock', arguments: { account: 'ops', password: '4821' }, argumentsHash: 'f'.repeat(64) };
+    // Before, an auditor got it next to `password: [redacted]`: unsalted, it gave the PIN away in 9,000 guesses.
+    expect(toApprovalResponse(secret, now, false)).toMatchObject({ arguments: { account: 'ops', password: REDACTED }, argumentsHash: null });
+    expect(toApprovalResponse(secret, now, true)).toMatchObject({ arguments: { account: 'ops', password: '4821' }, argumentsHash: 'f'.repeat(64) });
+    // A secret hidden in free text counts as well as one under a credential-like key.
+    const inText = { ...secret, arguments: { sql: 'SELECT 1; -- -----BEGIN PRIVATE KEY-----\nDROP TABLE users;' } };
+    expect(toApprovalResponse(inText, now, false).argumentsHash).toBeNull();
+    // Nothing hidden: the hash tells nothing the arguments shown do not.
+    const plain = { ...secret, arguments: { account: 'ops', path: '/tmp/x' } };
+    expect(toApprovalResponse(plain, now, false).argumentsHash).toBe('f'.repeat(64));
+  });
 });

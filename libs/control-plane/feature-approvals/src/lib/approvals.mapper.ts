@@ -42,9 +42,12 @@ export function effectiveStatus(row: Pick<ApprovalRow, 'status' | 'expiresAt' | 
 
 /**
  * `full`: the agent's arguments as the call carries them, for those who may decide (an approver must see exactly what
- * would run); anyone else (auditors, audit events) gets them with credentials redacted.
+ * would run); anyone else (auditors, audit events) gets them with credentials redacted, and `argumentsHash` only when
+ * redaction hid nothing. The hash is an unsalted SHA-256 of the arguments in full: next to a redacted copy it let a
+ * reader test guesses of the hidden value offline (a PIN in 9,000 tries), so it is null there.
  */
 export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): ApprovalResponse {
+  const shown = full ? row.arguments : redactSecrets(row.arguments);
   return {
     id: row.id,
     status: effectiveStatus(row, now),
@@ -53,8 +56,8 @@ export function toApprovalResponse(row: ApprovalRow, now: Date, full = false): A
     method: row.method,
     // A held resource read's "tool" is its URI, which may carry credentials (`postgres://app:secret@db/x`).
     tool: full ? row.tool : (redactSecrets(row.tool) as string),
-    arguments: asObject(full ? row.arguments : redactSecrets(row.arguments)) ?? {},
-    argumentsHash: row.argumentsHash,
+    arguments: asObject(shown) ?? {},
+    argumentsHash: full || JSON.stringify(shown) === JSON.stringify(row.arguments) ? row.argumentsHash : null,
     // The policy's reason names the target (a resource by its URI) and only explains: shown redacted to everyone, as
     // the gateway now stores it. Rows stored before it did still hold the URI in full.
     reason: redactSecrets(row.reason) as string | null,
