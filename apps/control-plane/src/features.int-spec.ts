@@ -419,6 +419,43 @@ describe('agent clients and API keys', () => {
     expect((await cp.request('GET', base, { token: admin.token })).json.items).toHaveLength(0);
   });
 
+  it('records one revocation when two of the same key race: the one whose update revoked it', async () => {
+    const t = await cp.tenant();
+    const alice = await cp.member(t.id, 'owner');
+    const bob = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const client = await cp.request('POST', `${base}/agent-clients`, { token: alice.token, body: { name: 'bot' } });
+    const key = await cp.request('POST', `${base}/api-keys`, { token: alice.token, body: { name: 'k', agentClientId: client.json['id'] } });
+    const keyId = String(key.json['id']);
+    await cp.eventsAtLeast(t.id, 2);
+
+    // Both read the key live; the second's update waits for the first's and then matches no row.
+    const answers = await cp.atOnce('api_keys', keyId, () => [
+      cp.request('POST', `${base}/api-keys/${keyId}/revoke`, { token: alice.token }),
+      cp.request('POST', `${base}/api-keys/${keyId}/revoke`, { token: bob.token }),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200]);
+    // Both answer with the one revocation that happened, as revoking a revoked key does.
+    expect(answers[1]?.json['revokedAt']).toBe(answers[0]?.json['revokedAt']);
+
+    const events = await cp.eventsAtLeast(t.id, 3);
+    // Anything a second revocation would have recorded is in the queue by now: both requests have answered.
+    const revokes = (await cp.auditEvents(t.id)).filter((event) => event.method === 'api_key.revoke');
+    // Before, each recorded one (and announced it): both had read the key live before either updated it.
+    expect(revokes).toHaveLength(1);
+    expect(events.filter((event) => event.method === 'api_key.revoke')[0]?.arguments).toMatchObject({
+      before: { revokedAt: null },
+      after: { revokedAt: answers[0]?.json['revokedAt'] },
+    });
+    // Both answered after publishing whatever they announced: a marker published now arrives after all of it.
+    const publisher = createRedisClient({ url: testContext().redisUrl, connectionName: 'control-plane-test-marker' });
+    await publisher.publish(CHANGE_CHANNELS.apiKeys, `${t.id}:marker`);
+    await publisher.quit();
+    await waitFor(() => notices.some((n) => n.message === `${t.id}:marker`), { description: 'the marker notice' });
+    // The key's creation, and one revocation.
+    expect(notices.filter((n) => n.channel === CHANGE_CHANNELS.apiKeys && n.message === t.id)).toHaveLength(2);
+  });
+
   it('revokes the agent-client keys a removed member created, and only those, announcing the change', async () => {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');

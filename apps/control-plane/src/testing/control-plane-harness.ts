@@ -121,6 +121,32 @@ export async function startControlPlane(env: Record<string, string> = {}) {
       );
     },
 
+    /**
+     * Sends `requests` while another transaction holds the row `id` of `table` FOR UPDATE, and lets it go once each of
+     * them waits on it (a lock not granted, in this run's database): each has read the row before any could write
+     * it, as when they arrive at the same moment. Their answers, in the order sent.
+     */
+    async atOnce<T>(table: 'api_keys' | 'groups', id: string, requests: () => Promise<T>[]): Promise<T[]> {
+      const { sent } = await system.$transaction(
+        async (tx) => {
+          await tx.$queryRawUnsafe(`SELECT id FROM ${table} WHERE id = $1::uuid FOR UPDATE`, id);
+          const sent = requests();
+          await waitFor(
+            async () => {
+              const [row] = await system.$queryRaw<{ waiting: bigint }[]>`
+                SELECT count(DISTINCT l.pid) AS waiting FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE NOT l.granted AND a.datname = current_database()`;
+              return Number(row?.waiting ?? 0) >= sent.length;
+            },
+            { timeoutMs: 10_000, description: `${sent.length} requests waiting on the ${table} row` },
+          );
+          return { sent };
+        },
+        { timeout: 20_000 },
+      );
+      return Promise.all(sent);
+    },
+
     /** `http://host:port/metrics` when CONTROL_PLANE_METRICS_PORT was set. */
     metricsUrl: metricsPort === undefined ? undefined : `http://${config.metrics?.host ?? '127.0.0.1'}:${metricsPort}/metrics`,
 

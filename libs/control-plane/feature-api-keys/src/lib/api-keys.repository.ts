@@ -31,9 +31,13 @@ export class ApiKeysRepository {
     return tx.apiKey.create({ data: { tenantId, ...key }, select: apiKeySelect });
   }
 
-  /** Sets revokedAt once (revoking again keeps the first time). Null when no such key. */
-  async revoke(tenantId: TenantId, tx: TenantTransaction, id: string, at: Date): Promise<ApiKeyRow | null> {
-    await tx.apiKey.updateMany({ where: { tenantId, id, revokedAt: null }, data: { revokedAt: at } });
-    return this.find(tenantId, tx, id);
+  /**
+   * Sets revokedAt once (revoking again keeps the first time). Null when no such key; `revoked` says whether this
+   * update set it, rather than a revocation that committed first (one this update waited for, on the key's row).
+   */
+  async revoke(tenantId: TenantId, tx: TenantTransaction, id: string, at: Date): Promise<{ row: ApiKeyRow; revoked: boolean } | null> {
+    const { count } = await tx.apiKey.updateMany({ where: { tenantId, id, revokedAt: null }, data: { revokedAt: at } });
+    const row = await this.find(tenantId, tx, id);
+    return row ? { row, revoked: count > 0 } : null;
   }
 }

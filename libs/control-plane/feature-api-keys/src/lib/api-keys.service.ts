@@ -66,20 +66,27 @@ export class ApiKeysService {
    */
   async revoke(scope: TenantScope, id: string): Promise<ApiKeyResponse> {
     const { after, cancelled, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
-      const existing = await this.repository.find(scope.tenantId, tx, id);
-      if (!existing) throw apiKeyErrors.notFound();
-      const revoked = await this.repository.revoke(scope.tenantId, tx, id, new Date());
-      if (!revoked) throw apiKeyErrors.notFound();
+      const result = await this.repository.revoke(scope.tenantId, tx, id, new Date());
+      if (!result) throw apiKeyErrors.notFound();
+      const { row, revoked } = result;
       const { count } = await tx.approval.updateMany({
         where: { tenantId: scope.tenantId, apiKeyId: id, status: 'pending' },
         data: { status: 'cancelled', decisionNote: 'the API key that made the call was revoked' },
       });
-      // Revoking a revoked key changes nothing: no event.
-      const staged =
-        existing.revokedAt === null
-          ? await this.audit.stage(tx, { tenantId: scope.tenantId, actor: scope.actor, action: 'api_key.revoke', target: { type: 'api_key', id }, before: toApiKeyResponse(existing), after: toApiKeyResponse(revoked) })
-          : null;
-      return { after: revoked, cancelled: count, staged };
+      // Revoking a revoked key changes nothing: no event. Judged by this update, not by a read before it: two
+      // revocations at once both read the key live, and the second, its update waiting for the first's, changed
+      // nothing (before, it recorded a second revocation). The key as it was is the row this update changed, unrevoked.
+      const staged = revoked
+        ? await this.audit.stage(tx, {
+            tenantId: scope.tenantId,
+            actor: scope.actor,
+            action: 'api_key.revoke',
+            target: { type: 'api_key', id },
+            before: toApiKeyResponse({ ...row, revokedAt: null }),
+            after: toApiKeyResponse(row),
+          })
+        : null;
+      return { after: row, cancelled: count, staged };
     });
     const response = toApiKeyResponse(after);
     if (staged) {
