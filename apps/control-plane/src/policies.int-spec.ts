@@ -600,6 +600,33 @@ describe('groups', () => {
     expect(events.map((e) => e.method)).toEqual(['group.create', 'group.member_add', 'group.update', 'group.member_remove', 'group.delete']);
     expect(events[2]).toMatchObject({ targetType: 'group', targetId: id, snapshotVersion: null, arguments: { before: { name: 'SRE' }, after: { name: 'Site Reliability' } } });
   });
+
+  it('records what each of two renames at once replaced: the second\'s "before" is the first\'s "after"', async () => {
+    const t = await cp.tenant();
+    const alice = await cp.member(t.id, 'admin');
+    const bob = await cp.member(t.id, 'admin');
+    const base = `/api/v1/tenants/${t.id}/groups`;
+    const id = String((await cp.request('POST', base, { token: alice.token, body: { externalId: 'ops', name: 'Ops' } })).json['id']);
+
+    // Both read the group before either renames it; the second's update waits for the first's.
+    const answers = await cp.atOnce('groups', id, () => [
+      cp.request('PATCH', `${base}/${id}`, { token: alice.token, body: { name: 'Operations' } }),
+      cp.request('PATCH', `${base}/${id}`, { token: bob.token, body: { name: 'Platform' } }),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200]);
+
+    const renames = (await cp.eventsAtLeast(t.id, 3))
+      .filter((event) => event.method === 'group.update')
+      .map((event) => event.arguments as { before: { name: string }; after: { name: string } })
+      .map(({ before, after }) => [before.name, after.name])
+      .sort(([a], [b]) => (a === 'Ops' ? -1 : b === 'Ops' ? 1 : 0));
+    // Whichever took the lock first. Before, both said they renamed "Ops": the second's "before" was its stale read.
+    expect([
+      [['Ops', 'Operations'], ['Operations', 'Platform']],
+      [['Ops', 'Platform'], ['Platform', 'Operations']],
+    ]).toContainEqual(renames);
+    expect((await cp.request('GET', `${base}/${id}`, { token: alice.token })).json['name']).toBe(renames[1]?.[1]);
+  });
 });
 
 describe('tenant isolation and roles', () => {

@@ -48,6 +48,7 @@ describe('GroupsRepository', () => {
     await withTenant(db, b.id, (tx) => repository.addMember(b.id, tx, ofB.id, userOfB));
 
     expect(await withTenant(db, a.id, (tx) => repository.find(a.id, tx, ofB.id))).toBeNull();
+    expect(await withTenant(db, a.id, (tx) => repository.findForUpdate(a.id, tx, ofB.id))).toBeNull();
     expect(await withTenant(db, a.id, (tx) => repository.findByExternalId(a.id, tx, ofB.externalId))).toBeNull();
     expect((await withTenant(db, a.id, (tx) => repository.list(a.id, tx, firstPage))).map((g) => g.id)).not.toContain(ofB.id);
     expect(await withTenant(db, a.id, (tx) => repository.listMembers(a.id, tx, ofB.id, firstPage))).toEqual([]);

@@ -20,6 +20,15 @@ export class GroupsRepository {
     return tx.group.findFirst({ where: { tenantId, id }, select: groupSelect });
   }
 
+  /**
+   * The group, its row locked (FOR UPDATE) until the transaction ends: a change of it not yet committed is waited for,
+   * not read past, so what is read is what this transaction's change replaces.
+   */
+  async findForUpdate(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<GroupRow | null> {
+    await tx.$queryRaw`SELECT id FROM groups WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid FOR UPDATE`;
+    return this.find(tenantId, tx, id);
+  }
+
   async findByExternalId(tenantId: TenantId, tx: TenantTransaction, externalId: string): Promise<GroupRow | null> {
     return tx.group.findUnique({ where: { tenantId_externalId: { tenantId, externalId } }, select: groupSelect });
   }

@@ -61,7 +61,9 @@ export class GroupsService {
 
   async rename(scope: TenantScope, id: string, body: UpdateGroupRequest): Promise<GroupResponse> {
     const { after, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
-      const before = await this.repository.find(scope.tenantId, tx, id);
+      // Locked first: two renames at once both read the old name otherwise, and the second recorded it as what it
+      // replaced (its update waited for the first's and replaced the first's name).
+      const before = await this.repository.findForUpdate(scope.tenantId, tx, id);
       const after = before ? await this.repository.rename(scope.tenantId, tx, id, body.name) : null;
       if (!before || !after) throw groupErrors.notFound();
       return { after, staged: await this.stage(tx, scope, 'group.update', id, toGroupResponse(before), toGroupResponse(after), null) };
