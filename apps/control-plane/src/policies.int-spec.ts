@@ -627,6 +627,27 @@ describe('groups', () => {
     ]).toContainEqual(renames);
     expect((await cp.request('GET', `${base}/${id}`, { token: alice.token })).json['name']).toBe(renames[1]?.[1]);
   });
+
+  it('records the name a group had when deleted, a rename committed just before included', async () => {
+    const t = await cp.tenant();
+    const alice = await cp.member(t.id, 'admin');
+    const base = `/api/v1/tenants/${t.id}/groups`;
+    const id = String((await cp.request('POST', base, { token: alice.token, body: { externalId: 'ops', name: 'Ops' } })).json['id']);
+
+    // The rename is sent first (it waits on the group's row), the deletion a moment later: it reads the group, then waits.
+    const [renamed, deleted] = await cp.atOnce('groups', id, () => [
+      cp.request('PATCH', `${base}/${id}`, { token: alice.token, body: { name: 'Operations' } }),
+      new Promise((resolve) => setTimeout(resolve, 300)).then(() => cp.request('DELETE', `${base}/${id}`, { token: alice.token })),
+    ]);
+    expect(deleted?.status).toBe(204);
+    const events = await cp.eventsAtLeast(t.id, renamed?.status === 200 ? 3 : 2);
+    const deletion = events.find((event) => event.method === 'group.delete')?.arguments as { before: { name: string } } | undefined;
+    // The rename either committed first (the deletion removed "Operations") or found the group gone (404). Before, a
+    // deletion waiting on the rename recorded the name it had read before waiting: "Ops".
+    expect({ rename: renamed?.status, deletedName: deletion?.before.name }).toEqual(
+      renamed?.status === 200 ? { rename: 200, deletedName: 'Operations' } : { rename: 404, deletedName: 'Ops' },
+    );
+  });
 });
 
 describe('tenant isolation and roles', () => {

@@ -75,7 +75,8 @@ export class GroupsService {
   /** Refused with 409 naming each rule while an enabled rule still refers to the group (nothing is deleted then). */
   async delete(scope: TenantScope, id: string): Promise<void> {
     const { snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
-      const before = await this.repository.find(scope.tenantId, tx, id);
+      // Locked first, as for a rename: a rename committed while this waited left the name read before it as "before".
+      const before = await this.repository.findForUpdate(scope.tenantId, tx, id);
       if (!before || !(await this.repository.delete(scope.tenantId, tx, id))) throw groupErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.delete');
       return { snapshot, staged: await this.stage(tx, scope, 'group.delete', id, toGroupResponse(before), null, snapshot) };
