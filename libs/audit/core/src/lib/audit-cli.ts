@@ -141,12 +141,12 @@ async function dlqSubcommand(
     case 'list': {
       const limit = values.limit ? Number(values.limit) : 1_000;
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
-      const entries = await dlq.list(limit);
       if (values.json) {
-        for (const entry of entries) io.out(JSON.stringify(entry));
+        for await (const entry of dlq.entries(limit)) io.out(JSON.stringify(entry));
       } else {
-        io.out(`${entries.length} dead-lettered audit job(s)`);
-        for (const entry of entries) {
+        const total = await dlq.count();
+        io.out(`${total} dead-lettered audit job(s)${total > limit ? `, the first ${limit} below` : ''}`);
+        for await (const entry of dlq.entries(limit)) {
           // A batch's events (v1) or rows (v2, dead-lettered as received when the batch itself was refused).
           const payload = entry.payload as { events?: unknown; rows?: unknown } | null;
           const events = payload?.events ?? payload?.rows;

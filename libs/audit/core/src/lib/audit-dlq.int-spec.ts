@@ -41,6 +41,35 @@ afterAll(async () => {
   await Promise.all([dlqQueue.close(), auditQueue.close()]);
 });
 
+describe('AuditDlq.entries', () => {
+  it('lists the first entries oldest first, fetching a page of ids and one entry at a time', async () => {
+    await Promise.all([dlqQueue.obliterate({ force: true }), auditQueue.obliterate({ force: true })]);
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push(await deadLetter(letter('audit.event.ingest', sampleAuditEvent(tenantId, { arguments: { listed: i } }))));
+    const dlq = new AuditDlq({ connection, prefix, pageSize: 3 });
+    // Before, one getJobs call read every entry up to the limit (1,000 by default, each up to a mebibyte) at once.
+    const read = vi.spyOn((dlq as unknown as { dlq: Queue }).dlq, 'getJobs');
+    try {
+      expect(await dlq.count()).toBe(7);
+      const listed = [];
+      for await (const entry of dlq.entries(5)) listed.push(entry.dlqJobId);
+      expect(listed).toEqual(ids.slice(0, 5));
+      const all = [];
+      for await (const entry of dlq.entries()) all.push(entry.dlqJobId);
+      expect(all).toEqual(ids);
+      expect(read).not.toHaveBeenCalled();
+
+      // The CLI says how many there are, and lists as many as asked.
+      const lines: string[] = [];
+      const code = await runAuditCli(['dlq', 'list', '--limit', '2'], { REDIS_URL: ctx.redisUrl, QUEUE_PREFIX: prefix }, { out: (line) => lines.push(line), err: (line) => lines.push(line) });
+      expect({ code, head: lines[0], listed: lines.slice(1).map((line) => line.split('\t')[0]) }).toEqual({ code: 0, head: '7 dead-lettered audit job(s), the first 2 below', listed: ids.slice(0, 2) });
+    } finally {
+      await dlq.close();
+      await dlqQueue.obliterate({ force: true });
+    }
+  });
+});
+
 describe('AuditDlq.replay', () => {
   it('walks a DLQ larger than a page, leaving entries it cannot replay where they are and replaying every other one', async () => {
     const events = Array.from({ length: 11 }, (_, i) => sampleAuditEvent(tenantId, { arguments: { i } }));
@@ -140,7 +169,7 @@ describe('AuditDlq connection errors', () => {
     const dlq = new AuditDlq({ connection: { url, maxRetriesPerRequest: 1 }, prefix: `dlq-spec-${randomUUID()}` });
     let printedCalls: string[];
     try {
-      await dlq.list(1).catch(() => undefined);
+      await dlq.count().catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 200));
     } finally {
       await dlq.close();

@@ -86,9 +86,30 @@ export class AuditDlq {
     }
   }
 
-  async list(limit = 1_000): Promise<DeadLetterEntry[]> {
-    const jobs = await this.dlq.getJobs(['waiting', 'delayed', 'prioritized'], 0, limit - 1, true);
-    return jobs.map((job) => ({ ...(job.data as DeadLetter), dlqJobId: job.id ?? '' }));
+  /** How many dead letters wait in the DLQ. */
+  async count(): Promise<number> {
+    return this.dlq.getWaitingCount();
+  }
+
+  /**
+   * The first `limit` dead letters, oldest first, one at a time: ids are read `pageSize` at a time and each entry is
+   * fetched when it is reached. A batch's dead letter can hold a mebibyte of events; read all at once, the default
+   * limit of 1,000 could take a gigabyte.
+   */
+  async *entries(limit = 1_000): AsyncGenerator<DeadLetterEntry> {
+    let listed = 0;
+    for (let start = 0; listed < limit; start += this.pageSize) {
+      const ids = await this.dlq.getRanges(['wait'], start, start + this.pageSize - 1, true);
+      if (ids.length === 0) return;
+      for (const id of ids) {
+        if (listed >= limit) return;
+        const job = await this.dlq.getJob(id);
+        // Removed meanwhile (a replay by another operator): passed over.
+        if (!job?.id) continue;
+        listed += 1;
+        yield { ...(job.data as DeadLetter), dlqJobId: job.id };
+      }
+    }
   }
 
   /**
