@@ -148,10 +148,24 @@ describe('RequestMultiplexer', () => {
     expect(mux.routeServerRequest(request)).toEqual({ kind: 'none' });
     void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
     void mux.request('a', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
-    void mux.request('b', 'tools/call', {}, undefined, 1_000).catch(() => undefined);
     expect(mux.routeServerRequest(request)).toMatchObject({ kind: 'call', owner: 'a' });
-    void mux.request('c', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    // Another owner's call without a handler (a listing) may as well have caused it. Before, it did not count: a's
+    // call was asked what b's listing had caused.
+    void mux.request('b', 'resources/list', {}, undefined, 1_000).catch(() => undefined);
     expect(mux.routeServerRequest(request)).toEqual({ kind: 'ambiguous' });
+    // Unless the caller says that owner asks no agent (a connection's own bookkeeping).
+    expect(mux.routeServerRequest(request, (owner) => owner !== 'b')).toMatchObject({ kind: 'call', owner: 'a' });
+    void mux.request('c', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    expect(mux.routeServerRequest(request, (owner) => owner !== 'b')).toEqual({ kind: 'ambiguous' });
+    mux.failAll(new Error('done'));
+  });
+
+  it('names the one owner with calls in flight when none has a handler of its own', () => {
+    const { mux } = harness();
+    const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'roots/list' };
+    void mux.request('b', 'resources/list', {}, undefined, 1_000).catch(() => undefined);
+    void mux.request('b', 'prompts/list', {}, undefined, 1_000).catch(() => undefined);
+    expect(mux.routeServerRequest(request)).toEqual({ kind: 'owner', owner: 'b' });
     mux.failAll(new Error('done'));
   });
 

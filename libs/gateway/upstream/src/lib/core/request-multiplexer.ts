@@ -59,6 +59,8 @@ export interface MultiplexerHooks {
 
 export type ServerRequestRoute<Owner> =
   | { readonly kind: 'call'; readonly owner: Owner; readonly handler: ServerRequestHandler }
+  /** Calls of this one owner are in flight, none with a handler of its own. */
+  | { readonly kind: 'owner'; readonly owner: Owner }
   | { readonly kind: 'none' }
   | { readonly kind: 'ambiguous' };
 
@@ -185,22 +187,30 @@ export class RequestMultiplexer<Owner> {
   }
 
   /**
-   * JSON-RPC gives a server request no link to the call that caused it. If every in-flight call with a
-   * server-request handler belongs to one owner, the oldest of them gets it; if there is none, the
-   * transport falls back to its session-level handler; if several owners could have caused it, it is
-   * ambiguous and must be refused rather than shown to the wrong agent.
+   * JSON-RPC gives a server request no link to the call that caused it. Any call in flight may have (a server asks
+   * `roots/list` while it lists resources, as well as during a tool call), so every one counts, with a handler of its
+   * own or not: if they all belong to one owner, the oldest of them with a handler gets it, or (none has one) that
+   * owner's session-level handler (`owner`); if there is none in flight, the transport falls back to its own; if
+   * several owners could have caused it, it is ambiguous and must be refused rather than shown to the wrong agent.
+   * Before, only calls with a handler counted: one owner's tool call was asked what another's listing had caused, and
+   * its agent's answer (its roots) went into the other's listing. `counts` leaves out calls no agent stands behind
+   * (the connection's own bookkeeping).
    */
-  routeServerRequest(_request: JsonRpcRequest): ServerRequestRoute<Owner> {
+  routeServerRequest(_request: JsonRpcRequest, counts: (owner: Owner) => boolean = () => true): ServerRequestRoute<Owner> {
+    let owner: Owner | undefined;
     let chosen: Call<Owner> | undefined;
     let candidates = 0;
     for (const call of this.calls.values()) {
+      if (!counts(call.owner)) continue;
+      if (owner === undefined) owner = call.owner;
+      else if (owner !== call.owner) return { kind: 'ambiguous' };
       if (call.options?.onServerRequest === undefined) continue;
       candidates += 1;
-      if (chosen === undefined) chosen = call;
-      else if (chosen.owner !== call.owner) return { kind: 'ambiguous' };
+      chosen ??= call;
     }
+    if (owner === undefined) return { kind: 'none' };
     const handler = chosen?.options?.onServerRequest;
-    if (chosen === undefined || handler === undefined) return { kind: 'none' };
+    if (chosen === undefined || handler === undefined) return { kind: 'owner', owner };
     // Several calls of the owner: any of them may have asked, so the request is not tied to the oldest one's end (it
     // was cancelled when that call finished while the one that asked still waited for the answer).
     return candidates === 1

@@ -836,7 +836,8 @@ export class StdioProcess {
             answerServerRequest(request, undefined, (text) => this.safeWrite(text), this.serverRequests);
             break;
           }
-          let route = this.mux.routeServerRequest(request);
+          // The process's own calls (its handshake, subscriptions and log level for every session) ask no agent.
+          let route = this.mux.routeServerRequest(request, (owner) => owner !== this);
           let handler: ServerRequestHandler | undefined;
           // A roots/list soon after a session said its roots changed is that session's to answer. Another session's
           // call in flight must not be asked on its behalf (that session's roots would reach a process the first one
@@ -844,10 +845,12 @@ export class StdioProcess {
           const changed = this.rootsChangedBy;
           if (request.method === 'roots/list' && changed !== undefined && changed.until >= Date.now() && this.owners.has(changed.owner)) {
             this.rootsChangedBy = undefined;
-            if (route.kind === 'call' && route.owner !== changed.owner) route = { kind: 'ambiguous' };
+            if ((route.kind === 'call' || route.kind === 'owner') && route.owner !== changed.owner) route = { kind: 'ambiguous' };
             else if (route.kind === 'none') handler = changed.owner.serverRequestHandler;
           }
           if (route.kind === 'call') handler = route.handler;
+          // A call of one session's without a handler of its own (a listing): that session's agent is asked.
+          else if (route.kind === 'owner' && route.owner !== this) handler = (route.owner as StdioOwner).serverRequestHandler;
           else if (route.kind === 'none' && handler === undefined && this.owners.size === 1)
             handler = [...this.owners][0]?.serverRequestHandler;
           if (route.kind === 'ambiguous') {
