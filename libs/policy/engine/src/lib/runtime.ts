@@ -74,7 +74,7 @@ export interface Runtime {
   readonly rules: readonly RuleRuntime[];
   readonly members: ReadonlyMap<string, MemberRuntime>;
   entryFor(kind: TargetKind, upstream: string, name: string): TargetEntry;
-  /** `upstreamGlobMatches`, remembered for this snapshot's life (the upstream names are the tenant's configured ones). */
+  /** `upstreamGlobMatches` of a rule target's upstream glob, with the glob compiled at load. */
   upstreamMatches(pattern: string, upstream: string): boolean;
 }
 
@@ -97,8 +97,6 @@ export class SnapshotLoadError extends Error {
 }
 
 const MAX_LAZY_ENTRIES = 20_000;
-/** Upstream names whose glob matches a runtime remembers (`upstreamMatches`). */
-const MAX_REMEMBERED_UPSTREAMS = 1_000;
 /** Longest unknown target name kept in the entry cache (as the decision memo's bound in evaluate.ts). */
 const MAX_LAZY_NAME_LENGTH = 512;
 const EMPTY_ENTRY: TargetEntry = Object.freeze({
@@ -277,6 +275,9 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
   // Allow rules, matched against names as spelled; restrictive rules, matched against names in `foldCase`.
   const bySpelling = newKinds();
   const byFolded = newKinds();
+  // Each target's upstream glob as written -> compiled (the matchers' own). `upstreamInUse` asks, for every upstream
+  // message outside a call, about each target of each rule: compiled anew each time, 10,000 targets cost 3.9 ms.
+  const upstreamGlobs = new Map<string, Glob>();
   for (const runtimeRule of rules) {
     const effect = runtimeRule.rule.effect;
     for (const target of runtimeRule.rule.targets) {
@@ -284,6 +285,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       if (target.kind === 'resource') name = resourceGlob(caches, target.name, effect);
       else name = glob(caches, upstreamPattern(effect === 'allow' ? target.name : foldCase(target.name)));
       const matcher: TargetMatcher = { rule: runtimeRule, upstream: glob(caches, upstreamPattern(target.upstream)), name };
+      upstreamGlobs.set(target.upstream, matcher.upstream);
       const index = (effect === 'allow' ? bySpelling : byFolded)[target.kind];
       if (matcher.upstream.literal === null) {
         addToBucket(index.anyUpstream, matcher);
@@ -360,9 +362,6 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
   // The registry's entries are made when first asked for, and kept: made at load, every name of a large registry was
   // matched against every pattern while the event loop waited (seconds, on every replica, at each snapshot change).
   const registered = new Set(snapshot.registry.map((tool) => `${tool.kind}\n${tool.upstream}\n${tool.name}`));
-  // upstream -> pattern -> whether it matches. Asked for every upstream message outside a call (upstreamInUse), for
-  // each target of each rule: compiled anew each time, a policy of 10,000 targets cost milliseconds a message.
-  const upstreamMatchesByName = new Map<string, Map<string, boolean>>();
 
   return {
     snapshot,
@@ -385,15 +384,10 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       return entry;
     },
     upstreamMatches(pattern, upstream) {
-      let byPattern = upstreamMatchesByName.get(upstream);
-      if (byPattern === undefined) {
-        // Names come from the gateway's registry, not from agents; the bound is for safety only.
-        if (upstreamMatchesByName.size >= MAX_REMEMBERED_UPSTREAMS) return upstreamGlobMatches(pattern, upstream);
-        upstreamMatchesByName.set(upstream, (byPattern = new Map()));
-      }
-      let matches = byPattern.get(pattern);
-      if (matches === undefined) byPattern.set(pattern, (matches = upstreamGlobMatches(pattern, upstream)));
-      return matches;
+      // Held in memory as long as the snapshot is, as the matchers are: a memo of answers per upstream name grew with
+      // upstreams × globs (hundreds of megabytes for a policy the limits allow).
+      const compiled = upstreamGlobs.get(pattern);
+      return compiled === undefined ? upstreamGlobMatches(pattern, upstream) : compiled.test(upstream);
     },
   };
 }
