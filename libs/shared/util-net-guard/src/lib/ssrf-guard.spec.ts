@@ -50,7 +50,13 @@ describe('isPrivateAddress', () => {
     '198.18.0.1',
     '2001:db8::10',
     '3fff::1',
+    '3fff:fff:ffff::1',
     '2001:2::1',
+    '2001::1', // Teredo
+    '2001:10::1', // ORCHID (deprecated)
+    '2001:1::4',
+    '2001:1ff::1',
+    '5f00::1', // SRv6 SIDs
     '::ffff:203.0.113.10',
     'not-an-address',
   ])('%s is not public', (address) => {
@@ -69,7 +75,14 @@ describe('isPrivateAddress', () => {
     '192.0.3.1',
     '203.0.114.1',
     '2001:db9::1',
-    '2001:3::1',
+    '2001:3::1', // AMT
+    '2001:1::1', // PCP anycast
+    '2001:4:112::1', // AS112-v6
+    '2001:20::1', // ORCHIDv2
+    '2001:30::1', // DRIP
+    '2001:200::1', // past 2001::/23
+    '3fff:1000::1', // past 3fff::/20
+    '3ffe:831f::1',
   ])('%s is public', (address) => {
     expect(isPrivateAddress(address)).toBe(false);
   });

@@ -79,6 +79,19 @@ function ipv6Groups(address: string): number[] | undefined {
 
 const embeddedIpv4 = (hi: number, lo: number): number[] => [hi >> 8, hi & 0xff, lo >> 8, lo & 0xff];
 
+/**
+ * Within the IETF protocol assignments 2001::/23 (not globally reachable: Teredo, benchmarking, deprecated ORCHID...),
+ * the blocks IANA's special-purpose registry marks globally reachable: PCP, TURN and DNS-SD SRP anycast (2001:1::1-3),
+ * AMT 2001:3::/32, AS112-v6 2001:4:112::/48, ORCHIDv2 2001:20::/28 and DRIP 2001:30::/28.
+ */
+function isReachableProtocolAssignment(g: readonly number[]): boolean {
+  const at = (i: number): number => g[i] ?? 0;
+  if (at(1) === 1) return g.slice(2, 7).every((x) => x === 0) && at(7) >= 1 && at(7) <= 3;
+  if (at(1) === 3) return true;
+  if (at(1) === 4) return at(2) === 0x112;
+  return (at(1) & 0xfff0) === 0x20 || (at(1) & 0xfff0) === 0x30;
+}
+
 function isPrivateIpv6(g: readonly number[]): boolean {
   const at = (i: number): number => g[i] ?? 0;
   const zeroUpTo = (n: number): boolean => g.slice(0, n).every((x) => x === 0);
@@ -96,8 +109,9 @@ function isPrivateIpv6(g: readonly number[]): boolean {
   if ((at(0) & 0xff00) === 0xff00) return true; // multicast
   if (at(0) === 0x100 && at(1) === 0 && at(2) === 0 && at(3) === 0) return true; // discard-only 100::/64
   if (at(0) === 0x2001 && at(1) === 0xdb8) return true; // documentation 2001:db8::/32 (RFC 3849)
-  if ((at(0) & 0xfff0) === 0x3ff0) return true; // documentation 3fff::/20 (RFC 9637)
-  if (at(0) === 0x2001 && at(1) === 2 && at(2) === 0) return true; // benchmarking 2001:2::/48 (RFC 5180)
+  if (at(0) === 0x3fff && (at(1) & 0xf000) === 0) return true; // documentation 3fff::/20 (RFC 9637)
+  if (at(0) === 0x5f00) return true; // SRv6 SIDs 5f00::/16 (RFC 9602)
+  if (at(0) === 0x2001 && (at(1) & 0xfe00) === 0) return !isReachableProtocolAssignment(g); // 2001::/23
   return false;
 }
 
