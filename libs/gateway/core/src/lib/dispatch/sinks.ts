@@ -74,6 +74,60 @@ export interface MessageSink {
 
 export const NO_STREAM: MessageSink = { canStream: false, send: () => false };
 
+/** What a credential's going ends while it runs (see `openPosts` in mcp-routes.ts). */
+export interface WithdrawablePost {
+  /** Answers the requests still due with `response` (the refusal), and lets nothing more of them through. */
+  withdraw(response: JsonRpcResponse | readonly JsonRpcResponse[]): void;
+  /** Lets nothing more of the requests through, with nothing to answer. */
+  abandon(): void;
+}
+
+/**
+ * A legacy HTTP+SSE messages POST while its requests run: they are answered on the session's stream, which may be
+ * another key's of the same agent client, so the POST's own key going (revoked, expired) withdraws them as it withdraws
+ * a Streamable HTTP POST: each request still due is answered with the refusal, and nothing more of them (progress, an
+ * upstream's question, the result) reaches the stream.
+ */
+export class LegacyPost implements MessageSink, WithdrawablePost {
+  private withdrawnHere = false;
+
+  constructor(private readonly stream: MessageSink & { sendBatch(responses: readonly JsonRpcResponse[]): boolean }) {}
+
+  get canStream(): boolean {
+    return !this.withdrawnHere && this.stream.canStream;
+  }
+
+  get withdrawn(): boolean {
+    return this.withdrawnHere;
+  }
+
+  get away(): boolean | undefined {
+    return this.stream.away;
+  }
+
+  send(message: JsonRpcMessage, early?: boolean): boolean {
+    return !this.withdrawnHere && this.stream.send(message, early);
+  }
+
+  /** The requests' answers, unless they were withdrawn. */
+  answer(responses: readonly JsonRpcResponse[], batch: boolean): void {
+    if (this.withdrawnHere || responses.length === 0) return;
+    if (batch) this.stream.sendBatch(responses);
+    else for (const response of responses) this.stream.send(response);
+  }
+
+  withdraw(response: JsonRpcResponse | readonly JsonRpcResponse[]): void {
+    if (this.withdrawnHere) return;
+    this.withdrawnHere = true;
+    if ('jsonrpc' in response) this.stream.send(response);
+    else this.stream.sendBatch(response);
+  }
+
+  abandon(): void {
+    this.withdrawnHere = true;
+  }
+}
+
 /** Where the sinks report an answer they had to replace (pino-compatible). */
 export interface SinkLogger {
   warn(obj: object, msg: string): void;

@@ -23,7 +23,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { withAuthDeadline, type AuthOutcome, type Authenticator } from '../auth/authenticator';
 import { clientAddressOf } from './client-address';
 import { newStreamId, parseEventId, type ReplayEntry, type ReplayLog } from '../dispatch/replay-log';
-import { EventStream, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter, type MessageSink } from '../dispatch/sinks';
+import { EventStream, LegacyPost, NO_STREAM, PostResponder, QuietResponses, rateLimitedRetryAfter, type MessageSink, type WithdrawablePost } from '../dispatch/sinks';
 import { MAX_IN_FLIGHT_PER_PRINCIPAL, SessionNotEndedError, unanswerable, type SessionEngine } from '../dispatch/session-engine';
 import { GATEWAY_RPC, GatewayHttpError, rpcError } from './gateway-error';
 import {
@@ -330,15 +330,16 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   /**
    * POSTs under way whose answer may stream, by who sent them (credentialed principals only): a POST's stream is its
    * requests', not the session's, so `revalidateStreams` ends it with an error for each request once its credential is
-   * gone (its calls run on upstream to their end; nothing more of them reaches the agent).
+   * gone (its calls run on upstream to their end; nothing more of them reaches the agent). A legacy session's messages
+   * POSTs too (`LegacyPost`): their requests are answered on the session's stream, which may be another key's.
    */
-  const openPosts = new Map<PostResponder, OpenPost>();
+  const openPosts = new Map<WithdrawablePost, OpenPost>();
   /**
    * Ends a POST with an error for each of its requests still to be answered (one the agent cancelled gets none), and
    * its refusals of invalid batch elements; nothing more of its calls reaches the agent (`withdrawn`): its credential
    * is gone.
    */
-  const withdrawPost = (responder: PostResponder, post: OpenPost): void => {
+  const withdrawPost = (responder: WithdrawablePost, post: OpenPost): void => {
     openPosts.delete(responder);
     post.unwatch();
     post.withdrawn = true;
@@ -349,7 +350,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     else responder.abandon();
   };
   /** Tracks a POST of a credentialed principal while it runs, and ends it when its credential expires. */
-  const openPost = (responder: PostResponder, sessionId: string, principal: Principal, ids: readonly JsonRpcId[], batch: boolean, refused: readonly JsonRpcResponse[]): OpenPost | undefined => {
+  const openPost = (responder: WithdrawablePost, sessionId: string, principal: Principal, ids: readonly JsonRpcId[], batch: boolean, refused: readonly JsonRpcResponse[]): OpenPost | undefined => {
     if (principal.credentialId === undefined) return undefined;
     const post: OpenPost = { sessionId, principal, pending: new Set(ids), batch, refused, unwatch: NO_WATCH, withdrawn: false };
     // The common key (no expiry, or not within a POST's bound) costs no closure.
@@ -363,7 +364,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     for (const post of openPosts.values()) if (post.sessionId === sessionId) post.pending.delete(requestId);
   };
   /** The POST is answered: no longer tracked. */
-  const closePost = (responder: PostResponder): void => {
+  const closePost = (responder: WithdrawablePost): void => {
     const post = openPosts.get(responder);
     if (post === undefined) return;
     openPosts.delete(responder);
@@ -383,7 +384,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * expired, its tenant suspended), as a task's result or an approved call's go-ahead are.
    */
   const withheldIfRevoked = (responder: PostResponder, principal: Principal, response: JsonRpcResponse): JsonRpcResponse =>
-    responder.streaming && 'result' in response && principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false
+    responder.streaming ? withheldIfGone(principal, response) : response;
+  /** A result withheld when its credential went meanwhile (a legacy session's answers all go on a stream). */
+  const withheldIfGone = (principal: Principal, response: JsonRpcResponse): JsonRpcResponse =>
+    'result' in response && principal.credentialId !== undefined && authenticator.stillValid(principal.credentialId, principal) === false
       ? revokedAnswer(response.id)
       : response;
   /**
@@ -1210,20 +1214,30 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         // A key revoked during the lookup (its stream closed by the reload meanwhile): nothing of the batch runs.
         if (isRevoked(principal)) return;
-        const answers = await Promise.all(
-          items.map(async (item): Promise<JsonRpcResponse | undefined> => {
-            if (item.kind === 'invalid') {
-              const { code, message } = invalidMessageError(item);
-              return rpcError(item.id, code, message, traceId);
-            }
-            if (item.kind === 'notification') engine.notification(record, item.message);
-            else if (item.kind === 'response') engine.answer(record, item.message);
-            else return engine.request(record, item.message, NO_STREAM, traceId, clientIp, principal.credentialId);
-            return undefined;
-          }),
-        );
-        const responses = answers.filter((answer): answer is JsonRpcResponse => answer !== undefined && !unanswerable(answer));
-        if (responses.length > 0) entry.stream.sendBatch(responses);
+        const invalidAnswer = (item: Classified & { kind: 'invalid' }): JsonRpcResponse => {
+          const { code, message } = invalidMessageError(item);
+          return rpcError(item.id, code, message, traceId);
+        };
+        const refused = items.flatMap((item) => (item.kind === 'invalid' ? [invalidAnswer(item)] : []));
+        for (const item of items) if (item.kind === 'notification' && item.message.method === 'notifications/cancelled') forgetCancelled(record.id, item.message.params?.['requestId']);
+        // Withdrawn if its key goes while it runs: the stream may be another key's.
+        const post = new LegacyPost(entry.stream);
+        const requestIds = items.flatMap((item) => (item.kind === 'request' ? [item.message.id] : []));
+        if (requestIds.length > 0) openPost(post, record.id, principal, requestIds, true, refused);
+        try {
+          const answers = await Promise.all(
+            items.map(async (item): Promise<JsonRpcResponse | undefined> => {
+              if (item.kind === 'invalid') return invalidAnswer(item);
+              if (item.kind === 'notification') engine.notification(record, item.message);
+              else if (item.kind === 'response') engine.answer(record, item.message);
+              else if (item.kind === 'request') return withheldIfGone(principal, await engine.request(record, item.message, NO_STREAM, traceId, clientIp, principal.credentialId));
+              return undefined;
+            }),
+          );
+          post.answer(answers.filter((answer): answer is JsonRpcResponse => answer !== undefined && !unanswerable(answer)), true);
+        } finally {
+          closePost(post);
+        }
       } catch (error) {
         const errorId = randomBytes(8).toString('hex');
         logger.error({ err: error, traceId, errorId }, 'legacy SSE batch failed');
@@ -1275,11 +1289,21 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         // A key revoked during the lookup (its stream closed by the reload meanwhile): the message goes nowhere.
         if (isRevoked(principal)) return;
-        if (item.kind === 'notification') engine.notification(record, item.message);
-        else if (item.kind === 'response') engine.answer(record, item.message);
+        if (item.kind === 'notification') {
+          if (item.message.method === 'notifications/cancelled' && openPosts.size > 0) forgetCancelled(record.id, item.message.params?.['requestId']);
+          engine.notification(record, item.message);
+        } else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') {
-          const response = await engine.request(record, item.message, entry.stream, traceId, clientIp, principal.credentialId);
-          if (!unanswerable(response)) entry.stream.send(response);
+          // Its messages go to the session's stream, which may be another key's: withdrawn if this POST's key goes.
+          // Before, a call posted with a key revoked while it ran still sent its progress and result to the stream.
+          const post = new LegacyPost(entry.stream);
+          openPost(post, record.id, principal, [item.message.id], false, []);
+          try {
+            const response = await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId);
+            if (!unanswerable(response)) post.answer([withheldIfGone(principal, response)], false);
+          } finally {
+            closePost(post);
+          }
         }
       } catch (error) {
         // The POST was answered 202 already: a request's answer is due on the stream all the same (JSON-RPC), or the

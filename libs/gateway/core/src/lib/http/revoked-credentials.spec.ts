@@ -510,3 +510,105 @@ describe('a legacy /messages POST whose key is revoked while its session is look
     expect(calls).toBe(0);
   });
 });
+
+/** Two keys of one agent client: `stream` opens a legacy session's stream, `post` (revocable) posts to it. */
+class StreamAndPostKeys implements Authenticator {
+  revoked = false;
+  authenticate(authorization: string | string[] | undefined): AuthOutcome {
+    if (authorization === 'Bearer stream') return { ok: true, principal: who('stream'), credentialId: 'stream' };
+    if (authorization === 'Bearer post' && !this.revoked) return { ok: true, principal: who('post'), credentialId: 'post' };
+    return { ok: false, reason: 'unauthenticated' };
+  }
+  stillValid(credentialId: string): boolean {
+    return credentialId === 'stream' || !this.revoked;
+  }
+}
+
+/** A legacy session opened with `streamKey`, initialised: its stream and a POST to its messages URL with a key. */
+async function legacySession(url: string, streamKey: string, signal: AbortSignal, capabilities: Record<string, unknown> = {}, protocolVersion = '2024-11-05') {
+  const sse = await fetch(url.replace(/\/mcp$/, '/sse'), { headers: { authorization: `Bearer ${streamKey}`, accept: 'text/event-stream' }, signal });
+  const stream = collect(sse);
+  await waitFor(() => stream.text().includes('sessionId='), { timeoutMs: 2_000, description: 'the endpoint event' });
+  const endpoint = new URL(/data: (.+)\n/.exec(stream.text())?.[1] ?? '', url);
+  const post = (key: string, body: unknown) => fetch(endpoint, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect((await post(streamKey, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion, capabilities, clientInfo: { name: 'spec', version: '1' } } })).status).toBe(202);
+  await waitFor(() => stream.text().includes('"id":1'), { timeoutMs: 2_000, description: 'the initialize answer' });
+  await post(streamKey, { jsonrpc: '2.0', method: 'notifications/initialized' });
+  return { stream, post };
+}
+
+// A legacy session's requests are answered on its stream, which may be another key's of the same agent client. Before,
+// a /messages POST was not among the POSTs a credential's going withdraws: a call posted with a key revoked (or
+// expired) while it ran still sent its progress, its upstream's questions and its result to the stream.
+describe('a legacy /messages POST of another key than its stream\'s, revoked while its call runs', () => {
+  it('is answered credential_no_longer_valid, and nothing more of its call reaches the stream', async () => {
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    let calls = 0;
+    const asked: string[] = [];
+    const authenticator = new StreamAndPostKeys();
+    const { url, routes } = await gateway(authenticator, async (method, params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      calls += 1;
+      await gate;
+      const token = (params?.['_meta'] as Record<string, unknown> | undefined)?.['progressToken'];
+      options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 1, message: 'working-after-revocation' } });
+      const answer = options?.onServerRequest?.({ jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal);
+      await Promise.race([
+        answer?.then(
+          () => asked.push('answered'),
+          (error: unknown) => asked.push(`refused: ${String((error as Error).message)}`),
+        ),
+        new Promise((resolve) => setTimeout(resolve, 500)),
+      ]);
+      return { content: [{ type: 'text', text: 'SECRET-RESULT' }] };
+    });
+    const controller = new AbortController();
+    const { stream, post } = await legacySession(url, 'stream', controller.signal, { sampling: {} });
+
+    expect((await post('post', { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {}, _meta: { progressToken: 'p1' } } })).status).toBe(202);
+    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
+    authenticator.revoked = true;
+    routes.revalidateStreams();
+    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
+    go();
+    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    controller.abort();
+    const text = stream.text();
+    expect(text).not.toContain('working-after-revocation');
+    expect(text).not.toContain('sampling/createMessage');
+    expect(text).not.toContain('SECRET-RESULT');
+    expect(asked).toEqual([expect.stringMatching(/^refused/)]);
+    // The stream's own key is fine: the session goes on.
+    expect(text.match(/"id":2/g)).toHaveLength(1);
+  });
+
+  it('is withdrawn at its key\'s expiry without a reload, a batch as a batch', async () => {
+    let calls = 0;
+    const authenticator = new OldExpires(Date.now() + 1_500);
+    const { url } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    const controller = new AbortController();
+    // Batches are 2025-03-26's.
+    const { stream, post } = await legacySession(url, 'new', controller.signal, {}, '2025-03-26');
+    expect(
+      (
+        await post('old', [
+          { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } },
+          { jsonrpc: '2.0', id: 3, method: 'tools/call', params: ['not', 'an', 'object'] },
+        ])
+      ).status,
+    ).toBe(202);
+    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
+    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 3_000, description: 'the withdrawal at the expiry' });
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    controller.abort();
+    const batch = /data: (\[.*\])\n/.exec(stream.text())?.[1];
+    expect(JSON.parse(batch ?? '[]')).toEqual([
+      expect.objectContaining({ id: 3, error: expect.objectContaining({ code: -32600 }) }),
+      expect.objectContaining({ id: 2, error: expect.objectContaining({ data: { reason: 'credential_no_longer_valid' } }) }),
+    ]);
+    expect(stream.text()).not.toContain('"text":"done"');
+  });
+});
