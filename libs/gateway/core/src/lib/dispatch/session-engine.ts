@@ -488,6 +488,9 @@ const MAX_RESOURCE_ROUTE_CHARS = 1024 * 1024;
 const MAX_TEMPLATE_ROUTES = 1_000;
 const MAX_TEMPLATE_ROUTE_CHARS = 256 * 1024;
 
+/** Whether a route is held by an upstream other than `upstreamId` (none held: no). */
+const otherUpstream = (holder: string | undefined, upstreamId: string): boolean => holder !== undefined && holder !== upstreamId;
+
 /** A resource template a session learned: who listed it, how it matches, and how much of it is literal text. */
 interface TemplateRoute {
   readonly upstreamId: string;
@@ -2666,6 +2669,11 @@ export class SessionEngine {
           const sought = live.sought.get(uri);
           if (sought !== undefined && (sought.upstreamId === undefined || this.listsBefore(live, config, sought.upstreamId))) sought.upstreamId = config.id;
         }
+        // A URI another upstream's listing already holds (the one reads of it go to) is listed once, as that one's: the
+        // gateway is the agent's one server, and this upstream's copy could never be read, subscribed to or completed.
+        // Before, two instances of a server listed each of their URIs twice. Across the pages this replica served the
+        // session (its route table), as routes are.
+        if (typeof uri === 'string' && otherUpstream(live.resourceRoutes.get(uri), config.id)) continue;
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
@@ -2678,6 +2686,8 @@ export class SessionEngine {
           const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(/\{[^}]*\}/g, '').length };
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
+        // As for a URI: a template another upstream holds is listed once, as that one's.
+        if (typeof template === 'string' && otherUpstream(live.templateRoutes.get(template)?.upstreamId, config.id)) continue;
         items.push(this.exposed.asIs(item));
       }
     }
