@@ -201,3 +201,32 @@ rl.on('line', (line) => {
     expect(askedVia).toEqual(['call roots/list']);
   });
 });
+
+describe('a shared stdio process whose departed session\'s subscribe is still in flight', () => {
+  const { connectors, sessions } = closedAfterEach();
+
+  it('gives the remaining session\'s own tool call its sampling request, and never asks the departed session', async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: [fixture], env: { FIXTURE_SLOW_SUBSCRIBE_MS: '4000' } });
+    const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
+    const b = await c.connect(config, { ...identity, principal: 'tenant:agent_client:two' });
+    sessions.push(b);
+    const askedA: JsonRpcRequest[] = [];
+    a.onServerRequest(async (request) => {
+      askedA.push(request);
+      return { role: 'assistant', model: 'a', content: { type: 'text', text: 'answer of A' } };
+    });
+    // A subscribes (the process takes 4 s to answer) and leaves meanwhile: the subscribe outlives it.
+    void a.request('resources/subscribe', { uri: 'mem://x' }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await a.close();
+    // B, alone on the process now, calls a tool that asks its agent. Counted as an agent's call, the departed
+    // subscribe made B's question ambiguous: refused (-32603).
+    const result = await b.request('tools/call', { name: 'ask', arguments: { question: 'q' } }, {
+      onServerRequest: async () => ({ role: 'assistant', model: 'b', content: { type: 'text', text: 'answer of B' } }),
+    });
+    expect(askedA).toEqual([]);
+    expect(result['content']).toEqual([{ type: 'text', text: 'answer of B' }]);
+  }, 20_000);
+});
