@@ -1121,6 +1121,8 @@ export class SessionEngine {
   private readonly plainTools = new WeakMap<Record<string, unknown>, Record<string, unknown>>();
   /** Items already warned of as left out of the listings (`warnSkipped`). */
   private readonly skippedWarned = new Set<string>();
+  /** Each attached upstream session's relay of its requests to the agent (see `attach`), for its listings' requests. */
+  private readonly serverRequestRelays = new WeakMap<UpstreamSession, (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink) => Promise<Record<string, unknown>>>();
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
@@ -2018,16 +2020,16 @@ export class SessionEngine {
         return {};
       case 'tools/list':
         await gate();
-        return this.list(live, 'tools', params['cursor'], traceId, signal);
+        return this.list(live, 'tools', params['cursor'], traceId, signal, undefined, sink);
       case 'prompts/list':
         await gate();
-        return this.list(live, 'prompts', params['cursor'], traceId, signal);
+        return this.list(live, 'prompts', params['cursor'], traceId, signal, undefined, sink);
       case 'resources/list':
         await gate();
-        return this.list(live, 'resources', params['cursor'], traceId, signal);
+        return this.list(live, 'resources', params['cursor'], traceId, signal, undefined, sink);
       case 'resources/templates/list':
         await gate();
-        return this.list(live, 'resourceTemplates', params['cursor'], traceId, signal);
+        return this.list(live, 'resourceTemplates', params['cursor'], traceId, signal, undefined, sink);
       case 'tools/call':
       case 'prompts/get': {
         const kind = message.method === 'tools/call' ? 'tool' : 'prompt';
@@ -2406,7 +2408,7 @@ export class SessionEngine {
    * listing answers, whose cancellation by the agent cancels the page requests upstream (the listing then ends as
    * cancelled); none for a listing other requests wait on too (`learnRoutes`).
    */
-  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, cancel: CancelSignal | undefined, status?: { dropped: boolean }): Promise<Record<string, unknown>> {
+  private async list(live: LiveSession, kind: ListKind, cursor: unknown, traceId: string, cancel: CancelSignal | undefined, status?: { dropped: boolean }, sink?: MessageSink): Promise<Record<string, unknown>> {
     const spec = LIST_METHODS[kind];
     const timeoutMs = this.deps.options.listTimeoutMs;
     const cacheMs = this.deps.options.listCacheMs ?? 0;
@@ -2432,7 +2434,10 @@ export class SessionEngine {
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
-          const page = deepFreeze(listPage(spec, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs })));
+          // A question the upstream asks while it lists goes on the listing's stream (`attach`).
+          const relay = sink === undefined ? undefined : this.serverRequestRelays.get(session);
+          const onServerRequest = relay === undefined ? undefined : (received: JsonRpcRequest, upstreamSignal: AbortSignal) => relay(received, upstreamSignal, sink);
+          const page = deepFreeze(listPage(spec, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs, ...(onServerRequest ? { onServerRequest } : {}) })));
           if (cache) pages?.set(key, page, generation, Date.now());
           return { page, fromCache: false };
         },
@@ -4158,18 +4163,25 @@ export class SessionEngine {
       }
       this.toSessionStream(live, config.id, notification);
     });
-    session.onServerRequest((received, signal) => {
+    // An upstream's request made for no call of the agent's, or for a listing (`sink`: the listing's stream). A listing's
+    // goes on its own stream as a call's does, else on the session's, and to no one once the listing's answer was
+    // withdrawn from the agent (its credential went). Before, a listing's went on the session's stream in any case,
+    // which may be another key's of the agent client, its credential gone or not.
+    const relay = (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink): Promise<Record<string, unknown>> => {
       const refusal = this.keptFromAgent(live, config, received.method);
       if (refusal !== undefined) return Promise.reject(new UpstreamRpcError(refusal.rpcCode, `${received.method}: this server may not reach the client`));
       const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
-      // Made for no call of the agent's: bounded by the deadline alone.
+      const target = sink === undefined ? this.standaloneSink(live) : sink.canStream ? sink : sink.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
+      // Bounded by the deadline alone (a listing's, like a call's, may have been made by another listing of the session).
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
-      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, this.standaloneSink(live), signal, session, bounds);
+      if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, target, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
-        named ? this.relayServerRequest(live.record, named, this.standaloneSink(live), signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
+        named ? this.relayServerRequest(live.record, named, target, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
       );
-    });
+    };
+    this.serverRequestRelays.set(session, relay);
+    session.onServerRequest((received, signal) => relay(received, signal));
     // A session whose transport ended under it (a legacy SSE stream dropped) is forgotten here, so the next request
     // connects again instead of failing as unavailable until the agent starts a new session. A session this replica
     // released or replaced meanwhile is left alone.

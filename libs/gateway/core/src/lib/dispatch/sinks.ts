@@ -91,10 +91,17 @@ export interface WithdrawablePost {
 export class LegacyPost implements MessageSink, WithdrawablePost {
   private withdrawnHere = false;
 
-  constructor(private readonly stream: MessageSink & { sendBatch(responses: readonly JsonRpcResponse[]): boolean }) {}
+  /**
+   * `streams`: whether the requests' own messages (progress, an upstream's questions) go on the stream; a batch's do
+   * not (as on Streamable HTTP), but its withdrawal still refuses them rather than sending them to the session's stream.
+   */
+  constructor(
+    private readonly stream: MessageSink & { sendBatch(responses: readonly JsonRpcResponse[]): boolean },
+    private readonly streams = true,
+  ) {}
 
   get canStream(): boolean {
-    return !this.withdrawnHere && this.stream.canStream;
+    return this.streams && !this.withdrawnHere && this.stream.canStream;
   }
 
   get withdrawn(): boolean {
@@ -106,7 +113,7 @@ export class LegacyPost implements MessageSink, WithdrawablePost {
   }
 
   send(message: JsonRpcMessage, early?: boolean): boolean {
-    return !this.withdrawnHere && this.stream.send(message, early);
+    return this.canStream && this.stream.send(message, early);
   }
 
   /** The requests' answers, unless they were withdrawn. */

@@ -1220,8 +1220,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         };
         const refused = items.flatMap((item) => (item.kind === 'invalid' ? [invalidAnswer(item)] : []));
         for (const item of items) if (item.kind === 'notification' && item.message.method === 'notifications/cancelled') forgetCancelled(record.id, item.message.params?.['requestId']);
-        // Withdrawn if its key goes while it runs: the stream may be another key's.
-        const post = new LegacyPost(entry.stream);
+        // Withdrawn if its key goes while it runs: the stream may be another key's. Its requests' own messages do not
+        // stream (a batch's answer is one message), and once withdrawn their upstreams' questions are refused.
+        const post = new LegacyPost(entry.stream, false);
         const requestIds = items.flatMap((item) => (item.kind === 'request' ? [item.message.id] : []));
         if (requestIds.length > 0) openPost(post, record.id, principal, requestIds, true, refused);
         try {
@@ -1230,7 +1231,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
               if (item.kind === 'invalid') return invalidAnswer(item);
               if (item.kind === 'notification') engine.notification(record, item.message);
               else if (item.kind === 'response') engine.answer(record, item.message);
-              else if (item.kind === 'request') return withheldIfGone(principal, await engine.request(record, item.message, NO_STREAM, traceId, clientIp, principal.credentialId));
+              else if (item.kind === 'request') return withheldIfGone(principal, await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId));
               return undefined;
             }),
           );

@@ -58,10 +58,10 @@ type Handle = ConstructorParameters<typeof FakeConnector>[0][string]['handle'];
  * The routes over an engine with one upstream (`docs`, answering with `handle`), listening on 127.0.0.1, closed after
  * the test. `initialize` opens a session with `key` and answers its id.
  */
-async function gateway(authenticator: Authenticator, handle: Handle) {
+async function gateway(authenticator: Authenticator, handle: Handle, capabilities: Record<string, unknown> = { tools: {} }) {
   const registry = new UpstreamRegistry('__');
   registry.replace([fakeConfig('u1', 'docs')], () => undefined);
-  const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle } });
+  const connector = new FakeConnector({ u1: { capabilities, handle } });
   const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 1_000 } });
   engines.push(engine);
   const app = Fastify();
@@ -583,6 +583,68 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
     expect(asked).toEqual([expect.stringMatching(/^refused/)]);
     // The stream's own key is fine: the session goes on.
     expect(text.match(/"id":2/g)).toHaveLength(1);
+  });
+
+  // Before, a batch's requests ran with no sink the withdrawal reached: their upstreams' questions went on the stream.
+  it('lets no upstream question of a batch\'s call reach the stream once the batch is withdrawn', async () => {
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    let calls = 0;
+    const asked: string[] = [];
+    const authenticator = new StreamAndPostKeys();
+    const { url, routes } = await gateway(authenticator, async (method, _params, options) => {
+      if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
+      if (method !== 'tools/call') return {};
+      calls += 1;
+      await gate;
+      const answer = options?.onServerRequest?.({ jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal);
+      await Promise.race([answer?.then(() => asked.push('answered'), () => asked.push('refused')), new Promise((resolve) => setTimeout(resolve, 500))]);
+      return { content: [{ type: 'text', text: 'SECRET-RESULT' }] };
+    });
+    const controller = new AbortController();
+    const { stream, post } = await legacySession(url, 'stream', controller.signal, { sampling: {} }, '2025-03-26');
+    expect((await post('post', [{ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } }])).status).toBe(202);
+    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
+    authenticator.revoked = true;
+    routes.revalidateStreams();
+    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
+    go();
+    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    controller.abort();
+    expect({ asked, relayed: stream.text().includes('sampling/createMessage'), result: stream.text().includes('SECRET-RESULT') }).toEqual({ asked: ['refused'], relayed: false, result: false });
+  });
+
+  // A listing's question goes on the listing's own stream (MCP: related to the request), and to no one once withdrawn.
+  // Before, it went on the session's stream, another key's, whatever became of the listing.
+  it('lets no upstream question of a listing reach the stream once the listing is withdrawn', async () => {
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    let listings = 0;
+    const asked: string[] = [];
+    const authenticator = new StreamAndPostKeys();
+    const { url, routes } = await gateway(
+      authenticator,
+      async (method, _params, options) => {
+        if (method !== 'resources/list') return {};
+        listings += 1;
+        await gate;
+        const answer = options?.onServerRequest?.({ jsonrpc: '2.0', id: 'r1', method: 'roots/list' }, new AbortController().signal);
+        await Promise.race([answer?.then(() => asked.push('answered'), () => asked.push('refused')), new Promise((resolve) => setTimeout(resolve, 500))]);
+        return { resources: [{ uri: 'file:///SECRET-LISTING', name: 'x' }] };
+      },
+      { resources: {} },
+    );
+    const controller = new AbortController();
+    const { stream, post } = await legacySession(url, 'stream', controller.signal, { roots: { listChanged: true } });
+    expect((await post('post', { jsonrpc: '2.0', id: 2, method: 'resources/list' })).status).toBe(202);
+    await waitFor(() => listings === 1, { timeoutMs: 2_000, description: 'the listing is upstream' });
+    authenticator.revoked = true;
+    routes.revalidateStreams();
+    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
+    go();
+    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    controller.abort();
+    expect({ asked, relayed: stream.text().includes('roots/list'), listed: stream.text().includes('SECRET-LISTING') }).toEqual({ asked: ['refused'], relayed: false, listed: false });
   });
 
   it('is withdrawn at its key\'s expiry without a reload, a batch as a batch', async () => {
