@@ -57,6 +57,7 @@ describe('isPrivateAddress', () => {
     '2001:1::4',
     '2001:1ff::1',
     '5f00::1', // SRv6 SIDs
+    '100:0:0:1::1', // dummy prefix (RFC 9780)
     '::ffff:203.0.113.10',
     'not-an-address',
   ])('%s is not public', (address) => {
@@ -83,6 +84,7 @@ describe('isPrivateAddress', () => {
     '2001:200::1', // past 2001::/23
     '3fff:1000::1', // past 3fff::/20
     '3ffe:831f::1',
+    '100:0:0:2::1', // past 100:0:0:1::/64
   ])('%s is public', (address) => {
     expect(isPrivateAddress(address)).toBe(false);
   });

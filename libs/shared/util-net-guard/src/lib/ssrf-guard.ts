@@ -107,7 +107,7 @@ function isPrivateIpv6(g: readonly number[]): boolean {
   if ((at(0) & 0xfe00) === 0xfc00) return true; // unique local fc00::/7
   if ((at(0) & 0xffc0) === 0xfe80 || (at(0) & 0xffc0) === 0xfec0) return true; // link-local, site-local
   if ((at(0) & 0xff00) === 0xff00) return true; // multicast
-  if (at(0) === 0x100 && at(1) === 0 && at(2) === 0 && at(3) === 0) return true; // discard-only 100::/64
+  if (at(0) === 0x100 && at(1) === 0 && at(2) === 0 && (at(3) === 0 || at(3) === 1)) return true; // discard-only 100::/64, dummy prefix 100:0:0:1::/64 (RFC 9780)
   if (at(0) === 0x2001 && at(1) === 0xdb8) return true; // documentation 2001:db8::/32 (RFC 3849)
   if (at(0) === 0x3fff && (at(1) & 0xf000) === 0) return true; // documentation 3fff::/20 (RFC 9637)
   if (at(0) === 0x5f00) return true; // SRv6 SIDs 5f00::/16 (RFC 9602)
