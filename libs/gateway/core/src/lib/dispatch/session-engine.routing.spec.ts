@@ -158,6 +158,32 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(statuses.length).toBeLessThanOrEqual(64);
   });
 
+  it('lists a URI two upstreams list once, as the one its reads go to, and the other\'s copy when that one drops out', async () => {
+    const uri = 'notes://shared/readme';
+    let aListings = 0;
+    const lister = (prefix: string, failsSecond: boolean): FakeUpstream & { prefix: string } => ({
+      prefix,
+      capabilities: { resources: {} },
+      handle: async (method) => {
+        if (method === 'resources/list') {
+          if (failsSecond && ++aListings === 2) throw new UpstreamRpcError(-32603, 'listing backend busy, try again');
+          return { resources: [{ uri, name: `readme of ${prefix}` }] };
+        }
+        return { contents: [{ uri, text: `from ${prefix}` }] };
+      },
+    });
+    const { engine } = build({ ua: lister('a', true), ub: lister('b', false) });
+    const { record } = await open(engine);
+    const listing = async () => (resultOf(await engine.request(record, req('resources/list'), NO_STREAM, 'trace'))['resources'] as { name: string }[]).map((r) => r.name);
+    // Before, both copies were listed; b's could never be read.
+    expect(await listing()).toEqual(['readme of a']);
+    // a's listing fails this once: b's copy is listed (before a first form of the fix, the URI was in no entry at all).
+    expect(await listing()).toEqual(['readme of b']);
+    // Reads go to a all along.
+    expect(resultOf(await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace'))).toMatchObject({ contents: [{ text: 'from a' }] });
+    expect(await listing()).toEqual(['readme of a']);
+  });
+
   it('bounds the URI routes a session learns (an upstream whose resources keep changing without list_changed)', async () => {
     let round = 0;
     const churn: FakeUpstream & { prefix: string } = {

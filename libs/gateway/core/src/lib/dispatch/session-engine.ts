@@ -488,8 +488,9 @@ const MAX_RESOURCE_ROUTE_CHARS = 1024 * 1024;
 const MAX_TEMPLATE_ROUTES = 1_000;
 const MAX_TEMPLATE_ROUTE_CHARS = 256 * 1024;
 
-/** Whether a route is held by an upstream other than `upstreamId` (none held: no). */
-const otherUpstream = (holder: string | undefined, upstreamId: string): boolean => holder !== undefined && holder !== upstreamId;
+/** Whether a route is held by an upstream other than `upstreamId` that lists it in the walk under way (none held: no). */
+const heldElsewhere = (holder: string | undefined, upstreamId: string, listsHere: (upstreamId: string) => boolean): boolean =>
+  holder !== undefined && holder !== upstreamId && listsHere(holder);
 
 /** A resource template a session learned: who listed it, how it matches, and how much of it is literal text. */
 interface TemplateRoute {
@@ -2434,7 +2435,7 @@ export class SessionEngine {
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
-          // A question the upstream asks while it lists goes on the listing's stream (`attach`).
+          // A question the upstream asks while it lists is refused once the listing's answer is withdrawn (`attach`).
           const relay = sink === undefined ? undefined : this.serverRequestRelays.get(session);
           const onServerRequest = relay === undefined ? undefined : (received: JsonRpcRequest, upstreamSignal: AbortSignal) => relay(received, upstreamSignal, sink);
           const page = deepFreeze(listPage(spec, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs, ...(onServerRequest ? { onServerRequest } : {}) })));
@@ -2488,6 +2489,13 @@ export class SessionEngine {
     const more: PendingPage[] = [];
     let failed: unknown[] | undefined;
     let recheck: UpstreamConfig[] | undefined;
+    // Whether an upstream holding a URI's route lists it in this walk: on a first page, if its page is in this answer;
+    // on a later one, unless its part failed here (its earlier pages listed it). A copy of another upstream is left out
+    // only then: the holder dropping out of a listing (failed, too slow) must not take the URI out of it altogether.
+    const answered = new Set<string>();
+    const dropped = new Set<string>();
+    settled.forEach((outcome, index) => ((outcome.status === 'fulfilled' ? answered : dropped) as Set<string>).add((targets[index] as PendingPage).upstreamId));
+    const listsHere = (holder: string): boolean => (cursor === undefined ? answered.has(holder) : !dropped.has(holder));
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -2515,8 +2523,10 @@ export class SessionEngine {
       // allows, say) drops this upstream out of the answer, as a failed page does; the others' items stay.
       let kept: unknown[];
       try {
-        kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration);
+        kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration, listsHere);
       } catch (error) {
+        answered.delete(config.id);
+        dropped.add(config.id);
         if (status) status.dropped = true;
         this.logUpstreamFailure(config, spec.method, error, traceId);
         return;
@@ -2632,7 +2642,16 @@ export class SessionEngine {
 
 
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
-  private pageItems(live: LiveSession, kind: ListKind, config: UpstreamConfig, page: Record<string, unknown>, fromCache: boolean, traceId: string, learn: boolean): unknown[] {
+  private pageItems(
+    live: LiveSession,
+    kind: ListKind,
+    config: UpstreamConfig,
+    page: Record<string, unknown>,
+    fromCache: boolean,
+    traceId: string,
+    learn: boolean,
+    listsHere: (upstreamId: string) => boolean,
+  ): unknown[] {
     const spec = LIST_METHODS[kind];
     // An array: `listPage` checked the page as it arrived.
     const raw = page[spec.field] as readonly unknown[];
@@ -2677,8 +2696,8 @@ export class SessionEngine {
         // A URI another upstream's listing already holds (the one reads of it go to) is listed once, as that one's: the
         // gateway is the agent's one server, and this upstream's copy could never be read, subscribed to or completed.
         // Before, two instances of a server listed each of their URIs twice. Across the pages this replica served the
-        // session (its route table), as routes are.
-        if (typeof uri === 'string' && otherUpstream(live.resourceRoutes.get(uri), config.id)) continue;
+        // session (its route table), as routes are; listed all the same when the holder is not in this walk's listing.
+        if (typeof uri === 'string' && heldElsewhere(live.resourceRoutes.get(uri), config.id, listsHere)) continue;
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
@@ -2692,7 +2711,7 @@ export class SessionEngine {
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
         // As for a URI: a template another upstream holds is listed once, as that one's.
-        if (typeof template === 'string' && otherUpstream(live.templateRoutes.get(template)?.upstreamId, config.id)) continue;
+        if (typeof template === 'string' && heldElsewhere(live.templateRoutes.get(template)?.upstreamId, config.id, listsHere)) continue;
         items.push(this.exposed.asIs(item));
       }
     }
@@ -4163,17 +4182,18 @@ export class SessionEngine {
       }
       this.toSessionStream(live, config.id, notification);
     });
-    // An upstream's request made for no call of the agent's, or for a listing (`sink`: the listing's stream). A listing's
-    // goes on its own stream as a call's does, else on the session's, and to no one once the listing's answer was
-    // withdrawn from the agent (its credential went). Before, a listing's went on the session's stream in any case,
-    // which may be another key's of the agent client, its credential gone or not.
+    // An upstream's request made for no call of the agent's, or for a listing (`sink`: the listing's). Both go on the
+    // session's stream (a listing's answer may come long before its upstream's question is answered or withdrawn, and
+    // the listing's own stream takes nothing after it), but a listing's goes to no one once the listing's answer was
+    // withdrawn from the agent (its credential went). Before, it went on the session's stream whatever became of the
+    // listing: the stream may be another key's of the agent client.
     const relay = (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink): Promise<Record<string, unknown>> => {
       const refusal = this.keptFromAgent(live, config, received.method);
       if (refusal !== undefined) return Promise.reject(new UpstreamRpcError(refusal.rpcCode, `${received.method}: this server may not reach the client`));
       const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
-      const target = sink === undefined ? this.standaloneSink(live) : sink.canStream ? sink : sink.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
-      // Bounded by the deadline alone (a listing's, like a call's, may have been made by another listing of the session).
+      const target = sink?.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
+      // Bounded by the deadline alone.
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
       if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, target, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>

@@ -160,6 +160,14 @@ describe('RequestMultiplexer', () => {
     mux.failAll(new Error('done'));
   });
 
+  it('refuses a request only calls left out of the count could have caused, rather than falling back to another owner', () => {
+    const { mux } = harness();
+    const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'sampling/createMessage' };
+    void mux.request('gone', 'resources/subscribe', {}, undefined, 1_000).catch(() => undefined);
+    expect(mux.routeServerRequest(request, (owner) => owner !== 'gone')).toEqual({ kind: 'ambiguous' });
+    mux.failAll(new Error('done'));
+  });
+
   it('names the one owner with calls in flight when none has a handler of its own', () => {
     const { mux } = harness();
     const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'roots/list' };

@@ -193,22 +193,28 @@ export class RequestMultiplexer<Owner> {
    * owner's session-level handler (`owner`); if there is none in flight, the transport falls back to its own; if
    * several owners could have caused it, it is ambiguous and must be refused rather than shown to the wrong agent.
    * Before, only calls with a handler counted: one owner's tool call was asked what another's listing had caused, and
-   * its agent's answer (its roots) went into the other's listing. `counts` leaves out calls no agent stands behind
-   * (the connection's own bookkeeping).
+   * its agent's answer (its roots) went into the other's listing. `counts` leaves out calls no agent can be asked
+   * about (the connection's own bookkeeping, a call whose owner left): they do not stand in the way of an owner's call
+   * with a handler, but with nothing else in flight the request may be theirs, and it is refused (ambiguous), never
+   * put to the transport's fallback (another session).
    */
   routeServerRequest(_request: JsonRpcRequest, counts: (owner: Owner) => boolean = () => true): ServerRequestRoute<Owner> {
     let owner: Owner | undefined;
     let chosen: Call<Owner> | undefined;
     let candidates = 0;
+    let uncounted = false;
     for (const call of this.calls.values()) {
-      if (!counts(call.owner)) continue;
+      if (!counts(call.owner)) {
+        uncounted = true;
+        continue;
+      }
       if (owner === undefined) owner = call.owner;
       else if (owner !== call.owner) return { kind: 'ambiguous' };
       if (call.options?.onServerRequest === undefined) continue;
       candidates += 1;
       chosen ??= call;
     }
-    if (owner === undefined) return { kind: 'none' };
+    if (owner === undefined) return uncounted ? { kind: 'ambiguous' } : { kind: 'none' };
     const handler = chosen?.options?.onServerRequest;
     if (chosen === undefined || handler === undefined) return { kind: 'owner', owner };
     // Several calls of the owner: any of them may have asked, so the request is not tied to the oldest one's end (it

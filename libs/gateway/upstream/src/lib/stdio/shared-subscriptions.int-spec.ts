@@ -230,3 +230,48 @@ describe('a shared stdio process whose departed session\'s subscribe is still in
     expect(result['content']).toEqual([{ type: 'text', text: 'answer of B' }]);
   }, 20_000);
 });
+
+describe('a shared stdio process asking about a departed session\'s subscribe', () => {
+  const { connectors, sessions } = closedAfterEach();
+  // On resources/subscribe: 300 ms later, asks the client to sample a summary of the subscribed URI, then answers.
+  const asksOnSubscribe = `
+const rl = require('node:readline').createInterface({ input: process.stdin });
+const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
+const pending = new Map();
+let n = 0;
+rl.on('line', (line) => {
+  const m = JSON.parse(line);
+  if (m.method === 'initialize') return send({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: m.params.protocolVersion, capabilities: { resources: { subscribe: true } }, serverInfo: { name: 'asks', version: '1' } } });
+  if (m.method === 'resources/subscribe') {
+    const ask = 'ask-' + (++n);
+    pending.set(ask, m.id);
+    setTimeout(() => send({ jsonrpc: '2.0', id: ask, method: 'sampling/createMessage', params: { maxTokens: 10, messages: [{ role: 'user', content: { type: 'text', text: 'Summarise ' + m.params.uri } }] } }), 300);
+    return;
+  }
+  if (m.id !== undefined && !m.method && pending.has(m.id)) { const id = pending.get(m.id); pending.delete(m.id); return send({ jsonrpc: '2.0', id, result: {} }); }
+  if (m.id !== undefined && m.method) send({ jsonrpc: '2.0', id: m.id, result: {} });
+});
+`;
+
+  it('does not ask the other principal left on the process: the question may be the departed one\'s', async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: ['-e', asksOnSubscribe], env: {} });
+    const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
+    const b = await c.connect(config, { ...identity, principal: 'tenant:agent_client:two' });
+    sessions.push(b);
+    const askedB: JsonRpcRequest[] = [];
+    b.onServerRequest(async (request) => {
+      askedB.push(request);
+      return { role: 'assistant', model: 'b', content: { type: 'text', text: 'answer of B' } };
+    });
+    a.onServerRequest(async () => ({ role: 'assistant', model: 'a', content: { type: 'text', text: 'answer of A' } }));
+    // A subscribes to its own resource and leaves before the process asks about it. Left out of the count, its
+    // subscribe made the question go to the one session left (an earlier form of the fix): B saw A's URI.
+    void a.request('resources/subscribe', { uri: 'file:///home/one/secret-plan.md' }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await a.close();
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    expect(askedB.map((request) => JSON.stringify(request.params))).toEqual([]);
+  }, 20_000);
+});
