@@ -418,6 +418,45 @@ describe('auditHooks', () => {
     ]);
   });
 
+  it('records a call held for approval with the policy decision and snapshot version, however it ends', () => {
+    const { emitter, hooks } = setup();
+    const prior = { decision: 'require_approval', reason: 'rule r1 needs a person', snapshotVersion: 3 } as const;
+    const approvalId = '0190f0a1-b2c3-7d4e-8f90-a1b2c3d4e5f6';
+    const ends: RequestOutcome[] = [
+      // Cancelled by the agent while it waited.
+      { outcome: 'cancelled', prior, error: { code: -32054, message: 'cancelled', data: { approvalId, reason: 'approval_cancelled' } }, latencyMs: 1 },
+      // Refused because the session already had 32 calls waiting (no approval row).
+      { outcome: 'rate_limited', prior, error: { code: -32029, message: 'too many waiting', data: { reason: 'too_many_calls_awaiting_approval' } }, latencyMs: 1 },
+      // Denied by an approver, and expired.
+      { outcome: 'denied', prior, error: { code: -32032, message: 'An approver denied this call', data: { approvalId, reason: 'approval_denied' } }, latencyMs: 1 },
+      { outcome: 'denied', prior, error: { code: -32033, message: 'none was given', data: { approvalId, reason: 'approval_expired' } }, latencyMs: 1 },
+      // Approved, then refused by the policy in force after the wait (its error names the newer snapshot).
+      { outcome: 'denied', prior: { ...prior, approvalId }, error: { code: -32030, message: 'now denied', data: { snapshotVersion: 4, approvalId } }, latencyMs: 1 },
+    ];
+    for (const end of ends) hooks.completed?.(call({}), end);
+    // Before: null (cancelled, rate-limited) or deny (denied, expired), and no snapshot version but the error's.
+    expect(emitter.events.map((e) => [e.outcome, e.errorCode, e.decision, e.snapshotVersion, e.approvalId])).toEqual([
+      ['cancelled', '-32054', 'require_approval', 3, approvalId],
+      ['rate_limited', '-32029', 'require_approval', 3, null],
+      ['denied', '-32032', 'require_approval', 3, approvalId],
+      ['denied', '-32033', 'require_approval', 3, approvalId],
+      ['denied', '-32030', 'require_approval', 3, approvalId],
+    ]);
+    expect(emitter.events[0]?.reason).toBe('rule r1 needs a person; cancelled');
+  });
+
+  it("records a denial of a call the policy allowed as the refusing check's (deny, its reason), not with the allow", () => {
+    const { emitter, hooks } = setup();
+    const prior = { decision: 'allow', reason: 'rule r1 allows', snapshotVersion: 3 } as const;
+    hooks.completed?.(call({}), { outcome: 'denied', prior, error: { code: -32003, message: 'Tool pin changed', data: { reason: 'tool_pin_changed' } }, latencyMs: 1 });
+    // A refusal other than a denial keeps the allow, as a rate-limited call does (the audit trail's fail-closed check).
+    hooks.completed?.(call({}), { outcome: 'error', prior, error: { code: -32053, message: 'audit unavailable' }, latencyMs: 1 });
+    expect(emitter.events.map((e) => [e.outcome, e.decision, e.snapshotVersion, e.reason])).toEqual([
+      ['denied', 'deny', null, 'Tool pin changed'],
+      ['error', 'allow', 3, 'rule r1 allows; audit unavailable'],
+    ]);
+  });
+
   it("takes no snapshot version or approval id from an upstream's error data, and writes ids in lower case", () => {
     const { emitter, hooks } = setup();
     const data = { snapshotVersion: 3_000_000_000, approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' };

@@ -347,14 +347,20 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     const columns = columnsOf(record);
     const audit = auditOf(record.tenantId);
     const note = notes.get(info);
-    const admission = outcome.admission ?? note?.prior;
+    // A refused request keeps what the hooks before the refusal admitted: the policy's decision of a call rate-limited,
+    // or held for approval and then cancelled, denied, expired or refused after its approval. A denial of a call that
+    // was not held is the refusing check's alone (`deny`, its own reason and data).
+    const prior = note?.prior ?? outcome.prior;
+    const admission = outcome.admission ?? (outcome.outcome !== 'denied' || prior?.decision === 'require_approval' ? prior : undefined);
     const error = outcome.error;
     // The gateway's own refusals name their snapshot and approval in the error's data; an upstream's error data is the
     // upstream's to write, and says nothing about either.
     const errorData = isObject(error?.data) && outcome.outcome !== 'upstream_error' && outcome.fromUpstream !== true ? error.data : undefined;
     const snapshotFromError = typeof errorData?.['snapshotVersion'] === 'number' ? errorData['snapshotVersion'] : null;
     let decision: AuditEventV1['decision'] = admission?.decision ?? null;
-    if (outcome.outcome === 'denied') decision = 'deny';
+    // A call held for approval stays `require_approval` however it ends (the outcome and error code say how: a person
+    // denied it, nobody decided in time, a check after the wait refused it); any other denial is `deny`.
+    if (outcome.outcome === 'denied' && decision !== 'require_approval') decision = 'deny';
     const removed: string[] = [];
     const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths, removed);
     const reasons: string[] = [];

@@ -312,6 +312,37 @@ describe('composeHooks', () => {
     expect(released).toEqual(['slot', 'async-slot']);
   });
 
+  it('reports what the hooks before a refusing one admitted (prior), for a call refused at once or after a wait', async () => {
+    // As the data plane composes them: the policy's require_approval, then the approval hold refusing (too many calls
+    // waiting, at once; cancelled, denied or expired, after the wait). Before, the outcome of such a call carried
+    // neither admission nor prior, and its audit event had no decision and no snapshot version.
+    const outcomes: RequestOutcome[] = [];
+    const policy: RequestHooks = {
+      admit: (info) => (info.target ? { decision: 'require_approval', reason: 'rule r1 needs a person', snapshotVersion: 3 } : undefined),
+    };
+    const refusal = (name: string | undefined) => {
+      if (name === 'read') return new GatewayRequestError(-32029, 'too many calls waiting', undefined, 'rate_limited');
+      if (name === 'write') return new GatewayRequestError(-32033, 'nobody decided', { approvalId: 'ap1' }, 'denied');
+      return new GatewayRequestError(-32054, 'cancelled while it waited', { approvalId: 'ap2' }, 'cancelled');
+    };
+    const hold: RequestHooks = {
+      admit: (info) => {
+        if (info.target === undefined) return undefined;
+        if (info.target.name === 'read') throw refusal('read');
+        return Promise.reject(refusal(info.target?.name));
+      },
+    };
+    const { engine, record } = await engineWith(composeHooks([policy, hold, { completed: (_info, outcome) => outcomes.push(outcome) }]));
+    for (const name of ['read', 'write', 'delete']) {
+      await engine.request(record, req('tools/call', { name: `files__${name}`, arguments: {} }), NO_STREAM, 'trace');
+    }
+    expect(outcomes.slice(1).map((o) => [o.outcome, o.error?.code, o.admission, o.prior?.decision, o.prior?.snapshotVersion])).toEqual([
+      ['rate_limited', -32029, undefined, 'require_approval', 3],
+      ['denied', -32033, undefined, 'require_approval', 3],
+      ['cancelled', -32054, undefined, 'require_approval', 3],
+    ]);
+  });
+
   it('keeps observers independent: one that throws does not stop the next', () => {
     const seen: string[] = [];
     const composed = composeHooks([

@@ -71,6 +71,11 @@ export interface RequestOutcome {
   readonly outcome: 'ok' | 'error' | 'denied' | 'rate_limited' | 'upstream_error' | 'cancelled';
   /** The merged admission; absent when a hook refused the request. */
   readonly admission?: Admission;
+  /**
+   * When a hook refused the request: what the hooks before it had admitted it with (the policy's decision of a call
+   * then rate-limited, held for approval, or refused after its approval). Set by `composeHooks`.
+   */
+  readonly prior?: Admission;
   /** The refusal or error, when there was one. */
   readonly error?: { readonly code: number; readonly message: string; readonly data?: unknown };
   /** The error is the upstream's own answer (its `data` the upstream's to write), whatever the outcome is called. */
@@ -184,9 +189,13 @@ const merge = (into: Admission | undefined, next: Admission | undefined): Admiss
 
 /**
  * One `RequestHooks` out of several, run in order. If a later hook refuses, the releases of the earlier
- * admissions run before the refusal propagates.
+ * admissions run before the refusal propagates, and the request's outcome carries what they admitted (`prior`).
  */
 export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
+  // What the hooks before a refusing one admitted, until the refused request completes. Written only on a refusal:
+  // before, it was dropped with the refusal, and a call held for approval that then ended other than approved was
+  // recorded with no decision and no snapshot version.
+  const refusedAfter = new WeakMap<RequestInfo, Admission>();
   const admitters: AdmitFn[] = [];
   const filters: FilterFn[] = [];
   const observers: CompletedFn[] = [];
@@ -215,17 +224,17 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
         try {
           verdict = admit(info, sink, signal, merged);
         } catch (error) {
-          merged?.release?.();
+          refused(refusedAfter, info, merged);
           throw error;
         }
         if (verdict instanceof Promise)
-          return continueAsync(admitters.slice(index + 1), verdict, merged, info, sink, signal);
+          return continueAsync(admitters.slice(index + 1), verdict, merged, info, sink, signal, refusedAfter);
         merged = merge(merged, verdict);
       }
       try {
         return approvedIfNeeded(merged);
       } catch (error) {
-        merged?.release?.();
+        refused(refusedAfter, info, merged);
         throw error;
       }
     };
@@ -262,7 +271,13 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     };
   }
   if (observers.length > 0) {
-    composed.completed = (info, outcome) => {
+    composed.completed = (info, reported) => {
+      // Only a refusal (no admission, not ok) looks for what was admitted before it.
+      let outcome = reported;
+      if (reported.admission === undefined && reported.outcome !== 'ok') {
+        const prior = refusedAfter.get(info);
+        if (prior !== undefined) outcome = { ...reported, prior };
+      }
       for (const observe of observers) {
         try {
           observe(info, outcome);
@@ -273,6 +288,13 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
     };
   }
   return composed;
+}
+
+/** A hook refused the request: the earlier admissions' releases run, and what they admitted is kept for `completed`. */
+function refused(refusedAfter: WeakMap<RequestInfo, Admission>, info: RequestInfo, merged: Admission | undefined): void {
+  if (merged === undefined) return;
+  merged.release?.();
+  refusedAfter.set(info, merged);
 }
 
 /**
@@ -302,6 +324,7 @@ async function continueAsync(
   info: RequestInfo,
   sink: MessageSink,
   signal: CancelSignal,
+  refusedAfter: WeakMap<RequestInfo, Admission>,
 ): Promise<Admission | undefined> {
   try {
     merged = merge(merged, await pending);
@@ -312,7 +335,7 @@ async function continueAsync(
     }
     return approvedIfNeeded(merged);
   } catch (error) {
-    merged?.release?.();
+    refused(refusedAfter, info, merged);
     throw error;
   }
 }
