@@ -1817,17 +1817,26 @@ export class SessionEngine {
    * credential this request presented (hooks may check it again after a wait).
    */
   async request(record: SessionRecord, message: JsonRpcRequest, sink: MessageSink, traceId: string, clientIp?: string, credentialId?: string): Promise<JsonRpcResponse> {
-    if (this.ended.has(record.id)) return rpcError(message.id, GATEWAY_RPC.NOT_FOUND, 'Session not found', traceId);
+    if (this.ended.has(record.id)) {
+      return this.refusedEarly(record, message, traceId, credentialId, new GatewayRequestError(GATEWAY_RPC.NOT_FOUND, 'Session not found'));
+    }
     const live = this.liveFor(record);
     const key = inflightKey(record.id, message.id);
     if (live.inflight.has(key)) {
       // MCP: an id is not reused within a session. Serving both would leave the first uncancellable (one entry).
-      return rpcError(message.id, JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress', traceId);
+      const duplicate = new GatewayRequestError(JSON_RPC.INVALID_REQUEST, 'Invalid Request: a request with this id is still in progress');
+      return this.refusedEarly(live.record, message, traceId, credentialId, duplicate);
     }
     const principal = live.principalKey;
     const ofPrincipal = this.inflightByPrincipal.get(principal) ?? 0;
     if (ofPrincipal >= MAX_IN_FLIGHT_PER_PRINCIPAL) {
-      return rpcError(message.id, GATEWAY_RPC.RATE_LIMITED, `Too many requests under way for this client (at most ${MAX_IN_FLIGHT_PER_PRINCIPAL})`, traceId, { retryAfterSeconds: 1 });
+      const tooMany = new GatewayRequestError(
+        GATEWAY_RPC.RATE_LIMITED,
+        `Too many requests under way for this client (at most ${MAX_IN_FLIGHT_PER_PRINCIPAL})`,
+        { retryAfterSeconds: 1 },
+        'rate_limited',
+      );
+      return this.refusedEarly(live.record, message, traceId, credentialId, tooMany);
     }
     this.inflightByPrincipal.set(principal, ofPrincipal + 1);
     const controller = new Cancellation();
@@ -1906,6 +1915,22 @@ export class SessionEngine {
     this.report(info, response, undefined, admission, result, controller.signal);
     // An answer that came all the same (the upstream finished first, or ignores cancellations) is not sent either.
     if (controller.aborted && agentCancellations.has(controller.reason as object)) unanswerableResponses.add(response);
+    return response;
+  }
+
+  /**
+   * Answers a request refused before any of its work (its session ended, its id still in progress, its principal at
+   * the in-flight cap), and reports it like every other refusal. Only this branch builds its info: the common call
+   * pays nothing for it. Before, these refusals reached the agent and left no audit event.
+   */
+  private refusedEarly(record: SessionRecord, message: JsonRpcRequest, traceId: string, credentialId: string | undefined, error: GatewayRequestError): JsonRpcResponse {
+    const response = rpcError(message.id, error.rpcCode, error.message, traceId, error.data);
+    const startedAt = Date.now();
+    const info: RequestInfo =
+      credentialId === undefined
+        ? { record, method: message.method, requestId: message.id, traceId, startedAt }
+        : { record, method: message.method, requestId: message.id, traceId, startedAt, credentialId };
+    this.report(info, response, error, undefined, undefined, NOT_CANCELLED);
     return response;
   }
 

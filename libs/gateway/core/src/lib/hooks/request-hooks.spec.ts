@@ -1,7 +1,8 @@
 import type { Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { describe, expect, it, vi } from 'vitest';
-import { GatewayRequestError, SessionEngine } from '../dispatch/session-engine';
+import { GatewayRequestError, MAX_IN_FLIGHT_PER_PRINCIPAL, SessionEngine } from '../dispatch/session-engine';
+import { GATEWAY_RPC } from '../http/gateway-error';
 import { NO_STREAM } from '../dispatch/sinks';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
@@ -134,6 +135,57 @@ describe('request hooks in the session engine', () => {
     const unknown = await engine.request(record, req('tools/call', { name: 'nope__x' }), NO_STREAM, 'trace');
     expect(unknown).toMatchObject({ error: { code: -32602 } });
     expect(completed.at(-1)).toMatchObject({ outcome: 'error', error: { code: -32602 } });
+  });
+});
+
+describe('request hooks: requests refused before their work', () => {
+  it('reports the refusals at the per-principal cap, of an id still in progress and on an ended session', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let open: () => void = () => undefined;
+    const opened = new Promise<Record<string, unknown>>((resolve) => (open = () => resolve({ content: [] })));
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { tools: {} },
+        handle: (method) => (method === 'tools/list' ? Promise.resolve({ tools: [{ name: 'wait', inputSchema: { type: 'object' } }] }) : opened),
+      },
+    });
+    const completed: { info: RequestInfo; outcome: RequestOutcome }[] = [];
+    const engine = new SessionEngine({
+      registry,
+      connector,
+      sessions: new MemorySessionStore(),
+      logger,
+      hooks: { completed: (info, outcome) => completed.push({ info, outcome }) },
+      options: SPEC_ENGINE_OPTIONS,
+    });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const first = req('tools/call', { name: 'files__wait', arguments: {} });
+    const under = [engine.request(record, first, NO_STREAM, 'under-0', undefined, 'key-1')];
+    for (let i = 1; i < MAX_IN_FLIGHT_PER_PRINCIPAL; i++) {
+      under.push(engine.request(record, req('tools/call', { name: 'files__wait', arguments: {} }), NO_STREAM, `under-${i}`));
+    }
+    await vi.waitFor(() => expect(connector.calls.filter((call) => call.method === 'tools/call')).toHaveLength(MAX_IN_FLIGHT_PER_PRINCIPAL));
+    const duplicate = await engine.request(record, first, NO_STREAM, 'trace-duplicate', undefined, 'key-1');
+    const over = await engine.request(record, req('tools/call', { name: 'files__wait', arguments: {} }), NO_STREAM, 'trace-over', undefined, 'key-1');
+    expect(duplicate).toMatchObject({ error: { code: -32600 } });
+    expect(over).toMatchObject({ error: { code: -32029, data: { retryAfterSeconds: 1, traceId: 'trace-over' } } });
+    open();
+    await Promise.all(under);
+    await engine.end(record, 'trace');
+    const ended = await engine.request(record, req('ping'), NO_STREAM, 'trace-ended', undefined, 'key-1');
+    expect(ended).toMatchObject({ error: { message: 'Session not found' } });
+    // Before, none of the three was reported: the audit trail had no event for them.
+    const refusals = completed.filter((c) => c.info.traceId.startsWith('trace-'));
+    expect(refusals.map((c) => [c.info.traceId, c.info.method, c.info.credentialId, c.outcome.outcome, c.outcome.error?.code])).toEqual([
+      ['trace-duplicate', 'tools/call', 'key-1', 'error', -32600],
+      ['trace-over', 'tools/call', 'key-1', 'rate_limited', -32029],
+      ['trace-ended', 'ping', 'key-1', 'error', GATEWAY_RPC.NOT_FOUND],
+    ]);
+    expect(completed.filter((c) => c.info.traceId.startsWith('under-'))).toHaveLength(MAX_IN_FLIGHT_PER_PRINCIPAL);
   });
 });
 
