@@ -304,7 +304,9 @@ describe('tool pinning hooks', () => {
     const held = composeHooks([pinning, holding, pinningAfterApproval(pinning)]).admit?.(info, NO_STREAM, signal, undefined);
     pins.replace([{ ...entry, blocked: true }], []);
     approve({ decision: 'require_approval', approvalId: 'a1' });
-    await expect(held).rejects.toMatchObject({ rpcCode: -32003, data: { reason: 'tool_pin_blocked' } });
+    // The refusal names the approval, as the policy's and the credential's checks after the wait do (before: it did
+    // not, and the call's audit event had no approval id).
+    await expect(held).rejects.toMatchObject({ rpcCode: -32003, data: { reason: 'tool_pin_blocked', approvalId: 'a1' } });
 
     // Approved while the definition is still the approved one: the call goes on with the approval's admission.
     pins.replace([entry], []);
@@ -318,6 +320,9 @@ describe('tool pinning hooks', () => {
     expect(after?.(info, NO_STREAM, signal, { decision: 'allow' })).toBeUndefined();
     expect(composeHooks([allowing, pinningAfterApproval(pinning)]).admit?.(info, NO_STREAM, signal, undefined)).toEqual({ decision: 'allow' });
     expect(() => after?.(info, NO_STREAM, signal, { decision: 'require_approval', approvalId: 'a3' })).toThrow(/an administrator blocked it/);
+    expect(() => after?.(info, NO_STREAM, signal, { decision: 'require_approval', approvalId: 'a3' })).toThrow(
+      expect.objectContaining({ outcome: 'denied', data: { reason: 'tool_pin_blocked', approvalId: 'a3' } }),
+    );
   });
 
   it('relays an approved tool with the fields the specification defines, dropping keys nobody reviewed', () => {

@@ -277,12 +277,23 @@ export function pinningAroundPolicy(pinning: RequestHooks): { readonly listing: 
  * The pinning check once more for a call a person approved. Pinning runs before the approval hold, and a call the
  * policy holds for approval may wait minutes: meanwhile a fresh listing can show the tool changed, or an
  * administrator can block it. An approval covers the call, not whatever the tool has become. Placed after the
- * policy hook; calls that were not held pass without a lookup.
+ * policy hook; calls that were not held pass without a lookup. Its refusal names the approval (`data.approvalId`), as
+ * the policy's and the credential's checks after the wait do, so the call's audit event is linked to it.
  */
 export function pinningAfterApproval(pinning: RequestHooks): RequestHooks {
   const admit = pinning.admit;
   if (admit === undefined) return {};
   return {
-    admit: (info, sink, signal, prior) => (prior?.approvalId === undefined ? undefined : admit(info, sink, signal, prior)),
+    admit: (info, sink, signal, prior) => {
+      const approvalId = prior?.approvalId;
+      if (approvalId === undefined) return undefined;
+      try {
+        // Pinning's admit is synchronous (a lookup in the pins in memory).
+        return admit(info, sink, signal, prior);
+      } catch (error) {
+        if (!(error instanceof GatewayRequestError)) throw error;
+        throw new GatewayRequestError(error.rpcCode, error.message, { ...error.data, approvalId }, error.outcome);
+      }
+    },
   };
 }
