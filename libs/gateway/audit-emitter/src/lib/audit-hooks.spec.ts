@@ -457,6 +457,20 @@ describe('auditHooks', () => {
     ]);
   });
 
+  it("redacts a credential in the request's method, as in the reason (the method is the agent's to write)", () => {
+    const { emitter, hooks } = setup();
+    const token = 'ghp_' + 'a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8';
+    const info: RequestInfo = { record, method: `Bearer ${token}`, requestId: 1, traceId: 'trace-1', startedAt: 0 };
+    hooks.completed?.(info, { outcome: 'error', error: { code: -32601, message: `Method not found: Bearer ${token}` }, latencyMs: 1 });
+    hooks.completed?.({ ...info, method: 'tools/list' }, { outcome: 'ok', latencyMs: 1 });
+    // Before: the method column kept the token.
+    expect(emitter.events.map((e) => [e.method.includes(token), e.reason?.includes(token) ?? false])).toEqual([
+      [false, false],
+      [false, false],
+    ]);
+    expect(emitter.events.map((e) => e.method)).toEqual([REDACTED, 'tools/list']);
+  });
+
   it("takes no snapshot version or approval id from an upstream's error data, and writes ids in lower case", () => {
     const { emitter, hooks } = setup();
     const data = { snapshotVersion: 3_000_000_000, approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' };

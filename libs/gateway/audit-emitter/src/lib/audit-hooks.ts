@@ -180,7 +180,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const auditOf = (tenantId: string): TenantSettings['audit'] => options.settings(tenantId)?.audit ?? DEFAULT_AUDIT;
 
   /**
-   * An admission's reason, redacted like free text: the policy's names the target, and a resource's name is its URI,
+   * An admission's reason (or a request's method), redacted like free text: the policy's names the target, and a resource's name is its URI,
    * the agent's to write (`postgres://user:pw@…`, `?token=…`). Remembered per reason text: the policy engine hands
    * out the same reason, as the same string, call after call, so the common call costs a lookup, not the patterns.
    * Bounded in count and in length (a long reason is redacted each time); cleared when full, so it follows what is
@@ -383,7 +383,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       tenantId: record.tenantId,
       occurredAt: isoTime(info.startedAt),
       kind: 'mcp',
-      method: cut(info.method, 200),
+      // The method is the agent's to write (an unknown one is refused, and recorded, as sent): redacted as `reason` is,
+      // through the same memory (the known methods cost a lookup). Before, a credential sent as a method was stored.
+      method: cut(safeReason(info.method), 200),
       actorUserId: columns.actorUserId,
       agentClientId: columns.agentClientId,
       // The key the request presented (the session may be used with any of its principal's keys).
