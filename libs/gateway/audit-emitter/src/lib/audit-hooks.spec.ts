@@ -471,6 +471,20 @@ describe('auditHooks', () => {
     expect(emitter.events.map((e) => e.method)).toEqual([REDACTED, 'tools/list']);
   });
 
+  it("prefixes errorCode with upstream: only for the upstream's own error, not the gateway's upstream failures", () => {
+    const { emitter, hooks } = setup();
+    hooks.completed?.(call({}), { outcome: 'upstream_error', error: { code: -32000, message: 'upstream says no' }, fromUpstream: true, latencyMs: 1 });
+    // A timeout, a refused connection, an open circuit: the agent got the gateway's -32054 / -32050.
+    hooks.completed?.(call({}), { outcome: 'upstream_error', error: { code: -32054, message: 'no answer within 1000 ms' }, latencyMs: 1 });
+    hooks.completed?.(call({}), { outcome: 'upstream_error', error: { code: -32050, message: 'upstream unavailable' }, latencyMs: 1 });
+    // Before: upstream:-32054 and upstream:-32050.
+    expect(emitter.events.map((e) => [e.outcome, e.errorCode])).toEqual([
+      ['error', 'upstream:-32000'],
+      ['timeout', '-32054'],
+      ['error', '-32050'],
+    ]);
+  });
+
   it("takes no snapshot version or approval id from an upstream's error data, and writes ids in lower case", () => {
     const { emitter, hooks } = setup();
     const data = { snapshotVersion: 3_000_000_000, approvalId: '0190F0A1-B2C3-7D4E-8F90-A1B2C3D4E5F6' };

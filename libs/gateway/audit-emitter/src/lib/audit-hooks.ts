@@ -401,7 +401,9 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
       approvalId: uuidOrNull(approvalId),
       latencyMs: Math.min(2_147_483_647, Math.max(0, Math.round(outcome.latencyMs))),
       outcome: auditOutcome,
-      errorCode: error ? cut(outcome.outcome === 'upstream_error' ? `upstream:${error.code}` : String(error.code), 100) : null,
+      // `upstream:` only for the upstream's own error: a timeout, a refused connection or an open circuit (also
+      // `upstream_error`) answered the agent with the gateway's code, and was recorded as the upstream's before.
+      errorCode: error ? cut(outcome.fromUpstream === true ? `upstream:${error.code}` : String(error.code), 100) : null,
       arguments: payload,
       traceId: cut(info.traceId, 64),
       traceparent: null,
