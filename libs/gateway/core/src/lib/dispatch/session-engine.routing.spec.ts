@@ -184,6 +184,117 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(await listing()).toEqual(['readme of a']);
   });
 
+  it('lists a URI from the other upstream on a later page when its holder dropped out of the walk\'s first page', async () => {
+    const uri = 'notes://shared/readme';
+    let aListings = 0;
+    const { engine } = build({
+      ua: {
+        prefix: 'a',
+        capabilities: { resources: {} },
+        handle: async (method) => {
+          if (method !== 'resources/list') return { contents: [{ uri, text: 'from a' }] };
+          // The second walk: a's listing is busy this once.
+          if (++aListings === 2) throw new UpstreamRpcError(-32603, 'listing backend busy, try again');
+          return { resources: [{ uri, name: 'readme of a' }] };
+        },
+      },
+      ub: {
+        prefix: 'b',
+        capabilities: { resources: {} },
+        handle: async (method, params) => {
+          if (method !== 'resources/list') return { contents: [{ uri, text: 'from b' }] };
+          if (params?.['cursor'] === 'p2') return { resources: [{ uri, name: 'readme of b' }] };
+          return { resources: [{ uri: 'notes://b/other', name: 'other of b' }], nextCursor: 'p2' };
+        },
+      },
+    });
+    const { record } = await open(engine);
+    /** A whole walk, following nextCursor: the names listed. */
+    const walk = async (): Promise<string[]> => {
+      const names: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = resultOf(await engine.request(record, req('resources/list', cursor === undefined ? {} : { cursor }), NO_STREAM, 'trace'));
+        for (const resource of page['resources'] as { name: string }[]) names.push(resource.name);
+        cursor = page['nextCursor'] as string | undefined;
+      } while (cursor !== undefined);
+      return names;
+    };
+    // a answered the first page and its part is over: b's copy on b's second page is left out.
+    expect(await walk()).toEqual(['readme of a', 'other of b']);
+    // a failed the second walk's first page (it has no part in the cursor): b's copy is the URI's only listing. An
+    // earlier form of the de-duplication left it out (the URI was in no page of the walk).
+    expect(await walk()).toEqual(['other of b', 'readme of b']);
+  });
+
+  it('asks the agent what an upstream asks while it lists on the listing\'s own stream, when there is no other', async () => {
+    const { engine } = build({
+      u1: {
+        prefix: 'fs',
+        capabilities: { resources: {} },
+        handle: (method, _params, options?: UpstreamRequestOptions) => {
+          if (method !== 'resources/list') return Promise.resolve({ contents: [] });
+          const asked = options?.onServerRequest?.({ jsonrpc: '2.0', id: 7, method: 'roots/list' }, new AbortController().signal) ?? Promise.reject(new Error('no relay'));
+          return asked.then(
+            (answer) => ({ resources: ((answer['roots'] ?? []) as { uri: string }[]).map((root) => ({ uri: `${root.uri}/README.md`, name: 'readme' })) }),
+            (error: Error) => ({ resources: [{ uri: 'file:///relay-failed', name: `relay failed: ${error.message}` }] }),
+          );
+        },
+      },
+    });
+    const { record } = await open(engine, '2025-06-18', { roots: {} });
+    // The listing's POST answered as an SSE stream; the agent never opened a GET stream. Sent only to the session's
+    // stream (an earlier form of the fix), the question was refused ("The client cannot receive this request now").
+    const asked: string[] = [];
+    const sink: MessageSink = {
+      canStream: true,
+      send: (message) => {
+        if ('method' in message && 'id' in message) {
+          asked.push(message.method);
+          setTimeout(() => engine.answer(record, { jsonrpc: '2.0', id: message.id, result: { roots: [{ uri: 'file:///home/one' }] } }), 5);
+        }
+        return true;
+      },
+    };
+    const answer = await engine.request(record, req('resources/list'), sink, 'trace');
+    expect(asked).toEqual(['roots/list']);
+    expect(answer).toMatchObject({ result: { resources: [{ uri: 'file:///home/one/README.md' }] } });
+  });
+
+  it('ends an upstream\'s question with the listing page that asked it, on the listing\'s stream before its answer', async () => {
+    const { engine } = build({
+      ua: {
+        prefix: 'a',
+        capabilities: { resources: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'resources/list') return {};
+          // Asks for the roots, and answers its page without waiting (it will use them later, or never).
+          void options?.onServerRequest?.({ jsonrpc: '2.0', id: 'q1', method: 'roots/list' }, new AbortController().signal).catch(() => undefined);
+          return { resources: [{ uri: 'notes://a', name: 'a' }] };
+        },
+      },
+    });
+    const { record } = await open(engine, undefined, { roots: {} });
+    const received: { via: string; message: JsonRpcMessage }[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push({ via: 'standalone', message }) > 0 });
+    // The listing's POST stream, open until its answer is written (a PostResponder takes nothing after it).
+    let open_ = true;
+    const post: MessageSink = {
+      get canStream() {
+        return open_;
+      },
+      send: (message) => open_ && received.push({ via: 'post', message }) > 0,
+    };
+    const listed = await engine.request(record, req('resources/list'), post, 'trace');
+    open_ = false;
+    expect(listed).toMatchObject({ result: { resources: [{ uri: 'notes://a' }] } });
+    const question = received.find((entry) => 'method' in entry.message && entry.message.method === 'roots/list');
+    expect(question?.via).toBe('post');
+    // Tied to nothing, it outlived the listing's stream, and its cancellation had no stream to reach the agent on.
+    const cancelled = received.filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question?.message as JsonRpcRequest).id);
+    expect(cancelled.map((entry) => entry.via)).toEqual(['post']);
+  });
+
   it('bounds the URI routes a session learns (an upstream whose resources keep changing without list_changed)', async () => {
     let round = 0;
     const churn: FakeUpstream & { prefix: string } = {

@@ -334,6 +334,11 @@ interface LiveSession {
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: RouteTable<TemplateRoute>;
   /**
+   * Of the last first page of a resources or templates listing this replica served the session: the upstreams whose
+   * part it answered. A later page's cursor names only the parts still to come, not those that failed (see `list`).
+   */
+  readonly listingStarted: Map<ListKind, ReadonlySet<string>>;
+  /**
    * URIs reads are waiting on a route walk for, and the upstream the walk found listing each: past MAX_RESOURCE_ROUTES
    * the route itself may be evicted before the walk ends.
    */
@@ -1123,7 +1128,7 @@ export class SessionEngine {
   /** Items already warned of as left out of the listings (`warnSkipped`). */
   private readonly skippedWarned = new Set<string>();
   /** Each attached upstream session's relay of its requests to the agent (see `attach`), for its listings' requests. */
-  private readonly serverRequestRelays = new WeakMap<UpstreamSession, (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink) => Promise<Record<string, unknown>>>();
+  private readonly serverRequestRelays = new WeakMap<UpstreamSession, (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink, ended?: CancelSignal) => Promise<Record<string, unknown>>>();
   private readonly sweeper: NodeJS.Timeout;
   /** Listed items as exposed to agents, shared by every answer built from the same cached upstream page. */
   private readonly exposed: ExposedItems;
@@ -2460,10 +2465,26 @@ export class SessionEngine {
           const generation = pages?.generation ?? 0;
           // Frozen as it arrives: a cached page is shared by every later answer of the session and by the caches that
           // trust frozen items (the listing's JSON text, tool-pinning hashes).
-          // A question the upstream asks while it lists is refused once the listing's answer is withdrawn (`attach`).
+          // A question the upstream asks while it lists goes on the listing's stream and ends with the page request
+          // (`attach`); one several requests of the session may have made (a shared connection) ends by itself.
           const relay = sink === undefined ? undefined : this.serverRequestRelays.get(session);
-          const onServerRequest = relay === undefined ? undefined : (received: JsonRpcRequest, upstreamSignal: AbortSignal) => relay(received, upstreamSignal, sink);
-          const page = deepFreeze(listPage(spec, await session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs, ...(onServerRequest ? { onServerRequest } : {}) })));
+          // The page request, once made (a transport may deliver a question before it hands the request back).
+          const made: { request?: Promise<Record<string, unknown>> } = {};
+          let relays: Cancellation | undefined;
+          const endsWithPage = (): Cancellation => {
+            if (relays !== undefined) return relays;
+            relays = new Cancellation();
+            if (made.request !== undefined) endWith(made.request, relays);
+            return relays;
+          };
+          const onServerRequest =
+            relay === undefined
+              ? undefined
+              : (received: JsonRpcRequest, upstreamSignal: AbortSignal, context?: { readonly shared?: boolean }) => relay(received, upstreamSignal, sink, context?.shared === true ? undefined : endsWithPage());
+          const pageRequest = session.request(spec.method, target.cursor === '' ? undefined : { cursor: target.cursor }, { signal, timeoutMs: withinMs, ...(onServerRequest ? { onServerRequest } : {}) });
+          made.request = pageRequest;
+          if (relays !== undefined) endWith(pageRequest, relays);
+          const page = deepFreeze(listPage(spec, await pageRequest));
           if (cache) pages?.set(key, page, generation, Date.now());
           return { page, fromCache: false };
         },
@@ -2514,13 +2535,18 @@ export class SessionEngine {
     const more: PendingPage[] = [];
     let failed: unknown[] | undefined;
     let recheck: UpstreamConfig[] | undefined;
-    // Whether an upstream holding a URI's route lists it in this walk: on a first page, if its page is in this answer;
-    // on a later one, unless its part failed here (its earlier pages listed it). A copy of another upstream is left out
-    // only then: the holder dropping out of a listing (failed, too slow) must not take the URI out of it altogether.
+    // Whether an upstream holding a URI's route lists it in this walk: a copy of another upstream is left out only then.
+    // The holder dropping out of the listing (failed, too slow) must not take the URI out of it altogether. On a first
+    // page: if the holder's page is in this answer. On a later one: if its part is in this answer, or it answered the
+    // walk's first page and its part is over (the cursor names only the parts still to come); when this replica did
+    // not serve that first page, not known, and the copy is listed (twice rather than never).
     const answered = new Set<string>();
-    const dropped = new Set<string>();
-    settled.forEach((outcome, index) => ((outcome.status === 'fulfilled' ? answered : dropped) as Set<string>).add((targets[index] as PendingPage).upstreamId));
-    const listsHere = (holder: string): boolean => (cursor === undefined ? answered.has(holder) : !dropped.has(holder));
+    settled.forEach((outcome, index) => {
+      if (outcome.status === 'fulfilled') answered.add((targets[index] as PendingPage).upstreamId);
+    });
+    const inCursor = new Set(targets.map((target) => target.upstreamId));
+    const started = cursor === undefined ? undefined : live.listingStarted.get(kind);
+    const listsHere = (holder: string): boolean => answered.has(holder) || (started !== undefined && started.has(holder) && !inCursor.has(holder));
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -2551,7 +2577,6 @@ export class SessionEngine {
         kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration, listsHere);
       } catch (error) {
         answered.delete(config.id);
-        dropped.add(config.id);
         if (status) status.dropped = true;
         this.logUpstreamFailure(config, spec.method, error, traceId);
         return;
@@ -2564,6 +2589,7 @@ export class SessionEngine {
         this.logUpstreamFailure(config, spec.method, new Error(`nextCursor longer than ${MAX_UPSTREAM_CURSOR_LENGTH} characters`), traceId);
       } else if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
+    if (cursor === undefined && (kind === 'resources' || kind === 'resourceTemplates')) live.listingStarted.set(kind, answered);
     // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
     // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
@@ -4207,19 +4233,19 @@ export class SessionEngine {
       }
       this.toSessionStream(live, config.id, notification);
     });
-    // An upstream's request made for no call of the agent's, or for a listing (`sink`: the listing's). Both go on the
-    // session's stream (a listing's answer may come long before its upstream's question is answered or withdrawn, and
-    // the listing's own stream takes nothing after it), but a listing's goes to no one once the listing's answer was
-    // withdrawn from the agent (its credential went). Before, it went on the session's stream whatever became of the
-    // listing: the stream may be another key's of the agent client.
-    const relay = (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink): Promise<Record<string, unknown>> => {
+    // An upstream's request made for no call of the agent's, or for a listing's page (`sink`: the listing's, `ended`:
+    // aborted when the page request settles). A listing's goes on the listing's own stream while it can take it, else on
+    // the session's, as a call's does, and ends with the page (cancelled there before the listing's answer); to no one
+    // once the listing's answer was withdrawn from the agent (its credential went). Before, it went on the session's
+    // stream whatever became of the listing (the stream may be another key's of the agent client), and was refused
+    // when the agent had no GET stream open.
+    const relay = (received: JsonRpcRequest, signal: AbortSignal, sink?: MessageSink, ended?: CancelSignal): Promise<Record<string, unknown>> => {
       const refusal = this.keptFromAgent(live, config, received.method);
       if (refusal !== undefined) return Promise.reject(new UpstreamRpcError(refusal.rpcCode, `${received.method}: this server may not reach the client`));
       const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
-      const target = sink?.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
-      // Bounded by the deadline alone.
-      const bounds = { timeoutMs: this.relayTimeoutMs, ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
+      const target = sink === undefined ? this.standaloneSink(live) : sink.canStream ? sink : sink.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
+      const bounds = { timeoutMs: this.relayTimeoutMs, ...(ended !== undefined && upstreamTask === undefined ? { ended } : {}), ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
       if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, target, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
         named ? this.relayServerRequest(live.record, named, target, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
@@ -4328,6 +4354,7 @@ export class SessionEngine {
       record,
       upstreams: new Map(),
       resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS),
+      listingStarted: new Map(),
       templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS),
       sought: new Map(),
       learningRoutes: undefined,

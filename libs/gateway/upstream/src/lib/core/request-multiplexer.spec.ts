@@ -153,18 +153,23 @@ describe('RequestMultiplexer', () => {
     // call was asked what b's listing had caused.
     void mux.request('b', 'resources/list', {}, undefined, 1_000).catch(() => undefined);
     expect(mux.routeServerRequest(request)).toEqual({ kind: 'ambiguous' });
-    // Unless the caller says that owner asks no agent (a connection's own bookkeeping).
-    expect(mux.routeServerRequest(request, (owner) => owner !== 'b')).toMatchObject({ kind: 'call', owner: 'a' });
+    // Unless the caller says that owner asks no agent (a connection's own bookkeeping, a session that left).
+    for (const standing of ['ignored', 'gone'] as const) expect(mux.routeServerRequest(request, (owner) => (owner === 'b' ? standing : 'asked'))).toMatchObject({ kind: 'call', owner: 'a' });
     void mux.request('c', 'tools/call', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
-    expect(mux.routeServerRequest(request, (owner) => owner !== 'b')).toEqual({ kind: 'ambiguous' });
+    expect(mux.routeServerRequest(request, (owner) => (owner === 'b' ? 'ignored' : 'asked'))).toEqual({ kind: 'ambiguous' });
     mux.failAll(new Error('done'));
   });
 
-  it('refuses a request only calls left out of the count could have caused, rather than falling back to another owner', () => {
+  it('refuses a request only a departed owner\'s call could have caused, and ignores the connection\'s own calls', () => {
     const { mux } = harness();
     const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'sampling/createMessage' };
-    void mux.request('gone', 'resources/subscribe', {}, undefined, 1_000).catch(() => undefined);
-    expect(mux.routeServerRequest(request, (owner) => owner !== 'gone')).toEqual({ kind: 'ambiguous' });
+    const standing = (owner: string) => (owner === 'left' ? 'gone' : owner === 'self' ? 'ignored' : 'asked');
+    void mux.request('self', 'logging/setLevel', {}, undefined, 1_000).catch(() => undefined);
+    // The connection's own call (restoring a log level after a restart): as if nothing were in flight.
+    expect(mux.routeServerRequest(request, standing)).toEqual({ kind: 'none' });
+    void mux.request('left', 'resources/subscribe', {}, undefined, 1_000).catch(() => undefined);
+    // A departed session's call may have caused it: refused, never put to the session left (the transport's fallback).
+    expect(mux.routeServerRequest(request, standing)).toEqual({ kind: 'ambiguous' });
     mux.failAll(new Error('done'));
   });
 

@@ -193,19 +193,21 @@ export class RequestMultiplexer<Owner> {
    * owner's session-level handler (`owner`); if there is none in flight, the transport falls back to its own; if
    * several owners could have caused it, it is ambiguous and must be refused rather than shown to the wrong agent.
    * Before, only calls with a handler counted: one owner's tool call was asked what another's listing had caused, and
-   * its agent's answer (its roots) went into the other's listing. `counts` leaves out calls no agent can be asked
-   * about (the connection's own bookkeeping, a call whose owner left): they do not stand in the way of an owner's call
-   * with a handler, but with nothing else in flight the request may be theirs, and it is refused (ambiguous), never
-   * put to the transport's fallback (another session).
+   * its agent's answer (its roots) went into the other's listing. `standing` says what a call's owner is: `asked`
+   * (an agent's session, the default); `ignored` (the connection's own bookkeeping, restoring what its sessions hold:
+   * as if not in flight); `gone` (a session that left, whose call outlives it): such a call does not stand in the way
+   * of an owner's call with a handler, but with nothing else in flight the request may be its, and it is refused
+   * (ambiguous), never put to the transport's fallback (another session).
    */
-  routeServerRequest(_request: JsonRpcRequest, counts: (owner: Owner) => boolean = () => true): ServerRequestRoute<Owner> {
+  routeServerRequest(_request: JsonRpcRequest, standing: (owner: Owner) => 'asked' | 'ignored' | 'gone' = () => 'asked'): ServerRequestRoute<Owner> {
     let owner: Owner | undefined;
     let chosen: Call<Owner> | undefined;
     let candidates = 0;
     let uncounted = false;
     for (const call of this.calls.values()) {
-      if (!counts(call.owner)) {
-        uncounted = true;
+      const stands = standing(call.owner);
+      if (stands !== 'asked') {
+        if (stands === 'gone') uncounted = true;
         continue;
       }
       if (owner === undefined) owner = call.owner;

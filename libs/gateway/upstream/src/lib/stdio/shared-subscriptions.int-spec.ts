@@ -275,3 +275,51 @@ rl.on('line', (line) => {
     expect(askedB.map((request) => JSON.stringify(request.params))).toEqual([]);
   }, 20_000);
 });
+
+const asksRootsOnInitialized = `
+const rl = require('node:readline').createInterface({ input: process.stdin });
+const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
+let rootsAnswer = null;
+rl.on('line', (line) => {
+  const m = JSON.parse(line);
+  if (m.method === 'initialize') return send({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: m.params.protocolVersion, capabilities: { logging: {}, tools: {} }, serverInfo: { name: 'roots', version: '1' } } });
+  if (m.method === 'notifications/initialized') return send({ jsonrpc: '2.0', id: 'roots-' + process.pid, method: 'roots/list' });
+  if (m.id !== undefined && !m.method) { rootsAnswer = m; return; }
+  if (m.method === 'tools/call' && m.params.name === 'die') process.exit(1);
+  if (m.method === 'tools/call' && m.params.name === 'roots') return send({ jsonrpc: '2.0', id: m.id, result: { content: [], structuredContent: { pid: process.pid, answer: rootsAnswer } } });
+  if (m.id !== undefined && m.method) send({ jsonrpc: '2.0', id: m.id, result: {} });
+});
+`;
+
+describe('one session on a stdio process that restarts while it holds a log level', () => {
+  const { connectors, sessions } = closedAfterEach();
+
+  // The restarted process is told the level again (its own logging/setLevel) right after notifications/initialized,
+  // when a server like the reference filesystem one asks for the roots: with the process's own call in flight, an
+  // earlier form of the attribution fix refused the question ("ambiguous").
+  it('answers the roots/list the restarted process asks on notifications/initialized (the one session\'s)', async () => {
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, stdioRestartBackoffMs: { initial: 20, max: 200 }, stdioKillGraceMs: 500 });
+    connectors.push(c);
+    const config = upstreamConfig('stdio', { command: process.execPath, args: ['-e', asksRootsOnInitialized], env: {} });
+    const a = await c.connect(config, { ...identity, principal: 'tenant:agent_client:one' });
+    sessions.push(a);
+    const asked: JsonRpcRequest[] = [];
+    a.onServerRequest(async (request) => {
+      asked.push(request);
+      return { roots: [{ uri: 'file:///home/one', name: 'one' }] };
+    });
+    const roots = async () => (await a.request('tools/call', { name: 'roots', arguments: {} }))['structuredContent'] as { pid: number; answer: Record<string, unknown> | null };
+    await a.request('logging/setLevel', { level: 'debug' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const first = await roots();
+    await a.request('tools/call', { name: 'die', arguments: {} }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The next call waits for the restart (and its replay of the level), then reads what the new process was answered.
+    await roots();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = await roots();
+    expect(second.pid).not.toBe(first.pid);
+    expect(second.answer?.['error']).toBeUndefined();
+    expect(second.answer?.['result']).toEqual({ roots: [{ uri: 'file:///home/one', name: 'one' }] });
+  }, 20_000);
+});

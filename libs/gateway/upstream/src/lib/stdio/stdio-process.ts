@@ -836,10 +836,10 @@ export class StdioProcess {
             answerServerRequest(request, undefined, (text) => this.safeWrite(text), this.serverRequests);
             break;
           }
-          // The process's own calls (its handshake, subscriptions and log level for every session) ask no agent, nor does
-          // the call of a session that left (a subscribe outlives its session): counted, it made the remaining session's
-          // own requests ambiguous, or was asked itself.
-          let route = this.mux.routeServerRequest(request, (owner) => owner !== this && this.owners.has(owner as StdioOwner));
+          // The process's own calls (its handshake, the subscriptions and log level it restores for every session after
+          // a restart) ask no agent, as if not in flight; the call of a session that left (a subscribe outlives its
+          // session) asks no agent either, but may have caused the request (see `routeServerRequest`).
+          let route = this.mux.routeServerRequest(request, (owner) => (owner === this ? 'ignored' : this.owners.has(owner as StdioOwner) ? 'asked' : 'gone'));
           let handler: ServerRequestHandler | undefined;
           // A roots/list soon after a session said its roots changed is that session's to answer. Another session's
           // call in flight must not be asked on its behalf (that session's roots would reach a process the first one
