@@ -220,10 +220,10 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
       } while (cursor !== undefined);
       return names;
     };
-    // a answered the first page and its part is over: b's copy on b's second page is left out.
-    expect(await walk()).toEqual(['readme of a', 'other of b']);
-    // a failed the second walk's first page (it has no part in the cursor): b's copy is the URI's only listing. An
-    // earlier form of the de-duplication left it out (the URI was in no page of the walk).
+    // b's copy comes on a page after a's last: listed too (a cursor does not say whether a's part ended or failed).
+    expect(await walk()).toEqual(['readme of a', 'other of b', 'readme of b']);
+    // a failed the second walk's first page: b's copy is the URI's only listing. An earlier form of the
+    // de-duplication left it out (the URI was in no page of the walk).
     expect(await walk()).toEqual(['other of b', 'readme of b']);
   });
 
@@ -293,6 +293,41 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     // Tied to nothing, it outlived the listing's stream, and its cancellation had no stream to reach the agent on.
     const cancelled = received.filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question?.message as JsonRpcRequest).id);
     expect(cancelled.map((entry) => entry.via)).toEqual(['post']);
+  });
+
+  it('puts a question several requests of the session may have asked while it lists on the session\'s stream', async () => {
+    const upstreamSide = new AbortController();
+    const { engine } = build({
+      ua: {
+        prefix: 'a',
+        capabilities: { resources: {} },
+        handle: async (method, _params, options) => {
+          if (method !== 'resources/list') return {};
+          // A connection several requests of this session share: the question may be any of theirs (`shared`).
+          void options?.onServerRequest?.({ jsonrpc: '2.0', id: 'q1', method: 'roots/list' }, upstreamSide.signal, { shared: true }).catch(() => undefined);
+          return { resources: [{ uri: 'notes://a', name: 'a' }] };
+        },
+      },
+    });
+    const { record } = await open(engine, undefined, { roots: {} });
+    const received: { via: string; message: JsonRpcMessage }[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => received.push({ via: 'standalone', message }) > 0 });
+    let postOpen = true;
+    const post: MessageSink = {
+      get canStream() {
+        return postOpen;
+      },
+      send: (message) => postOpen && received.push({ via: 'post', message }) > 0,
+    };
+    await engine.request(record, req('resources/list'), post, 'trace');
+    postOpen = false;
+    const question = received.find((entry) => 'method' in entry.message && entry.message.method === 'roots/list');
+    // It outlives the listing: on the listing's stream (an earlier form of the fix), its cancellation found it closed.
+    expect(question?.via).toBe('standalone');
+    upstreamSide.abort();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const cancelled = received.filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question?.message as JsonRpcRequest).id);
+    expect(cancelled.map((entry) => entry.via)).toEqual(['standalone']);
   });
 
   it('bounds the URI routes a session learns (an upstream whose resources keep changing without list_changed)', async () => {

@@ -333,11 +333,7 @@ interface LiveSession {
   readonly resourceRoutes: RouteTable<string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: RouteTable<TemplateRoute>;
-  /**
-   * Of the last first page of a resources or templates listing this replica served the session: the upstreams whose
-   * part it answered. A later page's cursor names only the parts still to come, not those that failed (see `list`).
-   */
-  readonly listingStarted: Map<ListKind, ReadonlySet<string>>;
+
   /**
    * URIs reads are waiting on a route walk for, and the upstream the walk found listing each: past MAX_RESOURCE_ROUTES
    * the route itself may be evicted before the walk ends.
@@ -2535,18 +2531,16 @@ export class SessionEngine {
     const more: PendingPage[] = [];
     let failed: unknown[] | undefined;
     let recheck: UpstreamConfig[] | undefined;
-    // Whether an upstream holding a URI's route lists it in this walk: a copy of another upstream is left out only then.
-    // The holder dropping out of the listing (failed, too slow) must not take the URI out of it altogether. On a first
-    // page: if the holder's page is in this answer. On a later one: if its part is in this answer, or it answered the
-    // walk's first page and its part is over (the cursor names only the parts still to come); when this replica did
-    // not serve that first page, not known, and the copy is listed (twice rather than never).
+    // Whether an upstream holding a URI's route lists in this very answer: a copy of another upstream is left out only
+    // then. The holder dropping out of the listing (failed, too slow) must not take the URI out of it altogether, and a
+    // cursor does not say which upstreams failed an earlier page of the walk (nor does anything per walk: a session may
+    // walk twice at once, on several replicas). So a copy on a page after the holder's last is listed too: twice
+    // across the walk's pages rather than never (re-reviews found a URI in no page of a walk, twice).
     const answered = new Set<string>();
     settled.forEach((outcome, index) => {
       if (outcome.status === 'fulfilled') answered.add((targets[index] as PendingPage).upstreamId);
     });
-    const inCursor = new Set(targets.map((target) => target.upstreamId));
-    const started = cursor === undefined ? undefined : live.listingStarted.get(kind);
-    const listsHere = (holder: string): boolean => answered.has(holder) || (started !== undefined && started.has(holder) && !inCursor.has(holder));
+    const listsHere = (holder: string): boolean => answered.has(holder);
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -2589,7 +2583,6 @@ export class SessionEngine {
         this.logUpstreamFailure(config, spec.method, new Error(`nextCursor longer than ${MAX_UPSTREAM_CURSOR_LENGTH} characters`), traceId);
       } else if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
-    if (cursor === undefined && (kind === 'resources' || kind === 'resourceTemplates')) live.listingStarted.set(kind, answered);
     // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent
     // is told instead (the route walk, `status` given, takes what it gets and counts itself incomplete).
@@ -4244,7 +4237,8 @@ export class SessionEngine {
       if (refusal !== undefined) return Promise.reject(new UpstreamRpcError(refusal.rpcCode, `${received.method}: this server may not reach the client`));
       const request = maskedRelay(config, received);
       const upstreamTask = referencedTask(request.method, request.params);
-      const target = sink === undefined ? this.standaloneSink(live) : sink.canStream ? sink : sink.withdrawn === true ? NO_STREAM : this.standaloneSink(live);
+      // On the listing's stream only when tied to its page (`ended`): one several requests may have asked outlives it.
+      const target = sink?.withdrawn === true ? NO_STREAM : sink !== undefined && ended !== undefined && sink.canStream ? sink : this.standaloneSink(live);
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(ended !== undefined && upstreamTask === undefined ? { ended } : {}), ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
       if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, target, signal, session, bounds);
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
@@ -4354,7 +4348,6 @@ export class SessionEngine {
       record,
       upstreams: new Map(),
       resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS),
-      listingStarted: new Map(),
       templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS),
       sought: new Map(),
       learningRoutes: undefined,

@@ -173,6 +173,25 @@ describe('RequestMultiplexer', () => {
     mux.failAll(new Error('done'));
   });
 
+  it('tells the handler a question may be of another call of its owner, one without a handler of its own too', async () => {
+    const { mux } = harness();
+    const contexts: unknown[] = [];
+    const handler = async (_request: unknown, _signal: AbortSignal, context?: unknown) => {
+      contexts.push(context);
+      return {};
+    };
+    const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'roots/list' };
+    // A page of the engine's own route walk (no handler), and the agent's listing page (its handler ends its questions
+    // with the page): either may have asked. Before, the first did not count, and the question ended with the second.
+    void mux.request('s', 'resources/list', {}, undefined, 1_000).catch(() => undefined);
+    void mux.request('s', 'resources/list', {}, { onServerRequest: handler }, 1_000).catch(() => undefined);
+    const route = mux.routeServerRequest(request);
+    if (route.kind !== 'call') throw new Error(`not routed to a call: ${route.kind}`);
+    await route.handler(request, new AbortController().signal);
+    expect(contexts).toEqual([{ shared: true }]);
+    mux.failAll(new Error('done'));
+  });
+
   it('names the one owner with calls in flight when none has a handler of its own', () => {
     const { mux } = harness();
     const request = { jsonrpc: '2.0' as const, id: 'up-1', method: 'roots/list' };

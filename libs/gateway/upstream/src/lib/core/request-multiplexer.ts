@@ -202,6 +202,7 @@ export class RequestMultiplexer<Owner> {
   routeServerRequest(_request: JsonRpcRequest, standing: (owner: Owner) => 'asked' | 'ignored' | 'gone' = () => 'asked'): ServerRequestRoute<Owner> {
     let owner: Owner | undefined;
     let chosen: Call<Owner> | undefined;
+    // Every call of the owner, with a handler or not: any of them may have asked.
     let candidates = 0;
     let uncounted = false;
     for (const call of this.calls.values()) {
@@ -212,8 +213,8 @@ export class RequestMultiplexer<Owner> {
       }
       if (owner === undefined) owner = call.owner;
       else if (owner !== call.owner) return { kind: 'ambiguous' };
-      if (call.options?.onServerRequest === undefined) continue;
       candidates += 1;
+      if (call.options?.onServerRequest === undefined) continue;
       chosen ??= call;
     }
     if (owner === undefined) return uncounted ? { kind: 'ambiguous' } : { kind: 'none' };
