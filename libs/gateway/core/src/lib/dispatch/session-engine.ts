@@ -489,7 +489,7 @@ const MAX_RESOURCE_ROUTE_CHARS = 1024 * 1024;
 const MAX_TEMPLATE_ROUTES = 1_000;
 const MAX_TEMPLATE_ROUTE_CHARS = 256 * 1024;
 
-/** Whether a route is held by an upstream other than `upstreamId` that lists it in the walk under way (none held: no). */
+/** Whether a route is held by an upstream other than `upstreamId` whose part is in this answer (none held: no). */
 const heldElsewhere = (holder: string | undefined, upstreamId: string, listsHere: (upstreamId: string) => boolean): boolean =>
   holder !== undefined && holder !== upstreamId && listsHere(holder);
 
@@ -2739,8 +2739,8 @@ export class SessionEngine {
         }
         // A URI another upstream's listing already holds (the one reads of it go to) is listed once, as that one's: the
         // gateway is the agent's one server, and this upstream's copy could never be read, subscribed to or completed.
-        // Before, two instances of a server listed each of their URIs twice. Across the pages this replica served the
-        // session (its route table), as routes are; listed all the same when the holder is not in this walk's listing.
+        // Before, two instances of a server listed each of their URIs twice. The holder is known from this replica's route
+        // table; the copy is listed all the same when the holder's part is not in this answer.
         if (typeof uri === 'string' && heldElsewhere(live.resourceRoutes.get(uri), config.id, listsHere)) continue;
         items.push(this.exposed.asIs(item));
       } else {
@@ -4228,7 +4228,8 @@ export class SessionEngine {
     });
     // An upstream's request made for no call of the agent's, or for a listing's page (`sink`: the listing's, `ended`:
     // aborted when the page request settles). A listing's goes on the listing's own stream while it can take it, else on
-    // the session's, as a call's does, and ends with the page (cancelled there before the listing's answer); to no one
+    // the session's, as a call's does, and ends with the page (cancelled there before the listing's answer); one several
+    // requests may have asked (no `ended`) goes on the session's stream, as it may outlive the listing; to no one
     // once the listing's answer was withdrawn from the agent (its credential went). Before, it went on the session's
     // stream whatever became of the listing (the stream may be another key's of the agent client), and was refused
     // when the agent had no GET stream open.

@@ -328,8 +328,12 @@ describe('a POST of a key revoked before its answer streamed', () => {
 });
 
 /** Two keys of one agent client: `old` expires at `at`, `new` does not. */
+/** Key `old` expires at `at`; `expireIn` sets it from now, so that a slow set-up under load does not eat the window. */
 class OldExpires implements Authenticator {
-  constructor(readonly at: number) {}
+  constructor(public at: number) {}
+  expireIn(ms: number): void {
+    this.at = Date.now() + ms;
+  }
   authenticate(authorization: string | string[] | undefined): AuthOutcome {
     if (authorization === 'Bearer old' && Date.now() < this.at) return { ok: true, principal: who('old'), credentialId: 'old' };
     if (authorization === 'Bearer new') return { ok: true, principal: who('new'), credentialId: 'new' };
@@ -359,6 +363,7 @@ describe('a batch POST withdrawn at its key expiry', () => {
     let calls = 0;
     const authenticator = new OldExpires(Date.now() + 1_000);
     const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    authenticator.expireIn(1_000);
     await initialize('old', '2025-03-26');
     const post = await fetch(url, {
       method: 'POST',
@@ -385,6 +390,7 @@ describe('a batch POST withdrawn at its key expiry, one of its requests cancelle
     let calls = 0;
     const authenticator = new OldExpires(Date.now() + 1_500);
     const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    authenticator.expireIn(1_500);
     await initialize('old', '2025-03-26');
     const posting = fetch(url, {
       method: 'POST',
@@ -429,6 +435,7 @@ describe('a batch POST withdrawn at its key expiry', () => {
     expect(get.status).toBe(200);
     const standalone = collect(get);
 
+    authenticator.expireIn(1_500);
     const posting = fetch(url, {
       method: 'POST',
       headers: inSession('old'),
@@ -654,6 +661,7 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
     const controller = new AbortController();
     // Batches are 2025-03-26's.
     const { stream, post } = await legacySession(url, 'new', controller.signal, {}, '2025-03-26');
+    authenticator.expireIn(1_500);
     expect(
       (
         await post('old', [
