@@ -39,6 +39,36 @@ function resultOf(response: JsonRpcResponse): Record<string, unknown> {
   return response.result;
 }
 const sinkOf = (into: JsonRpcMessage[]): MessageSink => ({ canStream: true, send: (m) => into.push(m) > 0 });
+/**
+ * A session's standalone stream and a listing's POST stream (open until its answer is written, as a PostResponder
+ * takes nothing after it), noting which one each message went on. `list` lists resources on the POST; `question` is the
+ * upstream's roots/list as relayed, `cancellations` the streams its cancellation went on.
+ */
+function listingStreams(engine: SessionEngine, record: Parameters<SessionEngine['request']>[0]) {
+  const received: { via: string; message: JsonRpcMessage }[] = [];
+  engine.attachStandalone(record, { canStream: true, send: (message) => received.push({ via: 'standalone', message }) > 0 });
+  let postOpen = true;
+  const post: MessageSink = {
+    get canStream() {
+      return postOpen;
+    },
+    send: (message) => postOpen && received.push({ via: 'post', message }) > 0,
+  };
+  const question = () => received.find((entry) => 'method' in entry.message && entry.message.method === 'roots/list');
+  return {
+    received,
+    async list() {
+      const listed = await engine.request(record, req('resources/list'), post, 'trace');
+      postOpen = false;
+      return listed;
+    },
+    question,
+    cancellations: () =>
+      received
+        .filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question()?.message as JsonRpcRequest | undefined)?.id)
+        .map((entry) => entry.via),
+  };
+}
 /** What a task-capable upstream answers a task-augmented call with: task t-1, working. */
 const TASK_ANSWER = { task: { taskId: 't-1', status: 'working', createdAt: 'x', lastUpdatedAt: 'x', ttl: 60_000 } };
 /** An upstream (prefix up1) that runs every tools/call as task t-1. */
@@ -275,24 +305,12 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
       },
     });
     const { record } = await open(engine, undefined, { roots: {} });
-    const received: { via: string; message: JsonRpcMessage }[] = [];
-    engine.attachStandalone(record, { canStream: true, send: (message) => received.push({ via: 'standalone', message }) > 0 });
-    // The listing's POST stream, open until its answer is written (a PostResponder takes nothing after it).
-    let open_ = true;
-    const post: MessageSink = {
-      get canStream() {
-        return open_;
-      },
-      send: (message) => open_ && received.push({ via: 'post', message }) > 0,
-    };
-    const listed = await engine.request(record, req('resources/list'), post, 'trace');
-    open_ = false;
+    const { list, question, cancellations } = listingStreams(engine, record);
+    const listed = await list();
     expect(listed).toMatchObject({ result: { resources: [{ uri: 'notes://a' }] } });
-    const question = received.find((entry) => 'method' in entry.message && entry.message.method === 'roots/list');
-    expect(question?.via).toBe('post');
+    expect(question()?.via).toBe('post');
     // Tied to nothing, it outlived the listing's stream, and its cancellation had no stream to reach the agent on.
-    const cancelled = received.filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question?.message as JsonRpcRequest).id);
-    expect(cancelled.map((entry) => entry.via)).toEqual(['post']);
+    expect(cancellations()).toEqual(['post']);
   });
 
   it('puts a question several requests of the session may have asked while it lists on the session\'s stream', async () => {
@@ -310,24 +328,13 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
       },
     });
     const { record } = await open(engine, undefined, { roots: {} });
-    const received: { via: string; message: JsonRpcMessage }[] = [];
-    engine.attachStandalone(record, { canStream: true, send: (message) => received.push({ via: 'standalone', message }) > 0 });
-    let postOpen = true;
-    const post: MessageSink = {
-      get canStream() {
-        return postOpen;
-      },
-      send: (message) => postOpen && received.push({ via: 'post', message }) > 0,
-    };
-    await engine.request(record, req('resources/list'), post, 'trace');
-    postOpen = false;
-    const question = received.find((entry) => 'method' in entry.message && entry.message.method === 'roots/list');
+    const { list, question, cancellations } = listingStreams(engine, record);
+    await list();
     // It outlives the listing: on the listing's stream (an earlier form of the fix), its cancellation found it closed.
-    expect(question?.via).toBe('standalone');
+    expect(question()?.via).toBe('standalone');
     upstreamSide.abort();
     await new Promise((resolve) => setTimeout(resolve, 20));
-    const cancelled = received.filter((entry) => 'method' in entry.message && entry.message.method === 'notifications/cancelled' && entry.message.params?.['requestId'] === (question?.message as JsonRpcRequest).id);
-    expect(cancelled.map((entry) => entry.via)).toEqual(['standalone']);
+    expect(cancellations()).toEqual(['standalone']);
   });
 
   it('bounds the URI routes a session learns (an upstream whose resources keep changing without list_changed)', async () => {

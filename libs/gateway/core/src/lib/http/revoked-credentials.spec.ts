@@ -544,6 +544,47 @@ async function legacySession(url: string, streamKey: string, signal: AbortSignal
   return { stream, post };
 }
 
+type HandleOptions = Parameters<Handle>[2];
+
+/**
+ * A question (`request`) an upstream handler asks the agent once let through (`go`): `ask` waits for that, asks, and
+ * notes what became of it in `asked` ('answered', 'refused'; nothing if no answer came within 500 ms).
+ */
+function heldQuestion(request: Parameters<NonNullable<NonNullable<HandleOptions>['onServerRequest']>>[0]) {
+  let go: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (go = resolve));
+  const asked: string[] = [];
+  let started = false;
+  return {
+    asked,
+    get started() {
+      return started;
+    },
+    go: () => go(),
+    async ask(options: HandleOptions) {
+      started = true;
+      await gate;
+      const answer = options?.onServerRequest?.(request, new AbortController().signal);
+      await Promise.race([answer?.then(() => asked.push('answered'), () => asked.push('refused')), new Promise((resolve) => setTimeout(resolve, 500))]);
+    },
+  };
+}
+
+/** Once the held request is upstream, revokes the POST's key, waits for its withdrawal, then lets the upstream ask. */
+async function withdrawnWhileHeld(
+  authenticator: StreamAndPostKeys,
+  routes: { revalidateStreams(): void },
+  stream: { text: () => string },
+  question: ReturnType<typeof heldQuestion>,
+): Promise<void> {
+  await waitFor(() => question.started, { timeoutMs: 2_000, description: 'the request is upstream' });
+  authenticator.revoked = true;
+  routes.revalidateStreams();
+  await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
+  question.go();
+  await waitFor(() => question.asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+}
+
 // A legacy session's requests are answered on its stream, which may be another key's of the same agent client. Before,
 // a /messages POST was not among the POSTs a credential's going withdraws: a call posted with a key revoked (or
 // expired) while it ran still sent its progress, its upstream's questions and its result to the stream.
@@ -594,49 +635,32 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
 
   // Before, a batch's requests ran with no sink the withdrawal reached: their upstreams' questions went on the stream.
   it('lets no upstream question of a batch\'s call reach the stream once the batch is withdrawn', async () => {
-    let go: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => (go = resolve));
-    let calls = 0;
-    const asked: string[] = [];
+    const question = heldQuestion({ jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } });
     const authenticator = new StreamAndPostKeys();
     const { url, routes } = await gateway(authenticator, async (method, _params, options) => {
       if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
       if (method !== 'tools/call') return {};
-      calls += 1;
-      await gate;
-      const answer = options?.onServerRequest?.({ jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } }, new AbortController().signal);
-      await Promise.race([answer?.then(() => asked.push('answered'), () => asked.push('refused')), new Promise((resolve) => setTimeout(resolve, 500))]);
+      await question.ask(options);
       return { content: [{ type: 'text', text: 'SECRET-RESULT' }] };
     });
     const controller = new AbortController();
     const { stream, post } = await legacySession(url, 'stream', controller.signal, { sampling: {} }, '2025-03-26');
     expect((await post('post', [{ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } }])).status).toBe(202);
-    await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
-    authenticator.revoked = true;
-    routes.revalidateStreams();
-    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
-    go();
-    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    await withdrawnWhileHeld(authenticator, routes, stream, question);
     controller.abort();
-    expect({ asked, relayed: stream.text().includes('sampling/createMessage'), result: stream.text().includes('SECRET-RESULT') }).toEqual({ asked: ['refused'], relayed: false, result: false });
+    expect({ asked: question.asked, relayed: stream.text().includes('sampling/createMessage'), result: stream.text().includes('SECRET-RESULT') }).toEqual({ asked: ['refused'], relayed: false, result: false });
   });
 
   // A listing's question goes on the listing's own stream (MCP: related to the request), and to no one once withdrawn.
   // Before, it went on the session's stream, another key's, whatever became of the listing.
   it('lets no upstream question of a listing reach the stream once the listing is withdrawn', async () => {
-    let go: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => (go = resolve));
-    let listings = 0;
-    const asked: string[] = [];
+    const question = heldQuestion({ jsonrpc: '2.0', id: 'r1', method: 'roots/list' });
     const authenticator = new StreamAndPostKeys();
     const { url, routes } = await gateway(
       authenticator,
       async (method, _params, options) => {
         if (method !== 'resources/list') return {};
-        listings += 1;
-        await gate;
-        const answer = options?.onServerRequest?.({ jsonrpc: '2.0', id: 'r1', method: 'roots/list' }, new AbortController().signal);
-        await Promise.race([answer?.then(() => asked.push('answered'), () => asked.push('refused')), new Promise((resolve) => setTimeout(resolve, 500))]);
+        await question.ask(options);
         return { resources: [{ uri: 'file:///SECRET-LISTING', name: 'x' }] };
       },
       { resources: {} },
@@ -644,14 +668,9 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
     const controller = new AbortController();
     const { stream, post } = await legacySession(url, 'stream', controller.signal, { roots: { listChanged: true } });
     expect((await post('post', { jsonrpc: '2.0', id: 2, method: 'resources/list' })).status).toBe(202);
-    await waitFor(() => listings === 1, { timeoutMs: 2_000, description: 'the listing is upstream' });
-    authenticator.revoked = true;
-    routes.revalidateStreams();
-    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 2_000, description: 'the withdrawal' });
-    go();
-    await waitFor(() => asked.length > 0, { timeoutMs: 2_000, description: 'the upstream told what became of its question' });
+    await withdrawnWhileHeld(authenticator, routes, stream, question);
     controller.abort();
-    expect({ asked, relayed: stream.text().includes('roots/list'), listed: stream.text().includes('SECRET-LISTING') }).toEqual({ asked: ['refused'], relayed: false, listed: false });
+    expect({ asked: question.asked, relayed: stream.text().includes('roots/list'), listed: stream.text().includes('SECRET-LISTING') }).toEqual({ asked: ['refused'], relayed: false, listed: false });
   });
 
   it('is withdrawn at its key\'s expiry without a reload, a batch as a batch', async () => {
