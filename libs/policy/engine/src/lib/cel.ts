@@ -165,6 +165,11 @@ export interface ConditionContext {
 export type ConditionProgram = ((context: ConditionContext) => unknown) & {
   readonly readsArguments: boolean;
   readonly readsAddress: boolean;
+  /**
+   * Whether it makes values out of text (`split`, `bytes.json`): up to one per character of what it reads, which the
+   * arguments' own count of values does not include (`evaluate`'s bound counts each character as a value for it).
+   */
+  readonly expandsText: boolean;
 };
 
 export type ConditionCompileResult =
@@ -182,13 +187,20 @@ const isNode = (value: unknown): value is AstLike =>
 
 /** Returns the first restriction the expression breaks, or null. */
 function lint(root: ASTNode): string | null {
-  const visit = (node: AstLike, comprehensionDepth: number): string | null => {
+  // `inBody`: within a comprehension's predicate or transform (run once per element), not its range.
+  const visit = (node: AstLike, comprehensionDepth: number, inBody: boolean): string | null => {
     let depth = comprehensionDepth;
+    let bodyFrom: unknown[] | undefined;
     if (node.op === 'call' || node.op === 'rcall') {
       const args = node.args as unknown[];
       const name = args[0] as string;
       const callArgs = (node.op === 'call' ? args[1] : args[2]) as unknown[];
       if (name === 'matches') return 'regular expressions (`matches`) are not allowed in conditions';
+      // Once per element, a list (or a decoded value) per element: quadratic in the text. Made once, outside, the
+      // values it makes count against the arguments' bound (evaluate.ts).
+      if (inBody && TEXT_EXPANDING.has(name)) {
+        return `${name} is not allowed inside all/exists/map/filter: make the list once outside (cel.bind), then compare with it`;
+      }
       if (node.op === 'rcall' && TIMESTAMP_ACCESSORS.has(name) && callArgs.length > 0) {
         return `${name}(timeZone) is too slow for the gateway; use hourIn, minuteIn or dayOfWeekIn`;
       }
@@ -207,22 +219,42 @@ function lint(root: ASTNode): string | null {
       if (node.op === 'rcall' && COMPREHENSIONS.has(name) && callArgs.length >= 2) {
         if (comprehensionDepth >= 1) return 'nested comprehensions (all/exists/map/filter) are not allowed';
         depth = comprehensionDepth + 1;
+        bodyFrom = callArgs;
       }
     }
     const children: unknown[] = Array.isArray(node.args) ? node.args : [node.args];
-    const stack = [...children];
+    const stack = children.map((child) => ({ child, body: inBody || child === bodyFrom }));
     while (stack.length > 0) {
-      const child = stack.pop();
+      const { child, body } = stack.pop() as { child: unknown; body: boolean };
       if (isNode(child)) {
-        const found = visit(child, depth);
+        const found = visit(child, depth, body);
         if (found !== null) return found;
       } else if (Array.isArray(child)) {
-        stack.push(...(child as unknown[]));
+        for (const grandchild of child as unknown[]) stack.push({ child: grandchild, body });
       }
     }
     return null;
   };
-  return visit(root as unknown as AstLike, 0);
+  return visit(root as unknown as AstLike, 0, false);
+}
+
+/** Functions whose result holds up to one value per character of their receiver: a list, or a map or list decoded. */
+const TEXT_EXPANDING = new Set(['split', 'json']);
+
+/** Whether an expression calls a function that makes values out of text (TEXT_EXPANDING). */
+function expandsText(root: ASTNode): boolean {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      stack.push(...(node as unknown[]));
+      continue;
+    }
+    if (!isNode(node)) continue;
+    if ((node.op === 'call' || node.op === 'rcall') && TEXT_EXPANDING.has((node.args as unknown[])[0] as string)) return true;
+    stack.push(node.args);
+  }
+  return false;
 }
 
 /**
@@ -273,7 +305,7 @@ export function compileCondition(source: string): ConditionCompileResult {
     }
     const program = runtimeEnvironment.parse(source);
     const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
-    return { ok: true, program: Object.assign(run, reads(checked.ast)) };
+    return { ok: true, program: Object.assign(run, reads(checked.ast), { expandsText: expandsText(checked.ast) }) };
   } catch (error) {
     return { ok: false, message: firstLine(error instanceof Error ? error.message : String(error)) };
   }

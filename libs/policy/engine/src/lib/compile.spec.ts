@@ -58,6 +58,8 @@ describe('compile errors', () => {
       ['1 + 2', 'must be a bool'],
       ['args.name.matches("(a+)+$")', 'regular expressions'],
       ['args.xs.all(x, args.ys.exists(y, y == x))', 'nested comprehensions'],
+      ['args.ids.split(",").exists(i, !(i in args.allowed.split(",")))', 'split is not allowed inside all/exists/map/filter'],
+      ['args.xs.map(x, bytes(x).json())', 'json is not allowed inside all/exists/map/filter'],
       ['request.time.getHours("Europe/Berlin") > 8', 'too slow'],
       ['request.time.hourIn("Mars/Olympus") > 8', 'unknown time zone'],
       ['inCidr(request.ip, "10.0.0.0/33")', 'invalid CIDR'],

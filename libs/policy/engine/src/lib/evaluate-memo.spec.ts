@@ -158,6 +158,38 @@ describe('evaluate: remembered decisions', () => {
     expect(decision.effect).toBe('deny');
     expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'words-in-text', countedAsMatched: false, message: expect.stringMatching(/too large for conditions \(1992 values with \d+ characters of text\)/) })]);
   });
+
+  // `split` and `bytes.json` make values out of one string value, which the arguments' count of values did not include:
+  // a split string compared with itself element by element took 1 s for 32 KB of arguments and 19 s for 80 KB.
+  it('counts each character as a value for a condition that splits or decodes text: it fails safe, quickly', () => {
+    const conditions = {
+      'split-each-in-text': 'has(args.s) && cel.bind(parts, args.s.split(","), parts.exists(p, args.s.contains(p + ";")))',
+      'decoded-in-text': 'has(args.s) && bytes(args.s).json().exists(k, args.s.contains(k + ";"))',
+    };
+    const compiled = compile(
+      tenantSource(
+        Object.entries(conditions).map(([id, condition]) => ({ id, subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'db', name: id }], effect: 'deny', condition })),
+        'allow',
+      ),
+    );
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const snapshot = compiled.snapshot;
+    const ci = { agentClientId: 'ac-ci', groups: [] };
+    // Small text: the conditions run (and apply where a part is followed by `;`).
+    expect(evaluate(snapshot, call(ci, 'db', 'split-each-in-text', { s: 'a,b' }))).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    expect(evaluate(snapshot, call(ci, 'db', 'split-each-in-text', { s: 'a,a;' }))).toMatchObject({ effect: 'deny', conditionErrors: [] });
+    expect(evaluate(snapshot, call(ci, 'db', 'decoded-in-text', { s: '{"a":1}' }))).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    // One string value of 32,000 (or 88,000) characters, within the bound for other conditions (1 value × its characters),
+    // each of its 16,000 (8,000) parts searched for through all of it: seconds before the fix.
+    const texts = { 'split-each-in-text': 'x,'.repeat(16_000), 'decoded-in-text': JSON.stringify(Object.fromEntries(Array.from({ length: 8_000 }, (_, i) => [`k${i}`, 0]))) };
+    for (const [id, text] of Object.entries(texts)) {
+      const started = performance.now();
+      const decision = evaluate(snapshot, call(ci, 'db', id, { s: text }));
+      expect(performance.now() - started, id).toBeLessThan(500);
+      expect(decision.effect, id).toBe('deny');
+      expect(decision.conditionErrors, id).toEqual([expect.objectContaining({ ruleId: id, countedAsMatched: true, message: expect.stringMatching(/too large for conditions .*counted as a value for split or json/) })]);
+    }
+  });
 });
 
 describe('evaluate: reasons naming a resource', () => {

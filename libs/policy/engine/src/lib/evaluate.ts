@@ -204,8 +204,14 @@ export const MAX_CONDITION_VALUES = 2_000;
  */
 export const MAX_CONDITION_WORK = 20_000_000;
 
-/** Why the arguments are too large for conditions to run on, or null; walks no further than the bounds. */
-function tooLargeForConditions(value: unknown): string | null {
+/**
+ * Why the arguments are too large for conditions to run on, or null; walks no further than the bounds. `expanding`: the
+ * condition makes values out of text (`split`, `bytes.json`), up to one per character of the arguments or of the
+ * target's name (`text`, its length), so each of those characters counts as a value too: without it a split string
+ * compared with itself element by element (`cel.bind(w, args.s.split(","), w.exists(x, args.s.contains(x)))`) was
+ * quadratic in one string value, and 80 KB of it blocked the event loop for 19 s.
+ */
+function tooLargeForConditions(value: unknown, expanding: boolean, text: number): string | null {
   // The arguments' own entries and elements count, not the object that holds them.
   let values = 0;
   let characters = 0;
@@ -227,7 +233,13 @@ function tooLargeForConditions(value: unknown): string | null {
     }
     if (values > MAX_CONDITION_VALUES) return `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
   }
-  if (Math.max(1, values) * characters > MAX_CONDITION_WORK) return `arguments too large for conditions (${values} values with ${characters} characters of text)`;
+  if (expanding) {
+    characters += text;
+    values += characters;
+  }
+  if (Math.max(1, values) * characters > MAX_CONDITION_WORK) {
+    return `arguments too large for conditions (${values} values with ${characters} characters of text${expanding ? ', each counted as a value for split or json' : ''})`;
+  }
   return null;
 }
 
@@ -260,8 +272,10 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
       request: { time: toDate(input.context.time), ip: input.context.ip ?? '' },
     });
 
-  // Why the arguments are too large for conditions (null: they are not), once a condition asks.
+  // Why the arguments are too large for conditions (null: they are not), once a condition asks; for one that makes values
+  // out of text, the stricter bound.
   let argsOverBudget: string | null | undefined;
+  let argsOverExpandingBudget: string | null | undefined;
   let winningRank = -1;
   const matched: RuleRuntime[] = [];
   let conditionErrors: ConditionError[] | null = null;
@@ -273,8 +287,10 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
       // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
       // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
       // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
-      if (argsOverBudget === undefined) argsOverBudget = tooLargeForConditions(input.arguments);
-      if (argsOverBudget !== null) failure = argsOverBudget;
+      let overBudget: string | null;
+      if (rule.condition.expandsText) overBudget = argsOverExpandingBudget ??= tooLargeForConditions(input.arguments, true, target.name.length);
+      else overBudget = argsOverBudget ??= tooLargeForConditions(input.arguments, false, 0);
+      if (overBudget !== null) failure = overBudget;
       else
         try {
           const result = rule.condition(contextFor());
