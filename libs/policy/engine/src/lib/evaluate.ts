@@ -179,15 +179,18 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
   const entry = runtime.entryFor(target.kind, target.upstream, target.name);
   const candidates: RuleRuntime[] = [];
   collect(entry, who, candidates);
+  const limitCandidates: RuleRuntime[] = [];
+  if (entry.limitsOnly !== undefined) collect(entry.limitsOnly, who, limitCandidates);
   let unconditional = true;
   for (const rule of candidates) if (rule.condition !== null) unconditional = false;
-  if (!unconditional || target.name.length > MEMO_MAX_NAME_LENGTH) return frozen(decide(snapshot, input, who, candidates));
+  for (const rule of limitCandidates) if (rule.condition !== null) unconditional = false;
+  if (!unconditional || target.name.length > MEMO_MAX_NAME_LENGTH) return frozen(decide(snapshot, input, who, candidates, limitCandidates));
 
   const memo = memoOf(snapshot);
   const keys = [target.kind, target.upstream, target.name, who.userId, who.agentClientId];
   const known = recalled(memo, keys);
   if (known !== undefined) return known;
-  const decision = frozen(decide(snapshot, input, who, candidates));
+  const decision = frozen(decide(snapshot, input, who, candidates, limitCandidates));
   remember(memo, keys, decision);
   return decision;
 }
@@ -254,7 +257,13 @@ const conditionTarget = (target: PolicyTargetRef): ConditionContext['target'] =>
 });
 
 /** The decision among `candidates` (the rules that apply to the principal and target, in priority order). */
-function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView, candidates: readonly RuleRuntime[]): Decision {
+function decide(
+  snapshot: PolicySnapshot,
+  input: PolicyInput,
+  who: PrincipalView,
+  candidates: readonly RuleRuntime[],
+  limitCandidates: readonly RuleRuntime[],
+): Decision {
   const version = snapshot.version;
   const target = input.target;
 
@@ -279,26 +288,29 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
   let winningRank = -1;
   const matched: RuleRuntime[] = [];
   let conditionErrors: ConditionError[] | null = null;
+  /** What a rule's condition says: whether it holds, or why it could not be evaluated. */
+  const conditionOf = (condition: NonNullable<RuleRuntime['condition']>): { holds: boolean; failure: string | null } => {
+    // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
+    // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
+    // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
+    let overBudget: string | null;
+    if (condition.expandsText) overBudget = argsOverExpandingBudget ??= tooLargeForConditions(input.arguments, true, target.name.length);
+    else overBudget = argsOverBudget ??= tooLargeForConditions(input.arguments, false, 0);
+    if (overBudget !== null) return { holds: false, failure: overBudget };
+    try {
+      const result = condition(contextFor());
+      if (typeof result === 'boolean') return { holds: result, failure: null };
+      return { holds: false, failure: `condition returned ${typeof result}, not a bool` };
+    } catch (error) {
+      return { holds: false, failure: (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? 'error' };
+    }
+  };
   for (const rule of candidates) {
     if (winningRank !== -1 && rule.rank > winningRank) break;
     let applies = true;
     if (rule.condition !== null) {
-      let failure: string | null = null;
-      // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
-      // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
-      // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
-      let overBudget: string | null;
-      if (rule.condition.expandsText) overBudget = argsOverExpandingBudget ??= tooLargeForConditions(input.arguments, true, target.name.length);
-      else overBudget = argsOverBudget ??= tooLargeForConditions(input.arguments, false, 0);
-      if (overBudget !== null) failure = overBudget;
-      else
-        try {
-          const result = rule.condition(contextFor());
-          if (typeof result === 'boolean') applies = result;
-          else failure = `condition returned ${typeof result}, not a bool`;
-        } catch (error) {
-          failure = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? 'error';
-        }
+      const { holds, failure } = conditionOf(rule.condition);
+      applies = holds;
       if (failure !== null) {
         // Fail safe: an unevaluable condition cannot grant access, but it still restricts.
         applies = rule.rule.effect !== 'allow';
@@ -325,6 +337,22 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
           .join(', ')}`;
   const principalText = describePrincipal(who);
 
+  // The limits of allow rules that name the target only in another case (`TargetEntry.limitsOnly`) count a call that
+  // goes ahead, as a restriction does: whichever rule or default admits it. Their conditions decide as for a deny
+  // (one that cannot be evaluated applies).
+  const foldedLimits = (): Decision['rateLimits'] => {
+    const limits: Decision['rateLimits'][number][] = [];
+    for (const rule of limitCandidates) {
+      if (rule.rule.rateLimit === null) continue;
+      if (rule.condition !== null) {
+        const { holds, failure } = conditionOf(rule.condition);
+        if (!holds && failure === null) continue;
+      }
+      limits.push({ ruleId: rule.rule.id, rateLimit: rule.rule.rateLimit });
+    }
+    return limits;
+  };
+
   if (matched.length === 0) {
     const effect = snapshot.defaultEffect;
     return {
@@ -337,7 +365,7 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
       snapshotVersion: version,
       defaulted: true,
       conditionErrors: errors,
-      rateLimits: [],
+      rateLimits: effect === 'deny' || limitCandidates.length === 0 ? [] : foldedLimits(),
     };
   }
 
@@ -346,7 +374,10 @@ function decide(snapshot: PolicySnapshot, input: PolicyInput, who: PrincipalView
   const rateLimits =
     effect === 'deny'
       ? []
-      : matched.flatMap((rule) => (rule.rule.rateLimit === null ? [] : [{ ruleId: rule.rule.id, rateLimit: rule.rule.rateLimit }]));
+      : [
+          ...matched.flatMap((rule) => (rule.rule.rateLimit === null ? [] : [{ ruleId: rule.rule.id, rateLimit: rule.rule.rateLimit }])),
+          ...(limitCandidates.length === 0 ? [] : foldedLimits()),
+        ];
   return {
     effect,
     ruleIds,

@@ -122,3 +122,45 @@ describe('rule names and upper and lower case', () => {
     for (const uri of ['file:///docs/stra\u00dfe.pdf', 'file:///docs/stra%C3%9Fe.pdf', 'file:///docs/STRA\u00dfE.pdf']) expect(effectOf(rules, 'resource', 'files', uri)).toBe('deny');
   });
 });
+
+// The rate limiter counts every spelling of a name as one (`foldCase`), as such an upstream runs them as one; an allow
+// rule's limit reached the limiter only for the spelling the allow names, so `CREATE_TICKET`, admitted by a broader
+// allow or by the default, ran the limited tool with no limit at all.
+describe('a rate limit on an allow rule, for other spellings of what it names', () => {
+  const limit = { scope: ['user', 'tool'] as ('user' | 'tool')[], requests: 3, windowSeconds: 60 };
+  const limitsOf = (rules: ReturnType<typeof snapshot>, kind: 'tool' | 'resource', upstream: string, name: string, args: Record<string, unknown> | null = null) => {
+    const decision = evaluate(rules, { principal: carol, target: { kind, upstream, name }, arguments: args, context });
+    return { effect: decision.effect, limits: decision.rateLimits.map((entry) => entry.ruleId) };
+  };
+
+  it('counts every spelling the limiter counts as one, whichever rule or default admits it', () => {
+    const limited = { id: 'create-limited', subjects: everyone, targets: [{ kind: 'tool' as const, upstream: 'tickets', name: 'create_ticket' }], effect: 'allow' as const, rateLimit: limit };
+    const broad = snapshot([{ id: 'tickets-all', subjects: everyone, targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }], effect: 'allow' }, limited], 'deny');
+    expect(limitsOf(broad, 'tool', 'tickets', 'create_ticket')).toEqual({ effect: 'allow', limits: ['create-limited'] });
+    expect(limitsOf(broad, 'tool', 'tickets', 'CREATE_TICKET')).toEqual({ effect: 'allow', limits: ['create-limited'] });
+    expect(limitsOf(broad, 'tool', 'tickets', 'close_ticket')).toEqual({ effect: 'allow', limits: [] });
+    const byDefault = snapshot([limited], 'allow');
+    expect(limitsOf(byDefault, 'tool', 'tickets', 'Create_Ticket')).toEqual({ effect: 'allow', limits: ['create-limited'] });
+    // Through a serialised snapshot, as gateways load it.
+    expect(limitsOf(loadSnapshot(serializeSnapshot(byDefault)), 'tool', 'tickets', 'CREATE_TICKET')).toEqual({ effect: 'allow', limits: ['create-limited'] });
+    // Refused: nothing to count. The allow still grants only its own spelling.
+    const denied = snapshot([limited], 'deny');
+    expect(limitsOf(denied, 'tool', 'tickets', 'CREATE_TICKET')).toEqual({ effect: 'deny', limits: [] });
+  });
+
+  it('takes the limit\'s condition into account, and a resource URI in another case as well', () => {
+    const rules = snapshot(
+      [
+        { id: 'big-limited', subjects: everyone, targets: [{ kind: 'tool', upstream: 'db', name: 'export' }], effect: 'allow', condition: 'has(args.rows) && args.rows > 100', rateLimit: limit },
+        { id: 'report-limited', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/report.txt' }], effect: 'allow', rateLimit: limit },
+      ],
+      'allow',
+    );
+    expect(limitsOf(rules, 'tool', 'db', 'EXPORT', { rows: 500 })).toEqual({ effect: 'allow', limits: ['big-limited'] });
+    expect(limitsOf(rules, 'tool', 'db', 'EXPORT', { rows: 5 })).toEqual({ effect: 'allow', limits: [] });
+    // Not evaluable (a string where a number is compared): a restriction errs wide.
+    expect(limitsOf(rules, 'tool', 'db', 'EXPORT', { rows: 'many' })).toEqual({ effect: 'allow', limits: ['big-limited'] });
+    expect(limitsOf(rules, 'resource', 'files', 'file:///srv/REPORT.txt')).toEqual({ effect: 'allow', limits: ['report-limited'] });
+    expect(limitsOf(rules, 'resource', 'files', 'file:///srv/other.txt')).toEqual({ effect: 'allow', limits: [] });
+  });
+});

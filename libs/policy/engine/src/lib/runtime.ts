@@ -62,6 +62,13 @@ export interface TargetEntry {
   readonly byGroup: ReadonlyMap<string, readonly RuleRuntime[]>;
   /** True when no rule applies to this target at all. */
   readonly empty: boolean;
+  /**
+   * Allow rules with a rate limit that name this target only in another case (`CREATE_TICKET` for `create_ticket`):
+   * they grant nothing here, but their limits count the call (undefined: none). The rate limiter counts every spelling
+   * of a name as one (`foldCase`), as an upstream that looks names up case-insensitively runs them as one: without
+   * this, another spelling admitted by a broader allow or the default escaped the limit altogether.
+   */
+  readonly limitsOnly?: TargetEntry;
 }
 
 export interface MemberRuntime {
@@ -272,12 +279,26 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     prompt: { byUpstream: new Map(), anyUpstream: newBucket() },
     resource: { byUpstream: new Map(), anyUpstream: newBucket() },
   });
-  // Allow rules, matched against names as spelled; restrictive rules, matched against names in `foldCase`.
+  // Allow rules, matched against names as spelled; restrictive rules, matched against names in `foldCase`; allow rules
+  // with a rate limit once more in `foldCase`, for their limits alone (`TargetEntry.limitsOnly`).
   const bySpelling = newKinds();
   const byFolded = newKinds();
+  const limitsFolded = newKinds();
   // Each target's upstream glob as written -> compiled (the matchers' own). `upstreamInUse` asks, for every upstream
   // message outside a call, about each target of each rule: compiled anew each time, 10,000 targets cost 3.9 ms.
   const upstreamGlobs = new Map<string, Glob>();
+  const place = (index: KindIndex, matcher: TargetMatcher): void => {
+    if (matcher.upstream.literal === null) {
+      addToBucket(index.anyUpstream, matcher);
+      return;
+    }
+    let bucket = index.byUpstream.get(matcher.upstream.literal);
+    if (bucket === undefined) {
+      bucket = newBucket();
+      index.byUpstream.set(matcher.upstream.literal, bucket);
+    }
+    addToBucket(bucket, matcher);
+  };
   for (const runtimeRule of rules) {
     const effect = runtimeRule.rule.effect;
     for (const target of runtimeRule.rule.targets) {
@@ -286,16 +307,12 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
       else name = glob(caches, upstreamPattern(effect === 'allow' ? target.name : foldCase(target.name)));
       const matcher: TargetMatcher = { rule: runtimeRule, upstream: glob(caches, upstreamPattern(target.upstream)), name };
       upstreamGlobs.set(target.upstream, matcher.upstream);
-      const index = (effect === 'allow' ? bySpelling : byFolded)[target.kind];
-      if (matcher.upstream.literal === null) {
-        addToBucket(index.anyUpstream, matcher);
-      } else {
-        let bucket = index.byUpstream.get(matcher.upstream.literal);
-        if (bucket === undefined) {
-          bucket = newBucket();
-          index.byUpstream.set(matcher.upstream.literal, bucket);
-        }
-        addToBucket(bucket, matcher);
+      place((effect === 'allow' ? bySpelling : byFolded)[target.kind], matcher);
+      // A limit is a restriction, and restrictions err wide: its allow's target in `foldCase` too (an allow naming a
+      // URI fragment matches nothing, its limit nothing either).
+      if (effect === 'allow' && runtimeRule.rule.rateLimit !== null && !(target.kind === 'resource' && namesFragment(target.name))) {
+        const folded = target.kind === 'resource' ? resourceGlob(caches, target.name, 'deny') : glob(caches, upstreamPattern(foldCase(target.name)));
+        place(limitsFolded[target.kind], { ...matcher, name: folded });
       }
     }
   }
@@ -309,26 +326,36 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     const applicable = new Set<RuleRuntime>();
     // Every spelling of one resource URI is matched as one (resource-uri.ts).
     const spelled = kind === 'resource' ? canonicalResourceUri(name) : name;
-    const scan = (bucket: Bucket | undefined, testUpstream: boolean, subject: string): void => {
-      if (bucket === undefined) return;
-      const exact = bucket.byName.get(subject);
-      if (exact !== undefined) {
-        for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) applicable.add(m.rule);
-      }
-      for (const group of bucket.patterns) {
-        if ((!testUpstream || group.upstream.test(upstream)) && group.name.test(subject)) for (const rule of group.rules) applicable.add(rule);
+    const folded = foldCase(spelled);
+    const scan = (into: Set<RuleRuntime>, index: KindIndex, subject: string): void => {
+      for (const [bucket, testUpstream] of [
+        [index.byUpstream.get(upstream), false],
+        [index.anyUpstream, true],
+      ] as const) {
+        if (bucket === undefined) continue;
+        const exact = bucket.byName.get(subject);
+        if (exact !== undefined) {
+          for (const m of exact) if (!testUpstream || m.upstream.test(upstream)) into.add(m.rule);
+        }
+        for (const group of bucket.patterns) {
+          if ((!testUpstream || group.upstream.test(upstream)) && group.name.test(subject)) for (const rule of group.rules) into.add(rule);
+        }
       }
     };
-    for (const [index, subject] of [
-      [bySpelling[kind], spelled],
-      [byFolded[kind], foldCase(spelled)],
-    ] as const) {
-      scan(index.byUpstream.get(upstream), false, subject);
-      scan(index.anyUpstream, true, subject);
-    }
-    if (applicable.size === 0) return EMPTY_ENTRY;
+    scan(applicable, bySpelling[kind], spelled);
+    scan(applicable, byFolded[kind], folded);
+    const limits = new Set<RuleRuntime>();
+    scan(limits, limitsFolded[kind], folded);
+    for (const rule of applicable) limits.delete(rule);
+    if (applicable.size === 0 && limits.size === 0) return EMPTY_ENTRY;
+    const entry = grouped(applicable);
+    return limits.size === 0 ? entry : { ...entry, limitsOnly: grouped(limits) };
+  };
 
-    const sorted = [...applicable].sort((a, b) => a.index - b.index);
+  /** `rules` by the subjects they name, each list in priority order. */
+  const grouped = (rules: ReadonlySet<RuleRuntime>): TargetEntry => {
+    if (rules.size === 0) return EMPTY_ENTRY;
+    const sorted = [...rules].sort((a, b) => a.index - b.index);
     const authenticated: RuleRuntime[] = [];
     const byUser = new Map<string, RuleRuntime[]>();
     const byClient = new Map<string, RuleRuntime[]>();
