@@ -484,3 +484,29 @@ describe('approvals API', () => {
     expect((await cp.request('GET', base, { token: admin.token })).json.items).toHaveLength(3);
   });
 });
+
+// Before, approvals applied only the credential redaction: a value the tenant's audit paths name reached auditors (with the
+// hash of the arguments in full) and the approval.* events of the chained trail, while the gateway's call event left it out.
+describe('approvals and the tenant\'s audit redaction paths (settings.audit.redactPaths)', () => {
+  it('keeps a value the tenant redacts from its audit trail out of the auditor\'s view and out of the approval.* audit events', async () => {
+    const { t, admin, base } = await setup();
+    await cp.system.tenant.update({ where: { id: t.id }, data: { settings: { audit: { redactPaths: ['$.arguments.card.number'] } } } });
+    const auditor = await cp.member(t.id, 'auditor');
+    const card = '4111111111111111';
+    const approval = await held(t.id, { tool: 'charge', args: { card: { number: card }, amount: 10 } });
+
+    const audited = await cp.request('GET', `${base}/${approval.id}`, { token: auditor.token });
+    expect(audited.status).toBe(200);
+    // The tenant said this value never leaves the gateway into the trail: an auditor (shown "redacted" arguments) gets it.
+    expect(JSON.stringify(audited.json['arguments'])).not.toContain(card);
+    // And with it the unsalted hash of the arguments in full (a card number's check digit and prefix make it guessable).
+    expect(audited.json['argumentsHash']).toBeNull();
+
+    const approved = await cp.request('POST', `${base}/${approval.id}/approve`, { token: admin.token, body: { argumentsHash: approval.argumentsHash } });
+    expect(approved.status).toBe(200);
+    const events = await cp.eventsAtLeast(t.id, 1);
+    const decision = events.find((event) => event.method === 'approval.approve');
+    expect(decision).toBeDefined();
+    expect(JSON.stringify(decision?.arguments)).not.toContain(card);
+  });
+});

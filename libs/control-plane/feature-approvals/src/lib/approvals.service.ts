@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { CHANGE_CHANNELS, editedArgumentsProblem, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
+import { CHANGE_CHANNELS, editedArgumentsProblem, tenantSettings, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
 import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
@@ -7,7 +7,7 @@ import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from 
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { REDACTED } from '@portcullis/shared/util-redact';
 import { approvalErrors } from './approvals.errors';
-import { effectiveStatus, toApprovalResponse, type ApprovalRow } from './approvals.mapper';
+import { effectiveStatus, toApprovalResponse, type ApprovalRow, type ArgumentsView } from './approvals.mapper';
 import { ApprovalsRepository, type ApprovalDecision } from './approvals.repository';
 
 /**
@@ -17,6 +17,21 @@ import { ApprovalsRepository, type ApprovalDecision } from './approvals.reposito
  */
 /** Whether the caller may decide approvals, and so is shown the arguments in full. */
 const mayDecide = (scope: TenantScope): boolean => roleGrants(scope.role, 'tenant:approvals:decide');
+
+/**
+ * How the arguments are shown to readers who may not decide, and in audit events: redacted as the gateway redacts its
+ * call events, the tenant's `settings.audit.redactPaths` included (null: settings that do not parse; nothing shown).
+ */
+async function redactedView(tenantId: string, tx: TenantTransaction): Promise<ArgumentsView> {
+  const tenant = await tx.tenant.findUnique({ where: { id: tenantId }, select: { settings: true } });
+  const stored = tenant?.settings;
+  const audit = typeof stored === 'object' && stored !== null && !Array.isArray(stored) ? (stored as Record<string, unknown>)['audit'] : undefined;
+  const parsed = tenantSettings.safeParse({ audit });
+  return { full: false, paths: parsed.success ? parsed.data.audit.redactPaths : null };
+}
+
+/** The caller's view: in full for those who may decide, else redacted (`redactedView`). */
+const viewFor = async (scope: TenantScope, tx: TenantTransaction): Promise<ArgumentsView> => (mayDecide(scope) ? { full: true } : redactedView(scope.tenantId, tx));
 
 @Injectable()
 export class ApprovalsService {
@@ -30,14 +45,20 @@ export class ApprovalsService {
   async list(scope: TenantScope, query: ListApprovalsQuery): Promise<Page<ApprovalResponse>> {
     const page = pageRequest(query);
     const now = new Date();
-    const rows = await withTenant(this.db, scope.tenantId, (tx) => this.repository.list(scope.tenantId, tx, page, { status: query.status, kind: query.kind }, now));
-    return toPage(rows, page.limit, (row) => toApprovalResponse(row, now, mayDecide(scope)));
+    const { rows, view } = await withTenant(this.db, scope.tenantId, async (tx) => ({
+      rows: await this.repository.list(scope.tenantId, tx, page, { status: query.status, kind: query.kind }, now),
+      view: await viewFor(scope, tx),
+    }));
+    return toPage(rows, page.limit, (row) => toApprovalResponse(row, now, view));
   }
 
   async get(scope: TenantScope, id: string): Promise<ApprovalResponse> {
-    const row = await withTenant(this.db, scope.tenantId, (tx) => this.repository.find(scope.tenantId, tx, id));
+    const { row, view } = await withTenant(this.db, scope.tenantId, async (tx) => ({
+      row: await this.repository.find(scope.tenantId, tx, id),
+      view: await viewFor(scope, tx),
+    }));
     if (!row) throw approvalErrors.notFound();
-    return toApprovalResponse(row, new Date(), mayDecide(scope));
+    return toApprovalResponse(row, new Date(), view);
   }
 
   approve(scope: TenantScope, id: string, body: ApproveRequest): Promise<ApprovalResponse> {
@@ -77,20 +98,21 @@ export class ApprovalsService {
         throw approvalErrors.alreadyClosed(current ? effectiveStatus(current, new Date()) : 'gone');
       }
       // The audit trail keeps the redacted form; the approver who decided gets the arguments in full.
+      const redacted = await redactedView(scope.tenantId, tx);
       const staged = await this.audit.stage(tx, {
         tenantId: scope.tenantId,
         actor: scope.actor,
         action: decision.status === 'approved' ? (decision.editedArguments ? 'approval.approve_edited' : 'approval.approve') : 'approval.deny',
         target: { type: 'approval', id },
-        before: toApprovalResponse(existing, now),
-        after: toApprovalResponse(updated, now),
+        before: toApprovalResponse(existing, now, redacted),
+        after: toApprovalResponse(updated, now, redacted),
         snapshotVersion: updated.snapshotVersion,
       });
       return { after: updated, staged };
     });
     await this.audit.publish(staged);
     await this.publisher.publish(CHANGE_CHANNELS.approvals, scope.tenantId);
-    return toApprovalResponse(after, now, true);
+    return toApprovalResponse(after, now, { full: true });
   }
 
   /**
