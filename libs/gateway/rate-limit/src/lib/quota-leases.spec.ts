@@ -167,6 +167,23 @@ describe('QuotaLeases', () => {
     expect(await leases.take('spent', 3, 60)).toMatchObject({ ok: false });
   });
 
+  // Before, keys went in the order they were first made: a busy key made first lost the calls already counted for it.
+  it('drops the keys least recently renewed, not a busy one made first', async () => {
+    const clock = { now: 1_000_000 };
+    const store = sharedCounter(clock);
+    const leases = new QuotaLeases(store.consume, { maxLease: 1_000, maxShare: 1, targetLeaseMs: 100, maxKeys: 4 }, () => clock.now);
+    opened.push(leases);
+    await takeMany(leases, 'hot', 2, 1_000); // a lease of 1, then of 2: one call to spare
+    for (const idle of ['a', 'b', 'c']) await leases.take(idle, 1_000, 60);
+    await takeMany(leases, 'hot', 2, 1_000); // the spare call, then a lease of 4: three to spare
+    await leases.take('d', 1_000, 60); // a fifth key: one goes
+    const asked = store.calls.length;
+    expect(await leases.take('hot', 1_000, 60)).toEqual({ ok: true });
+    // Still held: answered from its lease, the store not asked; the least recently renewed key went instead.
+    expect(store.calls.length).toBe(asked);
+    expect(leases.size).toBeLessThanOrEqual(4);
+  });
+
   it('a changed limit applies at once: raised, a spent window no longer refuses; lowered, old leftovers do not count', async () => {
     const clock = { now: 1_000_000 };
     const store = sharedCounter(clock);

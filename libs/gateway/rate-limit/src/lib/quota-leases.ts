@@ -134,6 +134,12 @@ export class QuotaLeases {
       if (this.leases.size >= (this.options.maxKeys ?? 100_000)) this.evictOldest();
       lease = { tokens: 0, windowEndsAt: 0, spent: false, size: 1, remaining: limit, grantedAt: 0, pending: undefined };
       this.leases.set(id, lease);
+    } else {
+      // To the back of the table's order, which eviction drops from the front: a key in use renews its lease often (a
+      // lease that lasts less than targetLeaseMs grows), so the front holds the keys least recently renewed. Before, a
+      // busy key made first went first, losing the calls already counted for it.
+      this.leases.delete(id);
+      this.leases.set(id, lease);
     }
     // A request for several calls is in flight: its spare calls may cover this one. Its failure is this call's too
     // (the store cannot be asked), so a crowd fails together instead of retrying one after another.
@@ -208,7 +214,10 @@ export class QuotaLeases {
     return Math.max(1, Math.min(size, cap, Math.floor(remaining / 4)));
   }
 
-  /** Drops the oldest keys nobody is waiting on (a sixty-fourth of the bound, at least one), making room in batches. */
+  /**
+   * Drops the keys least recently renewed that nobody is waiting on (a sixty-fourth of the bound, at least one), making
+   * room in batches.
+   */
   private evictOldest(): void {
     let left = Math.max(1, Math.floor((this.options.maxKeys ?? 100_000) / 64));
     for (const [key, lease] of this.leases) {

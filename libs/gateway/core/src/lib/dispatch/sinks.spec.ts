@@ -420,7 +420,9 @@ describe('rateLimitedRetryAfter', () => {
   it('answers 429 for the gateway\'s own refusal only, with Retry-After at most an hour', () => {
     const own = rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 12.2 });
     expect(rateLimitedRetryAfter(own)).toBe('13');
-    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 1e21 }))).toBe('3600');
+    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 1e21 }))).toBe('86400');
+    // A day's window says what the refusal says (before: an hour at most, the client back 22 hours early).
+    expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace', { retryAfterSeconds: 80_000 }))).toBe('80000');
     expect(rateLimitedRetryAfter(rpcError(1, GATEWAY_RPC.RATE_LIMITED, 'Too many calls', 'trace'))).toBe('1');
     // An upstream's error with the same code (any server may use it) and its own retry figure passes through as a 200.
     const upstreams = { jsonrpc: '2.0' as const, id: 1, error: { code: GATEWAY_RPC.RATE_LIMITED, message: 'slow down', data: { retryAfterSeconds: 1e21 } } };

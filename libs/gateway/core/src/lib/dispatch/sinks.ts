@@ -463,8 +463,12 @@ export class PostResponder implements MessageSink {
   }
 }
 
-/** The longest `Retry-After` sent (a window of a day would otherwise say so; clients retry sooner anyway). */
-const MAX_RETRY_AFTER_SECONDS = 3_600;
+/**
+ * The longest `Retry-After` sent: a rate limit's longest window (a day). Within it the header says what the refusal's
+ * `retryAfterSeconds` says; before, it stopped at an hour, and a client honouring it came back to a day's window 22
+ * hours early, to be refused again.
+ */
+const MAX_RETRY_AFTER_SECONDS = 86_400;
 
 /**
  * A single rate-limit refusal of the gateway's own answered as plain JSON goes out as HTTP 429 with `Retry-After` (the
