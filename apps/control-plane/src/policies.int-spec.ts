@@ -237,6 +237,23 @@ describe('upstream renames and rules', () => {
     expect(unpatterned.json['detail']).toMatch(/r-no-transfers/);
   });
 
+  // Before, the check read the policy's flag only: a disabled rule (left out of the snapshot) refused the rename too.
+  it('lets a rule that is disabled not stand in the way of a rename', async () => {
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const created = await cp.request('POST', `${base}/upstreams`, {
+      token: owner.token,
+      body: { name: 'payments', toolPrefix: 'pay', transport: 'streamable_http', url: 'https://payments.example.test/mcp' },
+    });
+    expect(created.status).toBe(201);
+    const etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
+    const oldDeny = { id: 'r-old-deny', enabled: false, subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'payments', name: 'transfer_*' }], effect: 'deny' };
+    expect((await putPolicy(t.id, owner.token, etag, [oldDeny])).status).toBe(200);
+    const renamed = await cp.request('PATCH', `${base}/upstreams/${String(created.json['id'])}`, { token: owner.token, body: { name: 'payments-eu' } });
+    expect(renamed.status).toBe(200);
+  });
+
   it('checks a rename against the rules under the snapshot lock: a rule naming the upstream saved meanwhile is seen', async () => {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');

@@ -185,7 +185,9 @@ export class UpstreamsService {
    */
   private async assertNotNamedByRules(tenantId: TenantId, tx: TenantTransaction, name: string, renamedTo: string): Promise<void> {
     const rules = await tx.policyRule.findMany({
-      where: { tenantId, policy: { enabled: true } },
+      // The rule's own flag as well as its policy's: a disabled rule is left out of the snapshot, and blocked renames
+      // until it was edited or deleted (docs/policy.md: only enabled rules refuse a rename).
+      where: { tenantId, enabled: true, policy: { enabled: true } },
       select: { id: true, name: true, targets: true },
     });
     // A rule whose upstream pattern covers one name and not the other would change what it applies to: `pay*` would
