@@ -123,6 +123,27 @@ describe('rule names and upper and lower case', () => {
   });
 });
 
+// Tool pinning takes `oﬀboard` (U+FB00) as `offboard` and `straße` as `strasse` (a full case fold, as Python's
+// `casefold` and ICU make), and so may an upstream: before, a deny on `offboard` let `oﬀboard` through.
+describe('a deny and the spellings a full case fold takes as one name', () => {
+  it('stops `oﬀboard` and `ſtrasse` under a deny on `offboard` / `strasse`, and a URI with `ß` under one on `strasse`', () => {
+    const rules = snapshot(
+      [
+        { id: 'no-offboard', subjects: everyone, targets: [{ kind: 'prompt', upstream: 'hr', name: 'offboard' }], effect: 'deny' },
+        { id: 'no-strasse-prompt', subjects: everyone, targets: [{ kind: 'prompt', upstream: 'hr', name: 'strasse' }], effect: 'deny' },
+        { id: 'no-strasse', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: 'file:///srv/strasse/**' }], effect: 'deny' },
+      ],
+      'allow',
+    );
+    for (const name of ['OFFBOARD', 'oﬀboard', 'OﬀBOARD']) expect(effectOf(rules, 'prompt', 'hr', name), name).toBe('deny');
+    for (const name of ['straße', 'STRASSE', 'ſtraße']) expect(effectOf(rules, 'prompt', 'hr', name), name).toBe('deny');
+    for (const uri of ['file:///srv/STRASSE/plan.txt', 'file:///srv/stra%C3%9Fe/plan.txt', 'file:///srv/straße/plan.txt']) expect(effectOf(rules, 'resource', 'files', uri), uri).toBe('deny');
+    // Other names stay untouched, and an allow still names exactly what it allows.
+    expect(effectOf(rules, 'prompt', 'hr', 'onboard')).toBe('allow');
+    expect(effectOf(rules, 'resource', 'files', 'file:///srv/strase/plan.txt')).toBe('allow');
+  });
+});
+
 // The rate limiter counts every spelling of a name as one (`foldCase`), as such an upstream runs them as one; an allow
 // rule's limit reached the limiter only for the spelling the allow names, so `CREATE_TICKET`, admitted by a broader
 // allow or by the default, ran the limited tool with no limit at all.

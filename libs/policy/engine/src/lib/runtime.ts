@@ -344,8 +344,14 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     };
     scan(applicable, bySpelling[kind], spelled);
     scan(applicable, byFolded[kind], folded);
+    // Past ASCII, restrictions also take the name as a full case fold would (Python's `casefold`, ICU; tool pinning's
+    // spelling): `oﬀboard` and `straße` are `offboard` and `strasse` to an upstream that folds names so. `foldCase`
+    // keeps each character one for its globs' `?`; here the whole name is compared once more, the wider way.
+    const wide = isAscii(folded) ? folded : foldCase(folded.toUpperCase());
+    if (wide !== folded) scan(applicable, byFolded[kind], wide);
     const limits = new Set<RuleRuntime>();
     scan(limits, limitsFolded[kind], folded);
+    if (wide !== folded) scan(limits, limitsFolded[kind], wide);
     for (const rule of applicable) limits.delete(rule);
     if (applicable.size === 0 && limits.size === 0) return EMPTY_ENTRY;
     const entry = grouped(applicable);
