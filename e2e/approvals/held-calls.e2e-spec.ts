@@ -226,7 +226,9 @@ describe('held calls decided through the control plane', () => {
     expect((error as McpError).code).toBe(-32033);
     expect((error as McpError).message).toMatch(/needed a human approval and none was given within 3 s/);
     expect((await row(approval['id'])).status).toBe('expired');
-    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+    // Someone other than the key's creator (four eyes), too late.
+    const approver = await cp.member(tenant.id, 'admin');
+    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: approver.token, body: { argumentsHash: approval['argumentsHash'] } });
     expect(late.status).toBe(409);
     await client.close();
   });
@@ -253,7 +255,9 @@ describe('held calls decided through the control plane', () => {
     expect(await outcome).toBeInstanceOf(Error);
     await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { description: 'approval cancelled' });
     expect(gateway.dataPlane.approvals?.size).toBe(0);
-    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: owner.token, body: { argumentsHash: approval['argumentsHash'] } });
+    // Someone other than the key's creator (four eyes), too late.
+    const approver = await cp.member(tenant.id, 'admin');
+    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: approver.token, body: { argumentsHash: approval['argumentsHash'] } });
     expect(late.status).toBe(409);
     await client.close();
   });
@@ -398,5 +402,46 @@ describe('held calls decided through the control plane', () => {
     expect((error as McpError).code).toBe(-32003);
     expect((error as McpError).data).toMatchObject({ reason: 'credential_no_longer_valid' });
     await disabledCall.client.close().catch(() => undefined);
+  });
+
+  // Before, nothing cancelled it: the API showed it pending until its own timeout and an approval of it was recorded,
+  // though the gateway would refuse to run it (a revoked key's approvals are cancelled by the control plane).
+  it("a held call whose key expires while it waits is cancelled, and its approval with it", async () => {
+    const agent = await cp.request('POST', `/api/v1/tenants/${tenant.id}/agent-clients`, { token: owner.token, body: { name: 'short-lived-bot' } });
+    expect(agent.status).toBe(201);
+    const expiresAt = new Date(Date.now() + 8_000);
+    const created = await cp.request('POST', `/api/v1/tenants/${tenant.id}/api-keys`, {
+      token: owner.token,
+      body: { name: 'short-lived', agentClientId: agent.json['id'], expiresAt: expiresAt.toISOString() },
+    });
+    expect(created.status).toBe(201);
+    const secret = String(created.json['secret']);
+    const client = new Client({ name: 'approvals-e2e', version: '1.0.0' }, { capabilities: {} });
+    await waitFor(
+      async () => {
+        const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          body: '{}',
+        });
+        return res.status === 400;
+      },
+      { description: 'the new key accepted' },
+    );
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${secret}` } } }));
+    const outcome = client.callTool({ name: 'ks__echo', arguments: { message: 'until the key expires' } }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const approval = await pendingApproval();
+    expect(Date.now()).toBeLessThan(expiresAt.getTime());
+    await waitFor(async () => (await row(approval['id'])).status === 'cancelled', { timeoutMs: 15_000, description: 'the approval cancelled at the expiry' });
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAt.getTime());
+    // Someone other than the key's creator (four eyes), too late.
+    const approver = await cp.member(tenant.id, 'admin');
+    const late = await cp.request('POST', `${approvalsUrl()}/${String(approval['id'])}/approve`, { token: approver.token, body: { argumentsHash: approval['argumentsHash'] } });
+    expect(late.status).toBe(409);
+    expect(((await outcome) as McpError | null)?.code).toBe(-32003);
+    await client.close().catch(() => undefined);
   });
 });

@@ -194,7 +194,13 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   });
   // Held calls (require_approval): approvals in Postgres, decisions announced on CHANGE_CHANNELS.approvals, polled too.
   const approvals = deps.appDb
-    ? new HeldCallGate({ store: new PrismaApprovalStore(deps.appDb), logger, ...config.approvals })
+    ? new HeldCallGate({
+        store: new PrismaApprovalStore(deps.appDb),
+        logger,
+        ...config.approvals,
+        // The authenticator is made below; asked only once a call is held.
+        credentialExpiresAt: (credentialId) => authenticator.expiresAt?.(credentialId) ?? null,
+      })
     : undefined;
   if (!approvals) logger.warn('no application database client: calls that need approval fail with APPROVAL_UNAVAILABLE');
   const refreshAll = async () => {

@@ -75,6 +75,48 @@ function recordingGate(): { store: RecordingStore; gate: HeldCallGate } {
 }
 
 describe('HeldCallGate (recording store)', () => {
+  // Before, a call held past its key's expiry stayed approvable (pending in the API, approvals recorded) though the
+  // check after the wait would refuse it; a revoked key's approvals are cancelled by the control plane, not an expired
+  // one's.
+  it("cancels a held call, and its approval, when the call's key expires before a decision", async () => {
+    const closed: { id: string; status: string }[] = [];
+    const store = new (class extends RecordingStore {
+      override async close(_tenantId: string, id: string, status: string): Promise<boolean> {
+        closed.push({ id, status });
+        return true;
+      }
+      override async states(): Promise<ApprovalState[]> {
+        return []; // nobody decides
+      }
+    })();
+    const key = '019a0000-0000-7000-8000-0000000000ee';
+    const expiresAt = Date.now() + 150;
+    const gate = new HeldCallGate({
+      store,
+      logger: createLogger({ service: 'spec', level: 'silent' }),
+      timeoutMs: 30_000,
+      pollMs: 600_000,
+      progressMs: 1_000,
+      credentialExpiresAt: (credentialId) => (credentialId === key ? expiresAt : null),
+    });
+    const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 4 };
+    const call = (credentialId: string) =>
+      gate.hold({ record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'rm' }, arguments: {}, credentialId }, decision, NO_STREAM, new AbortController().signal);
+    const expiring = call(key);
+    await store.recordedOne;
+    const other = new AbortController();
+    const lasting = gate.hold({ record, method: 'tools/call', requestId: 2, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'rm' }, arguments: {}, credentialId: '019a0000-0000-7000-8000-0000000000ef' }, decision, NO_STREAM, other.signal);
+    lasting.catch(() => undefined);
+    await expect(expiring).rejects.toMatchObject({ rpcCode: -32003, data: { reason: 'credential_no_longer_valid', approvalId: APPROVAL } });
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAt);
+    expect(closed).toEqual([{ id: APPROVAL, status: 'cancelled' }]);
+    // A key that does not expire meanwhile keeps its call waiting.
+    expect(gate.size).toBe(1);
+    other.abort();
+    await expect(lasting).rejects.toMatchObject({ data: { reason: 'approval_cancelled' } });
+    await gate.close();
+  });
+
   it("stores the policy's reason redacted: it names a resource by its URI, which may carry credentials", async () => {
     const { store, gate } = recordingGate();
     const uri = 'postgres://app:hunter2secret@db.internal/prod?access_token=tok_abcdef123456';

@@ -34,6 +34,12 @@ export interface HeldCallGateOptions {
    * waits. Past it the control plane takes no decision: a replica that died holds nothing that could run. Default 60 s.
    */
   readonly leaseMs?: number;
+  /**
+   * When the credential that made a call expires (epoch ms; null: never, or not known here). A call held past its
+   * key's expiry could never run (`credentialsAfterApproval` refuses it): at the expiry it is cancelled, its approval
+   * marked so, instead of staying approvable until its own timeout.
+   */
+  readonly credentialExpiresAt?: (credentialId: string) => number | null;
   readonly now?: () => number;
 }
 
@@ -63,6 +69,16 @@ function cancelled(approvalId?: string): Error {
   const error = new Error(message);
   error.name = 'AbortError';
   return error;
+}
+
+/** A held call whose credential expired while it waited: cancelled, as `credentialsAfterApproval` would refuse it. */
+function credentialExpired(approvalId: string): Error {
+  return new GatewayRequestError(
+    GATEWAY_RPC.FORBIDDEN,
+    'The credential that made this call expired while it waited for approval, so it was cancelled.',
+    { reason: 'credential_no_longer_valid', approvalId },
+    'denied',
+  );
 }
 
 /** Default `leaseMs`. */
@@ -247,21 +263,29 @@ export class HeldCallGate implements ApprovalGate {
       };
       const ticker = info.progressToken === undefined ? undefined : setInterval(sendProgress, this.options.progressMs);
       const expiry = setTimeout(() => void this.expire(tenant, id), Math.max(0, expiresAt - this.now()));
+      // Before, a call whose key expired while it waited stayed approvable (the API showed it pending, an approval was
+      // recorded) though nothing would run it: a revoked key's approvals are cancelled by the control plane, an expired
+      // one's by nobody.
+      const keyExpiresAt = info.credentialId === undefined ? null : (this.options.credentialExpiresAt?.(info.credentialId) ?? null);
+      const keyExpiry =
+        keyExpiresAt !== null && keyExpiresAt < expiresAt ? setTimeout(() => cancel(credentialExpired(id)), Math.max(0, keyExpiresAt - this.now())) : undefined;
       const stop = () => {
         this.held.delete(id);
         leave();
         clearInterval(ticker);
         clearTimeout(expiry);
+        clearTimeout(keyExpiry);
         signal.removeEventListener('abort', onAbort);
       };
-      const onAbort = () => {
+      const cancel = (error: Error) => {
         if (!this.held.has(id)) return;
         stop();
-        this.track(this.options.store.close(tenant, id, 'cancelled')).catch((error: unknown) =>
-          this.options.logger.warn({ err: error, tenantId: tenant, approvalId: id }, 'cancelled approval not marked'),
+        this.track(this.options.store.close(tenant, id, 'cancelled')).catch((closeError: unknown) =>
+          this.options.logger.warn({ err: closeError, tenantId: tenant, approvalId: id }, 'cancelled approval not marked'),
         );
-        reject(cancelled(id));
+        reject(error);
       };
+      const onAbort = () => cancel(cancelled(id));
       const decided = (state: ApprovalState) => {
         if (!this.held.has(id)) return;
         stop();
