@@ -166,10 +166,16 @@ export type ConditionProgram = ((context: ConditionContext) => unknown) & {
   readonly readsArguments: boolean;
   readonly readsAddress: boolean;
   /**
-   * Whether it makes values out of text (`split`, `bytes.json`): up to one per character of what it reads, which the
-   * arguments' own count of values does not include (`evaluate`'s bound counts each character as a value for it).
+   * How much text it can hold at once, in copies of all the text it reads (arguments, target name): 1 for a condition
+   * that only reads, more for one that builds text (`args.s + args.s` is 2, nested `cel.bind`s multiply), never less
+   * than 1. `evaluate` bounds the work as if the arguments held that many times their text.
    */
-  readonly expandsText: boolean;
+  readonly textCopies: number;
+  /**
+   * Values it can make out of text (`split`, `bytes.json`: up to one per character), in copies of the text read; 0
+   * when it makes none. `evaluate` counts that many values per character on top of the arguments' own.
+   */
+  readonly valuesPerCharacter: number;
 };
 
 export type ConditionCompileResult =
@@ -240,21 +246,128 @@ function lint(root: ASTNode): string | null {
 
 /** Functions whose result holds up to one value per character of their receiver: a list, or a map or list decoded. */
 const TEXT_EXPANDING = new Set(['split', 'json']);
+/** Functions whose result is text (or a list of it) no longer than their receiver's. */
+const TEXT_PRESERVING = new Set(['lowerAscii', 'upperAscii', 'trim', 'substring', 'string', 'bytes', 'dyn', 'filter', 'orValue', 'value']);
+/** Functions whose result is up to twice as much text as their receiver's (`hex`: two digits a byte). */
+const TEXT_DOUBLING = new Set(['hex', 'base64']);
+/** Identifiers that hold what the request brings (text the agent chooses). */
+const REQUEST_TEXT = new Set(['args', 'target', 'principal', 'request']);
+/** Past this many copies a condition is as good as unbounded (no input is small enough for it). */
+const MAX_COPIES = 1e9;
 
-/** Whether an expression calls a function that makes values out of text (TEXT_EXPANDING). */
-function expandsText(root: ASTNode): boolean {
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const node = stack.pop();
-    if (Array.isArray(node)) {
-      stack.push(...(node as unknown[]));
-      continue;
+interface TextGrowth {
+  /** The most text any value may hold, in copies of the text read. */
+  copies: number;
+  /** The most values made out of text, in copies of the text read. */
+  made: number;
+  /** Why the expression is refused, if it is. */
+  problem: string | null;
+}
+
+/**
+ * How much text an expression can build out of what it reads, found on its syntax tree: each value's text is bounded
+ * by a number of copies of the request's text (identifiers `args`, `target`, …: 1; literals: nothing; `a + b`: both;
+ * `cel.bind` names a value's bound for its expression). Before, only `split`'s values were counted: text built first
+ * (`cel.bind(a, s + s + s + s, …)`, nested) and then split and searched element by element blocked the event loop
+ * for seconds from 500 characters. A `map` whose expression uses more than its own variable (`xs.map(x, args.s)`:
+ * a copy per element) is refused, as is a `join` with a separator other than a literal: both grow with the number of
+ * elements, which no copy count bounds.
+ */
+function textGrowth(root: ASTNode): TextGrowth {
+  const growth: TextGrowth = { copies: 1, made: 0, problem: null };
+  const cap = (n: number): number => Math.min(MAX_COPIES, n);
+  const measure = (node: unknown, bound: ReadonlyMap<string, number>): number => {
+    if (growth.problem !== null || !isNode(node)) return 0;
+    const result = ((): number => {
+      switch (node.op) {
+        case 'value':
+          return 0;
+        case 'id':
+          return bound.get(node.args as string) ?? (REQUEST_TEXT.has(node.args as string) ? 1 : 0);
+        case '.':
+        case '[]':
+        case '.?':
+        case '[?]': {
+          const [object, index] = node.args as unknown[];
+          measure(index, bound);
+          return measure(object, bound);
+        }
+        case '+': {
+          const [left, right] = node.args as unknown[];
+          return cap(measure(left, bound) + measure(right, bound));
+        }
+        case '?:': {
+          const [condition, then, otherwise] = node.args as unknown[];
+          measure(condition, bound);
+          return Math.max(measure(then, bound), measure(otherwise, bound));
+        }
+        case 'list':
+          return cap((node.args as unknown[]).reduce<number>((sum, element) => sum + measure(element, bound), 0));
+        case 'map':
+          return cap((node.args as unknown[][]).reduce<number>((sum, [key, value]) => sum + measure(key, bound) + measure(value, bound), 0));
+        case 'call':
+        case 'rcall':
+          return call(node, bound);
+        default: {
+          // Operators on numbers and booleans, comparisons, negation: no text out, whatever goes in.
+          const children = Array.isArray(node.args) ? (node.args as unknown[]) : [node.args];
+          for (const child of children) measure(child, bound);
+          return 0;
+        }
+      }
+    })();
+    if (result > growth.copies) growth.copies = result;
+    return result;
+  };
+  const call = (node: AstLike, bound: ReadonlyMap<string, number>): number => {
+    const args = node.args as unknown[];
+    const name = args[0] as string;
+    const receiver = node.op === 'rcall' ? args[1] : undefined;
+    const callArgs = ((node.op === 'call' ? args[1] : args[2]) ?? []) as unknown[];
+    if (name === 'bind' && callArgs.length === 3) {
+      const [variable, value, expression] = callArgs;
+      const inner = new Map(bound);
+      if (isNode(variable) && variable.op === 'id') inner.set(variable.args as string, measure(value, bound));
+      return measure(expression, inner);
     }
-    if (!isNode(node)) continue;
-    if ((node.op === 'call' || node.op === 'rcall') && TEXT_EXPANDING.has((node.args as unknown[])[0] as string)) return true;
-    stack.push(node.args);
-  }
-  return false;
+    if (COMPREHENSIONS.has(name) && callArgs.length >= 2) {
+      const range = measure(receiver, bound);
+      const variable = callArgs[0];
+      const inner = new Map(bound);
+      if (isNode(variable) && variable.op === 'id') inner.set(variable.args as string, range);
+      const parts = callArgs.slice(1).map((part) => measure(part, inner));
+      if (name === 'filter') return range;
+      if (name !== 'map') return 0;
+      // Each element's value: text from the element itself is bounded by the range's; from anything else it is not.
+      const alone = new Map(bound);
+      if (isNode(variable) && variable.op === 'id') alone.set(variable.args as string, 0);
+      if (measure(callArgs[callArgs.length - 1], alone) > 0) {
+        growth.problem ??= 'map may build its values from its own variable and literals only: each element would copy the rest';
+      }
+      return cap(parts[parts.length - 1] ?? 0);
+    }
+    const from = receiver !== undefined ? measure(receiver, bound) : callArgs.length > 0 ? measure(callArgs[0], bound) : 0;
+    for (const arg of receiver !== undefined ? callArgs : callArgs.slice(1)) measure(arg, bound);
+    if (TEXT_EXPANDING.has(name)) {
+      growth.made = Math.max(growth.made, from);
+      return from;
+    }
+    if (name === 'join') {
+      const separator = callArgs[0];
+      if (separator === undefined) return from;
+      if (!isNode(separator) || separator.op !== 'value' || typeof separator.args !== 'string') {
+        growth.problem ??= 'join takes a literal separator only';
+        return from;
+      }
+      // One separator between each two elements: at most one per character of the elements (empty ones included).
+      return cap(from * (1 + separator.args.length));
+    }
+    if (TEXT_PRESERVING.has(name)) return from;
+    if (TEXT_DOUBLING.has(name)) return cap(2 * from);
+    return 0;
+  };
+  measure(root, new Map());
+  return growth;
 }
 
 /**
@@ -305,7 +418,9 @@ export function compileCondition(source: string): ConditionCompileResult {
     }
     const program = runtimeEnvironment.parse(source);
     const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
-    return { ok: true, program: Object.assign(run, reads(checked.ast), { expandsText: expandsText(checked.ast) }) };
+    const growth = textGrowth(checked.ast);
+    if (growth.problem !== null) return { ok: false, message: growth.problem };
+    return { ok: true, program: Object.assign(run, reads(checked.ast), { textCopies: growth.copies, valuesPerCharacter: growth.made }) };
   } catch (error) {
     return { ok: false, message: firstLine(error instanceof Error ? error.message : String(error)) };
   }

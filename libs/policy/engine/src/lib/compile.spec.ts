@@ -60,6 +60,8 @@ describe('compile errors', () => {
       ['args.xs.all(x, args.ys.exists(y, y == x))', 'nested comprehensions'],
       ['args.ids.split(",").exists(i, !(i in args.allowed.split(",")))', 'split is not allowed inside all/exists/map/filter'],
       ['args.xs.map(x, bytes(x).json())', 'json is not allowed inside all/exists/map/filter'],
+      ['args.xs.map(x, args.s).join("").size() > 10', 'map may build its values from its own variable and literals only'],
+      ['args.xs.join(args.sep).size() > 10', 'join takes a literal separator only'],
       ['request.time.getHours("Europe/Berlin") > 8', 'too slow'],
       ['request.time.hourIn("Mars/Olympus") > 8', 'unknown time zone'],
       ['inCidr(request.ip, "10.0.0.0/33")', 'invalid CIDR'],

@@ -159,6 +159,29 @@ describe('evaluate: remembered decisions', () => {
     expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'words-in-text', countedAsMatched: false, message: expect.stringMatching(/too large for conditions \(1992 values with \d+ characters of text\)/) })]);
   });
 
+  // A condition can build text before it splits or searches it: `+` inside nested cel.binds copied a 500-character
+  // argument 64 times, and the split of that searched through itself took 6 s (2,000 characters: 136 s).
+  it('bounds a condition that builds text by the copies it can make: it fails safe, quickly, and runs on small input', () => {
+    const condition =
+      'has(args.s) && cel.bind(a, args.s + args.s + args.s + args.s, cel.bind(b, a + a + a + a, cel.bind(c, b + b + b + b, c.split("").exists(p, c.contains(p + "!")))))';
+    const compiled = compile(
+      tenantSource([{ id: 'amplified', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'db', name: 'q' }], effect: 'deny', condition }], 'allow'),
+    );
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const decide = (s: string) =>
+      evaluate(compiled.snapshot, { principal: { agentClientId: 'ac-ci' }, target: { kind: 'tool', upstream: 'db', name: 'q' }, arguments: { s }, context: { time: new Date(), ip: '10.0.0.1' } });
+    // Ten characters: 640 of text, 640 values made; the condition runs (no `!` anywhere: it does not apply).
+    expect(decide('abcdefghij')).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    expect(decide('abcdefghi!')).toMatchObject({ effect: 'deny', conditionErrors: [] });
+    for (const length of [500, 2_000]) {
+      const started = performance.now();
+      const decision = decide('a'.repeat(length));
+      expect(performance.now() - started, `${length} characters`).toBeLessThan(500);
+      expect(decision.effect).toBe('deny');
+      expect(decision.conditionErrors).toEqual([expect.objectContaining({ ruleId: 'amplified', countedAsMatched: true, message: expect.stringMatching(/builds text or values out of it \(64× text, 64 values a character\)/) })]);
+    }
+  });
+
   // `split` and `bytes.json` make values out of one string value, which the arguments' count of values did not include:
   // a split string compared with itself element by element took 1 s for 32 KB of arguments and 19 s for 80 KB.
   it('counts each character as a value for a condition that splits or decodes text: it fails safe, quickly', () => {
@@ -187,7 +210,7 @@ describe('evaluate: remembered decisions', () => {
       const decision = evaluate(snapshot, call(ci, 'db', id, { s: text }));
       expect(performance.now() - started, id).toBeLessThan(500);
       expect(decision.effect, id).toBe('deny');
-      expect(decision.conditionErrors, id).toEqual([expect.objectContaining({ ruleId: id, countedAsMatched: true, message: expect.stringMatching(/too large for conditions .*counted as a value for split or json/) })]);
+      expect(decision.conditionErrors, id).toEqual([expect.objectContaining({ ruleId: id, countedAsMatched: true, message: expect.stringMatching(/too large for conditions .*as the condition builds text or values out of it/) })]);
     }
   });
 });

@@ -1,6 +1,6 @@
 import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { redactSecrets } from '@portcullis/shared/util-redact';
-import type { ConditionContext } from './cel';
+import type { ConditionContext, ConditionProgram } from './cel';
 import { canonicalResourceUri } from './resource-uri';
 import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
@@ -207,14 +207,11 @@ export const MAX_CONDITION_VALUES = 2_000;
  */
 export const MAX_CONDITION_WORK = 20_000_000;
 
-/**
- * Why the arguments are too large for conditions to run on, or null; walks no further than the bounds. `expanding`: the
- * condition makes values out of text (`split`, `bytes.json`), up to one per character of the arguments or of the
- * target's name (`text`, its length), so each of those characters counts as a value too: without it a split string
- * compared with itself element by element (`cel.bind(w, args.s.split(","), w.exists(x, args.s.contains(x)))`) was
- * quadratic in one string value, and 80 KB of it blocked the event loop for 19 s.
- */
-function tooLargeForConditions(value: unknown, expanding: boolean, text: number): string | null {
+/** The arguments' size as conditions' work is bounded by: values and characters, or too many values to count on. */
+type ArgumentsSize = { readonly values: number; readonly characters: number } | { readonly tooMany: true };
+
+/** The arguments' values and characters (of every string and key, at any depth); walks no further than the bound. */
+function argumentsSize(value: unknown): ArgumentsSize {
   // The arguments' own entries and elements count, not the object that holds them.
   let values = 0;
   let characters = 0;
@@ -234,14 +231,29 @@ function tooLargeForConditions(value: unknown, expanding: boolean, text: number)
         stack.push(child);
       }
     }
-    if (values > MAX_CONDITION_VALUES) return `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
+    if (values > MAX_CONDITION_VALUES) return { tooMany: true };
   }
-  if (expanding) {
-    characters += text;
-    values += characters;
-  }
+  return { values, characters };
+}
+
+/**
+ * Why the arguments are too large for `condition` to run on, or null. A condition that only reads takes each value to
+ * every string at most (values × characters). One that builds text holds up to `textCopies` times the text it reads
+ * (the arguments' and the target name's, `text` characters), and one that makes values out of text (`split`,
+ * `bytes.json`) up to `valuesPerCharacter` per character of it, beyond the arguments' own: its work is bounded as if
+ * the arguments were that much larger. Before, a split string compared with itself element by element was quadratic in
+ * one string value (80 KB blocked the event loop for 19 s), and text built before the split multiplied it further
+ * (500 characters, 6 s).
+ */
+function tooLargeForConditions(size: ArgumentsSize, condition: ConditionProgram, text: number): string | null {
+  if ('tooMany' in size) return `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
+  const builds = condition.textCopies > 1 || condition.valuesPerCharacter > 0;
+  const read = builds ? size.characters + text : size.characters;
+  const values = size.values + condition.valuesPerCharacter * read;
+  const characters = condition.textCopies * read;
   if (Math.max(1, values) * characters > MAX_CONDITION_WORK) {
-    return `arguments too large for conditions (${values} values with ${characters} characters of text${expanding ? ', each counted as a value for split or json' : ''})`;
+    const note = builds ? `, as the condition builds text or values out of it (${condition.textCopies}× text, ${condition.valuesPerCharacter} values a character)` : '';
+    return `arguments too large for conditions (${size.values} values with ${read} characters of text${note})`;
   }
   return null;
 }
@@ -281,10 +293,8 @@ function decide(
       request: { time: toDate(input.context.time), ip: input.context.ip ?? '' },
     });
 
-  // Why the arguments are too large for conditions (null: they are not), once a condition asks; for one that makes values
-  // out of text, the stricter bound.
-  let argsOverBudget: string | null | undefined;
-  let argsOverExpandingBudget: string | null | undefined;
+  // The arguments' size, measured once a condition asks.
+  let size: ArgumentsSize | undefined;
   let winningRank = -1;
   const matched: RuleRuntime[] = [];
   let conditionErrors: ConditionError[] | null = null;
@@ -293,9 +303,7 @@ function decide(
     // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
     // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
     // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
-    let overBudget: string | null;
-    if (condition.expandsText) overBudget = argsOverExpandingBudget ??= tooLargeForConditions(input.arguments, true, target.name.length);
-    else overBudget = argsOverBudget ??= tooLargeForConditions(input.arguments, false, 0);
+    const overBudget = tooLargeForConditions((size ??= argumentsSize(input.arguments)), condition, target.name.length);
     if (overBudget !== null) return { holds: false, failure: overBudget };
     try {
       const result = condition(contextFor());
