@@ -70,4 +70,13 @@ describe('targetKey', () => {
     expect(targetKey('up1', 'prompt', 'ſummary')).toBe(targetKey('up1', 'prompt', 'SUMMARY'));
     expect(targetKey('up1', 'prompt', 'café')).toBe(targetKey('up1', 'prompt', 'cafe\u0301'));
   });
+
+  // The engine gives a limit to every spelling a full case fold takes as one (`ß` as `ss`); with a counter each, a
+  // name with k `ss` had 2^k budgets (found in review).
+  it('counts the spellings a full case fold takes as one under one key: ß and ss, ﬀ and ff', () => {
+    const key = targetKey('up1', 'prompt', 'process_assessment');
+    for (const spelling of ['proceß_aßeßment', 'process_aßessment', 'PROCESS_ASSEẞMENT']) expect(targetKey('up1', 'prompt', spelling), spelling).toBe(key);
+    expect(targetKey('up1', 'prompt', 'oﬀboard')).toBe(targetKey('up1', 'prompt', 'offboard'));
+    expect(targetKey('up1', 'resource', 'file:///srv/straße/a')).toBe(targetKey('up1', 'resource', 'file:///srv/STRASSE/a'));
+  });
 });

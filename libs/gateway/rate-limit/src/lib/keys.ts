@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { RateLimitScope } from '@portcullis/contracts/policy-ir';
-import { canonicalResourceUri, foldCase } from '@portcullis/policy/engine';
+import { canonicalResourceUri, foldCaseWide } from '@portcullis/policy/engine';
 
 /** Who and what a call is, for the purpose of counting it. */
 export interface RateLimitSubject {
@@ -60,10 +60,11 @@ export const MAX_KEYED_NAME_LENGTH = 200;
  */
 export function targetKey(upstreamId: string, kind: string, name: string): string {
   // Every spelling of one resource URI counts as one (the policy engine matches them as one too), and so do names that
-  // differ only in case, folded as the engine folds them (`foldCase`: `ſ` is `s`, composed and decomposed accents are
-  // one): an upstream that looks names up case-insensitively runs `ECHO` as `echo`, and a limit per tool must not grow
-  // by one budget per spelling (restrictions err wide, as deny rules do).
-  const keyed = foldCase(kind === 'resource' ? canonicalResourceUri(name) : name);
+  // differ only in case, folded as the engine compares names for restrictions (`foldCaseWide`: `ſ` is `s`, composed and
+  // decomposed accents are one, `ß` is `ss`): an upstream that looks names up case-insensitively runs `ECHO` as `echo`,
+  // and a limit per tool must not grow by one budget per spelling (restrictions err wide, as deny rules do). Before,
+  // `straße` and `strasse` had a counter each, though the engine gave both the limit.
+  const keyed = foldCaseWide(kind === 'resource' ? canonicalResourceUri(name) : name);
   const part = keyed.length <= MAX_KEYED_NAME_LENGTH ? keyed : `#${createHash('sha256').update(keyed).digest('base64url')}`;
   return `${upstreamId}/${kind}/${part}`;
 }

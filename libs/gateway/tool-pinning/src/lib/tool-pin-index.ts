@@ -1,4 +1,4 @@
-import { foldCase } from '@portcullis/policy/engine';
+import { foldCaseWide } from '@portcullis/policy/engine';
 
 /** The pinned kinds the gateway enforces on listings and calls: what an agent's model reads (tools and prompts). */
 export type EnforcedKind = 'tool' | 'prompt';
@@ -39,18 +39,12 @@ export interface UpstreamPins {
 export const pinKey = (kind: HeldKind, name: string): string => `${kind}\u0000${name}`;
 
 /**
- * A name as an upstream matching names case-insensitively may take it: the policy's `foldCase` (upper and lower case
- * one, `ſ` as `s`, `ı` as `i`, composed and decomposed accents one), then, past ASCII, through upper case once more, so
- * that `ß` is `ss` and `ﬁ` is `fi` too (full case folding: Python's `casefold`, ICU). `foldCase` keeps each character
- * one, as its globs need; a name has no globs, and another spelling errs wide. Tool names are ASCII, where lower case
- * is all there is to it, but prompt names may be any text: `toLowerCase` alone let `ſtrasse` and `straße` past a
+ * A name as an upstream matching names case-insensitively may take it (`foldCaseWide`: upper and lower case one, `ſ` as
+ * `s`, composed and decomposed accents one, and past ASCII `ß` as `ss`, `ﬁ` as `fi`). Tool names are ASCII, where lower
+ * case is all there is to it, but prompt names may be any text: `toLowerCase` alone let `ſtrasse` and `straße` past a
  * blocked `strasse`.
  */
-function spelling(name: string): string {
-  const folded = foldCase(name);
-  for (let at = 0; at < folded.length; at++) if (folded.charCodeAt(at) > 0x7f) return foldCase(folded.toUpperCase());
-  return folded;
-}
+const spelling = foldCaseWide;
 
 /** `pinKey` with the name folded (`spelling`): one key for every spelling an upstream may take as the same name. */
 export const foldedKey = (kind: EnforcedKind, name: string): string => `${kind}\u0000${spelling(name)}`;

@@ -345,9 +345,9 @@ function decide(
           .join(', ')}`;
   const principalText = describePrincipal(who);
 
-  // The limits of allow rules that name the target only in another case (`TargetEntry.limitsOnly`) count a call that
-  // goes ahead, as a restriction does: whichever rule or default admits it. Their conditions decide as for a deny
-  // (one that cannot be evaluated applies).
+  // The limits of allow rules that name the target only in another case (`TargetEntry.limitsOnly`) count a call an
+  // allow admits, as a restriction does: whichever allow rule or default admits it. Their conditions decide as for a
+  // deny (one that cannot be evaluated applies).
   const foldedLimits = (): Decision['rateLimits'] => {
     const limits: Decision['rateLimits'][number][] = [];
     for (const rule of limitCandidates) {
@@ -373,7 +373,7 @@ function decide(
       snapshotVersion: version,
       defaulted: true,
       conditionErrors: errors,
-      rateLimits: effect === 'deny' || limitCandidates.length === 0 ? [] : foldedLimits(),
+      rateLimits: effect !== 'allow' || limitCandidates.length === 0 ? [] : foldedLimits(),
     };
   }
 
@@ -384,7 +384,9 @@ function decide(
       ? []
       : [
           ...matched.flatMap((rule) => (rule.rule.rateLimit === null ? [] : [{ ruleId: rule.rule.id, rateLimit: rule.rule.rateLimit }])),
-          ...(limitCandidates.length === 0 ? [] : foldedLimits()),
+          // Only where an allow decides: a call held for approval gets the deciding require_approval rules' limits, and
+          // an allow's limit reaches it in no spelling (before, only in another case than the allow's).
+          ...(effect !== 'allow' || limitCandidates.length === 0 ? [] : foldedLimits()),
         ];
   return {
     effect,

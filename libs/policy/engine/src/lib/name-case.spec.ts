@@ -167,6 +167,13 @@ describe('a rate limit on an allow rule, for other spellings of what it names', 
     // Refused: nothing to count. The allow still grants only its own spelling.
     const denied = snapshot([limited], 'deny');
     expect(limitsOf(denied, 'tool', 'tickets', 'CREATE_TICKET')).toEqual({ effect: 'deny', limits: [] });
+    // Held for approval: the deciding rule's limits, whatever the spelling (an allow's limit in neither).
+    const held = snapshot(
+      [limited, { id: 'tickets-held', subjects: everyone, targets: [{ kind: 'tool', upstream: 'tickets', name: '*' }], effect: 'require_approval' }],
+      'deny',
+    );
+    expect(limitsOf(held, 'tool', 'tickets', 'create_ticket')).toEqual({ effect: 'require_approval', limits: [] });
+    expect(limitsOf(held, 'tool', 'tickets', 'CREATE_TICKET')).toEqual({ effect: 'require_approval', limits: [] });
   });
 
   it('takes the limit\'s condition into account, and a resource URI in another case as well', () => {

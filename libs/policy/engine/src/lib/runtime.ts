@@ -226,6 +226,17 @@ export function foldCase(text: string): string {
   return out.normalize('NFC');
 }
 
+/**
+ * A whole name (or URI) as the widest case-insensitive comparison takes it: `foldCase`, then, past ASCII, through upper
+ * case once more, so that `ß` is `ss` and `ﬀ` is `ff` (full case folding: Python's `casefold`, ICU). Not for globs
+ * (`foldCase` keeps each character one, for their `?`): restrictions compare a name this way as well, the rate
+ * limiter counts its spellings under one key, and tool pinning takes them as one name.
+ */
+export function foldCaseWide(text: string): string {
+  const folded = foldCase(text);
+  return isAscii(folded) ? folded : foldCase(folded.toUpperCase());
+}
+
 function condition(caches: CompileCaches, source: string): ConditionProgram {
   let program = caches.conditions.get(source);
   if (program === undefined) {
@@ -347,7 +358,7 @@ export function buildRuntime(snapshot: PolicySnapshot, caches: CompileCaches = n
     // Past ASCII, restrictions also take the name as a full case fold would (Python's `casefold`, ICU; tool pinning's
     // spelling): `oﬀboard` and `straße` are `offboard` and `strasse` to an upstream that folds names so. `foldCase`
     // keeps each character one for its globs' `?`; here the whole name is compared once more, the wider way.
-    const wide = isAscii(folded) ? folded : foldCase(folded.toUpperCase());
+    const wide = isAscii(folded) ? folded : foldCaseWide(folded);
     if (wide !== folded) scan(applicable, byFolded[kind], wide);
     const limits = new Set<RuleRuntime>();
     scan(limits, limitsFolded[kind], folded);
