@@ -244,6 +244,24 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  // Before, every pending row was renewed: an approval whose lease had lapsed, shown cancelled by the control plane
+  // (decisions refused), became pending and decidable again, and its call waited on until its timeout.
+  it('does not bring back a held call whose lease lapsed: its approval stays cancelled, and the call ends', async () => {
+    const clock = { at: Date.now() };
+    const g = gate({ leaseMs: 60_000, now: () => clock.at });
+    const args = { path: '/srv/lapsed', n: Math.random() };
+    const held = g.hold(info(args), decision, sink(), new AbortController().signal);
+    held.catch(() => undefined);
+    const id = await pendingId(argumentsHash(args));
+    // The replica could not renew for longer than the lease (its database out of reach): the lease lapsed.
+    await system.approval.update({ where: { id }, data: { heldUntil: new Date(clock.at - 1_000) } });
+    await g.renewLeases();
+    expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { status: true } })).status).toBe('cancelled');
+    await expect(held).rejects.toMatchObject({ data: { approvalId: id } });
+    expect(g.size).toBe(0);
+    await g.close();
+  });
+
   it('marks the approval cancelled when the request is aborted', async () => {
     const g = gate();
     const args = { path: '/srv/cancel', n: Math.random() };

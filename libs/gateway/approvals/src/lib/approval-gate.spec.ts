@@ -35,8 +35,9 @@ class RecordingStore implements ApprovalStore {
       consumedAt: null,
     }));
   }
-  async renew(): Promise<void> {
+  async renew(): Promise<number> {
     // Leases are not looked at here.
+    return 0;
   }
   /** The approvals marked used (`consumedAt`: "when the approved call was executed"). */
   readonly consumed: string[] = [];

@@ -149,11 +149,14 @@ export class HeldCallGate implements ApprovalGate {
   async renewLeases(): Promise<void> {
     const byTenant = new Map<TenantId, string[]>();
     for (const held of this.held.values()) byTenant.set(held.tenantId, [...(byTenant.get(held.tenantId) ?? []), held.id]);
-    const until = new Date(this.now() + this.leaseMs);
+    const now = this.now();
+    const until = new Date(now + this.leaseMs);
     await Promise.all(
       [...byTenant].map(([tenant, ids]) =>
-        this.track(this.options.store.renew(tenant, ids, until)).catch((error: unknown) =>
-          this.options.logger.warn({ err: error, tenantId: tenant, held: ids.length }, 'approval leases not renewed'),
+        this.track(this.options.store.renew(tenant, ids, until, new Date(now))).then(
+          // Some leases had lapsed (their rows are now cancelled): their calls end now, not at their timeout.
+          (lapsed) => (lapsed > 0 ? this.check(tenant) : undefined),
+          (error: unknown) => this.options.logger.warn({ err: error, tenantId: tenant, held: ids.length }, 'approval leases not renewed'),
         ),
       ),
     );

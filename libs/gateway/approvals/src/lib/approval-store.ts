@@ -43,8 +43,12 @@ export interface ApprovalStore {
   create(approval: NewApproval): Promise<string>;
   /** The current state of some of a tenant's approvals (unknown ids are left out). */
   states(tenantId: TenantId, ids: readonly string[]): Promise<ApprovalState[]>;
-  /** Moves on the lease of pending approvals this replica holds (`heldUntil`): decisions are taken only within it. */
-  renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date): Promise<void>;
+  /**
+   * Moves on the lease of pending approvals this replica holds (`heldUntil`): decisions are taken only within it. One
+   * whose lease lapsed at `now` (the control plane showed it cancelled, and refused decisions) is marked `cancelled`
+   * instead of coming back to pending. Resolves with how many of `ids` lapsed so.
+   */
+  renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date, now: Date): Promise<number>;
   /** Marks an approved, unused approval as used; false if it is not (an approval is single use). */
   consume(tenantId: TenantId, id: string, now: Date): Promise<boolean>;
   /** pending → expired / cancelled; false if it was no longer pending. */
@@ -105,9 +109,15 @@ export class PrismaApprovalStore implements ApprovalStore {
     return rows.map((row) => ({ ...row, editedArguments: isRecord(row.editedArguments) ? row.editedArguments : null }));
   }
 
-  async renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date): Promise<void> {
-    if (ids.length === 0) return;
-    await withTenant(this.db, tenantId, (tx) => tx.approval.updateMany({ where: { tenantId, id: { in: [...ids] }, status: 'pending' }, data: { heldUntil } }));
+  async renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date, now: Date): Promise<number> {
+    if (ids.length === 0) return 0;
+    return withTenant(this.db, tenantId, async (tx) => {
+      // Before, every pending row was renewed: one whose lease had lapsed (a replica cut off from the database for a
+      // minute), shown cancelled by the control plane, became pending and decidable again.
+      const lapsed = await tx.approval.updateMany({ where: { tenantId, id: { in: [...ids] }, status: 'pending', heldUntil: { lte: now } }, data: { status: 'cancelled' } });
+      await tx.approval.updateMany({ where: { tenantId, id: { in: [...ids] }, status: 'pending' }, data: { heldUntil } });
+      return lapsed.count;
+    });
   }
 
   async consume(tenantId: TenantId, id: string, now: Date): Promise<boolean> {
