@@ -262,6 +262,34 @@ describe('HeldCallGate', () => {
     await g.close();
   });
 
+  // Before, the cancellation only closed a pending row: one approved a moment before (its notice not yet read) stayed
+  // approved and unused for good, though its call ended without running.
+  it('marks an approval decided but not yet acted on cancelled when the agent cancels the call', async () => {
+    const g = gate();
+    const args = { path: '/srv/raced', n: Math.random() };
+    const controller = new AbortController();
+    const held = g.hold(info(args), decision, sink(), controller.signal);
+    held.catch(() => undefined);
+    const id = await pendingId(argumentsHash(args));
+    // Approved through the control plane; the gateway has not read it yet (no notice, no poll).
+    await system.approval.update({ where: { id }, data: { status: 'approved' } });
+    controller.abort(new Error('cancelled by the client'));
+    await expect(held).rejects.toMatchObject({ data: { approvalId: id, reason: 'approval_cancelled' } });
+    await waitFor(async () => (await system.approval.findUniqueOrThrow({ where: { id }, select: { status: true } })).status === 'cancelled', { description: 'the approval cancelled' });
+    // One that ran stays what it was.
+    const usedArgs = { path: '/srv/used', n: Math.random() };
+    const store = new PrismaApprovalStore(appDb);
+    const usedHeld = g.hold(info(usedArgs), decision, sink(), new AbortController().signal);
+    const used = await pendingId(argumentsHash(usedArgs));
+    await system.approval.update({ where: { id: used }, data: { status: 'approved' } });
+    g.onDecided(tenant.id);
+    await usedHeld;
+    expect(await store.consume(tenant.id, used, new Date())).toBe(true);
+    expect(await store.close(tenant.id, used, 'cancelled')).toBe(false);
+    expect((await system.approval.findUniqueOrThrow({ where: { id: used }, select: { status: true } })).status).toBe('approved');
+    await g.close();
+  });
+
   it('marks the approval cancelled when the request is aborted', async () => {
     const g = gate();
     const args = { path: '/srv/cancel', n: Math.random() };

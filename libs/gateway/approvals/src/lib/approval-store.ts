@@ -51,7 +51,7 @@ export interface ApprovalStore {
   renew(tenantId: TenantId, ids: readonly string[], heldUntil: Date, now: Date): Promise<number>;
   /** Marks an approved, unused approval as used; false if it is not (an approval is single use). */
   consume(tenantId: TenantId, id: string, now: Date): Promise<boolean>;
-  /** pending → expired / cancelled; false if it was no longer pending. */
+  /** pending → expired / cancelled (and approved but unused → cancelled); false if it was not so. */
   close(tenantId: TenantId, id: string, status: 'expired' | 'cancelled'): Promise<boolean>;
 }
 
@@ -128,9 +128,12 @@ export class PrismaApprovalStore implements ApprovalStore {
   }
 
   async close(tenantId: TenantId, id: string, status: 'expired' | 'cancelled'): Promise<boolean> {
-    const { count } = await withTenant(this.db, tenantId, (tx) =>
-      tx.approval.updateMany({ where: { tenantId, id, status: 'pending' }, data: { status } }),
-    );
+    // A cancellation also ends an approval decided but not yet acted on (approved, unused): the call it was for ended
+    // without running, which the row says. Before, an agent's cancellation racing the decision left it approved and
+    // unused for good. An expiry honours a decision that landed at the last moment (see `expire`).
+    const closable: Prisma.ApprovalWhereInput =
+      status === 'cancelled' ? { OR: [{ status: 'pending' }, { status: 'approved', consumedAt: null }] } : { status: 'pending' };
+    const { count } = await withTenant(this.db, tenantId, (tx) => tx.approval.updateMany({ where: { tenantId, id, ...closable }, data: { status } }));
     return count === 1;
   }
 }
