@@ -41,7 +41,8 @@ function jsonProblem(value: unknown, max: number): { tooDeep: true } | { nonFini
       return { nonFinite: path.reverse() };
     }
     if (typeof current !== 'object' || current === null) continue;
-    if (depth > max) return { tooDeep: true };
+    // The arguments object itself is level 1: as the gateway counts an agent's (`nestedDeeperThan`), 64 levels in all.
+    if (depth >= max) return { tooDeep: true };
     for (const [key, inner] of Object.entries(current)) pending.push([inner, depth + 1, { key: Array.isArray(current) ? Number(key) : key, parent: step }]);
   }
   return undefined;

@@ -98,4 +98,16 @@ describe('upstream headers', () => {
     }
     expect(approve({ count: 1e300, small: -5e-324 }).success).toBe(true);
   });
+
+  // As the gateway counts an agent's arguments (the object itself is level 1): before, edits 65 levels deep passed.
+  it('takes edited arguments nested at most 64 levels deep', () => {
+    const nested = (levels: number): Record<string, unknown> => {
+      let value: Record<string, unknown> = { leaf: 1 };
+      for (let level = 1; level < levels; level += 1) value = { next: value };
+      return value;
+    };
+    const approve = (edited: Record<string, unknown>) => approveRequest.safeParse({ argumentsHash: 'a'.repeat(64), arguments: edited });
+    expect(approve(nested(64)).success).toBe(true);
+    expect(approve(nested(65)).error?.issues[0]?.message).toBe('must nest at most 64 levels deep');
+  });
 });
