@@ -37,7 +37,7 @@ export { createRefresher } from './lib/registry/refresher';
 export type { Refresher } from './lib/registry/refresher';
 export { UpstreamRegistry } from './lib/registry/upstream-registry';
 export type { TenantUpstreams } from './lib/registry/upstream-registry';
-export { composeHooks } from './lib/hooks/request-hooks';
+export { composeHooks, refusalAfter } from './lib/hooks/request-hooks';
 export { credentialsAfterApproval } from './lib/hooks/credentials-after-approval';
 export type { Admission, ApprovalGate, RequestHooks, RequestInfo, RequestOutcome, TargetKind, TaskTool } from './lib/hooks/request-hooks';
 export { NO_STREAM } from './lib/dispatch/sinks';

@@ -222,13 +222,16 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
   const payloadOf = (
     info: RequestInfo,
     outcome: RequestOutcome,
+    admission: Admission | undefined,
     mode: AuditResultMode,
     paths: readonly string[],
     removed: string[],
   ): { readonly payload: AuditEventV1['arguments']; readonly bytes: number } => {
     const envelope: Record<string, unknown> = {};
     let empty = true;
-    const args = outcome.admission?.arguments ?? info.arguments;
+    // What ran, or was refused: an approver's edits where the admission (or, refused, what was admitted before the
+    // refusal) carries them, else the agent's.
+    const args = admission?.arguments ?? info.arguments;
     if (args !== undefined) {
       envelope['arguments'] = args;
       empty = false;
@@ -362,7 +365,7 @@ export function auditHooks(options: AuditHooksOptions): AuditHooks {
     // denied it, nobody decided in time, a check after the wait refused it); any other denial is `deny`.
     if (outcome.outcome === 'denied' && decision !== 'require_approval') decision = 'deny';
     const removed: string[] = [];
-    const { payload, bytes } = payloadOf(info, outcome, audit.results, audit.redactPaths, removed);
+    const { payload, bytes } = payloadOf(info, outcome, admission, audit.results, audit.redactPaths, removed);
     const reasons: string[] = [];
     // The policy's reason may quote an argument too: a condition that failed on a value (the CEL library names it, as in
     // "No such key: <value>"). Any value the arguments' redaction took out is taken out of it as well.

@@ -1,6 +1,7 @@
 import {
   GATEWAY_RPC,
   GatewayRequestError,
+  refusalAfter,
   type Admission,
   type ApprovalGate,
   type RequestHooks,
@@ -199,11 +200,14 @@ export function policyHooks(snapshots: SnapshotLookup, approvalGate?: ApprovalGa
               : undefined;
             if (recheck === undefined || recheck.effect === 'deny') {
               const why = edited ? 'was approved with edited arguments, which the policy denies' : 'was approved, but the policy in force now denies it';
-              throw new GatewayRequestError(
-                GATEWAY_RPC.POLICY_DENIED,
-                `${what()} ${why}. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
-                { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
-                'denied',
+              throw refusalAfter(
+                new GatewayRequestError(
+                  GATEWAY_RPC.POLICY_DENIED,
+                  `${what()} ${why}. ${recheck?.agentMessage ?? NO_POLICY_MESSAGE}`,
+                  { snapshotVersion: recheck?.snapshotVersion ?? null, approvalId: held.approvalId ?? null },
+                  'denied',
+                ),
+                held,
               );
             }
             return held;

@@ -224,7 +224,7 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
         try {
           verdict = admit(info, sink, signal, merged);
         } catch (error) {
-          refused(refusedAfter, info, merged);
+          refused(refusedAfter, info, merged, error);
           throw error;
         }
         if (verdict instanceof Promise)
@@ -234,7 +234,7 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
       try {
         return approvedIfNeeded(merged);
       } catch (error) {
-        refused(refusedAfter, info, merged);
+        refused(refusedAfter, info, merged, error);
         throw error;
       }
     };
@@ -291,10 +291,26 @@ export function composeHooks(hooks: readonly RequestHooks[]): RequestHooks {
 }
 
 /** A hook refused the request: the earlier admissions' releases run, and what they admitted is kept for `completed`. */
-function refused(refusedAfter: WeakMap<RequestInfo, Admission>, info: RequestInfo, merged: Admission | undefined): void {
-  if (merged === undefined) return;
-  merged.release?.();
-  refusedAfter.set(info, merged);
+/** Admissions a refusal was made after, inside the hook that refused (`refusalAfter`). */
+const admittedBefore = new WeakMap<object, Admission>();
+
+/**
+ * `error`, noted as refusing a request its own hook had admitted with `admission` first (a call approved with edited
+ * arguments, then refused by the policy's check after the wait): the request's outcome carries it (`prior`), so its
+ * audit event records the arguments that were refused. Before, it carried what the hooks before had admitted, and the
+ * event recorded the agent's arguments, which nothing had refused.
+ */
+export function refusalAfter<E extends object>(error: E, admission: Admission): E {
+  admittedBefore.set(error, admission);
+  return error;
+}
+
+function refused(refusedAfter: WeakMap<RequestInfo, Admission>, info: RequestInfo, merged: Admission | undefined, error?: unknown): void {
+  const carried = typeof error === 'object' && error !== null ? admittedBefore.get(error) : undefined;
+  const admitted = carried === undefined ? merged : merge(merged, carried);
+  if (admitted === undefined) return;
+  admitted.release?.();
+  refusedAfter.set(info, admitted);
 }
 
 /**
@@ -335,7 +351,7 @@ async function continueAsync(
     }
     return approvedIfNeeded(merged);
   } catch (error) {
-    refused(refusedAfter, info, merged);
+    refused(refusedAfter, info, merged, error);
     throw error;
   }
 }
