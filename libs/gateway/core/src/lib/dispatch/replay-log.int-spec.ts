@@ -55,6 +55,26 @@ describe('RedisReplayLog (real Redis)', () => {
     expect(await log.replaced(session(), replaced)).toBe(false);
   });
 
+  // A follower ends a dead writer's stream with an error per pending request, as a writer of its own. Before, that
+  // writer trimmed the stream to its first entry: everything the dead writer had logged went, and an agent resuming
+  // a second time (its connection dropped again) got the errors only.
+  it('keeps what the writer before logged when another writer continues its stream, within the stream\'s bound', async () => {
+    const log = new RedisReplayLog(redis, { ...OPTIONS, maxEntries: 5 }, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const writer = log.open(sessionId, streamId, [7]);
+    for (let seq = 1; seq <= 3; seq += 1) writer.append(seq, `{"progress":${seq}}`, false);
+    await settle();
+    const follower = log.open(sessionId, streamId, undefined, true);
+    follower.append(4, '{"id":7,"error":{}}', true);
+    await settle();
+    expect((await log.read(sessionId, streamId, 1))?.map((entry) => entry.seq)).toEqual([2, 3, 4]);
+    // Bounded all the same: the newest maxEntries stay.
+    for (let seq = 5; seq <= 8; seq += 1) follower.append(seq, '{}', false);
+    await settle();
+    expect((await log.read(sessionId, streamId, 0))?.map((entry) => entry.seq)).toEqual([4, 5, 6, 7, 8]);
+  });
+
   /** A POST stream's log, kept once before its first message (as a priming event sent by a keep-alive makes it). */
   async function keptStream(options: ReplayLogOptions) {
     const log = new RedisReplayLog(redis, options, logger);

@@ -35,8 +35,10 @@ export interface ReplayLog {
   /**
    * `requestIds`: the requests a POST stream answers. With them the writer holds a lease on the stream while it runs,
    * so that a replica following it elsewhere can tell a writer that died (a crash, a killed pod) from a slow answer.
+   * `continuing`: the stream holds another writer's entries already (a follower ending a stream whose writer died),
+   * which this one keeps within the stream's bounds.
    */
-  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[]): StreamLog;
+  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[], continuing?: boolean): StreamLog;
   /** Entries after `afterSeq`; undefined when the stream is unknown to this session or has expired. */
   read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined>;
   /** True when the stream's last entry is its final one, or the stream is unknown (not when it has none yet). */
@@ -155,7 +157,7 @@ export class RedisReplayLog implements ReplayLog {
     }
   }
 
-  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[]): StreamLog {
+  open(sessionId: string, streamId: string, requestIds?: readonly JsonRpcId[], continuing = false): StreamLog {
     const key = keyOf(sessionId, streamId);
     const sizes: { seq: number; bytes: number }[] = [];
     let bytes = 0;
@@ -233,7 +235,12 @@ export class RedisReplayLog implements ReplayLog {
         const pipeline = this.redis.pipeline();
         const renewing = !final && sentAt - leasedAt >= leaseMs / 4;
         if (renewing) lease(pipeline);
-        pipeline.xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields).pexpire(key, ttlMs);
+        // Trimmed to this writer's own bounds; a writer continuing another's stream knows nothing of the entries before
+        // its own (their sizes), so it keeps the newest maxEntries. Before, it trimmed to its first entry: a follower
+        // ending a dead writer's stream with errors deleted every entry the writer had logged (a second resume got only
+        // the errors).
+        if (continuing) pipeline.xadd(key, 'MAXLEN', String(this.options.maxEntries), `0-${seq}`, ...fields).pexpire(key, ttlMs);
+        else pipeline.xadd(key, 'MINID', `0-${oldest}`, `0-${seq}`, ...fields).pexpire(key, ttlMs);
         if (final && leased) pipeline.del(leaseOf(key));
         pipeline.exec().then(
           (results) => {

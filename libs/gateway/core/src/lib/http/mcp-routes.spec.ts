@@ -559,8 +559,12 @@ describe('resuming a POST stream while the replay log cannot be read', () => {
 describe('resuming a POST stream whose writer was lost', () => {
   it('logs the errors it answers with as the stream\'s last entries and sends them under their ids', async () => {
     const appended: { seq: number; final: boolean }[] = [];
+    const opened: { continuing: boolean | undefined }[] = [];
     const replay: ReplayLog = {
-      open: () => ({ append: (seq, _data, final) => void appended.push({ seq, final }) }),
+      open: (_session, _stream, _ids, continuing) => {
+        opened.push({ continuing });
+        return { append: (seq, _data, final) => void appended.push({ seq, final }) };
+      },
       read: async () => [],
       finished: async () => false,
       follow: async () => 'lost',
@@ -582,6 +586,8 @@ describe('resuming a POST stream whose writer was lost', () => {
       { seq: 4, final: false },
       { seq: 5, final: true },
     ]);
+    // As a writer continuing the dead one's stream: what that one logged stays (replay-log.int-spec.ts).
+    expect(opened).toEqual([{ continuing: true }]);
   });
 });
 

@@ -1365,7 +1365,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (outcome === 'lost') {
           const ids = (await replay.pendingRequests(sessionId, streamId).catch(() => undefined)) ?? [];
           logger.warn({ traceId, streamId, requests: ids.length }, 'resumed stream lost: the replica answering it stopped');
-          const log = ids.length > 0 ? replay.open(sessionId, streamId) : undefined;
+          const log = ids.length > 0 ? replay.open(sessionId, streamId, undefined, true) : undefined;
           ids.forEach((id, index) => {
             const data = JSON.stringify(rpcError(id, JSON_RPC.INTERNAL_ERROR, WRITER_LOST, traceId));
             last += 1;
