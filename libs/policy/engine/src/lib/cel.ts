@@ -165,17 +165,8 @@ export interface ConditionContext {
 export type ConditionProgram = ((context: ConditionContext) => unknown) & {
   readonly readsArguments: boolean;
   readonly readsAddress: boolean;
-  /**
-   * How much text it can hold at once, in copies of all the text it reads (arguments, target name): 1 for a condition
-   * that only reads, more for one that builds text (`args.s + args.s` is 2, nested `cel.bind`s multiply), never less
-   * than 1. `evaluate` bounds the work as if the arguments held that many times their text.
-   */
-  readonly textCopies: number;
-  /**
-   * Values it can make out of text (`split`, `bytes.json`: up to one per character), in copies of the text read; 0
-   * when it makes none. `evaluate` counts that many values per character on top of the arguments' own.
-   */
-  readonly valuesPerCharacter: number;
+  /** What it can build, and so how much work it can do for a request of a given size (`conditionGrowth`). */
+  readonly growth: ConditionGrowth;
 };
 
 export type ConditionCompileResult =
@@ -244,46 +235,73 @@ function lint(root: ASTNode): string | null {
   return visit(root as unknown as AstLike, 0, false);
 }
 
+/** A size (`Size`) for a request of size `requestSize`. */
+export const sizeFor = (size: Size, requestSize: number): number => size.perRequest * requestSize + size.fixed;
+/** The steps a building condition takes for a request of size `requestSize`: its longest range's count, at least 1. */
+export const stepsFor = (growth: ConditionGrowth, requestSize: number): number => Math.max(1, growth.steps === null ? 1 : sizeFor(growth.steps, requestSize));
+/** Most work a condition may do out of its literals alone (steps × largest value), checked when it is compiled. */
+const MAX_LITERAL_WORK = 1_000_000;
+
 /** Functions whose result holds up to one value per character of their receiver: a list, or a map or list decoded. */
 const TEXT_EXPANDING = new Set(['split', 'json']);
-/** Functions whose result is text (or a list of it) no longer than their receiver's. */
-const TEXT_PRESERVING = new Set(['lowerAscii', 'upperAscii', 'trim', 'substring', 'string', 'bytes', 'dyn', 'filter', 'orValue', 'value']);
-/** Functions whose result is up to twice as much text as their receiver's (`hex`: two digits a byte). */
-const TEXT_DOUBLING = new Set(['hex', 'base64']);
-/** Identifiers that hold what the request brings (text the agent chooses). */
-const REQUEST_TEXT = new Set(['args', 'target', 'principal', 'request']);
-/** Past this many copies a condition is as good as unbounded (no input is small enough for it). */
-const MAX_COPIES = 1e9;
+/** Functions whose result is no larger than their receiver (or first argument). */
+const SIZE_PRESERVING = new Set(['lowerAscii', 'upperAscii', 'trim', 'substring', 'string', 'bytes', 'dyn', 'filter']);
+/** Functions whose result is up to twice as large as their receiver (`hex`: two digits a byte). */
+const SIZE_DOUBLING = new Set(['hex', 'base64']);
+/** Identifiers that hold what the request brings (the agent chooses their size). */
+const REQUEST_VALUES = new Set(['args', 'target', 'principal', 'request']);
+/** Past this a size is as good as unbounded. */
+const MAX_SIZE = 1e12;
 
-interface TextGrowth {
-  /** The most text any value may hold, in copies of the text read. */
-  copies: number;
-  /** The most values made out of text, in copies of the text read. */
-  made: number;
-  /** Why the expression is refused, if it is. */
-  problem: string | null;
+/**
+ * A bound on the size of a value (characters of text, or elements, each counting 1 with its own size) as a linear form
+ * in the request's size S (its arguments' values and characters and the target's name): `perRequest` × S + `fixed`.
+ */
+interface Size {
+  readonly perRequest: number;
+  readonly fixed: number;
+}
+const NONE: Size = { perRequest: 0, fixed: 0 };
+const sum = (a: Size, b: Size): Size => ({ perRequest: Math.min(MAX_SIZE, a.perRequest + b.perRequest), fixed: Math.min(MAX_SIZE, a.fixed + b.fixed) });
+const times = (a: Size, n: number): Size => ({ perRequest: Math.min(MAX_SIZE, a.perRequest * n), fixed: Math.min(MAX_SIZE, a.fixed * n) });
+const larger = (a: Size, b: Size): Size => ({ perRequest: Math.max(a.perRequest, b.perRequest), fixed: Math.max(a.fixed, b.fixed) });
+
+/** What a condition can build, found on its syntax tree (`ConditionProgram.growth`). */
+export interface ConditionGrowth {
+  /** The largest value it can hold: what one step of its work (a search, an `in`, a comparison) may go through. */
+  readonly largest: Size;
+  /** The longest range it iterates over (all/exists/map/filter), the count of its steps; none without a comprehension. */
+  readonly steps: Size | null;
+  /** Whether it builds anything (text or lists beyond what it reads, values out of text): its work is then bounded so. */
+  readonly builds: boolean;
 }
 
 /**
- * How much text an expression can build out of what it reads, found on its syntax tree: each value's text is bounded
- * by a number of copies of the request's text (identifiers `args`, `target`, …: 1; literals: nothing; `a + b`: both;
- * `cel.bind` names a value's bound for its expression). Before, only `split`'s values were counted: text built first
- * (`cel.bind(a, s + s + s + s, …)`, nested) and then split and searched element by element blocked the event loop
- * for seconds from 500 characters. A `map` whose expression uses more than its own variable (`xs.map(x, args.s)`:
- * a copy per element) is refused, as is a `join` with a separator other than a literal: both grow with the number of
- * elements, which no copy count bounds.
+ * How large the values of an expression can grow with the request, found on its syntax tree: each value's size is
+ * bounded by a linear form in the request's size (identifiers `args`, `target`, …: S; a literal: its own size; `a + b`:
+ * both; `cel.bind` names a value's bound for its expression; `map`: its range's count times its expression's size;
+ * `split`, `json`: an element per character). `evaluate` bounds a building condition's work by its steps × its largest
+ * value. Before, only `split` was counted: text built first (`cel.bind(a, s + s + s + s, …)`, nested) then split and
+ * searched element by element blocked the event loop for seconds from 500 characters, and a list copied so (or built
+ * from literals alone) and searched per element, for seconds with no arguments at all. A `map` whose expression uses
+ * more than its own variable and literals (a copy of the rest per element) and a `join` with a separator other than a
+ * literal are refused.
  */
-function textGrowth(root: ASTNode): TextGrowth {
-  const growth: TextGrowth = { copies: 1, made: 0, problem: null };
-  const cap = (n: number): number => Math.min(MAX_COPIES, n);
-  const measure = (node: unknown, bound: ReadonlyMap<string, number>): number => {
-    if (growth.problem !== null || !isNode(node)) return 0;
-    const result = ((): number => {
+function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: string | null } {
+  let largest = NONE;
+  let steps: Size | null = null;
+  let builds = false;
+  let problem: string | null = null;
+  const literalSize = (value: unknown): number =>
+    typeof value === 'string' ? value.length : value instanceof Uint8Array ? value.length : 1;
+  const measure = (node: unknown, bound: ReadonlyMap<string, Size>): Size => {
+    if (problem !== null || !isNode(node)) return NONE;
+    const result = ((): Size => {
       switch (node.op) {
         case 'value':
-          return 0;
+          return { perRequest: 0, fixed: literalSize(node.args) };
         case 'id':
-          return bound.get(node.args as string) ?? (REQUEST_TEXT.has(node.args as string) ? 1 : 0);
+          return bound.get(node.args as string) ?? (REQUEST_VALUES.has(node.args as string) ? { perRequest: 1, fixed: 0 } : NONE);
         case '.':
         case '[]':
         case '.?':
@@ -294,32 +312,40 @@ function textGrowth(root: ASTNode): TextGrowth {
         }
         case '+': {
           const [left, right] = node.args as unknown[];
-          return cap(measure(left, bound) + measure(right, bound));
+          const both = sum(measure(left, bound), measure(right, bound));
+          builds = true;
+          return both;
         }
         case '?:': {
           const [condition, then, otherwise] = node.args as unknown[];
           measure(condition, bound);
-          return Math.max(measure(then, bound), measure(otherwise, bound));
+          return larger(measure(then, bound), measure(otherwise, bound));
         }
-        case 'list':
-          return cap((node.args as unknown[]).reduce<number>((sum, element) => sum + measure(element, bound), 0));
-        case 'map':
-          return cap((node.args as unknown[][]).reduce<number>((sum, [key, value]) => sum + measure(key, bound) + measure(value, bound), 0));
+        case 'list': {
+          let size: Size = { perRequest: 0, fixed: (node.args as unknown[]).length };
+          for (const element of node.args as unknown[]) size = sum(size, measure(element, bound));
+          return size;
+        }
+        case 'map': {
+          let size: Size = { perRequest: 0, fixed: (node.args as unknown[]).length };
+          for (const [key, value] of node.args as unknown[][]) size = sum(size, sum(measure(key, bound), measure(value, bound)));
+          return size;
+        }
         case 'call':
         case 'rcall':
           return call(node, bound);
         default: {
-          // Operators on numbers and booleans, comparisons, negation: no text out, whatever goes in.
+          // Operators on numbers and booleans, comparisons, `in`, negation: a number or a boolean out.
           const children = Array.isArray(node.args) ? (node.args as unknown[]) : [node.args];
           for (const child of children) measure(child, bound);
-          return 0;
+          return NONE;
         }
       }
     })();
-    if (result > growth.copies) growth.copies = result;
+    largest = larger(largest, result);
     return result;
   };
-  const call = (node: AstLike, bound: ReadonlyMap<string, number>): number => {
+  const call = (node: AstLike, bound: ReadonlyMap<string, Size>): Size => {
     const args = node.args as unknown[];
     const name = args[0] as string;
     const receiver = node.op === 'rcall' ? args[1] : undefined;
@@ -332,42 +358,56 @@ function textGrowth(root: ASTNode): TextGrowth {
     }
     if (COMPREHENSIONS.has(name) && callArgs.length >= 2) {
       const range = measure(receiver, bound);
+      steps = steps === null ? range : larger(steps, range);
       const variable = callArgs[0];
+      const name_ = isNode(variable) && variable.op === 'id' ? (variable.args as string) : undefined;
       const inner = new Map(bound);
-      if (isNode(variable) && variable.op === 'id') inner.set(variable.args as string, range);
+      if (name_ !== undefined) inner.set(name_, range);
       const parts = callArgs.slice(1).map((part) => measure(part, inner));
       if (name === 'filter') return range;
-      if (name !== 'map') return 0;
-      // Each element's value: text from the element itself is bounded by the range's; from anything else it is not.
+      if (name !== 'map') return NONE;
+      builds = true;
+      // Each element's value is built from the element (bounded by the range) and literals; anything else read there
+      // would be copied once per element, which no linear bound covers.
       const alone = new Map(bound);
-      if (isNode(variable) && variable.op === 'id') alone.set(variable.args as string, 0);
-      if (measure(callArgs[callArgs.length - 1], alone) > 0) {
-        growth.problem ??= 'map may build its values from its own variable and literals only: each element would copy the rest';
+      if (name_ !== undefined) alone.set(name_, NONE);
+      const body = callArgs[callArgs.length - 1];
+      if (measure(body, alone).perRequest > 0) {
+        problem ??= 'map may build its values from its own variable and literals only: each element would copy the rest';
+        return NONE;
       }
-      return cap(parts[parts.length - 1] ?? 0);
+      // Per element: the expression's literals and up to (its copies of the element) × the element.
+      const each = parts[parts.length - 1] ?? NONE;
+      const copies = range.perRequest > 0 ? each.perRequest / range.perRequest : 0;
+      return sum(times(range, 1 + copies), times(range, 1 + each.fixed));
     }
-    const from = receiver !== undefined ? measure(receiver, bound) : callArgs.length > 0 ? measure(callArgs[0], bound) : 0;
+    const first = receiver !== undefined ? measure(receiver, bound) : callArgs.length > 0 ? measure(callArgs[0], bound) : NONE;
     for (const arg of receiver !== undefined ? callArgs : callArgs.slice(1)) measure(arg, bound);
     if (TEXT_EXPANDING.has(name)) {
-      growth.made = Math.max(growth.made, from);
-      return from;
+      builds = true;
+      // An element (with its own size) per character at most.
+      return times(first, 2);
     }
     if (name === 'join') {
+      builds = true;
       const separator = callArgs[0];
-      if (separator === undefined) return from;
+      if (separator === undefined) return first;
       if (!isNode(separator) || separator.op !== 'value' || typeof separator.args !== 'string') {
-        growth.problem ??= 'join takes a literal separator only';
-        return from;
+        problem ??= 'join takes a literal separator only';
+        return first;
       }
-      // One separator between each two elements: at most one per character of the elements (empty ones included).
-      return cap(from * (1 + separator.args.length));
+      // One separator between each two elements: at most one per element.
+      return times(first, 1 + separator.args.length);
     }
-    if (TEXT_PRESERVING.has(name)) return from;
-    if (TEXT_DOUBLING.has(name)) return cap(2 * from);
-    return 0;
+    if (SIZE_PRESERVING.has(name)) return first;
+    if (SIZE_DOUBLING.has(name)) {
+      builds = true;
+      return times(first, 2);
+    }
+    return NONE;
   };
   measure(root, new Map());
-  return growth;
+  return { growth: { largest, steps, builds }, problem };
 }
 
 /**
@@ -418,9 +458,13 @@ export function compileCondition(source: string): ConditionCompileResult {
     }
     const program = runtimeEnvironment.parse(source);
     const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
-    const growth = textGrowth(checked.ast);
-    if (growth.problem !== null) return { ok: false, message: growth.problem };
-    return { ok: true, program: Object.assign(run, reads(checked.ast), { textCopies: growth.copies, valuesPerCharacter: growth.made }) };
+    const { growth, problem: growthProblem } = conditionGrowth(checked.ast);
+    if (growthProblem !== null) return { ok: false, message: growthProblem };
+    // What it builds out of its literals alone is done for every request, however small.
+    if (growth.builds && stepsFor(growth, 0) * sizeFor(growth.largest, 0) > MAX_LITERAL_WORK) {
+      return { ok: false, message: 'the condition builds too much out of its literals alone (nested copies of lists or text)' };
+    }
+    return { ok: true, program: Object.assign(run, reads(checked.ast), { growth }) };
   } catch (error) {
     return { ok: false, message: firstLine(error instanceof Error ? error.message : String(error)) };
   }
