@@ -203,16 +203,20 @@ describe('a large policy and changes queued on its snapshot lock', () => {
 });
 
 describe('upstream renames and rules', () => {
-  it('refuses renaming an upstream that enabled rules name, until the rules cover the new name', async () => {
+  /** A tenant, its owner, and an upstream `payments` (its URL in the API). */
+  async function withPayments() {
     const t = await cp.tenant();
     const owner = await cp.member(t.id, 'owner');
-    const base = `/api/v1/tenants/${t.id}`;
-    const created = await cp.request('POST', `${base}/upstreams`, {
+    const created = await cp.request('POST', `/api/v1/tenants/${t.id}/upstreams`, {
       token: owner.token,
       body: { name: 'payments', toolPrefix: 'pay', transport: 'streamable_http', url: 'https://payments.example.test/mcp' },
     });
     expect(created.status).toBe(201);
-    const upstreamUrl = `${base}/upstreams/${String(created.json['id'])}`;
+    return { t, owner, upstreamUrl: `/api/v1/tenants/${t.id}/upstreams/${String(created.json['id'])}` };
+  }
+
+  it('refuses renaming an upstream that enabled rules name, until the rules cover the new name', async () => {
+    const { t, owner, upstreamUrl } = await withPayments();
     const noTransfers = { id: 'r-no-transfers', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'payments', name: 'transfer_*' }], effect: 'deny' };
     let etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
     const saved = await putPolicy(t.id, owner.token, etag, [noTransfers, { id: 'r-all', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: '*', name: '*' }], effect: 'allow' }]);
@@ -239,18 +243,11 @@ describe('upstream renames and rules', () => {
 
   // Before, the check read the policy's flag only: a disabled rule (left out of the snapshot) refused the rename too.
   it('lets a rule that is disabled not stand in the way of a rename', async () => {
-    const t = await cp.tenant();
-    const owner = await cp.member(t.id, 'owner');
-    const base = `/api/v1/tenants/${t.id}`;
-    const created = await cp.request('POST', `${base}/upstreams`, {
-      token: owner.token,
-      body: { name: 'payments', toolPrefix: 'pay', transport: 'streamable_http', url: 'https://payments.example.test/mcp' },
-    });
-    expect(created.status).toBe(201);
+    const { t, owner, upstreamUrl } = await withPayments();
     const etag = String((await cp.request('GET', policyUrl(t.id), { token: owner.token })).headers['etag']);
     const oldDeny = { id: 'r-old-deny', enabled: false, subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'payments', name: 'transfer_*' }], effect: 'deny' };
     expect((await putPolicy(t.id, owner.token, etag, [oldDeny])).status).toBe(200);
-    const renamed = await cp.request('PATCH', `${base}/upstreams/${String(created.json['id'])}`, { token: owner.token, body: { name: 'payments-eu' } });
+    const renamed = await cp.request('PATCH', upstreamUrl, { token: owner.token, body: { name: 'payments-eu' } });
     expect(renamed.status).toBe(200);
   });
 
