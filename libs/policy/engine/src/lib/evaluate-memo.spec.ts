@@ -170,9 +170,9 @@ describe('evaluate: remembered decisions', () => {
     if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
     const decide = (s: string) =>
       evaluate(compiled.snapshot, { principal: { agentClientId: 'ac-ci' }, target: { kind: 'tool', upstream: 'db', name: 'q' }, arguments: { s }, context: { time: new Date(), ip: '10.0.0.1' } });
-    // Ten characters: 640 of text, 640 values made; the condition runs (no `!` anywhere: it does not apply).
-    expect(decide('abcdefghij')).toMatchObject({ effect: 'allow', conditionErrors: [] });
-    expect(decide('abcdefghi!')).toMatchObject({ effect: 'deny', conditionErrors: [] });
+    // Three characters: 192 of text, as many values made; the condition runs (no `!` anywhere: it does not apply).
+    expect(decide('abc')).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    expect(decide('ab!')).toMatchObject({ effect: 'deny', conditionErrors: [] });
     for (const length of [500, 2_000]) {
       const started = performance.now();
       const decision = decide('a'.repeat(length));
@@ -201,6 +201,32 @@ describe('evaluate: remembered decisions', () => {
       'cel.bind(a, [0,0,0,0,0,0,0,0], cel.bind(b, a+a+a+a, cel.bind(c, b+b+b+b, cel.bind(d, c+c+c+c, cel.bind(e, d+d+d+d, cel.bind(f, e+e+e+e+e+e+e+e, f.exists(x, -1 in f)))))))',
     );
     expect(literal.ok ? [] : literal.errors.map((error) => error.message)).toEqual([expect.stringMatching(/builds too much out of its literals alone/)]);
+  });
+
+  // Found in review: a step may search the largest value many times over (a hundred `in`s in one body ran 100 times the
+  // bound, 2.4 s), and a resource's name is seen canonical (a `*` in a `file:` URI is `%2A`, three times as long).
+  it('counts every operation a step makes, and the target name as conditions see it', () => {
+    const searches = Array.from({ length: 100 }, () => '"z" in l').join(' || ');
+    const compiled = compile(
+      tenantSource(
+        [
+          { id: 'no-z', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'docs', name: 'write' }], effect: 'deny', condition: `cel.bind(l, args.s.split(""), l.exists(x, ${searches}))` },
+          { id: 'odd-names', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'resource', upstream: 'files', uri: '**' }], effect: 'deny', condition: 'cel.bind(l, target.name.split(""), l.exists(x, "z" in l))' },
+        ],
+        'allow',
+      ),
+    );
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const decide = (target: PolicyInput['target'], args: Record<string, unknown>) =>
+      evaluate(compiled.snapshot, { principal: { agentClientId: 'ac-ci' }, target, arguments: args, context: { time: new Date(), ip: null } });
+    const tooLarge = (decision: ReturnType<typeof decide>) => decision.conditionErrors.some((error) => error.message.startsWith('arguments too large'));
+    const started = performance.now();
+    expect(tooLarge(decide({ kind: 'tool', upstream: 'docs', name: 'write' }, { s: 'a'.repeat(2_200) }))).toBe(true);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(decide({ kind: 'tool', upstream: 'docs', name: 'write' }, { s: 'abc' })).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    // 2,208 characters as written, 6,608 as the condition sees them: bounded as the latter.
+    expect(tooLarge(decide({ kind: 'resource', upstream: 'files', name: `file:///${'*'.repeat(2_200)}` }, {}))).toBe(true);
+    expect(decide({ kind: 'resource', upstream: 'files', name: 'file:///a*b' }, {})).toMatchObject({ effect: 'allow', conditionErrors: [] });
   });
 
   // `split` and `bytes.json` make values out of one string value, which the arguments' count of values did not include:

@@ -239,7 +239,7 @@ function argumentsSize(value: unknown): ArgumentsSize {
 /**
  * Why the arguments are too large for `condition` to run on, or null. A condition that only reads takes each value to
  * every string at most (values × characters). One that builds text or lists out of what it reads (`+`, `cel.bind`,
- * `map`, `split`, `json`, `join`, `hex`) is bounded by its steps (its longest range) × its largest value, each a bound
+ * `map`, `split`, `json`, `join`, `hex`) is bounded by its steps (its longest range) × its operations × its largest value, each a bound
  * in the request's size (values, characters and the target's name: `conditionGrowth`), and the reading bound as well.
  * Before, text or lists built before a search multiplied its work past any bound on the arguments (500 characters,
  * 6 s; 1,000 numbers copied 16 times, 3.9 s).
@@ -252,7 +252,7 @@ function tooLargeForConditions(size: ArgumentsSize, condition: ConditionProgram,
   const { growth } = condition;
   if (!growth.builds) return null;
   const requestSize = size.values + size.characters + text;
-  if (stepsFor(growth, requestSize) * sizeFor(growth.largest, requestSize) > MAX_CONDITION_WORK) {
+  if (stepsFor(growth, requestSize) * growth.operations * sizeFor(growth.largest, requestSize) > MAX_CONDITION_WORK) {
     return `arguments too large for conditions (${size.values} values with ${size.characters + text} characters of text, for a condition that builds text or lists out of them)`;
   }
   return null;
@@ -303,7 +303,8 @@ function decide(
     // A condition may compare every value of the arguments with every other (`args.a.exists(x, x in args.b)`):
     // with the agent choosing their size that is seconds of a blocked event loop, so conditions see at most
     // MAX_CONDITION_VALUES values and are unevaluable (fail safe) beyond.
-    const overBudget = tooLargeForConditions((size ??= argumentsSize(input.arguments)), condition, target.name.length);
+    // The name as conditions see it (`contextFor`): a resource's canonical URI, up to three times the name's length.
+    const overBudget = tooLargeForConditions((size ??= argumentsSize(input.arguments)), condition, contextFor().target.name.length);
     if (overBudget !== null) return { holds: false, failure: overBudget };
     try {
       const result = condition(contextFor());
