@@ -244,11 +244,7 @@ function lint(root: ASTNode): string | null {
 const MAX_LAST_INDEX_NEEDLE = 64;
 const isLiteral = (node: unknown): boolean => isNode(node) && node.op === 'value';
 
-/** A size (`Size`) for a request of size `requestSize`. */
-export const sizeFor = (size: Size, requestSize: number): number => size.perRequest * requestSize + size.fixed;
-/** The steps a building condition takes for a request of size `requestSize`: its longest range's count, at least 1. */
-export const stepsFor = (growth: ConditionGrowth, requestSize: number): number => Math.max(1, growth.steps === null ? 1 : sizeFor(growth.steps, requestSize));
-/** Most work a condition may do out of its literals alone (steps × largest value), checked when it is compiled. */
+/** Most work a condition may do out of its literals alone (`workFor` with an empty request), checked when compiled. */
 const MAX_LITERAL_WORK = 1_000_000;
 
 /** Functions whose result holds up to one value per character of their receiver: a list, or a map or list decoded. */
@@ -261,65 +257,81 @@ const SIZE_DOUBLING = new Set(['hex', 'base64']);
 const REQUEST_VALUES = new Set(['args', 'target', 'principal', 'request']);
 /** Nodes that name or pick a value rather than work on one (not counted as operations). */
 const PLACES = new Set(['value', 'id', '.', '[]', '.?', '[?]', 'list', 'map']);
-/** Past this a size is as good as unbounded. */
-const MAX_SIZE = 1e12;
+/** Past this a bound is as good as unbounded. */
+const MAX_BOUND = 1e12;
 
 /**
- * A bound on the size of a value (characters of text, or elements, each counting 1 with its own size) as a linear form
- * in the request's size S (its arguments' values and characters and the target's name): `perRequest` × S + `fixed`.
+ * A bound linear in the request's size: `values` × its values (array elements and object entries) + `characters` ×
+ * its characters (of strings and keys, and the target's name) + `fixed`.
  */
-interface Size {
-  readonly perRequest: number;
+export interface Bound {
+  readonly values: number;
+  readonly characters: number;
   readonly fixed: number;
 }
-const NONE: Size = { perRequest: 0, fixed: 0 };
-const sum = (a: Size, b: Size): Size => ({ perRequest: Math.min(MAX_SIZE, a.perRequest + b.perRequest), fixed: Math.min(MAX_SIZE, a.fixed + b.fixed) });
-const times = (a: Size, n: number): Size => ({ perRequest: Math.min(MAX_SIZE, a.perRequest * n), fixed: Math.min(MAX_SIZE, a.fixed * n) });
-const larger = (a: Size, b: Size): Size => ({ perRequest: Math.max(a.perRequest, b.perRequest), fixed: Math.max(a.fixed, b.fixed) });
+const ZERO: Bound = { values: 0, characters: 0, fixed: 0 };
+const cap = (n: number): number => Math.min(MAX_BOUND, n);
+const plus = (a: Bound, b: Bound): Bound => ({ values: cap(a.values + b.values), characters: cap(a.characters + b.characters), fixed: cap(a.fixed + b.fixed) });
+const scaled = (a: Bound, n: number): Bound => ({ values: cap(a.values * n), characters: cap(a.characters * n), fixed: cap(a.fixed * n) });
+const wider = (a: Bound, b: Bound): Bound => ({ values: Math.max(a.values, b.values), characters: Math.max(a.characters, b.characters), fixed: Math.max(a.fixed, b.fixed) });
+/** A bound's value for a request of `values` values and `characters` characters. */
+export const boundFor = (bound: Bound, values: number, characters: number): number => bound.values * values + bound.characters * characters + bound.fixed;
 
-/** What a condition can build, found on its syntax tree (`ConditionProgram.growth`). */
+/** A value's bounds: how much there is to go through once (its elements and characters), and how many elements. */
+interface Measure {
+  readonly size: Bound;
+  readonly count: Bound;
+}
+const NOTHING: Measure = { size: ZERO, count: ZERO };
+const both = (a: Measure, b: Measure): Measure => ({ size: plus(a.size, b.size), count: plus(a.count, b.count) });
+const either = (a: Measure, b: Measure): Measure => ({ size: wider(a.size, b.size), count: wider(a.count, b.count) });
+
+/** What a condition can do, found on its syntax tree (`ConditionProgram.growth`). */
 export interface ConditionGrowth {
-  /** The largest value it can hold: what one step of its work (a search, an `in`, a comparison) may go through. */
-  readonly largest: Size;
-  /** The longest range it iterates over (all/exists/map/filter), the count of its steps; none without a comprehension. */
-  readonly steps: Size | null;
-  /** Whether it builds anything (text or lists beyond what it reads, values out of text): its work is then bounded so. */
-  readonly builds: boolean;
-  /**
-   * Its operations (calls and operators): each may go through the largest value once per step. Before, one pass a step
-   * was counted, and a hundred searches in one comprehension's body ran 100 times the bound (2.4 s).
-   */
+  /** The largest value it can hold: what one operation (a search, an `in`, a comparison, a `size`) may go through. */
+  readonly largest: Bound;
+  /** Its longest range (all/exists/map/filter, over the request's values, text split, or literals): its steps. */
+  readonly steps: Bound | null;
+  /** Its operations (calls and operators): each may go through the largest value once a step. */
   readonly operations: number;
 }
 
 /**
- * How large the values of an expression can grow with the request, found on its syntax tree: each value's size is
- * bounded by a linear form in the request's size (identifiers `args`, `target`, …: S; a literal: its own size; `a + b`:
- * both; `cel.bind` names a value's bound for its expression; `map`: its range's count times its expression's size;
- * `split`, `json`: an element per character). `evaluate` bounds a building condition's work by its steps × its largest
- * value. Before, only `split` was counted: text built first (`cel.bind(a, s + s + s + s, …)`, nested) then split and
- * searched element by element blocked the event loop for seconds from 500 characters, and a list copied so (or built
- * from literals alone) and searched per element, for seconds with no arguments at all. A `map` whose expression uses
- * more than its own variable and literals (a copy of the rest per element) and a `join` with a separator other than a
- * literal are refused.
+ * The most work a condition may do for a request of `values` values and `characters` characters: steps × operations
+ * × largest value. Before, a condition that only read was bounded by values × characters alone, which counted one pass
+ * over the text per value: a blocklist of 80 literal terms searched in 4 MB took 2 s, twenty `size()`s a step 2.1 s,
+ * and 120 `in`s of values in values 1.3 s; and one that built text or lists (`s + s + s + s`, split and searched per
+ * element; a list copied in nested `cel.bind`s) took seconds from a few hundred characters.
+ */
+export const workFor = (growth: ConditionGrowth, values: number, characters: number): number =>
+  Math.max(1, growth.steps === null ? 1 : boundFor(growth.steps, values, characters)) * growth.operations * boundFor(growth.largest, values, characters);
+
+/**
+ * How large the values of an expression can grow with the request, and how many elements they hold, found on its
+ * syntax tree: `args`, `target`, … hold up to all of the request (its values and characters), and up to its values as
+ * elements; a literal its own size; `a + b` both; `cel.bind` names a value's bounds for its expression; `map` its
+ * range's elements each built from one element and literals; `split` and `json` an element per character. A `map`
+ * whose expression uses more than its own variable and literals (a copy of the rest per element) and a `join` with a
+ * separator other than a literal are refused.
  */
 function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: string | null } {
-  let largest = NONE;
-  let steps: Size | null = null;
-  let builds = false;
+  let largest = ZERO;
+  let steps: Bound | null = null;
   let operations = 0;
   let problem: string | null = null;
-  const literalSize = (value: unknown): number =>
-    typeof value === 'string' ? value.length : value instanceof Uint8Array ? value.length : 1;
-  const measure = (node: unknown, bound: ReadonlyMap<string, Size>): Size => {
-    if (problem !== null || !isNode(node)) return NONE;
+  const literalSize = (value: unknown): number => (typeof value === 'string' ? value.length : value instanceof Uint8Array ? value.length : 1);
+  const measure = (node: unknown, bound: ReadonlyMap<string, Measure>): Measure => {
+    if (problem !== null || !isNode(node)) return NOTHING;
     if (!PLACES.has(node.op)) operations += 1;
-    const result = ((): Size => {
+    const result = ((): Measure => {
       switch (node.op) {
         case 'value':
-          return { perRequest: 0, fixed: literalSize(node.args) };
-        case 'id':
-          return bound.get(node.args as string) ?? (REQUEST_VALUES.has(node.args as string) ? { perRequest: 1, fixed: 0 } : NONE);
+          return { size: { ...ZERO, fixed: literalSize(node.args) }, count: ZERO };
+        case 'id': {
+          const known = bound.get(node.args as string);
+          if (known !== undefined) return known;
+          return REQUEST_VALUES.has(node.args as string) ? { size: { values: 1, characters: 1, fixed: 0 }, count: { values: 1, characters: 0, fixed: 0 } } : NOTHING;
+        }
         case '.':
         case '[]':
         case '.?':
@@ -330,24 +342,22 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
         }
         case '+': {
           const [left, right] = node.args as unknown[];
-          const both = sum(measure(left, bound), measure(right, bound));
-          builds = true;
-          return both;
+          return both(measure(left, bound), measure(right, bound));
         }
         case '?:': {
           const [condition, then, otherwise] = node.args as unknown[];
           measure(condition, bound);
-          return larger(measure(then, bound), measure(otherwise, bound));
+          return either(measure(then, bound), measure(otherwise, bound));
         }
-        case 'list': {
-          let size: Size = { perRequest: 0, fixed: (node.args as unknown[]).length };
-          for (const element of node.args as unknown[]) size = sum(size, measure(element, bound));
-          return size;
-        }
+        case 'list':
         case 'map': {
-          let size: Size = { perRequest: 0, fixed: (node.args as unknown[]).length };
-          for (const [key, value] of node.args as unknown[][]) size = sum(size, sum(measure(key, bound), measure(value, bound)));
-          return size;
+          const entries = node.args as unknown[];
+          let total: Measure = { size: { ...ZERO, fixed: entries.length }, count: { ...ZERO, fixed: entries.length } };
+          for (const entry of entries) {
+            const parts = node.op === 'map' ? (entry as unknown[]) : [entry];
+            for (const part of parts) total = { size: plus(total.size, measure(part, bound).size), count: total.count };
+          }
+          return total;
         }
         case 'call':
         case 'rcall':
@@ -356,14 +366,14 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
           // Operators on numbers and booleans, comparisons, `in`, negation: a number or a boolean out.
           const children = Array.isArray(node.args) ? (node.args as unknown[]) : [node.args];
           for (const child of children) measure(child, bound);
-          return NONE;
+          return NOTHING;
         }
       }
     })();
-    largest = larger(largest, result);
+    largest = wider(largest, result.size);
     return result;
   };
-  const call = (node: AstLike, bound: ReadonlyMap<string, Size>): Size => {
+  const call = (node: AstLike, bound: ReadonlyMap<string, Measure>): Measure => {
     const args = node.args as unknown[];
     const name = args[0] as string;
     const receiver = node.op === 'rcall' ? args[1] : undefined;
@@ -376,56 +386,49 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
     }
     if (COMPREHENSIONS.has(name) && callArgs.length >= 2) {
       const range = measure(receiver, bound);
-      steps = steps === null ? range : larger(steps, range);
+      steps = steps === null ? range.count : wider(steps, range.count);
       const variable = callArgs[0];
-      const name_ = isNode(variable) && variable.op === 'id' ? (variable.args as string) : undefined;
+      const named = isNode(variable) && variable.op === 'id' ? (variable.args as string) : undefined;
+      // An element is no larger than its range.
       const inner = new Map(bound);
-      if (name_ !== undefined) inner.set(name_, range);
+      if (named !== undefined) inner.set(named, range);
       const parts = callArgs.slice(1).map((part) => measure(part, inner));
       if (name === 'filter') return range;
-      if (name !== 'map') return NONE;
-      builds = true;
-      // Each element's value is built from the element (bounded by the range) and literals; anything else read there
-      // would be copied once per element, which no linear bound covers.
+      if (name !== 'map') return NOTHING;
+      // Each element's value is built from the element and literals; anything else read there would be copied once per
+      // element, which no linear bound covers.
       const alone = new Map(bound);
-      if (name_ !== undefined) alone.set(name_, NONE);
+      if (named !== undefined) alone.set(named, NOTHING);
       const body = callArgs[callArgs.length - 1];
-      if (measure(body, alone).perRequest > 0) {
+      const fromRest = measure(body, alone).size;
+      if (fromRest.values > 0 || fromRest.characters > 0) {
         problem ??= 'map may build its values from its own variable and literals only: each element would copy the rest';
-        return NONE;
+        return NOTHING;
       }
-      // Per element: the expression's literals and up to (its copies of the element) × the element.
-      const each = parts[parts.length - 1] ?? NONE;
-      const copies = range.perRequest > 0 ? each.perRequest / range.perRequest : 0;
-      return sum(times(range, 1 + copies), times(range, 1 + each.fixed));
+      // Per element: its literals, and its copies of the element (together no more than copies of the range).
+      const each = parts[parts.length - 1] ?? NOTHING;
+      const copies = Math.max(1, each.size.values, each.size.characters);
+      return { size: plus(scaled(range.size, copies), scaled(range.count, 1 + each.size.fixed)), count: range.count };
     }
-    const first = receiver !== undefined ? measure(receiver, bound) : callArgs.length > 0 ? measure(callArgs[0], bound) : NONE;
+    const first = receiver !== undefined ? measure(receiver, bound) : callArgs.length > 0 ? measure(callArgs[0], bound) : NOTHING;
     for (const arg of receiver !== undefined ? callArgs : callArgs.slice(1)) measure(arg, bound);
-    if (TEXT_EXPANDING.has(name)) {
-      builds = true;
-      // An element (with its own size) per character at most.
-      return times(first, 2);
-    }
+    if (TEXT_EXPANDING.has(name)) return { size: scaled(first.size, 2), count: first.size };
     if (name === 'join') {
-      builds = true;
       const separator = callArgs[0];
-      if (separator === undefined) return first;
+      if (separator === undefined) return { size: first.size, count: ZERO };
       if (!isNode(separator) || separator.op !== 'value' || typeof separator.args !== 'string') {
         problem ??= 'join takes a literal separator only';
-        return first;
+        return NOTHING;
       }
-      // One separator between each two elements: at most one per element.
-      return times(first, 1 + separator.args.length);
+      // One separator between each two elements.
+      return { size: plus(first.size, scaled(first.count, separator.args.length)), count: ZERO };
     }
     if (SIZE_PRESERVING.has(name)) return first;
-    if (SIZE_DOUBLING.has(name)) {
-      builds = true;
-      return times(first, 2);
-    }
-    return NONE;
+    if (SIZE_DOUBLING.has(name)) return { size: scaled(first.size, 2), count: ZERO };
+    return NOTHING;
   };
   measure(root, new Map());
-  return { growth: { largest, steps, builds, operations: Math.max(1, operations) }, problem };
+  return { growth: { largest, steps, operations: Math.max(1, operations) }, problem };
 }
 
 /**
@@ -478,8 +481,8 @@ export function compileCondition(source: string): ConditionCompileResult {
     const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
     const { growth, problem: growthProblem } = conditionGrowth(checked.ast);
     if (growthProblem !== null) return { ok: false, message: growthProblem };
-    // What it builds out of its literals alone is done for every request, however small.
-    if (growth.builds && stepsFor(growth, 0) * growth.operations * sizeFor(growth.largest, 0) > MAX_LITERAL_WORK) {
+    // What it does with its literals alone it does on every request, however small.
+    if (workFor(growth, 0, 0) > MAX_LITERAL_WORK) {
       return { ok: false, message: 'the condition builds too much out of its literals alone (nested copies of lists or text)' };
     }
     return { ok: true, program: Object.assign(run, reads(checked.ast), { growth }) };

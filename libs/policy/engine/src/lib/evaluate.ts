@@ -1,6 +1,6 @@
 import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { redactSecrets } from '@portcullis/shared/util-redact';
-import { sizeFor, stepsFor, type ConditionContext, type ConditionProgram } from './cel';
+import { workFor, type ConditionContext, type ConditionProgram } from './cel';
 import { canonicalResourceUri } from './resource-uri';
 import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
@@ -237,23 +237,23 @@ function argumentsSize(value: unknown): ArgumentsSize {
 }
 
 /**
- * Why the arguments are too large for `condition` to run on, or null. A condition that only reads takes each value to
- * every string at most (values × characters). One that builds text or lists out of what it reads (`+`, `cel.bind`,
- * `map`, `split`, `json`, `join`, `hex`) is bounded by its steps (its longest range) × its operations × its largest value, each a bound
- * in the request's size (values, characters and the target's name: `conditionGrowth`), and the reading bound as well.
- * Before, text or lists built before a search multiplied its work past any bound on the arguments (500 characters,
- * 6 s; 1,000 numbers copied 16 times, 3.9 s).
+ * Most a condition's work may come to (`workFor`: steps × operations × largest value, bounds that over-count the
+ * common case many times over) before it fails safe.
+ */
+export const MAX_CONDITION_STEPS_WORK = 200_000_000;
+
+/**
+ * Why the arguments are too large for `condition` to run on, or null: more values × characters than MAX_CONDITION_WORK
+ * (a condition may take each value to every string), or more work than MAX_CONDITION_STEPS_WORK as its syntax tree
+ * bounds it for a request this size (`workFor`; the target's name counts as characters, as conditions see it).
  */
 function tooLargeForConditions(size: ArgumentsSize, condition: ConditionProgram, text: number): string | null {
   if ('tooMany' in size) return `arguments too large for conditions (more than ${MAX_CONDITION_VALUES} values)`;
   if (Math.max(1, size.values) * size.characters > MAX_CONDITION_WORK) {
     return `arguments too large for conditions (${size.values} values with ${size.characters} characters of text)`;
   }
-  const { growth } = condition;
-  if (!growth.builds) return null;
-  const requestSize = size.values + size.characters + text;
-  if (stepsFor(growth, requestSize) * growth.operations * sizeFor(growth.largest, requestSize) > MAX_CONDITION_WORK) {
-    return `arguments too large for conditions (${size.values} values with ${size.characters + text} characters of text, for a condition that builds text or lists out of them)`;
+  if (workFor(condition.growth, size.values, size.characters + text) > MAX_CONDITION_STEPS_WORK) {
+    return `arguments too large for conditions (${size.values} values with ${size.characters + text} characters of text, for what this condition does with them)`;
   }
   return null;
 }
