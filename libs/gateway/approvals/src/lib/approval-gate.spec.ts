@@ -45,7 +45,7 @@ class RecordingStore implements ApprovalStore {
     this.consumed.push(id);
     return true;
   }
-  async close(): Promise<boolean> {
+  async close(_tenantId: string, _id: string, _status: 'expired' | 'cancelled'): Promise<boolean> {
     return true;
   }
 }
@@ -82,7 +82,7 @@ describe('HeldCallGate (recording store)', () => {
   it("cancels a held call, and its approval, when the call's key expires before a decision", async () => {
     const closed: { id: string; status: string }[] = [];
     const store = new (class extends RecordingStore {
-      override async close(_tenantId: string, id: string, status: string): Promise<boolean> {
+      override async close(_tenantId: string, id: string, status: 'expired' | 'cancelled'): Promise<boolean> {
         closed.push({ id, status });
         return true;
       }
