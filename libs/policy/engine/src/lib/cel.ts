@@ -250,7 +250,16 @@ const MAX_LITERAL_WORK = 1_000_000;
 /** Functions whose result holds up to one value per character of their receiver: a list, or a map or list decoded. */
 const TEXT_EXPANDING = new Set(['split', 'json']);
 /** Functions whose result is no larger than their receiver (or first argument). */
-const SIZE_PRESERVING = new Set(['lowerAscii', 'upperAscii', 'trim', 'substring', 'string', 'bytes', 'dyn', 'filter']);
+const SIZE_PRESERVING = new Set(['lowerAscii', 'upperAscii', 'trim', 'substring', 'string', 'dyn', 'filter']);
+/**
+ * Operations that cost far more than a comparison a unit of what they go through, counted as this many operations:
+ * `split` and `json` make a string or an object per few characters (`JSON.parse` of `{},{},…` about 14 ns a character,
+ * `split("")` about as much). Before, each counted one, and a condition decoding 4 MB five times ran 2.8 s.
+ */
+const HEAVY_OPERATIONS: ReadonlyMap<string, number> = new Map([
+  ['json', 16],
+  ['split', 16],
+]);
 /** Functions whose result is up to twice as large as their receiver (`hex`: two digits a byte). */
 const SIZE_DOUBLING = new Set(['hex', 'base64']);
 /** Identifiers that hold what the request brings (the agent chooses their size). */
@@ -281,6 +290,8 @@ export const boundFor = (bound: Bound, values: number, characters: number): numb
 interface Measure {
   readonly size: Bound;
   readonly count: Bound;
+  /** The value is (part of) one element of a range, each step another: together no larger than the range. */
+  readonly elementOf?: Bound;
 }
 const NOTHING: Measure = { size: ZERO, count: ZERO };
 const both = (a: Measure, b: Measure): Measure => ({ size: plus(a.size, b.size), count: plus(a.count, b.count) });
@@ -294,6 +305,17 @@ export interface ConditionGrowth {
   readonly steps: Bound | null;
   /** Its operations (calls and operators): each may go through the largest value once a step. */
   readonly operations: number;
+  /**
+   * Its `in`s: each compares its needle with every element of its list, and comparing two maps reads both maps' keys
+   * first, so one costs the list's elements × the needle's size (a 666-key map `in` a list of 666 maps, per step of a
+   * comprehension over 660 values, took 6.5 s), beyond one pass over the largest value.
+   */
+  readonly searches: readonly { readonly elements: Bound; readonly needle: Bound }[];
+  /**
+   * Its `in`s whose needle is the element of a comprehension's range: their needles are, over all its steps, no
+   * larger than the range together (`needle`), so they cost elements × the range once, not at each step.
+   */
+  readonly elementSearches: readonly { readonly elements: Bound; readonly needle: Bound }[];
 }
 
 /**
@@ -303,8 +325,13 @@ export interface ConditionGrowth {
  * and 120 `in`s of values in values 1.3 s; and one that built text or lists (`s + s + s + s`, split and searched per
  * element; a list copied in nested `cel.bind`s) took seconds from a few hundred characters.
  */
-export const workFor = (growth: ConditionGrowth, values: number, characters: number): number =>
-  Math.max(1, growth.steps === null ? 1 : boundFor(growth.steps, values, characters)) * growth.operations * boundFor(growth.largest, values, characters);
+export const workFor = (growth: ConditionGrowth, values: number, characters: number): number => {
+  let perStep = growth.operations * boundFor(growth.largest, values, characters);
+  for (const search of growth.searches) perStep += boundFor(search.elements, values, characters) * boundFor(search.needle, values, characters);
+  let once = 0;
+  for (const search of growth.elementSearches) once += boundFor(search.elements, values, characters) * boundFor(search.needle, values, characters);
+  return Math.max(1, growth.steps === null ? 1 : boundFor(growth.steps, values, characters)) * perStep + once;
+};
 
 /**
  * How large the values of an expression can grow with the request, and how many elements they hold, found on its
@@ -318,11 +345,16 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
   let largest = ZERO;
   let steps: Bound | null = null;
   let operations = 0;
+  const searches: { elements: Bound; needle: Bound }[] = [];
+  const elementSearches: { elements: Bound; needle: Bound }[] = [];
   let problem: string | null = null;
   const literalSize = (value: unknown): number => (typeof value === 'string' ? value.length : value instanceof Uint8Array ? value.length : 1);
   const measure = (node: unknown, bound: ReadonlyMap<string, Measure>): Measure => {
     if (problem !== null || !isNode(node)) return NOTHING;
-    if (!PLACES.has(node.op)) operations += 1;
+    if (!PLACES.has(node.op)) {
+      const called = node.op === 'call' || node.op === 'rcall' ? ((node.args as unknown[])[0] as string) : undefined;
+      operations += (called === undefined ? undefined : HEAVY_OPERATIONS.get(called)) ?? 1;
+    }
     const result = ((): Measure => {
       switch (node.op) {
         case 'value':
@@ -362,8 +394,19 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
         case 'call':
         case 'rcall':
           return call(node, bound);
+        case 'in': {
+          const [needle, list] = node.args as unknown[];
+          const searched = measure(list, bound);
+          const sought = measure(needle, bound);
+          if (sought.elementOf === undefined) searches.push({ elements: searched.count, needle: sought.size });
+          else {
+            searches.push({ elements: searched.count, needle: { ...ZERO, fixed: 1 } });
+            elementSearches.push({ elements: searched.count, needle: sought.elementOf });
+          }
+          return NOTHING;
+        }
         default: {
-          // Operators on numbers and booleans, comparisons, `in`, negation: a number or a boolean out.
+          // Operators on numbers and booleans, comparisons, negation: a number or a boolean out.
           const children = Array.isArray(node.args) ? (node.args as unknown[]) : [node.args];
           for (const child of children) measure(child, bound);
           return NOTHING;
@@ -389,9 +432,9 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
       steps = steps === null ? range.count : wider(steps, range.count);
       const variable = callArgs[0];
       const named = isNode(variable) && variable.op === 'id' ? (variable.args as string) : undefined;
-      // An element is no larger than its range.
+      // An element is no larger than its range, and all of them together no larger either.
       const inner = new Map(bound);
-      if (named !== undefined) inner.set(named, range);
+      if (named !== undefined) inner.set(named, { ...range, elementOf: range.size });
       const parts = callArgs.slice(1).map((part) => measure(part, inner));
       if (name === 'filter') return range;
       if (name !== 'map') return NOTHING;
@@ -423,12 +466,14 @@ function conditionGrowth(root: ASTNode): { growth: ConditionGrowth; problem: str
       // One separator between each two elements.
       return { size: plus(first.size, scaled(first.count, separator.args.length)), count: ZERO };
     }
+    // UTF-8: up to three bytes a character (`€`), so what is made of the bytes (`hex`, `base64`) three times as much.
+    if (name === 'bytes') return { size: scaled(first.size, 3), count: ZERO };
     if (SIZE_PRESERVING.has(name)) return first;
     if (SIZE_DOUBLING.has(name)) return { size: scaled(first.size, 2), count: ZERO };
     return NOTHING;
   };
   measure(root, new Map());
-  return { growth: { largest, steps, operations: Math.max(1, operations) }, problem };
+  return { growth: { largest, steps, operations: Math.max(1, operations), searches, elementSearches }, problem };
 }
 
 /**

@@ -269,6 +269,44 @@ describe('evaluate: remembered decisions', () => {
     expect(decide('own-home', { paths: [...paths, '/home/u-dave/x'] })).toMatchObject({ effect: 'deny', conditionErrors: [] });
   });
 
+  // Found in review: one `in` of a map in a list of maps reads both maps' keys per element (list × map: 6.5 s for ~11 KB
+  // under a comprehension), decoding JSON costs far more a character than a comparison (five decodings of 4 MB, 2.8 s),
+  // and bytes() of non-ASCII text is up to three bytes a character (the same 4 MB of UTF-8 ran as `€`, not as ASCII).
+  it('counts what an `in` compares, heavy decoding, and UTF-8 bytes: each fails safe, quickly', () => {
+    const conditions: Record<string, string> = {
+      'map-in-maps': 'args.xs.exists(x, args.big in args.list)',
+      'maps-bound': `cel.bind(b, args.big, cel.bind(l, args.list, ${Array.from({ length: 90 }, () => '!(b in l)').join(' && ')}))`,
+      decoded: Array.from({ length: 5 }, () => 'size(bytes(args.s).json()) == 0').join(' || '),
+      'utf8-hex': Array.from({ length: 15 }, () => 'size(bytes(args.s).hex()) == 0').join(' || '),
+    };
+    const compiled = compile(
+      tenantSource(
+        Object.entries(conditions).map(([id, condition]) => ({ id, subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'db', name: id }], effect: 'allow', condition })),
+        'deny',
+      ),
+    );
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const decide = (id: string, args: Record<string, unknown>) =>
+      evaluate(compiled.snapshot, { principal: { userId: 'u-carol' }, target: { kind: 'tool', upstream: 'db', name: id }, arguments: args, context: { time: new Date(), ip: null } });
+    const mapOf = (keys: number) => Object.fromEntries(Array.from({ length: keys }, (_, i) => [`k${i}`, i]));
+    const heavy: Record<string, Record<string, unknown>> = {
+      'map-in-maps': { big: mapOf(666), list: Array.from({ length: 666 }, () => ({})), xs: Array.from({ length: 660 }, (_, i) => i) },
+      'maps-bound': { big: mapOf(1_000), list: Array.from({ length: 998 }, () => ({})) },
+      decoded: { s: `{"a":[${'{},'.repeat(1_333_000)}0]}` },
+      'utf8-hex': { s: '€'.repeat(1_333_000) },
+    };
+    for (const [id, args] of Object.entries(heavy)) {
+      const started = performance.now();
+      const decision = decide(id, args);
+      expect(performance.now() - started, id).toBeLessThan(500);
+      expect(decision.conditionErrors, id).toEqual([expect.objectContaining({ ruleId: id, message: expect.stringMatching(/for what this condition does with them/) })]);
+    }
+    // Small: they run.
+    expect(decide('map-in-maps', { big: { a: 1 }, list: [{ a: 1 }], xs: [1] })).toMatchObject({ effect: 'allow', conditionErrors: [] });
+    expect(decide('decoded', { s: '{"a":1}' })).toMatchObject({ effect: 'deny', conditionErrors: [] });
+    expect(decide('utf8-hex', { s: '€uro' })).toMatchObject({ effect: 'deny', conditionErrors: [] });
+  });
+
   // `split` and `bytes.json` make values out of one string value, which the arguments' count of values did not include:
   // a split string compared with itself element by element took 1 s for 32 KB of arguments and 19 s for 80 KB.
   it('counts each character as a value for a condition that splits or decodes text: it fails safe, quickly', () => {
