@@ -442,11 +442,16 @@ export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipa
       else {
         // A condition that fails restricts and never grants, as in `evaluate`: a deny or require_approval applies.
         const onFailure = rule.rule.effect !== 'allow';
-        try {
-          const result = condition(contextFor());
-          applies = typeof result === 'boolean' ? result : onFailure;
-        } catch {
-          applies = onFailure;
+        // Bounded as in `evaluate`, the target's name being all of the request it reads (a URI of up to 8 KiB split and
+        // searched per character would otherwise run here unbounded).
+        if (workFor(condition.growth, 0, contextFor().target.name.length) > MAX_CONDITION_STEPS_WORK) applies = onFailure;
+        else {
+          try {
+            const result = condition(contextFor());
+            applies = typeof result === 'boolean' ? result : onFailure;
+          } catch {
+            applies = onFailure;
+          }
         }
       }
     }

@@ -99,3 +99,23 @@ describe('usableTarget', () => {
     expect(evaluate(failingApproval, { principal: carol, target: query, arguments: null, context: { time: inOffice.time, ip: 'not-an-ip' } }).effect).toBe('require_approval');
   });
 });
+
+// A condition that reads only the target's name was run here without the bound `evaluate` keeps: a URI of 8 KiB split
+// and searched per character would block the event loop.
+describe('usableTarget: a condition bounded as in evaluate', () => {
+  it('takes one that would do too much with the target name as failed (a restriction applies), quickly', () => {
+    const rules = snapshot(
+      [
+        { id: 'all-files', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: '**' }], effect: 'allow' },
+        { id: 'odd-names', subjects: everyone, targets: [{ kind: 'resource', upstream: 'files', uri: '**' }], effect: 'deny', condition: 'cel.bind(l, target.name.split(""), l.exists(x, "z" in l))' },
+      ],
+      'deny',
+    );
+    const file = (name: string) => ({ kind: 'resource', upstream: 'files', name }) as const;
+    expect(usableTarget(rules, carol, file('file:///srv/a.txt'), inOffice)).toBe(true);
+    expect(usableTarget(rules, carol, file('file:///srv/z.txt'), inOffice)).toBe(false);
+    const started = performance.now();
+    expect(usableTarget(rules, carol, file(`file:///srv/${'a'.repeat(8_000)}`), inOffice)).toBe(false);
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+});
