@@ -40,6 +40,20 @@ function resultOf(response: JsonRpcResponse): Record<string, unknown> {
 }
 const sinkOf = (into: JsonRpcMessage[]): MessageSink => ({ canStream: true, send: (m) => into.push(m) > 0 });
 /**
+ * An upstream (prefix `a`) whose resources/list asks the agent for its roots and answers its page without waiting (it
+ * will use them later, or never); `context` as its connection gives it (`shared`: several requests may have asked).
+ */
+const askingLister = (signal: AbortSignal, context?: { readonly shared: boolean }): FakeUpstream & { prefix: string } => ({
+  prefix: 'a',
+  capabilities: { resources: {} },
+  handle: async (method, _params, options) => {
+    if (method !== 'resources/list') return {};
+    void options?.onServerRequest?.({ jsonrpc: '2.0', id: 'q1', method: 'roots/list' }, signal, context).catch(() => undefined);
+    return { resources: [{ uri: 'notes://a', name: 'a' }] };
+  },
+});
+
+/**
  * A session's standalone stream and a listing's POST stream (open until its answer is written, as a PostResponder
  * takes nothing after it), noting which one each message went on. `list` lists resources on the POST; `question` is the
  * upstream's roots/list as relayed, `cancellations` the streams its cancellation went on.
@@ -292,18 +306,7 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
   });
 
   it('ends an upstream\'s question with the listing page that asked it, on the listing\'s stream before its answer', async () => {
-    const { engine } = build({
-      ua: {
-        prefix: 'a',
-        capabilities: { resources: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'resources/list') return {};
-          // Asks for the roots, and answers its page without waiting (it will use them later, or never).
-          void options?.onServerRequest?.({ jsonrpc: '2.0', id: 'q1', method: 'roots/list' }, new AbortController().signal).catch(() => undefined);
-          return { resources: [{ uri: 'notes://a', name: 'a' }] };
-        },
-      },
-    });
+    const { engine } = build({ ua: askingLister(new AbortController().signal) });
     const { record } = await open(engine, undefined, { roots: {} });
     const { list, question, cancellations } = listingStreams(engine, record);
     const listed = await list();
@@ -315,18 +318,8 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
 
   it('puts a question several requests of the session may have asked while it lists on the session\'s stream', async () => {
     const upstreamSide = new AbortController();
-    const { engine } = build({
-      ua: {
-        prefix: 'a',
-        capabilities: { resources: {} },
-        handle: async (method, _params, options) => {
-          if (method !== 'resources/list') return {};
-          // A connection several requests of this session share: the question may be any of theirs (`shared`).
-          void options?.onServerRequest?.({ jsonrpc: '2.0', id: 'q1', method: 'roots/list' }, upstreamSide.signal, { shared: true }).catch(() => undefined);
-          return { resources: [{ uri: 'notes://a', name: 'a' }] };
-        },
-      },
-    });
+    // A connection several requests of this session share: the question may be any of theirs (`shared`).
+    const { engine } = build({ ua: askingLister(upstreamSide.signal, { shared: true }) });
     const { record } = await open(engine, undefined, { roots: {} });
     const { list, question, cancellations } = listingStreams(engine, record);
     await list();

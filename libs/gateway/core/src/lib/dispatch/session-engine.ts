@@ -333,7 +333,6 @@ interface LiveSession {
   readonly resourceRoutes: RouteTable<string>;
   /** uriTemplate → upstream id, from resources/templates/list pages. */
   readonly templateRoutes: RouteTable<TemplateRoute>;
-
   /**
    * URIs reads are waiting on a route walk for, and the upstream the walk found listing each: past MAX_RESOURCE_ROUTES
    * the route itself may be evicted before the walk ends.
