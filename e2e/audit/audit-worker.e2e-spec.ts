@@ -165,9 +165,12 @@ describe('audit worker (built process, real Redis and Postgres)', () => {
       outcome: r.outcome,
       errorCode: r.errorCode,
       traceId: r.traceId,
+      recordedAt: r.recordedAt.toISOString(),
+      hashVersion: r.hashVersion as 1 | 2,
       prevHash: r.prevHash,
       hash: r.hash,
     }));
+    expect(rows.every((r) => r.hashVersion === 2)).toBe(true);
     expect(verifyChain(links)).toMatchObject({ ok: true, checked: events.length });
   });
 

@@ -1,5 +1,5 @@
-export { AUDIT_HASH_VERSION, computeAuditHash, verifyChain } from './lib/audit-chain';
-export type { ChainedAuditFields, ChainVerdict, StoredChainLink } from './lib/audit-chain';
+export { AUDIT_HASH_VERSION, AUDIT_HASH_VERSIONS, computeAuditHash, verifyChain } from './lib/audit-chain';
+export type { AuditHashVersion, ChainedAuditFields, ChainVerdict, StoredChainLink } from './lib/audit-chain';
 export {
   anchorSignedText,
   AUDIT_ANCHOR_VERSION,

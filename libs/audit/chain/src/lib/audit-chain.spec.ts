@@ -72,6 +72,42 @@ describe('audit hash chain', () => {
     expect(() => computeAuditHash(fields(1, { reason: '\ud800' }), null)).toThrow();
   });
 
+  it('hashes version 2 over the canonical JSON with recordedAt, and version 1 (or none named) without it', () => {
+    const reference = (body: Record<string, unknown>) =>
+      createHash('sha256').update(canonicalize(body) as string, 'utf8').digest('hex');
+    const recordedAt = '2026-11-22T08:00:01.234Z';
+    const v1 = fields(1);
+    for (const prev of [null, 'cd'.repeat(32)]) {
+      expect(computeAuditHash({ ...v1, recordedAt, hashVersion: 2 }, prev)).toBe(reference({ v: 2, prevHash: prev, ...v1, recordedAt }));
+      // Version 1 leaves the stored time out, whether the field is there or not.
+      expect(computeAuditHash({ ...v1, recordedAt, hashVersion: 1 }, prev)).toBe(reference({ v: 1, prevHash: prev, ...v1 }));
+      expect(computeAuditHash(v1, prev)).toBe(reference({ v: 1, prevHash: prev, ...v1 }));
+    }
+    // An unusual shape falls back to canonicalize for version 2 as for version 1.
+    const odd = { ...fields(2, { arguments: { b: [1, { a: null }] } }), recordedAt, hashVersion: 2 as const };
+    expect(computeAuditHash(odd, null)).toBe(reference({ v: 2, prevHash: null, ...fields(2, { arguments: { b: [1, { a: null }] } }), recordedAt }));
+  });
+
+  it('covers recordedAt from version 2 on, and the version itself', () => {
+    const v2 = { ...fields(1), recordedAt: '2026-11-22T08:00:01.234Z', hashVersion: 2 as const };
+    const hash = computeAuditHash(v2, null);
+    const link: StoredChainLink = { ...v2, prevHash: null, hash };
+    expect(verifyChain([link])).toMatchObject({ ok: true, checked: 1 });
+    // The stored time moved by a millisecond, or by a year.
+    for (const recordedAt of ['2026-11-22T08:00:01.235Z', '2025-11-22T08:00:01.234Z']) {
+      expect(verifyChain([{ ...link, recordedAt }])).toMatchObject({ ok: false, brokenAt: { seq: '1', problem: 'hash_mismatch' } });
+    }
+    // Relabelled version 1 (which would not cover the time): the hash no longer matches either.
+    expect(verifyChain([{ ...link, hashVersion: 1 }])).toMatchObject({ ok: false, brokenAt: { problem: 'hash_mismatch' } });
+    expect(verifyChain([{ ...link, hashVersion: undefined }])).toMatchObject({ ok: false, brokenAt: { problem: 'hash_mismatch' } });
+    // A version this code does not know verifies nothing.
+    expect(verifyChain([{ ...link, hashVersion: 3 as unknown as 2 }])).toMatchObject({ ok: false, brokenAt: { problem: 'hash_mismatch' } });
+    // A version-1 row verifies whatever its stored time says: the limit version 2 removes.
+    const v1 = { ...fields(1), recordedAt: '2026-11-22T08:00:01.234Z', hashVersion: 1 as const };
+    const old: StoredChainLink = { ...v1, prevHash: null, hash: computeAuditHash(v1, null) };
+    expect(verifyChain([{ ...old, recordedAt: '2030-01-01T00:00:00.000Z' }])).toMatchObject({ ok: true });
+  });
+
   it('hashes independently of key order', () => {
     const a = fields(1, { arguments: { a: 1, b: { c: 2, d: 3 } } });
     const b = fields(1, { arguments: { b: { d: 3, c: 2 }, a: 1 } });

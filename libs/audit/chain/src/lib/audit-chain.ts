@@ -1,8 +1,15 @@
 import canonicalize from 'canonicalize';
 import { createHash } from 'node:crypto';
 
-/** The version of the hashed representation; bump it (and keep the old one verifiable) if fields change. */
-export const AUDIT_HASH_VERSION = 1;
+/**
+ * The version of the hashed representation new events get; bump it (and keep the old ones verifiable) if fields change.
+ * 1: the event's fields. 2: those and `recordedAt`, the store's time of insert. Each row keeps the version it was
+ * hashed with, and `v` is inside the hash, so relabelling a row's version breaks its hash like any other edit.
+ */
+export const AUDIT_HASH_VERSION = 2;
+export type AuditHashVersion = 1 | 2;
+/** The versions this code verifies (a manifest or a row naming another is refused). */
+export const AUDIT_HASH_VERSIONS: readonly AuditHashVersion[] = [1, 2];
 
 /** Exactly the stored fields the chain protects, in their stored form. */
 export interface ChainedAuditFields {
@@ -29,15 +36,26 @@ export interface ChainedAuditFields {
   readonly outcome: string;
   readonly errorCode: string | null;
   readonly traceId: string | null;
+  /** ISO 8601, UTC, millisecond precision: when the store inserted the row. Hashed from version 2 on. */
+  readonly recordedAt?: string | null;
+  /** The representation the row's hash was taken over; absent is 1 (rows and exports from before version 2). */
+  readonly hashVersion?: AuditHashVersion;
 }
 
 /**
  * sha256 over the RFC 8785 canonical JSON of the event's fields and the previous hash. Canonical JSON
  * makes the hash independent of key order and number formatting, so anyone can recompute it offline.
+ * Version 1 leaves `recordedAt` out; version 2 includes it. A version this code does not know is hashed as written
+ * (`v` set to it, `recordedAt` included), which no stored hash matches: verification reports it as a mismatch.
  */
 export function computeAuditHash(fields: ChainedAuditFields, prevHash: string | null): string {
-  const hashed = { v: AUDIT_HASH_VERSION, prevHash, ...fields, arguments: fields.arguments ?? null };
-  const canonical = canonicalHashed(hashed) ?? canonicalize(hashed);
+  const { hashVersion, recordedAt, ...eventFields } = fields;
+  const v: unknown = hashVersion ?? 1;
+  const hashed =
+    v === 1
+      ? { v, prevHash, ...eventFields, arguments: fields.arguments ?? null }
+      : { v, prevHash, ...eventFields, arguments: fields.arguments ?? null, recordedAt: recordedAt ?? null };
+  const canonical = canonicalHashed(hashed, v === 1 ? HASHED_KEYS_V1 : HASHED_KEYS_V2) ?? canonicalize(hashed);
   if (canonical === undefined) throw new TypeError('audit event is not serialisable');
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
 }
@@ -47,7 +65,7 @@ const isWellFormed = (value: string): boolean =>
   (value as string & { isWellFormed(): boolean }).isWellFormed();
 
 /** The keys of a hashed event, in RFC 8785 order (UTF-16 code units, which is what `sort()` compares). */
-const HASHED_KEYS = [
+const EVENT_KEYS = [
   'v',
   'prevHash',
   'id',
@@ -73,26 +91,35 @@ const HASHED_KEYS = [
   'outcome',
   'errorCode',
   'traceId',
-].sort();
-const HASHED_KEY_JSON = HASHED_KEYS.map((key) => `${JSON.stringify(key)}:`);
+];
+interface HashedKeys {
+  readonly keys: readonly string[];
+  readonly json: readonly string[];
+}
+const hashedKeys = (keys: string[]): HashedKeys => {
+  const sorted = keys.sort();
+  return { keys: sorted, json: sorted.map((key) => `${JSON.stringify(key)}:`) };
+};
+const HASHED_KEYS_V1 = hashedKeys([...EVENT_KEYS]);
+const HASHED_KEYS_V2 = hashedKeys([...EVENT_KEYS, 'recordedAt']);
 
 /**
  * The same text as `canonicalize(hashed)` for the usual shape (exactly the known keys, strings, finite numbers and
  * null at the top level) without sorting keys per event; `arguments` still goes through `canonicalize`. Anything
  * else returns undefined and the caller uses `canonicalize` for all of it, so the output never differs.
  */
-function canonicalHashed(hashed: Record<string, unknown>): string | undefined {
-  if (Object.keys(hashed).length !== HASHED_KEYS.length) return undefined;
+function canonicalHashed(hashed: Record<string, unknown>, { keys, json }: HashedKeys): string | undefined {
+  if (Object.keys(hashed).length !== keys.length) return undefined;
   let out = '{';
-  for (let i = 0; i < HASHED_KEYS.length; i += 1) {
-    const value = hashed[HASHED_KEYS[i] as string];
+  for (let i = 0; i < keys.length; i += 1) {
+    const value = hashed[keys[i] as string];
     let text: string | undefined;
     if (value === null) text = 'null';
     else if (typeof value === 'string') text = isWellFormed(value) ? JSON.stringify(value) : undefined;
     else if (typeof value === 'number') text = Number.isFinite(value) ? JSON.stringify(value) : undefined;
-    else if (typeof value === 'object' && HASHED_KEYS[i] === 'arguments') text = canonicalize(value);
+    else if (typeof value === 'object' && keys[i] === 'arguments') text = canonicalize(value);
     if (text === undefined) return undefined;
-    out += `${i === 0 ? '' : ','}${HASHED_KEY_JSON[i]}${text}`;
+    out += `${i === 0 ? '' : ','}${json[i]}${text}`;
   }
   return `${out}}`;
 }

@@ -13,6 +13,7 @@ import { ExportCancelledError, ExportInterruptedError, exportAuditEvents, verify
 import { EXPORT_FAILED_MESSAGE, expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
 import type { AuditEventStore } from './audit-event.store';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
+import { rehashAsVersion1 } from './tamper.testing';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
 
@@ -149,6 +150,66 @@ describe('audit export (real Postgres, application role)', () => {
     expect(report).toMatchObject({ ok: false, problem: expect.stringContaining('(seq 1') });
     expect(report).toMatchObject({ problem: expect.stringContaining('hash_mismatch') });
     expect((await cli('verify', '--export', outPath, '--manifest', manifestPath)).code).toBe(1);
+  });
+
+  it.each(['csv', 'jsonl'] as const)('exports a chain begun before hash version 2 to %s: each row verified with its own version, the stored time covered from 2 on', async (format) => {
+    const tenant = await createTestTenant(system);
+    await store.insert([sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id)]);
+    await rehashAsVersion1(ctx.adminDatabaseUrl, tenant.id);
+    await store.insert([sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id)]);
+    const outPath = path.join(dir, `${tenant.slug}-versions.${format}`);
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format, filters: {}, outPath });
+    expect(manifest).toMatchObject({ manifestVersion: 2, hashVersion: 2, rowCount: 4 });
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 4 });
+    const text = readFileSync(outPath, 'utf8');
+    if (format === 'csv') expect(text.split('\r\n')[0]).toContain(',trace_id,recorded_at,hash_version,prev_hash,hash');
+    else expect(text.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as StoredChainLink).hashVersion)).toEqual([1, 1, 2, 2]);
+
+    /** Moves the stored time of the row at `seq` by an hour in the file, its digest in the manifest made to match. */
+    const moveRecordedAt = (seq: number) => {
+      const stored = readFileSync(outPath, 'utf8');
+      const lines = stored.split(format === 'csv' ? '\r\n' : '\n');
+      const line = lines[format === 'csv' ? seq : seq - 1] ?? '';
+      // The second time in the row (the first is occurred_at, which may read the same).
+      const [occurredAt = '', recordedAt = ''] = line.match(/\d{4}-\d\d-\d\dT[\d:.]+Z/g) ?? [];
+      const at = line.indexOf(recordedAt, line.indexOf(occurredAt) + occurredAt.length);
+      const moved = new Date(Date.parse(recordedAt) + 3_600_000).toISOString();
+      lines[format === 'csv' ? seq : seq - 1] = `${line.slice(0, at)}${moved}${line.slice(at + recordedAt.length)}`;
+      const edited = lines.join(format === 'csv' ? '\r\n' : '\n');
+      writeFileSync(outPath, edited);
+      writeFileSync(manifestPath, JSON.stringify({ ...manifest, sha256: createHash('sha256').update(edited).digest('hex') }));
+      return stored;
+    };
+    // A version-2 row's stored time is covered; a version-1 row's is not (the limit the version removed).
+    const original = moveRecordedAt(3);
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: expect.stringContaining('(seq 3, id') });
+    writeFileSync(outPath, original);
+    moveRecordedAt(1);
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 4 });
+  });
+
+  it.each(['csv', 'jsonl'] as const)('still verifies a %s export written before hash version 2 (manifest version 1)', async (format) => {
+    const tenant = await createTestTenant(system);
+    await store.insert([sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id)]);
+    await rehashAsVersion1(ctx.adminDatabaseUrl, tenant.id);
+    const outPath = path.join(dir, `${tenant.slug}-v1.${format}`);
+    const { manifest, manifestPath } = await exportAuditEvents(app, tenant.id, { format, filters: {}, outPath });
+    /** The file as the export wrote it before version 2: no stored time, no hash version. */
+    const asVersion1 = (text: string) =>
+      format === 'csv'
+        ? text.replace(/,(recorded_at|[\d-]+T[\d:.]+Z),(hash_version|1),/g, ',')
+        : text.replace(/,"recordedAt":"[^"]+","hashVersion":1/g, '');
+    const old = asVersion1(readFileSync(outPath, 'utf8'));
+    expect(old).not.toMatch(/recorded_at|recordedAt|hash_version|hashVersion/);
+    writeFileSync(outPath, old);
+    const v1 = { ...manifest, manifestVersion: 1, hashVersion: 1, sha256: createHash('sha256').update(old).digest('hex') };
+    writeFileSync(manifestPath, JSON.stringify(v1));
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: true, rows: 3 });
+    // A version-1 file cannot hold version-2 rows, nor a version-2 manifest name a version it does not know.
+    writeFileSync(manifestPath, JSON.stringify({ ...v1, hashVersion: 2 }));
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: 'unsupported manifest (version 1, hash 2)' });
+    writeFileSync(manifestPath, JSON.stringify({ ...v1, manifestVersion: 2, hashVersion: 3 }));
+    expect(await verifyExportFile(outPath, manifestPath)).toMatchObject({ ok: false, problem: 'unsupported manifest (version 2, hash 3)' });
   });
 
   it('refuses a file that is not byte for byte how the export writes its rows, though every row hash holds', async () => {

@@ -1,6 +1,8 @@
 import {
   AUDIT_HASH_VERSION,
+  AUDIT_HASH_VERSIONS,
   computeAuditHash,
+  type AuditHashVersion,
   verifyAnchorSignature,
   type AuditAnchor,
   type StoredChainLink,
@@ -34,10 +36,15 @@ export const auditExportFilters = z
 export type AuditExportFilters = z.infer<typeof auditExportFilters>;
 export type AuditExportFormat = 'csv' | 'jsonl';
 
-export const EXPORT_MANIFEST_VERSION = 1;
+/**
+ * 2: rows carry `recorded_at` and `hash_version` (each row hashed with its own version, the manifest's `hashVersion`
+ * the newest a row may have). 1: neither, every row hashed with version 1. `verifyExportFile` reads both.
+ */
+export const EXPORT_MANIFEST_VERSION = 2;
+type ExportManifestVersion = 1 | 2;
 
 export interface AuditExportManifest {
-  readonly manifestVersion: typeof EXPORT_MANIFEST_VERSION;
+  readonly manifestVersion: ExportManifestVersion;
   readonly hashVersion: number;
   readonly tenantId: string;
   readonly format: AuditExportFormat;
@@ -66,8 +73,8 @@ export interface AuditExportManifest {
   readonly anchor?: AuditAnchor | null;
 }
 
-/** CSV header: one column per chained field, plus the stored time and the links. */
-export const CSV_COLUMNS = [
+/** CSV header of manifest version 1: one column per chained field of hash version 1, and the links. */
+const CSV_COLUMNS_V1 = [
   'id',
   'tenant_id',
   'seq',
@@ -95,9 +102,15 @@ export const CSV_COLUMNS = [
   'hash',
 ] as const;
 
+/** CSV header: one column per chained field, the stored time and the row's hash version, and the links. */
+export const CSV_COLUMNS = [...CSV_COLUMNS_V1.slice(0, -2), 'recorded_at', 'hash_version', 'prev_hash', 'hash'] as const;
+type CsvColumn = (typeof CSV_COLUMNS)[number];
+const csvColumns = (version: ExportManifestVersion): readonly CsvColumn[] => (version === 1 ? CSV_COLUMNS_V1 : CSV_COLUMNS);
+
 const str = (n: number | null) => (n === null ? null : String(n));
 
-function csvCells(link: StoredChainLink): (string | null)[] {
+function csvCells(link: StoredChainLink, version: ExportManifestVersion = EXPORT_MANIFEST_VERSION): (string | null)[] {
+  const stored = version === 1 ? [] : [link.recordedAt ?? null, String(link.hashVersion ?? 1)];
   return [
     link.id,
     link.tenantId,
@@ -122,17 +135,24 @@ function csvCells(link: StoredChainLink): (string | null)[] {
     link.outcome,
     link.errorCode,
     link.traceId,
+    ...stored,
     link.prevHash,
     link.hash,
   ];
 }
 
-function linkFromCells(cells: readonly (string | null)[]): StoredChainLink {
-  const get = (name: (typeof CSV_COLUMNS)[number]) => cells[CSV_COLUMNS.indexOf(name)] ?? null;
-  const num = (name: (typeof CSV_COLUMNS)[number]) => {
+function linkFromCells(cells: readonly (string | null)[], version: ExportManifestVersion): StoredChainLink {
+  const columns = csvColumns(version);
+  const get = (name: CsvColumn) => {
+    const at = columns.indexOf(name);
+    return at < 0 ? null : (cells[at] ?? null);
+  };
+  const num = (name: CsvColumn) => {
     const v = get(name);
     return v === null ? null : Number(v);
   };
+  // A version-1 file's rows are all of hash version 1, with no stored time (absent, as the hash then leaves it out).
+  const stored = version === 1 ? {} : { recordedAt: get('recorded_at'), hashVersion: num('hash_version') as AuditHashVersion };
   const args = get('arguments');
   return {
     id: get('id') ?? '',
@@ -158,6 +178,7 @@ function linkFromCells(cells: readonly (string | null)[]): StoredChainLink {
     outcome: get('outcome') ?? '',
     errorCode: get('error_code'),
     traceId: get('trace_id'),
+    ...stored,
     prevHash: get('prev_hash'),
     hash: get('hash') ?? '',
   };
@@ -443,7 +464,10 @@ export async function verifyExportFile(
     return { ok: false, problem: `manifest unreadable: ${(error as Error).message}` };
   }
   const versions = parsed as Partial<AuditExportManifest> | null;
-  if (versions?.manifestVersion !== EXPORT_MANIFEST_VERSION || versions.hashVersion !== AUDIT_HASH_VERSION) {
+  const known =
+    (versions?.manifestVersion === 1 && versions.hashVersion === 1) ||
+    (versions?.manifestVersion === 2 && AUDIT_HASH_VERSIONS.includes(versions.hashVersion as AuditHashVersion));
+  if (!known) {
     return {
       ok: false,
       problem: `unsupported manifest (version ${String(versions?.manifestVersion)}, hash ${String(versions?.hashVersion)})`,
@@ -456,6 +480,7 @@ export async function verifyExportFile(
     return { ok: false, problem: `manifest malformed: ${issue ? `${issue.path.join('.') || '(top)'}: ${issue.message}` : 'invalid'}` };
   }
   const manifest = parsed as AuditExportManifest;
+  const version = manifest.manifestVersion;
 
   const digest = createHash('sha256');
   // The file as the export would write the rows it holds: it must be byte for byte the file. The hashes cover the
@@ -481,6 +506,9 @@ export async function verifyExportFile(
     if (link.seq === anchorSeq) anchorRow = link;
     if (link.tenantId !== manifest.tenantId)
       problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
+    else if ((link.hashVersion ?? 1) > manifest.hashVersion || !AUDIT_HASH_VERSIONS.includes(link.hashVersion ?? 1)) {
+      problem = `row ${rows} (seq ${link.seq}): hash version ${String(link.hashVersion)} is not one this export can hold`;
+    }
     else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
       problem = `row ${rows} (seq ${link.seq}, id ${link.id}): hash_mismatch`;
     } else if (prev && BigInt(link.seq) <= BigInt(prev.seq))
@@ -500,14 +528,14 @@ export async function verifyExportFile(
     for (const cells of parsed) {
       if (header) {
         header = false;
-        if (cells.join(',') !== CSV_COLUMNS.join(',')) problem ??= 'unexpected CSV header';
-        canonical.update(encodeRow([...CSV_COLUMNS]), 'utf8');
+        if (cells.join(',') !== csvColumns(version).join(',')) problem ??= 'unexpected CSV header';
+        canonical.update(encodeRow([...csvColumns(version)]), 'utf8');
         continue;
       }
       try {
-        const link = linkFromCells(cells);
+        const link = linkFromCells(cells, version);
         check(link);
-        canonical.update(encodeRow(csvCells(link)), 'utf8');
+        canonical.update(encodeRow(csvCells(link, version)), 'utf8');
       } catch {
         problem ??= `row ${rows + 1}: unparseable`;
       }
@@ -521,7 +549,7 @@ export async function verifyExportFile(
       try {
         const link = JSON.parse(line) as StoredChainLink;
         check(link);
-        canonical.update(`${JSON.stringify(inWrittenOrder(link))}\n`, 'utf8');
+        canonical.update(`${JSON.stringify(inWrittenOrder(link, version))}\n`, 'utf8');
       } catch {
         problem ??= `row ${rows + 1}: unparseable`;
       }
@@ -627,8 +655,9 @@ function checkAnchor(
   };
 }
 
-/** A row's fields in the order the export writes them (`linkFromRow`'s), and only those. */
-function inWrittenOrder(link: StoredChainLink): StoredChainLink {
+/** A row's fields in the order the export writes them (`linkFromRow`'s), and only those of the file's version. */
+function inWrittenOrder(link: StoredChainLink, version: ExportManifestVersion): StoredChainLink {
+  const stored = version === 1 ? {} : { recordedAt: link.recordedAt, hashVersion: link.hashVersion };
   return {
     id: link.id,
     tenantId: link.tenantId,
@@ -653,6 +682,7 @@ function inWrittenOrder(link: StoredChainLink): StoredChainLink {
     outcome: link.outcome,
     errorCode: link.errorCode,
     traceId: link.traceId,
+    ...stored,
     prevHash: link.prevHash,
     hash: link.hash,
   };

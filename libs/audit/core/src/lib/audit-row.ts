@@ -1,15 +1,17 @@
-import type { ChainedAuditFields, StoredChainLink } from '@portcullis/audit/chain';
+import { AUDIT_HASH_VERSION, type AuditHashVersion, type ChainedAuditFields, type StoredChainLink } from '@portcullis/audit/chain';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { storableJson, storableText } from '@portcullis/shared/util-redact';
 
 const storable = (text: string | null): string | null => (text === null ? null : storableText(text));
 
 /**
- * The fields the chain hashes, as they will be stored (timestamps at millisecond precision, UTC). Free text is made
- * storable here whatever the producer did (lone surrogates and NUL become U+FFFD): Postgres refuses NUL, and a lone
- * surrogate would be stored as U+FFFD while the hash was taken over the original, failing verification later.
+ * The fields the chain hashes, as they will be stored (timestamps at millisecond precision, UTC), hashed with the
+ * current version: `recordedAt` is the store's time of insert, which it reads from the database in the same
+ * transaction. Free text is made storable here whatever the producer did (lone surrogates and NUL become U+FFFD):
+ * Postgres refuses NUL, and a lone surrogate would be stored as U+FFFD while the hash was taken over the original,
+ * failing verification later.
  */
-export function chainedFields(event: AuditEventV1, seq: bigint): ChainedAuditFields {
+export function chainedFields(event: AuditEventV1, seq: bigint, recordedAt: Date): ChainedAuditFields {
   return {
     id: event.eventId,
     tenantId: event.tenantId,
@@ -34,6 +36,8 @@ export function chainedFields(event: AuditEventV1, seq: bigint): ChainedAuditFie
     outcome: event.outcome,
     errorCode: storable(event.errorCode),
     traceId: storable(event.traceId),
+    recordedAt: recordedAt.toISOString(),
+    hashVersion: AUDIT_HASH_VERSION,
   };
 }
 
@@ -63,6 +67,8 @@ export interface AuditEventRow {
   outcome: string;
   error_code: string | null;
   trace_id: string | null;
+  /** Absent in rows selected without it; such rows are read as version 1. */
+  hash_version?: number;
   prev_hash: string | null;
   hash: string;
 }
@@ -70,7 +76,7 @@ export interface AuditEventRow {
 /** The column list matching AuditEventRow, for SELECTs. */
 export const AUDIT_EVENT_COLUMNS = `id, tenant_id, seq, occurred_at, recorded_at, kind, method, actor_user_id, agent_client_id,
   api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id,
-  latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash`;
+  latency_ms, arguments, outcome, error_code, trace_id, hash_version, prev_hash, hash`;
 
 export function linkFromRow(row: AuditEventRow): StoredChainLink {
   return {
@@ -97,6 +103,8 @@ export function linkFromRow(row: AuditEventRow): StoredChainLink {
     outcome: row.outcome,
     errorCode: row.error_code,
     traceId: row.trace_id,
+    recordedAt: row.recorded_at?.toISOString() ?? null,
+    hashVersion: (row.hash_version ?? 1) as AuditHashVersion,
     prevHash: row.prev_hash,
     hash: row.hash,
   };

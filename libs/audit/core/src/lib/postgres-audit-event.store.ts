@@ -1,4 +1,4 @@
-import { computeAuditHash } from '@portcullis/audit/chain';
+import { AUDIT_HASH_VERSION, computeAuditHash } from '@portcullis/audit/chain';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
 import { tenantId } from '@portcullis/shared/util-ids';
@@ -116,11 +116,13 @@ export class PostgresAuditEventStore implements AuditEventStore {
     events: readonly AuditEventV1[],
     lookUpStored: boolean,
   ): Promise<AuditInsertResult> {
-    const heads = await tx.$queryRaw<{ last_seq: bigint; last_hash: string | null }[]>`
+    // The batch's recorded_at is the database's clock (the transaction's start, as the column's default was), to the
+    // millisecond: the hash covers it as written.
+    const heads = await tx.$queryRaw<{ last_seq: bigint; last_hash: string | null; recorded_at: Date }[]>`
       INSERT INTO audit_chain_heads (tenant_id, last_seq, updated_at)
       VALUES (${tenant}::uuid, 0, now())
       ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id
-      RETURNING last_seq, last_hash`;
+      RETURNING last_seq, last_hash, date_trunc('milliseconds', now()) AS recorded_at`;
     const head = heads[0];
     if (!head) throw new Error('audit chain head missing after upsert');
 
@@ -137,12 +139,13 @@ export class PostgresAuditEventStore implements AuditEventStore {
     const duplicates = events.length - fresh.length;
     if (fresh.length === 0) return { inserted: 0, duplicates };
 
-    // Column arrays, one parameter each, expanded by unnest(): a batch of any size is one statement with 24
-    // parameters (cheap to bind, unlike thousands of scalar parameters).
+    // Column arrays, one parameter each, expanded by unnest(): a batch of any size is one statement with a parameter
+    // per column (cheap to bind, unlike thousands of scalar parameters).
     const cols = {
       id: [] as string[],
       seq: [] as string[],
       occurredAt: [] as string[],
+      recordedAt: [] as string[],
       kind: [] as string[],
       method: [] as string[],
       actorUserId: [] as (string | null)[],
@@ -171,7 +174,7 @@ export class PostgresAuditEventStore implements AuditEventStore {
     let keysUsed: Map<string, string> | undefined;
     for (const event of fresh) {
       seq += 1n;
-      const f = chainedFields(event, seq);
+      const f = chainedFields(event, seq, head.recorded_at);
       if (f.apiKeyId !== null && f.kind === 'mcp') {
         // ISO texts of years 0001-9999 in UTC (`chainedFields`): their order is the instants'.
         keysUsed ??= new Map();
@@ -182,6 +185,7 @@ export class PostgresAuditEventStore implements AuditEventStore {
       cols.id.push(f.id);
       cols.seq.push(f.seq);
       cols.occurredAt.push(f.occurredAt);
+      cols.recordedAt.push(f.recordedAt as string);
       cols.kind.push(f.kind);
       cols.method.push(f.method);
       cols.actorUserId.push(f.actorUserId);
@@ -208,21 +212,22 @@ export class PostgresAuditEventStore implements AuditEventStore {
     // One statement: insert the rows (skipping ids stored meanwhile) and move the head, under the head's lock.
     const written = await tx.$queryRaw<{ inserted: number }[]>`
       WITH inserted AS (
-      INSERT INTO audit_events (id, tenant_id, seq, occurred_at, kind, method, actor_user_id, agent_client_id,
+      INSERT INTO audit_events (id, tenant_id, seq, occurred_at, recorded_at, kind, method, actor_user_id,
+        agent_client_id, api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason,
+        snapshot_version, approval_id, latency_ms, arguments, outcome, error_code, trace_id, hash_version, prev_hash, hash)
+      SELECT id, ${tenant}::uuid, seq, occurred_at, recorded_at, kind, method, actor_user_id, agent_client_id,
         api_key_id, mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version,
-        approval_id, latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash)
-      SELECT id, ${tenant}::uuid, seq, occurred_at, kind, method, actor_user_id, agent_client_id, api_key_id,
-        mcp_session_id, upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id,
-        latency_ms, arguments, outcome, error_code, trace_id, prev_hash, hash
+        approval_id, latency_ms, arguments, outcome, error_code, trace_id, ${AUDIT_HASH_VERSION}::smallint, prev_hash, hash
       FROM unnest(
-        ${cols.id}::uuid[], ${cols.seq}::bigint[], ${cols.occurredAt}::timestamptz[], ${cols.kind}::audit_event_kind[],
+        ${cols.id}::uuid[], ${cols.seq}::bigint[], ${cols.occurredAt}::timestamptz[], ${cols.recordedAt}::timestamptz[],
+        ${cols.kind}::audit_event_kind[],
         ${cols.method}::text[], ${cols.actorUserId}::uuid[], ${cols.agentClientId}::uuid[], ${cols.apiKeyId}::uuid[],
         ${cols.mcpSessionId}::text[], ${cols.upstreamId}::uuid[], ${cols.tool}::text[], ${cols.targetType}::text[],
         ${cols.targetId}::text[], ${cols.decision}::audit_decision[], ${cols.reason}::text[],
         ${cols.snapshotVersion}::int[], ${cols.approvalId}::uuid[], ${cols.latencyMs}::int[], ${cols.arguments}::jsonb[],
         ${cols.outcome}::text[], ${cols.errorCode}::text[], ${cols.traceId}::text[], ${cols.prevHash}::text[],
         ${cols.hash}::text[]
-      ) AS t(id, seq, occurred_at, kind, method, actor_user_id, agent_client_id, api_key_id, mcp_session_id,
+      ) AS t(id, seq, occurred_at, recorded_at, kind, method, actor_user_id, agent_client_id, api_key_id, mcp_session_id,
         upstream_id, tool, target_type, target_id, decision, reason, snapshot_version, approval_id, latency_ms,
         arguments, outcome, error_code, trace_id, prev_hash, hash)
       ON CONFLICT (id) DO NOTHING

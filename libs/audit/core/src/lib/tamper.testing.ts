@@ -41,3 +41,18 @@ export async function rewriteChainFrom(adminUrl: string, tenantId: string, seq: 
     await client.query('UPDATE audit_chain_heads SET last_hash = $1 WHERE tenant_id = $2', [prevHash, tenantId]);
   });
 }
+
+/** For specs: rehashes the tenant's whole chain as hash version 1, which is how events stored before version 2 are. */
+export async function rehashAsVersion1(adminUrl: string, tenantId: string): Promise<void> {
+  await asDatabaseOwner(adminUrl, async (client) => {
+    const { rows } = await client.query<AuditEventRow>(`SELECT ${AUDIT_EVENT_COLUMNS} FROM audit_events WHERE tenant_id = $1 ORDER BY seq`, [tenantId]);
+    let prevHash: string | null = null;
+    for (const row of rows) {
+      const { prevHash: _prev, hash: _hash, ...fields } = linkFromRow(row);
+      const hash = computeAuditHash({ ...fields, hashVersion: 1 }, prevHash);
+      await client.query('UPDATE audit_events SET hash_version = 1, prev_hash = $1, hash = $2 WHERE id = $3', [prevHash, hash, row.id]);
+      prevHash = hash;
+    }
+    await client.query('UPDATE audit_chain_heads SET last_hash = $1 WHERE tenant_id = $2', [prevHash, tenantId]);
+  });
+}

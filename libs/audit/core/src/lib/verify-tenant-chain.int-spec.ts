@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
 import { runRetention } from './audit-tasks';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
+import { rehashAsVersion1 } from './tamper.testing';
 import { sampleAuditEvent } from './testing';
 import { verifyTenantChain } from './verify-tenant-chain';
 
@@ -116,6 +117,35 @@ describe('audit:verify (real Postgres)', () => {
     await expect(
       system.$executeRawUnsafe(`UPDATE audit_events SET outcome = 'error' WHERE id = $1::uuid`, ids[1]),
     ).rejects.toThrow();
+  });
+
+  it('covers the stored time from hash version 2 on: moved or relabelled, the row breaks; version 1 rows still verify', async () => {
+    const { tenant, ids } = await tenantWithEvents(3);
+    const stored = await system.auditEvent.findMany({ where: { tenantId: tenant.id }, orderBy: { seq: 'asc' } });
+    expect(stored.map((row) => row.hashVersion)).toEqual([2, 2, 2]);
+    // The store's clock to the millisecond, as hashed.
+    const micros = await system.$queryRawUnsafe<{ n: number }[]>(
+      `SELECT count(*)::int AS n FROM audit_events WHERE tenant_id = $1::uuid AND date_trunc('milliseconds', recorded_at) <> recorded_at`,
+      tenant.id,
+    );
+    expect(micros[0]?.n).toBe(0);
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 3 });
+
+    await tamper(`UPDATE audit_events SET recorded_at = recorded_at - interval '1 hour' WHERE id = $1`, [ids[1]]);
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: false, checked: 1, brokenAt: { seq: '2', problem: 'hash_mismatch' } });
+    await tamper(`UPDATE audit_events SET recorded_at = recorded_at + interval '1 hour', hash_version = 1 WHERE id = $1`, [ids[1]]);
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: false, checked: 1, brokenAt: { seq: '2', problem: 'hash_mismatch' } });
+    await tamper(`UPDATE audit_events SET hash_version = 2 WHERE id = $1`, [ids[1]]);
+    expect(await verifyTenantChain(system, tenant.id)).toMatchObject({ ok: true, checked: 3 });
+
+    // A chain begun before version 2 (its rows rehashed as version 1, as they were stored then) goes on with version
+    // 2 rows and verifies as one chain.
+    const legacy = await tenantWithEvents(2);
+    await rehashAsVersion1(ctx.adminDatabaseUrl, legacy.tenant.id);
+    await store.insert([sampleAuditEvent(legacy.tenant.id), sampleAuditEvent(legacy.tenant.id)]);
+    const versions = await system.auditEvent.findMany({ where: { tenantId: legacy.tenant.id }, orderBy: { seq: 'asc' }, select: { hashVersion: true } });
+    expect(versions.map((row) => row.hashVersion)).toEqual([1, 1, 2, 2]);
+    expect(await verifyTenantChain(system, legacy.tenant.id)).toMatchObject({ ok: true, checked: 4 });
   });
 
   it('detects a row deleted from the middle, and rows deleted from the end', async () => {

@@ -85,6 +85,8 @@ export const auditEventResponse = z.object({
   outcome: z.string(),
   errorCode: z.string().nullable(),
   traceId: z.string().nullable(),
+  /** 1: `hash` leaves `recordedAt` out (events stored before version 2); 2: it covers it (docs/audit.md §3). */
+  hashVersion: z.number().int(),
   prevHash: z.string().nullable(),
   hash: z.string(),
 });

@@ -3,8 +3,8 @@ import type { AuditEventResponse, AuditExportResponse } from '@portcullis/contra
 import type { AuditEventQueryRow } from './audit-events.query';
 
 export function toAuditEventResponse(row: AuditEventQueryRow): AuditEventResponse {
-  // The chain link carries every stored field; the API adds when the worker recorded it.
-  return { ...linkFromRow(row), recordedAt: row.recorded_at.toISOString() };
+  // The chain link carries every stored field, the time the store recorded it and the hash version among them.
+  return { ...linkFromRow(row), recordedAt: row.recorded_at.toISOString(), hashVersion: row.hash_version ?? 1 };
 }
 
 /** An audit export as the repository reads it: the file path stays server-side. */
