@@ -1,5 +1,6 @@
 import { Environment, type ASTNode } from '@marcbachmann/cel-js';
 import { cidrContains, parseCidr, parseIp, type Cidr } from './cidr';
+import { budgeted, runWithinBudget } from './condition-budget';
 
 /**
  * CEL conditions. Two environments over the same variables and functions:
@@ -135,12 +136,15 @@ const checkingEnvironment = withFunctions(
     .registerVariable({ name: 'request', schema: { time: 'google.protobuf.Timestamp', ip: 'string' } }),
 );
 
-const runtimeEnvironment = withFunctions(
-  new Environment({ limits: LIMITS })
-    .registerVariable('args', 'map<string, dyn>')
-    .registerVariable('principal', 'map<string, dyn>')
-    .registerVariable('target', 'map<string, dyn>')
-    .registerVariable('request', 'map<string, dyn>'),
+/** What conditions run with: every node it evaluates is charged to the decision's time budget (condition-budget.ts). */
+const runtimeEnvironment = budgeted(
+  withFunctions(
+    new Environment({ limits: LIMITS })
+      .registerVariable('args', 'map<string, dyn>')
+      .registerVariable('principal', 'map<string, dyn>')
+      .registerVariable('target', 'map<string, dyn>')
+      .registerVariable('request', 'map<string, dyn>'),
+  ),
 );
 
 // ----- compile ----------------------------------------------------------------------------------------------
@@ -523,7 +527,7 @@ export function compileCondition(source: string): ConditionCompileResult {
       return { ok: false, message: `condition must be a bool expression, not ${result.type ?? 'unknown'}` };
     }
     const program = runtimeEnvironment.parse(source);
-    const run = (context: ConditionContext): unknown => program(context as unknown as Record<string, unknown>);
+    const run = (context: ConditionContext): unknown => runWithinBudget(program, context as unknown as Record<string, unknown>);
     const { growth, problem: growthProblem } = conditionGrowth(checked.ast);
     if (growthProblem !== null) return { ok: false, message: growthProblem };
     // What it does with its literals alone it does on every request, however small.

@@ -1,6 +1,7 @@
 import type { PolicyEffect, TargetKind } from '@portcullis/contracts/policy-ir';
 import { redactSecrets } from '@portcullis/shared/util-redact';
 import { workFor, type ConditionContext, type ConditionProgram } from './cel';
+import { withConditionBudget } from './condition-budget';
 import { canonicalResourceUri } from './resource-uri';
 import { runtimeOf, type Runtime, type RuleRuntime, type TargetEntry } from './runtime';
 import type { ConditionError, Decision, PolicyInput, PolicyPrincipal, PolicySnapshot, PolicyTargetRef } from './types';
@@ -184,7 +185,9 @@ export function evaluate(snapshot: PolicySnapshot, input: PolicyInput): Decision
   let unconditional = true;
   for (const rule of candidates) if (rule.condition !== null) unconditional = false;
   for (const rule of limitCandidates) if (rule.condition !== null) unconditional = false;
-  if (!unconditional || target.name.length > MEMO_MAX_NAME_LENGTH) return frozen(decide(snapshot, input, who, candidates, limitCandidates));
+  // Conditions share one time budget a decision (condition-budget.ts); the rest fail safe once it is spent.
+  if (!unconditional) return frozen(withConditionBudget(() => decide(snapshot, input, who, candidates, limitCandidates)));
+  if (target.name.length > MEMO_MAX_NAME_LENGTH) return frozen(decide(snapshot, input, who, candidates, limitCandidates));
 
   const memo = memoOf(snapshot);
   const keys = [target.kind, target.upstream, target.name, who.userId, who.agentClientId];
@@ -425,6 +428,18 @@ export function usableTarget(snapshot: PolicySnapshot, principal: PolicyPrincipa
   if (who.userId === null && who.agentClientId === null) return false;
   const candidates: RuleRuntime[] = [];
   collect(runtime.entryFor(target.kind, target.upstream, target.name), who, candidates);
+  if (candidates.every((rule) => rule.condition === null)) return usableAmong(snapshot, candidates, who, target, context);
+  // The conditions of one question share a time budget, as a decision's do.
+  return withConditionBudget(() => usableAmong(snapshot, candidates, who, target, context));
+}
+
+function usableAmong(
+  snapshot: PolicySnapshot,
+  candidates: readonly RuleRuntime[],
+  who: PrincipalView,
+  target: PolicyTargetRef,
+  context: UsageContext,
+): boolean {
   let conditionContext: ConditionContext | null = null;
   const contextFor = (): ConditionContext =>
     (conditionContext ??= {

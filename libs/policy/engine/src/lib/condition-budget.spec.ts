@@ -1,0 +1,143 @@
+import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { describe, expect, it } from 'vitest';
+import { compileCondition, type ConditionContext } from './cel';
+import { compile } from './compile';
+import { CONDITION_TIME_BUDGET_MS, ConditionBudgetExceeded, withConditionBudget } from './condition-budget';
+import { evaluate, usableTarget } from './evaluate';
+import { tenantSource } from './testing.fixtures';
+import type { Decision, PolicySnapshot } from './types';
+
+type Source = ReturnType<typeof tenantSource>;
+
+/** A deny rule with `condition` on tool db/q under a default allow; `directory` may change the tenant's directory. */
+function denyWhen(condition: string, directory: (source: Source) => Source = (source) => source): PolicySnapshot {
+  const rule: PolicyRuleSource = { id: 'r', subjects: [{ type: 'authenticated' }], targets: [{ kind: 'tool', upstream: 'db', name: 'q' }], effect: 'deny', condition };
+  const compiled = compile(directory(tenantSource([rule], 'allow')));
+  if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+  return compiled.snapshot;
+}
+
+function decideTimed(snapshot: PolicySnapshot, args: Record<string, unknown>): { ms: number; decision: Decision } {
+  const started = performance.now();
+  const decision = evaluate(snapshot, { principal: { userId: 'u-carol' }, target: { kind: 'tool', upstream: 'db', name: 'q' }, arguments: args, context: { time: new Date(), ip: null } });
+  return { ms: performance.now() - started, decision };
+}
+
+const joined = (count: number, term: (i: number) => string, separator: string): string => Array.from({ length: count }, (_, i) => term(i)).join(separator);
+
+/** Generous against the 25 ms budget (one builtin under way is not interrupted, and CI machines are loaded). */
+const QUICK_MS = 200;
+
+/**
+ * Conditions the save-time work bound under-counts (found by review): each ran 0.9 to 11 s a decision before the time
+ * budget. Now each fails safe (its deny applies) within the budget and the one builtin then under way.
+ */
+describe('condition time budget: what the save-time bound under-counts fails safe, quickly', () => {
+  const cases: [string, () => { condition: string; args: Record<string, unknown>; directory?: (source: Source) => Source }][] = [
+    // string() of a number makes up to 24 characters, which the bound counts as none: 400 numbers, 9,600 one-character
+    // parts, each step joining them all (1.1 s; 10.8 s for 1,000 numbers).
+    ['text made of numbers', () => ({
+      condition: 'cel.bind(l, args.xs.map(x, string(x)).join("").split(""), l.exists(c, l.join("").contains("!")))',
+      args: { xs: Array.from({ length: 400 }, (_, i) => -1.234567890123456e-300 - i * 1e-316) },
+    })],
+    // A time zone the request names builds a date formatter each time (an unknown one is never cached): 1.8 s.
+    ['time zones the request names', () => ({
+      condition: `args.xs.exists(x, ${joined(60, (i) => `request.time.hourIn(x) == ${i + 30}`, ' || ')})`,
+      args: { xs: Array.from({ length: 700 }, () => 'z') },
+    })],
+    // Each failing operation builds an error with its stack, which || and exists pass over: 1.3 s.
+    ['operations that fail', () => ({
+      condition: `args.xs.exists(x, ${joined(90, (i) => `x.a${i} == 1`, ' || ')})`,
+      args: { xs: Array.from({ length: 1_000 }, () => ({})) },
+    })],
+    // upperAscii of "ΐ" makes three characters of one at ~29 ns each, and size() walks code points: 4 s.
+    ['upperAscii and size() of long text', () => ({
+      condition: `[${joined(50, () => 'size(args.s.upperAscii())', ', ')}] == []`,
+      args: { s: 'ΐ'.repeat(1_900_000) },
+    })],
+    ['size() of long text, many times', () => ({
+      condition: `[${joined(90, () => 'size(args.s)', ', ')}] == []`,
+      args: { s: 'a'.repeat(2_000_000) },
+    })],
+    // The principal's groups are not in the bound's measure: a member of 10,000 groups, each compared with all (0.9 s).
+    ["the principal's groups", () => ({
+      condition: 'principal.groups.exists(g, g + "!" in principal.groups)',
+      args: {},
+      directory: (source) => ({ ...source, directory: { ...source.directory, groups: Array.from({ length: 10_000 }, (_, i) => ({ name: `g${'x'.repeat(150)}${i}`, members: ['u-carol'] })) } }),
+    })],
+  ];
+
+  it.each(cases)('%s', (_name, make) => {
+    const { condition, args, directory } = make();
+    const snapshot = denyWhen(condition, directory);
+    const { ms, decision } = decideTimed(snapshot, args);
+    expect(ms, `${Math.round(ms)} ms`).toBeLessThan(QUICK_MS);
+    expect(decision.effect).toBe('deny');
+    expect(decision.conditionErrors).toEqual([
+      expect.objectContaining({ ruleId: 'r', countedAsMatched: true, message: expect.stringMatching(/time budget|too large/) }),
+    ]);
+  }, 60_000);
+
+  it('bounds the conditions a listing asks about (usableTarget) too', () => {
+    const snapshot = denyWhen('principal.groups.exists(g, g + "!" in principal.groups)', (source) => ({
+      ...source,
+      directory: { ...source.directory, groups: Array.from({ length: 10_000 }, (_, i) => ({ name: `g${'x'.repeat(150)}${i}`, members: ['u-carol'] })) },
+    }));
+    const started = performance.now();
+    // The deny fails safe: the tool is not usable.
+    expect(usableTarget(snapshot, { userId: 'u-carol' }, { kind: 'tool', upstream: 'db', name: 'q' }, { time: new Date(), ip: null })).toBe(false);
+    expect(performance.now() - started).toBeLessThan(QUICK_MS);
+  }, 60_000);
+});
+
+describe('condition time budget: the mechanism', () => {
+  const context = (args: Record<string, unknown>): ConditionContext => ({
+    args,
+    principal: { userId: 'u', agentClientId: '', role: 'member', groups: [] },
+    target: { kind: 'tool', upstream: 'db', name: 'q' },
+    request: { time: new Date(), ip: '' },
+  });
+  const program = (source: string) => {
+    const compiled = compileCondition(source);
+    if (!compiled.ok) throw new Error(compiled.message);
+    return compiled.program;
+  };
+
+  it('fails a condition once its budget is spent, even one whose || or exists would have passed over the failure', () => {
+    const passesOver = program('args.xs.exists(x, x == "needle") || true');
+    const input = context({ xs: ['a', 'needle'] });
+    expect(passesOver(input)).toBe(true);
+    expect(() => withConditionBudget(() => passesOver(input), 0)).toThrow(ConditionBudgetExceeded);
+    expect(() => withConditionBudget(() => passesOver(input), 0)).toThrow(`time budget (${CONDITION_TIME_BUDGET_MS} ms a decision)`);
+    // Every condition after it in the same decision fails at once; the next decision has a budget of its own.
+    const cheap = program('args.xs.size() == 2');
+    expect(() => withConditionBudget(() => [passesOver(input), cheap(input)], 0)).toThrow(ConditionBudgetExceeded);
+    expect(withConditionBudget(() => cheap(input))).toBe(true);
+  });
+
+  it('lets a condition within its budget answer as it would without one, and nests', () => {
+    const inList = program('args.xs.exists(x, x == "needle")');
+    const input = context({ xs: Array.from({ length: 1_000 }, (_, i) => `item-${i}`).concat('needle') });
+    expect(withConditionBudget(() => inList(input))).toBe(true);
+    expect(withConditionBudget(() => inList(context({ xs: ['a'] })))).toBe(false);
+    // An inner budget spent leaves the outer one as it was.
+    expect(withConditionBudget(() => {
+      expect(() => withConditionBudget(() => inList(input), 0)).toThrow(ConditionBudgetExceeded);
+      return inList(input);
+    })).toBe(true);
+  });
+
+  it('stops a comprehension over a long list within the budget, not at its end', () => {
+    // Each step fails once the budget is spent; what is left of the list costs a thrown error an element.
+    const slow = program('args.xs.exists(x, args.s.contains(x + "!") || args.s.contains(x + "?"))');
+    const input = context({ xs: Array.from({ length: 2_000 }, (_, i) => `x${i}`), s: 'a'.repeat(200_000) });
+    const unbounded = performance.now();
+    expect(slow(input)).toBe(false);
+    const unboundedMs = performance.now() - unbounded;
+    const started = performance.now();
+    expect(() => withConditionBudget(() => slow(input), 5)).toThrow(ConditionBudgetExceeded);
+    const boundedMs = performance.now() - started;
+    // Unbounded it reads 400 MB of text (hundreds of ms); within 5 ms of budget it stops after a few steps.
+    expect(boundedMs).toBeLessThan(Math.max(50, unboundedMs / 4));
+  });
+});
