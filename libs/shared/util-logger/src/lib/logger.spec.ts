@@ -35,4 +35,22 @@ describe('createLogger', () => {
     }
     expect(text).toContain('[redacted]');
   });
+
+  it("keeps a failed Redis command's name but not its arguments, and redacts credentials in an error's text", () => {
+    const { lines, stream } = capture();
+    const logger = createLogger({ service: 's', level: 'info', destination: stream });
+    // As ioredis rejects queued commands when Redis refuses the login: the HELLO command, password and all.
+    const refused = Object.assign(new Error('WRONGPASS invalid username-password pair or user is disabled.'), {
+      command: { name: 'hello', args: ['3', 'AUTH', 'portcullis_app', 'redis-pw-7f3a9c1e5b2d'] },
+    });
+    logger.warn({ err: refused, check: 'redis' }, 'readiness check failed');
+    // A cause is folded into the message and stack, where credential-looking text is redacted.
+    logger.warn({ err: new Error('connect failed', { cause: new Error('redis://portcullis_app:url-pw-93c1@10.0.0.5:6379/0 refused') }) }, 'x');
+    const text = lines.join('');
+    expect(text).not.toContain('redis-pw-7f3a9c1e5b2d');
+    expect(text).not.toContain('url-pw-93c1');
+    const [first, second] = lines.map((line) => JSON.parse(line) as { err: { message: string; command?: unknown }; check?: string });
+    expect(first).toMatchObject({ check: 'redis', err: { command: { name: 'hello' }, message: expect.stringContaining('WRONGPASS') } });
+    expect(second?.err.message).toContain('10.0.0.5:6379');
+  });
 });

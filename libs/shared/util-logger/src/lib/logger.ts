@@ -1,3 +1,4 @@
+import { redactSecrets } from '@portcullis/shared/util-redact';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
@@ -33,12 +34,40 @@ export interface CreateLoggerOptions {
   readonly destination?: pino.DestinationStream;
 }
 
+/**
+ * A logged error, as pino's own serializer copies it (message, stack, every enumerable property, causes), with what a
+ * client library attaches to its errors made safe: ioredis puts the failed command on the error, arguments and all,
+ * and when Redis refuses the credentials every queued command fails with the HELLO/AUTH one (`args: [3, 'AUTH', user,
+ * password]`). Commands keep their name only; credential-looking text (a URL's password, a bearer token) and values
+ * under credential-named keys are redacted anywhere in it.
+ */
+export function serializeError(error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  return redactSecrets(withoutCommandArguments(pino.stdSerializers.err(error)));
+}
+
+function withoutCommandArguments(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object' || depth > 8) return value;
+  if (Array.isArray(value)) return value.map((item) => withoutCommandArguments(item, depth + 1));
+  const copy: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) {
+    if (key === 'command' && item !== null && typeof item === 'object') {
+      const name = (item as { name?: unknown }).name;
+      copy[key] = typeof name === 'string' ? { name } : '[redacted]';
+    } else {
+      copy[key] = withoutCommandArguments(item, depth + 1);
+    }
+  }
+  return copy;
+}
+
 export function createLogger(options: CreateLoggerOptions): Logger {
   const config: LoggerOptions = {
     level: options.level,
     base: { service: options.service },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: [...REDACTED_PATHS], censor: '[redacted]' },
+    serializers: { err: serializeError },
     formatters: { level: (label) => ({ level: label }) },
   };
   return options.destination ? pino(config, options.destination) : pino(config);
