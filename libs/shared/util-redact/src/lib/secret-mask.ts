@@ -60,7 +60,15 @@ export class SecretMask {
 
   constructor(values: Iterable<string>) {
     const secrets = new Set<string>();
-    for (const value of values) {
+    const each = function* (): Generator<string> {
+      for (const value of values) {
+        yield value;
+        // A value of several lines (a PEM key) is also masked line by line: what prints it is often read a line at a
+        // time (a log of a server's stderr), where no line holds the whole value.
+        if (/[\r\n]/.test(value)) yield* value.split(/\r?\n|\r/);
+      }
+    };
+    for (const value of each()) {
       if (value.length < MASKED_MIN_LENGTH) continue;
       secrets.add(value);
       const escaped = JSON.stringify(value).slice(1, -1);
@@ -81,7 +89,28 @@ export class SecretMask {
     for (const secret of this.secrets) if (masked.includes(secret)) masked = masked.replaceAll(secret, REDACTED);
     return masked;
   }
+
+  /**
+   * `mask` for a text cut from a longer one: a value running past the cut is not there whole, so its beginning at the
+   * end of the text (MASKED_PREFIX_MIN characters or more) is masked too.
+   */
+  maskCut(text: string): string {
+    let masked = this.mask(text);
+    for (const secret of this.secrets) {
+      const from = Math.max(0, masked.length - secret.length + 1);
+      for (let at = from; at <= masked.length - MASKED_PREFIX_MIN; at += 1) {
+        if (masked.charCodeAt(at) === secret.charCodeAt(0) && secret.startsWith(masked.slice(at))) {
+          masked = `${masked.slice(0, at)}${REDACTED}`;
+          break;
+        }
+      }
+    }
+    return masked;
+  }
 }
+
+/** The fewest characters of a value's beginning `maskCut` masks at the end of a cut text (fewer tell nothing). */
+const MASKED_PREFIX_MIN = 4;
 
 /** Where a header value divides into parts that may each be a credential (`sid=…; token=…`, `Token token=…, a=…`). */
 const VALUE_PARTS = /[\s;,]+/;

@@ -111,4 +111,45 @@ describe('StderrLog', () => {
     log.push(`${secret.slice(4)} and more\n`);
     expect(lines).toEqual([`${'x'.repeat(15)}[reda…`]);
   });
+
+  it('masks every line of a configured value of several lines (a PEM key), printed alone or in an environment dump', () => {
+    const body = [
+      'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj',
+      'MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu',
+      'NMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ',
+    ];
+    const pem = ['-----BEGIN PRIVATE KEY-----', ...body, '-----END PRIVATE KEY-----'].join('\n');
+    for (const stderr of [`PORT=8080\nAPP_PRIVATE_KEY=${pem}\n`, `${pem}\r\n`]) {
+      const { lines, log } = recorded([pem, '8080']);
+      log.push(stderr);
+      log.flush();
+      const text = lines.join('\n');
+      for (const line of body) expect(text).not.toContain(line.slice(0, 12));
+      expect(lines.filter((line) => line === '[redacted]').length).toBeGreaterThanOrEqual(body.length);
+    }
+    // What is not the key stays readable.
+    const { lines, log } = recorded([pem]);
+    log.push(`PORT=8080\nAPP_PRIVATE_KEY=${pem}\nready\n`);
+    expect(lines[0]).toBe('PORT=8080');
+    expect(lines.at(-1)).toBe('ready');
+  });
+
+  it('shows no part of a configured value cut off past what is read, though masking before it shortened the line', () => {
+    // Ten 100-character tokens masked shrink the line by 900 characters, pulling what lay past the read window into
+    // the 500 shown: a 992-character key that began inside the window but ran past it was shown from its start.
+    const token = `A${'a'.repeat(99)}`;
+    const key = `B${'0123456789'.repeat(99)}b`;
+    const whole = recorded([token, key]);
+    whole.log.push(`${`${token} `.repeat(10)}${key}\n`);
+    // The same line arriving in pieces, so that the part kept between them is what is cut.
+    const pieces = recorded([token, key]);
+    const line = `${`${token} `.repeat(10)}${key} and the rest`;
+    for (let at = 0; at < line.length; at += 300) pieces.log.push(line.slice(at, at + 300));
+    pieces.log.push('\n');
+    for (const { lines } of [whole, pieces]) {
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).not.toContain(key.slice(0, 8));
+      expect(lines[0]).toMatch(/^(\[redacted\] ){10}\[redacted\]…$/);
+    }
+  });
 });

@@ -92,7 +92,8 @@ export class StderrLog {
   push(chunk: string): void {
     const text = this.partial + chunk;
     const lines = text.split('\n');
-    this.partial = (lines.pop() ?? '').slice(0, this.readLength);
+    // One character more than is read: enough to tell, when the line ends, that it was cut.
+    this.partial = (lines.pop() ?? '').slice(0, this.readLength + 1);
     for (const line of lines) this.line(line);
   }
 
@@ -116,16 +117,16 @@ export class StderrLog {
       return;
     }
     this.logged += 1;
-    // Masked before it is cut (see MASK_LOOKAHEAD).
-    const masked = this.mask(line.slice(0, this.readLength));
+    // Masked before it is cut (see MASK_LOOKAHEAD); a value running past what is read is masked from where it begins.
+    const masked = this.mask(line.slice(0, this.readLength), line.length > this.readLength);
     const { maxLineLength } = this.options;
     const cut = masked.length > maxLineLength || line.length > this.readLength ? `${masked.slice(0, maxLineLength)}…` : masked;
     this.logger.info({ ...this.fields, stderr: cut }, 'upstream stderr');
   }
 
   /** The configured values, then anything that looks like a credential (a token, a key, a URL's password). */
-  private mask(line: string): string {
-    return redactSecrets(this.secrets.mask(line)) as string;
+  private mask(line: string, cut: boolean): string {
+    return redactSecrets(cut ? this.secrets.maskCut(line) : this.secrets.mask(line)) as string;
   }
 
   private reportSuppressed(): void {
