@@ -21,11 +21,6 @@ export class AuditTasksQueue implements OnApplicationShutdown {
 
   /** Bounded by `enqueueTimeoutMs`; rejects when Redis does not take the job in time. */
   async add(name: string, data: AuditExportJob, opts: { jobId: string }): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('enqueueing the export job timed out')), this.options.enqueueTimeoutMs);
-      timer.unref();
-    });
     const added = this.queue.add(name, data, {
       ...opts,
       attempts: 3,
@@ -33,33 +28,62 @@ export class AuditTasksQueue implements OnApplicationShutdown {
       removeOnComplete: 1_000,
       removeOnFail: 1_000,
     });
-    added.catch(() => undefined);
-    try {
-      await Promise.race([added, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await this.bounded(added, () => {
+      throw new Error('enqueueing the export job timed out');
+    });
   }
 
   /**
    * Whether the job may still run (again): waiting, delayed (a retry after a failed attempt), or running an attempt
-   * that is not its last (one failing now is retried). Unknown: false.
+   * that is not its last (one failing now is retried). Unknown (Redis failing or not answering within
+   * `enqueueTimeoutMs`): false.
    */
   async pending(jobId: string): Promise<boolean> {
-    const job = await this.queue.getJob(jobId).catch(() => undefined);
-    if (job === undefined) return false;
-    const state = await job.getState().catch(() => 'unknown');
-    if (state === 'active') return job.attemptsMade + 1 < (job.opts.attempts ?? 1);
-    return state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children';
+    const state = async (): Promise<boolean> => {
+      const job = await this.queue.getJob(jobId);
+      if (job === undefined) return false;
+      const now = await job.getState();
+      if (now === 'active') return job.attemptsMade + 1 < (job.opts.attempts ?? 1);
+      return now === 'waiting' || now === 'delayed' || now === 'prioritized' || now === 'waiting-children';
+    };
+    return this.bounded(state().catch(() => false), () => false);
   }
 
   /**
-   * Drops a job that has not started (waiting or delayed), best effort: one a worker holds cannot be removed, and sees
-   * its export cancelled before its next page instead.
+   * Drops a job that has not started (waiting or delayed), best effort, for at most `enqueueTimeoutMs`: one a worker
+   * holds (or one Redis does not answer for) is not removed, and its worker sees the export cancelled before its next
+   * page instead.
    */
   async remove(jobId: string): Promise<void> {
-    const job = await this.queue.getJob(jobId).catch(() => undefined);
-    await job?.remove().catch(() => undefined);
+    const removal = async (): Promise<void> => {
+      const job = await this.queue.getJob(jobId);
+      await job?.remove();
+    };
+    await this.bounded(removal().catch(() => undefined), () => undefined);
+  }
+
+  /**
+   * `work`, or `late()` when Redis has not answered within `enqueueTimeoutMs`: ioredis has no command timeout of its
+   * own, and a Redis that keeps the connection open but stops answering (a partition) would hold the request for ever.
+   */
+  private async bounded<T>(work: Promise<T>, late: () => T): Promise<T> {
+    work.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<T>((resolve, reject) => {
+      timer = setTimeout(() => {
+        try {
+          resolve(late());
+        } catch (error) {
+          reject(error);
+        }
+      }, this.options.enqueueTimeoutMs);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
