@@ -26,7 +26,7 @@ let tenant: TestTenant;
 let key: string;
 let upstream: Server;
 
-/** Answers initialize and tools/list; every tools/call is refused with the headers it came with, quoted. */
+/** Answers initialize and tools/list; tools/call quotes the headers it came with: refused, failed, or in a result. */
 function startQuotingUpstream() {
   return startJsonUpstream({
     sessionId: 'quoting-1',
@@ -39,6 +39,9 @@ function startQuotingUpstream() {
         const description = `Calls the API as ${authorization}`;
         const schema = { type: 'object', properties: { key: { type: 'string', description: `defaults to ${String(request.headers['x-upstream-key'])}` } } };
         request.answer({ result: { tools: [{ name: 'refuse', description, inputSchema: schema }, { name: 'fail', inputSchema: { type: 'object' } }] } });
+      } else if (params?.['name'] === 'whoami') {
+        // An ordinary result that says how the call was authenticated (a debug tool, a 401 reported as text).
+        request.answer({ result: { content: [{ type: 'text', text: `API error 401 for ${authorization} (key ${String(request.headers['x-upstream-key'])})` }], structuredContent: { authorization } } });
       } else if (params?.['name'] === 'fail') {
         // What the SDKs make of an exception thrown in a tool: an error result, quoting here what the tool was sent.
         request.answer({ result: { content: [{ type: 'text', text: `upstream API said: bad credentials ${authorization}` }], isError: true } });
@@ -116,6 +119,19 @@ describe('an upstream quoting the credentials the gateway gave it', () => {
       expect(web.text + local.text + failed.text).not.toContain(secret);
       expect(gateway.logs()).not.toContain(secret);
     }
+  }, 30_000);
+
+  it('has them masked in an ordinary result that quotes them, what else it says kept', async () => {
+    const init = await rpc(undefined, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? undefined;
+    await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    const called = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'web__whoami', arguments: {} } });
+    expect(JSON.parse(called.text)).toEqual({
+      jsonrpc: '2.0',
+      id: 2,
+      result: { content: [{ type: 'text', text: 'API error 401 for [redacted] (key [redacted])' }], structuredContent: { authorization: '[redacted]' } },
+    });
+    for (const secret of SECRETS) expect(called.text).not.toContain(secret);
   }, 30_000);
 
   it('has them masked in its instructions and in what it lists, its tools still called by their names', async () => {

@@ -45,7 +45,7 @@ export type { RecordChange, RecordEdit, SessionOwner, SessionStore, UpstreamStat
 export { MAX_TASK_ROUTE_TTL_MS, MAX_TASKS_PER_SESSION, MemoryTaskRouteStore, RedisTaskRouteStore, TaskRouteError } from './lib/session/task-routes';
 export type { StoredTaskRoute, TaskRoute, TaskRouteStore } from './lib/session/task-routes';
 export { endpointOf, sameConnection, sessionElsewhere, UpstreamRpcError, UpstreamUnavailableError } from './lib/upstream/upstream';
-export { maskErrorResult, maskUpstreamError } from './lib/upstream/secret-mask';
+export { maskResult, maskUpstreamError } from './lib/upstream/secret-mask';
 export type {
   ClientIdentity,
   UpstreamCircuit,

@@ -127,11 +127,14 @@ const VALUE_PARTS = /[\s;,]+/;
  * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
  * and masking them would garble every message that uses them.
  */
-function configuredSecrets(config: UpstreamSecrets): string[] {
-  const values = [...Object.values(config.env), ...credentialArgs(config.args)];
+function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): string[] {
+  const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name);
+  const env = Object.entries(config.env).filter(([name]) => !credentialsOnly || credentialName(name));
+  const values = [...env.map(([, value]) => value), ...credentialArgs(config.args)];
   for (const [name, value] of Object.entries(config.headers)) {
-    values.push(value);
-    if (!namesSecret(name) && !hasCredentialWord(name)) continue;
+    if (!credentialsOnly) values.push(value);
+    if (!credentialName(name)) continue;
+    if (credentialsOnly) values.push(value);
     for (const part of value.split(VALUE_PARTS)) {
       // A `name=value` part's value (the name is no secret, and the whole would mask the name with it). A part whose
       // `=` is no such separator is a token whole: base64 with its padding (`abc/def+g==`, `abcdefgh==`).
@@ -193,12 +196,28 @@ function urlSecrets(text: string, values: string[]): void {
 
 /** Made once per configuration (a configuration is replaced, never changed, when the upstream is edited). */
 const masks = new WeakMap<UpstreamSecrets, SecretMask>();
+const credentialMasks = new WeakMap<UpstreamSecrets, SecretMask>();
 
 export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = masks.get(config);
   if (mask === undefined) {
     mask = new SecretMask(configuredSecrets(config));
     masks.set(config, mask);
+  }
+  return mask;
+}
+
+/**
+ * The part of `secretMaskOf` that is unmistakably a credential: the values of headers, env variables and flags named
+ * like one (`Authorization`, `GITHUB_TOKEN`, `--api-key`) and their parts, and the user, password and credential-named
+ * query values of the URL and of connection strings. Other env values and headers are left out: they are often
+ * ordinary words or paths (`ALLOWED_DIR=/srv/data`) that a tool's output names in its own right.
+ */
+export function credentialMaskOf(config: UpstreamSecrets): SecretMask {
+  let mask = credentialMasks.get(config);
+  if (mask === undefined) {
+    mask = new SecretMask(configuredSecrets(config, true));
+    credentialMasks.set(config, mask);
   }
   return mask;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { maskErrorResult, maskUpstreamError } from './secret-mask';
+import { maskResult, maskUpstreamError } from './secret-mask';
 import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 
 // What the masks are made of (secretMaskOf, maskValue) is tested in libs/shared/util-redact; here, how the gateway
@@ -42,11 +42,11 @@ describe('maskUpstreamError', () => {
   });
 });
 
-describe('maskErrorResult', () => {
+describe('maskResult', () => {
   it('never throws on data nested deeper than JSON.stringify can go, and masks such data whole', () => {
     const upstream = config();
     const deep = JSON.parse(`${'['.repeat(200_000)}"upstream-token-0123456789"${']'.repeat(200_000)}`) as unknown;
-    const result = maskErrorResult(upstream, { content: deep, isError: true });
+    const result = maskResult(upstream, { content: deep, isError: true });
     let expected: unknown = '[redacted]';
     for (let depth = 0; depth < 31; depth += 1) expected = [expected];
     expect(result).toEqual({ content: expected, isError: true });
@@ -54,11 +54,26 @@ describe('maskErrorResult', () => {
     expect(error.message).toBe('[redacted]');
   });
 
-  it("masks a tool's error result, and leaves any other result as it is", () => {
-    const upstream = config();
-    const failed = { content: [{ type: 'text', text: 'invalid token upstream-token-0123456789' }], isError: true };
-    expect(maskErrorResult(upstream, failed)).toEqual({ content: [{ type: 'text', text: 'invalid token [redacted]' }], isError: true });
-    const ok = { content: [{ type: 'text', text: 'upstream-token-0123456789' }] };
-    expect(maskErrorResult(upstream, ok)).toBe(ok);
+  it("masks every configured value in a tool's error result, and the unmistakable credentials in any other result", () => {
+    const upstream = config({
+      headers: { authorization: 'Bearer upstream-token-0123456789', 'x-region': 'eu-central-1-west' },
+      env: { ALLOWED_DIR: '/srv/data/shared', GITHUB_TOKEN: 'ghp-env-token-abcdef' },
+      args: ['--api-key=arg-key-0123456789'],
+      url: 'https://svc:url-password-77@api.example.com/mcp?access_token=query-token-5555',
+    });
+    const quoting = 'eu-central-1-west /srv/data/shared upstream-token-0123456789 ghp-env-token-abcdef arg-key-0123456789 url-password-77 query-token-5555';
+    const failed = { content: [{ type: 'text', text: `invalid: ${quoting}` }], isError: true };
+    expect(maskResult(upstream, failed)).toEqual({ content: [{ type: 'text', text: 'invalid: [redacted] [redacted] [redacted] [redacted] [redacted] [redacted] [redacted]' }], isError: true });
+    // A tool's output that quotes what the gateway injected (a whoami or debug tool, an API failure reported as text).
+    const echoed = { content: [{ type: 'text', text: quoting }], structuredContent: { sent: { Authorization: 'Bearer upstream-token-0123456789' } } };
+    expect(maskResult(upstream, echoed)).toEqual({
+      content: [{ type: 'text', text: 'eu-central-1-west /srv/data/shared [redacted] [redacted] [redacted] [redacted] [redacted]' }],
+      structuredContent: { sent: { Authorization: '[redacted]' } },
+    });
+    // Nothing to mask: the same object, not a copy.
+    const ok = { content: [{ type: 'text', text: 'listed /srv/data/shared in eu-central-1-west' }] };
+    expect(maskResult(upstream, ok)).toBe(ok);
+    const none = { contents: [{ uri: 'file:///a', text: 'upstream-token-0123456789' }] };
+    expect(maskResult(config({ headers: {} }), none)).toBe(none);
   });
 });

@@ -1,4 +1,4 @@
-import { maskValue, REDACTED, secretMaskOf } from '@portcullis/shared/util-redact';
+import { credentialMaskOf, maskValue, REDACTED, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 
 /**
@@ -21,18 +21,21 @@ export function maskUpstreamError(config: UpstreamConfig, error: UpstreamRpcErro
 }
 
 /**
- * A result with the upstream's secrets masked where they may be quoted back: a tool's error result (`isError`, what
- * the SDKs make of an exception thrown in a tool: `invalid token …`). Other results pass as they are, untouched and
- * unread beyond one property, since they are the tool's output.
+ * A result with the upstream's secrets masked where they may be quoted back. A tool's error result (`isError`, what the
+ * SDKs make of an exception thrown in a tool: `invalid token …`) with every configured value; any other result (a
+ * tool's output, a resource's contents, a prompt, a completion) with the unmistakable credentials only
+ * (`credentialMaskOf`): a server reporting a refused call as plain text, or a debug tool echoing the request it made,
+ * must not show the agent the token the gateway injected, while an ordinary configured value (a path, a region) that
+ * the output names in its own right stays readable. The same object when nothing needed masking.
  */
-export function maskErrorResult(config: UpstreamConfig, result: Record<string, unknown>): Record<string, unknown> {
-  if (result['isError'] !== true) return result;
-  const mask = secretMaskOf(config);
+export function maskResult(config: UpstreamConfig, result: Record<string, unknown>): Record<string, unknown> {
+  const isError = result['isError'] === true;
+  const mask: SecretMask = isError ? secretMaskOf(config) : credentialMaskOf(config);
   if (mask.longest === 0) return result;
   try {
     return maskValue(mask, result) as Record<string, unknown>;
   } catch {
     // Never thrown by design; the caller settles a call with this, and must not be left hanging.
-    return { content: [{ type: 'text', text: REDACTED }], isError: true };
+    return isError ? { content: [{ type: 'text', text: REDACTED }], isError: true } : { content: [{ type: 'text', text: REDACTED }] };
   }
 }

@@ -53,8 +53,8 @@ export interface MultiplexerHooks {
   onAnswer?(): void;
   /** An error response's message and data as the caller gets them (the upstream's secrets masked). */
   rpcError?(error: UpstreamRpcError): UpstreamRpcError;
-  /** A result that says it is an error (`isError`) as the caller gets it (the upstream's secrets masked). */
-  errorResult?(result: Record<string, unknown>): Record<string, unknown>;
+  /** A result as the caller gets it (the upstream's secrets masked: `maskResult`). */
+  result?(result: Record<string, unknown>): Record<string, unknown>;
 }
 
 export type ServerRequestRoute<Owner> =
@@ -157,7 +157,7 @@ export class RequestMultiplexer<Owner> {
       const error = new UpstreamRpcError(message.error.code, message.error.message, message.error.data);
       call.reject(this.hooks.rpcError?.(error) ?? error);
     }
-    else call.resolve(message.result['isError'] === true ? (this.hooks.errorResult?.(message.result) ?? message.result) : message.result);
+    else call.resolve(this.hooks.result?.(message.result) ?? message.result);
     return true;
   }
 

@@ -9,7 +9,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
-import { maskErrorResult, maskUpstreamError } from '@portcullis/gateway/mcp';
+import { maskResult, maskUpstreamError } from '@portcullis/gateway/mcp';
 import { initializeParams, resumedInfo, toServerInfo } from '../core/handshake';
 import { RequestMultiplexer, type Written } from '../core/request-multiplexer';
 import {
@@ -100,7 +100,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       onTimeout: () => ctx.breaker.failure(),
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
-      errorResult: (result) => maskErrorResult(ctx.config, result),
+      result: (result) => maskResult(ctx.config, result),
     });
     ctx.registry.add(this);
   }

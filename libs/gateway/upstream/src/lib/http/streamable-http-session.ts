@@ -10,7 +10,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
-import { endpointOf, maskErrorResult, maskUpstreamError, UpstreamRpcError } from '@portcullis/gateway/mcp';
+import { endpointOf, maskResult, maskUpstreamError, UpstreamRpcError } from '@portcullis/gateway/mcp';
 import { initializeParams, toServerInfo } from '../core/handshake';
 import {
   logFields,
@@ -194,7 +194,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (cancelResume !== undefined) this.resuming.delete(cancelResume);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.inFlight.delete(call);
-        if (error === null && result !== undefined) resolve(result['isError'] === true ? maskErrorResult(this.ctx.config, result) : result);
+        if (error === null && result !== undefined) resolve(maskResult(this.ctx.config, result));
         else reject(error instanceof UpstreamRpcError ? maskUpstreamError(this.ctx.config, error) : error);
       };
       const giveUp = (reason: string, error: unknown): void => {

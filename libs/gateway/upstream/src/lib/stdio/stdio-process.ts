@@ -3,7 +3,7 @@ import { chown, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
   JSON_RPC,
-  maskErrorResult,
+  maskResult,
   maskUpstreamError,
   REFUSED_SUBSCRIPTION_CODES,
   UpstreamRpcError,
@@ -228,7 +228,7 @@ export class StdioProcess {
         this.timeoutsInARow = 0;
       },
       rpcError: (error) => maskUpstreamError(this.ctx.config, error),
-      errorResult: (result) => maskErrorResult(this.ctx.config, result),
+      result: (result) => maskResult(this.ctx.config, result),
     });
   }
 
