@@ -1,6 +1,6 @@
 import { Environment, type ASTNode } from '@marcbachmann/cel-js';
 import { cidrContains, parseCidr, parseIp, type Cidr } from './cidr';
-import { budgeted, runWithinBudget } from './condition-budget';
+import { budgeted, markSearches, runWithinBudget } from './condition-budget';
 
 /**
  * CEL conditions. Two environments over the same variables and functions:
@@ -527,6 +527,7 @@ export function compileCondition(source: string): ConditionCompileResult {
       return { ok: false, message: `condition must be a bool expression, not ${result.type ?? 'unknown'}` };
     }
     const program = runtimeEnvironment.parse(source);
+    markSearches(program.ast);
     const run = (context: ConditionContext): unknown => runWithinBudget(program, context as unknown as Record<string, unknown>);
     const { growth, problem: growthProblem } = conditionGrowth(checked.ast);
     if (growthProblem !== null) return { ok: false, message: growthProblem };
