@@ -53,4 +53,25 @@ describe('createLogger', () => {
     expect(first).toMatchObject({ check: 'redis', err: { command: { name: 'hello' }, message: expect.stringContaining('WRONGPASS') } });
     expect(second?.err.message).toContain('10.0.0.5:6379');
   });
+
+  it('logs an error with a circular property, and one holding a command deep inside, without throwing or its arguments', () => {
+    const { lines, stream } = capture();
+    const logger = createLogger({ service: 's', level: 'info', destination: stream });
+    // A client library's error that refers to its request, which refers back to itself.
+    const request: Record<string, unknown> = { url: 'http://10.0.0.5/' };
+    request['self'] = request;
+    expect(() => logger.warn({ err: Object.assign(new Error('upstream failed'), { request }) }, 'x')).not.toThrow();
+    let holder: Record<string, unknown> = { command: { name: 'hello', args: ['3', 'AUTH', 'portcullis_app', 'redis-pw-deep-1'] } };
+    for (let i = 0; i < 12; i += 1) holder = { inner: holder };
+    logger.warn({ err: Object.assign(new Error('WRONGPASS'), { context: holder }) }, 'y');
+    // A property whose getter throws.
+    const odd = new Error('odd');
+    Object.defineProperty(odd, 'details', { enumerable: true, get: () => { throw new Error('no'); } });
+    expect(() => logger.warn({ err: odd }, 'z')).not.toThrow();
+    const [circular, deep, thrown] = lines.map((line) => JSON.parse(line) as { err: Record<string, unknown> });
+    expect(circular?.err).toMatchObject({ message: 'upstream failed', request: { url: 'http://10.0.0.5/', self: '[Circular]' } });
+    expect(lines.join('')).not.toContain('redis-pw-deep-1');
+    expect(deep?.err['message']).toBe('WRONGPASS');
+    expect(thrown?.err['message']).toBe('odd');
+  });
 });

@@ -43,19 +43,31 @@ export interface CreateLoggerOptions {
  */
 export function serializeError(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
-  return redactSecrets(withoutCommandArguments(pino.stdSerializers.err(error)));
+  try {
+    return redactSecrets(plainCopy(pino.stdSerializers.err(error), 0, new WeakSet()));
+  } catch {
+    // A property whose getter throws, or anything else odd: what is surely there, still redacted.
+    return { type: 'Error', message: redactSecrets(String(error.message)) };
+  }
 }
 
-function withoutCommandArguments(value: unknown, depth = 0): unknown {
-  if (value === null || typeof value !== 'object' || depth > 8) return value;
-  if (Array.isArray(value)) return value.map((item) => withoutCommandArguments(item, depth + 1));
+/** How deep a logged error's properties are copied; past it, `[too deep]` (no walk may recurse without end). */
+const MAX_ERROR_DEPTH = 8;
+
+/** A plain copy, a command reduced to its name, cycles cut (`[Circular]`) and depth bounded (`[too deep]`). */
+function plainCopy(value: unknown, depth: number, seen: WeakSet<object>): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (seen.has(value)) return '[Circular]';
+  if (depth > MAX_ERROR_DEPTH) return '[too deep]';
+  seen.add(value);
+  if (Array.isArray(value)) return value.map((item) => plainCopy(item, depth + 1, seen));
   const copy: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) {
     if (key === 'command' && item !== null && typeof item === 'object') {
       const name = (item as { name?: unknown }).name;
       copy[key] = typeof name === 'string' ? { name } : '[redacted]';
     } else {
-      copy[key] = withoutCommandArguments(item, depth + 1);
+      copy[key] = plainCopy(item, depth + 1, seen);
     }
   }
   return copy;
