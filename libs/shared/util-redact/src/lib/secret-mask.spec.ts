@@ -131,3 +131,33 @@ describe('maskListedItem', () => {
     expect(maskListedItem(mask, plain)).toBe(plain);
   });
 });
+
+describe('SecretMask: a configured value of several lines', () => {
+  const body = ['MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj', 'MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu'];
+  const pem = ['-----BEGIN PRIVATE KEY-----', ...body, '-----END PRIVATE KEY-----'].join('\n');
+  const token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6IjEyMyJ9.c2VjcmV0';
+  const kubeconfig = ['apiVersion: v1', 'kind: Config', 'clusters:', '- cluster:', '    server: https://10.0.0.1:6443', 'users:', '- name: admin', '  user:', `    token: ${token}`].join('\n');
+  const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { TLS_KEY: pem, KUBECONFIG_DATA: kubeconfig } });
+
+  it('masks its key lines and credential entries one by one, as a log read a line at a time shows them', () => {
+    for (const line of body) expect(mask.mask(`> ${line}`)).toBe('> [redacted]');
+    expect(mask.mask(`    token: ${token}`)).toBe('    token: [redacted]');
+    expect(mask.mask(pem)).toBe('[redacted]');
+  });
+
+  it('leaves its ordinary lines readable: PEM armour, YAML structure', () => {
+    const tool = { name: 'sign', description: 'Signs with a key given as PEM text, from -----BEGIN PRIVATE KEY----- to -----END PRIVATE KEY-----.' };
+    expect(maskListedItem(mask, tool)).toEqual(tool);
+    const manifest = 'Apply a manifest such as:\napiVersion: v1\nkind: Config\nusers:\n- name: admin';
+    expect(mask.mask(manifest)).toBe(manifest);
+  });
+
+  it('masks a bundle of many lines (public certificates) whole only', () => {
+    const certificate = (i: number) => ['-----BEGIN CERTIFICATE-----', `MIIB${String(i).padStart(6, '0')}${'Q'.repeat(54)}`, '-----END CERTIFICATE-----'].join('\n');
+    const bundle = Array.from({ length: 50 }, (_, i) => certificate(i)).join('\n');
+    const bundled = secretMaskOf({ url: null, headers: {}, args: [], env: { CA_BUNDLE: bundle } });
+    const line = `MIIB000007${'Q'.repeat(54)}`;
+    expect(bundled.mask(line)).toBe(line);
+    expect(bundled.mask(`x ${bundle} y`)).toBe('x [redacted] y');
+  });
+});

@@ -18,6 +18,11 @@ export interface UpstreamSecrets {
  */
 const MASKED_MIN_LENGTH = 8;
 
+/** A line of a multi-line value masked on its own: base64, hex or a JWT, 16 characters or more, no spaces (PEM's body lines). */
+const KEY_MATERIAL_LINE = /^[A-Za-z0-9+/=_.-]{16,}$/;
+/** The most lines a multi-line value may have for its lines to be masked one by one (a 4096-bit RSA key has about 50). */
+const MASKED_LINES_MAX = 100;
+
 /** Words that make a flag's value a credential: one part of its name (`--api-key`, `--client_secret`, `--authToken`). */
 const CREDENTIAL_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'auth', 'credential', 'credentials', 'cookie', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'bearer']);
 
@@ -64,8 +69,18 @@ export class SecretMask {
       for (const value of values) {
         yield value;
         // A value of several lines (a PEM key) is also masked line by line: what prints it is often read a line at a
-        // time (a log of a server's stderr), where no line holds the whole value.
-        if (/[\r\n]/.test(value)) yield* value.split(/\r?\n|\r/);
+        // time (a log of a server's stderr), where no line holds the whole value. Only the lines that look like key
+        // material (PEM's armour, a YAML file's structure are ordinary text), and only of a value of a key's size (a
+        // bundle of hundreds of certificates is public, and each line a mask would slow every mask).
+        if (!/[\r\n]/.test(value)) continue;
+        const lines = value.split(/\r?\n|\r/);
+        if (lines.length > MASKED_LINES_MAX) continue;
+        for (const line of lines) {
+          if (KEY_MATERIAL_LINE.test(line)) yield line;
+          // A credential-named entry of a YAML or properties text (a kubeconfig's `token: …`): its value.
+          const entry = /^\s*-?\s*([A-Za-z][\w.-]*)\s*[:=]\s*["']?([^\s"']{8,})["']?\s*$/.exec(line);
+          if (entry !== null && hasCredentialWord(entry[1] as string)) yield entry[2] as string;
+        }
       }
     };
     for (const value of each()) {
