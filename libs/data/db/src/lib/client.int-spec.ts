@@ -162,3 +162,24 @@ describe('database invariants', () => {
     ).rejects.toThrow();
   });
 });
+
+describe('times read through a client', () => {
+  it('are the stored instants whatever time zone the server or the connection string would give the session', async () => {
+    // A server configured for another zone (the connection's own startup option stands in for it here).
+    const url = new URL(ctx.systemDatabaseUrl);
+    url.searchParams.set('options', '-c TimeZone=Asia/Tokyo');
+    const zoned = createSystemPrismaClient({ url: url.toString(), poolMax: 1 });
+    try {
+      const at = new Date('2026-12-06T15:30:00.123Z');
+      const [row] = await zoned.$queryRaw<{ at: Date; zone: string }[]>`SELECT ${at.toISOString()}::timestamptz AS at, current_setting('TimeZone') AS zone`;
+      expect(row?.zone).toBe('UTC');
+      expect(row?.at.toISOString()).toBe(at.toISOString());
+      const tenant = await createTestTenant(zoned);
+      const stored = await zoned.tenant.findUniqueOrThrow({ where: { id: tenant.id } });
+      const [raw] = await system.$queryRaw<{ created_at: Date }[]>`SELECT created_at FROM tenants WHERE id = ${tenant.id}::uuid`;
+      expect(stored.createdAt.toISOString()).toBe(raw?.created_at.toISOString());
+    } finally {
+      await zoned.$disconnect();
+    }
+  });
+});

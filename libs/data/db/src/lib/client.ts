@@ -23,9 +23,27 @@ export interface PrismaClientOptions {
   readonly transaction?: { readonly timeoutMs: number; readonly maxWaitMs: number };
 }
 
+/**
+ * `url` with the session's time zone set to UTC, after any startup options it names (the last setting wins): the
+ * adapter reads a timestamptz's text as UTC whatever offset it carries, so a server or role set to another zone would
+ * put every time read off by it (and the audit chain's hashes, taken over stored times, would not verify). pg takes
+ * the connection string's options over its config's, so it goes there.
+ */
+function inUtc(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url; // not a URL this side can read: pg reports it as it is
+  }
+  const options = parsed.searchParams.get('options');
+  parsed.searchParams.set('options', `${options === null || options.trim() === '' ? '' : `${options} `}-c TimeZone=UTC`);
+  return parsed.toString();
+}
+
 function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connectTimeoutMs, transaction }: PrismaClientOptions) {
   const adapter = new PrismaPg({
-    connectionString: url,
+    connectionString: inUtc(url),
     ...(poolMax === undefined ? {} : { max: poolMax }),
     ...(applicationName === undefined ? {} : { application_name: applicationName }),
     ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 }),
