@@ -508,8 +508,7 @@ export async function verifyExportFile(
       problem = `row ${rows} (seq ${link.seq}) belongs to another tenant`;
     else if ((link.hashVersion ?? 1) > manifest.hashVersion || !AUDIT_HASH_VERSIONS.includes(link.hashVersion ?? 1)) {
       problem = `row ${rows} (seq ${link.seq}): hash version ${String(link.hashVersion)} is not one this export can hold`;
-    }
-    else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
+    } else if (computeAuditHash(stripLinks(link), link.prevHash) !== link.hash) {
       problem = `row ${rows} (seq ${link.seq}, id ${link.id}): hash_mismatch`;
     } else if (prev && BigInt(link.seq) <= BigInt(prev.seq))
       problem = `row ${rows} (seq ${link.seq}): out of order`;

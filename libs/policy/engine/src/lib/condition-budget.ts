@@ -6,7 +6,7 @@ import type { Environment } from '@marcbachmann/cel-js';
  * Conditions run synchronously on the gateway's event loop, over arguments the agent chooses. The work bound read off
  * each condition when it is saved (`conditionGrowth`/`workFor` in cel.ts) refuses what it can see is too costly, but it
  * is an estimate of cel-js's builtins, and reviews kept finding builtins it under-counted. This is the backstop: every
- * node cel-js evaluates goes through its evaluator's `run`, which is wrapped here to read the clock and, once the
+ * node cel-js evaluates below the root goes through its evaluator's `run`, which is wrapped here to read the clock and, once the
  * budget of the decision under way is spent, to fail every further node at once. A comprehension whose steps all fail
  * still walks its list, but each step costs a thrown, pre-built error (no stack trace is taken), so a spent budget
  * ends the condition within microseconds per element. One builtin already running is not interrupted: its cost is
@@ -158,8 +158,8 @@ function linearSplit(text: string, separator: string, first: number): string[] {
 }
 
 /**
- * Runs `decide` (which evaluates the conditions of one decision) with a budget of `ms` milliseconds for all of them,
- * and tells whether it ran out. Conditions evaluated after that throw `ConditionBudgetExceeded` at once.
+ * Runs `decide` (which evaluates the conditions of one decision) with a budget of `ms` milliseconds for all of them:
+ * conditions run once it is spent throw `ConditionBudgetExceeded` at once (`runWithinBudget`), and fail safe.
  */
 export function withConditionBudget<T>(decide: () => T, ms: number = CONDITION_TIME_BUDGET_MS): T {
   const outer = { deadline, spent };
