@@ -339,7 +339,7 @@ describe('held calls decided through the control plane', () => {
     }
   });
 
-  it('a held call ends when its key is revoked, and is refused when approved after its agent client was disabled', async () => {
+  it('a held call ends when its key is revoked, and with its session and approval when its agent client is disabled', async () => {
     // An agent client and keys of its own, so that revoking and disabling leave the other tests alone.
     const agent = await cp.request('POST', `/api/v1/tenants/${tenant.id}/agent-clients`, { token: owner.token, body: { name: 'leaky-bot' } });
     expect(agent.status).toBe(201);
@@ -382,7 +382,9 @@ describe('held calls decided through the control plane', () => {
     await revokedCall.client.close().catch(() => undefined);
 
     // The agent client disabled while the call waits (its keys stop working): its POST is withdrawn as soon as the key
-    // is refused, before anyone decides; approved afterwards, the call is refused again (`credentialsAfterApproval`).
+    // is refused, and its session ends with it (ADR 0007: a principal left with no usable key), the held call and its
+    // approval with them, so nobody can approve what could never run. (Were it approved in between, the call would be
+    // refused again: `credentialsAfterApproval`, its own specs.)
     const second = await newKey();
     const disabledCall = await heldCall(second.secret);
     await cp.system.agentClient.update({ where: { id: String(agent.json['id']) }, data: { disabled: true } });
@@ -393,14 +395,17 @@ describe('held calls decided through the control plane', () => {
       await publisher.quit();
     }
     await waitFor(async () => (await status(second.secret)) === 401, { description: 'the disabled client’s key refused' });
-    // Someone other than the keys' creator approves (four eyes: whoever created a key of the agent may not).
+    await waitFor(async () => (await row(disabledCall.approval['id'])).status === 'cancelled', { description: 'the disabled client’s held call cancelled' });
+    // Someone other than the keys' creator tries to approve (four eyes: whoever created a key of the agent may not).
     const approver = await cp.member(tenant.id, 'admin');
     const approve = await cp.request('POST', `${approvalsUrl()}/${String(disabledCall.approval['id'])}/approve`, { token: approver.token, body: { argumentsHash: disabledCall.approval['argumentsHash'] } });
-    expect(approve.status).toBe(200);
+    expect(approve.status).toBe(409);
     const error = await disabledCall.outcome;
     expect(error).toBeInstanceOf(McpError);
-    expect((error as McpError).code).toBe(-32003);
-    expect((error as McpError).data).toMatchObject({ reason: 'credential_no_longer_valid' });
+    expect([
+      { code: -32032, reason: 'approval_cancelled' },
+      { code: -32003, reason: 'credential_no_longer_valid' },
+    ]).toContainEqual({ code: (error as McpError).code, reason: ((error as McpError).data as { reason?: string } | undefined)?.reason });
     await disabledCall.client.close().catch(() => undefined);
   });
 

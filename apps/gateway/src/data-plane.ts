@@ -17,6 +17,7 @@ import {
   SessionEngine,
   TenantIndex,
   UpstreamRegistry,
+  type ApiKeyEntry,
   type BusMessage,
   type ReplicaBus,
   type RequestHooks,
@@ -98,6 +99,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const engineRef: { current?: SessionEngine } = {};
   // Tenants whose upstreams the last registry load changed (announced to their agents once the load is in force).
   const upstreamsChangedFor = new Set<string>();
+  const refused = sessionsOfRefused(engineRef, logger);
+  // What the last loads found: the active tenants, the principals with a usable key.
+  let activeTenants: ReadonlySet<string> = new Set();
+  let withKeys: ReadonlySet<string> = new Set();
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -105,11 +110,17 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       logger,
       now: monotonicNow,
       load: async () => {
-        tenants.replace(systemDb ? await loadTenants(systemDb) : []);
+        const loaded = systemDb ? await loadTenants(systemDb) : [];
+        tenants.replace(loaded);
         settings = systemDb ? await loadTenantSettings(systemDb, logger, settings) : new Map();
+        activeTenants = new Set(loaded.filter((tenant) => tenant.active).map((tenant) => tenant.id));
       },
-      // After loadedAt moved: streams are judged against the fresh copy, not as unverifiable.
-      loaded: () => credentialsChanged(),
+      // After loadedAt moved: streams are judged against the fresh copy, not as unverifiable. Then the sessions of
+      // tenants no longer active end (their streams have just been told why).
+      loaded: () => {
+        credentialsChanged();
+        refused.tenants(activeTenants);
+      },
     }),
     apiKeys: createRefresher({
       name: 'api-keys',
@@ -117,9 +128,14 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       logger,
       now: monotonicNow,
       load: async () => {
-        apiKeys.replace(systemDb ? await loadApiKeys(systemDb) : []);
+        const loaded = systemDb ? await loadApiKeys(systemDb) : [];
+        apiKeys.replace(loaded);
+        withKeys = usablePrincipals(loaded.map(([, entry]) => entry));
       },
-      loaded: () => credentialsChanged(),
+      loaded: () => {
+        credentialsChanged();
+        refused.principals(withKeys);
+      },
     }),
     upstreams: createRefresher({
       name: 'upstreams',
@@ -205,6 +221,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   if (!approvals) logger.warn('no application database client: calls that need approval fail with APPROVAL_UNAVAILABLE');
   const refreshAll = async () => {
     await Promise.all([...Object.values(refreshers).map((refresher) => refresher.refresh()), policies.reconcile()]);
+    await refused.settled();
   };
   await Promise.all([...Object.values(refreshers).map((refresher) => refresher.refresh()), policies.start()]);
 
@@ -443,4 +460,65 @@ function waitForReady(redis: { status: string; once(event: 'ready', listener: ()
     }, timeoutMs);
     redis.once('ready', onReady);
   });
+}
+
+/** `tenant:kind:id` of each principal with at least one key it may use now (not revoked, its client enabled, unexpired). */
+function usablePrincipals(entries: readonly ApiKeyEntry[]): Set<string> {
+  const now = Date.now();
+  const usable = new Set<string>();
+  for (const entry of entries) {
+    if (entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)) continue;
+    // As the authenticator names the principal of a key.
+    const principal = entry.agentClientId !== null ? `agent_client:${entry.agentClientId}` : `user:${entry.userId ?? entry.apiKeyId}`;
+    usable.add(`${entry.tenantId}:${principal}`);
+  }
+  return usable;
+}
+
+/**
+ * Ends the sessions of tenants that stopped being active, and of principals left with no usable key, between one load
+ * and the next: refused meanwhile, they would otherwise be served again once the tenant or the agent client were
+ * active again (found by review). Every replica does it on its own loads; the first to reach a session ends it.
+ */
+function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
+  let activeTenants: ReadonlySet<string> | undefined;
+  let principals: ReadonlySet<string> | undefined;
+  let pending: Promise<unknown> = Promise.resolve();
+  const end = (what: string, ending: Promise<number>[]): void => {
+    if (ending.length === 0) return;
+    const done = Promise.all(ending).then(
+      (counts) => {
+        const ended = counts.reduce((sum, n) => sum + n, 0);
+        if (ended > 0) logger.info({ ended }, `ended the sessions of ${what}`);
+      },
+      (error: unknown) => logger.warn({ err: error }, `the sessions of ${what} not ended`),
+    );
+    pending = Promise.all([pending, done]);
+  };
+  return {
+    tenants(active: ReadonlySet<string>): void {
+      const before = activeTenants;
+      activeTenants = active;
+      const engine = engineRef.current;
+      if (before === undefined || engine === undefined) return;
+      const gone = [...before].filter((id) => !active.has(id));
+      end('suspended tenants', gone.map((tenantId) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended')));
+    },
+    principals(usable: ReadonlySet<string>): void {
+      const before = principals;
+      principals = usable;
+      const engine = engineRef.current;
+      if (before === undefined || engine === undefined) return;
+      const lost = [...before].filter((principal) => !usable.has(principal));
+      end(
+        'principals with no usable key',
+        lost.map((principal) => {
+          const [tenantId = '', kind, ...id] = principal.split(':');
+          return engine.endSessionsOf(tenantId, { principalKind: kind as 'agent_client' | 'user', principalId: id.join(':') }, 'credentials-refused');
+        }),
+      );
+    },
+    /** Once the endings started so far are over (tests; `refreshAll`). */
+    settled: (): Promise<unknown> => pending,
+  };
 }

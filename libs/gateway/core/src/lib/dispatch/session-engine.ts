@@ -1487,6 +1487,31 @@ export class SessionEngine {
     return this.pageStore.size;
   }
 
+  /**
+   * Ends every session of a tenant (of one principal, if named), as DELETE would: a suspended tenant's, or a principal's
+   * left without a usable credential (its agent client disabled, its last key revoked or expired). Refused meanwhile,
+   * they would be served again, upstream sessions and all, once the tenant or the client were active again. Returns how
+   * many it ended; one that cannot be ended now (Redis failing) is logged, and its idle timeout ends it.
+   */
+  async endSessionsOf(tenantId: string, principal: Pick<SessionRecord, 'principalKind' | 'principalId'> | undefined, traceId: string): Promise<number> {
+    const ids = (await this.deps.sessions.sessionsOf?.(tenantId, principal)) ?? [];
+    let ended = 0;
+    await Promise.all(
+      ids.map(async (id) => {
+        try {
+          const record = await this.deps.sessions.reload?.(id);
+          if (record === undefined || record.tenantId !== tenantId) return;
+          if (principal !== undefined && (record.principalKind !== principal.principalKind || record.principalId !== principal.principalId)) return;
+          await this.end(record, traceId);
+          ended += 1;
+        } catch (error) {
+          this.deps.logger.warn({ err: error, tenantId, traceId }, 'session of a refused principal not ended');
+        }
+      }),
+    );
+    return ended;
+  }
+
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
     this.markEnded(record.id);

@@ -57,6 +57,11 @@ export interface SessionStore {
   reserve?(owner: SessionOwner, id: string, max: number, holdMs: number): Promise<boolean>;
   /** Gives back a place `reserve` took for a session that was not created. */
   release?(owner: SessionOwner, id: string): Promise<void>;
+  /**
+   * The ids of a tenant's sessions (of one principal, if named): to end them all when the tenant is suspended or the
+   * principal has no usable credential left. Ids whose records are gone may be among them.
+   */
+  sessionsOf?(tenantId: string, principal?: Pick<SessionOwner, 'principalKind' | 'principalId'>): Promise<string[]>;
 }
 
 /** Whose a session is. */
@@ -191,6 +196,26 @@ export class RedisSessionStore implements SessionStore {
 
   async heldBy(owner: SessionOwner): Promise<number> {
     return Number(await this.redis.eval(COUNT, 1, ownerKey(owner)));
+  }
+
+  async sessionsOf(tenantId: string, principal?: Pick<SessionOwner, 'principalKind' | 'principalId'>): Promise<string[]> {
+    const owners =
+      principal === undefined ? await this.scan(`${OWNER_PREFIX}${tenantId}:*`) : [ownerKey({ tenantId, ...principal })];
+    const ids: string[] = [];
+    for (const owner of owners) ids.push(...(await this.redis.zrange(owner, '0', '-1')));
+    return ids;
+  }
+
+  /** The keys matching `pattern` (SCAN: the server is not held as by KEYS). */
+  private async scan(pattern: string): Promise<string[]> {
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', '500');
+      found.push(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+    return found;
   }
 
   /**
