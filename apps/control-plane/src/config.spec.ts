@@ -32,6 +32,13 @@ describe('control plane config: the development secrets', () => {
     expect(configured.auth.usingDevelopmentSecret).toBe(false);
   });
 
+  it('are refused behind a proxy, though the API listens on loopback (the proxy serves whoever reaches it)', () => {
+    for (const trust of ['1', 'loopback', '10.0.0.0/8']) {
+      expect(problemsOf({ CONTROL_PLANE_HOST: '127.0.0.1', CONTROL_PLANE_TRUST_PROXY: trust })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
+    }
+    expect(parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...SECRETS, CONTROL_PLANE_TRUST_PROXY: '1' }).auth.usingDevelopmentSecret).toBe(false);
+  });
+
   it('are refused in production wherever it listens', () => {
     expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING']);
   });
@@ -45,7 +52,7 @@ describe('control plane config: the development secrets', () => {
 
 describe('control plane config: CONTROL_PLANE_TRUST_PROXY', () => {
   it('names the proxies in front (none, a hop count or addresses) and refuses true, which trusts what clients write', () => {
-    const trustOf = (value: string) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, CONTROL_PLANE_TRUST_PROXY: value }).http.trustProxy;
+    const trustOf = (value: string) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...SECRETS, CONTROL_PLANE_TRUST_PROXY: value }).http.trustProxy;
     expect(parseConfig(controlPlaneConfigSchema, REQUIRED).http.trustProxy).toBe(false);
     expect(trustOf('1')).toBe(1);
     expect(trustOf('10.0.0.0/8, loopback')).toEqual(['10.0.0.0/8', 'loopback']);

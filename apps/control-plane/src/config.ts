@@ -117,10 +117,13 @@ export const controlPlaneConfigSchema = z
   .superRefine((env, ctx) => {
     requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx);
     requireInProduction(env, env.CONTROL_PLANE_SECRETS_KEYRING, 'CONTROL_PLANE_SECRETS_KEYRING', ctx);
-    if (env.NODE_ENV !== 'production' && !isLoopbackHost(env.CONTROL_PLANE_HOST)) {
+    // Reachable beyond this host: listening beyond loopback, or behind a proxy (a loopback listener behind nginx or a
+    // sidecar answers whoever the proxy serves; found by review).
+    const reachable = !isLoopbackHost(env.CONTROL_PLANE_HOST) ? 'CONTROL_PLANE_HOST is not a loopback address' : env.CONTROL_PLANE_TRUST_PROXY !== false ? 'CONTROL_PLANE_TRUST_PROXY names a proxy in front' : null;
+    if (env.NODE_ENV !== 'production' && reachable !== null) {
       for (const key of ['CONTROL_PLANE_JWT_SECRET', 'CONTROL_PLANE_SECRETS_KEYRING'] as const) {
         if (env[key] === undefined) {
-          ctx.addIssue({ code: 'custom', path: [key], message: 'is required when CONTROL_PLANE_HOST is not a loopback address (the development default is public)' });
+          ctx.addIssue({ code: 'custom', path: [key], message: `is required when ${reachable} (the development default is public)` });
         }
       }
     }
