@@ -279,4 +279,21 @@ describe('the built portal over HTTP', () => {
   it('logged no error for any of these requests', () => {
     expect(output).not.toMatch(/\[next-auth\]\[error\]|ERR_INVALID_CHAR|"level":"error"|TypeError|SyntaxError|⨯/);
   });
+
+  // After the check above: an error the provider sends back is one next-auth reports (logged at error level).
+  it("refuses next-auth's log relay (POST /api/auth/_log): nobody writes the portal's log", async () => {
+    const forged = { level: 'error', code: 'FORGED', message: 'written by a visitor' };
+    const response = await fetch(`${portalUrl}/api/auth/_log`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(forged).toString() });
+    expect(response.status).toBe(404);
+    expect(output).not.toContain('FORGED');
+  });
+
+  it('logs what next-auth reports as one JSON line, a visitor\'s text inside it (GET /api/auth/callback/oidc?error=...)', async () => {
+    const forged = '{"level":50,"service":"portal","msg":"forged by a visitor"}';
+    const response = await get(`/api/auth/callback/oidc?error=${encodeURIComponent(`x\n${forged}\n`)}`);
+    expect(response.status).toBeLessThan(500);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(output.split('\n')).not.toContain(forged);
+  });
+
 });

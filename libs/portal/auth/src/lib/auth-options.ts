@@ -66,6 +66,18 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
 
   return {
     secret: settings.sessionSecret,
+    // next-auth's own reports go to the portal's logger, one JSON line each: its default printed them with console.error,
+    // a visitor's `?error=` text included as it came, so a newline in it made a log line of the visitor's own (found by
+    // review). Only the code and the error are kept; its debug output is off. (Given a logger, next-auth also takes
+    // log lines posted to /api/auth/_log: the auth route refuses that path.)
+    logger: {
+      error: (code, metadata) => {
+        const err = metadata instanceof Error ? metadata : metadata.error instanceof Error ? metadata.error : undefined;
+        logger.error({ event: 'next-auth.error', code: String(code).slice(0, 100), ...(err === undefined ? {} : { err }) }, 'next-auth reported an error');
+      },
+      warn: (code) => logger.warn({ event: 'next-auth.warning', code: String(code).slice(0, 100) }, 'next-auth warned'),
+      debug: () => undefined,
+    },
     providers: [oidc],
     session: { strategy: 'jwt', maxAge: settings.sessionMaxAgeSeconds },
     pages: { signIn: SIGN_IN_PATH, error: SIGN_IN_PATH },

@@ -28,6 +28,9 @@ async function handler(request: NextRequest, context: RouteContext): Promise<Res
     return Response.json({ error, message }, { status, headers: { accept: 'application/x-www-form-urlencoded', 'cache-control': 'no-store' } });
   }
   const segments = (await context.params).nextauth;
+  // next-auth writes what is posted here to the server's log once a logger is configured (its client's log relay):
+  // anyone could fill the portal's log. Nothing of the portal's uses it.
+  if (segments[0] === '_log') return Response.json({ error: 'not_found', message: 'Not found.' }, { status: 404, headers: { 'cache-control': 'no-store' } });
   // What next-auth reads of the body: the request as it came, or the bytes read here to record a sign-out.
   let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = request.body;
   // next-auth signs out on a POST whose first segment is `signout`, whatever follows (the rest is a provider id it
