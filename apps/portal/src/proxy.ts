@@ -55,7 +55,7 @@ export async function proxy(request: NextRequest): Promise<NextResponse> {
   const token = (await getToken({ req: request, secret: portalConfig().auth.sessionSecret })) as PortalToken | null;
   if (token) {
     try {
-      if ((await sessionState(token, sessionRevocations())) === 'active') return NextResponse.next();
+      if ((await sessionState(token, sessionRevocations(), portalConfig().auth.sessionMaxAgeSeconds)) === 'active') return NextResponse.next();
     } catch (error) {
       if (!(error instanceof SessionCheckUnavailableError)) throw error;
       portalLogger().error({ event: 'session.check-unavailable', error: String(error.cause) }, 'page refused: the session revocation store (Redis) does not answer');

@@ -144,7 +144,7 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
         // store does not answer: refused all the same (fail closed), and next-auth drops the cookie.
         let state: 'active' | 'ended';
         try {
-          state = await sessionState(next, revocations);
+          state = await sessionState(next, revocations, settings.sessionMaxAgeSeconds);
         } catch (error) {
           if (!(error instanceof SessionCheckUnavailableError)) throw error;
           logger.error({ event: 'session.check-unavailable', error: String(error.cause) }, 'session refused: the session revocation store (Redis) does not answer');

@@ -35,11 +35,14 @@ export function redisSessionRevocations(client: Pick<Redis, 'set' | 'exists'>, p
 
 /**
  * Whether a decoded session token may still be used: `ended` when it has no session id (it predates revocation, and
- * could not be revoked) or its id was revoked. Throws {@link SessionCheckUnavailableError} when the store cannot
+ * could not be revoked), was signed in longer ago than the session lifetime, or its id was revoked. Throws {@link SessionCheckUnavailableError} when the store cannot
  * answer: the caller refuses the session (fail closed) without treating it as ended.
  */
-export async function sessionState(token: PortalToken, revocations: SessionRevocations): Promise<'active' | 'ended'> {
+export async function sessionState(token: PortalToken, revocations: SessionRevocations, lifetimeSeconds: number): Promise<'active' | 'ended'> {
   if (typeof token.sid !== 'string' || token.sid === '') return 'ended';
+  // Counted from sign-in: next-auth renews the cookie's expiry on every use, so a copy renewed just before the end would
+  // otherwise open pages for up to one more lifetime (the proxy, which lets pages through, did not count it).
+  if (typeof token.authTime !== 'number' || Math.floor(Date.now() / 1000) - token.authTime > lifetimeSeconds) return 'ended';
   let revoked: boolean;
   try {
     revoked = await revocations.isRevoked(token.sid);

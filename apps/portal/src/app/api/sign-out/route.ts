@@ -29,7 +29,7 @@ export async function POST(request: NextRequest): Promise<Response> {
     return Response.json({ error: 'forbidden' }, { status: 403, headers: noStore });
   }
   const token = (await getToken({ req: request, secret: auth.sessionSecret })) as PortalToken | null;
-  const state = token === null ? 'ended' : await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
+  const state = token === null ? 'ended' : await sessionState(token, sessionRevocations(), auth.sessionMaxAgeSeconds).catch(() => 'unknown' as const);
   if (token === null || state === 'ended' || typeof token.sid !== 'string') {
     return Response.json({ url: SIGN_IN_PATH }, { headers: noStore });
   }

@@ -90,7 +90,7 @@ async function recordBeforeSignOut(request: NextRequest, body: Uint8Array | unde
   // which next-auth's sign-out ignores (recorded, it would end a session next-auth leaves alone; found in review).
   const token = (await getToken({ req: { cookies: request.cookies, headers: new Headers() } as never, secret: auth.sessionSecret })) as PortalToken | null;
   if (token === null || typeof token.sid !== 'string') return undefined;
-  const state = await sessionState(token, sessionRevocations()).catch(() => 'unknown' as const);
+  const state = await sessionState(token, sessionRevocations(), auth.sessionMaxAgeSeconds).catch(() => 'unknown' as const);
   if (state === 'ended') return undefined;
   return recordSignOut(token.sid);
 }

@@ -1,0 +1,133 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testContext } from '@portcullis/shared/util-testing';
+import { type AppProcess, freePort, repoRoot, startBuiltApp, startProcess, waitForReady } from '../support/app-process';
+
+// Needs the built dev IdP (dist/apps/dev-idp/main.js) and the built portal (apps/portal/.next).
+const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/identities.json'), 'utf8')) as { password: string };
+const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
+const { redisUrl } = testContext();
+const LIFETIME_SECONDS = 6;
+
+/** fetch with one cookie jar per host, never following redirects. */
+class Browserless {
+  readonly jars = new Map<string, Map<string, string>>();
+
+  jar(url: string): Map<string, string> {
+    const host = new URL(url).host;
+    let jar = this.jars.get(host);
+    if (!jar) this.jars.set(host, (jar = new Map()));
+    return jar;
+  }
+
+  cookie(url: string): string {
+    return [...this.jar(url)].map(([name, value]) => `${name}=${value}`).join('; ');
+  }
+
+  async go(url: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
+    const jar = this.jar(url);
+    const response = await fetch(url, { ...init, headers: { ...init.headers, cookie: this.cookie(url) }, redirect: 'manual' });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair = ''] = line.split(';');
+      const at = pair.indexOf('=');
+      const [name, value] = [pair.slice(0, at), pair.slice(at + 1)];
+      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line) || /max-age=0\b/i.test(line)) jar.delete(name);
+      else jar.set(name, value);
+    }
+    return response;
+  }
+
+  form(url: string, fields: Record<string, string>): Promise<Response> {
+    return this.go(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
+  }
+}
+
+async function signInOverHttp(browser: Browserless, portalUrl: string): Promise<void> {
+  const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
+  const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
+  let url = ((await start.json()) as { url: string }).url;
+  for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
+    let response = await browser.go(url);
+    if (response.status === 200 && url.includes('/interaction/')) {
+      response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
+    }
+    const location = response.headers.get('location');
+    if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
+    url = new URL(location, url).toString();
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('portal session lifetime (counted from sign-in, ADR 0004)', () => {
+  const started: AppProcess[] = [];
+  let portalUrl = '';
+
+  beforeAll(async () => {
+    for (const artefact of ['dist/apps/dev-idp/main.js', 'apps/portal/.next/BUILD_ID']) {
+      if (!existsSync(path.join(repoRoot, artefact))) throw new Error(`${artefact} is missing: build dev-idp and portal first`);
+    }
+    const [idpPort, portalPort] = [await freePort(), await freePort()];
+    const idpUrl = `http://localhost:${idpPort}`;
+    portalUrl = `http://localhost:${portalPort}`;
+    const clientSecret = randomBytes(24).toString('base64url');
+    const idp = startBuiltApp('dev-idp', {
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'warn',
+      DEV_IDP_HOST: '127.0.0.1',
+      DEV_IDP_PORT: String(idpPort),
+      DEV_IDP_ISSUER: idpUrl,
+      DEV_IDP_PORTAL_CLIENT_SECRET: clientSecret,
+      DEV_IDP_PORTAL_REDIRECT_URIS: `${portalUrl}/api/auth/callback/oidc`,
+      DEV_IDP_PORTAL_POST_LOGOUT_REDIRECT_URIS: `${portalUrl}/sign-in`,
+    });
+    started.push(idp);
+    await waitForReady(`${idpUrl}/readyz`, idp);
+    const portal = startProcess(
+      process.execPath,
+      [nextBin, 'start', '--port', String(portalPort), '--hostname', 'localhost'],
+      {
+        NODE_ENV: 'production',
+        NEXT_TELEMETRY_DISABLED: '1',
+        NEXTAUTH_URL: portalUrl,
+        NEXTAUTH_SECRET: randomBytes(32).toString('base64url'),
+        PORTAL_OIDC_ISSUER: idpUrl,
+        PORTAL_OIDC_CLIENT_SECRET: clientSecret,
+        PORTAL_SESSION_MAX_AGE_SECONDS: String(LIFETIME_SECONDS),
+        REDIS_URL: redisUrl,
+      },
+      path.join(repoRoot, 'apps/portal'),
+    );
+    started.push(portal);
+    await waitForReady(`${portalUrl}/readyz`, portal, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const app of started.reverse()) await app.stop(5_000);
+  });
+
+  it('does not render a dashboard page for a copy of the cookie once the lifetime since sign-in is over', async () => {
+    const browser = new Browserless();
+    await signInOverHttp(browser, portalUrl);
+    // The person's own tab keeps the session in use (next-auth's client polls /api/auth/session): the cookie is renewed
+    // shortly before the lifetime ends, as next-auth renews it on every use.
+    await sleep((LIFETIME_SECONDS - 2) * 1000);
+    expect(((await (await browser.go(`${portalUrl}/api/auth/session`)).json()) as { user?: unknown }).user).toBeDefined();
+    const copy = browser.cookie(portalUrl);
+    // Past the lifetime counted from sign-in: the session has ended (the jwt callback says so)...
+    await sleep(4_000);
+    expect(await (await fetch(`${portalUrl}/api/auth/session`, { headers: { cookie: copy } })).json()).toEqual({});
+    // ...and the proxy, the one check every page request passes, sends the copy to sign in before any page renders
+    // (found by review: it let the copy through, and only the layout redirected, the page's content in the redirect's
+    // body; client navigations do not render the layout again at all).
+    const page = await fetch(`${portalUrl}/upstreams`, { headers: { cookie: copy }, redirect: 'manual' });
+    const body = await page.text();
+    expect({ status: page.status, location: page.headers.get('location'), pageRendered: body.includes('MCP servers the gateway forwards to.') }).toEqual({
+      status: 307,
+      location: '/sign-in?callbackUrl=%2Fupstreams',
+      pageRendered: false,
+    });
+  });
+});
