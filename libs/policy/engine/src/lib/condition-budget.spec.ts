@@ -92,7 +92,15 @@ describe('condition time budget: what the save-time bound under-counts fails saf
 
   // A builtin under way is not interrupted, and V8's substring search is text × needle for a needle past 250 characters
   // whose mismatch lies before its last 250: an argument searched for in an argument took 1.6 s on 225 KB (review).
-  it.each(['args.text.contains(args.term)', 'args.text.indexOf(args.term) >= 0', 'args.text.split(args.term).size() > 1', 'cel.bind(t, args.term, args.text.contains(t))'])(
+  it.each([
+    'args.text.contains(args.term)',
+    'args.text.indexOf(args.term) >= 0',
+    'args.text.split(args.term).size() > 1',
+    'cel.bind(t, args.term, args.text.contains(t))',
+    // With an index or a limit (found by re-review: only the one-argument forms were searched in linear time).
+    'args.text.indexOf(args.term, 0) >= 0',
+    'args.text.split(args.term, -1).size() > 1',
+  ])(
     'searches for a long needle from the request in linear time, answering as before: %s',
     (condition) => {
       const snapshot = denyWhen(condition);
@@ -130,6 +138,17 @@ describe('condition time budget: what the save-time bound under-counts fails saf
       // And a wrong answer is not taken for it.
       expect(split(context({ text, term: needle, expected: [...text.split(needle), ''] }))).toBe(false);
     }
+    // With an index or a limit, as cel-js's own: the answer, and its out-of-range error.
+    const indexFrom = program('string(args.text.indexOf(args.term, args.from)) == args.expected');
+    const splitAt = program('args.text.split(args.term, args.limit) == args.expected');
+    const text = `${needle}-${needle}-${needle}`;
+    for (const from of [0, 1, needle.length + 1, text.length - 1]) {
+      expect(indexFrom(context({ text, term: needle, from: BigInt(from), expected: String(text.indexOf(needle, from)) }))).toBe(true);
+    }
+    expect(() => indexFrom(context({ text, term: needle, from: BigInt(text.length), expected: '-1' }))).toThrow(/out of range/);
+    const parts = text.split(needle);
+    const limited = (limit: number) => (limit === 0 ? [] : limit < 0 || parts.length <= limit ? parts : [...parts.slice(0, limit - 1), parts.slice(limit - 1).join(needle)]);
+    for (const limit of [-1, 0, 1, 2, 3, 10]) expect(splitAt(context({ text, term: needle, limit: BigInt(limit), expected: limited(limit) }))).toBe(true);
     // Not two strings: cel-js's own answer, its errors included.
     expect(() => contains(context({ text: 5, term: needle, expected: true }))).toThrow(/overload/);
     // A short needle goes to cel-js as before.

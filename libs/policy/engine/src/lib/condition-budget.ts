@@ -69,7 +69,7 @@ export function budgeted(environment: Environment): Environment {
 }
 
 /**
- * Substring searches (`contains`, `indexOf`, `split` of one argument) in conditions, found when they are compiled
+ * Substring searches (`contains`, `indexOf`, `split`, with an index or a limit too) in conditions, found when compiled
  * (`markSearches`). One builtin call is not interrupted by the budget, and V8's substring search costs text × needle
  * for a needle past 250 characters whose mismatch lies before its last 250 (its Boyer-Moore tables cover that many):
  * `args.text.contains(args.term)` with a 75,000-character term took 1.6 s on 225 KB. Such a needle is searched for in
@@ -99,7 +99,7 @@ export function markSearches(root: unknown): void {
     if (typeof node !== 'object' || node === null) continue;
     const { op, args } = node as { op?: unknown; args?: unknown };
     if (typeof op !== 'string') continue;
-    if (op === 'rcall' && Array.isArray(args) && SEARCHES.has(args[0] as string) && Array.isArray(args[2]) && args[2].length === 1) {
+    if (op === 'rcall' && Array.isArray(args) && SEARCHES.has(args[0] as string) && Array.isArray(args[2]) && (args[2].length === 1 || args[2].length === 2)) {
       (node as { evaluate: unknown }).evaluate = search;
     }
     if (Array.isArray(args)) stack.push(...(args as unknown[]));
@@ -108,17 +108,31 @@ export function markSearches(root: unknown): void {
 }
 
 function search(this: unknown, ev: EvaluatorLike, node: SearchNode, context: unknown): unknown {
-  const [name, receiverNode, [needleNode]] = node.args;
+  const [name, receiverNode, argumentNodes] = node.args;
   const text = ev.run(receiverNode, context);
-  const needle = ev.run(needleNode, context);
-  if (typeof text !== 'string' || typeof needle !== 'string' || needle.length <= LINEAR_NEEDLE) {
+  const values = [text, ...argumentNodes.map((argument) => ev.run(argument, context))];
+  const [, needle, second] = values;
+  const long = typeof text === 'string' && typeof needle === 'string' && needle.length > LINEAR_NEEDLE;
+  // `indexOf(needle, from)` and `split(separator, limit)` take an int (a bigint here); contains takes one argument.
+  if (!long || (values.length === 3 && (typeof second !== 'bigint' || name === 'contains'))) {
     // As cel-js's own evaluation of the call does with the values it resolved (its errors and overloads included).
-    return node.handle([text, needle], ev, node);
+    return node.handle(values, ev, node);
   }
-  const at = linearIndexOf(text, needle);
-  if (name === 'contains') return at !== -1;
-  if (name === 'indexOf') return BigInt(at);
-  return linearSplit(text, needle, at);
+  if (name === 'contains') return linearIndexOf(text, needle) !== -1;
+  if (name === 'indexOf') {
+    if (second === undefined) return BigInt(linearIndexOf(text, needle));
+    const from = Number(second);
+    // Out of range: cel-js's own error, which it raises before searching.
+    if (from < 0 || from >= text.length) return node.handle(values, ev, node);
+    return BigInt(linearIndexOf(text, needle, from));
+  }
+  const parts = linearSplit(text, needle, linearIndexOf(text, needle));
+  if (second === undefined) return parts;
+  // cel-js's limit: 0 none, negative all, else the first limit - 1 parts and the rest joined.
+  const limit = Number(second);
+  if (limit === 0) return [];
+  if (limit < 0 || parts.length <= limit) return parts;
+  return [...parts.slice(0, limit - 1), parts.slice(limit - 1).join(needle)];
 }
 
 /** Knuth-Morris-Pratt: the table of the needle's longest proper prefix that is also a suffix, at each length. */
