@@ -170,34 +170,41 @@ function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): st
       if (colon >= 0) values.push(decoded.slice(colon + 1));
     }
   }
-  if (config.url !== null) urlSecrets(config.url, values);
+  // A URL's user is a secret among the configured values, not an unmistakable credential (`postgres` names a database
+  // server's tools and resources too): the credentials alone leave it out.
+  const withUser = !credentialsOnly;
+  if (config.url !== null) urlSecrets(config.url, values, withUser);
   // A connection string in the env or the arguments (`postgres://user:password@host/db`), whole or inside a longer value
   // (`--dsn=postgres://…`, `DSN=…;timeout=5`): its user and password alone.
   for (const value of [...Object.values(config.env), ...config.args]) {
     if (!value.includes('://') || !value.includes('@')) continue;
     // The whole value too: a password holding a character that ends an embedded match (`;`, `,`) is read whole there.
-    urlSecrets(value, values);
-    for (const embedded of value.match(EMBEDDED_URL) ?? []) if (embedded !== value) urlSecrets(embedded, values);
+    urlSecrets(value, values, withUser);
+    for (const embedded of value.match(EMBEDDED_URL) ?? []) if (embedded !== value) urlSecrets(embedded, values, withUser);
   }
   for (const value of [...values]) {
     const encoded = encodeURIComponent(value);
     if (encoded !== value) values.push(encoded);
   }
-  return values;
+  // What masks every result must look like a token: a word (`AUTH_METHOD=password`) would be masked in ordinary text.
+  return credentialsOnly ? values.filter(looksLikeToken) : values;
 }
+
+/** A credential's shape: a digit, a symbol or a space in it (tokens, keys, `Bearer …`), or long enough to be no word. */
+const looksLikeToken = (value: string): boolean => value.length >= MASKED_MIN_LENGTH && (/[^A-Za-z]/.test(value) || value.length >= 24);
 
 /** A URL inside a longer text: a scheme, `://`, and what follows up to white space, a quote or a separator. */
 const EMBEDDED_URL = /[a-z][a-z0-9+.-]*:\/\/[^\s'"`,;<>]+/gi;
 
 /** Adds the user and password of `text` read as a URL, and its query values named like credentials. */
-function urlSecrets(text: string, values: string[]): void {
+function urlSecrets(text: string, values: string[], withUser = true): void {
   let url: URL;
   try {
     url = new URL(text);
   } catch {
     return; // not a URL this side can read: nothing to add
   }
-  for (const userinfo of [url.username, url.password]) {
+  for (const userinfo of withUser ? [url.username, url.password] : [url.password]) {
     if (userinfo === '') continue;
     values.push(userinfo);
     try {

@@ -77,3 +77,43 @@ describe('maskResult', () => {
     expect(maskResult(config({ headers: {} }), none)).toBe(none);
   });
 });
+
+// A server configured as @modelcontextprotocol/server-postgres is: the DSN as its argument. Every answer of the
+// upstream passes maskResult (listings and initialize too): a database user is an ordinary word of its names and output.
+const postgres = (): UpstreamConfig => ({
+  id: 'u1',
+  tenantId: 't1',
+  name: 'db',
+  toolPrefix: 'db',
+  transport: 'stdio',
+  url: null,
+  headers: {},
+  command: 'npx',
+  // As @modelcontextprotocol/server-postgres is configured: the DSN as its argument.
+  args: ['-y', '@modelcontextprotocol/server-postgres', 'postgresql://postgres:Sup3r-S3cret-Pw@db.internal:5432/app'],
+  env: {},
+  connectTimeoutMs: 1_000,
+  callTimeoutMs: 1_000,
+  version: 1,
+});
+
+describe('maskResult on ordinary answers: the unmistakable credentials only (found by re-review)', () => {
+  it('keeps the names and URIs a listing identifies its items by (they are how the agent calls/reads them)', () => {
+    const tools = { tools: [{ name: 'postgres_query', description: 'Run a read-only query', inputSchema: { type: 'object' } }] };
+    expect(maskResult(postgres(), tools)).toEqual(tools);
+    // server-postgres names its resources from the DSN, password removed, user kept.
+    const resources = { resources: [{ uri: 'postgres://postgres@db.internal/users/schema', name: '"users" database schema', mimeType: 'application/json' }] };
+    expect(maskResult(postgres(), resources)).toEqual(resources);
+  });
+
+  it("leaves a query result's ordinary words alone, the password still masked", () => {
+    const rows = { content: [{ type: 'text', text: '[{"datname":"postgres","owner":"postgres"}] via Sup3r-S3cret-Pw' }] };
+    expect(maskResult(postgres(), rows)).toEqual({ content: [{ type: 'text', text: '[{"datname":"postgres","owner":"postgres"}] via [redacted]' }] });
+  });
+
+  it('does not take a credential-NAMED env var holding a common word for a credential', () => {
+    const upstream = { ...postgres(), args: [], env: { AUTH_METHOD: 'password', GITHUB_TOKEN: 'ghp_abcdefghijklmnop' } };
+    const text = { content: [{ type: 'text', text: 'Change your password here; token ghp_abcdefghijklmnop' }] };
+    expect(maskResult(upstream, text)).toEqual({ content: [{ type: 'text', text: 'Change your password here; token [redacted]' }] });
+  });
+});
