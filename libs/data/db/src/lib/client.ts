@@ -1,4 +1,5 @@
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client';
 import { tenantScopeExtension } from './tenant-scope';
 
@@ -23,32 +24,22 @@ export interface PrismaClientOptions {
   readonly transaction?: { readonly timeoutMs: number; readonly maxWaitMs: number };
 }
 
-/**
- * `url` with the session's time zone set to UTC, after any startup options it names (the last setting wins): the
- * adapter reads a timestamptz's text as UTC whatever offset it carries, so a server or role set to another zone would
- * put every time read off by it (and the audit chain's hashes, taken over stored times, would not verify). pg takes
- * the connection string's options over its config's, so it goes there.
- */
-function inUtc(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return url; // not a URL this side can read: pg reports it as it is
-  }
-  const options = parsed.searchParams.get('options');
-  parsed.searchParams.set('options', `${options === null || options.trim() === '' ? '' : `${options} `}-c TimeZone=UTC`);
-  return parsed.toString();
-}
-
 function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connectTimeoutMs, transaction }: PrismaClientOptions) {
-  const adapter = new PrismaPg({
-    connectionString: inUtc(url),
+  const pool = new pg.Pool({
+    connectionString: url,
     ...(poolMax === undefined ? {} : { max: poolMax }),
     ...(applicationName === undefined ? {} : { application_name: applicationName }),
     ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 }),
     ...(connectTimeoutMs === undefined ? {} : { connectionTimeoutMillis: connectTimeoutMs }),
   });
+  // Every connection's first statement, before the pool hands it out: the adapter reads a timestamptz's text as UTC
+  // whatever offset it carries, so a session in another zone (the server's, a role's or database's setting, the
+  // connection string's options) would put every time read off by it, and the audit chain's hashes, taken over stored
+  // times, would not verify. A failure shows as the connection's error on the query that follows.
+  pool.on('connect', (client) => {
+    client.query("SET TIME ZONE 'UTC'").catch(() => undefined);
+  });
+  const adapter = new PrismaPg(pool, { disposeExternalPool: true });
   return new PrismaClient({
     adapter,
     ...(transaction === undefined ? {} : { transactionOptions: { timeout: transaction.timeoutMs, maxWait: transaction.maxWaitMs } }),
