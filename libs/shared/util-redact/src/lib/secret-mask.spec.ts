@@ -152,6 +152,18 @@ describe('SecretMask: a configured value of several lines', () => {
     expect(mask.mask(manifest)).toBe(manifest);
   });
 
+  it('masks the lines of a private key however many certificate lines share its value (found by re-review)', () => {
+    const keyBody = Array.from({ length: 50 }, (_, i) => `MIIJ${String(i).padStart(4, '0')}${'K'.repeat(56)}`);
+    const certificate = (i: number) => ['-----BEGIN CERTIFICATE-----', ...Array.from({ length: 30 }, (_, j) => `MIIC${String(i * 100 + j).padStart(4, '0')}${'C'.repeat(56)}`), '-----END CERTIFICATE-----'];
+    const value = ['-----BEGIN PRIVATE KEY-----', ...keyBody, '-----END PRIVATE KEY-----', ...certificate(1), ...certificate(2)].join('\n');
+    expect(value.split('\n').length).toBeGreaterThan(100);
+    const chained = secretMaskOf({ url: null, headers: {}, args: [], env: { TLS_CLIENT_PEM: value } });
+    expect(chained.mask(`debug: ${keyBody[10]}`)).toBe('debug: [redacted]');
+    // The certificates' lines, public, are masked only within the whole value.
+    const certificateLine = certificate(2)[5] as string;
+    expect(chained.mask(certificateLine)).toBe(certificateLine);
+  });
+
   it('masks a bundle of many lines (public certificates) whole only', () => {
     const certificate = (i: number) => ['-----BEGIN CERTIFICATE-----', `MIIB${String(i).padStart(6, '0')}${'Q'.repeat(54)}`, '-----END CERTIFICATE-----'].join('\n');
     const bundle = Array.from({ length: 50 }, (_, i) => certificate(i)).join('\n');

@@ -70,12 +70,19 @@ export class SecretMask {
         yield value;
         // A value of several lines (a PEM key) is also masked line by line: what prints it is often read a line at a
         // time (a log of a server's stderr), where no line holds the whole value. Only the lines that look like key
-        // material (PEM's armour, a YAML file's structure are ordinary text), and only of a value of a key's size (a
-        // bundle of hundreds of certificates is public, and each line a mask would slow every mask).
+        // material (PEM's armour, a YAML file's structure are ordinary text), and of a value longer than a key's size
+        // only a private key's (a bundle of hundreds of certificates is public, and each line a mask would slow every
+        // mask).
         if (!/[\r\n]/.test(value)) continue;
         const lines = value.split(/\r?\n|\r/);
-        if (lines.length > MASKED_LINES_MAX) continue;
+        // The lines of a private key are masked however long the value (a key with its certificate chain, found by
+        // re-review); other key-material lines only in a value of a key's size.
+        const all = lines.length <= MASKED_LINES_MAX;
+        let inPrivateKey = false;
         for (const line of lines) {
+          if (/^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----$/.test(line)) inPrivateKey = true;
+          else if (/^-----END [A-Z0-9 ]*PRIVATE KEY-----$/.test(line)) inPrivateKey = false;
+          if (!all && !inPrivateKey) continue;
           if (KEY_MATERIAL_LINE.test(line)) yield line;
           // A credential-named entry of a YAML or properties text (a kubeconfig's `token: …`): its value.
           const entry = /^\s*-?\s*([A-Za-z][\w.-]*)\s*[:=]\s*["']?([^\s"']{8,})["']?\s*$/.exec(line);
