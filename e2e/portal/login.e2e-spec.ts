@@ -14,6 +14,7 @@ import {
   waitForReady,
 } from '../support/app-process';
 import { type Browser, e2eTmpDir, launchBrowser } from '../support/browser';
+import { Browserless, signInOverHttp } from '../support/browserless';
 
 // Needs `nx run-many -t build` first: dist/apps/dev-idp/main.js and apps/portal/.next.
 const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/identities.json'), 'utf8')) as {
@@ -299,54 +300,6 @@ describe('portal readiness and its Redis', () => {
   });
 });
 
-/** fetch with one cookie jar per host, never following redirects. */
-class Browserless {
-  readonly jars = new Map<string, Map<string, string>>();
-
-  jar(url: string): Map<string, string> {
-    const host = new URL(url).host;
-    let jar = this.jars.get(host);
-    if (!jar) this.jars.set(host, (jar = new Map()));
-    return jar;
-  }
-
-  async go(url: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
-    const jar = this.jar(url);
-    const cookie = [...jar].map(([name, value]) => `${name}=${value}`).join('; ');
-    const response = await fetch(url, { ...init, headers: { ...init.headers, cookie }, redirect: 'manual' });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair = ''] = line.split(';');
-      const at = pair.indexOf('=');
-      const [name, value] = [pair.slice(0, at), pair.slice(at + 1)];
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line) || /max-age=0\b/i.test(line)) jar.delete(name);
-      else jar.set(name, value);
-    }
-    return response;
-  }
-
-  form(url: string, fields: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
-    return this.go(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(fields).toString() });
-  }
-}
-
-/** Signs Olivia in at the portal on `portalUrl` through its dev IdP, as the sign-in button and the IdP's login form would. */
-async function signInOverHttp(browser: Browserless, portalUrl: string): Promise<void> {
-  const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
-  const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
-  let url = ((await start.json()) as { url: string }).url;
-  for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
-    let response = await browser.go(url);
-    if (response.status === 200 && url.includes('/interaction/')) {
-      response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
-    }
-    const location = response.headers.get('location');
-    if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
-    url = new URL(location, url).toString();
-  }
-  const session = (await (await browser.go(`${portalUrl}/api/auth/session`)).json()) as { user?: { email?: string } };
-  expect(session.user?.email).toBe('olivia.owner@acme.example');
-}
-
 /**
  * Signs Olivia in afresh at the portal on `portalUrl`, then posts a sign-out form to `pathname`: `form` makes the body
  * (and may replace the CSRF cookie) from the CSRF token and cookie next-auth handed out. What came back (the error of a
@@ -358,7 +311,7 @@ async function signOutFromOwnSession(
   form: (csrf: { token: string; cookie: string }) => { body: string; contentType?: string; csrfCookie?: string },
 ): Promise<{ status: number; location: string | null; error: string | null; cleared: boolean; session: string | null }> {
   const browser = new Browserless();
-  await signInOverHttp(browser, portalUrl);
+  await signInOverHttp(browser, portalUrl, identities.password);
   const cookieBefore = [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
   const { csrfToken: token } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
   const { body, contentType = 'application/x-www-form-urlencoded', csrfCookie } = form({ token, cookie: browser.jar(portalUrl).get('next-auth.csrf-token') ?? '' });
@@ -389,7 +342,7 @@ describe('portal sign-out over HTTP', () => {
     for (const app of started.reverse()) await app.stop(5_000);
   });
 
-  const signIn = (browser: Browserless) => signInOverHttp(browser, portalUrl);
+  const signIn = (browser: Browserless) => signInOverHttp(browser, portalUrl, identities.password);
 
   const cookieOf = (browser: Browserless) => [...browser.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
 
@@ -607,7 +560,7 @@ describe('portal sign-out while Redis refuses writes but answers reads', () => {
 
   it('either ends the copy of the session cookie or tells the person the sign-out did not complete', async () => {
     const client = new Browserless();
-    await signInOverHttp(client, portalUrl);
+    await signInOverHttp(client, portalUrl, identities.password);
     const cookieBefore = [...client.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
     expect((await fetch(`${portalUrl}/`, { headers: { cookie: cookieBefore }, redirect: 'manual' })).status).toBe(200);
 
@@ -638,7 +591,7 @@ describe('portal sign-out while Redis refuses writes but answers reads', () => {
 
   it('refuses a form posted straight to /api/auth/signout (503) and keeps the person signed in, instead of saying done', async () => {
     const client = new Browserless();
-    await signInOverHttp(client, portalUrl);
+    await signInOverHttp(client, portalUrl, identities.password);
     const cookieBefore = [...client.jar(portalUrl)].map(([name, value]) => `${name}=${value}`).join('; ');
     const { csrfToken } = (await (await client.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
     const signOut = await client.form(`${portalUrl}/api/auth/signout`, { csrfToken, callbackUrl: portalUrl, json: 'true' });

@@ -4,60 +4,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testContext } from '@portcullis/shared/util-testing';
 import { type AppProcess, freePort, repoRoot, startBuiltApp, startProcess, waitForReady } from '../support/app-process';
+import { Browserless, signInOverHttp } from '../support/browserless';
 
 // Needs the built dev IdP (dist/apps/dev-idp/main.js) and the built portal (apps/portal/.next).
 const identities = JSON.parse(readFileSync(path.join(repoRoot, 'tools/demo/identities.json'), 'utf8')) as { password: string };
 const nextBin = path.join(repoRoot, 'node_modules/next/dist/bin/next');
 const { redisUrl } = testContext();
 const LIFETIME_SECONDS = 6;
-
-/** fetch with one cookie jar per host, never following redirects. */
-class Browserless {
-  readonly jars = new Map<string, Map<string, string>>();
-
-  jar(url: string): Map<string, string> {
-    const host = new URL(url).host;
-    let jar = this.jars.get(host);
-    if (!jar) this.jars.set(host, (jar = new Map()));
-    return jar;
-  }
-
-  cookie(url: string): string {
-    return [...this.jar(url)].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-
-  async go(url: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
-    const jar = this.jar(url);
-    const response = await fetch(url, { ...init, headers: { ...init.headers, cookie: this.cookie(url) }, redirect: 'manual' });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair = ''] = line.split(';');
-      const at = pair.indexOf('=');
-      const [name, value] = [pair.slice(0, at), pair.slice(at + 1)];
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line) || /max-age=0\b/i.test(line)) jar.delete(name);
-      else jar.set(name, value);
-    }
-    return response;
-  }
-
-  form(url: string, fields: Record<string, string>): Promise<Response> {
-    return this.go(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
-  }
-}
-
-async function signInOverHttp(browser: Browserless, portalUrl: string): Promise<void> {
-  const { csrfToken } = (await (await browser.go(`${portalUrl}/api/auth/csrf`)).json()) as { csrfToken: string };
-  const start = await browser.form(`${portalUrl}/api/auth/signin/oidc`, { csrfToken, callbackUrl: '/', json: 'true' });
-  let url = ((await start.json()) as { url: string }).url;
-  for (let hop = 0; hop < 12 && !(url.startsWith(portalUrl) && !url.includes('/api/auth/')); hop++) {
-    let response = await browser.go(url);
-    if (response.status === 200 && url.includes('/interaction/')) {
-      response = await browser.form(`${url}/login`, { email: 'olivia.owner@acme.example', password: identities.password });
-    }
-    const location = response.headers.get('location');
-    if (!location) throw new Error(`sign-in stopped at ${url} (${response.status})`);
-    url = new URL(location, url).toString();
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -110,7 +63,7 @@ describe('portal session lifetime (counted from sign-in, ADR 0004)', () => {
 
   it('does not render a dashboard page for a copy of the cookie once the lifetime since sign-in is over', async () => {
     const browser = new Browserless();
-    await signInOverHttp(browser, portalUrl);
+    await signInOverHttp(browser, portalUrl, identities.password);
     // The person's own tab keeps the session in use (next-auth's client polls /api/auth/session): the cookie is renewed
     // shortly before the lifetime ends, as next-auth renews it on every use.
     await sleep((LIFETIME_SECONDS - 2) * 1000);
