@@ -31,13 +31,13 @@ function baseClient({ url, poolMax, applicationName, statementTimeoutMs, connect
     ...(applicationName === undefined ? {} : { application_name: applicationName }),
     ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 }),
     ...(connectTimeoutMs === undefined ? {} : { connectionTimeoutMillis: connectTimeoutMs }),
-  });
-  // Every connection's first statement, before the pool hands it out: the adapter reads a timestamptz's text as UTC
-  // whatever offset it carries, so a session in another zone (the server's, a role's or database's setting, the
-  // connection string's options) would put every time read off by it, and the audit chain's hashes, taken over stored
-  // times, would not verify. A failure shows as the connection's error on the query that follows.
-  pool.on('connect', (client) => {
-    client.query("SET TIME ZONE 'UTC'").catch(() => undefined);
+    // Every connection's first statement, awaited before the pool hands it out (a failure is the connect's error): the
+    // adapter reads a timestamptz's text as UTC whatever offset it carries, so a session in another zone (the server's,
+    // a role's or database's setting, the connection string's options) would put every time read off by it, and the
+    // audit chain's hashes, taken over stored times, would not verify.
+    onConnect: async (client: pg.ClientBase) => {
+      await client.query("SET TIME ZONE 'UTC'");
+    },
   });
   const adapter = new PrismaPg(pool, { disposeExternalPool: true });
   return new PrismaClient({
