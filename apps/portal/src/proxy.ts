@@ -26,7 +26,8 @@ function pathDecodes(pathname: string): boolean {
 
 /**
  * Sends anonymous visitors of any page to the sign-in page, remembering where they were going. A session cookie whose
- * session was signed out (a copy kept after signing out) counts as anonymous; while the signed-out sessions cannot be
+ * session was signed out (a copy kept after signing out), or was signed in longer ago than the session lifetime (a copy
+ * next-auth renewed), counts as anonymous; while the signed-out sessions cannot be
  * looked up (Redis down), a page answers 503 (fail closed). getToken only decrypts the cookie — next-auth's `jwt`
  * callback, which checks the same, does not run here. The dashboard layout checks the session again (defence in depth).
  *

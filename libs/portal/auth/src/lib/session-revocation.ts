@@ -35,8 +35,9 @@ export function redisSessionRevocations(client: Pick<Redis, 'set' | 'exists'>, p
 
 /**
  * Whether a decoded session token may still be used: `ended` when it has no session id (it predates revocation, and
- * could not be revoked), was signed in longer ago than the session lifetime, or its id was revoked. Throws {@link SessionCheckUnavailableError} when the store cannot
- * answer: the caller refuses the session (fail closed) without treating it as ended.
+ * could not be revoked), was signed in longer ago than the session lifetime, or its id was revoked. Throws
+ * {@link SessionCheckUnavailableError} when the store cannot answer: the caller refuses the session (fail closed)
+ * without treating it as ended.
  */
 export async function sessionState(token: PortalToken, revocations: SessionRevocations, lifetimeSeconds: number): Promise<'active' | 'ended'> {
   if (typeof token.sid !== 'string' || token.sid === '') return 'ended';

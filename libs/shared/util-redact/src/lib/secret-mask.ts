@@ -238,9 +238,10 @@ export function secretMaskOf(config: UpstreamSecrets): SecretMask {
 
 /**
  * The part of `secretMaskOf` that is unmistakably a credential: the values of headers, env variables and flags named
- * like one (`Authorization`, `GITHUB_TOKEN`, `--api-key`) and their parts, and the user, password and credential-named
- * query values of the URL and of connection strings. Other env values and headers are left out: they are often
- * ordinary words or paths (`ALLOWED_DIR=/srv/data`) that a tool's output names in its own right.
+ * like one (`Authorization`, `GITHUB_TOKEN`, `--api-key`) and their parts, and the password and credential-named query
+ * values of the URL and of connection strings, each only if shaped like a token. Other env values and headers, and
+ * users, are left out: they are often ordinary words or paths (`ALLOWED_DIR=/srv/data`, a database user) that a tool's
+ * output, names and URIs use in their own right.
  */
 export function credentialMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = credentialMasks.get(config);
