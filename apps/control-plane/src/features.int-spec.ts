@@ -364,9 +364,14 @@ describe('upstreams', () => {
     const notListed = await cp.request('POST', base, { token: operator.token, body: { ...stdio, command: '/bin/sh' } });
     expect(notListed.status).toBe(400);
     expect(notListed.json['errors']).toEqual([{ path: 'command', message: expect.stringMatching(/allowlist/) }]);
-    const ok = await cp.request('POST', base, { token: operator.token, body: stdio });
+    // An argument every member would read holding the credential: refused, pointing at the sealed env.
+    const inArgs = await cp.request('POST', base, { token: operator.token, body: { ...stdio, args: ['--stdio', '--api-token', 'super-secret-arg-1'] } });
+    expect(inArgs.status).toBe(400);
+    expect(inArgs.json['errors']).toEqual([{ path: 'args.2', message: expect.stringContaining('put it in env') }]);
+    expect(inArgs.text).not.toContain('super-secret');
+    const ok = await cp.request('POST', base, { token: operator.token, body: { ...stdio, args: ['--stdio', '--api-token', '${API_TOKEN}'] } });
     expect(ok.status).toBe(201);
-    expect(ok.json).toMatchObject({ transport: 'stdio', command: STDIO_ALLOWED, hasEnv: true, url: null });
+    expect(ok.json).toMatchObject({ transport: 'stdio', command: STDIO_ALLOWED, args: ['--stdio', '--api-token', '${API_TOKEN}'], hasEnv: true, url: null });
     expect(ok.text).not.toContain('super-secret');
     const id = String(ok.json['id']);
     expect((await cp.request('PATCH', `${base}/${id}`, { token: owner.token, body: { args: ['--evil'] } })).status).toBe(403);

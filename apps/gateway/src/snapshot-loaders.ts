@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { openJson, SecretBoxError, upstreamSecretContext, type Keyring } from '@portcullis/auth/secrets';
-import { tenantSettings, type TenantSettings } from '@portcullis/contracts/api';
+import { argsWithEnv, tenantSettings, type TenantSettings } from '@portcullis/contracts/api';
 import type { SystemPrismaClient } from '@portcullis/data/db';
 import type { ApiKeyEntry, TenantEntry } from '@portcullis/gateway/core';
 import type { SnapshotSource } from '@portcullis/gateway/policy-cache';
@@ -143,6 +143,7 @@ export async function loadUpstreams(
       if (row.transport === 'stdio' && options.stdioCommands && !options.stdioCommands.has(row.command ?? '')) {
         throw new Error('its command is not in GATEWAY_STDIO_COMMAND_ALLOWLIST');
       }
+      const env = sealed('env', row.envCiphertext);
       configs.push({
         id: row.id,
         tenantId: row.tenantId,
@@ -152,8 +153,10 @@ export async function loadUpstreams(
         url: row.url,
         headers: sealed('headers', row.headersCiphertext),
         command: row.command,
-        args: row.args,
-        env: sealed('env', row.envCiphertext),
+        // `${NAME}` references to the env resolved here, once: the process is spawned with, and the masks built from,
+        // the arguments it is given.
+        args: argsWithEnv(row.args, env),
+        env,
         connectTimeoutMs: row.connectTimeoutMs,
         callTimeoutMs: row.callTimeoutMs,
         version: row.version,

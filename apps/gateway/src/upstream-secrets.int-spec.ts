@@ -18,7 +18,8 @@ const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
 const HEADER_KEY = `hdr-${randomBytes(12).toString('hex')}`;
 const ENV_SECRET = `env-${randomBytes(12).toString('hex')}`;
 const ARG_SECRET = `arg-${randomBytes(12).toString('hex')}`;
-const SECRETS = [TOKEN, HEADER_KEY, ENV_SECRET, ARG_SECRET];
+const REFERENCED_SECRET = `ref-${randomBytes(12).toString('hex')}`;
+const SECRETS = [TOKEN, HEADER_KEY, ENV_SECRET, ARG_SECRET, REFERENCED_SECRET];
 
 let db: SystemPrismaClient;
 let gateway: TestGateway;
@@ -53,11 +54,11 @@ function startQuotingUpstream() {
   });
 }
 
-/** A stdio server that answers every request with an error quoting its env and its argv. */
+/** A stdio server that answers every request with an error quoting its env and its argv (and whether UPSTREAM_VALUE is in it). */
 const QUOTING_STDIO = `process.stdin.on('data', (d) => { for (const l of String(d).split('\\n').filter(Boolean)) { const m = JSON.parse(l); if (m.id === undefined) continue;
   const result = m.method === 'initialize' ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'q', version: '1' } }
     : m.method === 'tools/list' ? { tools: [{ name: 'refuse', inputSchema: { type: 'object' } }] } : undefined;
-  const answer = result ? { result } : { error: { code: -32603, message: 'refused with ' + process.env.API_SECRET, data: { argv: process.argv.slice(1) } } };
+  const answer = result ? { result } : { error: { code: -32603, message: 'refused with ' + process.env.API_SECRET, data: { argv: process.argv.slice(1), valueInArgv: process.argv.includes(process.env.UPSTREAM_VALUE) } } };
   process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, ...answer }) + '\\n'); } });`;
 
 async function rpc(sessionId: string | undefined, body: unknown): Promise<{ headers: Headers; text: string }> {
@@ -92,6 +93,9 @@ beforeAll(async () => {
   };
   await create('web', { transport: 'streamable_http', url: started.url }, { headers: { Authorization: `Bearer ${TOKEN}`, 'X-Upstream-Key': HEADER_KEY } });
   await create('local', { transport: 'stdio', command: process.execPath, args: ['-e', QUOTING_STDIO, '--', '--api-token', ARG_SECRET] }, { env: { API_SECRET: ENV_SECRET } });
+  // The credential in the sealed env, the argument referencing it (as the control plane asks): an env name that is no
+  // credential's, so only the resolved flag value tells the mask what to hide.
+  await create('byref', { transport: 'stdio', command: process.execPath, args: ['-e', QUOTING_STDIO, '--', '--api-token', '${UPSTREAM_VALUE}'] }, { env: { UPSTREAM_VALUE: REFERENCED_SECRET } });
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SECRETS_KEYRING: KEYRING } });
 }, 60_000);
 
@@ -99,6 +103,21 @@ afterAll(async () => {
   await gateway?.close();
   await db?.$disconnect();
   await new Promise((resolve) => upstream?.close(resolve));
+});
+
+describe('a stdio upstream whose arguments reference its env as ${NAME}', () => {
+  it('is spawned with the value, and the value is masked where the server quotes its arguments', async () => {
+    const init = await rpc(undefined, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    const sessionId = init.headers.get('mcp-session-id') ?? undefined;
+    await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    const called = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'byref__refuse', arguments: {} } });
+    const { argv, valueInArgv } = JSON.parse(called.text).error.data as { argv: string[]; valueInArgv: boolean };
+    expect(valueInArgv).toBe(true);
+    // Not the reference as written: the resolved value, masked as a credential flag's value is.
+    expect(argv.slice(-2)).toEqual(['--api-token', '[redacted]']);
+    expect(called.text).not.toContain(REFERENCED_SECRET);
+    expect(gateway.logs()).not.toContain(REFERENCED_SECRET);
+  }, 30_000);
 });
 
 describe('an upstream quoting the credentials the gateway gave it', () => {

@@ -9,6 +9,7 @@ export type { AuditResultMode, FailMode, TenantRateLimit, TenantSettings, Tenant
 export { addMemberRequest, memberResponse, updateMemberRequest } from './lib/members';
 export type { AddMemberRequest, MemberResponse, UpdateMemberRequest } from './lib/members';
 export {
+  argsWithEnv,
   createUpstreamRequest,
   isReservedUpstreamHeader,
   secretEnv,

@@ -3,7 +3,7 @@ import { createApiKeyRequest } from './api-keys';
 import { approveRequest } from './approvals';
 import { pageQuery, tenantSlug } from './common';
 import { createTenantRequest } from './tenants';
-import { createUpstreamRequest, secretEnv, secretHeaders, updateUpstreamRequest } from './upstreams';
+import { argsWithEnv, createUpstreamRequest, secretEnv, secretHeaders, updateUpstreamRequest } from './upstreams';
 
 describe('api contracts', () => {
   it('accepts slugs that are safe in a URL path and rejects the rest', () => {
@@ -63,6 +63,41 @@ describe('api key expiry', () => {
     expect(late.success).toBe(false);
     expect(late.error?.issues.map((issue) => issue.message)).toEqual(['must be before the year 10000 (UTC)']);
     expect(createApiKeyRequest.safeParse({ ...key, expiresAt: '2001-01-01T00:00:00Z' }).error?.issues[0]?.message).toBe('must be in the future');
+  });
+});
+
+describe('stdio upstream arguments', () => {
+  const stdio = (args: string[]) => createUpstreamRequest.safeParse({ name: 'u', toolPrefix: 'u', transport: 'stdio', command: 'npx', args });
+
+  it('refuses one that holds a credential, naming its position and the way to pass it, never its text', () => {
+    const secret = 'sk_live_0123456789abcdef';
+    for (const parsed of [stdio(['-y', 'some-server', '--api-key', secret]), updateUpstreamRequest.safeParse({ args: ['-y', 'some-server', '--api-key', secret] })]) {
+      expect(parsed.success).toBe(false);
+      expect(parsed.error?.issues).toEqual([expect.objectContaining({ path: ['args', 3], message: expect.stringContaining('put it in env (stored encrypted) and write ${NAME}') })]);
+      expect(JSON.stringify(parsed.error?.issues)).not.toContain(secret);
+    }
+  });
+
+  it('takes a reference to the sealed env in its place, and what is only about a credential', () => {
+    expect(stdio(['-y', 'some-server', '--api-key', '${SOME_SERVER_KEY}', '--key-file', '/etc/keys/server.pem']).success).toBe(true);
+  });
+
+  it('resolves ${NAME} from the env where the name is configured, and leaves everything else as written', () => {
+    const env = { API_KEY: 'k-123', EMPTY: '', DOLLARS: '$1 ${API_KEY}' };
+    expect(argsWithEnv(['--api-key', '${API_KEY}', '--both=${API_KEY}:${EMPTY}', '${UNSET}', '$API_KEY', '${DOLLARS}', 'plain'], env)).toEqual([
+      '--api-key',
+      'k-123',
+      '--both=k-123:',
+      '${UNSET}',
+      '$API_KEY',
+      // A value is inserted as it is: what it holds is not expanded again.
+      '$1 ${API_KEY}',
+      'plain',
+    ]);
+    // Not the env object's inherited members.
+    expect(argsWithEnv(['${toString}', '${constructor}'], {})).toEqual(['${toString}', '${constructor}']);
+    const untouched = ['a', 'b'];
+    expect(argsWithEnv(untouched, env)).toBe(untouched);
   });
 });
 

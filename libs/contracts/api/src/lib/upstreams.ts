@@ -1,4 +1,4 @@
-import { namesQuerySecret } from '@portcullis/shared/util-redact';
+import { credentialArgIndex, namesQuerySecret } from '@portcullis/shared/util-redact';
 import { z } from 'zod';
 
 export const upstreamTransport = z.enum(['streamable_http', 'sse', 'stdio']);
@@ -87,6 +87,39 @@ export const secretHeaders = secretMap(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'header'
 );
 export const secretEnv = secretMap(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable', { pattern: /^[^\0]*$/, rule: 'must not contain a NUL character' });
 
+/** `${NAME}` in a stdio upstream's argument: the value of its env variable NAME (see `argsWithEnv`). */
+const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/**
+ * A stdio upstream's arguments as its process gets them: each `${NAME}` naming one of its configured env variables is
+ * replaced by that variable's value; any other text, an unknown name's reference included, is passed as written. No
+ * shell runs, so this is the only expansion there is: it lets a server that takes its credential as an argument get it
+ * from the sealed env, while the stored arguments, which every member sees, say only `${NAME}`.
+ */
+export function argsWithEnv(args: readonly string[], env: Readonly<Record<string, string>>): readonly string[] {
+  if (!args.some((arg) => arg.includes('${'))) return args;
+  return args.map((arg) => arg.replace(ENV_REFERENCE, (reference, name: string) => (Object.hasOwn(env, name) ? (env[name] as string) : reference)));
+}
+
+/**
+ * Arguments are shown to every member like the URL: credentials go in `env` (sealed, never returned) and are referenced
+ * as `${NAME}`. One that plainly holds a credential is refused (`credentialArgIndex`); the message names its position,
+ * never its text.
+ */
+const stdioArgs = z
+  .array(z.string().max(2_000))
+  .max(100)
+  .superRefine((args, context) => {
+    const index = credentialArgIndex(args);
+    if (index >= 0) {
+      context.addIssue({
+        code: 'custom',
+        path: [index],
+        message: 'looks like a credential; put it in env (stored encrypted) and write ${NAME} in the argument instead',
+      });
+    }
+  });
+
 const timeouts = {
   connectTimeoutMs: z.number().int().min(100).max(120_000).optional(),
   callTimeoutMs: z.number().int().min(100).max(3_600_000).optional(),
@@ -120,8 +153,7 @@ export const createUpstreamRequest = z.discriminatedUnion('transport', [
     ...common,
     transport: z.literal('stdio'),
     command: z.string().min(1).max(500),
-    // Shown to every member like the URL: credentials go in `env` (sealed, never returned), not in arguments.
-    args: z.array(z.string().max(2_000)).max(100).optional(),
+    args: stdioArgs.optional(),
     env: secretEnv.optional(),
   }),
 ]);
@@ -144,7 +176,7 @@ export const updateUpstreamRequest = z
     url: httpEndpoint.optional(),
     headers: secretHeaders.nullable().optional(),
     command: z.string().min(1).max(500).optional(),
-    args: z.array(z.string().max(2_000)).max(100).optional(),
+    args: stdioArgs.optional(),
     env: secretEnv.nullable().optional(),
   })
   .refine((body) => Object.keys(body).length > 0, 'nothing to update');

@@ -5,6 +5,7 @@ import { openJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import {
   CHANGE_CHANNELS,
   TEST_CONNECTION_MAX_ITEMS,
+  argsWithEnv,
   type ApproveUpstreamToolRequest,
   type ForgetUpstreamToolsQuery,
   type ForgetUpstreamToolsResponse,
@@ -379,13 +380,15 @@ export class UpstreamToolsService {
         throw upstreamErrors.secretsUnreadable();
       }
     };
+    const env = upstream.transport === 'stdio' ? open('env', sealed?.envCiphertext) : {};
     return {
       transport: upstream.transport,
       url: upstream.url,
       headers: upstream.transport === 'stdio' ? {} : open('headers', sealed?.headersCiphertext),
       command: upstream.command,
-      args: upstream.args,
-      env: upstream.transport === 'stdio' ? open('env', sealed?.envCiphertext) : {},
+      // As the gateway spawns it: `${NAME}` references resolved (the masks then see the credential where it is passed).
+      args: argsWithEnv(upstream.args, env),
+      env,
     };
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { credentialArgs, maskListedItem, maskValue, SecretMask, secretMaskOf, type UpstreamSecrets } from './secret-mask';
+import { credentialArgIndex, credentialArgs, maskListedItem, maskValue, SecretMask, secretMaskOf, type UpstreamSecrets } from './secret-mask';
 
 const config = (overrides: Partial<UpstreamSecrets> = {}): UpstreamSecrets => ({
   url: 'http://127.0.0.1:1/mcp',
@@ -18,6 +18,38 @@ describe('credentialArgs', () => {
     expect(credentialArgs(['--token', '--verbose', '--auth'])).toEqual([]);
     // By whole parts of the name: not every flag that happens to contain "key".
     expect(credentialArgs(['/srv/mcp/keys.js', '--monkey=banana', '--keyboard', 'us', '--authToken=abcdefgh1'])).toEqual(['abcdefgh1']);
+  });
+});
+
+describe('credentialArgIndex', () => {
+  it('finds an argument that plainly holds a credential: a flag named for it with a token-shaped value, a known token, a URL password', () => {
+    expect(credentialArgIndex(['server.js', '--api-key=sk_live_0123456789'])).toBe(1);
+    expect(credentialArgIndex(['server.js', '--token', 'tok_abcdefgh1'])).toBe(2);
+    expect(credentialArgIndex(['--clientSecret', 's3cr3t-value'])).toBe(1);
+    expect(credentialArgIndex(['run', `ghp_${'a'.repeat(36)}`])).toBe(1);
+    expect(credentialArgIndex(['--header', 'Authorization: Bearer abcdefgh12345'])).toBe(1);
+    expect(credentialArgIndex(['--dsn=postgres://app:hunter2x@db.internal/app'])).toBe(0);
+    expect(credentialArgIndex(['--endpoint', 'https://api.example.com/v1?api_key=abc123'])).toBe(1);
+  });
+
+  it('leaves what is about a credential, not one: paths, URLs without one, references to the env, words and short values', () => {
+    expect(
+      credentialArgIndex([
+        'server.js',
+        '--key-file', '/etc/mcp/key.pem',
+        '--token-url', 'https://auth.example.com/token',
+        '--auth-type', 'client-credentials',
+        '--api-key', '${API_KEY}',
+        '--password=${DB_PASSWORD}',
+        '--secret', './secret.json',
+        '--token', 'none',
+        '--key', '0',
+        '--port', '8080',
+        '--verbose',
+      ]),
+    ).toBe(-1);
+    // A flag whose value is the next flag gives nothing to judge.
+    expect(credentialArgIndex(['--token', '--verbose'])).toBe(-1);
   });
 });
 

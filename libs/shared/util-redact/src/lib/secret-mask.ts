@@ -1,4 +1,4 @@
-import { namesQuerySecret, namesSecret, REDACTED } from './redact';
+import { namesQuerySecret, namesSecret, REDACTED, redactSecrets } from './redact';
 
 /**
  * What of an upstream's configuration holds the secrets given to it, opened: the gateway's `UpstreamConfig` and the
@@ -52,6 +52,40 @@ export function credentialArgs(args: readonly string[]): string[] {
     }
   });
   return values;
+}
+
+/**
+ * The last words of a flag's name that make it the credential itself (`--api-key`, `--access-token`, `--client-secret`),
+ * not something about one (`--key-file`, `--auth-type`, `--token-url`).
+ */
+const CREDENTIAL_LAST_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'pat', 'credential', 'credentials']);
+
+function namesCredentialItself(flag: string): boolean {
+  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
+  const words = flag.replace(/^--?/, '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
+  return CREDENTIAL_LAST_WORDS.has((words.at(-1) ?? '').toLowerCase());
+}
+
+/** A flag's value that is not the credential: a path, a URL (judged on its own), or a `${NAME}` reference to the env. */
+const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|:\/\/|^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+
+/**
+ * The index of the first argument that plainly holds a credential, or -1: a token of a known shape or a URL's password
+ * or credential query value (what the audit redactor hides), or the value of a flag named for the credential itself
+ * (`--api-key=…`, `--token …`) shaped like a token. A stdio upstream's arguments are shown to every member of the tenant:
+ * the control plane refuses such an argument, and the value goes in the sealed env, referenced as `${NAME}`.
+ */
+export function credentialArgIndex(args: readonly string[]): number {
+  return args.findIndex((arg, index) => {
+    if (redactSecrets(arg) !== arg) return true;
+    const equals = arg.indexOf('=');
+    if (equals > 0 && namesCredentialItself(arg.slice(0, equals))) {
+      const value = arg.slice(equals + 1);
+      return looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value);
+    }
+    const previous = args[index - 1];
+    return previous !== undefined && !previous.includes('=') && namesCredentialItself(previous) && !arg.startsWith('-') && looksLikeToken(arg) && !NOT_A_CREDENTIAL_VALUE.test(arg);
+  });
 }
 
 /**
