@@ -148,7 +148,11 @@ export class HeldCallGate implements ApprovalGate {
   /** Moves on the lease of every call held here, per tenant (one update each); a failure is logged, not fatal. */
   async renewLeases(): Promise<void> {
     const byTenant = new Map<TenantId, string[]>();
-    for (const held of this.held.values()) byTenant.set(held.tenantId, [...(byTenant.get(held.tenantId) ?? []), held.id]);
+    for (const held of this.held.values()) {
+      const ids = byTenant.get(held.tenantId);
+      if (ids === undefined) byTenant.set(held.tenantId, [held.id]);
+      else ids.push(held.id);
+    }
     const now = this.now();
     const until = new Date(now + this.leaseMs);
     await Promise.all(
