@@ -87,3 +87,25 @@ describe('list changes folded when the session leaves the replica', () => {
     expect(listChanges[1]).toMatchObject({ sessionId: record.id, upstreamId: 'u1' });
   });
 });
+
+describe('an upstream storm of list changes', () => {
+  // Found by review: any method ending in `/list_changed` was a list change keyed by its spelling, so an upstream
+  // spelling each anew got a broadcast to every replica, a map entry and a timer per notification.
+  it('is folded into one notice per interval; a method that only looks like one is no list change', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const broadcasts: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void broadcasts.push(message), sendTo: () => undefined };
+    const engine = makeEngine({ registry, connector, bus });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    const listsChanged = () => broadcasts.filter((message) => message.type === 'lists-changed').length;
+
+    for (let i = 0; i < 1_000; i += 1) connector.emit('u1', toolsChanged);
+    expect(listsChanged()).toBe(1);
+    for (let i = 0; i < 1_000; i += 1) connector.emit('u1', { jsonrpc: '2.0', method: `notifications/${i}${'x'.repeat(1_000)}/list_changed` });
+    expect(listsChanged()).toBe(1);
+    const live = (engine as unknown as { live: Map<string, { listNotices: Map<string, unknown> }> }).live.get(record.id);
+    expect(live?.listNotices.size).toBe(1);
+  });
+});

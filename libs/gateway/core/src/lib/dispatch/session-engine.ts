@@ -200,6 +200,13 @@ const LIST_CHANGED_AREA: ReadonlyMap<string, string> = new Map([
   ['notifications/resources/list_changed', 'resources'],
 ]);
 
+/**
+ * Whether an upstream's notification says one of MCP's lists changed. Only these three: another method ending in
+ * `/list_changed` is an ordinary notification (relayed as such), never a key of the list-change throttle, whose map
+ * and bus messages are per kind (an upstream spelling the method anew each time got a broadcast to every replica each).
+ */
+const isListChange = (method: string): boolean => LIST_CHANGED_AREA.has(method);
+
 /** Cross-replica messages (Redis pub/sub in production; direct calls in tests). */
 export interface ReplicaBus {
   /** Every replica: a session ended, or a request of a session was cancelled. */
@@ -3354,7 +3361,7 @@ export class SessionEngine {
         signal: callSignal,
         timeoutMs,
         onNotification: (received) => {
-          const listChanged = received.method.endsWith('/list_changed');
+          const listChanged = isListChange(received.method);
           if (!this.relayable(live, upstreamId, received)) {
             if (listChanged) this.listsChanged(live, upstreamId, received.method);
             return;
@@ -4234,7 +4241,7 @@ export class SessionEngine {
       if (belowAgentLevel(live.record, received)) return;
       if (this.keptFromAgent(live, config, received.method) !== undefined) {
         // Still a changed list for the pages this session keeps of it (not told to the agent).
-        if (received.method.endsWith('/list_changed')) this.listsChanged(live, config.id, received.method);
+        if (isListChange(received.method)) this.listsChanged(live, config.id, received.method);
         return;
       }
       const notification = maskedRelay(config, received);
@@ -4244,7 +4251,7 @@ export class SessionEngine {
       if (notification.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, notification.params?.['progressToken']))) return;
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small). The agent is
       // told at most once an interval (`listsChanged`).
-      if (notification.method.endsWith('/list_changed')) {
+      if (isListChange(notification.method)) {
         this.listsChanged(live, config.id, notification.method, () => this.toSessionStream(live, config.id, notification));
         return;
       }
