@@ -57,4 +57,24 @@ describe('dev IdP config', () => {
     }
     expect(problems).not.toContain('{oops');
   });
+
+  // Found by review: both passed the schema and then stopped oidc-provider at start with a stack naming no variable.
+  it('refuses what oidc-provider would refuse at start: an issuer with a query or fragment, a repeated client id', () => {
+    const problemsOf = (env: Record<string, string>): string => {
+      try {
+        parseConfig(devIdpEnvSchema, { DEV_IDP_PORTAL_CLIENT_SECRET: 'x'.repeat(16), ...env });
+      } catch (error) {
+        if (error instanceof ConfigError) return error.problems.join('\n');
+        throw error;
+      }
+      return '(accepted)';
+    };
+    expect(problemsOf({ DEV_IDP_ISSUER: 'http://localhost:3400/?tenant=a' })).toMatch(/^DEV_IDP_ISSUER: .*query string/m);
+    expect(problemsOf({ DEV_IDP_ISSUER: 'http://localhost:3400/#x' })).toMatch(/^DEV_IDP_ISSUER: /m);
+    expect(problemsOf({ DEV_IDP_ISSUER: 'https://idp.example.test/realms/a' })).toBe('(accepted)');
+    const client = (clientId: string) => ({ clientId, clientSecret: 'y'.repeat(16), redirectUris: ['http://localhost:9/cb'] });
+    expect(problemsOf({ DEV_IDP_EXTRA_CLIENTS: JSON.stringify([client('portcullis-portal')]) })).toMatch(/^DEV_IDP_EXTRA_CLIENTS\.0\.clientId: repeats/m);
+    expect(problemsOf({ DEV_IDP_EXTRA_CLIENTS: JSON.stringify([client('a'), client('a')]) })).toMatch(/^DEV_IDP_EXTRA_CLIENTS\.1\.clientId: repeats/m);
+    expect(problemsOf({ DEV_IDP_EXTRA_CLIENTS: JSON.stringify([client('a'), client('b')]) })).toBe('(accepted)');
+  });
 });

@@ -24,7 +24,10 @@ export const devIdpEnvSchema = z
     // could sign in as any of them.
     DEV_IDP_HOST: configFields.listenHost('127.0.0.1'),
     DEV_IDP_PORT: configFields.port(3400),
-    DEV_IDP_ISSUER: configFields.httpUrl.optional(),
+    // An OpenID issuer identifier has no query or fragment (oidc-provider asserts it at start, naming nothing).
+    DEV_IDP_ISSUER: configFields.httpUrl
+      .refine((value) => !URL.canParse(value) || (new URL(value).search === '' && new URL(value).hash === '' && !/[?#]/.test(value)), 'must have no query string or fragment (an OpenID issuer identifier)')
+      .optional(),
     DEV_IDP_PORTAL_CLIENT_ID: z.string().min(1).default('portcullis-portal'),
     DEV_IDP_PORTAL_CLIENT_SECRET: configFields.secret(16),
     DEV_IDP_PORTAL_REDIRECT_URIS: urlList('http://localhost:3000/api/auth/callback/oidc'),
@@ -32,6 +35,16 @@ export const devIdpEnvSchema = z
     DEV_IDP_EXTRA_CLIENTS: devIdpClientListSchema,
     DEV_IDP_IDENTITIES_FILE: z.string().trim().min(1).default('tools/demo/identities.json'),
     DEV_IDP_COOKIE_SECRET: configFields.secret(32).optional(),
+  })
+  // Client ids are unique (oidc-provider refuses a repeated one at start with a bare InvalidClientMetadata).
+  .superRefine((env, context) => {
+    const seen = new Set([env.DEV_IDP_PORTAL_CLIENT_ID]);
+    env.DEV_IDP_EXTRA_CLIENTS.forEach((client, index) => {
+      if (seen.has(client.clientId)) {
+        context.addIssue({ code: 'custom', path: ['DEV_IDP_EXTRA_CLIENTS', index, 'clientId'], message: 'repeats a client id (the portal client or an earlier extra client)' });
+      }
+      seen.add(client.clientId);
+    });
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,

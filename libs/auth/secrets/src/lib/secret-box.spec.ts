@@ -53,6 +53,18 @@ describe('secret box', () => {
       message = String(error);
     }
     expect(message).toContain('<key-id>:<base64 32 bytes>');
+    // Written the wrong way round, an unpadded base64url key stands where the id goes: named by position, not quoted
+    // (found by review).
+    const key = Buffer.from(k1, 'base64').toString('base64url');
+    expect(() => parseKeyring(`${key}:k1`)).toThrow(/^key number 1 of the keyring must be 32 bytes/);
+    let reversed = '';
+    try {
+      parseKeyring(`k2:${k2},${key}:k1`);
+    } catch (error) {
+      reversed = String(error);
+    }
+    expect(reversed).toContain('key number 2 of the keyring');
+    expect(reversed).not.toContain(key);
     expect(message).not.toContain(k1);
   });
 });

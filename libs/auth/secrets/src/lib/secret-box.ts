@@ -36,15 +36,22 @@ export class SecretBoxError extends Error {
  */
 export function parseKeyring(spec: string, activeKeyId?: string): Keyring {
   const keys = new Map<string, Buffer>();
-  for (const entry of spec.split(',').map((part) => part.trim()).filter(Boolean)) {
-    const separator = entry.indexOf(':');
-    const id = separator > 0 ? entry.slice(0, separator) : '';
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new SecretBoxError('each key must look like <key-id>:<base64 32 bytes>');
-    const key = Buffer.from(entry.slice(separator + 1), 'base64');
-    if (key.length !== KEY) throw new SecretBoxError(`key ${id} must be 32 bytes (base64)`);
-    if (keys.has(id)) throw new SecretBoxError(`key ${id} appears twice`);
-    keys.set(id, key);
-  }
+  spec
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .forEach((entry, index) => {
+      const separator = entry.indexOf(':');
+      const id = separator > 0 ? entry.slice(0, separator) : '';
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new SecretBoxError('each key must look like <key-id>:<base64 32 bytes>');
+      // A keyring written the wrong way round (`<key>:<id>`, an unpadded base64url key passes as an id) would put the key
+      // itself in the message: an id as long as a key is named by its position (found by review).
+      const named = id.length < 24 ? `key ${id}` : `key number ${index + 1} of the keyring`;
+      const key = Buffer.from(entry.slice(separator + 1), 'base64');
+      if (key.length !== KEY) throw new SecretBoxError(`${named} must be 32 bytes (base64)`);
+      if (keys.has(id)) throw new SecretBoxError(`${named} appears twice`);
+      keys.set(id, key);
+    });
   const first = keys.keys().next();
   if (first.done) throw new SecretBoxError('the keyring is empty');
   const active = activeKeyId ?? first.value;

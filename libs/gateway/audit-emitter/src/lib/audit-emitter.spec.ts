@@ -426,6 +426,14 @@ describe('FileAuditSpool', () => {
     return dir;
   };
 
+  // Found by review: Node's bare EEXIST / ENOTDIR stopped the gateway, the variable never named.
+  it('names GATEWAY_AUDIT_SPOOL_DIR when the directory cannot be made: a file there, a file above it', () => {
+    const file = path.join(tempDir(), 'spool');
+    writeFileSync(file, '');
+    expect(() => new FileAuditSpool(file, 1_000_000)).toThrow(/^audit spool directory .* cannot be made \(EEXIST\): give GATEWAY_AUDIT_SPOOL_DIR/);
+    expect(() => new FileAuditSpool(path.join(file, 'below'), 1_000_000)).toThrow(/cannot be made \(ENOTDIR\): give GATEWAY_AUDIT_SPOOL_DIR/);
+  });
+
   // ops review: the spool holds every tenant's events (tool arguments and results) while Redis is away; it was made
   // with the umask only (0755 / 0644 under 022), readable by any local user, the stdio upstream servers run as other
   // users (GATEWAY_STDIO_RUN_AS / GATEWAY_STDIO_UID_RANGE) included. The audit worker's exports are 0640.

@@ -63,7 +63,14 @@ const FILE_MODE = 0o600;
  * or, as root, take it from them) or a shared sticky directory such as /tmp.
  */
 function prepareSpoolDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+  try {
+    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+  } catch (error) {
+    // A file in the way, a parent that is no directory, no permission: said with the variable (found by review: the
+    // bare EEXIST stopped the gateway naming nothing).
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new Error(`audit spool directory ${dir} cannot be made (${code}): give GATEWAY_AUDIT_SPOOL_DIR a directory the gateway's user can create or owns`, { cause: error });
+  }
   const ownUid = process.getuid?.();
   if (ownUid !== undefined) assertPathOwnedBy(dir, ownUid);
   const stat = statSync(dir);

@@ -31,6 +31,13 @@ describe('portal config', () => {
     expect(parseConfig(portalEnvSchema, local).publicUrl).toBe('http://127.0.0.1:3000');
   });
 
+  // Found by review: 9e12 passed, and next-auth's expiry date was then invalid on every session read.
+  it('takes a session lifetime of at most 30 days', () => {
+    const local = { NEXTAUTH_URL: 'http://localhost:3000' };
+    expect(parseConfig(portalEnvSchema, { ...BASE, ...local, PORTAL_SESSION_MAX_AGE_SECONDS: '2592000' }).auth.sessionMaxAgeSeconds).toBe(2_592_000);
+    for (const value of ['2592001', '9000000000000']) expect(problemsOf({ ...local, PORTAL_SESSION_MAX_AGE_SECONDS: value })).toEqual(['PORTAL_SESSION_MAX_AGE_SECONDS']);
+  });
+
   it('needs the Redis that keeps signed-out sessions', () => {
     expect(parseConfig(portalEnvSchema, { ...BASE, NEXTAUTH_URL: 'http://localhost:3000' }).redis).toEqual({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 1_000 });
     for (const value of ['', 'http://127.0.0.1:6379']) {

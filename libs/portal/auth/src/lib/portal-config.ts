@@ -13,10 +13,13 @@ export const portalEnvSchema = z
     NODE_ENV: configFields.nodeEnv,
     NEXTAUTH_URL: configFields.httpUrl,
     NEXTAUTH_SECRET: configFields.secret(32),
+    // At most 30 days: a session of an admin portal, and next-auth's expiry dates break past a Date's range (found by
+    // review: 9e12 made every session route throw, so nobody stayed signed in).
     PORTAL_SESSION_MAX_AGE_SECONDS: z.coerce
       .number()
       .int()
       .positive()
+      .max(30 * 24 * 60 * 60, 'must be at most 2592000 (30 days)')
       .default(8 * 60 * 60),
     /** Unset: the development identity provider (refused in production). */
     PORTAL_OIDC_ISSUER: configFields.httpUrl.optional(),

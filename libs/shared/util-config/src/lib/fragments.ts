@@ -54,7 +54,17 @@ export const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'a Redis URL').r
     } catch {
       return true; // not a URL: the protocol check above says so
     }
-  }, 'the path must be empty or a database number (redis://host:6379/0)');
+  }, 'the path must be empty or a database number (redis://host:6379/0)')
+  // ioredis also reads the query string as client options, over the path (`?db=abc` was the same `SELECT NaN` at boot,
+  // `?keyPrefix=` silently moved every key): none is taken.
+  .refine((value) => {
+    try {
+      const url = new URL(value);
+      return url.search === '' && url.hash === '' && !value.includes('?') && !value.includes('#');
+    } catch {
+      return true;
+    }
+  }, 'must not have a query string or fragment (the client would read it as options)');
 
 /** An empty value (`NAME=` in an env file) counts as unset, for a field that is optional or has a default. */
 export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((value) => (value === '' ? undefined : value), schema);

@@ -112,3 +112,24 @@ describe('redisUrl: the database path', () => {
     },
   );
 });
+
+// Found by review: ioredis reads the query string as client options over the path, so `?db=abc` was the same crash by
+// another spelling, and `?keyPrefix=` moved every key without a word.
+describe('redisUrl: a query string', () => {
+  const redisSchema = z.object({ REDIS_URL: f.redisUrl });
+
+  it.each(['redis://:pw-ops8@127.0.0.1:6379?db=abc', 'redis://127.0.0.1:6379/?db=portcullis', 'redis://127.0.0.1:6379/0?keyPrefix=x', 'redis://127.0.0.1:6379/0?', 'redis://127.0.0.1:6379/0#frag'])(
+    'refuses %s, naming REDIS_URL and not the password',
+    (url) => {
+      let error: unknown;
+      try {
+        parseConfig(redisSchema, { REDIS_URL: url });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).problems.join('\n')).toMatch(/^REDIS_URL: .*query string/);
+      expect((error as ConfigError).message).not.toContain('pw-ops8');
+    },
+  );
+});
