@@ -35,7 +35,7 @@ class RecordingStore implements ApprovalStore {
       consumedAt: null,
     }));
   }
-  async renew(): Promise<number> {
+  async renew(_tenantId: string, _ids: readonly string[]): Promise<number> {
     // Leases are not looked at here.
     return 0;
   }
