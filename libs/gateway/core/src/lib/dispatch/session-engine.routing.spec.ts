@@ -455,6 +455,36 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect('result' in read).toBe(true);
   });
 
+  // Found by review: each session's megabyte of routes was bounded, their sum was not (300 sessions of one principal held
+  // 293 MiB of URIs an upstream chose).
+  it('bounds the routes all sessions keep together; a session whose routes went to others reads by walking again', async () => {
+    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
+        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'ok' }] };
+        return { resourceTemplates: [] };
+      },
+    };
+    const { engine } = build({ r: up });
+    const records = [];
+    for (let i = 0; i < 80; i += 1) {
+      const { record } = await open(engine);
+      resultOf(await engine.request(record, req('resources/list'), NO_STREAM, 'trace'));
+      records.push(record);
+    }
+    const live = (engine as unknown as { live: Map<string, { resourceRoutes: { keyChars: number } }> }).live;
+    const held = records.reduce((sum, record) => sum + (live.get(record.id)?.resourceRoutes.keyChars ?? 0), 0);
+    // 80 sessions of a megabyte each: no more than the replica's 64 MiB, the newest sessions' routes whole.
+    expect(held).toBeLessThanOrEqual(64 * 1024 * 1024);
+    expect(live.get(records.at(-1)?.id ?? '')?.resourceRoutes.keyChars).toBe(128 * 8_000);
+    expect(live.get(records[0]?.id ?? '')?.resourceRoutes.keyChars).toBe(0);
+    const read = resultOf(await engine.request(records[0] as never, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace'));
+    expect(read['contents']).toEqual([{ uri: uri(5), text: 'ok' }]);
+  }, 60_000);
+
   it('routes a URI to the most specific matching template, and a template two upstreams list to the first by prefix, whatever answered first', async () => {
     const templated = (prefix: string, uriTemplate: string, failures = 0): FakeUpstream & { prefix: string; reads: string[] } => {
       let left = failures;

@@ -59,7 +59,7 @@ import { isTerminalTaskStatus, offersTasks, RELATED_TASK, referencedTask, relate
 import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
-import { RouteTable } from './route-table';
+import { RouteBudget, RouteTable } from './route-table';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
@@ -491,6 +491,11 @@ function continuationFailure(failures: readonly unknown[]): GatewayRequestError 
  * oldest route goes (see `pageItems`). A session holds its own routes, and upstreams choose the URIs.
  */
 const MAX_RESOURCE_ROUTES = 10_000;
+/**
+ * Characters of resource and template routes all sessions of a replica hold together (`RouteBudget`): a quarter of what
+ * the replica's listing pages may hold (`ListingPageStore`), the text the routes are learned from.
+ */
+const MAX_ROUTE_CHARS_PER_REPLICA = 64 * 1024 * 1024;
 const MAX_RESOURCE_ROUTE_CHARS = 1024 * 1024;
 const MAX_TEMPLATE_ROUTES = 1_000;
 const MAX_TEMPLATE_ROUTE_CHARS = 256 * 1024;
@@ -1120,6 +1125,8 @@ export class GatewayRequestError extends Error {
  */
 export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
+  /** What the sessions' resource and template routes hold together on this replica (see `RouteBudget`). */
+  private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
@@ -4379,8 +4386,8 @@ export class SessionEngine {
     return {
       record,
       upstreams: new Map(),
-      resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS),
-      templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS),
+      resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS, this.routeBudget),
+      templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS, this.routeBudget),
       sought: new Map(),
       learningRoutes: undefined,
       routesGeneration: 0,
@@ -4504,9 +4511,11 @@ export class SessionEngine {
     live.relayed.clear();
   }
 
-  /** The session's state leaves this replica: so do its cached listing pages. */
+  /** The session's state leaves this replica: so do its cached listing pages, and the routes learned from them. */
   private dropPages(live: LiveSession): void {
     for (const upstream of live.upstreams.values()) upstream.pages.clear();
+    live.resourceRoutes.clear();
+    live.templateRoutes.clear();
   }
 
   private sweep(): void {
