@@ -334,13 +334,21 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
    * POSTs too (`LegacyPost`): their requests are answered on the session's stream, which may be another key's.
    */
   const openPosts = new Map<WithdrawablePost, OpenPost>();
+  /** The same POSTs by session: an agent's cancellation looks at its own session's (every open POST was walked for each). */
+  const postsOfSession = new Map<string, Set<OpenPost>>();
+  const untrackPost = (responder: WithdrawablePost, post: OpenPost): void => {
+    openPosts.delete(responder);
+    const ofSession = postsOfSession.get(post.sessionId);
+    ofSession?.delete(post);
+    if (ofSession?.size === 0) postsOfSession.delete(post.sessionId);
+  };
   /**
    * Ends a POST with an error for each of its requests still to be answered (one the agent cancelled gets none), and
    * its refusals of invalid batch elements; nothing more of its calls reaches the agent (`withdrawn`): its credential
    * is gone.
    */
   const withdrawPost = (responder: WithdrawablePost, post: OpenPost): void => {
-    openPosts.delete(responder);
+    untrackPost(responder, post);
     post.unwatch();
     post.withdrawn = true;
     const errors = [...post.pending].map(revokedAnswer);
@@ -356,18 +364,21 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     // The common key (no expiry, or not within a POST's bound) costs no closure.
     if (expiresWithin(principal.credentialId, MAX_POST_MS)) post.unwatch = watchExpiry(principal, () => withdrawPost(responder, post), MAX_POST_MS);
     openPosts.set(responder, post);
+    const ofSession = postsOfSession.get(sessionId);
+    if (ofSession === undefined) postsOfSession.set(sessionId, new Set([post]));
+    else ofSession.add(post);
     return post;
   };
   /** The agent cancelled request `requestId` of session `sessionId`: a POST withdrawn later leaves it unanswered. */
   const forgetCancelled = (sessionId: string, requestId: unknown): void => {
     if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
-    for (const post of openPosts.values()) if (post.sessionId === sessionId) post.pending.delete(requestId);
+    for (const post of postsOfSession.get(sessionId) ?? []) post.pending.delete(requestId);
   };
   /** The POST is answered: no longer tracked. */
   const closePost = (responder: WithdrawablePost): void => {
     const post = openPosts.get(responder);
     if (post === undefined) return;
-    openPosts.delete(responder);
+    untrackPost(responder, post);
     post.unwatch();
   };
   const revokedAnswer = (id: JsonRpcId): JsonRpcResponse => ({
