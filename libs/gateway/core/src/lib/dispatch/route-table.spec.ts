@@ -51,3 +51,27 @@ describe('RouteBudget', () => {
     expect([wide.size, budget.keyChars]).toEqual([0, 0]);
   });
 });
+
+describe('RouteBudget: a cleared table', () => {
+  // Found by re-review: a table holding only an empty key (an upstream may list one) stayed among the holders.
+  it('is no longer a holder once cleared, whatever its keys', () => {
+    const budget = new RouteBudget(1024);
+    for (let session = 0; session < 1_000; session += 1) {
+      const table = new RouteTable<string>(100, 100, budget);
+      table.learn('', 'u', always);
+      table.clear();
+    }
+    expect([budget.keyChars, budget.holders]).toEqual([0, 0]);
+  });
+
+  it('tells the table whose route it took for another\'s', () => {
+    const budget = new RouteBudget(4);
+    let taken = 0;
+    const cold = new RouteTable<string>(100, 4, budget, () => (taken += 1));
+    const warm = new RouteTable<string>(100, 4, budget, () => (taken += 100));
+    cold.learn('c1', 'u', always);
+    warm.learn('w1', 'u', always);
+    warm.learn('w2', 'u', always);
+    expect([cold.size, taken]).toEqual([0, 1]);
+  });
+});

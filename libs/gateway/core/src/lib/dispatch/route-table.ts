@@ -29,7 +29,7 @@ export class RouteBudget {
     while (this.chars + chars > this.maxChars) {
       const coldest = this.tables.keys().next().value;
       if (coldest === undefined) break;
-      if (!coldest.dropOldest()) this.tables.delete(coldest);
+      if (!coldest.giveUpOldest()) this.tables.delete(coldest);
     }
     // Emptied on the way (it was the last table holding routes): it holds one again.
     this.tables.set(table, true);
@@ -54,10 +54,15 @@ export class RouteTable<V> {
   private readonly routes = new Map<string, V>();
   private chars = 0;
 
+  /**
+   * `budget`: the replica's, shared with other tables. `onTaken`: called when the budget took a route of this table for
+   * another's (its session must walk its listings again before it says a URI is unknown).
+   */
   constructor(
     private readonly maxRoutes: number,
     private readonly maxChars: number,
     private readonly budget?: RouteBudget,
+    private readonly onTaken?: () => void,
   ) {}
 
   get size(): number {
@@ -102,12 +107,21 @@ export class RouteTable<V> {
     return true;
   }
 
-  /** Drops every route (the session left the replica): the budget gets their characters back. */
+  /** Drops the oldest route for the budget (see `onTaken`); false when there is none. */
+  giveUpOldest(): boolean {
+    if (!this.dropOldest()) return false;
+    this.onTaken?.();
+    return true;
+  }
+
+  /** Drops every route (the session left the replica): the budget gets their characters back, and forgets the table. */
   clear(): void {
+    if (this.routes.size === 0) return;
     const chars = this.chars;
     this.routes.clear();
     this.chars = 0;
-    if (chars > 0) this.budget?.returned(this, chars);
+    // Also when the keys held no character (an empty URI): the table is no longer the budget's to count.
+    this.budget?.returned(this, chars);
   }
 
   /** Drops every route whose value `drop` picks. */

@@ -4,7 +4,7 @@
  */
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
 import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { engineSpecs } from '../testing/engine-specs';
 import { FakeConnector, fakeConfig, MemorySessionStore, type FakeUpstream } from '../testing/fake-upstreams';
@@ -1398,5 +1398,107 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
     expect(relayed[0]).toMatchObject({ params: { requestedSchema: { properties: { ok: { type: 'boolean', title: 'OK', description: 'Authorise with [redacted]?' } } } } });
     expect(relayed[1]).toMatchObject({ params: { mode: 'url', elicitationId: 'el-1', message: 'Connect your account' } });
     expect(relayed[2]).toMatchObject({ params: { tools: [{ name: 'fetch', description: 'Calls the API with [redacted]' }] } });
+  });
+});
+
+// Found by re-review: the replica's route budget took a session's routes within a second of its last walk, and a read
+// of a URI its upstream lists was refused (or sent to another upstream's template) without a walk.
+describe('SessionEngine: routes the replica budget took for other sessions', () => {
+  it('a URI the upstream lists is still read after other sessions took its route (within a second of the walk)', async () => {
+    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
+        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'ok' }] };
+        return { resourceTemplates: [] };
+      },
+    };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('r', 'r')], () => undefined);
+    const engine = makeEngine({ registry, connector: new FakeConnector({ r: up }), sessions: new MemorySessionStore(), options: { listTimeoutMs: 200 } });
+    const first = await openSession(engine);
+    // A read of a URI not yet routed walks the listings (a complete walk).
+    const before = await engine.request(first.record, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace');
+    expect('result' in before).toBe(true);
+    // The rest happens within the second after that walk (the time frozen so that a slow machine shows the same).
+    const frozen = performance.now();
+    const clock = vi.spyOn(performance, 'now').mockReturnValue(frozen);
+    try {
+      for (let i = 0; i < 80; i += 1) {
+        const { record } = await openSession(engine);
+        await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+      }
+      const read: JsonRpcResponse = await engine.request(first.record, req('resources/read', { uri: uri(6) }), NO_STREAM, 'trace');
+      expect('error' in read ? read.error.code : 'read').toBe('read');
+    } finally {
+      clock.mockRestore();
+    }
+  }, 60_000);
+
+  it('a URI one upstream lists is read from it, not from another upstream whose template matches it, after other sessions took its route', async () => {
+    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
+    const lister: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
+        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'from r, which lists it' }] };
+        return { resourceTemplates: [] };
+      },
+    };
+    const templated: FakeUpstream & { prefix: string } = {
+      prefix: 't',
+      capabilities: { resources: {} },
+      handle: async (method, params) => {
+        if (method === 'resources/list') return { resources: [] };
+        if (method === 'resources/templates/list') return { resourceTemplates: [{ uriTemplate: 'mem://big/{id}/{rest}', name: 'any' }] };
+        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'from t, a template' }] };
+        return {};
+      },
+    };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('r', 'r'), fakeConfig('t', 't')], () => undefined);
+    const engine = makeEngine({ registry, connector: new FakeConnector({ r: lister, t: templated }), sessions: new MemorySessionStore(), options: { listTimeoutMs: 200 } });
+    const first = await openSession(engine);
+    const before = await engine.request(first.record, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace');
+    expect(before).toMatchObject({ result: { contents: [{ text: 'from r, which lists it' }] } });
+    const frozen = performance.now();
+    const clock = vi.spyOn(performance, 'now').mockReturnValue(frozen);
+    try {
+      for (let i = 0; i < 80; i += 1) {
+        const { record } = await openSession(engine);
+        await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+      }
+      // The agent lists the templates again (its template routes learned afresh, as the newest).
+      await engine.request(first.record, req('resources/templates/list'), NO_STREAM, 'trace');
+      const read = await engine.request(first.record, req('resources/read', { uri: uri(6) }), NO_STREAM, 'trace');
+      const contents = 'result' in read ? (read.result['contents'] as { text: string }[]) : [];
+      expect(contents[0]?.text).toBe('from r, which lists it');
+    } finally {
+      clock.mockRestore();
+    }
+  }, 60_000);
+});
+
+// Found by re-review: a session whose only route was an empty URI stayed among the budget's holders after it ended.
+describe('SessionEngine: the route budget after sessions end', () => {
+  it('keep no route table among the replica budget\'s holders (an upstream listing a resource with an empty URI)', async () => {
+    const up: FakeUpstream & { prefix: string } = {
+      prefix: 'r',
+      capabilities: { resources: {} },
+      handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: '', name: 'empty' }] } : { resourceTemplates: [] }),
+    };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('r', 'r')], () => undefined);
+    const engine = makeEngine({ registry, connector: new FakeConnector({ r: up }), sessions: new MemorySessionStore(), options: { listTimeoutMs: 200 } });
+    for (let i = 0; i < 20; i += 1) {
+      const { record } = await openSession(engine);
+      await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+      await engine.end(record, 'trace');
+    }
+    const budget = (engine as unknown as { routeBudget: { keyChars: number; holders: number } }).routeBudget;
+    expect([budget.keyChars, budget.holders]).toEqual([0, 0]);
   });
 });

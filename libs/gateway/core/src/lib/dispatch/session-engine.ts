@@ -60,6 +60,7 @@ import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteBudget, RouteTable } from './route-table';
+import { WELL_FORMED } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
@@ -2739,8 +2740,9 @@ export class SessionEngine {
     const raw = page[spec.field] as readonly unknown[];
     // Entries that are no objects, and items naming again what an earlier one of the page named, are left out (the
     // first kept): the gateway is the agent's one server, whose names are to be unique (see `ExposedItems.distinct`).
-    const distinct = this.exposed.distinct(raw, LIST_KEY[kind]);
+    const distinct = this.exposed.distinct(raw, LIST_KEY[kind], WELL_FORMED[kind]);
     if (distinct.notObjects > 0) this.warnSkipped(config, kind, { name: '' }, traceId, 'upstream listing holds entries that are not objects; skipped');
+    for (const { key, why } of distinct.malformed) this.warnSkipped(config, kind, { name: key }, traceId, why);
     for (const name of distinct.repeated) this.warnSkipped(config, kind, { name }, traceId, 'upstream lists this name more than once in a page; the first kept, the others skipped');
     let list = distinct.items;
     const filter = this.deps.hooks?.filter;
@@ -4383,11 +4385,17 @@ export class SessionEngine {
   // ---------------------------------------------------------------- bookkeeping
 
   private newLive(record: SessionRecord): LiveSession {
-    return {
+    // Routes the replica's budget took for another session's: a URI no route knows is walked for again, not refused
+    // (or sent to a template) within ROUTE_RELEARN_MS of the last walk (found by re-review).
+    const taken = (): void => {
+      live.routesLearnedAt = undefined;
+      live.routesWalkedAt = undefined;
+    };
+    const live: LiveSession = {
       record,
       upstreams: new Map(),
-      resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS, this.routeBudget),
-      templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS, this.routeBudget),
+      resourceRoutes: new RouteTable(MAX_RESOURCE_ROUTES, MAX_RESOURCE_ROUTE_CHARS, this.routeBudget, taken),
+      templateRoutes: new RouteTable(MAX_TEMPLATE_ROUTES, MAX_TEMPLATE_ROUTE_CHARS, this.routeBudget, taken),
       sought: new Map(),
       learningRoutes: undefined,
       routesGeneration: 0,
@@ -4424,6 +4432,7 @@ export class SessionEngine {
       adopting: undefined,
       lastUsed: Date.now(),
     };
+    return live;
   }
 
   private liveFor(record: SessionRecord): LiveSession {
