@@ -80,6 +80,7 @@ describe('stdio upstream arguments', () => {
 
   it('takes a reference to the sealed env in its place, and what is only about a credential', () => {
     expect(stdio(['-y', 'some-server', '--api-key', '${SOME_SERVER_KEY}', '--key-file', '/etc/keys/server.pem']).success).toBe(true);
+    expect(stdio(['-y', '@modelcontextprotocol/server-postgres', 'postgresql://app:${PGPASSWORD}@db.internal:5432/app']).success).toBe(true);
   });
 
   it('resolves ${NAME} from the env where the name is configured, and leaves everything else as written', () => {

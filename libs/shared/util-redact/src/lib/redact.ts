@@ -136,6 +136,17 @@ function redactString(value: string): string {
   return text;
 }
 
+/**
+ * The credential-looking parts of `text` the audit trail would redact: tokens of a known shape (an HTTP credential
+ * with its scheme, an API key's prefix, a JWT, a private key), URL passwords and credential-named query values.
+ */
+export function credentialTextsIn(text: string): string[] {
+  const found = [...text.matchAll(SECRET_VALUE)].map((match) => match[0]);
+  if (text.includes('@')) found.push(...[...text.matchAll(URL_PASSWORD)].map((match) => match[0]));
+  if (text.includes('=')) found.push(...[...text.matchAll(SECRET_QUERY_VALUE)].map((match) => match[0]));
+  return found;
+}
+
 /** A key's verdict: its value is a credential (the key names one: `password`, `apiKey`...). */
 const NAMES_SECRET = 1;
 /** A key's verdict: the key is a credential itself (a map keyed by token), or holds one (`redactString` changes it). */

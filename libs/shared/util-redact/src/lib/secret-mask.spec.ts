@@ -51,6 +51,22 @@ describe('credentialArgIndex', () => {
     // A flag whose value is the next flag gives nothing to judge.
     expect(credentialArgIndex(['--token', '--verbose'])).toBe(-1);
   });
+
+  // Found by re-review: references in URLs, relative key paths and identifiers were refused; Docker's -e form passed.
+  it('judges references as the empty text they stand for, and relative paths, file names, identifiers and public keys as no credential', () => {
+    expect(credentialArgIndex(['-y', '@modelcontextprotocol/server-postgres', 'postgresql://app:${PGPASSWORD}@db.internal:5432/app'])).toBe(-1);
+    expect(credentialArgIndex(['--endpoint', 'https://api.example.com/v1?api_key=${API_KEY}', '--header', 'Authorization: Bearer ${TOKEN}'])).toBe(-1);
+    expect(credentialArgIndex(['--cert', 'certs/server.crt', '--key', 'certs/server.key', '--ssh-key', 'keys/id_ed25519', '--key', 'keyfile.pem'])).toBe(-1);
+    expect(credentialArgIndex(['--sort-key', 'created_at', '--public-key', 'ssh-ed25519', '--project', 'Basic research'])).toBe(-1);
+    // What a reference leaves is judged: a password written beside one is still one.
+    expect(credentialArgIndex(['postgresql://app:pw${X}123@db/app'])).toBe(0);
+  });
+
+  it("finds a credential given as a variable, Docker's -e NAME=value", () => {
+    expect(credentialArgIndex(['run', '-i', '--rm', '-e', 'BRAVE_API_KEY=BSAq7x9Lm2Kp4Rt8Vw', 'mcp/brave-search'])).toBe(4);
+    expect(credentialArgIndex(['run', '--env', 'GITHUB_PERSONAL_ACCESS_TOKEN=a1b2c3d4e5f6a7b8c9d0', 'ghcr.io/github/github-mcp-server'])).toBe(2);
+    expect(credentialArgIndex(['run', '-e', 'GITHUB_PERSONAL_ACCESS_TOKEN', '-e', 'GITHUB_TOKEN=${GITHUB_TOKEN}', '-e', 'LOG_LEVEL=debug', '-e', 'TOKEN_URL=https://auth.example.com/token'])).toBe(-1);
+  });
 });
 
 describe('SecretMask', () => {

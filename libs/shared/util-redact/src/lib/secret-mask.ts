@@ -1,4 +1,4 @@
-import { namesQuerySecret, namesSecret, REDACTED, redactSecrets } from './redact';
+import { credentialTextsIn, namesQuerySecret, namesSecret, REDACTED } from './redact';
 
 /**
  * What of an upstream's configuration holds the secrets given to it, opened: the gateway's `UpstreamConfig` and the
@@ -55,36 +55,56 @@ export function credentialArgs(args: readonly string[]): string[] {
 }
 
 /**
- * The last words of a flag's name that make it the credential itself (`--api-key`, `--access-token`, `--client-secret`),
- * not something about one (`--key-file`, `--auth-type`, `--token-url`).
+ * The last words of a name that make it the credential itself (`--api-key`, `--access-token`, `CLIENT_SECRET=`), not
+ * something about one (`--key-file`, `--auth-type`, `--token-url`), nor a public key (`--public-key`).
  */
 const CREDENTIAL_LAST_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'pat', 'credential', 'credentials']);
 
-function namesCredentialItself(flag: string): boolean {
-  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
-  const words = flag.replace(/^--?/, '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/);
-  return CREDENTIAL_LAST_WORDS.has((words.at(-1) ?? '').toLowerCase());
+function namesCredentialItself(name: string): boolean {
+  const words = name.replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/).map((word) => word.toLowerCase());
+  return CREDENTIAL_LAST_WORDS.has(words.at(-1) ?? '') && !words.includes('public');
 }
 
-/** A flag's value that is not the credential: a path, a URL (judged on its own), or a `${NAME}` reference to the env. */
-const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|:\/\/|^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+const isFlag = (text: string): boolean => /^--?[A-Za-z][\w.-]*$/.test(text);
+
+/** `${NAME}`: a reference to the upstream's sealed env, resolved at spawn (`argsWithEnv`); no credential in itself. */
+const ENV_REFERENCE = /\$\{[A-Za-z_][A-Za-z0-9_]*\}/g;
 
 /**
- * The index of the first argument that plainly holds a credential, or -1: a token of a known shape or a URL's password
- * or credential query value (what the audit redactor hides), or the value of a flag named for the credential itself
- * (`--api-key=…`, `--token …`) shaped like a token. A stdio upstream's arguments are shown to every member of the tenant:
- * the control plane refuses such an argument, and the value goes in the sealed env, referenced as `${NAME}`.
+ * A value given to a credential-named flag or variable that is no credential: a path (`/etc/key.pem`, `certs/server.key`,
+ * `~/.ssh/id`, a file name with an extension), a URL (judged on its own), or a lower-case identifier (`created_at`).
+ */
+const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|^(?:[\w.-]+\/)+[\w.-]*$|\.[A-Za-z][A-Za-z0-9]{0,4}$|:\/\/|^[a-z]+(?:[_-][a-z]+)*$/;
+
+const credentialValue = (value: string): boolean => looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value);
+
+/** Whether `text` holds a credential of a known shape; an HTTP credential's (`Bearer …`) only if the part after is token-shaped. */
+function holdsKnownCredential(text: string): boolean {
+  return credentialTextsIn(text).some((found) => {
+    const scheme = /^(?:bearer|basic)\s+(.*)$/i.exec(found);
+    return scheme === null || looksLikeToken(scheme[1] as string);
+  });
+}
+
+/**
+ * The index of the first argument that plainly holds a credential, or -1: a token of a known shape, a URL's password or
+ * credential query value (what the audit redactor hides), or a token-shaped value given to a flag or a variable named
+ * for the credential itself (`--api-key=…`, `--token …`, Docker's `-e GITHUB_TOKEN=…`). `${NAME}` references are judged
+ * as the empty text they stand for. A stdio upstream's arguments are shown to every member of the tenant: the control
+ * plane refuses such an argument, and the value goes in the sealed env, referenced as `${NAME}`.
  */
 export function credentialArgIndex(args: readonly string[]): number {
-  return args.findIndex((arg, index) => {
-    if (redactSecrets(arg) !== arg) return true;
+  const judged = args.map((arg) => arg.replace(ENV_REFERENCE, ''));
+  return judged.findIndex((arg, index) => {
+    if (holdsKnownCredential(arg)) return true;
     const equals = arg.indexOf('=');
-    if (equals > 0 && namesCredentialItself(arg.slice(0, equals))) {
-      const value = arg.slice(equals + 1);
-      return looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value);
+    if (equals > 0) {
+      const name = arg.slice(0, equals);
+      const named = isFlag(name) ? namesCredentialItself(name.replace(/^--?/, '')) : /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && (namesSecret(name) || namesCredentialItself(name));
+      return named && credentialValue(arg.slice(equals + 1));
     }
     const previous = args[index - 1];
-    return previous !== undefined && !previous.includes('=') && namesCredentialItself(previous) && !arg.startsWith('-') && looksLikeToken(arg) && !NOT_A_CREDENTIAL_VALUE.test(arg);
+    return previous !== undefined && isFlag(previous) && namesCredentialItself(previous.replace(/^--?/, '')) && !arg.startsWith('-') && credentialValue(arg);
   });
 }
 
