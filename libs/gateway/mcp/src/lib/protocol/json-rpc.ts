@@ -42,8 +42,11 @@ export type Classified =
   | { readonly kind: 'request'; readonly message: JsonRpcRequest }
   | { readonly kind: 'notification'; readonly message: JsonRpcNotification }
   | { readonly kind: 'response'; readonly message: JsonRpcResponse }
-  /** `code`: Invalid Request (-32600) unless it says otherwise. */
-  | { readonly kind: 'invalid'; readonly id: JsonRpcId | null; readonly reason: string; readonly code?: number };
+  /**
+   * `code`: Invalid Request (-32600) unless it says otherwise. `answer`: the message has no method, so it can only have
+   * been meant as the response to request `id` (a transport then ends that request with the protocol error at once).
+   */
+  | { readonly kind: 'invalid'; readonly id: JsonRpcId | null; readonly reason: string; readonly code?: number; readonly answer?: true };
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -64,8 +67,8 @@ export const isId = (value: unknown): value is JsonRpcId =>
 export function classify(value: unknown): Classified {
   if (!isObject(value)) return { kind: 'invalid', id: null, reason: 'a JSON-RPC message must be an object' };
   const id = isId(value['id']) ? value['id'] : null;
-  if (value['jsonrpc'] !== '2.0') return { kind: 'invalid', id, reason: 'jsonrpc must be "2.0"' };
   const method = value['method'];
+  if (value['jsonrpc'] !== '2.0') return { kind: 'invalid', id, reason: 'jsonrpc must be "2.0"', ...(method === undefined ? { answer: true as const } : {}) };
   if (method !== undefined) {
     if (typeof method !== 'string' || method.length === 0 || method.length > 256) {
       return { kind: 'invalid', id, reason: 'method must be a non-empty string' };
@@ -79,21 +82,21 @@ export function classify(value: unknown): Classified {
     return { kind: 'request', message: value as unknown as JsonRpcRequest };
   }
   if ('result' in value || 'error' in value) {
-    if ('result' in value && 'error' in value) return { kind: 'invalid', id, reason: 'a response has result or error, not both' };
+    if ('result' in value && 'error' in value) return { kind: 'invalid', id, reason: 'a response has result or error, not both', answer: true };
     if (!isId(value['id']) && !('error' in value && value['id'] === null)) {
       return { kind: 'invalid', id: null, reason: 'a response needs the id of its request' };
     }
     if ('error' in value) {
       const error = value['error'];
       if (!isObject(error) || typeof error['code'] !== 'number' || typeof error['message'] !== 'string') {
-        return { kind: 'invalid', id, reason: 'error must have a numeric code and a message' };
+        return { kind: 'invalid', id, reason: 'error must have a numeric code and a message', answer: true };
       }
     } else if (!isObject(value['result'])) {
-      return { kind: 'invalid', id, reason: 'result must be an object' };
+      return { kind: 'invalid', id, reason: 'result must be an object', answer: true };
     }
     return { kind: 'response', message: value as unknown as JsonRpcResponse };
   }
-  return { kind: 'invalid', id, reason: 'not a request, notification or response' };
+  return { kind: 'invalid', id, reason: 'not a request, notification or response', answer: true };
 }
 
 export function errorResponse(id: JsonRpcId | null, code: number, message: string, data?: unknown): JsonRpcError {

@@ -40,6 +40,19 @@ describe('JSON-RPC classification', () => {
     expect(classify({ jsonrpc: '2.0', id, method: 'ping' })).toMatchObject({ kind: 'request', message: { id } });
   });
 
+  it('marks an invalid message with no method as an answer (to the request of its id), and no other', () => {
+    for (const value of [
+      { jsonrpc: '2.0', id: 1, result: {}, error: { code: 1, message: 'm' } },
+      { jsonrpc: '2.0', id: 1, error: { code: 'x' } },
+      { jsonrpc: '2.0', id: 1, result: 5 },
+      { jsonrpc: '2.0', id: 1 },
+      { jsonrpc: '1.0', id: 1, result: {} },
+    ]) {
+      expect(classify(value)).toMatchObject({ kind: 'invalid', id: 1, answer: true });
+    }
+    for (const value of [{ jsonrpc: '2.0', id: 1, method: 'x', params: 'y' }, { jsonrpc: '1.0', id: 1, method: 'ping' }]) expect(classify(value)).not.toHaveProperty('answer');
+  });
+
   it('keeps the id of an invalid message when it is usable, for the error response', () => {
     expect(classify({ jsonrpc: '2.0', id: 9, method: 'x', params: 'y' })).toMatchObject({ id: 9 });
     expect(errorResponse(9, JSON_RPC.INVALID_REQUEST, 'bad')).toEqual({

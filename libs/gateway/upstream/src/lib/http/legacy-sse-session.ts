@@ -297,6 +297,11 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           );
           break;
         }
+        case 'invalid':
+          // Meant as the answer to a call in flight (result and error both, neither, a malformed error): the call ends
+          // now with the protocol error, as over Streamable HTTP, rather than at its timeout (found by review).
+          if (classified.answer === true && typeof classified.id === 'number') this.mux.fail(classified.id, errors.protocol(`invalid response: ${classified.reason}`));
+          break;
         default:
           break;
       }
