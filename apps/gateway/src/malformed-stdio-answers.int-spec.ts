@@ -9,7 +9,7 @@ import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/d
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, startTestGateway, type TestGateway } from './testing/gateway-harness';
+import { createAgentWithKey, messageOf, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -24,20 +24,6 @@ const MALFORMED_STDIO = `process.stdin.on('data', (d) => { for (const l of Strin
   else if (m.params.name === 'both') out = { jsonrpc: '2.0', id: m.id, result: { content: [] }, error: { code: -32000, message: 'both' } };
   else out = { jsonrpc: '2.0', id: m.id };
   process.stdout.write(JSON.stringify(out) + '\\n'); } });`;
-
-async function rpc(sessionId: string | undefined, body: unknown): Promise<{ headers: Headers; text: string }> {
-  const response = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${key}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      ...(sessionId ? { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' } : {}),
-    },
-    body: JSON.stringify(body),
-  });
-  return { headers: response.headers, text: await response.text() };
-}
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
@@ -55,13 +41,12 @@ afterAll(async () => {
 
 describe('a stdio upstream answering a call with an invalid JSON-RPC response', () => {
   it.each(['both', 'neither'])('fails that call promptly rather than at the call timeout (%s)', async (tool) => {
-    const init = await rpc(undefined, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
-    const sessionId = init.headers.get('mcp-session-id') ?? undefined;
-    await rpc(sessionId, { jsonrpc: '2.0', method: 'notifications/initialized' });
+    const sessionId = (await postInitialize(gateway, tenant.slug, key)).headers.get('mcp-session-id') ?? '';
+    await postInSession(gateway, tenant.slug, key, sessionId, { method: 'notifications/initialized' });
     const started = Date.now();
-    const called = await rpc(sessionId, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: `mal__${tool}`, arguments: {} } });
+    const called = await messageOf(await postInSession(gateway, tenant.slug, key, sessionId, { id: 2, method: 'tools/call', params: { name: `mal__${tool}`, arguments: {} } }));
     const tookMs = Date.now() - started;
-    expect(JSON.parse(called.text)).toMatchObject({ id: 2, error: { code: -32050, message: 'The upstream is unavailable' } });
+    expect(called).toMatchObject({ id: 2, error: { code: -32050, message: 'The upstream is unavailable' } });
     // The call timeout is 20 s: generous for a spawn and an initialize under load.
     expect(tookMs).toBeLessThan(10_000);
   }, 40_000);

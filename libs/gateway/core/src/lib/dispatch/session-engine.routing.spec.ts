@@ -33,6 +33,29 @@ function build(upstreams: Record<string, FakeUpstream & { prefix: string }>, ext
   return { engine, connector, registry, sessions, configs };
 }
 const open = (engine: SessionEngine, protocolVersion?: string, capabilities?: Record<string, unknown>) => openSession(engine, { protocolVersion, capabilities });
+
+/** A resource URI of about 8 K characters: 128 of them are a megabyte of routes (a session's own bound). */
+const bigUri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
+
+/** An upstream (prefix `r`) listing 128 `bigUri`s, whose reads answer `text`. */
+const bigLister = (text: string): FakeUpstream & { prefix: string } => ({
+  prefix: 'r',
+  capabilities: { resources: {} },
+  handle: async (method, params) => {
+    if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: bigUri(i), name: `n${i}` })) };
+    if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text }] };
+    return { resourceTemplates: [] };
+  },
+});
+
+/** 80 new sessions list the big URIs: 80 MiB of routes, past the replica's 64 MiB budget. */
+async function listFromOtherSessions(engine: SessionEngine): Promise<void> {
+  for (let i = 0; i < 80; i += 1) {
+    const { record } = await openSession(engine);
+    await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+  }
+}
+
 /** A response's result; a spec error for an error response. */
 function resultOf(response: JsonRpcResponse): Record<string, unknown> {
   if (!('result' in response)) throw new Error(`expected a result: ${JSON.stringify(response)}`);
@@ -458,16 +481,7 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
   // Found by review: each session's megabyte of routes was bounded, their sum was not (300 sessions of one principal held
   // 293 MiB of URIs an upstream chose).
   it('bounds the routes all sessions keep together; a session whose routes went to others reads by walking again', async () => {
-    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
-    const up: FakeUpstream & { prefix: string } = {
-      prefix: 'r',
-      capabilities: { resources: {} },
-      handle: async (method, params) => {
-        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
-        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'ok' }] };
-        return { resourceTemplates: [] };
-      },
-    };
+    const up = bigLister('ok');
     const { engine } = build({ r: up });
     const records = [];
     for (let i = 0; i < 80; i += 1) {
@@ -481,8 +495,8 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(held).toBeLessThanOrEqual(64 * 1024 * 1024);
     expect(live.get(records.at(-1)?.id ?? '')?.resourceRoutes.keyChars).toBe(128 * 8_000);
     expect(live.get(records[0]?.id ?? '')?.resourceRoutes.keyChars).toBe(0);
-    const read = resultOf(await engine.request(records[0] as never, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace'));
-    expect(read['contents']).toEqual([{ uri: uri(5), text: 'ok' }]);
+    const read = resultOf(await engine.request(records[0] as never, req('resources/read', { uri: bigUri(5) }), NO_STREAM, 'trace'));
+    expect(read['contents']).toEqual([{ uri: bigUri(5), text: 'ok' }]);
   }, 60_000);
 
   it('routes a URI to the most specific matching template, and a template two upstreams list to the first by prefix, whatever answered first', async () => {
@@ -1405,32 +1419,20 @@ describe('SessionEngine: log messages quoting an upstream\'s credentials', () =>
 // of a URI its upstream lists was refused (or sent to another upstream's template) without a walk.
 describe('SessionEngine: routes the replica budget took for other sessions', () => {
   it('a URI the upstream lists is still read after other sessions took its route (within a second of the walk)', async () => {
-    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
-    const up: FakeUpstream & { prefix: string } = {
-      prefix: 'r',
-      capabilities: { resources: {} },
-      handle: async (method, params) => {
-        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
-        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'ok' }] };
-        return { resourceTemplates: [] };
-      },
-    };
+    const up = bigLister('ok');
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('r', 'r')], () => undefined);
     const engine = makeEngine({ registry, connector: new FakeConnector({ r: up }), sessions: new MemorySessionStore(), options: { listTimeoutMs: 200 } });
     const first = await openSession(engine);
     // A read of a URI not yet routed walks the listings (a complete walk).
-    const before = await engine.request(first.record, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace');
+    const before = await engine.request(first.record, req('resources/read', { uri: bigUri(5) }), NO_STREAM, 'trace');
     expect('result' in before).toBe(true);
     // The rest happens within the second after that walk (the time frozen so that a slow machine shows the same).
     const frozen = performance.now();
     const clock = vi.spyOn(performance, 'now').mockReturnValue(frozen);
     try {
-      for (let i = 0; i < 80; i += 1) {
-        const { record } = await openSession(engine);
-        await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
-      }
-      const read: JsonRpcResponse = await engine.request(first.record, req('resources/read', { uri: uri(6) }), NO_STREAM, 'trace');
+      await listFromOtherSessions(engine);
+      const read: JsonRpcResponse = await engine.request(first.record, req('resources/read', { uri: bigUri(6) }), NO_STREAM, 'trace');
       expect('error' in read ? read.error.code : 'read').toBe('read');
     } finally {
       clock.mockRestore();
@@ -1438,16 +1440,7 @@ describe('SessionEngine: routes the replica budget took for other sessions', () 
   }, 60_000);
 
   it('a URI one upstream lists is read from it, not from another upstream whose template matches it, after other sessions took its route', async () => {
-    const uri = (i: number) => `mem://big/${String(i).padStart(4, '0')}/${'x'.repeat(8_000 - 15)}`;
-    const lister: FakeUpstream & { prefix: string } = {
-      prefix: 'r',
-      capabilities: { resources: {} },
-      handle: async (method, params) => {
-        if (method === 'resources/list') return { resources: Array.from({ length: 128 }, (_, i) => ({ uri: uri(i), name: `n${i}` })) };
-        if (method === 'resources/read') return { contents: [{ uri: params?.['uri'], text: 'from r, which lists it' }] };
-        return { resourceTemplates: [] };
-      },
-    };
+    const lister = bigLister('from r, which lists it');
     const templated: FakeUpstream & { prefix: string } = {
       prefix: 't',
       capabilities: { resources: {} },
@@ -1462,18 +1455,15 @@ describe('SessionEngine: routes the replica budget took for other sessions', () 
     registry.replace([fakeConfig('r', 'r'), fakeConfig('t', 't')], () => undefined);
     const engine = makeEngine({ registry, connector: new FakeConnector({ r: lister, t: templated }), sessions: new MemorySessionStore(), options: { listTimeoutMs: 200 } });
     const first = await openSession(engine);
-    const before = await engine.request(first.record, req('resources/read', { uri: uri(5) }), NO_STREAM, 'trace');
+    const before = await engine.request(first.record, req('resources/read', { uri: bigUri(5) }), NO_STREAM, 'trace');
     expect(before).toMatchObject({ result: { contents: [{ text: 'from r, which lists it' }] } });
     const frozen = performance.now();
     const clock = vi.spyOn(performance, 'now').mockReturnValue(frozen);
     try {
-      for (let i = 0; i < 80; i += 1) {
-        const { record } = await openSession(engine);
-        await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
-      }
+      await listFromOtherSessions(engine);
       // The agent lists the templates again (its template routes learned afresh, as the newest).
       await engine.request(first.record, req('resources/templates/list'), NO_STREAM, 'trace');
-      const read = await engine.request(first.record, req('resources/read', { uri: uri(6) }), NO_STREAM, 'trace');
+      const read = await engine.request(first.record, req('resources/read', { uri: bigUri(6) }), NO_STREAM, 'trace');
       const contents = 'result' in read ? (read.result['contents'] as { text: string }[]) : [];
       expect(contents[0]?.text).toBe('from r, which lists it');
     } finally {
