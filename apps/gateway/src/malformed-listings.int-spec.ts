@@ -2,7 +2,8 @@
  * An upstream listing items that break MCP's schema (a tool without an `inputSchema` of `type: "object"`, a resource
  * without a `name`) must not take the aggregated listing down: the official SDK client checks what a server lists, and
  * one such item made `listTools()` throw, so the agent saw none of the other upstreams' items either (found by review).
- * The gateway leaves such items out, and says so in its log.
+ * The gateway leaves such items out, or only their faulty part where it is not essential (a description that is no
+ * string, a `lastModified` the SDK reads more strictly than the specification: found by re-review), and logs it.
  */
 import type { Server } from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -28,6 +29,8 @@ function upstreamWith(sessionId: string, tools: unknown[], resources: unknown[])
       if (method === 'initialize') request.answer({ result: initializeResult(request, sessionId, { capabilities: { tools: {}, resources: {} } }) });
       else if (method === 'tools/list') request.answer({ result: { tools } });
       else if (method === 'resources/list') request.answer({ result: { resources } });
+      else if (method === 'resources/templates/list') request.answer({ result: { resourceTemplates: [] } });
+      else if (method === 'resources/read') request.answer({ result: { contents: [{ uri: String(request.message.params?.['uri']), text: 'a,b' }] } });
       else request.answer({ result: { content: [{ type: 'text', text: 'ok' }] } });
     },
   });
@@ -35,7 +38,19 @@ function upstreamWith(sessionId: string, tools: unknown[], resources: unknown[])
 
 beforeAll(async () => {
   const good = await upstreamWith('good-1', [{ name: 'fine', inputSchema: { type: 'object' } }], [{ uri: 'file:///good.txt', name: 'good.txt' }]);
-  const bad = await upstreamWith('bad-1', [{ name: 'schemaless' }, { name: 'stringy', inputSchema: { type: 'string' } }, { name: 'valid', inputSchema: { type: 'object' } }], [{ uri: 'file:///nameless.txt' }, { uri: 'file:///valid.txt', name: 'valid' }]);
+  const bad = await upstreamWith('bad-1', [
+      { name: 'schemaless' },
+      { name: 'stringy', inputSchema: { type: 'string' } },
+      { name: 'valid', inputSchema: { type: 'object' } },
+      { name: 'described', description: 42, inputSchema: { type: 'object' } },
+    ],
+    [
+      { uri: 'file:///nameless.txt' },
+      { uri: 'file:///valid.txt', name: 'valid' },
+      // Python's naive datetime.isoformat(): ISO 8601, which the SDK's date-time check refuses without an offset.
+      { uri: 'file:///report.csv', name: 'report.csv', annotations: { lastModified: '2025-01-12T15:00:58.123456', priority: 0.5 } },
+    ],
+  );
   servers.push(good.server, bad.server);
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
@@ -58,8 +73,11 @@ describe('an upstream listing items that break MCP\'s schema', () => {
     await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
     try {
       const listed = await client.listTools();
-      expect(listed.tools.map((tool) => tool.name)).toEqual(['bad__valid', 'good__fine']);
+      expect(listed.tools.map((tool) => tool.name)).toEqual(['bad__valid', 'bad__described', 'good__fine']);
+      // The description that is no string is left out, the tool kept.
+      expect(listed.tools.find((tool) => tool.name === 'bad__described')).not.toHaveProperty('description');
       expect(gateway.logs()).toContain('at inputSchema');
+      expect(gateway.logs()).toContain('at description; listed without it');
     } finally {
       await client.close();
     }
@@ -70,7 +88,10 @@ describe('an upstream listing items that break MCP\'s schema', () => {
     await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
     try {
       const listed = await client.listResources();
-      expect(listed.resources.map((resource) => resource.uri)).toEqual(['file:///valid.txt', 'file:///good.txt']);
+      expect(listed.resources.map((resource) => resource.uri)).toEqual(['file:///valid.txt', 'file:///report.csv', 'file:///good.txt']);
+      // Only the date the SDK would refuse is left out, and the resource reads.
+      expect(listed.resources.find((resource) => resource.uri === 'file:///report.csv')?.annotations).toEqual({ priority: 0.5 });
+      expect((await client.readResource({ uri: 'file:///report.csv' })).contents).toEqual([{ uri: 'file:///report.csv', text: 'a,b' }]);
     } finally {
       await client.close();
     }

@@ -62,6 +62,13 @@ describe('credentialArgIndex', () => {
     expect(credentialArgIndex(['postgresql://app:pw${X}123@db/app'])).toBe(0);
   });
 
+  // Found by re-review: base64 holds `/` (an AWS secret key passed as a relative path), and a passphrase of words is one.
+  it('finds a base64 key with slashes, and a passphrase of lower-case words given to a password flag', () => {
+    expect(credentialArgIndex(['--aws-secret-access-key', 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'])).toBe(1);
+    expect(credentialArgIndex(['run', '-e', 'AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'])).toBe(2);
+    expect(credentialArgIndex(['--password', 'correct-horse-battery-staple'])).toBe(1);
+  });
+
   it("finds a credential given as a variable, Docker's -e NAME=value", () => {
     expect(credentialArgIndex(['run', '-i', '--rm', '-e', 'BRAVE_API_KEY=BSAq7x9Lm2Kp4Rt8Vw', 'mcp/brave-search'])).toBe(4);
     expect(credentialArgIndex(['run', '--env', 'GITHUB_PERSONAL_ACCESS_TOKEN=a1b2c3d4e5f6a7b8c9d0', 'ghcr.io/github/github-mcp-server'])).toBe(2);

@@ -71,12 +71,23 @@ const isFlag = (text: string): boolean => /^--?[A-Za-z][\w.-]*$/.test(text);
 const ENV_REFERENCE = /\$\{[A-Za-z_][A-Za-z0-9_]*\}/g;
 
 /**
- * A value given to a credential-named flag or variable that is no credential: a path (`/etc/key.pem`, `certs/server.key`,
- * `~/.ssh/id`, a file name with an extension), a URL (judged on its own), or a lower-case identifier (`created_at`).
+ * A value given to a credential-named flag or variable that is no credential: a path (`/etc/key.pem`, `~/.ssh/id`, a
+ * relative one in lower-case directories, `certs/server.key`, `keys/id_ed25519`, or a file name with an extension), or a
+ * URL (judged on its own). Base64 holds `/` too: a relative path's directories are lower-case words, which a random
+ * key's segments are not (found by re-review: an AWS secret key passed as a path).
  */
-const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|^(?:[\w.-]+\/)+[\w.-]*$|\.[A-Za-z][A-Za-z0-9]{0,4}$|:\/\/|^[a-z]+(?:[_-][a-z]+)*$/;
+const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|^(?:[a-z0-9_.-]+\/)+[\w.-]{1,64}$|^[\w.-]*\.[A-Za-z][A-Za-z0-9]{0,4}$|:\/\//;
 
-const credentialValue = (value: string): boolean => looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value);
+/** A lower-case identifier (`created_at`, `user-id`): what a flag naming a key field (`--sort-key`) is given. */
+const IDENTIFIER = /^[a-z]+(?:[_-][a-z]+)*$/;
+
+/**
+ * Whether `value`, given to something named `name` (a flag without its dashes, a variable), is a credential: shaped like
+ * a token, and no path, URL, or (for a name ending in `key`) identifier. A passphrase of lower-case words given to
+ * `--password` still is one.
+ */
+const credentialValue = (name: string, value: string): boolean =>
+  looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value) && !(/key$/i.test(name) && IDENTIFIER.test(value));
 
 /** Whether `text` holds a credential of a known shape; an HTTP credential's (`Bearer …`) only if the part after is token-shaped. */
 function holdsKnownCredential(text: string): boolean {
@@ -101,10 +112,10 @@ export function credentialArgIndex(args: readonly string[]): number {
     if (equals > 0) {
       const name = arg.slice(0, equals);
       const named = isFlag(name) ? namesCredentialItself(name.replace(/^--?/, '')) : /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && (namesSecret(name) || namesCredentialItself(name));
-      return named && credentialValue(arg.slice(equals + 1));
+      return named && credentialValue(name, arg.slice(equals + 1));
     }
     const previous = args[index - 1];
-    return previous !== undefined && isFlag(previous) && namesCredentialItself(previous.replace(/^--?/, '')) && !arg.startsWith('-') && credentialValue(arg);
+    return previous !== undefined && isFlag(previous) && namesCredentialItself(previous.replace(/^--?/, '')) && !arg.startsWith('-') && credentialValue(previous, arg);
   });
 }
 

@@ -60,7 +60,7 @@ import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteBudget, RouteTable } from './route-table';
-import { WELL_FORMED } from '../listing/well-formed';
+import { checkedItem } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
@@ -2740,14 +2740,15 @@ export class SessionEngine {
     const raw = page[spec.field] as readonly unknown[];
     // Entries that are no objects, and items naming again what an earlier one of the page named, are left out (the
     // first kept): the gateway is the agent's one server, whose names are to be unique (see `ExposedItems.distinct`).
-    const distinct = this.exposed.distinct(raw, LIST_KEY[kind], WELL_FORMED[kind]);
+    const distinct = this.exposed.distinct(raw, LIST_KEY[kind]);
     if (distinct.notObjects > 0) this.warnSkipped(config, kind, { name: '' }, traceId, 'upstream listing holds entries that are not objects; skipped');
-    for (const { key, why } of distinct.malformed) this.warnSkipped(config, kind, { name: key }, traceId, why);
     for (const name of distinct.repeated) this.warnSkipped(config, kind, { name }, traceId, 'upstream lists this name more than once in a page; the first kept, the others skipped');
     let list = distinct.items;
+    // The hooks see items as the upstream listed them: tool pinning must judge a definition that changed into one
+    // breaking MCP's schema (checked after them) as changed, or its calls would still be let through (found by re-review).
     const filter = this.deps.hooks?.filter;
     if (filter) list = filter(live.record, LIST_TARGET[kind], config, list, fromCache);
-    list = list.map((item) => this.shownItem(config, item));
+    list = this.wellFormed(config, kind, list, traceId).map((item) => this.shownItem(config, item));
     const items: unknown[] = [];
     // Tools of an upstream whose tasks the gateway does not run for this session are listed as plain tools, and those
     // that can only run as tasks not at all.
@@ -2836,6 +2837,26 @@ export class SessionEngine {
     if (this.skippedWarned.size >= MAX_SKIPPED_WARNED) this.skippedWarned.clear();
     this.skippedWarned.add(key);
     this.deps.logger.warn({ upstream: config.name, upstreamId: config.id, kind, name, traceId }, why);
+  }
+
+  /** The items of a page as MCP's schema lets them be listed (`checkedItem`): mended, or left out, and logged either way. */
+  private wellFormed(config: UpstreamConfig, kind: ListKind, list: readonly Record<string, unknown>[], traceId: string): readonly Record<string, unknown>[] {
+    let kept: Record<string, unknown>[] | undefined;
+    for (let index = 0; index < list.length; index++) {
+      const item = list[index] as Record<string, unknown>;
+      const checked = checkedItem(kind, item);
+      if (checked.why !== undefined) this.warnSkipped(config, kind, item, traceId, checked.why);
+      else if (checked.leftOut.length > 0) {
+        this.warnSkipped(config, kind, item, traceId, `upstream item breaks MCP's schema for its kind at ${checked.leftOut.join(', ')}; listed without it`);
+      }
+      if (checked.item === item) {
+        kept?.push(item);
+        continue;
+      }
+      kept ??= list.slice(0, index);
+      if (checked.item !== undefined) kept.push(checked.item as Record<string, unknown>);
+    }
+    return kept ?? list;
   }
 
   /** Whether `config` comes before the upstream `other` in the listings' order (by prefix), or `other` is gone. */

@@ -14,12 +14,7 @@ export interface DistinctItems {
   readonly repeated: readonly string[];
   /** How many entries of the list were not objects (left out). */
   readonly notObjects: number;
-  /** Items left out because `wellFormed` refused them: their key (or '') and why. */
-  readonly malformed: readonly { readonly key: string; readonly why: string }[];
 }
-
-/** Why an item breaks the schema of its kind, or undefined when it does not. */
-export type ItemCheck = (item: Item) => string | undefined;
 
 /**
  * Listed items as the agent sees them, built once per upstream item and reused for as long as the page holding that
@@ -31,7 +26,7 @@ export class ExposedItems {
   // Keyed by the upstream's item object: a new page brings new objects, so nothing here outlives the page it came from.
   private readonly renamed = new WeakMap<object, { readonly prefix: string; readonly exposed: Item | null }>();
   // Keyed by the page's list (an array frozen with its page): a cached page is sorted out once, not on every listing.
-  private readonly distinctLists = new WeakMap<object, { readonly key: ItemKey; readonly check: ItemCheck | undefined; readonly distinct: DistinctItems }>();
+  private readonly distinctLists = new WeakMap<object, { readonly key: ItemKey; readonly distinct: DistinctItems }>();
 
   constructor(private readonly separator: string) {}
 
@@ -57,31 +52,29 @@ export class ExposedItems {
    * listing are cached apart (and evicted apart), so what earlier pages held is not at hand without carrying it along.
    * Remembered for a deep-frozen list (the engine freezes pages as they arrive).
    */
-  distinct(list: readonly unknown[], key: ItemKey, wellFormed?: ItemCheck): DistinctItems {
+  distinct(list: readonly unknown[], key: ItemKey): DistinctItems {
     const frozen = isDeepFrozen(list);
     const known = frozen ? this.distinctLists.get(list) : undefined;
-    if (known !== undefined && known.key === key && known.check === wellFormed) return known.distinct;
+    if (known !== undefined && known.key === key) return known.distinct;
     const seen = new Set<string>();
     const repeated = new Set<string>();
-    const malformed: { key: string; why: string }[] = [];
     let notObjects = 0;
     let items: Item[] | undefined;
     for (let index = 0; index < list.length; index++) {
       const entry = list[index];
       const value = isObject(entry) ? entry[key] : undefined;
-      const why = isObject(entry) ? wellFormed?.(entry) : undefined;
-      if (why !== undefined) malformed.push({ key: typeof value === 'string' ? value : '', why });
-      else if (isObject(entry) && !(typeof value === 'string' && seen.has(value))) {
+      if (isObject(entry) && !(typeof value === 'string' && seen.has(value))) {
         if (typeof value === 'string') seen.add(value);
         items?.push(entry);
         continue;
-      } else if (typeof value === 'string') repeated.add(value);
+      }
+      if (typeof value === 'string') repeated.add(value);
       else notObjects++;
       // The first entry left out: the items before it are copied, and those after it taken one by one.
       items ??= list.slice(0, index) as Item[];
     }
-    const distinct: DistinctItems = { items: items ?? (list as readonly Item[]), repeated: [...repeated], notObjects, malformed };
-    if (frozen) this.distinctLists.set(list, { key, check: wellFormed, distinct });
+    const distinct: DistinctItems = { items: items ?? (list as readonly Item[]), repeated: [...repeated], notObjects };
+    if (frozen) this.distinctLists.set(list, { key, distinct });
     return distinct;
   }
 

@@ -1,26 +1,78 @@
 import { PromptSchema, ResourceSchema, ResourceTemplateSchema, ToolSchema } from '@modelcontextprotocol/sdk/types.js';
-import type { ItemCheck } from './exposed-items';
+import type { ListKind } from './cursor';
+import { deepFreeze } from './immutable';
 
+type Item = Readonly<Record<string, unknown>>;
 type Schema = { safeParse(value: unknown): { success: boolean; error?: { issues: readonly { path: readonly PropertyKey[] }[] } } };
 
-/**
- * An item of an upstream's listing checked against MCP's schema for its kind, as the official SDK's clients check
- * what a server lists: a tool without an `inputSchema` of `type: "object"`, a resource without a `name`, a template
- * without a `uriTemplate`... A client that finds one refuses the whole listing, and with it every other upstream's
- * items, so the gateway leaves such an item out (found by review). The reason names the field, never its value.
- */
-const check =
-  (schema: Schema): ItemCheck =>
-  (item) => {
-    const parsed = schema.safeParse(item);
-    if (parsed.success) return undefined;
-    const path = parsed.error?.issues[0]?.path.map(String).join('.') ?? '';
-    return `upstream item breaks MCP's schema for its kind${path === '' ? '' : ` (at ${path.slice(0, 128)})`}; skipped`;
-  };
+/** What a listed item is once checked: the item to list (perhaps mended), or why it is left out. */
+export type CheckedItem =
+  | { readonly item: Item; readonly leftOut: readonly string[]; readonly why?: undefined }
+  | { readonly item?: undefined; readonly leftOut?: undefined; readonly why: string };
 
-export const WELL_FORMED = {
-  tools: check(ToolSchema),
-  prompts: check(PromptSchema),
-  resources: check(ResourceSchema),
-  resourceTemplates: check(ResourceTemplateSchema),
-} as const satisfies Record<string, ItemCheck>;
+const SCHEMAS: Readonly<Record<ListKind, Schema>> = { tools: ToolSchema, prompts: PromptSchema, resources: ResourceSchema, resourceTemplates: ResourceTemplateSchema };
+
+/**
+ * The fields a problem in which leaves the item out: what names it and what an agent relies on to use it (a tool's
+ * schemas, a prompt's arguments). A problem anywhere else (a description that is no string, annotations, icons, a
+ * `lastModified` the SDK reads more strictly than the specification's "ISO 8601") leaves out only that part.
+ */
+const ESSENTIAL: Readonly<Record<ListKind, ReadonlySet<string>>> = {
+  tools: new Set(['name', 'inputSchema', 'outputSchema']),
+  prompts: new Set(['name', 'arguments']),
+  resources: new Set(['name', 'uri']),
+  resourceTemplates: new Set(['name', 'uriTemplate']),
+};
+
+/** The most parts left out of one item before it is left out whole. */
+const MAX_MENDS = 8;
+
+/** `item` without what `path` names: its leaf, or the whole top-level field when the path goes through an array. */
+function without(item: Item, path: readonly PropertyKey[]): Item {
+  const [field, ...rest] = path;
+  const copy: Record<string, unknown> = { ...item };
+  const value = copy[field as string];
+  if (rest.length === 0 || typeof value !== 'object' || value === null || Array.isArray(value) || typeof rest[0] !== 'string') delete copy[field as string];
+  else copy[field as string] = without(value as Item, rest);
+  return copy;
+}
+
+const verdicts: Readonly<Record<ListKind, WeakMap<object, CheckedItem>>> = {
+  tools: new WeakMap(),
+  prompts: new WeakMap(),
+  resources: new WeakMap(),
+  resourceTemplates: new WeakMap(),
+};
+
+/**
+ * An upstream's listed item checked against MCP's schema for its kind, as the official SDK's clients check what a
+ * server lists: one that breaks it makes such a client refuse the whole listing, every other upstream's items with it
+ * (found by review). A problem in an essential field (`ESSENTIAL`) leaves the item out; one elsewhere leaves out only
+ * that part. Reasons name fields, never values. Remembered per item object (pages are frozen as they arrive).
+ */
+export function checkedItem(kind: ListKind, item: Item): CheckedItem {
+  const memo = verdicts[kind];
+  const known = memo.get(item);
+  if (known !== undefined) return known;
+  let current = item;
+  const leftOut: string[] = [];
+  let verdict: CheckedItem | undefined;
+  for (let attempt = 0; verdict === undefined; attempt += 1) {
+    const parsed = SCHEMAS[kind].safeParse(current);
+    if (parsed.success) {
+      // A mended copy is frozen as the page's items are, so what is built from it is kept as theirs is.
+      verdict = { item: leftOut.length === 0 ? current : deepFreeze(current), leftOut };
+      break;
+    }
+    const path = parsed.error?.issues[0]?.path ?? [];
+    const where = path.map(String).join('.').slice(0, 128);
+    if (typeof path[0] !== 'string' || ESSENTIAL[kind].has(path[0]) || attempt >= MAX_MENDS) {
+      verdict = { why: `upstream item breaks MCP's schema for its kind${where === '' ? '' : ` (at ${where})`}; skipped` };
+      break;
+    }
+    leftOut.push(where);
+    current = without(current, path);
+  }
+  memo.set(item, verdict);
+  return verdict;
+}

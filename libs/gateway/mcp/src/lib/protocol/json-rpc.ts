@@ -68,7 +68,11 @@ export function classify(value: unknown): Classified {
   if (!isObject(value)) return { kind: 'invalid', id: null, reason: 'a JSON-RPC message must be an object' };
   const id = isId(value['id']) ? value['id'] : null;
   const method = value['method'];
-  if (value['jsonrpc'] !== '2.0') return { kind: 'invalid', id, reason: 'jsonrpc must be "2.0"', ...(method === undefined ? { answer: true as const } : {}) };
+  // Without "2.0", only a message holding a result or an error is taken for an answer (a stray line of a server's own
+  // logging with an `id` is not).
+  if (value['jsonrpc'] !== '2.0') {
+    return { kind: 'invalid', id, reason: 'jsonrpc must be "2.0"', ...(method === undefined && ('result' in value || 'error' in value) ? { answer: true as const } : {}) };
+  }
   if (method !== undefined) {
     if (typeof method !== 'string' || method.length === 0 || method.length > 256) {
       return { kind: 'invalid', id, reason: 'method must be a non-empty string' };

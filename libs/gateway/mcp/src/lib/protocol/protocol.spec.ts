@@ -50,7 +50,8 @@ describe('JSON-RPC classification', () => {
     ]) {
       expect(classify(value)).toMatchObject({ kind: 'invalid', id: 1, answer: true });
     }
-    for (const value of [{ jsonrpc: '2.0', id: 1, method: 'x', params: 'y' }, { jsonrpc: '1.0', id: 1, method: 'ping' }]) expect(classify(value)).not.toHaveProperty('answer');
+    // A request, and a line of a server's own logging that happens to hold an `id` (found by re-review).
+    for (const value of [{ jsonrpc: '2.0', id: 1, method: 'x', params: 'y' }, { jsonrpc: '1.0', id: 1, method: 'ping' }, { id: 1, msg: 'listening' }]) expect(classify(value)).not.toHaveProperty('answer');
   });
 
   it('keeps the id of an invalid message when it is usable, for the error response', () => {

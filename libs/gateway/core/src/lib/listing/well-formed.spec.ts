@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { deepFreeze, isDeepFrozen } from './immutable';
+import { checkedItem } from './well-formed';
+
+describe('checkedItem', () => {
+  it('takes an item MCP\'s schema takes, as it is', () => {
+    const tool = deepFreeze({ name: 'echo', inputSchema: { type: 'object', properties: { text: { type: 'string' } } }, annotations: { readOnlyHint: true } });
+    expect(checkedItem('tools', tool)).toEqual({ item: tool, leftOut: [] });
+    expect(checkedItem('tools', tool).item).toBe(tool);
+  });
+
+  it('leaves out an item whose essential field breaks it, naming the field and never the value', () => {
+    expect(checkedItem('tools', { name: 'x' }).why).toMatch(/at inputSchema\)/);
+    expect(checkedItem('tools', { name: 'x', inputSchema: { type: 'string' } }).why).toMatch(/at inputSchema\.type\)/);
+    expect(checkedItem('tools', { name: 'x', inputSchema: { type: 'object' }, outputSchema: { type: 'array' } }).why).toMatch(/at outputSchema/);
+    expect(checkedItem('resources', { uri: 'file:///a' }).why).toMatch(/at name\)/);
+    expect(checkedItem('resourceTemplates', { name: 't' }).why).toMatch(/at uriTemplate\)/);
+    const secret = 'sk_live_do_not_echo_me';
+    const prompt = checkedItem('prompts', { name: 'p', arguments: [{ name: 1, description: secret }] });
+    expect(prompt.why).toMatch(/at arguments\.0\.name\)/);
+    expect(prompt.why).not.toContain(secret);
+  });
+
+  it('leaves out only a part that is not essential, frozen as the page is, and remembers the verdict', () => {
+    const resource = deepFreeze({ uri: 'file:///r.csv', name: 'r', description: 7, annotations: { lastModified: '2025-01-12T15:00:58.123456', priority: 0.5 } });
+    const checked = checkedItem('resources', resource);
+    expect(checked).toEqual({ item: { uri: 'file:///r.csv', name: 'r', annotations: { priority: 0.5 } }, leftOut: expect.arrayContaining(['description', 'annotations.lastModified']) });
+    expect(isDeepFrozen(checked.item)).toBe(true);
+    expect(checkedItem('resources', resource)).toBe(checked);
+    // Through an array, the whole field goes.
+    expect(checkedItem('tools', { name: 'i', inputSchema: { type: 'object' }, icons: [{ src: 'a.png' }, { mimeType: 'image/png' }] }).item).toEqual({ name: 'i', inputSchema: { type: 'object' } });
+  });
+});
