@@ -43,6 +43,11 @@ beforeAll(async () => {
       { name: 'stringy', inputSchema: { type: 'string' } },
       { name: 'valid', inputSchema: { type: 'object' } },
       { name: 'described', description: 42, inputSchema: { type: 'object' } },
+      // Two of one name, the first left out: the second is listed (found by re-review).
+      { name: 'dup', inputSchema: { type: 'string' } },
+      { name: 'dup', inputSchema: { type: 'object' } },
+      // An outputSchema the SDK client's Ajv cannot compile made listTools() throw (found by re-review).
+      { name: 'dangling', inputSchema: { type: 'object' }, outputSchema: { type: 'object', properties: { when: { $ref: '#/$defs/Timestamp' } } } },
     ],
     [
       { uri: 'file:///nameless.txt' },
@@ -73,11 +78,12 @@ describe('an upstream listing items that break MCP\'s schema', () => {
     await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
     try {
       const listed = await client.listTools();
-      expect(listed.tools.map((tool) => tool.name)).toEqual(['bad__valid', 'bad__described', 'good__fine']);
+      expect(listed.tools.map((tool) => tool.name)).toEqual(['bad__valid', 'bad__described', 'bad__dup', 'good__fine']);
       // The description that is no string is left out, the tool kept.
       expect(listed.tools.find((tool) => tool.name === 'bad__described')).not.toHaveProperty('description');
       expect(gateway.logs()).toContain('at inputSchema');
       expect(gateway.logs()).toContain('at description; listed without it');
+      expect(gateway.logs()).toContain('outputSchema cannot be compiled');
     } finally {
       await client.close();
     }

@@ -67,6 +67,13 @@ describe('credentialArgIndex', () => {
     expect(credentialArgIndex(['--aws-secret-access-key', 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'])).toBe(1);
     expect(credentialArgIndex(['run', '-e', 'AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'])).toBe(2);
     expect(credentialArgIndex(['--password', 'correct-horse-battery-staple'])).toBe(1);
+    // Starting with a slash, or with a short lower-case segment (found by the next re-review).
+    expect(credentialArgIndex(['--aws-secret-access-key', 'q8/K7MDENGbPxRfiCYEXAMPLEKEYwJalrXUtnFEM'])).toBe(1);
+    expect(credentialArgIndex(['--aws-secret-access-key', '/K7MDENGbPxRfiCYEXAMPLEKEYwJalrXUtnFEMI1'])).toBe(1);
+    expect(credentialArgIndex(['--secret-key', '/abcdefGHIJKLmnopQRSTuvwxYZabcdEFGH'])).toBe(1);
+    expect(credentialArgIndex(['-e', 'AWS_SECRET_ACCESS_KEY=x3k/K7MDENGbPxRfiCYEXAMPLEKEYwJalrXU'])).toBe(1);
+    // Key files under directories of any case are paths.
+    expect(credentialArgIndex(['--tls-key', 'config/TLS/server.key', '--ssl-key=Certs/client.pem', '--key', '/srv/MyApplicationConfig/id_ed25519'])).toBe(-1);
   });
 
   it("finds a credential given as a variable, Docker's -e NAME=value", () => {

@@ -71,23 +71,36 @@ const isFlag = (text: string): boolean => /^--?[A-Za-z][\w.-]*$/.test(text);
 const ENV_REFERENCE = /\$\{[A-Za-z_][A-Za-z0-9_]*\}/g;
 
 /**
- * A value given to a credential-named flag or variable that is no credential: a path (`/etc/key.pem`, `~/.ssh/id`, a
- * relative one in lower-case directories, `certs/server.key`, `keys/id_ed25519`, or a file name with an extension), or a
- * URL (judged on its own). Base64 holds `/` too: a relative path's directories are lower-case words, which a random
- * key's segments are not (found by re-review: an AWS secret key passed as a path).
+ * A segment no path holds but a random key does: long, upper and lower case mixed, with digits or very long. Base64
+ * holds `/` (found by re-review: AWS secret keys passed as paths, absolute or relative).
  */
-const NOT_A_CREDENTIAL_VALUE = /^(?:\/|\.\.?\/|~\/)|^(?:[a-z0-9_.-]+\/)+[\w.-]{1,64}$|^[\w.-]*\.[A-Za-z][A-Za-z0-9]{0,4}$|:\/\//;
+const randomSegment = (segment: string): boolean =>
+  segment.length >= 16 && /[A-Z]/.test(segment) && /[a-z]/.test(segment) && (/[0-9]/.test(segment) || segment.length >= 24);
+
+/**
+ * Whether a value given to a credential-named flag or variable is a path rather than the credential: a file name with an
+ * extension anywhere (`keyfile.pem`, `config/TLS/server.key`), an absolute, home or dot-relative path (`/etc/key`,
+ * `~/.ssh/id`), or a relative one in lower-case directories (`keys/id_ed25519`); never one with white space, `+` or `=`
+ * (base64) or a segment only a random key has.
+ */
+function pathLike(value: string): boolean {
+  if (/[\s+=]/.test(value)) return false;
+  const segments = value.split('/');
+  if (segments.some(randomSegment)) return false;
+  if (/\.[A-Za-z][A-Za-z0-9]{0,4}$/.test(value) || /^(?:\/|\.\.?\/|~\/)/.test(value)) return true;
+  return segments.length > 1 && segments.slice(0, -1).every((segment) => /^[a-z0-9_.-]+$/.test(segment));
+}
 
 /** A lower-case identifier (`created_at`, `user-id`): what a flag naming a key field (`--sort-key`) is given. */
 const IDENTIFIER = /^[a-z]+(?:[_-][a-z]+)*$/;
 
 /**
  * Whether `value`, given to something named `name` (a flag without its dashes, a variable), is a credential: shaped like
- * a token, and no path, URL, or (for a name ending in `key`) identifier. A passphrase of lower-case words given to
+ * a token, and no URL (judged on its own), path (`pathLike`) or, for a name ending in `key`, identifier. A passphrase of lower-case words given to
  * `--password` still is one.
  */
 const credentialValue = (name: string, value: string): boolean =>
-  looksLikeToken(value) && !NOT_A_CREDENTIAL_VALUE.test(value) && !(/key$/i.test(name) && IDENTIFIER.test(value));
+  looksLikeToken(value) && !value.includes('://') && !pathLike(value) && !(/key$/i.test(name) && IDENTIFIER.test(value));
 
 /** Whether `text` holds a credential of a known shape; an HTTP credential's (`Bearer …`) only if the part after is token-shaped. */
 function holdsKnownCredential(text: string): boolean {

@@ -60,7 +60,7 @@ import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { RouteBudget, RouteTable } from './route-table';
-import { checkedItem } from '../listing/well-formed';
+import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
@@ -2740,7 +2740,7 @@ export class SessionEngine {
     const raw = page[spec.field] as readonly unknown[];
     // Entries that are no objects, and items naming again what an earlier one of the page named, are left out (the
     // first kept): the gateway is the agent's one server, whose names are to be unique (see `ExposedItems.distinct`).
-    const distinct = this.exposed.distinct(raw, LIST_KEY[kind]);
+    const distinct = this.exposed.distinct(raw, LIST_KEY[kind], listable[kind]);
     if (distinct.notObjects > 0) this.warnSkipped(config, kind, { name: '' }, traceId, 'upstream listing holds entries that are not objects; skipped');
     for (const name of distinct.repeated) this.warnSkipped(config, kind, { name }, traceId, 'upstream lists this name more than once in a page; the first kept, the others skipped');
     let list = distinct.items;

@@ -78,4 +78,14 @@ describe('ExposedItems', () => {
     expect(items.distinct(clean, 'uri').items).toBe(clean);
     expect(items.distinct([{ uriTemplate: 'x/{k}' }, { uriTemplate: 'x/{k}' }], 'uriTemplate')).toEqual({ items: [{ uriTemplate: 'x/{k}' }], repeated: ['x/{k}'], notObjects: 0 });
   });
+
+  // Found by re-review: the first item of a name kept though the schema check leaves it out, the name was not listed.
+  it('keeps, of several items of one name, the first one `usable` takes, in the place of the first', () => {
+    const items = new ExposedItems('__');
+    const usable = (item: Record<string, unknown>) => item['ok'] === true;
+    const list = deepFreeze([{ name: 'a', ok: false }, { name: 'b', ok: true }, { name: 'a', ok: true, n: 2 }, { name: 'a', ok: true, n: 3 }]);
+    expect(items.distinct(list, 'name', usable)).toEqual({ items: [{ name: 'a', ok: true, n: 2 }, { name: 'b', ok: true }], repeated: ['a'], notObjects: 0 });
+    // None usable: the first is kept (and left out later).
+    expect(items.distinct([{ name: 'a', ok: false }, { name: 'a', ok: false, n: 2 }], 'name', usable).items).toEqual([{ name: 'a', ok: false }]);
+  });
 });

@@ -26,7 +26,7 @@ export class ExposedItems {
   // Keyed by the upstream's item object: a new page brings new objects, so nothing here outlives the page it came from.
   private readonly renamed = new WeakMap<object, { readonly prefix: string; readonly exposed: Item | null }>();
   // Keyed by the page's list (an array frozen with its page): a cached page is sorted out once, not on every listing.
-  private readonly distinctLists = new WeakMap<object, { readonly key: ItemKey; readonly distinct: DistinctItems }>();
+  private readonly distinctLists = new WeakMap<object, { readonly key: ItemKey; readonly usable: ((item: Item) => boolean) | undefined; readonly distinct: DistinctItems }>();
 
   constructor(private readonly separator: string) {}
 
@@ -52,19 +52,21 @@ export class ExposedItems {
    * listing are cached apart (and evicted apart), so what earlier pages held is not at hand without carrying it along.
    * Remembered for a deep-frozen list (the engine freezes pages as they arrive).
    */
-  distinct(list: readonly unknown[], key: ItemKey): DistinctItems {
+  distinct(list: readonly unknown[], key: ItemKey, usable?: (item: Item) => boolean): DistinctItems {
     const frozen = isDeepFrozen(list);
     const known = frozen ? this.distinctLists.get(list) : undefined;
-    if (known !== undefined && known.key === key) return known.distinct;
-    const seen = new Set<string>();
+    if (known !== undefined && known.key === key && known.usable === usable) return known.distinct;
+    // Where each key's kept item is in `items` (built once something is left out).
+    const keptAt = new Map<string, number>();
     const repeated = new Set<string>();
     let notObjects = 0;
     let items: Item[] | undefined;
     for (let index = 0; index < list.length; index++) {
       const entry = list[index];
       const value = isObject(entry) ? entry[key] : undefined;
-      if (isObject(entry) && !(typeof value === 'string' && seen.has(value))) {
-        if (typeof value === 'string') seen.add(value);
+      const at = typeof value === 'string' ? keptAt.get(value) : undefined;
+      if (isObject(entry) && at === undefined) {
+        if (typeof value === 'string') keptAt.set(value, items?.length ?? index);
         items?.push(entry);
         continue;
       }
@@ -72,9 +74,12 @@ export class ExposedItems {
       else notObjects++;
       // The first entry left out: the items before it are copied, and those after it taken one by one.
       items ??= list.slice(0, index) as Item[];
+      // A later item of the key is kept instead of an earlier one `usable` refuses (one MCP's schema leaves out): else
+      // the key would not be listed at all (found by re-review).
+      if (at !== undefined && usable !== undefined && isObject(entry) && !usable(items[at] as Item) && usable(entry)) items[at] = entry;
     }
     const distinct: DistinctItems = { items: items ?? (list as readonly Item[]), repeated: [...repeated], notObjects };
-    if (frozen) this.distinctLists.set(list, { key, distinct });
+    if (frozen) this.distinctLists.set(list, { key, usable, distinct });
     return distinct;
   }
 

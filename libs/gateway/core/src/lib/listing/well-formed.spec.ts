@@ -30,4 +30,15 @@ describe('checkedItem', () => {
     // Through an array, the whole field goes.
     expect(checkedItem('tools', { name: 'i', inputSchema: { type: 'object' }, icons: [{ src: 'a.png' }, { mimeType: 'image/png' }] }).item).toEqual({ name: 'i', inputSchema: { type: 'object' } });
   });
+  // Found by re-review: the SDK's client compiles every listed outputSchema with Ajv, and one it cannot compile made
+  // listTools() throw.
+  it('leaves out a tool whose outputSchema cannot be compiled, and takes one that can', () => {
+    const tool = (outputSchema: Record<string, unknown>) => ({ name: 't', inputSchema: { type: 'object' }, outputSchema });
+    expect(checkedItem('tools', tool({ type: 'object', properties: { when: { $ref: '#/$defs/Timestamp' } } })).why).toMatch(/outputSchema cannot be compiled/);
+    expect(checkedItem('tools', tool({ type: 'object', properties: { a: { type: 'notatype' } } })).why).toMatch(/outputSchema cannot be compiled/);
+    const fine = tool({ $id: 'https://example.test/t.json', type: 'object', properties: { when: { type: 'string', format: 'date-time' } }, $defs: { x: { type: 'string' } } });
+    expect(checkedItem('tools', fine).why).toBeUndefined();
+    // Compiled and removed: another schema of the same $id compiles too (Ajv refuses an id it already holds).
+    expect(checkedItem('tools', tool({ ...fine.outputSchema, description: 'again' })).why).toBeUndefined();
+  });
 });

@@ -1,4 +1,6 @@
 import { PromptSchema, ResourceSchema, ResourceTemplateSchema, ToolSchema } from '@modelcontextprotocol/sdk/types.js';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import type { ListKind } from './cursor';
 import { deepFreeze } from './immutable';
 
@@ -23,6 +25,38 @@ const ESSENTIAL: Readonly<Record<ListKind, ReadonlySet<string>>> = {
   resources: new Set(['name', 'uri']),
   resourceTemplates: new Set(['name', 'uriTemplate']),
 };
+
+/**
+ * The JSON Schema compiler the SDK's clients compile a listed tool's `outputSchema` with, set up as theirs is
+ * (`@modelcontextprotocol/sdk/validation/ajv`): a schema it cannot compile (a `$ref` to nowhere, an unknown type) makes
+ * `listTools()` throw as surely as a schema error does (found by re-review). Each schema is compiled, then removed
+ * (Ajv keeps what it compiled), and the verdict kept by its text for the next listing of it.
+ */
+const ajv = new Ajv({ strict: false, validateFormats: true, validateSchema: false, allErrors: true });
+addFormats(ajv);
+const compiledVerdicts = new Map<string, boolean>();
+const MAX_COMPILED_VERDICTS = 1_000;
+const MAX_REMEMBERED_SCHEMA_LENGTH = 64 * 1024;
+
+function compiles(schema: object): boolean {
+  const text = JSON.stringify(schema);
+  const known = compiledVerdicts.get(text);
+  if (known !== undefined) return known;
+  let verdict: boolean;
+  try {
+    ajv.compile(schema);
+    verdict = true;
+  } catch {
+    verdict = false;
+  } finally {
+    ajv.removeSchema(schema);
+  }
+  if (text.length <= MAX_REMEMBERED_SCHEMA_LENGTH) {
+    if (compiledVerdicts.size >= MAX_COMPILED_VERDICTS) compiledVerdicts.delete(compiledVerdicts.keys().next().value as string);
+    compiledVerdicts.set(text, verdict);
+  }
+  return verdict;
+}
 
 /** The most parts left out of one item before it is left out whole. */
 const MAX_MENDS = 8;
@@ -60,6 +94,11 @@ export function checkedItem(kind: ListKind, item: Item): CheckedItem {
   for (let attempt = 0; verdict === undefined; attempt += 1) {
     const parsed = SCHEMAS[kind].safeParse(current);
     if (parsed.success) {
+      const output = current['outputSchema'];
+      if (kind === 'tools' && typeof output === 'object' && output !== null && !compiles(output)) {
+        verdict = { why: "upstream tool's outputSchema cannot be compiled as JSON Schema (at outputSchema); skipped" };
+        break;
+      }
       // A mended copy is frozen as the page's items are, so what is built from it is kept as theirs is.
       verdict = { item: leftOut.length === 0 ? current : deepFreeze(current), leftOut };
       break;
@@ -76,3 +115,11 @@ export function checkedItem(kind: ListKind, item: Item): CheckedItem {
   memo.set(item, verdict);
   return verdict;
 }
+
+/** Per kind, whether an item can be listed at all (mended or not): which of two items of one name `distinct` keeps. */
+export const listable: Readonly<Record<ListKind, (item: Item) => boolean>> = {
+  tools: (item) => checkedItem('tools', item).why === undefined,
+  prompts: (item) => checkedItem('prompts', item).why === undefined,
+  resources: (item) => checkedItem('resources', item).why === undefined,
+  resourceTemplates: (item) => checkedItem('resourceTemplates', item).why === undefined,
+};
