@@ -95,9 +95,9 @@ function pathLike(value: string): boolean {
 const IDENTIFIER = /^[a-z]+(?:[_-][a-z]+)*$/;
 
 /**
- * Whether `value`, given to something named `name` (a flag without its dashes, a variable), is a credential: shaped like
- * a token, and no URL (judged on its own), path (`pathLike`) or, for a name ending in `key`, identifier. A passphrase of lower-case words given to
- * `--password` still is one.
+ * Whether `value`, given to something named `name` (a flag, a variable), is a credential: shaped like a token, and no
+ * URL (judged on its own), path (`pathLike`) or, for a name ending in `key`, identifier. A passphrase of lower-case words
+ * given to `--password` still is one.
  */
 const credentialValue = (name: string, value: string): boolean =>
   looksLikeToken(value) && !value.includes('://') && !pathLike(value) && !(/key$/i.test(name) && IDENTIFIER.test(value));

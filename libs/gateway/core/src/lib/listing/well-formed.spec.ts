@@ -36,6 +36,8 @@ describe('checkedItem', () => {
     const tool = (outputSchema: Record<string, unknown>) => ({ name: 't', inputSchema: { type: 'object' }, outputSchema });
     expect(checkedItem('tools', tool({ type: 'object', properties: { when: { $ref: '#/$defs/Timestamp' } } })).why).toMatch(/outputSchema cannot be compiled/);
     expect(checkedItem('tools', tool({ type: 'object', properties: { a: { type: 'notatype' } } })).why).toMatch(/outputSchema cannot be compiled/);
+    // An $id Ajv cannot read throws on removal too: a verdict, not an exception out of the listing.
+    expect(checkedItem('tools', tool({ $id: 42, type: 'object' })).why).toMatch(/outputSchema cannot be compiled/);
     const fine = tool({ $id: 'https://example.test/t.json', type: 'object', properties: { when: { type: 'string', format: 'date-time' } }, $defs: { x: { type: 'string' } } });
     expect(checkedItem('tools', fine).why).toBeUndefined();
     // Compiled and removed: another schema of the same $id compiles too (Ajv refuses an id it already holds).

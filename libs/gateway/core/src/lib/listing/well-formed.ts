@@ -49,7 +49,11 @@ function compiles(schema: object): boolean {
   } catch {
     verdict = false;
   } finally {
-    ajv.removeSchema(schema);
+    try {
+      ajv.removeSchema(schema);
+    } catch {
+      // An `$id` Ajv cannot read (a number) fails its removal too: nothing of it was kept.
+    }
   }
   if (text.length <= MAX_REMEMBERED_SCHEMA_LENGTH) {
     if (compiledVerdicts.size >= MAX_COMPILED_VERDICTS) compiledVerdicts.delete(compiledVerdicts.keys().next().value as string);
