@@ -45,3 +45,28 @@ describe('a later listing page without its list array', () => {
     expect(again.result?.tools.map((listed) => listed.name)).toEqual(['files__b']);
   });
 });
+
+describe('an upstream answering a later page with the cursor it was asked with', () => {
+  // Found by review: the repeated cursor was passed on, and an agent paging to the end was given the same page for ever.
+  it("ends that upstream's listing there, the others' going on", async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'notes')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async (method, params) => (method !== 'tools/list' ? {} : params?.['cursor'] === undefined ? { tools: [tool('a')], nextCursor: 'loop' } : { tools: [tool('b')], nextCursor: 'loop' }) },
+      u2: { capabilities: { tools: {} }, handle: async (method, params) => (method !== 'tools/list' ? {} : params?.['cursor'] === undefined ? { tools: [tool('x')], nextCursor: 'n2' } : params['cursor'] === 'n2' ? { tools: [tool('y')], nextCursor: 'n3' } : { tools: [tool('z')] }) },
+    });
+    const engine = makeEngine({ registry, connector, options: { listTimeoutMs: 500 } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    const names: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = (await engine.request(record, req('tools/list', cursor === undefined ? {} : { cursor }), NO_STREAM, 'trace')) as JsonRpcResponse & { result: { tools: { name: string }[]; nextCursor?: string } };
+      names.push(...page.result.tools.map((listed) => listed.name));
+      cursor = page.result.nextCursor;
+      pages += 1;
+    } while (cursor !== undefined && pages < 10);
+    expect(pages).toBe(3);
+    expect(names.sort()).toEqual(['files__a', 'files__b', 'notes__x', 'notes__y', 'notes__z']);
+  });
+});

@@ -2620,6 +2620,11 @@ export class SessionEngine {
         // Not carried on (the gateway's own cursor would grow past what it takes back): that upstream's listing ends here.
         if (status) status.dropped = true;
         this.logUpstreamFailure(config, spec.method, new Error(`nextCursor longer than ${MAX_UPSTREAM_CURSOR_LENGTH} characters`), traceId);
+      } else if (typeof next === 'string' && next.length > 0 && next === target.cursor) {
+        // The cursor it was asked with, again: an agent paging on would be given the same page for ever, and a route
+        // walk would ask it its full count of pages. That upstream's listing ends here (found by review).
+        if (status) status.dropped = true;
+        this.logUpstreamFailure(config, spec.method, new Error('nextCursor repeats the cursor the page was asked with'), traceId);
       } else if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
     });
     // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
