@@ -439,7 +439,7 @@ describe('POST details', () => {
     expect(bad.headers['mcp-session-id']).toBeUndefined();
   });
 
-  it('a body that is not UTF-8 is a parse error and one in another charset 415, and an integer id past 2^53 is invalid', async () => {
+  it('a body that is not UTF-8 is a parse error and one in another charset 415, and an integer id past 2^53 or a fractional one is invalid', async () => {
     const init = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(), initBody());
     const session = { 'mcp-session-id': String(init.headers['mcp-session-id']) };
     // (The framework's route, which reads bodies for what the fast path leaves to it, is covered in mcp-routes.spec.ts.)
@@ -447,6 +447,10 @@ describe('POST details', () => {
     expectRpcError(await raw('POST', path, postHeaders(session), notUtf8Body), 400, -32700);
     expectRpcError(await raw('POST', path, postHeaders({ ...session, 'content-type': 'application/json; charset=latin1' }), notUtf8Body), 415, -32015);
     expectRpcError(await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders(session), '{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}'), 400, -32600);
+    // MCP's ids are strings or integers: a fractional one is no id (the answer names none).
+    const fractional = await raw('POST', path, postHeaders(session), '{"jsonrpc":"2.0","id":1.5,"method":"ping"}');
+    expectRpcError(fractional, 400, -32600);
+    expect(JSON.parse(fractional.body)).toMatchObject({ id: null });
     const served = await raw('POST', `/t/${tenant.slug}/mcp`, postHeaders({ ...session, 'content-type': 'application/json; charset="UTF-8"' }), '{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}');
     expect(served.status).toBe(200);
     expect(served.body).toContain('"id":9007199254740991');

@@ -52,13 +52,12 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
- * A JSON-RPC id the gateway takes: a string of at most 512 characters, or a finite number that is not an integer past
- * ±(2^53 − 1). Such an integer was rounded by the parse, so its answer would carry another id than the agent sent
- * (a client keeping int64 ids could not match it), and two of them could collide.
+ * A JSON-RPC id the gateway takes: a string of at most 512 characters, or an integer within ±(2^53 − 1). MCP allows
+ * strings and integers only (JSON-RPC's fractional ids are not MCP's, and the SDK's peers refuse them); an integer past
+ * that range was rounded by the parse, so its answer would carry another id than the agent sent (a client keeping
+ * int64 ids could not match it), and two of them could collide.
  */
-export const isId = (value: unknown): value is JsonRpcId =>
-  (typeof value === 'string' && value.length <= 512) ||
-  (typeof value === 'number' && Number.isFinite(value) && (Number.isSafeInteger(value) || !Number.isInteger(value)));
+export const isId = (value: unknown): value is JsonRpcId => (typeof value === 'string' && value.length <= 512) || Number.isSafeInteger(value);
 
 /**
  * Sorts one parsed JSON value into request / notification / response, or says why it is not a valid
@@ -82,7 +81,7 @@ export function classify(value: unknown): Classified {
       return { kind: 'invalid', id, reason: 'params must be an object' };
     }
     if (!('id' in value)) return { kind: 'notification', message: value as unknown as JsonRpcNotification };
-    if (!isId(value['id'])) return { kind: 'invalid', id: null, reason: 'id must be a string or a number (an integer id within ±(2^53 − 1))' };
+    if (!isId(value['id'])) return { kind: 'invalid', id: null, reason: 'id must be a string or an integer within ±(2^53 − 1)' };
     return { kind: 'request', message: value as unknown as JsonRpcRequest };
   }
   if ('result' in value || 'error' in value) {

@@ -21,12 +21,14 @@ describe('JSON-RPC classification', () => {
     [{ jsonrpc: '2.0', id: 1, method: '' }, 'method must be a non-empty string'],
     [{ jsonrpc: '2.0', id: 1, method: 42 }, 'method must be a non-empty string'],
     [{ jsonrpc: '2.0', id: 1, method: 'ping', params: [1] }, 'params must be an object'],
-    [{ jsonrpc: '2.0', id: null, method: 'ping' }, 'id must be a string or a number (an integer id within ±(2^53 − 1))'],
-    [{ jsonrpc: '2.0', id: { x: 1 }, method: 'ping' }, 'id must be a string or a number (an integer id within ±(2^53 − 1))'],
+    [{ jsonrpc: '2.0', id: null, method: 'ping' }, 'id must be a string or an integer within ±(2^53 − 1)'],
+    [{ jsonrpc: '2.0', id: { x: 1 }, method: 'ping' }, 'id must be a string or an integer within ±(2^53 − 1)'],
     // 9007199254740993 parses as 2^53: answered, it would carry another id than the agent sent.
-    [JSON.parse('{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}'), 'id must be a string or a number (an integer id within ±(2^53 − 1))'],
-    [{ jsonrpc: '2.0', id: -(2 ** 53), method: 'ping' }, 'id must be a string or a number (an integer id within ±(2^53 − 1))'],
-    [{ jsonrpc: '2.0', id: 1e300, method: 'ping' }, 'id must be a string or a number (an integer id within ±(2^53 − 1))'],
+    [JSON.parse('{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}'), 'id must be a string or an integer within ±(2^53 − 1)'],
+    [{ jsonrpc: '2.0', id: -(2 ** 53), method: 'ping' }, 'id must be a string or an integer within ±(2^53 − 1)'],
+    [{ jsonrpc: '2.0', id: 1e300, method: 'ping' }, 'id must be a string or an integer within ±(2^53 − 1)'],
+    // MCP's ids are strings or integers (JSON-RPC's fractional ids are not, and the SDK's peers refuse them).
+    [{ jsonrpc: '2.0', id: 1.5, method: 'ping' }, 'id must be a string or an integer within ±(2^53 − 1)'],
     [{ jsonrpc: '2.0', id: 1, result: {}, error: { code: 1, message: 'm' } }, 'a response has result or error, not both'],
     [{ jsonrpc: '2.0', id: 1, error: { code: 'x' } }, 'error must have a numeric code and a message'],
     [{ jsonrpc: '2.0', id: 1, result: 5 }, 'result must be an object'],
@@ -36,7 +38,7 @@ describe('JSON-RPC classification', () => {
     expect(classified).toMatchObject({ kind: 'invalid', reason });
   });
 
-  it.each([2 ** 53 - 1, -(2 ** 53 - 1), 0, 1.5, 'x'.repeat(512)])('takes the id %s', (id) => {
+  it.each([2 ** 53 - 1, -(2 ** 53 - 1), 0, -0, 'x'.repeat(512)])('takes the id %s', (id) => {
     expect(classify({ jsonrpc: '2.0', id, method: 'ping' })).toMatchObject({ kind: 'request', message: { id } });
   });
 
