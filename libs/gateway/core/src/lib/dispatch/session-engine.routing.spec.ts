@@ -1492,3 +1492,56 @@ describe('SessionEngine: the route budget after sessions end', () => {
     expect([budget.keyChars, budget.holders]).toEqual([0, 0]);
   });
 });
+
+describe('SessionEngine: what an upstream may have relayed to the agent', () => {
+  const log = (data: string): JsonRpcNotification => ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data } });
+
+  it('is bounded per upstream (1,000 at once, 200 a second after), warned of once; another upstream keeps its own', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ service: 'spec', level: 'warn', destination: { write: (line: string) => void lines.push(line) } });
+    const listing = (prefix: string): FakeUpstream & { prefix: string } => ({ prefix, capabilities: { tools: {}, logging: {} }, handle: async () => ({ tools: [] }) });
+    const { engine, connector } = build({ u1: listing('a'), u2: listing('b') }, { logger });
+    const { record } = await open(engine);
+    const standalone: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(standalone));
+    await expect.poll(() => (connector.notificationHandlers.get('u1') ?? []).length > 0 && (connector.notificationHandlers.get('u2') ?? []).length > 0).toBe(true);
+    const from = (prefix: string) => standalone.filter((m) => 'params' in m && String((m.params as { data?: unknown }).data).startsWith(prefix)).length;
+
+    for (let i = 0; i < 5_000; i += 1) connector.emit('u1', log(`one ${i}`));
+    // The burst, and what the bucket refilled while the loop ran (at 200 a second).
+    expect(from('one')).toBeGreaterThanOrEqual(1_000);
+    expect(from('one')).toBeLessThan(1_100);
+    for (let i = 0; i < 10; i += 1) connector.emit('u2', log(`two ${i}`));
+    expect(from('two')).toBe(10);
+    const warnings = lines.filter((line) => line.includes('dropped'));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.parse(warnings[0] as string)).toMatchObject({ upstreamId: 'u1', dropped: 1 });
+
+    // A tenth of a second on: about 20 more (generous bounds: timers are late under load).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (let i = 0; i < 500; i += 1) connector.emit('u1', log(`later ${i}`));
+    expect(from('later')).toBeGreaterThanOrEqual(15);
+    expect(from('later')).toBeLessThan(250);
+    expect(lines.filter((line) => line.includes('dropped'))).toHaveLength(1);
+  });
+
+  it('is bounded for a call too: progress streamed faster than that is dropped, the answer is not', async () => {
+    const chatty: FakeUpstream & { prefix: string } = {
+      prefix: 'job',
+      capabilities: { tools: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        for (let i = 1; i <= 3_000; i += 1) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'tok', progress: i } });
+        return { content: [{ type: 'text', text: 'done' }] };
+      },
+    };
+    const { engine } = build({ u1: chatty });
+    const { record } = await open(engine);
+    const seen: JsonRpcMessage[] = [];
+    const answer = await engine.request(record, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'tok' } }), sinkOf(seen), 'trace');
+    expect(resultOf(answer)).toMatchObject({ content: [{ text: 'done' }] });
+    expect(seen.length).toBeGreaterThanOrEqual(1_000);
+    expect(seen.length).toBeLessThan(1_100);
+    expect(seen.at(-1)).toMatchObject({ method: 'notifications/progress', params: { progress: seen.length } });
+  });
+});

@@ -2376,6 +2376,30 @@ describe('SessionEngine across replicas', () => {
     expect(broadcast.filter((message) => message.type === 'cancel')).toEqual([{ type: 'cancel', sessionId: record.id, requestId: 'r1', reason: 'cancelled by the client' }]);
   });
 
+  it('tells the other replicas of at most 100 cancellations at once per tenant, then 20 a second; another tenant keeps its own', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'files', 't2')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) }, u2: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const broadcast: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void broadcast.push(message), sendTo: () => undefined };
+    const engine = makeEngine({ registry, connector, bus, options: { replicaId: 'here' } });
+    const recordOf = async (as: typeof principal) => {
+      const opened = await engine.initialize(as, init, 'trace');
+      const record = await engine.session(opened.sessionId ?? '', as);
+      if (!record) throw new Error('no session');
+      return record;
+    };
+    const first = await recordOf(principal);
+    const other = await recordOf({ ...principal, tenantId: 't2' });
+    const cancels = (sessionId: string) => broadcast.filter((message) => message.type === 'cancel' && message.sessionId === sessionId).length;
+    for (let i = 0; i < 1_000; i += 1) engine.notification(first, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: i } });
+    // The burst, and what refilled while the loop ran.
+    expect(cancels(first.id)).toBeGreaterThanOrEqual(100);
+    expect(cancels(first.id)).toBeLessThan(110);
+    engine.notification(other, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1 } });
+    expect(cancels(other.id)).toBe(1);
+  });
+
   it('filters log messages by the level the agent set through another replica, on the stream this one holds', async () => {
     const { a, b, connector, record } = await sessionOnTwoReplicas({ capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) });
     // B holds the session live (an upstream session and the agent's GET stream); the agent sets its level through A.

@@ -59,6 +59,7 @@ import { isTerminalTaskStatus, offersTasks, RELATED_TASK, referencedTask, relate
 import { NO_STREAM, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
+import { Allowance, Allowances } from './allowance';
 import { RouteBudget, RouteTable } from './route-table';
 import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
@@ -435,6 +436,8 @@ interface LiveSession {
   readonly taskMessageChains: Map<string, Promise<void>>;
   /** Messages about tasks waiting in `taskMessageChains` or for their task to be known; bounded by MAX_HELD_TASK_MESSAGES. */
   heldTaskMessages: number;
+  /** Upstream id → what its sessions may still relay to the agent (RELAYED_NOTIFICATIONS_PER_SECOND). */
+  readonly relayAllowances: Map<string, Allowance>;
   /**
    * The log level this replica's own upstream sessions (stdio, legacy SSE) were last told, to tell them a level stored
    * through another replica once, whichever way this replica's copy of the record takes it (`tellOwnLevel`).
@@ -880,6 +883,23 @@ const AREA_OF_METHOD: Readonly<Record<string, string>> = {
 };
 
 const MAX_CANCEL_REASON = 256;
+/**
+ * Cancellations of ids not in flight on this replica that it tells the others of, per tenant: a second's worth, with
+ * room for a batch of them (MCP lets a receiver ignore a cancellation). Without a bound an agent had every replica read
+ * and look up as many as it could send (up to 100 a batch POST).
+ */
+const CANCEL_BROADCASTS_PER_SECOND = 20;
+const CANCEL_BROADCAST_BURST = 100;
+/**
+ * Messages an upstream session's stream or a call of it may have relayed to the agent (log messages, progress, resource
+ * updates, task statuses; list changes are folded apart, `listsChanged`): more than an agent can read, yet every one
+ * is masked, written to the agent's stream and kept for its resumption in Redis, which all tenants share. MCP asks
+ * senders of both log messages and progress to rate-limit them; past this the gateway drops them.
+ */
+const RELAYED_NOTIFICATIONS_PER_SECOND = 200;
+const RELAYED_NOTIFICATION_BURST = 1_000;
+/** How often a warning may say that relayed messages or cancellations were dropped (per session and upstream, per tenant). */
+const DROPPED_WARNING_MS = 60_000;
 /** Longest progress message passed on from an agent (MCP: a human-readable description). */
 const MAX_PROGRESS_MESSAGE = 1_024;
 
@@ -1128,6 +1148,8 @@ export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
   /** What the sessions' resource and template routes hold together on this replica (see `RouteBudget`). */
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
+  /** Cancellations told to the other replicas, per tenant (CANCEL_BROADCASTS_PER_SECOND). */
+  private readonly cancelBroadcasts = new Allowances<string>(CANCEL_BROADCASTS_PER_SECOND, CANCEL_BROADCAST_BURST);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
@@ -1808,7 +1830,12 @@ export class SessionEngine {
         // The agent's reason is free text of any length: cut before it is kept, logged or broadcast to other replicas.
         const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
         if (controller) controller.abort(cancelledByAgent(reason));
-        else this.deps.bus?.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
+        else if (this.deps.bus !== undefined) {
+          const allowance = this.cancelBroadcasts.of(record.tenantId);
+          if (allowance.take()) this.deps.bus.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
+          const dropped = allowance.droppedToReport(DROPPED_WARNING_MS);
+          if (dropped !== undefined) this.deps.logger.warn({ tenantId: record.tenantId, dropped }, 'cancellations not told to the other replicas: the tenant sent more than they may be told of');
+        }
         return;
       }
       case 'notifications/progress': {
@@ -3401,6 +3428,7 @@ export class SessionEngine {
             if (listChanged) this.listsChanged(live, upstreamId, received.method);
             return;
           }
+          if (!listChanged && !this.mayRelay(live, upstreamId)) return;
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
           // (below) and a progress message's text left out.
           const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
@@ -3474,6 +3502,21 @@ export class SessionEngine {
   }
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
+  /**
+   * Whether a message of upstream `upstreamId`'s may be relayed to the agent of `live` (RELAYED_NOTIFICATIONS_PER_SECOND);
+   * drops are warned of at most once every DROPPED_WARNING_MS.
+   */
+  private mayRelay(live: LiveSession, upstreamId: string): boolean {
+    let allowance = live.relayAllowances.get(upstreamId);
+    if (allowance === undefined) live.relayAllowances.set(upstreamId, (allowance = new Allowance(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST)));
+    if (allowance.take()) return true;
+    const dropped = allowance.droppedToReport(DROPPED_WARNING_MS);
+    if (dropped !== undefined) {
+      this.deps.logger.warn({ tenantId: live.record.tenantId, sessionIdPrefix: live.record.id.slice(0, 8), upstreamId, dropped }, "an upstream's messages to the agent dropped: it sent more than may be relayed");
+    }
+    return false;
+  }
+
   private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined, held: { count: number }): void {
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) sink.send(notification);
@@ -4279,6 +4322,7 @@ export class SessionEngine {
         if (isListChange(received.method)) this.listsChanged(live, config.id, received.method);
         return;
       }
+      if (!isListChange(received.method) && !this.mayRelay(live, config.id)) return;
       const notification = maskedRelay(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
@@ -4449,6 +4493,7 @@ export class SessionEngine {
       creatingTasks: new Map(),
       taskMessageChains: new Map(),
       heldTaskMessages: 0,
+      relayAllowances: new Map(),
       toldLevel: record.logLevel,
       announcedTaskEnds: new Set(),
       reopened: new Map(),
