@@ -1448,7 +1448,7 @@ export class SessionEngine {
       const session = outcome.value;
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore, live.record.tenantId) });
       const relayed = this.instructionsFor(live.record, config, session.info.instructions, traceId);
       if (relayed) instructions.push(`${config.toolPrefix}: ${relayed}`);
     });
@@ -3202,7 +3202,7 @@ export class SessionEngine {
         return;
       }
       this.adoptFrom(live, change.record as SessionRecord);
-      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore) });
+      live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore, live.record.tenantId) });
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
       await this.replay(live, config, session, change.record, traceId);
       this.announceLists(live, session.info.capabilities);
@@ -3858,7 +3858,7 @@ export class SessionEngine {
         return attached;
       }),
       current: undefined,
-      pages: new PageCache(this.pageStore),
+      pages: new PageCache(this.pageStore, live.record.tenantId),
     };
     entry.session.catch((error: unknown) => {
       // Also when an edit that kept the connection replaced the entry meanwhile (same session promise): the next

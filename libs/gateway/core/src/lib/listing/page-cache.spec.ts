@@ -43,6 +43,42 @@ describe('PageCache in a ListingPageStore', () => {
     expect(c.get('k', 60_000, 5)).toEqual(page('c'));
   });
 
+  it("past maxPages takes the oldest page of the tenant holding most, not another tenant's", () => {
+    const store = new ListingPageStore(4);
+    const victim = new PageCache(store, 'victim');
+    victim.set('k', page('v'), 0, 1);
+    // Another tenant pages through a long listing: 40 pages, in two sessions.
+    const [busy, busier] = [new PageCache(store, 'hostile'), new PageCache(store, 'hostile')];
+    for (let i = 0; i < 40; i += 1) (i % 2 === 0 ? busy : busier).set(`k${i}`, page(`h${i}`), 0, 2 + i);
+    expect(store.size).toBe(4);
+    expect(victim.get('k', 60_000, 50)).toEqual(page('v'));
+    // The hostile tenant keeps its newest three.
+    expect([busy.get('k38', 60_000, 50), busier.get('k39', 60_000, 50), busier.get('k37', 60_000, 50), busy.get('k36', 60_000, 50)]).toEqual([page('h38'), page('h39'), page('h37'), undefined]);
+    // A third tenant's first page: the largest holder (hostile, 3 pages) gives up its oldest.
+    const third = new PageCache(store, 'third');
+    third.set('k', page('t'), 0, 51);
+    expect([victim.get('k', 60_000, 52), third.get('k', 60_000, 52), busier.get('k37', 60_000, 52)]).toEqual([page('v'), page('t'), undefined]);
+    // Each tenant's pages leave the store's tally with their cache.
+    busy.clear();
+    busier.clear();
+    expect(store.size).toBe(2);
+  });
+
+  it("past maxBytes takes the oldest pages of the tenant holding the most bytes", () => {
+    const sized = (tag: string, bytes: number) => ({ tools: [{ name: tag, description: 'd'.repeat(bytes) }] });
+    const store = new ListingPageStore(100, 16_000);
+    const victim = new PageCache(store, 'victim');
+    victim.set('small', sized('v', 100), 0, 1);
+    victim.set('small2', sized('v2', 100), 0, 2);
+    const hostile = new PageCache(store, 'hostile');
+    for (let i = 0; i < 20; i += 1) hostile.set(`big${i}`, sized(`h${i}`, 900), 0, 3 + i);
+    expect(store.bytes).toBeLessThanOrEqual(16_000);
+    // The victim holds more pages than none but fewer bytes: its two stay.
+    expect([victim.get('small', 60_000, 30), victim.get('small2', 60_000, 30)]).toEqual([sized('v', 100), sized('v2', 100)]);
+    expect(hostile.get('big0', 60_000, 30)).toBeUndefined();
+    expect(hostile.get('big19', 60_000, 30)).toEqual(sized('h19', 900));
+  });
+
   it('prune drops what has aged out, across caches, without a read', () => {
     const store = new ListingPageStore(10);
     const [a, b] = [new PageCache(store), new PageCache(store)];

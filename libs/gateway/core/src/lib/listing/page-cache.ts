@@ -24,13 +24,24 @@ export function approximateJsonSize(value: unknown): number {
   return size;
 }
 
+/** One tenant's pages in a `ListingPageStore`, in the order they were stored. */
+interface Holding {
+  readonly pages: Map<string, StoredPage>;
+  bytes: number;
+}
+
 /**
  * Every listing page this replica keeps, for all sessions, in the order they were stored: the bound on what the
- * listing cache may hold however many sessions list at once (past `maxPages` the oldest page goes), and the one place
- * the session sweep drops expired pages from, whether or not their session is still live here.
+ * listing cache may hold however many sessions list at once, and the one place the session sweep drops expired pages
+ * from, whether or not their session is still live here. Past `maxPages` (or `maxBytes`) the oldest page of the
+ * tenant holding the most pages (or bytes) goes: one tenant's agents paging through long listings, or its upstream
+ * answering large pages, push out that tenant's own pages, not every other tenant's (found by review: with one queue
+ * for all, 40 pages of one tenant emptied the others' caches, and their listings went to their upstreams each time).
  */
 export class ListingPageStore {
   private readonly entries = new Map<string, StoredPage>();
+  /** The pages by tenant (`PageCache.tenant`). */
+  private readonly holdings = new Map<string, Holding>();
   private totalBytes = 0;
   /** A page larger than this is not kept at all (a sixteenth of `maxBytes`): it would push out many others. */
   readonly maxPageBytes: number;
@@ -80,9 +91,14 @@ export class ListingPageStore {
     if (entry.bytes > this.maxPageBytes) return;
     this.entries.set(key, entry);
     this.totalBytes += entry.bytes;
+    let holding = this.holdings.get(entry.owner.tenant);
+    if (holding === undefined) this.holdings.set(entry.owner.tenant, (holding = { pages: new Map(), bytes: 0 }));
+    holding.pages.delete(key);
+    holding.pages.set(key, entry);
+    holding.bytes += entry.bytes;
     while (this.entries.size > this.maxPages || this.totalBytes > this.maxBytes) {
-      const oldest = this.entries.entries().next();
-      if (oldest.done) break;
+      const oldest = this.largestHolding(this.entries.size > this.maxPages)?.pages.entries().next();
+      if (oldest === undefined || oldest.done) break;
       this.drop(oldest.value[0], oldest.value[1]);
     }
   }
@@ -92,7 +108,22 @@ export class ListingPageStore {
     if (this.entries.get(key) !== entry) return;
     this.entries.delete(key);
     this.totalBytes -= entry.bytes;
+    const holding = this.holdings.get(entry.owner.tenant);
+    if (holding !== undefined && holding.pages.get(key) === entry) {
+      holding.pages.delete(key);
+      holding.bytes -= entry.bytes;
+      if (holding.pages.size === 0) this.holdings.delete(entry.owner.tenant);
+    }
     entry.owner.forget(key);
+  }
+
+  /** The tenant holding the most pages (`byPages`) or bytes (one scan of the tenants: only when over a bound). */
+  private largestHolding(byPages: boolean): Holding | undefined {
+    let largest: Holding | undefined;
+    for (const holding of this.holdings.values()) {
+      if (largest === undefined || (byPages ? holding.pages.size > largest.pages.size : holding.bytes > largest.bytes)) largest = holding;
+    }
+    return largest;
   }
 }
 
@@ -108,7 +139,11 @@ export class PageCache {
   /** Store keys of this cache's pages (a few: one per listing method and cursor). */
   private readonly keys = new Set<string>();
 
-  constructor(private readonly store: ListingPageStore) {}
+  /** `tenant`: whose pages these are (the store's bounds are shared out by tenant). */
+  constructor(
+    private readonly store: ListingPageStore,
+    readonly tenant = '',
+  ) {}
 
   /** The page if stored less than `maxAgeMs` ago (an older one is dropped). */
   get(key: string, maxAgeMs: number, now: number): Page | undefined {

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,10 @@ import { StdioUserIds } from './user-ids';
 const parent = mkdtempSync(path.join(tmpdir(), 'user-ids-spec-'));
 // Passable by the range's users, as /tmp is.
 chmodSync(parent, 0o711);
-afterAll(() => rmSync(parent, { recursive: true, force: true }));
+// rm copes with any depth (fs.rmSync overflows the stack on the deep trees a failed spec would leave).
+/** Directories a spec made outside `parent` (in /tmp, as a server would). */
+const outside: string[] = [];
+afterAll(() => void spawnSync('rm', ['-rf', parent, ...outside]));
 
 describe('StdioUserIds', () => {
   it('hands out each id of the range once, group the same number, round the range so a freed id is taken last', () => {
@@ -69,6 +72,42 @@ describe('StdioUserIds', () => {
     expect(await ids.ensureHomes()).toBe(homes);
     expect(statSync(homes).mode & 0o777).toBe(0o711);
   });
+
+  it.runIf(process.getuid?.() === 0)('gives back the id of a server that left trees deeper than PATH_MAX in its home and in /tmp, when it exits and at boot', async () => {
+    // One id for every tenant's servers: a tree a server can make in well under a second retired it for good (found
+    // by review: removal by absolute paths failed past PATH_MAX), and no stdio server of any tenant started after.
+    const deepTree = (cwd: string, uid: number) => {
+      const made = spawnSync(process.execPath, ['-e', "const fs=require('fs');for(let i=0;i<2500;i++){fs.mkdirSync('d');process.chdir('d')}fs.writeFileSync('f','x')"], { cwd, uid, gid: uid, env: {} });
+      expect(made.status).toBe(0);
+    };
+    const ids = new StdioUserIds(200_900, 200_900, parent);
+    await ids.ready;
+    const user = ids.take() as { uid: number; gid: number };
+    const home = path.join(await ids.ensureHomes(), 'home-deep');
+    mkdirSync(home, { mode: 0o700 });
+    chownSync(home, user.uid, user.gid);
+    deepTree(home, user.uid);
+    const inTmp = mkdtempSync(path.join('/tmp', 'pcs-deep-'));
+    outside.push(inTmp);
+    chownSync(inTmp, user.uid, user.gid);
+    deepTree(inTmp, user.uid);
+    await ids.removeHome(home, user);
+    ids.give(user);
+    expect([existsSync(home), existsSync(inTmp), ids.retired]).toEqual([false, false, 0]);
+    expect(ids.take()).toEqual(user);
+    await ids.release();
+
+    // A crashed gateway's left home, cleared at boot.
+    const left = path.join(parent, 'pcs-stdio-200900-200900', 'home-left');
+    mkdirSync(left, { mode: 0o700 });
+    chownSync(left, user.uid, user.gid);
+    deepTree(left, user.uid);
+    const again = new StdioUserIds(200_900, 200_900, parent);
+    await again.ready;
+    expect([existsSync(left), again.retired]).toEqual([false, 0]);
+    expect(again.take()).toEqual(user);
+    await again.release();
+  }, 60_000);
 
   it('refuses a range another gateway process on this host holds until it ends, and one overlapping a range in use in this process', async () => {
     // Another process holding the range's lock (as a gateway does while it runs).

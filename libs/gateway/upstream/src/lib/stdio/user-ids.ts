@@ -14,6 +14,9 @@ import path from 'node:path';
  *   (the caller excepted), so a server's daemonised grandchildren (out of its process group) go too;
  * - what it owns at the top of the shared temporary directories (/tmp, /var/tmp, /dev/shm) is removed, and everything
  *   inside `dir`, its home; directories of its own are opened (0700) first, so none it closed (0500) keeps anything.
+ *   Trees are walked by changing into each directory, without recursion, with names relative to it: a server's tree of
+ *   any depth goes (by absolute paths, one deeper than PATH_MAX could not be removed, and its id was retired: one
+ *   tenant's server could so use up the range every tenant's servers share).
  * Exits non-zero if anything of the id's is left there (the caller then retires the id). `dir` itself, in a directory
  * of root's, is then removed by the caller. Only an id of its own may be cleared this way: the range holds no
  * account's id (checked at boot).
@@ -23,13 +26,28 @@ if (!/^CapEff:\\s*0+$/m.test(fs.readFileSync('/proc/self/status', 'utf8'))) proc
 try { process.kill(-1, 'SIGKILL'); } catch {}
 const uid = process.getuid();
 const remove = (entry) => {
-  try {
-    const stat = fs.lstatSync(entry);
-    if (!stat.isDirectory()) return fs.unlinkSync(entry);
-    if (stat.uid === uid) fs.chmodSync(entry, 0o700);
-    for (const name of fs.readdirSync(entry)) remove(path.join(entry, name));
-    fs.rmdirSync(entry);
-  } catch {}
+  try { process.chdir(path.dirname(entry)); } catch { return; }
+  const frames = [{ name: undefined, names: [path.basename(entry)], next: 0 }];
+  while (frames.length > 0) {
+    const frame = frames[frames.length - 1];
+    if (frame.next < frame.names.length) {
+      const name = frame.names[frame.next++];
+      try {
+        const stat = fs.lstatSync(name);
+        if (!stat.isDirectory()) { fs.unlinkSync(name); continue; }
+        if (stat.uid === uid) fs.chmodSync(name, 0o700);
+        process.chdir(name);
+      } catch { continue; }
+      let names = [];
+      try { names = fs.readdirSync('.'); } catch {}
+      frames.push({ name, names, next: 0 });
+      continue;
+    }
+    frames.pop();
+    if (frame.name === undefined) return;
+    try { process.chdir('..'); } catch { return; }
+    try { fs.rmdirSync(frame.name); } catch {}
+  }
 };
 const owned = (entry) => { try { return fs.lstatSync(entry).uid === uid; } catch { return false; } };
 let left = false;
