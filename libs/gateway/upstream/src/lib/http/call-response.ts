@@ -235,6 +235,16 @@ export class CallResponse extends Exchange {
     }
   }
 
+  /**
+   * The answer to this call, if `message` is it and none came yet, found on another stream of the session (the
+   * standalone GET): whether it was.
+   */
+  answeredElsewhere(message: JsonRpcResponse): boolean {
+    if (this.answered || message.id !== this.id) return false;
+    this.settleWith(message);
+    return true;
+  }
+
   private settleWith(message: JsonRpcResponse): void {
     this.handlers.reachable(true);
     if ('error' in message)

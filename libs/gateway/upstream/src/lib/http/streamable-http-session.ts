@@ -5,6 +5,7 @@ import type {
   JsonRpcId,
   JsonRpcNotification,
   JsonRpcRequest,
+  JsonRpcResponse,
   UpstreamRequestOptions,
   UpstreamServerInfo,
   UpstreamSession,
@@ -62,6 +63,11 @@ const STANDALONE_RETRIES_REPORTED = 5;
 const STANDALONE_BACKOFF_MS = { initial: 500, max: 60_000 };
 /** A standalone stream open at least this long counts as working: its end starts the reconnect backoff afresh. */
 const STANDALONE_STABLE_MS = 10_000;
+/**
+ * How long requests wait for the session's first standalone GET to be answered before they go out (see
+ * `firstStandalone`).
+ */
+const FIRST_STANDALONE_WAIT_MS = 1_000;
 
 export interface StreamableHttpContext extends SessionContext {
   readonly target: HttpTarget;
@@ -97,8 +103,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     this.ctx.logger.warn(logFields(this.ctx.config), 'upstream sends more requests than it takes answers for; dropping answers'),
   );
   private readonly inFlight = new Set<CallResponse>();
-  /** Calls waiting out a `retry` before resuming their stream (SEP-1699): each settles with the error it is given. */
-  private readonly resuming = new Set<(error: unknown) => void>();
+  /**
+   * Calls waiting out a `retry` before resuming their stream (SEP-1699), by request id: each settles with the error
+   * it is given, or with its answer should the upstream put that on the standalone stream meanwhile.
+   */
+  private readonly resuming = new Map<JsonRpcId, { readonly cancel: (error: unknown) => void; readonly answer: (message: JsonRpcResponse) => void }>();
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
   /** 409s to the standalone GET since it was last open (another holder of the session has the one stream allowed). */
@@ -115,6 +124,15 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private listening = false;
   /** Counts the standalone streams stopped (`listen(false)`): a stopped one's late callbacks see another value. */
   private standaloneGeneration = 0;
+  /**
+   * While the session's first standalone GET is under way (at most FIRST_STANDALONE_WAIT_MS): requests wait for it to
+   * be answered. What an upstream sends on that stream about no request (an SDK server's `server.request`, say an
+   * elicitation a tool asks for that way) is dropped by it while the stream is not open yet: a call sent on a pooled
+   * socket overtook the GET's new connection under load, and its elicitation was lost, the call waiting out its
+   * timeout (found by investigating a conformance scenario that failed once under the full suite's load).
+   */
+  private firstStandalone: { readonly answered: Promise<void>; readonly end: () => void } | undefined;
+  private firstStandaloneAsked = false;
 
   constructor(
     private readonly ctx: StreamableHttpContext,
@@ -170,6 +188,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (this.expired) return Promise.reject(errors.sessionExpired());
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.firstStandalone !== undefined && method !== 'initialize') return this.afterFirstStandalone(this.firstStandalone.answered, method, params, options);
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     const probe = breaker.probe;
@@ -191,7 +210,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         settled = true;
         clearTimeout(timer);
         if (resumeTimer !== undefined) clearTimeout(resumeTimer);
-        if (cancelResume !== undefined) this.resuming.delete(cancelResume);
+        if (cancelResume !== undefined) this.resuming.delete(id);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.inFlight.delete(call);
         if (error === null && result !== undefined) resolve(maskResult(this.ctx.config, result));
@@ -252,11 +271,11 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           this.inFlight.delete(call);
           // While it waits the call has no exchange in flight: dispose() settles it through `resuming`.
           cancelResume = (error) => settle(error, undefined);
-          this.resuming.add(cancelResume);
+          this.resuming.set(id, { cancel: cancelResume, answer: (message) => settle(...outcomeOf(message)) });
           resumeTimer = setTimeout(
             () => {
               resumeTimer = undefined;
-              if (cancelResume !== undefined) this.resuming.delete(cancelResume);
+              if (cancelResume !== undefined) this.resuming.delete(id);
               cancelResume = undefined;
               if (settled) return;
               if (this.closed || this.expired) {
@@ -279,6 +298,43 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       this.inFlight.add(call);
       dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, call);
     });
+  }
+
+  /** `request`, once the session's first standalone GET was answered (`firstStandalone`), or at once if aborted meanwhile. */
+  private afterFirstStandalone(
+    answered: Promise<void>,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    options: UpstreamRequestOptions | undefined,
+  ): Promise<Record<string, unknown>> {
+    const signal = options?.signal;
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(abortReason(signal as AbortSignal));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      void answered.then(() => {
+        signal?.removeEventListener('abort', onAbort);
+        if (signal?.aborted) return;
+        this.request(method, params, options).then(resolve, reject);
+      });
+    });
+  }
+
+  /** A call's answer the upstream put on the standalone stream: the call's, whether its stream is open or to be resumed. */
+  private answeredOnStandalone(message: JsonRpcResponse): void {
+    const waiting = this.resuming.get(message.id as JsonRpcId);
+    if (waiting !== undefined) {
+      this.ctx.breaker.success();
+      waiting.answer(message);
+      return;
+    }
+    for (const call of this.inFlight) if (call.answeredElsewhere(message)) return;
+  }
+
+  /** Requests go out again without waiting (`firstStandalone`): the GET was answered, failed or stopped, or took too long. */
+  private endFirstStandaloneWait(): void {
+    const wait = this.firstStandalone;
+    this.firstStandalone = undefined;
+    wait?.end();
   }
 
   /** The headers of a GET that resumes a call's stream from `lastEventId`. */
@@ -330,6 +386,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       return;
     }
     this.standaloneGeneration += 1;
+    this.endFirstStandaloneWait();
     if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
     this.standaloneTimer = undefined;
     const stream = this.standalone;
@@ -377,12 +434,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (this.closed) return;
     this.closed = true;
     this.ctx.registry.delete(this);
+    this.endFirstStandaloneWait();
     if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
     this.standalone?.destroy();
     this.standalone = undefined;
     for (const call of [...this.inFlight]) call.abort(errors.closed());
     this.inFlight.clear();
-    for (const cancel of [...this.resuming]) cancel(errors.closed());
+    for (const { cancel } of [...this.resuming.values()]) cancel(errors.closed());
     this.resuming.clear();
     abortAll(this.serverRequests);
   }
@@ -416,6 +474,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     // one is not held (with its handlers, and the agent session they reach) for the life of the process. Calls still
     // in flight on it end with their own 404s.
     this.ctx.registry.delete(this);
+    this.endFirstStandaloneWait();
     if (this.standaloneTimer !== undefined) clearTimeout(this.standaloneTimer);
     this.standalone?.destroy();
     const handler = this.closedHandler;
@@ -497,6 +556,20 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     if (this.closed || this.expired || this.sessionId === null || !this.listening) return;
     if (this.standaloneState !== 'none') return;
     this.standaloneState = 'connecting';
+    if (!this.firstStandaloneAsked) {
+      this.firstStandaloneAsked = true;
+      let resolve!: () => void;
+      const answered = new Promise<void>((settle) => (resolve = settle));
+      const timer = setTimeout(() => this.endFirstStandaloneWait(), FIRST_STANDALONE_WAIT_MS);
+      timer.unref();
+      this.firstStandalone = {
+        answered,
+        end: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+    }
     const headers: OutgoingHttpHeaders = { ...this.postHeaders, accept: 'text/event-stream' };
     delete headers['content-type'];
     if (this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
@@ -524,6 +597,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       headers,
       (res) => {
         const status = res.statusCode ?? 0;
+        this.endFirstStandaloneWait();
         if (generation !== this.standaloneGeneration) {
           res.destroy();
           return;
@@ -582,6 +656,9 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
               if (classified.kind === 'notification') this.deliver(classified.message, undefined);
               else if (classified.kind === 'request')
                 this.answer(classified.message, this.serverRequestHandler);
+              // MCP keeps answers off this stream; an upstream that puts one there (its call's stream gone) still
+              // answers that call, whose own stream would otherwise wait out its timeout.
+              else if (classified.kind === 'response') this.answeredOnStandalone(classified.message);
             }
           },
           (error, position) => {
@@ -608,6 +685,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   }
 
   private retryStandalone(): void {
+    this.endFirstStandaloneWait();
     this.standalone = undefined;
     if (this.closed || this.expired) return;
     // Only a stream that stayed open a while starts the backoff afresh: one that the upstream accepts and closes at
@@ -658,5 +736,9 @@ const MIN_STANDALONE_POLL_MS = 250;
 
 /** An SSE event id that can go back as a `Last-Event-ID` header: visible ASCII, bounded. */
 const HEADER_SAFE_EVENT_ID = /^[\x21-\x7e]{1,256}$/;
+
+/** A JSON-RPC answer as a call settles with it (`settle`'s arguments). */
+const outcomeOf = (message: JsonRpcResponse): [unknown, Record<string, unknown> | undefined] =>
+  'error' in message ? [new UpstreamRpcError(message.error.code, message.error.message, message.error.data), undefined] : [null, message.result];
 
 const isTimeout = (error: unknown): boolean => (error as { reason?: unknown } | null)?.reason === 'timeout';
