@@ -355,6 +355,20 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     ]);
   });
 
+  it("still passes on a task's last status once the upstream sent more than may be relayed", async () => {
+    const upstream = taskUpstream();
+    const { engine, connector } = build({ u1: upstream });
+    const mine = (await open(engine)).record;
+    const sent: JsonRpcMessage[] = [];
+    engine.attachStandalone(mine, { canStream: true, send: (message) => sent.push(message) > 0 });
+    const taskId = (resultOf(await call(engine, mine, 'tools/call', { name: 'up1__slow', task: {} }))['task'] as Record<string, unknown>)['taskId'] as string;
+    for (let i = 0; i < 2_000; i += 1) connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `chatter ${i}` } });
+    const chatter = sent.length;
+    expect(chatter).toBeLessThan(2_000);
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId: 't-1', status: 'completed' } });
+    await expect.poll(() => sent.slice(chatter)).toEqual([{ jsonrpc: '2.0', method: 'notifications/tasks/status', params: { taskId, status: 'completed' } }]);
+  });
+
   it('passes on no message about a task whose tool the hooks now refuse: dropped, a request refused to the upstream, and a terminal status still ends its slots', async () => {
     let revoked = false;
     const judged: [string, string][] = [];

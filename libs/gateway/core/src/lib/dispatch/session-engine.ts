@@ -3428,7 +3428,7 @@ export class SessionEngine {
             if (listChanged) this.listsChanged(live, upstreamId, received.method);
             return;
           }
-          if (!listChanged && !this.mayRelay(live, upstreamId)) return;
+          if (!listChanged && !this.mayRelay(live, upstreamId, received)) return;
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
           // (below) and a progress message's text left out.
           const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
@@ -3503,10 +3503,12 @@ export class SessionEngine {
 
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
   /**
-   * Whether a message of upstream `upstreamId`'s may be relayed to the agent of `live` (RELAYED_NOTIFICATIONS_PER_SECOND);
-   * drops are warned of at most once every DROPPED_WARNING_MS.
+   * Whether `notification` of upstream `upstreamId`'s may be relayed to the agent of `live`
+   * (RELAYED_NOTIFICATIONS_PER_SECOND); drops are warned of at most once every DROPPED_WARNING_MS. A task's last status
+   * always may (it ends the task's slots here, and tells the agent the task is over), and takes nothing.
    */
-  private mayRelay(live: LiveSession, upstreamId: string): boolean {
+  private mayRelay(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): boolean {
+    if (notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status'])) return true;
     let allowance = live.relayAllowances.get(upstreamId);
     if (allowance === undefined) live.relayAllowances.set(upstreamId, (allowance = new Allowance(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST)));
     if (allowance.take()) return true;
@@ -4322,7 +4324,7 @@ export class SessionEngine {
         if (isListChange(received.method)) this.listsChanged(live, config.id, received.method);
         return;
       }
-      if (!isListChange(received.method) && !this.mayRelay(live, config.id)) return;
+      if (!isListChange(received.method) && !this.mayRelay(live, config.id, received)) return;
       const notification = maskedRelay(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
