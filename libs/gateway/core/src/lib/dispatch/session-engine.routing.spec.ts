@@ -1525,6 +1525,30 @@ describe('SessionEngine: what an upstream may have relayed to the agent', () => 
     expect(lines.filter((line) => line.includes('dropped'))).toHaveLength(1);
   });
 
+  it("takes nothing of the bound for what is dropped anyway: log messages under the agent's level, another request's progress", async () => {
+    const chatty: FakeUpstream & { prefix: string } = {
+      prefix: 'job',
+      capabilities: { tools: {}, logging: {} },
+      handle: async (method, _params, options) => {
+        if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
+        if (method !== 'tools/call') return {};
+        for (let i = 0; i < 3_000; i += 1) {
+          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'debug', data: `noise ${i}` } });
+          options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'not-this-call', progress: i } });
+        }
+        for (let i = 0; i < 5; i += 1) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: `said ${i}` } });
+        return { content: [] };
+      },
+    };
+    const { engine } = build({ u1: chatty });
+    const { record } = await open(engine);
+    expect(await engine.request(record, req('logging/setLevel', { level: 'warning' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const current = (await engine.session(record.id, { kind: record.principalKind, id: record.principalId, tenantId: record.tenantId } as never)) ?? record;
+    const seen: JsonRpcMessage[] = [];
+    await engine.request(current, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'tok' } }), sinkOf(seen), 'trace');
+    expect(seen.map((m) => ('params' in m ? (m.params as { data?: unknown }).data : undefined))).toEqual(['said 0', 'said 1', 'said 2', 'said 3', 'said 4']);
+  });
+
   it('is bounded for a call too: progress streamed faster than that is dropped, the answer is not', async () => {
     const chatty: FakeUpstream & { prefix: string } = {
       prefix: 'job',

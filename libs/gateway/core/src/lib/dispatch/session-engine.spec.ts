@@ -2376,7 +2376,7 @@ describe('SessionEngine across replicas', () => {
     expect(broadcast.filter((message) => message.type === 'cancel')).toEqual([{ type: 'cancel', sessionId: record.id, requestId: 'r1', reason: 'cancelled by the client' }]);
   });
 
-  it('tells the other replicas of at most 100 cancellations at once per tenant, then 20 a second; another tenant keeps its own', async () => {
+  it('tells the other replicas of at most 100 cancellations at once per principal, then 20 a second; another principal (of the same tenant too) keeps its own', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'files', 't2')], () => undefined);
     const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) }, u2: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
@@ -2391,6 +2391,7 @@ describe('SessionEngine across replicas', () => {
     };
     const first = await recordOf(principal);
     const other = await recordOf({ ...principal, tenantId: 't2' });
+    const colleague = await recordOf({ ...principal, id: 'a2' });
     const cancels = (sessionId: string) => broadcast.filter((message) => message.type === 'cancel' && message.sessionId === sessionId).length;
     for (let i = 0; i < 1_000; i += 1) engine.notification(first, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: i } });
     // The burst, and what refilled while the loop ran.
@@ -2398,6 +2399,9 @@ describe('SessionEngine across replicas', () => {
     expect(cancels(first.id)).toBeLessThan(110);
     engine.notification(other, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1 } });
     expect(cancels(other.id)).toBe(1);
+    // Per tenant, one agent's stray cancellations silenced every other agent's of the tenant (found by re-review).
+    engine.notification(colleague, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'its-call' } });
+    expect(cancels(colleague.id)).toBe(1);
   });
 
   it('filters log messages by the level the agent set through another replica, on the stream this one holds', async () => {

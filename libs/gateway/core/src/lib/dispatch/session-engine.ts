@@ -884,9 +884,10 @@ const AREA_OF_METHOD: Readonly<Record<string, string>> = {
 
 const MAX_CANCEL_REASON = 256;
 /**
- * Cancellations of ids not in flight on this replica that it tells the others of, per tenant: a second's worth, with
- * room for a batch of them (MCP lets a receiver ignore a cancellation). Without a bound an agent had every replica read
- * and look up as many as it could send (up to 100 a batch POST).
+ * Cancellations of ids not in flight on this replica that it tells the others of, per principal: a second's worth,
+ * with room for a batch of them (MCP lets a receiver ignore a cancellation). Without a bound an agent had every replica
+ * read and look up as many as it could send (up to 100 a batch POST). Per principal, not per tenant: one agent's stray
+ * cancellations would otherwise silence every other agent's of the tenant (found by re-review).
  */
 const CANCEL_BROADCASTS_PER_SECOND = 20;
 const CANCEL_BROADCAST_BURST = 100;
@@ -1148,7 +1149,7 @@ export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
   /** What the sessions' resource and template routes hold together on this replica (see `RouteBudget`). */
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
-  /** Cancellations told to the other replicas, per tenant (CANCEL_BROADCASTS_PER_SECOND). */
+  /** Cancellations told to the other replicas, per principal (`ownerKey`; CANCEL_BROADCASTS_PER_SECOND). */
   private readonly cancelBroadcasts = new Allowances<string>(CANCEL_BROADCASTS_PER_SECOND, CANCEL_BROADCAST_BURST);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
@@ -1831,10 +1832,12 @@ export class SessionEngine {
         const reason = typeof params['reason'] === 'string' ? params['reason'].slice(0, MAX_CANCEL_REASON) : 'cancelled by the client';
         if (controller) controller.abort(cancelledByAgent(reason));
         else if (this.deps.bus !== undefined) {
-          const allowance = this.cancelBroadcasts.of(record.tenantId);
+          const allowance = this.cancelBroadcasts.of(ownerKey(record.tenantId, record.principalKind, record.principalId));
           if (allowance.take()) this.deps.bus.broadcast({ type: 'cancel', sessionId: record.id, requestId, reason });
           const dropped = allowance.droppedToReport(DROPPED_WARNING_MS);
-          if (dropped !== undefined) this.deps.logger.warn({ tenantId: record.tenantId, dropped }, 'cancellations not told to the other replicas: the tenant sent more than they may be told of');
+          if (dropped !== undefined) {
+            this.deps.logger.warn({ tenantId: record.tenantId, principalKind: record.principalKind, principalId: record.principalId, dropped }, 'cancellations not told to the other replicas: the principal sent more than they may be told of');
+          }
         }
         return;
       }
@@ -3428,7 +3431,12 @@ export class SessionEngine {
             if (listChanged) this.listsChanged(live, upstreamId, received.method);
             return;
           }
-          if (!listChanged && !this.mayRelay(live, upstreamId, received)) return;
+          if (!listChanged) {
+            // What would be dropped below anyway (progress about no request of this call's, a log message under the
+            // agent's level) takes nothing of the bound.
+            if (received.method === 'notifications/progress' ? progressToken === undefined || received.params?.['progressToken'] !== progressToken : received.method === 'notifications/message' && (config === undefined || belowAgentLevel(live.record, received))) return;
+            if (!this.mayRelay(live, upstreamId, received)) return;
+          }
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
           // (below) and a progress message's text left out.
           const notification = config ? maskedRelay(config, received) : withoutRelayedText(received);
@@ -4324,12 +4332,12 @@ export class SessionEngine {
         if (isListChange(received.method)) this.listsChanged(live, config.id, received.method);
         return;
       }
-      if (!isListChange(received.method) && !this.mayRelay(live, config.id, received)) return;
-      const notification = maskedRelay(config, received);
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
-      if (notification.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, notification.params?.['progressToken']))) return;
+      if (received.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, received.params?.['progressToken']))) return;
+      if (!isListChange(received.method) && !this.mayRelay(live, config.id, received)) return;
+      const notification = maskedRelay(config, received);
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small). The agent is
       // told at most once an interval (`listsChanged`).
       if (isListChange(notification.method)) {

@@ -79,6 +79,39 @@ describe('PageCache in a ListingPageStore', () => {
     expect(hostile.get('big19', 60_000, 30)).toEqual(sized('h19', 900));
   });
 
+  it('keeps a replaced page out of its tenant\'s tally: replaced by one too large to keep, evictions still end; replaced many times, counted once', () => {
+    // maxPageBytes = 16_000 / 16 = 1_000.
+    const sized = (tag: string, bytes: number) => ({ tools: [{ name: tag, description: 'd'.repeat(bytes) }] });
+    const store = new ListingPageStore(2, 16_000);
+    // An eviction that makes no progress would spin for ever (no timeout stops a synchronous loop): it throws instead.
+    const drop = store.drop.bind(store);
+    let drops = 0;
+    store.drop = (key, entry) => {
+      if ((drops += 1) > 10_000) throw new Error('the eviction made no progress');
+      drop(key, entry);
+    };
+    const hostile = new PageCache(store, 'hostile');
+    // Two listings of one page at once (answers are not shared): the first small, the second too large to keep. The
+    // first stayed in the tenant's tally, and an eviction that picked it spun for ever (found by re-review).
+    hostile.set('tools/list\u0000', page('small'), 0, 1);
+    hostile.set('tools/list\u0000', sized('huge', 5_000), 0, 2);
+    expect(store.size).toBe(0);
+    hostile.set('k2', page('a'), 0, 3);
+    hostile.set('k3', page('b'), 0, 4);
+    hostile.set('k4', page('c'), 0, 5);
+    expect(store.size).toBe(2);
+    expect(hostile.get('k4', 60_000, 6)).toEqual(page('c'));
+
+    const roomy = new ListingPageStore(1_000, 16_000);
+    const quiet = new PageCache(roomy, 'quiet');
+    for (let i = 0; i < 40; i += 1) quiet.set('tools/list\u0000', sized('q', 500), 0, 1 + i);
+    const heavy = new PageCache(roomy, 'heavy');
+    for (let i = 0; i < 18; i += 1) heavy.set(`big${i}`, sized(`h${i}`, 900), 0, 100 + i);
+    expect(roomy.bytes).toBeLessThanOrEqual(16_000);
+    expect(quiet.get('tools/list\u0000', 60_000, 200)).toEqual(sized('q', 500));
+    expect(heavy.get('big0', 60_000, 200)).toBeUndefined();
+  });
+
   it('prune drops what has aged out, across caches, without a read', () => {
     const store = new ListingPageStore(10);
     const [a, b] = [new PageCache(store), new PageCache(store)];

@@ -87,13 +87,13 @@ export class ListingPageStore {
       // Replaced by its owner's own write: the owner keeps the key unless the new page is not kept either.
       this.entries.delete(key);
       this.totalBytes -= previous.bytes;
+      this.unhold(key, previous);
     }
     if (entry.bytes > this.maxPageBytes) return;
     this.entries.set(key, entry);
     this.totalBytes += entry.bytes;
     let holding = this.holdings.get(entry.owner.tenant);
     if (holding === undefined) this.holdings.set(entry.owner.tenant, (holding = { pages: new Map(), bytes: 0 }));
-    holding.pages.delete(key);
     holding.pages.set(key, entry);
     holding.bytes += entry.bytes;
     while (this.entries.size > this.maxPages || this.totalBytes > this.maxBytes) {
@@ -108,13 +108,20 @@ export class ListingPageStore {
     if (this.entries.get(key) !== entry) return;
     this.entries.delete(key);
     this.totalBytes -= entry.bytes;
-    const holding = this.holdings.get(entry.owner.tenant);
-    if (holding !== undefined && holding.pages.get(key) === entry) {
-      holding.pages.delete(key);
-      holding.bytes -= entry.bytes;
-      if (holding.pages.size === 0) this.holdings.delete(entry.owner.tenant);
-    }
+    this.unhold(key, entry);
     entry.owner.forget(key);
+  }
+
+  /**
+   * Takes `entry` out of its tenant's holding (as out of `entries`, always together: a page left in a holding that
+   * `entries` no longer has could never be dropped, and the eviction loop would spin for ever — found by re-review).
+   */
+  private unhold(key: string, entry: StoredPage): void {
+    const holding = this.holdings.get(entry.owner.tenant);
+    if (holding === undefined || holding.pages.get(key) !== entry) return;
+    holding.pages.delete(key);
+    holding.bytes -= entry.bytes;
+    if (holding.pages.size === 0) this.holdings.delete(entry.owner.tenant);
   }
 
   /** The tenant holding the most pages (`byPages`) or bytes (one scan of the tenants: only when over a bound). */

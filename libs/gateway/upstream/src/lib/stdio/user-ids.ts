@@ -282,7 +282,8 @@ export class StdioUserIds {
     if (overlapping !== undefined) throw new Error(`stdio user ids ${first}-${last} overlap ${overlapping.first}-${overlapping.last}, already in use in this process`);
     inThisProcess.add(this);
     this.next = first;
-    this.homes = path.join(homesParent, `pcs-stdio-${first}-${last}`);
+    // Absolute whatever TMPDIR says: the clearing (CLEAR_ID) changes its working directory as it walks.
+    this.homes = path.resolve(homesParent, `pcs-stdio-${first}-${last}`);
     this.ready = this.lock().then(() => this.clearLeftHomes());
     // Awaited by every start (ensureHomes) and at boot; unobserved until then.
     this.ready.catch(() => undefined);
