@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { engineSpecs } from '../testing/engine-specs';
 import { FakeConnector, fakeConfig } from '../testing/fake-upstreams';
+import { MAX_UPSTREAM_PAGES } from '../listing/cursor';
 import { NO_STREAM } from './sinks';
 
 const { req, makeEngine, openSession } = engineSpecs();
@@ -69,4 +70,29 @@ describe('an upstream answering a later page with the cursor it was asked with',
     expect(pages).toBe(3);
     expect(names.sort()).toEqual(['files__a', 'files__b', 'notes__x', 'notes__y', 'notes__z']);
   });
+});
+
+describe('an upstream whose cursors go round in a cycle of more than one page', () => {
+  it(`ends that upstream's listing after ${MAX_UPSTREAM_PAGES} of its pages, the others' going on`, async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'notes')], () => undefined);
+    const connector = new FakeConnector({
+      // Page 1 → p2 → p3 → p2 → p3 …
+      u1: { capabilities: { tools: {} }, handle: async (method, params) => (method !== 'tools/list' ? {} : { tools: [tool(`t${String(params?.['cursor'] ?? 'p1')}`)], nextCursor: params?.['cursor'] === 'p2' ? 'p3' : 'p2' }) },
+      u2: { capabilities: { tools: {} }, handle: async (method, params) => (method !== 'tools/list' ? {} : params?.['cursor'] === undefined ? { tools: [tool('x')], nextCursor: 'n2' } : { tools: [tool('y')] }) },
+    });
+    const engine = makeEngine({ registry, connector, options: { listTimeoutMs: 500 } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    let cursor: string | undefined;
+    let pages = 0;
+    const notes: string[] = [];
+    do {
+      const page = (await engine.request(record, req('tools/list', cursor === undefined ? {} : { cursor }), NO_STREAM, 'trace')) as JsonRpcResponse & { result: { tools: { name: string }[]; nextCursor?: string } };
+      notes.push(...page.result.tools.map((listed) => listed.name).filter((name) => name.startsWith('notes__')));
+      cursor = page.result.nextCursor;
+      pages += 1;
+    } while (cursor !== undefined && pages < MAX_UPSTREAM_PAGES + 10);
+    expect(pages).toBe(MAX_UPSTREAM_PAGES);
+    expect(notes).toEqual(['notes__x', 'notes__y']);
+  }, 30_000);
 });

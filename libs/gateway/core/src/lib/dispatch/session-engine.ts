@@ -47,7 +47,7 @@ import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { maskListedItem, maskValue, redactSecrets, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
+import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, MAX_UPSTREAM_PAGES, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
 import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
 import { ExposedItems, type ItemKey } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
@@ -2655,7 +2655,15 @@ export class SessionEngine {
         // walk would ask it its full count of pages. That upstream's listing ends here (found by review).
         if (status) status.dropped = true;
         this.logUpstreamFailure(config, spec.method, new Error('nextCursor repeats the cursor the page was asked with'), traceId);
-      } else if (typeof next === 'string' && next.length > 0) more.push({ upstreamId: config.id, cursor: next });
+      } else if (typeof next === 'string' && next.length > 0) {
+        const page = target.cursor === '' ? 2 : (target.page ?? 2) + 1;
+        if (page <= MAX_UPSTREAM_PAGES) more.push({ upstreamId: config.id, cursor: next, page });
+        else {
+          // Its cursors may go round in a cycle longer than one page: the listing ends here, as above.
+          if (status) status.dropped = true;
+          this.logUpstreamFailure(config, spec.method, new Error(`more than ${MAX_UPSTREAM_PAGES} pages`), traceId);
+        }
+      }
     });
     // A first page leaves a failed upstream out (isolation; it is logged). A later page was promised the rest of each
     // upstream its cursor names: answering without a part would end that upstream's listing unannounced, so the agent

@@ -16,13 +16,28 @@ export type ListKind = 'tools' | 'prompts' | 'resources' | 'resourceTemplates';
 export interface PendingPage {
   readonly upstreamId: string;
   readonly cursor: string;
+  /** Which of the upstream's pages `cursor` asks for (its first is 1; a cursor of an older gateway's says none: 2). */
+  readonly page?: number;
 }
 
 interface CursorBody {
   readonly v: 1;
   readonly k: ListKind;
   readonly p: readonly (readonly [string, string])[];
+  /**
+   * Which page of its upstream each part of `p` asks for. A field of its own, which a replica of an older gateway
+   * (during a rolling upgrade) ignores rather than refusing the cursor.
+   */
+  readonly n?: readonly number[];
 }
+
+/**
+ * Most pages of one upstream a listing goes through: an upstream whose cursors go round in a cycle (page 1, 2, 1, 2…)
+ * would otherwise have an agent that pages to the end page for ever. A cycle of one page is caught at once (the
+ * session engine compares the cursor with the one asked); longer ones end here. A thousand pages is a million items
+ * at a thousand a page.
+ */
+export const MAX_UPSTREAM_PAGES = 1_000;
 
 /**
  * Longest upstream cursor carried on: a longer one ends that upstream's listing (logged). MCP cursors are short
@@ -43,7 +58,7 @@ export const newCursorKey = (): string => randomBytes(16).toString('base64url');
 
 /** The cursor for the pages still pending; sealed with `key` (a session's cursor key) when given. */
 export function encodeCursor(kind: ListKind, pending: readonly PendingPage[], key?: string): string {
-  const body: CursorBody = { v: 1, k: kind, p: pending.map((page) => [page.upstreamId, page.cursor] as const) };
+  const body: CursorBody = { v: 1, k: kind, p: pending.map((page) => [page.upstreamId, page.cursor] as const), n: pending.map((page) => page.page ?? 2) };
   const plain = Buffer.from(JSON.stringify(body), 'utf8');
   if (key === undefined) return plain.toString('base64url');
   const iv = randomBytes(IV_BYTES);
@@ -81,15 +96,17 @@ export function decodeCursor(kind: ListKind, cursor: unknown, key?: string): Pen
     return undefined;
   }
   if (typeof body !== 'object' || body === null) return undefined;
-  const { v, k, p } = body as Partial<CursorBody>;
+  const { v, k, p, n } = body as Partial<CursorBody>;
   if (v !== 1 || k !== kind || !Array.isArray(p) || p.length === 0) return undefined;
+  if (n !== undefined && (!Array.isArray(n) || n.length !== p.length)) return undefined;
   const pages: PendingPage[] = [];
   // A cursor we issued names each upstream once: a forged one repeating an upstream would fan one listing out into
   // hundreds of upstream calls.
   const seen = new Set<string>();
-  for (const entry of p as unknown[]) {
+  for (const [index, entry] of (p as unknown[]).entries()) {
     if (!Array.isArray(entry) || entry.length !== 2) return undefined;
     const [upstreamId, upstreamCursor] = entry as unknown[];
+    const page: unknown = n === undefined ? 2 : n[index];
     // Nor an empty upstream cursor: it is never issued (an upstream's empty nextCursor ends its listing), and would
     // serve that upstream's first page again.
     // Nor one longer than any the gateway carries on: a forged part is otherwise sent upstream as is, and keys the
@@ -99,12 +116,15 @@ export function decodeCursor(kind: ListKind, cursor: unknown, key?: string): Pen
       typeof upstreamCursor !== 'string' ||
       upstreamCursor.length === 0 ||
       upstreamCursor.length > MAX_UPSTREAM_CURSOR_LENGTH ||
-      seen.has(upstreamId)
+      seen.has(upstreamId) ||
+      !Number.isSafeInteger(page) ||
+      (page as number) < 2 ||
+      (page as number) > MAX_UPSTREAM_PAGES
     ) {
       return undefined;
     }
     seen.add(upstreamId);
-    pages.push({ upstreamId, cursor: upstreamCursor });
+    pages.push({ upstreamId, cursor: upstreamCursor, page: page as number });
   }
   return pages;
 }
