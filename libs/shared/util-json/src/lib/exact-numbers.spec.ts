@@ -42,4 +42,14 @@ describe('inexactNumbersByElement', () => {
     expect([...(inexactNumbersByElement(' {"a":[1,2],"n":1e999}') ?? new Map()).keys()]).toEqual([0]);
     expect(inexactNumbersByElement('[1,2,3]')).toBeUndefined();
   });
+
+  it('judges a literal with a long inner run of zeros in linear time (a trim by regex took seconds: any body, before any guard)', () => {
+    const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.${'0'.repeat(80_000)}1}}}`;
+    const started = performance.now();
+    expect(inexactNumbersByElement(body)?.get(0)).toMatch(/cannot be passed on exactly/);
+    // A millisecond or two now; 6.7 s before on a slow machine. Generous for a loaded one.
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(inexactNumberIn(`[1${'0'.repeat(40_000)}]`)).toMatch(/past the range/);
+    expect(inexactNumberIn(`[1.${'0'.repeat(40_000)}]`)).toBeUndefined();
+  });
 });

@@ -29,9 +29,12 @@ function canonical(literal: string): string {
   let digits = (whole + fraction).replace(/^0+/, '');
   if (digits === '') return '0';
   let power = exponent - fraction.length;
-  const trimmed = digits.replace(/0+$/, '');
-  power += digits.length - trimmed.length;
-  digits = trimmed;
+  // By hand: `/0+$/` is tried from every zero of a run, each try to the run's end, which made a literal of forty
+  // thousand zeros and a one take seconds (found by review: any JSON body of the control plane's, before any guard).
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 0x30) end -= 1;
+  power += digits.length - end;
+  digits = digits.slice(0, end);
   return `${negative ? '-' : ''}${digits}e${power}`;
 }
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRedactionPaths, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, removedTexts, storableJson, withoutTexts, withoutTextsIn } from './redact';
+import { compileRedactionPaths, credentialTextsIn, InvalidRedactionPathError, needsNoRedaction, REDACTED, redactSecrets, rememberedKeyVerdicts, removedTexts, storableJson, withoutTexts, withoutTextsIn } from './redact';
 
 describe('redactSecrets', () => {
   it('replaces values under credential-like keys at any depth and keeps the rest', () => {
@@ -14,6 +14,20 @@ describe('redactSecrets', () => {
       list: [{ clientSecret: REDACTED, id: 1 }, { api_key: REDACTED }],
       secret: null,
     });
+  });
+
+  it('looks for credentials in time linear in the text: 128 KiB of `eyJ-` (a JWT start after every dash) at once', () => {
+    const text = 'eyJ-'.repeat(32 * 1024);
+    const started = performance.now();
+    expect(redactSecrets({ note: text })).toEqual({ note: text });
+    expect(credentialTextsIn(text)).toEqual([]);
+    // Milliseconds now; before, each `eyJ` scanned to the text's end for a dot (seconds for 64 KiB). Generous.
+    expect(performance.now() - started).toBeLessThan(1_000);
+    // A JWT is still found after any other character, and at the start.
+    const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQ';
+    for (const [before, after] of [['', ''], ['x=', ''], ['"', '"'], ['a.', ' b']]) {
+      expect(redactSecrets({ note: `${before}${jwt}${after}` })).toEqual({ note: `${before}${REDACTED}${after}` });
+    }
   });
 
   it('replaces credential-looking values wherever they appear and keeps the text around them', () => {

@@ -63,7 +63,7 @@ import { Allowance, Allowances } from './allowance';
 import { RouteBudget, RouteTable } from './route-table';
 import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
-import { uriTemplateMatcher, type UriMatcher } from './uri-template-match';
+import { TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
@@ -2835,7 +2835,7 @@ export class SessionEngine {
         }
         // A template already routed to this upstream (every listing of a session lists it again) builds nothing.
         if (learn && typeof template === 'string' && live.templateRoutes.get(template)?.upstreamId !== config.id) {
-          const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(/\{[^}]*\}/g, '').length };
+          const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(TEMPLATE_EXPRESSION, '').length };
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
         // As for a URI: a template another upstream holds is listed once, as that one's.

@@ -17,7 +17,7 @@ const OPERATORS: Readonly<Record<string, { readonly first: string; readonly sepa
 };
 
 export function expandKnown(template: string, variables: Readonly<Record<string, string>>): string {
-  return template.replace(/\{([^}]*)\}/g, (_expression, body: string) => {
+  return template.replace(/\{([^{}]*)\}/g, (_expression, body: string) => {
     const first = body.charAt(0);
     const operator = first !== '' && Object.hasOwn(OPERATORS, first) ? first : '';
     const rule = OPERATORS[operator] as (typeof OPERATORS)[string];
