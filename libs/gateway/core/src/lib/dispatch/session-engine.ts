@@ -436,7 +436,7 @@ interface LiveSession {
   readonly taskMessageChains: Map<string, Promise<void>>;
   /** Messages about tasks waiting in `taskMessageChains` or for their task to be known; bounded by MAX_HELD_TASK_MESSAGES. */
   heldTaskMessages: number;
-  /** Upstream id → what its sessions may still relay to the agent (RELAYED_NOTIFICATIONS_PER_SECOND). */
+  /** `relayClass` (an upstream id, and a kind of message) → what may still be relayed to the agent (RELAYED_NOTIFICATIONS_PER_SECOND). */
   readonly relayAllowances: Map<string, Allowance>;
   /**
    * The log level this replica's own upstream sessions (stdio, legacy SSE) were last told, to tell them a level stored
@@ -899,7 +899,21 @@ const CANCEL_BROADCAST_BURST = 100;
  */
 const RELAYED_NOTIFICATIONS_PER_SECOND = 200;
 const RELAYED_NOTIFICATION_BURST = 1_000;
-/** How often a warning may say that relayed messages or cancellations were dropped (per session and upstream, per tenant). */
+/**
+ * What bound of an upstream's (`LiveSession.relayAllowances`) a relayed message draws on: tasks' last statuses (each
+ * ends its task's slots here and tells the agent the task is over), other messages about tasks (on a stdio process one
+ * principal's sessions share, every session hears every task's), and the rest, each its own, so that a flood of one
+ * kind, which may be dropped only later (another session's task, an update of a resource nobody here subscribed to),
+ * does not silence the others. Found by re-reviews: with one bound, chatter dropped a task's last status; exempt, last
+ * statuses with made-up task ids each cost lookups in the task store without any bound.
+ */
+function relayClass(upstreamId: string, notification: JsonRpcNotification): string {
+  const task = referencedTask(notification.method, notification.params);
+  if (task === undefined) return upstreamId;
+  return notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status']) ? `${upstreamId}\u0000last` : `${upstreamId}\u0000task`;
+}
+
+/** How often a warning may say that relayed messages or cancellations were dropped (per session and upstream, per principal). */
 const DROPPED_WARNING_MS = 60_000;
 /** Longest progress message passed on from an agent (MCP: a human-readable description). */
 const MAX_PROGRESS_MESSAGE = 1_024;
@@ -3520,13 +3534,13 @@ export class SessionEngine {
   /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
   /**
    * Whether `notification` of upstream `upstreamId`'s may be relayed to the agent of `live`
-   * (RELAYED_NOTIFICATIONS_PER_SECOND); drops are warned of at most once every DROPPED_WARNING_MS. A task's last status
-   * always may (it ends the task's slots here, and tells the agent the task is over), and takes nothing.
+   * (RELAYED_NOTIFICATIONS_PER_SECOND, a bound for each `relayClass`); drops are warned of at most once every
+   * DROPPED_WARNING_MS.
    */
   private mayRelay(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): boolean {
-    if (notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status'])) return true;
-    let allowance = live.relayAllowances.get(upstreamId);
-    if (allowance === undefined) live.relayAllowances.set(upstreamId, (allowance = new Allowance(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST)));
+    const key = relayClass(upstreamId, notification);
+    let allowance = live.relayAllowances.get(key);
+    if (allowance === undefined) live.relayAllowances.set(key, (allowance = new Allowance(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST)));
     if (allowance.take()) return true;
     const dropped = allowance.droppedToReport(DROPPED_WARNING_MS);
     if (dropped !== undefined) {
@@ -4344,7 +4358,8 @@ export class SessionEngine {
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
       if (received.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, received.params?.['progressToken']))) return;
-      if (!isListChange(received.method) && !this.mayRelay(live, config.id, received)) return;
+      // An update of a resource the session is not subscribed to is dropped here, before it takes anything of the bound.
+      if (!isListChange(received.method) && (!this.relayable(live, config.id, received) || !this.mayRelay(live, config.id, received))) return;
       const notification = maskedRelay(config, received);
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small). The agent is
       // told at most once an interval (`listsChanged`).
