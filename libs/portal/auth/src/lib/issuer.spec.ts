@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { discoveryIssuerProblem } from './issuer';
+import { discoveryIssuerProblem, normalizeIssuer } from './issuer';
 
 describe('discoveryIssuerProblem', () => {
   it('accepts a discovery document naming the configured issuer, with or without a trailing slash', () => {
@@ -20,5 +20,16 @@ describe('discoveryIssuerProblem', () => {
     for (const discovery of [{}, { issuer: 7 }, null, 'issuer', []]) {
       expect(discoveryIssuerProblem(discovery, 'https://sso.example.test')).toMatch(/names no issuer/);
     }
+  });
+});
+
+describe('normalizeIssuer', () => {
+  it('takes off trailing slashes, in time linear in the text (a provider chooses what it names)', () => {
+    expect(['https://a.test', 'https://a.test/', 'https://a.test///', '/', ''].map(normalizeIssuer)).toEqual(['https://a.test', 'https://a.test', 'https://a.test', '', '']);
+    const named = `${'/'.repeat(80_000)}x`;
+    const started = performance.now();
+    expect(normalizeIssuer(named)).toBe(named);
+    // Milliseconds; about 10 s before on a slow machine. Generous for a loaded one.
+    expect(performance.now() - started).toBeLessThan(1_000);
   });
 });
