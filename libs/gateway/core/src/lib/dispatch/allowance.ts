@@ -57,7 +57,7 @@ export class Allowance {
 }
 
 /**
- * One `Allowance` a key (a tenant, say), made when the key first takes. Keys whose bucket is full again are forgotten
+ * One `Allowance` a key (a principal, say), made when the key first takes. Keys whose bucket is full again are forgotten
  * once `pruneAt` keys are held (a full bucket is what a new one would be), so the map holds about the keys active
  * lately; while more than that are active it grows, and prunes again at twice its size.
  */

@@ -3531,7 +3531,6 @@ export class SessionEngine {
     });
   }
 
-  /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
   /**
    * Whether `notification` of upstream `upstreamId`'s may be relayed to the agent of `live`
    * (RELAYED_NOTIFICATIONS_PER_SECOND, a bound for each `relayClass`); drops are warned of at most once every
@@ -3549,6 +3548,7 @@ export class SessionEngine {
     return false;
   }
 
+  /** A notification that came with an answer to the agent's request; one about a task names it as the agent knows it. */
   private sendInCall(live: LiveSession, upstreamId: string, sink: MessageSink, notification: JsonRpcNotification, task: TaskScope | undefined, held: { count: number }): void {
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) sink.send(notification);
