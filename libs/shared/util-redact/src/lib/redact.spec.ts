@@ -23,11 +23,20 @@ describe('redactSecrets', () => {
     expect(credentialTextsIn(text)).toEqual([]);
     // Milliseconds now; before, each `eyJ` scanned to the text's end for a dot (seconds for 64 KiB). Generous.
     expect(performance.now() - started).toBeLessThan(1_000);
-    // A JWT is still found after any other character, and at the start.
+    for (const unit of ['eyJaaaaaa-', 'eyJaaaaaa.', '.eyJaaaaaa.bbbbbb-', 'eyJaaaaaa.-eyJ', 'eyJ--']) {
+      const shaped = unit.repeat(Math.ceil(128 * 1024 / unit.length));
+      const began = performance.now();
+      redactSecrets({ note: shaped });
+      credentialTextsIn(shaped);
+      expect(performance.now() - began).toBeLessThan(1_000);
+    }
+    // A JWT is still found wherever a word starts: at the start, after a dash too (a first fix missed those: found by
+    // re-review), not inside a word.
     const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQ';
-    for (const [before, after] of [['', ''], ['x=', ''], ['"', '"'], ['a.', ' b']]) {
+    for (const [before, after] of [['', ''], ['x=', ''], ['"', '"'], ['a.', ' b'], ['session-', ''], ['--', ''], ['/cb/auth-', '&x']]) {
       expect(redactSecrets({ note: `${before}${jwt}${after}` })).toEqual({ note: `${before}${REDACTED}${after}` });
     }
+    for (const before of ['a1', '_']) expect(redactSecrets({ note: `${before}${jwt}` })).toEqual({ note: `${before}${jwt}` });
   });
 
   it('replaces credential-looking values wherever they appear and keeps the text around them', () => {

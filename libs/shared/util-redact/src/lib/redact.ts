@@ -15,9 +15,10 @@ const SECRET_VALUE = new RegExp(
   [
     /\b(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc])\s+[A-Za-z0-9._~+/=-]{8,}/.source, // HTTP credentials, any case
     /\bpcs_[A-Za-z0-9_-]{16,}/.source, // Portcullis API keys
-    // JWTs, only from the start of a run of base64url characters: from every `eyJ` of a run (`\b` allows one after each
-    // `-`), the pattern scanned to the run's end for its dot, and 64 KiB of `eyJ-` took seconds (found by review).
-    /eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/.source,
+    // JWTs. The header's part does not run on past a `-eyJ`, where another may start (`\b` allows one after a `-`):
+    // from every `eyJ` of a run it scanned to the run's end for its dot, and 64 KiB of `eyJ-` took seconds (found by
+    // review). Found after a dash all the same (`session-eyJ…`: a re-review found a first fix missing those).
+    /\beyJ(?:[A-Za-z0-9_]|-(?!eyJ)){6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/.source,
     /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/.source,
     /\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/.source, // AWS access key ids
     /\bgh[pousr]_[A-Za-z0-9]{30,}\b/.source, // GitHub tokens

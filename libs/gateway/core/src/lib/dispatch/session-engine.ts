@@ -900,18 +900,22 @@ const CANCEL_BROADCAST_BURST = 100;
 const RELAYED_NOTIFICATIONS_PER_SECOND = 200;
 const RELAYED_NOTIFICATION_BURST = 1_000;
 /**
- * What bound of an upstream's (`LiveSession.relayAllowances`) a relayed message draws on: tasks' last statuses (each
- * ends its task's slots here and tells the agent the task is over), other messages about tasks (on a stdio process one
- * principal's sessions share, every session hears every task's), and the rest, each its own, so that a flood of one
- * kind, which may be dropped only later (another session's task, an update of a resource nobody here subscribed to),
- * does not silence the others. Found by re-reviews: with one bound, chatter dropped a task's last status; exempt, last
- * statuses with made-up task ids each cost lookups in the task store without any bound.
+ * What bound of an upstream's (`LiveSession.relayAllowances`) a relayed message (or request about a task) draws on:
+ * tasks' last statuses (each ends its task's slots here and tells the agent the task is over), other messages about
+ * tasks (on a stdio process one principal's sessions share, every session hears every task's), and the rest, each its
+ * own, so that a flood of one kind, which may be dropped only later (another session's task, an update of a resource
+ * nobody here subscribed to), does not silence the others. Found by re-reviews: with one bound, chatter dropped a
+ * task's last status; exempt, last statuses with made-up task ids each cost lookups in the task store without any
+ * bound.
  */
-function relayClass(upstreamId: string, notification: JsonRpcNotification): string {
-  const task = referencedTask(notification.method, notification.params);
+function relayClass(upstreamId: string, message: JsonRpcNotification | JsonRpcRequest): string {
+  const task = referencedTask(message.method, message.params);
   if (task === undefined) return upstreamId;
-  return notification.method === 'notifications/tasks/status' && isTerminalTaskStatus(notification.params?.['status']) ? `${upstreamId}\u0000last` : `${upstreamId}\u0000task`;
+  return message.method === 'notifications/tasks/status' && isTerminalTaskStatus(message.params?.['status']) ? `${upstreamId}\u0000last` : `${upstreamId}\u0000task`;
 }
+
+/** The refusal of an upstream's request about a task past what may be relayed of them (`relayClass`). */
+const tooManyAboutTasks = (): UpstreamRpcError => new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Too many requests about tasks: ask again later');
 
 /** How often a warning may say that relayed messages or cancellations were dropped (per session and upstream, per principal). */
 const DROPPED_WARNING_MS = 60_000;
@@ -3505,7 +3509,9 @@ export class SessionEngine {
             const bounds = context?.shared === true ? { timeoutMs: timeoutMs ?? this.relayTimeoutMs } : { ended: endsWithCall(), timeoutMs: timeoutMs ?? this.relayTimeoutMs };
             return this.relayServerRequest(live.record, request, sinkNow, upstreamSignal, session, bounds);
           }
-          // About a task: it outlives the call that created it (its questions may come after the call's answer).
+          // About a task: it outlives the call that created it (its questions may come after the call's answer). Each
+          // costs a look-up of the task, bounded as messages about tasks are (`relayClass`).
+          if (!this.mayRelay(live, upstreamId, request)) return Promise.reject(tooManyAboutTasks());
           const bounds = { timeoutMs: this.relayTimeoutMs, upstreamTask };
           return this.inTaskScope(live, upstreamId, request, upstreamTask, task).then((named) =>
             named ? this.relayServerRequest(live.record, named, sinkNow, upstreamSignal, session, bounds) : Promise.reject(unknownTaskOf(request)),
@@ -3532,12 +3538,12 @@ export class SessionEngine {
   }
 
   /**
-   * Whether `notification` of upstream `upstreamId`'s may be relayed to the agent of `live`
+   * Whether `message` of upstream `upstreamId`'s may be relayed to the agent of `live`
    * (RELAYED_NOTIFICATIONS_PER_SECOND, a bound for each `relayClass`); drops are warned of at most once every
    * DROPPED_WARNING_MS.
    */
-  private mayRelay(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): boolean {
-    const key = relayClass(upstreamId, notification);
+  private mayRelay(live: LiveSession, upstreamId: string, message: JsonRpcNotification | JsonRpcRequest): boolean {
+    const key = relayClass(upstreamId, message);
     let allowance = live.relayAllowances.get(key);
     if (allowance === undefined) live.relayAllowances.set(key, (allowance = new Allowance(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST)));
     if (allowance.take()) return true;
@@ -4385,6 +4391,8 @@ export class SessionEngine {
       const target = sink?.withdrawn === true ? NO_STREAM : sink !== undefined && ended !== undefined && sink.canStream ? sink : this.standaloneSink(live);
       const bounds = { timeoutMs: this.relayTimeoutMs, ...(ended !== undefined && upstreamTask === undefined ? { ended } : {}), ...(upstreamTask !== undefined ? { upstreamTask } : {}) };
       if (upstreamTask === undefined) return this.relayServerRequest(live.record, request, target, signal, session, bounds);
+      // Each costs a look-up of the task, bounded as messages about tasks are (`relayClass`).
+      if (!this.mayRelay(live, config.id, request)) return Promise.reject(tooManyAboutTasks());
       return this.agentTaskMessage(live, config.id, request, upstreamTask).then((named) =>
         named ? this.relayServerRequest(live.record, named, target, signal, session, bounds) : Promise.reject(unknownTaskOf(request)),
       );
