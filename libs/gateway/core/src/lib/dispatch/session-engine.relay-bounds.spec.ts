@@ -54,6 +54,38 @@ describe('relay bound on the session stream: what is dropped anyway takes nothin
     expect(toAgent.filter((m) => 'method' in m && m.method === 'notifications/resources/updated')).toMatchObject([{ params: { uri: 'mem://mine' } }]);
   });
 
+  it('asks the policy whether the agent may see an updated resource only of what the bound lets through', async () => {
+    let judged = 0;
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'r')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'mem://mine', name: 'mine' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
+      },
+    });
+    const hooks = {
+      filter: <T>(_record: unknown, kind: string, _upstream: unknown, items: T[]): T[] => {
+        if (kind === 'resource') judged += 1;
+        return items;
+      },
+    };
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), hooks: hooks as never, options: { listTimeoutMs: 200 } });
+    const { record } = await openSession(engine);
+    const toAgent: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(toAgent));
+    await expect.poll(() => (connector.notificationHandlers.get('u1') ?? []).length > 0).toBe(true);
+    await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'mem://mine' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    const before = judged;
+    const began = performance.now();
+    for (let i = 0; i < 5_000; i += 1) connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'mem://mine' } });
+    const took = performance.now() - began;
+    expect(toAgent.filter((m) => 'method' in m && m.method === 'notifications/resources/updated').length).toBeGreaterThanOrEqual(1_000);
+    // The burst and what refilled meanwhile (200 a second): each judged once on its way to the agent, none beyond.
+    expect(judged - before).toBeLessThanOrEqual(1_000 + Math.ceil(took / 5) + 1);
+  });
+
   it("statuses of tasks that are not the session's (a process shared with the principal's other sessions) do not silence its own messages", async () => {
     const { engine, connector } = build({ prefix: 'up1', capabilities: { tools: {}, logging: {}, tasks: { requests: { tools: { call: {} } } } }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) }, true);
     const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });

@@ -4364,8 +4364,12 @@ export class SessionEngine {
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
       if (received.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, received.params?.['progressToken']))) return;
-      // An update of a resource the session is not subscribed to is dropped here, before it takes anything of the bound.
-      if (!isListChange(received.method) && (!this.relayable(live, config.id, received) || !this.mayRelay(live, config.id, received))) return;
+      // An update of a resource the session is not subscribed to is dropped here, before it takes anything of the bound
+      // (whether the principal may still see it, a policy decision, is asked only of what the bound lets through).
+      if (!isListChange(received.method)) {
+        if (received.method === 'notifications/resources/updated' && !this.subscribedTo(live, config.id, received.params)) return;
+        if (!this.mayRelay(live, config.id, received)) return;
+      }
       const notification = maskedRelay(config, received);
       // A changed list: the pages this upstream session answered are stale (all kinds: the cache is small). The agent is
       // told at most once an interval (`listsChanged`).
