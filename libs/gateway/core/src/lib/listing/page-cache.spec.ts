@@ -112,6 +112,25 @@ describe('PageCache in a ListingPageStore', () => {
     expect(heavy.get('big0', 60_000, 200)).toBeUndefined();
   });
 
+  it('ends its eviction even should a holding name a page the store no longer has (a guard: no path leads there)', () => {
+    const store = new ListingPageStore(1);
+    // Without the guard the loop spins (no timeout stops a synchronous loop): a drop that takes nothing throws instead.
+    const drop = store.drop.bind(store);
+    let drops = 0;
+    store.drop = (key, entry) => {
+      if ((drops += 1) > 10_000) throw new Error('the eviction made no progress');
+      drop(key, entry);
+    };
+    const cache = new PageCache(store, 'a');
+    cache.set('k1', page('one'), 0, 1);
+    // Out of `entries` only, as no method of the store would leave it.
+    (store as unknown as { entries: Map<string, unknown> }).entries.clear();
+    cache.set('k2', page('two'), 0, 2);
+    cache.set('k3', page('three'), 0, 3);
+    expect(store.size).toBe(1);
+    expect(cache.get('k3', 60_000, 4)).toEqual(page('three'));
+  });
+
   it('prune drops what has aged out, across caches, without a read', () => {
     const store = new ListingPageStore(10);
     const [a, b] = [new PageCache(store), new PageCache(store)];

@@ -99,7 +99,11 @@ export class ListingPageStore {
     while (this.entries.size > this.maxPages || this.totalBytes > this.maxBytes) {
       const oldest = this.largestHolding(this.entries.size > this.maxPages)?.pages.entries().next();
       if (oldest === undefined || oldest.done) break;
-      this.drop(oldest.value[0], oldest.value[1]);
+      const [oldestKey, oldestPage] = oldest.value;
+      // Holdings and `entries` change together (`unhold`); should they ever disagree, the page leaves the holding all
+      // the same, so that every turn of this loop takes one page out of one or the other and it ends.
+      if (this.entries.get(oldestKey) === oldestPage) this.drop(oldestKey, oldestPage);
+      else this.unhold(oldestKey, oldestPage);
     }
   }
 
