@@ -3,6 +3,19 @@ import { approximateJsonSize, ListingPageStore, PageCache } from './page-cache';
 
 const page = (tag: string) => ({ tools: [{ name: tag }] });
 
+/**
+ * Makes `store`'s eviction throw once it has dropped 10,000 pages: an eviction that makes no progress would otherwise
+ * spin for ever, and no timeout stops a synchronous loop.
+ */
+function throwOnSpin(store: ListingPageStore): void {
+  const drop = store.drop.bind(store);
+  let drops = 0;
+  store.drop = (key, entry) => {
+    if ((drops += 1) > 10_000) throw new Error('the eviction made no progress');
+    drop(key, entry);
+  };
+}
+
 describe('PageCache in a ListingPageStore', () => {
   it('serves a page for maxAgeMs, and drops an older one when it is read', () => {
     const store = new ListingPageStore(10);
@@ -83,13 +96,7 @@ describe('PageCache in a ListingPageStore', () => {
     // maxPageBytes = 16_000 / 16 = 1_000.
     const sized = (tag: string, bytes: number) => ({ tools: [{ name: tag, description: 'd'.repeat(bytes) }] });
     const store = new ListingPageStore(2, 16_000);
-    // An eviction that makes no progress would spin for ever (no timeout stops a synchronous loop): it throws instead.
-    const drop = store.drop.bind(store);
-    let drops = 0;
-    store.drop = (key, entry) => {
-      if ((drops += 1) > 10_000) throw new Error('the eviction made no progress');
-      drop(key, entry);
-    };
+    throwOnSpin(store);
     const hostile = new PageCache(store, 'hostile');
     // Two listings of one page at once (answers are not shared): the first small, the second too large to keep. The
     // first stayed in the tenant's tally, and an eviction that picked it spun for ever (found by re-review).
@@ -114,13 +121,7 @@ describe('PageCache in a ListingPageStore', () => {
 
   it('ends its eviction even should a holding name a page the store no longer has (a guard: no path leads there)', () => {
     const store = new ListingPageStore(1);
-    // Without the guard the loop spins (no timeout stops a synchronous loop): a drop that takes nothing throws instead.
-    const drop = store.drop.bind(store);
-    let drops = 0;
-    store.drop = (key, entry) => {
-      if ((drops += 1) > 10_000) throw new Error('the eviction made no progress');
-      drop(key, entry);
-    };
+    throwOnSpin(store);
     const cache = new PageCache(store, 'a');
     cache.set('k1', page('one'), 0, 1);
     // Out of `entries` only, as no method of the store would leave it.
