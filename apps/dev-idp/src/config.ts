@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { configFields, type DeepReadonly } from '@portcullis/shared/util-config';
+import { configFields, type DeepReadonly, withoutTrailingSlashes } from '@portcullis/shared/util-config';
 import { devIdpClientListSchema } from '@portcullis/dev-idp/provider';
 
 /** A comma-separated list of absolute http(s) URLs. */
@@ -50,7 +50,7 @@ export const devIdpEnvSchema = z
     nodeEnv: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     http: { host: env.DEV_IDP_HOST, port: env.DEV_IDP_PORT },
-    issuer: (env.DEV_IDP_ISSUER ?? `http://localhost:${env.DEV_IDP_PORT}`).replace(/\/+$/, ''),
+    issuer: withoutTrailingSlashes(env.DEV_IDP_ISSUER ?? `http://localhost:${env.DEV_IDP_PORT}`),
     clients: [
       {
         clientId: env.DEV_IDP_PORTAL_CLIENT_ID,

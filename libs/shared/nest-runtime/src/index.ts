@@ -1,7 +1,7 @@
 export { HealthModule, READINESS_CHECKS } from './lib/health.module';
 export type { HealthModuleOptions } from './lib/health.module';
-export { createHttpApp, installGracefulShutdown, listenOrExplain, runOrExit } from './lib/http-app';
-export type { HttpAppOptions } from './lib/http-app';
+export { createHttpApp, exitOnUncaught, installGracefulShutdown, listenOrExplain, runOrExit } from './lib/http-app';
+export type { CrashTarget, HttpAppOptions } from './lib/http-app';
 export { PinoNestLogger } from './lib/pino-nest-logger';
 export { sendProblem, sendRouterProblem, toAppError } from './lib/problem-details';
 export { ProblemDetailsFilter } from './lib/problem-details.filter';

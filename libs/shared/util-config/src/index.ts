@@ -2,3 +2,4 @@ export { ConfigError, ListenError, listenNaming, loadConfigOrExit, parseConfig }
 export type { DeepReadonly, Environment } from './lib/load-config';
 export * as configFields from './lib/fragments';
 export type { TrustedProxies } from './lib/fragments';
+export { withoutTrailingSlashes } from './lib/text';

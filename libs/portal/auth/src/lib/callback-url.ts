@@ -1,3 +1,5 @@
+import { withoutTrailingSlashes } from '@portcullis/shared/util-config';
+
 /**
  * Where to send someone after sign-in: a path of the portal itself, or `/`. A leading `/` is not enough: browsers read
  * `/\evil.example` and `/<tab>/evil.example` as `//evil.example`, another site. The value is resolved against a
@@ -38,7 +40,7 @@ function parseUrl(value: string): URL | undefined {
  * a number, an object, an array or a boolean. Anything but a string goes to the portal's base.
  */
 export function sameOriginRedirect(url: unknown, baseUrl: string): string {
-  const base = baseUrl.replace(/\/+$/, '');
+  const base = withoutTrailingSlashes(baseUrl);
   if (typeof url !== 'string') return `${base}/`;
   const absolute = url.startsWith('/') ? undefined : parseUrl(url);
   const ownOrigin = absolute !== undefined && absolute.origin !== 'null' && absolute.origin === parseUrl(base)?.origin;

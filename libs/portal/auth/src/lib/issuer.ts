@@ -1,12 +1,11 @@
+import { withoutTrailingSlashes } from '@portcullis/shared/util-config';
+
 /**
- * Issuers are compared as providers write them, with or without a trailing slash. Trimmed by hand: `/\/+$/` was tried
- * from every slash of a run, each time to its end, and a provider's issuer of 40,000 slashes and a letter held the
- * portal for seconds (found by a review).
+ * Issuers are compared as providers write them, with or without a trailing slash. (A provider's issuer of 40,000
+ * slashes and a letter held the portal for seconds while a regular expression trimmed them: found by a review.)
  */
 export function normalizeIssuer(value: string): string {
-  let end = value.length;
-  while (end > 0 && value.charCodeAt(end - 1) === 0x2f) end -= 1;
-  return value.slice(0, end);
+  return withoutTrailingSlashes(value);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { configFields, type DeepReadonly } from '@portcullis/shared/util-config';
+import { configFields, type DeepReadonly, withoutTrailingSlashes } from '@portcullis/shared/util-config';
 
 /** The development identity provider (`apps/dev-idp`), the issuer when none is configured outside production. */
 const DEV_ISSUER = 'http://localhost:3400';
@@ -56,9 +56,9 @@ export const portalEnvSchema = z
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
-    publicUrl: env.NEXTAUTH_URL.replace(/\/+$/, ''),
+    publicUrl: withoutTrailingSlashes(env.NEXTAUTH_URL),
     auth: {
-      issuer: (env.PORTAL_OIDC_ISSUER ?? DEV_ISSUER).replace(/\/+$/, ''),
+      issuer: withoutTrailingSlashes(env.PORTAL_OIDC_ISSUER ?? DEV_ISSUER),
       clientId: env.PORTAL_OIDC_CLIENT_ID,
       clientSecret: env.PORTAL_OIDC_CLIENT_SECRET,
       scopes: env.PORTAL_OIDC_SCOPES,

@@ -2,12 +2,13 @@ import { Body, Controller, Get, Module, Post } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { AppError } from '@portcullis/shared/util-errors';
 import { createLogger } from '@portcullis/shared/util-logger';
+import { EventEmitter } from 'node:events';
 import { connect, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { HealthModule } from './health.module';
-import { createHttpApp, DEFAULT_REQUEST_TIMEOUT_MS } from './http-app';
+import { createHttpApp, DEFAULT_REQUEST_TIMEOUT_MS, exitOnUncaught } from './http-app';
 
 const lines: string[] = [];
 const sink = new Writable({
@@ -266,5 +267,54 @@ describe('createHttpApp server limits', () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+describe('exitOnUncaught', () => {
+  it('says an unhandled rejection through the logger, secrets redacted, then exits with 1 (once, however many follow)', async () => {
+    const said: string[] = [];
+    const crashLogger = createLogger({
+      service: 'spec',
+      level: 'info',
+      destination: new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          said.push(chunk.toString('utf8'));
+          done();
+        },
+      }),
+    });
+    const target = Object.assign(new EventEmitter(), { exits: [] as number[], exitCode: undefined as number | string | undefined, exit(code: number) { this.exits.push(code); } });
+    exitOnUncaught(crashLogger, target);
+    target.emit('unhandledRejection', new Error('connect refused to redis://:hunter2-secret@10.0.0.9:6379'));
+    target.emit('uncaughtException', new Error('a second one'));
+    expect(target.exitCode).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(target.exits).toEqual([1]);
+    expect(said).toHaveLength(1);
+    const line = JSON.parse(said[0] ?? '{}') as { level: string; msg: string; err?: { message?: string } };
+    expect(line.level).toBe('fatal');
+    expect(line.msg).toBe('a promise was rejected and nothing handled it: exiting');
+    expect(line.err?.message).toContain('connect refused');
+    expect(said[0]).not.toContain('hunter2-secret');
+  });
+
+  it('says an uncaught exception the same way', async () => {
+    const said: string[] = [];
+    const crashLogger = createLogger({
+      service: 'spec',
+      level: 'info',
+      destination: new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          said.push(chunk.toString('utf8'));
+          done();
+        },
+      }),
+    });
+    const target = Object.assign(new EventEmitter(), { exits: [] as number[], exit(code: number) { this.exits.push(code); } });
+    exitOnUncaught(crashLogger, target);
+    target.emit('uncaughtException', new TypeError('boom'));
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(target.exits).toEqual([1]);
+    expect(JSON.parse(said[0] ?? '{}')).toMatchObject({ level: 'fatal', msg: 'an exception was thrown and nothing caught it: exiting', err: { message: 'boom' } });
   });
 });

@@ -165,8 +165,35 @@ export async function listenOrExplain(app: NestFastifyApplication, host: string,
   await listenNaming(settings, host, port, () => app.listen({ host, port }));
 }
 
-/** Logs and exits when boot fails (a dependency refused, a port was taken...): no half-started app. */
+/** What `exitOnUncaught` needs of the process: its events and its exit. */
+export type CrashTarget = Pick<NodeJS.EventEmitter, 'on'> & { exit(code: number): void; exitCode?: number | string | undefined };
+
+/**
+ * A rejection no one handles, or an exception no one catches, still ends the process, as Node's default does; but it
+ * is said through the logger first. Node's default printed the error and its stack raw on stderr: past the redaction of
+ * secrets the logger applies (an error's message may carry a URL with its password or a header's value), and as no
+ * JSON line a log collector reads, so the reason a replica went away was found nowhere it looked. The exit waits
+ * 100 ms for the line to be written (as a failed boot does); whatever else is pending then is not awaited.
+ */
+export function exitOnUncaught(logger: Logger, target: CrashTarget = process): void {
+  let ending = false;
+  const end = (kind: string, error: unknown): void => {
+    if (ending) return;
+    ending = true;
+    logger.fatal({ err: error }, `${kind}: exiting`);
+    target.exitCode = 1;
+    setTimeout(() => target.exit(1), 100).unref();
+  };
+  target.on('unhandledRejection', (reason: unknown) => end('a promise was rejected and nothing handled it', reason));
+  target.on('uncaughtException', (error: unknown) => end('an exception was thrown and nothing caught it', error));
+}
+
+/**
+ * Logs and exits when boot fails (a dependency refused, a port was taken...): no half-started app. From here on an
+ * unhandled rejection or an uncaught exception is logged before the process ends (`exitOnUncaught`).
+ */
 export async function runOrExit(logger: Logger, boot: () => Promise<INestApplication | unknown>): Promise<void> {
+  exitOnUncaught(logger);
   try {
     await boot();
   } catch (error) {

@@ -43,17 +43,17 @@ describe('redactSecrets', () => {
     const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQ';
     const out = redactSecrets({
       note: 'call me with Bearer abcdefghijklmnop please',
-      nested: [`token=${jwt}`, 'postgres://app:hunter2@db:5432/x', 'AKIAABCDEFGHIJKLMNOP', 'pcs_0123456789abcdefghijkl'],
+      nested: [`token=${jwt}`, 'postgres://app:hunter2@db:5432/x', 'AKIAABCDEFGHIJKLMNOP', 'pcs_0123456789abcdefghijkl', 'dial redis://:s3cret-r3dis@cache:6379/0 failed'],
       plain: 'nothing to see',
       count: 3,
     });
     expect(out).toEqual({
       note: `call me with ${REDACTED} please`,
-      nested: [`token=${REDACTED}`, `postgres://app:${REDACTED}@db:5432/x`, REDACTED, REDACTED],
+      nested: [`token=${REDACTED}`, `postgres://app:${REDACTED}@db:5432/x`, REDACTED, REDACTED, `dial redis://:${REDACTED}@cache:6379/0 failed`],
       plain: 'nothing to see',
       count: 3,
     });
-    expect(JSON.stringify(out)).not.toMatch(/hunter2|abcdefghijklmnop|AKIA|pcs_0123/);
+    expect(JSON.stringify(out)).not.toMatch(/hunter2|abcdefghijklmnop|AKIA|pcs_0123|s3cret-r3dis/);
   });
 
   it('catches credentials in any case, in URL query strings, and under short credential keys', () => {

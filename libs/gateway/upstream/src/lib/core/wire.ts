@@ -79,6 +79,13 @@ export function answerServerRequest(
     write(encodeError(request.id, JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${request.method}`));
     return;
   }
+  // An id already in flight: the second request would take the first's place in `inFlight`, so a cancellation could
+  // no longer reach the first, and the first's settling would drop the second's entry. Refused, as the first is still
+  // to be answered under that id (MCP: a requester never reuses an id within its session).
+  if (inFlight.has(request.id)) {
+    write(encodeError(request.id, JSON_RPC.INVALID_REQUEST, 'Request id is already in use by a request still in flight'));
+    return;
+  }
   const controller = new AbortController();
   inFlight.set(request.id, controller);
   let promise: Promise<Record<string, unknown>>;
@@ -99,13 +106,17 @@ export function answerServerRequest(
     }
     write(text);
   };
+  // Its own entry only: once cancelled (or the session closed) the id may be in use by a later request.
+  const settle = (): void => {
+    if (inFlight.get(request.id) === controller) inFlight.delete(request.id);
+  };
   promise.then(
     (result) => {
-      inFlight.delete(request.id);
+      settle();
       if (!controller.signal.aborted) answer(() => encodeResult(request.id, result));
     },
     (error: unknown) => {
-      inFlight.delete(request.id);
+      settle();
       if (controller.signal.aborted) return;
       if (error instanceof UpstreamRpcError) answer(() => encodeError(request.id, error.code, error.message, error.data));
       else write(encodeError(request.id, JSON_RPC.INTERNAL_ERROR, 'Internal error'));
