@@ -118,6 +118,54 @@ describe('tenant suspension', () => {
     const events = await cp.eventsAtLeast(t.id, 6);
     expect(events.filter((e) => e.method === 'tenant.update').map((e) => (e.arguments as { after: { status: string } }).after.status)).toEqual(['suspended', 'active']);
   });
+  it('refuses a change whose tenant was suspended after the access check let it in: nothing lands after a suspension', async () => {
+    const admin = await cp.user({ platformAdmin: true });
+    const t = await cp.tenant();
+    const owner = await cp.member(t.id, 'owner');
+    const base = `/api/v1/tenants/${t.id}`;
+    const client = await cp.request('POST', `${base}/agent-clients`, { token: owner.token, body: { name: 'bot' } });
+    expect(client.status).toBe(201);
+    const lockWaited = () =>
+      waitFor(async () => (await cp.system.$queryRaw<{ waiting: bigint }[]>`SELECT count(*) AS waiting FROM pg_locks WHERE NOT granted`)[0]?.waiting ?? 0n, {
+        timeoutMs: 10_000,
+        description: 'the change waiting on a row lock',
+      });
+
+    // A key: the request passes the guard (tenant active), then waits on its role read (the owner's row held here)
+    // while a platform admin suspends the tenant (answered 200). It must not land after that.
+    const membership = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: owner.id }, select: { id: true } });
+    // (Returned in an object: an async function returning the promise itself would wait for it, inside the lock.)
+    const { answer: keyAnswer } = await cp.system.$transaction(
+      async (tx) => {
+        await tx.$queryRaw`SELECT id FROM memberships WHERE id = ${membership.id}::uuid FOR UPDATE`;
+        const answer = cp.request('POST', `${base}/api-keys`, { token: owner.token, body: { name: 'late', agentClientId: client.json['id'] } });
+        await lockWaited();
+        expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'suspended' } })).status).toBe(200);
+        return { answer };
+      },
+      { timeout: 20_000 },
+    );
+    const key = await keyAnswer;
+    expect(key.status).toBe(409);
+    expect(key.json['detail']).toMatch(/suspended/);
+    expect(await cp.system.apiKey.count({ where: { tenantId: t.id, name: 'late' } })).toBe(0);
+
+    // A change that rebuilds the policy (a group): the suspension is written but not yet committed when the request
+    // passes the guard; the change waits for it, then is refused.
+    expect((await cp.request('PATCH', base, { token: admin.token, body: { status: 'active' } })).status).toBe(200);
+    const { answer: groupAnswer } = await cp.system.$transaction(
+      async (tx) => {
+        await tx.$executeRaw`UPDATE tenants SET status = 'suspended' WHERE id = ${t.id}::uuid`;
+        const answer = cp.request('POST', `${base}/groups`, { token: owner.token, body: { externalId: 'late', name: 'late group' } });
+        await lockWaited();
+        return { answer };
+      },
+      { timeout: 20_000 },
+    );
+    const group = await groupAnswer;
+    expect(group.status, group.text).toBe(409);
+    expect(await cp.system.group.count({ where: { tenantId: t.id, name: 'late group' } })).toBe(0);
+  });
 });
 
 describe('members', () => {

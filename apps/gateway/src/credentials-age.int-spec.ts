@@ -2,13 +2,26 @@
  * The gateway's copy of API keys and tenants is only trusted for GATEWAY_CREDENTIALS_MAX_AGE_MS: the gateway reads
  * Postgres through a TCP proxy the test cuts, a key is revoked meanwhile (the control plane's database still works),
  * and once the copy is too old the key is refused with 503 rather than served; when the database is reachable again,
- * the next reload brings the revocation (401) and other keys work again.
+ * the next reload brings the revocation (401) and other keys work again. Upstreams and tool pins are served however
+ * old, but not before they have loaded once.
  */
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
-import { createAgentWithKey, openStandaloneStream, postInitialize, startProxy, startTestGateway, type BreakableProxy, type TestGateway } from './testing/gateway-harness';
+import {
+  createAgentWithKey,
+  initializeResult,
+  messageOf,
+  openStandaloneStream,
+  postInitialize,
+  postInSession,
+  startJsonUpstream,
+  startProxy,
+  startTestGateway,
+  type BreakableProxy,
+  type TestGateway,
+} from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -75,7 +88,7 @@ describe('API keys and tenants older than GATEWAY_CREDENTIALS_MAX_AGE_MS', () =>
       { timeoutMs: 15_000, description: 'the revoked key refused once the copy is too old' },
     );
     expect(refused.retryAfter).toBe('5');
-    expect(refused.error).toMatchObject({ code: -32053, message: 'Credentials cannot be verified right now; try again shortly' });
+    expect(refused.error).toMatchObject({ code: -32053, message: 'Credentials or configuration cannot be loaded right now; try again shortly' });
     expect(refused.text).not.toMatch(/postgres|5432|prisma|ECONN/i);
     // Whether a key is good cannot be told now: every well-formed key gets the same answer; a malformed one is 401.
     expect((await initialize(survivor.key)).status).toBe(503);
@@ -97,4 +110,54 @@ describe('API keys and tenants older than GATEWAY_CREDENTIALS_MAX_AGE_MS', () =>
     expect(survivorStream.endedAt()).toBeUndefined();
     survivorStream.close();
   }, 40_000);
+});
+
+describe('a gateway booting while the upstreams cannot be read', () => {
+  it('refuses agents with 503 until they have loaded, rather than hand out sessions of an empty configuration', async () => {
+    const { server, url } = await startJsonUpstream({
+      sessionId: 'boot-1',
+      onRequest: (request) => {
+        const { method } = request.message;
+        if (method === 'initialize') request.answer({ result: initializeResult(request, 'boot') });
+        else if (method === 'tools/list') request.answer({ result: { tools: [{ name: 'ping', inputSchema: { type: 'object' } }] } });
+        else request.answer({ result: { content: [{ type: 'text', text: 'pong' }] } });
+      },
+    });
+    const booting = await createTestTenant(db);
+    await writeActiveSnapshot(db, booting.id, ALLOW_ALL);
+    const { key } = await createAgentWithKey(db, booting.id, 'boot-agent');
+    await db.upstream.create({
+      data: { tenantId: booting.id, name: 'boot', toolPrefix: 'boot', transport: 'streamable_http', url, connectTimeoutMs: 5_000, callTimeoutMs: 5_000 } as never,
+    });
+    // The upstreams' query fails (as a statement timeout would) while `down`; keys, tenants and the rest load.
+    let down = true;
+    const upstreamModel = new Proxy(db.upstream, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (property !== 'findMany' || typeof value !== 'function') return value;
+        return (...args: unknown[]) =>
+          down ? Promise.reject(new Error('canceling statement due to statement timeout')) : (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+      },
+    });
+    const flakyDb = new Proxy(db, { get: (target, property, receiver) => (property === 'upstream' ? upstreamModel : Reflect.get(target, property, receiver)) });
+    // No age bound on keys and tenants: the refusal is for the upstreams never loaded alone.
+    const booted = await startTestGateway({ systemDb: flakyDb, redisUrl: ctx.redisUrl, env: { GATEWAY_SNAPSHOT_REFRESH_MS: '3600000', GATEWAY_CREDENTIALS_MAX_AGE_MS: '0' } });
+    try {
+      const refused = await postInitialize(booted, booting.slug, key);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('5');
+      expect(await messageOf(refused)).toMatchObject({ error: { message: 'Credentials or configuration cannot be loaded right now; try again shortly' } });
+
+      down = false;
+      await booted.dataPlane.refreshAll();
+      const init = await postInitialize(booted, booting.slug, key);
+      expect(init.status).toBe(200);
+      expect(await messageOf(init)).toMatchObject({ result: { capabilities: { tools: {} } } });
+      const listed = await messageOf(await postInSession(booted, booting.slug, key, init.headers.get('mcp-session-id') ?? '', { id: 2, method: 'tools/list' }));
+      expect(listed['result']).toMatchObject({ tools: [expect.objectContaining({ name: 'boot__ping' })] });
+    } finally {
+      await booted.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });

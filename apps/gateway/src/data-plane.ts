@@ -177,10 +177,18 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   };
   // Keys and tenants are trusted for credentialsMaxAgeMs after the last reload that began then succeeded: past that (the
   // database out of reach), a key revoked or a tenant suspended meanwhile could still be accepted, so API-key requests
-  // get 503 until a reload succeeds. Logged when it changes.
+  // get 503 until a reload succeeds. Logged when it changes. Upstreams and tool pins are served however old, but not
+  // before they have loaded once: a replica that booted while their query failed served an empty configuration, and an
+  // agent initializing then was given a session with no tools capability (nor listChanged), so it never asked for the
+  // tools that loaded a moment later (found by a review).
   const maxAgeMs = config.mcp.credentialsMaxAgeMs;
   let credentialsWereCurrent = true;
+  let configurationLoaded = false;
   const credentialsCurrent = (): boolean => {
+    if (!configurationLoaded) {
+      configurationLoaded = refreshers.upstreams.loadedAt() !== undefined && refreshers.toolPins.loadedAt() !== undefined;
+      if (!configurationLoaded) return false;
+    }
     if (maxAgeMs === 0) return true;
     const oldest = Math.min(refreshers.apiKeys.loadedAt() ?? Number.NEGATIVE_INFINITY, refreshers.tenants.loadedAt() ?? Number.NEGATIVE_INFINITY);
     const current = monotonicNow() - oldest <= maxAgeMs;

@@ -1,9 +1,11 @@
 /**
- * An upstream that leaves the tenant (disabled) has its stdio processes stopped as soon as the replica's
- * registry reloads (docs/architecture.md: "stdio processes stopped"), not left running with the tenant's credentials
- * until they idle out (GATEWAY_STDIO_IDLE_MS).
+ * An upstream that leaves the tenant (disabled), or whose credentials are rotated, has its stdio processes stopped as
+ * soon as the replica's registry reloads (docs/architecture.md: "stdio processes stopped"), not left running with the
+ * tenant's (old) credentials until they idle out (GATEWAY_STDIO_IDLE_MS).
  */
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { parseKeyring, sealJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
@@ -16,11 +18,14 @@ import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 
 const fixture = path.resolve(__dirname, '../../../libs/gateway/upstream/src/test-fixtures/stdio-fixture-server.mjs');
 const ctx = testContext();
+const KEYRING = `k1:${randomBytes(32).toString('base64')}`;
+const keyring = parseKeyring(KEYRING);
 let db: SystemPrismaClient;
 let redis: Redis;
 let gateway: TestGateway;
 let tenant: TestTenant;
 let key: string;
+let rotatedId: string;
 
 const isAlive = (pid: number): boolean => {
   try {
@@ -31,6 +36,16 @@ const isAlive = (pid: number): boolean => {
   }
 };
 
+/** The stdio server's env as the control plane seals it: API_TOKEN `name`, with a random part. */
+const sealedEnv = (name: string) =>
+  new Uint8Array(sealJson(keyring, { API_TOKEN: `${name}-${randomBytes(12).toString('hex')}` }, upstreamSecretContext(tenant.id, rotatedId, 'env')).ciphertext);
+
+const connect = async (): Promise<Client> => {
+  const client = new Client({ name: 'stdio-departed', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+  return client;
+};
+
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   redis = createRedisClient({ url: ctx.redisUrl, connectionName: 'stdio-departed' });
@@ -39,8 +54,13 @@ beforeAll(async () => {
   await db.upstream.create({
     data: { tenantId: tenant.id, name: 'fx', toolPrefix: 'fx', transport: 'stdio', command: process.execPath, args: [fixture], connectTimeoutMs: 5_000, callTimeoutMs: 5_000 } as never,
   });
+  const rotated = await db.upstream.create({
+    data: { tenantId: tenant.id, name: 'rot', toolPrefix: 'rot', transport: 'stdio', command: process.execPath, args: [fixture], connectTimeoutMs: 5_000, callTimeoutMs: 5_000 } as never,
+  });
+  rotatedId = (rotated as { id: string }).id;
+  await db.upstream.update({ where: { id: rotatedId }, data: { envCiphertext: sealedEnv('old-token'), encryptionKeyId: keyring.activeKeyId } as never });
   key = (await createAgentWithKey(db, tenant.id, 'departed-agent')).key;
-  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SNAPSHOT_REFRESH_MS: '500' } });
+  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env: { GATEWAY_SNAPSHOT_REFRESH_MS: '500', GATEWAY_SECRETS_KEYRING: KEYRING } });
 }, 60_000);
 
 afterAll(async () => {
@@ -51,8 +71,7 @@ afterAll(async () => {
 
 describe('a stdio upstream the tenant disables', () => {
   it('has its process stopped once the registry reloads', async () => {
-    const client = new Client({ name: 'stdio-departed', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+    const client = await connect();
     const result = await client.callTool({ name: 'fx__pid', arguments: {} });
     const pid = (result.structuredContent as { pid: number }).pid;
     expect(isAlive(pid)).toBe(true);
@@ -62,6 +81,25 @@ describe('a stdio upstream the tenant disables', () => {
     await waitFor(async () => !(await client.listTools()).tools.some((tool) => tool.name === 'fx__pid'), { timeoutMs: 10_000, description: 'fx gone from the listing' });
     // Stopped: stdin closed, SIGTERM (the fixture exits on either), within a few seconds; not after the 60 s idle time.
     await expect(waitFor(() => !isAlive(pid), { timeoutMs: 5_000, description: 'the disabled upstream\'s process gone' })).resolves.toBe(true);
+    await client.close();
+  }, 30_000);
+});
+
+describe('a stdio upstream whose credentials are rotated', () => {
+  it('has the process started with the old ones stopped once the registry reloads, and the next call start a new one', async () => {
+    const client = await connect();
+    const pidOf = async () => ((await client.callTool({ name: 'rot__pid', arguments: {} })).structuredContent as { pid: number }).pid;
+    const pid = await pidOf();
+    expect(isAlive(pid)).toBe(true);
+
+    // As the control plane's update does: the env sealed afresh, the version bumped, the change announced.
+    await db.upstream.update({ where: { id: rotatedId }, data: { envCiphertext: sealedEnv('new-token'), version: { increment: 1 } } as never });
+    await redis.publish(CHANGE_CHANNELS.upstreams, tenant.id);
+    await gateway.dataPlane.refreshAll();
+    await expect(waitFor(() => !isAlive(pid), { timeoutMs: 8_000, description: 'the process with the old credentials gone' })).resolves.toBe(true);
+    const next = await pidOf();
+    expect(next).not.toBe(pid);
+    expect(isAlive(next)).toBe(true);
     await client.close();
   }, 30_000);
 });

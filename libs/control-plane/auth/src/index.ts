@@ -9,6 +9,7 @@ export {
 export type { AccessTokenSettings, VerifiedAccessToken } from './lib/access-token';
 export { ControlPlaneAuthModule } from './lib/auth.module';
 export { currentRole } from './lib/current-role';
+export { assertTenantWritable, tenantSuspended } from './lib/tenant-writable';
 export type { ControlPlaneAuthOptions } from './lib/auth.options';
 export { allowedWhileSuspended, describePermissionTable, isTenantPermission, PERMISSIONS, roleGrants, TENANT_ROLES } from './lib/permissions';
 export type { Permission, TenantRole } from './lib/permissions';

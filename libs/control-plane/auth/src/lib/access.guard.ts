@@ -11,6 +11,7 @@ import { AUTH_OPTIONS, type ControlPlaneAuthOptions } from './auth.options';
 import { allowedWhileSuspended, permissionRule, roleGrants, type Permission } from './permissions';
 import { attachPrincipal, attachTenantScope, type Principal } from './principal';
 import { PrincipalLoader } from './principal.loader';
+import { tenantSuspended } from './tenant-writable';
 
 // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` from a client or proxy that lowercases it is the same.
 const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
@@ -103,7 +104,8 @@ export class AccessGuard implements CanActivate {
           throw new AppError('FORBIDDEN', `Your role (${role}) does not allow this in this tenant.`);
         }
         if (membership.suspended && !allowedWhileSuspended(permission)) {
-          throw new AppError('CONFLICT', 'This tenant is suspended: its configuration can be read and its audit trail exported, nothing changed.');
+          // Read again, locked, in the change's own transaction (assertTenantWritable): a suspension may come between.
+          throw tenantSuspended();
         }
         attachTenantScope(request, { tenantId, role, actor: principal });
         return;

@@ -7,7 +7,7 @@ import {
   type CreatedApiKeyResponse,
   type PageQuery,
 } from '@portcullis/contracts/api';
-import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
+import { assertTenantWritable, currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
@@ -40,6 +40,7 @@ export class ApiKeysService {
       // for this key and revokes it too.
       const role = await currentRole(scope, tx);
       if (role === undefined || !roleGrants(role, 'tenant:api-keys:write')) throw apiKeyErrors.roleNoLongerAllows();
+      await assertTenantWritable(scope.tenantId, tx);
       const client = await this.repository.agentClient(scope.tenantId, tx, body.agentClientId);
       if (!client) throw apiKeyErrors.agentClientNotFound();
       if (client.disabled) throw apiKeyErrors.agentClientDisabled();

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS, editedArgumentsProblem, tenantSettings, type ApprovalResponse, type ApproveRequest, type DenyRequest, type ListApprovalsQuery } from '@portcullis/contracts/api';
-import { currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
+import { assertTenantWritable, currentRole, roleGrants, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, ChangePublisher } from '@portcullis/control-plane/change-events';
 import { pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type TenantTransaction } from '@portcullis/data/db';
@@ -83,6 +83,7 @@ export class ApprovalsService {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw approvalErrors.notFound();
       await this.assertStillMayDecide(scope, tx);
+      await assertTenantWritable(scope.tenantId, tx);
       await this.assertNotOwnCall(scope, tx, existing);
       const status = effectiveStatus(existing, now);
       if (status !== 'pending') throw approvalErrors.alreadyClosed(status);

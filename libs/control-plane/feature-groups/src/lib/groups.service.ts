@@ -7,7 +7,7 @@ import type {
   PageQuery,
   UpdateGroupRequest,
 } from '@portcullis/contracts/api';
-import type { TenantScope } from '@portcullis/control-plane/auth';
+import { assertTenantWritable, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
@@ -61,6 +61,7 @@ export class GroupsService {
 
   async rename(scope: TenantScope, id: string, body: UpdateGroupRequest): Promise<GroupResponse> {
     const { after, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      await assertTenantWritable(scope.tenantId, tx);
       // Locked first: two renames at once both read the old name otherwise, and the second recorded it as what it
       // replaced (its update waited for the first's and replaced the first's name).
       const before = await this.repository.findForUpdate(scope.tenantId, tx, id);

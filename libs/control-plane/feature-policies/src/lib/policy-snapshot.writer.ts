@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
+import { assertTenantWritable } from '@portcullis/control-plane/auth';
 import { ChangePublisher } from '@portcullis/control-plane/change-events';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction, type TransactionOptions } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -41,10 +42,21 @@ export class PolicySnapshotWriter {
   /**
    * `withTenant` for a change that writes the tenant's snapshot (it calls `rebuild`, `rebuildOrConflict` or `lock`):
    * started once this process's earlier changes of the tenant have finished, so a change waiting its turn holds no
-   * pool connection. More than `MAX_QUEUED_CHANGES_PER_TENANT` waiting: 429, nothing done.
+   * pool connection. More than `MAX_QUEUED_CHANGES_PER_TENANT` waiting: 429, nothing done. A tenant suspended since
+   * the access guard let the request in: 409, nothing done (`assertTenantWritable`).
    */
   transaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
-    return this.queue.run(tenantId, () => withTenant(this.db, tenantId, fn, options));
+    return this.queue.run(tenantId, () =>
+      withTenant(
+        this.db,
+        tenantId,
+        async (tx) => {
+          await assertTenantWritable(tenantId, tx);
+          return fn(tx);
+        },
+        options,
+      ),
+    );
   }
 
   /**

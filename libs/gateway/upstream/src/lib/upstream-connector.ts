@@ -258,14 +258,17 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   const circuits = (): UpstreamCircuit[] =>
     [...upstreams].map(([upstreamId, { tenantId, breaker }]) => ({ upstreamId, tenantId, state: breaker.state }));
 
-  function departed(tenantId: string, configured: (upstreamId: string) => boolean): void {
+  function departed(tenantId: string, current: (upstreamId: string) => UpstreamConfig | undefined): void {
     for (const [upstreamId, stdio] of [...stdioPools]) {
-      if (stdio.config.tenantId !== tenantId || configured(upstreamId)) continue;
+      if (stdio.config.tenantId !== tenantId) continue;
+      const config = current(upstreamId);
+      // Still configured and started the same way (or not newer: a replica's registry may lag the pool's config).
+      if (config !== undefined && (config.version <= stdio.version || sameConnection(stdio.config, config))) continue;
       stdioPools.delete(upstreamId);
       retiredStdioPools.add(stdio);
       stdio.retire(() => retiredStdioPools.delete(stdio));
     }
-    for (const [upstreamId, state] of [...upstreams]) if (state.tenantId === tenantId && !configured(upstreamId)) upstreams.delete(upstreamId);
+    for (const [upstreamId, state] of [...upstreams]) if (state.tenantId === tenantId && current(upstreamId) === undefined) upstreams.delete(upstreamId);
   }
 
   return { connect, resume, shutdown, ready, circuits, departed };

@@ -112,6 +112,36 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(mask.mask('theme=dark region eu')).toBe('theme=dark region eu');
   });
 
+  it('masks a credential of the env inside any base64 text the server makes of it (Basic account:token, found by review)', () => {
+    const token = 'ATATT3xFfGF0q8R2kz7LmN4pVb9Yc1Dw';
+    const upstream = config({ headers: {}, env: { JIRA_EMAIL: 'ops@example.com', JIRA_API_TOKEN: token } });
+    const middle = token.slice(2, -2);
+    /** Whether a piece of `text` between masks, read as base64 from any of its four starting characters, holds the token's middle. */
+    const leaks = (text: string): boolean =>
+      text.split('[redacted]').some((piece) => [0, 1, 2, 3].some((shift) => Buffer.from(piece.slice(shift), 'base64').toString('latin1').includes(middle)));
+    for (const mask of [secretMaskOf(upstream), credentialMaskOf(upstream)]) {
+      fc.assert(
+        fc.property(fc.string({ maxLength: 40 }), fc.string({ maxLength: 40 }), (before, after) => {
+          const quoted = `Authorization: Basic ${Buffer.from(`${before}${token}${after}`).toString('base64')}`;
+          expect(leaks(quoted)).toBe(true);
+          const masked = mask.mask(quoted);
+          expect(masked.startsWith('Authorization: Basic ')).toBe(true);
+          expect(leaks(masked)).toBe(false);
+        }),
+        { numRuns: 300 },
+      );
+    }
+    // An ordinary text is left alone.
+    expect(credentialMaskOf(upstream).mask('Basic b3BzQGV4YW1wbGUuY29t')).toBe('Basic b3BzQGV4YW1wbGUuY29t');
+  });
+
+  it('takes an env value named for a personal access token as a credential (GH_PAT, AZURE_DEVOPS_EXT_PAT)', () => {
+    const upstream = config({ headers: {}, env: { GH_PAT: 'ghp_0123456789abcdefABCDEF', AZURE_DEVOPS_EXT_PAT: 'x7q2m9k4p1z8w3r6t5y0u2i4', PATH_PREFIX: '/srv/data/patterns' } });
+    expect(credentialMaskOf(upstream).mask('token ghp_0123456789abcdefABCDEF and x7q2m9k4p1z8w3r6t5y0u2i4 under /srv/data/patterns')).toBe(
+      'token [redacted] and [redacted] under /srv/data/patterns',
+    );
+  });
+
   it('masks a value with slashes as a JSON writer that escapes them quotes it (PHP)', () => {
     const mask = secretMaskOf(config({ headers: { authorization: 'Bearer abc/def+ghi/jkl==', 'x-api-key': 'Key abcdefghijkl==' } }));
     expect(mask.mask('{"error":"bad token abc\\/def+ghi\\/jkl=="}')).toBe('{"error":"bad token [redacted]"}');

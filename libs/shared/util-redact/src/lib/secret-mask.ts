@@ -230,7 +230,8 @@ const VALUE_PARTS = /[\s;,]+/;
  * and masking them would garble every message that uses them.
  */
 function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): string[] {
-  const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name);
+  // A name ending in a credential's own name counts too: `GH_PAT`, `AZURE_DEVOPS_EXT_PAT` (as for flags, found by review).
+  const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name) || namesCredentialItself(name);
   const env = Object.entries(config.env).filter(([name]) => !credentialsOnly || credentialName(name));
   const values = [...env.map(([, value]) => value), ...credentialArgs(config.args)];
   for (const [name, value] of Object.entries(config.headers)) {
@@ -337,10 +338,34 @@ const credentialMasks = new WeakMap<UpstreamSecrets, SecretMask>();
 export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = masks.get(config);
   if (mask === undefined) {
-    mask = new SecretMask(configuredSecrets(config));
+    mask = new SecretMask([...configuredSecrets(config), ...base64Cores(configuredSecrets(config, true))]);
     masks.set(config, mask);
   }
   return mask;
+}
+
+/** The shortest base64 text of a credential's middle that is masked (shorter ones could be found in ordinary text). */
+const BASE64_CORE_MIN_LENGTH = 12;
+
+/**
+ * What any base64 text of a longer text holding one of `credentials` holds of it, whatever came before it: a server
+ * given an account and a token in its env authenticates with `Basic base64(account:token)`, and an HTTP client's error
+ * quotes that header (found by a review: the token then reached the agent, only encoded). base64 writes three bytes as
+ * four characters, so where the credential starts in its group of three (three ways) decides the text of its middle;
+ * its first and last group, shared with what surrounds it, are left out. Masking the three middles leaves at most two
+ * bytes of the credential at each end.
+ */
+export function base64Cores(credentials: readonly string[]): string[] {
+  const cores: string[] = [];
+  for (const credential of credentials) {
+    const bytes = Buffer.from(credential, 'utf8');
+    for (let skip = 0; skip < 3; skip += 1) {
+      const whole = Math.floor((bytes.length - skip) / 3) * 3;
+      if ((whole / 3) * 4 < BASE64_CORE_MIN_LENGTH) continue;
+      cores.push(bytes.subarray(skip, skip + whole).toString('base64'));
+    }
+  }
+  return cores;
 }
 
 /**
@@ -353,7 +378,8 @@ export function secretMaskOf(config: UpstreamSecrets): SecretMask {
 export function credentialMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = credentialMasks.get(config);
   if (mask === undefined) {
-    mask = new SecretMask(configuredSecrets(config, true));
+    const credentials = configuredSecrets(config, true);
+    mask = new SecretMask([...credentials, ...base64Cores(credentials)]);
     credentialMasks.set(config, mask);
   }
   return mask;

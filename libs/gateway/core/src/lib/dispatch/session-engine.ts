@@ -3310,9 +3310,9 @@ export class SessionEngine {
         this.retire(entry.config, entry.session);
       }
     }
-    // What the connector keeps for upstreams that left (a stdio server's processes, which would otherwise run on
-    // until idle with the tenant's credentials in their environment).
-    this.deps.connector.departed?.(tenantId, (upstreamId) => upstreams.has(upstreamId));
+    // What the connector keeps for upstreams that left or start another way now (a stdio server's processes, which would
+    // otherwise run on until idle with the tenant's credentials, or a rotated credential, in their environment).
+    this.deps.connector.departed?.(tenantId, (upstreamId) => upstreams.get(upstreamId));
   }
 
   /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */

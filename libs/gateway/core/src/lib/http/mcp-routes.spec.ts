@@ -460,7 +460,7 @@ describe.each([
     const res = await call(2);
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('5');
-    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { message: 'Credentials cannot be verified right now; try again shortly' } });
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { message: 'Credentials or configuration cannot be loaded right now; try again shortly' } });
     expect(performance.now() - started).toBeGreaterThanOrEqual(250);
     // The other ways in are bounded by the same deadline: a new session and a DELETE.
     const init = await post({ jsonrpc: '2.0', id: 3, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });

@@ -154,7 +154,7 @@ const unauthenticated = () =>
   new GatewayHttpError(401, GATEWAY_RPC.UNAUTHENTICATED, 'Authentication required', { 'www-authenticate': 'Bearer' });
 const unknownTenant = () => new GatewayHttpError(404, GATEWAY_RPC.NOT_FOUND, 'Unknown tenant');
 const credentialsUnverifiable = () =>
-  new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Credentials cannot be verified right now; try again shortly', { 'retry-after': '5' });
+  new GatewayHttpError(503, GATEWAY_RPC.UNAVAILABLE, 'Credentials or configuration cannot be loaded right now; try again shortly', { 'retry-after': '5' });
 /** The answer to a failed authentication. */
 /** HTTP status of an initialize refused for other than a rate limit (default 400: the agent's mistake). */
 const INITIALIZE_ERROR_STATUS: ReadonlyMap<number, number> = new Map([

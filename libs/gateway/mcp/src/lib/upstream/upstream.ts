@@ -209,10 +209,12 @@ export interface UpstreamConnector {
   /** The circuit of every upstream this replica has connected to, under its latest configuration (metrics). */
   circuits?(): readonly UpstreamCircuit[];
   /**
-   * The tenant's upstreams changed: what the connector keeps for one that left it (`configured` says no) goes: its
-   * stdio processes stop once their sessions are gone (at once, for those with none), and its circuit is forgotten.
+   * The tenant's upstreams changed: what the connector keeps for one that left it (`current` has no configuration for
+   * it) goes: its stdio processes stop once their sessions are gone (at once, for those with none), and its circuit is
+   * forgotten. A stdio server edited where it starts (a command, an argument, its environment: a rotated credential)
+   * has its processes stopped the same way; the next session starts new ones.
    */
-  departed?(tenantId: string, configured: (upstreamId: string) => boolean): void;
+  departed?(tenantId: string, current: (upstreamId: string) => UpstreamConfig | undefined): void;
 }
 
 /** One upstream's circuit breaker as the connector holds it. */
