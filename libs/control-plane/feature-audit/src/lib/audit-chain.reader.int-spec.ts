@@ -1,7 +1,9 @@
-import { PostgresAuditEventStore, runRetention, sampleAuditEvent } from '@portcullis/audit/core';
+import { auditAnchorSigner, auditVerificationKeys } from '@portcullis/audit/chain';
+import { anchorAuditChains, PostgresAuditEventStore, runRetention, sampleAuditEvent } from '@portcullis/audit/core';
 import { createPrismaClient, createSystemPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { tenantId as toTenantId } from '@portcullis/shared/util-ids';
 import { createTestTenant, testContext } from '@portcullis/shared/util-testing';
+import { generateKeyPairSync } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { verifyTenantChainScoped } from './audit-chain.reader';
@@ -81,5 +83,30 @@ describe('verifyTenantChainScoped (application role)', () => {
     expect(await verifyTenantChainScoped(counting, toTenantId(tenant.id), { pageSize: 2 })).toMatchObject({ ok: false, brokenAt: { seq: '4', problem: 'seq_gap' } });
     // One walk: no restart, since the checkpoint did not move.
     expect(pages).toBe(2);
+  });
+});
+
+describe('verification from afterSeq at or before the retention checkpoint', () => {
+  it('checks the checkpoint against the signed anchors as a walk without afterSeq does (found by review)', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const signer = auditAnchorSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+    const keys = auditVerificationKeys(publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const tenant = await createTestTenant(system);
+    await store.insert(Array.from({ length: 10 }, () => sampleAuditEvent(tenant.id)));
+    await anchorAuditChains(system, signer, { tenantIds: [tenant.id] });
+    await store.insert([sampleAuditEvent(tenant.id), sampleAuditEvent(tenant.id)]);
+    await anchorAuditChains(system, signer, { tenantIds: [tenant.id] });
+    // The checkpoint moved past the anchors and the events before it deleted, by someone other than retention.
+    await system.$executeRawUnsafe(
+      `UPDATE audit_chain_heads SET pruned_through_seq = 11, pruned_through_hash = (SELECT hash FROM audit_events WHERE tenant_id = $1::uuid AND seq = 11), pruned_at = now() WHERE tenant_id = $1::uuid`,
+      tenant.id,
+    );
+    await system.$executeRawUnsafe('DELETE FROM audit_events WHERE tenant_id = $1::uuid AND seq <= 11', tenant.id);
+    const id = toTenantId(tenant.id);
+    const forged = { ok: false, brokenAt: { problem: 'checkpoint_mismatch' } };
+    expect(await verifyTenantChainScoped(db, id, { keys })).toMatchObject(forged);
+    // afterSeq=0 (or the checkpoint's own seq) walks from the checkpoint too.
+    expect(await verifyTenantChainScoped(db, id, { keys, afterSeq: 0n })).toMatchObject(forged);
+    expect(await verifyTenantChainScoped(db, id, { keys, afterSeq: 11n })).toMatchObject(forged);
   });
 });

@@ -82,7 +82,9 @@ async function verifyOnce(
     return { fromSeq: BigInt(head.pruned_through_seq), response: { ok: false, checked: 0, brokenAt: { id: null, seq: (headSeq + 1n).toString(), problem: 'head_mismatch' } } };
   }
   let from = { seq: BigInt(head.pruned_through_seq), prevHash: head.pruned_through_hash };
-  if (keys && bounds.afterSeq === undefined) {
+  // Whenever the walk starts at the checkpoint: with no afterSeq, and with one at or before it (`afterSeq=0`, what an
+  // auditor's tool starts with, skipped this check and passed a trail whose checkpoint was forged: found by a review).
+  if (keys && (bounds.afterSeq === undefined || bounds.afterSeq <= from.seq)) {
     const checkpoint = from;
     const problem = await withTenant(db, tenantId, (tx) => checkpointProblem(tx, tenantId, checkpoint, keys));
     if (problem !== undefined) return { fromSeq: from.seq, response: { ok: false, checked: 0, brokenAt: { id: null, seq: problem, problem: 'checkpoint_mismatch' } } };

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from './logger';
 
@@ -73,5 +74,21 @@ describe('createLogger', () => {
     expect(lines.join('')).not.toContain('redis-pw-deep-1');
     expect(deep?.err['message']).toBe('WRONGPASS');
     expect(thrown?.err['message']).toBe('odd');
+  });
+
+  it('redacts what is logged as an error but is none (a string, an object) or an error of another realm (found by review)', () => {
+    const { lines, stream } = capture();
+    const logger = createLogger({ service: 's', level: 'info', destination: stream });
+    logger.error({ err: 'could not connect to postgres://app:hunter2-secret@db:5432/portcullis' }, 'a string');
+    logger.error({ err: { message: 'refused', url: 'redis://:s3cret-r3dis@cache:6379/0', headers: { authorization: 'Bearer abcdefghijklmnop0123' } } }, 'an object');
+    const foreign = runInNewContext('new Error("dial redis://:f0reign-pw@cache:6379 failed")') as Error;
+    expect(foreign instanceof Error).toBe(false);
+    logger.error({ err: foreign }, 'another realm');
+    expect(lines).toHaveLength(3);
+    expect(lines.join('\n')).not.toMatch(/hunter2-secret|s3cret-r3dis|abcdefghijklmnop0123|f0reign-pw/);
+    expect(JSON.parse(lines[0] ?? '{}').err).toContain('could not connect to postgres://app:');
+    expect(JSON.parse(lines[1] ?? '{}').err).toMatchObject({ message: 'refused' });
+    expect(JSON.parse(lines[2] ?? '{}').err).toMatchObject({ type: 'Error', message: expect.stringContaining('dial redis://:') });
+    expect(JSON.parse(lines[2] ?? '{}').err.stack).toContain('dial redis');
   });
 });

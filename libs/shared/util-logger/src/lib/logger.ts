@@ -39,15 +39,34 @@ export interface CreateLoggerOptions {
  * client library attaches to its errors made safe: ioredis puts the failed command on the error, arguments and all,
  * and when Redis refuses the credentials every queued command fails with the HELLO/AUTH one (`args: [3, 'AUTH', user,
  * password]`). Commands keep their name only; credential-looking text (a URL's password, a bearer token) and values
- * under credential-named keys are redacted anywhere in it.
+ * under credential-named keys are redacted anywhere in it. What is logged as an error but is none (a promise rejected
+ * with a string or an object, an abort reason) is copied and redacted the same way; an error of another realm (a VM
+ * context, a worker) is one too, though `instanceof Error` says no (found by a review of the crash log).
  */
 export function serializeError(error: unknown): unknown {
-  if (!(error instanceof Error)) return error;
+  if (!(error instanceof Error) && Object.prototype.toString.call(error) !== '[object Error]') {
+    try {
+      return redactSecrets(plainCopy(error, 0, new WeakSet()));
+    } catch {
+      return '[not serialisable]';
+    }
+  }
+  if (!(error instanceof Error)) return serializeForeignError(error as Error);
   try {
     return redactSecrets(plainCopy(pino.stdSerializers.err(error), 0, new WeakSet()));
   } catch {
     // A property whose getter throws, or anything else odd: what is surely there, still redacted.
     return { type: 'Error', message: redactSecrets(String(error.message)) };
+  }
+}
+
+/** An error of another realm: its message and stack (not enumerable, so no plain copy has them), redacted. */
+function serializeForeignError(error: Error): unknown {
+  try {
+    const copy = plainCopy({ ...error }, 0, new WeakSet()) as Record<string, unknown>;
+    return redactSecrets({ type: String(error.name), message: String(error.message), stack: String(error.stack), ...copy });
+  } catch {
+    return '[not serialisable]';
   }
 }
 

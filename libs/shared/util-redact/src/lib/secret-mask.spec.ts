@@ -135,10 +135,29 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(credentialMaskOf(upstream).mask('Basic b3BzQGV4YW1wbGUuY29t')).toBe('Basic b3BzQGV4YW1wbGUuY29t');
   });
 
-  it('takes an env value named for a personal access token as a credential (GH_PAT, AZURE_DEVOPS_EXT_PAT)', () => {
-    const upstream = config({ headers: {}, env: { GH_PAT: 'ghp_0123456789abcdefABCDEF', AZURE_DEVOPS_EXT_PAT: 'x7q2m9k4p1z8w3r6t5y0u2i4', PATH_PREFIX: '/srv/data/patterns' } });
-    expect(credentialMaskOf(upstream).mask('token ghp_0123456789abcdefABCDEF and x7q2m9k4p1z8w3r6t5y0u2i4 under /srv/data/patterns')).toBe(
-      'token [redacted] and [redacted] under /srv/data/patterns',
+  it('masks passwords of 8 to 10 characters inside Basic account:password whatever the account (found by re-review)', () => {
+    const leaked: string[] = [];
+    for (const password of ['Pa55w0rd', 'Pa55w0rd9', 'Tr0ub4dor!']) {
+      const upstream = config({ headers: {}, env: { SERVICE_USER: 'ops', SERVICE_PASSWORD: password } });
+      const middle = password.slice(2, -2);
+      for (const account of ['o', 'op', 'ops', 'ops1', 'ops12', 'ops123']) {
+        const quoted = `Authorization: Basic ${Buffer.from(`${account}:${password}`).toString('base64')}`;
+        for (const mask of [secretMaskOf(upstream), credentialMaskOf(upstream)]) {
+          const pieces = mask.mask(quoted).split('[redacted]');
+          if (pieces.some((piece) => [0, 1, 2, 3].some((shift) => Buffer.from(piece.slice(shift), 'base64').toString('latin1').includes(middle)))) leaked.push(`${account}:${password}`);
+        }
+      }
+    }
+    expect(leaked).toEqual([]);
+  });
+
+  it('takes env values named for a personal access token or a password as credentials (GH_PAT, SMTP_PASS; found by reviews)', () => {
+    const upstream = config({
+      headers: {},
+      env: { GH_PAT: 'ghp_0123456789abcdefABCDEF', AZURE_DEVOPS_EXT_PAT: 'x7q2m9k4p1z8w3r6t5y0u2i4', SMTP_USER: 'mailer', SMTP_PASS: 'Xy7!kq9Lm2pQ', DB_PASS: 'n0t-so-s3cret', PATH_PREFIX: '/srv/data/patterns' },
+    });
+    expect(credentialMaskOf(upstream).mask('token ghp_0123456789abcdefABCDEF and x7q2m9k4p1z8w3r6t5y0u2i4 under /srv/data/patterns; login as mailer with Xy7!kq9Lm2pQ; db n0t-so-s3cret')).toBe(
+      'token [redacted] and [redacted] under /srv/data/patterns; login as mailer with [redacted]; db [redacted]',
     );
   });
 

@@ -58,7 +58,7 @@ export function credentialArgs(args: readonly string[]): string[] {
  * The last words of a name that make it the credential itself (`--api-key`, `--access-token`, `CLIENT_SECRET=`), not
  * something about one (`--key-file`, `--auth-type`, `--token-url`), nor a public key (`--public-key`).
  */
-const CREDENTIAL_LAST_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pwd', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'pat', 'credential', 'credentials']);
+const CREDENTIAL_LAST_WORDS = new Set(['token', 'key', 'secret', 'password', 'passwd', 'pass', 'pwd', 'apikey', 'accesskey', 'secretkey', 'privatekey', 'authtoken', 'accesstoken', 'pat', 'credential', 'credentials']);
 
 function namesCredentialItself(name: string): boolean {
   const words = name.replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(/[\s_.-]+/).map((word) => word.toLowerCase());
@@ -230,7 +230,7 @@ const VALUE_PARTS = /[\s;,]+/;
  * and masking them would garble every message that uses them.
  */
 function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): string[] {
-  // A name ending in a credential's own name counts too: `GH_PAT`, `AZURE_DEVOPS_EXT_PAT` (as for flags, found by review).
+  // A name ending in a credential's own name counts too: `GH_PAT`, `SMTP_PASS` (as for flags, found by reviews).
   const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name) || namesCredentialItself(name);
   const env = Object.entries(config.env).filter(([name]) => !credentialsOnly || credentialName(name));
   const values = [...env.map(([, value]) => value), ...credentialArgs(config.args)];
@@ -344,25 +344,24 @@ export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   return mask;
 }
 
-/** The shortest base64 text of a credential's middle that is masked (shorter ones could be found in ordinary text). */
-const BASE64_CORE_MIN_LENGTH = 12;
-
 /**
  * What any base64 text of a longer text holding one of `credentials` holds of it, whatever came before it: a server
  * given an account and a token in its env authenticates with `Basic base64(account:token)`, and an HTTP client's error
  * quotes that header (found by a review: the token then reached the agent, only encoded). base64 writes three bytes as
  * four characters, so where the credential starts in its group of three (three ways) decides the text of its middle;
  * its first and last group, shared with what surrounds it, are left out. Masking the three middles leaves at most two
- * bytes of the credential at each end.
+ * bytes of the credential at each end. For every credential masked at all (8 characters or more: a password of 8 has
+ * middles of 6 bytes, 8 characters; a first floor of 12 characters left passwords of 8 to 10 readable, found by
+ * re-review).
  */
 export function base64Cores(credentials: readonly string[]): string[] {
   const cores: string[] = [];
   for (const credential of credentials) {
     const bytes = Buffer.from(credential, 'utf8');
+    if (credential.length < MASKED_MIN_LENGTH) continue;
     for (let skip = 0; skip < 3; skip += 1) {
       const whole = Math.floor((bytes.length - skip) / 3) * 3;
-      if ((whole / 3) * 4 < BASE64_CORE_MIN_LENGTH) continue;
-      cores.push(bytes.subarray(skip, skip + whole).toString('base64'));
+      if (whole > 0) cores.push(bytes.subarray(skip, skip + whole).toString('base64'));
     }
   }
   return cores;

@@ -3779,7 +3779,14 @@ export class SessionEngine {
         if (this.pending.get(id)?.sessionId !== sessionId) return;
         this.pending.delete(id);
         settled();
-        sink.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } });
+        const cancelled: JsonRpcMessage = { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } };
+        // The stream it went on may be over: a request of a process shared by several calls outlives the call whose
+        // stream carried it (found by a review: the agent's elicitation stayed open for good). Then the session's stream
+        // tells the agent, unless the request's answer was withdrawn from it.
+        if (!sink.send(cancelled) && sink.withdrawn !== true) {
+          const now = this.live.get(sessionId);
+          if (now !== undefined) this.standaloneSink(now).send(cancelled);
+        }
         reject(error);
       };
       const onAbort = () => giveUp('cancelled upstream', new UpstreamRpcError(JSON_RPC.INTERNAL_ERROR, 'Request cancelled'));
