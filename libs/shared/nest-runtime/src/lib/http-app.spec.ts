@@ -271,7 +271,8 @@ describe('createHttpApp server limits', () => {
 });
 
 describe('exitOnUncaught', () => {
-  it('says an unhandled rejection through the logger, secrets redacted, then exits with 1 (once, however many follow)', async () => {
+  /** A logger writing to `said`, and a process stand-in recording its exits, with the handlers installed on it. */
+  const crashing = () => {
     const said: string[] = [];
     const crashLogger = createLogger({
       service: 'spec',
@@ -283,8 +284,19 @@ describe('exitOnUncaught', () => {
         },
       }),
     });
-    const target = Object.assign(new EventEmitter(), { exits: [] as number[], exitCode: undefined as number | string | undefined, exit(code: number) { this.exits.push(code); } });
+    const target = Object.assign(new EventEmitter(), {
+      exits: [] as number[],
+      exitCode: undefined as number | string | undefined,
+      exit(code: number) {
+        this.exits.push(code);
+      },
+    });
     exitOnUncaught(crashLogger, target);
+    return { said, target };
+  };
+
+  it('says an unhandled rejection through the logger, secrets redacted, then exits with 1 (once, however many follow)', async () => {
+    const { said, target } = crashing();
     target.emit('unhandledRejection', new Error('connect refused to redis://:hunter2-secret@10.0.0.9:6379'));
     target.emit('uncaughtException', new Error('a second one'));
     expect(target.exitCode).toBe(1);
@@ -298,23 +310,15 @@ describe('exitOnUncaught', () => {
     expect(said[0]).not.toContain('hunter2-secret');
   });
 
-  it('says an uncaught exception the same way', async () => {
-    const said: string[] = [];
-    const crashLogger = createLogger({
-      service: 'spec',
-      level: 'info',
-      destination: new Writable({
-        write(chunk: Buffer, _encoding, done) {
-          said.push(chunk.toString('utf8'));
-          done();
-        },
-      }),
-    });
-    const target = Object.assign(new EventEmitter(), { exits: [] as number[], exit(code: number) { this.exits.push(code); } });
-    exitOnUncaught(crashLogger, target);
-    target.emit('uncaughtException', new TypeError('boom'));
+  it('says an uncaught exception the same way, and a rejection with a string (no Error) redacted too', async () => {
+    const thrown = crashing();
+    thrown.target.emit('uncaughtException', new TypeError('boom'));
+    const rejected = crashing();
+    rejected.target.emit('unhandledRejection', 'could not connect to postgres://app:hunter2-secret@db:5432/portcullis');
     await new Promise((resolve) => setTimeout(resolve, 250));
-    expect(target.exits).toEqual([1]);
-    expect(JSON.parse(said[0] ?? '{}')).toMatchObject({ level: 'fatal', msg: 'an exception was thrown and nothing caught it: exiting', err: { message: 'boom' } });
+    expect([thrown.target.exits, rejected.target.exits]).toEqual([[1], [1]]);
+    expect(JSON.parse(thrown.said[0] ?? '{}')).toMatchObject({ level: 'fatal', msg: 'an exception was thrown and nothing caught it: exiting', err: { message: 'boom' } });
+    expect(rejected.said[0]).toContain('could not connect to postgres://app:');
+    expect(rejected.said[0]).not.toContain('hunter2-secret');
   });
 });
