@@ -11,8 +11,11 @@ import { REDIS_COMMAND_TIMEOUT_MS, type GatewayConfig } from './config';
  */
 @Module({})
 export class AppModule {
-  /** `draining`: the gateway is shutting down (its MCP endpoints answer 503): not ready, so balancers stop sending. */
-  static forRoot(config: GatewayConfig, logger: Logger, draining: () => boolean = () => false): DynamicModule {
+  /**
+   * `draining`: the gateway is shutting down (its MCP endpoints answer 503): not ready, so balancers stop sending.
+   * `configured`: the upstreams and tool pins have loaded once (before, its MCP endpoints answer 503 too).
+   */
+  static forRoot(config: GatewayConfig, logger: Logger, draining: () => boolean = () => false, configured: () => boolean = () => true): DynamicModule {
     return {
       module: AppModule,
       imports: [
@@ -28,6 +31,12 @@ export class AppModule {
               name: 'accepting',
               check: async () => {
                 if (draining()) throw new Error('shutting down');
+              },
+            },
+            {
+              name: 'configuration',
+              check: async () => {
+                if (!configured()) throw new Error('upstreams not loaded yet');
               },
             },
           ],

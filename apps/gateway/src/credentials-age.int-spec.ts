@@ -143,6 +143,8 @@ describe('a gateway booting while the upstreams cannot be read', () => {
     // No age bound on keys and tenants: the refusal is for the upstreams never loaded alone.
     const booted = await startTestGateway({ systemDb: flakyDb, redisUrl: ctx.redisUrl, env: { GATEWAY_SNAPSHOT_REFRESH_MS: '3600000', GATEWAY_CREDENTIALS_MAX_AGE_MS: '0' } });
     try {
+      // Not ready (readiness says so too: /readyz's `configuration` check).
+      expect(booted.dataPlane.configurationLoaded()).toBe(false);
       const refused = await postInitialize(booted, booting.slug, key);
       expect(refused.status).toBe(503);
       expect(refused.headers.get('retry-after')).toBe('5');
@@ -150,6 +152,7 @@ describe('a gateway booting while the upstreams cannot be read', () => {
 
       down = false;
       await booted.dataPlane.refreshAll();
+      expect(booted.dataPlane.configurationLoaded()).toBe(true);
       const init = await postInitialize(booted, booting.slug, key);
       expect(init.status).toBe(200);
       expect(await messageOf(init)).toMatchObject({ result: { capabilities: { tools: {} } } });

@@ -63,6 +63,8 @@ export interface DataPlane {
   readonly metricsPort: number | undefined;
   /** Reloads every snapshot now (tests; the periodic and pub/sub refreshes do this in production). */
   refreshAll(): Promise<void>;
+  /** Whether the upstreams and tool pins have loaded once: until then every MCP request is answered 503 (readiness). */
+  configurationLoaded(): boolean;
   /**
    * Stops serving: new requests get 503 at once, those under way get up to `drainMs` (default 0) to finish, then
    * streams close and what is left is cancelled.
@@ -184,11 +186,10 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const maxAgeMs = config.mcp.credentialsMaxAgeMs;
   let credentialsWereCurrent = true;
   let configurationLoaded = false;
+  const configurationIsLoaded = (): boolean =>
+    (configurationLoaded ||= refreshers.upstreams.loadedAt() !== undefined && refreshers.toolPins.loadedAt() !== undefined);
   const credentialsCurrent = (): boolean => {
-    if (!configurationLoaded) {
-      configurationLoaded = refreshers.upstreams.loadedAt() !== undefined && refreshers.toolPins.loadedAt() !== undefined;
-      if (!configurationLoaded) return false;
-    }
+    if (!configurationIsLoaded()) return false;
     if (maxAgeMs === 0) return true;
     const oldest = Math.min(refreshers.apiKeys.loadedAt() ?? Number.NEGATIVE_INFINITY, refreshers.tenants.loadedAt() ?? Number.NEGATIVE_INFINITY);
     const current = monotonicNow() - oldest <= maxAgeMs;
@@ -416,6 +417,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     audit: emitter,
     metricsPort,
     refreshAll,
+    configurationLoaded: configurationIsLoaded,
     async close(drainMs = 0) {
       // New requests are turned away (503: the agent retries on another replica); those under way get up to
       // `drainMs` to finish before what is left is cancelled.

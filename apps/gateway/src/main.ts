@@ -51,7 +51,9 @@ void runOrExit(logger, async () => {
   }
   // Set on SIGTERM: /readyz answers 503 for the whole drain, not only once the HTTP server closes after it.
   let draining = false;
-  const app = await createHttpApp(AppModule.forRoot(config, logger, () => draining), {
+  // Until the data plane has loaded the upstreams and tool pins once (it answers MCP requests 503 until then).
+  let configured = (): boolean => false;
+  const app = await createHttpApp(AppModule.forRoot(config, logger, () => draining, () => configured()), {
     logger,
     // For everything but the MCP routes, which set GATEWAY_BODY_LIMIT_BYTES on their own parser: no other route takes
     // a body, and an unknown path's must not be buffered up to the MCP limit for anyone (unauthenticated) to send.
@@ -93,6 +95,7 @@ void runOrExit(logger, async () => {
     subscriber,
     connector,
   });
+  configured = dataPlane.configurationLoaded;
   installGracefulShutdown({
     logger,
     graceMs: config.shutdownGraceMs,
