@@ -321,4 +321,23 @@ describe('exitOnUncaught', () => {
     expect(rejected.said[0]).toContain('could not connect to postgres://app:');
     expect(rejected.said[0]).not.toContain('hunter2-secret');
   });
+
+  it('still ends the process with 1 when the reason cannot even be read (a strict proxy; found by re-review)', async () => {
+    const { said, target } = crashing();
+    const strict = new Proxy({}, {
+      get: (_target, key) => {
+        throw new Error(`no setting ${String(key)}`);
+      },
+    });
+    // As Node does: what an 'unhandledRejection' listener throws is an uncaught exception.
+    try {
+      target.emit('unhandledRejection', strict);
+    } catch (thrown) {
+      target.emit('uncaughtException', thrown);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(target.exitCode).toBe(1);
+    expect(target.exits).toEqual([1]);
+    expect(said).toHaveLength(1);
+  });
 });

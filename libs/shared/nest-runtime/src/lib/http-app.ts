@@ -180,9 +180,14 @@ export function exitOnUncaught(logger: Logger, target: CrashTarget = process): v
   const end = (kind: string, error: unknown): void => {
     if (ending) return;
     ending = true;
-    logger.fatal({ err: error }, `${kind}: exiting`);
+    // The exit is settled first: a logger that throws (a reason no serializer can read) must not leave the process up.
     target.exitCode = 1;
     setTimeout(() => target.exit(1), 100).unref();
+    try {
+      logger.fatal({ err: error }, `${kind}: exiting`);
+    } catch {
+      // Nothing more to say it with.
+    }
   };
   target.on('unhandledRejection', (reason: unknown) => end('a promise was rejected and nothing handled it', reason));
   target.on('uncaughtException', (error: unknown) => end('an exception was thrown and nothing caught it', error));

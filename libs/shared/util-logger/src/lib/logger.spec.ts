@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from './logger';
+import { createLogger, serializeError } from './logger';
 
 function capture() {
   const lines: string[] = [];
@@ -90,5 +90,26 @@ describe('createLogger', () => {
     expect(JSON.parse(lines[1] ?? '{}').err).toMatchObject({ message: 'refused' });
     expect(JSON.parse(lines[2] ?? '{}').err).toMatchObject({ type: 'Error', message: expect.stringContaining('dial redis://:') });
     expect(JSON.parse(lines[2] ?? '{}').err.stack).toContain('dial redis');
+  });
+
+  it('never throws on a reason whose property reads throw (a strict proxy, a throwing toStringTag getter; found by re-review)', () => {
+    const strict = new Proxy({}, {
+      get: (_target, key) => {
+        throw new Error(`no setting ${String(key)}`);
+      },
+    });
+    const tagged = {
+      code: 'E1',
+      get [Symbol.toStringTag](): string {
+        throw new Error('tag');
+      },
+    };
+    for (const reason of [strict, tagged]) {
+      expect(() => serializeError(reason)).not.toThrow();
+      const { lines, stream } = capture();
+      const logger = createLogger({ service: 's', level: 'info', destination: stream });
+      expect(() => logger.fatal({ err: reason }, 'exiting')).not.toThrow();
+      expect(lines).toHaveLength(1);
+    }
   });
 });

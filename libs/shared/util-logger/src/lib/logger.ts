@@ -44,14 +44,15 @@ export interface CreateLoggerOptions {
  * context, a worker) is one too, though `instanceof Error` says no (found by a review of the crash log).
  */
 export function serializeError(error: unknown): unknown {
-  if (!(error instanceof Error) && Object.prototype.toString.call(error) !== '[object Error]') {
+  if (!(error instanceof Error)) {
+    // Never throws (pino does not catch a serializer): even the tag read may, on a proxy or a getter (found by review).
     try {
+      if (Object.prototype.toString.call(error) === '[object Error]') return serializeForeignError(error as Error);
       return redactSecrets(plainCopy(error, 0, new WeakSet()));
     } catch {
       return '[not serialisable]';
     }
   }
-  if (!(error instanceof Error)) return serializeForeignError(error as Error);
   try {
     return redactSecrets(plainCopy(pino.stdSerializers.err(error), 0, new WeakSet()));
   } catch {

@@ -151,6 +151,27 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     expect(leaked).toEqual([]);
   });
 
+  it('masks a password of letters only inside base64 in an error, as it is masked plain there (found by re-review)', () => {
+    for (const password of ['correcthorsebattery', 'Sunshineandrainbows']) {
+      const mask = secretMaskOf(config({ headers: {}, env: { SERVICE_USER: 'ops', SERVICE_PASSWORD: password } }));
+      expect(mask.mask(`login failed for ops with ${password}`)).toBe('login failed for ops with [redacted]');
+      const pieces = mask.mask(`401 Unauthorized; sent Authorization: Basic ${Buffer.from(`ops:${password}`).toString('base64')}`).split('[redacted]');
+      const middle = password.slice(2, -2);
+      expect(pieces.some((piece) => [0, 1, 2, 3].some((shift) => Buffer.from(piece.slice(shift), 'base64').toString('latin1').includes(middle)))).toBe(false);
+    }
+  });
+
+  it('masks the values of flags ending in pass as those of --password (--pass, --smtp-pass; found by re-review)', () => {
+    for (const flag of ['--pass', '--smtp-pass', '--db-pass']) {
+      for (const args of [[flag, 'sunshinerainbow'], [`${flag}=sunshinerainbow`]]) {
+        expect(secretMaskOf(config({ headers: {}, args })).mask('auth failed with sunshinerainbow'), args.join(' ')).toBe('auth failed with [redacted]');
+      }
+      for (const args of [[flag, 'Xy7!kq9Lm2pQ'], [`${flag}=Xy7!kq9Lm2pQ`]]) {
+        expect(credentialMaskOf(config({ headers: {}, args })).mask('auth failed with Xy7!kq9Lm2pQ'), args.join(' ')).toBe('auth failed with [redacted]');
+      }
+    }
+  });
+
   it('takes env values named for a personal access token or a password as credentials (GH_PAT, SMTP_PASS; found by reviews)', () => {
     const upstream = config({
       headers: {},

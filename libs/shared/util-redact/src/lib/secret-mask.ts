@@ -32,9 +32,14 @@ function hasCredentialWord(name: string): boolean {
   return words.some((word) => CREDENTIAL_WORDS.has(word.toLowerCase()));
 }
 
-/** Whether `flag` (`--name` or `-name`) names a credential by one of its parts. */
+/**
+ * Whether `flag` (`--name` or `-name`) names a credential by one of its parts, or ends in a credential's own name
+ * (`--pass`, `--smtp-pass`, `--gh-pat`: the words the control plane refuses literal values of; found by re-review).
+ */
 function isCredentialFlag(flag: string): boolean {
-  return /^--?[A-Za-z][\w.-]*$/.test(flag) && hasCredentialWord(flag.replace(/^--?/, ''));
+  if (!/^--?[A-Za-z][\w.-]*$/.test(flag)) return false;
+  const name = flag.replace(/^--?/, '');
+  return hasCredentialWord(name) || namesCredentialItself(name);
 }
 
 /**
@@ -338,7 +343,10 @@ const credentialMasks = new WeakMap<UpstreamSecrets, SecretMask>();
 export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = masks.get(config);
   if (mask === undefined) {
-    mask = new SecretMask([...configuredSecrets(config), ...base64Cores(configuredSecrets(config, true))]);
+    // Every configured value's base64 middles too, as every value is masked here (a password of letters only is one:
+    // found by re-review).
+    const secrets = configuredSecrets(config);
+    mask = new SecretMask([...secrets, ...base64Cores(secrets)]);
     masks.set(config, mask);
   }
   return mask;
