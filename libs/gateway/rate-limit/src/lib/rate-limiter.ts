@@ -122,6 +122,15 @@ function rejectionOf(result: TakeResult, limit: AppliedLimit, points: number, wi
  * limit. Concurrency bounds (calls in flight) are a Redis semaphore per call. All of one call's Redis commands
  * are sent in the same tick, which ioredis (auto-pipelining on) turns into one round trip.
  */
+/** The first wait before a failed slot release is tried again (then doubled), and how many times it is. */
+const RELEASE_RETRY_MS = 500;
+const RELEASE_ATTEMPTS = 8;
+/** Failed slot releases retried at once at most (each a timer and two strings). */
+const MAX_RETRYING_RELEASES = 10_000;
+
+/** A limit counted per user or per agent client: a call it refuses spends nothing of the limits others share. */
+const perPrincipal = (limit: AppliedLimit): boolean => limit.rateLimit.scope.includes('user') || limit.rateLimit.scope.includes('agent_client');
+
 export class RateLimitService {
   private readonly limiters = new Map<string, RateLimiterRedis>();
   private readonly semaphore: SemaphoreClient;
@@ -135,6 +144,9 @@ export class RateLimitService {
   private readonly reportError = (error: unknown): void => {
     this.options.onRedisError?.(error);
   };
+
+  /** Slots whose release failed (Redis away), tried again until given back or their bound passes. */
+  private readonly retryingReleases = new Set<NodeJS.Timeout>();
 
   constructor(private readonly options: RateLimitServiceOptions) {
     this.semaphore = redisSemaphore(options.redis, options.keyPrefix);
@@ -161,6 +173,21 @@ export class RateLimitService {
   }
 
   private async checkAll(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode, slotMs: number): Promise<RateLimitOutcome> {
+    // The rates counted per user or agent first: a call one of them refuses is not counted against the limits its
+    // colleagues share (the tenant's, a tool's), so one principal hammering past its own limit does not spend theirs
+    // (found by a review: twelve refused calls of one user refused another's first call as over the tenant's limit).
+    const own = limits.filter((limit) => perPrincipal(limit) && limit.rateLimit.requests !== undefined && limit.rateLimit.windowSeconds !== undefined);
+    let unavailable = false;
+    let rejection: RateLimitOutcome | null = null;
+    if (own.length > 0 && own.length < limits.length) {
+      ({ unavailable, rejection } = this.judgeRates(
+        await Promise.allSettled(own.map((limit) => this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, limit.rateLimit.requests ?? 0, limit.rateLimit.windowSeconds ?? 0))),
+        unavailable,
+        rejection,
+      ));
+      if (rejection) return rejection;
+    }
+    const counted = own.length < limits.length ? new Set(own) : new Set<AppliedLimit>();
     // Identifies this call's concurrency slots; minted only when a limit has a concurrency bound.
     let token = '';
     const rateChecks: (RateLimitOutcome | null | Promise<RateLimitOutcome | null>)[] = [];
@@ -169,7 +196,7 @@ export class RateLimitService {
     for (const limit of limits) {
       const key = counterKey(subject, limit.ruleId, limit.rateLimit.scope);
       const { requests, windowSeconds, maxConcurrent } = limit.rateLimit;
-      if (requests !== undefined && windowSeconds !== undefined) {
+      if (requests !== undefined && windowSeconds !== undefined && !counted.has(limit)) {
         rateChecks.push(this.consume(key, limit, requests, windowSeconds));
       }
       if (maxConcurrent !== undefined) {
@@ -185,17 +212,7 @@ export class RateLimitService {
       }
     }
 
-    let unavailable = false;
-    let rejection: RateLimitOutcome | null = null;
-    for (const result of await Promise.allSettled(rateChecks)) {
-      if (result.status === 'rejected') {
-        unavailable = true;
-        this.options.onRedisError?.(result.reason);
-      } else if (result.value && (rejection === null || (!rejection.allowed && !result.value.allowed && result.value.retryAfterSeconds > rejection.retryAfterSeconds))) {
-        // Of several limits refusing, the one that frees up last: a retry any sooner is refused again (and counted).
-        rejection = result.value;
-      }
-    }
+    ({ unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks), unavailable, rejection));
     const held: string[] = [];
     const settled = await Promise.allSettled(concurrencyChecks.map((check) => check.attempt));
     settled.forEach((result, index) => {
@@ -206,7 +223,7 @@ export class RateLimitService {
         this.options.onRedisError?.(result.reason);
         // A slow Redis may still run the acquire after the timeout: take the slot back as soon as it can, or it
         // would be held (nobody releases it) until its lease ends, locking the scope out for that long.
-        void this.semaphore.release(check.key, token).catch(this.reportError);
+        this.releaseSlot(check.key, token);
       } else if (result.value) {
         held.push(check.key);
       } else if (!rejection) {
@@ -223,7 +240,7 @@ export class RateLimitService {
     });
 
     const releaseHeld = () => {
-      for (const key of held.splice(0)) void this.semaphore.release(key, token).catch(this.reportError);
+      for (const key of held.splice(0)) this.releaseSlot(key, token);
     };
     if (rejection) {
       releaseHeld();
@@ -237,6 +254,43 @@ export class RateLimitService {
       return { allowed: true, degraded: true, holdsSlots: held.length > 0, release: releaseHeld };
     }
     return { allowed: true, degraded: false, holdsSlots: held.length > 0, release: releaseHeld };
+  }
+
+  /**
+   * Gives a concurrency slot back; while Redis cannot be reached, tries again (after 0.5 s, doubling, for about two
+   * minutes). A release lost to a moment without Redis held the slot for its whole lease (15 minutes and the call's
+   * timeout): a scope of one call at a time was refused for that long with nothing in flight (found by a review). At
+   * most MAX_RETRYING_RELEASES are retried at once; past that a slot waits for its lease, as before.
+   */
+  private releaseSlot(key: string, token: string, attempt = 0): void {
+    this.semaphore.release(key, token).catch((error: unknown) => {
+      this.reportError(error);
+      if (attempt >= RELEASE_ATTEMPTS || this.retryingReleases.size >= MAX_RETRYING_RELEASES) return;
+      const timer = setTimeout(() => {
+        this.retryingReleases.delete(timer);
+        this.releaseSlot(key, token, attempt + 1);
+      }, RELEASE_RETRY_MS * 2 ** attempt);
+      timer.unref();
+      this.retryingReleases.add(timer);
+    });
+  }
+
+  /** Folds settled rate checks into whether Redis failed and which refusal to answer with. */
+  private judgeRates(
+    results: readonly PromiseSettledResult<RateLimitOutcome | null>[],
+    unavailable: boolean,
+    rejection: RateLimitOutcome | null,
+  ): { unavailable: boolean; rejection: RateLimitOutcome | null } {
+    for (const result of results) {
+      if (result.status === 'rejected') {
+        unavailable = true;
+        this.options.onRedisError?.(result.reason);
+      } else if (result.value && (rejection === null || (!rejection.allowed && !result.value.allowed && result.value.retryAfterSeconds > rejection.retryAfterSeconds))) {
+        // Of several limits refusing, the one that frees up last: a retry any sooner is refused again (and counted).
+        rejection = result.value;
+      }
+    }
+    return { unavailable, rejection };
   }
 
   /**
