@@ -4,6 +4,7 @@ import type { JsonRpcMessage, SessionRecord, UpstreamConfig } from '@portcullis/
 import { newId } from '@portcullis/shared/util-ids';
 import { createLogger } from '@portcullis/shared/util-logger';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPROVAL_RPC, HeldCallGate, MAX_HELD_PER_SESSION, type HeldCallGateOptions } from './approval-gate';
 import { PrismaApprovalStore } from './approval-store';
@@ -192,6 +193,21 @@ describe('HeldCallGate', () => {
     await expect(held).rejects.toMatchObject({ data: { approvalId: id, reason: 'edits_not_applicable' } });
     // Not used: nothing ran.
     expect((await system.approval.findUniqueOrThrow({ where: { id }, select: { consumedAt: true } })).consumedAt).toBeNull();
+    await g.close();
+  });
+
+  it('records, and lets a person approve, a held read of a URI of several KiB (an index entry of it was refused; found by review)', async () => {
+    const g = gate();
+    // 4 KiB of incompressible text, inside the 8 KiB a resource URI may have.
+    const uri = `file:///srv/${randomBytes(3_000).toString('base64url')}`;
+    const base = info({});
+    if (base.target === undefined) throw new Error('no target');
+    const read = { ...base, method: 'resources/read', target: { ...base.target, kind: 'resource' as const, name: uri } };
+    const held = g.hold(read, decision, sink(), new AbortController().signal);
+    const { id } = await waitFor(() => system.approval.findFirst({ where: { tenantId: tenant.id, tool: uri, status: 'pending' }, select: { id: true } }), { description: 'approval row' });
+    await system.approval.update({ where: { id }, data: { status: 'approved' } });
+    g.onDecided(tenant.id);
+    await expect(held).resolves.toBeDefined();
     await g.close();
   });
 
