@@ -31,9 +31,11 @@ function pathDecodes(pathname: string): boolean {
  * looked up (Redis down), a page answers 503 (fail closed). getToken only decrypts the cookie — next-auth's `jwt`
  * callback, which checks the same, does not run here. The dashboard layout checks the session again (defence in depth).
  *
- * On /api/auth, it only hands next-auth a callback-URL cookie next-auth would refuse (a 500 on every route) cleaned
- * (`cleanCallbackCookie`): next-auth's route handler reads the cookies of the request as it reached the app, so this
- * is the one place they can be changed.
+ * Everywhere it hands on a callback-URL cookie next-auth would refuse cleaned (`cleanCallbackCookie`): next-auth's
+ * route handler, and `getServerSession` in every page (the sign-in page and the dashboard's layout), judge the cookies
+ * of the request as it reached the app, and a refused one was a 500 there (on the pages too, found by a review: a
+ * sibling subdomain's script could lock a person out of the portal, sign-in page included). This is the one place
+ * they can be changed. On /api/auth and the sign-in page that is all it does.
  *
  * A path whose percent-encoding does not decode (`/api/auth/%ZZ`) is refused first (400): Next's route matcher throws
  * decoding it into the segments of `[...nextauth]`, a bare 500 no route handler sees. The pages have no dynamic
@@ -46,17 +48,19 @@ export async function proxy(request: NextRequest): Promise<NextResponse> {
       { status: 400, headers: { 'cache-control': 'no-store' } },
     );
   }
-  if (request.nextUrl.pathname.startsWith('/api/auth/')) {
-    const cookie = cleanCallbackCookie(request.headers.get('cookie'), portalConfig().publicUrl);
+  const cookie = cleanCallbackCookie(request.headers.get('cookie'), portalConfig().publicUrl);
+  const onward = (): NextResponse => {
     if (cookie === undefined) return NextResponse.next();
     const headers = new Headers(request.headers);
     headers.set('cookie', cookie);
     return NextResponse.next({ request: { headers } });
-  }
+  };
+  const { pathname } = request.nextUrl;
+  if (pathname.startsWith('/api/auth/') || pathname === SIGN_IN_PATH) return onward();
   const token = (await getToken({ req: request, secret: portalConfig().auth.sessionSecret })) as PortalToken | null;
   if (token) {
     try {
-      if ((await sessionState(token, sessionRevocations(), portalConfig().auth.sessionMaxAgeSeconds)) === 'active') return NextResponse.next();
+      if ((await sessionState(token, sessionRevocations(), portalConfig().auth.sessionMaxAgeSeconds)) === 'active') return onward();
     } catch (error) {
       if (!(error instanceof SessionCheckUnavailableError)) throw error;
       portalLogger().error({ event: 'session.check-unavailable', error: String(error.cause) }, 'page refused: the session revocation store (Redis) does not answer');
@@ -69,5 +73,5 @@ export async function proxy(request: NextRequest): Promise<NextResponse> {
 }
 
 export const config = {
-  matcher: ['/api/auth/:path*', '/((?!api/|_next/|sign-in|healthz|readyz|favicon\\.ico).*)'],
+  matcher: ['/api/auth/:path*', '/sign-in', '/((?!api/|_next/|sign-in|healthz|readyz|favicon\\.ico).*)'],
 };

@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { authBodyRefusal, authErrorCode, cleanAuthRoute, cleanCallbackCookie, GENERIC_AUTH_ERROR } from './auth-request';
 
@@ -77,6 +79,27 @@ describe('cleanCallbackCookie', () => {
       expect(cleaned).toBe(`next-auth.session-token=t.o.k; next-auth.callback-url=${encodeURIComponent(`${PORTAL}/`)}; theme=dark`);
     }
     expect(cleanCallbackCookie('__Secure-next-auth.callback-url=foo', 'https://portal.example')).toBe(`__Secure-next-auth.callback-url=${encodeURIComponent('https://portal.example/')}`);
+  });
+
+  it('hands next-auth no callback cookie it refuses, as Next parses the header and next-auth then judges it (found by review)', () => {
+    // Next's own cookie parser (what next-auth's route handler and getServerSession read) and next-auth's own check.
+    const require = createRequire(import.meta.url);
+    // Not an export of next-auth's: read from its files (the version package-lock.json pins).
+    const { assertConfig } = require(path.join(process.cwd(), 'node_modules/next-auth/core/lib/assert.js')) as { assertConfig: (params: unknown) => unknown };
+    const { RequestCookies } = require('next/dist/compiled/@edge-runtime/cookies') as { RequestCookies: new (headers: Headers) => { getAll(): { name: string; value: string }[] } };
+    const verdict = (header: string): string => {
+      const seen = cleanCallbackCookie(header, PORTAL) ?? header;
+      const cookies = Object.fromEntries(new RequestCookies(new Headers({ cookie: seen })).getAll().map((cookie) => [cookie.name, cookie.value]));
+      const refused = assertConfig({
+        options: { secret: 'x'.repeat(32), providers: [], useSecureCookies: false },
+        req: { action: 'session', method: 'GET', query: { nextauth: ['session'] }, cookies, origin: PORTAL },
+      });
+      return refused instanceof Error ? `${refused.name}: ${refused.message}` : 'accepted';
+    };
+    // A raw 0xA0 byte reaches the app as U+00A0: String#trim dropped it, `new URL` does not.
+    for (const value of ['foo', '\u00A0http://x', 'http://x\u00A0', '\u00A0/tenants', encodeURIComponent(`${PORTAL}/tenants`)]) {
+      expect(verdict(`next-auth.session-token=t.o.k; next-auth.callback-url=${value}; theme=dark`), JSON.stringify(value)).toBe('accepted');
+    }
   });
 });
 

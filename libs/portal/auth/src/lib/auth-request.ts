@@ -101,7 +101,9 @@ export function cleanCallbackCookie(header: string | null, publicUrl: string): s
   const pairs = header.split(';').map((pair) => {
     const at = pair.indexOf('=');
     if (at < 0 || !CALLBACK_COOKIES.has(pair.slice(0, at).trim())) return pair;
-    const raw = pair.slice(at + 1).trim();
+    // Untrimmed, as Next's cookie parser hands it to next-auth: String#trim also drops U+00A0 (a raw 0xA0 byte of the
+    // header), which `new URL` keeps, and `\u00A0http://x` was judged as `http://x` and let through (found by review).
+    const raw = pair.slice(at + 1);
     let value: string;
     try {
       value = decodeURIComponent(raw);
