@@ -289,8 +289,9 @@ describe('portal sign-out over HTTP', () => {
   it('serves the sign-in page and a signed-in person\'s pages to a browser holding a callback-URL cookie next-auth refuses', async () => {
     const browser = new Browserless();
     await signIn(browser);
-    for (const value of ['foo', '%3A']) {
-      const bad = `next-auth.callback-url=${value}`;
+    // The last: a nameless cookie (no `=`), which Next reads as the value `true`.
+    for (const value of ['=foo', '=%3A', '']) {
+      const bad = `next-auth.callback-url${value}`;
       const signInPage = await fetch(`${portalUrl}/sign-in`, { redirect: 'manual', headers: { cookie: bad } });
       expect({ value, page: 'sign-in', status: signInPage.status }).toEqual({ value, page: 'sign-in', status: 200 });
       for (const page of ['/', '/tenants']) {

@@ -100,6 +100,10 @@ describe('cleanCallbackCookie', () => {
     for (const value of ['foo', '\u00A0http://x', 'http://x\u00A0', '\u00A0/tenants', encodeURIComponent(`${PORTAL}/tenants`)]) {
       expect(verdict(`next-auth.session-token=t.o.k; next-auth.callback-url=${value}; theme=dark`), JSON.stringify(value)).toBe('accepted');
     }
+    // A nameless cookie (no `=`, as a browser sends `document.cookie = 'next-auth.callback-url'`): Next reads `true`.
+    for (const header of ['next-auth.session-token=t.o.k; next-auth.callback-url; theme=dark', 'next-auth.callback-url', 'theme=dark; next-auth.callback-url']) {
+      expect(verdict(header), header).toBe('accepted');
+    }
   });
 });
 

@@ -100,7 +100,14 @@ export function cleanCallbackCookie(header: string | null, publicUrl: string): s
   let changed = false;
   const pairs = header.split(';').map((pair) => {
     const at = pair.indexOf('=');
-    if (at < 0 || !CALLBACK_COOKIES.has(pair.slice(0, at).trim())) return pair;
+    // A nameless cookie (`next-auth.callback-url` alone, what a browser sends for `document.cookie = 'name'`): Next
+    // reads it as that cookie with the value `true`, which next-auth refuses (found by re-review).
+    if (at < 0) {
+      if (!CALLBACK_COOKIES.has(pair.trim())) return pair;
+      changed = true;
+      return `${pair}=${encodeURIComponent(sameOriginRedirect('true', publicUrl))}`;
+    }
+    if (!CALLBACK_COOKIES.has(pair.slice(0, at).trim())) return pair;
     // Untrimmed, as Next's cookie parser hands it to next-auth: String#trim also drops U+00A0 (a raw 0xA0 byte of the
     // header), which `new URL` keeps, and `\u00A0http://x` was judged as `http://x` and let through (found by review).
     const raw = pair.slice(at + 1);

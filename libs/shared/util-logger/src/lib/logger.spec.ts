@@ -92,7 +92,7 @@ describe('createLogger', () => {
     expect(JSON.parse(lines[2] ?? '{}').err.stack).toContain('dial redis');
   });
 
-  it('never throws on a reason whose property reads throw (a strict proxy, a throwing toStringTag getter; found by re-review)', () => {
+  it('never throws on a reason or an error whose reads throw (a strict proxy, a throwing getter; found by re-reviews)', () => {
     const strict = new Proxy({}, {
       get: (_target, key) => {
         throw new Error(`no setting ${String(key)}`);
@@ -104,7 +104,23 @@ describe('createLogger', () => {
         throw new Error('tag');
       },
     };
-    for (const reason of [strict, tagged]) {
+    // Errors too: a proxy of one, a `message` getter that throws, a prototype read that throws (found by re-review).
+    const strictError = new Proxy(new Error('dial redis://:hunter2@10.0.0.9'), {
+      get: (_target, key) => {
+        throw new Error(`no setting ${String(key)}`);
+      },
+    });
+    const unreadableMessage = Object.defineProperty(new Error('x'), 'message', {
+      get() {
+        throw new Error('message');
+      },
+    });
+    const unreadablePrototype = new Proxy({}, {
+      getPrototypeOf() {
+        throw new Error('prototype');
+      },
+    });
+    for (const reason of [strict, tagged, strictError, unreadableMessage, unreadablePrototype]) {
       expect(() => serializeError(reason)).not.toThrow();
       const { lines, stream } = capture();
       const logger = createLogger({ service: 's', level: 'info', destination: stream });

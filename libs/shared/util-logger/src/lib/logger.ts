@@ -44,20 +44,25 @@ export interface CreateLoggerOptions {
  * context, a worker) is one too, though `instanceof Error` says no (found by a review of the crash log).
  */
 export function serializeError(error: unknown): unknown {
-  if (!(error instanceof Error)) {
-    // Never throws (pino does not catch a serializer): even the tag read may, on a proxy or a getter (found by review).
-    try {
+  // Never throws: pino does not catch a serializer, and a log call that throws loses the line (a crash then went
+  // unrecorded). Any read may throw on a proxy or a getter, `instanceof` and the tag read included (found by reviews).
+  try {
+    if (!(error instanceof Error)) {
       if (Object.prototype.toString.call(error) === '[object Error]') return serializeForeignError(error as Error);
       return redactSecrets(plainCopy(error, 0, new WeakSet()));
-    } catch {
-      return '[not serialisable]';
     }
+  } catch {
+    return '[not serialisable]';
   }
   try {
     return redactSecrets(plainCopy(pino.stdSerializers.err(error), 0, new WeakSet()));
   } catch {
     // A property whose getter throws, or anything else odd: what is surely there, still redacted.
-    return { type: 'Error', message: redactSecrets(String(error.message)) };
+    try {
+      return { type: 'Error', message: redactSecrets(String(error.message)) };
+    } catch {
+      return { type: 'Error', message: '[not serialisable]' };
+    }
   }
 }
 

@@ -161,6 +161,16 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
     }
   });
 
+  it('leaves base64 content that holds no configured value alone: no middles of values not named as credentials (found by re-review)', () => {
+    const mask = secretMaskOf(config({ headers: {}, env: { NODE_ENV: 'production', ALLOWED_DIR: '/srv/data' } }));
+    const readme = '# Introduction\n\nThe reports live under /srv/docs/reports; see /srv/docs/index.md.\n';
+    const svg = '<svg xmlns="http://www.w3.org/2000/svg"><text x="1" y="9">Productivity by team</text></svg>';
+    for (const text of [readme, svg, JSON.stringify({ path: '/srv/docs/a.txt', stage: 'introduction' })]) {
+      const encoded = Buffer.from(text).toString('base64');
+      expect(mask.mask(encoded)).toBe(encoded);
+    }
+  });
+
   it('masks the values of flags ending in pass as those of --password (--pass, --smtp-pass; found by re-review)', () => {
     for (const flag of ['--pass', '--smtp-pass', '--db-pass']) {
       for (const args of [[flag, 'sunshinerainbow'], [`${flag}=sunshinerainbow`]]) {

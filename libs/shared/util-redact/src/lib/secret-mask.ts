@@ -234,7 +234,7 @@ const VALUE_PARTS = /[\s;,]+/;
  * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
  * and masking them would garble every message that uses them.
  */
-function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): string[] {
+function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false, tokenShaped = true): string[] {
   // A name ending in a credential's own name counts too: `GH_PAT`, `SMTP_PASS` (as for flags, found by reviews).
   const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name) || namesCredentialItself(name);
   const env = Object.entries(config.env).filter(([name]) => !credentialsOnly || credentialName(name));
@@ -280,7 +280,7 @@ function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false): st
     if (encoded !== value) values.push(encoded);
   }
   // What masks every result must look like a token: a word (`AUTH_METHOD=password`) would be masked in ordinary text.
-  return credentialsOnly ? values.filter(looksLikeToken) : values;
+  return credentialsOnly && tokenShaped ? values.filter(looksLikeToken) : values;
 }
 
 /** A credential's shape: a digit, a symbol or a space in it (tokens, keys, `Bearer …`), or long enough to be no word. */
@@ -343,10 +343,10 @@ const credentialMasks = new WeakMap<UpstreamSecrets, SecretMask>();
 export function secretMaskOf(config: UpstreamSecrets): SecretMask {
   let mask = masks.get(config);
   if (mask === undefined) {
-    // Every configured value's base64 middles too, as every value is masked here (a password of letters only is one:
-    // found by re-review).
-    const secrets = configuredSecrets(config);
-    mask = new SecretMask([...secrets, ...base64Cores(secrets)]);
+    // The base64 middles of every value named as a credential, whatever its shape (a password of letters only: found
+    // by re-review); not of other values (a path, `production`): a middle of 6 of their bytes turned up in ordinary
+    // base64 content (an image, a blob) and garbled it (found by the next re-review).
+    mask = new SecretMask([...configuredSecrets(config), ...base64Cores(configuredSecrets(config, true, false))]);
     masks.set(config, mask);
   }
   return mask;
