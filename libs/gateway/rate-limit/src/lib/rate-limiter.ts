@@ -128,8 +128,13 @@ const RELEASE_ATTEMPTS = 8;
 /** Failed slot releases retried at once at most (each a timer and two strings). */
 const MAX_RETRYING_RELEASES = 10_000;
 
-/** A limit counted per user or per agent client: a call it refuses spends nothing of the limits others share. */
-const perPrincipal = (limit: AppliedLimit): boolean => limit.rateLimit.scope.includes('user') || limit.rateLimit.scope.includes('agent_client');
+/**
+ * A limit counted under the caller's own principal alone: scoped per user on a user's call, or per agent client on the
+ * call of an agent client acting for no user. A per-agent-client limit on a user's call counts every user of that
+ * client (or, with no client, every user: `-`) under one key, shared, as a per-user one does on agent clients' calls.
+ */
+const ownTo = (subject: RateLimitSubject, limit: AppliedLimit): boolean =>
+  subject.userId !== null ? limit.rateLimit.scope.includes('user') : subject.agentClientId !== null && limit.rateLimit.scope.includes('agent_client');
 
 export class RateLimitService {
   private readonly limiters = new Map<string, RateLimiterRedis>();
@@ -158,6 +163,8 @@ export class RateLimitService {
   /** Stops the lease sweeper (shutdown). */
   close(): void {
     this.leases.close();
+    for (const timer of this.retryingReleases) clearTimeout(timer);
+    this.retryingReleases.clear();
   }
 
   /**
@@ -173,47 +180,58 @@ export class RateLimitService {
   }
 
   private async checkAll(subject: RateLimitSubject, limits: readonly AppliedLimit[], failMode: FailMode, slotMs: number): Promise<RateLimitOutcome> {
-    // The rates counted per user or agent first: a call one of them refuses is not counted against the limits its
-    // colleagues share (the tenant's, a tool's), so one principal hammering past its own limit does not spend theirs
-    // (found by a review: twelve refused calls of one user refused another's first call as over the tenant's limit).
-    const own = limits.filter((limit) => perPrincipal(limit) && limit.rateLimit.requests !== undefined && limit.rateLimit.windowSeconds !== undefined);
+    // Identifies this call's concurrency slots (minted only when a limit has a concurrency bound).
+    const token = limits.some((limit) => limit.rateLimit.maxConcurrent !== undefined) ? randomUUID() : '';
+    const held: string[] = [];
+    const releaseHeld = (): void => {
+      for (const key of held.splice(0)) this.releaseSlot(key, token);
+    };
+    // The caller's own limits first (rates and calls in flight counted under its own user or agent client): a call one
+    // of them refuses counts nothing against the limits others share too (the tenant's, a tool's, an agent client's
+    // that every user's call falls under), so one principal retrying past its own limit does not spend theirs (found by
+    // reviews: twelve refused calls of one user refused another's first call as over the tenant's limit).
+    const own = limits.filter((limit) => ownTo(subject, limit));
+    const phases = own.length > 0 && own.length < limits.length ? [own, limits.filter((limit) => !ownTo(subject, limit))] : [limits];
     let unavailable = false;
-    let rejection: RateLimitOutcome | null = null;
-    if (own.length > 0 && own.length < limits.length) {
-      ({ unavailable, rejection } = this.judgeRates(
-        await Promise.allSettled(own.map((limit) => this.consume(counterKey(subject, limit.ruleId, limit.rateLimit.scope), limit, limit.rateLimit.requests ?? 0, limit.rateLimit.windowSeconds ?? 0))),
-        unavailable,
-        rejection,
-      ));
-      if (rejection) return rejection;
+    for (const phase of phases) {
+      const outcome = await this.phase(subject, phase, token, slotMs, held);
+      unavailable ||= outcome.unavailable;
+      if (outcome.rejection) {
+        releaseHeld();
+        return outcome.rejection;
+      }
+      // Refused whatever the rest says: not counted against them, nor waited for a second time.
+      if (unavailable && failMode === 'closed') {
+        releaseHeld();
+        return UNAVAILABLE;
+      }
     }
-    const counted = own.length < limits.length ? new Set(own) : new Set<AppliedLimit>();
-    // Identifies this call's concurrency slots; minted only when a limit has a concurrency bound.
-    let token = '';
+    return { allowed: true, degraded: unavailable, holdsSlots: held.length > 0, release: releaseHeld };
+  }
+
+  /**
+   * Counts the call against `limits` (rates) and takes their concurrency slots, all in one round trip: the slots taken
+   * are added to `held`; what refuses (the one that frees up last among rates, else the first concurrency bound) and
+   * whether Redis failed come back.
+   */
+  private async phase(
+    subject: RateLimitSubject,
+    limits: readonly AppliedLimit[],
+    token: string,
+    slotMs: number,
+    held: string[],
+  ): Promise<{ unavailable: boolean; rejection: RateLimitOutcome | null }> {
     const rateChecks: (RateLimitOutcome | null | Promise<RateLimitOutcome | null>)[] = [];
     const concurrencyChecks: { key: string; limit: AppliedLimit; attempt: Promise<boolean> }[] = [];
-
     for (const limit of limits) {
       const key = counterKey(subject, limit.ruleId, limit.rateLimit.scope);
       const { requests, windowSeconds, maxConcurrent } = limit.rateLimit;
-      if (requests !== undefined && windowSeconds !== undefined && !counted.has(limit)) {
-        rateChecks.push(this.consume(key, limit, requests, windowSeconds));
-      }
+      if (requests !== undefined && windowSeconds !== undefined) rateChecks.push(this.consume(key, limit, requests, windowSeconds));
       if (maxConcurrent !== undefined) {
-        if (token === '') token = randomUUID();
-        concurrencyChecks.push({
-          key,
-          limit,
-          attempt: withTimeout(
-            this.semaphore.acquire(key, token, maxConcurrent, slotMs),
-            this.options.redisTimeoutMs,
-          ),
-        });
+        concurrencyChecks.push({ key, limit, attempt: withTimeout(this.semaphore.acquire(key, token, maxConcurrent, slotMs), this.options.redisTimeoutMs) });
       }
     }
-
-    ({ unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks), unavailable, rejection));
-    const held: string[] = [];
+    let { unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks), false, null);
     const settled = await Promise.allSettled(concurrencyChecks.map((check) => check.attempt));
     settled.forEach((result, index) => {
       const check = concurrencyChecks[index];
@@ -221,9 +239,9 @@ export class RateLimitService {
       if (result.status === 'rejected') {
         unavailable = true;
         this.options.onRedisError?.(result.reason);
-        // A slow Redis may still run the acquire after the timeout: take the slot back as soon as it can, or it
-        // would be held (nobody releases it) until its lease ends, locking the scope out for that long.
-        this.releaseSlot(check.key, token);
+        // A slow Redis may still run an acquire given up on: the slot is taken back (once: one refused at once, the
+        // connection down, never reached Redis, and retrying those crowded out releases of slots really held).
+        if (result.reason instanceof RedisTimeout) void this.semaphore.release(check.key, token).catch(this.reportError);
       } else if (result.value) {
         held.push(check.key);
       } else if (!rejection) {
@@ -238,22 +256,7 @@ export class RateLimitService {
         };
       }
     });
-
-    const releaseHeld = () => {
-      for (const key of held.splice(0)) this.releaseSlot(key, token);
-    };
-    if (rejection) {
-      releaseHeld();
-      return rejection;
-    }
-    if (unavailable) {
-      if (failMode === 'closed') {
-        releaseHeld();
-        return UNAVAILABLE;
-      }
-      return { allowed: true, degraded: true, holdsSlots: held.length > 0, release: releaseHeld };
-    }
-    return { allowed: true, degraded: false, holdsSlots: held.length > 0, release: releaseHeld };
+    return { unavailable, rejection };
   }
 
   /**

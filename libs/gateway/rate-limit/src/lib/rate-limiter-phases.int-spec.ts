@@ -1,0 +1,220 @@
+import { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { waitFor } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TENANT_LIMIT_RULE } from './keys';
+import { createRateLimitRedis } from './rate-limit-hooks';
+import { RateLimitService, type AppliedLimit } from './rate-limiter';
+
+const redis = new Redis(inject('redisUrl'), { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+beforeAll(async () => {
+  await redis.ping();
+});
+afterAll(() => {
+  redis.disconnect();
+});
+
+const prefix = () => `test-rl-phases-${randomBytes(4).toString('hex')}`;
+const service = (client: Redis = redis) => new RateLimitService({ redis: client, keyPrefix: prefix(), redisTimeoutMs: 500, concurrencyLeaseMs: 30_000 });
+/** As the gateway's hooks build it: a user's call has no agent client (and an agent client's call no user). */
+const userCall = (userId: string) => ({ tenantId: 't1', userId, agentClientId: null, tool: 'tickets__create_ticket' });
+const tenantWide: AppliedLimit = { ruleId: TENANT_LIMIT_RULE, rateLimit: { scope: ['tenant'], requests: 10, windowSeconds: 60 } };
+
+/** Redis behind a proxy that can drop every connection and refuse new ones (a network blip). */
+async function blinkingRedis() {
+  const target = new URL(inject('redisUrl'));
+  const state = { refusing: false };
+  const sockets = new Set<Socket>();
+  const proxy = createServer((inbound) => {
+    if (state.refusing) return void inbound.destroy();
+    const outbound = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(inbound).add(outbound);
+    inbound.on('error', () => undefined);
+    outbound.on('error', () => undefined);
+    inbound.pipe(outbound).pipe(inbound);
+    inbound.on('close', () => outbound.destroy());
+    outbound.on('close', () => inbound.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const client = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-blink');
+  const ready = () => new Promise<void>((resolve) => (client.status === 'ready' ? resolve() : client.once('ready', () => resolve())));
+  const cut = async () => {
+    state.refusing = true;
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(client.status).not.toBe('ready');
+  };
+  const restore = async () => {
+    state.refusing = false;
+    await ready();
+  };
+  const close = () => {
+    client.disconnect();
+    proxy.close();
+  };
+  await ready();
+  return { client, cut, restore, close };
+}
+
+/**
+ * Which limits a call refused by another one still counts against, and how slots come back after Redis blinks (found by
+ * reviews, 2026-12-07; ADR 0011's amendments).
+ */
+describe("RateLimitService: the caller's own limits judged first", () => {
+  it("does not count a call a user's own rate refuses against the limit the tenant's principals share", async () => {
+    const limits = service();
+    const perUser: AppliedLimit = { ruleId: 'r-user', rateLimit: { scope: ['user'], requests: 2, windowSeconds: 60 } };
+    // Alice retries past her own limit: 2 calls admitted, 10 refused (none of them ran).
+    const alice = [];
+    for (let i = 0; i < 12; i++) alice.push(await limits.check(userCall('alice'), [tenantWide, perUser], 'closed'));
+    expect(alice.filter((outcome) => outcome.allowed)).toHaveLength(2);
+    expect(alice[2]).toMatchObject({ allowed: false, reason: 'rate', ruleId: 'r-user' });
+    // Only 2 calls ran in the tenant: Bob's are admitted, up to the tenant's 10.
+    const bob = [];
+    for (let i = 0; i < 9; i++) bob.push(await limits.check(userCall('bob'), [tenantWide], 'closed'));
+    expect(bob.map((outcome) => outcome.allowed)).toEqual([true, true, true, true, true, true, true, true, false]);
+    expect(bob[8]).toMatchObject({ ruleId: TENANT_LIMIT_RULE });
+    limits.close();
+  });
+
+  it("does not count a call the user's own concurrency bound refuses against the tenant's shared rate", async () => {
+    const limits = service();
+    const oneAtATimePerUser: AppliedLimit = { ruleId: 'r-user-cc', rateLimit: { scope: ['user'], maxConcurrent: 1 } };
+    const alice = userCall('alice');
+    const running = await limits.check(alice, [tenantWide, oneAtATimePerUser], 'closed');
+    expect(running).toMatchObject({ allowed: true, holdsSlots: true });
+    // Alice retries while her one call runs: each refused by her own bound (nothing of them ran).
+    for (let i = 0; i < 9; i++) expect(await limits.check(alice, [tenantWide, oneAtATimePerUser], 'closed')).toMatchObject({ allowed: false, reason: 'concurrency', ruleId: 'r-user-cc' });
+    // One call ran in the tenant: Bob's first call is within the tenant's 10.
+    const bob = await limits.check(userCall('bob'), [tenantWide, oneAtATimePerUser], 'closed');
+    expect(bob.allowed ? 'admitted' : `refused: ${bob.reason} ${JSON.stringify(bob.ruleId)}`).toBe('admitted');
+    if (running.allowed) running.release();
+    if (bob.allowed) bob.release();
+    limits.close();
+  });
+
+  it("does not count a call the user's own rate refuses against an agent-client limit every user's call shares", async () => {
+    const limits = service();
+    // Scoped per agent client: a user's call has none, so every user's calls share its one counter (`a=-`).
+    const perAgentClient: AppliedLimit = { ruleId: 'r-agent', rateLimit: { scope: ['agent_client'], requests: 10, windowSeconds: 60 } };
+    const perUser: AppliedLimit = { ruleId: 'r-user', rateLimit: { scope: ['user'], requests: 2, windowSeconds: 60 } };
+    const roomy: AppliedLimit = { ...tenantWide, rateLimit: { ...tenantWide.rateLimit, requests: 1_000 } };
+    const all = [roomy, perAgentClient, perUser];
+    const alice = [];
+    for (let i = 0; i < 12; i++) alice.push(await limits.check(userCall('alice'), all, 'closed'));
+    expect(alice.filter((outcome) => outcome.allowed)).toHaveLength(2);
+    expect(alice[2]).toMatchObject({ allowed: false, ruleId: 'r-user' });
+    // Two calls ran: Bob's first is within the shared 10.
+    const bob = await limits.check(userCall('bob'), all, 'closed');
+    expect(bob.allowed ? 'admitted' : `refused: ${bob.reason} ${JSON.stringify(bob.ruleId)}`).toBe('admitted');
+    limits.close();
+  });
+
+  it('fails closed within one Redis timeout when the per-principal phase cannot reach Redis, not two', async () => {
+    // Redis behind a proxy that holds every reply back 1.5 s.
+    const target = new URL(inject('redisUrl'));
+    const proxy = createServer((inbound) => {
+      const outbound = connect(Number(target.port || 6379), target.hostname);
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.pipe(outbound);
+      outbound.on('data', (chunk) => setTimeout(() => inbound.write(chunk), 1_500));
+      inbound.on('close', () => outbound.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const slow = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-slow');
+    try {
+      await new Promise<void>((resolve) => slow.once('ready', () => resolve()));
+      const limits = new RateLimitService({ redis: slow, keyPrefix: prefix(), redisTimeoutMs: 400, concurrencyLeaseMs: 30_000 });
+      const perUser: AppliedLimit = { ruleId: 'r-user', rateLimit: { scope: ['user'], requests: 5, windowSeconds: 60 } };
+      const started = Date.now();
+      const outcome = await limits.check(userCall('alice'), [tenantWide, perUser], 'closed');
+      const took = Date.now() - started;
+      expect(outcome).toMatchObject({ allowed: false, reason: 'unavailable' });
+      // GATEWAY_RATE_LIMIT_TIMEOUT_MS bounds a check (400 ms here); it took two of them back to back.
+      expect(took).toBeLessThan(700);
+      limits.close();
+    } finally {
+      slow.disconnect();
+      proxy.close();
+    }
+  });
+});
+
+describe('RateLimitService: slot releases retried', () => {
+  it('gives back a slot released while Redis blinks once it is reachable again, not after the whole lease', async () => {
+    const blink = await blinkingRedis();
+    try {
+      // A minute's lease is enough to tell (15 minutes and the call timeout in production).
+      const limits = new RateLimitService({ redis: blink.client, keyPrefix: prefix(), redisTimeoutMs: 500, concurrencyLeaseMs: 60_000 });
+      const oneAtATime: AppliedLimit = { ruleId: 'one-at-a-time', rateLimit: { scope: ['user'], maxConcurrent: 1 } };
+      const call = await limits.check(userCall('alice'), [oneAtATime], 'closed');
+      expect(call).toMatchObject({ allowed: true, holdsSlots: true });
+      // The call ends during a one-second blip.
+      await blink.cut();
+      if (call.allowed) call.release();
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      await blink.restore();
+      // Nothing in flight: the next call is admitted within a few seconds.
+      await waitFor(
+        async () => {
+          const next = await limits.check(userCall('alice'), [oneAtATime], 'closed');
+          if (next.allowed) next.release();
+          return next.allowed;
+        },
+        { timeoutMs: 5_000, intervalMs: 200, description: 'the slot given back' },
+      );
+      limits.close();
+    } finally {
+      blink.close();
+    }
+  });
+
+  it("retries a held slot's failed release even after calls whose acquire never reached Redis failed during the outage", async () => {
+    const blink = await blinkingRedis();
+    try {
+      const limits = new RateLimitService({ redis: blink.client, keyPrefix: prefix(), redisTimeoutMs: 500, concurrencyLeaseMs: 60_000 });
+      // Another tenant's calls, bounded in flight: none of them takes a slot while Redis is away.
+      const othersBound: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 50 } };
+      const oneAtATime: AppliedLimit = { ruleId: 'one-at-a-time', rateLimit: { scope: ['user'], maxConcurrent: 1 } };
+      // Twenty users' calls, each running alone under its user's bound of one.
+      const users = Array.from({ length: 20 }, (_, i) => `u${i}`);
+      const calls = [];
+      for (const user of users) calls.push(await limits.check(userCall(user), [oneAtATime], 'closed'));
+      expect(calls.every((call) => call.allowed && call.holdsSlots)).toBe(true);
+      await blink.cut();
+      // Calls arriving during the outage (about 80 a second over two minutes in production): refused, no slot taken.
+      const other = { tenantId: 't2', userId: 'x', agentClientId: null, tool: null };
+      const refuse = async () => expect((await limits.check(other, [othersBound], 'closed')).allowed).toBe(false);
+      for (let i = 0; i < 10_000; i++) await refuse();
+      // The held calls end during the outage, while others keep arriving.
+      for (const call of calls) {
+        if (call.allowed) call.release();
+        for (let i = 0; i < 20; i++) await refuse();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await blink.restore();
+      // Nothing in flight: each user's next call is admitted within a few seconds, not after the 60 s lease.
+      const stillHeld = new Set(users);
+      await waitFor(
+        async () => {
+          for (const user of [...stillHeld]) {
+            const next = await limits.check(userCall(user), [oneAtATime], 'closed');
+            if (next.allowed) {
+              next.release();
+              stillHeld.delete(user);
+            }
+          }
+          return stillHeld.size === 0;
+        },
+        { timeoutMs: 5_000, intervalMs: 200, description: 'the slots given back' },
+      ).catch((error: unknown) => {
+        throw new Error(`${stillHeld.size} of 20 slots still held after Redis came back: ${String(error)}`);
+      });
+      limits.close();
+    } finally {
+      blink.close();
+    }
+  }, 30_000);
+});
