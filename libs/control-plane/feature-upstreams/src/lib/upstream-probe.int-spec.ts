@@ -144,6 +144,56 @@ describe('probeUpstream answers too large to read', () => {
       await target.close();
     }
   });
+
+  /** A legacy HTTP+SSE server whose tools/list answers `pages` pages of `toolsPerPage` tools, each `descriptionBytes` long. */
+  async function legacySseServer(pages: number, toolsPerPage: number, descriptionBytes: number) {
+    let stream: ServerResponse | undefined;
+    const send = (message: unknown) => stream?.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    const server = createServer((req, res) => {
+      if (req.method === 'GET') {
+        stream = res;
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: endpoint\ndata: /messages\n\n');
+        return;
+      }
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (chunk: string) => (body += chunk));
+      req.on('end', () => {
+        res.writeHead(202).end();
+        const message = JSON.parse(body) as { id?: number; method: string; params?: { protocolVersion?: string; cursor?: string } };
+        if (message.id === undefined) return;
+        if (message.method === 'initialize') {
+          send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'big', version: '1' } } });
+        } else if (message.method === 'tools/list') {
+          const page = Number(message.params?.cursor ?? '0');
+          const tools = Array.from({ length: toolsPerPage }, (_, i) => ({ name: `t${page}_${i}`, description: 'd'.repeat(descriptionBytes), inputSchema: { type: 'object' } }));
+          send({ jsonrpc: '2.0', id: message.id, result: { tools, ...(page + 1 < pages ? { nextCursor: String(page + 1) } : {}) } });
+        } else send({ jsonrpc: '2.0', id: message.id, result: {} });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/sse`,
+      close: async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  }
+
+  it('bounds each answer of a legacy SSE stream, not their running total (9 pages of 2 MiB; found by review)', async () => {
+    const upstream = await legacySseServer(9, 10, 200 * 1024);
+    try {
+      const result = await probeUpstream(
+        { transport: 'sse', url: upstream.url, headers: {}, command: null, args: [], env: {} },
+        { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 20_000, maxItemsPerKind: 5_000 },
+      );
+      expect(result.items).toHaveLength(90);
+    } finally {
+      await upstream.close();
+    }
+  }, 30_000);
 });
 
 describe('probeUpstream headers', () => {

@@ -89,6 +89,24 @@ const MAX_TOTAL_BYTES = 32 * 1024 * 1024;
  * answer would fill the control plane's memory, every tenant's, until the test's deadline.
  */
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+/**
+ * The bytes an SSE stream has sent since its last event ended (a blank line: two line feeds, a carriage return before
+ * each or not), after `chunk`; `afterNewline`: the last byte before was a line feed (CRs are passed over).
+ */
+function sinceEventEnd(chunk: Uint8Array, received: number, afterNewline: boolean): { received: number; afterNewline: boolean } {
+  for (const byte of chunk) {
+    if (byte === 0x0a) {
+      if (afterNewline) received = 0;
+      else received += 1;
+      afterNewline = true;
+    } else if (byte !== 0x0d) {
+      received += 1;
+      afterNewline = false;
+    }
+  }
+  return { received, afterNewline };
+}
+
 /** Statuses whose response has no body (a Response cannot be made with one). */
 const NULL_BODY_STATUSES = new Set([101, 204, 205, 304]);
 
@@ -165,11 +183,16 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
             seen.failure ??= new ProbeFailure(response.status >= 500 ? 'unreachable' : 'not_mcp', String(response.status));
           }
           if (response.body === null || NULL_BODY_STATUSES.has(response.status)) return response as unknown as Response;
+          // One answer is one JSON response, or one event of an SSE stream: a legacy SSE upstream answers everything
+          // on its one GET stream, whose running total passed the bound on a few large listing pages (found by review).
+          const events = (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
           let received = 0;
+          let afterNewline = false;
           const bounded = (response.body as unknown as ReadableStream<Uint8Array>).pipeThrough(
             new TransformStream<Uint8Array, Uint8Array>({
               transform(chunk, controller) {
-                received += chunk.byteLength;
+                if (events) ({ received, afterNewline } = sinceEventEnd(chunk, received, afterNewline));
+                else received += chunk.byteLength;
                 if (received <= MAX_RESPONSE_BYTES) {
                   controller.enqueue(chunk);
                   return;
