@@ -1,9 +1,10 @@
 import { Redis } from 'ioredis';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TENANT_LIMIT_RULE } from './keys';
+import { counterKey, TENANT_LIMIT_RULE } from './keys';
 import { createRateLimitRedis } from './rate-limit-hooks';
 import { RateLimitService, type AppliedLimit } from './rate-limiter';
 
@@ -21,10 +22,10 @@ const service = (client: Redis = redis) => new RateLimitService({ redis: client,
 const userCall = (userId: string) => ({ tenantId: 't1', userId, agentClientId: null, tool: 'tickets__create_ticket' });
 const tenantWide: AppliedLimit = { ruleId: TENANT_LIMIT_RULE, rateLimit: { scope: ['tenant'], requests: 10, windowSeconds: 60 } };
 
-/** Redis behind a proxy that can drop every connection and refuse new ones (a network blip). */
+/** Redis behind a proxy that can drop every connection and refuse new ones (a network blip), or hold back its replies. */
 async function blinkingRedis() {
   const target = new URL(inject('redisUrl'));
-  const state = { refusing: false };
+  const state = { refusing: false, holdReplies: false };
   const sockets = new Set<Socket>();
   const proxy = createServer((inbound) => {
     if (state.refusing) return void inbound.destroy();
@@ -32,7 +33,10 @@ async function blinkingRedis() {
     sockets.add(inbound).add(outbound);
     inbound.on('error', () => undefined);
     outbound.on('error', () => undefined);
-    inbound.pipe(outbound).pipe(inbound);
+    inbound.pipe(outbound);
+    outbound.on('data', (chunk) => {
+      if (!state.holdReplies) inbound.write(chunk);
+    });
     inbound.on('close', () => outbound.destroy());
     outbound.on('close', () => inbound.destroy());
   });
@@ -47,6 +51,7 @@ async function blinkingRedis() {
   };
   const restore = async () => {
     state.refusing = false;
+    state.holdReplies = false;
     await ready();
   };
   const close = () => {
@@ -54,7 +59,7 @@ async function blinkingRedis() {
     proxy.close();
   };
   await ready();
-  return { client, cut, restore, close };
+  return { client, state, cut, restore, close };
 }
 
 /**
@@ -217,4 +222,158 @@ describe('RateLimitService: slot releases retried', () => {
       blink.close();
     }
   }, 30_000);
+});
+
+describe('RateLimitService: acquires that fail', () => {
+  it('leaves no failed acquire unhandled while a rate check still waits (the gateway ends its process on one; found by re-review)', async () => {
+    const seen: unknown[] = [];
+    const record = (reason: unknown) => void seen.push(reason);
+    process.on('unhandledRejection', record);
+    // Redis behind a proxy that can hold back what the gateway sends (a stall on the way to Redis).
+    const target = new URL(inject('redisUrl'));
+    const state = { holdRequests: false, passOne: false };
+    const proxy = createServer((inbound) => {
+      const outbound = connect(Number(target.port || 6379), target.hostname);
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.on('data', (chunk) => {
+        if (state.holdRequests) return;
+        if (state.passOne) state.holdRequests = true;
+        outbound.write(chunk);
+      });
+      outbound.pipe(inbound);
+      inbound.on('close', () => outbound.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const client = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-unhandled');
+    try {
+      await new Promise<void>((resolve) => client.once('ready', () => resolve()));
+      // Leases double while used up within a minute: the second request for the key is a block of two.
+      const limits = new RateLimitService({
+        redis: client,
+        keyPrefix: prefix(),
+        redisTimeoutMs: 300,
+        concurrencyLeaseMs: 30_000,
+        leases: { maxLease: 1_000, maxShare: 1, targetLeaseMs: 60_000 },
+      });
+      const subject = { tenantId: 't1', userId: 'alice', agentClientId: null, tool: null };
+      const rate: AppliedLimit = { ruleId: 'r-rate', rateLimit: { scope: ['tenant'], requests: 1_000, windowSeconds: 60 } };
+      const inFlight: AppliedLimit = { ruleId: 'r-cc', rateLimit: { scope: ['tenant'], maxConcurrent: 5 } };
+      expect((await limits.check(subject, [rate], 'open')).allowed).toBe(true);
+      // A asks Redis for a block of two; once it is on its way, nothing more reaches Redis.
+      state.passOne = true;
+      const a = limits.check(subject, [rate], 'open');
+      await new Promise((resolve) => setImmediate(resolve));
+      // B and C wait for A's block; C's acquire is sent (and held). A's block covers A and B: C asks again.
+      const b = limits.check(subject, [rate], 'open');
+      const c = limits.check(subject, [rate, inFlight], 'open');
+      await Promise.all([a, b, c]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(seen.map(String)).toEqual([]);
+      limits.close();
+    } finally {
+      process.off('unhandledRejection', record);
+      client.disconnect();
+      proxy.close();
+    }
+  });
+
+  it('gives back the slot Redis took for an acquire whose answer was lost with the connection (found by re-review)', async () => {
+    const flaky = await blinkingRedis();
+    const keyPrefix = prefix();
+    try {
+      // The timeout is long: the connection drops first, so the acquire fails with a connection error, not a timeout.
+      const limits = new RateLimitService({ redis: flaky.client, keyPrefix, redisTimeoutMs: 3_000, concurrencyLeaseMs: 60_000 });
+      const oneAtATime: AppliedLimit = { ruleId: 'one-at-a-time', rateLimit: { scope: ['user'], maxConcurrent: 1 } };
+      const setKey = `${keyPrefix}:cc:${counterKey(userCall('alice'), oneAtATime.ruleId, oneAtATime.rateLimit.scope)}`;
+      flaky.state.holdReplies = true;
+      const pending = limits.check(userCall('alice'), [oneAtATime], 'closed');
+      // Redis ran the acquire (the slot is in the set); its answer is on its way back when the connection drops.
+      await waitFor(async () => (await redis.zcard(setKey)) === 1, { timeoutMs: 2_000, intervalMs: 20, description: 'the acquire run by Redis' });
+      await flaky.cut();
+      const outcome = await pending;
+      expect(outcome).toMatchObject({ allowed: false, reason: 'unavailable' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await flaky.restore();
+      // No call of Alice's runs: her next call is admitted within a few seconds, not after the 60 s lease.
+      let held = -1;
+      await waitFor(
+        async () => {
+          const next = await limits.check(userCall('alice'), [oneAtATime], 'closed');
+          if (next.allowed) next.release();
+          held = await redis.zcard(setKey);
+          return next.allowed;
+        },
+        { timeoutMs: 5_000, intervalMs: 200, description: 'the slot given back' },
+      ).catch((error: unknown) => {
+        throw new Error(`Alice refused with nothing in flight (${held} slot held by the lost acquire, ttl ${60} s lease): ${String(error)}`);
+      });
+      limits.close();
+    } finally {
+      flaky.close();
+    }
+  }, 20_000);
+});
+
+describe('RateLimitService: acquires given up on, against a Redis of its own (its script cache is flushed)', () => {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  let server: ChildProcess;
+  let direct: Redis;
+  beforeAll(async () => {
+    server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    direct = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 1, retryStrategy: () => 100 });
+    direct.on('error', () => undefined);
+    await waitFor(async () => (await direct.ping().catch(() => '')) === 'PONG', { timeoutMs: 5_000, intervalMs: 50, description: 'redis-server up' });
+  });
+  afterAll(() => {
+    direct.disconnect();
+    server.kill();
+  });
+
+  it('gives back the slot when Redis runs a given-up acquire after a release would have (script re-sent after NOSCRIPT; found by re-review)', async () => {
+    // Replies held back 1 s while `slow` (a slow network path back); requests go straight through.
+    const state = { slow: false };
+    const proxy = createServer((inbound) => {
+      const outbound = connect(port, '127.0.0.1');
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+      inbound.pipe(outbound);
+      outbound.on('data', (chunk) => (state.slow ? setTimeout(() => inbound.write(chunk), 1_000) : inbound.write(chunk)));
+      inbound.on('close', () => outbound.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const client = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-late');
+    try {
+      await new Promise<void>((resolve) => client.once('ready', () => resolve()));
+      const limits = new RateLimitService({ redis: client, keyPrefix: prefix(), redisTimeoutMs: 300, concurrencyLeaseMs: 60_000 });
+      const oneAtATime: AppliedLimit = { ruleId: 'one-at-a-time', rateLimit: { scope: ['user'], maxConcurrent: 1 } };
+      // The connection has run the acquire script before (ioredis sends EVALSHA from now on).
+      const warm = await limits.check(userCall('warm'), [oneAtATime], 'closed');
+      expect(warm.allowed).toBe(true);
+      if (warm.allowed) warm.release();
+      // Redis's script cache is emptied (SCRIPT FLUSH; a failover behind a proxy does the same).
+      await direct.script('FLUSH');
+      state.slow = true;
+      const outcome = await limits.check(userCall('alice'), [oneAtATime], 'closed');
+      expect(outcome).toMatchObject({ allowed: false, reason: 'unavailable' });
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      state.slow = false;
+      // Alice has nothing in flight: her next call is admitted within a few seconds, not after the 60 s lease.
+      await waitFor(
+        async () => {
+          const next = await limits.check(userCall('alice'), [oneAtATime], 'closed');
+          if (next.allowed) next.release();
+          return next.allowed;
+        },
+        { timeoutMs: 5_000, intervalMs: 200, description: 'the slot given back' },
+      ).catch(async (error: unknown) => {
+        const keys = await direct.keys('*:cc:*alice*');
+        throw new Error(`Alice refused with nothing in flight; ${keys.length} slot set(s) ${keys.join()} holding ${keys.length ? await direct.zcard(keys[0] as string) : 0}: ${String(error)}`);
+      });
+      limits.close();
+    } finally {
+      client.disconnect();
+      proxy.close();
+    }
+  }, 20_000);
 });

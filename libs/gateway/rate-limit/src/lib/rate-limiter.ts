@@ -122,6 +122,12 @@ function rejectionOf(result: TakeResult, limit: AppliedLimit, points: number, wi
  * limit. Concurrency bounds (calls in flight) are a Redis semaphore per call. All of one call's Redis commands
  * are sent in the same tick, which ioredis (auto-pipelining on) turns into one round trip.
  */
+/**
+ * Whether a Redis command failed before it was sent: ioredis refuses at once, with no offline queue, while the
+ * connection is down. (A command lost with its connection after it was sent may have run.)
+ */
+const neverSent = (error: unknown): boolean => error instanceof Error && error.message.includes("isn't writeable");
+
 /** The first wait before a failed slot release is tried again (then doubled), and how many times it is. */
 const RELEASE_RETRY_MS = 500;
 const RELEASE_ATTEMPTS = 8;
@@ -222,26 +228,33 @@ export class RateLimitService {
     held: string[],
   ): Promise<{ unavailable: boolean; rejection: RateLimitOutcome | null }> {
     const rateChecks: (RateLimitOutcome | null | Promise<RateLimitOutcome | null>)[] = [];
-    const concurrencyChecks: { key: string; limit: AppliedLimit; attempt: Promise<boolean> }[] = [];
+    const concurrencyChecks: { key: string; limit: AppliedLimit; acquire: Promise<boolean> }[] = [];
     for (const limit of limits) {
       const key = counterKey(subject, limit.ruleId, limit.rateLimit.scope);
       const { requests, windowSeconds, maxConcurrent } = limit.rateLimit;
       if (requests !== undefined && windowSeconds !== undefined) rateChecks.push(this.consume(key, limit, requests, windowSeconds));
-      if (maxConcurrent !== undefined) {
-        concurrencyChecks.push({ key, limit, attempt: withTimeout(this.semaphore.acquire(key, token, maxConcurrent, slotMs), this.options.redisTimeoutMs) });
-      }
+      if (maxConcurrent !== undefined) concurrencyChecks.push({ key, limit, acquire: this.semaphore.acquire(key, token, maxConcurrent, slotMs) });
     }
+    // Settled from the start: a failed acquire waited on only after the rates (which may take longer) was a rejection
+    // nobody handled for that while, and that ends the process (found by a review).
+    const acquired = Promise.allSettled(concurrencyChecks.map((check) => withTimeout(check.acquire, this.options.redisTimeoutMs)));
     let { unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks), false, null);
-    const settled = await Promise.allSettled(concurrencyChecks.map((check) => check.attempt));
-    settled.forEach((result, index) => {
+    (await acquired).forEach((result, index) => {
       const check = concurrencyChecks[index];
       if (!check) return;
       if (result.status === 'rejected') {
         unavailable = true;
         this.options.onRedisError?.(result.reason);
-        // A slow Redis may still run an acquire given up on: the slot is taken back (once: one refused at once, the
-        // connection down, never reached Redis, and retrying those crowded out releases of slots really held).
-        if (result.reason instanceof RedisTimeout) void this.semaphore.release(check.key, token).catch(this.reportError);
+        // An acquire given up on may still run, or have run (a slow Redis; a connection lost after sending it; a script
+        // sent again after NOSCRIPT): once its real outcome is known, a slot it took is given back, and one whose
+        // outcome is lost is released anyway. Only one refused before it was sent (the connection down) is left: it
+        // never reached Redis, and retrying those crowded out releases of slots really held (found by reviews).
+        if (result.reason instanceof RedisTimeout) {
+          check.acquire.then(
+            (taken) => (taken ? this.releaseSlot(check.key, token) : undefined),
+            (error: unknown) => (neverSent(error) ? undefined : this.releaseSlot(check.key, token)),
+          );
+        } else if (!neverSent(result.reason)) this.releaseSlot(check.key, token);
       } else if (result.value) {
         held.push(check.key);
       } else if (!rejection) {

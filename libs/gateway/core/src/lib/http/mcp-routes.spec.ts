@@ -481,10 +481,14 @@ describe('Streamable HTTP GET streams open at once', () => {
     }
     const open = (sessionId: string, signal?: AbortSignal) =>
       fetch(`${base}/t/acme/mcp`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream', 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }, ...(signal ? { signal } : {}) });
+    // The responses are held to the end: undici closes the connection of a response collected unread, which made
+    // room under the bound whenever a collection came in between (seen under the full suite's load).
     const first = new AbortController();
-    expect((await open(sessionIds[0] ?? '', first.signal)).status).toBe(200);
+    const firstStream = await open(sessionIds[0] ?? '', first.signal);
+    expect(firstStream.status).toBe(200);
     const second = new AbortController();
-    expect((await open(sessionIds[1] ?? '', second.signal)).status).toBe(200);
+    const secondStream = await open(sessionIds[1] ?? '', second.signal);
+    expect(secondStream.status).toBe(200);
     const refused = await open(sessionIds[2] ?? '');
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('5');
@@ -501,6 +505,7 @@ describe('Streamable HTTP GET streams open at once', () => {
     expect(status).toBe(200);
     second.abort();
     third.abort();
+    expect([firstStream.bodyUsed, secondStream.bodyUsed]).toEqual([false, false]);
   });
 });
 
