@@ -145,6 +145,54 @@ describe('probeUpstream answers too large to read', () => {
     }
   });
 
+  it('bounds an error answer labelled an event stream as a whole: the SDK reads it whole (found by re-review)', async () => {
+    for (const status of [500, 405]) {
+      let written = 0;
+      let delivered = false;
+      const target = await serving((res) => {
+        res.writeHead(status, { 'content-type': 'text/event-stream' });
+        // 64 MiB of short "events", each under the bound, against a 16 MiB bound on an answer.
+        const chunk = `${'x'.repeat(1024 * 1024 - 2)}\n\n`;
+        const more = () => {
+          while (!res.destroyed && written < 64 * 1024 * 1024) {
+            written += chunk.length;
+            if (!res.write(chunk)) return void res.once('drain', more);
+          }
+          if (!res.destroyed) res.end(() => (delivered = true));
+        };
+        more();
+      });
+      try {
+        const reason = await reasonOf(probeAt(target.url));
+        // A 500 is reported as the upstream failing; a 405 (no failure of its own) as the answer too large.
+        expect({ status, delivered, reason }).toEqual({ status, delivered: false, reason: status === 405 ? 'too_large' : 'unreachable' });
+      } finally {
+        await target.close();
+      }
+    }
+  }, 40_000);
+
+  it('ends at its deadline when a legacy SSE stream never names its endpoint (it hung for good; found by re-review)', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': hello\n\n');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const outcome = reasonOf(
+        probeUpstream(
+          { transport: 'sse', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/sse`, headers: {}, command: null, args: [], env: {} },
+          { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 2_000, maxItemsPerKind: 100 },
+        ),
+      );
+      const settled = await Promise.race([outcome, new Promise((resolve) => setTimeout(() => resolve('still pending 8 s after a 2 s deadline'), 8_000))]);
+      expect(settled).toBe('timeout');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 20_000);
+
   /** A legacy HTTP+SSE server whose tools/list answers `pages` pages of `toolsPerPage` tools, each `descriptionBytes` long. */
   async function legacySseServer(pages: number, toolsPerPage: number, descriptionBytes: number) {
     let stream: ServerResponse | undefined;

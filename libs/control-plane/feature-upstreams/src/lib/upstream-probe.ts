@@ -185,7 +185,9 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
           if (response.body === null || NULL_BODY_STATUSES.has(response.status)) return response as unknown as Response;
           // One answer is one JSON response, or one event of an SSE stream: a legacy SSE upstream answers everything
           // on its one GET stream, whose running total passed the bound on a few large listing pages (found by review).
-          const events = (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
+          // Only on a success, which the SDK reads event by event: any other it reads whole (`text()`) for its message,
+          // and an endless run of short events there was held in memory whole (found by re-review).
+          const events = response.ok && (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
           let received = 0;
           let afterNewline = false;
           const bounded = (response.body as unknown as ReadableStream<Uint8Array>).pipeThrough(
@@ -225,7 +227,12 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       protocolVersion = version;
       setProtocolVersion?.(version);
     };
-    await client.connect(transport, requestOptions);
+    // Raced with the deadline: a legacy SSE stream that never names its endpoint left connect pending for good (the
+    // deadline's abort ends its GET, which the SDK's event source takes for its own close and reports nothing), and
+    // each such test kept one of the tenant's few test slots (found by re-review).
+    const deadlinePassed = new Promise<never>((_resolve, reject) => abort.signal.addEventListener('abort', () => reject(new Error('deadline')), { once: true }));
+    deadlinePassed.catch(() => undefined);
+    await Promise.race([client.connect(transport, requestOptions), deadlinePassed]);
     const serverInfo = client.getServerVersion();
     const capabilities = client.getServerCapabilities() ?? {};
     const items: DiscoveredItem[] = [];

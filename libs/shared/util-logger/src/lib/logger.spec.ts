@@ -128,4 +128,11 @@ describe('createLogger', () => {
       expect(lines).toHaveLength(1);
     }
   });
+
+  it('keeps the type, stack and fields of a frozen error, and of an error holding one (found by re-review)', () => {
+    const frozen = serializeError(Object.freeze(Object.assign(new TypeError('boom'), { code: 'E_BOOM' }))) as Record<string, unknown>;
+    expect({ type: frozen['type'], message: frozen['message'], code: frozen['code'], hasStack: typeof frozen['stack'] === 'string' }).toEqual({ type: 'TypeError', message: 'boom', code: 'E_BOOM', hasStack: true });
+    const outer = serializeError(new AggregateError([Object.freeze(new Error('inner'))], 'outer')) as Record<string, unknown>;
+    expect({ type: outer['type'], hasStack: typeof outer['stack'] === 'string' }).toEqual({ type: 'AggregateError', hasStack: true });
+  });
 });

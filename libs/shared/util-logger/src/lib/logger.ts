@@ -34,6 +34,9 @@ export interface CreateLoggerOptions {
   readonly destination?: pino.DestinationStream;
 }
 
+/** What is logged of a value that cannot be read at all. */
+const NOT_SERIALISABLE = '[not serialisable]';
+
 /**
  * A logged error, as pino's own serializer copies it (message, stack, every enumerable property, causes), with what a
  * client library attaches to its errors made safe: ioredis puts the failed command on the error, arguments and all,
@@ -52,27 +55,33 @@ export function serializeError(error: unknown): unknown {
       return redactSecrets(plainCopy(error, 0, new WeakSet()));
     }
   } catch {
-    return '[not serialisable]';
+    return NOT_SERIALISABLE;
   }
   try {
     return redactSecrets(plainCopy(pino.stdSerializers.err(error), 0, new WeakSet()));
   } catch {
-    // A property whose getter throws, or anything else odd: what is surely there, still redacted.
+    // pino's serializer writes a mark on the error (and on those it holds): a frozen one refuses it. Read only, then:
+    // its type, message, stack and own fields (found by re-review). Past that (a getter that throws), the message alone.
+    const readOnly = serializeForeignError(error);
+    if (readOnly !== NOT_SERIALISABLE) return readOnly;
     try {
       return { type: 'Error', message: redactSecrets(String(error.message)) };
     } catch {
-      return { type: 'Error', message: '[not serialisable]' };
+      return { type: 'Error', message: NOT_SERIALISABLE };
     }
   }
 }
 
-/** An error of another realm: its message and stack (not enumerable, so no plain copy has them), redacted. */
+/**
+ * An error read without writing to it (one of another realm, a frozen one): its type, message and stack (not
+ * enumerable, so no plain copy has them) and its own fields, redacted.
+ */
 function serializeForeignError(error: Error): unknown {
   try {
     const copy = plainCopy({ ...error }, 0, new WeakSet()) as Record<string, unknown>;
-    return redactSecrets({ type: String(error.name), message: String(error.message), stack: String(error.stack), ...copy });
+    return redactSecrets({ ...copy, type: String(error.name), message: String(error.message), stack: String(error.stack) });
   } catch {
-    return '[not serialisable]';
+    return NOT_SERIALISABLE;
   }
 }
 
