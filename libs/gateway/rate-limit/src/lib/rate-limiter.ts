@@ -115,14 +115,6 @@ function rejectionOf(result: TakeResult, limit: AppliedLimit, points: number, wi
 }
 
 /**
- * Enforces the rate limits a policy decision carries, shared by every gateway replica through Redis.
- * Request rates are fixed windows counted by rate-limiter-flexible (atomic INCRBY+PEXPIRE), taken in leases
- * (`QuotaLeases`): a replica counts a block of calls in Redis at once and admits them from memory, so most calls
- * cost no Redis round trip at all, none costs more than one, and all replicas together never admit more than the
- * limit. Concurrency bounds (calls in flight) are a Redis semaphore per call. All of one call's Redis commands
- * are sent in the same tick, which ioredis (auto-pipelining on) turns into one round trip.
- */
-/**
  * Whether a Redis command failed before it was sent: ioredis refuses at once, with no offline queue, while the
  * connection is down. (A command lost with its connection after it was sent may have run.)
  */
@@ -142,6 +134,15 @@ const MAX_RETRYING_RELEASES = 10_000;
 const ownTo = (subject: RateLimitSubject, limit: AppliedLimit): boolean =>
   subject.userId !== null ? limit.rateLimit.scope.includes('user') : subject.agentClientId !== null && limit.rateLimit.scope.includes('agent_client');
 
+/**
+ * Enforces the rate limits a policy decision carries, shared by every gateway replica through Redis.
+ * Request rates are fixed windows counted by rate-limiter-flexible (atomic INCRBY+PEXPIRE), taken in leases
+ * (`QuotaLeases`): a replica counts a block of calls in Redis at once and admits them from memory, so most calls
+ * cost no Redis round trip at all, and all replicas together never admit more than the limit. Concurrency bounds
+ * (calls in flight) are a Redis semaphore per call. A call's Redis commands are sent in the same tick, which ioredis
+ * (auto-pipelining on) turns into one round trip; two when both the caller's own limits and limits it shares with
+ * others apply (its own are judged first, `checkAll`).
+ */
 export class RateLimitService {
   private readonly limiters = new Map<string, RateLimiterRedis>();
   private readonly semaphore: SemaphoreClient;
@@ -238,7 +239,7 @@ export class RateLimitService {
     // Settled from the start: a failed acquire waited on only after the rates (which may take longer) was a rejection
     // nobody handled for that while, and that ends the process (found by a review).
     const acquired = Promise.allSettled(concurrencyChecks.map((check) => withTimeout(check.acquire, this.options.redisTimeoutMs)));
-    let { unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks), false, null);
+    let { unavailable, rejection } = this.judgeRates(await Promise.allSettled(rateChecks));
     (await acquired).forEach((result, index) => {
       const check = concurrencyChecks[index];
       if (!check) return;
@@ -292,11 +293,9 @@ export class RateLimitService {
   }
 
   /** Folds settled rate checks into whether Redis failed and which refusal to answer with. */
-  private judgeRates(
-    results: readonly PromiseSettledResult<RateLimitOutcome | null>[],
-    unavailable: boolean,
-    rejection: RateLimitOutcome | null,
-  ): { unavailable: boolean; rejection: RateLimitOutcome | null } {
+  private judgeRates(results: readonly PromiseSettledResult<RateLimitOutcome | null>[]): { unavailable: boolean; rejection: RateLimitOutcome | null } {
+    let unavailable = false;
+    let rejection: RateLimitOutcome | null = null;
     for (const result of results) {
       if (result.status === 'rejected') {
         unavailable = true;

@@ -362,7 +362,7 @@ export function secretMaskOf(config: UpstreamSecrets): SecretMask {
  * middles of 6 bytes, 8 characters; a first floor of 12 characters left passwords of 8 to 10 readable, found by
  * re-review).
  */
-export function base64Cores(credentials: readonly string[]): string[] {
+function base64Cores(credentials: readonly string[]): string[] {
   const cores: string[] = [];
   for (const credential of credentials) {
     const bytes = Buffer.from(credential, 'utf8');
