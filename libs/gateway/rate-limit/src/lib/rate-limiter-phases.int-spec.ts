@@ -66,6 +66,26 @@ async function blinkingRedis() {
  * Which limits a call refused by another one still counts against, and how slots come back after Redis blinks (found by
  * reviews, 2026-12-07; ADR 0011's amendments).
  */
+/** A proxy in front of a Redis on 127.0.0.1:`port` that holds each reply back `delayMs()` (0: none), in order. */
+async function delayingProxy(port: number, delayMs: () => number): Promise<{ url: string; close: () => void }> {
+  const proxy = createServer((inbound) => {
+    const outbound = connect(port, '127.0.0.1');
+    inbound.on('error', () => undefined);
+    outbound.on('error', () => undefined);
+    inbound.pipe(outbound);
+    let last = 0;
+    outbound.on('data', (chunk) => {
+      const at = Math.max(Date.now() + delayMs(), last);
+      last = at;
+      if (at <= Date.now()) inbound.write(chunk);
+      else setTimeout(() => inbound.write(chunk), at - Date.now());
+    });
+    inbound.on('close', () => outbound.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return { url: `redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, close: () => proxy.close() };
+}
+
 describe("RateLimitService: the caller's own limits judged first", () => {
   it("does not count a call a user's own rate refuses against the limit the tenant's principals share", async () => {
     const limits = service();
@@ -118,17 +138,8 @@ describe("RateLimitService: the caller's own limits judged first", () => {
 
   it('fails closed within one Redis timeout when the per-principal phase cannot reach Redis, not two', async () => {
     // Redis behind a proxy that holds every reply back 1.5 s.
-    const target = new URL(inject('redisUrl'));
-    const proxy = createServer((inbound) => {
-      const outbound = connect(Number(target.port || 6379), target.hostname);
-      inbound.on('error', () => undefined);
-      outbound.on('error', () => undefined);
-      inbound.pipe(outbound);
-      outbound.on('data', (chunk) => setTimeout(() => inbound.write(chunk), 1_500));
-      inbound.on('close', () => outbound.destroy());
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const slow = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-slow');
+    const proxy = await delayingProxy(Number(new URL(inject('redisUrl')).port || 6379), () => 1_500);
+    const slow = createRateLimitRedis(proxy.url, 'rl-slow');
     try {
       await new Promise<void>((resolve) => slow.once('ready', () => resolve()));
       const limits = new RateLimitService({ redis: slow, keyPrefix: prefix(), redisTimeoutMs: 400, concurrencyLeaseMs: 30_000 });
@@ -333,16 +344,8 @@ describe('RateLimitService: acquires given up on, against a Redis of its own (it
   it('gives back the slot when Redis runs a given-up acquire after a release would have (script re-sent after NOSCRIPT; found by re-review)', async () => {
     // Replies held back 1 s while `slow` (a slow network path back); requests go straight through.
     const state = { slow: false };
-    const proxy = createServer((inbound) => {
-      const outbound = connect(port, '127.0.0.1');
-      inbound.on('error', () => undefined);
-      outbound.on('error', () => undefined);
-      inbound.pipe(outbound);
-      outbound.on('data', (chunk) => (state.slow ? setTimeout(() => inbound.write(chunk), 1_000) : inbound.write(chunk)));
-      inbound.on('close', () => outbound.destroy());
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const client = createRateLimitRedis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, 'rl-late');
+    const proxy = await delayingProxy(port, () => (state.slow ? 1_000 : 0));
+    const client = createRateLimitRedis(proxy.url, 'rl-late');
     try {
       await new Promise<void>((resolve) => client.once('ready', () => resolve()));
       const limits = new RateLimitService({ redis: client, keyPrefix: prefix(), redisTimeoutMs: 300, concurrencyLeaseMs: 60_000 });
