@@ -353,6 +353,35 @@ describe('HEAD', () => {
   });
 });
 
+describe('methods neither transport defines', () => {
+  it('are 405 with Allow on each endpoint, an unknown tenant included, without reading a declared body', async () => {
+    const sessionId = await newSession();
+    const cases = [
+      ['PUT', 'mcp', 'GET, POST, DELETE'],
+      ['PATCH', 'mcp', 'GET, POST, DELETE'],
+      ['POST', 'sse', 'GET'],
+      ['DELETE', 'sse', 'GET'],
+      ['PUT', 'sse', 'GET'],
+      ['GET', 'messages', 'POST'],
+      ['DELETE', 'messages', 'POST'],
+      ['PATCH', 'messages', 'POST'],
+      ['HEAD', 'messages', 'POST'],
+    ] as const;
+    for (const [method, endpoint, allow] of cases) {
+      for (const slug of [tenant.slug, 'no-such-tenant']) {
+        const res = await raw(method, `/t/${slug}/${endpoint}`, { ...postHeaders({ 'mcp-session-id': sessionId }) }, method === 'HEAD' || method === 'GET' ? undefined : initBody());
+        expect(res.status, `${method} ${endpoint}`).toBe(405);
+        expect(res.headers['allow'], `${method} ${endpoint}`).toBe(allow);
+        if (method !== 'HEAD') expect(JSON.parse(res.body)).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Method Not Allowed' } });
+      }
+    }
+    // A body larger than the limit is not read: still 405, not 413, and the connection is closed.
+    const big = await raw('PUT', `/t/${tenant.slug}/mcp`, postHeaders(), Buffer.alloc(8 * 1024 * 1024, 0x20));
+    expect(big.status).toBe(405);
+    expect(big.headers['connection']).toBe('close');
+  });
+});
+
 describe('POST details', () => {
   it('refuses a body in a content coding (gzip, or labelled deflate but plain) with 415 and Accept-Encoding: identity', async () => {
     for (const [coding, body] of [['gzip', gzipSync(initBody())], ['deflate', initBody()], ['identity, br', initBody()]] as const) {

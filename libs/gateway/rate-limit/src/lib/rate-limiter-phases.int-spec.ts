@@ -136,7 +136,10 @@ describe("RateLimitService: the caller's own limits judged first", () => {
     limits.close();
   });
 
-  it('fails closed within one Redis timeout when the per-principal phase cannot reach Redis, not two', async () => {
+  it.each([
+    ['closed', { allowed: false, reason: 'unavailable' }],
+    ['open', { allowed: true, degraded: true }],
+  ] as const)('decides fail-%s within one Redis timeout when the per-principal phase cannot reach Redis, not two', async (failMode, expected) => {
     // Redis behind a proxy that holds every reply back 1.5 s.
     const proxy = await delayingProxy(Number(new URL(inject('redisUrl')).port || 6379), () => 1_500);
     const slow = createRateLimitRedis(proxy.url, 'rl-slow');
@@ -145,9 +148,9 @@ describe("RateLimitService: the caller's own limits judged first", () => {
       const limits = new RateLimitService({ redis: slow, keyPrefix: prefix(), redisTimeoutMs: 400, concurrencyLeaseMs: 30_000 });
       const perUser: AppliedLimit = { ruleId: 'r-user', rateLimit: { scope: ['user'], requests: 5, windowSeconds: 60 } };
       const started = Date.now();
-      const outcome = await limits.check(userCall('alice'), [tenantWide, perUser], 'closed');
+      const outcome = await limits.check(userCall('alice'), [tenantWide, perUser], failMode);
       const took = Date.now() - started;
-      expect(outcome).toMatchObject({ allowed: false, reason: 'unavailable' });
+      expect(outcome).toMatchObject(expected);
       // GATEWAY_RATE_LIMIT_TIMEOUT_MS bounds a check (400 ms here); it took two of them back to back.
       expect(took).toBeLessThan(700);
       limits.close();

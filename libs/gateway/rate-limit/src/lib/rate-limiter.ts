@@ -207,8 +207,10 @@ export class RateLimitService {
         releaseHeld();
         return outcome.rejection;
       }
-      // Refused whatever the rest says: not counted against them, nor waited for a second time.
-      if (unavailable && failMode === 'closed') {
+      // Redis failed: a fail-closed tenant is refused whatever the rest says (not counted against them); a fail-open one
+      // is admitted as degraded without asking Redis again (the next phase waited out a second timeout; found by a review).
+      if (unavailable) {
+        if (failMode === 'open') break;
         releaseHeld();
         return UNAVAILABLE;
       }

@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import {
   allowsBatches,
   primesStreams,
@@ -893,17 +893,25 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       return reply;
     });
 
-    // HEAD is not part of either transport: Fastify would run the GET handlers for it (opening a stream whose events
-    // the client never receives, and which displaces its real one). 405 with the methods that are.
-    const noHead = (allow: string) => (request: FastifyRequest, reply: FastifyReply) => {
-      void reply
+    // A method neither transport defines on one of its endpoints: 405 naming the ones it takes (RFC 9110 §15.5.6),
+    // answered in onRequest, before any body is read (one declared closes the connection rather than be drained).
+    // HEAD among them: Fastify would run the GET handlers for it (opening a stream whose events the client never
+    // receives, and which displaces its real one).
+    const notAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+      if (declaresBody(request.headers)) reply.header('connection', 'close');
+      return reply
         .code(405)
         .header('allow', allow)
         .header('content-type', 'application/json')
         .send(JSON.stringify(rpcError(null, JSON_RPC.INVALID_REQUEST, 'Method Not Allowed', traceIdOf(request))));
     };
-    scope.head('/t/:tenant/mcp', noHead('GET, POST, DELETE'));
-    scope.head('/t/:tenant/sse', noHead('GET'));
+    const refuseMethods = (url: string, methods: HTTPMethods[], allow: string) => {
+      const refuse = notAllowed(allow);
+      scope.route({ method: methods, url, onRequest: refuse, handler: refuse });
+    };
+    refuseMethods('/t/:tenant/mcp', ['HEAD', 'PUT', 'PATCH'], 'GET, POST, DELETE');
+    refuseMethods('/t/:tenant/sse', ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], 'GET');
+    refuseMethods('/t/:tenant/messages', ['HEAD', 'GET', 'PUT', 'PATCH', 'DELETE'], 'POST');
 
     // CORS preflight of a browser client: allowed origins (GATEWAY_ALLOWED_ORIGINS) get the methods and headers these
     // endpoints take; any other origin, or a Host not allowed, a 403. No credential is needed (browsers send none).
