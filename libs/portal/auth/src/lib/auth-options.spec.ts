@@ -46,6 +46,17 @@ describe('portal sign-in', () => {
     expect(await signIn(undefined)).toBe(false);
   });
 
+  it('refuses a sub or email longer than OIDC and SMTP allow, or a missing sub (both go into the cookie whole)', async () => {
+    const local = 'a'.repeat(64);
+    const longest = `${local}@${'d'.repeat(180)}.example.test`.slice(0, 254);
+    expect(await signIn({ iss: ISS, sub: 's'.repeat(255), email: longest })).toBe(true);
+    expect(await signIn({ iss: ISS, sub: 's', email: `${longest}x` })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 's'.repeat(256), email: 'ada@example.test' })).toBe(false);
+    expect(await signIn({ iss: ISS, email: 'ada@example.test' })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: '', email: 'ada@example.test' })).toBe(false);
+    expect(await signIn({ iss: ISS, sub: 42, email: 'ada@example.test' })).toBe(false);
+  });
+
   it('needs an ID token of the configured issuer (a multi-tenant provider signs tokens for other tenants too)', async () => {
     expect(await signIn({ iss: `${ISS}/`, sub: 's', email: 'ada@example.test' })).toBe(true);
     expect(await signIn({ iss: 'https://login.example.test/other-tenant/v2.0', sub: 's', email: 'ada@example.test' })).toBe(false);
@@ -135,6 +146,15 @@ describe('portal session lifetime', () => {
     expect(JSON.stringify(withToken).length).toBeLessThan(9_000);
     // What goes into the cookie stays far below Node's 16 KiB of headers (encryption adds about a third).
     expect(JSON.stringify(signedIn).length).toBeLessThan(8_000);
+  });
+
+  it('cuts a long display name short and falls back to the email for a name that is not a non-blank string', async () => {
+    const long = (await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test', name: 'N'.repeat(100_000) })) as Record<string, unknown>;
+    expect(long['name']).toBe(`${'N'.repeat(199)}…`);
+    expect(JSON.stringify(long).length).toBeLessThan(1_000);
+    for (const name of [{ first: 'Ada' }, 42, '   ', '']) {
+      expect(await jwt({}, { iss: ISS, sub: 'ada', email: 'ada@example.test', name })).toMatchObject({ name: 'ada@example.test' });
+    }
   });
 
   it('ends a session from before the sign-in time was recorded', async () => {

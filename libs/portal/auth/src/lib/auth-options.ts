@@ -118,6 +118,12 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
           logger.warn({ event: 'sign-in.refused', reason: 'no_verified_email', configuredIssuer: issuer }, 'sign-in refused: the ID token has no email the provider vouches for');
           return false;
         }
+        // Both go into the session cookie whole and name the person everywhere: no address is longer than SMTP allows,
+        // and OIDC bounds `sub` (a provider sending more made a cookie past Node's 16 KiB of headers: every request 431).
+        if (claims.email.length > MAX_EMAIL || typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > MAX_SUBJECT) {
+          logger.warn({ event: 'sign-in.refused', reason: 'malformed_identity', configuredIssuer: issuer }, 'sign-in refused: the ID token\'s sub or email is missing or longer than OIDC and SMTP allow');
+          return false;
+        }
         return true;
       },
       redirect: ({ url, baseUrl }) => sameOriginRedirect(url, baseUrl),
@@ -128,7 +134,7 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
           next.sid = crypto.randomUUID();
           next.sub = claims.sub;
           next.email = claims.email ?? null;
-          next.name = claims.name ?? claims.email ?? null;
+          next.name = displayName(claims.name) ?? claims.email ?? null;
           next.groups = sessionGroups(claims.groups);
           next.authTime = nowSeconds();
           // Kept (in the encrypted cookie) for signing out at the provider too, if small; never shown to pages.
@@ -168,4 +174,16 @@ export function createAuthOptions(settings: PortalAuthSettings, logger: Logger, 
       },
     },
   };
+}
+
+/** RFC 5321's longest address (a path of 256 octets less its angle brackets), and OpenID Connect's longest `sub`. */
+const MAX_EMAIL = 254;
+const MAX_SUBJECT = 255;
+/** A display name is only shown: a longer one is cut short rather than refused. */
+const MAX_DISPLAY_NAME = 200;
+
+/** The `name` claim as shown: a non-blank string, cut to MAX_DISPLAY_NAME; undefined otherwise. */
+function displayName(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value.trim() === '') return undefined;
+  return value.length > MAX_DISPLAY_NAME ? `${value.slice(0, MAX_DISPLAY_NAME - 1)}…` : value;
 }
