@@ -245,6 +245,36 @@ describe('RedisReplayLog (real Redis)', () => {
     ]);
   });
 
+  it.each([
+    { name: 'with a blocking read', maxFollowers: 8 },
+    { name: 'by polling', maxFollowers: 0 },
+  ])('stops following from an id past the stream\'s end once the stream has ended, not when its log expires ($name)', async ({ maxFollowers }) => {
+    const log = new RedisReplayLog(redis, { ...OPTIONS, leaseMs: 600, maxFollowers }, logger);
+    const sessionId = session();
+    const streamId = newStreamId('p');
+    const writer = log.open(sessionId, streamId, [1]);
+    writer.append(1, 'progress', false);
+    await settle();
+    // An agent's Last-Event-ID of event 9: the stream never gets that far.
+    const seen: ReplayEntry[] = [];
+    const started = Date.now();
+    const following = log.follow(sessionId, streamId, 9, (entry) => seen.push(entry), new AbortController().signal);
+    setTimeout(() => writer.append(2, 'answer', true), 200);
+    expect(await following).toBe('gone');
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(seen).toEqual([]);
+    // Still running (no final entry yet) from a later id: followed as before, the answer handed over when it comes.
+    const running = newStreamId('p');
+    const another = new RedisReplayLog(redis, { ...OPTIONS, maxFollowers }, logger).open(sessionId, running, [2]);
+    another.append(1, 'progress', false);
+    await settle();
+    const later: ReplayEntry[] = [];
+    const followingRunning = new RedisReplayLog(redis, { ...OPTIONS, maxFollowers }, logger).follow(sessionId, running, 3, (entry) => later.push(entry), new AbortController().signal);
+    setTimeout(() => another.append(4, 'answer', true), 800);
+    expect(await followingRunning).toBe('final');
+    expect(later).toEqual([{ seq: 4, data: 'answer', final: true }]);
+  });
+
   it('stops following when aborted', async () => {
     const log = new RedisReplayLog(redis, OPTIONS, logger);
     const sessionId = session();

@@ -307,12 +307,18 @@ export class RedisReplayLog implements ReplayLog {
     let last = afterSeq;
     let idleSince = Date.now();
     /**
-     * After a stretch without entries: 'gone' (expired), 'lost' (the writer's lease ran out with no answer logged; one
-     * last read first, as the answer may have come just before), or the entries that came meanwhile.
+     * After a stretch without entries: 'gone' (expired, or ended at or before the entry followed from: an agent's
+     * Last-Event-ID past the stream's end, which would otherwise be followed until the log expired), 'lost' (the writer's
+     * lease ran out with no answer logged; one last read first, as the answer may have come just before), or the
+     * entries that came meanwhile.
      */
     const look = async (): Promise<'gone' | 'lost' | RawEntry[]> => {
-      const [exists, now, until] = (await this.redis.pipeline().exists(key).time().hget(leaseOf(key), 'until').exec()) ?? [];
+      const [exists, now, until, newest] =
+        (await this.redis.pipeline().exists(key).time().hget(leaseOf(key), 'until').xrevrange(key, '+', '-', 'COUNT', 1).exec()) ?? [];
       if (exists?.[1] === 0) return 'gone';
+      const [newestRaw] = (newest?.[1] ?? []) as RawEntry[];
+      const end = newestRaw ? toEntry(newestRaw) : undefined;
+      if (end?.final && end.seq <= last) return 'gone';
       const [seconds, micros] = (now?.[1] ?? []) as [string?, string?];
       const deadline = Number(until?.[1] ?? NaN);
       // No lease (a writer that records none, or one evicted or lost in a failover): not known to be dead.
