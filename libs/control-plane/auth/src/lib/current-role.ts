@@ -1,5 +1,6 @@
 import type { TenantTransaction } from '@portcullis/data/db';
-import type { TenantRole } from './permissions';
+import { AppError } from '@portcullis/shared/util-errors';
+import { roleGrants, type TenantPermission, type TenantRole } from './permissions';
 import type { TenantScope } from './principal';
 
 /**
@@ -13,4 +14,17 @@ export async function currentRole(scope: TenantScope, tx: TenantTransaction): Pr
   const rows = await tx.$queryRaw<{ role: TenantRole }[]>`
     SELECT role FROM memberships WHERE tenant_id = ${scope.tenantId}::uuid AND user_id = ${scope.actor.userId}::uuid FOR SHARE`;
   return rows[0]?.role;
+}
+
+/**
+ * Refuses (403) a change whose actor no longer holds `permission` in the tenant, read in the change's own transaction
+ * (`currentRole`): a change that waited its turn (the tenant's write queue, the snapshot lock) after the access guard let
+ * it in lands only if the actor is still allowed it, so none lands after their removal or demotion was answered (found
+ * by a review: a removed admin's queued policy save set the tenant to allow everything).
+ */
+export async function assertRoleStillGrants(scope: TenantScope, permission: TenantPermission, tx: TenantTransaction): Promise<void> {
+  const role = await currentRole(scope, tx);
+  if (role === undefined || !roleGrants(role, permission)) {
+    throw new AppError('FORBIDDEN', 'Your role in this tenant no longer allows this change (it changed after the request was sent).');
+  }
 }

@@ -33,7 +33,7 @@ export class AgentClientsService {
   }
 
   async create(scope: TenantScope, body: CreateAgentClientRequest): Promise<AgentClientResponse> {
-    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:agent-clients:write', async (tx) => {
       if (await this.repository.findByName(scope.tenantId, tx, body.name)) throw agentClientErrors.nameTaken(body.name);
       const row = await this.repository.create(scope.tenantId, tx, {
         name: body.name,
@@ -66,7 +66,7 @@ export class AgentClientsService {
    * approval are cancelled with it, as a revoked key's are (an approver should not be asked about them).
    */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { cancelled, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { cancelled, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:agent-clients:write', async (tx) => {
       const existing = await this.repository.find(scope.tenantId, tx, id);
       const removed = existing ? await this.repository.delete(scope.tenantId, tx, id) : null;
       if (!existing || !removed) throw agentClientErrors.notFound();

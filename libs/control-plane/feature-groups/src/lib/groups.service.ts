@@ -7,7 +7,7 @@ import type {
   PageQuery,
   UpdateGroupRequest,
 } from '@portcullis/contracts/api';
-import { assertTenantWritable, type TenantScope } from '@portcullis/control-plane/auth';
+import { assertRoleStillGrants, assertTenantWritable, type TenantScope } from '@portcullis/control-plane/auth';
 import { AuditEmitter, type StagedAuditEvent } from '@portcullis/control-plane/change-events';
 import { PolicySnapshotWriter, type WrittenSnapshot } from '@portcullis/control-plane/feature-policies';
 import { isUniqueViolation, pageRequest, toPage, type Page } from '@portcullis/control-plane/http';
@@ -47,7 +47,7 @@ export class GroupsService {
   }
 
   async create(scope: TenantScope, body: CreateGroupRequest): Promise<GroupResponse> {
-    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:groups:write', async (tx) => {
       if (await this.repository.findByExternalId(scope.tenantId, tx, body.externalId)) throw groupErrors.externalIdTaken(body.externalId);
       const row = await this.repository.create(scope.tenantId, tx, body);
       const snapshot = await this.snapshots.rebuildOrConflict(scope.tenantId, tx, scope.actor.userId, 'group.create');
@@ -61,6 +61,7 @@ export class GroupsService {
 
   async rename(scope: TenantScope, id: string, body: UpdateGroupRequest): Promise<GroupResponse> {
     const { after, staged } = await withTenant(this.db, scope.tenantId, async (tx) => {
+      await assertRoleStillGrants(scope, 'tenant:groups:write', tx);
       await assertTenantWritable(scope.tenantId, tx);
       // Locked first: two renames at once both read the old name otherwise, and the second recorded it as what it
       // replaced (its update waited for the first's and replaced the first's name).
@@ -75,7 +76,7 @@ export class GroupsService {
 
   /** Refused with 409 naming each rule while an enabled rule still refers to the group (nothing is deleted then). */
   async delete(scope: TenantScope, id: string): Promise<void> {
-    const { snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:groups:write', async (tx) => {
       // Locked first, as for a rename: a rename committed while this waited left the name read before it as "before".
       const before = await this.repository.findForUpdate(scope.tenantId, tx, id);
       if (!before || !(await this.repository.delete(scope.tenantId, tx, id))) throw groupErrors.notFound();
@@ -95,7 +96,7 @@ export class GroupsService {
   }
 
   async addMember(scope: TenantScope, groupId: string, body: AddGroupMemberRequest): Promise<GroupMemberResponse> {
-    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:groups:write', async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       if (!(await this.repository.isTenantMember(scope.tenantId, tx, body.userId))) throw groupErrors.notATenantMember();
       if (await this.repository.findMember(scope.tenantId, tx, groupId, body.userId)) throw groupErrors.alreadyInGroup();
@@ -112,7 +113,7 @@ export class GroupsService {
   }
 
   async removeMember(scope: TenantScope, groupId: string, userId: string): Promise<void> {
-    const { snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:groups:write', async (tx) => {
       if (!(await this.repository.find(scope.tenantId, tx, groupId))) throw groupErrors.notFound();
       const before = await this.repository.findMember(scope.tenantId, tx, groupId, userId);
       if (!before || !(await this.repository.removeMember(scope.tenantId, tx, groupId, userId))) throw groupErrors.memberNotFound();

@@ -28,7 +28,7 @@ export class MembersService {
   }
 
   async add(scope: TenantScope, body: AddMemberRequest): Promise<MemberResponse> {
-    const { row, snapshot, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { row, snapshot, staged } = await this.snapshots.transaction(scope, null, async (tx) => {
       assertMayManage(await this.actorRole(scope, tx), null, body.role);
       const user = await this.repository.findOrCreateUser(tx, body.email);
       if (await this.repository.findByUser(scope.tenantId, tx, user.id)) throw memberErrors.alreadyMember(body.email);
@@ -52,7 +52,7 @@ export class MembersService {
    */
   async changeRole(scope: TenantScope, id: string, body: UpdateMemberRequest): Promise<MemberResponse> {
     const revokedAt = new Date();
-    const { after, snapshot, revoked, cancelled, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { after, snapshot, revoked, cancelled, staged } = await this.snapshots.transaction(scope, null, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();
@@ -80,7 +80,7 @@ export class MembersService {
    */
   async remove(scope: TenantScope, id: string): Promise<void> {
     const revokedAt = new Date();
-    const { snapshot, revoked, cancelled, staged } = await this.snapshots.transaction(scope.tenantId, async (tx) => {
+    const { snapshot, revoked, cancelled, staged } = await this.snapshots.transaction(scope, null, async (tx) => {
       const ownerCount = await this.repository.lockOwners(scope.tenantId, tx);
       const existing = await this.repository.find(scope.tenantId, tx, id);
       if (!existing) throw memberErrors.notFound();

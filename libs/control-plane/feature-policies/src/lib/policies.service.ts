@@ -53,7 +53,7 @@ export class PoliciesService {
     const { tenantId } = scope;
     const data = { defaultEffect: body.defaultEffect, description: body.description ?? null, actorId: scope.actor.userId };
 
-    const outcome = await this.writer.transaction(tenantId, async (tx) => {
+    const outcome = await this.writer.transaction(scope, 'tenant:policies:write', async (tx) => {
       // Serialise with every other snapshot writer of this tenant before reading the version.
       await this.repository.lockSnapshots(tenantId, tx);
       const existing = await this.repository.findPolicy(tenantId, tx);

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import type { PolicyRuleSource } from '@portcullis/contracts/policy-ir';
-import { assertTenantWritable } from '@portcullis/control-plane/auth';
+import { assertRoleStillGrants, assertTenantWritable, type TenantPermission, type TenantScope } from '@portcullis/control-plane/auth';
 import { ChangePublisher } from '@portcullis/control-plane/change-events';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction, type TransactionOptions } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
@@ -42,15 +42,19 @@ export class PolicySnapshotWriter {
   /**
    * `withTenant` for a change that writes the tenant's snapshot (it calls `rebuild`, `rebuildOrConflict` or `lock`):
    * started once this process's earlier changes of the tenant have finished, so a change waiting its turn holds no
-   * pool connection. More than `MAX_QUEUED_CHANGES_PER_TENANT` waiting: 429, nothing done. A tenant suspended since
-   * the access guard let the request in: 409, nothing done (`assertTenantWritable`).
+   * pool connection. More than `MAX_QUEUED_CHANGES_PER_TENANT` waiting: 429, nothing done. An actor who no longer
+   * holds `permission` (removed or demoted since the access guard let the request in): 403, nothing done
+   * (`assertRoleStillGrants`); null for a caller that reads the role itself after locks of its own (members). A tenant
+   * suspended since: 409, nothing done (`assertTenantWritable`).
    */
-  transaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+  transaction<T>(scope: TenantScope, permission: TenantPermission | null, fn: (tx: TenantTransaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    const { tenantId } = scope;
     return this.queue.run(tenantId, () =>
       withTenant(
         this.db,
         tenantId,
         async (tx) => {
+          if (permission !== null) await assertRoleStillGrants(scope, permission, tx);
           await assertTenantWritable(tenantId, tx);
           return fn(tx);
         },

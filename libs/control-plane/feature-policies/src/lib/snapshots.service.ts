@@ -38,7 +38,7 @@ export class SnapshotsService {
    */
   async rollback(scope: TenantScope, version: number): Promise<{ policy: SavedPolicyResponse; etag: string }> {
     const { tenantId } = scope;
-    const outcome = await this.writer.transaction(tenantId, async (tx) => {
+    const outcome = await this.writer.transaction(scope, 'tenant:policies:write', async (tx) => {
       await this.repository.lockSnapshots(tenantId, tx);
       const target = await this.repository.snapshotSource(tenantId, tx, version);
       if (!target) throw policyErrors.snapshotNotFound();

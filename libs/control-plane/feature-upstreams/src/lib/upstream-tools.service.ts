@@ -137,7 +137,7 @@ export class UpstreamToolsService {
     const durationMs = Date.now() - started;
     // What of its configuration the upstream may quote back, masked in what is stored and answered (ADR 0013).
     const mask = secretMaskOf(target);
-    const { rows, counts, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
+    const { rows, counts, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:upstreams:write', async (tx) => {
       // The upstream may have been deleted while we were connected, or edited: what was found then is another server's
       // (or was reached another way), not this configuration's, and is not stored as its definitions.
       await this.tools.lockUpstream(tenantId, tx, upstreamId);
@@ -198,7 +198,7 @@ export class UpstreamToolsService {
 
   async approve(scope: TenantScope, upstreamId: string, toolId: string, body: ApproveUpstreamToolRequest): Promise<UpstreamToolResponse> {
     const { tenantId } = scope;
-    const { after, mask, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
+    const { after, mask, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:upstream-tools:approve', async (tx) => {
       const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
       const mask = await this.secretMask(tenantId, tx, upstream);
       const row = await this.tools.find(tenantId, tx, upstreamId, toolId);
@@ -239,7 +239,7 @@ export class UpstreamToolsService {
   async forget(scope: TenantScope, upstreamId: string, query: ForgetUpstreamToolsQuery): Promise<ForgetUpstreamToolsResponse> {
     const { tenantId } = scope;
     const onlyRemoved = query.state === 'removed';
-    const { forgotten, snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
+    const { forgotten, snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:upstream-tools:approve', async (tx) => {
       await this.requireUpstream(tenantId, tx, upstreamId);
       // Not while a test connection of the upstream is storing what it found.
       await this.tools.lockUpstream(tenantId, tx, upstreamId);

@@ -67,7 +67,7 @@ export class UpstreamsService {
     const id = newId();
     const headers = body.transport === 'stdio' ? undefined : this.seal(tenantId, id, 'headers', body.headers);
     const env = body.transport === 'stdio' ? this.seal(tenantId, id, 'env', body.env) : undefined;
-    const { record, snapshot, staged } = await this.inTransaction(tenantId, async (tx) => {
+    const { record, snapshot, staged } = await this.inTransaction(scope, async (tx) => {
       await this.assertAvailable(tenantId, tx, { name: body.name, toolPrefix: body.toolPrefix });
       const record = await this.repository.create(tenantId, tx, {
         id,
@@ -104,7 +104,7 @@ export class UpstreamsService {
     const { tenantId } = scope;
     const expected = parseIfMatch(ifMatch);
     if (expected === null) throw upstreamErrors.ifMatchMalformed();
-    const { after, snapshot, staged } = await this.inTransaction(tenantId, async (tx) => {
+    const { after, snapshot, staged } = await this.inTransaction(scope, async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing) throw upstreamErrors.notFound();
       if (expected !== undefined && expected !== existing.version) throw upstreamErrors.stale(existing.version);
@@ -146,7 +146,7 @@ export class UpstreamsService {
 
   async delete(scope: TenantScope, id: string): Promise<void> {
     const { tenantId } = scope;
-    const { snapshot, staged } = await this.snapshots.transaction(tenantId, async (tx) => {
+    const { snapshot, staged } = await this.snapshots.transaction(scope, 'tenant:upstreams:write', async (tx) => {
       const existing = await this.repository.find(tenantId, tx, id);
       if (!existing || !(await this.repository.delete(tenantId, tx, id))) throw upstreamErrors.notFound();
       const snapshot = await this.snapshots.rebuildOrConflict(tenantId, tx, scope.actor.userId, 'upstream.delete');
@@ -257,9 +257,9 @@ export class UpstreamsService {
     return result;
   }
 
-  private async inTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+  private async inTransaction<T>(scope: TenantScope, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
     try {
-      return await this.snapshots.transaction(tenantId, fn);
+      return await this.snapshots.transaction(scope, 'tenant:upstreams:write', fn);
     } catch (error) {
       if (isUniqueViolation(error)) throw upstreamErrors.conflict();
       throw error;
