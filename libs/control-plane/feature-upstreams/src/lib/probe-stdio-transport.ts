@@ -26,6 +26,22 @@ export class ProbeLineTooLong extends Error {
   }
 }
 
+/** The server stopped reading its stdin with more than `STDIN_MAX_BYTES` waiting for it. */
+export class ProbeStdinFull extends Error {
+  constructor() {
+    super('the stdio server stopped reading what was sent to it');
+    this.name = 'ProbeStdinFull';
+  }
+}
+
+/**
+ * Unread input a server may leave waiting in the control plane's memory: bytes (the gateway's bound, ADR 0008) and
+ * messages. A test has a handful in flight; each one waiting holds the SDK's state of the request it answers (about
+ * 4 KiB), so small answers to a flood of pings reached 800 MiB before the bytes did (found by a review).
+ */
+const STDIN_MAX_BYTES = 8 * 1024 * 1024;
+const STDIN_MAX_MESSAGES = 1_000;
+
 /**
  * The test connection's stdio transport, started as the gateway starts stdio servers (ADR 0008) rather than as the
  * SDK's `StdioClientTransport` does: with the configured environment only (the SDK's adds the control plane's HOME,
@@ -43,6 +59,8 @@ export class ProbeStdioTransport implements Transport {
   private pieces: string[] = [];
   private pendingLength = 0;
   private closed = false;
+  /** Messages handed to the server's stdin that it has not taken yet. */
+  private unwritten = 0;
 
   constructor(
     private readonly target: ProbeStdioTarget,
@@ -84,8 +102,21 @@ export class ProbeStdioTransport implements Transport {
   send(message: JSONRPCMessage): Promise<void> {
     const stdin = this.child?.stdin;
     if (stdin === undefined || this.closed) return Promise.reject(new Error('the stdio server is not running'));
+    // A server that stops reading while it sends requests (pings the client answers) had every answer held here, without
+    // bound: hundreds of MiB within one test (found by a review). Past the bound the test ends.
+    if (stdin.writableLength > STDIN_MAX_BYTES || this.unwritten >= STDIN_MAX_MESSAGES) {
+      const full = new ProbeStdinFull();
+      this.onerror?.(full);
+      void this.close();
+      return Promise.reject(full);
+    }
+    this.unwritten += 1;
     return new Promise((resolve, reject) => {
-      stdin.write(serializeMessage(message), (error) => (error ? reject(error) : resolve()));
+      stdin.write(serializeMessage(message), (error) => {
+        this.unwritten -= 1;
+        if (error) reject(error);
+        else resolve();
+      });
     });
   }
 

@@ -314,6 +314,46 @@ describe('probeUpstream over stdio', () => {
     expect(await reasonOf(probeStdio({ FLOOD: '1' }))).toBe('too_large');
   }, 20_000);
 
+  it('ends the test when the server stops reading and sends pings: the answers waiting for it stay bounded (found by a review)', async () => {
+    // It stops reading its stdin after the listing starts, then writes pings as fast as the pipe takes them: each
+    // answer the client writes back waits in the control plane's memory (894 MiB within 6 s before the bound).
+    const pinger = `
+      const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
+      let buffered = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (chunk) => {
+        buffered += chunk;
+        for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
+          const message = JSON.parse(buffered.slice(0, at));
+          buffered = buffered.slice(at + 1);
+          if (message.method === 'initialize') {
+            send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'pinger', version: '1' } } });
+          } else if (message.method === 'tools/list') {
+            process.stdin.pause();
+            let id = 1;
+            const block = () => { let text = ''; for (let i = 0; i < 2000; i++) text += '{"jsonrpc":"2.0","id":' + (id++) + ',"method":"ping"}\\n'; return text; };
+            const more = () => { while (process.stdout.write(block())); process.stdout.once('drain', more); };
+            more();
+          }
+        }
+      });`;
+    const before = process.memoryUsage();
+    const used = (now: NodeJS.MemoryUsage) => now.heapUsed + now.external + now.arrayBuffers - (before.heapUsed + before.external + before.arrayBuffers);
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, used(process.memoryUsage()))), 50);
+    const started = Date.now();
+    const reason = await reasonOf(
+      probeUpstream(
+        { transport: 'stdio', url: null, headers: {}, command: process.execPath, args: ['-e', pinger], env: {} },
+        { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 6_000, maxItemsPerKind: 100 },
+      ),
+    );
+    clearInterval(sampler);
+    expect(reason).toBe('not_mcp');
+    expect(Date.now() - started).toBeLessThan(6_000);
+    expect(peak).toBeLessThan(96 * 1024 * 1024);
+  }, 30_000);
+
   it.skipIf(process.getuid?.() !== 0)('runs the server as CONTROL_PLANE_STDIO_RUN_AS (as root here)', async () => {
     const names = (await probeStdio({}, { uid: 65534, gid: 65534 })).items.map((item) => item.name);
     expect(names).toContain('uid_65534');

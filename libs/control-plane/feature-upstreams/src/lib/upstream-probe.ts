@@ -9,7 +9,7 @@ import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, LOOKUP_QUEUED, 
 import { maskListedItem, secretMaskOf } from '@portcullis/shared/util-redact';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
-import { ProbeLineTooLong, ProbeStdioTransport } from './probe-stdio-transport';
+import { ProbeLineTooLong, ProbeStdinFull, ProbeStdioTransport } from './probe-stdio-transport';
 
 /** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
 export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large' | 'unstorable';
@@ -165,7 +165,13 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
         { command: target.command, args: target.args, env: target.env },
         { runAs: options.stdioRunAs, maxLineBytes: MAX_RESPONSE_BYTES },
       );
-      stdio.onerror = (error) => (seen.failure ??= error instanceof ProbeLineTooLong ? new ProbeFailure('too_large', 'line') : new ProbeFailure('unreachable', errorCode(error)));
+      stdio.onerror = (error) =>
+        (seen.failure ??=
+          error instanceof ProbeLineTooLong
+            ? new ProbeFailure('too_large', 'line')
+            : error instanceof ProbeStdinFull
+              ? new ProbeFailure('not_mcp', 'stdin_full')
+              : new ProbeFailure('unreachable', errorCode(error)));
       transport = stdio;
     } else {
       const decision = checkUpstreamUrl(target.url, options.network);
