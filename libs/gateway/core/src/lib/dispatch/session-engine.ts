@@ -48,7 +48,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { maskListedItem, maskValue, redactSecrets, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, MAX_UPSTREAM_PAGES, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
-import { isValidExposedName, isValidExposedPromptName, splitExposedName } from '../naming/tool-names';
+import { isValidExposedName, isValidExposedPromptName, MAX_NAME_LENGTH, splitExposedName } from '../naming/tool-names';
 import { ExposedItems, type ItemKey } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
@@ -2400,6 +2400,8 @@ export class SessionEngine {
     const kept = contents.filter((item) => {
       if (!isObject(item) || typeof item['uri'] !== 'string' || item['uri'] === target.name) return true;
       const uri = item['uri'];
+      // No read could name it (and the hooks would fold the whole of it): not passed on.
+      if (uri.length > MAX_URI_LENGTH) return false;
       let allowed = readable.get(uri);
       if (allowed === undefined) {
         try {
@@ -2438,7 +2440,8 @@ export class SessionEngine {
       for (const [key, value] of Object.entries(context)) if (typeof value === 'string') known[key] = value;
       const items = values.map((value) => ({ uri: expandKnown(template, { ...known, [name]: value }) }));
       try {
-        const visible = new Set(filter(live.record, 'resource', config, items, false));
+        // A value making a URI no read could name is not passed on (nor folded by the hooks whole).
+        const visible = new Set(filter(live.record, 'resource', config, items.filter((item) => item.uri.length <= MAX_URI_LENGTH), false));
         kept = values.filter((_value, index) => visible.has(items[index] as { uri: string }));
       } catch (error) {
         this.deps.logger.warn({ upstream: config.name, tenantId: config.tenantId, reason: this.reasonOf(error) }, 'completion values not passed on: the listing filter failed');
@@ -2785,6 +2788,26 @@ export class SessionEngine {
   }
 
 
+  /**
+   * The items whose key the gateway could list: a tool's or prompt's name within MCP's 128 characters (its prefixed name
+   * could not be longer), a resource's URI or a template within what a read may name (`MAX_URI_LENGTH`). The others are
+   * skipped with a warning naming their start.
+   */
+  private withinNameBounds(config: UpstreamConfig, kind: ListKind, list: readonly Record<string, unknown>[], traceId: string): readonly Record<string, unknown>[] {
+    const key = LIST_KEY[kind];
+    const bound = kind === 'tools' || kind === 'prompts' ? MAX_NAME_LENGTH : MAX_URI_LENGTH;
+    const oversized = (item: Record<string, unknown>) => {
+      const value = item[key];
+      return typeof value === 'string' && value.length > bound;
+    };
+    if (!list.some(oversized)) return list;
+    return list.filter((item) => {
+      if (!oversized(item)) return true;
+      this.warnSkipped(config, kind, { name: String(item[key]).slice(0, 128) }, traceId, `${key} longer than ${bound} characters; skipped`);
+      return false;
+    });
+  }
+
   /** One upstream's page of a listing as the agent sees it: filtered by the hooks, named, and its URI routes learned. */
   private pageItems(
     live: LiveSession,
@@ -2804,7 +2827,9 @@ export class SessionEngine {
     const distinct = this.exposed.distinct(raw, LIST_KEY[kind], listable[kind]);
     if (distinct.notObjects > 0) this.warnSkipped(config, kind, { name: '' }, traceId, 'upstream listing holds entries that are not objects; skipped');
     for (const name of distinct.repeated) this.warnSkipped(config, kind, { name }, traceId, 'upstream lists this name more than once in a page; the first kept, the others skipped');
-    let list = distinct.items;
+    // Names and URIs the gateway could never list are dropped before the hooks, which fold and normalise every name
+    // they judge (one 7-million-character URI held the replica for seconds on every listing; found by a review).
+    let list = this.withinNameBounds(config, kind, distinct.items, traceId);
     // The hooks see items as the upstream listed them: tool pinning must judge a definition that changed into one
     // breaking MCP's schema (checked after them) as changed, or its calls would still be let through (found by re-review).
     const filter = this.deps.hooks?.filter;
@@ -2825,11 +2850,6 @@ export class SessionEngine {
         if (listed !== null) items.push(listed);
       } else if (kind === 'resources') {
         const uri = item['uri'];
-        // A URI no read could name (longer than `byUri` takes) is not listed, nor routed: the agent could not read it.
-        if (typeof uri === 'string' && uri.length > MAX_URI_LENGTH) {
-          this.warnSkipped(config, kind, { name: uri.slice(0, 128) }, traceId, `resource URI longer than ${MAX_URI_LENGTH} characters; skipped`);
-          continue;
-        }
         // A URI two upstreams list goes to the one first in the listings' order (by prefix), whichever listing arrived
         // first: every session routes it alike. Bounded per session (an upstream whose resources keep changing without
         // saying so would grow it with every listing): past the bound the oldest go, learned again by the next walk.
@@ -2847,10 +2867,6 @@ export class SessionEngine {
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
-        if (typeof template === 'string' && template.length > MAX_URI_LENGTH) {
-          this.warnSkipped(config, kind, { name: template.slice(0, 128) }, traceId, `resource template longer than ${MAX_URI_LENGTH} characters; skipped`);
-          continue;
-        }
         // A template already routed to this upstream (every listing of a session lists it again) builds nothing.
         if (learn && typeof template === 'string' && live.templateRoutes.get(template)?.upstreamId !== config.id) {
           const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(TEMPLATE_EXPRESSION, '').length };
