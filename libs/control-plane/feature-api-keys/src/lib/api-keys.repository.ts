@@ -19,8 +19,23 @@ export class ApiKeysRepository {
     return tx.apiKey.findFirst({ where: { tenantId, id }, select: apiKeySelect });
   }
 
+  /**
+   * The agent client a key is being created for, locked (FOR NO KEY UPDATE) to the end of the transaction: two keys
+   * created for it at once are counted against its bound one after the other.
+   */
   async agentClient(tenantId: TenantId, tx: TenantTransaction, id: string): Promise<{ disabled: boolean } | null> {
-    return tx.agentClient.findUnique({ where: { tenantId_id: { tenantId, id } }, select: { disabled: true } });
+    const rows = await tx.$queryRaw<{ disabled: boolean }[]>`
+      SELECT disabled FROM agent_clients WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid FOR NO KEY UPDATE`;
+    return rows[0] ?? null;
+  }
+
+  /** The keys that still work (neither revoked nor expired at `now`): the agent client's, and the whole tenant's. */
+  async liveKeys(tenantId: TenantId, tx: TenantTransaction, agentClientId: string, now: Date): Promise<{ agentClient: number; tenant: number }> {
+    const [row] = await tx.$queryRaw<{ agent_client: bigint; tenant: bigint }[]>`
+      SELECT count(*) FILTER (WHERE agent_client_id = ${agentClientId}::uuid) AS agent_client, count(*) AS tenant
+      FROM api_keys
+      WHERE tenant_id = ${tenantId}::uuid AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${now})`;
+    return { agentClient: Number(row?.agent_client ?? 0), tenant: Number(row?.tenant ?? 0) };
   }
 
   async create(

@@ -17,6 +17,14 @@ import { toApiKeyResponse } from './api-keys.mapper';
 import { ApiKeysRepository } from './api-keys.repository';
 
 /** API keys for agent clients: only the hash is stored; the secret exists in this process once, for the response. */
+/**
+ * Keys that work at once, per agent client (rotation needs two; a fleet of instances each with its own key a few dozen)
+ * and per tenant (the agent clients' own bound is 10,000). The tenant's is counted without a lock: keys created at the
+ * same moment for different agent clients may pass it by as many.
+ */
+export const MAX_LIVE_KEYS_PER_AGENT_CLIENT = 100;
+export const MAX_LIVE_KEYS_PER_TENANT = 20_000;
+
 @Injectable()
 export class ApiKeysService {
   constructor(
@@ -44,6 +52,12 @@ export class ApiKeysService {
       const client = await this.repository.agentClient(scope.tenantId, tx, body.agentClientId);
       if (!client) throw apiKeyErrors.agentClientNotFound();
       if (client.disabled) throw apiKeyErrors.agentClientDisabled();
+      // Every replica of the gateway holds every live key in memory, and reloads them all on each change: bounded, so
+      // one tenant's loop of creations cannot grow that for everyone (found by a review). Expired and revoked keys do
+      // not count.
+      const live = await this.repository.liveKeys(scope.tenantId, tx, body.agentClientId, new Date());
+      if (live.agentClient >= MAX_LIVE_KEYS_PER_AGENT_CLIENT) throw apiKeyErrors.tooManyForAgentClient(MAX_LIVE_KEYS_PER_AGENT_CLIENT);
+      if (live.tenant >= MAX_LIVE_KEYS_PER_TENANT) throw apiKeyErrors.tooManyForTenant(MAX_LIVE_KEYS_PER_TENANT);
       const row = await this.repository.create(scope.tenantId, tx, {
         name: body.name,
         keyHash: hashApiKey(secret),
