@@ -465,12 +465,48 @@ describe('a cancelled audit export', () => {
     expect((events[1]?.arguments as { sha256?: string; removed?: boolean })).toEqual({ sha256: (events[0]?.arguments as { sha256: string }).sha256, removed: true });
   });
 
-  it('leaves the files alone when another run (of a job BullMQ handed on as stalled) completed the export first', async () => {
+  it('publishes only the file of the run that claimed the export last, when BullMQ hands a stalled job on while its first run still goes (found by a review)', async () => {
     const tenant = await seededTenant();
     const { exportId } = await requestAuditExport(app, tenant.id, { format: 'csv', filters: {}, requestedById: null }, async () => undefined);
-    const completedElsewhere = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'completed' } }));
-    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, { recorded: completedElsewhere })).toEqual({ status: 'skipped' });
-    expect(filesOf(tenant.id, exportId)).toContain(`${exportId}.csv`);
+    const job = { v: 1 as const, exportId, tenantId: tenant.id };
+    // The first run has written its file and recorded it; the second (the job handed on) runs to its end meanwhile.
+    let second: { status: string } | undefined;
+    const first = await runAuditExport(app, store, job, dir, undefined, { recorded: async () => void (second = await runAuditExport(app, store, job, dir)) });
+    expect({ first, second }).toEqual({ first: { status: 'skipped' }, second: { status: 'completed' } });
+    const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    expect(row.status).toBe('completed');
+    // What is served is what the row and its manifest describe, and nothing else of either run is left.
+    expect(filesOf(tenant.id, exportId).sort()).toEqual([`${exportId}.csv`, `${exportId}.csv.manifest.json`, `${exportId}.csv.sha256`]);
+    writeFileSync(`${row.filePath}.manifest.check.json`, JSON.stringify(row.manifest));
+    expect(await verifyExportFile(row.filePath ?? '', `${row.filePath}.manifest.check.json`)).toMatchObject({ ok: true });
+    expect(await verifyExportFile(row.filePath ?? '', `${row.filePath}.manifest.json`)).toMatchObject({ ok: true });
+    rmSync(`${row.filePath}.manifest.check.json`);
+    // The chain tells of both files: the first run's removed, the second's served.
+    const events = await system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId }, orderBy: { seq: 'asc' } });
+    const told = events.map((event) => ({ outcome: event.outcome, ...(event.arguments as { sha256?: string; removed?: boolean }) }));
+    const firstDigest = told[0]?.sha256;
+    expect(firstDigest).not.toBe(row.sha256);
+    expect(told).toMatchObject([
+      { outcome: 'ok', sha256: firstDigest },
+      { outcome: 'ok', sha256: row.sha256 },
+      { outcome: 'cancelled', sha256: firstDigest, removed: true, supersededByAnotherRun: true },
+    ]);
+  });
+
+  it('leaves a run whose claim another run took over without publishing or failing anything', async () => {
+    const tenant = await seededTenant();
+    const { exportId } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+    // Another run of the job claims the export while this one writes (it has not finished yet).
+    const claimedElsewhere = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { startedAt: new Date(Date.now() + 60_000) } }));
+    expect(await runAuditExport(app, store, { v: 1, exportId, tenantId: tenant.id }, dir, undefined, { written: claimedElsewhere })).toEqual({ status: 'skipped' });
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).toMatchObject({ status: 'running', sha256: null, filePath: null, error: null });
+    expect(filesOf(tenant.id, exportId)).toEqual([]);
+    // A failing run whose claim was taken over does not mark the other run's export failed.
+    const failing: AuditEventStore = { insert: async () => Promise.reject(new Error('store down')) };
+    const { exportId: other } = await requestAuditExport(app, tenant.id, { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+    const takenOver = async () => void (await system.auditExport.update({ where: { id: other }, data: { startedAt: new Date(Date.now() + 60_000) } }));
+    await expect(runAuditExport(app, failing, { v: 1, exportId: other, tenantId: tenant.id }, dir, undefined, { written: takenOver })).rejects.toThrow(/store down/);
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: other } })).toMatchObject({ status: 'running', error: null });
   });
 });
 

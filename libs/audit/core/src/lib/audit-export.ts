@@ -207,6 +207,11 @@ export interface ExportAuditEventsOptions {
   readonly filters: AuditExportFilters;
   /** The data file to write; the manifest goes to `<outPath>.manifest.json`, the digest to `<outPath>.sha256`. */
   readonly outPath: string;
+  /**
+   * The data file's name as it is to be published, named in the manifest and the digest line: a file written under a
+   * staging name and renamed afterwards (an export job's run). Default: `outPath`'s own name.
+   */
+  readonly fileName?: string;
   /** Rows per page (keyset on seq; constant memory). */
   readonly pageSize?: number;
   /** Asked before each page: true stops the export (ExportCancelledError), its partial file removed. */
@@ -363,7 +368,7 @@ export async function exportAuditEvents(
   await rename(tmpPath, options.outPath);
 
   const sha256 = digest.digest('hex');
-  const file = path.basename(options.outPath);
+  const file = options.fileName ?? path.basename(options.outPath);
   // Read after the rows: the newest anchor at or before the head, also one the worker signed while the export read.
   const anchor = await withTenant(db, tenantId, (tx) =>
     latestAnchor(tx, tenantId, { afterSeq: fromSeq, atOrBeforeSeq: BigInt(head.last_seq) }),

@@ -7,8 +7,8 @@ import {
   type TenantTransaction,
 } from '@portcullis/data/db';
 import { tenantId as asTenantId, type TenantId } from '@portcullis/shared/util-ids';
-import { createHash } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { verifyChain, type AuditAnchorSigner } from '@portcullis/audit/chain';
@@ -161,9 +161,8 @@ export async function expireAuditExports(
   });
   let expired = 0;
   for (const row of due) {
-    // The path is derived from the tenant and export ids (as the worker wrote it), never read from the row.
-    const file = path.join(exportDir, row.tenantId, `${row.id}.${row.format}`);
-    await removeExportFiles(file);
+    // The files are found from the tenant and export ids (as the worker wrote them), never from the row's path.
+    await removeExportFiles(path.join(exportDir, row.tenantId), row.id);
     const updated = await db.auditExport.updateMany({
       where: { id: row.id, status: 'completed' },
       data: { status: 'expired', filePath: null },
@@ -173,9 +172,13 @@ export async function expireAuditExports(
   return { expired };
 }
 
-/** An export's file and the digest and manifest written beside it; files already gone are not an error. */
-async function removeExportFiles(file: string): Promise<void> {
-  await Promise.all([file, `${file}.partial`, `${file}.sha256`, `${file}.manifest.json`].map((name) => rm(name, { force: true })));
+/**
+ * An export's files in its tenant's directory: its data file, the digest and manifest beside it, and what runs of its
+ * job left under their staging names (a worker that died mid-run). Each begins with the export's id. None: not an error.
+ */
+async function removeExportFiles(dir: string, exportId: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names.filter((name) => name.startsWith(`${exportId}.`)).map((name) => rm(path.join(dir, name), { force: true })));
 }
 
 /** What a failed export says to the tenant (API `error`, its audit event): never a server path or a database message. */
@@ -195,7 +198,7 @@ export async function runAuditExport(
   ttlMs: number = DEFAULT_EXPORT_TTL_MS,
   /**
    * For specs, where a cancel may land: after the file is written (`written`), and after its `audit.export` event is
-   * recorded, before the row is marked completed (`recorded`).
+   * recorded, before the file is published and the row marked completed (`recorded`).
    */
   at: { readonly written?: () => Promise<void>; readonly recorded?: () => Promise<void> } = {},
 ): Promise<{ status: 'completed' | 'skipped' | 'cancelled' }> {
@@ -205,18 +208,24 @@ export async function runAuditExport(
   );
   if (!row) throw new Error(`audit export ${job.exportId} not found`);
   const dir = path.join(exportDir, tenant);
-  const outPath = path.join(dir, `${row.id}.${row.format}`);
+  const fileName = `${row.id}.${row.format}`;
+  const outPath = path.join(dir, fileName);
   if (row.status === 'completed') return { status: 'skipped' };
   // Cancelled: never run. What an earlier attempt may have left (a worker that died mid-run) goes.
   if (row.status === 'cancelled') {
-    await removeExportFiles(outPath).catch(() => undefined);
+    await removeExportFiles(dir, row.id).catch(() => undefined);
     return { status: 'skipped' };
   }
-  // Not over a cancel that came in meanwhile (from here on the cancel is seen before each page).
+  // Claimed by this run: the time it started is its mark. BullMQ may hand a job on as stalled while its first run
+  // still goes (its lock not renewed: Redis away a while), and only the run that claimed the export last publishes a
+  // file; each writes under names of its own until then. Before, both wrote one file, and the row's digest could be of
+  // the other run's bytes (found by a review). Not over a cancel that came in meanwhile (from here on the cancel is
+  // seen before each page).
+  const claimedAt = new Date();
   const started = await withTenant(db, tenant, (tx) =>
     tx.auditExport.updateMany({
-      where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
-      data: { status: 'running', startedAt: new Date(), error: null },
+      where: { tenantId: tenant, id: row.id, status: { notIn: ['cancelled', 'completed'] } },
+      data: { status: 'running', startedAt: claimedAt, error: null },
     }),
   );
   if (started.count === 0) return { status: 'skipped' };
@@ -225,10 +234,13 @@ export async function runAuditExport(
   const cancelled = async (): Promise<boolean> => (await statusNow()) === 'cancelled';
   const filters = auditExportFilters.parse(row.filters);
   await mkdir(dir, { recursive: true, mode: 0o750 });
+  const staging = path.join(dir, `${fileName}.run-${randomBytes(6).toString('hex')}`);
+  const staged = [staging, `${staging}.sha256`, `${staging}.manifest.json`];
+  const removeStaged = () => Promise.all([...staged, `${staging}.partial`].map((name) => rm(name, { force: true })));
   // The export's `audit.export` event is recorded before the row says completed: a completed export is always audited.
   let recorded: AuditExportManifest | undefined;
   try {
-    const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath, cancelled });
+    const { manifest } = await exportAuditEvents(db, tenant, { format: row.format, filters, outPath: staging, fileName, cancelled });
     await at.written?.();
     if (await cancelled()) throw new ExportCancelledError();
     await store.insert([
@@ -243,10 +255,18 @@ export async function runAuditExport(
     ]);
     recorded = manifest;
     await at.recorded?.();
-    // Completed only if still running: a cancel that came first wins.
-    const completed = await withTenant(db, tenant, (tx) =>
-      tx.auditExport.updateMany({
-        where: { tenantId: tenant, id: row.id, status: 'running' },
+    // Published and completed together, the row locked: only while this run's claim stands (a cancel that came first
+    // wins; a later run of the job takes over).
+    const published = await withTenant(db, tenant, async (tx) => {
+      const [current] = await tx.$queryRaw<{ status: string; started_at: Date | null }[]>`
+        SELECT status::text AS status, started_at FROM audit_exports WHERE tenant_id = ${tenant}::uuid AND id = ${row.id}::uuid FOR UPDATE`;
+      if (current?.status === 'cancelled') return 'cancelled' as const;
+      if (current?.status !== 'running' || current.started_at?.getTime() !== claimedAt.getTime()) return 'superseded' as const;
+      await rename(staged[1] ?? '', `${outPath}.sha256`);
+      await rename(staged[2] ?? '', `${outPath}.manifest.json`);
+      await rename(staging, outPath);
+      await tx.auditExport.updateMany({
+        where: { tenantId: tenant, id: row.id },
         data: {
           status: 'completed',
           completedAt: new Date(),
@@ -260,17 +280,23 @@ export async function runAuditExport(
           firstHash: manifest.firstHash,
           lastHash: manifest.lastHash,
         },
-      }),
-    );
-    if (completed.count === 0) {
-      if ((await statusNow()) === 'cancelled') throw new ExportCancelledError();
-      // Another run of a stalled job completed it: the files are that run's now, left alone.
+      });
+      return 'completed' as const;
+    });
+    if (published === 'cancelled') throw new ExportCancelledError();
+    if (published === 'superseded') {
+      // Another run of the job claimed the export since (or completed it): its file is the one served, and this
+      // run's goes, which the chain is told of as of a cancelled one.
+      await removeStaged();
+      await store
+        .insert([exportAuditEvent(tenant, row.id, row.requestedById, 'cancelled', { sha256: manifest.sha256, removed: true, supersededByAnotherRun: true })])
+        .catch(() => undefined);
       return { status: 'skipped' };
     }
     return { status: 'completed' };
   } catch (error) {
-    // Nothing of a cancelled or failed export stays on disk.
-    await removeExportFiles(outPath).catch(() => undefined);
+    // Nothing of a cancelled or failed run stays on disk; what another run published is its own.
+    await removeStaged().catch(() => undefined);
     if (error instanceof ExportCancelledError) {
       // Its export was recorded a moment before the cancel won: the chain says what became of the file.
       if (recorded !== undefined) {
@@ -291,9 +317,10 @@ export async function runAuditExport(
         }),
       ])
       .catch(() => undefined);
+    // Failed only while this run's claim stands: a row another run took over, or completed, is that run's.
     await withTenant(db, tenant, (tx) =>
       tx.auditExport.updateMany({
-        where: { tenantId: tenant, id: row.id, status: { not: 'cancelled' } },
+        where: { tenantId: tenant, id: row.id, status: 'running', startedAt: claimedAt },
         data: { status: 'failed', error: EXPORT_FAILED_MESSAGE },
       }),
     );

@@ -72,7 +72,7 @@ describe('names and URIs past what the gateway lists', () => {
     const record = (await openSession(engine)).record;
     await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
     await engine.request(record, req('resources/templates/list'), NO_STREAM, 'trace');
-    const read = (await engine.request(record, req('resources/read', { uri: 'file:///srv/docs/' }), NO_STREAM, 'trace')) as { result: { contents: { uri: string }[] } };
+    const read = (await engine.request(record, req('resources/read', { uri: 'file:///srv/docs/' }), NO_STREAM, 'trace')) as unknown as { result: { contents: { uri: string }[] } };
     expect(read.result.contents.map((item) => item.uri)).toEqual(['file:///srv/docs/', 'file:///srv/docs/a']);
     expect(longest.alsoReadable).toBe('file:///srv/docs/a'.length);
     longest.filter = 0;
