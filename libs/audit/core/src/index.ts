@@ -36,6 +36,7 @@ export {
   derivedUuid,
   expireAuditExports,
   MAX_EXPORTS_IN_PROGRESS,
+  MAX_KEPT_EXPORTS,
   requestAuditExport,
   TooManyExportsError,
   runAuditExport,

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAuditCli } from './audit-cli';
 import { ExportCancelledError, ExportInterruptedError, exportAuditEvents, verifyExportFile } from './audit-export';
-import { EXPORT_FAILED_MESSAGE, expireAuditExports, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
+import { EXPORT_FAILED_MESSAGE, expireAuditExports, MAX_KEPT_EXPORTS, requestAuditExport, runAuditExport, runRetention } from './audit-tasks';
 import type { AuditEventStore } from './audit-event.store';
 import { PostgresAuditEventStore } from './postgres-audit-event.store';
 import { rehashAsVersion1 } from './tamper.testing';
@@ -508,6 +508,29 @@ describe('a cancelled audit export', () => {
     await expect(runAuditExport(app, failing, { v: 1, exportId: other, tenantId: tenant.id }, dir, undefined, { written: takenOver })).rejects.toThrow(/store down/);
     expect(await system.auditExport.findUniqueOrThrow({ where: { id: other } })).toMatchObject({ status: 'running', error: null });
   });
+});
+
+describe('completed audit exports kept', () => {
+  it(`are the ${MAX_KEPT_EXPORTS} newest per tenant: one more completing expires the oldest and removes its files at once (found by a review)`, async () => {
+    const tenant = await seededTenant();
+    const other = await seededTenant();
+    const runOne = async (tenantId: string) => {
+      const { exportId } = await requestAuditExport(app, tenantId as Parameters<typeof requestAuditExport>[1], { format: 'jsonl', filters: {}, requestedById: null }, async () => undefined);
+      expect(await runAuditExport(app, store, { v: 1, exportId, tenantId }, dir)).toEqual({ status: 'completed' });
+      return exportId;
+    };
+    const othersExport = await runOne(other.id);
+    const ids: string[] = [];
+    for (let i = 0; i < MAX_KEPT_EXPORTS + 2; i++) ids.push(await runOne(tenant.id));
+    const rows = await system.auditExport.findMany({ where: { tenantId: tenant.id }, select: { id: true, status: true, filePath: true } });
+    const statusOf = (id: string) => rows.find((row) => row.id === id)?.status;
+    expect(ids.map(statusOf)).toEqual([...Array<string>(2).fill('expired'), ...Array<string>(MAX_KEPT_EXPORTS).fill('completed')]);
+    const files = readdirSync(path.join(dir, tenant.id));
+    for (const id of ids.slice(0, 2)) expect(files.filter((name) => name.startsWith(id))).toEqual([]);
+    for (const id of ids.slice(2)) expect(files.filter((name) => name.startsWith(id))).toHaveLength(3);
+    // Another tenant's export is not counted against them.
+    expect(await system.auditExport.findUniqueOrThrow({ where: { id: othersExport } })).toMatchObject({ status: 'completed' });
+  }, 60_000);
 });
 
 describe('audit export expiry (real Postgres, system role)', () => {

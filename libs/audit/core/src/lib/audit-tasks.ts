@@ -173,6 +173,31 @@ export async function expireAuditExports(
 }
 
 /**
+ * Completed exports a tenant keeps downloadable at once: a newer one completing expires the oldest beyond it, its files
+ * removed at once. Only exports in progress were bounded: a loop of request, wait, request again kept a full copy of the
+ * trail on the export volume every tenant shares for each, for the whole TTL (found by a review).
+ */
+export const MAX_KEPT_EXPORTS = 10;
+
+/** Expires the tenant's completed exports beyond the MAX_KEPT_EXPORTS newest, removing their files. */
+async function expireBeyondKept(db: PortcullisPrismaClient, tenant: TenantId, dir: string): Promise<void> {
+  const beyond = await withTenant(db, tenant, (tx) =>
+    tx.auditExport.findMany({
+      where: { tenantId: tenant, status: 'completed' },
+      orderBy: [{ completedAt: 'desc' }, { id: 'desc' }],
+      skip: MAX_KEPT_EXPORTS,
+      select: { id: true },
+    }),
+  );
+  for (const { id } of beyond) {
+    await removeExportFiles(dir, id);
+    await withTenant(db, tenant, (tx) =>
+      tx.auditExport.updateMany({ where: { tenantId: tenant, id, status: 'completed' }, data: { status: 'expired', filePath: null, expiresAt: new Date() } }),
+    );
+  }
+}
+
+/**
  * An export's files in its tenant's directory: its data file, the digest and manifest beside it, and what runs of its
  * job left under their staging names (a worker that died mid-run). Each begins with the export's id. None: not an error.
  */
@@ -293,6 +318,8 @@ export async function runAuditExport(
         .catch(() => undefined);
       return { status: 'skipped' };
     }
+    // Not a failure of this export when it fails: the periodic expiry still removes the others at their TTL.
+    await expireBeyondKept(db, tenant, dir).catch(() => undefined);
     return { status: 'completed' };
   } catch (error) {
     // Nothing of a cancelled or failed run stays on disk; what another run published is its own.
