@@ -113,4 +113,31 @@ describe('a change by an admin removed while it waits', () => {
       expect(stored.name).toBe('Renamed by a removed admin');
     }
   });
+
+  it('lets an owner be added to a group while that owner changes a role: neither waits for the other (found by re-review)', async () => {
+    const t = await cp.tenant();
+    const second = await cp.member(t.id, 'owner');
+    const actor = await cp.member(t.id, 'owner');
+    const plain = await cp.member(t.id, 'member');
+    const base = `/api/v1/tenants/${t.id}`;
+    const group = await cp.request('POST', `${base}/groups`, { token: actor.token, body: { externalId: 'g', name: 'G' } });
+    const groupId = String(group.json['id']);
+    const plainMembership = await cp.system.membership.findFirstOrThrow({ where: { tenantId: t.id, userId: plain.id }, select: { id: true } });
+    const { added, changed } = await cp.system.$transaction(
+      async (tx) => {
+        // The group row busy a moment: the add waits at its insert, holding its actor's role (and a key lock on the
+        // added owner's membership, through the foreign key).
+        await tx.$queryRawUnsafe('SELECT id FROM groups WHERE id = $1::uuid FOR UPDATE', groupId);
+        const added = cp.request('POST', `${base}/groups/${groupId}/members`, { token: actor.token, body: { userId: second.id } });
+        await waitFor(async () => ((await waitingOnRowLocks()) >= 1 ? true : null), { description: 'the add waiting for the group row' });
+        // The added owner changes a role on the other process: it waits for the add (which holds the actor's role).
+        const changed = other.request('PATCH', `${base}/members/${plainMembership.id}`, { token: second.token, body: { role: 'auditor' } });
+        await waitFor(async () => ((await waitingOnRowLocks()) >= 2 ? true : null), { description: 'the role change waiting for the owners' });
+        return { added, changed };
+      },
+      { timeout: 20_000 },
+    );
+    const [add, change] = await Promise.all([added, changed]);
+    expect({ add: add.status, change: change.status }, JSON.stringify([add.json, change.json])).toEqual({ add: 201, change: 200 });
+  }, 30_000);
 });

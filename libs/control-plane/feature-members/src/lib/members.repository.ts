@@ -24,12 +24,14 @@ export class MembersRepository {
   }
 
   /**
-   * Locks the tenant's owner memberships (FOR UPDATE) and counts them, so two concurrent demotions cannot both see
-   * "there is another owner" and leave none.
+   * Locks the tenant's owner memberships and counts them, so two concurrent demotions cannot both see "there is another
+   * owner" and leave none. FOR NO KEY UPDATE: it waits for an owner's change under way (which holds the owner's role
+   * FOR SHARE), but not for a row that merely references an owner (a group membership's foreign key): with FOR UPDATE,
+   * an owner added to a group while they changed a role deadlocked the two (found by re-review).
    */
   async lockOwners(tenantId: TenantId, tx: TenantTransaction): Promise<number> {
     const rows = await tx.$queryRaw<{ id: string }[]>`
-      SELECT id FROM memberships WHERE tenant_id = ${tenantId}::uuid AND role = 'owner' FOR UPDATE`;
+      SELECT id FROM memberships WHERE tenant_id = ${tenantId}::uuid AND role = 'owner' FOR NO KEY UPDATE`;
     return rows.length;
   }
 
