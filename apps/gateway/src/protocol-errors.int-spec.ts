@@ -366,10 +366,14 @@ describe('methods neither transport defines', () => {
       ['DELETE', 'messages', 'POST'],
       ['PATCH', 'messages', 'POST'],
       ['HEAD', 'messages', 'POST'],
+      ['TRACE', 'mcp', 'GET, POST, DELETE'],
+      ['QUERY', 'mcp', 'GET, POST, DELETE'],
+      ['TRACE', 'sse', 'GET'],
+      ['QUERY', 'messages', 'POST'],
     ] as const;
     for (const [method, endpoint, allow] of cases) {
       for (const slug of [tenant.slug, 'no-such-tenant']) {
-        const res = await raw(method, `/t/${slug}/${endpoint}`, { ...postHeaders({ 'mcp-session-id': sessionId }) }, method === 'HEAD' || method === 'GET' ? undefined : initBody());
+        const res = await raw(method, `/t/${slug}/${endpoint}`, { ...postHeaders({ 'mcp-session-id': sessionId }) }, method === 'HEAD' || method === 'GET' || method === 'TRACE' ? undefined : initBody());
         expect(res.status, `${method} ${endpoint}`).toBe(405);
         expect(res.headers['allow'], `${method} ${endpoint}`).toBe(allow);
         if (method !== 'HEAD') expect(JSON.parse(res.body)).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Method Not Allowed' } });

@@ -905,13 +905,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         .header('content-type', 'application/json')
         .send(JSON.stringify(rpcError(null, JSON_RPC.INVALID_REQUEST, 'Method Not Allowed', traceIdOf(request))));
     };
-    const refuseMethods = (url: string, methods: HTTPMethods[], allow: string) => {
-      const refuse = notAllowed(allow);
+    /** Every method the router takes (TRACE and QUERY among them), less those the endpoint serves and OPTIONS. */
+    const refuseMethods = (url: string, served: readonly string[]) => {
+      const refuse = notAllowed(served.join(', '));
+      const methods = scope.supportedMethods.filter((method) => method !== 'OPTIONS' && !served.includes(method)) as HTTPMethods[];
       scope.route({ method: methods, url, onRequest: refuse, handler: refuse });
     };
-    refuseMethods('/t/:tenant/mcp', ['HEAD', 'PUT', 'PATCH'], 'GET, POST, DELETE');
-    refuseMethods('/t/:tenant/sse', ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], 'GET');
-    refuseMethods('/t/:tenant/messages', ['HEAD', 'GET', 'PUT', 'PATCH', 'DELETE'], 'POST');
+    refuseMethods('/t/:tenant/mcp', ['GET', 'POST', 'DELETE']);
+    refuseMethods('/t/:tenant/sse', ['GET']);
+    refuseMethods('/t/:tenant/messages', ['POST']);
 
     // CORS preflight of a browser client: allowed origins (GATEWAY_ALLOWED_ORIGINS) get the methods and headers these
     // endpoints take; any other origin, or a Host not allowed, a 403. No credential is needed (browsers send none).
