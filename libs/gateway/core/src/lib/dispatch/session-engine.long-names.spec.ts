@@ -80,4 +80,35 @@ describe('names and URIs past what the gateway lists', () => {
     expect(completed).toMatchObject({ result: { completion: { values: ['acme'] } } });
     expect(longest.filter).toBe('repo://acme'.length);
   });
+
+  it('are dropped from resources/updated before the hooks judge them; an update within bounds still reaches the agent (found by re-review)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    let longest = 0;
+    const hooks: RequestHooks = {
+      filter: (_record, _kind, _upstream, items) => {
+        for (const item of items) longest = Math.max(longest, String(item['uri'] ?? item['name'] ?? '').length);
+        return items;
+      },
+    };
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: { subscribe: true } },
+        handle: async (method) => (method === 'resources/list' ? { resources: [{ uri: 'file:///srv/docs/', name: 'docs' }] } : method === 'resources/templates/list' ? { resourceTemplates: [] } : {}),
+      },
+    });
+    const engine = makeEngine({ registry, hooks, connector });
+    const { record } = await openSession(engine);
+    const toAgent: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => toAgent.push(message) > 0 });
+    await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+    expect(await engine.request(record, req('resources/subscribe', { uri: 'file:///srv/docs/' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+    longest = 0;
+    // A subscription to a directory covers what is under it, at any length.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: hugeUri } });
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///srv/docs/a' } });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(longest).toBe('file:///srv/docs/a'.length);
+    expect(toAgent).toEqual([{ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///srv/docs/a' } }]);
+  });
 });

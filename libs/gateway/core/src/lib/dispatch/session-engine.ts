@@ -4183,7 +4183,9 @@ export class SessionEngine {
    */
   private subscribedTo(live: LiveSession, upstreamId: string, params: Record<string, unknown> | undefined): boolean {
     const uri = params?.['uri'];
-    if (typeof uri !== 'string') return false;
+    // A URI no read could name is no resource of the agent's (a subscription to a directory covers what is under it,
+    // at any length): dropped before the hooks fold it whole (found by re-review).
+    if (typeof uri !== 'string' || uri.length > MAX_URI_LENGTH) return false;
     if (live.record.subscriptions?.[upstreamId]?.some((held) => subscriptionCovers(held, uri)) === true) return true;
     for (const [held, on] of live.unrecorded) if (on === upstreamId && subscriptionCovers(held, uri)) return true;
     return live.subscribing.some((making) => making.upstreamId === upstreamId && subscriptionCovers(making.uri, uri));
