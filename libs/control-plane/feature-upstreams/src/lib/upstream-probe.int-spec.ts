@@ -113,6 +113,48 @@ describe('probeUpstream answers too large to read', () => {
       { network: { allowPrivateNetworks: true, allowedHosts: [] }, timeoutMs: 8_000, maxItemsPerKind: 100 },
     );
 
+  it('ends the test when the server sends pings and never answers the POSTs of their answers, on a few sockets (found by re-review)', async () => {
+    let open = 0;
+    let mostOpen = 0;
+    let heldAnswers = 0;
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        if (req.method !== 'POST') return void res.writeHead(405).end();
+        const message = JSON.parse(body) as { id?: number; method?: string; params?: { protocolVersion?: string } };
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'pinger', version: '1' } } }));
+        } else if (message.method === 'tools/list') {
+          // 200 pings on the listing's stream, and never its answer.
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(Array.from({ length: 200 }, (_, i) => `data: {"jsonrpc":"2.0","id":${i + 1},"method":"ping"}\n\n`).join(''));
+        } else if (message.method === undefined) {
+          heldAnswers += 1; // the client's answer to a ping: held, never answered
+        } else {
+          res.writeHead(202).end();
+        }
+      });
+    });
+    server.on('connection', (socket) => {
+      mostOpen = Math.max(mostOpen, ++open);
+      socket.on('close', () => (open -= 1));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const started = Date.now();
+      const failure = await probeAt(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`).then(() => undefined, (error: unknown) => error);
+      expect(failure).toMatchObject({ reason: 'not_mcp', detail: 'requests_unanswered' });
+      expect(Date.now() - started).toBeLessThan(8_000);
+      expect(heldAnswers).toBeLessThanOrEqual(32);
+      expect(mostOpen).toBeLessThanOrEqual(8);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 20_000);
+
   it('stops reading a compressed bomb once it unpacks past the bound (and asks for uncompressed answers)', async () => {
     // 40 KiB on the wire, 40 MiB unpacked, against a 16 MiB bound.
     const bomb = gzipSync(Buffer.alloc(40 * 1024 * 1024, 0x20));

@@ -11,6 +11,10 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 import { ProbeLineTooLong, ProbeStdinFull, ProbeStdioTransport } from './probe-stdio-transport';
 
+/** Sockets a test may hold to its upstream, and requests it may have sent that are not answered yet. */
+const MAX_PROBE_CONNECTIONS = 8;
+const MAX_PROBE_REQUESTS_UNANSWERED = 32;
+
 /** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
 export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large' | 'unstorable';
 
@@ -176,13 +180,26 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     } else {
       const decision = checkUpstreamUrl(target.url, options.network);
       if (!decision.ok) throw new ProbeFailure('blocked', 'url');
-      const guardedAgent = new Agent({ connect: { lookup: options.lookup ?? createGuardedLookup(options.network), timeout: options.timeoutMs } });
+      const guardedAgent = new Agent({
+        connect: { lookup: options.lookup ?? createGuardedLookup(options.network), timeout: options.timeoutMs },
+        connections: MAX_PROBE_CONNECTIONS,
+      });
       agent = guardedAgent;
+      // Requests sent and not answered yet (no response head). A server that sends pings and never answers the POSTs
+      // of their answers had each held open on a socket of its own: 13,000 sockets and 400 MiB within one test (found
+      // by re-review). Past the bound the test ends, as a stdio server's does.
+      let unanswered = 0;
       const guardedFetch: FetchLike = async (url, init) => {
+        if (unanswered >= MAX_PROBE_REQUESTS_UNANSWERED) {
+          seen.failure ??= new ProbeFailure('not_mcp', 'requests_unanswered');
+          abort.abort();
+          throw seen.failure;
+        }
+        unanswered += 1;
         try {
           // The SDK's own signal (it aborts streams on close) and the test's deadline both end the request.
           const signal = init?.signal ? AbortSignal.any([init.signal, abort.signal]) : abort.signal;
-          const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal, redirect: 'manual' });
+          const response = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: guardedAgent, signal, redirect: 'manual' }).finally(() => (unanswered -= 1));
           if (response.status === 401 || response.status === 403) seen.failure ??= new ProbeFailure('rejected', String(response.status));
           else if (response.status >= 300 && response.status !== 405 && init?.method !== 'DELETE') {
             // 405 on GET/DELETE is a normal answer (no standalone stream, no session deletion).
