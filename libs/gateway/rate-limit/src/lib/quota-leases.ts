@@ -107,6 +107,15 @@ export class QuotaLeases {
     return this.renew(id, key, limit, windowSeconds);
   }
 
+  /**
+   * `take` as far as this replica can answer without the store: admitted from the lease's tokens, refused while the
+   * window is known spent; undefined when only the store could say (nothing is asked of it).
+   */
+  takeFromMemory(key: string, limit: number, windowSeconds: number, id = leaseIdOf(key, limit, windowSeconds)): TakeResult | undefined {
+    const lease = this.leases.get(id);
+    return lease === undefined ? undefined : this.fromLease(lease);
+  }
+
   /** How many keys are held (tests and metrics). */
   get size(): number {
     return this.leases.size;

@@ -161,6 +161,32 @@ describe("RateLimitService: the caller's own limits judged first", () => {
   });
 });
 
+describe('RateLimitService: fail-open with Redis away', () => {
+  it('still refuses a call over a shared limit this replica knows is spent, without asking Redis (found by re-review)', async () => {
+    const blink = await blinkingRedis();
+    const limits = service(blink.client);
+    const tenantOfTwo: AppliedLimit = { ruleId: TENANT_LIMIT_RULE, rateLimit: { scope: ['tenant'], requests: 2, windowSeconds: 60 } };
+    const perUser: AppliedLimit = { ruleId: 'r-user', rateLimit: { scope: ['user'], requests: 5, windowSeconds: 60 } };
+    try {
+      expect(await limits.check(userCall('bob'), [tenantOfTwo, perUser], 'open')).toMatchObject({ allowed: true, degraded: false });
+      expect(await limits.check(userCall('bob'), [tenantOfTwo, perUser], 'open')).toMatchObject({ allowed: true, degraded: false });
+      // The tenant's window is spent, and this replica knows it.
+      expect(await limits.check(userCall('bob'), [tenantOfTwo, perUser], 'open')).toMatchObject({ allowed: false, reason: 'rate', ruleId: TENANT_LIMIT_RULE });
+      await blink.cut();
+      // Alice's own counter needs Redis, which is away: fail-open lets that limit go, not the tenant's spent window.
+      const started = Date.now();
+      expect(await limits.check(userCall('alice'), [tenantOfTwo, perUser], 'open')).toMatchObject({ allowed: false, reason: 'rate', ruleId: TENANT_LIMIT_RULE });
+      expect(Date.now() - started).toBeLessThan(400);
+      // A limit this replica knows nothing of is let go: admitted as degraded.
+      const fresh: AppliedLimit = { ruleId: TENANT_LIMIT_RULE, rateLimit: { scope: ['tenant'], requests: 50, windowSeconds: 60 } };
+      expect(await limits.check(userCall('carol'), [fresh, perUser], 'open')).toMatchObject({ allowed: true, degraded: true });
+    } finally {
+      limits.close();
+      blink.close();
+    }
+  });
+});
+
 describe('RateLimitService: slot releases retried', () => {
   it('gives back a slot released while Redis blinks once it is reachable again, not after the whole lease', async () => {
     const blink = await blinkingRedis();

@@ -200,20 +200,27 @@ export class RateLimitService {
     const own = limits.filter((limit) => ownTo(subject, limit));
     const phases = own.length > 0 && own.length < limits.length ? [own, limits.filter((limit) => !ownTo(subject, limit))] : [limits];
     let unavailable = false;
-    for (const phase of phases) {
+    for (const [index, phase] of phases.entries()) {
       const outcome = await this.phase(subject, phase, token, slotMs, held);
       unavailable ||= outcome.unavailable;
       if (outcome.rejection) {
         releaseHeld();
         return outcome.rejection;
       }
-      // Redis failed: a fail-closed tenant is refused whatever the rest says (not counted against them); a fail-open one
-      // is admitted as degraded without asking Redis again (the next phase waited out a second timeout; found by a review).
-      if (unavailable) {
-        if (failMode === 'open') break;
+      if (!unavailable) continue;
+      // Redis failed: a fail-closed tenant is refused whatever the rest says (not counted against them). A fail-open one
+      // is judged on the rest only as far as this replica knows without Redis (a window its leases know is spent still
+      // refuses), never waiting out a second timeout (found by a review, and a re-review of its first fix).
+      if (failMode === 'closed') {
         releaseHeld();
         return UNAVAILABLE;
       }
+      const rejection = this.judgeFromMemory(subject, phases.slice(index + 1).flat());
+      if (rejection) {
+        releaseHeld();
+        return rejection;
+      }
+      break;
     }
     return { allowed: true, degraded: unavailable, holdsSlots: held.length > 0, release: releaseHeld };
   }
@@ -292,6 +299,22 @@ export class RateLimitService {
       timer.unref();
       this.retryingReleases.add(timer);
     });
+  }
+
+  /**
+   * The refusal of `limits`' rates as far as the leases answer from memory (none asked of Redis); null when none
+   * refuses. Of several, the one that frees up last.
+   */
+  private judgeFromMemory(subject: RateLimitSubject, limits: readonly AppliedLimit[]): RateLimitOutcome | null {
+    let rejection: RateLimitOutcome | null = null;
+    for (const limit of limits) {
+      const { requests, windowSeconds } = limit.rateLimit;
+      if (requests === undefined || windowSeconds === undefined) continue;
+      const taken = this.leases.takeFromMemory(counterKey(subject, limit.ruleId, limit.rateLimit.scope), requests, windowSeconds);
+      const refused = taken === undefined ? null : rejectionOf(taken, limit, requests, windowSeconds);
+      if (refused && (rejection === null || refused.retryAfterSeconds > rejection.retryAfterSeconds)) rejection = refused;
+    }
+    return rejection;
   }
 
   /** Folds settled rate checks into whether Redis failed and which refusal to answer with. */
