@@ -295,3 +295,22 @@ describe('RedisSessionStore (real Redis)', () => {
     expect(sessionBelongsTo(session, { tenantId: 'tenant-a', kind: 'user', id: 'agent-1' })).toBe(false);
   });
 });
+
+describe("the principal's session set with the session cap off (no reserve)", () => {
+  it('drops the ids of sessions that expired when a new one is created (found by a review)', async () => {
+    const store = new RedisSessionStore(redis, { idleTtlMs: 300, cacheMs: 50, touchEveryMs: 50, maxCached: 1_000 });
+    const owner = { tenantId: 'tenant-growth', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
+    const make = (): SessionRecord => ({ id: newSessionId(), ...owner, protocolVersion: '2025-11-25', clientInfo: { name: 'spec', version: '1' }, clientCapabilities: {}, upstreams: {}, createdAt: Date.now() });
+    // An agent opening a session every 20 ms and never coming back to it: about 15 are alive at any time.
+    for (let i = 0; i < 60; i++) {
+      await store.create(make());
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const key = `pcs:sessions-of:${owner.tenantId}:${owner.principalKind}:${owner.principalId}`;
+    // The newest id is scored its creation time (Redis's clock) plus the TTL: no id held had expired by then.
+    const [, newest] = await redis.zrange(key, -1, -1, 'WITHSCORES');
+    const lastCreatedAt = Number(newest) - 300;
+    expect(await redis.zcount(key, '-inf', lastCreatedAt)).toBe(0);
+    expect(await redis.zcard(key)).toBeLessThan(40);
+  });
+});

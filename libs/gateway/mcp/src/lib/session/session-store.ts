@@ -89,9 +89,14 @@ const KEEP_OWNER_SET = `if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then 
 const NOW = `local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)`;
 
-/** Create: SET the record ARGV[2] (NX) and, only if it was set, score its id ARGV[3] in the principal's set. */
+/**
+ * Create: SET the record ARGV[2] (NX) and, only if it was set, score its id ARGV[3] in the principal's set, dropping
+ * the expired ids first: with the session cap off (no reserve), a principal opening session after session grew the set
+ * with every id it ever used (found by a review).
+ */
 const CREATE = `if not redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1], 'NX') then return 0 end
 ${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[3])
 ${KEEP_OWNER_SET}
 return 1`;
