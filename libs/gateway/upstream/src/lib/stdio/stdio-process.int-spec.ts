@@ -135,6 +135,36 @@ const isAlive = (pid: number): boolean => {
 };
 
 /** The pid of the process serving `session` (its server's `pid` tool). */
+/**
+ * A server that answers `pid` with its pid, and on `wedge` stops reading its stdin while it writes pings as fast as the
+ * pipe takes them (their answers then fill its stdin).
+ */
+const wedging = script(
+  'wedging.mjs',
+  `const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
+let buffered = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk) => {
+  buffered += chunk;
+  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
+    const message = JSON.parse(buffered.slice(0, at));
+    buffered = buffered.slice(at + 1);
+    if (message.method === 'initialize') {
+      send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'wedging', version: '1' } } });
+    } else if (message.method === 'tools/call' && message.params.name === 'pid') {
+      send({ jsonrpc: '2.0', id: message.id, result: { content: [], structuredContent: { pid: process.pid } } });
+    } else if (message.method === 'tools/call') {
+      process.stdin.pause();
+      let id = 1;
+      const block = () => { let text = ''; for (let i = 0; i < 2000; i++) text += '{"jsonrpc":"2.0","id":' + (id++) + ',"method":"ping"}\\n'; return text; };
+      const more = () => { while (process.stdout.write(block())); process.stdout.once('drain', more); };
+      more();
+    }
+  }
+});
+`,
+);
+
 const pidOf = async (session: UpstreamSession) =>
   ((await session.request('tools/call', { name: 'pid' }, { timeoutMs: 1_000 }))['structuredContent'] as { pid: number }).pid;
 
@@ -322,6 +352,28 @@ describe('stdio processes', () => {
       const next = await waitFor(() => pidOf(session).catch(() => undefined), 3_000);
       expect(next).not.toBe(first);
     });
+  });
+
+  describe('a server that stops reading its stdin but runs on', () => {
+    it('is killed and restarted once its stdin has stayed full for a call timeout, rather than refusing every call as overloaded (found by a review)', async () => {
+      const { connector: c, logger } = connector();
+      const session = await c.connect(upstreamConfig('stdio', { command: process.execPath, args: [wedging], callTimeoutMs: 300 }), identity);
+      const first = await pidOf(session);
+      await session.request('tools/call', { name: 'wedge' }, { timeoutMs: 300 }).catch(() => undefined);
+      // An agent calling every 100 ms: refused at once while the stdin is full (the answers to its pings, which the
+      // gateway writes, fill it too), until the process is taken for hung.
+      const next = await waitFor(async () => {
+        const pid = await pidOf(session).catch(() => undefined);
+        if (pid === undefined || pid === first) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          return undefined;
+        }
+        return pid;
+      }, 10_000);
+      expect(next).not.toBe(first);
+      expect(logger.entries.some((entry) => entry.message === 'upstream process stopped reading its stdin; killing it for a restart')).toBe(true);
+      expect(isAlive(first)).toBe(false);
+    }, 20_000);
   });
 
   describe('the circuit breaker and the crash count', () => {

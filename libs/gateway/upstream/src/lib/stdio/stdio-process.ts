@@ -198,6 +198,9 @@ export class StdioProcess {
   private crashes = 0;
   private notBefore = 0;
   private lastActivity = Date.now();
+  /** Since when, and for which child, a write found stdin past STDIN_BUFFER_MAX_BYTES (see `stdinFull`). */
+  private stdinFullSince: number | undefined;
+  private stdinFullOf: ChildProcessWithoutNullStreams | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   /** Calls timed out since the process last answered anything. */
   private timeoutsInARow = 0;
@@ -795,8 +798,31 @@ export class StdioProcess {
       if (child !== undefined) this.pipeClosed(child, 'stdin');
       throw errors.closed();
     }
-    if (child.stdin.writableLength > STDIN_BUFFER_MAX_BYTES) throw errors.overloaded();
+    if (child.stdin.writableLength > STDIN_BUFFER_MAX_BYTES) {
+      this.stdinFull(child);
+      throw errors.overloaded();
+    }
+    this.stdinFullSince = undefined;
     child.stdin.write(`${text}\n`);
+  }
+
+  /**
+   * A child whose stdin stays past its bound for a call timeout reads no more: each call is refused at once, so none
+   * times out (the three in a row that take it for hung never come), and the calls keep the idle stop away. It is
+   * killed as hung then, which restarts it with backoff (found by a review: it failed every call for as long as agents
+   * called). Judged at each refused write: one nobody writes to any more stops when idle.
+   */
+  private stdinFull(child: ChildProcessWithoutNullStreams): void {
+    const now = Date.now();
+    if (this.stdinFullSince === undefined || this.stdinFullOf !== child) {
+      this.stdinFullSince = now;
+      this.stdinFullOf = child;
+      return;
+    }
+    if (now - this.stdinFullSince < this.ctx.config.callTimeoutMs || !this.runsOn(child)) return;
+    this.stdinFullSince = undefined;
+    this.ctx.logger.warn({ ...this.fields, waitingBytes: child.stdin.writableLength }, 'upstream process stopped reading its stdin; killing it for a restart');
+    signalGroup(child, 'SIGKILL');
   }
 
   private receive(line: string): void {
