@@ -77,3 +77,44 @@ describe('standalone stream handover across replicas', () => {
   });
 });
 
+
+describe('a standalone-attached announcement lost for one replica (found by a review)', () => {
+  it("is settled by the replicas' periodic announcements: one of the two streams ends, and a relayed message goes out once", async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    const queued: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
+    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listenerAnnounceMs: 100 } });
+    const [x, y, z] = [make('rx'), make('ry'), make('rz')];
+    const { record: onX } = await openSession(x);
+    const onY = await recordOn(y, onX.id);
+    const onZ = await recordOn(z, onX.id);
+    const flush = (lost?: { engine: unknown; type: BusMessage['type'] }) => {
+      for (const message of queued.splice(0)) for (const engine of [x, y, z]) if (!(lost && engine === lost.engine && message.type === lost.type)) engine.onBusMessage(message);
+    };
+    const sent = { x: 0, y: 0 };
+    const closed: string[] = [];
+    x.attachStandalone(onX, { id: 's-x', canStream: true, send: () => ++sent.x > 0, close: (why) => void closed.push(`x:${String(why)}`) });
+    flush();
+    // A second stream of the session on y; x's subscriber misses its announcement.
+    y.attachStandalone(onY, { id: 's-y', canStream: true, send: () => ++sent.y > 0, close: (why) => void closed.push(`y:${String(why)}`) });
+    flush({ engine: x, type: 'standalone-attached' });
+    // Within the grace, the held rounds settle nothing: both still hold a stream.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    flush();
+    expect(closed).toEqual([]);
+    // Past it, one (the same by both replicas' reckoning) is closed as replaced at the next rounds.
+    await new Promise((resolve) => setTimeout(resolve, 4_200));
+    flush();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    flush();
+    expect(closed).toHaveLength(1);
+    expect(closed[0]).toMatch(/^[xy]:replaced$/);
+    // z relays a session-level message: it goes out on the stream that stayed, once.
+    const relayed = { type: 'standalone', sessionId: onZ.id, message: { jsonrpc: '2.0', method: 'notifications/tools/list_changed' } } as BusMessage;
+    for (const engine of [x, y, z]) engine.onBusMessage(relayed);
+    expect(sent.x + sent.y).toBe(1);
+  }, 15_000);
+});

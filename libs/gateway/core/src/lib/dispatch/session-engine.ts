@@ -363,7 +363,7 @@ interface LiveSession {
    * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
    * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
    */
-  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean } | undefined;
+  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean; readonly attachedAt: number } | undefined;
   /**
    * Until when upstream sessions just opened here listen whether or not anyone does (`EngineOptions.firstListenMs`),
    * and the timer that ends it.
@@ -573,6 +573,8 @@ const MAX_HEARD_LISTENERS = 200_000;
 
 /** How long a standalone stream's announcement may take to come back over the bus before it counts as delivered. */
 const STANDALONE_ECHO_WAIT_MS = 3_000;
+/** How long after its attach a stream held here may be found in conflict with another replica's (`settleHeldConflict`). */
+const HELD_CONFLICT_GRACE_MS = STANDALONE_ECHO_WAIT_MS + 1_000;
 
 /** Who the agent of `record` is, as upstream sessions opened for it are told. */
 function identityOf(record: SessionRecord): ClientIdentity {
@@ -1643,7 +1645,7 @@ export class SessionEngine {
     const token = randomBytes(12).toString('base64url');
     // Resuming a stream of this replica's, closed above: it logged none of what comes from now on (no `early`).
     const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
-    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere };
+    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now() };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
@@ -1660,6 +1662,26 @@ export class SessionEngine {
         this.updateListening(live);
       }
     };
+  }
+
+  /**
+   * Another replica holds a standalone stream of a session this replica holds one of too, long after both were
+   * announced: an announcement was lost (a publish during a Redis blink, a subscriber reconnecting), and without this
+   * both streams got every message for as long as they lived (found by a review). The rule both replicas compute alike:
+   * the stream with the greater token stays, the other is closed as replaced (its agent reconnects and is announced
+   * anew). Only past HELD_CONFLICT_GRACE_MS: a held round sent before that replica heard of a newer stream here is
+   * settled by the announcement itself.
+   */
+  private settleHeldConflict(sessionId: string, token: string, now: number): void {
+    const live = this.live.get(sessionId);
+    const ours = live?.standaloneToken;
+    if (live?.standalone === undefined || ours === undefined || ours.token === token || !ours.confirmed) return;
+    if (now - ours.attachedAt < HELD_CONFLICT_GRACE_MS || ours.token > token) return;
+    this.deps.logger.warn({ sessionIdPrefix: sessionId.slice(0, 8) }, 'two replicas held a standalone stream of one session (an announcement was lost); this one closed');
+    const stream = live.standalone;
+    live.standalone = undefined;
+    live.standaloneToken = undefined;
+    stream.close?.('replaced');
   }
 
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
@@ -1749,6 +1771,7 @@ export class SessionEngine {
           // A stream this replica had not heard of (it started later, or the attach was lost): its sessions here listen.
           const live = known ? undefined : this.live.get(held[0]);
           if (live !== undefined) this.updateListening(live);
+          this.settleHeldConflict(held[0], held[1], now);
         }
         return;
       }
