@@ -510,6 +510,70 @@ describe('a cancelled audit export', () => {
   });
 });
 
+describe('runs of one export job (found by re-review)', () => {
+  const request = async (tenant: TestTenant, format: 'csv' | 'jsonl' = 'csv') =>
+    (await requestAuditExport(app, tenant.id, { format, filters: {}, requestedById: null }, async () => undefined)).exportId;
+  const filesOf = (tenantId: string, exportId: string) =>
+    existsSync(path.join(dir, tenantId)) ? readdirSync(path.join(dir, tenantId)).filter((name) => name.startsWith(exportId)) : [];
+
+  it('a run of the job that comes after the export expired does not export it again over its record', async () => {
+    const tenant = await seededTenant();
+    const exportId = await request(tenant);
+    const job = { v: 1 as const, exportId, tenantId: tenant.id };
+    expect(await runAuditExport(app, store, job, dir)).toEqual({ status: 'completed' });
+    const completed = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    // Expired (its TTL, or ten newer exports completing): only the file goes; its manifest stays for whoever downloaded it.
+    await expireAuditExports(system, dir, { now: new Date(Date.now() + 30 * 86_400_000) });
+    expect((await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).status).toBe('expired');
+    await store.insert([sampleAuditEvent(tenant.id, {})]);
+    // The same job run again (BullMQ handing on a job it took for stalled).
+    expect(await runAuditExport(app, store, job, dir)).toEqual({ status: 'skipped' });
+    const after = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    expect({ status: after.status, sha256: after.sha256, lastSeq: after.lastSeq }).toEqual({ status: 'expired', sha256: completed.sha256, lastSeq: completed.lastSeq });
+  });
+
+  it('a failing or cancelled run removes what an earlier run of the job that died left under its staging name', async () => {
+    const tenant = await seededTenant();
+    const failing: AuditEventStore = { insert: async () => Promise.reject(new Error('store down')) };
+    const left: Record<string, string[]> = {};
+    for (const outcome of ['failed', 'cancelled'] as const) {
+      const exportId = await request(tenant);
+      // A worker died mid-run: its partial copy of the trail is on the export volume.
+      mkdirSync(path.join(dir, tenant.id), { recursive: true });
+      writeFileSync(path.join(dir, tenant.id, `${exportId}.csv.run-0123456789ab.partial`), 'x'.repeat(1_000_000));
+      const job = { v: 1 as const, exportId, tenantId: tenant.id };
+      if (outcome === 'failed') await expect(runAuditExport(app, failing, job, dir)).rejects.toThrow(/store down/);
+      else {
+        const cancel = async () => void (await system.auditExport.update({ where: { id: exportId }, data: { status: 'cancelled' } }));
+        expect(await runAuditExport(app, store, job, dir, undefined, { written: cancel })).toEqual({ status: 'cancelled' });
+      }
+      expect((await system.auditExport.findUniqueOrThrow({ where: { id: exportId } })).status).toBe(outcome);
+      // Nothing expires a failed or cancelled export later: what is left then would stay for good.
+      left[outcome] = filesOf(tenant.id, exportId);
+    }
+    expect(left).toEqual({ failed: [], cancelled: [] });
+  });
+
+  it('the chain tells of every superseded run whose file was removed, not only the first', async () => {
+    const tenant = await seededTenant();
+    const exportId = await request(tenant);
+    const job = { v: 1 as const, exportId, tenantId: tenant.id };
+    // Three runs of the job, each recording its file before the next one (the job handed on twice) runs to its end.
+    const results: { status: string }[] = [];
+    const third = async () => void results.push(await runAuditExport(app, store, job, dir));
+    const second = async () => void results.push(await runAuditExport(app, store, job, dir, undefined, { recorded: third }));
+    results.push(await runAuditExport(app, store, job, dir, undefined, { recorded: second }));
+    expect(results).toEqual([{ status: 'completed' }, { status: 'skipped' }, { status: 'skipped' }]);
+    const events = await system.auditEvent.findMany({ where: { tenantId: tenant.id, method: 'audit.export', targetId: exportId }, orderBy: { seq: 'asc' } });
+    const told = events.map((event) => ({ outcome: event.outcome, sha256: (event.arguments as { sha256?: string }).sha256 }));
+    const ok = told.filter((event) => event.outcome === 'ok').map((event) => event.sha256);
+    expect(ok).toHaveLength(3);
+    const row = await system.auditExport.findUniqueOrThrow({ where: { id: exportId } });
+    const removed = told.filter((event) => event.outcome === 'cancelled').map((event) => event.sha256).sort();
+    expect(removed).toEqual(ok.filter((digest) => digest !== row.sha256).sort());
+  });
+});
+
 describe('completed audit exports kept', () => {
   it(`are the ${MAX_KEPT_EXPORTS} newest per tenant: one more completing expires the oldest and removes its files at once (found by a review)`, async () => {
     const tenant = await seededTenant();

@@ -111,7 +111,8 @@ function exportAuditEvent(
   outcome: 'ok' | 'error' | 'cancelled',
   details: Record<string, unknown>,
 ): AuditEventV1 {
-  const digest = outcome === 'ok' && typeof details['sha256'] === 'string' ? `:${details['sha256']}` : '';
+  // A removal names the file removed: several runs of one job each remove their own (found by re-review).
+  const digest = outcome !== 'error' && typeof details['sha256'] === 'string' ? `:${details['sha256']}` : '';
   return {
     v: 1,
     eventId: derivedUuid(`audit-export:${exportId}:${outcome}${digest}`),
@@ -235,7 +236,8 @@ export async function runAuditExport(
   const dir = path.join(exportDir, tenant);
   const fileName = `${row.id}.${row.format}`;
   const outPath = path.join(dir, fileName);
-  if (row.status === 'completed') return { status: 'skipped' };
+  // Done, or done and expired (its manifest kept for whoever downloaded it): never exported again over its record.
+  if (row.status === 'completed' || row.status === 'expired') return { status: 'skipped' };
   // Cancelled: never run. What an earlier attempt may have left (a worker that died mid-run) goes.
   if (row.status === 'cancelled') {
     await removeExportFiles(dir, row.id).catch(() => undefined);
@@ -249,7 +251,7 @@ export async function runAuditExport(
   const claimedAt = new Date();
   const started = await withTenant(db, tenant, (tx) =>
     tx.auditExport.updateMany({
-      where: { tenantId: tenant, id: row.id, status: { notIn: ['cancelled', 'completed'] } },
+      where: { tenantId: tenant, id: row.id, status: { in: ['queued', 'running', 'failed'] } },
       data: { status: 'running', startedAt: claimedAt, error: null },
     }),
   );
@@ -322,8 +324,13 @@ export async function runAuditExport(
     await expireBeyondKept(db, tenant, dir).catch(() => undefined);
     return { status: 'completed' };
   } catch (error) {
-    // Nothing of a cancelled or failed run stays on disk; what another run published is its own.
-    await removeStaged().catch(() => undefined);
+    // Nothing of a cancelled or failed run stays on disk, nor what an earlier run of the job left (a worker that died
+    // mid-run: nothing else would remove it; found by re-review); what a run that took the export over writes is its own.
+    const ownsFiles = await withTenant(db, tenant, (tx) => tx.auditExport.findFirst({ where: { tenantId: tenant, id: row.id }, select: { status: true, startedAt: true } })).then(
+      (now) => now?.status === 'cancelled' || (now?.status === 'running' && now.startedAt?.getTime() === claimedAt.getTime()),
+      () => false,
+    );
+    await (ownsFiles ? removeExportFiles(dir, row.id) : removeStaged()).catch(() => undefined);
     if (error instanceof ExportCancelledError) {
       // Its export was recorded a moment before the cancel won: the chain says what became of the file.
       if (recorded !== undefined) {
