@@ -658,4 +658,25 @@ describe('audit export jobs (API side; the worker side is in e2e/audit/audit-api
     // As the worker's expiry would leave it (other specs run the cross-tenant expiry).
     await cp.system.auditExport.update({ where: { id }, data: { status: 'expired' } });
   });
+
+  it('reads a download whole when its file is removed once it was handed out (an expiry, or a newer export past the ten kept; found by re-review)', async () => {
+    const f = await tenantWithEvents();
+    const auditor = await cp.member(f.tenant.id, 'auditor');
+    const base = `/api/v1/tenants/${f.tenant.id}/audit/exports`;
+    const id = String((await cp.request('POST', base, { token: auditor.token, body: { format: 'jsonl' } })).json['id']);
+    const file = path.join(exportDir, f.tenant.id, `${id}.jsonl`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    const content = '{"seq":1}\n'.repeat(10_000);
+    writeFileSync(file, content);
+    await cp.system.auditExport.update({ where: { id }, data: { status: 'completed', sha256: 'a'.repeat(64), rowCount: 10_000, completedAt: new Date(), expiresAt: new Date(Date.now() + 60_000) } });
+    const scope: TenantScope = { tenantId: f.tenant.id, role: 'auditor', actor: { userId: auditor.id as UserId, isPlatformAdmin: false, traceId: 't', traceparent: null } };
+    const download = await cp.app.get(AuditService).download(scope, id);
+    rmSync(file);
+    const chunks: Buffer[] = [];
+    for await (const chunk of download.stream) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe(content);
+    expect(download.length).toBe(content.length);
+    // Asked for after the removal: gone, not an error.
+    expect((await cp.request('GET', `${base}/${id}/download`, { token: auditor.token })).status).toBe(404);
+  });
 });

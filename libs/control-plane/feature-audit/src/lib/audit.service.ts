@@ -19,7 +19,7 @@ import { withTenant, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId } from '@portcullis/shared/util-ids';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { verifyTenantChainScoped } from './audit-chain.reader';
@@ -291,21 +291,29 @@ export class AuditService {
     if (record.status !== 'completed' || record.sha256 === null) throw auditErrors.exportNotReady(record.status);
     const fileName = `${record.id}.${record.format}`;
     const file = path.resolve(this.options.exportDir, scope.tenantId, fileName);
-    const size = await stat(file).then(
-      (s) => (s.isFile() ? s.size : null),
-      () => null,
-    );
-    if (size === null) throw auditErrors.exportFileGone();
-    await this.audit.emit({
-      tenantId: scope.tenantId,
-      actor: scope.actor,
-      action: 'audit.export.download',
-      target: { type: 'audit_export', id: record.id },
-      before: null,
-      after: { format: record.format, rowCount: record.rowCount, sha256: record.sha256 },
-    }, { required: true });
+    // Opened before anything is answered: a file removed afterwards (its expiry, or a newer export completing past the
+    // ten a tenant keeps) is still read whole from the handle, never cut off mid-answer.
+    const handle = await open(file, 'r').catch(() => null);
+    const size = handle === null ? null : await handle.stat().then((s) => (s.isFile() ? s.size : null), () => null);
+    if (handle === null || size === null) {
+      await handle?.close().catch(() => undefined);
+      throw auditErrors.exportFileGone();
+    }
+    try {
+      await this.audit.emit({
+        tenantId: scope.tenantId,
+        actor: scope.actor,
+        action: 'audit.export.download',
+        target: { type: 'audit_export', id: record.id },
+        before: null,
+        after: { format: record.format, rowCount: record.rowCount, sha256: record.sha256 },
+      }, { required: true });
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      throw error;
+    }
     return {
-      stream: createReadStream(file),
+      stream: handle.createReadStream(),
       fileName,
       contentType: CONTENT_TYPES[record.format],
       length: size,
