@@ -312,7 +312,7 @@ export class RateLimitService {
       if (requests === undefined || windowSeconds === undefined) continue;
       const taken = this.leases.takeFromMemory(counterKey(subject, limit.ruleId, limit.rateLimit.scope), requests, windowSeconds);
       const refused = taken === undefined ? null : rejectionOf(taken, limit, requests, windowSeconds);
-      if (refused && (rejection === null || refused.retryAfterSeconds > rejection.retryAfterSeconds)) rejection = refused;
+      if (refused && !refused.allowed && (rejection === null || (!rejection.allowed && refused.retryAfterSeconds > rejection.retryAfterSeconds))) rejection = refused;
     }
     return rejection;
   }
