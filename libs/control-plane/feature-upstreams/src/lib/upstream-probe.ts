@@ -11,9 +11,13 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 import { ProbeLineTooLong, ProbeStdinFull, ProbeStdioTransport } from './probe-stdio-transport';
 
-/** Sockets a test may hold to its upstream, and requests it may have sent that are not answered yet. */
-const MAX_PROBE_CONNECTIONS = 8;
+/** Requests a test may have sent to its upstream that are not answered yet. */
 const MAX_PROBE_REQUESTS_UNANSWERED = 32;
+/**
+ * Pages of one listing a test reads: an upstream handing out empty pages, each with a new cursor, was read until the
+ * deadline (and each page's stream may stay open).
+ */
+const MAX_PROBE_PAGES = 100;
 
 /** Why a test connection failed. Each reason has one fixed, caller-safe sentence (see `upstreamErrors`). */
 export type ProbeFailureReason = 'blocked' | 'unreachable' | 'tls' | 'timeout' | 'not_mcp' | 'rejected' | 'too_large' | 'unstorable';
@@ -180,14 +184,15 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     } else {
       const decision = checkUpstreamUrl(target.url, options.network);
       if (!decision.ok) throw new ProbeFailure('blocked', 'url');
-      const guardedAgent = new Agent({
-        connect: { lookup: options.lookup ?? createGuardedLookup(options.network), timeout: options.timeoutMs },
-        connections: MAX_PROBE_CONNECTIONS,
-      });
+      // No cap on sockets: a server may leave the event stream of a POST it answered open (MCP: it SHOULD close it), and
+      // the SDK reads each until it ends, so a cap of 8 failed the test of such a server at its eighth listing page (found
+      // by re-review). What bounds them: the requests not answered yet, and the listing pages.
+      const guardedAgent = new Agent({ connect: { lookup: options.lookup ?? createGuardedLookup(options.network), timeout: options.timeoutMs } });
       agent = guardedAgent;
       // Requests sent and not answered yet (no response head). A server that sends pings and never answers the POSTs
       // of their answers had each held open on a socket of its own: 13,000 sockets and 400 MiB within one test (found
-      // by re-review). Past the bound the test ends, as a stdio server's does.
+      // by re-review). Past the bound the test ends, as a stdio server's does. (A POST of answers alone is answered
+      // 202; the SDK drops the body of any other answer to it.)
       let unanswered = 0;
       const guardedFetch: FetchLike = async (url, init) => {
         if (unanswered >= MAX_PROBE_REQUESTS_UNANSWERED) {
@@ -275,7 +280,9 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       if (!capabilities[listing.capability]) continue;
       const seenNames = new Set<string>();
       let cursor: string | undefined;
+      let pages = 0;
       do {
+        if (++pages > MAX_PROBE_PAGES) throw new ProbeFailure('too_large', `${listing.kind} pages`);
         const page = (await client.request(
           { method: listing.method, params: cursor === undefined ? {} : { cursor } },
           anyResult,
