@@ -105,5 +105,5 @@ export type {
   CreateAuditExportRequest,
   ParsedCreateAuditExportRequest,
 } from './lib/audit';
-export { APPROVAL_EDITABLE_METHODS, approvalArgumentsHash, editedArgumentsProblem, approvalResponse, approvalStatus, approvalTargetKind, approveRequest, denyRequest, listApprovalsQuery } from './lib/approvals';
+export { APPROVAL_EDITABLE_METHODS, approvalArgumentsHash, MAX_APPROVAL_ARGUMENT_BYTES, editedArgumentsProblem, approvalResponse, approvalStatus, approvalTargetKind, approveRequest, denyRequest, listApprovalsQuery } from './lib/approvals';
 export type { ApprovalResponse, ApproveRequest, DenyRequest, ListApprovalsQuery } from './lib/approvals';

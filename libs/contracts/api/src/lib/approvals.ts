@@ -13,7 +13,12 @@ export const approvalTargetKind = z.enum(['tool', 'prompt', 'resource']);
 /** Lowercase hex SHA-256 of the RFC 8785 canonical JSON of the held call's arguments. */
 export const approvalArgumentsHash = z.string().regex(/^[0-9a-f]{64}$/, 'must be the approval’s argumentsHash (64 lowercase hex digits)');
 
-const MAX_ARGUMENT_BYTES = 64 * 1024;
+/**
+ * The largest arguments a held call may have (as JSON, in UTF-8 bytes), and an approver's edit of them: what a person
+ * can review, and what every listing of the queue and every decision's audit event carries whole.
+ */
+export const MAX_APPROVAL_ARGUMENT_BYTES = 64 * 1024;
+const MAX_ARGUMENT_BYTES = MAX_APPROVAL_ARGUMENT_BYTES;
 /** Nesting bound: deeper JSON would overflow the recursive redaction and canonicalisation downstream. */
 const MAX_ARGUMENT_DEPTH = 64;
 

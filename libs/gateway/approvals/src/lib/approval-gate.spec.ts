@@ -76,6 +76,23 @@ function recordingGate(): { store: RecordingStore; gate: HeldCallGate } {
 }
 
 describe('HeldCallGate (recording store)', () => {
+  it('refuses arguments larger than an approver may edit (64 KiB), recording nothing; ones within it are held (found by a review)', async () => {
+    const { store, gate } = recordingGate();
+    const decision = { reason: 'require_approval: rule r1', ruleIds: ['r1'], snapshotVersion: 1 };
+    const hold = (sql: string) =>
+      gate.hold({ record, method: 'tools/call', requestId: 1, traceId: 't', startedAt: 0, target: { upstream, kind: 'tool', name: 'run_sql' }, arguments: { sql } }, decision, NO_STREAM, new AbortController().signal);
+    // 3.5 MiB: within the gateway's default 4 MiB body limit, and once stored, in every listing of the queue.
+    await expect(hold('x'.repeat(3.5 * 1024 * 1024))).rejects.toMatchObject({ rpcCode: -32602, message: expect.stringMatching(/too large to review \(over 64 KiB\)/) });
+    // Counted in UTF-8 bytes, as the approver's edit is: 30,000 three-byte characters are 90,000 bytes.
+    await expect(hold('€'.repeat(30_000))).rejects.toMatchObject({ rpcCode: -32602 });
+    expect(store.created).toEqual([]);
+    const within = hold('SELECT 1; -- ' + 'x'.repeat(60 * 1024));
+    within.catch(() => undefined);
+    await store.recordedOne;
+    expect(store.created).toHaveLength(1);
+    await gate.close(0);
+  });
+
   // Before, a call held past its key's expiry stayed approvable (pending in the API, approvals recorded) though the
   // check after the wait would refuse it; a revoked key's approvals are cancelled by the control plane, not an expired
   // one's.

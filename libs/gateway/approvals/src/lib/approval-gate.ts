@@ -1,4 +1,4 @@
-import { editedArgumentsProblem } from '@portcullis/contracts/api';
+import { editedArgumentsProblem, MAX_APPROVAL_ARGUMENT_BYTES } from '@portcullis/contracts/api';
 import { GATEWAY_RPC, GatewayRequestError, type Admission, type ApprovalGate, type MessageSink, type RequestInfo } from '@portcullis/gateway/core';
 import { isUuid, tenantId as toTenantId, type TenantId } from '@portcullis/shared/util-ids';
 import type { CancelSignal } from '@portcullis/gateway/mcp';
@@ -189,6 +189,12 @@ export class HeldCallGate implements ApprovalGate {
     const unreviewable = unreviewableArguments(info.arguments);
     if (unreviewable !== undefined) {
       throw new GatewayRequestError(-32602, `This call needs a human approval, and its arguments cannot be recorded for review (${unreviewable})`, undefined, 'denied');
+    }
+    // Held whole for the approver, listed whole in the queue and repeated in each decision's audit event: no more than
+    // an approver's edit may hold (megabytes of arguments made every listing of the queue hundreds of MiB; found by a
+    // review). The body limit alone allowed up to 50 MiB.
+    if (Buffer.byteLength(JSON.stringify(info.arguments ?? {}), 'utf8') > MAX_APPROVAL_ARGUMENT_BYTES) {
+      throw new GatewayRequestError(-32602, `This call needs a human approval, and its arguments are too large to review (over ${MAX_APPROVAL_ARGUMENT_BYTES / 1024} KiB)`, undefined, 'denied');
     }
     try {
       hash = argumentsHash(info.arguments);
