@@ -117,4 +117,45 @@ describe('a standalone-attached announcement lost for one replica (found by a re
     for (const engine of [x, y, z]) engine.onBusMessage(relayed);
     expect(sent.x + sent.y).toBe(1);
   }, 15_000);
+
+  it('never closes the live stream that resumed a parked one, whatever the tokens, and ends the parked one unmarked (found by re-review)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const sessions = new MemorySessionStore();
+    const queued: BusMessage[] = [];
+    const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
+    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listenerAnnounceMs: 100 } });
+    const [x, y] = [make('rx'), make('ry')];
+    const flush = (lostForX = false) => {
+      for (const message of queued.splice(0)) for (const engine of [x, y]) if (!(lostForX && engine === x && message.type === 'standalone-attached')) engine.onBusMessage(message);
+    };
+    const tokenOf = () => (queued.find((message) => message.type === 'standalone-attached') as { token: string }).token;
+    // Both orders of the tokens: the parked stream's the greater (what a token rule alone got wrong), then the smaller.
+    const outcomes: { parkedGreater: boolean; closed: string[] }[] = [];
+    for (let tries = 0; tries < 40 && new Set(outcomes.map((outcome) => outcome.parkedGreater)).size < 2; tries += 1) {
+      const closed: string[] = [];
+      const { record: onX } = await openSession(x);
+      const onY = await recordOn(y, onX.id);
+      let away = false;
+      x.attachStandalone(onX, { id: 's-x', canStream: true, get away() { return away; }, send: () => true, close: (why) => void closed.push(`x:${why ?? 'ended'}`) });
+      const tx = tokenOf();
+      flush();
+      // The agent's connection on x dropped: the stream is parked there, logging for its resume; the agent resumes it on
+      // y, and x's subscriber misses that announcement.
+      away = true;
+      y.attachStandalone(onY, { id: 's-y', canStream: true, send: () => true, close: (why) => void closed.push(`y:${why ?? 'ended'}`) }, 's-x');
+      const ty = tokenOf();
+      flush(true);
+      if (outcomes.some((outcome) => outcome.parkedGreater === tx > ty)) continue;
+      outcomes.push({ parkedGreater: tx > ty, closed });
+    }
+    expect(outcomes).toHaveLength(2);
+    await new Promise((resolve) => setTimeout(resolve, 4_400));
+    flush();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    flush();
+    // The agent is on y: its stream stays; the parked one on x, which it resumed, ends unmarked.
+    for (const outcome of outcomes) expect(outcome.closed).toEqual(['x:ended']);
+  }, 20_000);
 });

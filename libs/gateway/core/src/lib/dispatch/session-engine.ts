@@ -248,7 +248,14 @@ export type BusMessage =
       readonly fresh?: true;
     }
   /** A replica still holds these standalone streams (`[sessionId, token]`): sent every `listenerAnnounceMs`. */
-  | { readonly type: 'standalone-held'; readonly streams: readonly (readonly [string, string])[] }
+  | {
+      readonly type: 'standalone-held';
+      /**
+       * [session id, token] per stream held; replicas of this version add the stream's id, whether it is parked (1: its
+       * agent gone, it only logs for a resume) and the stream it resumed ('' for none), for `settleHeldConflict`.
+       */
+      readonly streams: readonly (readonly [string, string] | readonly [string, string, string, number, string])[];
+    }
   /** A replica let the standalone stream `token` go (its agent gone past the wait, or the session ended there). */
   | { readonly type: 'standalone-detached'; readonly sessionId: string; readonly token: string }
   /**
@@ -363,7 +370,7 @@ interface LiveSession {
    * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
    * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
    */
-  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean; readonly attachedAt: number } | undefined;
+  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean; readonly attachedAt: number; readonly resumes?: string } | undefined;
   /**
    * Until when upstream sessions just opened here listen whether or not anyone does (`EngineOptions.firstListenMs`),
    * and the timer that ends it.
@@ -1227,11 +1234,11 @@ export class SessionEngine {
       const live = this.live.get(sessionId);
       if (live !== undefined) this.updateListening(live);
     }
-    let streams: [string, string][] = [];
+    let streams: [string, string, string, number, string][] = [];
     for (const live of this.live.values()) {
-      const token = live.standaloneToken?.token;
-      if (live.standalone === undefined || token === undefined) continue;
-      streams.push([live.record.id, token]);
+      const held = live.standaloneToken;
+      if (live.standalone === undefined || held === undefined) continue;
+      streams.push([live.record.id, held.token, live.standalone.id ?? '', live.standalone.away === true ? 1 : 0, held.resumes ?? '']);
       if (streams.length === HELD_PER_MESSAGE) {
         bus.broadcast({ type: 'standalone-held', streams });
         streams = [];
@@ -1645,7 +1652,7 @@ export class SessionEngine {
     const token = randomBytes(12).toString('base64url');
     // Resuming a stream of this replica's, closed above: it logged none of what comes from now on (no `early`).
     const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
-    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now() };
+    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now(), resumes };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
@@ -1667,21 +1674,30 @@ export class SessionEngine {
   /**
    * Another replica holds a standalone stream of a session this replica holds one of too, long after both were
    * announced: an announcement was lost (a publish during a Redis blink, a subscriber reconnecting), and without this
-   * both streams got every message for as long as they lived (found by a review). The rule both replicas compute alike:
-   * the stream with the greater token stays, the other is closed as replaced (its agent reconnects and is announced
-   * anew). Only past HELD_CONFLICT_GRACE_MS: a held round sent before that replica heard of a newer stream here is
-   * settled by the announcement itself.
+   * both streams got every message for as long as they lived (found by a review). The rule both replicas compute alike,
+   * from what the held rounds say of each stream: a stream the other resumed gives way (ended unmarked, as a handover
+   * ends it); else a parked one (its agent gone) gives way to a live one (ended unmarked: its agent may still resume it
+   * into the live one's place); else the one with the smaller token (as replaced when both are live: a second client).
+   * Only past HELD_CONFLICT_GRACE_MS: a held round sent before that replica heard of a newer stream here is settled by the
+   * announcement itself. Replicas of an earlier version say none of this and settle nothing.
    */
-  private settleHeldConflict(sessionId: string, token: string, now: number): void {
+  private settleHeldConflict(sessionId: string, token: string, theirs: { readonly id: string; readonly away: boolean; readonly resumes: string }, now: number): void {
     const live = this.live.get(sessionId);
     const ours = live?.standaloneToken;
-    if (live?.standalone === undefined || ours === undefined || ours.token === token || !ours.confirmed) return;
-    if (now - ours.attachedAt < HELD_CONFLICT_GRACE_MS || ours.token > token) return;
-    this.deps.logger.warn({ sessionIdPrefix: sessionId.slice(0, 8) }, 'two replicas held a standalone stream of one session (an announcement was lost); this one closed');
-    const stream = live.standalone;
+    const stream = live?.standalone;
+    if (live === undefined || stream === undefined || ours === undefined || ours.token === token || !ours.confirmed) return;
+    if (now - ours.attachedAt < HELD_CONFLICT_GRACE_MS) return;
+    const oursAway = stream.away === true;
+    let close: 'unmarked' | 'replaced' | undefined;
+    if (stream.id !== undefined && theirs.resumes === stream.id) close = 'unmarked';
+    else if (ours.resumes !== undefined && ours.resumes === theirs.id) close = undefined;
+    else if (oursAway !== theirs.away) close = oursAway ? 'unmarked' : undefined;
+    else if (ours.token < token) close = oursAway ? 'unmarked' : 'replaced';
+    if (close === undefined) return;
+    this.deps.logger.warn({ sessionIdPrefix: sessionId.slice(0, 8), parked: oursAway }, 'two replicas held a standalone stream of one session (an announcement was lost); this one closed');
     live.standalone = undefined;
     live.standaloneToken = undefined;
-    stream.close?.('replaced');
+    stream.close?.(close === 'replaced' ? 'replaced' : undefined);
   }
 
   /** A standalone stream of the session was announced: this replica's is closed if the announced one came later. */
@@ -1771,7 +1787,7 @@ export class SessionEngine {
           // A stream this replica had not heard of (it started later, or the attach was lost): its sessions here listen.
           const live = known ? undefined : this.live.get(held[0]);
           if (live !== undefined) this.updateListening(live);
-          this.settleHeldConflict(held[0], held[1], now);
+          if (held.length >= 5) this.settleHeldConflict(held[0], held[1], { id: String(held[2]), away: held[3] === 1, resumes: String(held[4]) }, now);
         }
         return;
       }
