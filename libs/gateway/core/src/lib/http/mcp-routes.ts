@@ -220,6 +220,17 @@ const STANDALONE_HANDOVER_MS = 2_000;
 
 /** Messages per JSON-RPC batch: each request of a batch runs at once (hooks, audit, an upstream call). */
 const MAX_BATCH = 100;
+
+/**
+ * Refuses an empty batch, or one of more than MAX_BATCH messages, before any of its elements is looked at: checked
+ * after the exact-number scan and the classifying of every element, a 4 MiB batch of 699,000 elements held the event
+ * loop 1.4 s before its refusal (found by a review).
+ */
+function refuseBatchSize(batch: readonly unknown[]): void {
+  if (batch.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
+  if (batch.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
+}
+
 /**
  * Requests one legacy session may have under way at once. Each POST is answered 202 at once and runs on after it, so
  * unlike a Streamable HTTP request it holds no connection: without a bound one keep-alive connection could queue any
@@ -523,12 +534,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
       }
       const batch = Array.isArray(parsed);
+      if (batch) refuseBatchSize(parsed);
       // A number the parse changed would reach the upstream as another value than the agent wrote: its message is
       // refused (an answer is passed on as an error), each element of a batch on its own.
       const inexact = inexactNumbersByElement(input.body);
       const items: Classified[] = (batch ? (parsed as unknown[]) : [parsed]).map((value, index) => refuseInexact(classify(value), inexact?.get(index)));
-      if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
-      if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
       // A single invalid message is the request's error (400). In a batch (JSON-RPC 2.0 §6) each invalid element gets
       // its own Invalid Request in the answer and the valid ones are still handled.
       const invalid = items.find((item) => item.kind === 'invalid');
@@ -1172,16 +1182,15 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         } catch {
           throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
         }
-        const inexact = inexactNumbersByElement(request.body as string);
         if (Array.isArray(parsed)) {
           // As on Streamable HTTP, batches are the negotiated protocol's (2025-03-26 only): a session that chose it on
           // this transport must be able to send them (that version: MUST support receiving batches).
           if (!entry.record || !allowsBatches(entry.record.protocolVersion)) {
             throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: batches are not supported in this protocol version');
           }
+          refuseBatchSize(parsed);
+          const inexact = inexactNumbersByElement(request.body as string);
           const items = parsed.map((value, index) => refuseInexact(classify(value), inexact?.get(index)));
-          if (items.length === 0) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: empty batch');
-          if (items.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
           if (items.some((one) => one.kind === 'request' && one.message.method === 'initialize')) {
             throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Invalid Request: initialize cannot be batched');
           }
@@ -1197,7 +1206,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           });
           return reply;
         }
-        const item = refuseInexact(classify(parsed), inexact?.get(0));
+        const item = refuseInexact(classify(parsed), inexactNumbersByElement(request.body as string)?.get(0));
         if (item.kind === 'invalid') {
           // Answered with the message's id where it has a usable one, as on Streamable HTTP.
           const { code, message } = invalidMessageError(item);
