@@ -52,4 +52,30 @@ describe('inexactNumbersByElement', () => {
     expect(inexactNumberIn(`[1${'0'.repeat(40_000)}]`)).toMatch(/past the range/);
     expect(inexactNumberIn(`[1.${'0'.repeat(40_000)}]`)).toBeUndefined();
   });
+
+  it('works out only literals that are themselves suspect, finding each inexact one beside many plain numbers (found by a review)', () => {
+    const among = (literal: string) => `{"x":[1,2.5,-3,4e10,0.125],"y":${literal},"z":[6,7]}`;
+    for (const literal of ['1e400', '1E+400', '-1e-400', '9007199254740993', '-9007199254740993.0', '0.10000000000000000001', '1.7976931348623159e308']) {
+      expect(inexactNumberIn(among(literal)), literal).toBeDefined();
+    }
+    for (const literal of ['1e40', '1e-40', '123456789012345', '0.1', '-0', '1.7976931348623157e308', '5e-324']) {
+      expect(inexactNumberIn(among(literal)), literal).toBeUndefined();
+    }
+    // One suspect literal anywhere no longer has every other number of a large body worked out: the scan stays within a
+    // few times the parse (about twelve times before).
+    const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":[${Array(1_000_000).fill('1').join(',')}],"y":1e400}}}`;
+    const best = (run: () => unknown) => {
+      let fastest = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        run();
+        fastest = Math.min(fastest, performance.now() - started);
+      }
+      return fastest;
+    };
+    const parse = best(() => JSON.parse(body));
+    const scan = best(() => inexactNumbersByElement(body));
+    expect(inexactNumbersByElement(body)?.get(0)).toMatch(/1e400/);
+    expect(scan).toBeLessThan(6 * parse);
+  });
 });

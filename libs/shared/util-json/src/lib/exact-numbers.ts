@@ -78,9 +78,18 @@ export function inexactNumbersByElement(text: string): ReadonlyMap<number, strin
       }
     } else if (code === 0x2d || (code >= 0x30 && code <= 0x39)) {
       const start = index;
+      let exponentAt = -1;
       index += 1;
-      while (index < length && /[0-9.eE+-]/.test(text[index] as string)) index += 1;
-      if (found?.has(element) !== true) {
+      for (; index < length; index += 1) {
+        const inner = text.charCodeAt(index);
+        if (inner === 0x65 || inner === 0x45) exponentAt = index;
+        else if (!((inner >= 0x30 && inner <= 0x39) || inner === 0x2e || inner === 0x2b || inner === 0x2d)) break;
+      }
+      // Only a literal that is itself suspect (as SUSPECT says of the text) is worked out: one suspect literal anywhere
+      // made every other number of the text canonicalised too, about twelve times the cost of the parse (found by a
+      // review). An exponent's sign is not among its digits.
+      const exponentDigits = exponentAt < 0 ? 0 : index - exponentAt - 1 - (text.charCodeAt(exponentAt + 1) === 0x2b || text.charCodeAt(exponentAt + 1) === 0x2d ? 1 : 0);
+      if ((index - start >= 16 || exponentDigits >= 3) && found?.has(element) !== true) {
         const problem = literalProblem(text.slice(start, index));
         if (problem !== undefined) (found ??= new Map()).set(element, problem);
       }
