@@ -361,6 +361,15 @@ process.stdin.on('data', (chunk) => {
     if (message.method === 'initialize') {
       send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'env', version: '1' } } });
     } else if (message.method === 'tools/list') {
+      if (process.env.PING_FLOOD) {
+        // Stops reading its stdin, and writes pings as fast as the pipe takes them.
+        process.stdin.pause();
+        let id = 1;
+        const block = () => { let text = ''; for (let i = 0; i < 2000; i++) text += '{"jsonrpc":"2.0","id":' + (id++) + ',"method":"ping"}\\n'; return text; };
+        const more = () => { while (process.stdout.write(block())); process.stdout.once('drain', more); };
+        more();
+        continue;
+      }
       if (process.env.FLOOD) {
         const chunk = 'x'.repeat(1024 * 1024);
         const more = () => { while (process.stdout.write(chunk)); process.stdout.once('drain', more); };
@@ -403,39 +412,14 @@ describe('probeUpstream over stdio', () => {
   }, 20_000);
 
   it('ends the test when the server stops reading and sends pings: the answers waiting for it stay bounded (found by a review)', async () => {
-    // It stops reading its stdin after the listing starts, then writes pings as fast as the pipe takes them: each
-    // answer the client writes back waits in the control plane's memory (894 MiB within 6 s before the bound).
-    const pinger = `
-      const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
-      let buffered = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk) => {
-        buffered += chunk;
-        for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
-          const message = JSON.parse(buffered.slice(0, at));
-          buffered = buffered.slice(at + 1);
-          if (message.method === 'initialize') {
-            send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'pinger', version: '1' } } });
-          } else if (message.method === 'tools/list') {
-            process.stdin.pause();
-            let id = 1;
-            const block = () => { let text = ''; for (let i = 0; i < 2000; i++) text += '{"jsonrpc":"2.0","id":' + (id++) + ',"method":"ping"}\\n'; return text; };
-            const more = () => { while (process.stdout.write(block())); process.stdout.once('drain', more); };
-            more();
-          }
-        }
-      });`;
+    // It stops reading its stdin once the listing starts, then writes pings as fast as the pipe takes them: each answer
+    // the client writes back waited in the control plane's memory (894 MiB within 6 s before the bound).
     const before = process.memoryUsage();
     const used = (now: NodeJS.MemoryUsage) => now.heapUsed + now.external + now.arrayBuffers - (before.heapUsed + before.external + before.arrayBuffers);
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, used(process.memoryUsage()))), 50);
     const started = Date.now();
-    const reason = await reasonOf(
-      probeUpstream(
-        { transport: 'stdio', url: null, headers: {}, command: process.execPath, args: ['-e', pinger], env: {} },
-        { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 6_000, maxItemsPerKind: 100 },
-      ),
-    );
+    const reason = await reasonOf(probeStdio({ PING_FLOOD: '1' }));
     clearInterval(sampler);
     expect(reason).toBe('not_mcp');
     expect(Date.now() - started).toBeLessThan(6_000);

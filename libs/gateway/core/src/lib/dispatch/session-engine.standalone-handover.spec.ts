@@ -78,22 +78,43 @@ describe('standalone stream handover across replicas', () => {
 });
 
 
+/**
+ * Three replicas (rx, ry, rz) announcing their streams every 100 ms, on a bus that only queues: `flush` delivers what was
+ * published, in order, to all three, but for a message type `lost` for one of them (a publish it missed).
+ */
+function lossyReplicas() {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'files')], () => undefined);
+  const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+  const sessions = new MemorySessionStore();
+  const queued: BusMessage[] = [];
+  const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
+  const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listenerAnnounceMs: 100 } });
+  const [x, y, z] = [make('rx'), make('ry'), make('rz')];
+  const flush = (lost?: { engine: unknown; type: BusMessage['type'] }) => {
+    for (const message of queued.splice(0)) for (const engine of [x, y, z]) if (!(lost && engine === lost.engine && message.type === lost.type)) engine.onBusMessage(message);
+  };
+  /** The token of the first stream announcement still queued. */
+  const tokenOf = () => (queued.find((message) => message.type === 'standalone-attached') as { token: string }).token;
+  /** A session opened on x, as each replica reads it. */
+  const session = async () => {
+    const { record: onX } = await openSession(x);
+    return { onX, onY: await recordOn(y, onX.id), onZ: await recordOn(z, onX.id) };
+  };
+  /** Past the conflict grace (4 s), and two held rounds later. */
+  const pastGrace = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 4_400));
+    flush();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    flush();
+  };
+  return { x, y, z, flush, tokenOf, session, pastGrace };
+}
+
 describe('a standalone-attached announcement lost for one replica (found by a review)', () => {
   it("is settled by the replicas' periodic announcements: one of the two streams ends, and a relayed message goes out once", async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const sessions = new MemorySessionStore();
-    const queued: BusMessage[] = [];
-    const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
-    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listenerAnnounceMs: 100 } });
-    const [x, y, z] = [make('rx'), make('ry'), make('rz')];
-    const { record: onX } = await openSession(x);
-    const onY = await recordOn(y, onX.id);
-    const onZ = await recordOn(z, onX.id);
-    const flush = (lost?: { engine: unknown; type: BusMessage['type'] }) => {
-      for (const message of queued.splice(0)) for (const engine of [x, y, z]) if (!(lost && engine === lost.engine && message.type === lost.type)) engine.onBusMessage(message);
-    };
+    const { x, y, z, flush, session, pastGrace } = lossyReplicas();
+    const { onX, onY, onZ } = await session();
     const sent = { x: 0, y: 0 };
     const closed: string[] = [];
     x.attachStandalone(onX, { id: 's-x', canStream: true, send: () => ++sent.x > 0, close: (why) => void closed.push(`x:${String(why)}`) });
@@ -106,10 +127,7 @@ describe('a standalone-attached announcement lost for one replica (found by a re
     flush();
     expect(closed).toEqual([]);
     // Past it, one (the same by both replicas' reckoning) is closed as replaced at the next rounds.
-    await new Promise((resolve) => setTimeout(resolve, 4_200));
-    flush();
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    flush();
+    await pastGrace();
     expect(closed).toHaveLength(1);
     expect(closed[0]).toMatch(/^[xy]:replaced$/);
     // z relays a session-level message: it goes out on the stream that stayed, once.
@@ -119,24 +137,12 @@ describe('a standalone-attached announcement lost for one replica (found by a re
   }, 15_000);
 
   it('never closes the live stream that resumed a parked one, whatever the tokens, and ends the parked one unmarked (found by re-review)', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'files')], () => undefined);
-    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
-    const sessions = new MemorySessionStore();
-    const queued: BusMessage[] = [];
-    const bus = { broadcast: (message: BusMessage) => void queued.push(JSON.parse(JSON.stringify(message)) as BusMessage), sendTo: () => undefined };
-    const make = (replicaId: string) => makeEngine({ registry, connector, sessions, bus, options: { replicaId, listenerAnnounceMs: 100 } });
-    const [x, y] = [make('rx'), make('ry')];
-    const flush = (lostForX = false) => {
-      for (const message of queued.splice(0)) for (const engine of [x, y]) if (!(lostForX && engine === x && message.type === 'standalone-attached')) engine.onBusMessage(message);
-    };
-    const tokenOf = () => (queued.find((message) => message.type === 'standalone-attached') as { token: string }).token;
+    const { x, y, flush, tokenOf, session, pastGrace } = lossyReplicas();
     // Both orders of the tokens: the parked stream's the greater (what a token rule alone got wrong), then the smaller.
     const outcomes: { parkedGreater: boolean; closed: string[] }[] = [];
     for (let tries = 0; tries < 40 && new Set(outcomes.map((outcome) => outcome.parkedGreater)).size < 2; tries += 1) {
       const closed: string[] = [];
-      const { record: onX } = await openSession(x);
-      const onY = await recordOn(y, onX.id);
+      const { onX, onY } = await session();
       let away = false;
       x.attachStandalone(onX, { id: 's-x', canStream: true, get away() { return away; }, send: () => true, close: (why) => void closed.push(`x:${why ?? 'ended'}`) });
       const tx = tokenOf();
@@ -146,15 +152,12 @@ describe('a standalone-attached announcement lost for one replica (found by a re
       away = true;
       y.attachStandalone(onY, { id: 's-y', canStream: true, send: () => true, close: (why) => void closed.push(`y:${why ?? 'ended'}`) }, 's-x');
       const ty = tokenOf();
-      flush(true);
+      flush({ engine: x, type: 'standalone-attached' });
       if (outcomes.some((outcome) => outcome.parkedGreater === tx > ty)) continue;
       outcomes.push({ parkedGreater: tx > ty, closed });
     }
     expect(outcomes).toHaveLength(2);
-    await new Promise((resolve) => setTimeout(resolve, 4_400));
-    flush();
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    flush();
+    await pastGrace();
     // The agent is on y: its stream stays; the parked one on x, which it resumed, ends unmarked.
     for (const outcome of outcomes) expect(outcome.closed).toEqual(['x:ended']);
   }, 20_000);
