@@ -29,6 +29,16 @@ let owner: { id: string; token: string };
 let agentKey: string;
 const TIMEOUT_MS = 3_000;
 
+/**
+ * How a held call can end when its key stops working while it waits: its approval cancelled by the control plane
+ * (-32032), its POST withdrawn with the key (-32003), or its session ended for a principal left without a usable key,
+ * which cancels what the session holds (-32054).
+ */
+const HELD_CALL_ENDINGS = [
+  { code: -32032, reason: 'approval_cancelled' },
+  { code: -32003, reason: 'credential_no_longer_valid' },
+  { code: -32054, reason: 'approval_cancelled' },
+];
 const approvalsUrl = () => `/api/v1/tenants/${tenant.id}/approvals`;
 
 function text(result: unknown): string {
@@ -371,14 +381,12 @@ describe('held calls decided through the control plane', () => {
     const revokedCall = await heldCall(first.secret);
     expect((await cp.request('POST', `/api/v1/tenants/${tenant.id}/api-keys/${first.id}/revoke`, { token: owner.token })).status).toBe(200);
     expect((await row(revokedCall.approval['id'])).status).toBe('cancelled');
-    // Two notices race to end it, each with its own reason: the approval's cancellation (-32032), and the key's
-    // revocation, on which the gateway withdraws every POST of that key under way (-32003). Either way the call ends
+    // Three notices race to end it, each with its own reason: the approval's cancellation (-32032); the key's
+    // revocation, on which the gateway withdraws every POST of that key under way (-32003); and the end of the session
+    // of a principal left with no usable key, which cancels what it holds (-32054). Whichever comes first, the call ends
     // with an error.
     const outcome = (await revokedCall.outcome) as { code?: number; data?: { reason?: string } } | null;
-    expect([
-      { code: -32032, reason: 'approval_cancelled' },
-      { code: -32003, reason: 'credential_no_longer_valid' },
-    ]).toContainEqual({ code: outcome?.code, reason: outcome?.data?.reason });
+    expect(HELD_CALL_ENDINGS).toContainEqual({ code: outcome?.code, reason: outcome?.data?.reason });
     await revokedCall.client.close().catch(() => undefined);
 
     // The agent client disabled while the call waits (its keys stop working): its POST is withdrawn as soon as the key
@@ -402,10 +410,7 @@ describe('held calls decided through the control plane', () => {
     expect(approve.status).toBe(409);
     const error = await disabledCall.outcome;
     expect(error).toBeInstanceOf(McpError);
-    expect([
-      { code: -32032, reason: 'approval_cancelled' },
-      { code: -32003, reason: 'credential_no_longer_valid' },
-    ]).toContainEqual({ code: (error as McpError).code, reason: ((error as McpError).data as { reason?: string } | undefined)?.reason });
+    expect(HELD_CALL_ENDINGS).toContainEqual({ code: (error as McpError).code, reason: ((error as McpError).data as { reason?: string } | undefined)?.reason });
     await disabledCall.client.close().catch(() => undefined);
   });
 

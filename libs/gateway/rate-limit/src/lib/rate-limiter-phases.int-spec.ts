@@ -63,6 +63,29 @@ async function blinkingRedis() {
 }
 
 /**
+ * Waits until each user's next call under `limit` is admitted (their slot given back after Redis came back), for at most
+ * 5 s — a fraction of the minute-long leases these specs take; fails naming how many are still held (and `detail()`).
+ */
+async function slotsGivenBack(limits: RateLimitService, users: string[], limit: AppliedLimit, detail?: () => Promise<string>) {
+  const stillHeld = new Set(users);
+  await waitFor(
+    async () => {
+      for (const user of [...stillHeld]) {
+        const next = await limits.check(userCall(user), [limit], 'closed');
+        if (!next.allowed) continue;
+        next.release();
+        stillHeld.delete(user);
+      }
+      return stillHeld.size === 0;
+    },
+    { timeoutMs: 5_000, intervalMs: 200, description: 'the slots given back' },
+  ).catch(async (error: unknown) => {
+    const more = detail ? ` (${await detail()})` : '';
+    throw new Error(`${stillHeld.size} of ${users.length} slots still held after Redis came back${more}: ${String(error)}`);
+  });
+}
+
+/**
  * Which limits a call refused by another one still counts against, and how slots come back after Redis blinks (found by
  * reviews, 2026-12-07; ADR 0011's amendments).
  */
@@ -202,14 +225,7 @@ describe('RateLimitService: slot releases retried', () => {
       await new Promise((resolve) => setTimeout(resolve, 900));
       await blink.restore();
       // Nothing in flight: the next call is admitted within a few seconds.
-      await waitFor(
-        async () => {
-          const next = await limits.check(userCall('alice'), [oneAtATime], 'closed');
-          if (next.allowed) next.release();
-          return next.allowed;
-        },
-        { timeoutMs: 5_000, intervalMs: 200, description: 'the slot given back' },
-      );
+      await slotsGivenBack(limits, ['alice'], oneAtATime);
       limits.close();
     } finally {
       blink.close();
@@ -241,22 +257,7 @@ describe('RateLimitService: slot releases retried', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       await blink.restore();
       // Nothing in flight: each user's next call is admitted within a few seconds, not after the 60 s lease.
-      const stillHeld = new Set(users);
-      await waitFor(
-        async () => {
-          for (const user of [...stillHeld]) {
-            const next = await limits.check(userCall(user), [oneAtATime], 'closed');
-            if (next.allowed) {
-              next.release();
-              stillHeld.delete(user);
-            }
-          }
-          return stillHeld.size === 0;
-        },
-        { timeoutMs: 5_000, intervalMs: 200, description: 'the slots given back' },
-      ).catch((error: unknown) => {
-        throw new Error(`${stillHeld.size} of 20 slots still held after Redis came back: ${String(error)}`);
-      });
+      await slotsGivenBack(limits, users, oneAtATime);
       limits.close();
     } finally {
       blink.close();
@@ -336,18 +337,7 @@ describe('RateLimitService: acquires that fail', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       await flaky.restore();
       // No call of Alice's runs: her next call is admitted within a few seconds, not after the 60 s lease.
-      let held = -1;
-      await waitFor(
-        async () => {
-          const next = await limits.check(userCall('alice'), [oneAtATime], 'closed');
-          if (next.allowed) next.release();
-          held = await redis.zcard(setKey);
-          return next.allowed;
-        },
-        { timeoutMs: 5_000, intervalMs: 200, description: 'the slot given back' },
-      ).catch((error: unknown) => {
-        throw new Error(`Alice refused with nothing in flight (${held} slot held by the lost acquire, ttl ${60} s lease): ${String(error)}`);
-      });
+      await slotsGivenBack(limits, ['alice'], oneAtATime, async () => `${await redis.zcard(setKey)} held by the lost acquire`);
       limits.close();
     } finally {
       flaky.close();

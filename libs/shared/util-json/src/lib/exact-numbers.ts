@@ -17,14 +17,13 @@ const SUSPECT = /\d[\d.]{15}|[eE][+-]?\d{3}/;
 const MAX_SHOWN = 40;
 
 /**
- * A decimal number's text (a JSON literal, or what `String` writes for a number) as its sign, the positions of its first
- * and last significant digits, how many significant digits lie between, and the power of ten of the first; undefined
+ * A decimal number's text (a JSON literal, or what `String` writes for a number) as its sign, the position of its first
+ * significant digit, how many significant digits run from it to the last, and the power of ten of the first; undefined
  * for zero. One pass by character code, nothing built: done per literal of every body.
  */
 interface Decimal {
   readonly negative: boolean;
   readonly first: number;
-  readonly last: number;
   readonly significant: number;
   readonly magnitude: number;
   /** The exponent has more than five digits (leading zeros, or a value past any float's). */
@@ -34,7 +33,6 @@ interface Decimal {
 function decimalOf(text: string, start: number, end: number): Decimal | undefined {
   let digits = 0;
   let first = -1;
-  let last = -1;
   let firstDigit = -1;
   let lastDigit = -1;
   let pointAt = -1;
@@ -47,7 +45,6 @@ function decimalOf(text: string, start: number, end: number): Decimal | undefine
           first = index;
           firstDigit = digits;
         }
-        last = index;
         lastDigit = digits;
       }
       digits += 1;
@@ -68,7 +65,6 @@ function decimalOf(text: string, start: number, end: number): Decimal | undefine
   return {
     negative: text.charCodeAt(start) === 0x2d,
     first,
-    last,
     significant: lastDigit - firstDigit + 1,
     magnitude: exponent + (pointAt < 0 ? digits : pointAt) - firstDigit - 1,
     longExponent,

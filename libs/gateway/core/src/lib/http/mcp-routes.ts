@@ -534,7 +534,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         throw new GatewayHttpError(400, JSON_RPC.PARSE_ERROR, 'Parse error');
       }
       const batch = Array.isArray(parsed);
-      if (Array.isArray(parsed)) refuseBatchSize(parsed);
+      if (batch) refuseBatchSize(parsed as unknown[]);
       // A number the parse changed would reach the upstream as another value than the agent wrote: its message is
       // refused (an answer is passed on as an error), each element of a batch on its own.
       const inexact = inexactNumbersByElement(input.body);

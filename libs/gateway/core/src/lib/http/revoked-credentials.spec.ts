@@ -354,7 +354,7 @@ const slowPastExpiry =
     if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
     if (method !== 'tools/call') return {};
     called();
-    while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+    while (Date.now() < authenticator.at + 1_500) await new Promise((resolve) => setTimeout(resolve, 50));
     return { content: [{ type: 'text', text: 'done' }] };
   };
 
@@ -420,7 +420,7 @@ describe('a batch POST withdrawn at its key expiry', () => {
       if (method !== 'tools/call') return {};
       calls += 1;
       // Waits past the old key's expiry, then asks the agent something.
-      while (Date.now() < authenticator.at + 300) await new Promise((resolve) => setTimeout(resolve, 50));
+      while (Date.now() < authenticator.at + 1_500) await new Promise((resolve) => setTimeout(resolve, 50));
       const answer = options?.onServerRequest?.(
         { jsonrpc: '2.0', id: 's1', method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'secret-question' } }], maxTokens: 10 } },
         new AbortController().signal,
