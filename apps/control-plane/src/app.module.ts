@@ -62,6 +62,7 @@ export class AppModule {
           keyring: parseKeyring(config.secrets.keyringSpec),
           stdioCommandAllowlist: config.upstreams.stdioCommandAllowlist,
           stdioRunAs: config.upstreams.stdioRunAs,
+          stdioUidRange: config.upstreams.stdioUidRange,
           network: config.upstreams.network,
           testTimeoutMs: config.upstreams.testTimeoutMs,
           maxStoredDefinitions: config.upstreams.maxStoredDefinitions,

@@ -70,6 +70,18 @@ describe('control plane config: CONTROL_PLANE_STDIO_RUN_AS', () => {
   });
 });
 
+describe('control plane config: CONTROL_PLANE_STDIO_UID_RANGE', () => {
+  it('takes first-last as numbers, unset when empty, refuses anything else, and not together with CONTROL_PLANE_STDIO_RUN_AS', () => {
+    const rangeOf = (value: string) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, CONTROL_PLANE_STDIO_UID_RANGE: value }).upstreams.stdioUidRange;
+    expect(rangeOf('230000-230099')).toEqual({ first: 230_000, last: 230_099 });
+    expect(rangeOf('')).toBeUndefined();
+    for (const value of ['230000', '0-5', '9-8', '1-2000000', 'a-b', '1-2147483648']) {
+      expect(problemsOf({ CONTROL_PLANE_STDIO_UID_RANGE: value }), value).toEqual(['CONTROL_PLANE_STDIO_UID_RANGE']);
+    }
+    expect(problemsOf({ CONTROL_PLANE_STDIO_UID_RANGE: '230000-230099', CONTROL_PLANE_STDIO_RUN_AS: '65534:65534' })).toEqual(['CONTROL_PLANE_STDIO_UID_RANGE']);
+  });
+});
+
 describe('control plane config: CONTROL_PLANE_OPENAPI', () => {
   it('serves the API description outside production, not in production unless asked', () => {
     const openApiOf = (env: Record<string, string>) => parseConfig(controlPlaneConfigSchema, { ...REQUIRED, ...SECRETS, ...env }).http.openApi;

@@ -30,13 +30,6 @@ const requireInProduction = (env: { NODE_ENV: string }, value: unknown, key: str
 
 const isLoopbackHost = f.isLoopbackHost;
 
-/** `uid:gid` (validated by the schema) as numbers; undefined when unset. */
-const runAsOf = (value: string | undefined): { uid: number; gid: number } | undefined => {
-  if (value === undefined) return undefined;
-  const [uid, gid] = value.split(':').map(Number) as [number, number];
-  return { uid, gid };
-};
-
 const tokenSettings = (env: TokenEnv) => ({
   secret: env.CONTROL_PLANE_JWT_SECRET ?? DEV_JWT_SECRET,
   issuer: env.CONTROL_PLANE_JWT_ISSUER,
@@ -78,16 +71,14 @@ export const controlPlaneConfigSchema = z
      * uid:gid the stdio servers of test connections run as (numbers): another user than the control plane's, so they
      * cannot read its environment (the secrets keyring, the database URL). As GATEWAY_STDIO_RUN_AS.
      */
-    CONTROL_PLANE_STDIO_RUN_AS: z.preprocess(
-      (value) => (value === '' ? undefined : value),
-      z
-        .string()
-        .refine(
-          (value) => /^\d{1,10}:\d{1,10}$/.test(value) && value.split(':').every((id) => Number(id) <= 2_147_483_647),
-          'must be uid:gid, two numbers up to 2147483647 (for example 65534:65534)',
-        )
-        .optional(),
-    ),
+    CONTROL_PLANE_STDIO_RUN_AS: f.runAsUser,
+    /**
+     * Instead of CONTROL_PLANE_STDIO_RUN_AS: `first-last` user ids (and groups of the same numbers), one of its own for
+     * each test connection's stdio server, so that no server, nor a helper it leaves running, can read another test's
+     * environment (another tenant's credentials). Ids no account uses, apart from the gateways' ranges. As
+     * GATEWAY_STDIO_UID_RANGE.
+     */
+    CONTROL_PLANE_STDIO_UID_RANGE: f.uidRange,
     /** Test connection may reach loopback/private/link-local upstreams (set it like GATEWAY_UPSTREAM_ALLOW_PRIVATE). */
     CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: f.booleanFlag(false),
     /** Host names or IP literals test connection may reach even when private, comma-separated. */
@@ -115,6 +106,9 @@ export const controlPlaneConfigSchema = z
     SHUTDOWN_GRACE_MS: f.durationMs(10_000),
   })
   .superRefine((env, ctx) => {
+    if (env.CONTROL_PLANE_STDIO_RUN_AS !== undefined && env.CONTROL_PLANE_STDIO_UID_RANGE !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['CONTROL_PLANE_STDIO_UID_RANGE'], message: 'cannot be set together with CONTROL_PLANE_STDIO_RUN_AS (one user for all, or one each)' });
+    }
     requireInProduction(env, env.CONTROL_PLANE_JWT_SECRET, 'CONTROL_PLANE_JWT_SECRET', ctx);
     requireInProduction(env, env.CONTROL_PLANE_SECRETS_KEYRING, 'CONTROL_PLANE_SECRETS_KEYRING', ctx);
     // Reachable beyond this host: listening beyond loopback, or behind a proxy (a loopback listener behind nginx or a
@@ -148,7 +142,8 @@ export const controlPlaneConfigSchema = z
     },
     upstreams: {
       stdioCommandAllowlist: env.CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST,
-      stdioRunAs: runAsOf(env.CONTROL_PLANE_STDIO_RUN_AS),
+      stdioRunAs: env.CONTROL_PLANE_STDIO_RUN_AS,
+      stdioUidRange: env.CONTROL_PLANE_STDIO_UID_RANGE,
       network: { allowPrivateNetworks: env.CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE, allowedHosts: env.CONTROL_PLANE_UPSTREAM_ALLOWED_HOSTS },
       testTimeoutMs: env.CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS,
       maxStoredDefinitions: env.CONTROL_PLANE_UPSTREAM_MAX_DEFINITIONS,

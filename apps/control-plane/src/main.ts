@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { createHttpApp, installGracefulShutdown, listenOrExplain, runOrExit } from '@portcullis/shared/nest-runtime';
 import { loadConfigOrExit } from '@portcullis/shared/util-config';
 import { createLogger } from '@portcullis/shared/util-logger';
-import { inheritedCapabilitiesProblem, ownStatus, stdioUserWarning } from '@portcullis/shared/util-process-user';
+import { CONTROL_PLANE_STDIO_HOST, inheritedCapabilitiesProblem, ownStatus, readOptional, stdioRangeProblem, stdioUserWarning } from '@portcullis/shared/util-process-user';
 import { AppModule } from './app.module';
 import { controlPlaneConfigSchema } from './config';
 import { installControlPlaneMetrics } from './metrics';
@@ -13,11 +13,14 @@ const logger = createLogger({ service: 'control-plane', level: config.log.level 
 
 // Test connections start stdio servers: the same checks of the user they run as as the gateway makes for its own.
 if (config.upstreams.stdioCommandAllowlist.length > 0) {
-  const host = { name: 'control plane', runAs: 'CONTROL_PLANE_STDIO_RUN_AS' };
-  const runAs = config.upstreams.stdioRunAs;
-  const warning = stdioUserWarning(runAs, { uid: process.getuid?.(), gid: process.getgid?.() }, ownStatus(), host);
+  const own = { uid: process.getuid?.(), gid: process.getgid?.() };
+  const range = config.upstreams.stdioUidRange;
+  const runAs = range ? { uid: range.first, gid: range.first } : config.upstreams.stdioRunAs;
+  const warning = stdioUserWarning(runAs, own, ownStatus(), CONTROL_PLANE_STDIO_HOST);
   if (warning !== undefined) logger.warn(warning);
-  const problem = runAs === undefined ? undefined : inheritedCapabilitiesProblem(process.getuid?.(), ownStatus(), host);
+  const problem =
+    (runAs === undefined ? undefined : inheritedCapabilitiesProblem(process.getuid?.(), ownStatus(), CONTROL_PLANE_STDIO_HOST)) ??
+    (range === undefined ? undefined : stdioRangeProblem(range, own, { passwd: readOptional('/etc/passwd'), group: readOptional('/etc/group') }, CONTROL_PLANE_STDIO_HOST));
   if (problem !== undefined) {
     logger.fatal(problem);
     process.exit(1);

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -470,3 +471,50 @@ describe('a test connection of an upstream repointed while it runs', () => {
   }, 60_000);
 });
 
+
+/** A stdio MCP server by hand: one tool named after the user id it runs as; it leaves a daemonised helper running. */
+const WHOAMI_SERVER = `
+const { spawn } = require('node:child_process');
+spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }).unref();
+let buffered = '';
+const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk) => {
+  buffered += chunk;
+  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
+    const message = JSON.parse(buffered.slice(0, at));
+    buffered = buffered.slice(at + 1);
+    if (message.method === 'initialize') {
+      send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'whoami', version: '1' } } });
+    } else if (message.method === 'tools/list') {
+      send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'uid_' + process.getuid(), inputSchema: { type: 'object' } }] } });
+    }
+  }
+});
+`;
+
+describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_STDIO_UID_RANGE (as root here)', () => {
+  it("runs each test's stdio server as an id of the range, and leaves nothing running as it once the test ends", async () => {
+    const ranged = await startControlPlane({ CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: process.execPath, CONTROL_PLANE_STDIO_UID_RANGE: '230020-230021' });
+    try {
+      const t = await ranged.tenant();
+      const admin = await ranged.member(t.id, 'admin');
+      const upstream = await ranged.system.upstream.create({
+        data: { tenantId: t.id, name: 'who', toolPrefix: 'who', transport: 'stdio', command: process.execPath, args: ['-e', WHOAMI_SERVER] },
+        select: { id: true },
+      });
+      const test = () => ranged.request('POST', `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, { token: admin.token });
+      const names = async () => (await ranged.system.upstreamTool.findMany({ where: { tenantId: t.id, upstreamId: upstream.id, removedAt: null }, select: { name: true } })).map((row) => row.name);
+      expect((await test()).status).toBe(200);
+      expect(await names()).toEqual(['uid_230020']);
+      // Its helper, out of the server's process group, is killed with the id once the test is over.
+      const running = (uid: number) => spawnSync('pgrep', ['-u', String(uid)]).stdout.toString().trim();
+      await waitFor(() => running(230_020) === '', { timeoutMs: 5_000, description: 'nothing left running as the id' });
+      expect((await test()).status).toBe(200);
+      expect(await names()).toEqual(['uid_230021']);
+      await waitFor(() => running(230_021) === '', { timeoutMs: 5_000, description: 'nothing left running as the second id' });
+    } finally {
+      await ranged.close();
+    }
+  }, 30_000);
+});

@@ -4,22 +4,6 @@ import { z } from 'zod';
 
 const TOOL_NAME_CHARS = /^[A-Za-z0-9_.-]{1,8}$/;
 
-/** An empty variable (`NAME=` in a copied .env.example) means unset. */
-/** `uid:gid` (validated by the schema) as numbers; undefined when unset. */
-const runAsOf = (value: string | undefined): { uid: number; gid: number } | undefined => {
-  if (value === undefined) return undefined;
-  const [uid, gid] = value.split(':').map(Number) as [number, number];
-  return { uid, gid };
-};
-/** `first-last` (validated by the schema) as numbers; undefined when unset. */
-const uidRangeOf = (value: string | undefined): { first: number; last: number } | undefined => {
-  if (value === undefined) return undefined;
-  const [first, last] = value.split('-').map(Number) as [number, number];
-  return { first, last };
-};
-/** Ids in a GATEWAY_STDIO_UID_RANGE: plenty for any number of processes, and no accidental whole-system span. */
-const MAX_UID_RANGE = 1_000_000;
-
 /**
  * The gateway's Redis client (sessions, task routes, the bus's publishes) fails a command not answered in this long:
  * a Redis that stops answering (a partition) then answers an initialize 503 instead of holding it without end.
@@ -133,32 +117,13 @@ export const gatewayConfigSchema = z
     GATEWAY_STDIO_MAX_PROCESSES: z.coerce.number().int().min(1).max(64).default(4),
     GATEWAY_STDIO_IDLE_MS: f.durationMs(5 * 60_000),
     // uid:gid for stdio servers (numbers): another user than the gateway's, so they cannot read its environment.
-    GATEWAY_STDIO_RUN_AS: f.unsetIfEmpty(
-      z
-        .string()
-        // Two numbers up to 2147483647: spawn takes 32-bit signed ids, and a larger one made every stdio start fail.
-        .refine(
-          (value) => /^\d{1,10}:\d{1,10}$/.test(value) && value.split(':').every((id) => Number(id) <= 2_147_483_647),
-          'must be uid:gid, two numbers up to 2147483647 (for example 65534:65534)',
-        )
-        .optional(),
-    ),
+    GATEWAY_STDIO_RUN_AS: f.runAsUser,
     /**
      * Instead of GATEWAY_STDIO_RUN_AS: `first-last` user ids (and groups of the same numbers), one of its own for each
      * running stdio server, so that servers cannot read each other's environment (another tenant's credentials).
      * Ids no account uses; they need not exist in /etc/passwd.
      */
-    GATEWAY_STDIO_UID_RANGE: f.unsetIfEmpty(
-      z
-        .string()
-        .refine((value) => {
-          const match = /^(\d{1,10})-(\d{1,10})$/.exec(value);
-          if (match === null) return false;
-          const [first, last] = [Number(match[1]), Number(match[2])];
-          return first >= 1 && first <= last && last <= 2_147_483_647 && last - first < MAX_UID_RANGE;
-        }, `must be first-last, user ids from 1 to 2147483647 with first <= last and at most ${MAX_UID_RANGE} ids (for example 200000-200999)`)
-        .optional(),
-    ),
+    GATEWAY_STDIO_UID_RANGE: f.uidRange,
     /** Rate limits (tenant settings and policy rules): off only for benchmarks and debugging. */
     GATEWAY_RATE_LIMITS_ENABLED: f.booleanFlag(true),
     /** Redis of the shared rate-limit counters; defaults to REDIS_URL. */
@@ -301,8 +266,8 @@ export const gatewayConfigSchema = z
       stdioCommandAllowlist: env.GATEWAY_STDIO_COMMAND_ALLOWLIST.length > 0 ? env.GATEWAY_STDIO_COMMAND_ALLOWLIST : null,
       stdioMaxProcesses: env.GATEWAY_STDIO_MAX_PROCESSES,
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
-      stdioRunAs: runAsOf(env.GATEWAY_STDIO_RUN_AS),
-      stdioUidRange: uidRangeOf(env.GATEWAY_STDIO_UID_RANGE),
+      stdioRunAs: env.GATEWAY_STDIO_RUN_AS,
+      stdioUidRange: env.GATEWAY_STDIO_UID_RANGE,
     },
     rateLimits: {
       enabled: env.GATEWAY_RATE_LIMITS_ENABLED,

@@ -1,5 +1,6 @@
 export {
   canSwitchUsers,
+  CONTROL_PLANE_STDIO_HOST,
   GATEWAY_STDIO_HOST,
   inheritedCapabilitiesProblem,
   ownStatus,
@@ -8,3 +9,4 @@ export {
   stdioUserWarning,
   type StdioHost,
 } from './lib/stdio-user';
+export { privateHome, StdioUserIds, type StdioUser } from './lib/user-ids';

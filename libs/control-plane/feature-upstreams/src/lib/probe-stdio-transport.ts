@@ -3,6 +3,7 @@ import type { Readable, Writable } from 'node:stream';
 import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { privateHome, type StdioUser, type StdioUserIds } from '@portcullis/shared/util-process-user';
 
 export interface ProbeStdioTarget {
   readonly command: string;
@@ -14,6 +15,14 @@ export interface ProbeStdioTarget {
 export interface ProbeStdioOptions {
   /** The user and group the server runs as (CONTROL_PLANE_STDIO_RUN_AS); unset: the control plane's own. */
   readonly runAs?: { readonly uid: number; readonly gid: number } | undefined;
+  /**
+   * Instead of `runAs`: ids of CONTROL_PLANE_STDIO_UID_RANGE, one taken for this server (with a private home), given
+   * back once it has exited and every process left running as it is killed (a helper it daemonised out of its group)
+   * and what it left in the shared temporary directories removed; retired when that fails.
+   */
+  readonly userIds?: StdioUserIds | undefined;
+  /** Told when the id could not be cleared and is retired (for the operator's log). */
+  readonly onRetired?: ((code: string | undefined) => void) | undefined;
   /** Longest line (one message) read from the server, in characters; a longer one fails the transport. */
   readonly maxLineBytes: number;
 }
@@ -46,7 +55,8 @@ const STDIN_MAX_MESSAGES = 1_000;
  * The test connection's stdio transport, started as the gateway starts stdio servers (ADR 0008) rather than as the
  * SDK's `StdioClientTransport` does: with the configured environment only (the SDK's adds the control plane's HOME,
  * PATH, USER, SHELL...), as `runAs` when set (so the server cannot read the control plane's environment, keyring
- * included, from /proc), in a process group of its own that `close` kills whole (a wrapper such as `npx` runs the real
+ * included, from /proc) or as an id of its own from `userIds` (so no two tests' servers can read each other's either),
+ * in a process group of its own that `close` kills whole (a wrapper such as `npx` runs the real
  * server as a grandchild), and reading lines only up to a bound.
  */
 export class ProbeStdioTransport implements Transport {
@@ -72,31 +82,97 @@ export class ProbeStdioTransport implements Transport {
     return this.child?.pid;
   }
 
-  start(): Promise<void> {
-    const { runAs } = this.options;
-    const child = spawn(this.target.command, [...this.target.args], {
-      shell: false,
-      env: { ...this.target.env },
-      stdio: ['pipe', 'pipe', 'ignore'],
-      windowsHide: true,
-      detached: process.platform !== 'win32',
-      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-    });
+  async start(): Promise<void> {
+    const { userIds } = this.options;
+    let user: StdioUser | undefined = this.options.runAs;
+    let home: string | undefined;
+    if (userIds !== undefined) {
+      const taken = userIds.take();
+      if (taken === undefined) return this.failStart(Object.assign(new Error('no free user id for a stdio server'), { code: 'ENOUSERID' }));
+      try {
+        home = await privateHome(await userIds.ensureHomes(), taken);
+      } catch (error) {
+        userIds.give(taken);
+        return this.failStart(error as Error);
+      }
+      user = taken;
+      this.releaseUser = () => this.clearUser(userIds, taken, home as string);
+    }
+    // Closed while the home was made: nothing may start now, or it would outlive the test.
+    if (this.closed) {
+      this.freeUser();
+      throw new Error('the stdio server is not running');
+    }
+    let child: ChildProcessByStdio<Writable, Readable, null>;
+    try {
+      child = spawn(this.target.command, [...this.target.args], {
+        shell: false,
+        // With an id of its own, a home of its own (HOME, TMPDIR, working directory) where the configuration names none.
+        env: home === undefined ? { ...this.target.env } : { HOME: home, TMPDIR: home, ...this.target.env },
+        ...(home !== undefined ? { cwd: home } : {}),
+        stdio: ['pipe', 'pipe', 'ignore'],
+        windowsHide: true,
+        detached: process.platform !== 'win32',
+        ...(user ? { uid: user.uid, gid: user.gid } : {}),
+      });
+    } catch (error) {
+      this.freeUser();
+      return this.failStart(error as Error);
+    }
     this.child = child;
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => this.read(chunk));
     child.stdin.on('error', (error) => this.onerror?.(error));
-    child.on('exit', () => this.close());
+    child.on('exit', () => {
+      // The id goes back only once the process has exited (a spawn that failed exits with no process).
+      this.freeUser();
+      void this.close();
+    });
     return new Promise((resolve, reject) => {
+      let spawned = false;
       child.once('spawn', () => {
+        spawned = true;
         child.on('error', (error) => this.onerror?.(error));
         resolve();
       });
       child.once('error', (error) => {
+        // After the spawn an error (a failed kill) says nothing of the process having exited: the id stays its own.
+        if (spawned) return;
         this.closed = true;
+        this.freeUser();
         reject(error);
       });
     });
+  }
+
+  /** Ends a start that failed before a process ran: told as a transport error too, so the test names its cause. */
+  private failStart(error: Error): Promise<never> {
+    this.closed = true;
+    this.onerror?.(error);
+    return Promise.reject(error);
+  }
+
+  /** Gives the server's id back (once), after clearing it. */
+  private releaseUser: (() => void) | undefined;
+  private freeUser(): void {
+    const release = this.releaseUser;
+    this.releaseUser = undefined;
+    release?.();
+  }
+
+  /**
+   * Every process still running as the id killed (a helper the server daemonised out of its process group, which the
+   * group kill misses), its files in the shared temporary directories and its home removed, then the id given back;
+   * an id that cannot be cleared is never handed out again.
+   */
+  private clearUser(userIds: StdioUserIds, user: StdioUser, home: string): void {
+    userIds.removeHome(home, user).then(
+      () => userIds.give(user),
+      (error: NodeJS.ErrnoException) => {
+        userIds.retire(user);
+        this.options.onRetired?.(error.code);
+      },
+    );
   }
 
   send(message: JSONRPCMessage): Promise<void> {

@@ -2,12 +2,16 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ListToolsRequestSchema, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { definitionHash, MAX_INSTRUCTIONS_CHARS } from '@portcullis/contracts/tool-pins';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGuardedLookups, type AddressResolver } from '@portcullis/shared/util-net-guard';
+import { CONTROL_PLANE_STDIO_HOST, StdioUserIds } from '@portcullis/shared/util-process-user';
 import { probeUpstream, ProbeFailure } from './upstream-probe';
 
 // The probe against a real MCP server on 127.0.0.1 (stateless Streamable HTTP) that advertises what each test sets.
@@ -344,12 +348,15 @@ describe('probeUpstream headers', () => {
 
 /**
  * A stdio MCP server written by hand (no file to read, so any user can run it): its tools name its environment
- * (`env_<NAME>`), its user id and a grandchild it started. With FLOOD set it answers tools/list with a line that
+ * (`env_<NAME>`), its user id and a grandchild it started (and, with DAEMON set, a daemonised helper). With FLOOD set it answers tools/list with a line that
  * never ends.
  */
 const STDIO_SERVER = `
 const { spawn } = require('node:child_process');
 const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+// With DAEMON set, a helper of its own session (setsid), out of the server's process group.
+const daemon = process.env.DAEMON ? spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }) : undefined;
+daemon?.unref();
 let buffered = '';
 const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
 process.stdin.setEncoding('utf8');
@@ -376,7 +383,7 @@ process.stdin.on('data', (chunk) => {
         more();
         continue;
       }
-      const names = [...Object.keys(process.env).map((name) => 'env_' + name), 'uid_' + process.getuid(), 'grandchild_' + child.pid];
+      const names = [...Object.keys(process.env).map((name) => 'env_' + name), 'uid_' + process.getuid(), 'grandchild_' + child.pid, ...(daemon ? ['daemon_' + daemon.pid] : [])];
       send({ jsonrpc: '2.0', id: message.id, result: { tools: names.map((name) => ({ name, inputSchema: { type: 'object' } })) } });
     }
   }
@@ -384,25 +391,27 @@ process.stdin.on('data', (chunk) => {
 `;
 
 describe('probeUpstream over stdio', () => {
-  const probeStdio = (env: Record<string, string>, stdioRunAs?: { uid: number; gid: number }) =>
+  const probeStdio = (env: Record<string, string>, stdioRunAs?: { uid: number; gid: number }, stdioUserIds?: StdioUserIds) =>
     probeUpstream(
       { transport: 'stdio', url: null, headers: {}, command: process.execPath, args: ['-e', STDIO_SERVER], env },
-      { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 10_000, maxItemsPerKind: 100, stdioRunAs },
+      { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 10_000, maxItemsPerKind: 100, stdioRunAs, stdioUserIds },
     );
+  /** Running, and not a zombie waiting to be reaped. */
   const alive = (pid: number) => {
     try {
       process.kill(pid, 0);
-      return true;
+      return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
     } catch {
       return false;
     }
   };
+  const numbered = (names: string[], prefix: string) => Number(names.find((name) => name.startsWith(prefix))?.slice(prefix.length));
 
   it('gives the server its configured environment only, and stops what it started along with it', async () => {
     const names = (await probeStdio({ API_TOKEN: 'configured' })).items.map((item) => item.name);
     // Not the control plane's PATH, HOME, USER or anything else of its environment.
     expect(names.filter((name) => name.startsWith('env_'))).toEqual(['env_API_TOKEN']);
-    const grandchild = Number(names.find((name) => name.startsWith('grandchild_'))?.slice('grandchild_'.length));
+    const grandchild = numbered(names, 'grandchild_');
     expect(grandchild).toBeGreaterThan(0);
     await waitFor(() => !alive(grandchild), { description: 'the server\'s own child stopped with it' });
   });
@@ -429,6 +438,51 @@ describe('probeUpstream over stdio', () => {
   it.skipIf(process.getuid?.() !== 0)('runs the server as CONTROL_PLANE_STDIO_RUN_AS (as root here)', async () => {
     const names = (await probeStdio({}, { uid: 65534, gid: 65534 })).items.map((item) => item.name);
     expect(names).toContain('uid_65534');
+  });
+
+  // With one user for every test (CONTROL_PLANE_STDIO_RUN_AS), a helper a server daemonised out of its process group
+  // outlived the test, able to read the environments of later tests' servers, other tenants' credentials included.
+  it.skipIf(process.getuid?.() !== 0)(
+    'runs each server as an id of CONTROL_PLANE_STDIO_UID_RANGE, and kills what it daemonised when the test ends (as root here)',
+    async () => {
+      const homes = mkdtempSync(path.join(tmpdir(), 'probe-uids-'));
+      chmodSync(homes, 0o711);
+      const userIds = new StdioUserIds(230_000, 230_001, homes, CONTROL_PLANE_STDIO_HOST);
+      try {
+        const first = (await probeStdio({ DAEMON: '1' }, undefined, userIds)).items.map((item) => item.name);
+        expect(first).toContain('uid_230000');
+        // A home of its own, since the configuration names none.
+        expect(first).toEqual(expect.arrayContaining(['env_HOME', 'env_TMPDIR']));
+        const daemon = numbered(first, 'daemon_');
+        expect(daemon).toBeGreaterThan(0);
+        await waitFor(() => !alive(daemon), { timeoutMs: 5_000, description: 'the daemonised helper killed with its id' });
+        // The id is given back once cleared; the next test runs as the next id of the range.
+        await waitFor(() => userIds.inUse === 0, { timeoutMs: 5_000, description: 'the id given back' });
+        expect(readdirSync(userIds.homes)).toEqual([]);
+        const second = (await probeStdio({}, undefined, userIds)).items.map((item) => item.name);
+        expect(second).toContain('uid_230001');
+      } finally {
+        await userIds.release();
+        rmSync(homes, { recursive: true, force: true });
+      }
+    },
+    20_000,
+  );
+
+  it.skipIf(process.getuid?.() !== 0)('fails a test as unreachable when every id of the range is in use', async () => {
+    const homes = mkdtempSync(path.join(tmpdir(), 'probe-uids-'));
+    chmodSync(homes, 0o711);
+    const userIds = new StdioUserIds(230_010, 230_010, homes, CONTROL_PLANE_STDIO_HOST);
+    try {
+      const held = userIds.take();
+      expect(held).toEqual({ uid: 230_010, gid: 230_010 });
+      const failure = await probeStdio({}, undefined, userIds).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(ProbeFailure);
+      expect(failure).toMatchObject({ reason: 'unreachable', detail: 'ENOUSERID' });
+    } finally {
+      await userIds.release();
+      rmSync(homes, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,3 +1,4 @@
+import type { StdioUserIds } from '@portcullis/shared/util-process-user';
 import { isReservedUpstreamHeader } from '@portcullis/contracts/api';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
@@ -52,6 +53,10 @@ export interface ProbeOptions {
   readonly maxItemsPerKind: number;
   /** The user and group stdio servers run as (CONTROL_PLANE_STDIO_RUN_AS); unset: the control plane's own. */
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
+  /** Instead: an id of CONTROL_PLANE_STDIO_UID_RANGE for each server (`ProbeStdioOptions.userIds`). */
+  readonly stdioUserIds?: StdioUserIds | undefined;
+  /** Told when a server's id could not be cleared after it and is retired. */
+  readonly onStdioUserRetired?: ((code: string | undefined) => void) | undefined;
   /**
    * The guarded lookup to resolve host names with: the tenant's share of the process's lookups (`createGuardedLookups`),
    * so one tenant's tests of names that never resolve cannot take the thread pool. Unset: one of its own.
@@ -171,7 +176,7 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
       if (target.command === null) throw new ProbeFailure('unreachable', 'no command');
       const stdio = new ProbeStdioTransport(
         { command: target.command, args: target.args, env: target.env },
-        { runAs: options.stdioRunAs, maxLineBytes: MAX_RESPONSE_BYTES },
+        { runAs: options.stdioRunAs, userIds: options.stdioUserIds, onRetired: options.onStdioUserRetired, maxLineBytes: MAX_RESPONSE_BYTES },
       );
       stdio.onerror = (error) =>
         (seen.failure ??=

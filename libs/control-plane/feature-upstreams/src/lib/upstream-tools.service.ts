@@ -1,6 +1,7 @@
 import type { LookupFunction } from 'node:net';
+import { tmpdir } from 'node:os';
 import { createGuardedLookups } from '@portcullis/shared/util-net-guard';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { openJson, upstreamSecretContext } from '@portcullis/auth/secrets';
 import {
   CHANGE_CHANNELS,
@@ -21,6 +22,7 @@ import { pageRequest, toPage } from '@portcullis/control-plane/http';
 import { withTenant, type PortcullisPrismaClient, type Prisma, type TenantTransaction } from '@portcullis/data/db';
 import { PRISMA_CLIENT } from '@portcullis/data/db-nest';
 import { newId, type TenantId } from '@portcullis/shared/util-ids';
+import { CONTROL_PLANE_STDIO_HOST, StdioUserIds } from '@portcullis/shared/util-process-user';
 import { secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { maskedDefinition, toolState, toUpstreamToolResponse } from './upstream-tools.mapper';
 import { UpstreamToolsRepository, type NewUpstreamTool, type UpstreamToolRow } from './upstream-tools.repository';
@@ -56,7 +58,7 @@ interface SyncCounts {
  * Approval changes enforcement: it writes a new policy snapshot in the same transaction and is audited.
  */
 @Injectable()
-export class UpstreamToolsService {
+export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
   private readonly testsRunning = new Map<TenantId, number>();
   /**
    * When each tenant's test connections of the last minute started (at most TESTS_PER_MINUTE each). Each test that
@@ -65,6 +67,8 @@ export class UpstreamToolsService {
   private readonly testsStarted = new Map<TenantId, number[]>();
   /** Host-name lookups of test connections: one budget for the process, shared out per tenant (see the SSRF guard). */
   private readonly lookups: (tenantId: string) => LookupFunction;
+  /** One user id for each test's stdio server (CONTROL_PLANE_STDIO_UID_RANGE), when set. */
+  private readonly stdioUserIds: StdioUserIds | undefined;
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -76,6 +80,17 @@ export class UpstreamToolsService {
     @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
   ) {
     this.lookups = createGuardedLookups(this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] });
+    const range = this.options.stdioUidRange;
+    this.stdioUserIds = range === undefined ? undefined : new StdioUserIds(range.first, range.last, tmpdir(), CONTROL_PLANE_STDIO_HOST);
+  }
+
+  /** Boot fails when the range is another process's (its servers' ids would be cleared under them). */
+  async onModuleInit(): Promise<void> {
+    await this.stdioUserIds?.ready;
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.stdioUserIds?.release();
   }
 
   async list(scope: TenantScope, upstreamId: string, query: UpstreamToolsQuery): Promise<UpstreamToolsResponse> {
@@ -125,6 +140,9 @@ export class UpstreamToolsService {
         timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
         maxItemsPerKind: MAX_ITEMS_PER_KIND,
         stdioRunAs: this.options.stdioRunAs,
+        stdioUserIds: this.stdioUserIds,
+        onStdioUserRetired: (code) =>
+          this.options.logger?.warn({ tenantId, upstreamId, code }, 'could not clear what a test connection\'s stdio server left; its user id is not used again'),
         lookup: this.lookups(tenantId),
       });
     } catch (error) {

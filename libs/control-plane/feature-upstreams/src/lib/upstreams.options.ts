@@ -11,6 +11,8 @@ export interface UpstreamsOptions {
   readonly stdioCommandAllowlist: readonly string[];
   /** The user and group stdio servers of test connections run as (CONTROL_PLANE_STDIO_RUN_AS); unset: our own. */
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
+  /** Instead: one id of this range for each test's stdio server (CONTROL_PLANE_STDIO_UID_RANGE). */
+  readonly stdioUidRange?: { readonly first: number; readonly last: number } | undefined;
   /** Test connection: the network policy the gateway applies too (CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE/_HOSTS). */
   readonly network?: NetworkPolicy;
   /** Bound on one test connection (CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS). Default 10 s. */

@@ -20,7 +20,7 @@ import { LegacySseSession } from './http/legacy-sse-session';
 import { StreamableHttpSession } from './http/streamable-http-session';
 import type { StdioOptions } from './stdio/stdio-process';
 import { StdioPool } from './stdio/stdio-pool';
-import { StdioUserIds } from './stdio/user-ids';
+import { StdioUserIds } from '@portcullis/shared/util-process-user';
 
 
 /**

@@ -177,3 +177,41 @@ export const trustedProxies = z
 /** 127.0.0.0/8, ::1 and localhost: only this machine can reach a server listening there (or a URL naming it). */
 export const isLoopbackHost = (host: string): boolean =>
   host === 'localhost' || host === '::1' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+
+/** Ids in a stdio uid range: plenty for any number of processes, and no accidental whole-system span. */
+export const MAX_UID_RANGE = 1_000_000;
+
+/**
+ * `uid:gid` (numbers up to 2147483647: spawn takes 32-bit signed ids, and a larger one made every stdio start fail),
+ * parsed; empty: unset.
+ */
+export const runAsUser = unsetIfEmpty(
+  z
+    .string()
+    .refine(
+      (value) => /^\d{1,10}:\d{1,10}$/.test(value) && value.split(':').every((id) => Number(id) <= 2_147_483_647),
+      'must be uid:gid, two numbers up to 2147483647 (for example 65534:65534)',
+    )
+    .transform((value) => {
+      const [uid, gid] = value.split(':').map(Number) as [number, number];
+      return { uid, gid };
+    })
+    .optional(),
+);
+
+/** `first-last` user ids (each with the group of the same number), parsed; empty: unset. */
+export const uidRange = unsetIfEmpty(
+  z
+    .string()
+    .refine((value) => {
+      const match = /^(\d{1,10})-(\d{1,10})$/.exec(value);
+      if (match === null) return false;
+      const [first, last] = [Number(match[1]), Number(match[2])];
+      return first >= 1 && first <= last && last <= 2_147_483_647 && last - first < MAX_UID_RANGE;
+    }, `must be first-last, user ids from 1 to 2147483647 with first <= last and at most ${MAX_UID_RANGE} ids (for example 200000-200999)`)
+    .transform((value) => {
+      const [first, last] = value.split('-').map(Number) as [number, number];
+      return { first, last };
+    })
+    .optional(),
+);

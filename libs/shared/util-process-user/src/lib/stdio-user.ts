@@ -22,6 +22,7 @@ export interface StdioHost {
 }
 
 export const GATEWAY_STDIO_HOST: StdioHost = { name: 'gateway', runAs: 'GATEWAY_STDIO_RUN_AS', uidRange: 'GATEWAY_STDIO_UID_RANGE' };
+export const CONTROL_PLANE_STDIO_HOST: StdioHost = { name: 'control plane', runAs: 'CONTROL_PLANE_STDIO_RUN_AS', uidRange: 'CONTROL_PLANE_STDIO_UID_RANGE' };
 
 /** `RUN_AS or UID_RANGE`, or the one setting the host has. */
 const settingsOf = (host: StdioHost): string => (host.uidRange === undefined ? host.runAs : `${host.runAs} or ${host.uidRange}`);
@@ -99,23 +100,26 @@ function idsIn(text: string, fields: readonly number[]): number[] {
 }
 
 /**
- * Why GATEWAY_STDIO_UID_RANGE cannot be used on this machine, if it cannot: every id in it is handed to stdio servers
- * as their user and group, so none may be an account or group that exists (a server given gid `shadow`, `disk` or
- * `docker` would have its rights), nor the gateway's own (that server could read the gateway's environment). Checked
- * against the local files; ids from a directory service (LDAP) are not seen. Fatal at boot.
+ * Why the host's uid range (GATEWAY_STDIO_UID_RANGE, CONTROL_PLANE_STDIO_UID_RANGE) cannot be used on this machine, if
+ * it cannot: every id in it is handed to stdio servers as their user and group, so none may be an account or group
+ * that exists (a server given gid `shadow`, `disk` or `docker` would have its rights), nor the host's own (that server
+ * could read the host's environment). Checked against the local files; ids from a directory service (LDAP) are not
+ * seen. Fatal at boot.
  */
 export function stdioRangeProblem(
   range: { readonly first: number; readonly last: number },
   own: { readonly uid: number | undefined; readonly gid: number | undefined },
   files: { readonly passwd: string | undefined; readonly group: string | undefined },
+  host: StdioHost = GATEWAY_STDIO_HOST,
 ): string | undefined {
+  const setting = host.uidRange ?? host.runAs;
   const inRange = (id: number | undefined) => id !== undefined && id >= range.first && id <= range.last;
-  if (inRange(own.uid) || inRange(own.gid)) return "GATEWAY_STDIO_UID_RANGE holds the gateway's own user or group id: the stdio server given it could read the gateway's environment";
-  if (files.passwd === undefined || files.group === undefined) return 'GATEWAY_STDIO_UID_RANGE cannot be checked: /etc/passwd or /etc/group cannot be read';
+  if (inRange(own.uid) || inRange(own.gid)) return `${setting} holds the ${host.name}'s own user or group id: the stdio server given it could read the ${host.name}'s environment`;
+  if (files.passwd === undefined || files.group === undefined) return `${setting} cannot be checked: /etc/passwd or /etc/group cannot be read`;
   const account = idsIn(files.passwd ?? '', [2, 3]).find(inRange);
-  if (account !== undefined) return `GATEWAY_STDIO_UID_RANGE holds id ${account}, which an account in /etc/passwd uses: choose ids no account or group has`;
+  if (account !== undefined) return `${setting} holds id ${account}, which an account in /etc/passwd uses: choose ids no account or group has`;
   const group = idsIn(files.group ?? '', [2]).find(inRange);
-  if (group !== undefined) return `GATEWAY_STDIO_UID_RANGE holds id ${group}, a group in /etc/group (its rights would go to a stdio server): choose ids no account or group has`;
+  if (group !== undefined) return `${setting} holds id ${group}, a group in /etc/group (its rights would go to a stdio server): choose ids no account or group has`;
   return undefined;
 }
 

@@ -1,6 +1,4 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
-import path from 'node:path';
 import {
   JSON_RPC,
   maskResult,
@@ -31,7 +29,7 @@ import {
 import { parseMessages } from '../http/event-stream';
 import { SharedUpstreamState, type SharedStep } from './shared-state';
 import { LineSplitter, StderrLog, type StderrLogOptions } from './stdio-streams';
-import type { StdioUser, StdioUserIds } from './user-ids';
+import { privateHome, type StdioUser, type StdioUserIds } from '@portcullis/shared/util-process-user';
 
 /**
  * Signals the child's process group (it leads one: spawned detached), falling back to the child alone where groups
@@ -90,21 +88,6 @@ export interface StdioOptions {
    * range when it starts and given back when it has exited, so that no two servers can read each other's environment.
    */
   readonly userIds?: StdioUserIds;
-}
-
-/**
- * A new directory only `user` may enter (mkdtemp makes it 0700; then it is given to the user), under `parent`, for one
- * process's HOME, TMPDIR and working directory.
- */
-async function privateHome(parent: string, user: StdioUser): Promise<string> {
-  const dir = await mkdtemp(path.join(parent, 'home-'));
-  try {
-    await chown(dir, user.uid, user.gid);
-    return dir;
-  } catch (error) {
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-    throw error;
-  }
 }
 
 /** How long after a session's roots/list_changed a roots/list from the process counts as asking that session. */

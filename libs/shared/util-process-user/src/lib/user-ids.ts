@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { lstat, mkdir, chmod, rmdir } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { GATEWAY_STDIO_HOST, type StdioHost } from './stdio-user';
 
 /**
  * Clears what a server's id left behind, run as that id (`owner`), so with the server's own rights, never root's (a
@@ -275,6 +276,8 @@ export class StdioUserIds {
     readonly first: number,
     readonly last: number,
     homesParent: string = tmpdir(),
+    /** The process holding the range (the gateway, the control plane's test connections), for its messages. */
+    private readonly host: StdioHost = GATEWAY_STDIO_HOST,
   ) {
     if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last < first) throw new RangeError('stdio user ids: need 1 <= first <= last');
     // Two sets of ids over the same range in one process would hand one id to two servers (and clear each other's).
@@ -316,7 +319,7 @@ export class StdioUserIds {
         const holders = holdersOf(name);
         const squatters = holders.every((uid) => uid >= this.first && uid <= this.last);
         if (!squatters || Date.now() >= giveUpAt) {
-          throw new Error(`GATEWAY_STDIO_UID_RANGE ${this.first}-${this.last} is held by another gateway process on this host: give each gateway a range of its own`, {
+          throw new Error(`${this.host.uidRange ?? 'the stdio uid range'} ${this.first}-${this.last} is held by another process on this host: give each ${this.host.name} a range of its own, apart from every other's`, {
             cause: error,
           });
         }
@@ -380,7 +383,7 @@ export class StdioUserIds {
     }
     const stat = lstatSync(this.homes);
     // Ours (the gateway's user) and a directory, or not used at all: another user may have raced for the name.
-    if (!stat.isDirectory() || stat.uid !== process.getuid?.()) throw new Error(`${this.homes} is not a directory of the gateway's own`);
+    if (!stat.isDirectory() || stat.uid !== process.getuid?.()) throw new Error(`${this.homes} is not a directory of the ${this.host.name}'s own`);
     // 0711 whatever the umask: others pass through to their own home, and list nothing.
     chmodSync(this.homes, 0o711);
   }
@@ -395,7 +398,7 @@ export class StdioUserIds {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const stat = await lstat(this.homes);
-    if (!stat.isDirectory() || stat.uid !== process.getuid?.()) throw new Error(`${this.homes} is not a directory of the gateway's own`);
+    if (!stat.isDirectory() || stat.uid !== process.getuid?.()) throw new Error(`${this.homes} is not a directory of the ${this.host.name}'s own`);
     return this.homes;
   }
 
@@ -442,5 +445,20 @@ export class StdioUserIds {
   retire(user: StdioUser): void {
     this.taken.add(user.uid);
     this.retiredIds.add(user.uid);
+  }
+}
+
+/**
+ * A new directory only `user` may enter (mkdtemp makes it 0700; then it is given to the user), under `parent`, for one
+ * process's HOME, TMPDIR and working directory.
+ */
+export async function privateHome(parent: string, user: StdioUser): Promise<string> {
+  const dir = await mkdtemp(path.join(parent, 'home-'));
+  try {
+    await chown(dir, user.uid, user.gid);
+    return dir;
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    throw error;
   }
 }

@@ -116,9 +116,9 @@ describe('StdioUserIds', () => {
     });
     await new Promise((resolve) => holder.stdout.once('data', resolve));
     const refused = new StdioUserIds(200_400, 200_401, parent);
-    await expect(refused.ready).rejects.toThrow(/200400-200401 is held by another gateway process on this host/);
+    await expect(refused.ready).rejects.toThrow(/GATEWAY_STDIO_UID_RANGE 200400-200401 is held by another process on this host/);
     // Nothing was cleared or started for it: no home can be made.
-    await expect(refused.ensureHomes()).rejects.toThrow(/held by another gateway process/);
+    await expect(refused.ensureHomes()).rejects.toThrow(/held by another process/);
     await refused.release();
     // The holder gone (however it ended), the range is free at once: the kernel drops the lock with the process.
     holder.kill('SIGKILL');
