@@ -317,6 +317,46 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(ended.status).toBe(200);
   });
 
+  // Before, the original response went on carrying every message the resumed stream carried, to its end: an agent
+  // still reading it got each one twice (MCP: a message goes out on one of the client's streams).
+  it.each([
+    { name: 'on the same replica', resumeOn: () => gatewayA },
+    { name: 'on another replica', resumeOn: () => gatewayB },
+  ])('a POST stream resumed while its response is still open ends there: the rest goes out once, on the resumed stream ($name)', async ({ resumeOn }) => {
+    const sessionId = await session(gatewayA.url);
+    const post = await slowCount(sessionId, 11, 8, 150);
+    const reader = post.body?.getReader();
+    if (reader === undefined) throw new Error('no body');
+    const decoder = new TextDecoder();
+    let original = '';
+    let originalEnded = false;
+    const reading = (async () => {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        original += decoder.decode(chunk.value, { stream: true });
+      }
+      originalEnded = true;
+    })().catch(() => undefined);
+    await waitFor(() => messageIds(original).length >= 1, { timeoutMs: 5_000, description: 'the first message on the POST stream' });
+    const resumedFrom = messageIds(original)[0] ?? '';
+    const resumed = await fetch(`${resumeOn().url}/t/${tenant.slug}/mcp`, {
+      headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': resumedFrom }),
+    });
+    expect(resumed.status).toBe(200);
+    const rest = await readUntil(resumed, () => false);
+    expect(rest.ended).toBe(true);
+    // The result came on the resumed stream, and the original ended without it.
+    expect(data(rest.text).at(-1)).toContain('Counted to 8.');
+    await waitFor(() => originalEnded, { timeoutMs: 5_000, description: 'the original response ended' });
+    await reading;
+    expect(original).not.toContain('Counted to 8.');
+    // Nothing lost: what the original carried up to the resume, and the resumed stream after it, are the whole stream.
+    const carried = messageIds(original);
+    expect(carried.length).toBeGreaterThanOrEqual(1);
+    expect(ids(rest.text)[0]).toBe(resumedFrom.replace(/_(\d+)$/, (_m, seq: string) => `_${Number(seq) + 1}`));
+  });
+
   /**
    * Adds tools through replica A (each one announces a tools/list_changed on the upstream's session-wide channel)
    * until `reading` (the agent's standalone stream, read until such a message) is done. The gateway opens its own

@@ -56,7 +56,7 @@ import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
 import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, RELATED_TASK, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
-import { NO_STREAM, type MessageSink } from './sinks';
+import { NO_STREAM, PostStreams, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
 import { expandKnown } from './template-expansion';
 import { Allowance, Allowances } from './allowance';
@@ -274,6 +274,8 @@ export type BusMessage =
    * from the record (the log level filters what it relays, on the agent's stream it may hold).
    */
   | { readonly type: 'agent-state'; readonly sessionId: string }
+  /** The agent resumed POST stream `streamId` (a GET with its Last-Event-ID): the replica writing it stops sending on it. */
+  | { readonly type: 'post-resumed'; readonly sessionId: string; readonly streamId: string }
   /** The agent's roots changed (its notice reached replica `from`): upstream sessions held per replica are told. */
   | { readonly type: 'roots-changed'; readonly sessionId: string; readonly from: string }
   /**
@@ -1174,6 +1176,8 @@ export class GatewayRequestError extends Error {
  */
 export class SessionEngine {
   private readonly live = new Map<string, LiveSession>();
+  /** The POST streams this replica writes (for PostResponder): one the agent resumes elsewhere stops sending here. */
+  readonly postStreams = new PostStreams();
   /** What the sessions' resource and template routes hold together on this replica (see `RouteBudget`). */
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
   /** Cancellations told to the other replicas, per principal (`ownerKey`; CANCEL_BROADCASTS_PER_SECOND). */
@@ -1722,8 +1726,20 @@ export class SessionEngine {
     stream.close?.(replacedUnless !== undefined && stream.id !== replacedUnless ? 'replaced' : undefined);
   }
 
+  /**
+   * The agent resumed POST stream `streamId` of the session here: the replica writing it (this one, or any other, told
+   * over the bus) ends the original response, so that what follows goes out once, on the resumed stream.
+   */
+  postStreamResumed(sessionId: string, streamId: string): void {
+    this.postStreams.resumed(sessionId, streamId);
+    this.deps.bus?.broadcast({ type: 'post-resumed', sessionId, streamId });
+  }
+
   onBusMessage(message: BusMessage): void {
     switch (message.type) {
+      case 'post-resumed':
+        if (typeof message.sessionId === 'string' && typeof message.streamId === 'string') this.postStreams.resumed(message.sessionId, message.streamId);
+        return;
       case 'session-ended':
         this.listeners.ended(message.sessionId);
         this.forget(message.sessionId);

@@ -221,6 +221,35 @@ export class QuietResponses {
   }
 }
 
+/**
+ * The POST streams this replica writes, by stream id, while they run. An agent that resumes one (a GET with its
+ * `Last-Event-ID`, on this replica or another) reads the rest from the replay log: the original response stops taking
+ * messages then (`PostResponder.detach`), or each would go out on both (MCP: a message goes out on one of the
+ * client's streams). Stream ids are unique across replicas; the session is checked too.
+ */
+export class PostStreams {
+  private readonly running = new Map<string, PostResponder>();
+
+  add(streamId: string, responder: PostResponder): void {
+    this.running.set(streamId, responder);
+  }
+
+  remove(streamId: string, responder: PostResponder): void {
+    if (this.running.get(streamId) === responder) this.running.delete(streamId);
+  }
+
+  /** The agent resumed stream `streamId` of session `sessionId`: its original response, if written here, ends. */
+  resumed(sessionId: string, streamId: string): void {
+    const responder = this.running.get(streamId);
+    if (responder?.sessionId === sessionId) responder.detach();
+  }
+
+  /** Streams running (specs). */
+  get size(): number {
+    return this.running.size;
+  }
+}
+
 /** What a PostResponder needs besides its response and session; every part optional. */
 export interface PostResponderOptions {
   /** Makes the response resumable once it is a stream (see replay-log). */
@@ -240,6 +269,8 @@ export interface PostResponderOptions {
   readonly requests?: readonly { readonly id: JsonRpcId }[];
   /** How long the answer, written whole, gets to reach the agent before the connection is dropped (`ANSWER_GRACE_MS`). */
   readonly answerGraceMs?: number;
+  /** Where the response, once a resumable stream, is found when the agent resumes it (see `PostStreams`). */
+  readonly streams?: PostStreams;
 }
 
 /**
@@ -266,13 +297,15 @@ export class PostResponder implements MessageSink {
   private readonly quiet: QuietResponses | undefined;
   private readonly requests: PostResponderOptions['requests'];
   private readonly answerGraceMs: number;
+  private readonly streams: PostStreams | undefined;
 
   /** `sessionId`: echoed as `Mcp-Session-Id` on the response. */
   constructor(
     private readonly res: ServerResponse,
-    private readonly sessionId: string,
+    readonly sessionId: string,
     options: PostResponderOptions = {},
   ) {
+    this.streams = options.streams;
     this.replay = options.replay;
     this.logger = options.logger;
     this.traceId = options.traceId;
@@ -322,6 +355,7 @@ export class PostResponder implements MessageSink {
     this.state = 'sse';
     this.streamId = newStreamId('p');
     this.log = this.replay?.open(this.sessionId, this.streamId, this.requests?.map(({ id }) => id));
+    if (this.log !== undefined) this.streams?.add(this.streamId, this);
     if (this.prime && this.log !== undefined && writeBounded(this.res, primingFrame(this.streamId))) {
       this.idSent = true;
       if (quiet) this.log.keep?.();
@@ -342,9 +376,25 @@ export class PostResponder implements MessageSink {
     this.quiet?.unwatch(this);
     if (this.state === 'done') return;
     if (this.state === 'sse') {
-      this.state = 'done';
+      this.ended();
       if (!this.res.writableEnded) this.res.destroy();
     }
+  }
+
+  /** No longer a running stream. */
+  private ended(): void {
+    if (this.state === 'sse') this.streams?.remove(this.streamId, this);
+    this.state = 'done';
+  }
+
+  /**
+   * The agent resumed this stream with a GET (its `Last-Event-ID`), which reads the rest from the replay log: the
+   * original response ends, its messages going to the log only, as for an agent that went. Sent on both, each message
+   * reached an agent still reading the original twice.
+   */
+  detach(): void {
+    if (this.state !== 'sse' || this.res.writableEnded || this.res.destroyed) return;
+    this.res.end();
   }
 
   get done(): boolean {
@@ -369,7 +419,7 @@ export class PostResponder implements MessageSink {
       this.log?.append(++this.seq, '', true);
       if (!this.res.destroyed && !this.res.writableEnded) this.res.end();
     }
-    this.state = 'done';
+    this.ended();
   }
 
   send(message: JsonRpcMessage): boolean {
@@ -443,7 +493,7 @@ export class PostResponder implements MessageSink {
       }
       dropIfUnread(this.res, this.answerGraceMs);
     }
-    this.state = 'done';
+    this.ended();
   }
 
   /** The next event of the stream: logged (resumable), returned as its SSE frame. */

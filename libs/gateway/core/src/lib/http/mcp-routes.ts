@@ -618,7 +618,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         res.end();
         return;
       }
-      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests });
+      responder = new PostResponder(res, record.id, { replay: options.replay, logger, traceId, prime: primesStreams(record.protocolVersion), quiet, requests, streams: engine.postStreams });
       if (!batch) {
         const only = requests[0];
         if (!only) return;
@@ -1040,6 +1040,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         });
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
+          // The original response, if still open, stops sending: each message goes out on one stream.
+          engine.postStreamResumed(record.id, lastEventId.streamId);
           resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
           return reply;
         }
