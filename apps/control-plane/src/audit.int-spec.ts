@@ -2,7 +2,7 @@ import { auditAnchorSigner, verifyAnchorSignature, type AuditAnchor } from '@por
 import { anchorAuditChains, AUDIT_TASKS_QUEUE, rewriteChainFrom, CSV_COLUMNS, CsvRowParser, drainAuditOutbox, PostgresAuditEventStore, sampleAuditEvent } from '@portcullis/audit/core';
 import type { AuditEventV1 } from '@portcullis/contracts/jobs';
 import type { TenantScope } from '@portcullis/control-plane/auth';
-import { AuditService } from '@portcullis/control-plane/feature-audit';
+import { AuditService, MAX_VERIFIES, MAX_VERIFIES_PER_TENANT } from '@portcullis/control-plane/feature-audit';
 import { createPrismaClient, createSystemPrismaClient, type PortcullisPrismaClient } from '@portcullis/data/db';
 import { newId, type UserId } from '@portcullis/shared/util-ids';
 import { testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -319,6 +319,38 @@ describe('GET /audit/anchors', () => {
     expect(bad.status).toBe(400);
     expect(bad.text).toContain('afterSeq');
     expect(bad.text).toContain('limit');
+  });
+});
+
+describe('GET /audit/verify, bounded in number', () => {
+  // Unbounded, one tenant's auditor sending verifications in parallel (each up to ten seconds of hashing on a pooled
+  // database connection) took the pool and the CPU from every tenant's requests.
+  it(`runs ${MAX_VERIFIES_PER_TENANT} at once per tenant and ${MAX_VERIFIES} in all (429 with Retry-After past that)`, async () => {
+    const service = cp.app.get(AuditService);
+    const fixtures = await Promise.all(Array.from({ length: MAX_VERIFIES + 1 }, () => tenantWithEvents()));
+    const scopeOf = (f: Fixture): TenantScope => ({ tenantId: f.tenant.id, role: 'auditor', actor: { userId: newId() as UserId, isPlatformAdmin: false, traceId: 't', traceparent: null } });
+    const whole = { maxEvents: 1_000_000 };
+    const [mine, ...others] = fixtures as [Fixture, ...Fixture[]];
+    // A verification takes its place as it starts (before its first query): a second of the tenant's is refused.
+    const first = service.verify(scopeOf(mine), whole);
+    await expect(service.verify(scopeOf(mine), whole)).rejects.toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 5, message: expect.stringMatching(/already has a verification/) });
+    expect(await first).toMatchObject({ ok: true, checked: 30 });
+    // Over once it answered: the next one runs.
+    expect(await service.verify(scopeOf(mine), whole)).toMatchObject({ ok: true });
+    // As many tenants' as the process runs at once: another tenant's is refused until one ends.
+    const running = fixtures.slice(0, MAX_VERIFIES).map((f) => service.verify(scopeOf(f), whole));
+    await expect(service.verify(scopeOf(others.at(-1) as Fixture), whole)).rejects.toMatchObject({ code: 'RATE_LIMITED', message: expect.stringMatching(/other tenants/) });
+    for (const verdict of await Promise.all(running)) expect(verdict).toMatchObject({ ok: true });
+    expect(await service.verify(scopeOf(others.at(-1) as Fixture), whole)).toMatchObject({ ok: true });
+    // Over HTTP, while the tenant's place is held: 429 and Retry-After, as a problem document.
+    const held = (service as unknown as { verifies: { take(key: string): (() => void) | undefined } }).verifies.take(mine.tenant.id);
+    expect(held).toBeDefined();
+    const auditor = await cp.member(mine.tenant.id, 'auditor');
+    const refused = await cp.request('GET', `/api/v1/tenants/${mine.tenant.id}/audit/verify`, { token: auditor.token });
+    expect(refused.status, refused.text).toBe(429);
+    expect(refused.headers['retry-after']).toBe('5');
+    held?.();
+    expect((await cp.request('GET', `/api/v1/tenants/${mine.tenant.id}/audit/verify`, { token: auditor.token })).status).toBe(200);
   });
 });
 

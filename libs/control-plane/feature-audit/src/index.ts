@@ -1,5 +1,5 @@
 export { AuditModule } from './lib/audit.module';
-export { AuditService } from './lib/audit.service';
+export { AuditService, MAX_VERIFIES, MAX_VERIFIES_PER_TENANT } from './lib/audit.service';
 export type { AuditApiOptions } from './lib/audit.options';
 export {
   auditFilterSql,

@@ -20,6 +20,10 @@ export const auditErrors = {
     new AppError('RATE_LIMITED', `This tenant already has ${MAX_EXPORTS_IN_PROGRESS} exports queued or running; wait for one to finish.`),
   tooManySyncExports: (max: number) =>
     new AppError('RATE_LIMITED', `This tenant already has ${max} downloads of audit events under way; wait for one to finish.`, { retryAfterSeconds: 5 }),
+  tooManyVerifies: (max: number) =>
+    new AppError('RATE_LIMITED', `This tenant already has ${max === 1 ? 'a verification' : `${max} verifications`} of its audit trail under way; wait for it to finish.`, { retryAfterSeconds: 5 }),
+  verifierBusy: () =>
+    new AppError('RATE_LIMITED', 'Audit trails are being verified for other tenants; try again shortly.', { retryAfterSeconds: 5 }),
   prunedMeanwhile: () =>
     new AppError('CONFLICT', 'Retention removed old events while the export read them, so it would not be one unbroken run of the trail; request it again.'),
   queueUnavailable: () =>

@@ -29,6 +29,7 @@ import { isDownloadable, toAuditEventResponse, toAuditExportResponse } from './a
 import { AUDIT_API_OPTIONS, type AuditApiOptions } from './audit.options';
 import { AuditRepository } from './audit.repository';
 import { AuditTasksQueue } from './audit-tasks.queue';
+import { Slots } from './slots';
 
 /** Postgres's largest bigint: "no upper bound" for a seq range. */
 const MAX_SEQ = 9_223_372_036_854_775_807n;
@@ -62,13 +63,21 @@ function definedFilters(filters: AuditEventFilters): AuditExportFilters {
  */
 /** Synchronous exports (GET .../events.csv|.jsonl) under way at once per tenant, per control-plane process. */
 const MAX_SYNC_EXPORTS_PER_TENANT = 2;
+/**
+ * Chain verifications (GET .../audit/verify) under way at once per tenant, and in all, per control-plane process. Each
+ * holds a database connection for up to about ten seconds while it hashes up to `maxEvents` rows: unbounded, one
+ * tenant's auditor sending them in parallel took the pool (10 connections) and the CPU from every tenant's requests.
+ */
+export const MAX_VERIFIES_PER_TENANT = 1;
+export const MAX_VERIFIES = 3;
 /** A synchronous download not read to its end within this long is cut (its temporary file goes with it). */
 const SYNC_DOWNLOAD_DEADLINE_MS = 10 * 60_000;
 
 @Injectable()
 export class AuditService {
   /** Synchronous exports under way per tenant in this process, from the count of rows to the end of the download. */
-  private readonly syncExports = new Map<string, number>();
+  private readonly syncExports = new Slots(MAX_SYNC_EXPORTS_PER_TENANT);
+  private readonly verifies = new Slots(MAX_VERIFIES_PER_TENANT, MAX_VERIFIES);
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -96,12 +105,20 @@ export class AuditService {
     return { items, nextCursor: rows.length > query.limit ? (items.at(-1)?.seq ?? null) : null };
   }
 
-  verify(scope: TenantScope, query: AuditVerifyQuery): Promise<AuditVerifyResponse> {
-    return verifyTenantChainScoped(this.db, scope.tenantId, {
-      ...(query.afterSeq !== undefined ? { afterSeq: BigInt(query.afterSeq) } : {}),
-      maxEvents: query.maxEvents,
-      ...(this.options.verifyKeys ? { keys: this.options.verifyKeys } : {}),
-    });
+  async verify(scope: TenantScope, query: AuditVerifyQuery): Promise<AuditVerifyResponse> {
+    const release = this.verifies.take(scope.tenantId);
+    if (release === undefined) {
+      throw this.verifies.size >= MAX_VERIFIES ? auditErrors.verifierBusy() : auditErrors.tooManyVerifies(MAX_VERIFIES_PER_TENANT);
+    }
+    try {
+      return await verifyTenantChainScoped(this.db, scope.tenantId, {
+        ...(query.afterSeq !== undefined ? { afterSeq: BigInt(query.afterSeq) } : {}),
+        maxEvents: query.maxEvents,
+        ...(this.options.verifyKeys ? { keys: this.options.verifyKeys } : {}),
+      });
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -113,15 +130,9 @@ export class AuditService {
     // Each holds a query, a temporary file of up to `syncExportMaxRows` rows and a response for as long as the caller
     // reads: a few at a time per tenant, and each download within a deadline, or one tenant's slow readers could fill
     // the disk and the pool for every tenant.
-    const running = this.syncExports.get(scope.tenantId) ?? 0;
-    if (running >= MAX_SYNC_EXPORTS_PER_TENANT) throw auditErrors.tooManySyncExports(MAX_SYNC_EXPORTS_PER_TENANT);
-    this.syncExports.set(scope.tenantId, running + 1);
+    const done = this.syncExports.take(scope.tenantId);
+    if (done === undefined) throw auditErrors.tooManySyncExports(MAX_SYNC_EXPORTS_PER_TENANT);
     let handedOver = false;
-    const done = () => {
-      const left = (this.syncExports.get(scope.tenantId) ?? 1) - 1;
-      if (left > 0) this.syncExports.set(scope.tenantId, left);
-      else this.syncExports.delete(scope.tenantId);
-    };
     try {
       const download = await this.writeSyncExport(scope, format, filters);
       const deadline = setTimeout(() => download.stream.destroy(), SYNC_DOWNLOAD_DEADLINE_MS);
