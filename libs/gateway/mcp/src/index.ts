@@ -12,7 +12,7 @@ export type {
   JsonRpcResponse,
   JsonRpcResult,
 } from './lib/protocol/json-rpc';
-export { SseParser, sseFrame } from './lib/protocol/sse';
+export { MAX_EVENT_ID_CHARS, SseParser, sseFrame } from './lib/protocol/sse';
 export type { SseEvent } from './lib/protocol/sse';
 export {
   allowsBatches,

@@ -186,8 +186,8 @@ export class SseParser {
 
 /**
  * Longest event id kept (characters). WHATWG sets none, but the id lasts from one event to the next for the stream's
- * life; ids are short (the gateway sends back at most 256 characters as `Last-Event-ID`, the SDK's are a UUID and a
- * number), so this only stops an upstream from pinning memory with one.
+ * life; ids are short (the SDK's are a UUID and a number), so this only stops an upstream from pinning memory with
+ * one. The gateway sends an id of up to this length back as `Last-Event-ID`.
  */
 export const MAX_EVENT_ID_CHARS = 1_024;
 

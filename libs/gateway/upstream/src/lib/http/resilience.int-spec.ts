@@ -325,6 +325,26 @@ describe('connector resilience and network policy', () => {
       await session.close();
     });
 
+    it('resumes from an id with spaces inside or past 256 characters, sent back exactly (before: never resumed)', async () => {
+      const long = `cursor:${'7'.repeat(400)}`;
+      const { session, seenGets } = await resumingServer(
+        (res) => sse(res, 'id: stream 4 / event 1\nretry: 20\ndata: \n\n'),
+        [(res) => sse(res, `id: ${long}\nretry: 20\n\n`), (res, id) => sse(res, answer(id))],
+      );
+      await expect(session.request('tools/call', { name: 'slow', arguments: {} })).resolves.toEqual({ content: [], resumed: true });
+      expect(seenGets.map((h) => h['last-event-id'])).toEqual(['stream 4 / event 1', long]);
+      await session.close();
+    });
+
+    it('does not resume from an id a header would change (a space at its end) or cannot carry (past ASCII)', async () => {
+      for (const id of ['ends with a space ', 'café']) {
+        const { session, seenGets } = await resumingServer((res) => sse(res, `id: ${id}\nretry: 20\ndata: \n\n`), [(res, callId) => sse(res, answer(callId))]);
+        await expect(session.request('tools/call', { name: 'slow', arguments: {} })).rejects.toMatchObject({ reason: 'protocol_error' });
+        expect(seenGets).toEqual([]);
+        await session.close();
+      }
+    });
+
     it('resumes it with a GET from the last event id, after the announced retry, as often as each stream brings something new', async () => {
       const progress = (id: string, value: number) =>
         `id: ${id}\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: value } })}\n\n`;

@@ -11,7 +11,7 @@ import type {
   UpstreamSession,
   UpstreamSessionState,
 } from '@portcullis/gateway/mcp';
-import { endpointOf, maskResult, maskUpstreamError, UpstreamRpcError } from '@portcullis/gateway/mcp';
+import { endpointOf, maskResult, maskUpstreamError, MAX_EVENT_ID_CHARS, UpstreamRpcError } from '@portcullis/gateway/mcp';
 import { initializeParams, toServerInfo } from '../core/handshake';
 import {
   logFields,
@@ -734,8 +734,13 @@ const MAX_RESUME_DELAY_MS = 10_000;
 /** The shortest wait before reopening a standalone stream the upstream closed while polling, whatever its `retry`. */
 const MIN_STANDALONE_POLL_MS = 250;
 
-/** An SSE event id that can go back as a `Last-Event-ID` header: visible ASCII, bounded. */
-const HEADER_SAFE_EVENT_ID = /^[\x21-\x7e]{1,256}$/;
+/**
+ * An SSE event id that can go back as a `Last-Event-ID` header unchanged: printable ASCII, spaces and tabs inside but
+ * not at either end (a header parser trims those, and the upstream would read another id), at most the SSE parser's
+ * `MAX_EVENT_ID_CHARS`. Not bytes past ASCII: a header carries them as Latin-1, the upstream reads UTF-8. Before, ids
+ * with a space or past 256 characters (a JSON position, a signed token) were never resumed.
+ */
+const HEADER_SAFE_EVENT_ID = new RegExp(`^[\\x21-\\x7e](?:[\\t\\x20-\\x7e]{0,${MAX_EVENT_ID_CHARS - 2}}[\\x21-\\x7e])?$`);
 
 /** A JSON-RPC answer as a call settles with it (`settle`'s arguments). */
 const outcomeOf = (message: JsonRpcResponse): [unknown, Record<string, unknown> | undefined] =>
