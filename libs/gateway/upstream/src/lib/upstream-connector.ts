@@ -21,6 +21,7 @@ import { StreamableHttpSession } from './http/streamable-http-session';
 import type { StdioOptions } from './stdio/stdio-process';
 import { StdioPool } from './stdio/stdio-pool';
 import { StdioUserIds } from '@portcullis/shared/util-process-user';
+import { DEFAULT_HELD_ANSWER_BYTES, DEFAULT_HELD_ANSWER_BYTES_PER_TENANT, HeldAnswers } from './http/held-answers';
 
 
 /**
@@ -65,6 +66,12 @@ export interface UpstreamConnectorOptions {
   /** Largest message (JSON body, SSE event, stdio line) accepted from an upstream. Default 16 MiB. */
   readonly maxMessageBytes?: number;
   /**
+   * Bytes of answers the replica holds while they arrive, in all and per tenant (see `HeldAnswers`); defaults 256 MiB
+   * and 64 MiB.
+   */
+  readonly maxHeldAnswerBytes?: number;
+  readonly maxHeldAnswerBytesPerTenant?: number;
+  /**
    * Reconnect delay of a Streamable HTTP upstream's standalone (GET) stream after its n-th failure in a row:
    * min(max, initial × 2^n). Default 500 ms … 60 s.
    */
@@ -90,6 +97,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   };
   const breakerOptions = options.breaker ?? { failureThreshold: 5, cooldownMs: 30_000 };
   const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+  const heldAnswers = new HeldAnswers(options.maxHeldAnswerBytes ?? DEFAULT_HELD_ANSWER_BYTES, options.maxHeldAnswerBytesPerTenant ?? DEFAULT_HELD_ANSWER_BYTES_PER_TENANT);
   const stdioOptions: StdioOptions = {
     idleMs: options.stdioIdleMs,
     maxRestarts: options.stdioMaxRestarts ?? 5,
@@ -141,7 +149,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
   }
 
   function contextFor(config: UpstreamConfig): SessionContext {
-    return { config, breaker: stateOf(config).breaker, logger, maxMessageBytes, registry };
+    return { config, breaker: stateOf(config).breaker, logger, maxMessageBytes, heldAnswers, registry };
   }
 
   function targetFor(config: UpstreamConfig) {

@@ -61,6 +61,11 @@ export class SseParser {
     return this.retry;
   }
 
+  /** UTF-8 bytes held of the event under way (its unfinished line and its lines so far). */
+  get heldBytes(): number {
+    return this.pendingBytes + this.eventBytes;
+  }
+
   /** Whether part of an event (an unfinished line, or data, event or id lines without their blank line) is held. */
   get holdsPartialEvent(): boolean {
     return this.pendingBytes > 0 || this.eventBytes > 0;

@@ -2,6 +2,7 @@ import type { JsonRpcNotification, UpstreamConfig, UpstreamSessionState } from '
 import type { CircuitBreaker } from './circuit-breaker';
 import type { UpstreamLogger } from './logger';
 import type { ServerRequestHandler } from './wire';
+import type { HeldAnswers } from '../http/held-answers';
 
 /** What every session gets from the connector. */
 export interface SessionContext {
@@ -9,6 +10,8 @@ export interface SessionContext {
   readonly breaker: CircuitBreaker;
   readonly logger: UpstreamLogger;
   readonly maxMessageBytes: number;
+  /** The replica's count of answer bytes held while they arrive (Streamable HTTP calls). */
+  readonly heldAnswers?: HeldAnswers;
   /** The connector keeps open sessions so `shutdown()` can end them. */
   readonly registry: Set<DisposableSession>;
 }

@@ -200,6 +200,8 @@ export const errors = {
   timeout: () => new UpstreamUnavailableError('timeout', 'The upstream did not answer in time'),
   overloaded: () =>
     new UpstreamUnavailableError('overloaded', 'The upstream is not taking requests as fast as they come; try again shortly'),
+  answersHeld: () =>
+    new UpstreamUnavailableError('overloaded', 'The gateway holds too many large upstream answers at the moment; try again shortly'),
   connectTimeout: () =>
     new UpstreamUnavailableError('timeout', 'The upstream did not complete the handshake in time'),
   sessionExpired: () =>

@@ -9,11 +9,15 @@ import {
   type SseEvent,
 } from '@portcullis/gateway/mcp';
 import { errors } from '../core/wire';
+import { CallHold, FREE_BYTES_PER_CALL, type HeldAnswers } from './held-answers';
 import { mediaTypeOf, parseMessages } from './event-stream';
 import { Exchange, headerValue, type RawHeaders } from './http-pool';
 
 export interface CallResponseHandlers {
   readonly maxBytes: number;
+  /** Where the replica counts the bytes of answers held while they arrive, and whose (see `HeldAnswers`). */
+  readonly heldAnswers?: HeldAnswers;
+  readonly tenantId?: string;
   /** The request carried an Mcp-Session-Id, so a 404 means the upstream forgot the session. */
   readonly hasSession: boolean;
   /** The response named the upstream's session (asked for on initialize only). */
@@ -77,6 +81,8 @@ export class CallResponse extends Exchange {
   private size = 0;
   private decoder: StringDecoder | undefined;
   private parser: SseParser | undefined;
+  /** This call's count in `heldAnswers`, once its answer held more than `FREE_BYTES_PER_CALL`. */
+  private hold: CallHold | undefined;
 
   /** `resumedFrom`: the event id this exchange (a GET) resumes the call's stream from. */
   constructor(
@@ -130,8 +136,37 @@ export class CallResponse extends Exchange {
     if (this.body === 'json') {
       this.size += chunk.length;
       if (this.size > this.handlers.maxBytes) this.break('the response body broke');
+      else if (this.size > FREE_BYTES_PER_CALL && !this.held(this.size)) this.refuseHeld();
       else this.chunks.push(chunk);
-    } else if (this.body === 'sse') this.pushEvents((this.decoder as StringDecoder).write(chunk));
+    } else if (this.body === 'sse') {
+      this.pushEvents((this.decoder as StringDecoder).write(chunk));
+      const parser = this.parser as SseParser;
+      if (!this.finished && (this.hold !== undefined || parser.heldBytes > FREE_BYTES_PER_CALL) && !this.held(parser.heldBytes)) this.refuseHeld();
+    }
+  }
+
+  /** Counts `size` bytes held for this call's answer; false when the replica or the tenant holds too much already. */
+  private held(size: number): boolean {
+    const answers = this.handlers.heldAnswers;
+    if (answers === undefined) return true;
+    this.hold ??= new CallHold(answers, this.handlers.tenantId ?? '');
+    return this.hold.hold(size);
+  }
+
+  /** The answer cannot be held: the call fails as overloaded, and the upstream is told it was abandoned. */
+  private refuseHeld(): void {
+    this.finished = true;
+    this.bodyDone();
+    if (!this.answered) {
+      this.answer(errors.answersHeld(), undefined);
+      if (this.taken) this.handlers.abandoned?.();
+    }
+    this.abortRequest();
+  }
+
+  protected override bodyDone(): void {
+    super.bodyDone();
+    this.hold?.release();
   }
 
   protected override responseEnded(): void {

@@ -233,6 +233,8 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
       const handlers: CallResponseHandlers = {
         maxBytes: this.ctx.maxMessageBytes,
+        heldAnswers: this.ctx.heldAnswers,
+        tenantId: this.ctx.config.tenantId,
         hasSession: this.sessionId !== null,
         sessionId: adoptSessionId ? (sessionId) => this.adoptSessionId(sessionId) : undefined,
         notification: (notification) => this.deliver(notification, options?.onNotification),
