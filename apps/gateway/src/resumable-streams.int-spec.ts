@@ -296,16 +296,19 @@ describe('Last-Event-ID on a raw GET', () => {
   it('bounds the resumed streams one session holds open at once', async () => {
     const sessionId = await session(gatewayA.url);
     // Long enough to outlast the resumes on a loaded machine (an answered call would end them, and free their places):
-    // the session's DELETE at the end cancels it.
-    const post = await slowCount(sessionId, 9, 600, 100);
-    const first = await readUntil(post, (text) => completeEvents(text).length >= 1);
-    const eventId = ids(first.text)[0] ?? '';
-    expect(eventId).not.toBe('');
+    // the session's DELETE at the end cancels them.
+    // Nine streams, each resumed once (a later resume of one stream ends the earlier: they would not add up).
+    const eventIds: string[] = [];
+    for (let id = 9; id < 18; id++) {
+      const first = await readUntil(await slowCount(sessionId, id, 600, 100), (text) => completeEvents(text).length >= 1);
+      eventIds.push(ids(first.text)[0] ?? '');
+    }
+    expect(eventIds).not.toContain('');
     const open = Array.from({ length: 9 }, () => new AbortController());
     const statuses: number[] = [];
-    for (const controller of open) {
+    for (const [index, controller] of open.entries()) {
       const res = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
-        headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventId }),
+        headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': eventIds[index] ?? '' }),
         signal: controller.signal,
       });
       statuses.push(res.status);
@@ -356,6 +359,31 @@ describe('Last-Event-ID on a raw GET', () => {
     expect(carried.length).toBeGreaterThanOrEqual(1);
     expect(ids(rest.text)[0]).toBe(resumedFrom.replace(/_(\d+)$/, (_m, seq: string) => `_${Number(seq) + 1}`));
   });
+
+  // A resume the agent gave up on while the gateway still held it is a stream like the original: a later resume of the
+  // same stream ends it too (found by re-review; both carried every later message, the answer included).
+  it.each([
+    { name: 'on the same replica', resumeOn: () => gatewayA },
+    { name: 'on another replica', resumeOn: () => gatewayB },
+  ])('a POST stream resumed twice sends what follows on the later resume only ($name)', async ({ resumeOn }) => {
+    const sessionId = await session(gatewayA.url);
+    const post = await slowCount(sessionId, 21, 10, 200);
+    const first = await readUntil(post, (text) => messageIds(text).length >= 1);
+    const resumedFrom = messageIds(first.text)[0] ?? '';
+    expect(resumedFrom).not.toBe('');
+    const resume = () => fetch(`${resumeOn().url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': resumedFrom }) });
+    const one = await resume();
+    expect(one.status).toBe(200);
+    const readingOne = readUntil(one, () => false, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const two = await resume();
+    expect(two.status).toBe(200);
+    const [earlier, later] = await Promise.all([readingOne, readUntil(two, () => false, 15_000)]);
+    expect(earlier.ended).toBe(true);
+    expect(later.ended).toBe(true);
+    expect(earlier.text).not.toContain('Counted to 10.');
+    expect(data(later.text).at(-1)).toContain('Counted to 10.');
+  }, 40_000);
 
   /**
    * Adds tools through replica A (each one announces a tools/list_changed on the upstream's session-wide channel)

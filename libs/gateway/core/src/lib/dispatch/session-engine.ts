@@ -275,7 +275,7 @@ export type BusMessage =
    */
   | { readonly type: 'agent-state'; readonly sessionId: string }
   /** The agent resumed POST stream `streamId` (a GET with its Last-Event-ID): the replica writing it stops sending on it. */
-  | { readonly type: 'post-resumed'; readonly sessionId: string; readonly streamId: string }
+  | { readonly type: 'post-resumed'; readonly sessionId: string; readonly streamId: string; readonly token: string }
   /** The agent's roots changed (its notice reached replica `from`): upstream sessions held per replica are told. */
   | { readonly type: 'roots-changed'; readonly sessionId: string; readonly from: string }
   /**
@@ -902,6 +902,9 @@ const MAX_CANCEL_REASON = 256;
  */
 const CANCEL_BROADCASTS_PER_SECOND = 20;
 const CANCEL_BROADCAST_BURST = 100;
+/** Resumes of POST streams a replica tells the others of, per principal (an agent resumes a stream it lost, rarely). */
+const RESUME_BROADCASTS_PER_SECOND = 10;
+const RESUME_BROADCAST_BURST = 20;
 /**
  * Messages an upstream session's stream or a call of it may have relayed to the agent (log messages, progress, resource
  * updates, task statuses; list changes are folded apart, `listsChanged`): more than an agent can read, yet every one
@@ -1182,6 +1185,8 @@ export class SessionEngine {
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
   /** Cancellations told to the other replicas, per principal (`ownerKey`; CANCEL_BROADCASTS_PER_SECOND). */
   private readonly cancelBroadcasts = new Allowances<string>(CANCEL_BROADCASTS_PER_SECOND, CANCEL_BROADCAST_BURST);
+  /** Resumes of POST streams told to the other replicas, per principal (RESUME_BROADCASTS_PER_SECOND). */
+  private readonly resumeBroadcasts = new Allowances<string>(RESUME_BROADCASTS_PER_SECOND, RESUME_BROADCAST_BURST);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
@@ -1727,18 +1732,23 @@ export class SessionEngine {
   }
 
   /**
-   * The agent resumed POST stream `streamId` of the session here: the replica writing it (this one, or any other, told
-   * over the bus) ends the original response, so that what follows goes out once, on the resumed stream.
+   * The agent resumed POST stream `streamId` of the session here (the resume `token`): the replica writing it (this
+   * one, or any other, told over the bus) ends the original response, and every replica ends the other resumes of it
+   * it serves, so that what follows goes out once, on this resume.
    */
-  postStreamResumed(sessionId: string, streamId: string): void {
-    this.postStreams.resumed(sessionId, streamId);
-    this.deps.bus?.broadcast({ type: 'post-resumed', sessionId, streamId });
+  postStreamResumed(record: SessionRecord, streamId: string, token: string): void {
+    this.postStreams.resumed(record.id, streamId, token);
+    // Bounded per principal, as cancellations are: past it, only this replica's streams are ended.
+    if (this.deps.bus === undefined || !this.resumeBroadcasts.of(ownerKey(record.tenantId, record.principalKind, record.principalId)).take()) return;
+    this.deps.bus.broadcast({ type: 'post-resumed', sessionId: record.id, streamId, token });
   }
 
   onBusMessage(message: BusMessage): void {
     switch (message.type) {
       case 'post-resumed':
-        if (typeof message.sessionId === 'string' && typeof message.streamId === 'string') this.postStreams.resumed(message.sessionId, message.streamId);
+        if (typeof message.sessionId === 'string' && typeof message.streamId === 'string') {
+          this.postStreams.resumed(message.sessionId, message.streamId, typeof message.token === 'string' ? message.token : undefined);
+        }
         return;
       case 'session-ended':
         this.listeners.ended(message.sessionId);

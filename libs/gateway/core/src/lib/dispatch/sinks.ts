@@ -222,13 +222,16 @@ export class QuietResponses {
 }
 
 /**
- * The POST streams this replica writes, by stream id, while they run. An agent that resumes one (a GET with its
- * `Last-Event-ID`, on this replica or another) reads the rest from the replay log: the original response stops taking
- * messages then (`PostResponder.detach`), or each would go out on both (MCP: a message goes out on one of the
- * client's streams). Stream ids are unique across replicas; the session is checked too.
+ * The POST streams this replica writes, by stream id, while they run, and the resumes of them it serves. An agent that
+ * resumes one (a GET with its `Last-Event-ID`, on this replica or another) reads the rest from the replay log: the
+ * original response stops taking messages then (`PostResponder.detach`), and so does an earlier resume of it still
+ * open (the agent gave up on that one too), or each message would go out on both (MCP: a message goes out on one of
+ * the client's streams). Stream ids are unique across replicas; the session is checked too.
  */
 export class PostStreams {
   private readonly running = new Map<string, PostResponder>();
+  /** Resumes served here, by the stream they follow: their session, token and how to end them. */
+  private readonly following = new Map<string, Set<PostStreamFollower>>();
 
   add(streamId: string, responder: PostResponder): void {
     this.running.set(streamId, responder);
@@ -238,16 +241,42 @@ export class PostStreams {
     if (this.running.get(streamId) === responder) this.running.delete(streamId);
   }
 
-  /** The agent resumed stream `streamId` of session `sessionId`: its original response, if written here, ends. */
-  resumed(sessionId: string, streamId: string): void {
-    const responder = this.running.get(streamId);
-    if (responder?.sessionId === sessionId) responder.detach();
+  /** A resume of `streamId` served here, until the returned function is called (its stream closed). */
+  follow(streamId: string, follower: PostStreamFollower): () => void {
+    let followers = this.following.get(streamId);
+    if (followers === undefined) this.following.set(streamId, (followers = new Set()));
+    followers.add(follower);
+    return () => {
+      followers.delete(follower);
+      if (followers.size === 0 && this.following.get(streamId) === followers) this.following.delete(streamId);
+    };
   }
 
-  /** Streams running (specs). */
-  get size(): number {
-    return this.running.size;
+  /**
+   * The agent resumed stream `streamId` of session `sessionId` (the resume `token`): its original response, if written
+   * here, ends, and every other resume of it served here.
+   */
+  resumed(sessionId: string, streamId: string, token: string | undefined): void {
+    const responder = this.running.get(streamId);
+    if (responder?.sessionId === sessionId) responder.detach();
+    for (const follower of [...(this.following.get(streamId) ?? [])]) {
+      if (follower.sessionId === sessionId && follower.token !== token) follower.end();
+    }
   }
+
+  /** Streams running and resumes followed (specs). */
+  get size(): number {
+    return this.running.size + this.following.size;
+  }
+}
+
+/** A resume of a POST stream served by this replica (`PostStreams.follow`). */
+export interface PostStreamFollower {
+  readonly sessionId: string;
+  /** Names this resume among the resumes of the stream. */
+  readonly token: string;
+  /** Ends it: a later resume of the same stream took over. */
+  end(): void;
 }
 
 /** What a PostResponder needs besides its response and session; every part optional. */

@@ -1040,9 +1040,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         });
         const headers = { 'mcp-session-id': record.id };
         if (resumePost && lastEventId && replayed) {
-          // The original response, if still open, stops sending: each message goes out on one stream.
-          engine.postStreamResumed(record.id, lastEventId.streamId);
-          resumePostStream(reply.raw, headers, record.id, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
+          resumePostStream(reply.raw, headers, record, lastEventId.streamId, lastEventId.seq, replayed, principal, traceId);
           return reply;
         }
         // A new standalone stream. After a standalone stream's Last-Event-ID, what it missed comes first: read once this
@@ -1353,7 +1351,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   function resumePostStream(
     res: ServerResponse,
     headers: Record<string, string>,
-    sessionId: string,
+    record: SessionRecord,
     streamId: string,
     afterSeq: number,
     replayed: readonly ReplayEntry[],
@@ -1361,6 +1359,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     traceId: string,
   ): void {
     const stream = track(new EventStream(res, headers, options.keepAliveMs, undefined, undefined, logger), principal);
+    // The original response, and an earlier resume of it, stop sending once this one is known (here at once, on other
+    // replicas over the bus): each message goes out on one stream.
+    const sessionId = record.id;
+    const token = randomBytes(8).toString('hex');
+    stream.onClose(engine.postStreams.follow(streamId, { sessionId, token, end: () => stream.close() }));
+    engine.postStreamResumed(record, streamId, token);
     // Each resumed stream follows the replay log (a Redis connection or a poll): counted per session while open.
     resumedStreams.set(sessionId, (resumedStreams.get(sessionId) ?? 0) + 1);
     stream.onClose(() => {
