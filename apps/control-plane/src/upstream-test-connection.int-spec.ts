@@ -494,6 +494,15 @@ process.stdin.on('data', (chunk) => {
 `;
 
 describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_STDIO_UID_RANGE (as root here)', () => {
+  /** The pids of processes running as `uid`, one per line; killed ones not yet reaped (zombies) are not counted. */
+  const running = (uid: number) =>
+    spawnSync('ps', ['-o', 'pid=,stat=', '-u', String(uid)])
+      .stdout.toString()
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .filter(([pid, stat]) => pid !== undefined && pid !== '' && !stat?.startsWith('Z'))
+      .map(([pid]) => pid)
+      .join('\n');
   it("runs each test's stdio server as an id of the range, and leaves nothing running as it once the test ends", async () => {
     const ranged = await startControlPlane({ CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: process.execPath, CONTROL_PLANE_STDIO_UID_RANGE: '230020-230021' });
     try {
@@ -508,7 +517,6 @@ describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_ST
       expect((await test()).status).toBe(200);
       expect(await names()).toEqual(['uid_230020']);
       // Its helper, out of the server's process group, is killed with the id once the test is over.
-      const running = (uid: number) => spawnSync('pgrep', ['-u', String(uid)]).stdout.toString().trim();
       await waitFor(() => running(230_020) === '', { timeoutMs: 5_000, description: 'nothing left running as the id' });
       expect((await test()).status).toBe(200);
       expect(await names()).toEqual(['uid_230021']);
@@ -517,4 +525,37 @@ describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_ST
       await ranged.close();
     }
   }, 30_000);
+
+  // Before, a shutdown gave the range up while tests ran: their servers (detached, with the tenant's configured
+  // environment) went on as ids no process held once the control plane exited (found by re-review).
+  it('ends the tests under way at shutdown, their servers and what runs as their ids, before it gives the range up', async () => {
+    const ranged = await startControlPlane({
+      CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: process.execPath,
+      CONTROL_PLANE_STDIO_UID_RANGE: '230030-230031',
+      CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '25000',
+    });
+    let closed = false;
+    try {
+      const t = await ranged.tenant();
+      const admin = await ranged.member(t.id, 'admin');
+      // A server that never answers, with a daemonised helper: its test would run until the 25 s deadline.
+      const hanging = `require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }).unref(); process.stdin.resume();`;
+      const upstream = await ranged.system.upstream.create({
+        data: { tenantId: t.id, name: 'hang', toolPrefix: 'hang', transport: 'stdio', command: process.execPath, args: ['-e', hanging] },
+        select: { id: true },
+      });
+      const test = ranged.request('POST', `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, { token: admin.token });
+      await waitFor(() => running(230_030).split('\n').filter(Boolean).length >= 2, { timeoutMs: 10_000, description: 'the server and its helper running as 230030' });
+      const started = Date.now();
+      await ranged.close();
+      closed = true;
+      expect(running(230_030)).toBe('');
+      // Well before the test's own deadline.
+      expect(Date.now() - started).toBeLessThan(10_000);
+      await test.catch(() => undefined);
+    } finally {
+      if (!closed) await ranged.close();
+      spawnSync('pkill', ['-KILL', '-u', '230030']);
+    }
+  }, 40_000);
 });

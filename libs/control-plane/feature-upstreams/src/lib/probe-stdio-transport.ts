@@ -49,6 +49,8 @@ export class ProbeStdinFull extends Error {
  * 4 KiB), so small answers to a flood of pings reached 800 MiB before the bytes did (found by a review).
  */
 const STDIN_MAX_BYTES = 8 * 1024 * 1024;
+/** How long `close` waits for the killed server to exit. */
+const EXIT_WAIT_MS = 2_000;
 const STDIN_MAX_MESSAGES = 1_000;
 
 /**
@@ -71,6 +73,8 @@ export class ProbeStdioTransport implements Transport {
   private closed = false;
   /** Messages handed to the server's stdin that it has not taken yet. */
   private unwritten = 0;
+  /** Settles once the server killed by `close` has exited (or after `EXIT_WAIT_MS`). */
+  private exited: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly target: ProbeStdioTarget,
@@ -196,12 +200,25 @@ export class ProbeStdioTransport implements Transport {
     });
   }
 
+  /** Kills the server's group; settles once it has exited (its id then being cleared), or after `EXIT_WAIT_MS`. */
   close(): Promise<void> {
-    if (this.closed && this.child === undefined) return Promise.resolve();
+    // A second close (the SDK closes a client whose connect failed, and the test closes it again) waits as the first.
+    if (this.closed && this.child === undefined) return this.exited;
     this.closed = true;
     const child = this.child;
     this.child = undefined;
+    let exited: Promise<void> = Promise.resolve();
     if (child?.pid !== undefined) {
+      if (child.exitCode === null && child.signalCode === null) {
+        exited = this.exited = new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, EXIT_WAIT_MS);
+          timer.unref();
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
       try {
         // The whole group: what the server started goes with it.
         process.kill(process.platform === 'win32' ? child.pid : -child.pid, 'SIGKILL');
@@ -210,7 +227,7 @@ export class ProbeStdioTransport implements Transport {
       }
     }
     this.onclose?.();
-    return Promise.resolve();
+    return exited;
   }
 
   /** Splits the output into lines; a line's pieces are joined once it ends (linear however it is chunked). */

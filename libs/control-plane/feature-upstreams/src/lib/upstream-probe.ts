@@ -55,6 +55,8 @@ export interface ProbeOptions {
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
   /** Instead: an id of CONTROL_PLANE_STDIO_UID_RANGE for each server (`ProbeStdioOptions.userIds`). */
   readonly stdioUserIds?: StdioUserIds | undefined;
+  /** Ends the test early (the control plane shutting down): it fails as a timeout. */
+  readonly signal?: AbortSignal;
   /** Told when a server's id could not be cleared after it and is retired. */
   readonly onStdioUserRetired?: ((code: string | undefined) => void) | undefined;
   /**
@@ -166,6 +168,9 @@ function classifyNetworkError(error: unknown): ProbeFailure {
 export async function probeUpstream(target: ProbeTarget, options: ProbeOptions): Promise<ProbeResult> {
   const abort = new AbortController();
   const deadline = setTimeout(() => abort.abort(), options.timeoutMs);
+  const stop = (): void => abort.abort();
+  options.signal?.addEventListener('abort', stop, { once: true });
+  if (options.signal?.aborted === true) abort.abort();
   // What the network layer saw last: the SDK wraps transport errors in its own, so the cause is recorded here.
   const seen: { failure?: ProbeFailure } = {};
   let agent: Agent | undefined;
@@ -329,7 +334,11 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     throw new ProbeFailure('not_mcp', errorCode(error) ?? (error instanceof Error ? error.name : undefined));
   } finally {
     clearTimeout(deadline);
+    options.signal?.removeEventListener('abort', stop);
     await client.close().catch(() => undefined);
+    // The SDK's close may not reach the transport again (a failed connect closed it already, and forgot it): a stdio
+    // server has exited, its id being cleared, once its own close has settled.
+    if (transport instanceof ProbeStdioTransport) await transport.close();
     await agent?.destroy().catch(() => undefined);
   }
 }

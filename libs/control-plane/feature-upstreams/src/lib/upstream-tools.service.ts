@@ -41,6 +41,8 @@ const STORE_TIMEOUT_MS = 60_000;
 const MAX_TESTS_PER_TENANT = 4;
 /** Default `maxStoredDefinitions`: above the most one test can discover (5,000 of each of four kinds). */
 const DEFAULT_MAX_STORED_DEFINITIONS = 25_000;
+/** How long a shutdown waits for the tests it ended before it gives the stdio uid range up. */
+const SHUTDOWN_WAIT_MS = 5_000;
 
 interface SyncCounts {
   total: number;
@@ -69,6 +71,8 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
   private readonly lookups: (tenantId: string) => LookupFunction;
   /** One user id for each test's stdio server (CONTROL_PLANE_STDIO_UID_RANGE), when set. */
   private readonly stdioUserIds: StdioUserIds | undefined;
+  /** Tests under way in this process: a shutdown ends them (their stdio servers) before it gives the uid range up. */
+  private readonly testsUnderWay = new Map<AbortController, Promise<unknown>>();
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -80,7 +84,8 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
     @Inject(UPSTREAMS_OPTIONS) private readonly options: UpstreamsOptions,
   ) {
     this.lookups = createGuardedLookups(this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] });
-    const range = this.options.stdioUidRange;
+    // Only where stdio upstreams may be tested (main.ts checks the range at boot then, and only then).
+    const range = this.options.stdioCommandAllowlist.length > 0 ? this.options.stdioUidRange : undefined;
     this.stdioUserIds = range === undefined ? undefined : new StdioUserIds(range.first, range.last, tmpdir(), CONTROL_PLANE_STDIO_HOST);
   }
 
@@ -89,7 +94,17 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
     await this.stdioUserIds?.ready;
   }
 
+  /**
+   * Ends the tests under way and waits (at most SHUTDOWN_WAIT_MS) for them, so that their stdio servers have exited and
+   * their ids are being cleared before the range is given up (`release` waits for those clearings): a server left
+   * running would go on as an id no process holds, with the tenant's configured environment.
+   */
   async onModuleDestroy(): Promise<void> {
+    for (const controller of this.testsUnderWay.keys()) controller.abort();
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WAIT_MS)));
+    await Promise.race([Promise.allSettled(this.testsUnderWay.values()), waited]);
+    clearTimeout(timer);
     await this.stdioUserIds?.release();
   }
 
@@ -134,8 +149,10 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
     });
     const started = Date.now();
     let result: ProbeResult;
+    const stop = new AbortController();
     try {
-      result = await probeUpstream(target, {
+      const probing = probeUpstream(target, {
+        signal: stop.signal,
         network: this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] },
         timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
         maxItemsPerKind: MAX_ITEMS_PER_KIND,
@@ -145,12 +162,16 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
           this.options.logger?.warn({ tenantId, upstreamId, code }, 'could not clear what a test connection\'s stdio server left; its user id is not used again'),
         lookup: this.lookups(tenantId),
       });
+      this.testsUnderWay.set(stop, probing);
+      result = await probing;
     } catch (error) {
       if (!(error instanceof ProbeFailure)) throw error;
       // The reason word and a code only: never the upstream's address, headers or its own error text.
       this.options.logger?.warn({ tenantId, upstreamId, reason: error.reason, detail: error.detail }, 'test connection failed');
       await this.recordFailedTest(scope, upstreamId, error.reason);
       throw upstreamErrors.testFailed(error.reason);
+    } finally {
+      this.testsUnderWay.delete(stop);
     }
     const durationMs = Date.now() - started;
     // What of its configuration the upstream may quote back, masked in what is stored and answered (ADR 0013).
