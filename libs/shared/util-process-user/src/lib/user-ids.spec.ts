@@ -4,6 +4,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CONTROL_PLANE_STDIO_HOST } from './stdio-user';
 import { StdioUserIds } from './user-ids';
 
 const parent = mkdtempSync(path.join(tmpdir(), 'user-ids-spec-'));
@@ -131,6 +132,37 @@ describe('StdioUserIds', () => {
     const again = new StdioUserIds(200_401, 200_405, parent);
     await again.ready;
     await again.release();
+  });
+
+  // Before, only a range identical to another process's was refused: a control plane given 200705-200714 beside a gateway
+  // on 200700-200709 booted, and its test servers ran as the gateway's servers' ids (found by re-review).
+  it('refuses a range overlapping one another process on this host holds, and takes back one a range id squats', async () => {
+    const hold = (name: string, uid?: number) => {
+      const holder = spawn(process.execPath, ['-e', `require('net').createServer().listen({ path: '\\0${name}' }, () => console.log('held'))`], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        ...(uid === undefined ? {} : { uid, gid: uid }),
+      });
+      return new Promise<typeof holder>((resolve) => holder.stdout.once('data', () => resolve(holder)));
+    };
+    const gateway = await hold('portcullis-stdio-uids-200700-200709');
+    try {
+      const overlapping = new StdioUserIds(200_705, 200_714, parent, CONTROL_PLANE_STDIO_HOST);
+      await expect(overlapping.ready).rejects.toThrow(/CONTROL_PLANE_STDIO_UID_RANGE 200705-200714 overlaps 200700-200709, which another process on this host holds/);
+      await overlapping.release();
+      // Its own lock went with the refusal: the range is free for a process that does not overlap.
+      const apart = new StdioUserIds(200_710, 200_714, parent);
+      await apart.ready;
+      await apart.release();
+    } finally {
+      gateway.kill('SIGKILL');
+      await new Promise((resolve) => gateway.once('exit', resolve));
+    }
+    // A leftover server of the range (running as one of its ids) binding an overlapping name cannot keep it from starting.
+    const squatter = await hold('portcullis-stdio-uids-200713-200730', 200_712);
+    const ids = new StdioUserIds(200_710, 200_714, parent);
+    await ids.ready;
+    expect(squatter.exitCode !== null || squatter.signalCode !== null || (await new Promise((resolve) => squatter.once('exit', resolve)))).toBeTruthy();
+    await ids.release();
   });
 
   it('accepts no connection on its lock (nobody can pile up descriptors in the gateway through it), and still releases', async () => {

@@ -185,6 +185,27 @@ function emptyAsOwnerSync(dir: string, owner: StdioUser): boolean {
  */
 const lockName = (first: number, last: number): string => `\0portcullis-stdio-uids-${first}-${last}`;
 
+/** Another process holds a range overlapping this one (`refuseOverlaps`). */
+class RangeOverlapError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RangeOverlapError';
+  }
+}
+
+/** The ranges whose locks are bound on this host (as this process's network namespace sees them). */
+function rangeLocks(): { first: number; last: number }[] {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return [];
+  }
+  const ranges: { first: number; last: number }[] = [];
+  for (const match of table.matchAll(/@portcullis-stdio-uids-(\d{1,10})-(\d{1,10})(?=@|\s|$)/gm)) ranges.push({ first: Number(match[1]), last: Number(match[2]) });
+  return ranges;
+}
+
 /**
  * A listening abstract socket under `name`, kept for the process's life: it accepts nothing (a connection is closed at
  * once, so no process can pile them up in the gateway) and never keeps the process alive.
@@ -312,8 +333,15 @@ export class StdioUserIds {
     for (;;) {
       try {
         this.lockServer = await listenOn(name);
+        await this.refuseOverlaps(giveUpAt);
         return;
       } catch (error) {
+        if (error instanceof RangeOverlapError) {
+          const server = this.lockServer;
+          this.lockServer = undefined;
+          server?.close();
+          throw error;
+        }
         if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
         // No holder found: it is going away (killed a moment ago), or out of sight (another PID namespace).
         const holders = holdersOf(name);
@@ -329,6 +357,33 @@ export class StdioUserIds {
     }
   }
 
+
+  /**
+   * Refuses a range that overlaps another process's on this host (their lock names differ, so binding ours did not
+   * tell): both would hand one id to two servers, which could read each other's environments, and each would kill the
+   * other's servers when clearing an id. Every lock is looked at once ours is bound, so of two processes starting at
+   * once each sees the other's. A lock of an overlapping range held only by processes of our range's ids (a leftover
+   * server squatting the name) is taken back as ours is; one whose holder cannot be seen is waited for until `giveUpAt`.
+   */
+  private async refuseOverlaps(giveUpAt: number): Promise<void> {
+    for (;;) {
+      const others = rangeLocks().filter((range) => range.first <= this.last && this.first <= range.last && !(range.first === this.first && range.last === this.last));
+      if (others.length === 0) return;
+      let waiting = false;
+      for (const other of others) {
+        const holders = holdersOf(lockName(other.first, other.last));
+        if (holders.length > 0 && holders.every((uid) => uid >= this.first && uid <= this.last)) {
+          for (const uid of holders) killAllOf(uid);
+          waiting = true;
+        } else if (holders.length > 0 || Date.now() >= giveUpAt) {
+          throw new RangeOverlapError(
+            `${this.host.uidRange ?? 'the stdio uid range'} ${this.first}-${this.last} overlaps ${other.first}-${other.last}, which another process on this host holds: give each ${this.host.name} a range of its own, apart from every other's`,
+          );
+        } else waiting = true;
+      }
+      if (waiting) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 
   /**
    * Clears what a crashed gateway left: each home emptied as its owner (the owner's processes killed, see CLEAR_ID)
