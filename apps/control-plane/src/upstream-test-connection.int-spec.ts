@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { waitFor } from '@portcullis/shared/util-testing';
+import { jsonLinesServer, waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_CONNECTION_MAX_ITEMS } from '@portcullis/contracts/api';
 import { definitionHash } from '@portcullis/contracts/tool-pins';
@@ -473,25 +473,15 @@ describe('a test connection of an upstream repointed while it runs', () => {
 
 
 /** A stdio MCP server by hand: one tool named after the user id it runs as; it leaves a daemonised helper running. */
-const WHOAMI_SERVER = `
-const { spawn } = require('node:child_process');
-spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }).unref();
-let buffered = '';
-const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk) => {
-  buffered += chunk;
-  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
-    const message = JSON.parse(buffered.slice(0, at));
-    buffered = buffered.slice(at + 1);
+const WHOAMI_SERVER = jsonLinesServer(
+  `
     if (message.method === 'initialize') {
       send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'whoami', version: '1' } } });
     } else if (message.method === 'tools/list') {
       send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'uid_' + process.getuid(), inputSchema: { type: 'object' } }] } });
-    }
-  }
-});
-`;
+    }`,
+  "require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }).unref();",
+);
 
 describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_STDIO_UID_RANGE (as root here)', () => {
   /** The pids of processes running as `uid`, one per line; killed ones not yet reaped (zombies) are not counted. */

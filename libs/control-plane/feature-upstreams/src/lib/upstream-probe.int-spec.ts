@@ -8,7 +8,7 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { definitionHash, MAX_INSTRUCTIONS_CHARS } from '@portcullis/contracts/tool-pins';
-import { waitFor } from '@portcullis/shared/util-testing';
+import { jsonLinesServer, waitFor } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGuardedLookups, type AddressResolver } from '@portcullis/shared/util-net-guard';
 import { CONTROL_PLANE_STDIO_HOST, StdioUserIds } from '@portcullis/shared/util-process-user';
@@ -351,20 +351,8 @@ describe('probeUpstream headers', () => {
  * (`env_<NAME>`), its user id and a grandchild it started (and, with DAEMON set, a daemonised helper). With FLOOD set it answers tools/list with a line that
  * never ends.
  */
-const STDIO_SERVER = `
-const { spawn } = require('node:child_process');
-const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-// With DAEMON set, a helper of its own session (setsid), out of the server's process group.
-const daemon = process.env.DAEMON ? spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }) : undefined;
-daemon?.unref();
-let buffered = '';
-const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk) => {
-  buffered += chunk;
-  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
-    const message = JSON.parse(buffered.slice(0, at));
-    buffered = buffered.slice(at + 1);
+const STDIO_SERVER = jsonLinesServer(
+  `
     if (message.method === 'initialize') {
       send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'env', version: '1' } } });
     } else if (message.method === 'tools/list') {
@@ -385,10 +373,14 @@ process.stdin.on('data', (chunk) => {
       }
       const names = [...Object.keys(process.env).map((name) => 'env_' + name), 'uid_' + process.getuid(), 'grandchild_' + child.pid, ...(daemon ? ['daemon_' + daemon.pid] : [])];
       send({ jsonrpc: '2.0', id: message.id, result: { tools: names.map((name) => ({ name, inputSchema: { type: 'object' } })) } });
-    }
-  }
-});
-`;
+    }`,
+  `
+const { spawn } = require('node:child_process');
+const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+// With DAEMON set, a helper of its own session (setsid), out of the server's process group.
+const daemon = process.env.DAEMON ? spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }) : undefined;
+daemon?.unref();`,
+);
 
 describe('probeUpstream over stdio', () => {
   const probeStdio = (env: Record<string, string>, stdioRunAs?: { uid: number; gid: number }, stdioUserIds?: StdioUserIds) =>

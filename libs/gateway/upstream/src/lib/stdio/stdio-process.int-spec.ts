@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UpstreamRpcError, type UpstreamConnector, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { jsonLinesServer } from '@portcullis/shared/util-testing';
 import { identity, recordingLogger, upstreamConfig, waitFor, type RecordingLogger } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector, type UpstreamConnectorOptions } from '../upstream-connector';
 
@@ -134,21 +135,13 @@ const isAlive = (pid: number): boolean => {
   }
 };
 
-/** The pid of the process serving `session` (its server's `pid` tool). */
 /**
  * A server that answers `pid` with its pid, and on `wedge` stops reading its stdin while it writes pings as fast as the
  * pipe takes them (their answers then fill its stdin).
  */
 const wedging = script(
   'wedging.mjs',
-  `const send = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
-let buffered = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk) => {
-  buffered += chunk;
-  for (let at = buffered.indexOf('\\n'); at !== -1; at = buffered.indexOf('\\n')) {
-    const message = JSON.parse(buffered.slice(0, at));
-    buffered = buffered.slice(at + 1);
+  jsonLinesServer(`
     if (message.method === 'initialize') {
       send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'wedging', version: '1' } } });
     } else if (message.method === 'tools/call' && message.params.name === 'pid') {
@@ -159,12 +152,10 @@ process.stdin.on('data', (chunk) => {
       const block = () => { let text = ''; for (let i = 0; i < 2000; i++) text += '{"jsonrpc":"2.0","id":' + (id++) + ',"method":"ping"}\\n'; return text; };
       const more = () => { while (process.stdout.write(block())); process.stdout.once('drain', more); };
       more();
-    }
-  }
-});
-`,
+    }`),
 );
 
+/** The pid of the process serving `session` (its server's `pid` tool). */
 const pidOf = async (session: UpstreamSession) =>
   ((await session.request('tools/call', { name: 'pid' }, { timeoutMs: 1_000 }))['structuredContent'] as { pid: number }).pid;
 
