@@ -41,26 +41,40 @@ async function initialize(key: string) {
   return { status: response.status, retryAfter: response.headers.get('retry-after'), error: body.error, text };
 }
 
+/**
+ * `promise`, or an error naming `what` once `ms` have passed: the set-up timed out once under the full suite's load
+ * (60 s, passing alone), and the hook's own timeout would not say which step hung.
+ */
+function step<T>(what: string, promise: Promise<T>, ms = 25_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`set-up: ${what} did not finish within ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
-  tenant = await createTestTenant(db);
-  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  doomed = await createAgentWithKey(db, tenant.id, 'doomed');
-  survivor = await createAgentWithKey(db, tenant.id, 'survivor');
+  tenant = await step('the test tenant', createTestTenant(db));
+  await step('the policy snapshot', writeActiveSnapshot(db, tenant.id, ALLOW_ALL));
+  doomed = await step('the first key', createAgentWithKey(db, tenant.id, 'doomed'));
+  survivor = await step('the second key', createAgentWithKey(db, tenant.id, 'survivor'));
   const url = new URL(ctx.systemDatabaseUrl);
   postgres = `http://${url.hostname}:${url.port || '5432'}`;
-  proxy = await startProxy(postgres);
+  proxy = await step('the database proxy', startProxy(postgres));
   const proxied = new URL(ctx.systemDatabaseUrl);
   const { port } = new URL(proxy.url);
   proxied.hostname = '127.0.0.1';
   proxied.port = port;
   gatewayDb = createSystemPrismaClient({ url: proxied.toString() });
-  gateway = await startTestGateway({
-    systemDb: gatewayDb,
-    redisUrl: ctx.redisUrl,
-    env: { GATEWAY_SNAPSHOT_REFRESH_MS: '250', GATEWAY_CREDENTIALS_MAX_AGE_MS: '1500' },
-  });
-}, 60_000);
+  gateway = await step(
+    'the gateway (its first loads through the proxy)',
+    startTestGateway({
+      systemDb: gatewayDb,
+      redisUrl: ctx.redisUrl,
+      env: { GATEWAY_SNAPSHOT_REFRESH_MS: '250', GATEWAY_CREDENTIALS_MAX_AGE_MS: '1500' },
+    }),
+    40_000,
+  );
+}, 90_000);
 
 afterAll(async () => {
   await gateway?.close();
