@@ -64,17 +64,20 @@ describe('inexactNumbersByElement', () => {
     // One suspect literal anywhere no longer has every other number of a large body worked out: the scan stays within a
     // few times the parse (about twelve times before).
     const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":[${Array(1_000_000).fill('1').join(',')}],"y":1e400}}}`;
-    const best = (run: () => unknown) => {
-      let fastest = Infinity;
-      for (let i = 0; i < 3; i++) {
-        const started = performance.now();
-        run();
-        fastest = Math.min(fastest, performance.now() - started);
+    // The fastest of five runs of each, the two taken in turn: a burst of load from other specs slows both alike (run one
+    // after the other, three each, a burst on one side failed the bound once under the full suite).
+    const fastest = (a: () => unknown, b: () => unknown): [number, number] => {
+      const best = [Infinity, Infinity];
+      for (let i = 0; i < 5; i++) {
+        for (const [side, run] of [a, b].entries()) {
+          const started = performance.now();
+          run();
+          best[side] = Math.min(best[side] as number, performance.now() - started);
+        }
       }
-      return fastest;
+      return best as [number, number];
     };
-    const parse = best(() => JSON.parse(body));
-    const scan = best(() => inexactNumbersByElement(body));
+    const [parse, scan] = fastest(() => JSON.parse(body), () => inexactNumbersByElement(body));
     expect(inexactNumbersByElement(body)?.get(0)).toMatch(/1e400/);
     expect(scan).toBeLessThan(6 * parse);
     // Nor a body whose every number is long or has an exponent, yet reads back exactly: only literals the parse may
@@ -82,8 +85,7 @@ describe('inexactNumbersByElement', () => {
     // digit with what JavaScript writes back (found by re-reviews: 11×, then 8–14× for other spellings).
     for (const literal of ['0.1234567890123456', '1.000000000000000', '1e100', '-12345.678901234500e-20', '0.12345678901234560', '9007199254740992.0', '0.0000001234567890123456', '1e0000001']) {
       const exact = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":[${Array(300_000).fill(literal).join(',')}]}}}`;
-      const parsed = best(() => JSON.parse(exact));
-      const scanned = best(() => inexactNumbersByElement(exact));
+      const [parsed, scanned] = fastest(() => JSON.parse(exact), () => inexactNumbersByElement(exact));
       expect(inexactNumbersByElement(exact), literal).toBeUndefined();
       expect(scanned, literal).toBeLessThan(8 * parsed);
     }
