@@ -548,4 +548,40 @@ describe.skipIf(process.getuid?.() !== 0)('test connection with CONTROL_PLANE_ST
       spawnSync('pkill', ['-KILL', '-u', '230030']);
     }
   }, 40_000);
+
+  // A test that arrived while the shutdown waited for the others (requests are still served then) ran on past the
+  // range's release, its server as an id no process held (found by re-review).
+  it('refuses a test that arrives while it shuts down (503), so nothing runs as the range once it is given up', async () => {
+    const ranged = await startControlPlane({
+      CONTROL_PLANE_STDIO_COMMAND_ALLOWLIST: process.execPath,
+      CONTROL_PLANE_STDIO_UID_RANGE: '230040-230043',
+      CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '25000',
+    });
+    let closed = false;
+    try {
+      const t = await ranged.tenant();
+      const admin = await ranged.member(t.id, 'admin');
+      // Never answers, and leaves many files in its home: clearing its id keeps the shutdown waiting a while.
+      const hanging = `const fs = require('node:fs'); for (let i = 0; i < 20000; i++) fs.writeFileSync(process.env.HOME + '/f' + i, 'x');
+require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true }).unref(); process.stdin.resume();`;
+      const upstream = await ranged.system.upstream.create({
+        data: { tenantId: t.id, name: 'hang', toolPrefix: 'hang', transport: 'stdio', command: process.execPath, args: ['-e', hanging] },
+        select: { id: true },
+      });
+      const test = () => ranged.request('POST', `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, { token: admin.token });
+      const first = test();
+      await waitFor(() => running(230_040).split('\n').filter(Boolean).length >= 2, { timeoutMs: 15_000, description: 'the first server and its helper' });
+      const closing = ranged.close().then(() => (closed = true));
+      await waitFor(() => running(230_040).split('\n').filter(Boolean).length <= 1, { timeoutMs: 5_000, intervalMs: 5, description: 'the first server killed by the shutdown' });
+      const second = await test();
+      expect(second.status, second.text).toBe(503);
+      expect(second.headers['retry-after']).toBe('5');
+      await closing;
+      await first;
+      for (const uid of [230_040, 230_041, 230_042, 230_043]) expect(running(uid), String(uid)).toBe('');
+    } finally {
+      if (!closed) await ranged.close().catch(() => undefined);
+      for (const uid of ['230040', '230041', '230042', '230043']) spawnSync('pkill', ['-KILL', '-u', uid]);
+    }
+  }, 60_000);
 });

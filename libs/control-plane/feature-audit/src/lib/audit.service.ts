@@ -108,7 +108,7 @@ export class AuditService {
   async verify(scope: TenantScope, query: AuditVerifyQuery): Promise<AuditVerifyResponse> {
     const release = this.verifies.take(scope.tenantId);
     if (release === undefined) {
-      throw this.verifies.size >= MAX_VERIFIES ? auditErrors.verifierBusy() : auditErrors.tooManyVerifies(MAX_VERIFIES_PER_TENANT);
+      throw this.verifies.heldBy(scope.tenantId) >= MAX_VERIFIES_PER_TENANT ? auditErrors.tooManyVerifies(MAX_VERIFIES_PER_TENANT) : auditErrors.verifierBusy();
     }
     try {
       return await verifyTenantChainScoped(this.db, scope.tenantId, {

@@ -28,6 +28,11 @@ export class Slots {
     };
   }
 
+  /** Places `key` holds. */
+  heldBy(key: string): number {
+    return this.held.get(key) ?? 0;
+  }
+
   /** Places taken (specs). */
   get size(): number {
     return this.inUse;

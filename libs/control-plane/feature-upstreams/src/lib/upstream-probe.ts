@@ -170,13 +170,14 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
   const deadline = setTimeout(() => abort.abort(), options.timeoutMs);
   const stop = (): void => abort.abort();
   options.signal?.addEventListener('abort', stop, { once: true });
-  if (options.signal?.aborted === true) abort.abort();
   // What the network layer saw last: the SDK wraps transport errors in its own, so the cause is recorded here.
   const seen: { failure?: ProbeFailure } = {};
   let agent: Agent | undefined;
   let transport: Transport | undefined;
   const client = new Client({ name: 'portcullis-test-connection', version: '0.1.0' }, { capabilities: {} });
   try {
+    // Ended before it began (a shutdown): nothing is started.
+    if (options.signal?.aborted === true) throw new ProbeFailure('timeout', 'ended');
     if (target.transport === 'stdio') {
       if (target.command === null) throw new ProbeFailure('unreachable', 'no command');
       const stdio = new ProbeStdioTransport(

@@ -73,6 +73,8 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
   private readonly stdioUserIds: StdioUserIds | undefined;
   /** Tests under way in this process: a shutdown ends them (their stdio servers) before it gives the uid range up. */
   private readonly testsUnderWay = new Map<AbortController, Promise<unknown>>();
+  /** Set once a shutdown began: no new test starts. */
+  private closing = false;
 
   constructor(
     @Inject(PRISMA_CLIENT) private readonly db: PortcullisPrismaClient,
@@ -100,6 +102,7 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
    * running would go on as an id no process holds, with the tenant's configured environment.
    */
   async onModuleDestroy(): Promise<void> {
+    this.closing = true;
     for (const controller of this.testsUnderWay.keys()) controller.abort();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WAIT_MS)));
@@ -120,6 +123,9 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
 
   async testConnection(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
     const { tenantId } = scope;
+    // Shutting down: requests are still served while the tests under way end, and a test started now would run past
+    // the range's release (found by re-review).
+    if (this.closing) throw upstreamErrors.shuttingDown();
     const running = this.testsRunning.get(tenantId) ?? 0;
     if (running >= MAX_TESTS_PER_TENANT) throw upstreamErrors.tooManyTests();
     const now = Date.now();
@@ -132,16 +138,21 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
       for (const [id, times] of this.testsStarted) if (times.every((at) => now - at >= 60_000)) this.testsStarted.delete(id);
     }
     this.testsRunning.set(tenantId, running + 1);
+    // Known from its start (its database steps included) to a shutdown, which ends it and waits for it.
+    const stop = new AbortController();
+    const run = this.runTest(scope, upstreamId, stop.signal);
+    this.testsUnderWay.set(stop, run);
     try {
-      return await this.runTest(scope, upstreamId);
+      return await run;
     } finally {
+      this.testsUnderWay.delete(stop);
       const left = (this.testsRunning.get(tenantId) ?? 1) - 1;
       if (left > 0) this.testsRunning.set(tenantId, left);
       else this.testsRunning.delete(tenantId);
     }
   }
 
-  private async runTest(scope: TenantScope, upstreamId: string): Promise<TestConnectionResponse> {
+  private async runTest(scope: TenantScope, upstreamId: string, signal: AbortSignal): Promise<TestConnectionResponse> {
     const { tenantId } = scope;
     const { target, version } = await withTenant(this.db, tenantId, async (tx) => {
       const upstream = await this.requireUpstream(tenantId, tx, upstreamId);
@@ -149,10 +160,9 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
     });
     const started = Date.now();
     let result: ProbeResult;
-    const stop = new AbortController();
     try {
-      const probing = probeUpstream(target, {
-        signal: stop.signal,
+      result = await probeUpstream(target, {
+        signal,
         network: this.options.network ?? { allowPrivateNetworks: false, allowedHosts: [] },
         timeoutMs: this.options.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS,
         maxItemsPerKind: MAX_ITEMS_PER_KIND,
@@ -162,16 +172,12 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
           this.options.logger?.warn({ tenantId, upstreamId, code }, 'could not clear what a test connection\'s stdio server left; its user id is not used again'),
         lookup: this.lookups(tenantId),
       });
-      this.testsUnderWay.set(stop, probing);
-      result = await probing;
     } catch (error) {
       if (!(error instanceof ProbeFailure)) throw error;
       // The reason word and a code only: never the upstream's address, headers or its own error text.
       this.options.logger?.warn({ tenantId, upstreamId, reason: error.reason, detail: error.detail }, 'test connection failed');
       await this.recordFailedTest(scope, upstreamId, error.reason);
       throw upstreamErrors.testFailed(error.reason);
-    } finally {
-      this.testsUnderWay.delete(stop);
     }
     const durationMs = Date.now() - started;
     // What of its configuration the upstream may quote back, masked in what is stored and answered (ADR 0013).

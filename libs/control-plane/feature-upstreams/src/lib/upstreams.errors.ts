@@ -52,6 +52,7 @@ export const upstreamErrors = {
   secretsUnreadable: () =>
     new AppError('CONFLICT', "The upstream's stored headers or environment cannot be opened with this installation's keys; set them again."),
   /** Test connection failures: one fixed sentence per reason, naming nothing the admin did not configure. */
+  shuttingDown: () => new AppError('DEPENDENCY_UNAVAILABLE', 'The control plane is shutting down; try the test connection again shortly.', { retryAfterSeconds: 5 }),
   tooManyTests: () => new AppError('RATE_LIMITED', 'Too many test connections of this tenant are running; try again when one has finished.'),
   testsTooOften: (retryAfterSeconds: number) =>
     new AppError('RATE_LIMITED', `This tenant ran ${TESTS_PER_MINUTE} test connections in the last minute, the most allowed; try again in ${retryAfterSeconds} s.`, { retryAfterSeconds }),

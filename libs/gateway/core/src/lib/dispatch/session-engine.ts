@@ -902,9 +902,6 @@ const MAX_CANCEL_REASON = 256;
  */
 const CANCEL_BROADCASTS_PER_SECOND = 20;
 const CANCEL_BROADCAST_BURST = 100;
-/** Resumes of POST streams a replica tells the others of, per principal (an agent resumes a stream it lost, rarely). */
-const RESUME_BROADCASTS_PER_SECOND = 10;
-const RESUME_BROADCAST_BURST = 20;
 /**
  * Messages an upstream session's stream or a call of it may have relayed to the agent (log messages, progress, resource
  * updates, task statuses; list changes are folded apart, `listsChanged`): more than an agent can read, yet every one
@@ -1185,8 +1182,6 @@ export class SessionEngine {
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
   /** Cancellations told to the other replicas, per principal (`ownerKey`; CANCEL_BROADCASTS_PER_SECOND). */
   private readonly cancelBroadcasts = new Allowances<string>(CANCEL_BROADCASTS_PER_SECOND, CANCEL_BROADCAST_BURST);
-  /** Resumes of POST streams told to the other replicas, per principal (RESUME_BROADCASTS_PER_SECOND). */
-  private readonly resumeBroadcasts = new Allowances<string>(RESUME_BROADCASTS_PER_SECOND, RESUME_BROADCAST_BURST);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
@@ -1738,9 +1733,10 @@ export class SessionEngine {
    */
   postStreamResumed(record: SessionRecord, streamId: string, token: string): void {
     this.postStreams.resumed(record.id, streamId, token);
-    // Bounded per principal, as cancellations are: past it, only this replica's streams are ended.
-    if (this.deps.bus === undefined || !this.resumeBroadcasts.of(ownerKey(record.tenantId, record.principalKind, record.principalId)).take()) return;
-    this.deps.bus.broadcast({ type: 'post-resumed', sessionId: record.id, streamId, token });
+    // Always told: the original may be written on any replica. (Not bounded as cancellations are: a resume is a GET
+    // that opens a stream and reads the log, costing its sender more than the broadcast costs the replicas; bounded,
+    // a principal past it had every later message of a stream resumed elsewhere sent twice: found by re-review.)
+    this.deps.bus?.broadcast({ type: 'post-resumed', sessionId: record.id, streamId, token });
   }
 
   onBusMessage(message: BusMessage): void {

@@ -1,5 +1,9 @@
 import type { Readable } from 'node:stream';
 import { classify, SseParser, type Classified, type SseEvent } from '@portcullis/gateway/mcp';
+import { FREE_BYTES_PER_CALL, type CallHold } from './held-answers';
+
+/** The code of the error a stream ends with when its event would pass the held-answer bounds. */
+export const ANSWERS_HELD = 'EPORTCULLIS_ANSWERS_HELD';
 
 /** Response headers as node:http and undici both give them (names in lower case). */
 export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>;
@@ -25,14 +29,21 @@ export function consumeEventStream(
   maxEventMs: number,
   onEvent: (event: SseEvent) => void,
   onEnd: (error: Error | null, position: StreamPosition) => void,
+  /**
+   * The stream's count in the replica's `HeldAnswers` (its tenant's): an event held past `FREE_BYTES_PER_CALL` is
+   * counted, and one that would pass the bounds breaks the stream, as one past `maxEventBytes` does.
+   */
+  hold?: CallHold,
 ): void {
   const parser = new SseParser(maxEventBytes);
   let ended = false;
   let stalled: NodeJS.Timeout | undefined;
+  let counted = false;
   const end = (error: Error | null): void => {
     if (ended) return;
     ended = true;
     clearTimeout(stalled);
+    hold?.release();
     onEnd(error, { lastEventId: parser.lastEventId, retryMs: parser.reconnectionTime });
   };
   res.setEncoding('utf8');
@@ -45,6 +56,14 @@ export function consumeEventStream(
       end(error as Error);
       res.destroy();
       return;
+    }
+    if (hold !== undefined && (counted || parser.heldBytes > FREE_BYTES_PER_CALL)) {
+      counted = true;
+      if (!hold.hold(parser.heldBytes)) {
+        end(Object.assign(new Error('the replica holds too many large upstream answers'), { code: ANSWERS_HELD }));
+        res.destroy();
+        return;
+      }
     }
     if (events.length > 0 || !parser.holdsPartialEvent) {
       clearTimeout(stalled);

@@ -45,6 +45,42 @@ async function stallingServer() {
   return { server, stalled, finish };
 }
 
+/**
+ * A legacy HTTP+SSE server: every answer on the session's GET stream; a call's answer (past the free part by 300 KiB)
+ * all but its end, held there by the gateway while it waits for the rest (found by re-review: such streams were not
+ * counted).
+ */
+async function legacyStallingServer() {
+  const streams: ServerResponse[] = [];
+  let stalled = 0;
+  const server = await rawServer((req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: endpoint\ndata: /messages?s=${streams.length}\n\n`);
+      streams.push(res);
+      return;
+    }
+    const stream = streams[Number(new URL(req.url ?? '/', 'http://x').searchParams.get('s'))];
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => {
+      const message = JSON.parse(text) as { id?: number; method?: string };
+      res.writeHead(202).end();
+      if (message.id === undefined) return;
+      const result =
+        message.method === 'initialize'
+          ? { protocolVersion: '2024-11-05', capabilities: { tools: {} }, serverInfo: { name: 'legacy-stall', version: '1' } }
+          : { content: [{ type: 'text', text: 'x'.repeat(FREE_BYTES_PER_CALL + 300 * KIB) }] };
+      const event = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`;
+      if (message.method === 'initialize') return void stream?.write(event);
+      stream?.write(event.slice(0, -3));
+      stalled += 1;
+    });
+  });
+  return { server, stalled: () => stalled };
+}
+
 describe('answers held while they arrive', () => {
   const servers: RawServer[] = [];
   const connectors: UpstreamConnector[] = [];
@@ -86,5 +122,24 @@ describe('answers held while they arrive', () => {
     await expect.poll(() => stalled.length).toBe(1);
     finish();
     expect(await again).toMatchObject({ result: { content: [{ type: 'text' }] } });
+  }, 20_000);
+
+  it('counts a legacy SSE session\'s stream too: the tenant\'s second stalled answer ends its session as overloaded', async () => {
+    const { server, stalled } = await legacyStallingServer();
+    servers.push(server);
+    const connector = createUpstreamConnector({ allowPrivateNetworks: true, maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, maxHeldAnswerBytes: 700 * KIB, maxHeldAnswerBytesPerTenant: 400 * KIB });
+    connectors.push(connector);
+    const config = upstreamConfig('sse', { url: `${server.url}/sse`, tenantId: 'tenant-a', callTimeoutMs: 4_000 });
+    const one = await connector.connect(config, identity);
+    const two = await connector.connect({ ...config }, identity);
+    const call = (session: typeof one) => session.request('tools/call', { name: 'big', arguments: {} }).then((result) => ({ result }), (error: unknown) => ({ error }));
+    const first = call(one);
+    await expect.poll(() => stalled()).toBe(1);
+    const started = Date.now();
+    // Refused at once, not held until the call's timeout.
+    expect(await call(two)).toMatchObject({ error: { reason: 'overloaded' } });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // The first session's answer, held within the bounds, waits on (here until its timeout).
+    expect(await first).toMatchObject({ error: { reason: 'timeout' } });
   }, 20_000);
 });

@@ -30,7 +30,8 @@ import {
   type ServerRequestHandler,
 } from '../core/wire';
 import { configuredHeaders } from './streamable-http-session';
-import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
+import { CallHold } from './held-answers';
+import { ANSWERS_HELD, consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
 import {
   dispatch,
   headerLines,
@@ -175,13 +176,14 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.dispose();
   }
 
-  dispose(): void {
+  /** Ends the session at once; its calls under way fail with `reason` (default: closed). */
+  dispose(reason?: Error): void {
     if (this.closed) return;
     this.closed = true;
     this.ctx.registry.delete(this);
     this.stream?.destroy();
     this.stream = undefined;
-    this.mux.failAll(errors.closed());
+    this.mux.failAll(reason ?? errors.closed());
     // POSTs still under way (their calls failed above, or no call waits on them) let go of their connections.
     for (const abort of [...this.posting]) abort();
     abortAll(this.serverRequests);
@@ -248,9 +250,11 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
                 fail(errors.protocol('the event stream ended before announcing an endpoint'));
                 if (!this.closed) {
                   logger.info({ ...logFields(config), broken: error !== null }, 'upstream event stream ended');
-                  this.dispose();
+                  // Every answer comes on this stream: its calls fail for what broke it.
+                  this.dispose((error as NodeJS.ErrnoException | null)?.code === ANSWERS_HELD ? errors.answersHeld() : undefined);
                 }
               },
+              this.ctx.heldAnswers === undefined ? undefined : new CallHold(this.ctx.heldAnswers, this.ctx.config.tenantId),
             );
           },
           (error) => {

@@ -35,6 +35,7 @@ import {
   type ServerRequestHandler,
 } from '../core/wire';
 import { CallResponse, type CallResponseHandlers } from './call-response';
+import { CallHold } from './held-answers';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
 import {
   dispatch,
@@ -673,6 +674,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             if (position.retryMs !== undefined) this.standaloneRetryMs = position.retryMs;
             retry();
           },
+          this.ctx.heldAnswers === undefined ? undefined : new CallHold(this.ctx.heldAnswers, this.ctx.config.tenantId),
         );
       },
       retry,
