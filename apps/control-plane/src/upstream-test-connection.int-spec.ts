@@ -585,3 +585,32 @@ require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => 
     }
   }, 60_000);
 });
+
+describe('test connection ended by a shutdown', () => {
+  // Before, it was answered 504 and recorded as the upstream timing out (its last sync error overwritten), though the
+  // upstream was far from its own deadline (found by re-review).
+  it('is answered 503 and records nothing against the upstream', async () => {
+    const closing = await startControlPlane({ CONTROL_PLANE_UPSTREAM_ALLOW_PRIVATE: 'true', CONTROL_PLANE_UPSTREAM_TEST_TIMEOUT_MS: '25000' });
+    let closed = false;
+    try {
+      const t = await closing.tenant();
+      const admin = await closing.member(t.id, 'admin');
+      const lastSyncedAt = new Date('2026-01-01T00:00:00Z');
+      const upstream = await closing.system.upstream.create({
+        data: { tenantId: t.id, name: 'up', toolPrefix: 'up', transport: 'streamable_http', url, lastSyncError: null, lastSyncedAt },
+        select: { id: true },
+      });
+      const before = arrived;
+      const test = closing.request('POST', `/api/v1/tenants/${t.id}/upstreams/${upstream.id}/test`, { token: admin.token });
+      await waitFor(() => arrived > before, { timeoutMs: 10_000, description: 'the test reaching the silent upstream' });
+      await closing.close();
+      closed = true;
+      const answer = await test;
+      expect(answer.status, answer.text).toBe(503);
+      expect(answer.headers['retry-after']).toBe('5');
+      expect(await cp.system.upstream.findUniqueOrThrow({ where: { id: upstream.id }, select: { lastSyncError: true, lastSyncedAt: true } })).toEqual({ lastSyncError: null, lastSyncedAt });
+    } finally {
+      if (!closed) await closing.close();
+    }
+  }, 40_000);
+});

@@ -174,6 +174,9 @@ export class UpstreamToolsService implements OnModuleInit, OnModuleDestroy {
       });
     } catch (error) {
       if (!(error instanceof ProbeFailure)) throw error;
+      // Ended by a shutdown, not by the upstream: nothing is recorded against it (found by re-review: a healthy
+      // upstream's last sync showed a timeout, and the admin was told it had not answered in time).
+      if (signal.aborted) throw upstreamErrors.shuttingDown();
       // The reason word and a code only: never the upstream's address, headers or its own error text.
       this.options.logger?.warn({ tenantId, upstreamId, reason: error.reason, detail: error.detail }, 'test connection failed');
       await this.recordFailedTest(scope, upstreamId, error.reason);

@@ -57,14 +57,6 @@ export function consumeEventStream(
       res.destroy();
       return;
     }
-    if (hold !== undefined && (counted || parser.heldBytes > FREE_BYTES_PER_CALL)) {
-      counted = true;
-      if (!hold.hold(parser.heldBytes)) {
-        end(Object.assign(new Error('the replica holds too many large upstream answers'), { code: ANSWERS_HELD }));
-        res.destroy();
-        return;
-      }
-    }
     if (events.length > 0 || !parser.holdsPartialEvent) {
       clearTimeout(stalled);
       stalled = undefined;
@@ -77,6 +69,15 @@ export function consumeEventStream(
       stalled.unref();
     }
     for (const event of events) onEvent(event);
+    // After the chunk's whole events went out (their ids are the stream's position): the one it left unfinished is
+    // what is held.
+    if (!ended && hold !== undefined && (counted || parser.heldBytes > FREE_BYTES_PER_CALL)) {
+      counted = true;
+      if (!hold.hold(parser.heldBytes)) {
+        end(Object.assign(new Error('the replica holds too many large upstream answers'), { code: ANSWERS_HELD }));
+        res.destroy();
+      }
+    }
   });
   res.on('end', () => end(null));
   res.on('error', (error) => end(error));
