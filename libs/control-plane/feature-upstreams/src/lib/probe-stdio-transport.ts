@@ -49,9 +49,10 @@ export class ProbeStdinFull extends Error {
  * 4 KiB), so small answers to a flood of pings reached 800 MiB before the bytes did (found by a review).
  */
 const STDIN_MAX_BYTES = 8 * 1024 * 1024;
+const STDIN_MAX_MESSAGES = 1_000;
+
 /** How long `close` waits for the killed server to exit. */
 const EXIT_WAIT_MS = 2_000;
-const STDIN_MAX_MESSAGES = 1_000;
 
 /**
  * The test connection's stdio transport, started as the gateway starts stdio servers (ADR 0008) rather than as the

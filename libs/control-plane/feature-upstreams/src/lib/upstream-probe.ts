@@ -55,7 +55,7 @@ export interface ProbeOptions {
   readonly stdioRunAs?: { readonly uid: number; readonly gid: number } | undefined;
   /** Instead: an id of CONTROL_PLANE_STDIO_UID_RANGE for each server (`ProbeStdioOptions.userIds`). */
   readonly stdioUserIds?: StdioUserIds | undefined;
-  /** Ends the test early (the control plane shutting down): it fails as a timeout. */
+  /** Ends the test early (the control plane shutting down): it fails as `timeout`, which the caller answers as 503. */
   readonly signal?: AbortSignal;
   /** Told when a server's id could not be cleared after it and is retired. */
   readonly onStdioUserRetired?: ((code: string | undefined) => void) | undefined;
