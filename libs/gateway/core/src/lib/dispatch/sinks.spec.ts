@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
-import { CLOSE_GRACE_MS, EventStream, PostResponder, QuietResponses, rateLimitedRetryAfter, writeBounded } from './sinks';
+import { CLOSE_GRACE_MS, EventStream, PostResponder, PostStreams, QuietResponses, rateLimitedRetryAfter, writeBounded } from './sinks';
 
 /** A response whose client never reads: everything written after the first chunk stays buffered. */
 function stalled(): Writable {
@@ -564,5 +564,34 @@ describe('EventStream resuming an older stream (the handover between replicas)',
       { seq: 1, data: JSON.stringify(note('held')), final: false },
       { seq: 2, data: '', final: true },
     ]);
+  });
+});
+
+describe('PostStreams (resumes of POST streams)', () => {
+  const follower = (sessionId: string, token: string, ended: string[]) => ({ sessionId, token, end: () => void ended.push(token) });
+
+  it('ends the other resumes of the stream in the session, never the new one, nor another session\'s', () => {
+    const streams = new PostStreams();
+    const ended: string[] = [];
+    const stopA = streams.follow('p1', follower('s1', 'a', ended));
+    streams.follow('p1', follower('s1', 'b', ended));
+    streams.follow('p1', follower('s2', 'c', ended));
+    streams.follow('p2', follower('s1', 'd', ended));
+    streams.resumed('s1', 'p1', 'b');
+    expect(ended).toEqual(['a']);
+    // A resume that closed leaves the registry.
+    stopA();
+    expect(streams.size).toBe(2);
+  });
+
+  // A notice without a token cannot say which resume is new, so none is ended (before, every
+  // resume of the stream was, the new one included).
+  it('ends no resume on a notice without a token', () => {
+    const streams = new PostStreams();
+    const ended: string[] = [];
+    streams.follow('p1', follower('s1', 'a', ended));
+    streams.follow('p1', follower('s1', 'b', ended));
+    streams.resumed('s1', 'p1', undefined);
+    expect(ended).toEqual([]);
   });
 });

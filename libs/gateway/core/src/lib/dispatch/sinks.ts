@@ -259,6 +259,9 @@ export class PostStreams {
   resumed(sessionId: string, streamId: string, token: string | undefined): void {
     const responder = this.running.get(streamId);
     if (responder?.sessionId === sessionId) responder.detach();
+    // A notice without a token (malformed, or from a replica that sends none) cannot tell the new resume from the
+    // others: they stay.
+    if (token === undefined) return;
     for (const follower of [...(this.following.get(streamId) ?? [])]) {
       if (follower.sessionId === sessionId && follower.token !== token) follower.end();
     }
