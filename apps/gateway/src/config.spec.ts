@@ -40,6 +40,25 @@ describe('gateway config: the listing cache', () => {
   });
 });
 
+describe('gateway config: upstream answers held while they arrive', () => {
+  it('defaults to 256 MiB for the replica and 64 MiB per tenant, and reads both in MiB', () => {
+    expect(parseConfig(gatewayConfigSchema, REQUIRED).upstreams).toMatchObject({ heldAnswersMaxBytes: 256 * 1024 * 1024, heldAnswersTenantMaxBytes: 64 * 1024 * 1024 });
+    const { upstreams } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_HELD_ANSWERS_MAX_MB: '1024', GATEWAY_HELD_ANSWERS_TENANT_MAX_MB: '100' });
+    expect(upstreams).toMatchObject({ heldAnswersMaxBytes: 1024 * 1024 * 1024, heldAnswersTenantMaxBytes: 100 * 1024 * 1024 });
+  });
+
+  it('gives a tenant a quarter of the replica bound unless told otherwise (an empty value counts as unset)', () => {
+    const { upstreams } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_HELD_ANSWERS_MAX_MB: '10', GATEWAY_HELD_ANSWERS_TENANT_MAX_MB: ' ' });
+    expect(upstreams).toMatchObject({ heldAnswersMaxBytes: 10 * 1024 * 1024, heldAnswersTenantMaxBytes: 2.5 * 1024 * 1024 });
+  });
+
+  it('refuses a tenant bound over the replica bound, zero, fractions and words, naming the variable', () => {
+    expect(problemsOf({ GATEWAY_HELD_ANSWERS_MAX_MB: '32', GATEWAY_HELD_ANSWERS_TENANT_MAX_MB: '33' })).toEqual(['GATEWAY_HELD_ANSWERS_TENANT_MAX_MB']);
+    expect(problemsOf({ GATEWAY_HELD_ANSWERS_TENANT_MAX_MB: '0', GATEWAY_HELD_ANSWERS_MAX_MB: '1.5' })).toEqual(['GATEWAY_HELD_ANSWERS_MAX_MB', 'GATEWAY_HELD_ANSWERS_TENANT_MAX_MB']);
+    expect(problemsOf({ GATEWAY_HELD_ANSWERS_MAX_MB: 'lots' })).toEqual(['GATEWAY_HELD_ANSWERS_MAX_MB']);
+  });
+});
+
 describe('gateway config: upstream network policy', () => {
   it('allows named private hosts without opening every private address', () => {
     const { upstreams } = parseConfig(gatewayConfigSchema, { ...REQUIRED, GATEWAY_UPSTREAM_ALLOWED_HOSTS: ' MCP.internal , 10.0.0.7 ' });

@@ -82,6 +82,13 @@ export const gatewayConfigSchema = z
     GATEWAY_LIST_CACHE_MAX_PAGES: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
     /** Bound on the cached listing pages' approximate size for the replica, in MiB (a page over 1/16 of it is not cached). */
     GATEWAY_LIST_CACHE_MAX_MB: z.coerce.number().int().min(1).max(65_536).default(256),
+    /**
+     * Bound on the bytes of upstream answers a replica holds while they arrive, in MiB, counted past each call's first
+     * 256 KiB: a call whose answer would pass it fails as `overloaded` (see HeldAnswers).
+     */
+    GATEWAY_HELD_ANSWERS_MAX_MB: z.coerce.number().int().min(1).max(65_536).default(256),
+    /** The same bound for one tenant's calls (at most GATEWAY_HELD_ANSWERS_MAX_MB); unset: a quarter of it. */
+    GATEWAY_HELD_ANSWERS_TENANT_MAX_MB: f.unsetIfEmpty(z.coerce.number().int().min(1).max(65_536).optional()),
     /** Periodic reload of the tenant, API key and upstream snapshots (pub/sub notices reload at once). */
     GATEWAY_SNAPSHOT_REFRESH_MS: f.durationMs(30_000),
     /**
@@ -182,6 +189,9 @@ export const gatewayConfigSchema = z
     if (env.GATEWAY_STDIO_RUN_AS !== undefined && env.GATEWAY_STDIO_UID_RANGE !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['GATEWAY_STDIO_UID_RANGE'], message: 'cannot be set together with GATEWAY_STDIO_RUN_AS (one user for all, or one each)' });
     }
+    if (env.GATEWAY_HELD_ANSWERS_TENANT_MAX_MB !== undefined && env.GATEWAY_HELD_ANSWERS_TENANT_MAX_MB > env.GATEWAY_HELD_ANSWERS_MAX_MB) {
+      ctx.addIssue({ code: 'custom', path: ['GATEWAY_HELD_ANSWERS_TENANT_MAX_MB'], message: 'must not be more than GATEWAY_HELD_ANSWERS_MAX_MB (the bound for all tenants together)' });
+    }
     const maxAge = env.GATEWAY_CREDENTIALS_MAX_AGE_MS;
     if (maxAge > 0 && maxAge < 2 * env.GATEWAY_SNAPSHOT_REFRESH_MS) {
       ctx.addIssue({
@@ -268,6 +278,8 @@ export const gatewayConfigSchema = z
       stdioIdleMs: env.GATEWAY_STDIO_IDLE_MS,
       stdioRunAs: env.GATEWAY_STDIO_RUN_AS,
       stdioUidRange: env.GATEWAY_STDIO_UID_RANGE,
+      heldAnswersMaxBytes: env.GATEWAY_HELD_ANSWERS_MAX_MB * 1024 * 1024,
+      heldAnswersTenantMaxBytes: (env.GATEWAY_HELD_ANSWERS_TENANT_MAX_MB ?? env.GATEWAY_HELD_ANSWERS_MAX_MB / 4) * 1024 * 1024,
     },
     rateLimits: {
       enabled: env.GATEWAY_RATE_LIMITS_ENABLED,

@@ -79,6 +79,8 @@ void runOrExit(logger, async () => {
     logger,
     maxStdioProcessesPerUpstream: config.upstreams.stdioMaxProcesses,
     stdioIdleMs: config.upstreams.stdioIdleMs,
+    maxHeldAnswerBytes: config.upstreams.heldAnswersMaxBytes,
+    maxHeldAnswerBytesPerTenant: config.upstreams.heldAnswersTenantMaxBytes,
     ...(config.upstreams.stdioRunAs ? { stdioRunAs: config.upstreams.stdioRunAs } : {}),
     ...(stdioRange ? { stdioUidRange: stdioRange } : {}),
     allowPrivateNetworks: config.upstreams.allowPrivateNetworks,

@@ -81,6 +81,41 @@ async function legacyStallingServer() {
   return { server, stalled: () => stalled };
 }
 
+/**
+ * A Streamable HTTP server whose standalone GET stream carries a notification of `FREE_BYTES_PER_CALL + 300 KiB`, all
+ * but its end (held by the gateway while it waits for the rest); `endStream()` closes that stream, and the streams
+ * asked for after it carry nothing. Calls are answered with a result as large as that notification, at once and whole.
+ */
+async function standaloneStallingServer() {
+  const streams: ServerResponse[] = [];
+  const server = await rawServer((req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      streams.push(res);
+      if (streams.length > 1) return;
+      const note = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x'.repeat(FREE_BYTES_PER_CALL + 300 * KIB) } });
+      res.write(`event: message\ndata: ${note.slice(0, -1)}`);
+      return;
+    }
+    if (req.method !== 'POST') return void res.writeHead(405).end();
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => {
+      const message = JSON.parse(text) as { id?: number; method?: string };
+      if (message.id === undefined) return void res.writeHead(202).end();
+      const result =
+        message.method === 'initialize'
+          ? { protocolVersion: '2025-11-25', capabilities: { tools: {}, logging: {} }, serverInfo: { name: 'standalone-stall', version: '1' } }
+          : { content: [{ type: 'text', text: 'x'.repeat(FREE_BYTES_PER_CALL + 300 * KIB) }] };
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': `s-${message.id}-${Math.random()}` });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+    });
+  });
+  const endStream = () => streams[0]?.end();
+  return { server, streams, endStream };
+}
+
 describe('answers held while they arrive', () => {
   const servers: RawServer[] = [];
   const connectors: UpstreamConnector[] = [];
@@ -141,5 +176,28 @@ describe('answers held while they arrive', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
     // The first session's answer, held within the bounds, waits on (here until its timeout).
     expect(await first).toMatchObject({ error: { reason: 'timeout' } });
+  }, 20_000);
+
+  it("counts a Streamable HTTP session's standalone stream too, and gives its count back when the stream ends", async () => {
+    const { server, streams, endStream } = await standaloneStallingServer();
+    servers.push(server);
+    // The stalled notification counts 300 KiB past the free part; a call's answer, read whole at once, the same while
+    // its body is read: the tenant's share holds one of the two.
+    const connector = createUpstreamConnector({ allowPrivateNetworks: true, maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, maxHeldAnswerBytes: 700 * KIB, maxHeldAnswerBytesPerTenant: 400 * KIB });
+    connectors.push(connector);
+    const config = upstreamConfig('streamable_http', { url: `${server.url}/mcp`, tenantId: 'tenant-a', callTimeoutMs: 4_000 });
+    const listening = await connector.connect(config, identity);
+    const calling = await connector.connect({ ...config }, identity);
+    const call = () => calling.request('tools/call', { name: 'big', arguments: {} }).then((result) => ({ result }), (error: unknown) => ({ error }));
+    // Answered whole before anything is held.
+    expect(await call()).toMatchObject({ result: { content: [{ type: 'text' }] } });
+    listening.onNotification(() => undefined);
+    listening.listen?.(true);
+    await expect.poll(() => streams.length).toBe(1);
+    // The stream's partial event is counted: the same answer now passes the tenant's share.
+    await expect.poll(call, { timeout: 3_000 }).toMatchObject({ error: { reason: 'overloaded' } });
+    endStream();
+    // Given back once the stream ended (the gateway asks for it again; that one holds nothing).
+    await expect.poll(call, { timeout: 5_000 }).toMatchObject({ result: { content: [{ type: 'text' }] } });
   }, 20_000);
 });
