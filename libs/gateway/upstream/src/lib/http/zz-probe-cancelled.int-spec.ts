@@ -1,0 +1,72 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { UpstreamConnector } from '@portcullis/gateway/mcp';
+import { identity, rawServer, upstreamConfig, type RawServer } from '../../test-fixtures/upstream-test-kit';
+import { createUpstreamConnector } from '../upstream-connector';
+
+const initializeResult = { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'raw', version: '1' } };
+
+/**
+ * A Streamable HTTP half-open probe that the agent gives up on (cancels) reports no verdict and never frees the probe
+ * slot: every other call of every agent to the (recovered) upstream is refused `circuit_open` for another whole
+ * cool-down. The legacy SSE transport frees the slot in the same case (LegacySseSession.request: probeEnded on any
+ * failure), as do Streamable HTTP calls abandoned for how their response came (`abandoned`).
+ */
+describe('zz: Streamable HTTP half-open probe cancelled by its agent', () => {
+  const servers: RawServer[] = [];
+  const connectors: UpstreamConnector[] = [];
+  afterEach(async () => {
+    await Promise.all(connectors.splice(0).map((c) => c.shutdown()));
+    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  });
+
+  it('lets the next call probe once the probe was cancelled', async () => {
+    let mode: 'fail' | 'hang-once' | 'ok' = 'ok';
+    const server = await rawServer((req, res) => {
+      let text = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => (text += c));
+      req.on('end', () => {
+        const message = text === '' ? {} : (JSON.parse(text) as { id?: number; method?: string });
+        if (message.id === undefined) return void res.writeHead(202).end();
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
+          return void res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+        }
+        if (mode === 'fail') return void res.writeHead(503).end();
+        if (mode === 'hang-once') {
+          mode = 'ok';
+          return; // the probe: slow, its agent gives up
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { content: [] } }));
+      });
+    });
+    servers.push(server);
+    const connector = createUpstreamConnector({
+      maxStdioProcessesPerUpstream: 1,
+      stdioIdleMs: 60_000,
+      allowPrivateNetworks: true,
+      breaker: { failureThreshold: 1, cooldownMs: 2_000 },
+    });
+    connectors.push(connector);
+    const config = upstreamConfig('streamable_http', { url: `${server.url}/mcp` });
+    const session = await connector.connect(config, identity);
+    mode = 'fail';
+    await expect(session.request('tools/call', { name: 'x' })).rejects.toMatchObject({ reason: 'protocol_error' });
+    expect(connector.circuits()[0]?.state).toBe('open');
+    mode = 'hang-once';
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    // The probe: the agent cancels it after 100 ms.
+    const controller = new AbortController();
+    const probe = session.request('tools/call', { name: 'x' }, { signal: controller.signal }).catch((error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    controller.abort();
+    await probe;
+    // The upstream is healthy now; another agent's call.
+    const next = await session.request('tools/call', { name: 'x' }).then(
+      (result) => result,
+      (error: unknown) => ({ refused: (error as { reason?: string }).reason }),
+    );
+    expect(next).toEqual({ content: [] });
+  }, 15_000);
+});
