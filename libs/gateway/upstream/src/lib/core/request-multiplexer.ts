@@ -41,7 +41,7 @@ export type Written = Promise<void> & {
 /** How long a call's message may still be under way after its answer came (the upstream answered on its stream). */
 const ANSWERED_WRITE_GRACE_MS = 1_000;
 
-export interface MultiplexerHooks {
+export interface MultiplexerHooks<Owner = unknown> {
   /**
    * Sends one serialised message. A rejected promise fails the call it carried (when there is one). `quiet`: a message
    * no call waits on (a cancellation), which the transport may bound more tightly.
@@ -49,8 +49,8 @@ export interface MultiplexerHooks {
   write(text: string, quiet?: boolean): void | Written;
   /** A call timed out (the breaker counts it). */
   onTimeout?(): void;
-  /** A call got its response (the breaker resets). */
-  onAnswer?(): void;
+  /** A call of `owner` got its response (the breaker resets). */
+  onAnswer?(owner: Owner): void;
   /** An error response's message and data as the caller gets them (the upstream's secrets masked). */
   rpcError?(error: UpstreamRpcError): UpstreamRpcError;
   /** A result as the caller gets it (the upstream's secrets masked: `maskResult`). */
@@ -76,7 +76,7 @@ export class RequestMultiplexer<Owner> {
   private nextId = 1;
   private readonly calls = new Map<number, Call<Owner>>();
 
-  constructor(private readonly hooks: MultiplexerHooks) {}
+  constructor(private readonly hooks: MultiplexerHooks<Owner>) {}
 
   get pending(): number {
     return this.calls.size;
@@ -152,7 +152,7 @@ export class RequestMultiplexer<Owner> {
     // ends the POST): let go of it shortly, or it holds its connection to its own bound.
     const written = call.written;
     if (written?.abort !== undefined) setTimeout(() => written.abort?.(), ANSWERED_WRITE_GRACE_MS).unref();
-    this.hooks.onAnswer?.();
+    this.hooks.onAnswer?.(call.owner);
     if ('error' in message) {
       const error = new UpstreamRpcError(message.error.code, message.error.message, message.error.data);
       call.reject(this.hooks.rpcError?.(error) ?? error);

@@ -214,6 +214,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (cancelResume !== undefined) this.resuming.delete(id);
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.inFlight.delete(call);
+        // As the half-open probe, a call that ends without a verdict on the upstream's health (given up by its agent, a
+        // reset socket) leaves the slot to the next call: held, every call was refused for another whole cool-down
+        // (found by review). An answer closed the circuit and a failure reopened it already: this then does nothing.
+        if (probe !== 0) breaker.probeEnded(probe);
         if (error === null && result !== undefined) resolve(maskResult(this.ctx.config, result));
         else reject(error instanceof UpstreamRpcError ? maskUpstreamError(this.ctx.config, error) : error);
       };
@@ -257,8 +261,6 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         // MCP: a client that gives up on a request tells the server, which may still be running it (a retry by the
         // agent would otherwise run it twice). Never for initialize.
         abandoned: () => {
-          // No verdict on the upstream's health (a 200 is not one): as the half-open probe, the call leaves the slot.
-          if (probe !== 0) breaker.probeEnded(probe);
           if (cancellable) this.sendQuietly(encodeCancelled(id, 'the response could not be read'));
         },
         // SEP-1699: the upstream closed the call's stream before answering, after giving it an event id. Resumed

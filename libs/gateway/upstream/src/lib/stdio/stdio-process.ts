@@ -209,7 +209,12 @@ export class StdioProcess {
         this.ctx.breaker.failure();
         this.timedOut();
       },
-      onAnswer: () => {
+      onAnswer: (owner) => {
+        // The process's own messages say nothing of the upstream's health until its start is over: an error answer to
+        // its initialize reset the failure count just before the failed start counted one, so a server refusing every
+        // initialize never opened its circuit and was spawned again for each connect (found by review). A start that
+        // succeeds counts as the answer (`start`).
+        if (owner === this && !this.ready) return;
         this.ctx.breaker.success();
         this.timeoutsInARow = 0;
       },
@@ -294,9 +299,18 @@ export class StdioProcess {
   ): Promise<Record<string, unknown>> {
     const timeoutMs = options?.timeoutMs ?? this.ctx.config.callTimeoutMs;
     if (this.ready) {
-      if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+      const { breaker } = this.ctx;
+      if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+      const probe = breaker.probe;
       this.lastActivity = Date.now();
-      return this.mux.request(owner, method, params, options, timeoutMs, outlivesOwner);
+      const answered = this.mux.request(owner, method, params, options, timeoutMs, outlivesOwner);
+      if (probe === 0) return answered;
+      // As the half-open probe, a call given up without a verdict (by its agent, or its session closing) leaves the
+      // slot to the next call; a timeout reopened the circuit and an answer closed it already: this then does nothing.
+      return answered.catch((error: unknown) => {
+        breaker.probeEnded(probe);
+        throw error;
+      });
     }
     const deadline = Date.now() + timeoutMs;
     return this.readyWithin(options?.signal, timeoutMs).then(() => {
@@ -557,6 +571,7 @@ export class StdioProcess {
     if (this.child !== child || child.exitCode !== null || child.signalCode !== null) throw errors.closed();
     this.ready = true;
     this.readyAt = Date.now();
+    this.ctx.breaker.success();
     this.lastActivity = Date.now();
     this.idleTimer = setInterval(
       () => this.checkIdle(),

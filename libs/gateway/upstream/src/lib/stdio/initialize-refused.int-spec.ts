@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { UpstreamConnector } from '@portcullis/gateway/mcp';
@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { identity, upstreamConfig } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector } from '../upstream-connector';
 
-const dir = mkdtempSync(path.join(tmpdir(), 'zz-stdio-refuse-'));
+const dir = mkdtempSync(path.join(tmpdir(), 'stdio-refuse-'));
 const starts = path.join(dir, 'starts');
 /**
  * A stdio server that stays up and answers every initialize with a JSON-RPC error (a misconfigured server: a bad
@@ -26,20 +26,19 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 );
 
 /**
- * Issue #3: stdio restarted with backoff, and a circuit that opens after repeated failures. A failed start whose
- * initialize was answered with an error is stopped by the gateway itself, so its exit is no "crash" (no backoff), and
- * the error answer first resets the breaker (`onAnswer` -> success) before the start counts its one failure: the
- * count goes 0 -> 1 on every start and the circuit never opens. Every connect (an agent initialize, a join retry, a
- * call) spawns a new process at once, without bound.
+ * A failed start is one failure of the upstream's circuit. An error answer to the process's own initialize used to
+ * reset the count (the multiplexer's answer hook) just before the failed start counted one: 0 -> 1 on every start, so
+ * the circuit never opened and every connect (an agent's initialize, a join retry) spawned a new process at once
+ * (found by review).
  */
-describe('zz: a stdio server that refuses initialize', () => {
+describe('a stdio server that refuses initialize', () => {
   const connectors: UpstreamConnector[] = [];
   afterEach(async () => {
     await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('is not respawned for every connect: the circuit opens (or a backoff applies) after repeated failed starts', async () => {
+  it('is not spawned again for every connect: its circuit opens after as many failed starts as the threshold', async () => {
     const connector = createUpstreamConnector({
       maxStdioProcessesPerUpstream: 1,
       stdioIdleMs: 60_000,
@@ -57,8 +56,10 @@ describe('zz: a stdio server that refuses initialize', () => {
       reasons.push(error);
     }
     const spawned = existsSync(starts) ? readFileSync(starts, 'utf8').trim().split('\n').length : 0;
-    const circuit = connector.circuits().find((c) => c.upstreamId === config.id)?.state;
+    const circuit = connector.circuits?.().find((c) => c.upstreamId === config.id)?.state;
     // Five failed starts in a row open the circuit (failureThreshold 5): later connects are refused without a spawn.
     expect({ spawned, circuit }).toEqual({ spawned: 5, circuit: 'open' });
+    expect(reasons.slice(0, 5).every((reason) => reason !== 'circuit_open' && reason !== 'connected')).toBe(true);
+    expect(reasons.slice(5)).toEqual(Array.from({ length: 7 }, () => 'circuit_open'));
   }, 60_000);
 });
