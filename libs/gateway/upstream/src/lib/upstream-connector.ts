@@ -61,7 +61,7 @@ export interface UpstreamConnectorOptions {
   readonly allowedHosts?: readonly string[];
   /** Per-upstream circuit breaker. Default 5 failures, 30 s cool-down. */
   readonly breaker?: CircuitBreakerOptions;
-  /** Keep-alive sockets per upstream origin. Default 128. */
+  /** Keep-alive sockets per upstream (each has a pool of its own, also beside others on its origin). Default 128. */
   readonly maxSocketsPerOrigin?: number;
   /** Largest message (JSON body, SSE event, stdio line) accepted from an upstream. Default 16 MiB. */
   readonly maxMessageBytes?: number;
@@ -159,7 +159,7 @@ export function createUpstreamConnector(options: UpstreamConnectorOptions): Upst
       logger.debug({ ...logFields(config), origin: originOf(config.url) }, 'refused upstream URL');
       throw errors.connectFailed();
     }
-    return pool.target(decision.url, config.tenantId);
+    return pool.target(decision.url, config.tenantId, config.id);
   }
 
   function stdioPoolFor(config: UpstreamConfig): StdioPool {

@@ -57,7 +57,7 @@ export interface HttpTarget {
  */
 export class HttpPool {
   /**
-   * Per tenant and origin; `used` says whether a request went through it since the last sweep, `closed` that the sweep
+   * Per tenant, upstream and origin; `used` says whether a request went through it since the last sweep, `closed` that the sweep
    * closed it (targets holding it then look up a new one).
    */
   private readonly pools = new Map<string, PoolEntry>();
@@ -118,13 +118,17 @@ export class HttpPool {
     return this.pools.size;
   }
 
-  /** Where to send a tenant's requests for `url`. */
-  target(url: URL, tenantId: string): HttpTarget {
+  /**
+   * Where to send a tenant's requests for one upstream at `url`. Each upstream has a pool of its own, even where several
+   * share an origin (an MCP hub serving /github and /jira): sharing one, a slow upstream's calls held every socket, and
+   * the others' calls queued behind them until they timed out, counted against their own circuits (found by review).
+   */
+  target(url: URL, tenantId: string, upstreamId: string): HttpTarget {
     const secure = url.protocol === 'https:';
     const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
     const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const key = `${url.protocol}//${hostname}:${port}`;
-    const poolKey = `${tenantId} ${key}`;
+    const poolKey = `${tenantId} ${upstreamId} ${key}`;
     const origin = `${url.protocol}//${url.host}`;
     // The entry is held, and looked up again only once the sweep has closed it: one flag test per request.
     let entry = this.entryFor(poolKey, origin, secure, tenantId);
