@@ -21,7 +21,7 @@ describe('HttpPool', () => {
     servers.push(server);
     const http = new HttpPool({ maxSocketsPerOrigin: 4, lookupFor: () => lookup, idlePoolMs: 60_000 });
     pools.push(http);
-    const target = http.target(new URL(`${server.url}/mcp`), 'tenant-a');
+    const target = http.target(new URL(`${server.url}/mcp`), 'tenant-a', 'upstream-1');
     const get = async (path: string) => (await (await target.pool.request({ method: 'GET', path })).body.text());
     expect(await get('/fast')).toBe('ok');
     expect(http.poolCount).toBe(1);
@@ -39,9 +39,14 @@ describe('HttpPool', () => {
     // The session that held the target comes back: a new pool serves it.
     expect(await get('/fast')).toBe('ok');
     expect(http.poolCount).toBe(1);
-    // Another tenant to the same origin has a pool of its own.
-    await (await http.target(new URL(`${server.url}/mcp`), 'tenant-b').pool.request({ method: 'GET', path: '/fast' })).body.text();
+    // Another tenant to the same origin has a pool of its own, and so has another upstream of the tenant there.
+    await (await http.target(new URL(`${server.url}/mcp`), 'tenant-b', 'upstream-2').pool.request({ method: 'GET', path: '/fast' })).body.text();
     expect(http.poolCount).toBe(2);
+    await (await http.target(new URL(`${server.url}/other/mcp`), 'tenant-a', 'upstream-3').pool.request({ method: 'GET', path: '/fast' })).body.text();
+    expect(http.poolCount).toBe(3);
+    // The same upstream again (another session of it) shares its pool.
+    await (await http.target(new URL(`${server.url}/mcp`), 'tenant-a', 'upstream-1').pool.request({ method: 'GET', path: '/fast' })).body.text();
+    expect(http.poolCount).toBe(3);
   });
 
   it('resolves each tenant\'s sockets, pooled and streams, through that tenant\'s lookup, and keeps a pool whose stream is open', async () => {
@@ -61,9 +66,9 @@ describe('HttpPool', () => {
     const http = new HttpPool({ maxSocketsPerOrigin: 4, lookupFor, idlePoolMs: 60_000 });
     pools.push(http);
     const url = new URL(`http://upstream.test:${server.port}/mcp`);
-    const a = http.target(url, 'tenant-a');
+    const a = http.target(url, 'tenant-a', 'upstream-1');
     await (await a.pool.request({ method: 'POST', path: '/mcp', body: '{}' })).body.text();
-    const b = http.target(url, 'tenant-b');
+    const b = http.target(url, 'tenant-b', 'upstream-2');
     const opened = new Promise<void>((resolve, reject) => openStream(b, {}, () => resolve(), reject));
     await opened;
     expect(asked).toEqual(['tenant-a upstream.test', 'tenant-b upstream.test']);
