@@ -59,3 +59,24 @@ describe('a session initialized while its agent client is being disabled', () =>
     expect(after?.status ?? 404).toBe(404);
   }, 30_000);
 });
+
+describe('a session whose agent client is disabled while no gateway replica runs (a full restart)', () => {
+  it('is not served once the agent client is enabled again', async () => {
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'restart-agent');
+    await gateway.dataPlane.refreshAll();
+    const init = await postInitialize(gateway, tenant.slug, key);
+    await init.text();
+    expect(init.status).toBe(200);
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+
+    await gateway.close();
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
+    gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+    expect((await postInSession(gateway, tenant.slug, key, sessionId, { id: 3, method: 'ping' })).status).toBe(401);
+
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: false } as never });
+    await gateway.dataPlane.refreshAll();
+    expect((await postInSession(gateway, tenant.slug, key, sessionId, { id: 4, method: 'ping' })).status).toBe(404);
+  }, 40_000);
+});
+
