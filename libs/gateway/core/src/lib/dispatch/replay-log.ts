@@ -259,8 +259,13 @@ export class RedisReplayLog implements ReplayLog {
   async read(sessionId: string, streamId: string, afterSeq: number): Promise<ReplayEntry[] | undefined> {
     const key = keyOf(sessionId, streamId);
     const results = await this.redis.pipeline().exists(key).xrange(key, `(0-${afterSeq}`, '+').exec();
-    const exists = results?.[0]?.[1];
-    const range = results?.[1]?.[1] as RawEntry[] | undefined;
+    // A pipeline settles with each command's error rather than rejecting (a timed-out command, LOADING after a failover):
+    // thrown, so the GET is answered 503 (try again), not taken for a log that is gone (405 ends the resuming; found by
+    // review).
+    const failed = results?.find(([error]) => error !== null)?.[0];
+    if (results === null || failed) throw failed ?? new Error('the replay log could not be read');
+    const exists = results[0]?.[1];
+    const range = results[1]?.[1] as RawEntry[] | undefined;
     if (exists !== 1 || !range) return undefined;
     return range.map(toEntry).filter((entry): entry is ReplayEntry => entry !== undefined);
   }

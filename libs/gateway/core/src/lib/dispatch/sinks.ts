@@ -769,13 +769,18 @@ export class EventStream implements MessageSink {
     return this.emit(data);
   }
 
-  /** A message of another stream being replayed or resumed here, under its original event id. */
-  replay(id: string, data: string): void {
+  /**
+   * A message of another stream being replayed or resumed here, under its original event id. `primes`: the agent reads
+   * events with empty data (2025-11-25, see `primesStreams`).
+   */
+  replay(id: string, data: string, primes = true): void {
     // An empty entry ends a stream without an answer (`PostResponder.abandon`): only its id goes, as a priming event's
     // does. Without it an SDK client that resumed with a GET, seeing the stream end with no new id, reconnected with
-    // none: a new standalone stream, which closed the session's own, which reconnected in turn, forever.
+    // none: a new standalone stream, which closed the session's own, which reconnected in turn, forever. An older
+    // agent takes empty data for a malformed message (found by review): it gets the id alone, which moves its last
+    // event id and dispatches nothing.
     if (data === '') {
-      writeBounded(this.res, `id: ${id}\ndata: \n\n`);
+      writeBounded(this.res, primes ? `id: ${id}\ndata: \n\n` : `id: ${id}\n\n`);
       return;
     }
     writeBounded(this.res, sseFrame(data, id));

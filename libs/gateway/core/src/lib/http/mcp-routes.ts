@@ -1372,9 +1372,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (open > 0) resumedStreams.set(sessionId, open);
       else resumedStreams.delete(sessionId);
     });
+    const primes = primesStreams(record.protocolVersion);
     let last = afterSeq;
     for (const entry of replayed) {
-      stream.replay(`${streamId}_${entry.seq}`, entry.data);
+      stream.replay(`${streamId}_${entry.seq}`, entry.data, primes);
       last = entry.seq;
       if (entry.final) {
         stream.close();
@@ -1387,7 +1388,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     stream.onClose(() => stop.abort());
     const followed = (entry: ReplayEntry) => {
       last = entry.seq;
-      stream.replay(`${streamId}_${entry.seq}`, entry.data);
+      stream.replay(`${streamId}_${entry.seq}`, entry.data, primes);
     };
     void replay
       .follow(sessionId, streamId, last, followed, stop.signal)

@@ -11,11 +11,10 @@ import { FakeConnector, fakeConfig, MemorySessionStore, SPEC_ENGINE_OPTIONS } fr
 import { registerMcpRoutes, type McpRoutes } from './mcp-routes';
 
 /**
- * MCP 2025-11-25 introduced SSE events with an id and EMPTY data (SEP-1699 priming); the gateway itself only primes
- * 2025-11-25 agents (`primesStreams`) because older clients parse every event's data as a JSON-RPC message. But a
- * resumed POST stream whose call is then cancelled is ended with an empty-data event for every protocol version
- * (`EventStream.replay` writes `id: …\ndata: \n\n` for the log's empty end marker): a 2025-06-18 agent gets an event it
- * reads as a malformed message (JSON.parse('') throws in pre-2025-11-25 SDK clients).
+ * MCP 2025-11-25 introduced SSE events with an id and empty data (SEP-1699 priming); the gateway primes only 2025-11-25
+ * agents (`primesStreams`), as older clients parse every event's data as a JSON-RPC message. A resumed POST stream
+ * whose call was then cancelled ended with an empty-data event for every version (the log's empty end marker): a
+ * 2025-06-18 agent got an event it reads as a malformed message (found by review). It now gets the id alone.
  */
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1', credentialId: 'k1' };
 const authenticator: Authenticator = { authenticate: () => ({ ok: true, principal, credentialId: 'k1' }), stillValid: () => true };
@@ -108,10 +107,14 @@ it('sends no empty-data SSE event to a 2025-06-18 agent whose resumed call is ca
   await new Promise((resolve) => setTimeout(resolve, 100));
   expect((await post({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2 } }, session)).status).toBe(202);
 
-  const events = (await resumed.text()).split('\n\n').filter((event) => event.trim() !== '');
-  // Every event a 2025-06-18 agent gets carries a JSON-RPC message (or is a comment): none with empty data.
-  for (const event of events.filter((one) => !one.startsWith(':'))) {
-    const data = event.split('\n').filter((line) => line.startsWith('data:')).map((line) => line.slice(5).trimStart()).join('\n');
+  const events = (await resumed.text()).split('\n\n').filter((event) => event.trim() !== '' && !event.startsWith(':'));
+  // Every event a 2025-06-18 agent gets that is dispatched (has data lines) carries a JSON-RPC message: none with empty
+  // data. The stream's end is an id alone (nothing dispatched).
+  for (const event of events) {
+    const lines = event.split('\n').filter((line) => line.startsWith('data:'));
+    if (lines.length === 0) continue;
+    const data = lines.map((line) => line.slice(5).trimStart()).join('\n');
     expect(data, `event ${JSON.stringify(event)}`).not.toBe('');
   }
+  expect(events.at(-1)).toMatch(/^id: \S+$/);
 });

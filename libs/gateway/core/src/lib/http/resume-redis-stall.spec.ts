@@ -13,11 +13,10 @@ import { registerMcpRoutes, type McpRoutes } from './mcp-routes';
 
 /**
  * The GET route answers a POST-stream resume 503 ("try again") when the replay log cannot be read, and 405 ("nothing
- * left to resume", on which the SDK client stops resuming for good) only when the log says so. RedisReplayLog.read
- * does not look at the per-command errors of its pipeline (ioredis resolves a pipeline whose commands failed — a
- * command timeout during a Redis stall, LOADING after a restart — with [error, null] pairs rather than rejecting), so a
- * Redis that cannot answer reads as "no such log": 405, and the agent never gets its call's answer. (`finished` in the
- * same class does check those errors and throws.)
+ * left to resume", on which the SDK client stops resuming for good) only when the log says so. ioredis settles a
+ * pipeline whose commands failed (a command timeout during a Redis stall, LOADING after a restart) with [error, null]
+ * pairs rather than rejecting, and RedisReplayLog.read took such a Redis for "no such log": 405, and the agent never
+ * got its call's answer (found by review).
  */
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1', credentialId: 'k1' };
 const authenticator: Authenticator = { authenticate: () => ({ ok: true, principal, credentialId: 'k1' }), stillValid: () => true };
