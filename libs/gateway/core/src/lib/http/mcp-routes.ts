@@ -1232,12 +1232,35 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     );
 
     /**
+     * The legacy session's record, as `sessionOf` looks it up for Streamable HTTP; `unavailable` when the session store
+     * cannot be reached (logged as such). The POST was answered 202 already: its requests are answered on the stream
+     * with "try again" (-32053), not the "Internal error" an unexpected failure gets, which clients take as final (found
+     * by review), and the stream stays open.
+     */
+    async function legacySession(sessionId: string, principal: Principal, traceId: string): Promise<SessionRecord | undefined | 'unavailable'> {
+      try {
+        return await engine.session(sessionId, principal);
+      } catch (error) {
+        logger.warn({ err: error, traceId }, 'legacy session not looked up: the session store failed');
+        return 'unavailable';
+      }
+    }
+
+    const storeUnavailable = (id: JsonRpcId, traceId: string): JsonRpcResponse =>
+      rpcError(id, GATEWAY_RPC.UNAVAILABLE, 'The session cannot be looked up right now; try again shortly', traceId, { retryAfterSeconds: 1 });
+
+    /**
      * A batch on an initialised legacy session: its messages are handled together and the answers to its requests go
      * out as one batch on the stream (JSON-RPC 2.0 §6; an invalid element gets its own Invalid Request).
      */
     async function handleLegacyBatch(entry: LegacyStream, sessionId: string, items: readonly Classified[], principal: Principal, traceId: string, clientIp: string): Promise<void> {
       try {
-        const record = await engine.session(sessionId, principal);
+        const record = await legacySession(sessionId, principal, traceId);
+        if (record === 'unavailable') {
+          const answers = items.flatMap((item) => (item.kind === 'request' ? [storeUnavailable(item.message.id, traceId)] : []));
+          if (answers.length > 0) entry.stream.sendBatch(answers);
+          return;
+        }
         if (!record) {
           entry.stream.close();
           return;
@@ -1312,7 +1335,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
         // Looked up on every message, as a Streamable HTTP request is: that keeps the record's idle TTL moving (this
         // transport has no other per-message session lookup) and notices a session that expired or was ended.
-        const record = await engine.session(sessionId, principal);
+        const record = await legacySession(sessionId, principal, traceId);
+        if (record === 'unavailable') {
+          if (item.kind === 'request') entry.stream.send(storeUnavailable(item.message.id, traceId));
+          return;
+        }
         if (!record) {
           if (item.kind === 'request') entry.stream.send(rpcError(item.message.id, GATEWAY_RPC.NOT_FOUND, 'Session not found', traceId));
           entry.stream.close();

@@ -1,7 +1,8 @@
 /**
- * The session store out of reach (Redis partitioned) while a legacy HTTP+SSE agent sends a message: a Streamable HTTP
- * request is told 503 "try again shortly" (the session may well exist); a legacy message gets a bare -32603 "Internal
- * error" on its stream, logged as an unexpected failure, which clients take as final.
+ * The session store out of reach (Redis partitioned) while a legacy HTTP+SSE agent sends a message: its request is
+ * answered "try again shortly" (-32053) on the stream, as a Streamable HTTP request is told 503 (the session may well
+ * exist). It used to get a bare -32603 "Internal error", logged as an unexpected failure, which clients take as final
+ * (found by review).
  */
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
