@@ -3,7 +3,7 @@
  * (each failed before its fix).
  */
 import { createLogger, type Logger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse, type SessionRecord, type UpstreamConfig, type UpstreamRequestOptions } from '@portcullis/gateway/mcp';
 import { describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { engineSpecs } from '../testing/engine-specs';
@@ -889,7 +889,7 @@ describe('SessionEngine: a session ending while a request of it is under way', (
   it('is still served everywhere, and can be ended by a retry, when its record could not be deleted', async () => {
     class FailingDelete extends MemorySessionStore {
       failures = 1;
-      override async delete(id: string): Promise<boolean> {
+      override async delete(id: string): Promise<SessionRecord | undefined> {
         if (this.failures > 0) {
           this.failures -= 1;
           throw new Error('ECONNRESET');

@@ -1584,12 +1584,12 @@ export class SessionEngine {
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */
   async end(record: SessionRecord, traceId: string): Promise<void> {
     this.markEnded(record.id);
-    // The stored record may name upstream sessions newer than this replica's copy (another replica renewed one): those
-    // are the ones to end.
-    const stored = await this.deps.sessions.reload?.(record.id).catch(() => undefined);
-    if (stored !== undefined) record = stored;
     try {
-      await this.deps.sessions.delete(record.id);
+      // The record as stored when it was removed may name upstream sessions newer than this replica's copy (another
+      // replica renewed one, up to the removal itself): those are the ones to end. Read before the removal instead, a
+      // renewal stored in between was never closed (found by review).
+      const removed = await this.deps.sessions.delete(record.id);
+      if (removed !== undefined) record = removed;
     } catch (error) {
       // Not ended after all (the record is still in Redis, served by every other replica): nor here, so that the agent's
       // retry ends it rather than being told the session is unknown.

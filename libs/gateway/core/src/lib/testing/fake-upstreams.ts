@@ -202,7 +202,9 @@ export class MemorySessionStore implements SessionStore {
     this.records.set(record.id, record);
   }
   async delete(id: string) {
-    return this.records.delete(id);
+    const record = this.records.get(id);
+    this.records.delete(id);
+    return record;
   }
   /** As the Redis store's: which of `ids` still have a record (the engine's sweep expires the others). */
   async existing(ids: readonly string[]) {

@@ -61,7 +61,9 @@ describe('RedisSessionStore (real Redis)', () => {
     await replicaB.update({ ...session, upstreams: { up1: { sessionId: 'u-1', protocolVersion: '2025-06-18' } } });
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect((await replicaA.get(session.id))?.upstreams).toEqual({ up1: { sessionId: 'u-1', protocolVersion: '2025-06-18' } });
-    expect(await replicaA.delete(session.id)).toBe(true);
+    // The record as it was removed: newer than replica A's copy.
+    expect((await replicaA.delete(session.id))?.upstreams).toEqual({ up1: { sessionId: 'u-1', protocolVersion: '2025-06-18' } });
+    expect(await replicaA.delete(session.id)).toBeUndefined();
     replicaB.forget(session.id);
     expect(await replicaB.get(session.id)).toBeUndefined();
   });
@@ -83,10 +85,10 @@ describe('RedisSessionStore (real Redis)', () => {
     // The same id again is refused, and not counted twice.
     await expect(replicaB.create(sessions[0] as SessionRecord)).rejects.toThrow('exists already');
     expect(await replicaA.heldBy(owner)).toBe(4);
-    expect(await replicaB.delete(sessions[1]?.id ?? '')).toBe(true);
+    expect(await replicaB.delete(sessions[1]?.id ?? '')).toMatchObject({ id: sessions[1]?.id });
     // A replica that never held the record deletes it from the count too.
     const replicaC = new RedisSessionStore(redis, options);
-    expect(await replicaC.delete(sessions[3]?.id ?? '')).toBe(true);
+    expect(await replicaC.delete(sessions[3]?.id ?? '')).toMatchObject({ id: sessions[3]?.id });
     expect(await replicaA.heldBy(owner)).toBe(2);
     // One kept in use (looked up past the touch interval) outlives the idle TTL, even after its entry was lost from the
     // count (the touch adds it back); the other expires.
@@ -109,7 +111,7 @@ describe('RedisSessionStore (real Redis)', () => {
     const deep = record({ ...owner, upstreams: { u1: { sessionId: 'upstream-session', protocolVersion: '2025-11-25', capabilities } } });
     await store.create(deep);
     expect(await store.heldBy(owner)).toBe(1);
-    expect(await store.delete(deep.id)).toBe(true);
+    expect(await store.delete(deep.id)).toMatchObject({ id: deep.id });
     expect(await store.heldBy(owner)).toBe(0);
   });
 

@@ -30,7 +30,11 @@ export interface SessionStore {
    */
   get(id: string, owner?: Principal): Promise<SessionRecord | undefined>;
   update(record: SessionRecord): Promise<void>;
-  delete(id: string): Promise<boolean>;
+  /**
+   * Removes the record; resolves with it as it was stored when removed (undefined when there was none, or it could not
+   * be read): the upstream sessions it names are the ones to close, another replica's renewals included.
+   */
+  delete(id: string): Promise<SessionRecord | undefined>;
   /**
    * Compare-and-set of one upstream's state in the stored record: replaced by `next` only while it still names the
    * upstream session `expected`. Two replicas that both found that session forgotten cannot both replace it: the
@@ -134,7 +138,7 @@ return redis.call('ZCARD', KEYS[1])`;
  * their first occurrence is theirs (inside a string value the quotes are escaped, so cannot match).
  */
 const DELETE = `local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
+if not raw then return false end
 local tenant, kind, principal
 local ok, record = pcall(cjson.decode, raw)
 if ok and type(record) == 'table' then
@@ -148,7 +152,7 @@ if type(tenant) == 'string' and type(kind) == 'string' and type(principal) == 's
   redis.call('ZREM', ARGV[2] .. tenant .. ':' .. kind .. ':' .. principal, ARGV[1])
 end
 redis.call('DEL', KEYS[1])
-return 1`;
+return raw`;
 
 /** SET the key to ARGV[2] (TTL ARGV[3] ms) only if it still holds exactly ARGV[1]. */
 const COMPARE_AND_SET = `if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -331,9 +335,15 @@ export class RedisSessionStore implements SessionStore {
     throw new Error('the session record kept changing while it was being updated');
   }
 
-  async delete(id: string): Promise<boolean> {
+  async delete(id: string): Promise<SessionRecord | undefined> {
     this.cache.delete(id);
-    return (await this.redis.eval(DELETE, 1, key(id), id, OWNER_PREFIX)) === 1;
+    const raw = await this.redis.eval(DELETE, 1, key(id), id, OWNER_PREFIX);
+    if (typeof raw !== 'string') return undefined;
+    try {
+      return JSON.parse(raw) as SessionRecord;
+    } catch {
+      return undefined; // removed all the same (its place in the principal's count too)
+    }
   }
 
   /** Which of `ids` still have a record in Redis (one pipelined round trip; the cache is not consulted). */

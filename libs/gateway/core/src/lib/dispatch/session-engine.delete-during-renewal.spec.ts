@@ -1,8 +1,9 @@
 /**
  * DELETE of a session (replica x) while another replica (y) replaces an upstream session the upstream forgot: the new
- * upstream session y stores in the record just before x deletes the record is never closed. x closes the upstream
- * sessions named by the record it read before the delete; y, told the session ended, only lets its copy go (a
- * Streamable HTTP upstream session is disposed, not closed, on release). The upstream keeps it until its own expiry.
+ * upstream session y stored in the record between x's read of it and x's delete was never closed (found by review):
+ * x closed the upstream sessions the record named when it read it, and y, told the session ended, only let its copy go
+ * (a Streamable HTTP upstream session is disposed, not closed, on release). x now closes those the record named as it
+ * was removed.
  */
 import { describe, expect, it } from 'vitest';
 import { UpstreamUnavailableError, type SessionRecord } from '@portcullis/gateway/mcp';
@@ -20,7 +21,7 @@ class GatedStore extends MemorySessionStore {
   hold(): void {
     this.gate = new Promise((resolve) => (this.open = resolve));
   }
-  override async delete(id: string): Promise<boolean> {
+  override async delete(id: string): Promise<SessionRecord | undefined> {
     await this.gate;
     return super.delete(id);
   }
