@@ -105,6 +105,8 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // What the last loads found: the active tenants, the principals with a usable key.
   let activeTenants: ReadonlySet<string> = new Set();
   let withKeys: ReadonlySet<string> = new Set();
+  let tenantsLoadStarted = 0;
+  let keysLoadStarted = 0;
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -112,6 +114,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       logger,
       now: monotonicNow,
       load: async () => {
+        tenantsLoadStarted = Date.now();
         const loaded = systemDb ? await loadTenants(systemDb) : [];
         tenants.replace(loaded);
         settings = systemDb ? await loadTenantSettings(systemDb, logger, settings) : new Map();
@@ -121,7 +124,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       // tenants no longer active end (their streams have just been told why).
       loaded: () => {
         credentialsChanged();
-        refused.tenants(activeTenants);
+        refused.tenants(activeTenants, tenantsLoadStarted);
       },
     }),
     apiKeys: createRefresher({
@@ -130,13 +133,14 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       logger,
       now: monotonicNow,
       load: async () => {
+        keysLoadStarted = Date.now();
         const loaded = systemDb ? await loadApiKeys(systemDb) : [];
         apiKeys.replace(loaded);
         withKeys = usablePrincipals(loaded.map(([, entry]) => entry));
       },
       loaded: () => {
         credentialsChanged();
-        refused.principals(withKeys);
+        refused.principals(withKeys, keysLoadStarted);
       },
     }),
     upstreams: createRefresher({
@@ -391,6 +395,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
     },
   });
   engineRef.current = engine;
+  refused.engineReady();
   const routes = await registerMcpRoutes(app, {
     authenticator,
     engine,
@@ -490,9 +495,20 @@ function usablePrincipals(entries: readonly ApiKeyEntry[]): Set<string> {
  * and the next: refused meanwhile, they would otherwise be served again once the tenant or the agent client were
  * active again (found by review). Every replica does it on its own loads; the first to reach a session ends it.
  */
+/** How far apart the replicas' clocks may be (session records carry their creator's `Date.now()`). */
+const CLOCK_MARGIN_MS = 1_000;
+
 function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
   let activeTenants: ReadonlySet<string> | undefined;
   let principals: ReadonlySet<string> | undefined;
+  // The first load a replica can act on has no earlier one to compare with: there, every principal holding sessions is
+  // looked at (a tenant suspended or a client disabled while no replica ran would otherwise be served again once
+  // active; found by review).
+  let tenantsSwept = false;
+  let principalsSwept = false;
+  /** When the loads that found `activeTenants` and `principals` began (Date.now(), as session records are stamped). */
+  let tenantsLoadedFrom: number | undefined;
+  let principalsLoadedFrom: number | undefined;
   let pending: Promise<unknown> = Promise.resolve();
   const end = (what: string, ending: Promise<number>[]): void => {
     if (ending.length === 0) return;
@@ -505,20 +521,51 @@ function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logge
     );
     pending = Promise.all([pending, done]);
   };
+  // Judged from a load: only sessions created before it began (less a margin for the replicas' clocks) can have been
+  // seen by it. A key made and used on another replica since is not yet in this load, and its session is no refused one.
+  const sweepTenants = (engine: SessionEngine, active: ReadonlySet<string>): void => {
+    tenantsSwept = true;
+    const before = (tenantsLoadedFrom ?? 0) - CLOCK_MARGIN_MS;
+    end('suspended tenants', [engine.endSessionsOfRefused((owner) => !active.has(owner.tenantId), before, 'tenant-suspended')]);
+  };
+  const sweepPrincipals = (engine: SessionEngine, usable: ReadonlySet<string>): void => {
+    principalsSwept = true;
+    const before = (principalsLoadedFrom ?? 0) - CLOCK_MARGIN_MS;
+    end('principals with no usable key', [engine.endSessionsOfRefused((owner) => !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`), before, 'credentials-refused')]);
+  };
   return {
-    tenants(active: ReadonlySet<string>): void {
+    /** The engine exists now: what the loads before it found is acted on. */
+    engineReady(): void {
+      const engine = engineRef.current;
+      if (engine === undefined) return;
+      if (!tenantsSwept && activeTenants !== undefined) sweepTenants(engine, activeTenants);
+      if (!principalsSwept && principals !== undefined) sweepPrincipals(engine, principals);
+    },
+    tenants(active: ReadonlySet<string>, loadedFrom: number): void {
       const before = activeTenants;
       activeTenants = active;
+      tenantsLoadedFrom = loadedFrom;
       const engine = engineRef.current;
-      if (before === undefined || engine === undefined) return;
+      if (engine === undefined) return;
+      if (!tenantsSwept) {
+        sweepTenants(engine, active);
+        return;
+      }
+      if (before === undefined) return;
       const gone = [...before].filter((id) => !active.has(id));
       end('suspended tenants', gone.map((tenantId) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended')));
     },
-    principals(usable: ReadonlySet<string>): void {
+    principals(usable: ReadonlySet<string>, loadedFrom: number): void {
       const before = principals;
       principals = usable;
+      principalsLoadedFrom = loadedFrom;
       const engine = engineRef.current;
-      if (before === undefined || engine === undefined) return;
+      if (engine === undefined) return;
+      if (!principalsSwept) {
+        sweepPrincipals(engine, usable);
+        return;
+      }
+      if (before === undefined) return;
       const lost = [...before].filter((principal) => !usable.has(principal));
       end(
         'principals with no usable key',

@@ -32,6 +32,7 @@ import {
   type Principal,
   type RecordChange,
   type RecordEdit,
+  type SessionOwner,
   type SessionRecord,
   type SessionStore,
   TaskRouteError,
@@ -65,6 +66,7 @@ import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
+import { isUuid } from '@portcullis/shared/util-ids';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -1562,7 +1564,7 @@ export class SessionEngine {
    * they would be served again, upstream sessions and all, once the tenant or the client were active again. Returns how
    * many it ended; one that cannot be ended now (Redis failing) is logged, and its idle timeout ends it.
    */
-  async endSessionsOf(tenantId: string, principal: Pick<SessionRecord, 'principalKind' | 'principalId'> | undefined, traceId: string): Promise<number> {
+  async endSessionsOf(tenantId: string, principal: Pick<SessionRecord, 'principalKind' | 'principalId'> | undefined, traceId: string, createdBefore = Number.POSITIVE_INFINITY): Promise<number> {
     const ids = (await this.deps.sessions.sessionsOf?.(tenantId, principal)) ?? [];
     let ended = 0;
     await Promise.all(
@@ -1571,6 +1573,7 @@ export class SessionEngine {
           const record = await this.deps.sessions.reload?.(id);
           if (record === undefined || record.tenantId !== tenantId) return;
           if (principal !== undefined && (record.principalKind !== principal.principalKind || record.principalId !== principal.principalId)) return;
+          if (record.createdAt >= createdBefore) return;
           await this.end(record, traceId);
           ended += 1;
         } catch (error) {
@@ -1579,6 +1582,19 @@ export class SessionEngine {
       }),
     );
     return ended;
+  }
+
+  /**
+   * Ends the sessions of every principal holding some that `refused` says may not (at a replica's start: a tenant
+   * suspended, or a principal left with no usable credential, while no replica ran), of those created before
+   * `createdBefore`: what `refused` was judged from cannot know of a principal or tenant made since. Only tenant ids of
+   * the form tenants have (UUIDs) are judged. Returns how many it ended.
+   */
+  async endSessionsOfRefused(refused: (owner: SessionOwner) => boolean, createdBefore: number, traceId: string): Promise<number> {
+    const owners = (await this.deps.sessions.owners?.()) ?? [];
+    const judged = owners.filter((owner) => isUuid(owner.tenantId) && refused(owner));
+    const counts = await Promise.all(judged.map((owner) => this.endSessionsOf(owner.tenantId, owner, traceId, createdBefore)));
+    return counts.reduce((sum, count) => sum + count, 0);
   }
 
   /** DELETE: removes the record, closes every upstream session, tells the other replicas. */

@@ -928,7 +928,7 @@ describe('legacy SSE streams', () => {
     expect(await refused.json()).toMatchObject({ error: { code: -32600, message: expect.stringContaining('batches are not supported') } });
   });
 
-  it('answers a request whose handling failed after the 202 with an internal error on the stream, naming nothing of the failure', async () => {
+  it('answers a request whose session cannot be looked up after the 202 with "try again" on the stream, naming nothing of the failure', async () => {
     const { base, sessions } = await serve(true);
     const stream = follow(await openLegacy(base));
     const endpoint = await endpointOf(stream);
@@ -939,9 +939,9 @@ describe('legacy SSE streams', () => {
     logs = '';
     expect((await send({ jsonrpc: '2.0', id: 2, method: 'ping' })).status).toBe(202);
     await until(() => stream.text().includes('"id":2'));
-    const answer = JSON.parse(/data: (\{[^\n]*"id":2[^\n]*\})\n/.exec(stream.text())?.[1] ?? '{}') as { error?: { code: number; message: string; data: { errorId: string } } };
-    expect(answer.error).toMatchObject({ code: -32603, message: 'Internal error' });
+    const answer = JSON.parse(/data: (\{[^\n]*"id":2[^\n]*\})\n/.exec(stream.text())?.[1] ?? '{}') as { error?: { code: number; message: string; data: { retryAfterSeconds: number } } };
+    expect(answer.error).toMatchObject({ code: -32053, data: { retryAfterSeconds: 1 } });
     expect(stream.text()).not.toMatch(/10\.0\.0\.5|ECONNREFUSED/);
-    expect(logs).toContain(answer.error?.data.errorId);
+    expect(logs).toContain('the session store failed');
   });
 });

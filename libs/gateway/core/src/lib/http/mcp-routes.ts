@@ -573,6 +573,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           if (record !== undefined) await engine.end(record, traceId);
           return;
         }
+        if (sessionId !== undefined && isRevoked(principal)) {
+          // Refused while the upstreams were connected (its key revoked, its client disabled, its tenant suspended): the
+          // reload that refused it ended the principal's sessions before this one's record was stored, and it would be
+          // served again once the principal were accepted again (found by review). Ended, and the agent told 401.
+          const record = await engine.session(sessionId, principal);
+          if (record !== undefined) await engine.end(record, traceId);
+          throw unauthenticated();
+        }
         const extra: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};
         // A refused initialize: over a rate limit → 429 + Retry-After; a fail-closed tenant whose calls cannot be
         // audited or rate-checked right now → 503; refused by the tenant's policy → 403; the gateway's own failure →

@@ -232,6 +232,18 @@ export class MemorySessionStore implements SessionStore {
   async release(_owner: unknown, id: string) {
     this.reserved.delete(id);
   }
+  /** As the Redis store's: the ids of a tenant's sessions (of one principal, if named). */
+  async sessionsOf(tenantId: string, principal?: Pick<SessionRecord, 'principalKind' | 'principalId'>) {
+    return [...this.records.values()]
+      .filter((r) => r.tenantId === tenantId && (principal === undefined || (r.principalKind === principal.principalKind && r.principalId === principal.principalId)))
+      .map((r) => r.id);
+  }
+  /** As the Redis store's: every principal holding sessions. */
+  async owners() {
+    const owners = new Map<string, Pick<SessionRecord, 'tenantId' | 'principalKind' | 'principalId'>>();
+    for (const { tenantId, principalKind, principalId } of this.records.values()) owners.set(`${tenantId}:${principalKind}:${principalId}`, { tenantId, principalKind, principalId });
+    return [...owners.values()];
+  }
   /** As the Redis store's: compare-and-set of one upstream's state (through `change`). */
   async swapUpstream(id: string, upstreamId: string, expected: string, next: SessionRecord['upstreams'][string]) {
     const { changed, record } = await this.change(id, (stored) =>

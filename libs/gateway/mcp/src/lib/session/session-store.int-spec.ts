@@ -72,6 +72,7 @@ describe('RedisSessionStore (real Redis)', () => {
     const options = { idleTtlMs: 2_000, cacheMs: 10_000, touchEveryMs: 100, maxCached: 100 };
     const replicaA = new RedisSessionStore(redis, options);
     const replicaB = new RedisSessionStore(redis, options);
+    const replicaC0 = new RedisSessionStore(redis, options);
     const owner = { tenantId: 'tenant-count', principalKind: 'agent_client' as const, principalId: `agent-${newSessionId().slice(0, 8)}` };
     const sessions = [record(owner), record(owner), record(owner), record(owner)];
     await replicaA.create(sessions[0] as SessionRecord);
@@ -82,6 +83,12 @@ describe('RedisSessionStore (real Redis)', () => {
     await replicaA.create(record({ ...owner, principalKind: 'user' }));
     await replicaA.create(record({ ...owner, tenantId: 'tenant-other' }));
     expect(await replicaA.heldBy(owner)).toBe(4);
+    // Every principal holding sessions is found (what a starting replica looks at), a principal id with a colon whole.
+    await replicaA.create(record({ ...owner, principalId: `${owner.principalId}:with-colon` }));
+    const owners = await replicaC0.owners();
+    for (const one of [owner, { ...owner, principalKind: 'user' }, { ...owner, tenantId: 'tenant-other' }, { ...owner, principalId: `${owner.principalId}:with-colon` }]) {
+      expect(owners).toContainEqual(one);
+    }
     // The same id again is refused, and not counted twice.
     await expect(replicaB.create(sessions[0] as SessionRecord)).rejects.toThrow('exists already');
     expect(await replicaA.heldBy(owner)).toBe(4);

@@ -66,6 +66,11 @@ export interface SessionStore {
    * principal has no usable credential left. Ids whose records are gone may be among them.
    */
   sessionsOf?(tenantId: string, principal?: Pick<SessionOwner, 'principalKind' | 'principalId'>): Promise<string[]>;
+  /**
+   * Every principal that holds sessions (or held them lately: its set may outlive them by a TTL): a replica starting
+   * up ends the sessions of those refused now, which no earlier load of its own can have seen go.
+   */
+  owners?(): Promise<SessionOwner[]>;
 }
 
 /** Whose a session is. */
@@ -213,6 +218,17 @@ export class RedisSessionStore implements SessionStore {
     const ids: string[] = [];
     for (const owner of owners) ids.push(...(await this.redis.zrange(owner, '0', '-1')));
     return ids;
+  }
+
+  async owners(): Promise<SessionOwner[]> {
+    const owners: SessionOwner[] = [];
+    for (const found of await this.scan(`${OWNER_PREFIX}*`)) {
+      // tenant:kind:principal, as `ownerKey` writes it (a tenant id and a kind hold no colon; a principal id may).
+      const [tenantId, principalKind, ...principalId] = found.slice(OWNER_PREFIX.length).split(':');
+      if (tenantId === undefined || (principalKind !== 'agent_client' && principalKind !== 'user') || principalId.length === 0) continue;
+      owners.push({ tenantId, principalKind, principalId: principalId.join(':') });
+    }
+    return owners;
   }
 
   /** The keys matching `pattern` (SCAN: the server is not held as by KEYS). */

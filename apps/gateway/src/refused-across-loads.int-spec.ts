@@ -1,10 +1,11 @@
 /**
- * A session whose initialize is still connecting its upstreams when its agent client is disabled (and the gateway's
- * reload ends the principal's sessions) must not survive that: once the client is enabled again, the id handed out by
- * the straddling initialize must name nothing, as for a session opened before the disabling
- * (session-refused-principal.int-spec.ts).
+ * A session of a principal refused (its agent client disabled) must not be served again once the principal is accepted
+ * again, as for a session open when the refusal was loaded (session-refused-principal.int-spec.ts), also where no
+ * load saw the refusal happen (found by review): an initialize still connecting its upstreams when the reload ended
+ * the principal's sessions (its record stored after), and a refusal made while no replica ran (a full restart).
  */
 import type { Server } from 'node:http';
+import { Redis } from 'ioredis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,9 +55,16 @@ describe('a session initialized while its agent client is being disabled', () =>
 
     await db.agentClient.update({ where: { id: agentId }, data: { disabled: false } as never });
     await gateway.dataPlane.refreshAll();
-    // Either no session was handed out to the disabled client, or the one handed out names nothing now (404).
-    const after = sessionId === null ? undefined : await postInSession(gateway, tenant.slug, key, sessionId, { id: 4, method: 'ping' });
-    expect(after?.status ?? 404).toBe(404);
+    // No session is handed out to the disabled client, and the one made for it names nothing now (404).
+    expect(init.status).toBe(401);
+    expect(sessionId).toBeNull();
+    // Nor does the store hold one for it (ended, its place under the principal's cap given back).
+    const redis = new Redis(ctx.redisUrl);
+    try {
+      expect(await redis.zcard(`pcs:sessions-of:${tenant.id}:agent_client:${agentId}`)).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
   }, 30_000);
 });
 
@@ -68,6 +76,8 @@ describe('a session whose agent client is disabled while no gateway replica runs
     await init.text();
     expect(init.status).toBe(200);
     const sessionId = init.headers.get('mcp-session-id') ?? '';
+    // A starting replica judges the sessions made before its load began, less a second for the replicas' clocks.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
 
     await gateway.close();
     await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
