@@ -1,0 +1,109 @@
+/**
+ * fd6cd7d9: a replica starting up ends the sessions of principals refused while no replica ran (the boot sweep). The
+ * sweep runs once, when the engine is made, and is marked done before it has read anything: a Redis not answering at
+ * that moment (the gateway is made to start with Redis down, and comes up when it does) loses it for the replica's
+ * whole life. Later loads only compare with the load before, which already had the principal refused: nothing ends the
+ * session, and it is served again once the principal is accepted again.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let gateway: TestGateway | undefined;
+let tenant: TestTenant;
+let upstream: { server: Server; url: string } | undefined;
+
+/** A TCP relay to the test Redis that drops every connection until `up`. */
+function redisRelay(target: URL) {
+  let up = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    if (!up) {
+      socket.destroy();
+      return;
+    }
+    const redis = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(redis);
+    redis.on('close', () => sockets.delete(redis));
+    socket.pipe(redis).pipe(socket);
+    socket.on('error', () => redis.destroy());
+    redis.on('error', () => socket.destroy());
+  });
+  return {
+    listen: () => new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => {
+      const url = new URL(target.toString());
+      url.hostname = '127.0.0.1';
+      url.port = String((server.address() as AddressInfo).port);
+      resolve(url.toString());
+    })),
+    open: () => (up = true),
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+const relay = redisRelay(new URL(testContext().redisUrl));
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  upstream = await startJsonUpstream({ sessionId: 'zz-boot', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zzboot', toolPrefix: 'zzboot', transport: 'streamable_http', url: upstream.url } as never });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  relay.close();
+  upstream?.server.closeAllConnections();
+  upstream?.server.close();
+  await db?.$disconnect();
+});
+
+describe('a session whose agent client was disabled while no replica ran, the replica starting while Redis is briefly out of reach', () => {
+  it('is ended all the same, not served again once the agent client is enabled', async () => {
+    gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-boot-agent');
+    await gateway.dataPlane.refreshAll();
+    const init = await postInitialize(gateway, tenant.slug, key);
+    await init.text();
+    expect(init.status).toBe(200);
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await gateway.close();
+    gateway = undefined;
+
+    // Disabled while no replica runs; the next replica starts while Redis does not answer yet.
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
+    const relayUrl = await relay.listen();
+    gateway = await startTestGateway({ systemDb: db, redisUrl: relayUrl });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Redis is back a moment later.
+    relay.open();
+    const ready = async (): Promise<number> => {
+      for (let i = 0; i < 50; i += 1) {
+        const status = (await postInSession(gateway as TestGateway, tenant.slug, key, sessionId, { id: 2, method: 'ping' })).status;
+        if (status !== 503) return status;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      return 503;
+    };
+    await gateway.dataPlane.refreshAll();
+    expect(await ready()).toBe(401);
+
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: false } as never });
+    await gateway.dataPlane.refreshAll();
+    // The session of the client disabled meanwhile names nothing (404), as it does when Redis answered at the start.
+    expect(await ready()).toBe(404);
+  }, 60_000);
+});
