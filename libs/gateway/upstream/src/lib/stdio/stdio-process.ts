@@ -357,10 +357,15 @@ export class StdioProcess {
     if (this.shutDown) return Promise.reject(errors.closed());
     if (this.starting !== undefined) return this.starting;
     if (this.draining !== undefined) return this.draining.then(() => this.ensureReady());
-    if (!this.ctx.breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    const { breaker } = this.ctx;
+    if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
+    const probe = breaker.probe;
     this.starting = this.start().finally(() => {
       this.starting = undefined;
     });
+    // As the half-open probe, a start that failed without a verdict (no free user id, every session gone during the
+    // backoff) leaves the slot to the next; a failed start reopened the circuit already, and this then does nothing.
+    if (probe !== 0) this.starting.catch(() => breaker.probeEnded(probe));
     return this.starting;
   }
 
@@ -571,7 +576,10 @@ export class StdioProcess {
     if (this.child !== child || child.exitCode !== null || child.signalCode !== null) throw errors.closed();
     this.ready = true;
     this.readyAt = Date.now();
+    // The start is the answer its own messages were not counted as (see `onAnswer`): the circuit closes, and this
+    // process starts with no timeouts in a row (the last one's would otherwise kill it on its first; found by review).
     this.ctx.breaker.success();
+    this.timeoutsInARow = 0;
     this.lastActivity = Date.now();
     this.idleTimer = setInterval(
       () => this.checkIdle(),

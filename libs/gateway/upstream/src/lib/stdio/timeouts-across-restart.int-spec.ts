@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { identity, upstreamConfig } from '../../test-fixtures/upstream-test-kit';
 import { createUpstreamConnector } from '../upstream-connector';
 
-const dir = mkdtempSync(path.join(tmpdir(), 'zz-timeouts-'));
+const dir = mkdtempSync(path.join(tmpdir(), 'stdio-timeouts-'));
 /** Answers initialize and `pid` at once; never answers `slow` (a tool that runs past the call timeout). */
 const server = path.join(dir, 'server.mjs');
 const starts = path.join(dir, 'starts');
@@ -31,9 +31,10 @@ const pidOf = async (session: UpstreamSession): Promise<number> =>
 const slowCall = (session: UpstreamSession) => session.request('tools/call', { name: 'slow' }, { timeoutMs: 200 }).catch(() => undefined);
 
 /**
- * A process is killed as hung after UNRESPONSIVE_AFTER (3) calls timed out "since the process last answered anything".
- * Its own initialize's answer reset that count; since 9022da82 the answers to its own messages are ignored while it
- * starts and the start resets only the breaker: the count of the previous process carries over into a new, healthy one.
+ * A process is killed as hung after UNRESPONSIVE_AFTER (3) calls in a row timed out with no answer in between. A new
+ * process starts that count afresh: once the answers to its own start-up messages stopped counting (a server refusing
+ * initialize must open its circuit), the previous process's count carried over and a healthy new process was killed on
+ * its first timed-out call (found by review).
  */
 describe('a freshly started stdio process', () => {
   const connectors: UpstreamConnector[] = [];
