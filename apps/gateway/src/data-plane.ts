@@ -24,7 +24,7 @@ import {
 } from '@portcullis/gateway/core';
 import { policyHooks, SnapshotCache } from '@portcullis/gateway/policy-cache';
 import { HeldCallGate, PrismaApprovalStore } from '@portcullis/gateway/approvals';
-import { RedisSessionStore, RedisTaskRouteStore, type UpstreamConnector } from '@portcullis/gateway/mcp';
+import { RedisSessionStore, RedisTaskRouteStore, type SessionOwner, type UpstreamConnector } from '@portcullis/gateway/mcp';
 import { pinningAfterApproval, pinningAroundPolicy, ToolPinIndex, toolPinningHooks } from '@portcullis/gateway/tool-pinning';
 import { auditHooks, createAuditEmitter, createAuditQueueProducer, type AuditEmitter } from '@portcullis/gateway/audit-emitter';
 import { createRateLimitRedis, DEFAULT_LEASE_OPTIONS, rateLimitHooks, RateLimitService } from '@portcullis/gateway/rate-limit';
@@ -104,6 +104,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const refused = sessionsOfRefused(engineRef, logger);
   // What the last loads found: the active tenants, the principals with a usable key.
   let activeTenants: ReadonlySet<string> = new Set();
+  let knownTenants: ReadonlySet<string> = new Set();
   let withKeys: ReadonlySet<string> = new Set();
   let tenantsLoadStarted = 0;
   let keysLoadStarted = 0;
@@ -119,12 +120,13 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         tenants.replace(loaded);
         settings = systemDb ? await loadTenantSettings(systemDb, logger, settings) : new Map();
         activeTenants = new Set(loaded.filter((tenant) => tenant.active).map((tenant) => tenant.id));
+        knownTenants = new Set(loaded.map((tenant) => tenant.id));
       },
       // After loadedAt moved: streams are judged against the fresh copy, not as unverifiable. Then the sessions of
       // tenants no longer active end (their streams have just been told why).
       loaded: () => {
         credentialsChanged();
-        refused.tenants(activeTenants, tenantsLoadStarted);
+        refused.tenants({ known: knownTenants, active: activeTenants }, tenantsLoadStarted);
       },
     }),
     apiKeys: createRefresher({
@@ -434,6 +436,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       await settled(drainMs);
       subscription.stop();
       for (const refresher of Object.values(refreshers)) refresher.stop();
+      refused.close();
       policies.stop();
       // Legacy sessions end with their streams (upstream sessions closed while the connector is up), within a bound.
       await Promise.race([routes.closeStreams(), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
@@ -498,17 +501,22 @@ function usablePrincipals(entries: readonly ApiKeyEntry[]): Set<string> {
 /** How far apart the replicas' clocks may be (session records carry their creator's `Date.now()`). */
 const CLOCK_MARGIN_MS = 1_000;
 
+/** The start's look at refused principals, when the store could not be read: again after 1 s, doubling to 1 min. */
+const SWEEP_RETRY_MS = { initial: 1_000, max: 60_000 };
+
 function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
-  let activeTenants: ReadonlySet<string> | undefined;
-  let principals: ReadonlySet<string> | undefined;
-  // The first load a replica can act on has no earlier one to compare with: there, every principal holding sessions is
-  // looked at (a tenant suspended or a client disabled while no replica ran would otherwise be served again once
-  // active; found by review).
-  let tenantsSwept = false;
-  let principalsSwept = false;
-  /** When the loads that found `activeTenants` and `principals` began (Date.now(), as session records are stamped). */
-  let tenantsLoadedFrom: number | undefined;
-  let principalsLoadedFrom: number | undefined;
+  /** What the last loads found, and when each began (Date.now(), as session records are stamped). */
+  let tenants: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string>; readonly from: number } | undefined;
+  let principals: { readonly usable: ReadonlySet<string>; readonly from: number } | undefined;
+  // The first loads a replica can act on have no earlier ones to compare with: there, every principal holding sessions
+  // is looked at once (a tenant suspended or a client disabled while no replica ran would otherwise be served again
+  // once active; found by review). Judged from those loads, and looked at again with that judgement, a while later,
+  // until the store could be read (a replica starting while Redis is down; found by re-review).
+  let judged: { readonly refused: (owner: SessionOwner) => boolean; readonly before: number } | undefined;
+  let swept: 'no' | 'running' | 'waiting' | 'done' = 'no';
+  let retry: NodeJS.Timeout | undefined;
+  let retryMs = SWEEP_RETRY_MS.initial;
+  let closed = false;
   let pending: Promise<unknown> = Promise.resolve();
   const end = (what: string, ending: Promise<number>[]): void => {
     if (ending.length === 0) return;
@@ -521,51 +529,62 @@ function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logge
     );
     pending = Promise.all([pending, done]);
   };
-  // Judged from a load: only sessions created before it began (less a margin for the replicas' clocks) can have been
-  // seen by it. A key made and used on another replica since is not yet in this load, and its session is no refused one.
-  const sweepTenants = (engine: SessionEngine, active: ReadonlySet<string>): void => {
-    tenantsSwept = true;
-    const before = (tenantsLoadedFrom ?? 0) - CLOCK_MARGIN_MS;
-    end('suspended tenants', [engine.endSessionsOfRefused((owner) => !active.has(owner.tenantId), before, 'tenant-suspended')]);
+  const attempt = (): void => {
+    const engine = engineRef.current;
+    if (closed || engine === undefined || judged === undefined) return;
+    clearTimeout(retry);
+    swept = 'running';
+    const done = engine.endSessionsOfRefused(judged.refused, judged.before, 'refused-at-start').then(
+      (ended) => {
+        swept = 'done';
+        if (ended > 0) logger.info({ ended }, 'ended the sessions of tenants and principals refused before this replica started');
+      },
+      (error: unknown) => {
+        swept = 'waiting';
+        logger.warn({ err: error, retryMs }, 'sessions of refused tenants and principals not looked for at start; trying again');
+        if (closed) return;
+        retry = setTimeout(attempt, retryMs);
+        retry.unref();
+        retryMs = Math.min(retryMs * 2, SWEEP_RETRY_MS.max);
+      },
+    );
+    pending = Promise.all([pending, done]);
   };
-  const sweepPrincipals = (engine: SessionEngine, usable: ReadonlySet<string>): void => {
-    principalsSwept = true;
-    const before = (principalsLoadedFrom ?? 0) - CLOCK_MARGIN_MS;
-    end('principals with no usable key', [engine.endSessionsOfRefused((owner) => !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`), before, 'credentials-refused')]);
+  /** Looks at every principal holding sessions once the engine and both loads are there; at once again if it failed. */
+  const sweep = (): void => {
+    if (swept === 'running' || swept === 'done') return;
+    if (judged === undefined) {
+      if (engineRef.current === undefined || tenants === undefined || principals === undefined) return;
+      const { known, active } = tenants;
+      const { usable } = principals;
+      // Only sessions made before both loads began (less a margin for the replicas' clocks) can have been seen by them
+      // (a key made and used on another replica since is in neither), and only tenants this database knows (a replica
+      // without it, or another deployment's sessions in a shared Redis, judges nothing it cannot know).
+      judged = {
+        before: Math.min(tenants.from, principals.from) - CLOCK_MARGIN_MS,
+        refused: (owner) => known.has(owner.tenantId) && (!active.has(owner.tenantId) || !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`)),
+      };
+    }
+    attempt();
   };
   return {
     /** The engine exists now: what the loads before it found is acted on. */
-    engineReady(): void {
+    engineReady: sweep,
+    tenants(loaded: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string> }, from: number): void {
+      const before = tenants?.active;
+      tenants = { ...loaded, from };
+      sweep();
       const engine = engineRef.current;
-      if (engine === undefined) return;
-      if (!tenantsSwept && activeTenants !== undefined) sweepTenants(engine, activeTenants);
-      if (!principalsSwept && principals !== undefined) sweepPrincipals(engine, principals);
-    },
-    tenants(active: ReadonlySet<string>, loadedFrom: number): void {
-      const before = activeTenants;
-      activeTenants = active;
-      tenantsLoadedFrom = loadedFrom;
-      const engine = engineRef.current;
-      if (engine === undefined) return;
-      if (!tenantsSwept) {
-        sweepTenants(engine, active);
-        return;
-      }
-      if (before === undefined) return;
-      const gone = [...before].filter((id) => !active.has(id));
+      if (before === undefined || engine === undefined) return;
+      const gone = [...before].filter((id) => !loaded.active.has(id));
       end('suspended tenants', gone.map((tenantId) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended')));
     },
-    principals(usable: ReadonlySet<string>, loadedFrom: number): void {
-      const before = principals;
-      principals = usable;
-      principalsLoadedFrom = loadedFrom;
+    principals(usable: ReadonlySet<string>, from: number): void {
+      const before = principals?.usable;
+      principals = { usable, from };
+      sweep();
       const engine = engineRef.current;
-      if (engine === undefined) return;
-      if (!principalsSwept) {
-        sweepPrincipals(engine, usable);
-        return;
-      }
-      if (before === undefined) return;
+      if (before === undefined || engine === undefined) return;
       const lost = [...before].filter((principal) => !usable.has(principal));
       end(
         'principals with no usable key',
@@ -577,5 +596,9 @@ function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logge
     },
     /** Once the endings started so far are over (tests; `refreshAll`). */
     settled: (): Promise<unknown> => pending,
+    close(): void {
+      closed = true;
+      clearTimeout(retry);
+    },
   };
 }

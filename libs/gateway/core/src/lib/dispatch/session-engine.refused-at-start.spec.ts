@@ -1,7 +1,6 @@
 /**
- * A starting replica ends the sessions of principals refused now (`endSessionsOfRefused`): judged only for sessions
- * made before the load it judges from began (a key made and used on another replica since is not in that load), and only
- * for tenant ids of the form tenants have.
+ * A starting replica ends the sessions of principals refused now (`endSessionsOfRefused`), judged only for sessions
+ * made before the load it judges from began (a key made and used on another replica since is not in that load).
  */
 import type { Principal } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
@@ -14,7 +13,6 @@ const { makeEngine, openSession } = engineSpecs();
 const TENANT = '3f1d2c4b-5a69-4b7c-8d9e-0f1a2b3c4d5e';
 const refusedAgent: Principal = { tenantId: TENANT, kind: 'agent_client', id: 'refused' };
 const usableAgent: Principal = { tenantId: TENANT, kind: 'agent_client', id: 'usable' };
-const notATenant: Principal = { tenantId: 'tenant-of-a-spec', kind: 'agent_client', id: 'refused' };
 
 function setUp() {
   const registry = new UpstreamRegistry('__');
@@ -29,7 +27,6 @@ describe('ending the sessions of principals refused at a replica start', () => {
     const { sessions, engine } = setUp();
     const refusedOld = (await openSession(engine, { principal: refusedAgent })).record;
     const usable = (await openSession(engine, { principal: usableAgent })).record;
-    const foreign = (await openSession(engine, { principal: notATenant })).record;
     const loadBegan = Date.now() + 1;
     await new Promise((resolve) => setTimeout(resolve, 5));
     const refusedNew = (await openSession(engine, { principal: refusedAgent })).record;
@@ -41,7 +38,13 @@ describe('ending the sessions of principals refused at a replica start', () => {
     // Made after the load began: that load cannot judge it.
     expect(sessions.records.has(refusedNew.id)).toBe(true);
     expect(sessions.records.has(usable.id)).toBe(true);
-    // Not a tenant id: left alone.
-    expect(sessions.records.has(foreign.id)).toBe(true);
+  });
+});
+
+describe('a store that cannot be read at the start', () => {
+  it('rejects, so the start looks again later', async () => {
+    const { sessions, engine } = setUp();
+    sessions.owners = () => Promise.reject(new Error('ECONNREFUSED'));
+    await expect(engine.endSessionsOfRefused(() => true, Date.now(), 'spec')).rejects.toThrow('ECONNREFUSED');
   });
 });

@@ -66,7 +66,6 @@ import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
-import { isUuid } from '@portcullis/shared/util-ids';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -1587,13 +1586,12 @@ export class SessionEngine {
   /**
    * Ends the sessions of every principal holding some that `refused` says may not (at a replica's start: a tenant
    * suspended, or a principal left with no usable credential, while no replica ran), of those created before
-   * `createdBefore`: what `refused` was judged from cannot know of a principal or tenant made since. Only tenant ids of
-   * the form tenants have (UUIDs) are judged. Returns how many it ended.
+   * `createdBefore`: what `refused` was judged from cannot know of a principal or tenant made since. Rejects when the
+   * store cannot be read (nothing was looked at). Returns how many it ended.
    */
   async endSessionsOfRefused(refused: (owner: SessionOwner) => boolean, createdBefore: number, traceId: string): Promise<number> {
     const owners = (await this.deps.sessions.owners?.()) ?? [];
-    const judged = owners.filter((owner) => isUuid(owner.tenantId) && refused(owner));
-    const counts = await Promise.all(judged.map((owner) => this.endSessionsOf(owner.tenantId, owner, traceId, createdBefore)));
+    const counts = await Promise.all(owners.filter(refused).map((owner) => this.endSessionsOf(owner.tenantId, owner, traceId, createdBefore)));
     return counts.reduce((sum, count) => sum + count, 0);
   }
 

@@ -577,8 +577,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           // Refused while the upstreams were connected (its key revoked, its client disabled, its tenant suspended): the
           // reload that refused it ended the principal's sessions before this one's record was stored, and it would be
           // served again once the principal were accepted again (found by review). Ended, and the agent told 401.
-          const record = await engine.session(sessionId, principal);
-          if (record !== undefined) await engine.end(record, traceId);
+          try {
+            const record = await engine.session(sessionId, principal);
+            if (record !== undefined) await engine.end(record, traceId);
+          } catch (error) {
+            // The store out of reach: the id is never handed out, and the record's idle timeout ends it.
+            logger.warn({ err: error, traceId }, 'session of a principal refused during its initialize not ended');
+          }
           throw unauthenticated();
         }
         const extra: Record<string, string> = sessionId ? { 'mcp-session-id': sessionId } : {};

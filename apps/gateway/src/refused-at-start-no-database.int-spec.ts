@@ -1,8 +1,8 @@
 /**
- * fd6cd7d9: a starting replica ends the sessions of every principal and tenant its first loads do not find usable. A
- * replica started without DATABASE_SYSTEM_URL (supported: it warns "the MCP endpoints know no tenants" and serves
- * nothing) loads no tenant and no key, so it takes every tenant for suspended and ends every session in the shared Redis,
- * of every tenant, served by the other replicas. Before, its empty loads ended nothing.
+ * A starting replica ends the sessions of principals and tenants its first loads find refused, of tenants its database
+ * knows only. A replica started without DATABASE_SYSTEM_URL (supported: it warns "the MCP endpoints know no tenants"
+ * and serves nothing) loads no tenant and no key: judging every tenant it did not find, it ended every session in the
+ * shared Redis, served by the other replicas (found by review), as would a replica whose database is not its Redis's.
  */
 import type { Server } from 'node:http';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
@@ -22,8 +22,8 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  upstream = await startJsonUpstream({ sessionId: 'zz-nodb', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz') : {} }) });
-  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zznodb', toolPrefix: 'zznodb', transport: 'streamable_http', url: upstream.url } as never });
+  upstream = await startJsonUpstream({ sessionId: 'no-database', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'no-database') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'nodatabase', toolPrefix: 'nodatabase', transport: 'streamable_http', url: upstream.url } as never });
   gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
 }, 60_000);
 
@@ -37,7 +37,7 @@ afterAll(async () => {
 
 describe('a replica started without the system database', () => {
   it('does not end the sessions the other replicas serve', async () => {
-    const { key } = await createAgentWithKey(db, tenant.id, 'zz-nodb-agent');
+    const { key } = await createAgentWithKey(db, tenant.id, 'no-database-agent');
     await (gateway as TestGateway).dataPlane.refreshAll();
     const init = await postInitialize(gateway as TestGateway, tenant.slug, key);
     await init.text();

@@ -1,11 +1,11 @@
 /**
- * fd6cd7d9: a replica starting up ends the sessions of principals refused while no replica ran (the boot sweep). The
- * sweep runs once, when the engine is made, and is marked done before it has read anything: a Redis not answering at
- * that moment (the gateway is made to start with Redis down, and comes up when it does) loses it for the replica's
- * whole life. Later loads only compare with the load before, which already had the principal refused: nothing ends the
- * session, and it is served again once the principal is accepted again.
+ * A replica starting up ends the sessions of principals refused while no replica ran. Where Redis does not answer at
+ * that moment (the gateway starts with Redis down, and goes on when it comes), that look is made again at the next
+ * load. It was marked done before it had read anything (found by review): later loads only compare with the load
+ * before, which already had the principal refused, so the session was served again once the principal was accepted.
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:http';
+import { createServer, connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
@@ -58,8 +58,8 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  upstream = await startJsonUpstream({ sessionId: 'zz-boot', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz') : {} }) });
-  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zzboot', toolPrefix: 'zzboot', transport: 'streamable_http', url: upstream.url } as never });
+  upstream = await startJsonUpstream({ sessionId: 'boot-sweep', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'boot-sweep') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'bootsweep', toolPrefix: 'bootsweep', transport: 'streamable_http', url: upstream.url } as never });
 }, 60_000);
 
 afterAll(async () => {
@@ -73,7 +73,7 @@ afterAll(async () => {
 describe('a session whose agent client was disabled while no replica ran, the replica starting while Redis is briefly out of reach', () => {
   it('is ended all the same, not served again once the agent client is enabled', async () => {
     gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
-    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-boot-agent');
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'boot-sweep-agent');
     await gateway.dataPlane.refreshAll();
     const init = await postInitialize(gateway, tenant.slug, key);
     await init.text();
