@@ -1,0 +1,116 @@
+/**
+ * zz (re-review): a running replica whose reload sees a principal refused (its agent client disabled) while Redis is
+ * briefly out of reach tries to end that principal's sessions once, fails, and never looks again (the next loads only
+ * compare with this one, which already had the principal refused). Once the agent client is enabled again, the old
+ * session is served again: the very hole the start sweep's retry was added for, left open on the edge-triggered path.
+ */
+import type { Server } from 'node:http';
+import { createServer, connect, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let gateway: TestGateway | undefined;
+let tenant: TestTenant;
+let upstream: { server: Server; url: string } | undefined;
+
+/** A TCP relay to the test Redis that can be cut (every connection dropped, new ones refused) and restored. */
+function redisRelay(target: URL) {
+  let up = true;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    if (!up) {
+      socket.destroy();
+      return;
+    }
+    const redis = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(redis);
+    redis.on('close', () => sockets.delete(redis));
+    socket.pipe(redis).pipe(socket);
+    socket.on('error', () => redis.destroy());
+    redis.on('error', () => socket.destroy());
+  });
+  return {
+    listen: () =>
+      new Promise<string>((resolve) =>
+        server.listen(0, '127.0.0.1', () => {
+          const url = new URL(target.toString());
+          url.hostname = '127.0.0.1';
+          url.port = String((server.address() as AddressInfo).port);
+          resolve(url.toString());
+        }),
+      ),
+    cut: () => {
+      up = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    open: () => (up = true),
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+const relay = redisRelay(new URL(testContext().redisUrl));
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  upstream = await startJsonUpstream({ sessionId: 'zz-edge', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz-edge') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zzedge', toolPrefix: 'zzedge', transport: 'streamable_http', url: upstream.url } as never });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  relay.close();
+  upstream?.server.closeAllConnections();
+  upstream?.server.close();
+  await db?.$disconnect();
+});
+
+describe('an agent client disabled while Redis is briefly out of reach, on a running replica', () => {
+  it('has its open session ended once Redis answers, not served again when the client is enabled', async () => {
+    const relayUrl = await relay.listen();
+    gateway = await startTestGateway({ systemDb: db, redisUrl: relayUrl });
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-edge-agent');
+    await gateway.dataPlane.refreshAll();
+    const init = await postInitialize(gateway, tenant.slug, key);
+    await init.text();
+    expect(init.status).toBe(200);
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    expect((await postInSession(gateway, tenant.slug, key, sessionId, { id: 1, method: 'ping' })).status).toBe(200);
+
+    // Redis out of reach for a few seconds; the agent client is disabled then, and this replica reloads its keys.
+    relay.cut();
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
+    await gateway.dataPlane.refreshAll();
+    relay.open();
+    const settledStatus = async (): Promise<number> => {
+      let status = 503;
+      for (let i = 0; i < 60; i += 1) {
+        status = (await postInSession(gateway as TestGateway, tenant.slug, key, sessionId, { id: 2, method: 'ping' })).status;
+        if (status !== 503) return status;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      return status;
+    };
+    expect(await settledStatus()).toBe(401);
+    // Redis answers again; a few reloads later (periodic ones, or notices) the client is enabled again.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    await gateway.dataPlane.refreshAll();
+
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: false } as never });
+    await gateway.dataPlane.refreshAll();
+    // The session of the client disabled meanwhile must name nothing (404), as when Redis answered at the reload.
+    expect(await settledStatus()).toBe(404);
+  }, 60_000);
+});
