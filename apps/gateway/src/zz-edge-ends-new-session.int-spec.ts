@@ -1,0 +1,111 @@
+/**
+ * zz (re-review): the edge-triggered ending (a reload finds a principal with no usable key) ends every session the
+ * principal holds when Redis is read, with no bound on when they were made (`endSessionsOf` without `createdBefore`).
+ * The start sweep was given that bound because a judgement cannot know of sessions made after its load began; the
+ * edge path has the same blind spot: the agent client enabled again meanwhile, a NEW session it opened on another
+ * replica (after the re-enabling) is ended by this replica's late ending of the old refusal.
+ */
+import type { Server } from 'node:http';
+import { createServer, connect, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let slow: TestGateway | undefined;
+let other: TestGateway | undefined;
+let tenant: TestTenant;
+let upstream: { server: Server; url: string } | undefined;
+
+/** A TCP relay to the test Redis whose commands can be held for a moment (a Redis latency spike for one replica). */
+function redisRelay(target: URL) {
+  let held: Array<() => void> | undefined;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    const redis = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(redis);
+    redis.on('close', () => sockets.delete(redis));
+    socket.on('data', (chunk: Buffer) => {
+      if (held !== undefined) held.push(() => redis.write(chunk));
+      else redis.write(chunk);
+    });
+    redis.pipe(socket);
+    socket.on('error', () => redis.destroy());
+    redis.on('error', () => socket.destroy());
+  });
+  return {
+    listen: () =>
+      new Promise<string>((resolve) =>
+        server.listen(0, '127.0.0.1', () => {
+          const url = new URL(target.toString());
+          url.hostname = '127.0.0.1';
+          url.port = String((server.address() as AddressInfo).port);
+          resolve(url.toString());
+        }),
+      ),
+    hold: () => (held = []),
+    release: () => {
+      const waiting = held ?? [];
+      held = undefined;
+      for (const write of waiting) write();
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+const relay = redisRelay(new URL(testContext().redisUrl));
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  tenant = await createTestTenant(db);
+  await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
+  upstream = await startJsonUpstream({ sessionId: 'zz-new', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz-new') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zznew', toolPrefix: 'zznew', transport: 'streamable_http', url: upstream.url } as never });
+}, 60_000);
+
+afterAll(async () => {
+  relay.release();
+  await slow?.close();
+  await other?.close();
+  relay.close();
+  upstream?.server.closeAllConnections();
+  upstream?.server.close();
+  await db?.$disconnect();
+});
+
+describe('an agent client disabled, then enabled again while one replica still ends its sessions', () => {
+  it('keeps the session it opened after it was enabled again', async () => {
+    slow = await startTestGateway({ systemDb: db, redisUrl: await relay.listen() });
+    other = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-new-agent');
+    await Promise.all([slow.dataPlane.refreshAll(), other.dataPlane.refreshAll()]);
+
+    // Disabled: the slow replica's reload sees it go, and ends the client's sessions (Redis slow to answer it).
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
+    relay.hold();
+    const ending = slow.dataPlane.refreshAll();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Enabled again; the client opens a new session on the other replica, after it was enabled.
+    await db.agentClient.update({ where: { id: agentId }, data: { disabled: false } as never });
+    await other.dataPlane.refreshAll();
+    const init = await postInitialize(other, tenant.slug, key);
+    await init.text();
+    expect(init.status).toBe(200);
+    const sessionId = init.headers.get('mcp-session-id') ?? '';
+    relay.release();
+    await ending;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    // A session made after the refusal was lifted is none of the refusal's business.
+    expect((await postInSession(other, tenant.slug, key, sessionId, { id: 2, method: 'ping' })).status).toBe(200);
+  }, 60_000);
+});
