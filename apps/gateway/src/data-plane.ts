@@ -493,106 +493,115 @@ function usablePrincipals(entries: readonly ApiKeyEntry[]): Set<string> {
   return usable;
 }
 
-/**
- * Ends the sessions of tenants that stopped being active, and of principals left with no usable key, between one load
- * and the next: refused meanwhile, they would otherwise be served again once the tenant or the agent client were
- * active again (found by review). Every replica does it on its own loads; the first to reach a session ends it.
- */
 /** How far apart the replicas' clocks may be (session records carry their creator's `Date.now()`). */
 const CLOCK_MARGIN_MS = 1_000;
 
-/** The start's look at refused principals, when the store could not be read: again after 1 s, doubling to 1 min. */
-const SWEEP_RETRY_MS = { initial: 1_000, max: 60_000 };
+/** Endings that could not be done (the session store out of reach): tried again after 1 s, doubling to 1 min. */
+const ENDING_RETRY_MS = { initial: 1_000, max: 60_000 };
 
+/**
+ * Ends the sessions of tenants that stopped being active, and of principals left with no usable key: refused, they
+ * would otherwise be served again once the tenant or the agent client were active again (found by review). Every
+ * replica does it on its own loads; the first to reach a session ends it.
+ * - Between one load and the next, those the later one refuses, of the sessions made before it began (one made since,
+ *   the principal accepted again meanwhile, is no refused one; found by re-review).
+ * - A replica's first loads have no earlier ones to compare with: there, every principal holding sessions is looked at
+ *   once, for tenants its database knows (a replica without it, or another deployment's sessions in a shared Redis,
+ *   judges nothing it cannot know), of the sessions made before both loads began, less a margin for the replicas'
+ *   clocks (a key made and used on another replica since is in neither).
+ * Each ending is owed until it is done: one the store could not do is tried again with the same judgement, after 1 s
+ * doubling to a minute (it was dropped, and the sessions were served again; found by re-review).
+ */
 function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
   /** What the last loads found, and when each began (Date.now(), as session records are stamped). */
   let tenants: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string>; readonly from: number } | undefined;
   let principals: { readonly usable: ReadonlySet<string>; readonly from: number } | undefined;
-  // The first loads a replica can act on have no earlier ones to compare with: there, every principal holding sessions
-  // is looked at once (a tenant suspended or a client disabled while no replica ran would otherwise be served again
-  // once active; found by review). Judged from those loads, and looked at again with that judgement, a while later,
-  // until the store could be read (a replica starting while Redis is down; found by re-review).
-  let judged: { readonly refused: (owner: SessionOwner) => boolean; readonly before: number } | undefined;
-  let swept: 'no' | 'running' | 'waiting' | 'done' = 'no';
+  let startJudged = false;
+  /** Endings owed, by what they end (`start`, `tenant:<id>`, `principal:<tenant:kind:id>`). */
+  const owed = new Map<string, { readonly what: string; readonly run: (engine: SessionEngine) => Promise<number> }>();
+  let running = false;
   let retry: NodeJS.Timeout | undefined;
-  let retryMs = SWEEP_RETRY_MS.initial;
+  let retryMs = ENDING_RETRY_MS.initial;
   let closed = false;
   let pending: Promise<unknown> = Promise.resolve();
-  const end = (what: string, ending: Promise<number>[]): void => {
-    if (ending.length === 0) return;
-    const done = Promise.all(ending).then(
-      (counts) => {
-        const ended = counts.reduce((sum, n) => sum + n, 0);
-        if (ended > 0) logger.info({ ended }, `ended the sessions of ${what}`);
-      },
-      (error: unknown) => logger.warn({ err: error }, `the sessions of ${what} not ended`),
-    );
-    pending = Promise.all([pending, done]);
-  };
-  const attempt = (): void => {
+
+  const work = (): void => {
     const engine = engineRef.current;
-    if (closed || engine === undefined || judged === undefined) return;
+    if (closed || running || engine === undefined || owed.size === 0) return;
     clearTimeout(retry);
-    swept = 'running';
-    const done = engine.endSessionsOfRefused(judged.refused, judged.before, 'refused-at-start').then(
-      (ended) => {
-        swept = 'done';
-        if (ended > 0) logger.info({ ended }, 'ended the sessions of tenants and principals refused before this replica started');
-      },
-      (error: unknown) => {
-        swept = 'waiting';
-        logger.warn({ err: error, retryMs }, 'sessions of refused tenants and principals not looked for at start; trying again');
-        if (closed) return;
-        retry = setTimeout(attempt, retryMs);
-        retry.unref();
-        retryMs = Math.min(retryMs * 2, SWEEP_RETRY_MS.max);
-      },
-    );
+    retry = undefined;
+    running = true;
+    const batch = [...owed.entries()];
+    const done = Promise.all(
+      batch.map(async ([key, item]) => {
+        try {
+          const ended = await item.run(engine);
+          // A newer ending of the same thing, owed meanwhile, stays owed.
+          if (owed.get(key) === item) owed.delete(key);
+          if (ended > 0) logger.info({ ended }, `ended the sessions of ${item.what}`);
+          return true;
+        } catch (error) {
+          logger.warn({ err: error, retryMs }, `the sessions of ${item.what} not all ended; trying again`);
+          return false;
+        }
+      }),
+    ).then((results) => {
+      running = false;
+      if (closed) return;
+      if (results.every(Boolean)) {
+        retryMs = ENDING_RETRY_MS.initial;
+        work(); // owed while these ran
+        return;
+      }
+      retry = setTimeout(work, retryMs);
+      retry.unref();
+      retryMs = Math.min(retryMs * 2, ENDING_RETRY_MS.max);
+    });
     pending = Promise.all([pending, done]);
   };
-  /** Looks at every principal holding sessions once the engine and both loads are there; at once again if it failed. */
-  const sweep = (): void => {
-    if (swept === 'running' || swept === 'done') return;
-    if (judged === undefined) {
-      if (engineRef.current === undefined || tenants === undefined || principals === undefined) return;
-      const { known, active } = tenants;
-      const { usable } = principals;
-      // Only sessions made before both loads began (less a margin for the replicas' clocks) can have been seen by them
-      // (a key made and used on another replica since is in neither), and only tenants this database knows (a replica
-      // without it, or another deployment's sessions in a shared Redis, judges nothing it cannot know).
-      judged = {
-        before: Math.min(tenants.from, principals.from) - CLOCK_MARGIN_MS,
-        refused: (owner) => known.has(owner.tenantId) && (!active.has(owner.tenantId) || !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`)),
-      };
-    }
-    attempt();
+
+  const judgeStart = (): void => {
+    if (startJudged || engineRef.current === undefined || tenants === undefined || principals === undefined) return;
+    startJudged = true;
+    const { known, active } = tenants;
+    const { usable } = principals;
+    const before = Math.min(tenants.from, principals.from) - CLOCK_MARGIN_MS;
+    const refused = (owner: SessionOwner): boolean =>
+      known.has(owner.tenantId) && (!active.has(owner.tenantId) || !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`));
+    owed.set('start', { what: 'tenants and principals refused before this replica started', run: (engine) => engine.endSessionsOfRefused(refused, before, 'refused-at-start') });
   };
+
   return {
     /** The engine exists now: what the loads before it found is acted on. */
-    engineReady: sweep,
+    engineReady(): void {
+      judgeStart();
+      work();
+    },
     tenants(loaded: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string> }, from: number): void {
       const before = tenants?.active;
       tenants = { ...loaded, from };
-      sweep();
-      const engine = engineRef.current;
-      if (before === undefined || engine === undefined) return;
-      const gone = [...before].filter((id) => !loaded.active.has(id));
-      end('suspended tenants', gone.map((tenantId) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended')));
+      judgeStart();
+      if (before !== undefined) {
+        for (const tenantId of before) {
+          if (loaded.active.has(tenantId)) continue;
+          owed.set(`tenant:${tenantId}`, { what: 'a suspended tenant', run: (engine) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended', from) });
+        }
+      }
+      work();
     },
     principals(usable: ReadonlySet<string>, from: number): void {
       const before = principals?.usable;
       principals = { usable, from };
-      sweep();
-      const engine = engineRef.current;
-      if (before === undefined || engine === undefined) return;
-      const lost = [...before].filter((principal) => !usable.has(principal));
-      end(
-        'principals with no usable key',
-        lost.map((principal) => {
+      judgeStart();
+      if (before !== undefined) {
+        for (const principal of before) {
+          if (usable.has(principal)) continue;
           const [tenantId = '', kind, ...id] = principal.split(':');
-          return engine.endSessionsOf(tenantId, { principalKind: kind as 'agent_client' | 'user', principalId: id.join(':') }, 'credentials-refused');
-        }),
-      );
+          const owner = { principalKind: kind as 'agent_client' | 'user', principalId: id.join(':') };
+          owed.set(`principal:${principal}`, { what: 'a principal with no usable key', run: (engine) => engine.endSessionsOf(tenantId, owner, 'credentials-refused', from) });
+        }
+      }
+      work();
     },
     /** Once the endings started so far are over (tests; `refreshAll`). */
     settled: (): Promise<unknown> => pending,

@@ -49,7 +49,7 @@ import type { Logger } from '@portcullis/shared/util-logger';
 import { maskListedItem, maskValue, redactSecrets, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
 import { GATEWAY_RPC, rpcError } from '../http/gateway-error';
 import { decodeCursor, encodeCursor, MAX_CURSOR_LENGTH, MAX_UPSTREAM_CURSOR_LENGTH, MAX_UPSTREAM_PAGES, newCursorKey, type ListKind, type PendingPage } from '../listing/cursor';
-import { isValidExposedName, isValidExposedPromptName, MAX_NAME_LENGTH, splitExposedName } from '../naming/tool-names';
+import { isValidExposedName, isValidExposedPromptName, MAX_NAME_LENGTH, MAX_PROMPT_NAME_LENGTH, splitExposedName } from '../naming/tool-names';
 import { ExposedItems, type ItemKey } from '../listing/exposed-items';
 import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
@@ -1560,12 +1560,14 @@ export class SessionEngine {
   /**
    * Ends every session of a tenant (of one principal, if named), as DELETE would: a suspended tenant's, or a principal's
    * left without a usable credential (its agent client disabled, its last key revoked or expired). Refused meanwhile,
-   * they would be served again, upstream sessions and all, once the tenant or the client were active again. Returns how
-   * many it ended; one that cannot be ended now (Redis failing) is logged, and its idle timeout ends it.
+   * they would be served again, upstream sessions and all, once the tenant or the client were active again. Only those
+   * made before `createdBefore` (what refused them could have seen). Returns how many it ended; rejects, once it has
+   * tried them all, when one could not be ended (Redis failing), so that the caller tries again.
    */
   async endSessionsOf(tenantId: string, principal: Pick<SessionRecord, 'principalKind' | 'principalId'> | undefined, traceId: string, createdBefore = Number.POSITIVE_INFINITY): Promise<number> {
     const ids = (await this.deps.sessions.sessionsOf?.(tenantId, principal)) ?? [];
     let ended = 0;
+    let failed: unknown;
     await Promise.all(
       ids.map(async (id) => {
         try {
@@ -1576,10 +1578,11 @@ export class SessionEngine {
           await this.end(record, traceId);
           ended += 1;
         } catch (error) {
-          this.deps.logger.warn({ err: error, tenantId, traceId }, 'session of a refused principal not ended');
+          failed ??= error;
         }
       }),
     );
+    if (failed !== undefined) throw failed;
     return ended;
   }
 
@@ -2706,6 +2709,9 @@ export class SessionEngine {
       if (outcome.status === 'fulfilled') answered.add((targets[index] as PendingPage).upstreamId);
     });
     const listsHere = (holder: string): boolean => answered.has(holder);
+    // This answer's URIs and templates, each with the upstream whose item it lists (the first in registry order): a copy
+    // is left out even when nothing is learned (a list change during the listing; found by review).
+    const listedBy = new Map<string, string>();
     settled.forEach((outcome, index) => {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
@@ -2733,7 +2739,7 @@ export class SessionEngine {
       // allows, say) drops this upstream out of the answer, as a failed page does; the others' items stay.
       let kept: unknown[];
       try {
-        kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration, listsHere);
+        kept = this.pageItems(live, kind, config, page, fromCache, traceId, live.routesGeneration === routesGeneration, listsHere, listedBy);
       } catch (error) {
         answered.delete(config.id);
         if (status) status.dropped = true;
@@ -2864,13 +2870,14 @@ export class SessionEngine {
 
 
   /**
-   * The items whose key the gateway could list: a tool's or prompt's name within MCP's 128 characters (its prefixed name
-   * could not be longer), a resource's URI or a template within what a read may name (`MAX_URI_LENGTH`). The others are
-   * skipped with a warning naming their start.
+   * The items whose key the gateway could list: a tool's name within MCP's 128 characters (its prefixed name could not
+   * be longer), a prompt's within the gateway's own bound on exposed prompt names (MCP sets none; 128 was applied
+   * here too, and a longer prompt was served by `prompts/get` but never listed; found by review), a resource's URI or
+   * a template within what a read may name (`MAX_URI_LENGTH`). The others are skipped with a warning naming their start.
    */
   private withinNameBounds(config: UpstreamConfig, kind: ListKind, list: readonly Record<string, unknown>[], traceId: string): readonly Record<string, unknown>[] {
     const key = LIST_KEY[kind];
-    const bound = kind === 'tools' || kind === 'prompts' ? MAX_NAME_LENGTH : MAX_URI_LENGTH;
+    const bound = kind === 'tools' ? MAX_NAME_LENGTH : kind === 'prompts' ? MAX_PROMPT_NAME_LENGTH : MAX_URI_LENGTH;
     const oversized = (item: Record<string, unknown>) => {
       const value = item[key];
       return typeof value === 'string' && value.length > bound;
@@ -2893,7 +2900,15 @@ export class SessionEngine {
     traceId: string,
     learn: boolean,
     listsHere: (upstreamId: string) => boolean,
+    listedBy: Map<string, string>,
   ): unknown[] {
+    /** Whether `key` is listed already in this answer as another upstream's; else it is this one's from now on. */
+    const listedElsewhere = (key: string): boolean => {
+      const first = listedBy.get(key);
+      if (first !== undefined) return first !== config.id;
+      listedBy.set(key, config.id);
+      return false;
+    };
     const spec = LIST_METHODS[kind];
     // An array: `listPage` checked the page as it arrived.
     const raw = page[spec.field] as readonly unknown[];
@@ -2938,7 +2953,7 @@ export class SessionEngine {
         // gateway is the agent's one server, and this upstream's copy could never be read, subscribed to or completed.
         // Before, two instances of a server listed each of their URIs twice. The holder is known from this replica's route
         // table; the copy is listed all the same when the holder's part is not in this answer.
-        if (typeof uri === 'string' && heldElsewhere(live.resourceRoutes.get(uri), config.id, listsHere)) continue;
+        if (typeof uri === 'string' && (heldElsewhere(live.resourceRoutes.get(uri), config.id, listsHere) || listedElsewhere(uri))) continue;
         items.push(this.exposed.asIs(item));
       } else {
         const template = item['uriTemplate'];
@@ -2948,7 +2963,7 @@ export class SessionEngine {
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
         // As for a URI: a template another upstream holds is listed once, as that one's.
-        if (typeof template === 'string' && heldElsewhere(live.templateRoutes.get(template)?.upstreamId, config.id, listsHere)) continue;
+        if (typeof template === 'string' && (heldElsewhere(live.templateRoutes.get(template)?.upstreamId, config.id, listsHere) || listedElsewhere(`\u0000${template}`))) continue;
         items.push(this.exposed.asIs(item));
       }
     }

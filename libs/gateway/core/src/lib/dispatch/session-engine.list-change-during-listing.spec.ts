@@ -1,9 +1,9 @@
 /**
- * A URI two upstreams list is listed once, as the upstream its reads go to (`pageItems`, `heldElsewhere`): the gateway
- * is the agent's one server and its URIs are to be unique. That holds only while the listing may learn routes: a
- * `notifications/resources/list_changed` of any upstream of the session arriving while the listing is under way (a
- * file-watching server announces changes all the time) moves `routesGeneration`, nothing is learned, and both copies
- * are listed in the same page; the second one can never be read.
+ * A URI two upstreams list is listed once, as the upstream its reads go to: the gateway is the agent's one server and
+ * its URIs are to be unique. That held only while the listing could learn routes: a
+ * `notifications/resources/list_changed` of any upstream of the session arriving while the listing was under way (a
+ * file-watching server announces changes all the time) meant nothing was learned, and both copies were listed in the
+ * same page, the second one never readable (found by review).
  */
 import { describe, expect, it } from 'vitest';
 import type { JsonRpcResponse } from '@portcullis/gateway/mcp';

@@ -1,9 +1,7 @@
 /**
- * zz (re-review): the edge-triggered ending (a reload finds a principal with no usable key) ends every session the
- * principal holds when Redis is read, with no bound on when they were made (`endSessionsOf` without `createdBefore`).
- * The start sweep was given that bound because a judgement cannot know of sessions made after its load began; the
- * edge path has the same blind spot: the agent client enabled again meanwhile, a NEW session it opened on another
- * replica (after the re-enabling) is ended by this replica's late ending of the old refusal.
+ * A reload that finds a principal with no usable key ends the sessions the principal held when that load began, not
+ * those it opens later: the agent client enabled again meanwhile, a new session it opened on another replica was ended
+ * by this replica's late ending of the old refusal (found by re-review).
  */
 import type { Server } from 'node:http';
 import { createServer, connect, type Socket } from 'node:net';
@@ -68,8 +66,8 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  upstream = await startJsonUpstream({ sessionId: 'zz-new', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz-new') : {} }) });
-  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zznew', toolPrefix: 'zznew', transport: 'streamable_http', url: upstream.url } as never });
+  upstream = await startJsonUpstream({ sessionId: 'late-ending', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'late-ending') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'late-ending', toolPrefix: 'late-ending', transport: 'streamable_http', url: upstream.url } as never });
 }, 60_000);
 
 afterAll(async () => {
@@ -86,7 +84,7 @@ describe('an agent client disabled, then enabled again while one replica still e
   it('keeps the session it opened after it was enabled again', async () => {
     slow = await startTestGateway({ systemDb: db, redisUrl: await relay.listen() });
     other = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
-    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-new-agent');
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'new-session-agent');
     await Promise.all([slow.dataPlane.refreshAll(), other.dataPlane.refreshAll()]);
 
     // Disabled: the slow replica's reload sees it go, and ends the client's sessions (Redis slow to answer it).

@@ -1,8 +1,8 @@
 /**
- * zz (re-review): a running replica whose reload sees a principal refused (its agent client disabled) while Redis is
- * briefly out of reach tries to end that principal's sessions once, fails, and never looks again (the next loads only
- * compare with this one, which already had the principal refused). Once the agent client is enabled again, the old
- * session is served again: the very hole the start sweep's retry was added for, left open on the edge-triggered path.
+ * A running replica whose reload finds a principal refused (its agent client disabled) while Redis is briefly out of
+ * reach ends that principal's sessions once Redis answers again. It tried once, failed, and never looked again (the
+ * next loads compare with this one, which already had the principal refused): once the client was enabled again, the
+ * old session was served again (found by re-review).
  */
 import type { Server } from 'node:http';
 import { createServer, connect, type Socket } from 'node:net';
@@ -65,8 +65,8 @@ beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
-  upstream = await startJsonUpstream({ sessionId: 'zz-edge', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'zz-edge') : {} }) });
-  await db.upstream.create({ data: { tenantId: tenant.id, name: 'zzedge', toolPrefix: 'zzedge', transport: 'streamable_http', url: upstream.url } as never });
+  upstream = await startJsonUpstream({ sessionId: 'redis-down', onRequest: (request) => request.answer({ result: request.message.method === 'initialize' ? initializeResult(request, 'redis-down') : {} }) });
+  await db.upstream.create({ data: { tenantId: tenant.id, name: 'redis-down', toolPrefix: 'redis-down', transport: 'streamable_http', url: upstream.url } as never });
 }, 60_000);
 
 afterAll(async () => {
@@ -81,7 +81,7 @@ describe('an agent client disabled while Redis is briefly out of reach, on a run
   it('has its open session ended once Redis answers, not served again when the client is enabled', async () => {
     const relayUrl = await relay.listen();
     gateway = await startTestGateway({ systemDb: db, redisUrl: relayUrl });
-    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'zz-edge-agent');
+    const { key, agentId } = await createAgentWithKey(db, tenant.id, 'late-ending-agent');
     await gateway.dataPlane.refreshAll();
     const init = await postInitialize(gateway, tenant.slug, key);
     await init.text();
