@@ -106,8 +106,11 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   let activeTenants: ReadonlySet<string> = new Set();
   let knownTenants: ReadonlySet<string> = new Set();
   let withKeys: ReadonlySet<string> = new Set();
+  // When each load began, and when what it found took effect here (requests authenticated against it).
   let tenantsLoadStarted = 0;
+  let tenantsInEffect = 0;
   let keysLoadStarted = 0;
+  let keysInEffect = 0;
   const refreshers = {
     tenants: createRefresher({
       name: 'tenants',
@@ -118,6 +121,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         tenantsLoadStarted = Date.now();
         const loaded = systemDb ? await loadTenants(systemDb) : [];
         tenants.replace(loaded);
+        tenantsInEffect = Date.now();
         settings = systemDb ? await loadTenantSettings(systemDb, logger, settings) : new Map();
         activeTenants = new Set(loaded.filter((tenant) => tenant.active).map((tenant) => tenant.id));
         knownTenants = new Set(loaded.map((tenant) => tenant.id));
@@ -126,7 +130,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       // tenants no longer active end (their streams have just been told why).
       loaded: () => {
         credentialsChanged();
-        refused.tenants({ known: knownTenants, active: activeTenants }, tenantsLoadStarted);
+        refused.tenants({ known: knownTenants, active: activeTenants }, { began: tenantsLoadStarted, inEffect: tenantsInEffect });
       },
     }),
     apiKeys: createRefresher({
@@ -138,11 +142,12 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         keysLoadStarted = Date.now();
         const loaded = systemDb ? await loadApiKeys(systemDb) : [];
         apiKeys.replace(loaded);
+        keysInEffect = Date.now();
         withKeys = usablePrincipals(loaded.map(([, entry]) => entry));
       },
       loaded: () => {
         credentialsChanged();
-        refused.principals(withKeys, keysLoadStarted);
+        refused.principals(withKeys, { began: keysLoadStarted, inEffect: keysInEffect });
       },
     }),
     upstreams: createRefresher({
@@ -503,8 +508,10 @@ const ENDING_RETRY_MS = { initial: 1_000, max: 60_000 };
  * Ends the sessions of tenants that stopped being active, and of principals left with no usable key: refused, they
  * would otherwise be served again once the tenant or the agent client were active again (found by review). Every
  * replica does it on its own loads; the first to reach a session ends it.
- * - Between one load and the next, those the later one refuses, of the sessions made before it began (one made since,
- *   the principal accepted again meanwhile, is no refused one; found by re-review).
+ * - Between one load and the next, those the later one refuses, of the sessions made before it took effect here (one
+ *   made since was authenticated against it, or on another replica, whose own load ends it: the principal accepted
+ *   again meanwhile, it is no refused one; found by re-review). Not before the load began: a session opened here while
+ *   the load ran was authenticated against the earlier copy (found by re-review).
  * - A replica's first loads have no earlier ones to compare with: there, every principal holding sessions is looked at
  *   once, for tenants its database knows (a replica without it, or another deployment's sessions in a shared Redis,
  *   judges nothing it cannot know), of the sessions made before both loads began, less a margin for the replicas'
@@ -512,10 +519,16 @@ const ENDING_RETRY_MS = { initial: 1_000, max: 60_000 };
  * Each ending is owed until it is done: one the store could not do is tried again with the same judgement, after 1 s
  * doubling to a minute (it was dropped, and the sessions were served again; found by re-review).
  */
+/** When a load began, and when what it found took effect (Date.now(), as session records are stamped). */
+interface LoadTimes {
+  readonly began: number;
+  readonly inEffect: number;
+}
+
 function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
   /** What the last loads found, and when each began (Date.now(), as session records are stamped). */
-  let tenants: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string>; readonly from: number } | undefined;
-  let principals: { readonly usable: ReadonlySet<string>; readonly from: number } | undefined;
+  let tenants: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string>; readonly began: number } | undefined;
+  let principals: { readonly usable: ReadonlySet<string>; readonly began: number } | undefined;
   let startJudged = false;
   /** Endings owed, by what they end (`start`, `tenant:<id>`, `principal:<tenant:kind:id>`). */
   const owed = new Map<string, { readonly what: string; readonly run: (engine: SessionEngine) => Promise<number> }>();
@@ -565,7 +578,7 @@ function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logge
     startJudged = true;
     const { known, active } = tenants;
     const { usable } = principals;
-    const before = Math.min(tenants.from, principals.from) - CLOCK_MARGIN_MS;
+    const before = Math.min(tenants.began, principals.began) - CLOCK_MARGIN_MS;
     const refused = (owner: SessionOwner): boolean =>
       known.has(owner.tenantId) && (!active.has(owner.tenantId) || !usable.has(`${owner.tenantId}:${owner.principalKind}:${owner.principalId}`));
     owed.set('start', { what: 'tenants and principals refused before this replica started', run: (engine) => engine.endSessionsOfRefused(refused, before, 'refused-at-start') });
@@ -577,28 +590,30 @@ function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logge
       judgeStart();
       work();
     },
-    tenants(loaded: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string> }, from: number): void {
+    /** A tenants load: what it found, when it began and when it took effect here. */
+    tenants(loaded: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string> }, at: LoadTimes): void {
       const before = tenants?.active;
-      tenants = { ...loaded, from };
+      tenants = { ...loaded, began: at.began };
       judgeStart();
       if (before !== undefined) {
         for (const tenantId of before) {
           if (loaded.active.has(tenantId)) continue;
-          owed.set(`tenant:${tenantId}`, { what: 'a suspended tenant', run: (engine) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended', from) });
+          owed.set(`tenant:${tenantId}`, { what: 'a suspended tenant', run: (engine) => engine.endSessionsOf(tenantId, undefined, 'tenant-suspended', at.inEffect) });
         }
       }
       work();
     },
-    principals(usable: ReadonlySet<string>, from: number): void {
+    /** A keys load: the principals with a usable key, when it began and when it took effect here. */
+    principals(usable: ReadonlySet<string>, at: LoadTimes): void {
       const before = principals?.usable;
-      principals = { usable, from };
+      principals = { usable, began: at.began };
       judgeStart();
       if (before !== undefined) {
         for (const principal of before) {
           if (usable.has(principal)) continue;
           const [tenantId = '', kind, ...id] = principal.split(':');
           const owner = { principalKind: kind as 'agent_client' | 'user', principalId: id.join(':') };
-          owed.set(`principal:${principal}`, { what: 'a principal with no usable key', run: (engine) => engine.endSessionsOf(tenantId, owner, 'credentials-refused', from) });
+          owed.set(`principal:${principal}`, { what: 'a principal with no usable key', run: (engine) => engine.endSessionsOf(tenantId, owner, 'credentials-refused', at.inEffect) });
         }
       }
       work();

@@ -1,9 +1,8 @@
 /**
- * zz (re-review of e660d015): a reload's ending of a refused principal now spares every session with
- * `createdAt >= from` (the load's start). But a session made on this very replica WHILE that load runs is authenticated
- * against the old snapshot (the principal still accepted), so it is neither refused at its initialize (`isRevoked` is
- * false then) nor ended by the reload (made after `from`). Its agent client disabled, then enabled again, the session
- * is served again: the hole the endings exist for. Before e660d015 the edge ending had no `createdBefore`.
+ * A reload's ending of a refused principal spares the sessions made after what it found took effect, not after it
+ * began: a session opened on this replica while the load ran was authenticated against the earlier copy (the principal
+ * still accepted), so it was neither refused at its initialize nor ended by the reload, and once the agent client was
+ * enabled again it was served again (found by re-review).
  */
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
