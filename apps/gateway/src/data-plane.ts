@@ -504,6 +504,12 @@ const CLOCK_MARGIN_MS = 1_000;
 /** Endings that could not be done (the session store out of reach): tried again after 1 s, doubling to 1 min. */
 const ENDING_RETRY_MS = { initial: 1_000, max: 60_000 };
 
+/** When a load began, and when what it found took effect (Date.now(), as session records are stamped). */
+interface LoadTimes {
+  readonly began: number;
+  readonly inEffect: number;
+}
+
 /**
  * Ends the sessions of tenants that stopped being active, and of principals left with no usable key: refused, they
  * would otherwise be served again once the tenant or the agent client were active again (found by review). Every
@@ -519,12 +525,6 @@ const ENDING_RETRY_MS = { initial: 1_000, max: 60_000 };
  * Each ending is owed until it is done: one the store could not do is tried again with the same judgement, after 1 s
  * doubling to a minute (it was dropped, and the sessions were served again; found by re-review).
  */
-/** When a load began, and when what it found took effect (Date.now(), as session records are stamped). */
-interface LoadTimes {
-  readonly began: number;
-  readonly inEffect: number;
-}
-
 function sessionsOfRefused(engineRef: { current?: SessionEngine }, logger: Logger) {
   /** What the last loads found, and when each began (Date.now(), as session records are stamped). */
   let tenants: { readonly known: ReadonlySet<string>; readonly active: ReadonlySet<string>; readonly began: number } | undefined;
