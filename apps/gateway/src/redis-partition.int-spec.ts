@@ -4,65 +4,12 @@
  * client's command timeout, 503 as when Redis refuses connections, instead of never; once Redis answers again the
  * gateway serves without a restart.
  */
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 import { createAgentWithKey, postInitialize, postInSession, startTestGateway, type TestGateway } from './testing/gateway-harness';
-
-interface Proxy {
-  port: number;
-  mode: 'forward' | 'blackhole';
-  close(): Promise<void>;
-}
-
-async function startProxy(targetPort: number): Promise<Proxy> {
-  const sockets = new Set<Socket>();
-  const state: { mode: Proxy['mode'] } = { mode: 'forward' };
-  const pairs = new Set<[Socket, Socket]>();
-  const server: Server = createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    client.on('error', () => undefined);
-    const upstream = tcpConnect(targetPort, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('close', () => sockets.delete(upstream));
-    upstream.on('error', () => undefined);
-    // Paused while partitioned: bytes wait (as TCP retransmits them) and flow once the partition heals.
-    client.pipe(upstream).pipe(client);
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    if (state.mode === 'blackhole') for (const socket of pair) socket.pause();
-    client.on('close', () => {
-      pairs.delete(pair);
-      upstream.destroy();
-    });
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  return {
-    port: address.port,
-    get mode() {
-      return state.mode;
-    },
-    set mode(value) {
-      state.mode = value;
-      for (const pair of pairs) {
-        for (const socket of pair) {
-          if (value === 'blackhole') socket.pause();
-          else socket.resume();
-        }
-      }
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
+import { startRedisRelay, type RedisRelay } from './testing/redis-relay';
 
 async function within<T>(ms: number, work: Promise<T>): Promise<T | 'no answer'> {
   let timer: NodeJS.Timeout | undefined;
@@ -78,7 +25,7 @@ async function within<T>(ms: number, work: Promise<T>): Promise<T | 'no answer'>
 
 const ctx = testContext();
 let db: SystemPrismaClient;
-let proxy: Proxy;
+let proxy: RedisRelay;
 let gateway: TestGateway;
 let tenant: TestTenant;
 let agent: { agentId: string; key: string };
@@ -88,16 +35,16 @@ beforeAll(async () => {
   tenant = await createTestTenant(db);
   await writeActiveSnapshot(db, tenant.id, ALLOW_ALL);
   agent = await createAgentWithKey(db, tenant.id, 'partition');
-  proxy = await startProxy(Number(new URL(ctx.redisUrl).port || '6379'));
+  proxy = await startRedisRelay(ctx.redisUrl);
   gateway = await startTestGateway({
     systemDb: db,
-    redisUrl: `redis://127.0.0.1:${proxy.port}`,
+    redisUrl: proxy.url,
     env: { GATEWAY_RATE_LIMITS_ENABLED: 'false' },
   });
 }, 60_000);
 
 afterAll(async () => {
-  proxy.mode = 'forward';
+  proxy.blackhole(false);
   await gateway?.close().catch(() => undefined);
   await proxy?.close();
   await db?.$disconnect();
@@ -116,7 +63,7 @@ describe('gateway, Redis partitioned', () => {
     expect(init.status).toBe(200);
     const session = init.headers.get('mcp-session-id') ?? '';
 
-    proxy.mode = 'blackhole';
+    proxy.blackhole(true);
     const started = Date.now();
     const [fresh, inSession] = await Promise.all([
       within(20_000, status(postInitialize(gateway, tenant.slug, agent.key, 'partition-spec'))),
@@ -130,7 +77,7 @@ describe('gateway, Redis partitioned', () => {
       answeredWithinBound: true,
     });
 
-    proxy.mode = 'forward';
+    proxy.blackhole(false);
     await waitFor(async () => ((await status(postInitialize(gateway, tenant.slug, agent.key, 'partition-spec'))) === 200 ? true : undefined), {
       timeoutMs: 20_000,
       description: 'initialize served again',

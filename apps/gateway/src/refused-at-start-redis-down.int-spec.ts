@@ -5,12 +5,11 @@
  * before, which already had the principal refused, so the session was served again once the principal was accepted.
  */
 import type { Server } from 'node:http';
-import { createServer, connect, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { startRedisRelay, type RedisRelay } from './testing/redis-relay';
 import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
@@ -19,40 +18,7 @@ let gateway: TestGateway | undefined;
 let tenant: TestTenant;
 let upstream: { server: Server; url: string } | undefined;
 
-/** A TCP relay to the test Redis that drops every connection until `up`. */
-function redisRelay(target: URL) {
-  let up = false;
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    if (!up) {
-      socket.destroy();
-      return;
-    }
-    const redis = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(redis);
-    redis.on('close', () => sockets.delete(redis));
-    socket.pipe(redis).pipe(socket);
-    socket.on('error', () => redis.destroy());
-    redis.on('error', () => socket.destroy());
-  });
-  return {
-    listen: () => new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => {
-      const url = new URL(target.toString());
-      url.hostname = '127.0.0.1';
-      url.port = String((server.address() as AddressInfo).port);
-      resolve(url.toString());
-    })),
-    open: () => (up = true),
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
-
-const relay = redisRelay(new URL(testContext().redisUrl));
+let relay: RedisRelay | undefined;
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
@@ -64,7 +30,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  relay.close();
+  await relay?.close();
   upstream?.server.closeAllConnections();
   upstream?.server.close();
   await db?.$disconnect();
@@ -85,7 +51,8 @@ describe('a session whose agent client was disabled while no replica ran, the re
 
     // Disabled while no replica runs; the next replica starts while Redis does not answer yet.
     await db.agentClient.update({ where: { id: agentId }, data: { disabled: true } as never });
-    const relayUrl = await relay.listen();
+    relay = await startRedisRelay(ctx.redisUrl, { open: false });
+    const relayUrl = relay.url;
     gateway = await startTestGateway({ systemDb: db, redisUrl: relayUrl });
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     // Redis is back a moment later.

@@ -4,12 +4,11 @@
  * by this replica's late ending of the old refusal (found by re-review).
  */
 import type { Server } from 'node:http';
-import { createServer, connect, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { startRedisRelay, type RedisRelay } from './testing/redis-relay';
 import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
@@ -19,48 +18,7 @@ let other: TestGateway | undefined;
 let tenant: TestTenant;
 let upstream: { server: Server; url: string } | undefined;
 
-/** A TCP relay to the test Redis whose commands can be held for a moment (a Redis latency spike for one replica). */
-function redisRelay(target: URL) {
-  let held: Array<() => void> | undefined;
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    const redis = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(redis);
-    redis.on('close', () => sockets.delete(redis));
-    socket.on('data', (chunk: Buffer) => {
-      if (held !== undefined) held.push(() => redis.write(chunk));
-      else redis.write(chunk);
-    });
-    redis.pipe(socket);
-    socket.on('error', () => redis.destroy());
-    redis.on('error', () => socket.destroy());
-  });
-  return {
-    listen: () =>
-      new Promise<string>((resolve) =>
-        server.listen(0, '127.0.0.1', () => {
-          const url = new URL(target.toString());
-          url.hostname = '127.0.0.1';
-          url.port = String((server.address() as AddressInfo).port);
-          resolve(url.toString());
-        }),
-      ),
-    hold: () => (held = []),
-    release: () => {
-      const waiting = held ?? [];
-      held = undefined;
-      for (const write of waiting) write();
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
-
-const relay = redisRelay(new URL(testContext().redisUrl));
+let relay: RedisRelay | undefined;
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
@@ -71,10 +29,10 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  relay.release();
+  relay?.release();
   await slow?.close();
   await other?.close();
-  relay.close();
+  await relay?.close();
   upstream?.server.closeAllConnections();
   upstream?.server.close();
   await db?.$disconnect();
@@ -82,7 +40,8 @@ afterAll(async () => {
 
 describe('an agent client disabled, then enabled again while one replica still ends its sessions', () => {
   it('keeps the session it opened after it was enabled again', async () => {
-    slow = await startTestGateway({ systemDb: db, redisUrl: await relay.listen() });
+    relay = await startRedisRelay(ctx.redisUrl);
+    slow = await startTestGateway({ systemDb: db, redisUrl: relay.url });
     other = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
     const { key, agentId } = await createAgentWithKey(db, tenant.id, 'new-session-agent');
     await Promise.all([slow.dataPlane.refreshAll(), other.dataPlane.refreshAll()]);

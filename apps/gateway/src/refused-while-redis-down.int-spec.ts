@@ -5,12 +5,11 @@
  * old session was served again (found by re-review).
  */
 import type { Server } from 'node:http';
-import { createServer, connect, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { createTestTenant, testContext, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
+import { startRedisRelay, type RedisRelay } from './testing/redis-relay';
 import { createAgentWithKey, initializeResult, postInitialize, postInSession, startJsonUpstream, startTestGateway, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
@@ -19,47 +18,7 @@ let gateway: TestGateway | undefined;
 let tenant: TestTenant;
 let upstream: { server: Server; url: string } | undefined;
 
-/** A TCP relay to the test Redis that can be cut (every connection dropped, new ones refused) and restored. */
-function redisRelay(target: URL) {
-  let up = true;
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    if (!up) {
-      socket.destroy();
-      return;
-    }
-    const redis = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(redis);
-    redis.on('close', () => sockets.delete(redis));
-    socket.pipe(redis).pipe(socket);
-    socket.on('error', () => redis.destroy());
-    redis.on('error', () => socket.destroy());
-  });
-  return {
-    listen: () =>
-      new Promise<string>((resolve) =>
-        server.listen(0, '127.0.0.1', () => {
-          const url = new URL(target.toString());
-          url.hostname = '127.0.0.1';
-          url.port = String((server.address() as AddressInfo).port);
-          resolve(url.toString());
-        }),
-      ),
-    cut: () => {
-      up = false;
-      for (const socket of sockets) socket.destroy();
-    },
-    open: () => (up = true),
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
-
-const relay = redisRelay(new URL(testContext().redisUrl));
+let relay: RedisRelay | undefined;
 
 beforeAll(async () => {
   db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
@@ -71,7 +30,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  relay.close();
+  await relay?.close();
   upstream?.server.closeAllConnections();
   upstream?.server.close();
   await db?.$disconnect();
@@ -79,7 +38,8 @@ afterAll(async () => {
 
 describe('an agent client disabled while Redis is briefly out of reach, on a running replica', () => {
   it('has its open session ended once Redis answers, not served again when the client is enabled', async () => {
-    const relayUrl = await relay.listen();
+    relay = await startRedisRelay(ctx.redisUrl);
+    const relayUrl = relay.url;
     gateway = await startTestGateway({ systemDb: db, redisUrl: relayUrl });
     const { key, agentId } = await createAgentWithKey(db, tenant.id, 'late-ending-agent');
     await gateway.dataPlane.refreshAll();
