@@ -16,6 +16,12 @@ export function runsToolCallsAsTasks(caps: Caps): boolean {
   return isObject(tools) && isObject(tools['call']);
 }
 
+/** Whether an upstream with these capabilities cancels its tasks (`tasks.cancel`). */
+export function cancelsTasks(caps: Caps): boolean {
+  const tasks = caps['tasks'];
+  return isObject(tasks) && isObject(tasks['cancel']);
+}
+
 /**
  * The capabilities the gateway advertises: exactly what its upstreams support, merged. A capability is
  * advertised when at least one upstream has it; `resources.subscribe` when at least one upstream that has resources
@@ -42,7 +48,7 @@ export function mergeServerCapabilities(upstreams: readonly Caps[], options: { r
   if (has('completions').length > 0) merged['completions'] = {};
   const taskRunners = (options.taskUpstreams ?? []).filter(runsToolCallsAsTasks);
   if (taskRunners.length > 0) {
-    const cancel = taskRunners.some((caps) => isObject((caps['tasks'] as Record<string, unknown>)['cancel']));
+    const cancel = taskRunners.some(cancelsTasks);
     merged['tasks'] = { ...(cancel ? { cancel: {} } : {}), requests: { tools: { call: {} } } };
   }
   return merged;

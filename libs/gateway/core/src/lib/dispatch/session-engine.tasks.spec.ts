@@ -122,6 +122,20 @@ describe('SessionEngine: tasks (MCP 2025-11-25)', () => {
     expect(upstream.tasks.get('t-1')).toBe('cancelled');
   });
 
+  it('refuses tasks/cancel of a task whose server declared no cancelling, though another upstream of the session cancels its own', async () => {
+    const cancelling = taskUpstream();
+    const plain = taskUpstream({ cancel: false });
+    const { engine, connector } = build({ u1: cancelling, u2: plain });
+    const { record, capabilities } = await open(engine);
+    expect(capabilities['tasks']).toMatchObject({ cancel: {} });
+    const created = resultOf(await call(engine, record, 'tools/call', { name: 'up2__slow', arguments: {}, task: { ttl: 60_000 } }));
+    const taskId = (created['task'] as Record<string, unknown>)['taskId'] as string;
+    const refused = await call(engine, record, 'tasks/cancel', { taskId });
+    expect(refused).toMatchObject({ error: { code: -32602, message: expect.stringContaining('cannot be cancelled') } });
+    expect(connector.calls.filter((c) => c.method === 'tasks/cancel')).toEqual([]);
+    expect(plain.tasks.get('t-1')).toBe('working');
+  });
+
   it("masks the upstream's credentials in a task's status message wherever an answer carries it", async () => {
     const token = 'upstream-token-0123456789';
     const upstream = taskUpstream();

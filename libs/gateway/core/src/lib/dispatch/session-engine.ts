@@ -55,7 +55,7 @@ import { deepFreeze } from '../listing/immutable';
 import { ListingPageStore, PageCache } from '../listing/page-cache';
 import type { UpstreamRegistry } from '../registry/upstream-registry';
 import type { Admission, RequestHooks, RequestInfo, RequestOutcome, TargetKind } from '../hooks/request-hooks';
-import { clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
+import { cancelsTasks, clientCapabilityGap, mergeServerCapabilities, relayableClientCapabilities, relayedSamplingParams, runsToolCallsAsTasks } from './capabilities';
 import { isTerminalTaskStatus, offersTasks, RELATED_TASK, referencedTask, relatedTaskId, renameTask, TASK_NOT_FOUND, taskLifetimeMs, upstreamTaskParams } from './tasks';
 import { NO_STREAM, PostStreams, type MessageSink } from './sinks';
 import { ListenerMap } from './listener-map';
@@ -2324,6 +2324,11 @@ export class SessionEngine {
         if (route === undefined || !(await this.hasUpstream(live, route.upstreamId)) || !this.runsTasksOf(live.record, route.upstreamId)) {
           throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, TASK_NOT_FOUND);
         }
+        // `tasks.cancel` is advertised when one of the session's upstreams supports it: a task of another is not sent a
+        // request its server never declared (found by review).
+        if (message.method === 'tasks/cancel' && !cancelsTasks(live.record.upstreams[route.upstreamId]?.capabilities ?? {})) {
+          throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'This task cannot be cancelled: the server running it does not support cancelling tasks');
+        }
         // tasks/result waits for the task: within its lifetime (at most an hour), however short one call's timeout is.
         const callTimeoutMs = config?.callTimeoutMs ?? 0;
         const timeoutMs = message.method === 'tasks/result' ? Math.max(callTimeoutMs, Math.min(route.expiresAt - Date.now(), TASK_RESULT_MAX_WAIT_MS)) : undefined;
@@ -3766,6 +3771,8 @@ export class SessionEngine {
   private cancelUpstreamTask(live: LiveSession, upstreamId: string, result: Record<string, unknown>, traceId: string): void {
     const task = result['task'];
     if (!isObject(task) || typeof task['taskId'] !== 'string') return;
+    // A server that declared no cancelling is not asked (its task runs out its own lifetime).
+    if (!cancelsTasks(live.record.upstreams[upstreamId]?.capabilities ?? {})) return;
     const taskId = task['taskId'];
     const timeoutMs = this.deps.options.listTimeoutMs;
     void this.onUpstream(live, upstreamId, traceId, (session) => session.request('tasks/cancel', { taskId }, { timeoutMs })).catch(() => undefined);
@@ -3785,7 +3792,9 @@ export class SessionEngine {
     } catch (error) {
       // The task runs upstream, but the agent could never reach it: it is cancelled (best effort), and the call fails.
       const timeoutMs = this.deps.options.listTimeoutMs;
-      void this.onUpstream(live, upstreamId, traceId, (session) => session.request('tasks/cancel', { taskId: route.taskId }, { timeoutMs })).catch(() => undefined);
+      if (cancelsTasks(live.record.upstreams[upstreamId]?.capabilities ?? {})) {
+        void this.onUpstream(live, upstreamId, traceId, (session) => session.request('tasks/cancel', { taskId: route.taskId }, { timeoutMs })).catch(() => undefined);
+      }
       if (error instanceof TaskRouteError) throw new GatewayRequestError(error.reason === 'too_many' ? JSON_RPC.INVALID_REQUEST : JSON_RPC.INTERNAL_ERROR, error.message);
       this.deps.logger.warn({ traceId, err: error instanceof Error ? error.message : String(error) }, 'task not recorded');
       throw new GatewayRequestError(JSON_RPC.INTERNAL_ERROR, 'The task could not be recorded; try again');
