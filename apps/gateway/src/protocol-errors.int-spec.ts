@@ -30,7 +30,7 @@ interface RawResponse {
 function raw(
   method: string,
   path: string,
-  headers: Record<string, string>,
+  headers: Record<string, string | string[]>,
   body?: string | Buffer,
   sseMs = 300,
 ): Promise<RawResponse> {
@@ -60,7 +60,7 @@ function raw(
 const auth = () => ({ authorization: `Bearer ${key}` });
 /** A ping whose string holds a Latin-1 é (0xE9): not UTF-8. */
 const notUtf8Body = Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":5,"method":"ping","params":{"_meta":{"s":"caf'), Buffer.from([0xe9]), Buffer.from('"}}}')]);
-const postHeaders = (extra: Record<string, string> = {}) => ({
+const postHeaders = (extra: Record<string, string | string[]> = {}) => ({
   ...auth(),
   'content-type': 'application/json',
   accept: 'application/json, text/event-stream',
@@ -314,6 +314,23 @@ describe('Streamable HTTP GET and DELETE', () => {
     ) as { id: unknown };
     // The request's id is known: the refusal carries it (JSON-RPC 2.0 §5), as a refused protocol version does.
     expect(body.id).toBe(5);
+  });
+});
+
+describe('an Mcp-Session-Id header sent twice', () => {
+  it('is refused with 400 on POST, GET and DELETE, even naming the same live session twice, and the session stays', async () => {
+    const sessionId = await newSession();
+    const path = `/t/${tenant.slug}/mcp`;
+    const twice = [sessionId, sessionId];
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'ping' });
+    const refusal = expectRpcError(await raw('POST', path, postHeaders({ 'mcp-session-id': twice }), ping), 400, -32600) as { error: { message: string } };
+    expect(refusal.error.message).toMatch(/one Mcp-Session-Id/);
+    expectRpcError(await raw('GET', path, { ...auth(), accept: 'text/event-stream', 'mcp-session-id': twice }), 400, -32600);
+    expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': twice }), 400, -32600);
+    // Two different ids are no better than two copies of one.
+    expectRpcError(await raw('DELETE', path, { ...auth(), 'mcp-session-id': [sessionId, 'A'.repeat(43)] }), 400, -32600);
+    const answer = await raw('POST', path, postHeaders({ 'mcp-session-id': sessionId }), ping);
+    expect(answer.status).toBe(200);
   });
 });
 

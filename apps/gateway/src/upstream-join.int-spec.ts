@@ -6,7 +6,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
 import { createRedisClient, type Redis } from '@portcullis/data/redis';
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
@@ -20,6 +20,10 @@ let db: SystemPrismaClient;
 let redis: Redis;
 let demo: DemoUpstreams;
 let late: DemoUpstreams | undefined;
+let lateSink: DemoUpstreams | undefined;
+let sinkPort: number;
+let sinks: TestTenant;
+let sinksKey: string;
 let latePort: number;
 let gatewayA: TestGateway;
 let gatewayB: TestGateway;
@@ -43,6 +47,18 @@ beforeAll(async () => {
     data: { tenantId: tenant.id, name: 'math', toolPrefix: 'm', transport: 'streamable_http', url: `http://127.0.0.1:${latePort}/math/mcp`, connectTimeoutMs: 2_000, callTimeoutMs: 10_000 } as never,
   });
   key = (await createAgentWithKey(db, tenant.id, 'join-agent')).key;
+  // A second tenant: two kitchen sinks list demo://counter, and the one down at initialize has the prefix that routes
+  // it first once joined.
+  sinkPort = await freePort();
+  sinks = await createTestTenant(db);
+  await writeActiveSnapshot(db, sinks.id, ALLOW_ALL);
+  await db.upstream.create({
+    data: { tenantId: sinks.id, name: 'sink-z', toolPrefix: 'z', transport: 'streamable_http', url: `${demo.url}/kitchen-sink/mcp`, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 } as never,
+  });
+  await db.upstream.create({
+    data: { tenantId: sinks.id, name: 'sink-a', toolPrefix: 'a', transport: 'streamable_http', url: `http://127.0.0.1:${sinkPort}/kitchen-sink/mcp`, connectTimeoutMs: 2_000, callTimeoutMs: 10_000 } as never,
+  });
+  sinksKey = (await createAgentWithKey(db, sinks.id, 'unsubscribe-agent')).key;
   // Upstream registries reloaded twice a second, so that background joins (after each reload) come soon.
   const env = { GATEWAY_UPSTREAM_JOIN_RETRY_MS: '500', GATEWAY_SNAPSHOT_REFRESH_MS: '500' };
   gatewayA = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl, env });
@@ -54,6 +70,7 @@ afterAll(async () => {
   await gatewayB?.close();
   await demo?.stop();
   await late?.stop();
+  await lateSink?.stop();
   redis?.disconnect();
   await db?.$disconnect();
 });
@@ -104,6 +121,42 @@ describe('upstreams joining a running session', () => {
     await redis.publish(CHANGE_CHANNELS.upstreams, tenant.id);
     await waitFor(() => changes > before, { timeoutMs: 10_000, description: 'tools/list_changed after the math upstream was removed' });
     expect(await names()).not.toContain('m__add');
+    await client.close();
+  }, 60_000);
+
+  it('ends a subscription made through the replica that joined the upstream, on that upstream, when the other replica is asked', async () => {
+    let target = gatewayA.url;
+    const client = new Client({ name: 'join-unsubscribe-spec', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${gatewayA.url}/t/${sinks.slug}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${sinksKey}` } },
+      // No standalone stream: replica A then has no reason to join or adopt the late upstream by itself.
+      fetch: (input, init) => (init?.method === 'GET' ? Promise.resolve(new Response(null, { status: 405 })) : fetch(String(input).replace(gatewayA.url, target), init)),
+    });
+    let updates = 0;
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, () => void (updates += 1));
+    await client.connect(transport);
+    // Replica A learns where the counter is while sink-z is the only server that lists it.
+    expect((await client.readResource({ uri: 'demo://counter' })).contents).toHaveLength(1);
+    lateSink = await startDemoUpstreams({ port: sinkPort });
+
+    // Replica B joins sink-a on a listing, and the subscription is made there.
+    target = gatewayB.url;
+    await waitFor(async () => (await client.listTools()).tools.some((tool) => tool.name === 'a__increment_counter'), {
+      timeoutMs: 10_000,
+      description: 'sink-a joined through replica B',
+    });
+    await client.subscribeResource({ uri: 'demo://counter' });
+    await client.callTool({ name: 'a__increment_counter', arguments: {} });
+    await waitFor(() => updates === 1, { timeoutMs: 5_000, description: 'the update of the subscribed counter' });
+
+    // Replica A never joined sink-a: the unsubscribe still goes there, not to sink-z, which holds no subscription.
+    target = gatewayA.url;
+    await expect(client.unsubscribeResource({ uri: 'demo://counter' })).resolves.toEqual({});
+    target = gatewayB.url;
+    await client.callTool({ name: 'a__increment_counter', arguments: {} });
+    const counted = await client.callTool({ name: 'a__increment_counter', arguments: {} });
+    expect(counted).toMatchObject({ structuredContent: { value: 3 } });
+    expect(updates).toBe(1);
     await client.close();
   }, 60_000);
 });

@@ -2377,7 +2377,13 @@ export class SessionEngine {
         const uri = params['uri'];
         // The upstream the subscription was made on, as the record says: the URI may no longer be listed anywhere (the
         // resource went away), and the subscription must still be ended and leave the record.
-        const stored = typeof uri === 'string' ? ((await this.deps.sessions.get(live.record.id).catch(() => undefined)) ?? live.record) : undefined;
+        // Read past the cache: another replica may have made the subscription moments ago.
+        const { sessions } = this.deps;
+        const reading = typeof uri === 'string' ? (sessions.reload?.(live.record.id) ?? sessions.get(live.record.id)) : undefined;
+        const stored = reading !== undefined ? ((await reading.catch(() => undefined)) ?? live.record) : undefined;
+        // Made on an upstream another replica joined to the session: adopted here first, so the unsubscribe goes where the
+        // subscription is, not to an upstream of this replica's that lists the URI too (or nowhere).
+        if (stored !== undefined && stored !== live.record) this.adoptFrom(live, stored);
         const holders = stored !== undefined ? subscribedUpstreams(stored, uri as string) : [];
         const held = holders[0];
         const upstreamId = held !== undefined && Object.hasOwn(live.record.upstreams, held) ? held : await this.byUri(live, uri, traceId);

@@ -490,7 +490,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   const sessionOf = async (headers: IncomingHttpHeaders, principal: Principal): Promise<SessionRecord> => {
     const id = firstHeader(headers[SESSION_HEADER]);
     if (id === undefined) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: Mcp-Session-Id header is required');
-    if (!isWellFormedSessionId(id)) throw unknownSession();
+    if (!isWellFormedSessionId(id)) {
+      // Node joins a header sent twice with ", ": two session ids name no one session, and that is the caller's mistake.
+      if (id.includes(',')) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, 'Bad Request: send one Mcp-Session-Id header');
+      throw unknownSession();
+    }
     let record: SessionRecord | undefined;
     try {
       record = await engine.session(id, principal);
