@@ -116,7 +116,7 @@ describe('SessionEngine: upstream streams and bus messages only while an agent l
   it('puts an upstream\'s session-level message on the bus only while an agent listens on some replica', async () => {
     // An upstream that carries its messages on its one connection (stdio, legacy SSE): its session on A hears them
     // whether or not anyone listens (and B's, once opened, its own: only A's is played here).
-    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true } }, handle: async () => ({ tools: [] }) } });
+    const connector = new FakeConnector({ u1: { capabilities: { tools: { listChanged: true }, logging: {} }, handle: async () => ({ tools: [] }) } });
     const { a, b, broadcast } = twoReplicas(connector, { listenerAnnounceMs: 20 });
     const { sessionId } = await a.initialize(principal, init(), 'trace');
     const record = await b.session(sessionId ?? '', principal);

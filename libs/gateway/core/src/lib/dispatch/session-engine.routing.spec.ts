@@ -800,7 +800,7 @@ describe('SessionEngine: progress from upstreams', () => {
     let emitted: ((token: unknown, progress: number) => void) | undefined;
     const upstream: FakeUpstream & { prefix: string } = {
       prefix: 'job',
-      capabilities: { tools: {} },
+      capabilities: { tools: {}, logging: {} },
       handle: async (method, params, options) => {
         if (method === 'tools/list') return { tools: [{ name: 'run', inputSchema: { type: 'object' } }] };
         const mine = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;

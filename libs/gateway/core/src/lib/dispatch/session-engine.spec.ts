@@ -1471,7 +1471,7 @@ describe('SessionEngine with in-memory upstreams', () => {
 
   it('passes a list change to the agent only for an area initialize advertised, listChanged or not upstream', async () => {
     const { engine, connector } = build({
-      u1: { prefix: 'quiet', capabilities: { tools: {}, prompts: {} }, handle: async () => ({ tools: tools('a'), prompts: [] }) },
+      u1: { prefix: 'quiet', capabilities: { tools: {}, prompts: {}, logging: {} }, handle: async () => ({ tools: tools('a'), prompts: [] }) },
       u2: { prefix: 'loud', capabilities: { prompts: { listChanged: true } }, handle: async () => ({ prompts: [] }) },
     });
     const record = await openSession(engine);

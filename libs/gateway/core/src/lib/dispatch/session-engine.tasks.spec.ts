@@ -25,7 +25,7 @@ function taskUpstream(options: { cancel?: boolean } = {}): FakeUpstream & { read
   const tasks = new Map<string, string>();
   return {
     tasks,
-    capabilities: { tools: {}, tasks: { ...(options.cancel === false ? {} : { cancel: {} }), list: {}, requests: { tools: { call: {} } } } },
+    capabilities: { tools: {}, logging: {}, tasks: { ...(options.cancel === false ? {} : { cancel: {} }), list: {}, requests: { tools: { call: {} } } } },
     handle: async (method, params) => {
       const taskId = params?.['taskId'] as string;
       switch (method) {

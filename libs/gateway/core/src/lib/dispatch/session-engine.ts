@@ -1486,8 +1486,9 @@ export class SessionEngine {
       if (relayed) instructions.push(`${config.toolPrefix}: ${relayed}`);
     });
     // An upstream missing now (down, or still connecting) may join later: the agent is told of every list, with
-    // listChanged, so that it can be told when one does (else a session whose only upstream was slow had no tools).
-    if (Object.keys(upstreams).length < configs.length) live.record = { ...live.record, openLists: true };
+    // listChanged, so that it can be told when one does (else a session whose only upstream was slow had no tools). So
+    // is the agent of a tenant with no upstream yet: all it will see joins later (else it was never told of any).
+    if (Object.keys(upstreams).length < configs.length || configs.length === 0) live.record = { ...live.record, openLists: true };
     try {
       await this.deps.sessions.create(live.record);
     } catch (error) {
@@ -4271,6 +4272,9 @@ export class SessionEngine {
     if (notification.method === 'notifications/resources/updated') {
       return this.subscribedTo(live, upstreamId, notification.params) && this.updateVisible(live, upstreamId, notification.params);
     }
+    // MCP: a server that emits log messages declares `logging`. Initialize declared it only if an upstream it had then
+    // did: the messages of one that joined later, or of one that sends them undeclared, are not the agent's to get.
+    if (notification.method === 'notifications/message') return isObject(this.capabilitiesOf(live.record)['logging']);
     const area = LIST_CHANGED_AREA.get(notification.method);
     if (area === undefined) return true;
     const advertised = this.capabilitiesOf(live.record)[area];

@@ -63,7 +63,7 @@ async function serve(
   const tool: { call?: FakeUpstream['handle'] } = {};
   const connector = new FakeConnector({
     u1: {
-      capabilities: { tools: {} },
+      capabilities: { tools: {}, logging: {} },
       handle: async (method, params, options) =>
         method === 'tools/list'
           ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }

@@ -52,9 +52,10 @@ export interface SessionRecord {
   /** The level the agent last set with `logging/setLevel` (one of MCP's levels), sent again to a new upstream session. */
   readonly logLevel?: string;
   /**
-   * Set when an upstream of the tenant was missing from the session at initialize (down, or still connecting): the
-   * session was then told of tools, prompts and resources, each with `listChanged`, whatever the upstreams it had, so
-   * that what joins later can be announced and used. Absent: the capabilities are exactly the upstreams'.
+   * Set when an upstream of the tenant was missing from the session at initialize (down, or still connecting), or the
+   * tenant had none: the session was then told of tools, prompts and resources, each with `listChanged`, whatever the
+   * upstreams it had, so that what joins later can be announced and used. Absent: the capabilities are exactly the
+   * upstreams'.
    */
   readonly openLists?: true;
   /**
