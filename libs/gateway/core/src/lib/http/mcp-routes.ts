@@ -6,6 +6,7 @@ import {
   allowsBatches,
   primesStreams,
   classify,
+  errorResponse,
   invalidMessageError,
   refuseInexact,
   isWellFormedSessionId,
@@ -486,6 +487,17 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     return principalOf(pending instanceof Promise ? await pending : pending);
   };
 
+  /**
+   * A malformed message with no method was meant as the answer to request `id`, which may be one the gateway relayed to
+   * the agent from an upstream (an elicitation, a sampling request): that request is ended now with an error, as the
+   * upstream side ends a call on a malformed answer, not left to wait out its timeout for an answer that cannot come.
+   * An id the gateway never relayed is dropped by the engine.
+   */
+  const endRelayedWith = (record: SessionRecord, item: Classified & { kind: 'invalid' }): void => {
+    if (item.answer !== true || item.id === null) return;
+    engine.answer(record, errorResponse(item.id, JSON_RPC.INTERNAL_ERROR, `The client's answer could not be passed on: ${item.reason}`));
+  };
+
   /** The session the request names, if it exists and belongs to `principal`; throws GatewayHttpError. */
   const sessionOf = async (headers: IncomingHttpHeaders, principal: Principal): Promise<SessionRecord> => {
     const id = firstHeader(headers[SESSION_HEADER]);
@@ -549,6 +561,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       if (!batch && invalid && invalid.kind === 'invalid') {
         firstId = invalid.id;
         const { code, message } = invalidMessageError(invalid);
+        if (invalid.answer === true && invalid.id !== null) {
+          // Looked up only to end what it answers (`endRelayedWith`); the agent is told of its mistake either way.
+          const record = await sessionOf(headers, principal).catch(() => undefined);
+          if (record) endRelayedWith(record, invalid);
+        }
         throw new GatewayHttpError(400, code, message);
       }
       // A single request's refusals from here on (shutting down, an unknown session, an unsupported protocol version)
@@ -628,6 +645,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         else {
           const { code, message } = invalidMessageError(item);
           refused.push(rpcError(item.id, code, message, traceId));
+          endRelayedWith(record, item);
         }
       }
       if (requests.length === 0 && refused.length === 0) {
@@ -1227,6 +1245,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         if (item.kind === 'invalid') {
           // Answered with the message's id where it has a usable one, as on Streamable HTTP.
           const { code, message } = invalidMessageError(item);
+          if (entry.record) endRelayedWith(entry.record, item);
           sendError(reply, new GatewayHttpError(400, code, message), item.id, traceId);
           return reply;
         }
@@ -1298,7 +1317,10 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         try {
           const answers = await Promise.all(
             items.map(async (item): Promise<JsonRpcResponse | undefined> => {
-              if (item.kind === 'invalid') return invalidAnswer(item);
+              if (item.kind === 'invalid') {
+                endRelayedWith(record, item);
+                return invalidAnswer(item);
+              }
               if (item.kind === 'notification') engine.notification(record, item.message);
               else if (item.kind === 'response') engine.answer(record, item.message);
               else if (item.kind === 'request') return withheldIfGone(principal, await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId));

@@ -1,7 +1,8 @@
 /**
- * An agent's malformed answer to a request the gateway relayed to it (an elicitation): the agent is told 400, but the
- * upstream's request is left waiting for an answer that can no longer come, up to the call timeout. The upstream side
- * ends a call at once on a malformed answer (`mux.fail`, "found by review"); the agent side does not.
+ * An agent's malformed answer to a request the gateway relayed to it (an elicitation) is refused with 400, and the
+ * upstream's request ends then with an error, as the upstream side ends a call on a malformed answer: it is not left
+ * waiting for an answer that can no longer come, up to the call's timeout. (Batches and the legacy transport share
+ * `endRelayedWith` with this path.)
  */
 import type { Principal } from '@portcullis/gateway/mcp';
 import { createLogger } from '@portcullis/shared/util-logger';
@@ -107,7 +108,7 @@ describe('an agent answers a relayed elicitation with a malformed message', () =
     // The agent is told its answer was malformed...
     expect(answered.status).toBe(400);
     await answered.text();
-    // ...and the upstream, which can now never get an answer, should not be left waiting until the call timeout (20 s).
+    // ...and the upstream, which can now never get an answer, is not left waiting until the call timeout (20 s).
     const started = Date.now();
     while (upstreamOutcome === undefined && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 50));
     await reader.cancel().catch(() => undefined);
