@@ -1498,6 +1498,10 @@ export class SessionEngine {
       throw new SessionNotCreatedError(error);
     }
     this.live.set(sessionId, live);
+    // A reload while the upstreams connected retired what no longer fits from the sessions live then, not from this one:
+    // what it opened under the configurations read before is held to the registry now (else an upstream disabled
+    // meanwhile kept its process, and the credentials in its environment, running for the session's whole life).
+    this.retireDepartedOf(live, this.deps.registry.forTenant(record.tenantId).byId);
     for (const index of late) {
       const config = configs[index] as UpstreamConfig;
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, traceId }, 'upstream still connecting when initialize answered; it joins the session once connected');
@@ -3409,28 +3413,32 @@ export class SessionEngine {
   retireDeparted(tenantId: string): void {
     const upstreams = this.deps.registry.forTenant(tenantId).byId;
     for (const live of this.live.values()) {
-      if (live.record.tenantId !== tenantId) continue;
-      for (const [upstreamId, entry] of [...live.upstreams]) {
-        const config = upstreams.get(upstreamId);
-        if (config !== undefined && sameEdit(config, entry.config)) continue;
-        if (config !== undefined && sameConnection(entry.config, config)) {
-          // Edited where it does not connect (a name, a timeout): the session stays, under the new configuration.
-          entry.pages.clear();
-          live.upstreams.set(upstreamId, { ...entry, config });
-          continue;
-        }
-        entry.pages.clear();
-        live.upstreams.delete(upstreamId);
-        // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
-        // Retired, not ended upstream: a Streamable HTTP session is shared by the replicas, and one replica may miss an
-        // upstream only because of its own trouble (a keyring without the key its secrets are sealed with) — its DELETE
-        // would end the session under every other replica. Stdio and legacy SSE ones are this replica's, and close.
-        this.retire(entry.config, entry.session);
-      }
+      if (live.record.tenantId === tenantId) this.retireDepartedOf(live, upstreams);
     }
     // What the connector keeps for upstreams that left or start another way now (a stdio server's processes, which would
     // otherwise run on until idle with the tenant's credentials, or a rotated credential, in their environment).
     this.deps.connector.departed?.(tenantId, (upstreamId) => upstreams.get(upstreamId));
+  }
+
+  /** `retireDeparted` for one session: its upstream sessions held to the tenant's upstreams as `upstreams` has them. */
+  private retireDepartedOf(live: LiveSession, upstreams: ReadonlyMap<string, UpstreamConfig>): void {
+    for (const [upstreamId, entry] of [...live.upstreams]) {
+      const config = upstreams.get(upstreamId);
+      if (config !== undefined && sameEdit(config, entry.config)) continue;
+      if (config !== undefined && sameConnection(entry.config, config)) {
+        // Edited where it does not connect (a name, a timeout): the session stays, under the new configuration.
+        entry.pages.clear();
+        live.upstreams.set(upstreamId, { ...entry, config });
+        continue;
+      }
+      entry.pages.clear();
+      live.upstreams.delete(upstreamId);
+      // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
+      // Retired, not ended upstream: a Streamable HTTP session is shared by the replicas, and one replica may miss an
+      // upstream only because of its own trouble (a keyring without the key its secrets are sealed with) — its DELETE
+      // would end the session under every other replica. Stdio and legacy SSE ones are this replica's, and close.
+      this.retire(entry.config, entry.session);
+    }
   }
 
   /** Adds to this replica's record the upstreams `stored` has and it lacks (joined through another replica). */

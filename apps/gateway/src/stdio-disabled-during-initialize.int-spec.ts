@@ -1,11 +1,11 @@
 /**
  * An upstream disabled while an agent's initialize waits for its stdio server to start (initializeWaitMs, 10 s by
- * default: `npx` servers take seconds) must not stay attached to the new session. retireDeparted ran before the session
- * was live, and `connectSession` stores whatever connected under the configuration it read at the start (unlike
- * `joinOne`, which checks the version): the disabled upstream's process, with the tenant's credentials, then runs on for
- * the session's whole life, in a retired pool outside the bound, and keeps talking to the agent.
+ * default: `npx` servers take seconds) does not stay attached to the new session. The reload's retiring runs over the
+ * sessions live then, which this one was not yet: the session is held to the registry once it is live, so the disabled
+ * upstream's process (the tenant's credentials in its environment) stops at once rather than running on for the
+ * session's whole life, in a retired pool outside the bound.
  */
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -17,7 +17,7 @@ import { createAgentWithKey, startTestGateway, type TestGateway } from './testin
 import { ALLOW_ALL, writeActiveSnapshot } from './testing/policy-fixtures';
 
 const fixture = path.resolve(__dirname, '../../../libs/gateway/upstream/src/test-fixtures/stdio-fixture-server.mjs');
-const dir = mkdtempSync(path.join(tmpdir(), 'zz-init-race-'));
+const dir = mkdtempSync(path.join(tmpdir(), 'disabled-during-initialize-'));
 const pidFile = path.join(dir, 'pid');
 /** The fixture server, 2 s slow to start (it writes its pid first). */
 const slow = path.join(dir, 'slow.mjs');
@@ -55,11 +55,12 @@ beforeAll(async () => {
 afterAll(async () => {
   await gateway?.close();
   await db?.$disconnect();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 describe('an upstream disabled while an initialize waits for its stdio server', () => {
   it('does not leave its process attached to the new session', async () => {
-    const client = new Client({ name: 'zz-race', version: '1.0.0' });
+    const client = new Client({ name: 'disabled-during-initialize', version: '1.0.0' });
     const transport = new StreamableHTTPClientTransport(new URL(`${gateway.url}/t/${tenant.slug}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
     const connecting = client.connect(transport);
     await waitFor(() => existsSync(pidFile), { timeoutMs: 5_000, description: 'the stdio server spawned' });
@@ -69,12 +70,9 @@ describe('an upstream disabled while an initialize waits for its stdio server', 
     await gateway.dataPlane.refreshAll();
     await connecting;
     expect((await client.listTools()).tools.some((tool) => tool.name.startsWith('slow'))).toBe(false);
-    // Nothing of the disabled upstream should be running for this session (the departed test sees this within 5 s).
-    await new Promise((resolve) => setTimeout(resolve, 4_000));
-    const aliveThen = isAlive(pid);
-    await transport.terminateSession().catch(() => undefined);
+    // Nothing of the disabled upstream runs on for the session (stopped as a reload stops it for sessions live then).
+    await waitFor(() => !isAlive(pid), { timeoutMs: 5_000, description: "the disabled upstream's process gone" });
+    await transport.terminateSession();
     await client.close();
-    // It is the session that holds it: ended, the process goes at once.
-    expect(aliveThen, 'the disabled upstream\'s process still runs for the session').toBe(false);
   }, 40_000);
 });
