@@ -3,6 +3,7 @@
  * lists, so that an upstream configured later is announced when it joins. Log messages go to the agent only when
  * `logging` was declared (MCP 2025-11-25: servers that emit log messages MUST declare it): not from an upstream that
  * sends them undeclared, nor from one that joined after initialize, whose capabilities the session was never told.
+ * The end of a url-mode elicitation goes only to an agent that declared that mode (no other was relayed one).
  */
 import type { JsonRpcMessage } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
@@ -91,5 +92,26 @@ describe('log messages', () => {
     connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
     await expect.poll(() => methods(told)).toContain('notifications/tools/list_changed');
     expect(methods(told)).not.toContain('notifications/message');
+  });
+});
+
+describe('notifications/elicitation/complete', () => {
+  it.each([
+    ['reaches an agent that declared url-mode elicitation', { elicitation: { url: {} } }, 1],
+    ['does not reach one that declared form mode only', { elicitation: {} }, 0],
+  ])('%s', async (_case, capabilities, expected) => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'docs')], () => undefined);
+    const connector = new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } });
+    const engine = makeEngine({ registry, connector });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25', capabilities });
+    const told: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, sinkOf(told));
+    await expect.poll(() => (connector.notificationHandlers.get('u1') ?? []).length > 0).toBe(true);
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/elicitation/complete', params: { elicitationId: 'e-1' } });
+    // A list change after it, which every agent here gets: once it is in, the one before it was sent or dropped.
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+    await expect.poll(() => methods(told)).toContain('notifications/tools/list_changed');
+    expect(methods(told).filter((method) => method === 'notifications/elicitation/complete')).toHaveLength(expected);
   });
 });

@@ -4283,6 +4283,11 @@ export class SessionEngine {
     // MCP: a server that emits log messages declares `logging`. Initialize declared it only if an upstream it had then
     // did: the messages of one that joined later, or of one that sends them undeclared, are not the agent's to get.
     if (notification.method === 'notifications/message') return isObject(this.capabilitiesOf(live.record)['logging']);
+    // It ends a url-mode elicitation, which only an agent that declared `elicitation.url` was ever relayed.
+    if (notification.method === 'notifications/elicitation/complete') {
+      const elicitation = live.record.clientCapabilities?.['elicitation'];
+      return isObject(elicitation) && isObject(elicitation['url']);
+    }
     const area = LIST_CHANGED_AREA.get(notification.method);
     if (area === undefined) return true;
     const advertised = this.capabilitiesOf(live.record)[area];
