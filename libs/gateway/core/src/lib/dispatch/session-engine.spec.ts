@@ -1713,8 +1713,8 @@ describe('SessionEngine: upstreams joining a session after its initialize', () =
     const { sessionId, response } = await engine.initialize(principal, init, 'trace');
     expect(Date.now() - started).toBeLessThan(500);
     if (!('result' in response)) throw new Error('initialize failed');
-    // Told what the upstreams connected by then have, and of every list (what joins later can be announced).
-    expect(response.result['capabilities']).toEqual({ tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } });
+    // Told what the upstreams connected by then have, and of every list and logging (what joins later can be announced, and log).
+    expect(response.result['capabilities']).toEqual({ tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true }, logging: {} });
     expect(logs).toContain('upstream still connecting when initialize answered');
     const record = await engine.session(sessionId ?? '', principal);
     if (!record) throw new Error('no session');

@@ -1466,6 +1466,7 @@ export class SessionEngine {
     const live: LiveSession = this.newLive(record);
     const instructions: string[] = [];
     const late: number[] = [];
+    const configured = this.deps.registry.forTenant(record.tenantId).byId;
     settled.forEach((outcome, index) => {
       const config = configs[index] as UpstreamConfig;
       if (outcome === undefined) {
@@ -1479,6 +1480,13 @@ export class SessionEngine {
         return;
       }
       const session = outcome.value;
+      // Disabled, removed or pointed elsewhere while initialize waited: no part of the session (its instructions and
+      // capabilities are not the agent's to be told), and closed; one still configured joins as it is now.
+      const now = configured.get(config.id);
+      if (now === undefined || !(sameEdit(now, config) || sameConnection(config, now))) {
+        void session.close().catch(() => undefined);
+        return;
+      }
       const state = session.state();
       upstreams[config.id] = { ...state, capabilities: { ...session.info.capabilities } };
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore, live.record.tenantId) });
@@ -2445,6 +2453,9 @@ export class SessionEngine {
         throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'unknown completion ref type');
       }
       case 'logging/setLevel': {
+        // Only where initialize declared logging: an upstream joined since may have it, but its messages are not passed
+        // on to an agent never told of logging (`relayable`), so a level set for them would be a success with no effect.
+        if (!isObject(this.capabilitiesOf(live.record)['logging'])) throw new GatewayRequestError(JSON_RPC.METHOD_NOT_FOUND, `Method not found: ${message.method}`);
         await gate();
         // MCP: a level that is not one of RFC 5424's eight is invalid params, answered here rather than by every upstream
         // (whose refusals the fan-out below would turn into a success).
@@ -3354,6 +3365,10 @@ export class SessionEngine {
       }
       this.adoptFrom(live, change.record as SessionRecord);
       live.upstreams.set(config.id, { config, session: Promise.resolve(this.attach(live, config, session, true)), current: session, pages: new PageCache(this.pageStore, live.record.tenantId) });
+      // A reload while the record was written retired what no longer fits from the session before this was attached:
+      // held to the registry again now, so an upstream disabled meanwhile does not stay with its process running.
+      this.retireDepartedOf(live, this.deps.registry.forTenant(live.record.tenantId).byId);
+      if (live.upstreams.get(config.id)?.current !== session) return;
       this.deps.logger.info({ upstream: config.name, upstreamId: config.id, tenantId: config.tenantId, sessionIdPrefix: sessionId.slice(0, 8), traceId }, 'upstream joined the session');
       await this.replay(live, config, session, change.record, traceId);
       this.announceLists(live, session.info.capabilities);
@@ -4357,6 +4372,8 @@ export class SessionEngine {
     const merged = mergeServerCapabilities(all, { taskUpstreams });
     if (record.openLists) {
       for (const area of LIST_AREAS) merged[area] = { ...(isObject(merged[area]) ? merged[area] : {}), listChanged: true };
+      // An upstream that joins later may log: declared now, or its messages could never be passed on (`relayable`).
+      merged['logging'] ??= {};
     }
     return merged;
   }

@@ -1,10 +1,8 @@
 /**
- * e298a096 holds a new session to the registry once it is live, so an upstream disabled while initialize waited for it
- * is retired. The upstream still connecting when initialize answered joins through `joinOne`, which checks the
- * registry after its connect and then awaits the store (`sessions.change`, a Redis round trip, retried on contention)
- * before it puts the session in `live.upstreams`. A reload that disables the upstream in that window retires nothing
- * (the session does not have it yet), and the join then attaches it anyway: a disabled stdio upstream's process (the
- * tenant's credentials in its environment) runs on, and talks to the agent, for the session's whole life.
+ * An upstream joining a session late (`joinOne`) checks the registry after its connect, then writes the session's
+ * record (a Redis round trip, retried on contention) before it attaches. A reload that disables the upstream in that
+ * window found nothing to retire: the join holds the session to the registry again once attached, so the disabled
+ * upstream does not stay (a stdio server's process, the tenant's credentials in its environment, running on).
  */
 import type { SessionRecord } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';

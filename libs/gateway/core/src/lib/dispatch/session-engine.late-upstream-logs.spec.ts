@@ -1,10 +1,7 @@
 /**
- * a0550439 drops log messages unless initialize declared `logging`. A session whose upstreams were not all there at
- * initialize (one still starting past initializeWaitMs — an `npx` stdio server on a cold start — or briefly down) is
- * declared the three lists with listChanged (`openLists`) so what joins later can be used, but not `logging`: once
- * the upstream joins, every log message it sends (errors included) is dropped for the session's whole life, though the
- * same upstream's messages reach every session opened a second later. Before a0550439 they were relayed. MCP lets a
- * server declare logging it may not use, so the open session could declare it as it declares the lists.
+ * A session whose upstreams were not all there at initialize (one still starting past initializeWaitMs, an `npx`
+ * stdio server on a cold start, or briefly down) is told of the three lists with listChanged (`openLists`), and of
+ * logging: once the late upstream joins, its log messages reach the agent as those of the others do.
  */
 import type { JsonRpcMessage } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';

@@ -1,7 +1,6 @@
 /**
- * e298a096 retires, once the session is live, an upstream disabled while initialize waited for it. But the initialize
- * answer is still built from what connected under the old configuration: the disabled upstream's instructions (text
- * the agent's model reads) and capabilities are handed to the agent, and the record keeps it, as if it served.
+ * An upstream disabled while initialize waited for it is no part of the session: its instructions (text the agent's
+ * model reads) and its capabilities are left out of the initialize answer, and its session is closed.
  */
 import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
