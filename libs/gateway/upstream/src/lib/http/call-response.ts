@@ -253,7 +253,9 @@ export class CallResponse extends Exchange {
     for (const classified of messages) {
       switch (classified.kind) {
         case 'response':
-          if (!this.answered && classified.message.id === this.id) this.settleWith(classified.message);
+          // An error with a null id is the server's word that it could not read a request: on a request's own stream,
+          // this one's (JSON-RPC 2.0 §5), not to be dropped while the call waits out its timeout.
+          if (!this.answered && (classified.message.id === this.id || (classified.message.id === null && 'error' in classified.message))) this.settleWith(classified.message);
           break;
         case 'notification':
           // Progress stops with the answer (MCP), unless the answer made the call a task (its token holds for the task's
@@ -263,6 +265,11 @@ export class CallResponse extends Exchange {
           break;
         case 'request':
           this.handlers.serverRequest(classified.message);
+          break;
+        case 'invalid':
+          // A malformed answer to this call fails it now, as stdio and legacy SSE fail one: an upstream holding the
+          // stream open would otherwise leave it to its timeout (and its circuit breaker to count a timeout).
+          if (!this.answered && classified.answer === true && classified.id === this.id) this.break(`invalid response: ${classified.reason}`);
           break;
         default:
           break;

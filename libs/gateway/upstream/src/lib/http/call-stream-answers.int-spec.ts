@@ -1,8 +1,10 @@
 /**
- * JSON-RPC: an error response whose id is null is the server's answer to a request it could not read (parse error,
- * invalid request). On a call's own SSE stream (scoped to that one POSTed request) it can only be about that call, yet
- * the connector matches answers by id alone: the error is dropped, and if the upstream keeps the stream open the call
- * waits out its whole callTimeoutMs (counted against the circuit) instead of failing at once with the upstream's error.
+ * What a Streamable HTTP upstream writes on a call's own SSE stream ends the call at once when it can only be about
+ * that call, however long the upstream keeps the stream open afterwards (the gateway lingers for such servers):
+ * - an answer that carries the call's id but is invalid JSON-RPC (a result that is no object, result and error both,
+ *   an error without a numeric code) fails it as a protocol error, as stdio and legacy SSE fail one;
+ * - an error with a null id (the server could not read the request, JSON-RPC 2.0 §5) is its answer.
+ * Before, both were dropped: the call waited out its whole callTimeoutMs, counted against the upstream's circuit.
  */
 import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -25,12 +27,15 @@ function readJson(req: IncomingMessage): Promise<{ id?: number; method?: string 
   });
 }
 
-describe('Streamable HTTP: an error answer with a null id on a call stream the upstream keeps open', () => {
-  for (const [what, answer] of [
-    ['a parse error (id null)', (_id: number) => ({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } })],
-    ['an internal error (id null)', (_id: number) => ({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'Internal error' } })],
+describe('Streamable HTTP: what ends a call on a stream the upstream keeps open', () => {
+  for (const [what, answer, outcome] of [
+    ['a result that is no object', (id: number) => ({ jsonrpc: '2.0', id, result: 'not an object' }), { reason: 'protocol_error' }],
+    ['result and error both', (id: number) => ({ jsonrpc: '2.0', id, result: {}, error: { code: -32000, message: 'x' } }), { reason: 'protocol_error' }],
+    ['an error without a numeric code', (id: number) => ({ jsonrpc: '2.0', id, error: { code: 'E_FAIL', message: 'x' } }), { reason: 'protocol_error' }],
+    ['a parse error with a null id', () => ({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }), { code: -32700, message: 'Parse error' }],
+    ['an internal error with a null id', () => ({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'Internal error' } }), { code: -32603 }],
   ] as const) {
-    it(`ends the call at once (${what}), not at its timeout`, async () => {
+    it(`ends at once on ${what}, not at its timeout`, async () => {
       const server = await rawServer((req, res) => {
         if (req.method !== 'POST') {
           res.writeHead(405).end();
@@ -57,7 +62,7 @@ describe('Streamable HTTP: an error answer with a null id on a call stream the u
         const started = Date.now();
         const error = await session.request('tools/call', { name: 'x', arguments: {} }).catch((e: unknown) => e);
         const tookMs = Date.now() - started;
-        expect((error as { reason?: string }).reason).not.toBe('timeout');
+        expect(error).toMatchObject(outcome);
         expect(tookMs).toBeLessThan(1_000);
       } finally {
         await connector.shutdown();
