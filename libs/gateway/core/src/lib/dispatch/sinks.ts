@@ -582,10 +582,15 @@ export class EventStream implements MessageSink {
   /** The stream takes no more messages (see `whenDone`). */
   private ended = false;
   private doneHandlers: (() => void)[] | undefined;
+  /** What `writableLength` counted of the write made when nothing was unsent: the message going out (see `write`). */
+  private headBytes = 0;
+  /** Whether the unsent bytes are being watched for an agent that stopped reading (see `write`). */
+  private watching = false;
 
   /**
    * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
-   * resumable stream opens with a priming event.
+   * resumable stream opens with a priming event. `unreadGraceMs`: how long unsent bytes may wait with none of them
+   * taken before the connection is dropped.
    */
   constructor(
     private readonly res: ServerResponse,
@@ -596,12 +601,13 @@ export class EventStream implements MessageSink {
     private readonly logger?: SinkLogger,
     prime = false,
     hold = false,
+    private readonly unreadGraceMs = ANSWER_GRACE_MS,
   ) {
     if (hold) this.held = [];
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
     if (prime && log !== undefined) res.write(primingFrame(id));
     else res.flushHeaders();
-    this.keepAlive = setInterval(() => writeBounded(res, KEEP_ALIVE_FRAME), keepAliveMs);
+    this.keepAlive = setInterval(() => this.write(KEEP_ALIVE_FRAME), keepAliveMs);
     this.keepAlive.unref();
     res.on('close', () => {
       clearInterval(this.keepAlive);
@@ -703,7 +709,7 @@ export class EventStream implements MessageSink {
     }
     // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
     // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
-    if (prime && this.log !== undefined) writeBounded(this.res, primingFrame(this.id));
+    if (prime && this.log !== undefined) this.write(primingFrame(this.id));
     for (const item of held) {
       const alsoLogged = item.early && early !== undefined ? (early.get(item.data) ?? 0) : 0;
       if (alsoLogged > 0) {
@@ -743,14 +749,38 @@ export class EventStream implements MessageSink {
     return true;
   }
 
+  /**
+   * Writes `chunk` unless more than MAX_UNSENT_BYTES wait behind the message going out now; then the connection is
+   * dropped. Node counts a write whole in `writableLength` until its last byte is taken: one large message (a 10 MiB
+   * answer) goes out whole, and what follows it while the agent reads it is not counted with it (before, the next
+   * progress message or keep-alive cut the stream, and a legacy session with it). An agent that takes none of what is
+   * unsent for `unreadGraceMs` is cut off as well: a stream nobody reads held every message sent to it.
+   */
+  private write(chunk: string): boolean {
+    const res = this.res;
+    if (res.destroyed || res.writableEnded) return false;
+    const before = res.writableLength;
+    if (before - this.headBytes > MAX_UNSENT_BYTES) {
+      res.destroy();
+      return false;
+    }
+    res.write(chunk);
+    if (before === 0) this.headBytes = res.writableLength;
+    if (!this.watching && res.writableLength > 0) {
+      this.watching = true;
+      dropIfUnread(res, this.unreadGraceMs, () => (this.watching = false));
+    }
+    return true;
+  }
+
   /** Writes one serialised message as the stream's next event, logged for replay first. */
   private emitNow(data: string): boolean {
-    if (this.log === undefined) return writeBounded(this.res, sseFrame(data));
+    if (this.log === undefined) return this.write(sseFrame(data));
     const seq = ++this.seq;
     this.log.append(seq, data, false);
     // Parked: logged for the agent's return, nothing to write to.
     if (this.parked !== undefined) return true;
-    return writeBounded(this.res, sseFrame(data, eventId(this.id, seq)));
+    return this.write(sseFrame(data, eventId(this.id, seq)));
   }
 
   /**
@@ -780,15 +810,15 @@ export class EventStream implements MessageSink {
     // agent takes empty data for a malformed message (found by review): it gets the id alone, which moves its last
     // event id and dispatches nothing.
     if (data === '') {
-      writeBounded(this.res, primes ? `id: ${id}\ndata: \n\n` : `id: ${id}\n\n`);
+      this.write(primes ? `id: ${id}\ndata: \n\n` : `id: ${id}\n\n`);
       return;
     }
-    writeBounded(this.res, sseFrame(data, id));
+    this.write(sseFrame(data, id));
   }
 
   /** A raw event (the legacy transport's `endpoint` event). */
   event(name: string, data: string): void {
-    writeBounded(this.res, sseFrame(data, undefined, name));
+    this.write(sseFrame(data, undefined, name));
   }
 
   /** Runs `handler` when the stream ends; at once (next microtask) if it has ended already. */
@@ -841,13 +871,19 @@ function kernelQueue(res: ServerResponse): number {
  * Drops the connection once what `res` still holds unsent has not moved for `graceMs` (nothing held: no timer). Looked
  * at every `graceMs`: an agent reading slowly but steadily (16 MiB over a slow link) gets its answer whole.
  */
-function dropIfUnread(res: ServerResponse, graceMs: number): void {
-  if (res.destroyed || res.writableLength === 0) return;
+function dropIfUnread(res: ServerResponse, graceMs: number, onIdle?: () => void): void {
+  if (res.destroyed || res.writableLength === 0) {
+    onIdle?.();
+    return;
+  }
   let unsent = res.writableLength;
   let queued = kernelQueue(res);
   let timer: NodeJS.Timeout;
   const look = (): void => {
-    if (res.destroyed || res.writableLength === 0) return;
+    if (res.destroyed || res.writableLength === 0) {
+      onIdle?.();
+      return;
+    }
     const nowQueued = kernelQueue(res);
     if (res.writableLength >= unsent && nowQueued >= queued) {
       res.destroy();
