@@ -582,10 +582,13 @@ export class EventStream implements MessageSink {
   /** The stream takes no more messages (see `whenDone`). */
   private ended = false;
   private doneHandlers: (() => void)[] | undefined;
-  /** What `writableLength` counted of the write made when nothing was unsent: the message going out (see `write`). */
-  private headBytes = 0;
-  /** Whether the unsent bytes are being watched for an agent that stopped reading (see `write`). */
-  private watching = false;
+  /** The sizes of the writes not yet handed to the kernel whole, oldest (the one going out) first; see `write`. */
+  private readonly unsent: number[] = [];
+  private unsentChars = 0;
+  /** The characters of writes handed to the kernel whole so far: an agent that reads moves it on. */
+  private flushedChars = 0;
+  /** The next look at whether the agent takes what is unsent (`watchUnread`). */
+  private unreadLook: NodeJS.Timeout | undefined;
 
   /**
    * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
@@ -611,6 +614,7 @@ export class EventStream implements MessageSink {
     this.keepAlive.unref();
     res.on('close', () => {
       clearInterval(this.keepAlive);
+      clearTimeout(this.unreadLook);
       // After the response's other close listeners (the route's, which may park the stream).
       queueMicrotask(() => {
         if (this.parked === undefined) this.end();
@@ -750,27 +754,55 @@ export class EventStream implements MessageSink {
   }
 
   /**
-   * Writes `chunk` unless more than MAX_UNSENT_BYTES wait behind the message going out now; then the connection is
-   * dropped. Node counts a write whole in `writableLength` until its last byte is taken: one large message (a 10 MiB
-   * answer) goes out whole, and what follows it while the agent reads it is not counted with it (before, the next
-   * progress message or keep-alive cut the stream, and a legacy session with it). An agent that takes none of what is
-   * unsent for `unreadGraceMs` is cut off as well: a stream nobody reads held every message sent to it.
+   * Writes `chunk` unless more than MAX_UNSENT_BYTES wait behind the write going out now; then the connection is
+   * dropped. What is unsent is counted write by write (their callbacks come in order), not by `writableLength`, which
+   * counts a write whole until its last byte is taken: a message sent while a 10 MiB answer was still being read cut
+   * the stream (and a legacy session with it). An agent that takes nothing for `unreadGraceMs` is cut off as well.
    */
   private write(chunk: string): boolean {
     const res = this.res;
     if (res.destroyed || res.writableEnded) return false;
-    const before = res.writableLength;
-    if (before - this.headBytes > MAX_UNSENT_BYTES) {
+    if (this.unsentChars - (this.unsent[0] ?? 0) > MAX_UNSENT_BYTES) {
       res.destroy();
       return false;
     }
-    res.write(chunk);
-    if (before === 0) this.headBytes = res.writableLength;
-    if (!this.watching && res.writableLength > 0) {
-      this.watching = true;
-      dropIfUnread(res, this.unreadGraceMs, () => (this.watching = false));
-    }
+    const size = chunk.length;
+    this.unsent.push(size);
+    this.unsentChars += size;
+    res.write(chunk, () => {
+      this.unsent.shift();
+      this.unsentChars -= size;
+      this.flushedChars += size;
+    });
+    this.watchUnread();
     return true;
+  }
+
+  /**
+   * Looks every `unreadGraceMs` while anything is unsent: a look that finds no write finished since the last and the
+   * write going out no further along (libuv's queue for it no shorter) drops the connection. A stream nobody reads held
+   * every message sent to it; one read slowly but steadily (16 MiB over a slow link) keeps going. The first look only
+   * takes its bearings: the queue read right after a write is that of a corked socket.
+   */
+  private watchUnread(): void {
+    if (this.unreadLook !== undefined) return;
+    let flushed = this.flushedChars;
+    let queued = Number.POSITIVE_INFINITY;
+    const look = (): void => {
+      this.unreadLook = undefined;
+      if (this.res.destroyed || this.unsent.length === 0) return;
+      const nowQueued = kernelQueue(this.res);
+      if (this.flushedChars === flushed && nowQueued >= queued) {
+        this.res.destroy();
+        return;
+      }
+      flushed = this.flushedChars;
+      queued = nowQueued;
+      this.unreadLook = setTimeout(look, this.unreadGraceMs);
+      this.unreadLook.unref();
+    };
+    this.unreadLook = setTimeout(look, this.unreadGraceMs);
+    this.unreadLook.unref();
   }
 
   /** Writes one serialised message as the stream's next event, logged for replay first. */
@@ -871,19 +903,13 @@ function kernelQueue(res: ServerResponse): number {
  * Drops the connection once what `res` still holds unsent has not moved for `graceMs` (nothing held: no timer). Looked
  * at every `graceMs`: an agent reading slowly but steadily (16 MiB over a slow link) gets its answer whole.
  */
-function dropIfUnread(res: ServerResponse, graceMs: number, onIdle?: () => void): void {
-  if (res.destroyed || res.writableLength === 0) {
-    onIdle?.();
-    return;
-  }
+function dropIfUnread(res: ServerResponse, graceMs: number): void {
+  if (res.destroyed || res.writableLength === 0) return;
   let unsent = res.writableLength;
   let queued = kernelQueue(res);
   let timer: NodeJS.Timeout;
   const look = (): void => {
-    if (res.destroyed || res.writableLength === 0) {
-      onIdle?.();
-      return;
-    }
+    if (res.destroyed || res.writableLength === 0) return;
     const nowQueued = kernelQueue(res);
     if (res.writableLength >= unsent && nowQueued >= queued) {
       res.destroy();

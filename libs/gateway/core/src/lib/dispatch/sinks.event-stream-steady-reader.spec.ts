@@ -1,10 +1,8 @@
 /**
- * eb193de0 gave EventStream (legacy HTTP+SSE sessions, standalone GET streams) the unread-bytes watcher of POST answers,
- * "as POST answers are": an agent that reads slowly but steadily must get a large message whole however long it takes
- * (the PostResponder spec "keeps the connection of an agent that reads slowly but steadily"). But EventStream takes the
- * watcher's baseline right after `res.write`, while Node has the socket corked: libuv's write queue is 0 then, so any
- * later look that finds bytes still going out (nowQueued >= 0) drops the connection, however much the agent took.
- * A legacy session's 16 MiB answer to an agent on a slow link (more than 30 s) is cut, and the legacy session with it.
+ * A long-lived SSE stream drops an agent that takes nothing of what is unsent for its grace, but keeps one that reads
+ * slowly and steadily, however long a large message takes (a legacy session's 16 MiB answer over a slow link): its
+ * looks judge by writes finished and by libuv's queue for the write going out, never by a queue read while the socket
+ * was corked right after a write.
  */
 import { createServer } from 'node:http';
 import { connect } from 'node:net';

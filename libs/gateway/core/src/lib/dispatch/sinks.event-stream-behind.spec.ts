@@ -1,11 +1,8 @@
 /**
- * eb193de0: an EventStream "bounds only what waits behind the message going out", so that a message written while a
- * large answer is still being read does not cut the stream (a legacy session dies with it). But the message going out
- * is remembered (`headBytes`) only for a write made when nothing at all was unsent, and never again while bytes stay
- * unsent. When the agent is a little behind (a small message still unsent) as a large answer comes, the answer waits
- * behind the small one; once the small one is out and the large answer is the one going out, the bound still counts it
- * whole: the next message (a keep-alive, a progress notification, another call's answer) cuts the stream while the
- * agent reads steadily and nothing but that message waits.
+ * A long-lived SSE stream (a legacy session's, a standalone GET) bounds only what waits behind the write going out,
+ * counted write by write: when the agent is a little behind (a small message still unsent) as a large answer comes,
+ * the answer waits behind the small one, and once it is the one going out, the next message (a keep-alive, a progress
+ * notification, another call's answer) does not cut an agent that reads steadily.
  */
 import { createServer, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
