@@ -20,8 +20,8 @@ describe('EventStream bound on what waits behind the message going out', () => {
     const reading = new Promise<void>((resolve) => (startReading = resolve));
     let outcome: { behindHeadAtSend: number; sentAfter: boolean } | undefined;
     const server = createServer((_req, res: ServerResponse) => {
-      // Keep-alives and the unread watcher out of the way (60 s): only the unsent bound is looked at here.
-      const stream = new EventStream(res, {}, 60_000, undefined, undefined, undefined, false, false, 60_000);
+      // Keep-alives out of the way (60 s): only the unsent bound is looked at here.
+      const stream = new EventStream(res, {}, 60_000);
       stream.onClose(() => (closed = true));
       void (async () => {
         // The agent is behind: small messages until one stays unsent (the kernel's buffers full), at most 48 MiB.

@@ -1,8 +1,6 @@
 /**
- * A long-lived SSE stream drops an agent that takes nothing of what is unsent for its grace, but keeps one that reads
- * slowly and steadily, however long a large message takes (a legacy session's 16 MiB answer over a slow link): its
- * looks judge by writes finished and by libuv's queue for the write going out, never by a queue read while the socket
- * was corked right after a write.
+ * A long-lived SSE stream keeps an agent that reads a large message (24 MiB, past the unsent bound) slowly and
+ * steadily, however long it takes, whether the message is the first written or follows a small one already taken.
  */
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
@@ -14,8 +12,8 @@ async function steadyRead(prelude: boolean): Promise<{ received: number; body: n
   const body = Buffer.byteLength(JSON.stringify(big));
   let closed = false;
   const server = createServer((_req, res) => {
-    // The answer grace at 1 s instead of 30 s (the constructor's `unreadGraceMs`).
-    const stream = new EventStream(res, {}, 60_000, undefined, undefined, undefined, false, false, 1_000);
+    // Keep-alives every 100 ms: each is written while the large message is still going out.
+    const stream = new EventStream(res, {}, 100);
     stream.onClose(() => (closed = true));
     if (prelude) {
       // The legacy transport's endpoint event (or any small message), taken at once; the large answer a little later.
@@ -33,7 +31,7 @@ async function steadyRead(prelude: boolean): Promise<{ received: number; body: n
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
     socket.pause();
     socket.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
-    // At most 64 KiB every 10 ms (about 6 MiB/s): the answer takes a few seconds, and some of it moves in every grace.
+    // At most 64 KiB every 10 ms (about 6 MiB/s): the answer takes a few seconds.
     await new Promise<void>((resolve) => {
       const tick = setInterval(() => {
         let taken = 0;

@@ -582,18 +582,14 @@ export class EventStream implements MessageSink {
   /** The stream takes no more messages (see `whenDone`). */
   private ended = false;
   private doneHandlers: (() => void)[] | undefined;
-  /** The sizes of the writes not yet handed to the kernel whole, oldest (the one going out) first; see `write`. */
-  private readonly unsent: number[] = [];
+  /** The characters of the writes not yet handed to the kernel whole (see `write`). */
   private unsentChars = 0;
-  /** The characters of writes handed to the kernel whole so far: an agent that reads moves it on. */
-  private flushedChars = 0;
-  /** The next look at whether the agent takes what is unsent (`watchUnread`). */
-  private unreadLook: NodeJS.Timeout | undefined;
+  /** Of those, the writes handed to the socket together, going out now: not counted against the bound. */
+  private goingOutChars = 0;
 
   /**
    * `log`: makes the stream resumable (Streamable HTTP standalone streams; not the legacy transport). `prime`: a
-   * resumable stream opens with a priming event. `unreadGraceMs`: how long unsent bytes may wait with none of them
-   * taken before the connection is dropped.
+   * resumable stream opens with a priming event.
    */
   constructor(
     private readonly res: ServerResponse,
@@ -604,7 +600,6 @@ export class EventStream implements MessageSink {
     private readonly logger?: SinkLogger,
     prime = false,
     hold = false,
-    private readonly unreadGraceMs = ANSWER_GRACE_MS,
   ) {
     if (hold) this.held = [];
     res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
@@ -614,7 +609,6 @@ export class EventStream implements MessageSink {
     this.keepAlive.unref();
     res.on('close', () => {
       clearInterval(this.keepAlive);
-      clearTimeout(this.unreadLook);
       // After the response's other close listeners (the route's, which may park the stream).
       queueMicrotask(() => {
         if (this.parked === undefined) this.end();
@@ -754,55 +748,28 @@ export class EventStream implements MessageSink {
   }
 
   /**
-   * Writes `chunk` unless more than MAX_UNSENT_BYTES wait behind the write going out now; then the connection is
-   * dropped. What is unsent is counted write by write (their callbacks come in order), not by `writableLength`, which
-   * counts a write whole until its last byte is taken: a message sent while a 10 MiB answer was still being read cut
-   * the stream (and a legacy session with it). An agent that takes nothing for `unreadGraceMs` is cut off as well.
+   * Writes `chunk` unless more than MAX_UNSENT_BYTES wait behind the writes going out now; then the connection is
+   * dropped (an agent that stopped reading). Counted write by write, not by `writableLength`, which counts a write
+   * whole until its last byte is taken: a message sent while a 10 MiB answer was still being read cut the stream (and
+   * a legacy session with it). A write made with nothing unsent goes out at once; once what was going out is done, the
+   * socket is handed every write queued behind it in one batch (their callbacks come together, in order).
    */
   private write(chunk: string): boolean {
     const res = this.res;
     if (res.destroyed || res.writableEnded) return false;
-    if (this.unsentChars - (this.unsent[0] ?? 0) > MAX_UNSENT_BYTES) {
+    if (this.unsentChars - this.goingOutChars > MAX_UNSENT_BYTES) {
       res.destroy();
       return false;
     }
     const size = chunk.length;
-    this.unsent.push(size);
+    if (this.unsentChars === 0) this.goingOutChars = size;
     this.unsentChars += size;
     res.write(chunk, () => {
-      this.unsent.shift();
       this.unsentChars -= size;
-      this.flushedChars += size;
+      this.goingOutChars -= size;
+      if (this.goingOutChars <= 0) this.goingOutChars = this.unsentChars;
     });
-    this.watchUnread();
     return true;
-  }
-
-  /**
-   * Looks every `unreadGraceMs` while anything is unsent: a look that finds no write finished since the last and the
-   * write going out no further along (libuv's queue for it no shorter) drops the connection. A stream nobody reads held
-   * every message sent to it; one read slowly but steadily (16 MiB over a slow link) keeps going. The first look only
-   * takes its bearings: the queue read right after a write is that of a corked socket.
-   */
-  private watchUnread(): void {
-    if (this.unreadLook !== undefined) return;
-    let flushed = this.flushedChars;
-    let queued = Number.POSITIVE_INFINITY;
-    const look = (): void => {
-      this.unreadLook = undefined;
-      if (this.res.destroyed || this.unsent.length === 0) return;
-      const nowQueued = kernelQueue(this.res);
-      if (this.flushedChars === flushed && nowQueued >= queued) {
-        this.res.destroy();
-        return;
-      }
-      flushed = this.flushedChars;
-      queued = nowQueued;
-      this.unreadLook = setTimeout(look, this.unreadGraceMs);
-      this.unreadLook.unref();
-    };
-    this.unreadLook = setTimeout(look, this.unreadGraceMs);
-    this.unreadLook.unref();
   }
 
   /** Writes one serialised message as the stream's next event, logged for replay first. */
