@@ -5,6 +5,8 @@
  *   an error without a numeric code) fails it as a protocol error, as stdio and legacy SSE fail one;
  * - an error with a null id (the server could not read the request, JSON-RPC 2.0 §5) is its answer.
  * Before, both were dropped: the call waited out its whole callTimeoutMs, counted against the upstream's circuit.
+ * And a request that cannot be written at all (nested too deeply), made while the session's first standalone GET is
+ * awaited, is rejected as it is when sent at once (it was left on a promise nothing settled, the error unhandled).
  */
 import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -69,4 +71,42 @@ describe('Streamable HTTP: what ends a call on a stream the upstream keeps open'
       }
     }, 15_000);
   }
+});
+
+describe('Streamable HTTP: a request that cannot be written, made while the first standalone GET is awaited', () => {
+  it('is rejected, not left waiting on a promise nothing settles', async () => {
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        // The standalone stream is refused, a little late: requests made meanwhile wait for that answer.
+        setTimeout(() => res.writeHead(405).end(), 300);
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (message.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+        } else if (message.id === undefined) res.writeHead(202).end();
+        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: {} }));
+      });
+    });
+    servers.push(server);
+    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true });
+    try {
+      const session = await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 10_000 }), identity);
+      session.listen?.(true);
+      // Nested past what JSON.stringify's recursion takes (a gateway answers the agent -32602 for it).
+      let deep: unknown = 1;
+      for (let i = 0; i < 200_000; i++) deep = [deep];
+      const outcome = await Promise.race([
+        session.request('tools/call', { name: 'x', arguments: { a: deep } }).then(
+          () => 'answered',
+          (error: unknown) => (error instanceof RangeError ? 'refused' : `failed: ${String(error)}`),
+        ),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 3_000).unref()),
+      ]);
+      expect(outcome).toBe('refused');
+    } finally {
+      await connector.shutdown();
+    }
+  }, 15_000);
 });

@@ -319,7 +319,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       void answered.then(() => {
         signal?.removeEventListener('abort', onAbort);
         if (signal?.aborted) return;
-        this.request(method, params, options).then(resolve, reject);
+        // A request that cannot be written (params nested too deeply to serialise) throws: the caller is told, as when
+        // it is sent at once, rather than left waiting on a promise nothing settles.
+        try {
+          this.request(method, params, options).then(resolve, reject);
+        } catch (error) {
+          reject(error);
+        }
       });
     });
   }
