@@ -3,7 +3,10 @@
  * lists, so that an upstream configured later is announced when it joins. Log messages go to the agent only when
  * `logging` was declared (MCP 2025-11-25: servers that emit log messages MUST declare it): not from an upstream that
  * sends them undeclared, nor from one that joined after initialize, whose capabilities the session was never told.
- * The end of a url-mode elicitation goes only to an agent that declared that mode (no other was relayed one).
+ * A session opened while an upstream was missing declares logging with the lists, so the late upstream's messages
+ * reach it; where logging was not declared, `logging/setLevel` is refused (-32601), since what it would turn on could
+ * not be passed on. The end of a url-mode elicitation goes only to an agent that declared that mode (no other was
+ * relayed one).
  */
 import type { JsonRpcMessage } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
@@ -92,6 +95,50 @@ describe('log messages', () => {
     connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
     await expect.poll(() => methods(told)).toContain('notifications/tools/list_changed');
     expect(methods(told)).not.toContain('notifications/message');
+  });
+
+  it('of an upstream that declares logging and was still starting at initialize reach the agent once it joined', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) },
+    });
+    connector.openDelayMs.set('u1', 100);
+    const engine = makeEngine({ registry, connector, options: { initializeWaitMs: 20 } });
+    const { record, response } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    const advertised = ('result' in response ? response.result['capabilities'] : {}) as Record<string, unknown>;
+    // Told of the lists, so that the upstream can serve once it joins.
+    expect(advertised).toMatchObject({ tools: { listChanged: true } });
+    const told: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => told.push(message) > 0 });
+    await expect.poll(() => (connector.notificationHandlers.get('u1') ?? []).length > 0).toBe(true);
+    await sleep(20);
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', logger: 'db', data: 'connection lost' } });
+    await sleep(20);
+    expect(told.map((message) => ('method' in message ? message.method : 'answer')), 'the joined upstream\'s error log').toContain('notifications/message');
+  });
+
+  it('cannot be turned on by logging/setLevel where initialize declared no logging, though an upstream joined since has it', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) },
+      u2: { capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) },
+    });
+    const engine = makeEngine({ registry, connector, options: { joinRetryMs: 10 } });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25' });
+    const told: JsonRpcMessage[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => told.push(message) > 0 });
+    registry.replace([fakeConfig('u1', 'files'), fakeConfig('u2', 'logs')], () => undefined);
+    engine.joinMissingUpstreams();
+    await expect.poll(() => (connector.notificationHandlers.get('u2') ?? []).length > 0).toBe(true);
+
+    const set = await engine.request(record, req('logging/setLevel', { level: 'debug' }), NO_STREAM, 'trace');
+    expect(set).toMatchObject({ error: { code: -32601 } });
+    expect(connector.calls.some((call) => call.upstreamId === 'u2' && call.method === 'logging/setLevel')).toBe(false);
+    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'debug', data: 'as asked' } });
+    await sleep(20);
+    expect(told.some((message) => 'method' in message && message.method === 'notifications/message')).toBe(false);
   });
 });
 

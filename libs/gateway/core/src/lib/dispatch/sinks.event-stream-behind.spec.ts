@@ -1,8 +1,10 @@
 /**
- * A long-lived SSE stream (a legacy session's, a standalone GET) bounds only what waits behind the write going out,
- * counted write by write: when the agent is a little behind (a small message still unsent) as a large answer comes,
- * the answer waits behind the small one, and once it is the one going out, the next message (a keep-alive, a progress
- * notification, another call's answer) does not cut an agent that reads steadily.
+ * A long-lived SSE stream (a legacy session's, a standalone GET) bounds only what waits behind the writes going out,
+ * counted write by write. When the agent is a little behind (a small message still unsent) as a large answer comes,
+ * the answer waits behind the small one, alone or with another message: once the small one is out, the writes queued
+ * behind it go out together (one writev, their callbacks together), and the next message (a keep-alive, a progress
+ * notification, another call's answer) does not count the large answer as waiting behind, nor cut an agent that
+ * reads steadily.
  */
 import { createServer, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
@@ -11,8 +13,11 @@ import { EventStream } from './sinks';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
-describe('EventStream bound on what waits behind the message going out', () => {
-  it('does not cut a steady reader when a large answer that queued behind a small message is the one going out', { timeout: 60_000 }, async () => {
+describe('EventStream bound on what waits behind the writes going out', () => {
+  it.each([
+    ['a large answer', 0],
+    ['a small message and a large answer', 1],
+  ])('does not cut a steady reader when %s, queued behind a small message, go out', { timeout: 60_000 }, async (_case, between) => {
     const big = { jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'x'.repeat(10 * 1024 * 1024) }] } } as const;
     const small = (n: number) => ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `${n}:${'y'.repeat(16 * 1024)}` } }) as const;
     let closed = false;
@@ -33,11 +38,12 @@ describe('EventStream bound on what waits behind the message going out', () => {
         const headUnsent = res.writableLength;
         expect(headUnsent).toBeGreaterThan(0);
         expect(headUnsent).toBeLessThan(64 * 1024);
-        // The large answer comes: it waits behind the small message.
+        // The large answer comes (after a progress notification, or alone): it waits behind the small message.
+        for (let n = 0; n < between; n++) stream.send(small(100_000 + n));
         stream.send(big);
         startReading();
-        // The small message is out: the large answer is now the message going out, nothing waits behind it.
-        while (res.writableLength > Buffer.byteLength(JSON.stringify(big)) + 1024 && !res.destroyed) await new Promise((r) => setTimeout(r, 5));
+        // The small message is out: what queued behind it goes out now, nothing waits behind that.
+        while (res.writableLength > Buffer.byteLength(JSON.stringify(big)) + (1 + between * 20) * 1024 && !res.destroyed) await new Promise((r) => setTimeout(r, 5));
         const behindHeadAtSend = res.writableLength;
         // One more message (a ping's answer, a progress notification, the stream's keep-alive).
         const sentAfter = stream.send({ jsonrpc: '2.0', id: 3, result: {} });
@@ -71,7 +77,7 @@ describe('EventStream bound on what waits behind the message going out', () => {
         }, 10);
       });
       expect(outcome).toBeDefined();
-      expect(closed, `cut with ${outcome?.behindHeadAtSend} bytes unsent, all of them the large answer going out`).toBe(false);
+      expect(closed, `cut with ${outcome?.behindHeadAtSend} bytes unsent, all of them going out`).toBe(false);
       expect(outcome?.sentAfter).toBe(true);
       expect(text).toContain('{"jsonrpc":"2.0","id":3,"result":{}}');
     } finally {
