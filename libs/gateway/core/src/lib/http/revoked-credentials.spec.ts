@@ -361,9 +361,9 @@ const slowPastExpiry =
 describe('a batch POST withdrawn at its key expiry', () => {
   it("still answers the batch's invalid element (its id known) with its Invalid Request error", async () => {
     let calls = 0;
-    const authenticator = new OldExpires(Date.now() + 1_000);
+    const authenticator = new OldExpires(Date.now() + 3_000);
     const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
-    authenticator.expireIn(1_000);
+    authenticator.expireIn(3_000);
     await initialize('old', '2025-03-26');
     const post = await fetch(url, {
       method: 'POST',
@@ -388,9 +388,9 @@ describe('a batch POST withdrawn at its key expiry', () => {
 describe('a batch POST withdrawn at its key expiry, one of its requests cancelled by the agent', () => {
   it('sends no response for the cancelled request (as the batch itself would not)', async () => {
     let calls = 0;
-    const authenticator = new OldExpires(Date.now() + 1_500);
+    const authenticator = new OldExpires(Date.now() + 3_000);
     const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
-    authenticator.expireIn(1_500);
+    authenticator.expireIn(3_000);
     await initialize('old', '2025-03-26');
     const posting = fetch(url, {
       method: 'POST',
@@ -414,7 +414,7 @@ describe('a batch POST withdrawn at its key expiry, one of its requests cancelle
 describe('a batch POST withdrawn at its key expiry', () => {
   it("relays none of its calls' later server requests to the session's standalone stream", async () => {
     let calls = 0;
-    const authenticator = new OldExpires(Date.now() + 1_500);
+    const authenticator = new OldExpires(Date.now() + 3_000);
     const { url, initialize, inSession } = await gateway(authenticator, async (method, _params, options) => {
       if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' } }] };
       if (method !== 'tools/call') return {};
@@ -435,7 +435,7 @@ describe('a batch POST withdrawn at its key expiry', () => {
     expect(get.status).toBe(200);
     const standalone = collect(get);
 
-    authenticator.expireIn(1_500);
+    authenticator.expireIn(3_000);
     const posting = fetch(url, {
       method: 'POST',
       headers: inSession('old'),
@@ -675,12 +675,12 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
 
   it('is withdrawn at its key\'s expiry without a reload, a batch as a batch', async () => {
     let calls = 0;
-    const authenticator = new OldExpires(Date.now() + 1_500);
+    const authenticator = new OldExpires(Date.now() + 3_000);
     const { url } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
     const controller = new AbortController();
     // Batches are 2025-03-26's.
     const { stream, post } = await legacySession(url, 'new', controller.signal, {}, '2025-03-26');
-    authenticator.expireIn(1_500);
+    authenticator.expireIn(3_000);
     expect(
       (
         await post('old', [
@@ -690,7 +690,7 @@ describe('a legacy /messages POST of another key than its stream\'s, revoked whi
       ).status,
     ).toBe(202);
     await waitFor(() => calls === 1, { timeoutMs: 2_000, description: 'the call is upstream' });
-    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 3_000, description: 'the withdrawal at the expiry' });
+    await waitFor(() => stream.text().includes('credential_no_longer_valid'), { timeoutMs: 5_000, description: 'the withdrawal at the expiry' });
     await new Promise((resolve) => setTimeout(resolve, 600));
     controller.abort();
     const batch = /data: (\[.*\])\n/.exec(stream.text())?.[1];
