@@ -945,3 +945,46 @@ describe('legacy SSE streams', () => {
     expect(logs).toContain('the session store failed');
   });
 });
+
+describe('a 2025-03-26 batch that cancels one of its own requests', () => {
+  const call = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'docs__echo', arguments: { said: id } } });
+  const cancel = (requestId: number) => ({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'changed my mind' } });
+
+  it('on /mcp: the cancelled request is not run and not answered; the rest of the batch is', async () => {
+    const { post, toolCalls } = await serve(true);
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    expect(init.status).toBe(200);
+    const session = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-03-26' };
+
+    const mixed = await post([call(2), cancel(2), { jsonrpc: '2.0', id: 3, method: 'ping' }], session);
+    expect(mixed.status).toBe(200);
+    expect(await mixed.json()).toEqual([{ jsonrpc: '2.0', id: 3, result: {} }]);
+    // The cancellation comes first this time: the batch's order says nothing of when its elements run.
+    const onlyCancelled = await post([cancel(4), call(4)], session);
+    expect({ status: onlyCancelled.status, body: await onlyCancelled.text() }).toEqual({ status: 202, body: '' });
+    expect(toolCalls()).toBe(0);
+    // An id the batch does not cancel still runs.
+    const kept = await post([call(5), cancel(6)], session);
+    expect(await kept.json()).toMatchObject([{ id: 5, result: { content: [{ type: 'text', text: '{"said":5}' }] } }]);
+    expect(toolCalls()).toBe(1);
+  });
+
+  it('on legacy /messages: the cancelled request is not run and not answered; the rest of the batch is', async () => {
+    const { base, toolCalls } = await serve(true);
+    const stream = follow(await fetch(`${base}/t/acme/sse`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream' } }));
+    await until(() => /event: endpoint\ndata: (.+)\n/.test(stream.text()));
+    const endpoint = /event: endpoint\ndata: (.+)\n/.exec(stream.text())?.[1] ?? '';
+    const send = (body: unknown) => fetch(`${base}${endpoint}`, { method: 'POST', headers: { authorization: 'Bearer good', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    await send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });
+    await until(() => stream.text().includes('"id":1'));
+
+    expect((await send([call(2), cancel(2), { jsonrpc: '2.0', id: 3, method: 'ping' }])).status).toBe(202);
+    await until(() => stream.text().includes('"id":3'));
+    expect((await send([cancel(4), call(4)])).status).toBe(202);
+    expect((await send([call(5), cancel(6)])).status).toBe(202);
+    await until(() => stream.text().includes('"id":5'));
+    const batches = [...stream.text().matchAll(/^data: (\[.*\])$/gm)].map((m) => JSON.parse(m[1] ?? '[]') as unknown[]);
+    expect(batches).toEqual([[{ jsonrpc: '2.0', id: 3, result: {} }], [expect.objectContaining({ id: 5 })]]);
+    expect(toolCalls()).toBe(1);
+  });
+});

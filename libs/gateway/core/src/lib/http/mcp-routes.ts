@@ -232,6 +232,23 @@ function refuseBatchSize(batch: readonly unknown[]): void {
   if (batch.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
 }
 
+const NONE_CANCELLED: ReadonlySet<JsonRpcId> = new Set();
+
+/**
+ * The ids a batch's own `notifications/cancelled` name. JSON-RPC lets a batch's elements run in any order, and a
+ * cancellation handled before the request it names was started found nothing to cancel: the request ran and was
+ * answered all the same (found by review). A request its own batch cancels is not started, and gets no answer.
+ */
+function cancelledInBatch(items: readonly Classified[]): ReadonlySet<JsonRpcId> {
+  let ids: Set<JsonRpcId> | undefined;
+  for (const item of items) {
+    if (item.kind !== 'notification' || item.message.method !== 'notifications/cancelled') continue;
+    const requestId = item.message.params?.['requestId'];
+    if (typeof requestId === 'string' || typeof requestId === 'number') (ids ??= new Set()).add(requestId);
+  }
+  return ids ?? NONE_CANCELLED;
+}
+
 /**
  * Requests one legacy session may have under way at once. Each POST is answered 202 at once and runs on after it, so
  * unlike a Streamable HTTP request it holds no connection: without a bound one keep-alive connection could queue any
@@ -634,6 +651,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
 
       const requests = [];
       const refused: JsonRpcResponse[] = [];
+      const cancelled = batch ? cancelledInBatch(items) : NONE_CANCELLED;
       for (const item of items) {
         if (item.kind === 'notification') {
           engine.notification(record, item.message);
@@ -641,8 +659,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           if (item.message.method === 'notifications/cancelled' && openPosts.size > 0) forgetCancelled(record.id, item.message.params?.['requestId']);
         }
         else if (item.kind === 'response') engine.answer(record, item.message);
-        else if (item.kind === 'request') requests.push(item.message);
-        else {
+        else if (item.kind === 'request') {
+          if (!cancelled.has(item.message.id)) requests.push(item.message);
+        } else {
           const { code, message } = invalidMessageError(item);
           refused.push(rpcError(item.id, code, message, traceId));
           endRelayedWith(record, item);
@@ -1312,7 +1331,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // Withdrawn if its key goes while it runs: the stream may be another key's. Its requests' own messages do not
         // stream (a batch's answer is one message), and once withdrawn their upstreams' questions are refused.
         const post = new LegacyPost(entry.stream, false);
-        const requestIds = items.flatMap((item) => (item.kind === 'request' ? [item.message.id] : []));
+        const cancelled = cancelledInBatch(items);
+        const requestIds = items.flatMap((item) => (item.kind === 'request' && !cancelled.has(item.message.id) ? [item.message.id] : []));
         if (requestIds.length > 0) openPost(post, record.id, principal, requestIds, true, refused);
         try {
           const answers = await Promise.all(
@@ -1323,7 +1343,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
               }
               if (item.kind === 'notification') engine.notification(record, item.message);
               else if (item.kind === 'response') engine.answer(record, item.message);
-              else if (item.kind === 'request') return withheldIfGone(principal, await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId));
+              else if (item.kind === 'request' && !cancelled.has(item.message.id)) {
+                return withheldIfGone(principal, await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId));
+              }
               return undefined;
             }),
           );
