@@ -287,6 +287,16 @@ export class CallResponse extends Exchange {
     return true;
   }
 
+  /**
+   * A malformed answer to this call (its id known), found on another stream of the session (the standalone GET): the
+   * call fails now as a protocol error, as one on its own stream does, rather than waiting out its timeout.
+   */
+  brokenElsewhere(id: JsonRpcId, reason: string): boolean {
+    if (this.answered || id !== this.id) return false;
+    this.break(`invalid response: ${reason}`);
+    return true;
+  }
+
   private settleWith(message: JsonRpcResponse): void {
     this.handlers.reachable(true);
     if ('error' in message)

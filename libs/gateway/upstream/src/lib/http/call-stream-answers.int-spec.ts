@@ -5,12 +5,14 @@
  *   an error without a numeric code) fails it as a protocol error, as stdio and legacy SSE fail one;
  * - an error with a null id (the server could not read the request, JSON-RPC 2.0 §5) is its answer.
  * Before, both were dropped: the call waited out its whole callTimeoutMs, counted against the upstream's circuit.
+ * An invalid answer with the call's id on the session's standalone GET stream fails the call too (it was dropped).
  * And a request that cannot be written at all (nested too deeply), made while the session's first standalone GET is
  * awaited, is rejected as it is when sent at once (it was left on a promise nothing settled, the error unhandled).
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { identity, rawServer, upstreamConfig, type RawServer } from '../../test-fixtures/upstream-test-kit';
+import type { UpstreamSession } from '@portcullis/gateway/mcp';
 import { createUpstreamConnector } from '../upstream-connector';
 
 const servers: RawServer[] = [];
@@ -29,70 +31,110 @@ function readJson(req: IncomingMessage): Promise<{ id?: number; method?: string 
   });
 }
 
+/**
+ * A raw Streamable HTTP upstream at callTimeoutMs `timeoutMs`, connected: initialize is answered with session `s1`,
+ * notifications with 202, each request after it by `call`, and GETs by `get` (405 unless given).
+ */
+async function connected(
+  call: (id: number, res: ServerResponse) => void,
+  timeoutMs: number,
+  get: (res: ServerResponse) => void = (res) => void res.writeHead(405).end(),
+  run: (session: UpstreamSession) => Promise<void>,
+): Promise<void> {
+  const server = await rawServer((req, res) => {
+    if (req.method === 'GET') return get(res);
+    if (req.method !== 'POST') return void res.writeHead(405).end();
+    void readJson(req).then((message) => {
+      if (message.method === 'initialize') {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+      } else if (message.id === undefined) res.writeHead(202).end();
+      else call(message.id, res);
+    });
+  });
+  servers.push(server);
+  const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true });
+  try {
+    await run(await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: timeoutMs }), identity));
+  } finally {
+    await connector.shutdown();
+  }
+}
+
+/** An SSE stream left open, a keep-alive comment now and then. */
+function keptOpen(res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  res.flushHeaders();
+  const ping = setInterval(() => res.write(': ping\n\n'), 200);
+  res.on('close', () => clearInterval(ping));
+}
+
+const event = (message: unknown): string => `event: message\ndata: ${JSON.stringify(message)}\n\n`;
+
+/** How `request` ended, and how long it took. */
+async function timed(request: Promise<unknown>): Promise<{ error: unknown; tookMs: number }> {
+  const started = Date.now();
+  const error = await request.then(() => 'answered', (e: unknown) => e);
+  return { error, tookMs: Date.now() - started };
+}
+
+const invalidAnswers = [
+  ['a result that is no object', (id: number) => ({ jsonrpc: '2.0', id, result: 'not an object' })],
+  ['result and error both', (id: number) => ({ jsonrpc: '2.0', id, result: {}, error: { code: -32000, message: 'x' } })],
+  ['an error without a numeric code', (id: number) => ({ jsonrpc: '2.0', id, error: { code: 'E_FAIL', message: 'x' } })],
+] as const;
+
 describe('Streamable HTTP: what ends a call on a stream the upstream keeps open', () => {
   for (const [what, answer, outcome] of [
-    ['a result that is no object', (id: number) => ({ jsonrpc: '2.0', id, result: 'not an object' }), { reason: 'protocol_error' }],
-    ['result and error both', (id: number) => ({ jsonrpc: '2.0', id, result: {}, error: { code: -32000, message: 'x' } }), { reason: 'protocol_error' }],
-    ['an error without a numeric code', (id: number) => ({ jsonrpc: '2.0', id, error: { code: 'E_FAIL', message: 'x' } }), { reason: 'protocol_error' }],
+    ...invalidAnswers.map(([label, invalid]) => [label, invalid, { reason: 'protocol_error' }] as const),
     ['a parse error with a null id', () => ({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } }), { code: -32700, message: 'Parse error' }],
     ['an internal error with a null id', () => ({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'Internal error' } }), { code: -32603 }],
   ] as const) {
     it(`ends at once on ${what}, not at its timeout`, async () => {
-      const server = await rawServer((req, res) => {
-        if (req.method !== 'POST') {
-          res.writeHead(405).end();
-          return;
-        }
-        void readJson(req).then((message) => {
-          if (message.method === 'initialize') {
-            res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
-            res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-          } else if (message.id === undefined) res.writeHead(202).end();
-          else {
-            // The answer (invalid), then the stream stays open (a keep-alive comment now and then).
-            res.writeHead(200, { 'content-type': 'text/event-stream' });
-            res.write(`event: message\ndata: ${JSON.stringify(answer(message.id))}\n\n`);
-            const ping = setInterval(() => res.write(': ping\n\n'), 200);
-            res.on('close', () => clearInterval(ping));
-          }
-        });
-      });
-      servers.push(server);
-      const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true });
-      try {
-        const session = await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 4_000 }), identity);
-        const started = Date.now();
-        const error = await session.request('tools/call', { name: 'x', arguments: {} }).catch((e: unknown) => e);
-        const tookMs = Date.now() - started;
+      // The answer, then the stream stays open.
+      const answered = (id: number, res: ServerResponse) => {
+        keptOpen(res);
+        res.write(event(answer(id)));
+      };
+      await connected(answered, 4_000, undefined, async (session) => {
+        const { error, tookMs } = await timed(session.request('tools/call', { name: 'x', arguments: {} }));
         expect(error).toMatchObject(outcome);
         expect(tookMs).toBeLessThan(1_000);
-      } finally {
-        await connector.shutdown();
-      }
+      });
     }, 15_000);
   }
 });
 
+describe('Streamable HTTP: an invalid answer put on the standalone GET stream', () => {
+  it.each(invalidAnswers)('fails its call at once on %s, not at its timeout', async (_what, answer) => {
+    let standalone: ServerResponse | undefined;
+    const get = (res: ServerResponse) => {
+      keptOpen(res);
+      standalone = res;
+    };
+    // The call's own stream stays open and says nothing; its (invalid) answer goes on the standalone stream.
+    const call = (id: number, res: ServerResponse) => {
+      keptOpen(res);
+      standalone?.write(event(answer(id)));
+    };
+    await connected(call, 4_000, get, async (session) => {
+      session.listen?.(true);
+      const started = Date.now();
+      while (standalone === undefined && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(standalone, 'the standalone GET').toBeDefined();
+      const { error, tookMs } = await timed(session.request('tools/call', { name: 'x', arguments: {} }));
+      expect(error).toMatchObject({ reason: 'protocol_error' });
+      expect(tookMs).toBeLessThan(1_000);
+    });
+  }, 15_000);
+});
+
 describe('Streamable HTTP: a request that cannot be written, made while the first standalone GET is awaited', () => {
   it('is rejected, not left waiting on a promise nothing settles', async () => {
-    const server = await rawServer((req, res) => {
-      if (req.method === 'GET') {
-        // The standalone stream is refused, a little late: requests made meanwhile wait for that answer.
-        setTimeout(() => res.writeHead(405).end(), 300);
-        return;
-      }
-      void readJson(req).then((message) => {
-        if (message.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
-          res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-        } else if (message.id === undefined) res.writeHead(202).end();
-        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: {} }));
-      });
-    });
-    servers.push(server);
-    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true });
-    try {
-      const session = await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: 10_000 }), identity);
+    // The standalone stream is refused, a little late: requests made meanwhile wait for that answer.
+    const get = (res: ServerResponse) => void setTimeout(() => res.writeHead(405).end(), 300);
+    const call = (id: number, res: ServerResponse) => void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: {} }));
+    await connected(call, 10_000, get, async (session) => {
       session.listen?.(true);
       // Nested past what JSON.stringify's recursion takes (a gateway answers the agent -32602 for it).
       let deep: unknown = 1;
@@ -105,8 +147,6 @@ describe('Streamable HTTP: a request that cannot be written, made while the firs
         new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 3_000).unref()),
       ]);
       expect(outcome).toBe('refused');
-    } finally {
-      await connector.shutdown();
-    }
+    });
   }, 15_000);
 });

@@ -341,6 +341,19 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     for (const call of this.inFlight) if (call.answeredElsewhere(message)) return;
   }
 
+  /**
+   * A malformed answer (its id known) on the standalone stream: the call it answers fails now as a protocol error, as
+   * on the call's own stream. Before, it was dropped and the call waited out its timeout (found by review).
+   */
+  private brokenOnStandalone(id: JsonRpcId, reason: string): void {
+    const waiting = this.resuming.get(id);
+    if (waiting !== undefined) {
+      waiting.cancel(errors.protocol(`invalid response: ${reason}`));
+      return;
+    }
+    for (const call of this.inFlight) if (call.brokenElsewhere(id, reason)) return;
+  }
+
   /** Requests go out again without waiting (`firstStandalone`): the GET was answered, failed or stopped, or took too long. */
   private endFirstStandaloneWait(): void {
     const wait = this.firstStandalone;
@@ -670,6 +683,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
               // MCP keeps answers off this stream; an upstream that puts one there (its call's stream gone) still
               // answers that call, whose own stream would otherwise wait out its timeout.
               else if (classified.kind === 'response') this.answeredOnStandalone(classified.message);
+              else if (classified.answer === true && classified.id !== null) this.brokenOnStandalone(classified.id, classified.reason);
             }
           },
           (error, position) => {
