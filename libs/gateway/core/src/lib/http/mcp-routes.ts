@@ -496,8 +496,8 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
   };
 
   /** Origin/Host, then authentication; throws GatewayHttpError. */
-  const admitHeaders = async (headers: IncomingHttpHeaders, tenant: string): Promise<Principal> => {
-    const problem = originProblem(headers.host, headers.origin, options.origin);
+  const admitHeaders = async (target: string | undefined, headers: IncomingHttpHeaders, tenant: string): Promise<Principal> => {
+    const problem = originProblem(target, headers.host, headers.origin, options.origin);
     if (problem) throw new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem);
     const pending = authenticator.authenticate(headers.authorization, tenant);
     // API keys answer synchronously: no extra promise hop on the hot path.
@@ -552,7 +552,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     let errorId: string | undefined;
     active += 1;
     try {
-      const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(headers, input.tenant));
+      const principal = input.principal ?? (input.authentication ? principalOf(await input.authentication) : await admitHeaders(undefined, headers, input.tenant));
       if (!acceptsPostResponses(headers.accept)) {
         throw new GatewayHttpError(406, GATEWAY_RPC.NOT_ACCEPTABLE, 'Not Acceptable: the client must accept both application/json and text/event-stream');
       }
@@ -770,7 +770,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     // Origin/Host first, as on every route: a refused one is answered so (a body announced too large is not read, the
     // connection closes), and an allowed one's CORS headers go on every answer from here, a 413 included, so that a
     // browser client can read it.
-    const problem = originProblem(headers.host, headers.origin, options.origin);
+    const problem = originProblem(req.url, headers.host, headers.origin, options.origin);
     if (problem) {
       if (declaredTooLarge) res.setHeader('connection', 'close');
       writeError(res, new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem), null, traceId);
@@ -873,7 +873,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     scope.setGenReqId((req) => traceIdOfHeaders(req.headers));
     // Browser clients from an allowed origin read every answer of these routes (errors included); others get none.
     scope.addHook('onRequest', (request, reply, done) => {
-      if (request.headers.origin !== undefined && originProblem(request.headers.host, request.headers.origin, options.origin) === undefined) {
+      if (request.headers.origin !== undefined && originProblem(request.raw.url, request.headers.host, request.headers.origin, options.origin) === undefined) {
         allowOrigin(reply.raw, request.headers.origin);
       }
       done();
@@ -907,7 +907,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     });
 
     /** Origin/Host, then authentication; throws GatewayHttpError. */
-    const admit = (request: FastifyRequest<{ Params: { tenant: string } }>) => admitHeaders(request.headers, request.params.tenant);
+    const admit = (request: FastifyRequest<{ Params: { tenant: string } }>) => admitHeaders(request.raw.url, request.headers, request.params.tenant);
 
     /**
      * Routes that take a body admit the caller in `onRequest`, before Fastify reads a byte of it (as the raw POST path
@@ -982,7 +982,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     // CORS preflight of a browser client: allowed origins (GATEWAY_ALLOWED_ORIGINS) get the methods and headers these
     // endpoints take; any other origin, or a Host not allowed, a 403. No credential is needed (browsers send none).
     const preflight = (methods: string) => (request: FastifyRequest, reply: FastifyReply) => {
-      const problem = originProblem(request.headers.host, request.headers.origin, options.origin);
+      const problem = originProblem(request.raw.url, request.headers.host, request.headers.origin, options.origin);
       if (problem) {
         sendError(reply, new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem), null, traceIdOf(request));
         return;

@@ -12,17 +12,25 @@ const policy = (hosts: string[], origins: string[]) => ({ allowedHosts: new Set(
 
 describe('Streamable HTTP header checks', () => {
   it('lets non-browser requests through and checks browser origins exactly', () => {
-    expect(originProblem('gw:3200', undefined, policy([], []))).toBeUndefined();
-    expect(originProblem('gw:3200', 'https://evil.example', policy([], []))).toBe('Origin not allowed');
-    expect(originProblem('gw:3200', 'https://app.example', policy([], ['https://app.example']))).toBeUndefined();
-    expect(originProblem('gw:3200', 'https://evil.example', policy([], ['*']))).toBeUndefined();
+    expect(originProblem('/t/acme/mcp', 'gw:3200', undefined, policy([], []))).toBeUndefined();
+    expect(originProblem('/t/acme/mcp', 'gw:3200', 'https://evil.example', policy([], []))).toBe('Origin not allowed');
+    expect(originProblem('/t/acme/mcp', 'gw:3200', 'https://app.example', policy([], ['https://app.example']))).toBeUndefined();
+    expect(originProblem('/t/acme/mcp', 'gw:3200', 'https://evil.example', policy([], ['*']))).toBeUndefined();
   });
 
   it('checks Host when hosts are configured (with or without port)', () => {
-    expect(originProblem('gw.example:443', undefined, policy(['gw.example'], []))).toBeUndefined();
-    expect(originProblem('127.0.0.1:3200', undefined, policy(['127.0.0.1:3200'], []))).toBeUndefined();
-    expect(originProblem('rebound.evil:3200', undefined, policy(['gw.example'], []))).toBe('Host not allowed');
-    expect(originProblem(undefined, undefined, policy(['gw.example'], []))).toBe('Host header required');
+    expect(originProblem('/t/acme/mcp', 'gw.example:443', undefined, policy(['gw.example'], []))).toBeUndefined();
+    expect(originProblem('/t/acme/mcp', '127.0.0.1:3200', undefined, policy(['127.0.0.1:3200'], []))).toBeUndefined();
+    expect(originProblem('/t/acme/mcp', 'rebound.evil:3200', undefined, policy(['gw.example'], []))).toBe('Host not allowed');
+    expect(originProblem('/t/acme/mcp', undefined, undefined, policy(['gw.example'], []))).toBe('Host header required');
+  });
+
+  it('checks the host an absolute-form target names in place of the Host header (RFC 9112 §3.2.2)', () => {
+    const allowed = policy(['gw.example:3000'], []);
+    expect(originProblem('http://rebound.evil:3000/t/acme/mcp', 'gw.example:3000', undefined, allowed)).toBe('Host not allowed');
+    expect(originProblem('http://GW.example:3000/t/acme/mcp', 'rebound.evil:3000', undefined, allowed)).toBeUndefined();
+    expect(originProblem('*', 'gw.example:3000', undefined, allowed)).toBe('Host not allowed');
+    expect(originProblem('http://[::1', 'gw.example:3000', undefined, allowed)).toBe('Host not allowed');
   });
 
   it('requires both JSON and SSE in Accept for POST, SSE for GET', () => {

@@ -14,12 +14,27 @@ export type HeaderValue = string | string[] | undefined;
 const first = (value: HeaderValue): string | undefined => (Array.isArray(value) ? value[0] : value);
 
 /**
- * DNS-rebinding protection. Requests without an Origin (non-browser agents) pass the Origin check; a
- * browser request must come from an allowed origin. Host is checked when hosts are configured.
+ * The host a request is for: its Host header, or for an absolute-form target (`POST http://host/t/acme/mcp`) that
+ * target's authority, which an origin server uses in place of Host (RFC 9112 §3.2.2). A target that names no host (`*`,
+ * a malformed URL) is for none (''). Before, the Host header was checked for such a request as well (found by review).
  */
-export function originProblem(host: HeaderValue, origin: HeaderValue, policy: OriginPolicy): string | undefined {
+function hostOf(target: string | undefined, host: HeaderValue): string | undefined {
+  if (target === undefined || target.charCodeAt(0) === 47 /* '/' */) return first(host);
+  try {
+    return new URL(target).host;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * DNS-rebinding protection. Requests without an Origin (non-browser agents) pass the Origin check; a
+ * browser request must come from an allowed origin. Host is checked when hosts are configured: the one `target` (the
+ * request line's) names, or else the Host header's.
+ */
+export function originProblem(target: string | undefined, host: HeaderValue, origin: HeaderValue, policy: OriginPolicy): string | undefined {
   if (policy.allowedHosts.size > 0) {
-    const value = first(host)?.toLowerCase();
+    const value = hostOf(target, host)?.toLowerCase();
     if (value === undefined) return 'Host header required';
     const bare = value.startsWith('[') ? value.slice(0, value.indexOf(']') + 1) : value.split(':')[0] ?? value;
     if (!policy.allowedHosts.has(value) && !policy.allowedHosts.has(bare)) return 'Host not allowed';
