@@ -415,7 +415,7 @@ describe('Last-Event-ID on a raw GET', () => {
   /** The stream an event id belongs to. */
   const streamOf = (id: string): string => id.slice(0, id.lastIndexOf('_'));
 
-  it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first, then is primed as a new stream', async () => {
+  it('a standalone stream resumed with its Last-Event-ID gets the messages it missed first, as the new stream\'s own', async () => {
     const sessionId = await session(gatewayA.url);
     const first = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream' }),
@@ -434,37 +434,37 @@ describe('Last-Event-ID on a raw GET', () => {
     const older = streamOf(standaloneIds[0] ?? '');
     expect(older).toMatch(/^s/);
 
-    // Reconnecting with an id before the last one replays the rest first; then comes the new stream's priming event,
-    // so the agent holds the new stream's id from then on, and then the new stream's own messages.
+    // Reconnecting with an id before the last one replays the rest first, as the new stream's own events (numbered and
+    // logged there), so the agent holds the new stream's id from the first of them on; then the new stream's messages.
     const resumed = await fetch(`${gatewayA.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${older}_0` }),
     });
-    const ownMessage = (sse: string) => messageIds(completeEvents(sse).join('\n\n')).some((id) => streamOf(id) !== older);
+    const ownMessage = (sse: string) => messageIds(completeEvents(sse).join('\n\n')).length > standaloneIds.length;
     const resumedReading = readUntil(resumed, ownMessage);
     await addToolsUntilNotified(sessionId, resumedReading, 100);
     const replay = await resumedReading;
     const replayIds = ids(completeEvents(replay.text).join('\n\n'));
-    const priming = replayIds.findIndex((id) => id.endsWith('_0'));
-    expect(priming).toBeGreaterThanOrEqual(standaloneIds.length);
-    expect(replayIds.slice(0, standaloneIds.length)).toEqual(standaloneIds);
-    expect(replayIds.slice(0, priming).every((id) => streamOf(id) === older)).toBe(true);
-    const newer = streamOf(replayIds[priming] ?? '');
+    const newer = streamOf(replayIds[0] ?? '');
     expect(newer).toMatch(/^s/);
     expect(newer).not.toBe(older);
-    expect(replay.text).toContain(`id: ${newer}_0\nretry: 1000\ndata: \n\n`);
-    const newerIds = replayIds.slice(priming + 1);
-    expect(newerIds.length).toBeGreaterThan(0);
+    // Numbered from 1 on the new stream: no priming event (the first replayed message gives the agent its id).
+    expect(replayIds.slice(0, standaloneIds.length)).toEqual(standaloneIds.map((_id, i) => `${newer}_${i + 1}`));
+    expect(data(replay.text).slice(0, standaloneIds.length)).toEqual(data(got.text).filter((message) => message !== ''));
+    const newerIds = replayIds;
+    expect(newerIds.length).toBeGreaterThan(standaloneIds.length);
     expect(newerIds.every((id) => streamOf(id) === newer)).toBe(true);
 
-    // Had the new stream's messages been lost to a disconnect, the agent's last id (the priming event's) brings them
-    // back, from any replica; the older stream's id would only read the older log.
+    // Had the new stream's messages been lost to a disconnect, the agent's first id on it brings them back, from any
+    // replica, again as the newest stream's own; the older stream's id would only read the older log.
     const again = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${newer}_0` }),
     });
     const recovered = await readUntil(again, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= newerIds.length);
     const recoveredIds = messageIds(completeEvents(recovered.text).join('\n\n'));
-    expect(recoveredIds.slice(0, newerIds.length)).toEqual(newerIds);
-    expect(data(recovered.text).join('\n')).toContain('notifications/tools/list_changed');
+    const newest = streamOf(recoveredIds[0] ?? '');
+    expect(newest).not.toBe(newer);
+    expect(recoveredIds.slice(0, newerIds.length)).toEqual(newerIds.map((_id, i) => `${newest}_${i + 1}`));
+    expect(data(recovered.text).slice(0, newerIds.length)).toEqual(data(replay.text).slice(0, newerIds.length));
   });
 
   it('a standalone stream lost on one replica and resumed on another: what came while the agent was away arrives once, then the new stream takes over', async () => {
@@ -498,35 +498,31 @@ describe('Last-Event-ID on a raw GET', () => {
     expect((await announce(301)).status).toBe(200);
 
     // The agent comes back through replica B with its last id: B's stream is announced, A's parked one ends (its log's
-    // end marker), and B sends what A logged first, then its own priming event, then whatever comes next.
+    // end marker), and B sends what A logged first, as its own events, then whatever comes next.
     const startedAt = Date.now();
     const resumed = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': lastSeen }),
     });
     expect(resumed.status).toBe(200);
-    let primedAfterMs: number | undefined;
-    const newerMessage = (sse: string) => {
+    let firstAfterMs: number | undefined;
+    const replayedAndMore = (sse: string) => {
       const sent = ids(completeEvents(sse).join('\n\n'));
-      if (primedAfterMs === undefined && sent.some((id) => id.endsWith('_0'))) primedAfterMs = Date.now() - startedAt;
-      return sent.some((id) => !id.endsWith('_0') && streamOf(id) !== older);
+      if (firstAfterMs === undefined && sent.length > 0) firstAfterMs = Date.now() - startedAt;
+      return sent.length >= 3;
     };
-    const resumedReading = readUntil(resumed, newerMessage);
+    const resumedReading = readUntil(resumed, replayedAndMore);
     // Announced once the new stream is up: routed from A, which holds the upstream session, to B over the bus.
     await addToolsUntilNotified(sessionId, resumedReading, 310);
-    const gotIds = ids(completeEvents((await resumedReading).text).join('\n\n'));
-    const priming = gotIds.findIndex((id) => id.endsWith('_0'));
-    expect(priming).toBeGreaterThanOrEqual(0);
-    const missed = gotIds.slice(0, priming);
-    // What A logged after the agent's last id: the two announcements made while it was away, from the older stream,
-    // none of them seen before, none twice.
-    expect(missed.length).toBeGreaterThanOrEqual(2);
-    expect(missed.every((id) => streamOf(id) === older)).toBe(true);
-    expect(missed.some((id) => seen.includes(id))).toBe(false);
-    expect(new Set(missed).size).toBe(missed.length);
-    const newer = streamOf(gotIds[priming] ?? '');
+    const text = (await resumedReading).text;
+    const gotIds = ids(completeEvents(text).join('\n\n'));
+    // All of B's stream, numbered from 1, none of A's (no priming event: the first replayed message names B's stream).
+    const newer = streamOf(gotIds[0] ?? '');
     expect(newer).not.toBe(older);
-    expect(gotIds.slice(priming + 1).every((id) => streamOf(id) === newer)).toBe(true);
+    expect(gotIds.slice(0, 3)).toEqual([`${newer}_1`, `${newer}_2`, `${newer}_3`]);
+    // What A logged after the agent's last id comes first: the two announcements made while it was away, each once.
+    const announcements = data(text).filter((message) => message.includes('notifications/tools/list_changed'));
+    expect(announcements.length).toBeGreaterThanOrEqual(3);
     // A's parked stream ended when B's was announced (its log's end marker): B did not wait out its bound (2 s) for it.
-    expect(primedAfterMs).toBeLessThan(1_500);
+    expect(firstAfterMs).toBeLessThan(1_500);
   }, 20_000);
 });

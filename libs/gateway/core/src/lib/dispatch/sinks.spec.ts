@@ -535,7 +535,7 @@ describe('EventStream resuming an older stream (the handover between replicas)',
       // Not early: sent here whatever the older stream logged.
       stream.send(note('the-same-text'), false);
       expect(out.chunks).toEqual([]);
-      stream.resumeAfter('s-old', [
+      stream.resumeAfter([
         { seq: 4, data: JSON.stringify(note('both-had-it')), final: false },
         { seq: 5, data: JSON.stringify(note('the-same-text')), final: false },
         { seq: 6, data: '', final: true },
@@ -546,11 +546,14 @@ describe('EventStream resuming an older stream (the handover between replicas)',
         'only-here',
         'the-same-text',
       ]);
-      expect(out.chunks[0]?.startsWith('id: s-old_4\n')).toBe(true);
-      // Numbered in the order sent, after what was left out.
-      expect(out.chunks[2]?.startsWith('id: s-new_1\n')).toBe(true);
-      expect(out.chunks[3]?.startsWith('id: s-new_2\n')).toBe(true);
-      expect(logged.map((entry) => entry.seq)).toEqual([1, 2]);
+      // What the older stream logged is this stream's now (numbered and logged here): the agent's last id is this
+      // stream's from the first message on, so its next resume finds what this stream logs from here on.
+      expect(out.chunks[0]?.startsWith('id: s-new_1\n')).toBe(true);
+      expect(out.chunks[1]?.startsWith('id: s-new_2\n')).toBe(true);
+      // Then what was held, numbered in the order sent, after what was left out.
+      expect(out.chunks[2]?.startsWith('id: s-new_3\n')).toBe(true);
+      expect(out.chunks[3]?.startsWith('id: s-new_4\n')).toBe(true);
+      expect(logged.map((entry) => entry.seq)).toEqual([1, 2, 3, 4]);
     } finally {
       stream.close();
     }

@@ -686,28 +686,30 @@ export class EventStream implements MessageSink {
 
   /**
    * A stream opened with `hold` resumes an earlier one: `missed` (that stream's entries after the agent's last event
-   * id) are written first, under their own ids, then the priming event (`prime`), then the messages sent to this one
-   * while the log was read. Attached before the read, it loses none of what came meanwhile, in order.
+   * id) are written first, as this stream's own events (numbered and logged here), then the priming event (`prime`),
+   * then the messages sent to this one while the log was read. Attached before the read, it loses none of what came
+   * meanwhile, in order. Under their old ids, the agent's last id stayed the older stream's until a message of this
+   * one's came: an agent that takes no priming event, away again before that, resumed the older stream once more, and
+   * what this one had logged while parked was lost with it (found by review).
    *
    * A message relayed over the bus before this stream's announcement came back (`early`) reached the older stream too,
    * if it was still parked on another replica then (the bus delivers in one order everywhere, and that replica closes it
    * on the announcement): it is left out here when the older stream logged the same text. (A second, identical
    * notification is all that can be lost that way: a list change or a log line the agent had word for word.)
    */
-  resumeAfter(missedStreamId: string, missed: readonly ReplayEntry[], prime: boolean): void {
+  resumeAfter(missed: readonly ReplayEntry[], prime: boolean): void {
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
     const early = held.some((item) => item.early) ? new Map<string, number>() : undefined;
-    // The older stream's end marker is nothing for the agent: its next id is this stream's priming event's.
+    // The older stream's end marker is nothing for the agent.
     for (const entry of missed) {
       if (entry.data === '' || entry.final) continue;
-      this.replay(eventId(missedStreamId, entry.seq), entry.data);
+      this.emitNow(entry.data);
       if (early !== undefined) early.set(entry.data, (early.get(entry.data) ?? 0) + 1);
     }
-    // Primed after the replayed messages, not before: they belong to the older stream's log, so resuming from this
-    // stream's `_0` would not bring them back. From here on the agent holds this stream's id.
-    if (prime && this.log !== undefined) this.write(primingFrame(this.id));
+    // Nothing was replayed: the priming event gives the agent this stream's id (with no message of its own yet).
+    if (prime && this.log !== undefined && this.seq === 0) this.write(primingFrame(this.id));
     for (const item of held) {
       const alsoLogged = item.early && early !== undefined ? (early.get(item.data) ?? 0) : 0;
       if (alsoLogged > 0) {

@@ -1127,7 +1127,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           ]);
           clearTimeout(deadline);
           stop.abort();
-          stream.resumeAfter(resumed.streamId, missed, prime);
+          stream.resumeAfter(missed, prime);
         }
         return reply;
       }),

@@ -1,0 +1,145 @@
+/**
+ * A 2025-06-18 agent (no priming events: the gateway primes 2025-11-25 streams only) whose standalone stream drops
+ * twice. The first resume (Last-Event-ID of stream s1) opens s2, which sends what s1 logged meanwhile as its own
+ * events, so the agent's last event id becomes one of s2's. s2 then drops too, and what the upstream announces meanwhile
+ * is logged on the parked s2; the agent resumes with the last id it received and gets it. Before, the replayed message
+ * kept s1's id: the agent resumed s1 again, the parked s2 was closed as replaced, and the announcement was lost. Needs
+ * `npx nx build demo-upstreams`.
+ */
+import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
+import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kitchenSinkTenant, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+
+const ctx = testContext();
+let db: SystemPrismaClient;
+let demo: DemoUpstreams;
+let gateway: TestGateway;
+let tenant: TestTenant;
+let key: string;
+const VERSION = '2025-06-18';
+
+beforeAll(async () => {
+  db = createSystemPrismaClient({ url: ctx.systemDatabaseUrl });
+  demo = await startDemoUpstreams();
+  ({ tenant, key } = await kitchenSinkTenant(db, demo, 'chain-agent'));
+  gateway = await startTestGateway({ systemDb: db, redisUrl: ctx.redisUrl });
+}, 60_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await demo?.stop();
+  await db?.$disconnect();
+});
+
+const headers = (sessionId: string, extra: Record<string, string> = {}) => ({
+  authorization: `Bearer ${key}`,
+  'content-type': 'application/json',
+  accept: 'application/json, text/event-stream',
+  'mcp-protocol-version': VERSION,
+  'mcp-session-id': sessionId,
+  ...extra,
+});
+
+async function session(): Promise<string> {
+  const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: VERSION, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+  });
+  expect(res.status).toBe(200);
+  await res.text();
+  return res.headers.get('mcp-session-id') ?? '';
+}
+
+/** Reads an SSE response until `done(text)`, its end or `capMs`; then drops the connection (the agent gone). */
+async function readUntil(res: Response, done: (text: string) => boolean, capMs = 10_000): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const decoder = new TextDecoder();
+  let out = '';
+  const deadline = Date.now() + capMs;
+  while (!done(out)) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    let timer: NodeJS.Timeout | undefined;
+    const chunk = await Promise.race([
+      reader.read(),
+      new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), left);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (chunk === 'timeout' || chunk.done) break;
+    out += decoder.decode(chunk.value, { stream: true });
+  }
+  await reader.cancel().catch(() => undefined);
+  return out;
+}
+
+const completeEvents = (sse: string): string[] => sse.split('\n\n').slice(0, -1);
+const listChanges = (sse: string): string[] => completeEvents(sse).filter((event) => event.includes('notifications/tools/list_changed'));
+const idOf = (event: string): string => /^id: (.+)$/m.exec(event)?.[1] ?? '';
+
+let nextId = 100;
+const addTool = async (sessionId: string) => {
+  const res = await fetch(`${gateway.url}/t/${tenant.slug}/mcp`, {
+    method: 'POST',
+    headers: headers(sessionId),
+    body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method: 'tools/call', params: { name: 'ks__add_tool', arguments: {} } }),
+  });
+  await res.text();
+  expect(res.status).toBe(200);
+};
+/** One announcement told at once: list changes are told at most once a second per session and upstream. */
+const announce = async (sessionId: string) => {
+  await new Promise((resolve) => setTimeout(resolve, 2_100));
+  await addTool(sessionId);
+};
+
+describe('an older agent resuming its standalone stream twice', () => {
+  it('gets what came while its second stream was parked when it resumes with the last id it received', async () => {
+    const sessionId = await session();
+    const getStream = (lastEventId?: string) =>
+      fetch(`${gateway.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) }) });
+
+    // s1: a first list change is received, then the connection drops.
+    const first = await getStream();
+    expect(first.status).toBe(200);
+    const reading = readUntil(first, (sse) => listChanges(sse).length > 0);
+    let got = false;
+    void reading.then(() => (got = true));
+    await waitFor(
+      async () => {
+        await addTool(sessionId);
+        await waitFor(() => got, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
+        return got;
+      },
+      { timeoutMs: 9_000, description: 'a list change on s1' },
+    );
+    const s1Seen = idOf(listChanges(await reading).at(-1) ?? '');
+    expect(s1Seen).toMatch(/^s\w+_\d+$/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    // Away: a change is logged on the parked s1. The agent resumes with its last id: s2 replays it (under s1's id).
+    await announce(sessionId);
+    const second = await getStream(s1Seen);
+    expect(second.status).toBe(200);
+    const secondText = await readUntil(second, (sse) => listChanges(sse).length > 0, 5_000);
+    const replayed = listChanges(secondText);
+    expect(replayed.length).toBe(1);
+    const lastReceived = idOf(replayed[0] ?? '');
+    // What s1 missed comes as s2's own event: the last id the agent holds is s2's, though s2 sent no priming event.
+    expect(lastReceived).toMatch(/^s\w+_1$/);
+    expect(lastReceived.slice(0, lastReceived.lastIndexOf('_'))).not.toBe(s1Seen.slice(0, s1Seen.lastIndexOf('_')));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    // Away again (s2 parked): another change comes. The agent resumes with the last id it received.
+    await announce(sessionId);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const third = await getStream(lastReceived);
+    expect(third.status).toBe(200);
+    const thirdText = await readUntil(third, (sse) => listChanges(sse).length > 0, 4_000);
+    // The change announced while it was away reaches it.
+    expect(listChanges(thirdText).length).toBe(1);
+  }, 40_000);
+});
