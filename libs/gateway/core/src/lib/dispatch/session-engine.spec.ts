@@ -1304,6 +1304,27 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.calls.filter((call) => call.method !== 'resources/read')).toHaveLength(4);
   });
 
+  it('counts an upstream without resources/templates/list (-32601) as listing no templates: unknown URIs do not walk again and again', async () => {
+    const { engine, connector } = build({
+      a: {
+        prefix: 'a',
+        capabilities: { resources: {} },
+        handle: async (method) => {
+          if (method === 'resources/templates/list') throw new UpstreamRpcError(-32601, 'Method not found');
+          return method === 'resources/list' ? { resources: [{ uri: 'mem://listed', name: 'listed' }] } : { contents: [] };
+        },
+      },
+    });
+    const record = await openSession(engine);
+    expect(await engine.request(record, req('resources/templates/list', {}), NO_STREAM, 'trace')).toMatchObject({ result: { resourceTemplates: [] } });
+    connector.calls.length = 0;
+    for (let index = 0; index < 3; index += 1) {
+      expect(await engine.request(record, req('resources/read', { uri: `mem://nobody-lists/${index}` }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32002 } });
+    }
+    // One complete walk (its two listings), then the unknown URIs within ROUTE_RELEARN_MS are answered from it.
+    expect(connector.calls.map((call) => call.method)).toEqual(['resources/list', 'resources/templates/list']);
+  });
+
   it('starts a new upstream session when the upstream forgot the old one (404), runs the refused call again there, and records it', async () => {
     const sessions = new MemorySessionStore();
     const registry = new UpstreamRegistry('__');

@@ -2743,6 +2743,10 @@ export class SessionEngine {
       const target = targets[index] as PendingPage;
       const config = this.deps.registry.forTenant(live.record.tenantId).byId.get(target.upstreamId);
       if (outcome.status === 'rejected') {
+        // An upstream with resources but no templates (-32601 to resources/templates/list, as many servers answer) lists
+        // none: no failure. Before, it was logged and rechecked on every first page, and every route walk counted
+        // itself incomplete, so each read of a URI nobody lists walked every upstream's listings again (found by review).
+        if (kind === 'resourceTemplates' && outcome.reason instanceof UpstreamRpcError && outcome.reason.code === JSON_RPC.METHOD_NOT_FOUND) return;
         if (status) status.dropped = true;
         // An upstream no longer configured has nothing more to list: its listing ends, as it would on a first page.
         if (!config) return;
@@ -3172,8 +3176,8 @@ export class SessionEngine {
   /**
    * Walks the session's resource and template listings to learn which upstream serves which URI. One walk at a time
    * per session (requests that arrive meanwhile wait for it), and none again within ROUTE_RELEARN_MS of the last
-   * complete one: an agent reading URIs nobody lists would otherwise have every upstream list everything (up to 50
-   * pages of each) for each read, in parallel. A walk counts as complete only if it succeeded, every upstream
+   * complete one: an agent reading URIs nobody lists would otherwise have every upstream list everything (up to
+   * MAX_UPSTREAM_PAGES pages of each) for each read, in parallel. A walk counts as complete only if it succeeded, every upstream
    * answered it, and no upstream said its resources changed meanwhile; after a change, the next unknown URI walks
    * at once (a walk started before the change is not joined).
    */
@@ -3214,9 +3218,15 @@ export class SessionEngine {
     live.templateRoutes.deleteWhere((route) => upstreamId === undefined || route.upstreamId === upstreamId);
   }
 
+  /**
+   * One listing walked to its end, as far as an agent may page it: MAX_UPSTREAM_PAGES of each upstream (the merged
+   * cursor refuses more). Before, the walk stopped at 50 merged pages, and a resource an agent was shown past them could
+   * not be read, subscribed to or completed on any replica that had not served that page itself (found by review).
+   */
   private async learnAll(live: LiveSession, kind: ListKind, traceId: string, status: { dropped: boolean }): Promise<void> {
     let cursor: unknown;
-    for (let pages = 0; pages < 50; pages++) {
+    const maxPages = MAX_UPSTREAM_PAGES * Math.max(1, this.deps.registry.forTenant(live.record.tenantId).byId.size);
+    for (let pages = 0; pages < maxPages; pages++) {
       let page: Record<string, unknown>;
       try {
         // No request's cancellation: the walk is shared by every request waiting on it.
