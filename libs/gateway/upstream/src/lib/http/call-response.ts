@@ -58,8 +58,21 @@ export interface CallResponseHandlers {
  */
 const SESSION_ID = /^[\x21-\x7e]{1,1024}$/;
 
-/** How the body of the response is read: dropped (the call is already answered), as JSON, or as SSE. */
-type BodyKind = 'skip' | 'json' | 'sse';
+/**
+ * How the body of the response is read: dropped (the call is already answered), as JSON, as SSE, or as a 400's reason
+ * (`refusal`: whether the upstream refused the session, see `rejectStatus`).
+ */
+type BodyKind = 'skip' | 'json' | 'sse' | 'refusal';
+
+/** The most of a 400's body read for its reason. */
+const MAX_REFUSAL_BYTES = 4_096;
+
+/**
+ * What a 400 to a request with a session id says when the upstream does not know the session: servers built on older
+ * SDK examples answer "Bad Request: No valid session ID provided", and an SDK server transport started afresh (the
+ * server restarted) answers "Bad Request: Server not initialized". MCP asks for 404 there.
+ */
+const SESSION_REFUSED = /session|not initiali[sz]ed/i;
 
 /**
  * Reads the HTTP response to one POSTed JSON-RPC request (Streamable HTTP) as undici delivers it: a
@@ -133,7 +146,16 @@ export class CallResponse extends Exchange {
 
   protected override responseData(chunk: Buffer): void {
     if (this.finished) return;
-    if (this.body === 'json') {
+    if (this.body === 'refusal') {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      if (this.size >= MAX_REFUSAL_BYTES) {
+        this.finished = true;
+        this.bodyDone();
+        this.refused();
+        this.abortRequest();
+      }
+    } else if (this.body === 'json') {
       this.size += chunk.length;
       if (this.size > this.handlers.maxBytes) this.break('the response body broke');
       else if (this.size > FREE_BYTES_PER_CALL && !this.held(this.size)) this.refuseHeld();
@@ -173,7 +195,8 @@ export class CallResponse extends Exchange {
     this.bodyDone();
     if (this.finished) return;
     this.finished = true;
-    if (this.body === 'json') {
+    if (this.body === 'refusal') this.refused();
+    else if (this.body === 'json') {
       const { chunks } = this;
       this.chunks = [];
       this.deliver(
@@ -195,7 +218,8 @@ export class CallResponse extends Exchange {
       return;
     }
     if (this.body === 'sse' && this.resumed()) return;
-    this.protocolErrorIfUnanswered(this.body === 'sse' ? 'the response stream broke' : 'the response body broke');
+    if (this.body === 'refusal') this.refused();
+    else this.protocolErrorIfUnanswered(this.body === 'sse' ? 'the response stream broke' : 'the response body broke');
   }
 
   /** Hands an unanswered call whose stream can be resumed to `handlers.resume`; true if it took it. */
@@ -210,17 +234,43 @@ export class CallResponse extends Exchange {
 
   private rejectStatus(status: number): void {
     if (status === 404 && this.handlers.hasSession) {
-      this.handlers.reachable(true);
-      this.handlers.expired();
-      // `session_expired` says the upstream ran nothing: the gateway sends the request again on a new session. A GET
-      // resuming a call's stream comes after the upstream took the call (200), which may have run: it must not run twice.
-      this.answer(this.resumedFrom === undefined ? errors.sessionExpired() : errors.sessionLost(), undefined);
+      this.sessionForgotten();
+      return;
+    }
+    // A 400 to a request with a session id may be a server's way of saying it does not know the session (see
+    // SESSION_REFUSED): its body says, read first (bounded). Before, the call failed as a protocol error, and so did every
+    // later one, the upstream session never started again (found by review).
+    if (status === 400 && this.handlers.hasSession && this.resumedFrom === undefined) {
+      this.body = 'refusal';
       return;
     }
     this.handlers.reachable(status < 500);
     this.answer(errors.protocol(`HTTP ${status}`), undefined);
     // A resume refused: the call itself was taken, and may still be running.
     if (this.resumedFrom !== undefined) this.handlers.abandoned?.();
+  }
+
+  /**
+   * The upstream does not know the session. `session_expired` says it ran nothing: the gateway sends the request again on
+   * a new session. A GET resuming a call's stream comes after the upstream took the call (200), which may have run: it
+   * must not run twice.
+   */
+  private sessionForgotten(): void {
+    this.handlers.reachable(true);
+    this.handlers.expired();
+    this.answer(this.resumedFrom === undefined ? errors.sessionExpired() : errors.sessionLost(), undefined);
+  }
+
+  /** The body of a 400 (or as much of it as was read) decides: a session refused, or the request's own fault. */
+  private refused(): void {
+    const { chunks } = this;
+    this.chunks = [];
+    const reason = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BYTES).toString('utf8');
+    if (SESSION_REFUSED.test(reason)) this.sessionForgotten();
+    else {
+      this.handlers.reachable(true);
+      this.answer(errors.protocol('HTTP 400'), undefined);
+    }
   }
 
   private pushEvents(text: string): void {

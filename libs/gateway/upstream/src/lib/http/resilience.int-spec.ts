@@ -928,6 +928,29 @@ describe('connector resilience and network policy', () => {
     expect(dispose).not.toHaveBeenCalled();
   });
 
+  it.each([
+    ['an older SDK example server', 'Bad Request: No valid session ID provided'],
+    ['an SDK server transport started afresh', 'Bad Request: Server not initialized'],
+  ])('takes a 400 saying the session is unknown (%s) as a 404, and another 400 as the request\'s own', async (_server, message) => {
+    let refusal = message;
+    const server = await callServer((_message, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: refusal }, id: null }));
+    });
+    servers.push(server);
+    const c = connector();
+    try {
+      const first = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      // Nothing ran: session_expired, on which the gateway starts a new upstream session and sends the request again.
+      await expect(first.request('tools/call', { name: 'x', arguments: {} })).rejects.toMatchObject({ reason: 'session_expired' });
+      refusal = 'Bad Request: Invalid JSON-RPC message';
+      const second = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+      await expect(second.request('tools/call', { name: 'x', arguments: {} })).rejects.toMatchObject({ reason: 'protocol_error' });
+    } finally {
+      await c.shutdown();
+    }
+  });
+
   it('fails a legacy SSE call whose POST is answered 404 as session_expired, and a call the upstream took as closed', async () => {
     const streams: ServerResponse[] = [];
     const taken: string[] = [];
