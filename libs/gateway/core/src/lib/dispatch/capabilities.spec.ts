@@ -17,6 +17,13 @@ describe('clientCapabilityGap', () => {
     expect(clientCapabilityGap('roots/list', undefined, { roots: {} })).toBeUndefined();
   });
 
+  it('refuses a method MCP defines for no client area (-32601), whatever the agent declared', () => {
+    const everything = { sampling: {}, elicitation: {}, roots: {}, experimental: { 'acme/openUrl': {} } };
+    expect(clientCapabilityGap('acme/openUrl', { url: 'https://example.test' }, everything)).toEqual({ code: -32601, message: 'Method not found: acme/openUrl' });
+    expect(clientCapabilityGap('__proto__', undefined, everything)).toMatchObject({ code: -32601 });
+    expect(clientCapabilityGap('toString', undefined, everything)).toMatchObject({ code: -32601 });
+  });
+
   it('takes an empty elicitation capability as form mode only, as MCP keeps it for older clients', () => {
     expect(clientCapabilityGap('elicitation/create', elicit({ requestedSchema: { type: 'object', properties: {} } }), { elicitation: {} })).toBeUndefined();
     expect(clientCapabilityGap('elicitation/create', elicit({ mode: 'form' }), { elicitation: {} })).toBeUndefined();

@@ -109,11 +109,15 @@ export interface ClientCapabilityGap {
  * What the agent's declared capabilities (`agent`) lack for an upstream's request, or undefined when it may be sent:
  * the area (sampling, elicitation, roots), then what MCP 2025-11-25 gates inside it. Elicitation in url mode needs
  * `elicitation.url`, in form mode `elicitation.form` or an empty `elicitation` (older clients' form only); sampling
- * with `tools` or `toolChoice` needs `sampling.tools`. Other methods are not the client capabilities' to decide.
+ * with `tools` or `toolChoice` needs `sampling.tools`. Ping needs none. Any other method MCP defines no client area for
+ * (the task methods are refused before this) is none the gateway relays: -32601, as a client that has no such method answers.
+ * Before, it went to the agent, and an upstream could reach whatever method an agent's client implements beyond MCP's
+ * (found by review).
  */
 export function clientCapabilityGap(method: string, params: Readonly<Record<string, unknown>> | undefined, agent: Caps | undefined): ClientCapabilityGap | undefined {
-  const area = CLIENT_AREA_OF[method];
-  if (area === undefined) return undefined;
+  if (method === 'ping') return undefined;
+  const area = Object.hasOwn(CLIENT_AREA_OF, method) ? CLIENT_AREA_OF[method] : undefined;
+  if (area === undefined) return { code: -32601, message: `Method not found: ${method.slice(0, 64)}` };
   const declared = agent?.[area];
   if (!isObject(declared)) return { code: -32601, message: `The client does not support ${method}` };
   if (method === 'elicitation/create') {

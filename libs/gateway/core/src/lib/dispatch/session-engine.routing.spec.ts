@@ -294,6 +294,29 @@ describe('SessionEngine: resource routes, cursors and tasks', () => {
     expect(await walk()).toEqual(['other of b', 'readme of b']);
   });
 
+  it('refuses an upstream\'s request of a method MCP gives no client area (-32601), never sending it to the agent', async () => {
+    const { engine } = build({
+      u1: {
+        prefix: 'fs',
+        capabilities: { resources: {} },
+        handle: (method, _params, options?: UpstreamRequestOptions) => {
+          if (method !== 'resources/list') return Promise.resolve({ contents: [] });
+          const asked = options?.onServerRequest?.({ jsonrpc: '2.0', id: 7, method: 'acme/openUrl', params: { url: 'https://example.test' } }, new AbortController().signal) ?? Promise.reject(new Error('no relay'));
+          return asked.then(
+            () => ({ resources: [{ uri: 'file:///answered', name: 'answered' }] }),
+            (error: { code?: number }) => ({ resources: [{ uri: 'file:///refused', name: `refused ${error.code}` }] }),
+          );
+        },
+      },
+    });
+    // An agent that declared everything, an experimental area of that name included.
+    const { record } = await open(engine, '2025-11-25', { roots: {}, sampling: {}, elicitation: {}, experimental: { 'acme/openUrl': {} } });
+    const sent: JsonRpcMessage[] = [];
+    const answer = await engine.request(record, req('resources/list'), sinkOf(sent), 'trace');
+    expect(answer).toMatchObject({ result: { resources: [{ uri: 'file:///refused', name: 'refused -32601' }] } });
+    expect(sent).toEqual([]);
+  });
+
   it('asks the agent what an upstream asks while it lists on the listing\'s own stream, when there is no other', async () => {
     const { engine } = build({
       u1: {
