@@ -1325,6 +1325,26 @@ describe('SessionEngine with in-memory upstreams', () => {
     expect(connector.calls.map((call) => call.method)).toEqual(['resources/list', 'resources/templates/list']);
   });
 
+  it('runs a call refused by a legacy SSE upstream that forgot its session (its POST answered 404) again on a new one, once per interval', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([{ ...fakeConfig('u1', 'files'), transport: 'sse' }], () => undefined);
+    const upstream = forgetfulUpstream((method) => (method === 'tools/list' ? { tools: tools('read') } : { content: [{ type: 'text', text: 'done' }] }));
+    const connector = new FakeConnector({ u1: upstream });
+    connector.unresumable.add('u1');
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore() });
+    const record = await openSession(engine);
+    const opened = connector.opened.length;
+    upstream.refusals = 1;
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    expect(await call()).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(connector.calls.filter((c) => c.method === 'tools/call')).toHaveLength(2);
+    expect(connector.opened.length).toBe(opened + 1);
+    // Refused again within 10 s: the call fails, and no session is opened at the agent's request rate.
+    upstream.refusals = 1;
+    expect(await call()).toMatchObject({ error: {} });
+    expect(connector.calls.filter((c) => c.method === 'tools/call')).toHaveLength(3);
+  });
+
   it('starts a new upstream session when the upstream forgot the old one (404), runs the refused call again there, and records it', async () => {
     const sessions = new MemorySessionStore();
     const registry = new UpstreamRegistry('__');

@@ -4185,7 +4185,8 @@ export class SessionEngine {
 
   /**
    * Runs `run` on the session's upstream session. If the upstream answers that it forgot the session (HTTP 404: it
-   * ran nothing), a new upstream session is started and `run` goes once more on it.
+   * ran nothing), a new upstream session is started and `run` goes once more on it: a legacy SSE one too (its POST
+   * answered 404), which before failed the call though the upstream had taken nothing.
    */
   private async onUpstream<T>(
     live: LiveSession,
@@ -4199,7 +4200,7 @@ export class SessionEngine {
       return await run(session);
     } catch (error) {
       if (!(error instanceof UpstreamUnavailableError) || error.reason !== 'session_expired') throw error;
-      if (!this.dropUpstream(live, upstreamId, session)) {
+      if (!this.dropUpstream(live, upstreamId, session, true)) {
         // Renewed a moment ago and forgotten again. Another replica may have started a newer session since: the
         // stored record says. Otherwise (an upstream that answers 404 to every session) the call fails rather than
         // start upstream sessions at the agent's request rate.
@@ -4225,8 +4226,10 @@ export class SessionEngine {
    * `session` ended under this replica (its transport closed, or the upstream forgot it): the next use connects again,
    * on a new upstream session unless this replica started one for the upstream in the last RENEW_MIN_INTERVAL_MS
    * (then the record's session is resumed, and fails again at once). Returns whether a new one will be started.
+   * `retrying`: a request the upstream refused is to go again on the new one; for a session that cannot be resumed
+   * (legacy SSE, always new on the next use), whether it may, by the same interval.
    */
-  private dropUpstream(live: LiveSession, upstreamId: string, session: UpstreamSession): boolean {
+  private dropUpstream(live: LiveSession, upstreamId: string, session: UpstreamSession, retrying = false): boolean {
     const held = live.upstreams.get(upstreamId);
     // Replaced already (another request's renewal, under way or done): the next use goes to that one.
     if (held !== undefined && held.current !== session) return true;
@@ -4234,8 +4237,12 @@ export class SessionEngine {
     // Not resumable (legacy SSE): the next one is a new upstream session, without the agent's subscriptions and level.
     if (id === null) live.lostUpstreams.add(upstreamId);
     const renewedAt = live.renewedAt.get(upstreamId);
-    const renew = id !== null && (renewedAt === undefined || Date.now() - renewedAt >= RENEW_MIN_INTERVAL_MS);
-    if (renew) live.forgottenUpstreams.set(upstreamId, id);
+    const due = renewedAt === undefined || Date.now() - renewedAt >= RENEW_MIN_INTERVAL_MS;
+    const renew = due && (id !== null || retrying);
+    if (renew && id !== null) live.forgottenUpstreams.set(upstreamId, id);
+    // Noted here for a legacy session (`renew` notes it for the others), so that one that refuses every session fails
+    // the request rather than open upstream sessions at the agent's request rate.
+    if (renew && id === null) live.renewedAt.set(upstreamId, Date.now());
     if (held !== undefined) {
       held.pages.clear();
       live.upstreams.delete(upstreamId);
