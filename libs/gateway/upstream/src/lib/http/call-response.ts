@@ -12,6 +12,7 @@ import { errors } from '../core/wire';
 import { CallHold, FREE_BYTES_PER_CALL, type HeldAnswers } from './held-answers';
 import { mediaTypeOf, parseMessages } from './event-stream';
 import { Exchange, headerValue, type RawHeaders } from './http-pool';
+import { MAX_REFUSAL_BYTES, REFUSAL_READ_MS, refusesSession } from './session-refusal';
 
 export interface CallResponseHandlers {
   readonly maxBytes: number;
@@ -64,15 +65,6 @@ const SESSION_ID = /^[\x21-\x7e]{1,1024}$/;
  */
 type BodyKind = 'skip' | 'json' | 'sse' | 'refusal';
 
-/** The most of a 400's body read for its reason. */
-const MAX_REFUSAL_BYTES = 4_096;
-
-/**
- * What a 400 to a request with a session id says when the upstream does not know the session: servers built on older
- * SDK examples answer "Bad Request: No valid session ID provided", and an SDK server transport started afresh (the
- * server restarted) answers "Bad Request: Server not initialized". MCP asks for 404 there.
- */
-const SESSION_REFUSED = /session|not initiali[sz]ed/i;
 
 /**
  * Reads the HTTP response to one POSTed JSON-RPC request (Streamable HTTP) as undici delivers it: a
@@ -96,6 +88,8 @@ export class CallResponse extends Exchange {
   private parser: SseParser | undefined;
   /** This call's count in `heldAnswers`, once its answer held more than `FREE_BYTES_PER_CALL`. */
   private hold: CallHold | undefined;
+  /** How long a 400's body is waited for (`refusal`): decided on what came by then. */
+  private refusalTimer: NodeJS.Timeout | undefined;
 
   /** `resumedFrom`: the event id this exchange (a GET) resumes the call's stream from. */
   constructor(
@@ -238,10 +232,18 @@ export class CallResponse extends Exchange {
       return;
     }
     // A 400 to a request with a session id may be a server's way of saying it does not know the session (see
-    // SESSION_REFUSED): its body says, read first (bounded). Before, the call failed as a protocol error, and so did every
+    // `refusesSession`): its body says, read first (bounded). Before, the call failed as a protocol error, and so did every
     // later one, the upstream session never started again (found by review).
     if (status === 400 && this.handlers.hasSession && this.resumedFrom === undefined) {
       this.body = 'refusal';
+      // A body that never ends is not waited for: decided on what came (re-review: the call hung to its timeout).
+      this.refusalTimer = setTimeout(() => {
+        if (this.finished) return;
+        this.finished = true;
+        this.bodyDone();
+        this.refused();
+        this.abortRequest();
+      }, REFUSAL_READ_MS);
       return;
     }
     this.handlers.reachable(status < 500);
@@ -263,10 +265,12 @@ export class CallResponse extends Exchange {
 
   /** The body of a 400 (or as much of it as was read) decides: a session refused, or the request's own fault. */
   private refused(): void {
+    clearTimeout(this.refusalTimer);
     const { chunks } = this;
     this.chunks = [];
+    if (this.answered) return;
     const reason = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BYTES).toString('utf8');
-    if (SESSION_REFUSED.test(reason)) this.sessionForgotten();
+    if (refusesSession(reason, this.id ?? undefined)) this.sessionForgotten();
     else {
       this.handlers.reachable(true);
       this.answer(errors.protocol('HTTP 400'), undefined);

@@ -22,34 +22,43 @@ afterEach(async () => {
 
 const initializeResult = { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'raw', version: '1' } };
 
-function readJson(req: IncomingMessage): Promise<{ id?: number; method?: string }> {
+interface Received {
+  readonly id?: number;
+  readonly method?: string;
+  readonly params?: Record<string, unknown>;
+}
+
+function readJson(req: IncomingMessage): Promise<Received> {
   return new Promise((resolve) => {
     let text = '';
     req.setEncoding('utf8');
     req.on('data', (chunk: string) => (text += chunk));
-    req.on('end', () => resolve(text === '' ? {} : (JSON.parse(text) as { id?: number; method?: string })));
+    req.on('end', () => resolve(text === '' ? {} : (JSON.parse(text) as Received)));
   });
 }
 
 /**
  * A raw Streamable HTTP upstream at callTimeoutMs `timeoutMs`, connected: initialize is answered with session `s1`,
- * notifications with 202, each request after it by `call`, and GETs by `get` (405 unless given).
+ * notifications with 202 (and kept in `notified`), each request after it by `call`, and GETs by `get` (405 unless given).
  */
 async function connected(
   call: (id: number, res: ServerResponse) => void,
   timeoutMs: number,
-  get: (res: ServerResponse) => void = (res) => void res.writeHead(405).end(),
+  get: ((res: ServerResponse, req: IncomingMessage) => void) | undefined,
   run: (session: UpstreamSession) => Promise<void>,
+  notified: Received[] = [],
 ): Promise<void> {
   const server = await rawServer((req, res) => {
-    if (req.method === 'GET') return get(res);
+    if (req.method === 'GET') return get === undefined ? void res.writeHead(405).end() : get(res, req);
     if (req.method !== 'POST') return void res.writeHead(405).end();
     void readJson(req).then((message) => {
       if (message.method === 'initialize') {
         res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
         res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
-      } else if (message.id === undefined) res.writeHead(202).end();
-      else call(message.id, res);
+      } else if (message.id === undefined) {
+        notified.push(message);
+        res.writeHead(202).end();
+      } else call(message.id, res);
     });
   });
   servers.push(server);
@@ -126,6 +135,44 @@ describe('Streamable HTTP: an invalid answer put on the standalone GET stream', 
       expect(error).toMatchObject({ reason: 'protocol_error' });
       expect(tookMs).toBeLessThan(1_000);
     });
+  }, 15_000);
+});
+
+describe('Streamable HTTP: an invalid answer on the standalone GET stream for a call waiting to resume its own', () => {
+  it('fails the call, and tells the upstream (which took it) that it was given up', async () => {
+    let standalone: ServerResponse | undefined;
+    const notified: Received[] = [];
+    const get = (res: ServerResponse, req: IncomingMessage) => {
+      // The call's stream is not resumed within the spec (its retry is 3 s).
+      if (req.headers['last-event-id'] !== undefined) return void res.writeHead(405).end();
+      keptOpen(res);
+      standalone = res;
+    };
+    // The call is taken (200, primed) and its stream closed for the client to resume in 3 s; the (invalid) answer
+    // comes on the standalone stream meanwhile.
+    const call = (id: number, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end('id: e1\nretry: 3000\ndata: \n\n');
+      setTimeout(() => standalone?.write(event({ jsonrpc: '2.0', id, result: 'not an object' })), 200);
+    };
+    await connected(
+      call,
+      8_000,
+      get,
+      async (session) => {
+        session.listen?.(true);
+        const started = Date.now();
+        while (standalone === undefined && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 20));
+        const { error, tookMs } = await timed(session.request('tools/call', { name: 'x', arguments: {} }));
+        expect(error).toMatchObject({ reason: 'protocol_error' });
+        expect(tookMs).toBeLessThan(2_000);
+        const cancelled = () => notified.filter((message) => message.method === 'notifications/cancelled');
+        const waited = Date.now();
+        while (cancelled().length === 0 && Date.now() - waited < 1_500) await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(cancelled()).toHaveLength(1);
+      },
+      notified,
+    );
   }, 15_000);
 });
 

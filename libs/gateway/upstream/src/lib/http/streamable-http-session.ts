@@ -36,6 +36,7 @@ import {
 } from '../core/wire';
 import { CallResponse, type CallResponseHandlers } from './call-response';
 import { CallHold } from './held-answers';
+import { readRefusal, refusesSession } from './session-refusal';
 import { consumeEventStream, contentTypeOf, parseMessages } from './event-stream';
 import {
   dispatch,
@@ -108,7 +109,10 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
    * Calls waiting out a `retry` before resuming their stream (SEP-1699), by request id: each settles with the error
    * it is given, or with its answer should the upstream put that on the standalone stream meanwhile.
    */
-  private readonly resuming = new Map<JsonRpcId, { readonly cancel: (error: unknown) => void; readonly answer: (message: JsonRpcResponse) => void }>();
+  private readonly resuming = new Map<
+    JsonRpcId,
+    { readonly cancel: (error: unknown) => void; readonly answer: (message: JsonRpcResponse) => void; readonly broken: (reason: string) => void }
+  >();
   private standalone: ClientRequest | undefined;
   private standaloneState: 'none' | 'connecting' | 'open' | 'unsupported' | 'failed' = 'none';
   /** 409s to the standalone GET since it was last open (another holder of the session has the one stream allowed). */
@@ -276,7 +280,12 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           this.inFlight.delete(call);
           // While it waits the call has no exchange in flight: dispose() settles it through `resuming`.
           cancelResume = (error) => settle(error, undefined);
-          this.resuming.set(id, { cancel: cancelResume, answer: (message) => settle(...outcomeOf(message)) });
+          this.resuming.set(id, {
+            cancel: cancelResume,
+            answer: (message) => settle(...outcomeOf(message)),
+            // The upstream took the call and may still run it: told it was given up, as when its own stream breaks.
+            broken: (reason) => giveUp('the response could not be read', errors.protocol(`invalid response: ${reason}`)),
+          });
           resumeTimer = setTimeout(
             () => {
               resumeTimer = undefined;
@@ -348,7 +357,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   private brokenOnStandalone(id: JsonRpcId, reason: string): void {
     const waiting = this.resuming.get(id);
     if (waiting !== undefined) {
-      waiting.cancel(errors.protocol(`invalid response: ${reason}`));
+      waiting.broken(reason);
       return;
     }
     for (const call of this.inFlight) if (call.brokenElsewhere(id, reason)) return;
@@ -648,15 +657,28 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           retry();
           return;
         }
+        // An answer asking again will not change (401, 403, 406, a page that is no event stream, a redirect): reported,
+        // and not asked again. Server errors, timeouts and rate limits are retried.
+        const refusedForGood = () => {
+          ended = true;
+          this.standalone = undefined;
+          this.standaloneState = 'failed';
+          this.ctx.logger.warn({ ...logFields(this.ctx.config), status }, 'upstream refused the standalone stream; its session-level messages will not arrive');
+        };
+        if (status === 400 && this.sessionId !== null) {
+          // Some servers say so for a session they do not know (see `refusesSession`): the session is over, as on a 404,
+          // and a listening agent's next stream comes on a new one (re-review: the stream was given up for good).
+          readRefusal(res, (text) => {
+            if (generation !== this.standaloneGeneration) return;
+            if (refusesSession(text)) this.markExpired();
+            else refusedForGood();
+          });
+          return;
+        }
         if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
           res.destroy();
           if (status < 500 && status !== 408 && status !== 429) {
-            // An answer asking again will not change (401, 403, 406, a page that is no event stream, a redirect):
-            // reported, and not asked again. Server errors, timeouts and rate limits are retried.
-            ended = true;
-            this.standalone = undefined;
-            this.standaloneState = 'failed';
-            this.ctx.logger.warn({ ...logFields(this.ctx.config), status }, 'upstream refused the standalone stream; its session-level messages will not arrive');
+            refusedForGood();
             return;
           }
           retry();

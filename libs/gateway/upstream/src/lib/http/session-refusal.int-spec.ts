@@ -1,0 +1,113 @@
+/**
+ * Servers that answer 400 where MCP asks for 404 (a session they do not know), as re-review found the first form of
+ * that fix wanting:
+ * - a standalone GET refused so ends the session (as a 404 does), so that a listening agent's next stream comes on a
+ *   new one; it was given up for good, and an agent that only listened heard nothing more;
+ * - a 400 whose body never ends is decided on what came within a second, not left to the call's timeout (which counted
+ *   against the circuit and sent a cancellation for a request the upstream refused);
+ * - a 400 carrying the call's own JSON-RPC error is the call's failure, whatever it says of a session; one that named a
+ *   session dropped a live upstream session and sent the call again on another.
+ */
+import type { ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { identity, rawServer, upstreamConfig, waitFor, type RawServer } from '../../test-fixtures/upstream-test-kit';
+import { createUpstreamConnector } from '../upstream-connector';
+
+const initializeResult = { protocolVersion: '2025-11-25', capabilities: { tools: {}, resources: { subscribe: true } }, serverInfo: { name: 'sdk-example', version: '1' } };
+
+const servers: RawServer[] = [];
+const connectors: ReturnType<typeof createUpstreamConnector>[] = [];
+afterEach(async () => {
+  await Promise.allSettled(connectors.splice(0).map((c) => c.shutdown()));
+  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+});
+
+/**
+ * A raw upstream (session `sdk-session-1`): initialize answered, notifications taken (those named in `notified`),
+ * each call by `call`, GETs by `get`; connected through a new connector at callTimeoutMs `timeoutMs`.
+ */
+async function connected(call: (id: number, res: ServerResponse) => void, get: (res: ServerResponse) => void, timeoutMs = 10_000, notified: string[] = []) {
+  const server = await rawServer((req, res) => {
+    if (req.method === 'GET') return get(res);
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => {
+      const message = JSON.parse(text) as { id?: number; method?: string };
+      if (message.id === undefined) {
+        if (message.method !== undefined) notified.push(message.method);
+        return void res.writeHead(202).end();
+      }
+      if (message.method === 'initialize') {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'sdk-session-1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
+        return;
+      }
+      call(message.id, res);
+    });
+  });
+  servers.push(server);
+  const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, standaloneBackoffMs: { initial: 20, max: 40 } });
+  connectors.push(c);
+  const session = await c.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp`, callTimeoutMs: timeoutMs }), identity);
+  let closed = 0;
+  session.onClosed?.(() => (closed += 1));
+  return { session, closed: () => closed };
+}
+
+const refuseGet = (res: ServerResponse) => void res.writeHead(405).end();
+const outcomeOf = (request: Promise<unknown>) => request.then(() => 'answered', (error: { reason?: string; code?: number }) => error.reason ?? `rpc ${error.code}`);
+
+describe('a standalone stream refused with a 400 saying the session is unknown (an SDK example server restarted)', () => {
+  it.each([
+    ['404 Session not found (as MCP asks)', 404, 'Session not found'],
+    ['400 Invalid or missing session ID (SDK examples)', 400, 'Invalid or missing session ID'],
+  ])('ends the session: %s', async (_label, status, body) => {
+    let restarted = false;
+    const streams: ServerResponse[] = [];
+    const get = (res: ServerResponse) => {
+      if (restarted) return void res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': open\n\n');
+      streams.push(res);
+    };
+    const { session, closed } = await connected((_id, res) => void res.writeHead(400).end(), get);
+    session.onNotification(() => undefined);
+    session.listen?.(true);
+    await waitFor(() => streams.length === 1);
+    // The server restarts: its stream drops, and it no longer knows the session.
+    restarted = true;
+    streams[0]?.destroy();
+    await waitFor(() => closed() === 1, 3_000).catch(() => undefined);
+    expect(closed()).toBe(1);
+  });
+});
+
+describe('a 400 to a call whose body never ends', () => {
+  it('fails the call within a couple of seconds, not at its timeout, and sends no cancellation', async () => {
+    const notified: string[] = [];
+    // A 400 whose (short) body is started and never finished.
+    const call = (_id: number, res: ServerResponse) => {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      res.write('Bad Request: ');
+    };
+    const { session } = await connected(call, refuseGet, 8_000, notified);
+    const started = Date.now();
+    const outcome = await outcomeOf(session.request('tools/call', { name: 'x', arguments: {} }));
+    expect({ outcome, fast: Date.now() - started < 3_000 }).toEqual({ outcome: 'protocol_error', fast: true });
+    expect(notified).not.toContain('notifications/cancelled');
+  }, 20_000);
+});
+
+describe("a 400 carrying the call's own JSON-RPC error that mentions a session", () => {
+  it("is the call's own failure: the upstream session is not taken as forgotten", async () => {
+    const call = (id: number, res: ServerResponse) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32602, message: "Invalid params: unknown session 'browser-7'" } }));
+    };
+    const { session, closed } = await connected(call, refuseGet);
+    expect(await outcomeOf(session.request('tools/call', { name: 'browser_open', arguments: {} }))).toBe('protocol_error');
+    expect(await outcomeOf(session.request('tools/call', { name: 'browser_open', arguments: {} }))).toBe('protocol_error');
+    expect(closed()).toBe(0);
+  });
+});
