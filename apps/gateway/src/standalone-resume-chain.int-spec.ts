@@ -3,7 +3,9 @@
  * twice. The first resume (Last-Event-ID of stream s1) opens s2, which sends what s1 logged meanwhile as its own
  * events, so the agent's last event id becomes one of s2's. s2 then drops too, and what the upstream announces meanwhile
  * is logged on the parked s2; the agent resumes with the last id it received and gets it. Before, the replayed message
- * kept s1's id: the agent resumed s1 again, the parked s2 was closed as replaced, and the announcement was lost. Needs
+ * kept s1's id: the agent resumed s1 again, the parked s2 was closed as replaced, and the announcement was lost.
+ * When nothing was missed, s2 sends no event at all, and the agent keeps s1's id: its next resume of s1 is taken as a
+ * resume of s2 from its start (s2 resumed s1 on this replica), where before s2 was closed as replaced. Needs
  * `npx nx build demo-upstreams`.
  */
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
@@ -141,5 +143,47 @@ describe('an older agent resuming its standalone stream twice', () => {
     const thirdText = await readUntil(third, (sse) => listChanges(sse).length > 0, 4_000);
     // The change announced while it was away reaches it.
     expect(listChanges(thirdText).length).toBe(1);
+  }, 40_000);
+});
+
+describe('an older agent resuming its standalone stream when it missed nothing', () => {
+  it('gets what came while its second stream was parked when it resumes with the last id it received', async () => {
+    const sessionId = await session();
+    const getStream = (lastEventId?: string) =>
+      fetch(`${gateway.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) }) });
+    const lastIdIn = (sse: string): string | undefined => [...sse.matchAll(/^id: ?(.+)$/gm)].at(-1)?.[1];
+
+    // s1: a list change is received (the agent holds an id of s1), then the connection drops.
+    const first = await getStream();
+    expect(first.status).toBe(200);
+    const reading = readUntil(first, (sse) => listChanges(sse).length > 0);
+    let got = false;
+    void reading.then(() => (got = true));
+    await waitFor(
+      async () => {
+        await addTool(sessionId);
+        await waitFor(() => got, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
+        return got;
+      },
+      { timeoutMs: 9_000, description: 'a list change on s1' },
+    );
+    let lastReceived = idOf(listChanges(await reading).at(-1) ?? '');
+    expect(lastReceived).toMatch(/^s\w+_\d+$/);
+
+    // A prompt reconnect with that id: nothing was missed. s2 is the session's stream; the agent reads it a while.
+    const second = await getStream(lastReceived);
+    expect(second.status).toBe(200);
+    const secondText = await readUntil(second, () => false, 3_000);
+    expect(listChanges(secondText)).toEqual([]);
+    lastReceived = lastIdIn(secondText) ?? lastReceived;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    // Away again (s2 parked): a change comes. The agent resumes with the last id it received.
+    await announce(sessionId);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const third = await getStream(lastReceived);
+    const thirdText = third.status === 200 ? await readUntil(third, (sse) => listChanges(sse).length > 0, 4_000) : `HTTP ${third.status}`;
+    // The change announced while it was away reaches it.
+    expect({ status: third.status, changes: listChanges(thirdText).length }).toEqual({ status: 200, changes: 1 });
   }, 40_000);
 });

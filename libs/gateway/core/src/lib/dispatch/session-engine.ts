@@ -1664,6 +1664,20 @@ export class SessionEngine {
     this.release(live);
   }
 
+  /**
+   * The id of this replica's standalone stream of the session if it resumed stream `streamId`: an agent that resumes
+   * `streamId` again never got an event id of that stream (an agent before 2025-11-25 gets no priming event, so a resume
+   * with nothing missed leaves it holding the older id), and what that stream logged while parked is what it missed,
+   * all of it, from its start (a resume's replayed messages are logged there too). Resumed so, not closed as replaced:
+   * before, what it had logged was lost (found by review). A stream held by another replica is not known here.
+   */
+  standaloneResuming(sessionId: string, streamId: string): string | undefined {
+    const live = this.live.get(sessionId);
+    const stream = live?.standalone;
+    if (stream === undefined || stream.id === undefined || stream.remote === true || live?.standaloneToken?.resumes !== streamId) return undefined;
+    return stream.id;
+  }
+
   /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
   attachStandalone(record: SessionRecord, sink: MessageSink, resumes?: string): () => void {
     if (this.ended.has(record.id)) {

@@ -1102,7 +1102,11 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // to it meanwhile held back until then. An id that is unknown, expired or of another session replays nothing.
         const id = newStreamId('s');
         const prime = primesStreams(record.protocolVersion);
-        const resumed = lastEventId?.kind === 's' && replay !== undefined ? lastEventId : undefined;
+        const asked = lastEventId?.kind === 's' && replay !== undefined ? lastEventId : undefined;
+        // The stream the agent resumes was resumed here already by the session's current stream, of which the agent got
+        // no event id: that stream is what it resumes, from its start.
+        const chained = asked === undefined ? undefined : engine.standaloneResuming(record.id, asked.streamId);
+        const resumed = asked === undefined || chained === undefined ? asked : { ...asked, streamId: chained, seq: 0 };
         const log = replay?.open(record.id, id);
         const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && resumed === undefined, resumed !== undefined), principal);
         const detach = engine.attachStandalone(record, stream, resumed?.streamId);
