@@ -2,7 +2,9 @@
  * The bound on what an upstream may have relayed to the agent (`mayRelay`, `relayClass`), as re-reviews found it:
  * what is dropped anyway (an update of a resource the agent is not subscribed to, a status of another session's task)
  * must not use up what the session's own messages may take, and tasks' last statuses, which draw on a bound of their
- * own, are bounded all the same (each costs lookups in the task store).
+ * own, are bounded all the same (each costs lookups in the task store). And in the other direction: an agent's progress
+ * on a request relayed to it went to the upstream one message each, unbounded (one relayed elicitation let an agent drive
+ * any number of POSTs into the tenant's upstream); it is bounded per principal as the upstream's messages are.
  */
 import { createLogger } from '@portcullis/shared/util-logger';
 import type { JsonRpcMessage, JsonRpcNotification } from '@portcullis/gateway/mcp';
@@ -171,5 +173,33 @@ describe("relay bound: an upstream's requests about tasks", () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     // The same bound as for notifications naming made-up tasks.
     expect(lookups() - before).toBeLessThan(2_200);
+  });
+});
+
+describe("an agent's progress on a request relayed to it", () => {
+  it('reaches the upstream within a bound, however fast the agent sends it', async () => {
+    const { engine, connector } = build({ prefix: 'up1', capabilities: { tools: {} }, handle: async () => ({ tools: [] }) });
+    const { record } = await openSession(engine, { protocolVersion: '2025-11-25', capabilities: { elicitation: {} } });
+    let relayedId: string | undefined;
+    engine.attachStandalone(record, {
+      canStream: true,
+      send: (message) => {
+        if ('id' in message && typeof message.id === 'string') relayedId = message.id;
+        return true;
+      },
+    });
+    // The upstream asks the agent something, and wants progress on it.
+    const asked = connector.ask('u1', { jsonrpc: '2.0', id: 1, method: 'elicitation/create', params: { message: 'ok?', requestedSchema: { type: 'object', properties: {} }, _meta: { progressToken: 'up-1' } } });
+    await expect.poll(() => relayedId).toBeDefined();
+    // The agent sends 5,000 progress notifications about it at once (one batch POST after another).
+    for (let progress = 1; progress <= 5_000; progress += 1) {
+      engine.notification(record, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: relayedId, progress } });
+    }
+    engine.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { action: 'accept', content: {} } });
+    await asked;
+    const sent = connector.notified.filter((notification) => notification.method === 'notifications/progress').length;
+    expect(sent).toBeGreaterThan(0);
+    // At most what an upstream may send the agent in one go in the other direction (RELAYED_NOTIFICATION_BURST).
+    expect(sent).toBeLessThanOrEqual(1_000);
   });
 });

@@ -1183,6 +1183,8 @@ export class SessionEngine {
   private readonly routeBudget = new RouteBudget(MAX_ROUTE_CHARS_PER_REPLICA);
   /** Cancellations told to the other replicas, per principal (`ownerKey`; CANCEL_BROADCASTS_PER_SECOND). */
   private readonly cancelBroadcasts = new Allowances<string>(CANCEL_BROADCASTS_PER_SECOND, CANCEL_BROADCAST_BURST);
+  /** What an agent's progress on relayed requests may send its upstreams, by principal (`notification`). */
+  private readonly agentProgress = new Allowances<string>(RELAYED_NOTIFICATIONS_PER_SECOND, RELAYED_NOTIFICATION_BURST);
   /** Requests under way per principal (`ownerKey`) on this replica, over all its sessions (MAX_IN_FLIGHT_PER_PRINCIPAL). */
   private readonly inflightByPrincipal = new Map<string, number>();
   /** What initialize advertised to the agent, per session record (worked out again from the record when needed). */
@@ -1971,6 +1973,9 @@ export class SessionEngine {
         if (progress === undefined) return;
         const owner = relayOwner(progress.progressToken);
         if (owner === undefined) return;
+        // Each is a message to the upstream (a POST, on Streamable HTTP) and maybe one on the bus: bounded per principal
+        // as the other direction is per upstream (found by review: an agent drove any number into the upstream).
+        if (!this.agentProgress.of(ownerKey(record.tenantId, record.principalKind, record.principalId)).take()) return;
         if (owner === this.deps.options.replicaId || !this.deps.bus) this.relayProgress(record.id, progress);
         else this.deps.bus.sendTo(owner, { type: 'relayed-progress', sessionId: record.id, params: progress });
         return;
