@@ -192,14 +192,18 @@ describe("an agent's progress on a request relayed to it", () => {
     const asked = connector.ask('u1', { jsonrpc: '2.0', id: 1, method: 'elicitation/create', params: { message: 'ok?', requestedSchema: { type: 'object', properties: {} }, _meta: { progressToken: 'up-1' } } });
     await expect.poll(() => relayedId).toBeDefined();
     // The agent sends 5,000 progress notifications about it at once (one batch POST after another).
+    const started = performance.now();
     for (let progress = 1; progress <= 5_000; progress += 1) {
       engine.notification(record, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: relayedId, progress } });
     }
+    const tookSeconds = (performance.now() - started) / 1_000;
     engine.answer(record, { jsonrpc: '2.0', id: relayedId as string, result: { action: 'accept', content: {} } });
     await asked;
     const sent = connector.notified.filter((notification) => notification.method === 'notifications/progress').length;
     expect(sent).toBeGreaterThan(0);
-    // At most what an upstream may send the agent in one go in the other direction (RELAYED_NOTIFICATION_BURST).
-    expect(sent).toBeLessThanOrEqual(1_000);
+    // At most what an upstream may send the agent in one go in the other direction (a burst of 1,000), and what the
+    // allowance gave back while the loop ran (200 a second; a loaded host runs it slowly).
+    expect(sent).toBeLessThanOrEqual(1_000 + Math.ceil(200 * tookSeconds) + 1);
+    expect(sent).toBeLessThan(5_000);
   });
 });

@@ -1,6 +1,8 @@
 /**
  * Progress of a task (MCP 2025-11-25: its progress token holds for the task's lifetime) coming on the upstream session's own
  * stream, which one replica holds, when the call that became the task went through another: the token is broadcast.
+ * And progress the upstream queued for `tasks/result` (as the SDK's servers do), under the creating call's token: it
+ * reaches the agent with the result (found by review: dropped as no progress of that request's).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
 import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcRequest, type Principal } from '@portcullis/gateway/mcp';
@@ -9,6 +11,7 @@ import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
 import { SessionEngine, type BusMessage } from './session-engine';
 import { NO_STREAM, type MessageSink } from './sinks';
+import { RELATED_TASK } from './tasks';
 
 const principal: Principal = { tenantId: 't1', kind: 'agent_client', id: 'a1' };
 const logger = createLogger({ service: 'spec', level: 'silent' });
@@ -21,16 +24,24 @@ function agentStream(): MessageSink & { readonly got: Record<string, unknown>[] 
   return { canStream: true, send: (message) => (got.push(message as unknown as Record<string, unknown>), true), close: () => undefined, got };
 }
 
-/** A Streamable HTTP upstream that runs `slow` as a task. */
+/**
+ * A Streamable HTTP upstream that runs `slow` as a task; its `tasks/result` first delivers the progress it queued while
+ * the task ran (under token `p1`, the agent's in the spec's calls), as the SDK's servers do.
+ */
 function taskUpstream(): FakeUpstream {
   let n = 0;
   return {
     capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
-    handle: async (method, params) => {
+    handle: async (method, params, options) => {
       if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
       if (method === 'tools/call' && params?.['task'] !== undefined) {
         n += 1;
         return { task: { taskId: `t-${n}`, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+      }
+      if (method === 'tasks/result') {
+        const related = { [RELATED_TASK]: { taskId: params?.['taskId'] } };
+        options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'p1', progress: 1, total: 2, _meta: related } });
+        return { content: [{ type: 'text', text: 'done' }], _meta: related };
       }
       throw new UpstreamRpcError(-32601, 'Method not found');
     },
@@ -92,5 +103,23 @@ describe('progress of a task on the upstream session stream, across two replicas
     connector.emit('u1', progress('p1'), 'first');
     await new Promise((resolve) => setImmediate(resolve));
     expect(stream.got.filter((m) => m['method'] === 'notifications/progress')).toEqual([progress('p1')]);
+  });
+});
+
+describe('progress of a task queued for tasks/result', () => {
+  it("reaches the agent with the result, under its tools/call's token and with the agent's task id", async () => {
+    const { a } = twoReplicas();
+    const { sessionId } = await a.initialize(principal, init(), 'trace');
+    const record = await a.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const created = await a.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
+    if (!('result' in created)) throw new Error(`not created: ${JSON.stringify(created)}`);
+    const agentTaskId = (created.result['task'] as { taskId: string }).taskId;
+    const stream = agentStream();
+    // tasks/result carries no token of its own: the progress is the task's (the creating call's token).
+    expect(await a.request(record, req('tasks/result', { taskId: agentTaskId }), stream, 'trace')).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(stream.got.filter((m) => m['method'] === 'notifications/progress')).toEqual([
+      expect.objectContaining({ params: { progressToken: 'p1', progress: 1, total: 2, _meta: { [RELATED_TASK]: { taskId: agentTaskId } } } }),
+    ]);
   });
 });

@@ -3594,6 +3594,11 @@ export class SessionEngine {
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
+    // A task's progress keeps the token of the call that created it for the task's life (MCP 2025-11-25), and the SDK's
+    // servers queue it for `tasks/result`: progress under that token, on a request about that task, is the task's
+    // (found by review: it was dropped as no request's of this call).
+    const ofThisTask = (token: unknown): boolean =>
+      task !== undefined && !(task instanceof Promise) && live.taskProgress.size > 0 && live.taskProgress.get(taskProgressKey(upstreamId, token)) === task.agent;
     // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: aborted when
     // the call settles, so none is left waiting on the agent for an answer no one takes. Made on the first relay only
     // (most calls have none, and pay nothing for it); one asked before the upstream request was handed back (a
@@ -3630,7 +3635,12 @@ export class SessionEngine {
           if (!listChanged) {
             // What would be dropped below anyway (progress about no request of this call's, a log message under the
             // agent's level) takes nothing of the bound.
-            if (received.method === 'notifications/progress' ? progressToken === undefined || received.params?.['progressToken'] !== progressToken : received.method === 'notifications/message' && (config === undefined || belowAgentLevel(live.record, received))) return;
+            if (
+              received.method === 'notifications/progress'
+                ? (progressToken === undefined || received.params?.['progressToken'] !== progressToken) && !ofThisTask(received.params?.['progressToken'])
+                : received.method === 'notifications/message' && (config === undefined || belowAgentLevel(live.record, received))
+            )
+              return;
             if (!this.mayRelay(live, upstreamId, received)) return;
           }
           // Never relayed unmasked: without the configuration its secrets are not known, so a log message is dropped
@@ -3646,8 +3656,14 @@ export class SessionEngine {
           }
           if (notification.method === 'notifications/progress') {
             // Only progress about this call: the token the agent gave it, which went upstream as it was (MCP: progress
-            // references a token of an active request). Another token is some other request's, or none at all.
-            if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) return;
+            // references a token of an active request). Another token is some other request's, or none at all, or the
+            // task's this request is about.
+            if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) {
+              if (!ofThisTask(notification.params?.['progressToken'])) return;
+              if (sink.canStream) this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
+              else this.toSessionStream(live, upstreamId, notification);
+              return;
+            }
             // The call became a task and its answer is written: its progress goes on on the session's stream.
             if (!sink.canStream && live.taskProgress.size > 0 && live.taskProgress.has(taskProgressKey(upstreamId, progressToken))) {
               this.toSessionStream(live, upstreamId, notification);
