@@ -679,6 +679,32 @@ describe('bodies are not read before the caller is admitted', () => {
     expect(await rawRequest(port, head, 'x'.repeat(1_024), 1_500)).toBe('HTTP/1.1 401 Unauthorized');
   });
 
+  it('drops the connection of a refused POST whose chunked body goes on past the body limit, rather than read it to the timeout', async () => {
+    const { port } = await serve(true);
+    const socket = connect(port, '127.0.0.1');
+    let answer = '';
+    let closed = false;
+    socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => (closed = true));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('POST /t/acme/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer wrong\r\nTransfer-Encoding: chunked\r\n\r\n');
+    await until(() => answer.includes('\r\n\r\n'));
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 401 Unauthorized');
+    // The client streams on: 8 KiB chunks, up to 4 MiB (64 times the 64 KiB limit) or 5 s.
+    const chunk = `2000\r\n${'x'.repeat(0x2000)}\r\n`;
+    const started = Date.now();
+    let sent = 0;
+    while (!closed && sent < 4 * 1024 * 1024 && Date.now() - started < 5_000) {
+      if (!socket.write(chunk)) await new Promise((resolve) => setTimeout(resolve, 5));
+      sent += 0x2000;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await until(() => closed, 2_000).catch(() => undefined);
+    socket.destroy();
+    expect(closed).toBe(true);
+  });
+
   it('still serves an admitted DELETE', async () => {
     const { post, base } = await serve(true);
     const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'spec', version: '1' } } });

@@ -232,6 +232,21 @@ function refuseBatchSize(batch: readonly unknown[]): void {
   if (batch.length > MAX_BATCH) throw new GatewayHttpError(400, JSON_RPC.INVALID_REQUEST, `Invalid Request: at most ${MAX_BATCH} messages per batch`);
 }
 
+/**
+ * Reads and drops the body of a request answered without it (refused before it was read), so that the client gets the
+ * answer rather than a reset mid-upload; past `limit` bytes (a chunked body declares no end) the connection is dropped
+ * instead. Before, a refused client (no credential) could stream into it for as long as the request timeout allowed
+ * (found by review).
+ */
+function discardBody(req: IncomingMessage, limit: number): void {
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limit) req.destroy();
+  });
+  req.resume();
+}
+
 const NONE_CANCELLED: ReadonlySet<JsonRpcId> = new Set();
 
 /**
@@ -763,7 +778,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     const tooLarge = () => {
       res.setHeader('connection', 'close');
       writeError(res, new GatewayHttpError(413, GATEWAY_RPC.PAYLOAD_TOO_LARGE, 'Request body too large'), null, traceId);
-      req.resume();
+      discardBody(req, options.bodyLimitBytes);
     };
     const limit = options.bodyLimitBytes;
     const declaredTooLarge = Number(headers['content-length']) > limit;
@@ -774,7 +789,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
     if (problem) {
       if (declaredTooLarge) res.setHeader('connection', 'close');
       writeError(res, new GatewayHttpError(403, GATEWAY_RPC.FORBIDDEN, problem), null, traceId);
-      req.resume();
+      discardBody(req, options.bodyLimitBytes);
       return true;
     }
     allowOrigin(res, headers.origin);
@@ -799,7 +814,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // The body is not wanted: read and dropped (bounded by the request timeout), so the client gets this answer
         // rather than a reset mid-upload, and the connection stays usable.
         writeError(res, error, null, traceId);
-        req.resume();
+        discardBody(req, options.bodyLimitBytes);
         return true;
       }
     }
@@ -843,7 +858,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
           return;
         }
         writeError(res, authFailure(outcome.reason), null, traceId);
-        req.resume();
+        discardBody(req, options.bodyLimitBytes);
       },
       () => read(),
     );
