@@ -11,6 +11,7 @@ import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-t
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   kitchenSinkTenant,
+  readSse,
   resumptionsOn,
   startDemoUpstreams,
   startProxy,
@@ -180,37 +181,6 @@ describe('Last-Event-ID on a raw GET', () => {
     return { text: out, ended: false };
   }
 
-  /**
-   * Reads an SSE response until `done(text so far)` holds, it ends, or `capMs` passes (a cap, not a window to
-   * wait out); returns the text.
-   */
-  async function readUntil(
-    res: Response,
-    done: (text: string) => boolean,
-    capMs = 10_000,
-  ): Promise<{ text: string; ended: boolean }> {
-    const reader = res.body?.getReader();
-    if (!reader) return { text: '', ended: true };
-    const decoder = new TextDecoder();
-    let out = '';
-    const deadline = Date.now() + capMs;
-    while (!done(out)) {
-      const left = deadline - Date.now();
-      if (left <= 0) break;
-      let timer: NodeJS.Timeout | undefined;
-      const chunk = await Promise.race([
-        reader.read(),
-        new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), left);
-        }),
-      ]).finally(() => clearTimeout(timer));
-      if (chunk === 'timeout') break;
-      if (chunk.done) return { text: out, ended: true };
-      out += decoder.decode(chunk.value, { stream: true });
-    }
-    await reader.cancel().catch(() => undefined);
-    return { text: out, ended: false };
-  }
 
   /** POSTs a `ks__slow_count` call with a progress token to replica A: its answer is a resumable SSE stream. */
   const slowCount = (sessionId: string, id: number, steps: number, intervalMs: number): Promise<Response> =>
@@ -249,7 +219,7 @@ describe('Last-Event-ID on a raw GET', () => {
     const fromStart = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': ids(full)[0] ?? '' }),
     });
-    const all = await readUntil(fromStart, () => false);
+    const all = await readSse(fromStart, () => false);
     expect(all.ended).toBe(true);
     expect(ids(all.text)).toEqual(eventIds);
     expect(data(all.text)).toEqual(data(full));
@@ -260,7 +230,7 @@ describe('Last-Event-ID on a raw GET', () => {
     });
     expect(resumed.status).toBe(200);
     // Read until the stream ends (capped): the replay must end by itself.
-    const replay = await readUntil(resumed, () => false);
+    const replay = await readSse(resumed, () => false);
     expect(replay.ended).toBe(true);
     expect(ids(replay.text)).toEqual(eventIds.slice(1));
     expect(data(replay.text)).toEqual(data(full).slice(1));
@@ -300,7 +270,7 @@ describe('Last-Event-ID on a raw GET', () => {
     // Nine streams, each resumed once (a later resume of one stream ends the earlier: they would not add up).
     const eventIds: string[] = [];
     for (let id = 9; id < 18; id++) {
-      const first = await readUntil(await slowCount(sessionId, id, 600, 100), (text) => completeEvents(text).length >= 1);
+      const first = await readSse(await slowCount(sessionId, id, 600, 100), (text) => completeEvents(text).length >= 1);
       eventIds.push(ids(first.text)[0] ?? '');
     }
     expect(eventIds).not.toContain('');
@@ -347,7 +317,7 @@ describe('Last-Event-ID on a raw GET', () => {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': resumedFrom }),
     });
     expect(resumed.status).toBe(200);
-    const rest = await readUntil(resumed, () => false);
+    const rest = await readSse(resumed, () => false);
     expect(rest.ended).toBe(true);
     // The result came on the resumed stream, and the original ended without it.
     expect(data(rest.text).at(-1)).toContain('Counted to 8.');
@@ -368,17 +338,17 @@ describe('Last-Event-ID on a raw GET', () => {
   ])('a POST stream resumed twice sends what follows on the later resume only ($name)', async ({ resumeOn }) => {
     const sessionId = await session(gatewayA.url);
     const post = await slowCount(sessionId, 21, 10, 200);
-    const first = await readUntil(post, (text) => messageIds(text).length >= 1);
+    const first = await readSse(post, (text) => messageIds(text).length >= 1);
     const resumedFrom = messageIds(first.text)[0] ?? '';
     expect(resumedFrom).not.toBe('');
     const resume = () => fetch(`${resumeOn().url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': resumedFrom }) });
     const one = await resume();
     expect(one.status).toBe(200);
-    const readingOne = readUntil(one, () => false, 15_000);
+    const readingOne = readSse(one, () => false, 15_000);
     await new Promise((resolve) => setTimeout(resolve, 300));
     const two = await resume();
     expect(two.status).toBe(200);
-    const [earlier, later] = await Promise.all([readingOne, readUntil(two, () => false, 15_000)]);
+    const [earlier, later] = await Promise.all([readingOne, readSse(two, () => false, 15_000)]);
     expect(earlier.ended).toBe(true);
     expect(later.ended).toBe(true);
     expect(earlier.text).not.toContain('Counted to 10.');
@@ -421,7 +391,7 @@ describe('Last-Event-ID on a raw GET', () => {
       headers: headers(sessionId, { accept: 'text/event-stream' }),
     });
     expect(first.status).toBe(200);
-    const reading = readUntil(first, (sse) =>
+    const reading = readSse(first, (sse) =>
       completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')),
     );
     await addToolsUntilNotified(sessionId, reading, 9);
@@ -440,7 +410,7 @@ describe('Last-Event-ID on a raw GET', () => {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${older}_0` }),
     });
     const ownMessage = (sse: string) => messageIds(completeEvents(sse).join('\n\n')).length > standaloneIds.length;
-    const resumedReading = readUntil(resumed, ownMessage);
+    const resumedReading = readSse(resumed, ownMessage);
     await addToolsUntilNotified(sessionId, resumedReading, 100);
     const replay = await resumedReading;
     const replayIds = ids(completeEvents(replay.text).join('\n\n'));
@@ -459,7 +429,7 @@ describe('Last-Event-ID on a raw GET', () => {
     const again = await fetch(`${gatewayB.url}/t/${tenant.slug}/mcp`, {
       headers: headers(sessionId, { accept: 'text/event-stream', 'last-event-id': `${newer}_0` }),
     });
-    const recovered = await readUntil(again, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= newerIds.length);
+    const recovered = await readSse(again, (sse) => messageIds(completeEvents(sse).join('\n\n')).length >= newerIds.length);
     const recoveredIds = messageIds(completeEvents(recovered.text).join('\n\n'));
     const newest = streamOf(recoveredIds[0] ?? '');
     expect(newest).not.toBe(newer);
@@ -475,7 +445,7 @@ describe('Last-Event-ID on a raw GET', () => {
       signal: away.signal,
     });
     expect(first.status).toBe(200);
-    const reading = readUntil(first, (sse) => completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')));
+    const reading = readSse(first, (sse) => completeEvents(sse).some((event) => event.includes('notifications/tools/list_changed')));
     await addToolsUntilNotified(sessionId, reading, 200);
     const seen = messageIds(completeEvents((await reading).text).join('\n\n'));
     const lastSeen = seen.at(-1) ?? '';
@@ -510,7 +480,7 @@ describe('Last-Event-ID on a raw GET', () => {
       if (firstAfterMs === undefined && sent.length > 0) firstAfterMs = Date.now() - startedAt;
       return sent.length >= 3;
     };
-    const resumedReading = readUntil(resumed, replayedAndMore);
+    const resumedReading = readSse(resumed, replayedAndMore);
     // Announced once the new stream is up: routed from A, which holds the upstream session, to B over the bus.
     await addToolsUntilNotified(sessionId, resumedReading, 310);
     const text = (await resumedReading).text;

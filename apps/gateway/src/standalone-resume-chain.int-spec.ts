@@ -11,7 +11,7 @@
 import { createSystemPrismaClient, type SystemPrismaClient } from '@portcullis/data/db';
 import { testContext, waitFor, type TestTenant } from '@portcullis/shared/util-testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kitchenSinkTenant, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
+import { kitchenSinkTenant, readSse, startDemoUpstreams, startTestGateway, type DemoUpstreams, type TestGateway } from './testing/gateway-harness';
 
 const ctx = testContext();
 let db: SystemPrismaClient;
@@ -54,29 +54,8 @@ async function session(): Promise<string> {
   return res.headers.get('mcp-session-id') ?? '';
 }
 
-/** Reads an SSE response until `done(text)`, its end or `capMs`; then drops the connection (the agent gone). */
-async function readUntil(res: Response, done: (text: string) => boolean, capMs = 10_000): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const decoder = new TextDecoder();
-  let out = '';
-  const deadline = Date.now() + capMs;
-  while (!done(out)) {
-    const left = deadline - Date.now();
-    if (left <= 0) break;
-    let timer: NodeJS.Timeout | undefined;
-    const chunk = await Promise.race([
-      reader.read(),
-      new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), left);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    if (chunk === 'timeout' || chunk.done) break;
-    out += decoder.decode(chunk.value, { stream: true });
-  }
-  await reader.cancel().catch(() => undefined);
-  return out;
-}
+/** The text an SSE response gave until `done(text)`, its end or `capMs`; then the connection is dropped (the agent gone). */
+const readUntil = async (res: Response, done: (text: string) => boolean, capMs = 10_000): Promise<string> => (await readSse(res, done, capMs)).text;
 
 const completeEvents = (sse: string): string[] => sse.split('\n\n').slice(0, -1);
 const listChanges = (sse: string): string[] => completeEvents(sse).filter((event) => event.includes('notifications/tools/list_changed'));
@@ -98,6 +77,23 @@ const announce = async (sessionId: string) => {
   await addTool(sessionId);
 };
 
+/** Adds tools until `stream` (a new standalone stream) tells of a list change; its event id. The stream is then dropped. */
+async function firstChangeOn(sessionId: string, stream: Response): Promise<string> {
+  expect(stream.status).toBe(200);
+  const reading = readUntil(stream, (sse) => listChanges(sse).length > 0);
+  let got = false;
+  void reading.then(() => (got = true));
+  await waitFor(
+    async () => {
+      await addTool(sessionId);
+      await waitFor(() => got, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
+      return got;
+    },
+    { timeoutMs: 9_000, description: 'a list change on the first stream' },
+  );
+  return idOf(listChanges(await reading).at(-1) ?? '');
+}
+
 describe('an older agent resuming its standalone stream twice', () => {
   it('gets what came while its second stream was parked when it resumes with the last id it received', async () => {
     const sessionId = await session();
@@ -105,20 +101,7 @@ describe('an older agent resuming its standalone stream twice', () => {
       fetch(`${gateway.url}/t/${tenant.slug}/mcp`, { headers: headers(sessionId, { accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) }) });
 
     // s1: a first list change is received, then the connection drops.
-    const first = await getStream();
-    expect(first.status).toBe(200);
-    const reading = readUntil(first, (sse) => listChanges(sse).length > 0);
-    let got = false;
-    void reading.then(() => (got = true));
-    await waitFor(
-      async () => {
-        await addTool(sessionId);
-        await waitFor(() => got, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
-        return got;
-      },
-      { timeoutMs: 9_000, description: 'a list change on s1' },
-    );
-    const s1Seen = idOf(listChanges(await reading).at(-1) ?? '');
+    const s1Seen = await firstChangeOn(sessionId, await getStream());
     expect(s1Seen).toMatch(/^s\w+_\d+$/);
     await new Promise((resolve) => setTimeout(resolve, 200));
 
@@ -154,20 +137,7 @@ describe('an older agent resuming its standalone stream when it missed nothing',
     const lastIdIn = (sse: string): string | undefined => [...sse.matchAll(/^id: ?(.+)$/gm)].at(-1)?.[1];
 
     // s1: a list change is received (the agent holds an id of s1), then the connection drops.
-    const first = await getStream();
-    expect(first.status).toBe(200);
-    const reading = readUntil(first, (sse) => listChanges(sse).length > 0);
-    let got = false;
-    void reading.then(() => (got = true));
-    await waitFor(
-      async () => {
-        await addTool(sessionId);
-        await waitFor(() => got, { timeoutMs: 1_000, intervalMs: 20 }).catch(() => undefined);
-        return got;
-      },
-      { timeoutMs: 9_000, description: 'a list change on s1' },
-    );
-    let lastReceived = idOf(listChanges(await reading).at(-1) ?? '');
+    let lastReceived = await firstChangeOn(sessionId, await getStream());
     expect(lastReceived).toMatch(/^s\w+_\d+$/);
 
     // A prompt reconnect with that id: nothing was missed. s2 is the session's stream; the agent reads it a while.

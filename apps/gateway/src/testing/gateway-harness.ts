@@ -250,6 +250,34 @@ export async function kitchenSinkTenant(db: SystemPrismaClient, demo: DemoUpstre
 }
 
 /** Records the Last-Event-ID of every GET the gateway receives from now on (the streams agents resumed). */
+/**
+ * Reads an SSE response until `done(text)` holds, it ends, or `capMs` passes; then drops the connection (the agent
+ * gone, unless it ended). Returns the text and whether the response ended by itself.
+ */
+export async function readSse(res: Response, done: (text: string) => boolean, capMs = 10_000): Promise<{ text: string; ended: boolean }> {
+  const reader = res.body?.getReader();
+  if (!reader) return { text: '', ended: true };
+  const decoder = new TextDecoder();
+  let out = '';
+  const deadline = Date.now() + capMs;
+  while (!done(out)) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    let timer: NodeJS.Timeout | undefined;
+    const chunk = await Promise.race([
+      reader.read(),
+      new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), left);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (chunk === 'timeout') break;
+    if (chunk.done) return { text: out, ended: true };
+    out += decoder.decode(chunk.value, { stream: true });
+  }
+  await reader.cancel().catch(() => undefined);
+  return { text: out, ended: false };
+}
+
 export function resumptionsOn(gateway: TestGateway): string[] {
   const seen: string[] = [];
   gateway.app.server.on('request', (req) => {
