@@ -1,6 +1,6 @@
 import { createLogger } from '@portcullis/shared/util-logger';
 import { GATEWAY_RPC } from '../http/gateway-error';
-import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type SessionRecord, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
+import { MAX_SUBSCRIBED_URI_CHARS, MAX_SUBSCRIPTIONS_PER_SESSION, MemoryTaskRouteStore, UpstreamRpcError, UpstreamUnavailableError, type JsonRpcRequest, type SessionRecord, type UpstreamConfig, type UpstreamRequestOptions, type UpstreamSession } from '@portcullis/gateway/mcp';
 import { waitFor } from '@portcullis/shared/util-testing';
 import { describe, expect, it, vi } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
@@ -2944,6 +2944,21 @@ describe('SessionEngine across replicas', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it("deletes an expired session's task routes, as DELETE does", async () => {
+    const sessions = new MemorySessionStore();
+    const tasks = new MemoryTaskRouteStore();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'inv')], () => undefined);
+    const engine = makeEngine({ registry, connector: new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: tools('one') }) } }), sessions, tasks });
+    const record = await openSession(engine);
+    const agentTaskId = await tasks.add(record.id, { upstreamId: 'u1', taskId: 't-1' }, 60_000);
+    expect(await tasks.route(record.id, agentTaskId)).toBeDefined();
+    // Idle expiry: the record is gone from the store; the sweep ends the session here.
+    await sessions.delete(record.id);
+    await engine.sweepNow();
+    await expect.poll(() => tasks.route(record.id, agentTaskId)).toBeUndefined();
   });
 
   it('drops a Streamable HTTP upstream session locally when its session goes idle here, and ends it on DELETE', async () => {

@@ -4950,7 +4950,11 @@ export class SessionEngine {
       live.standalone?.close?.();
       live.standalone = undefined;
     }
+    // Its tasks' routes go as on DELETE: nothing can reach them any more (found by review: they stayed in Redis until
+    // each task's own lifetime ran out, counted against the store).
+    const tasks = this.deps.tasks?.delete(record.id).catch(() => undefined);
     const settled = await this.closeUpstreams(record, live);
+    await tasks;
     this.deps.logger.info(
       { sessionIdPrefix: record.id.slice(0, 8), tenantId: record.tenantId, upstreams: settled.length, failed: settled.filter((s) => s.status === 'rejected').length },
       'session expired: its upstream sessions were closed',
