@@ -2,10 +2,12 @@
  * Progress of a task (MCP 2025-11-25: its progress token holds for the task's lifetime) coming on the upstream session's own
  * stream, which one replica holds, when the call that became the task went through another: the token is broadcast.
  * And progress the upstream queued for `tasks/result` (as the SDK's servers do), under the creating call's token: it
- * reaches the agent with the result (found by review: dropped as no progress of that request's).
+ * reaches the agent with the result (found by review: dropped as no progress of that request's). And progress on the
+ * session's stream right after the CreateTaskResult, before the task's route is stored: it waits for the creation
+ * (found by review: dropped for good).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
-import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcRequest, type Principal } from '@portcullis/gateway/mcp';
+import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcRequest, type Principal, type TaskRoute } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
 import { FakeConnector, fakeConfig, MemorySessionStore, requestMaker, shutDownAfterEach, type FakeUpstream, SPEC_ENGINE_OPTIONS } from '../testing/fake-upstreams';
@@ -121,5 +123,45 @@ describe('progress of a task queued for tasks/result', () => {
     expect(stream.got.filter((m) => m['method'] === 'notifications/progress')).toEqual([
       expect.objectContaining({ params: { progressToken: 'p1', progress: 1, total: 2, _meta: { [RELATED_TASK]: { taskId: agentTaskId } } } }),
     ]);
+  });
+});
+
+/** A route store with Redis's round trip, a little slow. */
+class SlowTaskRouteStore extends MemoryTaskRouteStore {
+  override async add(sessionId: string, route: TaskRoute, ttlMs: number, tool?: string): Promise<string> {
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    return super.add(sessionId, route, ttlMs, tool);
+  }
+}
+
+describe('progress of a new task on the upstream session stream', () => {
+  it('is not lost when it comes right after the CreateTaskResult, before the route is stored', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const tasks = taskUpstream();
+    // The task starts working as it is created: its first progress goes on the GET stream a moment later.
+    const upstream: FakeUpstream = {
+      ...tasks,
+      handle: async (method, params, options) => {
+        if (method === 'tools/call') setTimeout(() => connector.emit('u1', progress('p1')), 5);
+        return tasks.handle(method, params, options);
+      },
+    };
+    const connector = new FakeConnector({ u1: upstream });
+    connector.listenable.add('u1');
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new SlowTaskRouteStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const stream = agentStream();
+    engine.attachStandalone(record, stream);
+    const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
+    expect('result' in created).toBe(true);
+    await expect.poll(() => stream.got.filter((message) => message['method'] === 'notifications/progress')).toHaveLength(1);
+    // Progress under a token no task of the session has is still dropped, creation or not.
+    connector.emit('u1', progress('someone-else'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(stream.got.filter((message) => message['method'] === 'notifications/progress')).toHaveLength(1);
   });
 });

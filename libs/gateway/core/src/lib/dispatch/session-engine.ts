@@ -4579,7 +4579,27 @@ export class SessionEngine {
       // Progress belongs to a request under way and comes with it (`forward`): on the session's own stream it is about
       // no call of this agent's (MCP: only tokens of active requests), and its token could match one of the agent's
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
-      if (received.method === 'notifications/progress' && !live.taskProgress.has(taskProgressKey(config.id, received.params?.['progressToken']))) return;
+      if (received.method === 'notifications/progress') {
+        const key = taskProgressKey(config.id, received.params?.['progressToken']);
+        if (!live.taskProgress.has(key)) {
+          // A task this upstream is creating for the session here may be the one it is about (the upstream reports its
+          // progress as soon as it answered the call, before the task's route is stored): it waits for those creations,
+          // bounded as other messages about tasks, and is looked at again. Before, it was dropped (found by review).
+          const creating = live.creatingTasks.get(config.id);
+          if (creating === undefined || creating.size === 0 || live.heldTaskMessages >= MAX_HELD_TASK_MESSAGES) return;
+          live.heldTaskMessages += 1;
+          let timer: NodeJS.Timeout | undefined;
+          void Promise.race([Promise.allSettled([...creating]), new Promise((resolve) => (timer = setTimeout(resolve, TASK_SCOPE_WAIT_MS)))]).then(() => {
+            clearTimeout(timer);
+            live.heldTaskMessages -= 1;
+            if (live.taskProgress.has(key)) relayFromSession(received);
+          });
+          return;
+        }
+      }
+      relayFromSession(received);
+    });
+    const relayFromSession = (received: JsonRpcNotification): void => {
       // An update of a resource the session is not subscribed to is dropped here, before it takes anything of the bound
       // (whether the principal may still see it, a policy decision, is asked only of what the bound lets through).
       if (!isListChange(received.method)) {
@@ -4594,7 +4614,7 @@ export class SessionEngine {
         return;
       }
       this.toSessionStream(live, config.id, notification);
-    });
+    };
     // An upstream's request made for no call of the agent's, or for a listing's page (`sink`: the listing's, `ended`:
     // aborted when the page request settles). A listing's goes on the listing's own stream while it can take it, else on
     // the session's, as a call's does, and ends with the page (cancelled there before the listing's answer); one several
