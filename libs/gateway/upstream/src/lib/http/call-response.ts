@@ -347,7 +347,12 @@ export class CallResponse extends Exchange {
    */
   brokenElsewhere(id: JsonRpcId, reason: string): boolean {
     if (this.answered || id !== this.id) return false;
+    // The upstream answered it, so it has the call, whether or not this exchange got its 200 yet (a POST whose status
+    // is still to come, a GET resuming the call's stream): it is told the call was given up (re-review: only a 200
+    // here told it).
+    const told = this.taken;
     this.break(`invalid response: ${reason}`);
+    if (!told) this.handlers.abandoned?.();
     return true;
   }
 

@@ -138,41 +138,57 @@ describe('Streamable HTTP: an invalid answer put on the standalone GET stream', 
   }, 15_000);
 });
 
-describe('Streamable HTTP: an invalid answer on the standalone GET stream for a call waiting to resume its own', () => {
-  it('fails the call, and tells the upstream (which took it) that it was given up', async () => {
+describe('Streamable HTTP: an invalid answer on the standalone GET stream for a call whose own stream closed to be resumed', () => {
+  it.each([
+    // Its stream's retry is 3 s: the answer comes while the call waits it out.
+    ['while it waits out the retry', 3_000],
+    // Its stream's retry is 0.1 s: the answer comes once its resuming GET is sent, before that GET's headers.
+    ["while its resuming GET awaits its headers", 100],
+  ])('%s: fails the call, and tells the upstream (which took it) that it was given up', async (_when, retryMs) => {
     let standalone: ServerResponse | undefined;
+    let callId: number | undefined;
+    const held: ServerResponse[] = [];
     const notified: Received[] = [];
+    const invalid = () => standalone?.write(event({ jsonrpc: '2.0', id: callId, result: 'not an object' }));
     const get = (res: ServerResponse, req: IncomingMessage) => {
-      // The call's stream is not resumed within the spec (its retry is 3 s).
-      if (req.headers['last-event-id'] !== undefined) return void res.writeHead(405).end();
-      keptOpen(res);
-      standalone = res;
+      if (req.headers['last-event-id'] === undefined) {
+        keptOpen(res);
+        standalone = res;
+        return;
+      }
+      // The call's resuming GET: held with no headers; the invalid answer goes on the standalone stream meanwhile.
+      held.push(res);
+      invalid();
     };
-    // The call is taken (200, primed) and its stream closed for the client to resume in 3 s; the (invalid) answer
-    // comes on the standalone stream meanwhile.
+    // The call is taken (200, primed) and its stream closed for the client to resume after `retryMs`.
     const call = (id: number, res: ServerResponse) => {
+      callId = id;
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.end('id: e1\nretry: 3000\ndata: \n\n');
-      setTimeout(() => standalone?.write(event({ jsonrpc: '2.0', id, result: 'not an object' })), 200);
+      res.end(`id: e1\nretry: ${retryMs}\ndata: \n\n`);
+      if (retryMs > 1_000) setTimeout(invalid, 200);
     };
-    await connected(
-      call,
-      8_000,
-      get,
-      async (session) => {
-        session.listen?.(true);
-        const started = Date.now();
-        while (standalone === undefined && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 20));
-        const { error, tookMs } = await timed(session.request('tools/call', { name: 'x', arguments: {} }));
-        expect(error).toMatchObject({ reason: 'protocol_error' });
-        expect(tookMs).toBeLessThan(2_000);
-        const cancelled = () => notified.filter((message) => message.method === 'notifications/cancelled');
-        const waited = Date.now();
-        while (cancelled().length === 0 && Date.now() - waited < 1_500) await new Promise((resolve) => setTimeout(resolve, 20));
-        expect(cancelled()).toHaveLength(1);
-      },
-      notified,
-    );
+    try {
+      await connected(
+        call,
+        8_000,
+        get,
+        async (session) => {
+          session.listen?.(true);
+          const started = Date.now();
+          while (standalone === undefined && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 20));
+          const { error, tookMs } = await timed(session.request('tools/call', { name: 'x', arguments: {} }));
+          expect(error).toMatchObject({ reason: 'protocol_error' });
+          expect(tookMs).toBeLessThan(2_000);
+          const cancelled = () => notified.filter((message) => message.method === 'notifications/cancelled');
+          const waited = Date.now();
+          while (cancelled().length === 0 && Date.now() - waited < 1_500) await new Promise((resolve) => setTimeout(resolve, 20));
+          expect(cancelled()).toHaveLength(1);
+        },
+        notified,
+      );
+    } finally {
+      for (const res of held) res.destroy();
+    }
   }, 15_000);
 });
 
