@@ -373,7 +373,17 @@ interface LiveSession {
    * `standalone`'s announcement (`standalone-attached`), and whether it came back over the bus yet: announcements of
    * other streams that arrive before ours are older (the bus delivers in one order to every replica, sender included).
    */
-  standaloneToken: { readonly token: string; confirmed: boolean; readonly resumedHere?: boolean; readonly attachedAt: number; readonly resumes?: string } | undefined;
+  standaloneToken:
+    | {
+        readonly token: string;
+        confirmed: boolean;
+        readonly resumedHere?: boolean;
+        readonly attachedAt: number;
+        readonly resumes?: string;
+        /** The streams an agent resuming would still name, holding no id of this one (see `standaloneResuming`). */
+        readonly standsFor?: readonly string[];
+      }
+    | undefined;
   /**
    * Until when upstream sessions just opened here listen whether or not anyone does (`EngineOptions.firstListenMs`),
    * and the timer that ends it.
@@ -975,6 +985,9 @@ interface TaskContext {
   readonly timeoutMs?: number;
 }
 type TaskScope = TaskContext | Promise<TaskContext | undefined>;
+
+/** How many earlier standalone streams of a session a resumed one stands for (`standaloneResuming`). */
+const MAX_STANDALONE_CHAIN = 8;
 
 /** Attempts to open a new upstream session for a listening agent (`reopenForListener`), the first after this long. */
 const REOPEN_ATTEMPTS = 5;
@@ -1676,8 +1689,11 @@ export class SessionEngine {
   standaloneResuming(sessionId: string, streamId: string): string | undefined {
     const live = this.live.get(sessionId);
     const stream = live?.standalone;
-    if (stream === undefined || stream.id === undefined || stream.remote === true || live?.standaloneToken?.resumes !== streamId) return undefined;
-    return stream.id;
+    const token = live?.standaloneToken;
+    if (stream === undefined || stream.id === undefined || stream.remote === true || token === undefined) return undefined;
+    // Along the whole chain: a stream resumed so in turn stands for the streams its predecessor stood for (re-review:
+    // the third resume of the first stream's id found only the last hop's, and closed it as replaced).
+    return token.resumes === streamId || token.standsFor?.includes(streamId) === true ? stream.id : undefined;
   }
 
   /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
@@ -1696,13 +1712,17 @@ export class SessionEngine {
     // One it does not resume ends as replaced: another client of the session took its place, and that client's resume
     // of it is refused (409) rather than taking the place back, again and again.
     const previous = live.standalone;
+    const before = live.standaloneToken;
     live.standalone = sink;
     if (previous !== undefined && previous !== sink) previous.close?.(previous.id !== undefined && previous.id === resumes ? undefined : 'replaced');
     // The same rule across replicas: announced on the bus, and a replica holding an older stream closes it.
     const token = randomBytes(12).toString('base64url');
     // Resuming a stream of this replica's, closed above: it logged none of what comes from now on (no `early`).
     const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
-    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now(), resumes };
+    // What the resumed one stood for, it stands for too (a few: an agent that resumes with nothing missed, again and
+    // again, names its first stream each time).
+    const standsFor = resumedHere && before?.resumes !== undefined ? [before.resumes, ...(before.standsFor ?? [])].slice(0, MAX_STANDALONE_CHAIN) : undefined;
+    const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now(), resumes, ...(standsFor ? { standsFor } : {}) };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
     // An announcement that never comes back (a publish lost, the subscriber reconnecting) would leave this stream deaf
