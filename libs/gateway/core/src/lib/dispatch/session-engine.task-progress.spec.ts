@@ -40,6 +40,7 @@ function taskUpstream(): FakeUpstream {
         n += 1;
         return { task: { taskId: `t-${n}`, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
       }
+      if (method === 'tasks/get') return { taskId: params?.['taskId'], status: 'completed', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 };
       if (method === 'tasks/result') {
         const related = { [RELATED_TASK]: { taskId: params?.['taskId'] } };
         options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'p1', progress: 1, total: 2, _meta: related } });
@@ -109,7 +110,9 @@ describe('progress of a task on the upstream session stream, across two replicas
 });
 
 describe('progress of a task queued for tasks/result', () => {
-  it("reaches the agent with the result, under its tools/call's token and with the agent's task id", async () => {
+  // Polled first: MCP has the requestor poll tasks/get to the task's end, then ask for its result (re-review: the end
+  // seen made the token forgotten, and the progress was dropped in just that flow).
+  it.each([false, true])("reaches the agent with the result, under its tools/call's token and with the agent's task id (polled to its end first: %s)", async (polled) => {
     const { a } = twoReplicas();
     const { sessionId } = await a.initialize(principal, init(), 'trace');
     const record = await a.session(sessionId ?? '', principal);
@@ -117,6 +120,7 @@ describe('progress of a task queued for tasks/result', () => {
     const created = await a.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
     if (!('result' in created)) throw new Error(`not created: ${JSON.stringify(created)}`);
     const agentTaskId = (created.result['task'] as { taskId: string }).taskId;
+    if (polled) expect(await a.request(record, req('tasks/get', { taskId: agentTaskId }), NO_STREAM, 'trace')).toMatchObject({ result: { status: 'completed' } });
     const stream = agentStream();
     // tasks/result carries no token of its own: the progress is the task's (the creating call's token).
     expect(await a.request(record, req('tasks/result', { taskId: agentTaskId }), stream, 'trace')).toMatchObject({ result: { content: [{ text: 'done' }] } });

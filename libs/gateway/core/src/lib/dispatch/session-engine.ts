@@ -444,6 +444,11 @@ interface LiveSession {
    */
   readonly taskProgress: Map<string, string>;
   /**
+   * The same, of tasks seen to end: only progress the upstream queued for `tasks/result` may still come under them
+   * (the agent polls a task to its end before asking for its result), and only on that request (`forward`).
+   */
+  readonly endedTaskProgress: Map<string, string>;
+  /**
    * Task-augmented calls waiting for their answer, per upstream: each settles with the task it created once that is
    * recorded. A message about a task on the upstream session's own stream may come before the answer naming it (the
    * SDK's servers send the first status as they create the task): it waits for these (`unknownTaskMessage`).
@@ -3618,7 +3623,10 @@ export class SessionEngine {
     // servers queue it for `tasks/result`: progress under that token, on a request about that task, is the task's
     // (found by review: it was dropped as no request's of this call).
     const ofThisTask = (token: unknown): boolean =>
-      task !== undefined && !(task instanceof Promise) && live.taskProgress.size > 0 && live.taskProgress.get(taskProgressKey(upstreamId, token)) === task.agent;
+      task !== undefined &&
+      !(task instanceof Promise) &&
+      (live.taskProgress.size > 0 || live.endedTaskProgress.size > 0) &&
+      (live.taskProgress.get(taskProgressKey(upstreamId, token)) ?? live.endedTaskProgress.get(taskProgressKey(upstreamId, token))) === task.agent;
     // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: aborted when
     // the call settles, so none is left waiting on the agent for an answer no one takes. Made on the first relay only
     // (most calls have none, and pay nothing for it); one asked before the upstream request was handed back (a
@@ -4791,6 +4799,7 @@ export class SessionEngine {
       relayed: new Set(),
       taskSlots: new Map(),
       taskProgress: new Map(),
+      endedTaskProgress: new Map(),
       creatingTasks: new Map(),
       taskMessageChains: new Map(),
       heldTaskMessages: 0,
@@ -4869,7 +4878,15 @@ export class SessionEngine {
    */
   private endTaskSlots(live: LiveSession, agentTaskId: string, announce = true, seenToEnd = true): void {
     // Its progress token is done with once the task is (not when only its slots' lease ran out: it may run on).
-    if (seenToEnd && live.taskProgress.size > 0) for (const [key, task] of live.taskProgress) if (task === agentTaskId) live.taskProgress.delete(key);
+    if (seenToEnd && live.taskProgress.size > 0) {
+      for (const [key, task] of live.taskProgress) {
+        if (task !== agentTaskId) continue;
+        live.taskProgress.delete(key);
+        // Kept for `tasks/result`, which may bring progress the upstream queued (re-review: dropped once a poll saw the end).
+        if (live.endedTaskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.endedTaskProgress);
+        live.endedTaskProgress.set(key, task);
+      }
+    }
     const release = live.taskSlots.get(agentTaskId);
     if (release !== undefined) {
       live.taskSlots.delete(agentTaskId);
