@@ -256,6 +256,14 @@ export class RequestMultiplexer<Owner> {
     }
   }
 
+  /**
+   * Fails the calls whose messages were taken (or had no acknowledgement to wait for) with `error`; a call whose message
+   * is still under way is left to what becomes of it (its write's failure fails it).
+   */
+  failTaken(error: unknown): void {
+    for (const call of [...this.calls.values()]) if (call.written === undefined) this.fail(call.id, error);
+  }
+
   private giveUp(call: Call<Owner>, reason: string, error: unknown): void {
     if (!this.calls.has(call.id)) return;
     this.finish(call);

@@ -176,16 +176,26 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     this.dispose();
   }
 
-  /** Ends the session at once; its calls under way fail with `reason` (default: closed). */
-  dispose(reason?: Error): void {
+  /**
+   * Ends the session at once; its calls under way fail with `reason` (default: closed). `forgotten`: the upstream
+   * answered a POST 404, so the POSTs still awaiting their status are left to finish: their own 404 says nothing of
+   * theirs ran (session_expired: sent again on a new session), a 202 that it was taken (closed: nothing is left to
+   * answer it). Before, they were aborted, and a call the upstream had refused too failed as closed, never sent again
+   * (found by re-review).
+   */
+  dispose(reason?: Error, forgotten = false): void {
     if (this.closed) return;
     this.closed = true;
     this.ctx.registry.delete(this);
     this.stream?.destroy();
     this.stream = undefined;
-    this.mux.failAll(reason ?? errors.closed());
-    // POSTs still under way (their calls failed above, or no call waits on them) let go of their connections.
-    for (const abort of [...this.posting]) abort();
+    if (forgotten) {
+      this.mux.failTaken(reason ?? errors.closed());
+    } else {
+      this.mux.failAll(reason ?? errors.closed());
+      // POSTs still under way (their calls failed above, or no call waits on them) let go of their connections.
+      for (const abort of [...this.posting]) abort();
+    }
     abortAll(this.serverRequests);
     const closedHandler = this.closedHandler;
     this.closedHandler = undefined;
@@ -327,12 +337,15 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         if (error !== null) {
           if (isConnectError(error)) this.ctx.breaker.failure();
           reject(errors.connectFailed(error));
-        } else if (status >= 200 && status < 300) resolve();
-        else if (status === 404) {
+        } else if (status >= 200 && status < 300) {
+          // Taken by a session that is over meanwhile (forgotten: see `dispose`): no answer can come for it.
+          if (this.closed) reject(errors.closed());
+          else resolve();
+        } else if (status === 404) {
           reject(errors.sessionExpired());
           // After the multiplexer has failed the call this POST carried as session_expired (its handler is queued
-          // first): dispose fails the rest as closed.
-          queueMicrotask(() => this.dispose());
+          // first): dispose fails the calls whose POSTs were taken as closed.
+          queueMicrotask(() => this.dispose(undefined, true));
         } else {
           // A 5xx counts toward the breaker as it does from a Streamable HTTP upstream (ADR 0008); a 4xx is the message's.
           if (status >= 500) this.ctx.breaker.failure();

@@ -982,6 +982,34 @@ describe('connector resilience and network policy', () => {
     expect(closed).toBe(1);
   });
 
+  it('fails each of two legacy SSE calls refused with 404 as session_expired, though the first 404 ended the session', async () => {
+    const streams: ServerResponse[] = [];
+    let forgotten = false;
+    let refusals = 0;
+    // Once it forgot the session (it restarted), each call's POST is answered 404, the second a little after the first.
+    const server = await rawServer((req, res) => {
+      if (req.method === 'GET') {
+        streams.push(legacyStream(res));
+        return;
+      }
+      void readJson(req).then((message) => {
+        if (forgotten && message.id !== undefined) {
+          refusals += 1;
+          setTimeout(() => res.writeHead(404).end('Could not find session'), refusals === 1 ? 0 : 150);
+          return;
+        }
+        res.writeHead(202).end();
+        if (message.method === 'initialize') streams.at(-1)?.write(messageEvent({ id: message.id, result: legacyInitializeResult }));
+      });
+    });
+    servers.push(server);
+    const session = await connector({ maxSocketsPerOrigin: 4 }).connect(upstreamConfig('sse', { url: `${server.url}/sse`, callTimeoutMs: 5_000 }), identity);
+    forgotten = true;
+    // Nothing of either ran: each may go again on a new session (before, the second failed as closed).
+    const outcomes = await Promise.all(['a', 'b'].map((name) => session.request('tools/call', { name, arguments: {} }).then(() => 'answered', (error: { reason?: string }) => error.reason)));
+    expect(outcomes).toEqual(['session_expired', 'session_expired']);
+  });
+
   it('times out a handshake the upstream never answers', async () => {
     const server = await rawServer(() => undefined); // accepts, never responds
     servers.push(server);
