@@ -4,7 +4,8 @@
  * And progress the upstream queued for `tasks/result` (as the SDK's servers do), under the creating call's token: it
  * reaches the agent with the result (found by review: dropped as no progress of that request's). And progress on the
  * session's stream right after the CreateTaskResult, before the task's route is stored: it waits for the creation
- * (found by review: dropped for good).
+ * (found by review: dropped for good). And the progress of a call held for approval that became a task stays past what
+ * the approval gate reported while it waited, wherever it goes on (found by review: it went backwards).
  */
 import { createLogger } from '@portcullis/shared/util-logger';
 import { MemoryTaskRouteStore, UpstreamRpcError, type JsonRpcRequest, type Principal, type TaskRoute } from '@portcullis/gateway/mcp';
@@ -167,5 +168,43 @@ describe('progress of a new task on the upstream session stream', () => {
     connector.emit('u1', progress('someone-else'));
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(stream.got.filter((message) => message['method'] === 'notifications/progress')).toHaveLength(1);
+  });
+});
+
+describe('progress of a call held for approval that became a task', () => {
+  it('goes on past what the approval gate reported, on the session stream and with tasks/result', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const connector = new FakeConnector({ u1: taskUpstream() });
+    connector.listenable.add('u1');
+    const hooks = {
+      // As the approval gate does while a call waits: its own progress, then the count in the admission.
+      admit: (info: { method: string; progressToken?: unknown }, sink: MessageSink) => {
+        if (info.method !== 'tools/call') return undefined;
+        for (const progress of [1, 2, 3]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
+        return { progressSent: 3 };
+      },
+    };
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore(), logger, hooks, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } } as ConstructorParameters<typeof SessionEngine>[0]);
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const session = agentStream();
+    engine.attachStandalone(record, session);
+    const call = agentStream();
+    const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), call, 'trace');
+    if (!('result' in created)) throw new Error(`not created: ${JSON.stringify(created)}`);
+    const agentTaskId = (created.result['task'] as { taskId: string }).taskId;
+    const progressOf = (stream: { got: Record<string, unknown>[] }) =>
+      stream.got.filter((m) => m['method'] === 'notifications/progress').map((m) => [(m['params'] as { progress: number }).progress, (m['params'] as { total?: number }).total]);
+    expect(progressOf(call)).toEqual([[1, undefined], [2, undefined], [3, undefined]]);
+    // The task's progress on the upstream session's stream: 1 of 2 upstream, 4 of 5 for the agent.
+    connector.emit('u1', progress('p1'));
+    await expect.poll(() => progressOf(session)).toEqual([[4, 5]]);
+    // And what the upstream queued for tasks/result.
+    const result = agentStream();
+    expect(await engine.request(record, req('tasks/result', { taskId: agentTaskId }), result, 'trace')).toMatchObject({ result: { content: [{ text: 'done' }] } });
+    expect(progressOf(result)).toEqual([[4, 5]]);
   });
 });

@@ -283,7 +283,7 @@ export type BusMessage =
    * A call of the session became task `task` with progress token `token` on `upstreamId`: its progress may come on the
    * upstream session's own stream, which another replica may hold (`LiveSession.taskProgress`).
    */
-  | { readonly type: 'task-progress'; readonly sessionId: string; readonly upstreamId: string; readonly token: string | number; readonly task: string };
+  | { readonly type: 'task-progress'; readonly sessionId: string; readonly upstreamId: string; readonly token: string | number; readonly task: string; readonly shift?: number };
 
 export interface EngineDeps {
   readonly registry: UpstreamRegistry;
@@ -448,6 +448,12 @@ interface LiveSession {
    * (the agent polls a task to its end before asking for its result), and only on that request (`forward`).
    */
   readonly endedTaskProgress: Map<string, string>;
+  /**
+   * By the same keys, the progress a hook reported before the call became a task (an approval wait), which the task's
+   * own progress is shifted past wherever it goes on: MCP has progress only increase (found by review: after the call's
+   * answer it went out unshifted, backwards). Only tokens with some.
+   */
+  readonly taskProgressShift: Map<string, number>;
   /**
    * Task-augmented calls waiting for their answer, per upstream: each settles with the task it created once that is
    * recorded. A message about a task on the upstream session's own stream may come before the answer naming it (the
@@ -1905,7 +1911,7 @@ export class SessionEngine {
       case 'task-progress': {
         const live = this.live.get(message.sessionId);
         if (live !== undefined && typeof message.upstreamId === 'string' && typeof message.task === 'string' && message.task.length <= 256) {
-          this.noteTaskProgress(live, message.upstreamId, message.token, message.task);
+          this.noteTaskProgress(live, message.upstreamId, message.token, message.task, typeof message.shift === 'number' && Number.isFinite(message.shift) ? message.shift : 0);
         }
         return;
       }
@@ -2333,7 +2339,7 @@ export class SessionEngine {
               try {
                 return await this.adoptTask(live, target.upstreamId, target.name, created, traceId, (task) => {
                   adopted(task);
-                  this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent);
+                  this.trackTaskProgress(live, target.upstreamId, forwarded['_meta'], task.agent, admission?.progressSent ?? 0);
                   // The call goes on as a task: its concurrency slots stay taken while it runs (else an agent could run
                   // any number of a limited tool at once as tasks), up to the call timeout their lease is sized by.
                   const release = retain();
@@ -3688,7 +3694,7 @@ export class SessionEngine {
             // task's this request is about.
             if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) {
               if (!ofThisTask(notification.params?.['progressToken'])) return;
-              if (sink.canStream) this.sendInCall(live, upstreamId, sink, notification, task, (held ??= { count: 0 }));
+              if (sink.canStream) this.sendInCall(live, upstreamId, sink, this.shiftedTaskProgress(live, upstreamId, notification), task, (held ??= { count: 0 }));
               else this.toSessionStream(live, upstreamId, notification);
               return;
             }
@@ -3909,19 +3915,34 @@ export class SessionEngine {
    * replicas: the upstream's progress may come on its session's own stream, which another replica may hold (before,
    * that replica dropped it, knowing no such task).
    */
-  private trackTaskProgress(live: LiveSession, upstreamId: string, meta: unknown, agentTaskId: string): void {
+  private trackTaskProgress(live: LiveSession, upstreamId: string, meta: unknown, agentTaskId: string, shift = 0): void {
     const token = isObject(meta) ? meta['progressToken'] : undefined;
-    if (!this.noteTaskProgress(live, upstreamId, token, agentTaskId)) return;
-    this.deps.bus?.broadcast({ type: 'task-progress', sessionId: live.record.id, upstreamId, token: token as string | number, task: agentTaskId });
+    if (!this.noteTaskProgress(live, upstreamId, token, agentTaskId, shift)) return;
+    this.deps.bus?.broadcast({ type: 'task-progress', sessionId: live.record.id, upstreamId, token: token as string | number, task: agentTaskId, ...(shift > 0 ? { shift } : {}) });
+  }
+
+  /** `notification` (a task's progress) past what a hook reported first (`LiveSession.taskProgressShift`). */
+  private shiftedTaskProgress(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): JsonRpcNotification {
+    if (live.taskProgressShift.size === 0) return notification;
+    const shift = live.taskProgressShift.get(taskProgressKey(upstreamId, notification.params?.['progressToken']));
+    if (shift === undefined || typeof notification.params?.['progress'] !== 'number') return notification;
+    const params: Record<string, unknown> = { ...notification.params, progress: notification.params['progress'] + shift };
+    if (typeof params['total'] === 'number') params['total'] = params['total'] + shift;
+    return { ...notification, params };
   }
 
   /** Keeps `token` → task for the task's lifetime; false for a token that is not kept. */
-  private noteTaskProgress(live: LiveSession, upstreamId: string, token: unknown, agentTaskId: string): boolean {
+  private noteTaskProgress(live: LiveSession, upstreamId: string, token: unknown, agentTaskId: string, shift = 0): boolean {
     // A token longer than a relayed one may be (512) is not kept, and its progress ends with the call.
     if ((typeof token !== 'string' || token.length > MAX_TASK_PROGRESS_TOKEN) && typeof token !== 'number') return false;
     const key = taskProgressKey(upstreamId, token);
     if (!live.taskProgress.has(key) && live.taskProgress.size >= MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgress);
     live.taskProgress.set(key, agentTaskId);
+    if (shift > 0) {
+      // Kept past the task's end, for tasks/result (as `endedTaskProgress`), within twice the bound.
+      if (!live.taskProgressShift.has(key) && live.taskProgressShift.size >= 2 * MAX_TRACKED_TASK_PROGRESS) evictOldest(live.taskProgressShift);
+      live.taskProgressShift.set(key, shift);
+    } else if (live.taskProgressShift.size > 0) live.taskProgressShift.delete(key);
     return true;
   }
 
@@ -4518,8 +4539,10 @@ export class SessionEngine {
   }
 
   /** An upstream's notification for the agent's standalone stream, one about a task named for the agent. */
-  private toSessionStream(live: LiveSession, upstreamId: string, notification: JsonRpcNotification): void {
-    if (!this.relayable(live, upstreamId, notification)) return;
+  private toSessionStream(live: LiveSession, upstreamId: string, received: JsonRpcNotification): void {
+    if (!this.relayable(live, upstreamId, received)) return;
+    // A task's progress (the only progress that goes here) past what a hook reported before the call became the task.
+    const notification = received.method === 'notifications/progress' ? this.shiftedTaskProgress(live, upstreamId, received) : received;
     const upstreamTask = referencedTask(notification.method, notification.params);
     if (upstreamTask === undefined) {
       this.toStandalone(live, notification);
@@ -4800,6 +4823,7 @@ export class SessionEngine {
       taskSlots: new Map(),
       taskProgress: new Map(),
       endedTaskProgress: new Map(),
+      taskProgressShift: new Map(),
       creatingTasks: new Map(),
       taskMessageChains: new Map(),
       heldTaskMessages: 0,
