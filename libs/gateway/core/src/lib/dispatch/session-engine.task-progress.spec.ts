@@ -140,6 +140,49 @@ class SlowTaskRouteStore extends MemoryTaskRouteStore {
 }
 
 describe('progress of a new task on the upstream session stream', () => {
+  it('keeps its order while another task creation on the upstream is slow (each creation that ends is looked at)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const numbered = (token: string, value: number) => ({ jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: token, progress: value, total: 10 } });
+    let n = 0;
+    const upstream: FakeUpstream = {
+      capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
+      handle: async (method, params) => {
+        if (method === 'tools/list') return { tools: ['slow', 'fast'].map((name) => ({ name, inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } })) };
+        if (method === 'tools/call' && params?.['task'] !== undefined) {
+          n += 1;
+          const taskId = `t-${n}`;
+          // The slow one's CreateTaskResult takes a second; the fast one reports progress at once.
+          if (params['name'] === 'slow') await new Promise((resolve) => setTimeout(resolve, 1_000));
+          else setTimeout(() => connector.emit('u1', numbered('fast-token', 1)), 5);
+          return { task: { taskId, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+        }
+        throw new UpstreamRpcError(-32601, 'Method not found');
+      },
+    };
+    const connector = new FakeConnector({ u1: upstream });
+    connector.listenable.add('u1');
+    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new SlowTaskRouteStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } });
+    engines.push(engine);
+    const { sessionId } = await engine.initialize(principal, init(), 'trace');
+    const record = await engine.session(sessionId ?? '', principal);
+    if (!record) throw new Error('no session');
+    const stream = agentStream();
+    engine.attachStandalone(record, stream);
+    let slowDone = false;
+    const slow = engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'slow-token' } }), NO_STREAM, 'trace').finally(() => (slowDone = true));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const created = await engine.request(record, req('tools/call', { name: 'up1__fast', arguments: {}, task: {}, _meta: { progressToken: 'fast-token' } }), NO_STREAM, 'trace');
+    expect('result' in created).toBe(true);
+    // The task runs on: its next progress comes once the agent has the task.
+    connector.emit('u1', numbered('fast-token', 2));
+    const values = () => stream.got.filter((m) => m['method'] === 'notifications/progress').map((m) => (m['params'] as { progress: number }).progress);
+    await expect.poll(values, { timeout: 3_000 }).toHaveLength(2);
+    // Both before the slow creation ended: the first was not held for it.
+    expect({ values: values(), slowDone }).toEqual({ values: [1, 2], slowDone: false });
+    await slow;
+  });
+
   it('is not lost when it comes right after the CreateTaskResult, before the route is stored', async () => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'up1')], () => undefined);

@@ -454,6 +454,8 @@ interface LiveSession {
    * answer it went out unshifted, backwards). Only tokens with some.
    */
   readonly taskProgressShift: Map<string, number>;
+  /** Progress of the session's stream held until its task's token is known (`attach`), by the same keys: the last held. */
+  readonly heldProgress: Map<string, Promise<void>>;
   /**
    * Task-augmented calls waiting for their answer, per upstream: each settles with the task it created once that is
    * recorded. A message about a task on the upstream session's own stream may come before the answer naming it (the
@@ -4539,6 +4541,31 @@ export class SessionEngine {
   }
 
   /** An upstream's notification for the agent's standalone stream, one about a task named for the agent. */
+  /**
+   * Settles once progress token `key` names a task of the session, no creation of a task on `upstreamId` is under way
+   * here any more, or TASK_SCOPE_WAIT_MS passed: looked at again each time a creation ends (not only when all have:
+   * re-review found a later message of the task relayed before an earlier one held that long).
+   */
+  private async tokenKnown(live: LiveSession, upstreamId: string, key: string): Promise<void> {
+    const deadline = performance.now() + TASK_SCOPE_WAIT_MS;
+    // Creations seen to end (each leaves the set a little after it settles): not waited for again.
+    const ended = new Set<Promise<unknown>>();
+    for (;;) {
+      const waiting = [...(live.creatingTasks.get(upstreamId) ?? [])].filter((creation) => !ended.has(creation));
+      const left = deadline - performance.now();
+      if (live.taskProgress.has(key) || waiting.length === 0 || left <= 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      const first = await Promise.race([
+        ...waiting.map((creation) => creation.then(() => ({ creation }))),
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), left);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (first !== undefined) ended.add(first.creation);
+    }
+  }
+
   private toSessionStream(live: LiveSession, upstreamId: string, received: JsonRpcNotification): void {
     if (!this.relayable(live, upstreamId, received)) return;
     // A task's progress (the only progress that goes here) past what a hook reported before the call became the task.
@@ -4632,21 +4659,28 @@ export class SessionEngine {
       // calls to another upstream. A task's is the exception: its token holds for the task's lifetime.
       if (received.method === 'notifications/progress') {
         const key = taskProgressKey(config.id, received.params?.['progressToken']);
-        if (!live.taskProgress.has(key)) {
-          // A task this upstream is creating for the session here may be the one it is about (the upstream reports its
-          // progress as soon as it answered the call, before the task's route is stored): it waits for those creations,
-          // bounded as other messages about tasks, and is looked at again. Before, it was dropped (found by review).
-          const creating = live.creatingTasks.get(config.id);
-          if (creating === undefined || creating.size === 0 || live.heldTaskMessages >= MAX_HELD_TASK_MESSAGES) return;
-          live.heldTaskMessages += 1;
-          let timer: NodeJS.Timeout | undefined;
-          void Promise.race([Promise.allSettled([...creating]), new Promise((resolve) => (timer = setTimeout(resolve, TASK_SCOPE_WAIT_MS)))]).then(() => {
-            clearTimeout(timer);
-            live.heldTaskMessages -= 1;
-            if (live.taskProgress.has(key)) relayFromSession(received);
-          });
+        const before = live.heldProgress.get(key);
+        // A task this upstream is creating for the session here may be the one it is about (the upstream reports its
+        // progress as soon as it answered the call, before the task's route is stored): it waits for its token to be
+        // known, as long as creations are under way (TASK_SCOPE_WAIT_MS at most), bounded as other messages about tasks.
+        // Before, it was dropped (found by review). Later progress under the same token waits behind it, in order.
+        if (before === undefined && live.taskProgress.has(key)) {
+          relayFromSession(received);
           return;
         }
+        const creating = live.creatingTasks.get(config.id);
+        if (before === undefined && (creating === undefined || creating.size === 0)) return;
+        if (live.heldTaskMessages >= MAX_HELD_TASK_MESSAGES) return;
+        live.heldTaskMessages += 1;
+        const held = (before ?? this.tokenKnown(live, config.id, key)).then(() => {
+          live.heldTaskMessages -= 1;
+          if (live.taskProgress.has(key) && this.live.get(live.record.id) === live) relayFromSession(received);
+        });
+        live.heldProgress.set(key, held);
+        void held.finally(() => {
+          if (live.heldProgress.get(key) === held) live.heldProgress.delete(key);
+        });
+        return;
       }
       relayFromSession(received);
     });
@@ -4824,6 +4858,7 @@ export class SessionEngine {
       taskProgress: new Map(),
       endedTaskProgress: new Map(),
       taskProgressShift: new Map(),
+      heldProgress: new Map(),
       creatingTasks: new Map(),
       taskMessageChains: new Map(),
       heldTaskMessages: 0,
