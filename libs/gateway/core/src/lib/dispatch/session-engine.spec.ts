@@ -2961,6 +2961,41 @@ describe('SessionEngine across replicas', () => {
     await expect.poll(() => tasks.route(record.id, agentTaskId)).toBeUndefined();
   });
 
+  it('leaves no task route behind that was being stored when the session expired (re-review)', async () => {
+    const sessions = new MemorySessionStore();
+    /** A route store whose add waits until released (a Redis round trip under load). */
+    const tasks = new (class extends MemoryTaskRouteStore {
+      release: (() => void) | undefined;
+      override async add(...args: Parameters<MemoryTaskRouteStore['add']>): Promise<string> {
+        await new Promise<void>((resolve) => (this.release = resolve));
+        return super.add(...args);
+      }
+    })();
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+    const task = { taskId: 't-1', status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 };
+    const upstream = {
+      prefix: 'up1',
+      capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
+      handle: async (method: string) => {
+        if (method === 'tools/list') return { tools: [{ name: 'slow', inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } }] };
+        if (method === 'tools/call') return { task };
+        if (method === 'tasks/cancel') return { ...task, status: 'cancelled' };
+        throw new UpstreamRpcError(-32601, 'Method not found');
+      },
+    };
+    const engine = makeEngine({ registry, connector: new FakeConnector({ u1: upstream }), sessions, tasks });
+    const { record } = await open(engine, { protocolVersion: '2025-11-25' });
+    const call = engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {} }), NO_STREAM, 'trace').catch(() => undefined);
+    await expect.poll(() => tasks.release).toBeDefined();
+    // The record lapses (idle), and the sweep ends the session here while the route is being stored.
+    await sessions.delete(record.id);
+    await engine.sweepNow();
+    tasks.release?.();
+    await call;
+    await expect.poll(() => tasks.agentTaskId(record.id, { upstreamId: 'u1', taskId: 't-1' })).toBeUndefined();
+  });
+
   it('drops a Streamable HTTP upstream session locally when its session goes idle here, and ends it on DELETE', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     try {

@@ -1,7 +1,9 @@
 /**
  * A standalone stream handed over between replicas: the older one ends as replaced only when the newer one, announced
  * on the bus, says it resumes no stream or another one (a resume of it later is then refused 409: a second client on
- * the session); a resume of it, or an announcement from an earlier version that says neither, ends it unmarked.
+ * the session); a resume of it, or an announcement from an earlier version that says neither, ends it unmarked. And on
+ * one replica, a chain of resumes: an agent that never gets an event id of the streams after its first names the first
+ * on each reconnect, and each time the current stream stands for it.
  */
 import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
@@ -161,4 +163,25 @@ describe('a standalone-attached announcement lost for one replica (found by a re
     // The agent is on y: its stream stays; the parked one on x, which it resumed, ends unmarked.
     for (const outcome of outcomes) expect(outcome.closed).toEqual(['x:ended']);
   }, 20_000);
+});
+
+describe('a standalone stream resumed again and again with the first stream\'s id', () => {
+  it('is still taken for the current stream after 12 prompt reconnects (the first stream is never dropped from the chain)', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'files')], () => undefined);
+    const engine = makeEngine({ registry, connector: new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }), sessions: new MemorySessionStore() });
+    const { record } = await openSession(engine, { protocolVersion: '2025-06-18' });
+    const closedAs: Record<string, string> = {};
+    const sink = (id: string) => ({ canStream: true, id, send: () => true, close: (reason?: 'replaced') => void (closedAs[id] = reason ?? 'resumed') });
+    engine.attachStandalone(record, sink('s1'));
+    const recognised: (string | undefined)[] = [];
+    for (let k = 2; k <= 13; k += 1) {
+      // The agent names s1 each time (it got no event of the later streams): resolved as the GET route does.
+      const chained = engine.standaloneResuming(record.id, 's1');
+      if (k > 2) recognised.push(chained);
+      engine.attachStandalone(record, sink(`s${k}`), chained ?? 's1');
+    }
+    expect(recognised).toEqual(Array.from({ length: 11 }, (_, i) => `s${i + 2}`));
+    expect(Object.values(closedAs).filter((reason) => reason === 'replaced')).toEqual([]);
+  });
 });

@@ -1002,6 +1002,15 @@ type TaskScope = TaskContext | Promise<TaskContext | undefined>;
 /** How many earlier standalone streams of a session a resumed one stands for (`standaloneResuming`). */
 const MAX_STANDALONE_CHAIN = 8;
 
+/**
+ * `streams` (newest first) within MAX_STANDALONE_CHAIN, the oldest always kept: it is the one an agent that never got
+ * an event id of the later ones names on each reconnect (re-review: dropped first, the tenth reconnect lost the chain).
+ */
+function chainOf(streams: readonly string[]): readonly string[] {
+  if (streams.length <= MAX_STANDALONE_CHAIN) return streams;
+  return [...streams.slice(0, MAX_STANDALONE_CHAIN - 1), streams[streams.length - 1] as string];
+}
+
 /** Attempts to open a new upstream session for a listening agent (`reopenForListener`), the first after this long. */
 const REOPEN_ATTEMPTS = 5;
 const REOPEN_FIRST_DELAY_MS = 500;
@@ -1734,7 +1743,7 @@ export class SessionEngine {
     const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
     // What the resumed one stood for, it stands for too (a few: an agent that resumes with nothing missed, again and
     // again, names its first stream each time).
-    const standsFor = resumedHere && before?.resumes !== undefined ? [before.resumes, ...(before.standsFor ?? [])].slice(0, MAX_STANDALONE_CHAIN) : undefined;
+    const standsFor = resumedHere && before?.resumes !== undefined ? chainOf([before.resumes, ...(before.standsFor ?? [])]) : undefined;
     const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now(), resumes, ...(standsFor ? { standsFor } : {}) };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });
@@ -5057,6 +5066,9 @@ export class SessionEngine {
 
   /** Closes what an expired session opened upstream (whatever this replica can still reach). */
   private async expire(record: SessionRecord, live: LiveSession | undefined): Promise<void> {
+    // Ended here as on DELETE: what is still under way for it (a task's route being stored) is undone when it lands
+    // (re-review: a route stored during the expiry stayed).
+    this.markEnded(record.id);
     this.deps.sessions.forget?.(record.id);
     if (live) {
       this.dropPages(live);

@@ -679,7 +679,11 @@ describe('bodies are not read before the caller is admitted', () => {
     expect(await rawRequest(port, head, 'x'.repeat(1_024), 1_500)).toBe('HTTP/1.1 401 Unauthorized');
   });
 
-  it('drops the connection of a refused POST whose chunked body goes on past the body limit, rather than read it to the timeout', async () => {
+  it.each([
+    ['the raw fast path', 'POST /t/acme/mcp HTTP/1.1'],
+    ['an escaped MCP path (left to the Fastify route)', 'POST /t/acme/m%63p HTTP/1.1'],
+    ['the legacy messages endpoint', 'POST /t/acme/messages?sessionId=abc HTTP/1.1'],
+  ])('drops the connection of a refused POST whose chunked body goes on past the body limit, rather than read it to the timeout (%s)', async (_label, line) => {
     const { port } = await serve(true);
     const socket = connect(port, '127.0.0.1');
     let answer = '';
@@ -688,7 +692,7 @@ describe('bodies are not read before the caller is admitted', () => {
     socket.on('error', () => undefined);
     socket.on('close', () => (closed = true));
     await new Promise((resolve) => socket.once('connect', resolve));
-    socket.write('POST /t/acme/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer wrong\r\nTransfer-Encoding: chunked\r\n\r\n');
+    socket.write(`${line}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer wrong\r\nTransfer-Encoding: chunked\r\n\r\n`);
     await until(() => answer.includes('\r\n\r\n'));
     expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 401 Unauthorized');
     // The client streams on: 8 KiB chunks, up to 4 MiB (64 times the 64 KiB limit) or 5 s.

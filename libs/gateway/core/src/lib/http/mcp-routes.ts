@@ -935,6 +935,9 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       } catch (error) {
         if (!(error instanceof GatewayHttpError)) throw error;
         sendError(reply, error, null, traceIdOf(request));
+        // Its body, unread, is drained as the raw path drains a refused one: up to the limit (re-review: these routes
+        // left it to Node, which read a chunked body without bound).
+        discardBody(request.raw, options.bodyLimitBytes);
       }
     };
     const admittedPrincipal = (request: FastifyRequest): Principal => {
