@@ -131,6 +131,25 @@ describe('progress of a task queued for tasks/result', () => {
   });
 });
 
+/**
+ * One replica in front of `upstream` (u1, prefix up1, its session stream listened to), with a task route store
+ * (`tasks`) and request hooks (`hooks`): the engine, a 2025-11-25 session on it, and the agent's standalone stream.
+ */
+async function oneReplica(upstream: FakeUpstream, tasks: MemoryTaskRouteStore, hooks?: unknown) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace([fakeConfig('u1', 'up1')], () => undefined);
+  const connector = new FakeConnector({ u1: upstream });
+  connector.listenable.add('u1');
+  const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks, logger, ...(hooks ? { hooks } : {}), options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } } as ConstructorParameters<typeof SessionEngine>[0]);
+  engines.push(engine);
+  const { sessionId } = await engine.initialize(principal, init(), 'trace');
+  const record = await engine.session(sessionId ?? '', principal);
+  if (!record) throw new Error('no session');
+  const session = agentStream();
+  engine.attachStandalone(record, session);
+  return { engine, connector, record, session };
+}
+
 /** A route store with Redis's round trip, a little slow. */
 class SlowTaskRouteStore extends MemoryTaskRouteStore {
   override async add(sessionId: string, route: TaskRoute, ttlMs: number, tool?: string): Promise<string> {
@@ -141,34 +160,26 @@ class SlowTaskRouteStore extends MemoryTaskRouteStore {
 
 describe('progress of a new task on the upstream session stream', () => {
   it('keeps its order while another task creation on the upstream is slow (each creation that ends is looked at)', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
     const numbered = (token: string, value: number) => ({ jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: token, progress: value, total: 10 } });
     let n = 0;
-    const upstream: FakeUpstream = {
-      capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
-      handle: async (method, params) => {
-        if (method === 'tools/list') return { tools: ['slow', 'fast'].map((name) => ({ name, inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } })) };
-        if (method === 'tools/call' && params?.['task'] !== undefined) {
-          n += 1;
-          const taskId = `t-${n}`;
-          // The slow one's CreateTaskResult takes a second; the fast one reports progress at once.
-          if (params['name'] === 'slow') await new Promise((resolve) => setTimeout(resolve, 1_000));
-          else setTimeout(() => connector.emit('u1', numbered('fast-token', 1)), 5);
-          return { task: { taskId, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
-        }
-        throw new UpstreamRpcError(-32601, 'Method not found');
+    const { engine, connector, record, session: stream } = await oneReplica(
+      {
+        capabilities: { tools: {}, tasks: { cancel: {}, list: {}, requests: { tools: { call: {} } } } },
+        handle: async (method, params) => {
+          if (method === 'tools/list') return { tools: ['slow', 'fast'].map((name) => ({ name, inputSchema: { type: 'object' }, execution: { taskSupport: 'optional' } })) };
+          if (method === 'tools/call' && params?.['task'] !== undefined) {
+            n += 1;
+            const taskId = `t-${n}`;
+            // The slow one's CreateTaskResult takes a second; the fast one reports progress at once.
+            if (params['name'] === 'slow') await new Promise((resolve) => setTimeout(resolve, 1_000));
+            else setTimeout(() => connector.emit('u1', numbered('fast-token', 1)), 5);
+            return { task: { taskId, status: 'working', createdAt: '2026-12-03T00:00:00Z', lastUpdatedAt: '2026-12-03T00:00:00Z', ttl: 60_000 } };
+          }
+          throw new UpstreamRpcError(-32601, 'Method not found');
+        },
       },
-    };
-    const connector = new FakeConnector({ u1: upstream });
-    connector.listenable.add('u1');
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new SlowTaskRouteStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, init(), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
-    const stream = agentStream();
-    engine.attachStandalone(record, stream);
+      new SlowTaskRouteStore(),
+    );
     let slowDone = false;
     const slow = engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'slow-token' } }), NO_STREAM, 'trace').finally(() => (slowDone = true));
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -184,26 +195,18 @@ describe('progress of a new task on the upstream session stream', () => {
   });
 
   it('is not lost when it comes right after the CreateTaskResult, before the route is stored', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
     const tasks = taskUpstream();
     // The task starts working as it is created: its first progress goes on the GET stream a moment later.
-    const upstream: FakeUpstream = {
-      ...tasks,
-      handle: async (method, params, options) => {
-        if (method === 'tools/call') setTimeout(() => connector.emit('u1', progress('p1')), 5);
-        return tasks.handle(method, params, options);
+    const { engine, connector, record, session: stream } = await oneReplica(
+      {
+        ...tasks,
+        handle: async (method, params, options) => {
+          if (method === 'tools/call') setTimeout(() => connector.emit('u1', progress('p1')), 5);
+          return tasks.handle(method, params, options);
+        },
       },
-    };
-    const connector = new FakeConnector({ u1: upstream });
-    connector.listenable.add('u1');
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new SlowTaskRouteStore(), logger, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } });
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, init(), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
-    const stream = agentStream();
-    engine.attachStandalone(record, stream);
+      new SlowTaskRouteStore(),
+    );
     const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), NO_STREAM, 'trace');
     expect('result' in created).toBe(true);
     await expect.poll(() => stream.got.filter((message) => message['method'] === 'notifications/progress')).toHaveLength(1);
@@ -216,10 +219,6 @@ describe('progress of a new task on the upstream session stream', () => {
 
 describe('progress of a call held for approval that became a task', () => {
   it('goes on past what the approval gate reported, on the session stream and with tasks/result', async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'up1')], () => undefined);
-    const connector = new FakeConnector({ u1: taskUpstream() });
-    connector.listenable.add('u1');
     const hooks = {
       // As the approval gate does while a call waits: its own progress, then the count in the admission.
       admit: (info: { method: string; progressToken?: unknown }, sink: MessageSink) => {
@@ -228,13 +227,7 @@ describe('progress of a call held for approval that became a task', () => {
         return { progressSent: 3 };
       },
     };
-    const engine = new SessionEngine({ registry, connector, sessions: new MemorySessionStore(), tasks: new MemoryTaskRouteStore(), logger, hooks, options: { ...SPEC_ENGINE_OPTIONS, listTimeoutMs: 200 } } as ConstructorParameters<typeof SessionEngine>[0]);
-    engines.push(engine);
-    const { sessionId } = await engine.initialize(principal, init(), 'trace');
-    const record = await engine.session(sessionId ?? '', principal);
-    if (!record) throw new Error('no session');
-    const session = agentStream();
-    engine.attachStandalone(record, session);
+    const { engine, connector, record, session } = await oneReplica(taskUpstream(), new MemoryTaskRouteStore(), hooks);
     const call = agentStream();
     const created = await engine.request(record, req('tools/call', { name: 'up1__slow', arguments: {}, task: {}, _meta: { progressToken: 'p1' } }), call, 'trace');
     if (!('result' in created)) throw new Error(`not created: ${JSON.stringify(created)}`);
