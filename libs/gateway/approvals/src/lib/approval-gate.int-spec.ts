@@ -83,7 +83,7 @@ describe('HeldCallGate', () => {
     expect(row.expiresAt.getTime()).toBeGreaterThan(Date.now() + 25_000);
     await waitFor(() => withToken.messages.length >= 3, { description: 'progress notifications' });
     const progress = withToken.messages.map((m) => (m as unknown as { params: { progress: number; progressToken: string } }).params);
-    expect(progress.map((p) => p.progress).slice(0, 3)).toEqual([1, 2, 3]);
+    expect(progress.map((p) => p.progress).slice(0, 3)).toEqual([0, 1, 2]);
     expect(progress.every((p) => p.progressToken === 'tok-1')).toBe(true);
 
     const silent = sink();

@@ -265,13 +265,16 @@ export class HeldCallGate implements ApprovalGate {
     );
 
     return new Promise<Admission>((resolve, reject) => {
+      // How many progress notifications were sent, numbered from 0: the upstream's own progress is shifted by this
+      // count (`progressSent`), so its first value, often 0, comes after the last of these (re-review: numbered from 1,
+      // the upstream's 0 repeated the last one, and MCP has progress increase).
       let progress = 0;
       const sendProgress = () => {
         if (info.progressToken === undefined) return;
         sink.send({
           jsonrpc: '2.0',
           method: 'notifications/progress',
-          params: { progressToken: info.progressToken, progress: ++progress, message: `Waiting for a human to approve this call (approval ${id})` },
+          params: { progressToken: info.progressToken, progress: progress++, message: `Waiting for a human to approve this call (approval ${id})` },
         });
       };
       const ticker = info.progressToken === undefined ? undefined : setInterval(sendProgress, this.options.progressMs);

@@ -225,7 +225,7 @@ describe('SessionEngine with in-memory upstreams', () => {
         handle: async (method, params, options) => {
           if (method !== 'tools/call') return { tools: tools('run') };
           const progressToken = (params?.['_meta'] as { progressToken?: unknown } | undefined)?.progressToken;
-          for (const progress of [1, 2]) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress, total: 2 } });
+          for (const progress of [0, 1, 2]) options?.onNotification?.({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken, progress, total: 2 } });
           return { content: [] };
         },
       },
@@ -237,7 +237,7 @@ describe('SessionEngine with in-memory upstreams', () => {
         // As the approval gate does while a call waits: its own progress, then the count in the admission.
         admit: (info, sink) => {
           if (info.method !== 'tools/call') return undefined;
-          for (const progress of [1, 2, 3]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
+          for (const progress of [0, 1, 2]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
           return { progressSent: 3 };
         },
       },
@@ -246,9 +246,10 @@ describe('SessionEngine with in-memory upstreams', () => {
     const seen: unknown[] = [];
     await engine.request(record, req('tools/call', { name: 'job__run', arguments: {}, _meta: { progressToken: 'agent-token' } }), { canStream: true, send: (m) => seen.push(m) > 0 }, 'trace');
     const progress = seen.map((m) => (m as { params: { progress: number; total?: number; progressToken: unknown } }).params);
-    expect(progress.map((p) => p.progress)).toEqual([1, 2, 3, 4, 5]);
-    expect(progress.map((p) => p.progressToken)).toEqual(Array(5).fill('agent-token'));
-    expect(progress[4]?.total).toBe(5);
+    // The upstream's 0 comes after the gate's last (2): progress only increases (MCP).
+    expect(progress.map((p) => p.progress)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(progress.map((p) => p.progressToken)).toEqual(Array(6).fill('agent-token'));
+    expect(progress[5]?.total).toBe(5);
   });
 
   it('closes the agent’s standalone stream when the session ends, here or on another replica', async () => {

@@ -165,8 +165,13 @@ describe('a standalone-attached announcement lost for one replica (found by a re
   }, 20_000);
 });
 
-describe('a standalone stream resumed again and again with the first stream\'s id', () => {
-  it('is still taken for the current stream after 12 prompt reconnects (the first stream is never dropped from the chain)', async () => {
+describe('a standalone stream resumed again and again with the id of one stream of the chain', () => {
+  // The stream an agent names on each reconnect is the last it got an event of: its first, or one in the middle of the
+  // chain (re-review found each dropped from the chain after nine reconnects, in turn).
+  it.each([
+    ['its first stream', 1],
+    ['a stream in the middle of the chain', 3],
+  ])('is still taken for the current stream after 12 prompt reconnects naming %s', async (_label, named) => {
     const registry = new UpstreamRegistry('__');
     registry.replace([fakeConfig('u1', 'files')], () => undefined);
     const engine = makeEngine({ registry, connector: new FakeConnector({ u1: { capabilities: { tools: {} }, handle: async () => ({ tools: [] }) } }), sessions: new MemorySessionStore() });
@@ -174,14 +179,21 @@ describe('a standalone stream resumed again and again with the first stream\'s i
     const closedAs: Record<string, string> = {};
     const sink = (id: string) => ({ canStream: true, id, send: () => true, close: (reason?: 'replaced') => void (closedAs[id] = reason ?? 'resumed') });
     engine.attachStandalone(record, sink('s1'));
+    // Resolved as the GET route does: the stream the agent names (s1 until it got an event of `named`), taken for the
+    // current one when that one stands for it.
+    const reconnect = (k: number) => {
+      const asked = k <= named ? 's1' : `s${named}`;
+      const chained = engine.standaloneResuming(record.id, asked);
+      engine.attachStandalone(record, sink(`s${k}`), chained ?? asked, asked);
+      return chained;
+    };
+    for (let k = 2; k <= named; k += 1) reconnect(k);
     const recognised: (string | undefined)[] = [];
-    for (let k = 2; k <= 13; k += 1) {
-      // The agent names s1 each time (it got no event of the later streams): resolved as the GET route does.
-      const chained = engine.standaloneResuming(record.id, 's1');
-      if (k > 2) recognised.push(chained);
-      engine.attachStandalone(record, sink(`s${k}`), chained ?? 's1');
+    for (let k = named + 1; k <= named + 12; k += 1) {
+      const chained = reconnect(k);
+      if (k > named + 1) recognised.push(chained);
     }
-    expect(recognised).toEqual(Array.from({ length: 11 }, (_, i) => `s${i + 2}`));
-    expect(Object.values(closedAs).filter((reason) => reason === 'replaced')).toEqual([]);
+    expect(recognised).toEqual(Array.from({ length: 11 }, (_, i) => `s${named + i + 1}`));
+    expect(Object.entries(closedAs).filter(([, reason]) => reason === 'replaced')).toEqual([]);
   });
 });

@@ -223,7 +223,7 @@ describe('progress of a call held for approval that became a task', () => {
       // As the approval gate does while a call waits: its own progress, then the count in the admission.
       admit: (info: { method: string; progressToken?: unknown }, sink: MessageSink) => {
         if (info.method !== 'tools/call') return undefined;
-        for (const progress of [1, 2, 3]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
+        for (const progress of [0, 1, 2]) sink.send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: info.progressToken, progress } });
         return { progressSent: 3 };
       },
     };
@@ -234,7 +234,7 @@ describe('progress of a call held for approval that became a task', () => {
     const agentTaskId = (created.result['task'] as { taskId: string }).taskId;
     const progressOf = (stream: { got: Record<string, unknown>[] }) =>
       stream.got.filter((m) => m['method'] === 'notifications/progress').map((m) => [(m['params'] as { progress: number }).progress, (m['params'] as { total?: number }).total]);
-    expect(progressOf(call)).toEqual([[1, undefined], [2, undefined], [3, undefined]]);
+    expect(progressOf(call)).toEqual([[0, undefined], [1, undefined], [2, undefined]]);
     // The task's progress on the upstream session's stream: 1 of 2 upstream, 4 of 5 for the agent.
     connector.emit('u1', progress('p1'));
     await expect.poll(() => progressOf(session)).toEqual([[4, 5]]);

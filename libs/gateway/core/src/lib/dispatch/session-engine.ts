@@ -1003,12 +1003,15 @@ type TaskScope = TaskContext | Promise<TaskContext | undefined>;
 const MAX_STANDALONE_CHAIN = 8;
 
 /**
- * `streams` (newest first) within MAX_STANDALONE_CHAIN, the oldest always kept: it is the one an agent that never got
- * an event id of the later ones names on each reconnect (re-review: dropped first, the tenth reconnect lost the chain).
+ * `streams` (the one the agent named last first, then newest first), each once, within MAX_STANDALONE_CHAIN: an agent
+ * that got no event id of the later streams names the same stream on each reconnect (its first, or the last it got an
+ * event of), which is so always kept. Re-review found the first form, which kept the oldest, dropping such a stream
+ * from the middle of the chain after nine reconnects, and then the oldest too.
  */
-function chainOf(streams: readonly string[]): readonly string[] {
-  if (streams.length <= MAX_STANDALONE_CHAIN) return streams;
-  return [...streams.slice(0, MAX_STANDALONE_CHAIN - 1), streams[streams.length - 1] as string];
+function chainOf(streams: readonly (string | undefined)[]): readonly string[] {
+  const chain: string[] = [];
+  for (const stream of streams) if (stream !== undefined && !chain.includes(stream) && chain.length < MAX_STANDALONE_CHAIN) chain.push(stream);
+  return chain;
 }
 
 /** Attempts to open a new upstream session for a listening agent (`reopenForListener`), the first after this long. */
@@ -1718,8 +1721,12 @@ export class SessionEngine {
     return token.resumes === streamId || token.standsFor?.includes(streamId) === true ? stream.id : undefined;
   }
 
-  /** The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). */
-  attachStandalone(record: SessionRecord, sink: MessageSink, resumes?: string): () => void {
+  /**
+   * The agent's standalone GET stream (list_changed, log messages, server requests not tied to a call). `resumes`: the
+   * stream this one resumes; `named`: the one the agent's Last-Event-ID named, when the GET route took that for a
+   * resume of the current stream (`standaloneResuming`).
+   */
+  attachStandalone(record: SessionRecord, sink: MessageSink, resumes?: string, named?: string): () => void {
     if (this.ended.has(record.id)) {
       sink.close?.();
       return () => undefined;
@@ -1743,7 +1750,7 @@ export class SessionEngine {
     const resumedHere = previous !== undefined && previous.id !== undefined && previous.id === resumes;
     // What the resumed one stood for, it stands for too (a few: an agent that resumes with nothing missed, again and
     // again, names its first stream each time).
-    const standsFor = resumedHere && before?.resumes !== undefined ? chainOf([before.resumes, ...(before.standsFor ?? [])]) : undefined;
+    const standsFor = resumedHere && before?.resumes !== undefined ? chainOf([named !== resumes ? named : undefined, before.resumes, ...(before.standsFor ?? [])]) : undefined;
     const announced = { token, confirmed: this.deps.bus === undefined, resumedHere, attachedAt: Date.now(), resumes, ...(standsFor ? { standsFor } : {}) };
     live.standaloneToken = announced;
     this.deps.bus?.broadcast({ type: 'standalone-attached', sessionId: record.id, token, renews: true, ...(resumes !== undefined ? { resumes } : { fresh: true }) });

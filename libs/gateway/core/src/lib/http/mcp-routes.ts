@@ -1127,7 +1127,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         const resumed = asked === undefined || chained === undefined ? asked : { ...asked, streamId: chained, seq: 0 };
         const log = replay?.open(record.id, id);
         const stream = track(new EventStream(reply.raw, headers, options.keepAliveMs, log, id, logger, prime && resumed === undefined, resumed !== undefined), principal);
-        const detach = engine.attachStandalone(record, stream, resumed?.streamId);
+        const detach = engine.attachStandalone(record, stream, resumed?.streamId, asked?.streamId);
         // The agent's connection lost (not ended here): the stream stays the session's for a while, logging what comes,
         // so a reconnect with its last event id gets those messages too (ADR 0007).
         stream.onClose(() => stream.park(STANDALONE_PARK_MS, detach));
