@@ -3643,14 +3643,6 @@ export class SessionEngine {
   ): Promise<Record<string, unknown>> {
     const meta = params['_meta'];
     const progressToken = isObject(meta) ? meta['progressToken'] : undefined;
-    // A task's progress keeps the token of the call that created it for the task's life (MCP 2025-11-25), and the SDK's
-    // servers queue it for `tasks/result`: progress under that token, on a request about that task, is the task's
-    // (found by review: it was dropped as no request's of this call).
-    const ofThisTask = (token: unknown): boolean =>
-      task !== undefined &&
-      !(task instanceof Promise) &&
-      (live.taskProgress.size > 0 || live.endedTaskProgress.size > 0) &&
-      (live.taskProgress.get(taskProgressKey(upstreamId, token)) ?? live.endedTaskProgress.get(taskProgressKey(upstreamId, token))) === task.agent;
     // The upstream's requests to the agent made for this call (sampling, elicitation, roots) end with it: aborted when
     // the call settles, so none is left waiting on the agent for an answer no one takes. Made on the first relay only
     // (most calls have none, and pay nothing for it); one asked before the upstream request was handed back (a
@@ -3689,7 +3681,7 @@ export class SessionEngine {
             // agent's level) takes nothing of the bound.
             if (
               received.method === 'notifications/progress'
-                ? (progressToken === undefined || received.params?.['progressToken'] !== progressToken) && !ofThisTask(received.params?.['progressToken'])
+                ? (progressToken === undefined || received.params?.['progressToken'] !== progressToken) && !this.isTaskProgressOf(live, upstreamId, task, received.params?.['progressToken'])
                 : received.method === 'notifications/message' && (config === undefined || belowAgentLevel(live.record, received))
             )
               return;
@@ -3711,7 +3703,7 @@ export class SessionEngine {
             // references a token of an active request). Another token is some other request's, or none at all, or the
             // task's this request is about.
             if (progressToken === undefined || notification.params?.['progressToken'] !== progressToken) {
-              if (!ofThisTask(notification.params?.['progressToken'])) return;
+              if (!this.isTaskProgressOf(live, upstreamId, task, notification.params?.['progressToken'])) return;
               if (sink.canStream) this.sendInCall(live, upstreamId, sink, this.shiftedTaskProgress(live, upstreamId, notification), task, (held ??= { count: 0 }));
               else this.toSessionStream(live, upstreamId, notification);
               return;
@@ -3937,6 +3929,17 @@ export class SessionEngine {
     const token = isObject(meta) ? meta['progressToken'] : undefined;
     if (!this.noteTaskProgress(live, upstreamId, token, agentTaskId, shift)) return;
     this.deps.bus?.broadcast({ type: 'task-progress', sessionId: live.record.id, upstreamId, token: token as string | number, task: agentTaskId, ...(shift > 0 ? { shift } : {}) });
+  }
+
+  /**
+   * Whether progress under `token` is the task's `task` is about: a task's progress keeps the token of the call that
+   * created it for the task's life (MCP 2025-11-25), and the SDK's servers queue it for `tasks/result` (found by review:
+   * it was dropped as no request's of that one). A method, not a closure made for every forwarded request.
+   */
+  private isTaskProgressOf(live: LiveSession, upstreamId: string, task: TaskScope | undefined, token: unknown): boolean {
+    if (task === undefined || task instanceof Promise || (live.taskProgress.size === 0 && live.endedTaskProgress.size === 0)) return false;
+    const key = taskProgressKey(upstreamId, token);
+    return (live.taskProgress.get(key) ?? live.endedTaskProgress.get(key)) === task.agent;
   }
 
   /** `notification` (a task's progress) past what a hook reported first (`LiveSession.taskProgressShift`). */

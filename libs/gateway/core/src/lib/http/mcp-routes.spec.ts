@@ -1002,7 +1002,7 @@ describe('a 2025-03-26 batch that cancels one of its own requests', () => {
   });
 
   it('on legacy /messages: the cancelled request is not run and not answered; the rest of the batch is', async () => {
-    const { base, toolCalls } = await serve(true);
+    const { base, toolCalls, sessions } = await serve(true);
     const stream = follow(await fetch(`${base}/t/acme/sse`, { headers: { authorization: 'Bearer good', accept: 'text/event-stream' } }));
     await until(() => /event: endpoint\ndata: (.+)\n/.test(stream.text()));
     const endpoint = /event: endpoint\ndata: (.+)\n/.exec(stream.text())?.[1] ?? '';
@@ -1018,5 +1018,11 @@ describe('a 2025-03-26 batch that cancels one of its own requests', () => {
     const batches = [...stream.text().matchAll(/^data: (\[.*\])$/gm)].map((m) => JSON.parse(m[1] ?? '[]') as unknown[]);
     expect(batches).toEqual([[{ jsonrpc: '2.0', id: 3, result: {} }], [expect.objectContaining({ id: 5 })]]);
     expect(toolCalls()).toBe(1);
+    // Whatever becomes of the batch: the session store out of reach, the cancelled request still gets no answer.
+    sessions.get = () => Promise.reject(new Error('ECONNREFUSED'));
+    expect((await send([call(7), cancel(7), { jsonrpc: '2.0', id: 8, method: 'ping' }])).status).toBe(202);
+    await until(() => stream.text().includes('"id":8'));
+    const last = [...stream.text().matchAll(/^data: (\[.*\])$/gm)].map((m) => JSON.parse(m[1] ?? '[]') as { id: unknown }[]).at(-1);
+    expect(last?.map((answer) => answer.id)).toEqual([8]);
   });
 });

@@ -1331,10 +1331,13 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
      * out as one batch on the stream (JSON-RPC 2.0 §6; an invalid element gets its own Invalid Request).
      */
     async function handleLegacyBatch(entry: LegacyStream, sessionId: string, items: readonly Classified[], principal: Principal, traceId: string, clientIp: string): Promise<void> {
+      // A request its own batch cancels gets no answer, whatever becomes of the batch.
+      const cancelled = cancelledInBatch(items);
+      const answered = (item: Classified): item is Classified & { kind: 'request' } => item.kind === 'request' && !cancelled.has(item.message.id);
       try {
         const record = await legacySession(sessionId, principal, traceId);
         if (record === 'unavailable') {
-          const answers = items.flatMap((item) => (item.kind === 'request' ? [storeUnavailable(item.message.id, traceId)] : []));
+          const answers = items.flatMap((item) => (answered(item) ? [storeUnavailable(item.message.id, traceId)] : []));
           if (answers.length > 0) entry.stream.sendBatch(answers);
           return;
         }
@@ -1353,8 +1356,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         // Withdrawn if its key goes while it runs: the stream may be another key's. Its requests' own messages do not
         // stream (a batch's answer is one message), and once withdrawn their upstreams' questions are refused.
         const post = new LegacyPost(entry.stream, false);
-        const cancelled = cancelledInBatch(items);
-        const requestIds = items.flatMap((item) => (item.kind === 'request' && !cancelled.has(item.message.id) ? [item.message.id] : []));
+        const requestIds = items.flatMap((item) => (answered(item) ? [item.message.id] : []));
         if (requestIds.length > 0) openPost(post, record.id, principal, requestIds, true, refused);
         try {
           const answers = await Promise.all(
@@ -1365,7 +1367,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
               }
               if (item.kind === 'notification') engine.notification(record, item.message);
               else if (item.kind === 'response') engine.answer(record, item.message);
-              else if (item.kind === 'request' && !cancelled.has(item.message.id)) {
+              else if (answered(item)) {
                 return withheldIfGone(principal, await engine.request(record, item.message, post, traceId, clientIp, principal.credentialId));
               }
               return undefined;
@@ -1378,7 +1380,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       } catch (error) {
         const errorId = randomBytes(8).toString('hex');
         logger.error({ err: error, traceId, errorId }, 'legacy SSE batch failed');
-        const failed = items.flatMap((item) => (item.kind === 'request' ? [rpcError(item.message.id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })] : []));
+        const failed = items.flatMap((item) => (answered(item) ? [rpcError(item.message.id, JSON_RPC.INTERNAL_ERROR, 'Internal error', traceId, { errorId })] : []));
         if (failed.length > 0) entry.stream.sendBatch(failed);
       }
     }
