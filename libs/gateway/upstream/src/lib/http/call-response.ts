@@ -233,8 +233,9 @@ export class CallResponse extends Exchange {
     }
     // A 400 to a request with a session id may be a server's way of saying it does not know the session (see
     // `refusesSession`): its body says, read first (bounded). Before, the call failed as a protocol error, and so did every
-    // later one, the upstream session never started again (found by review).
-    if (status === 400 && this.handlers.hasSession && this.resumedFrom === undefined) {
+    // later one, the upstream session never started again (found by review). With or without a session, the body may
+    // also be the call's own JSON-RPC error, which is the upstream's answer to pass on.
+    if (status === 400 && this.resumedFrom === undefined) {
       this.body = 'refusal';
       // A body that never ends is not waited for: decided on what came (re-review: the call hung to its timeout).
       this.refusalTimer = setTimeout(() => {
@@ -263,18 +264,28 @@ export class CallResponse extends Exchange {
     this.answer(this.resumedFrom === undefined ? errors.sessionExpired() : errors.sessionLost(), undefined);
   }
 
-  /** The body of a 400 (or as much of it as was read) decides: a session refused, or the request's own fault. */
+  /**
+   * The body of a 400 (or as much of it as was read) decides: a session refused, the call's own JSON-RPC error (the
+   * upstream's code, message and data, as a 200 would have carried them), or the request's fault, as a protocol error.
+   * Before, an upstream that answers a call's invalid params with a 400 had its error replaced by "HTTP 400".
+   */
   private refused(): void {
     clearTimeout(this.refusalTimer);
     const { chunks } = this;
     this.chunks = [];
     if (this.answered) return;
     const reason = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BYTES).toString('utf8');
-    if (refusesSession(reason, this.id ?? undefined)) this.sessionForgotten();
-    else {
-      this.handlers.reachable(true);
-      this.answer(errors.protocol('HTTP 400'), undefined);
+    if (this.handlers.hasSession && refusesSession(reason, this.id ?? undefined)) {
+      this.sessionForgotten();
+      return;
     }
+    const own = this.id === null ? undefined : ownErrorIn(reason, this.id);
+    if (own !== undefined) {
+      this.settleWith(own);
+      return;
+    }
+    this.handlers.reachable(true);
+    this.answer(errors.protocol('HTTP 400'), undefined);
   }
 
   private pushEvents(text: string): void {
@@ -388,4 +399,12 @@ export class CallResponse extends Exchange {
     // Answered with the body still open (an SSE stream, an error body): read on only briefly.
     if (!this.finished) this.linger();
   }
+}
+
+/** A JSON-RPC error answering request `id`, if `text` is one (a single message, not a batch); else undefined. */
+function ownErrorIn(text: string, id: string | number): JsonRpcResponse | undefined {
+  const messages = parseMessages(text);
+  if (messages?.length !== 1) return undefined;
+  const [classified] = messages;
+  return classified?.kind === 'response' && classified.message.id === id && 'error' in classified.message ? classified.message : undefined;
 }

@@ -6,7 +6,8 @@
  * - a 400 whose body never ends is decided on what came within a second, not left to the call's timeout (which counted
  *   against the circuit and sent a cancellation for a request the upstream refused);
  * - a 400 carrying the call's own JSON-RPC error is the call's failure, whatever it says of a session; one that named a
- *   session dropped a live upstream session and sent the call again on another.
+ *   session dropped a live upstream session and sent the call again on another. Its code, message and data are the
+ *   upstream's answer, passed on (they were replaced by a bare protocol error).
  */
 import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -23,10 +24,10 @@ afterEach(async () => {
 });
 
 /**
- * A raw upstream (session `sdk-session-1`): initialize answered, notifications taken (those named in `notified`),
+ * A raw upstream (session `sessionId`, none when null): initialize answered, notifications taken (those named in `notified`),
  * each call by `call`, GETs by `get`; connected through a new connector at callTimeoutMs `timeoutMs`.
  */
-async function connected(call: (id: number, res: ServerResponse) => void, get: (res: ServerResponse) => void, timeoutMs = 10_000, notified: string[] = []) {
+async function connected(call: (id: number, res: ServerResponse) => void, get: (res: ServerResponse) => void, timeoutMs = 10_000, notified: string[] = [], sessionId: string | null = 'sdk-session-1') {
   const server = await rawServer((req, res) => {
     if (req.method === 'GET') return get(res);
     let text = '';
@@ -39,7 +40,7 @@ async function connected(call: (id: number, res: ServerResponse) => void, get: (
         return void res.writeHead(202).end();
       }
       if (message.method === 'initialize') {
-        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'sdk-session-1' });
+        res.writeHead(200, { 'content-type': 'application/json', ...(sessionId === null ? {} : { 'mcp-session-id': sessionId }) });
         res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: initializeResult }));
         return;
       }
@@ -99,15 +100,27 @@ describe('a 400 to a call whose body never ends', () => {
   }, 20_000);
 });
 
-describe("a 400 carrying the call's own JSON-RPC error that mentions a session", () => {
-  it("is the call's own failure: the upstream session is not taken as forgotten", async () => {
-    const call = (id: number, res: ServerResponse) => {
-      res.writeHead(400, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32602, message: "Invalid params: unknown session 'browser-7'" } }));
-    };
-    const { session, closed } = await connected(call, refuseGet);
-    expect(await outcomeOf(session.request('tools/call', { name: 'browser_open', arguments: {} }))).toBe('protocol_error');
-    expect(await outcomeOf(session.request('tools/call', { name: 'browser_open', arguments: {} }))).toBe('protocol_error');
+describe("a 400 carrying the call's own JSON-RPC error", () => {
+  const ownError = (message: string) => (id: number, res: ServerResponse) => {
+    res.writeHead(400, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32602, message, data: { field: 'url' } } }));
+  };
+
+  it("is the call's own failure, passed on with the upstream's code, even when it mentions a session: the upstream session is not taken as forgotten", async () => {
+    const { session, closed } = await connected(ownError("Invalid params: unknown session 'browser-7'"), refuseGet);
+    expect(await outcomeOf(session.request('tools/call', { name: 'browser_open', arguments: {} }))).toBe('rpc -32602');
+    await expect(session.request('tools/call', { name: 'browser_open', arguments: {} })).rejects.toMatchObject({ code: -32602, message: "Invalid params: unknown session 'browser-7'", data: { field: 'url' } });
     expect(closed()).toBe(0);
+  });
+
+  it('is passed on from an upstream without sessions too; a 400 whose error names no request stays a protocol error', async () => {
+    const { session } = await connected(ownError('Invalid params: url must be absolute'), refuseGet, 10_000, [], null);
+    await expect(session.request('tools/call', { name: 'fetch', arguments: { url: 'x' } })).rejects.toMatchObject({ code: -32602, message: 'Invalid params: url must be absolute' });
+    const nullId = (_id: number, res: ServerResponse) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: Unsupported protocol version' } }));
+    };
+    const other = await connected(nullId, refuseGet, 10_000, [], null);
+    expect(await outcomeOf(other.session.request('tools/call', { name: 'fetch', arguments: {} }))).toBe('protocol_error');
   });
 });
