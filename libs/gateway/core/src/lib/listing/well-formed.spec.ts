@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { deepFreeze, isDeepFrozen } from './immutable';
-import { checkedItem } from './well-formed';
+import { checkedItem, heldByCompiler } from './well-formed';
 
 describe('checkedItem', () => {
   it('takes an item MCP\'s schema takes, as it is', () => {
@@ -42,5 +42,16 @@ describe('checkedItem', () => {
     expect(checkedItem('tools', fine).why).toBeUndefined();
     // Compiled and removed: another schema of the same $id compiles too (Ajv refuses an id it already holds).
     expect(checkedItem('tools', tool({ ...fine.outputSchema, description: 'again' })).why).toBeUndefined();
+  });
+
+  it('leaves the compiler holding nothing of the schemas it checked, $ids nested in them included', () => {
+    const tool = (outputSchema: Record<string, unknown>) => ({ name: 't', inputSchema: { type: 'object' }, outputSchema });
+    const before = heldByCompiler();
+    for (let i = 0; i < 50; i++) {
+      const nested = tool({ type: 'object', properties: { home: { $id: `https://example.test/address-${i}.json`, type: 'string' } }, $defs: { d: { $id: `https://example.test/d-${i}.json` } } });
+      expect(checkedItem('tools', nested).why).toBeUndefined();
+      expect(checkedItem('tools', tool({ $id: `https://example.test/broken-${i}.json`, type: 'object', properties: { x: { $id: `https://example.test/x-${i}.json`, $ref: '#/nowhere' } } })).why).toMatch(/outputSchema cannot be compiled/);
+    }
+    expect(heldByCompiler()).toBe(before);
   });
 });

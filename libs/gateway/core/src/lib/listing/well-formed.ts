@@ -29,8 +29,8 @@ const ESSENTIAL: Readonly<Record<ListKind, ReadonlySet<string>>> = {
 /**
  * The JSON Schema compiler the SDK's clients compile a listed tool's `outputSchema` with, set up as theirs is
  * (`@modelcontextprotocol/sdk/validation/ajv`): a schema it cannot compile (a `$ref` to nowhere, an unknown type) makes
- * `listTools()` throw as surely as a schema error does (found by re-review). Each schema is compiled, then removed
- * (Ajv keeps what it compiled), and the verdict kept by its text for the next listing of it.
+ * `listTools()` throw as surely as a schema error does (found by re-review). Each schema is compiled, then removed with
+ * every `$id` nested in it (Ajv keeps what it compiled), and the verdict kept by its text for the next listing of it.
  */
 const ajv = new Ajv({ strict: false, validateFormats: true, validateSchema: false, allErrors: true });
 addFormats(ajv);
@@ -43,6 +43,8 @@ function compiles(schema: object): boolean {
   const known = compiledVerdicts.get(text);
   if (known !== undefined) return known;
   let verdict: boolean;
+  // What the compiler held before: the `$id`s nested in this schema are added beside its own, and go with it.
+  const held = new Set([...Object.keys(ajv.schemas), ...Object.keys(ajv.refs)]);
   try {
     ajv.compile(schema);
     verdict = true;
@@ -54,6 +56,9 @@ function compiles(schema: object): boolean {
     } catch {
       // An `$id` Ajv cannot read (a number) fails its removal too: nothing of it was kept.
     }
+    // Left, a nested `$id` stayed for good, holding the schema it came in: an upstream naming new ones in each listing
+    // filled the process.
+    for (const key of [...Object.keys(ajv.schemas), ...Object.keys(ajv.refs)]) if (!held.has(key)) ajv.removeSchema(key);
   }
   if (text.length <= MAX_REMEMBERED_SCHEMA_LENGTH) {
     if (compiledVerdicts.size >= MAX_COMPILED_VERDICTS) compiledVerdicts.delete(compiledVerdicts.keys().next().value as string);
@@ -61,6 +66,9 @@ function compiles(schema: object): boolean {
   }
   return verdict;
 }
+
+/** How many schemas and `$id`s the compiler holds (for tests: what a check adds, it removes). */
+export const heldByCompiler = (): number => Object.keys(ajv.schemas).length + Object.keys(ajv.refs).length;
 
 /** The most parts left out of one item before it is left out whole. */
 const MAX_MENDS = 8;
