@@ -127,7 +127,10 @@ describe('upstream GET streams follow the agent\'s', () => {
     const onA = await listenOn(gatewayA, id);
     await waitFor(() => upstream.getStreams.open === 1, { timeoutMs: 5_000, description: 'A holds the upstream GET' });
     const onB = await listenOn(gatewayB, id); // the agent reconnects through the load balancer, to B
-    await sleep(150);
+    // The move is over once A has heard of B's stream (over the bus) and closed the older one as replaced: a change sent
+    // before then goes to the stream A still holds, which is the agent's until the announcement comes. A fixed 150 ms
+    // lost that race once in CI (the announcement reached A late). B's GET is still waiting out its 409 backoff here.
+    await waitFor(() => onA.endedAt() !== undefined, { timeoutMs: 5_000, description: 'A closed the older stream as replaced' });
     expect(await messageOf(await postInSession(gatewayB, tenant.slug, key, id, { id: 3, method: 'tools/call', params: { name: 'rec__grow', arguments: {} } }))).toMatchObject({ result: { content: [{ text: 'grown 1' }] } });
     // A review caught a first version that moved the upstream's GET with the agent's: B's was refused 409 while A's was
     // still open, and the change, sent during B's backoff, reached nobody.
