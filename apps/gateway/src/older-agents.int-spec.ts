@@ -104,7 +104,9 @@ async function handleUpstream(req: IncomingMessage, res: ServerResponse): Promis
                   { const: 'b', title: 'Blue' },
                 ],
               }
-            : { type: 'array', items: { type: 'string', enum: ['red', 'blue'] } };
+            : (params['arguments'] as { field?: string } | undefined)?.field === 'plain'
+              ? { type: 'string' }
+              : { type: 'array', items: { type: 'string', enum: ['red', 'blue'] } };
         answer = await ask(send, `f-${Date.now()}`, 'elicitation/create', {
           mode: 'form',
           message: 'pick',
@@ -254,6 +256,19 @@ describe('server→client requests relayed from a 2025-11-25 upstream to older a
         properties: { colours: { type: 'string', enum: ['r', 'b'], enumNames: ['Red', 'Blue'] } },
       },
     ]);
+    // `mode` is 2025-11-25's.
+    expect(requestsOf(seen, 'elicitation/create').map((m) => 'mode' in m.params)).toEqual([false]);
+  });
+
+  // Found by review: the relay looked at the capabilities object only, and the SDK's client declares what its
+  // application registered whatever version it speaks.
+  it.each(['2025-03-26', '2024-11-05'])('refuses elicitation to the upstream (-32601) for a %s agent that names it, which never sees the request', async (version) => {
+    const seen: JSONRPCMessage[] = [];
+    const client = await agent(version, { elicitation: {} }, seen);
+    const answer = answerIn(await client.callTool({ name: 'nw__ask_form', arguments: { field: 'plain' } }));
+    await client.close();
+    expect(answer).toMatchObject({ error: { code: -32601 } });
+    expect(requestsOf(seen, 'elicitation/create')).toEqual([]);
   });
 });
 

@@ -178,7 +178,8 @@ describe('an upstream message quoting its credentials where a routing field or a
         await new Promise((resolve) => setTimeout(resolve, 20));
       } else options?.onNotification?.(notification as never);
     });
-    const { record } = await openSession(engine, { capabilities });
+    // 2025-11-25: sampling with tools (toolChoice) is that version's.
+    const { record } = await openSession(engine, { capabilities, protocolVersion: '2025-11-25' });
     const relayed: JsonRpcMessage[] = [];
     await engine.request(record, req('tools/call', { name: 'web__run', arguments: {}, _meta: { progressToken: 'p1' } }), { canStream: true, send: (message) => relayed.push(message) > 0 }, 'trace');
     return relayed;

@@ -826,7 +826,8 @@ describe('SessionEngine with in-memory upstreams', () => {
       u2: { prefix: 'crm', capabilities: { tools: {} }, handle: async () => ({ tools: tools('customers') }) },
     });
     const connected = vi.spyOn(connector, 'connect');
-    const record = await openSession(engine, { sampling: { context: {}, tools: {} }, roots: {} });
+    // 2025-11-25: the version of sampling with tools (an older agent's `tools` is cut, as its version lacks them).
+    const { record } = await open(engine, { capabilities: { sampling: { context: {}, tools: {} }, roots: {} }, protocolVersion: '2025-11-25' });
     // Upstreams are told the client samples (with tools), not that it adds context.
     const told = connected.mock.calls.map((call) => ((call as unknown[])[1] as { capabilities: unknown }).capabilities);
     expect(told).toEqual([{ sampling: { tools: {} }, roots: {} }, { sampling: { tools: {} }, roots: {} }]);

@@ -65,7 +65,7 @@ import { RouteBudget, RouteTable } from './route-table';
 import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
 import { TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
-import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
+import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, clientCapabilitiesOf, isBefore } from './version-adapt';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -1396,7 +1396,8 @@ export class SessionEngine {
       principalId: principal.id,
       protocolVersion: version,
       clientInfo: { name: clientInfo['name'], version: clientInfo['version'] },
-      clientCapabilities: capabilities,
+      // What its version defines only: it is sent no request its version lacks, and upstreams are offered no more.
+      clientCapabilities: clientCapabilitiesOf(capabilities, version),
       upstreams,
       createdAt: Date.now(),
       cursorKey: newCursorKey(),

@@ -1,6 +1,6 @@
 import { AudioContentSchema, CallToolResultSchema, GetPromptResultSchema, ResourceLinkSchema, TextContentSchema } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
-import { adaptCallResult, adaptPromptResult, adaptRelayedRequest, isBefore } from './version-adapt';
+import { adaptCallResult, adaptPromptResult, adaptRelayedRequest, clientCapabilitiesOf, isBefore } from './version-adapt';
 
 // Blocks checked against the SDK's own schemas, so the shapes adapted here are the ones upstreams send.
 const link = ResourceLinkSchema.parse({
@@ -330,5 +330,23 @@ describe('adaptRelayedRequest', () => {
     expect(
       (adaptRelayedRequest('elicitation/create', plain, '2025-06-18') as { params: unknown }).params,
     ).toBe(plain);
+  });
+});
+
+describe('clientCapabilitiesOf', () => {
+  const declared = { roots: { listChanged: true }, elicitation: { form: {}, url: {} }, sampling: { tools: {}, context: {} }, experimental: { x: {} } };
+
+  it('keeps what a 2025-11-25 agent declared, the very object', () => {
+    expect(clientCapabilitiesOf(declared, '2025-11-25')).toBe(declared);
+  });
+
+  it('cuts url-mode elicitation and sampling with tools or context for a 2025-06-18 agent', () => {
+    expect(clientCapabilitiesOf(declared, '2025-06-18')).toEqual({ roots: { listChanged: true }, elicitation: {}, sampling: {}, experimental: { x: {} } });
+    expect(declared.elicitation).toEqual({ form: {}, url: {} });
+  });
+
+  it.each(['2025-03-26', '2024-11-05'])('cuts elicitation altogether for a %s agent', (version) => {
+    expect(clientCapabilitiesOf(declared, version)).toEqual({ roots: { listChanged: true }, sampling: {}, experimental: { x: {} } });
+    expect(clientCapabilitiesOf({ roots: {} }, version)).toEqual({ roots: {} });
   });
 });

@@ -169,6 +169,36 @@ export function adaptPromptResult(result: Record<string, unknown>, agentVersion:
   return copy === undefined ? result : { ...result, messages: copy };
 }
 
+/** The version that added elicitation (`elicitation/create`, the client's `elicitation` capability). */
+const ELICITATION_SINCE = '2025-06-18';
+/** The version that added url-mode elicitation, the client's `elicitation.form`/`url`, and `sampling.tools`/`context`. */
+const CLIENT_FEATURES_SINCE = '2025-11-25';
+
+/**
+ * The client capabilities an agent on `version` declared (`declared`), cut to what that version defines: an agent is
+ * sent requests of its version's methods only, whatever its capabilities object names (the SDK's client declares what
+ * its application registered, at any version it speaks), and upstreams are offered no more. Elicitation goes before
+ * 2025-06-18; its `url` mode, and sampling's `tools` and `context`, before 2025-11-25. `declared` itself when nothing
+ * is cut. Before, a 2025-03-26 agent that named `elicitation` was sent `elicitation/create`, which its version lacks.
+ */
+export function clientCapabilitiesOf(declared: Record<string, unknown>, version: string): Record<string, unknown> {
+  if (!isBefore(version, CLIENT_FEATURES_SINCE)) return declared;
+  const out: Record<string, unknown> = { ...declared };
+  const elicitation = declared['elicitation'];
+  if (isBefore(version, ELICITATION_SINCE)) delete out['elicitation'];
+  else if (isObject(elicitation) && ('url' in elicitation || 'form' in elicitation)) {
+    // A 2025-06-18 client's elicitation is form mode, whatever it says of modes.
+    const { url: _url, form: _form, ...rest } = elicitation;
+    out['elicitation'] = rest;
+  }
+  const sampling = declared['sampling'];
+  if (isObject(sampling) && ('tools' in sampling || 'context' in sampling)) {
+    const { tools: _tools, context: _context, ...rest } = sampling;
+    out['sampling'] = rest;
+  }
+  return out;
+}
+
 /**
  * The version that made a sampling message's content an array of blocks, and added multi-select and titled enums to
  * forms: agents before it may need an upstream's requests adapted (a caller's cheap first test).
@@ -186,8 +216,8 @@ export type RelayedRequestParams = { readonly params: Record<string, unknown> } 
  * - sampling, before 2025-11-25: a message whose content is an array of blocks becomes one message per block, in
  *   order and with the same role (one block is the same message unwrapped); an empty array, or a block of a type the
  *   version lacks (`audio` before 2025-03-26; `tool_use`, `tool_result` and any other before 2025-11-25) is refused;
- * - elicitation, before 2025-11-25: a field that is a titled single-select (`oneOf` of `const`/`title`) becomes the
- *   older `enum` with `enumNames`; a multi-select (`type: array`) or any other field type is refused.
+ * - elicitation, before 2025-11-25: without `mode`; a field that is a titled single-select (`oneOf` of `const`/`title`)
+ *   becomes the older `enum` with `enumNames`; a multi-select (`type: array`) or any other field type is refused.
  */
 export function adaptRelayedRequest(method: string, params: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
   if (!isBefore(agentVersion, ADAPTED_REQUESTS_BEFORE)) return { params };
@@ -233,7 +263,9 @@ function adaptSamplingParams(params: Record<string, unknown>, agentVersion: stri
 /** Field types of an elicitation form before 2025-11-25 (MCP 2025-06-18's primitive schemas). */
 const FORM_FIELD_TYPES: ReadonlySet<unknown> = new Set(['string', 'number', 'integer', 'boolean']);
 
-function adaptElicitationParams(params: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
+function adaptElicitationParams(asked: Record<string, unknown>, agentVersion: string): RelayedRequestParams {
+  // `mode` is 2025-11-25's (only a form reaches an older agent: `clientCapabilitiesOf`).
+  const params = 'mode' in asked ? withoutMode(asked) : asked;
   const schema = params['requestedSchema'];
   const properties = isObject(schema) ? schema['properties'] : undefined;
   if (!isObject(properties)) return { params };
@@ -251,6 +283,10 @@ function adaptElicitationParams(params: Record<string, unknown>, agentVersion: s
     }
   }
   return copy === undefined ? { params } : { params: { ...params, requestedSchema: { ...(schema as Record<string, unknown>), properties: copy } } };
+}
+
+function withoutMode({ mode: _mode, ...rest }: Record<string, unknown>): Record<string, unknown> {
+  return rest;
 }
 
 /** The choices of a titled single-select (`oneOf` of `{ const, title }` strings), or undefined when it is not one. */
