@@ -79,6 +79,15 @@ const tools = {
     setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: 1, message: 'secret detail of this call' } }), 50);
     return text('answered');
   },
+  // Answers a task-augmented call with its task at once (MCP 2025-11-25), then reports the task's progress under the
+  // call's token, as a task's token stays valid for the task's lifetime.
+  tasked: (_args, _id, meta) => {
+    for (let step = 1; step <= 3; step += 1) {
+      setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: step, total: 3 } }), 40 * step);
+    }
+    const now = new Date().toISOString();
+    return { task: { taskId: 'task-1', status: 'working', createdAt: now, lastUpdatedAt: now, ttl: 60_000 } };
+  },
   // A server that leaves things behind: a daemon in a session of its own (out of the server's process group) and files
   // in the shared temporary directories.
   daemonize: () => {

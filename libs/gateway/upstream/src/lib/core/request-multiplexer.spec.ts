@@ -268,4 +268,33 @@ describe('RequestMultiplexer', () => {
     await expect(mux.request('a', 'x', undefined, undefined, 1_000)).rejects.toThrow('gone');
     expect(mux.pending).toBe(0);
   });
+
+  it("keeps the token of a call answered with a task for the task's progress: to its owner, until its ttl or the owner goes", async () => {
+    vi.useFakeTimers();
+    const sent: Sent[] = [];
+    const heard: [string, JsonRpcNotification][] = [];
+    const mux = new RequestMultiplexer<string>({ write: (text) => void sent.push(JSON.parse(text) as Sent), taskProgress: (owner, n) => void heard.push([owner, n]) });
+    const progress = (token: unknown, value: number): JsonRpcNotification => ({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: value } });
+    const tasked = mux.request('a', 'tools/call', { name: 't', task: { ttl: 5_000 }, _meta: { progressToken: 'mine' } }, undefined, 1_000);
+    const plain = mux.request('b', 'tools/call', { name: 'p', _meta: { progressToken: 'theirs' } }, undefined, 1_000);
+    mux.handleResponse({ jsonrpc: '2.0', id: 1, result: { task: { taskId: 'x', status: 'working', ttl: 5_000 } } });
+    mux.handleResponse({ jsonrpc: '2.0', id: 2, result: { content: [] } });
+    await Promise.all([tasked, plain]);
+    expect(mux.routeNotification(progress(1, 1))).toBeUndefined();
+    // A plain call's token ends with its answer, as before.
+    expect(mux.routeNotification(progress(2, 1))).toBeUndefined();
+    expect(heard).toEqual([['a', progress('mine', 1)]]);
+    vi.advanceTimersByTime(5_001);
+    mux.routeNotification(progress(1, 2));
+    expect(heard).toHaveLength(1);
+    // Another task, whose owner goes: its token goes with it.
+    const again = mux.request('a', 'tools/call', { name: 't', task: {}, _meta: { progressToken: 'mine' } }, undefined, 1_000);
+    mux.handleResponse({ jsonrpc: '2.0', id: 3, result: { task: { taskId: 'y', status: 'working' } } });
+    await again;
+    mux.routeNotification(progress(3, 1));
+    mux.cancelOwner('a', 'session closed', new Error('closed'));
+    mux.routeNotification(progress(3, 2));
+    expect(heard.map(([, n]) => n.params?.['progress'])).toEqual([1, 1]);
+    expect(sent.filter((m) => m.method === 'notifications/cancelled')).toEqual([]);
+  });
 });

@@ -25,7 +25,21 @@ interface Call<Owner> {
   written: Written | undefined;
   /** Not given up when its owner goes (`cancelOwner`): its answer still matters to the connection (a subscribe). */
   readonly outlivesOwner: boolean;
+  /** Task-augmented (MCP 2025-11-25): an answer that creates a task keeps its progress token valid (`taskTokens`). */
+  readonly augmented: boolean;
 }
+
+/** A progress token of a call answered with a task, kept for the task's progress (`RequestMultiplexer.taskTokens`). */
+interface TaskToken<Owner> {
+  readonly owner: Owner;
+  readonly progressToken: unknown;
+  readonly until: number;
+}
+
+/** Most task tokens a connection keeps (the oldest go first); and how long one lasts at most, or when no ttl is given. */
+const MAX_TASK_TOKENS = 1_000;
+const MAX_TASK_TOKEN_MS = 24 * 60 * 60_000;
+const DEFAULT_TASK_TOKEN_MS = 60 * 60_000;
 
 /**
  * A write under way, for a transport where each message is an exchange of its own (legacy SSE's POSTs): `abort` lets
@@ -55,6 +69,11 @@ export interface MultiplexerHooks<Owner = unknown> {
   rpcError?(error: UpstreamRpcError): UpstreamRpcError;
   /** A result as the caller gets it (the upstream's secrets masked: `maskResult`). */
   result?(result: Record<string, unknown>): Record<string, unknown>;
+  /**
+   * Progress of a task an owner's call created, after that call was answered, with the owner's token restored: for
+   * that owner's session-level handler only (its session tells the agent), never another's.
+   */
+  taskProgress?(owner: Owner, notification: JsonRpcNotification): void;
 }
 
 export type ServerRequestRoute<Owner> =
@@ -75,6 +94,12 @@ export type ServerRequestRoute<Owner> =
 export class RequestMultiplexer<Owner> {
   private nextId = 1;
   private readonly calls = new Map<number, Call<Owner>>();
+  /**
+   * The calls answered with a task (MCP 2025-11-25), by the id that stood for their progress token: the server reports
+   * the task's progress under that token for the task's lifetime. Before, the token was forgotten with the answer and
+   * every later progress of the task dropped. Kept for the task's ttl (bounded), or until its owner goes.
+   */
+  private readonly taskTokens = new Map<number, TaskToken<Owner>>();
 
   constructor(private readonly hooks: MultiplexerHooks<Owner>) {}
 
@@ -100,12 +125,13 @@ export class RequestMultiplexer<Owner> {
       progressToken = meta['progressToken'];
       outgoing = { ...params, _meta: { ...meta, progressToken: id } };
     }
+    const augmented = isTaskAugmented(params);
     return new Promise((resolve, reject) => {
       const call: Call<Owner> = {
         id,
         owner,
         // Nor a task-augmented request: MCP 2025-11-25 cancels those with tasks/cancel, once the task is known.
-        cancellable: method !== 'initialize' && !isTaskAugmented(params),
+        cancellable: method !== 'initialize' && !augmented,
         options,
         progressToken,
         resolve,
@@ -114,6 +140,7 @@ export class RequestMultiplexer<Owner> {
         onAbort: undefined,
         written: undefined,
         outlivesOwner,
+        augmented,
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
@@ -157,8 +184,21 @@ export class RequestMultiplexer<Owner> {
       const error = new UpstreamRpcError(message.error.code, message.error.message, message.error.data);
       call.reject(this.hooks.rpcError?.(error) ?? error);
     }
-    else call.resolve(this.hooks.result?.(message.result) ?? message.result);
+    else {
+      if (call.augmented && call.progressToken !== undefined) this.keepTaskToken(call, message.result);
+      call.resolve(this.hooks.result?.(message.result) ?? message.result);
+    }
     return true;
+  }
+
+  /** A task-augmented call answered with a task: its token goes on standing for the task's progress. */
+  private keepTaskToken(call: Call<Owner>, result: Record<string, unknown>): void {
+    const task = result['task'];
+    if (typeof task !== 'object' || task === null || typeof (task as Record<string, unknown>)['taskId'] !== 'string') return;
+    const ttl = (task as Record<string, unknown>)['ttl'];
+    const lasts = typeof ttl === 'number' && Number.isFinite(ttl) && ttl > 0 ? Math.min(ttl, MAX_TASK_TOKEN_MS) : DEFAULT_TASK_TOKEN_MS;
+    if (this.taskTokens.size >= MAX_TASK_TOKENS) this.taskTokens.delete(this.taskTokens.keys().next().value as number);
+    this.taskTokens.set(call.id, { owner: call.owner, progressToken: call.progressToken, until: Date.now() + lasts });
   }
 
   /**
@@ -175,6 +215,10 @@ export class RequestMultiplexer<Owner> {
     if (notification.method !== 'notifications/progress') return notification;
     const token = notification.params?.['progressToken'];
     const call = typeof token === 'number' ? this.calls.get(token) : undefined;
+    if (call === undefined && typeof token === 'number') {
+      this.routeTaskProgress(token, notification);
+      return undefined;
+    }
     if (call === undefined || call.progressToken === undefined) return undefined;
     const restored: JsonRpcNotification = {
       ...notification,
@@ -184,6 +228,17 @@ export class RequestMultiplexer<Owner> {
     if (deliver === undefined) return restored;
     deliver(restored);
     return undefined;
+  }
+
+  /** Progress under the token of a call answered with a task: to that call's owner, its own token restored. */
+  private routeTaskProgress(token: number, notification: JsonRpcNotification): void {
+    const kept = this.taskTokens.get(token);
+    if (kept === undefined) return;
+    if (Date.now() >= kept.until) {
+      this.taskTokens.delete(token);
+      return;
+    }
+    this.hooks.taskProgress?.(kept.owner, { ...notification, params: { ...notification.params, progressToken: kept.progressToken } });
   }
 
   /**
@@ -240,6 +295,7 @@ export class RequestMultiplexer<Owner> {
    * nobody will take. Never throws, whatever the connection's state.
    */
   cancelOwner(owner: Owner, reason: string, error: unknown): void {
+    for (const [token, kept] of [...this.taskTokens]) if (kept.owner === owner) this.taskTokens.delete(token);
     for (const call of [...this.calls.values()]) {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
       if (call.owner !== owner || call.outlivesOwner || !this.calls.has(call.id)) continue;

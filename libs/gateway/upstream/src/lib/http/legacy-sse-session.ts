@@ -102,6 +102,8 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
       result: (result) => maskResult(ctx.config, result),
+      // The connection is this session's alone.
+      taskProgress: (_owner, notification) => notifyQuietly(this.notificationHandler, notification, this.ctx),
     });
     ctx.registry.add(this);
   }

@@ -220,6 +220,10 @@ export class StdioProcess {
       },
       rpcError: (error) => maskUpstreamError(this.ctx.config, error),
       result: (result) => maskResult(this.ctx.config, result),
+      // Only while the session that created the task is on this process (never another session sharing it).
+      taskProgress: (owner, notification) => {
+        if (owner !== this && this.owners.has(owner as StdioOwner)) notifyQuietly((owner as StdioOwner).notificationHandler, notification, this.ctx);
+      },
     });
   }
 

@@ -334,6 +334,21 @@ describe('stdio upstreams', () => {
     expect(JSON.stringify(seenByA)).not.toContain('secret detail');
   });
 
+  // Found by review: the token a call stood for was forgotten with its answer, so every progress of a task (whose token
+  // stays valid for its lifetime, MCP 2025-11-25) was dropped.
+  it("passes on a task's progress after its call was answered with the task: to the session that created it, under its own token, and to no other", async () => {
+    const { a, seenByA, seenByB } = await twoSessionsOnOneProcess();
+    const created = await a.request('tools/call', { name: 'tasked', arguments: {}, task: { ttl: 60_000 }, _meta: { progressToken: 'a-token' } });
+    expect(created['task']).toMatchObject({ taskId: 'task-1' });
+    await waitFor(() => seenByA.filter((n) => n.method === 'notifications/progress').length === 3, 3_000);
+    expect(seenByA.filter((n) => n.method === 'notifications/progress').map((n) => [n.params?.['progressToken'], n.params?.['progress']])).toEqual([
+      ['a-token', 1],
+      ['a-token', 2],
+      ['a-token', 3],
+    ]);
+    expect(seenByB.filter((n) => n.method === 'notifications/progress')).toEqual([]);
+  });
+
   it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
