@@ -79,6 +79,13 @@ const tools = {
     setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: meta?.progressToken, progress: 1, message: 'secret detail of this call' } }), 50);
     return text('answered');
   },
+  // Works on for `ms` whatever becomes of the call (a cancellation is ignored, as servers may), logs what it did with
+  // its argument, then answers.
+  worklog: async (args) => {
+    await sleep(args.ms ?? 300);
+    send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `looked up ${args.query}` } });
+    return text('done');
+  },
   // Answers a task-augmented call with its task at once (MCP 2025-11-25), then reports the task's progress under the
   // call's token, as a task's token stays valid for the task's lifetime.
   tasked: (_args, _id, meta) => {

@@ -292,17 +292,20 @@ export class RequestMultiplexer<Owner> {
   /**
    * Gives up on every call of an owner that is going (its session closed), telling the upstream as a timeout or an
    * abort does: on a connection other owners go on using, the server would otherwise run on tools whose results
-   * nobody will take. Never throws, whatever the connection's state.
+   * nobody will take. Never throws, whatever the connection's state. Returns how many calls it gave up.
    */
-  cancelOwner(owner: Owner, reason: string, error: unknown): void {
+  cancelOwner(owner: Owner, reason: string, error: unknown): number {
     for (const [token, kept] of [...this.taskTokens]) if (kept.owner === owner) this.taskTokens.delete(token);
+    let given = 0;
     for (const call of [...this.calls.values()]) {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
       if (call.owner !== owner || call.outlivesOwner || !this.calls.has(call.id)) continue;
       this.finish(call);
       call.written?.abort?.();
       this.cancelled(call, reason, error);
+      given += 1;
     }
+    return given;
   }
 
   failAll(error: unknown): void {

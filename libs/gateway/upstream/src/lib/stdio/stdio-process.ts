@@ -148,6 +148,12 @@ export function compatibilityOf(identity: ClientIdentity): string {
  */
 export class StdioProcess {
   readonly owners = new Set<StdioOwner>();
+  /**
+   * The principals whose sessions left this process with calls under way, until when that work may still run here (a
+   * call's timeout after they left: a server is free to ignore the cancellation). Whose messages tied to no call may be
+   * (`unshared`). Unknown principals are kept under ''.
+   */
+  private readonly departed = new Map<string, number>();
   /** The session that last told this process its roots changed, for ROOTS_ATTRIBUTION_MS: whose roots/list comes next. */
   private rootsChangedBy: { readonly owner: StdioOwner; readonly until: number } | undefined;
   info: UpstreamServerInfo | undefined;
@@ -373,11 +379,30 @@ export class StdioProcess {
     return this.starting;
   }
 
+  /**
+   * Whether what the process says tied to no call (a log message, a server request with no call in flight) can be
+   * only its sessions' principal's: every session on it is one principal's, and so is any call a session that left
+   * lately may have left running. Before, only the sessions on it counted: the logs of a call another principal's session left running went
+   * to the principal left alone on the process (found by review).
+   */
+  private unshared(): boolean {
+    if (!onePrincipal(this.owners)) return false;
+    const principal = [...this.owners][0]?.principal;
+    const now = Date.now();
+    let alone = true;
+    for (const [left, until] of this.departed) {
+      if (until <= now) this.departed.delete(left);
+      else if (left === '' || left !== principal) alone = false;
+    }
+    return alone;
+  }
+
   detach(owner: StdioOwner): void {
     if (!this.owners.delete(owner)) return;
     // Cancelled upstream too, not only failed here: the process serves other sessions (or waits to idle), and would run
-    // on tools whose results nobody takes. Where it is gone or being stopped the write fails, quietly.
-    this.mux.cancelOwner(owner, 'session closed', errors.closed());
+    // on tools whose results nobody takes. Where it is gone or being stopped the write fails, quietly. A server may
+    // run them on all the same: for a call's timeout, what the process says tied to no call may be about them.
+    if (this.mux.cancelOwner(owner, 'session closed', errors.closed()) > 0) this.departed.set(owner.principal ?? '', Date.now() + this.ctx.config.callTimeoutMs);
     this.lastActivity = Date.now();
     // What only this session wanted goes: its last subscriptions, and its log level if it was the most verbose.
     const { unsubscribe, level } = this.shared.leave(owner);
@@ -861,7 +886,7 @@ export class StdioProcess {
           // completion; a server's own notifications) only while every session on the process is one principal's: it
           // may be about a call, carry its arguments or results, and other principals of the tenant, whose policy may
           // deny that tool, never see it.
-          const owners = EVERYONES.has(unrouted.method) || onePrincipal(this.owners) ? this.owners : [];
+          const owners = EVERYONES.has(unrouted.method) || this.unshared() ? this.owners : [];
           for (const owner of this.shared.recipients(unrouted, owners)) notifyQuietly(owner.notificationHandler, unrouted, this.ctx);
           break;
         }
@@ -889,7 +914,7 @@ export class StdioProcess {
           if (route.kind === 'call') handler = route.handler;
           // A call of one session's without a handler of its own (a listing): that session's agent is asked.
           else if (route.kind === 'owner' && route.owner !== this) handler = (route.owner as StdioOwner).serverRequestHandler;
-          else if (route.kind === 'none' && handler === undefined && this.owners.size === 1)
+          else if (route.kind === 'none' && handler === undefined && this.owners.size === 1 && this.unshared())
             handler = [...this.owners][0]?.serverRequestHandler;
           if (route.kind === 'ambiguous') {
             this.ctx.logger.warn(

@@ -349,6 +349,31 @@ describe('stdio upstreams', () => {
     expect(seenByB.filter((n) => n.method === 'notifications/progress')).toEqual([]);
   });
 
+  // Found by review: only the sessions on the process counted, not whose work was still running there.
+  it("keeps from the principal left alone on a process the log messages of the work of another principal's session that just left", async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const alice = await open(c, config, 'tenant-test:agent_client:alice');
+    const bob = await open(c, config, 'tenant-test:agent_client:bob');
+    const heardByBob: JsonRpcNotification[] = [];
+    bob.onNotification((n) => void heardByBob.push(n));
+    const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 300, query: 'alice-private-query' } }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await alice.close();
+    await work;
+    // The work's log line came by now: a later call of Bob's shows the process was read past it.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(textOf(await call(bob, 'pid'))).toMatch(/^\d+$/);
+    expect(JSON.stringify(heardByBob)).not.toContain('alice-private-query');
+    // Bob's own work's messages still reach him, as the only principal on the process and of the work under way.
+    const own = connector({ maxStdioProcessesPerUpstream: 1 });
+    const alone = await open(own, config, 'tenant-test:agent_client:bob');
+    const heardAlone: JsonRpcNotification[] = [];
+    alone.onNotification((n) => void heardAlone.push(n));
+    await alone.request('tools/call', { name: 'worklog', arguments: { ms: 10, query: 'bob-query' } });
+    await waitFor(() => heardAlone.some((n) => JSON.stringify(n).includes('bob-query')), 2_000);
+  });
+
   it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
