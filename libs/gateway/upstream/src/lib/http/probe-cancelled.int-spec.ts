@@ -31,7 +31,8 @@ const initializeResult = { protocolVersion: '2025-11-25', capabilities: { tools:
 /**
  * A Streamable HTTP half-open probe that its agent gives up on (cancels) reports no verdict on the upstream's health,
  * and leaves the probe slot to the next call. It used to hold it: every call of every agent to the recovered upstream
- * was refused `circuit_open` for another whole cool-down (found by review).
+ * was refused `circuit_open` for another whole cool-down (found by review). Nor does a request that could not even be
+ * written take the slot.
  */
 describe('a half-open probe cancelled by its agent', () => {
   const servers: RawServer[] = [];
@@ -91,6 +92,40 @@ describe('a half-open probe cancelled by its agent', () => {
     );
     expect(next).toEqual({ content: [] });
   }, 15_000);
+
+  // Found by review: the slot was taken before the request was written, and a request that could not be written left
+  // before anything could give it back.
+  it('Streamable HTTP: a request whose params cannot be written (the agent\'s own fault) does not take the probe slot', async () => {
+    let healthy = false;
+    const server = await rawServer((req, res) => {
+      let text = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => (text += c));
+      req.on('end', () => {
+        const message = text === '' ? {} : (JSON.parse(text) as { id?: number; method?: string });
+        if (message.id === undefined) return void res.writeHead(202).end();
+        if (message.method !== 'initialize' && !healthy) return void res.writeHead(503).end();
+        const result = message.method === 'initialize' ? initializeResult : { content: [] };
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
+      });
+    });
+    servers.push(server);
+    const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true, breaker: { failureThreshold: 1, cooldownMs: 300 } });
+    connectors.push(connector);
+    const session = await connector.connect(upstreamConfig('streamable_http', { url: `${server.url}/mcp` }), identity);
+    await expect(session.request('tools/call', { name: 'x' })).rejects.toMatchObject({ reason: 'protocol_error' });
+    expect(connector.circuits?.()[0]?.state).toBe('open');
+    healthy = true;
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    // Nested past what JSON.stringify can write (JSON.parse takes it): refused as it is written, before anything went.
+    let deep: Record<string, unknown> = {};
+    for (let i = 0; i < 20_000; i++) deep = { a: deep };
+    expect(() => session.request('tools/call', { name: 'x', arguments: deep })).toThrow(RangeError);
+    // The next call is the probe, and the upstream answers it.
+    await expect(session.request('tools/call', { name: 'x' })).resolves.toEqual({ content: [] });
+    expect(connector.circuits?.()[0]?.state).toBe('closed');
+  });
 
   it('stdio: lets the next call probe once the probe was cancelled', async () => {
     const connector = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, breaker: { failureThreshold: 1, cooldownMs: 1_000 } });

@@ -194,11 +194,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     if (this.firstStandalone !== undefined && method !== 'initialize') return this.afterFirstStandalone(this.firstStandalone.answered, method, params, options);
+    const id = this.ctx.nextId();
+    // Before the breaker: params that cannot be written (nested past the stack) throw here, and a call that never went
+    // out must not take the half-open probe slot (it kept it for a whole cool-down, refusing every call; found by review).
+    const body = encodeRequest(id, method, params);
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     const probe = breaker.probe;
-    const id = this.ctx.nextId();
-    const body = encodeRequest(id, method, params);
     const adoptSessionId = this.sessionId === null && method === 'initialize';
     // Never `notifications/cancelled` for initialize (MCP), nor for a task-augmented request (tasks/cancel, by the caller).
     const cancellable = method !== 'initialize' && !isTaskAugmented(params);
@@ -380,11 +382,12 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
   async notify(method: string, params?: Record<string, unknown>): Promise<void> {
     if (this.closed) throw errors.closed();
     if (this.expired) throw errors.sessionExpired();
+    const text = encodeNotification(method, params);
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) throw errors.circuitOpen();
     const probe = breaker.probe;
     try {
-      await this.post(encodeNotification(method, params), this.ctx.config.callTimeoutMs);
+      await this.post(text, this.ctx.config.callTimeoutMs);
     } finally {
       // A notification taken (or refused) says nothing of calls being answered: as the half-open probe, it leaves the
       // slot to the next call. Failures (a timeout, 5xx) reopened the circuit already; this then does nothing.
