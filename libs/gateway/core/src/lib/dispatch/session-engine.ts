@@ -480,8 +480,11 @@ interface LiveSession {
   readonly announcedTaskEnds: Set<string>;
   /** When this replica began reopening each upstream for a listening agent (the last minute's; see `mayReopen`). */
   readonly reopened: Map<string, number[]>;
-  /** Upstream id → when this replica last tried to join it to the session (see `joinMissing`). */
-  readonly joinTriedAt: Map<string, number>;
+  /**
+   * Upstream id → when this replica last tried to join it to the session, and its configuration's version then (see
+   * `joinMissing`): an edited upstream (repointed, repaired) is tried at once.
+   */
+  readonly joinTriedAt: Map<string, { readonly at: number; readonly version: number }>;
   /** Joins under way on this replica, by upstream id. */
   readonly joining: Map<string, Promise<void>>;
   /** When this replica last read the stored record for upstreams another replica joined (see `adoptJoined`). */
@@ -1517,7 +1520,7 @@ export class SessionEngine {
       if (outcome.status === 'rejected') {
         this.logUpstreamFailure(config, 'initialize', outcome.reason, traceId);
         // Tried again later (`joinMissing`), not by the listing that usually follows at once.
-        live.joinTriedAt.set(config.id, Date.now());
+        live.joinTriedAt.set(config.id, { at: Date.now(), version: config.version });
         return;
       }
       const session = outcome.value;
@@ -3352,8 +3355,11 @@ export class SessionEngine {
     const due: UpstreamConfig[] = [];
     for (const config of this.deps.registry.forTenant(live.record.tenantId).list) {
       if (Object.hasOwn(live.record.upstreams, config.id) || live.joining.has(config.id)) continue;
+      // Not for another version of it: an admin who repaired a failing upstream (another URL, credentials) has it joined
+      // at the next listing or reload, not up to joinRetryMs later (found by review: the agent, told its lists changed,
+      // listed without it).
       const tried = live.joinTriedAt.get(config.id);
-      if (tried !== undefined && now - tried < retryMs) continue;
+      if (tried !== undefined && tried.version === config.version && now - tried.at < retryMs) continue;
       // A join of this upstream (this version of it) failed on this replica within joinRetryMs, for any session: not
       // tried again for each one (an upstream answering 401 never opens its circuit breaker).
       const failed = this.joinFailed.get(config.id);
@@ -3400,7 +3406,7 @@ export class SessionEngine {
     /** A connect already under way (initialize stopped waiting for it). */
     connecting?: Promise<UpstreamSession>,
   ): Promise<void> {
-    live.joinTriedAt.set(config.id, Date.now());
+    live.joinTriedAt.set(config.id, { at: Date.now(), version: config.version });
     const sessionId = live.record.id;
     const joining = (async () => {
       if (this.closing) {
