@@ -11,6 +11,8 @@ import {
   LOOKUP_QUEUED,
   MAX_LOOKUPS_IN_FLIGHT,
   MAX_LOOKUPS_IN_FLIGHT_PER_KEY,
+  SLOW_NAME_MS,
+  STUCK_LOOKUP_MS,
   type NetworkPolicy,
 } from './ssrf-guard';
 
@@ -231,33 +233,34 @@ describe('createGuardedLookup', () => {
     vi.useFakeTimers();
     try {
       const { asked, askedNames, results, look, codeOf } = stuckResolver();
-      // Names whose nameservers never answer (tenants chose them) take two lookups, not the thread pool.
+      // Names whose nameservers never answer (tenants chose them) take three lookups, not the thread pool.
       look('a', 'never-1.example');
       look('b', 'never-2.example');
       look('c', 'never-3.example');
-      look('d', 'fine.example');
-      expect(askedNames()).toEqual(['never-1.example', 'never-2.example']);
+      look('d', 'never-4.example');
+      look('e', 'fine.example');
+      expect(askedNames()).toEqual(['never-1.example', 'never-2.example', 'never-3.example']);
       // One answers: the next name waiting gets its turn.
       asked[0]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
       expect(results.get('a never-1.example')).toBeNull();
-      expect(askedNames()).toEqual(['never-1.example', 'never-2.example', 'never-3.example']);
+      expect(askedNames()).toEqual(['never-1.example', 'never-2.example', 'never-3.example', 'never-4.example']);
       // Past the deadline everyone still waiting fails, the name that never got a turn too, and it is not looked up.
       await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
       // Those whose lookup ran out of time fail as ETIMEOUT (their upstream's circuit counts it), the one that never
       // got a turn as queued (it says nothing of its upstream).
-      for (const [tenant, host] of [['b', 'never-2.example'], ['c', 'never-3.example']] as const) expect(codeOf(tenant, host), host).toBe('ETIMEOUT');
-      expect(codeOf('d', 'fine.example')).toBe(LOOKUP_QUEUED);
+      for (const [tenant, host] of [['b', 'never-2.example'], ['c', 'never-3.example'], ['d', 'never-4.example']] as const) expect(codeOf(tenant, host), host).toBe('ETIMEOUT');
+      expect(codeOf('e', 'fine.example')).toBe(LOOKUP_QUEUED);
       asked[1]?.answer(null, [{ address: '93.184.215.15', family: 4 }]);
-      expect(asked).toHaveLength(3);
+      expect(asked).toHaveLength(4);
       // A slot freed by a late answer serves the next name at once.
-      look('e', 'later.example');
+      look('f', 'later.example');
       expect(askedNames().at(-1)).toBe('later.example');
     } finally {
       vi.useRealTimers();
     }
   });
 
-  it(`lets a tenant whose names never resolve hold ${MAX_LOOKUPS_IN_FLIGHT_PER_KEY} of the lookups only: its further names wait behind its own, another tenant's resolve at once`, async () => {
+  it(`lets a tenant whose names never resolve hold ${MAX_LOOKUPS_IN_FLIGHT_PER_KEY} of the lookups only, a second once the first is stuck: its further names wait behind its own, another tenant's resolve at once`, async () => {
     vi.useFakeTimers();
     try {
       const { asked, askedNames, results, look, codeOf } = stuckResolver();
@@ -268,24 +271,40 @@ describe('createGuardedLookup', () => {
       expect(askedNames()).toEqual(['never-1.a.example', 'api.b.example']);
       asked[1]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
       expect(results.get('b api.b.example')).toBeNull();
+      // A's first lookup is stuck: its next name goes beside it (an upstream of A's whose name answers is not held up by
+      // A's dead one), and no more than that, however long they take.
+      await vi.advanceTimersByTimeAsync(STUCK_LOOKUP_MS);
+      expect(askedNames()).toEqual(['never-1.a.example', 'api.b.example', 'never-2.a.example']);
+      await vi.advanceTimersByTimeAsync(STUCK_LOOKUP_MS * 4);
+      expect(asked).toHaveLength(3);
       // A name both wait for goes with whichever tenant's turn comes first, for both: B's, not after A's stuck names.
       look('a', 'shared.example');
       look('b', 'shared.example');
-      expect(askedNames()).toEqual(['never-1.a.example', 'api.b.example', 'shared.example']);
-      asked[2]?.answer(null, [{ address: '93.184.215.16', family: 4 }]);
+      expect(askedNames().at(-1)).toBe('shared.example');
+      asked[3]?.answer(null, [{ address: '93.184.215.16', family: 4 }]);
       expect(results.get('a shared.example')).toBeNull();
       expect(results.get('b shared.example')).toBeNull();
-      // A's other names never got a turn: they fail at the deadline, unasked, and A's first lookup still holds its slot.
+      // A's other names never got a turn: they fail at the deadline, unasked, and A's first lookups still hold their slots.
       await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
-      expect(codeOf('a', 'never-1.a.example')).toBe('ETIMEOUT');
-      for (let n = 2; n <= 4; n += 1) expect(codeOf('a', `never-${n}.a.example`)).toBe(LOOKUP_QUEUED);
-      expect(asked).toHaveLength(3);
+      for (let n = 1; n <= 2; n += 1) expect(codeOf('a', `never-${n}.a.example`)).toBe('ETIMEOUT');
+      for (let n = 3; n <= 4; n += 1) expect(codeOf('a', `never-${n}.a.example`)).toBe(LOOKUP_QUEUED);
+      expect(asked).toHaveLength(4);
       look('a', 'never-5.a.example');
       look('b', 'api-2.b.example');
-      expect(askedNames().slice(3)).toEqual(['api-2.b.example']);
-      // The resolver gives up on A's first name at last: A's next name gets the slot.
+      expect(askedNames().slice(4)).toEqual(['api-2.b.example']);
+      // The resolver gives up on A's first name at last: A's next name gets the slot, and the name that got stuck and
+      // failed fails at once for a while, without a lookup (it would take A's slots again with every new socket).
       asked[0]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
-      expect(askedNames().slice(3)).toEqual(['api-2.b.example', 'never-5.a.example']);
+      expect(askedNames().slice(4)).toEqual(['api-2.b.example', 'never-5.a.example']);
+      look('a', 'never-1.a.example');
+      expect(codeOf('a', 'never-1.a.example')).toBe('ETIMEOUT');
+      expect(asked).toHaveLength(6);
+      // Once that while is over, it is looked up again when A has a slot.
+      await vi.advanceTimersByTimeAsync(SLOW_NAME_MS);
+      look('a', 'never-1.a.example');
+      expect(asked).toHaveLength(6);
+      asked[2]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
+      expect(askedNames().at(-1)).toBe('never-1.a.example');
     } finally {
       vi.useRealTimers();
     }
@@ -294,10 +313,11 @@ describe('createGuardedLookup', () => {
   it('takes turns between tenants waiting for a lookup: one with many names waiting does not queue another behind them all', () => {
     const { asked, askedNames, look } = stuckResolver();
     look('a', 'never.a.example'); // holds one slot for good
+    look('z', 'never.z.example'); // and another
     for (const host of ['1.b.example', '2.b.example', '3.b.example']) look('b', host);
     look('c', '1.c.example');
     const answerLast = () => asked.at(-1)?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
     for (let turn = 0; turn < 3; turn += 1) answerLast();
-    expect(askedNames()).toEqual(['never.a.example', '1.b.example', '2.b.example', '1.c.example', '3.b.example']);
+    expect(askedNames()).toEqual(['never.a.example', 'never.z.example', '1.b.example', '2.b.example', '1.c.example', '3.b.example']);
   });
 });

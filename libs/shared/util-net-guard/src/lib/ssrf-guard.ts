@@ -194,16 +194,25 @@ const systemResolver: AddressResolver = (hostname, options, callback) =>
 const ADDRESSES_KEPT_MS = 2_000;
 /**
  * System lookups under way at once. `dns.lookup` holds one of libuv's four threads until the resolver gives up (many
- * seconds for a name whose nameservers never answer, and tenants choose the names): at most two, so file and crypto
- * work always keep the others.
+ * seconds for a name whose nameservers never answer, and tenants choose the names): at most three, so file and crypto
+ * work always keep one.
  */
-export const MAX_LOOKUPS_IN_FLIGHT = 2;
+export const MAX_LOOKUPS_IN_FLIGHT = 3;
 /**
- * System lookups under way at once for one key (a tenant). Below MAX_LOOKUPS_IN_FLIGHT: a lookup's slot is freed only
- * when the resolver answers (its thread is busy until then, deadline or not), so a tenant whose names never resolve
- * holds this many and every other tenant's lookups still have the rest.
+ * System lookups under way at once for one key (a tenant): at most this many, of which at most one not yet stuck
+ * (`STUCK_LOOKUP_MS`). Below MAX_LOOKUPS_IN_FLIGHT: a lookup's slot is freed only when the resolver answers (its thread
+ * is busy until then, deadline or not), so a tenant whose names never resolve holds this many and every other tenant's
+ * lookups still have the rest; and a tenant's healthy names wait at most STUCK_LOOKUP_MS behind one stuck name of its
+ * own (before, until the resolver gave up on it: its healthy upstreams' connects timed out, and counted against them).
  */
-export const MAX_LOOKUPS_IN_FLIGHT_PER_KEY = 1;
+export const MAX_LOOKUPS_IN_FLIGHT_PER_KEY = 2;
+/** A lookup running this long is stuck: its key may start another beside it (see MAX_LOOKUPS_IN_FLIGHT_PER_KEY). */
+export const STUCK_LOOKUP_MS = 500;
+/**
+ * A name whose lookup got stuck and then failed, or ran out of time, fails at once for this long, without a lookup: a
+ * dead upstream's name does not take its tenant's slots again with every new socket.
+ */
+export const SLOW_NAME_MS = 30_000;
 /** The code of a lookup that waited past the deadline for a turn without running. */
 export const LOOKUP_QUEUED = 'EPORTCULLIS_LOOKUP_QUEUED';
 /**
@@ -230,9 +239,11 @@ export function createGuardedLookup(policy: NetworkPolicy, resolver: AddressReso
  * (failures are not kept). `dns.lookup` runs on libuv's four-thread pool, shared with file and crypto work: without
  * this, every new socket to a host whose DNS answers slowly took a thread, and a few of them stalled every tenant's
  * connections. At most MAX_LOOKUPS_IN_FLIGHT names are resolved at once, at most MAX_LOOKUPS_IN_FLIGHT_PER_KEY of them
- * for one key, and keys waiting for a turn take turns (round robin): a tenant whose names never resolve (tenants choose
- * them) queues only its own lookups, not every tenant's behind its own. A name not resolved within LOOKUP_DEADLINE_MS
- * fails: such upstreams hold two threads at most, never the pool. The policy is applied to each use, cached or not.
+ * for one key (one of them not yet stuck), and keys waiting for a turn take turns (round robin): a tenant whose names
+ * never resolve (tenants choose them) queues only its own lookups, not every tenant's behind its own, and its healthy
+ * names wait at most STUCK_LOOKUP_MS behind a stuck one. A name not resolved within LOOKUP_DEADLINE_MS fails, and a
+ * name whose lookup got stuck and failed fails at once for SLOW_NAME_MS: such upstreams hold three threads at most,
+ * never the pool. The policy is applied to each use, cached or not.
  */
 export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressResolver = systemResolver, now: () => number = Date.now): (key: string) => LookupFunction {
   type Done = (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void;
@@ -245,10 +256,13 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
   }
   interface Turn { readonly pending: Pending; readonly name: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }
   const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
+  /** Names whose lookups got stuck and failed, until when they fail at once (`SLOW_NAME_MS`). */
+  const slow = new Map<string, number>();
   const waiting = new Map<string, Pending>();
   /** Per key, its names waiting for a turn, oldest first; keys in the order they get their next turn. */
   const turns = new Map<string, Turn[]>();
-  const inFlightPerKey = new Map<string, number>();
+  /** Per key, its lookups under way, and of them those not yet stuck. */
+  const inFlightPerKey = new Map<string, { all: number; fresh: number }>();
   let inFlight = 0;
 
   /** Answers everyone waiting for the name (once: a late answer after the deadline finds nobody). */
@@ -262,7 +276,8 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
   /** The next turn of the first key below its own limit, which then goes to the back; none when every key waits. */
   const nextTurn = (): { readonly key: string; readonly turn: Turn } | undefined => {
     for (const [key, queue] of turns) {
-      if ((inFlightPerKey.get(key) ?? 0) >= MAX_LOOKUPS_IN_FLIGHT_PER_KEY) continue;
+      const held = inFlightPerKey.get(key);
+      if (held !== undefined && (held.all >= MAX_LOOKUPS_IN_FLIGHT_PER_KEY || held.fresh > 0)) continue;
       // Timed out while it waited, or another key's turn came first: nobody wants it any more.
       while (queue.length > 0 && queue[0]?.pending.state !== 'waiting') queue.shift();
       const turn = queue.shift();
@@ -280,12 +295,32 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
       const { key, turn } = chosen;
       turn.pending.state = 'resolving';
       inFlight += 1;
-      inFlightPerKey.set(key, (inFlightPerKey.get(key) ?? 0) + 1);
+      const held = inFlightPerKey.get(key) ?? { all: 0, fresh: 0 };
+      held.all += 1;
+      held.fresh += 1;
+      inFlightPerKey.set(key, held);
+      let stuck = false;
+      let answered = false;
+      // Stuck: the key's next name may go beside it (the key's other upstreams are not held up by its dead one).
+      const stuckTimer = setTimeout(() => {
+        if (answered) return;
+        stuck = true;
+        held.fresh -= 1;
+        next();
+      }, STUCK_LOOKUP_MS);
+      stuckTimer.unref();
       resolver(turn.hostname, { family: turn.family, hints: turn.hints }, (error, addresses) => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(stuckTimer);
         inFlight -= 1;
-        const left = (inFlightPerKey.get(key) ?? 1) - 1;
-        if (left > 0) inFlightPerKey.set(key, left);
-        else inFlightPerKey.delete(key);
+        held.all -= 1;
+        if (!stuck) held.fresh -= 1;
+        if (held.all === 0 && inFlightPerKey.get(key) === held) inFlightPerKey.delete(key);
+        if (error !== null && (stuck || turn.pending.state === 'settled')) {
+          if (slow.size >= 1_000) slow.clear();
+          slow.set(turn.name, now() + SLOW_NAME_MS);
+        }
         if (error === null) {
           // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
           if (kept.size >= 1_000) kept.clear();
@@ -303,6 +338,17 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
     if (hit !== undefined && now() - hit.at < ADDRESSES_KEPT_MS) {
       done(null, hit.addresses);
       return;
+    }
+    const slowUntil = slow.get(name);
+    if (slowUntil !== undefined) {
+      if (now() < slowUntil) {
+        // Its own failure, as the lookup that ran out of time was (the upstream's circuit counts it).
+        const failed: NodeJS.ErrnoException = new Error('the host name was not resolved in time lately');
+        failed.code = 'ETIMEOUT';
+        done(failed, []);
+        return;
+      }
+      slow.delete(name);
     }
     let pending = waiting.get(name);
     if (pending === undefined) {
