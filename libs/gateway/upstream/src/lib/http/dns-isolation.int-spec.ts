@@ -42,7 +42,7 @@ describe('one upstream\'s DNS does not hold up the same tenant\'s other upstream
       });
     });
     servers.push(server);
-    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, allowPrivateNetworks: true });
+    const c = createUpstreamConnector({ maxStdioProcessesPerUpstream: 1, stdioIdleMs: 60_000, allowPrivateNetworks: true });
     connectors.push(c);
     // Same tenant (upstreamConfig's default), two upstreams: A's name never resolves, B is healthy.
     const dead = upstreamConfig('streamable_http', { url: `http://api.hanging.test:${server.port}/mcp`, connectTimeoutMs: 5_000 });
