@@ -101,6 +101,27 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   const engineRef: { current?: SessionEngine } = {};
   // Tenants whose upstreams the last registry load changed (announced to their agents once the load is in force).
   const upstreamsChangedFor = new Set<string>();
+  // Tenants whose tool pins the last loads changed (an approval, a block, a definition seen anew). Their agents are told
+  // their lists changed once the pins are in force: an approved tool was otherwise announced only by the policy
+  // snapshot's reload, which may come before the pins' (found by review: the agent listed, saw nothing, and was never
+  // told again).
+  const pinsChangedFor = new Set<string>();
+  const tenantsOf = (upstreamIds: Iterable<string>): Set<string> => {
+    const tenants = new Set<string>();
+    for (const upstreamId of upstreamIds) {
+      const tenantId = registry.tenantOf(upstreamId);
+      if (tenantId !== undefined) tenants.add(tenantId);
+    }
+    return tenants;
+  };
+  /** Tells the tenants whose pins changed (`told`: those told already by this load) that their lists changed. */
+  const announcePinChanges = (told: ReadonlySet<string>): void => {
+    const tenants = [...pinsChangedFor];
+    pinsChangedFor.clear();
+    const engine = engineRef.current;
+    if (engine === undefined) return;
+    for (const tenantId of tenants) if (!told.has(tenantId)) engine.listsChangedFor(tenantId);
+  };
   const refused = sessionsOfRefused(engineRef, logger);
   // What the last loads found: the active tenants, the principals with a usable key.
   let activeTenants: ReadonlySet<string> = new Set();
@@ -158,11 +179,12 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
         // The pins first, in the same refresh: an upstream must never be in the registry before its pins are known (the
         // pinning hooks hold an upstream they do not know of, so a pin load that lags only hides it for a moment).
         const [upstreams, pinned] = systemDb ? await Promise.all([loadUpstreams(systemDb, keyring, logger, { stdioCommands }), loadToolPins(systemDb)]) : [[], EMPTY_PINS];
-        toolPins.replace(pinned.rows, pinned.requireApproval, pinned.known);
+        const pinsChanged = toolPins.replace(pinned.rows, pinned.requireApproval, pinned.known);
         const changed = registry.replace(upstreams, (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
         );
         for (const tenantId of changed) upstreamsChangedFor.add(tenantId);
+        for (const tenantId of tenantsOf(pinsChanged)) pinsChangedFor.add(tenantId);
       },
       // Upstream sessions of upstreams gone from a tenant (or now connecting elsewhere) end here; agents listening here
       // hear that their lists changed, and an upstream added to a tenant joins their sessions.
@@ -175,6 +197,7 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
           engine.retireDeparted(tenantId);
           engine.listsChangedFor(tenantId);
         }
+        announcePinChanges(new Set(tenants));
         engine.joinMissingUpstreams();
       },
     }),
@@ -184,8 +207,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       logger,
       load: async () => {
         const loaded = systemDb ? await loadToolPins(systemDb) : EMPTY_PINS;
-        toolPins.replace(loaded.rows, loaded.requireApproval, loaded.known);
+        for (const tenantId of tenantsOf(toolPins.replace(loaded.rows, loaded.requireApproval, loaded.known))) pinsChangedFor.add(tenantId);
       },
+      loaded: () => announcePinChanges(new Set()),
     }),
   };
   // Keys and tenants are trusted for credentialsMaxAgeMs after the last reload that began then succeeded: past that (the

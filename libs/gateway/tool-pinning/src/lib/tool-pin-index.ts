@@ -66,7 +66,12 @@ export class ToolPinIndex {
     return this.loaded;
   }
 
-  replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[], knownUpstreamIds?: readonly string[]): void {
+  /**
+   * Swaps in a load's pins; returns the upstreams whose pins differ from the ones held (an entry added, removed,
+   * approved, blocked or redefined; `require_approval` turned on or off; the upstream known now or no longer), so that
+   * their agents can be told their lists changed. The first load returns none: nothing was told before it.
+   */
+  replace(rows: readonly PinRow[], requireApprovalUpstreamIds: readonly string[], knownUpstreamIds?: readonly string[]): ReadonlySet<string> {
     const building = new Map<string, { requireApproval: boolean; entries: Map<string, PinEntry>; spellings: Set<string> }>();
     const of = (upstreamId: string) => {
       let pins = building.get(upstreamId);
@@ -85,9 +90,20 @@ export class ToolPinIndex {
       // Instructions are not called by name: no other spelling of theirs reaches an upstream.
       if (row.kind !== 'instructions') pins.spellings.add(foldedKey(row.kind, row.name));
     }
+    const known = knownUpstreamIds === undefined ? undefined : new Set([...knownUpstreamIds, ...building.keys()]);
+    const changed = new Set<string>();
+    if (this.loaded) {
+      for (const upstreamId of new Set([...this.byUpstream.keys(), ...building.keys()])) {
+        if (!samePins(this.byUpstream.get(upstreamId), building.get(upstreamId))) changed.add(upstreamId);
+      }
+      for (const upstreamId of new Set([...(this.known ?? []), ...(known ?? [])])) {
+        if ((this.known === undefined || this.known.has(upstreamId)) !== (known === undefined || known.has(upstreamId))) changed.add(upstreamId);
+      }
+    }
     this.byUpstream = building;
-    this.known = knownUpstreamIds === undefined ? undefined : new Set([...knownUpstreamIds, ...building.keys()]);
+    this.known = known;
     this.loaded = true;
+    return changed;
   }
 
   /** Whether the last load saw this upstream: its pins (or that it has none) are known. */
@@ -106,4 +122,17 @@ export class ToolPinIndex {
   get size(): number {
     return this.byUpstream.size;
   }
+}
+
+/** Whether two loads' pins of one upstream hold the same (no pins and an empty entry alike). */
+function samePins(a: UpstreamPins | undefined, b: UpstreamPins | undefined): boolean {
+  if ((a?.requireApproval ?? false) !== (b?.requireApproval ?? false)) return false;
+  const before = a?.entries ?? new Map<string, PinEntry>();
+  const after = b?.entries ?? new Map<string, PinEntry>();
+  if (before.size !== after.size) return false;
+  for (const [key, entry] of before) {
+    const other = after.get(key);
+    if (other === undefined || other.contentHash !== entry.contentHash || other.approvedHash !== entry.approvedHash || other.blocked !== entry.blocked) return false;
+  }
+  return true;
 }

@@ -20,13 +20,17 @@ const signature = (upstreams: TenantUpstreams | undefined): string => (upstreams
  */
 export class UpstreamRegistry {
   private byTenant: ReadonlyMap<string, TenantUpstreams> = new Map();
+  /** Upstream id → its tenant, of every upstream loaded (refused ones too: their pins still belong to the tenant). */
+  private tenantOfUpstream: ReadonlyMap<string, string> = new Map();
 
   constructor(readonly separator: string) {}
 
   /** Swaps in `configs`; returns the tenants whose upstreams changed (one added, removed or edited). */
   replace(configs: Iterable<UpstreamConfig>, reject: (config: UpstreamConfig, reason: string) => void): ReadonlySet<string> {
     const grouped = new Map<string, UpstreamConfig[]>();
+    const tenants = new Map<string, string>();
     for (const config of configs) {
+      tenants.set(config.id, config.tenantId);
       const list = grouped.get(config.tenantId) ?? [];
       list.push(config);
       grouped.set(config.tenantId, list);
@@ -52,7 +56,13 @@ export class UpstreamRegistry {
       if (signature(this.byTenant.get(tenantId)) !== signature(next.get(tenantId))) changed.add(tenantId);
     }
     this.byTenant = next;
+    this.tenantOfUpstream = tenants;
     return changed;
+  }
+
+  /** The tenant of an upstream the last load had; undefined for one it did not. */
+  tenantOf(upstreamId: string): string | undefined {
+    return this.tenantOfUpstream.get(upstreamId);
   }
 
   forTenant(tenantId: string): TenantUpstreams {
