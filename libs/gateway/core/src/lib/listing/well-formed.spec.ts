@@ -54,4 +54,13 @@ describe('checkedItem', () => {
     }
     expect(heldByCompiler()).toBe(before);
   });
+
+  // Found by re-review: the check removed the schema's own $id after the compile refused it, the meta-schema included.
+  it.each(['http://json-schema.org/draft-07/schema', 'http://json-schema.org/draft-07/schema#'])('refuses an outputSchema whose $id is the meta-schema\'s (%s), and keeps the meta-schema for the others', (id) => {
+    const tool = (outputSchema: Record<string, unknown>) => ({ name: 't', inputSchema: { type: 'object' }, outputSchema });
+    const before = heldByCompiler();
+    expect(checkedItem('tools', tool({ $id: id, type: 'object' })).why).toMatch(/outputSchema cannot be compiled/);
+    expect(heldByCompiler()).toBe(before);
+    expect(checkedItem('tools', tool({ type: 'object', properties: { schema: { $ref: 'http://json-schema.org/draft-07/schema#' } } })).why).toBeUndefined();
+  });
 });

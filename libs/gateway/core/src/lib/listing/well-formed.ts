@@ -45,6 +45,11 @@ function compiles(schema: object): boolean {
   let verdict: boolean;
   // What the compiler held before: the `$id`s nested in this schema are added beside its own, and go with it.
   const held = new Set([...Object.keys(ajv.schemas), ...Object.keys(ajv.refs)]);
+  // One that names a schema the compiler holds (a client's compiler holds the same meta-schemas) cannot be added: not
+  // compiled at all, since removing it after would remove the meta-schema every other schema here relies on (found by
+  // re-review: one upstream's tool took draft-07 out of the process, and every tool referring to it was left out).
+  const id = (schema as { $id?: unknown }).$id;
+  if (typeof id === 'string' && (held.has(id) || held.has(id.replace(/#$/, '')))) return remember(text, false);
   try {
     ajv.compile(schema);
     verdict = true;
@@ -60,6 +65,11 @@ function compiles(schema: object): boolean {
     // filled the process.
     for (const key of [...Object.keys(ajv.schemas), ...Object.keys(ajv.refs)]) if (!held.has(key)) ajv.removeSchema(key);
   }
+  return remember(text, verdict);
+}
+
+/** Keeps the verdict on a schema's text for its next listing (bounded), and returns it. */
+function remember(text: string, verdict: boolean): boolean {
   if (text.length <= MAX_REMEMBERED_SCHEMA_LENGTH) {
     if (compiledVerdicts.size >= MAX_COMPILED_VERDICTS) compiledVerdicts.delete(compiledVerdicts.keys().next().value as string);
     compiledVerdicts.set(text, verdict);
