@@ -486,7 +486,7 @@ interface LiveSession {
    */
   readonly joinTriedAt: Map<string, { readonly at: number; readonly version: number }>;
   /** Joins under way on this replica, by upstream id. */
-  readonly joining: Map<string, Promise<void>>;
+  readonly joining: Map<string, JoinUnderway>;
   /** When this replica last read the stored record for upstreams another replica joined (see `adoptJoined`). */
   adoptedAt: number;
   /** That read while under way. */
@@ -604,6 +604,12 @@ const LISTENER_ANNOUNCE_MS = 30_000;
 const UNRENEWED_LISTENER_MS = 60 * 60_000;
 /** Streams per `standalone-held` message (each about 60 bytes of JSON). */
 const HELD_PER_MESSAGE = 500;
+/** A join of an upstream to a session under way on this replica (`LiveSession.joining`), of one configuration version. */
+interface JoinUnderway {
+  readonly settled: Promise<void>;
+  readonly version: number;
+}
+
 /** Most other replicas' streams a replica keeps track of; past it, it broadcasts as if unsure (`ListenerMap`). */
 const MAX_HEARD_LISTENERS = 200_000;
 
@@ -612,11 +618,18 @@ const STANDALONE_ECHO_WAIT_MS = 3_000;
 /** How long after its attach a stream held here may be found in conflict with another replica's (`settleHeldConflict`). */
 const HELD_CONFLICT_GRACE_MS = STANDALONE_ECHO_WAIT_MS + 1_000;
 
+/**
+ * The client capabilities of `record`'s agent that its protocol version defines (`clientCapabilitiesOf`): cut again
+ * where read, as a record stored by an earlier version of the gateway holds them uncut (found by re-review). The same
+ * object when nothing is cut, as for every record stored since.
+ */
+const clientCapabilitiesIn = (record: SessionRecord): Record<string, unknown> => clientCapabilitiesOf(record.clientCapabilities ?? {}, record.protocolVersion);
+
 /** Who the agent of `record` is, as upstream sessions opened for it are told. */
 function identityOf(record: SessionRecord): ClientIdentity {
   return {
     clientInfo: record.clientInfo ?? { name: 'unknown', version: '0' },
-    capabilities: relayableClientCapabilities(record.clientCapabilities),
+    capabilities: relayableClientCapabilities(clientCapabilitiesIn(record)),
     protocolVersion: record.protocolVersion,
     principal: ownerKey(record.tenantId, record.principalKind, record.principalId),
   };
@@ -2035,7 +2048,7 @@ export class SessionEngine {
       }
       case 'notifications/roots/list_changed':
         // Upstreams were told the client has roots only if the agent declared them (relayableClientCapabilities).
-        if (isObject(record.clientCapabilities['roots'])) this.rootsChanged(this.liveFor(record), true);
+        if (isObject(clientCapabilitiesIn(record)['roots'])) this.rootsChanged(this.liveFor(record), true);
         return;
       default:
         return; // notifications/initialized and anything else: nothing to relay.
@@ -3354,7 +3367,9 @@ export class SessionEngine {
     const retryMs = this.deps.options.joinRetryMs ?? JOIN_RETRY_MS;
     const due: UpstreamConfig[] = [];
     for (const config of this.deps.registry.forTenant(live.record.tenantId).list) {
-      if (Object.hasOwn(live.record.upstreams, config.id) || live.joining.has(config.id)) continue;
+      // A join of another version (one that hangs, under the configuration an admin just repaired) is no join of this
+      // one: this one goes beside it (found by re-review: it waited for the doomed join, then for the next sweep).
+      if (Object.hasOwn(live.record.upstreams, config.id) || live.joining.get(config.id)?.version === config.version) continue;
       // Not for another version of it: an admin who repaired a failing upstream (another URL, credentials) has it joined
       // at the next listing or reload, not up to joinRetryMs later (found by review: the agent, told its lists changed,
       // listed without it).
@@ -3385,7 +3400,11 @@ export class SessionEngine {
     }
     // Joins already under way (one still connecting when initialize answered, one a listing before started) are waited
     // for too, as a listing waits for an upstream session that reconnects.
-    const underway = waitMs > 0 ? [...live.joining].filter(([upstreamId]) => only === undefined || upstreamId === only).map(([, join]) => join) : [];
+    const current = this.deps.registry.forTenant(live.record.tenantId).byId;
+    const underway =
+      waitMs > 0
+        ? [...live.joining].filter(([upstreamId, join]) => (only === undefined || upstreamId === only) && current.get(upstreamId)?.version === join.version).map(([, join]) => join.settled)
+        : [];
     if ((due.length === 0 && underway.length === 0) || this.live.get(live.record.id) !== live) return;
     const joins = Promise.allSettled(due.map((config) => this.joinOne(live, config, traceId)));
     if (waitMs > 0) await untilDeadline(Promise.all([joins, ...underway]), AbortSignal.timeout(waitMs)).catch(() => undefined);
@@ -3467,9 +3486,9 @@ export class SessionEngine {
         if (previous === undefined || Date.now() - previous.at >= (this.deps.options.joinRetryMs ?? JOIN_RETRY_MS)) this.logUpstreamFailure(config, 'join', error, traceId);
       },
     );
-    live.joining.set(config.id, settled);
+    live.joining.set(config.id, { settled, version: config.version });
     void settled.finally(() => {
-      if (live.joining.get(config.id) === settled) live.joining.delete(config.id);
+      if (live.joining.get(config.id)?.settled === settled) live.joining.delete(config.id);
     });
     return joining;
   }
@@ -4006,7 +4025,7 @@ export class SessionEngine {
     }
     // Only what the agent declared at initialize (MCP: use only negotiated capabilities). An upstream process shared
     // by several sessions, or one that ignores the capabilities it was given, may still ask.
-    const gap = clientCapabilityGap(request.method, request.params, record.clientCapabilities);
+    const gap = clientCapabilityGap(request.method, request.params, clientCapabilitiesIn(record));
     if (gap !== undefined) return Promise.reject(new UpstreamRpcError(gap.code, gap.message));
     // In the shape the agent's protocol version defines (an upstream may speak a newer one), or refused.
     if (request.params !== undefined && isBefore(record.protocolVersion, ADAPTED_REQUESTS_BEFORE)) {
@@ -4429,7 +4448,7 @@ export class SessionEngine {
     if (notification.method === 'notifications/message') return isObject(this.capabilitiesOf(live.record)['logging']);
     // It ends a url-mode elicitation, which only an agent that declared `elicitation.url` was ever relayed.
     if (notification.method === 'notifications/elicitation/complete') {
-      const elicitation = live.record.clientCapabilities?.['elicitation'];
+      const elicitation = clientCapabilitiesIn(live.record)['elicitation'];
       return isObject(elicitation) && isObject(elicitation['url']);
     }
     const area = LIST_CHANGED_AREA.get(notification.method);

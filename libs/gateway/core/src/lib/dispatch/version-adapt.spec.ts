@@ -345,6 +345,11 @@ describe('clientCapabilitiesOf', () => {
     expect(declared.elicitation).toEqual({ form: {}, url: {} });
   });
 
+  it('cuts elicitation altogether for a 2025-06-18 agent that named url mode only (it declared no form)', () => {
+    expect(clientCapabilitiesOf({ elicitation: { url: {} }, roots: {} }, '2025-06-18')).toEqual({ roots: {} });
+    expect(clientCapabilitiesOf({ elicitation: { form: {} } }, '2025-06-18')).toEqual({ elicitation: {} });
+  });
+
   it.each(['2025-03-26', '2024-11-05'])('cuts elicitation altogether for a %s agent', (version) => {
     expect(clientCapabilitiesOf(declared, version)).toEqual({ roots: { listChanged: true }, sampling: {}, experimental: { x: {} } });
     expect(clientCapabilitiesOf({ roots: {} }, version)).toEqual({ roots: {} });

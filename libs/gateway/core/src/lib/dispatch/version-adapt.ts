@@ -178,7 +178,8 @@ const CLIENT_FEATURES_SINCE = '2025-11-25';
  * The client capabilities an agent on `version` declared (`declared`), cut to what that version defines: an agent is
  * sent requests of its version's methods only, whatever its capabilities object names (the SDK's client declares what
  * its application registered, at any version it speaks), and upstreams are offered no more. Elicitation goes before
- * 2025-06-18; its `url` mode, and sampling's `tools` and `context`, before 2025-11-25. `declared` itself when nothing
+ * 2025-06-18; its `url` mode (and elicitation altogether when that was the only mode named), and sampling's `tools` and
+ * `context`, before 2025-11-25. `declared` itself when nothing
  * is cut. Before, a 2025-03-26 agent that named `elicitation` was sent `elicitation/create`, which its version lacks.
  */
 export function clientCapabilitiesOf(declared: Record<string, unknown>, version: string): Record<string, unknown> {
@@ -187,9 +188,11 @@ export function clientCapabilitiesOf(declared: Record<string, unknown>, version:
   const elicitation = declared['elicitation'];
   if (isBefore(version, ELICITATION_SINCE)) delete out['elicitation'];
   else if (isObject(elicitation) && ('url' in elicitation || 'form' in elicitation)) {
-    // A 2025-06-18 client's elicitation is form mode, whatever it says of modes.
-    const { url: _url, form: _form, ...rest } = elicitation;
-    out['elicitation'] = rest;
+    // A 2025-06-18 client's elicitation is form mode. One that named url mode only declared no form: it has none its
+    // version can be sent (found by re-review: `{ url: {} }` cut to `{}` read as form mode).
+    const { url: _url, form, ...rest } = elicitation;
+    if (form === undefined) delete out['elicitation'];
+    else out['elicitation'] = rest;
   }
   const sampling = declared['sampling'];
   if (isObject(sampling) && ('tools' in sampling || 'context' in sampling)) {
