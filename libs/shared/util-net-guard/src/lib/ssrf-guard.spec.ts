@@ -293,11 +293,12 @@ describe('createGuardedLookup', () => {
       look('b', 'api-2.b.example');
       expect(askedNames().slice(4)).toEqual(['api-2.b.example']);
       // The resolver gives up on A's first name at last: A's next name gets the slot, and the name that got stuck and
-      // failed fails at once for a while, without a lookup (it would take A's slots again with every new socket).
+      // failed fails at once for a while, as the resolver said, without a lookup (it would take A's slots again with
+      // every new socket).
       asked[0]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
       expect(askedNames().slice(4)).toEqual(['api-2.b.example', 'never-5.a.example']);
       look('a', 'never-1.a.example');
-      expect(codeOf('a', 'never-1.a.example')).toBe('ETIMEOUT');
+      expect(codeOf('a', 'never-1.a.example')).toBe('EAI_AGAIN');
       expect(asked).toHaveLength(6);
       // Once that while is over, it is looked up again when A has a slot.
       await vi.advanceTimersByTimeAsync(SLOW_NAME_MS);
@@ -305,6 +306,59 @@ describe('createGuardedLookup', () => {
       expect(asked).toHaveLength(6);
       asked[2]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
       expect(askedNames().at(-1)).toBe('never-1.a.example');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  // Found by re-review: only a late failure marked a name slow, so past the deadline the dead name was looked up again
+  // beside its own lookup, and the tenant's healthy name waited behind both.
+  it("fails at once a name that ran out of time while its lookup runs on: not looked up beside it, and its tenant's healthy name goes", async () => {
+    vi.useFakeTimers();
+    try {
+      const { askedNames, look, codeOf, results } = stuckResolver();
+      look('a', 'dead.a.example');
+      await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
+      expect(codeOf('a', 'dead.a.example')).toBe('ETIMEOUT');
+      look('a', 'dead.a.example');
+      expect(codeOf('a', 'dead.a.example')).toBe('ETIMEOUT');
+      look('a', 'api.a.example');
+      expect(askedNames()).toEqual(['dead.a.example', 'api.a.example']);
+      expect(results.get('a api.a.example')).toBe('pending');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('keeps the code of a stuck lookup\'s failure for the name, and forgets it on an answer; a late failure after a later answer says nothing', async () => {
+    vi.useFakeTimers();
+    try {
+      const { asked, askedNames, look, codeOf, results } = stuckResolver();
+      look('a', 'gone.example');
+      await vi.advanceTimersByTimeAsync(STUCK_LOOKUP_MS);
+      asked[0]?.answer(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }), []);
+      expect(codeOf('a', 'gone.example')).toBe('ENOTFOUND');
+      look('a', 'gone.example');
+      expect(codeOf('a', 'gone.example')).toBe('ENOTFOUND');
+      expect(asked).toHaveLength(1);
+      // Past the while: looked up again, and answered this time.
+      await vi.advanceTimersByTimeAsync(SLOW_NAME_MS);
+      look('a', 'gone.example');
+      asked[1]?.answer(null, [{ address: '93.184.215.14', family: 4 }]);
+      expect(results.get('a gone.example')).toBeNull();
+      // A lookup that ran past the deadline, whose name a later lookup resolved, fails late: the name stays usable.
+      look('b', 'flaky.example');
+      await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS);
+      expect(codeOf('b', 'flaky.example')).toBe('ETIMEOUT');
+      await vi.advanceTimersByTimeAsync(SLOW_NAME_MS);
+      look('b', 'flaky.example');
+      expect(askedNames().at(-1)).toBe('flaky.example');
+      asked.at(-1)?.answer(null, [{ address: '93.184.215.15', family: 4 }]);
+      asked[2]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
+      await vi.advanceTimersByTimeAsync(3_000);
+      look('b', 'flaky.example');
+      expect(askedNames().at(-1)).toBe('flaky.example');
+      expect(asked).toHaveLength(5);
     } finally {
       vi.useRealTimers();
     }

@@ -256,8 +256,15 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
   }
   interface Turn { readonly pending: Pending; readonly name: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }
   const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
-  /** Names whose lookups got stuck and failed, until when they fail at once (`SLOW_NAME_MS`). */
-  const slow = new Map<string, number>();
+  /**
+   * Names whose lookups got stuck and failed, or ran out of time while running, until when they fail at once with the
+   * same code (`SLOW_NAME_MS`). An answer for the name takes it out.
+   */
+  const slow = new Map<string, { readonly until: number; readonly code: string }>();
+  const markSlow = (name: string, code: string): void => {
+    if (slow.size >= 1_000) slow.clear();
+    slow.set(name, { until: now() + SLOW_NAME_MS, code });
+  };
   const waiting = new Map<string, Pending>();
   /** Per key, its names waiting for a turn, oldest first; keys in the order they get their next turn. */
   const turns = new Map<string, Turn[]>();
@@ -301,6 +308,7 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
       inFlightPerKey.set(key, held);
       let stuck = false;
       let answered = false;
+      const startedAt = now();
       // Stuck: the key's next name may go beside it (the key's other upstreams are not held up by its dead one).
       const stuckTimer = setTimeout(() => {
         if (answered) return;
@@ -317,11 +325,11 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
         held.all -= 1;
         if (!stuck) held.fresh -= 1;
         if (held.all === 0 && inFlightPerKey.get(key) === held) inFlightPerKey.delete(key);
-        if (error !== null && (stuck || turn.pending.state === 'settled')) {
-          if (slow.size >= 1_000) slow.clear();
-          slow.set(turn.name, now() + SLOW_NAME_MS);
-        }
+        // A late failure says nothing once a later lookup of the name was answered (found by re-review).
+        const answeredSince = (kept.get(turn.name)?.at ?? Number.NEGATIVE_INFINITY) >= startedAt;
+        if (error !== null && stuck && !answeredSince) markSlow(turn.name, error.code ?? 'ETIMEOUT');
         if (error === null) {
+          slow.delete(turn.name);
           // Bounded: names come from configured upstreams, but an old entry goes whenever the map grows large.
           if (kept.size >= 1_000) kept.clear();
           kept.set(turn.name, { at: now(), addresses });
@@ -339,12 +347,12 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
       done(null, hit.addresses);
       return;
     }
-    const slowUntil = slow.get(name);
-    if (slowUntil !== undefined) {
-      if (now() < slowUntil) {
+    const lately = slow.get(name);
+    if (lately !== undefined) {
+      if (now() < lately.until) {
         // Its own failure, as the lookup that ran out of time was (the upstream's circuit counts it).
-        const failed: NodeJS.ErrnoException = new Error('the host name was not resolved in time lately');
-        failed.code = 'ETIMEOUT';
+        const failed: NodeJS.ErrnoException = new Error('the host name could not be resolved lately');
+        failed.code = lately.code;
         done(failed, []);
         return;
       }
@@ -359,6 +367,9 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
         // A name that never got its turn (its tenant's slot held by another of its names) says nothing of its own
         // upstream: it must not count against that upstream's circuit, as a lookup that ran out of time does.
         const queued = created.state === 'waiting';
+        // Ran out of time while its lookup runs on: the next socket fails at once rather than look it up again beside it,
+        // holding the tenant's other slot (found by re-review: its healthy names then waited behind two of the dead one).
+        if (created.state === 'resolving') markSlow(name, 'ETIMEOUT');
         const timedOut: NodeJS.ErrnoException = new Error(queued ? 'the host name waited too long for a lookup' : 'the host name was not resolved in time');
         timedOut.code = queued ? LOOKUP_QUEUED : 'ETIMEOUT';
         settle(name, created, timedOut, []);
