@@ -86,6 +86,12 @@ const tools = {
     send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `looked up ${args.query}` } });
     return text('done');
   },
+  // Answers a task-augmented call with its task at once, then works on it for `ms` and logs what it did.
+  taskedlog: (args) => {
+    setTimeout(() => send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `task looked up ${args.query}` } }), args.ms ?? 300);
+    const now = new Date().toISOString();
+    return { task: { taskId: 'task-log', status: 'working', createdAt: now, lastUpdatedAt: now, ttl: 60_000 } };
+  },
   // Answers a task-augmented call with its task at once (MCP 2025-11-25), then reports the task's progress under the
   // call's token, as a task's token stays valid for the task's lifetime.
   tasked: (_args, _id, meta) => {

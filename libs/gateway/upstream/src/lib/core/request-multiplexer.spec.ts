@@ -292,7 +292,9 @@ describe('RequestMultiplexer', () => {
     mux.handleResponse({ jsonrpc: '2.0', id: 3, result: { task: { taskId: 'y', status: 'working' } } });
     await again;
     mux.routeNotification(progress(3, 1));
-    mux.cancelOwner('a', 'session closed', new Error('closed'));
+    // Its task may run on at the server after it went (an hour at most, with no ttl named); another owner left nothing.
+    expect(mux.cancelOwner('a', 'session closed', new Error('closed'))).toBe(Date.now() + 60 * 60_000);
+    expect(mux.cancelOwner('b', 'session closed', new Error('closed'))).toBe(0);
     mux.routeNotification(progress(3, 2));
     expect(heard.map(([, n]) => n.params?.['progress'])).toEqual([1, 1]);
     expect(sent.filter((m) => m.method === 'notifications/cancelled')).toEqual([]);

@@ -27,6 +27,8 @@ interface Call<Owner> {
   readonly outlivesOwner: boolean;
   /** Task-augmented (MCP 2025-11-25): an answer that creates a task keeps its progress token valid (`taskTokens`). */
   readonly augmented: boolean;
+  /** How long it may run: once given up, the server may still work on it this long (`cancelOwner`). */
+  readonly timeoutMs: number;
 }
 
 /** A progress token of a call answered with a task, kept for the task's progress (`RequestMultiplexer.taskTokens`). */
@@ -40,6 +42,8 @@ interface TaskToken<Owner> {
 const MAX_TASK_TOKENS = 1_000;
 const MAX_TASK_TOKEN_MS = 24 * 60 * 60_000;
 const DEFAULT_TASK_TOKEN_MS = 60 * 60_000;
+/** The longest a task left behind by an owner that went counts as its work still running (`cancelOwner`). */
+const TASK_WORK_MS = DEFAULT_TASK_TOKEN_MS;
 
 /**
  * A write under way, for a transport where each message is an exchange of its own (legacy SSE's POSTs): `abort` lets
@@ -100,6 +104,8 @@ export class RequestMultiplexer<Owner> {
    * every later progress of the task dropped. Kept for the task's ttl (bounded), or until its owner goes.
    */
   private readonly taskTokens = new Map<number, TaskToken<Owner>>();
+  /** Per owner, until when calls of its that were given up (a timeout, its agent's cancellation) may still run. */
+  private readonly givenUp = new Map<Owner, number>();
 
   constructor(private readonly hooks: MultiplexerHooks<Owner>) {}
 
@@ -141,6 +147,7 @@ export class RequestMultiplexer<Owner> {
         written: undefined,
         outlivesOwner,
         augmented,
+        timeoutMs,
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
@@ -185,7 +192,8 @@ export class RequestMultiplexer<Owner> {
       call.reject(this.hooks.rpcError?.(error) ?? error);
     }
     else {
-      if (call.augmented && call.progressToken !== undefined) this.keepTaskToken(call, message.result);
+      // Kept with or without a token: a task is work of its owner's that runs on (`cancelOwner`).
+      if (call.augmented) this.keepTaskToken(call, message.result);
       call.resolve(this.hooks.result?.(message.result) ?? message.result);
     }
     return true;
@@ -233,7 +241,8 @@ export class RequestMultiplexer<Owner> {
   /** Progress under the token of a call answered with a task: to that call's owner, its own token restored. */
   private routeTaskProgress(token: number, notification: JsonRpcNotification): void {
     const kept = this.taskTokens.get(token);
-    if (kept === undefined) return;
+    // A task whose call carried no token has no progress to pass on (the number is no token the server was given).
+    if (kept === undefined || kept.progressToken === undefined) return;
     if (Date.now() >= kept.until) {
       this.taskTokens.delete(token);
       return;
@@ -292,20 +301,29 @@ export class RequestMultiplexer<Owner> {
   /**
    * Gives up on every call of an owner that is going (its session closed), telling the upstream as a timeout or an
    * abort does: on a connection other owners go on using, the server would otherwise run on tools whose results
-   * nobody will take. Never throws, whatever the connection's state. Returns how many calls it gave up.
+   * nobody will take. Never throws, whatever the connection's state. Returns until when work of the owner's may still
+   * run at the server (calls given up now or lately, tasks it created; 0 for none).
    */
   cancelOwner(owner: Owner, reason: string, error: unknown): number {
-    for (const [token, kept] of [...this.taskTokens]) if (kept.owner === owner) this.taskTokens.delete(token);
-    let given = 0;
+    const now = Date.now();
+    // What of the owner's may run on at the server after it went: its calls given up now or lately (a server may ignore
+    // the cancellation), and its tasks (found by re-review: a task, or a call its agent had cancelled, left nothing).
+    let until = this.givenUp.get(owner) ?? 0;
+    this.givenUp.delete(owner);
+    for (const [token, kept] of [...this.taskTokens]) {
+      if (kept.owner !== owner) continue;
+      this.taskTokens.delete(token);
+      until = Math.max(until, Math.min(kept.until, now + TASK_WORK_MS));
+    }
     for (const call of [...this.calls.values()]) {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
       if (call.owner !== owner || call.outlivesOwner || !this.calls.has(call.id)) continue;
       this.finish(call);
       call.written?.abort?.();
       this.cancelled(call, reason, error);
-      given += 1;
+      until = Math.max(until, now + call.timeoutMs);
     }
-    return given;
+    return until > now ? until : 0;
   }
 
   failAll(error: unknown): void {
@@ -329,7 +347,15 @@ export class RequestMultiplexer<Owner> {
     // Its message may still be on its way (a POST the upstream holds): let go of it.
     call.written?.abort?.();
     if (reason === 'timeout') this.hooks.onTimeout?.();
+    this.noteGivenUp(call);
     this.cancelled(call, reason, error);
+  }
+
+  /** A call given up may still run at the server for its timeout (see `cancelOwner`). */
+  private noteGivenUp(call: Call<Owner>): void {
+    const now = Date.now();
+    if (this.givenUp.size >= MAX_TASK_TOKENS) for (const [owner, until] of this.givenUp) if (until <= now) this.givenUp.delete(owner);
+    this.givenUp.set(call.owner, Math.max(this.givenUp.get(call.owner) ?? 0, now + call.timeoutMs));
   }
 
   /** A call we stopped waiting for: `notifications/cancelled` goes upstream (not for an initialize), then it fails. */

@@ -149,9 +149,9 @@ export function compatibilityOf(identity: ClientIdentity): string {
 export class StdioProcess {
   readonly owners = new Set<StdioOwner>();
   /**
-   * The principals whose sessions left this process with calls under way, until when that work may still run here (a
-   * call's timeout after they left: a server is free to ignore the cancellation). Whose messages tied to no call may be
-   * (`unshared`). Unknown principals are kept under ''.
+   * The principals whose sessions left this process with work that may still run here, until when it may: calls under
+   * way or given up lately (for their timeout: a server is free to ignore a cancellation), tasks they created (for the
+   * task's ttl, an hour at most). Whose messages tied to no call may be (`unshared`). Unknown principals are under ''.
    */
   private readonly departed = new Map<string, number>();
   /** The session that last told this process its roots changed, for ROOTS_ATTRIBUTION_MS: whose roots/list comes next. */
@@ -401,8 +401,13 @@ export class StdioProcess {
     if (!this.owners.delete(owner)) return;
     // Cancelled upstream too, not only failed here: the process serves other sessions (or waits to idle), and would run
     // on tools whose results nobody takes. Where it is gone or being stopped the write fails, quietly. A server may
-    // run them on all the same: for a call's timeout, what the process says tied to no call may be about them.
-    if (this.mux.cancelOwner(owner, 'session closed', errors.closed()) > 0) this.departed.set(owner.principal ?? '', Date.now() + this.ctx.config.callTimeoutMs);
+    // run them on all the same, and the tasks the session created: while they may, what the process says tied to no
+    // call may be about them.
+    const workUntil = this.mux.cancelOwner(owner, 'session closed', errors.closed());
+    if (workUntil > 0) {
+      const left = owner.principal ?? '';
+      this.departed.set(left, Math.max(this.departed.get(left) ?? 0, workUntil));
+    }
     this.lastActivity = Date.now();
     // What only this session wanted goes: its last subscriptions, and its log level if it was the most verbose.
     const { unsubscribe, level } = this.shared.leave(owner);

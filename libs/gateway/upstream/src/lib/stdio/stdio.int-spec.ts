@@ -374,6 +374,33 @@ describe('stdio upstreams', () => {
     await waitFor(() => heardAlone.some((n) => JSON.stringify(n).includes('bob-query')), 2_000);
   });
 
+  // Found by re-review: only calls in flight when the session left counted, not a task it created (its call answered)
+  // nor a call its agent had cancelled that the server works on.
+  it.each([
+    ['a task it created', async (alice: UpstreamSession) => {
+      await alice.request('tools/call', { name: 'taskedlog', arguments: { ms: 300, query: 'alice-task-secret' }, task: { ttl: 60_000 } });
+    }],
+    ['a call its agent cancelled, which the server works on', async (alice: UpstreamSession) => {
+      const controller = new AbortController();
+      const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 300, query: 'alice-cancelled-secret' } }, { signal: controller.signal }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      controller.abort();
+      await work;
+    }],
+  ])("keeps from the principal left alone the log messages of %s before its session left", async (_label, leaveWork) => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const alice = await open(c, config, 'tenant-test:agent_client:alice');
+    const bob = await open(c, config, 'tenant-test:agent_client:bob');
+    const heardByBob: JsonRpcNotification[] = [];
+    bob.onNotification((n) => void heardByBob.push(n));
+    await leaveWork(alice);
+    await alice.close();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(textOf(await call(bob, 'pid'))).toMatch(/^\d+$/);
+    expect(JSON.stringify(heardByBob)).not.toContain('alice-');
+  });
+
   it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
