@@ -90,6 +90,8 @@ export class CallResponse extends Exchange {
   private hold: CallHold | undefined;
   /** How long a 400's body is waited for (`refusal`): decided on what came by then. */
   private refusalTimer: NodeJS.Timeout | undefined;
+  /** How much of a 400's body is read: its reason, or (JSON) an error answering the call (`rejectStatus`). */
+  private refusalLimit = MAX_REFUSAL_BYTES;
 
   /** `resumedFrom`: the event id this exchange (a GET) resumes the call's stream from. */
   constructor(
@@ -125,7 +127,7 @@ export class CallResponse extends Exchange {
       }
     }
     if (status !== 200) {
-      this.rejectStatus(status);
+      this.rejectStatus(status, headers);
       return;
     }
     this.taken = true;
@@ -143,7 +145,8 @@ export class CallResponse extends Exchange {
     if (this.body === 'refusal') {
       this.chunks.push(chunk);
       this.size += chunk.length;
-      if (this.size >= MAX_REFUSAL_BYTES) {
+      // At most MAX_OWN_ERROR_BYTES: within what any call may hold uncounted (FREE_BYTES_PER_CALL).
+      if (this.size >= this.refusalLimit) {
         this.finished = true;
         this.bodyDone();
         this.refused();
@@ -226,7 +229,7 @@ export class CallResponse extends Exchange {
     return true;
   }
 
-  private rejectStatus(status: number): void {
+  private rejectStatus(status: number, headers: RawHeaders): void {
     if (status === 404 && this.handlers.hasSession) {
       this.sessionForgotten();
       return;
@@ -237,6 +240,9 @@ export class CallResponse extends Exchange {
     // also be the call's own JSON-RPC error, which is the upstream's answer to pass on.
     if (status === 400 && this.resumedFrom === undefined) {
       this.body = 'refusal';
+      // A JSON body may be the call's own error with a whole validation report in its data: read as far as an answer
+      // may go (found by re-review: cut at 4 KiB, it was no JSON, and became "HTTP 400" or even a refused session).
+      if (mediaTypeOf(headerValue(headers, 'content-type')) === 'application/json') this.refusalLimit = Math.min(this.handlers.maxBytes, MAX_OWN_ERROR_BYTES);
       // A body that never ends is not waited for: decided on what came (re-review: the call hung to its timeout).
       this.refusalTimer = setTimeout(() => {
         if (this.finished) return;
@@ -274,14 +280,15 @@ export class CallResponse extends Exchange {
     const { chunks } = this;
     this.chunks = [];
     if (this.answered) return;
-    const reason = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BYTES).toString('utf8');
-    if (this.handlers.hasSession && refusesSession(reason, this.id ?? undefined)) {
-      this.sessionForgotten();
-      return;
-    }
-    const own = this.id === null ? undefined : ownErrorIn(reason, this.id);
+    const body = Buffer.concat(chunks).subarray(0, this.refusalLimit);
+    // The call's own error first: whatever it says of a session, it answers the call.
+    const own = this.id === null ? undefined : ownErrorIn(body.toString('utf8'), this.id);
     if (own !== undefined) {
       this.settleWith(own);
+      return;
+    }
+    if (this.handlers.hasSession && refusesSession(body.subarray(0, MAX_REFUSAL_BYTES).toString('utf8'), this.id ?? undefined)) {
+      this.sessionForgotten();
       return;
     }
     this.handlers.reachable(true);
@@ -400,6 +407,9 @@ export class CallResponse extends Exchange {
     if (!this.finished) this.linger();
   }
 }
+
+/** The most of a 400's JSON body read for an error answering the call (a validation report in its data). */
+const MAX_OWN_ERROR_BYTES = FREE_BYTES_PER_CALL;
 
 /** A JSON-RPC error answering request `id`, if `text` is one (a single message, not a batch); else undefined. */
 function ownErrorIn(text: string, id: string | number): JsonRpcResponse | undefined {

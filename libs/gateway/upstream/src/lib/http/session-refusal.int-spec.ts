@@ -123,4 +123,19 @@ describe("a 400 carrying the call's own JSON-RPC error", () => {
     const other = await connected(nullId, refuseGet, 10_000, [], null);
     expect(await outcomeOf(other.session.request('tools/call', { name: 'fetch', arguments: {} }))).toBe('protocol_error');
   });
+
+  // Found by re-review: the body was read to 4 KiB only, so an error with a validation report in its data was no JSON.
+  it.each([
+    ['from an upstream without sessions', 'Invalid params', null],
+    ['mentioning a session, without the live upstream session taken as forgotten', "Invalid params: unknown session 'browser-7'", 'sdk-session-1'],
+  ])("is passed on with data past 4 KiB, %s", async (_label, message, sessionId) => {
+    const bigOwnError = (id: number, res: ServerResponse) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      const issues = Array.from({ length: 120 }, (_, n) => ({ path: ['arguments', `field_${n}`], message: 'Expected string, received number' }));
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32602, message, data: { issues } } }));
+    };
+    const { session, closed } = await connected(bigOwnError, refuseGet, 10_000, [], sessionId);
+    await expect(session.request('tools/call', { name: 'fetch', arguments: {} })).rejects.toMatchObject({ code: -32602, message, data: { issues: expect.arrayContaining([expect.objectContaining({ path: ['arguments', 'field_119'] })]) } });
+    expect(closed()).toBe(0);
+  });
 });
