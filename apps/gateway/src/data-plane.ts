@@ -106,6 +106,16 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
   // snapshot's reload, which may come before the pins' (found by review: the agent listed, saw nothing, and was never
   // told again).
   const pinsChangedFor = new Set<string>();
+  // Both refreshers load the pins, at once on every upstreams notice: a load that began before the pins in force were
+  // read is not swapped in over them (it put an older state back for a moment, now told to agents as a change; found
+  // by re-review).
+  let pinLoadsStarted = 0;
+  let pinLoadInForce = 0;
+  const replacePins = (load: number, pins: Awaited<ReturnType<typeof loadToolPins>>): ReadonlySet<string> => {
+    if (load < pinLoadInForce) return new Set();
+    pinLoadInForce = load;
+    return toolPins.replace(pins.rows, pins.requireApproval, pins.known);
+  };
   const tenantsOf = (upstreamIds: Iterable<string>): Set<string> => {
     const tenants = new Set<string>();
     for (const upstreamId of upstreamIds) {
@@ -178,8 +188,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       load: async () => {
         // The pins first, in the same refresh: an upstream must never be in the registry before its pins are known (the
         // pinning hooks hold an upstream they do not know of, so a pin load that lags only hides it for a moment).
+        const pinLoad = ++pinLoadsStarted;
         const [upstreams, pinned] = systemDb ? await Promise.all([loadUpstreams(systemDb, keyring, logger, { stdioCommands }), loadToolPins(systemDb)]) : [[], EMPTY_PINS];
-        const pinsChanged = toolPins.replace(pinned.rows, pinned.requireApproval, pinned.known);
+        const pinsChanged = replacePins(pinLoad, pinned);
         const changed = registry.replace(upstreams, (upstream, reason) =>
           logger.error({ upstream: upstream.name, upstreamId: upstream.id, tenantId: upstream.tenantId, reason }, 'upstream rejected'),
         );
@@ -206,8 +217,9 @@ export async function startDataPlane(app: FastifyInstance, deps: DataPlaneDeps):
       intervalMs: config.mcp.snapshotRefreshMs,
       logger,
       load: async () => {
+        const pinLoad = ++pinLoadsStarted;
         const loaded = systemDb ? await loadToolPins(systemDb) : EMPTY_PINS;
-        for (const tenantId of tenantsOf(toolPins.replace(loaded.rows, loaded.requireApproval, loaded.known))) pinsChangedFor.add(tenantId);
+        for (const tenantId of tenantsOf(replacePins(pinLoad, loaded))) pinsChangedFor.add(tenantId);
       },
       loaded: () => announcePinChanges(new Set()),
     }),
