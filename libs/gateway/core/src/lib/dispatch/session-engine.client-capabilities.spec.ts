@@ -28,6 +28,21 @@ const form = (id: number): JsonRpcRequest => ({
   params: { message: 'pick', requestedSchema: { type: 'object', properties: { name: { type: 'string' } } } },
 });
 
+/**
+ * An upstream's form elicitation (request `id`) while the agent of `record` listens on `engine`: what the agent was sent,
+ * and the code the upstream was answered with ('pending' when none came within 200 ms).
+ */
+async function elicitedThrough(engine: ReturnType<typeof makeEngine>, connector: FakeConnector, record: SessionRecord, id: number) {
+  const toAgent: unknown[] = [];
+  engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
+  const outcome = connector.ask('u1', form(id)).then(
+    () => 0,
+    (error: { code: number }) => error.code,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return { toAgent, answered: await Promise.race([outcome, new Promise((resolve) => setTimeout(() => resolve('pending'), 200))]) };
+}
+
 describe('client capabilities cut to the agent\'s version', () => {
   // A session stored by a replica of the previous version (a rolling deploy, or any session older than the deploy)
   // keeps the capabilities as declared.
@@ -41,29 +56,13 @@ describe('client capabilities cut to the agent\'s version', () => {
     const replica = makeEngine({ registry, connector, sessions });
     const onReplica = await recordOn(replica, record.id, principal);
     expect('result' in (await replica.request(onReplica, req('tools/list'), NO_STREAM, 'trace'))).toBe(true);
-    const toAgent: unknown[] = [];
-    replica.attachStandalone(onReplica, { canStream: true, send: (m) => toAgent.push(m) > 0 });
-    const outcome = connector.ask('u1', form(2)).then(
-      () => 0,
-      (error: { code: number }) => error.code,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(toAgent).toEqual([]);
-    expect(await Promise.race([outcome, new Promise((resolve) => setTimeout(() => resolve('pending'), 200))])).toBe(-32601);
+    expect(await elicitedThrough(replica, connector, onReplica, 2)).toEqual({ toAgent: [], answered: -32601 });
   });
 
   it('does not send a form to a 2025-06-18 agent that named url-mode elicitation only: it has no elicitation its version can be sent', async () => {
     const { registry, connector, sessions } = setUp();
     const engine = makeEngine({ registry, connector, sessions });
     const { record } = await openSession(engine, { protocolVersion: '2025-06-18', capabilities: { elicitation: { url: {} } } });
-    const toAgent: unknown[] = [];
-    engine.attachStandalone(record, { canStream: true, send: (m) => toAgent.push(m) > 0 });
-    const outcome = connector.ask('u1', form(1)).then(
-      () => 0,
-      (error: { code: number }) => error.code,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(toAgent).toEqual([]);
-    expect(await Promise.race([outcome, new Promise((resolve) => setTimeout(() => resolve('pending'), 200))])).toBe(-32601);
+    expect(await elicitedThrough(engine, connector, record, 1)).toEqual({ toAgent: [], answered: -32601 });
   });
 });

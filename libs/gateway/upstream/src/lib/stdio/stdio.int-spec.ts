@@ -349,36 +349,17 @@ describe('stdio upstreams', () => {
     expect(seenByB.filter((n) => n.method === 'notifications/progress')).toEqual([]);
   });
 
-  // Found by review: only the sessions on the process counted, not whose work was still running there.
-  it("keeps from the principal left alone on a process the log messages of the work of another principal's session that just left", async () => {
-    const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
-    const alice = await open(c, config, 'tenant-test:agent_client:alice');
-    const bob = await open(c, config, 'tenant-test:agent_client:bob');
-    const heardByBob: JsonRpcNotification[] = [];
-    bob.onNotification((n) => void heardByBob.push(n));
-    const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 300, query: 'alice-private-query' } }).catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    await alice.close();
-    await work;
-    // The work's log line came by now: a later call of Bob's shows the process was read past it.
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    expect(textOf(await call(bob, 'pid'))).toMatch(/^\d+$/);
-    expect(JSON.stringify(heardByBob)).not.toContain('alice-private-query');
-    // Bob's own work's messages still reach him, as the only principal on the process and of the work under way.
-    const own = connector({ maxStdioProcessesPerUpstream: 1 });
-    const alone = await open(own, config, 'tenant-test:agent_client:bob');
-    const heardAlone: JsonRpcNotification[] = [];
-    alone.onNotification((n) => void heardAlone.push(n));
-    await alone.request('tools/call', { name: 'worklog', arguments: { ms: 10, query: 'bob-query' } });
-    await waitFor(() => heardAlone.some((n) => JSON.stringify(n).includes('bob-query')), 2_000);
-  });
-
-  // Found by re-review: only calls in flight when the session left counted, not a task it created (its call answered)
-  // nor a call its agent had cancelled that the server works on.
-  it.each([
+  // Found by review (a call under way) and re-review (a task, a call its agent had cancelled): only the sessions on the
+  // process counted, then only calls in flight when the session left, not whose work was still running there.
+  it.each<[string, (alice: UpstreamSession) => Promise<{ work?: Promise<unknown> }>]>([
+    ['a call still under way', async (alice: UpstreamSession) => {
+      const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 300, query: 'alice-private-query' } }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { work };
+    }],
     ['a task it created', async (alice: UpstreamSession) => {
       await alice.request('tools/call', { name: 'taskedlog', arguments: { ms: 300, query: 'alice-task-secret' }, task: { ttl: 60_000 } });
+      return {};
     }],
     ['a call its agent cancelled, which the server works on', async (alice: UpstreamSession) => {
       const controller = new AbortController();
@@ -386,19 +367,30 @@ describe('stdio upstreams', () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
       controller.abort();
       await work;
+      return {};
     }],
-  ])("keeps from the principal left alone the log messages of %s before its session left", async (_label, leaveWork) => {
+  ])("keeps from the principal left alone on a process the log messages of %s of another principal's session that left", async (_label, leaveWork) => {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
     const config = fixtureConfig();
     const alice = await open(c, config, 'tenant-test:agent_client:alice');
     const bob = await open(c, config, 'tenant-test:agent_client:bob');
     const heardByBob: JsonRpcNotification[] = [];
     bob.onNotification((n) => void heardByBob.push(n));
-    await leaveWork(alice);
+    const { work } = await leaveWork(alice);
     await alice.close();
+    await work;
+    // The work's log line came by now: a later call of Bob's shows the process was read past it.
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(textOf(await call(bob, 'pid'))).toMatch(/^\d+$/);
     expect(JSON.stringify(heardByBob)).not.toContain('alice-');
+  });
+
+  it("passes a process's log messages about its own work to the principal alone on it", async () => {
+    const alone = await open(connector({ maxStdioProcessesPerUpstream: 1 }), fixtureConfig(), 'tenant-test:agent_client:bob');
+    const heard: JsonRpcNotification[] = [];
+    alone.onNotification((n) => void heard.push(n));
+    await alone.request('tools/call', { name: 'worklog', arguments: { ms: 10, query: 'bob-query' } });
+    await waitFor(() => heard.some((n) => JSON.stringify(n).includes('bob-query')), 2_000);
   });
 
   it('keeps subscriptions and log levels apart for the sessions sharing one process', async () => {
