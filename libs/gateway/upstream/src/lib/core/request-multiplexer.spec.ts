@@ -299,4 +299,52 @@ describe('RequestMultiplexer', () => {
     expect(heard.map(([, n]) => n.params?.['progress'])).toEqual([1, 1]);
     expect(sent.filter((m) => m.method === 'notifications/cancelled')).toEqual([]);
   });
+
+  // Found by re-review: the work counted for an owner outlived the connection it ran on, tokenless tasks took the
+  // places of tokens, and an owner that had left was noted again by a call outliving it.
+  describe('the work an owner leaves behind', () => {
+    const taskAnswer = (id: number) => ({ jsonrpc: '2.0' as const, id, result: { task: { taskId: `t${id}`, status: 'working', ttl: 60_000 } } });
+    const withTaskProgress = () => {
+      const heard: [string, JsonRpcNotification][] = [];
+      const mux = new RequestMultiplexer<string>({ write: () => undefined, taskProgress: (owner, n) => void heard.push([owner, n]) });
+      return { mux, heard };
+    };
+
+    it('is none once the connection died (failAll): its tasks and given-up calls went with it', async () => {
+      vi.useFakeTimers();
+      const { mux } = withTaskProgress();
+      const tasked = mux.request('a', 'tools/call', { name: 't', task: { ttl: 60_000 } }, undefined, 1_000);
+      mux.handleResponse(taskAnswer(1));
+      await tasked;
+      const slow = mux.request('a', 'tools/call', { name: 'slow' }, undefined, 30_000).catch(() => undefined);
+      await vi.advanceTimersByTimeAsync(30_000);
+      await slow;
+      mux.failAll(new Error('closed'));
+      expect(mux.cancelOwner('a', 'session closed', new Error('closed'))).toBe(0);
+    });
+
+    it('counts a task created without a progress token, which takes no token\'s place', async () => {
+      vi.useFakeTimers();
+      const { mux, heard } = withTaskProgress();
+      void mux.request('b', 'tools/call', { name: 't', task: {}, _meta: { progressToken: 'mine' } }, undefined, 1_000);
+      mux.handleResponse(taskAnswer(1));
+      for (let i = 0; i < 1_000; i += 1) {
+        void mux.request('a', 'tools/call', { name: 't', task: {} }, undefined, 1_000);
+        mux.handleResponse(taskAnswer(i + 2));
+      }
+      mux.routeNotification({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } });
+      expect(heard.map(([owner]) => owner)).toEqual(['b']);
+      expect(mux.cancelOwner('a', 'session closed', new Error('closed'))).toBe(Date.now() + 60_000);
+    });
+
+    it('is not noted again for an owner that left, when its call that outlives it times out', async () => {
+      vi.useFakeTimers();
+      const { mux } = withTaskProgress();
+      const subscribe = mux.request('a', 'resources/subscribe', { uri: 'x' }, undefined, 1_000, true).catch(() => undefined);
+      expect(mux.cancelOwner('a', 'session closed', new Error('closed'))).toBe(0);
+      await vi.advanceTimersByTimeAsync(1_000);
+      await subscribe;
+      expect(mux.cancelOwner('a', 'session closed', new Error('closed'))).toBe(0);
+    });
+  });
 });

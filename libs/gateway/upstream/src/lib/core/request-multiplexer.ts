@@ -104,8 +104,12 @@ export class RequestMultiplexer<Owner> {
    * every later progress of the task dropped. Kept for the task's ttl (bounded), or until its owner goes.
    */
   private readonly taskTokens = new Map<number, TaskToken<Owner>>();
-  /** Per owner, until when calls of its that were given up (a timeout, its agent's cancellation) may still run. */
-  private readonly givenUp = new Map<Owner, number>();
+  /**
+   * Per owner, until when work of its may still run at the server: calls given up (a timeout, its agent's cancellation;
+   * not those that outlive their owner) and tasks it created (those with a token are in `taskTokens` too). Emptied
+   * when the connection's work dies with it (`failAll`) and for an owner that goes (`cancelOwner`).
+   */
+  private readonly workUntil = new Map<Owner, number>();
 
   constructor(private readonly hooks: MultiplexerHooks<Owner>) {}
 
@@ -192,7 +196,6 @@ export class RequestMultiplexer<Owner> {
       call.reject(this.hooks.rpcError?.(error) ?? error);
     }
     else {
-      // Kept with or without a token: a task is work of its owner's that runs on (`cancelOwner`).
       if (call.augmented) this.keepTaskToken(call, message.result);
       call.resolve(this.hooks.result?.(message.result) ?? message.result);
     }
@@ -205,8 +208,14 @@ export class RequestMultiplexer<Owner> {
     if (typeof task !== 'object' || task === null || typeof (task as Record<string, unknown>)['taskId'] !== 'string') return;
     const ttl = (task as Record<string, unknown>)['ttl'];
     const lasts = typeof ttl === 'number' && Number.isFinite(ttl) && ttl > 0 ? Math.min(ttl, MAX_TASK_TOKEN_MS) : DEFAULT_TASK_TOKEN_MS;
+    const now = Date.now();
+    // Work of its owner's that runs on, with or without a token (`cancelOwner`).
+    this.noteWork(call.owner, now + Math.min(lasts, TASK_WORK_MS));
+    // Only a task whose call carried a token has progress to route (a tokenless one takes no place here: found by
+    // re-review, a session creating many pushed out other sessions' tokens).
+    if (call.progressToken === undefined) return;
     if (this.taskTokens.size >= MAX_TASK_TOKENS) this.taskTokens.delete(this.taskTokens.keys().next().value as number);
-    this.taskTokens.set(call.id, { owner: call.owner, progressToken: call.progressToken, until: Date.now() + lasts });
+    this.taskTokens.set(call.id, { owner: call.owner, progressToken: call.progressToken, until: now + lasts });
   }
 
   /**
@@ -241,8 +250,7 @@ export class RequestMultiplexer<Owner> {
   /** Progress under the token of a call answered with a task: to that call's owner, its own token restored. */
   private routeTaskProgress(token: number, notification: JsonRpcNotification): void {
     const kept = this.taskTokens.get(token);
-    // A task whose call carried no token has no progress to pass on (the number is no token the server was given).
-    if (kept === undefined || kept.progressToken === undefined) return;
+    if (kept === undefined) return;
     if (Date.now() >= kept.until) {
       this.taskTokens.delete(token);
       return;
@@ -308,13 +316,9 @@ export class RequestMultiplexer<Owner> {
     const now = Date.now();
     // What of the owner's may run on at the server after it went: its calls given up now or lately (a server may ignore
     // the cancellation), and its tasks (found by re-review: a task, or a call its agent had cancelled, left nothing).
-    let until = this.givenUp.get(owner) ?? 0;
-    this.givenUp.delete(owner);
-    for (const [token, kept] of [...this.taskTokens]) {
-      if (kept.owner !== owner) continue;
-      this.taskTokens.delete(token);
-      until = Math.max(until, Math.min(kept.until, now + TASK_WORK_MS));
-    }
+    let until = this.workUntil.get(owner) ?? 0;
+    this.workUntil.delete(owner);
+    for (const [token, kept] of [...this.taskTokens]) if (kept.owner === owner) this.taskTokens.delete(token);
     for (const call of [...this.calls.values()]) {
       // Settled meanwhile by what an earlier cancellation's write set off: nothing left to end.
       if (call.owner !== owner || call.outlivesOwner || !this.calls.has(call.id)) continue;
@@ -327,6 +331,10 @@ export class RequestMultiplexer<Owner> {
   }
 
   failAll(error: unknown): void {
+    // The connection's work ends with it (a process that exited): no task or given-up call of anyone's runs on there
+    // (found by re-review: a session leaving after a restart still counted its old work, for up to an hour).
+    this.taskTokens.clear();
+    this.workUntil.clear();
     for (const call of [...this.calls.values()]) {
       call.written?.abort?.();
       this.fail(call.id, error);
@@ -347,15 +355,17 @@ export class RequestMultiplexer<Owner> {
     // Its message may still be on its way (a POST the upstream holds): let go of it.
     call.written?.abort?.();
     if (reason === 'timeout') this.hooks.onTimeout?.();
-    this.noteGivenUp(call);
+    // A call given up may still run at the server for its timeout. Not one that outlives its owner: that owner may be
+    // gone for good, and would be held here (found by re-review).
+    if (!call.outlivesOwner) this.noteWork(call.owner, Date.now() + call.timeoutMs);
     this.cancelled(call, reason, error);
   }
 
-  /** A call given up may still run at the server for its timeout (see `cancelOwner`). */
-  private noteGivenUp(call: Call<Owner>): void {
+  /** Work of `owner`'s may run at the server until `until` (see `cancelOwner`); expired entries go as others come. */
+  private noteWork(owner: Owner, until: number): void {
     const now = Date.now();
-    if (this.givenUp.size >= MAX_TASK_TOKENS) for (const [owner, until] of this.givenUp) if (until <= now) this.givenUp.delete(owner);
-    this.givenUp.set(call.owner, Math.max(this.givenUp.get(call.owner) ?? 0, now + call.timeoutMs));
+    for (const [other, at] of this.workUntil) if (at <= now) this.workUntil.delete(other);
+    this.workUntil.set(owner, Math.max(this.workUntil.get(owner) ?? 0, until));
   }
 
   /** A call we stopped waiting for: `notifications/cancelled` goes upstream (not for an initialize), then it fails. */
