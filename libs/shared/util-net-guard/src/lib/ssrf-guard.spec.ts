@@ -364,6 +364,29 @@ describe('createGuardedLookup', () => {
     }
   });
 
+  it('does not mark a name that waited for its turn and had run only a moment at the deadline', async () => {
+    vi.useFakeTimers();
+    try {
+      const { asked, askedNames, look, results } = stuckResolver();
+      look('a', 'dead-1.a.example');
+      await vi.advanceTimersByTimeAsync(STUCK_LOOKUP_MS);
+      look('a', 'dead-2.a.example');
+      await vi.advanceTimersByTimeAsync(STUCK_LOOKUP_MS);
+      look('a', 'late.a.example');
+      await vi.advanceTimersByTimeAsync(LOOKUP_DEADLINE_MS - 300);
+      // One of A's dead names gives up: its late name gets its turn, 300 ms before its deadline.
+      asked[0]?.answer(Object.assign(new Error('no answer'), { code: 'EAI_AGAIN' }), []);
+      expect(askedNames().at(-1)).toBe('late.a.example');
+      await vi.advanceTimersByTimeAsync(400);
+      expect((results.get('a late.a.example') as NodeJS.ErrnoException).code).toBe('ETIMEOUT');
+      // Asked for again, it waits for a turn rather than failing at once.
+      look('a', 'late.a.example');
+      expect(results.get('a late.a.example')).toBe('pending');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('takes turns between tenants waiting for a lookup: one with many names waiting does not queue another behind them all', () => {
     const { asked, askedNames, look } = stuckResolver();
     look('a', 'never.a.example'); // holds one slot for good

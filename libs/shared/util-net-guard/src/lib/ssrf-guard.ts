@@ -253,6 +253,8 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
     /** The keys it waits for a turn under: whichever gets one first resolves it for all. */
     readonly keys: Set<string>;
     state: 'waiting' | 'resolving' | 'settled';
+    /** When its lookup began (`resolving`). */
+    resolvingSince?: number;
   }
   interface Turn { readonly pending: Pending; readonly name: string; readonly hostname: string; readonly family: number | undefined; readonly hints: number | undefined }
   const kept = new Map<string, { readonly at: number; readonly addresses: LookupAddress[] }>();
@@ -301,6 +303,7 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
       if (chosen === undefined) return;
       const { key, turn } = chosen;
       turn.pending.state = 'resolving';
+      turn.pending.resolvingSince = now();
       inFlight += 1;
       const held = inFlightPerKey.get(key) ?? { all: 0, fresh: 0 };
       held.all += 1;
@@ -369,7 +372,8 @@ export function createGuardedLookups(policy: NetworkPolicy, resolver: AddressRes
         const queued = created.state === 'waiting';
         // Ran out of time while its lookup runs on: the next socket fails at once rather than look it up again beside it,
         // holding the tenant's other slot (found by re-review: its healthy names then waited behind two of the dead one).
-        if (created.state === 'resolving') markSlow(name, 'ETIMEOUT');
+        // Not one that waited for its turn and has been running only a moment: that says nothing of the name yet.
+        if (created.state === 'resolving' && now() - (created.resolvingSince ?? 0) >= STUCK_LOOKUP_MS) markSlow(name, 'ETIMEOUT');
         const timedOut: NodeJS.ErrnoException = new Error(queued ? 'the host name waited too long for a lookup' : 'the host name was not resolved in time');
         timedOut.code = queued ? LOOKUP_QUEUED : 'ETIMEOUT';
         settle(name, created, timedOut, []);

@@ -3481,7 +3481,8 @@ export class SessionEngine {
       () => void this.joinFailed.delete(config.id),
       (error: unknown) => {
         const previous = this.joinFailed.get(config.id);
-        this.joinFailed.set(config.id, { at: Date.now(), version: config.version });
+        // Not over a newer version's: a join of an older one (it hung) may fail after the repaired one's did.
+        if (previous === undefined || previous.version <= config.version) this.joinFailed.set(config.id, { at: Date.now(), version: config.version });
         // Once per upstream and joinRetryMs on this replica, not once per session.
         if (previous === undefined || Date.now() - previous.at >= (this.deps.options.joinRetryMs ?? JOIN_RETRY_MS)) this.logUpstreamFailure(config, 'join', error, traceId);
       },
