@@ -479,7 +479,7 @@ describe('probeUpstream over stdio', () => {
 });
 
 describe('probeUpstream host-name lookups', () => {
-  it('resolves through the lookup it is given: a tenant\'s tests share its one lookup at a time, and a name that never resolves is a timeout', async () => {
+  it('resolves through the lookup it is given: a tenant\'s tests share its lookups (one at a time until it is stuck, two at most), and a name that never resolves is a timeout', async () => {
     // A resolver whose nameserver never answers: every name asked stays in flight.
     const asked: string[] = [];
     const stuck: AddressResolver = (hostname) => void asked.push(hostname);
@@ -495,12 +495,15 @@ describe('probeUpstream host-name lookups', () => {
     // Three tests at once, one name asked: the tenant's others waited their turn (one thread, not three).
     expect(asked).toEqual(['never-1.example']);
     expect(reasons).toEqual(['timeout', 'timeout', 'timeout']);
+    // Once that lookup is stuck (STUCK_LOOKUP_MS), the next name goes beside it, and no more: two threads at most.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(asked).toEqual(['never-1.example', 'never-2.example']);
     // Another tenant's test still gets a lookup of its own at once.
     const other = probeUpstream(
       { transport: 'streamable_http', url: 'http://api.other.example/mcp', headers: {}, command: null, args: [], env: {} },
       { network: { allowPrivateNetworks: false, allowedHosts: [] }, timeoutMs: 200, maxItemsPerKind: 100, lookup: lookups('tenant-b') },
     );
     await reasonOf(other);
-    expect(asked).toEqual(['never-1.example', 'api.other.example']);
+    expect(asked).toEqual(['never-1.example', 'never-2.example', 'api.other.example']);
   });
 });
