@@ -381,9 +381,9 @@ export class StdioProcess {
 
   /**
    * Whether what the process says tied to no call (a log message, a server request with no call in flight) can be
-   * only its sessions' principal's: every session on it is one principal's, and so is any call a session that left
-   * lately may have left running. Before, only the sessions on it counted: the logs of a call another principal's session left running went
-   * to the principal left alone on the process (found by review).
+   * only its sessions' principal's: every session on it is one principal's, and so is any work a session that left
+   * may have left running (`departed`). Before, only the sessions on it counted: the logs of a call another
+   * principal's session left running went to the principal left alone on the process (found by review).
    */
   private unshared(): boolean {
     if (!onePrincipal(this.owners)) return false;
@@ -739,6 +739,8 @@ export class StdioProcess {
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer);
     this.idleTimer = undefined;
     this.mux.failAll(errors.closed());
+    // The work sessions that left had running here ended with this child: a restarted one says nothing of it.
+    this.departed.clear();
     abortAll(this.serverRequests);
     // This child was stopped on purpose: not a crash (a stop of an earlier child no longer hides this one's death). One
     // that had served stableMs (stopped when idle, or released) ends the row of crashes, as a later crash of it would.

@@ -385,6 +385,22 @@ describe('stdio upstreams', () => {
     expect(JSON.stringify(heardByBob)).not.toContain('alice-');
   });
 
+  it("passes the log messages of a restarted process to the principal alone on it: the work others left ended with the old one", async () => {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const alice = await open(c, config, 'tenant-test:agent_client:alice');
+    const bob = await open(c, config, 'tenant-test:agent_client:bob');
+    const heardByBob: JsonRpcNotification[] = [];
+    bob.onNotification((n) => void heardByBob.push(n));
+    const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 5_000, query: 'alice-long' } }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await alice.close();
+    await work;
+    await call(bob, 'crash').catch(() => undefined);
+    await waitFor(() => call(bob, 'log', { level: 'info', data: 'bob-line' }).then(() => true, () => undefined), 5_000);
+    await waitFor(() => heardByBob.some((n) => JSON.stringify(n).includes('bob-line')), 2_000);
+  });
+
   it("passes a process's log messages about its own work to the principal alone on it", async () => {
     const alone = await open(connector({ maxStdioProcessesPerUpstream: 1 }), fixtureConfig(), 'tenant-test:agent_client:bob');
     const heard: JsonRpcNotification[] = [];
