@@ -38,6 +38,34 @@ describe('StdioUserIds', () => {
     expect(ids.take()).toBeUndefined();
   });
 
+  it('keeps the last quarter of the range from a tenant holding its share, so another tenant still gets an id', async () => {
+    const ids = new StdioUserIds(30, 37, parent);
+    const taken = (holder: string, count: number) => Array.from({ length: count }, () => ids.take(holder));
+    // Alone, tenant a gets the range less its last quarter (8 ids, 2 kept back), not every id.
+    expect(taken('a', 6).every((user) => user !== undefined)).toBe(true);
+    expect(ids.take('a')).toBeUndefined();
+    // Tenant b, holding none, gets the ids kept back, up to its share beside a (8 over 3 holders counted: 2).
+    const [first, second] = taken('b', 2);
+    expect([first, second].every((user) => user !== undefined)).toBe(true);
+    expect([ids.heldFor('a'), ids.heldFor('b')]).toEqual([6, 2]);
+    // Full now: nobody gets one until one is given back, and then the tenant without any does, not the one holding most.
+    expect(ids.take('c')).toBeUndefined();
+    ids.give({ uid: 30, gid: 30 });
+    expect(ids.take('a')).toBeUndefined();
+    expect(ids.take('c')).toEqual({ uid: 30, gid: 30 });
+    // A retired id no longer counts as held by anyone.
+    ids.retire(first as { uid: number; gid: number });
+    expect([ids.heldFor('b'), ids.inUse, ids.retired]).toEqual([1, 7, 1]);
+    await ids.release();
+  });
+
+  it('keeps nothing back in a range under 4 ids: one tenant may take them all', async () => {
+    const ids = new StdioUserIds(40, 42, parent);
+    expect([ids.take('a'), ids.take('a'), ids.take('a')].every((user) => user !== undefined)).toBe(true);
+    expect(ids.heldFor('a')).toBe(3);
+    await ids.release();
+  });
+
   it('empties the homes directory of its range when set up (what a crashed gateway left), passable but not listable by others', async () => {
     const left = path.join(parent, 'pcs-stdio-20-29', 'home-old');
     mkdirSync(left, { recursive: true });

@@ -283,6 +283,10 @@ export interface StdioUser {
  */
 export class StdioUserIds {
   private readonly taken = new Set<number>();
+  /** Who holds each id taken and not yet given back or retired (`take`'s holder). */
+  private readonly holders = new Map<number, string>();
+  /** How many ids each holder holds; holders with none are not kept. */
+  private readonly heldBy = new Map<string, number>();
   /** Ids retired for good (also in `taken`). */
   private readonly retiredIds = new Set<number>();
   private next: number;
@@ -466,6 +470,16 @@ export class StdioUserIds {
     return run;
   }
 
+  /** `uid` is no longer held by whoever took it (given back or retired). */
+  private unhold(uid: number): void {
+    const holder = this.holders.get(uid);
+    if (holder === undefined) return;
+    this.holders.delete(uid);
+    const left = (this.heldBy.get(holder) ?? 1) - 1;
+    if (left > 0) this.heldBy.set(holder, left);
+    else this.heldBy.delete(holder);
+  }
+
   get size(): number {
     return this.last - this.first + 1;
   }
@@ -479,25 +493,45 @@ export class StdioUserIds {
     return this.retiredIds.size;
   }
 
-  /** A free id, now taken; undefined when every id of the range is taken. */
-  take(): StdioUser | undefined {
+  /**
+   * A free id, now taken for `holder` (a tenant); undefined when every id of the range is taken, or when only the
+   * range's last quarter is free and `holder` already holds its share of the range: the range size over the number of
+   * holders holding ids, the asker and one more counted (one still to come). So one tenant's servers cannot take every
+   * id and leave the other tenants' none (found by review): alone it holds at most the range less its last quarter (a
+   * range under 4 ids keeps nothing back), and a tenant that holds few ids still gets one of the last ones.
+   */
+  take(holder = ''): StdioUser | undefined {
     if (this.taken.size >= this.size) return undefined;
+    const held = this.heldBy.get(holder) ?? 0;
+    if (held > 0 && this.size - this.taken.size <= Math.floor(this.size / 4)) {
+      const others = this.heldBy.size - 1;
+      if (held >= Math.max(1, Math.floor(this.size / (others + 2)))) return undefined;
+    }
     for (;;) {
       const id = this.next;
       this.next = id === this.last ? this.first : id + 1;
       if (!this.taken.has(id)) {
         this.taken.add(id);
+        this.holders.set(id, holder);
+        this.heldBy.set(holder, held + 1);
         return { uid: id, gid: id };
       }
     }
   }
 
+  /** How many ids `holder` holds now (running processes, homes being cleared); tests and diagnostics. */
+  heldFor(holder = ''): number {
+    return this.heldBy.get(holder) ?? 0;
+  }
+
   give(user: StdioUser): void {
+    this.unhold(user.uid);
     if (!this.retiredIds.has(user.uid)) this.taken.delete(user.uid);
   }
 
   /** An id whose process left something behind that could not be removed: never handed out again by this gateway. */
   retire(user: StdioUser): void {
+    this.unhold(user.uid);
     this.taken.add(user.uid);
     this.retiredIds.add(user.uid);
   }

@@ -120,6 +120,51 @@ describe('CircuitBreaker', () => {
     expect(b.tryPass()).toBe(true);
   });
 
+  it('ignores the failure of a call that went out before the circuit closed again (it timed out after the probe)', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    const before = clock.now;
+    b.failure(before);
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    clock.now = 1_010;
+    b.success();
+    expect(b.state).toBe('closed');
+    // A call made before the recovery times out now: stale, it neither counts nor reopens.
+    clock.now = 1_500;
+    b.failure(before);
+    expect(b.state).toBe('closed');
+    // One made since the recovery still counts (threshold 1: it opens the circuit).
+    b.failure(1_200);
+    expect(b.state).toBe('open');
+  });
+
+  it('ignores, in half-open state, the failure of a call made before the circuit opened; the probe\'s failure reopens it', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure(0);
+    clock.now = 1_000;
+    expect(b.tryPass()).toBe(true);
+    // A call sent before the circuit opened (at 0) times out now: stale, it leaves the probe to decide.
+    b.failure(-1);
+    expect(b.state).toBe('half_open');
+    expect(b.tryPass()).toBe(false); // the probe still holds the slot
+    b.failure(1_000);
+    expect(b.state).toBe('open');
+  });
+
+  it('lets nothing but the probe extend an open circuit\'s cool-down (cancellations and ping answers failing meanwhile)', () => {
+    const { breaker: b, clock } = breaker(1, 1_000);
+    b.failure(0);
+    // Messages of the gateway's own fail while the circuit is open, stale or not: the cool-down is not started over.
+    for (const at of [200, 400, 600, 800, 999]) {
+      clock.now = at;
+      b.failure(at);
+      b.failure();
+    }
+    clock.now = 1_000;
+    expect(b.state).toBe('half_open');
+    expect(b.tryPass()).toBe(true);
+  });
+
   it('open() opens regardless of the count', () => {
     const { breaker: b } = breaker(10);
     b.open();

@@ -12,11 +12,16 @@ export interface CircuitBreakerOptions {
  * it. Open: everything fails fast until `cooldownMs` passed. Half-open: one probe passes at a time;
  * its success closes the circuit, its failure opens it again. A probe that never reports back (the
  * caller gave up) stops blocking after another cool-down.
+ *
+ * A failure says something only of the circuit's present state: one of a message that went out before the circuit
+ * last opened or closed (`failure(since)`) is ignored, and none (but the probe's) extends an open circuit's cool-down.
  */
 export class CircuitBreaker {
   private current: CircuitState = 'closed';
   private failures = 0;
   private openedAt = 0;
+  /** When the circuit last opened or closed again: failures of what went out before say nothing of it now. */
+  private changedAt = -Infinity;
   private probeStartedAt = -1;
   /** Numbers the half-open probes: only the one holding the slot frees it (`probe`, `probeEnded`). */
   private probes = 0;
@@ -58,12 +63,25 @@ export class CircuitBreaker {
   success(): void {
     if (this.current === 'closed' && this.failures === 0) return;
     if (this.current === 'open' && this.now() - this.openedAt < this.options.cooldownMs) return;
+    if (this.current !== 'closed') this.changedAt = this.now();
     this.current = 'closed';
     this.failures = 0;
     this.probeStartedAt = -1;
   }
 
-  failure(): void {
+  /**
+   * A call (or a message of the gateway's own) failed in a way that speaks of the upstream's health: a timeout, a
+   * refused connection, a 5xx. `since`: when it went out (`now()`'s clock). Counted in closed state; in half-open
+   * state it opens the circuit again. Ignored:
+   * - when it went out before the circuit last opened or closed: a call that timed out after the recovery (or the
+   *   probe) says nothing the probe did not; before, it reopened a circuit just closed (found by review);
+   * - while the circuit is open: nothing but the probe goes out then, so what fails is older, or a message of the
+   *   gateway's own (a cancellation, an answer to the upstream's ping); before, each one started the cool-down over,
+   *   and a stream of them kept the circuit open for good.
+   */
+  failure(since?: number): void {
+    if (since !== undefined && since < this.changedAt) return;
+    if (this.current === 'open') return;
     if (this.current === 'closed') {
       this.failures += 1;
       if (this.failures < this.options.failureThreshold) return;
@@ -86,6 +104,7 @@ export class CircuitBreaker {
   open(): void {
     this.current = 'open';
     this.openedAt = this.now();
+    this.changedAt = this.openedAt;
     this.probeStartedAt = -1;
   }
 }

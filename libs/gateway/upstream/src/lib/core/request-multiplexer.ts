@@ -29,6 +29,8 @@ interface Call<Owner> {
   readonly augmented: boolean;
   /** How long it may run: once given up, the server may still work on it this long (`cancelOwner`). */
   readonly timeoutMs: number;
+  /** When it was made (Date.now()): a timeout says nothing of a circuit that opened or closed since (`onTimeout`). */
+  readonly sentAt: number;
 }
 
 /** A progress token of a call answered with a task, kept for the task's progress (`RequestMultiplexer.taskTokens`). */
@@ -65,8 +67,8 @@ export interface MultiplexerHooks<Owner = unknown> {
    * no call waits on (a cancellation), which the transport may bound more tightly.
    */
   write(text: string, quiet?: boolean): void | Written;
-  /** A call timed out (the breaker counts it). */
-  onTimeout?(): void;
+  /** A call made at `sentAt` (Date.now()) timed out (the breaker counts it, unless the circuit changed since). */
+  onTimeout?(sentAt: number): void;
   /** A call of `owner` got its response (the breaker resets). */
   onAnswer?(owner: Owner): void;
   /** An error response's message and data as the caller gets them (the upstream's secrets masked). */
@@ -152,6 +154,7 @@ export class RequestMultiplexer<Owner> {
         outlivesOwner,
         augmented,
         timeoutMs,
+        sentAt: Date.now(),
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);
@@ -354,7 +357,7 @@ export class RequestMultiplexer<Owner> {
     this.finish(call);
     // Its message may still be on its way (a POST the upstream holds): let go of it.
     call.written?.abort?.();
-    if (reason === 'timeout') this.hooks.onTimeout?.();
+    if (reason === 'timeout') this.hooks.onTimeout?.(call.sentAt);
     // A call given up may still run at the server for its timeout. Not one that outlives its owner: that owner may be
     // gone for good, and would be held here (found by re-review).
     if (!call.outlivesOwner) this.noteWork(call.owner, Date.now() + call.timeoutMs);

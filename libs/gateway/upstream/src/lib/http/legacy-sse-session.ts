@@ -98,7 +98,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       // Sent as the session's other messages of its own accord are (`QuietPosts`: bounded in number and in time).
       write: (text, quiet) =>
         quiet === true ? this.quietPosts.send(() => this.post(text, Math.min(this.ctx.config.callTimeoutMs, QUIET_POST_TIMEOUT_MS))) : this.post(text),
-      onTimeout: () => ctx.breaker.failure(),
+      onTimeout: (sentAt) => ctx.breaker.failure(sentAt),
       onAnswer: () => ctx.breaker.success(),
       rpcError: (error) => maskUpstreamError(ctx.config, error),
       result: (result) => maskResult(ctx.config, result),
@@ -206,6 +206,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
 
   private openStream(timeoutMs: number): Promise<void> {
     const { target, config, logger } = this.ctx;
+    const sentAt = Date.now();
     return new Promise<void>((resolve, reject) => {
       let waiting = true;
       const fail = (error: unknown): void => {
@@ -215,7 +216,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
         reject(error);
       };
       const timer = setTimeout(() => {
-        this.ctx.breaker.failure();
+        this.ctx.breaker.failure(sentAt);
         fail(errors.timeout());
       }, timeoutMs);
       const headers: OutgoingHttpHeaders = {
@@ -230,7 +231,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
             const status = res.statusCode ?? 0;
             if (status !== 200 || contentTypeOf(res.headers) !== 'text/event-stream') {
               res.destroy(); // its body is not wanted, and may never end
-              if (status >= 500) this.ctx.breaker.failure();
+              if (status >= 500) this.ctx.breaker.failure(sentAt);
               fail(errors.protocol(`HTTP ${status} on the event stream`));
               return;
             }
@@ -271,7 +272,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           },
           (error) => {
             if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED')
-              this.ctx.breaker.failure();
+              this.ctx.breaker.failure(sentAt);
             logger.debug({ ...logFields(config), code: error.code }, 'upstream event stream failed');
             fail(errors.connectFailed(error));
             this.dispose();
@@ -332,12 +333,13 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     if (this.closed) return Promise.reject(errors.closed());
     let abort: () => void = () => undefined;
     let reached: () => boolean = () => false;
+    const sentAt = Date.now();
     const posted: Written = new Promise<void>((resolve, reject) => {
       const exchange = new StatusExchange((error, status) => {
         clearTimeout(timer);
         this.posting.delete(abort);
         if (error !== null) {
-          if (isConnectError(error)) this.ctx.breaker.failure();
+          if (isConnectError(error)) this.ctx.breaker.failure(sentAt);
           reject(errors.connectFailed(error));
         } else if (status >= 200 && status < 300) {
           // Taken by a session that is over meanwhile (forgotten: see `dispose`): no answer can come for it.
@@ -350,7 +352,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
           queueMicrotask(() => this.dispose(undefined, true));
         } else {
           // A 5xx counts toward the breaker as it does from a Streamable HTTP upstream (ADR 0008); a 4xx is the message's.
-          if (status >= 500) this.ctx.breaker.failure();
+          if (status >= 500) this.ctx.breaker.failure(sentAt);
           reject(errors.protocol(`HTTP ${status}`));
         }
       });
@@ -358,7 +360,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
       const timer = setTimeout(() => {
         exchange.abort();
         this.posting.delete(abort);
-        this.ctx.breaker.failure();
+        this.ctx.breaker.failure(sentAt);
         reject(errors.timeout());
       }, timeoutMs);
       abort = () => {

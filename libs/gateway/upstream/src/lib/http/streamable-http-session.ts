@@ -201,6 +201,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     const probe = breaker.probe;
+    const sentAt = Date.now();
     const adoptSessionId = this.sessionId === null && method === 'initialize';
     // Never `notifications/cancelled` for initialize (MCP), nor for a task-augmented request (tasks/cancel, by the caller).
     const cancellable = method !== 'initialize' && !isTaskAugmented(params);
@@ -235,7 +236,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         if (cancellable && posted.reachedSocket) this.sendQuietly(encodeCancelled(id, reason));
       };
       const timer = setTimeout(() => {
-        breaker.failure();
+        breaker.failure(sentAt);
         giveUp('timeout', errors.timeout());
       }, options?.timeoutMs ?? this.ctx.config.callTimeoutMs);
       const onAbort =
@@ -252,7 +253,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
         serverRequest: (request) =>
           this.answer(request, options?.onServerRequest ?? this.serverRequestHandler),
         expired: () => this.markExpired(),
-        reachable: (healthy) => (healthy ? breaker.success() : breaker.failure()),
+        reachable: (healthy) => (healthy ? breaker.success() : breaker.failure(sentAt)),
         failed: (error) => {
           // No retry on a reset: undici checks an idle pooled socket before reusing it, and a POST
           // that may have arrived is not safe to send twice.
@@ -260,7 +261,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
             { ...logFields(this.ctx.config), code: error.code },
             'upstream request failed',
           );
-          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure();
+          if (isConnectError(error) || error.code === 'EPORTCULLIS_ADDRESS_REFUSED') breaker.failure(sentAt);
           settle(errors.connectFailed(error), undefined);
         },
         settle,
@@ -536,6 +537,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   /** POSTs a notification or a response; resolves on 2xx (202 Accepted, normally). */
   private post(body: string, timeoutMs: number): Promise<void> {
+    const sentAt = Date.now();
     return new Promise((resolve, reject) => {
       let done = false;
       const finish = (error: unknown): void => {
@@ -547,7 +549,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
       };
       const exchange = new StatusExchange((error, status) => {
         if (error !== null) {
-          if (isConnectError(error)) this.ctx.breaker.failure();
+          if (isConnectError(error)) this.ctx.breaker.failure(sentAt);
           finish(errors.connectFailed(error));
         } else if (status >= 200 && status < 300) {
           // Not counted as the upstream's health: a server that takes notifications but answers no call (each timed
@@ -559,13 +561,13 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
           this.markExpired();
           finish(errors.sessionExpired());
         } else {
-          if (status >= 500) this.ctx.breaker.failure();
+          if (status >= 500) this.ctx.breaker.failure(sentAt);
           finish(errors.protocol(`HTTP ${status}`));
         }
       });
       const timer = setTimeout(() => {
         exchange.abort();
-        this.ctx.breaker.failure();
+        this.ctx.breaker.failure(sentAt);
         finish(errors.timeout());
       }, timeoutMs);
       dispatch(this.ctx.target, 'POST', this.postHeaderLines, body, exchange);

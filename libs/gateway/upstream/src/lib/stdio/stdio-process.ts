@@ -211,8 +211,8 @@ export class StdioProcess {
     this.compatibility = compatibilityOf(identity);
     this.mux = new RequestMultiplexer<Owner>({
       write: (text) => this.write(text),
-      onTimeout: () => {
-        this.ctx.breaker.failure();
+      onTimeout: (sentAt) => {
+        this.ctx.breaker.failure(sentAt);
         this.timedOut();
       },
       onAnswer: (owner) => {
@@ -353,8 +353,16 @@ export class StdioProcess {
     });
   }
 
+  /**
+   * Sends an agent's notification (its roots changed, progress of a request the server made). To a process that is
+   * not running it says nothing: a stopped server has no request in flight and reads the roots afresh when it starts,
+   * so it is not started (nor restarted) for one. Before, a notification started a process stopped for idleness.
+   */
   async notify(method: string, params: Record<string, unknown> | undefined, from?: StdioOwner): Promise<void> {
-    if (!this.ready) await this.ensureReady();
+    if (!this.ready) {
+      if (this.starting === undefined) return;
+      await this.starting;
+    }
     this.lastActivity = Date.now();
     // The server will likely ask for the roots now: the answer is this session's to give (see `onServerRequest`).
     if (method === 'notifications/roots/list_changed' && from !== undefined) this.rootsChangedBy = { owner: from, until: Date.now() + ROOTS_ATTRIBUTION_MS };
@@ -488,12 +496,13 @@ export class StdioProcess {
     if (config.command === null || config.command === '') throw errors.connectFailed();
     const deadline = Date.now() + config.connectTimeoutMs;
     const userIds = this.options.userIds;
-    const user = userIds !== undefined ? userIds.take() : this.options.runAs;
+    // Taken for the tenant: near the end of the range, one holding its share gets no more (`StdioUserIds.take`).
+    const user = userIds !== undefined ? userIds.take(config.tenantId) : this.options.runAs;
     if (userIds !== undefined && user === undefined) {
       // Not the upstream's failure (another tenant's processes may hold the ids): its circuit is left alone.
       logger.warn(
-        { ...this.fields, ids: userIds.size, running: userIds.inUse, retired: userIds.retired },
-        'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use or retired',
+        { ...this.fields, ids: userIds.size, running: userIds.inUse, retired: userIds.retired, tenantHolds: userIds.heldFor(config.tenantId) },
+        'no free user id for a stdio server: every id of GATEWAY_STDIO_UID_RANGE is in use or retired, or this tenant holds its share of the last ones',
       );
       throw errors.connectFailed();
     }

@@ -219,6 +219,23 @@ describe('stdio upstreams', () => {
     rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
   }, 40_000);
 
+  // Only root starts processes as other users: skipped, not passed, otherwise.
+  it.runIf(process.getuid?.() === 0)('keeps the last ids of the range from a tenant holding its share: another tenant\'s server still starts', async () => {
+    const range = { first: 200_130, last: 200_133 };
+    const logger = recordingLogger();
+    const c = connector({ stdioUidRange: range, logger });
+    const ofTenant = (tenantId: string) => fixtureConfig({}, { tenantId });
+    // Tenant a's servers take three of the four ids; the last is kept back from it.
+    for (let started = 0; started < 3; started += 1) await open(c, ofTenant('tenant-a'));
+    await expect(open(c, ofTenant('tenant-a'))).rejects.toMatchObject({ reason: 'connect_failed' });
+    expect(logger.entries.some((entry) => entry.message.includes('holds its share') && entry.fields['tenantHolds'] === 3)).toBe(true);
+    // Tenant b's server gets it.
+    const other = await open(c, ofTenant('tenant-b'));
+    expect(((await call(other, 'peek', { pid: process.pid }))['structuredContent'] as { uid: number }).uid).toBeGreaterThanOrEqual(range.first);
+    await c.shutdown();
+    rmSync(path.join(tmpdir(), `pcs-stdio-${range.first}-${range.last}`), { recursive: true, force: true });
+  }, 40_000);
+
   // Only root starts processes as other users (the test above covers the refusal): skipped, not passed, otherwise.
   it.runIf(process.getuid?.() === 0)('clears what a server left when its id goes back: its daemonised processes and its files in the shared temporary directories, closed ones too', async () => {
     const range = { first: 200_110, last: 200_110 };
@@ -810,6 +827,21 @@ describe('stdio upstreams', () => {
     const session = await open(connector({ stdioIdleMs: 150 }));
     const pid = await pidOf(session);
     await waitFor(() => !isAlive(pid));
+    const next = await pidOf(session);
+    expect(next).not.toBe(pid);
+  });
+
+  it('does not start a process stopped for idleness for an agent\'s notification; the next call does', async () => {
+    const session = await open(connector({ stdioIdleMs: 150 }));
+    const pid = await pidOf(session);
+    await waitFor(() => !isAlive(pid));
+    await waitFor(() => session.pid === undefined);
+    await session.notify('notifications/roots/list_changed');
+    expect(session.pid).toBeUndefined();
+    await session.notify('notifications/progress', { progressToken: 1, progress: 1 });
+    // Checked again well within an idle period: a process started for them would still run.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(session.pid).toBeUndefined();
     const next = await pidOf(session);
     expect(next).not.toBe(pid);
   });
