@@ -229,7 +229,8 @@ describe('CallResponse', () => {
     r.respond(200, { 'content-type': 'text/plain' }, ['{}']);
     await expect(r.outcome).rejects.toMatchObject({ reason: 'protocol_error', message: expect.stringContaining('unexpected content type') });
     expect(r.abandoned()).toBe(1);
-    expect(r.health).toEqual([]);
+    // No MCP server's answer: a failure for the upstream's circuit (before, nothing, and such an upstream never left).
+    expect(r.health).toEqual([false]);
   });
 
   it('refuses an Mcp-Session-Id that is not visible ASCII or longer than 1,024 characters, adopting none', async () => {

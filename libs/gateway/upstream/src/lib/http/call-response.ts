@@ -137,7 +137,12 @@ export class CallResponse extends Exchange {
       this.decoder = new StringDecoder('utf8');
       this.parser = new SseParser(this.handlers.maxBytes);
     } else if (type === 'application/json') this.body = 'json';
-    else this.protocolErrorIfUnanswered('unexpected content type');
+    else {
+      // No MCP server's answer (a web server's or a proxy's page at its URL): a failure for its circuit, as a 5xx is.
+      // Before, it counted as nothing, and an upstream answering every call so was never dropped (found by review).
+      this.handlers.reachable(false);
+      this.protocolErrorIfUnanswered('unexpected content type');
+    }
   }
 
   protected override responseData(chunk: Buffer): void {
@@ -199,6 +204,8 @@ export class CallResponse extends Exchange {
       this.deliver(
         chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'),
       );
+      // A JSON body that is not the call's answer: as broken as a page that is no JSON at all.
+      if (!this.answered) this.handlers.reachable(false);
       this.protocolErrorIfUnanswered('the response did not answer the request');
     } else if (this.body === 'sse' && !this.resumed()) {
       this.protocolErrorIfUnanswered('the response stream ended without an answer');

@@ -1048,6 +1048,24 @@ describe('connector resilience and network policy', () => {
     expect(posts).toBe(4);
   });
 
+  it('opens the circuit of an upstream answering every call 200 with a page that is no MCP answer (HTML, or JSON answering nothing)', async () => {
+    let calls = 0;
+    const server = await callServer((message, res) => {
+      calls += 1;
+      // A proxy's or a web server's page in place of the MCP server: each call taken (200), none answered.
+      if (message.params?.['name'] === 'html') res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>Welcome</h1>');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    for (const name of ['html', 'json']) {
+      calls = 0;
+      const session = await sessionOn(server, { breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
+      const call = () => session.request('tools/call', { name, arguments: {} }).then(() => 'answered', (error: { reason?: string }) => error.reason);
+      expect([await call(), await call(), await call()]).toEqual(['protocol_error', 'protocol_error', 'circuit_open']);
+      expect(calls).toBe(2);
+      await session.close();
+    }
+  });
+
   it('opens the circuit after repeated connect failures against a dead port, then fails fast', async () => {
     const port = await deadPort();
     const c = connector({ breaker: { failureThreshold: 2, cooldownMs: 60_000 } });
