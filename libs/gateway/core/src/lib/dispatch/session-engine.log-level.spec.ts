@@ -49,3 +49,36 @@ describe('log level across replicas', () => {
     await expect.poll(told, { timeout: 1_000 }).toEqual(processes.map((process) => `${process} {"level":"debug"}`));
   });
 });
+
+describe('a log level set while no upstream of the session has logging', () => {
+  // The upstream that has logging was down at initialize (so logging was advertised for it). The level the agent sets
+  // meanwhile is kept, told to that upstream when it joins, and what it logs below the level is not passed on. Before,
+  // the agent was answered as if it were set, and nothing held it (found by review).
+  it('holds for the upstream that joins later', async () => {
+    const connector = new FakeConnector({
+      u1: { capabilities: { tools: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) },
+      u2: { capabilities: { tools: {}, logging: {} }, handle: async (method) => (method === 'tools/list' ? { tools: [] } : {}) },
+    });
+    connector.down.add('u2');
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { joinRetryMs: 0 } });
+    const { record, response } = await openSession(engine);
+    expect(response).toMatchObject({ result: { capabilities: { logging: {} } } });
+    const toAgent: unknown[] = [];
+    engine.attachStandalone(record, { canStream: true, send: (message) => toAgent.push(message) > 0 });
+    expect(await engine.request(record, req('logging/setLevel', { level: 'error' }), NO_STREAM, 'trace')).toMatchObject({ result: {} });
+
+    connector.down.delete('u2');
+    await engine.request(record, req('tools/list'), NO_STREAM, 'trace');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(connector.calls.filter((call) => call.upstreamId === 'u2').map((call) => call.method)).toContain('tools/list');
+    const told = connector.calls.filter((call) => call.upstreamId === 'u2' && call.method === 'logging/setLevel').map((call) => call.params);
+    toAgent.length = 0;
+    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'debug', data: 'chatty' } });
+    connector.emit('u2', { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'error', data: 'broken' } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const logged = toAgent.filter((message) => (message as { method?: string }).method === 'notifications/message');
+    expect({ told, logged: logged.map((message) => (message as { params: { data: unknown } }).params.data) }).toEqual({ told: [{ level: 'error' }], logged: ['broken'] });
+  });
+});

@@ -1602,3 +1602,69 @@ describe('SessionEngine: what an upstream may have relayed to the agent', () => 
     expect(progress.every((value, i) => i === 0 || value > (progress[i - 1] as number))).toBe(true);
   });
 });
+
+describe('resources an upstream lists with URIs outside the normal form', () => {
+  // The read check refuses URIs an upstream could resolve to another resource than policy matched; a URI exactly as an
+  // upstream listed it is that upstream's own name for the resource, and is read. Before, these were listed and could
+  // never be read (found by review).
+  for (const uri of ['postgres://app@db.internal:5432/shop/users/schema', 's3://bucket/dir//key', 'https://docs.example.com:443/guide']) {
+    it(`reads the listed resource ${uri} from the upstream that listed it`, async () => {
+      const registry = new UpstreamRegistry('__');
+      registry.replace([fakeConfig('u1', 'db')], () => undefined);
+      const connector = new FakeConnector({
+        u1: {
+          capabilities: { resources: {} },
+          handle: async (method, params) =>
+            method === 'resources/list'
+              ? { resources: [{ uri, name: 'x' }] }
+              : method === 'resources/read'
+                ? { contents: [{ uri: params?.['uri'], text: 'content' }] }
+                : { resourceTemplates: [] },
+        },
+      });
+      const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+      const { record } = await openSession(engine);
+      expect(await engine.request(record, req('resources/list'), NO_STREAM, 'trace')).toMatchObject({ result: { resources: [{ uri }] } });
+      const read = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+      expect(read).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
+      expect(connector.calls.filter((call) => call.method === 'resources/read')).toHaveLength(1);
+      // The same text unlisted (another user, say) is still refused.
+      const other = uri.replace('app@', 'root@').replace('dir//key', 'dir//other').replace(':443/guide', ':443/admin');
+      expect(await engine.request(record, req('resources/read', { uri: other }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    });
+  }
+});
+
+describe('templates of two upstreams that overlap', () => {
+  const templated = (uriTemplate: string, who: string): FakeUpstream => ({
+    capabilities: { resources: {} },
+    handle: async (method, params) =>
+      method === 'resources/list'
+        ? { resources: [] }
+        : method === 'resources/read'
+          ? { contents: [{ uri: params?.['uri'], text: `served by ${who}` }] }
+          : { resourceTemplates: [{ uriTemplate, name: who }] },
+  });
+  const readFrom = async (templates: [string, string], uri: string) => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
+    const connector = new FakeConnector({ u1: templated(templates[0], 'a'), u2: templated(templates[1], 'b') });
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+    const { record } = await openSession(engine);
+    const read = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+    return { read, readers: connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId) };
+  };
+
+  it('reads a URI from the upstream whose template can expand to it, not the one with more literal text (found by review)', async () => {
+    // `{slug}` cannot expand to `guides/intro` (RFC 6570 encodes the `/`); `{+path}` can.
+    const { read, readers } = await readFrom(['docs://{slug}.md', 'docs://{+path}'], 'docs://guides/intro.md');
+    expect(read).toMatchObject({ result: { contents: [{ text: 'served by b' }] } });
+    expect(readers).toEqual(['u2']);
+  });
+
+  it('still reads a nested path from a template written loosely when no template can expand to it', async () => {
+    const { read, readers } = await readFrom(['file:///{path}', 'mem://{key}'], 'file:///srv/a/b.txt');
+    expect(read).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
+    expect(readers).toEqual(['u1']);
+  });
+});

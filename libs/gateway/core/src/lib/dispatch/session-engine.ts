@@ -64,7 +64,7 @@ import { Allowance, Allowances } from './allowance';
 import { RouteBudget, RouteTable } from './route-table';
 import { checkedItem, listable } from '../listing/well-formed';
 import { completionProblem, metaProblem, relayedCapabilitiesProblem, textMapProblem } from './request-params';
-import { TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
+import { anyRunMatcher, TEMPLATE_EXPRESSION, uriTemplateMatcher, type UriMatcher } from './uri-template-match';
 import { ADAPTED_BEFORE, ADAPTED_REQUESTS_BEFORE, adaptCallResult, adaptPromptResult, adaptRelayedRequest, clientCapabilitiesOf, isBefore } from './version-adapt';
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
@@ -548,7 +548,10 @@ const heldElsewhere = (holder: string | undefined, upstreamId: string, listsHere
 interface TemplateRoute {
   readonly upstreamId: string;
   readonly prefix: string;
+  /** Whether the template can expand to a URI (`uriTemplateMatcher`: a simple `{var}` holds no `/`). */
   readonly matches: UriMatcher;
+  /** The same with every expression taking any text: asked only when no template matches exactly (`anyRunMatcher`). */
+  readonly loosely: UriMatcher;
   readonly literalLength: number;
 }
 
@@ -2558,9 +2561,11 @@ export class SessionEngine {
         // No upstream took it: the level is not in force anywhere, and the agent is told so (the first refusal).
         const refusal = settled.find((outcome) => outcome.status === 'rejected');
         if (refusal !== undefined && !settled.some((outcome) => outcome.status === 'fulfilled')) throw refusal.reason;
-        // Kept for new upstream sessions once an upstream took it (only MCP's levels: the record holds nothing else).
+        // Kept for new upstream sessions once an upstream took it (only MCP's levels: the record holds nothing else), or
+        // when none has logging yet (the one that has is down, or joins later): it is told the level when it joins, and
+        // what it logs below the level is not passed on. Before, it was answered as set and held nowhere (found by review).
         const level = params['level'];
-        if (typeof level === 'string' && LOG_LEVELS.includes(level) && settled.some((outcome) => outcome.status === 'fulfilled')) {
+        if (typeof level === 'string' && LOG_LEVELS.includes(level) && (targets.length === 0 || settled.some((outcome) => outcome.status === 'fulfilled'))) {
           // This replica's own upstream sessions were told above.
           live.toldLevel = level;
           await this.recordAgentState(live, (record) => withLogLevel(record, level), traceId);
@@ -3075,7 +3080,7 @@ export class SessionEngine {
         const template = item['uriTemplate'];
         // A template already routed to this upstream (every listing of a session lists it again) builds nothing.
         if (learn && typeof template === 'string' && live.templateRoutes.get(template)?.upstreamId !== config.id) {
-          const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), literalLength: template.replace(TEMPLATE_EXPRESSION, '').length };
+          const route: TemplateRoute = { upstreamId: config.id, prefix: config.toolPrefix, matches: uriTemplateMatcher(template), loosely: anyRunMatcher(template), literalLength: template.replace(TEMPLATE_EXPRESSION, '').length };
           live.templateRoutes.learn(template, route, (held) => this.listsBefore(live, config, held.upstreamId));
         }
         // As for a URI: a template another upstream holds is listed once, as that one's.
@@ -3191,7 +3196,10 @@ export class SessionEngine {
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
     if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
     if (uri.length > MAX_URI_LENGTH) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `uri longer than ${MAX_URI_LENGTH} characters`);
-    if (unnormalisedUri(uri)) {
+    // Not for a URI exactly as an upstream listed it: that upstream named the resource so, and policy judged that same
+    // text in the listing. Before, such listed resources (`postgres://user@host:5432/db/t/schema`, an object key with
+    // `//`, a default port written out) could never be read, subscribed to or completed (found by review).
+    if (live.resourceRoutes.get(uri) === undefined && unnormalisedUri(uri)) {
       // Policy matches the URI as written; an upstream that resolves `..`, `//`, `\` or an encoded `/` or `.` would read
       // another resource than the one policy decided on (`file:///srv/public/../secret`, `file:///srv/public/..\secret`).
       throw new GatewayRequestError(
@@ -3212,8 +3220,11 @@ export class SessionEngine {
       // template that its text happens to match.
       const own = live.templateRoutes.get(uri);
       if (own !== undefined) return current(own.upstreamId);
+      // A template that can expand to the URI first; only when none can, one written loosely (`file:///{path}` for a
+      // nested path, which a simple expression cannot hold, as some servers write them).
       let chosen: TemplateRoute | undefined;
       for (const route of live.templateRoutes.values()) if ((chosen === undefined || decidesOver(route, chosen)) && route.matches(uri)) chosen = route;
+      if (chosen === undefined) for (const route of live.templateRoutes.values()) if ((chosen === undefined || decidesOver(route, chosen)) && route.loosely(uri)) chosen = route;
       return chosen === undefined ? undefined : current(chosen.upstreamId);
     };
     // A resource an upstream lists goes to that upstream, before any template that would also match it (`file:///{path}`

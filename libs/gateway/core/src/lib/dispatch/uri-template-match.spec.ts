@@ -1,15 +1,17 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { expandKnown } from './template-expansion';
-import { uriTemplateMatcher } from './uri-template-match';
+import { anyRunMatcher, crossesSegments, uriTemplateMatcher } from './uri-template-match';
 
 /**
- * The definition the matcher must agree with: each expression (a `{…}` with no brace inside) is `.*`, the rest literal
- * (a backtracking regex).
+ * The definitions the matchers must agree with (backtracking regexes): each expression (a `{…}` with no brace inside)
+ * is `.*` for `anyRunMatcher`, and for `uriTemplateMatcher` too where one may expand to `/`; elsewhere `[^/]*`. The
+ * rest is literal.
  */
-function asRegex(template: string): RegExp {
+function asRegex(template: string, loose = false): RegExp {
   const escaped = template.replace(/[.*+?^$()|[\]\\]/g, (c) => `\\${c}`);
-  return new RegExp(`^${escaped.replace(/\{[^{}]*\}/g, '.*')}$`, 's');
+  const expression = loose || crossesSegments(template) ? '.*' : '[^/]*';
+  return new RegExp(`^${escaped.replace(/\{[^{}]*\}/g, expression)}$`, 's');
 }
 
 describe('uriTemplateMatcher', () => {
@@ -21,6 +23,19 @@ describe('uriTemplateMatcher', () => {
     expect(matches('db://public/users/rows/7')).toBe(false);
     expect(matches('file://public/users/rows')).toBe(false);
     expect(matches('db://public-users-rows')).toBe(false);
+    // A simple expression cannot expand to `/` (RFC 6570 encodes it): no nested path in a segment of its own.
+    expect(matches('db://public/a/b/rows')).toBe(false);
+    expect(anyRunMatcher('db://{schema}/{table}/rows')('db://public/a/b/rows')).toBe(true);
+  });
+
+  it('lets reserved, fragment and path expansions take a `/`, and no other (found by review: a simple one took any)', () => {
+    expect(uriTemplateMatcher('docs://{slug}.md')('docs://guides/intro.md')).toBe(false);
+    expect(uriTemplateMatcher('docs://{slug}.md')('docs://intro.md')).toBe(true);
+    expect(uriTemplateMatcher('docs://{+path}')('docs://guides/intro.md')).toBe(true);
+    expect(uriTemplateMatcher('docs://x{#part}')('docs://x#a/b')).toBe(true);
+    expect(uriTemplateMatcher('repo://x{/path*}')('repo://x/a/b')).toBe(true);
+    expect(uriTemplateMatcher('mem://{id}{?fields}')('mem://5?fields=a')).toBe(true);
+    expect(uriTemplateMatcher('{id}')('a/b')).toBe(false);
   });
 
   it('does not let the head and the tail overlap', () => {
@@ -42,6 +57,7 @@ describe('uriTemplateMatcher', () => {
     fc.assert(
       fc.property(template, uri, (t, u) => {
         expect(uriTemplateMatcher(t)(u)).toBe(asRegex(t).test(u));
+        expect(anyRunMatcher(t)(u)).toBe(asRegex(t, true).test(u));
       }),
       { numRuns: 3_000 },
     );
@@ -49,10 +65,14 @@ describe('uriTemplateMatcher', () => {
 
   it('decides an adversarial URI in linear time (the regex took cubic time on it)', () => {
     const matches = uriTemplateMatcher('db://{schema}/{table}/{id}/rows');
+    const loosely = anyRunMatcher('db://{schema}/{table}/{id}/rows');
     const hostile = `db://${'/'.repeat(1_000_000)}`;
     const started = performance.now();
     expect(matches(hostile)).toBe(false);
-    expect(matches(`${hostile}/rows`)).toBe(true);
+    expect(matches(`${hostile}/rows`)).toBe(false);
+    expect(loosely(hostile)).toBe(false);
+    expect(loosely(`${hostile}/rows`)).toBe(true);
+    expect(matches(`db://${'a'.repeat(1_000_000)}/b/c/rows`)).toBe(true);
     // Generous bound: the backtracking regex needed ~150 ms for 800 slashes and grows with the cube of the length.
     expect(performance.now() - started).toBeLessThan(1_000);
   });
