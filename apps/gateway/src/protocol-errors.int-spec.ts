@@ -469,6 +469,18 @@ describe('POST details', () => {
     const answers = JSON.parse(twice.body) as { id: string; result?: unknown; error?: { code: number } }[];
     expect(answers.filter((a) => a.result !== undefined)).toHaveLength(1);
     expect(answers.filter((a) => a.error?.code === -32600)).toHaveLength(1);
+    // Every request cancelled by its own batch: still input holding a request, so no 202 (MCP 2025-03-26), but an
+    // empty answer, as for a single request its agent cancelled (found by review).
+    const withdrawn = await raw('POST', path, oldHeaders, JSON.stringify([
+      { jsonrpc: '2.0', id: 'p1', method: 'ping' },
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'p1', reason: 'changed my mind' } },
+    ]));
+    expect(withdrawn.status).toBe(200);
+    expect(withdrawn.headers['content-type']).toMatch(/^text\/event-stream/);
+    expect(withdrawn.body).toBe('');
+    // Notifications alone are still accepted with 202.
+    const notified = await raw('POST', path, oldHeaders, JSON.stringify([{ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'gone' } }]));
+    expect(notified.status).toBe(202);
   });
 
   it('initialize negotiates the version down to what the client speaks, or offers the latest', async () => {

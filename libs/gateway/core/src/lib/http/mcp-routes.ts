@@ -667,6 +667,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const requests = [];
       const refused: JsonRpcResponse[] = [];
       const cancelled = batch ? cancelledInBatch(items) : NONE_CANCELLED;
+      let cancelledHere = false;
       for (const item of items) {
         if (item.kind === 'notification') {
           engine.notification(record, item.message);
@@ -676,6 +677,7 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         else if (item.kind === 'response') engine.answer(record, item.message);
         else if (item.kind === 'request') {
           if (!cancelled.has(item.message.id)) requests.push(item.message);
+          else cancelledHere = true;
         } else {
           const { code, message } = invalidMessageError(item);
           refused.push(rpcError(item.id, code, message, traceId));
@@ -683,6 +685,12 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
         }
       }
       if (requests.length === 0 && refused.length === 0) {
+        // Input holding a request is answered with JSON or a stream, never 202 (MCP): every request of the batch cancelled
+        // by the batch itself, an empty stream, as for a single request its agent cancelled (found by review).
+        if (cancelledHere) {
+          new PostResponder(res, record.id).abandon();
+          return;
+        }
         res.writeHead(202, { 'content-length': '0' });
         res.end();
         return;
