@@ -290,6 +290,8 @@ describe('Streamable HTTP GET and DELETE', () => {
     });
     expect(ok.status).toBe(200);
     expect(ok.headers['content-type']).toBe('text/event-stream');
+    // Passed on at once by a buffering reverse proxy in front (nginx's header).
+    expect(ok.headers['x-accel-buffering']).toBe('no');
   });
 
   it('DELETE: 400 without a session, 404 for an unknown one; after DELETE the session is 404 everywhere', async () => {

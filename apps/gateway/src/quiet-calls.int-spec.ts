@@ -153,6 +153,7 @@ describe('the raw responses', () => {
     const started = Date.now();
     const slow = await call('2025-11-25', sessionId, { name: 'ks__slow_count', arguments: { steps: 1, interval_ms: 1_000 } });
     expect(slow.headers.get('content-type')).toBe('text/event-stream');
+    expect(slow.headers.get('x-accel-buffering')).toBe('no');
     const events = (await slow.text()).split('\n\n').filter(Boolean);
     const elapsed = Date.now() - started;
     const stream = /^id: (p\w+)_0\nretry: 1000\ndata: $/.exec(events[0] ?? '')?.[1];

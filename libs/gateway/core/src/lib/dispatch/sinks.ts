@@ -383,7 +383,9 @@ export class PostResponder implements MessageSink {
    * so that the priming event's id can be resumed from before any message is logged.
    */
   private openStream(quiet = false): void {
-    this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive']);
+    // `x-accel-buffering: no`: a buffering reverse proxy (nginx and its kin) in front passes each event on at once, the
+    // keep-alives of a quiet call too, rather than holding them until its buffer fills.
+    this.res.writeHead(200, ['mcp-session-id', this.sessionId, 'content-type', 'text/event-stream', 'cache-control', 'no-cache, no-transform', 'connection', 'keep-alive', 'x-accel-buffering', 'no']);
     this.state = 'sse';
     this.streamId = newStreamId('p');
     this.log = this.replay?.open(this.sessionId, this.streamId, this.requests?.map(({ id }) => id));
@@ -602,7 +604,7 @@ export class EventStream implements MessageSink {
     hold = false,
   ) {
     if (hold) this.held = [];
-    res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
+    res.writeHead(200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     if (prime && log !== undefined) res.write(primingFrame(id));
     else res.flushHeaders();
     this.keepAlive = setInterval(() => this.write(KEEP_ALIVE_FRAME), keepAliveMs);
