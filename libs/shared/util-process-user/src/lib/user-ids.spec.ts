@@ -44,18 +44,37 @@ describe('StdioUserIds', () => {
     // Alone, tenant a gets the range less its last quarter (8 ids, 2 kept back), not every id.
     expect(taken('a', 6).every((user) => user !== undefined)).toBe(true);
     expect(ids.take('a')).toBeUndefined();
-    // Tenant b, holding none, gets the ids kept back, up to its share beside a (8 over 3 holders counted: 2).
-    const [first, second] = taken('b', 2);
-    expect([first, second].every((user) => user !== undefined)).toBe(true);
-    expect([ids.heldFor('a'), ids.heldFor('b')]).toEqual([6, 2]);
+    // Tenant b, holding none, gets one of the ids kept back; the last one it may not take: that is for a tenant holding
+    // none, and c gets it.
+    const first = ids.take('b');
+    expect(first).toBeDefined();
+    expect(ids.take('b')).toBeUndefined();
+    expect(ids.take('c')).toBeDefined();
+    expect([ids.heldFor('a'), ids.heldFor('b'), ids.heldFor('c')]).toEqual([6, 1, 1]);
     // Full now: nobody gets one until one is given back, and then the tenant without any does, not the one holding most.
-    expect(ids.take('c')).toBeUndefined();
+    expect(ids.take('d')).toBeUndefined();
     ids.give({ uid: 30, gid: 30 });
     expect(ids.take('a')).toBeUndefined();
-    expect(ids.take('c')).toEqual({ uid: 30, gid: 30 });
+    expect(ids.take('b')).toBeUndefined();
+    expect(ids.take('d')).toEqual({ uid: 30, gid: 30 });
     // A retired id no longer counts as held by anyone.
     ids.retire(first as { uid: number; gid: number });
-    expect([ids.heldFor('b'), ids.inUse, ids.retired]).toEqual([1, 7, 1]);
+    expect([ids.heldFor('b'), ids.inUse, ids.retired]).toEqual([0, 7, 1]);
+    await ids.release();
+  });
+
+  it('leaves the last eighth of a range to tenants holding none, whatever a second tenant takes (found by re-review)', async () => {
+    const ids = new StdioUserIds(1_000, 1_049, parent); // 50 ids: 12 kept back, the last 6 for tenants holding none
+    const takeAll = (holder: string): number => {
+      let taken = 0;
+      while (ids.take(holder) !== undefined) taken += 1;
+      return taken;
+    };
+    expect(takeAll('a')).toBe(38);
+    expect(takeAll('b')).toBe(6);
+    // Six more tenants get one each; nobody gets a second.
+    for (const holder of ['c', 'd', 'e', 'f', 'g', 'h']) expect(takeAll(holder)).toBe(1);
+    expect(ids.inUse).toBe(50);
     await ids.release();
   });
 

@@ -494,16 +494,22 @@ export class StdioUserIds {
   }
 
   /**
-   * A free id, now taken for `holder` (a tenant); undefined when every id of the range is taken, or when only the
-   * range's last quarter is free and `holder` already holds its share of the range: the range size over the number of
-   * holders holding ids, the asker and one more counted (one still to come). So one tenant's servers cannot take every
-   * id and leave the other tenants' none (found by review): alone it holds at most the range less its last quarter (a
-   * range under 4 ids keeps nothing back), and a tenant that holds few ids still gets one of the last ones.
+   * A free id, now taken for `holder` (a tenant); undefined when every id of the range is taken, or when the range's
+   * last quarter is reached and `holder` may not have one of it. So no tenant's servers take every id and leave the
+   * other tenants' none (found by review; and then, by re-review, that a second tenant could still take the whole
+   * quarter). Of the last quarter:
+   * - the first half goes to holders below their share: the range size over the number of holders holding ids, the
+   *   asker and one more counted (one still to come);
+   * - the last eighth of the range goes only to holders that hold none, one each.
+   * Alone a tenant holds at most the range less its last quarter; a range under 4 ids keeps nothing back.
    */
   take(holder = ''): StdioUser | undefined {
     if (this.taken.size >= this.size) return undefined;
     const held = this.heldBy.get(holder) ?? 0;
-    if (held > 0 && this.size - this.taken.size <= Math.floor(this.size / 4)) {
+    const free = this.size - this.taken.size;
+    const reserve = Math.floor(this.size / 4);
+    if (held > 0 && free <= reserve) {
+      if (free <= Math.floor(reserve / 2)) return undefined;
       const others = this.heldBy.size - 1;
       if (held >= Math.max(1, Math.floor(this.size / (others + 2)))) return undefined;
     }

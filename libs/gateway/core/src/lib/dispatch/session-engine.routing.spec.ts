@@ -1668,3 +1668,69 @@ describe('templates of two upstreams that overlap', () => {
     expect(readers).toEqual(['u1']);
   });
 });
+
+describe('a listed resource URI outside the normal form whose route this replica has not learned (found by re-review)', () => {
+  const uri = 'postgres://app@db.internal:5432/shop/users/schema';
+  const setup = async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'db'), fakeConfig('u2', 'files')], () => undefined);
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: { listChanged: true } },
+        handle: async (method, params) =>
+          method === 'resources/list'
+            ? { resources: [{ uri, name: 'x' }] }
+            : method === 'resources/read'
+              ? { contents: [{ uri: params?.['uri'], text: 'content' }] }
+              : { resourceTemplates: [] },
+      },
+      // A loose template of another upstream that the text matches: never asked for a URI outside the normal form.
+      u2: {
+        capabilities: { resources: {} },
+        handle: async (method) => (method === 'resources/list' ? { resources: [] } : method === 'resources/read' ? { contents: [] } : { resourceTemplates: [{ uriTemplate: 'postgres://{+rest}', name: 'any' }] }),
+      },
+    });
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+    const { record } = await openSession(engine);
+    return { engine, connector, record };
+  };
+
+  it('is read when this replica has not served the listing (the agent listed on another replica)', async () => {
+    const { engine, connector, record } = await setup();
+    expect(await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
+    expect(connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId)).toEqual(['u1']);
+  });
+
+  it('is still read after the upstream says its resources changed (it still lists the URI)', async () => {
+    const { engine, connector, record } = await setup();
+    await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
+    connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
+  });
+
+  it('is refused, not sent to a template, when no upstream lists it', async () => {
+    const { engine, connector, record } = await setup();
+    const other = 'postgres://root@db.internal:5432/shop/users/schema';
+    expect(await engine.request(record, req('resources/read', { uri: other }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+    expect(connector.calls.filter((call) => call.method === 'resources/read')).toEqual([]);
+  });
+});
+
+describe('a query holding "/" (found by re-review)', () => {
+  it('goes to the template whose path it matches, not to a two-segment template of another upstream', async () => {
+    const templated = (uriTemplate: string, who: string): FakeUpstream => ({
+      capabilities: { resources: {} },
+      handle: async (method, params) =>
+        method === 'resources/list' ? { resources: [] } : method === 'resources/read' ? { contents: [{ uri: params?.['uri'], text: `served by ${who}` }] } : { resourceTemplates: [{ uriTemplate, name: who }] },
+    });
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
+    const connector = new FakeConnector({ u1: templated('kb://search{?q}', 'a'), u2: templated('kb://{space}/{page}', 'b') });
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+    const { record } = await openSession(engine);
+    const read = await engine.request(record, req('resources/read', { uri: 'kb://search?q=guides/intro' }), NO_STREAM, 'trace');
+    expect(read).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
+    expect(connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId)).toEqual(['u1']);
+  });
+});

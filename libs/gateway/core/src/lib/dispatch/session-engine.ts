@@ -3196,17 +3196,7 @@ export class SessionEngine {
   private async byUri(live: LiveSession, uri: unknown, traceId: string): Promise<string> {
     if (typeof uri !== 'string') throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, 'uri required');
     if (uri.length > MAX_URI_LENGTH) throw new GatewayRequestError(JSON_RPC.INVALID_PARAMS, `uri longer than ${MAX_URI_LENGTH} characters`);
-    // Not for a URI exactly as an upstream listed it: that upstream named the resource so, and policy judged that same
-    // text in the listing. Before, such listed resources (`postgres://user@host:5432/db/t/schema`, an object key with
-    // `//`, a default port written out) could never be read, subscribed to or completed (found by review).
-    if (live.resourceRoutes.get(uri) === undefined && unnormalisedUri(uri)) {
-      // Policy matches the URI as written; an upstream that resolves `..`, `//`, `\` or an encoded `/` or `.` would read
-      // another resource than the one policy decided on (`file:///srv/public/../secret`, `file:///srv/public/..\secret`).
-      throw new GatewayRequestError(
-        JSON_RPC.INVALID_PARAMS,
-        'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", no query or fragment on a file: URI, and scheme and host as a URL parser writes them',
-      );
-    }
+    const unnormalised = unnormalisedUri(uri);
     // A route to an upstream no longer configured (replaced by another that lists the same URIs) is dropped with the
     // rest of that upstream's, so the next walk learns where they are now.
     const current = (upstreamId: string | undefined): string | undefined => {
@@ -3215,6 +3205,24 @@ export class SessionEngine {
       return undefined;
     };
     const listed = (): string | undefined => current(live.resourceRoutes.get(uri));
+    if (unnormalised) {
+      // Policy matches the URI as written; an upstream that resolves `..`, `//`, `\` or an encoded `/` or `.` would read
+      // another resource than the one policy decided on (`file:///srv/public/../secret`, `file:///srv/public/..\secret`).
+      // Such a URI is read only exactly as an upstream lists it (`postgres://user@host:5432/db/t/schema`, an object key
+      // with `//`, a default port written out), from that upstream, never through a template: that upstream named the
+      // resource so, and policy judged that same text in the listing. Before, these were listed and could never be read
+      // (found by review), and then only where this replica had learned the route (found by re-review).
+      let upstreamId = listed();
+      if (upstreamId === undefined) {
+        const sought = await this.soughtByWalk(live, uri, traceId);
+        upstreamId = listed() ?? current(sought);
+      }
+      if (upstreamId !== undefined) return upstreamId;
+      throw new GatewayRequestError(
+        JSON_RPC.INVALID_PARAMS,
+        'uri must be in normal form: no dot segments, empty segments, backslashes, control characters or surrounding spaces, no encoded "/" or encoded letters, digits or "-._~", no query or fragment on a file: URI, and scheme and host as a URL parser writes them',
+      );
+    }
     const templated = (): string | undefined => {
       // A template's own text (completion/complete names one) goes to the upstream that listed it, before any other
       // template that its text happens to match.
@@ -3238,20 +3246,29 @@ export class SessionEngine {
       const template = walked !== undefined && performance.now() - walked < ROUTE_RELEARN_MS ? templated() : undefined;
       if (template !== undefined) upstreamId = template;
       else {
-        const sought = live.sought.get(uri) ?? { waiting: 0, upstreamId: undefined };
-        sought.waiting += 1;
-        live.sought.set(uri, sought);
-        try {
-          await this.learnRoutes(live, traceId);
-        } finally {
-          sought.waiting -= 1;
-          if (sought.waiting === 0 && live.sought.get(uri) === sought) live.sought.delete(uri);
-        }
-        upstreamId = listed() ?? current(sought.upstreamId) ?? templated();
+        const sought = await this.soughtByWalk(live, uri, traceId);
+        upstreamId = listed() ?? current(sought) ?? templated();
       }
     }
     if (upstreamId === undefined) throw new GatewayRequestError(RESOURCE_NOT_FOUND, `Resource not found: ${uri.slice(0, 256)}`);
     return upstreamId;
+  }
+
+  /**
+   * Walks the session's resource listings (`learnRoutes`) for `uri`. Returns the upstream the walk found listing it,
+   * which the session's route bound may have let go of already (else it is among the routes, `resourceRoutes`).
+   */
+  private async soughtByWalk(live: LiveSession, uri: string, traceId: string): Promise<string | undefined> {
+    const sought = live.sought.get(uri) ?? { waiting: 0, upstreamId: undefined };
+    sought.waiting += 1;
+    live.sought.set(uri, sought);
+    try {
+      await this.learnRoutes(live, traceId);
+    } finally {
+      sought.waiting -= 1;
+      if (sought.waiting === 0 && live.sought.get(uri) === sought) live.sought.delete(uri);
+    }
+    return sought.upstreamId;
   }
 
   /**

@@ -9,9 +9,19 @@ import { anyRunMatcher, crossesSegments, uriTemplateMatcher } from './uri-templa
  * rest is literal.
  */
 function asRegex(template: string, loose = false): RegExp {
-  const escaped = template.replace(/[.*+?^$()|[\]\\]/g, (c) => `\\${c}`);
-  const expression = loose || crossesSegments(template) ? '.*' : '[^/]*';
-  return new RegExp(`^${escaped.replace(/\{[^{}]*\}/g, expression)}$`, 's');
+  const pattern = (text: string, expression: string) =>
+    text.replace(/[.*+?^$()|[\]\\]/g, (c) => `\\${c}`).replace(/\{[^{}]*\}/g, expression);
+  if (loose || crossesSegments(template)) return new RegExp(`^${pattern(template, '.*')}$`, 's');
+  // The path (up to the first `?` or `#`, or a `{?…}`/`{&…}` expression): expressions hold no `/`, `?` or `#`; the query
+  // that follows (starting at the URI's first `?` or `#`) is matched as any text.
+  let split = template.length;
+  for (const match of template.matchAll(/\{[^{}]*\}|[?#]/g)) {
+    if (match[0] === '?' || match[0] === '#' || match[0].startsWith('{?') || match[0].startsWith('{&')) {
+      split = match.index;
+      break;
+    }
+  }
+  return new RegExp(`^${pattern(template.slice(0, split), '[^/?#]*')}(?=[?#]|$)${pattern(template.slice(split), '.*')}$`, 's');
 }
 
 describe('uriTemplateMatcher', () => {
@@ -35,6 +45,11 @@ describe('uriTemplateMatcher', () => {
     expect(uriTemplateMatcher('docs://x{#part}')('docs://x#a/b')).toBe(true);
     expect(uriTemplateMatcher('repo://x{/path*}')('repo://x/a/b')).toBe(true);
     expect(uriTemplateMatcher('mem://{id}{?fields}')('mem://5?fields=a')).toBe(true);
+    // A query may hold `/` as it is (RFC 3986): the segments are the path's only (found by re-review).
+    expect(uriTemplateMatcher('kb://search{?q}')('kb://search?q=guides/intro')).toBe(true);
+    expect(uriTemplateMatcher('kb://{space}/{page}')('kb://search?q=guides/intro')).toBe(false);
+    expect(uriTemplateMatcher('kb://search{?q}')('kb://searchX')).toBe(false);
+    expect(uriTemplateMatcher('file:///logs?level={level}')('file:///logs?level=a/b')).toBe(true);
     expect(uriTemplateMatcher('{id}')('a/b')).toBe(false);
   });
 
@@ -51,9 +66,9 @@ describe('uriTemplateMatcher', () => {
   });
 
   it('agrees with the regular-expression definition on arbitrary templates and URIs', () => {
-    const alphabet = fc.constantFrom('a', 'b', '/', ':', '.', '{x}', '{', '}');
+    const alphabet = fc.constantFrom('a', 'b', '/', ':', '.', '{x}', '{', '}', '?', '{?q}', '{+p}', '#');
     const template = fc.array(alphabet, { maxLength: 8 }).map((parts) => parts.join(''));
-    const uri = fc.array(fc.constantFrom('a', 'b', '/', ':', '.', '{', '}', 'x'), { maxLength: 12 }).map((parts) => parts.join(''));
+    const uri = fc.array(fc.constantFrom('a', 'b', '/', ':', '.', '{', '}', 'x', '?', '#', '='), { maxLength: 12 }).map((parts) => parts.join(''));
     fc.assert(
       fc.property(template, uri, (t, u) => {
         expect(uriTemplateMatcher(t)(u)).toBe(asRegex(t).test(u));

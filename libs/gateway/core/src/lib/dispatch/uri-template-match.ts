@@ -33,21 +33,45 @@ export function crossesSegments(template: string): boolean {
  * more literal text won it; found by review). Otherwise each expression matches any run of characters.
  */
 export function uriTemplateMatcher(template: string): UriMatcher {
-  if (!crossesSegments(template)) {
-    const segments = template.split('/').map(anyRunMatcher);
-    return (uri) => {
-      let from = 0;
-      for (let index = 0; index < segments.length; index += 1) {
-        const last = index === segments.length - 1;
-        const to = last ? uri.length : uri.indexOf('/', from);
-        if (to === -1 || (last && uri.indexOf('/', from) !== -1)) return false;
-        if (!(segments[index] as UriMatcher)(uri.slice(from, to))) return false;
-        from = to + 1;
-      }
-      return true;
-    };
+  if (crossesSegments(template)) return anyRunMatcher(template);
+  // Segments only in the path: a query may hold `/` as it is (RFC 3986), so `kb://search{?q}` takes
+  // `kb://search?q=guides/intro` (found by re-review: a two-segment template of another upstream took it).
+  const split = queryStart(template);
+  const segments = template.slice(0, split).split('/').map(anyRunMatcher);
+  const query = anyRunMatcher(template.slice(split));
+  return (uri) => {
+    const end = uriQueryStart(uri);
+    let from = 0;
+    for (let index = 0; index < segments.length; index += 1) {
+      const next = uri.indexOf('/', from);
+      const last = index === segments.length - 1;
+      if (last ? next !== -1 && next < end : next === -1 || next >= end) return false;
+      const to = last ? end : next;
+      if (!(segments[index] as UriMatcher)(uri.slice(from, to))) return false;
+      from = to + 1;
+    }
+    return query(uri.slice(end));
+  };
+}
+
+/** Where a template's query (or fragment) starts: at its first `?` or `#`, or at a `{?…}` or `{&…}` expression. */
+function queryStart(template: string): number {
+  let at = template.length;
+  for (const match of template.matchAll(TEMPLATE_EXPRESSION)) {
+    const operator = match[0].charAt(1);
+    if (operator === '?' || operator === '&') {
+      at = match.index;
+      break;
+    }
   }
-  return anyRunMatcher(template);
+  const literal = template.slice(0, at).replace(TEMPLATE_EXPRESSION, (expression) => ' '.repeat(expression.length)).search(/[?#]/);
+  return literal === -1 ? at : literal;
+}
+
+/** Where a URI's query (or fragment) starts: its first `?` or `#`, or its end. */
+function uriQueryStart(uri: string): number {
+  const at = uri.search(/[?#]/);
+  return at === -1 ? uri.length : at;
 }
 
 /**

@@ -28,7 +28,8 @@ export class CircuitBreaker {
 
   constructor(
     private readonly options: CircuitBreakerOptions,
-    private readonly now: () => number = Date.now,
+    /** A monotonic clock (ms): a wall clock stepped back would make every failure look stale, and a dead upstream stay. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get state(): CircuitState {
@@ -71,8 +72,8 @@ export class CircuitBreaker {
 
   /**
    * A call (or a message of the gateway's own) failed in a way that speaks of the upstream's health: a timeout, a
-   * refused connection, a 5xx. `since`: when it went out (`now()`'s clock). Counted in closed state; in half-open
-   * state it opens the circuit again. Ignored:
+   * refused connection, a 5xx. `since`: when it went out (`performance.now()`, the breaker's clock). Counted in closed
+   * state; in half-open state it opens the circuit again. Ignored:
    * - when it went out before the circuit last opened or closed: a call that timed out after the recovery (or the
    *   probe) says nothing the probe did not; before, it reopened a circuit just closed (found by review);
    * - while the circuit is open: nothing but the probe goes out then, so what fails is older, or a message of the

@@ -29,7 +29,7 @@ interface Call<Owner> {
   readonly augmented: boolean;
   /** How long it may run: once given up, the server may still work on it this long (`cancelOwner`). */
   readonly timeoutMs: number;
-  /** When it was made (Date.now()): a timeout says nothing of a circuit that opened or closed since (`onTimeout`). */
+  /** When it was made (performance.now()): a timeout says nothing of a circuit that opened or closed since (`onTimeout`). */
   readonly sentAt: number;
 }
 
@@ -67,7 +67,7 @@ export interface MultiplexerHooks<Owner = unknown> {
    * no call waits on (a cancellation), which the transport may bound more tightly.
    */
   write(text: string, quiet?: boolean): void | Written;
-  /** A call made at `sentAt` (Date.now()) timed out (the breaker counts it, unless the circuit changed since). */
+  /** A call made at `sentAt` (performance.now()) timed out (the breaker counts it, unless the circuit changed since). */
   onTimeout?(sentAt: number): void;
   /** A call of `owner` got its response (the breaker resets). */
   onAnswer?(owner: Owner): void;
@@ -154,7 +154,7 @@ export class RequestMultiplexer<Owner> {
         outlivesOwner,
         augmented,
         timeoutMs,
-        sentAt: Date.now(),
+        sentAt: performance.now(),
       };
       this.calls.set(id, call);
       call.timer = setTimeout(() => this.giveUp(call, 'timeout', errors.timeout()), timeoutMs);

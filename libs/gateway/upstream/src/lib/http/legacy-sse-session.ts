@@ -206,7 +206,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
 
   private openStream(timeoutMs: number): Promise<void> {
     const { target, config, logger } = this.ctx;
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     return new Promise<void>((resolve, reject) => {
       let waiting = true;
       const fail = (error: unknown): void => {
@@ -333,7 +333,7 @@ export class LegacySseSession implements UpstreamSession, DisposableSession {
     if (this.closed) return Promise.reject(errors.closed());
     let abort: () => void = () => undefined;
     let reached: () => boolean = () => false;
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     const posted: Written = new Promise<void>((resolve, reject) => {
       const exchange = new StatusExchange((error, status) => {
         clearTimeout(timer);

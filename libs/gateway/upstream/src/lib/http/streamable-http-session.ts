@@ -201,7 +201,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
     const { breaker } = this.ctx;
     if (!breaker.tryPass()) return Promise.reject(errors.circuitOpen());
     const probe = breaker.probe;
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     const adoptSessionId = this.sessionId === null && method === 'initialize';
     // Never `notifications/cancelled` for initialize (MCP), nor for a task-augmented request (tasks/cancel, by the caller).
     const cancellable = method !== 'initialize' && !isTaskAugmented(params);
@@ -537,7 +537,7 @@ export class StreamableHttpSession implements UpstreamSession, DisposableSession
 
   /** POSTs a notification or a response; resolves on 2xx (202 Accepted, normally). */
   private post(body: string, timeoutMs: number): Promise<void> {
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     return new Promise((resolve, reject) => {
       let done = false;
       const finish = (error: unknown): void => {

@@ -619,9 +619,13 @@ export class StdioProcess {
     if (this.child !== child || child.exitCode !== null || child.signalCode !== null) throw errors.closed();
     this.ready = true;
     this.readyAt = Date.now();
-    // The start is the answer its own messages were not counted as (see `onAnswer`): the circuit closes, and this
-    // process starts with no timeouts in a row (the last one's would otherwise kill it on its first; found by review).
-    this.ctx.breaker.success();
+    // The start is the answer its own messages were not counted as (see `onAnswer`): a circuit not closed (this start
+    // was its probe) closes, and this process starts with no timeouts in a row (the last one's would otherwise kill it
+    // on its first; found by review). In a closed circuit it says nothing of the calls: the failures counted stay, so a
+    // server that starts but answers no call opens its circuit after the threshold of timeouts, across the kills that
+    // restart it. Before, each restart reset the count, and such a server held every call for its whole timeout, for
+    // good (found by re-review).
+    if (this.ctx.breaker.state !== 'closed') this.ctx.breaker.success();
     this.timeoutsInARow = 0;
     this.lastActivity = Date.now();
     this.idleTimer = setInterval(

@@ -823,6 +823,30 @@ describe('stdio upstreams', () => {
     await expect(call(session, 'pid')).rejects.toMatchObject({ reason: 'circuit_open' });
   });
 
+  it('opens the circuit of a server that starts but answers no call after the threshold of timeouts, across the kills that restart it', async () => {
+    // callTimeoutMs no shorter than stableMs, as the defaults are (30 s each): each killed process counted as stable.
+    const c = connector({ stdioStableMs: 300, breaker: { failureThreshold: 5, cooldownMs: 60_000 } });
+    const config = fixtureConfig({}, { callTimeoutMs: 300 });
+    let session: UpstreamSession | undefined;
+    const reasons: unknown[] = [];
+    // Every call hangs. A session that ended with its killed process is opened again, as the engine does.
+    for (let attempt = 0; attempt < 8 && !reasons.includes('circuit_open'); attempt += 1) {
+      try {
+        session ??= await open(c, config);
+        await session.request('tools/call', { name: 'sleep', arguments: { ms: 10_000 } });
+        reasons.push('answered');
+      } catch (error) {
+        const reason = (error as { reason?: unknown }).reason;
+        reasons.push(reason);
+        if (reason === 'closed') session = undefined;
+      }
+    }
+    // Three timeouts kill the first process (hung); the fresh one's start leaves the count alone: two more open it.
+    expect(reasons.filter((reason) => reason === 'timeout')).toHaveLength(5);
+    expect(reasons.at(-1)).toBe('circuit_open');
+    expect(c.circuits?.()[0]?.state).toBe('open');
+  }, 30_000);
+
   it('stops an idle process and starts it again on the next call', async () => {
     const session = await open(connector({ stdioIdleMs: 150 }));
     const pid = await pidOf(session);
