@@ -1,7 +1,8 @@
 /**
  * An admin repoints a Streamable HTTP upstream (another URL) while agents' sessions are open. The upstream session id
  * the old server issued is that server's handle on the session: it must never be sent to the new URL, on a call or on
- * the DELETE that ends the agent's session. The new server gets a session of its own instead, and calls go on.
+ * the DELETE that ends the agent's session. The new server gets a session of its own instead, and calls go on; the old
+ * server's session is ended there (DELETE).
  */
 import type { Server } from 'node:http';
 import { CHANGE_CHANNELS } from '@portcullis/contracts/api';
@@ -106,5 +107,8 @@ describe('an upstream repointed to another URL while sessions are open', () => {
     expect(newServer.seen.filter((entry) => entry.sessionId === 'session-issued-by-old')).toEqual([]);
     expect(newServer.seen.filter((entry) => entry.method === 'DELETE')).toEqual([{ method: 'DELETE', sessionId: 'session-issued-by-new' }]);
     expect(oldServer.seen.some((entry) => entry.sessionId === 'session-issued-by-old')).toBe(true);
+    // The old server's session was ended there (with its own id), not left to its idle timeout.
+    await waitFor(() => oldServer.seen.some((entry) => entry.method === 'DELETE'), { timeoutMs: 5_000, description: 'the old session ended' });
+    expect(oldServer.seen.filter((entry) => entry.method === 'DELETE')).toEqual([{ method: 'DELETE', sessionId: 'session-issued-by-old' }]);
   }, 30_000);
 });

@@ -750,11 +750,12 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     registry.replace([{ ...first, name: 'renamed', version: 2 }], () => undefined);
     engine.retireDeparted('t1');
     expect(connector.ended).toEqual([]);
-    // ...new credentials do not: the old session goes now, not at the agent's next use of it.
+    // ...new credentials do not: the old session goes now, not at the agent's next use of it, and is ended at the
+    // upstream (close: DELETE), as no replica has a use for it any more.
     registry.replace([{ ...first, headers: { authorization: 'Bearer rotated' }, sealedDigest: 'sealed-again', version: 3 }], () => undefined);
     engine.retireDeparted('t1');
     await new Promise((resolve) => setImmediate(resolve));
-    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
+    expect(connector.ended).toEqual([{ upstreamId: 'u1', how: 'close' }]);
     await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
     // A new upstream session, initialized under the new credentials: not the old one resumed with them.
     expect(connector.opened.map((o) => [o.upstreamId, o.how])).toEqual([

@@ -658,8 +658,9 @@ describe('SessionEngine with in-memory upstreams', () => {
       registry.replace([{ ...configured(3), url: 'http://moved.example/mcp' }], () => undefined);
       expect('result' in (await call())).toBe(true);
       await new Promise((resolve) => setImmediate(resolve));
-      // Before, the old session stayed open (its streams reconnecting to the old host with the old credentials).
-      expect(connector.ended, transport).toEqual([{ upstreamId: 'u1', how: transport === 'sse' ? 'close' : 'dispose' }]);
+      // Before, the old session stayed open (its streams reconnecting to the old host with the old credentials). It is
+      // ended at the old server (close: DELETE), a Streamable HTTP one too: no replica has a use for it any more.
+      expect(connector.ended, transport).toEqual([{ upstreamId: 'u1', how: 'close' }]);
       // A Streamable HTTP session id belongs to the old URL: the new one gets a session of its own, never that id.
       expect(connector.opened.map((opened) => opened.how)).toEqual(['connect', transport === 'sse' ? 'resume' : 'connect']);
       expect('result' in (await call())).toBe(true);

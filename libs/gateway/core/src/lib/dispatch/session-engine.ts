@@ -3582,10 +3582,11 @@ export class SessionEngine {
       entry.pages.clear();
       live.upstreams.delete(upstreamId);
       // Either way the session's calls under way end with it, and so do its requests to the agent (their signals).
-      // Retired, not ended upstream: a Streamable HTTP session is shared by the replicas, and one replica may miss an
-      // upstream only because of its own trouble (a keyring without the key its secrets are sealed with) — its DELETE
-      // would end the session under every other replica. Stdio and legacy SSE ones are this replica's, and close.
-      this.retire(entry.config, entry.session);
+      // An upstream gone from the registry is retired, not ended upstream: a Streamable HTTP session is shared by the
+      // replicas, and one replica may miss an upstream only because of its own trouble (a keyring without the key its
+      // secrets are sealed with) — its DELETE would end the session under every other replica. One that now connects
+      // elsewhere is ended at the old server (`retire`). Stdio and legacy SSE ones are this replica's, and close.
+      this.retire(entry.config, entry.session, config !== undefined);
     }
   }
 
@@ -4183,7 +4184,7 @@ export class SessionEngine {
       // Another URL, other credentials, another command: the session under the old configuration ends here (its
       // calls under way with it). Left open, its streams kept reconnecting to the old host with the old credentials
       // for as long as the gateway ran, and kept relaying notifications beside the new session's.
-      this.retire(existing.config, existing.session);
+      this.retire(existing.config, existing.session, true);
     }
     const identity = identityOf(live.record);
     // The record may name a session opened before an admin repointed the upstream (this replica never held it, or held
@@ -4978,8 +4979,14 @@ export class SessionEngine {
    * socket per idle session and forwarded notifications to a live session that no longer exists. The others cannot be
    * resumed: closed.
    */
-  private retire(config: UpstreamConfig, session: Promise<UpstreamSession>): void {
-    if (config.transport === 'streamable_http') void session.then((s) => s.dispose?.()).catch(() => undefined);
+  /**
+   * Lets go of an upstream session. A Streamable HTTP one is shared by the replicas, so it is only dropped here, unless
+   * `ended`: the upstream now connects elsewhere or with other credentials, as the registry knows it (not a replica's own
+   * trouble), so the session under the old configuration is of no use to any replica and is ended (DELETE) at the old
+   * server, with the old credentials. Before, the old server kept it until its own idle timeout (found by review).
+   */
+  private retire(config: UpstreamConfig, session: Promise<UpstreamSession>, ended = false): void {
+    if (config.transport === 'streamable_http' && !ended) void session.then((s) => s.dispose?.()).catch(() => undefined);
     else void session.then((s) => s.close()).catch(() => undefined);
   }
 
