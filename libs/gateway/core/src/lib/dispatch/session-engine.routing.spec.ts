@@ -1735,3 +1735,43 @@ describe('a query holding "/" (found by re-review)', () => {
     expect(connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId)).toEqual(['u1']);
   });
 });
+
+describe('reads of URIs no upstream lists while one upstream fails its listing (found by re-review)', () => {
+  it('walk the other upstreams\' listings at most once a second, whether the URI is in normal form or not', async () => {
+    const registry = new UpstreamRegistry('__');
+    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
+    const pages = 5;
+    const connector = new FakeConnector({
+      u1: {
+        capabilities: { resources: {} },
+        handle: async (method, params) => {
+          if (method === 'resources/list') {
+            const page = typeof params?.['cursor'] === 'string' ? Number(params['cursor']) : 0;
+            return { resources: [{ uri: `notes://a/${page}`, name: `n${page}` }], ...(page + 1 < pages ? { nextCursor: String(page + 1) } : {}) };
+          }
+          return method === 'resources/read' ? { contents: [] } : { resourceTemplates: [] };
+        },
+      },
+      // Its listing fails (its backend down): no walk is complete.
+      u2: {
+        capabilities: { resources: {} },
+        handle: async (method) => {
+          if (method === 'resources/list') throw new UpstreamRpcError(-32603, 'backend down');
+          return { resourceTemplates: [] };
+        },
+      },
+    });
+    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+    const { record } = await openSession(engine);
+    const listed = () => connector.calls.filter((call) => call.method === 'resources/list' && call.upstreamId === 'u1').length;
+    const before = listed();
+    for (let i = 0; i < 20; i += 1) {
+      const outside = await engine.request(record, req('resources/read', { uri: `file:///srv/public/../secret${i % 2}` }), NO_STREAM, 'trace');
+      expect(outside).toMatchObject({ error: { code: -32602 } });
+      const unknown = await engine.request(record, req('resources/read', { uri: `notes://nobody/${i}` }), NO_STREAM, 'trace');
+      expect(unknown).toMatchObject({ error: { code: -32002 } });
+    }
+    // Forty reads well within a second: one walk (five pages), two at most; each read walking again asked for 200 pages.
+    expect(listed() - before).toBeLessThanOrEqual(2 * pages);
+  });
+});

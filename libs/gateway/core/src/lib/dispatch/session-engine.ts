@@ -364,8 +364,6 @@ interface LiveSession {
   learningRoutes: { readonly generation: number; readonly walk: Promise<void> } | undefined;
   /** Counts the upstreams' resources list changes this replica heard of for the session. */
   routesGeneration: number;
-  /** When (performance.now()) the last walk that saw every upstream and no list change ended; undefined: none since. */
-  routesLearnedAt: number | undefined;
   /** When (performance.now()) the last walk ended, complete or not; undefined: none since the last list change. */
   routesWalkedAt: number | undefined;
   standalone: MessageSink | undefined;
@@ -3288,17 +3286,17 @@ export class SessionEngine {
 
   /**
    * Walks the session's resource and template listings to learn which upstream serves which URI. One walk at a time
-   * per session (requests that arrive meanwhile wait for it), and none again within ROUTE_RELEARN_MS of the last
-   * complete one: an agent reading URIs nobody lists would otherwise have every upstream list everything (up to
-   * MAX_UPSTREAM_PAGES pages of each) for each read, in parallel. A walk counts as complete only if it succeeded, every upstream
-   * answered it, and no upstream said its resources changed meanwhile; after a change, the next unknown URI walks
-   * at once (a walk started before the change is not joined).
+   * per session (requests that arrive meanwhile wait for it), and none again within ROUTE_RELEARN_MS of the last one,
+   * complete or not: an agent reading URIs nobody lists would otherwise have every upstream list everything (up to
+   * MAX_UPSTREAM_PAGES pages of each) for each read. Before, only a complete walk (every upstream answered) counted, so
+   * while one upstream's listing failed every read walked all the others again (found by re-review). After a change
+   * an upstream announced, the next unknown URI walks at once (a walk started before the change is not joined).
    */
   private learnRoutes(live: LiveSession, traceId: string): Promise<void> {
     const generation = live.routesGeneration;
     const running = live.learningRoutes;
     if (running?.generation === generation) return running.walk;
-    if (running === undefined && live.routesLearnedAt !== undefined && performance.now() - live.routesLearnedAt < ROUTE_RELEARN_MS) {
+    if (running === undefined && live.routesWalkedAt !== undefined && performance.now() - live.routesWalkedAt < ROUTE_RELEARN_MS) {
       return Promise.resolve();
     }
     const status = { dropped: false };
@@ -3308,12 +3306,11 @@ export class SessionEngine {
     })();
     const entry = { generation, walk };
     live.learningRoutes = entry;
-    const settle = (complete: boolean) => {
+    const settle = () => {
       if (live.learningRoutes === entry) live.learningRoutes = undefined;
       if (live.routesGeneration === generation) live.routesWalkedAt = performance.now();
-      if (complete && !status.dropped && live.routesGeneration === generation) live.routesLearnedAt = performance.now();
     };
-    walk.then(() => settle(true), () => settle(false));
+    walk.then(settle, settle);
     return walk;
   }
 
@@ -3325,7 +3322,6 @@ export class SessionEngine {
    */
   private resourcesChanged(live: LiveSession, upstreamId?: string): void {
     live.routesGeneration += 1;
-    live.routesLearnedAt = undefined;
     live.routesWalkedAt = undefined;
     live.resourceRoutes.deleteWhere((owner) => upstreamId === undefined || owner === upstreamId);
     live.templateRoutes.deleteWhere((route) => upstreamId === undefined || route.upstreamId === upstreamId);
@@ -4899,7 +4895,6 @@ export class SessionEngine {
     // Routes the replica's budget took for another session's: a URI no route knows is walked for again, not refused
     // (or sent to a template) within ROUTE_RELEARN_MS of the last walk (found by re-review).
     const taken = (): void => {
-      live.routesLearnedAt = undefined;
       live.routesWalkedAt = undefined;
     };
     const live: LiveSession = {
@@ -4910,7 +4905,6 @@ export class SessionEngine {
       sought: new Map(),
       learningRoutes: undefined,
       routesGeneration: 0,
-      routesLearnedAt: undefined,
       routesWalkedAt: undefined,
       standalone: undefined,
       standaloneToken: undefined,
