@@ -264,6 +264,19 @@ describe('the secrets of an upstream, in the forms it may quote them', () => {
   });
 });
 
+describe('the secrets of an upstream as the upstream reads them (found by review)', () => {
+  it('masks a header value with white space around it as its server quotes it: trimmed by the HTTP parser', () => {
+    const key = 'hcaik_01hq3f9z8x7w6v5u4t3s2r1q0pzz';
+    const mask = secretMaskOf({ url: 'https://api.example.com/mcp', headers: { 'X-Honeycomb-Team': ` ${key} ` }, args: [], env: {} });
+    expect(mask.mask(`unknown team key ${key}`)).toBe('unknown team key [redacted]');
+  });
+
+  it('masks an env value with white space after it as a server that trims it quotes it', () => {
+    const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { SERVICE_PASSWORD: 'correct-horse-42 \t' } });
+    expect(mask.mask('refused correct-horse-42.')).toBe('refused [redacted].');
+  });
+});
+
 describe('maskListedItem', () => {
   it('masks what an item says, not what names it, and returns the same item when nothing is masked', () => {
     const mask = secretMaskOf(config());

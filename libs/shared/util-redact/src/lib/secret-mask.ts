@@ -182,6 +182,9 @@ export class SecretMask {
       secrets.add(escaped);
       // JSON writers that also escape `/` (PHP's json_encode, some Java ones): base64 tokens hold slashes.
       if (escaped.includes('/')) secrets.add(escaped.replaceAll('/', '\\/'));
+      // And as other languages' JSON writers write it, with more characters as `\uXXXX` (a tool's result is often a
+      // JSON text the server wrote itself: an Azure key's `+`, a password's `&` passed through; found by review).
+      for (const variant of jsonWritersEscapes(escaped)) secrets.add(variant);
     }
     this.secrets = [...secrets].sort((a, b) => b.length - a.length);
   }
@@ -216,6 +219,35 @@ export class SecretMask {
   }
 }
 
+/**
+ * Characters other JSON writers write as `\uXXXX` where `JSON.stringify` writes them plainly, and the case of their hex:
+ * .NET's System.Text.Json (`+ & < > '` and every non-ASCII character, upper case), Go's encoding/json (`< > &`, lower
+ * case), Python's json.dumps and PHP's json_encode (every non-ASCII character, lower case; PHP also writes `/` as `\/`).
+ * None of these characters is in an escape `JSON.stringify` writes, so they are replaced in its text.
+ */
+const JSON_WRITERS: readonly { readonly escapes: RegExp; readonly upper: boolean; readonly slash: boolean }[] = [
+  { escapes: /[+&<>'\u0080-\uffff]/g, upper: true, slash: false },
+  { escapes: /[&<>]/g, upper: false, slash: false },
+  { escapes: /[\u0080-\uffff]/g, upper: false, slash: false },
+  { escapes: /[\u0080-\uffff]/g, upper: false, slash: true },
+];
+/** Whether any of JSON_WRITERS writes a character of a text otherwise than `JSON.stringify` does. */
+const OTHERWISE_ESCAPED = /[+&<>'\u0080-\uffff]/;
+
+/** `escaped` (a value as `JSON.stringify` writes it, without quotes) as each of JSON_WRITERS writes it, where that differs. */
+function jsonWritersEscapes(escaped: string): string[] {
+  if (!OTHERWISE_ESCAPED.test(escaped)) return [];
+  const variants: string[] = [];
+  for (const writer of JSON_WRITERS) {
+    const written = escaped.replace(writer.escapes, (character) => {
+      const hex = character.charCodeAt(0).toString(16).padStart(4, '0');
+      return `\\u${writer.upper ? hex.toUpperCase() : hex}`;
+    });
+    if (written !== escaped) variants.push(writer.slash ? written.replaceAll('/', '\\/') : written);
+  }
+  return variants;
+}
+
 /** The fewest characters of a value's beginning `maskCut` masks at the end of a cut text (fewer tell nothing). */
 const MASKED_PREFIX_MIN = 4;
 
@@ -239,8 +271,13 @@ function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false, tok
   const credentialName = (name: string): boolean => namesSecret(name) || hasCredentialWord(name) || namesCredentialItself(name);
   const env = Object.entries(config.env).filter(([name]) => !credentialsOnly || credentialName(name));
   const values = [...env.map(([, value]) => value), ...credentialArgs(config.args)];
+  // An env value with white space or a newline around it, as a server that trims what it reads would quote it.
+  for (const [, value] of env) if (value.trim() !== value) values.push(value.trim());
   for (const [name, value] of Object.entries(config.headers)) {
     if (!credentialsOnly) values.push(value);
+    // As it goes out and is read: an HTTP parser drops the white space around a field value (RFC 9110), so the server
+    // quotes it without (found by review: a key stored with a space around it was shown unmasked).
+    if (!credentialsOnly && value.trim() !== value) values.push(value.trim());
     if (!credentialName(name)) continue;
     if (credentialsOnly) values.push(value);
     for (const part of value.split(VALUE_PARTS)) {
