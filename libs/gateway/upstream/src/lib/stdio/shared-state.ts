@@ -69,6 +69,12 @@ export class SharedUpstreamState<O> {
       for (const [parent, subscribers] of this.subscriptions) {
         if (subscriptionCovers(parent, uri)) for (const owner of subscribers) subscribed.add(owner);
       }
+      // And of a subscribe not answered yet: a server may report the state as it takes the subscription, before its
+      // answer (the session engine takes such an update too). Before, it reached nobody whenever another session
+      // shared the process (found by review).
+      for (const [parent, pending] of this.pendingSubscribes) {
+        if (subscriptionCovers(parent, uri)) for (const owner of pending.values()) subscribed.add(owner);
+      }
       return all.filter((owner) => subscribed.has(owner));
     }
     if (notification.method === 'notifications/message') {
