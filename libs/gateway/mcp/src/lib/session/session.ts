@@ -109,8 +109,15 @@ export function subscriptionFits(record: SessionRecord, uri: string): boolean {
  * `file:///project`). The one rule for who hears an update, in the session engine and on a shared stdio process.
  */
 export function subscriptionCovers(subscribed: string, uri: string): boolean {
-  return uri === subscribed || uri.startsWith(subscribed.endsWith('/') ? subscribed : `${subscribed}/`);
+  if (uri === subscribed) return true;
+  const base = subscribed.endsWith('/') ? subscribed : `${subscribed}/`;
+  // Not a part that climbs out of it (`mem://pub/../hr/salaries`), nor one with an empty, `.` or encoded segment a
+  // resolver would read so: it names what it resolves to, which another principal may be subscribed to (found by review).
+  return uri.startsWith(base) && !CLIMBING_PART.test(uri.slice(base.length));
 }
+
+/** A sub-resource part with a `.` or `..` segment, an empty segment, or an encoded `/`, `\` or `.`. */
+const CLIMBING_PART = /(?:^|[/\\])\.{1,2}(?:[/\\?#]|$)|^[/\\]|[/\\]{2}|%(?:2[ef]|5c)/i;
 
 /** The upstream the session's record says it subscribed to `uri` on, if any. */
 export function subscribedUpstream(record: SessionRecord, uri: string): string | undefined {
