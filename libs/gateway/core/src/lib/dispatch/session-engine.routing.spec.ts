@@ -1604,135 +1604,93 @@ describe('SessionEngine: what an upstream may have relayed to the agent', () => 
   });
 });
 
+/**
+ * An upstream listing the resources `uris` and the templates `templates`, whose reads answer with the URI read and who
+ * served it.
+ */
+const listing = (who: string, uris: readonly string[], templates: readonly string[] = []): FakeUpstream => ({
+  capabilities: { resources: { listChanged: true } },
+  handle: async (method, params) =>
+    method === 'resources/list'
+      ? { resources: uris.map((uri) => ({ uri, name: uri })) }
+      : method === 'resources/read'
+        ? { contents: [{ uri: params?.['uri'], text: `served by ${who}` }] }
+        : { resourceTemplates: templates.map((uriTemplate) => ({ uriTemplate, name: uriTemplate })) },
+});
+
+/** A session of an engine over `upstreams` (u1 with prefix a, u2 with b, …), and who served its reads. */
+async function resourceSession(...upstreams: FakeUpstream[]) {
+  const registry = new UpstreamRegistry('__');
+  registry.replace(upstreams.map((_, index) => fakeConfig(`u${index + 1}`, String.fromCharCode(97 + index))), () => undefined);
+  const connector = new FakeConnector(Object.fromEntries(upstreams.map((upstream, index) => [`u${index + 1}`, upstream])));
+  const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
+  const { record } = await openSession(engine);
+  const read = (uri: string) => engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
+  const readers = () => connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId);
+  return { engine, connector, record, read, readers };
+}
+
 describe('resources an upstream lists with URIs outside the normal form', () => {
   // The read check refuses URIs an upstream could resolve to another resource than policy matched; a URI exactly as an
   // upstream listed it is that upstream's own name for the resource, and is read. Before, these were listed and could
   // never be read (found by review).
   for (const uri of ['postgres://app@db.internal:5432/shop/users/schema', 's3://bucket/dir//key', 'https://docs.example.com:443/guide']) {
     it(`reads the listed resource ${uri} from the upstream that listed it`, async () => {
-      const registry = new UpstreamRegistry('__');
-      registry.replace([fakeConfig('u1', 'db')], () => undefined);
-      const connector = new FakeConnector({
-        u1: {
-          capabilities: { resources: {} },
-          handle: async (method, params) =>
-            method === 'resources/list'
-              ? { resources: [{ uri, name: 'x' }] }
-              : method === 'resources/read'
-                ? { contents: [{ uri: params?.['uri'], text: 'content' }] }
-                : { resourceTemplates: [] },
-        },
-      });
-      const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
-      const { record } = await openSession(engine);
+      const { engine, record, read, readers } = await resourceSession(listing('a', [uri]));
       expect(await engine.request(record, req('resources/list'), NO_STREAM, 'trace')).toMatchObject({ result: { resources: [{ uri }] } });
-      const read = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
-      expect(read).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
-      expect(connector.calls.filter((call) => call.method === 'resources/read')).toHaveLength(1);
+      expect(await read(uri)).toMatchObject({ result: { contents: [{ uri, text: 'served by a' }] } });
+      expect(readers()).toEqual(['u1']);
       // The same text unlisted (another user, say) is still refused.
       const other = uri.replace('app@', 'root@').replace('dir//key', 'dir//other').replace(':443/guide', ':443/admin');
-      expect(await engine.request(record, req('resources/read', { uri: other }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
+      expect(await read(other)).toMatchObject({ error: { code: -32602 } });
     });
   }
 });
 
 describe('templates of two upstreams that overlap', () => {
-  const templated = (uriTemplate: string, who: string): FakeUpstream => ({
-    capabilities: { resources: {} },
-    handle: async (method, params) =>
-      method === 'resources/list'
-        ? { resources: [] }
-        : method === 'resources/read'
-          ? { contents: [{ uri: params?.['uri'], text: `served by ${who}` }] }
-          : { resourceTemplates: [{ uriTemplate, name: who }] },
-  });
-  const readFrom = async (templates: [string, string], uri: string) => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
-    const connector = new FakeConnector({ u1: templated(templates[0], 'a'), u2: templated(templates[1], 'b') });
-    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
-    const { record } = await openSession(engine);
-    const read = await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace');
-    return { read, readers: connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId) };
-  };
-
   it('reads a URI from the upstream whose template can expand to it, not the one with more literal text (found by review)', async () => {
     // `{slug}` cannot expand to `guides/intro` (RFC 6570 encodes the `/`); `{+path}` can.
-    const { read, readers } = await readFrom(['docs://{slug}.md', 'docs://{+path}'], 'docs://guides/intro.md');
-    expect(read).toMatchObject({ result: { contents: [{ text: 'served by b' }] } });
-    expect(readers).toEqual(['u2']);
+    const { read, readers } = await resourceSession(listing('a', [], ['docs://{slug}.md']), listing('b', [], ['docs://{+path}']));
+    expect(await read('docs://guides/intro.md')).toMatchObject({ result: { contents: [{ text: 'served by b' }] } });
+    expect(readers()).toEqual(['u2']);
   });
 
   it('still reads a nested path from a template written loosely when no template can expand to it', async () => {
-    const { read, readers } = await readFrom(['file:///{path}', 'mem://{key}'], 'file:///srv/a/b.txt');
-    expect(read).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
-    expect(readers).toEqual(['u1']);
+    const { read, readers } = await resourceSession(listing('a', [], ['file:///{path}']), listing('b', [], ['mem://{key}']));
+    expect(await read('file:///srv/a/b.txt')).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
+    expect(readers()).toEqual(['u1']);
+  });
+
+  it('reads a query holding "/" from the template whose path it matches, not a two-segment one (found by re-review)', async () => {
+    const { read, readers } = await resourceSession(listing('a', [], ['kb://search{?q}']), listing('b', [], ['kb://{space}/{page}']));
+    expect(await read('kb://search?q=guides/intro')).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
+    expect(readers()).toEqual(['u1']);
   });
 });
 
 describe('a listed resource URI outside the normal form whose route this replica has not learned (found by re-review)', () => {
   const uri = 'postgres://app@db.internal:5432/shop/users/schema';
-  const setup = async () => {
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'db'), fakeConfig('u2', 'files')], () => undefined);
-    const connector = new FakeConnector({
-      u1: {
-        capabilities: { resources: { listChanged: true } },
-        handle: async (method, params) =>
-          method === 'resources/list'
-            ? { resources: [{ uri, name: 'x' }] }
-            : method === 'resources/read'
-              ? { contents: [{ uri: params?.['uri'], text: 'content' }] }
-              : { resourceTemplates: [] },
-      },
-      // A loose template of another upstream that the text matches: never asked for a URI outside the normal form.
-      u2: {
-        capabilities: { resources: {} },
-        handle: async (method) => (method === 'resources/list' ? { resources: [] } : method === 'resources/read' ? { contents: [] } : { resourceTemplates: [{ uriTemplate: 'postgres://{+rest}', name: 'any' }] }),
-      },
-    });
-    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
-    const { record } = await openSession(engine);
-    return { engine, connector, record };
-  };
+  // Beside it, a loose template of another upstream that the text matches: never asked for a URI outside the normal form.
+  const setup = () => resourceSession(listing('a', [uri]), listing('b', [], ['postgres://{+rest}']));
 
   it('is read when this replica has not served the listing (the agent listed on another replica)', async () => {
-    const { engine, connector, record } = await setup();
-    expect(await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
-    expect(connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId)).toEqual(['u1']);
+    const { read, readers } = await setup();
+    expect(await read(uri)).toMatchObject({ result: { contents: [{ uri, text: 'served by a' }] } });
+    expect(readers()).toEqual(['u1']);
   });
 
   it('is still read after the upstream says its resources changed (it still lists the URI)', async () => {
-    const { engine, connector, record } = await setup();
+    const { engine, connector, record, read } = await setup();
     await engine.request(record, req('resources/list'), NO_STREAM, 'trace');
     connector.emit('u1', { jsonrpc: '2.0', method: 'notifications/resources/list_changed' });
     await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(await engine.request(record, req('resources/read', { uri }), NO_STREAM, 'trace')).toMatchObject({ result: { contents: [{ uri, text: 'content' }] } });
+    expect(await read(uri)).toMatchObject({ result: { contents: [{ uri, text: 'served by a' }] } });
   });
 
   it('is refused, not sent to a template, when no upstream lists it', async () => {
-    const { engine, connector, record } = await setup();
-    const other = 'postgres://root@db.internal:5432/shop/users/schema';
-    expect(await engine.request(record, req('resources/read', { uri: other }), NO_STREAM, 'trace')).toMatchObject({ error: { code: -32602 } });
-    expect(connector.calls.filter((call) => call.method === 'resources/read')).toEqual([]);
-  });
-});
-
-describe('a query holding "/" (found by re-review)', () => {
-  it('goes to the template whose path it matches, not to a two-segment template of another upstream', async () => {
-    const templated = (uriTemplate: string, who: string): FakeUpstream => ({
-      capabilities: { resources: {} },
-      handle: async (method, params) =>
-        method === 'resources/list' ? { resources: [] } : method === 'resources/read' ? { contents: [{ uri: params?.['uri'], text: `served by ${who}` }] } : { resourceTemplates: [{ uriTemplate, name: who }] },
-    });
-    const registry = new UpstreamRegistry('__');
-    registry.replace([fakeConfig('u1', 'a'), fakeConfig('u2', 'b')], () => undefined);
-    const connector = new FakeConnector({ u1: templated('kb://search{?q}', 'a'), u2: templated('kb://{space}/{page}', 'b') });
-    const engine = makeEngine({ registry, connector, sessions: new MemorySessionStore(), options: { listTimeoutMs: 300 } });
-    const { record } = await openSession(engine);
-    const read = await engine.request(record, req('resources/read', { uri: 'kb://search?q=guides/intro' }), NO_STREAM, 'trace');
-    expect(read).toMatchObject({ result: { contents: [{ text: 'served by a' }] } });
-    expect(connector.calls.filter((call) => call.method === 'resources/read').map((call) => call.upstreamId)).toEqual(['u1']);
+    const { read, readers } = await setup();
+    expect(await read('postgres://root@db.internal:5432/shop/users/schema')).toMatchObject({ error: { code: -32602 } });
+    expect(readers()).toEqual([]);
   });
 });
 
