@@ -4,6 +4,7 @@
  * connection hashed for approval (unmasked): before, the hooks were given the masked text, so an approved tool (or
  * approved instructions) mentioning a configured value was held as "changed" for good.
  */
+import { MAX_INSTRUCTIONS_CHARS, relayedInstructions } from '@portcullis/contracts/tool-pins';
 import { MemoryTaskRouteStore, type JsonRpcMessage, type JsonRpcResponse, type UpstreamConfig } from '@portcullis/gateway/mcp';
 import { describe, expect, it } from 'vitest';
 import { UpstreamRegistry } from '../registry/upstream-registry';
@@ -44,6 +45,27 @@ describe('an upstream whose listing and instructions mention a configured value'
     expect(judged).toEqual([INSTRUCTIONS, TOOL.description]);
     expect((response as { result?: { instructions?: string } }).result?.instructions).toBe(`gh: ${INSTRUCTIONS.replace(ORG, '[redacted]')}`);
     expect(listed.result?.tools).toEqual([expect.objectContaining({ name: 'gh__repos', description: TOOL.description.replace(ORG, '[redacted]') })]);
+  });
+});
+
+describe('instructions cut to their bound across a configured value', () => {
+  it('show no part of the value: its beginning before the cut is masked too (found by review)', async () => {
+    const secret = 'tenant-secret-0123456789abcdef';
+    const config: UpstreamConfig = { ...fakeConfig('u1', 'gh'), env: { API_SECRET: secret } };
+    const registry = new UpstreamRegistry('__');
+    registry.replace([config], () => undefined);
+    // As the handshake relays them: cut at MAX_INSTRUCTIONS_CHARS, the value's first 20 characters before the cut.
+    const long = `${'x'.repeat(MAX_INSTRUCTIONS_CHARS - 20)}${secret} and more`;
+    const engine = makeEngine({
+      registry,
+      connector: new FakeConnector({ u1: { capabilities: { tools: {} }, instructions: relayedInstructions(long), handle: async () => ({ tools: [] }) } }),
+      options: { listTimeoutMs: 500 },
+    });
+    const { response } = await openSession(engine);
+    const shown = (response as { result?: { instructions?: string } }).result?.instructions ?? '';
+    expect(shown).toContain('[redacted]');
+    expect(shown).not.toContain(secret.slice(0, 8));
+    expect(shown.endsWith('…')).toBe(true);
   });
 });
 

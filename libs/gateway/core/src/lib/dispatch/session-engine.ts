@@ -44,6 +44,7 @@ import {
   type UpstreamSessionState,
   isId,
 } from '@portcullis/gateway/mcp';
+import { MAX_INSTRUCTIONS_CHARS } from '@portcullis/contracts/tool-pins';
 import { isStackExhausted } from '@portcullis/shared/util-errors';
 import type { Logger } from '@portcullis/shared/util-logger';
 import { maskListedItem, maskValue, redactSecrets, secretMaskOf, type SecretMask } from '@portcullis/shared/util-redact';
@@ -1588,7 +1589,13 @@ export class SessionEngine {
     // The upstream's text the agent's model reads: without the credentials the gateway configured for it (an upstream
     // that quotes the token it was sent must not show it to the agent). Masked after the hook judged the text as the
     // upstream wrote it (tool pinning compares it with what the control plane's probe approved).
-    const shown = (text: string | undefined) => (text ? secretMaskOf(config).mask(text) : text);
+    // Cut to MAX_INSTRUCTIONS_CHARS (`relayedInstructions`, marked by its `…`): a value running past the cut is masked
+    // by its beginning too (found by review: the beginning of a value the cut split was shown).
+    const shown = (text: string | undefined) => {
+      if (!text) return text;
+      const mask = secretMaskOf(config);
+      return text.length >= MAX_INSTRUCTIONS_CHARS && text.endsWith('…') ? `${mask.maskCut(text.slice(0, -1))}…` : mask.mask(text);
+    };
     const gate = this.deps.hooks?.instructions;
     if (!given || gate === undefined) return shown(given);
     try {
