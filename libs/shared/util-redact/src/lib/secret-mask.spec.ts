@@ -271,6 +271,14 @@ describe('the secrets of an upstream as the upstream reads them (found by review
     expect(mask.mask(`unknown team key ${key}`)).toBe('unknown team key [redacted]');
   });
 
+  it('masks a value URL-encoded with lower-case hex, or with its "/" kept, as other encoders write it', () => {
+    const secret = 'pa/ss+word=0123456789';
+    const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { SERVICE_PASSWORD: secret } });
+    expect(mask.mask('sent pa%2fss%2bword%3d0123456789')).toBe('sent [redacted]');
+    expect(mask.mask('sent pa/ss%2Bword%3D0123456789')).toBe('sent [redacted]');
+    expect(mask.mask(`sent ${encodeURIComponent(secret)}`)).toBe('sent [redacted]');
+  });
+
   it('masks an env value with white space after it as a server that trims it quotes it', () => {
     const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { SERVICE_PASSWORD: 'correct-horse-42 \t' } });
     expect(mask.mask('refused correct-horse-42.')).toBe('refused [redacted].');

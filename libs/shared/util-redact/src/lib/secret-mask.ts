@@ -262,7 +262,8 @@ const VALUE_PARTS = /[\s;,]+/;
  * - env values, and the values of credential flags in the arguments;
  * - the user and password of its URL, and the values of query parameters named like credentials; the same of a
  *   connection string among the env values or arguments;
- * - each of those URL-encoded too (an upstream that echoes a request line or a form).
+ * - each of those URL-encoded too (an upstream that echoes a request line or a form), with upper- or lower-case hex,
+ *   and with `/` encoded or kept.
  * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
  * and masking them would garble every message that uses them.
  */
@@ -314,7 +315,13 @@ function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false, tok
   }
   for (const value of [...values]) {
     const encoded = encodeURIComponent(value);
-    if (encoded !== value) values.push(encoded);
+    if (encoded === value) continue;
+    values.push(encoded);
+    // As other encoders write it: hex in lower case (.NET's HttpUtility), `/` kept (Python's quote) (found by review).
+    const lower = encoded.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase());
+    if (lower !== encoded) values.push(lower);
+    const slashKept = encoded.replaceAll('%2F', '/');
+    if (slashKept !== encoded) values.push(slashKept);
   }
   // What masks every result must look like a token: a word (`AUTH_METHOD=password`) would be masked in ordinary text.
   return credentialsOnly && tokenShaped ? values.filter(looksLikeToken) : values;
