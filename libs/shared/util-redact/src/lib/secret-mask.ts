@@ -220,27 +220,33 @@ export class SecretMask {
 }
 
 /**
- * Characters other JSON writers write as `\uXXXX` where `JSON.stringify` writes them plainly, and the case of their hex:
- * .NET's System.Text.Json (`+ & < > '` and every non-ASCII character, upper case), Go's encoding/json (`< > &`, lower
- * case), Python's json.dumps and PHP's json_encode (every non-ASCII character, lower case; PHP also writes `/` as `\/`).
- * None of these characters is in an escape `JSON.stringify` writes, so they are replaced in its text.
+ * Characters other JSON writers write as `\uXXXX` where `JSON.stringify` writes them plainly (or as `\"`), and the case
+ * of their hex: .NET's System.Text.Json (``+ & < > ' ` "`` and every non-ASCII character, and its control characters'
+ * escapes, upper case), Go's encoding/json (`< > &`, lower case), Python's json.dumps and PHP's json_encode (every
+ * non-ASCII character, lower case; PHP also writes `/` as `\/`). Each pattern takes `JSON.stringify`'s escapes whole
+ * first, so nothing inside one is touched.
  */
 const JSON_WRITERS: readonly { readonly escapes: RegExp; readonly upper: boolean; readonly slash: boolean }[] = [
-  { escapes: /[+&<>'\u0080-\uffff]/g, upper: true, slash: false },
-  { escapes: /[&<>]/g, upper: false, slash: false },
-  { escapes: /[\u0080-\uffff]/g, upper: false, slash: false },
-  { escapes: /[\u0080-\uffff]/g, upper: false, slash: true },
+  { escapes: /\\u[0-9a-f]{4}|\\"|\\.|[+&<>'`\u0080-\uffff]/g, upper: true, slash: false },
+  { escapes: /\\.|[&<>]/g, upper: false, slash: false },
+  { escapes: /\\.|[\u0080-\uffff]/g, upper: false, slash: false },
+  { escapes: /\\.|[\u0080-\uffff]/g, upper: false, slash: true },
 ];
 /** Whether any of JSON_WRITERS writes a character of a text otherwise than `JSON.stringify` does. */
-const OTHERWISE_ESCAPED = /[+&<>'\u0080-\uffff]/;
+const OTHERWISE_ESCAPED = /[+&<>'`"\u0080-\uffff]|\\u[0-9a-f]{4}/;
 
 /** `escaped` (a value as `JSON.stringify` writes it, without quotes) as each of JSON_WRITERS writes it, where that differs. */
 function jsonWritersEscapes(escaped: string): string[] {
   if (!OTHERWISE_ESCAPED.test(escaped)) return [];
   const variants: string[] = [];
   for (const writer of JSON_WRITERS) {
-    const written = escaped.replace(writer.escapes, (character) => {
-      const hex = character.charCodeAt(0).toString(16).padStart(4, '0');
+    const written = escaped.replace(writer.escapes, (token) => {
+      // One of JSON.stringify's escapes: kept, but for .NET's own spelling of a quote and of control characters.
+      if (token.startsWith('\\')) {
+        if (!writer.upper) return token;
+        return token === '\\"' ? '\\u0022' : token.length === 6 ? `\\u${token.slice(2).toUpperCase()}` : token;
+      }
+      const hex = token.charCodeAt(0).toString(16).padStart(4, '0');
       return `\\u${writer.upper ? hex.toUpperCase() : hex}`;
     });
     if (written !== escaped) variants.push(writer.slash ? written.replaceAll('/', '\\/') : written);

@@ -766,6 +766,22 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     expect(new Set(calls).size).toBe(2);
   });
 
+  it('does not end upstream a session whose endpoint an edit left as it was (the URL spelled otherwise), and calls go on on it (found by re-review)', async () => {
+    for (const url of ['http://Internal-u1.example/mcp', 'http://internal-u1.example:80/mcp', 'http://internal-u1.example/mcp#main']) {
+      const { engine, connector, registry, configs } = build({ u1: tool('files') });
+      const { record } = await open(engine);
+      await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+      const [first] = configs as [UpstreamConfig];
+      registry.replace([{ ...first, url, version: 2 }], () => undefined);
+      engine.retireDeparted('t1');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(connector.ended, url).toEqual([{ upstreamId: 'u1', how: 'dispose' }]);
+      await engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+      const calls = connector.calls.filter((call) => call.method === 'tools/call').map((call) => call.sessionId);
+      expect(connector.closedSessions, url).not.toContain(calls.at(-1));
+    }
+  });
+
   it('touches only the sessions of the tenant named', async () => {
     const { engine, connector, registry } = build({ u1: tool('files') });
     const { record } = await open(engine);

@@ -3588,8 +3588,12 @@ export class SessionEngine {
       // An upstream gone from the registry is retired, not ended upstream: a Streamable HTTP session is shared by the
       // replicas, and one replica may miss an upstream only because of its own trouble (a keyring without the key its
       // secrets are sealed with) — its DELETE would end the session under every other replica. One that now connects
-      // elsewhere is ended at the old server (`retire`). Stdio and legacy SSE ones are this replica's, and close.
-      this.retire(entry.config, entry.session, config !== undefined);
+      // elsewhere is ended at the old server (`retire`), if the session record's endpoint is no longer its (another URL,
+      // other sealed credentials: every replica opens a new session then); not for an edit of the URL's spelling alone
+      // (a host's case, a default port written out), after which the record's session is resumed (found by re-review).
+      // Stdio and legacy SSE ones are this replica's, and close.
+      const state = live.record.upstreams[upstreamId];
+      this.retire(entry.config, entry.session, config !== undefined && state !== undefined && sessionElsewhere(state, config));
     }
   }
 
@@ -4187,7 +4191,7 @@ export class SessionEngine {
       // Another URL, other credentials, another command: the session under the old configuration ends here (its
       // calls under way with it). Left open, its streams kept reconnecting to the old host with the old credentials
       // for as long as the gateway ran, and kept relaying notifications beside the new session's.
-      this.retire(existing.config, existing.session, true);
+      this.retire(existing.config, existing.session, sessionElsewhere(state, config));
     }
     const identity = identityOf(live.record);
     // The record may name a session opened before an admin repointed the upstream (this replica never held it, or held

@@ -111,13 +111,17 @@ export function subscriptionFits(record: SessionRecord, uri: string): boolean {
 export function subscriptionCovers(subscribed: string, uri: string): boolean {
   if (uri === subscribed) return true;
   const base = subscribed.endsWith('/') ? subscribed : `${subscribed}/`;
-  // Not a part that climbs out of it (`mem://pub/../hr/salaries`), nor one with an empty, `.` or encoded segment a
-  // resolver would read so: it names what it resolves to, which another principal may be subscribed to (found by review).
-  return uri.startsWith(base) && !CLIMBING_PART.test(uri.slice(base.length));
+  if (!uri.startsWith(base)) return false;
+  // Not a part whose path climbs out of it (`mem://pub/../hr/salaries`, dots plain or encoded): it names what it
+  // resolves to, which another principal may be subscribed to (found by review). Its query and fragment say nothing of
+  // that; empty segments and encoded separators without dots stay inside (found by re-review).
+  const part = uri.slice(base.length);
+  const end = part.search(/[?#]/);
+  return !DOT_SEGMENT.test(end === -1 ? part : part.slice(0, end));
 }
 
-/** A sub-resource part with a `.` or `..` segment, an empty segment, or an encoded `/`, `\` or `.`. */
-const CLIMBING_PART = /(?:^|[/\\])\.{1,2}(?:[/\\?#]|$)|^[/\\]|[/\\]{2}|%(?:2[ef]|5c)/i;
+/** A `.` or `..` path segment, its dots or separators written plainly or percent-encoded (`%2e`, `%2f`, `%5c`). */
+const DOT_SEGMENT = /(?:^|\/|\\|%2f|%5c)(?:\.|%2e){1,2}(?:\/|\\|%2f|%5c|$)/i;
 
 /** The upstream the session's record says it subscribed to `uri` on, if any. */
 export function subscribedUpstream(record: SessionRecord, uri: string): string | undefined {

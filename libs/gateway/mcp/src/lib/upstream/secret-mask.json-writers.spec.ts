@@ -12,6 +12,7 @@ import { UpstreamRpcError, type UpstreamConfig } from './upstream';
 const AZURE_KEY = 'Zm9vYmFy+K3y/w1th+Pluses0123456789abcdEF==';
 const DB_PASSWORD = 'Tr0ub4dor&3<horse>';
 const NON_ASCII_TOKEN = 'kéy-ünïcode-0123456789';
+const QUOTED_PASSWORD = 'Tr0ub4dor"3+horse`x';
 
 const config = {
   id: 'u1',
@@ -23,7 +24,7 @@ const config = {
   command: null,
   args: [],
   headers: { 'Api-Key': AZURE_KEY },
-  env: { DB_PASSWORD, SERVICE_TOKEN: NON_ASCII_TOKEN },
+  env: { DB_PASSWORD, SERVICE_TOKEN: NON_ASCII_TOKEN, SMTP_PASSWORD: QUOTED_PASSWORD },
   version: 1,
 } as unknown as UpstreamConfig;
 
@@ -32,7 +33,8 @@ const escapedAs = (pattern: RegExp, upper: boolean) => (value: Record<string, st
     const hex = c.charCodeAt(0).toString(16).padStart(4, '0');
     return `\\u${upper ? hex.toUpperCase() : hex}`;
   });
-const dotnetJson = escapedAs(/[+&<>'\u0080-\uffff]/g, true);
+const dotnetJson = (value: Record<string, string>): string =>
+  escapedAs(/[+&<>'`\u0080-\uffff]/g, true)(value).replace(/\\"/g, '\\u0022');
 const goJson = escapedAs(/[&<>]/g, false);
 const pythonJson = escapedAs(/[\u0080-\uffff]/g, false);
 
@@ -44,6 +46,12 @@ describe('a credential inside JSON text another JSON writer wrote', () => {
     expect(text).toContain('\\u002B');
     const shown = maskResult(config, { content: [{ type: 'text', text }] });
     expect(JSON.parse(textOf(shown)).apiKey).toBe('[redacted]');
+  });
+
+  it('is masked as .NET writes a quote and a backtick (\\u0022, \\u0060; found by re-review)', () => {
+    const text = dotnetJson({ password: QUOTED_PASSWORD });
+    expect(text).toContain('\\u0022');
+    expect(JSON.parse(textOf(maskResult(config, { content: [{ type: 'text', text }] }))).password).toBe('[redacted]');
   });
 
   it('is masked in an error result as Go writes it (& < > as \\u0026 \\u003c \\u003e), alone and inside a DSN', () => {
