@@ -75,6 +75,20 @@ describe('probeUpstream bounds', () => {
     expect((await probe()).items.map((item) => item.kind)).toEqual(['tool']);
   });
 
+  it('stores cut instructions with no part of a configured value the cut split, as the gateway shows them (found by re-review)', async () => {
+    advertised = [tool('echo')];
+    const key = 'key-Zq8VbN3xLmP0rT5wYc7KdF2hJ9s';
+    // The cut keeps the key's first 24 characters.
+    instructions = `${'x'.repeat(MAX_INSTRUCTIONS_CHARS - 24)}${key} is the key you were sent.`;
+    try {
+      const stored = (await probe({ 'x-api-key': key })).items.find((item) => item.kind === 'instructions')?.definition['instructions'] as string;
+      expect(stored.endsWith('[redacted]…')).toBe(true);
+      expect(stored).not.toContain(key.slice(0, 8));
+    } finally {
+      instructions = undefined;
+    }
+  });
+
   it('refuses names and definitions too large to store, instead of failing in the database', async () => {
     advertised = [tool('n'.repeat(5_000))];
     expect(await reasonOf(probe())).toBe('too_large');

@@ -4,7 +4,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { definitionHash, definitionKey, INSTRUCTIONS_NAME, pinnedDefinition, relayedInstructions, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
+import { definitionHash, definitionKey, INSTRUCTIONS_NAME, MAX_INSTRUCTIONS_CHARS, pinnedDefinition, relayedInstructions, type PinnedDefinition, type PinnedKind } from '@portcullis/contracts/tool-pins';
 import type { LookupFunction } from 'node:net';
 import { ADDRESS_REFUSED, checkUpstreamUrl, createGuardedLookup, LOOKUP_QUEUED, type NetworkPolicy } from '@portcullis/shared/util-net-guard';
 import { maskListedItem, secretMaskOf } from '@portcullis/shared/util-redact';
@@ -281,7 +281,8 @@ export async function probeUpstream(target: ProbeTarget, options: ProbeOptions):
     if (typeof instructions === 'string' && instructions.length > 0) {
       // As the gateway relays them (cut to the same length), so that the pin is of what agents are told.
       const relayed = { instructions: relayedInstructions(instructions) };
-      const definition = maskListedItem(mask, relayed);
+      // Masked as the gateway masks them: a value the cut split by its beginning too (found by review).
+      const definition = { instructions: mask.maskRelayed(relayed.instructions, MAX_INSTRUCTIONS_CHARS) };
       const size = measure(definition);
       if (size.nul) throw new ProbeFailure('unstorable', 'instructions with NUL or a lone surrogate');
       totalBytes += size.bytes;

@@ -279,6 +279,14 @@ describe('the secrets of an upstream as the upstream reads them (found by review
     expect(mask.mask(`sent ${encodeURIComponent(secret)}`)).toBe('sent [redacted]');
   });
 
+  it('masks a value URL-encoded as Python, Go, PHP and Java write it: ! \' ( ) * and ~ encoded, a space as + (found by re-review)', () => {
+    const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { DB_PASSWORD: 'P@ssw0rd!2024', API_KEY: 'abcd~efgh~1234', SERVICE_PHRASE: 'correct horse battery 42' } });
+    expect(mask.mask('sent P%40ssw0rd%212024')).toBe('sent [redacted]');
+    expect(mask.mask('sent abcd%7Eefgh%7E1234')).toBe('sent [redacted]');
+    expect(mask.mask('sent abcd%7eefgh%7e1234')).toBe('sent [redacted]');
+    expect(mask.mask('q=correct+horse+battery+42')).toBe('q=[redacted]');
+  });
+
   it('masks an env value with white space after it as a server that trims it quotes it', () => {
     const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { SERVICE_PASSWORD: 'correct-horse-42 \t' } });
     expect(mask.mask('refused correct-horse-42.')).toBe('refused [redacted].');

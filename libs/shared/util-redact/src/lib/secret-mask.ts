@@ -217,41 +217,53 @@ export class SecretMask {
     }
     return masked;
   }
+
+  /**
+   * `mask` for a text relayed cut to `limit` characters and marked so with a final `…` (an upstream's instructions,
+   * `relayedInstructions`): a value the cut split is masked by its beginning too (`maskCut`). The gateway and the control
+   * plane's probe mask instructions alike with it (found by review: the beginning of a value the cut split was shown).
+   */
+  maskRelayed(text: string, limit: number): string {
+    return text.length >= limit && text.endsWith('…') ? `${this.maskCut(text.slice(0, -1))}…` : this.mask(text);
+  }
 }
 
 /**
- * Characters other JSON writers write as `\uXXXX` where `JSON.stringify` writes them plainly (or as `\"`), and the case
- * of their hex: .NET's System.Text.Json (``+ & < > ' ` "`` and every non-ASCII character, and its control characters'
- * escapes, upper case), Go's encoding/json (`< > &`, lower case), Python's json.dumps and PHP's json_encode (every
- * non-ASCII character, lower case; PHP also writes `/` as `\/`). Each pattern takes `JSON.stringify`'s escapes whole
- * first, so nothing inside one is touched.
+ * The ways other JSON writers write a string where `JSON.stringify` writes it otherwise: .NET's System.Text.Json writes
+ * ``+ & < > ' ` "`` and every non-ASCII character as `\uXXXX` in upper case (its control characters' escapes too), Go's
+ * encoding/json `< > &` in lower case, Python's json.dumps and PHP's json_encode every non-ASCII character in lower case
+ * (PHP also `/` as `\/`). Built with `replaceAll` (no call back per character: a long value of `+` would cost one each).
  */
-const JSON_WRITERS: readonly { readonly escapes: RegExp; readonly upper: boolean; readonly slash: boolean }[] = [
-  { escapes: /\\u[0-9a-f]{4}|\\"|\\.|[+&<>'`\u0080-\uffff]/g, upper: true, slash: false },
-  { escapes: /\\.|[&<>]/g, upper: false, slash: false },
-  { escapes: /\\.|[\u0080-\uffff]/g, upper: false, slash: false },
-  { escapes: /\\.|[\u0080-\uffff]/g, upper: false, slash: true },
-];
-/** Whether any of JSON_WRITERS writes a character of a text otherwise than `JSON.stringify` does. */
+const DOTNET_ESCAPED = ['+', '&', '<', '>', "'", '`'] as const;
+const GO_ESCAPED = ['&', '<', '>'] as const;
+/** Whether any JSON writer above writes a character of a text otherwise than `JSON.stringify` does. */
 const OTHERWISE_ESCAPED = /[+&<>'`"\u0080-\uffff]|\\u[0-9a-f]{4}/;
+const NON_ASCII = /[\u0080-\uffff]/g;
 
-/** `escaped` (a value as `JSON.stringify` writes it, without quotes) as each of JSON_WRITERS writes it, where that differs. */
+const unicodeEscape = (character: string, upper: boolean): string => {
+  const hex = character.charCodeAt(0).toString(16).padStart(4, '0');
+  return `\\u${upper ? hex.toUpperCase() : hex}`;
+};
+const escapedAs = (text: string, characters: readonly string[], upper: boolean): string =>
+  characters.reduce((written, character) => written.replaceAll(character, unicodeEscape(character, upper)), text);
+
+/** `escaped` (a value as `JSON.stringify` writes it, without quotes) as each of the JSON writers above writes it, where that differs. */
 function jsonWritersEscapes(escaped: string): string[] {
-  if (!OTHERWISE_ESCAPED.test(escaped)) return [];
-  const variants: string[] = [];
-  for (const writer of JSON_WRITERS) {
-    const written = escaped.replace(writer.escapes, (token) => {
-      // One of JSON.stringify's escapes: kept, but for .NET's own spelling of a quote and of control characters.
-      if (token.startsWith('\\')) {
-        if (!writer.upper) return token;
-        return token === '\\"' ? '\\u0022' : token.length === 6 ? `\\u${token.slice(2).toUpperCase()}` : token;
-      }
-      const hex = token.charCodeAt(0).toString(16).padStart(4, '0');
-      return `\\u${writer.upper ? hex.toUpperCase() : hex}`;
-    });
-    if (written !== escaped) variants.push(writer.slash ? written.replaceAll('/', '\\/') : written);
+  if (escaped.length > OTHER_FORMS_MAX_CHARS || !OTHERWISE_ESCAPED.test(escaped)) return [];
+  const nonAscii = NON_ASCII.test(escaped);
+  NON_ASCII.lastIndex = 0;
+  // .NET: its own spelling of a quote and of control characters, then its characters.
+  let dotnet = escaped.includes('\\u') ? escaped.replace(/\\u[0-9a-f]{4}/g, (token) => `\\u${token.slice(2).toUpperCase()}`) : escaped;
+  dotnet = escapedAs(dotnet.replaceAll('\\"', '\\u0022'), DOTNET_ESCAPED, true);
+  if (nonAscii) dotnet = dotnet.replace(NON_ASCII, (character) => unicodeEscape(character, true));
+  const variants = new Set([dotnet, escapedAs(escaped, GO_ESCAPED, false)]);
+  if (nonAscii) {
+    const python = escaped.replace(NON_ASCII, (character) => unicodeEscape(character, false));
+    variants.add(python);
+    variants.add(python.replaceAll('/', '\\/'));
   }
-  return variants;
+  variants.delete(escaped);
+  return [...variants];
 }
 
 /** The fewest characters of a value's beginning `maskCut` masks at the end of a cut text (fewer tell nothing). */
@@ -268,8 +280,8 @@ const VALUE_PARTS = /[\s;,]+/;
  * - env values, and the values of credential flags in the arguments;
  * - the user and password of its URL, and the values of query parameters named like credentials; the same of a
  *   connection string among the env values or arguments;
- * - each of those URL-encoded too (an upstream that echoes a request line or a form), with upper- or lower-case hex,
- *   and with `/` encoded or kept.
+ * - each of those URL-encoded too (an upstream that echoes a request line or a form), as the common encoders write it
+ *   (`urlEncodings`).
  * Parts of other headers and other query values (`Domain=api.example.com`, `region=us-east-1`) are ordinary words,
  * and masking them would garble every message that uses them.
  */
@@ -319,18 +331,42 @@ function configuredSecrets(config: UpstreamSecrets, credentialsOnly = false, tok
     urlSecrets(value, values, withUser);
     for (const embedded of embeddedUrls(value)) if (embedded !== value) urlSecrets(embedded, values, withUser);
   }
-  for (const value of [...values]) {
-    const encoded = encodeURIComponent(value);
-    if (encoded === value) continue;
-    values.push(encoded);
-    // As other encoders write it: hex in lower case (.NET's HttpUtility), `/` kept (Python's quote) (found by review).
-    const lower = encoded.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase());
-    if (lower !== encoded) values.push(lower);
-    const slashKept = encoded.replaceAll('%2F', '/');
-    if (slashKept !== encoded) values.push(slashKept);
-  }
+  for (const value of [...values]) for (const encoded of urlEncodings(value)) values.push(encoded);
   // What masks every result must look like a token: a word (`AUTH_METHOD=password`) would be masked in ordinary text.
   return credentialsOnly && tokenShaped ? values.filter(looksLikeToken) : values;
+}
+
+/**
+ * `value` URL-encoded as the encoders upstreams are written with do it, where that differs from `value`: JavaScript's
+ * `encodeURIComponent`; RFC 3986's strict form (`! ' ( ) *` encoded too: Python's quote, Go's QueryEscape, PHP's
+ * rawurlencode), also with `~` encoded (PHP's urlencode, Java's URLEncoder); a form's (a space as `+`); each with hex
+ * in upper and lower case (.NET's HttpUtility writes lower), and with `/` kept (Python's quote). Before, only the first
+ * (found by reviews).
+ */
+/**
+ * The longest value also masked in other encoders' and JSON writers' forms (`urlEncodings`, `jsonWritersEscapes`): a
+ * credential is shorter (a JWT a few hundred characters, a key's lines are masked one by one), and each form of a long
+ * text is one more long secret to build and look for in every text masked.
+ */
+const OTHER_FORMS_MAX_CHARS = 4_096;
+
+const HEX_LETTER_ESCAPE = /%(?:[0-9A-F][A-F]|[A-F][0-9])/;
+const HEX_LETTER_ESCAPES = new RegExp(HEX_LETTER_ESCAPE.source, 'g');
+
+function urlEncodings(value: string): string[] {
+  const component = encodeURIComponent(value);
+  if (value.length > OTHER_FORMS_MAX_CHARS) return component === value ? [] : [component];
+  const forms = new Set([component]);
+  // Each form only where the value holds what tells it apart (a long value of plain characters costs nothing more).
+  const strict = /[!'()*]/.test(value) ? component.replace(/[!'()*]/g, (character) => `%${character.charCodeAt(0).toString(16).toUpperCase()}`) : component;
+  forms.add(strict);
+  if (value.includes('~')) forms.add(strict.replaceAll('~', '%7E'));
+  if (value.includes(' ')) for (const form of [...forms]) forms.add(form.replaceAll('%20', '+'));
+  if (value.includes('/')) forms.add(strict.replaceAll('%2F', '/'));
+  // Only the escapes with a letter in them change (`%2F`, not `%20`): a value of many spaces is not called back for each.
+  for (const form of [...forms]) if (HEX_LETTER_ESCAPE.test(form)) forms.add(form.replace(HEX_LETTER_ESCAPES, (escape) => escape.toLowerCase()));
+  forms.delete(value);
+  return [...forms];
 }
 
 /** A credential's shape: a digit, a symbol or a space in it (tokens, keys, `Bearer …`), or long enough to be no word. */

@@ -782,6 +782,29 @@ describe('SessionEngine: upstreams leaving a tenant or moving (retireDeparted)',
     }
   });
 
+  it('does not end the new session of a repointed upstream when its URL is only re-spelled while that session opens (found by re-review)', async () => {
+    const { engine, connector, registry, configs } = build({ u1: tool('files') });
+    const { record } = await open(engine);
+    const call = () => engine.request(record, req('tools/call', { name: 'files__read', arguments: {} }), NO_STREAM, 'trace');
+    await call();
+    const [first] = configs as [UpstreamConfig];
+    // Repointed: the next call opens a session at the new URL, slowly.
+    const moved: UpstreamConfig = { ...first, url: 'http://other-u1.example/mcp', version: 2 };
+    registry.replace([moved], () => undefined);
+    engine.retireDeparted('t1');
+    connector.openDelayMs.set('u1', 50);
+    const inFlight = call();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // While it opens, only the new URL's spelling changes (the host's case): the same endpoint.
+    registry.replace([{ ...moved, url: 'http://Other-u1.example/mcp', version: 3 }], () => undefined);
+    engine.retireDeparted('t1');
+    await inFlight.catch(() => undefined);
+    connector.openDelayMs.delete('u1');
+    await call();
+    const calls = connector.calls.filter((c) => c.method === 'tools/call').map((c) => c.sessionId);
+    expect(connector.closedSessions).not.toContain(calls.at(-1));
+  });
+
   it('touches only the sessions of the tenant named', async () => {
     const { engine, connector, registry } = build({ u1: tool('files') });
     const { record } = await open(engine);

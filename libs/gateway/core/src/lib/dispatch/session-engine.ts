@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   Cancellation,
+  endpointOf,
   untilAborted,
   negotiateVersion,
   newSessionId,
@@ -566,6 +567,9 @@ const decidesOver = (a: TemplateRoute, b: TemplateRoute): boolean => a.literalLe
  * same (`secrets:reseal` seals them again without a new version, and the session records then name another digest).
  */
 const sameEdit = (a: UpstreamConfig, b: UpstreamConfig): boolean => a.version === b.version && a.sealedDigest === b.sealedDigest;
+
+/** Whether a session opened under `opened` is one at another endpoint than `now` names (another URL, other credentials). */
+const movedEndpoint = (opened: UpstreamConfig, now: UpstreamConfig): boolean => endpointOf(opened) !== endpointOf(now);
 
 /** Drops a map's oldest entry (Maps keep insertion order). */
 function evictOldest(map: Map<string, unknown>): void {
@@ -1589,13 +1593,8 @@ export class SessionEngine {
     // The upstream's text the agent's model reads: without the credentials the gateway configured for it (an upstream
     // that quotes the token it was sent must not show it to the agent). Masked after the hook judged the text as the
     // upstream wrote it (tool pinning compares it with what the control plane's probe approved).
-    // Cut to MAX_INSTRUCTIONS_CHARS (`relayedInstructions`, marked by its `…`): a value running past the cut is masked
-    // by its beginning too (found by review: the beginning of a value the cut split was shown).
-    const shown = (text: string | undefined) => {
-      if (!text) return text;
-      const mask = secretMaskOf(config);
-      return text.length >= MAX_INSTRUCTIONS_CHARS && text.endsWith('…') ? `${mask.maskCut(text.slice(0, -1))}…` : mask.mask(text);
-    };
+    // Cut to MAX_INSTRUCTIONS_CHARS (`relayedInstructions`): a value running past the cut is masked by its beginning too.
+    const shown = (text: string | undefined) => (text ? secretMaskOf(config).maskRelayed(text, MAX_INSTRUCTIONS_CHARS) : text);
     const gate = this.deps.hooks?.instructions;
     if (!given || gate === undefined) return shown(given);
     try {
@@ -3588,12 +3587,13 @@ export class SessionEngine {
       // An upstream gone from the registry is retired, not ended upstream: a Streamable HTTP session is shared by the
       // replicas, and one replica may miss an upstream only because of its own trouble (a keyring without the key its
       // secrets are sealed with) — its DELETE would end the session under every other replica. One that now connects
-      // elsewhere is ended at the old server (`retire`), if the session record's endpoint is no longer its (another URL,
-      // other sealed credentials: every replica opens a new session then); not for an edit of the URL's spelling alone
-      // (a host's case, a default port written out), after which the record's session is resumed (found by re-review).
+      // elsewhere is ended at the old server (`retire`), if the endpoint it was opened at is no longer the upstream's
+      // (another URL, other sealed credentials: every replica opens a new session then); not for an edit of the URL's
+      // spelling alone (a host's case, a default port written out), after which the session is resumed (found by
+      // re-review). Judged by the configuration it was opened under, not by the record, which a renewal still under way
+      // has not updated yet (found by re-review: the renewal's new session was ended, and then used).
       // Stdio and legacy SSE ones are this replica's, and close.
-      const state = live.record.upstreams[upstreamId];
-      this.retire(entry.config, entry.session, config !== undefined && state !== undefined && sessionElsewhere(state, config));
+      this.retire(entry.config, entry.session, config !== undefined && movedEndpoint(entry.config, config));
     }
   }
 
@@ -4191,7 +4191,7 @@ export class SessionEngine {
       // Another URL, other credentials, another command: the session under the old configuration ends here (its
       // calls under way with it). Left open, its streams kept reconnecting to the old host with the old credentials
       // for as long as the gateway ran, and kept relaying notifications beside the new session's.
-      this.retire(existing.config, existing.session, sessionElsewhere(state, config));
+      this.retire(existing.config, existing.session, movedEndpoint(existing.config, config));
     }
     const identity = identityOf(live.record);
     // The record may name a session opened before an admin repointed the upstream (this replica never held it, or held
