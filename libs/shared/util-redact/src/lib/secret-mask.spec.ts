@@ -287,6 +287,21 @@ describe('the secrets of an upstream as the upstream reads them (found by review
     expect(mask.mask('q=correct+horse+battery+42')).toBe('q=[redacted]');
   });
 
+  it('masks a value as Java\'s URLEncoder (* kept) and .NET\'s HttpUtility (! * ( ) kept, lower-case hex) write it (found by re-review)', () => {
+    const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { DB_PASSWORD: "Sup3r*Secret!2024 (x)'~" } });
+    expect(mask.mask('password=Sup3r*Secret%212024+%28x%29%27%7E')).toBe('password=[redacted]');
+    expect(mask.mask('password=Sup3r*Secret!2024+(x)%27%7e')).toBe('password=[redacted]');
+  });
+
+  it('masks a value as .NET\'s JSON writer spells a control character (\\u001F) and leaves a backslash before "u00ab" alone', () => {
+    const control = 'abc\u001fdef+123';
+    const backslash = 'a\\u00ab+x12345';
+    const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { CONTROL_SECRET: control, BACKSLASH_SECRET: backslash } });
+    expect(mask.mask('{"v":"abc\\u001Fdef\\u002B123"}')).toBe('{"v":"[redacted]"}');
+    // What .NET writes for the second: the backslash escaped, `u00ab` as it is, `+` as \u002B.
+    expect(mask.mask('{"v":"a\\\\u00ab\\u002Bx12345"}')).toBe('{"v":"[redacted]"}');
+  });
+
   it('masks an env value with white space after it as a server that trims it quotes it', () => {
     const mask = secretMaskOf({ url: null, headers: {}, args: [], env: { SERVICE_PASSWORD: 'correct-horse-42 \t' } });
     expect(mask.mask('refused correct-horse-42.')).toBe('refused [redacted].');

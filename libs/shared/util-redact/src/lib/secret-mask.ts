@@ -253,7 +253,8 @@ function jsonWritersEscapes(escaped: string): string[] {
   const nonAscii = NON_ASCII.test(escaped);
   NON_ASCII.lastIndex = 0;
   // .NET: its own spelling of a quote and of control characters, then its characters.
-  let dotnet = escaped.includes('\\u') ? escaped.replace(/\\u[0-9a-f]{4}/g, (token) => `\\u${token.slice(2).toUpperCase()}`) : escaped;
+  // (An escaped backslash is taken whole first: `\\u00ab` is a backslash and `u00ab`, no escape to spell otherwise.)
+  let dotnet = escaped.includes('\\u') ? escaped.replace(/\\\\|\\u[0-9a-f]{4}/g, (token) => (token.length === 2 ? token : `\\u${token.slice(2).toUpperCase()}`)) : escaped;
   dotnet = escapedAs(dotnet.replaceAll('\\"', '\\u0022'), DOTNET_ESCAPED, true);
   if (nonAscii) dotnet = dotnet.replace(NON_ASCII, (character) => unicodeEscape(character, true));
   const variants = new Set([dotnet, escapedAs(escaped, GO_ESCAPED, false)]);
@@ -353,16 +354,26 @@ const OTHER_FORMS_MAX_CHARS = 4_096;
 const HEX_LETTER_ESCAPE = /%(?:[0-9A-F][A-F]|[A-F][0-9])/;
 const HEX_LETTER_ESCAPES = new RegExp(HEX_LETTER_ESCAPE.source, 'g');
 
+/** `encoded` with each of `characters` (which `encodeURIComponent` leaves) percent-encoded too. */
+const encodingAlso = (encoded: string, characters: readonly string[]): string =>
+  characters.reduce((written, character) => written.replaceAll(character, `%${character.charCodeAt(0).toString(16).toUpperCase()}`), encoded);
+
 function urlEncodings(value: string): string[] {
   const component = encodeURIComponent(value);
   if (value.length > OTHER_FORMS_MAX_CHARS) return component === value ? [] : [component];
   const forms = new Set([component]);
   // Each form only where the value holds what tells it apart (a long value of plain characters costs nothing more).
-  const strict = /[!'()*]/.test(value) ? component.replace(/[!'()*]/g, (character) => `%${character.charCodeAt(0).toString(16).toUpperCase()}`) : component;
-  forms.add(strict);
-  if (value.includes('~')) forms.add(strict.replaceAll('~', '%7E'));
+  if (/[!'()*~]/.test(value)) {
+    const strict = encodingAlso(component, ['!', "'", '(', ')', '*']);
+    forms.add(strict);
+    forms.add(encodingAlso(strict, ['~']));
+    // Java's URLEncoder keeps `*` and encodes the rest; .NET's HttpUtility keeps `! * ( )` and encodes `'` and `~`
+    // (found by re-review).
+    forms.add(encodingAlso(component, ['!', "'", '(', ')', '~']));
+    forms.add(encodingAlso(component, ["'", '~']));
+  }
   if (value.includes(' ')) for (const form of [...forms]) forms.add(form.replaceAll('%20', '+'));
-  if (value.includes('/')) forms.add(strict.replaceAll('%2F', '/'));
+  if (value.includes('/')) for (const form of [...forms]) forms.add(form.replaceAll('%2F', '/'));
   // Only the escapes with a letter in them change (`%2F`, not `%20`): a value of many spaces is not called back for each.
   for (const form of [...forms]) if (HEX_LETTER_ESCAPE.test(form)) forms.add(form.replace(HEX_LETTER_ESCAPES, (escape) => escape.toLowerCase()));
   forms.delete(value);
