@@ -470,8 +470,14 @@ export async function registerMcpRoutes(app: FastifyInstance, options: McpRoutes
       const wait = expiresAt - Date.now();
       // Not before the watched thing surely ends (a POST's calls are bounded): no timer at all.
       if (wait > withinMs) return;
-      // Woken at or past the expiry and still not refused: the authenticator decides otherwise, so no tighter loop.
-      if (rearm && wait <= 0) return;
+      // Woken and not refused, yet at or past the expiry by now: asked once more (the clock may have moved on between
+      // its check and this one: a timer woken a moment early, found valid, then re-armed past the expiry armed nothing,
+      // and the POST ran on after its key expired; seen as a flake in CI). Still not refused: the authenticator
+      // decides otherwise, so no tighter loop.
+      if (rearm && wait <= 0) {
+        if (authenticator.stillValid(credentialId, principal) === false) expired();
+        return;
+      }
       timer = setTimeout(() => {
         timer = undefined;
         if (authenticator.stillValid(credentialId, principal) !== false) arm(true);

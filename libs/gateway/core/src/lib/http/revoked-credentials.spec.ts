@@ -385,6 +385,39 @@ describe('a batch POST withdrawn at its key expiry', () => {
   }, 15_000);
 });
 
+/**
+ * `OldExpires` whose first check of a woken expiry timer still finds the key valid, as when the timer wakes a moment
+ * before the clock reaches the expiry and the clock then moves on before the timer is armed again.
+ */
+class WokenEarly extends OldExpires {
+  private lied = false;
+  override stillValid(credentialId: string): boolean {
+    if (credentialId === 'old' && !this.lied && Date.now() >= this.at - 5) {
+      this.lied = true;
+      // The clock moves past the expiry before the timer is armed again.
+      while (Date.now() <= this.at) {
+        // wait a moment
+      }
+      return true;
+    }
+    return super.stillValid(credentialId);
+  }
+}
+
+describe('a POST whose key expires while its expiry timer wakes a moment early (a flake in CI)', () => {
+  it('is still withdrawn at the expiry, not left to run on', async () => {
+    const authenticator = new WokenEarly(Date.now() + 3_000);
+    let calls = 0;
+    const { url, initialize, inSession } = await gateway(authenticator, slowPastExpiry(authenticator, () => (calls += 1)));
+    authenticator.expireIn(1_000);
+    await initialize('old', '2025-06-18');
+    const post = await fetch(url, { method: 'POST', headers: inSession('old'), body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'docs__slow', arguments: {} } }) });
+    const text = await post.text();
+    expect(calls).toBe(1);
+    expect(text).toContain('credential_no_longer_valid');
+  }, 15_000);
+});
+
 describe('a batch POST withdrawn at its key expiry, one of its requests cancelled by the agent', () => {
   it('sends no response for the cancelled request (as the batch itself would not)', async () => {
     let calls = 0;
