@@ -1,9 +1,10 @@
 /**
- * A matcher for the URIs an RFC 6570 template can expand to, precise enough for routing a URI to the upstream that
- * listed the template: each `{…}` expression matches any run of characters (possibly empty; none holding `/` where the
- * expression cannot expand to one, see `uriTemplateMatcher`), everything else is literal. Equivalent to the regular expression `^L0.*L1.*…Ln$`, but decided in one left-to-right pass with
- * `indexOf`, so its time is linear in the URI: an agent's URI is matched against upstream-supplied templates, and
- * a backtracking regex there took cubic time (seconds for a URI of a few hundred slashes).
+ * Matchers for the URIs an RFC 6570 template can expand to, precise enough for routing a URI to the upstream that
+ * listed the template: each `{…}` expression matches a run of characters (possibly empty; in the path, none holding
+ * `/` where the expression cannot expand to one, see `uriTemplateMatcher`), everything else is literal. The loose
+ * form (`anyRunMatcher`) is the regular expression `^L0.*L1.*…Ln$`, decided in one left-to-right pass with `indexOf`,
+ * so its time is linear in the URI: an agent's URI is matched against upstream-supplied templates, and a backtracking
+ * regex there took cubic time (seconds for a URI of a few hundred slashes).
  */
 export type UriMatcher = (uri: string) => boolean;
 

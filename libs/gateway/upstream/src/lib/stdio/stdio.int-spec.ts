@@ -56,6 +56,16 @@ describe('stdio upstreams', () => {
     sessions.push(session);
     return session as UpstreamSession & { pid?: number };
   }
+  /** Sessions of two principals (alice, bob) on one fixture process, and the notifications bob receives. */
+  async function aliceAndBobOnOneProcess() {
+    const c = connector({ maxStdioProcessesPerUpstream: 1 });
+    const config = fixtureConfig();
+    const alice = await open(c, config, 'tenant-test:agent_client:alice');
+    const bob = await open(c, config, 'tenant-test:agent_client:bob');
+    const heardByBob: JsonRpcNotification[] = [];
+    bob.onNotification((n) => void heardByBob.push(n));
+    return { alice, bob, heardByBob };
+  }
   /** Two sessions sharing one fixture process, and the notifications each receives. */
   async function twoSessionsOnOneProcess(env: Record<string, string> = {}) {
     const c = connector({ maxStdioProcessesPerUpstream: 1 });
@@ -387,12 +397,7 @@ describe('stdio upstreams', () => {
       return {};
     }],
   ])("keeps from the principal left alone on a process the log messages of %s of another principal's session that left", async (_label, leaveWork) => {
-    const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
-    const alice = await open(c, config, 'tenant-test:agent_client:alice');
-    const bob = await open(c, config, 'tenant-test:agent_client:bob');
-    const heardByBob: JsonRpcNotification[] = [];
-    bob.onNotification((n) => void heardByBob.push(n));
+    const { alice, bob, heardByBob } = await aliceAndBobOnOneProcess();
     const { work } = await leaveWork(alice);
     await alice.close();
     await work;
@@ -403,12 +408,7 @@ describe('stdio upstreams', () => {
   });
 
   it("passes the log messages of a restarted process to the principal alone on it: the work others left ended with the old one", async () => {
-    const c = connector({ maxStdioProcessesPerUpstream: 1 });
-    const config = fixtureConfig();
-    const alice = await open(c, config, 'tenant-test:agent_client:alice');
-    const bob = await open(c, config, 'tenant-test:agent_client:bob');
-    const heardByBob: JsonRpcNotification[] = [];
-    bob.onNotification((n) => void heardByBob.push(n));
+    const { alice, bob, heardByBob } = await aliceAndBobOnOneProcess();
     const work = alice.request('tools/call', { name: 'worklog', arguments: { ms: 5_000, query: 'alice-long' } }).catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 50));
     await alice.close();
